@@ -1,0 +1,1 @@
+"""LocalStore: local-first storage for blueprints."""

@@ -1,0 +1,220 @@
+"""The ``localstore`` command line.
+
+Commands live in their own modules and are imported only when run (``_COMMANDS``), so ``localstore ls``
+never pays for the cloud client, and the local package never imports ``sync`` unless a sync command is
+used. Exit codes: 0 ok, 1 error, 2 usage, 3 needs attention, 4 not found.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from localstore.errors import LocalStoreError, NotFoundError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from localstore.config import Settings
+    from localstore.store import BlueprintStore
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_ATTENTION = 3
+EXIT_NOT_FOUND = 4
+
+# name -> "module:attribute" of a click command; imported lazily.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("localstore._cli_store:init_cmd", "Create the folders and index of a home."),
+    "save": ("localstore._cli_store:save_cmd", "Save a blueprint from a file or stdin."),
+    "show": ("localstore._cli_store:show_cmd", "Print a blueprint's YAML or meta."),
+    "ls": ("localstore._cli_store:ls_cmd", "List blueprints."),
+    "search": ("localstore._cli_store:search_cmd", "Full-text search over blueprints."),
+    "rm": ("localstore._cli_store:rm_cmd", "Delete a blueprint (restorable from history)."),
+    "mv": ("localstore._cli_store:mv_cmd", "Move or rename a blueprint, keeping its id."),
+    "history": ("localstore._cli_store:history_cmd", "List a blueprint's revisions."),
+    "restore": ("localstore._cli_store:restore_cmd", "Restore a revision as the current version."),
+    "check": ("localstore._cli_store:check_cmd", "Compare the index with the files; --fix repairs."),
+    "cred": ("localstore._cli_cred:cred_group", "Manage credentials in the OS keychain."),
+    "watch": ("localstore._cli_watch:watch_cmd", "Watch the blueprints folder and print events."),
+    "export": ("localstore._cli_bundle:export_cmd", "Export blueprints to a .lsbundle."),
+    "import": ("localstore._cli_bundle:import_cmd", "Import a .lsbundle."),
+    "login": ("sync.cli_sync:login_cmd", "Sign in to a Supabase project."),
+    "logout": ("sync.cli_sync:logout_cmd", "Sign out and forget the session."),
+    "sync": ("sync.cli_sync:sync_cmd", "Run one sync cycle."),
+    "status": ("sync.cli_sync:status_cmd", "Show sync status."),
+    "conflicts": ("sync.cli_sync:conflicts_group", "List, show and resolve sync conflicts."),
+    "daemon": ("sync.cli_daemon:daemon_cmd", "Run the background daemon in the foreground."),
+    "cloud": ("sync.cli_cloud:cloud_group", "Start/stop the local Supabase-compatible stack."),
+    "service": ("sync.cli_daemon:service_group", "Install the daemon as a per-user service."),
+    "doctor": ("sync.cli_daemon:doctor_cmd", "Check the installation and say how to fix problems."),
+}
+
+
+@dataclass
+class CliContext:
+    """What every command gets: the home, output mode and a lazily opened store."""
+
+    home: str | None
+    json: bool
+    _store: BlueprintStore | None = field(default=None, repr=False)
+    _settings: Settings | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        """Settings of the selected home."""
+        if self._settings is None:
+            from localstore.config import load_settings
+
+            self._settings = load_settings(home=self.home)
+        return self._settings
+
+    def store(self, **kwargs: Any) -> BlueprintStore:
+        """Open (once) the store of the selected home."""
+        if self._store is None:
+            from localstore.store import BlueprintStore
+
+            self._store = BlueprintStore(self.settings, **kwargs)
+            click.get_current_context().call_on_close(self._store.close)
+        return self._store
+
+    def console(self, *, stderr: bool = False) -> Console:
+        """A rich console for human output."""
+        from rich.console import Console
+
+        return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+    def emit(self, data: Any, human: Callable[[], None] | None = None) -> None:
+        """Print one JSON document with --json, else run the human renderer."""
+        if self.json:
+            click.echo(json.dumps(data, ensure_ascii=False, default=_json_default))
+        elif human is not None:
+            human()
+        else:
+            click.echo(data if isinstance(data, str) else json.dumps(data, indent=2, default=str))
+
+    def emit_line(self, data: dict[str, Any], human: str) -> None:
+        """Print one event of a stream: a JSON line with --json, else the human text."""
+        if self.json:
+            click.echo(json.dumps(data, ensure_ascii=False, default=_json_default))
+        else:
+            click.echo(human)
+        sys.stdout.flush()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):
+        return to_dict()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, bytes | set | frozenset | tuple):
+        return list(value)
+    return str(value)
+
+
+def fail(message: str, *, code: int = EXIT_ERROR, hint: str = "") -> NoReturn:
+    """Print one line on stderr and exit with ``code``."""
+    click.echo(f"error: {message}" + (f" ({hint})" if hint else ""), err=True)
+    raise SystemExit(code)
+
+
+@contextmanager
+def errors_to_exit() -> Iterator[None]:
+    """Turn LocalStoreError (and sync errors) into one stderr line and the documented exit code."""
+    try:
+        yield
+    except NotFoundError as exc:
+        fail(exc.message, code=EXIT_NOT_FOUND, hint=exc.hint)
+    except LocalStoreError as exc:
+        fail(exc.message, hint=exc.hint)
+    except Exception as exc:
+        # Sync errors live in the sync package, which this module must not import eagerly.
+        if type(exc).__module__.startswith("sync") and hasattr(exc, "hint"):
+            fail(str(getattr(exc, "message", exc)), hint=str(exc.hint))
+        raise
+
+
+pass_ctx = click.make_pass_decorator(CliContext)
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        spec = _COMMANDS.get(cmd_name)
+        if spec is None:
+            return None
+        module_name, attr = spec[0].split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            return _unavailable(cmd_name, spec[1])
+        cmd = getattr(module, attr)
+        assert isinstance(cmd, click.Command)
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Short help from the registry so `--help` imports no command module.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, _COMMANDS[name][1]) for name in sorted(_COMMANDS)])
+
+
+def _unavailable(name: str, help_text: str) -> click.Command:
+    @click.command(name=name, help=help_text + " (not available in this build)")
+    def cmd() -> None:
+        fail(f"'{name}' is not available in this build", hint="upgrade localstore")
+
+    return cmd
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("localstore")
+    except PackageNotFoundError:  # pragma: no cover - a frozen binary without metadata
+        from localstore import __version__
+
+        return __version__
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False),
+    envvar="LOCALSTORE_HOME",
+    help="Keep everything under this folder (also LOCALSTORE_HOME).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+@click.version_option(version=None, package_name="localstore", message="localstore %(version)s")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None, as_json: bool) -> None:
+    """LocalStore keeps blueprints as plain files, indexed, versioned and synced.
+
+    REF is an id, a unique id prefix, or a path relative to the blueprints folder.
+    Exit codes: 0 ok, 1 error, 2 usage, 3 needs attention, 4 not found.
+    """
+    ctx.obj = CliContext(home=home, json=as_json)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        cli.main(prog_name="localstore", standalone_mode=True)
+    except KeyboardInterrupt:  # pragma: no cover - interactive
+        raise SystemExit(130) from None

@@ -1,0 +1,206 @@
+"""Settings: where things live and how the engine behaves.
+
+Precedence for every setting is one rule, applied by :func:`resolve`: an explicit argument (a CLI flag or
+a keyword to :func:`load_settings`) beats the environment (``LOCALSTORE_<NAME>``), which beats
+``config.yaml`` in the config directory, which beats the ``DEFAULT_*`` constant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import yaml
+
+from localstore.errors import ConfigError
+
+APP_NAME = "LocalStore"
+ENV_PREFIX = "LOCALSTORE_"
+CONFIG_FILE_NAME = "config.yaml"
+
+DEFAULT_PROFILE = "default"
+DEFAULT_MAX_YAML_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_DEPTH = 64
+DEFAULT_MAX_NODES = 200_000
+DEFAULT_BUSY_TIMEOUT_MS = 30_000
+DEFAULT_SETTLE_MS = 40
+DEFAULT_DELETE_GRACE_MS = 400
+DEFAULT_RESCAN_INTERVAL_S = 600.0
+DEFAULT_CONFLICT_POLICY = "merge"
+DEFAULT_POLL_INTERVAL_S = 30.0
+DEFAULT_SYNC_BATCH = 200
+DEFAULT_KV_HOT_ITEMS = 1024
+DEFAULT_KV_HOT_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    """The five directories a home is made of."""
+
+    blueprints: Path
+    data: Path
+    config: Path
+    cache: Path
+    state: Path
+
+    @property
+    def index_db(self) -> Path:
+        """Path of the SQLite index."""
+        return self.data / "index.db"
+
+    def ensure(self) -> None:
+        """Create every directory (private to the user where it holds state)."""
+        for p in (self.blueprints, self.data, self.config, self.cache, self.state):
+            p.mkdir(parents=True, exist_ok=True)
+        for p in (self.data, self.state, self.config):
+            try:
+                p.chmod(0o700)
+            except OSError:  # pragma: no cover - a shared folder we do not own
+                pass
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Typed settings of one home; build with :func:`load_settings`."""
+
+    paths: Paths
+    home: Path | None = None
+    profile: str = DEFAULT_PROFILE
+    device_name: str = field(default_factory=socket.gethostname)
+    max_yaml_bytes: int = DEFAULT_MAX_YAML_BYTES
+    max_depth: int = DEFAULT_MAX_DEPTH
+    max_nodes: int = DEFAULT_MAX_NODES
+    busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS
+    settle_ms: int = DEFAULT_SETTLE_MS
+    delete_grace_ms: int = DEFAULT_DELETE_GRACE_MS
+    rescan_interval_s: float = DEFAULT_RESCAN_INTERVAL_S
+    conflict_policy: str = DEFAULT_CONFLICT_POLICY
+    merge_tool: str = ""
+    poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
+    sync_batch: int = DEFAULT_SYNC_BATCH
+    kv_hot_items: int = DEFAULT_KV_HOT_ITEMS
+    kv_hot_bytes: int = DEFAULT_KV_HOT_BYTES
+    keychain_file_fallback: bool = False
+    cloud_url: str = ""
+    cloud_anon_key: str = ""
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+_TUNABLES = {
+    f.name: f for f in dataclasses.fields(Settings) if f.name not in ("paths", "home")
+}
+
+
+def resolve(flag: Any, env: str | None, file_value: Any, default: Any) -> Any:
+    """Return the first of flag, environment, config file and default that is set."""
+    for value in (flag, env, file_value):
+        if value is not None and value != "":
+            return value
+    return default
+
+
+def _paths_for(home: Path | None) -> Paths:
+    if home is not None:
+        home = home.expanduser().resolve()
+        return Paths(
+            blueprints=home / "blueprints",
+            data=home / "data",
+            config=home / "config",
+            cache=home / "cache",
+            state=home / "state",
+        )
+    return Paths(
+        blueprints=Path(platformdirs.user_documents_dir()) / APP_NAME / "Blueprints",
+        data=Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)),
+        config=Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)),
+        cache=Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False)),
+        state=Path(platformdirs.user_state_dir(APP_NAME, appauthor=False)),
+    )
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"{path} is not valid YAML: {exc}", hint="fix or delete the file"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings", hint="see docs/configuration.md")
+    unknown = sorted(set(data) - set(_TUNABLES))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown setting(s) {', '.join(unknown)}",
+            hint=f"known settings: {', '.join(sorted(_TUNABLES))}",
+        )
+    return data
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = type(getattr(_DEFAULTS, name))
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"setting {name!r} must be a {kind.__name__}, got {value!r}",
+            hint=f"set {ENV_PREFIX}{name.upper()} or config.yaml to a valid value",
+        ) from exc
+
+
+_DEFAULTS = Settings(paths=_paths_for(Path("/nonexistent")), device_name="")
+
+
+def load_settings(
+    *,
+    home: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build settings for a home from arguments, environment, config file and defaults.
+
+    Raises ConfigError for unknown or ill-typed settings.
+    """
+    env = os.environ if environ is None else environ
+    home_value = resolve(home, env.get(ENV_PREFIX + "HOME"), None, None)
+    home_path = Path(home_value) if home_value is not None else None
+    paths = _paths_for(home_path)
+    file_values = _read_config_file(paths.config / CONFIG_FILE_NAME)
+    unknown = sorted(set(overrides) - set(_TUNABLES))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for name in _TUNABLES:
+        default = getattr(_DEFAULTS, name) if name != "device_name" else socket.gethostname()
+        raw = resolve(
+            overrides.get(name), env.get(ENV_PREFIX + name.upper()), file_values.get(name), default
+        )
+        values[name] = _coerce(name, raw)
+    return Settings(
+        paths=paths, home=home_path.expanduser().resolve() if home_path else None, **values
+    )

@@ -1,0 +1,182 @@
+"""The one exception tree of the ``localstore`` package.
+
+Every error carries a message that says what went wrong and, where a person can act, a ``hint`` that
+says how to fix it. Third-party exceptions (apsw, keyring, watchdog, yaml, cryptography, zipfile) are
+translated at the boundary with ``raise ... from exc`` and never leak out of the public API.
+
+::
+
+    LocalStoreError
+    ├── ConfigError
+    ├── InvalidInputError
+    │   ├── InvalidYAMLError
+    │   ├── InvalidMetaError
+    │   ├── LimitExceededError
+    │   ├── UnsafePathError
+    │   └── InvalidRefError
+    ├── NotFoundError
+    │   └── RevisionNotFoundError
+    ├── AmbiguousRefError
+    ├── AlreadyExistsError
+    ├── StoreClosedError
+    ├── StorageError
+    │   ├── DiskFullError
+    │   ├── PermissionDeniedError
+    │   └── IndexStoreError
+    ├── CredentialError
+    │   ├── KeychainUnavailableError
+    │   └── CredentialNotFoundError
+    ├── CryptoError
+    │   ├── DecryptionError
+    │   └── KeyNotFoundError
+    ├── KVError
+    │   └── KVFormatError
+    ├── WatcherError
+    ├── BundleError
+    │   ├── BundleFormatError
+    │   ├── BundleIntegrityError
+    │   ├── BundleLimitError
+    │   └── UnsafeBundleError
+    └── LockHeldError
+"""
+
+from __future__ import annotations
+
+
+class LocalStoreError(Exception):
+    """Base of every error raised by localstore."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        if hint:
+            self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ConfigError(LocalStoreError):
+    """A setting or config file is invalid."""
+
+
+class InvalidInputError(LocalStoreError):
+    """Input was rejected; nothing was changed."""
+
+
+class InvalidYAMLError(InvalidInputError):
+    """The blueprint's YAML does not parse or its top level is not a mapping."""
+
+
+class InvalidMetaError(InvalidInputError):
+    """The companion .meta.json is malformed or has fields of the wrong type."""
+
+
+class LimitExceededError(InvalidInputError):
+    """A size, depth, alias or count limit was exceeded."""
+
+
+class UnsafePathError(InvalidInputError):
+    """A path is absolute, escapes the root, uses reserved names or collides by case."""
+
+
+class InvalidRefError(InvalidInputError):
+    """A reference (id, id prefix or path) is malformed."""
+
+
+class NotFoundError(LocalStoreError):
+    """No blueprint matches the reference."""
+
+
+class RevisionNotFoundError(NotFoundError):
+    """The blueprint exists but has no such revision."""
+
+
+class AmbiguousRefError(LocalStoreError):
+    """An id prefix matches more than one blueprint."""
+
+
+class AlreadyExistsError(LocalStoreError):
+    """The target path is taken by another blueprint."""
+
+
+class StoreClosedError(LocalStoreError):
+    """The store was used after close()."""
+
+
+class StorageError(LocalStoreError):
+    """Reading or writing files failed; the previous version is intact."""
+
+
+class DiskFullError(StorageError):
+    """No space left on the device."""
+
+
+class PermissionDeniedError(StorageError):
+    """The operating system refused access to a file or folder."""
+
+
+class IndexStoreError(StorageError):
+    """The SQLite index failed (corrupt, locked for too long, or unreadable)."""
+
+
+class CredentialError(LocalStoreError):
+    """A keychain operation failed."""
+
+
+class KeychainUnavailableError(CredentialError):
+    """No usable OS keychain backend is available."""
+
+
+class CredentialNotFoundError(CredentialError):
+    """No credential with that name is stored."""
+
+
+class CryptoError(LocalStoreError):
+    """Encryption or decryption failed."""
+
+
+class DecryptionError(CryptoError):
+    """The key or passphrase is wrong, or the data was tampered with."""
+
+
+class KeyNotFoundError(CryptoError):
+    """The data key needed to decrypt is not in the keychain."""
+
+
+class KVError(LocalStoreError):
+    """An app-data store operation failed."""
+
+
+class KVFormatError(KVError):
+    """A value cannot be encoded or decoded in the requested format."""
+
+
+class WatcherError(LocalStoreError):
+    """The file watcher cannot run (lifecycle misuse or OS watch limits)."""
+
+
+class BundleError(LocalStoreError):
+    """Exporting or importing a bundle failed; nothing was imported."""
+
+
+class BundleFormatError(BundleError):
+    """The bundle is not a readable .lsbundle of a supported version."""
+
+
+class BundleIntegrityError(BundleError):
+    """A file in the bundle does not match its manifest hash or size."""
+
+
+class BundleLimitError(BundleError):
+    """The bundle exceeds an import limit (entries, sizes, ratio, nesting)."""
+
+
+class UnsafeBundleError(BundleError):
+    """The bundle contains unsafe entries (absolute, '..', links, devices, collisions)."""
+
+
+class LockHeldError(LocalStoreError):
+    """Another process holds the lock (a running daemon or sync engine)."""
