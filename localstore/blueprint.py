@@ -1,0 +1,398 @@
+"""Blueprint models, the YAML and meta codecs, validation and content hashing.
+
+YAML is parsed with the C safe loader when present, after a size check, and the composed node graph is
+measured before anything is constructed: the *expanded* node count (aliases counted every time they are
+used) and the nesting depth are bounded, so a 400-byte alias bomb is rejected in microseconds instead of
+exhausting memory when some later code walks it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+
+from localstore.errors import InvalidMetaError, InvalidYAMLError, LimitExceededError
+
+try:  # pragma: no branch - depends on how PyYAML was built
+    _Loader: Any = yaml.CSafeLoader
+    _Dumper: Any = yaml.CSafeDumper
+except AttributeError:  # pragma: no cover - pure-Python PyYAML
+    _Loader = yaml.SafeLoader
+    _Dumper = yaml.SafeDumper
+
+META_FIELDS = (
+    "id",
+    "name",
+    "description",
+    "author",
+    "created",
+    "modified",
+    "version",
+    "tags",
+    "public",
+    "encrypted",
+)
+
+Validator = Callable[[Mapping[str, Any]], Sequence[str]]
+"""An app's validator: returns a list of problems (empty when valid)."""
+
+
+def utc_now() -> str:
+    """The current time as ISO-8601 UTC with a Z suffix."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_id() -> str:
+    """A new blueprint id (UUID4 string)."""
+    return str(uuid.uuid4())
+
+
+def is_uuid(value: str) -> bool:
+    """True for a canonical UUID string."""
+    try:
+        return str(uuid.UUID(value)) == value.lower()
+    except (ValueError, AttributeError, TypeError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------
+# YAML
+
+
+@dataclass(frozen=True, slots=True)
+class YamlLimits:
+    """Bounds on what the YAML loader accepts."""
+
+    max_bytes: int = 8 * 1024 * 1024
+    max_depth: int = 64
+    max_nodes: int = 200_000
+
+
+def _measure(root: yaml.Node, limits: YamlLimits) -> None:
+    """Reject graphs whose expanded size or depth exceed the limits (aliases are shared nodes)."""
+    sizes: dict[int, int] = {}
+    # Iterative post-order walk: deep documents must not hit Python's recursion limit.
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    on_path: set[int] = set()
+    while stack:
+        node, depth, done = stack.pop()
+        key = id(node)
+        if done:
+            on_path.discard(key)
+            total = 1 + sum(sizes[id(c)] for c in _children(node))
+            if total > limits.max_nodes:
+                raise LimitExceededError(
+                    f"YAML expands to more than {limits.max_nodes} nodes (alias bomb?)",
+                    hint="remove repeated aliases or split the document",
+                )
+            sizes[key] = total
+            continue
+        if depth > limits.max_depth:
+            raise LimitExceededError(
+                f"YAML is nested deeper than {limits.max_depth} levels",
+                hint="flatten the document",
+            )
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise LimitExceededError("YAML contains a recursive alias")
+        on_path.add(key)
+        stack.append((node, depth, True))
+        for child in _children(node):
+            if id(child) not in sizes:
+                stack.append((child, depth + 1, False))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def parse_yaml(text: str | bytes, limits: YamlLimits | None = None) -> dict[str, Any]:
+    """Parse a blueprint document into a mapping, within limits.
+
+    Raises InvalidYAMLError (malformed, empty, or not a mapping) and LimitExceededError.
+    """
+    limits = limits or YamlLimits()
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    if len(raw) > limits.max_bytes:
+        raise LimitExceededError(
+            f"YAML is {len(raw)} bytes, over the limit of {limits.max_bytes}",
+            hint="split the blueprint or raise max_yaml_bytes in config.yaml",
+        )
+    try:
+        source = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidYAMLError(f"YAML is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    loader = _Loader(source)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise InvalidYAMLError("YAML document is empty", hint="a blueprint is a YAML mapping")
+        _measure(node, limits)
+        data = loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise InvalidYAMLError(f"YAML does not parse: {_short(exc)}") from exc
+    except RecursionError as exc:
+        raise LimitExceededError("YAML is nested too deeply", hint="flatten the document") from exc
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        raise InvalidYAMLError(
+            f"the top level of a blueprint must be a mapping, not a {type(data).__name__}",
+            hint="start the document with 'key: value' lines",
+        )
+    return data
+
+
+def _short(exc: yaml.YAMLError) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300]
+
+
+def dump_yaml(data: Mapping[str, Any]) -> str:
+    """Serialise a mapping as block-style YAML, keeping key order."""
+    try:
+        return str(
+            yaml.dump(dict(data), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+        )
+    except yaml.YAMLError as exc:
+        raise InvalidYAMLError(f"cannot represent the blueprint as YAML: {_short(exc)}") from exc
+
+
+# ---------------------------------------------------------------------------------------------------
+# Meta
+
+
+@dataclass(frozen=True, slots=True)
+class BlueprintMeta:
+    """The companion ``.meta.json``: identity and descriptive fields. Unknown keys are kept in extra."""
+
+    id: str
+    name: str
+    description: str = ""
+    author: str = ""
+    created: str = ""
+    modified: str = ""
+    version: str = ""
+    tags: tuple[str, ...] = ()
+    public: bool = False
+    encrypted: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object written to the meta file."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "author": self.author,
+            "created": self.created,
+            "modified": self.modified,
+            "version": self.version,
+            "tags": list(self.tags),
+            "public": self.public,
+            "encrypted": self.encrypted,
+        }
+        for k, v in self.extra.items():
+            if k not in out:
+                out[k] = v
+        return out
+
+    def replace(self, **changes: Any) -> BlueprintMeta:
+        """Return a copy with some fields changed."""
+        if "tags" in changes:
+            changes["tags"] = normalize_tags(changes["tags"])
+        return replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "meta") -> BlueprintMeta:
+        """Validate and build from a decoded meta object. Raises InvalidMetaError."""
+        if not isinstance(data, Mapping):
+            raise InvalidMetaError(f"{source}: must be a JSON object")
+        ident = data.get("id")
+        if not isinstance(ident, str) or not is_uuid(ident):
+            raise InvalidMetaError(
+                f"{source}: 'id' must be a UUID string, got {ident!r}",
+                hint="restore the id from history, or delete the meta file to get a new one",
+            )
+        kwargs: dict[str, Any] = {"id": ident.lower()}
+        for key in ("name", "description", "author", "created", "modified", "version"):
+            value = data.get(key, "")
+            if value is None:
+                value = ""
+            if not isinstance(value, str):
+                raise InvalidMetaError(f"{source}: {key!r} must be a string, got {value!r}")
+            kwargs[key] = value
+        for key in ("public", "encrypted"):
+            value = data.get(key, False)
+            if not isinstance(value, bool):
+                raise InvalidMetaError(f"{source}: {key!r} must be true or false")
+            kwargs[key] = value
+        tags = data.get("tags", [])
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise InvalidMetaError(f"{source}: 'tags' must be a list of strings")
+        kwargs["tags"] = normalize_tags(tags)
+        kwargs["extra"] = {k: v for k, v in data.items() if k not in META_FIELDS}
+        return cls(**kwargs)
+
+
+def normalize_tags(tags: Sequence[str] | str | None) -> tuple[str, ...]:
+    """Strip, drop empties and duplicates, keep first-seen order."""
+    if tags is None:
+        return ()
+    if isinstance(tags, str):
+        tags = [tags]
+    seen: dict[str, None] = {}
+    for t in tags:
+        t = str(t).strip()
+        if t:
+            seen.setdefault(t, None)
+    return tuple(seen)
+
+
+def encode_meta(meta: BlueprintMeta) -> bytes:
+    """The meta file's bytes: pretty JSON, UTF-8, trailing newline."""
+    return (json.dumps(meta.to_dict(), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def decode_meta(raw: bytes, *, source: str = "meta file") -> BlueprintMeta:
+    """Parse meta file bytes. Raises InvalidMetaError."""
+    if len(raw) > 1024 * 1024:
+        raise InvalidMetaError(f"{source}: larger than 1 MiB")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidMetaError(
+            f"{source}: not valid JSON ({exc})",
+            hint="fix the JSON, or delete the meta file so a new one is created",
+        ) from exc
+    return BlueprintMeta.from_dict(data, source=source)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Hashing
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex SHA-256 of bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def content_hash(yaml_bytes: bytes, meta: BlueprintMeta) -> str:
+    """The hash of a pair's content: the YAML bytes and the meta without its volatile ``modified``.
+
+    Two devices holding the same document agree on this hash whenever the content agrees, whatever
+    the save times; it is what sync compares.
+    """
+    semantic = meta.to_dict()
+    semantic.pop("modified", None)
+    meta_bytes = json.dumps(semantic, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    h = hashlib.sha256()
+    h.update(b"lsbp1\0")
+    h.update(len(yaml_bytes).to_bytes(8, "big"))
+    h.update(yaml_bytes)
+    h.update(meta_bytes.encode("utf-8"))
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Blueprint
+
+
+@dataclass(frozen=True, slots=True)
+class Blueprint:
+    """One stored blueprint: its path, the YAML text verbatim, meta, revision and validity."""
+
+    path: str
+    content: str
+    meta: BlueprintMeta
+    rev: int = 0
+    content_hash: str = ""
+    valid: bool = True
+    problems: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        """The immutable identity (from the meta file)."""
+        return self.meta.id
+
+    @property
+    def name(self) -> str:
+        """The display name."""
+        return self.meta.name
+
+    def data(self, limits: YamlLimits | None = None) -> dict[str, Any]:
+        """The parsed YAML document."""
+        return parse_yaml(self.content, limits)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view (for --json output and events)."""
+        return {
+            "id": self.id,
+            "path": self.path,
+            "rev": self.rev,
+            "content_hash": self.content_hash,
+            "valid": self.valid,
+            "problems": list(self.problems),
+            "meta": self.meta.to_dict(),
+            "content": self.content,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BlueprintInfo:
+    """A listing row: a blueprint's identity and meta without its content."""
+
+    id: str
+    path: str
+    name: str
+    description: str
+    tags: tuple[str, ...]
+    author: str
+    version: str
+    created: str
+    modified: str
+    rev: int
+    content_hash: str
+    valid: bool
+    size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view."""
+        return {
+            "id": self.id,
+            "path": self.path,
+            "name": self.name,
+            "description": self.description,
+            "tags": list(self.tags),
+            "author": self.author,
+            "version": self.version,
+            "created": self.created,
+            "modified": self.modified,
+            "rev": self.rev,
+            "content_hash": self.content_hash,
+            "valid": self.valid,
+            "size": self.size,
+        }
+
+
+def run_validator(validator: Validator | None, data: Mapping[str, Any]) -> tuple[str, ...]:
+    """Run an app's validator; a validator that raises counts as one problem, not a crash."""
+    if validator is None:
+        return ()
+    try:
+        problems = validator(data)
+    except Exception as exc:  # an app's validator is foreign code: report its failure as a problem
+        return (f"validator raised {type(exc).__name__}: {exc}",)
+    return tuple(str(p) for p in problems or ())

@@ -1,0 +1,365 @@
+"""Durable atomic file writes, safe relative paths, and ignore patterns.
+
+A write is temp-file-in-the-same-directory, fsync, ``os.replace``, fsync of the directory: a reader sees
+the old bytes or the new bytes, never a mix, and after the call returns the new bytes survive power loss.
+Temp files carry the ``.lstmp`` suffix so a crash leftover is recognisably ours and safe to remove.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+import re
+import secrets
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+
+from localstore.errors import (
+    DiskFullError,
+    PermissionDeniedError,
+    StorageError,
+    UnsafePathError,
+)
+
+YAML_SUFFIX = ".blueprint.yaml"
+META_SUFFIX = ".blueprint.meta.json"
+TEMP_SUFFIX = ".lstmp"
+MAX_PATH_CHARS = 1024
+MAX_SEGMENT_BYTES = 255
+
+# Editor temp/backup files and our own temp files; fnmatch patterns against the base name.
+DEFAULT_IGNORE_PATTERNS: tuple[str, ...] = (
+    f"*{TEMP_SUFFIX}",
+    "*.swp",
+    "*.swo",
+    "*.swx",
+    "*~",
+    "4913",
+    ".#*",
+    "#*#",
+    ".goutputstream-*",
+    "*___jb_tmp___",
+    "*___jb_old___",
+    ".DS_Store",
+    "Thumbs.db",
+    "desktop.ini",
+    "*.tmp",
+    "*.bak",
+    "*.orig",
+    ".~lock.*",
+    "*.crswap",
+)
+IGNORE_FILE_NAME = ".localstoreignore"
+
+_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])(\..*)?$", re.IGNORECASE)
+_FORBIDDEN_CHARS = set('<>:"|?*\\')
+
+
+def _map_os_error(exc: OSError, action: str, path: Path | str) -> StorageError:
+    what = f"{action} {path}: {exc.strerror or exc}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(what, hint="free some disk space and try again")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return PermissionDeniedError(what, hint="check the folder's permissions and that it is writable")
+    return StorageError(what, hint="check the disk and try again")
+
+
+def fsync_dir(directory: Path) -> None:
+    """Flush a directory entry change (rename, create) to disk."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as exc:
+        raise _map_os_error(exc, "cannot open directory", directory) from exc
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # Some filesystems cannot fsync directories; that is not a lost write.
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise _map_os_error(exc, "cannot flush directory", directory) from exc
+    finally:
+        os.close(fd)
+
+
+def _write_temp(target: Path, data: bytes, mode: int) -> Path:
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except OSError as exc:
+        raise _map_os_error(exc, "cannot create", tmp) from exc
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        _unlink_quiet(tmp)
+        raise _map_os_error(exc, "cannot write", target) from exc
+    os.close(fd)
+    return tmp
+
+
+def _unlink_quiet(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError:  # nothing useful to do: a leftover .lstmp is cleaned by reconcile
+        pass
+
+
+def atomic_write_many(items: Sequence[tuple[Path, bytes]], *, mode: int = 0o644) -> None:
+    """Durably replace several files in one directory pass.
+
+    Every temp file is written and fsynced before the first rename, and the directories are fsynced
+    once at the end. Raises StorageError (DiskFullError, PermissionDeniedError); on error before the
+    renames no target changed.
+    """
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for target, data in items:
+            temps.append((_write_temp(target, data, mode), target))
+    except StorageError:
+        for tmp, _ in temps:
+            _unlink_quiet(tmp)
+        raise
+    dirs: dict[Path, None] = {}
+    for i, (tmp, target) in enumerate(temps):
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            for later_tmp, _ in temps[i:]:
+                _unlink_quiet(later_tmp)
+            raise _map_os_error(exc, "cannot replace", target) from exc
+        dirs[target.parent] = None
+    for d in dirs:
+        fsync_dir(d)
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Durably replace one file (temp, fsync, rename, fsync dir)."""
+    atomic_write_many([(path, data)], mode=mode)
+
+
+def ensure_dir(directory: Path) -> None:
+    """Create a directory and its parents durably."""
+    missing: list[Path] = []
+    d = directory
+    while not d.exists():
+        missing.append(d)
+        d = d.parent
+    if not missing:
+        return
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _map_os_error(exc, "cannot create folder", directory) from exc
+    for created in reversed(missing):
+        fsync_dir(created.parent)
+
+
+def remove_file(path: Path) -> None:
+    """Unlink a file if present (durably)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise _map_os_error(exc, "cannot remove", path) from exc
+    fsync_dir(path.parent)
+
+
+def read_bytes(path: Path, *, limit: int | None = None) -> bytes:
+    """Read a file, refusing more than ``limit`` bytes. Raises FileNotFoundError or StorageError."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read() if limit is None else fh.read(limit + 1)
+    except FileNotFoundError:
+        raise
+    except IsADirectoryError as exc:
+        raise _map_os_error(exc, "cannot read", path) from exc
+    except OSError as exc:
+        raise _map_os_error(exc, "cannot read", path) from exc
+    return data
+
+
+# ---------------------------------------------------------------------------------------------------
+# Paths
+
+
+def normalize_path(raw: str) -> str:
+    """Return the canonical relative path of a blueprint's YAML file.
+
+    Accepts ``folder/name``, ``folder/name.blueprint.yaml`` or ``folder/name.blueprint.meta.json``.
+    Raises UnsafePathError for absolute paths, ``..``, backslashes, control characters, reserved device
+    names, forbidden characters and over-long names.
+    """
+    if not isinstance(raw, str) or not raw.strip():
+        raise UnsafePathError("empty path", hint="give a path like 'folder/name'")
+    path = unicodedata.normalize("NFC", raw)
+    if "\\" in path:
+        raise UnsafePathError(f"path {raw!r} contains a backslash", hint="use '/' between folders")
+    if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
+        raise UnsafePathError(
+            f"path {raw!r} is absolute", hint="give a path relative to the blueprints folder"
+        )
+    if path.endswith(META_SUFFIX):
+        path = path[: -len(META_SUFFIX)] + YAML_SUFFIX
+    elif not path.endswith(YAML_SUFFIX):
+        if path.endswith((".yaml", ".yml")):
+            path = path.rsplit(".", 1)[0]
+        path = path + YAML_SUFFIX
+    if len(path) > MAX_PATH_CHARS:
+        raise UnsafePathError(f"path is longer than {MAX_PATH_CHARS} characters")
+    parts = path.split("/")
+    for seg in parts:
+        _check_segment(seg, raw)
+    if parts[-1] == YAML_SUFFIX:
+        raise UnsafePathError(f"path {raw!r} has no file name", hint="give a path like 'folder/name'")
+    return "/".join(parts)
+
+
+def _check_segment(seg: str, raw: str) -> None:
+    if seg in ("", ".", ".."):
+        raise UnsafePathError(
+            f"path {raw!r} has an empty, '.' or '..' part",
+            hint="give a plain relative path inside the blueprints folder",
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in seg):
+        raise UnsafePathError(f"path {raw!r} contains a control character")
+    bad = _FORBIDDEN_CHARS.intersection(seg)
+    if bad:
+        raise UnsafePathError(
+            f"path {raw!r} contains {''.join(sorted(bad))!r}",
+            hint="these characters are not allowed on every OS",
+        )
+    if seg.endswith((" ", ".")):
+        raise UnsafePathError(f"path part {seg!r} ends with a space or dot")
+    stem = seg.split(".", 1)[0]
+    if _RESERVED.match(stem) or _RESERVED.match(seg):
+        raise UnsafePathError(f"path part {seg!r} is a reserved device name on Windows")
+    if len(seg.encode("utf-8")) > MAX_SEGMENT_BYTES:
+        raise UnsafePathError(f"path part is longer than {MAX_SEGMENT_BYTES} bytes")
+
+
+def path_key(rel_path: str) -> str:
+    """The case-folded key two paths collide on (macOS and Windows folders ignore case)."""
+    return unicodedata.normalize("NFC", rel_path).casefold()
+
+
+def meta_path_for(yaml_rel: str) -> str:
+    """The companion meta path of a canonical YAML path."""
+    return yaml_rel[: -len(YAML_SUFFIX)] + META_SUFFIX
+
+
+def yaml_path_for(meta_rel: str) -> str:
+    """The YAML path of a canonical meta path."""
+    return meta_rel[: -len(META_SUFFIX)] + YAML_SUFFIX
+
+
+def display_name(yaml_rel: str) -> str:
+    """A blueprint's default name: its file name without the suffix."""
+    return PurePosixPath(yaml_rel).name[: -len(YAML_SUFFIX)]
+
+
+def folder_of(yaml_rel: str) -> str:
+    """The folder part of a relative path ('' for the root)."""
+    parent = str(PurePosixPath(yaml_rel).parent)
+    return "" if parent == "." else parent
+
+
+def resolve_inside(root: Path, rel: str) -> Path:
+    """Join a checked relative path to the root, refusing anything that escapes it (symlinks too)."""
+    target = root.joinpath(*rel.split("/"))
+    try:
+        real_root = root.resolve()
+        real_parent = target.parent.resolve()
+    except OSError as exc:
+        raise _map_os_error(exc, "cannot resolve", target) from exc
+    if real_parent != real_root and real_root not in real_parent.parents:
+        raise UnsafePathError(
+            f"path {rel!r} leads outside the blueprints folder (through a link)",
+            hint="remove the symbolic link or use another folder",
+        )
+    return target
+
+
+# ---------------------------------------------------------------------------------------------------
+# Ignore patterns
+
+
+class IgnoreRules:
+    """Default editor/temp patterns plus the user's ``.localstoreignore`` (fnmatch, one per line)."""
+
+    def __init__(self, patterns: Iterable[str] = DEFAULT_IGNORE_PATTERNS) -> None:
+        self._patterns = tuple(patterns)
+
+    @classmethod
+    def for_root(cls, root: Path) -> IgnoreRules:
+        """Rules for a blueprints root, reading its ``.localstoreignore`` if present."""
+        extra: list[str] = []
+        try:
+            text = (root / IGNORE_FILE_NAME).read_text(encoding="utf-8")
+        except (FileNotFoundError, NotADirectoryError):
+            text = ""
+        except OSError:
+            text = ""
+        for line in text.splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                extra.append(line)
+        return cls((*DEFAULT_IGNORE_PATTERNS, *extra))
+
+    def ignored(self, rel_path: str) -> bool:
+        """True if the path or any of its folders matches a pattern."""
+        parts = rel_path.split("/")
+        for i, part in enumerate(parts):
+            sub = "/".join(parts[: i + 1])
+            for pat in self._patterns:
+                if fnmatch.fnmatchcase(part, pat) or ("/" in pat and fnmatch.fnmatchcase(sub, pat)):
+                    return True
+        return False
+
+
+@contextmanager
+def _scandir(path: Path) -> Iterator[Iterator[os.DirEntry[str]]]:
+    try:
+        it = os.scandir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        yield iter(())
+        return
+    except OSError as exc:
+        raise _map_os_error(exc, "cannot list", path) from exc
+    with it:
+        yield it
+
+
+def walk_blueprint_files(root: Path, rules: IgnoreRules) -> Iterator[tuple[str, os.stat_result]]:
+    """Yield (relative posix path, stat) of every blueprint YAML/meta and our temp files under root.
+
+    Symbolic links are not followed (a link could lead outside the root or loop).
+    """
+    stack = [("", root)]
+    while stack:
+        prefix, directory = stack.pop()
+        with _scandir(directory) as entries:
+            for entry in entries:
+                rel = f"{prefix}{entry.name}"
+                if entry.is_dir(follow_symlinks=False):
+                    if not rules.ignored(rel) and not entry.name.startswith("."):
+                        stack.append((rel + "/", Path(entry.path)))
+                    continue
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                name = entry.name
+                if name.endswith(TEMP_SUFFIX) or (
+                    name.endswith((YAML_SUFFIX, META_SUFFIX)) and not rules.ignored(rel)
+                ):
+                    try:
+                        yield rel, entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue

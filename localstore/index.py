@@ -1,0 +1,398 @@
+"""The SQLite index (apsw): connection, schema migrations, transactions, maintenance.
+
+The index is derived from the files and can be rebuilt from them; it also holds history, sync state
+and app data. One :class:`Index` owns one apsw connection guarded by an RLock, so a desktop app may call
+it from many threads. Several processes may open the same file: WAL mode, a busy timeout, and writes
+that start with ``BEGIN IMMEDIATE`` (so a read never has to be upgraded to a write, which SQLite can
+refuse at once with SQLITE_BUSY regardless of the timeout).
+
+Checkpoints and FTS merges are kept off the save path: automatic checkpoints are off and a
+:class:`Maintainer` thread with its own connection runs them in the background.
+
+Each component (core, kv, credentials, sync) registers its own ordered list of migrations; versions are
+tracked per component in ``component_versions`` and the core's version is mirrored in
+``PRAGMA user_version``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from localstore.errors import (
+    DiskFullError,
+    IndexStoreError,
+    LocalStoreError,
+    PermissionDeniedError,
+    StoreClosedError,
+)
+
+CORE_MIGRATIONS: tuple[str, ...] = (
+    # v1: blueprints, revisions, full-text search, settings, counters.
+    """
+    CREATE TABLE blueprints (
+        rid INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        path TEXT NOT NULL,
+        path_key TEXT NOT NULL,
+        folder TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL,
+        author TEXT NOT NULL,
+        version TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        created TEXT NOT NULL,
+        modified TEXT NOT NULL,
+        yaml_sha256 TEXT NOT NULL,
+        meta_sha256 TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        yaml_size INTEGER NOT NULL,
+        yaml_mtime_ns INTEGER NOT NULL,
+        meta_size INTEGER NOT NULL,
+        meta_mtime_ns INTEGER NOT NULL,
+        valid INTEGER NOT NULL,
+        problems TEXT NOT NULL,
+        flagged TEXT,
+        rev INTEGER NOT NULL,
+        op_id INTEGER NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX blueprints_live_path ON blueprints(path_key) WHERE deleted = 0;
+    CREATE INDEX blueprints_folder ON blueprints(folder, path) WHERE deleted = 0;
+    CREATE INDEX blueprints_modified ON blueprints(modified) WHERE deleted = 0;
+    CREATE INDEX blueprints_op ON blueprints(op_id);
+    CREATE TABLE blueprint_tags (
+        rid INTEGER NOT NULL REFERENCES blueprints(rid) ON DELETE CASCADE,
+        tag TEXT NOT NULL,
+        PRIMARY KEY (tag, rid)
+    ) WITHOUT ROWID;
+    CREATE TABLE revisions (
+        id TEXT NOT NULL,
+        rev INTEGER NOT NULL,
+        op_id INTEGER NOT NULL,
+        origin TEXT NOT NULL,
+        device TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        path TEXT NOT NULL,
+        content TEXT NOT NULL,
+        meta TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (id, rev)
+    ) WITHOUT ROWID;
+    CREATE VIRTUAL TABLE blueprints_fts USING fts5(
+        name, description, tags, content, path,
+        tokenize = 'unicode61 remove_diacritics 2'
+    );
+    INSERT INTO blueprints_fts(blueprints_fts, rank) VALUES ('automerge', 0);
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO counters VALUES ('op_id', 0);
+    """,
+)
+
+
+def map_apsw_error(exc: apsw.Error, action: str = "index operation") -> LocalStoreError:
+    """Translate an apsw exception into the localstore tree."""
+    if isinstance(exc, apsw.BusyError | apsw.LockedError):
+        return IndexStoreError(
+            f"{action}: the index stayed locked by another process",
+            hint="another localstore process is busy; try again",
+        )
+    if isinstance(exc, apsw.FullError):
+        return DiskFullError(f"{action}: the disk is full", hint="free some disk space")
+    if isinstance(exc, apsw.ReadOnlyError | apsw.PermissionsError | apsw.CantOpenError):
+        return PermissionDeniedError(
+            f"{action}: cannot write the index ({exc})",
+            hint="check the permissions of the data folder",
+        )
+    if isinstance(exc, apsw.CorruptError | apsw.NotADBError):
+        return IndexStoreError(
+            f"{action}: the index is damaged ({exc})",
+            hint="run 'localstore check --fix' to rebuild it from the files",
+        )
+    return IndexStoreError(f"{action}: {exc}", hint="run 'localstore check' for details")
+
+
+def _connect(path: Path, busy_timeout_ms: int) -> apsw.Connection:
+    try:
+        conn = apsw.Connection(str(path))
+        conn.setbusytimeout(busy_timeout_ms)
+        # One pragma per call, each read back: a multi-statement execute leaves later pragmas
+        # unapplied until its cursor is consumed (field notes).
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()
+        if not mode or str(mode[0][0]).lower() != "wal":
+            raise IndexStoreError(f"cannot switch {path} to WAL mode (got {mode})")
+        conn.execute("PRAGMA synchronous=FULL").fetchall()
+        conn.execute("PRAGMA foreign_keys=ON").fetchall()
+        conn.execute("PRAGMA wal_autocheckpoint=0").fetchall()
+        conn.execute("PRAGMA cache_size=-16000").fetchall()
+    except apsw.Error as exc:
+        raise map_apsw_error(exc, f"open {path}") from exc
+    return conn
+
+
+class Index:
+    """One apsw connection to index.db, safe to share between threads."""
+
+    def __init__(self, path: Path, *, busy_timeout_ms: int = 30_000) -> None:
+        self.path = Path(path)
+        self.busy_timeout_ms = busy_timeout_ms
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._conn: apsw.Connection | None = _connect(self.path, busy_timeout_ms)
+        self._commits = 0
+        self._commit_listeners: list[Any] = []
+        self.register_schema("core", CORE_MIGRATIONS)
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    @property
+    def conn(self) -> apsw.Connection:
+        """The raw connection (only under :meth:`read` or :meth:`write`)."""
+        if self._conn is None:
+            raise StoreClosedError("the index is closed", hint="open the store again")
+        return self._conn
+
+    def close(self) -> None:
+        """Checkpoint what is cheap to checkpoint, then close the connection."""
+        with self._lock:
+            if self._conn is None:
+                return
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except apsw.Error:  # another process holds the WAL busy; its maintainer will do it
+                pass
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def closed(self) -> bool:
+        """True after close()."""
+        return self._conn is None
+
+    def on_commit(self, callback: Any) -> None:
+        """Call ``callback()`` after every outermost write commit (used by the maintainer)."""
+        self._commit_listeners.append(callback)
+
+    # -- transactions --------------------------------------------------------------------------------
+
+    @contextmanager
+    def read(self) -> Iterator[apsw.Cursor]:
+        """A cursor for reads, under the lock."""
+        with self._lock:
+            try:
+                yield self.conn.cursor()
+            except apsw.Error as exc:
+                raise map_apsw_error(exc, "read the index") from exc
+
+    @contextmanager
+    def write(self) -> Iterator[apsw.Cursor]:
+        """A write transaction: BEGIN IMMEDIATE at the outermost level, SAVEPOINTs inside.
+
+        Rolls back on any exception. Raises IndexStoreError (busy past the timeout, corrupt) and the
+        mapped storage errors.
+        """
+        with self._lock:
+            conn = self.conn
+            cur = conn.cursor()
+            outer = self._depth == 0
+            name = f"sp{self._depth}"
+            try:
+                if outer:
+                    self._begin_immediate(cur)
+                else:
+                    cur.execute(f"SAVEPOINT {name}")
+            except apsw.Error as exc:
+                raise map_apsw_error(exc, "start a write") from exc
+            self._depth += 1
+            try:
+                yield cur
+            except BaseException:
+                self._depth -= 1
+                self._rollback(cur, outer, name)
+                raise
+            self._depth -= 1
+            try:
+                cur.execute("COMMIT" if outer else f"RELEASE {name}")
+            except apsw.Error as exc:
+                self._rollback(cur, outer, name)
+                raise map_apsw_error(exc, "commit to the index") from exc
+        if outer:
+            self._commits += 1
+            for cb in self._commit_listeners:
+                cb()
+
+    def _begin_immediate(self, cur: apsw.Cursor) -> None:
+        # The busy handler already waits busy_timeout_ms; a few extra rounds cover the rare
+        # SQLITE_BUSY that SQLite returns without calling the handler (WAL recovery by a peer).
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        delay = 0.005
+        while True:
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                return
+            except apsw.BusyError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+
+    def _rollback(self, cur: apsw.Cursor, outer: bool, name: str) -> None:
+        try:
+            if outer:
+                if not self.conn.getautocommit():
+                    cur.execute("ROLLBACK")
+            else:
+                cur.execute(f"ROLLBACK TO {name}")
+                cur.execute(f"RELEASE {name}")
+        except apsw.Error:  # the transaction is already gone (SQLite rolled it back itself)
+            pass
+
+    # -- schema ------------------------------------------------------------------------------------
+
+    def register_schema(self, component: str, migrations: Sequence[str]) -> None:
+        """Bring one component's tables to the newest version (idempotent, multi-process safe).
+
+        ``migrations[i]`` is the SQL that takes the component from version i to i+1.
+        """
+        with self.write() as cur:
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS component_versions ("
+                " component TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID"
+            )
+            row = cur.execute(
+                "SELECT version FROM component_versions WHERE component = ?", (component,)
+            ).fetchall()
+            current = int(row[0][0]) if row else 0
+            if current > len(migrations):
+                raise IndexStoreError(
+                    f"the index was written by a newer localstore ({component} schema v{current})",
+                    hint="upgrade localstore",
+                )
+            for version in range(current, len(migrations)):
+                cur.execute(migrations[version])
+            if current != len(migrations):
+                cur.execute(
+                    "INSERT INTO component_versions VALUES (?, ?) ON CONFLICT(component) "
+                    "DO UPDATE SET version = excluded.version",
+                    (component, len(migrations)),
+                )
+                if component == "core":
+                    cur.execute(f"PRAGMA user_version = {len(migrations)}")
+
+    # -- small helpers -----------------------------------------------------------------------------
+
+    def next_op_id(self, cur: apsw.Cursor) -> int:
+        """Draw the next change number (inside a write transaction)."""
+        row = cur.execute(
+            "UPDATE counters SET value = value + 1 WHERE name = 'op_id' RETURNING value"
+        ).fetchall()
+        return int(row[0][0])
+
+    def get_setting(self, key: str, default: str | None = None) -> str | None:
+        """Read one value from the settings table."""
+        with self.read() as cur:
+            rows = cur.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchall()
+        return str(rows[0][0]) if rows else default
+
+    def set_setting(self, key: str, value: str) -> None:
+        """Write one value to the settings table."""
+        with self.write() as cur:
+            cur.execute(
+                "INSERT INTO settings VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = "
+                "excluded.value",
+                (key, value),
+            )
+
+    def integrity_check(self) -> list[str]:
+        """SQLite's integrity check; an empty list means healthy."""
+        with self.read() as cur:
+            rows = cur.execute("PRAGMA integrity_check").fetchall()
+        problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
+        return problems
+
+
+class Maintainer:
+    """Background thread that checkpoints the WAL and merges FTS segments off the save path.
+
+    Lifecycle: start(), stop(), join(); ``run_once()`` does one round synchronously (tests, close).
+    """
+
+    def __init__(
+        self, path: Path, *, busy_timeout_ms: int = 5_000, every_commits: int = 256
+    ) -> None:
+        self._path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._every = every_commits
+        self._pending = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def notify_commit(self) -> None:
+        """Count a commit; wake the thread when enough have accumulated."""
+        self._pending += 1
+        if self._pending >= self._every:
+            self._wake.set()
+
+    def start(self) -> None:
+        """Start the thread."""
+        if self._thread is not None:
+            raise RuntimeError("maintainer already started")
+        self._thread = threading.Thread(target=self._run, name="localstore-maintainer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to finish its round and exit."""
+        self._stop.set()
+        self._wake.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the thread to exit."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        conn: apsw.Connection | None = None
+        try:
+            conn = apsw.Connection(str(self._path))
+            conn.setbusytimeout(self._busy_timeout_ms)
+            while not self._stop.is_set():
+                self._wake.wait(timeout=30.0)
+                self._wake.clear()
+                if self._stop.is_set():
+                    break
+                self._round(conn)
+        except apsw.Error:  # maintenance is best effort; the next open or round catches up
+            pass
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def run_once(self) -> None:
+        """One maintenance round on a fresh connection."""
+        conn = apsw.Connection(str(self._path))
+        try:
+            conn.setbusytimeout(self._busy_timeout_ms)
+            self._round(conn)
+        finally:
+            conn.close()
+
+    def _round(self, conn: apsw.Connection) -> None:
+        with self._lock:
+            self._pending = 0
+            try:
+                # Bounded FTS merge work per round, then a PASSIVE checkpoint (never blocks writers).
+                conn.execute("INSERT INTO blueprints_fts(blueprints_fts, rank) VALUES ('merge', 64)")
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except apsw.BusyError:
+                return
