@@ -1,0 +1,157 @@
+"""The one exception tree of the ``sync`` package.
+
+Every error says what went wrong (``message``), how a person can fix it (``hint``) and what the
+sync engine should do about it (``action``), so the engine never guesses from a class name or a
+status code. Third-party exceptions (postgrest, gotrue, httpx, websockets) are translated at the
+remote's boundary with ``raise ... from exc`` and never leak out.
+
+::
+
+    SyncError                   action
+    ├── TransientError          retry         network fault, 5xx, timeout, serialization failure
+    │   ├── OfflineError        retry         the server cannot be reached at all
+    │   └── RateLimitedError    retry         429: slow down (retry_after seconds)
+    ├── AuthError               tell_user
+    │   ├── AuthExpiredError    refresh_auth  401 / PGRST301 / PGRST303: refresh, then retry
+    │   ├── AuthRevokedError    tell_user     refresh token revoked, expired or reused: log in
+    │   └── NotLoggedInError    tell_user     no session stored for this profile
+    ├── RejectedChangeError     quarantine    the server refused one change permanently
+    ├── ProtocolError           tell_user     a reply or request breaks the sync contract
+    ├── RemoteConfigError       tell_user     wrong URL or key, schema not deployed, old protocol
+    ├── ConflictError           tell_user     an operation needs an open conflict resolved first
+    └── MergeError              tell_user     the merge machinery was misused (e.g. a bad policy)
+
+Actions: ``retry`` = back off with jitter and try again, nothing is lost; ``refresh_auth`` =
+refresh the session once and retry, never quarantine; ``quarantine`` = park that one change with
+the server's error and go on with the rest of the queue; ``tell_user`` = stop syncing and show the
+message and hint.
+
+Conflicts found while pushing are *results* (``PushResult.status == "conflict"``), not
+exceptions: they are how optimistic concurrency reports a lost race, and the engine merges them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Action = Literal["retry", "refresh_auth", "quarantine", "tell_user"]
+
+ACTIONS: tuple[Action, ...] = ("retry", "refresh_auth", "quarantine", "tell_user")
+
+
+class SyncError(Exception):
+    """Base of every error raised by sync."""
+
+    action: Action = "tell_user"
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str = "", code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        if hint:
+            self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class TransientError(SyncError):
+    """A temporary failure (network, 5xx, timeout); retrying later will succeed."""
+
+    action: Action = "retry"
+    hint = "sync retries by itself; check the network if this persists"
+
+
+class OfflineError(TransientError):
+    """The server cannot be reached (DNS, refused connection, no route)."""
+
+    hint = "sync resumes when the server is reachable again"
+
+
+class RateLimitedError(TransientError):
+    """The server asked the client to slow down."""
+
+    hint = "sync retries by itself after the server's delay"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str = "",
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, code=code)
+        self.retry_after = retry_after
+
+
+class AuthError(SyncError):
+    """Authentication failed."""
+
+    hint = "run `localstore login` again"
+
+
+class AuthExpiredError(AuthError):
+    """The access token expired or was rejected; refreshing the session fixes it."""
+
+    action: Action = "refresh_auth"
+    hint = "sync refreshes the session by itself"
+
+
+class AuthRevokedError(AuthError):
+    """The stored refresh token is revoked, expired or already used."""
+
+    hint = "log in again with `localstore login`"
+
+
+class NotLoggedInError(AuthError):
+    """No cloud session is stored for this profile."""
+
+    hint = "log in with `localstore login --url URL --anon-key KEY --email E`"
+
+
+class RejectedChangeError(SyncError):
+    """The server refused one change permanently (invalid id/path, too large, not owner)."""
+
+    action: Action = "quarantine"
+    hint = (
+        "fix the blueprint locally (see `localstore status`); it is kept and retried after a change"
+    )
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str = "",
+        code: str | None = None,
+        op_id: int | None = None,
+        id: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, code=code)
+        self.op_id = op_id
+        self.id = id
+
+
+class ProtocolError(SyncError):
+    """A request or reply breaks the sync contract (malformed, out of order, too many changes)."""
+
+    hint = "update localstore and the cloud schema to matching versions"
+
+
+class RemoteConfigError(SyncError):
+    """The cloud is misconfigured: wrong URL or key, schema not deployed, or an old protocol."""
+
+    hint = "check the project URL and anon key, and deploy sync/supabase/migrations"
+
+
+class ConflictError(SyncError):
+    """The operation needs an open conflict resolved first (or the conflict moved on)."""
+
+    hint = "see `localstore conflicts` and resolve it with `localstore conflicts resolve`"
+
+
+class MergeError(SyncError):
+    """The merge machinery was misused: an unknown policy or a policy returning a bad resolution."""
+
+    hint = "fix the conflict policy passed to the sync engine"

@@ -1,0 +1,428 @@
+"""An in-process Remote with the same semantics as the SQL functions, for fast tests.
+
+``MemoryServer`` plays the database: rows of every user, one global ``seq``, the replay store,
+the revision history and each user's tombstone horizon, all behind one lock (one lock = one
+serializable transaction per call, so commit-order skew cannot happen here; the SQL side must
+prove it separately).
+``MemoryRemote(server, user=...)`` is one signed-in handle, like one device's Supabase client; two
+handles with the same user are two devices of that user.
+
+Fault injection for tests: ``fail_next`` raises an error before a call does anything, and
+``drop_response_next`` applies a push and then raises ``TransientError`` (a lost response).
+
+It also validates the way the SQL does: in this order per change, replay (stored result), then
+``invalid_change``, ``invalid_id``, ``invalid_path``, ``too_large``, ``not_owner``, then the
+compare-and-swap (``exists`` / ``missing`` / ``rev_mismatch``) and finally ``path_taken``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sync.errors import ProtocolError, SyncError, TransientError
+from sync.remote import (
+    DEFAULT_PULL_LIMIT,
+    DEFAULT_VERIFY_LIMIT,
+    MAX_BATCH,
+    MAX_CONTENT_BYTES,
+    MAX_PATH_CHARS,
+    MAX_PULL_LIMIT,
+    MAX_VERIFY_LIMIT,
+    PROTOCOL_VERSION,
+    Change,
+    HintCallback,
+    PullPage,
+    PushResult,
+    ServerInfo,
+    ServerRow,
+    Unsubscribe,
+    VerifyPage,
+    VerifyRow,
+)
+
+_server_ids = itertools.count(1)
+
+
+@dataclass
+class _Owned:
+    owner: str
+    row: ServerRow
+
+
+@dataclass
+class _Fault:
+    method: str | None
+    exc: BaseException
+
+
+@dataclass
+class _Subscriber:
+    handle: int
+    callback: HintCallback
+
+
+@dataclass
+class MemoryServer:
+    """The shared state behind any number of MemoryRemote handles (the "database")."""
+
+    name: str = field(default_factory=lambda: f"memory-{next(_server_ids)}")
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    rows: dict[str, _Owned] = field(default_factory=dict, repr=False)
+    seq: int = 0
+    applied_ops: dict[tuple[str, str, int], PushResult] = field(default_factory=dict, repr=False)
+    horizons: dict[str, int] = field(default_factory=dict)
+    revisions: list[tuple[str, ServerRow]] = field(default_factory=list, repr=False)
+    subscribers: dict[str, list[_Subscriber]] = field(default_factory=dict, repr=False)
+
+    def purge_tombstones(self, user: str | None = None, *, max_seq: int | None = None) -> int:
+        """Delete tombstones (of ``user``, or everyone) with seq <= ``max_seq`` (or all).
+
+        Raises each affected owner's horizon to the highest purged seq; returns the count.
+        """
+        with self.lock:
+            doomed = [
+                (rid, o)
+                for rid, o in self.rows.items()
+                if o.row.deleted
+                and (user is None or o.owner == user)
+                and (max_seq is None or o.row.seq <= max_seq)
+            ]
+            for rid, o in doomed:
+                del self.rows[rid]
+                self.horizons[o.owner] = max(self.horizons.get(o.owner, 0), o.row.seq)
+            return len(doomed)
+
+    def history(self, row_id: str) -> list[ServerRow]:
+        """Every accepted revision of a row, oldest first (the blueprint_revisions table)."""
+        with self.lock:
+            return [r for rid, r in self.revisions if rid == row_id]
+
+
+class MemoryRemote:
+    """One user's handle on a MemoryServer; meets the Remote protocol."""
+
+    def __init__(self, server: MemoryServer | None = None, *, user: str = "user") -> None:
+        self.server = server if server is not None else MemoryServer()
+        self.user = user
+        self._handle = id(self)
+        self._faults: list[_Fault] = []
+        self._drops = 0
+        self._closed = False
+        self._unsubs: list[Unsubscribe] = []
+        self.calls: dict[str, int] = {}
+
+    # -- fault injection -------------------------------------------------------------------------
+
+    def fail_next(
+        self, n: int = 1, exc: BaseException | None = None, *, method: str | None = None
+    ) -> None:
+        """Make the next ``n`` calls (of ``method``, or any) raise ``exc`` before doing anything."""
+        err = exc if exc is not None else TransientError("injected network fault")
+        with self.server.lock:
+            self._faults.extend(_Fault(method, err) for _ in range(n))
+
+    def drop_response_next(self, n: int = 1) -> None:
+        """Apply the next ``n`` pushes, then raise TransientError as if the response was lost."""
+        with self.server.lock:
+            self._drops += n
+
+    @contextmanager
+    def _call(self, method: str) -> Iterator[None]:
+        with self.server.lock:
+            if self._closed:
+                raise SyncError("the remote was used after close()", hint="open a new remote")
+            self.calls[method] = self.calls.get(method, 0) + 1
+            for i, fault in enumerate(self._faults):
+                if fault.method in (None, method):
+                    del self._faults[i]
+                    raise fault.exc
+            yield
+
+    # -- Remote ----------------------------------------------------------------------------------
+
+    @property
+    def identity(self) -> str:
+        """``memory:<server>:<user>``."""
+        return f"memory:{self.server.name}:{self.user}"
+
+    def push(self, changes: Sequence[Change], *, device: str) -> list[PushResult]:
+        """Apply changes in order with compare-and-swap; see sync.remote.Remote.push."""
+        if len(changes) > MAX_BATCH:
+            raise ProtocolError(
+                f"too many changes: {len(changes)} > {MAX_BATCH}", hint="push in smaller batches"
+            )
+        with self._call("push"):
+            seq_before = self.server.seq
+            results = [self._push_one(change, device) for change in changes]
+            written = self.server.seq != seq_before
+            dropped = self._drops > 0
+            if dropped:
+                self._drops -= 1
+        if written:
+            self._notify_others()
+        if dropped:
+            raise TransientError("injected lost response: the push was applied")
+        return results
+
+    def pull(self, since: int, *, limit: int = DEFAULT_PULL_LIMIT) -> PullPage:
+        """Return rows after ``since`` in seq order; see sync.remote.Remote.pull."""
+        lim = max(1, min(limit, MAX_PULL_LIMIT))
+        with self._call("pull"):
+            horizon = self.server.horizons.get(self.user, 0)
+            if since < horizon:
+                return PullPage([], since, False, horizon, True)
+            newer = sorted(
+                (
+                    o.row
+                    for o in self.server.rows.values()
+                    if o.owner == self.user and o.row.seq > since
+                ),
+                key=lambda r: r.seq,
+            )
+            page = [_copy_row(r) for r in newer[:lim]]
+            nxt = page[-1].seq if page else since
+            return PullPage(page, nxt, len(newer) > lim, horizon, False)
+
+    def verify(self, after: str | None = None, *, limit: int = DEFAULT_VERIFY_LIMIT) -> VerifyPage:
+        """Return row fingerprints by id after ``after``; see sync.remote.Remote.verify."""
+        lim = max(1, min(limit, MAX_VERIFY_LIMIT))
+        start = "" if after is None else _canonical_uuid(after)
+        if start is None:
+            raise ProtocolError(f"verify: {after!r} is not a uuid")
+        with self._call("verify"):
+            ids = sorted(
+                rid for rid, o in self.server.rows.items() if o.owner == self.user and rid > start
+            )
+            rows = [_fingerprint(self.server.rows[rid].row) for rid in ids[:lim]]
+        more = len(ids) > lim
+        return VerifyPage(rows, rows[-1].id if rows else None, more)
+
+    def fetch(self, ids: Sequence[str]) -> list[ServerRow]:
+        """Return the user's rows for ``ids``, ordered by id; see sync.remote.Remote.fetch."""
+        wanted: set[str] = set()
+        for raw in ids:
+            rid = _canonical_uuid(raw)
+            if rid is None:
+                raise ProtocolError(f"fetch: {raw!r} is not a uuid")
+            wanted.add(rid)
+        with self._call("fetch"):
+            found = [
+                _copy_row(o.row)
+                for rid in sorted(wanted)
+                if (o := self.server.rows.get(rid)) is not None and o.owner == self.user
+            ]
+        return found
+
+    def server_info(self) -> ServerInfo:
+        """Return the protocol version and limits."""
+        with self._call("server_info"):
+            return ServerInfo(PROTOCOL_VERSION, MAX_BATCH, MAX_CONTENT_BYTES)
+
+    def subscribe(self, callback: HintCallback) -> Unsubscribe:
+        """Call ``callback()`` synchronously after each write by another handle of this user."""
+        sub = _Subscriber(self._handle, callback)
+        with self._call("subscribe"):
+            self.server.subscribers.setdefault(self.user, []).append(sub)
+
+        def unsubscribe() -> None:
+            with self.server.lock:
+                subs = self.server.subscribers.get(self.user, [])
+                if sub in subs:
+                    subs.remove(sub)
+
+        self._unsubs.append(unsubscribe)
+        return unsubscribe
+
+    def close(self) -> None:
+        """Drop this handle's subscriptions; later calls raise SyncError."""
+        with self.server.lock:
+            self._closed = True
+            unsubs, self._unsubs = self._unsubs, []
+        for unsub in unsubs:
+            unsub()
+
+    def purge_tombstones(self, *, max_seq: int | None = None) -> int:
+        """Purge this user's tombstones (the admin function purge_tombstones); return the count."""
+        return self.server.purge_tombstones(self.user, max_seq=max_seq)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _notify_others(self) -> None:
+        # Called outside the lock: a callback that pulls right away must not deadlock or see a
+        # half-applied batch.
+        with self.server.lock:
+            subs = [
+                s for s in self.server.subscribers.get(self.user, []) if s.handle != self._handle
+            ]
+        for sub in subs:
+            sub.callback()
+
+    def _push_one(self, change: Change, device: str) -> PushResult:
+        op_id = change.op_id
+        key_ok = isinstance(op_id, int) and not isinstance(op_id, bool)
+        key = (self.user, device, op_id)
+        if key_ok and key in self.server.applied_ops:
+            return self.server.applied_ops[key]
+        result = self._decide(change, device)
+        if key_ok:
+            self.server.applied_ops[key] = result
+        return result
+
+    def _decide(self, change: Change, device: str) -> PushResult:
+        op_id = change.op_id if isinstance(change.op_id, int) else 0
+        raw_id = change.id if isinstance(change.id, str) else ""
+        problem = _invalid_change(change)
+        if problem:
+            return _rejected(op_id, raw_id, "invalid_change", problem)
+        rid = _canonical_uuid(change.id)
+        if rid is None:
+            return _rejected(op_id, raw_id, "invalid_id", f"id {change.id!r} is not a uuid")
+        bad_path = path_problem(change.path)
+        if bad_path:
+            return _rejected(op_id, rid, "invalid_path", bad_path)
+        size = len(change.content.encode("utf-8"))
+        if size > MAX_CONTENT_BYTES:
+            return _rejected(
+                op_id, rid, "too_large", f"content is {size} bytes, over {MAX_CONTENT_BYTES}"
+            )
+        owned = self.server.rows.get(rid)
+        if owned is not None and owned.owner != self.user:
+            return _rejected(op_id, rid, "not_owner", "id belongs to another user")
+        current = owned.row if owned is not None else None
+        conflict = self._cas_conflict(change, rid, current)
+        if conflict is not None:
+            return conflict
+        return self._apply(change, rid, current, device)
+
+    def _cas_conflict(
+        self, change: Change, rid: str, current: ServerRow | None
+    ) -> PushResult | None:
+        if change.base_rev is None and current is not None:
+            return _conflict(change.op_id, rid, "exists", current)
+        if change.base_rev is not None and current is None:
+            return _conflict(change.op_id, rid, "missing", None)
+        if current is not None and change.base_rev != current.rev:
+            return _conflict(change.op_id, rid, "rev_mismatch", current)
+        if not change.deleted:
+            other = self._live_row_at(change.path, rid)
+            if other is not None:
+                return _conflict(change.op_id, rid, "path_taken", other)
+        return None
+
+    def _live_row_at(self, path: str, rid: str) -> ServerRow | None:
+        # lower() like the SQL's lower(path); contract tests only rely on ASCII case folding.
+        want = path.lower()
+        for other_id, o in self.server.rows.items():
+            if (
+                o.owner == self.user
+                and other_id != rid
+                and not o.row.deleted
+                and o.row.path.lower() == want
+            ):
+                return o.row
+        return None
+
+    def _apply(
+        self, change: Change, rid: str, current: ServerRow | None, device: str
+    ) -> PushResult:
+        self.server.seq += 1
+        row = ServerRow(
+            id=rid,
+            path=change.path,
+            content="" if change.deleted else change.content,
+            meta=_json_copy(change.meta),
+            content_hash=change.content_hash,
+            rev=(current.rev + 1) if current is not None else 1,
+            seq=self.server.seq,
+            deleted=change.deleted,
+            device=device,
+            updated_at=datetime.now(UTC).isoformat(),
+        )
+        self.server.rows[rid] = _Owned(self.user, row)
+        self.server.revisions.append((rid, row))
+        return PushResult(change.op_id, rid, "applied", rev=row.rev, seq=row.seq)
+
+
+def path_problem(path: object) -> str | None:
+    """Why ``path`` is not a valid blueprint path on the server, or None (the SQL's rules)."""
+    if not isinstance(path, str) or path == "":
+        return "path is empty"
+    if len(path) > MAX_PATH_CHARS:
+        return f"path is longer than {MAX_PATH_CHARS} characters"
+    if path.startswith("/"):
+        return "path is absolute"
+    if "\\" in path:
+        return "path contains a backslash"
+    if "\x00" in path:
+        return "path contains NUL"
+    if ".." in path.split("/"):
+        return "path contains '..'"
+    return None
+
+
+def _invalid_change(change: Change) -> str | None:
+    """What is ill-typed in a change (the SQL's jsonb field checks), or None."""
+    checks: list[tuple[str, object, tuple[type, ...]]] = [
+        ("op_id", change.op_id, (int,)),
+        ("id", change.id, (str,)),
+        ("base_rev", change.base_rev, (int, type(None))),
+        ("path", change.path, (str,)),
+        ("content", change.content, (str,)),
+        ("meta", change.meta, (dict,)),
+        ("content_hash", change.content_hash, (str,)),
+        ("deleted", change.deleted, (bool,)),
+    ]
+    for name, value, kinds in checks:
+        if name != "deleted" and isinstance(value, bool):
+            return f"{name} has the wrong type"
+        if not isinstance(value, kinds):
+            return f"{name} has the wrong type"
+    try:
+        meta_json = json.dumps(change.meta, allow_nan=False)
+        (meta_json + change.content + change.content_hash + change.path).encode("utf-8")
+    except (TypeError, ValueError, UnicodeEncodeError):
+        return "meta or content is not representable as JSON text"
+    # jsonb holds no NUL character: refuse it per change rather than failing the whole call.
+    if "\x00" in change.content or "\x00" in change.content_hash or "\\u0000" in meta_json:
+        return "content or meta contains NUL"
+    return None
+
+
+def _canonical_uuid(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+def _json_copy(meta: dict[str, Any]) -> dict[str, Any]:
+    # A JSON round trip is what jsonb does, and it stops a caller's later mutation leaking in.
+    copied: dict[str, Any] = json.loads(json.dumps(meta))
+    return copied
+
+
+def _copy_row(row: ServerRow) -> ServerRow:
+    return replace(row, meta=_json_copy(row.meta))
+
+
+def _fingerprint(row: ServerRow) -> VerifyRow:
+    return VerifyRow(row.id, row.rev, row.content_hash, row.deleted, row.seq)
+
+
+def _rejected(op_id: int, rid: str, code: str, message: str) -> PushResult:
+    return PushResult(op_id, rid, "rejected", code=code, message=message)
+
+
+def _conflict(op_id: int, rid: str, reason: str, current: ServerRow | None) -> PushResult:
+    row = None if current is None else _copy_row(current)
+    return PushResult(op_id, rid, "conflict", reason=reason, current=row)  # type: ignore[arg-type]

@@ -1,0 +1,387 @@
+"""The Remote protocol: the contract every cloud backend meets.
+
+A ``Remote`` is one signed-in user's view of one cloud. It speaks the sync RPCs (push_changes,
+pull_changes, verify_rows, fetch_rows, server_info) and nothing else; the engine holds all client
+state (outbox, cursor, bases). Two backends exist: ``MemoryRemote`` (in-process, for fast tests)
+and the Supabase remote; both pass the one contract suite in ``tests/sync_contract``.
+
+The dataclasses below are the wire shapes. ``from_json`` validates a decoded reply and raises
+``ProtocolError`` on anything malformed, so a backend never hands the engine a half-parsed object.
+
+Rules every backend keeps (the contract suite checks each):
+
+* **Push is a compare-and-swap per change, in one transaction.** ``base_rev`` must equal the
+  row's current ``rev`` (``None`` = create). Results come back in request order, one per change;
+  a conflict or a rejection of one change does not stop the others.
+* **Push is idempotent by (user, device, op_id).** A replay returns the stored result verbatim
+  (conflicts and rejections too) and applies nothing, so a push whose response was lost is safe
+  to resend.
+* **Pull is ordered and never skips.** Rows come in ascending ``seq``; a row whose transaction
+  commits after a later ``seq`` was already handed out still reaches a client that pulls with
+  the cursor it was given. Tombstones are rows too.
+* **Below the horizon a delta is unsafe.** If ``since < horizon``, tombstones may have been
+  purged, so ``pull`` returns ``reset_required=True`` and no changes; the client does a full
+  reconcile with ``verify`` + ``fetch`` instead.
+* **A user sees only their own rows.** An id owned by someone else is rejected as ``not_owner``
+  and never appears in pull, verify or fetch.
+
+Failures are ``SyncError`` subclasses (see ``sync.errors``), each with an ``action``:
+``TransientError`` (retry), ``AuthExpiredError`` (refresh auth, retry), ``AuthRevokedError`` /
+``NotLoggedInError`` (tell the user), ``ProtocolError`` / ``RemoteConfigError`` (tell the user).
+Per-change permanent failures are *results* (``status == "rejected"``), not exceptions.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+
+from sync.errors import ProtocolError
+
+PROTOCOL_VERSION = 1
+MAX_BATCH = 500
+MAX_CONTENT_BYTES = 10 * 1024 * 1024
+MAX_PATH_CHARS = 1024
+MAX_PULL_LIMIT = 1000
+MAX_VERIFY_LIMIT = 1000
+DEFAULT_PULL_LIMIT = 500
+DEFAULT_VERIFY_LIMIT = 1000
+
+PushStatus = Literal["applied", "conflict", "rejected"]
+ConflictReason = Literal["rev_mismatch", "exists", "missing", "path_taken"]
+RejectCode = Literal["invalid_id", "invalid_path", "too_large", "invalid_change", "not_owner"]
+
+CONFLICT_REASONS: tuple[str, ...] = ("rev_mismatch", "exists", "missing", "path_taken")
+REJECT_CODES: tuple[str, ...] = (
+    "invalid_id",
+    "invalid_path",
+    "too_large",
+    "invalid_change",
+    "not_owner",
+)
+
+_T = TypeVar("_T")
+
+
+def _get(obj: Mapping[str, Any], key: str, kind: type[_T] | tuple[type, ...], what: str) -> _T:
+    """Return ``obj[key]`` checked against ``kind``; raise ProtocolError naming ``what``."""
+    if key not in obj:
+        raise ProtocolError(f"{what}: missing field {key!r}")
+    value = obj[key]
+    # bool is an int subclass: a JSON true where a number belongs is a broken reply, not 1.
+    if isinstance(value, bool) and kind in (int, (int, type(None))):
+        raise ProtocolError(f"{what}: field {key!r} must be a number, not a boolean")
+    if not isinstance(value, kind):
+        raise ProtocolError(f"{what}: field {key!r} has type {type(value).__name__}")
+    return value  # type: ignore[return-value]
+
+
+def _mapping(obj: object, what: str) -> Mapping[str, Any]:
+    if not isinstance(obj, Mapping):
+        raise ProtocolError(f"{what}: expected an object, got {type(obj).__name__}")
+    return obj
+
+
+def _list(obj: object, what: str) -> list[Any]:
+    if not isinstance(obj, list):
+        raise ProtocolError(f"{what}: expected an array, got {type(obj).__name__}")
+    return obj
+
+
+@dataclass(frozen=True, slots=True)
+class ServerRow:
+    """One blueprint as the server holds it; a tombstone when ``deleted`` (content is then "")."""
+
+    id: str
+    path: str
+    content: str
+    meta: dict[str, Any]
+    content_hash: str
+    rev: int
+    seq: int
+    deleted: bool
+    device: str
+    updated_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of this row."""
+        return {
+            "id": self.id,
+            "path": self.path,
+            "content": self.content,
+            "meta": self.meta,
+            "content_hash": self.content_hash,
+            "rev": self.rev,
+            "seq": self.seq,
+            "deleted": self.deleted,
+            "device": self.device,
+            "updated_at": self.updated_at,
+        }
+
+    @classmethod
+    def from_json(cls, obj: object) -> ServerRow:
+        """Parse a server row. Raises ProtocolError."""
+        m = _mapping(obj, "server row")
+        w = "server row"
+        return cls(
+            id=_get(m, "id", str, w),
+            path=_get(m, "path", str, w),
+            content=_get(m, "content", str, w),
+            meta=dict(_get(m, "meta", dict, w)),
+            content_hash=_get(m, "content_hash", str, w),
+            rev=_get(m, "rev", int, w),
+            seq=_get(m, "seq", int, w),
+            deleted=_get(m, "deleted", bool, w),
+            device=_get(m, "device", str, w),
+            updated_at=_get(m, "updated_at", str, w),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One local change to push: create (``base_rev`` None), update, or delete (``deleted``)."""
+
+    op_id: int
+    id: str
+    base_rev: int | None
+    path: str
+    content: str
+    meta: dict[str, Any]
+    content_hash: str
+    deleted: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of this change."""
+        return {
+            "op_id": self.op_id,
+            "id": self.id,
+            "base_rev": self.base_rev,
+            "path": self.path,
+            "content": self.content,
+            "meta": self.meta,
+            "content_hash": self.content_hash,
+            "deleted": self.deleted,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """The server's answer to one change, in request order.
+
+    ``applied``: ``rev`` and ``seq`` are set. ``conflict``: ``reason`` is set and ``current`` is the
+    server row (None for ``missing``). ``rejected``: ``code`` and ``message`` are set; permanent.
+    """
+
+    op_id: int
+    id: str
+    status: PushStatus
+    rev: int | None = None
+    seq: int | None = None
+    reason: ConflictReason | None = None
+    current: ServerRow | None = None
+    code: str | None = None
+    message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of this result (only the fields its status carries)."""
+        out: dict[str, Any] = {"op_id": self.op_id, "id": self.id, "status": self.status}
+        if self.status == "applied":
+            out.update(rev=self.rev, seq=self.seq)
+        elif self.status == "conflict":
+            out.update(
+                reason=self.reason,
+                current=None if self.current is None else self.current.to_json(),
+            )
+        else:
+            out.update(code=self.code, message=self.message)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: object) -> PushResult:
+        """Parse one push result. Raises ProtocolError."""
+        m = _mapping(obj, "push result")
+        w = "push result"
+        op_id = _get(m, "op_id", int, w)
+        id_ = _get(m, "id", str, w)
+        status = _get(m, "status", str, w)
+        if status == "applied":
+            return cls(
+                op_id, id_, "applied", rev=_get(m, "rev", int, w), seq=_get(m, "seq", int, w)
+            )
+        if status == "conflict":
+            reason = _get(m, "reason", str, w)
+            if reason not in CONFLICT_REASONS:
+                raise ProtocolError(f"{w}: unknown conflict reason {reason!r}")
+            raw = m.get("current")
+            current = None if raw is None else ServerRow.from_json(raw)
+            return cls(op_id, id_, "conflict", reason=reason, current=current)  # type: ignore[arg-type]
+        if status == "rejected":
+            code = _get(m, "code", str, w)
+            message = m.get("message")
+            return cls(op_id, id_, "rejected", code=code, message=str(message or code))
+        raise ProtocolError(f"{w}: unknown status {status!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class PullPage:
+    """One page of changes after a cursor."""
+
+    changes: list[ServerRow]
+    next: int
+    more: bool
+    horizon: int
+    reset_required: bool
+
+    @classmethod
+    def from_json(cls, obj: object) -> PullPage:
+        """Parse a pull reply. Raises ProtocolError (also when seqs are not ascending)."""
+        m = _mapping(obj, "pull page")
+        w = "pull page"
+        changes = [ServerRow.from_json(r) for r in _list(m.get("changes"), w)]
+        seqs = [r.seq for r in changes]
+        if any(a >= b for a, b in itertools.pairwise(seqs)):
+            raise ProtocolError(f"{w}: changes are not in ascending seq order")
+        return cls(
+            changes=changes,
+            next=_get(m, "next", int, w),
+            more=_get(m, "more", bool, w),
+            horizon=_get(m, "horizon", int, w),
+            reset_required=_get(m, "reset_required", bool, w),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyRow:
+    """The fingerprint of one server row, for proving convergence."""
+
+    id: str
+    rev: int
+    content_hash: str
+    deleted: bool
+    seq: int
+
+    @classmethod
+    def from_json(cls, obj: object) -> VerifyRow:
+        """Parse one verify row. Raises ProtocolError."""
+        m = _mapping(obj, "verify row")
+        w = "verify row"
+        return cls(
+            id=_get(m, "id", str, w),
+            rev=_get(m, "rev", int, w),
+            content_hash=_get(m, "content_hash", str, w),
+            deleted=_get(m, "deleted", bool, w),
+            seq=_get(m, "seq", int, w),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyPage:
+    """One page of row fingerprints ordered by id; ``next`` is the ``after`` of the next page."""
+
+    rows: list[VerifyRow]
+    next: str | None
+    more: bool
+
+    @classmethod
+    def from_json(cls, obj: object) -> VerifyPage:
+        """Parse a verify reply. Raises ProtocolError."""
+        m = _mapping(obj, "verify page")
+        w = "verify page"
+        rows = [VerifyRow.from_json(r) for r in _list(m.get("rows"), w)]
+        return cls(
+            rows=rows, next=_get(m, "next", (str, type(None)), w), more=_get(m, "more", bool, w)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """What the server supports."""
+
+    protocol: int = PROTOCOL_VERSION
+    max_batch: int = MAX_BATCH
+    max_content_bytes: int = MAX_CONTENT_BYTES
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, obj: object) -> ServerInfo:
+        """Parse server_info. Raises ProtocolError."""
+        m = _mapping(obj, "server info")
+        w = "server info"
+        known = ("protocol", "max_batch", "max_content_bytes")
+        return cls(
+            protocol=_get(m, "protocol", int, w),
+            max_batch=_get(m, "max_batch", int, w),
+            max_content_bytes=_get(m, "max_content_bytes", int, w),
+            extra={k: v for k, v in m.items() if k not in known},
+        )
+
+
+HintCallback = Callable[[], None]
+Unsubscribe = Callable[[], None]
+
+
+@runtime_checkable
+class Remote(Protocol):
+    """One user's connection to one cloud. Methods are blocking and thread-safe."""
+
+    @property
+    def identity(self) -> str:
+        """A stable name of (server, user): the engine keys its cursor and bases by it.
+
+        A different user or project gives a different identity, so a cursor is never reused across
+        accounts.
+        """
+        ...
+
+    def push(self, changes: Sequence[Change], *, device: str) -> list[PushResult]:
+        """Apply ``changes`` in one transaction; return one result per change, in order.
+
+        Idempotent by (user, ``device``, ``op_id``): a replay returns the stored result and applies
+        nothing. More than ``server_info().max_batch`` changes raises ProtocolError and applies
+        nothing. Raises TransientError, AuthExpiredError, AuthRevokedError, NotLoggedInError,
+        ProtocolError, RemoteConfigError; after a TransientError the push may or may not have been
+        applied, and resending the same op ids is the way to find out.
+        """
+        ...
+
+    def pull(self, since: int, *, limit: int = DEFAULT_PULL_LIMIT) -> PullPage:
+        """Return the user's rows with ``seq > since`` in ascending seq, at most min(limit, 1000).
+
+        ``next`` is the cursor for the next call (``since`` when nothing came), ``more`` says
+        whether to call again. ``since < horizon`` returns ``reset_required=True`` and no
+        changes. Never skips a row that commits late. Raises like ``push``.
+        """
+        ...
+
+    def verify(self, after: str | None = None, *, limit: int = DEFAULT_VERIFY_LIMIT) -> VerifyPage:
+        """Return fingerprints of the user's rows (tombstones included) with ``id > after``, by id.
+
+        Raises like ``push``.
+        """
+        ...
+
+    def fetch(self, ids: Sequence[str]) -> list[ServerRow]:
+        """Return the full rows of those ids that exist and belong to the user (others are omitted).
+
+        Raises like ``push``; a malformed id raises ProtocolError.
+        """
+        ...
+
+    def server_info(self) -> ServerInfo:
+        """Return the protocol version and limits. Raises like ``push``."""
+        ...
+
+    def subscribe(self, callback: HintCallback) -> Unsubscribe:
+        """Call ``callback()`` (from any thread) when another device may have written; return an
+        unsubscribe function.
+
+        Only a hint to pull: events can be lost, duplicated or early, so the engine also polls and
+        pulls after every (re)subscribe. A backend without realtime returns a no-op unsubscribe.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections and subscriptions. Idempotent."""
+        ...
