@@ -1,0 +1,584 @@
+"""A throw-away PostgreSQL cluster for the local Supabase-compatible stack and the tests.
+
+``PostgresCluster`` runs ``initdb`` into a fresh directory and starts a postmaster that listens on
+127.0.0.1 only (a free port, retried if another process wins the race for it) and on a private unix
+socket directory. Authentication: ``trust`` on the unix socket (the superuser ``postgres`` and the
+tests), ``scram-sha-256`` on TCP (the gateway's ``authenticator`` login, as on Supabase).
+
+The cluster exists to be thrown away, so durability is traded for speed: ``fsync=off``,
+``synchronous_commit=off`` and ``full_page_writes=off``. A crash of the host can corrupt it; nothing
+of value ever lives in it. ``wal_level=logical`` with spare replication slots lets the gateway read
+changes through wal2json exactly as Supabase Realtime does.
+
+PostgreSQL refuses to run as root. When this process is root (CI is), ``initdb`` and ``postgres``
+run as the ``postgres`` system user, and the directories they write are handed to that user.
+
+Stopping is reliable even when the owner dies: ``stop()`` (also registered with ``atexit``) sends
+the same signals as ``pg_ctl stop -m fast`` and then ``-m immediate``; and a tiny reaper process
+holds a pipe to this one, so if this process is killed outright (SIGKILL, an xdist worker crash)
+the reaper sees the pipe close, shuts the postmaster down and removes the directories.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+
+from psycopg.conninfo import make_conninfo
+
+__all__ = [
+    "INSTALL_HINT",
+    "ClusterStartError",
+    "LocalCloudError",
+    "PostgresCluster",
+    "PostgresNotFoundError",
+    "find_bindir",
+    "has_wal2json",
+]
+
+INSTALL_HINT = "apt-get install postgresql-15 postgresql-15-wal2json"
+SERVER_BINARIES = ("initdb", "postgres")
+SUPERUSER = "postgres"
+SERVICE_USER = "postgres"  # the OS user the server runs as when we are root
+HOST = "127.0.0.1"
+DEFAULT_START_TIMEOUT = 30.0
+DEFAULT_STOP_TIMEOUT = 10.0
+_BIND_RETRIES = 5
+
+# Settings for a disposable test/dev cluster: fast rather than durable (see the module docstring).
+_SERVER_SETTINGS: dict[str, str] = {
+    "wal_level": "logical",
+    "max_replication_slots": "20",
+    "max_wal_senders": "20",
+    "max_connections": "100",
+    "shared_buffers": "64MB",
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "timezone": "UTC",
+    "log_timezone": "UTC",
+    "datestyle": "iso, mdy",
+    "log_min_messages": "warning",
+    "log_line_prefix": "%m [%p] %q%u@%d ",
+    "password_encryption": "scram-sha-256",
+}
+
+_HBA = """\
+# Written by sync/localcloud/cluster.py: trust on the private unix socket, passwords on TCP.
+local   all   all                  trust
+host    all   all   127.0.0.1/32   scram-sha-256
+"""
+
+# The reaper waits on a pipe from its owner. A normal stop() writes "done" first; EOF without it
+# means the owner died, so the reaper shuts the postmaster down (SIGQUIT = pg_ctl -m immediate,
+# then SIGKILL) and removes the given directories.
+_REAPER = r"""
+import os, shutil, signal, sys, time
+pid = int(sys.argv[1]); marker = sys.argv[2]; paths = sys.argv[3:]
+if sys.stdin.buffer.read() == b"done":
+    sys.exit(0)
+def ours():
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return marker.encode() in f.read()
+    except OSError:
+        return False
+for sig, wait in ((signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+    if not ours():
+        break
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        break
+    end = time.monotonic() + wait
+    while ours() and time.monotonic() < end:
+        time.sleep(0.05)
+for p in paths:
+    shutil.rmtree(p, ignore_errors=True)
+"""
+
+
+class LocalCloudError(Exception):
+    """Base of the local stack's errors (to be re-rooted under sync.errors.SyncError)."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        if hint:
+            self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class PostgresNotFoundError(LocalCloudError):
+    """The PostgreSQL server binaries (initdb, postgres) are not installed."""
+
+    hint = INSTALL_HINT
+
+
+class ClusterStartError(LocalCloudError):
+    """initdb or the postmaster failed; the message carries the server's log."""
+
+
+def _version_key(path: Path) -> tuple[int, ...]:
+    """Sort key for /usr/lib/postgresql/<version>/bin: numeric version, newest last."""
+    return tuple(int(p) for p in re.findall(r"\d+", path.parent.name)) or (0,)
+
+
+def _has_server_binaries(bindir: Path) -> bool:
+    return all(os.access(bindir / name, os.X_OK) for name in SERVER_BINARIES)
+
+
+def _pg_config_bindir() -> Path | None:
+    pg_config = shutil.which("pg_config")
+    if pg_config is None:
+        return None
+    try:
+        out = subprocess.run(
+            [pg_config, "--bindir"], capture_output=True, text=True, check=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(out.stdout.strip())
+
+
+def find_bindir() -> Path:
+    """Return the directory holding initdb and postgres; raise PostgresNotFoundError if none.
+
+    Order: $LOCALSTORE_PG_BINDIR, ``pg_config --bindir``, the newest /usr/lib/postgresql/*/bin.
+    """
+    candidates: list[Path] = []
+    if env := os.environ.get("LOCALSTORE_PG_BINDIR"):
+        candidates.append(Path(env))
+    if from_pg_config := _pg_config_bindir():
+        candidates.append(from_pg_config)
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True)
+    candidates.extend(debian)
+    for bindir in candidates:
+        if _has_server_binaries(bindir):
+            return bindir
+    looked = ", ".join(str(c) for c in candidates) or "nothing found"
+    raise PostgresNotFoundError(
+        f"PostgreSQL server binaries (initdb, postgres) not found (looked in: {looked})"
+    )
+
+
+def has_wal2json(bindir: Path | None = None) -> bool:
+    """Tell whether the wal2json output plugin is installed for the server in ``bindir``."""
+    bindir = bindir or find_bindir()
+    libdirs = [bindir.parent / "lib"]
+    pg_config = bindir / "pg_config"
+    if os.access(pg_config, os.X_OK):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                [str(pg_config), "--pkglibdir"],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=10,
+            )
+            libdirs.insert(0, Path(out.stdout.strip()))
+    return any((d / "wal2json.so").is_file() for d in libdirs)
+
+
+def _free_port() -> int:
+    """Ask the kernel for a free TCP port on 127.0.0.1 (the bind race is handled by retrying)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def _traversable_by(path: Path, uid: int, gid: int) -> bool:
+    """Tell whether every ancestor of ``path`` is searchable by uid/gid (os.access lies to root)."""
+    for parent in [path, *path.parents]:
+        st = parent.stat()
+        if st.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid == gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
+class PostgresCluster:
+    """A disposable PostgreSQL cluster; use as a context manager or call start()/stop().
+
+    ``base_dir``: where the data directory and log go (``base_dir/data``,
+    ``base_dir/postgres.log``); ``None`` makes a private temporary directory, removed by stop().
+    ``port``: fixed TCP port, or ``None`` for a free one. ``keep``: leave the data on disk after
+    stop() (for debugging).
+    """
+
+    def __init__(
+        self,
+        base_dir: Path | None = None,
+        *,
+        port: int | None = None,
+        keep: bool = False,
+        start_timeout: float = DEFAULT_START_TIMEOUT,
+    ) -> None:
+        self._base_dir_arg = Path(base_dir) if base_dir is not None else None
+        self._requested_port = port
+        self.keep = keep
+        self.start_timeout = start_timeout
+        self.host = HOST
+        self.bindir: Path | None = None
+        self._port: int | None = None
+        self._root: Path | None = None
+        self._own_root = False
+        self._socket_dir: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._reaper: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._service_ids: tuple[int, int] | None = None
+        self.start_seconds: float | None = None  # wall time of the last start(), initdb included
+
+    # -- public surface -------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """TCP port on 127.0.0.1 (only valid while running)."""
+        if self._port is None:
+            raise LocalCloudError("the cluster is not running", hint="call start() first")
+        return self._port
+
+    @property
+    def socket_dir(self) -> Path:
+        """Directory holding the unix socket ``.s.PGSQL.<port>``."""
+        if self._socket_dir is None:
+            raise LocalCloudError("the cluster is not running", hint="call start() first")
+        return self._socket_dir
+
+    @property
+    def data_dir(self) -> Path:
+        """The cluster's data directory."""
+        if self._root is None:
+            raise LocalCloudError("the cluster is not running", hint="call start() first")
+        return self._root / "data"
+
+    @property
+    def log_path(self) -> Path:
+        """The server log (stderr of the postmaster)."""
+        if self._root is None:
+            raise LocalCloudError("the cluster is not running", hint="call start() first")
+        return self._root / "postgres.log"
+
+    @property
+    def running(self) -> bool:
+        """True while the postmaster is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def superuser_dsn(self) -> str:
+        """Conninfo for the superuser over the unix socket (trust auth)."""
+        return self.dsn(SUPERUSER)
+
+    def dsn(self, user: str, password: str | None = None, dbname: str = "postgres") -> str:
+        """Conninfo for ``user``: TCP 127.0.0.1 with ``password`` (scram), else the unix socket."""
+        if password is None:
+            return make_conninfo(
+                host=str(self.socket_dir), port=self.port, user=user, dbname=dbname
+            )
+        return make_conninfo(
+            host=self.host, port=self.port, user=user, password=password, dbname=dbname
+        )
+
+    def has_wal2json(self) -> bool:
+        """Tell whether this cluster's server has the wal2json output plugin."""
+        return has_wal2json(self.bindir or find_bindir())
+
+    def start(self) -> Self:
+        """initdb and start the postmaster; raise PostgresNotFoundError or ClusterStartError."""
+        if self.running:
+            return self
+        began = time.monotonic()
+        self.bindir = find_bindir()
+        self._service_ids = self._resolve_service_user()
+        try:
+            self._make_dirs()
+            self._initdb()
+            self._launch_with_retries()
+            self._start_reaper()
+        except BaseException:
+            self.stop()
+            raise
+        atexit.register(self.stop)
+        self.start_seconds = time.monotonic() - began
+        return self
+
+    def stop(self) -> None:
+        """Stop the postmaster (fast, then immediate, then kill) and remove its directories."""
+        atexit.unregister(self.stop)
+        if self._proc is not None:
+            self._shutdown(self._proc)
+            self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        self._release_reaper()
+        self._remove_dirs()
+        self._port = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"port={self._port}" if self.running else "stopped"
+        return f"<PostgresCluster {state} root={self._root}>"
+
+    # -- start ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _resolve_service_user() -> tuple[int, int] | None:
+        """Return (uid, gid) to run the server as, or None to run as ourselves (not root)."""
+        if os.geteuid() != 0:
+            return None
+        try:
+            entry = pwd.getpwnam(SERVICE_USER)
+        except KeyError:
+            raise LocalCloudError(
+                f"running as root, but there is no '{SERVICE_USER}' system user"
+                " to run PostgreSQL as",
+                hint=INSTALL_HINT + " (it creates the user), or run as a non-root user",
+            ) from None
+        return entry.pw_uid, entry.pw_gid
+
+    def _make_dirs(self) -> None:
+        # The socket path must stay under the 107-byte sun_path limit, so it always gets its own
+        # short directory, whatever base_dir is.
+        self._socket_dir = Path(tempfile.mkdtemp(prefix="lcpg-"))
+        if self._base_dir_arg is None:
+            self._root = Path(tempfile.mkdtemp(prefix="localcloud-pg-"))
+            self._own_root = True
+        else:
+            self._root = self._base_dir_arg.resolve()
+            self._root.mkdir(parents=True, exist_ok=True)
+            if (self._root / "data").exists():
+                raise ClusterStartError(
+                    f"{self._root / 'data'} already exists",
+                    hint="pass an empty base_dir, or leave it None for a temporary one",
+                )
+        (self._root / "data").mkdir(mode=0o700)
+        if self._service_ids is not None:
+            self._hand_over_dirs(*self._service_ids)
+
+    def _hand_over_dirs(self, uid: int, gid: int) -> None:
+        assert self._root is not None and self._socket_dir is not None
+        os.chown(self._socket_dir, uid, gid)
+        os.chown(self._root / "data", uid, gid)
+        if self._own_root:
+            os.chown(self._root, uid, gid)
+        if not _traversable_by(self._root / "data", uid, gid):
+            raise ClusterStartError(
+                f"the '{SERVICE_USER}' user cannot reach {self._root}"
+                " (a parent directory is private)",
+                hint="leave base_dir None (a temporary directory), or use one under /tmp",
+            )
+
+    def _spawn(self, args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        """Start initdb or postgres as the service user, with a neutral env and cwd."""
+        assert self._root is not None
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LC_ALL": "C.UTF-8",
+            "LANG": "C.UTF-8",
+            "TZ": "UTC",
+        }
+        uid, gid = self._service_ids or (None, None)
+        return subprocess.Popen(
+            args,
+            env=env,
+            cwd=self._root / "data",
+            user=uid,
+            group=gid,
+            extra_groups=[] if uid is not None else None,
+            **kwargs,
+        )
+
+    def _initdb(self) -> None:
+        assert self.bindir is not None
+        args = [
+            str(self.bindir / "initdb"),
+            "--pgdata",
+            str(self.data_dir),
+            "--username",
+            SUPERUSER,
+            "--encoding",
+            "UTF8",
+            "--locale",
+            "C.UTF-8",
+            "--auth-local",
+            "trust",
+            "--auth-host",
+            "scram-sha-256",
+            "--no-sync",  # a disposable cluster: skip the fsyncs, about half of initdb's time
+        ]
+        proc = self._spawn(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            output_bytes, _ = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output_bytes, _ = proc.communicate()
+        if proc.returncode != 0:
+            output = output_bytes.decode(errors="replace")
+            raise ClusterStartError(
+                "initdb failed: " + output[-2000:],
+                hint="check the PostgreSQL installation (" + INSTALL_HINT + ")",
+            )
+        self._write_config()
+
+    def _write_config(self) -> None:
+        data = self.data_dir
+        lines = [f"{k} = '{v}'" for k, v in _SERVER_SETTINGS.items()]
+        with open(data / "postgresql.conf", "a", encoding="utf-8") as conf:
+            conf.write("\n# sync/localcloud/cluster.py\n" + "\n".join(lines) + "\n")
+        (data / "pg_hba.conf").write_text(_HBA, encoding="utf-8")
+
+    def _launch_with_retries(self) -> None:
+        for _attempt in range(_BIND_RETRIES):
+            port = self._requested_port or _free_port()
+            if self._launch(port):
+                self._port = port
+                return
+            if self._requested_port is not None or not self._bind_failed():
+                break
+        raise ClusterStartError(
+            "the PostgreSQL server did not start: " + self._log_tail(),
+            hint=f"see {self.log_path}; with a fixed port, make sure it is free",
+        )
+
+    def _launch(self, port: int) -> bool:
+        """Start the postmaster on ``port``; True once it accepts connections, False if it died."""
+        assert self.bindir is not None and self._socket_dir is not None
+        if self._log is None:
+            self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the server
+        pid_file = self.data_dir / "postmaster.pid"
+        with contextlib.suppress(FileNotFoundError):
+            pid_file.unlink()
+        args = [
+            str(self.bindir / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(port),
+            "-c",
+            f"listen_addresses={HOST}",
+            "-c",
+            f"unix_socket_directories={self._socket_dir}",
+        ]
+        # Own session: a Ctrl-C aimed at the test run must not hit the postmaster before the
+        # fixtures get to stop it in order.
+        self._proc = self._spawn(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+            start_new_session=True,
+        )
+        return self._wait_ready(self._proc, pid_file)
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], pid_file: Path) -> bool:
+        """Poll postmaster.pid for the "ready" status line, as pg_ctl -w does, but every 5 ms."""
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                lines = pid_file.read_text(encoding="utf-8", errors="replace").splitlines()
+                if len(lines) >= 8 and lines[7].strip() == "ready":
+                    return True
+            time.sleep(0.005)
+        self._shutdown(proc)
+        return False
+
+    def _bind_failed(self) -> bool:
+        tail = self._log_tail()
+        return "could not bind" in tail or "Address already in use" in tail
+
+    def _log_tail(self, limit: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")[-limit:]
+        except OSError:
+            return "(no server log)"
+
+    def _start_reaper(self) -> None:
+        assert self._proc is not None and self._socket_dir is not None and self._root is not None
+        paths = [str(self._socket_dir)]
+        if not self.keep:
+            paths.append(str(self._root) if self._own_root else str(self.data_dir))
+        self._reaper = subprocess.Popen(
+            [sys.executable, "-I", "-c", _REAPER, str(self._proc.pid), str(self.data_dir), *paths],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    # -- stop -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _shutdown(proc: subprocess.Popen[bytes]) -> None:
+        """SIGINT (pg_ctl -m fast), then SIGQUIT (-m immediate), then SIGKILL."""
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGKILL):
+            if proc.poll() is not None:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=DEFAULT_STOP_TIMEOUT)
+
+    def _release_reaper(self) -> None:
+        reaper, self._reaper = self._reaper, None
+        if reaper is None:
+            return
+        assert reaper.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            reaper.stdin.write(b"done")
+        with contextlib.suppress(BrokenPipeError):
+            reaper.stdin.close()
+        try:
+            reaper.wait(timeout=DEFAULT_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            reaper.kill()
+            reaper.wait()
+
+    def _remove_dirs(self) -> None:
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
+        if self._root is not None and not self.keep:
+            target = self._root if self._own_root else self._root / "data"
+            shutil.rmtree(target, ignore_errors=True)
+            if not self._own_root:
+                with contextlib.suppress(FileNotFoundError):
+                    (self._root / "postgres.log").unlink()
+        if not self.keep:
+            self._root = None

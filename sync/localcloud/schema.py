@@ -1,0 +1,183 @@
+"""Put the cloud schema into a database: the local bootstrap, then the project's migrations.
+
+``apply_bootstrap`` runs ``bootstrap.sql`` (what a hosted Supabase project already has: roles, the
+``auth`` schema, the publication, ``realtime`` stubs). ``apply_migrations`` runs
+``sync/supabase/migrations/*.sql`` in name order, each file in its own transaction, and records them
+in ``supabase_migrations.schema_migrations`` the way ``supabase db push`` does, so a database
+prepared here and one pushed with the CLI agree on what has been applied.
+
+Both take a session-level advisory lock, so two processes preparing the same database at once
+(two test workers, a gateway and a test) serialise instead of racing on CREATE statements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from sync.localcloud.cluster import LocalCloudError
+
+__all__ = [
+    "BOOTSTRAP_PATH",
+    "MIGRATIONS_DIR",
+    "MigrationError",
+    "applied_migrations",
+    "apply_bootstrap",
+    "apply_migrations",
+    "migration_files",
+    "migration_version",
+    "set_authenticator_password",
+]
+
+BOOTSTRAP_PATH = Path(__file__).with_name("bootstrap.sql")
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "supabase" / "migrations"
+
+# Arbitrary constant for pg_advisory_lock: "localstore schema" serialisation.
+_SCHEMA_LOCK_KEY = 0x4C53_5343_4845_4D41 & 0x7FFF_FFFF_FFFF_FFFF
+
+# The Supabase CLI's history table (supabase/cli pkg/migration/history.go).
+_HISTORY_DDL = """
+create schema if not exists supabase_migrations;
+create table if not exists supabase_migrations.schema_migrations (
+  version text not null primary key,
+  statements text[],
+  name text
+);
+"""
+
+
+class MigrationError(LocalCloudError):
+    """A bootstrap or migration file failed; nothing of that file was applied."""
+
+
+def migration_files() -> list[Path]:
+    """Return the project's migration files in the order they apply (by file name)."""
+    return sorted(MIGRATIONS_DIR.glob("*.sql"), key=lambda p: p.name)
+
+
+def migration_version(path: Path) -> str:
+    """Return the version of a migration file: the digits before the first underscore."""
+    version, _, _name = path.stem.partition("_")
+    if not version.isdigit():
+        raise MigrationError(
+            f"migration file name {path.name!r} does not start with a timestamp",
+            hint="name migrations <YYYYMMDDHHMMSS>_<name>.sql, as `supabase migration new` does",
+        )
+    return version
+
+
+def apply_bootstrap(conninfo: str) -> None:
+    """Run bootstrap.sql as a superuser in one transaction (idempotent); raise MigrationError."""
+    with _connect(conninfo) as conn, _schema_lock(conn):
+        _run_file(conn, BOOTSTRAP_PATH)
+
+
+def apply_migrations(conninfo: str) -> list[str]:
+    """Apply the migrations not yet recorded, in order; return the versions applied now.
+
+    Each file runs in its own transaction together with its history row, so a failing file leaves
+    neither its objects nor its row behind. Raises MigrationError naming the file.
+    """
+    applied_now: list[str] = []
+    with _connect(conninfo) as conn, _schema_lock(conn):
+        with conn.transaction():
+            conn.execute(_HISTORY_DDL)
+        done = _applied(conn)
+        for path in migration_files():
+            version = migration_version(path)
+            if version in done:
+                continue
+            _run_file(conn, path, record=version)
+            applied_now.append(version)
+    return applied_now
+
+
+def applied_migrations(conninfo: str) -> list[str]:
+    """Return the versions recorded in supabase_migrations.schema_migrations, in order."""
+    with _connect(conninfo) as conn:
+        exists = conn.execute(
+            "select to_regclass('supabase_migrations.schema_migrations') is not null"
+        ).fetchone()
+        if not exists or not exists[0]:
+            return []
+        return sorted(_applied(conn))
+
+
+def set_authenticator_password(conninfo: str, password: str) -> None:
+    """Give the ``authenticator`` role a password (scram) so the gateway can log in over TCP."""
+    stmt = sql.SQL("alter role authenticator with login password {}").format(sql.Literal(password))
+    with _connect(conninfo) as conn:
+        try:
+            conn.execute(stmt)
+        except psycopg.Error as exc:
+            raise MigrationError(
+                f"could not set the authenticator password: {exc}",
+                hint="run apply_bootstrap() first; it creates the role",
+            ) from exc
+
+
+# -- internals ----------------------------------------------------------------------------------
+
+
+def _connect(conninfo: str) -> psycopg.Connection[tuple[object, ...]]:
+    try:
+        return psycopg.connect(conninfo, autocommit=True)
+    except psycopg.Error as exc:
+        raise MigrationError(
+            f"cannot connect to the database: {exc}",
+            hint="is the cluster running, and is the conninfo a superuser's?",
+        ) from exc
+
+
+@contextmanager
+def _schema_lock(conn: psycopg.Connection[tuple[object, ...]]) -> Iterator[None]:
+    """Hold the schema advisory lock for the duration of a with-block."""
+    conn.execute("select pg_advisory_lock(%s)", (_SCHEMA_LOCK_KEY,))
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            conn.execute("select pg_advisory_unlock(%s)", (_SCHEMA_LOCK_KEY,))
+
+
+def _applied(conn: psycopg.Connection[tuple[object, ...]]) -> set[str]:
+    rows = conn.execute("select version from supabase_migrations.schema_migrations").fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def _run_file(
+    conn: psycopg.Connection[tuple[object, ...]], path: Path, *, record: str | None = None
+) -> None:
+    """Execute one SQL file (several statements, no parameters) in a transaction."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        with conn.transaction():
+            # No parameters: psycopg sends the file with the simple query protocol, so it may hold
+            # many statements, exactly as psql -f or the CLI's batch would.
+            conn.execute(text.encode("utf-8"))
+            if record is not None:
+                name = path.stem.partition("_")[2]
+                conn.execute(
+                    "insert into supabase_migrations.schema_migrations (version, statements, name)"
+                    " values (%s, %s, %s)",
+                    (record, [text], name),
+                )
+    except psycopg.Error as exc:
+        raise MigrationError(
+            f"{path.name} failed: {_describe(exc)}",
+            hint="fix the SQL; the file was rolled back, so it is safe to run again",
+        ) from exc
+
+
+def _describe(exc: psycopg.Error) -> str:
+    diag = exc.diag
+    parts = [f"{exc.sqlstate or ''} {diag.message_primary or exc}".strip()]
+    if diag.message_detail:
+        parts.append(f"detail: {diag.message_detail}")
+    if diag.context:
+        parts.append(f"context: {diag.context.strip().splitlines()[0]}")
+    return "; ".join(parts)
