@@ -1,1 +1,66 @@
-"""LocalStore: local-first storage for blueprints."""
+"""LocalStore: local-first storage for blueprints (YAML workflow documents).
+
+Files on disk are the truth; an SQLite index makes them fast to find; every change is kept in history.
+
+>>> import localstore
+>>> store = localstore.open(home="/tmp/demo-home")          # doctest: +SKIP
+>>> store.save("personal/hello", "steps: []\\n", tags=["demo"])   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from localstore.blueprint import Blueprint, BlueprintInfo, BlueprintMeta, Validator
+from localstore.config import Settings, load_settings
+from localstore.errors import (
+    AlreadyExistsError,
+    AmbiguousRefError,
+    BundleError,
+    ConfigError,
+    CredentialError,
+    CryptoError,
+    InvalidInputError,
+    InvalidMetaError,
+    InvalidYAMLError,
+    LimitExceededError,
+    LocalStoreError,
+    NotFoundError,
+    RevisionConflictError,
+    StorageError,
+    UnsafePathError,
+)
+from localstore.events import Event
+from localstore.store import BlueprintStore, CheckReport, Revision, SearchHit
+from localstore.store import open_store as open
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlreadyExistsError",
+    "AmbiguousRefError",
+    "Blueprint",
+    "BlueprintInfo",
+    "BlueprintMeta",
+    "BlueprintStore",
+    "BundleError",
+    "CheckReport",
+    "ConfigError",
+    "CredentialError",
+    "CryptoError",
+    "Event",
+    "InvalidInputError",
+    "InvalidMetaError",
+    "InvalidYAMLError",
+    "LimitExceededError",
+    "LocalStoreError",
+    "NotFoundError",
+    "Revision",
+    "RevisionConflictError",
+    "SearchHit",
+    "Settings",
+    "StorageError",
+    "UnsafePathError",
+    "Validator",
+    "__version__",
+    "load_settings",
+    "open",
+]

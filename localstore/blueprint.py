@@ -393,6 +393,6 @@ def run_validator(validator: Validator | None, data: Mapping[str, Any]) -> tuple
         return ()
     try:
         problems = validator(data)
-    except Exception as exc:  # an app's validator is foreign code: report its failure as a problem
+    except Exception as exc:  # noqa: BLE001 - an app's validator is foreign code: report its failure as a problem
         return (f"validator raised {type(exc).__name__}: {exc}",)
     return tuple(str(p) for p in problems or ())

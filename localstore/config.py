@@ -95,9 +95,7 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-_TUNABLES = {
-    f.name: f for f in dataclasses.fields(Settings) if f.name not in ("paths", "home")
-}
+_TUNABLES = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("paths", "home")}
 
 
 def resolve(flag: Any, env: str | None, file_value: Any, default: Any) -> Any:
@@ -141,7 +139,9 @@ def _read_config_file(path: Path) -> dict[str, Any]:
             f"{path} is not valid YAML: {exc}", hint="fix or delete the file"
         ) from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of settings", hint="see docs/configuration.md")
+        raise ConfigError(
+            f"{path} must hold a mapping of settings", hint="see docs/configuration.md"
+        )
     unknown = sorted(set(data) - set(_TUNABLES))
     if unknown:
         raise ConfigError(

@@ -18,6 +18,7 @@ translated at the boundary with ``raise ... from exc`` and never leak out of the
     │   └── RevisionNotFoundError
     ├── AmbiguousRefError
     ├── AlreadyExistsError
+    ├── RevisionConflictError
     ├── StoreClosedError
     ├── StorageError
     │   ├── DiskFullError
@@ -100,6 +101,10 @@ class AmbiguousRefError(LocalStoreError):
 
 class AlreadyExistsError(LocalStoreError):
     """The target path is taken by another blueprint."""
+
+
+class RevisionConflictError(LocalStoreError):
+    """The blueprint changed since the revision the caller expected."""
 
 
 class StoreClosedError(LocalStoreError):

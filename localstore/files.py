@@ -63,7 +63,9 @@ def _map_os_error(exc: OSError, action: str, path: Path | str) -> StorageError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFullError(what, hint="free some disk space and try again")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return PermissionDeniedError(what, hint="check the folder's permissions and that it is writable")
+        return PermissionDeniedError(
+            what, hint="check the folder's permissions and that it is writable"
+        )
     return StorageError(what, hint="check the disk and try again")
 
 
@@ -219,7 +221,9 @@ def normalize_path(raw: str) -> str:
     for seg in parts:
         _check_segment(seg, raw)
     if parts[-1] == YAML_SUFFIX:
-        raise UnsafePathError(f"path {raw!r} has no file name", hint="give a path like 'folder/name'")
+        raise UnsafePathError(
+            f"path {raw!r} has no file name", hint="give a path like 'folder/name'"
+        )
     return "/".join(parts)
 
 

@@ -58,6 +58,7 @@ CORE_MIGRATIONS: tuple[str, ...] = (
         meta_mtime_ns INTEGER NOT NULL,
         valid INTEGER NOT NULL,
         problems TEXT NOT NULL,
+        meta_json TEXT NOT NULL,
         flagged TEXT,
         rev INTEGER NOT NULL,
         op_id INTEGER NOT NULL,
@@ -183,8 +184,10 @@ class Index:
 
     # -- transactions --------------------------------------------------------------------------------
 
+    # Cursors are handed out as Any: apsw's stubs type every row value as a wide union, and every
+    # caller converts the values it reads explicitly anyway.
     @contextmanager
-    def read(self) -> Iterator[apsw.Cursor]:
+    def read(self) -> Iterator[Any]:
         """A cursor for reads, under the lock."""
         with self._lock:
             try:
@@ -193,7 +196,7 @@ class Index:
                 raise map_apsw_error(exc, "read the index") from exc
 
     @contextmanager
-    def write(self) -> Iterator[apsw.Cursor]:
+    def write(self) -> Iterator[Any]:
         """A write transaction: BEGIN IMMEDIATE at the outermost level, SAVEPOINTs inside.
 
         Rolls back on any exception. Raises IndexStoreError (busy past the timeout, corrupt) and the
@@ -289,7 +292,7 @@ class Index:
 
     # -- small helpers -----------------------------------------------------------------------------
 
-    def next_op_id(self, cur: apsw.Cursor) -> int:
+    def next_op_id(self, cur: Any) -> int:
         """Draw the next change number (inside a write transaction)."""
         row = cur.execute(
             "UPDATE counters SET value = value + 1 WHERE name = 'op_id' RETURNING value"
@@ -392,7 +395,9 @@ class Maintainer:
             self._pending = 0
             try:
                 # Bounded FTS merge work per round, then a PASSIVE checkpoint (never blocks writers).
-                conn.execute("INSERT INTO blueprints_fts(blueprints_fts, rank) VALUES ('merge', 64)")
+                conn.execute(
+                    "INSERT INTO blueprints_fts(blueprints_fts, rank) VALUES ('merge', 64)"
+                )
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except apsw.BusyError:
                 return

@@ -1,0 +1,466 @@
+"""Reconcile the index with the files on disk (the files are the truth).
+
+Used on open, by ``check``, by the watcher for every settled path and for rescans. The pass is
+incremental: a pair whose size and mtime match the index is not read at all; others are hashed and
+compared, so touching a file without changing it costs one read and records nothing.
+
+Identity rules: the id in the meta file is the identity. A YAML that moved without its meta is re-paired
+with the blueprint whose file vanished and whose YAML hash matches; a meta file whose YAML was renamed
+by the user follows it; a copied pair (same id at two live paths) gets a new id for the copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from localstore import files as fs
+from localstore.blueprint import (
+    BlueprintMeta,
+    decode_meta,
+    encode_meta,
+    new_id,
+    sha256_hex,
+    utc_now,
+)
+from localstore.errors import InvalidInputError, InvalidMetaError, StorageError
+from localstore.events import Event
+
+if TYPE_CHECKING:
+    from localstore.store import BlueprintStore, CheckReport, Row
+
+log = logging.getLogger("localstore.reconcile")
+
+STALE_TEMP_SECONDS = 60.0
+
+
+@dataclass
+class _Scan:
+    yamls: dict[str, os.stat_result] = field(default_factory=dict)
+    metas: dict[str, os.stat_result] = field(default_factory=dict)
+    temps: dict[str, os.stat_result] = field(default_factory=dict)
+
+
+class Reconciler:
+    """One reconcile pass over a store (or one path of it)."""
+
+    def __init__(self, store: BlueprintStore, *, origin: str = "external") -> None:
+        self.store = store
+        self.origin = origin
+        self.rules = fs.IgnoreRules.for_root(store.root)
+        self.events: list[Event] = []
+
+    # -- scanning ----------------------------------------------------------------------------------
+
+    def scan(self) -> _Scan:
+        """Stat every blueprint file under the root (no reads)."""
+        scan = _Scan()
+        for rel, st in fs.walk_blueprint_files(self.store.root, self.rules):
+            if rel.endswith(fs.TEMP_SUFFIX):
+                scan.temps[rel] = st
+            elif rel.endswith(fs.YAML_SUFFIX):
+                try:
+                    canonical = fs.normalize_path(rel)
+                except InvalidInputError:
+                    continue
+                if canonical == rel:
+                    scan.yamls[rel] = st
+            else:
+                scan.metas[rel] = st
+        return scan
+
+    def _rows(self, cur: Any) -> tuple[dict[str, Row], dict[str, Row]]:
+        from localstore.store import _ROW_COLUMNS, Row
+
+        by_path: dict[str, Row] = {}
+        by_id: dict[str, Row] = {}
+        for t in cur.execute(f"SELECT {_ROW_COLUMNS} FROM blueprints"):
+            row = Row.from_tuple(t)
+            by_id[row.id] = row
+            if not row.deleted:
+                by_path[row.path] = row
+        return by_path, by_id
+
+    @staticmethod
+    def _stat_matches(row: Row, y: os.stat_result, m: os.stat_result | None) -> bool:
+        return (
+            m is not None
+            and row.yaml_size == y.st_size
+            and row.yaml_mtime_ns == y.st_mtime_ns
+            and row.meta_size == m.st_size
+            and row.meta_mtime_ns == m.st_mtime_ns
+        )
+
+    def _candidates(self, scan: _Scan, by_path: dict[str, Row]) -> tuple[list[str], list[Row]]:
+        changed = [
+            rel
+            for rel, st in sorted(scan.yamls.items())
+            if rel not in by_path
+            or not self._stat_matches(by_path[rel], st, scan.metas.get(fs.meta_path_for(rel)))
+        ]
+        missing = [row for path, row in sorted(by_path.items()) if path not in scan.yamls]
+        return changed, missing
+
+    # -- the full pass -----------------------------------------------------------------------------
+
+    def run(self, *, fix: bool) -> CheckReport:
+        """Compare everything; with ``fix`` apply the differences to the index (and missing metas)."""
+        from localstore.store import CheckReport
+
+        report = CheckReport()
+        scan = self.scan()
+        with self.store.index.read() as cur:
+            by_path, _ = self._rows(cur)
+        changed, missing = self._candidates(scan, by_path)
+        orphans = self._orphan_metas(scan)
+        stale = self._stale_temps(scan)
+        self._report_flagged(by_path, report)
+        if not (changed or missing or orphans or stale):
+            return report
+        if not fix:
+            self._describe(scan, by_path, changed, missing, orphans, stale, report)
+            return report
+        with self.store.index.write() as cur:
+            # Re-scan under the write lock: another process may have saved since the first look.
+            scan = self.scan()
+            by_path, by_id = self._rows(cur)
+            changed, missing = self._candidates(scan, by_path)
+            for rel in changed:
+                self._ingest_locked(cur, rel, scan, by_path, by_id, report)
+                by_path, by_id = self._rows(cur)
+            for row in missing:
+                current = by_id.get(row.id)
+                if current is not None and not current.deleted and current.path == row.path:
+                    self._delete_locked(cur, current, report)
+            for rel in self._orphan_metas(self.scan()):
+                self._handle_orphan(cur, rel, report)
+            for rel in self._stale_temps(scan):
+                fs.remove_file(self.store.root / rel)
+                report.fixed.append({"kind": "temp-file", "path": rel, "detail": "removed"})
+        self.store.events.publish(self.events)
+        return report
+
+    @staticmethod
+    def _report_flagged(by_path: dict[str, Row], report: CheckReport) -> None:
+        # A file that does not parse keeps its last good revision; it stays reported until fixed.
+        for row in by_path.values():
+            if row.flagged:
+                report.problems.append({"kind": "flagged", "path": row.path, "detail": row.flagged})
+
+    def _orphan_metas(self, scan: _Scan) -> list[str]:
+        return sorted(m for m in scan.metas if fs.yaml_path_for(m) not in scan.yamls)
+
+    def _stale_temps(self, scan: _Scan) -> list[str]:
+        now = time.time()
+        return sorted(t for t, st in scan.temps.items() if now - st.st_mtime > STALE_TEMP_SECONDS)
+
+    def _describe(
+        self,
+        scan: _Scan,
+        by_path: dict[str, Row],
+        changed: list[str],
+        missing: list[Row],
+        orphans: list[str],
+        stale: list[str],
+        report: CheckReport,
+    ) -> None:
+        for rel in changed:
+            row = by_path.get(rel)
+            if row is None:
+                report.problems.append({"kind": "unindexed", "path": rel, "detail": "not in index"})
+                continue
+            try:
+                digest = sha256_hex(fs.read_bytes(self.store.root / rel))
+            except (FileNotFoundError, StorageError):
+                continue
+            meta_rel = fs.meta_path_for(rel)
+            if meta_rel not in scan.metas:
+                report.problems.append({"kind": "missing-meta", "path": rel, "detail": meta_rel})
+            elif digest != row.yaml_sha256 or row.flagged:
+                report.problems.append(
+                    {"kind": "changed", "path": rel, "detail": row.flagged or "content differs"}
+                )
+        for row in missing:
+            report.problems.append({"kind": "missing", "path": row.path, "detail": row.id})
+        for rel in orphans:
+            report.problems.append({"kind": "orphan-meta", "path": rel, "detail": "no YAML"})
+        for rel in stale:
+            report.problems.append({"kind": "temp-file", "path": rel, "detail": "leftover"})
+
+    # -- one path ----------------------------------------------------------------------------------
+
+    def ingest_path(self, rel: str) -> list[Event]:
+        """Reconcile one blueprint path (YAML or meta), as the watcher does for a settled change.
+
+        A YAML that is gone removes its blueprint (the caller applies any grace period first).
+        """
+        from localstore.store import CheckReport
+
+        if rel.endswith(fs.META_SUFFIX):
+            rel = fs.yaml_path_for(rel)
+        report = CheckReport()
+        with self.store.index.write() as cur:
+            by_path, by_id = self._rows(cur)
+            abs_yaml = self.store.root / rel
+            scan = _Scan()
+            try:
+                scan.yamls[rel] = os.stat(abs_yaml, follow_symlinks=False)
+            except FileNotFoundError:
+                row = by_path.get(rel)
+                if row is not None:
+                    self._delete_locked(cur, row, report)
+            else:
+                meta_rel = fs.meta_path_for(rel)
+                try:
+                    scan.metas[meta_rel] = os.stat(self.store.root / meta_rel)
+                except FileNotFoundError:
+                    pass
+                row = by_path.get(rel)
+                if row is None or not self._stat_matches(
+                    row, scan.yamls[rel], scan.metas.get(meta_rel)
+                ):
+                    self._ingest_locked(cur, rel, scan, by_path, by_id, report)
+        self.store.events.publish(self.events)
+        return list(self.events)
+
+    def _read(self, rel: str) -> bytes | None:
+        try:
+            return fs.read_bytes(self.store.root / rel, limit=self.store.limits.max_bytes)
+        except FileNotFoundError:
+            return None
+
+    def _ingest_locked(
+        self,
+        cur: Any,
+        rel: str,
+        scan: _Scan,
+        by_path: dict[str, Row],
+        by_id: dict[str, Row],
+        report: CheckReport,
+    ) -> None:
+        store = self.store
+        yaml_bytes = self._read(rel)
+        if yaml_bytes is None:
+            return
+        meta_rel = fs.meta_path_for(rel)
+        meta_bytes = self._read(meta_rel)
+        row_at_path = by_path.get(rel)
+        meta: BlueprintMeta | None = None
+        write_meta = False
+        if meta_bytes is not None:
+            try:
+                meta = decode_meta(meta_bytes, source=meta_rel)
+            except InvalidMetaError as exc:
+                report.problems.append(
+                    {"kind": "invalid-meta", "path": meta_rel, "detail": str(exc)}
+                )
+                if row_at_path is not None:
+                    self._flag(cur, row_at_path, f"invalid meta file: {exc.message}", scan, rel)
+                return
+        identity: Row | None = None
+        if meta is not None:
+            identity = by_id.get(meta.id)
+            if (
+                identity is not None
+                and not identity.deleted
+                and identity.path != rel
+                and (store.root / identity.path).exists()
+            ):
+                # The same id at two live paths: the pair was copied. The copy gets a new id.
+                meta = meta.replace(id=new_id(), created=utc_now())
+                identity = None
+                write_meta = True
+            if row_at_path is not None and (identity is None or row_at_path.id != identity.id):
+                # Another pair was put over this path: the blueprint that lived here is gone.
+                self._delete_locked(cur, row_at_path, report)
+        else:
+            write_meta = True
+            identity = row_at_path or self._match_moved_yaml(by_path, sha256_hex(yaml_bytes))
+            if identity is not None:
+                meta = identity.meta
+            else:
+                now = utc_now()
+                meta = BlueprintMeta(
+                    id=new_id(), name=fs.display_name(rel), created=now, modified=now
+                )
+        assert meta is not None
+        try:
+            prepared = store._prepare(rel, yaml_bytes, meta)
+        except InvalidInputError as exc:
+            report.problems.append({"kind": "invalid-yaml", "path": rel, "detail": str(exc)})
+            if identity is not None and not identity.deleted:
+                self._flag(cur, identity, exc.message, scan, rel)
+            else:
+                self.events.append(Event("invalid", meta.id, rel, self.origin, detail=exc.message))
+            return
+        if identity is not None and not identity.deleted and identity.path != rel:
+            self._follow_meta(identity.path, rel)
+            write_meta = True
+        if write_meta:
+            fs.atomic_write(store.root / meta_rel, prepared.meta_bytes)
+            report.fixed.append({"kind": "meta-written", "path": meta_rel, "detail": meta.id})
+        self._record(cur, identity, prepared, rel, report)
+
+    def _match_moved_yaml(self, by_path: dict[str, Row], digest: str) -> Row | None:
+        for row in by_path.values():
+            if row.yaml_sha256 == digest and not (self.store.root / row.path).exists():
+                return row
+        return None
+
+    def _follow_meta(self, old_rel: str, new_rel: str) -> None:
+        """The user renamed the YAML: move its meta file along (we rewrite it at the new place)."""
+        old_meta = self.store.root / fs.meta_path_for(old_rel)
+        if old_meta.exists() and not (self.store.root / old_rel).exists():
+            fs.remove_file(old_meta)
+
+    def _record(
+        self,
+        cur: Any,
+        identity: Row | None,
+        prepared: object,
+        rel: str,
+        report: CheckReport,
+    ) -> None:
+        from localstore.store import _Prepared
+
+        assert isinstance(prepared, _Prepared)
+        store = self.store
+        y_st = os.stat(store.root / rel)
+        m_st = os.stat(store.root / fs.meta_path_for(rel))
+        if (
+            identity is not None
+            and not identity.deleted
+            and identity.path == rel
+            and identity.content_hash == prepared.content_hash
+            and identity.flagged is None
+        ):
+            # Same content (a touch, or only 'modified' changed): refresh the stat cache only.
+            cur.execute(
+                "UPDATE blueprints SET yaml_size=?, yaml_mtime_ns=?, meta_size=?, meta_mtime_ns=?, "
+                "yaml_sha256=?, meta_sha256=?, meta_json=?, modified=? WHERE rid=?",
+                (
+                    y_st.st_size,
+                    y_st.st_mtime_ns,
+                    m_st.st_size,
+                    m_st.st_mtime_ns,
+                    sha256_hex(prepared.yaml_bytes),
+                    sha256_hex(prepared.meta_bytes),
+                    encode_meta(prepared.meta).decode("utf-8"),
+                    prepared.meta.modified,
+                    identity.rid,
+                ),
+            )
+            return
+        rev = (identity.rev if identity else 0) + 1
+        op_id = store.index.next_op_id(cur)
+        store._upsert_row(cur, identity, prepared, rev, op_id, y_st, m_st)
+        store._add_revision(
+            cur,
+            prepared.meta.id,
+            rev,
+            op_id,
+            self.origin,
+            rel,
+            prepared.yaml_bytes,
+            prepared.meta,
+            False,
+        )
+        old_path = identity.path if identity is not None and not identity.deleted else None
+        if identity is None or identity.deleted:
+            kind = "created"
+        elif old_path != rel:
+            kind = "moved"
+        else:
+            kind = "modified"
+        self.events.append(
+            Event(
+                kind,
+                prepared.meta.id,
+                rel,
+                self.origin,
+                rev=rev,
+                old_path=old_path if old_path != rel else None,
+                content_hash=prepared.content_hash,
+            )
+        )
+        if (
+            kind == "moved"
+            and identity is not None
+            and identity.content_hash != prepared.content_hash
+        ):
+            self.events.append(
+                Event(
+                    "modified",
+                    prepared.meta.id,
+                    rel,
+                    self.origin,
+                    rev=rev,
+                    content_hash=prepared.content_hash,
+                )
+            )
+        if not prepared.valid:
+            self.events.append(
+                Event(
+                    "invalid",
+                    prepared.meta.id,
+                    rel,
+                    self.origin,
+                    rev=rev,
+                    detail="; ".join(prepared.problems),
+                )
+            )
+        report.fixed.append({"kind": kind, "path": rel, "detail": prepared.meta.id})
+
+    def _flag(self, cur: Any, row: Row, reason: str, scan: _Scan, rel: str) -> None:
+        """Keep the last good revision indexed, remember why the file is not accepted."""
+        y = scan.yamls.get(rel)
+        m = scan.metas.get(fs.meta_path_for(rel))
+        cur.execute(
+            "UPDATE blueprints SET flagged=?, yaml_size=?, yaml_mtime_ns=?, meta_size=?, "
+            "meta_mtime_ns=? WHERE rid=?",
+            (
+                reason,
+                y.st_size if y else row.yaml_size,
+                y.st_mtime_ns if y else row.yaml_mtime_ns,
+                m.st_size if m else -1,
+                m.st_mtime_ns if m else -1,
+                row.rid,
+            ),
+        )
+        if row.flagged != reason:
+            self.events.append(
+                Event("invalid", row.id, row.path, self.origin, row.rev, detail=reason)
+            )
+
+    def _delete_locked(self, cur: Any, row: Row, report: CheckReport) -> None:
+        content = self.store._revision_content(row.id, row.rev).encode("utf-8")
+        meta_abs = self.store.root / fs.meta_path_for(row.path)
+        if meta_abs.exists() and not (self.store.root / row.path).exists():
+            fs.remove_file(meta_abs)
+        rev = self.store._mark_deleted(cur, row, content, self.origin)
+        self.events.append(
+            Event("deleted", row.id, row.path, self.origin, rev=rev, content_hash=row.content_hash)
+        )
+        report.fixed.append({"kind": "deleted", "path": row.path, "detail": row.id})
+
+    def _handle_orphan(self, cur: Any, rel: str, report: CheckReport) -> None:
+        raw = self._read(rel)
+        try:
+            meta = decode_meta(raw or b"", source=rel)
+        except InvalidMetaError:
+            meta = None
+        if meta is not None:
+            rows = cur.execute(
+                "SELECT path FROM blueprints WHERE id = ? AND deleted = 0", (meta.id,)
+            ).fetchall()
+            if rows and rows[0][0] != fs.yaml_path_for(rel):
+                # Leftover of an interrupted move: the blueprint lives elsewhere now.
+                fs.remove_file(self.store.root / rel)
+                report.fixed.append({"kind": "orphan-meta", "path": rel, "detail": "removed"})
+                return
+        report.problems.append(
+            {"kind": "orphan-meta", "path": rel, "detail": "meta file without its YAML"}
+        )

@@ -1,0 +1,94 @@
+"""In-process change events.
+
+Every change the store makes or notices (a save, an external edit, a remote change) is published after
+its index commit. Subscribers run synchronously on the committing thread, so they must be quick; a
+subscriber that raises is logged and does not affect the change or other subscribers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from localstore.blueprint import utc_now
+
+log = logging.getLogger("localstore.events")
+
+EVENT_KINDS = ("created", "modified", "deleted", "moved", "invalid", "conflict")
+ORIGINS = ("local", "external", "remote", "merge", "import")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change: what happened, to which blueprint, from where."""
+
+    kind: str
+    id: str
+    path: str
+    origin: str
+    rev: int = 0
+    old_path: str | None = None
+    content_hash: str = ""
+    detail: str = ""
+    ts: str = field(default_factory=utc_now)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view."""
+        out: dict[str, Any] = {
+            "event": self.kind,
+            "id": self.id,
+            "path": self.path,
+            "origin": self.origin,
+            "rev": self.rev,
+            "content_hash": self.content_hash,
+            "ts": self.ts,
+        }
+        if self.old_path is not None:
+            out["old_path"] = self.old_path
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+Subscriber = Callable[[Event], None]
+
+
+class EventBus:
+    """Publish/subscribe for events; thread-safe."""
+
+    def __init__(self) -> None:
+        self._subs: dict[int, tuple[Subscriber, frozenset[str] | None]] = {}
+        self._lock = threading.Lock()
+        self._next = 0
+
+    def subscribe(
+        self, callback: Subscriber, *, kinds: Iterable[str] | None = None
+    ) -> Callable[[], None]:
+        """Call ``callback(event)`` for every event (or only ``kinds``); returns an unsubscribe."""
+        wanted = frozenset(kinds) if kinds is not None else None
+        with self._lock:
+            token = self._next
+            self._next += 1
+            self._subs[token] = (callback, wanted)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._subs.pop(token, None)
+
+        return unsubscribe
+
+    def publish(self, events: Iterable[Event]) -> None:
+        """Deliver events to every matching subscriber."""
+        with self._lock:
+            subs = list(self._subs.values())
+        for event in events:
+            for callback, wanted in subs:
+                if wanted is not None and event.kind not in wanted:
+                    continue
+                try:
+                    callback(event)
+                except Exception:  # a subscriber's bug must not undo or block a committed change
+                    log.exception("event subscriber %r failed on %s", callback, event.kind)

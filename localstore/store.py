@@ -1,0 +1,1054 @@
+"""BlueprintStore: save, load, delete, move, list, search, history, restore, check.
+
+Ordering rule (DESIGN.md §3): a change takes the index write lock (``BEGIN IMMEDIATE``) first, then
+writes both files durably, then updates the index and commits. Taking the lock before touching files
+serialises writers across threads *and* processes, so the index can never record an older write over a
+newer file; if the process dies between the files and the commit, the files are the truth and the
+reconcile pass on the next open records them.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localstore import files as fs
+from localstore.blueprint import (
+    Blueprint,
+    BlueprintInfo,
+    BlueprintMeta,
+    Validator,
+    YamlLimits,
+    content_hash,
+    dump_yaml,
+    encode_meta,
+    is_uuid,
+    new_id,
+    parse_yaml,
+    run_validator,
+    sha256_hex,
+    utc_now,
+)
+from localstore.config import Settings, load_settings
+from localstore.errors import (
+    AlreadyExistsError,
+    AmbiguousRefError,
+    InvalidInputError,
+    InvalidRefError,
+    NotFoundError,
+    RevisionConflictError,
+    RevisionNotFoundError,
+    StorageError,
+    StoreClosedError,
+    UnsafePathError,
+)
+from localstore.events import Event, EventBus
+from localstore.index import Index, Maintainer
+
+log = logging.getLogger("localstore.store")
+
+SORT_COLUMNS = {"path": "path", "name": "name", "modified": "modified", "created": "created"}
+TxHook = Callable[[Any, Blueprint], None]
+
+_ROW_COLUMNS = (
+    "rid, id, path, name, description, author, version, tags, created, modified, yaml_sha256, "
+    "meta_sha256, content_hash, yaml_size, yaml_mtime_ns, meta_size, meta_mtime_ns, valid, "
+    "problems, meta_json, flagged, rev, op_id, deleted"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """An index row of the blueprints table."""
+
+    rid: int
+    id: str
+    path: str
+    name: str
+    description: str
+    author: str
+    version: str
+    tags: tuple[str, ...]
+    created: str
+    modified: str
+    yaml_sha256: str
+    meta_sha256: str
+    content_hash: str
+    yaml_size: int
+    yaml_mtime_ns: int
+    meta_size: int
+    meta_mtime_ns: int
+    valid: bool
+    problems: tuple[str, ...]
+    meta_json: str
+    flagged: str | None
+    rev: int
+    op_id: int
+    deleted: bool
+
+    @classmethod
+    def from_tuple(cls, t: Sequence[Any]) -> Row:
+        """Build from a SELECT of _ROW_COLUMNS."""
+        return cls(
+            rid=t[0],
+            id=t[1],
+            path=t[2],
+            name=t[3],
+            description=t[4],
+            author=t[5],
+            version=t[6],
+            tags=tuple(json.loads(t[7])),
+            created=t[8],
+            modified=t[9],
+            yaml_sha256=t[10],
+            meta_sha256=t[11],
+            content_hash=t[12],
+            yaml_size=t[13],
+            yaml_mtime_ns=t[14],
+            meta_size=t[15],
+            meta_mtime_ns=t[16],
+            valid=bool(t[17]),
+            problems=tuple(json.loads(t[18])),
+            meta_json=t[19],
+            flagged=t[20],
+            rev=t[21],
+            op_id=t[22],
+            deleted=bool(t[23]),
+        )
+
+    @property
+    def meta(self) -> BlueprintMeta:
+        """The meta as last indexed."""
+        return BlueprintMeta.from_dict(json.loads(self.meta_json), source=f"index row {self.id}")
+
+    def info(self) -> BlueprintInfo:
+        """The listing view."""
+        return BlueprintInfo(
+            id=self.id,
+            path=self.path,
+            name=self.name,
+            description=self.description,
+            tags=self.tags,
+            author=self.author,
+            version=self.version,
+            created=self.created,
+            modified=self.modified,
+            rev=self.rev,
+            content_hash=self.content_hash,
+            valid=self.valid and not self.flagged,
+            size=self.yaml_size,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    """One entry of a blueprint's history."""
+
+    id: str
+    rev: int
+    origin: str
+    device: str
+    ts: str
+    path: str
+    content_hash: str
+    deleted: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view."""
+        return {
+            "id": self.id,
+            "rev": self.rev,
+            "origin": self.origin,
+            "device": self.device,
+            "ts": self.ts,
+            "path": self.path,
+            "content_hash": self.content_hash,
+            "deleted": self.deleted,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One search result with its rank and a snippet of the matching text."""
+
+    info: BlueprintInfo
+    score: float
+    snippet: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view."""
+        return {**self.info.to_dict(), "score": self.score, "snippet": self.snippet}
+
+
+@dataclass(slots=True)
+class CheckReport:
+    """What check() found and, with fix=True, repaired."""
+
+    problems: list[dict[str, str]] = field(default_factory=list)
+    fixed: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """True when nothing is left to report."""
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view."""
+        return {"clean": self.clean, "problems": self.problems, "fixed": self.fixed}
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A pair ready to write: bytes, meta and derived facts."""
+
+    path: str
+    yaml_bytes: bytes
+    meta: BlueprintMeta
+    meta_bytes: bytes
+    content_hash: str
+    valid: bool
+    problems: tuple[str, ...]
+
+
+class BlueprintStore:
+    """Blueprints as file pairs on disk, indexed in SQLite. Thread-safe; several processes may share a home."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        validator: Validator | None = None,
+        reconcile: bool = True,
+        maintenance: bool = True,
+    ) -> None:
+        self.settings = settings or load_settings()
+        self.paths = self.settings.paths
+        self.paths.ensure()
+        self.root = self.paths.blueprints
+        self.validator = validator
+        self.limits = YamlLimits(
+            max_bytes=self.settings.max_yaml_bytes,
+            max_depth=self.settings.max_depth,
+            max_nodes=self.settings.max_nodes,
+        )
+        self.events = EventBus()
+        self.index = Index(self.paths.index_db, busy_timeout_ms=self.settings.busy_timeout_ms)
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._on_close: list[Callable[[], None]] = []
+        self.device_id = self._ensure_setting("device_id", new_id)
+        self.device_name = self.settings.device_name
+        self._maintainer: Maintainer | None = None
+        if maintenance:
+            self._maintainer = Maintainer(self.paths.index_db)
+            self.index.on_commit(self._maintainer.notify_commit)
+            self._maintainer.start()
+        if reconcile:
+            self.reconcile()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def __enter__(self) -> BlueprintStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop background work and close the index. Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        for cb in reversed(self._on_close):
+            try:
+                cb()
+            except Exception:  # closing must go on; each component logs its own failure
+                log.exception("close hook %r failed", cb)
+        if self._maintainer is not None:
+            self._maintainer.stop()
+            self._maintainer.join(10)
+        self.index.close()
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the store closes (components stop their threads here)."""
+        self._on_close.append(callback)
+
+    @property
+    def closed(self) -> bool:
+        """True after close()."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError("the store is closed", hint="open it again")
+
+    def _ensure_setting(self, key: str, factory: Callable[[], str]) -> str:
+        with self.index.write() as cur:
+            rows = cur.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchall()
+            if rows:
+                return str(rows[0][0])
+            value = factory()
+            cur.execute("INSERT INTO settings VALUES (?, ?)", (key, value))
+            return value
+
+    def subscribe(
+        self, callback: Callable[[Event], None], *, kinds: Iterable[str] | None = None
+    ) -> Callable[[], None]:
+        """Receive every change event; returns an unsubscribe function."""
+        return self.events.subscribe(callback, kinds=kinds)
+
+    # -- paths and refs ----------------------------------------------------------------------------
+
+    def abspath(self, rel: str) -> Path:
+        """Absolute path of a canonical relative path (refusing escapes through links)."""
+        return fs.resolve_inside(self.root, rel)
+
+    def _row_by(self, cur: Any, where: str, args: Sequence[Any]) -> Row | None:
+        rows = cur.execute(f"SELECT {_ROW_COLUMNS} FROM blueprints WHERE {where}", args).fetchall()
+        return Row.from_tuple(rows[0]) if rows else None
+
+    def _resolve(self, cur: Any, ref: str, *, include_deleted: bool = False) -> Row:
+        if not isinstance(ref, str) or not ref.strip():
+            raise InvalidRefError("empty reference", hint="give an id, an id prefix or a path")
+        ref = ref.strip()
+        live = "" if include_deleted else " AND deleted = 0"
+        if is_uuid(ref.lower()):
+            row = self._row_by(cur, "id = ?" + live, (ref.lower(),))
+            if row:
+                return row
+        try:
+            rel = fs.normalize_path(ref)
+        except UnsafePathError:
+            rel = None
+        if rel is not None:
+            row = self._row_by(cur, "path_key = ? AND deleted = 0", (fs.path_key(rel),))
+            if row:
+                return row
+        if len(ref) >= 4 and all(c in "0123456789abcdef-" for c in ref.lower()):
+            rows = cur.execute(
+                f"SELECT {_ROW_COLUMNS} FROM blueprints WHERE id >= ? AND id < ?{live} LIMIT 2",
+                (ref.lower(), ref.lower() + "\uffff"),
+            ).fetchall()
+            if len(rows) > 1:
+                raise AmbiguousRefError(
+                    f"id prefix {ref!r} matches more than one blueprint",
+                    hint="give more characters of the id",
+                )
+            if rows:
+                return Row.from_tuple(rows[0])
+        raise NotFoundError(f"no blueprint matches {ref!r}", hint="see 'localstore ls'")
+
+    def resolve(self, ref: str, *, include_deleted: bool = False) -> BlueprintInfo:
+        """Find a blueprint by id, unique id prefix or path. Raises NotFoundError, AmbiguousRefError."""
+        self._check_open()
+        with self.index.read() as cur:
+            return self._resolve(cur, ref, include_deleted=include_deleted).info()
+
+    def row(self, ref: str, *, include_deleted: bool = False) -> Row:
+        """The raw index row of a blueprint (for sync and tools)."""
+        self._check_open()
+        with self.index.read() as cur:
+            return self._resolve(cur, ref, include_deleted=include_deleted)
+
+    # -- save --------------------------------------------------------------------------------------
+
+    def _prepare(
+        self,
+        rel: str,
+        content: str | bytes | Mapping[str, Any],
+        meta: BlueprintMeta,
+    ) -> _Prepared:
+        if isinstance(content, Mapping):
+            text = dump_yaml(content)
+            raw = text.encode("utf-8")
+        elif isinstance(content, bytes):
+            raw = content
+        elif isinstance(content, str):
+            raw = content.encode("utf-8")
+        else:
+            raise InvalidInputError(
+                f"content must be YAML text or a mapping, not {type(content).__name__}"
+            )
+        data = parse_yaml(raw, self.limits)
+        problems = run_validator(self.validator, data)
+        return _Prepared(
+            path=rel,
+            yaml_bytes=raw,
+            meta=meta,
+            meta_bytes=encode_meta(meta),
+            content_hash=content_hash(raw, meta),
+            valid=not problems,
+            problems=problems,
+        )
+
+    def _merge_meta(
+        self,
+        base: BlueprintMeta | None,
+        rel: str,
+        blueprint_id: str | None,
+        meta: BlueprintMeta | Mapping[str, Any] | None,
+        fields: Mapping[str, Any],
+        keep_modified: bool,
+    ) -> BlueprintMeta:
+        now = utc_now()
+        if meta is not None:
+            m = meta if isinstance(meta, BlueprintMeta) else BlueprintMeta.from_dict(meta)
+            if base is not None and m.id != base.id:
+                raise InvalidInputError(
+                    f"meta id {m.id} does not match the blueprint's id {base.id}",
+                    hint="the id of a blueprint never changes",
+                )
+        elif base is not None:
+            m = base
+        else:
+            m = BlueprintMeta(
+                id=blueprint_id or new_id(), name=fs.display_name(rel), created=now, modified=now
+            )
+        changes = {k: v for k, v in fields.items() if v is not None}
+        if changes:
+            m = m.replace(**changes)
+        if not m.created:
+            m = m.replace(created=(base.created if base and base.created else now))
+        if not (keep_modified and m.modified):
+            m = m.replace(modified=now)
+        return m
+
+    def save(
+        self,
+        path: str,
+        content: str | bytes | Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        author: str | None = None,
+        version: str | None = None,
+        tags: Sequence[str] | None = None,
+        public: bool | None = None,
+        encrypted: bool | None = None,
+        meta: BlueprintMeta | Mapping[str, Any] | None = None,
+        id: str | None = None,
+        origin: str = "local",
+        expected_rev: int | None = None,
+        tx_hook: TxHook | None = None,
+    ) -> Blueprint:
+        """Create or update the blueprint at ``path`` (or with ``id``, moving it to ``path``).
+
+        Text content is stored byte for byte (comments and formatting kept); a mapping is dumped as
+        YAML. ``content=None`` keeps the current YAML (a meta-only change). Saving identical content
+        again is a no-op that returns the current revision. ``tx_hook(cursor, blueprint)`` runs inside
+        the index transaction (sync uses it to record its base atomically).
+
+        Raises InvalidYAMLError, LimitExceededError, InvalidMetaError, UnsafePathError,
+        AlreadyExistsError (path taken by another blueprint), RevisionConflictError (expected_rev is
+        stale), StorageError (the previous version stays intact).
+        """
+        self._check_open()
+        rel = fs.normalize_path(path)
+        if id is not None and not is_uuid(id.lower()):
+            raise InvalidInputError(f"{id!r} is not a valid blueprint id")
+        fields = {
+            "name": name,
+            "description": description,
+            "author": author,
+            "version": version,
+            "tags": tags,
+            "public": public,
+            "encrypted": encrypted,
+        }
+        events: list[Event] = []
+        with self.index.write() as cur:
+            existing = self._find_for_save(cur, rel, id)
+            if expected_rev is not None and (existing.rev if existing else 0) != expected_rev:
+                raise RevisionConflictError(
+                    f"{rel} is at revision {existing.rev if existing else 0}, not {expected_rev}",
+                    hint="load it again and reapply your change",
+                )
+            self._check_path_free(cur, rel, existing.id if existing else id)
+            base_meta = existing.meta if existing else None
+            if content is None:
+                if existing is None or existing.deleted:
+                    raise InvalidInputError(f"{rel} does not exist yet: give content to create it")
+                content = self._read_current_yaml(existing)
+            keep_modified = meta is not None and origin in ("remote", "import", "merge")
+            new_meta = self._merge_meta(base_meta, rel, id, meta, fields, keep_modified)
+            prepared = self._prepare(rel, content, new_meta)
+            if (
+                existing is not None
+                and not existing.deleted
+                and existing.path == rel
+                and existing.content_hash == prepared.content_hash
+                and existing.flagged is None
+            ):
+                bp = self._blueprint_from(existing, prepared.yaml_bytes.decode("utf-8"))
+                if tx_hook is not None:
+                    tx_hook(cur, bp)
+                return bp
+            bp = self._commit_pair(cur, existing, prepared, origin, events)
+            if tx_hook is not None:
+                tx_hook(cur, bp)
+        self.events.publish(events)
+        return bp
+
+    def _find_for_save(self, cur: Any, rel: str, blueprint_id: str | None) -> Row | None:
+        if blueprint_id is not None:
+            return self._row_by(cur, "id = ?", (blueprint_id.lower(),))
+        return self._row_by(cur, "path_key = ? AND deleted = 0", (fs.path_key(rel),))
+
+    def _check_path_free(self, cur: Any, rel: str, owner_id: str | None) -> None:
+        other = self._row_by(cur, "path_key = ? AND deleted = 0", (fs.path_key(rel),))
+        if other is not None and other.id != owner_id:
+            if other.path == rel:
+                raise AlreadyExistsError(
+                    f"{rel} is already taken by blueprint {other.id}",
+                    hint="choose another path, or save with that blueprint's id",
+                )
+            raise UnsafePathError(
+                f"{rel} differs only by case from {other.path}",
+                hint="paths that differ only by case collide on macOS and Windows",
+            )
+        # A file on disk that the index does not know yet (e.g. created while nothing ran).
+        target = self.abspath(rel)
+        folder = target.parent
+        if folder.is_dir():
+            key = target.name.casefold()
+            try:
+                names = os.listdir(folder)
+            except OSError:
+                names = []
+            for n in names:
+                if (
+                    n.casefold() == key
+                    and n != target.name
+                    and (other is None or other.id != owner_id)
+                ):
+                    raise UnsafePathError(
+                        f"{rel} differs only by case from the file {n} in the same folder",
+                        hint="rename one of them",
+                    )
+
+    def _read_current_yaml(self, row: Row) -> bytes:
+        try:
+            return fs.read_bytes(self.abspath(row.path), limit=self.limits.max_bytes)
+        except FileNotFoundError:
+            with self.index.read() as cur:
+                rows = cur.execute(
+                    "SELECT content FROM revisions WHERE id = ? AND rev = ?", (row.id, row.rev)
+                ).fetchall()
+            if not rows:
+                raise NotFoundError(f"the YAML file of {row.path} is missing") from None
+            return str(rows[0][0]).encode("utf-8")
+
+    def _commit_pair(
+        self,
+        cur: Any,
+        existing: Row | None,
+        p: _Prepared,
+        origin: str,
+        events: list[Event],
+    ) -> Blueprint:
+        """Write both files durably, then the index row, FTS, tags and a revision."""
+        yaml_abs = self.abspath(p.path)
+        meta_abs = self.abspath(fs.meta_path_for(p.path))
+        fs.ensure_dir(yaml_abs.parent)
+        old_path = existing.path if existing is not None and not existing.deleted else None
+        try:
+            fs.atomic_write_many([(yaml_abs, p.yaml_bytes), (meta_abs, p.meta_bytes)])
+        except StorageError:
+            if existing is not None and old_path == p.path:
+                self._restore_pair_best_effort(existing)
+            raise
+        if old_path is not None and old_path != p.path:
+            self._remove_pair(old_path, keep=p.path)
+        y_st = os.stat(yaml_abs)
+        m_st = os.stat(meta_abs)
+        rev = (existing.rev if existing else 0) + 1
+        op_id = self.index.next_op_id(cur)
+        self._upsert_row(cur, existing, p, rev, op_id, y_st, m_st)
+        self._add_revision(cur, p.meta.id, rev, op_id, origin, p.path, p.yaml_bytes, p.meta, False)
+        bp = Blueprint(
+            path=p.path,
+            content=p.yaml_bytes.decode("utf-8"),
+            meta=p.meta,
+            rev=rev,
+            content_hash=p.content_hash,
+            valid=p.valid,
+            problems=p.problems,
+        )
+        if existing is None or existing.deleted:
+            kind = "created"
+        elif old_path != p.path and existing.content_hash == p.content_hash:
+            kind = "moved"
+        else:
+            kind = "modified" if old_path == p.path else "moved"
+        events.append(
+            Event(
+                kind=kind,
+                id=bp.id,
+                path=p.path,
+                origin=origin,
+                rev=rev,
+                old_path=old_path if old_path != p.path else None,
+                content_hash=p.content_hash,
+            )
+        )
+        if not p.valid:
+            events.append(
+                Event(
+                    kind="invalid",
+                    id=bp.id,
+                    path=p.path,
+                    origin=origin,
+                    rev=rev,
+                    content_hash=p.content_hash,
+                    detail="; ".join(p.problems),
+                )
+            )
+        return bp
+
+    def _restore_pair_best_effort(self, existing: Row) -> None:
+        """After a failed write, put back the committed version if a file was already replaced."""
+        yaml_abs = self.abspath(existing.path)
+        meta_abs = self.abspath(fs.meta_path_for(existing.path))
+        try:
+            current = sha256_hex(fs.read_bytes(yaml_abs))
+            current_meta = sha256_hex(fs.read_bytes(meta_abs))
+        except (OSError, StorageError):
+            current = current_meta = ""
+        if current == existing.yaml_sha256 and current_meta == existing.meta_sha256:
+            return
+        try:
+            with self.index.read() as cur:
+                rows = cur.execute(
+                    "SELECT content, meta FROM revisions WHERE id = ? AND rev = ?",
+                    (existing.id, existing.rev),
+                ).fetchall()
+            if rows:
+                fs.atomic_write_many(
+                    [(yaml_abs, str(rows[0][0]).encode()), (meta_abs, str(rows[0][1]).encode())]
+                )
+        except (OSError, StorageError):  # reconcile on the next open records what is on disk
+            log.warning("could not put back %s after a failed write", existing.path)
+
+    def _remove_pair(self, rel: str, *, keep: str | None = None) -> None:
+        for p in (rel, fs.meta_path_for(rel)):
+            if keep is not None and p in (keep, fs.meta_path_for(keep)):
+                continue
+            fs.remove_file(self.abspath(p))
+        self._prune_empty_dirs(self.abspath(rel).parent)
+
+    def _prune_empty_dirs(self, directory: Path) -> None:
+        root = self.root.resolve()
+        d = directory
+        while d.resolve() != root and root in d.resolve().parents:
+            try:
+                d.rmdir()
+            except OSError:
+                return
+            d = d.parent
+
+    def _upsert_row(
+        self,
+        cur: Any,
+        existing: Row | None,
+        p: _Prepared,
+        rev: int,
+        op_id: int,
+        y_st: os.stat_result,
+        m_st: os.stat_result,
+    ) -> None:
+        m = p.meta
+        values = (
+            m.id,
+            p.path,
+            fs.path_key(p.path),
+            fs.folder_of(p.path),
+            m.name,
+            m.description,
+            m.author,
+            m.version,
+            json.dumps(list(m.tags), ensure_ascii=False),
+            m.created,
+            m.modified,
+            sha256_hex(p.yaml_bytes),
+            sha256_hex(p.meta_bytes),
+            p.content_hash,
+            y_st.st_size,
+            y_st.st_mtime_ns,
+            m_st.st_size,
+            m_st.st_mtime_ns,
+            int(p.valid),
+            json.dumps(list(p.problems), ensure_ascii=False),
+            json.dumps(m.to_dict(), ensure_ascii=False),
+            rev,
+            op_id,
+        )
+        if existing is None:
+            cur.execute(
+                "INSERT INTO blueprints (id, path, path_key, folder, name, description, author, "
+                "version, tags, created, modified, yaml_sha256, meta_sha256, content_hash, "
+                "yaml_size, yaml_mtime_ns, meta_size, meta_mtime_ns, valid, problems, meta_json, "
+                "rev, op_id, flagged, deleted) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,0)",
+                values,
+            )
+            rid = int(cur.execute("SELECT last_insert_rowid()").fetchall()[0][0])
+        else:
+            rid = existing.rid
+            cur.execute(
+                "UPDATE blueprints SET id=?, path=?, path_key=?, folder=?, name=?, description=?, "
+                "author=?, version=?, tags=?, created=?, modified=?, yaml_sha256=?, meta_sha256=?, "
+                "content_hash=?, yaml_size=?, yaml_mtime_ns=?, meta_size=?, meta_mtime_ns=?, "
+                "valid=?, problems=?, meta_json=?, rev=?, op_id=?, flagged=NULL, deleted=0 "
+                "WHERE rid=?",
+                (*values, rid),
+            )
+        self._reindex_text(cur, rid, m, p.path, p.yaml_bytes.decode("utf-8"))
+
+    def _reindex_text(
+        self, cur: Any, rid: int, m: BlueprintMeta, rel: str, text: str | None
+    ) -> None:
+        cur.execute("DELETE FROM blueprints_fts WHERE rowid = ?", (rid,))
+        cur.execute("DELETE FROM blueprint_tags WHERE rid = ?", (rid,))
+        if text is None:
+            return
+        cur.execute(
+            "INSERT INTO blueprints_fts(rowid, name, description, tags, content, path) "
+            "VALUES (?,?,?,?,?,?)",
+            (rid, m.name, m.description, " ".join(m.tags), text, rel),
+        )
+        cur.executemany("INSERT INTO blueprint_tags VALUES (?, ?)", [(rid, t) for t in m.tags])
+
+    def _add_revision(
+        self,
+        cur: Any,
+        blueprint_id: str,
+        rev: int,
+        op_id: int,
+        origin: str,
+        rel: str,
+        yaml_bytes: bytes,
+        meta: BlueprintMeta,
+        deleted: bool,
+    ) -> None:
+        cur.execute(
+            "INSERT INTO revisions (id, rev, op_id, origin, device, ts, path, content, meta, "
+            "content_hash, deleted) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                blueprint_id,
+                rev,
+                op_id,
+                origin,
+                self.device_id,
+                utc_now(),
+                rel,
+                yaml_bytes.decode("utf-8"),
+                encode_meta(meta).decode("utf-8"),
+                content_hash(yaml_bytes, meta),
+                int(deleted),
+            ),
+        )
+
+    def _blueprint_from(self, row: Row, text: str) -> Blueprint:
+        return Blueprint(
+            path=row.path,
+            content=text,
+            meta=row.meta,
+            rev=row.rev,
+            content_hash=row.content_hash,
+            valid=row.valid and row.flagged is None,
+            problems=row.problems + ((row.flagged,) if row.flagged else ()),
+        )
+
+    # -- load --------------------------------------------------------------------------------------
+
+    def load(self, ref: str) -> Blueprint:
+        """Read a blueprint (its YAML verbatim and its meta). Raises NotFoundError, AmbiguousRefError.
+
+        If the file changed on disk since it was indexed (an edit not yet seen by a watcher), the
+        change is ingested first, so what is returned always matches the file.
+        """
+        self._check_open()
+        with self.index.read() as cur:
+            row = self._resolve(cur, ref)
+        yaml_abs = self.abspath(row.path)
+        try:
+            st = os.stat(yaml_abs)
+        except FileNotFoundError:
+            st = None
+        if st is None or st.st_size != row.yaml_size or st.st_mtime_ns != row.yaml_mtime_ns:
+            from localstore._reconcile import Reconciler
+
+            Reconciler(self).ingest_path(row.path)
+            with self.index.read() as cur:
+                row = self._resolve(cur, row.id)
+        if row.flagged:
+            text = self._revision_content(row.id, row.rev)
+        else:
+            try:
+                text = fs.read_bytes(yaml_abs, limit=self.limits.max_bytes).decode("utf-8")
+            except FileNotFoundError:
+                text = self._revision_content(row.id, row.rev)
+        return self._blueprint_from(row, text)
+
+    def _revision_content(self, blueprint_id: str, rev: int) -> str:
+        with self.index.read() as cur:
+            rows = cur.execute(
+                "SELECT content FROM revisions WHERE id = ? AND rev = ?", (blueprint_id, rev)
+            ).fetchall()
+        if not rows:
+            raise RevisionNotFoundError(f"revision {rev} of {blueprint_id} is not in history")
+        return str(rows[0][0])
+
+    def exists(self, ref: str) -> bool:
+        """True if a live blueprint matches the reference."""
+        try:
+            self.resolve(ref)
+        except NotFoundError:
+            return False
+        return True
+
+    # -- delete / move -----------------------------------------------------------------------------
+
+    def delete(self, ref: str, *, origin: str = "local", tx_hook: TxHook | None = None) -> Revision:
+        """Delete a blueprint's files; its history stays and ``restore`` brings it back.
+
+        Raises NotFoundError, StorageError.
+        """
+        self._check_open()
+        events: list[Event] = []
+        with self.index.write() as cur:
+            row = self._resolve(cur, ref)
+            content = self._read_current_yaml(row) if not row.flagged else b""
+            if row.flagged:
+                content = self._revision_content(row.id, row.rev).encode("utf-8")
+            self._remove_pair(row.path)
+            rev = self._mark_deleted(cur, row, content, origin)
+            bp = self._blueprint_from(row, content.decode("utf-8"))
+            if tx_hook is not None:
+                tx_hook(cur, bp)
+            events.append(
+                Event(
+                    kind="deleted",
+                    id=row.id,
+                    path=row.path,
+                    origin=origin,
+                    rev=rev,
+                    content_hash=row.content_hash,
+                )
+            )
+        self.events.publish(events)
+        return Revision(row.id, rev, origin, self.device_id, utc_now(), row.path, "", True)
+
+    def _mark_deleted(self, cur: Any, row: Row, content: bytes, origin: str) -> int:
+        rev = row.rev + 1
+        op_id = self.index.next_op_id(cur)
+        cur.execute(
+            "UPDATE blueprints SET deleted = 1, rev = ?, op_id = ?, flagged = NULL WHERE rid = ?",
+            (rev, op_id, row.rid),
+        )
+        self._reindex_text(cur, row.rid, row.meta, row.path, None)
+        self._add_revision(cur, row.id, rev, op_id, origin, row.path, content, row.meta, True)
+        return rev
+
+    def move(
+        self, ref: str, new_path: str, *, origin: str = "local", tx_hook: TxHook | None = None
+    ) -> Blueprint:
+        """Move or rename a blueprint; its id, content and history are kept.
+
+        Raises NotFoundError, UnsafePathError, AlreadyExistsError, StorageError.
+        """
+        self._check_open()
+        with self.index.read() as cur:
+            row = self._resolve(cur, ref)
+        return self.save(new_path, None, id=row.id, origin=origin, tx_hook=tx_hook)
+
+    # -- queries -----------------------------------------------------------------------------------
+
+    def list(
+        self,
+        *,
+        folder: str | None = None,
+        tag: str | None = None,
+        sort: str = "path",
+        descending: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+        recursive: bool = True,
+    ) -> builtins.list[BlueprintInfo]:
+        """List live blueprints, filtered by folder and tag, sorted and paged."""
+        self._check_open()
+        if sort not in SORT_COLUMNS:
+            raise InvalidInputError(
+                f"cannot sort by {sort!r}", hint=f"use one of {', '.join(SORT_COLUMNS)}"
+            )
+        where = ["b.deleted = 0"]
+        args: list[Any] = []
+        join = ""
+        if folder:
+            folder = folder.strip("/")
+            if recursive:
+                where.append("(b.folder = ? OR (b.folder >= ? AND b.folder < ?))")
+                args += [folder, folder + "/", folder + "/\uffff"]
+            else:
+                where.append("b.folder = ?")
+                args.append(folder)
+        if tag:
+            join = " JOIN blueprint_tags t ON t.rid = b.rid AND t.tag = ?"
+            args.insert(0, tag)
+        order = f"b.{SORT_COLUMNS[sort]} {'DESC' if descending else 'ASC'}, b.path"
+        sql = (
+            f"SELECT {', '.join('b.' + c.strip() for c in _ROW_COLUMNS.split(','))} "
+            f"FROM blueprints b{join} WHERE {' AND '.join(where)} ORDER BY {order}"
+        )
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            args += [int(limit), int(offset)]
+        with self.index.read() as cur:
+            return [Row.from_tuple(r).info() for r in cur.execute(sql, args)]
+
+    def count(self) -> int:
+        """Number of live blueprints."""
+        with self.index.read() as cur:
+            return int(
+                cur.execute("SELECT count(*) FROM blueprints WHERE deleted = 0").fetchall()[0][0]
+            )
+
+    def search(
+        self, query: str, *, limit: int = 20, folder: str | None = None, tag: str | None = None
+    ) -> builtins.list[SearchHit]:
+        """Full-text search over name, description, tags, content and path, best first.
+
+        Words are matched as prefixes; quote a phrase to match it exactly. Raises InvalidInputError
+        for an empty query.
+        """
+        self._check_open()
+        fts_query = _fts_query(query)
+        sql = (
+            f"SELECT {', '.join('b.' + c.strip() for c in _ROW_COLUMNS.split(','))}, "
+            "bm25(blueprints_fts, 10.0, 4.0, 6.0, 1.0, 2.0) AS score, "
+            "snippet(blueprints_fts, -1, '[', ']', '…', 12) "
+            "FROM blueprints_fts JOIN blueprints b ON b.rid = blueprints_fts.rowid "
+            "WHERE blueprints_fts MATCH ? AND b.deleted = 0"
+        )
+        args: list[Any] = [fts_query]
+        if folder:
+            sql += " AND (b.folder = ? OR b.folder LIKE ? ESCAPE '\\')"
+            args += [folder.strip("/"), _like_prefix(folder.strip("/") + "/")]
+        if tag:
+            sql += " AND EXISTS (SELECT 1 FROM blueprint_tags t WHERE t.rid = b.rid AND t.tag = ?)"
+            args.append(tag)
+        sql += " ORDER BY score LIMIT ?"
+        args.append(int(limit))
+        with self.index.read() as cur:
+            rows = cur.execute(sql, args).fetchall()
+        return [
+            SearchHit(info=Row.from_tuple(r[:24]).info(), score=-float(r[24]), snippet=str(r[25]))
+            for r in rows
+        ]
+
+    # -- history -----------------------------------------------------------------------------------
+
+    def history(self, ref: str) -> builtins.list[Revision]:
+        """All revisions of a blueprint (deleted ones too), newest first."""
+        self._check_open()
+        with self.index.read() as cur:
+            row = self._resolve(cur, ref, include_deleted=True)
+            rows = cur.execute(
+                "SELECT id, rev, origin, device, ts, path, content_hash, deleted FROM revisions "
+                "WHERE id = ? ORDER BY rev DESC",
+                (row.id,),
+            ).fetchall()
+        return [Revision(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in rows]
+
+    def load_revision(self, ref: str, rev: int) -> Blueprint:
+        """A past revision's content and meta. Raises RevisionNotFoundError."""
+        self._check_open()
+        with self.index.read() as cur:
+            row = self._resolve(cur, ref, include_deleted=True)
+            rows = cur.execute(
+                "SELECT path, content, meta, content_hash FROM revisions WHERE id = ? AND rev = ?",
+                (row.id, int(rev)),
+            ).fetchall()
+        if not rows:
+            raise RevisionNotFoundError(
+                f"{row.path} has no revision {rev}", hint="see 'localstore history REF'"
+            )
+        path, text, meta_json, chash = rows[0]
+        meta = BlueprintMeta.from_dict(json.loads(meta_json))
+        return Blueprint(path=path, content=text, meta=meta, rev=int(rev), content_hash=chash)
+
+    def restore(
+        self, ref: str, rev: int, *, path: str | None = None, origin: str = "local"
+    ) -> Blueprint:
+        """Make a past revision current again (also brings back a deleted blueprint).
+
+        Raises RevisionNotFoundError, AlreadyExistsError (its old path is taken: pass ``path``).
+        """
+        old = self.load_revision(ref, rev)
+        current = self.row(old.id, include_deleted=True)
+        target = path or (current.path if not current.deleted else old.path)
+        meta = old.meta.replace(modified="")
+        return self.save(target, old.content, meta=meta, id=old.id, origin=origin)
+
+    # -- reconcile / check -------------------------------------------------------------------------
+
+    def reconcile(self) -> CheckReport:
+        """Bring the index in line with the files (files are the truth); returns what changed."""
+        self._check_open()
+        from localstore._reconcile import Reconciler
+
+        return Reconciler(self).run(fix=True)
+
+    def check(self, *, fix: bool = False) -> CheckReport:
+        """Compare index and files; with ``fix`` repair what can be repaired safely."""
+        self._check_open()
+        from localstore._reconcile import Reconciler
+
+        report = Reconciler(self).run(fix=fix)
+        for problem in self.index.integrity_check():
+            report.problems.append({"kind": "index-integrity", "path": "", "detail": problem})
+        return report
+
+
+def _fts_query(query: str) -> str:
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidInputError("empty search query", hint="give one or more words")
+    parts: list[str] = []
+    tokens = query.split('"')
+    for i, chunk in enumerate(tokens):
+        if i % 2 == 1:
+            if chunk.strip():
+                parts.append('"' + chunk.replace('"', "") + '"')
+            continue
+        for word in chunk.split():
+            cleaned = "".join(c for c in word if c.isalnum() or c in "_-")
+            for piece in cleaned.replace("-", " ").replace("_", " ").split():
+                parts.append('"' + piece + '"*')
+    if not parts:
+        raise InvalidInputError(f"nothing to search for in {query!r}", hint="use letters or digits")
+    return " ".join(parts)
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def open_store(
+    home: str | os.PathLike[str] | None = None,
+    *,
+    validator: Validator | None = None,
+    settings: Settings | None = None,
+    **overrides: Any,
+) -> BlueprintStore:
+    """Open the store of a home (``LOCALSTORE_HOME`` or the platform folders when None)."""
+    if settings is None:
+        settings = load_settings(home=home, **overrides)
+    return BlueprintStore(settings, validator=validator)
