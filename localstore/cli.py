@@ -43,7 +43,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "mv": ("localstore._cli_store:mv_cmd", "Move or rename a blueprint, keeping its id."),
     "history": ("localstore._cli_store:history_cmd", "List a blueprint's revisions."),
     "restore": ("localstore._cli_store:restore_cmd", "Restore a revision as the current version."),
-    "check": ("localstore._cli_store:check_cmd", "Compare the index with the files; --fix repairs."),
+    "check": (
+        "localstore._cli_store:check_cmd",
+        "Compare the index with the files; --fix repairs.",
+    ),
     "cred": ("localstore._cli_cred:cred_group", "Manage credentials in the OS keychain."),
     "watch": ("localstore._cli_watch:watch_cmd", "Watch the blueprints folder and print events."),
     "export": ("localstore._cli_bundle:export_cmd", "Export blueprints to a .lsbundle."),
