@@ -34,11 +34,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
 from psycopg.conninfo import make_conninfo
+
+from sync.errors import SyncError
 
 __all__ = [
     "INSTALL_HINT",
@@ -46,6 +49,7 @@ __all__ = [
     "LocalCloudError",
     "PostgresCluster",
     "PostgresNotFoundError",
+    "default_search_path",
     "find_bindir",
     "has_wal2json",
 ]
@@ -112,19 +116,8 @@ for p in paths:
 """
 
 
-class LocalCloudError(Exception):
-    """Base of the local stack's errors (to be re-rooted under sync.errors.SyncError)."""
-
-    hint: str = ""
-
-    def __init__(self, message: str, *, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        if hint:
-            self.hint = hint
-
-    def __str__(self) -> str:
-        return f"{self.message} ({self.hint})" if self.hint else self.message
+class LocalCloudError(SyncError):
+    """The local Supabase-compatible stack failed (cluster, bootstrap or migrations)."""
 
 
 class PostgresNotFoundError(LocalCloudError):
@@ -159,10 +152,10 @@ def _pg_config_bindir() -> Path | None:
     return Path(out.stdout.strip())
 
 
-def find_bindir() -> Path:
-    """Return the directory holding initdb and postgres; raise PostgresNotFoundError if none.
+def default_search_path() -> list[Path]:
+    """Where find_bindir looks, in order.
 
-    Order: $LOCALSTORE_PG_BINDIR, ``pg_config --bindir``, the newest /usr/lib/postgresql/*/bin.
+    $LOCALSTORE_PG_BINDIR, ``pg_config --bindir``, then /usr/lib/postgresql/*/bin newest first.
     """
     candidates: list[Path] = []
     if env := os.environ.get("LOCALSTORE_PG_BINDIR"):
@@ -171,6 +164,15 @@ def find_bindir() -> Path:
         candidates.append(from_pg_config)
     debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True)
     candidates.extend(debian)
+    return candidates
+
+
+def find_bindir(search: Sequence[Path] | None = None) -> Path:
+    """Return the first directory of ``search`` (default_search_path()) with initdb and postgres.
+
+    Raises PostgresNotFoundError, whose hint says what to install.
+    """
+    candidates = list(search) if search is not None else default_search_path()
     for bindir in candidates:
         if _has_server_binaries(bindir):
             return bindir

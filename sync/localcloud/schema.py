@@ -54,9 +54,9 @@ class MigrationError(LocalCloudError):
     """A bootstrap or migration file failed; nothing of that file was applied."""
 
 
-def migration_files() -> list[Path]:
-    """Return the project's migration files in the order they apply (by file name)."""
-    return sorted(MIGRATIONS_DIR.glob("*.sql"), key=lambda p: p.name)
+def migration_files(directory: Path | None = None) -> list[Path]:
+    """Return the migration files (default: the project's) in the order they apply, by name."""
+    return sorted((directory or MIGRATIONS_DIR).glob("*.sql"), key=lambda p: p.name)
 
 
 def migration_version(path: Path) -> str:
@@ -76,8 +76,10 @@ def apply_bootstrap(conninfo: str) -> None:
         _run_file(conn, BOOTSTRAP_PATH)
 
 
-def apply_migrations(conninfo: str) -> list[str]:
+def apply_migrations(conninfo: str, *, directory: Path | None = None) -> list[str]:
     """Apply the migrations not yet recorded, in order; return the versions applied now.
+
+    ``directory`` defaults to sync/supabase/migrations.
 
     Each file runs in its own transaction together with its history row, so a failing file leaves
     neither its objects nor its row behind. Raises MigrationError naming the file.
@@ -87,7 +89,7 @@ def apply_migrations(conninfo: str) -> list[str]:
         with conn.transaction():
             conn.execute(_HISTORY_DDL)
         done = _applied(conn)
-        for path in migration_files():
+        for path in migration_files(directory):
             version = migration_version(path)
             if version in done:
                 continue
