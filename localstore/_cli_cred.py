@@ -1,0 +1,128 @@
+"""``localstore cred set|get|rm|ls``: credentials in the OS keychain.
+
+Values never come from argv (they would land in shell history and ``ps``): ``set`` reads stdin when
+it is piped, else prompts without echo. ``get`` prints the value and nothing else on stdout, so
+``$(localstore cred get NAME)`` works; it refuses ``--json`` because JSON output must never carry a
+secret. Names of localstore's own data keys are listed only with ``ls --all`` and cannot be changed
+here.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from localstore.cli import EXIT_NOT_FOUND, EXIT_USAGE, CliContext, errors_to_exit, fail, pass_ctx
+from localstore.credentials import CredentialStore, is_internal
+from localstore.errors import CredentialNotFoundError, InvalidInputError
+from localstore.index import Index
+
+
+def _open(ctx: CliContext) -> CredentialStore:
+    settings = ctx.settings
+    settings.paths.ensure()
+    index = Index(settings.paths.index_db, busy_timeout_ms=settings.busy_timeout_ms)
+    click.get_current_context().call_on_close(index.close)
+    return CredentialStore(index, settings)
+
+
+@contextmanager
+def _cred_errors() -> Iterator[None]:
+    """errors_to_exit, plus exit 4 for a missing credential (the documented not-found code)."""
+    with errors_to_exit():
+        try:
+            yield
+        except CredentialNotFoundError as exc:
+            fail(exc.message, code=EXIT_NOT_FOUND, hint=exc.hint)
+
+
+def _refuse_internal(name: str) -> None:
+    if is_internal(name):
+        raise InvalidInputError(
+            f"{name!r} is a data key managed by localstore",
+            hint="rotate data keys through the app-data store, not by hand",
+        )
+
+
+def _read_value(name: str) -> str:
+    stdin = sys.stdin
+    if stdin.isatty():
+        value: str = click.prompt(
+            f"Value for {name}", hide_input=True, confirmation_prompt=True, err=True
+        )
+        return value
+    data = stdin.read()
+    # `echo secret | localstore cred set X` appends one newline that is not part of the secret.
+    if data.endswith("\r\n"):
+        return data[:-2]
+    return data[:-1] if data.endswith("\n") else data
+
+
+@click.group(name="cred")
+def cred_group() -> None:
+    """Manage credentials in the OS keychain (values are never taken from the command line)."""
+
+
+@cred_group.command("set")
+@click.argument("name")
+@pass_ctx
+def set_cmd(ctx: CliContext, name: str) -> None:
+    """Store NAME; the value comes from stdin when piped, else from a hidden prompt."""
+    with _cred_errors():
+        _refuse_internal(name)
+        store = _open(ctx)
+        store.set(name, _read_value(name))
+        ctx.emit(
+            {"name": name, "service": store.service, "stored": True},
+            lambda: click.echo(f"stored {name} in {store.service}", err=True),
+        )
+
+
+@cred_group.command("get")
+@click.argument("name")
+@pass_ctx
+def get_cmd(ctx: CliContext, name: str) -> None:
+    """Print NAME's value, and only the value, on stdout."""
+    if ctx.json:
+        fail("'cred get' prints only the raw value; drop --json", code=EXIT_USAGE)
+    with _cred_errors():
+        _refuse_internal(name)
+        value = _open(ctx).get(name)
+    out = sys.stdout
+    # A trailing newline for people at a terminal; none when captured, so the value is exact.
+    out.write(value + ("\n" if out.isatty() else ""))
+    out.flush()
+
+
+@cred_group.command("rm")
+@click.argument("name")
+@pass_ctx
+def rm_cmd(ctx: CliContext, name: str) -> None:
+    """Delete NAME from the keychain."""
+    with _cred_errors():
+        _refuse_internal(name)
+        store = _open(ctx)
+        store.delete(name)
+        ctx.emit(
+            {"name": name, "service": store.service, "deleted": True},
+            lambda: click.echo(f"deleted {name} from {store.service}", err=True),
+        )
+
+
+@cred_group.command("ls")
+@click.option("--all", "show_all", is_flag=True, help="Include localstore's own data keys.")
+@pass_ctx
+def ls_cmd(ctx: CliContext, show_all: bool) -> None:
+    """List the names of stored credentials (never their values)."""
+    with _cred_errors():
+        store = _open(ctx)
+        names = store.list_names(include_internal=show_all)
+
+    def human() -> None:
+        for n in names:
+            click.echo(n)
+
+    ctx.emit({"service": store.service, "names": names}, human)

@@ -1,0 +1,587 @@
+"""Credentials in the OS keychain: API keys, the cloud session's refresh token, data keys.
+
+Values live only in a secret backend; the index keeps the *names* (keychains cannot list what
+they hold) so ``localstore cred ls`` works. Each profile has its own service name,
+``localstore:<profile>``.
+
+Backend selection is strict, never a silent fallback to plaintext:
+
+1. the OS keychain through ``keyring`` (Secret Service on Linux, Keychain on macOS, Credential
+   Locker on Windows), unless keyring resolved to its ``fail`` or ``null`` backend or a plaintext
+   one;
+2. otherwise, only when explicitly enabled (``keychain_file_fallback: true``) and a passphrase is in
+   ``LOCALSTORE_KEYCHAIN_PASSPHRASE``, an encrypted file (scrypt + AES-256-GCM, mode 0600);
+3. otherwise :class:`~localstore.errors.KeychainUnavailableError` naming what to install or set.
+
+keyring's exceptions (and the D-Bus errors its backends let through) are translated at this boundary
+by :func:`map_keyring_error`. Secret values never appear in messages, logs or reprs: errors name the
+credential, never its value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import stat
+import threading
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import keyring
+import keyring.backend
+import keyring.errors
+from keyring.backends import chainer, fail, null
+
+from localstore import crypto
+from localstore.config import Settings
+from localstore.errors import (
+    CredentialError,
+    CredentialNotFoundError,
+    DecryptionError,
+    InvalidInputError,
+    KeychainUnavailableError,
+)
+from localstore.files import atomic_write
+from localstore.index import Index
+
+__all__ = [
+    "FALLBACK_FILE_NAME",
+    "INTERNAL_PREFIXES",
+    "PASSPHRASE_ENV",
+    "CredentialStore",
+    "EncryptedFileBackend",
+    "KeyringSecretBackend",
+    "SecretBackend",
+    "keychain_report",
+    "map_keyring_error",
+    "open_backend",
+    "service_name",
+]
+
+log = logging.getLogger(__name__)
+
+SERVICE_PREFIX = "localstore:"
+PASSPHRASE_ENV = "LOCALSTORE_KEYCHAIN_PASSPHRASE"
+FALLBACK_FILE_NAME = "credentials.enc"
+INTERNAL_PREFIXES = (crypto.DATA_KEY_PREFIX,)
+MAX_NAME_CHARS = 256
+MAX_VALUE_BYTES = 1024 * 1024
+_FILE_AAD = b"localstore:credentials-file:v1"
+
+CREDENTIAL_MIGRATIONS: tuple[str, ...] = (
+    # v1: names only, per service (profile). Values never touch the index.
+    """
+    CREATE TABLE credential_names (
+        service TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL,
+        PRIMARY KEY (service, name)
+    ) WITHOUT ROWID;
+    """,
+)
+
+INSTALL_HINT = (
+    "install and unlock an OS keychain: on Debian/Ubuntu 'sudo apt install gnome-keyring "
+    "libsecret-1-0 dbus-user-session' and use a desktop session (headless: run inside "
+    "'dbus-run-session' with 'gnome-keyring-daemon --unlock'); macOS and Windows have one "
+    "built in; remove PYTHON_KEYRING_BACKEND or a keyringrc.cfg that selects the fail/null "
+    "backend; or opt in to the encrypted file with LOCALSTORE_KEYCHAIN_FILE_FALLBACK=1 and "
+    f"{PASSPHRASE_ENV}=<passphrase>"
+)
+
+
+def service_name(profile: str) -> str:
+    """Keychain service name of a profile."""
+    return SERVICE_PREFIX + profile
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _scrub(text: str, secret: str | None) -> str:
+    # Backends do not put values in messages today; this keeps it true if one ever does.
+    return text.replace(secret, "***") if secret else text
+
+
+def map_keyring_error(
+    exc: BaseException, action: str, *, name: str = "", secret: str | None = None
+) -> CredentialError:
+    """Translate a keyring (or backend D-Bus) exception into the localstore tree."""
+    what = f"{action} {name!r}" if name else action
+    detail = _scrub(str(exc), secret) or type(exc).__name__
+    if isinstance(exc, keyring.errors.NoKeyringError | keyring.errors.InitError):
+        return KeychainUnavailableError(
+            f"{what}: no usable OS keychain ({detail})", hint=INSTALL_HINT
+        )
+    if isinstance(exc, keyring.errors.KeyringLocked):
+        return KeychainUnavailableError(
+            f"{what}: the keychain is locked ({detail})",
+            hint="unlock the login keychain (log in to the desktop session) and try again",
+        )
+    if isinstance(exc, keyring.errors.PasswordSetError):
+        return CredentialError(f"{what}: the keychain refused to store it ({detail})")
+    if isinstance(exc, keyring.errors.PasswordDeleteError):
+        return CredentialError(f"{what}: the keychain refused to delete it ({detail})")
+    return CredentialError(
+        f"{what}: keychain error {type(exc).__name__} ({detail})",
+        hint="check that the keychain service is running and unlocked",
+    )
+
+
+@contextlib.contextmanager
+def _keyring_boundary(action: str, name: str, secret: str | None = None) -> Iterator[None]:
+    try:
+        yield
+    except keyring.errors.KeyringError as exc:
+        raise _chain(map_keyring_error(exc, action, name=name, secret=secret), exc, secret)  # noqa: B904
+    except Exception as exc:  # noqa: BLE001 - backends leak D-Bus/OS errors; none may escape
+        log.warning("keychain %s of %r failed with %s", action, name, type(exc).__name__)
+        raise _chain(map_keyring_error(exc, action, name=name, secret=secret), exc, secret)  # noqa: B904
+
+
+def _chain(mapped: CredentialError, exc: BaseException, secret: str | None) -> CredentialError:
+    """Attach the original as the cause, unless its text holds the secret (tracebacks show it)."""
+    if secret and secret in str(exc):
+        mapped.__suppress_context__ = True
+    else:
+        mapped.__cause__ = exc
+    return mapped
+
+
+class SecretBackend(Protocol):
+    """Where values are kept. Implementations: the OS keychain and the opt-in encrypted file.
+
+    ``get`` returns None for a missing value; ``delete`` returns whether something was deleted.
+    Errors are already localstore CredentialErrors.
+    """
+
+    description: str
+
+    def get(self, service: str, name: str) -> str | None:
+        """Return the value or None."""
+        ...
+
+    def set(self, service: str, name: str, value: str) -> None:
+        """Store the value, replacing any previous one."""
+        ...
+
+    def delete(self, service: str, name: str) -> bool:
+        """Delete the value; False if there was none."""
+        ...
+
+
+def _backend_label(kr: keyring.backend.KeyringBackend) -> str:
+    return f"{type(kr).__module__}.{type(kr).__name__}"
+
+
+def unusable_reason(kr: keyring.backend.KeyringBackend) -> str:
+    """Return why a keyring backend cannot hold our secrets ('' when it can)."""
+    if isinstance(kr, fail.Keyring):
+        return "keyring found no usable backend (it selected keyring.backends.fail)"
+    if isinstance(kr, null.Keyring):
+        return "keyring is configured with keyring.backends.null, which stores nothing"
+    if isinstance(kr, chainer.ChainerBackend) and not kr.backends:
+        return "keyring's chainer backend has no usable backends"
+    label = _backend_label(kr).lower()
+    if "plaintext" in label or label.startswith("keyrings.alt"):
+        return f"keyring selected {_backend_label(kr)}, which does not protect secrets"
+    return ""
+
+
+class KeyringSecretBackend:
+    """The OS keychain through ``keyring``; refuses backends that cannot hold secrets."""
+
+    def __init__(self, kr: keyring.backend.KeyringBackend | None = None) -> None:
+        with _keyring_boundary("select keychain backend", ""):
+            self._kr = kr if kr is not None else keyring.get_keyring()
+        reason = unusable_reason(self._kr)
+        if reason:
+            raise KeychainUnavailableError(f"no usable OS keychain: {reason}", hint=INSTALL_HINT)
+        self.description = _backend_label(self._kr)
+
+    def __repr__(self) -> str:
+        return f"KeyringSecretBackend({self.description})"
+
+    def get(self, service: str, name: str) -> str | None:
+        """Return the value or None."""
+        with _keyring_boundary("read credential", name):
+            return self._kr.get_password(service, name)
+
+    def set(self, service: str, name: str, value: str) -> None:
+        """Store the value."""
+        with _keyring_boundary("store credential", name, value):
+            self._kr.set_password(service, name, value)
+
+    def delete(self, service: str, name: str) -> bool:
+        """Delete the value; False if there was none."""
+        # keyring reports a missing item as PasswordDeleteError, same as a refusal: look first.
+        if self.get(service, name) is None:
+            return False
+        try:
+            with _keyring_boundary("delete credential", name):
+                self._kr.delete_password(service, name)
+        except CredentialError:
+            if self.get(service, name) is None:  # a concurrent delete won the race
+                return False
+            raise
+        return True
+
+
+class _FileLock:
+    """An exclusive advisory lock on a sidecar file (flock), for read-modify-write of the file."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._thread_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        import fcntl  # POSIX only; Windows always has Credential Locker, so no fallback there
+
+        with self._thread_lock:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # closing releases the flock
+
+
+class EncryptedFileBackend:
+    """Opt-in fallback: every service's values in one file sealed with a passphrase (mode 0600).
+
+    The file is an envelope (scrypt + AES-256-GCM) of a JSON document; each change rewrites it
+    atomically under an flock so processes do not lose each other's updates. The scrypt key is
+    derived once per process and reused while the file keeps the same salt.
+    """
+
+    def __init__(
+        self, path: Path, passphrase: str, *, params: crypto.ScryptParams | None = None
+    ) -> None:
+        if not passphrase:
+            raise KeychainUnavailableError(
+                "the encrypted credentials file needs a passphrase",
+                hint=f"set {PASSPHRASE_ENV}",
+            )
+        self.path = Path(path)
+        self.description = f"encrypted file {self.path}"
+        self._passphrase = passphrase
+        self._params = params
+        self._key: crypto.PassphraseKey | None = None
+        self._lock = _FileLock(self.path.with_name(self.path.name + ".lock"))
+
+    def __repr__(self) -> str:
+        return f"EncryptedFileBackend({str(self.path)!r})"
+
+    def _load(self) -> dict[str, dict[str, str]]:
+        try:
+            blob = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise CredentialError(f"cannot read {self.path}: {exc.strerror}") from exc
+        self._ensure_private()
+        try:
+            header = crypto.read_header(blob)
+            if self._key is None or not self._key.matches(header):
+                if header.params is None:
+                    raise DecryptionError("not a passphrase-sealed file")
+                self._key = crypto.PassphraseKey.derive(
+                    self._passphrase, salt=header.salt, params=header.params
+                )
+            plain = crypto.unseal_with_passphrase(self._key, blob, aad=_FILE_AAD)
+        except DecryptionError as exc:
+            raise CredentialError(
+                f"cannot open {self.path}: wrong passphrase or the file is damaged",
+                hint=f"check {PASSPHRASE_ENV}",
+            ) from exc
+        data = json.loads(plain.decode("utf-8"))
+        services: dict[str, dict[str, str]] = data["services"]
+        return services
+
+    def _store(self, services: dict[str, dict[str, str]]) -> None:
+        if self._key is None:
+            self._key = crypto.PassphraseKey.derive(self._passphrase, params=self._params)
+        plain = json.dumps({"version": 1, "services": services}, ensure_ascii=False).encode()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(
+            self.path, crypto.seal_with_passphrase(self._key, plain, aad=_FILE_AAD), mode=0o600
+        )
+
+    def _ensure_private(self) -> None:
+        mode = stat.S_IMODE(self.path.stat().st_mode)
+        if mode & 0o077:
+            log.warning("tightening permissions of %s from %o to 600", self.path, mode)
+            self.path.chmod(0o600)
+
+    def get(self, service: str, name: str) -> str | None:
+        """Return the value or None."""
+        with self._lock.hold():
+            return self._load().get(service, {}).get(name)
+
+    def set(self, service: str, name: str, value: str) -> None:
+        """Store the value."""
+        with self._lock.hold():
+            services = self._load()
+            services.setdefault(service, {})[name] = value
+            self._store(services)
+
+    def delete(self, service: str, name: str) -> bool:
+        """Delete the value; False if there was none."""
+        with self._lock.hold():
+            services = self._load()
+            if name not in services.get(service, {}):
+                return False
+            del services[service][name]
+            self._store(services)
+            return True
+
+
+def fallback_path(settings: Settings) -> Path:
+    """Where the opt-in encrypted credentials file lives."""
+    return settings.paths.data / FALLBACK_FILE_NAME
+
+
+def open_backend(
+    settings: Settings,
+    *,
+    environ: Mapping[str, str] | None = None,
+    keyring_backend: keyring.backend.KeyringBackend | None = None,
+) -> SecretBackend:
+    """Pick the OS keychain, else the opt-in encrypted file; else raise KeychainUnavailableError."""
+    env = os.environ if environ is None else environ
+    try:
+        return KeyringSecretBackend(keyring_backend)
+    except KeychainUnavailableError as exc:
+        if not settings.keychain_file_fallback:
+            raise
+        passphrase = env.get(PASSPHRASE_ENV, "")
+        if not passphrase:
+            raise KeychainUnavailableError(
+                f"{exc.message}; the encrypted-file fallback is enabled but {PASSPHRASE_ENV} "
+                "is not set",
+                hint=f"export {PASSPHRASE_ENV}, or install an OS keychain",
+            ) from exc
+        log.warning(
+            "no usable OS keychain; using the opt-in encrypted file %s", fallback_path(settings)
+        )
+        return EncryptedFileBackend(fallback_path(settings), passphrase)
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME_CHARS:
+        raise InvalidInputError(f"a credential name must be 1-{MAX_NAME_CHARS} characters")
+    if name != name.strip() or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise InvalidInputError(
+            f"invalid credential name {name!r}",
+            hint="no control characters, no leading/trailing spaces",
+        )
+
+
+def _check_value(name: str, value: str) -> None:
+    # Messages name the credential, never the value.
+    if not isinstance(value, str):
+        raise InvalidInputError(f"the value of {name!r} must be a string")
+    if not value:
+        raise InvalidInputError(f"the value of {name!r} is empty", hint="nothing to store")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidInputError(f"the value of {name!r} is not valid Unicode") from None
+    if size > MAX_VALUE_BYTES:
+        raise InvalidInputError(
+            f"the value of {name!r} is {size} bytes; the keychain limit here is {MAX_VALUE_BYTES}",
+            hint="store large data encrypted in the app-data store instead",
+        )
+
+
+def is_internal(name: str) -> bool:
+    """True for names localstore manages itself (data keys)."""
+    return name.startswith(INTERNAL_PREFIXES)
+
+
+class CredentialStore:
+    """Named secrets of one profile: values in the keychain, names in the index.
+
+    Order of steps, so a crash leaves nothing hidden: ``set`` writes the value, then the name;
+    ``delete`` removes the value, then the name. A name without a value (crash in between) is
+    cleaned by the next ``delete``; a value is never left unlisted by a delete.
+    """
+
+    def __init__(
+        self,
+        index: Index,
+        settings: Settings,
+        *,
+        backend: SecretBackend | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self._index = index
+        self._settings = settings
+        self._environ = environ
+        self.service = service_name(settings.profile)
+        # Chosen on first use, so listing names and opening an app work without a keychain; the
+        # first read or write of a value raises KeychainUnavailableError instead.
+        self._backend_obj = backend
+        self._backend_lock = threading.Lock()
+        index.register_schema("credentials", CREDENTIAL_MIGRATIONS)
+
+    def __repr__(self) -> str:
+        return f"CredentialStore(service={self.service!r})"
+
+    @property
+    def _backend(self) -> SecretBackend:
+        with self._backend_lock:
+            if self._backend_obj is None:
+                self._backend_obj = open_backend(self._settings, environ=self._environ)
+            return self._backend_obj
+
+    @property
+    def backend_description(self) -> str:
+        """Which backend holds the values (raises KeychainUnavailableError if none)."""
+        return self._backend.description
+
+    def set(self, name: str, value: str) -> None:
+        """Store ``value`` under ``name``. Raises CredentialError, InvalidInputError."""
+        _check_name(name)
+        _check_value(name, value)
+        self._backend.set(self.service, name, value)
+        now = _now()
+        with self._index.write() as cur:
+            cur.execute(
+                "INSERT INTO credential_names VALUES (?, ?, ?, ?) ON CONFLICT(service, name) "
+                "DO UPDATE SET updated = excluded.updated",
+                (self.service, name, now, now),
+            )
+        log.debug("stored credential %r in %s", name, self.service)
+
+    def find(self, name: str) -> str | None:
+        """Return the value of ``name``, or None if it is not stored."""
+        _check_name(name)
+        return self._backend.get(self.service, name)
+
+    def get(self, name: str) -> str:
+        """Return the value of ``name``. Raises CredentialNotFoundError."""
+        value = self.find(name)
+        if value is None:
+            raise CredentialNotFoundError(
+                f"no credential {name!r} in {self.service}",
+                hint="store it with 'localstore cred set NAME'",
+            )
+        return value
+
+    def exists(self, name: str) -> bool:
+        """Return whether a value is stored under ``name``."""
+        return self.find(name) is not None
+
+    def delete(self, name: str) -> None:
+        """Delete ``name``'s value and listing. Raises CredentialNotFoundError if neither exists."""
+        _check_name(name)
+        removed = self._backend.delete(self.service, name)
+        with self._index.write() as cur:
+            listed = cur.execute(
+                "DELETE FROM credential_names WHERE service = ? AND name = ? RETURNING name",
+                (self.service, name),
+            ).fetchall()
+        if not removed and not listed:
+            raise CredentialNotFoundError(f"no credential {name!r} in {self.service}")
+        log.debug("deleted credential %r from %s", name, self.service)
+
+    def list_names(self, *, include_internal: bool = False) -> list[str]:
+        """Names stored for this profile, sorted (data keys only with ``include_internal``)."""
+        with self._index.read() as cur:
+            rows = cur.execute(
+                "SELECT name FROM credential_names WHERE service = ? ORDER BY name",
+                (self.service,),
+            ).fetchall()
+        names = [str(r[0]) for r in rows]
+        return names if include_internal else [n for n in names if not is_internal(n)]
+
+
+def _file_report(settings: Settings, env: Mapping[str, str]) -> dict[str, Any]:
+    path = fallback_path(settings)
+    mode = None
+    if path.exists():
+        mode = f"{stat.S_IMODE(path.stat().st_mode):04o}"
+    return {
+        "enabled": settings.keychain_file_fallback,
+        "passphrase_set": bool(env.get(PASSPHRASE_ENV)),
+        "path": str(path),
+        "exists": mode is not None,
+        "mode": mode,
+    }
+
+
+def _probe(backend: SecretBackend, profile: str) -> str:
+    """Write, read back and delete a random throw-away item; return '' or what failed."""
+    service = service_name(profile) + ":doctor"
+    name, value = f"probe-{secrets.token_hex(4)}", secrets.token_hex(16)
+    try:
+        backend.set(service, name, value)
+        ok = backend.get(service, name) == value
+        backend.delete(service, name)
+    except CredentialError as exc:
+        return exc.message
+    return "" if ok else "the keychain returned a different value than was stored"
+
+
+def keychain_report(
+    settings: Settings,
+    *,
+    environ: Mapping[str, str] | None = None,
+    probe: bool = True,
+    keyring_backend: keyring.backend.KeyringBackend | None = None,
+) -> dict[str, Any]:
+    """Describe the credential backend for ``localstore doctor`` (never any secret value).
+
+    Keys: ok, active ("keychain", "encrypted-file" or "none"), service, keyring_backend, problem,
+    hint, probe ("ok", "skipped" or what failed), file_fallback {enabled, passphrase_set, path,
+    exists, mode}.
+    """
+    env = os.environ if environ is None else environ
+    report: dict[str, Any] = {
+        "ok": False,
+        "active": "none",
+        "service": service_name(settings.profile),
+        "keyring_backend": "",
+        "problem": "",
+        "hint": "",
+        "probe": "skipped",
+    }
+    _check_backend(report, settings, env, probe, keyring_backend)
+    # Last, so it shows the file as the probe left it.
+    report["file_fallback"] = _file_report(settings, env)
+    return report
+
+
+def _check_backend(
+    report: dict[str, Any],
+    settings: Settings,
+    env: Mapping[str, str],
+    probe: bool,
+    keyring_backend: keyring.backend.KeyringBackend | None,
+) -> None:
+    try:
+        kr = keyring_backend if keyring_backend is not None else keyring.get_keyring()
+        report["keyring_backend"] = _backend_label(kr)
+        backend = open_backend(settings, environ=env, keyring_backend=kr)
+    except CredentialError as exc:
+        report.update(problem=exc.message, hint=exc.hint)
+        return
+    report["active"] = "keychain" if isinstance(backend, KeyringSecretBackend) else "encrypted-file"
+    if report["active"] == "encrypted-file":
+        report["hint"] = "secrets are in the opt-in encrypted file, not the OS keychain"
+    if probe:
+        failure = _probe(backend, settings.profile)
+        report["probe"] = failure or "ok"
+        if failure:
+            report.update(problem=failure, hint=INSTALL_HINT)
+            return
+    report["ok"] = True
