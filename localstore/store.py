@@ -332,6 +332,14 @@ class BlueprintStore:
             row = self._row_by(cur, "path_key = ? AND deleted = 0", (fs.path_key(rel),))
             if row:
                 return row
+            if include_deleted:
+                row = self._row_by(
+                    cur,
+                    "path_key = ? AND deleted = 1 ORDER BY op_id DESC LIMIT 1",
+                    (fs.path_key(rel),),
+                )
+                if row:
+                    return row
         if len(ref) >= 4 and all(c in "0123456789abcdef-" for c in ref.lower()):
             rows = cur.execute(
                 f"SELECT {_ROW_COLUMNS} FROM blueprints WHERE id >= ? AND id < ?{live} LIMIT 2",

@@ -1,0 +1,272 @@
+"""CLI commands of the local store: init, save, show, ls, search, rm, mv, history, restore, check."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from localstore.cli import EXIT_ATTENTION, CliContext, errors_to_exit, fail, pass_ctx
+
+
+def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        # Text, not str: file names and snippets must never be read as rich markup.
+        table.add_row(*(Text(c) for c in r))
+    Console(highlight=False).print(table)
+
+
+@click.command("init")
+@pass_ctx
+def init_cmd(ctx: CliContext) -> None:
+    """Create the folders and index of a home (safe to run again)."""
+    with errors_to_exit():
+        store = ctx.store()
+        p = store.paths
+        data = {
+            "blueprints": str(p.blueprints),
+            "data": str(p.data),
+            "config": str(p.config),
+            "cache": str(p.cache),
+            "state": str(p.state),
+            "device_id": store.device_id,
+            "count": store.count(),
+        }
+        ctx.emit(
+            data,
+            lambda: click.echo(
+                f"Ready: {data['count']} blueprint(s) in {p.blueprints}\nindex: {p.index_db}"
+            ),
+        )
+
+
+@click.command("save")
+@click.argument("path")
+@click.option(
+    "-f",
+    "--file",
+    "source",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Read the YAML from FILE ('-' for stdin). Default: stdin.",
+)
+@click.option("--tag", "tags", multiple=True, help="Set tags (repeatable).")
+@click.option("--name", help="Display name.")
+@click.option("--description", help="Description.")
+@pass_ctx
+def save_cmd(
+    ctx: CliContext,
+    path: str,
+    source: str | None,
+    tags: tuple[str, ...],
+    name: str | None,
+    description: str | None,
+) -> None:
+    """Save a blueprint at PATH from a file or stdin, keeping its text byte for byte."""
+    if source in (None, "-"):
+        if source is None and sys.stdin.isatty():
+            fail("no content given", code=2, hint="use -f FILE, or pipe the YAML on stdin")
+        content = sys.stdin.buffer.read()
+    else:
+        try:
+            with open(source, "rb") as fh:
+                content = fh.read()
+        except OSError as exc:
+            fail(f"cannot read {source}: {exc.strerror}", hint="check the file name")
+    with errors_to_exit():
+        bp = ctx.store().save(
+            path, content, tags=list(tags) or None, name=name, description=description
+        )
+        ctx.emit(
+            {k: v for k, v in bp.to_dict().items() if k != "content"},
+            lambda: click.echo(f"saved {bp.path} (id {bp.id}, rev {bp.rev})"),
+        )
+
+
+@click.command("show")
+@click.argument("ref")
+@click.option("--meta", is_flag=True, help="Print the meta instead of the YAML.")
+@click.option("--rev", type=int, help="Show a past revision.")
+@pass_ctx
+def show_cmd(ctx: CliContext, ref: str, meta: bool, rev: int | None) -> None:
+    """Print a blueprint's YAML (exactly as stored) or its meta."""
+    import json
+
+    with errors_to_exit():
+        store = ctx.store()
+        bp = store.load_revision(ref, rev) if rev is not None else store.load(ref)
+        if ctx.json:
+            ctx.emit(bp.to_dict())
+        elif meta:
+            click.echo(json.dumps(bp.meta.to_dict(), indent=2, ensure_ascii=False))
+        else:
+            click.echo(bp.content, nl=False)
+
+
+@click.command("ls")
+@click.option("--folder", help="Only this folder (and below).")
+@click.option("--tag", help="Only blueprints with this tag.")
+@click.option("--sort", type=click.Choice(["path", "name", "modified", "created"]), default="path")
+@click.option("--desc", is_flag=True, help="Reverse the order.")
+@click.option("--limit", type=int, help="At most this many.")
+@click.option("--offset", type=int, default=0, help="Skip this many.")
+@pass_ctx
+def ls_cmd(
+    ctx: CliContext,
+    folder: str | None,
+    tag: str | None,
+    sort: str,
+    desc: bool,
+    limit: int | None,
+    offset: int,
+) -> None:
+    """List blueprints."""
+    with errors_to_exit():
+        items = ctx.store().list(
+            folder=folder, tag=tag, sort=sort, descending=desc, limit=limit, offset=offset
+        )
+        ctx.emit(
+            [i.to_dict() for i in items],
+            lambda: _table(
+                f"{len(items)} blueprint(s)",
+                ["path", "name", "tags", "modified", "id"],
+                [
+                    [
+                        i.path + ("" if i.valid else "  (invalid)"),
+                        i.name,
+                        ", ".join(i.tags),
+                        i.modified[:19],
+                        i.id[:8],
+                    ]
+                    for i in items
+                ],
+            ),
+        )
+
+
+@click.command("search")
+@click.argument("query")
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--folder", help="Only this folder (and below).")
+@click.option("--tag", help="Only blueprints with this tag.")
+@pass_ctx
+def search_cmd(
+    ctx: CliContext, query: str, limit: int, folder: str | None, tag: str | None
+) -> None:
+    """Full-text search over names, descriptions, tags and content (words match as prefixes)."""
+    with errors_to_exit():
+        hits = ctx.store().search(query, limit=limit, folder=folder, tag=tag)
+        ctx.emit(
+            [h.to_dict() for h in hits],
+            lambda: _table(
+                f"{len(hits)} match(es) for {query!r}",
+                ["path", "name", "snippet"],
+                [[h.info.path, h.info.name, " ".join(h.snippet.split())] for h in hits],
+            ),
+        )
+
+
+@click.command("rm")
+@click.argument("ref")
+@pass_ctx
+def rm_cmd(ctx: CliContext, ref: str) -> None:
+    """Delete a blueprint; 'localstore history' and 'restore' bring it back."""
+    with errors_to_exit():
+        rev = ctx.store().delete(ref)
+        ctx.emit(
+            rev.to_dict(),
+            lambda: click.echo(
+                f"deleted {rev.path} (restore with: localstore restore {rev.id} {rev.rev - 1})"
+            ),
+        )
+
+
+@click.command("mv")
+@click.argument("ref")
+@click.argument("new_path")
+@pass_ctx
+def mv_cmd(ctx: CliContext, ref: str, new_path: str) -> None:
+    """Move or rename a blueprint; its id and history are kept."""
+    with errors_to_exit():
+        bp = ctx.store().move(ref, new_path)
+        ctx.emit(
+            {k: v for k, v in bp.to_dict().items() if k != "content"},
+            lambda: click.echo(f"moved to {bp.path} (id {bp.id})"),
+        )
+
+
+@click.command("history")
+@click.argument("ref")
+@pass_ctx
+def history_cmd(ctx: CliContext, ref: str) -> None:
+    """List a blueprint's revisions, newest first."""
+    with errors_to_exit():
+        revs = ctx.store().history(ref)
+        ctx.emit(
+            [r.to_dict() for r in revs],
+            lambda: _table(
+                "history",
+                ["rev", "when", "origin", "path", "hash"],
+                [
+                    [
+                        str(r.rev) + (" (deleted)" if r.deleted else ""),
+                        r.ts[:19],
+                        r.origin,
+                        r.path,
+                        r.content_hash[:10],
+                    ]
+                    for r in revs
+                ],
+            ),
+        )
+
+
+@click.command("restore")
+@click.argument("ref")
+@click.argument("rev", type=int)
+@click.option("--path", "target", help="Restore to another path (when the old one is taken).")
+@pass_ctx
+def restore_cmd(ctx: CliContext, ref: str, rev: int, target: str | None) -> None:
+    """Make revision REV current again (also undeletes)."""
+    with errors_to_exit():
+        bp = ctx.store().restore(ref, rev, path=target)
+        ctx.emit(
+            {k: v for k, v in bp.to_dict().items() if k != "content"},
+            lambda: click.echo(
+                f"restored {bp.path} to the content of rev {rev} (now rev {bp.rev})"
+            ),
+        )
+
+
+@click.command("check")
+@click.option("--fix", is_flag=True, help="Repair what can be repaired safely.")
+@pass_ctx
+def check_cmd(ctx: CliContext, fix: bool) -> None:
+    """Compare the index with the files; exit 3 if problems remain."""
+    with errors_to_exit():
+        store = ctx.store(reconcile=False)
+        report = store.check(fix=fix)
+
+        def human() -> None:
+            for f in report.fixed:
+                click.echo(f"fixed   {f['kind']:<14} {f['path']}  {f['detail']}")
+            for p in report.problems:
+                click.echo(f"problem {p['kind']:<14} {p['path']}  {p['detail']}")
+            if report.clean:
+                click.echo("index and files agree")
+            else:
+                click.echo(
+                    f"{len(report.problems)} problem(s); 'localstore check --fix' repairs "
+                    "what is safe to repair",
+                    err=True,
+                )
+
+        ctx.emit(report.to_dict(), human)
+        if not report.clean:
+            raise SystemExit(EXIT_ATTENTION)
