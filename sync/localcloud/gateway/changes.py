@@ -1,0 +1,278 @@
+"""Where realtime's postgres_changes come from: wal2json on a temporary slot, or triggers + NOTIFY.
+
+``WalChangeFeed`` is what Supabase Realtime does (``realtime.list_changes``): a logical slot read with
+``pg_logical_slot_get_changes(..., 'format-version', '2', 'add-tables', <publication tables>)`` every
+``interval`` seconds. The slot is TEMPORARY, so it disappears with its connection and cannot retain
+WAL after the gateway stops or dies. Changes made by anything (psql, migrations, other gateways) are
+seen, in commit order, with real commit timestamps.
+
+``TriggerChangeFeed`` is the fallback when the server has no wal2json: an AFTER ROW trigger on each
+publication table sends the row through ``pg_notify``. NOTIFY is also delivered at commit in commit
+order, but its payload is capped at 8000 bytes (bigger rows are sent as their primary key and
+re-read), and its timestamp is the transaction's start, not its commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+_ACTIONS = {"I": "INSERT", "U": "UPDATE", "D": "DELETE"}
+MAX_CHANGES_PER_POLL = 1000
+NOTIFY_CHANNEL = "gw_realtime_change"
+
+_PUBLICATION_TABLES = """
+select schemaname, tablename from pg_publication_tables where pubname = %s order by 1, 2
+"""
+
+
+@dataclass(slots=True)
+class Change:
+    """One row change, normalised from either source (values still as the source typed them)."""
+
+    schema: str
+    table: str
+    type: str  # INSERT | UPDATE | DELETE
+    commit_timestamp: str
+    record: dict[str, Any] | None
+    old_record: dict[str, Any] | None
+    types: dict[str, str] = field(default_factory=dict)  # column -> type name from the source
+    typed: bool = False  # values are already JSON as to_jsonb() makes them (trigger source)
+    truncated: bool = False  # only the primary key was sent (NOTIFY size cap); re-read the row
+
+
+ChangeSink = Callable[[list[Change]], Awaitable[None]]
+
+
+def format_commit_timestamp(value: datetime) -> str:
+    """Realtime's ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC, milliseconds)."""
+    utc = value.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def _parse_pg_timestamp(text: str) -> datetime:
+    # wal2json prints the server's text form, e.g. "2026-11-22 01:46:55.433521+00".
+    value = text.replace(" ", "T", 1)
+    if len(value) >= 3 and value[-3] in "+-" and value[-2:].isdigit():
+        value += ":00"
+    return datetime.fromisoformat(value)
+
+
+def change_from_wal2json(item: dict[str, Any]) -> Change | None:
+    """Turn one wal2json format-version 2 row into a Change (None for other actions)."""
+    kind = _ACTIONS.get(item.get("action", ""))
+    if kind is None:
+        return None
+    types: dict[str, str] = {}
+    record = None
+    old = None
+    if "columns" in item:
+        record = {c["name"]: c.get("value") for c in item["columns"]}
+        types.update({c["name"]: c["type"] for c in item["columns"]})
+    if "identity" in item:
+        old = {c["name"]: c.get("value") for c in item["identity"]}
+        types.update({c["name"]: c["type"] for c in item["identity"] if c["name"] not in types})
+    stamp = item.get("timestamp")
+    when = _parse_pg_timestamp(stamp) if stamp else datetime.now(UTC)
+    return Change(
+        schema=item["schema"],
+        table=item["table"],
+        type=kind,
+        commit_timestamp=format_commit_timestamp(when),
+        record=record if kind != "DELETE" else None,
+        old_record=old,
+        types=types,
+    )
+
+
+class WalChangeFeed:
+    """Poll a temporary wal2json slot and hand batches of changes to ``sink``."""
+
+    def __init__(
+        self,
+        dsn: str,
+        sink: ChangeSink,
+        *,
+        interval: float = 0.05,
+        publication: str = "supabase_realtime",
+    ) -> None:
+        self.dsn = dsn
+        self.sink = sink
+        self.interval = interval
+        self.publication = publication
+        self.slot = f"gw_{os.getpid()}_{secrets.token_hex(4)}"
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    async def start(self) -> None:
+        """Connect and create the slot; changes committed after this returns are seen."""
+        self._conn = await self._connect()
+        self._task = asyncio.create_task(self._run(), name=f"wal2json-{self.slot}")
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+        await conn.execute(
+            "select pg_create_logical_replication_slot(%s, 'wal2json', true)", (self.slot,)
+        )
+        return conn
+
+    async def stop(self) -> None:
+        """Stop polling and close the connection (the temporary slot is dropped with it)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    def poke(self) -> None:
+        """Poll now instead of at the next tick (used after a subscriber joins)."""
+        self._wake.set()
+
+    async def poll_once(self) -> int:
+        """Read and dispatch one batch; return how many changes it held."""
+        assert self._conn is not None
+        tables = await (
+            await self._conn.execute(_PUBLICATION_TABLES, (self.publication,))
+        ).fetchall()
+        add_tables = ",".join(f"{_escape(s)}.{_escape(t)}" for s, t in tables)
+        options = [
+            "format-version", "2", "include-pk", "true", "include-transaction", "false",
+            "include-timestamp", "true", "include-type-oids", "true",
+            "actions", "insert,update,delete",
+        ]  # fmt: skip
+        # No publication table: decode (to advance the slot) but keep nothing.
+        options += ["add-tables", add_tables] if add_tables else ["filter-tables", "*.*"]
+        placeholders = ", ".join(["%s"] * len(options))
+        rows = await (
+            await self._conn.execute(
+                f"select data from pg_logical_slot_get_changes(%s, null, %s, {placeholders})",
+                [self.slot, MAX_CHANGES_PER_POLL, *options],
+            )
+        ).fetchall()
+        changes = [c for c in (change_from_wal2json(json.loads(r[0])) for r in rows) if c]
+        if changes:
+            await self.sink(changes)
+        return len(rows)
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                n = await self.poll_once()
+                failures = 0
+            except psycopg.OperationalError as exc:
+                failures += 1
+                log.warning("realtime: change poll failed (%s); reconnecting", exc)
+                await asyncio.sleep(min(0.2 * 2**failures, 5.0))
+                await self._reconnect()
+                continue
+            if n >= MAX_CHANGES_PER_POLL:
+                continue  # a backlog: read on without waiting
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            except TimeoutError:
+                pass
+
+    async def _reconnect(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+        try:
+            self._conn = await self._connect()
+        except psycopg.OperationalError as exc:
+            log.warning("realtime: cannot reconnect the change feed yet: %s", exc)
+
+
+def _escape(name: str) -> str:
+    # wal2json's add-tables syntax escapes '.', ',' and '*' with a backslash.
+    return "".join("\\" + ch if ch in ".,*\\ " else ch for ch in name)
+
+
+# ----------------------------------------------------------------------------- trigger fallback
+
+_TRIGGER_FUNCTION = f"""
+create or replace function realtime.gw_capture_change() returns trigger
+language plpgsql security definer set search_path to '' as $$
+declare
+  body jsonb;
+  pk text[];
+begin
+  body := jsonb_build_object(
+    'schema', tg_table_schema, 'table', tg_table_name, 'type', tg_op,
+    'commit_timestamp', to_char(now() at time zone 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+    'record', case when tg_op <> 'DELETE' then to_jsonb(new) end,
+    'old_record', case when tg_op <> 'INSERT' then to_jsonb(old) end);
+  if octet_length(body::text) > 7900 then
+    -- NOTIFY payloads are capped at 8000 bytes: send the primary key only; the gateway re-reads.
+    select array_agg(a.attname::text) into pk from pg_index i
+      join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)
+      where i.indrelid = tg_relid and i.indisprimary;
+    body := body || jsonb_build_object('truncated', true,
+      'record', case when tg_op <> 'DELETE' then (select jsonb_object_agg(k, v)
+         from jsonb_each(to_jsonb(new)) e(k, v) where k = any(pk)) end,
+      'old_record', case when tg_op <> 'INSERT' then (select jsonb_object_agg(k, v)
+         from jsonb_each(to_jsonb(old)) e(k, v) where k = any(pk)) end);
+  end if;
+  perform pg_notify('{NOTIFY_CHANNEL}', body::text);
+  return null;
+end $$;
+"""
+
+
+class TriggerChangeFeed:
+    """Install capture triggers on the publication's tables; changes arrive via NOTIFY."""
+
+    def __init__(
+        self, dsn: str, sink: ChangeSink, *, publication: str = "supabase_realtime"
+    ) -> None:
+        self.dsn = dsn
+        self.sink = sink
+        self.publication = publication
+
+    async def start(self) -> None:
+        """Create the capture function and one trigger per publication table."""
+        async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+            await conn.execute(_TRIGGER_FUNCTION)
+            tables = await (await conn.execute(_PUBLICATION_TABLES, (self.publication,))).fetchall()
+            for schema, table in tables:
+                await conn.execute(
+                    psycopg.sql.SQL(
+                        "create or replace trigger gw_capture_change after insert or update or delete"
+                        " on {}.{} for each row execute function realtime.gw_capture_change()"
+                    ).format(psycopg.sql.Identifier(schema), psycopg.sql.Identifier(table))
+                )
+
+    async def stop(self) -> None:
+        """Nothing runs here; the NOTIFY listener belongs to the gateway."""
+
+    def poke(self) -> None:
+        """NOTIFY is pushed, not polled."""
+
+    async def on_notify(self, payload: str) -> None:
+        """Handle one NOTIFY payload from the capture trigger."""
+        item = json.loads(payload)
+        change = Change(
+            schema=item["schema"],
+            table=item["table"],
+            type=item["type"],
+            commit_timestamp=item["commit_timestamp"],
+            record=item.get("record"),
+            old_record=item.get("old_record"),
+            typed=True,
+            truncated=bool(item.get("truncated")),
+        )
+        await self.sink([change])
