@@ -179,6 +179,17 @@ class Reconciler:
             meta_rel = fs.meta_path_for(rel)
             if meta_rel not in scan.metas:
                 report.problems.append({"kind": "missing-meta", "path": rel, "detail": meta_rel})
+                continue
+            meta_raw = self._read(meta_rel) or b""
+            if sha256_hex(meta_raw) != row.meta_sha256:
+                try:
+                    decode_meta(meta_raw, source=meta_rel)
+                except InvalidMetaError as exc:
+                    report.problems.append(
+                        {"kind": "invalid-meta", "path": meta_rel, "detail": str(exc)}
+                    )
+                    continue
+                report.problems.append({"kind": "changed", "path": rel, "detail": "meta differs"})
             elif digest != row.yaml_sha256 or row.flagged:
                 report.problems.append(
                     {"kind": "changed", "path": rel, "detail": row.flagged or "content differs"}

@@ -508,7 +508,9 @@ class BlueprintStore:
     def _find_for_save(self, cur: Any, rel: str, blueprint_id: str | None) -> Row | None:
         if blueprint_id is not None:
             return self._row_by(cur, "id = ?", (blueprint_id.lower(),))
-        return self._row_by(cur, "path_key = ? AND deleted = 0", (fs.path_key(rel),))
+        # Exact path only: a save to a case variant of another blueprint's path is a collision,
+        # not a rename (renames go through move(), which passes the id).
+        return self._row_by(cur, "path = ? AND deleted = 0", (rel,))
 
     def _check_path_free(self, cur: Any, rel: str, owner_id: str | None) -> None:
         other = self._row_by(cur, "path_key = ? AND deleted = 0", (fs.path_key(rel),))

@@ -1,0 +1,64 @@
+"""Suite-wide guards: no test may leak a localstore thread, and env knobs for long runs.
+
+Knobs: LOCALSTORE_STRESS=1 runs the long stress variants, LOCALSTORE_SLOW=1 the slow builds.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+STRESS = os.environ.get("LOCALSTORE_STRESS") == "1"
+SLOW = os.environ.get("LOCALSTORE_SLOW") == "1"
+
+# Threads owned by session-scoped fixtures (a shared local cloud stack) live across tests by design;
+# every thread a component starts per use carries one of these prefixes and must be gone after the test.
+_GUARDED_PREFIXES = ("localstore-", "watchdog", "sync-")
+
+
+def _guarded(t: threading.Thread) -> bool:
+    if t.name.startswith(("localcloud", "gateway", "pg-", "session-")):
+        return False
+    return t.name.startswith(_GUARDED_PREFIXES) or type(t).__module__.startswith(
+        ("watchdog", "localstore", "sync")
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_threads() -> Iterator[None]:
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5.0
+    while True:
+        leaked = [
+            t for t in threading.enumerate() if t not in before and t.is_alive() and _guarded(t)
+        ]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert not leaked, f"test leaked threads: {[t.name for t in leaked]}"
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A fresh LocalStore home folder."""
+    h = tmp_path / "home"
+    h.mkdir()
+    return h
+
+
+@pytest.fixture
+def store(home: Path) -> Iterator[object]:
+    """An open store on a fresh home, closed after the test."""
+    import localstore
+
+    s = localstore.open(home=home)
+    try:
+        yield s
+    finally:
+        s.close()

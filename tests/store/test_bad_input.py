@@ -1,0 +1,186 @@
+"""Bad input gets a clear, typed error and changes nothing."""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from localstore.errors import (
+    InvalidInputError,
+    InvalidMetaError,
+    InvalidYAMLError,
+    LimitExceededError,
+    UnsafePathError,
+)
+
+# 9 levels of 9-fold aliases: expands to 9**9 (387 million) nodes when walked; under 400 bytes.
+ALIAS_BOMB = (
+    'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    "b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+    "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+    "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
+    "e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n"
+    "f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
+    "g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n"
+    "h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\n"
+    "i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]\n"
+)
+
+
+def _snapshot(home: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(home)): p.read_bytes()
+        for p in sorted((home / "blueprints").rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def seeded(store, home: Path):
+    store.save("good/one", "steps: [a]\n")
+    return store
+
+
+BAD_CONTENT = [
+    ("malformed", "steps: [unclosed\n", InvalidYAMLError),
+    ("not-a-mapping", "- just\n- a list\n", InvalidYAMLError),
+    ("scalar", "hello\n", InvalidYAMLError),
+    ("empty", "", InvalidYAMLError),
+    ("alias-bomb", ALIAS_BOMB, LimitExceededError),
+    ("deep-nesting", "a: " + "[" * 200 + "]" * 200 + "\n", LimitExceededError),
+    (
+        "deep-block",
+        "".join("  " * i + f"k{i}:\n" for i in range(100)) + "  " * 100 + "v: 1\n",
+        LimitExceededError,
+    ),
+    ("not-utf8", b"a: \xff\xfe\n", InvalidYAMLError),
+    ("recursive-alias", "a: &x [*x]\n", LimitExceededError),
+]
+
+
+@pytest.mark.parametrize(
+    ("label", "content", "error"), BAD_CONTENT, ids=[b[0] for b in BAD_CONTENT]
+)
+def test_bad_content_is_refused_and_nothing_changes(
+    seeded, home: Path, label: str, content: str | bytes, error: type[Exception]
+) -> None:
+    before = _snapshot(home)
+    revs = len(seeded.history("good/one"))
+    for target in ("good/one", "new/two"):
+        with pytest.raises(error) as info:
+            seeded.save(target, content)
+        assert str(info.value)
+    assert _snapshot(home) == before
+    assert len(seeded.history("good/one")) == revs
+    assert seeded.count() == 1
+    assert seeded.check().clean
+
+
+def test_alias_bomb_is_small_and_rejected_fast(seeded) -> None:
+    assert len(ALIAS_BOMB.encode()) <= 400
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    with pytest.raises(LimitExceededError, match="alias"):
+        seeded.save("bomb", ALIAS_BOMB)
+    elapsed = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # Safety bounds of the rejection path (an expanded bomb would take minutes and gigabytes).
+    assert elapsed < 1.0 and peak < 16 * 1024 * 1024
+
+
+def test_fifty_megabyte_file_is_over_the_limit(seeded, home: Path) -> None:
+    before = _snapshot(home)
+    big = "k: " + "x" * (50 * 1024 * 1024) + "\n"
+    with pytest.raises(LimitExceededError, match="over the limit"):
+        seeded.save("big", big)
+    assert _snapshot(home) == before
+
+
+UNSAFE_PATHS = [
+    "../escape",
+    "a/../../escape",
+    "/etc/passwd",
+    "C:/windows/x",
+    "a\\b",
+    "a//b",
+    "./a",
+    "con",
+    "folder/NUL.txt",
+    "lpt1",
+    "bad\x00name",
+    "tab\tname",
+    "trailing./x",
+    "q?",
+    "x" * 300,
+    "",
+]
+
+
+@pytest.mark.parametrize("path", UNSAFE_PATHS)
+def test_unsafe_paths_are_refused(seeded, home: Path, path: str) -> None:
+    before = _snapshot(home)
+    with pytest.raises(UnsafePathError):
+        seeded.save(path, "a: 1\n")
+    assert _snapshot(home) == before
+
+
+def test_case_only_collision_is_refused(seeded, home: Path) -> None:
+    with pytest.raises(UnsafePathError, match="case"):
+        seeded.save("Good/One", "a: 1\n")
+    with pytest.raises(UnsafePathError, match="case"):
+        seeded.save("good/ONE", "a: 1\n")
+
+
+def test_case_collision_with_unindexed_file_on_disk(seeded, home: Path) -> None:
+    (home / "blueprints/good/Other.blueprint.yaml").write_text("a: 1\n")
+    with pytest.raises(UnsafePathError, match="case"):
+        seeded.save("good/other", "a: 2\n")
+
+
+def test_symlink_escape_is_refused(seeded, home: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (home / "blueprints/link").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(UnsafePathError, match="outside"):
+        seeded.save("link/x", "a: 1\n")
+    assert not any(outside.iterdir())
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"id": "not-a-uuid", "name": "x"},
+        {"id": "6f1c2b1e-8b1a-4c1e-9b1a-1c2b3d4e5f60", "name": 5},
+        {"id": "6f1c2b1e-8b1a-4c1e-9b1a-1c2b3d4e5f60", "tags": "one"},
+        {"id": "6f1c2b1e-8b1a-4c1e-9b1a-1c2b3d4e5f60", "public": "yes"},
+    ],
+)
+def test_invalid_meta_is_refused(seeded, home: Path, meta: dict) -> None:
+    before = _snapshot(home)
+    with pytest.raises(InvalidMetaError):
+        seeded.save("m", "a: 1\n", meta=meta)
+    assert _snapshot(home) == before
+
+
+def test_invalid_meta_file_on_disk_is_reported_not_lost(seeded, home: Path) -> None:
+    meta_file = home / "blueprints/good/one.blueprint.meta.json"
+    good_meta = meta_file.read_bytes()
+    meta_file.write_text("{ not json")
+    report = seeded.check()
+    assert not report.clean
+    seeded.reconcile()
+    assert seeded.load("good/one").content == "steps: [a]\n"
+    kinds = {p["kind"] for p in seeded.check().problems}
+    assert kinds & {"flagged", "invalid-meta"}
+    meta_file.write_bytes(good_meta)
+    seeded.reconcile()
+    assert seeded.check().clean
+
+
+def test_wrong_content_type(seeded) -> None:
+    with pytest.raises(InvalidInputError):
+        seeded.save("w", 42)  # type: ignore[arg-type]

@@ -1,0 +1,216 @@
+"""The BlueprintStore API on real files and a real index."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+import localstore
+from localstore.errors import (
+    AlreadyExistsError,
+    AmbiguousRefError,
+    NotFoundError,
+    RevisionConflictError,
+    RevisionNotFoundError,
+    StoreClosedError,
+)
+from localstore.events import Event
+
+DOC = "# a comment that must survive\nsteps:\n  - name: fetch   # trailing\n    run: curl\n"
+
+
+def test_save_creates_a_pair_with_meta(store, home: Path) -> None:
+    bp = store.save("personal/workflow-1", DOC, tags=["a", "b"], description="d")
+    yaml_file = home / "blueprints/personal/workflow-1.blueprint.yaml"
+    meta_file = home / "blueprints/personal/workflow-1.blueprint.meta.json"
+    assert yaml_file.read_text() == DOC
+    meta = json.loads(meta_file.read_text())
+    assert meta["id"] == bp.id and meta["tags"] == ["a", "b"] and meta["name"] == "workflow-1"
+    assert set(meta) >= {
+        "id",
+        "name",
+        "description",
+        "author",
+        "created",
+        "modified",
+        "version",
+        "tags",
+        "public",
+        "encrypted",
+    }
+    assert bp.rev == 1 and bp.valid
+
+
+def test_identical_save_is_a_noop(store) -> None:
+    a = store.save("x", DOC)
+    b = store.save("x", DOC)
+    assert (a.rev, b.rev) == (1, 1)
+    assert len(store.history("x")) == 1
+
+
+def test_update_move_delete_restore_keep_identity(store) -> None:
+    bp = store.save("one", DOC)
+    store.save("one", DOC + "extra: 1\n")
+    moved = store.move(bp.id, "folder/two")
+    assert moved.id == bp.id and moved.path == "folder/two.blueprint.yaml"
+    assert not store.exists("one")
+    store.delete("folder/two")
+    assert store.count() == 0
+    with pytest.raises(NotFoundError):
+        store.load(bp.id)
+    revs = store.history(bp.id)
+    assert [r.rev for r in revs] == [4, 3, 2, 1] and revs[0].deleted
+    restored = store.restore(bp.id, 1)
+    assert restored.id == bp.id and restored.content == DOC and restored.rev == 5
+    assert store.load(bp.id).content == DOC
+
+
+def test_refs_by_prefix_and_path(store) -> None:
+    bp = store.save("a/b", DOC)
+    assert store.load(bp.id[:8]).id == bp.id
+    assert store.load("a/b").id == bp.id
+    assert store.load("a/b.blueprint.yaml").id == bp.id
+    with pytest.raises(NotFoundError):
+        store.load("zzzz")
+
+
+def test_ambiguous_prefix(store) -> None:
+    store.save("p1", DOC, id="abcdef00-0000-4000-8000-000000000001")
+    store.save("p2", DOC, id="abcdef00-0000-4000-8000-000000000002")
+    with pytest.raises(AmbiguousRefError):
+        store.load("abcdef00")
+    assert store.load("abcdef00-0000-4000-8000-000000000002").path == "p2.blueprint.yaml"
+
+
+def test_path_taken_and_expected_rev(store) -> None:
+    a = store.save("a", DOC)
+    b = store.save("b", DOC)
+    with pytest.raises(AlreadyExistsError):
+        store.move(b.id, "a")
+    with pytest.raises(RevisionConflictError):
+        store.save("a", DOC + "x: 1\n", expected_rev=0)
+    assert store.save("a", DOC + "x: 1\n", expected_rev=a.rev).rev == 2
+
+
+def test_list_filters_sort_and_paging(store) -> None:
+    for i in range(30):
+        store.save(f"f{i % 3}/bp-{i:02d}", DOC, tags=["even"] if i % 2 == 0 else ["odd"])
+    assert len(store.list()) == 30
+    assert len(store.list(folder="f1")) == 10
+    assert len(store.list(tag="even")) == 15
+    page = store.list(limit=7, offset=7)
+    assert [i.path for i in page] == [i.path for i in store.list()][7:14]
+    by_name = store.list(sort="name", descending=True, limit=1)
+    assert by_name[0].name == "bp-29"
+
+
+def test_search_ranks_and_snippets(store) -> None:
+    store.save("n1", "steps:\n  - run: deploy the kubernetes cluster\n", description="infra")
+    store.save("n2", "steps:\n  - run: echo hi\n", name="kubernetes helper")
+    store.save("n3", "steps: []\n")
+    hits = store.search("kube")
+    assert [h.info.path for h in hits][:2] == ["n2.blueprint.yaml", "n1.blueprint.yaml"]
+    assert "[kubernetes]" in hits[1].snippet
+    assert store.search('"deploy the"')[0].info.path == "n1.blueprint.yaml"
+    assert store.search("infra")[0].info.path == "n1.blueprint.yaml"
+    store.delete("n1")
+    assert all(h.info.path != "n1.blueprint.yaml" for h in store.search("kubernetes"))
+
+
+def test_events_for_every_change(store) -> None:
+    seen: list[Event] = []
+    store.subscribe(seen.append)
+    bp = store.save("e", DOC)
+    store.save("e", DOC + "k: v\n")
+    store.move(bp.id, "e2")
+    store.delete(bp.id)
+    assert [(e.kind, e.origin) for e in seen] == [
+        ("created", "local"),
+        ("modified", "local"),
+        ("moved", "local"),
+        ("deleted", "local"),
+    ]
+    assert seen[2].old_path == "e.blueprint.yaml"
+
+
+def test_subscriber_failure_does_not_undo_the_change(store, caplog) -> None:
+    def boom(e: Event) -> None:
+        raise RuntimeError("subscriber bug")
+
+    store.subscribe(boom)
+    store.save("s", DOC)
+    assert store.exists("s")
+    assert "subscriber" in caplog.text
+
+
+def test_validator_flags_invalid_but_stores(home: Path) -> None:
+    def validator(doc):
+        return [] if "steps" in doc else ["a blueprint needs 'steps'"]
+
+    s = localstore.open(home=home, validator=validator)
+    try:
+        bp = s.save("v", "name: x\n")
+        assert not bp.valid and bp.problems == ("a blueprint needs 'steps'",)
+        assert s.load("v").valid is False
+        assert s.list()[0].valid is False
+        assert s.save("v", "steps: []\n").valid
+    finally:
+        s.close()
+
+
+def test_unknown_revision(store) -> None:
+    store.save("r", DOC)
+    with pytest.raises(RevisionNotFoundError):
+        store.restore("r", 9)
+
+
+def test_closed_store_refuses(home: Path) -> None:
+    s = localstore.open(home=home)
+    s.close()
+    s.close()
+    with pytest.raises(StoreClosedError):
+        s.save("x", DOC)
+
+
+def test_threads_share_a_store(store) -> None:
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(25):
+                store.save(f"t{n}/bp{i}", f"n: {n}\ni: {i}\n")
+                store.load(f"t{n}/bp{i}")
+                store.search("n")
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert store.count() == 150
+    assert store.check().clean
+
+
+def test_reopen_keeps_everything(home: Path) -> None:
+    with localstore.open(home=home) as s:
+        bp = s.save("keep/me", DOC, tags=["t"])
+        device = s.device_id
+    with localstore.open(home=home) as s:
+        assert s.load(bp.id).content == DOC
+        assert s.device_id == device
+        assert s.list(tag="t")[0].id == bp.id
+
+
+def test_case_only_rename_through_move(store, home: Path) -> None:
+    bp = store.save("docs/readme", DOC)
+    moved = store.move(bp.id, "docs/README")
+    assert moved.id == bp.id and moved.path == "docs/README.blueprint.yaml"
+    names = sorted(p.name for p in (home / "blueprints/docs").iterdir())
+    assert names == ["README.blueprint.meta.json", "README.blueprint.yaml"]
+    assert store.check().clean
