@@ -377,8 +377,9 @@ class Remote(Protocol):
         """Call ``callback()`` (from any thread) when another device may have written; return an
         unsubscribe function.
 
-        Only a hint to pull: events can be lost, duplicated or early, so the engine also polls and
-        pulls after every (re)subscribe. A backend without realtime returns a no-op unsubscribe.
+        Returns once the subscription is live as far as the backend can tell. Only a hint to
+        pull: events can be lost, duplicated or early, so the engine also polls and pulls after
+        every (re)subscribe. A backend without realtime returns a no-op unsubscribe.
         """
         ...
 

@@ -1,0 +1,1 @@
+"""The shared Remote contract suite (contract.py) and the backends' runs of it."""

@@ -1,0 +1,566 @@
+"""The one contract every Remote backend passes.
+
+A backend's test module subclasses ``RemoteContract`` and provides a ``remote_factory`` fixture
+returning a ``RemoteFactory``:
+
+* ``make_remote(user_label)`` returns a fresh signed-in Remote; the same label within one test is
+  the same user (a second device), a new label is a new user with no rows. Users must be fresh for
+  every test (the Supabase variant signs up new users), so tests never see each other's rows.
+* ``purge(remote)`` purges every tombstone of that remote's user (``purge_tombstones('0 s')``)
+  and returns the count.
+
+Nothing here knows which backend runs: only the public Remote API is used, and waits use events
+with a timeout, never sleeps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+
+import pytest
+
+from sync.remote import (
+    MAX_CONTENT_BYTES,
+    Change,
+    PullPage,
+    PushResult,
+    Remote,
+    ServerRow,
+    VerifyRow,
+)
+
+
+class RemoteFactory(Protocol):
+    """What a backend's ``remote_factory`` fixture provides."""
+
+    def make_remote(self, user_label: str) -> Remote: ...
+
+    def purge(self, remote: Remote) -> int: ...
+
+
+def sha(text: str) -> str:
+    """A content hash as the client computes it (any hex sha256 will do for the server)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass
+class Writer:
+    """One device of one user: builds changes with monotonic op ids and remembers revs."""
+
+    remote: Remote
+    device: str
+    ops: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def change(
+        self,
+        id: str | None = None,
+        *,
+        base_rev: int | None = None,
+        path: str | None = None,
+        content: str = "a: 1\n",
+        meta: dict[str, Any] | None = None,
+        deleted: bool = False,
+    ) -> Change:
+        rid = id or str(uuid.uuid4())
+        body = "" if deleted else content
+        return Change(
+            op_id=next(self.ops),
+            id=rid,
+            base_rev=base_rev,
+            path=path if path is not None else f"flows/{rid[:8]}.blueprint.yaml",
+            content=body,
+            meta=meta if meta is not None else {"id": rid, "name": "Flow", "tags": ["x"]},
+            content_hash=sha(body),
+            deleted=deleted,
+        )
+
+    def push(self, *changes: Change) -> list[PushResult]:
+        return self.remote.push(list(changes), device=self.device)
+
+    def push_one(self, change: Change) -> PushResult:
+        (result,) = self.push(change)
+        return result
+
+    def create(self, **kwargs: Any) -> tuple[Change, PushResult]:
+        change = self.change(**kwargs)
+        result = self.push_one(change)
+        assert result.status == "applied", result
+        return change, result
+
+
+def pull_all(remote: Remote, since: int = 0, *, limit: int = 500) -> tuple[list[ServerRow], int]:
+    """Pull every page after ``since``; return the rows in order and the final cursor."""
+    rows: list[ServerRow] = []
+    cursor = since
+    while True:
+        page = remote.pull(cursor, limit=limit)
+        assert not page.reset_required
+        rows.extend(page.changes)
+        cursor = page.next
+        if not page.more:
+            return rows, cursor
+
+
+def verify_all(remote: Remote, *, limit: int = 1000) -> list[VerifyRow]:
+    """Every fingerprint, following the verify pages."""
+    out: list[VerifyRow] = []
+    after: str | None = None
+    while True:
+        page = remote.verify(after, limit=limit)
+        out.extend(page.rows)
+        if not page.more:
+            return out
+        after = page.next
+
+
+def latest(rows: list[ServerRow]) -> dict[str, ServerRow]:
+    return {r.id: r for r in rows}
+
+
+class RemoteContract:
+    """The rules of sync.remote.Remote, for any backend (subclass and add ``remote_factory``)."""
+
+    # Sizes of the concurrent-pushers test; a slow backend may lower them.
+    concurrent_writers = 4
+    changes_per_writer = 15
+    # How long to wait for a realtime hint to arrive.
+    hint_timeout_s = 10.0
+
+    @pytest.fixture
+    def alice(self, remote_factory: RemoteFactory) -> Writer:
+        return Writer(remote_factory.make_remote("alice"), "alice-laptop")
+
+    @pytest.fixture
+    def alice2(self, remote_factory: RemoteFactory, alice: Writer) -> Writer:
+        return Writer(remote_factory.make_remote("alice"), "alice-desktop")
+
+    @pytest.fixture
+    def bob(self, remote_factory: RemoteFactory) -> Writer:
+        return Writer(remote_factory.make_remote("bob"), "bob-laptop")
+
+    # -- basics -----------------------------------------------------------------------------------
+
+    def test_server_info(self, alice: Writer) -> None:
+        info = alice.remote.server_info()
+        assert (info.protocol, info.max_batch, info.max_content_bytes) == (
+            1,
+            500,
+            MAX_CONTENT_BYTES,
+        )
+
+    def test_identity_differs_per_user(self, alice: Writer, alice2: Writer, bob: Writer) -> None:
+        assert alice.remote.identity == alice2.remote.identity
+        assert alice.remote.identity != bob.remote.identity
+
+    def test_create_then_pull_returns_the_row_verbatim(self, alice: Writer) -> None:
+        content = "# a comment\nsteps:\n  - id: s1   # trailing\n    run: echo 'hi'\n"
+        meta = {"id": "x", "name": "Ünïcode ✓", "tags": ["a", "b"], "nested": {"k": [1, None]}}
+        change, result = alice.create(content=content, meta=meta, path="Team/Flow 1.blueprint.yaml")
+        assert (result.op_id, result.id, result.rev) == (change.op_id, change.id, 1)
+        assert result.seq is not None and result.seq > 0
+        (row,) = pull_all(alice.remote)[0]
+        assert row.id == change.id
+        assert row.path == "Team/Flow 1.blueprint.yaml"
+        assert row.content == content
+        assert row.meta == meta
+        assert row.content_hash == change.content_hash
+        assert (row.rev, row.seq, row.deleted, row.device) == (1, result.seq, False, "alice-laptop")
+        assert row.updated_at
+
+    def test_update_bumps_rev_and_seq(self, alice: Writer) -> None:
+        c1, r1 = alice.create()
+        r2 = alice.push_one(alice.change(c1.id, base_rev=1, path="moved.yaml", content="a: 2\n"))
+        assert r2.status == "applied" and r2.rev == 2
+        assert r2.seq is not None and r1.seq is not None and r2.seq > r1.seq
+        (row,) = pull_all(alice.remote)[0]
+        assert (row.rev, row.seq, row.path, row.content) == (2, r2.seq, "moved.yaml", "a: 2\n")
+
+    def test_delete_leaves_a_tombstone_that_pulls(self, alice: Writer) -> None:
+        c1, _ = alice.create(meta={"id": "m", "name": "Keep me"})
+        r2 = alice.push_one(
+            alice.change(
+                c1.id, base_rev=1, path=c1.path, deleted=True, meta={"id": "m", "name": "Keep me"}
+            )
+        )
+        assert r2.status == "applied" and r2.rev == 2
+        (row,) = pull_all(alice.remote)[0]
+        assert row.deleted and row.content == "" and row.rev == 2 and row.seq == r2.seq
+        assert row.meta == {"id": "m", "name": "Keep me"}
+
+    def test_tombstone_revives_only_with_its_rev(self, alice: Writer) -> None:
+        c1, _ = alice.create()
+        alice.push_one(alice.change(c1.id, base_rev=1, path=c1.path, deleted=True))
+        stale = alice.push_one(alice.change(c1.id, base_rev=1, path=c1.path))
+        assert stale.status == "conflict" and stale.reason == "rev_mismatch"
+        assert stale.current is not None and stale.current.deleted and stale.current.rev == 2
+        recreate = alice.push_one(alice.change(c1.id, path=c1.path))
+        assert recreate.status == "conflict" and recreate.reason == "exists"
+        revived = alice.push_one(alice.change(c1.id, base_rev=2, path=c1.path, content="b: 1\n"))
+        assert revived.status == "applied" and revived.rev == 3
+        (row,) = pull_all(alice.remote)[0]
+        assert not row.deleted and row.content == "b: 1\n"
+
+    # -- compare-and-swap conflicts --------------------------------------------------------------
+
+    def test_create_of_existing_id_conflicts_with_current_row(self, alice: Writer) -> None:
+        c1, r1 = alice.create(content="a: 1\n")
+        result = alice.push_one(alice.change(c1.id, content="a: 9\n"))
+        assert (result.status, result.reason, result.id) == ("conflict", "exists", c1.id)
+        assert result.current is not None
+        assert (result.current.rev, result.current.content, result.current.seq) == (
+            1,
+            "a: 1\n",
+            r1.seq,
+        )
+
+    def test_update_of_unknown_id_conflicts_missing(self, alice: Writer) -> None:
+        result = alice.push_one(alice.change(base_rev=3))
+        assert (result.status, result.reason, result.current) == ("conflict", "missing", None)
+        assert pull_all(alice.remote)[0] == []
+
+    def test_stale_base_rev_conflicts_and_changes_nothing(
+        self, alice: Writer, alice2: Writer
+    ) -> None:
+        c1, _ = alice.create(content="v: 1\n")
+        assert alice2.push_one(alice2.change(c1.id, base_rev=1, content="v: 2\n")).rev == 2
+        lost = alice.push_one(alice.change(c1.id, base_rev=1, content="v: 3\n"))
+        assert (lost.status, lost.reason) == ("conflict", "rev_mismatch")
+        assert lost.current is not None
+        assert (lost.current.rev, lost.current.content, lost.current.device) == (
+            2,
+            "v: 2\n",
+            "alice-desktop",
+        )
+        (row,) = pull_all(alice.remote)[0]
+        assert (row.rev, row.content) == (2, "v: 2\n")
+
+    def test_path_taken_is_case_insensitive_among_live_rows(self, alice: Writer) -> None:
+        c1, _ = alice.create(path="Team/Flow.yaml")
+        clash = alice.push_one(alice.change(path="team/FLOW.yaml"))
+        assert (clash.status, clash.reason) == ("conflict", "path_taken")
+        assert clash.current is not None and clash.current.id == c1.id
+        # The row itself may change the case of its own path.
+        same = alice.push_one(alice.change(c1.id, base_rev=1, path="team/flow.yaml"))
+        assert same.status == "applied"
+        # A tombstone does not hold its path.
+        alice.push_one(alice.change(c1.id, base_rev=2, path="team/flow.yaml", deleted=True))
+        reuse = alice.push_one(alice.change(path="TEAM/flow.yaml"))
+        assert reuse.status == "applied"
+        # ... and a revived tombstone cannot take a path that is taken again.
+        revive = alice.push_one(alice.change(c1.id, base_rev=3, path="team/flow.yaml"))
+        assert (revive.status, revive.reason) == ("conflict", "path_taken")
+
+    def test_moving_onto_a_taken_path_conflicts(self, alice: Writer) -> None:
+        c1, _ = alice.create(path="a.yaml")
+        c2, _ = alice.create(path="b.yaml")
+        move = alice.push_one(alice.change(c2.id, base_rev=1, path="A.yaml"))
+        assert (move.status, move.reason) == ("conflict", "path_taken")
+        assert move.current is not None and move.current.id == c1.id
+
+    # -- rejections ------------------------------------------------------------------------------
+
+    @pytest.mark.parametrize(
+        "path",
+        ["", "/etc/flow.yaml", "a/../b.yaml", "..", "a\\b.yaml", "x" * 1025],
+        ids=["empty", "absolute", "dotdot", "bare-dotdot", "backslash", "too-long"],
+    )
+    def test_invalid_path_is_rejected(self, alice: Writer, path: str) -> None:
+        result = alice.push_one(alice.change(path=path))
+        assert (result.status, result.code) == ("rejected", "invalid_path")
+        assert result.message
+        assert pull_all(alice.remote)[0] == []
+
+    def test_path_of_1024_chars_and_dots_in_names_are_fine(self, alice: Writer) -> None:
+        alice.create(path="d/" + "x" * 1022)
+        alice.create(path="a..b/.hidden/c...yaml")
+
+    def test_invalid_id_is_rejected(self, alice: Writer) -> None:
+        result = alice.push_one(alice.change("not-a-uuid"))
+        assert (result.status, result.code) == ("rejected", "invalid_id")
+
+    def test_too_large_content_is_rejected(self, alice: Writer) -> None:
+        result = alice.push_one(alice.change(content="x" * (MAX_CONTENT_BYTES + 1)))
+        assert (result.status, result.code) == ("rejected", "too_large")
+
+    @pytest.mark.parametrize(
+        "field_name,value",
+        [("meta", ["not", "an", "object"]), ("content", 12), ("deleted", "yes"), ("base_rev", "1")],
+    )
+    def test_ill_typed_change_is_rejected(self, alice: Writer, field_name: str, value: Any) -> None:
+        fields = alice.change().to_json()
+        fields[field_name] = value
+        result = alice.push_one(cast(Any, Change)(**fields))
+        assert (result.status, result.code) == ("rejected", "invalid_change")
+        assert pull_all(alice.remote)[0] == []
+
+    def test_foreign_id_is_rejected_as_not_owner(self, alice: Writer, bob: Writer) -> None:
+        c1, _ = alice.create(content="secret: 1\n")
+        for change in (
+            bob.change(c1.id, content="mine: 1\n"),
+            bob.change(c1.id, base_rev=1, content="mine: 1\n"),
+        ):
+            result = bob.push_one(change)
+            assert (result.status, result.code, result.current) == ("rejected", "not_owner", None)
+            assert "secret" not in (result.message or "")
+        (row,) = pull_all(alice.remote)[0]
+        assert (row.rev, row.content) == (1, "secret: 1\n")
+
+    def test_one_bad_change_does_not_stop_the_batch(self, alice: Writer) -> None:
+        c0, _ = alice.create(path="taken.yaml")
+        batch = [
+            alice.change(path="ok1.yaml"),
+            alice.change(path="../escape.yaml"),
+            alice.change(path="TAKEN.yaml"),
+            alice.change(c0.id, base_rev=7),
+            alice.change(path="ok2.yaml"),
+        ]
+        results = alice.push(*batch)
+        assert [r.op_id for r in results] == [c.op_id for c in batch]
+        assert [r.id for r in results] == [c.id for c in batch]
+        assert [r.status for r in results] == [
+            "applied",
+            "rejected",
+            "conflict",
+            "conflict",
+            "applied",
+        ]
+        assert [r.reason for r in results[2:4]] == ["path_taken", "rev_mismatch"]
+        paths = sorted(r.path for r in pull_all(alice.remote)[0])
+        assert paths == ["ok1.yaml", "ok2.yaml", "taken.yaml"]
+
+    def test_a_batch_over_max_batch_fails_whole(self, alice: Writer) -> None:
+        from sync.errors import ProtocolError
+
+        batch = [alice.change() for _ in range(501)]
+        with pytest.raises(ProtocolError):
+            alice.push(*batch)
+        assert pull_all(alice.remote)[0] == []
+
+    def test_empty_push_returns_nothing(self, alice: Writer) -> None:
+        assert alice.push() == []
+
+    # -- idempotency -----------------------------------------------------------------------------
+
+    def test_replayed_batch_returns_the_same_results_and_applies_nothing(
+        self, alice: Writer
+    ) -> None:
+        c0, _ = alice.create(path="p.yaml")
+        batch = [
+            alice.change(path="new.yaml"),
+            alice.change(c0.id, base_rev=1, content="z: 1\n", path="p.yaml"),
+            alice.change(path="P.yaml"),
+            alice.change(path="/bad"),
+        ]
+        first = alice.push(*batch)
+        rows_before, cursor = pull_all(alice.remote)
+        second = alice.push(*batch)  # the response was "lost": resend the same op ids
+        assert second == first
+        assert alice.remote.pull(cursor).changes == []
+        assert pull_all(alice.remote)[0] == rows_before
+
+    def test_replay_returns_the_stored_result_even_after_the_row_moved_on(
+        self, alice: Writer
+    ) -> None:
+        c1, _ = alice.create()
+        stale = alice.change(c1.id, base_rev=5)
+        first = alice.push_one(stale)
+        assert first.reason == "rev_mismatch"
+        assert alice.push_one(alice.change(c1.id, base_rev=1, content="b: 2\n")).rev == 2
+        assert alice.push_one(stale) == first  # verbatim: still reports rev 1 as current
+        applied = alice.change(c1.id, base_rev=2, content="c: 3\n")
+        r = alice.push_one(applied)
+        assert alice.push_one(applied) == r
+        (row,) = pull_all(alice.remote)[0]
+        assert row.rev == 3
+
+    def test_op_ids_are_scoped_per_device_and_user(
+        self, alice: Writer, alice2: Writer, bob: Writer
+    ) -> None:
+        a = alice.change(path="one.yaml")
+        b = alice2.change(path="two.yaml")
+        assert a.op_id == b.op_id == 1
+        assert alice.push_one(a).status == "applied"
+        assert alice2.push_one(b).status == "applied"
+        c = bob.change(path="one.yaml")
+        assert c.op_id == 1 and bob.push_one(c).status == "applied"
+        assert len(pull_all(alice.remote)[0]) == 2
+
+    # -- pull ------------------------------------------------------------------------------------
+
+    def test_pull_pages_in_seq_order_with_a_cursor(self, alice: Writer) -> None:
+        created = [alice.create(path=f"f{i}.yaml")[0] for i in range(7)]
+        for c in created[:3]:
+            alice.push_one(alice.change(c.id, base_rev=1, path=c.path, content="u: 1\n"))
+        seen: list[ServerRow] = []
+        cursor = 0
+        pages: list[PullPage] = []
+        while True:
+            page = alice.remote.pull(cursor, limit=3)
+            pages.append(page)
+            assert len(page.changes) <= 3
+            if page.changes:
+                assert page.next == page.changes[-1].seq
+            else:
+                assert page.next == cursor
+            seen.extend(page.changes)
+            cursor = page.next
+            if not page.more:
+                break
+        assert len(pages) == 3 and [p.more for p in pages] == [True, True, False]
+        seqs = [r.seq for r in seen]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        # A row appears once, at its latest state: the 3 updated rows come last.
+        assert len(seen) == 7
+        assert [r.id for r in seen[-3:]] == [c.id for c in created[:3]]
+        assert all(r.rev == 2 for r in seen[-3:])
+        empty = alice.remote.pull(cursor)
+        assert (empty.changes, empty.next, empty.more) == ([], cursor, False)
+
+    def test_pull_after_a_cursor_returns_only_newer_rows(self, alice: Writer) -> None:
+        alice.create(path="old.yaml")
+        _, cursor = pull_all(alice.remote)
+        c2, r2 = alice.create(path="new.yaml")
+        rows, nxt = pull_all(alice.remote, cursor)
+        assert [r.id for r in rows] == [c2.id] and nxt == r2.seq
+
+    def test_pull_limit_is_capped(self, alice: Writer) -> None:
+        page = alice.remote.pull(0, limit=100_000)
+        assert page.changes == [] and not page.more
+
+    def test_concurrent_pushers_are_never_skipped(self, remote_factory: RemoteFactory) -> None:
+        writers = [
+            Writer(remote_factory.make_remote("carol"), f"carol-{i}")
+            for i in range(self.concurrent_writers)
+        ]
+        reader = remote_factory.make_remote("carol")
+        applied: dict[str, int] = {}
+        lock = threading.Lock()
+        errors: list[BaseException] = []
+
+        def write(w: Writer) -> None:
+            try:
+                for i in range(self.changes_per_writer):
+                    c, r = w.create(path=f"{w.device}/{i}.yaml")
+                    with lock:
+                        applied[c.id] = cast(int, r.seq)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(w,)) for w in writers]
+        for t in threads:
+            t.start()
+        seen: dict[str, int] = {}
+        cursor = 0
+        try:
+            while any(t.is_alive() for t in threads):
+                page = reader.pull(cursor, limit=7)
+                seen.update((r.id, r.seq) for r in page.changes)
+                cursor = page.next
+        finally:
+            for t in threads:
+                t.join()
+        assert not errors, errors
+        rows, _ = pull_all(reader, cursor)
+        seen.update((r.id, r.seq) for r in rows)
+        assert seen == applied
+
+    # -- horizon ---------------------------------------------------------------------------------
+
+    def test_purged_tombstones_raise_the_horizon(
+        self, alice: Writer, remote_factory: RemoteFactory
+    ) -> None:
+        keep, _ = alice.create(path="keep.yaml")
+        gone, _ = alice.create(path="gone.yaml")
+        tomb = alice.push_one(alice.change(gone.id, base_rev=1, path="gone.yaml", deleted=True))
+        assert remote_factory.purge(alice.remote) == 1
+        page = alice.remote.pull(0)
+        assert page.reset_required and page.changes == []
+        assert page.horizon == tomb.seq
+        assert alice.remote.pull(page.horizon - 1).reset_required
+        ok = alice.remote.pull(page.horizon)
+        assert not ok.reset_required and ok.horizon == tomb.seq
+        assert [v.id for v in verify_all(alice.remote)] == [keep.id]
+        assert alice.remote.fetch([gone.id]) == []
+        # The purged id is free again: a create succeeds as rev 1.
+        again = alice.push_one(alice.change(gone.id, path="gone.yaml"))
+        assert (again.status, again.rev) == ("applied", 1)
+
+    def test_purge_without_tombstones_keeps_the_horizon(
+        self, alice: Writer, remote_factory: RemoteFactory
+    ) -> None:
+        alice.create()
+        assert remote_factory.purge(alice.remote) == 0
+        page = alice.remote.pull(0)
+        assert not page.reset_required and page.horizon == 0 and len(page.changes) == 1
+
+    # -- verify and fetch ------------------------------------------------------------------------
+
+    def test_verify_pages_by_id_with_fingerprints(self, alice: Writer) -> None:
+        made = [alice.create(path=f"v{i}.yaml") for i in range(5)]
+        dead = made[0][0]
+        tomb = alice.push_one(alice.change(dead.id, base_rev=1, path=dead.path, deleted=True))
+        pages = []
+        after: str | None = None
+        while True:
+            page = alice.remote.verify(after, limit=2)
+            pages.append(page)
+            if page.rows:
+                assert page.next == page.rows[-1].id
+            if not page.more:
+                break
+            after = page.next
+        rows = [r for p in pages for r in p.rows]
+        assert [len(p.rows) for p in pages] == [2, 2, 1]
+        assert [r.id for r in rows] == sorted(c.id for c, _ in made)
+        by_id = {r.id: r for r in rows}
+        for c, r in made[1:]:
+            assert by_id[c.id] == VerifyRow(c.id, 1, c.content_hash, False, cast(int, r.seq))
+        assert by_id[dead.id] == VerifyRow(dead.id, 2, sha(""), True, cast(int, tomb.seq))
+        tail = alice.remote.verify(rows[-1].id)
+        assert (tail.rows, tail.next, tail.more) == ([], None, False)
+
+    def test_fetch_returns_own_rows_only(self, alice: Writer, bob: Writer) -> None:
+        a1, _ = alice.create(path="a1.yaml")
+        a2, _ = alice.create(path="a2.yaml")
+        b1, _ = bob.create(path="b1.yaml")
+        unknown = str(uuid.uuid4())
+        rows = alice.remote.fetch([a2.id, b1.id, unknown, a1.id])
+        assert sorted(r.id for r in rows) == sorted([a1.id, a2.id])
+        assert {r.id: r for r in rows} == latest(pull_all(alice.remote)[0])
+        assert alice.remote.fetch([]) == []
+
+    # -- users and devices -----------------------------------------------------------------------
+
+    def test_users_see_only_their_own_rows(self, alice: Writer, bob: Writer) -> None:
+        a, _ = alice.create(path="same.yaml", content="alice: 1\n")
+        b, _ = bob.create(path="SAME.yaml", content="bob: 1\n")  # paths are per user
+        assert [r.id for r in pull_all(alice.remote)[0]] == [a.id]
+        assert [r.id for r in pull_all(bob.remote)[0]] == [b.id]
+        assert [v.id for v in verify_all(bob.remote)] == [b.id]
+
+    def test_a_second_device_pulls_and_conflicts(self, alice: Writer, alice2: Writer) -> None:
+        c1, _ = alice.create(content="x: 1\n")
+        (row,) = pull_all(alice2.remote)[0]
+        assert row.content == "x: 1\n" and row.device == "alice-laptop"
+        ok = alice2.push_one(alice2.change(c1.id, base_rev=row.rev, content="x: 2\n"))
+        assert ok.status == "applied"
+        lost = alice.push_one(alice.change(c1.id, base_rev=1, content="x: 3\n"))
+        assert lost.reason == "rev_mismatch" and lost.current is not None
+        assert lost.current.content == "x: 2\n"
+
+    def test_subscribers_hear_of_writes_by_another_device(
+        self, alice: Writer, alice2: Writer
+    ) -> None:
+        heard = threading.Event()
+        unsubscribe = alice2.remote.subscribe(heard.set)
+        try:
+            alice.create()
+            assert heard.wait(self.hint_timeout_s)
+        finally:
+            unsubscribe()

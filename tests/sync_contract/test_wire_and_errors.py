@@ -1,0 +1,150 @@
+"""The wire shapes parse strictly, and every sync error is classified and documented."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import pytest
+
+import sync.errors as errors_module
+from sync.errors import ACTIONS, ProtocolError, SyncError
+from sync.remote import PullPage, PushResult, ServerInfo, ServerRow, VerifyPage
+
+ROW = {
+    "id": "6f1c1f0e-8a57-4c1e-9d7e-3f1d2a9b0c11",
+    "path": "a.yaml",
+    "content": "a: 1\n",
+    "meta": {"name": "A"},
+    "content_hash": "00" * 32,
+    "rev": 2,
+    "seq": 9,
+    "deleted": False,
+    "device": "d",
+    "updated_at": "2025-01-01T00:00:00+00:00",
+}
+
+SYNC_ERRORS = [
+    cls
+    for _, cls in inspect.getmembers(errors_module, inspect.isclass)
+    if issubclass(cls, SyncError)
+]
+
+
+@pytest.mark.parametrize("cls", SYNC_ERRORS, ids=lambda c: c.__name__)
+def test_every_error_is_classified_documented_and_drawn(cls: type[SyncError]) -> None:
+    assert cls.action in ACTIONS
+    assert cls.__doc__ and "\n" not in cls.__doc__.strip()
+    assert cls.__name__ in (errors_module.__doc__ or "")
+    err = cls("boom")
+    assert err.message == "boom" and str(err).startswith("boom")
+    assert err.action == cls.action
+
+
+@pytest.mark.parametrize(
+    "name,action",
+    [
+        ("TransientError", "retry"),
+        ("OfflineError", "retry"),
+        ("RateLimitedError", "retry"),
+        ("AuthExpiredError", "refresh_auth"),
+        ("AuthRevokedError", "tell_user"),
+        ("NotLoggedInError", "tell_user"),
+        ("RejectedChangeError", "quarantine"),
+        ("ProtocolError", "tell_user"),
+        ("RemoteConfigError", "tell_user"),
+        ("MergeError", "tell_user"),
+    ],
+)
+def test_actions(name: str, action: str) -> None:
+    assert getattr(errors_module, name).action == action
+
+
+def test_hint_and_code_are_kept() -> None:
+    err = errors_module.RejectedChangeError(
+        "path is absolute", code="invalid_path", op_id=4, id="x", hint="rename it"
+    )
+    assert (err.code, err.op_id, err.id, err.hint) == ("invalid_path", 4, "x", "rename it")
+    assert str(err) == "path is absolute (rename it)"
+    assert errors_module.RateLimitedError("slow", retry_after=2.5).retry_after == 2.5
+
+
+def test_row_round_trips_through_json() -> None:
+    row = ServerRow.from_json(json.loads(json.dumps(ROW)))
+    assert row.to_json() == ROW
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        {"op_id": 1, "id": ROW["id"], "status": "applied", "rev": 1, "seq": 5},
+        {"op_id": 2, "id": ROW["id"], "status": "conflict", "reason": "missing", "current": None},
+        {"op_id": 3, "id": ROW["id"], "status": "conflict", "reason": "exists", "current": ROW},
+        {"op_id": 4, "id": "x", "status": "rejected", "code": "invalid_id", "message": "bad id"},
+    ],
+)
+def test_push_results_round_trip(result: dict) -> None:
+    assert PushResult.from_json(result).to_json() == result
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {**ROW, "rev": True},
+        {**ROW, "rev": "2"},
+        {k: v for k, v in ROW.items() if k != "seq"},
+        {**ROW, "meta": []},
+        [ROW],
+    ],
+    ids=["bool-rev", "str-rev", "missing-seq", "meta-list", "not-object"],
+)
+def test_malformed_rows_raise_protocol_error(broken: object) -> None:
+    with pytest.raises(ProtocolError):
+        ServerRow.from_json(broken)
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"op_id": 1, "id": "x", "status": "maybe"},
+        {"op_id": 1, "id": "x", "status": "conflict", "reason": "because", "current": None},
+        {"op_id": 1, "id": "x", "status": "applied", "rev": 1},
+    ],
+)
+def test_malformed_results_raise_protocol_error(broken: dict) -> None:
+    with pytest.raises(ProtocolError):
+        PushResult.from_json(broken)
+
+
+def test_pull_page_parses_and_refuses_descending_seqs() -> None:
+    later = {**ROW, "seq": 10, "id": "7f1c1f0e-8a57-4c1e-9d7e-3f1d2a9b0c11"}
+    page = {
+        "changes": [ROW, later],
+        "next": 10,
+        "more": False,
+        "horizon": 0,
+        "reset_required": False,
+    }
+    assert [r.seq for r in PullPage.from_json(page).changes] == [9, 10]
+    with pytest.raises(ProtocolError):
+        PullPage.from_json({**page, "changes": [later, ROW]})
+    with pytest.raises(ProtocolError):
+        PullPage.from_json({**page, "changes": None})
+
+
+def test_verify_page_and_server_info_parse() -> None:
+    page = VerifyPage.from_json(
+        {
+            "rows": [{"id": "a", "rev": 1, "content_hash": "h", "deleted": True, "seq": 3}],
+            "next": "a",
+            "more": False,
+        }
+    )
+    assert page.rows[0].deleted and page.next == "a"
+    assert VerifyPage.from_json({"rows": [], "next": None, "more": False}).next is None
+    info = ServerInfo.from_json(
+        {"protocol": 1, "max_batch": 500, "max_content_bytes": 10, "region": "local"}
+    )
+    assert info.extra == {"region": "local"}
+    with pytest.raises(ProtocolError):
+        ServerInfo.from_json({"protocol": 1})
