@@ -1,0 +1,842 @@
+"""The app-data store: a key/value store for a desktop app's own data, kept in the index.
+
+Values are encoded (json, yaml or binary), optionally compressed (zlib) and optionally encrypted
+(AES-256-GCM with a data key from the keychain, the item's key bound in as associated data), in that
+order. Each item has metadata (a JSON object), tags and an optional expiry. Expired items are never
+returned; a :class:`Purger` thread (or :meth:`KVStore.purge_expired`) deletes them.
+
+In front of the index sits a hot tier: an LRU of decoded-ready plaintext bounded by item count and
+bytes, with its own time-to-live. It is write-through and stays coherent across processes: a write
+bumps a generation counter in the index, and a hit first checks ``PRAGMA data_version`` (which
+changes only when another connection commits) and re-reads the generation when it moved. Two
+KVStore objects should not share one :class:`~localstore.index.Index` (one connection cannot see its
+own commits as foreign); share the KVStore instead.
+
+Data keys rotate without loss (:meth:`KVStore.rotate_data_key`): a new key is written to the
+keychain while its row in ``kv_keys`` is *pending*, then made *current* (the old one *retiring*);
+every item is re-sealed in batches with compare-and-swap; a retiring key is deleted from the
+keychain only when no item uses it. A crash at any step leaves every item readable, and the next
+rotation (or :meth:`KVStore.recover_keys`) finishes the job.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import threading
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import apsw
+import yaml
+
+from localstore.config import DEFAULT_KV_HOT_BYTES, DEFAULT_KV_HOT_ITEMS
+from localstore.crypto import DataKeys, SecretStore, new_key_id
+from localstore.errors import (
+    InvalidInputError,
+    KeyNotFoundError,
+    KVError,
+    KVFormatError,
+    LocalStoreError,
+    NotFoundError,
+    StoreClosedError,
+)
+from localstore.index import Index
+
+__all__ = [
+    "DEFAULT_KV_HOT_TTL_S",
+    "FORMATS",
+    "KVItem",
+    "KVNotFoundError",
+    "KVStore",
+    "Purger",
+    "RotationReport",
+]
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("json", "yaml", "binary")
+DEFAULT_KV_HOT_TTL_S = 60.0
+DEFAULT_PURGE_INTERVAL_S = 60.0
+MAX_KEY_CHARS = 1024
+MAX_TAG_CHARS = 128
+ROTATION_BATCH = 64
+PURGE_BATCH = 500
+# A pending key older than this was left by a crash between its row and its keychain write.
+STALE_PENDING_KEY_S = 3600.0
+_COMPRESS_LEVEL = 6
+_MISSING: Any = object()
+_ENTRY_OVERHEAD = 96  # rough per-entry bookkeeping bytes counted against hot_bytes
+
+KV_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE kv_items (
+        key TEXT PRIMARY KEY,
+        value BLOB NOT NULL,
+        format TEXT NOT NULL,
+        compressed INTEGER NOT NULL,
+        key_id TEXT,
+        metadata TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        expires REAL,
+        size INTEGER NOT NULL
+    );
+    CREATE INDEX kv_items_expires ON kv_items(expires) WHERE expires IS NOT NULL;
+    CREATE INDEX kv_items_key_id ON kv_items(key_id) WHERE key_id IS NOT NULL;
+    CREATE TABLE kv_tags (
+        tag TEXT NOT NULL,
+        key TEXT NOT NULL,
+        PRIMARY KEY (tag, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX kv_tags_key ON kv_tags(key);
+    CREATE TABLE kv_keys (
+        kid TEXT PRIMARY KEY,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'current', 'retiring', 'retired')),
+        created REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE kv_state (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO kv_state VALUES ('generation', 0);
+    """,
+)
+
+
+class KVNotFoundError(KVError, NotFoundError):
+    """No live (unexpired) app-data item has that key."""
+
+
+@dataclass(frozen=True, slots=True)
+class KVItem:
+    """One stored item; ``value`` is left out of repr (it may be a decrypted secret)."""
+
+    key: str
+    value: Any = field(repr=False)
+    format: str
+    compressed: bool
+    encrypted: bool
+    metadata: dict[str, Any]
+    tags: tuple[str, ...]
+    created: float
+    updated: float
+    expires: float | None
+    size: int  # bytes of the encoded plaintext
+
+
+@dataclass(frozen=True, slots=True)
+class RotationReport:
+    """What :meth:`KVStore.rotate_data_key` did."""
+
+    key_id: str
+    reencrypted: int
+    retired: tuple[str, ...]
+
+
+# --- codecs -------------------------------------------------------------------------------------
+
+_YamlLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_YamlDumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def _encode(key: str, value: Any, fmt: str) -> bytes:
+    try:
+        if fmt == "json":
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            return text.encode("utf-8")
+        if fmt == "yaml":
+            out: str = yaml.dump(value, Dumper=_YamlDumper, allow_unicode=True, sort_keys=False)
+            return out.encode("utf-8")
+    except (TypeError, ValueError, yaml.YAMLError) as exc:
+        raise KVFormatError(
+            f"cannot encode {key!r} as {fmt}: {type(exc).__name__}",
+            hint="store plain data (dicts, lists, str, numbers, bools, None) or use binary",
+        ) from exc
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise KVFormatError(f"binary value of {key!r} must be bytes, not {type(value).__name__}")
+
+
+def _decode(key: str, data: bytes, fmt: str) -> Any:
+    try:
+        if fmt == "json":
+            return json.loads(data)
+        if fmt == "yaml":
+            return yaml.load(data, Loader=_YamlLoader)  # _YamlLoader is a SafeLoader
+    except (ValueError, yaml.YAMLError) as exc:
+        raise KVFormatError(f"stored value of {key!r} is not valid {fmt}") from exc
+    return data
+
+
+def _aad(key: str) -> bytes:
+    # Binds a ciphertext to its key: swapping two encrypted rows in the database fails to decrypt.
+    return b"localstore:kv:" + key.encode("utf-8")
+
+
+def _check_key(key: str) -> None:
+    if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_CHARS or "\x00" in key:
+        raise InvalidInputError(f"an app-data key must be 1-{MAX_KEY_CHARS} characters, no NUL")
+
+
+def _check_tags(tags: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(tags, str):
+        raise InvalidInputError("tags must be a list of strings, not one string")
+    out: dict[str, None] = {}
+    for tag in tags:
+        if not isinstance(tag, str) or not 1 <= len(tag) <= MAX_TAG_CHARS:
+            raise InvalidInputError(f"a tag must be a string of 1-{MAX_TAG_CHARS} characters")
+        out[tag] = None
+    return tuple(sorted(out))
+
+
+def _metadata_json(metadata: Mapping[str, Any] | None) -> str:
+    if metadata is None:
+        return "{}"
+    if not isinstance(metadata, Mapping):
+        raise InvalidInputError("metadata must be a mapping")
+    try:
+        return json.dumps(dict(metadata), ensure_ascii=False, allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"metadata is not JSON-serializable: {exc}") from exc
+
+
+def _prefix_bounds(prefix: str) -> tuple[str, str | None]:
+    """[low, high) key range of a prefix (BINARY collation compares UTF-8, i.e. code points)."""
+    if not prefix:
+        return "", None
+    last = ord(prefix[-1])
+    if last >= 0x10FFFF:
+        return prefix, None
+    return prefix, prefix[:-1] + chr(last + 1)
+
+
+# --- hot tier -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _HotEntry:
+    item: KVItem  # value is None; the plaintext below is decoded per hit (callers may mutate)
+    plain: bytes
+    cached_at: float
+    cost: int
+
+
+class _HotTier:
+    """LRU of plaintext, bounded by item count and bytes, entries live at most ``ttl`` seconds."""
+
+    def __init__(self, max_items: int, max_bytes: int, ttl: float) -> None:
+        self.max_items = max(0, max_items)
+        self.max_bytes = max(0, max_bytes)
+        self.ttl = ttl
+        self._data: OrderedDict[str, _HotEntry] = OrderedDict()
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_items > 0 and self.max_bytes > 0
+
+    def get(self, key: str, now: float) -> _HotEntry | None:
+        entry = self._data.get(key)
+        if entry is not None:
+            expired = entry.item.expires is not None and entry.item.expires <= now
+            if expired or now - entry.cached_at >= self.ttl or now < entry.cached_at:
+                self.discard(key)
+                entry = None
+            else:
+                self._data.move_to_end(key)
+        if entry is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return entry
+
+    def put(self, key: str, item: KVItem, plain: bytes, now: float) -> None:
+        self.discard(key)
+        cost = len(plain) + len(key) + _ENTRY_OVERHEAD
+        if not self.enabled or cost > self.max_bytes:
+            return
+        self._data[key] = _HotEntry(item, plain, now, cost)
+        self._bytes += cost
+        while len(self._data) > self.max_items or self._bytes > self.max_bytes:
+            _, old = self._data.popitem(last=False)
+            self._bytes -= old.cost
+
+    def discard(self, key: str) -> None:
+        old = self._data.pop(key, None)
+        if old is not None:
+            self._bytes -= old.cost
+
+    def clear(self) -> None:
+        self._data.clear()
+        self._bytes = 0
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "items": len(self._data),
+            "bytes": self._bytes,
+            "hits": self.hits,
+            "misses": self.misses,
+        }
+
+
+# --- the store ----------------------------------------------------------------------------------
+
+
+class _StaleKey(Exception):
+    """Internal: no current data key yet; create one outside the write transaction."""
+
+
+class KVStore:
+    """App data in the index, with an LRU hot tier in front (``hot_items=0`` turns it off)."""
+
+    def __init__(
+        self,
+        index: Index,
+        *,
+        credentials: SecretStore | None = None,
+        clock: Callable[[], float] = time.time,
+        hot_items: int = DEFAULT_KV_HOT_ITEMS,
+        hot_bytes: int = DEFAULT_KV_HOT_BYTES,
+        hot_ttl: float = DEFAULT_KV_HOT_TTL_S,
+    ) -> None:
+        self._index = index
+        self._keys = DataKeys(credentials) if credentials is not None else None
+        self._clock = clock
+        self._hot = _HotTier(hot_items, hot_bytes, hot_ttl)
+        # One lock for the hot tier and the coherence counters; never held across index writes
+        # of other threads for long (index calls inside are short).
+        self._lock = threading.RLock()
+        self._local_writes = 0  # bumps on every write here; a read that raced one is not cached
+        self._seen_data_version: int | None = None
+        self._seen_generation: int | None = None
+        self._purger: Purger | None = None
+        index.register_schema("kv", KV_MIGRATIONS)
+
+    def __repr__(self) -> str:
+        return f"KVStore({str(self._index.path)!r})"
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def save(
+        self,
+        key: str,
+        value: Any,
+        *,
+        format: str = "json",
+        compress: bool = False,
+        encrypt: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+        tags: Iterable[str] = (),
+        ttl: float | None = None,
+        expires_at: float | None = None,
+    ) -> None:
+        """Store ``value`` under ``key``, replacing any previous item.
+
+        ``ttl`` (seconds from now) or ``expires_at`` (epoch seconds) sets an expiry. Raises
+        KVFormatError (cannot encode), InvalidInputError, KVError (encrypt without credentials),
+        CredentialError/KeychainUnavailableError (data key), IndexStoreError.
+        """
+        _check_key(key)
+        if format not in FORMATS:
+            raise InvalidInputError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
+        tag_tuple = _check_tags(tags)
+        meta_json = _metadata_json(metadata)
+        expires = self._expiry(ttl, expires_at)
+        plain = _encode(key, value, format)
+        stored, compressed = plain, False
+        if compress:
+            packed = zlib.compress(plain, _COMPRESS_LEVEL)
+            # Keep it raw when compression does not pay (already-compressed or tiny values).
+            if len(packed) < len(plain):
+                stored, compressed = packed, True
+        if encrypt and self._keys is None:
+            raise KVError(
+                f"cannot encrypt {key!r}: this store has no credentials",
+                hint="pass credentials=CredentialStore(...) to KVStore",
+            )
+        now = self._clock()
+        meta = json.loads(meta_json)
+        item = KVItem(
+            key, None, format, compressed, encrypt, meta, tag_tuple, now, now, expires, len(plain)
+        )
+        row = (
+            stored,
+            format,
+            int(compressed),
+            meta_json,
+            json.dumps(list(tag_tuple)),
+            now,
+            expires,
+            len(plain),
+        )
+        for _attempt in range(3):
+            try:
+                created = self._write_item(key, row, tag_tuple, encrypt)
+                break
+            except _StaleKey:
+                self._create_key(rotate=False)
+        else:  # pragma: no cover - three concurrent key creations in a row
+            raise KVError(f"cannot save {key!r}: the data key kept changing", hint="try again")
+        with self._lock:
+            self._hot.put(key, replace(item, created=created), plain, now)
+
+    def _expiry(self, ttl: float | None, expires_at: float | None) -> float | None:
+        if ttl is not None and expires_at is not None:
+            raise InvalidInputError("give ttl or expires_at, not both")
+        if ttl is not None:
+            if ttl <= 0:
+                raise InvalidInputError("ttl must be positive (seconds)")
+            return self._clock() + ttl
+        return expires_at
+
+    def _write_item(
+        self, key: str, row: tuple[Any, ...], tags: tuple[str, ...], encrypt: bool
+    ) -> float:
+        stored, fmt, compressed, meta_json, tags_json, now, expires, size = row
+        with self._lock, self._index.write() as cur:
+            key_id = None
+            if encrypt:
+                assert self._keys is not None
+                # Read the current key inside the transaction: a rotation that commits before us
+                # is seen, one that starts after us re-seals this row.
+                key_id = self._current_kid(cur)
+                if key_id is None:
+                    raise _StaleKey
+                stored = self._keys.seal(key_id, stored, aad=_aad(key))
+            rows = cur.execute(
+                "INSERT INTO kv_items (key, value, format, compressed, key_id, metadata, tags,"
+                " created, updated, expires, size) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(key) DO UPDATE SET value=excluded.value, format=excluded.format,"
+                " compressed=excluded.compressed, key_id=excluded.key_id,"
+                " metadata=excluded.metadata, tags=excluded.tags, updated=excluded.updated,"
+                " expires=excluded.expires, size=excluded.size RETURNING created",
+                (
+                    key,
+                    stored,
+                    fmt,
+                    compressed,
+                    key_id,
+                    meta_json,
+                    tags_json,
+                    now,
+                    now,
+                    expires,
+                    size,
+                ),
+            ).fetchall()
+            cur.execute("DELETE FROM kv_tags WHERE key = ?", (key,))
+            cur.executemany("INSERT INTO kv_tags VALUES (?, ?)", [(t, key) for t in tags])
+            self._bump_generation(cur)
+        return float(rows[0][0])
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key``; return whether a (live or expired) item was there."""
+        _check_key(key)
+        with self._lock, self._index.write() as cur:
+            gone = cur.execute(
+                "DELETE FROM kv_items WHERE key = ? RETURNING key", (key,)
+            ).fetchall()
+            cur.execute("DELETE FROM kv_tags WHERE key = ?", (key,))
+            self._bump_generation(cur)
+            self._hot.discard(key)
+        return bool(gone)
+
+    def purge_expired(self) -> int:
+        """Delete every expired item now; return how many. (The Purger calls this.)"""
+        now = self._clock()
+        total = 0
+        while True:
+            with self._lock, self._index.write() as cur:
+                keys = [
+                    r[0]
+                    for r in cur.execute(
+                        "DELETE FROM kv_items WHERE key IN (SELECT key FROM kv_items"
+                        " WHERE expires IS NOT NULL AND expires <= ? LIMIT ?) RETURNING key",
+                        (now, PURGE_BATCH),
+                    ).fetchall()
+                ]
+                cur.executemany("DELETE FROM kv_tags WHERE key = ?", [(k,) for k in keys])
+                if keys:
+                    self._bump_generation(cur)
+                for k in keys:
+                    self._hot.discard(k)
+            total += len(keys)
+            if len(keys) < PURGE_BATCH:
+                return total
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def load(self, key: str, default: Any = _MISSING) -> Any:
+        """Return the value of ``key``; ``default`` if given and the key is missing or expired.
+
+        Raises KVNotFoundError, KVFormatError, DecryptionError, KeyNotFoundError.
+        """
+        try:
+            return self.load_item(key).value
+        except KVNotFoundError:
+            if default is _MISSING:
+                raise
+            return default
+
+    def load_item(self, key: str) -> KVItem:
+        """Return the item (value, metadata, tags, times). Raises like :meth:`load`."""
+        _check_key(key)
+        now = self._clock()
+        with self._lock:
+            if self._hot.enabled:
+                self._sync_with_other_processes()
+            entry = self._hot.get(key, now)
+            if entry is not None:
+                return replace(entry.item, value=_decode(key, entry.plain, entry.item.format))
+            writes_before = self._local_writes
+        item, plain = self._read_item(key, now)
+        with self._lock:
+            if self._local_writes == writes_before:  # no write raced this read
+                self._hot.put(key, item, plain, now)
+        return replace(item, value=_decode(key, plain, item.format))
+
+    def _read_item(self, key: str, now: float) -> tuple[KVItem, bytes]:
+        for attempt in range(2):
+            row = self._fetch_row(key, now)
+            try:
+                return row[0], self._plaintext(key, row[1], row[2], row[3])
+            except KeyNotFoundError:
+                # A rotation may have re-sealed this row and retired its key between our read
+                # and the key lookup: read the row again once.
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _fetch_row(self, key: str, now: float) -> tuple[KVItem, bytes, bool, str | None]:
+        with self._index.read() as cur:
+            rows = cur.execute(
+                "SELECT value, format, compressed, key_id, metadata, tags, created, updated,"
+                " expires, size FROM kv_items WHERE key = ?"
+                " AND (expires IS NULL OR expires > ?)",
+                (key, now),
+            ).fetchall()
+        if not rows:
+            raise KVNotFoundError(
+                f"no app-data item {key!r}", hint="it was never saved, deleted or has expired"
+            )
+        value, fmt, compressed, key_id, meta, tags, created, updated, expires, size = rows[0]
+        item = KVItem(
+            str(key),
+            None,
+            str(fmt),
+            bool(compressed),
+            key_id is not None,
+            json.loads(str(meta)),
+            tuple(json.loads(str(tags))),
+            float(created),
+            float(updated),
+            None if expires is None else float(expires),
+            int(size),
+        )
+        return item, bytes(value), bool(compressed), None if key_id is None else str(key_id)
+
+    def _plaintext(self, key: str, stored: bytes, compressed: bool, key_id: str | None) -> bytes:
+        if key_id is not None:
+            if self._keys is None:
+                raise KVError(
+                    f"{key!r} is encrypted and this store has no credentials",
+                    hint="pass credentials=CredentialStore(...) to KVStore",
+                )
+            stored = self._keys.unseal(stored, aad=_aad(key))
+        if compressed:
+            try:
+                stored = zlib.decompress(stored)
+            except zlib.error as exc:
+                raise KVFormatError(f"stored value of {key!r} does not decompress") from exc
+        return stored
+
+    def exists(self, key: str) -> bool:
+        """Return whether a live (unexpired) item has ``key``."""
+        _check_key(key)
+        now = self._clock()
+        with self._lock:
+            if self._hot.enabled:
+                self._sync_with_other_processes()
+            if self._hot.get(key, now) is not None:
+                return True
+        with self._index.read() as cur:
+            rows = cur.execute(
+                "SELECT 1 FROM kv_items WHERE key = ? AND (expires IS NULL OR expires > ?)",
+                (key, now),
+            ).fetchall()
+        return bool(rows)
+
+    def keys(self, prefix: str = "", *, tag: str | None = None) -> list[str]:
+        """Live keys starting with ``prefix`` (and carrying ``tag`` if given), sorted."""
+        low, high = _prefix_bounds(prefix)
+        sql = ["SELECT i.key FROM kv_items i"]
+        args: list[Any] = []
+        if tag is not None:
+            sql.append("JOIN kv_tags t ON t.key = i.key AND t.tag = ?")
+            args.append(tag)
+        sql.append("WHERE i.key >= ? AND (i.expires IS NULL OR i.expires > ?)")
+        args += [low, self._clock()]
+        if high is not None:
+            sql.append("AND i.key < ?")
+            args.append(high)
+        sql.append("ORDER BY i.key")
+        with self._index.read() as cur:
+            rows = cur.execute(" ".join(sql), args).fetchall()
+        return [str(r[0]) for r in rows if str(r[0]).startswith(prefix)]
+
+    def find_by_tag(self, tag: str) -> list[str]:
+        """Live keys carrying ``tag``, sorted."""
+        return self.keys(tag=tag)
+
+    def hot_stats(self) -> dict[str, int]:
+        """Hot-tier counters: items, bytes, hits, misses."""
+        with self._lock:
+            return self._hot.stats()
+
+    # -- coherence --------------------------------------------------------------------------------
+
+    def _bump_generation(self, cur: apsw.Cursor) -> None:
+        rows: list[Any] = cur.execute(
+            "UPDATE kv_state SET value = value + 1 WHERE name = 'generation' RETURNING value - 1"
+        ).fetchall()
+        before = int(rows[0][0])
+        if self._seen_generation is not None and before != self._seen_generation:
+            self._hot.clear()  # another process wrote since we last looked
+        self._seen_generation = before + 1
+        self._local_writes += 1
+
+    def _sync_with_other_processes(self) -> None:
+        with self._index.read() as cur:
+            version = int(cur.execute("PRAGMA data_version").fetchall()[0][0])
+            if version == self._seen_data_version:
+                return
+            gen = int(
+                cur.execute("SELECT value FROM kv_state WHERE name = 'generation'").fetchall()[0][0]
+            )
+        if gen != self._seen_generation:
+            self._hot.clear()
+            self._seen_generation = gen
+        self._seen_data_version = version
+
+    # -- data keys --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _current_kid(cur: apsw.Cursor) -> str | None:
+        rows = cur.execute("SELECT kid FROM kv_keys WHERE state = 'current'").fetchall()
+        return str(rows[0][0]) if rows else None
+
+    def _require_keys(self) -> DataKeys:
+        if self._keys is None:
+            raise KVError(
+                "this store has no credentials for data keys",
+                hint="pass credentials=CredentialStore(...) to KVStore",
+            )
+        return self._keys
+
+    def _create_key(self, *, rotate: bool) -> str:
+        """Add a data key (pending -> keychain -> current) and return the current key's id."""
+        keys = self._require_keys()
+        kid = new_key_id()
+        with self._index.write() as cur:
+            if not rotate and (current := self._current_kid(cur)) is not None:
+                return current
+            cur.execute("INSERT INTO kv_keys VALUES (?, 'pending', ?)", (kid, self._clock()))
+        keys.create(kid)  # outside any transaction: the keychain may write the index itself
+        with self._index.write() as cur:
+            current = self._current_kid(cur)
+            if current is not None and not rotate:
+                # Another process created the first key meanwhile: use it, retire ours.
+                cur.execute("UPDATE kv_keys SET state = 'retired' WHERE kid = ?", (kid,))
+            else:
+                if current is not None:
+                    cur.execute("UPDATE kv_keys SET state = 'retiring' WHERE kid = ?", (current,))
+                cur.execute("UPDATE kv_keys SET state = 'current' WHERE kid = ?", (kid,))
+                current = kid
+        self._delete_retired()
+        return current
+
+    def current_key_id(self) -> str | None:
+        """Id of the data key new encrypted items use (None before the first one)."""
+        with self._index.read() as cur:
+            return self._current_kid(cur)
+
+    def rotate_data_key(self) -> RotationReport:
+        """Make a new data key current, re-seal every encrypted item, then retire unused keys.
+
+        Crash-safe: an old key is deleted only after no item uses it; running this again
+        finishes an interrupted rotation. Raises KeyNotFoundError if an item's key is already
+        gone from the keychain (nothing is retired then).
+        """
+        self.recover_keys()
+        kid = self._create_key(rotate=True)
+        count = self._reseal_all(kid)
+        retired = self._retire_unused()
+        log.info("rotated app-data key to %s: %d items re-sealed, retired %s", kid, count, retired)
+        return RotationReport(kid, count, retired)
+
+    def _reseal_all(self, kid: str) -> int:
+        keys = self._require_keys()
+        count = 0
+        while True:
+            with self._index.read() as cur:
+                rows = cur.execute(
+                    "SELECT key, value FROM kv_items WHERE key_id IS NOT NULL AND key_id != ?"
+                    " LIMIT ?",
+                    (kid, ROTATION_BATCH),
+                ).fetchall()
+            if not rows:
+                return count
+            resealed = [
+                (keys.reseal(bytes(v), kid, aad=_aad(str(k))), kid, str(k), bytes(v))
+                for k, v in rows
+            ]
+            with self._lock, self._index.write() as cur:
+                if self._current_kid(cur) != kid:
+                    return count  # a newer rotation took over; it re-seals the rest
+                for new_value, new_kid, key, old_value in resealed:
+                    # Compare-and-swap: a concurrent save already used the current key.
+                    changed = cur.execute(
+                        "UPDATE kv_items SET value = ?, key_id = ? WHERE key = ? AND value = ?"
+                        " RETURNING key",
+                        (new_value, new_kid, key, old_value),
+                    ).fetchall()
+                    count += len(changed)
+                self._bump_generation(cur)
+
+    def _retire_unused(self) -> tuple[str, ...]:
+        with self._index.write() as cur:
+            retiring = [
+                str(r[0])
+                for r in cur.execute(
+                    "SELECT kid FROM kv_keys k WHERE state = 'retiring' AND NOT EXISTS"
+                    " (SELECT 1 FROM kv_items i WHERE i.key_id = k.kid)"
+                ).fetchall()
+            ]
+            cur.executemany(
+                "UPDATE kv_keys SET state = 'retired' WHERE kid = ?", [(k,) for k in retiring]
+            )
+        return tuple(sorted(set(retiring) | set(self._delete_retired())))
+
+    def _delete_retired(self) -> list[str]:
+        """Delete 'retired' keys from the keychain, then their rows (idempotent after a crash)."""
+        with self._index.read() as cur:
+            kids = [
+                str(r[0])
+                for r in cur.execute("SELECT kid FROM kv_keys WHERE state = 'retired'").fetchall()
+            ]
+        if kids:
+            keys = self._require_keys()
+            for kid in kids:
+                keys.delete(kid)
+                with self._index.write() as cur:
+                    cur.execute("DELETE FROM kv_keys WHERE kid = ? AND state = 'retired'", (kid,))
+        return kids
+
+    def recover_keys(self) -> None:
+        """Finish what a crash interrupted: drop stale pending keys, delete retired ones."""
+        if self._keys is None:
+            return
+        with self._index.write() as cur:
+            cur.execute(
+                "UPDATE kv_keys SET state = 'retired' WHERE state = 'pending' AND created < ?",
+                (self._clock() - STALE_PENDING_KEY_S,),
+            )
+        self._delete_retired()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start_purger(self, *, interval: float = DEFAULT_PURGE_INTERVAL_S) -> Purger:
+        """Start (once) a background thread that purges expired items every ``interval`` s."""
+        with self._lock:
+            if self._purger is None:
+                self._purger = Purger(self, interval=interval)
+                self._purger.start()
+            return self._purger
+
+    def close(self) -> None:
+        """Stop the purger (if started) and drop the hot tier. The index stays open (not ours)."""
+        with self._lock:
+            purger, self._purger = self._purger, None
+            self._hot.clear()
+        if purger is not None:
+            purger.stop()
+            purger.join()
+
+
+class PurgerState(enum.Enum):
+    """Lifecycle of a :class:`Purger`."""
+
+    NEW = "new"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class Purger:
+    """Background thread deleting expired app-data items every ``interval`` seconds.
+
+    Lifecycle: ``start()`` once, ``stop()`` then ``join()``; ``purge_once()`` does one round
+    synchronously (tests call it instead of waiting).
+    """
+
+    def __init__(self, kv: KVStore, *, interval: float = DEFAULT_PURGE_INTERVAL_S) -> None:
+        if interval <= 0:
+            raise InvalidInputError("the purge interval must be positive")
+        self._kv = kv
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._rounds = 0
+        self._round_done = threading.Condition()
+        self.state = PurgerState.NEW
+        self.purged = 0
+
+    def start(self) -> None:
+        """Start the thread. Raises KVError if already started."""
+        if self.state is not PurgerState.NEW:
+            raise KVError(f"cannot start a purger that is {self.state.value}")
+        self._thread = threading.Thread(target=self._run, name="localstore-kv-purger", daemon=True)
+        self.state = PurgerState.RUNNING
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to exit after its current round."""
+        if self.state is PurgerState.RUNNING:
+            self.state = PurgerState.STOPPING
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the thread to exit."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if not self._thread.is_alive():
+                self.state = PurgerState.STOPPED
+
+    def purge_once(self) -> int:
+        """Purge synchronously; return how many items were deleted."""
+        n = self._kv.purge_expired()
+        self.purged += n
+        return n
+
+    def wait_rounds(self, n: int, timeout: float) -> bool:
+        """Block until the thread has finished ``n`` rounds in total; False on timeout."""
+        with self._round_done:
+            return self._round_done.wait_for(lambda: self._rounds >= n, timeout)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.purge_once()
+            except StoreClosedError:
+                return
+            except LocalStoreError as exc:  # a busy or full disk: log it and try next round
+                log.warning("app-data purge failed: %s", exc)
+            with self._round_done:
+                self._rounds += 1
+                self._round_done.notify_all()

@@ -1,0 +1,302 @@
+"""One contract for the app-data store, run against both tiers.
+
+``index``: the index-backed store alone (hot tier off). ``hot``: the same store with the LRU hot
+tier in front, so reads after writes are served from memory. Expiry uses an injected clock.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from localstore.credentials import CredentialStore
+from localstore.errors import DecryptionError, InvalidInputError, KVError, KVFormatError
+from localstore.index import Index
+from localstore.kv import KVNotFoundError, KVStore
+
+
+class FakeClock:
+    """An injectable clock: time moves only when the test says so."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+TIERS = ["index", "hot"]
+
+
+def _make(index: Index, tier: str, clock: FakeClock, creds: CredentialStore | None) -> KVStore:
+    hot_items = 0 if tier == "index" else 256
+    return KVStore(index, credentials=creds, clock=clock, hot_items=hot_items, hot_ttl=1e9)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=TIERS)
+def kv(request: pytest.FixtureRequest, index: Index, clock: FakeClock) -> Iterator[KVStore]:
+    store = _make(index, request.param, clock, None)
+    yield store
+    store.close()
+
+
+@pytest.fixture(params=TIERS)
+def ekv(
+    request: pytest.FixtureRequest, index: Index, clock: FakeClock, creds: CredentialStore
+) -> Iterator[KVStore]:
+    store = _make(index, request.param, clock, creds)
+    yield store
+    store.close()
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53), max_value=2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@given(value=json_values, compress=st.booleans())
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_json_round_trip(kv: KVStore, value: Any, compress: bool) -> None:
+    kv.save("j", value, compress=compress)
+    assert kv.load("j") == value
+    assert kv.load("j") == value
+
+
+@given(value=json_values)
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_yaml_round_trip(kv: KVStore, value: Any) -> None:
+    kv.save("y", value, format="yaml")
+    assert kv.load("y") == value
+    assert kv.load("y") == value
+
+
+@given(value=st.binary(max_size=2048), compress=st.booleans())
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_binary_round_trip(kv: KVStore, value: bytes, compress: bool) -> None:
+    kv.save("b", value, format="binary", compress=compress)
+    assert kv.load("b") == value
+    assert kv.load_item("b").format == "binary"
+
+
+def test_returned_values_are_copies(kv: KVStore) -> None:
+    kv.save("doc", {"list": [1, 2]})
+    first = kv.load("doc")
+    first["list"].append(3)
+    assert kv.load("doc") == {"list": [1, 2]}
+
+
+def test_missing_keys(kv: KVStore) -> None:
+    kv.save("present", 1)
+    assert kv.load("present") == 1
+    assert kv.load("present") == 1
+    with pytest.raises(KVNotFoundError) as info:
+        kv.load("absent")
+    assert info.value.hint
+    assert kv.load("absent", None) is None
+    assert kv.load("absent", default=7) == 7
+    assert not kv.exists("absent")
+    assert kv.delete("absent") is False
+
+
+def test_save_overwrite_delete_exists(kv: KVStore, clock: FakeClock) -> None:
+    kv.save("k", {"v": 1}, metadata={"owner": "me"}, tags=["a", "b"])
+    created = kv.load_item("k").created
+    clock.advance(5)
+    kv.save("k", {"v": 2}, metadata={"n": 2}, tags=["c"])
+    item = kv.load_item("k")
+    assert (item.value, item.metadata, item.tags) == ({"v": 2}, {"n": 2}, ("c",))
+    assert (item.created, item.updated) == (created, created + 5)
+    assert kv.exists("k")
+    assert kv.find_by_tag("a") == []
+    assert kv.delete("k") is True
+    assert not kv.exists("k")
+    with pytest.raises(KVNotFoundError):
+        kv.load("k")
+    assert kv.find_by_tag("c") == []
+
+
+def test_ttl_expiry_with_injected_clock(kv: KVStore, clock: FakeClock) -> None:
+    kv.save("short", "s", ttl=10, tags=["t"])
+    kv.save("abs", "a", expires_at=clock.now + 20)
+    kv.save("forever", "f", tags=["t"])
+    assert kv.load("short") == "s"
+    clock.advance(9.999)
+    assert kv.load("short") == "s"
+    assert kv.load_item("short").expires == pytest.approx(clock.now + 0.001)
+    clock.advance(0.001)
+    with pytest.raises(KVNotFoundError):
+        kv.load("short")
+    assert not kv.exists("short")
+    assert kv.keys() == ["abs", "forever"]
+    assert kv.find_by_tag("t") == ["forever"]
+    clock.advance(10)
+    assert kv.load("abs", None) is None
+    assert kv.purge_expired() == 2
+    assert kv.purge_expired() == 0
+    assert kv.keys() == ["forever"]
+    assert kv.load("forever") == "f"
+    kv.save("short", "again", ttl=1)  # a purged key can be saved again
+    assert kv.load("short") == "again"
+
+
+def test_ttl_validation(kv: KVStore) -> None:
+    with pytest.raises(InvalidInputError):
+        kv.save("x", 1, ttl=0)
+    with pytest.raises(InvalidInputError):
+        kv.save("x", 1, ttl=5, expires_at=10)
+    kv.save("x", 1)
+    assert kv.load("x") == 1
+
+
+def test_prefix_listing(kv: KVStore) -> None:
+    keys = ["a/1", "a/2", "a/sub/3", "ab", "b", "\u00e9/1", "\u00e9\U0010ffff", "\U0010ffff"]
+    for k in keys:
+        kv.save(k, k)
+    assert kv.keys() == sorted(keys)
+    assert kv.keys("a/") == ["a/1", "a/2", "a/sub/3"]
+    assert kv.keys("a") == ["a/1", "a/2", "a/sub/3", "ab"]
+    assert kv.keys("\u00e9") == ["\u00e9/1", "\u00e9\U0010ffff"]
+    assert kv.keys("\U0010ffff") == ["\U0010ffff"]
+    assert kv.keys("zzz") == []
+    assert kv.keys("%") == [] and kv.keys("_") == []  # no LIKE wildcards
+    assert kv.load("a/1") == "a/1"
+
+
+def test_tags(kv: KVStore) -> None:
+    kv.save("p/1", 1, tags=["red", "big"])
+    kv.save("p/2", 2, tags=["red"])
+    kv.save("q/1", 3, tags=["red", "red"])
+    assert kv.find_by_tag("red") == ["p/1", "p/2", "q/1"]
+    assert kv.keys("p/", tag="red") == ["p/1", "p/2"]
+    assert kv.keys(tag="big") == ["p/1"]
+    assert kv.load_item("q/1").tags == ("red",)
+    assert kv.load_item("p/1").tags == ("big", "red")
+    with pytest.raises(InvalidInputError):
+        kv.save("x", 1, tags="red")
+    with pytest.raises(InvalidInputError):
+        kv.save("x", 1, tags=[""])
+
+
+def test_compression(kv: KVStore) -> None:
+    big = {"text": "abc" * 10_000}
+    kv.save("big", big, compress=True)
+    item = kv.load_item("big")
+    assert item.compressed and item.value == big and item.size > 30_000
+    noise = os.urandom(4096)
+    kv.save("noise", noise, format="binary", compress=True)
+    assert kv.load_item("noise").compressed is False  # not worth it: stored raw
+    assert kv.load("noise") == noise
+
+
+def test_metadata(kv: KVStore) -> None:
+    kv.save("m", "v", metadata={"a": [1, "x"], "b": None})
+    assert kv.load_item("m").metadata == {"a": [1, "x"], "b": None}
+    assert kv.load_item("m").metadata == {"a": [1, "x"], "b": None}
+    with pytest.raises(InvalidInputError):
+        kv.save("m2", "v", metadata={"x": {1, 2}})
+
+
+def test_format_errors(kv: KVStore) -> None:
+    with pytest.raises(KVFormatError):
+        kv.save("s", {1, 2})
+    with pytest.raises(KVFormatError):
+        kv.save("n", float("nan"))
+    with pytest.raises(KVFormatError):
+        kv.save("t", "text", format="binary")
+    with pytest.raises(KVFormatError):
+        kv.save("o", object(), format="yaml")
+    with pytest.raises(InvalidInputError):
+        kv.save("f", 1, format="xml")
+    with pytest.raises(InvalidInputError):
+        kv.save("", 1)
+    with pytest.raises(KVError):
+        kv.save("e", 1, encrypt=True)  # no credentials
+    assert kv.keys() == []
+
+
+def test_item_repr_hides_value(kv: KVStore) -> None:
+    kv.save("r", "hidden-value-123")
+    item = kv.load_item("r")
+    assert "hidden-value-123" not in repr(item)
+    assert kv.load("r") == "hidden-value-123"
+
+
+# --- encryption (real keychain for the data keys) -------------------------------------------------
+
+
+@pytest.mark.keychain
+def test_encrypted_round_trip_all_formats(ekv: KVStore, index: Index) -> None:
+    ekv.save("j", {"token": "PLAINTEXT-J"}, encrypt=True)
+    ekv.save("y", ["PLAINTEXT-Y"], format="yaml", encrypt=True, compress=True)
+    ekv.save("b", b"PLAINTEXT-B" * 100, format="binary", encrypt=True, compress=True)
+    for _ in range(2):
+        assert ekv.load("j") == {"token": "PLAINTEXT-J"}
+        assert ekv.load("y") == ["PLAINTEXT-Y"]
+        assert ekv.load("b") == b"PLAINTEXT-B" * 100
+    assert ekv.load_item("j").encrypted
+    with index.read() as cur:
+        stored = [bytes(r[0]) for r in cur.execute("SELECT value FROM kv_items").fetchall()]
+    assert all(b"PLAINTEXT" not in v for v in stored)
+    assert all(v.startswith(b"LSEV") for v in stored)
+
+
+@pytest.mark.keychain
+def test_swapped_ciphertexts_are_detected(ekv: KVStore, index: Index, clock: FakeClock) -> None:
+    ekv.save("one", "1", encrypt=True)
+    ekv.save("two", "2", encrypt=True)
+    with index.write() as cur:
+        _one, two = (
+            bytes(cur.execute("SELECT value FROM kv_items WHERE key = ?", (k,)).fetchall()[0][0])
+            for k in ("one", "two")
+        )
+        cur.execute("UPDATE kv_items SET value = ? WHERE key = 'one'", (two,))
+    fresh = KVStore(index, credentials=ekv._keys._secrets, clock=clock, hot_items=0)  # type: ignore[union-attr]
+    with pytest.raises(DecryptionError):
+        fresh.load("one")
+    assert fresh.load("two") == "2"
+
+
+@pytest.mark.keychain
+def test_rotation_reencrypts_everything(ekv: KVStore, creds: CredentialStore) -> None:
+    for i in range(150):  # more than one rotation batch
+        ekv.save(f"item/{i}", {"i": i}, encrypt=True, compress=i % 2 == 0, tags=["enc"])
+    ekv.save("plain", "not encrypted")
+    first = ekv.current_key_id()
+    assert first is not None
+    report = ekv.rotate_data_key()
+    assert report.reencrypted == 150
+    assert report.retired == (first,)
+    assert ekv.current_key_id() == report.key_id != first
+    assert creds.find(f"datakey:{first}") is None  # the old key left the keychain
+    assert creds.list_names(include_internal=True) == [f"datakey:{report.key_id}"]
+    for i in range(150):
+        assert ekv.load(f"item/{i}") == {"i": i}
+    assert ekv.load("plain") == "not encrypted"
+    assert ekv.find_by_tag("enc") == sorted(f"item/{i}" for i in range(150))
+    again = ekv.rotate_data_key()
+    assert again.reencrypted == 150 and again.retired == (report.key_id,)
