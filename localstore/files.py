@@ -58,7 +58,8 @@ _RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])(\..*)?
 _FORBIDDEN_CHARS = set('<>:"|?*\\')
 
 
-def _map_os_error(exc: OSError, action: str, path: Path | str) -> StorageError:
+def map_os_error(exc: OSError, action: str, path: Path | str) -> StorageError:
+    """Translate an OSError into the StorageError subclass a caller can act on."""
     what = f"{action} {path}: {exc.strerror or exc}"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFullError(what, hint="free some disk space and try again")
@@ -74,13 +75,13 @@ def fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError as exc:
-        raise _map_os_error(exc, "cannot open directory", directory) from exc
+        raise map_os_error(exc, "cannot open directory", directory) from exc
     try:
         os.fsync(fd)
     except OSError as exc:
         # Some filesystems cannot fsync directories; that is not a lost write.
         if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise _map_os_error(exc, "cannot flush directory", directory) from exc
+            raise map_os_error(exc, "cannot flush directory", directory) from exc
     finally:
         os.close(fd)
 
@@ -90,7 +91,7 @@ def _write_temp(target: Path, data: bytes, mode: int) -> Path:
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except OSError as exc:
-        raise _map_os_error(exc, "cannot create", tmp) from exc
+        raise map_os_error(exc, "cannot create", tmp) from exc
     try:
         view = memoryview(data)
         while view:
@@ -100,7 +101,7 @@ def _write_temp(target: Path, data: bytes, mode: int) -> Path:
     except OSError as exc:
         os.close(fd)
         _unlink_quiet(tmp)
-        raise _map_os_error(exc, "cannot write", target) from exc
+        raise map_os_error(exc, "cannot write", target) from exc
     os.close(fd)
     return tmp
 
@@ -136,7 +137,7 @@ def atomic_write_many(items: Sequence[tuple[Path, bytes]], *, mode: int = 0o644)
         except OSError as exc:
             for later_tmp, _ in temps[i:]:
                 _unlink_quiet(later_tmp)
-            raise _map_os_error(exc, "cannot replace", target) from exc
+            raise map_os_error(exc, "cannot replace", target) from exc
         dirs[target.parent] = None
     for d in dirs:
         fsync_dir(d)
@@ -159,7 +160,7 @@ def ensure_dir(directory: Path) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _map_os_error(exc, "cannot create folder", directory) from exc
+        raise map_os_error(exc, "cannot create folder", directory) from exc
     for created in reversed(missing):
         fsync_dir(created.parent)
 
@@ -171,7 +172,7 @@ def remove_file(path: Path) -> None:
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise _map_os_error(exc, "cannot remove", path) from exc
+        raise map_os_error(exc, "cannot remove", path) from exc
     fsync_dir(path.parent)
 
 
@@ -183,9 +184,9 @@ def read_bytes(path: Path, *, limit: int | None = None) -> bytes:
     except FileNotFoundError:
         raise
     except IsADirectoryError as exc:
-        raise _map_os_error(exc, "cannot read", path) from exc
+        raise map_os_error(exc, "cannot read", path) from exc
     except OSError as exc:
-        raise _map_os_error(exc, "cannot read", path) from exc
+        raise map_os_error(exc, "cannot read", path) from exc
     return data
 
 
@@ -283,7 +284,7 @@ def resolve_inside(root: Path, rel: str) -> Path:
         real_root = root.resolve()
         real_parent = target.parent.resolve()
     except OSError as exc:
-        raise _map_os_error(exc, "cannot resolve", target) from exc
+        raise map_os_error(exc, "cannot resolve", target) from exc
     if real_parent != real_root and real_root not in real_parent.parents:
         raise UnsafePathError(
             f"path {rel!r} leads outside the blueprints folder (through a link)",
@@ -337,7 +338,7 @@ def _scandir(path: Path) -> Iterator[Iterator[os.DirEntry[str]]]:
         yield iter(())
         return
     except OSError as exc:
-        raise _map_os_error(exc, "cannot list", path) from exc
+        raise map_os_error(exc, "cannot list", path) from exc
     with it:
         yield it
 

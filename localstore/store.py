@@ -569,14 +569,22 @@ class BlueprintStore:
         meta_abs = self.abspath(fs.meta_path_for(p.path))
         fs.ensure_dir(yaml_abs.parent)
         old_path = existing.path if existing is not None and not existing.deleted else None
+        moved = old_path is not None and old_path != p.path
+        if moved:
+            # Rename first, then write: a crash in between leaves one pair with one id (a move
+            # that reconcile recognises). Writing the new pair before removing the old one would
+            # leave two pairs with the same id, indistinguishable from a user's copy.
+            assert old_path is not None
+            self._rename_pair(old_path, p.path)
         try:
             fs.atomic_write_many([(yaml_abs, p.yaml_bytes), (meta_abs, p.meta_bytes)])
         except StorageError:
-            if existing is not None and old_path == p.path:
+            if moved:
+                assert old_path is not None
+                self._rename_pair_quiet(p.path, old_path)
+            if existing is not None and not existing.deleted:
                 self._restore_pair_best_effort(existing)
             raise
-        if old_path is not None and old_path != p.path:
-            self._remove_pair(old_path, keep=p.path)
         y_st = os.stat(yaml_abs)
         m_st = os.stat(meta_abs)
         rev = (existing.rev if existing else 0) + 1
@@ -646,6 +654,32 @@ class BlueprintStore:
                 )
         except (OSError, StorageError):  # reconcile on the next open records what is on disk
             log.warning("could not put back %s after a failed write", existing.path)
+
+    def _rename_pair(self, old_rel: str, new_rel: str) -> None:
+        """Move both files of a pair (YAML first; reconcile re-pairs a YAML that moved alone)."""
+        for src, dst in (
+            (old_rel, new_rel),
+            (fs.meta_path_for(old_rel), fs.meta_path_for(new_rel)),
+        ):
+            src_abs, dst_abs = self.abspath(src), self.abspath(dst)
+            try:
+                os.rename(src_abs, dst_abs)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise fs.map_os_error(exc, "cannot move", src_abs) from exc
+        fs.fsync_dir(self.abspath(new_rel).parent)
+        old_dir = self.abspath(old_rel).parent
+        if old_dir != self.abspath(new_rel).parent:
+            fs.fsync_dir(old_dir)
+            self._prune_empty_dirs(old_dir)
+
+    def _rename_pair_quiet(self, old_rel: str, new_rel: str) -> None:
+        try:
+            fs.ensure_dir(self.abspath(new_rel).parent)
+            self._rename_pair(old_rel, new_rel)
+        except StorageError:  # reconcile on the next open records wherever the pair is
+            log.warning("could not move %s back to %s after a failed write", old_rel, new_rel)
 
     def _remove_pair(self, rel: str, *, keep: str | None = None) -> None:
         for p in (rel, fs.meta_path_for(rel)):
