@@ -1,0 +1,289 @@
+"""The hot tier's own rules (bounds, TTL, coherence), the purger's lifecycle, and rotation crashes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from localstore.config import Settings
+from localstore.credentials import CredentialStore
+from localstore.crypto import DataKeys
+from localstore.errors import CryptoError, InvalidInputError, KVError
+from localstore.index import Index
+from localstore.kv import KVNotFoundError, KVStore, Purger, PurgerState
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def test_reads_after_writes_hit_memory(index: Index, clock: FakeClock) -> None:
+    kv = KVStore(index, clock=clock, hot_items=10)
+    kv.save("a", {"x": 1})
+    assert kv.load("a") == {"x": 1}
+    assert kv.exists("a")
+    stats = kv.hot_stats()
+    assert stats["hits"] == 2 and stats["misses"] == 0 and stats["items"] == 1
+    off = KVStore(index, clock=clock, hot_items=0)
+    assert off.load("a") == {"x": 1}
+    assert off.hot_stats()["items"] == 0
+
+
+def test_item_bound_evicts_least_recently_used(index: Index, clock: FakeClock) -> None:
+    kv = KVStore(index, clock=clock, hot_items=3)
+    for k in "abc":
+        kv.save(k, k)
+    kv.load("a")  # a is now the most recent; b is the oldest
+    kv.save("d", "d")
+    assert kv.hot_stats()["items"] == 3
+    misses = kv.hot_stats()["misses"]
+    kv.load("a")
+    kv.load("c")
+    kv.load("d")
+    assert kv.hot_stats()["misses"] == misses
+    assert kv.load("b") == "b"  # still in the index
+    assert kv.hot_stats()["misses"] == misses + 1
+
+
+def test_byte_bound(index: Index, clock: FakeClock) -> None:
+    kv = KVStore(index, clock=clock, hot_items=1000, hot_bytes=2000)
+    for i in range(20):
+        kv.save(f"k{i}", b"x" * 300, format="binary")
+        assert kv.hot_stats()["bytes"] <= 2000
+    assert 1 <= kv.hot_stats()["items"] < 20
+    kv.save("huge", b"y" * 5000, format="binary")  # larger than the whole tier: not cached
+    assert kv.load("huge") == b"y" * 5000
+    assert kv.hot_stats()["bytes"] <= 2000
+
+
+def test_hot_ttl_and_item_expiry_in_memory(index: Index, clock: FakeClock) -> None:
+    kv = KVStore(index, clock=clock, hot_items=10, hot_ttl=5)
+    kv.save("a", 1)
+    kv.save("b", 2, ttl=2)
+    clock.now += 2
+    with pytest.raises(KVNotFoundError):
+        kv.load("b")  # expired while cached: never returned
+    misses = kv.hot_stats()["misses"]
+    clock.now += 3
+    assert kv.load("a") == 1  # hot entry outlived its TTL: re-read from the index
+    assert kv.hot_stats()["misses"] == misses + 1
+
+
+def test_other_connections_writes_are_seen(index: Index, settings: Settings) -> None:
+    mine = KVStore(index, hot_items=100)
+    other_index = Index(settings.paths.index_db)
+    try:
+        theirs = KVStore(other_index, hot_items=100)
+        mine.save("shared", "v1")
+        assert mine.load("shared") == "v1"
+        theirs.save("shared", "v2")
+        assert mine.load("shared") == "v2"
+        theirs.delete("shared")
+        assert not mine.exists("shared")
+        mine.save("shared", "v3")
+        assert theirs.load("shared") == "v3"
+        # An unrelated commit by another connection does not empty the tier.
+        hits = mine.hot_stats()["hits"]
+        with other_index.write() as cur:
+            cur.execute("INSERT INTO settings VALUES ('unrelated', 'x')")
+        assert mine.load("shared") == "v3"
+        assert mine.hot_stats()["hits"] == hits + 1
+    finally:
+        other_index.close()
+
+
+def test_concurrent_threads(index: Index) -> None:
+    kv = KVStore(index, hot_items=50)
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(40):
+                kv.save(f"t{n}/{i}", {"n": n, "i": i}, tags=[f"t{n}"])
+                assert kv.load(f"t{n}/{i}") == {"n": n, "i": i}
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(kv.keys()) == 160
+    assert kv.find_by_tag("t2") == sorted(f"t2/{i}" for i in range(40))
+
+
+# --- purger ---------------------------------------------------------------------------------------
+
+
+def test_purger_lifecycle_and_background_purge(index: Index, clock: FakeClock) -> None:
+    kv = KVStore(index, clock=clock)
+    for i in range(5):
+        kv.save(f"e{i}", i, ttl=1)
+    kv.save("keep", 1)
+    clock.now += 1
+    purger = kv.start_purger(interval=0.01)
+    assert kv.start_purger() is purger  # one per store
+    assert purger.state is PurgerState.RUNNING
+    with pytest.raises(KVError):
+        purger.start()
+    assert purger.wait_rounds(1, timeout=30)
+    assert purger.purged == 5
+    with index.read() as cur:
+        assert cur.execute("SELECT count(*) FROM kv_items").fetchall()[0][0] == 1
+    kv.close()
+    assert purger.state is PurgerState.STOPPED
+
+
+def test_purge_once_and_bad_interval(index: Index, clock: FakeClock) -> None:
+    kv = KVStore(index, clock=clock)
+    kv.save("x", 1, ttl=1)
+    purger = Purger(kv, interval=60)
+    assert purger.purge_once() == 0
+    clock.now += 1
+    assert purger.purge_once() == 1
+    purger.stop()
+    purger.join()
+    with pytest.raises(InvalidInputError):
+        Purger(kv, interval=0)
+
+
+def test_purge_in_batches(index: Index, clock: FakeClock) -> None:
+    kv = KVStore(index, clock=clock, hot_items=0)
+    with index.write():
+        for i in range(1200):
+            kv.save(f"k{i:05}", i, ttl=1, tags=["x"])
+    clock.now += 2
+    assert kv.purge_expired() == 1200
+    with index.read() as cur:
+        assert cur.execute("SELECT count(*) FROM kv_tags").fetchall()[0][0] == 0
+
+
+# --- rotation after crashes -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ekv(index: Index, creds: CredentialStore) -> Iterator[KVStore]:
+    store = KVStore(index, credentials=creds)
+    for i in range(100):
+        store.save(f"s/{i}", f"secret {i}", encrypt=True)
+    yield store
+    store.close()
+
+
+def _all_readable(index: Index, creds: CredentialStore) -> None:
+    fresh = KVStore(index, credentials=creds, hot_items=0)  # a new process: no cached keys
+    for i in range(100):
+        assert fresh.load(f"s/{i}") == f"secret {i}"
+
+
+def _states(index: Index) -> dict[str, str]:
+    with index.read() as cur:
+        return {str(k): str(s) for k, s in cur.execute("SELECT kid, state FROM kv_keys")}
+
+
+@pytest.mark.keychain
+def test_crash_after_switching_keys(ekv: KVStore, index: Index, creds: CredentialStore) -> None:
+    old = ekv.current_key_id()
+    new = ekv._create_key(rotate=True)  # the crash: nothing re-sealed yet
+    assert _states(index) == {old: "retiring", new: "current"}
+    _all_readable(index, creds)
+    ekv.save("after", "written with the new key", encrypt=True)
+    report = ekv.rotate_data_key()
+    assert report.retired == tuple(sorted([old, new]))
+    assert list(_states(index).values()) == ["current"]
+    _all_readable(index, creds)
+    assert ekv.load("after") == "written with the new key"
+
+
+@pytest.mark.keychain
+def test_crash_in_the_middle_of_resealing(
+    ekv: KVStore, index: Index, creds: CredentialStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = ekv.current_key_id()
+    calls = {"n": 0}
+    real = DataKeys.reseal
+
+    def crashing_reseal(self: DataKeys, envelope: bytes, kid: str, *, aad: bytes = b"") -> bytes:
+        calls["n"] += 1
+        if calls["n"] > 70:  # after the first batch committed
+            raise CryptoError("injected crash")
+        return real(self, envelope, kid, aad=aad)
+
+    monkeypatch.setattr(DataKeys, "reseal", crashing_reseal)
+    with pytest.raises(CryptoError, match="injected"):
+        ekv.rotate_data_key()
+    monkeypatch.setattr(DataKeys, "reseal", real)
+    assert creds.find(f"datakey:{old}") is not None  # not retired while items still use it
+    _all_readable(index, creds)
+    report = ekv.rotate_data_key()
+    assert old in report.retired
+    assert creds.find(f"datakey:{old}") is None
+    _all_readable(index, creds)
+
+
+@pytest.mark.keychain
+def test_crash_before_deleting_a_retired_key(
+    ekv: KVStore, index: Index, creds: CredentialStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = ekv.current_key_id()
+
+    def crashing_delete(self: DataKeys, kid: str) -> None:
+        raise CryptoError("injected crash")
+
+    real = DataKeys.delete
+    monkeypatch.setattr(DataKeys, "delete", crashing_delete)
+    with pytest.raises(CryptoError):
+        ekv.rotate_data_key()
+    monkeypatch.setattr(DataKeys, "delete", real)
+    assert _states(index)[old] == "retired"
+    _all_readable(index, creds)
+    ekv.recover_keys()
+    assert old not in _states(index)
+    assert creds.find(f"datakey:{old}") is None
+    _all_readable(index, creds)
+
+
+@pytest.mark.keychain
+def test_saves_during_rotation_stay_readable(
+    ekv: KVStore, index: Index, creds: CredentialStore
+) -> None:
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        i = 0
+        try:
+            while not stop.is_set() or i < 20:
+                ekv.save(f"w/{i % 30}", f"w{i}", encrypt=True)
+                i += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        ekv.rotate_data_key()
+        ekv.rotate_data_key()
+    finally:
+        stop.set()
+        t.join()
+    assert not errors
+    ekv.rotate_data_key()
+    fresh = KVStore(index, credentials=creds, hot_items=0)
+    for k in fresh.keys("w/"):
+        assert fresh.load(k).startswith("w")
+    assert list(_states(index).values()) == ["current"]
+    _all_readable(index, creds)
