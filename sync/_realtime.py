@@ -1,0 +1,317 @@
+"""Realtime "something changed" hints for SupabaseRemote, on a background asyncio loop.
+
+Realtime is only a hint to pull (DESIGN.md section 4): events can be lost (no replay after a
+reconnect), and the Python realtime client can lose its postgres_changes bindings after its own
+auto-reconnect (realtime-py #213, #258). So this module never trusts a channel to heal itself:
+
+* the official ``realtime.AsyncRealtimeClient`` (what ``acreate_client(...).realtime`` is) runs
+  with ``auto_reconnect=False`` on a private event loop in a daemon thread;
+* a supervisor task builds a *new* client and channel for every (re)subscribe, fires a hint after
+  each successful subscribe (the engine pulls then, covering events missed while down), and
+  every ``health_interval_s`` checks the socket, the channel state and a websocket ping; anything
+  dead (a reset, a black hole, a closed channel, a gateway restart) is torn down and rebuilt with
+  jittered backoff;
+* access tokens come from the sync client's auth events (``set_auth``) and are sent to the live
+  channel and used for every rebuild, so realtime RLS follows token refreshes without a second
+  auth session (an ``AsyncClient`` would have its own, wire-protocol notes section 2.4.7);
+* callbacks run on a separate dispatcher thread, coalesced, so a callback that pulls right away
+  never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+import uuid
+from collections.abc import Callable, Collection
+from typing import Any
+
+from realtime import AsyncRealtimeChannel, AsyncRealtimeClient
+from realtime.types import RealtimePostgresChangesListenEvent
+
+__all__ = ["RealtimeHints"]
+
+log = logging.getLogger(__name__)
+
+_BACKOFF_START_S = 0.2
+_BACKOFF_MAX_S = 5.0
+
+
+class _ChannelDead(Exception):
+    """The channel or its socket stopped working; rebuild it."""
+
+
+class RealtimeHints:
+    """One realtime subscription to the user's ``public.blueprints`` changes, kept alive."""
+
+    def __init__(
+        self,
+        url: str,
+        anon_key: str,
+        *,
+        user_id: str,
+        access_token: str,
+        on_hint: Callable[[], None],
+        own_devices: Collection[str] = (),
+        health_interval_s: float = 2.0,
+        timeout_s: float = 10.0,
+        schema: str = "public",
+        table: str = "blueprints",
+    ) -> None:
+        self._url = url.rstrip("/") + "/realtime/v1"
+        self._anon_key = anon_key
+        self._user_id = user_id
+        self._token = access_token
+        self._on_hint = on_hint
+        self._own_devices = own_devices
+        self._health_s = health_interval_s
+        self._timeout_s = timeout_s
+        self._schema = schema
+        self._table = table
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._dispatcher: threading.Thread | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._rt: AsyncRealtimeClient | None = None
+        self._channel: AsyncRealtimeChannel | None = None
+        self._pending = threading.Event()
+        self._first_attempt = threading.Event()
+        self._stopping = False
+        self._start_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._subscribes = 0
+        self._rebuilds = 0
+        self._events = 0
+        self._subscribed = False
+        self._last_error = ""
+
+    # -- public, any thread ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the loop, supervisor and dispatcher threads (idempotent)."""
+        with self._start_lock:
+            if self._thread is not None or self._stopping:
+                return
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            self._thread = threading.Thread(
+                target=self._run_loop, args=(loop,), name="localstore-realtime", daemon=True
+            )
+            self._dispatcher = threading.Thread(
+                target=self._dispatch, name="localstore-hints", daemon=True
+            )
+            self._thread.start()
+            self._dispatcher.start()
+            fut = asyncio.run_coroutine_threadsafe(self._start_supervisor(), loop)
+            fut.result(self._timeout_s)
+
+    def wait_subscribed(self, *, timeout_s: float) -> bool:
+        """Wait until the first subscribe attempt finished; return whether it is live."""
+        self._first_attempt.wait(timeout_s)
+        with self._state_lock:
+            return self._subscribed
+
+    def set_auth(self, token: str) -> None:
+        """Use ``token`` (a fresh access token) for the live channel and every rebuild."""
+        loop = self._loop
+        self._token = token
+        if loop is None or self._stopping or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop stopped between the check and here
+            asyncio.run_coroutine_threadsafe(self._apply_token(token), loop)
+
+    def state(self) -> dict[str, Any]:
+        """Health counters: subscribed, subscribes (incl. resubscribes), rebuilds, events, error."""
+        with self._state_lock:
+            return {
+                "subscribed": self._subscribed,
+                "subscribes": self._subscribes,
+                "rebuilds": self._rebuilds,
+                "events": self._events,
+                "last_error": self._last_error,
+            }
+
+    def close(self) -> None:
+        """Stop the supervisor, close the socket, stop both threads. Idempotent."""
+        with self._start_lock:
+            if self._stopping:
+                return
+            self._stopping = True
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None:
+            with contextlib.suppress(RuntimeError):
+                fut = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+                try:
+                    fut.result(self._timeout_s)
+                except TimeoutError:
+                    log.warning("realtime did not shut down in time; stopping its loop")
+                loop.call_soon_threadsafe(loop.stop)
+            thread.join(self._timeout_s)
+        self._pending.set()
+        if self._dispatcher is not None:
+            self._dispatcher.join(self._timeout_s)
+        self._first_attempt.set()
+
+    # -- threads -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            _cancel_all(loop)
+            loop.close()
+
+    def _dispatch(self) -> None:
+        while True:
+            self._pending.wait()
+            if self._stopping:
+                return
+            self._pending.clear()
+            try:
+                self._on_hint()
+            except Exception:  # a subscriber bug must not stop later hints
+                log.exception("a realtime hint callback failed")
+
+    def _hint(self) -> None:
+        self._pending.set()
+
+    # -- loop side ---------------------------------------------------------------------------------
+
+    async def _start_supervisor(self) -> None:
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+
+    async def _supervise(self) -> None:
+        backoff = _BACKOFF_START_S
+        while not self._stopping:
+            try:
+                await self._subscribe()
+            except Exception as exc:  # noqa: BLE001 - any failure means "rebuild later"
+                self._mark(False, f"subscribe failed: {type(exc).__name__}: {exc}")
+                self._first_attempt.set()
+                await self._teardown(graceful=False)
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                continue
+            backoff = _BACKOFF_START_S
+            with self._state_lock:
+                self._subscribes += 1
+            self._mark(True, "")
+            self._first_attempt.set()
+            self._hint()  # pull after every (re)subscribe: events while down are never replayed
+            reason = await self._watch()
+            self._mark(False, reason)
+            with self._state_lock:
+                self._rebuilds += 1
+            log.info("realtime channel is dead (%s); rebuilding it", reason)
+            await self._teardown(graceful=False)
+
+    async def _subscribe(self) -> None:
+        rt = AsyncRealtimeClient(
+            self._url,
+            token=self._anon_key,
+            auto_reconnect=False,
+            max_retries=1,
+            timeout=max(1, int(self._timeout_s)),
+        )
+        self._rt = rt
+        rt.access_token = self._token
+        channel = rt.channel(f"localstore-sync-{uuid.uuid4().hex[:12]}")
+        self._channel = channel
+        channel.on_postgres_changes(
+            RealtimePostgresChangesListenEvent.All,
+            self._on_change,
+            table=self._table,
+            schema=self._schema,
+            filter=f"owner=eq.{self._user_id}",
+        )
+        await asyncio.wait_for(channel.subscribe(), self._timeout_s)
+        if not channel.is_joined:
+            raise _ChannelDead(f"the join ended in state {channel.state.value}")
+
+    async def _watch(self) -> str:
+        """Return (with a reason) once the channel or its socket is dead."""
+        while not self._stopping:
+            await asyncio.sleep(self._health_s)
+            rt, channel = self._rt, self._channel
+            if rt is None or channel is None or not rt.is_connected:
+                return "socket closed"
+            if not channel.is_joined:
+                return f"channel {channel.state.value}"
+            ws = rt._ws_connection  # no public ping: a black-holed socket looks connected
+            if ws is None:
+                return "socket closed"
+            try:
+                pong = await ws.ping()
+                await asyncio.wait_for(pong, self._timeout_s)
+            except Exception as exc:  # noqa: BLE001 - any ping failure means dead
+                return f"ping failed: {type(exc).__name__}"
+        return "closing"
+
+    async def _teardown(self, *, graceful: bool) -> None:
+        rt, self._rt, self._channel = self._rt, None, None
+        if rt is None:
+            return
+        for channel in list(rt.channels.values()):
+            channel.rejoin_timer.reset()
+        ws = rt._ws_connection
+        if ws is not None and not graceful:
+            ws.transport.abort()  # no close handshake over a connection that may be dead
+        try:
+            await asyncio.wait_for(rt.close(), 2.0)
+        except Exception as exc:  # noqa: BLE001 - the socket is being thrown away anyway
+            log.debug("realtime close: %s: %s", type(exc).__name__, exc)
+            if ws is not None:
+                ws.transport.abort()
+
+    async def _apply_token(self, token: str) -> None:
+        rt = self._rt
+        if rt is None:
+            return
+        try:
+            await rt.set_auth(token)
+        except Exception as exc:  # noqa: BLE001 - a failed push shows up in the health check
+            log.info("realtime token update failed (%s); the health check will rebuild", exc)
+
+    async def _shutdown(self) -> None:
+        task = self._supervisor
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._teardown(graceful=True)
+
+    def _on_change(self, payload: Any) -> None:
+        with self._state_lock:
+            self._events += 1
+        if self._is_own_write(payload):
+            return
+        self._hint()
+
+    def _is_own_write(self, payload: Any) -> bool:
+        # This remote's own pushes come back too; they carry the device id, and skipping them
+        # saves one pull per push. Anything without a device (a DELETE) is a hint.
+        data = payload.get("data") if isinstance(payload, dict) else None
+        record = data.get("record") if isinstance(data, dict) else None
+        device = record.get("device") if isinstance(record, dict) else None
+        return isinstance(device, str) and device in self._own_devices
+
+    def _mark(self, subscribed: bool, error: str) -> None:
+        with self._state_lock:
+            self._subscribed = subscribed
+            if error:
+                self._last_error = error
+
+
+def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel and reap every task left on a stopped loop (the realtime client's own tasks)."""
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())

@@ -1,0 +1,880 @@
+"""The Remote protocol over the official ``supabase`` client: RPC sync, keychain sessions, hints.
+
+``SupabaseRemote`` speaks the sync RPCs (``push_changes``, ``pull_changes``, ``verify_rows``,
+``fetch_rows``, ``server_info``) through ``client.rpc(...).execute()`` of a sync
+``supabase.Client``. Everything the client can raise (postgrest ``APIError``, httpx transport
+errors, ``supabase_auth`` errors, malformed bodies) is translated at this boundary by
+:func:`map_error` into the ``sync.errors`` tree, so the engine acts on ``.action`` alone:
+
+==============================================  =================================  ============
+what the client raised                          sync error                         action
+==============================================  =================================  ============
+PGRST301 / PGRST302 / PGRST303 / HTTP 401       AuthExpiredError                   refresh_auth
+refresh_token_already_used / _not_found,        AuthRevokedError ("log in again")  tell_user
+session/user not found, session_expired
+no stored session (AuthSessionMissingError)     NotLoggedInError                   tell_user
+42501 (RLS / grants / not signed in)            RemoteConfigError / NotLoggedIn    tell_user
+PGRST202 / PGRST106 / 42883 / HTTP 404, bad     RemoteConfigError                  tell_user
+URL, wrong API key
+22023 (too many changes, bad argument)          ProtocolError                      tell_user
+HTTP 429 / over_request_rate_limit              RateLimitedError                   retry
+connect refused / DNS                           OfflineError                       retry
+timeouts, resets, truncated bodies, 5xx,        TransientError                     retry
+40001 / 40P01 / 55P03 / 57014 / 08* / 53*
+anything unclassified                           TransientError (reason logged)     retry
+==============================================  =================================  ============
+
+Nothing here ever deletes local data or a stored session because of an error: an unclassified
+failure is retried, and the stored session is removed only by :func:`logout`.
+
+Sessions: :func:`login` signs in (or signs up) and stores the whole session JSON, refresh token
+included, in the OS keychain through :class:`~localstore.credentials.CredentialStore`, never in a
+file. :class:`KeychainSessionStorage` is the client's auth storage, so every rotation of the refresh
+token (the client's auto-refresh timer, or :meth:`SupabaseRemote.refresh_auth`) is written to the
+keychain before anyone can use the new token; an auth-state listener writes it again on
+``TOKEN_REFRESHED`` (a no-op when unchanged) and hands the new access token to realtime.
+:func:`remote_from_settings` restores the session and calls ``auth.initialize_from_storage()``,
+without which a restored client never starts its refresh timer (field notes, Sync).
+
+Realtime (``sync/_realtime.py``) is only a hint to pull; see :meth:`SupabaseRemote.subscribe`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pydantic
+from postgrest.exceptions import APIError
+from supabase import Client, ClientOptions, create_client
+from supabase_auth import SyncSupportedStorage
+from supabase_auth import errors as auth_errors
+from supabase_auth.constants import STORAGE_KEY
+from supabase_auth.types import AuthChangeEvent, Session
+
+from localstore.config import Settings
+from localstore.credentials import CredentialStore
+from localstore.errors import CredentialError, CredentialNotFoundError
+from localstore.index import Index
+from sync._realtime import RealtimeHints
+from sync.errors import (
+    AuthError,
+    AuthExpiredError,
+    AuthRevokedError,
+    NotLoggedInError,
+    OfflineError,
+    ProtocolError,
+    RateLimitedError,
+    RemoteConfigError,
+    SyncError,
+    TransientError,
+)
+from sync.remote import (
+    DEFAULT_PULL_LIMIT,
+    DEFAULT_VERIFY_LIMIT,
+    MAX_BATCH,
+    Change,
+    HintCallback,
+    PullPage,
+    PushResult,
+    ServerInfo,
+    ServerRow,
+    Unsubscribe,
+    VerifyPage,
+)
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "MAPPED_EXCEPTIONS",
+    "CloudProject",
+    "KeychainSessionStorage",
+    "LoginResult",
+    "SupabaseRemote",
+    "login",
+    "logout",
+    "map_error",
+    "remote_from_settings",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 30.0
+SESSION_NAME_PREFIX = "cloud.session."
+PROJECT_NAME_PREFIX = "cloud.project."
+
+# -- error mapping -------------------------------------------------------------------------------
+
+_AUTH_EXPIRED_CODES = frozenset({"PGRST301", "PGRST302", "PGRST303", "401"})
+_CONFIG_CODES = frozenset({"PGRST202", "PGRST203", "PGRST106", "PGRST205", "42883", "42P01", "404"})
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03"})
+_TRANSIENT_PREFIXES = ("08", "53", "5")  # connection, resources; numeric 5xx from the fallback
+_REVOKED_AUTH_CODES = frozenset(
+    {
+        "refresh_token_already_used",
+        "refresh_token_not_found",
+        "session_not_found",
+        "session_expired",
+        "user_not_found",
+        "user_banned",
+    }
+)
+_CONFIG_AUTH_CODES = frozenset(
+    {"signup_disabled", "email_provider_disabled", "provider_disabled", "validation_failed"}
+)
+_BAD_KEY_MESSAGES = ("No API key found in request", "Invalid authentication credentials")
+
+# Every third-party exception type this module translates; the tests instantiate each one and
+# check that it maps to a non-destructive SyncError.
+MAPPED_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    APIError,
+    httpx.HTTPError,
+    httpx.InvalidURL,
+    httpx.CookieConflict,
+    httpx.StreamError,
+    auth_errors.AuthError,
+    pydantic.ValidationError,
+    ValueError,
+    OSError,
+    CredentialError,
+)
+
+
+def map_error(exc: BaseException, *, what: str) -> SyncError:
+    """Translate an exception raised by the supabase client into the sync.errors tree."""
+    if isinstance(exc, SyncError):
+        return exc
+    if isinstance(exc, APIError):
+        return _map_api_error(exc, what)
+    if isinstance(exc, httpx.HTTPError | httpx.InvalidURL | httpx.CookieConflict):
+        return _map_httpx_error(exc, what)
+    if isinstance(exc, auth_errors.AuthError):
+        return _map_auth_error(exc, what)
+    if isinstance(exc, CredentialError):
+        return AuthError(f"{what}: {exc.message}", hint=exc.hint or AuthError.hint)
+    if isinstance(exc, OSError):
+        return OfflineError(f"{what}: network error {type(exc).__name__}: {exc}")
+    return _unclassified(exc, what)
+
+
+def _unclassified(exc: BaseException, what: str) -> SyncError:
+    # Never destructive: an error we cannot classify is retried, and the reason is logged once
+    # here so a persistent one can be diagnosed (sibyl #265 lost writes on an unclassified 409).
+    log.warning("%s: unclassified %s (%s); will retry", what, type(exc).__name__, exc)
+    return TransientError(f"{what}: unexpected {type(exc).__name__}: {exc}")
+
+
+def _map_api_error(exc: APIError, what: str) -> SyncError:
+    code = str(exc.code or "")
+    message = str(exc.message or exc.details or code or "error")
+    text = f"{what}: {message}" + (f" [{code}]" if code else "")
+    if code in _AUTH_EXPIRED_CODES:
+        return AuthExpiredError(text, code=code)
+    if not code and message in _BAD_KEY_MESSAGES:
+        return RemoteConfigError(text, hint="check the project's anon key (cloud_anon_key)")
+    if code == "42501":
+        if "not signed in" in message:
+            return NotLoggedInError(text, code=code)
+        return RemoteConfigError(
+            text,
+            code=code,
+            hint="the cloud refused access: log in as the owner and deploy the grants and "
+            "row-level security of sync/supabase/migrations",
+        )
+    if code in _CONFIG_CODES:
+        return RemoteConfigError(text, code=code)
+    if code == "22023":
+        return ProtocolError(text, code=code, hint=str(exc.hint or ProtocolError.hint))
+    if code == "429":
+        return RateLimitedError(text, code=code)
+    if code in _TRANSIENT_SQLSTATES or code.startswith(_TRANSIENT_PREFIXES):
+        return TransientError(text, code=code)
+    return _unclassified(exc, what)
+
+
+def _map_httpx_error(exc: Exception, what: str) -> SyncError:
+    text = f"{what}: {type(exc).__name__}: {exc}"
+    if isinstance(exc, httpx.ConnectError):
+        return OfflineError(text)
+    if isinstance(exc, httpx.TransportError):
+        # Timeouts, resets, truncated bodies, proxy failures: the request may or may not have
+        # been applied; idempotent pushes make the retry safe.
+        if isinstance(exc, httpx.UnsupportedProtocol):
+            return RemoteConfigError(text, hint="the project URL must start with http(s)://")
+        return TransientError(text)
+    if isinstance(exc, httpx.InvalidURL):
+        return RemoteConfigError(text, hint="check the project URL (cloud_url)")
+    if isinstance(exc, httpx.HTTPStatusError):
+        status = exc.response.status_code
+        if status == 401:
+            return AuthExpiredError(text, code="401")
+        if status == 429:
+            return RateLimitedError(text, code="429")
+        if status >= 500:
+            return TransientError(text, code=str(status))
+    return _unclassified(exc, what)
+
+
+def _map_auth_error(exc: auth_errors.AuthError, what: str) -> SyncError:
+    code = str(exc.code or "")
+    status = int(getattr(exc, "status", 0) or 0)
+    text = f"{what}: {exc.message}" + (f" [{code}]" if code else "")
+    if isinstance(exc, auth_errors.AuthRetryableError):
+        return TransientError(text, code=code or None)
+    if isinstance(exc, auth_errors.AuthSessionMissingError):
+        return NotLoggedInError(text)
+    if code in _REVOKED_AUTH_CODES:
+        return AuthRevokedError(f"{what}: the session is no longer valid; log in again", code=code)
+    if code == "invalid_credentials":
+        return AuthError(f"{what}: wrong email or password", code=code, hint="check them and retry")
+    if code == "user_already_exists":
+        return AuthError(text, code=code, hint="log in without --signup")
+    if isinstance(exc, auth_errors.AuthWeakPasswordError) or code == "weak_password":
+        return AuthError(text, code=code, hint="choose a longer password")
+    if code == "email_not_confirmed":
+        return AuthError(text, code=code, hint="confirm the e-mail address, then log in again")
+    if code in _CONFIG_AUTH_CODES:
+        return RemoteConfigError(text, code=code)
+    if code in ("over_request_rate_limit",) or status == 429:
+        return RateLimitedError(text, code=code or "429")
+    if code in ("bad_jwt", "invalid_jwt", "no_authorization") or status == 401:
+        return AuthExpiredError(text, code=code or "401")
+    if status >= 500:
+        return TransientError(text, code=code or str(status))
+    return _unclassified(exc, what)
+
+
+# -- keychain-backed session storage --------------------------------------------------------------
+
+
+def _home_key(settings: Settings) -> str:
+    # One login per home: two homes of one profile share a keychain service, and a refresh token
+    # rotated by one must never be reused by the other (that reads as "revoked").
+    return hashlib.sha256(str(settings.paths.data).encode()).hexdigest()[:12]
+
+
+def session_credential_name(settings: Settings) -> str:
+    """Keychain name of this home's cloud session."""
+    return SESSION_NAME_PREFIX + _home_key(settings)
+
+
+def project_credential_name(settings: Settings) -> str:
+    """Keychain name of this home's cloud project (url, anon key, user)."""
+    return PROJECT_NAME_PREFIX + _home_key(settings)
+
+
+class KeychainSessionStorage(SyncSupportedStorage):
+    """supabase auth storage that keeps the session JSON in the OS keychain.
+
+    Only the session key (``supabase.auth.token``) goes to the keychain; other keys (the PKCE
+    verifier of a sign-up) stay in memory. ``remove_item`` forgets the session *in memory only*:
+    the client calls it whenever a refresh fails, even for a transient server error, and deleting
+    the stored session then would log the user out for a network blip. :meth:`forget` is the one
+    destructive call, used by ``logout``.
+    """
+
+    def __init__(self, credentials: CredentialStore, name: str) -> None:
+        self._creds = credentials
+        self._name = name
+        self._lock = threading.RLock()
+        self._memory: dict[str, str] = {}
+        self._durable: str | None = None
+        self._loaded = False
+        self._removed = False
+
+    def __repr__(self) -> str:
+        return f"KeychainSessionStorage({self._name!r})"
+
+    def get_item(self, key: str) -> str | None:
+        """Return the stored value (the session JSON for the session key)."""
+        with self._lock:
+            if key != STORAGE_KEY:
+                return self._memory.get(key)
+            if self._removed:
+                return None
+            return self.durable_value()
+
+    def set_item(self, key: str, value: str) -> None:
+        """Store a value; the session goes to the keychain unless it is unchanged."""
+        with self._lock:
+            if key != STORAGE_KEY:
+                self._memory[key] = value
+                return
+            self._removed = False
+            if value == self._durable:
+                return
+            self._creds.set(self._name, value)
+            self._durable = value
+            self._loaded = True
+            log.debug("stored the rotated cloud session in the keychain")
+
+    def remove_item(self, key: str) -> None:
+        """Forget a value in memory (the keychain copy stays; see the class docstring)."""
+        with self._lock:
+            if key == STORAGE_KEY:
+                self._removed = True
+            else:
+                self._memory.pop(key, None)
+
+    def durable_value(self) -> str | None:
+        """The session JSON as last stored in the keychain (read once, then cached)."""
+        with self._lock:
+            if not self._loaded:
+                self._durable = self._creds.find(self._name)
+                self._loaded = True
+            return self._durable
+
+    def durable_session(self) -> Session | None:
+        """The stored session, parsed; None when absent or unreadable."""
+        raw = self.durable_value()
+        if not raw:
+            return None
+        try:
+            return Session.model_validate_json(raw)
+        except pydantic.ValidationError:
+            log.warning("the stored cloud session is unreadable; log in again")
+            return None
+
+    def forget(self) -> None:
+        """Delete the stored session from the keychain (logout)."""
+        with self._lock:
+            self._memory.clear()
+            self._removed = True
+            self._durable = None
+            self._loaded = True
+            try:
+                self._creds.delete(self._name)
+            except CredentialNotFoundError:
+                pass
+
+
+# -- project config --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CloudProject:
+    """Where this home syncs to, as written by :func:`login` (kept in the keychain)."""
+
+    url: str
+    anon_key: str
+    user_id: str = ""
+    email: str = ""
+
+    def to_json(self) -> str:
+        """Serialize for the keychain."""
+        return json.dumps(
+            {
+                "url": self.url,
+                "anon_key": self.anon_key,
+                "user_id": self.user_id,
+                "email": self.email,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: str) -> CloudProject:
+        """Parse what :meth:`to_json` wrote. Raises NotLoggedInError when unreadable."""
+        try:
+            data = json.loads(raw)
+            return cls(
+                str(data["url"]),
+                str(data["anon_key"]),
+                data.get("user_id", ""),
+                data.get("email", ""),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise NotLoggedInError("the stored cloud project is unreadable") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class LoginResult:
+    """What :func:`login` did."""
+
+    url: str
+    user_id: str
+    email: str
+    signed_up: bool
+
+
+# -- the remote ------------------------------------------------------------------------------------
+
+
+def _client_options(
+    storage: SyncSupportedStorage, http: httpx.Client, *, auto_refresh: bool
+) -> ClientOptions:
+    # Our own httpx client: it carries the timeout (the default is 120 s, far too long to notice
+    # a black-holed connection) and lets close() release the sockets.
+    return ClientOptions(
+        storage=storage,
+        httpx_client=http,
+        auto_refresh_token=auto_refresh,
+        persist_session=True,
+        flow_type="implicit",
+    )
+
+
+def _http_client(timeout_s: float) -> httpx.Client:
+    return httpx.Client(timeout=httpx.Timeout(timeout_s), follow_redirects=True)
+
+
+class SupabaseRemote:
+    """One signed-in user's Remote over a Supabase project (see sync.remote.Remote).
+
+    Build it with :func:`remote_from_settings` (or directly from a storage that holds a session).
+    Methods are blocking and thread-safe. ``close()`` stops the refresh timer, realtime and the
+    HTTP client.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        anon_key: str,
+        storage: KeychainSessionStorage,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        realtime_health_s: float = 2.0,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        session = storage.durable_session()
+        if session is None:
+            raise NotLoggedInError("no cloud session is stored for this home")
+        self.url = url.rstrip("/")
+        self._anon_key = anon_key
+        self._storage = storage
+        self._user_id = session.user.id
+        self._timeout_s = timeout_s
+        self._health_s = realtime_health_s
+        self._on_close = on_close
+        self._lock = threading.Lock()
+        self._auth_lock = threading.Lock()
+        self._closed = False
+        self._devices: set[str] = set()
+        self._hints: RealtimeHints | None = None
+        self._callbacks: dict[int, HintCallback] = {}
+        self._next_cb = 0
+        self._http = _http_client(timeout_s)
+        try:
+            self._client: Client = create_client(
+                self.url, anon_key, _client_options(storage, self._http, auto_refresh=True)
+            )
+            self._auth_sub = self._client.auth.on_auth_state_change(self._on_auth_event)
+            # A client rebuilt from storage never starts its refresh timer without this.
+            self._client.auth.initialize_from_storage()
+        except Exception as exc:
+            self._http.close()
+            raise map_error(exc, what="open the cloud session") from exc
+
+    # -- identity and auth ---------------------------------------------------------------------
+
+    @property
+    def identity(self) -> str:
+        """``supabase:<url>:<user id>``."""
+        return f"supabase:{self.url}:{self._user_id}"
+
+    @property
+    def user_id(self) -> str:
+        """The signed-in user's id."""
+        return self._user_id
+
+    def _on_auth_event(self, event: AuthChangeEvent, session: Session | None) -> None:
+        if session is None:
+            return
+        if event == "TOKEN_REFRESHED":
+            # The storage already wrote it (unchanged values are skipped); this is the belt to
+            # its braces, so a rotated refresh token is never only in memory.
+            try:
+                self._storage.set_item(STORAGE_KEY, session.model_dump_json())
+            except CredentialError as exc:
+                log.error("could not store the rotated cloud session: %s", exc.message)
+        hints = self._hints
+        if hints is not None:
+            hints.set_auth(session.access_token)
+
+    def _access_token(self) -> str:
+        session = self._storage.durable_session()
+        return session.access_token if session is not None else self._anon_key
+
+    def refresh_auth(self) -> None:
+        """Refresh the session now (the engine calls this for ``refresh_auth``).
+
+        Raises AuthRevokedError ("log in again") when the refresh token is revoked, reused or
+        unknown; NotLoggedInError without a stored session; TransientError on network faults.
+        """
+        with self._auth_lock:
+            session = self._storage.durable_session()
+            if session is None:
+                raise NotLoggedInError("no cloud session is stored for this home")
+            before = session.refresh_token
+            try:
+                self._client.auth.refresh_session(before)
+            except auth_errors.AuthApiError as exc:
+                current = self._storage.durable_session()
+                if current is not None and current.refresh_token != before:
+                    return  # the client's own timer rotated it meanwhile: that is a success
+                raise map_error(exc, what="refresh the cloud session") from exc
+            except Exception as exc:
+                raise map_error(exc, what="refresh the cloud session") from exc
+
+    # -- RPC -------------------------------------------------------------------------------------
+
+    def _rpc(self, name: str, params: dict[str, Any]) -> Any:
+        if self._closed:
+            raise SyncError("the remote was used after close()", hint="open a new remote")
+        try:
+            return self._execute(name, params)
+        except AuthExpiredError:
+            # One refresh and one retry: every RPC is idempotent (push by op id), so a call that
+            # failed on an expired token is safe to repeat. A second failure goes to the engine.
+            self.refresh_auth()
+            return self._execute(name, params)
+
+    def _execute(self, name: str, params: dict[str, Any]) -> Any:
+        try:
+            with self._lock:
+                request = self._client.rpc(name, params)
+            return request.execute().data
+        except Exception as exc:
+            raise map_error(exc, what=name) from exc
+
+    def push(self, changes: Sequence[Change], *, device: str) -> list[PushResult]:
+        """Apply changes with compare-and-swap in one transaction; see sync.remote.Remote.push."""
+        if len(changes) > MAX_BATCH:
+            raise ProtocolError(
+                f"too many changes: {len(changes)} > {MAX_BATCH}", hint="push in smaller batches"
+            )
+        if not changes:
+            return []
+        self._devices.add(device)
+        data = self._rpc(
+            "push_changes", {"changes": [c.to_json() for c in changes], "device": device}
+        )
+        if not isinstance(data, list) or len(data) != len(changes):
+            raise ProtocolError("push_changes: expected one result per change")
+        results = [PushResult.from_json(r) for r in data]
+        if [r.op_id for r in results] != [c.op_id for c in changes]:
+            raise ProtocolError("push_changes: results are not in request order")
+        return results
+
+    def pull(self, since: int, *, limit: int = DEFAULT_PULL_LIMIT) -> PullPage:
+        """Return rows after ``since`` in seq order; see sync.remote.Remote.pull."""
+        return PullPage.from_json(self._rpc("pull_changes", {"since": since, "lim": limit}))
+
+    def verify(self, after: str | None = None, *, limit: int = DEFAULT_VERIFY_LIMIT) -> VerifyPage:
+        """Return row fingerprints by id after ``after``; see sync.remote.Remote.verify."""
+        if after is not None and _uuid_or_none(after) is None:
+            raise ProtocolError(f"verify: {after!r} is not a uuid")
+        return VerifyPage.from_json(self._rpc("verify_rows", {"after": after, "lim": limit}))
+
+    def fetch(self, ids: Sequence[str]) -> list[ServerRow]:
+        """Return the user's rows for ``ids``; see sync.remote.Remote.fetch."""
+        wanted: list[str] = []
+        for raw in ids:
+            rid = _uuid_or_none(raw)
+            if rid is None:
+                raise ProtocolError(f"fetch: {raw!r} is not a uuid")
+            wanted.append(rid)
+        if not wanted:
+            return []
+        data = self._rpc("fetch_rows", {"ids": wanted})
+        if not isinstance(data, list):
+            raise ProtocolError("fetch_rows: expected an array")
+        return [ServerRow.from_json(r) for r in data]
+
+    def server_info(self) -> ServerInfo:
+        """Return the protocol version and limits."""
+        return ServerInfo.from_json(self._rpc("server_info", {}))
+
+    def purge_tombstones(self, older_than: str = "0 seconds") -> int:
+        """Purge this user's tombstones older than ``older_than`` (an interval); return the count."""
+        data = self._rpc("purge_tombstones", {"older_than": older_than})
+        if isinstance(data, bool) or not isinstance(data, int):
+            raise ProtocolError("purge_tombstones: expected a count")
+        return data
+
+    # -- realtime hints ----------------------------------------------------------------------------
+
+    def subscribe(self, callback: HintCallback) -> Unsubscribe:
+        """Call ``callback()`` when another device may have written, and after every (re)subscribe.
+
+        Realtime runs on a background asyncio loop; a health check rebuilds a dead channel. Events
+        are only hints (they can be lost), so the engine keeps polling. Returns once the first
+        subscription is live or failed (the health check keeps retrying a failed one).
+        """
+        with self._lock:
+            if self._closed:
+                raise SyncError("the remote was used after close()", hint="open a new remote")
+            handle = self._next_cb
+            self._next_cb += 1
+            self._callbacks[handle] = callback
+            hints = self._hints
+            if hints is None:
+                hints = self._hints = RealtimeHints(
+                    self.url,
+                    self._anon_key,
+                    user_id=self._user_id,
+                    access_token=self._access_token(),
+                    on_hint=self._dispatch_hint,
+                    own_devices=self._devices,
+                    health_interval_s=self._health_s,
+                    timeout_s=min(self._timeout_s, 10.0),
+                )
+        hints.start()
+        hints.wait_subscribed(timeout_s=min(self._timeout_s, 10.0))
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._callbacks.pop(handle, None)
+
+        return unsubscribe
+
+    def _dispatch_hint(self) -> None:
+        with self._lock:
+            callbacks = list(self._callbacks.values())
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:  # a subscriber bug must not kill the hint thread
+                log.exception("a sync hint callback failed")
+
+    @property
+    def realtime_state(self) -> dict[str, Any]:
+        """Realtime health for status displays and tests (``{}`` before subscribe)."""
+        hints = self._hints
+        return {} if hints is None else hints.state()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop realtime, the refresh timer and the HTTP client. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            hints, self._hints = self._hints, None
+            self._callbacks.clear()
+        if hints is not None:
+            hints.close()
+        _stop_refresh_timer(self._client)
+        self._auth_sub.unsubscribe()
+        self._http.close()
+        if self._on_close is not None:
+            self._on_close()
+
+    def __enter__(self) -> SupabaseRemote:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _stop_refresh_timer(client: Client) -> None:
+    # supabase_auth has no public "stop"; turning auto-refresh off first stops a refresh that is
+    # running right now from arming a new timer, then the armed one is cancelled.
+    auth = client.auth
+    auth._auto_refresh_token = False
+    timer = auth._refresh_token_timer
+    if timer is not None:
+        timer.cancel()
+        auth._refresh_token_timer = None
+
+
+def _uuid_or_none(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+# -- login / logout / restore -------------------------------------------------------------------
+
+
+def _credentials(settings: Settings) -> tuple[CredentialStore, Index]:
+    settings.paths.ensure()
+    index = Index(settings.paths.index_db, busy_timeout_ms=settings.busy_timeout_ms)
+    return CredentialStore(index, settings), index
+
+
+def login(
+    settings: Settings,
+    url: str,
+    anon_key: str,
+    email: str,
+    password: str,
+    *,
+    signup: bool = False,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> LoginResult:
+    """Sign in (or sign up) and store the session and project in the keychain.
+
+    With ``signup`` the account is created where the project allows sign-ups; an existing account
+    falls back to a password sign-in. Raises AuthError (wrong password, weak password, e-mail not
+    confirmed), RemoteConfigError, TransientError, and AuthError for keychain failures.
+    """
+    creds, index = _credentials(settings)
+    try:
+        storage = KeychainSessionStorage(creds, session_credential_name(settings))
+        session, signed_up = _sign_in(storage, url, anon_key, email, password, signup, timeout_s)
+        project = CloudProject(url.rstrip("/"), anon_key, session.user.id, email)
+        try:
+            creds.set(project_credential_name(settings), project.to_json())
+        except CredentialError as exc:
+            raise map_error(exc, what="store the cloud project") from exc
+        return LoginResult(project.url, session.user.id, email, signed_up)
+    finally:
+        index.close()
+
+
+def _sign_in(
+    storage: KeychainSessionStorage,
+    url: str,
+    anon_key: str,
+    email: str,
+    password: str,
+    signup: bool,
+    timeout_s: float,
+) -> tuple[Session, bool]:
+    http = _http_client(timeout_s)
+    try:
+        client = create_client(
+            url.rstrip("/"), anon_key, _client_options(storage, http, auto_refresh=False)
+        )
+        creds = {"email": email, "password": password}
+        if signup:
+            try:
+                response = client.auth.sign_up(creds)  # type: ignore[arg-type]
+                if response.session is None:
+                    raise AuthError(
+                        "the account was created but needs e-mail confirmation",
+                        hint="confirm the e-mail address, then log in without --signup",
+                    )
+                return response.session, True
+            except auth_errors.AuthApiError as exc:
+                if exc.code not in ("user_already_exists", "signup_disabled"):
+                    raise
+        response = client.auth.sign_in_with_password(creds)  # type: ignore[arg-type]
+        if response.session is None:
+            raise AuthError("the server returned no session", hint="try logging in again")
+        return response.session, False
+    except SyncError:
+        raise
+    except Exception as exc:
+        raise map_error(exc, what="log in") from exc
+    finally:
+        http.close()
+
+
+def logout(settings: Settings, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+    """Revoke this home's session on the server and delete it from the keychain.
+
+    The local session is deleted even when the server cannot be reached (logging out is about
+    this machine); returns whether the server confirmed the revocation. Nothing else is touched.
+    """
+    creds, index = _credentials(settings)
+    try:
+        storage = KeychainSessionStorage(creds, session_credential_name(settings))
+        revoked = False
+        session = storage.durable_session()
+        project = _stored_project(creds, settings)
+        if session is not None and project is not None:
+            revoked = _revoke(project, session, timeout_s)
+        storage.forget()
+        try:
+            creds.delete(project_credential_name(settings))
+        except CredentialNotFoundError:
+            pass
+        return revoked
+    finally:
+        index.close()
+
+
+def _revoke(project: CloudProject, session: Session, timeout_s: float) -> bool:
+    http = _http_client(timeout_s)
+    try:
+        client = create_client(
+            project.url,
+            project.anon_key,
+            _client_options(_MemoryStorage(), http, auto_refresh=False),
+        )
+        # scope=local revokes this session only; other devices stay signed in.
+        client.auth.admin.sign_out(session.access_token, "local")
+        return True
+    except Exception as exc:  # noqa: BLE001 - logout proceeds locally whatever the server says
+        log.warning(
+            "logout: the server did not confirm (%s); forgetting the session locally",
+            map_error(exc, what="revoke the session"),
+        )
+        return False
+    finally:
+        http.close()
+
+
+class _MemoryStorage(SyncSupportedStorage):
+    def __init__(self) -> None:
+        self._items: dict[str, str] = {}
+
+    def get_item(self, key: str) -> str | None:
+        return self._items.get(key)
+
+    def set_item(self, key: str, value: str) -> None:
+        self._items[key] = value
+
+    def remove_item(self, key: str) -> None:
+        self._items.pop(key, None)
+
+
+def _stored_project(creds: CredentialStore, settings: Settings) -> CloudProject | None:
+    raw = creds.find(project_credential_name(settings))
+    return None if raw is None else CloudProject.from_json(raw)
+
+
+def remote_from_settings(
+    settings: Settings,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    realtime_health_s: float = 2.0,
+) -> SupabaseRemote:
+    """Open this home's SupabaseRemote from the keychain session written by :func:`login`.
+
+    URL and anon key come from ``settings.cloud_url``/``cloud_anon_key`` when set, else from the
+    project stored at login. Raises NotLoggedInError (no session, or a session for another
+    project), RemoteConfigError, and AuthError for keychain failures.
+    """
+    creds, index = _credentials(settings)
+    try:
+        try:
+            project = _stored_project(creds, settings)
+        except CredentialError as exc:
+            raise map_error(exc, what="read the cloud project") from exc
+        url = (settings.cloud_url or (project.url if project else "")).rstrip("/")
+        key = settings.cloud_anon_key or (project.anon_key if project else "")
+        if not url or not key:
+            raise NotLoggedInError("this home is not logged in to a cloud project")
+        if project is not None and project.url != url:
+            raise NotLoggedInError(
+                f"the stored session is for {project.url}, but cloud_url is {url}",
+                hint=f"log in to {url} with `localstore login`",
+            )
+        storage = KeychainSessionStorage(creds, session_credential_name(settings))
+        try:
+            storage.durable_value()
+        except CredentialError as exc:
+            raise map_error(exc, what="read the cloud session") from exc
+        return SupabaseRemote(
+            url,
+            key,
+            storage,
+            timeout_s=timeout_s,
+            realtime_health_s=realtime_health_s,
+            on_close=index.close,
+        )
+    except BaseException:
+        index.close()
+        raise
