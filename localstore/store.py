@@ -472,8 +472,40 @@ class BlueprintStore:
             "encrypted": encrypted,
         }
         events: list[Event] = []
+        touched: list[tuple[Row | None, str]] = []
+        try:
+            return self._save_locked(
+                rel, content, id, fields, meta, origin, expected_rev, tx_hook, events, touched
+            )
+        except BaseException:
+            # Whatever failed after the files were written (the index commit, a hook), the
+            # previous version is put back so the caller's error means "nothing changed".
+            for existing, new_rel in touched:
+                self._undo_files(existing, new_rel)
+            raise
+
+    def _save_locked(
+        self,
+        rel: str,
+        content: str | bytes | Mapping[str, Any] | None,
+        id: str | None,
+        fields: Mapping[str, Any],
+        meta: BlueprintMeta | Mapping[str, Any] | None,
+        origin: str,
+        expected_rev: int | None,
+        tx_hook: TxHook | None,
+        events: list[Event],
+        touched: list[tuple[Row | None, str]],
+    ) -> Blueprint:
         with self.index.write() as cur:
             existing = self._find_for_save(cur, rel, id)
+            if (existing is None or existing.path != rel) and self.abspath(rel).exists():
+                # A file the index has not seen yet (an editor was faster than the watcher):
+                # record it in history before it is overwritten, so nothing is lost.
+                from localstore._reconcile import Reconciler
+
+                Reconciler(self).ingest_path(rel)
+                existing = self._find_for_save(cur, rel, id)
             if expected_rev is not None and (existing.rev if existing else 0) != expected_rev:
                 raise RevisionConflictError(
                     f"{rel} is at revision {existing.rev if existing else 0}, not {expected_rev}",
@@ -499,9 +531,11 @@ class BlueprintStore:
                 if tx_hook is not None:
                     tx_hook(cur, bp)
                 return bp
+            touched.append((existing, rel))
             bp = self._commit_pair(cur, existing, prepared, origin, events)
             if tx_hook is not None:
                 tx_hook(cur, bp)
+        touched.clear()
         self.events.publish(events)
         return bp
 
@@ -576,15 +610,7 @@ class BlueprintStore:
             # leave two pairs with the same id, indistinguishable from a user's copy.
             assert old_path is not None
             self._rename_pair(old_path, p.path)
-        try:
-            fs.atomic_write_many([(yaml_abs, p.yaml_bytes), (meta_abs, p.meta_bytes)])
-        except StorageError:
-            if moved:
-                assert old_path is not None
-                self._rename_pair_quiet(p.path, old_path)
-            if existing is not None and not existing.deleted:
-                self._restore_pair_best_effort(existing)
-            raise
+        fs.atomic_write_many([(yaml_abs, p.yaml_bytes), (meta_abs, p.meta_bytes)])
         y_st = os.stat(yaml_abs)
         m_st = os.stat(meta_abs)
         rev = (existing.rev if existing else 0) + 1
@@ -630,6 +656,19 @@ class BlueprintStore:
                 )
             )
         return bp
+
+    def _undo_files(self, existing: Row | None, new_rel: str) -> None:
+        """Put the committed version back after a failed save (best effort; reconcile heals)."""
+        if existing is None or existing.deleted:
+            try:
+                if self.abspath(new_rel).exists():
+                    self._remove_pair(new_rel)
+            except (OSError, StorageError):
+                log.warning("could not remove %s after a failed save", new_rel)
+            return
+        if existing.path != new_rel:
+            self._rename_pair_quiet(new_rel, existing.path)
+        self._restore_pair_best_effort(existing)
 
     def _restore_pair_best_effort(self, existing: Row) -> None:
         """After a failed write, put back the committed version if a file was already replaced."""
