@@ -1,0 +1,227 @@
+"""``localstore export`` and ``localstore import``: bundles on the command line.
+
+A passphrase never comes from argv (it would land in shell history and ``ps``): it is read from
+``LOCALSTORE_PASSPHRASE`` or asked for without echo. Progress bars go to stderr, and only when it
+is a terminal, so stdout stays clean for ``--json`` and ``--yaml -o -``.
+
+``--on-conflict merge`` uses the sync package's merge ladder when it is installed. It is imported
+here, lazily, inside the command: the ``localstore`` library itself never imports ``sync`` (the
+archive API takes the merger as a parameter instead).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from localstore.archive import (
+    CONFLICT_POLICIES,
+    ImportResult,
+    Merger,
+    ProgressCallback,
+    export_bundle,
+    export_yaml,
+    import_bundle,
+    is_encrypted,
+)
+from localstore.cli import (
+    EXIT_ATTENTION,
+    EXIT_ERROR,
+    EXIT_USAGE,
+    CliContext,
+    errors_to_exit,
+    fail,
+    pass_ctx,
+)
+
+PASSPHRASE_ENV = "LOCALSTORE_PASSPHRASE"
+
+
+def _passphrase(*, confirm: bool) -> str:
+    value = os.environ.get(PASSPHRASE_ENV, "")
+    if value:
+        return value
+    if not sys.stdin.isatty():
+        fail(
+            "a passphrase is needed and there is no terminal to ask for it",
+            code=EXIT_USAGE,
+            hint=f"set {PASSPHRASE_ENV}",
+        )
+    typed: str = click.prompt(
+        "Bundle passphrase", hide_input=True, confirmation_prompt=confirm, err=True
+    )
+    return typed
+
+
+@contextmanager
+def _progress_bars() -> Iterator[ProgressCallback | None]:
+    """Rich progress bars on stderr (one per phase) when it is a terminal; else no callback."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("{task.description:>8}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bars:
+        tasks: dict[str, object] = {}
+
+        def update(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bars.add_task(phase, total=total)
+            bars.update(tasks[phase], completed=done, total=total)  # type: ignore[arg-type]
+
+        yield update
+
+
+def _sync_merger() -> Merger | None:
+    """The sync merge ladder as a Merger, or None when the sync package is not installed."""
+    try:
+        from sync.merge import merge3_text
+    except ImportError:
+        return None
+
+    def merger(base: str | None, local: str, incoming: str) -> str | None:
+        outcome = merge3_text(base, local, incoming)
+        return outcome.content if outcome.status == "clean" else None
+
+    return merger
+
+
+@click.command("export")
+@click.argument("refs", nargs=-1)
+@click.option("--folder", help="Export the blueprints in this folder (and below).")
+@click.option("--tag", help="Export the blueprints with this tag.")
+@click.option(
+    "-o", "--output", required=True, help="The bundle to write ('-' with --yaml: stdout)."
+)
+@click.option("--encrypt", is_flag=True, help="Seal the bundle with a passphrase.")
+@click.option("--yaml", "as_yaml", is_flag=True, help="Write one blueprint as plain YAML.")
+@pass_ctx
+def export_cmd(
+    ctx: CliContext,
+    refs: tuple[str, ...],
+    folder: str | None,
+    tag: str | None,
+    output: str,
+    encrypt: bool,
+    as_yaml: bool,
+) -> None:
+    """Export blueprints (REFs, a --folder, a --tag; all when none is given) to a .lsbundle."""
+    if as_yaml:
+        _export_yaml(ctx, refs, folder, tag, output, encrypt)
+        return
+    if output == "-":
+        fail("a bundle cannot go to stdout", code=EXIT_USAGE, hint="give a file with -o")
+    passphrase = _passphrase(confirm=True) if encrypt else None
+    with errors_to_exit():
+        store = ctx.store()
+        with _progress_bars() as progress:
+            result = export_bundle(
+                store,
+                output,
+                refs=refs,
+                folder=folder,
+                tag=tag,
+                passphrase=passphrase,
+                progress=progress,
+            )
+    ctx.emit(
+        result.to_dict(),
+        lambda: click.echo(
+            f"exported {result.count} blueprint(s) to {result.path}"
+            + (" (encrypted)" if result.encrypted else ""),
+            err=True,
+        ),
+    )
+
+
+def _export_yaml(
+    ctx: CliContext,
+    refs: tuple[str, ...],
+    folder: str | None,
+    tag: str | None,
+    output: str,
+    encrypt: bool,
+) -> None:
+    if len(refs) != 1 or folder or tag or encrypt:
+        fail(
+            "--yaml exports exactly one blueprint, unencrypted",
+            code=EXIT_USAGE,
+            hint="give one REF and no --folder, --tag or --encrypt",
+        )
+    if output == "-" and ctx.json:
+        fail("--yaml -o - writes raw YAML to stdout; drop --json", code=EXIT_USAGE)
+    with errors_to_exit():
+        data = export_yaml(ctx.store(), refs[0], None if output == "-" else output)
+    if output == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    ctx.emit(
+        {"path": output, "size": len(data), "ref": refs[0]},
+        lambda: click.echo(f"wrote {refs[0]} to {output}", err=True),
+    )
+
+
+@click.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--on-conflict",
+    type=click.Choice(CONFLICT_POLICIES),
+    default="skip",
+    show_default=True,
+    help="What to do when a blueprint differs here and in the bundle.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@pass_ctx
+def import_cmd(ctx: CliContext, file: str, on_conflict: str, dry_run: bool) -> None:
+    """Import a .lsbundle: verify it completely, then save each blueprint (origin 'import').
+
+    Exit code 3 when conflicts were skipped, 1 when some blueprint could not be saved.
+    """
+    with errors_to_exit():
+        passphrase = _passphrase(confirm=False) if is_encrypted(file) else None
+        store = ctx.store()
+        merger = _sync_merger() if on_conflict == "merge" else None
+        with _progress_bars() as progress:
+            result = import_bundle(
+                store,
+                file,
+                on_conflict=on_conflict,
+                dry_run=dry_run,
+                passphrase=passphrase,
+                merger=merger,
+                progress=progress,
+            )
+    ctx.emit(result.to_dict(), lambda: _print_result(result))
+    if result.failed:
+        raise SystemExit(EXIT_ERROR)
+    if result.conflicts_skipped and not dry_run:
+        raise SystemExit(EXIT_ATTENTION)
+
+
+def _print_result(result: ImportResult) -> None:
+    verb = "would" if result.dry_run else "did"
+    for it in result.items:
+        if it.action == "unchanged" and it.status != "failed":
+            continue
+        line = f"{it.action:<10} {it.path}"
+        if it.target_path and it.target_path != it.path:
+            line += f" -> {it.target_path}"
+        if it.reason:
+            line += f"  ({it.reason})"
+        if it.status == "failed":
+            line += f"  FAILED: {it.error}"
+        click.echo(line)
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(result.counts().items())) or "nothing"
+    click.echo(f"{verb}: {counts}", err=True)
