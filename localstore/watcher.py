@@ -1,0 +1,847 @@
+"""Watch the blueprints folder: every external edit, from any editor, picked up once and correctly.
+
+Threads: watchdog's observer thread only enqueues raw events; one worker thread turns them into
+settled per-path ingests. Per path the worker keeps a due time:
+
+- close-write or move-in: due after the settle window (``settle_ms``);
+- create or modify without a close: the file is being written; due only after ``write_quiet_ms``
+  without further writes (a chunked slow write is never read half-way; the close-write ends it);
+- vanish (delete, move-away): due after ``delete_grace_ms``; if the file is back by then it is a
+  modify, so vim/emacs/JetBrains/git save dances never look like deletes.
+
+Due paths are ingested in one index write transaction (a savepoint per path), existing files first and
+vanished ones last, so a moved pair is matched by its meta id (or its YAML hash) before its old path
+is looked at. The per-path truth logic is the Reconciler's: content hashes decide whether anything
+changed, which is also what suppresses the echo of the store's own writes (a time window would drop
+real edits made right after a save).
+
+Rescans (at start, every ``rescan_interval_s``, and when watchdog logs an inotify queue overflow)
+compare sizes and mtimes with the index and feed only the differences into the same per-path
+machinery, so a rescan never reads a file that is still being written and never deletes during a
+save dance either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import itertools
+import logging
+import os
+import queue
+import secrets
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import apsw
+from watchdog import events as wd_events
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from localstore import files as fs
+from localstore._reconcile import Reconciler, _Scan
+from localstore.errors import LocalStoreError, StoreClosedError, WatcherError
+from localstore.events import Event
+from localstore.store import _ROW_COLUMNS, CheckReport, Row
+
+if TYPE_CHECKING:
+    from localstore.store import BlueprintStore
+
+__all__ = ["RescanReport", "Watcher", "WatcherState", "WatcherStats"]
+
+log = logging.getLogger("localstore.watcher")
+
+DEFAULT_WRITE_QUIET_MS = 1000
+DEFAULT_BATCH_SIZE = 500
+MAX_FAILURES = 5
+# watchdog only logs a kernel queue overflow (IN_Q_OVERFLOW); these are the loggers that do it across
+# watchdog versions. Handlers never hear of it (watchdog #654), so we listen to the log.
+OVERFLOW_LOGGERS = (
+    "watchdog.observers.inotify_c",
+    "watchdog.observers.inotify_buffer",
+    "watchdog.observers.inotify",
+)
+_FENCE_PREFIX = ".lswatch-"
+_MAX_DRAIN = 20_000
+
+# Only what the worker acts on: no open/close-nowrite noise (our own reads would cause it).
+_EVENT_FILTER: list[type[FileSystemEvent]] = [
+    cls
+    for cls in (
+        wd_events.FileCreatedEvent,
+        wd_events.FileDeletedEvent,
+        wd_events.FileModifiedEvent,
+        getattr(wd_events, "FileAttribEvent", None),
+        wd_events.FileMovedEvent,
+        getattr(wd_events, "FileClosedEvent", None),
+        wd_events.DirCreatedEvent,
+        wd_events.DirDeletedEvent,
+        wd_events.DirMovedEvent,
+    )
+    if cls is not None
+]
+
+
+class WatcherState(enum.Enum):
+    """Lifecycle of a watcher: NEW -> RUNNING -> STOPPING -> STOPPED, never back."""
+
+    NEW = "new"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@dataclass
+class WatcherStats:
+    """Counters for tests, benchmarks and status pages."""
+
+    raw_events: int = 0
+    ingested: int = 0
+    batches: int = 0
+    rescans: int = 0
+    overflows: int = 0
+    failures: int = 0
+    events: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RescanReport:
+    """What a rescan found different from the index."""
+
+    scanned: int
+    changed: int
+    missing: int
+    seconds: float
+
+
+@dataclass(slots=True)
+class _PathState:
+    """Scheduling state of one blueprint (keyed by its YAML path)."""
+
+    due: float
+    writing: bool = False
+    vanished_at: float | None = None
+    quiet_s: float = 0.0
+    failures: int = 0
+
+
+@dataclass
+class _Diff:
+    scanned: int
+    changed: list[str]
+    missing: list[str]
+    orphans: list[str]
+    stale: list[str]
+
+
+class _Handler(FileSystemEventHandler):
+    """Runs on watchdog's observer thread: enqueue, nothing else (a slow handler loses events)."""
+
+    def __init__(self, put: Callable[[Any], None]) -> None:
+        super().__init__()
+        self._put = put
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        self._put(("fs", event))
+
+
+class _OverflowHook(logging.Handler):
+    """Turns watchdog's 'queue overflowed' log record into a rescan request."""
+
+    def __init__(self, on_overflow: Callable[[], None]) -> None:
+        super().__init__(level=logging.WARNING)
+        self._on_overflow = on_overflow
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self._on_overflow()
+
+
+class _LiveRows:
+    """Index rows looked up on demand inside the batch transaction.
+
+    The Reconciler's per-path logic takes ``by_path``/``by_id`` dicts; building them reads the whole
+    table (O(N) per path, O(N^2) for a checkout of many files). These views answer ``get`` with one
+    indexed query and always see the transaction's own earlier changes.
+    """
+
+    def __init__(self, cur: Any, *, by: str) -> None:
+        self._cur = cur
+        self._by = by
+
+    def get(self, key: str, default: Row | None = None) -> Row | None:
+        if self._by == "path":
+            sql = f"SELECT {_ROW_COLUMNS} FROM blueprints WHERE path_key = ? AND deleted = 0"
+            rows = [r for r in self._cur.execute(sql, (fs.path_key(key),)) if r[2] == key]
+        else:
+            sql = f"SELECT {_ROW_COLUMNS} FROM blueprints WHERE id = ?"
+            rows = list(self._cur.execute(sql, (key,)))
+        return Row.from_tuple(rows[0]) if rows else default
+
+
+class _BatchReconciler(Reconciler):
+    """The Reconciler's per-path logic over live row lookups, one savepoint per path."""
+
+    def __init__(self, store: BlueprintStore) -> None:
+        super().__init__(store, origin="external")
+        self._cur: Any = None
+
+    def _match_moved_yaml(self, by_path: dict[str, Row], digest: str) -> Row | None:
+        # A YAML moved without its meta: find the live blueprint with that hash whose file is gone.
+        sql = f"SELECT {_ROW_COLUMNS} FROM blueprints WHERE yaml_sha256 = ? AND deleted = 0"
+        for t in self._cur.execute(sql, (digest,)).fetchall():
+            row = Row.from_tuple(t)
+            if not (self.store.root / row.path).exists():
+                return row
+        return None
+
+    def ingest_one(self, cur: Any, rel: str, *, may_delete: bool) -> bool:
+        """Reconcile one YAML path; False if it is missing and may not be deleted yet."""
+        self._cur = cur
+        report = CheckReport()
+        by_path = cast("dict[str, Row]", _LiveRows(cur, by="path"))
+        by_id = cast("dict[str, Row]", _LiveRows(cur, by="id"))
+        try:
+            y_st = os.stat(self.store.root / rel, follow_symlinks=False)
+        except FileNotFoundError:
+            if not may_delete:
+                return False
+            row = by_path.get(rel)
+            if row is not None:
+                self._delete_locked(cur, row, report)
+            return True
+        if not stat.S_ISREG(y_st.st_mode):
+            return True  # a folder or link with a blueprint's name: the scan skips it too
+        scan = _Scan()
+        scan.yamls[rel] = y_st
+        meta_rel = fs.meta_path_for(rel)
+        with contextlib.suppress(FileNotFoundError):
+            scan.metas[meta_rel] = os.stat(self.store.root / meta_rel)
+        row = by_path.get(rel)
+        if row is None or not self._stat_matches(row, y_st, scan.metas.get(meta_rel)):
+            self._ingest_locked(cur, rel, scan, by_path, by_id, report)
+        return True
+
+
+class Watcher:
+    """Keeps a store's index in step with external edits of its blueprints folder.
+
+    Lifecycle: ``start()``, ``stop()``, ``join()`` (or use it as a context manager); a watcher runs
+    once. ``rescan()`` and ``wait_idle()`` are the synchronous steps tests and the daemon use instead
+    of sleeping. Events reach ``store.subscribe`` subscribers (origin ``external``).
+    """
+
+    def __init__(
+        self,
+        store: BlueprintStore,
+        *,
+        settle_ms: int | None = None,
+        delete_grace_ms: int | None = None,
+        rescan_interval_s: float | None = None,
+        write_quiet_ms: int = DEFAULT_WRITE_QUIET_MS,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        s = store.settings
+        self.store = store
+        self.root = Path(store.root)
+        self.settle_s = (s.settle_ms if settle_ms is None else settle_ms) / 1000
+        self.grace_s = (s.delete_grace_ms if delete_grace_ms is None else delete_grace_ms) / 1000
+        interval = s.rescan_interval_s if rescan_interval_s is None else rescan_interval_s
+        self.rescan_interval_s = max(0.05, float(interval))
+        self.write_quiet_s = write_quiet_ms / 1000
+        self.batch_size = max(1, batch_size)
+        self.stats = WatcherStats()
+        self._state = WatcherState.NEW
+        self._state_lock = threading.Lock()
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._pending: dict[str, _PathState] = {}
+        self._rules = fs.IgnoreRules.for_root(self.root)
+        self._cond = threading.Condition()
+        self._token = secrets.token_hex(4)
+        self._fence_counter = itertools.count(1)
+        self._fence_seen = 0
+        self._idle = False
+        self._rescan_wanted: str | None = None
+        self._next_rescan = 0.0
+        self._observer: Any = None
+        self._worker: threading.Thread | None = None
+        self._hook = _OverflowHook(self._on_overflow)
+        self._failure: BaseException | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> WatcherState:
+        """Where the watcher is in its lifecycle."""
+        return self._state
+
+    def __enter__(self) -> Watcher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.join()
+
+    def start(self) -> None:
+        """Watch the folder and start the worker (an initial rescan runs first).
+
+        Raises WatcherError if already started, or if the OS refuses the watches (with the fix).
+        """
+        with self._state_lock:
+            if self._state is not WatcherState.NEW:
+                raise WatcherError(
+                    f"the watcher is {self._state.value}; a watcher starts once",
+                    hint="create a new Watcher",
+                )
+            if self.store.closed:
+                raise StoreClosedError("the store is closed", hint="open it again")
+            self._observer = self._start_observer()
+            self._state = WatcherState.RUNNING
+        for name in OVERFLOW_LOGGERS:
+            logging.getLogger(name).addHandler(self._hook)
+        self._rescan_wanted = "start"
+        self._worker = threading.Thread(target=self._run, name="localstore-watcher", daemon=True)
+        self._worker.start()
+        self.store.on_close(self._on_store_close)
+
+    def _start_observer(self) -> Any:
+        observer = Observer()
+        try:
+            observer.schedule(
+                _Handler(self._q.put), str(self.root), recursive=True, event_filter=_EVENT_FILTER
+            )
+            observer.start()
+        except OSError as exc:
+            observer.stop()
+            raise _watch_error(exc, self.root) from exc
+        return observer
+
+    def stop(self) -> None:
+        """Ask the watcher to stop (idempotent); ``join()`` waits for it."""
+        with self._state_lock:
+            if self._state is WatcherState.NEW:
+                self._state = WatcherState.STOPPED
+                return
+            if self._state is not WatcherState.RUNNING:
+                return
+            self._state = WatcherState.STOPPING
+        for name in OVERFLOW_LOGGERS:
+            logging.getLogger(name).removeHandler(self._hook)
+        self._observer.stop()
+        self._q.put(("stop",))
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the observer and the worker have exited."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in (self._observer, self._worker):
+            if thread is None or thread is threading.current_thread() or not thread.is_alive():
+                continue
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        alive = any(t is not None and t.is_alive() for t in (self._observer, self._worker))
+        with self._state_lock:
+            if self._state is WatcherState.STOPPING and not alive:
+                self._state = WatcherState.STOPPED
+
+    def _on_store_close(self) -> None:
+        self.stop()
+        self.join(10)
+
+    def _require_running(self) -> None:
+        if self._state is not WatcherState.RUNNING:
+            raise WatcherError(
+                f"the watcher is {self._state.value}", hint="start() it first (a watcher runs once)"
+            )
+        if self._failure is not None:
+            raise WatcherError(f"the watcher failed: {self._failure}") from self._failure
+
+    # -- synchronous steps -------------------------------------------------------------------------
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Wait until every change made before this call is settled and processed.
+
+        A fence file is created in the folder; once its event arrives, every earlier event has been
+        seen (inotify keeps order). Returns False on timeout. Raises WatcherError if not running.
+        """
+        self._require_running()
+        n = next(self._fence_counter)
+        fence = self.root / f"{_FENCE_PREFIX}{self._token}-{n}{fs.TEMP_SUFFIX}"
+        os.close(os.open(fence, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
+        os.unlink(fence)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not (self._fence_seen >= n and self._idle):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._failure is not None or not self._worker_alive():
+                    return False
+                self._cond.wait(min(remaining, 0.5))
+        return True
+
+    def rescan(self, *, timeout: float = 120.0) -> RescanReport:
+        """Compare the whole folder with the index (size and mtime first, hash when needed).
+
+        While running, the rescan runs on the worker and this waits until its changes are processed
+        (vanished files still get their grace period). Otherwise it applies the differences at once.
+        """
+        if self._state is WatcherState.RUNNING:
+            done: queue.SimpleQueue[RescanReport] = queue.SimpleQueue()
+            self._q.put(("rescan", "requested", done))
+            try:
+                report = done.get(timeout=timeout)
+            except queue.Empty:
+                raise WatcherError("the rescan did not finish in time") from None
+            self.wait_idle(timeout)
+            return report
+        if self._state is WatcherState.STOPPING:
+            raise WatcherError("the watcher is stopping")
+        return self._rescan_now()
+
+    def subscribe(
+        self, callback: Callable[[Event], None], *, kinds: Iterable[str] | None = None
+    ) -> Callable[[], None]:
+        """Receive the events of external edits (origin ``external``); returns an unsubscribe."""
+
+        def only_external(event: Event) -> None:
+            if event.origin == "external":
+                callback(event)
+
+        return self.store.subscribe(only_external, kinds=kinds)
+
+    # -- worker ------------------------------------------------------------------------------------
+
+    def _worker_alive(self) -> bool:
+        return self._worker is not None and self._worker.is_alive()
+
+    def _on_overflow(self) -> None:
+        self.stats.overflows += 1
+        self._q.put(("rescan", "overflow", None))
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except StoreClosedError:
+            log.info("watcher stopped: the store was closed")
+        except BaseException as exc:  # the worker's boundary: record, log, wake waiters
+            self._failure = exc
+            log.exception("the watcher worker failed")
+        finally:
+            with self._cond:
+                self._idle = False
+                self._cond.notify_all()
+
+    def _loop(self) -> None:
+        while True:
+            if self._rescan_wanted is not None:
+                self._rescan_into_pending(self._rescan_wanted, None)
+            item = self._next_item()
+            if item is not None and item[0] == "stop":
+                return
+            if item is not None:
+                self._handle(item)
+                if self._drain():
+                    return
+            self._process_due()
+            if time.monotonic() >= self._next_rescan:
+                self._rescan_wanted = "timer"
+            self._update_idle()
+
+    def _next_item(self) -> Any:
+        now = time.monotonic()
+        wake = self._next_rescan
+        if self._pending:
+            wake = min(wake, min(st.due for st in self._pending.values()))
+        try:
+            return self._q.get(timeout=max(0.0, wake - now))
+        except queue.Empty:
+            return None
+
+    def _drain(self) -> bool:
+        for _ in range(_MAX_DRAIN):
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                return False
+            if item[0] == "stop":
+                return True
+            self._handle(item)
+        return False
+
+    def _update_idle(self) -> None:
+        with self._cond:
+            self._idle = self._q.empty() and not self._pending and self._rescan_wanted is None
+            self._cond.notify_all()
+
+    def _handle(self, item: tuple[Any, ...]) -> None:
+        if item[0] == "fs":
+            self.stats.raw_events += 1
+            self._on_fs_event(item[1], time.monotonic())
+        elif item[0] == "rescan":
+            self._rescan_into_pending(item[1], item[2])
+
+    # -- raw events --------------------------------------------------------------------------------
+
+    def _on_fs_event(self, ev: FileSystemEvent, now: float) -> None:
+        src = os.fsdecode(ev.src_path)
+        dest = os.fsdecode(ev.dest_path) if ev.dest_path else ""
+        if self._is_fence(src):
+            return
+        synthetic = getattr(ev, "is_synthetic", False)
+        if ev.is_directory:
+            # watchdog adds synthetic events for sub-folders; the top folder's event covers them.
+            if not synthetic:
+                self._on_dir_event(ev, src, dest, now)
+            return
+        if ev.event_type == wd_events.EVENT_TYPE_MOVED:
+            self._vanish(self._key(src), now)
+            self._appear(self._key(dest), now)
+        elif ev.event_type == wd_events.EVENT_TYPE_DELETED:
+            self._vanish(self._key(src), now)
+        elif ev.event_type == wd_events.EVENT_TYPE_CLOSED:
+            self._appear(self._key(src), now)
+        elif ev.event_type == wd_events.EVENT_TYPE_CREATED and synthetic:
+            # Listed inside a folder that appeared: complete unless a write event says otherwise.
+            key = self._key(src)
+            if key is not None:
+                self._found_by_rescan(key, now, missing=False)
+        elif ev.event_type in (wd_events.EVENT_TYPE_CREATED, wd_events.EVENT_TYPE_MODIFIED):
+            self._writing(self._key(src), now)
+        elif ev.event_type == getattr(wd_events, "EVENT_TYPE_ATTRIB", "attrib"):
+            self._touched(self._key(src), now)
+
+    def _on_dir_event(self, ev: FileSystemEvent, src: str, dest: str, now: float) -> None:
+        if ev.event_type in (wd_events.EVENT_TYPE_DELETED, wd_events.EVENT_TYPE_MOVED):
+            if os.path.abspath(src) == str(self.root):
+                log.error("the blueprints folder %s itself went away", self.root)
+                self._rescan_wanted = "root-gone"
+                return
+            self._vanish_tree(src, now)
+        if ev.event_type == wd_events.EVENT_TYPE_MOVED and dest:
+            self._appear_tree(dest, now, strong=True)
+        elif ev.event_type == wd_events.EVENT_TYPE_CREATED:
+            self._appear_tree(src, now, strong=False)
+
+    def _is_fence(self, abs_path: str) -> bool:
+        name = os.path.basename(abs_path)
+        prefix = f"{_FENCE_PREFIX}{self._token}-"
+        if not name.startswith(prefix):
+            return False
+        with contextlib.suppress(ValueError):
+            n = int(name[len(prefix) : -len(fs.TEMP_SUFFIX)])
+            with self._cond:
+                self._fence_seen = max(self._fence_seen, n)
+                self._idle = False  # not idle until this round's work is done
+        return True
+
+    def _key(self, abs_path: str) -> str | None:
+        """The YAML path a raw event is about, or None if it is not a blueprint file we track."""
+        try:
+            rel = Path(abs_path).relative_to(self.root).as_posix()
+        except ValueError:
+            return None
+        if rel == fs.IGNORE_FILE_NAME:
+            self._rules = fs.IgnoreRules.for_root(self.root)
+            self._rescan_wanted = "ignore-rules"
+            return None
+        if rel.endswith(fs.META_SUFFIX):
+            yaml_rel = fs.yaml_path_for(rel)
+        elif rel.endswith(fs.YAML_SUFFIX):
+            yaml_rel = rel
+        else:
+            return None
+        # The same rules as the full scan (walk_blueprint_files): hidden folders are not walked.
+        if any(part.startswith(".") for part in rel.split("/")[:-1]) or self._rules.ignored(rel):
+            return None
+        try:
+            if fs.normalize_path(yaml_rel) != yaml_rel:
+                return None
+        except LocalStoreError:
+            return None
+        return yaml_rel
+
+    def _state_for(self, key: str, now: float) -> _PathState:
+        st = self._pending.get(key)
+        if st is None:
+            st = self._pending[key] = _PathState(due=now)
+        return st
+
+    def _appear(self, key: str | None, now: float) -> None:
+        """Closed after writing, or moved in: complete; ingest after the settle window."""
+        if key is None:
+            return
+        st = self._state_for(key, now)
+        st.writing = False
+        st.vanished_at = None
+        st.quiet_s = 0.0
+        st.due = now + self.settle_s
+
+    def _writing(self, key: str | None, now: float) -> None:
+        """Created or written without a close yet: wait for the close (or a quiet period)."""
+        if key is None:
+            return
+        st = self._state_for(key, now)
+        st.writing = True
+        st.vanished_at = None
+        st.due = now + self.write_quiet_s
+
+    def _touched(self, key: str | None, now: float) -> None:
+        """Attributes changed (touch, chmod): cheap to check once settled, unless mid-write."""
+        if key is None:
+            return
+        st = self._state_for(key, now)
+        if not st.writing:
+            st.vanished_at = None
+            st.due = now + self.settle_s
+
+    def _vanish(self, key: str | None, now: float) -> None:
+        """Deleted or moved away: hold for the grace period (an editor may be saving)."""
+        if key is None:
+            return
+        st = self._state_for(key, now)
+        st.writing = False
+        st.vanished_at = now
+        st.due = now + self.grace_s
+
+    def _found_by_rescan(self, key: str, now: float, *, missing: bool) -> None:
+        if key in self._pending:
+            return  # events already drive it
+        if missing:
+            self._vanish(key, now)
+        else:
+            st = self._state_for(key, now)
+            st.due = now + self.settle_s
+            st.quiet_s = self.write_quiet_s
+
+    def _vanish_tree(self, abs_dir: str, now: float) -> None:
+        try:
+            prefix = Path(abs_dir).relative_to(self.root).as_posix() + "/"
+        except ValueError:
+            return
+        with self.store.index.read() as cur:
+            paths = [
+                str(r[0])
+                for r in cur.execute(
+                    "SELECT path FROM blueprints WHERE deleted = 0 AND path >= ? AND path < ?",
+                    (prefix, prefix + "\uffff"),
+                )
+            ]
+        paths += [k for k in self._pending if k.startswith(prefix)]
+        for rel in paths:
+            self._vanish(rel, now)
+
+    def _appear_tree(self, abs_dir: str, now: float, *, strong: bool) -> None:
+        for rel, _ in fs.walk_blueprint_files(Path(abs_dir), fs.IgnoreRules(())):
+            key = self._key(os.path.join(abs_dir, rel))
+            if key is None:
+                continue
+            if strong:
+                self._appear(key, now)
+            else:
+                self._found_by_rescan(key, now, missing=False)
+
+    # -- processing --------------------------------------------------------------------------------
+
+    def _process_due(self) -> None:
+        while True:
+            now = time.monotonic()
+            present: list[str] = []
+            gone: list[str] = []
+            for key, st in list(self._pending.items()):
+                if st.due > now:
+                    continue
+                verdict = self._verdict(key, st, now)
+                if verdict == "present":
+                    present.append(key)
+                elif verdict == "gone":
+                    gone.append(key)
+                elif verdict == "drop":
+                    del self._pending[key]
+            if not present and not gone:
+                return
+            # Existing files first: a move's new path claims the identity before its old path is
+            # looked at (which then finds nothing to delete).
+            items = [(k, False) for k in sorted(present)] + [(k, True) for k in sorted(gone)]
+            for k, _ in items:
+                del self._pending[k]
+            for i in range(0, len(items), self.batch_size):
+                self._ingest_batch(items[i : i + self.batch_size])
+
+    def _verdict(self, key: str, st: _PathState, now: float) -> str:
+        """'present', 'gone' (grace over), 'drop' (nothing to do) or 'wait' (rescheduled)."""
+        try:
+            y = os.stat(self.root / key, follow_symlinks=False)
+        except FileNotFoundError:
+            if not self._indexed(key):
+                # Nothing indexed here (our own delete's echo, a temp that came and went): no
+                # delete to hold back; if the file comes back, its event schedules it again.
+                return "drop"
+            if st.vanished_at is None:
+                st.vanished_at = now
+            if now < st.vanished_at + self.grace_s:
+                st.due = st.vanished_at + self.grace_s
+                return "wait"
+            return "gone"
+        except OSError:
+            return "present"  # the ingest reports the read error and retries
+        if st.quiet_s and not st.writing:
+            # Found by a rescan, not by a close: a file modified moments ago may still be written.
+            age = time.time() - y.st_mtime
+            if 0 <= age < st.quiet_s:
+                st.due = now + (st.quiet_s - age)
+                return "wait"
+        return "present"
+
+    def _indexed(self, key: str) -> bool:
+        with self.store.index.read() as cur:
+            rows = cur.execute(
+                "SELECT 1 FROM blueprints WHERE path_key = ? AND path = ? AND deleted = 0",
+                (fs.path_key(key), key),
+            ).fetchall()
+        return bool(rows)
+
+    def _ingest_batch(self, items: Sequence[tuple[str, bool]]) -> None:
+        rec = _BatchReconciler(self.store)
+        retry: list[tuple[str, bool]] = []
+        vanished: list[str] = []
+        try:
+            with self.store.index.write():
+                for rel, may_delete in items:
+                    mark = len(rec.events)
+                    try:
+                        with self.store.index.write() as cur:
+                            if not rec.ingest_one(cur, rel, may_delete=may_delete):
+                                vanished.append(rel)
+                    except StoreClosedError:
+                        raise
+                    except (OSError, LocalStoreError, apsw.Error) as exc:
+                        del rec.events[mark:]
+                        log.warning("cannot ingest %s yet: %s", rel, exc)
+                        retry.append((rel, may_delete))
+        except StoreClosedError:
+            raise
+        except (OSError, LocalStoreError, apsw.Error) as exc:
+            log.warning("the watcher's index transaction failed: %s", exc)
+            retry = list(items)
+            rec.events.clear()
+            vanished = []
+        self.stats.batches += 1
+        self.stats.ingested += len(items) - len(retry)
+        now = time.monotonic()
+        for rel in vanished:
+            self._vanish(rel, now)
+        for rel, _ in retry:
+            self._retry_later(rel, now)
+        for ev in rec.events:
+            self.stats.events[ev.kind] = self.stats.events.get(ev.kind, 0) + 1
+        self.store.events.publish(rec.events)
+
+    def _retry_later(self, rel: str, now: float) -> None:
+        self.stats.failures += 1
+        old = self._pending.get(rel)
+        failures = (old.failures if old else 0) + 1
+        if failures > MAX_FAILURES:
+            log.error("giving up on %s after %d tries; the next rescan retries it", rel, failures)
+            return
+        st = self._state_for(rel, now)
+        st.failures = failures
+        st.due = now + min(30.0, max(self.settle_s, 0.05) * 2**failures)
+
+    # -- rescans -----------------------------------------------------------------------------------
+
+    def _diff(self) -> _Diff:
+        rec = Reconciler(self.store)
+        scan = rec.scan()
+        with self.store.index.read() as cur:
+            indexed = {
+                str(r[0]): (r[1], r[2], r[3], r[4])
+                for r in cur.execute(
+                    "SELECT path, yaml_size, yaml_mtime_ns, meta_size, meta_mtime_ns "
+                    "FROM blueprints WHERE deleted = 0"
+                )
+            }
+        changed = []
+        for rel, y in scan.yamls.items():
+            m = scan.metas.get(fs.meta_path_for(rel))
+            known = indexed.get(rel)
+            if (
+                known is None
+                or m is None
+                or known != (y.st_size, y.st_mtime_ns, m.st_size, m.st_mtime_ns)
+            ):
+                changed.append(rel)
+        missing = [p for p in indexed if p not in scan.yamls]
+        return _Diff(
+            scanned=len(scan.yamls),
+            changed=sorted(changed),
+            missing=sorted(missing),
+            orphans=rec._orphan_metas(scan),
+            stale=[t for t in rec._stale_temps(scan) if not t.startswith(_FENCE_PREFIX)],
+        )
+
+    def _rescan_into_pending(self, reason: str, done: queue.SimpleQueue[Any] | None) -> None:
+        started = time.monotonic()
+        self._rescan_wanted = None
+        self._rules = fs.IgnoreRules.for_root(self.root)
+        diff = self._diff()
+        now = time.monotonic()
+        for rel in diff.changed:
+            self._found_by_rescan(rel, now, missing=False)
+        for rel in diff.missing:
+            self._found_by_rescan(rel, now, missing=True)
+        for rel in diff.stale:
+            fs.remove_file(self.root / rel)
+        if diff.orphans:
+            log.info("meta files without their YAML: %s", ", ".join(diff.orphans[:10]))
+        self.stats.rescans += 1
+        self._next_rescan = time.monotonic() + self.rescan_interval_s
+        log.debug(
+            "rescan (%s): %d changed, %d missing", reason, len(diff.changed), len(diff.missing)
+        )
+        if done is not None:
+            done.put(self._report(diff, started))
+
+    @staticmethod
+    def _report(diff: _Diff, started: float) -> RescanReport:
+        return RescanReport(
+            scanned=diff.scanned,
+            changed=len(diff.changed),
+            missing=len(diff.missing),
+            seconds=time.monotonic() - started,
+        )
+
+    def _rescan_now(self) -> RescanReport:
+        """Apply the differences at once (the watcher is not running, so nothing is mid-save)."""
+        started = time.monotonic()
+        diff = self._diff()
+        items = [(rel, False) for rel in diff.changed] + [(rel, True) for rel in diff.missing]
+        for i in range(0, len(items), self.batch_size):
+            self._ingest_batch(items[i : i + self.batch_size])
+        self._pending.clear()
+        if diff.orphans or diff.stale:
+            self.store.reconcile()
+        self.stats.rescans += 1
+        return self._report(diff, started)
+
+
+def _watch_error(exc: OSError, root: Path) -> WatcherError:
+    if exc.errno == errno.ENOSPC:
+        return WatcherError(
+            f"cannot watch {root}: the inotify watch limit is reached",
+            hint="raise it: sudo sysctl fs.inotify.max_user_watches=524288 "
+            "(and put the setting in /etc/sysctl.d/ to keep it)",
+        )
+    if exc.errno == errno.EMFILE:
+        return WatcherError(
+            f"cannot watch {root}: too many inotify instances",
+            hint="raise it: sudo sysctl fs.inotify.max_user_instances=512, "
+            "or stop other watching programs",
+        )
+    return WatcherError(
+        f"cannot watch {root}: {exc.strerror or exc}",
+        hint="check that the folder exists and is readable",
+    )
