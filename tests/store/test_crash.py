@@ -61,7 +61,10 @@ def _verify(home: Path, model: Model, records: list[dict]) -> None:
         actual = {}
         for info in store.list():
             actual[info.id] = (info.path, store.load(info.id).content)
-        assert store.check().clean, store.check().to_dict()
+        report = store.check()
+        # A crash can leave one of our own .lstmp temp files; reconcile removes those once they
+        # are a minute old, so one may cross that age between reopen and check. Nothing else.
+        assert all(p["kind"] == "temp-file" for p in report.problems), report.to_dict()
         assert store.index.integrity_check() == []
     _check_pairs(home)
     for ident, state in model.live.items():

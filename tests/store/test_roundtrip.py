@@ -1,0 +1,104 @@
+"""Round trips (Hypothesis): what is saved is loaded back equal; text is kept byte for byte."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import localstore
+from localstore.blueprint import dump_yaml, parse_yaml
+from tests.conftest import STRESS
+
+EXAMPLES = 2000 if STRESS else 50
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+text = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40
+)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**62), 2**62)
+    | text
+    | st.floats(allow_nan=False, allow_infinity=False)
+)
+values = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(text, children, max_size=4),
+    max_leaves=20,
+)
+documents = st.dictionaries(text, values, min_size=1, max_size=8)
+comment = st.text(st.characters(whitelist_categories=("L", "N", "Zs", "P")), max_size=30).map(
+    lambda s: "# " + s.replace("\n", " ")
+)
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isclose(a, b) and a != 0)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+    return a == b and type(a) is type(b)
+
+
+@SETTINGS
+@given(doc=documents)
+def test_mapping_round_trip(tmp_path_factory, doc) -> None:
+    home = tmp_path_factory.mktemp("rt")
+    with localstore.open(home=home, maintenance=False) as store:
+        bp = store.save("doc", doc)
+        assert _equal(store.load(bp.id).data(), doc)
+    with localstore.open(home=home, maintenance=False) as store:
+        assert _equal(store.load(bp.id).data(), doc)
+
+
+@SETTINGS
+@given(doc=documents, comments=st.lists(comment, min_size=1, max_size=5), crlf=st.booleans())
+def test_text_round_trip_keeps_bytes(tmp_path_factory, doc, comments, crlf) -> None:
+    body = dump_yaml(doc).splitlines()
+    lines = []
+    for i, line in enumerate(body):
+        lines.append(line)
+        if i < len(comments):
+            lines.append(comments[i])
+    text_doc = ("\r\n" if crlf else "\n").join([comments[0], *lines]) + "\n"
+    parse_yaml(text_doc)  # the generated document is valid
+    home = tmp_path_factory.mktemp("rt")
+    with localstore.open(home=home, maintenance=False) as store:
+        bp = store.save("doc", text_doc)
+        assert store.load(bp.id).content == text_doc
+        raw = (home / "blueprints/doc.blueprint.yaml").read_bytes()
+        assert raw == text_doc.encode("utf-8")
+
+
+@SETTINGS
+@given(
+    name=text,
+    description=text,
+    tags=st.lists(text.filter(lambda t: t.strip() == t and t), max_size=5, unique=True),
+)
+def test_meta_round_trip(tmp_path_factory, name, description, tags) -> None:
+    home = tmp_path_factory.mktemp("rt")
+    with localstore.open(home=home, maintenance=False) as store:
+        bp = store.save("m", "a: 1\n", name=name or None, description=description, tags=tags)
+    with localstore.open(home=home, maintenance=False) as store:
+        got = store.load(bp.id).meta
+        assert got.name == (name or "m") and got.description == description
+        assert list(got.tags) == tags
+
+
+def test_unicode_paths(tmp_path: Path) -> None:
+    with localstore.open(home=tmp_path / "h") as store:
+        for p in ("ünïcödé/flöw", "日本/ワークフロー", "emoji/🚀 launch"):
+            bp = store.save(p, "a: 1\n")
+            assert store.load(p).id == bp.id
+        assert store.check().clean
