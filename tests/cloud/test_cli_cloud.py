@@ -1,0 +1,75 @@
+"""``localstore cloud start|status|stop`` across separate CLI invocations."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from supabase import ClientOptions, create_client
+
+from localstore.cli import cli
+from sync.localcloud.cluster import PostgresNotFoundError
+from sync.localcloud.service import pid_alive
+
+pytestmark = pytest.mark.cloud
+
+
+def _localstore(home, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("localstore")), "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def home(tmp_path):
+    yield tmp_path
+    _localstore(tmp_path, "cloud", "stop")  # whatever the test did, nothing keeps running
+
+
+def test_start_status_stop(home):
+    started = _localstore(home, "cloud", "start", "--json")
+    assert started.returncode == 0, started.stderr
+    info = json.loads(started.stdout)
+    assert info["status"] == "running" and info["url"].startswith("http://127.0.0.1:")
+    state_file = home / "state" / "localcloud.json"
+    assert stat.S_IMODE(os.stat(state_file).st_mode) == 0o600
+
+    with httpx.Client() as http:
+        client = create_client(info["url"], info["anon_key"], ClientOptions(httpx_client=http))
+        res = client.auth.sign_up({"email": "cli@example.test", "password": "correct-horse"})
+        assert res.session is not None
+        client.auth._remove_session()
+
+    again = _localstore(home, "--json", "cloud", "start")
+    assert json.loads(again.stdout)["status"] == "already running"
+    status = _localstore(home, "--json", "cloud", "status")
+    assert status.returncode == 0 and json.loads(status.stdout)["url"] == info["url"]
+
+    stopped = _localstore(home, "--json", "cloud", "stop")
+    assert stopped.returncode == 0 and json.loads(stopped.stdout)["status"] == "stopped"
+    assert not pid_alive(info["pid"]) and not state_file.exists()
+    after = _localstore(home, "cloud", "status")
+    assert after.returncode == 1 and "not running" in after.stdout
+
+
+def test_missing_postgres_is_one_clear_line(tmp_path, monkeypatch):
+    def missing():
+        raise PostgresNotFoundError("PostgreSQL server binaries (initdb, postgres) not found")
+
+    # Fault injection: pretend the server binaries are not installed.
+    monkeypatch.setattr("sync.localcloud.cluster.find_bindir", missing)
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path), "cloud", "start"])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "apt-get install postgresql" in lines[0]
