@@ -478,28 +478,34 @@ class KVStore:
         Raises KVNotFoundError, KVFormatError, DecryptionError, KeyNotFoundError.
         """
         try:
-            return self.load_item(key).value
+            item, plain = self._load(key)
         except KVNotFoundError:
             if default is _MISSING:
                 raise
             return default
+        return _decode(key, plain, item.format)
 
     def load_item(self, key: str) -> KVItem:
         """Return the item (value, metadata, tags, times). Raises like :meth:`load`."""
+        item, plain = self._load(key)
+        return replace(item, value=_decode(key, plain, item.format))
+
+    def _load(self, key: str) -> tuple[KVItem, bytes]:
+        """The item (value unset) and its plaintext, from the hot tier or the index."""
         _check_key(key)
         now = self._clock()
         with self._lock:
             if self._hot.enabled:
                 self._sync_with_other_processes()
-            entry = self._hot.get(key, now)
-            if entry is not None:
-                return replace(entry.item, value=_decode(key, entry.plain, entry.item.format))
+                entry = self._hot.get(key, now)
+                if entry is not None:
+                    return entry.item, entry.plain
             writes_before = self._local_writes
         item, plain = self._read_item(key, now)
         with self._lock:
             if self._local_writes == writes_before:  # no write raced this read
                 self._hot.put(key, item, plain, now)
-        return replace(item, value=_decode(key, plain, item.format))
+        return item, plain
 
     def _read_item(self, key: str, now: float) -> tuple[KVItem, bytes]:
         for attempt in range(2):
@@ -563,8 +569,8 @@ class KVStore:
         with self._lock:
             if self._hot.enabled:
                 self._sync_with_other_processes()
-            if self._hot.get(key, now) is not None:
-                return True
+                if self._hot.get(key, now) is not None:
+                    return True
         with self._index.read() as cur:
             rows = cur.execute(
                 "SELECT 1 FROM kv_items WHERE key = ? AND (expires IS NULL OR expires > ?)",
