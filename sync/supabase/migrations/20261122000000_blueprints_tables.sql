@@ -42,9 +42,10 @@ create unique index if not exists blueprints_owner_seq_idx on public.blueprints 
 -- Full reconcile (verify_rows) pages by id within an owner.
 create index if not exists blueprints_owner_id_idx on public.blueprints (owner, id);
 -- One live blueprint per case-insensitive path per owner (push_changes reports path_taken first;
--- this is the backstop).
-create unique index if not exists blueprints_owner_live_path_idx
-  on public.blueprints (owner, lower(path)) where not deleted;
+-- this is the backstop). lower(path) leads so the path_taken lookup is always a point lookup
+-- (with owner first, a generic plan may scan all of an owner's rows and filter).
+create unique index if not exists blueprints_live_path_owner_idx
+  on public.blueprints (lower(path), owner) where not deleted;
 -- purge_tombstones.
 create index if not exists blueprints_tombstones_idx
   on public.blueprints (updated_at) where deleted;

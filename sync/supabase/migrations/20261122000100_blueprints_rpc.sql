@@ -173,7 +173,9 @@ begin
   elsif cur.id is not null and base_rev <> cur.rev then
     return sync_internal.conflict(op, rid, 'rev_mismatch', cur);
   end if;
-  if not new_deleted then
+  -- A live row keeping its path (up to case) cannot collide: the unique index already holds.
+  if not new_deleted
+     and (cur.id is null or cur.deleted or lower(cur.path) <> lower(new_path)) then
     select * into other from public.blueprints b
     where b.owner = me and not b.deleted and b.id <> rid and lower(b.path) = lower(new_path)
     limit 1;
@@ -202,7 +204,7 @@ begin
 end
 $$;
 
--- One change with idempotency: a known (owner, device, op_id) returns its stored result.
+-- One change without idempotency: an invalid_change rejection or decide_change's answer.
 create or replace function sync_internal.push_one(me uuid, device text, ch jsonb)
 returns jsonb
 language plpgsql
@@ -211,30 +213,14 @@ set search_path = ''
 as $$
 declare
   problem text := sync_internal.change_problem(ch);
-  keyed boolean := jsonb_typeof(ch) = 'object' and sync_internal.is_bigint(ch -> 'op_id');
-  op bigint := case when keyed then (ch ->> 'op_id')::bigint else 0 end;
-  stored jsonb;
-  result jsonb;
 begin
-  if keyed then
-    select a.result into stored from public.applied_ops a
-    where a.owner = me and a.device = push_one.device and a.op_id = op;
-    if found then
-      return stored;
-    end if;
+  if problem is null then
+    return sync_internal.decide_change(me, device, ch);
   end if;
-  if problem is not null then
-    result := sync_internal.rejected(
-      op, case when jsonb_typeof(ch -> 'id') = 'string' then ch ->> 'id' else '' end,
-      'invalid_change', problem);
-  else
-    result := sync_internal.decide_change(me, device, ch);
-  end if;
-  if keyed then
-    insert into public.applied_ops (owner, device, op_id, result)
-    values (me, push_one.device, op, result);
-  end if;
-  return result;
+  return sync_internal.rejected(
+    case when sync_internal.is_bigint(ch -> 'op_id') then (ch ->> 'op_id')::bigint else 0 end,
+    case when jsonb_typeof(ch -> 'id') = 'string' then ch ->> 'id' else '' end,
+    'invalid_change', problem);
 end
 $$;
 
@@ -267,8 +253,17 @@ set search_path = ''
 as $$
 declare
   me uuid := sync_internal.require_uid();
-  results jsonb := '[]'::jsonb;
+  stored jsonb;
+  -- Results and new idempotency records are collected in arrays: appending to a PL/pgSQL array
+  -- is amortised O(1), while jsonb || jsonb copies the whole value (quadratic for 500 results
+  -- that may each carry a large conflicting row).
+  results jsonb[] := '{}';
+  fresh_ops bigint[] := '{}';
+  fresh_results jsonb[] := '{}';
   ch jsonb;
+  op bigint;
+  pos integer;
+  result jsonb;
 begin
   if jsonb_typeof(changes) is distinct from 'array' then
     raise exception 'changes must be a JSON array' using errcode = '22023';
@@ -283,11 +278,34 @@ begin
   end if;
   -- Before anything is read or any seq drawn: one pusher per owner at a time (pull safety).
   perform sync_internal.lock_owner(me);
+  -- Idempotency: results already stored for these (owner, device, op_id), in one query.
+  select coalesce(jsonb_object_agg(a.op_id::text, a.result), '{}'::jsonb) into stored
+  from public.applied_ops a
+  where a.owner = me and a.device = push_changes.device and a.op_id in (
+    select (e.value ->> 'op_id')::bigint from jsonb_array_elements(changes) e
+    where jsonb_typeof(e.value) = 'object' and sync_internal.is_bigint(e.value -> 'op_id'));
   for ch in select e.value from jsonb_array_elements(changes) with ordinality e order by e.ordinality
   loop
-    results := results || jsonb_build_array(sync_internal.push_one(me, device, ch));
+    op := case when jsonb_typeof(ch) = 'object' and sync_internal.is_bigint(ch -> 'op_id')
+               then (ch ->> 'op_id')::bigint end;
+    pos := case when op is null then null else array_position(fresh_ops, op) end;
+    if op is not null and stored ? op::text then
+      result := stored -> op::text;
+    elsif pos is not null then
+      result := fresh_results[pos];  -- the same op_id earlier in this batch: a replay
+    else
+      result := sync_internal.push_one(me, device, ch);
+      if op is not null then
+        fresh_ops := fresh_ops || op;
+        fresh_results := fresh_results || result;
+      end if;
+    end if;
+    results := results || result;
   end loop;
-  return results;
+  insert into public.applied_ops (owner, device, op_id, result)
+  select me, push_changes.device, f.op, f.result
+  from unnest(fresh_ops, fresh_results) as f(op, result);
+  return to_jsonb(results);
 end
 $$;
 

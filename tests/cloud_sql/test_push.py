@@ -1,0 +1,234 @@
+"""push_changes: compare-and-swap, conflicts, rejections and idempotency, called as a real user."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+
+from .helpers import Db, change
+
+pytestmark = pytest.mark.cloud
+
+
+def test_create_update_delete_round_trip(db: Db) -> None:
+    api = db.api(db.new_user())
+    c = change(1, path="a/One.blueprint.yaml", content="name: one\n", meta={"name": "one"})
+    [created] = api.push([c])
+    assert created == {
+        "op_id": 1,
+        "id": c["id"],
+        "status": "applied",
+        "rev": 1,
+        "seq": created["seq"],
+    }
+
+    upd = change(2, c["id"], base_rev=1, path="a/One.blueprint.yaml", content="name: two\n")
+    [updated] = api.push([upd])
+    assert (updated["status"], updated["rev"]) == ("applied", 2)
+    assert updated["seq"] > created["seq"]
+
+    tomb = change(3, c["id"], base_rev=2, path="a/One.blueprint.yaml", deleted=True)
+    [deleted] = api.push([tomb])
+    assert (deleted["status"], deleted["rev"]) == ("applied", 3)
+
+    [row] = api.fetch([c["id"]])
+    assert row["deleted"] is True and row["content"] == "" and row["rev"] == 3
+    assert row["meta"] == tomb["meta"] and row["device"] == "dev-a"
+    assert row["content_hash"] == tomb["content_hash"]
+
+
+def test_every_accepted_write_is_in_the_revision_history(db: Db) -> None:
+    api = db.api(db.new_user())
+    c = change(1, content="v1\n")
+    api.push([c])
+    api.push([change(2, c["id"], base_rev=1, path=c["path"], content="v2\n")])
+    history = api.rows(
+        "select rev, content, seq from public.blueprint_revisions where id = %s order by rev",
+        (c["id"],),
+    )
+    assert [(r[0], r[1]) for r in history] == [(1, "v1\n"), (2, "v2\n")]
+    assert history[0][2] < history[1][2]
+
+
+def test_stale_base_rev_is_a_rev_mismatch_with_the_current_row(db: Db) -> None:
+    api = db.api(db.new_user())
+    c = change(1, content="base\n")
+    api.push([c])
+    api.push([change(2, c["id"], base_rev=1, path=c["path"], content="theirs\n")], "dev-b")
+
+    [res] = api.push([change(3, c["id"], base_rev=1, path=c["path"], content="mine\n")])
+    assert (res["status"], res["reason"]) == ("conflict", "rev_mismatch")
+    assert res["current"]["content"] == "theirs\n" and res["current"]["rev"] == 2
+    assert res["current"]["device"] == "dev-b"
+
+
+def test_create_of_an_existing_id_is_exists(db: Db) -> None:
+    api = db.api(db.new_user())
+    c = change(1)
+    api.push([c])
+    [res] = api.push([change(2, c["id"], path=c["path"])])
+    assert (res["status"], res["reason"], res["current"]["rev"]) == ("conflict", "exists", 1)
+
+
+def test_update_of_an_unknown_id_is_missing(db: Db) -> None:
+    api = db.api(db.new_user())
+    [res] = api.push([change(1, base_rev=4)])
+    assert (res["status"], res["reason"], res["current"]) == ("conflict", "missing", None)
+
+
+def test_conflict_on_a_tombstone_returns_it_and_revival_needs_its_rev(db: Db) -> None:
+    api = db.api(db.new_user())
+    c = change(1)
+    api.push([c, change(2, c["id"], base_rev=1, path=c["path"], deleted=True)])
+    [stale] = api.push([change(3, c["id"], base_rev=1, path=c["path"], content="edit\n")])
+    assert stale["reason"] == "rev_mismatch" and stale["current"]["deleted"] is True
+    [revived] = api.push([change(4, c["id"], base_rev=2, path=c["path"], content="edit\n")])
+    assert (revived["status"], revived["rev"]) == ("applied", 3)
+    assert api.fetch([c["id"]])[0]["deleted"] is False
+
+
+def test_path_taken_is_case_insensitive_among_live_rows(db: Db) -> None:
+    api = db.api(db.new_user())
+    first = change(1, path="Team/Deploy.blueprint.yaml")
+    api.push([first])
+    [res] = api.push([change(2, path="team/DEPLOY.blueprint.yaml")])
+    assert (res["status"], res["reason"]) == ("conflict", "path_taken")
+    assert res["current"]["id"] == first["id"]
+
+    # Once the first is a tombstone, the path is free again.
+    api.push([change(3, first["id"], base_rev=1, path=first["path"], deleted=True)])
+    [ok] = api.push([change(4, path="team/DEPLOY.blueprint.yaml")])
+    assert ok["status"] == "applied"
+
+
+def test_a_rename_onto_its_own_path_in_other_case_is_fine(db: Db) -> None:
+    api = db.api(db.new_user())
+    c = change(1, path="x/Name.blueprint.yaml")
+    api.push([c])
+    [res] = api.push([change(2, c["id"], base_rev=1, path="x/name.blueprint.yaml")])
+    assert res["status"] == "applied"
+
+
+def test_replay_returns_identical_results_and_applies_nothing(db: Db) -> None:
+    api = db.api(db.new_user())
+    existing = change(1)
+    api.push([existing])
+    batch = [
+        change(10),
+        change(11, existing["id"], base_rev=7, path=existing["path"]),  # conflict
+        change(12, "not-a-uuid"),  # rejected
+    ]
+    first = api.push(batch)
+    seq_before = api.scalar("select max(seq) from public.blueprints")
+    again = api.push(batch)
+    assert again == first
+    assert api.scalar("select max(seq) from public.blueprints") == seq_before
+    assert (
+        api.scalar("select count(*) from public.blueprints where id = %s", (batch[0]["id"],)) == 1
+    )
+    # The same op_id from another device is a different operation.
+    [other] = api.push([batch[0]], "dev-b")
+    assert (other["status"], other["reason"]) == ("conflict", "exists")
+
+
+def test_replay_returns_the_stored_result_even_after_the_row_moved_on(db: Db) -> None:
+    api = db.api(db.new_user())
+    c = change(1)
+    [first] = api.push([c])
+    api.push([change(2, c["id"], base_rev=1, path=c["path"], content="later\n")], "dev-b")
+    assert api.push([c]) == [first]
+
+
+def test_one_bad_change_is_rejected_and_the_rest_apply(db: Db) -> None:
+    api = db.api(db.new_user())
+    good1, good2 = change(1), change(3)
+    bad = change(2, path="../escape.blueprint.yaml")
+    results = api.push([good1, bad, good2])
+    assert [r["status"] for r in results] == ["applied", "rejected", "applied"]
+    assert results[1]["code"] == "invalid_path" and results[1]["op_id"] == 2
+    assert results[1]["message"]
+    assert len(api.fetch([good1["id"], good2["id"], bad["id"]])) == 2
+
+
+@pytest.mark.parametrize(
+    ("mutate", "code"),
+    [
+        ({"id": "nope"}, "invalid_id"),
+        ({"id": "12345678-1234-1234-1234-1234567890"}, "invalid_id"),
+        ({"path": ""}, "invalid_path"),
+        ({"path": "/etc/passwd"}, "invalid_path"),
+        ({"path": "a/../b.yaml"}, "invalid_path"),
+        ({"path": "..\\b.yaml"}, "invalid_path"),
+        ({"path": "a\\b.yaml"}, "invalid_path"),
+        ({"path": "p" * 1025}, "invalid_path"),
+        ({"content": "x" * (10 * 1024 * 1024 + 1)}, "too_large"),
+        ({"op_id": "1"}, "invalid_change"),
+        ({"op_id": 1.5}, "invalid_change"),
+        ({"meta": []}, "invalid_change"),
+        ({"deleted": "no"}, "invalid_change"),
+        ({"base_rev": "1"}, "invalid_change"),
+        ({"content_hash": None}, "invalid_change"),
+        ({"path": 7}, "invalid_change"),
+    ],
+)
+def test_permanent_rejections_carry_their_code(
+    db: Db, mutate: dict[str, object], code: str
+) -> None:
+    api = db.api(db.new_user())
+    c = change(1)
+    c.update(mutate)
+    [res] = api.push([c])
+    assert (res["status"], res["code"]) == ("rejected", code)
+    assert api.scalar("select count(*) from public.blueprints") == 0
+
+
+def test_missing_fields_are_invalid_change(db: Db) -> None:
+    api = db.api(db.new_user())
+    for key in ("base_rev", "content", "meta", "deleted", "id"):
+        c = change(1)
+        del c[key]
+        [res] = api.push([c])
+        assert (res["status"], res["code"]) == ("rejected", "invalid_change"), key
+    [res] = api.push([42])  # type: ignore[list-item]
+    assert (res["op_id"], res["id"], res["code"]) == (0, "", "invalid_change")
+
+
+def test_path_of_exactly_1024_chars_and_content_of_exactly_10_mib_are_accepted(db: Db) -> None:
+    api = db.api(db.new_user())
+    c = change(1, path="p" * 1024, content="x" * (10 * 1024 * 1024))
+    [res] = api.push([c])
+    assert res["status"] == "applied"
+
+
+def test_ids_are_canonicalised(db: Db) -> None:
+    api = db.api(db.new_user())
+    rid = uuid.uuid4()
+    [res] = api.push([change(1, str(rid).upper())])
+    assert res["id"] == str(rid)
+    [res2] = api.push([change(2, rid.hex, base_rev=1, path="other.yaml")])
+    assert (res2["status"], res2["id"]) == ("applied", str(rid))
+
+
+def test_more_than_500_changes_is_an_error_and_applies_nothing(db: Db) -> None:
+    api = db.api(db.new_user())
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="too many changes"):
+        api.push([change(i) for i in range(501)])
+    assert api.scalar("select count(*) from public.blueprints") == 0
+    assert len(api.push([change(i) for i in range(500)])) == 500
+
+
+def test_server_info(db: Db) -> None:
+    api = db.api(db.new_user())
+    assert api.server_info() == {"protocol": 1, "max_batch": 500, "max_content_bytes": 10485760}
+
+
+def test_an_op_id_repeated_within_a_batch_is_a_replay_of_the_first(db: Db) -> None:
+    api = db.api(db.new_user())
+    first = change(5)
+    twin = change(5)  # same op_id, different content: a client bug, answered like a replay
+    results = api.push([first, twin, change(6)])
+    assert results[1] == results[0] and results[0]["id"] == first["id"]
+    assert api.fetch([twin["id"]]) == []
+    assert api.push([twin]) == [results[0]]
