@@ -19,7 +19,9 @@ remote's boundary with ``raise ... from exc`` and never leak out.
     ├── ProtocolError           tell_user     a reply or request breaks the sync contract
     ├── RemoteConfigError       tell_user     wrong URL or key, schema not deployed, old protocol
     ├── ConflictError           tell_user     an operation needs an open conflict resolved first
-    └── MergeError              tell_user     the merge machinery was misused (e.g. a bad policy)
+    ├── MergeError              tell_user     the merge machinery was misused (e.g. a bad policy)
+    ├── EngineStateError        tell_user     the engine was used out of order (started twice...)
+    └── SyncLockedError         tell_user     another process already syncs this home
 
 Actions: ``retry`` = back off with jitter and try again, nothing is lost; ``refresh_auth`` =
 refresh the session once and retry, never quarantine; ``quarantine`` = park that one change with
@@ -155,3 +157,15 @@ class MergeError(SyncError):
     """The merge machinery was misused: an unknown policy or a policy returning a bad resolution."""
 
     hint = "fix the conflict policy passed to the sync engine"
+
+
+class EngineStateError(SyncError):
+    """The sync engine was used out of order (started twice, restarted, used after stop)."""
+
+    hint = "create a new SyncEngine; start() it once and stop() it once"
+
+
+class SyncLockedError(SyncError):
+    """Another process (usually the daemon) already syncs this home."""
+
+    hint = "see `localstore status`; the running daemon syncs this home"

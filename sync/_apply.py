@@ -1,0 +1,417 @@
+"""Apply server rows to the local store: clean takes, the merge ladder, keep-both, edit beats delete.
+
+One ``Applier`` serves one sync pass. Every method runs inside the caller's index write
+transaction (``store.index.write()`` is nestable), so a file change and the sync bookkeeping that
+says "this device now builds on server rev N" commit together: a kill between them leaves files
+newer than the index, which reconcile-on-open ingests as a local change, which the next pass
+resolves against the same server row (local equals remote) without losing anything.
+
+Decisions, by local state (dirty = changed since the last recorded match with the server):
+
+* clean or absent: take the server row (write, move, delete) with ``origin="remote"``.
+* dirty delete vs remote edit: the edit wins; the blueprint is revived with the remote content.
+* dirty edit vs remote delete: the edit wins; the tombstone becomes the base and the next push
+  (``base_rev`` = tombstone rev) revives it on the server.
+* both live: ``sync.merge.resolve`` with base = the stored content at ``base_rev``. Keep-both
+  gives the server version the id and path and makes the local version a new blueprint at a
+  conflict path, plus a conflict record.
+* an incoming path held locally by another id: the server row keeps the path, the local one moves
+  to a conflict path (and is pushed again).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from localstore import files as fs
+from localstore.blueprint import BlueprintMeta, content_hash
+from localstore.errors import InvalidInputError, NotFoundError
+from localstore.events import Event
+from sync import _state as st
+from sync.merge import ConflictPolicy, Resolution, Version, resolve
+from sync.remote import ServerRow
+
+if TYPE_CHECKING:
+    from localstore.blueprint import Blueprint
+    from localstore.store import BlueprintStore, Row
+
+log = logging.getLogger("sync.engine")
+
+# Conflict copies get a deterministic id (same main id, local content, server rev and device):
+# if a pass is killed after writing the copy but before the commit, the retry moves that same
+# copy instead of making a second one.
+_COPY_NAMESPACE = uuid.UUID("9c6d1f0e-3b7a-4e55-9a8e-5c2f4b1d7e21")
+_MAX_DEVICE_CHARS = 40
+
+
+@dataclass
+class ApplyStats:
+    """What one pass did to the local store."""
+
+    applied: int = 0
+    conflicts: int = 0
+    merged: int = 0
+    errors: list[str] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+def utc_stamp(now: datetime) -> str:
+    """A UTC timestamp that is safe in a file name on every OS (no colons)."""
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
+
+
+def _safe_device(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip(".- ")
+    return (cleaned or "device")[:_MAX_DEVICE_CHARS]
+
+
+def conflict_path(path: str, device: str, stamp: str, taken: Callable[[str], bool]) -> str:
+    """A free sibling path: ``folder/stem (conflict <device> <stamp>).blueprint.yaml``."""
+    folder = fs.folder_of(path)
+    stem = fs.display_name(path)
+    dev = _safe_device(device)
+    n = 1
+    while True:
+        tail = f" (conflict {dev} {stamp}{'' if n == 1 else f' {n}'})"
+        room = fs.MAX_SEGMENT_BYTES - len((tail + fs.YAML_SUFFIX).encode("utf-8"))
+        short = stem.encode("utf-8")[: max(room, 1)].decode("utf-8", "ignore").rstrip(" .")
+        candidate = fs.normalize_path(f"{folder}/{short}{tail}" if folder else f"{short}{tail}")
+        if not taken(candidate):
+            return candidate
+        n += 1
+
+
+def merge_path(base_path: str | None, local_path: str, remote_path: str) -> str:
+    """3-way merge of a path: a side that renamed wins; both renamed: the server's rename wins."""
+    if local_path == remote_path:
+        return local_path
+    if base_path is not None and local_path == base_path:
+        return remote_path
+    if base_path is not None and remote_path == base_path:
+        return local_path
+    return remote_path
+
+
+class Applier:
+    """Applies server rows to one store inside the caller's write transaction."""
+
+    def __init__(
+        self,
+        store: BlueprintStore,
+        policy: ConflictPolicy,
+        *,
+        now: Callable[[], datetime],
+        stats: ApplyStats,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.now = now
+        self.stats = stats
+
+    # -- entry points --------------------------------------------------------------------------
+
+    def apply_row(self, cur: Any, r: ServerRow) -> None:
+        """Bring one server row into the store (a pulled row or a push conflict's current row).
+
+        Raises InvalidInputError (and subclasses) when the row cannot be stored here; the caller
+        parks it in quarantine. Storage errors propagate: the pass stops, nothing is skipped.
+        """
+        item = st.get_item(cur, r.id)
+        if item is not None and item.base_rev is not None and item.base_rev >= r.rev:
+            return  # already known: our own push coming back, or a replayed page
+        local = self._local_row(r.id)
+        if local is not None and not local.deleted:
+            local = self._fresh(local)
+        synced = item.synced_op_id if item is not None else 0
+        dirty = local is not None and local.op_id > synced
+        if local is not None and not local.deleted and local.flagged:
+            self._keep_unparsable(cur, local, r)
+        if local is None or not dirty:
+            self._take_clean(cur, local, r)
+        elif local.deleted:
+            self._local_delete_vs(cur, local, item, r)
+        elif r.deleted:
+            self._local_edit_vs_delete(cur, local, item, r)
+        else:
+            self._three_way(cur, local, item, r)
+
+    def move_for_path_conflict(
+        self, cur: Any, blueprint_id: str, winner: ServerRow, *, reason: str = "path_taken"
+    ) -> str | None:
+        """Move a local blueprint off a path the server gave to ``winner``; returns its new path."""
+        local = self._local_row(blueprint_id)
+        if local is None or local.deleted:
+            return None
+        text = self._text(cur, local)
+        new_path = self._conflict_path_for(local.path)
+        self.store.move(local.id, new_path, origin="merge")
+        st.add_conflict(
+            cur,
+            blueprint_id=winner.id,
+            path=winner.path,
+            copy_id=local.id,
+            copy_path=new_path,
+            reason=reason,
+            base=None,
+            local=text,
+            remote=winner.content,
+            base_rev=None,
+            remote_rev=winner.rev,
+        )
+        self._conflict_event(
+            local.id, new_path, f"{local.path} is taken on the server by {winner.id}; moved here"
+        )
+        return new_path
+
+    # -- the cases -----------------------------------------------------------------------------
+
+    def _take_clean(self, cur: Any, local: Row | None, r: ServerRow) -> None:
+        if r.deleted:
+            if local is not None and not local.deleted:
+                self.store.delete(local.id, origin="remote", tx_hook=self._hook(r))
+                self.stats.applied += 1
+            elif local is not None:
+                self._record(cur, r, synced=True)
+            return
+        self._save_remote(cur, r)
+
+    def _local_delete_vs(
+        self, cur: Any, local: Row, item: st.ItemState | None, r: ServerRow
+    ) -> None:
+        if r.deleted:
+            self._record(cur, r, synced=True)  # deleted on both sides
+            return
+        if item is not None and item.base_rev is not None and r.content_hash == item.base_hash:
+            # The server only moved it (no edit): the local delete still applies to this rev.
+            self._record(cur, r, synced=False)
+            return
+        self._save_remote(cur, r)  # an edit beats a delete: revive with the remote edit
+        self._conflict_event(local.id, r.path, "a remote edit revived a locally deleted blueprint")
+
+    def _local_edit_vs_delete(
+        self, cur: Any, local: Row, item: st.ItemState | None, r: ServerRow
+    ) -> None:
+        if item is not None and item.base_rev is not None and local.content_hash == item.base_hash:
+            # Local only moved it (no edit): the remote delete applies.
+            self.store.delete(local.id, origin="remote", tx_hook=self._hook(r))
+            self.stats.applied += 1
+            return
+        # An edit beats a delete: build on the tombstone; the next push revives the row.
+        self._record(cur, r, synced=False)
+        self._conflict_event(local.id, local.path, "a local edit revives a remotely deleted one")
+
+    def _three_way(self, cur: Any, local: Row, item: st.ItemState | None, r: ServerRow) -> None:
+        local_v = Version(self._text(cur, local), json.loads(local.meta_json))
+        remote_v = Version(r.content, dict(r.meta))
+        base = self._find_base(cur, local.id, item, r)
+        base_v = Version(base.content, dict(base.meta)) if base is not None else None
+        resolution = resolve(self.policy, base_v, local_v, remote_v, validator=self.store.validator)
+        if resolution.action == "keep_both":
+            base_rev = item.base_rev if item is not None else None
+            self._keep_both(cur, local, local_v, base_v, base_rev, r, resolution)
+            return
+        content, meta = self._chosen(resolution, local_v, remote_v)
+        path = merge_path(base.path if base else None, local.path, r.path)
+        if path == r.path and self._hash(content, meta, r.id) == r.content_hash:
+            self._save_remote(cur, r)
+            return
+        self._ensure_path_free(cur, path, local.id, r)
+        self.store.save(path, content, meta=meta, id=local.id, origin="merge")
+        self._record(cur, r, synced=False)
+        self.stats.merged += 1
+
+    def _keep_both(
+        self,
+        cur: Any,
+        local: Row,
+        local_v: Version,
+        base_v: Version | None,
+        base_rev: int | None,
+        r: ServerRow,
+        resolution: Resolution,
+    ) -> None:
+        stamp = utc_stamp(self.now())
+        copy_id = str(
+            uuid.uuid5(
+                _COPY_NAMESPACE, f"{local.id}:{local.content_hash}:{r.rev}:{self.store.device_id}"
+            )
+        )
+        copy_path = self._conflict_path_for(local.path, stamp=stamp, owner=copy_id)
+        name = f"{local.name} (conflict {self.store.device_name} {stamp})"
+        now = self.now().astimezone(UTC).isoformat().replace("+00:00", "Z")
+        meta = {**local_v.meta, "id": copy_id, "name": name, "created": now, "modified": now}
+        self.store.save(copy_path, local_v.content, meta=meta, id=copy_id, origin="merge")
+        self._save_remote(cur, r)
+        cid = st.add_conflict(
+            cur,
+            blueprint_id=r.id,
+            path=r.path,
+            copy_id=copy_id,
+            copy_path=copy_path,
+            reason="; ".join(resolution.conflicts) or "content",
+            base=base_v.content if base_v else None,
+            local=local_v.content,
+            remote=r.content,
+            base_rev=base_rev,
+            remote_rev=r.rev,
+        )
+        self._conflict_event(r.id, r.path, f"conflict #{cid}: local version kept at {copy_path}")
+
+    def _keep_unparsable(self, cur: Any, local: Row, r: ServerRow) -> None:
+        """The file on disk does not parse (an edit in progress): keep its bytes in a record."""
+        try:
+            raw = fs.read_bytes(self.store.abspath(local.path)).decode("utf-8", "replace")
+        except FileNotFoundError:
+            return
+        cid = st.add_conflict(
+            cur,
+            blueprint_id=local.id,
+            path=local.path,
+            copy_id=None,
+            copy_path=None,
+            reason=f"the local file did not parse: {local.flagged}",
+            base=None,
+            local=raw,
+            remote=r.content,
+            base_rev=None,
+            remote_rev=r.rev,
+        )
+        self._conflict_event(local.id, local.path, f"conflict #{cid}: unparsable local file kept")
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _save_remote(self, cur: Any, r: ServerRow) -> Blueprint:
+        """Write the server version (content, meta, path) under its id, with the base recorded."""
+        meta = BlueprintMeta.from_dict(r.meta, source=f"server row {r.id}")
+        if meta.id != r.id:
+            raise InvalidInputError(f"server row {r.id} carries meta id {meta.id}")
+        path = fs.normalize_path(r.path)
+        self._ensure_path_free(cur, path, r.id, r)
+        bp = self.store.save(
+            path, r.content, meta=meta, id=r.id, origin="remote", tx_hook=self._hook(r)
+        )
+        self.stats.applied += 1
+        return bp
+
+    def _ensure_path_free(self, cur: Any, path: str, owner: str, r: ServerRow) -> None:
+        other = self._live_at(cur, path)
+        if other is not None and other != owner:
+            self.move_for_path_conflict(cur, other, r)
+
+    def _hook(self, r: ServerRow) -> Callable[[Any, Blueprint], None]:
+        def hook(cur: Any, bp: Blueprint) -> None:
+            self._record(cur, r, synced=True)
+
+        return hook
+
+    def _record(self, cur: Any, r: ServerRow, *, synced: bool) -> None:
+        st.record_base(
+            cur,
+            r.id,
+            rev=r.rev,
+            content_hash=r.content_hash,
+            path=r.path,
+            deleted=r.deleted,
+            content=None if r.deleted else r.content,
+            meta=None if r.deleted else dict(r.meta),
+            synced_op_id=st.current_op_id(cur, r.id) if synced else None,
+        )
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _local_row(self, blueprint_id: str) -> Row | None:
+        try:
+            return self.store.row(blueprint_id, include_deleted=True)
+        except NotFoundError:
+            return None
+
+    def _fresh(self, local: Row) -> Row:
+        """Ingest an edit the watcher has not recorded yet, so it is never overwritten unseen."""
+        try:
+            y = os.stat(self.store.abspath(local.path))
+            m = os.stat(self.store.abspath(fs.meta_path_for(local.path)))
+        except FileNotFoundError:
+            return local  # a vanished file is the watcher's call (editors delete briefly)
+        if (y.st_size, y.st_mtime_ns, m.st_size, m.st_mtime_ns) == (
+            local.yaml_size,
+            local.yaml_mtime_ns,
+            local.meta_size,
+            local.meta_mtime_ns,
+        ):
+            return local
+        from localstore._reconcile import Reconciler
+
+        reconciler = Reconciler(self.store, origin="external")
+        reconciler.ingest_path(local.path)
+        return self._local_row(local.id) or local
+
+    def _text(self, cur: Any, local: Row) -> str:
+        rows = cur.execute(
+            "SELECT content FROM revisions WHERE id = ? AND rev = ?", (local.id, local.rev)
+        ).fetchall()
+        return str(rows[0][0]) if rows else ""
+
+    def _find_base(
+        self, cur: Any, blueprint_id: str, item: st.ItemState | None, r: ServerRow
+    ) -> st.Base | None:
+        # If the server's version is one this device once had, it is an ancestor of the local
+        # one (e.g. our own push whose response was lost, then a further edit): base = remote,
+        # so the ladder takes local without a spurious conflict.
+        seen = st.local_revision_with_hash(cur, blueprint_id, r.content_hash)
+        if seen is not None:
+            return st.Base(seen.rev, r.path, r.content, dict(r.meta))
+        if item is not None and item.base_rev is not None:
+            return st.get_base(cur, blueprint_id)
+        return None
+
+    def _live_at(self, cur: Any, path: str) -> str | None:
+        rows = cur.execute(
+            "SELECT id FROM blueprints WHERE path_key = ? AND deleted = 0", (fs.path_key(path),)
+        ).fetchall()
+        return str(rows[0][0]) if rows else None
+
+    def _taken(self, path: str, owner: str | None = None) -> bool:
+        with self.store.index.read() as cur:
+            holder = self._live_at(cur, path)
+        if holder is not None and holder != owner:
+            return True
+        return holder is None and self.store.abspath(path).exists()
+
+    def _conflict_path_for(
+        self, path: str, *, stamp: str | None = None, owner: str | None = None
+    ) -> str:
+        return conflict_path(
+            path,
+            self.store.device_name,
+            stamp or utc_stamp(self.now()),
+            lambda p: self._taken(p, owner),
+        )
+
+    @staticmethod
+    def _chosen(
+        resolution: Resolution, local_v: Version, remote_v: Version
+    ) -> tuple[str, dict[str, Any]]:
+        if resolution.action == "take_local":
+            return local_v.content, dict(local_v.meta)
+        if resolution.action == "take_remote":
+            return remote_v.content, dict(remote_v.meta)
+        assert resolution.content is not None and resolution.meta is not None
+        return resolution.content, dict(resolution.meta)
+
+    def _hash(self, content: str, meta: dict[str, Any], blueprint_id: str) -> str:
+        try:
+            m = BlueprintMeta.from_dict({**meta, "id": blueprint_id})
+        except InvalidInputError:
+            return ""
+        return content_hash(content.encode("utf-8"), m)
+
+    def _conflict_event(self, blueprint_id: str, path: str, detail: str) -> None:
+        self.stats.conflicts += 1
+        self.stats.events.append(Event("conflict", blueprint_id, path, "remote", detail=detail))

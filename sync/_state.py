@@ -1,0 +1,550 @@
+"""The sync engine's state in the index: outbox, bases, cursor, quarantine and conflict records.
+
+Nothing here is written into user files (DESIGN.md §2). Every table lives in ``index.db`` next to
+the blueprints table, so one index transaction covers a file change and its sync bookkeeping.
+
+The outbox is not a queue table: an item is *dirty* when ``blueprints.op_id`` (bumped by every
+local change, in the same transaction as the change) is greater than ``sync_items.synced_op_id``
+(set, in the same transaction, whenever the engine records that the local copy matches the
+server). A crash can therefore never lose a queued change: the queue is a query over committed
+rows. A separate queue table was rejected because it can disagree with the files after a kill
+between the file write and the queue insert.
+
+Tables (component ``sync``):
+
+* ``sync_items(id, base_rev, base_hash, base_path, base_deleted, synced_op_id)``: what this
+  device knows of the server row (``base_rev`` NULL = never on the server).
+* ``sync_bases(id, rev, path, content, meta)``: the content at ``base_rev`` (the last live one
+  for a tombstone), the "base" of 3-way merges.
+* ``sync_state(key, value)``: ``identity``, ``cursor``, ``horizon``, ``last_synced_at``,
+  ``last_error``.
+* ``sync_quarantine``: changes the server refused permanently (``direction`` push) and remote
+  rows this device cannot store (``direction`` pull); parked until changed or retried.
+* ``sync_conflicts``: conflict records (base, local and remote text) for the API and the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from localstore.blueprint import utc_now
+
+SYNC_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE sync_items (
+        id TEXT PRIMARY KEY,
+        base_rev INTEGER,
+        base_hash TEXT NOT NULL DEFAULT '',
+        base_path TEXT NOT NULL DEFAULT '',
+        base_deleted INTEGER NOT NULL DEFAULT 0,
+        synced_op_id INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    CREATE TABLE sync_bases (
+        id TEXT PRIMARY KEY,
+        rev INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        content TEXT NOT NULL,
+        meta TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE sync_state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE sync_quarantine (
+        id TEXT PRIMARY KEY,
+        op_id INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        direction TEXT NOT NULL,
+        code TEXT NOT NULL,
+        message TEXT NOT NULL,
+        ts TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE sync_conflicts (
+        cid INTEGER PRIMARY KEY,
+        id TEXT NOT NULL,
+        path TEXT NOT NULL,
+        copy_id TEXT,
+        copy_path TEXT,
+        reason TEXT NOT NULL,
+        base TEXT,
+        local TEXT NOT NULL,
+        remote TEXT NOT NULL,
+        base_rev INTEGER,
+        remote_rev INTEGER,
+        created TEXT NOT NULL,
+        resolved TEXT,
+        resolution TEXT
+    );
+    CREATE INDEX sync_conflicts_open ON sync_conflicts(resolved, cid);
+    """,
+)
+
+# Dirty = changed since the last recorded match with the server, and not parked in quarantine
+# at this very op id (a later edit un-parks it: that is how a fixed item retries by itself).
+_DIRTY_WHERE = (
+    "b.op_id > coalesce(s.synced_op_id, 0) "
+    "AND NOT EXISTS (SELECT 1 FROM sync_quarantine q WHERE q.id = b.id AND q.op_id = b.op_id)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One dirty blueprint as it should be pushed (content and meta of its current revision)."""
+
+    id: str
+    path: str
+    content_hash: str
+    rev: int
+    op_id: int
+    deleted: bool
+    valid: bool
+    base_rev: int | None
+    base_deleted: bool
+    content: str
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ItemState:
+    """What this device recorded about one server row."""
+
+    id: str
+    base_rev: int | None
+    base_hash: str
+    base_path: str
+    base_deleted: bool
+    synced_op_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Base:
+    """The content of a blueprint at its base revision."""
+
+    rev: int
+    path: str
+    content: str
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineEntry:
+    """A change parked after a permanent refusal, with the server's (or local) error."""
+
+    id: str
+    op_id: int
+    path: str
+    direction: str
+    code: str
+    message: str
+    ts: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view (with the command that retries it)."""
+        return {
+            "id": self.id,
+            "op_id": self.op_id,
+            "path": self.path,
+            "direction": self.direction,
+            "code": self.code,
+            "message": self.message,
+            "ts": self.ts,
+            "retry": "localstore sync --retry-quarantined",
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ConflictRecord:
+    """A conflict kept for the user: base, local and remote text of one blueprint.
+
+    ``id``/``path`` is the blueprint that holds the server's version; ``copy_id``/``copy_path`` is
+    the conflict copy holding the local version (None when no copy was made).
+    """
+
+    cid: int
+    id: str
+    path: str
+    copy_id: str | None
+    copy_path: str | None
+    reason: str
+    base: str | None
+    local: str
+    remote: str
+    base_rev: int | None
+    remote_rev: int | None
+    created: str
+    resolved: str | None
+    resolution: str | None
+
+    @property
+    def open(self) -> bool:
+        """True until the conflict is resolved."""
+        return self.resolved is None
+
+    def to_dict(self, *, texts: bool = False) -> dict[str, Any]:
+        """A JSON-friendly view; ``texts`` adds base, local and remote."""
+        out: dict[str, Any] = {
+            "cid": self.cid,
+            "id": self.id,
+            "path": self.path,
+            "copy_id": self.copy_id,
+            "copy_path": self.copy_path,
+            "reason": self.reason,
+            "base_rev": self.base_rev,
+            "remote_rev": self.remote_rev,
+            "created": self.created,
+            "resolved": self.resolved,
+            "resolution": self.resolution,
+        }
+        if texts:
+            out.update(base=self.base, local=self.local, remote=self.remote)
+        return out
+
+
+_CONFLICT_COLUMNS = (
+    "cid, id, path, copy_id, copy_path, reason, base, local, remote, base_rev, remote_rev, "
+    "created, resolved, resolution"
+)
+
+
+# -- sync_state ---------------------------------------------------------------------------------
+
+
+def get_state(cur: Any, key: str, default: str | None = None) -> str | None:
+    """One value of sync_state."""
+    rows = cur.execute("SELECT value FROM sync_state WHERE key = ?", (key,)).fetchall()
+    return str(rows[0][0]) if rows else default
+
+
+def set_state(cur: Any, key: str, value: str) -> None:
+    """Set one value of sync_state."""
+    cur.execute(
+        "INSERT INTO sync_state VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+
+
+def del_state(cur: Any, key: str) -> None:
+    """Remove one value of sync_state."""
+    cur.execute("DELETE FROM sync_state WHERE key = ?", (key,))
+
+
+def get_cursor(cur: Any) -> int:
+    """The pull cursor (0 = from the beginning)."""
+    return int(get_state(cur, "cursor", "0") or 0)
+
+
+def reset_for_identity(cur: Any, identity: str) -> bool:
+    """Forget server knowledge when the remote (server or user) changed; True if it did.
+
+    Local files are untouched; every live blueprint becomes a create for the new account.
+    """
+    known = get_state(cur, "identity")
+    if known == identity:
+        return False
+    if known is not None:
+        for table in ("sync_items", "sync_bases", "sync_quarantine"):
+            cur.execute(f"DELETE FROM {table}")
+        for key in ("cursor", "horizon", "last_synced_at", "last_error"):
+            del_state(cur, key)
+    set_state(cur, "identity", identity)
+    return known is not None
+
+
+# -- outbox -------------------------------------------------------------------------------------
+
+
+def outbox_batch(cur: Any, after_op_id: int, limit: int) -> list[OutboxItem]:
+    """Dirty items with op_id > ``after_op_id``, oldest change first."""
+    rows = cur.execute(
+        "SELECT b.id, b.path, b.content_hash, b.rev, b.op_id, b.deleted, b.valid, "
+        "s.base_rev, coalesce(s.base_deleted, 0), r.content, r.meta "
+        "FROM blueprints b LEFT JOIN sync_items s ON s.id = b.id "
+        "LEFT JOIN revisions r ON r.id = b.id AND r.rev = b.rev "
+        f"WHERE b.op_id > ? AND {_DIRTY_WHERE} ORDER BY b.op_id LIMIT ?",
+        (after_op_id, limit),
+    ).fetchall()
+    return [
+        OutboxItem(
+            id=str(r[0]),
+            path=str(r[1]),
+            content_hash=str(r[2]),
+            rev=int(r[3]),
+            op_id=int(r[4]),
+            deleted=bool(r[5]),
+            valid=bool(r[6]),
+            base_rev=None if r[7] is None else int(r[7]),
+            base_deleted=bool(r[8]),
+            content="" if r[9] is None else str(r[9]),
+            meta=json.loads(r[10]) if r[10] else {},
+        )
+        for r in rows
+    ]
+
+
+def pending_count(cur: Any) -> int:
+    """Number of dirty items that are not parked in quarantine and have something to push."""
+    row = cur.execute(
+        "SELECT count(*) FROM blueprints b LEFT JOIN sync_items s ON s.id = b.id "
+        f"WHERE {_DIRTY_WHERE} "
+        "AND NOT (b.deleted = 1 AND (s.base_rev IS NULL OR s.base_deleted = 1))"
+    ).fetchall()
+    return int(row[0][0])
+
+
+def held_count(cur: Any) -> int:
+    """Dirty live items that fail the app's validator (held back until they are valid)."""
+    row = cur.execute(
+        "SELECT count(*) FROM blueprints b LEFT JOIN sync_items s ON s.id = b.id "
+        f"WHERE {_DIRTY_WHERE} AND b.deleted = 0 AND b.valid = 0"
+    ).fetchall()
+    return int(row[0][0])
+
+
+def max_op_id(cur: Any) -> int:
+    """The highest op id handed out so far."""
+    row = cur.execute("SELECT value FROM counters WHERE name = 'op_id'").fetchall()
+    return int(row[0][0]) if row else 0
+
+
+# -- items and bases ----------------------------------------------------------------------------
+
+
+def get_item(cur: Any, blueprint_id: str) -> ItemState | None:
+    """The recorded server knowledge of one blueprint."""
+    rows = cur.execute(
+        "SELECT id, base_rev, base_hash, base_path, base_deleted, synced_op_id FROM sync_items "
+        "WHERE id = ?",
+        (blueprint_id,),
+    ).fetchall()
+    if not rows:
+        return None
+    r = rows[0]
+    return ItemState(
+        str(r[0]), None if r[1] is None else int(r[1]), str(r[2]), str(r[3]), bool(r[4]), int(r[5])
+    )
+
+
+def current_op_id(cur: Any, blueprint_id: str) -> int:
+    """The blueprint's current op id (0 when the index has no row)."""
+    rows = cur.execute("SELECT op_id FROM blueprints WHERE id = ?", (blueprint_id,)).fetchall()
+    return int(rows[0][0]) if rows else 0
+
+
+def record_base(
+    cur: Any,
+    blueprint_id: str,
+    *,
+    rev: int,
+    content_hash: str,
+    path: str,
+    deleted: bool,
+    content: str | None,
+    meta: dict[str, Any] | None,
+    synced_op_id: int | None,
+) -> None:
+    """Remember the server row this device now builds on.
+
+    ``synced_op_id`` None keeps the recorded one (the local copy stays dirty); ``content`` None
+    keeps the stored base content (a tombstone keeps the last live content as merge base).
+    """
+    cur.execute(
+        "INSERT INTO sync_items (id, base_rev, base_hash, base_path, base_deleted, synced_op_id) "
+        "VALUES (?, ?, ?, ?, ?, coalesce(?, 0)) ON CONFLICT(id) DO UPDATE SET "
+        "base_rev = excluded.base_rev, base_hash = excluded.base_hash, "
+        "base_path = excluded.base_path, base_deleted = excluded.base_deleted, "
+        "synced_op_id = coalesce(?, sync_items.synced_op_id)",
+        (blueprint_id, rev, content_hash, path, int(deleted), synced_op_id, synced_op_id),
+    )
+    if content is not None:
+        cur.execute(
+            "INSERT INTO sync_bases VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+            "rev = excluded.rev, path = excluded.path, content = excluded.content, "
+            "meta = excluded.meta",
+            (blueprint_id, rev, path, content, json.dumps(meta or {}, ensure_ascii=False)),
+        )
+
+
+def mark_synced(cur: Any, blueprint_id: str, op_id: int) -> None:
+    """Record that the local copy at ``op_id`` needs no push (keeps any base)."""
+    cur.execute(
+        "INSERT INTO sync_items (id, synced_op_id) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET "
+        "synced_op_id = max(sync_items.synced_op_id, excluded.synced_op_id)",
+        (blueprint_id, op_id),
+    )
+
+
+def forget_server_row(cur: Any, blueprint_id: str) -> None:
+    """The server has no row for this id any more: the next push is a create."""
+    cur.execute(
+        "UPDATE sync_items SET base_rev = NULL, base_hash = '', base_deleted = 0 WHERE id = ?",
+        (blueprint_id,),
+    )
+
+
+def get_base(cur: Any, blueprint_id: str) -> Base | None:
+    """The stored merge base of one blueprint."""
+    rows = cur.execute(
+        "SELECT rev, path, content, meta FROM sync_bases WHERE id = ?", (blueprint_id,)
+    ).fetchall()
+    if not rows:
+        return None
+    r = rows[0]
+    return Base(int(r[0]), str(r[1]), str(r[2]), json.loads(r[3]))
+
+
+def local_revision_with_hash(cur: Any, blueprint_id: str, digest: str) -> Base | None:
+    """A past local revision of this blueprint with that content hash (newest), if any."""
+    rows = cur.execute(
+        "SELECT rev, path, content, meta FROM revisions WHERE id = ? AND content_hash = ? "
+        "AND deleted = 0 ORDER BY rev DESC LIMIT 1",
+        (blueprint_id, digest),
+    ).fetchall()
+    if not rows:
+        return None
+    r = rows[0]
+    return Base(int(r[0]), str(r[1]), str(r[2]), json.loads(r[3]))
+
+
+def known_server_ids(cur: Any) -> set[str]:
+    """Ids this device believes exist on the server (base recorded)."""
+    return {str(r[0]) for r in cur.execute("SELECT id FROM sync_items WHERE base_rev IS NOT NULL")}
+
+
+def local_fingerprints(cur: Any) -> dict[str, tuple[str, bool]]:
+    """Every blueprint id with (content_hash, deleted), tombstones included."""
+    return {
+        str(r[0]): (str(r[1]), bool(r[2]))
+        for r in cur.execute("SELECT id, content_hash, deleted FROM blueprints")
+    }
+
+
+# -- quarantine ---------------------------------------------------------------------------------
+
+
+def quarantine(
+    cur: Any, blueprint_id: str, op_id: int, path: str, direction: str, code: str, message: str
+) -> None:
+    """Park one change with its error."""
+    cur.execute(
+        "INSERT INTO sync_quarantine VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+        "op_id = excluded.op_id, path = excluded.path, direction = excluded.direction, "
+        "code = excluded.code, message = excluded.message, ts = excluded.ts",
+        (blueprint_id, op_id, path, direction, code, message, utc_now()),
+    )
+
+
+def unquarantine(cur: Any, blueprint_id: str) -> None:
+    """Drop a parked entry (the change went through)."""
+    cur.execute("DELETE FROM sync_quarantine WHERE id = ?", (blueprint_id,))
+
+
+def quarantined(cur: Any) -> list[QuarantineEntry]:
+    """Every parked entry, oldest first."""
+    return [
+        QuarantineEntry(str(r[0]), int(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), str(r[6]))
+        for r in cur.execute(
+            "SELECT id, op_id, path, direction, code, message, ts FROM sync_quarantine ORDER BY ts"
+        )
+    ]
+
+
+def quarantine_count(cur: Any) -> int:
+    """Number of parked entries."""
+    return int(cur.execute("SELECT count(*) FROM sync_quarantine").fetchall()[0][0])
+
+
+def clear_quarantine(cur: Any, direction: str | None = None) -> list[QuarantineEntry]:
+    """Remove parked entries (all, or of one direction) and return them."""
+    entries = [e for e in quarantined(cur) if direction is None or e.direction == direction]
+    cur.executemany("DELETE FROM sync_quarantine WHERE id = ?", [(e.id,) for e in entries])
+    return entries
+
+
+# -- conflicts ----------------------------------------------------------------------------------
+
+
+def add_conflict(
+    cur: Any,
+    *,
+    blueprint_id: str,
+    path: str,
+    copy_id: str | None,
+    copy_path: str | None,
+    reason: str,
+    base: str | None,
+    local: str,
+    remote: str,
+    base_rev: int | None,
+    remote_rev: int | None,
+) -> int:
+    """Store a conflict record; returns its number."""
+    cur.execute(
+        "INSERT INTO sync_conflicts (id, path, copy_id, copy_path, reason, base, local, remote, "
+        "base_rev, remote_rev, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            blueprint_id,
+            path,
+            copy_id,
+            copy_path,
+            reason,
+            base,
+            local,
+            remote,
+            base_rev,
+            remote_rev,
+            utc_now(),
+        ),
+    )
+    return int(cur.execute("SELECT last_insert_rowid()").fetchall()[0][0])
+
+
+def _conflict_from(r: Iterable[Any]) -> ConflictRecord:
+    t = list(r)
+    return ConflictRecord(
+        cid=int(t[0]),
+        id=str(t[1]),
+        path=str(t[2]),
+        copy_id=None if t[3] is None else str(t[3]),
+        copy_path=None if t[4] is None else str(t[4]),
+        reason=str(t[5]),
+        base=None if t[6] is None else str(t[6]),
+        local=str(t[7]),
+        remote=str(t[8]),
+        base_rev=None if t[9] is None else int(t[9]),
+        remote_rev=None if t[10] is None else int(t[10]),
+        created=str(t[11]),
+        resolved=None if t[12] is None else str(t[12]),
+        resolution=None if t[13] is None else str(t[13]),
+    )
+
+
+def conflicts(cur: Any, *, include_resolved: bool = False) -> list[ConflictRecord]:
+    """Conflict records, oldest first (open ones only unless ``include_resolved``)."""
+    where = "" if include_resolved else " WHERE resolved IS NULL"
+    return [
+        _conflict_from(r)
+        for r in cur.execute(f"SELECT {_CONFLICT_COLUMNS} FROM sync_conflicts{where} ORDER BY cid")
+    ]
+
+
+def get_conflict(cur: Any, cid: int) -> ConflictRecord | None:
+    """One conflict record by number."""
+    rows = cur.execute(
+        f"SELECT {_CONFLICT_COLUMNS} FROM sync_conflicts WHERE cid = ?", (cid,)
+    ).fetchall()
+    return _conflict_from(rows[0]) if rows else None
+
+
+def open_conflict_count(cur: Any) -> int:
+    """Number of unresolved conflict records."""
+    return int(
+        cur.execute("SELECT count(*) FROM sync_conflicts WHERE resolved IS NULL").fetchall()[0][0]
+    )
+
+
+def resolve_conflict(cur: Any, cid: int, resolution: str) -> None:
+    """Mark a conflict record resolved."""
+    cur.execute(
+        "UPDATE sync_conflicts SET resolved = ?, resolution = ? WHERE cid = ?",
+        (utc_now(), resolution, cid),
+    )

@@ -1,0 +1,1022 @@
+"""SyncEngine: outbox -> push -> merge -> pull -> apply, as one step (``sync_once``) or a loop.
+
+``sync_once()`` pushes dirty blueprints in bounded batches (oldest change first), handles each
+result (applied: record the new base; conflict: merge through ``sync.merge``; rejected: park in
+quarantine and go on), pulls pages after the persisted cursor, applies them in large index
+transactions and persists the cursor with the last chunk of each page. Changes made by merges
+(conflict copies, merged texts, paths moved off a collision) are pushed in the same call.
+
+Every step is resumable after a kill: the outbox is a query over committed index rows (see
+``sync._state``); a push is retried with the same op ids, which the server deduplicates; a page
+whose apply did not commit is pulled again, and rows already applied are skipped by rev.
+
+``start()`` runs ``run()`` on a thread: a sync on a local change (debounced), on a remote hint,
+and every ``poll_interval_s``; failures back off exponentially with jitter on a timer, so a
+failed push is retried without waiting for the next write. Expired auth is refreshed once per
+cycle and retried; errors that need a person put the engine in ``error`` and are retried slowly.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol, TypeVar
+
+from localstore.blueprint import utc_now
+from localstore.errors import InvalidInputError, LocalStoreError, NotFoundError
+from localstore.events import Event
+from localstore.store import BlueprintStore
+from sync import _state as st
+from sync._apply import Applier, ApplyStats
+from sync._state import ConflictRecord, QuarantineEntry
+from sync.errors import (
+    AuthExpiredError,
+    ConflictError,
+    EngineStateError,
+    MergeError,
+    OfflineError,
+    ProtocolError,
+    RateLimitedError,
+    RemoteConfigError,
+    SyncError,
+    SyncLockedError,
+)
+from sync.merge import POLICIES, ConflictPolicy
+from sync.remote import (
+    DEFAULT_PULL_LIMIT,
+    MAX_BATCH,
+    PROTOCOL_VERSION,
+    Change,
+    PushResult,
+    Remote,
+    ServerRow,
+    VerifyRow,
+)
+
+log = logging.getLogger("sync.engine")
+
+SyncStateName = Literal["offline", "connecting", "idle", "pushing", "pulling", "paused", "error"]
+SYNC_STATES: tuple[str, ...] = (
+    "offline",
+    "connecting",
+    "idle",
+    "pushing",
+    "pulling",
+    "paused",
+    "error",
+)
+
+DEFAULT_DEBOUNCE_S = 0.15
+DEFAULT_BACKOFF_BASE_S = 0.5
+DEFAULT_BACKOFF_CAP_S = 60.0
+# After an error only a person can fix (logged out, wrong project), retry this seldom.
+ATTENTION_RETRY_S = 60.0
+MAX_ROUNDS = 4
+FETCH_CHUNK = 200
+
+_T = TypeVar("_T")
+
+
+class EngineLock(Protocol):
+    """A single-instance guard (e.g. the daemon's lock file): ``acquire(blocking=False)``."""
+
+    def acquire(self, blocking: bool = ...) -> bool: ...
+
+    def release(self) -> None: ...
+
+
+class WorkerState(enum.Enum):
+    """Lifecycle of the background loop; each transition happens once."""
+
+    NEW = "new"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStatus:
+    """What a UI shows: state, what is waiting, what needs attention, progress."""
+
+    state: SyncStateName
+    pending: int
+    conflicts: int
+    quarantined: int
+    last_synced_at: str | None
+    last_error: str | None
+    progress: tuple[int, int] | None = None
+    held: int = 0
+    cursor: int = 0
+
+    @property
+    def needs_attention(self) -> bool:
+        """True when a person should look (open conflicts or quarantined changes)."""
+        return self.conflicts > 0 or self.quarantined > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view."""
+        out = asdict(self)
+        out["progress"] = list(self.progress) if self.progress else None
+        return out
+
+
+@dataclass(slots=True)
+class SyncReport:
+    """What one ``sync_once()`` did."""
+
+    pushed: int = 0
+    pulled: int = 0
+    conflicts: int = 0
+    quarantined: int = 0
+    merged: int = 0
+    held: int = 0
+    reset: bool = False
+    rounds: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view."""
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """Local (id, content_hash, deleted) against the server's verify pages."""
+
+    local: int = 0
+    remote: int = 0
+    differences: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """True when every live blueprint matches the server."""
+        return not self.differences
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view."""
+        return {
+            "clean": self.clean,
+            "local": self.local,
+            "remote": self.remote,
+            "differences": self.differences,
+        }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Schema and local-only operations (no remote needed: status, conflicts)
+
+
+def ensure_schema(store: BlueprintStore) -> None:
+    """Create or migrate the sync tables in this store's index."""
+    store.index.register_schema("sync", st.SYNC_MIGRATIONS)
+
+
+def local_status(store: BlueprintStore, *, state: SyncStateName | None = None) -> SyncStatus:
+    """Status from the index alone (no engine running): pending, conflicts, quarantine, cursor."""
+    ensure_schema(store)
+    with store.index.read() as cur:
+        last_error = st.get_state(cur, "last_error")
+        return SyncStatus(
+            state=state or ("error" if last_error else "idle"),
+            pending=st.pending_count(cur),
+            conflicts=st.open_conflict_count(cur),
+            quarantined=st.quarantine_count(cur),
+            last_synced_at=st.get_state(cur, "last_synced_at"),
+            last_error=last_error,
+            held=st.held_count(cur),
+            cursor=st.get_cursor(cur),
+        )
+
+
+def list_conflicts(
+    store: BlueprintStore, *, include_resolved: bool = False
+) -> list[ConflictRecord]:
+    """Conflict records, oldest first."""
+    ensure_schema(store)
+    with store.index.read() as cur:
+        return st.conflicts(cur, include_resolved=include_resolved)
+
+
+def get_conflict(store: BlueprintStore, cid: int) -> ConflictRecord:
+    """One conflict record. Raises ConflictError when there is none with that number."""
+    ensure_schema(store)
+    with store.index.read() as cur:
+        record = st.get_conflict(cur, cid)
+    if record is None:
+        raise ConflictError(f"there is no conflict #{cid}", hint="see `localstore conflicts`")
+    return record
+
+
+def conflict_diff(record: ConflictRecord) -> str:
+    """Unified diffs: local vs remote, then base vs local and base vs remote when a base exists."""
+    parts = [_udiff(record.local, record.remote, "local", "remote")]
+    if record.base is not None:
+        parts.append(_udiff(record.base, record.local, "base", "local"))
+        parts.append(_udiff(record.base, record.remote, "base", "remote"))
+    return "".join(parts)
+
+
+def _udiff(a: str, b: str, a_name: str, b_name: str) -> str:
+    lines = difflib.unified_diff(
+        a.splitlines(True), b.splitlines(True), fromfile=a_name, tofile=b_name
+    )
+    text = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+    return text or f"--- {a_name}\n+++ {b_name}\n(identical)\n"
+
+
+def list_quarantine(store: BlueprintStore) -> list[QuarantineEntry]:
+    """Changes parked after a permanent refusal, oldest first."""
+    ensure_schema(store)
+    with store.index.read() as cur:
+        return st.quarantined(cur)
+
+
+def resolve_conflict(
+    store: BlueprintStore,
+    cid: int,
+    *,
+    take: Literal["local", "remote"] | None = None,
+    content: str | None = None,
+    how: str = "",
+) -> ConflictRecord:
+    """Settle a conflict record: keep the remote version, the local one, or given content.
+
+    The blueprint that holds the server's version gets the chosen text (a normal local save that
+    syncs); the conflict copy, if any, is deleted (it stays in history). Raises ConflictError
+    (unknown or already resolved), and the store's errors for invalid content.
+    """
+    if (take is None) == (content is None):
+        raise ConflictError("give exactly one of take= or content=", hint="see --help")
+    record = get_conflict(store, cid)
+    if not record.open:
+        raise ConflictError(f"conflict #{cid} is already resolved ({record.resolution})")
+    text = content if content is not None else _local_text(store, record)
+    with store.index.write() as cur:
+        if take != "remote":
+            assert text is not None
+            _write_main(store, record, text)
+        if record.copy_id and store.exists(record.copy_id):
+            store.delete(record.copy_id, origin="local")
+        st.resolve_conflict(cur, cid, how or (f"take {take}" if take else "content"))
+        resolved = st.get_conflict(cur, cid)
+    assert resolved is not None
+    return resolved
+
+
+def _local_text(store: BlueprintStore, record: ConflictRecord) -> str:
+    # The copy may have been edited since the conflict: its current text is the local version.
+    if record.copy_id and store.exists(record.copy_id):
+        return store.load(record.copy_id).content
+    return record.local
+
+
+def _write_main(store: BlueprintStore, record: ConflictRecord, text: str) -> None:
+    try:
+        row = store.row(record.id, include_deleted=True)
+    except NotFoundError:
+        row = None
+    path = row.path if row is not None and not row.deleted else record.path
+    store.save(path, text, id=record.id, origin="local")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The engine
+
+
+class SyncEngine:
+    """Replicates one store through one Remote. ``sync_once()`` is the step; ``start()`` loops.
+
+    ``policy`` is a policy name (``merge``, ``keep-both``, ``prefer-local``, ``prefer-remote``) or a
+    callable taking a ``sync.merge.ConflictCase`` and returning a ``Resolution``; None uses the
+    store's ``conflict_policy`` setting. ``clock`` drives debounce, polling and backoff; ``rng``
+    the jitter; ``now`` the wall clock of conflict names. ``lock`` is an optional single-instance
+    guard held while syncing (for the whole loop once started). Raises MergeError for a bad policy.
+    """
+
+    def __init__(
+        self,
+        store: BlueprintStore,
+        remote: Remote,
+        *,
+        policy: ConflictPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        lock: EngineLock | None = None,
+        now: Callable[[], datetime] | None = None,
+        debounce_s: float = DEFAULT_DEBOUNCE_S,
+        backoff_base_s: float = DEFAULT_BACKOFF_BASE_S,
+        backoff_cap_s: float = DEFAULT_BACKOFF_CAP_S,
+        poll_interval_s: float | None = None,
+        batch_size: int | None = None,
+        pull_limit: int = DEFAULT_PULL_LIMIT,
+    ) -> None:
+        chosen = policy if policy is not None else store.settings.conflict_policy
+        if not callable(chosen) and chosen not in POLICIES:
+            raise MergeError(f"unknown conflict policy {chosen!r}", hint=f"use one of {POLICIES}")
+        self.store = store
+        self.remote = remote
+        self.policy: ConflictPolicy = chosen
+        self.clock = clock
+        self.rng = rng if rng is not None else random.Random()
+        self.lock = lock
+        self.now = now or (lambda: datetime.now(UTC))
+        self.debounce_s = debounce_s
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.poll_interval_s = (
+            poll_interval_s if poll_interval_s is not None else store.settings.poll_interval_s
+        )
+        self.batch_size = max(1, min(batch_size or store.settings.sync_batch, MAX_BATCH))
+        self.pull_limit = pull_limit
+        ensure_schema(store)
+        self._cycle_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._worker = WorkerState.NEW
+        self._thread: threading.Thread | None = None
+        self._paused = False
+        self._wake_at: float | None = None
+        self._next_at = 0.0
+        self._failures = 0
+        self._state: SyncStateName = "idle"
+        self._progress: tuple[int, int] | None = None
+        self._last_error: str | None = None
+        self._listeners: dict[int, Callable[[SyncStatus], None]] = {}
+        self._listener_seq = 0
+        self._unsubs: list[Callable[[], None]] = []
+        self._checked_server = False
+        self._refreshed = False
+        self._lock_held = False
+
+    # -- status ----------------------------------------------------------------------------------
+
+    @property
+    def device_id(self) -> str:
+        """This device's id (stable per home)."""
+        return self.store.device_id
+
+    @property
+    def device_name(self) -> str:
+        """This device's human name (``settings.device_name``)."""
+        return self.store.device_name
+
+    @property
+    def worker_state(self) -> WorkerState:
+        """The background loop's lifecycle state."""
+        return self._worker
+
+    def status(self) -> SyncStatus:
+        """The current status (counts read from the index)."""
+        base = local_status(self.store, state=self._state)
+        return SyncStatus(
+            state=self._state,
+            pending=base.pending,
+            conflicts=base.conflicts,
+            quarantined=base.quarantined,
+            last_synced_at=base.last_synced_at,
+            last_error=self._last_error if self._last_error is not None else base.last_error,
+            progress=self._progress,
+            held=base.held,
+            cursor=base.cursor,
+        )
+
+    def subscribe_status(self, callback: Callable[[SyncStatus], None]) -> Callable[[], None]:
+        """Call ``callback(status)`` on every state or progress change; returns an unsubscribe."""
+        with self._cond:
+            token = self._listener_seq
+            self._listener_seq += 1
+            self._listeners[token] = callback
+
+        def unsubscribe() -> None:
+            with self._cond:
+                self._listeners.pop(token, None)
+
+        return unsubscribe
+
+    def _set_state(
+        self, state: SyncStateName, *, progress: tuple[int, int] | bool | None = False
+    ) -> None:
+        changed = state != self._state
+        self._state = state
+        if progress is not False:
+            changed = changed or progress != self._progress
+            self._progress = progress if isinstance(progress, tuple) else None
+        if changed:
+            self._notify_status()
+
+    def _notify_status(self) -> None:
+        with self._cond:
+            listeners = list(self._listeners.values())
+        if not listeners:
+            return
+        status = self.status()
+        for cb in listeners:
+            try:
+                cb(status)
+            except Exception:  # a UI callback's bug must not stop sync
+                log.exception("status listener %r failed", cb)
+
+    # -- conflicts and quarantine (delegates to the module functions) -----------------------------
+
+    def conflicts(self, *, include_resolved: bool = False) -> list[ConflictRecord]:
+        """Conflict records, oldest first."""
+        return list_conflicts(self.store, include_resolved=include_resolved)
+
+    def conflict(self, cid: int) -> ConflictRecord:
+        """One conflict record. Raises ConflictError."""
+        return get_conflict(self.store, cid)
+
+    def resolve_conflict(
+        self,
+        cid: int,
+        *,
+        take: Literal["local", "remote"] | None = None,
+        content: str | None = None,
+    ) -> ConflictRecord:
+        """Settle a conflict record (see :func:`resolve_conflict`); wakes the loop to push it."""
+        record = resolve_conflict(self.store, cid, take=take, content=content)
+        self.request_sync()
+        return record
+
+    def quarantined(self) -> list[QuarantineEntry]:
+        """Parked changes with the server's error."""
+        return list_quarantine(self.store)
+
+    # -- one cycle -------------------------------------------------------------------------------
+
+    def sync_once(self) -> SyncReport:
+        """Push, pull and apply until nothing is left (bounded rounds); return what happened.
+
+        Raises SyncError subclasses (each with an ``action``) and the store's errors; nothing is
+        lost or skipped when it raises, and calling again resumes.
+        """
+        with self._cycle_lock, self._guard():
+            self._refreshed = False
+            report = SyncReport()
+            try:
+                self._cycle(report)
+            except BaseException as exc:
+                self._record_error(exc)
+                raise
+            self._record_success()
+            return report
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        if self.lock is None or self._lock_held:
+            yield
+            return
+        if not self.lock.acquire(blocking=False):
+            raise SyncLockedError("another process is syncing this home")
+        try:
+            yield
+        finally:
+            self.lock.release()
+
+    def _cycle(self, report: SyncReport) -> None:
+        self._set_state("connecting")
+        self._check_server()
+        self._check_identity()
+        self._push_pass(report)
+        self._pull_all(report)
+        report.rounds = 1
+        # Merges above made new local changes (merged texts, conflict copies, moved paths):
+        # push them now rather than on the next poll; bounded, since other devices keep writing.
+        while report.rounds < MAX_ROUNDS and self._pushable() > 0:
+            if self._push_pass(report):
+                self._pull_all(report)
+            report.rounds += 1
+        with self.store.index.read() as cur:
+            report.held = st.held_count(cur)
+
+    def _check_server(self) -> None:
+        if self._checked_server:
+            return
+        info = self._call(self.remote.server_info)
+        if info.protocol != PROTOCOL_VERSION:
+            raise RemoteConfigError(
+                f"the server speaks sync protocol {info.protocol}, this client {PROTOCOL_VERSION}",
+                hint="deploy the matching sync/supabase/migrations or upgrade localstore",
+            )
+        self.batch_size = max(1, min(self.batch_size, info.max_batch))
+        self._checked_server = True
+
+    def _check_identity(self) -> None:
+        identity = self.remote.identity
+        with self.store.index.write() as cur:
+            if st.reset_for_identity(cur, identity):
+                log.warning("sync: new remote %s; local blueprints will be uploaded", identity)
+
+    def _pushable(self) -> int:
+        with self.store.index.read() as cur:
+            return st.pending_count(cur) - st.held_count(cur)
+
+    def _call(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Call the remote; on expired auth refresh once per cycle and retry."""
+        try:
+            return fn(*args, **kwargs)
+        except AuthExpiredError:
+            refresh = getattr(self.remote, "refresh_auth", None)
+            if refresh is None or self._refreshed:
+                raise
+            self._refreshed = True
+            log.info("sync: access token expired; refreshing the session")
+            refresh()
+            return fn(*args, **kwargs)
+
+    def _record_success(self) -> None:
+        self._last_error = None
+        with self.store.index.write() as cur:
+            st.set_state(cur, "last_synced_at", utc_now())
+            st.del_state(cur, "last_error")
+        self._set_state("idle", progress=None)
+
+    def _record_error(self, exc: BaseException) -> None:
+        if not isinstance(exc, Exception):
+            return  # KeyboardInterrupt / SystemExit: nothing to record
+        self._last_error = str(exc) or type(exc).__name__
+        try:
+            with self.store.index.write() as cur:
+                st.set_state(cur, "last_error", self._last_error)
+        except LocalStoreError:  # the index itself failed; the status still shows the error
+            log.warning("sync: could not record the error in the index")
+        state: SyncStateName = "offline" if isinstance(exc, OfflineError) else "error"
+        self._set_state(state, progress=None)
+
+    # -- push --------------------------------------------------------------------------------------
+
+    def _push_pass(self, report: SyncReport) -> int:
+        """Push every item dirty at the start of the pass; returns how many conflicted."""
+        with self.store.index.read() as cur:
+            limit = st.max_op_id(cur)
+            total = st.pending_count(cur)
+        after, done, conflicts = 0, 0, 0
+        while True:
+            with self.store.index.read() as cur:
+                batch = [
+                    i for i in st.outbox_batch(cur, after, self.batch_size) if i.op_id <= limit
+                ]
+            if not batch:
+                break
+            after = batch[-1].op_id
+            changes = self._changes_for(batch, report)
+            done += len(batch)
+            if changes:
+                self._set_state("pushing", progress=(min(done, total), max(total, done)))
+                results = self._call(self.remote.push, changes, device=self.store.device_id)
+                _check_results(changes, results)
+                conflicts += self._handle_results(changes, results, report)
+        return conflicts
+
+    def _changes_for(self, batch: Sequence[st.OutboxItem], report: SyncReport) -> list[Change]:
+        changes: list[Change] = []
+        settled: list[st.OutboxItem] = []
+        for item in batch:
+            if item.deleted and (item.base_rev is None or item.base_deleted):
+                settled.append(item)  # never on the server, or already deleted there
+            elif not item.deleted and not item.valid:
+                continue  # fails the app's validator: held back, never pushed as if valid
+            else:
+                changes.append(
+                    Change(
+                        op_id=item.op_id,
+                        id=item.id,
+                        base_rev=item.base_rev,
+                        path=item.path,
+                        content="" if item.deleted else item.content,
+                        meta=item.meta,
+                        content_hash=item.content_hash,
+                        deleted=item.deleted,
+                    )
+                )
+        if settled:
+            with self.store.index.write() as cur:
+                for item in settled:
+                    st.mark_synced(cur, item.id, item.op_id)
+        return changes
+
+    def _handle_results(
+        self, changes: Sequence[Change], results: Sequence[PushResult], report: SyncReport
+    ) -> int:
+        stats = ApplyStats()
+        applier = Applier(self.store, self.policy, now=self.now, stats=stats)
+        conflicts = 0
+        with self.store.index.write() as cur:
+            for change, result in zip(changes, results, strict=True):
+                if result.status == "applied":
+                    self._applied(cur, change, result)
+                    report.pushed += 1
+                elif result.status == "rejected":
+                    st.quarantine(
+                        cur,
+                        change.id,
+                        change.op_id,
+                        change.path,
+                        "push",
+                        result.code or "rejected",
+                        result.message or "",
+                    )
+                    report.quarantined += 1
+                    log.warning("sync: %s quarantined: %s", change.path, result.message)
+                else:
+                    conflicts += 1
+                    self._push_conflict(cur, applier, change, result, report)
+        self._finish_apply(stats, report)
+        return conflicts
+
+    def _applied(self, cur: Any, change: Change, result: PushResult) -> None:
+        assert result.rev is not None
+        st.record_base(
+            cur,
+            change.id,
+            rev=result.rev,
+            content_hash=change.content_hash,
+            path=change.path,
+            deleted=change.deleted,
+            content=None if change.deleted else change.content,
+            meta=None if change.deleted else change.meta,
+            synced_op_id=change.op_id,
+        )
+        st.unquarantine(cur, change.id)
+
+    def _push_conflict(
+        self, cur: Any, applier: Applier, change: Change, result: PushResult, report: SyncReport
+    ) -> None:
+        if result.reason == "missing":
+            # The server has no such row (purged, or a fresh project): push it as a create.
+            if change.deleted:
+                st.mark_synced(cur, change.id, change.op_id)
+            st.forget_server_row(cur, change.id)
+            return
+        current = result.current
+        if current is None:
+            raise ProtocolError(f"push conflict {result.reason!r} without the current row")
+        if result.reason == "path_taken":
+            self._path_taken(cur, applier, change, current)
+            return
+        self._apply_one(cur, applier, current, report)
+
+    def _path_taken(self, cur: Any, applier: Applier, change: Change, winner: ServerRow) -> None:
+        # If the holder is one of ours that is leaving that path in this same push (a later op),
+        # the collision is an ordering artefact: retry next round instead of moving anything.
+        holder = _row_or_none(self.store, winner.id)
+        if holder is not None and (
+            holder.deleted or holder.path.casefold() != change.path.casefold()
+        ):
+            return
+        applier.move_for_path_conflict(cur, change.id, winner)
+
+    # -- pull --------------------------------------------------------------------------------------
+
+    def _pull_all(self, report: SyncReport) -> None:
+        with self.store.index.read() as cur:
+            cursor = st.get_cursor(cur)
+        resets = 0
+        while True:
+            self._set_state("pulling", progress=(report.pulled, report.pulled))
+            page = self._call(self.remote.pull, cursor, limit=self.pull_limit)
+            if page.reset_required:
+                if resets:
+                    raise ProtocolError("the server asked for a reset twice in one pull")
+                resets += 1
+                report.reset = True
+                self._full_reconcile(page.horizon, report)
+                cursor = page.horizon
+                continue
+            self._apply_page(page.changes, page.next, page.horizon, report)
+            report.pulled += len(page.changes)
+            cursor = page.next
+            if not page.more:
+                break
+
+    def _apply_page(
+        self, rows: Sequence[ServerRow], nxt: int, horizon: int, report: SyncReport
+    ) -> None:
+        """Apply rows in transactions of ``batch_size``; the cursor commits with the last one."""
+        chunks = [rows[i : i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+        for n, chunk in enumerate(chunks or [()]):
+            last = n == len(chunks) - 1 or not chunks
+            self._apply_rows(chunk, report, cursor=(nxt, horizon) if last else None)
+
+    def _apply_rows(
+        self,
+        rows: Sequence[ServerRow],
+        report: SyncReport,
+        *,
+        cursor: tuple[int, int] | None = None,
+    ) -> None:
+        stats = ApplyStats()
+        applier = Applier(self.store, self.policy, now=self.now, stats=stats)
+        with self.store.index.write() as cur:
+            for row in rows:
+                self._apply_one(cur, applier, row, report)
+            if cursor is not None:
+                st.set_state(cur, "cursor", str(cursor[0]))
+                st.set_state(cur, "horizon", str(cursor[1]))
+        self._finish_apply(stats, report)
+
+    def _apply_one(self, cur: Any, applier: Applier, row: ServerRow, report: SyncReport) -> None:
+        """Apply one row in its own savepoint; a row this device cannot store is parked."""
+        try:
+            with self.store.index.write() as inner:
+                applier.apply_row(inner, row)
+        except InvalidInputError as exc:
+            op_id = st.current_op_id(cur, row.id)
+            st.quarantine(cur, row.id, op_id, row.path, "pull", "invalid_remote", exc.message)
+            report.quarantined += 1
+            report.errors.append(f"{row.path}: {exc.message}")
+            log.warning("sync: cannot store server row %s (%s): %s", row.id, row.path, exc)
+
+    def _finish_apply(self, stats: ApplyStats, report: SyncReport) -> None:
+        report.conflicts += stats.conflicts
+        report.merged += stats.merged
+        report.errors.extend(stats.errors)
+        if stats.events:
+            self.store.events.publish(stats.events)
+
+    # -- full reconcile (below the tombstone horizon) ----------------------------------------------
+
+    def _server_rows(self) -> dict[str, VerifyRow]:
+        rows: dict[str, VerifyRow] = {}
+        after: str | None = None
+        while True:
+            page = self._call(self.remote.verify, after)
+            for row in page.rows:
+                rows[row.id] = row
+            if not page.more or page.next is None:
+                return rows
+            after = page.next
+
+    def _full_reconcile(self, horizon: int, report: SyncReport) -> None:
+        """Rebuild server knowledge from ids and hashes instead of an unsafe delta.
+
+        Rows at or below the horizon come by verify + fetch; rows above it come by the delta pull
+        that follows (from cursor = horizon). Known ids the server no longer has were deleted
+        there and their tombstones purged: deleted here too unless edited here (edit beats
+        delete), in which case they are pushed again as creates.
+        """
+        log.warning("sync: cursor is below the tombstone horizon %d; full reconcile", horizon)
+        server = self._server_rows()
+        with self.store.index.read() as cur:
+            known = st.known_server_ids(cur)
+            items = {i: st.get_item(cur, i) for i in known}
+        self._vanished(sorted(known - server.keys()), report)
+        stale = sorted(
+            v.id
+            for v in server.values()
+            if v.seq <= horizon and (items.get(v.id) is None or items[v.id].base_rev != v.rev)  # type: ignore[union-attr]
+        )
+        for i in range(0, len(stale), FETCH_CHUNK):
+            rows = self._call(self.remote.fetch, stale[i : i + FETCH_CHUNK])
+            self._apply_rows(rows, report)
+            report.pulled += len(rows)
+        with self.store.index.write() as cur:
+            st.set_state(cur, "cursor", str(horizon))
+            st.set_state(cur, "horizon", str(horizon))
+
+    def _vanished(self, ids: Sequence[str], report: SyncReport) -> None:
+        with self.store.index.write() as cur:
+            known = len(st.known_server_ids(cur))
+            # Safety valve: a server that lost most rows at once (restored, wiped) must not
+            # delete this device's data; re-upload instead and say so.
+            wipe = len(ids) > 10 and len(ids) * 2 > known
+            for blueprint_id in ids:
+                item = st.get_item(cur, blueprint_id)
+                row = _row_or_none(self.store, blueprint_id)
+                synced = item.synced_op_id if item else 0
+                if row is not None and not row.deleted and row.op_id <= synced and not wipe:
+                    self.store.delete(blueprint_id, origin="remote")
+                    st.mark_synced(cur, blueprint_id, st.current_op_id(cur, blueprint_id))
+                st.forget_server_row(cur, blueprint_id)
+                if wipe and row is not None and not row.deleted:
+                    cur.execute(
+                        "UPDATE sync_items SET synced_op_id = 0 WHERE id = ?", (blueprint_id,)
+                    )
+            if wipe:
+                report.errors.append(
+                    f"the server no longer has {len(ids)} of {known} known blueprints; "
+                    "they were kept here and will be uploaded again"
+                )
+
+    # -- verify and quarantine retry ---------------------------------------------------------------
+
+    def verify(self) -> VerifyReport:
+        """Compare local (id, content_hash, deleted) with the server's verify pages."""
+        with self._cycle_lock:
+            self._refreshed = False
+            server = self._server_rows()
+            with self.store.index.read() as cur:
+                local = st.local_fingerprints(cur)
+                dirty = {i.id for i in st.outbox_batch(cur, 0, 1_000_000)}
+        report = VerifyReport(
+            local=sum(1 for _, d in local.values() if not d),
+            remote=sum(1 for v in server.values() if not v.deleted),
+        )
+        for blueprint_id in sorted(server.keys() | local.keys()):
+            diff = _difference(blueprint_id, server.get(blueprint_id), local.get(blueprint_id))
+            if diff is not None:
+                diff["pending"] = blueprint_id in dirty
+                report.differences.append(diff)
+        return report
+
+    def retry_quarantined(self) -> int:
+        """Un-park every quarantined change so the next cycle retries it; returns how many.
+
+        Pushes are retried from the outbox; rows that could not be stored are fetched again.
+        """
+        with self._cycle_lock, self._guard():
+            with self.store.index.write() as cur:
+                entries = st.clear_quarantine(cur)
+            pulls = [e.id for e in entries if e.direction == "pull"]
+            report = SyncReport()
+            self._refreshed = False
+            for i in range(0, len(pulls), FETCH_CHUNK):
+                rows = self._call(self.remote.fetch, pulls[i : i + FETCH_CHUNK])
+                self._apply_rows(rows, report)
+        self.request_sync()
+        return len(entries)
+
+    # -- the background loop -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background loop (once). Raises EngineStateError, SyncLockedError."""
+        with self._cond:
+            if self._worker is not WorkerState.NEW:
+                raise EngineStateError(f"the engine is {self._worker.value}; start() runs once")
+            if self.lock is not None:
+                if not self.lock.acquire(blocking=False):
+                    raise SyncLockedError("another process is syncing this home")
+                self._lock_held = True
+            self._worker = WorkerState.RUNNING
+            self._next_at = self.clock()
+        self._unsubs.append(self.store.subscribe(self._on_store_event))
+        try:
+            self._unsubs.append(self.remote.subscribe(self.request_sync))
+        except SyncError as exc:  # realtime is only a hint: polling covers for it
+            log.warning("sync: realtime subscription failed (%s); polling only", exc)
+        self._thread = threading.Thread(target=self._run, name="localstore-sync", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the loop to finish its current step and exit. Idempotent."""
+        with self._cond:
+            if self._worker in (WorkerState.NEW, WorkerState.STOPPED):
+                self._worker = WorkerState.STOPPED
+                return
+            self._worker = WorkerState.STOPPING
+            self._cond.notify_all()
+        for unsub in self._unsubs:
+            unsub()
+        self._unsubs.clear()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the loop to exit; True when it has."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                return False
+        with self._cond:
+            if self._worker is WorkerState.STOPPING:
+                self._worker = WorkerState.STOPPED
+        if self._lock_held and self.lock is not None and self._worker is WorkerState.STOPPED:
+            self._lock_held = False
+            self.lock.release()
+        return True
+
+    def request_sync(self, delay: float = 0.0) -> None:
+        """Wake the loop to sync after ``delay`` seconds (from a hint, a command, a change)."""
+        with self._cond:
+            due = self.clock() + max(0.0, delay)
+            if self._wake_at is None or due < self._wake_at:
+                self._wake_at = due
+            self._cond.notify_all()
+
+    def pause(self) -> None:
+        """Stop syncing (the current step finishes) until resume()."""
+        with self._cond:
+            self._paused = True
+            self._cond.notify_all()
+        self._set_state("paused", progress=None)
+
+    def resume(self) -> None:
+        """Sync again, starting now."""
+        with self._cond:
+            self._paused = False
+        self._set_state("idle", progress=None)
+        self.request_sync()
+
+    def _on_store_event(self, event: Event) -> None:
+        # Remote-origin changes are the engine's own applies; anything else is a local change.
+        if event.origin != "remote" and event.kind != "conflict":
+            self.request_sync(self.debounce_s)
+
+    def _run(self) -> None:
+        while self._wait_until_due():
+            self._attempt()
+        log.debug("sync loop stopped")
+
+    def _wait_until_due(self) -> bool:
+        with self._cond:
+            while True:
+                if self._worker is not WorkerState.RUNNING:
+                    return False
+                if self._paused:
+                    self._cond.wait()
+                    continue
+                now = self.clock()
+                due = self._due()
+                if due <= now:
+                    self._wake_at = None
+                    return True
+                self._cond.wait(timeout=min(due - now, 3600.0))
+
+    def _due(self) -> float:
+        wake = self._wake_at if self._wake_at is not None else math.inf
+        if self._failures:
+            # While backing off, a new local change does not cut the wait short.
+            return max(min(wake, self._next_at), self._next_at)
+        return min(wake, self._next_at)
+
+    def _attempt(self) -> None:
+        try:
+            self.sync_once()
+        except SyncError as exc:
+            self._after_failure(exc, exc.action)
+        except Exception as exc:  # the loop thread must survive anything; logged with a reason
+            log.exception("sync: unexpected failure; retrying with backoff")
+            self._after_failure(exc, "retry")
+        else:
+            self._failures = 0
+            self._next_at = self.clock() + self.poll_interval_s
+
+    def _after_failure(self, exc: BaseException, action: str) -> None:
+        now = self.clock()
+        if action in ("retry", "quarantine"):
+            self._failures += 1
+            delay = self.backoff_delay(self._failures)
+            if isinstance(exc, RateLimitedError) and exc.retry_after:
+                delay = max(delay, exc.retry_after)
+            log.info("sync: %s; retrying in %.1fs", exc, delay)
+            self._next_at = now + delay
+        else:
+            # refresh_auth that failed twice, or tell_user: wait for a person, retry seldom.
+            self._failures = 1
+            self._next_at = now + max(self.poll_interval_s, ATTENTION_RETRY_S)
+            log.warning("sync stopped until fixed: %s", exc)
+
+    def backoff_delay(self, failures: int) -> float:
+        """Exponential backoff with jitter: half fixed, half random, capped."""
+        ceiling = min(self.backoff_cap_s, self.backoff_base_s * (2 ** max(0, failures - 1)))
+        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _check_results(changes: Sequence[Change], results: Sequence[PushResult]) -> None:
+    if len(results) != len(changes):
+        raise ProtocolError(f"push returned {len(results)} results for {len(changes)} changes")
+    for change, result in zip(changes, results, strict=True):
+        if result.op_id != change.op_id or result.id.lower() != change.id.lower():
+            raise ProtocolError(f"push result for op {result.op_id} answers op {change.op_id}")
+
+
+def _row_or_none(store: BlueprintStore, blueprint_id: str) -> Any:
+    try:
+        return store.row(blueprint_id, include_deleted=True)
+    except NotFoundError:
+        return None
+
+
+def _difference(
+    blueprint_id: str, server: VerifyRow | None, local: tuple[str, bool] | None
+) -> dict[str, Any] | None:
+    server_live = server is not None and not server.deleted
+    local_live = local is not None and not local[1]
+    if not server_live and not local_live:
+        return None
+    if server_live and local_live and server is not None and local is not None:
+        if server.content_hash == local[0]:
+            return None
+        kind = "content_differs"
+    elif server_live:
+        kind = "missing_locally"
+    else:
+        kind = "missing_on_server"
+    return {
+        "id": blueprint_id,
+        "kind": kind,
+        "local_hash": local[0] if local_live and local is not None else None,
+        "server_hash": server.content_hash if server_live and server is not None else None,
+        "server_rev": server.rev if server is not None else None,
+    }
