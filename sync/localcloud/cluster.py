@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
+import hashlib
 import os
 import pwd
 import re
@@ -39,6 +41,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
+from platformdirs import user_cache_dir
 from psycopg.conninfo import make_conninfo
 
 from sync.errors import SyncError
@@ -52,6 +55,7 @@ __all__ = [
     "default_search_path",
     "find_bindir",
     "has_wal2json",
+    "template_cache_dir",
 ]
 
 INSTALL_HINT = "apt-get install postgresql-15 postgresql-15-wal2json"
@@ -62,6 +66,7 @@ HOST = "127.0.0.1"
 DEFAULT_START_TIMEOUT = 30.0
 DEFAULT_STOP_TIMEOUT = 10.0
 _BIND_RETRIES = 5
+_TEMPLATE_FORMAT = "1"  # bump when the template layout changes
 
 # Settings for a disposable test/dev cluster: fast rather than durable (see the module docstring).
 _SERVER_SETTINGS: dict[str, str] = {
@@ -222,13 +227,58 @@ def _traversable_by(path: Path, uid: int, gid: int) -> bool:
     return True
 
 
+def template_cache_dir() -> Path:
+    """Where initialised data directories are cached ($LOCALSTORE_PG_TEMPLATE_DIR overrides)."""
+    if env := os.environ.get("LOCALSTORE_PG_TEMPLATE_DIR"):
+        return Path(env)
+    return Path(user_cache_dir("localstore")) / "pg-templates"
+
+
+def _template_key(bindir: Path, service_ids: tuple[int, int] | None) -> str:
+    """Name of the template for these binaries, settings and owner; changes when any does."""
+    binary = (bindir / "postgres").stat()
+    material = "|".join(
+        [
+            _TEMPLATE_FORMAT,
+            str(bindir.resolve()),
+            str(binary.st_size),
+            str(binary.st_mtime_ns),
+            repr(sorted(_SERVER_SETTINGS.items())),
+            _HBA,
+            repr(service_ids),
+        ]
+    )
+    return hashlib.sha256(material.encode()).hexdigest()[:20]
+
+
+def _write_config(data_dir: Path) -> None:
+    lines = [f"{k} = '{v}'" for k, v in _SERVER_SETTINGS.items()]
+    with open(data_dir / "postgresql.conf", "a", encoding="utf-8") as conf:
+        conf.write("\n# sync/localcloud/cluster.py\n" + "\n".join(lines) + "\n")
+    (data_dir / "pg_hba.conf").write_text(_HBA, encoding="utf-8")
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    """Copy a data directory with owners and modes (``cp -a``; shutil cannot keep owners)."""
+    dst.mkdir(mode=0o700, exist_ok=True)
+    result = subprocess.run(
+        ["cp", "-a", f"{src}/.", str(dst)], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise ClusterStartError(
+            f"could not copy {src} to {dst}: {result.stderr.strip()}",
+            hint=f"remove {template_cache_dir()} and try again",
+        )
+
+
 class PostgresCluster:
     """A disposable PostgreSQL cluster; use as a context manager or call start()/stop().
 
     ``base_dir``: where the data directory and log go (``base_dir/data``,
     ``base_dir/postgres.log``); ``None`` makes a private temporary directory, removed by stop().
     ``port``: fixed TCP port, or ``None`` for a free one. ``keep``: leave the data on disk after
-    stop() (for debugging).
+    stop() (for debugging). ``template_cache``: copy a cached, already initialised data directory
+    (template_cache_dir()) instead of running initdb every time.
     """
 
     def __init__(
@@ -237,11 +287,13 @@ class PostgresCluster:
         *,
         port: int | None = None,
         keep: bool = False,
+        template_cache: bool = True,
         start_timeout: float = DEFAULT_START_TIMEOUT,
     ) -> None:
         self._base_dir_arg = Path(base_dir) if base_dir is not None else None
         self._requested_port = port
         self.keep = keep
+        self.template_cache = template_cache
         self.start_timeout = start_timeout
         self.host = HOST
         self.bindir: Path | None = None
@@ -284,6 +336,11 @@ class PostgresCluster:
         if self._root is None:
             raise LocalCloudError("the cluster is not running", hint="call start() first")
         return self._root / "postgres.log"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the postmaster, or None when stopped."""
+        return self._proc.pid if self.running and self._proc is not None else None
 
     @property
     def running(self) -> bool:
@@ -405,7 +462,9 @@ class PostgresCluster:
                 hint="leave base_dir None (a temporary directory), or use one under /tmp",
             )
 
-    def _spawn(self, args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, args: list[str], *, cwd: Path | None = None, **kwargs: Any
+    ) -> subprocess.Popen[bytes]:
         """Start initdb or postgres as the service user, with a neutral env and cwd."""
         assert self._root is not None
         env = {
@@ -418,7 +477,7 @@ class PostgresCluster:
         return subprocess.Popen(
             args,
             env=env,
-            cwd=self._root / "data",
+            cwd=cwd or self._root / "data",
             user=uid,
             group=gid,
             extra_groups=[] if uid is not None else None,
@@ -426,11 +485,53 @@ class PostgresCluster:
         )
 
     def _initdb(self) -> None:
+        """Fill the data directory: a copy of the cached template, or a fresh initdb."""
+        if not self.template_cache:
+            self._run_initdb(self.data_dir)
+            return
+        template = self._ensure_template()
+        # cp -a keeps the owner (the service user) and modes; ~0.1 s against ~0.9 s of initdb.
+        _copy_tree(template / "data", self.data_dir)
+
+    def _ensure_template(self) -> Path:
+        """Return the cached template for these binaries and settings, building it once.
+
+        Built under an exclusive file lock into a staging directory that is renamed into place,
+        so concurrent starts (xdist workers) build it once and never see a half-written one.
+        """
+        assert self.bindir is not None
+        cache = template_cache_dir()
+        final = cache / _template_key(self.bindir, self._service_ids)
+        if (final / "READY").exists():
+            return final
+        cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(cache / f"{final.name}.lock", "wb") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if (final / "READY").exists():
+                return final
+            build = Path(tempfile.mkdtemp(prefix="lcpg-template-"))
+            try:
+                (build / "data").mkdir(mode=0o700)
+                if self._service_ids is not None:
+                    os.chown(build, *self._service_ids)
+                    os.chown(build / "data", *self._service_ids)
+                self._run_initdb(build / "data")
+                staging = cache / f".{final.name}.{os.getpid()}"
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir(mode=0o700)
+                _copy_tree(build / "data", staging / "data")
+                (staging / "READY").write_text(str(self.bindir) + "\n", encoding="utf-8")
+                os.rename(staging, final)
+            finally:
+                shutil.rmtree(build, ignore_errors=True)
+        return final
+
+    def _run_initdb(self, data_dir: Path) -> None:
         assert self.bindir is not None
         args = [
             str(self.bindir / "initdb"),
             "--pgdata",
-            str(self.data_dir),
+            str(data_dir),
             "--username",
             SUPERUSER,
             "--encoding",
@@ -443,7 +544,7 @@ class PostgresCluster:
             "scram-sha-256",
             "--no-sync",  # a disposable cluster: skip the fsyncs, about half of initdb's time
         ]
-        proc = self._spawn(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = self._spawn(args, cwd=data_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             output_bytes, _ = proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:
@@ -455,14 +556,7 @@ class PostgresCluster:
                 "initdb failed: " + output[-2000:],
                 hint="check the PostgreSQL installation (" + INSTALL_HINT + ")",
             )
-        self._write_config()
-
-    def _write_config(self) -> None:
-        data = self.data_dir
-        lines = [f"{k} = '{v}'" for k, v in _SERVER_SETTINGS.items()]
-        with open(data / "postgresql.conf", "a", encoding="utf-8") as conf:
-            conf.write("\n# sync/localcloud/cluster.py\n" + "\n".join(lines) + "\n")
-        (data / "pg_hba.conf").write_text(_HBA, encoding="utf-8")
+        _write_config(data_dir)
 
     def _launch_with_retries(self) -> None:
         for _attempt in range(_BIND_RETRIES):
