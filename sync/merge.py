@@ -1,0 +1,525 @@
+"""The 3-way merge ladder for blueprints, and the conflict policies built on it.
+
+The ladder (DESIGN.md section 5), tried in order, each step only when the one before cannot settle:
+
+1. ``identical`` / ``one_sided``: both sides are equal, or only one side changed: take it.
+2. ``line``: a line-based 3-way merge (``merge3``, diff3 rules) that is clean and still a valid
+   blueprint: it parses as a YAML mapping without duplicate keys and passes the app's validator.
+   Keeps comments and formatting.
+3. ``structural``: the three documents parsed and merged key by key; lists of mappings matched by
+   ``id``, else by ``name``, else they must be equal. Clean means no key was changed differently
+   on both sides. The result is dumped again, so comments and formatting are lost: that is why it
+   comes after the line step, and why the step that produced a result is recorded.
+4. Otherwise a conflict, listing the conflicting keys; the policy decides.
+
+Nothing is lost silently: a value changed on both sides differently, an edit against a delete, or a
+reorder against a different reorder is a conflict, never a pick. The duplicate-key check matters
+here: two non-adjacent insertions of the same key merge cleanly line by line, and a YAML loader would
+quietly keep only the last one.
+
+The meta object is merged alongside: ``tags`` as a 3-way set (additions and removals of both sides
+kept), ``modified`` as the later of the two, every other key like a structural value.
+
+Deletes are not merged here: the engine applies "an edit beats a delete" before calling in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import merge3
+import yaml
+
+from localstore.blueprint import Validator, dump_yaml, parse_yaml, run_validator
+from localstore.errors import LocalStoreError
+from sync.errors import MergeError
+
+Step = Literal["identical", "one_sided", "line", "structural"]
+MaxStep = Literal["one_sided", "line", "structural"]
+Status = Literal["clean", "conflict"]
+ResolutionAction = Literal["take_local", "take_remote", "take_merged", "keep_both"]
+PolicyName = Literal["merge", "keep-both", "prefer-local", "prefer-remote"]
+
+POLICIES: tuple[PolicyName, ...] = ("merge", "keep-both", "prefer-local", "prefer-remote")
+LIST_MATCH_KEYS = ("id", "name")
+_STEP_RANK = {"one_sided": 1, "line": 2, "structural": 3}
+
+
+class _Missing:
+    """A key or item absent on one side (distinct from a YAML null)."""
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+MISSING: Any = _Missing()
+
+
+@dataclass(frozen=True, slots=True)
+class MergeOutcome:
+    """What the ladder made of three versions: clean (content, meta, step) or a conflict."""
+
+    status: Status
+    content: str | None = None
+    meta: dict[str, Any] | None = None
+    step: Step | None = None
+    conflicts: list[str] = field(default_factory=list)
+
+    @classmethod
+    def clean(cls, content: str, step: Step, meta: dict[str, Any] | None = None) -> MergeOutcome:
+        """A settled merge."""
+        return cls("clean", content, meta, step, [])
+
+    @classmethod
+    def conflict(cls, conflicts: Sequence[str]) -> MergeOutcome:
+        """An unsettled merge, naming what conflicts."""
+        return cls("conflict", None, None, None, list(conflicts) or ["content"])
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One side of a merge: the YAML text verbatim and the meta object."""
+
+    content: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ConflictCase:
+    """What a callable policy is given: the three versions and the ladder's (conflict) outcome."""
+
+    base: Version | None
+    local: Version
+    remote: Version
+    outcome: MergeOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What the engine should do: keep local, take remote, write a merge, or keep both."""
+
+    action: ResolutionAction
+    content: str | None = None
+    meta: dict[str, Any] | None = None
+    step: Step | None = None
+    conflicts: list[str] = field(default_factory=list)
+
+    @classmethod
+    def take_local(cls) -> Resolution:
+        """Keep the local version (it is pushed over the remote one)."""
+        return cls("take_local")
+
+    @classmethod
+    def take_remote(cls) -> Resolution:
+        """Take the remote version (the local one stays in history)."""
+        return cls("take_remote")
+
+    @classmethod
+    def take_merged(
+        cls, content: str, meta: Mapping[str, Any], step: Step | None = None
+    ) -> Resolution:
+        """Write this merged version locally and push it."""
+        return cls("take_merged", content, dict(meta), step)
+
+    @classmethod
+    def keep_both(cls, conflicts: Sequence[str] = ()) -> Resolution:
+        """Remote keeps the id and path; local becomes a conflict copy (and a conflict record)."""
+        return cls("keep_both", conflicts=list(conflicts))
+
+
+ConflictPolicy = PolicyName | Callable[[ConflictCase], Resolution]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The ladder
+
+
+def merge3_text(
+    base: str | None,
+    local: str,
+    remote: str,
+    *,
+    validator: Validator | None = None,
+    max_step: MaxStep = "structural",
+) -> MergeOutcome:
+    """Merge three YAML texts with the ladder (steps up to ``max_step``); meta is left None.
+
+    ``base`` None means no common ancestor: only identical texts settle at step 1, and the other
+    steps merge against an empty document. Never raises for bad input: it is a conflict.
+    """
+    if local == remote:
+        return MergeOutcome.clean(local, "identical")
+    if base is not None and local == base:
+        return MergeOutcome.clean(remote, "one_sided")
+    if base is not None and remote == base:
+        return MergeOutcome.clean(local, "one_sided")
+    if _STEP_RANK[max_step] < _STEP_RANK["line"]:
+        return MergeOutcome.conflict(["content: both sides changed"])
+    merged = _line_merge(base or "", local, remote)
+    if merged is not None and not _problems(merged, validator):
+        return MergeOutcome.clean(merged, "line")
+    if _STEP_RANK[max_step] < _STEP_RANK["structural"]:
+        return MergeOutcome.conflict(["content: the line merge is not clean"])
+    return _structural_merge(base, local, remote, validator)
+
+
+def merge(
+    base: Version | None,
+    local: Version,
+    remote: Version,
+    *,
+    validator: Validator | None = None,
+    max_step: MaxStep = "structural",
+) -> MergeOutcome:
+    """Merge two versions of a blueprint (content with the ladder, meta key by key)."""
+    text = merge3_text(
+        base.content if base else None,
+        local.content,
+        remote.content,
+        validator=validator,
+        max_step=max_step,
+    )
+    meta, meta_conflicts = merge_meta(base.meta if base else None, local.meta, remote.meta)
+    if text.status == "conflict" or meta_conflicts:
+        return MergeOutcome.conflict([*text.conflicts, *meta_conflicts])
+    return replace(text, meta=meta)
+
+
+def merge_meta(
+    base: Mapping[str, Any] | None, local: Mapping[str, Any], remote: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """Merge meta objects: tags as a 3-way set, modified = the later, the rest as values.
+
+    Returns the merged meta and the list of conflicting keys (empty when clean).
+    """
+    b = dict(base or {})
+    out: dict[str, Any] = {}
+    conflicts: list[str] = []
+    for key in _ordered_union(local, remote):
+        bv, lv, rv = b.get(key, MISSING), local.get(key, MISSING), remote.get(key, MISSING)
+        if key == "tags" and _all_lists(bv, lv, rv):
+            value: Any = _merge_tags(bv, lv, rv)
+        elif key == "modified":
+            value = _later(lv, rv)
+        else:
+            value, found = _merge_node(bv, lv, rv, f"meta.{key}")
+            conflicts.extend(found)
+        if value is not MISSING:
+            out[key] = value
+    return out, conflicts
+
+
+# ---------------------------------------------------------------------------------------------------
+# Policies
+
+
+def resolve(
+    policy: ConflictPolicy,
+    base: Version | None,
+    local: Version,
+    remote: Version,
+    *,
+    validator: Validator | None = None,
+) -> Resolution:
+    """Decide what to do with diverged versions under ``policy``.
+
+    ``merge``: the whole ladder, then keep both. ``keep-both``: step 1 only, then keep both.
+    ``prefer-local`` / ``prefer-remote``: step 1, then that side. A callable: the whole ladder,
+    then the callable decides. Raises MergeError for an unknown policy or a callable returning
+    something other than a usable Resolution (exceptions it raises propagate unchanged).
+    """
+    if not callable(policy) and policy not in POLICIES:
+        raise MergeError(f"unknown conflict policy {policy!r}", hint=f"use one of {POLICIES}")
+    full = callable(policy) or policy == "merge"
+    outcome = merge(base, local, remote, validator=validator, max_step=_max_step(full))
+    if outcome.status == "clean":
+        return _settled(outcome, local, remote)
+    if policy in ("merge", "keep-both"):
+        return Resolution.keep_both(outcome.conflicts)
+    if policy == "prefer-local":
+        return Resolution.take_local()
+    if policy == "prefer-remote":
+        return Resolution.take_remote()
+    assert callable(policy)
+    return _checked(policy(ConflictCase(base, local, remote, outcome)))
+
+
+def _max_step(full: bool) -> MaxStep:
+    return "structural" if full else "one_sided"
+
+
+def _settled(outcome: MergeOutcome, local: Version, remote: Version) -> Resolution:
+    """Name a clean outcome by what it equals, so the engine pushes or writes only what changed."""
+    assert outcome.content is not None and outcome.meta is not None
+    if outcome.content == local.content and _same(outcome.meta, local.meta):
+        return Resolution.take_local()
+    if outcome.content == remote.content and _same(outcome.meta, remote.meta):
+        return Resolution.take_remote()
+    return Resolution.take_merged(outcome.content, outcome.meta, outcome.step)
+
+
+def _checked(result: object) -> Resolution:
+    if not isinstance(result, Resolution):
+        raise MergeError(f"the conflict policy returned {type(result).__name__}, not a Resolution")
+    if result.action == "take_merged" and (result.content is None or result.meta is None):
+        raise MergeError("the conflict policy returned take_merged without content and meta")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# Line step
+
+
+def _line_merge(base: str, local: str, remote: str) -> str | None:
+    """diff3 merge of lines; None when any region conflicts."""
+    m = merge3.Merge3(base.splitlines(True), local.splitlines(True), remote.splitlines(True))
+    out: list[str] = []
+    for group in m.merge_groups():
+        if group[0] == "conflict":
+            return None
+        out.extend(group[1])
+    return "".join(out)
+
+
+def _problems(text: str, validator: Validator | None) -> list[str]:
+    """Why ``text`` is not an acceptable merge result (empty when it is)."""
+    try:
+        data = parse_yaml(text)
+    except LocalStoreError as exc:
+        return [f"merged YAML is invalid: {exc.message}"]
+    duplicates = _duplicate_keys(text)
+    if duplicates:
+        return [f"merged YAML repeats key {key!r}" for key in duplicates]
+    return [f"merged blueprint fails validation: {p}" for p in run_validator(validator, data)]
+
+
+def _duplicate_keys(text: str) -> list[str]:
+    """Scalar keys that appear twice in one mapping (a loader would silently keep the last)."""
+    node = yaml.compose(text, Loader=_Loader)
+    found: list[str] = []
+    seen_nodes: set[int] = set()
+    stack = [node] if node is not None else []
+    while stack:
+        current = stack.pop()
+        if id(current) in seen_nodes:  # aliases share nodes; parse_yaml already bounded them
+            continue
+        seen_nodes.add(id(current))
+        if isinstance(current, yaml.MappingNode):
+            keys = [k.value for k, _ in current.value if isinstance(k, yaml.ScalarNode)]
+            found.extend(sorted({k for k in keys if keys.count(k) > 1}))
+            stack.extend(n for pair in current.value for n in pair)
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
+    return found
+
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Structural step
+
+
+def _structural_merge(
+    base: str | None, local: str, remote: str, validator: Validator | None
+) -> MergeOutcome:
+    docs: list[Any] = []
+    for side, text in (("base", base), ("local", local), ("remote", remote)):
+        if text is None:
+            docs.append(MISSING)
+            continue
+        try:
+            docs.append(parse_yaml(text))
+        except LocalStoreError as exc:
+            return MergeOutcome.conflict([f"{side} YAML does not parse: {exc.message}"])
+    merged, conflicts = _merge_node(docs[0], docs[1], docs[2], "")
+    if conflicts:
+        return MergeOutcome.conflict(conflicts)
+    try:
+        content = dump_yaml(merged)
+    except LocalStoreError as exc:
+        return MergeOutcome.conflict([f"merged document cannot be written: {exc.message}"])
+    problems = _problems(content, validator)
+    if problems:
+        return MergeOutcome.conflict(problems)
+    return MergeOutcome.clean(content, "structural")
+
+
+def _merge_node(base: Any, local: Any, remote: Any, where: str) -> tuple[Any, list[str]]:
+    """3-way merge of one value; returns (merged or MISSING, conflicting paths)."""
+    if _same(local, remote):
+        return local, []
+    if _same(local, base):
+        return remote, []
+    if _same(remote, base):
+        return local, []
+    if isinstance(local, dict) and isinstance(remote, dict) and _dict_or_missing(base):
+        return _merge_dicts({} if base is MISSING else base, local, remote, where)
+    if isinstance(local, list) and isinstance(remote, list) and _list_or_missing(base):
+        return _merge_lists([] if base is MISSING else base, local, remote, where)
+    return MISSING, [where or "<document>"]
+
+
+def _merge_dicts(
+    base: dict[Any, Any], local: dict[Any, Any], remote: dict[Any, Any], where: str
+) -> tuple[Any, list[str]]:
+    merged: dict[Any, Any] = {}
+    conflicts: list[str] = []
+    for key in _ordered_union(local, remote):
+        value, found = _merge_node(
+            base.get(key, MISSING),
+            local.get(key, MISSING),
+            remote.get(key, MISSING),
+            _join(where, str(key)),
+        )
+        conflicts.extend(found)
+        if value is not MISSING:
+            merged[key] = value
+    # Mapping order carries no meaning in YAML, so two different reorders are not a conflict.
+    order, _ = _merge_order(list(base), list(local), list(remote), set(merged), where)
+    return {key: merged[key] for key in order}, conflicts
+
+
+def _merge_lists(
+    base: list[Any], local: list[Any], remote: list[Any], where: str
+) -> tuple[Any, list[str]]:
+    for match in LIST_MATCH_KEYS:
+        if all(_keyed_by(items, match) for items in (base, local, remote)):
+            return _merge_keyed(base, local, remote, match, where)
+    return MISSING, [where or "<document>"]
+
+
+def _merge_keyed(
+    base: list[Any], local: list[Any], remote: list[Any], match: str, where: str
+) -> tuple[Any, list[str]]:
+    by = [{item[match]: item for item in items} for items in (base, local, remote)]
+    merged: dict[Hashable, Any] = {}
+    conflicts: list[str] = []
+    for key in _ordered_union(by[1], by[2]):
+        value, found = _merge_node(
+            by[0].get(key, MISSING),
+            by[1].get(key, MISSING),
+            by[2].get(key, MISSING),
+            f"{where}[{match}={key!r}]",
+        )
+        conflicts.extend(found)
+        if value is not MISSING:
+            merged[key] = value
+    order, order_conflict = _merge_order(list(by[0]), list(by[1]), list(by[2]), set(merged), where)
+    if order_conflict:
+        conflicts.append(f"{where or '<document>'}: both sides reordered the list differently")
+    return [merged[key] for key in order], conflicts
+
+
+def _merge_order(
+    base: list[Any], local: list[Any], remote: list[Any], keep: set[Any], where: str
+) -> tuple[list[Any], bool]:
+    """Order the kept keys: a side that reordered wins; both reordering differently conflicts.
+
+    Returns (order, conflict). Keys one side added go right after their predecessor on that side.
+    """
+    in_base = set(base)
+
+    def reordered(side: list[Any]) -> bool:
+        mine = set(side)
+        return [k for k in side if k in in_base and k in keep] != [
+            k for k in base if k in mine and k in keep
+        ]
+
+    conflict = False
+    if not reordered(local):
+        skeleton, extra_side = remote, local
+    elif not reordered(remote):
+        skeleton, extra_side = local, remote
+    else:
+        skeleton, extra_side = local, remote
+        both = set(local) & set(remote) & keep
+        conflict = [k for k in local if k in both] != [k for k in remote if k in both]
+    order = [k for k in skeleton if k in keep]
+    placed = set(order)
+    for i, key in enumerate(extra_side):
+        if key in placed or key not in keep:
+            continue
+        before = next((k for k in reversed(extra_side[:i]) if k in placed), MISSING)
+        order.insert(0 if before is MISSING else order.index(before) + 1, key)
+        placed.add(key)
+    return order, conflict
+
+
+# ---------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Deep equality that tells true from 1 and 1 from 1.0, and NaN from nothing but NaN."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and math.isnan(a):
+        return math.isnan(b)
+    return bool(a == b)
+
+
+def _keyed_by(items: list[Any], match: str) -> bool:
+    """Every item is a mapping with a unique scalar ``match`` key."""
+    keys = []
+    for item in items:
+        if not isinstance(item, dict):
+            return False
+        key = item.get(match, MISSING)
+        if isinstance(key, bool) or not isinstance(key, str | int):
+            return False
+        keys.append(key)
+    return len(keys) == len(set(keys))
+
+
+def _ordered_union(first: Mapping[Any, Any], second: Mapping[Any, Any]) -> list[Any]:
+    return [*first, *(k for k in second if k not in first)]
+
+
+def _dict_or_missing(value: Any) -> bool:
+    return value is MISSING or isinstance(value, dict)
+
+
+def _list_or_missing(value: Any) -> bool:
+    return value is MISSING or isinstance(value, list)
+
+
+def _all_lists(*values: Any) -> bool:
+    return all(v is MISSING or isinstance(v, list) for v in values)
+
+
+def _merge_tags(base: Any, local: Any, remote: Any) -> list[Any]:
+    """3-way set merge: a tag is kept unless a side removed it; additions of both sides kept."""
+    b = [] if base is MISSING else base
+    lo = [] if local is MISSING else local
+    ro = [] if remote is MISSING else remote
+    kept = [t for t in lo if t in ro or t not in b]
+    return kept + [t for t in ro if t not in lo and t not in b and t not in kept]
+
+
+def _later(local: Any, remote: Any) -> Any:
+    """The later of two ISO timestamps (the present one if only one is)."""
+    if local is MISSING or remote is MISSING:
+        return remote if local is MISSING else local
+    try:
+        return local if _instant(local) >= _instant(remote) else remote
+    except (TypeError, ValueError):
+        return max(str(local), str(remote))
+
+
+def _instant(value: Any) -> datetime:
+    moment = datetime.fromisoformat(str(value))
+    # A naive timestamp is taken as UTC, the format localstore writes.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key

@@ -1,0 +1,1 @@
+"""Tests of the merge ladder (sync/merge.py)."""
