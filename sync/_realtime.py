@@ -283,7 +283,7 @@ class RealtimeHints:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._teardown(graceful=True)
+        await self._teardown(graceful=False)  # a hint socket needs no close handshake
 
     def _on_change(self, payload: Any) -> None:
         with self._state_lock:

@@ -41,13 +41,19 @@ Realtime (``sync/_realtime.py``) is only a hint to pull; see :meth:`SupabaseRemo
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
+import os
+import ssl
 import threading
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -56,8 +62,8 @@ from postgrest.exceptions import APIError
 from supabase import Client, ClientOptions, create_client
 from supabase_auth import SyncSupportedStorage
 from supabase_auth import errors as auth_errors
-from supabase_auth.constants import STORAGE_KEY
-from supabase_auth.types import AuthChangeEvent, Session
+from supabase_auth.constants import EXPIRY_MARGIN, STORAGE_KEY
+from supabase_auth.types import AuthChangeEvent, AuthResponse, Session
 
 from localstore.config import Settings
 from localstore.credentials import CredentialStore
@@ -264,6 +270,11 @@ def session_credential_name(settings: Settings) -> str:
     return SESSION_NAME_PREFIX + _home_key(settings)
 
 
+def refresh_lock_path(settings: Settings) -> Path:
+    """The lock file that serializes session refreshes of this home across processes."""
+    return settings.paths.state / "cloud-session.lock"
+
+
 def project_credential_name(settings: Settings) -> str:
     """Keychain name of this home's cloud project (url, anon key, user)."""
     return PROJECT_NAME_PREFIX + _home_key(settings)
@@ -279,9 +290,12 @@ class KeychainSessionStorage(SyncSupportedStorage):
     destructive call, used by ``logout``.
     """
 
-    def __init__(self, credentials: CredentialStore, name: str) -> None:
+    def __init__(
+        self, credentials: CredentialStore, name: str, *, lock_path: Path | None = None
+    ) -> None:
         self._creds = credentials
         self._name = name
+        self._lock_path = lock_path
         self._lock = threading.RLock()
         self._memory: dict[str, str] = {}
         self._durable: str | None = None
@@ -330,16 +344,41 @@ class KeychainSessionStorage(SyncSupportedStorage):
                 self._loaded = True
             return self._durable
 
+    def reload(self) -> str | None:
+        """Re-read the session from the keychain (another process may have rotated it)."""
+        with self._lock:
+            self._loaded = False
+            return self.durable_value()
+
+    @contextlib.contextmanager
+    def refresh_guard(self) -> Iterator[None]:
+        """Hold the one right to refresh this session, across threads and processes.
+
+        GoTrue rotates the refresh token on every refresh and treats a reused one as theft: the
+        whole session is revoked. Two refreshers racing with the same token (the client's timer
+        and the engine's ``refresh_auth``, or a daemon and a CLI run on one home) would log the
+        user out, so every refresh happens under this lock and starts from the newest token.
+        """
+        with self._lock:
+            if self._lock_path is None:
+                yield
+                return
+            import fcntl  # POSIX; the keychain backends on other OSes serialize by themselves
+
+            self._lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
+
     def durable_session(self) -> Session | None:
         """The stored session, parsed; None when absent or unreadable."""
-        raw = self.durable_value()
-        if not raw:
-            return None
-        try:
-            return Session.model_validate_json(raw)
-        except pydantic.ValidationError:
+        session = _parse_session(self.durable_value())
+        if session is None and self.durable_value():
             log.warning("the stored cloud session is unreadable; log in again")
-            return None
+        return session
 
     def forget(self) -> None:
         """Delete the stored session from the keychain (logout)."""
@@ -419,8 +458,17 @@ def _client_options(
     )
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    # Loading the CA bundle costs ~0.2 s; one context serves every client of the process
+    # (SSLContext is safe to share between connections and threads once configured).
+    return ssl.create_default_context()
+
+
 def _http_client(timeout_s: float) -> httpx.Client:
-    return httpx.Client(timeout=httpx.Timeout(timeout_s), follow_redirects=True)
+    return httpx.Client(
+        timeout=httpx.Timeout(timeout_s), follow_redirects=True, verify=_tls_context()
+    )
 
 
 class SupabaseRemote:
@@ -463,6 +511,7 @@ class SupabaseRemote:
             self._client: Client = create_client(
                 self.url, anon_key, _client_options(storage, self._http, auto_refresh=True)
             )
+            _guard_refreshes(self._client, storage)
             self._auth_sub = self._client.auth.on_auth_state_change(self._on_auth_event)
             # A client rebuilt from storage never starts its refresh timer without this.
             self._client.auth.initialize_from_storage()
@@ -507,17 +556,13 @@ class SupabaseRemote:
         unknown; NotLoggedInError without a stored session; TransientError on network faults.
         """
         with self._auth_lock:
+            self._storage.reload()
             session = self._storage.durable_session()
             if session is None:
                 raise NotLoggedInError("no cloud session is stored for this home")
-            before = session.refresh_token
             try:
-                self._client.auth.refresh_session(before)
-            except auth_errors.AuthApiError as exc:
-                current = self._storage.durable_session()
-                if current is not None and current.refresh_token != before:
-                    return  # the client's own timer rotated it meanwhile: that is a success
-                raise map_error(exc, what="refresh the cloud session") from exc
+                # Guarded (see _guard_refreshes): never races the timer or another process.
+                self._client.auth.refresh_session(session.refresh_token)
             except Exception as exc:
                 raise map_error(exc, what="refresh the cloud session") from exc
 
@@ -673,6 +718,43 @@ class SupabaseRemote:
         self.close()
 
 
+def _guard_refreshes(client: Client, storage: KeychainSessionStorage) -> None:
+    """Route every refresh grant of ``client`` through ``storage.refresh_guard()``.
+
+    supabase_auth's refresh timer and ``refresh_session`` both end in ``_refresh_access_token``;
+    wrapping that one method (pinned client 2.34.x) serializes them with our own refreshes and
+    with other processes of this home, and makes each start from the newest stored token. A
+    session another refresher rotated moments ago is reused as is instead of rotating again.
+    """
+    auth = client.auth
+    plain = auth._refresh_access_token
+
+    def guarded(refresh_token: str) -> AuthResponse:
+        with storage.refresh_guard():
+            raw = storage.reload()
+            latest = _parse_session(raw)
+            if latest is not None and latest.refresh_token != refresh_token:
+                if (latest.expires_at or 0) > time.time() + EXPIRY_MARGIN:
+                    return AuthResponse(session=latest, user=latest.user)
+                refresh_token = latest.refresh_token
+            response = plain(refresh_token)
+            if response.session is not None:
+                # Persist before the lock is released: the next refresher must see this token.
+                storage.set_item(STORAGE_KEY, response.session.model_dump_json())
+            return response
+
+    auth._refresh_access_token = guarded  # type: ignore[method-assign]
+
+
+def _parse_session(raw: str | None) -> Session | None:
+    if not raw:
+        return None
+    try:
+        return Session.model_validate_json(raw)
+    except pydantic.ValidationError:
+        return None
+
+
 def _stop_refresh_timer(client: Client) -> None:
     # supabase_auth has no public "stop"; turning auto-refresh off first stops a refresh that is
     # running right now from arming a new timer, then the armed one is cancelled.
@@ -771,11 +853,14 @@ def _sign_in(
         http.close()
 
 
-def logout(settings: Settings, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+def logout(
+    settings: Settings, *, revoke: bool = True, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> bool:
     """Revoke this home's session on the server and delete it from the keychain.
 
     The local session is deleted even when the server cannot be reached (logging out is about
-    this machine); returns whether the server confirmed the revocation. Nothing else is touched.
+    this machine); returns whether the server confirmed the revocation (always False with
+    ``revoke=False``, which only forgets it locally). Nothing else is touched.
     """
     creds, index = _credentials(settings)
     try:
@@ -783,7 +868,7 @@ def logout(settings: Settings, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
         revoked = False
         session = storage.durable_session()
         project = _stored_project(creds, settings)
-        if session is not None and project is not None:
+        if revoke and session is not None and project is not None:
             revoked = _revoke(project, session, timeout_s)
         storage.forget()
         try:
@@ -862,7 +947,9 @@ def remote_from_settings(
                 f"the stored session is for {project.url}, but cloud_url is {url}",
                 hint=f"log in to {url} with `localstore login`",
             )
-        storage = KeychainSessionStorage(creds, session_credential_name(settings))
+        storage = KeychainSessionStorage(
+            creds, session_credential_name(settings), lock_path=refresh_lock_path(settings)
+        )
         try:
             storage.durable_value()
         except CredentialError as exc:

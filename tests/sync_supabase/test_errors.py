@@ -1,0 +1,185 @@
+"""Every exception the supabase client can raise maps to a classified, non-destructive SyncError."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import httpx
+import pydantic
+import pytest
+from postgrest.exceptions import APIError
+from supabase_auth import errors as auth_errors
+
+from localstore.errors import CredentialError
+from sync.errors import (
+    ACTIONS,
+    AuthError,
+    AuthExpiredError,
+    AuthRevokedError,
+    NotLoggedInError,
+    OfflineError,
+    ProtocolError,
+    RateLimitedError,
+    RemoteConfigError,
+    SyncError,
+    TransientError,
+)
+from sync.supabase_remote import MAPPED_EXCEPTIONS, map_error
+
+_REQUEST = httpx.Request("POST", "http://127.0.0.1:1/rest/v1/rpc/push_changes")
+
+
+def _httpx_instance(cls: type[Exception]) -> Exception:
+    if issubclass(cls, httpx.HTTPStatusError):
+        return cls("500", request=_REQUEST, response=httpx.Response(500, request=_REQUEST))
+    if issubclass(cls, httpx.RequestError):
+        return cls("boom", request=_REQUEST)
+    if issubclass(cls, httpx.StreamError | httpx.RequestNotRead | httpx.ResponseNotRead):
+        try:
+            return cls()  # type: ignore[call-arg]
+        except TypeError:
+            return cls("boom")  # type: ignore[call-arg]
+    return cls("boom")  # type: ignore[call-arg]
+
+
+def _auth_instance(cls: type[auth_errors.AuthError]) -> auth_errors.AuthError:
+    params = list(inspect.signature(cls.__init__).parameters)[1:]
+    values: dict[str, Any] = {
+        "message": "boom",
+        "status": 400,
+        "code": None,
+        "name": "X",
+        "original_error": ValueError("x"),
+        "reasons": [],
+        "details": None,
+    }
+    return cls(*[values[p] for p in params])
+
+
+def _all_httpx() -> list[type[Exception]]:
+    return [o for o in vars(httpx).values() if inspect.isclass(o) and issubclass(o, Exception)]
+
+
+def _all_auth() -> list[type[auth_errors.AuthError]]:
+    return [
+        o
+        for o in vars(auth_errors).values()
+        if inspect.isclass(o) and issubclass(o, auth_errors.AuthError)
+    ]
+
+
+def _validation_error() -> pydantic.ValidationError:
+    class M(pydantic.BaseModel):
+        x: int
+
+    try:
+        M.model_validate({"x": "no"})
+    except pydantic.ValidationError as exc:
+        return exc
+    raise AssertionError("unreachable")
+
+
+def _instances() -> list[BaseException]:
+    out: list[BaseException] = [_httpx_instance(c) for c in _all_httpx()]
+    out += [_auth_instance(c) for c in _all_auth()]
+    out += [
+        APIError({"code": "XX999", "message": "m"}),
+        APIError({}),
+        _validation_error(),
+        ValueError("Expecting value: line 1 column 1"),
+        ConnectionResetError(104, "reset"),
+        CredentialError("keychain locked"),
+    ]
+    return out
+
+
+@pytest.mark.parametrize("exc", _instances(), ids=lambda e: type(e).__name__)
+def test_every_client_exception_maps_to_a_safe_sync_error(exc: BaseException) -> None:
+    assert isinstance(exc, MAPPED_EXCEPTIONS), f"{type(exc).__name__} is not in MAPPED_EXCEPTIONS"
+    mapped = map_error(exc, what="push_changes")
+    assert isinstance(mapped, SyncError)
+    assert mapped.action in ACTIONS
+    # Whole-call failures are never "quarantine": that is for per-change rejections only.
+    assert mapped.action != "quarantine"
+    assert mapped.message.startswith("push_changes")
+
+
+def test_every_mapped_class_is_exercised() -> None:
+    instances = _instances()
+    for cls in MAPPED_EXCEPTIONS:
+        assert any(isinstance(e, cls) for e in instances), cls
+
+
+@pytest.mark.parametrize(
+    ("body", "expected", "action"),
+    [
+        ({"code": "PGRST301", "message": "JWT invalid"}, AuthExpiredError, "refresh_auth"),
+        ({"code": "PGRST303", "message": "JWT expired"}, AuthExpiredError, "refresh_auth"),
+        ({"code": "401", "message": "Unauthorized"}, AuthExpiredError, "refresh_auth"),
+        (
+            {"code": "42501", "message": "permission denied for table"},
+            RemoteConfigError,
+            "tell_user",
+        ),
+        ({"code": "42501", "message": "not signed in"}, NotLoggedInError, "tell_user"),
+        ({"code": "40001", "message": "could not serialize access"}, TransientError, "retry"),
+        ({"code": "40P01", "message": "deadlock detected"}, TransientError, "retry"),
+        (
+            {"code": "57014", "message": "canceling statement due to statement timeout"},
+            TransientError,
+            "retry",
+        ),
+        ({"code": "08006", "message": "connection failure"}, TransientError, "retry"),
+        ({"code": "53300", "message": "too many connections"}, TransientError, "retry"),
+        ({"code": "503", "message": "Service Unavailable"}, TransientError, "retry"),
+        ({"code": "429", "message": "Too Many Requests"}, RateLimitedError, "retry"),
+        ({"code": "PGRST202", "message": "function not found"}, RemoteConfigError, "tell_user"),
+        ({"code": "22023", "message": "too many changes"}, ProtocolError, "tell_user"),
+        ({"message": "Invalid authentication credentials"}, RemoteConfigError, "tell_user"),
+        ({"code": "23505", "message": "duplicate key"}, TransientError, "retry"),
+        ({"code": "P0001", "message": "raised"}, TransientError, "retry"),
+    ],
+)
+def test_postgrest_codes(body: dict[str, str], expected: type[SyncError], action: str) -> None:
+    mapped = map_error(APIError(body), what="rpc")
+    assert type(mapped) is expected
+    assert mapped.action == action
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "expected", "action"),
+    [
+        ("refresh_token_already_used", 400, AuthRevokedError, "tell_user"),
+        ("refresh_token_not_found", 400, AuthRevokedError, "tell_user"),
+        ("session_not_found", 403, AuthRevokedError, "tell_user"),
+        ("user_not_found", 403, AuthRevokedError, "tell_user"),
+        ("invalid_credentials", 400, AuthError, "tell_user"),
+        ("over_request_rate_limit", 429, RateLimitedError, "retry"),
+        ("bad_jwt", 403, AuthExpiredError, "refresh_auth"),
+        (None, 500, TransientError, "retry"),
+        (None, 418, TransientError, "retry"),
+    ],
+)
+def test_auth_codes(code: str | None, status: int, expected: type[SyncError], action: str) -> None:
+    mapped = map_error(auth_errors.AuthApiError("m", status, code), what="refresh")  # type: ignore[arg-type]
+    assert type(mapped) is expected
+    assert mapped.action == action
+    if expected is AuthRevokedError:
+        assert "log in again" in str(mapped)
+
+
+def test_transport_errors() -> None:
+    assert type(map_error(httpx.ConnectError("refused", request=_REQUEST), what="x")) is (
+        OfflineError
+    )
+    for cls in (httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.ReadError):
+        mapped = map_error(cls("boom", request=_REQUEST), what="x")
+        assert type(mapped) is TransientError and mapped.action == "retry"
+    assert map_error(auth_errors.AuthRetryableError("down", 503), what="x").action == "retry"
+    assert type(map_error(auth_errors.AuthSessionMissingError(), what="x")) is NotLoggedInError
+
+
+def test_sync_errors_pass_through() -> None:
+    err = ProtocolError("bad")
+    assert map_error(err, what="x") is err
