@@ -1,0 +1,212 @@
+"""Benchmark the local stack's gateway with the official client.
+
+* push and pull throughput: N blueprints of ~2 KB in batches of 500 (push_changes / pull_changes);
+* realtime latency commit -> client callback (median, p99) for postgres_changes;
+* gateway cost: the same pull_changes page through the gateway vs psycopg directly (same role,
+  claims and transaction shape), so the difference is what HTTP + JSON + the gateway add.
+
+Run: .venv/bin/python bench/bench_cloud.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import statistics
+import time
+import uuid
+
+import httpx
+import psycopg
+from supabase import AsyncClientOptions, ClientOptions, acreate_client, create_client
+
+from sync.localcloud.stack import LocalCloud
+
+BATCH = 500
+
+
+def _blueprint(i: int) -> dict:
+    body = f"name: workflow {i}\nsteps:\n" + "".join(
+        f"  - id: s{j}\n    run: echo {i}-{j}\n" for j in range(60)
+    )
+    body = body[:2048].ljust(2048, "#")
+    return {
+        "op_id": i + 1,
+        "id": str(uuid.uuid4()),
+        "base_rev": None,
+        "path": f"bench/wf-{i:06d}.blueprint.yaml",
+        "content": body,
+        "meta": {"name": f"workflow {i}", "tags": ["bench"]},
+        "content_hash": hashlib.sha256(body.encode()).hexdigest(),
+        "deleted": False,
+    }
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def bench_push_pull(cloud: LocalCloud, n: int) -> dict:
+    email = f"bench-{uuid.uuid4().hex[:8]}@example.test"
+    cloud.create_user(email, "bench-password")
+    with httpx.Client(timeout=120) as http:
+        client = create_client(
+            cloud.url, cloud.anon_key, ClientOptions(httpx_client=http, auto_refresh_token=False)
+        )
+        client.auth.sign_in_with_password({"email": email, "password": "bench-password"})
+        rows = [_blueprint(i) for i in range(n)]
+        push_times = []
+        t0 = time.perf_counter()
+        for start in range(0, n, BATCH):
+            t = time.perf_counter()
+            res = client.rpc(
+                "push_changes", {"changes": rows[start : start + BATCH], "device": "bench"}
+            ).execute()
+            push_times.append(time.perf_counter() - t)
+            assert all(r["status"] == "applied" for r in res.data)
+        push_s = time.perf_counter() - t0
+        pull_times = []
+        t0 = time.perf_counter()
+        since, got = 0, 0
+        while True:
+            t = time.perf_counter()
+            page = client.rpc("pull_changes", {"since": since, "lim": BATCH}).execute().data
+            pull_times.append(time.perf_counter() - t)
+            got += len(page["changes"])
+            since = page["next"]
+            if not page["more"]:
+                break
+        pull_s = time.perf_counter() - t0
+        assert got == n, (got, n)
+        token = client.auth.get_session().access_token
+        client.auth._remove_session()
+    return {
+        "n": n,
+        "push_per_s": n / push_s,
+        "pull_per_s": n / pull_s,
+        "push_batch_p50_ms": statistics.median(push_times) * 1e3,
+        "push_batch_p99_ms": _pct(push_times, 0.99) * 1e3,
+        "pull_page_p50_ms": statistics.median(pull_times) * 1e3,
+        "pull_page_p99_ms": _pct(pull_times, 0.99) * 1e3,
+        "token": token,
+        "email": email,
+    }
+
+
+def bench_gateway_cost(cloud: LocalCloud, token: str, rounds: int) -> dict:
+    """Time one pull_changes page of 500 rows via the gateway and via psycopg directly."""
+    claims = json.dumps(cloud.keys.verify(token))
+    via_gateway, direct = [], []
+    with httpx.Client(timeout=120) as http:
+        client = create_client(
+            cloud.url, cloud.anon_key, ClientOptions(httpx_client=http, auto_refresh_token=False)
+        )
+        client.postgrest.auth(token)
+        for _ in range(rounds):
+            t = time.perf_counter()
+            client.rpc("pull_changes", {"since": 0, "lim": BATCH}).execute()
+            via_gateway.append(time.perf_counter() - t)
+    with psycopg.connect(cloud.superuser_dsn, autocommit=True) as conn:
+        for _ in range(rounds):
+            t = time.perf_counter()
+            conn.execute("begin read only")
+            conn.execute(
+                "select set_config('role', 'authenticated', true), set_config('request.jwt.claims', %s, true)",
+                (claims,),
+            )
+            conn.execute("select public.pull_changes(0, %s)::text", (BATCH,)).fetchone()
+            conn.execute("commit")
+            direct.append(time.perf_counter() - t)
+    g, d = statistics.median(via_gateway), statistics.median(direct)
+    return {
+        "gateway_p50_ms": g * 1e3,
+        "gateway_p99_ms": _pct(via_gateway, 0.99) * 1e3,
+        "direct_p50_ms": d * 1e3,
+        "direct_p99_ms": _pct(direct, 0.99) * 1e3,
+        "ratio": g / d,
+    }
+
+
+async def bench_realtime(cloud: LocalCloud, email: str, events: int) -> dict:
+    async with httpx.AsyncClient(timeout=60) as http:
+        client = await acreate_client(
+            cloud.url,
+            cloud.anon_key,
+            AsyncClientOptions(httpx_client=http, auto_refresh_token=False),
+        )
+        await client.auth.sign_in_with_password({"email": email, "password": "bench-password"})
+        await asyncio.sleep(0)
+        arrived: dict[str, float] = {}
+        waiter: asyncio.Queue[str] = asyncio.Queue()
+
+        def on_change(payload: dict) -> None:
+            rec = payload["data"].get("record") or {}
+            arrived[rec.get("id", "")] = time.perf_counter()
+            waiter.put_nowait(rec.get("id", ""))
+
+        ch = client.channel("bench")
+        ch.on_postgres_changes("INSERT", on_change, schema="public", table="blueprints")
+        ready: asyncio.Queue = asyncio.Queue()
+        await ch.subscribe(lambda s, e: ready.put_nowait(s))
+        await asyncio.wait_for(ready.get(), 10)
+        latencies = []
+        with psycopg.connect(cloud.superuser_dsn, autocommit=True) as conn:
+            owner = conn.execute("select id from auth.users where email = %s", (email,)).fetchone()[
+                0
+            ]
+            for i in range(events):
+                row_id = str(uuid.uuid4())
+                conn.execute(
+                    "insert into public.blueprints (id, owner, path, content, meta, content_hash, rev, seq, device)"
+                    " values (%s, %s, %s, 'a: 1', '{}', 'h', 0, 0, 'rt')",
+                    (row_id, owner, f"rt/{i}.yaml"),
+                )
+                committed = time.perf_counter()  # autocommit: execute returns after COMMIT
+                while True:
+                    got = await asyncio.wait_for(waiter.get(), 10)
+                    if got == row_id:
+                        break
+                latencies.append(arrived[row_id] - committed)
+        await client.remove_all_channels()
+        await client.realtime.close()
+        await client.auth.sign_out()
+    return {
+        "events": events,
+        "p50_ms": statistics.median(latencies) * 1e3,
+        "p99_ms": _pct(latencies, 0.99) * 1e3,
+        "max_ms": max(latencies) * 1e3,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="1,000 rows, fewer rounds")
+    parser.add_argument("--rows", type=int, default=None, help="blueprints to push and pull")
+    args = parser.parse_args()
+    n = args.rows or (1000 if args.quick else 10_000)
+    rounds = 10 if args.quick else 40
+    events = 30 if args.quick else 200
+    with LocalCloud() as cloud:
+        pp = bench_push_pull(cloud, n)
+        cost = bench_gateway_cost(cloud, pp["token"], rounds)
+        rt = asyncio.run(bench_realtime(cloud, pp["email"], events))
+    print(
+        f"push: {pp['push_per_s']:,.0f} blueprints/s  (batch of {BATCH}: p50 {pp['push_batch_p50_ms']:.0f} ms, p99 {pp['push_batch_p99_ms']:.0f} ms)"
+    )
+    print(
+        f"pull: {pp['pull_per_s']:,.0f} blueprints/s  (page of {BATCH}: p50 {pp['pull_page_p50_ms']:.0f} ms, p99 {pp['pull_page_p99_ms']:.0f} ms)"
+    )
+    print(
+        f"pull page via gateway p50 {cost['gateway_p50_ms']:.1f} ms (p99 {cost['gateway_p99_ms']:.1f}) vs psycopg direct "
+        f"p50 {cost['direct_p50_ms']:.1f} ms (p99 {cost['direct_p99_ms']:.1f}): ratio {cost['ratio']:.2f}x"
+    )
+    print(
+        f"realtime commit->callback over {rt['events']} events: p50 {rt['p50_ms']:.1f} ms, p99 {rt['p99_ms']:.1f} ms, max {rt['max_ms']:.1f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
