@@ -115,6 +115,8 @@ MAX_META_BYTES = 1024 * 1024
 _CHUNK = 64 * 1024
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _VERSION_RE = re.compile(r"^(\d{1,6})\.(\d{1,6})$")
+# As in blueprint paths (files.py): ':' would also name an NTFS alternate stream.
+_FORBIDDEN_IN_NAMES = frozenset('<>:"|?*')
 
 ProgressCallback = Callable[[str, int, int], None]
 """``progress(phase, done, total)``; phases: export, encrypt, decrypt, verify, import."""
@@ -552,18 +554,36 @@ def open_bundle(
             f"bundle is {size} bytes, over the limit of {limits.max_bundle_bytes}",
             hint="split the export into several bundles",
         )
-    staging_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="import-staging-", dir=staging_root))
+    staging = _Staging(staging_root)
     try:
         encrypted = is_encrypted(src)
         zip_path = src
         if encrypted:
-            zip_path = staging / "bundle.zip"
+            zip_path = staging.path() / "bundle.zip"
             _decrypt_file(src, zip_path, passphrase, limits, progress)
         with open(zip_path, "rb") as fh:
             yield _verify_zip(fh, staging, limits, yaml_limits or YamlLimits(), encrypted, progress)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        staging.remove()
+
+
+class _Staging:
+    """A private folder under the cache, made on first use: most hostile bundles are refused
+    before anything needs extracting, and creating a folder costs more than checking them."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._path: Path | None = None
+
+    def path(self) -> Path:
+        if self._path is None:
+            self._root.mkdir(parents=True, exist_ok=True)
+            self._path = Path(tempfile.mkdtemp(prefix="import-staging-", dir=self._root))
+        return self._path
+
+    def remove(self) -> None:
+        if self._path is not None:
+            shutil.rmtree(self._path, ignore_errors=True)
 
 
 def _bundle_size(src: Path) -> int:
@@ -630,7 +650,7 @@ class _Stats:
 
 def _verify_zip(
     fh: IO[bytes],
-    staging: Path,
+    staging: _Staging,
     limits: BundleLimits,
     yaml_limits: YamlLimits,
     encrypted: bool,
@@ -738,6 +758,10 @@ def _check_name(name: str, limits: BundleLimits) -> str:
             raise UnsafeBundleError(f"entry name {shown} has an empty, '.' or '..' part")
         if any(ord(c) < 32 or ord(c) == 127 for c in seg):
             raise UnsafeBundleError(f"entry name {shown} contains a control character")
+        if _FORBIDDEN_IN_NAMES.intersection(seg):
+            raise UnsafeBundleError(
+                f"entry name {shown} contains a character not allowed on every OS"
+            )
     return bare
 
 
@@ -815,8 +839,14 @@ def _stream_entry(
     cap: int,
     limits: BundleLimits,
     stats: _Stats,
+    *,
+    declared: int | None = None,
 ) -> tuple[int, str]:
-    """Inflate one entry into ``sink`` counting bytes; return (size, sha256). Never trusts headers."""
+    """Inflate one entry into ``sink`` counting bytes; return (size, sha256). Never trusts headers.
+
+    ``cap`` is the limit (BundleLimitError past it); ``declared`` the manifest's size, which the
+    entry may not exceed either (BundleIntegrityError), so a lying manifest costs nothing extra.
+    """
     name = info.orig_filename[:80]
     if info.file_size > cap:
         raise BundleLimitError(f"entry {name!r} says it is {info.file_size} bytes, over {cap}")
@@ -829,6 +859,11 @@ def _stream_entry(
                 n += len(chunk)
                 stats.total_out += len(chunk)
                 _check_counts(name, n, cap, info.compress_size, limits, stats)
+                if declared is not None and n > declared:
+                    raise BundleIntegrityError(
+                        f"entry {name!r} is larger than the manifest says ({declared} bytes)",
+                        hint="the bundle was modified or damaged; export it again",
+                    )
                 digest.update(chunk)
                 if sink is not None:
                     sink.write(chunk)
@@ -1009,7 +1044,7 @@ def _extract_all(
     zf: zipfile.ZipFile,
     files: dict[str, zipfile.ZipInfo],
     wanted: Sequence[_Wanted],
-    staging: Path,
+    staging: _Staging,
     limits: BundleLimits,
     yaml_limits: YamlLimits,
     stats: _Stats,
@@ -1018,9 +1053,11 @@ def _extract_all(
     # Read in archive order so the file is scanned forward once.
     order = sorted(range(len(wanted)), key=lambda i: files[wanted[i].yaml_name].header_offset)
     entries: list[BundleEntry | None] = [None] * len(wanted)
+    folder = staging.path() if wanted else None
     for done, i in enumerate(order):
+        assert folder is not None
         entries[i] = _extract_one(
-            zf, files, wanted[i], staging / f"{i:07d}", limits, yaml_limits, stats
+            zf, files, wanted[i], folder / f"{i:07d}", limits, yaml_limits, stats
         )
         if progress is not None:
             progress("verify", done + 1, len(wanted))
@@ -1037,16 +1074,27 @@ def _extract_one(
     stats: _Stats,
 ) -> BundleEntry:
     yaml_file = stem.with_suffix(".yaml")
-    with open(yaml_file, "xb") as sink:
-        cap = min(w.yaml_size, limits.max_file_bytes)
-        if w.yaml_size > limits.max_file_bytes:
-            raise BundleLimitError(f"{w.path[:80]!r} is {w.yaml_size} bytes, over {cap}")
-        size, digest = _stream_entry(zf, files[w.yaml_name], sink, cap, limits, stats)
-    _check_digest(w.yaml_name, size, digest, w.yaml_size, w.yaml_sha256)
-    meta_buf = io.BytesIO()
+    if w.yaml_size > limits.max_file_bytes:
+        raise BundleLimitError(
+            f"{w.path[:80]!r} is {w.yaml_size} bytes, over {limits.max_file_bytes}"
+        )
     if w.meta_size > MAX_META_BYTES:
         raise BundleLimitError(f"meta of {w.path[:80]!r} is over {MAX_META_BYTES} bytes")
-    size, digest = _stream_entry(zf, files[w.meta_name], meta_buf, w.meta_size, limits, stats)
+    with open(yaml_file, "xb") as sink:
+        size, digest = _stream_entry(
+            zf,
+            files[w.yaml_name],
+            sink,
+            limits.max_file_bytes,
+            limits,
+            stats,
+            declared=w.yaml_size,
+        )
+    _check_digest(w.yaml_name, size, digest, w.yaml_size, w.yaml_sha256)
+    meta_buf = io.BytesIO()
+    size, digest = _stream_entry(
+        zf, files[w.meta_name], meta_buf, MAX_META_BYTES, limits, stats, declared=w.meta_size
+    )
     _check_digest(w.meta_name, size, digest, w.meta_size, w.meta_sha256)
     meta = _parse_meta(meta_buf.getvalue(), w)
     yaml_bytes = yaml_file.read_bytes()

@@ -67,6 +67,9 @@ CORE_MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX blueprints_live_path ON blueprints(path_key) WHERE deleted = 0;
     CREATE INDEX blueprints_folder ON blueprints(folder, path) WHERE deleted = 0;
     CREATE INDEX blueprints_modified ON blueprints(modified) WHERE deleted = 0;
+    CREATE INDEX blueprints_path ON blueprints(path) WHERE deleted = 0;
+    CREATE INDEX blueprints_name ON blueprints(name) WHERE deleted = 0;
+    CREATE INDEX blueprints_created ON blueprints(created) WHERE deleted = 0;
     CREATE INDEX blueprints_op ON blueprints(op_id);
     CREATE TABLE blueprint_tags (
         rid INTEGER NOT NULL REFERENCES blueprints(rid) ON DELETE CASCADE,
@@ -92,6 +95,7 @@ CORE_MIGRATIONS: tuple[str, ...] = (
         tokenize = 'unicode61 remove_diacritics 2'
     );
     INSERT INTO blueprints_fts(blueprints_fts, rank) VALUES ('automerge', 0);
+    INSERT INTO blueprints_fts(blueprints_fts, rank) VALUES ('rank', 'bm25(10.0, 4.0, 6.0, 1.0, 2.0)');
     CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
     INSERT INTO counters VALUES ('op_id', 0);

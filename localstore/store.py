@@ -986,16 +986,18 @@ class BlueprintStore:
         if tag:
             join = " JOIN blueprint_tags t ON t.rid = b.rid AND t.tag = ?"
             args.insert(0, tag)
-        order = f"b.{SORT_COLUMNS[sort]} {'DESC' if descending else 'ASC'}, b.path"
+        order = f"b.{SORT_COLUMNS[sort]} {'DESC' if descending else 'ASC'}"
+        if sort != "path":
+            order += ", b.path"
         sql = (
-            f"SELECT {', '.join('b.' + c.strip() for c in _ROW_COLUMNS.split(','))} "
-            f"FROM blueprints b{join} WHERE {' AND '.join(where)} ORDER BY {order}"
+            f"SELECT {_INFO_COLUMNS} FROM blueprints b{join} "
+            f"WHERE {' AND '.join(where)} ORDER BY {order}"
         )
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
             args += [int(limit), int(offset)]
         with self.index.read() as cur:
-            return [Row.from_tuple(r).info() for r in cur.execute(sql, args)]
+            return _infos(cur.execute(sql, args))
 
     def count(self) -> int:
         """Number of live blueprints."""
@@ -1015,8 +1017,8 @@ class BlueprintStore:
         self._check_open()
         fts_query = _fts_query(query)
         sql = (
-            f"SELECT {', '.join('b.' + c.strip() for c in _ROW_COLUMNS.split(','))}, "
-            "bm25(blueprints_fts, 10.0, 4.0, 6.0, 1.0, 2.0) AS score, "
+            f"SELECT {_INFO_COLUMNS}, "
+            "blueprints_fts.rank AS score, "
             "snippet(blueprints_fts, -1, '[', ']', '…', 12) "
             "FROM blueprints_fts JOIN blueprints b ON b.rid = blueprints_fts.rowid "
             "WHERE blueprints_fts MATCH ? AND b.deleted = 0"
@@ -1028,13 +1030,14 @@ class BlueprintStore:
         if tag:
             sql += " AND EXISTS (SELECT 1 FROM blueprint_tags t WHERE t.rid = b.rid AND t.tag = ?)"
             args.append(tag)
-        sql += " ORDER BY score LIMIT ?"
+        sql += " ORDER BY blueprints_fts.rank LIMIT ?"
         args.append(int(limit))
         with self.index.read() as cur:
             rows = cur.execute(sql, args).fetchall()
+        infos = _infos(rows)
         return [
-            SearchHit(info=Row.from_tuple(r[:24]).info(), score=-float(r[24]), snippet=str(r[25]))
-            for r in rows
+            SearchHit(info=info, score=-float(r[13]), snippet=str(r[14]))
+            for info, r in zip(infos, rows, strict=True)
         ]
 
     # -- history -----------------------------------------------------------------------------------
@@ -1101,6 +1104,41 @@ class BlueprintStore:
         return report
 
 
+# The listing projection: only what BlueprintInfo needs (no content hashes of files, no meta JSON).
+_INFO_COLUMNS = (
+    "b.id, b.path, b.name, b.description, b.tags, b.author, b.version, b.created, b.modified, "
+    "b.rev, b.content_hash, b.valid AND b.flagged IS NULL, b.yaml_size"
+)
+
+
+def _infos(rows: Iterable[Sequence[Any]]) -> builtins.list[BlueprintInfo]:
+    """Build listing rows fast: tag lists repeat across rows, so each distinct one is decoded once."""
+    tag_cache: dict[str, tuple[str, ...]] = {}
+    out = []
+    for r in rows:
+        tags = tag_cache.get(r[4])
+        if tags is None:
+            tags = tag_cache[r[4]] = tuple(json.loads(r[4]))
+        out.append(
+            BlueprintInfo(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                tags,
+                r[5],
+                r[6],
+                r[7],
+                r[8],
+                r[9],
+                r[10],
+                bool(r[11]),
+                r[12],
+            )
+        )
+    return out
+
+
 def _fts_query(query: str) -> str:
     if not isinstance(query, str) or not query.strip():
         raise InvalidInputError("empty search query", hint="give one or more words")
@@ -1129,9 +1167,16 @@ def open_store(
     *,
     validator: Validator | None = None,
     settings: Settings | None = None,
+    reconcile: bool = True,
+    maintenance: bool = True,
     **overrides: Any,
 ) -> BlueprintStore:
-    """Open the store of a home (``LOCALSTORE_HOME`` or the platform folders when None)."""
+    """Open the store of a home (``LOCALSTORE_HOME`` or the platform folders when None).
+
+    ``overrides`` are settings (see :class:`localstore.config.Settings`). Raises ConfigError.
+    """
     if settings is None:
         settings = load_settings(home=home, **overrides)
-    return BlueprintStore(settings, validator=validator)
+    return BlueprintStore(
+        settings, validator=validator, reconcile=reconcile, maintenance=maintenance
+    )

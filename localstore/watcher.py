@@ -59,6 +59,7 @@ log = logging.getLogger("localstore.watcher")
 
 DEFAULT_WRITE_QUIET_MS = 1000
 DEFAULT_BATCH_SIZE = 500
+HEALTH_CHECK_S = 2.0
 MAX_FAILURES = 5
 # watchdog only logs a kernel queue overflow (IN_Q_OVERFLOW); these are the loggers that do it across
 # watchdog versions. Handlers never hear of it (watchdog #654), so we listen to the log.
@@ -107,6 +108,7 @@ class WatcherStats:
     rescans: int = 0
     overflows: int = 0
     failures: int = 0
+    restarts: int = 0
     events: dict[str, int] = field(default_factory=dict)
 
 
@@ -269,6 +271,7 @@ class Watcher:
         self._idle = False
         self._rescan_wanted: str | None = None
         self._next_rescan = 0.0
+        self._next_health = 0.0
         self._observer: Any = None
         self._worker: threading.Thread | None = None
         self._hook = _OverflowHook(self._on_overflow)
@@ -439,27 +442,50 @@ class Watcher:
         while True:
             if self._rescan_wanted is not None:
                 self._rescan_into_pending(self._rescan_wanted, None)
-            item = self._next_item()
-            if item is not None and item[0] == "stop":
-                return
-            if item is not None:
-                self._handle(item)
-                if self._drain():
-                    return
             self._process_due()
-            if time.monotonic() >= self._next_rescan:
+            now = time.monotonic()
+            if now >= self._next_health:
+                self._next_health = now + HEALTH_CHECK_S
+                self._check_observer()
+            if now >= self._next_rescan:
                 self._rescan_wanted = "timer"
+                continue
             self._update_idle()
+            item = self._next_item()
+            if item is None:
+                continue
+            if item[0] == "stop":
+                return
+            self._handle(item)
+            if self._drain():
+                return
 
     def _next_item(self) -> Any:
         now = time.monotonic()
-        wake = self._next_rescan
+        wake = min(self._next_rescan, self._next_health)
         if self._pending:
             wake = min(wake, min(st.due for st in self._pending.values()))
         try:
             return self._q.get(timeout=max(0.0, wake - now))
         except queue.Empty:
             return None
+
+    def _check_observer(self) -> None:
+        """Restart watchdog's threads if one died (a watch error, an unexpected exception)."""
+        obs = self._observer
+        threads = [obs, getattr(obs, "_inotify_fd", None), *getattr(obs, "emitters", ())]
+        if all(t is None or t.is_alive() for t in threads):
+            return
+        with self._state_lock:
+            if self._state is not WatcherState.RUNNING:
+                return
+            log.error("a watchdog thread died; restarting the observer and rescanning")
+            self._observer = self._start_observer()
+        obs.stop()
+        with contextlib.suppress(RuntimeError):
+            obs.join(5)
+        self.stats.restarts += 1
+        self._rescan_wanted = "observer-restarted"
 
     def _drain(self) -> bool:
         for _ in range(_MAX_DRAIN):
@@ -605,7 +631,8 @@ class Watcher:
         st = self._state_for(key, now)
         st.writing = False
         st.vanished_at = now
-        st.due = now + self.grace_s
+        # Only an indexed blueprint can be deleted by mistake; anything else is looked at at once.
+        st.due = now + self.grace_s if self._indexed(key) else now
 
     def _found_by_rescan(self, key: str, now: float, *, missing: bool) -> None:
         if key in self._pending:

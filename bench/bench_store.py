@@ -1,0 +1,219 @@
+"""Benchmarks of the local engine on a store of N blueprints of about 2 KB.
+
+Prints medians and p99 and, measured in the same run, ratios against peers:
+- save vs a bare durable atomic write of the same two files (temp, fsync, rename, fsync dir);
+- save/load vs diskcache at equal durability (SQLite synchronous=FULL).
+
+    .venv/bin/python bench/bench_store.py            # 10,000 blueprints
+    .venv/bin/python bench/bench_store.py --quick    # 1,000 blueprints
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import random
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import localstore  # noqa: E402
+from localstore.blueprint import BlueprintMeta, encode_meta, new_id, utc_now  # noqa: E402
+
+WORDS = (
+    "fetch build deploy test lint package publish notify cache restore archive sign verify "
+    "kubernetes docker terraform ansible python node rust golang postgres redis kafka nginx "
+    "staging production canary rollback approve schedule nightly weekly backup migrate"
+).split()
+
+
+def make_doc(rng: random.Random, i: int, size: int = 2048) -> str:
+    lines = [f"# blueprint {i}", f"name: workflow-{i}", "steps:"]
+    n = 0
+    while sum(len(x) + 1 for x in lines) < size:
+        n += 1
+        words = " ".join(rng.choice(WORDS) for _ in range(6))
+        lines.append(f"  - name: step-{n}  # {rng.choice(WORDS)}")
+        lines.append(f"    run: {words}")
+    return "\n".join(lines) + "\n"
+
+
+def pct(samples: list[float], p: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def timeit(fn: Callable[[], object], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def row(name: str, samples: list[float], goal: str = "") -> dict[str, object]:
+    r = {
+        "what": name,
+        "n": len(samples),
+        "p50_ms": round(statistics.median(samples), 3),
+        "p99_ms": round(pct(samples, 99), 3),
+        "goal": goal,
+    }
+    print(f"{name:<46} n={r['n']:<6} p50={r['p50_ms']:>9.3f} ms  p99={r['p99_ms']:>9.3f} ms  {goal}")
+    return r
+
+
+def bare_pair_write(directory: Path, yaml_bytes: bytes, meta_bytes: bytes, name: str) -> None:
+    """The peer: a plain durable atomic write of the same two files, nothing else."""
+    temps = []
+    for suffix, data in ((".blueprint.yaml", yaml_bytes), (".blueprint.meta.json", meta_bytes)):
+        target = directory / f"{name}{suffix}"
+        tmp = directory / f".{name}{suffix}.{secrets.token_hex(4)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, data)
+        os.fsync(fd)
+        os.close(fd)
+        temps.append((tmp, target))
+    for tmp, target in temps:
+        os.replace(tmp, target)
+    dfd = os.open(directory, os.O_RDONLY)
+    os.fsync(dfd)
+    os.close(dfd)
+
+
+def rss_of_open_store(home: Path) -> float:
+    code = (
+        "import sys, psutil, localstore\n"
+        f"s = localstore.open(home={str(home)!r})\n"
+        "s.list(); s.search('deploy'); [s.load(i.id) for i in s.list(limit=200)]\n"
+        "p = psutil.Process()\n"
+        "print(p.memory_info().rss)\n"
+        "s.close()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip()) / 1024 / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--n", type=int, default=None)
+    ap.add_argument("--json", type=Path, default=None, help="write results here")
+    args = ap.parse_args()
+    n = args.n or (1000 if args.quick else 10_000)
+    rounds = 300 if args.quick else 1000
+    rng = random.Random(42)
+    base = Path(tempfile.mkdtemp(prefix="ls-bench-"))
+    results: list[dict[str, object]] = []
+    try:
+        home = base / "home"
+        store = localstore.open(home=home)
+        docs = [make_doc(rng, i) for i in range(n)]
+        t0 = time.perf_counter()
+        ids = []
+        with store.index.write():
+            for i, d in enumerate(docs):
+                ids.append(store.save(f"f{i % 50}/workflow-{i}", d, tags=[WORDS[i % 7]]).id)
+        fill = time.perf_counter() - t0
+        print(f"filled {n} blueprints in {fill:.1f} s ({n / fill:.0f}/s, one transaction)")
+        store.close()
+        store = localstore.open(home=home)
+
+        # durable save: update existing blueprints, each its own transaction (acknowledged).
+        targets = [rng.randrange(n) for _ in range(rounds)]
+        it = iter(range(rounds))
+
+        def save_one() -> None:
+            k = next(it)
+            i = targets[k]
+            store.save(f"f{i % 50}/workflow-{i}", docs[i] + f"# edit {k}\n")
+
+        save_ms = timeit(save_one, rounds)
+        results.append(row("durable save (update, 2 KB)", save_ms, "goal p50<=3 ms, p99<=15 ms"))
+
+        bare_dir = base / "bare"
+        bare_dir.mkdir()
+        meta = encode_meta(BlueprintMeta(id=new_id(), name="x", created=utc_now()))
+        it2 = iter(range(rounds))
+
+        def bare_one() -> None:
+            k = next(it2)
+            bare_pair_write(bare_dir, docs[targets[k]].encode(), meta, f"w{targets[k] % 500}")
+
+        bare_ms = timeit(bare_one, rounds)
+        results.append(row("peer: bare durable atomic pair write", bare_ms))
+
+        load_ids = [ids[rng.randrange(n)] for _ in range(rounds * 3)]
+        it3 = iter(load_ids)
+        load_ms = timeit(lambda: store.load(next(it3)), len(load_ids))
+        results.append(row("load by id", load_ms, "goal p50<=0.3 ms"))
+        it4 = iter(load_ids)
+        load_path_ms = timeit(lambda: store.load(store.resolve(next(it4)).path), len(load_ids))
+        results.append(row("load by path (resolve + load)", load_path_ms))
+
+        list100 = timeit(lambda: store.list(limit=100, offset=rng.randrange(max(1, n - 100))), 200)
+        results.append(row("list 100", list100, "goal <=1 ms"))
+        list_all = timeit(lambda: store.list(), 20)
+        results.append(row(f"list all {n}", list_all, "goal <=25 ms (10k)"))
+
+        queries = ["deploy", "kubernetes rollback", '"canary rollback"', "step-3", "post", "nightly"]
+        qs = [queries[i % len(queries)] for i in range(rounds)]
+        it5 = iter(qs)
+        search_ms = timeit(lambda: store.search(next(it5), limit=20), len(qs))
+        results.append(row("search top-20 (mixed queries)", search_ms, "goal p50<=2 ms, p99<=30 ms"))
+        store.close()
+
+        reopen = timeit(lambda: localstore.open(home=home).close(), 5)
+        results.append(row("reopen + reconcile (unchanged store)", reopen, "goal <=1000 ms"))
+
+        # diskcache at equal durability
+        import diskcache
+
+        cache = diskcache.Cache(str(base / "dc"), sqlite_synchronous=2)
+        for i in range(min(n, 2000)):
+            cache.set(f"k{i}", docs[i])
+        it6 = iter(range(rounds))
+        dc_set = timeit(lambda: cache.set(f"k{targets[next(it6)] % 2000}", docs[0]), rounds)
+        results.append(row("peer: diskcache set (synchronous=FULL)", dc_set))
+        it7 = iter(range(rounds * 3))
+        dc_get = timeit(lambda: cache.get(f"k{next(it7) % 2000}"), rounds * 3)
+        results.append(row("peer: diskcache get", dc_get))
+        cache.close()
+
+        gc.collect()
+        rss = rss_of_open_store(home)
+        print(f"peak RSS of a process with the {n}-blueprint store open: {rss:.1f} MiB")
+        ratios = {
+            "save_vs_bare_pair_write_p50": round(
+                statistics.median(save_ms) / statistics.median(bare_ms), 2
+            ),
+            "save_vs_diskcache_set_p50": round(
+                statistics.median(save_ms) / statistics.median(dc_set), 2
+            ),
+            "load_vs_diskcache_get_p50": round(
+                statistics.median(load_ms) / statistics.median(dc_get), 2
+            ),
+        }
+        for k, v in ratios.items():
+            print(f"ratio {k:<40} {v:>6.2f}x")
+        if args.json:
+            args.json.write_text(
+                json.dumps({"n": n, "results": results, "ratios": ratios, "rss_mib": rss}, indent=2)
+            )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Reconcile on open: files are the truth; every difference found while nothing ran is repaired."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import localstore
+from localstore import files as fs
+
+DOC = "steps: [a]\n"
+
+
+def _open(home: Path) -> localstore.BlueprintStore:
+    return localstore.open(home=home)
+
+
+def test_file_changed_while_closed_gets_a_revision(home: Path) -> None:
+    with _open(home) as s:
+        bp = s.save("a", DOC)
+    (home / "blueprints/a.blueprint.yaml").write_text("steps: [b]\n")
+    with _open(home) as s:
+        assert s.load(bp.id).content == "steps: [b]\n"
+        hist = s.history(bp.id)
+        assert [(r.rev, r.origin) for r in hist] == [(2, "external"), (1, "local")]
+
+
+def test_new_yaml_without_meta_gets_one(home: Path) -> None:
+    _open(home).close()
+    (home / "blueprints/new").mkdir()
+    (home / "blueprints/new/x.blueprint.yaml").write_text(DOC)
+    with _open(home) as s:
+        info = s.resolve("new/x")
+        meta = json.loads((home / "blueprints/new/x.blueprint.meta.json").read_text())
+        assert meta["id"] == info.id and meta["name"] == "x"
+        assert s.history(info.id)[0].origin == "external"
+
+
+def test_moved_while_closed_keeps_identity(home: Path) -> None:
+    with _open(home) as s:
+        bp = s.save("old/place", DOC)
+    root = home / "blueprints"
+    (root / "new").mkdir()
+    for suffix in (fs.YAML_SUFFIX, fs.META_SUFFIX):
+        os.rename(root / f"old/place{suffix}", root / f"new/spot{suffix}")
+    with _open(home) as s:
+        assert s.resolve(bp.id).path == "new/spot.blueprint.yaml"
+        assert s.count() == 1
+
+
+def test_yaml_moved_without_meta_is_repaired_by_hash(home: Path) -> None:
+    with _open(home) as s:
+        bp = s.save("one", DOC)
+    root = home / "blueprints"
+    os.rename(root / "one.blueprint.yaml", root / "two.blueprint.yaml")
+    with _open(home) as s:
+        assert s.resolve(bp.id).path == "two.blueprint.yaml"
+        assert not (root / "one.blueprint.meta.json").exists()
+        assert (root / "two.blueprint.meta.json").exists()
+        assert s.check().clean
+
+
+def test_deleted_while_closed_goes_to_history(home: Path) -> None:
+    with _open(home) as s:
+        bp = s.save("gone", DOC)
+    for suffix in (fs.YAML_SUFFIX, fs.META_SUFFIX):
+        (home / f"blueprints/gone{suffix}").unlink()
+    with _open(home) as s:
+        assert s.count() == 0
+        assert s.history(bp.id)[0].deleted
+        assert s.restore(bp.id, 1).content == DOC
+
+
+def test_index_behind_files_after_crash_is_caught_up(home: Path) -> None:
+    """Simulates a kill between the file write and the index commit."""
+    with _open(home) as s:
+        bp = s.save("c", DOC)
+        meta = s.load(bp.id).meta
+    fs.atomic_write(home / "blueprints/c.blueprint.yaml", b"steps: [crash]\n")
+    fs.atomic_write(
+        home / "blueprints/c.blueprint.meta.json",
+        json.dumps({**meta.to_dict(), "description": "new"}).encode(),
+    )
+    with _open(home) as s:
+        got = s.load(bp.id)
+        assert got.content == "steps: [crash]\n" and got.meta.description == "new"
+        assert s.check().clean
+
+
+def test_orphan_meta_is_reported(home: Path) -> None:
+    with _open(home) as s:
+        s.save("o", DOC)
+    (home / "blueprints/o.blueprint.yaml").unlink()
+    (home / "blueprints/lonely.blueprint.meta.json").write_text("{}")
+    with _open(home) as s:
+        report = s.check()
+        assert {p["kind"] for p in report.problems} == {"orphan-meta"}
+        assert s.count() == 0
+
+
+def test_stale_temp_files_are_removed(home: Path) -> None:
+    _open(home).close()
+    tmp = home / "blueprints/.x.blueprint.yaml.abcd.lstmp"
+    tmp.write_text("partial")
+    old = time.time() - 3600
+    os.utime(tmp, (old, old))
+    fresh = home / "blueprints/.y.blueprint.yaml.abcd.lstmp"
+    fresh.write_text("in flight")
+    with _open(home) as s:
+        assert not tmp.exists() and fresh.exists()
+        assert s.count() == 0
+
+
+def test_unchanged_store_reopen_does_not_write(home: Path) -> None:
+    with _open(home) as s:
+        for i in range(50):
+            s.save(f"u/{i}", DOC)
+    wal = home / "data/index.db-wal"
+    size = wal.stat().st_size if wal.exists() else 0
+    with _open(home) as s:
+        assert s.reconcile().fixed == []
+    assert (wal.stat().st_size if wal.exists() else 0) <= size
+
+
+def test_touch_without_change_records_nothing(home: Path) -> None:
+    with _open(home) as s:
+        bp = s.save("t", DOC)
+    p = home / "blueprints/t.blueprint.yaml"
+    os.utime(p, (time.time() + 5, time.time() + 5))
+    with _open(home) as s:
+        assert len(s.history(bp.id)) == 1
+        assert s.check().clean
+
+
+def test_check_fix_cli_exit_codes(home: Path) -> None:
+    from click.testing import CliRunner
+
+    from localstore.cli import cli
+
+    with _open(home) as s:
+        s.save("k", DOC)
+    (home / "blueprints/k.blueprint.yaml").write_text("steps: [z]\n")
+    runner = CliRunner()
+    r = runner.invoke(cli, ["--home", str(home), "check"])
+    assert r.exit_code == 3, r.output
+    r = runner.invoke(cli, ["--home", str(home), "--json", "check", "--fix"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["fixed"][0]["kind"] == "modified"
+    assert runner.invoke(cli, ["--home", str(home), "check"]).exit_code == 0

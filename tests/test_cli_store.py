@@ -1,0 +1,100 @@
+"""The CLI contract for the local store: commands, --json, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from localstore.cli import cli
+
+DOC = "# keep me\nsteps:\n  - name: build  # and me\n"
+
+
+@pytest.fixture
+def run(home: Path):
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None, json_out: bool = False):
+        argv = ["--home", str(home), *(["--json"] if json_out else []), *args]
+        result = runner.invoke(cli, argv, input=input, catch_exceptions=False)
+        return result
+
+    return invoke
+
+
+def test_save_show_ls_search_roundtrip(run) -> None:
+    r = run("save", "team/build", "--tag", "ci", input=DOC, json_out=True)
+    assert r.exit_code == 0, r.output
+    saved = json.loads(r.output)
+    assert saved["path"] == "team/build.blueprint.yaml" and saved["meta"]["tags"] == ["ci"]
+    assert run("show", "team/build").output == DOC
+    meta = json.loads(run("show", saved["id"][:8], "--meta").output)
+    assert meta["id"] == saved["id"]
+    listed = json.loads(run("ls", "--tag", "ci", json_out=True).output)
+    assert [i["id"] for i in listed] == [saved["id"]]
+    hits = json.loads(run("search", "build", json_out=True).output)
+    assert hits[0]["id"] == saved["id"] and "[build]" in hits[0]["snippet"]
+
+
+def test_mv_rm_history_restore(run) -> None:
+    ident = json.loads(run("save", "a", input=DOC, json_out=True).output)["id"]
+    assert run("mv", ident, "b/c").exit_code == 0
+    assert run("rm", "b/c").exit_code == 0
+    hist = json.loads(run("history", ident, json_out=True).output)
+    assert [h["rev"] for h in hist] == [3, 2, 1] and hist[0]["deleted"]
+    assert run("restore", ident, "2").exit_code == 0
+    assert run("show", "b/c").output == DOC
+
+
+def test_exit_codes_and_one_line_errors(run) -> None:
+    r = run("show", "missing")
+    assert r.exit_code == 4
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ")
+    r = run("save", "bad", input="a: [")
+    assert r.exit_code == 1 and "YAML does not parse" in r.stderr
+    r = run("save", "../escape", input=DOC)
+    assert r.exit_code == 1 and "relative" in r.stderr
+    r = run("restore", "x")
+    assert r.exit_code == 2
+    r = run("no-such-command")
+    assert r.exit_code == 2
+
+
+def test_save_from_file(run, tmp_path: Path) -> None:
+    src = tmp_path / "in.yaml"
+    src.write_text(DOC)
+    assert run("save", "f", "-f", str(src)).exit_code == 0
+    assert run("show", "f").output == DOC
+    r = run("save", "g", "-f", str(tmp_path / "nope.yaml"))
+    assert r.exit_code == 1 and "cannot read" in r.stderr
+
+
+def test_init_json(run, home: Path) -> None:
+    data = json.loads(run("init", json_out=True).output)
+    assert data["blueprints"] == str(home / "blueprints") and data["count"] == 0
+
+
+def test_console_script_runs(home: Path) -> None:
+    exe = Path(sys.executable).with_name("localstore")
+    out = subprocess.run(
+        [str(exe), "--home", str(home), "--json", "init"],
+        capture_output=True, text=True, check=True, env={**os.environ},
+    )
+    assert json.loads(out.stdout)["count"] == 0
+    version = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout.startswith("localstore ")
+
+
+def test_help_reads_well() -> None:
+    r = CliRunner().invoke(cli, ["--help"])
+    assert r.exit_code == 0
+    assert "Exit codes" in r.output and "search" in r.output
+    for name in ("save", "ls", "search", "check"):
+        sub = CliRunner().invoke(cli, [name, "--help"])
+        assert sub.exit_code == 0 and "Usage:" in sub.output

@@ -1,0 +1,51 @@
+"""The public API is exactly the sorted __all__ of each package."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+
+@pytest.mark.parametrize("package", ["localstore", "sync"])
+def test_all_is_sorted_and_exported(package: str) -> None:
+    mod = importlib.import_module(package)
+    exported = getattr(mod, "__all__", None)
+    assert exported is not None, f"{package} has no __all__"
+    assert exported == sorted(exported), f"{package}.__all__ is not sorted"
+    for name in exported:
+        assert hasattr(mod, name), f"{package}.__all__ names missing {name}"
+    public = {n for n in vars(mod) if not n.startswith("_")}
+    modules = {n for n in public if type(getattr(mod, n)).__name__ == "module"}
+    assert public - modules - {"annotations"} <= set(exported)
+
+
+def test_localstore_never_imports_sync() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, localstore, localstore.store, localstore.index, localstore.files, "
+        "localstore.blueprint, localstore.config, localstore.events, localstore.cli\n"
+        "import pkgutil, importlib\n"
+        "for m in pkgutil.iter_modules(localstore.__path__):\n"
+        "    if not m.name.startswith('_cli'):\n"
+        "        importlib.import_module('localstore.' + m.name)\n"
+        "bad = sorted(n for n in sys.modules if n == 'sync' or n.startswith('sync.'))\n"
+        "assert not bad, bad\n"
+        "net = sorted(n for n in sys.modules if n.split('.')[0] in "
+        "('httpx', 'supabase', 'websockets', 'aiohttp', 'psycopg'))\n"
+        "assert not net, net\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_error_class_has_a_docstring() -> None:
+    import inspect
+
+    import localstore.errors as errors
+
+    for name, cls in inspect.getmembers(errors, inspect.isclass):
+        if issubclass(cls, errors.LocalStoreError):
+            assert cls.__doc__ and cls.__doc__.strip(), name
+            assert name in errors.__doc__, f"{name} is missing from the tree in the docstring"
