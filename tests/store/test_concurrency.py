@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import localstore
 from tests.conftest import STRESS
 
 SECONDS = float(os.environ.get("LOCALSTORE_CONCURRENCY_SECONDS", "300" if STRESS else "60"))
 WORKERS = 4
+pytestmark = pytest.mark.timeout(SECONDS * 3 + 300)
 
 
 def test_four_processes_lose_no_update(tmp_path: Path) -> None:

@@ -15,12 +15,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 import localstore
 from localstore import files as fs
 from tests.conftest import STRESS
 
 KILLS = 10_000 if STRESS else 100
 CHILD = Path(__file__).with_name("crash_child.py")
+# About 0.3 s a kill on an idle 2-core machine; the stress run takes hours and gets no timeout.
+pytestmark = pytest.mark.timeout(0 if STRESS else 900)
 
 
 @dataclass
