@@ -312,6 +312,9 @@ class Applier:
         return hook
 
     def _record(self, cur: Any, r: ServerRow, *, synced: bool) -> None:
+        if not synced:
+            # Still dirty, on a new base: the next push must not replay an earlier op's answer.
+            st.renew_push_op(cur, r.id, self.store.index.next_op_id(cur))
         st.record_base(
             cur,
             r.id,
@@ -364,11 +367,14 @@ class Applier:
         # If the server's version is one this device once had, it is an ancestor of the local
         # one (e.g. our own push whose response was lost, then a further edit): base = remote,
         # so the ladder takes local without a spurious conflict.
+        # The path keeps its own base: the recorded one (renames merge separately from content).
+        stored = st.get_base(cur, blueprint_id) if item is not None else None
         seen = st.local_revision_with_hash(cur, blueprint_id, r.content_hash)
         if seen is not None:
-            return st.Base(seen.rev, r.path, r.content, dict(r.meta))
+            path = item.base_path if item is not None and item.base_path else seen.path
+            return st.Base(seen.rev, path, r.content, dict(r.meta))
         if item is not None and item.base_rev is not None:
-            return st.get_base(cur, blueprint_id)
+            return stored
         return None
 
     def _live_at(self, cur: Any, path: str) -> str | None:

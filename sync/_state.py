@@ -12,8 +12,14 @@ between the file write and the queue insert.
 
 Tables (component ``sync``):
 
-* ``sync_items(id, base_rev, base_hash, base_path, base_deleted, synced_op_id)``: what this
-  device knows of the server row (``base_rev`` NULL = never on the server).
+* ``sync_items(id, base_rev, base_hash, base_path, base_deleted, synced_op_id, push_op_id)``:
+  what this device knows of the server row (``base_rev`` NULL = never on the server).
+
+Push op ids: a change is pushed with op id ``max(blueprints.op_id, sync_items.push_op_id)``. The
+server deduplicates by (device, op id), so a retry after a lost response or a kill replays the
+stored result. When the item stays dirty on a *new* base (after a conflict, a "missing" row, a
+quarantine retry), the same op id would replay the old answer, so a fresh ``push_op_id`` is drawn
+from the index's op counter in the same transaction.
 * ``sync_bases(id, rev, path, content, meta)``: the content at ``base_rev`` (the last live one
   for a tombstone), the "base" of 3-way merges.
 * ``sync_state(key, value)``: ``identity``, ``cursor``, ``horizon``, ``last_synced_at``,
@@ -40,7 +46,8 @@ SYNC_MIGRATIONS: tuple[str, ...] = (
         base_hash TEXT NOT NULL DEFAULT '',
         base_path TEXT NOT NULL DEFAULT '',
         base_deleted INTEGER NOT NULL DEFAULT 0,
-        synced_op_id INTEGER NOT NULL DEFAULT 0
+        synced_op_id INTEGER NOT NULL DEFAULT 0,
+        push_op_id INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID;
     CREATE TABLE sync_bases (
         id TEXT PRIMARY KEY,
@@ -96,6 +103,7 @@ class OutboxItem:
     content_hash: str
     rev: int
     op_id: int
+    push_op_id: int
     deleted: bool
     valid: bool
     base_rev: int | None
@@ -256,7 +264,8 @@ def reset_for_identity(cur: Any, identity: str) -> bool:
 def outbox_batch(cur: Any, after_op_id: int, limit: int) -> list[OutboxItem]:
     """Dirty items with op_id > ``after_op_id``, oldest change first."""
     rows = cur.execute(
-        "SELECT b.id, b.path, b.content_hash, b.rev, b.op_id, b.deleted, b.valid, "
+        "SELECT b.id, b.path, b.content_hash, b.rev, b.op_id, "
+        "max(b.op_id, coalesce(s.push_op_id, 0)), b.deleted, b.valid, "
         "s.base_rev, coalesce(s.base_deleted, 0), r.content, r.meta "
         "FROM blueprints b LEFT JOIN sync_items s ON s.id = b.id "
         "LEFT JOIN revisions r ON r.id = b.id AND r.rev = b.rev "
@@ -270,12 +279,13 @@ def outbox_batch(cur: Any, after_op_id: int, limit: int) -> list[OutboxItem]:
             content_hash=str(r[2]),
             rev=int(r[3]),
             op_id=int(r[4]),
-            deleted=bool(r[5]),
-            valid=bool(r[6]),
-            base_rev=None if r[7] is None else int(r[7]),
-            base_deleted=bool(r[8]),
-            content="" if r[9] is None else str(r[9]),
-            meta=json.loads(r[10]) if r[10] else {},
+            push_op_id=int(r[5]),
+            deleted=bool(r[6]),
+            valid=bool(r[7]),
+            base_rev=None if r[8] is None else int(r[8]),
+            base_deleted=bool(r[9]),
+            content="" if r[10] is None else str(r[10]),
+            meta=json.loads(r[11]) if r[11] else {},
         )
         for r in rows
     ]
@@ -362,6 +372,15 @@ def record_base(
             "meta = excluded.meta",
             (blueprint_id, rev, path, content, json.dumps(meta or {}, ensure_ascii=False)),
         )
+
+
+def renew_push_op(cur: Any, blueprint_id: str, op_id: int) -> None:
+    """Push this item next time under a fresh op id (its base changed while it stayed dirty)."""
+    cur.execute(
+        "INSERT INTO sync_items (id, push_op_id) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET "
+        "push_op_id = excluded.push_op_id",
+        (blueprint_id, op_id),
+    )
 
 
 def mark_synced(cur: Any, blueprint_id: str, op_id: int) -> None:

@@ -567,17 +567,18 @@ class SyncEngine:
             if not batch:
                 break
             after = batch[-1].op_id
-            changes = self._changes_for(batch, report)
+            pairs = self._changes_for(batch)
             done += len(batch)
-            if changes:
+            if pairs:
                 self._set_state("pushing", progress=(min(done, total), max(total, done)))
+                changes = [c for c, _ in pairs]
                 results = self._call(self.remote.push, changes, device=self.store.device_id)
                 _check_results(changes, results)
-                conflicts += self._handle_results(changes, results, report)
+                conflicts += self._handle_results(pairs, results, report)
         return conflicts
 
-    def _changes_for(self, batch: Sequence[st.OutboxItem], report: SyncReport) -> list[Change]:
-        changes: list[Change] = []
+    def _changes_for(self, batch: Sequence[st.OutboxItem]) -> list[tuple[Change, st.OutboxItem]]:
+        changes: list[tuple[Change, st.OutboxItem]] = []
         settled: list[st.OutboxItem] = []
         for item in batch:
             if item.deleted and (item.base_rev is None or item.base_deleted):
@@ -586,15 +587,18 @@ class SyncEngine:
                 continue  # fails the app's validator: held back, never pushed as if valid
             else:
                 changes.append(
-                    Change(
-                        op_id=item.op_id,
-                        id=item.id,
-                        base_rev=item.base_rev,
-                        path=item.path,
-                        content="" if item.deleted else item.content,
-                        meta=item.meta,
-                        content_hash=item.content_hash,
-                        deleted=item.deleted,
+                    (
+                        Change(
+                            op_id=item.push_op_id,
+                            id=item.id,
+                            base_rev=item.base_rev,
+                            path=item.path,
+                            content="" if item.deleted else item.content,
+                            meta=item.meta,
+                            content_hash=item.content_hash,
+                            deleted=item.deleted,
+                        ),
+                        item,
                     )
                 )
         if settled:
@@ -604,21 +608,24 @@ class SyncEngine:
         return changes
 
     def _handle_results(
-        self, changes: Sequence[Change], results: Sequence[PushResult], report: SyncReport
+        self,
+        pairs: Sequence[tuple[Change, st.OutboxItem]],
+        results: Sequence[PushResult],
+        report: SyncReport,
     ) -> int:
         stats = ApplyStats()
         applier = Applier(self.store, self.policy, now=self.now, stats=stats)
         conflicts = 0
         with self.store.index.write() as cur:
-            for change, result in zip(changes, results, strict=True):
+            for (change, item), result in zip(pairs, results, strict=True):
                 if result.status == "applied":
-                    self._applied(cur, change, result)
+                    self._applied(cur, change, item, result)
                     report.pushed += 1
                 elif result.status == "rejected":
                     st.quarantine(
                         cur,
                         change.id,
-                        change.op_id,
+                        item.op_id,
                         change.path,
                         "push",
                         result.code or "rejected",
@@ -628,11 +635,11 @@ class SyncEngine:
                     log.warning("sync: %s quarantined: %s", change.path, result.message)
                 else:
                     conflicts += 1
-                    self._push_conflict(cur, applier, change, result, report)
+                    self._push_conflict(cur, applier, change, item, result, report)
         self._finish_apply(stats, report)
         return conflicts
 
-    def _applied(self, cur: Any, change: Change, result: PushResult) -> None:
+    def _applied(self, cur: Any, change: Change, item: st.OutboxItem, result: PushResult) -> None:
         assert result.rev is not None
         st.record_base(
             cur,
@@ -643,18 +650,25 @@ class SyncEngine:
             deleted=change.deleted,
             content=None if change.deleted else change.content,
             meta=None if change.deleted else change.meta,
-            synced_op_id=change.op_id,
+            synced_op_id=item.op_id,
         )
         st.unquarantine(cur, change.id)
 
     def _push_conflict(
-        self, cur: Any, applier: Applier, change: Change, result: PushResult, report: SyncReport
+        self,
+        cur: Any,
+        applier: Applier,
+        change: Change,
+        item: st.OutboxItem,
+        result: PushResult,
+        report: SyncReport,
     ) -> None:
         if result.reason == "missing":
             # The server has no such row (purged, or a fresh project): push it as a create.
             if change.deleted:
-                st.mark_synced(cur, change.id, change.op_id)
+                st.mark_synced(cur, change.id, item.op_id)
             st.forget_server_row(cur, change.id)
+            self._renew(cur, change.id)
             return
         current = result.current
         if current is None:
@@ -671,8 +685,12 @@ class SyncEngine:
         if holder is not None and (
             holder.deleted or holder.path.casefold() != change.path.casefold()
         ):
+            self._renew(cur, change.id)
             return
         applier.move_for_path_conflict(cur, change.id, winner)
+
+    def _renew(self, cur: Any, blueprint_id: str) -> None:
+        st.renew_push_op(cur, blueprint_id, self.store.index.next_op_id(cur))
 
     # -- pull --------------------------------------------------------------------------------------
 
@@ -835,6 +853,8 @@ class SyncEngine:
         with self._cycle_lock, self._guard():
             with self.store.index.write() as cur:
                 entries = st.clear_quarantine(cur)
+                for entry in entries:
+                    self._renew(cur, entry.id)  # a replay would return the old rejection
             pulls = [e.id for e in entries if e.direction == "pull"]
             report = SyncReport()
             self._refreshed = False

@@ -1,0 +1,122 @@
+"""Fixtures for engine tests: devices are separate homes (real files, real SQLite) of one user.
+
+``devices(n)`` opens n homes synced through one ``MemoryServer``; every store and engine opened
+here is stopped and closed at teardown.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from localstore.config import load_settings
+from localstore.store import BlueprintStore
+from sync.engine import SyncEngine
+from sync.memory_remote import MemoryRemote, MemoryServer
+
+STRESS = os.environ.get("LOCALSTORE_STRESS") == "1"
+
+settings.register_profile(
+    "localstore-sync-engine",
+    max_examples=300 if STRESS else 25,
+    stateful_step_count=50 if STRESS else 20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+
+@dataclass
+class Device:
+    """One home with its store, remote handle and engine."""
+
+    name: str
+    home: Path
+    store: BlueprintStore
+    remote: MemoryRemote
+    engine: SyncEngine
+
+    def sync(self) -> Any:
+        return self.engine.sync_once()
+
+    def text(self, ref: str) -> str:
+        return self.store.load(ref).content
+
+    def snapshot(self) -> dict[str, tuple[str, str]]:
+        """id -> (path, yaml text) of every live blueprint, read from the files."""
+        out = {}
+        for info in self.store.list():
+            path = self.store.abspath(info.path)
+            out[info.id] = (info.path, path.read_text(encoding="utf-8"))
+        return out
+
+
+def open_device(
+    root: Path, name: str, server: MemoryServer, *, user: str = "u", **engine_kw: Any
+) -> Device:
+    home = root / name
+    settings = load_settings(home=home, device_name=name)
+    store = BlueprintStore(settings, maintenance=False)
+    remote = MemoryRemote(server, user=user)
+    return Device(name, home, store, remote, SyncEngine(store, remote, **engine_kw))
+
+
+def close_device(dev: Device) -> None:
+    dev.engine.stop()
+    dev.engine.join(10)
+    dev.remote.close()
+    dev.store.close()
+
+
+@pytest.fixture
+def server() -> MemoryServer:
+    return MemoryServer()
+
+
+@pytest.fixture
+def make_device(tmp_path: Path, server: MemoryServer) -> Iterator[Callable[..., Device]]:
+    opened: list[Device] = []
+
+    def make(name: str, **engine_kw: Any) -> Device:
+        dev = open_device(tmp_path, name, server, **engine_kw)
+        opened.append(dev)
+        return dev
+
+    yield make
+    for dev in reversed(opened):
+        close_device(dev)
+
+
+def server_snapshot(server: MemoryServer, user: str = "u") -> dict[str, tuple[str, str]]:
+    """id -> (path, content) of the user's live rows."""
+    with server.lock:
+        return {
+            rid: (o.row.path, o.row.content)
+            for rid, o in server.rows.items()
+            if o.owner == user and not o.row.deleted
+        }
+
+
+def converge(*devices: Device, rounds: int = 4) -> None:
+    """Sync every device in turn until a full round moves nothing."""
+    for _ in range(rounds):
+        moved = 0
+        for dev in devices:
+            report = dev.sync()
+            moved += report.pushed + report.merged + report.conflicts
+        if moved == 0:
+            return
+    raise AssertionError("devices did not converge")
+
+
+def assert_converged(server: MemoryServer, *devices: Device) -> None:
+    """Every replica holds exactly the server's live rows, byte for byte."""
+    expected = server_snapshot(server)
+    for dev in devices:
+        assert dev.snapshot() == expected, dev.name
+        assert dev.engine.status().pending == 0, dev.name
