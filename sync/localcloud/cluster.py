@@ -5,9 +5,11 @@
 socket directory. Authentication: ``trust`` on the unix socket (the superuser ``postgres`` and the
 tests), ``scram-sha-256`` on TCP (the gateway's ``authenticator`` login, as on Supabase).
 
-The cluster exists to be thrown away, so durability is traded for speed: ``fsync=off``,
-``synchronous_commit=off`` and ``full_page_writes=off``. A crash of the host can corrupt it; nothing
-of value ever lives in it. ``wal_level=logical`` with spare replication slots lets the gateway read
+The cluster exists to be thrown away, so durability is traded for speed: ``fsync=off`` and
+``full_page_writes=off`` (``synchronous_commit`` stays on; see ``_SERVER_SETTINGS``). A crash of
+the host can corrupt it; nothing of value ever lives in it. Starting is fast because ``initdb``
+runs once per machine: its output is cached as a template (``template_cache_dir()``) and each
+cluster starts from a copy. ``wal_level=logical`` with spare replication slots lets the gateway read
 changes through wal2json exactly as Supabase Realtime does.
 
 PostgreSQL refuses to run as root. When this process is root (CI is), ``initdb`` and ``postgres``
@@ -76,7 +78,10 @@ _SERVER_SETTINGS: dict[str, str] = {
     "max_connections": "100",
     "shared_buffers": "64MB",
     "fsync": "off",
-    "synchronous_commit": "off",
+    # Kept on: with fsync off a commit's WAL flush is one write(), and logical decoding (the
+    # gateway's realtime) only reads flushed WAL, so "off" would delay every hint by up to
+    # 3 x wal_writer_delay (600 ms).
+    "synchronous_commit": "on",
     "full_page_writes": "off",
     "timezone": "UTC",
     "log_timezone": "UTC",

@@ -82,7 +82,7 @@ def test_lifecycle_settings_and_cleanup() -> None:
             )
             assert conn.execute("select current_user").fetchone() == ("postgres",)
         assert settings["wal_level"] == "logical"
-        assert settings["fsync"] == "off" and settings["synchronous_commit"] == "off"
+        assert settings["fsync"] == "off" and settings["synchronous_commit"] == "on"
         assert settings["listen_addresses"] == "127.0.0.1"
         assert int(settings["max_replication_slots"]) >= 10
         assert settings["server_encoding"] == "UTF8" and settings["TimeZone"] == "UTC"
@@ -121,9 +121,9 @@ def test_base_dir_keep_and_a_fresh_template(
 def test_base_dir_is_cleaned_but_not_removed_and_initdb_without_template(
     shared_tmp: Path,
 ) -> None:
-    with PostgresCluster(shared_tmp, template_cache=False) as cluster:
-        with psycopg.connect(cluster.superuser_dsn) as conn:
-            assert conn.execute("show wal_level").fetchone() == ("logical",)
+    cluster = PostgresCluster(shared_tmp, template_cache=False)
+    with cluster, psycopg.connect(cluster.start().superuser_dsn) as conn:
+        assert conn.execute("show wal_level").fetchone() == ("logical",)
     assert shared_tmp.exists() and list(shared_tmp.iterdir()) == []
 
 

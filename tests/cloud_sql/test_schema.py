@@ -1,0 +1,241 @@
+"""Bootstrap and migrations: idempotent, recorded like the Supabase CLI, deployable to Supabase."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from sync.localcloud.cluster import PostgresCluster
+from sync.localcloud.schema import (
+    MigrationError,
+    applied_migrations,
+    apply_bootstrap,
+    apply_migrations,
+    migration_files,
+    migration_version,
+    set_authenticator_password,
+)
+
+from .helpers import Db, change
+
+pytestmark = pytest.mark.cloud
+
+
+@pytest.fixture
+def fresh_db(cluster: PostgresCluster, prepared: str) -> Iterator[str]:
+    """An empty database in the session's cluster (roles, being cluster-wide, already exist)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(cluster.superuser_dsn, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    params = conninfo_to_dict(cluster.superuser_dsn)
+    params["dbname"] = name
+    try:
+        yield make_conninfo(**params)  # type: ignore[arg-type]
+    finally:
+        with psycopg.connect(cluster.superuser_dsn, autocommit=True) as conn:
+            conn.execute(f'drop database "{name}" with (force)')
+
+
+def _catalog_fingerprint(dsn: str) -> tuple[object, ...]:
+    """Counts of what the schema defines, to show a re-run adds and drops nothing."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            """
+            select
+              (select count(*) from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+               where n.nspname in ('public', 'sync_internal', 'auth', 'realtime')),
+              (select count(*) from pg_policies),
+              (select count(*) from pg_trigger where not tgisinternal),
+              (select count(*) from pg_indexes where schemaname in ('public', 'auth')),
+              (select count(*) from pg_publication_tables where pubname = 'supabase_realtime'),
+              (select string_agg(relname || ':' || relrowsecurity::text, ',' order by relname)
+               from pg_class where relnamespace = 'public'::regnamespace and relkind = 'r')
+            """
+        ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def test_bootstrap_and_migrations_apply_cleanly_twice(fresh_db: str) -> None:
+    apply_bootstrap(fresh_db)
+    versions = [migration_version(p) for p in migration_files()]
+    assert apply_migrations(fresh_db) == versions
+    first = _catalog_fingerprint(fresh_db)
+
+    apply_bootstrap(fresh_db)
+    assert apply_migrations(fresh_db) == []  # recorded, so skipped
+    # And the files themselves are re-run safe (what `psql -f` twice, or a lost history, does).
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        for path in migration_files():
+            with conn.transaction():
+                conn.execute(path.read_bytes())
+    assert _catalog_fingerprint(fresh_db) == first
+    assert applied_migrations(fresh_db) == versions
+
+
+def test_history_is_recorded_like_the_supabase_cli(fresh_db: str) -> None:
+    apply_bootstrap(fresh_db)
+    apply_migrations(fresh_db)
+    with psycopg.connect(fresh_db) as conn:
+        rows = conn.execute(
+            "select version, name, statements from supabase_migrations.schema_migrations"
+            " order by version"
+        ).fetchall()
+    files = migration_files()
+    assert [r[0] for r in rows] == [migration_version(p) for p in files]
+    assert [r[1] for r in rows] == [p.stem.partition("_")[2] for p in files]
+    assert rows[0][2] == [files[0].read_text(encoding="utf-8")]
+
+
+def test_concurrent_appliers_serialise(fresh_db: str) -> None:
+    apply_bootstrap(fresh_db)
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(apply_migrations(fresh_db))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == [] and len(results) == 3
+    assert sorted(results, key=len) == [[], [], [migration_version(p) for p in migration_files()]]
+
+
+def test_a_failing_migration_is_rolled_back_and_named(fresh_db: str, tmp_path: Path) -> None:
+    (tmp_path / "20990101000000_good.sql").write_text("create table public.good (x int);")
+    bad = tmp_path / "20990101000001_bad.sql"
+    bad.write_text("create table public.half (x int);\nselect 1/0;")
+    with pytest.raises(MigrationError, match=r"20990101000001_bad\.sql failed: 22012") as info:
+        apply_migrations(fresh_db, directory=tmp_path)
+    assert "safe to run again" in info.value.hint
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute("select to_regclass('public.half')").fetchone() == (None,)
+        assert conn.execute("select to_regclass('public.good')").fetchone() == ("good",)
+    assert applied_migrations(fresh_db) == ["20990101000000"]
+
+    bad.write_text("create table public.half (x int);")
+    assert apply_migrations(fresh_db, directory=tmp_path) == ["20990101000001"]
+
+
+def test_a_migration_without_a_timestamp_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(MigrationError, match="timestamp"):
+        migration_version(tmp_path / "blueprints.sql")
+
+
+def test_unreachable_database_is_a_migration_error() -> None:
+    with pytest.raises(MigrationError, match="cannot connect"):
+        apply_bootstrap("host=/nonexistent-socket-dir port=1 user=postgres connect_timeout=2")
+
+
+# What a hosted Supabase project owns: the migrations must not create or alter any of it.
+_FORBIDDEN = [
+    r"\bcreate\s+(role|user)\b",
+    r"\balter\s+(role|user)\b",
+    r"\bcreate\s+publication\b",
+    r"\bdrop\s+publication\b",
+    r"\bcreate\s+extension\b",
+    r"\bcreate\s+(schema|table|function|view)\s+(if\s+not\s+exists\s+)?(auth|realtime|storage)\.",
+    r"\bcreate\s+or\s+replace\s+function\s+(auth|realtime|storage)\.",
+    r"\bcreate\s+schema\s+(if\s+not\s+exists\s+)?(auth|realtime|storage|extensions)\b",
+    r"\balter\s+table\s+(auth|realtime|storage)\.",
+    r"\bgrant\s+\w+(\s*,\s*\w+)*\s+to\s+authenticator\b",
+]
+
+
+@pytest.mark.parametrize("path", migration_files(), ids=lambda p: p.name)
+def test_migrations_create_nothing_supabase_owns(path: Path) -> None:
+    sql = re.sub(r"--[^\n]*", "", path.read_text(encoding="utf-8")).lower()
+    for pattern in _FORBIDDEN:
+        assert not re.search(pattern, sql), f"{path.name} matches {pattern}"
+
+
+def test_security_definer_functions_pin_their_search_path(db: Db) -> None:
+    with db.superuser() as conn:
+        unsafe = conn.execute(
+            "select p.oid::regprocedure::text from pg_proc p"
+            " join pg_namespace n on n.oid = p.pronamespace"
+            " where n.nspname in ('public', 'sync_internal') and p.prosecdef"
+            " and not exists (select 1 from unnest(p.proconfig) c where c like 'search_path=%')"
+        ).fetchall()
+    assert unsafe == []
+
+
+def test_bootstrap_roles_and_auth_functions(db: Db) -> None:
+    with db.superuser() as conn:
+        roles = {
+            r[0]: tuple(r[1:])
+            for r in conn.execute(
+                "select rolname, rolcanlogin, rolinherit, rolbypassrls from pg_roles"
+                " where rolname in ('anon', 'authenticated', 'service_role', 'authenticator')"
+            )
+        }
+        members = {
+            r[0]
+            for r in conn.execute(
+                "select r.rolname from pg_auth_members m join pg_roles r on r.oid = m.roleid"
+                " join pg_roles u on u.oid = m.member where u.rolname = 'authenticator'"
+            )
+        }
+    assert roles["authenticator"] == (True, False, False)
+    assert roles["service_role"][2] is True and roles["anon"][0] is False
+    assert members == {"anon", "authenticated", "service_role"}
+
+    uid = db.new_user()
+    api = db.api(uid)
+    assert str(api.scalar("select auth.uid()")) == uid
+    assert api.scalar("select auth.role()") == "authenticated"
+    assert api.scalar("select auth.jwt() ->> 'sub'") == uid
+    assert db.api(None).scalar("select auth.uid()") is None
+
+
+def test_wrong_authenticator_password_is_refused(db: Db, cluster: PostgresCluster) -> None:
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(cluster.dsn("authenticator", "not-the-password")).close()
+    set_authenticator_password(db.superuser_dsn, db.password)  # unchanged, still works
+    psycopg.connect(db.authenticator_dsn).close()
+
+
+def test_blueprints_changes_reach_a_wal2json_slot(db: Db) -> None:
+    """What the gateway's realtime does: the publication's table streams through wal2json."""
+    uid = db.new_user()
+    with db.superuser() as conn:
+        published = conn.execute(
+            "select count(*) from pg_publication_tables where pubname = 'supabase_realtime'"
+            " and schemaname = 'public' and tablename = 'blueprints'"
+        ).fetchone()
+        assert published == (1,)
+        slot = f"t_{uuid.uuid4().hex[:12]}"
+        conn.execute("select pg_create_logical_replication_slot(%s, 'wal2json', true)", (slot,))
+        c = change(1, path="rt.yaml")
+        db.api(uid).push([c])
+        rows = conn.execute(
+            "select data from pg_logical_slot_get_changes(%s, null, null,"
+            " 'format-version', '2', 'include-pk', 'true', 'add-tables', 'public.blueprints')",
+            (slot,),
+        ).fetchall()
+    data = "\n".join(r[0] for r in rows)
+    assert '"table":"blueprints"' in data and c["id"] in data
+
+
+def test_realtime_send_notifies_the_gateway_channel(db: Db) -> None:
+    with db.superuser() as listener, db.superuser() as sender:
+        listener.execute("listen gw_realtime_send")
+        sender.execute("select realtime.send('{\"x\": 1}'::jsonb, 'changed', 'room1', false)")
+        note = next(listener.notifies(timeout=5, stop_after=1))
+    body = json.loads(note.payload)
+    assert body["topic"] == "room1" and body["event"] == "changed" and body["private"] is False
+    assert body["payload"]["x"] == 1 and "id" in body["payload"]
