@@ -122,7 +122,13 @@ for sig, wait in ((signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
     while ours() and time.monotonic() < end:
         time.sleep(0.05)
 for p in paths:
-    shutil.rmtree(p, ignore_errors=True)
+    if os.path.islink(p) or os.path.isfile(p):
+        try:
+            os.unlink(p)
+        except OSError:
+            pass
+    else:
+        shutil.rmtree(p, ignore_errors=True)
 """
 
 
@@ -304,7 +310,8 @@ class PostgresCluster:
         self.bindir: Path | None = None
         self._port: int | None = None
         self._root: Path | None = None
-        self._own_root = False
+        self._data_dir: Path | None = None
+        self._cleanup: list[Path] = []  # removed by stop() unless keep, in this order
         self._socket_dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._reaper: subprocess.Popen[bytes] | None = None
@@ -330,10 +337,10 @@ class PostgresCluster:
 
     @property
     def data_dir(self) -> Path:
-        """The cluster's data directory."""
-        if self._root is None:
+        """The cluster's data directory (base_dir/data, or where that symlink points)."""
+        if self._data_dir is None:
             raise LocalCloudError("the cluster is not running", hint="call start() first")
-        return self._root / "data"
+        return self._data_dir
 
     @property
     def log_path(self) -> Path:
@@ -439,33 +446,38 @@ class PostgresCluster:
         # The socket path must stay under the 107-byte sun_path limit, so it always gets its own
         # short directory, whatever base_dir is.
         self._socket_dir = Path(tempfile.mkdtemp(prefix="lcpg-"))
+        owned: list[Path] = []  # directories to hand to the service user
         if self._base_dir_arg is None:
             self._root = Path(tempfile.mkdtemp(prefix="localcloud-pg-"))
-            self._own_root = True
+            self._data_dir = self._root / "data"
+            self._cleanup = [self._root]
+            owned.append(self._root)
         else:
             self._root = self._base_dir_arg.resolve()
             self._root.mkdir(parents=True, exist_ok=True)
-            if (self._root / "data").exists():
+            link = self._root / "data"
+            if link.exists() or link.is_symlink():
                 raise ClusterStartError(
-                    f"{self._root / 'data'} already exists",
+                    f"{link} already exists",
                     hint="pass an empty base_dir, or leave it None for a temporary one",
                 )
-        (self._root / "data").mkdir(mode=0o700)
+            self._cleanup = [self._root / "postgres.log"]
+            ids = self._service_ids
+            if ids is not None and not _traversable_by(self._root, *ids):
+                # The service user cannot enter base_dir (under /root, or pytest's private
+                # tmp_path): keep the data where it can, linked from base_dir/data.
+                home = Path(tempfile.mkdtemp(prefix="localcloud-pg-data-"))
+                self._data_dir = home / "data"
+                link.symlink_to(self._data_dir)
+                self._cleanup += [link, home]
+                owned.append(home)
+            else:
+                self._data_dir = link
+                self._cleanup.append(link)
+        self._data_dir.mkdir(mode=0o700)
         if self._service_ids is not None:
-            self._hand_over_dirs(*self._service_ids)
-
-    def _hand_over_dirs(self, uid: int, gid: int) -> None:
-        assert self._root is not None and self._socket_dir is not None
-        os.chown(self._socket_dir, uid, gid)
-        os.chown(self._root / "data", uid, gid)
-        if self._own_root:
-            os.chown(self._root, uid, gid)
-        if not _traversable_by(self._root / "data", uid, gid):
-            raise ClusterStartError(
-                f"the '{SERVICE_USER}' user cannot reach {self._root}"
-                " (a parent directory is private)",
-                hint="leave base_dir None (a temporary directory), or use one under /tmp",
-            )
+            for path in [self._socket_dir, *owned, self._data_dir]:
+                os.chown(path, *self._service_ids)
 
     def _spawn(
         self, args: list[str], *, cwd: Path | None = None, **kwargs: Any
@@ -482,7 +494,7 @@ class PostgresCluster:
         return subprocess.Popen(
             args,
             env=env,
-            cwd=cwd or self._root / "data",
+            cwd=cwd or self.data_dir,
             user=uid,
             group=gid,
             extra_groups=[] if uid is not None else None,
@@ -631,10 +643,8 @@ class PostgresCluster:
             return "(no server log)"
 
     def _start_reaper(self) -> None:
-        assert self._proc is not None and self._socket_dir is not None and self._root is not None
-        paths = [str(self._socket_dir)]
-        if not self.keep:
-            paths.append(str(self._root) if self._own_root else str(self.data_dir))
+        assert self._proc is not None and self._socket_dir is not None
+        paths = [str(self._socket_dir)] + ([] if self.keep else [str(p) for p in self._cleanup])
         self._reaper = subprocess.Popen(
             [sys.executable, "-I", "-c", _REAPER, str(self._proc.pid), str(self.data_dir), *paths],
             stdin=subprocess.PIPE,
@@ -675,11 +685,17 @@ class PostgresCluster:
         if self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
             self._socket_dir = None
-        if self._root is not None and not self.keep:
-            target = self._root if self._own_root else self._root / "data"
-            shutil.rmtree(target, ignore_errors=True)
-            if not self._own_root:
-                with contextlib.suppress(FileNotFoundError):
-                    (self._root / "postgres.log").unlink()
-        if not self.keep:
-            self._root = None
+        if self.keep:
+            return  # root and data_dir stay readable for inspection
+        for path in self._cleanup:
+            _remove(path)
+        self._cleanup = []
+        self._root = self._data_dir = None
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, symlink or directory tree if it exists."""
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
