@@ -1,0 +1,72 @@
+"""Render docs/cli.md from the click command tree, so the reference can never drift from --help.
+
+.venv/bin/python -m localstore._cli_docs > docs/cli.md
+"""
+
+from __future__ import annotations
+
+import click
+
+from localstore.cli import _COMMANDS, cli
+
+INTRO = """# Command line reference
+
+Generated from the commands themselves (`python -m localstore._cli_docs > docs/cli.md`);
+`tests/test_docs.py` fails when this page and `--help` disagree.
+
+Global options go before the command: `--home PATH` keeps everything under one folder (also
+`LOCALSTORE_HOME`), `--json` prints machine-readable output on stdout (one JSON document, or one per line
+for streams such as `watch`). REF is an id, a unique id prefix, or a path relative to the blueprints folder.
+
+| exit code | meaning |
+|---|---|
+| 0 | ok |
+| 1 | error (one line on stderr saying what and how to fix) |
+| 2 | usage |
+| 3 | needs attention (conflicts, quarantine, check problems) |
+| 4 | not found |
+"""
+
+
+def _usage(cmd: click.Command, path: str) -> str:
+    ctx = click.Context(cmd, info_name=path)
+    return " ".join(cmd.collect_usage_pieces(ctx))
+
+
+def _section(cmd: click.Command, path: str, level: int) -> list[str]:
+    out = [f"{'#' * level} `{path}`", ""]
+    help_text = (cmd.help or cmd.short_help or "").strip()
+    if help_text:
+        out += [click.unstyle(help_text).replace("\b\n", ""), ""]
+    out += ["```", f"{path} {_usage(cmd, path)}".rstrip(), "```", ""]
+    opts = [p for p in cmd.params if isinstance(p, click.Option) and not p.hidden]
+    if opts:
+        for p in opts:
+            names = ", ".join(f"`{n}`" for n in (*p.opts, *p.secondary_opts))
+            out.append(f"- {names}: {p.help or ''}".rstrip())
+        out.append("")
+    if isinstance(cmd, click.Group):
+        for name in sorted(cmd.commands):
+            out += _section(cmd.commands[name], f"{path} {name}", level + 1)
+    return out
+
+
+def render() -> str:
+    """The whole reference page."""
+    lines = [INTRO, "## Global options", ""]
+    for p in cli.params:
+        if isinstance(p, click.Option):
+            lines.append(f"- {', '.join(f'`{n}`' for n in p.opts)}: {p.help or ''}")
+    lines.append("")
+    lines.append("## Commands")
+    lines.append("")
+    ctx = click.Context(cli, info_name="localstore")
+    for name in sorted(_COMMANDS):
+        cmd = cli.get_command(ctx, name)
+        assert cmd is not None
+        lines += _section(cmd, f"localstore {name}", 3)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")
