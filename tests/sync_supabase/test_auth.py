@@ -1,0 +1,183 @@
+"""Sessions: keychain only, rotated and stored every time, expiry mid-sync, revoked sessions."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import jwt
+import psycopg
+import pytest
+
+from localstore.config import load_settings
+from localstore.credentials import CredentialStore
+from localstore.index import Index
+from sync.errors import AuthRevokedError, NotLoggedInError
+from sync.localcloud.stack import LocalCloud
+from sync.supabase_remote import (
+    SupabaseRemote,
+    login,
+    logout,
+    remote_from_settings,
+    session_credential_name,
+)
+
+from .conftest import PASSWORD, Homes, _require_environment, new_email
+from .devices import Device, open_device
+
+TTL_S = 3
+
+
+@pytest.fixture(scope="module")
+def short_cloud() -> Iterator[LocalCloud]:
+    """A stack whose access tokens live TTL_S seconds (the client refreshes every ~2.5 s)."""
+    _require_environment()
+    with LocalCloud(access_token_ttl=TTL_S) as lc:
+        yield lc
+
+
+def _expire_token(remote: SupabaseRemote, cloud: LocalCloud) -> None:
+    """Fault injection: make the client send an access token that expired long ago."""
+    now = int(time.time())
+    claims = {
+        "sub": remote.user_id,
+        "role": "authenticated",
+        "aud": "authenticated",
+        "iat": now - 7200,
+        "exp": now - 3600,
+    }
+    token = jwt.encode(claims, cloud.jwt_secret, algorithm="HS256")
+    client = remote._client
+    client.options.headers["Authorization"] = f"Bearer {token}"
+    client._postgrest = None
+
+
+def _stored_session(settings_home: Path) -> str | None:
+    settings = load_settings(home=settings_home, environ={})
+    index = Index(settings.paths.index_db)
+    try:
+        return CredentialStore(index, settings).find(session_credential_name(settings))
+    finally:
+        index.close()
+
+
+def test_session_is_in_the_keychain_and_nowhere_on_disk(cloud: LocalCloud, homes: Homes) -> None:
+    settings, remote = homes.device(cloud.url, cloud.anon_key, new_email())
+    raw = _stored_session(settings.home)  # type: ignore[arg-type]
+    assert raw is not None
+    rt = remote._storage.durable_session().refresh_token  # type: ignore[union-attr]
+    assert rt in raw
+    home = settings.home
+    assert home is not None
+    for path in home.rglob("*"):
+        if path.is_file():
+            assert rt.encode() not in path.read_bytes(), f"refresh token written to {path}"
+
+
+def test_not_logged_in_is_clear(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path / "h", environ={})
+    with pytest.raises(NotLoggedInError) as info:
+        remote_from_settings(settings)
+    assert info.value.action == "tell_user"
+    assert "localstore login" in str(info.value)
+
+
+def test_every_rotation_is_stored_and_a_new_process_resumes(
+    short_cloud: LocalCloud, homes: Homes
+) -> None:
+    settings, remote = homes.device(short_cloud.url, short_cloud.anon_key, new_email())
+    first = remote._storage.durable_session().refresh_token  # type: ignore[union-attr]
+    refreshed = threading.Event()
+    count = [0]
+
+    def on_event(event: str, session: object) -> None:
+        if event == "TOKEN_REFRESHED":
+            count[0] += 1
+            if count[0] >= 2:
+                refreshed.set()
+
+    sub = remote._client.auth.on_auth_state_change(on_event)  # type: ignore[arg-type]
+    try:
+        assert refreshed.wait(15), "the refresh timer never fired"
+    finally:
+        sub.unsubscribe()
+    remote.close()
+    stored = _stored_session(settings.home)  # type: ignore[arg-type]
+    assert stored is not None and first not in stored
+    again = homes.remote(settings)  # a new "process": only the keychain carries the session
+    assert again.server_info().protocol == 1
+
+
+@pytest.fixture
+def short_device(short_cloud: LocalCloud, tmp_path: Path) -> Iterator[Device]:
+    dev = open_device(tmp_path, "dev", short_cloud.url, short_cloud.anon_key, new_email())
+    try:
+        yield dev
+    finally:
+        dev.close()
+
+
+def test_token_expiry_mid_sync_loses_and_quarantines_nothing(
+    short_cloud: LocalCloud, short_device: Device
+) -> None:
+    dev = short_device
+    deadline = time.monotonic() + 2.5 * TTL_S  # spans several timer refreshes
+    saved = 0
+    while time.monotonic() < deadline or saved < 6:
+        dev.store.save(f"e/{saved}.blueprint.yaml", f"n: {saved}\n", name=f"n{saved}")
+        saved += 1
+        if saved % 2:
+            _expire_token(dev.remote, short_cloud)
+        assert dev.sync() is None
+    status = dev.engine.status()
+    assert (status.pending, status.quarantined) == (0, 0)
+    assert dev.engine.verify().clean
+    assert dev.engine.verify().remote == saved
+
+
+def test_revoked_session_says_log_in_again_and_writes_wait(
+    short_cloud: LocalCloud, short_device: Device, tmp_path: Path
+) -> None:
+    dev = short_device
+    dev.store.save("r/a.blueprint.yaml", "a: 1\n", name="a")
+    assert dev.sync() is None
+    with psycopg.connect(short_cloud.superuser_dsn, autocommit=True) as conn:
+        conn.execute("delete from auth.sessions where user_id = %s", (dev.remote.user_id,))
+    dev.store.save("r/b.blueprint.yaml", "b: 1\n", name="b")
+    _expire_token(dev.remote, short_cloud)
+    error = dev.sync()
+    assert isinstance(error, AuthRevokedError), error
+    assert error.action == "tell_user" and "log in again" in str(error)
+    status = dev.engine.status()
+    assert status.pending == 1 and status.quarantined == 0
+    assert status.last_error and "log in again" in status.last_error
+    # Logging in again resumes: the waiting write goes up, nothing was lost.
+    dev.engine.stop()
+    dev.remote.close()
+    email = _email_of(short_cloud, dev.remote.user_id)
+    login(dev.store.settings, short_cloud.url, short_cloud.anon_key, email, PASSWORD)
+    from sync.engine import SyncEngine
+
+    dev.remote = remote_from_settings(dev.store.settings)
+    dev.engine = SyncEngine(dev.store, dev.remote, poll_interval_s=3600)
+    assert dev.sync() is None
+    assert dev.engine.status().pending == 0
+    assert dev.engine.verify().clean
+
+
+def _email_of(cloud: LocalCloud, user_id: str) -> str:
+    with psycopg.connect(cloud.superuser_dsn, autocommit=True) as conn:
+        row = conn.execute("select email from auth.users where id = %s", (user_id,)).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_logout_revokes_and_forgets(cloud: LocalCloud, tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path / "h", environ={})
+    login(settings, cloud.url, cloud.anon_key, new_email(), PASSWORD, signup=True)
+    assert logout(settings) is True
+    assert _stored_session(tmp_path / "h") is None
+    with pytest.raises(NotLoggedInError):
+        remote_from_settings(settings)
