@@ -124,7 +124,7 @@ class Applier:
         parks it in quarantine. Storage errors propagate: the pass stops, nothing is skipped.
         """
         item = st.get_item(cur, r.id)
-        if item is not None and item.base_rev is not None and item.base_rev >= r.rev:
+        if item is not None and item.base_rev is not None and item.base_seq >= r.seq:
             return  # already known: our own push coming back, or a replayed page
         local = self._local_row(r.id)
         if local is not None and not local.deleted:
@@ -319,6 +319,7 @@ class Applier:
             cur,
             r.id,
             rev=r.rev,
+            seq=r.seq,
             content_hash=r.content_hash,
             path=r.path,
             deleted=r.deleted,

@@ -12,8 +12,11 @@ between the file write and the queue insert.
 
 Tables (component ``sync``):
 
-* ``sync_items(id, base_rev, base_hash, base_path, base_deleted, synced_op_id, push_op_id)``:
-  what this device knows of the server row (``base_rev`` NULL = never on the server).
+* ``sync_items(id, base_rev, base_seq, base_hash, base_path, base_deleted, synced_op_id,
+  push_op_id)``: what this device knows of the server row (``base_rev`` NULL = never on the
+  server). ``base_seq`` says which server write that was: a pulled row with ``seq <= base_seq``
+  is already known (our own push coming back). Revs cannot say it: a row re-created after its
+  tombstone was purged starts again at rev 1.
 
 Push op ids: a change is pushed with op id ``max(blueprints.op_id, sync_items.push_op_id)``. The
 server deduplicates by (device, op id), so a retry after a lost response or a kill replays the
@@ -43,6 +46,7 @@ SYNC_MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE sync_items (
         id TEXT PRIMARY KEY,
         base_rev INTEGER,
+        base_seq INTEGER NOT NULL DEFAULT 0,
         base_hash TEXT NOT NULL DEFAULT '',
         base_path TEXT NOT NULL DEFAULT '',
         base_deleted INTEGER NOT NULL DEFAULT 0,
@@ -118,6 +122,7 @@ class ItemState:
 
     id: str
     base_rev: int | None
+    base_seq: int
     base_hash: str
     base_path: str
     base_deleted: bool
@@ -322,15 +327,21 @@ def max_op_id(cur: Any) -> int:
 def get_item(cur: Any, blueprint_id: str) -> ItemState | None:
     """The recorded server knowledge of one blueprint."""
     rows = cur.execute(
-        "SELECT id, base_rev, base_hash, base_path, base_deleted, synced_op_id FROM sync_items "
-        "WHERE id = ?",
+        "SELECT id, base_rev, base_seq, base_hash, base_path, base_deleted, synced_op_id "
+        "FROM sync_items WHERE id = ?",
         (blueprint_id,),
     ).fetchall()
     if not rows:
         return None
     r = rows[0]
     return ItemState(
-        str(r[0]), None if r[1] is None else int(r[1]), str(r[2]), str(r[3]), bool(r[4]), int(r[5])
+        str(r[0]),
+        None if r[1] is None else int(r[1]),
+        int(r[2]),
+        str(r[3]),
+        str(r[4]),
+        bool(r[5]),
+        int(r[6]),
     )
 
 
@@ -345,6 +356,7 @@ def record_base(
     blueprint_id: str,
     *,
     rev: int,
+    seq: int,
     content_hash: str,
     path: str,
     deleted: bool,
@@ -358,12 +370,13 @@ def record_base(
     keeps the stored base content (a tombstone keeps the last live content as merge base).
     """
     cur.execute(
-        "INSERT INTO sync_items (id, base_rev, base_hash, base_path, base_deleted, synced_op_id) "
-        "VALUES (?, ?, ?, ?, ?, coalesce(?, 0)) ON CONFLICT(id) DO UPDATE SET "
-        "base_rev = excluded.base_rev, base_hash = excluded.base_hash, "
-        "base_path = excluded.base_path, base_deleted = excluded.base_deleted, "
+        "INSERT INTO sync_items (id, base_rev, base_seq, base_hash, base_path, base_deleted, "
+        "synced_op_id) VALUES (?, ?, ?, ?, ?, ?, coalesce(?, 0)) ON CONFLICT(id) DO UPDATE SET "
+        "base_rev = excluded.base_rev, base_seq = excluded.base_seq, "
+        "base_hash = excluded.base_hash, base_path = excluded.base_path, "
+        "base_deleted = excluded.base_deleted, "
         "synced_op_id = coalesce(?, sync_items.synced_op_id)",
-        (blueprint_id, rev, content_hash, path, int(deleted), synced_op_id, synced_op_id),
+        (blueprint_id, rev, seq, content_hash, path, int(deleted), synced_op_id, synced_op_id),
     )
     if content is not None:
         cur.execute(

@@ -640,11 +640,12 @@ class SyncEngine:
         return conflicts
 
     def _applied(self, cur: Any, change: Change, item: st.OutboxItem, result: PushResult) -> None:
-        assert result.rev is not None
+        assert result.rev is not None and result.seq is not None
         st.record_base(
             cur,
             change.id,
             rev=result.rev,
+            seq=result.seq,
             content_hash=change.content_hash,
             path=change.path,
             deleted=change.deleted,
@@ -790,7 +791,7 @@ class SyncEngine:
         stale = sorted(
             v.id
             for v in server.values()
-            if v.seq <= horizon and (items.get(v.id) is None or items[v.id].base_rev != v.rev)  # type: ignore[union-attr]
+            if v.seq <= horizon and (items.get(v.id) is None or items[v.id].base_seq != v.seq)  # type: ignore[union-attr]
         )
         for i in range(0, len(stale), FETCH_CHUNK):
             rows = self._call(self.remote.fetch, stale[i : i + FETCH_CHUNK])

@@ -1,0 +1,319 @@
+"""SyncEngine behaviour with MemoryRemote: outbox, echo suppression, faults, quarantine, reset."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from localstore.config import load_settings
+from localstore.events import Event
+from localstore.store import BlueprintStore
+from sync.engine import SyncEngine, SyncStatus
+from sync.errors import (
+    AuthExpiredError,
+    AuthRevokedError,
+    MergeError,
+    OfflineError,
+    TransientError,
+)
+from sync.memory_remote import MemoryRemote, MemoryServer
+from sync.remote import Change
+
+from .conftest import Device, assert_converged, close_device, converge, open_device
+
+
+def test_offline_edits_queue_and_go_up_in_order(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    a = make_device("a")
+    paths = [f"q/item-{i}" for i in range(5)]
+    for i, p in enumerate(paths):
+        a.store.save(p, f"n: {i}\n")
+    a.store.save(paths[0], "n: 100\n")  # a later edit of the first one goes last
+    a.remote.fail_next(1, OfflineError("no route to host"))
+    with pytest.raises(OfflineError):
+        a.sync()
+    status = a.engine.status()
+    assert status.state == "offline" and status.pending == 5 and "no route" in status.last_error
+    a.sync()
+    order = [row.path for _, row in server.revisions]
+    assert order == [f"{p}.blueprint.yaml" for p in paths[1:]] + [f"{paths[0]}.blueprint.yaml"]
+    status = a.engine.status()
+    assert status.pending == 0 and status.last_error is None and status.last_synced_at
+
+
+def test_push_in_bounded_batches(make_device: Callable[..., Device]) -> None:
+    a = make_device("a", batch_size=3)
+    for i in range(10):
+        a.store.save(f"b/{i}", f"n: {i}\n")
+    report = a.sync()
+    assert report.pushed == 10
+    assert a.remote.calls["push"] == 4
+
+
+def test_remote_changes_are_not_echoed(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    a, b = make_device("a"), make_device("b")
+    ident = a.store.save("e/x", "v: 1\n# note\n").id
+    a.store.save("e/y", "v: 2\n")
+    converge(a, b)
+    events: list[Event] = []
+    b.store.subscribe(events.append)
+    a.store.save("e/x", "v: 3\n# note\n")
+    a.store.move("e/y", "e/z")
+    a.sync()
+    b.sync()
+    assert {e.origin for e in events} == {"remote"}
+    assert b.engine.status().pending == 0
+    # What the watcher would do for each written file: ingest it. Nothing new is recorded.
+    report = b.store.reconcile()
+    assert report.fixed == [] and b.engine.status().pending == 0
+    assert b.store.load(ident).content == "v: 3\n# note\n"
+    pushes_before = b.remote.calls.get("push", 0)
+    b.sync()
+    assert b.remote.calls.get("push", 0) == pushes_before
+    assert_converged(server, a, b)
+
+
+def test_moves_and_deletes_keep_identity(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    a, b = make_device("a"), make_device("b")
+    ident = a.store.save("m/one", "v: 1\n").id
+    converge(a, b)
+    a.store.move(ident, "m/sub/renamed")
+    converge(a, b)
+    assert b.store.resolve(ident).path == "m/sub/renamed.blueprint.yaml"
+    assert len(b.store.list()) == 1
+    b.store.delete(ident)
+    converge(a, b)
+    assert not a.store.exists(ident)
+    assert a.store.history(ident)[0].deleted
+    assert_converged(server, a, b)
+
+
+def test_rejected_change_is_quarantined_and_queue_goes_on(
+    tmp_path: Path, make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    intruder = open_device(tmp_path, "intruder", server, user="someone-else")
+    try:
+        foreign = intruder.store.save("theirs", "v: 0\n").id
+        intruder.sync()
+    finally:
+        close_device(intruder)
+    a = make_device("a")
+    a.store.save("mine/clash", "v: 1\n", id=foreign)  # an id owned by another user
+    a.store.save("mine/fine", "v: 2\n")
+    report = a.sync()
+    assert report.quarantined == 1 and report.pushed == 1
+    status = a.engine.status()
+    assert status.quarantined == 1 and status.pending == 0 and status.needs_attention
+    (entry,) = a.engine.quarantined()
+    assert entry.code == "not_owner" and entry.direction == "push"
+    assert entry.to_dict()["retry"] == "localstore sync --retry-quarantined"
+    assert a.store.load("mine/clash").content == "v: 1\n"  # kept locally, untouched
+    assert a.engine.retry_quarantined() == 1
+    report = a.sync()
+    assert report.quarantined == 1  # the server still refuses: parked again, not dropped
+    a.store.save("mine/clash", "v: 3\n")  # a local change un-parks it by itself
+    assert a.engine.status().pending == 1
+    assert a.sync().quarantined == 1
+
+
+def test_unstorable_remote_row_is_quarantined_and_pull_goes_on(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    raw = MemoryRemote(server, user="u")
+    bad_id, good_id = str(uuid.uuid4()), str(uuid.uuid4())
+    changes = [
+        _raw_change(1, bad_id, "bad/yaml.blueprint.yaml", "a: [unclosed\n"),
+        _raw_change(2, good_id, "good/one.blueprint.yaml", "a: 1\n"),
+    ]
+    assert [r.status for r in raw.push(changes, device="raw")] == ["applied", "applied"]
+    b = make_device("b")
+    report = b.sync()
+    assert report.quarantined == 1 and report.pulled == 2
+    assert b.store.load(good_id).content == "a: 1\n"
+    (entry,) = b.engine.quarantined()
+    assert entry.direction == "pull" and entry.id == bad_id
+    assert b.engine.status().cursor == server.seq  # the cursor moved past it
+
+
+def _raw_change(op: int, ident: str, path: str, content: str) -> Change:
+    meta = {"id": ident, "name": "x", "created": "", "modified": ""}
+    return Change(op, ident, None, path, content, meta, "0" * 64)
+
+
+def test_lost_push_response_is_replayed_not_duplicated(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    a = make_device("a")
+    ident = a.store.save("l/one", "v: 1\n").id
+    a.remote.drop_response_next()
+    with pytest.raises(TransientError):
+        a.sync()
+    assert a.engine.status().pending == 1
+    a.sync()
+    assert [r.rev for r in server.history(ident)] == [1]
+    assert a.engine.status().pending == 0
+
+
+def test_lost_response_then_local_edit_is_not_a_conflict(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    a, b = make_device("a"), make_device("b")
+    ident = a.store.save("l/two", "v: 1\n").id
+    a.remote.drop_response_next()
+    with pytest.raises(TransientError):
+        a.sync()
+    a.store.save("l/two", "v: 2\n")  # edited again before the retry
+    report = a.sync()
+    assert report.conflicts == 0 and a.engine.conflicts() == []
+    converge(a, b)
+    assert b.store.load(ident).content == "v: 2\n"
+    assert_converged(server, a, b)
+
+
+class RefreshingRemote(MemoryRemote):
+    """A remote whose session can be refreshed (like the Supabase remote)."""
+
+    refreshes = 0
+
+    def refresh_auth(self) -> None:
+        self.refreshes += 1
+
+
+def test_expired_auth_is_refreshed_once_and_retried(tmp_path: Path, server: MemoryServer) -> None:
+    store = BlueprintStore(load_settings(home=tmp_path / "h"), maintenance=False)
+    remote = RefreshingRemote(server, user="u")
+    engine = SyncEngine(store, remote)
+    try:
+        store.save("auth/x", "v: 1\n")
+        remote.fail_next(1, AuthExpiredError("JWT expired", code="PGRST301"), method="push")
+        assert engine.sync_once().pushed == 1
+        assert remote.refreshes == 1
+        remote.fail_next(2, AuthExpiredError("JWT expired", code="PGRST303"), method="pull")
+        with pytest.raises(AuthExpiredError):
+            engine.sync_once()  # refreshed once per cycle; a second expiry goes to the loop
+        assert remote.refreshes == 2 and engine.status().state == "error"
+    finally:
+        remote.close()
+        store.close()
+
+
+def test_tell_user_errors_surface_in_status(make_device: Callable[..., Device]) -> None:
+    a = make_device("a")
+    a.remote.fail_next(1, AuthRevokedError("refresh token revoked"))
+    with pytest.raises(AuthRevokedError):
+        a.sync()
+    status = a.engine.status()
+    assert status.state == "error" and "localstore login" in status.last_error
+
+
+def test_new_account_uploads_everything(tmp_path: Path, server: MemoryServer) -> None:
+    dev = open_device(tmp_path, "a", server)
+    try:
+        dev.store.save("acct/x", "v: 1\n")
+        dev.sync()
+    finally:
+        close_device(dev)
+    other = MemoryServer()
+    dev = open_device(tmp_path, "a", other)
+    try:
+        assert dev.engine.status().pending == 0  # identity is checked at the first sync
+        assert dev.sync().pushed == 1
+        assert len(other.rows) == 1
+    finally:
+        close_device(dev)
+
+
+def test_tombstone_horizon_breach_triggers_full_reconcile(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    a, b = make_device("a"), make_device("b")
+    gone = a.store.save("h/gone", "v: 1\n").id
+    kept = a.store.save("h/kept", "v: 1\n").id
+    edited = a.store.save("h/edited", "v: 1\n").id
+    converge(a, b)
+    b.store.save("h/edited", "v: 2 edited offline\n")  # b is offline from here on
+    a.store.delete(gone)
+    a.store.delete(edited)
+    a.store.save("h/kept", "v: 2\n")
+    a.sync()
+    assert a.remote.purge_tombstones() == 2
+    report = b.sync()
+    assert report.reset
+    assert not b.store.exists(gone)  # deleted there, purged: not resurrected
+    assert b.store.load(kept).content == "v: 2\n"
+    assert b.store.load(edited).content == "v: 2 edited offline\n"  # edit beats delete
+    converge(a, b)
+    assert_converged(server, a, b)
+    assert a.store.load(edited).content == "v: 2 edited offline\n"
+
+
+def test_verify_reports_differences(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    a = make_device("a")
+    ident = a.store.save("v/x", "v: 1\n").id
+    a.sync()
+    assert a.engine.verify().clean
+    with server.lock:
+        owned = server.rows[ident]
+        owned.row = type(owned.row)(**{**owned.row.to_json(), "content_hash": "f" * 64})
+    a.store.save("v/local-only", "v: 1\n")
+    report = a.engine.verify()
+    kinds = sorted((d["kind"], d["pending"]) for d in report.differences)
+    assert kinds == [("content_differs", False), ("missing_on_server", True)]
+
+
+def test_invalid_blueprints_are_held_back(tmp_path: Path, server: MemoryServer) -> None:
+    def validator(data: object) -> list[str]:
+        assert isinstance(data, dict)
+        return [] if "kind" in data else ["kind is required"]
+
+    store = BlueprintStore(
+        load_settings(home=tmp_path / "v"), validator=validator, maintenance=False
+    )
+    remote = MemoryRemote(server, user="u")
+    engine = SyncEngine(store, remote)
+    try:
+        store.save("held/bad", "v: 1\n")
+        store.save("held/good", "kind: x\n")
+        report = engine.sync_once()
+        assert report.pushed == 1 and report.held == 1
+        assert engine.status().held == 1
+        store.save("held/bad", "kind: fixed\n")
+        assert engine.sync_once().pushed == 1
+        assert len(server.rows) == 2
+    finally:
+        remote.close()
+        store.close()
+
+
+def test_conflict_events_and_status_callbacks(make_device: Callable[..., Device]) -> None:
+    a, b = make_device("a"), make_device("b")
+    a.store.save("c/x", "v: 1\n")
+    converge(a, b)
+    a.store.save("c/x", "v: 2\n")
+    b.store.save("c/x", "v: 3\n")
+    a.sync()
+    events: list[Event] = []
+    b.store.subscribe(events.append, kinds=["conflict"])
+    states: list[SyncStatus] = []
+    unsubscribe = b.engine.subscribe_status(states.append)
+    b.sync()
+    unsubscribe()
+    assert [e.origin for e in events] == ["remote"] and "conflict #1" in events[0].detail
+    seen = [s.state for s in states]
+    assert "pushing" in seen and "pulling" in seen and seen[-1] == "idle"
+    assert states[-1].conflicts == 1
+
+
+def test_bad_policy_is_refused(make_device: Callable[..., Device]) -> None:
+    with pytest.raises(MergeError):
+        make_device("a", policy="newest-wins")

@@ -1,0 +1,150 @@
+"""The background loop: local changes, remote hints, polling, timer-driven backoff, lifecycle."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from localstore.events import Event
+from sync.engine import SyncEngine, WorkerState
+from sync.errors import EngineStateError, SyncLockedError, TransientError
+from sync.memory_remote import MemoryRemote, MemoryServer
+from sync.remote import HintCallback, Unsubscribe
+
+from .conftest import Device
+
+WAIT = 20.0
+
+
+def _pushed_signal(server: MemoryServer) -> tuple[threading.Event, MemoryRemote]:
+    """An event set whenever any device writes to the server (another handle's hint)."""
+    seen = threading.Event()
+    observer = MemoryRemote(server, user="u")
+    observer.subscribe(seen.set)
+    return seen, observer
+
+
+def test_local_change_is_pushed_by_the_loop(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    a = make_device("a", debounce_s=0.05)
+    seen, observer = _pushed_signal(server)
+    try:
+        a.engine.start()
+        assert a.engine.worker_state is WorkerState.RUNNING
+        a.store.save("loop/x", "v: 1\n")
+        assert seen.wait(WAIT)
+    finally:
+        observer.close()
+
+
+def test_remote_hint_triggers_a_pull(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    a, b = make_device("a"), make_device("b", poll_interval_s=3600)
+    arrived = threading.Event()
+
+    def on_event(event: Event) -> None:
+        if event.origin == "remote" and event.path == "hint/x.blueprint.yaml":
+            arrived.set()
+
+    b.store.subscribe(on_event)
+    b.engine.start()
+    a.store.save("hint/x", "v: 1\n")
+    a.sync()  # b's realtime hint fires from this push
+    assert arrived.wait(WAIT)
+
+
+class NoRealtimeRemote(MemoryRemote):
+    """A backend without realtime: only polling finds remote changes."""
+
+    def subscribe(self, callback: HintCallback) -> Unsubscribe:
+        return lambda: None
+
+
+def test_polling_finds_changes_without_hints(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    a, b = make_device("a"), make_device("b", poll_interval_s=0.05)
+    b.engine.remote = NoRealtimeRemote(server, user="u")
+    arrived = threading.Event()
+    b.store.subscribe(lambda e: arrived.set() if e.origin == "remote" else None)
+    b.engine.start()
+    a.store.save("poll/x", "v: 1\n")
+    a.sync()
+    assert arrived.wait(WAIT)
+    b.engine.stop()
+    b.engine.join(WAIT)
+    b.engine.remote.close()
+
+
+def test_failures_are_retried_by_a_timer_not_by_new_writes(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    a = make_device("a", backoff_base_s=0.01, backoff_cap_s=0.05, poll_interval_s=3600)
+    a.remote.fail_next(3, TransientError("connection reset"), method="push")
+    seen, observer = _pushed_signal(server)
+    try:
+        a.store.save("retry/x", "v: 1\n")  # the only write
+        a.engine.start()
+        assert seen.wait(WAIT)
+        assert a.remote.calls["push"] >= 4
+    finally:
+        observer.close()
+
+
+def test_pause_and_resume(make_device: Callable[..., Device], server: MemoryServer) -> None:
+    a = make_device("a", poll_interval_s=3600)
+    states: list[str] = []
+    a.engine.subscribe_status(lambda s: states.append(s.state))
+    a.engine.start()
+    a.engine.pause()
+    assert a.engine.status().state == "paused"
+    seen, observer = _pushed_signal(server)
+    try:
+        a.store.save("pause/x", "v: 1\n")
+        a.engine.resume()
+        assert seen.wait(WAIT)
+        assert "paused" in states
+    finally:
+        observer.close()
+
+
+def test_lifecycle_refuses_misuse(make_device: Callable[..., Device]) -> None:
+    a = make_device("a")
+    a.engine.start()
+    with pytest.raises(EngineStateError):
+        a.engine.start()
+    a.engine.stop()
+    assert a.engine.join(WAIT)
+    assert a.engine.worker_state is WorkerState.STOPPED
+    with pytest.raises(EngineStateError):
+        a.engine.start()
+    a.engine.stop()  # idempotent
+
+
+def test_a_held_lock_refuses_a_second_syncer(make_device: Callable[..., Device]) -> None:
+    lock = threading.Lock()
+    a = make_device("a", lock=lock)
+    a.engine.start()
+    other = SyncEngine(a.store, a.remote, lock=lock)
+    with pytest.raises(SyncLockedError):
+        other.sync_once()
+    with pytest.raises(SyncLockedError):
+        other.start()
+    a.engine.stop()
+    a.engine.join(WAIT)
+    assert not lock.locked()
+    assert other.sync_once().pushed == 0
+
+
+def test_backoff_is_exponential_with_jitter_and_capped(make_device: Callable[..., Device]) -> None:
+    a = make_device("a", rng=random.Random(7))
+    delays = [a.engine.backoff_delay(n) for n in range(1, 12)]
+    for n, d in enumerate(delays, start=1):
+        ceiling = min(60.0, 0.5 * 2 ** (n - 1))
+        assert ceiling / 2 <= d <= ceiling
+    assert delays[-1] >= 30.0
