@@ -57,10 +57,13 @@ __all__ = [
     "EncryptedFileBackend",
     "KeyringSecretBackend",
     "SecretBackend",
+    "fallback_path",
+    "is_internal",
     "keychain_report",
     "map_keyring_error",
     "open_backend",
     "service_name",
+    "unusable_reason",
 ]
 
 log = logging.getLogger(__name__)
