@@ -34,6 +34,22 @@ from localstore.store import open_store as open
 
 __version__ = "0.1.0"
 
+# Imported on first use: the keychain and crypto stacks cost start-up time every CLI call would pay.
+_LAZY = {
+    "CredentialStore": "localstore.credentials",
+    "KVStore": "localstore.kv",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'localstore' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
 __all__ = [
     "AlreadyExistsError",
     "AmbiguousRefError",
@@ -45,11 +61,13 @@ __all__ = [
     "CheckReport",
     "ConfigError",
     "CredentialError",
+    "CredentialStore",
     "CryptoError",
     "Event",
     "InvalidInputError",
     "InvalidMetaError",
     "InvalidYAMLError",
+    "KVStore",
     "LimitExceededError",
     "LocalStoreError",
     "NotFoundError",

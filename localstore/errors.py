@@ -31,7 +31,8 @@ translated at the boundary with ``raise ... from exc`` and never leak out of the
     │   ├── DecryptionError
     │   └── KeyNotFoundError
     ├── KVError
-    │   └── KVFormatError
+    │   ├── KVFormatError
+    │   └── KVNotFoundError (also a NotFoundError)
     ├── WatcherError
     ├── BundleError
     │   ├── BundleFormatError
@@ -88,7 +89,7 @@ class InvalidRefError(InvalidInputError):
 
 
 class NotFoundError(LocalStoreError):
-    """No blueprint matches the reference."""
+    """Nothing matches the reference (a blueprint, an app-data key, a credential)."""
 
 
 class RevisionNotFoundError(NotFoundError):
@@ -157,6 +158,10 @@ class KVError(LocalStoreError):
 
 class KVFormatError(KVError):
     """A value cannot be encoded or decoded in the requested format."""
+
+
+class KVNotFoundError(KVError, NotFoundError):
+    """No live (unexpired) app-data item has that key."""
 
 
 class WatcherError(LocalStoreError):

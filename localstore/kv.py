@@ -42,6 +42,7 @@ from localstore.errors import (
     KeyNotFoundError,
     KVError,
     KVFormatError,
+    KVNotFoundError,
     LocalStoreError,
     NotFoundError,
     StoreClosedError,
@@ -105,10 +106,6 @@ KV_MIGRATIONS: tuple[str, ...] = (
     INSERT INTO kv_state VALUES ('generation', 0);
     """,
 )
-
-
-class KVNotFoundError(KVError, NotFoundError):
-    """No live (unexpired) app-data item has that key."""
 
 
 @dataclass(frozen=True, slots=True)
