@@ -44,7 +44,6 @@ from localstore.errors import (
     KVFormatError,
     KVNotFoundError,
     LocalStoreError,
-    NotFoundError,
     StoreClosedError,
 )
 from localstore.index import Index
