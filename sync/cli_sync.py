@@ -1,0 +1,391 @@
+"""Sync commands: ``login``, ``logout``, ``sync``, ``status`` and ``conflicts``.
+
+The cloud client is imported inside the commands that need it, so ``localstore status`` and
+``localstore conflicts`` work offline and without the Supabase packages loaded. Exit codes follow
+the CLI contract: 0 ok, 1 error, 2 usage, 3 needs attention (conflicts or quarantine, or
+differences found by ``sync --verify``), 4 not found.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from localstore.cli import EXIT_ATTENTION, CliContext, errors_to_exit, fail, pass_ctx
+from sync.engine import (
+    SyncEngine,
+    SyncReport,
+    SyncStatus,
+    conflict_diff,
+    get_conflict,
+    list_conflicts,
+    list_quarantine,
+    local_status,
+    resolve_conflict,
+)
+from sync.errors import ConflictError
+
+if TYPE_CHECKING:
+    from localstore.config import Settings
+    from sync.remote import Remote
+
+DAEMON_STATE_FILE = "daemon.json"
+
+
+# -- login / logout -------------------------------------------------------------------------------
+
+
+@click.command("login")
+@click.option("--url", required=True, help="The Supabase project URL.")
+@click.option("--anon-key", required=True, help="The project's anon (public) key.")
+@click.option("--email", required=True, help="Your account's e-mail address.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@click.option("--signup", is_flag=True, help="Create the account first if it does not exist.")
+@pass_ctx
+def login_cmd(
+    cli: CliContext, url: str, anon_key: str, email: str, password_stdin: bool, signup: bool
+) -> None:
+    """Sign in to a Supabase project; the session is kept in the OS keychain."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True)
+    with errors_to_exit():
+        from sync.supabase_remote import login
+
+        result = login(cli.settings, url, anon_key, email, password, signup=signup)
+    data = {
+        "url": result.url,
+        "user_id": result.user_id,
+        "email": result.email,
+        "signed_up": result.signed_up,
+    }
+    verb = "signed up and logged in" if result.signed_up else "logged in"
+    cli.emit(data, lambda: click.echo(f"{verb} as {result.email} at {result.url}"))
+
+
+@click.command("logout")
+@pass_ctx
+def logout_cmd(cli: CliContext) -> None:
+    """Sign out: revoke this machine's session and delete it from the keychain."""
+    with errors_to_exit():
+        from sync.supabase_remote import logout
+
+        revoked = logout(cli.settings)
+    note = "" if revoked else " (the server could not confirm; the local session is gone)"
+    cli.emit({"logged_out": True, "revoked": revoked}, lambda: click.echo("logged out" + note))
+
+
+# -- sync -----------------------------------------------------------------------------------------
+
+
+def _open_remote(settings: Settings) -> Remote:
+    from sync.supabase_remote import remote_from_settings
+
+    return remote_from_settings(settings)
+
+
+@click.command("sync")
+@click.option("--verify", is_flag=True, help="Compare local ids and hashes with the server's.")
+@click.option(
+    "--retry-quarantined", is_flag=True, help="Retry the changes the server refused before."
+)
+@pass_ctx
+def sync_cmd(cli: CliContext, verify: bool, retry_quarantined: bool) -> None:
+    """Run one sync cycle (push, pull, merge). Exit 3 when something needs attention."""
+    with errors_to_exit():
+        store = cli.store()
+        remote = _open_remote(cli.settings)
+        try:
+            engine = SyncEngine(store, remote)
+            retried = engine.retry_quarantined() if retry_quarantined else 0
+            if verify:
+                _verify(cli, engine)
+                return
+            report = _sync_with_progress(cli, engine)
+            status = engine.status()
+        finally:
+            remote.close()
+    data = {"report": report.to_dict(), "status": status.to_dict(), "retried": retried}
+    cli.emit(data, lambda: _print_report(report, status, retried))
+    if status.needs_attention:
+        raise SystemExit(EXIT_ATTENTION)
+
+
+def _verify(cli: CliContext, engine: SyncEngine) -> None:
+    report = engine.verify()
+
+    def human() -> None:
+        click.echo(f"local {report.local}, server {report.remote} live blueprints")
+        for diff in report.differences:
+            pending = " (pending upload)" if diff["pending"] else ""
+            click.echo(f"  {diff['kind']}: {diff['id']}{pending}")
+        click.echo("in sync" if report.clean else f"{len(report.differences)} difference(s)")
+
+    cli.emit(report.to_dict(), human)
+    if not report.clean:
+        raise SystemExit(EXIT_ATTENTION)
+
+
+def _sync_with_progress(cli: CliContext, engine: SyncEngine) -> SyncReport:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    disabled = cli.json or not sys.stderr.isatty()
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=cli.console(stderr=True),
+        transient=True,
+        disable=disabled,
+    )
+    task = progress.add_task("sync", total=None)
+
+    def on_status(status: SyncStatus) -> None:
+        done, total = status.progress or (0, 0)
+        progress.update(task, description=status.state, completed=done, total=total or None)
+
+    unsubscribe = engine.subscribe_status(on_status)
+    try:
+        with progress:
+            return engine.sync_once()
+    finally:
+        unsubscribe()
+
+
+def _print_report(report: SyncReport, status: SyncStatus, retried: int) -> None:
+    if retried:
+        click.echo(f"retrying {retried} quarantined change(s)")
+    click.echo(
+        f"pushed {report.pushed}, pulled {report.pulled}, merged {report.merged}, "
+        f"conflicts {report.conflicts}, quarantined {report.quarantined}"
+    )
+    for error in report.errors:
+        click.echo(f"  problem: {error}")
+    if status.held:
+        click.echo(f"{status.held} blueprint(s) fail validation and are held back until fixed")
+    _print_attention(status)
+
+
+def _print_attention(status: SyncStatus) -> None:
+    if status.conflicts:
+        click.echo(
+            f"{status.conflicts} open conflict(s): see `localstore conflicts`, then "
+            "`localstore conflicts resolve ID --take local|remote|FILE`"
+        )
+    if status.quarantined:
+        click.echo(
+            f"{status.quarantined} change(s) quarantined: see `localstore status`; fix them, "
+            "or retry with `localstore sync --retry-quarantined`"
+        )
+
+
+# -- status ---------------------------------------------------------------------------------------
+
+
+def daemon_state(settings: Settings) -> dict[str, Any] | None:
+    """The running daemon's state file for this home, or None (absent, unreadable, pid gone)."""
+    path = settings.paths.state / DAEMON_STATE_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    pid = data.get("pid") if isinstance(data, dict) else None
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, owned by someone else
+    return data
+
+
+def _daemon_status(settings: Settings) -> dict[str, Any] | None:
+    """Ask a running daemon for its live status; None when there is none or it cannot answer."""
+    if daemon_state(settings) is None:
+        return None
+    try:
+        # Written by the daemon component; optional, so status works without it.
+        control = importlib.import_module("sync.control")
+    except ImportError:
+        return None
+    query = getattr(control, "query_status", None)
+    if query is None:
+        return None
+    try:
+        answer = query(settings)
+    except Exception as exc:  # noqa: BLE001 - any control-channel failure: fall back to the index
+        click.echo(f"note: the daemon did not answer ({exc}); showing local status", err=True)
+        return None
+    return answer if isinstance(answer, dict) else None
+
+
+@click.command("status")
+@pass_ctx
+def status_cmd(cli: CliContext) -> None:
+    """Show sync status: pending uploads, conflicts, quarantine, last sync, cursor."""
+    with errors_to_exit():
+        live = _daemon_status(cli.settings)
+        store = cli.store()
+        local = local_status(store)
+        quarantine = [q.to_dict() for q in list_quarantine(store)]
+    data = dict(live) if live is not None else local.to_dict()
+    data.setdefault("cursor", local.cursor)
+    data["daemon"] = live is not None
+    data["quarantine"] = quarantine
+
+    def human() -> None:
+        source = "daemon" if live is not None else "local index"
+        click.echo(f"state: {data.get('state')} ({source})")
+        click.echo(f"pending uploads: {data.get('pending')}")
+        if data.get("held"):
+            click.echo(f"held back (invalid): {data.get('held')}")
+        click.echo(f"conflicts: {data.get('conflicts')}")
+        click.echo(f"quarantined: {data.get('quarantined')}")
+        for q in quarantine:
+            click.echo(f"  {q['path']}: {q['code']}: {q['message']} (retry: {q['retry']})")
+        click.echo(f"last synced: {data.get('last_synced_at') or 'never'}")
+        if data.get("last_error"):
+            click.echo(f"last error: {data.get('last_error')}")
+        click.echo(f"cursor: {data.get('cursor')}")
+
+    cli.emit(data, human)
+
+
+# -- conflicts ------------------------------------------------------------------------------------
+
+
+@click.group("conflicts", invoke_without_command=True)
+@click.pass_context
+def conflicts_group(ctx: click.Context) -> None:
+    """List, show and resolve sync conflicts (no command: list the open ones)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(list_cmd)
+
+
+@conflicts_group.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include resolved conflicts.")
+@pass_ctx
+def list_cmd(cli: CliContext, show_all: bool = False) -> None:
+    """List conflicts, oldest first."""
+    with errors_to_exit():
+        records = list_conflicts(cli.store(), include_resolved=show_all)
+
+    def human() -> None:
+        if not records:
+            click.echo("no conflicts")
+        for r in records:
+            state = "open" if r.open else f"resolved ({r.resolution})"
+            copy = f" -> copy {r.copy_path}" if r.copy_path else ""
+            click.echo(f"#{r.cid} {r.path}{copy} [{state}] {r.reason}")
+
+    cli.emit([r.to_dict() for r in records], human)
+
+
+@conflicts_group.command("show")
+@click.argument("cid", type=int)
+@pass_ctx
+def show_cmd(cli: CliContext, cid: int) -> None:
+    """Show one conflict: base, local and remote, with unified diffs."""
+    with errors_to_exit():
+        record = get_conflict(cli.store(), cid)
+
+    def human() -> None:
+        click.echo(f"#{record.cid} {record.path} ({record.reason})")
+        if record.copy_path:
+            click.echo(f"local version kept as {record.copy_path}")
+        click.echo(conflict_diff(record), nl=False)
+
+    data = record.to_dict(texts=True)
+    data["diff"] = conflict_diff(record)
+    cli.emit(data, human)
+
+
+@conflicts_group.command("resolve")
+@click.argument("cid", type=int)
+@click.option("--take", "take", help="local, remote, or a FILE holding the resolved text.")
+@click.option(
+    "--tool", is_flag=True, help="Run the merge_tool setting (%BASE %LOCAL %REMOTE %MERGED)."
+)
+@pass_ctx
+def resolve_cmd(cli: CliContext, cid: int, take: str | None, tool: bool) -> None:
+    """Resolve a conflict; the result syncs like any edit and the conflict copy is removed."""
+    if (take is None) == (not tool):
+        fail("give either --take local|remote|FILE or --tool", code=2)
+    with errors_to_exit():
+        store = cli.store()
+        if tool:
+            record = get_conflict(store, cid)
+            if not record.open:
+                raise ConflictError(f"conflict #{cid} is already resolved ({record.resolution})")
+            content = _run_merge_tool(cli.settings, record)
+            record = resolve_conflict(store, cid, content=content, how="merge tool")
+        elif take in ("local", "remote"):
+            record = resolve_conflict(store, cid, take=take)  # type: ignore[arg-type]
+        else:
+            assert take is not None
+            text = _read_take_file(take)
+            record = resolve_conflict(store, cid, content=text, how=f"file {take}")
+    cli.emit(record.to_dict(), lambda: click.echo(f"#{cid} resolved: {record.resolution}"))
+
+
+def _read_take_file(name: str) -> str:
+    try:
+        return Path(name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        fail(f"{name} is neither local, remote nor a file", code=2)
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read {name}: {exc}", hint="give a UTF-8 YAML file")
+
+
+def _run_merge_tool(settings: Settings, record: Any) -> str:
+    """Run ``settings.merge_tool`` on base/local/remote files; return what it wrote to MERGED."""
+    template = settings.merge_tool.strip()
+    if not template:
+        fail(
+            "no merge tool is configured",
+            hint="set merge_tool in config.yaml, e.g. 'meld %LOCAL %BASE %REMOTE -o %MERGED'",
+        )
+    with tempfile.TemporaryDirectory(prefix="localstore-merge-") as tmp:
+        files = {
+            "%BASE": Path(tmp, "base.yaml"),
+            "%LOCAL": Path(tmp, "local.yaml"),
+            "%REMOTE": Path(tmp, "remote.yaml"),
+            "%MERGED": Path(tmp, "merged.yaml"),
+        }
+        texts = {
+            "%BASE": record.base or "",
+            "%LOCAL": record.local,
+            "%REMOTE": record.remote,
+            "%MERGED": record.local,
+        }
+        for key, path in files.items():
+            path.write_text(texts[key], encoding="utf-8")
+        argv = [_substitute(arg, files) for arg in shlex.split(template)]
+        try:
+            done = subprocess.run(argv, check=False)
+        except OSError as exc:
+            fail(f"cannot run the merge tool {argv[0]!r}: {exc}", hint="check merge_tool")
+        if done.returncode != 0:
+            fail(
+                f"the merge tool exited with {done.returncode}; the conflict stays open",
+                code=EXIT_ATTENTION,
+            )
+        return files["%MERGED"].read_text(encoding="utf-8")
+
+
+def _substitute(arg: str, files: dict[str, Path]) -> str:
+    for key, path in files.items():
+        arg = arg.replace(key, str(path))
+    return arg

@@ -1,0 +1,124 @@
+"""`localstore status` and `localstore conflicts` (list, show, resolve --take/--tool) on real homes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from localstore.cli import cli
+
+from .conftest import Device, converge
+
+BASE = "name: flow\nsteps: 3\n"
+
+
+def run(home: Path, *args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(cli, ["--home", str(home), *args], env=env, catch_exceptions=False)
+
+
+def _conflicted(make_device: Callable[..., Device]) -> tuple[Device, Device, str]:
+    a, b = make_device("a"), make_device("b")
+    ident = a.store.save("c/flow", BASE).id
+    converge(a, b)
+    a.store.save("c/flow", "name: flow\nsteps: 4\n")
+    b.store.save("c/flow", "name: flow\nsteps: 5\n")
+    a.sync()
+    b.sync()
+    return a, b, ident
+
+
+def test_status_shows_pending_conflicts_and_cursor(make_device: Callable[..., Device]) -> None:
+    _, b, _ = _conflicted(make_device)
+    b.store.save("c/other", "x: 1\n")
+    result = run(b.home, "--json", "status")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["pending"] == 1 and data["conflicts"] == 1 and data["quarantined"] == 0
+    assert data["daemon"] is False and data["cursor"] > 0 and data["last_synced_at"]
+    human = run(b.home, "status")
+    assert "pending uploads: 1" in human.output and "conflicts: 1" in human.output
+
+
+def test_conflicts_list_and_show(make_device: Callable[..., Device]) -> None:
+    _, b, ident = _conflicted(make_device)
+    listed = json.loads(run(b.home, "--json", "conflicts").output)
+    assert [(c["cid"], c["id"]) for c in listed] == [(1, ident)]
+    assert "(conflict b " in listed[0]["copy_path"]
+    shown = run(b.home, "conflicts", "show", "1")
+    assert shown.exit_code == 0
+    assert "-steps: 5\n+steps: 4" in shown.output  # local vs remote
+    assert "--- base" in shown.output
+    data = json.loads(run(b.home, "--json", "conflicts", "show", "1").output)
+    assert data["base"] == BASE and data["local"].endswith("steps: 5\n")
+    missing = run(b.home, "conflicts", "show", "9")
+    assert missing.exit_code == 1 and "no conflict #9" in missing.output
+
+
+def test_resolve_take_local_pushes_it_and_removes_the_copy(
+    make_device: Callable[..., Device],
+) -> None:
+    a, b, ident = _conflicted(make_device)
+    result = run(b.home, "conflicts", "resolve", "1", "--take", "local")
+    assert result.exit_code == 0, result.output
+    assert b.store.load(ident).content == "name: flow\nsteps: 5\n"
+    assert len(b.store.list()) == 1
+    converge(a, b)
+    assert a.store.load(ident).content == "name: flow\nsteps: 5\n" and len(a.store.list()) == 1
+    again = run(b.home, "conflicts", "resolve", "1", "--take", "remote")
+    assert again.exit_code == 1 and "already resolved" in again.output
+    assert json.loads(run(b.home, "--json", "conflicts").output) == []
+    assert len(json.loads(run(b.home, "--json", "conflicts", "list", "--all").output)) == 1
+
+
+def test_resolve_take_remote_and_take_file(
+    make_device: Callable[..., Device], tmp_path: Path
+) -> None:
+    a, b, ident = _conflicted(make_device)
+    assert run(b.home, "conflicts", "resolve", "1", "--take", "remote").exit_code == 0
+    assert b.store.load(ident).content == "name: flow\nsteps: 4\n" and len(b.store.list()) == 1
+    a.store.save("c/flow", "name: flow\nsteps: 6\n")
+    b.store.save("c/flow", "name: flow\nsteps: 7\n")
+    a.sync()
+    b.sync()
+    chosen = tmp_path / "chosen.yaml"
+    chosen.write_text("name: flow\nsteps: 67\n", encoding="utf-8")
+    assert run(b.home, "conflicts", "resolve", "2", "--take", str(chosen)).exit_code == 0
+    assert b.store.load(ident).content == "name: flow\nsteps: 67\n"
+    bad = run(b.home, "conflicts", "resolve", "2", "--take", str(tmp_path / "nope.yaml"))
+    assert bad.exit_code == 2
+
+
+def test_resolve_with_the_configured_merge_tool(
+    make_device: Callable[..., Device], tmp_path: Path
+) -> None:
+    _, b, ident = _conflicted(make_device)
+    tool = tmp_path / "tool.py"
+    tool.write_text(
+        "import sys\n"
+        "base, local, remote, merged = sys.argv[1:5]\n"
+        "texts = [open(p).read() for p in (base, local, remote)]\n"
+        "open(merged, 'w').write('name: flow\\nsteps: 45\\n# saw %d chars\\n' % sum(map(len, texts)))\n",
+        encoding="utf-8",
+    )
+    env = {"LOCALSTORE_MERGE_TOOL": f"{sys.executable} {tool} %BASE %LOCAL %REMOTE %MERGED"}
+    result = run(b.home, "conflicts", "resolve", "1", "--tool", env=env)
+    assert result.exit_code == 0, result.output
+    assert b.store.load(ident).content.startswith("name: flow\nsteps: 45\n# saw ")
+    again = run(b.home, "conflicts", "resolve", "1", "--tool", env=env)
+    assert again.exit_code == 1 and "already resolved" in again.output
+
+
+def test_merge_tool_failure_keeps_the_conflict_open(make_device: Callable[..., Device]) -> None:
+    _, b, _ = _conflicted(make_device)
+    failing = {"LOCALSTORE_MERGE_TOOL": f"{sys.executable} -c 'raise SystemExit(1)'"}
+    result = run(b.home, "conflicts", "resolve", "1", "--tool", env=failing)
+    assert result.exit_code == 3
+    assert len(json.loads(run(b.home, "--json", "conflicts").output)) == 1
+    unset = run(b.home, "conflicts", "resolve", "1", "--tool", env={"LOCALSTORE_MERGE_TOOL": ""})
+    assert unset.exit_code == 1 and "merge_tool" in unset.output
+    usage = run(b.home, "conflicts", "resolve", "1")
+    assert usage.exit_code == 2
