@@ -110,6 +110,7 @@ ENTRY_PREFIX = "blueprints/"
 ENCRYPTED_MAGIC = b"LSBUNDLE\x01"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 CONFLICT_POLICIES = ("skip", "overwrite", "keep-both", "merge")
+STAGING_PREFIX = "import-staging-"
 ORIGIN = "import"
 MAX_META_BYTES = 1024 * 1024
 _CHUNK = 64 * 1024
@@ -576,14 +577,41 @@ class _Staging:
         self._path: Path | None = None
 
     def path(self) -> Path:
+        """The folder, created on the first call."""
         if self._path is None:
             self._root.mkdir(parents=True, exist_ok=True)
-            self._path = Path(tempfile.mkdtemp(prefix="import-staging-", dir=self._root))
+            _sweep_stale_staging(self._root)
+            prefix = f"{STAGING_PREFIX}{os.getpid()}-"
+            self._path = Path(tempfile.mkdtemp(prefix=prefix, dir=self._root))
         return self._path
 
     def remove(self) -> None:
         if self._path is not None:
             shutil.rmtree(self._path, ignore_errors=True)
+
+
+def _sweep_stale_staging(root: Path) -> None:
+    """Remove staging folders left by imports that were killed (their process is gone).
+
+    A ``finally`` cannot run after SIGKILL or power loss; the folder name carries the pid, so the
+    next import can tell a leftover from a concurrent import that is still running.
+    """
+    for leftover in root.glob(f"{STAGING_PREFIX}*"):
+        pid_text = leftover.name[len(STAGING_PREFIX) :].split("-", 1)[0]
+        if pid_text.isdigit() and not _process_alive(int(pid_text)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # exists but not ours, or no signal support: keep it
+        return True
+    return True
 
 
 def _bundle_size(src: Path) -> int:

@@ -1,0 +1,89 @@
+"""An interrupted import leaves every blueprint as it was or fully imported, never half a pair."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import localstore
+from localstore import archive
+
+from .conftest import StoreFactory, populate, tree
+
+CHILD = Path(__file__).with_name("import_child.py")
+
+
+class Stop(Exception):
+    """The injected fault."""
+
+
+def _expect_prefix(dst_files: dict[str, bytes], src_files: dict[str, bytes]) -> set[str]:
+    """Every file in dst is byte-identical to src's, in complete pairs; return the YAML paths."""
+    yamls = {p for p in dst_files if p.endswith(".blueprint.yaml")}
+    metas = {p for p in dst_files if p.endswith(".blueprint.meta.json")}
+    assert {p.replace(".blueprint.yaml", ".blueprint.meta.json") for p in yamls} == metas
+    for p, data in dst_files.items():
+        assert src_files[p] == data, p
+    return yamls
+
+
+def test_fault_between_blueprints(stores: StoreFactory, tmp_path: Path) -> None:
+    src = stores("src")
+    populate(src, 20)
+    bundle = tmp_path / "b.lsbundle"
+    archive.export_bundle(src, bundle)
+    dst = stores("dst")
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase == "import" and done == 7:
+            raise Stop
+
+    with pytest.raises(Stop):
+        archive.import_bundle(dst, bundle, progress=progress)
+    assert len(_expect_prefix(tree(dst), tree(src))) == 7 == dst.count()
+    assert not list(dst.paths.cache.glob("import-staging-*"))
+    again = archive.import_bundle(dst, bundle)
+    assert again.counts() == {"unchanged": 7, "create": 13}
+    assert tree(dst) == tree(src)
+
+
+@pytest.mark.parametrize("kill_after", [1, 25])
+def test_kill_during_import(stores: StoreFactory, tmp_path: Path, kill_after: int) -> None:
+    src = stores("src")
+    populate(src, 60)
+    bundle = tmp_path / "b.lsbundle"
+    archive.export_bundle(src, bundle)
+    home = tmp_path / "dst"
+    child = subprocess.Popen(
+        [sys.executable, str(CHILD), str(home), str(bundle)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if int(line) >= kill_after:
+                break
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(30)
+        if child.stdout is not None:
+            child.stdout.close()
+    with localstore.open(home=home) as dst:  # reconcile on open records what the kill left
+        done = _expect_prefix(tree(dst), tree(src))
+        assert kill_after <= len(done) <= 60 and dst.count() == len(done)
+        assert dst.check().clean
+        for info in dst.list():
+            assert info.id == src.resolve(info.path).id
+        leftover = list(dst.paths.cache.glob("import-staging-*"))
+        assert leftover, "the killed import could not clean up; the next one must"
+        result = archive.import_bundle(dst, bundle)
+        assert not list(dst.paths.cache.glob("import-staging-*"))
+        assert result.counts().get("create", 0) == 60 - len(done)
+        assert tree(dst) == tree(src)
