@@ -1,0 +1,120 @@
+"""``localstore export`` and ``localstore import`` through the real click entry point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from localstore.cli import cli
+
+from . import zipcraft as z
+
+
+def run(
+    home: Path, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["--home", str(home), *args], env=env or {}, input=stdin)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    home = tmp_path / "src"
+    for i, folder in enumerate(["a", "a", "b"]):
+        doc = f"# n {i}\nname: bp-{i}\n"
+        code, _, err = run(
+            home, "save", f"{folder}/bp-{i}", "-f", "-", "--tag", f"t{i % 2}", stdin=doc
+        )
+        assert code == 0, err
+    return home
+
+
+def _files(home: Path) -> dict[str, bytes]:
+    root = home / "blueprints"
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_export_import_round_trip_with_json(src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "all.lsbundle"
+    code, stdout, _ = run(src, "--json", "export", "-o", str(out))
+    assert code == 0 and json.loads(stdout)["count"] == 3
+    dst = tmp_path / "dst"
+    code, stdout, _ = run(dst, "--json", "import", str(out), "--dry-run")
+    plan = json.loads(stdout)
+    assert code == 0 and plan["dry_run"] and plan["counts"] == {"create": 3}
+    assert not (dst / "blueprints").exists() or not _files(dst)
+    code, stdout, _ = run(dst, "--json", "import", str(out))
+    assert code == 0 and json.loads(stdout)["changed"] == 3
+    assert _files(dst) == _files(src)
+    code, stdout, _ = run(dst, "--json", "import", str(out))
+    assert code == 0 and json.loads(stdout)["counts"] == {"unchanged": 3}
+
+
+def test_selection_and_human_output(src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "a.lsbundle"
+    code, _, err = run(src, "export", "--folder", "a", "--tag", "t0", "-o", str(out))
+    assert code == 0 and "exported 1 blueprint" in err
+    code, stdout, err = run(tmp_path / "dst", "import", str(out))
+    assert code == 0 and "create" in stdout and "a/bp-0.blueprint.yaml" in stdout
+    assert "did: 1 create" in err
+
+
+def test_skipped_conflicts_exit_3(src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "b.lsbundle"
+    run(src, "export", "-o", str(out))
+    dst = tmp_path / "dst"
+    run(dst, "import", str(out))
+    assert run(dst, "save", "a/bp-0", "-f", "-", stdin="mine: 1\n")[0] == 0
+    assert run(src, "save", "a/bp-0", "-f", "-", stdin="theirs: 1\n")[0] == 0
+    code, _, _ = run(dst, "import", str(out), "--on-conflict", "skip")
+    assert code == 0  # the bundle holds the version dst already had: nothing to decide
+    run(src, "export", "-o", str(out))
+    code, stdout, _ = run(dst, "import", str(out))
+    assert code == 3 and "skip" in stdout
+    code, _, _ = run(dst, "import", str(out), "--on-conflict", "keep-both")
+    assert code == 0
+
+
+def test_encrypted_bundle_passphrase_from_env_only(src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "e.lsbundle"
+    code, _, err = run(src, "export", "--encrypt", "-o", str(out))
+    assert code == 2 and "LOCALSTORE_PASSPHRASE" in err and not out.exists()
+    code, _, _ = run(src, "export", "--encrypt", "--passphrase", "x", "-o", str(out))
+    assert code == 2  # there is no way to pass it on the command line
+    code, _, err = run(
+        src, "export", "--encrypt", "-o", str(out), env={"LOCALSTORE_PASSPHRASE": "s3"}
+    )
+    assert code == 0 and "(encrypted)" in err
+    dst = tmp_path / "dst"
+    code, _, err = run(dst, "import", str(out), env={"LOCALSTORE_PASSPHRASE": "wrong"})
+    assert code == 1 and err.startswith("error: decryption failed")
+    code, _, _ = run(dst, "import", str(out), env={"LOCALSTORE_PASSPHRASE": "s3"})
+    assert code == 0 and _files(dst) == _files(src)
+
+
+def test_yaml_export(src: Path, tmp_path: Path) -> None:
+    code, stdout, _ = run(src, "export", "a/bp-0", "--yaml", "-o", "-")
+    assert code == 0 and stdout == (src / "blueprints/a/bp-0.blueprint.yaml").read_text()
+    target = tmp_path / "one.yaml"
+    code, _, _ = run(src, "export", "b/bp-2", "--yaml", "-o", str(target))
+    assert (
+        code == 0 and target.read_bytes() == (src / "blueprints/b/bp-2.blueprint.yaml").read_bytes()
+    )
+    code, _, err = run(src, "export", "a/bp-0", "a/bp-1", "--yaml", "-o", "-")
+    assert code == 2 and "exactly one" in err
+
+
+def test_errors_are_one_line_with_the_documented_codes(src: Path, tmp_path: Path) -> None:
+    code, _, err = run(src, "export", "nope/missing", "-o", str(tmp_path / "x.lsbundle"))
+    assert code == 4 and err.startswith("error: ")
+    hostile = tmp_path / "evil.lsbundle"
+    entries = [*z.bundle_entries([z.Blueprint("f/a.blueprint.yaml")]), z.RawEntry(b"../evil", b"x")]
+    hostile.write_bytes(z.build(entries))
+    code, _, err = run(tmp_path / "dst", "import", str(hostile))
+    assert code == 1 and err.count("\n") == 1 and "'..'" in err
+    (tmp_path / "junk.lsbundle").write_bytes(b"hello")
+    code, _, err = run(tmp_path / "dst", "import", str(tmp_path / "junk.lsbundle"))
+    assert code == 1 and "not a .lsbundle" in err
