@@ -107,7 +107,11 @@ class MemoryServer:
 
 
 class MemoryRemote:
-    """One user's handle on a MemoryServer; meets the Remote protocol."""
+    """One user's handle on a MemoryServer; meets the Remote protocol.
+
+    ``calls`` counts the calls per method (faulted ones included), for tests that check what an
+    engine did.
+    """
 
     def __init__(self, server: MemoryServer | None = None, *, user: str = "user") -> None:
         self.server = server if server is not None else MemoryServer()

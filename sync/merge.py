@@ -47,6 +47,7 @@ PolicyName = Literal["merge", "keep-both", "prefer-local", "prefer-remote"]
 POLICIES: tuple[PolicyName, ...] = ("merge", "keep-both", "prefer-local", "prefer-remote")
 LIST_MATCH_KEYS = ("id", "name")
 _STEP_RANK = {"one_sided": 1, "line": 2, "structural": 3}
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _Missing:
@@ -235,7 +236,8 @@ def resolve(
     if not callable(policy) and policy not in POLICIES:
         raise MergeError(f"unknown conflict policy {policy!r}", hint=f"use one of {POLICIES}")
     full = callable(policy) or policy == "merge"
-    outcome = merge(base, local, remote, validator=validator, max_step=_max_step(full))
+    max_step: MaxStep = "structural" if full else "one_sided"
+    outcome = merge(base, local, remote, validator=validator, max_step=max_step)
     if outcome.status == "clean":
         return _settled(outcome, local, remote)
     if policy in ("merge", "keep-both"):
@@ -246,10 +248,6 @@ def resolve(
         return Resolution.take_remote()
     assert callable(policy)
     return _checked(policy(ConflictCase(base, local, remote, outcome)))
-
-
-def _max_step(full: bool) -> MaxStep:
-    return "structural" if full else "one_sided"
 
 
 def _settled(outcome: MergeOutcome, local: Version, remote: Version) -> Resolution:
@@ -315,9 +313,6 @@ def _duplicate_keys(text: str) -> list[str]:
         elif isinstance(current, yaml.SequenceNode):
             stack.extend(current.value)
     return found
-
-
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -77,6 +77,7 @@ def test_fail_next_raises_before_anything_happens(dev: Writer) -> None:
             dev.push(change)
     assert remote.pull(0).changes == []  # other methods are not affected
     assert dev.push_one(change).status == "applied"
+    assert remote.calls == {"push": 3, "pull": 1}
 
 
 def test_fail_next_defaults_to_a_transient_fault_on_any_call(dev: Writer) -> None:
