@@ -1,0 +1,649 @@
+"""``localstore daemon``, ``localstore service install|uninstall|status`` and ``localstore doctor``.
+
+The service files are rendered here (the same text as the samples in ``packaging/``, which a test
+keeps equal) so an installed wheel or a one-file binary needs no data files: a systemd user unit on
+Linux, a launchd agent on macOS, a scheduled task (XML for ``schtasks``) on Windows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import plistlib
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+import click
+
+from localstore.cli import (
+    EXIT_ATTENTION,
+    EXIT_ERROR,
+    EXIT_OK,
+    CliContext,
+    errors_to_exit,
+    fail,
+    pass_ctx,
+)
+from localstore.config import Settings
+from sync.embed import daemon_running, lock_holder, read_state
+
+DETACH_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+SERVICE_NAME = "localstore"
+LAUNCHD_LABEL = "dev.localstore.daemon"
+TASK_NAME = "LocalStore daemon"
+MIN_FREE_BYTES = 500 * 1024 * 1024
+
+# -- localstore daemon ------------------------------------------------------------------------------
+
+
+@click.command("daemon")
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    help="Least severe log level written.",
+)
+@click.option("--log-json", is_flag=True, help="Write log lines as JSON objects.")
+@click.option("--port", type=int, default=0, help="Control API port on 127.0.0.1 (default: free).")
+@click.option(
+    "--metrics-port", type=int, default=None, help="Serve Prometheus /metrics on 127.0.0.1:PORT."
+)
+@click.option("--detach", is_flag=True, help="Start in the background; return once it answers.")
+@click.option("--stop", "stop_it", is_flag=True, help="Stop the running daemon of this home.")
+@click.option("--no-stderr", is_flag=True, hidden=True, help="Log to the file only (--detach).")
+@pass_ctx
+def daemon_cmd(
+    ctx: CliContext,
+    log_level: str,
+    log_json: bool,
+    port: int,
+    metrics_port: int | None,
+    detach: bool,
+    stop_it: bool,
+    no_stderr: bool,
+) -> None:
+    """Run the background daemon (watcher, sync, control API) in the foreground.
+
+    One daemon per home; SIGTERM or Ctrl-C stops it. Logs go to the state folder's daemon.log and
+    to stderr. Without `localstore login` it runs offline (watching and indexing only).
+    """
+    if stop_it:
+        _stop_daemon(ctx)
+        return
+    if detach:
+        _detach(ctx, log_level, log_json, port, metrics_port)
+        return
+    from sync.daemon import Daemon, configure_logging
+
+    with errors_to_exit():
+        configure_logging(
+            ctx.settings.paths.state, level=log_level, as_json=log_json, stderr=not no_stderr
+        )
+        daemon = Daemon(ctx.settings, port=port, metrics_port=metrics_port)
+        raise SystemExit(daemon.run())
+
+
+def _self_command() -> list[str]:
+    """How to run this CLI again: the frozen binary, or this interpreter."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable]
+    return [sys.executable, "-c", "from localstore.cli import main; main()"]
+
+
+def _detach(
+    ctx: CliContext, log_level: str, log_json: bool, port: int, metrics_port: int | None
+) -> None:
+    settings = ctx.settings
+    running = daemon_running(settings)
+    if running is not None:
+        _show_daemon(ctx, running, "already running")
+        return
+    args = [*_self_command(), "--home", str(settings.paths.state.parent), "daemon"]
+    args += ["--log-level", log_level, "--port", str(port), "--no-stderr"]
+    args += ["--log-json"] if log_json else []
+    args += ["--metrics-port", str(metrics_port)] if metrics_port is not None else []
+    settings.paths.state.mkdir(parents=True, exist_ok=True)
+    with open(settings.paths.state / "daemon.out", "ab") as out:
+        # Own session: the daemon outlives this command and the terminal's Ctrl-C.
+        proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+        )
+    deadline = time.monotonic() + DETACH_TIMEOUT_S
+    while time.monotonic() < deadline:
+        state = daemon_running(settings)
+        if state is not None and state.get("pid") == proc.pid:
+            _show_daemon(ctx, state, "started")
+            return
+        if proc.poll() is not None:
+            fail(
+                f"the daemon exited with code {proc.returncode}: {_last_line(settings)}",
+                hint=f"see {settings.paths.state / 'daemon.log'}",
+            )
+        time.sleep(0.05)
+    proc.terminate()
+    fail("the daemon did not become ready in time", hint="see the state folder's daemon.log")
+
+
+def _last_line(settings: Settings) -> str:
+    for name in ("daemon.out", "daemon.log"):
+        try:
+            lines = (settings.paths.state / name).read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        errors = [ln for ln in lines if "error" in ln.lower()]
+        if errors or lines:
+            return (errors or lines)[-1].strip()
+    return "no log"
+
+
+def _show_daemon(ctx: CliContext, state: dict[str, Any], status: str) -> None:
+    public = {k: state.get(k) for k in ("pid", "port", "home", "log")}
+    public["status"] = status
+    ctx.emit(public, lambda: click.echo(f"daemon {status}: pid {state.get('pid')}"))
+
+
+def _stop_daemon(ctx: CliContext) -> None:
+    state = daemon_running(ctx.settings)
+    pid = int(state["pid"]) if state else lock_holder(ctx.settings.paths.state)
+    if not pid:
+        ctx.emit({"status": "not running"}, lambda: click.echo("no daemon runs for this home"))
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while lock_holder(ctx.settings.paths.state) == pid and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if lock_holder(ctx.settings.paths.state) == pid:
+        fail(f"daemon {pid} did not stop in {STOP_TIMEOUT_S:.0f} s", hint=f"kill -9 {pid}")
+    ctx.emit({"status": "stopped", "pid": pid}, lambda: click.echo(f"daemon {pid} stopped"))
+
+
+# -- service files ---------------------------------------------------------------------------------
+
+
+def service_suffix(settings: Settings | None, home: str | None) -> str:
+    """'' for the default home, else '-<8 hex of the home path>' (one service per home)."""
+    if not home or settings is None:
+        return ""
+    return "-" + hashlib.sha256(str(settings.paths.state.parent).encode()).hexdigest()[:8]
+
+
+def daemon_args(executable: str, home: str | None) -> list[str]:
+    """The daemon's command line as a service runs it."""
+    return [executable, *(["--home", home] if home else []), "daemon"]
+
+
+def render_systemd_unit(args: list[str]) -> str:
+    """A systemd user unit running ``args``."""
+    return f"""\
+[Unit]
+Description=LocalStore daemon: watch, index and sync blueprints
+Documentation=https://github.com/localstore/localstore/blob/main/docs/daemon.md
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+ExecStart={shlex.join(args)}
+Restart=on-failure
+RestartSec=5
+# The daemon stops within 5 s of SIGTERM; the rest is slack before systemd sends SIGKILL.
+TimeoutStopSec=15
+KillSignal=SIGTERM
+NoNewPrivileges=yes
+
+[Install]
+WantedBy=default.target
+"""
+
+
+def render_launchd_plist(args: list[str], log_dir: str, label: str = LAUNCHD_LABEL) -> str:
+    """A launchd agent (~/Library/LaunchAgents) running ``args`` at login, restarted on crash."""
+    data = {
+        "Label": label,
+        "ProgramArguments": args,
+        "RunAtLoad": True,
+        "KeepAlive": {"SuccessfulExit": False},
+        "ProcessType": "Background",
+        "ExitTimeOut": 15,
+        "StandardOutPath": f"{log_dir}/daemon.out",
+        "StandardErrorPath": f"{log_dir}/daemon.out",
+    }
+    return plistlib.dumps(data, sort_keys=False).decode()
+
+
+def render_task_xml(args: list[str]) -> str:
+    """A Windows scheduled task (``schtasks /Create /XML``) starting ``args`` at logon."""
+    command, arguments = args[0], subprocess.list2cmdline(args[1:])
+    return f"""\
+<?xml version="1.0" encoding="UTF-16"?>
+<Task version="1.2" xmlns="http://schemas.microsoft.com/windows/2004/02/mit/task">
+  <RegistrationInfo>
+    <Description>LocalStore daemon: watch, index and sync blueprints</Description>
+    <URI>\\{escape(TASK_NAME)}</URI>
+  </RegistrationInfo>
+  <Triggers>
+    <LogonTrigger>
+      <Enabled>true</Enabled>
+    </LogonTrigger>
+  </Triggers>
+  <Principals>
+    <Principal id="Author">
+      <LogonType>InteractiveToken</LogonType>
+      <RunLevel>LeastPrivilege</RunLevel>
+    </Principal>
+  </Principals>
+  <Settings>
+    <MultipleInstancesPolicy>IgnoreNew</MultipleInstancesPolicy>
+    <DisallowStartIfOnBatteries>false</DisallowStartIfOnBatteries>
+    <StopIfGoingOnBatteries>false</StopIfGoingOnBatteries>
+    <ExecutionTimeLimit>PT0S</ExecutionTimeLimit>
+    <RestartOnFailure>
+      <Interval>PT1M</Interval>
+      <Count>999</Count>
+    </RestartOnFailure>
+    <Hidden>true</Hidden>
+  </Settings>
+  <Actions Context="Author">
+    <Exec>
+      <Command>{escape(command)}</Command>
+      <Arguments>{escape(arguments)}</Arguments>
+    </Exec>
+  </Actions>
+</Task>
+"""
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    """Where this OS's service file goes and the commands that enable/disable it."""
+
+    kind: str
+    path: Path
+    text: str
+    enable: list[list[str]]
+    disable: list[list[str]]
+    reachable: bool
+
+
+def _executable() -> str:
+    if getattr(sys, "frozen", False):
+        return sys.executable
+    beside = Path(sys.executable).with_name("localstore")
+    return str(beside) if beside.exists() else (shutil.which("localstore") or str(beside))
+
+
+def service_plan(settings: Settings, home: str | None, platform: str = sys.platform) -> ServicePlan:
+    """The service for this OS. Raises click.ClickException where none is supported."""
+    home_arg = str(settings.paths.state.parent) if home else None
+    args = daemon_args(_executable(), home_arg)
+    suffix = service_suffix(settings, home)
+    if platform.startswith("linux"):
+        return _systemd_plan(args, suffix)
+    if platform == "darwin":
+        label = LAUNCHD_LABEL + suffix
+        path = Path.home() / "Library" / "LaunchAgents" / f"{label}.plist"
+        text = render_launchd_plist(args, str(settings.paths.state), label)
+        domain = f"gui/{os.getuid()}"
+        return ServicePlan(
+            "launchd",
+            path,
+            text,
+            [["launchctl", "bootstrap", domain, str(path)]],
+            [["launchctl", "bootout", f"{domain}/{label}"]],
+            shutil.which("launchctl") is not None,
+        )
+    if platform in ("win32", "cygwin"):
+        path = settings.paths.config / f"localstore-task{suffix}.xml"
+        name = TASK_NAME + suffix
+        return ServicePlan(
+            "schtasks",
+            path,
+            render_task_xml(args),
+            [["schtasks", "/Create", "/TN", name, "/XML", str(path), "/F"]],
+            [["schtasks", "/Delete", "/TN", name, "/F"]],
+            shutil.which("schtasks") is not None,
+        )
+    raise click.ClickException(
+        f"no service manager is supported on {platform}; run `localstore daemon` from your "
+        "session's startup instead"
+    )
+
+
+def _systemd_plan(args: list[str], suffix: str) -> ServicePlan:
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    unit = f"{SERVICE_NAME}{suffix}.service"
+    return ServicePlan(
+        "systemd",
+        config / "systemd" / "user" / unit,
+        render_systemd_unit(args),
+        [
+            ["systemctl", "--user", "daemon-reload"],
+            ["systemctl", "--user", "enable", "--now", unit],
+        ],
+        [
+            ["systemctl", "--user", "disable", "--now", unit],
+            ["systemctl", "--user", "daemon-reload"],
+        ],
+        _user_systemd_reachable(),
+    )
+
+
+def _user_systemd_reachable() -> bool:
+    if shutil.which("systemctl") is None:
+        return False
+    try:
+        done = subprocess.run(
+            ["systemctl", "--user", "is-system-running"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    # Exit 0 (running) or 1 (degraded/starting) both mean a user manager answers; 'offline' or a
+    # bus error ("Failed to connect to bus") means there is none to talk to.
+    out = done.stdout.decode(errors="replace").strip()
+    return out in ("running", "degraded", "starting", "initializing")
+
+
+def _run_all(commands: list[list[str]]) -> list[dict[str, Any]]:
+    results = []
+    for cmd in commands:
+        done = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+        results.append(
+            {"command": shlex.join(cmd), "rc": done.returncode, "stderr": done.stderr.decode()}
+        )
+        if done.returncode != 0:
+            break
+    return results
+
+
+@click.group("service")
+def service_group() -> None:
+    """Install the daemon as a per-user service (systemd, launchd, Task Scheduler)."""
+
+
+@service_group.command("install")
+@click.option("--no-enable", is_flag=True, help="Only write the file; print how to enable it.")
+@pass_ctx
+def service_install(ctx: CliContext, no_enable: bool) -> None:
+    """Write this OS's service file for this home and enable it where possible."""
+    plan = service_plan(ctx.settings, ctx.home)
+    plan.path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = plan.path.with_name(plan.path.name + ".lstmp")
+    tmp.write_text(plan.text, encoding="utf-16" if plan.kind == "schtasks" else "utf-8")
+    os.replace(tmp, plan.path)
+    commands = [shlex.join(c) for c in plan.enable]
+    out: dict[str, Any] = {"kind": plan.kind, "path": str(plan.path), "enabled": False}
+    if plan.reachable and not no_enable:
+        out["results"] = _run_all(plan.enable)
+        out["enabled"] = all(r["rc"] == 0 for r in out["results"])
+    else:
+        out["commands"] = commands
+        out["reason"] = "--no-enable" if no_enable else f"no reachable {plan.kind} user manager"
+
+    def human() -> None:
+        click.echo(f"wrote {plan.path}")
+        if out["enabled"]:
+            click.echo(f"enabled and started ({plan.kind})")
+        else:
+            click.echo(f"not enabled ({out.get('reason', 'a command failed')}); run:")
+            for c in commands:
+                click.echo(f"  {c}")
+
+    ctx.emit(out, human)
+    if "results" in out and not out["enabled"]:
+        raise SystemExit(EXIT_ERROR)
+
+
+@service_group.command("uninstall")
+@pass_ctx
+def service_uninstall(ctx: CliContext) -> None:
+    """Disable and remove this home's service file."""
+    plan = service_plan(ctx.settings, ctx.home)
+    out: dict[str, Any] = {"kind": plan.kind, "path": str(plan.path), "removed": False}
+    if plan.path.exists():
+        if plan.reachable:
+            out["results"] = _run_all(plan.disable[:1])
+        plan.path.unlink()
+        out["removed"] = True
+        if plan.reachable and len(plan.disable) > 1:
+            out["results"] = out.get("results", []) + _run_all(plan.disable[1:])
+    elif not plan.reachable:
+        out["commands"] = [shlex.join(c) for c in plan.disable]
+    ctx.emit(out, lambda: click.echo(("removed " if out["removed"] else "no ") + str(plan.path)))
+
+
+@service_group.command("status")
+@pass_ctx
+def service_status(ctx: CliContext) -> None:
+    """Show whether the service file is installed and whether the daemon runs."""
+    plan = service_plan(ctx.settings, ctx.home)
+    running = daemon_running(ctx.settings)
+    out: dict[str, Any] = {
+        "kind": plan.kind,
+        "path": str(plan.path),
+        "installed": plan.path.exists(),
+        "manager_reachable": plan.reachable,
+        "daemon": {"pid": running["pid"], "port": running["port"]} if running else None,
+    }
+    if plan.kind == "systemd" and plan.reachable and plan.path.exists():
+        done = subprocess.run(
+            ["systemctl", "--user", "is-active", plan.path.name],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+        out["active"] = done.stdout.decode().strip()
+
+    def human() -> None:
+        click.echo(
+            f"{plan.kind}: {plan.path} {'installed' if out['installed'] else 'not installed'}"
+        )
+        click.echo(f"daemon: {'pid ' + str(running['pid']) if running else 'not running'}")
+
+    ctx.emit(out, human)
+
+
+# -- localstore doctor -------------------------------------------------------------------------------
+
+
+@dataclass
+class Finding:
+    """One doctor check: ok / info / problem, what was seen, how to fix it."""
+
+    check: str
+    status: str
+    detail: str
+    fix: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        """A JSON-friendly view."""
+        return {"check": self.check, "status": self.status, "detail": self.detail, "fix": self.fix}
+
+
+def check_keychain(settings: Settings) -> Finding:
+    """The credential backend works (a real set/get/delete probe)."""
+    from localstore.credentials import keychain_report
+
+    report = keychain_report(settings)
+    if report.get("ok"):
+        return Finding("keychain", "ok", f"{report['active']} ({report['keyring_backend']})")
+    return Finding(
+        "keychain",
+        "problem",
+        str(report.get("problem") or "no usable keychain"),
+        str(report.get("hint") or "install and unlock a Secret Service keychain"),
+    )
+
+
+def check_index(settings: Settings) -> Finding:
+    """The index opens, passes SQLite's quick_check and agrees with the files."""
+    if not settings.paths.index_db.exists():
+        return Finding("index", "problem", "this home has no index yet", "run `localstore init`")
+    from localstore.errors import LocalStoreError
+    from localstore.store import BlueprintStore
+
+    try:
+        with BlueprintStore(settings, reconcile=False, maintenance=False) as store:
+            with store.index.read() as cur:
+                quick = [str(r[0]) for r in cur.execute("PRAGMA quick_check")]
+            report = store.check()
+    except LocalStoreError as exc:
+        return Finding("index", "problem", exc.message, exc.hint or "run `localstore check --fix`")
+    if quick != ["ok"]:
+        return Finding(
+            "index",
+            "problem",
+            f"SQLite quick_check: {'; '.join(quick[:3])}",
+            "run `localstore check --fix`",
+        )
+    if not report.clean:
+        kinds = sorted({p["kind"] for p in report.problems})
+        return Finding(
+            "index",
+            "problem",
+            f"{len(report.problems)} difference(s) between files and index ({', '.join(kinds)})",
+            "run `localstore check --fix`",
+        )
+    return Finding("index", "ok", "quick_check ok; files and index agree")
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_disk(settings: Settings) -> Finding:
+    """Free space where the blueprints and the index live."""
+    worst: tuple[int, Path] | None = None
+    for p in (settings.paths.blueprints, settings.paths.data):
+        usage = shutil.disk_usage(_existing_parent(p))
+        if worst is None or usage.free < worst[0]:
+            worst = (usage.free, p)
+    assert worst is not None
+    free_mb = worst[0] // (1024 * 1024)
+    if worst[0] < MIN_FREE_BYTES:
+        return Finding(
+            "disk", "problem", f"only {free_mb} MB free for {worst[1]}", "free disk space"
+        )
+    return Finding("disk", "ok", f"{free_mb} MB free")
+
+
+def check_watch_limits(settings: Settings) -> Finding:
+    """inotify watches (one per folder) are enough for the blueprints tree."""
+    limit_file = Path("/proc/sys/fs/inotify/max_user_watches")
+    if not limit_file.exists():
+        return Finding("watcher", "ok", "no inotify limit applies on this system")
+    limit = int(limit_file.read_text().strip())
+    root = settings.paths.blueprints
+    folders = 1 + sum(len(dirs) for _, dirs, _ in os.walk(root)) if root.exists() else 0
+    # Other programs of the user share the limit: ask for headroom, not just >= folders.
+    if folders * 2 + 1000 > limit:
+        return Finding(
+            "watcher",
+            "problem",
+            f"{folders} folders to watch, max_user_watches is {limit}",
+            "sudo sysctl fs.inotify.max_user_watches=524288 (persist it in /etc/sysctl.d/)",
+        )
+    return Finding("watcher", "ok", f"{folders} folder(s); max_user_watches {limit}")
+
+
+def check_cloud(settings: Settings) -> Finding:
+    """Login and reachability of the configured cloud project (skipped when not logged in)."""
+    from sync.errors import NotLoggedInError, SyncError
+    from sync.supabase_remote import remote_from_settings
+
+    try:
+        remote = remote_from_settings(settings, timeout_s=10.0)
+    except NotLoggedInError as exc:
+        return Finding("cloud", "info", f"sync is off: {exc.message}", exc.hint)
+    except SyncError as exc:
+        return Finding("cloud", "problem", exc.message, exc.hint)
+    try:
+        info = remote.server_info()
+        return Finding("cloud", "ok", f"{remote.url} answers (protocol {info.protocol}); logged in")
+    except SyncError as exc:
+        return Finding("cloud", "problem", f"{remote.url}: {exc.message}", exc.hint)
+    finally:
+        remote.close()
+
+
+def check_daemon(settings: Settings) -> Finding:
+    """Whether a daemon runs for this home and answers its control API."""
+    from sync.control import ControlClient, ControlError
+
+    state = daemon_running(settings)
+    if state is None:
+        stale = read_state(settings.paths.state)
+        detail = "not running" + (
+            " (a stale daemon.json from a dead daemon is ignored)" if stale else ""
+        )
+        return Finding("daemon", "info", detail, "start it: `localstore daemon --detach`")
+    try:
+        with ControlClient(int(state["port"]), str(state["token"]), timeout=5.0) as client:
+            sync = client.status()["sync"]
+    except ControlError as exc:
+        return Finding(
+            "daemon",
+            "problem",
+            f"pid {state['pid']} does not answer: {exc.message}",
+            f"restart it: kill {state['pid']}; localstore daemon --detach",
+        )
+    return Finding("daemon", "ok", f"pid {state['pid']}, sync {sync.get('state')}")
+
+
+CHECKS: tuple[Callable[[Settings], Finding], ...] = (
+    check_keychain,
+    check_index,
+    check_disk,
+    check_watch_limits,
+    check_cloud,
+    check_daemon,
+)
+
+
+def run_checks(settings: Settings) -> list[Finding]:
+    """Every doctor check; a check that crashes is reported as a problem, not raised."""
+    findings = []
+    for check in CHECKS:
+        name = check.__name__.removeprefix("check_")
+        try:
+            findings.append(check(settings))
+        except Exception as exc:  # noqa: BLE001 - one broken check must not hide the others
+            findings.append(Finding(name, "problem", f"the check failed: {exc}", "report a bug"))
+    return findings
+
+
+@click.command("doctor")
+@pass_ctx
+def doctor_cmd(ctx: CliContext) -> None:
+    """Check keychain, index, disk, watcher limits, cloud and daemon; say how to fix problems.
+
+    Exit 3 when any problem is found.
+    """
+    findings = run_checks(ctx.settings)
+    problems = [f for f in findings if f.status == "problem"]
+    marks = {"ok": "ok  ", "info": "info", "problem": "FAIL"}
+
+    def human() -> None:
+        for f in findings:
+            click.echo(f"[{marks[f.status]}] {f.check}: {f.detail}")
+            if f.fix and f.status != "ok":
+                click.echo(f"       fix: {f.fix}")
+        click.echo(f"{len(problems)} problem(s)" if problems else "no problems found")
+
+    ctx.emit({"ok": not problems, "checks": [f.to_dict() for f in findings]}, human)
+    raise SystemExit(EXIT_ATTENTION if problems else EXIT_OK)

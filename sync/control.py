@@ -1,0 +1,759 @@
+"""The daemon's control API: a token-protected websocket on 127.0.0.1, and its Python client.
+
+Wire format (one JSON object per text frame)::
+
+    request   {"id": 7, "op": "status", "args": {...}}           args optional
+    reply     {"id": 7, "ok": true, "result": ...}
+              {"id": 7, "ok": false, "error": {"code": "unknown_op", "message": "..."}}
+    event     {"event": "saved", "seq": 12, "ts": "...", "data": {...}}   after "subscribe"
+
+Ops: ``auth`` (token in the first message), ``ping``, ``status``, ``sync`` (``{"wait": true}``
+runs a cycle and returns its report), ``pause``, ``resume``, ``metrics``, ``subscribe``
+(``{"events": [...]}`` filters by name), ``unsubscribe``. Events: ``saved``, ``deleted``,
+``moved``, ``invalid``, ``conflict``, ``sync`` (state and progress), ``error``, ``dropped``,
+``shutdown``.
+
+Safety, because any local program (or a web page, through a browser) can open a socket to us:
+
+- the server binds 127.0.0.1 only, and refuses peers that are not loopback (defence in depth
+  against a future bind change or a proxy);
+- every connection must present the token from ``state/daemon.json`` (mode 0600) in an
+  ``Authorization: Bearer`` or ``X-LocalStore-Token`` header, or in its first message within
+  ``AUTH_TIMEOUT_S``; tokens are compared with ``hmac.compare_digest``;
+- frames above ``MAX_FRAME_BYTES`` close the connection (websockets' own limit, enforced before
+  the frame is buffered); requests above ``MAX_REQUEST_BYTES``, binary frames, bad JSON, wrong
+  types and unknown ops get an error reply, and the connection and the daemon go on;
+- at most ``max_connections`` clients; a subscriber that does not read its events fills its
+  bounded queue and is dropped from the stream with a ``dropped`` notice (memory never grows with
+  a stuck client); compression is off (no decompression bombs).
+
+The server runs on its own asyncio loop in one thread; blocking handler work (index reads, a sync
+cycle) runs in a small thread pool so a slow op never stalls other clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import hmac
+import http
+import ipaddress
+import itertools
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, WebSocketException
+from websockets.http11 import Request, Response
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_connect
+
+from localstore.config import Settings, load_settings
+from sync.errors import SyncError
+
+__all__ = [
+    "AUTH_TIMEOUT_S",
+    "MAX_FRAME_BYTES",
+    "MAX_REQUEST_BYTES",
+    "OPS",
+    "ControlClient",
+    "ControlError",
+    "ControlHandler",
+    "ControlRequestError",
+    "ControlServer",
+    "DaemonNotRunningError",
+    "OpError",
+    "is_loopback_peer",
+]
+
+log = logging.getLogger("sync.control")
+
+HOST = "127.0.0.1"
+AUTH_TIMEOUT_S = 5.0
+MAX_FRAME_BYTES = 256 * 1024
+MAX_REQUEST_BYTES = 64 * 1024
+DEFAULT_MAX_CONNECTIONS = 32
+DEFAULT_QUEUE_SIZE = 1000
+OPS = ("auth", "ping", "status", "sync", "pause", "resume", "metrics", "subscribe", "unsubscribe")
+_HANDLER_OPS = frozenset({"status", "sync", "pause", "resume", "metrics"})
+_TOKEN_HEADERS = ("X-LocalStore-Token",)
+
+
+# -- errors ----------------------------------------------------------------------------------------
+
+
+class ControlError(SyncError):
+    """The control API cannot be reached or used."""
+
+    hint = "check that the daemon runs: `localstore doctor`"
+
+
+class DaemonNotRunningError(ControlError):
+    """No daemon serves this home."""
+
+    hint = "start it with `localstore daemon` (or `localstore service install`)"
+
+
+class ControlRequestError(ControlError):
+    """The daemon answered a request with an error (``code`` says which)."""
+
+    hint = ""
+
+
+class OpError(Exception):
+    """Raised by a ControlHandler to send ``{"ok": false, "error": {code, message}}``."""
+
+    def __init__(self, code: str, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.hint = hint
+
+
+class ControlHandler(Protocol):
+    """What the server asks the daemon: one blocking call per op (runs in the server's pool)."""
+
+    def handle(self, op: str, args: dict[str, Any]) -> Any:
+        """Answer ``op`` (status, sync, pause, resume, metrics); raise OpError to refuse."""
+        ...
+
+
+# -- address and token checks ----------------------------------------------------------------------
+
+
+def is_loopback_peer(address: Any) -> bool:
+    """True when a socket peer address (``(host, port, ...)`` or a host string) is loopback."""
+    host = address[0] if isinstance(address, tuple | list) and address else address
+    if not isinstance(host, str):
+        return False
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+def token_matches(expected: str, given: object) -> bool:
+    """Constant-time comparison; anything that is not a non-empty string never matches."""
+    if not isinstance(given, str) or not given:
+        return False
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogatepass"))
+
+
+def _header_token(headers: Headers) -> str | None:
+    auth = headers.get("Authorization")
+    if auth and auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    for name in _TOKEN_HEADERS:
+        value = headers.get(name)
+        if value:
+            return value.strip()
+    return None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# -- server ----------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Conn:
+    """One client: its socket, auth state and (when subscribed) a bounded event queue."""
+
+    ws: ServerConnection
+    authed: bool
+    queue: asyncio.Queue[dict[str, Any]]
+    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    subscribed: bool = False
+    kinds: frozenset[str] | None = None
+    writer: asyncio.Task[None] | None = None
+
+
+@dataclass
+class ServerStats:
+    """Counters the metrics op reports."""
+
+    connections: int = 0
+    connections_total: int = 0
+    refused: int = 0
+    requests: int = 0
+    errors: int = 0
+    events_published: int = 0
+    subscribers_dropped: int = 0
+
+
+class ControlServer:
+    """The websocket control API on 127.0.0.1 (own loop thread). start(), publish(), stop(), join().
+
+    ``metrics_text`` enables a Prometheus text endpoint (GET /metrics) on ``metrics_port``,
+    also bound to 127.0.0.1 only. Raises ControlError from start() when it cannot bind.
+    """
+
+    def __init__(
+        self,
+        handler: ControlHandler,
+        *,
+        token: str,
+        port: int = 0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        metrics_port: int | None = None,
+        metrics_text: Callable[[], str] | None = None,
+        workers: int = 4,
+    ) -> None:
+        if not token:
+            raise ValueError("the control token must not be empty")
+        self.handler = handler
+        self.stats = ServerStats()
+        self._token = token
+        self._requested_port = port
+        self._max_connections = max(1, max_connections)
+        self._queue_size = max(1, queue_size)
+        self._metrics_port = metrics_port
+        self._metrics_text = metrics_text
+        self._conns: set[_Conn] = set()
+        self._seq = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: Server | None = None
+        self._metrics_server: asyncio.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._stopping = False
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, workers), thread_name_prefix="localstore-control-op"
+        )
+        self.port = 0
+        self.metrics_bound_port: int | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Bind and serve on a new thread; returns once listening. Raises ControlError."""
+        if self._thread is not None:
+            raise ControlError("the control server starts once", hint="create a new one")
+        self._thread = threading.Thread(target=self._run, name="localstore-control", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise ControlError("the control server did not start in time")
+        if self._start_error is not None:
+            self.join(timeout)
+            raise ControlError(
+                f"cannot serve the control API: {self._start_error}",
+                hint="free the port or choose another one",
+            ) from self._start_error
+
+    @property
+    def bound_host(self) -> str:
+        """The address the websocket server listens on (always 127.0.0.1)."""
+        assert self._server is not None
+        return str(next(iter(self._server.sockets)).getsockname()[0])
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._open())
+        except (OSError, WebSocketException) as exc:
+            self._start_error = exc
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._close())
+            loop.close()
+
+    async def _open(self) -> None:
+        self._server = await serve(
+            self._serve_conn,
+            HOST,
+            self._requested_port,
+            process_request=self._process_request,
+            compression=None,
+            max_size=MAX_FRAME_BYTES,
+            max_queue=4,
+            write_limit=64 * 1024,
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=2,
+            open_timeout=AUTH_TIMEOUT_S,
+            server_header=None,
+        )
+        self.port = int(next(iter(self._server.sockets)).getsockname()[1])
+        if self._metrics_port is not None and self._metrics_text is not None:
+            self._metrics_server = await asyncio.start_server(
+                self._serve_metrics, HOST, self._metrics_port, limit=8192
+            )
+            self.metrics_bound_port = int(self._metrics_server.sockets[0].getsockname()[1])
+
+    async def _close(self) -> None:
+        notice = self._event_message("shutdown", {"reason": "the daemon is stopping"})
+        for conn in list(self._conns):
+            if conn.subscribed:
+                with contextlib.suppress(ConnectionClosed, OSError, asyncio.TimeoutError):
+                    await asyncio.wait_for(self._send(conn, notice), 0.5)
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            await self._metrics_server.wait_closed()
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            await self._server.wait_closed()
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    def stop(self) -> None:
+        """Close every connection (subscribers get a ``shutdown`` notice) and stop. Idempotent."""
+        self._stopping = True
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed between check and call
+                loop.call_soon_threadsafe(loop.stop)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the server thread to exit; True when it has."""
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    # -- publishing --------------------------------------------------------------------------------
+
+    def publish(self, event: str, data: dict[str, Any]) -> None:
+        """Send an event to every subscriber (thread-safe, never blocks the caller)."""
+        loop = self._loop
+        if loop is None or self._stopping or not self._conns:
+            return
+        message = self._event_message(event, data)
+        with contextlib.suppress(RuntimeError):  # the loop is closing: nobody to tell
+            loop.call_soon_threadsafe(self._fanout, message)
+
+    def _event_message(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
+        return {"event": event, "seq": next(self._seq), "ts": _now(), "data": data}
+
+    def _fanout(self, message: dict[str, Any]) -> None:
+        self.stats.events_published += 1
+        for conn in self._conns:
+            if not conn.subscribed or (
+                conn.kinds is not None and message["event"] not in conn.kinds
+            ):
+                continue
+            try:
+                conn.queue.put_nowait(message)
+            except asyncio.QueueFull:
+                self._drop_subscriber(conn)
+
+    def _drop_subscriber(self, conn: _Conn) -> None:
+        # A client that does not read: stop streaming to it rather than buffer without bound.
+        conn.subscribed = False
+        while not conn.queue.empty():
+            conn.queue.get_nowait()
+        self.stats.subscribers_dropped += 1
+        conn.queue.put_nowait(
+            self._event_message(
+                "dropped",
+                {
+                    "reason": "slow consumer: the event queue overflowed",
+                    "hint": "read events faster, then subscribe again",
+                },
+            )
+        )
+        log.warning("control: dropped a slow subscriber")
+
+    # -- connections -------------------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if not is_loopback_peer(connection.remote_address):
+            self.stats.refused += 1
+            log.warning("control: refused non-loopback peer %s", connection.remote_address)
+            return connection.respond(http.HTTPStatus.FORBIDDEN, "loopback clients only\n")
+        if len(self._conns) >= self._max_connections:
+            self.stats.refused += 1
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "too many clients\n")
+        given = _header_token(request.headers)
+        if given is not None and not token_matches(self._token, given):
+            self.stats.refused += 1
+            return connection.respond(http.HTTPStatus.UNAUTHORIZED, "wrong token\n")
+        return None
+
+    async def _serve_conn(self, ws: ServerConnection) -> None:
+        if len(self._conns) >= self._max_connections:
+            await ws.close(1013, "too many clients")
+            return
+        authed = token_matches(self._token, _header_token(ws.request.headers) if ws.request else "")
+        conn = _Conn(ws, authed, asyncio.Queue(self._queue_size + 1))
+        self._conns.add(conn)
+        self.stats.connections = len(self._conns)
+        self.stats.connections_total += 1
+        try:
+            if not conn.authed and not await self._first_message_auth(conn):
+                return
+            async for raw in ws:
+                reply = await self._dispatch(conn, raw)
+                if reply is not None:
+                    await self._send(conn, reply)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._conns.discard(conn)
+            self.stats.connections = len(self._conns)
+            if conn.writer is not None:
+                conn.writer.cancel()
+
+    async def _first_message_auth(self, conn: _Conn) -> bool:
+        """The token in the first message (browsers cannot set headers). False closes."""
+        try:
+            raw = await asyncio.wait_for(conn.ws.recv(), AUTH_TIMEOUT_S)
+        except TimeoutError:
+            await conn.ws.close(1008, "authentication timeout")
+            return False
+        req = _parse(raw)
+        rid = req.get("id") if isinstance(req, dict) else None
+        token = req.get("token") if isinstance(req, dict) else None
+        if token is None and isinstance(req, dict) and isinstance(req.get("args"), dict):
+            token = req["args"].get("token")
+        if not token_matches(self._token, token):
+            self.stats.refused += 1
+            await self._send(
+                conn, _error(_safe_id(rid), "unauthorized", "a valid token is required")
+            )
+            await conn.ws.close(1008, "unauthorized")
+            return False
+        conn.authed = True
+        if isinstance(req, dict) and req.get("op") not in (None, "auth"):
+            reply = await self._dispatch(conn, raw)  # a request that carried its token
+        else:
+            reply = {"id": _safe_id(rid), "ok": True, "result": {"authenticated": True}}
+        if reply is not None:
+            await self._send(conn, reply)
+        return True
+
+    async def _send(self, conn: _Conn, message: dict[str, Any]) -> None:
+        text = json.dumps(message, ensure_ascii=False, default=str)
+        async with conn.send_lock:
+            await conn.ws.send(text)
+
+    async def _writer(self, conn: _Conn) -> None:
+        while True:
+            message = await conn.queue.get()
+            await self._send(conn, message)
+
+    # -- requests ----------------------------------------------------------------------------------
+
+    async def _dispatch(self, conn: _Conn, raw: str | bytes) -> dict[str, Any] | None:
+        self.stats.requests += 1
+        req = _parse(raw)
+        if isinstance(req, OpError):
+            self.stats.errors += 1
+            return _error(None, req.code, req.message)
+        rid = req.get("id")
+        if not _valid_id(rid):
+            self.stats.errors += 1
+            return _error(None, "bad_request", "'id' must be a string, an integer or null")
+        op, args = req.get("op"), req.get("args", {})
+        if not isinstance(op, str):
+            self.stats.errors += 1
+            return _error(rid, "bad_request", "'op' must be a string")
+        if not isinstance(args, dict):
+            self.stats.errors += 1
+            return _error(rid, "bad_request", "'args' must be an object")
+        try:
+            result = await self._run_op(conn, op, args)
+        except OpError as exc:
+            self.stats.errors += 1
+            return _error(rid, exc.code, exc.message, exc.hint)
+        return {"id": rid, "ok": True, "result": result}
+
+    async def _run_op(self, conn: _Conn, op: str, args: dict[str, Any]) -> Any:
+        if op == "auth":
+            return {"authenticated": True}
+        if op == "ping":
+            return "pong"
+        if op == "subscribe":
+            return self._subscribe(conn, args)
+        if op == "unsubscribe":
+            conn.subscribed = False
+            return {"subscribed": False}
+        if op not in _HANDLER_OPS:
+            raise OpError("unknown_op", f"unknown op {op[:40]!r}; known: {', '.join(OPS)}")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, self._call_handler, op, args)
+        except RuntimeError as exc:  # the pool shut down: the daemon is stopping
+            raise OpError("shutting_down", "the daemon is stopping") from exc
+
+    def _call_handler(self, op: str, args: dict[str, Any]) -> Any:
+        try:
+            result = self.handler.handle(op, args)
+            json.dumps(result, default=str)  # fail here, as an error reply, not in the send
+            return result
+        except OpError:
+            raise
+        except SyncError as exc:
+            raise OpError(_code_of(exc), exc.message, hint=exc.hint) from exc
+        except Exception as exc:  # process boundary for one request: logged, reported, survived
+            log.exception("control: op %s failed", op)
+            raise OpError("internal", f"{type(exc).__name__}: {exc}") from exc
+
+    def _subscribe(self, conn: _Conn, args: dict[str, Any]) -> dict[str, Any]:
+        kinds = args.get("events")
+        if kinds is not None and (
+            not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds)
+        ):
+            raise OpError("bad_request", "'events' must be a list of event names")
+        conn.kinds = frozenset(kinds) if kinds is not None else None
+        conn.subscribed = True
+        if conn.writer is None:
+            conn.writer = asyncio.get_running_loop().create_task(self._writer(conn))
+        return {"subscribed": True, "queue": self._queue_size}
+
+    # -- Prometheus endpoint -----------------------------------------------------------------------
+
+    async def _serve_metrics(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            if not is_loopback_peer(writer.get_extra_info("peername")):
+                return
+            line = await asyncio.wait_for(reader.readline(), 5)
+            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
+                pass
+            parts = line.decode("latin-1").split()
+            if len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
+                assert self._metrics_text is not None
+                loop = asyncio.get_running_loop()
+                body = (await loop.run_in_executor(self._pool, self._metrics_text)).encode()
+                status, ctype = "200 OK", "text/plain; version=0.0.4; charset=utf-8"
+            else:
+                body, status, ctype = b"not found\n", "404 Not Found", "text/plain"
+            head = f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
+            head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            writer.write(head.encode() + body)
+            await writer.drain()
+        except (
+            TimeoutError,
+            ValueError,
+            OSError,
+            RuntimeError,
+            asyncio.IncompleteReadError,
+        ) as exc:
+            log.debug("metrics request failed: %s", exc)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+def _parse(raw: str | bytes) -> dict[str, Any] | OpError:
+    if isinstance(raw, bytes):
+        return OpError("bad_request", "binary frames are not accepted; send JSON text")
+    if len(raw) > MAX_REQUEST_BYTES:
+        return OpError("too_large", f"requests are limited to {MAX_REQUEST_BYTES} bytes")
+    try:
+        req = json.loads(raw)
+    except (ValueError, RecursionError):
+        return OpError("bad_json", "the message is not valid JSON")
+    if not isinstance(req, dict):
+        return OpError("bad_request", "a request is a JSON object with 'id' and 'op'")
+    return req
+
+
+def _valid_id(rid: object) -> bool:
+    return (
+        rid is None
+        or (isinstance(rid, str) and len(rid) <= 200)
+        or (isinstance(rid, int) and not isinstance(rid, bool) and abs(rid) < 2**53)
+    )
+
+
+def _safe_id(rid: object) -> Any:
+    return rid if _valid_id(rid) else None
+
+
+def _error(rid: Any, code: str, message: str, hint: str = "") -> dict[str, Any]:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if hint:
+        err["hint"] = hint
+    return {"id": rid, "ok": False, "error": err}
+
+
+def _code_of(exc: SyncError) -> str:
+    """``NotLoggedInError`` -> ``not_logged_in``: a stable code clients can branch on."""
+    name = type(exc).__name__.removesuffix("Error") or "sync"
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
+
+# -- client ----------------------------------------------------------------------------------------
+
+
+class ControlClient:
+    """A blocking client of a running daemon's control API.
+
+    ``ControlClient.connect(home)`` finds the daemon through ``state/daemon.json``. Requests and
+    the event stream share one connection: events that arrive while waiting for a reply are kept
+    for :meth:`events`. Not thread-safe; use one client per thread. Raises ControlError (and
+    DaemonNotRunningError, ControlRequestError).
+    """
+
+    def __init__(self, port: int, token: str, *, host: str = HOST, timeout: float = 10.0) -> None:
+        self.timeout = timeout
+        self._ids = itertools.count(1)
+        self._pending: collections.deque[dict[str, Any]] = collections.deque(maxlen=10_000)
+        try:
+            self._ws: ClientConnection = ws_connect(
+                f"ws://{host}:{int(port)}",
+                additional_headers={"Authorization": f"Bearer {token}"},
+                proxy=None,
+                compression=None,
+                open_timeout=timeout,
+                close_timeout=2,
+                max_size=16 * 1024 * 1024,
+            )
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            raise ControlError(f"cannot connect to the daemon on port {port}: {exc}") from exc
+
+    @classmethod
+    def connect(
+        cls, home: str | Path | Settings | None = None, *, timeout: float = 10.0
+    ) -> ControlClient:
+        """Connect to the daemon of a home (a path, Settings, or None for LOCALSTORE_HOME)."""
+        from sync.embed import daemon_running
+
+        settings = home if isinstance(home, Settings) else load_settings(home=home)
+        state = daemon_running(settings)
+        if state is None or not state.get("port") or not state.get("token"):
+            raise DaemonNotRunningError(f"no daemon runs for {settings.paths.state.parent}")
+        return cls(int(state["port"]), str(state["token"]), timeout=timeout)
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection. Idempotent."""
+        self._ws.close()
+
+    # -- requests ----------------------------------------------------------------------------------
+
+    def request(self, op: str, timeout: float | None = None, **args: Any) -> Any:
+        """Send one request and return its result. Raises ControlRequestError on an error reply."""
+        rid = next(self._ids)
+        self._send({"id": rid, "op": op, "args": args})
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            message = self._recv(deadline)
+            if message.get("id") == rid and "ok" in message:
+                break
+            if "event" in message:
+                self._pending.append(message)
+        if not message["ok"]:
+            err = message.get("error") or {}
+            raise ControlRequestError(
+                str(err.get("message", "request failed")),
+                hint=str(err.get("hint", "")),
+                code=str(err.get("code", "error")),
+            )
+        return message.get("result")
+
+    def status(self) -> dict[str, Any]:
+        """The daemon's status: daemon, sync, watcher."""
+        result: dict[str, Any] = self.request("status")
+        return result
+
+    def sync(self, *, wait: bool = True, timeout: float = 120.0) -> dict[str, Any]:
+        """Ask for a sync cycle; with ``wait`` return its report once done."""
+        result: dict[str, Any] = self.request("sync", timeout=timeout, wait=wait)
+        return result
+
+    def pause(self) -> dict[str, Any]:
+        """Pause syncing (the watcher goes on indexing edits)."""
+        result: dict[str, Any] = self.request("pause")
+        return result
+
+    def resume(self) -> dict[str, Any]:
+        """Resume syncing."""
+        result: dict[str, Any] = self.request("resume")
+        return result
+
+    def metrics(self) -> dict[str, Any]:
+        """Counters and gauges."""
+        result: dict[str, Any] = self.request("metrics")
+        return result
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def subscribe(self, events: list[str] | None = None) -> None:
+        """Start the event stream (optionally only these event names)."""
+        args: dict[str, Any] = {} if events is None else {"events": list(events)}
+        self.request("subscribe", **args)
+
+    def events(self, *, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Yield events (subscribe first); stops after ``timeout`` s without one, or on close."""
+        while True:
+            if self._pending:
+                yield self._pending.popleft()
+                continue
+            deadline = None if timeout is None else time.monotonic() + timeout
+            try:
+                message = self._recv(deadline)
+            except ControlError as exc:
+                if isinstance(exc.__cause__, TimeoutError | ConnectionClosed):
+                    return
+                raise
+            if "event" in message:
+                yield message
+
+    def wait_for(self, match: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
+        """The first event for which ``match(event)`` is true. Raises ControlError on timeout."""
+        deadline = time.monotonic() + timeout
+        for event in self.events(timeout=max(0.01, deadline - time.monotonic())):
+            if match(event):
+                return event
+            if time.monotonic() > deadline:
+                break
+        raise ControlError(f"no matching event within {timeout} s")
+
+    # -- wire ----------------------------------------------------------------------------------------
+
+    def _send(self, message: dict[str, Any]) -> None:
+        try:
+            self._ws.send(json.dumps(message))
+        except (ConnectionClosed, OSError) as exc:
+            raise ControlError(f"the daemon closed the connection: {exc}") from exc
+
+    def _recv(self, deadline: float | None) -> dict[str, Any]:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            raw = self._ws.recv(timeout=remaining)
+        except TimeoutError as exc:
+            raise ControlError("the daemon did not answer in time") from exc
+        except ConnectionClosed as exc:
+            raise ControlError(f"the daemon closed the connection: {exc}") from exc
+        try:
+            message = json.loads(raw)
+        except ValueError as exc:
+            raise ControlError("the daemon sent a malformed message") from exc
+        if not isinstance(message, dict):
+            raise ControlError("the daemon sent a malformed message")
+        return message

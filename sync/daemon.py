@@ -1,0 +1,536 @@
+"""The daemon: one process per home that watches, syncs and tells desktop apps what is going on.
+
+``Daemon(settings).run()`` is what ``localstore daemon`` calls. In order, it:
+
+1. takes the home lock (:class:`sync.embed.HomeLock`, an flock the kernel drops when the process
+   dies, so a SIGKILLed daemon never blocks the next one) or refuses with LockHeldError;
+2. opens the store (reconcile on open) and starts the watcher;
+3. opens the cloud session (``localstore login``) and starts the sync engine; without a session,
+   or without a keychain, it runs offline (watcher + control API, sync state ``offline``) and tries
+   again when asked to sync and every ``RELOGIN_CHECK_S``;
+4. serves the control API (:mod:`sync.control`) and writes ``state/daemon.json`` (pid, port,
+   token; 0600, atomic) last, so a client that finds the file finds a daemon ready to answer;
+5. waits for SIGTERM/SIGINT (or ``stop()``), then stops in reverse order within
+   ``STOP_BUDGET_S``. A sync cycle in flight gets what is left of the budget to finish; if it
+   does not, it is abandoned, which is safe because every sync step is resumable (the outbox is
+   rebuilt from the index, pushes are idempotent by op id, the cursor commits with its page).
+
+Store events (saved, deleted, moved, invalid, conflict), sync status changes and error log
+records are forwarded to control API subscribers. Metrics are counters kept here plus gauges read
+from the engine, the watcher and the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import logging.handlers
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from localstore.config import Settings
+from localstore.errors import LocalStoreError
+from localstore.events import Event
+from localstore.store import BlueprintStore
+from localstore.watcher import Watcher
+from sync.control import ControlServer, OpError
+from sync.embed import HomeLock, remove_state, write_state
+from sync.engine import SyncEngine, SyncReport, SyncStatus
+from sync.errors import NotLoggedInError, SyncError
+from sync.remote import Remote
+
+__all__ = ["LOG_FILE", "STOP_BUDGET_S", "Daemon", "DaemonMetrics", "configure_logging"]
+
+log = logging.getLogger("sync.daemon")
+
+LOG_FILE = "daemon.log"
+LOG_MAX_BYTES = 5 * 1024 * 1024
+LOG_BACKUPS = 3
+STOP_BUDGET_S = 4.0
+RELOGIN_CHECK_S = 60.0
+REMOTE_TIMEOUT_S = 15.0
+# Store event kind -> control API event name (created and modified are both "saved").
+_EVENT_NAMES = {
+    "created": "saved",
+    "modified": "saved",
+    "deleted": "deleted",
+    "moved": "moved",
+    "invalid": "invalid",
+    "conflict": "conflict",
+}
+
+RemoteFactory = Callable[[Settings], Remote]
+
+
+# -- logging ---------------------------------------------------------------------------------------
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "pid": record.process,
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def configure_logging(
+    state_dir: Path, *, level: str = "INFO", as_json: bool = False, stderr: bool = True
+) -> list[logging.Handler]:
+    """Log to ``state/daemon.log`` (rotating) and stderr; returns the handlers it installed."""
+    fmt: logging.Formatter = (
+        _JsonFormatter()
+        if as_json
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    handlers: list[logging.Handler] = [
+        logging.handlers.RotatingFileHandler(
+            state_dir / LOG_FILE, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
+        )
+    ]
+    if stderr:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    root = logging.getLogger()
+    root.setLevel(level.upper())
+    for h in handlers:
+        h.setFormatter(fmt)
+        root.addHandler(h)
+    # Third-party chatter (HTTP requests per sync call) stays out of INFO logs.
+    for noisy in ("httpx", "httpcore", "websockets", "hpack", "realtime"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    return handlers
+
+
+class _ErrorForwarder(logging.Handler):
+    """Error log records of our own loggers become ``error`` events for subscribers."""
+
+    def __init__(self, publish: Callable[[str, dict[str, Any]], None]) -> None:
+        super().__init__(level=logging.ERROR)
+        self._publish = publish
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith(("sync", "localstore")):
+            self._publish("error", {"logger": record.name, "message": record.getMessage()})
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class DaemonMetrics:
+    """Counters since the daemon started."""
+
+    sync_cycles: int = 0
+    sync_failures: int = 0
+    pushed: int = 0
+    pulled: int = 0
+    merged: int = 0
+    conflicts: int = 0
+    quarantined: int = 0
+    store_events: int = 0
+    startup_reconcile_seconds: float = 0.0
+    last_cycle_seconds: float = 0.0
+
+    def add(self, report: SyncReport, seconds: float) -> None:
+        """Count one successful cycle."""
+        self.sync_cycles += 1
+        self.pushed += report.pushed
+        self.pulled += report.pulled
+        self.merged += report.merged
+        self.conflicts += report.conflicts
+        self.quarantined += report.quarantined
+        self.last_cycle_seconds = seconds
+
+
+class _MeteredEngine(SyncEngine):
+    """The engine with every cycle's report counted (the loop calls sync_once itself)."""
+
+    metrics: DaemonMetrics
+
+    def sync_once(self) -> SyncReport:
+        started = time.monotonic()
+        try:
+            report = super().sync_once()
+        except BaseException:
+            self.metrics.sync_failures += 1
+            raise
+        self.metrics.add(report, time.monotonic() - started)
+        return report
+
+
+# -- the daemon ------------------------------------------------------------------------------------
+
+
+class Daemon:
+    """Watcher + sync engine + control API for one home. ``run()`` blocks until stopped.
+
+    ``remote_factory`` builds the Remote (default: the home's Supabase session); it may raise
+    NotLoggedInError, in which case the daemon runs offline. Raises LockHeldError when another
+    process syncs the home, and the store's and watcher's errors when they cannot start.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        remote_factory: RemoteFactory | None = None,
+        port: int = 0,
+        metrics_port: int | None = None,
+        poll_interval_s: float | None = None,
+        install_signals: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.remote_factory = remote_factory or _supabase_remote
+        self.metrics = DaemonMetrics()
+        self.started_at = time.time()
+        self.token = secrets.token_urlsafe(32)
+        self._port = port
+        self._metrics_port = metrics_port
+        self._poll_interval_s = poll_interval_s
+        self._install_signals = install_signals
+        self._lock = HomeLock.for_settings(settings)
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._engine_mutex = threading.Lock()
+        self.store: BlueprintStore | None = None
+        self.watcher: Watcher | None = None
+        self.engine: _MeteredEngine | None = None
+        self.remote: Remote | None = None
+        self.server: ControlServer | None = None
+        self._offline_reason = ""
+        self._next_relogin = 0.0
+        self._paused = False
+        self._unsubs: list[Callable[[], None]] = []
+        self._forwarder: _ErrorForwarder | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start everything, serve until SIGTERM/SIGINT or stop(), then shut down; return 0."""
+        self._lock.acquire_or_raise("start the daemon")
+        previous = self._trap_signals()
+        try:
+            self._start()
+            self._ready.set()
+            log.info(
+                "daemon ready: pid %d, control port %d, home %s, sync %s",
+                os.getpid(),
+                self.server.port if self.server else 0,
+                self.settings.paths.state.parent,
+                "on" if self.engine else f"offline ({self._offline_reason})",
+            )
+            while not self._stop.wait(self._tick_interval()):
+                self._tick()
+            log.info("daemon stopping")
+        finally:
+            self._shutdown()
+            self._restore_signals(previous)
+        return 0
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until run() serves (for embedding the daemon in tests and tools)."""
+        return self._ready.wait(timeout)
+
+    def stop(self) -> None:
+        """Ask run() to return (thread- and signal-safe)."""
+        self._stop.set()
+
+    def _trap_signals(self) -> dict[int, Any]:
+        if not self._install_signals or threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            self._stop.set()
+
+        previous: dict[int, Any] = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    @staticmethod
+    def _restore_signals(previous: dict[int, Any]) -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    def _start(self) -> None:
+        started = time.monotonic()
+        self.store = BlueprintStore(self.settings)
+        self.metrics.startup_reconcile_seconds = time.monotonic() - started
+        self._unsubs.append(self.store.subscribe(self._on_store_event))
+        self.watcher = Watcher(self.store)
+        self.watcher.start()
+        self._attach_engine()
+        self.server = ControlServer(
+            self,
+            token=self.token,
+            port=self._port,
+            metrics_port=self._metrics_port,
+            metrics_text=self.prometheus_text if self._metrics_port is not None else None,
+        )
+        self.server.start()
+        self._forwarder = _ErrorForwarder(self.server.publish)
+        logging.getLogger().addHandler(self._forwarder)
+        write_state(self.settings.paths.state, self._state_record())
+
+    def _state_record(self) -> dict[str, Any]:
+        from localstore import __version__
+
+        assert self.server is not None
+        return {
+            "pid": os.getpid(),
+            "port": self.server.port,
+            "token": self.token,
+            "host": "127.0.0.1",
+            "home": str(self.settings.paths.state.parent),
+            "started_at": self.started_at,
+            "version": __version__,
+            "metrics_port": self.server.metrics_bound_port,
+            "log": str(self.settings.paths.state / LOG_FILE),
+        }
+
+    def _shutdown(self) -> None:
+        deadline = time.monotonic() + STOP_BUDGET_S
+        remove_state(self.settings.paths.state, os.getpid())
+        if self._forwarder is not None:
+            logging.getLogger().removeHandler(self._forwarder)
+        for unsub in self._unsubs:
+            unsub()
+        self._unsubs.clear()
+        if self.server is not None:
+            self.server.stop()
+            self.server.join(max(0.1, deadline - time.monotonic()))
+        abandoned = False
+        if self.engine is not None:
+            self.engine.stop()
+            abandoned = not self.engine.join(max(0.1, deadline - time.monotonic() - 0.5))
+        if abandoned:
+            # Closing the index under a running cycle could fail in odd places; leaving it to
+            # process exit is safe (SQLite rolls back the open transaction, sync resumes).
+            log.warning("the sync cycle did not finish in time; abandoned (it resumes next start)")
+        else:
+            self._close_components(deadline)
+        self._lock.release()
+
+    def _close_components(self, deadline: float) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher.join(max(0.1, deadline - time.monotonic()))
+        close = getattr(self.remote, "close", None)
+        if callable(close):
+            try:
+                close()
+            except SyncError as exc:
+                log.warning("closing the cloud session failed: %s", exc)
+        if self.store is not None:
+            self.store.close()
+
+    # -- the engine --------------------------------------------------------------------------------
+
+    def _attach_engine(self) -> bool:
+        """Open the cloud session and start the engine; False (offline) when that is impossible."""
+        with self._engine_mutex:
+            if self.engine is not None:
+                return True
+            assert self.store is not None
+            try:
+                remote = self.remote_factory(self.settings)
+            except NotLoggedInError as exc:
+                return self._go_offline("not logged in", exc)
+            except (SyncError, LocalStoreError) as exc:
+                return self._go_offline(exc.message, exc)
+            kwargs: dict[str, Any] = {}
+            if self._poll_interval_s is not None:
+                kwargs["poll_interval_s"] = self._poll_interval_s
+            engine = _MeteredEngine(self.store, remote, **kwargs)
+            engine.metrics = self.metrics
+            self._unsubs.append(engine.subscribe_status(self._on_status))
+            if self._paused:
+                engine.pause()
+            engine.start()
+            self.remote, self.engine = remote, engine
+            self._offline_reason = ""
+            log.info("sync started for %s", getattr(remote, "identity", "the cloud"))
+            return True
+
+    def _go_offline(self, reason: str, exc: BaseException) -> bool:
+        if reason != self._offline_reason:
+            log.warning("sync is off: %s", exc)
+        self._offline_reason = reason
+        self._next_relogin = time.monotonic() + RELOGIN_CHECK_S
+        return False
+
+    def _tick_interval(self) -> float:
+        return 1.0 if self.engine is None else 3600.0
+
+    def _tick(self) -> None:
+        # Offline only: notice a `localstore login` made while the daemon runs.
+        due = self.engine is None and time.monotonic() >= self._next_relogin
+        if due and self._attach_engine() and self.server is not None:
+            self.server.publish("sync", self._sync_status())
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def _on_store_event(self, event: Event) -> None:
+        self.metrics.store_events += 1
+        if self.server is not None:
+            name = _EVENT_NAMES.get(event.kind, event.kind)
+            data = event.to_dict()
+            data["kind"] = data.pop("event")
+            self.server.publish(name, data)
+
+    def _on_status(self, status: SyncStatus) -> None:
+        if self.server is not None:
+            self.server.publish("sync", status.to_dict())
+
+    # -- control API ---------------------------------------------------------------------------------
+
+    def handle(self, op: str, args: dict[str, Any]) -> Any:
+        """Answer one control op (runs on the control server's pool)."""
+        if op == "status":
+            return self.status()
+        if op == "sync":
+            return self._op_sync(args)
+        if op == "pause":
+            return self._op_pause(True)
+        if op == "resume":
+            return self._op_pause(False)
+        if op == "metrics":
+            return self.metrics_snapshot()
+        raise OpError("unknown_op", f"unknown op {op!r}")
+
+    def _sync_status(self) -> dict[str, Any]:
+        if self.engine is None:
+            assert self.store is not None
+            return {
+                "state": "paused" if self._paused else "offline",
+                "detail": self._offline_reason,
+                "logged_in": False,
+            }
+        out = self.engine.status().to_dict()
+        out["logged_in"] = True
+        out["identity"] = getattr(self.remote, "identity", "")
+        return out
+
+    def status(self) -> dict[str, Any]:
+        """Daemon, sync and watcher status as one JSON-friendly dict."""
+        watcher = self.watcher
+        return {
+            "daemon": {
+                "pid": os.getpid(),
+                "home": str(self.settings.paths.state.parent),
+                "started_at": self.started_at,
+                "uptime_s": round(time.time() - self.started_at, 3),
+                "device_id": self.store.device_id if self.store else "",
+                "device_name": self.settings.device_name,
+            },
+            "sync": self._sync_status(),
+            "watcher": {
+                "state": watcher.state.value if watcher else "stopped",
+                "stats": asdict(watcher.stats) if watcher else {},
+            },
+        }
+
+    def _op_sync(self, args: dict[str, Any]) -> dict[str, Any]:
+        wait = args.get("wait", False)
+        if not isinstance(wait, bool):
+            raise OpError("bad_request", "'wait' must be true or false")
+        if self.engine is None and not self._attach_engine():
+            raise OpError(
+                "not_logged_in" if self._offline_reason == "not logged in" else "offline",
+                f"sync is off: {self._offline_reason}",
+                hint="log in with `localstore login`; the daemon picks the session up",
+            )
+        engine = self.engine
+        assert engine is not None
+        if self._paused:
+            raise OpError("paused", "sync is paused", hint="resume it first")
+        if not wait:
+            engine.request_sync()
+            return {"requested": True, "status": self._sync_status()}
+        # Barrier: edits made before this request are indexed before the cycle reads the outbox.
+        if self.watcher is not None:
+            self.watcher.wait_idle(10.0)
+        report = engine.sync_once()
+        return {"report": report.to_dict(), "status": self._sync_status()}
+
+    def _op_pause(self, pause: bool) -> dict[str, Any]:
+        self._paused = pause
+        if self.engine is not None:
+            if pause:
+                self.engine.pause()
+            else:
+                self.engine.resume()
+        return self._sync_status()
+
+    # -- metrics -----------------------------------------------------------------------------------
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """Counters and gauges (what the ``metrics`` op and /metrics report)."""
+        out: dict[str, Any] = {"counters": asdict(self.metrics), "gauges": {}}
+        gauges = out["gauges"]
+        gauges["uptime_seconds"] = round(time.time() - self.started_at, 3)
+        gauges["threads"] = threading.active_count()
+        if self.engine is not None:
+            status = self.engine.status()
+            gauges.update(
+                queue_depth=status.pending,
+                conflicts_open=status.conflicts,
+                quarantine=status.quarantined,
+                held=status.held,
+            )
+        if self.watcher is not None:
+            w = self.watcher.stats
+            out["counters"].update(
+                watcher_raw_events=w.raw_events,
+                watcher_ingested=w.ingested,
+                watcher_rescans=w.rescans,
+                watcher_overflows=w.overflows,
+                watcher_failures=w.failures,
+            )
+        if self.server is not None:
+            out["counters"].update(
+                {f"control_{k}": v for k, v in asdict(self.server.stats).items()}
+            )
+        with contextlib.suppress(ImportError, OSError):
+            import psutil
+
+            proc = psutil.Process()
+            gauges["rss_bytes"] = proc.memory_info().rss
+            gauges["open_files"] = proc.num_fds()
+        return out
+
+    def prometheus_text(self) -> str:
+        """The metrics in Prometheus text exposition format."""
+        snap = self.metrics_snapshot()
+        lines: list[str] = []
+        for kind, values in (("counter", snap["counters"]), ("gauge", snap["gauges"])):
+            for name, value in sorted(values.items()):
+                metric = f"localstore_{name}"
+                if kind == "counter" and not name.endswith("seconds"):
+                    metric += "_total"
+                mtype = "gauge" if name.endswith("seconds") or kind == "gauge" else "counter"
+                lines.append(f"# TYPE {metric} {mtype}")
+                lines.append(f"{metric} {float(value):g}")
+        return "\n".join(lines) + "\n"
+
+
+def _supabase_remote(settings: Settings) -> Remote:
+    from sync.supabase_remote import remote_from_settings
+
+    return remote_from_settings(settings, timeout_s=REMOTE_TIMEOUT_S)

@@ -1,0 +1,290 @@
+"""Sync inside a desktop app, and the one lock that keeps a home to a single syncing process.
+
+A home is synced by at most one process: the daemon (``localstore daemon``) or an app that runs the
+engine in-process (:func:`start_sync`). Both hold :class:`HomeLock`, an ``fcntl.flock`` on
+``state/daemon.lock``. flock was chosen over a pid file alone because the kernel releases it when
+the holder dies, even by SIGKILL, so a crashed daemon never leaves the home stuck; and over POSIX
+``fcntl`` record locks because those are dropped when *any* descriptor of the file is closed in the
+process (the field-notes trap about SQLite), while flock belongs to one open file description.
+
+:func:`daemon_running` answers "does a daemon serve this home?" from ``state/daemon.json`` plus
+the pid and the flock, without any network I/O, so ``localstore.open()`` can call it cheaply.
+It only needs the standard library and :mod:`localstore.config`; the ``localstore`` package keeps
+its own copy of it (``localstore`` never imports ``sync``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from localstore.config import Settings
+from localstore.errors import LockHeldError
+from sync.errors import SyncLockedError
+
+if TYPE_CHECKING:
+    from localstore.store import BlueprintStore
+    from sync.engine import SyncEngine
+    from sync.remote import Remote
+
+__all__ = [
+    "LOCK_FILE",
+    "STATE_FILE",
+    "EmbeddedSync",
+    "HomeLock",
+    "daemon_running",
+    "lock_holder",
+    "read_state",
+    "remove_state",
+    "start_sync",
+    "write_state",
+]
+
+log = logging.getLogger("sync.embed")
+
+LOCK_FILE = "daemon.lock"
+STATE_FILE = "daemon.json"
+
+
+class HomeLock:
+    """The single-sync-process lock of a home: ``flock(LOCK_EX)`` on ``state/daemon.lock``.
+
+    ``acquire(blocking=False)`` returns False when another open file description holds it (another
+    process, or another HomeLock in this process). The holder's pid is written into the file for
+    error messages; the lock itself is the flock, never the file's content. Meets
+    ``sync.engine.EngineLock``.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / LOCK_FILE
+        self._fd: int | None = None
+        self._mutex = threading.Lock()
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> HomeLock:
+        """The lock of ``settings``' home."""
+        return cls(settings.paths.state)
+
+    @property
+    def held(self) -> bool:
+        """True while this object holds the lock."""
+        return self._fd is not None
+
+    def acquire(self, blocking: bool = False) -> bool:
+        """Take the lock; False if another holder has it (only when not ``blocking``)."""
+        with self._mutex:
+            if self._fd is not None:
+                return True
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    return False
+                raise
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            self._fd = fd
+            return True
+
+    def acquire_or_raise(self, what: str = "sync") -> None:
+        """Take the lock or raise LockHeldError naming the holder's pid."""
+        if not self.acquire(blocking=False):
+            pid = lock_holder(self.path.parent)
+            who = f"process {pid}" if pid else "another process"
+            raise LockHeldError(
+                f"cannot {what}: {who} already syncs this home",
+                hint="stop it first (`localstore status` shows the daemon), or use that one",
+            )
+
+    def release(self) -> None:
+        """Release the lock (idempotent). The file stays: deleting it would race a new holder."""
+        with self._mutex:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)  # closing the description releases the flock
+
+
+def lock_holder(state_dir: Path) -> int | None:
+    """The pid written by the lock's current holder, or None when nobody holds it."""
+    if not lock_is_held(state_dir):
+        return None
+    try:
+        text = (Path(state_dir) / LOCK_FILE).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def lock_is_held(state_dir: Path) -> bool:
+    """Whether any process (this one included) holds the home's flock. No side effects."""
+    path = Path(state_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return True
+        raise
+    finally:
+        os.close(fd)  # also drops the probe's shared lock at once
+    return False
+
+
+# -- state/daemon.json -----------------------------------------------------------------------------
+
+
+def read_state(state_dir: Path) -> dict[str, Any] | None:
+    """``state/daemon.json`` as written by the daemon, or None (missing or unreadable)."""
+    try:
+        data = json.loads((Path(state_dir) / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_state(state_dir: Path, data: dict[str, Any]) -> Path:
+    """Write ``state/daemon.json`` atomically with mode 0600 (it holds the control token)."""
+    state_dir = Path(state_dir)
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # mkstemp creates the file 0600 before any byte is written: the token is never world-readable.
+    fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=".daemon-", suffix=".lstmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, state_dir / STATE_FILE)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return state_dir / STATE_FILE
+
+
+def remove_state(state_dir: Path, pid: int) -> None:
+    """Remove ``state/daemon.json`` if it still belongs to ``pid``."""
+    current = read_state(state_dir)
+    if current is not None and current.get("pid") == pid:
+        with contextlib.suppress(FileNotFoundError):
+            (Path(state_dir) / STATE_FILE).unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True  # no /proc (macOS): kill(0) said it exists
+
+
+def daemon_running(settings: Settings) -> dict[str, Any] | None:
+    """The running daemon's state (pid, port, token, ...) for this home, or None.
+
+    Reads ``state/daemon.json`` and trusts it only while its pid is alive and the home's flock is
+    held, so a file left by a SIGKILLed daemon is ignored. No network I/O.
+    """
+    state_dir = settings.paths.state
+    state = read_state(state_dir)
+    if state is None:
+        return None
+    pid = state.get("pid")
+    if not isinstance(pid, int) or not _pid_alive(pid) or not lock_is_held(state_dir):
+        return None
+    return state
+
+
+# -- in-process sync for embedding apps -----------------------------------------------------------
+
+
+class EmbeddedSync:
+    """An app's in-process sync engine holding the home lock; stop() (or closing the store) ends it."""
+
+    def __init__(self, engine: SyncEngine, lock: HomeLock, remote: Remote | None) -> None:
+        self.engine = engine
+        self._lock = lock
+        self._remote = remote
+        self._stopped = False
+        self._mutex = threading.Lock()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the engine, close the remote it opened and release the lock. Idempotent."""
+        with self._mutex:
+            if self._stopped:
+                return
+            self._stopped = True
+        try:
+            self.engine.stop()
+            self.engine.join(timeout)
+            close = getattr(self._remote, "close", None)
+            if callable(close):
+                close()
+        finally:
+            self._lock.release()
+
+    def __enter__(self) -> EmbeddedSync:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_sync(
+    store: BlueprintStore, *, remote: Remote | None = None, **engine_kwargs: Any
+) -> EmbeddedSync:
+    """Run the sync engine inside this process for ``store``'s home, holding the home lock.
+
+    ``remote`` defaults to the home's Supabase session (``localstore login``); a remote opened here
+    is closed by ``stop()``. Raises SyncLockedError when a daemon (or another app) syncs this
+    home: follow it with ``sync.control.ControlClient`` instead. Raises NotLoggedInError without
+    a session.
+    """
+    from sync.engine import SyncEngine
+
+    lock = HomeLock.for_settings(store.settings)
+    if not lock.acquire(blocking=False):
+        pid = lock_holder(store.settings.paths.state)
+        raise SyncLockedError(
+            f"process {pid or '?'} already syncs this home",
+            hint="follow the daemon's events with sync.control.ControlClient instead",
+        )
+    opened: Remote | None = None
+    try:
+        if remote is None:
+            from sync.supabase_remote import remote_from_settings
+
+            remote = opened = remote_from_settings(store.settings)
+        engine = SyncEngine(store, remote, **engine_kwargs)
+        engine.start()
+    except BaseException:
+        close = getattr(opened, "close", None)
+        if callable(close):
+            close()
+        lock.release()
+        raise
+    handle = EmbeddedSync(engine, lock, opened)
+    store.on_close(handle.stop)
+    return handle
