@@ -308,8 +308,10 @@ class Reconciler:
                 self.events.append(Event("invalid", meta.id, rel, self.origin, detail=exc.message))
             return
         if identity is not None and not identity.deleted and identity.path != rel:
+            # A moved pair brings its meta along; only a YAML moved alone needs one written
+            # (write_meta is already set then). Rewriting every moved meta cost a durable write
+            # per file on a folder rename and reformatted the user's file.
             self._follow_meta(identity.path, rel)
-            write_meta = True
         if write_meta:
             fs.atomic_write(store.root / meta_rel, prepared.meta_bytes)
             report.fixed.append({"kind": "meta-written", "path": meta_rel, "detail": meta.id})
@@ -335,19 +337,13 @@ class Reconciler:
         rel: str,
         report: CheckReport,
     ) -> None:
-        from localstore.store import _Prepared
+        from localstore.store import _Prepared, change_events
 
         assert isinstance(prepared, _Prepared)
         store = self.store
         y_st = os.stat(store.root / rel)
         m_st = os.stat(store.root / fs.meta_path_for(rel))
-        if (
-            identity is not None
-            and not identity.deleted
-            and identity.path == rel
-            and identity.content_hash == prepared.content_hash
-            and identity.flagged is None
-        ):
+        if identity is not None and identity.holds(rel, prepared.content_hash):
             # Same content (a touch, or only 'modified' changed): refresh the stat cache only.
             cur.execute(
                 "UPDATE blueprints SET yaml_size=?, yaml_mtime_ns=?, meta_size=?, meta_mtime_ns=?, "
@@ -379,50 +375,9 @@ class Reconciler:
             prepared.meta,
             False,
         )
-        old_path = identity.path if identity is not None and not identity.deleted else None
-        if identity is None or identity.deleted:
-            kind = "created"
-        elif old_path != rel:
-            kind = "moved"
-        else:
-            kind = "modified"
-        self.events.append(
-            Event(
-                kind,
-                prepared.meta.id,
-                rel,
-                self.origin,
-                rev=rev,
-                old_path=old_path if old_path != rel else None,
-                content_hash=prepared.content_hash,
-            )
-        )
-        if (
-            kind == "moved"
-            and identity is not None
-            and identity.content_hash != prepared.content_hash
-        ):
-            self.events.append(
-                Event(
-                    "modified",
-                    prepared.meta.id,
-                    rel,
-                    self.origin,
-                    rev=rev,
-                    content_hash=prepared.content_hash,
-                )
-            )
-        if not prepared.valid:
-            self.events.append(
-                Event(
-                    "invalid",
-                    prepared.meta.id,
-                    rel,
-                    self.origin,
-                    rev=rev,
-                    detail="; ".join(prepared.problems),
-                )
-            )
+        events = change_events(identity, prepared, rev, self.origin)
+        self.events.extend(events)
+        kind = events[0].kind
         report.fixed.append({"kind": kind, "path": rel, "detail": prepared.meta.id})
 
     def _flag(self, cur: Any, row: Row, reason: str, scan: _Scan, rel: str) -> None:

@@ -123,6 +123,15 @@ class Row:
             deleted=bool(t[23]),
         )
 
+    def holds(self, rel: str, chash: str) -> bool:
+        """True if this live, healthy row already records that content at that path."""
+        return (
+            not self.deleted
+            and self.path == rel
+            and self.content_hash == chash
+            and not self.flagged
+        )
+
     @property
     def meta(self) -> BlueprintMeta:
         """The meta as last indexed."""
@@ -520,13 +529,7 @@ class BlueprintStore:
             keep_modified = meta is not None and origin in ("remote", "import", "merge")
             new_meta = self._merge_meta(base_meta, rel, id, meta, fields, keep_modified)
             prepared = self._prepare(rel, content, new_meta)
-            if (
-                existing is not None
-                and not existing.deleted
-                and existing.path == rel
-                and existing.content_hash == prepared.content_hash
-                and existing.flagged is None
-            ):
+            if existing is not None and existing.holds(rel, prepared.content_hash):
                 bp = self._blueprint_from(existing, prepared.yaml_bytes.decode("utf-8"))
                 if tx_hook is not None:
                     tx_hook(cur, bp)
@@ -626,35 +629,7 @@ class BlueprintStore:
             valid=p.valid,
             problems=p.problems,
         )
-        if existing is None or existing.deleted:
-            kind = "created"
-        elif old_path != p.path and existing.content_hash == p.content_hash:
-            kind = "moved"
-        else:
-            kind = "modified" if old_path == p.path else "moved"
-        events.append(
-            Event(
-                kind=kind,
-                id=bp.id,
-                path=p.path,
-                origin=origin,
-                rev=rev,
-                old_path=old_path if old_path != p.path else None,
-                content_hash=p.content_hash,
-            )
-        )
-        if not p.valid:
-            events.append(
-                Event(
-                    kind="invalid",
-                    id=bp.id,
-                    path=p.path,
-                    origin=origin,
-                    rev=rev,
-                    content_hash=p.content_hash,
-                    detail="; ".join(p.problems),
-                )
-            )
+        events.extend(change_events(existing, p, rev, origin))
         return bp
 
     def _undo_files(self, existing: Row | None, new_rel: str) -> None:
@@ -1102,6 +1077,35 @@ class BlueprintStore:
         for problem in self.index.integrity_check():
             report.problems.append({"kind": "index-integrity", "path": "", "detail": problem})
         return report
+
+
+def change_events(previous: Row | None, p: _Prepared, rev: int, origin: str) -> list[Event]:
+    """The events of one recorded change: created, moved and/or modified, and invalid."""
+    old_path = previous.path if previous is not None and not previous.deleted else None
+    events = []
+    if old_path is None:
+        events.append(Event("created", p.meta.id, p.path, origin, rev, content_hash=p.content_hash))
+    else:
+        assert previous is not None
+        if old_path != p.path:
+            events.append(Event("moved", p.meta.id, p.path, origin, rev, old_path, p.content_hash))
+        if old_path == p.path or previous.content_hash != p.content_hash:
+            events.append(
+                Event("modified", p.meta.id, p.path, origin, rev, content_hash=p.content_hash)
+            )
+    if not p.valid:
+        events.append(
+            Event(
+                "invalid",
+                p.meta.id,
+                p.path,
+                origin,
+                rev,
+                content_hash=p.content_hash,
+                detail="; ".join(p.problems),
+            )
+        )
+    return events
 
 
 # The listing projection: only what BlueprintInfo needs (no content hashes of files, no meta JSON).
