@@ -1,0 +1,209 @@
+"""Benchmark: sync through the local Supabase stack with SupabaseRemote and SyncEngine.
+
+Measures, on loopback:
+
+1. initial sync of N blueprints each way (device A uploads, a fresh device B downloads), items/s
+   (goal >= 2,000/s);
+2. a save on device A reaching device B's file through realtime + B's engine: median and p99
+   (goal median <= 300 ms, p99 <= 1 s). A's engine is stepped right after the save (a daemon's
+   debounce, 150 ms by default, would add to this);
+3. convergence after a partition heals: B is cut off by a black-holing proxy while both devices
+   edit, then the proxy heals and both sync until byte-identical and verified;
+4. memory of the engine during B's N-item initial download (tracemalloc peak and RSS growth).
+
+Run (needs PostgreSQL and a keychain; the wrapper gives a throw-away one):
+
+    dbus-run-session -- bash scripts/_in_keyring_session .venv/bin/python bench/bench_sync_cloud.py
+    ... bench/bench_sync_cloud.py --quick     # 1,000 blueprints, 15 latency samples
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+import uuid
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from localstore.events import Event
+from sync.localcloud.stack import LocalCloud
+from tests.sync_supabase.devices import Device, open_device
+from tests.sync_supabase.faultproxy import FaultProxy
+
+
+def _p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _fill(dev: Device, n: int) -> None:
+    body = "steps:\n" + "".join(f"  - id: s{i}\n    run: echo {i}\n" for i in range(20))
+    for i in range(n):
+        dev.store.save(f"bench/{i // 500}/bp-{i}.blueprint.yaml", f"# {i}\n{body}", name=f"bp{i}")
+
+
+def initial_sync(cloud: LocalCloud, base: Path, n: int) -> dict[str, float]:
+    email = f"bench-{uuid.uuid4().hex[:8]}@example.test"
+    a = open_device(base, "a", cloud.url, cloud.anon_key, email, timeout_s=60)
+    b = open_device(base, "b", cloud.url, cloud.anon_key, email, timeout_s=60)
+    try:
+        _fill(a, n)
+        t0 = time.perf_counter()
+        a.engine.sync_once()
+        up = time.perf_counter() - t0
+        proc = psutil.Process()
+        gc.collect()
+        rss0 = proc.memory_info().rss
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        b.engine.sync_once()
+        down = time.perf_counter() - t0
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        rss1 = proc.memory_info().rss
+        assert b.store.count() == n, (b.store.count(), n)
+        assert b.engine.verify().clean
+        return {
+            "up_s": up,
+            "up_per_s": n / up,
+            "down_s": down,
+            "down_per_s": n / down,
+            "peak_traced_mib": peak / 2**20,
+            "rss_growth_mib": (rss1 - rss0) / 2**20,
+        }
+    finally:
+        b.close()
+        a.close()
+
+
+def remote_only(cloud: LocalCloud, base: Path, n: int) -> dict[str, float]:
+    """SupabaseRemote alone (no engine, no files): push in 500-change batches, pull all pages."""
+    from sync.remote import Change
+    from tests.sync_contract.contract import sha
+
+    email = f"bench-{uuid.uuid4().hex[:8]}@example.test"
+    dev = open_device(base, "ro", cloud.url, cloud.anon_key, email, timeout_s=60)
+    try:
+        body = "steps:\n" + "".join(f"  - id: s{i}\n    run: echo {i}\n" for i in range(20))
+        changes = [
+            Change(
+                i + 1, str(uuid.uuid4()), None, f"ro/{i}.yaml", body, {"name": f"r{i}"}, sha(body)
+            )
+            for i in range(n)
+        ]
+        t0 = time.perf_counter()
+        for i in range(0, n, 500):
+            dev.remote.push(changes[i : i + 500], device="bench")
+        push_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cursor, got = 0, 0
+        while True:
+            page = dev.remote.pull(cursor, limit=1000)
+            got += len(page.changes)
+            cursor = page.next
+            if not page.more:
+                break
+        pull_s = time.perf_counter() - t0
+        assert got == n
+        return {"push_per_s": n / push_s, "pull_per_s": n / pull_s}
+    finally:
+        dev.close()
+
+
+def realtime_latency(cloud: LocalCloud, base: Path, samples: int) -> list[float]:
+    email = f"bench-{uuid.uuid4().hex[:8]}@example.test"
+    a = open_device(base, "ra", cloud.url, cloud.anon_key, email)
+    b = open_device(base, "rb", cloud.url, cloud.anon_key, email)
+    arrived: dict[str, float] = {}
+    got = threading.Condition()
+
+    def on_event(ev: Event) -> None:
+        if ev.origin == "remote":
+            with got:
+                arrived[ev.path] = time.perf_counter()
+                got.notify_all()
+
+    b.store.subscribe(on_event)
+    try:
+        b.engine.start()
+        out: list[float] = []
+        for i in range(samples):
+            path = f"rt/{i}.blueprint.yaml"
+            t0 = time.perf_counter()
+            a.store.save(path, f"v: {i}\n", name=f"r{i}")
+            a.engine.sync_once()
+            with got:
+                if not got.wait_for(lambda p=path: p in arrived, 10):
+                    raise RuntimeError(f"{path} never reached device B")
+            out.append(arrived[path] - t0)
+        return out
+    finally:
+        b.close()
+        a.close()
+
+
+def partition_heal(cloud: LocalCloud, base: Path, edits: int) -> float:
+    email = f"bench-{uuid.uuid4().hex[:8]}@example.test"
+    with FaultProxy(cloud.port) as proxy:
+        a = open_device(base, "pa", cloud.url, cloud.anon_key, email, timeout_s=1)
+        b = open_device(base, "pb", proxy.url, cloud.anon_key, email, timeout_s=1)
+        try:
+            proxy.blackhole()
+            for i in range(edits):
+                a.store.save(f"pa/{i}.blueprint.yaml", f"a: {i}\n", name=f"a{i}")
+                b.store.save(f"pb/{i}.blueprint.yaml", f"b: {i}\n", name=f"b{i}")
+            a.engine.sync_once()
+            b.sync()  # fails: the partition
+            proxy.heal()
+            t0 = time.perf_counter()
+            while True:
+                errors = [d.sync() for d in (a, b)]
+                converged = not any(errors) and a.snapshot() == b.snapshot()
+                if converged and a.engine.verify().clean and b.engine.verify().clean:
+                    return time.perf_counter() - t0
+        finally:
+            b.close()
+            a.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1,000 blueprints, 15 samples")
+    args = parser.parse_args()
+    n = 1_000 if args.quick else 10_000
+    samples = 15 if args.quick else 100
+    edits = 50 if args.quick else 200
+    with tempfile.TemporaryDirectory() as tmp, LocalCloud() as cloud:
+        base = Path(tmp)
+        raw = remote_only(cloud, base, n)
+        print(f"SupabaseRemote alone, {n} rows (RPC only, no files):")
+        print(f"  push {raw['push_per_s']:,.0f}/s, pull {raw['pull_per_s']:,.0f}/s")
+        init = initial_sync(cloud, base, n)
+        print(f"initial sync of {n} blueprints:")
+        print(f"  upload   {init['up_s']:.2f} s  = {init['up_per_s']:,.0f}/s (goal >= 2,000/s)")
+        print(f"  download {init['down_s']:.2f} s  = {init['down_per_s']:,.0f}/s (goal >= 2,000/s)")
+        print(
+            f"  engine memory during download: tracemalloc peak {init['peak_traced_mib']:.1f} MiB,"
+            f" RSS growth {init['rss_growth_mib']:.1f} MiB"
+        )
+        lat = realtime_latency(cloud, base, samples)
+        print(f"save on A -> file on B via realtime, {samples} samples:")
+        print(
+            f"  median {statistics.median(lat) * 1000:.0f} ms, p99 {_p(lat, 0.99) * 1000:.0f} ms,"
+            f" max {max(lat) * 1000:.0f} ms (goal median <= 300 ms, p99 <= 1 s)"
+        )
+        heal = partition_heal(cloud, base, edits)
+        print(f"convergence after a partition heals ({edits} edits per side): {heal:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
