@@ -450,6 +450,45 @@ def local_fingerprints(cur: Any) -> dict[str, tuple[str, bool]]:
     }
 
 
+# -- apply journal ------------------------------------------------------------------------------
+#
+# A kill between writing a remote row's files and committing the index leaves files that
+# reconcile-on-open records as a *local* edit. Without help the next cycle would push it against
+# an older base and could report a conflict between two server versions. So before a chunk is
+# applied, the (id, seq, rev, path, hash, deleted) of its rows are committed here; the chunk's own
+# transaction clears them. Entries found at the next cycle name exactly the rows whose apply was
+# cut short; a dirty blueprint whose content matches its entry is the server's version.
+
+JOURNAL_KEY = "apply_journal"
+
+
+def journal_write(cur: Any, rows: Iterable[Any]) -> None:
+    """Record the server rows about to be applied (ServerRow-like objects)."""
+    entries = [
+        {
+            "id": r.id,
+            "seq": r.seq,
+            "rev": r.rev,
+            "path": r.path,
+            "hash": r.content_hash,
+            "deleted": r.deleted,
+        }
+        for r in rows
+    ]
+    set_state(cur, JOURNAL_KEY, json.dumps(entries))
+
+
+def journal_read(cur: Any) -> list[dict[str, Any]]:
+    """Entries of an apply that did not commit (empty normally)."""
+    raw = get_state(cur, JOURNAL_KEY)
+    return list(json.loads(raw)) if raw else []
+
+
+def journal_clear(cur: Any) -> None:
+    """Drop the journal (inside the transaction that applied its rows)."""
+    del_state(cur, JOURNAL_KEY)
+
+
 # -- quarantine ---------------------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import json
 import logging
 import math
 import random
@@ -485,6 +486,7 @@ class SyncEngine:
         self._set_state("connecting")
         self._check_server()
         self._check_identity()
+        self._recover_journal()
         self._push_pass(report)
         self._pull_all(report)
         report.rounds = 1
@@ -616,7 +618,9 @@ class SyncEngine:
         stats = ApplyStats()
         applier = Applier(self.store, self.policy, now=self.now, stats=stats)
         conflicts = 0
+        self._journal([r.current for r in results if r.current is not None])
         with self.store.index.write() as cur:
+            st.journal_clear(cur)
             for (change, item), result in zip(pairs, results, strict=True):
                 if result.status == "applied":
                     self._applied(cur, change, item, result)
@@ -734,9 +738,11 @@ class SyncEngine:
     ) -> None:
         stats = ApplyStats()
         applier = Applier(self.store, self.policy, now=self.now, stats=stats)
+        self._journal(rows)
         with self.store.index.write() as cur:
             for row in rows:
                 self._apply_one(cur, applier, row, report)
+            st.journal_clear(cur)
             if cursor is not None:
                 st.set_state(cur, "cursor", str(cursor[0]))
                 st.set_state(cur, "horizon", str(cursor[1]))
@@ -753,6 +759,45 @@ class SyncEngine:
             report.quarantined += 1
             report.errors.append(f"{row.path}: {exc.message}")
             log.warning("sync: cannot store server row %s (%s): %s", row.id, row.path, exc)
+
+    def _journal(self, rows: Sequence[ServerRow]) -> None:
+        if rows:
+            with self.store.index.write() as cur:
+                st.journal_write(cur, rows)
+
+    def _recover_journal(self) -> None:
+        """Settle the rows of an apply that a kill cut short (see ``sync._state`` journal)."""
+        with self.store.index.write() as cur:
+            for entry in st.journal_read(cur):
+                self._recover_entry(cur, entry)
+            st.journal_clear(cur)
+
+    def _recover_entry(self, cur: Any, entry: dict[str, Any]) -> None:
+        row = _row_or_none(self.store, entry["id"])
+        item = st.get_item(cur, entry["id"])
+        if row is None or (item is not None and item.base_seq >= entry["seq"]):
+            return
+        if row.op_id <= (item.synced_op_id if item is not None else 0):
+            return
+        if entry["deleted"] != row.deleted:
+            return
+        if not row.deleted and (row.content_hash != entry["hash"] or row.path != entry["path"]):
+            return  # a real local change (or a half-written pair): the normal merge handles it
+        text = cur.execute(
+            "SELECT content, meta FROM revisions WHERE id = ? AND rev = ?", (row.id, row.rev)
+        ).fetchall()
+        st.record_base(
+            cur,
+            row.id,
+            rev=entry["rev"],
+            seq=entry["seq"],
+            content_hash=entry["hash"],
+            path=entry["path"],
+            deleted=entry["deleted"],
+            content=None if row.deleted or not text else str(text[0][0]),
+            meta=None if row.deleted or not text else json.loads(text[0][1]),
+            synced_op_id=row.op_id,
+        )
 
     def _finish_apply(self, stats: ApplyStats, report: SyncReport) -> None:
         report.conflicts += stats.conflicts
