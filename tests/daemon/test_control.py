@@ -1,0 +1,304 @@
+"""The control API against a real (in-process, offline) daemon: tokens, loopback, hostile input."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from sync.control import (
+    MAX_FRAME_BYTES,
+    MAX_REQUEST_BYTES,
+    ControlClient,
+    ControlError,
+    ControlRequestError,
+    ControlServer,
+    OpError,
+    is_loopback_peer,
+)
+
+from .conftest import write_external
+
+
+def raw(port: int, token: str | None = None, **kw: Any) -> ClientConnection:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else None
+    return connect(
+        f"ws://127.0.0.1:{port}",
+        additional_headers=headers,
+        proxy=None,
+        open_timeout=10,
+        close_timeout=1,
+        max_size=None,
+        **kw,
+    )
+
+
+def reply_to(ws: ClientConnection, timeout: float = 10.0) -> dict[str, Any]:
+    """The next reply (events that arrive in between are skipped)."""
+    while True:
+        msg = json.loads(ws.recv(timeout=timeout))
+        if "ok" in msg:
+            return msg
+
+
+def test_state_file_is_private_and_the_server_listens_on_loopback_only(inproc_daemon) -> None:
+    d = inproc_daemon()
+    path = d.daemon.settings.paths.state / "daemon.json"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    state = json.loads(path.read_text())
+    assert state["pid"] == os.getpid() and state["port"] == d.daemon.server.port
+    assert len(state["token"]) >= 32
+    assert d.daemon.server.bound_host == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("peer", "ok"),
+    [
+        (("127.0.0.1", 5000), True),
+        (("127.8.9.10", 1), True),
+        (("::1", 5000, 0, 0), True),
+        (("::ffff:127.0.0.1", 1, 0, 0), True),
+        (("10.0.0.7", 5000), False),
+        (("192.168.1.2", 5000), False),
+        (("::ffff:10.0.0.1", 1, 0, 0), False),
+        (("2001:db8::1", 1, 0, 0), False),
+        (("0.0.0.0", 1), False),
+        (("localhost", 1), False),
+        (None, False),
+        ((), False),
+        ("not an address", False),
+    ],
+)
+def test_loopback_check(peer: Any, ok: bool) -> None:
+    assert is_loopback_peer(peer) is ok
+
+
+def test_connections_without_the_right_token_are_refused(inproc_daemon) -> None:
+    d = inproc_daemon()
+    port, token = d.state["port"], d.state["token"]
+    with pytest.raises(InvalidStatus) as info:
+        raw(port, "wrong-token")
+    assert info.value.response.status_code == 401
+    # No header: the first message must carry the token.
+    for first in (
+        {"id": 1, "op": "status"},
+        {"id": 2, "op": "auth", "token": "nope"},
+        {"id": 3, "op": "auth", "token": token[:-1]},
+        {"id": 4, "op": "auth", "token": 12345},
+    ):
+        with raw(port) as ws:
+            ws.send(json.dumps(first))
+            reply = json.loads(ws.recv(timeout=10))
+            assert reply == {
+                "id": first["id"],
+                "ok": False,
+                "error": {"code": "unauthorized", "message": "a valid token is required"},
+            }
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=10)
+    with raw(port) as ws:
+        ws.send("not json at all")
+        assert json.loads(ws.recv(timeout=10))["error"]["code"] == "unauthorized"
+    # The right token, in the first message or in a request.
+    with raw(port) as ws:
+        ws.send(json.dumps({"id": "a", "op": "auth", "token": token}))
+        assert reply_to(ws) == {"id": "a", "ok": True, "result": {"authenticated": True}}
+        ws.send(json.dumps({"id": "b", "op": "ping"}))
+        assert reply_to(ws)["result"] == "pong"
+    with raw(port) as ws:
+        ws.send(json.dumps({"id": 9, "op": "status", "token": token}))
+        assert reply_to(ws)["result"]["sync"]["state"] == "offline"
+    assert d.daemon.server.stats.refused >= 5
+
+
+def test_client_ops_on_an_offline_daemon(inproc_daemon) -> None:
+    d = inproc_daemon()
+    with ControlClient.connect(d.daemon.settings) as c:
+        status = c.status()
+        assert status["sync"]["state"] == "offline"
+        assert status["sync"]["logged_in"] is False
+        assert status["watcher"]["state"] == "running"
+        with pytest.raises(ControlRequestError) as info:
+            c.sync()
+        assert info.value.code in ("not_logged_in", "offline")
+        assert c.pause()["state"] == "paused"
+        assert c.resume()["state"] == "offline"
+        metrics = c.metrics()
+        assert metrics["counters"]["control_requests"] >= 5
+        with pytest.raises(ControlRequestError) as unknown:
+            c.request("launch_missiles")
+        assert unknown.value.code == "unknown_op"
+
+
+def test_subscribers_get_store_events(inproc_daemon) -> None:
+    d = inproc_daemon()
+    root = d.daemon.settings.paths.blueprints
+    with d.client() as c:
+        c.subscribe()
+        write_external(root, "team/flow.blueprint.yaml", "steps: [a]\n")
+        saved = c.wait_for(lambda e: e["event"] == "saved", 15)
+        assert saved["data"]["path"] == "team/flow.blueprint.yaml"
+        assert saved["data"]["origin"] == "external" and saved["data"]["kind"] == "created"
+        os.replace(root / "team/flow.blueprint.yaml", root / "team/renamed.blueprint.yaml")
+        os.replace(
+            root / "team/flow.blueprint.meta.json", root / "team/renamed.blueprint.meta.json"
+        )
+        moved = c.wait_for(lambda e: e["event"] == "moved", 15)
+        assert moved["data"]["path"] == "team/renamed.blueprint.yaml"
+        assert moved["data"]["old_path"] == "team/flow.blueprint.yaml"
+        (root / "team/renamed.blueprint.yaml").unlink()
+        (root / "team/renamed.blueprint.meta.json").unlink()
+        deleted = c.wait_for(lambda e: e["event"] == "deleted", 15)
+        assert deleted["data"]["id"] == saved["data"]["id"]
+
+
+# -- hostile input --------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+ops = st.sampled_from(["status", "metrics", "pause", "resume", "sync", "subscribe", "nope", ""])
+requests = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": json_values,
+        "op": ops | json_values,
+        "args": st.dictionaries(st.sampled_from(["wait", "events", "x"]), json_values)
+        | json_values,
+    },
+)
+messages = st.one_of(
+    st.binary(max_size=200),
+    st.text(max_size=200),
+    json_values.map(json.dumps),
+    requests.map(json.dumps),
+)
+
+
+@pytest.fixture
+def fuzz_target(inproc_daemon):
+    d = inproc_daemon()
+    ws = raw(d.state["port"], d.state["token"])
+    yield d, ws
+    ws.close()
+
+
+@settings(
+    max_examples=int(os.environ.get("LOCALSTORE_FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(message=messages)
+def test_fuzz_every_message_gets_one_reply_and_the_daemon_survives(fuzz_target, message) -> None:
+    d, ws = fuzz_target
+    ws.send(message)
+    reply = reply_to(ws)
+    assert set(reply) == {"id", "ok", "result"} or set(reply) == {"id", "ok", "error"}
+    if not reply["ok"]:
+        assert set(reply["error"]) <= {"code", "message", "hint"}
+        assert isinstance(reply["error"]["code"], str) and reply["error"]["message"]
+    ws.send(json.dumps({"id": "alive", "op": "ping"}))
+    assert reply_to(ws) == {"id": "alive", "ok": True, "result": "pong"}
+    assert d.thread.is_alive() and not d.errors
+
+
+def test_oversized_requests_and_frames(inproc_daemon) -> None:
+    d = inproc_daemon()
+    port, token = d.state["port"], d.state["token"]
+    with raw(port, token) as ws:
+        ws.send(json.dumps({"id": 1, "op": "ping", "pad": "x" * (MAX_REQUEST_BYTES + 10)}))
+        assert reply_to(ws)["error"]["code"] == "too_large"
+        ws.send(json.dumps({"id": 2, "op": "ping"}))
+        assert reply_to(ws)["result"] == "pong"
+        ws.send("[" * 100_000 + "]" * 100_000)  # deep nesting: no RecursionError escapes
+        assert reply_to(ws)["error"]["code"] in ("bad_json", "too_large")
+    with raw(port, token) as ws:
+        ws.send("x" * (MAX_FRAME_BYTES + 1))
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=10)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+    with ControlClient(port, token) as c:
+        assert c.request("ping") == "pong"
+
+
+def test_too_many_connections_are_refused_and_the_daemon_goes_on(inproc_daemon) -> None:
+    d = inproc_daemon()
+    port, token = d.state["port"], d.state["token"]
+    opened: list[ClientConnection] = []
+    refused = 0
+    try:
+        for _ in range(40):
+            try:
+                opened.append(raw(port, token))
+            except InvalidStatus as exc:
+                assert exc.response.status_code == 503
+                refused += 1
+        assert len(opened) == 32 and refused == 8
+    finally:
+        for ws in opened:
+            ws.close()
+    with ControlClient(port, token) as c:
+        assert c.request("ping") == "pong"
+
+
+class _Handler:
+    def handle(self, op: str, args: dict[str, Any]) -> Any:
+        if op == "status":
+            return {"fine": True}
+        if op == "sync":
+            raise OpError("offline", "no cloud here")
+        raise RuntimeError("a bug in the handler")
+
+
+def test_a_subscriber_that_does_not_read_is_dropped_with_a_notice() -> None:
+    server = ControlServer(_Handler(), token="t" * 40, queue_size=10)
+    server.start()
+    try:
+        ws = raw(server.port, "t" * 40)
+        ws.send(json.dumps({"id": 1, "op": "subscribe"}))
+        assert reply_to(ws)["result"]["subscribed"] is True
+        # Flood while the client reads nothing: socket buffers fill, then the bounded queue.
+        payload = {"blob": "y" * 4096}
+        for _ in range(6000):
+            server.publish("saved", payload)
+        dropped = threading.Event()
+        seen = 0
+        while not dropped.is_set():
+            msg = json.loads(ws.recv(timeout=30))
+            seen += 1
+            if msg.get("event") == "dropped":
+                dropped.set()
+        assert seen < 6000
+        assert server.stats.subscribers_dropped == 1
+        # The connection still answers requests; handler errors become error replies.
+        ws.send(json.dumps({"id": 2, "op": "status"}))
+        assert reply_to(ws)["result"] == {"fine": True}
+        ws.send(json.dumps({"id": 3, "op": "metrics"}))
+        err = reply_to(ws)["error"]
+        assert err["code"] == "internal" and "a bug in the handler" in err["message"]
+        ws.close()
+    finally:
+        server.stop()
+        assert server.join(10)
+
+
+def test_client_reports_a_missing_daemon(tmp_path: Path) -> None:
+    from sync.control import DaemonNotRunningError
+
+    with pytest.raises(DaemonNotRunningError):
+        ControlClient.connect(tmp_path / "nobody-home")
+    with pytest.raises(ControlError):
+        ControlClient(1, "token", timeout=2)

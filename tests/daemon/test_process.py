@@ -1,0 +1,111 @@
+"""The daemon as a real subprocess: events over the control API, one instance per home, crash
+recovery without cleanup, SIGTERM, and two devices converging through the local stack."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import time
+
+import pytest
+
+from localstore.config import load_settings
+from sync.embed import daemon_running, lock_holder, read_state
+
+from .conftest import eventually, home_settings, log_in, new_email, write_external
+
+
+def test_daemon_streams_edits_syncs_and_stops_on_sigterm(cloud, spawn_daemon, tmp_path) -> None:
+    home = tmp_path / "a"
+    log_in(home_settings(home), cloud, new_email())
+    d = spawn_daemon(home)
+    state = d.wait_ready()
+    path = home / "state" / "daemon.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert state["port"] > 0 and len(state["token"]) >= 32
+
+    c = d.client()
+    assert c.status()["sync"]["logged_in"] is True
+    c.subscribe()
+    write_external(home / "blueprints", "work/report.blueprint.yaml", "title: Report\nsteps: []\n")
+    saved = c.wait_for(lambda e: e["event"] == "saved", 30)
+    assert saved["data"]["path"] == "work/report.blueprint.yaml"
+    assert saved["data"]["origin"] == "external"
+    # The engine pushes it by itself (debounced local change): the stream shows the cycle end.
+    c.wait_for(
+        lambda e: (
+            e["event"] == "sync" and e["data"]["state"] == "idle" and e["data"]["pending"] == 0
+        ),
+        60,
+    )
+    # The counter is added when sync_once returns, just after the idle status went out.
+    assert eventually(lambda: c.metrics()["counters"]["pushed"] >= 1, 10)
+
+    # A second daemon on the same home refuses to start, naming the holder.
+    second = spawn_daemon(home)
+    assert second.proc.wait(60) == 1
+    assert f"process {d.proc.pid} already syncs this home" in second.output()
+    assert read_state(home / "state")["pid"] == d.proc.pid  # untouched by the loser
+
+    started = time.monotonic()
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(5) == 0, d.output()
+    assert time.monotonic() - started < 5
+    assert not path.exists()
+    assert lock_holder(home / "state") is None
+
+
+def test_a_sigkilled_daemon_is_replaced_without_cleanup(spawn_daemon, tmp_path) -> None:
+    home = tmp_path / "k"
+    first = spawn_daemon(home)
+    first.wait_ready()
+    first.stop(signal.SIGKILL)
+    # Its daemon.json stays behind, but nobody trusts it: the pid is gone and the flock released.
+    stale = read_state(home / "state")
+    assert stale is not None and stale["pid"] == first.proc.pid
+    assert daemon_running(load_settings(home=home, environ={})) is None
+    second = spawn_daemon(home)
+    state = second.wait_ready()
+    assert state["pid"] == second.proc.pid and state["token"] != stale["token"]
+    status = second.client().status()
+    assert status["sync"]["state"] == "offline" and status["sync"]["logged_in"] is False
+    assert second.stop() == 0
+
+
+def test_two_devices_converge_through_their_daemons(cloud, spawn_daemon, tmp_path) -> None:
+    email = new_email()
+    homes = [tmp_path / "dev-a", tmp_path / "dev-b"]
+    for h in homes:
+        log_in(home_settings(h), cloud, email)
+    a, b = (spawn_daemon(h) for h in homes)
+    a.wait_ready()
+    b.wait_ready()
+    ca, cb = a.client(), b.client()
+    cb.subscribe(["saved", "deleted", "moved", "conflict"])
+    text = "name: shared\nsteps:\n  - fetch\n"
+    write_external(homes[0] / "blueprints", "shared/flow.blueprint.yaml", text)
+    # Device A pushes (sync op waits for the watcher first); B hears the realtime hint and pulls.
+    report = ca.sync(wait=True)["report"]
+    assert report["pushed"] >= 1
+    got = cb.wait_for(lambda e: e["event"] == "saved" and e["data"]["origin"] == "remote", 60)
+    assert got["data"]["path"] == "shared/flow.blueprint.yaml"
+    assert (homes[1] / "blueprints/shared/flow.blueprint.yaml").read_text() == text
+    # And back: B edits, A receives.
+    ca.subscribe(["saved"])
+    write_external(homes[1] / "blueprints", "shared/flow.blueprint.yaml", text + "  - store\n")
+    cb.sync(wait=True)
+    ca.wait_for(lambda e: e["data"].get("origin") == "remote", 60)
+    assert (homes[0] / "blueprints/shared/flow.blueprint.yaml").read_text().endswith("- store\n")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signals_stop_an_offline_daemon_cleanly(spawn_daemon, tmp_path, sig) -> None:
+    home = tmp_path / f"s{int(sig)}"
+    d = spawn_daemon(home)
+    d.wait_ready()
+    d.proc.send_signal(sig)
+    assert d.proc.wait(5) == 0
+    assert not (home / "state" / "daemon.json").exists()
+    assert "daemon stopping" in (home / "state" / "daemon.log").read_text()
+    assert os.path.exists(home / "state" / "daemon.lock")  # kept: deleting it would race
