@@ -212,23 +212,22 @@ def daemon_state(settings: Settings) -> dict[str, Any] | None:
 
 
 def _daemon_status(settings: Settings) -> dict[str, Any] | None:
-    """Ask a running daemon for its live status; None when there is none or it cannot answer."""
+    """Ask a running daemon for its live sync status; None when none runs or it cannot answer."""
     if daemon_state(settings) is None:
         return None
     try:
-        # Written by the daemon component; optional, so status works without it.
+        # The daemon component's client; optional, so status works without it.
         control = importlib.import_module("sync.control")
     except ImportError:
         return None
-    query = getattr(control, "query_status", None)
-    if query is None:
-        return None
     try:
-        answer = query(settings)
+        with control.ControlClient.connect(settings, timeout=5.0) as client:
+            answer = client.status()
     except Exception as exc:  # noqa: BLE001 - any control-channel failure: fall back to the index
         click.echo(f"note: the daemon did not answer ({exc}); showing local status", err=True)
         return None
-    return answer if isinstance(answer, dict) else None
+    sync_part = answer.get("sync") if isinstance(answer, dict) else None
+    return dict(sync_part) if isinstance(sync_part, dict) else None
 
 
 @click.command("status")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -122,3 +123,19 @@ def test_merge_tool_failure_keeps_the_conflict_open(make_device: Callable[..., D
     assert unset.exit_code == 1 and "merge_tool" in unset.output
     usage = run(b.home, "conflicts", "resolve", "1")
     assert usage.exit_code == 2
+
+
+def test_status_falls_back_to_the_index_without_a_live_daemon(
+    make_device: Callable[..., Device],
+) -> None:
+    a = make_device("a")
+    a.store.save("s/x", "v: 1\n")
+    state = a.home / "state" / "daemon.json"
+    state.write_text(json.dumps({"pid": 2**22 + 12345, "port": 1, "token": "t"}), encoding="utf-8")
+    data = json.loads(run(a.home, "--json", "status").output)
+    assert data["daemon"] is False and data["pending"] == 1
+    # A live pid whose control port does not answer: a note on stderr, the local status on stdout.
+    state.write_text(json.dumps({"pid": os.getpid(), "port": 1, "token": "t"}), encoding="utf-8")
+    result = run(a.home, "--json", "status")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["daemon"] is False
