@@ -373,18 +373,32 @@ class Watcher:
         seen (inotify keeps order). Returns False on timeout. Raises WatcherError if not running.
         """
         self._require_running()
-        n = next(self._fence_counter)
-        fence = self.root / f"{_FENCE_PREFIX}{self._token}-{n}{fs.TEMP_SUFFIX}"
-        os.close(os.open(fence, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
-        os.unlink(fence)
         deadline = time.monotonic() + timeout
+        restarts = -1
+        n = 0
         with self._cond:
-            while not (self._fence_seen >= n and self._idle):
+            while not (n and self._fence_seen >= n and self._idle):
+                if restarts != self.stats.restarts:
+                    # A restarted observer never saw the last fence: lay a new one.
+                    restarts = self.stats.restarts
+                    self._cond.release()
+                    try:
+                        n = self._lay_fence()
+                    finally:
+                        self._cond.acquire()
+                    continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._failure is not None or not self._worker_alive():
                     return False
                 self._cond.wait(min(remaining, 0.5))
         return True
+
+    def _lay_fence(self) -> int:
+        n = next(self._fence_counter)
+        fence = self.root / f"{_FENCE_PREFIX}{self._token}-{n}{fs.TEMP_SUFFIX}"
+        os.close(os.open(fence, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
+        os.unlink(fence)
+        return n
 
     def rescan(self, *, timeout: float = 120.0) -> RescanReport:
         """Compare the whole folder with the index (size and mtime first, hash when needed).
