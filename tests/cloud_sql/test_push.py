@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import psycopg
@@ -232,3 +233,20 @@ def test_an_op_id_repeated_within_a_batch_is_a_replay_of_the_first(db: Db) -> No
     assert results[1] == results[0] and results[0]["id"] == first["id"]
     assert api.fetch([twin["id"]]) == []
     assert api.push([twin]) == [results[0]]
+
+
+def test_the_path_taken_lookup_can_use_its_index_under_rls(db: Db) -> None:
+    """lower() is not leakproof, so under RLS only the stored path_key can be an index condition
+    (a lower(path) lookup scanned every row of the owner and made pushes grow with the table)."""
+    uid = db.new_user()
+    api = db.api(uid)
+    with api.transaction() as conn:
+        conn.execute("set local enable_seqscan = off")
+        [[plan]] = conn.execute(
+            "explain (format json) select * from public.blueprints b"
+            " where b.owner = %s and b.path_key = lower(%s) and not b.deleted",
+            (uid, "A/B.yaml"),
+        ).fetchall()
+    text = json.dumps(plan)
+    assert "blueprints_owner_live_path_key_idx" in text
+    assert '"Index Cond": "((owner = ' in text and "path_key = " in text.split('"Index Cond"')[1]

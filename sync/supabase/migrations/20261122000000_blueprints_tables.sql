@@ -22,6 +22,9 @@ create table if not exists public.blueprints (
   id uuid primary key,
   owner uuid not null default auth.uid() references auth.users (id) on delete cascade,
   path text not null,
+  -- lower(path), stored: under RLS only leakproof operators can drive an index scan, and lower()
+  -- is not leakproof, so "lower(path) = $1" would scan every row of the owner.
+  path_key text generated always as (lower(path)) stored,
   content text not null default '',
   meta jsonb not null default '{}'::jsonb,
   content_hash text not null,
@@ -41,11 +44,10 @@ comment on table public.blueprints is
 create unique index if not exists blueprints_owner_seq_idx on public.blueprints (owner, seq);
 -- Full reconcile (verify_rows) pages by id within an owner.
 create index if not exists blueprints_owner_id_idx on public.blueprints (owner, id);
--- One live blueprint per case-insensitive path per owner (push_changes reports path_taken first;
--- this is the backstop). lower(path) leads so the path_taken lookup is always a point lookup
--- (with owner first, a generic plan may scan all of an owner's rows and filter).
-create unique index if not exists blueprints_live_path_owner_idx
-  on public.blueprints (lower(path), owner) where not deleted;
+-- One live blueprint per case-insensitive path per owner: push_changes's path_taken lookup, and
+-- the backstop should two writers ever race past it.
+create unique index if not exists blueprints_owner_live_path_key_idx
+  on public.blueprints (owner, path_key) where not deleted;
 -- purge_tombstones.
 create index if not exists blueprints_tombstones_idx
   on public.blueprints (updated_at) where deleted;

@@ -175,10 +175,11 @@ begin
   end if;
   -- A live row keeping its path (up to case) cannot collide: the unique index already holds.
   if not new_deleted
-     and (cur.id is null or cur.deleted or lower(cur.path) <> lower(new_path)) then
+     and (cur.id is null or cur.deleted or cur.path_key <> lower(new_path)) then
+    -- path_key (not lower(path)) so the unique index serves it under RLS. No LIMIT: the index
+    -- allows one match, and a LIMIT invites a sequential scan hoping to stop early.
     select * into other from public.blueprints b
-    where b.owner = me and not b.deleted and b.id <> rid and lower(b.path) = lower(new_path)
-    limit 1;
+    where b.owner = me and b.path_key = lower(new_path) and not b.deleted and b.id <> rid;
     if found then
       return sync_internal.conflict(op, rid, 'path_taken', other);
     end if;
@@ -254,6 +255,7 @@ as $$
 declare
   me uuid := sync_internal.require_uid();
   stored jsonb;
+  op_ids bigint[];
   -- Results and new idempotency records are collected in arrays: appending to a PL/pgSQL array
   -- is amortised O(1), while jsonb || jsonb copies the whole value (quadratic for 500 results
   -- that may each carry a large conflicting row).
@@ -278,12 +280,14 @@ begin
   end if;
   -- Before anything is read or any seq drawn: one pusher per owner at a time (pull safety).
   perform sync_internal.lock_owner(me);
-  -- Idempotency: results already stored for these (owner, device, op_id), in one query.
+  -- Idempotency: results already stored for these (owner, device, op_id), in one query. The op
+  -- ids go into an array first: as an IN (subquery) the subquery can run once per stored row.
+  select coalesce(array_agg((e.value ->> 'op_id')::bigint), '{}') into op_ids
+  from jsonb_array_elements(changes) e
+  where jsonb_typeof(e.value) = 'object' and sync_internal.is_bigint(e.value -> 'op_id');
   select coalesce(jsonb_object_agg(a.op_id::text, a.result), '{}'::jsonb) into stored
   from public.applied_ops a
-  where a.owner = me and a.device = push_changes.device and a.op_id in (
-    select (e.value ->> 'op_id')::bigint from jsonb_array_elements(changes) e
-    where jsonb_typeof(e.value) = 'object' and sync_internal.is_bigint(e.value -> 'op_id'));
+  where a.owner = me and a.device = push_changes.device and a.op_id = any (op_ids);
   for ch in select e.value from jsonb_array_elements(changes) with ordinality e order by e.ordinality
   loop
     op := case when jsonb_typeof(ch) = 'object' and sync_internal.is_bigint(ch -> 'op_id')
