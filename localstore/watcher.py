@@ -60,6 +60,7 @@ log = logging.getLogger("localstore.watcher")
 DEFAULT_WRITE_QUIET_MS = 1000
 DEFAULT_BATCH_SIZE = 500
 HEALTH_CHECK_S = 2.0
+FENCE_RELAY_S = 5.0
 MAX_FAILURES = 5
 # watchdog only logs a kernel queue overflow (IN_Q_OVERFLOW); these are the loggers that do it across
 # watchdog versions. Handlers never hear of it (watchdog #654), so we listen to the log.
@@ -374,13 +375,17 @@ class Watcher:
         """
         self._require_running()
         deadline = time.monotonic() + timeout
-        restarts = -1
-        n = 0
+        epoch = -1
+        relay_at = 0.0
+        n = -1
         with self._cond:
-            while not (n and self._fence_seen >= n and self._idle):
-                if restarts != self.stats.restarts:
-                    # A restarted observer never saw the last fence: lay a new one.
-                    restarts = self.stats.restarts
+            while not (n > 0 and self._fence_seen >= n and self._idle):
+                now = time.monotonic()
+                if (n < 0 or self._fence_seen < n) and (epoch != self._epoch() or now >= relay_at):
+                    # A fence can be lost with everything else (queue overflow, a restarted
+                    # observer): lay a new one then, and after a while without it anyway.
+                    epoch = self._epoch()
+                    relay_at = now + FENCE_RELAY_S
                     self._cond.release()
                     try:
                         n = self._lay_fence()
@@ -392,6 +397,9 @@ class Watcher:
                     return False
                 self._cond.wait(min(remaining, 0.5))
         return True
+
+    def _epoch(self) -> int:
+        return self.stats.restarts + self.stats.overflows
 
     def _lay_fence(self) -> int:
         n = next(self._fence_counter)
