@@ -10,11 +10,13 @@ Import treats the file as hostile until proven otherwise, in three phases:
    entry name, type and byte range is checked (absolute, ``..``, backslash, NUL, links, devices,
    duplicates, case collisions, overlapping entries, CVE-2024-0450); each listed file is streamed to
    a private staging folder under our own caps (bytes are counted while inflating; header sizes are
-   not trusted) and checked against the manifest's size and SHA-256; YAML and meta are parsed with
-   the store's bounds (alias bombs). Staging files are named by number, never by entry name, so
-   nothing can be written outside staging whatever the names say. Staging is removed on exit.
+   not trusted) and checked against the manifest's size and SHA-256; meta files are parsed.
+   Staging files are named by number, never by entry name, so nothing can be written outside
+   staging whatever the names say. Staging is removed on exit.
 2. **Plan** (:func:`plan_import`): each blueprint is matched by id, then by path, and given an action
-   under the conflict policy; nothing is written, so ``--dry-run`` is exactly this plan.
+   under the conflict policy; every YAML the plan would write is parsed within the store's bounds
+   (alias bombs, nesting) and one bad document refuses the whole bundle. Nothing is written, so
+   ``--dry-run`` is exactly this plan.
 3. **Apply**: each planned blueprint goes through :meth:`BlueprintStore.save` (history, events, the
    sync outbox) with ``origin="import"``, one blueprint per transaction: an interrupted import leaves
    every blueprint either as it was or fully imported. What a keep-both or merge produced is recorded
@@ -539,7 +541,6 @@ def open_bundle(
     staging_root: Path,
     passphrase: str | None = None,
     limits: BundleLimits | None = None,
-    yaml_limits: YamlLimits | None = None,
     progress: ProgressCallback | None = None,
 ) -> Iterator[VerifiedBundle]:
     """Verify a bundle completely and yield it; its staging folder is removed on exit.
@@ -563,7 +564,7 @@ def open_bundle(
             zip_path = staging.path() / "bundle.zip"
             _decrypt_file(src, zip_path, passphrase, limits, progress)
         with open(zip_path, "rb") as fh:
-            yield _verify_zip(fh, staging, limits, yaml_limits or YamlLimits(), encrypted, progress)
+            yield _verify_zip(fh, staging, limits, encrypted, progress)
     finally:
         staging.remove()
 
@@ -680,7 +681,6 @@ def _verify_zip(
     fh: IO[bytes],
     staging: _Staging,
     limits: BundleLimits,
-    yaml_limits: YamlLimits,
     encrypted: bool,
     progress: ProgressCallback | None,
 ) -> VerifiedBundle:
@@ -695,7 +695,7 @@ def _verify_zip(
         manifest = _read_manifest(zf, manifest_info, limits, stats)
         header, wanted = _parse_manifest(manifest, limits)
         _match_listing(infos, wanted)
-        entries = _extract_all(zf, infos, wanted, staging, limits, yaml_limits, stats, progress)
+        entries = _extract_all(zf, infos, wanted, staging, limits, stats, progress)
     return VerifiedBundle(encrypted=encrypted, entries=tuple(entries), **header)
 
 
@@ -1074,7 +1074,6 @@ def _extract_all(
     wanted: Sequence[_Wanted],
     staging: _Staging,
     limits: BundleLimits,
-    yaml_limits: YamlLimits,
     stats: _Stats,
     progress: ProgressCallback | None,
 ) -> list[BundleEntry]:
@@ -1084,9 +1083,7 @@ def _extract_all(
     folder = staging.path() if wanted else None
     for done, i in enumerate(order):
         assert folder is not None
-        entries[i] = _extract_one(
-            zf, files, wanted[i], folder / f"{i:07d}", limits, yaml_limits, stats
-        )
+        entries[i] = _extract_one(zf, files, wanted[i], folder / f"{i:07d}", limits, stats)
         if progress is not None:
             progress("verify", done + 1, len(wanted))
     return [e for e in entries if e is not None]
@@ -1098,7 +1095,6 @@ def _extract_one(
     w: _Wanted,
     stem: Path,
     limits: BundleLimits,
-    yaml_limits: YamlLimits,
     stats: _Stats,
 ) -> BundleEntry:
     yaml_file = stem.with_suffix(".yaml")
@@ -1126,7 +1122,6 @@ def _extract_one(
     _check_digest(w.meta_name, size, digest, w.meta_size, w.meta_sha256)
     meta = _parse_meta(meta_buf.getvalue(), w)
     yaml_bytes = yaml_file.read_bytes()
-    _parse_yaml(yaml_bytes, w, yaml_limits)
     return BundleEntry(
         id=w.id,
         path=w.path,
@@ -1160,13 +1155,22 @@ def _parse_meta(raw: bytes, w: _Wanted) -> BlueprintMeta:
     return meta
 
 
-def _parse_yaml(raw: bytes, w: _Wanted, yaml_limits: YamlLimits) -> None:
-    try:
-        parse_yaml(raw, yaml_limits)
-    except LimitExceededError as exc:
-        raise BundleLimitError(f"{w.path[:100]!r}: {exc.message}", hint=exc.hint) from exc
-    except InvalidYAMLError as exc:
-        raise BundleFormatError(f"{w.path[:100]!r}: {exc.message}") from exc
+def _check_yaml(items: Sequence[ImportItem], yaml_limits: YamlLimits) -> None:
+    """Parse, within the store's bounds, every YAML the plan will write; refuse the whole bundle
+    (before anything is written) if one does not parse or is an alias bomb.
+
+    Entries planned as unchanged hold bytes this store already accepted, and skipped ones are
+    never used, so parsing them would only double the cost of a repeated import.
+    """
+    for item in items:
+        if item._entry is None or item._content is not None:
+            continue
+        try:
+            parse_yaml(item._entry.read_yaml(), yaml_limits)
+        except LimitExceededError as exc:
+            raise BundleLimitError(f"{item.path[:100]!r}: {exc.message}", hint=exc.hint) from exc
+        except InvalidYAMLError as exc:
+            raise BundleFormatError(f"{item.path[:100]!r}: {exc.message}") from exc
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1438,10 +1442,10 @@ def import_bundle(
         staging_root=store.paths.cache,
         passphrase=passphrase,
         limits=limits,
-        yaml_limits=store.limits,
         progress=progress,
     ) as bundle:
         items = plan_import(store, bundle, on_conflict=on_conflict, merger=merger)
+        _check_yaml(items, store.limits)
         result = ImportResult(bundle.summary(), on_conflict, dry_run, items)
         if dry_run:
             return result
