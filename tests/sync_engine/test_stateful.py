@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -21,7 +22,9 @@ from hypothesis.stateful import RuleBasedStateMachine, rule
 
 from sync.memory_remote import MemoryServer
 
-from .conftest import Device, close_device, converge, open_device, server_snapshot
+from .conftest import STRESS, Device, close_device, converge, open_device, server_snapshot
+
+pytestmark = pytest.mark.timeout(7200 if STRESS else 300)
 
 DEVICES = ("a", "b", "c")
 PATHS = ("p/one", "p/two", "q/three", "Q/Three", "four")
