@@ -839,6 +839,8 @@ def _check_ranges(listing: Sequence[zipfile.ZipInfo], fh: IO[bytes], cd_start: i
     prev_end, prev_name = 0, ""
     for info in sorted(listing, key=lambda i: i.header_offset):
         start = info.header_offset
+        if start < 0:
+            raise BundleFormatError(f"entry {info.orig_filename[:80]!r} starts before the file")
         if start < prev_end:
             raise UnsafeBundleError(
                 f"entries {prev_name[:80]!r} and {info.orig_filename[:80]!r} overlap"
