@@ -183,18 +183,22 @@ def daemon_args(executable: str, home: str | None) -> list[str]:
     return [executable, *(["--home", home] if home else []), "daemon"]
 
 
+def systemd_escape(arg: str) -> str:
+    """Quote one ExecStart argument: systemd expands ``%`` specifiers and ``$`` variables."""
+    return shlex.quote(arg.replace("%", "%%").replace("$", "$$"))
+
+
 def render_systemd_unit(args: list[str]) -> str:
-    """A systemd user unit running ``args``."""
+    """A systemd user unit running ``args`` (already escaped with :func:`systemd_escape`)."""
     return f"""\
 [Unit]
 Description=LocalStore daemon: watch, index and sync blueprints
-Documentation=https://github.com/localstore/localstore/blob/main/docs/daemon.md
 After=network-online.target
 Wants=network-online.target
 
 [Service]
 Type=simple
-ExecStart={shlex.join(args)}
+ExecStart={" ".join(args)}
 Restart=on-failure
 RestartSec=5
 # The daemon stops within 5 s of SIGTERM; the rest is slack before systemd sends SIGKILL.
@@ -289,7 +293,7 @@ def service_plan(settings: Settings, home: str | None, platform: str = sys.platf
     args = daemon_args(_executable(), home_arg)
     suffix = service_suffix(settings, home)
     if platform.startswith("linux"):
-        return _systemd_plan(args, suffix)
+        return _systemd_plan([systemd_escape(a) for a in args], suffix)
     if platform == "darwin":
         label = LAUNCHD_LABEL + suffix
         path = Path.home() / "Library" / "LaunchAgents" / f"{label}.plist"

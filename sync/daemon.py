@@ -16,12 +16,18 @@
    rebuilt from the index, pushes are idempotent by op id, the cursor commits with its page).
 
 Store events (saved, deleted, moved, invalid, conflict), sync status changes and error log
-records are forwarded to control API subscribers. Metrics are counters kept here plus gauges read
+records are forwarded to control API subscribers. Saves that other processes make through their own
+``localstore.open()`` (an app next to the daemon) raise no event in the daemon's store, and its
+watcher rightly sees them as echoes (the index already has them); so after file activity the
+daemon looks for index rows with a newer op id than it has seen, publishes those it did not
+publish itself, and wakes the engine to push them. This costs one indexed query per tick for a
+few seconds after file activity, and nothing while the folder is quiet. Metrics are counters kept here plus gauges read
 from the engine, the watcher and the server.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -58,6 +64,9 @@ LOG_MAX_BYTES = 5 * 1024 * 1024
 LOG_BACKUPS = 3
 STOP_BUDGET_S = 4.0
 RELOGIN_CHECK_S = 60.0
+TICK_S = 0.5
+FOLLOW_WINDOW_S = 3.0
+MAX_TRACKED_REVS = 50_000
 REMOTE_TIMEOUT_S = 15.0
 # Store event kind -> control API event name (created and modified are both "saved").
 _EVENT_NAMES = {
@@ -144,6 +153,7 @@ class DaemonMetrics:
     conflicts: int = 0
     quarantined: int = 0
     store_events: int = 0
+    foreign_changes: int = 0
     startup_reconcile_seconds: float = 0.0
     last_cycle_seconds: float = 0.0
 
@@ -218,6 +228,13 @@ class Daemon:
         self._paused = False
         self._unsubs: list[Callable[[], None]] = []
         self._forwarder: _ErrorForwarder | None = None
+        # Foreign-change follower state (see the module docstring).
+        self._published: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._published_lock = threading.Lock()
+        self._last_op = 0
+        self._raw_seen = 0
+        self._follow_until = 0.0
+        self._candidates: list[tuple[Any, ...]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -272,6 +289,7 @@ class Daemon:
         started = time.monotonic()
         self.store = BlueprintStore(self.settings)
         self.metrics.startup_reconcile_seconds = time.monotonic() - started
+        self._last_op = self._max_op_id()
         self._unsubs.append(self.store.subscribe(self._on_store_event))
         self.watcher = Watcher(self.store)
         self.watcher.start()
@@ -376,18 +394,104 @@ class Daemon:
         return False
 
     def _tick_interval(self) -> float:
-        return 1.0 if self.engine is None else 3600.0
+        return TICK_S
 
     def _tick(self) -> None:
         # Offline only: notice a `localstore login` made while the daemon runs.
         due = self.engine is None and time.monotonic() >= self._next_relogin
         if due and self._attach_engine() and self.server is not None:
             self.server.publish("sync", self._sync_status())
+        try:
+            self._follow_foreign_changes()
+        except LocalStoreError as exc:
+            log.warning("could not look for changes made by other processes: %s", exc)
+
+    # -- changes made by other processes -------------------------------------------------------
+
+    def _max_op_id(self) -> int:
+        assert self.store is not None
+        with self.store.index.read() as cur:
+            rows = cur.execute("SELECT coalesce(max(op_id), 0) FROM blueprints").fetchall()
+        return int(rows[0][0])
+
+    def _follow_foreign_changes(self) -> None:
+        """Publish rows other processes changed; candidates wait one tick for our own events."""
+        foreign = [c for c in self._candidates if self._claim(str(c[0]), int(c[3]))]
+        self._candidates = []
+        for row in foreign:
+            self._publish_row(row)
+        if foreign:
+            self.metrics.foreign_changes += len(foreign)
+            if self.engine is not None:
+                self.engine.request_sync(self.engine.debounce_s)
+        watcher, store = self.watcher, self.store
+        if watcher is None or store is None or not self._files_were_active(watcher):
+            return
+        with store.index.read() as cur:
+            self._candidates = cur.execute(
+                "SELECT id, path, deleted, rev, op_id, content_hash FROM blueprints "
+                "WHERE op_id > ? ORDER BY op_id",
+                (self._last_op,),
+            ).fetchall()
+        if self._candidates:
+            self._last_op = max(int(c[4]) for c in self._candidates)
+
+    def _files_were_active(self, watcher: Watcher) -> bool:
+        """Whether file events arrived within the last ``FOLLOW_WINDOW_S`` (then look at the index).
+
+        The other process holds the index write lock from before it touches the files until its
+        commit, so its rows become visible shortly after the file events; looking for a short
+        window after the last event covers that without querying while nothing happens.
+        """
+        now = time.monotonic()
+        if watcher.stats.raw_events != self._raw_seen:
+            self._raw_seen = watcher.stats.raw_events
+            self._follow_until = now + FOLLOW_WINDOW_S
+        return now <= self._follow_until
+
+    def _claim(self, blueprint_id: str, rev: int) -> bool:
+        """Record that (id, rev) is published; False if it already was (by our own store)."""
+        with self._published_lock:
+            if self._published.get(blueprint_id, -1) >= rev:
+                return False
+            self._published[blueprint_id] = rev
+            self._published.move_to_end(blueprint_id)
+            while len(self._published) > MAX_TRACKED_REVS:
+                self._published.popitem(last=False)
+            return True
+
+    def _publish_row(self, row: tuple[Any, ...]) -> None:
+        blueprint_id, path, deleted, rev = str(row[0]), str(row[1]), bool(row[2]), int(row[3])
+        assert self.store is not None
+        with self.store.index.read() as cur:
+            revs = cur.execute(
+                "SELECT rev, path, origin, ts FROM revisions WHERE id = ? ORDER BY rev DESC LIMIT 2",
+                (blueprint_id,),
+            ).fetchall()
+        origin = str(revs[0][2]) if revs else "local"
+        data: dict[str, Any] = {
+            "id": blueprint_id,
+            "path": path,
+            "origin": origin,
+            "rev": rev,
+            "content_hash": str(row[5] or ""),
+            "ts": str(revs[0][3]) if revs else "",
+            "process": "other",
+        }
+        if deleted:
+            name, data["kind"] = "deleted", "deleted"
+        elif len(revs) == 2 and str(revs[1][1]) != path:
+            name, data["kind"], data["old_path"] = "moved", "moved", str(revs[1][1])
+        else:
+            name, data["kind"] = "saved", "created" if rev <= 1 else "modified"
+        if self.server is not None:
+            self.server.publish(name, data)
 
     # -- events ------------------------------------------------------------------------------------
 
     def _on_store_event(self, event: Event) -> None:
         self.metrics.store_events += 1
+        self._claim(event.id, event.rev)
         if self.server is not None:
             name = _EVENT_NAMES.get(event.kind, event.kind)
             data = event.to_dict()

@@ -1,0 +1,126 @@
+"""Embedding: one syncing process per home (the flock), daemon detection without network, and an
+app's in-process engine (start_sync) that refuses while a daemon syncs the home."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import localstore
+from sync.embed import (
+    HomeLock,
+    daemon_running,
+    lock_holder,
+    start_sync,
+    write_state,
+)
+from sync.errors import SyncLockedError
+from sync.memory_remote import MemoryRemote, MemoryServer
+
+from .conftest import eventually, home_settings
+
+
+def test_home_lock_is_exclusive_and_names_its_holder(tmp_path: Path) -> None:
+    a, b = HomeLock(tmp_path), HomeLock(tmp_path)
+    assert lock_holder(tmp_path) is None
+    assert a.acquire() and a.acquire()  # re-entrant for its holder
+    assert not b.acquire()  # another open file description, same process: refused
+    assert lock_holder(tmp_path) == os.getpid()
+    a.release()
+    assert lock_holder(tmp_path) is None
+    assert b.acquire()
+    b.release()
+    b.release()  # idempotent
+
+
+def test_the_kernel_releases_the_lock_of_a_killed_holder(tmp_path: Path) -> None:
+    code = (
+        "import sys, time; from sync.embed import HomeLock; "
+        f"HomeLock({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(600)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        assert lock_holder(tmp_path) == proc.pid
+        assert not HomeLock(tmp_path).acquire()
+    finally:
+        proc.kill()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    lock = HomeLock(tmp_path)
+    assert lock.acquire()
+    lock.release()
+
+
+def test_daemon_running_trusts_the_state_file_only_with_a_live_holder(tmp_path: Path) -> None:
+    settings = home_settings(tmp_path / "h")
+    state_dir = settings.paths.state
+    assert daemon_running(settings) is None
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    write_state(state_dir, {"pid": int(dead.stdout), "port": 1, "token": "x"})
+    assert daemon_running(settings) is None  # the pid is gone
+    write_state(state_dir, {"pid": os.getpid(), "port": 1, "token": "x"})
+    assert daemon_running(settings) is None  # alive, but nobody holds the flock
+    lock = HomeLock(state_dir)
+    assert lock.acquire()
+    try:
+        assert daemon_running(settings) == {"pid": os.getpid(), "port": 1, "token": "x"}
+    finally:
+        lock.release()
+    (state_dir / "daemon.json").write_text("{not json")
+    assert daemon_running(settings) is None
+    (state_dir / "daemon.json").write_text(json.dumps(["a", "list"]))
+    assert daemon_running(settings) is None
+
+
+def test_start_sync_runs_the_engine_in_process_and_holds_the_lock(tmp_path: Path) -> None:
+    server = MemoryServer()
+    store = localstore.open(home=tmp_path / "app")
+    try:
+        handle = start_sync(store, remote=MemoryRemote(server), poll_interval_s=3600)
+        assert lock_holder(store.settings.paths.state) == os.getpid()
+        with pytest.raises(SyncLockedError):
+            start_sync(store, remote=MemoryRemote(server))
+        store.save("notes/a", "x: 1\n")
+        assert eventually(lambda: handle.engine.status().pending == 0, 20)
+        assert eventually(lambda: len(server.rows) == 1, 20)
+    finally:
+        store.close()  # stops the engine and releases the lock
+    assert lock_holder(store.settings.paths.state) is None
+
+
+def test_an_app_leaves_sync_to_a_running_daemon(inproc_daemon, tmp_path: Path) -> None:
+    home = tmp_path / "shared"
+    d = inproc_daemon(home)
+    with localstore.open(home=home) as store:
+        state = daemon_running(store.settings)
+        assert state is not None and state["port"] == d.daemon.server.port
+        with pytest.raises(SyncLockedError, match=f"process {os.getpid()} already syncs"):
+            start_sync(store, remote=MemoryRemote())
+        # The app follows the daemon instead; its own saves reach the daemon's subscribers.
+        with d.client() as client:
+            client.subscribe(["saved", "moved", "deleted"])
+            store.save("from-app/one", "k: v\n")
+            event = client.wait_for(
+                lambda e: e["data"]["path"] == "from-app/one.blueprint.yaml", 15
+            )
+            # Found through the index (no file differs from it): the app's own origin is kept.
+            assert event["data"]["origin"] == "local" and event["data"]["process"] == "other"
+            assert event["event"] == "saved" and event["data"]["kind"] == "created"
+            store.move("from-app/one", "from-app/two")
+            moved = client.wait_for(lambda e: e["event"] == "moved", 15)
+            assert moved["data"]["old_path"] == "from-app/one.blueprint.yaml"
+            store.delete("from-app/two")
+            client.wait_for(lambda e: e["event"] == "deleted", 15)
+        assert d.daemon.metrics.foreign_changes == 3

@@ -1,0 +1,178 @@
+"""Service files and the one-file binary: systemd verifies the unit, the plist and task XML parse,
+`localstore service` writes them, and (LOCALSTORE_SLOW=1) PyInstaller builds a working binary."""
+
+from __future__ import annotations
+
+import json
+import os
+import plistlib
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from sync.cli_daemon import (
+    render_launchd_plist,
+    render_systemd_unit,
+    render_task_xml,
+    service_plan,
+)
+from tests.conftest import SLOW
+
+from .conftest import REPO, home_settings
+
+PACKAGING = REPO / "packaging"
+LOCALSTORE = str(Path(sys.executable).with_name("localstore"))
+_TASK_NS = {"t": "http://schemas.microsoft.com/windows/2004/02/mit/task"}
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
+    full.update(env or {})
+    return subprocess.run(
+        [LOCALSTORE, *args], capture_output=True, text=True, env=full, timeout=120, check=False
+    )
+
+
+def systemd_verify(unit: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    assert shutil.which("systemd-analyze"), "scripts/setup installs systemd (systemd-analyze)"
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    # --user needs a runtime dir but no running user manager; the plain verify needs neither.
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
+    plain = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, env=env
+    )
+    assert plain.returncode == 0, plain.stderr
+    return subprocess.run(
+        ["systemd-analyze", "--user", "verify", str(unit)], capture_output=True, text=True, env=env
+    )
+
+
+def test_packaged_samples_are_what_the_installer_writes() -> None:
+    assert (PACKAGING / "localstore.service").read_text() == render_systemd_unit(
+        ["%h/.local/bin/localstore", "daemon"]
+    )
+    assert (PACKAGING / "dev.localstore.daemon.plist").read_text() == render_launchd_plist(
+        ["/usr/local/bin/localstore", "daemon"], "/tmp/LocalStore"
+    )
+    assert (PACKAGING / "localstore-task.xml").read_text(encoding="utf-16") == render_task_xml(
+        [r"%LOCALAPPDATA%\Programs\LocalStore\localstore.exe", "daemon"]
+    )
+
+
+def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    home = tmp_path / "my home %h $HOME"  # specifiers and variables must be escaped
+    plan = service_plan(home_settings(home), str(home), platform="linux")
+    unit = tmp_path / plan.path.name
+    unit.write_text(plan.text)
+    user = systemd_verify(unit, tmp_path)
+    assert user.returncode == 0, user.stderr
+    exec_line = next(ln for ln in plan.text.splitlines() if ln.startswith("ExecStart="))
+    assert "'" + str(home).replace("%", "%%").replace("$", "$$") + "'" in exec_line
+    assert plan.path.name.startswith("localstore-") and plan.path.suffix == ".service"
+
+
+def test_systemd_verify_rejects_a_broken_unit(tmp_path: Path) -> None:
+    # The check is real: a unit whose binary is missing fails verification.
+    unit = tmp_path / "broken.service"
+    unit.write_text(render_systemd_unit(["/nonexistent/localstore", "daemon"]))
+    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert done.returncode != 0 and "/nonexistent/localstore" in done.stderr
+
+
+def test_launchd_plist_parses(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    plan = service_plan(home_settings(home), str(home), platform="darwin")
+    data = plistlib.loads(plan.text.encode())
+    assert data["ProgramArguments"][-3:] == ["--home", str(home), "daemon"]
+    assert data["RunAtLoad"] is True and data["KeepAlive"] == {"SuccessfulExit": False}
+    assert plan.path.parent.name == "LaunchAgents" and plan.path.suffix == ".plist"
+    assert plistlib.loads((PACKAGING / "dev.localstore.daemon.plist").read_bytes())["Label"]
+
+
+def test_windows_task_xml_parses(tmp_path: Path) -> None:
+    home = tmp_path / "a b&c"
+    plan = service_plan(home_settings(home), str(home), platform="win32")
+    root = ET.fromstring(plan.text.replace('encoding="UTF-16"', ""))
+    command = root.find("t:Actions/t:Exec/t:Command", _TASK_NS)
+    arguments = root.find("t:Actions/t:Exec/t:Arguments", _TASK_NS)
+    assert command is not None and command.text == LOCALSTORE
+    assert arguments is not None and arguments.text == f'--home "{home}" daemon'
+    assert root.find("t:Triggers/t:LogonTrigger", _TASK_NS) is not None
+    sample = ET.parse(PACKAGING / "localstore-task.xml").getroot()
+    assert sample.find("t:Settings/t:MultipleInstancesPolicy", _TASK_NS).text == "IgnoreNew"
+
+
+def test_unsupported_platform_is_refused_clearly(tmp_path: Path) -> None:
+    import click
+
+    with pytest.raises(click.ClickException, match="no service manager is supported on sunos5"):
+        service_plan(home_settings(tmp_path), None, platform="sunos5")
+
+
+def test_service_install_status_uninstall_without_a_user_manager(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "config")}
+    done = cli("--home", str(home), "--json", "service", "install", env=env)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    unit = Path(out["path"])
+    assert unit.parent == tmp_path / "config" / "systemd" / "user" and unit.exists()
+    if out["enabled"]:  # a machine with a user systemd: it was enabled for real
+        cli("--home", str(home), "service", "uninstall", env=env)
+        pytest.fail("this test expects no reachable user systemd (CI containers have none)")
+    assert out["commands"][-1] == f"systemctl --user enable --now {unit.name}"
+    assert systemd_verify(unit, tmp_path).returncode == 0
+    human = cli("--home", str(home), "service", "install", env=env)
+    assert "systemctl --user daemon-reload" in human.stdout and "not enabled" in human.stdout
+    status = json.loads(cli("--home", str(home), "--json", "service", "status", env=env).stdout)
+    assert status["installed"] is True and status["daemon"] is None
+    gone = json.loads(cli("--home", str(home), "--json", "service", "uninstall", env=env).stdout)
+    assert gone["removed"] is True and not unit.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SLOW, reason="builds a PyInstaller binary (~2-3 min): LOCALSTORE_SLOW=1")
+def test_pyinstaller_binary_runs_init_save_ls(tmp_path: Path) -> None:
+    if shutil.which("pyinstaller", path=str(Path(sys.executable).parent)) is None:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "pyinstaller>=6.0"], check=True
+        )
+    build = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("pyinstaller")),
+            "--noconfirm",
+            "--distpath",
+            str(tmp_path / "dist"),
+            "--workpath",
+            str(tmp_path / "build"),
+            str(PACKAGING / "localstore.spec"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=900,
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    binary = tmp_path / "dist" / "localstore"
+
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
+        return subprocess.run(
+            [str(binary), *args], input=stdin, capture_output=True, text=True, env=env, timeout=120
+        )
+
+    assert run("--version").stdout.strip() == "localstore 0.1.0"
+    home = str(tmp_path / "home")
+    assert run("--home", home, "init").returncode == 0
+    saved = run("--home", home, "save", "team/hello", "-f", "-", stdin="steps: [a, b]\n")
+    assert saved.returncode == 0, saved.stderr
+    listed = json.loads(run("--home", home, "--json", "ls").stdout)
+    assert [b["path"] for b in listed] == ["team/hello.blueprint.yaml"]
+    # The local test stack is left out of the binary, and the CLI says so.
+    dev_only = run("--home", home, "cloud")
+    assert dev_only.returncode == 1 and "not available in this build" in dev_only.stderr
