@@ -42,6 +42,7 @@ from localstore.errors import (
     AmbiguousRefError,
     InvalidInputError,
     InvalidRefError,
+    LocalStoreError,
     NotFoundError,
     RevisionConflictError,
     RevisionNotFoundError,
@@ -211,6 +212,29 @@ class CheckReport:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly view."""
         return {"clean": self.clean, "problems": self.problems, "fixed": self.fixed}
+
+
+@dataclass(frozen=True, slots=True)
+class SaveRequest:
+    """One item of :meth:`BlueprintStore.save_many` (the arguments of :meth:`BlueprintStore.save`)."""
+
+    path: str
+    content: str | bytes | Mapping[str, Any] | None = None
+    meta: BlueprintMeta | Mapping[str, Any] | None = None
+    id: str | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    expected_rev: int | None = None
+    tx_hook: TxHook | None = None
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What one save transaction has staged: temp files, events, and what to undo on failure."""
+
+    pending: fs.PendingWrites
+    events: list[Event] = field(default_factory=list)
+    touched: list[tuple[Row | None, str]] = field(default_factory=list)
+    keys: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,9 +492,6 @@ class BlueprintStore:
         stale), StorageError (the previous version stays intact).
         """
         self._check_open()
-        rel = fs.normalize_path(path)
-        if id is not None and not is_uuid(id.lower()):
-            raise InvalidInputError(f"{id!r} is not a valid blueprint id")
         fields = {
             "name": name,
             "description": description,
@@ -480,66 +501,102 @@ class BlueprintStore:
             "public": public,
             "encrypted": encrypted,
         }
-        events: list[Event] = []
-        touched: list[tuple[Row | None, str]] = []
+        request = SaveRequest(
+            path=path,
+            content=content,
+            meta=meta,
+            id=id,
+            fields=fields,
+            expected_rev=expected_rev,
+            tx_hook=tx_hook,
+        )
+        result = self._save_batch([request], origin, strict=True)[0]
+        assert isinstance(result, Blueprint)
+        return result
+
+    def save_many(
+        self, requests: Sequence[SaveRequest], *, origin: str = "local"
+    ) -> builtins.list[Blueprint | LocalStoreError]:
+        """Save many blueprints in one transaction with few disk flushes (sync and import use it).
+
+        Each result is the saved Blueprint, or the error of an item with bad input (the other items
+        go on). A storage failure aborts the whole batch, restores what was there, and raises.
+        """
+        self._check_open()
+        return self._save_batch(requests, origin, strict=False)
+
+    def _save_batch(
+        self, requests: Sequence[SaveRequest], origin: str, *, strict: bool
+    ) -> builtins.list[Blueprint | LocalStoreError]:
+        batch = _Batch(fs.PendingWrites(expected_files=2 * len(requests)))
+        results: builtins.list[Blueprint | LocalStoreError] = []
         try:
-            return self._save_locked(
-                rel, content, id, fields, meta, origin, expected_rev, tx_hook, events, touched
-            )
+            with self.index.write() as cur:
+                for request in requests:
+                    try:
+                        results.append(self._save_one(cur, request, origin, batch))
+                    except (
+                        InvalidInputError,
+                        AlreadyExistsError,
+                        RevisionConflictError,
+                        NotFoundError,
+                    ) as exc:
+                        # Bad input is found before anything of this item touches the disk.
+                        if strict:
+                            raise
+                        results.append(exc)
+                batch.pending.commit()
         except BaseException:
-            # Whatever failed after the files were written (the index commit, a hook), the
-            # previous version is put back so the caller's error means "nothing changed".
-            for existing, new_rel in touched:
+            # Whatever failed after files were written (a flush, the index commit, a hook), the
+            # previous versions are put back so the caller's error means "nothing changed".
+            batch.pending.abort()
+            for existing, new_rel in reversed(batch.touched):
                 self._undo_files(existing, new_rel)
             raise
+        self.events.publish(batch.events)
+        return results
 
-    def _save_locked(
-        self,
-        rel: str,
-        content: str | bytes | Mapping[str, Any] | None,
-        id: str | None,
-        fields: Mapping[str, Any],
-        meta: BlueprintMeta | Mapping[str, Any] | None,
-        origin: str,
-        expected_rev: int | None,
-        tx_hook: TxHook | None,
-        events: list[Event],
-        touched: list[tuple[Row | None, str]],
-    ) -> Blueprint:
-        with self.index.write() as cur:
-            existing = self._find_for_save(cur, rel, id)
-            if (existing is None or existing.path != rel) and self.abspath(rel).exists():
-                # A file the index has not seen yet (an editor was faster than the watcher):
-                # record it in history before it is overwritten, so nothing is lost.
-                from localstore._reconcile import Reconciler
+    def _save_one(self, cur: Any, req: SaveRequest, origin: str, batch: _Batch) -> Blueprint:
+        rel = fs.normalize_path(req.path)
+        if req.id is not None and not is_uuid(req.id.lower()):
+            raise InvalidInputError(f"{req.id!r} is not a valid blueprint id")
+        if fs.path_key(rel) in batch.keys or (req.id or "").lower() in batch.keys:
+            # An earlier item of this batch wrote this blueprint or path: put its files in place
+            # first, so renames and reads below see the disk as the index describes it.
+            batch.pending.commit()
+        existing = self._find_for_save(cur, rel, req.id)
+        if (existing is None or existing.path != rel) and self.abspath(rel).exists():
+            # A file the index has not seen yet (an editor was faster than the watcher):
+            # record it in history before it is overwritten, so nothing is lost.
+            from localstore._reconcile import Reconciler
 
-                Reconciler(self).ingest_path(rel)
-                existing = self._find_for_save(cur, rel, id)
-            if expected_rev is not None and (existing.rev if existing else 0) != expected_rev:
-                raise RevisionConflictError(
-                    f"{rel} is at revision {existing.rev if existing else 0}, not {expected_rev}",
-                    hint="load it again and reapply your change",
-                )
-            self._check_path_free(cur, rel, existing.id if existing else id)
-            base_meta = existing.meta if existing else None
-            if content is None:
-                if existing is None or existing.deleted:
-                    raise InvalidInputError(f"{rel} does not exist yet: give content to create it")
-                content = self._read_current_yaml(existing)
-            keep_modified = meta is not None and origin in ("remote", "import", "merge")
-            new_meta = self._merge_meta(base_meta, rel, id, meta, fields, keep_modified)
-            prepared = self._prepare(rel, content, new_meta)
-            if existing is not None and existing.holds(rel, prepared.content_hash):
-                bp = self._blueprint_from(existing, prepared.yaml_bytes.decode("utf-8"))
-                if tx_hook is not None:
-                    tx_hook(cur, bp)
-                return bp
-            touched.append((existing, rel))
-            bp = self._commit_pair(cur, existing, prepared, origin, events)
-            if tx_hook is not None:
-                tx_hook(cur, bp)
-        touched.clear()
-        self.events.publish(events)
+            Reconciler(self).ingest_path(rel)
+            existing = self._find_for_save(cur, rel, req.id)
+        if req.expected_rev is not None and (existing.rev if existing else 0) != req.expected_rev:
+            raise RevisionConflictError(
+                f"{rel} is at revision {existing.rev if existing else 0}, not {req.expected_rev}",
+                hint="load it again and reapply your change",
+            )
+        self._check_path_free(cur, rel, existing.id if existing else req.id)
+        content = req.content
+        if content is None:
+            if existing is None or existing.deleted:
+                raise InvalidInputError(f"{rel} does not exist yet: give content to create it")
+            content = self._read_current_yaml(existing)
+        keep_modified = req.meta is not None and origin in ("remote", "import", "merge")
+        base_meta = existing.meta if existing else None
+        new_meta = self._merge_meta(base_meta, rel, req.id, req.meta, req.fields, keep_modified)
+        prepared = self._prepare(rel, content, new_meta)
+        if existing is not None and existing.holds(rel, prepared.content_hash):
+            bp = self._blueprint_from(existing, prepared.yaml_bytes.decode("utf-8"))
+        else:
+            batch.touched.append((existing, rel))
+            batch.keys.update((fs.path_key(rel), new_meta.id))
+            if existing is not None:
+                batch.keys.add(fs.path_key(existing.path))
+            bp = self._commit_pair(cur, existing, prepared, origin, batch)
+        if req.tx_hook is not None:
+            req.tx_hook(cur, bp)
         return bp
 
     def _find_for_save(self, cur: Any, rel: str, blueprint_id: str | None) -> Row | None:
@@ -599,9 +656,9 @@ class BlueprintStore:
         existing: Row | None,
         p: _Prepared,
         origin: str,
-        events: list[Event],
+        batch: _Batch,
     ) -> Blueprint:
-        """Write both files durably, then the index row, FTS, tags and a revision."""
+        """Stage both files (made durable by the batch's commit), then the index row and revision."""
         yaml_abs = self.abspath(p.path)
         meta_abs = self.abspath(fs.meta_path_for(p.path))
         fs.ensure_dir(yaml_abs.parent)
@@ -613,9 +670,9 @@ class BlueprintStore:
             # leave two pairs with the same id, indistinguishable from a user's copy.
             assert old_path is not None
             self._rename_pair(old_path, p.path)
-        fs.atomic_write_many([(yaml_abs, p.yaml_bytes), (meta_abs, p.meta_bytes)])
-        y_st = os.stat(yaml_abs)
-        m_st = os.stat(meta_abs)
+        # A rename keeps size and mtime, so the temp files' stats are the final files' stats.
+        y_st = batch.pending.add(yaml_abs, p.yaml_bytes)
+        m_st = batch.pending.add(meta_abs, p.meta_bytes)
         rev = (existing.rev if existing else 0) + 1
         op_id = self.index.next_op_id(cur)
         self._upsert_row(cur, existing, p, rev, op_id, y_st, m_st)
@@ -629,7 +686,7 @@ class BlueprintStore:
             valid=p.valid,
             problems=p.problems,
         )
-        events.extend(change_events(existing, p, rev, origin))
+        batch.events.extend(change_events(existing, p, rev, origin))
         return bp
 
     def _undo_files(self, existing: Row | None, new_rel: str) -> None:

@@ -12,6 +12,7 @@ import random
 import sys
 
 import localstore
+from localstore.store import SaveRequest
 
 
 def main() -> None:
@@ -32,7 +33,19 @@ def main() -> None:
         n += 1
         op = rng.choice(["create", "update", "update", "move", "delete"]) if live else "create"
         content = f"seed: {seed}\nn: {n}\nbody: {'x' * rng.randrange(4000)}\n"
-        if op == "create" or len(live) < 3:
+        if op == "update" and rng.random() < 0.15:
+            # A batch (save_many) of fresh blueprints: one transaction, one flush.
+            batch = [
+                (f"b{rng.randrange(3)}/batch-{seed}-{n}-{k}.blueprint.yaml", f"{content}k: {k}\n")
+                for k in range(rng.randrange(2, 24))
+            ]
+            note({"intent": "batch", "items": batch})
+            results = store.save_many([SaveRequest(path=p, content=c) for p, c in batch])
+            for bp, (_, c) in zip(results, batch, strict=True):
+                assert not isinstance(bp, Exception), bp
+                live[bp.id] = bp.path
+                note({"ack": "save", "id": bp.id, "path": bp.path, "content": c})
+        elif op == "create" or len(live) < 3:
             path = f"d{rng.randrange(4)}/bp-{seed}-{n}.blueprint.yaml"
             note({"intent": "save", "id": None, "path": path, "content": content})
             bp = store.save(path, content)
