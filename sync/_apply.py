@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import localstore.store as _store_module
 from localstore import files as fs
 from localstore.blueprint import BlueprintMeta, content_hash
 from localstore.errors import InvalidInputError, NotFoundError
@@ -128,7 +129,7 @@ class Applier:
             return  # already known: our own push coming back, or a replayed page
         local = self._local_row(r.id)
         if local is not None and not local.deleted:
-            local = self._fresh(local)
+            local = self._fresh(local) or local
         synced = item.synced_op_id if item is not None else 0
         dirty = local is not None and local.op_id > synced
         if local is not None and not local.deleted and local.flagged:
@@ -141,6 +142,43 @@ class Applier:
             self._local_edit_vs_delete(cur, local, item, r)
         else:
             self._three_way(cur, local, item, r)
+
+    def plan_clean_save(
+        self, cur: Any, r: ServerRow, taken_ids: set[str], taken_keys: set[str]
+    ) -> Any | None:
+        """A ``SaveRequest`` for a row that needs no decision (a clean take), or None.
+
+        None sends the row through :meth:`apply_row`. Only rows whose local copy is absent or
+        clean and unchanged on disk, whose path is free here and not used by another row of the
+        same batch, qualify: the batch then saves them together with few disk flushes.
+        """
+        request_type = getattr(_store_module, "SaveRequest", None)
+        if request_type is None or r.deleted or r.id in taken_ids:
+            return None
+        item = st.get_item(cur, r.id)
+        if item is not None and item.base_rev is not None and item.base_seq >= r.seq:
+            return None  # already known: apply_row skips it at once
+        local = self._local_row(r.id)
+        if local is not None and not self._clean_and_settled(local, item):
+            return None
+        try:
+            path = fs.normalize_path(r.path)
+            meta = BlueprintMeta.from_dict(r.meta, source=f"server row {r.id}")
+        except InvalidInputError:
+            return None  # apply_row reports it
+        key = fs.path_key(path)
+        if path != r.path or meta.id != r.id or key in taken_keys:
+            return None
+        holder = self._live_at(cur, path)
+        if holder is not None and holder != r.id:
+            return None
+        self.stats.applied += 1
+        return request_type(path, r.content, meta=meta, id=r.id, tx_hook=self._hook(r))
+
+    def _clean_and_settled(self, local: Row, item: st.ItemState | None) -> bool:
+        if local.flagged or local.op_id > (item.synced_op_id if item is not None else 0):
+            return False
+        return local.deleted or self._fresh(local, ingest=False) is local
 
     def move_for_path_conflict(
         self, cur: Any, blueprint_id: str, winner: ServerRow, *, reason: str = "path_taken"
@@ -336,8 +374,12 @@ class Applier:
         except NotFoundError:
             return None
 
-    def _fresh(self, local: Row) -> Row:
-        """Ingest an edit the watcher has not recorded yet, so it is never overwritten unseen."""
+    def _fresh(self, local: Row, *, ingest: bool = True) -> Row | None:
+        """Ingest an edit the watcher has not recorded yet, so it is never overwritten unseen.
+
+        Returns ``local`` itself when the files match the index; with ``ingest=False`` returns
+        None instead of ingesting when they do not.
+        """
         try:
             y = os.stat(self.store.abspath(local.path))
             m = os.stat(self.store.abspath(fs.meta_path_for(local.path)))
@@ -350,6 +392,8 @@ class Applier:
             local.meta_mtime_ns,
         ):
             return local
+        if not ingest:
+            return None
         from localstore._reconcile import Reconciler
 
         reconciler = Reconciler(self.store, origin="external")
