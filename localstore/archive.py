@@ -723,7 +723,9 @@ def _precheck_directory(fh: IO[bytes], limits: BundleLimits) -> int:
         raise BundleFormatError("not a zip file (no end of central directory)")
     fields = _EOCD.unpack(tail[pos : pos + _EOCD.size])
     count, cd_size, record_at = fields[4], fields[5], size - tail_len + pos
-    if (count == 0xFFFF or cd_size == 0xFFFFFFFF) and pos >= _EOCD64_LOCATOR.size:
+    locator_at = pos - _EOCD64_LOCATOR.size
+    if locator_at >= 0 and tail[locator_at : locator_at + 4] == b"PK\x06\x07":
+        # As zipfile does: a zip64 locator right before the end record means zip64 values.
         count, cd_size, record_at = _zip64_directory(fh, tail, pos, size - tail_len)
     if count > limits.max_entries:
         raise BundleLimitError(
@@ -740,9 +742,6 @@ def _precheck_directory(fh: IO[bytes], limits: BundleLimits) -> int:
 
 
 def _zip64_directory(fh: IO[bytes], tail: bytes, pos: int, tail_at: int) -> tuple[int, int, int]:
-    loc = _EOCD64_LOCATOR.unpack(tail[pos - _EOCD64_LOCATOR.size : pos])
-    if loc[0] != b"PK\x06\x07":
-        raise BundleFormatError("zip64 end record locator is missing")
     # zipfile locates the zip64 record just before the locator, not at the recorded offset.
     at = tail_at + pos - _EOCD64_LOCATOR.size - _EOCD64.size
     if at < 0:

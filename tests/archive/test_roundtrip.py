@@ -215,3 +215,21 @@ def test_export_is_atomic_over_an_existing_file(stores: StoreFactory, tmp_path: 
     assert archive.is_encrypted(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.lsbundle", "src"]
     assert not list(src.paths.cache.iterdir())  # the plaintext temp zip is gone
+
+
+def test_zip64_end_records_are_read(
+    stores: StoreFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bundles of more than 65,535 entries use zip64 end records; read them like zipfile does."""
+    src = stores("src")
+    populate(src, 3)
+    out = tmp_path / "z64.lsbundle"
+    monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 2)  # force the zip64 end record
+    archive.export_bundle(src, out)
+    monkeypatch.undo()
+    assert b"PK\x06\x06" in out.read_bytes()[-200:]
+    dst = stores("dst")
+    assert archive.import_bundle(dst, out).counts() == {"create": 3}
+    tight = archive.BundleLimits(max_entries=5)
+    with pytest.raises(BundleLimitError):
+        archive.import_bundle(stores("other"), out, limits=tight)
