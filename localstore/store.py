@@ -520,7 +520,9 @@ class BlueprintStore:
         """Save many blueprints in one transaction with few disk flushes (sync and import use it).
 
         Each result is the saved Blueprint, or the error of an item with bad input (the other items
-        go on). A storage failure aborts the whole batch, restores what was there, and raises.
+        go on). A storage failure aborts the whole batch, restores what was there, and raises. A crash
+        is survived per blueprint: after a kill each item is either as before or fully saved (the
+        renames that happened are recorded by reconcile on the next open), never a half pair.
         """
         self._check_open()
         return self._save_batch(requests, origin, strict=False)
