@@ -75,7 +75,7 @@ def stats(samples: list[float]) -> str:
     return f"median {statistics.median(samples):7.3f} s   p99 {p99:7.3f} s   (n={len(samples)})"
 
 
-def bench_size(work: Path, n: int, repeat: int) -> dict[str, list[float]]:
+def bench_size(work: Path, n: int, repeat: int, floor_max: int) -> dict[str, list[float]]:
     src_home = work / f"src-{n}"
     fill(src_home, n)
     results: dict[str, list[float]] = {}
@@ -108,9 +108,10 @@ def bench_size(work: Path, n: int, repeat: int) -> dict[str, list[float]]:
             shutil.rmtree(home)
         results[label] = samples
         results[f"re-{label} (no-op)"] = again
-    results["floor: N x store.save"] = [
-        timed(partial(save_all, work / f"saves-{n}-{r}", n)) for r in range(repeat)
-    ]
+    if n <= floor_max:
+        results["floor: N x store.save"] = [
+            timed(partial(save_all, work / f"saves-{n}-{r}", n)) for r in range(repeat)
+        ]
     results["peer: unzip folder"] = [
         timed(partial(zipfile.ZipFile(raw_zip).extractall, work / f"x{n}-{r}"))
         for r in range(repeat)
@@ -127,6 +128,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="200 and 1,000 blueprints, 2 runs")
     parser.add_argument("--sizes", default="1000,10000")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--floor-max", type=int, default=1000, help="measure the N x save floor up to this N"
+    )
     args = parser.parse_args()
     sizes = [200, 1000] if args.quick else [int(s) for s in args.sizes.split(",")]
     repeat = 2 if args.quick else args.repeat
@@ -134,7 +138,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-bundles-") as tmp:
         for n in sizes:
             print(f"\n== {n} blueprints (~2 KB each)")
-            res = bench_size(Path(tmp), n, repeat if n <= 1000 else max(1, repeat - 1))
+            res = bench_size(
+                Path(tmp), n, repeat if n <= 1000 else max(1, repeat - 1), args.floor_max
+            )
             for label, samples in res.items():
                 print(f"  {label:<40} {stats(samples)}")
             ratio = statistics.median(res["export plain"]) / statistics.median(
@@ -143,12 +149,13 @@ def main() -> None:
             ratio_in = statistics.median(res["import plain"]) / statistics.median(
                 res["peer: unzip folder"]
             )
-            floor = statistics.median(res["import plain"]) / statistics.median(
-                res["floor: N x store.save"]
-            )
             print(f"  export plain / zip folder   = {ratio:5.2f}x")
             print(f"  import plain / unzip folder = {ratio_in:5.2f}x")
-            print(f"  import plain / N x save     = {floor:5.2f}x")
+            if "floor: N x store.save" in res:
+                floor = statistics.median(res["import plain"]) / statistics.median(
+                    res["floor: N x store.save"]
+                )
+                print(f"  import plain / N x save     = {floor:5.2f}x")
 
 
 if __name__ == "__main__":
