@@ -18,7 +18,6 @@ cycle and retried; errors that need a person put the engine in ``error`` and are
 
 from __future__ import annotations
 
-import difflib
 import enum
 import json
 import logging
@@ -28,7 +27,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -39,10 +37,24 @@ from localstore.events import Event
 from localstore.store import BlueprintStore
 from sync import _state as st
 from sync._apply import Applier, ApplyStats
+from sync._local import (
+    SYNC_STATES,
+    SyncReport,
+    SyncStateName,
+    SyncStatus,
+    VerifyReport,
+    conflict_diff,
+    ensure_schema,
+    get_conflict,
+    list_conflicts,
+    list_quarantine,
+    local_status,
+    read_status,
+    resolve_conflict,
+)
 from sync._state import ConflictRecord, QuarantineEntry
 from sync.errors import (
     AuthExpiredError,
-    ConflictError,
     EngineStateError,
     MergeError,
     OfflineError,
@@ -64,18 +76,26 @@ from sync.remote import (
     VerifyRow,
 )
 
-log = logging.getLogger("sync.engine")
+# The remote-free helpers live in sync._local and are re-exported here (one import for callers).
+__all__ = [
+    "SYNC_STATES",
+    "EngineLock",
+    "SyncEngine",
+    "SyncReport",
+    "SyncStateName",
+    "SyncStatus",
+    "VerifyReport",
+    "WorkerState",
+    "conflict_diff",
+    "ensure_schema",
+    "get_conflict",
+    "list_conflicts",
+    "list_quarantine",
+    "local_status",
+    "resolve_conflict",
+]
 
-SyncStateName = Literal["offline", "connecting", "idle", "pushing", "pulling", "paused", "error"]
-SYNC_STATES: tuple[str, ...] = (
-    "offline",
-    "connecting",
-    "idle",
-    "pushing",
-    "pulling",
-    "paused",
-    "error",
-)
+log = logging.getLogger("sync.engine")
 
 DEFAULT_DEBOUNCE_S = 0.15
 DEFAULT_BACKOFF_BASE_S = 0.5
@@ -103,191 +123,6 @@ class WorkerState(enum.Enum):
     RUNNING = "running"
     STOPPING = "stopping"
     STOPPED = "stopped"
-
-
-@dataclass(frozen=True, slots=True)
-class SyncStatus:
-    """What a UI shows: state, what is waiting, what needs attention, progress."""
-
-    state: SyncStateName
-    pending: int
-    conflicts: int
-    quarantined: int
-    last_synced_at: str | None
-    last_error: str | None
-    progress: tuple[int, int] | None = None
-    held: int = 0
-    cursor: int = 0
-
-    @property
-    def needs_attention(self) -> bool:
-        """True when a person should look (open conflicts or quarantined changes)."""
-        return self.conflicts > 0 or self.quarantined > 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly view."""
-        out = asdict(self)
-        out["progress"] = list(self.progress) if self.progress else None
-        return out
-
-
-@dataclass(slots=True)
-class SyncReport:
-    """What one ``sync_once()`` did."""
-
-    pushed: int = 0
-    pulled: int = 0
-    conflicts: int = 0
-    quarantined: int = 0
-    merged: int = 0
-    held: int = 0
-    reset: bool = False
-    rounds: int = 0
-    errors: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly view."""
-        return asdict(self)
-
-
-@dataclass(slots=True)
-class VerifyReport:
-    """Local (id, content_hash, deleted) against the server's verify pages."""
-
-    local: int = 0
-    remote: int = 0
-    differences: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def clean(self) -> bool:
-        """True when every live blueprint matches the server."""
-        return not self.differences
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly view."""
-        return {
-            "clean": self.clean,
-            "local": self.local,
-            "remote": self.remote,
-            "differences": self.differences,
-        }
-
-
-# ---------------------------------------------------------------------------------------------------
-# Schema and local-only operations (no remote needed: status, conflicts)
-
-
-def ensure_schema(store: BlueprintStore) -> None:
-    """Create or migrate the sync tables in this store's index."""
-    store.index.register_schema("sync", st.SYNC_MIGRATIONS)
-
-
-def local_status(store: BlueprintStore, *, state: SyncStateName | None = None) -> SyncStatus:
-    """Status from the index alone (no engine running): pending, conflicts, quarantine, cursor."""
-    ensure_schema(store)
-    with store.index.read() as cur:
-        last_error = st.get_state(cur, "last_error")
-        return SyncStatus(
-            state=state or ("error" if last_error else "idle"),
-            pending=st.pending_count(cur),
-            conflicts=st.open_conflict_count(cur),
-            quarantined=st.quarantine_count(cur),
-            last_synced_at=st.get_state(cur, "last_synced_at"),
-            last_error=last_error,
-            held=st.held_count(cur),
-            cursor=st.get_cursor(cur),
-        )
-
-
-def list_conflicts(
-    store: BlueprintStore, *, include_resolved: bool = False
-) -> list[ConflictRecord]:
-    """Conflict records, oldest first."""
-    ensure_schema(store)
-    with store.index.read() as cur:
-        return st.conflicts(cur, include_resolved=include_resolved)
-
-
-def get_conflict(store: BlueprintStore, cid: int) -> ConflictRecord:
-    """One conflict record. Raises ConflictError when there is none with that number."""
-    ensure_schema(store)
-    with store.index.read() as cur:
-        record = st.get_conflict(cur, cid)
-    if record is None:
-        raise ConflictError(f"there is no conflict #{cid}", hint="see `localstore conflicts`")
-    return record
-
-
-def conflict_diff(record: ConflictRecord) -> str:
-    """Unified diffs: local vs remote, then base vs local and base vs remote when a base exists."""
-    parts = [_udiff(record.local, record.remote, "local", "remote")]
-    if record.base is not None:
-        parts.append(_udiff(record.base, record.local, "base", "local"))
-        parts.append(_udiff(record.base, record.remote, "base", "remote"))
-    return "".join(parts)
-
-
-def _udiff(a: str, b: str, a_name: str, b_name: str) -> str:
-    lines = difflib.unified_diff(
-        a.splitlines(True), b.splitlines(True), fromfile=a_name, tofile=b_name
-    )
-    text = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
-    return text or f"--- {a_name}\n+++ {b_name}\n(identical)\n"
-
-
-def list_quarantine(store: BlueprintStore) -> list[QuarantineEntry]:
-    """Changes parked after a permanent refusal, oldest first."""
-    ensure_schema(store)
-    with store.index.read() as cur:
-        return st.quarantined(cur)
-
-
-def resolve_conflict(
-    store: BlueprintStore,
-    cid: int,
-    *,
-    take: Literal["local", "remote"] | None = None,
-    content: str | None = None,
-    how: str = "",
-) -> ConflictRecord:
-    """Settle a conflict record: keep the remote version, the local one, or given content.
-
-    The blueprint that holds the server's version gets the chosen text (a normal local save that
-    syncs); the conflict copy, if any, is deleted (it stays in history). Raises ConflictError
-    (unknown or already resolved), and the store's errors for invalid content.
-    """
-    if (take is None) == (content is None):
-        raise ConflictError("give exactly one of take= or content=", hint="see --help")
-    record = get_conflict(store, cid)
-    if not record.open:
-        raise ConflictError(f"conflict #{cid} is already resolved ({record.resolution})")
-    text = content if content is not None else _local_text(store, record)
-    with store.index.write() as cur:
-        if take != "remote":
-            assert text is not None
-            _write_main(store, record, text)
-        if record.copy_id and store.exists(record.copy_id):
-            store.delete(record.copy_id, origin="local")
-        st.resolve_conflict(cur, cid, how or (f"take {take}" if take else "content"))
-        resolved = st.get_conflict(cur, cid)
-    assert resolved is not None
-    return resolved
-
-
-def _local_text(store: BlueprintStore, record: ConflictRecord) -> str:
-    # The copy may have been edited since the conflict: its current text is the local version.
-    if record.copy_id and store.exists(record.copy_id):
-        return store.load(record.copy_id).content
-    return record.local
-
-
-def _write_main(store: BlueprintStore, record: ConflictRecord, text: str) -> None:
-    try:
-        row = store.row(record.id, include_deleted=True)
-    except NotFoundError:
-        row = None
-    path = row.path if row is not None and not row.deleted else record.path
-    store.save(path, text, id=record.id, origin="local")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -377,7 +212,7 @@ class SyncEngine:
 
     def status(self) -> SyncStatus:
         """The current status (counts read from the index)."""
-        base = local_status(self.store, state=self._state)
+        base = read_status(self.store, state=self._state)
         return SyncStatus(
             state=self._state,
             pending=base.pending,
@@ -705,7 +540,8 @@ class SyncEngine:
             cursor = st.get_cursor(cur)
         resets = 0
         while True:
-            self._set_state("pulling", progress=(report.pulled, report.pulled))
+            # The total of a pull is unknown until the last page: 0 says "unknown".
+            self._set_state("pulling", progress=(report.pulled, 0))
             page = self._call(self.remote.pull, cursor, limit=self.pull_limit)
             if page.reset_required:
                 if resets:
@@ -874,12 +710,10 @@ class SyncEngine:
         server = self._server_rows()
         with self.store.index.read() as cur:
             known = st.known_server_ids(cur)
-            items = {i: st.get_item(cur, i) for i in known}
+            seen = {i: item.base_seq for i in known if (item := st.get_item(cur, i)) is not None}
         self._vanished(sorted(known - server.keys()), report)
         stale = sorted(
-            v.id
-            for v in server.values()
-            if v.seq <= horizon and (items.get(v.id) is None or items[v.id].base_seq != v.seq)  # type: ignore[union-attr]
+            v.id for v in server.values() if v.seq <= horizon and seen.get(v.id) != v.seq
         )
         for i in range(0, len(stale), FETCH_CHUNK):
             rows = self._call(self.remote.fetch, stale[i : i + FETCH_CHUNK])

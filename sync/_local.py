@@ -1,0 +1,214 @@
+"""Sync state that needs no remote: status, reports, conflict records and quarantine.
+
+The CLI's ``status`` and ``conflicts`` commands, UIs and the daemon read these straight from the
+index, whether or not an engine is running. ``sync.engine`` re-exports every public name.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from localstore.errors import NotFoundError
+from localstore.store import BlueprintStore
+from sync import _state as st
+from sync._state import ConflictRecord, QuarantineEntry
+from sync.errors import ConflictError
+
+SyncStateName = Literal["offline", "connecting", "idle", "pushing", "pulling", "paused", "error"]
+SYNC_STATES: tuple[str, ...] = (
+    "offline",
+    "connecting",
+    "idle",
+    "pushing",
+    "pulling",
+    "paused",
+    "error",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStatus:
+    """What a UI shows: state, what is waiting, what needs attention, progress."""
+
+    state: SyncStateName
+    pending: int
+    conflicts: int
+    quarantined: int
+    last_synced_at: str | None
+    last_error: str | None
+    progress: tuple[int, int] | None = None  # (done, total) of a push or pull; total 0 = unknown
+    held: int = 0
+    cursor: int = 0
+
+    @property
+    def needs_attention(self) -> bool:
+        """True when a person should look (open conflicts or quarantined changes)."""
+        return self.conflicts > 0 or self.quarantined > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view."""
+        out = asdict(self)
+        out["progress"] = list(self.progress) if self.progress else None
+        return out
+
+
+@dataclass(slots=True)
+class SyncReport:
+    """What one ``sync_once()`` did."""
+
+    pushed: int = 0
+    pulled: int = 0
+    conflicts: int = 0
+    quarantined: int = 0
+    merged: int = 0
+    held: int = 0
+    reset: bool = False
+    rounds: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view."""
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """Local (id, content_hash, deleted) against the server's verify pages."""
+
+    local: int = 0
+    remote: int = 0
+    differences: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """True when every live blueprint matches the server."""
+        return not self.differences
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view."""
+        return {
+            "clean": self.clean,
+            "local": self.local,
+            "remote": self.remote,
+            "differences": self.differences,
+        }
+
+
+def ensure_schema(store: BlueprintStore) -> None:
+    """Create or migrate the sync tables in this store's index."""
+    store.index.register_schema("sync", st.SYNC_MIGRATIONS)
+
+
+def local_status(store: BlueprintStore, *, state: SyncStateName | None = None) -> SyncStatus:
+    """Status from the index alone (no engine running): pending, conflicts, quarantine, cursor."""
+    ensure_schema(store)
+    return read_status(store, state=state)
+
+
+def read_status(store: BlueprintStore, *, state: SyncStateName | None = None) -> SyncStatus:
+    """Like :func:`local_status` for a store whose sync schema is known to exist (no write)."""
+    with store.index.read() as cur:
+        last_error = st.get_state(cur, "last_error")
+        return SyncStatus(
+            state=state or ("error" if last_error else "idle"),
+            pending=st.pending_count(cur),
+            conflicts=st.open_conflict_count(cur),
+            quarantined=st.quarantine_count(cur),
+            last_synced_at=st.get_state(cur, "last_synced_at"),
+            last_error=last_error,
+            held=st.held_count(cur),
+            cursor=st.get_cursor(cur),
+        )
+
+
+def list_conflicts(
+    store: BlueprintStore, *, include_resolved: bool = False
+) -> list[ConflictRecord]:
+    """Conflict records, oldest first."""
+    ensure_schema(store)
+    with store.index.read() as cur:
+        return st.conflicts(cur, include_resolved=include_resolved)
+
+
+def get_conflict(store: BlueprintStore, cid: int) -> ConflictRecord:
+    """One conflict record. Raises ConflictError when there is none with that number."""
+    ensure_schema(store)
+    with store.index.read() as cur:
+        record = st.get_conflict(cur, cid)
+    if record is None:
+        raise ConflictError(f"there is no conflict #{cid}", hint="see `localstore conflicts`")
+    return record
+
+
+def conflict_diff(record: ConflictRecord) -> str:
+    """Unified diffs: local vs remote, then base vs local and base vs remote when a base exists."""
+    parts = [_udiff(record.local, record.remote, "local", "remote")]
+    if record.base is not None:
+        parts.append(_udiff(record.base, record.local, "base", "local"))
+        parts.append(_udiff(record.base, record.remote, "base", "remote"))
+    return "".join(parts)
+
+
+def _udiff(a: str, b: str, a_name: str, b_name: str) -> str:
+    lines = difflib.unified_diff(
+        a.splitlines(True), b.splitlines(True), fromfile=a_name, tofile=b_name
+    )
+    text = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+    return text or f"--- {a_name}\n+++ {b_name}\n(identical)\n"
+
+
+def list_quarantine(store: BlueprintStore) -> list[QuarantineEntry]:
+    """Changes parked after a permanent refusal, oldest first."""
+    ensure_schema(store)
+    with store.index.read() as cur:
+        return st.quarantined(cur)
+
+
+def resolve_conflict(
+    store: BlueprintStore,
+    cid: int,
+    *,
+    take: Literal["local", "remote"] | None = None,
+    content: str | None = None,
+    how: str = "",
+) -> ConflictRecord:
+    """Settle a conflict record: keep the remote version, the local one, or given content.
+
+    The blueprint that holds the server's version gets the chosen text (a normal local save that
+    syncs); the conflict copy, if any, is deleted (it stays in history). Raises ConflictError
+    (unknown or already resolved), and the store's errors for invalid content.
+    """
+    if (take is None) == (content is None):
+        raise ConflictError("give exactly one of take= or content=", hint="see --help")
+    record = get_conflict(store, cid)
+    if not record.open:
+        raise ConflictError(f"conflict #{cid} is already resolved ({record.resolution})")
+    text = content if content is not None else _local_text(store, record)
+    with store.index.write() as cur:
+        if take != "remote":
+            assert text is not None
+            _write_main(store, record, text)
+        if record.copy_id and store.exists(record.copy_id):
+            store.delete(record.copy_id, origin="local")
+        st.resolve_conflict(cur, cid, how or (f"take {take}" if take else "content"))
+        resolved = st.get_conflict(cur, cid)
+    assert resolved is not None
+    return resolved
+
+
+def _local_text(store: BlueprintStore, record: ConflictRecord) -> str:
+    # The copy may have been edited since the conflict: its current text is the local version.
+    if record.copy_id and store.exists(record.copy_id):
+        return store.load(record.copy_id).content
+    return record.local
+
+
+def _write_main(store: BlueprintStore, record: ConflictRecord, text: str) -> None:
+    try:
+        row = store.row(record.id, include_deleted=True)
+    except NotFoundError:
+        row = None
+    path = row.path if row is not None and not row.deleted else record.path
+    store.save(path, text, id=record.id, origin="local")
