@@ -317,3 +317,51 @@ def test_conflict_events_and_status_callbacks(make_device: Callable[..., Device]
 def test_bad_policy_is_refused(make_device: Callable[..., Device]) -> None:
     with pytest.raises(MergeError):
         make_device("a", policy="newest-wins")
+
+
+class EditDuringPush(MemoryRemote):
+    """Runs ``during()`` (a user's edit) while the push is in flight, before the reply."""
+
+    during: Callable[[], None] | None = None
+
+    def push(self, changes, *, device):  # type: ignore[no-untyped-def]
+        results = super().push(changes, device=device)
+        hook, self.during = self.during, None
+        if hook is not None:
+            hook()
+        return results
+
+
+def test_edit_during_an_in_flight_push_is_pushed_again(
+    tmp_path: Path, server: MemoryServer
+) -> None:
+    store = BlueprintStore(load_settings(home=tmp_path / "d"), maintenance=False)
+    remote = EditDuringPush(server, user="u")
+    engine = SyncEngine(store, remote)
+    try:
+        ident = store.save("race/x", "v: 1\n").id
+        remote.during = lambda: store.save("race/x", "v: 2\n")  # type: ignore[func-returns-value]
+        report = engine.sync_once()
+        assert report.pushed == 2 and report.conflicts == 0
+        assert [r.content for r in server.history(ident)] == ["v: 1\n", "v: 2\n"]
+        assert engine.status().pending == 0
+    finally:
+        remote.close()
+        store.close()
+
+
+def test_unindexed_editor_change_is_merged_not_overwritten(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    a, b = make_device("a"), make_device("b")
+    ident = a.store.save("ed/x", "top: 1\n# middle\nmid: 1\n# end\nend: 1\n").id
+    converge(a, b)
+    a.store.save("ed/x", "top: 2\n# middle\nmid: 1\n# end\nend: 1\n")
+    a.sync()
+    # An editor writes the file on b; no watcher runs, so the index has not seen it yet.
+    path = b.store.abspath("ed/x.blueprint.yaml")
+    path.write_text("top: 1\n# middle\nmid: 1\n# end\nend: 9\n", encoding="utf-8")
+    b.sync()
+    assert b.store.load(ident).content == "top: 2\n# middle\nmid: 1\n# end\nend: 9\n"
+    converge(a, b)
+    assert_converged(server, a, b)
