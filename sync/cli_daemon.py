@@ -8,6 +8,7 @@ Linux, a launchd agent on macOS, a scheduled task (XML for ``schtasks``) on Wind
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import plistlib
 import shlex
@@ -91,7 +92,15 @@ def daemon_cmd(
             ctx.settings.paths.state, level=log_level, as_json=log_json, stderr=not no_stderr
         )
         daemon = Daemon(ctx.settings, port=port, metrics_port=metrics_port)
-        raise SystemExit(daemon.run())
+        code = daemon.run()
+    if not daemon.stopped_cleanly:
+        # A sync cycle or request still runs (in an HTTP call, say). Interpreter shut-down would
+        # join the control pool's threads and break the 5 s stop promise; the work is resumable,
+        # everything of ours is flushed and unlocked, so leave now.
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(code)
+    raise SystemExit(code)
 
 
 def _self_command() -> list[str]:

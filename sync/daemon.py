@@ -228,6 +228,7 @@ class Daemon:
         self._paused = False
         self._unsubs: list[Callable[[], None]] = []
         self._forwarder: _ErrorForwarder | None = None
+        self.stopped_cleanly = False
         # Foreign-change follower state (see the module docstring).
         self._published: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._published_lock = threading.Lock()
@@ -344,6 +345,7 @@ class Daemon:
         else:
             self._close_components(deadline)
         self._lock.release()
+        self.stopped_cleanly = not abandoned and not _busy_pool_threads(deadline)
 
     def _close_components(self, deadline: float) -> None:
         if self.watcher is not None:
@@ -632,6 +634,16 @@ class Daemon:
                 lines.append(f"# TYPE {metric} {mtype}")
                 lines.append(f"{metric} {float(value):g}")
         return "\n".join(lines) + "\n"
+
+
+def _busy_pool_threads(deadline: float) -> bool:
+    """Whether control-op threads (e.g. a `sync` request mid-HTTP) outlive the stop budget."""
+    for t in threading.enumerate():
+        if t.name.startswith("localstore-control-op") and t.is_alive():
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                return True
+    return False
 
 
 def _supabase_remote(settings: Settings) -> Remote:
