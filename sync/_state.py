@@ -405,6 +405,11 @@ def mark_synced(cur: Any, blueprint_id: str, op_id: int) -> None:
     )
 
 
+def mark_unsynced(cur: Any, blueprint_id: str) -> None:
+    """Make the item dirty again (it is uploaded on the next push)."""
+    cur.execute("UPDATE sync_items SET synced_op_id = 0 WHERE id = ?", (blueprint_id,))
+
+
 def forget_server_row(cur: Any, blueprint_id: str) -> None:
     """The server has no row for this id any more: the next push is a create."""
     cur.execute(

@@ -738,9 +738,9 @@ class SyncEngine:
                     st.mark_synced(cur, blueprint_id, st.current_op_id(cur, blueprint_id))
                 st.forget_server_row(cur, blueprint_id)
                 if wipe and row is not None and not row.deleted:
-                    cur.execute(
-                        "UPDATE sync_items SET synced_op_id = 0 WHERE id = ?", (blueprint_id,)
-                    )
+                    st.mark_unsynced(cur, blueprint_id)
+                # Pushed again as a create: under a fresh op id, never a replay of an old answer.
+                self._renew(cur, blueprint_id)
             if wipe:
                 report.errors.append(
                     f"the server no longer has {len(ids)} of {known} known blueprints; "

@@ -365,3 +365,20 @@ def test_unindexed_editor_change_is_merged_not_overwritten(
     assert b.store.load(ident).content == "top: 2\n# middle\nmid: 1\n# end\nend: 9\n"
     converge(a, b)
     assert_converged(server, a, b)
+
+
+def test_a_server_that_lost_everything_does_not_delete_local_data(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    a = make_device("a")
+    for i in range(12):
+        a.store.save(f"w/{i}", f"v: {i}\n")
+    a.sync()
+    with server.lock:  # restored from an old backup: rows gone, horizon raised, op log kept
+        server.rows.clear()
+        server.seq += 5
+        server.horizons["u"] = server.seq
+    report = a.sync()
+    assert report.reset and any("uploaded again" in e for e in report.errors)
+    assert a.store.count() == 12
+    assert len(server.rows) == 12 and a.engine.verify().clean
