@@ -790,10 +790,40 @@ class SyncEngine:
     # -- the background loop -----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the background loop (once). Raises EngineStateError, SyncLockedError."""
+        """Run the loop on a background thread (once). Raises EngineStateError, SyncLockedError."""
+        self._begin()
+        self._thread = threading.Thread(target=self._loop, name="localstore-sync", daemon=True)
+        self._thread.start()
+
+    def run(self) -> None:
+        """Run the loop in this thread until :meth:`stop` (from another thread or a callback).
+
+        Raises EngineStateError (not new), SyncLockedError (the lock is held elsewhere).
+        """
+        self._begin()
+        self._loop()
+
+    def stop(self) -> None:
+        """Ask the loop to finish its current step and exit. Idempotent."""
+        with self._cond:
+            if self._worker is WorkerState.NEW:
+                self._worker = WorkerState.STOPPED
+            elif self._worker is WorkerState.RUNNING:
+                self._worker = WorkerState.STOPPING
+            self._cond.notify_all()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the background loop to exit; True when it has (or never ran)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    def _begin(self) -> None:
         with self._cond:
             if self._worker is not WorkerState.NEW:
-                raise EngineStateError(f"the engine is {self._worker.value}; start() runs once")
+                raise EngineStateError(f"the engine is {self._worker.value}; it runs once")
             if self.lock is not None:
                 if not self.lock.acquire(blocking=False):
                     raise SyncLockedError("another process is syncing this home")
@@ -805,35 +835,22 @@ class SyncEngine:
             self._unsubs.append(self.remote.subscribe(self.request_sync))
         except SyncError as exc:  # realtime is only a hint: polling covers for it
             log.warning("sync: realtime subscription failed (%s); polling only", exc)
-        self._thread = threading.Thread(target=self._run, name="localstore-sync", daemon=True)
-        self._thread.start()
 
-    def stop(self) -> None:
-        """Ask the loop to finish its current step and exit. Idempotent."""
-        with self._cond:
-            if self._worker in (WorkerState.NEW, WorkerState.STOPPED):
+    def _loop(self) -> None:
+        try:
+            while self._wait_until_due():
+                self._attempt()
+        finally:
+            # The loop's own thread lets go of what _begin took, whatever ended it.
+            for unsub in self._unsubs:
+                unsub()
+            self._unsubs.clear()
+            with self._cond:
                 self._worker = WorkerState.STOPPED
-                return
-            self._worker = WorkerState.STOPPING
-            self._cond.notify_all()
-        for unsub in self._unsubs:
-            unsub()
-        self._unsubs.clear()
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait for the loop to exit; True when it has."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-            if thread.is_alive():
-                return False
-        with self._cond:
-            if self._worker is WorkerState.STOPPING:
-                self._worker = WorkerState.STOPPED
-        if self._lock_held and self.lock is not None and self._worker is WorkerState.STOPPED:
-            self._lock_held = False
-            self.lock.release()
-        return True
+                held, self._lock_held = self._lock_held, False
+            if held and self.lock is not None:
+                self.lock.release()
+            log.debug("sync loop stopped")
 
     def request_sync(self, delay: float = 0.0) -> None:
         """Wake the loop to sync after ``delay`` seconds (from a hint, a command, a change)."""
@@ -861,11 +878,6 @@ class SyncEngine:
         # Remote-origin changes are the engine's own applies; anything else is a local change.
         if event.origin != "remote" and event.kind != "conflict":
             self.request_sync(self.debounce_s)
-
-    def _run(self) -> None:
-        while self._wait_until_due():
-            self._attempt()
-        log.debug("sync loop stopped")
 
     def _wait_until_due(self) -> bool:
         with self._cond:

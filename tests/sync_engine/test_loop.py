@@ -148,3 +148,25 @@ def test_backoff_is_exponential_with_jitter_and_capped(make_device: Callable[...
         ceiling = min(60.0, 0.5 * 2 ** (n - 1))
         assert ceiling / 2 <= d <= ceiling
     assert delays[-1] >= 30.0
+
+
+def test_run_blocks_in_the_callers_thread_until_stop(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    lock = threading.Lock()
+    a = make_device("a", lock=lock, debounce_s=0.0)
+    seen, observer = _pushed_signal(server)
+    runner = threading.Thread(target=a.engine.run, name="localstore-test-run")
+    try:
+        runner.start()
+        a.store.save("run/x", "v: 1\n")
+        assert seen.wait(WAIT)
+        assert lock.locked()
+    finally:
+        a.engine.stop()
+        runner.join(WAIT)
+        observer.close()
+    assert not runner.is_alive() and not lock.locked()
+    assert a.engine.worker_state is WorkerState.STOPPED
+    with pytest.raises(EngineStateError):
+        a.engine.run()
