@@ -101,24 +101,72 @@ def _open_remote(settings: Settings) -> Remote:
 )
 @pass_ctx
 def sync_cmd(cli: CliContext, verify: bool, retry_quarantined: bool) -> None:
-    """Run one sync cycle (push, pull, merge). Exit 3 when something needs attention."""
+    """Run one sync cycle (push, pull, merge). Exit 3 when something needs attention.
+
+    When a daemon syncs this home, the cycle runs there (one syncing process per home).
+    """
+    delegated = None if verify or retry_quarantined else _daemon_sync(cli.settings)
+    if delegated is not None:
+        report = _report_from(delegated["report"])
+        _finish(cli, delegated, report, dict(delegated.get("status") or {}), 0)
+        return
     with errors_to_exit():
         store = cli.store()
         remote = _open_remote(cli.settings)
         try:
-            engine = SyncEngine(store, remote)
+            engine = SyncEngine(store, remote, lock=_home_lock(cli.settings))
             retried = engine.retry_quarantined() if retry_quarantined else 0
             if verify:
                 _verify(cli, engine)
                 return
             report = _sync_with_progress(cli, engine)
-            status = engine.status()
+            status = engine.status().to_dict()
         finally:
             remote.close()
-    data = {"report": report.to_dict(), "status": status.to_dict(), "retried": retried}
+    data = {"report": report.to_dict(), "status": status, "retried": retried}
+    _finish(cli, data, report, status, retried)
+
+
+def _finish(
+    cli: CliContext, data: dict[str, Any], report: SyncReport, status: dict[str, Any], retried: int
+) -> None:
     cli.emit(data, lambda: _print_report(report, status, retried))
-    if status.needs_attention:
+    if status.get("conflicts") or status.get("quarantined"):
         raise SystemExit(EXIT_ATTENTION)
+
+
+def _report_from(data: dict[str, Any]) -> SyncReport:
+    known = set(SyncReport.__dataclass_fields__)
+    return SyncReport(**{k: v for k, v in data.items() if k in known})
+
+
+def _home_lock(settings: Settings) -> Any:
+    """The home's single-sync-process lock (shared with the daemon), when that module exists."""
+    try:
+        embed = importlib.import_module("sync.embed")
+    except ImportError:
+        return None
+    return embed.HomeLock.for_settings(settings)
+
+
+def _daemon_sync(settings: Settings) -> dict[str, Any] | None:
+    """Run the cycle in this home's daemon; None when none runs (or it cannot be reached)."""
+    if daemon_state(settings) is None:
+        return None
+    try:
+        control = importlib.import_module("sync.control")
+        with control.ControlClient.connect(settings, timeout=10.0) as client:
+            answer = client.sync(wait=True)
+    except ImportError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - any control failure: try syncing here instead
+        click.echo(f"note: the daemon did not run the sync ({exc}); syncing here", err=True)
+        return None
+    if not isinstance(answer, dict) or not isinstance(answer.get("report"), dict):
+        return None
+    answer.setdefault("retried", 0)
+    answer["daemon"] = True
+    return answer
 
 
 def _verify(cli: CliContext, engine: SyncEngine) -> None:
@@ -162,7 +210,7 @@ def _sync_with_progress(cli: CliContext, engine: SyncEngine) -> SyncReport:
         unsubscribe()
 
 
-def _print_report(report: SyncReport, status: SyncStatus, retried: int) -> None:
+def _print_report(report: SyncReport, status: dict[str, Any], retried: int) -> None:
     if retried:
         click.echo(f"retrying {retried} quarantined change(s)")
     click.echo(
@@ -171,20 +219,16 @@ def _print_report(report: SyncReport, status: SyncStatus, retried: int) -> None:
     )
     for error in report.errors:
         click.echo(f"  problem: {error}")
-    if status.held:
-        click.echo(f"{status.held} blueprint(s) fail validation and are held back until fixed")
-    _print_attention(status)
-
-
-def _print_attention(status: SyncStatus) -> None:
-    if status.conflicts:
+    if status.get("held"):
+        click.echo(f"{status['held']} blueprint(s) fail validation and are held back until fixed")
+    if status.get("conflicts"):
         click.echo(
-            f"{status.conflicts} open conflict(s): see `localstore conflicts`, then "
+            f"{status['conflicts']} open conflict(s): see `localstore conflicts`, then "
             "`localstore conflicts resolve ID --take local|remote|FILE`"
         )
-    if status.quarantined:
+    if status.get("quarantined"):
         click.echo(
-            f"{status.quarantined} change(s) quarantined: see `localstore status`; fix them, "
+            f"{status['quarantined']} change(s) quarantined: see `localstore status`; fix them, "
             "or retry with `localstore sync --retry-quarantined`"
         )
 

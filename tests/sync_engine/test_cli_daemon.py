@@ -1,0 +1,60 @@
+"""`localstore sync` and `status` hand over to a running daemon of the same home."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import localstore
+from localstore.cli import cli
+from localstore.config import load_settings
+from sync.daemon import Daemon
+from sync.memory_remote import MemoryRemote, MemoryServer
+
+
+@pytest.fixture
+def daemon_home(tmp_path: Path) -> Iterator[tuple[Path, MemoryServer]]:
+    home = tmp_path / "home"
+    server = MemoryServer()
+    settings = load_settings(home=home, environ={})
+    daemon = Daemon(
+        settings,
+        remote_factory=lambda s: MemoryRemote(server, user="u"),
+        install_signals=False,
+        poll_interval_s=3600,
+    )
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            daemon.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="test-daemon", daemon=True)
+    thread.start()
+    try:
+        assert daemon.wait_ready(30), errors
+        yield home, server
+    finally:
+        daemon.stop()
+        thread.join(30)
+    assert not thread.is_alive() and not errors
+
+
+def test_sync_and_status_go_through_the_daemon(daemon_home: tuple[Path, MemoryServer]) -> None:
+    home, server = daemon_home
+    with localstore.open(home=home) as store:
+        store.save("d/x", "v: 1\n")
+    result = CliRunner().invoke(cli, ["--home", str(home), "--json", "sync"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["daemon"] is True and data["status"]["pending"] == 0
+    assert [o.row.path for o in server.rows.values()] == ["d/x.blueprint.yaml"]
+    status = json.loads(CliRunner().invoke(cli, ["--home", str(home), "--json", "status"]).stdout)
+    assert status["daemon"] is True and status["pending"] == 0
