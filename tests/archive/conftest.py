@@ -14,6 +14,7 @@ import pytest
 
 import localstore
 from localstore.crypto import ScryptParams
+from localstore.files import TEMP_SUFFIX
 from localstore.store import BlueprintStore
 
 FAST_SCRYPT = ScryptParams(log2_n=10, r=8, p=1)
@@ -64,10 +65,14 @@ def populate(store: BlueprintStore, n: int) -> list[str]:
 
 
 def tree(store: BlueprintStore) -> dict[str, bytes]:
-    """Every file under a store's blueprints folder, by relative path."""
+    """Every file under a store's blueprints folder, by relative path.
+
+    Temp files (``.lstmp``) are left out: a process killed inside an atomic write leaves one,
+    which is not a blueprint and which reconcile removes once it is stale.
+    """
     root = store.root
     return {
         p.relative_to(root).as_posix(): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file()
+        if p.is_file() and not p.name.endswith(TEMP_SUFFIX)
     }
