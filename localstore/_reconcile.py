@@ -11,9 +11,12 @@ by the user follows it; a copied pair (same id at two live paths) gets a new id 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import stat
 import time
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +47,13 @@ class _Scan:
     temps: dict[str, os.stat_result] = field(default_factory=dict)
 
 
+def _canonical(rel: str) -> bool:
+    try:
+        return fs.normalize_path(rel) == rel
+    except InvalidInputError:
+        return False
+
+
 class Reconciler:
     """One reconcile pass over a store (or one path of it)."""
 
@@ -55,34 +65,42 @@ class Reconciler:
 
     # -- scanning ----------------------------------------------------------------------------------
 
-    def scan(self) -> _Scan:
-        """Stat every blueprint file under the root (no reads)."""
+    def scan(self, indexed: Container[str] = ()) -> _Scan:
+        """Stat every blueprint file under the root (no reads).
+
+        Paths in ``indexed`` were validated when they were saved; only new names get the full
+        path check (most of a 10,000-file rescan otherwise).
+        """
         scan = _Scan()
         for rel, st in fs.walk_blueprint_files(self.store.root, self.rules):
             if rel.endswith(fs.TEMP_SUFFIX):
                 scan.temps[rel] = st
             elif rel.endswith(fs.YAML_SUFFIX):
-                try:
-                    canonical = fs.normalize_path(rel)
-                except InvalidInputError:
-                    continue
-                if canonical == rel:
+                if rel in indexed or _canonical(rel):
                     scan.yamls[rel] = st
             else:
                 scan.metas[rel] = st
         return scan
 
-    def _rows(self, cur: Any) -> tuple[dict[str, Row], dict[str, Row]]:
+    def _live_rows(self, cur: Any) -> dict[str, Row]:
+        """Every live row by path: one read for the whole-tree comparison."""
         from localstore.store import _ROW_COLUMNS, Row
 
-        by_path: dict[str, Row] = {}
-        by_id: dict[str, Row] = {}
-        for t in cur.execute(f"SELECT {_ROW_COLUMNS} FROM blueprints"):
-            row = Row.from_tuple(t)
-            by_id[row.id] = row
-            if not row.deleted:
-                by_path[row.path] = row
-        return by_path, by_id
+        return {
+            r.path: r
+            for r in (
+                Row.from_tuple(t)
+                for t in cur.execute(f"SELECT {_ROW_COLUMNS} FROM blueprints WHERE deleted = 0")
+            )
+        }
+
+    # Per-path decisions look rows up one indexed query at a time, inside the caller's transaction,
+    # so they see its earlier changes and cost O(1) per path instead of a reload of the table.
+    def _at_path(self, cur: Any, rel: str) -> Row | None:
+        return self.store._row_by(cur, "path = ? AND deleted = 0", (rel,))
+
+    def _with_id(self, cur: Any, blueprint_id: str) -> Row | None:
+        return self.store._row_by(cur, "id = ?", (blueprint_id,))
 
     @staticmethod
     def _stat_matches(row: Row, y: os.stat_result, m: os.stat_result | None) -> bool:
@@ -111,9 +129,9 @@ class Reconciler:
         from localstore.store import CheckReport
 
         report = CheckReport()
-        scan = self.scan()
         with self.store.index.read() as cur:
-            by_path, _ = self._rows(cur)
+            by_path = self._live_rows(cur)
+        scan = self.scan(by_path)
         changed, missing = self._candidates(scan, by_path)
         orphans = self._orphan_metas(scan)
         stale = self._stale_temps(scan)
@@ -125,14 +143,13 @@ class Reconciler:
             return report
         with self.store.index.write() as cur:
             # Re-scan under the write lock: another process may have saved since the first look.
-            scan = self.scan()
-            by_path, by_id = self._rows(cur)
+            by_path = self._live_rows(cur)
+            scan = self.scan(by_path)
             changed, missing = self._candidates(scan, by_path)
             for rel in changed:
-                self._ingest_locked(cur, rel, scan, by_path, by_id, report)
-                by_path, by_id = self._rows(cur)
+                self._ingest_locked(cur, rel, scan, report)
             for row in missing:
-                current = by_id.get(row.id)
+                current = self._with_id(cur, row.id)
                 if current is not None and not current.deleted and current.path == row.path:
                     self._delete_locked(cur, current, report)
             for rel in self._orphan_metas(self.scan()):
@@ -204,38 +221,46 @@ class Reconciler:
     # -- one path ----------------------------------------------------------------------------------
 
     def ingest_path(self, rel: str) -> list[Event]:
-        """Reconcile one blueprint path (YAML or meta), as the watcher does for a settled change.
+        """Reconcile one blueprint path (YAML or meta) in its own transaction; returns its events.
 
         A YAML that is gone removes its blueprint (the caller applies any grace period first).
         """
-        from localstore.store import CheckReport
-
         if rel.endswith(fs.META_SUFFIX):
             rel = fs.yaml_path_for(rel)
-        report = CheckReport()
         with self.store.index.write() as cur:
-            by_path, by_id = self._rows(cur)
-            abs_yaml = self.store.root / rel
-            scan = _Scan()
-            try:
-                scan.yamls[rel] = os.stat(abs_yaml, follow_symlinks=False)
-            except FileNotFoundError:
-                row = by_path.get(rel)
-                if row is not None:
-                    self._delete_locked(cur, row, report)
-            else:
-                meta_rel = fs.meta_path_for(rel)
-                try:
-                    scan.metas[meta_rel] = os.stat(self.store.root / meta_rel)
-                except FileNotFoundError:
-                    pass
-                row = by_path.get(rel)
-                if row is None or not self._stat_matches(
-                    row, scan.yamls[rel], scan.metas.get(meta_rel)
-                ):
-                    self._ingest_locked(cur, rel, scan, by_path, by_id, report)
+            self.ingest_locked(cur, rel)
         self.store.events.publish(self.events)
         return list(self.events)
+
+    def ingest_locked(self, cur: Any, rel: str, *, may_delete: bool = True) -> bool:
+        """Reconcile one YAML path inside the caller's write transaction (events collect in
+        ``self.events`` for the caller to publish after its commit).
+
+        Returns False, changing nothing, if the file is missing and ``may_delete`` is false.
+        """
+        from localstore.store import CheckReport
+
+        report = CheckReport()
+        try:
+            y_st = os.stat(self.store.root / rel, follow_symlinks=False)
+        except FileNotFoundError:
+            if not may_delete:
+                return False
+            row = self._at_path(cur, rel)
+            if row is not None:
+                self._delete_locked(cur, row, report)
+            return True
+        if not stat.S_ISREG(y_st.st_mode):
+            return True  # a folder or link with a blueprint's name: the scan skips it too
+        scan = _Scan()
+        scan.yamls[rel] = y_st
+        meta_rel = fs.meta_path_for(rel)
+        with contextlib.suppress(FileNotFoundError):
+            scan.metas[meta_rel] = os.stat(self.store.root / meta_rel)
+        row = self._at_path(cur, rel)
+        if row is None or not self._stat_matches(row, y_st, scan.metas.get(meta_rel)):
+            self._ingest_locked(cur, rel, scan, report)
+        return True
 
     def _read(self, rel: str) -> bytes | None:
         try:
@@ -248,8 +273,6 @@ class Reconciler:
         cur: Any,
         rel: str,
         scan: _Scan,
-        by_path: dict[str, Row],
-        by_id: dict[str, Row],
         report: CheckReport,
     ) -> None:
         store = self.store
@@ -258,7 +281,7 @@ class Reconciler:
             return
         meta_rel = fs.meta_path_for(rel)
         meta_bytes = self._read(meta_rel)
-        row_at_path = by_path.get(rel)
+        row_at_path = self._at_path(cur, rel)
         meta: BlueprintMeta | None = None
         write_meta = False
         if meta_bytes is not None:
@@ -273,7 +296,7 @@ class Reconciler:
                 return
         identity: Row | None = None
         if meta is not None:
-            identity = by_id.get(meta.id)
+            identity = self._with_id(cur, meta.id)
             if (
                 identity is not None
                 and not identity.deleted
@@ -289,7 +312,7 @@ class Reconciler:
                 self._delete_locked(cur, row_at_path, report)
         else:
             write_meta = True
-            identity = row_at_path or self._match_moved_yaml(by_path, sha256_hex(yaml_bytes))
+            identity = row_at_path or self._match_moved_yaml(cur, sha256_hex(yaml_bytes))
             if identity is not None:
                 meta = identity.meta
             else:
@@ -317,9 +340,14 @@ class Reconciler:
             report.fixed.append({"kind": "meta-written", "path": meta_rel, "detail": meta.id})
         self._record(cur, identity, prepared, rel, report)
 
-    def _match_moved_yaml(self, by_path: dict[str, Row], digest: str) -> Row | None:
-        for row in by_path.values():
-            if row.yaml_sha256 == digest and not (self.store.root / row.path).exists():
+    def _match_moved_yaml(self, cur: Any, digest: str) -> Row | None:
+        """A YAML moved without its meta: the live blueprint with that hash whose file is gone."""
+        from localstore.store import _ROW_COLUMNS, Row
+
+        sql = f"SELECT {_ROW_COLUMNS} FROM blueprints WHERE yaml_sha256 = ? AND deleted = 0"
+        for t in cur.execute(sql, (digest,)).fetchall():
+            row = Row.from_tuple(t)
+            if not (self.store.root / row.path).exists():
                 return row
         return None
 

@@ -70,6 +70,7 @@ CORE_MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX blueprints_path ON blueprints(path) WHERE deleted = 0;
     CREATE INDEX blueprints_name ON blueprints(name) WHERE deleted = 0;
     CREATE INDEX blueprints_created ON blueprints(created) WHERE deleted = 0;
+    CREATE INDEX blueprints_yaml_sha ON blueprints(yaml_sha256) WHERE deleted = 0;
     CREATE INDEX blueprints_op ON blueprints(op_id);
     CREATE TABLE blueprint_tags (
         rid INTEGER NOT NULL REFERENCES blueprints(rid) ON DELETE CASCADE,

@@ -26,20 +26,17 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
-import fnmatch
 import itertools
 import logging
 import os
 import queue
-import re
 import secrets
-import stat
 import threading
 import time
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import apsw
 from watchdog import events as wd_events
@@ -47,10 +44,9 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from localstore import files as fs
-from localstore._reconcile import Reconciler, _Scan
+from localstore._reconcile import Reconciler
 from localstore.errors import LocalStoreError, StoreClosedError, WatcherError
 from localstore.events import Event
-from localstore.store import _ROW_COLUMNS, CheckReport, Row
 
 if TYPE_CHECKING:
     from localstore.store import BlueprintStore
@@ -169,72 +165,6 @@ class _OverflowHook(logging.Handler):
             self._on_overflow()
 
 
-class _LiveRows:
-    """Index rows looked up on demand inside the batch transaction.
-
-    The Reconciler's per-path logic takes ``by_path``/``by_id`` dicts; building them reads the whole
-    table (O(N) per path, O(N^2) for a checkout of many files). These views answer ``get`` with one
-    indexed query and always see the transaction's own earlier changes.
-    """
-
-    def __init__(self, cur: Any, *, by: str) -> None:
-        self._cur = cur
-        self._by = by
-
-    def get(self, key: str, default: Row | None = None) -> Row | None:
-        if self._by == "path":
-            sql = f"SELECT {_ROW_COLUMNS} FROM blueprints WHERE path_key = ? AND deleted = 0"
-            rows = [r for r in self._cur.execute(sql, (fs.path_key(key),)) if r[2] == key]
-        else:
-            sql = f"SELECT {_ROW_COLUMNS} FROM blueprints WHERE id = ?"
-            rows = list(self._cur.execute(sql, (key,)))
-        return Row.from_tuple(rows[0]) if rows else default
-
-
-class _BatchReconciler(Reconciler):
-    """The Reconciler's per-path logic over live row lookups, one savepoint per path."""
-
-    def __init__(self, store: BlueprintStore) -> None:
-        super().__init__(store, origin="external")
-        self._cur: Any = None
-
-    def _match_moved_yaml(self, by_path: dict[str, Row], digest: str) -> Row | None:
-        # A YAML moved without its meta: find the live blueprint with that hash whose file is gone.
-        sql = f"SELECT {_ROW_COLUMNS} FROM blueprints WHERE yaml_sha256 = ? AND deleted = 0"
-        for t in self._cur.execute(sql, (digest,)).fetchall():
-            row = Row.from_tuple(t)
-            if not (self.store.root / row.path).exists():
-                return row
-        return None
-
-    def ingest_one(self, cur: Any, rel: str, *, may_delete: bool) -> bool:
-        """Reconcile one YAML path; False if it is missing and may not be deleted yet."""
-        self._cur = cur
-        report = CheckReport()
-        by_path = cast("dict[str, Row]", _LiveRows(cur, by="path"))
-        by_id = cast("dict[str, Row]", _LiveRows(cur, by="id"))
-        try:
-            y_st = os.stat(self.store.root / rel, follow_symlinks=False)
-        except FileNotFoundError:
-            if not may_delete:
-                return False
-            row = by_path.get(rel)
-            if row is not None:
-                self._delete_locked(cur, row, report)
-            return True
-        if not stat.S_ISREG(y_st.st_mode):
-            return True  # a folder or link with a blueprint's name: the scan skips it too
-        scan = _Scan()
-        scan.yamls[rel] = y_st
-        meta_rel = fs.meta_path_for(rel)
-        with contextlib.suppress(FileNotFoundError):
-            scan.metas[meta_rel] = os.stat(self.store.root / meta_rel)
-        row = by_path.get(rel)
-        if row is None or not self._stat_matches(row, y_st, scan.metas.get(meta_rel)):
-            self._ingest_locked(cur, rel, scan, by_path, by_id, report)
-        return True
-
-
 class Watcher:
     """Keeps a store's index in step with external edits of its blueprints folder.
 
@@ -267,7 +197,7 @@ class Watcher:
         self._state_lock = threading.Lock()
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending: dict[str, _PathState] = {}
-        self._ignore = _FastIgnore(fs.IgnoreRules.for_root(self.root))
+        self._ignore = fs.IgnoreRules.for_root(self.root)
         self._cond = threading.Condition()
         self._token = secrets.token_hex(4)
         self._fence_counter = itertools.count(1)
@@ -596,7 +526,7 @@ class Watcher:
         except ValueError:
             return None
         if rel == fs.IGNORE_FILE_NAME:
-            self._ignore = _FastIgnore(fs.IgnoreRules.for_root(self.root))
+            self._ignore = fs.IgnoreRules.for_root(self.root)
             self._rescan_wanted = "ignore-rules"
             return None
         if rel.endswith(fs.META_SUFFIX):
@@ -776,7 +706,7 @@ class Watcher:
         return bool(rows)
 
     def _ingest_batch(self, items: Sequence[tuple[str, bool]]) -> None:
-        rec = _BatchReconciler(self.store)
+        rec = Reconciler(self.store)
         retry: list[tuple[str, bool]] = []
         vanished: list[str] = []
         try:
@@ -785,7 +715,7 @@ class Watcher:
                     mark = len(rec.events)
                     try:
                         with self.store.index.write() as cur:
-                            if not rec.ingest_one(cur, rel, may_delete=may_delete):
+                            if not rec.ingest_locked(cur, rel, may_delete=may_delete):
                                 vanished.append(rel)
                     except StoreClosedError:
                         raise
@@ -834,7 +764,7 @@ class Watcher:
                     "FROM blueprints WHERE deleted = 0"
                 )
             }
-        scan = _fast_scan(self.root, _FastIgnore(rec.rules), indexed)
+        scan = rec.scan(indexed)
         changed = []
         for rel, y in scan.yamls.items():
             m = scan.metas.get(fs.meta_path_for(rel))
@@ -857,7 +787,7 @@ class Watcher:
     def _rescan_into_pending(self, reason: str, done: queue.SimpleQueue[Any] | None) -> None:
         started = time.monotonic()
         self._rescan_wanted = None
-        self._ignore = _FastIgnore(fs.IgnoreRules.for_root(self.root))
+        self._ignore = fs.IgnoreRules.for_root(self.root)
         diff = self._diff()
         now = time.monotonic()
         for rel in diff.changed:
@@ -897,95 +827,6 @@ class Watcher:
             self.store.reconcile()
         self.stats.rescans += 1
         return self._report(diff, started)
-
-
-class _FastIgnore:
-    """IgnoreRules' semantics with its patterns compiled into one regex (and folders cached).
-
-    ``IgnoreRules.ignored`` runs fnmatch per pattern per path part; on a rescan of 10,000 pairs that
-    was most of the time (over 1 s). Same answers, one regex match per part.
-    """
-
-    def __init__(self, rules: fs.IgnoreRules) -> None:
-        patterns: Sequence[str] = getattr(rules, "_patterns", fs.DEFAULT_IGNORE_PATTERNS)
-        self._any = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
-        slashed = [p for p in patterns if "/" in p]
-        self._sub = (
-            re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in slashed))
-            if slashed
-            else None
-        )
-        self._dirs: dict[str, bool] = {"": False}
-
-    def _part(self, part: str, sub: str) -> bool:
-        return bool(self._any.match(part) or (self._sub is not None and self._sub.match(sub)))
-
-    def folder_ignored(self, prefix: str, name: str) -> bool:
-        """Whether folder ``prefix + name`` (prefix ends in '/' or is '') is ignored."""
-        sub = prefix + name
-        cached = self._dirs.get(sub)
-        if cached is None:
-            cached = self._dirs[prefix.rstrip("/")] or self._part(name, sub)
-            self._dirs[sub] = cached
-        return cached
-
-    def ignored(self, rel: str) -> bool:
-        """IgnoreRules.ignored for a relative path."""
-        prefix = ""
-        parts = rel.split("/")
-        for part in parts[:-1]:
-            if self.folder_ignored(prefix, part):
-                return True
-            prefix += part + "/"
-        return self.file_ignored(prefix, parts[-1])
-
-    def file_ignored(self, prefix: str, name: str) -> bool:
-        return self._dirs.get(prefix.rstrip("/"), False) or self._part(name, prefix + name)
-
-
-def _fast_scan(root: Path, ignore: _FastIgnore, indexed: Container[str]) -> _Scan:
-    """Stat every blueprint file under root, as Reconciler.scan does (same rules), only faster."""
-    scan = _Scan()
-    stack = [("", str(root))]
-    while stack:
-        prefix, directory = stack.pop()
-        try:
-            entries = list(os.scandir(directory))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        except OSError as exc:
-            raise fs.map_os_error(exc, "cannot list", directory) from exc
-        for entry in entries:
-            name = entry.name
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    if not name.startswith(".") and not ignore.folder_ignored(prefix, name):
-                        stack.append((prefix + name + "/", entry.path))
-                    continue
-                if not entry.is_file(follow_symlinks=False):
-                    continue
-                rel = prefix + name
-                if name.endswith(fs.TEMP_SUFFIX):
-                    scan.temps[rel] = entry.stat(follow_symlinks=False)
-                elif name.endswith(fs.YAML_SUFFIX):
-                    if ignore.file_ignored(prefix, name) or not _canonical(rel, indexed):
-                        continue
-                    scan.yamls[rel] = entry.stat(follow_symlinks=False)
-                elif name.endswith(fs.META_SUFFIX) and not ignore.file_ignored(prefix, name):
-                    scan.metas[rel] = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-    return scan
-
-
-def _canonical(rel: str, indexed: Container[str]) -> bool:
-    # Indexed paths were checked when they were saved; only new names need the full check.
-    if rel in indexed:
-        return True
-    try:
-        return fs.normalize_path(rel) == rel
-    except LocalStoreError:
-        return False
 
 
 def _watch_error(exc: OSError, root: Path) -> WatcherError:
