@@ -181,6 +181,7 @@ class SyncEngine:
         self._thread: threading.Thread | None = None
         self._paused = False
         self._wake_at: float | None = None
+        self._urgent = False
         self._next_at = 0.0
         self._failures = 0
         self._state: SyncStateName = "idle"
@@ -241,6 +242,8 @@ class SyncEngine:
     def _set_state(
         self, state: SyncStateName, *, progress: tuple[int, int] | bool | None = False
     ) -> None:
+        if self._paused:
+            state = "paused"  # a cycle still finishing after pause() does not un-pause the status
         changed = state != self._state
         self._state = state
         if progress is not False:
@@ -853,11 +856,19 @@ class SyncEngine:
             log.debug("sync loop stopped")
 
     def request_sync(self, delay: float = 0.0) -> None:
-        """Wake the loop to sync after ``delay`` seconds (from a hint, a command, a change)."""
+        """Wake the loop to sync after ``delay`` seconds (a command, a remote hint).
+
+        This also cuts a backoff short; local edits (the store events the engine follows itself)
+        do not, so a failing server is not hammered by every save.
+        """
+        self._wake(delay, urgent=True)
+
+    def _wake(self, delay: float, *, urgent: bool) -> None:
         with self._cond:
             due = self.clock() + max(0.0, delay)
             if self._wake_at is None or due < self._wake_at:
                 self._wake_at = due
+            self._urgent = self._urgent or urgent
             self._cond.notify_all()
 
     def pause(self) -> None:
@@ -877,7 +888,7 @@ class SyncEngine:
     def _on_store_event(self, event: Event) -> None:
         # Remote-origin changes are the engine's own applies; anything else is a local change.
         if event.origin != "remote" and event.kind != "conflict":
-            self.request_sync(self.debounce_s)
+            self._wake(self.debounce_s, urgent=False)
 
     def _wait_until_due(self) -> bool:
         with self._cond:
@@ -891,14 +902,14 @@ class SyncEngine:
                 due = self._due()
                 if due <= now:
                     self._wake_at = None
+                    self._urgent = False
                     return True
                 self._cond.wait(timeout=min(due - now, 3600.0))
 
     def _due(self) -> float:
         wake = self._wake_at if self._wake_at is not None else math.inf
-        if self._failures:
-            # While backing off, a new local change does not cut the wait short.
-            return max(min(wake, self._next_at), self._next_at)
+        if self._failures and not self._urgent:
+            return self._next_at  # backing off: a local edit does not cut the wait short
         return min(wake, self._next_at)
 
     def _attempt(self) -> None:

@@ -54,20 +54,28 @@ def _operate(store, device, seed, n, rng, mine, note) -> None:  # type: ignore[n
         note({"ack": "save", "id": bp.id, "path": bp.path, "content": content})
     elif op == "update":
         ident = rng.choice(sorted(mine))
-        note({"intent": "save", "id": ident, "path": mine[ident], "content": content})
+        note(
+            {
+                "intent": "save",
+                "id": ident,
+                "path": mine[ident],
+                "from": mine[ident],
+                "content": content,
+            }
+        )
         store.save(mine[ident], content)
         note({"ack": "save", "id": ident, "path": mine[ident], "content": content})
     elif op == "move":
         ident = rng.choice(sorted(mine))
         path = f"{device}/moved-{seed}-{n}.blueprint.yaml"
         old = mine[ident]
-        note({"intent": "move", "id": ident, "path": path})
+        note({"intent": "move", "id": ident, "path": path, "from": old})
         store.move(ident, path)
         mine[ident] = path
         note({"ack": "move", "id": ident, "path": path, "from": old})
     else:
         ident = rng.choice(sorted(mine))
-        note({"intent": "delete", "id": ident})
+        note({"intent": "delete", "id": ident, "from": mine[ident]})
         store.delete(ident)
         del mine[ident]
         note({"ack": "delete", "id": ident})

@@ -69,15 +69,21 @@ class Model:
         elif rec["ack"] == "delete":
             self.states[ident] = {None}
         else:
-            before = self.states.get(ident) or {(rec["from"], self.created[rec["from"]])}
+            before = self._known(ident, rec["from"])
             self.states[ident] = {(rec["path"], s[1]) for s in before if s is not None}
+
+    def _known(self, ident: str, path: str) -> set[State]:
+        """The states of ``ident``; an id never acknowledged came from an unacknowledged create."""
+        if ident not in self.states:
+            self.states[ident] = {(path, self.created[path])}
+        return self.states[ident]
 
     def _in_flight(self, intent: dict) -> None:
         ident = intent["id"]
         if ident is None:
             self.created[intent["path"]] = intent["content"]
             return
-        states = self.states.setdefault(ident, set())
+        states = self._known(ident, intent["from"])
         for s in list(states):
             if intent["intent"] == "save":
                 states.add((intent["path"], intent["content"]))

@@ -10,7 +10,7 @@ import pytest
 
 from localstore.events import Event
 from sync.engine import SyncEngine, WorkerState
-from sync.errors import EngineStateError, SyncLockedError, TransientError
+from sync.errors import EngineStateError, NotLoggedInError, SyncLockedError, TransientError
 from sync.memory_remote import MemoryRemote, MemoryServer
 from sync.remote import HintCallback, Unsubscribe
 
@@ -170,3 +170,21 @@ def test_run_blocks_in_the_callers_thread_until_stop(
     assert a.engine.worker_state is WorkerState.STOPPED
     with pytest.raises(EngineStateError):
         a.engine.run()
+
+
+def test_after_an_error_for_the_user_request_sync_retries_at_once(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    a = make_device("a", poll_interval_s=3600)
+    failed = threading.Event()
+    a.engine.subscribe_status(lambda s: failed.set() if s.state == "error" else None)
+    a.remote.fail_next(1, NotLoggedInError("no session stored"), method="server_info")
+    a.store.save("login/x", "v: 1\n")
+    seen, observer = _pushed_signal(server)
+    try:
+        a.engine.start()
+        assert failed.wait(WAIT)  # now waiting a minute for a person to log in...
+        a.engine.request_sync()  # ...who did, and said so (e.g. `localstore sync` via the daemon)
+        assert seen.wait(WAIT)
+    finally:
+        observer.close()
