@@ -74,11 +74,24 @@ def pct(samples: list[float], p: float) -> float:
 
 
 def build_home(home: Path, n: int) -> float:
+    """Write N blueprint files, then let the store's reconcile-on-open index them.
+
+    Much faster than N durable saves (~19 ms each on a loaded VM) and the same home for the daemon.
+    """
+    from localstore.blueprint import BlueprintMeta, encode_meta, new_id, utc_now
+
     rng = random.Random(1)
     started = time.perf_counter()
+    root = home / "blueprints"
+    now = utc_now()
+    for i in range(n):
+        folder = root / f"f{i // 100:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"bp-{i:05d}.blueprint.yaml").write_text(make_doc(rng, i))
+        meta = BlueprintMeta(id=new_id(), name=f"bp-{i:05d}", created=now, modified=now)
+        (folder / f"bp-{i:05d}.blueprint.meta.json").write_bytes(encode_meta(meta))
     with localstore.open(home=home) as store:
-        for i in range(n):
-            store.save(f"f{i // 100:03d}/bp-{i:05d}", make_doc(rng, i))
+        assert store.count() == n, store.count()
     return time.perf_counter() - started
 
 

@@ -200,7 +200,10 @@ class ControlServer:
     """The websocket control API on 127.0.0.1 (own loop thread). start(), publish(), stop(), join().
 
     ``metrics_text`` enables a Prometheus text endpoint (GET /metrics) on ``metrics_port``,
-    also bound to 127.0.0.1 only. Raises ControlError from start() when it cannot bind.
+    also bound to 127.0.0.1 only. ``on_subscribers(n)`` is called (on the server thread) whenever
+    the number of subscribed connections changes, so the daemon computes what only subscribers
+    read (e.g. the engine's status on every state change) only while someone listens. Raises
+    ControlError from start() when it cannot bind.
     """
 
     def __init__(
@@ -214,6 +217,7 @@ class ControlServer:
         metrics_port: int | None = None,
         metrics_text: Callable[[], str] | None = None,
         workers: int = 4,
+        on_subscribers: Callable[[int], None] | None = None,
     ) -> None:
         if not token:
             raise ValueError("the control token must not be empty")
@@ -225,6 +229,8 @@ class ControlServer:
         self._queue_size = max(1, queue_size)
         self._metrics_port = metrics_port
         self._metrics_text = metrics_text
+        self._on_subscribers = on_subscribers
+        self._subscribers = 0
         self._conns: set[_Conn] = set()
         self._seq = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -364,7 +370,7 @@ class ControlServer:
 
     def _drop_subscriber(self, conn: _Conn) -> None:
         # A client that does not read: stop streaming to it rather than buffer without bound.
-        conn.subscribed = False
+        self._set_subscribed(conn, False)
         while not conn.queue.empty():
             conn.queue.get_nowait()
         self.stats.subscribers_dropped += 1
@@ -414,6 +420,7 @@ class ControlServer:
         except ConnectionClosed:
             pass
         finally:
+            self._set_subscribed(conn, False)
             self._conns.discard(conn)
             self.stats.connections = len(self._conns)
             if conn.writer is not None:
@@ -491,7 +498,7 @@ class ControlServer:
         if op == "subscribe":
             return self._subscribe(conn, args)
         if op == "unsubscribe":
-            conn.subscribed = False
+            self._set_subscribed(conn, False)
             return {"subscribed": False}
         if op not in _HANDLER_OPS:
             raise OpError("unknown_op", f"unknown op {op[:40]!r}; known: {', '.join(OPS)}")
@@ -521,10 +528,26 @@ class ControlServer:
         ):
             raise OpError("bad_request", "'events' must be a list of event names")
         conn.kinds = frozenset(kinds) if kinds is not None else None
-        conn.subscribed = True
+        self._set_subscribed(conn, True)
         if conn.writer is None:
             conn.writer = asyncio.get_running_loop().create_task(self._writer(conn))
         return {"subscribed": True, "queue": self._queue_size}
+
+    def _set_subscribed(self, conn: _Conn, subscribed: bool) -> None:
+        if conn.subscribed == subscribed:
+            return
+        conn.subscribed = subscribed
+        self._subscribers += 1 if subscribed else -1
+        if self._on_subscribers is not None:
+            try:
+                self._on_subscribers(self._subscribers)
+            except Exception:  # the daemon's callback must not break the connection handling
+                log.exception("control: the subscriber callback failed")
+
+    @property
+    def subscribers(self) -> int:
+        """How many connections are subscribed to events."""
+        return self._subscribers
 
     # -- Prometheus endpoint -----------------------------------------------------------------------
 

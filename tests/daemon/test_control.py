@@ -264,7 +264,8 @@ class _Handler:
 
 
 def test_a_subscriber_that_does_not_read_is_dropped_with_a_notice() -> None:
-    server = ControlServer(_Handler(), token="t" * 40, queue_size=10)
+    counts: list[int] = []
+    server = ControlServer(_Handler(), token="t" * 40, queue_size=10, on_subscribers=counts.append)
     server.start()
     try:
         ws = raw(server.port, "t" * 40)
@@ -283,6 +284,7 @@ def test_a_subscriber_that_does_not_read_is_dropped_with_a_notice() -> None:
                 dropped.set()
         assert seen < 6000
         assert server.stats.subscribers_dropped == 1
+        assert counts == [1, 0] and server.subscribers == 0
         # The connection still answers requests; handler errors become error replies.
         ws.send(json.dumps({"id": 2, "op": "status"}))
         assert reply_to(ws)["result"] == {"fine": True}

@@ -49,6 +49,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.stress
+@pytest.mark.timeout(SOAK_S + 900)
 @pytest.mark.skipif(not STRESS, reason="30-minute soak: LOCALSTORE_STRESS=1")
 def test_two_daemons_under_continuous_edits_do_not_grow(cloud, spawn_daemon, tmp_path) -> None:
     email = new_email()
