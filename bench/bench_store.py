@@ -27,14 +27,46 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import localstore  # noqa: E402
-from localstore.blueprint import BlueprintMeta, encode_meta, new_id, utc_now  # noqa: E402
+import localstore
+from localstore.blueprint import BlueprintMeta, encode_meta, new_id, utc_now
 
-WORDS = (
-    "fetch build deploy test lint package publish notify cache restore archive sign verify "
-    "kubernetes docker terraform ansible python node rust golang postgres redis kafka nginx "
-    "staging production canary rollback approve schedule nightly weekly backup migrate"
-).split()
+WORDS = [
+    "fetch",
+    "build",
+    "deploy",
+    "test",
+    "lint",
+    "package",
+    "publish",
+    "notify",
+    "cache",
+    "restore",
+    "archive",
+    "sign",
+    "verify",
+    "kubernetes",
+    "docker",
+    "terraform",
+    "ansible",
+    "python",
+    "node",
+    "rust",
+    "golang",
+    "postgres",
+    "redis",
+    "kafka",
+    "nginx",
+    "staging",
+    "production",
+    "canary",
+    "rollback",
+    "approve",
+    "schedule",
+    "nightly",
+    "weekly",
+    "backup",
+    "migrate",
+]
 
 
 def make_doc(rng: random.Random, i: int, size: int = 2048) -> str:
@@ -50,7 +82,7 @@ def make_doc(rng: random.Random, i: int, size: int = 2048) -> str:
 
 def pct(samples: list[float], p: float) -> float:
     s = sorted(samples)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 def timeit(fn: Callable[[], object], n: int) -> list[float]:
@@ -70,7 +102,9 @@ def row(name: str, samples: list[float], goal: str = "") -> dict[str, object]:
         "p99_ms": round(pct(samples, 99), 3),
         "goal": goal,
     }
-    print(f"{name:<46} n={r['n']:<6} p50={r['p50_ms']:>9.3f} ms  p99={r['p99_ms']:>9.3f} ms  {goal}")
+    print(
+        f"{name:<46} n={r['n']:<6} p50={r['p50_ms']:>9.3f} ms  p99={r['p99_ms']:>9.3f} ms  {goal}"
+    )
     return r
 
 
@@ -167,11 +201,20 @@ def main() -> None:
         list_all = timeit(lambda: store.list(), 20)
         results.append(row(f"list all {n}", list_all, "goal <=25 ms (10k)"))
 
-        queries = ["deploy", "kubernetes rollback", '"canary rollback"', "step-3", "post", "nightly"]
+        queries = [
+            "deploy",
+            "kubernetes rollback",
+            '"canary rollback"',
+            "step-3",
+            "post",
+            "nightly",
+        ]
         qs = [queries[i % len(queries)] for i in range(rounds)]
         it5 = iter(qs)
         search_ms = timeit(lambda: store.search(next(it5), limit=20), len(qs))
-        results.append(row("search top-20 (mixed queries)", search_ms, "goal p50<=2 ms, p99<=30 ms"))
+        results.append(
+            row("search top-20 (mixed queries)", search_ms, "goal p50<=2 ms, p99<=30 ms")
+        )
         store.close()
 
         reopen = timeit(lambda: localstore.open(home=home).close(), 5)

@@ -84,7 +84,10 @@ def test_console_script_runs(home: Path) -> None:
     exe = Path(sys.executable).with_name("localstore")
     out = subprocess.run(
         [str(exe), "--home", str(home), "--json", "init"],
-        capture_output=True, text=True, check=True, env={**os.environ},
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ},
     )
     assert json.loads(out.stdout)["count"] == 0
     version = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True)
