@@ -81,6 +81,9 @@ class MemoryServer:
     horizons: dict[str, int] = field(default_factory=dict)
     revisions: list[tuple[str, ServerRow]] = field(default_factory=list, repr=False)
     subscribers: dict[str, list[_Subscriber]] = field(default_factory=dict, repr=False)
+    # (owner, lower(path)) -> id of the live row there: the SQL's unique index on path_key, so a
+    # path check costs O(1) instead of a scan of every row (pushes of 10,000 rows were quadratic).
+    live_paths: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
 
     def purge_tombstones(self, user: str | None = None, *, max_seq: int | None = None) -> int:
         """Delete tombstones (of ``user``, or everyone) with seq <= ``max_seq`` (or all).
@@ -323,16 +326,10 @@ class MemoryRemote:
 
     def _live_row_at(self, path: str, rid: str) -> ServerRow | None:
         # lower() like the SQL's lower(path); contract tests only rely on ASCII case folding.
-        want = path.lower()
-        for other_id, o in self.server.rows.items():
-            if (
-                o.owner == self.user
-                and other_id != rid
-                and not o.row.deleted
-                and o.row.path.lower() == want
-            ):
-                return o.row
-        return None
+        other_id = self.server.live_paths.get((self.user, path.lower()))
+        if other_id is None or other_id == rid:
+            return None
+        return self.server.rows[other_id].row
 
     def _apply(
         self, change: Change, rid: str, current: ServerRow | None, device: str
@@ -350,6 +347,10 @@ class MemoryRemote:
             device=device,
             updated_at=datetime.now(UTC).isoformat(),
         )
+        if current is not None and not current.deleted:
+            self.server.live_paths.pop((self.user, current.path.lower()), None)
+        if not row.deleted:
+            self.server.live_paths[(self.user, row.path.lower())] = rid
         self.server.rows[rid] = _Owned(self.user, row)
         self.server.revisions.append((rid, row))
         return PushResult(change.op_id, rid, "applied", rev=row.rev, seq=row.seq)
