@@ -18,6 +18,7 @@ import stat
 import time
 from collections.abc import Container
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localstore import files as fs
@@ -281,6 +282,8 @@ class Reconciler:
             return
         meta_rel = fs.meta_path_for(rel)
         meta_bytes = self._read(meta_rel)
+        if meta_bytes is None:
+            meta_bytes = self._recover_meta_temp(meta_rel, report)
         row_at_path = self._at_path(cur, rel)
         meta: BlueprintMeta | None = None
         write_meta = False
@@ -339,6 +342,35 @@ class Reconciler:
             fs.atomic_write(store.root / meta_rel, prepared.meta_bytes)
             report.fixed.append({"kind": "meta-written", "path": meta_rel, "detail": meta.id})
         self._record(cur, identity, prepared, rel, report)
+
+    def _recover_meta_temp(self, meta_rel: str, report: CheckReport) -> bytes | None:
+        """Finish a save that died between renaming its YAML and its meta file.
+
+        Both temp files were flushed before the first rename, so the meta's temp beside the YAML
+        is complete: renaming it into place keeps the blueprint's id (a new id would turn a pulled
+        or imported blueprint into a duplicate).
+        """
+        target = self.store.root / meta_rel
+        prefix = f".{target.name}."
+        try:
+            temps = [
+                e
+                for e in os.scandir(target.parent)
+                if e.name.startswith(prefix) and e.name.endswith(fs.TEMP_SUFFIX)
+            ]
+        except OSError:
+            return None
+        for entry in sorted(temps, key=lambda e: e.stat().st_mtime_ns, reverse=True):
+            raw = self._read(str(Path(meta_rel).parent / entry.name).removeprefix("./"))
+            try:
+                decode_meta(raw or b"", source=entry.name)
+            except InvalidMetaError:
+                continue
+            os.replace(entry.path, target)
+            fs.fsync_dir(target.parent)
+            report.fixed.append({"kind": "meta-recovered", "path": meta_rel, "detail": entry.name})
+            return raw
+        return None
 
     def _match_moved_yaml(self, cur: Any, digest: str) -> Row | None:
         """A YAML moved without its meta: the live blueprint with that hash whose file is gone."""

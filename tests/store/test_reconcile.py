@@ -149,3 +149,20 @@ def test_check_fix_cli_exit_codes(home: Path) -> None:
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["fixed"][0]["kind"] == "modified"
     assert runner.invoke(cli, ["--home", str(home), "check"]).exit_code == 0
+
+
+def test_kill_between_yaml_and_meta_rename_keeps_the_id(home: Path) -> None:
+    """A create killed after its YAML rename: the flushed meta temp is renamed into place."""
+    from localstore.blueprint import BlueprintMeta, encode_meta, new_id, utc_now
+
+    _open(home).close()
+    ident = new_id()
+    meta = BlueprintMeta(id=ident, name="pulled", created=utc_now(), modified=utc_now())
+    root = home / "blueprints"
+    (root / "p").mkdir()
+    (root / "p/pulled.blueprint.yaml").write_text(DOC)
+    (root / "p/.pulled.blueprint.meta.json.1a2b3c4d.lstmp").write_bytes(encode_meta(meta))
+    with _open(home) as s:
+        assert s.resolve("p/pulled").id == ident
+        assert s.check().clean
+    assert not list(root.rglob("*.lstmp"))
