@@ -44,7 +44,7 @@ def test_fault_between_blueprints(stores: StoreFactory, tmp_path: Path) -> None:
             raise Stop
 
     with pytest.raises(Stop):
-        archive.import_bundle(dst, bundle, progress=progress)
+        archive.import_bundle(dst, bundle, progress=progress, batch_size=1)
     assert len(_expect_prefix(tree(dst), tree(src))) == 7 == dst.count()
     assert not list(dst.paths.cache.glob("import-staging-*"))
     again = archive.import_bundle(dst, bundle)
