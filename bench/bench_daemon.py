@@ -2,7 +2,8 @@
 
 Runs `localstore daemon` as a subprocess twice on the same home: offline (not logged in: watcher +
 control API) and online (logged in to a local Supabase-compatible stack: + sync engine, realtime
-channel, 30 s polling). For each it records the time to ready, then samples the daemon's
+channel, 30 s polling), then online again after a restart ("restarted": the steady state of a
+daemon on an already-synced home, without the heap the initial upload left). For each it records the time to ready, then samples the daemon's
 cpu_times() every second over an idle window and prints the per-second CPU % and RSS as median /
 p99 / mean. Online, it also times the initial upload of every blueprint. Goals (issue 7): idle CPU
 < 1 %, RSS <= 120 MB. The online run needs the OS keychain and PostgreSQL, so run it like the
@@ -170,6 +171,8 @@ def run_mode(home: Path, mode: str, window: float, log: Path) -> dict[str, Any]:
         out: dict[str, Any] = {"mode": mode, "ready_s": wait_ready(home, proc)}
         if mode == "online":
             out["initial_upload_s"] = wait_synced(home)
+        elif mode == "restarted":
+            wait_synced(home)  # the first cycle after start (nothing to push or pull)
         time.sleep(3)  # let the start-up work (rescan, first cycle) finish before measuring
         out.update(idle_window(proc.pid, window))
         out["stop_s"] = stop(proc)
@@ -232,8 +235,9 @@ def main() -> None:
 
             with LocalCloud() as cloud:
                 login_home(home, cloud)
-                results.append(run_mode(home, "online", window, Path(tmp) / "daemon.out"))
-                print(f"  online done: {json.dumps(results[-1])}", flush=True)
+                for mode in ("online", "restarted"):
+                    results.append(run_mode(home, mode, window, Path(tmp) / "daemon.out"))
+                    print(f"  {mode} done: {json.dumps(results[-1])}", flush=True)
     print(f"\nmachine: {platform.platform()}, python {platform.python_version()}")
     report(results, n, window)
     if args.json:
