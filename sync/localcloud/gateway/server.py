@@ -171,8 +171,15 @@ class Gateway:
     async def stop(self) -> None:
         """Stop serving and release every task, connection, pool and the replication slot."""
         if self._runner is not None:
+            # aiohttp's shutdown clears its connection table without closing a transport whose
+            # request is mid-flight; remember them all and abort whatever is still open after it.
+            server = self._runner.server
+            transports = list(getattr(server, "_connections", {}).values()) if server else []
             await self._runner.cleanup()
             self._runner = None
+            for transport in transports:
+                if not transport.is_closing():
+                    transport.abort()
         await self.hub.close()
         if self.feed is not None:
             await self.feed.stop()
@@ -263,7 +270,27 @@ class GatewayThread:
             return
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
+        # Closing a transport only schedules the socket's close on the loop: cancel what is left
+        # and give those callbacks one turn, or a client's keep-alive socket outlives the loop
+        # (a ResourceWarning, and a leaked fd in a long-running stack).
+        loop.run_until_complete(_drain())
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
         self._loop = None
         self._thread = None
+
+
+async def _drain() -> None:
+    """Cancel the tasks left on the loop and let pending close callbacks run."""
+    current = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    # A client connection accepted while the server was shutting down belongs to no handler any
+    # more; the gateway is gone, so abort whatever sockets the loop still holds.
+    loop = asyncio.get_running_loop()
+    for transport in list(getattr(loop, "_transports", {}).values()):
+        if transport is not None and not transport.is_closing():
+            transport.abort()
+    await asyncio.sleep(0.05)
