@@ -9,6 +9,7 @@ Files on disk are the truth; an SQLite index makes them fast to find; every chan
 
 from __future__ import annotations
 
+from localstore._daemon_state import daemon_running
 from localstore.blueprint import Blueprint, BlueprintInfo, BlueprintMeta, Validator
 from localstore.config import Settings, load_settings
 from localstore.errors import (
@@ -79,6 +80,7 @@ __all__ = [
     "UnsafePathError",
     "Validator",
     "__version__",
+    "daemon_running",
     "load_settings",
     "open",
 ]

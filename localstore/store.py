@@ -40,6 +40,7 @@ from localstore.config import Settings, load_settings
 from localstore.errors import (
     AlreadyExistsError,
     AmbiguousRefError,
+    ConfigError,
     InvalidInputError,
     InvalidRefError,
     LocalStoreError,
@@ -318,6 +319,31 @@ class BlueprintStore:
     def closed(self) -> bool:
         """True after close()."""
         return self._closed
+
+    def daemon(self) -> dict[str, Any] | None:
+        """The daemon serving this home (pid, port, ...), or None: then the app may sync itself."""
+        from localstore._daemon_state import daemon_running
+
+        return daemon_running(self.settings)
+
+    def start_sync(self, **engine_kwargs: Any) -> Any:
+        """Run the sync engine in this process, holding the home's lock; it stops with the store.
+
+        Returns the ``sync.embed.EmbeddedSync`` handle. Raises LockHeldError when a daemon (or
+        another app) already syncs this home, ConfigError when the sync package is missing.
+        """
+        self._check_open()
+        try:
+            # Imported here, never at module level: localstore must not depend on sync.
+            from sync.embed import start_sync
+        except ImportError as exc:
+            raise ConfigError(
+                "sync is not available in this installation",
+                hint="install localstore with its sync package",
+            ) from exc
+        embedded = start_sync(self, **engine_kwargs)
+        self.on_close(embedded.stop)
+        return embedded
 
     def _check_open(self) -> None:
         if self._closed:

@@ -15,6 +15,8 @@ Everything not listed in ``__all__`` is private to the package.
 from __future__ import annotations
 
 from sync._state import ConflictRecord, QuarantineEntry
+from sync.control import ControlClient, ControlError, ControlRequestError, DaemonNotRunningError
+from sync.embed import EmbeddedSync, daemon_running, start_sync
 from sync.engine import (
     SyncEngine,
     SyncReport,
@@ -57,6 +59,11 @@ __all__ = [
     "ConflictCase",
     "ConflictError",
     "ConflictRecord",
+    "ControlClient",
+    "ControlError",
+    "ControlRequestError",
+    "DaemonNotRunningError",
+    "EmbeddedSync",
     "EngineStateError",
     "MemoryRemote",
     "MemoryServer",
@@ -85,9 +92,11 @@ __all__ = [
     "Version",
     "WorkerState",
     "conflict_diff",
+    "daemon_running",
     "get_conflict",
     "list_conflicts",
     "list_quarantine",
     "local_status",
     "resolve_conflict",
+    "start_sync",
 ]

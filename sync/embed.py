@@ -26,6 +26,13 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from localstore._daemon_state import (
+    LOCK_FILE,
+    STATE_FILE,
+    daemon_running,
+    lock_is_held,
+    read_state,
+)
 from localstore.config import Settings
 from localstore.errors import LockHeldError
 from sync.errors import SyncLockedError
@@ -49,9 +56,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("sync.embed")
-
-LOCK_FILE = "daemon.lock"
-STATE_FILE = "daemon.json"
 
 
 class HomeLock:
@@ -128,34 +132,7 @@ def lock_holder(state_dir: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def lock_is_held(state_dir: Path) -> bool:
-    """Whether any process (this one included) holds the home's flock. No side effects."""
-    path = Path(state_dir) / LOCK_FILE
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return True
-        raise
-    finally:
-        os.close(fd)  # also drops the probe's shared lock at once
-    return False
-
-
 # -- state/daemon.json -----------------------------------------------------------------------------
-
-
-def read_state(state_dir: Path) -> dict[str, Any] | None:
-    """``state/daemon.json`` as written by the daemon, or None (missing or unreadable)."""
-    try:
-        data = json.loads((Path(state_dir) / STATE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def write_state(state_dir: Path, data: dict[str, Any]) -> Path:
@@ -183,38 +160,6 @@ def remove_state(state_dir: Path, pid: int) -> None:
     if current is not None and current.get("pid") == pid:
         with contextlib.suppress(FileNotFoundError):
             (Path(state_dir) / STATE_FILE).unlink()
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return True  # no /proc (macOS): kill(0) said it exists
-
-
-def daemon_running(settings: Settings) -> dict[str, Any] | None:
-    """The running daemon's state (pid, port, token, ...) for this home, or None.
-
-    Reads ``state/daemon.json`` and trusts it only while its pid is alive and the home's flock is
-    held, so a file left by a SIGKILLed daemon is ignored. No network I/O.
-    """
-    state_dir = settings.paths.state
-    state = read_state(state_dir)
-    if state is None:
-        return None
-    pid = state.get("pid")
-    if not isinstance(pid, int) or not _pid_alive(pid) or not lock_is_held(state_dir):
-        return None
-    return state
 
 
 # -- in-process sync for embedding apps -----------------------------------------------------------

@@ -124,3 +124,34 @@ def test_an_app_leaves_sync_to_a_running_daemon(inproc_daemon, tmp_path: Path) -
             store.delete("from-app/two")
             client.wait_for(lambda e: e["event"] == "deleted", 15)
         assert d.daemon.metrics.foreign_changes == 3
+
+
+def test_store_start_sync_holds_the_home_lock_and_stops_with_the_store(tmp_path) -> None:
+    import localstore
+    from localstore.errors import LockHeldError
+    from sync.errors import SyncLockedError
+    from sync.memory_remote import MemoryRemote, MemoryServer
+
+    server = MemoryServer()
+    app = localstore.open(home=tmp_path / "h")
+    other = localstore.open(home=tmp_path / "h")
+    try:
+        assert app.daemon() is None and localstore.daemon_running(app.settings) is None
+        embedded = app.start_sync(remote=MemoryRemote(server))
+        app.save("a/one", "x: 1\n")
+        embedded.engine.sync_once()
+        assert server.rows and embedded.engine.status().pending == 0
+        try:
+            other.start_sync(remote=MemoryRemote(server))
+        except (LockHeldError, SyncLockedError):
+            pass
+        else:
+            raise AssertionError("a second in-process engine on the same home was allowed")
+    finally:
+        other.close()
+        app.close()  # stops the embedded engine and releases the lock
+    again = localstore.open(home=tmp_path / "h")
+    try:
+        again.start_sync(remote=MemoryRemote(server))
+    finally:
+        again.close()
