@@ -9,8 +9,6 @@ differences found by ``sync --verify``), 4 not found.
 from __future__ import annotations
 
 import importlib
-import json
-import os
 import shlex
 import subprocess
 import sys
@@ -20,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from localstore._daemon_state import daemon_running
 from localstore.cli import EXIT_ATTENTION, CliContext, errors_to_exit, fail, pass_ctx
 from sync.engine import (
     SyncEngine,
@@ -37,8 +36,6 @@ from sync.errors import ConflictError
 if TYPE_CHECKING:
     from localstore.config import Settings
     from sync.remote import Remote
-
-DAEMON_STATE_FILE = "daemon.json"
 
 
 # -- login / logout -------------------------------------------------------------------------------
@@ -237,22 +234,8 @@ def _print_report(report: SyncReport, status: dict[str, Any], retried: int) -> N
 
 
 def daemon_state(settings: Settings) -> dict[str, Any] | None:
-    """The running daemon's state file for this home, or None (absent, unreadable, pid gone)."""
-    path = settings.paths.state / DAEMON_STATE_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    pid = data.get("pid") if isinstance(data, dict) else None
-    if not isinstance(pid, int) or pid <= 0:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass  # alive, owned by someone else
-    return data
+    """The running daemon's state for this home, or None (its pid must live and hold the lock)."""
+    return daemon_running(settings)
 
 
 def _daemon_status(settings: Settings) -> dict[str, Any] | None:
