@@ -351,11 +351,14 @@ def folder_of(yaml_rel: str) -> str:
     return "" if parent == "." else parent
 
 
-def resolve_inside(root: Path, rel: str) -> Path:
-    """Join a checked relative path to the root, refusing anything that escapes it (symlinks too)."""
+def resolve_inside(root: Path, rel: str, *, real_root: Path | None = None) -> Path:
+    """Join a checked relative path to the root, refusing anything that escapes it (symlinks too).
+
+    ``real_root`` is the root's resolved path when the caller already knows it (saves a realpath).
+    """
     target = root.joinpath(*rel.split("/"))
     try:
-        real_root = root.resolve()
+        real_root = real_root or root.resolve()
         real_parent = target.parent.resolve()
     except OSError as exc:
         raise map_os_error(exc, "cannot resolve", target) from exc

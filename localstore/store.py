@@ -236,6 +236,7 @@ class _Batch:
     events: list[Event] = field(default_factory=list)
     touched: list[tuple[Row | None, str]] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)
+    folders: dict[Path, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +267,7 @@ class BlueprintStore:
         self.paths = self.settings.paths
         self.paths.ensure()
         self.root = self.paths.blueprints
+        self._real_root = self.root.resolve()
         self.validator = validator
         self.limits = YamlLimits(
             max_bytes=self.settings.max_yaml_bytes,
@@ -368,7 +370,7 @@ class BlueprintStore:
 
     def abspath(self, rel: str) -> Path:
         """Absolute path of a canonical relative path (refusing escapes through links)."""
-        return fs.resolve_inside(self.root, rel)
+        return fs.resolve_inside(self.root, rel, real_root=self._real_root)
 
     def _row_by(self, cur: Any, where: str, args: Sequence[Any]) -> Row | None:
         rows = cur.execute(f"SELECT {_ROW_COLUMNS} FROM blueprints WHERE {where}", args).fetchall()
@@ -605,7 +607,7 @@ class BlueprintStore:
                 f"{rel} is at revision {existing.rev if existing else 0}, not {req.expected_rev}",
                 hint="load it again and reapply your change",
             )
-        self._check_path_free(cur, rel, existing.id if existing else req.id)
+        self._check_path_free(cur, rel, existing.id if existing else req.id, batch)
         content = req.content
         if content is None:
             if existing is None or existing.deleted:
@@ -634,7 +636,9 @@ class BlueprintStore:
         # not a rename (renames go through move(), which passes the id).
         return self._row_by(cur, "path = ? AND deleted = 0", (rel,))
 
-    def _check_path_free(self, cur: Any, rel: str, owner_id: str | None) -> None:
+    def _check_path_free(
+        self, cur: Any, rel: str, owner_id: str | None, batch: _Batch | None = None
+    ) -> None:
         other = self._row_by(cur, "path_key = ? AND deleted = 0", (fs.path_key(rel),))
         if other is not None and other.id != owner_id:
             if other.path == rel:
@@ -646,25 +650,31 @@ class BlueprintStore:
                 f"{rel} differs only by case from {other.path}",
                 hint="paths that differ only by case collide on macOS and Windows",
             )
+        if other is not None:
+            return  # the only file that can collide by case is this blueprint's own
         # A file on disk that the index does not know yet (e.g. created while nothing ran).
         target = self.abspath(rel)
-        folder = target.parent
-        if folder.is_dir():
-            key = target.name.casefold()
-            try:
-                names = os.listdir(folder)
-            except OSError:
-                names = []
-            for n in names:
-                if (
-                    n.casefold() == key
-                    and n != target.name
-                    and (other is None or other.id != owner_id)
-                ):
-                    raise UnsafePathError(
-                        f"{rel} differs only by case from the file {n} in the same folder",
-                        hint="rename one of them",
-                    )
+        names = self._folder_names(target.parent, batch)
+        existing = names.get(target.name.casefold())
+        if existing is not None and existing != target.name:
+            raise UnsafePathError(
+                f"{rel} differs only by case from the file {existing} in the same folder",
+                hint="rename one of them",
+            )
+
+    @staticmethod
+    def _folder_names(folder: Path, batch: _Batch | None) -> dict[str, str]:
+        """Case-folded name -> name of a folder's entries; listed once per batch (the batch holds
+        the write lock, and adds what it stages), so a batch into one folder stays linear."""
+        if batch is not None and folder in batch.folders:
+            return batch.folders[folder]
+        try:
+            names = {n.casefold(): n for n in os.listdir(folder)}
+        except OSError:
+            names = {}
+        if batch is not None:
+            batch.folders[folder] = names
+        return names
 
     def _read_current_yaml(self, row: Row) -> bytes:
         try:
@@ -701,6 +711,10 @@ class BlueprintStore:
         # A rename keeps size and mtime, so the temp files' stats are the final files' stats.
         y_st = batch.pending.add(yaml_abs, p.yaml_bytes)
         m_st = batch.pending.add(meta_abs, p.meta_bytes)
+        listed = batch.folders.get(yaml_abs.parent)
+        if listed is not None:
+            for target in (yaml_abs, meta_abs):
+                listed[target.name.casefold()] = target.name
         rev = (existing.rev if existing else 0) + 1
         op_id = self.index.next_op_id(cur)
         self._upsert_row(cur, existing, p, rev, op_id, y_st, m_st)
