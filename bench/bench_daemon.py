@@ -34,6 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil
+from bench_store import pct  # one percentile rule for every benchmark
 
 import localstore
 from localstore.config import load_settings
@@ -67,11 +68,6 @@ def make_doc(rng: random.Random, i: int, size: int = 2048) -> str:
         lines.append(f"  - name: step-{n}")
         lines.append(f"    run: {' '.join(rng.choice(WORDS) for _ in range(6))}")
     return "\n".join(lines) + "\n"
-
-
-def pct(samples: list[float], p: float) -> float:
-    s = sorted(samples)
-    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 def build_home(home: Path, n: int) -> float:
