@@ -1,4 +1,5 @@
-"""Child process for the kill test: import a bundle, printing each imported count on stdout."""
+"""Child process for the kill test: import a bundle in batches, printing the imported count after
+each batch and waiting for a line on stdin before the next one (the parent kills it instead)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,16 @@ from localstore import archive
 
 
 def main() -> None:
-    home, bundle = sys.argv[1], sys.argv[2]
+    home, bundle, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
     store = localstore.open(home=home)
 
     def progress(phase: str, done: int, total: int) -> None:
         if phase == "import":
             sys.stdout.write(f"{done}\n")
             sys.stdout.flush()
+            sys.stdin.readline()
 
-    archive.import_bundle(store, bundle, progress=progress)
+    archive.import_bundle(store, bundle, progress=progress, batch_size=batch)
     store.close()
 
 

@@ -59,25 +59,33 @@ def test_kill_during_import(stores: StoreFactory, tmp_path: Path, kill_after: in
     bundle = tmp_path / "b.lsbundle"
     archive.export_bundle(src, bundle)
     home = tmp_path / "dst"
+    # The child pauses after each batch until told to go on, so the kill lands inside the import
+    # (not in its cleanup, which a kill after the last batch would race with).
     child = subprocess.Popen(
-        [sys.executable, str(CHILD), str(home), str(bundle)],
+        [sys.executable, str(CHILD), str(home), str(bundle), "7"],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
     )
+    killed_at = 0
     try:
-        assert child.stdout is not None
+        assert child.stdin is not None and child.stdout is not None
         for line in child.stdout:
-            if int(line) >= kill_after:
+            killed_at = int(line)
+            if killed_at >= kill_after:
                 break
+            child.stdin.write("go\n")
+            child.stdin.flush()
         child.send_signal(signal.SIGKILL)
     finally:
         child.wait(30)
-        if child.stdout is not None:
-            child.stdout.close()
+        for stream in (child.stdin, child.stdout):
+            if stream is not None:
+                stream.close()
     with localstore.open(home=home) as dst:  # reconcile on open records what the kill left
         done = _expect_prefix(tree(dst), tree(src))
-        assert kill_after <= len(done) <= 60 and dst.count() == len(done)
+        assert len(done) == killed_at == dst.count() and kill_after <= killed_at < 60
         assert dst.check().clean
         for info in dst.list():
             assert info.id == src.resolve(info.path).id

@@ -1,0 +1,911 @@
+"""Reading and verifying ``.lsbundle`` files: the hostile-input half of :mod:`localstore.archive`.
+
+:func:`open_bundle` treats the file as hostile until proven otherwise: the zip's directory is bounded
+before ``zipfile`` parses it; every entry name, type and byte range is checked (absolute, ``..``,
+backslash, NUL, links, devices, duplicates, case collisions, overlapping entries, CVE-2024-0450);
+each listed file is inflated under our own caps (bytes are counted while inflating; header sizes are
+not trusted) and checked against the manifest's size and SHA-256; meta files are parsed.
+
+Verified YAML goes to one spool file in a private staging folder (appended at offsets, never named
+after an entry, so nothing can be written outside staging whatever the names say). One file rather
+than a file per entry: creating, flushing and unlinking thousands of small files cost more than the
+rest of the verification together. The staging folder is removed on exit, and a later import sweeps
+the folder of one that was killed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import stat
+import struct
+import tempfile
+import unicodedata
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import yaml
+
+from localstore import crypto
+from localstore import files as fs
+from localstore.blueprint import (
+    BlueprintMeta,
+    YamlLimits,
+    _Loader,
+    _measure,
+    content_hash,
+    decode_meta,
+    is_uuid,
+)
+from localstore.errors import (
+    BundleFormatError,
+    BundleIntegrityError,
+    BundleLimitError,
+    DecryptionError,
+    InvalidMetaError,
+    InvalidYAMLError,
+    LimitExceededError,
+    NotFoundError,
+    StorageError,
+    UnsafeBundleError,
+    UnsafePathError,
+)
+
+if TYPE_CHECKING:
+    from localstore.store import BlueprintStore
+
+FORMAT_NAME = "localstore-bundle"
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+FORMAT_VERSION = f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
+MANIFEST_NAME = "manifest.json"
+ENTRY_PREFIX = "blueprints/"
+# Encrypted container: this magic (name + container version) then a crypto stream whose associated
+# data is the magic, so the container header cannot be swapped without failing authentication.
+ENCRYPTED_MAGIC = b"LSBUNDLE\x01"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+STAGING_PREFIX = "import-staging-"
+MAX_META_BYTES = 1024 * 1024
+_CHUNK = 64 * 1024
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_VERSION_RE = re.compile(r"^(\d{1,6})\.(\d{1,6})$")
+# As in blueprint paths (files.py): ':' would also name an NTFS alternate stream.
+_FORBIDDEN_IN_NAMES = frozenset('<>:"|?*')
+
+ProgressCallback = Callable[[str, int, int], None]
+"""``progress(phase, done, total)``; phases: export, encrypt, decrypt, verify, import."""
+
+
+@dataclass(frozen=True, slots=True)
+class BundleLimits:
+    """Caps applied while reading a bundle; every one is checked on counted bytes, not headers."""
+
+    max_bundle_bytes: int = 8 * 1024**3
+    max_entries: int = 100_001
+    max_directory_bytes: int = 64 * 1024 * 1024
+    max_manifest_bytes: int = 64 * 1024 * 1024
+    max_file_bytes: int = 8 * 1024 * 1024
+    max_total_bytes: int = 4 * 1024**3
+    max_ratio: int = 200
+    ratio_floor_bytes: int = 1024 * 1024
+    max_path_chars: int = 1024
+    max_depth: int = 32
+    max_scrypt_bytes: int = 256 * 1024 * 1024
+
+    @classmethod
+    def for_store(cls, store: BlueprintStore, **changes: Any) -> BundleLimits:
+        """Limits matching a store's YAML size limit."""
+        return cls(**{"max_file_bytes": store.limits.max_bytes, **changes})
+
+
+class _CountingReader:
+    """Wrap a file to report how many bytes were read (progress while encrypting/decrypting)."""
+
+    def __init__(self, fh: IO[bytes], total: int, phase: str, progress: ProgressCallback) -> None:
+        self._fh = fh
+        self._total = total
+        self._done = 0
+        self._phase = phase
+        self._progress = progress
+
+    def read(self, n: int = -1) -> bytes:
+        """Read like the wrapped file and report the running total."""
+        data = self._fh.read(n)
+        self._done += len(data)
+        self._progress(self._phase, self._done, self._total)
+        return data
+
+
+def is_encrypted(path: str | os.PathLike[str]) -> bool:
+    """True if the file is an encrypted bundle. Raises BundleFormatError if it is no bundle."""
+    with open(path, "rb") as fh:
+        head = fh.read(len(ENCRYPTED_MAGIC))
+    if head == ENCRYPTED_MAGIC:
+        return True
+    if head[:4] in _ZIP_MAGICS:
+        return False
+    raise BundleFormatError(
+        f"{os.fspath(path)} is not a .lsbundle", hint="export one with 'localstore export'"
+    )
+
+
+class _Spool:
+    """Verified YAML bytes, appended to one file in staging and read back by offset."""
+
+    def __init__(self, path: Path) -> None:
+        self._fh: IO[bytes] = open(path, "xb+")  # noqa: SIM115 - closed by close(), on exit
+        self._end = 0
+
+    def append(self, data: bytes) -> int:
+        """Write ``data`` at the end; return its offset."""
+        at = self._end
+        self._fh.write(data)
+        self._end += len(data)
+        return at
+
+    def seal(self) -> None:
+        """Make everything appended visible to :meth:`read` (no fsync: staging is scratch)."""
+        self._fh.flush()
+
+    def read(self, offset: int, size: int) -> bytes:
+        """The ``size`` bytes stored at ``offset``."""
+        data = os.pread(self._fh.fileno(), size, offset)
+        if len(data) != size:
+            raise StorageError("the import staging file was truncated", hint="import again")
+        return data
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+@dataclass(frozen=True, slots=True)
+class BundleEntry:
+    """One verified blueprint of a bundle; its YAML waits in the staging spool."""
+
+    id: str
+    path: str
+    meta: BlueprintMeta
+    yaml_size: int
+    yaml_sha256: str
+    content_hash: str
+    _spool: _Spool = field(repr=False, compare=False)
+    _offset: int = field(repr=False, compare=False)
+
+    def read_yaml(self) -> bytes:
+        """The YAML bytes exactly as in the bundle (only inside :func:`open_bundle`)."""
+        return self._spool.read(self._offset, self.yaml_size)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedBundle:
+    """A bundle whose every byte matched its manifest; valid only inside :func:`open_bundle`."""
+
+    format_version: str
+    created: str
+    source_device: dict[str, str]
+    generator: str
+    encrypted: bool
+    entries: tuple[BundleEntry, ...]
+
+    def summary(self) -> dict[str, Any]:
+        """The manifest's header fields (for plans and --json)."""
+        return {
+            "format": FORMAT_NAME,
+            "version": self.format_version,
+            "created": self.created,
+            "source_device": self.source_device,
+            "generator": self.generator,
+            "encrypted": self.encrypted,
+            "count": len(self.entries),
+        }
+
+
+@contextmanager
+def open_bundle(
+    path: str | os.PathLike[str],
+    *,
+    staging_root: Path,
+    passphrase: str | None = None,
+    limits: BundleLimits | None = None,
+    progress: ProgressCallback | None = None,
+) -> Iterator[VerifiedBundle]:
+    """Verify a bundle completely and yield it; its staging folder is removed on exit.
+
+    Raises BundleFormatError, BundleIntegrityError, BundleLimitError, UnsafeBundleError,
+    DecryptionError (wrong passphrase or tampered encrypted bundle).
+    """
+    limits = limits or BundleLimits()
+    src = Path(path)
+    size = _bundle_size(src)
+    if size > limits.max_bundle_bytes:
+        raise BundleLimitError(
+            f"bundle is {size} bytes, over the limit of {limits.max_bundle_bytes}",
+            hint="split the export into several bundles",
+        )
+    staging = _Staging(staging_root)
+    try:
+        encrypted = is_encrypted(src)
+        zip_path = src
+        if encrypted:
+            zip_path = staging.path() / "bundle.zip"
+            _decrypt_file(src, zip_path, passphrase, limits, progress)
+        with open(zip_path, "rb") as fh:
+            yield _verify_zip(fh, staging, limits, encrypted, progress)
+    finally:
+        staging.remove()
+
+
+class _Staging:
+    """A private folder under the cache, made on first use: most hostile bundles are refused
+    before anything needs extracting, and creating a folder costs more than checking them."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._path: Path | None = None
+        self._spool: _Spool | None = None
+
+    def path(self) -> Path:
+        """The folder, created on the first call."""
+        if self._path is None:
+            self._root.mkdir(parents=True, exist_ok=True)
+            _sweep_stale_staging(self._root)
+            prefix = f"{STAGING_PREFIX}{os.getpid()}-"
+            self._path = Path(tempfile.mkdtemp(prefix=prefix, dir=self._root))
+        return self._path
+
+    def spool(self) -> _Spool:
+        """The one file verified YAML is appended to, created on the first call."""
+        if self._spool is None:
+            self._spool = _Spool(self.path() / "yaml.spool")
+        return self._spool
+
+    def remove(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+        if self._path is not None:
+            shutil.rmtree(self._path, ignore_errors=True)
+
+
+def _sweep_stale_staging(root: Path) -> None:
+    """Remove staging folders left by imports that were killed (their process is gone).
+
+    A ``finally`` cannot run after SIGKILL or power loss; the folder name carries the pid, so the
+    next import can tell a leftover from a concurrent import that is still running.
+    """
+    for leftover in root.glob(f"{STAGING_PREFIX}*"):
+        pid_text = leftover.name[len(STAGING_PREFIX) :].split("-", 1)[0]
+        if pid_text.isdigit() and not _process_alive(int(pid_text)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # exists but not ours, or no signal support: keep it
+        return True
+    return True
+
+
+def _bundle_size(src: Path) -> int:
+    try:
+        st = src.stat()
+    except FileNotFoundError as exc:
+        raise NotFoundError(f"no such bundle: {src}", hint="check the file name") from exc
+    except OSError as exc:
+        raise StorageError(f"cannot read {src}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise BundleFormatError(f"{src} is not a regular file")
+    return st.st_size
+
+
+def _decrypt_file(
+    src: Path,
+    dst: Path,
+    passphrase: str | None,
+    limits: BundleLimits,
+    progress: ProgressCallback | None,
+) -> None:
+    if not passphrase:
+        raise DecryptionError(
+            "the bundle is encrypted and no passphrase was given",
+            hint="set LOCALSTORE_PASSPHRASE or type it when asked",
+        )
+    total = src.stat().st_size
+    with open(src, "rb") as fin, open(dst, "xb") as fout:
+        fin.seek(len(ENCRYPTED_MAGIC))
+        _check_stream_cost(fin, limits)
+        reader: Any = fin if progress is None else _CountingReader(fin, total, "decrypt", progress)
+        crypto.decrypt_stream(reader, fout, passphrase, aad=ENCRYPTED_MAGIC)
+
+
+_STREAM_FIXED = struct.Struct(
+    ">4sBBBBB"
+)  # crypto's stream header: magic, version, log2n, r, p, salt
+
+
+def _check_stream_cost(fin: IO[bytes], limits: BundleLimits) -> None:
+    """Refuse scrypt parameters that would cost more memory than we allow, before deriving.
+
+    crypto's own bounds (up to N=2**20, r=32) exist for data the user made; a bundle comes from
+    anyone, and a forged header must not make an import allocate gigabytes before the tag fails.
+    """
+    pos = fin.tell()
+    fixed = fin.read(_STREAM_FIXED.size)
+    fin.seek(pos)
+    if len(fixed) != _STREAM_FIXED.size:
+        raise DecryptionError("encrypted bundle is truncated", hint="the file is incomplete")
+    _magic, _version, log2n, r, p, _salt = _STREAM_FIXED.unpack(fixed)
+    if log2n > 40 or 128 * r * (2**log2n) * max(p, 1) > limits.max_scrypt_bytes:
+        raise BundleLimitError(
+            "the bundle's key derivation parameters are too costly",
+            hint="re-export it with default settings",
+        )
+
+
+@dataclass(slots=True)
+class _Stats:
+    total_out: int = 0
+    total_in: int = 0
+
+
+def _verify_zip(
+    fh: IO[bytes],
+    staging: _Staging,
+    limits: BundleLimits,
+    encrypted: bool,
+    progress: ProgressCallback | None,
+) -> VerifiedBundle:
+    cd_start = _precheck_directory(fh, limits)
+    zf = _open_zipfile(fh)
+    with zf:
+        infos = _check_listing(zf, fh, cd_start, limits)
+        manifest_info = infos.get(MANIFEST_NAME)
+        if manifest_info is None:
+            raise BundleFormatError("the bundle has no manifest.json", hint="is it a .lsbundle?")
+        stats = _Stats()
+        manifest = _read_manifest(zf, manifest_info, limits, stats)
+        header, wanted = _parse_manifest(manifest, limits)
+        _match_listing(infos, wanted)
+        entries = _extract_all(zf, infos, wanted, staging, limits, stats, progress)
+    return VerifiedBundle(encrypted=encrypted, entries=tuple(entries), **header)
+
+
+# -- the zip directory ------------------------------------------------------------------------------
+
+_EOCD = struct.Struct("<4s4H2LH")
+_EOCD64_LOCATOR = struct.Struct("<4sLQL")
+_EOCD64 = struct.Struct("<4sQ2H2L4Q")
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
+
+
+def _precheck_directory(fh: IO[bytes], limits: BundleLimits) -> int:
+    """Bound the central directory before zipfile reads it whole; return where it starts.
+
+    zipfile trusts the end record's directory size and reads that many bytes, then builds one
+    object per record: a forged size or count must be refused first.
+    """
+    fh.seek(0, os.SEEK_END)
+    size = fh.tell()
+    tail_len = min(size, _EOCD.size + 65535)
+    fh.seek(size - tail_len)
+    tail = fh.read(tail_len)
+    pos = tail.rfind(b"PK\x05\x06")
+    if pos < 0 or pos + _EOCD.size > len(tail):
+        raise BundleFormatError("not a zip file (no end of central directory)")
+    fields = _EOCD.unpack(tail[pos : pos + _EOCD.size])
+    count, cd_size, record_at = fields[4], fields[5], size - tail_len + pos
+    locator_at = pos - _EOCD64_LOCATOR.size
+    if locator_at >= 0 and tail[locator_at : locator_at + 4] == b"PK\x06\x07":
+        # As zipfile does: a zip64 locator right before the end record means zip64 values.
+        count, cd_size, record_at = _zip64_directory(fh, tail, pos, size - tail_len)
+    if count > limits.max_entries:
+        raise BundleLimitError(
+            f"bundle lists {count} entries, over the limit of {limits.max_entries}"
+        )
+    if cd_size > limits.max_directory_bytes:
+        raise BundleLimitError(
+            f"bundle directory is {cd_size} bytes, over the limit of {limits.max_directory_bytes}"
+        )
+    cd_start = record_at - cd_size
+    if cd_start < 0:
+        raise BundleFormatError("zip directory size points before the start of the file")
+    return cd_start
+
+
+def _zip64_directory(fh: IO[bytes], tail: bytes, pos: int, tail_at: int) -> tuple[int, int, int]:
+    # zipfile locates the zip64 record just before the locator, not at the recorded offset.
+    at = tail_at + pos - _EOCD64_LOCATOR.size - _EOCD64.size
+    if at < 0:
+        raise BundleFormatError("zip64 end record is truncated")
+    fh.seek(at)
+    raw = fh.read(_EOCD64.size)
+    if len(raw) != _EOCD64.size or raw[:4] != b"PK\x06\x06":
+        raise BundleFormatError("zip64 end record is corrupt")
+    rec = _EOCD64.unpack(raw)
+    return int(rec[7]), int(rec[8]), at
+
+
+def _open_zipfile(fh: IO[bytes]) -> zipfile.ZipFile:
+    fh.seek(0)
+    try:
+        return zipfile.ZipFile(fh)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, struct.error) as exc:
+        raise BundleFormatError(f"not a readable zip file: {exc}") from exc
+    except (ValueError, OverflowError, NotImplementedError) as exc:
+        # zipfile raises these for malformed names (bad UTF-8) and impossible field values.
+        raise BundleFormatError(f"not a readable zip file: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_name(name: str, limits: BundleLimits) -> str:
+    """Return the entry's name without a trailing '/', or raise for an unsafe or over-long name."""
+    shown = repr(name[:80])
+    if "\x00" in name:
+        raise UnsafeBundleError(f"entry name {shown} contains a NUL byte")
+    if "\\" in name:
+        raise UnsafeBundleError(f"entry name {shown} contains a backslash")
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        raise UnsafeBundleError(f"entry name {shown} is an absolute path")
+    if len(name) > limits.max_path_chars:
+        raise BundleLimitError(f"entry name is longer than {limits.max_path_chars} characters")
+    bare = name[:-1] if name.endswith("/") else name
+    parts = bare.split("/")
+    if len(parts) > limits.max_depth:
+        raise BundleLimitError(f"entry {shown} is nested deeper than {limits.max_depth} folders")
+    for seg in parts:
+        if seg in ("", ".", ".."):
+            raise UnsafeBundleError(f"entry name {shown} has an empty, '.' or '..' part")
+        if any(ord(c) < 32 or ord(c) == 127 for c in seg):
+            raise UnsafeBundleError(f"entry name {shown} contains a control character")
+        if _FORBIDDEN_IN_NAMES.intersection(seg):
+            raise UnsafeBundleError(
+                f"entry name {shown} contains a character not allowed on every OS"
+            )
+    return bare
+
+
+def _check_type(info: zipfile.ZipInfo) -> None:
+    mode = info.external_attr >> 16
+    kind = stat.S_IFMT(mode)
+    shown = repr(info.orig_filename[:80])
+    if kind == stat.S_IFLNK:
+        raise UnsafeBundleError(f"entry {shown} is a symbolic link")
+    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+        raise UnsafeBundleError(f"entry {shown} is a device, pipe or socket")
+    if info.flag_bits & 0x1:
+        raise BundleFormatError(f"entry {shown} uses zip encryption, which bundles never do")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise BundleFormatError(f"entry {shown} uses compression method {info.compress_type}")
+
+
+def _check_listing(
+    zf: zipfile.ZipFile, fh: IO[bytes], cd_start: int, limits: BundleLimits
+) -> dict[str, zipfile.ZipInfo]:
+    """Check every entry's name, type and byte range; return the file entries by name."""
+    listing = zf.infolist()
+    if len(listing) > limits.max_entries:
+        raise BundleLimitError(f"bundle has more than {limits.max_entries} entries")
+    files: dict[str, zipfile.ZipInfo] = {}
+    seen: dict[str, str] = {}
+    for info in listing:
+        bare = _check_name(info.orig_filename, limits)
+        _check_type(info)
+        key = unicodedata.normalize("NFC", bare).casefold()
+        if key in seen:
+            what = "twice" if seen[key] == bare else f"as {seen[key]!r} too (names differ by case)"
+            raise UnsafeBundleError(f"entry {bare[:80]!r} appears {what}")
+        seen[key] = bare
+        is_dir = info.orig_filename.endswith("/") or stat.S_ISDIR(info.external_attr >> 16)
+        if is_dir:
+            if info.file_size or info.compress_size > 2:
+                raise UnsafeBundleError(f"folder entry {bare[:80]!r} has content")
+            continue
+        files[bare] = info
+    _check_ranges(listing, fh, cd_start)
+    return files
+
+
+def _check_ranges(listing: Sequence[zipfile.ZipInfo], fh: IO[bytes], cd_start: int) -> None:
+    """Refuse entries whose bytes overlap each other or the directory (CVE-2024-0450)."""
+    prev_end, prev_name = 0, ""
+    for info in sorted(listing, key=lambda i: i.header_offset):
+        start = info.header_offset
+        if start < 0:
+            raise BundleFormatError(f"entry {info.orig_filename[:80]!r} starts before the file")
+        if start < prev_end:
+            raise UnsafeBundleError(
+                f"entries {prev_name[:80]!r} and {info.orig_filename[:80]!r} overlap"
+                " (a zip bomb or a forged archive)"
+            )
+        fh.seek(start)
+        raw = fh.read(_LOCAL_HEADER.size)
+        if len(raw) != _LOCAL_HEADER.size or raw[:4] != b"PK\x03\x04":
+            raise BundleFormatError(f"entry {info.orig_filename[:80]!r} has no local header")
+        header = _LOCAL_HEADER.unpack(raw)
+        end = start + _LOCAL_HEADER.size + header[10] + header[11] + info.compress_size
+        if end > cd_start:
+            raise UnsafeBundleError(
+                f"entry {info.orig_filename[:80]!r} overlaps the zip directory or the file end"
+            )
+        prev_end, prev_name = end, info.orig_filename
+
+
+# -- streaming reads --------------------------------------------------------------------------------
+
+
+def _stream_entry(
+    zf: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    sink: IO[bytes] | None,
+    cap: int,
+    limits: BundleLimits,
+    stats: _Stats,
+    *,
+    declared: int | None = None,
+) -> tuple[int, str]:
+    """Inflate one entry into ``sink`` counting bytes; return (size, sha256). Never trusts headers.
+
+    ``cap`` is the limit (BundleLimitError past it); ``declared`` the manifest's size, which the
+    entry may not exceed either (BundleIntegrityError), so a lying manifest costs nothing extra.
+    """
+    name = info.orig_filename[:80]
+    if info.file_size > cap:
+        raise BundleLimitError(f"entry {name!r} says it is {info.file_size} bytes, over {cap}")
+    digest = hashlib.sha256()
+    n = 0
+    stats.total_in += info.compress_size
+    try:
+        with zf.open(info) as src:
+            while chunk := src.read(_CHUNK):
+                n += len(chunk)
+                stats.total_out += len(chunk)
+                _check_counts(name, n, cap, info.compress_size, limits, stats)
+                if declared is not None and n > declared:
+                    raise BundleIntegrityError(
+                        f"entry {name!r} is larger than the manifest says ({declared} bytes)",
+                        hint="the bundle was modified or damaged; export it again",
+                    )
+                digest.update(chunk)
+                if sink is not None:
+                    sink.write(chunk)
+    except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as exc:
+        raise BundleFormatError(f"entry {name!r} is corrupt: {exc}") from exc
+    except ValueError as exc:  # bad UTF-8 in a local header name
+        raise BundleFormatError(f"entry {name!r} is corrupt: {exc}") from exc
+    return n, digest.hexdigest()
+
+
+def _check_counts(
+    name: str, n: int, cap: int, compressed: int, limits: BundleLimits, stats: _Stats
+) -> None:
+    if n > cap:
+        raise BundleLimitError(f"entry {name!r} inflates past {cap} bytes")
+    if n > limits.ratio_floor_bytes and n > limits.max_ratio * max(compressed, 1):
+        raise BundleLimitError(
+            f"entry {name!r} inflates more than {limits.max_ratio} times (a zip bomb?)"
+        )
+    if stats.total_out > limits.max_total_bytes:
+        raise BundleLimitError(f"bundle inflates past {limits.max_total_bytes} bytes in total")
+    if stats.total_out > limits.ratio_floor_bytes and stats.total_out > limits.max_ratio * max(
+        stats.total_in, 1
+    ):
+        raise BundleLimitError(f"bundle inflates more than {limits.max_ratio} times (a zip bomb?)")
+
+
+def _read_manifest(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, limits: BundleLimits, stats: _Stats
+) -> Any:
+    buf = io.BytesIO()
+    _stream_entry(zf, info, buf, limits.max_manifest_bytes, limits, stats)
+    try:
+        return json.loads(buf.getvalue().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BundleFormatError(f"manifest.json is not valid JSON: {str(exc)[:200]}") from exc
+
+
+# -- the manifest -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Wanted:
+    id: str
+    path: str
+    yaml_name: str
+    meta_name: str
+    yaml_size: int
+    yaml_sha256: str
+    meta_size: int
+    meta_sha256: str
+
+
+def _parse_manifest(data: Any, limits: BundleLimits) -> tuple[dict[str, Any], list[_Wanted]]:
+    if not isinstance(data, dict):
+        raise BundleFormatError("manifest.json must be a JSON object")
+    if data.get("format") != FORMAT_NAME:
+        raise BundleFormatError(
+            f"manifest format is {str(data.get('format'))[:60]!r}, not {FORMAT_NAME!r}",
+            hint="is it a .lsbundle?",
+        )
+    version = _check_version(data.get("version"))
+    created = data.get("created", "")
+    device = data.get("source_device", {})
+    generator = data.get("generator", "")
+    if not isinstance(created, str) or not isinstance(generator, str):
+        raise BundleFormatError("manifest 'created' and 'generator' must be strings")
+    if not isinstance(device, dict) or not all(
+        isinstance(device.get(k, ""), str) for k in ("id", "name")
+    ):
+        raise BundleFormatError("manifest 'source_device' must be an object of strings")
+    raw_entries = data.get("blueprints")
+    if not isinstance(raw_entries, list):
+        raise BundleFormatError("manifest 'blueprints' must be a list")
+    if 2 * len(raw_entries) + 1 > limits.max_entries:
+        raise BundleLimitError(f"manifest lists more than {limits.max_entries} files")
+    wanted = [_parse_entry(e, i) for i, e in enumerate(raw_entries)]
+    _check_unique(wanted)
+    total = sum(w.yaml_size + w.meta_size for w in wanted)
+    if total > limits.max_total_bytes:
+        raise BundleLimitError(f"manifest lists {total} bytes, over {limits.max_total_bytes}")
+    header = {
+        "format_version": version,
+        "created": created,
+        "source_device": {"id": str(device.get("id", "")), "name": str(device.get("name", ""))},
+        "generator": generator,
+    }
+    return header, wanted
+
+
+def _check_version(version: Any) -> str:
+    match = _VERSION_RE.match(version) if isinstance(version, str) else None
+    if match is None:
+        raise BundleFormatError(f"manifest version {str(version)[:40]!r} is not 'MAJOR.MINOR'")
+    major = int(match.group(1))
+    if major > FORMAT_MAJOR:
+        raise BundleFormatError(
+            f"bundle format version {version} is newer than this localstore reads "
+            f"({FORMAT_MAJOR}.x)",
+            hint="upgrade localstore to import it",
+        )
+    if major < FORMAT_MAJOR:
+        raise BundleFormatError(f"bundle format version {version} is not supported")
+    return str(version)
+
+
+def _parse_file(entry: dict[str, Any], key: str, where: str) -> tuple[int, str]:
+    spec = entry.get(key)
+    if not isinstance(spec, dict):
+        raise BundleFormatError(f"{where}: {key!r} must be an object with size and sha256")
+    size, digest = spec.get("size"), spec.get("sha256")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise BundleFormatError(f"{where}: {key}.size must be a non-negative integer")
+    if not isinstance(digest, str) or not _SHA256_RE.match(digest):
+        raise BundleFormatError(f"{where}: {key}.sha256 must be 64 lowercase hex digits")
+    return size, digest
+
+
+def _parse_entry(entry: Any, index: int) -> _Wanted:
+    where = f"manifest blueprint #{index}"
+    if not isinstance(entry, dict):
+        raise BundleFormatError(f"{where} must be an object")
+    bp_id, path = entry.get("id"), entry.get("path")
+    if not isinstance(bp_id, str) or not is_uuid(bp_id) or bp_id != bp_id.lower():
+        raise BundleFormatError(f"{where}: 'id' must be a lowercase UUID")
+    if not isinstance(path, str):
+        raise BundleFormatError(f"{where}: 'path' must be a string")
+    try:
+        canonical = fs.normalize_path(path)
+    except UnsafePathError as exc:
+        raise UnsafeBundleError(f"{where}: unsafe path: {exc.message}") from exc
+    if canonical != path:
+        raise UnsafeBundleError(f"{where}: path {path[:80]!r} is not a canonical blueprint path")
+    yaml_size, yaml_sha = _parse_file(entry, "yaml", where)
+    meta_size, meta_sha = _parse_file(entry, "meta", where)
+    return _Wanted(
+        id=bp_id,
+        path=path,
+        yaml_name=ENTRY_PREFIX + path,
+        meta_name=ENTRY_PREFIX + fs.meta_path_for(path),
+        yaml_size=yaml_size,
+        yaml_sha256=yaml_sha,
+        meta_size=meta_size,
+        meta_sha256=meta_sha,
+    )
+
+
+def _check_unique(wanted: Sequence[_Wanted]) -> None:
+    ids: set[str] = set()
+    keys: dict[str, str] = {}
+    for w in wanted:
+        if w.id in ids:
+            raise BundleFormatError(f"manifest lists blueprint {w.id} twice")
+        ids.add(w.id)
+        key = fs.path_key(w.path)
+        if key in keys:
+            raise UnsafeBundleError(
+                f"manifest paths {keys[key][:80]!r} and {w.path[:80]!r} collide"
+            )
+        keys[key] = w.path
+
+
+def _match_listing(files: dict[str, zipfile.ZipInfo], wanted: Sequence[_Wanted]) -> None:
+    names = {MANIFEST_NAME}
+    for w in wanted:
+        for name in (w.yaml_name, w.meta_name):
+            if name not in files:
+                raise BundleFormatError(f"the bundle lacks {name[:100]!r}, listed in its manifest")
+            names.add(name)
+    for name in files:
+        # Files outside blueprints/ are ignored (room for later minor versions); inside, every
+        # file must be accounted for, so nothing slips past the hash checks.
+        if name.startswith(ENTRY_PREFIX) and name not in names:
+            raise BundleFormatError(f"entry {name[:100]!r} is not listed in the manifest")
+
+
+def _extract_all(
+    zf: zipfile.ZipFile,
+    files: dict[str, zipfile.ZipInfo],
+    wanted: Sequence[_Wanted],
+    staging: _Staging,
+    limits: BundleLimits,
+    stats: _Stats,
+    progress: ProgressCallback | None,
+) -> list[BundleEntry]:
+    # Read in archive order so the file is scanned forward once.
+    order = sorted(range(len(wanted)), key=lambda i: files[wanted[i].yaml_name].header_offset)
+    entries: list[BundleEntry | None] = [None] * len(wanted)
+    spool = staging.spool() if wanted else None
+    step = max(1, len(wanted) // 100)  # progress about 100 times, not once per entry
+    for done, i in enumerate(order, 1):
+        assert spool is not None
+        entries[i] = _extract_one(zf, files, wanted[i], spool, limits, stats)
+        if progress is not None and (done % step == 0 or done == len(wanted)):
+            progress("verify", done, len(wanted))
+    if spool is not None:
+        spool.seal()
+    return [e for e in entries if e is not None]
+
+
+def _extract_one(
+    zf: zipfile.ZipFile,
+    files: dict[str, zipfile.ZipInfo],
+    w: _Wanted,
+    spool: _Spool,
+    limits: BundleLimits,
+    stats: _Stats,
+) -> BundleEntry:
+    if w.yaml_size > limits.max_file_bytes:
+        raise BundleLimitError(
+            f"{w.path[:80]!r} is {w.yaml_size} bytes, over {limits.max_file_bytes}"
+        )
+    if w.meta_size > MAX_META_BYTES:
+        raise BundleLimitError(f"meta of {w.path[:80]!r} is over {MAX_META_BYTES} bytes")
+    # Both files are held in memory for a moment (bounded by the caps above): the YAML is hashed
+    # for the plan from these bytes, then spooled, so nothing is read back from disk.
+    yaml_buf = io.BytesIO()
+    size, digest = _stream_entry(
+        zf, files[w.yaml_name], yaml_buf, limits.max_file_bytes, limits, stats, declared=w.yaml_size
+    )
+    _check_digest(w.yaml_name, size, digest, w.yaml_size, w.yaml_sha256)
+    meta_buf = io.BytesIO()
+    size, digest = _stream_entry(
+        zf, files[w.meta_name], meta_buf, MAX_META_BYTES, limits, stats, declared=w.meta_size
+    )
+    _check_digest(w.meta_name, size, digest, w.meta_size, w.meta_sha256)
+    meta = _parse_meta(meta_buf.getvalue(), w)
+    yaml_bytes = yaml_buf.getvalue()
+    return BundleEntry(
+        id=w.id,
+        path=w.path,
+        meta=meta,
+        yaml_size=len(yaml_bytes),
+        yaml_sha256=w.yaml_sha256,
+        content_hash=content_hash(yaml_bytes, meta),
+        _spool=spool,
+        _offset=spool.append(yaml_bytes),
+    )
+
+
+def _check_digest(name: str, size: int, digest: str, want_size: int, want_digest: str) -> None:
+    if size != want_size:
+        raise BundleIntegrityError(
+            f"{name[:100]!r} is {size} bytes, the manifest says {want_size}",
+            hint="the bundle was modified or damaged; export it again",
+        )
+    if digest != want_digest:
+        raise BundleIntegrityError(
+            f"{name[:100]!r} does not match its SHA-256 in the manifest",
+            hint="the bundle was modified or damaged; export it again",
+        )
+
+
+def _parse_meta(raw: bytes, w: _Wanted) -> BlueprintMeta:
+    try:
+        meta = decode_meta(raw, source=w.meta_name[:100])
+    except InvalidMetaError as exc:
+        raise BundleFormatError(f"bad meta file: {exc.message}") from exc
+    if meta.id != w.id:
+        raise BundleFormatError(f"{w.meta_name[:100]!r} has id {meta.id}, the manifest {w.id}")
+    return meta
+
+
+def check_yaml_structure(raw: bytes, limits: YamlLimits) -> None:
+    """Refuse a document the store's parser would refuse for its syntax, size, nesting or aliases.
+
+    This is the store's ``parse_yaml`` up to and including the bounds check on the composed node
+    graph, without constructing Python objects: the store constructs them when it saves, and
+    doing that here too cost as much as the rest of an import's CPU. What only construction can
+    find (an unknown tag, an unhashable key) fails that one blueprint at save time instead.
+
+    Raises LimitExceededError, InvalidYAMLError.
+    """
+    if len(raw) > limits.max_bytes:
+        raise LimitExceededError(
+            f"YAML is {len(raw)} bytes, over the limit of {limits.max_bytes}",
+            hint="split the blueprint or raise max_yaml_bytes in config.yaml",
+        )
+    try:
+        source = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidYAMLError(f"YAML is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    loader = _Loader(source)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise InvalidYAMLError("YAML document is empty", hint="a blueprint is a YAML mapping")
+        if b"*" in raw:
+            _measure(node, limits)  # aliases are possible: count every use of a shared node
+        else:
+            _measure_tree(node, limits)
+    except yaml.YAMLError as exc:
+        raise InvalidYAMLError(f"YAML does not parse: {' '.join(str(exc).split())[:300]}") from exc
+    except RecursionError as exc:
+        raise LimitExceededError("YAML is nested too deeply", hint="flatten it") from exc
+    finally:
+        loader.dispose()
+    if not isinstance(node, yaml.MappingNode) or node.tag != _MAP_TAG:
+        raise InvalidYAMLError(
+            "the top level of a blueprint must be a mapping",
+            hint="start the document with 'key: value' lines",
+        )
+
+
+_MAP_TAG = "tag:yaml.org,2002:map"
+
+
+def _measure_tree(root: yaml.Node, limits: YamlLimits) -> None:
+    """The store's bounds on nodes and depth for a document without aliases (so a tree).
+
+    An alias needs a ``*`` in the text; without one no node is shared, the expanded size is the
+    plain node count, and only collections need visiting (scalars are most of the nodes). Same
+    verdicts as the general walk, a fraction of its cost. Raises LimitExceededError.
+    """
+    count = 1
+    stack: list[tuple[yaml.Node, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, yaml.ScalarNode) or not node.value:
+            continue
+        if depth >= limits.max_depth:  # its children sit one level deeper than allowed
+            raise LimitExceededError(
+                f"YAML is nested deeper than {limits.max_depth} levels", hint="flatten the document"
+            )
+        mapping = isinstance(node, yaml.MappingNode)
+        children: list[yaml.Node] = [n for kv in node.value for n in kv] if mapping else node.value
+        count += len(children)
+        if count > limits.max_nodes:
+            raise LimitExceededError(
+                f"YAML expands to more than {limits.max_nodes} nodes", hint="split the document"
+            )
+        stack.extend((c, depth + 1) for c in children if not isinstance(c, yaml.ScalarNode))
