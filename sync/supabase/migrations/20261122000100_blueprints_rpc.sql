@@ -28,81 +28,17 @@ as $$
   )
 $$;
 
-create or replace function sync_internal.is_bigint(v jsonb)
-returns boolean
-language sql
-immutable
-set search_path = ''
-as $$
-  select v is not null
-    and jsonb_typeof(v) = 'number'
-    and v::text !~ '[.eE]'
-    and v::numeric between -9223372036854775808 and 9223372036854775807
-$$;
-
--- What is missing or ill-typed in a change, or null (the reason of an invalid_change).
-create or replace function sync_internal.change_problem(ch jsonb)
-returns text
-language plpgsql
-immutable
-set search_path = ''
-as $$
-declare
-  bad text;
-begin
-  if jsonb_typeof(ch) is distinct from 'object' then
-    return 'a change must be a JSON object';
-  end if;
-  if not sync_internal.is_bigint(ch -> 'op_id') then
-    return 'op_id must be an integer';
-  end if;
-  select format('%s must be a %s', f.name, f.want) into bad
-  from (values (1, 'id', 'string'), (2, 'path', 'string'), (3, 'content', 'string'),
-               (4, 'meta', 'object'), (5, 'content_hash', 'string'), (6, 'deleted', 'boolean')
-       ) f(pos, name, want)
-  where jsonb_typeof(ch -> f.name) is distinct from f.want
-  order by f.pos
-  limit 1;
-  if bad is not null then
-    return bad;
-  end if;
-  if not ch ? 'base_rev' then
-    return 'base_rev is missing (null means create)';
-  end if;
-  if jsonb_typeof(ch -> 'base_rev') <> 'null' and not sync_internal.is_bigint(ch -> 'base_rev') then
-    return 'base_rev must be an integer or null';
-  end if;
-  return null;
-end
-$$;
-
--- Why a path is not a valid blueprint path, or null. Paths are relative, '/'-separated.
-create or replace function sync_internal.path_problem(p text)
-returns text
-language sql
-immutable
-set search_path = ''
-as $$
-  select case
-    when p is null or p = '' then 'path is empty'
-    when char_length(p) > 1024 then 'path is longer than 1024 characters'
-    when left(p, 1) = '/' then 'path is absolute'
-    when strpos(p, E'\\') > 0 then 'path contains a backslash'
-    when '..' = any (string_to_array(p, '/')) then 'path contains ''..'''
-    else null
-  end
-$$;
-
--- Whether an id is taken by another owner. SECURITY DEFINER because RLS hides other owners'
--- rows from the caller; it answers only yes/no, which is exactly what not_owner discloses.
-create or replace function sync_internal.owned_by_other(row_id uuid, me uuid)
-returns boolean
+-- Which of these ids belong to another owner. SECURITY DEFINER because RLS hides other owners'
+-- rows from the caller; it answers only "taken", which is exactly what not_owner discloses.
+create or replace function sync_internal.taken_ids(ids uuid[], me uuid)
+returns uuid[]
 language sql
 stable
 security definer
 set search_path = ''
 as $$
-  select exists (select 1 from public.blueprints where id = row_id and owner <> me)
+  select coalesce(array_agg(b.id), '{}') from public.blueprints b
+  where b.id = any (ids) and b.owner <> me
 $$;
 
 create or replace function sync_internal.rejected(op_id bigint, id text, code text, message text)
@@ -128,100 +64,362 @@ as $$
     'current', case when cur_row.id is null then null else sync_internal.row_json(cur_row) end)
 $$;
 
--- Decide one change: rejection, compare-and-swap conflict, or write. The caller holds the owner
--- lock and handles idempotency. Checks run in the documented order.
-create or replace function sync_internal.decide_change(me uuid, device text, ch jsonb)
+-- One change of a batch on its way through push_changes. push_changes works on the whole batch
+-- at once (a handful of set-based statements, not a loop of statements per change), and this
+-- composite type carries the batch between those statements as one array. CREATE TYPE has no
+-- IF NOT EXISTS, hence the guard.
+do $$
+begin
+  if to_regtype('sync_internal.push_item') is null then
+    create type sync_internal.push_item as (
+      ord integer,        -- position in the batch, from 1
+      op bigint,          -- op_id; null when unusable (the answer is then not recorded)
+      first_ord integer,  -- ord of the batch's first change with this op_id
+      rid uuid,           -- the id, once the change passed validation
+      pkey text,          -- lower(path)
+      base_rev bigint,
+      deleted boolean,
+      action text,        -- stored | repeat | insert | update | serial, or null
+      result jsonb        -- the answer, once known
+    );
+  end if;
+end
+$$;
+
+-- The batch as push_items, with checks 2-5 (docs/sync-protocol.md) answered: invalid_change,
+-- invalid_id, invalid_path, too_large. One pass with the checks written out: the first version
+-- called five helper functions per change, and function calls dominated its cost.
+create or replace function sync_internal.parse_changes(changes jsonb)
+returns sync_internal.push_item[]
+language sql
+immutable
+set search_path = ''
+as $$
+  select coalesce(array_agg(row(
+      p.ord, p.op, p.first_ord,
+      case when p.code is null then p.raw_id::uuid end,
+      lower(p.path), p.base_rev, p.deleted, null,
+      case p.code
+        when 'invalid_change' then sync_internal.rejected(
+          coalesce(p.op, 0),
+          case when jsonb_typeof(p.ch -> 'id') = 'string' then p.raw_id else '' end,
+          p.code, p.problem)
+        when 'invalid_id' then sync_internal.rejected(
+          p.op, p.raw_id, p.code, format('id %L is not a uuid', p.raw_id))
+        when 'invalid_path' then sync_internal.rejected(
+          p.op, p.raw_id::uuid::text, p.code, p.path_problem)
+        when 'too_large' then sync_internal.rejected(
+          p.op, p.raw_id::uuid::text, p.code,
+          format('content is %s bytes, over 10485760', octet_length(p.ch ->> 'content')))
+      end
+    )::sync_internal.push_item order by p.ord), '{}')
+  from (
+    select v.*,
+      case when v.op is null then v.ord else min(v.ord) over (partition by v.op) end as first_ord
+    from (
+      select e.ord::integer as ord, e.ch, a.op, a.base_rev, a.raw_id, a.path, a.deleted,
+        b.problem, b.path_problem,
+        case
+          when b.problem is not null then 'invalid_change'
+          -- uuid_in's spellings with hyphens where they usually go, braces only as a pair.
+          when a.raw_id !~* '^(\{[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\}|[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12})$'
+            then 'invalid_id'
+          when b.path_problem is not null then 'invalid_path'
+          when octet_length(e.ch ->> 'content') > 10485760 then 'too_large'
+        end as code
+      from jsonb_array_elements(changes) with ordinality as e(ch, ord)
+      cross join lateral (
+        select
+          -- An integer that fits a bigint: '1.0' and 1e40 are not op ids. Nested CASEs, because
+          -- only CASE promises that the casts run after the type test.
+          case when jsonb_typeof(e.ch -> 'op_id') = 'number' then
+            case when (e.ch -> 'op_id')::numeric between -9223372036854775808
+                                                     and 9223372036854775807
+                      and scale((e.ch -> 'op_id')::numeric) = 0
+                 then (e.ch -> 'op_id')::numeric::bigint end
+          end as op,
+          case when jsonb_typeof(e.ch -> 'base_rev') = 'number' then
+            case when (e.ch -> 'base_rev')::numeric between -9223372036854775808
+                                                       and 9223372036854775807
+                      and scale((e.ch -> 'base_rev')::numeric) = 0
+                 then (e.ch -> 'base_rev')::numeric::bigint end
+          end as base_rev,
+          e.ch ->> 'id' as raw_id,
+          e.ch ->> 'path' as path,
+          case when jsonb_typeof(e.ch -> 'deleted') = 'boolean'
+               then (e.ch -> 'deleted')::boolean end as deleted
+      ) a
+      cross join lateral (
+        select
+          case
+            when jsonb_typeof(e.ch) is distinct from 'object' then 'a change must be a JSON object'
+            when a.op is null then 'op_id must be an integer'
+            when jsonb_typeof(e.ch -> 'id') is distinct from 'string' then 'id must be a string'
+            when jsonb_typeof(e.ch -> 'path') is distinct from 'string'
+              then 'path must be a string'
+            when jsonb_typeof(e.ch -> 'content') is distinct from 'string'
+              then 'content must be a string'
+            when jsonb_typeof(e.ch -> 'meta') is distinct from 'object'
+              then 'meta must be an object'
+            when jsonb_typeof(e.ch -> 'content_hash') is distinct from 'string'
+              then 'content_hash must be a string'
+            when jsonb_typeof(e.ch -> 'deleted') is distinct from 'boolean'
+              then 'deleted must be a boolean'
+            when not e.ch ? 'base_rev' then 'base_rev is missing (null means create)'
+            when jsonb_typeof(e.ch -> 'base_rev') <> 'null' and a.base_rev is null
+              then 'base_rev must be an integer or null'
+          end as problem,
+          -- Paths are relative and '/'-separated.
+          case
+            when a.path = '' then 'path is empty'
+            when char_length(a.path) > 1024 then 'path is longer than 1024 characters'
+            when left(a.path, 1) = '/' then 'path is absolute'
+            when strpos(a.path, E'\\') > 0 then 'path contains a backslash'
+            when '..' = any (string_to_array(a.path, '/')) then 'path contains ''..'''
+          end as path_problem
+      ) b
+    ) v
+  ) p
+$$;
+
+-- Answers a replay (check 1): a result stored for (owner, device, op_id) is returned verbatim
+-- (action 'stored'); a change whose op_id came earlier in the batch gets that one's answer
+-- (action 'repeat', filled in at the end).
+create or replace function sync_internal.mark_replays(
+  me uuid, dev text, items sync_internal.push_item[]
+)
+returns sync_internal.push_item[]
+language sql
+stable
+set search_path = ''
+as $$
+  select coalesce(array_agg(row(
+      i.ord, i.op, i.first_ord, i.rid, i.pkey, i.base_rev, i.deleted,
+      case when i.stored is not null then 'stored' when i.ord <> i.first_ord then 'repeat' end,
+      coalesce(i.stored, i.result)
+    )::sync_internal.push_item order by i.ord), '{}')
+  from (
+    -- A scalar subquery per change: always one primary-key probe each. As a join, or as
+    -- op_id = any (array), the planner could (and with fresh statistics did) read all of the
+    -- device's records and filter them, which grows with every push.
+    select i.*, (
+      select a.result from public.applied_ops a
+      where a.owner = me and a.device = dev and a.op_id = i.op
+    ) as stored
+    from unnest(items) i
+  ) i
+$$;
+
+-- Decides every change still open: not_owner, the compare-and-swap (exists, missing,
+-- rev_mismatch) and path_taken against the rows as they were before the batch, and the write
+-- (action insert or update) otherwise. That is only right for a change that nothing else in the
+-- batch interacts with. A change that shares its id, or a path key (its new path, or the path
+-- its row holds now), with another change of the batch depends on the order; it gets action
+-- 'serial' and is decided one at a time, in batch order, by decide_change.
+create or replace function sync_internal.decide_batch(me uuid, items sync_internal.push_item[])
+returns sync_internal.push_item[]
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  ids uuid[] := array(
+    select i.rid from unnest(items) i where i.action is null and i.result is null);
+  taken uuid[];
+begin
+  -- Locked until commit, like an UPDATE would: a concurrent direct delete of one of these rows
+  -- (purging a tombstone) cannot slip between this decision and the write.
+  perform 1 from public.blueprints b where b.owner = me and b.id = any (ids) for update;
+  taken := sync_internal.taken_ids(ids, me);
+  return (
+    -- The current rows and the live rows at the wanted paths are scalar subqueries: one index
+    -- probe per change, whatever the size of the owner's table (see mark_replays).
+    with open_items as (
+      select i.*,
+        (select b from public.blueprints b where b.owner = me and b.id = i.rid) as cur
+      from unnest(items) i
+      where i.action is null and i.result is null
+    ),
+    keys as (
+      select distinct o.ord, k.key from open_items o
+      cross join lateral (
+        values (o.pkey), (case when not (o.cur).deleted then (o.cur).path_key end)
+      ) k(key)
+      where k.key is not null
+    ),
+    serial as (
+      select k.ord from (
+        select k.ord, count(*) over (partition by k.key) as n from keys k
+      ) k where k.n > 1
+      union
+      select o.ord from (
+        select o.ord, count(*) over (partition by o.rid) as n from open_items o
+      ) o where o.n > 1
+    ),
+    checked as (
+      select o.*, s.ord is not null as is_serial,
+        -- path_key, not lower(path): under RLS only it can use the unique index.
+        case when not o.deleted then (
+          select b from public.blueprints b
+          where b.owner = me and b.path_key = o.pkey and not b.deleted
+        ) end as holder
+      from open_items o
+      left join serial s on s.ord = o.ord
+    ),
+    decided as (
+      select c.ord, c.is_serial, (c.cur).id is null as is_new,
+        case
+          when c.is_serial then null
+          when (c.cur).id is null and c.rid = any (taken) then
+            sync_internal.rejected(c.op, c.rid::text, 'not_owner', 'id belongs to another user')
+          when c.base_rev is null and (c.cur).id is not null then
+            sync_internal.conflict(c.op, c.rid, 'exists', c.cur)
+          when c.base_rev is not null and (c.cur).id is null then
+            sync_internal.conflict(c.op, c.rid, 'missing', null)
+          when (c.cur).id is not null and c.base_rev <> (c.cur).rev then
+            sync_internal.conflict(c.op, c.rid, 'rev_mismatch', c.cur)
+          when (c.holder).id <> c.rid then
+            sync_internal.conflict(c.op, c.rid, 'path_taken', c.holder)
+        end as result
+      from checked c
+    )
+    select coalesce(array_agg(row(
+        i.ord, i.op, i.first_ord, i.rid, i.pkey, i.base_rev, i.deleted,
+        case
+          when d.ord is null then i.action
+          when d.is_serial then 'serial'
+          when d.result is null and d.is_new then 'insert'
+          when d.result is null then 'update'
+        end,
+        coalesce(i.result, d.result)
+      )::sync_internal.push_item order by i.ord), '{}')
+    from unnest(items) i
+    left join decided d on d.ord = i.ord
+  );
+end
+$$;
+
+-- Decides and writes one change the way a batch of one would be (the 'serial' changes of
+-- decide_batch). The caller holds the owner lock; the change is valid and not a replay.
+create or replace function sync_internal.decide_change(
+  me uuid, dev text, it sync_internal.push_item, ch jsonb
+)
 returns jsonb
 language plpgsql
 volatile
 set search_path = ''
 as $$
 declare
-  op bigint := (ch ->> 'op_id')::bigint;
-  raw_id text := ch ->> 'id';
-  rid uuid;
-  new_path text := ch ->> 'path';
-  new_deleted boolean := (ch ->> 'deleted')::boolean;
-  base_rev bigint := (ch ->> 'base_rev')::bigint;
-  problem text;
   cur public.blueprints;
   other public.blueprints;
   written public.blueprints;
 begin
-  if raw_id !~* '^\{?[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\}?$' then
-    return sync_internal.rejected(op, raw_id, 'invalid_id', format('id %L is not a uuid', raw_id));
+  select * into cur from public.blueprints b where b.id = it.rid and b.owner = me for update;
+  if not found and it.rid = any (sync_internal.taken_ids(array[it.rid], me)) then
+    return sync_internal.rejected(it.op, it.rid::text, 'not_owner', 'id belongs to another user');
   end if;
-  rid := raw_id::uuid;
-  problem := sync_internal.path_problem(new_path);
-  if problem is not null then
-    return sync_internal.rejected(op, rid::text, 'invalid_path', problem);
+  if it.base_rev is null and cur.id is not null then
+    return sync_internal.conflict(it.op, it.rid, 'exists', cur);
+  elsif it.base_rev is not null and cur.id is null then
+    return sync_internal.conflict(it.op, it.rid, 'missing', null);
+  elsif cur.id is not null and it.base_rev <> cur.rev then
+    return sync_internal.conflict(it.op, it.rid, 'rev_mismatch', cur);
   end if;
-  if octet_length(ch ->> 'content') > 10485760 then
-    return sync_internal.rejected(op, rid::text, 'too_large',
-      format('content is %s bytes, over 10485760', octet_length(ch ->> 'content')));
-  end if;
-
-  select * into cur from public.blueprints b where b.id = rid and b.owner = me for update;
-  if not found and sync_internal.owned_by_other(rid, me) then
-    return sync_internal.rejected(op, rid::text, 'not_owner', 'id belongs to another user');
-  end if;
-
-  if base_rev is null and cur.id is not null then
-    return sync_internal.conflict(op, rid, 'exists', cur);
-  elsif base_rev is not null and cur.id is null then
-    return sync_internal.conflict(op, rid, 'missing', null);
-  elsif cur.id is not null and base_rev <> cur.rev then
-    return sync_internal.conflict(op, rid, 'rev_mismatch', cur);
-  end if;
-  -- A live row keeping its path (up to case) cannot collide: the unique index already holds.
-  if not new_deleted
-     and (cur.id is null or cur.deleted or cur.path_key <> lower(new_path)) then
-    -- path_key (not lower(path)) so the unique index serves it under RLS. No LIMIT: the index
-    -- allows one match, and a LIMIT invites a sequential scan hoping to stop early.
+  if not it.deleted then
+    -- No LIMIT: the unique index allows one match, and a LIMIT invites a sequential scan.
     select * into other from public.blueprints b
-    where b.owner = me and b.path_key = lower(new_path) and not b.deleted and b.id <> rid;
+    where b.owner = me and b.path_key = it.pkey and not b.deleted and b.id <> it.rid;
     if found then
-      return sync_internal.conflict(op, rid, 'path_taken', other);
+      return sync_internal.conflict(it.op, it.rid, 'path_taken', other);
     end if;
   end if;
-
-  -- rev, seq, updated_at and the revision row come from the triggers.
   if cur.id is null then
     insert into public.blueprints
       (id, owner, path, content, meta, content_hash, deleted, device, rev, seq)
     values
-      (rid, me, new_path, ch ->> 'content', ch -> 'meta', ch ->> 'content_hash', new_deleted,
-       device, 0, 0)
+      (it.rid, me, ch ->> 'path', ch ->> 'content', ch -> 'meta', ch ->> 'content_hash',
+       it.deleted, dev, 0, 0)
     returning * into written;
   else
     update public.blueprints b
-    set path = new_path, content = ch ->> 'content', meta = ch -> 'meta',
-        content_hash = ch ->> 'content_hash', deleted = new_deleted, device = decide_change.device
-    where b.id = rid
+    set path = ch ->> 'path', content = ch ->> 'content', meta = ch -> 'meta',
+        content_hash = ch ->> 'content_hash', deleted = it.deleted, device = dev
+    where b.id = it.rid
     returning * into written;
   end if;
   return jsonb_build_object(
-    'op_id', op, 'id', rid, 'status', 'applied', 'rev', written.rev, 'seq', written.seq);
+    'op_id', it.op, 'id', it.rid, 'status', 'applied', 'rev', written.rev, 'seq', written.seq);
 end
 $$;
 
--- One change without idempotency: an invalid_change rejection or decide_change's answer.
-create or replace function sync_internal.push_one(me uuid, device text, ch jsonb)
-returns jsonb
+-- Writes the changes decide_batch cleared (one INSERT, one UPDATE), then the serial ones; fills
+-- in their 'applied' answers (rev, seq and updated_at come from the trigger).
+create or replace function sync_internal.write_batch(
+  me uuid, dev text, changes jsonb, items sync_internal.push_item[]
+)
+returns sync_internal.push_item[]
 language plpgsql
 volatile
 set search_path = ''
 as $$
 declare
-  problem text := sync_internal.change_problem(ch);
+  w_ids uuid[];
+  w_revs bigint[];
+  w_seqs bigint[];
+  s_ords integer[] := '{}';
+  s_results jsonb[] := '{}';
+  upd_ids uuid[];
+  it sync_internal.push_item;
 begin
-  if problem is null then
-    return sync_internal.decide_change(me, device, ch);
-  end if;
-  return sync_internal.rejected(
-    case when sync_internal.is_bigint(ch -> 'op_id') then (ch ->> 'op_id')::bigint else 0 end,
-    case when jsonb_typeof(ch -> 'id') = 'string' then ch ->> 'id' else '' end,
-    'invalid_change', problem);
+  -- In batch order, so that the seqs of a batch's creates follow it. The changes' fields come
+  -- from the batch itself by position: the items do not carry them (copying 500 contents from
+  -- array to array cost more than the checks).
+  with w as (
+    insert into public.blueprints as b
+      (id, owner, path, content, meta, content_hash, deleted, device, rev, seq)
+    select i.rid, me, c.ch ->> 'path', c.ch ->> 'content', c.ch -> 'meta',
+           c.ch ->> 'content_hash', i.deleted, dev, 0, 0
+    from unnest(items) i
+    cross join lateral (select changes -> (i.ord - 1) as ch) c
+    where i.action = 'insert'
+    order by i.ord
+    returning b.id, b.rev, b.seq
+  )
+  select array_agg(w.id), array_agg(w.rev), array_agg(w.seq) into w_ids, w_revs, w_seqs from w;
+  upd_ids := array(select i.rid from unnest(items) i where i.action = 'update');
+  with w as (
+    update public.blueprints b
+    set path = c.ch ->> 'path', content = c.ch ->> 'content', meta = c.ch -> 'meta',
+        content_hash = c.ch ->> 'content_hash', deleted = c.deleted, device = dev
+    from (
+      select i.rid, i.deleted, changes -> (i.ord - 1) as ch
+      from unnest(items) i where i.action = 'update'
+    ) c
+    -- The id list, besides the join: a primary-key probe per row whatever join the planner picks.
+    where b.owner = me and b.id = any (upd_ids) and b.id = c.rid
+    returning b.id, b.rev, b.seq
+  )
+  select coalesce(w_ids, '{}') || array_agg(w.id), coalesce(w_revs, '{}') || array_agg(w.rev),
+         coalesce(w_seqs, '{}') || array_agg(w.seq)
+  into w_ids, w_revs, w_seqs from w;
+  for it in select * from unnest(items) i where i.action = 'serial' order by i.ord loop
+    s_ords := s_ords || it.ord;
+    s_results := s_results || sync_internal.decide_change(me, dev, it, changes -> (it.ord - 1));
+  end loop;
+  return (
+    select coalesce(array_agg(row(
+        i.ord, i.op, i.first_ord, i.rid, i.pkey, i.base_rev, i.deleted, i.action,
+        case
+          when w.id is not null then jsonb_build_object(
+            'op_id', i.op, 'id', i.rid, 'status', 'applied', 'rev', w.rev, 'seq', w.seq)
+          else coalesce(i.result, s.result)
+        end
+      )::sync_internal.push_item order by i.ord), '{}')
+    from unnest(items) i
+    left join unnest(w_ids, w_revs, w_seqs) w(id, rev, seq)
+      on w.id = i.rid and i.action in ('insert', 'update')
+    left join unnest(s_ords, s_results) s(ord, result) on s.ord = i.ord
+  );
 end
 $$;
 
@@ -245,6 +443,9 @@ $$;
 -- -------------------------------------------------------------------------------------------
 -- RPCs (schema public)
 
+-- Set-based: about ten statements per batch whatever its size (parse, replays, lock, decide,
+-- one INSERT, one UPDATE, the idempotency records, the answer), instead of three or four per
+-- change. See docs/sync-protocol.md, "How push_changes runs".
 create or replace function public.push_changes(changes jsonb, device text)
 returns jsonb
 language plpgsql
@@ -254,18 +455,7 @@ set search_path = ''
 as $$
 declare
   me uuid := sync_internal.require_uid();
-  stored jsonb;
-  op_ids bigint[];
-  -- Results and new idempotency records are collected in arrays: appending to a PL/pgSQL array
-  -- is amortised O(1), while jsonb || jsonb copies the whole value (quadratic for 500 results
-  -- that may each carry a large conflicting row).
-  results jsonb[] := '{}';
-  fresh_ops bigint[] := '{}';
-  fresh_results jsonb[] := '{}';
-  ch jsonb;
-  op bigint;
-  pos integer;
-  result jsonb;
+  items sync_internal.push_item[];
 begin
   if jsonb_typeof(changes) is distinct from 'array' then
     raise exception 'changes must be a JSON array' using errcode = '22023';
@@ -280,36 +470,21 @@ begin
   end if;
   -- Before anything is read or any seq drawn: one pusher per owner at a time (pull safety).
   perform sync_internal.lock_owner(me);
-  -- Idempotency: results already stored for these (owner, device, op_id), in one query. The op
-  -- ids go into an array first: as an IN (subquery) the subquery can run once per stored row.
-  select coalesce(array_agg((e.value ->> 'op_id')::bigint), '{}') into op_ids
-  from jsonb_array_elements(changes) e
-  where jsonb_typeof(e.value) = 'object' and sync_internal.is_bigint(e.value -> 'op_id');
-  select coalesce(jsonb_object_agg(a.op_id::text, a.result), '{}'::jsonb) into stored
-  from public.applied_ops a
-  where a.owner = me and a.device = push_changes.device and a.op_id = any (op_ids);
-  for ch in select e.value from jsonb_array_elements(changes) with ordinality e order by e.ordinality
-  loop
-    op := case when jsonb_typeof(ch) = 'object' and sync_internal.is_bigint(ch -> 'op_id')
-               then (ch ->> 'op_id')::bigint end;
-    pos := case when op is null then null else array_position(fresh_ops, op) end;
-    if op is not null and stored ? op::text then
-      result := stored -> op::text;
-    elsif pos is not null then
-      result := fresh_results[pos];  -- the same op_id earlier in this batch: a replay
-    else
-      result := sync_internal.push_one(me, device, ch);
-      if op is not null then
-        fresh_ops := fresh_ops || op;
-        fresh_results := fresh_results || result;
-      end if;
-    end if;
-    results := results || result;
-  end loop;
+  items := sync_internal.parse_changes(changes);
+  items := sync_internal.mark_replays(me, push_changes.device, items);
+  items := sync_internal.decide_batch(me, items);
+  items := sync_internal.write_batch(me, push_changes.device, changes, items);
+  -- Every answer is recorded (conflicts and rejections too), once per op_id.
   insert into public.applied_ops (owner, device, op_id, result)
-  select me, push_changes.device, f.op, f.result
-  from unnest(fresh_ops, fresh_results) as f(op, result);
-  return to_jsonb(results);
+  select me, push_changes.device, i.op, i.result
+  from unnest(items) i
+  where i.op is not null and i.action is distinct from 'stored'
+    and i.action is distinct from 'repeat';
+  return (
+    select coalesce(jsonb_agg(f.result order by i.ord), '[]'::jsonb)
+    from unnest(items) i
+    join unnest(items) f on f.ord = i.first_ord
+  );
 end
 $$;
 
