@@ -26,6 +26,7 @@ from localstore.blueprint import (
     BlueprintMeta,
     Validator,
     YamlLimits,
+    check_yaml,
     content_hash,
     dump_yaml,
     encode_meta,
@@ -446,8 +447,13 @@ class BlueprintStore:
             raise InvalidInputError(
                 f"content must be YAML text or a mapping, not {type(content).__name__}"
             )
-        data = parse_yaml(raw, self.limits)
-        problems = run_validator(self.validator, data)
+        if self.validator is None:
+            # Nothing will look at the parsed document: check it without building it (most of a
+            # save's CPU time went into constructing Python objects nobody used).
+            check_yaml(raw, self.limits)
+            problems: tuple[str, ...] = ()
+        else:
+            problems = run_validator(self.validator, parse_yaml(raw, self.limits))
         return _Prepared(
             path=rel,
             yaml_bytes=raw,
@@ -607,7 +613,9 @@ class BlueprintStore:
                 f"{rel} is at revision {existing.rev if existing else 0}, not {req.expected_rev}",
                 hint="load it again and reapply your change",
             )
-        self._check_path_free(cur, rel, existing.id if existing else req.id, batch)
+        if existing is None or existing.deleted or existing.path != rel:
+            # (A live row at exactly this path owns the path's case-folded key already.)
+            self._check_path_free(cur, rel, existing.id if existing else req.id, batch)
         content = req.content
         if content is None:
             if existing is None or existing.deleted:
@@ -698,7 +706,7 @@ class BlueprintStore:
     ) -> Blueprint:
         """Stage both files (made durable by the batch's commit), then the index row and revision."""
         yaml_abs = self.abspath(p.path)
-        meta_abs = self.abspath(fs.meta_path_for(p.path))
+        meta_abs = yaml_abs.with_name(fs.meta_path_for(yaml_abs.name))  # same folder, checked above
         fs.ensure_dir(yaml_abs.parent)
         old_path = existing.path if existing is not None and not existing.deleted else None
         moved = old_path is not None and old_path != p.path
@@ -718,7 +726,19 @@ class BlueprintStore:
         rev = (existing.rev if existing else 0) + 1
         op_id = self.index.next_op_id(cur)
         self._upsert_row(cur, existing, p, rev, op_id, y_st, m_st)
-        self._add_revision(cur, p.meta.id, rev, op_id, origin, p.path, p.yaml_bytes, p.meta, False)
+        self._add_revision(
+            cur,
+            p.meta.id,
+            rev,
+            op_id,
+            origin,
+            p.path,
+            p.yaml_bytes,
+            p.meta,
+            False,
+            meta_bytes=p.meta_bytes,
+            chash=p.content_hash,
+        )
         bp = Blueprint(
             path=p.path,
             content=p.yaml_bytes.decode("utf-8"),
@@ -853,10 +873,10 @@ class BlueprintStore:
                 "version, tags, created, modified, yaml_sha256, meta_sha256, content_hash, "
                 "yaml_size, yaml_mtime_ns, meta_size, meta_mtime_ns, valid, problems, meta_json, "
                 "rev, op_id, flagged, deleted) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,0)",
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,0) RETURNING rid",
                 values,
             )
-            rid = int(cur.execute("SELECT last_insert_rowid()").fetchall()[0][0])
+            rid = int(cur.fetchall()[0][0])
         else:
             rid = existing.rid
             cur.execute(
@@ -867,13 +887,25 @@ class BlueprintStore:
                 "WHERE rid=?",
                 (*values, rid),
             )
-        self._reindex_text(cur, rid, m, p.path, p.yaml_bytes.decode("utf-8"))
+        same_tags = existing is not None and not existing.deleted and existing.tags == m.tags
+        self._reindex_text(
+            cur, rid, m, p.path, p.yaml_bytes.decode("utf-8"), tags_indexed=same_tags
+        )
 
     def _reindex_text(
-        self, cur: Any, rid: int, m: BlueprintMeta, rel: str, text: str | None
+        self,
+        cur: Any,
+        rid: int,
+        m: BlueprintMeta,
+        rel: str,
+        text: str | None,
+        *,
+        tags_indexed: bool = False,
     ) -> None:
         cur.execute("DELETE FROM blueprints_fts WHERE rowid = ?", (rid,))
-        cur.execute("DELETE FROM blueprint_tags WHERE rid = ?", (rid,))
+        if not tags_indexed or text is None:
+            cur.execute("DELETE FROM blueprint_tags WHERE rid = ?", (rid,))
+            tags_indexed = False
         if text is None:
             return
         cur.execute(
@@ -881,7 +913,8 @@ class BlueprintStore:
             "VALUES (?,?,?,?,?,?)",
             (rid, m.name, m.description, " ".join(m.tags), text, rel),
         )
-        cur.executemany("INSERT INTO blueprint_tags VALUES (?, ?)", [(rid, t) for t in m.tags])
+        if not tags_indexed and m.tags:
+            cur.executemany("INSERT INTO blueprint_tags VALUES (?, ?)", [(rid, t) for t in m.tags])
 
     def _add_revision(
         self,
@@ -894,7 +927,11 @@ class BlueprintStore:
         yaml_bytes: bytes,
         meta: BlueprintMeta,
         deleted: bool,
+        *,
+        meta_bytes: bytes | None = None,
+        chash: str | None = None,
     ) -> None:
+        """Record one revision; ``meta_bytes``/``chash`` when the caller has them already."""
         cur.execute(
             "INSERT INTO revisions (id, rev, op_id, origin, device, ts, path, content, meta, "
             "content_hash, deleted) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -907,8 +944,8 @@ class BlueprintStore:
                 utc_now(),
                 rel,
                 yaml_bytes.decode("utf-8"),
-                encode_meta(meta).decode("utf-8"),
-                content_hash(yaml_bytes, meta),
+                (meta_bytes if meta_bytes is not None else encode_meta(meta)).decode("utf-8"),
+                chash if chash is not None else content_hash(yaml_bytes, meta),
                 int(deleted),
             ),
         )
@@ -1071,7 +1108,7 @@ class BlueprintStore:
             sql += " LIMIT ? OFFSET ?"
             args += [int(limit), int(offset)]
         with self.index.read() as cur:
-            return _infos(cur.execute(sql, args))
+            return _infos(cur.execute(sql, args).fetchall())
 
     def count(self) -> int:
         """Number of live blueprints."""
@@ -1215,28 +1252,35 @@ _INFO_COLUMNS = (
 
 
 def _infos(rows: Iterable[Sequence[Any]]) -> builtins.list[BlueprintInfo]:
-    """Build listing rows fast: tag lists repeat across rows, so each distinct one is decoded once."""
+    """Build listing rows fast: tag lists repeat across rows, so each distinct one is decoded once,
+    and each row is made by ``tuple.__new__`` (the named tuple's own ``__new__`` is a Python call)."""
     tag_cache: dict[str, tuple[str, ...]] = {}
-    out = []
+    make = tuple.__new__
+    cls = BlueprintInfo
+    out: builtins.list[BlueprintInfo] = []
+    append = out.append
     for r in rows:
         tags = tag_cache.get(r[4])
         if tags is None:
             tags = tag_cache[r[4]] = tuple(json.loads(r[4]))
-        out.append(
-            BlueprintInfo(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                tags,
-                r[5],
-                r[6],
-                r[7],
-                r[8],
-                r[9],
-                r[10],
-                bool(r[11]),
-                r[12],
+        append(
+            make(
+                cls,
+                (
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    tags,
+                    r[5],
+                    r[6],
+                    r[7],
+                    r[8],
+                    r[9],
+                    r[10],
+                    r[11] == 1,
+                    r[12],
+                ),
             )
         )
     return out

@@ -40,9 +40,11 @@ def _read_new_records(log: Path, model: Model) -> list[dict]:
     with open(log, encoding="utf-8") as fh:
         fh.seek(model.offset)
         data = fh.read()
-    # A kill can cut the last line short; it was never acknowledged, so ignore it.
+    # A kill can cut the last line short; it was never acknowledged, so drop it, from the file too:
+    # the next writer appends, and a torn line followed by its first record would not parse.
     complete, _, _ = data.rpartition("\n")
     model.offset += len(complete.encode()) + (1 if complete else 0)
+    os.truncate(log, model.offset)
     return [json.loads(line) for line in complete.splitlines() if line]
 
 
