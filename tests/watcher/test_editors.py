@@ -12,7 +12,11 @@ from localstore.store import BlueprintStore
 from localstore.watcher import Watcher
 
 from . import editors
-from .conftest import REPEATS, Recorder
+from .conftest import REPEATS, STRESS, Recorder
+
+# 1,000 chunked-slow replays (60 KB each, parsed and kept in history) take ~5-10 min on a loaded
+# 2-core machine: more than the suite's default 300 s per test.
+pytestmark = pytest.mark.timeout(3600 if STRESS else 300)
 
 
 def _content(tag: str, i: int, *, big: bool = False) -> bytes:
