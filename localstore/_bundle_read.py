@@ -80,6 +80,7 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _VERSION_RE = re.compile(r"^(\d{1,6})\.(\d{1,6})$")
 # As in blueprint paths (files.py): ':' would also name an NTFS alternate stream.
 _FORBIDDEN_IN_NAMES = frozenset('<>:"|?*')
+_BAD_NAME_CHAR = re.compile(r'[\x00-\x1f\x7f<>:"|?*]')
 
 ProgressCallback = Callable[[str, int, int], None]
 """``progress(phase, done, total)``; phases: export, encrypt, decrypt, verify, import."""
@@ -464,15 +465,15 @@ def _check_name(name: str, limits: BundleLimits) -> str:
     parts = bare.split("/")
     if len(parts) > limits.max_depth:
         raise BundleLimitError(f"entry {shown} is nested deeper than {limits.max_depth} folders")
-    for seg in parts:
-        if seg in ("", ".", ".."):
-            raise UnsafeBundleError(f"entry name {shown} has an empty, '.' or '..' part")
-        if any(ord(c) < 32 or ord(c) == 127 for c in seg):
-            raise UnsafeBundleError(f"entry name {shown} contains a control character")
-        if _FORBIDDEN_IN_NAMES.intersection(seg):
+    if any(seg in ("", ".", "..") for seg in parts):
+        raise UnsafeBundleError(f"entry name {shown} has an empty, '.' or '..' part")
+    bad = _BAD_NAME_CHAR.search(bare)  # one scan of the name, not a generator per character
+    if bad is not None:
+        if bad.group() in _FORBIDDEN_IN_NAMES:
             raise UnsafeBundleError(
                 f"entry name {shown} contains a character not allowed on every OS"
             )
+        raise UnsafeBundleError(f"entry name {shown} contains a control character")
     return bare
 
 

@@ -448,6 +448,31 @@ def _row(store: BlueprintStore, ref: str, *, include_deleted: bool = False) -> R
         return None
 
 
+# SQLite's default limit on bound parameters is 999 (older builds) or 32766; stay under the lower.
+_IN_CHUNK = 500
+
+
+def _present(store: BlueprintStore, entries: Sequence[BundleEntry]) -> tuple[set[str], set[str]]:
+    """Which of the bundle's ids have a row here (live or deleted), and which of its paths a live
+    blueprint holds (by case-folded key): a few queries per 500 entries instead of up to five
+    lookups per entry, so planning an import into an empty or unrelated home costs almost nothing.
+    """
+    ids = [e.id for e in entries]
+    keys = [fs.path_key(e.path) for e in entries]
+    known: set[str] = set()
+    taken: set[str] = set()
+    with store.index.read() as cur:
+        for start in range(0, len(entries), _IN_CHUNK):
+            some_ids = ids[start : start + _IN_CHUNK]
+            some_keys = keys[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(some_ids))
+            sql = f"SELECT id FROM blueprints WHERE id IN ({marks})"
+            known.update(str(r[0]) for r in cur.execute(sql, some_ids))
+            sql = f"SELECT path_key FROM blueprints WHERE deleted = 0 AND path_key IN ({marks})"
+            taken.update(str(r[0]) for r in cur.execute(sql, some_keys))
+    return known, taken
+
+
 def _already_imported(store: BlueprintStore, src_id: str, src_hash: str) -> str | None:
     with store.index.read() as cur:
         rows = cur.execute(
@@ -476,24 +501,34 @@ class _Planner:
     """Decide one action per bundle entry against the store as it is now."""
 
     def __init__(
-        self, store: BlueprintStore, policy: str, merger: Merger | None, stamp: str
+        self,
+        store: BlueprintStore,
+        policy: str,
+        merger: Merger | None,
+        stamp: str,
+        entries: Sequence[BundleEntry],
     ) -> None:
         self.store = store
         self.policy = policy
         self.merger = merger
         self.stamp = stamp
         self.claimed: set[str] = set()
+        self.known_ids, self.taken_keys = _present(store, entries)
 
     def plan(self, entry: BundleEntry) -> ImportItem:
         item = ImportItem(
             id=entry.id, path=entry.path, action="create", _src_hash=entry.content_hash
         )
         item._meta = entry.meta
-        row = _row(self.store, entry.id, include_deleted=True)
+        row = None
+        if entry.id in self.known_ids:
+            row = _row(self.store, entry.id, include_deleted=True)
         if row is not None:
             self._plan_same_id(item, entry, row)
         else:
-            other = _row(self.store, entry.path)
+            other = (
+                _row(self.store, entry.path) if fs.path_key(entry.path) in self.taken_keys else None
+            )
             if other is not None:
                 self._plan_path_conflict(item, entry, other)
             else:
@@ -635,7 +670,7 @@ def plan_import(
         )
     _ensure_schema(store)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    planner = _Planner(store, on_conflict, merger, stamp)
+    planner = _Planner(store, on_conflict, merger, stamp, bundle.entries)
     return [planner.plan(entry) for entry in bundle.entries]
 
 
