@@ -23,10 +23,26 @@ server deduplicates by (device, op id), so a retry after a lost response or a ki
 stored result. When the item stays dirty on a *new* base (after a conflict, a "missing" row, a
 quarantine retry), the same op id would replay the old answer, so a fresh ``push_op_id`` is drawn
 from the index's op counter in the same transaction.
-* ``sync_bases(id, rev, path, content, meta)``: the content at ``base_rev`` (the last live one
-  for a tombstone), the "base" of 3-way merges.
+* ``sync_bases(id, rev, path, content, meta, hash)``: the content at ``base_rev`` (the last live
+  one for a tombstone), the "base" of 3-way merges. When the base is a version this device itself
+  holds in history (every clean take and every accepted push: the usual case), only its content
+  ``hash`` is kept (content and meta empty) and :func:`get_base` reads the text from
+  ``revisions``: a second copy of every blueprint's text doubled what a sync wrote to the index.
+  If that revision were ever gone, the merge runs without a base (a conflict copy, never a loss).
 * ``sync_state(key, value)``: ``identity``, ``cursor``, ``horizon``, ``last_synced_at``,
-  ``last_error``.
+  ``last_error``, ``settled_op_id``.
+
+The settled watermark: ``settled_op_id`` = W promises that no blueprint with ``op_id <= W`` is
+dirty (the outbox condition below). The outbox, ``pending_count`` and ``held_count`` therefore
+only look at ``op_id > W`` through the ``blueprints_op`` index, so an idle poll of a fully synced
+10,000-blueprint home reads no rows instead of scanning them all. The promise holds because a
+row's dirtiness can change only two ways: the store gives it a new op id (always above every op
+id handed out so far, so above W), or this module changes its sync rows; every such change here
+ends with :func:`_unsettle`, which lowers W below the row if it is dirty now. :func:`settle`
+advances W (a range scan above it) at the end of a cycle; the engine recomputes it from 0 once
+per engine. A counter maintained by triggers on ``blueprints`` was rejected: it would tie sync
+state to the store's table definition and cost every save. A held item (invalid, dirty) keeps W
+below it until it becomes valid, so the scans then cover the changes made since.
 * ``sync_quarantine``: changes the server refused permanently (``direction`` push) and remote
   rows this device cannot store (``direction`` pull); parked until changed or retried.
 * ``sync_conflicts``: conflict records (base, local and remote text) for the API and the CLI.
@@ -35,7 +51,7 @@ from the index's op counter in the same transaction.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +104,8 @@ SYNC_MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX sync_conflicts_open ON sync_conflicts(resolved, cid);
     """,
+    # v2: a base this device holds in history is kept as its content hash only.
+    "ALTER TABLE sync_bases ADD COLUMN hash TEXT NOT NULL DEFAULT ''",
 )
 
 # Dirty = changed since the last recorded match with the server, and not parked in quarantine
@@ -257,7 +275,7 @@ def reset_for_identity(cur: Any, identity: str) -> bool:
     if known is not None:
         for table in ("sync_items", "sync_bases", "sync_quarantine"):
             cur.execute(f"DELETE FROM {table}")
-        for key in ("cursor", "horizon", "last_synced_at", "last_error"):
+        for key in ("cursor", "horizon", "last_synced_at", "last_error", SETTLED_KEY):
             del_state(cur, key)
     set_state(cur, "identity", identity)
     return known is not None
@@ -267,7 +285,8 @@ def reset_for_identity(cur: Any, identity: str) -> bool:
 
 
 def outbox_batch(cur: Any, after_op_id: int, limit: int) -> list[OutboxItem]:
-    """Dirty items with op_id > ``after_op_id``, oldest change first."""
+    """Dirty items with op_id > ``after_op_id``, oldest change first (none at or below W)."""
+    after_op_id = max(after_op_id, settled_op_id(cur))
     rows = cur.execute(
         "SELECT b.id, b.path, b.content_hash, b.rev, b.op_id, "
         "max(b.op_id, coalesce(s.push_op_id, 0)), b.deleted, b.valid, "
@@ -296,21 +315,26 @@ def outbox_batch(cur: Any, after_op_id: int, limit: int) -> list[OutboxItem]:
     ]
 
 
-def pending_count(cur: Any) -> int:
-    """Number of dirty items that are not parked in quarantine and have something to push."""
+def pending_count(cur: Any, *, scan_all: bool = False) -> int:
+    """Number of dirty items that are not parked in quarantine and have something to push.
+
+    Reads only rows above the settled watermark; ``scan_all`` ignores it (tests compare both).
+    """
     row = cur.execute(
         "SELECT count(*) FROM blueprints b LEFT JOIN sync_items s ON s.id = b.id "
-        f"WHERE {_DIRTY_WHERE} "
-        "AND NOT (b.deleted = 1 AND (s.base_rev IS NULL OR s.base_deleted = 1))"
+        f"WHERE b.op_id > ? AND {_DIRTY_WHERE} "
+        "AND NOT (b.deleted = 1 AND (s.base_rev IS NULL OR s.base_deleted = 1))",
+        (0 if scan_all else settled_op_id(cur),),
     ).fetchall()
     return int(row[0][0])
 
 
-def held_count(cur: Any) -> int:
+def held_count(cur: Any, *, scan_all: bool = False) -> int:
     """Dirty live items that fail the app's validator (held back until they are valid)."""
     row = cur.execute(
         "SELECT count(*) FROM blueprints b LEFT JOIN sync_items s ON s.id = b.id "
-        f"WHERE {_DIRTY_WHERE} AND b.deleted = 0 AND b.valid = 0"
+        f"WHERE b.op_id > ? AND {_DIRTY_WHERE} AND b.deleted = 0 AND b.valid = 0",
+        (0 if scan_all else settled_op_id(cur),),
     ).fetchall()
     return int(row[0][0])
 
@@ -319,6 +343,67 @@ def max_op_id(cur: Any) -> int:
     """The highest op id handed out so far."""
     row = cur.execute("SELECT value FROM counters WHERE name = 'op_id'").fetchall()
     return int(row[0][0]) if row else 0
+
+
+# -- the settled watermark (see the module docstring) -------------------------------------------
+
+SETTLED_KEY = "settled_op_id"
+
+# Lowers W to just below one blueprint if that blueprint is dirty now (NULL subquery: no change).
+_UNSETTLE_SQL = (
+    "UPDATE sync_state SET value = CAST(d.op AS TEXT) FROM (SELECT b.op_id - 1 AS op "
+    "FROM blueprints b LEFT JOIN sync_items s ON s.id = b.id "
+    f"WHERE b.id = ? AND {_DIRTY_WHERE}) AS d "
+    "WHERE sync_state.key = 'settled_op_id' AND CAST(sync_state.value AS INTEGER) > d.op"
+)
+
+
+def settled_op_id(cur: Any) -> int:
+    """The watermark W: no blueprint with ``op_id <= W`` is dirty (0 = unknown, scan all)."""
+    rows = cur.execute(
+        "SELECT CAST(s.value AS INTEGER), c.value FROM sync_state s, counters c "
+        "WHERE s.key = 'settled_op_id' AND c.name = 'op_id'"
+    ).fetchall()
+    if not rows:
+        return 0
+    settled, highest = int(rows[0][0]), int(rows[0][1])
+    # An op counter below W (an index restored from an older copy) cannot vouch for anything.
+    return settled if 0 <= settled <= highest else 0
+
+
+def settle(cur: Any, *, rescan: bool = False) -> int:
+    """Advance W past every row that is not dirty (inside a write transaction); returns W.
+
+    Only rows above the current W are read, unless ``rescan`` recomputes it from 0.
+    """
+    start = 0 if rescan else settled_op_id(cur)
+    highest = max_op_id(cur)
+    row = cur.execute(
+        "SELECT min(b.op_id) FROM blueprints b LEFT JOIN sync_items s ON s.id = b.id "
+        f"WHERE b.op_id > ? AND {_DIRTY_WHERE}",
+        (start,),
+    ).fetchall()
+    first = row[0][0]
+    settled = highest if first is None else int(first) - 1
+    set_state(cur, SETTLED_KEY, str(settled))
+    return settled
+
+
+def _unsettle(cur: Any, blueprint_id: str) -> None:
+    """Keep W's promise after a change to one blueprint's sync rows (call after every change)."""
+    cur.execute(_UNSETTLE_SQL, (blueprint_id,))
+
+
+def unsettled_below_watermark(cur: Any) -> list[str]:
+    """Dirty blueprints at or below W (always empty unless W's promise is broken; for tests)."""
+    return [
+        str(r[0])
+        for r in cur.execute(
+            "SELECT b.id FROM blueprints b LEFT JOIN sync_items s ON s.id = b.id "
+            f"WHERE b.op_id <= ? AND {_DIRTY_WHERE}",
+            (settled_op_id(cur),),
+        )
+    ]
 
 
 # -- items and bases ----------------------------------------------------------------------------
@@ -351,6 +436,13 @@ def current_op_id(cur: Any, blueprint_id: str) -> int:
     return int(rows[0][0]) if rows else 0
 
 
+_BASE_UPSERT = (
+    "INSERT INTO sync_bases (id, rev, path, content, meta, hash) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT(id) DO UPDATE SET rev = excluded.rev, path = excluded.path, "
+    "content = excluded.content, meta = excluded.meta, hash = excluded.hash"
+)
+
+
 def record_base(
     cur: Any,
     blueprint_id: str,
@@ -363,11 +455,14 @@ def record_base(
     content: str | None,
     meta: dict[str, Any] | None,
     synced_op_id: int | None,
+    held_hash: str | None = None,
 ) -> None:
     """Remember the server row this device now builds on.
 
     ``synced_op_id`` None keeps the recorded one (the local copy stays dirty); ``content`` None
     keeps the stored base content (a tombstone keeps the last live content as merge base).
+    ``held_hash`` is the content hash of a local revision that holds exactly this content (the
+    local hash, in case the server's differs): only that hash is stored.
     """
     cur.execute(
         "INSERT INTO sync_items (id, base_rev, base_seq, base_hash, base_path, base_deleted, "
@@ -378,13 +473,32 @@ def record_base(
         "synced_op_id = coalesce(?, sync_items.synced_op_id)",
         (blueprint_id, rev, seq, content_hash, path, int(deleted), synced_op_id, synced_op_id),
     )
-    if content is not None:
-        cur.execute(
-            "INSERT INTO sync_bases VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-            "rev = excluded.rev, path = excluded.path, content = excluded.content, "
-            "meta = excluded.meta",
-            (blueprint_id, rev, path, content, json.dumps(meta or {}, ensure_ascii=False)),
-        )
+    if content is not None and held_hash:
+        cur.execute(_BASE_UPSERT, (blueprint_id, rev, path, "", "", held_hash))
+    elif content is not None:
+        meta_json = json.dumps(meta or {}, ensure_ascii=False)
+        cur.execute(_BASE_UPSERT, (blueprint_id, rev, path, content, meta_json, ""))
+    _unsettle(cur, blueprint_id)
+
+
+def record_synced_bases(cur: Any, saved: Sequence[tuple[Any, str]]) -> None:
+    """:func:`record_base` for many live server rows just stored as they are (clean takes).
+
+    ``saved`` pairs each ServerRow-like row with the content hash of the local revision now
+    holding it. Each row is recorded synced at the blueprint's current op id, so none is dirty
+    afterwards and W needs no lowering. Two statements for the run instead of three per row.
+    """
+    rows = [r for r, _ in saved]
+    cur.executemany(
+        "INSERT INTO sync_items (id, base_rev, base_seq, base_hash, base_path, base_deleted, "
+        "synced_op_id) VALUES (?1, ?2, ?3, ?4, ?5, 0, "
+        "coalesce((SELECT op_id FROM blueprints WHERE id = ?1), 0)) ON CONFLICT(id) DO UPDATE SET "
+        "base_rev = excluded.base_rev, base_seq = excluded.base_seq, "
+        "base_hash = excluded.base_hash, base_path = excluded.base_path, base_deleted = 0, "
+        "synced_op_id = excluded.synced_op_id",
+        [(r.id, r.rev, r.seq, r.content_hash, r.path) for r in rows],
+    )
+    cur.executemany(_BASE_UPSERT, [(r.id, r.rev, r.path, "", "", h) for r, h in saved])
 
 
 def renew_push_op(cur: Any, blueprint_id: str, op_id: int) -> None:
@@ -394,6 +508,7 @@ def renew_push_op(cur: Any, blueprint_id: str, op_id: int) -> None:
         "push_op_id = excluded.push_op_id",
         (blueprint_id, op_id),
     )
+    _unsettle(cur, blueprint_id)
 
 
 def mark_synced(cur: Any, blueprint_id: str, op_id: int) -> None:
@@ -408,6 +523,7 @@ def mark_synced(cur: Any, blueprint_id: str, op_id: int) -> None:
 def mark_unsynced(cur: Any, blueprint_id: str) -> None:
     """Make the item dirty again (it is uploaded on the next push)."""
     cur.execute("UPDATE sync_items SET synced_op_id = 0 WHERE id = ?", (blueprint_id,))
+    _unsettle(cur, blueprint_id)
 
 
 def forget_server_row(cur: Any, blueprint_id: str) -> None:
@@ -416,17 +532,22 @@ def forget_server_row(cur: Any, blueprint_id: str) -> None:
         "UPDATE sync_items SET base_rev = NULL, base_hash = '', base_deleted = 0 WHERE id = ?",
         (blueprint_id,),
     )
+    _unsettle(cur, blueprint_id)
 
 
 def get_base(cur: Any, blueprint_id: str) -> Base | None:
-    """The stored merge base of one blueprint."""
+    """The stored merge base of one blueprint (None if unknown)."""
     rows = cur.execute(
-        "SELECT rev, path, content, meta FROM sync_bases WHERE id = ?", (blueprint_id,)
+        "SELECT rev, path, content, meta, hash FROM sync_bases WHERE id = ?", (blueprint_id,)
     ).fetchall()
     if not rows:
         return None
     r = rows[0]
-    return Base(int(r[0]), str(r[1]), str(r[2]), json.loads(r[3]))
+    if not r[4]:
+        return Base(int(r[0]), str(r[1]), str(r[2]), json.loads(r[3]))
+    held = local_revision_with_hash(cur, blueprint_id, str(r[4]))
+    # 'modified' may differ from the server's copy; the meta merge never uses the base's.
+    return None if held is None else Base(int(r[0]), str(r[1]), held.content, held.meta)
 
 
 def local_revision_with_hash(cur: Any, blueprint_id: str, digest: str) -> Base | None:
@@ -507,11 +628,13 @@ def quarantine(
         "code = excluded.code, message = excluded.message, ts = excluded.ts",
         (blueprint_id, op_id, path, direction, code, message, utc_now()),
     )
+    _unsettle(cur, blueprint_id)  # a different op id un-parks the current one
 
 
 def unquarantine(cur: Any, blueprint_id: str) -> None:
     """Drop a parked entry (the change went through)."""
     cur.execute("DELETE FROM sync_quarantine WHERE id = ?", (blueprint_id,))
+    _unsettle(cur, blueprint_id)
 
 
 def quarantined(cur: Any) -> list[QuarantineEntry]:
@@ -533,6 +656,8 @@ def clear_quarantine(cur: Any, direction: str | None = None) -> list[QuarantineE
     """Remove parked entries (all, or of one direction) and return them."""
     entries = [e for e in quarantined(cur) if direction is None or e.direction == direction]
     cur.executemany("DELETE FROM sync_quarantine WHERE id = ?", [(e.id,) for e in entries])
+    for e in entries:
+        _unsettle(cur, e.id)
     return entries
 
 

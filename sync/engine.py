@@ -191,6 +191,7 @@ class SyncEngine:
         self._listener_seq = 0
         self._unsubs: list[Callable[[], None]] = []
         self._checked_server = False
+        self._settled = False
         self._refreshed = False
         self._lock_held = False
 
@@ -355,6 +356,11 @@ class SyncEngine:
         with self.store.index.write() as cur:
             if st.reset_for_identity(cur, identity):
                 log.warning("sync: new remote %s; local blueprints will be uploaded", identity)
+            if not self._settled:
+                # Once per engine the watermark is recomputed from nothing: an index written by
+                # an older version (no watermark) or copied around is never trusted blindly.
+                st.settle(cur, rescan=True)
+                self._settled = True
 
     def _pushable(self) -> int:
         with self.store.index.read() as cur:
@@ -378,6 +384,7 @@ class SyncEngine:
         with self.store.index.write() as cur:
             st.set_state(cur, "last_synced_at", utc_now())
             st.del_state(cur, "last_error")
+            st.settle(cur)  # idle polls and status reads then look at no row
         self._set_state("idle", progress=None)
 
     def _record_error(self, exc: BaseException) -> None:
@@ -495,6 +502,7 @@ class SyncEngine:
             content=None if change.deleted else change.content,
             meta=None if change.deleted else change.meta,
             synced_op_id=item.op_id,
+            held_hash=item.content_hash,  # the pushed text is this revision's
         )
         st.unquarantine(cur, change.id)
 
@@ -621,13 +629,19 @@ class SyncEngine:
         # Looked up, not called as a method: stores without batched saves take the slow path.
         save_many: Callable[..., list[Any]] = getattr(self.store, "save_many")  # noqa: B009
         results = save_many([request for _, request in run], origin="remote")
+        saved: list[tuple[ServerRow, str]] = []
         for (row, _), result in zip(run, results, strict=True):
-            if isinstance(result, LocalStoreError):
-                op_id = st.current_op_id(cur, row.id)
-                message = getattr(result, "message", str(result))
-                st.quarantine(cur, row.id, op_id, row.path, "pull", "invalid_remote", message)
-                report.quarantined += 1
-                report.errors.append(f"{row.path}: {message}")
+            if not isinstance(result, LocalStoreError):
+                saved.append((row, result.content_hash))
+                continue
+            op_id = st.current_op_id(cur, row.id)
+            message = getattr(result, "message", str(result))
+            st.quarantine(cur, row.id, op_id, row.path, "pull", "invalid_remote", message)
+            report.quarantined += 1
+            report.errors.append(f"{row.path}: {message}")
+        # Same transaction as the saves (the caller's): files, index rows and bases commit
+        # together, exactly as a per-row tx_hook would, with two statements for the run.
+        st.record_synced_bases(cur, saved)
         run.clear()
 
     def _apply_one(self, cur: Any, applier: Applier, row: ServerRow, report: SyncReport) -> None:
@@ -679,6 +693,7 @@ class SyncEngine:
             content=None if row.deleted or not text else str(text[0][0]),
             meta=None if row.deleted or not text else json.loads(text[0][1]),
             synced_op_id=row.op_id,
+            held_hash=row.content_hash,
         )
 
     def _finish_apply(self, stats: ApplyStats, report: SyncReport) -> None:

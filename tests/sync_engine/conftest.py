@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, settings
 
 from localstore.config import load_settings
 from localstore.store import BlueprintStore
+from sync import _state as sync_state
 from sync.engine import SyncEngine
 from sync.memory_remote import MemoryRemote, MemoryServer
 
@@ -66,6 +67,14 @@ def open_device(
     return Device(name, home, store, remote, SyncEngine(store, remote, **engine_kw))
 
 
+def assert_watermark_kept(dev: Device) -> None:
+    """The settled watermark's promise: no dirty row at or below it; counts equal a full scan."""
+    with dev.store.index.read() as cur:
+        assert sync_state.unsettled_below_watermark(cur) == [], dev.name
+        assert sync_state.pending_count(cur) == sync_state.pending_count(cur, scan_all=True)
+        assert sync_state.held_count(cur) == sync_state.held_count(cur, scan_all=True)
+
+
 def close_device(dev: Device) -> None:
     dev.engine.stop()
     dev.engine.join(10)
@@ -88,8 +97,16 @@ def make_device(tmp_path: Path, server: MemoryServer) -> Iterator[Callable[..., 
         return dev
 
     yield make
+    broken: list[str] = []
     for dev in reversed(opened):
+        # Every engine test also checks the watermark that keeps idle polls cheap.
+        if not dev.store.closed:
+            try:
+                assert_watermark_kept(dev)
+            except AssertionError as exc:
+                broken.append(f"{dev.name}: {exc}")
         close_device(dev)
+    assert not broken, broken
 
 
 def server_snapshot(server: MemoryServer, user: str = "u") -> dict[str, tuple[str, str]]:

@@ -18,11 +18,19 @@ import pytest
 import yaml
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from sync.memory_remote import MemoryServer
 
-from .conftest import STRESS, Device, close_device, converge, open_device, server_snapshot
+from .conftest import (
+    STRESS,
+    Device,
+    assert_watermark_kept,
+    close_device,
+    converge,
+    open_device,
+    server_snapshot,
+)
 
 pytestmark = pytest.mark.timeout(7200 if STRESS else 300)
 
@@ -110,6 +118,11 @@ class MultiDevice(RuleBasedStateMachine):
     @rule(name=st.sampled_from(DEVICES))
     def sync(self, name: str) -> None:
         self.devices[name].sync()
+
+    @invariant()
+    def watermark_kept(self) -> None:
+        for dev in self.devices.values():
+            assert_watermark_kept(dev)
 
     # -- the final check -------------------------------------------------------------------------
 
