@@ -61,12 +61,18 @@ def format_commit_timestamp(value: datetime) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
-def _parse_pg_timestamp(text: str) -> datetime:
-    # wal2json prints the server's text form, e.g. "2026-11-22 01:46:55.433521+00".
+def timestamptz_json(text: str) -> str:
+    """A timestamptz's text form as ``to_jsonb`` writes it: "2026-11-22T01:46:55.43352+00:00"."""
+    # wal2json prints the server's text form, e.g. "2026-11-22 01:46:55.43352+00". Kept as text:
+    # datetime.isoformat() pads the fraction to six digits, to_jsonb trims trailing zeros.
     value = text.replace(" ", "T", 1)
     if len(value) >= 3 and value[-3] in "+-" and value[-2:].isdigit():
         value += ":00"
-    return datetime.fromisoformat(value)
+    return value
+
+
+def _parse_pg_timestamp(text: str) -> datetime:
+    return datetime.fromisoformat(timestamptz_json(text))
 
 
 def change_from_wal2json(item: dict[str, Any]) -> Change | None:

@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from sync.localcloud.gateway.changes import Change, _parse_pg_timestamp
+from sync.localcloud.gateway.changes import Change, timestamptz_json
 from sync.localcloud.gateway.db import Database, RequestInfo
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class Visibility:
                     if typname in ("json", "jsonb") and isinstance(value, str):
                         row[name] = json.loads(value)
                     elif typname == "timestamptz" and isinstance(value, str):
-                        row[name] = _parse_pg_timestamp(value).isoformat()
+                        row[name] = timestamptz_json(value)
                     elif typname == "timestamp" and isinstance(value, str):
                         row[name] = value.replace(" ", "T", 1)
                     else:
