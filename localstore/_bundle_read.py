@@ -33,15 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import yaml
-
 from localstore import crypto
 from localstore import files as fs
 from localstore.blueprint import (
     BlueprintMeta,
-    YamlLimits,
-    _Loader,
-    _measure,
     content_hash,
     decode_meta,
     is_uuid,
@@ -52,8 +47,6 @@ from localstore.errors import (
     BundleLimitError,
     DecryptionError,
     InvalidMetaError,
-    InvalidYAMLError,
-    LimitExceededError,
     NotFoundError,
     StorageError,
     UnsafeBundleError,
@@ -839,74 +832,3 @@ def _parse_meta(raw: bytes, w: _Wanted) -> BlueprintMeta:
     if meta.id != w.id:
         raise BundleFormatError(f"{w.meta_name[:100]!r} has id {meta.id}, the manifest {w.id}")
     return meta
-
-
-def check_yaml_structure(raw: bytes, limits: YamlLimits) -> None:
-    """Refuse a document the store's parser would refuse for its syntax, size, nesting or aliases.
-
-    This is the store's ``parse_yaml`` up to and including the bounds check on the composed node
-    graph, without constructing Python objects: the store constructs them when it saves, and
-    doing that here too cost as much as the rest of an import's CPU. What only construction can
-    find (an unknown tag, an unhashable key) fails that one blueprint at save time instead.
-
-    Raises LimitExceededError, InvalidYAMLError.
-    """
-    if len(raw) > limits.max_bytes:
-        raise LimitExceededError(
-            f"YAML is {len(raw)} bytes, over the limit of {limits.max_bytes}",
-            hint="split the blueprint or raise max_yaml_bytes in config.yaml",
-        )
-    try:
-        source = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidYAMLError(f"YAML is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
-    loader = _Loader(source)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            raise InvalidYAMLError("YAML document is empty", hint="a blueprint is a YAML mapping")
-        if b"*" in raw:
-            _measure(node, limits)  # aliases are possible: count every use of a shared node
-        else:
-            _measure_tree(node, limits)
-    except yaml.YAMLError as exc:
-        raise InvalidYAMLError(f"YAML does not parse: {' '.join(str(exc).split())[:300]}") from exc
-    except RecursionError as exc:
-        raise LimitExceededError("YAML is nested too deeply", hint="flatten it") from exc
-    finally:
-        loader.dispose()
-    if not isinstance(node, yaml.MappingNode) or node.tag != _MAP_TAG:
-        raise InvalidYAMLError(
-            "the top level of a blueprint must be a mapping",
-            hint="start the document with 'key: value' lines",
-        )
-
-
-_MAP_TAG = "tag:yaml.org,2002:map"
-
-
-def _measure_tree(root: yaml.Node, limits: YamlLimits) -> None:
-    """The store's bounds on nodes and depth for a document without aliases (so a tree).
-
-    An alias needs a ``*`` in the text; without one no node is shared, the expanded size is the
-    plain node count, and only collections need visiting (scalars are most of the nodes). Same
-    verdicts as the general walk, a fraction of its cost. Raises LimitExceededError.
-    """
-    count = 1
-    stack: list[tuple[yaml.Node, int]] = [(root, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, yaml.ScalarNode) or not node.value:
-            continue
-        if depth >= limits.max_depth:  # its children sit one level deeper than allowed
-            raise LimitExceededError(
-                f"YAML is nested deeper than {limits.max_depth} levels", hint="flatten the document"
-            )
-        mapping = isinstance(node, yaml.MappingNode)
-        children: list[yaml.Node] = [n for kv in node.value for n in kv] if mapping else node.value
-        count += len(children)
-        if count > limits.max_nodes:
-            raise LimitExceededError(
-                f"YAML expands to more than {limits.max_nodes} nodes", hint="split the document"
-            )
-        stack.extend((c, depth + 1) for c in children if not isinstance(c, yaml.ScalarNode))

@@ -1,87 +1,58 @@
-"""The import's YAML check gives the store parser's verdict on syntax, size, nesting and aliases.
+"""Every document the store would refuse refuses the whole bundle, before anything is written.
 
-Import checks every document before anything is written, then the store parses it again when it
-saves. The check skips construction and, for documents without aliases, walks only collections;
-these properties hold it to the same verdicts as ``parse_yaml`` on the limits it shares.
+Import checks the YAML it will write with the store's own check (``check_yaml``: the verdicts of
+``parse_yaml`` without building the document), not a lighter one: a refusal that only
+construction finds (an impossible date, an unknown tag, an unhashable key) must stop the bundle
+too, not fail one blueprint halfway through an import.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
 
 import pytest
-import yaml
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from localstore._bundle_read import check_yaml_structure
-from localstore.blueprint import YamlLimits, parse_yaml
-from localstore.errors import InvalidYAMLError, LimitExceededError
+from localstore import archive
+from localstore.errors import BundleFormatError, BundleLimitError
 
-SCALARS = st.one_of(st.integers(-5, 5), st.booleans(), st.none(), st.text("ab*&: -#", max_size=6))
-TREES = st.recursive(
-    SCALARS,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=4),
-        st.dictionaries(st.text("kxyz", min_size=1, max_size=3), inner, max_size=4),
-    ),
-    max_leaves=40,
-)
-LIMITS = st.builds(YamlLimits, max_depth=st.integers(1, 8), max_nodes=st.integers(1, 80))
+from . import zipcraft as z
+from .conftest import StoreFactory, tree
 
-
-def verdict(fn: Any, raw: bytes, limits: YamlLimits) -> str:
-    try:
-        fn(raw, limits)
-    except LimitExceededError:
-        return "limit"
-    except InvalidYAMLError:
-        return "invalid"
-    return "ok"
-
-
-def same_verdict(raw: bytes, limits: YamlLimits) -> None:
-    assert verdict(check_yaml_structure, raw, limits) == verdict(parse_yaml, raw, limits), raw
-
-
-@given(data=TREES, limits=LIMITS, flow=st.sampled_from([None, True, False]))
-@settings(max_examples=300, deadline=None)
-def test_same_verdict_on_trees(data: Any, limits: YamlLimits, flow: bool | None) -> None:
-    raw = yaml.safe_dump(data, default_flow_style=flow, allow_unicode=True).encode()
-    same_verdict(raw, limits)
-    same_verdict(yaml.safe_dump({"top": data}, default_flow_style=flow).encode(), limits)
-
-
-@given(shared=TREES, width=st.integers(1, 4), limits=LIMITS)
-@settings(max_examples=200, deadline=None)
-def test_same_verdict_with_aliases(shared: Any, width: int, limits: YamlLimits) -> None:
-    # The dumper writes an anchor once and an alias for every further use of the same object.
-    box = [shared]
-    doc = {f"k{i}": [box, box] for i in range(width)}
-    same_verdict(yaml.safe_dump(doc).encode(), limits)
+GOOD = b"name: fine\nsteps: [a, b]\n"
 
 
 @pytest.mark.parametrize(
-    "raw",
+    ("bad", "error"),
     [
-        b"",
-        b"# only a comment\n",
-        b"- a\n- b\n",
-        b"just text\n",
-        b"!!set {a, b}\n",
-        b"a: [1, 2\n",
-        b"a: 1\n a: 2\n",
-        b"\xff\xfe a: 1\n",
-        b"a: *nowhere\n",
-        b"a: &x [*x]\n",
-        b"a: " + b"[" * 70 + b"]" * 70 + b"\n",
-        b"k: v # a * in a comment: the general walk, same verdict\n",
+        (b"a: [1, 2\n", BundleFormatError),
+        (b"- a list\n- at the top\n", BundleFormatError),
+        (b"# nothing but a comment\n", BundleFormatError),
+        (b"when: 2024-13-45\n", BundleFormatError),
+        (b"x: !unknown-tag value\n", BundleFormatError),
+        (b"? [a, b]\n: unhashable key\n", BundleFormatError),
+        (b"a: &a [*a]\n", BundleLimitError),
+        (b"a: " + b"[" * 80 + b"]" * 80 + b"\n", BundleLimitError),
     ],
 )
-def test_same_verdict_on_edge_cases(raw: bytes) -> None:
-    same_verdict(raw, YamlLimits())
+def test_one_bad_document_refuses_the_bundle(
+    stores: StoreFactory, tmp_path: Path, bad: bytes, error: type[Exception]
+) -> None:
+    bps = [z.Blueprint(f"f/ok-{i}.blueprint.yaml", yaml=GOOD) for i in range(5)]
+    bps.append(z.Blueprint("f/last.blueprint.yaml", yaml=bad))
+    bundle = tmp_path / "b.lsbundle"
+    bundle.write_bytes(z.build(z.bundle_entries(bps)))
+    dst = stores("dst")
+    with pytest.raises(error, match=r"last\.blueprint\.yaml"):
+        archive.import_bundle(dst, bundle)
+    assert dst.count() == 0 and tree(dst) == {}
+    with pytest.raises(error):
+        archive.import_bundle(dst, bundle, dry_run=True)  # the plan says so as well
 
 
-def test_size_limit() -> None:
-    with pytest.raises(LimitExceededError):
-        check_yaml_structure(b"a: 1234567890\n", YamlLimits(max_bytes=8))
+def test_the_same_documents_import_when_good(stores: StoreFactory, tmp_path: Path) -> None:
+    bps = [z.Blueprint(f"f/ok-{i}.blueprint.yaml", yaml=GOOD) for i in range(6)]
+    bundle = tmp_path / "b.lsbundle"
+    bundle.write_bytes(z.build(z.bundle_entries(bps)))
+    dst = stores("dst")
+    assert archive.import_bundle(dst, bundle).counts() == {"create": 6}
+    assert dst.count() == 6
