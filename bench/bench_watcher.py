@@ -5,15 +5,18 @@ Measures, in one run on this machine:
    rename-based (gedit-style) save, with the raw watchdog callback latency as the floor (ratio);
 2. 1,000 files changed at once by a git-checkout-style rewrite: time until all are indexed;
 3. rescan of 10,000 unchanged blueprints;
-4. watcher CPU while idle.
+4. watcher CPU while idle;
+5. external delete -> deleted event (the 400 ms grace plus the fence a delete waits for), one file
+   at a time and a folder of 1,000 at once.
 
-Run: .venv/bin/python bench/bench_watcher.py [--quick]
+Run: .venv/bin/python bench/bench_watcher.py [--quick] [--only-deletes]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -200,13 +203,68 @@ def idle_cpu(store: BlueprintStore, seconds: float) -> None:
     print(f"idle CPU of the watcher (whole process, {wall:.0f} s): {100 * cpu / wall:.3f} %")
 
 
+class DeleteWaiter:
+    """Records when the external 'deleted' event of each path arrived."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.seen: dict[str, float] = {}
+
+    def __call__(self, ev: Event) -> None:
+        if ev.origin == "external" and ev.kind == "deleted":
+            with self.cond:
+                self.seen[ev.path] = time.perf_counter()
+                self.cond.notify_all()
+
+    def wait_until(self, count: int, prefix: str, timeout: float) -> bool:
+        def enough() -> bool:
+            return sum(p.startswith(prefix) for p in self.seen) >= count
+
+        with self.cond:
+            return self.cond.wait_for(enough, timeout)
+
+
+def bench_delete(n: int, folder_count: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = open_store(Path(tmp))
+        waiter = DeleteWaiter()
+        store.subscribe(waiter)
+        rels = [store.save(f"del/d-{i}", f"i: {i}\n").path for i in range(n)]
+        make_blueprints(store, folder_count, "tree")
+        with Watcher(store) as w:
+            w.wait_idle()
+            grace_ms = w.grace_s * 1000
+            one = []
+            for rel in rels:
+                t0 = time.perf_counter()
+                store.abspath(rel).unlink()
+                assert waiter.wait_until(1, rel, 10), f"no delete event for {rel}"
+                one.append((waiter.seen[rel] - t0) * 1000)
+            t0 = time.perf_counter()
+            # rm -rf semantics: once a YAML's grace is over the watcher removes its meta file
+            # itself, which a slow rmtree (a loaded machine) would otherwise trip over.
+            shutil.rmtree(store.root / "tree", ignore_errors=True)
+            complete = waiter.wait_until(folder_count, "tree/", 120)
+            folder_s = time.perf_counter() - t0
+        store.close()
+    print(summary(f"delete -> event (grace {grace_ms:.0f} ms included)", one))
+    print(f"  beyond the grace: median {statistics.median(one) - grace_ms:.1f} ms")
+    state = "all" if complete else "NOT all"
+    print(f"folder of {folder_count} deleted: {state} delete events in {folder_s:.2f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small run for a smoke check")
+    ap.add_argument("--only-deletes", action="store_true", help="run only the delete benchmark")
     args = ap.parse_args()
     print(
         f"bench_watcher {time.strftime('%Y-%m-%d %H:%M')} cpus={os.cpu_count()} quick={args.quick}"
+        f" load={os.getloadavg()[0]:.1f}"
     )
+    bench_delete(20 if args.quick else 100, 1000)
+    if args.only_deletes:
+        return
     bench_latency(40 if args.quick else 300)
     bench_checkout(1000)
     bench_rescan(2000 if args.quick else 10_000, 3 if args.quick else 10)

@@ -7,7 +7,9 @@ settled per-path ingests. Per path the worker keeps a due time:
 - create or modify without a close: the file is being written; due only after ``write_quiet_ms``
   without further writes (a chunked slow write is never read half-way; the close-write ends it);
 - vanish (delete, move-away): due after ``delete_grace_ms``; if the file is back by then it is a
-  modify, so vim/emacs/JetBrains/git save dances never look like deletes.
+  modify, so vim/emacs/JetBrains/git save dances never look like deletes. A path still missing
+  then is deleted only after a fence laid at that moment has come back, so the other half of a
+  rename (which watchdog may report late, as a create) is pending before the delete is considered.
 
 Due paths are ingested in one index write transaction (a savepoint per path), existing files first and
 vanished ones last, so a moved pair is matched by its meta id (or its YAML hash) before its old path
