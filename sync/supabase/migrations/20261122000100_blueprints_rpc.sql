@@ -148,6 +148,9 @@ as $$
           e.ch ->> 'path' as path,
           case when jsonb_typeof(e.ch -> 'deleted') = 'boolean'
                then (e.ch -> 'deleted')::boolean end as deleted
+        -- A fence: without it the planner inlines op and base_rev into every later use, and
+        -- the casts run five times per change.
+        offset 0
       ) a
       cross join lateral (
         select
