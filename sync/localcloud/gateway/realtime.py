@@ -314,6 +314,10 @@ class RealtimeHub:
         for channel in self._channels(topic, bool(msg.get("private", True))):
             await channel.socket.send(channel.topic, "broadcast", frame, None)
 
+    def listening(self) -> bool:
+        """Whether any channel has postgres_changes bindings (changes are worth decoding)."""
+        return any(ch.bindings for s in self.sockets for ch in s.channels.values())
+
     async def deliver_changes(self, changes: list[Change]) -> None:
         """Send each change to every channel whose bindings match and whose role may see it."""
         channels = [ch for s in self.sockets for ch in s.channels.values() if ch.bindings]

@@ -122,7 +122,10 @@ class Gateway:
         sink = self.hub.deliver_changes
         if source == "wal2json":
             self.feed = WalChangeFeed(
-                self.config.admin_dsn, sink, interval=self.config.poll_interval
+                self.config.admin_dsn,
+                sink,
+                interval=self.config.poll_interval,
+                listening=self.hub.listening,
             )
             self.hub.on_subscribe.append(self.feed.poke)
         else:
