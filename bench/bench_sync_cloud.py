@@ -3,13 +3,15 @@
 Measures, on loopback:
 
 1. initial sync of N blueprints each way (device A uploads, a fresh device B downloads), items/s
-   (goal >= 2,000/s);
+   (goal >= 2,000/s), split into the remote's RPCs, ``store.save_many`` (the local store's
+   writes) and the engine's own bookkeeping, wall-clock and thread CPU;
 2. a save on device A reaching device B's file through realtime + B's engine: median and p99
    (goal median <= 300 ms, p99 <= 1 s). A's engine is stepped right after the save (a daemon's
    debounce, 150 ms by default, would add to this);
 3. convergence after a partition heals: B is cut off by a black-holing proxy while both devices
    edit, then the proxy heals and both sync until byte-identical and verified;
-4. memory of the engine during B's N-item initial download (tracemalloc peak and RSS growth).
+4. memory of the engine during an N-item initial download (tracemalloc peak and RSS growth), on
+   a third device whose download is not timed (tracemalloc slows Python severalfold).
 
 Run (needs PostgreSQL and a keychain; the wrapper gives a throw-away one):
 
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import gc
+import operator
+import os
 import statistics
 import sys
 import tempfile
@@ -28,13 +32,19 @@ import threading
 import time
 import tracemalloc
 import uuid
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_sync import Timer  # the same wall/CPU split as the MemoryRemote benchmark
 
 from localstore.events import Event
+from localstore.store import SaveRequest
 from sync.localcloud.stack import LocalCloud
 from tests.sync_supabase.devices import Device, open_device
 from tests.sync_supabase.faultproxy import FaultProxy
@@ -47,42 +57,80 @@ def _p(values: list[float], q: float) -> float:
 
 def _fill(dev: Device, n: int) -> None:
     body = "steps:\n" + "".join(f"  - id: s{i}\n    run: echo {i}\n" for i in range(20))
-    for i in range(n):
-        dev.store.save(f"bench/{i // 500}/bp-{i}.blueprint.yaml", f"# {i}\n{body}", name=f"bp{i}")
+    for start in range(0, n, 500):
+        dev.store.save_many(
+            [
+                SaveRequest(
+                    f"bench/{i // 500}/bp-{i}.blueprint.yaml",
+                    f"# {i}\n{body}",
+                    fields={"name": f"bp{i}"},
+                )
+                for i in range(start, min(n, start + 500))
+            ]
+        )
 
 
-def initial_sync(cloud: LocalCloud, base: Path, n: int) -> dict[str, float]:
+def _timed_sync(dev: Device) -> dict[str, float]:
+    """One sync_once() with the remote's RPCs and the store's save_many timed apart."""
+    rpc, saves = Timer(), Timer()
+    dev.remote.push = rpc.wrap(dev.remote.push)  # type: ignore[method-assign]
+    dev.remote.pull = rpc.wrap(dev.remote.pull)  # type: ignore[method-assign]
+    dev.store.save_many = saves.wrap(dev.store.save_many)  # type: ignore[method-assign]
+    t0, c0 = time.perf_counter(), time.thread_time()
+    dev.engine.sync_once()
+    wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
+    del dev.remote.push, dev.remote.pull, dev.store.save_many
+    return {
+        "wall": wall,
+        "rpc": rpc.wall,
+        "save": saves.wall,
+        "save_cpu": saves.cpu,
+        "engine": wall - rpc.wall - saves.wall,
+        "engine_cpu": cpu - rpc.cpu - saves.cpu,
+    }
+
+
+def _memory(dev: Device) -> tuple[float, float]:
+    proc = psutil.Process()
+    gc.collect()
+    rss0 = proc.memory_info().rss
+    tracemalloc.start()
+    try:
+        dev.engine.sync_once()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak / 2**20, (proc.memory_info().rss - rss0) / 2**20
+
+
+def initial_sync(cloud: LocalCloud, base: Path, n: int) -> dict[str, Any]:
     email = f"bench-{uuid.uuid4().hex[:8]}@example.test"
     a = open_device(base, "a", cloud.url, cloud.anon_key, email, timeout_s=60)
     b = open_device(base, "b", cloud.url, cloud.anon_key, email, timeout_s=60)
+    m = open_device(base, "m", cloud.url, cloud.anon_key, email, timeout_s=60)
     try:
         _fill(a, n)
-        t0 = time.perf_counter()
-        a.engine.sync_once()
-        up = time.perf_counter() - t0
-        proc = psutil.Process()
-        gc.collect()
-        rss0 = proc.memory_info().rss
-        tracemalloc.start()
-        t0 = time.perf_counter()
-        b.engine.sync_once()
-        down = time.perf_counter() - t0
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        rss1 = proc.memory_info().rss
+        up = _timed_sync(a)
+        down = _timed_sync(b)
         assert b.store.count() == n, (b.store.count(), n)
         assert b.engine.verify().clean
-        return {
-            "up_s": up,
-            "up_per_s": n / up,
-            "down_s": down,
-            "down_per_s": n / down,
-            "peak_traced_mib": peak / 2**20,
-            "rss_growth_mib": (rss1 - rss0) / 2**20,
-        }
+        peak, rss = _memory(m)
+        assert m.store.count() == n
+        return {"up": up, "down": down, "peak_traced_mib": peak, "rss_growth_mib": rss}
     finally:
+        m.close()
         b.close()
         a.close()
+
+
+def _print_sync(label: str, n: int, t: dict[str, float]) -> None:
+    us = 1e6 / n
+    print(f"  {label} {t['wall']:.2f} s = {n / t['wall']:,.0f}/s (goal >= 2,000/s)")
+    print(
+        f"    per blueprint: RPCs {t['rpc'] * us:.0f} us, store.save_many {t['save'] * us:.0f} us "
+        f"(CPU {t['save_cpu'] * us:.0f}), engine {t['engine'] * us:.0f} us "
+        f"(CPU {t['engine_cpu'] * us:.0f})"
+    )
 
 
 def remote_only(cloud: LocalCloud, base: Path, n: int) -> dict[str, float]:
@@ -142,7 +190,7 @@ def realtime_latency(cloud: LocalCloud, base: Path, samples: int) -> list[float]
             a.store.save(path, f"v: {i}\n", name=f"r{i}")
             a.engine.sync_once()
             with got:
-                if not got.wait_for(lambda p=path: p in arrived, 10):
+                if not got.wait_for(partial(operator.contains, arrived, path), 10):
                     raise RuntimeError(f"{path} never reached device B")
             out.append(arrived[path] - t0)
         return out
@@ -188,9 +236,9 @@ def main() -> None:
         print(f"SupabaseRemote alone, {n} rows (RPC only, no files):")
         print(f"  push {raw['push_per_s']:,.0f}/s, pull {raw['pull_per_s']:,.0f}/s")
         init = initial_sync(cloud, base, n)
-        print(f"initial sync of {n} blueprints:")
-        print(f"  upload   {init['up_s']:.2f} s  = {init['up_per_s']:,.0f}/s (goal >= 2,000/s)")
-        print(f"  download {init['down_s']:.2f} s  = {init['down_per_s']:,.0f}/s (goal >= 2,000/s)")
+        print(f"initial sync of {n} blueprints (load average {os.getloadavg()}):")
+        _print_sync("upload  ", n, init["up"])
+        _print_sync("download", n, init["down"])
         print(
             f"  engine memory during download: tracemalloc peak {init['peak_traced_mib']:.1f} MiB,"
             f" RSS growth {init['rss_growth_mib']:.1f} MiB"

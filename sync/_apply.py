@@ -101,6 +101,12 @@ def merge_path(base_path: str | None, local_path: str, remote_path: str) -> str:
     return remote_path
 
 
+def already_known(cur: Any, r: ServerRow) -> bool:
+    """True when this device already builds on this server write (or a later one)."""
+    item = st.get_item(cur, r.id)
+    return item is not None and item.base_rev is not None and item.base_seq >= r.seq
+
+
 class Applier:
     """Applies server rows to one store inside the caller's write transaction."""
 

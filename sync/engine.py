@@ -36,7 +36,7 @@ from localstore.errors import InvalidInputError, LocalStoreError, NotFoundError
 from localstore.events import Event
 from localstore.store import BlueprintStore
 from sync import _state as st
-from sync._apply import Applier, ApplyStats
+from sync._apply import Applier, ApplyStats, already_known
 from sync._local import (
     SYNC_STATES,
     SyncReport,
@@ -467,11 +467,19 @@ class SyncEngine:
         self._journal([r.current for r in results if r.current is not None])
         with self.store.index.write() as cur:
             st.journal_clear(cur)
+            # Accepted changes first, in three statements for the batch: they touch only their
+            # own sync rows, so the order against the conflicts below does not matter.
+            accepted = [
+                _accepted(change, item, result)
+                for (change, item), result in zip(pairs, results, strict=True)
+                if result.status == "applied"
+            ]
+            st.record_accepted(cur, accepted)
+            report.pushed += len(accepted)
             for (change, item), result in zip(pairs, results, strict=True):
                 if result.status == "applied":
-                    self._applied(cur, change, item, result)
-                    report.pushed += 1
-                elif result.status == "rejected":
+                    continue
+                if result.status == "rejected":
                     st.quarantine(
                         cur,
                         change.id,
@@ -488,23 +496,6 @@ class SyncEngine:
                     self._push_conflict(cur, applier, change, item, result, report)
         self._finish_apply(stats, report)
         return conflicts
-
-    def _applied(self, cur: Any, change: Change, item: st.OutboxItem, result: PushResult) -> None:
-        assert result.rev is not None and result.seq is not None
-        st.record_base(
-            cur,
-            change.id,
-            rev=result.rev,
-            seq=result.seq,
-            content_hash=change.content_hash,
-            path=change.path,
-            deleted=change.deleted,
-            content=None if change.deleted else change.content,
-            meta=None if change.deleted else change.meta,
-            synced_op_id=item.op_id,
-            held_hash=item.content_hash,  # the pushed text is this revision's
-        )
-        st.unquarantine(cur, change.id)
 
     def _push_conflict(
         self,
@@ -571,7 +562,13 @@ class SyncEngine:
     def _apply_page(
         self, rows: Sequence[ServerRow], nxt: int, horizon: int, report: SyncReport
     ) -> None:
-        """Apply rows in transactions of ``batch_size``; the cursor commits with the last one."""
+        """Apply rows in transactions of ``batch_size``; the cursor commits with the last one.
+
+        Rows this device already builds on (its own pushes coming back after an upload) are
+        dropped first, so they cost neither a journal entry nor a transaction.
+        """
+        with self.store.index.read() as cur:
+            rows = [r for r in rows if not already_known(cur, r)]
         chunks = [rows[i : i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
         for n, chunk in enumerate(chunks or [()]):
             last = n == len(chunks) - 1 or not chunks
@@ -609,6 +606,8 @@ class SyncEngine:
         ids: set[str] = set()
         keys: set[str] = set()
         for row in rows:
+            if already_known(cur, row):
+                continue  # our own push coming back, or a replayed page: nothing to do
             request = None
             if save_many is not None:
                 request = applier.plan_clean_save(cur, row, ids, keys)
@@ -970,6 +969,21 @@ def _check_results(changes: Sequence[Change], results: Sequence[PushResult]) -> 
     for change, result in zip(changes, results, strict=True):
         if result.op_id != change.op_id or result.id.lower() != change.id.lower():
             raise ProtocolError(f"push result for op {result.op_id} answers op {change.op_id}")
+
+
+def _accepted(change: Change, item: st.OutboxItem, result: PushResult) -> st.Accepted:
+    if result.rev is None or result.seq is None:
+        raise ProtocolError(f"push result for op {result.op_id} is applied without rev and seq")
+    # The pushed text is the local revision with this hash: the base is kept as that hash.
+    return st.Accepted(
+        change.id,
+        result.rev,
+        result.seq,
+        item.content_hash,
+        change.path,
+        change.deleted,
+        item.op_id,
+    )
 
 
 def _row_or_none(store: BlueprintStore, blueprint_id: str) -> Any:
