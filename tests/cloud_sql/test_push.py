@@ -250,3 +250,109 @@ def test_the_path_taken_lookup_can_use_its_index_under_rls(db: Db) -> None:
     text = json.dumps(plan)
     assert "blueprints_owner_live_path_key_idx" in text
     assert '"Index Cond": "((owner = ' in text and "path_key = " in text.split('"Index Cond"')[1]
+
+
+# Changes of one batch that touch the same row or path are decided one at a time, in batch order;
+# the others are decided together against the rows as they were. These pin both paths down.
+
+
+def test_a_batch_may_create_then_update_and_delete_the_same_row(db: Db) -> None:
+    api = db.api(db.new_user())
+    c = change(1, path="a.yaml", content="v1\n")
+    results = api.push(
+        [
+            c,
+            change(2, c["id"], base_rev=1, path="a.yaml", content="v2\n"),
+            change(3, c["id"], base_rev=2, path="a.yaml", deleted=True),
+            change(4, c["id"], base_rev=2, path="a.yaml", content="stale\n"),
+        ]
+    )
+    assert [r["status"] for r in results] == ["applied", "applied", "applied", "conflict"]
+    assert [r.get("rev") for r in results[:3]] == [1, 2, 3]
+    assert results[0]["seq"] < results[1]["seq"] < results[2]["seq"]
+    assert results[3]["reason"] == "rev_mismatch" and results[3]["current"]["deleted"] is True
+
+
+def test_a_path_freed_earlier_in_the_batch_is_free_and_one_taken_earlier_is_taken(db: Db) -> None:
+    api = db.api(db.new_user())
+    old = change(1, path="Old.yaml")
+    api.push([old])
+    rename = change(2, old["id"], base_rev=1, path="New.yaml")
+    takes_old = change(3, path="old.YAML")
+    first_new = change(4, path="fresh.yaml")
+    second_new = change(5, path="FRESH.yaml")
+    unrelated = change(6, path="other.yaml")
+    results = api.push([rename, takes_old, first_new, second_new, unrelated])
+    assert [r["status"] for r in results] == [
+        "applied",
+        "applied",
+        "applied",
+        "conflict",
+        "applied",
+    ]
+    assert results[3]["reason"] == "path_taken" and results[3]["current"]["id"] == first_new["id"]
+
+    # Order matters: taking a path before its holder moves away is a conflict.
+    a, b = change(7, path="x.yaml"), change(8, path="y.yaml")
+    api.push([a, b])
+    swap = api.push(
+        [
+            change(9, b["id"], base_rev=1, path="x.yaml"),
+            change(10, a["id"], base_rev=1, path="z.yaml"),
+        ]
+    )
+    assert [(r["status"], r.get("reason")) for r in swap] == [
+        ("conflict", "path_taken"),
+        ("applied", None),
+    ]
+
+
+def test_a_tombstone_does_not_hold_its_path_within_a_batch(db: Db) -> None:
+    api = db.api(db.new_user())
+    gone = change(1, path="p.yaml")
+    api.push([gone])
+    results = api.push(
+        [change(2, gone["id"], base_rev=1, path="p.yaml", deleted=True), change(3, path="P.yaml")]
+    )
+    assert [r["status"] for r in results] == ["applied", "applied"]
+
+
+def test_a_large_batch_mixing_every_outcome_answers_each_change_in_order(db: Db) -> None:
+    alice, bob = db.new_user(), db.new_user()
+    api = db.api(alice)
+    existing = [change(i, path=f"e/{i}.yaml") for i in range(1, 101)]
+    api.push(existing)
+    foreign = change(1, path="bob.yaml")
+    db.api(bob).push([foreign])
+    batch = []
+    for i, row in enumerate(existing):
+        op = 1000 + i
+        if i % 4 == 0:
+            batch.append(change(op, row["id"], base_rev=1, path=row["path"], content="new\n"))
+        elif i % 4 == 1:
+            batch.append(change(op, row["id"], base_rev=9, path=row["path"]))  # rev_mismatch
+        elif i % 4 == 2:
+            batch.append(change(op, row["id"], base_rev=1, path=row["path"], deleted=True))
+        else:
+            batch.append(change(op, path=f"n/{i}.yaml"))
+    batch += [change(2000, foreign["id"], base_rev=1, path="mine.yaml"), change(2001, "nope")]
+    results = api.push(batch)
+    assert [r["op_id"] for r in results] == [c["op_id"] for c in batch]
+    statuses = [r["status"] for r in results[:100]]
+    assert statuses == ["applied", "conflict", "applied", "applied"] * 25
+    assert [r["code"] for r in results[100:]] == ["not_owner", "invalid_id"]
+    assert api.push(batch) == results  # and the whole batch replays verbatim
+
+
+def test_an_id_with_one_brace_is_rejected_alone(db: Db) -> None:
+    api = db.api(db.new_user())
+    ok = change(1)
+    rid = str(uuid.uuid4())
+    results = api.push([ok, change(2, "{" + rid), change(3, rid + "}"), change(4, "{" + rid + "}")])
+    assert [r.get("code", r["status"]) for r in results] == [
+        "applied",
+        "invalid_id",
+        "invalid_id",
+        "applied",
+    ]
+    assert results[3]["id"] == rid
