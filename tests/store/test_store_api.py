@@ -18,6 +18,7 @@ from localstore.errors import (
     StoreClosedError,
 )
 from localstore.events import Event
+from localstore.store import SaveRequest
 
 DOC = "# a comment that must survive\nsteps:\n  - name: fetch   # trailing\n    run: curl\n"
 
@@ -214,3 +215,42 @@ def test_case_only_rename_through_move(store, home: Path) -> None:
     names = sorted(p.name for p in (home / "blueprints/docs").iterdir())
     assert names == ["README.blueprint.meta.json", "README.blueprint.yaml"]
     assert store.check().clean
+
+
+def test_search_index_stays_true_to_the_text_through_every_kind_of_change(home: Path) -> None:
+    """The FTS table keeps no text of its own; FTS5's check compares it with the indexed text."""
+    with localstore.open(home=home) as store:
+        store.save("a", DOC, tags=["x", 'odd"tag', "dé,j[à]"], description="first")
+        store.save("a", DOC + "# two\n", tags=["x"])
+        store.save("a", None, name="renamed", description="meta only")
+        b = store.save("f/b", "k: v\n")
+        store.move(b.id, "g/b2")
+        store.delete("a")
+        store.restore("a", 1)
+        store.save_many(
+            [
+                SaveRequest(path=f"m/{i}", content=f"n: {i}\n", fields={"tags": ["t"]})
+                for i in range(20)
+            ]
+        )
+        assert store.index.integrity_check() == []
+    # Changes made while nothing ran, recorded by reconcile on the next open.
+    root = home / "blueprints"
+    (root / "g/b2.blueprint.yaml").write_text("k: changed outside\n")
+    (root / "m/3.blueprint.yaml").unlink()
+    (root / "m/3.blueprint.meta.json").unlink()
+    (root / "m/4.blueprint.yaml").rename(root / "m/44.blueprint.yaml")
+    (root / "m/4.blueprint.meta.json").rename(root / "m/44.blueprint.meta.json")
+    (root / "new.blueprint.yaml").write_text("fresh: true\n")
+    with localstore.open(home=home) as store:
+        assert store.index.integrity_check() == []
+        assert [h.info.path for h in store.search("outside")] == ["g/b2.blueprint.yaml"]
+        # Restored to revision 1: its first description is searchable again, the later one not.
+        assert [h.info.path for h in store.search("first")] == ["a.blueprint.yaml"]
+        assert store.search("meta only") == []
+        assert store.search("odd")[0].info.path == "a.blueprint.yaml"
+        assert "[changed]" in store.search("changed")[0].snippet
+        # Tampering with the text the index was built from is caught.
+        with store.index.write() as cur:
+            cur.execute("UPDATE revisions SET content = 'zzz' WHERE path = 'new.blueprint.yaml'")
+        assert any("search index" in p for p in store.index.integrity_check())
