@@ -228,18 +228,16 @@ as $$
 declare
   ids uuid[] := array(
     select i.rid from unnest(items) i where i.action is null and i.result is null);
-  taken uuid[];
+  taken uuid[] := sync_internal.taken_ids(ids, me);
 begin
-  -- Locked until commit, like an UPDATE would: a concurrent direct delete of one of these rows
-  -- (purging a tombstone) cannot slip between this decision and the write.
-  perform 1 from public.blueprints b where b.owner = me and b.id = any (ids) for update;
-  taken := sync_internal.taken_ids(ids, me);
   return (
     -- The current rows and the live rows at the wanted paths are scalar subqueries: one index
-    -- probe per change, whatever the size of the owner's table (see mark_replays).
+    -- probe per change, whatever the size of the owner's table (see mark_replays). The current
+    -- rows stay locked until commit, as an UPDATE would lock them: a concurrent direct delete of
+    -- one (purging a tombstone) cannot slip between this decision and the write.
     with open_items as (
       select i.*,
-        (select b from public.blueprints b where b.owner = me and b.id = i.rid) as cur
+        (select b from public.blueprints b where b.owner = me and b.id = i.rid for update) as cur
       from unnest(items) i
       where i.action is null and i.result is null
     ),
