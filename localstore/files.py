@@ -16,6 +16,7 @@ import secrets
 import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import cast
@@ -154,10 +155,16 @@ class PendingWrites:
     target has changed unless a rename already happened (the caller undoes those from history).
     """
 
-    def __init__(self, *, expected_files: int = 2, mode: int = 0o644) -> None:
+    def __init__(
+        self, *, expected_files: int = 2, mode: int = 0o644, flusher: Executor | None = None
+    ) -> None:
         self._batch = expected_files >= SYNCFS_MIN_FILES and _SYNCFS is not None
         self._mode = mode
         self._temps: list[tuple[Path, Path]] = []
+        # With a flusher, each temp's fsync runs on its thread while the caller goes on (the
+        # store's index statements); commit() waits for them before the first rename.
+        self._flusher = None if self._batch else flusher
+        self._flushes: list[tuple[Future[None], Path]] = []
 
     def __len__(self) -> int:
         return len(self._temps)
@@ -174,21 +181,48 @@ class PendingWrites:
             while view:
                 n = os.write(fd, view)
                 view = view[n:]
-            if not self._batch:
-                os.fsync(fd)
             st = os.fstat(fd)
+            if not self._batch and self._flusher is None:
+                os.fsync(fd)
         except OSError as exc:
             os.close(fd)
             _unlink_quiet(tmp)
             raise map_os_error(exc, "cannot write", target) from exc
-        os.close(fd)
         self._temps.append((tmp, target))
+        if self._flusher is not None:
+            try:
+                self._flushes.append((self._flusher.submit(_fsync_and_close, fd), target))
+                return st
+            except RuntimeError:  # the flusher is shut down (its owner is closing): flush here
+                try:
+                    os.fsync(fd)
+                except OSError as exc:
+                    raise map_os_error(exc, "cannot write", target) from exc
+                finally:
+                    os.close(fd)
+                return st
+        os.close(fd)
         return st
+
+    def _await_flushes(self) -> tuple[OSError, Path] | None:
+        """Wait for every background fsync (each closes its fd); the first failure, if any."""
+        failure: tuple[OSError, Path] | None = None
+        flushes, self._flushes = self._flushes, []
+        for future, target in flushes:
+            try:
+                future.result()
+            except OSError as exc:
+                failure = failure or (exc, target)
+        return failure
 
     def commit(self) -> None:
         """Flush, rename every temp over its target, fsync the directories. Raises StorageError."""
         if not self._temps:
             return
+        failure = self._await_flushes()
+        if failure is not None:
+            self.abort()
+            raise map_os_error(failure[0], "cannot write", failure[1]) from failure[0]
         if self._batch:
             folder = self._temps[0][1].parent
             try:
@@ -212,9 +246,17 @@ class PendingWrites:
 
     def abort(self) -> None:
         """Remove every temp file not yet renamed."""
+        self._await_flushes()
         for tmp, _ in self._temps:
             _unlink_quiet(tmp)
         self._temps = []
+
+
+def _fsync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:

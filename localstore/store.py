@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -310,6 +311,8 @@ class BlueprintStore:
             max_nodes=self.settings.max_nodes,
         )
         self.events = EventBus()
+        # Flushes a save's two temp files while its index statements run (files.PendingWrites).
+        self._flusher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="localstore-flush")
         self.index = Index(self.paths.index_db, busy_timeout_ms=self.settings.busy_timeout_ms)
         self._closed = False
         self._close_lock = threading.Lock()
@@ -346,6 +349,7 @@ class BlueprintStore:
         if self._maintainer is not None:
             self._maintainer.stop()
             self._maintainer.join(10)
+        self._flusher.shutdown(wait=True)
         self.index.close()
 
     def on_close(self, callback: Callable[[], None]) -> None:
@@ -598,7 +602,7 @@ class BlueprintStore:
     def _save_batch(
         self, requests: Sequence[SaveRequest], origin: str, *, strict: bool
     ) -> builtins.list[Blueprint | LocalStoreError]:
-        batch = _Batch(fs.PendingWrites(expected_files=2 * len(requests)))
+        batch = _Batch(fs.PendingWrites(expected_files=2 * len(requests), flusher=self._flusher))
         results: builtins.list[Blueprint | LocalStoreError] = []
         try:
             with self.index.write() as cur:
