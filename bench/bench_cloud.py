@@ -1,9 +1,11 @@
 """Benchmark the local stack's gateway with the official client.
 
-* push and pull throughput: N blueprints of ~2 KB in batches of 500 (push_changes / pull_changes);
+* push and pull throughput: N blueprints of ~2 KB in batches of 500 (push_changes / pull_changes),
+  with the CPU each side spent per batch: the cluster's Postgres processes, the gateway thread and
+  the client (they share this process), so the split does not depend on the machine's load;
 * realtime latency commit -> client callback (median, p99) for postgres_changes;
-* gateway cost: the same pull_changes page through the gateway vs psycopg directly (same role,
-  claims and transaction shape), so the difference is what HTTP + JSON + the gateway add.
+* gateway cost: the same push batch and pull page through the gateway vs psycopg directly (same
+  role, claims and transaction shape), so the difference is what HTTP + JSON + the gateway add.
 
 Run: .venv/bin/python bench/bench_cloud.py [--quick]
 """
@@ -14,12 +16,15 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import statistics
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import psycopg
+from psycopg.types.json import Jsonb
 from supabase import AsyncClientOptions, ClientOptions, acreate_client, create_client
 
 from sync.localcloud.stack import LocalCloud
@@ -49,6 +54,44 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _cluster_cpu(postmaster: int) -> float:
+    """CPU seconds used so far by a cluster's postmaster and its children (backends, walsenders),
+    including children that already exited."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(entry.name) == postmaster or int(fields[1]) == postmaster:
+            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU per side over a stretch of work: Postgres, this thread (the client), the rest of this
+    process (the gateway's thread)."""
+
+    def __init__(self, postmaster: int) -> None:
+        self.postmaster = postmaster
+
+    def __enter__(self) -> CpuMeter:
+        self._pg, self._proc, self._me = (
+            _cluster_cpu(self.postmaster),
+            time.process_time(),
+            time.thread_time(),
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        me = time.thread_time() - self._me
+        self.postgres = _cluster_cpu(self.postmaster) - self._pg
+        self.client = me
+        self.gateway = time.process_time() - self._proc - me
+
+
 def bench_push_pull(cloud: LocalCloud, n: int) -> dict:
     email = f"bench-{uuid.uuid4().hex[:8]}@example.test"
     cloud.create_user(email, "bench-password")
@@ -59,27 +102,31 @@ def bench_push_pull(cloud: LocalCloud, n: int) -> dict:
         client.auth.sign_in_with_password({"email": email, "password": "bench-password"})
         rows = [_blueprint(i) for i in range(n)]
         push_times = []
-        t0 = time.perf_counter()
-        for start in range(0, n, BATCH):
-            t = time.perf_counter()
-            res = client.rpc(
-                "push_changes", {"changes": rows[start : start + BATCH], "device": "bench"}
-            ).execute()
-            push_times.append(time.perf_counter() - t)
-            assert all(r["status"] == "applied" for r in res.data)
-        push_s = time.perf_counter() - t0
+        postmaster = cloud.cluster.pid
+        assert postmaster is not None
+        with CpuMeter(postmaster) as push_cpu:
+            t0 = time.perf_counter()
+            for start in range(0, n, BATCH):
+                t = time.perf_counter()
+                res = client.rpc(
+                    "push_changes", {"changes": rows[start : start + BATCH], "device": "bench"}
+                ).execute()
+                push_times.append(time.perf_counter() - t)
+                assert all(r["status"] == "applied" for r in res.data)
+            push_s = time.perf_counter() - t0
         pull_times = []
-        t0 = time.perf_counter()
-        since, got = 0, 0
-        while True:
-            t = time.perf_counter()
-            page = client.rpc("pull_changes", {"since": since, "lim": BATCH}).execute().data
-            pull_times.append(time.perf_counter() - t)
-            got += len(page["changes"])
-            since = page["next"]
-            if not page["more"]:
-                break
-        pull_s = time.perf_counter() - t0
+        with CpuMeter(postmaster) as pull_cpu:
+            t0 = time.perf_counter()
+            since, got = 0, 0
+            while True:
+                t = time.perf_counter()
+                page = client.rpc("pull_changes", {"since": since, "lim": BATCH}).execute().data
+                pull_times.append(time.perf_counter() - t)
+                got += len(page["changes"])
+                since = page["next"]
+                if not page["more"]:
+                    break
+            pull_s = time.perf_counter() - t0
         assert got == n, (got, n)
         token = client.auth.get_session().access_token
         client.auth._remove_session()
@@ -91,8 +138,53 @@ def bench_push_pull(cloud: LocalCloud, n: int) -> dict:
         "push_batch_p99_ms": _pct(push_times, 0.99) * 1e3,
         "pull_page_p50_ms": statistics.median(pull_times) * 1e3,
         "pull_page_p99_ms": _pct(pull_times, 0.99) * 1e3,
+        "push_cpu": push_cpu,
+        "pull_cpu": pull_cpu,
+        "batches": len(push_times),
+        "pages": len(pull_times),
         "token": token,
         "email": email,
+    }
+
+
+def bench_push_cost(cloud: LocalCloud, token: str, rounds: int) -> dict:
+    """Time push batches of 500 fresh creates via the gateway and via psycopg directly, alternating
+    so both see the same table size and machine load."""
+    claims = json.dumps(cloud.keys.verify(token))
+    via_gateway, direct = [], []
+    base = 10_000_000
+    with (
+        httpx.Client(timeout=120) as http,
+        psycopg.connect(cloud.superuser_dsn, autocommit=True) as conn,
+    ):
+        client = create_client(
+            cloud.url, cloud.anon_key, ClientOptions(httpx_client=http, auto_refresh_token=False)
+        )
+        client.postgrest.auth(token)
+        for r in range(rounds):
+            rows = [_blueprint(base + (2 * r) * BATCH + i) for i in range(BATCH)]
+            t = time.perf_counter()
+            client.rpc("push_changes", {"changes": rows, "device": "cost"}).execute()
+            via_gateway.append(time.perf_counter() - t)
+            rows = [_blueprint(base + (2 * r + 1) * BATCH + i) for i in range(BATCH)]
+            t = time.perf_counter()
+            with conn.transaction():
+                conn.execute(
+                    "select set_config('role', 'authenticated', true),"
+                    " set_config('request.jwt.claims', %s, true)",
+                    (claims,),
+                )
+                conn.execute(
+                    "select public.push_changes(%s, 'cost')::text", (Jsonb(rows),)
+                ).fetchone()
+            direct.append(time.perf_counter() - t)
+    g, d = statistics.median(via_gateway), statistics.median(direct)
+    return {
+        "gateway_p50_ms": g * 1e3,
+        "gateway_p99_ms": _pct(via_gateway, 0.99) * 1e3,
+        "direct_p50_ms": d * 1e3,
+        "direct_p99_ms": _pct(direct, 0.99) * 1e3,
+        "ratio": g / d,
     }
 
 
@@ -191,6 +283,7 @@ def main() -> None:
     events = 30 if args.quick else 200
     with LocalCloud() as cloud:
         pp = bench_push_pull(cloud, n)
+        push_cost = bench_push_cost(cloud, pp["token"], max(3, rounds // 4))
         cost = bench_gateway_cost(cloud, pp["token"], rounds)
         rt = asyncio.run(bench_realtime(cloud, pp["email"], events))
     print(
@@ -199,6 +292,20 @@ def main() -> None:
     print(
         f"pull: {pp['pull_per_s']:,.0f} blueprints/s  (page of {BATCH}: p50 {pp['pull_page_p50_ms']:.0f} ms, p99 {pp['pull_page_p99_ms']:.0f} ms)"
     )
+    for what, key, count in (
+        ("push batch", "push_cpu", "batches"),
+        ("pull page", "pull_cpu", "pages"),
+    ):
+        m = pp[key]
+        k = 1e3 / pp[count]
+        print(
+            f"CPU per {what}: postgres {m.postgres * k:.0f} ms, gateway {m.gateway * k:.0f} ms,"
+            f" client {m.client * k:.0f} ms"
+        )
+    print(
+        f"push batch via gateway p50 {push_cost['gateway_p50_ms']:.1f} ms (p99 {push_cost['gateway_p99_ms']:.1f}) vs psycopg direct "
+        f"p50 {push_cost['direct_p50_ms']:.1f} ms (p99 {push_cost['direct_p99_ms']:.1f}): ratio {push_cost['ratio']:.2f}x"
+    )
     print(
         f"pull page via gateway p50 {cost['gateway_p50_ms']:.1f} ms (p99 {cost['gateway_p99_ms']:.1f}) vs psycopg direct "
         f"p50 {cost['direct_p50_ms']:.1f} ms (p99 {cost['direct_p99_ms']:.1f}): ratio {cost['ratio']:.2f}x"
@@ -206,6 +313,7 @@ def main() -> None:
     print(
         f"realtime commit->callback over {rt['events']} events: p50 {rt['p50_ms']:.1f} ms, p99 {rt['p99_ms']:.1f} ms, max {rt['max_ms']:.1f} ms"
     )
+    print(f"load average at end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

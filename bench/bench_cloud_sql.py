@@ -20,6 +20,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -64,6 +65,12 @@ class Caller:
         self.conn = psycopg.connect(dsn, autocommit=True)
         self.claims = json.dumps({"sub": user, "role": "authenticated"})
 
+    def backend_cpu(self) -> float:
+        """CPU seconds the server process of this connection has used (load-independent cost)."""
+        stat = Path(f"/proc/{self.conn.info.backend_pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def call(self, sql: Any, params: Any) -> Any:
         with self.conn.transaction():
             self.conn.execute(
@@ -102,6 +109,7 @@ def main() -> None:
 
         ids: list[str] = []
         batch_times: list[float] = []
+        cpu0 = api.backend_cpu()
         for start in range(0, rows, BATCH):
             batch = []
             for i in range(start, min(rows, start + BATCH)):
@@ -123,10 +131,12 @@ def main() -> None:
             result = api.call("select public.push_changes(%s, 'bench')", (Jsonb(batch),))
             batch_times.append(time.perf_counter() - t)
             assert all(r["status"] == "applied" for r in result)
+        push_cpu = (api.backend_cpu() - cpu0) / len(batch_times)
         print(
             f"push creates, {len(batch_times)} batches of {BATCH}: {_ms(batch_times)};"
             f" first {batch_times[0] * 1000:.0f} ms, last {batch_times[-1] * 1000:.0f} ms;"
-            f" {rows / sum(batch_times):,.0f} changes/s"
+            f" {rows / sum(batch_times):,.0f} changes/s;"
+            f" server CPU {push_cpu * 1000:.0f} ms per batch"
         )
 
         updates = [
@@ -142,9 +152,22 @@ def main() -> None:
             }
             for i, rid in enumerate(ids[:BATCH])
         ]
+        cpu0 = api.backend_cpu()
         t = time.perf_counter()
-        api.call("select public.push_changes(%s, 'bench')", (Jsonb(updates),))
-        print(f"push 500 updates: {(time.perf_counter() - t) * 1000:.0f} ms")
+        result = api.call("select public.push_changes(%s, 'bench')", (Jsonb(updates),))
+        assert all(r["status"] == "applied" for r in result)
+        print(
+            f"push 500 updates: {(time.perf_counter() - t) * 1000:.0f} ms;"
+            f" server CPU {(api.backend_cpu() - cpu0) * 1000:.0f} ms"
+        )
+        cpu0 = api.backend_cpu()
+        t = time.perf_counter()
+        again = api.call("select public.push_changes(%s, 'bench')", (Jsonb(updates),))
+        assert again == result
+        print(
+            f"replay of those 500 updates: {(time.perf_counter() - t) * 1000:.0f} ms;"
+            f" server CPU {(api.backend_cpu() - cpu0) * 1000:.0f} ms"
+        )
 
         pulls, cursor = [], 0
         while True:
