@@ -1400,10 +1400,14 @@ class _Search:
         return int(self._cur.execute(sql, (match, *self._args)).fetchall()[0][0])
 
     def top(self, match: str, limit: int, *, ranked: bool = False) -> builtins.list[SearchHit]:
-        """The first ``limit`` matches, by BM25 or newest first, with score and snippet."""
-        order = "score" if ranked else "blueprints_fts.rowid DESC"
+        """The first ``limit`` matches, by BM25 or newest first (score 0: BM25's first call scans
+        every phrase's whole doclist, the very cost this order avoids), with snippets."""
+        if ranked:
+            score, order = f"bm25(blueprints_fts, {_BM25_WEIGHTS})", "score"
+        else:
+            score, order = "0.0", "blueprints_fts.rowid DESC"
         picked = self._cur.execute(
-            f"SELECT blueprints_fts.rowid, bm25(blueprints_fts, {_BM25_WEIGHTS}) AS score, "
+            f"SELECT blueprints_fts.rowid, {score} AS score, "
             f"snippet(blueprints_fts, -1, '[', ']', '…', 12) {self._source()} "
             f"ORDER BY {order} LIMIT ?",
             (match, *self._args, limit),
