@@ -239,3 +239,21 @@ def test_realtime_send_notifies_the_gateway_channel(db: Db) -> None:
     body = json.loads(note.payload)
     assert body["topic"] == "room1" and body["event"] == "changed" and body["private"] is False
     assert body["payload"]["x"] == 1 and "id" in body["payload"]
+
+
+def test_contents_compress_with_lz4_where_the_server_has_it(db: Db) -> None:
+    with db.superuser() as conn:
+        try:
+            with conn.transaction(force_rollback=True):
+                conn.execute("create temp table lz4_probe (c text compression lz4)")
+            want = "l"
+        except psycopg.errors.FeatureNotSupported:
+            want = ""  # the migration keeps the default (pglz) then
+        got = conn.execute(
+            "select attrelid::regclass::text, attcompression::text from pg_attribute"
+            " where attname = 'content'"
+            "   and attrelid in ('public.blueprints'::regclass,"
+            "                    'public.blueprint_revisions'::regclass)"
+            " order by 1"
+        ).fetchall()
+    assert got == [("blueprint_revisions", want), ("blueprints", want)]

@@ -92,7 +92,7 @@ $$;
 create or replace function sync_internal.parse_changes(changes jsonb)
 returns sync_internal.push_item[]
 language sql
-immutable
+stable  -- format() is
 set search_path = ''
 as $$
   select coalesce(array_agg(row(
@@ -122,12 +122,14 @@ as $$
         case
           when b.problem is not null then 'invalid_change'
           -- uuid_in's spellings with hyphens where they usually go, braces only as a pair.
-          when a.raw_id !~* '^(\{[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\}|[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12})$'
-            then 'invalid_id'
+          when a.raw_id !~* ('^(\{' || r.uuid_re || '\}|' || r.uuid_re || ')$') then 'invalid_id'
           when b.path_problem is not null then 'invalid_path'
           when octet_length(e.ch ->> 'content') > 10485760 then 'too_large'
         end as code
       from jsonb_array_elements(changes) with ordinality as e(ch, ord)
+      cross join (
+        select '[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}'::text as uuid_re
+      ) r
       cross join lateral (
         select
           -- An integer that fits a bigint: '1.0' and 1e40 are not op ids. Nested CASEs, because
@@ -475,6 +477,13 @@ begin
   items := sync_internal.mark_replays(me, push_changes.device, items);
   items := sync_internal.decide_batch(me, items);
   items := sync_internal.write_batch(me, push_changes.device, changes, items);
+  -- Every change has its answer now (a repeat copies its first's below); a gap would be a bug
+  -- here, and failing the call is better than answering null.
+  if exists (
+    select 1 from unnest(items) i where i.result is null and i.action is distinct from 'repeat'
+  ) then
+    raise exception 'push_changes left a change unanswered' using errcode = 'XX000';
+  end if;
   -- Every answer is recorded (conflicts and rejections too), once per op_id.
   insert into public.applied_ops (owner, device, op_id, result)
   select me, push_changes.device, i.op, i.result
