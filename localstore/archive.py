@@ -52,8 +52,6 @@ from localstore._bundle_read import (
 from localstore.blueprint import (
     BlueprintInfo,
     BlueprintMeta,
-    YamlLimits,
-    check_yaml,
     encode_meta,
     new_id,
     parse_yaml,
@@ -419,7 +417,7 @@ def _encrypt_file(
 # Planning
 
 
-def _check_yaml(items: Sequence[ImportItem], yaml_limits: YamlLimits) -> None:
+def _check_yaml(items: Sequence[ImportItem], store: BlueprintStore) -> None:
     """Check, within the store's bounds, every YAML the plan will write; refuse the whole bundle
     (before anything is written) if one would not parse, is no mapping, or is an alias bomb.
 
@@ -432,7 +430,7 @@ def _check_yaml(items: Sequence[ImportItem], yaml_limits: YamlLimits) -> None:
         if item._entry is None or item._content is not None:
             continue
         try:
-            check_yaml(item._entry.read_yaml(), yaml_limits)
+            store.check_yaml(item._entry.read_yaml())  # the save then skips its own check
         except LimitExceededError as exc:
             raise BundleLimitError(f"{item.path[:100]!r}: {exc.message}", hint=exc.hint) from exc
         except InvalidYAMLError as exc:
@@ -761,7 +759,7 @@ def import_bundle(
         progress=progress,
     ) as bundle:
         items = plan_import(store, bundle, on_conflict=on_conflict, merger=merger)
-        _check_yaml(items, store.limits)
+        _check_yaml(items, store)
         result = ImportResult(bundle.summary(), on_conflict, dry_run, items)
         if dry_run:
             return result

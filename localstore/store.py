@@ -10,6 +10,7 @@ reconcile pass on the next open records them.
 from __future__ import annotations
 
 import builtins
+import hashlib
 import json
 import logging
 import os
@@ -273,6 +274,9 @@ class _Batch:
     touched: list[tuple[Row | None, str]] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)
     folders: dict[Path, dict[str, str]] = field(default_factory=dict)
+    # Folders already resolved inside the root in this batch (realpath once per folder, not per
+    # call: it was three lstat walks per blueprint).
+    safe_dirs: set[Path] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +309,7 @@ class BlueprintStore:
         self.root = self.paths.blueprints
         self._real_root = self.root.resolve()
         self.validator = validator
+        self._checked: set[bytes] = set()  # digests of YAML check_yaml() passed, not yet saved
         self.limits = YamlLimits(
             max_bytes=self.settings.max_yaml_bytes,
             max_depth=self.settings.max_depth,
@@ -412,6 +417,25 @@ class BlueprintStore:
         """Absolute path of a canonical relative path (refusing escapes through links)."""
         return fs.resolve_inside(self.root, rel, real_root=self._real_root)
 
+    def _abspath_in(self, rel: str, batch: _Batch) -> Path:
+        target = self.root.joinpath(*rel.split("/"))
+        if target.parent not in batch.safe_dirs:
+            target = self.abspath(rel)
+            batch.safe_dirs.add(target.parent)
+        return target
+
+    def check_yaml(self, content: bytes) -> None:
+        """Check YAML exactly as a save into this store would (its limits; InvalidYAMLError,
+        LimitExceededError). A later save of the same bytes skips its own check (an import checks
+        a whole bundle before writing any of it, then saves it)."""
+        digest = hashlib.sha256(content).digest()
+        if digest in self._checked:
+            return
+        check_yaml(content, self.limits)
+        if len(self._checked) >= 65_536:
+            self._checked.clear()
+        self._checked.add(digest)
+
     def _row_by(self, cur: Any, where: str, args: Sequence[Any]) -> Row | None:
         rows = cur.execute(f"SELECT {_ROW_COLUMNS} FROM blueprints WHERE {where}", args).fetchall()
         return Row.from_tuple(rows[0]) if rows else None
@@ -489,7 +513,11 @@ class BlueprintStore:
         if self.validator is None:
             # Nothing will look at the parsed document: check it without building it (most of a
             # save's CPU time went into constructing Python objects nobody used).
-            check_yaml(raw, self.limits)
+            digest = hashlib.sha256(raw).digest()
+            if digest in self._checked:
+                self._checked.discard(digest)
+            else:
+                check_yaml(raw, self.limits)
             problems: tuple[str, ...] = ()
         else:
             problems = run_validator(self.validator, parse_yaml(raw, self.limits))
@@ -640,7 +668,8 @@ class BlueprintStore:
             # first, so renames and reads below see the disk as the index describes it.
             batch.pending.commit()
         existing = self._find_for_save(cur, rel, req.id)
-        if (existing is None or existing.path != rel) and self.abspath(rel).exists():
+        target = self._abspath_in(rel, batch)
+        if (existing is None or existing.path != rel) and target.exists():
             # A file the index has not seen yet (an editor was faster than the watcher):
             # record it in history before it is overwritten, so nothing is lost.
             from localstore._reconcile import Reconciler
@@ -654,7 +683,7 @@ class BlueprintStore:
             )
         if existing is None or existing.deleted or existing.path != rel:
             # (A live row at exactly this path owns the path's case-folded key already.)
-            self._check_path_free(cur, rel, existing.id if existing else req.id, batch)
+            self._check_path_free(cur, rel, existing.id if existing else req.id, batch, target)
         content = req.content
         if content is None:
             if existing is None or existing.deleted:
@@ -671,7 +700,7 @@ class BlueprintStore:
             batch.keys.update((fs.path_key(rel), new_meta.id))
             if existing is not None:
                 batch.keys.add(fs.path_key(existing.path))
-            bp = self._commit_pair(cur, existing, prepared, origin, batch)
+            bp = self._commit_pair(cur, existing, prepared, origin, batch, target)
         if req.tx_hook is not None:
             req.tx_hook(cur, bp)
         return bp
@@ -684,7 +713,12 @@ class BlueprintStore:
         return self._row_by(cur, "path = ? AND deleted = 0", (rel,))
 
     def _check_path_free(
-        self, cur: Any, rel: str, owner_id: str | None, batch: _Batch | None = None
+        self,
+        cur: Any,
+        rel: str,
+        owner_id: str | None,
+        batch: _Batch | None = None,
+        target: Path | None = None,
     ) -> None:
         other = self._row_by(cur, "path_key = ? AND deleted = 0", (fs.path_key(rel),))
         if other is not None and other.id != owner_id:
@@ -700,7 +734,7 @@ class BlueprintStore:
         if other is not None:
             return  # the only file that can collide by case is this blueprint's own
         # A file on disk that the index does not know yet (e.g. created while nothing ran).
-        target = self.abspath(rel)
+        target = target or self.abspath(rel)
         names = self._folder_names(target.parent, batch)
         existing = names.get(target.name.casefold())
         if existing is not None and existing != target.name:
@@ -742,9 +776,9 @@ class BlueprintStore:
         p: _Prepared,
         origin: str,
         batch: _Batch,
+        yaml_abs: Path,
     ) -> Blueprint:
         """Stage both files (made durable by the batch's commit), then the index row and revision."""
-        yaml_abs = self.abspath(p.path)
         meta_abs = yaml_abs.with_name(fs.meta_path_for(yaml_abs.name))  # same folder, checked above
         fs.ensure_dir(yaml_abs.parent)
         old_path = existing.path if existing is not None and not existing.deleted else None
