@@ -62,6 +62,27 @@ EDGE_CASES = [
     "a: b: c\n",
     "a: 1\na: 2\n",
     "{a: 1, b: [x, {c: d}]}\n",
+    # The syntax-only fast path must hand these to the exact scan.
+    "a: 1\r---\rb: 2\r",
+    "a: 1\r\n---\r\nb: 2\r\n",
+    "a: x\n--- \nb: y\n",
+    "a: [=]\n",
+    "a: {b: =}\n",
+    "a: b = c\n",
+    "a: 1\n? b\n: 2\n",
+    "[a]: 1\n",
+    "{a: 1}: 2\n",
+    "a: 1_0\nb: 0o_\n",
+    "a: 2024-1-5\n",
+    "a: x\n...\nb: y\n",
+    "a: x\n%TAG ! tag:x,2024:\n",
+    "k:\n" + "".join("  " * i + "- k:\n" for i in range(1, 40)),
+    "a:\n  " + "- " * 70 + "x\n",
+    "a:\n" + "".join(" " * i + f"k{i}:\n" for i in range(1, 70)) + " " * 70 + "v: 1\n",
+    "a:\n" + "".join(" " * i + f"k{i}:\n" for i in range(1, 30)) + " " * 30 + "v: 1\n",
+    "a: |\n" + "".join(" " * i + "text\n" for i in range(1, 90)),
+    "a: [" * 40 + "]" * 40 + "\n",
+    "a:\n  - b: [1, {c: [2, {d: e}]}]\n",
 ]
 
 
@@ -101,6 +122,18 @@ def test_the_bounds_are_the_same_at_every_limit(max_nodes: int, max_depth: int) 
         _agree(text, limits)
 
 
+@pytest.mark.parametrize("depth", [1, 2, 3, 10, 30, 31, 32, 33, 62, 63, 64, 65, 66, 100])
+def test_nesting_by_indentation_and_compact_sequences_is_bounded_alike(depth: int) -> None:
+    by_indent = "".join(" " * i + f"k{i}:\n" for i in range(depth)) + " " * depth + "v: 1\n"
+    compact = "a:\n  " + "- " * depth + "x\n"
+    # k0: / - k1: / "  - k2:" ...: each key's sequence sits at the key's own column.
+    seq_under_keys = "k0:\n" + "".join("  " * (i - 1) + f"- k{i}:\n" for i in range(1, depth))
+    seq_under_keys += "  " * max(0, depth - 1) + "- x\n"
+    for text in (by_indent, compact, seq_under_keys):
+        _agree(text)
+        _agree(text, YamlLimits(max_depth=max(1, depth // 2)))
+
+
 def test_an_alias_bomb_is_refused_without_being_built() -> None:
     with pytest.raises(LimitExceededError, match="alias"):
         check_yaml(ALIAS_BOMB)
@@ -134,3 +167,10 @@ def test_generated_documents_agree(doc: dict) -> None:
     plain = yaml.dump(doc, default_style=None, default_flow_style=True, allow_unicode=True)
     _agree(plain)
     _agree(plain.replace("'", ""))
+
+
+@settings(max_examples=20_000 if STRESS else 1_500, deadline=None)
+@given(st.text(alphabet="ab: -[]{},\n\r\t'\"&*!#=?|>019._%<", max_size=60))
+def test_random_yaml_like_text_gets_the_same_verdict(text: str) -> None:
+    """Fuzz the syntax-only fast path: any text it lets through must be one parse_yaml accepts."""
+    _agree(text)
