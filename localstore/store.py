@@ -792,6 +792,7 @@ class BlueprintStore:
         # A rename keeps size and mtime, so the temp files' stats are the final files' stats.
         y_st = batch.pending.add(yaml_abs, p.yaml_bytes)
         m_st = batch.pending.add(meta_abs, p.meta_bytes)
+        batch.pending.start_flush()  # both fsyncs run while the index statements below do
         listed = batch.folders.get(yaml_abs.parent)
         if listed is not None:
             for target in (yaml_abs, meta_abs):
