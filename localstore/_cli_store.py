@@ -159,7 +159,7 @@ def ls_cmd(
 def search_cmd(
     ctx: CliContext, query: str, limit: int, folder: str | None, tag: str | None
 ) -> None:
-    """Full-text search over names, descriptions, tags and content (words match as prefixes)."""
+    """Full-text search over names, descriptions, tags and content (whole words; the last word also as a prefix)."""
     with errors_to_exit():
         hits = ctx.store().search(query, limit=limit, folder=folder, tag=tag)
         ctx.emit(

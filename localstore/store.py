@@ -1248,7 +1248,8 @@ class BlueprintStore:
     ) -> builtins.list[SearchHit]:
         """Full-text search over name, description, tags, content and path, best first (BM25).
 
-        Words are matched as prefixes; quote a phrase to match it exactly. Ranking costs time in
+        Words match whole, and the last one also as a prefix (search as you type: ``kube``
+        finds kubernetes); quote a phrase to match it exactly. Ranking costs time in
         proportion to the number of matches, so a query matching more than ``SEARCH_RANK_CAP``
         blueprints is answered in two tiers: those whose name, tags, description or path match
         (ranked, or newest first if they too are over the cap), then the rest newest first; words
@@ -1474,6 +1475,9 @@ def fts_tags(tags: Sequence[str]) -> str:
 
 
 def _fts_query(query: str) -> str:
+    """The FTS5 query for what someone typed: whole words, the last one also as a prefix (it may
+    still be being typed), quoted text as a phrase. Prefixes cost: FTS5 merges the doclists of
+    every word they match before it can count or rank, so only the last word gets one."""
     if not isinstance(query, str) or not query.strip():
         raise InvalidInputError("empty search query", hint="give one or more words")
     parts: list[str] = []
@@ -1486,9 +1490,11 @@ def _fts_query(query: str) -> str:
         for word in chunk.split():
             cleaned = "".join(c for c in word if c.isalnum() or c in "_-")
             for piece in cleaned.replace("-", " ").replace("_", " ").split():
-                parts.append('"' + piece + '"*')
+                parts.append('"' + piece + '"')
     if not parts:
         raise InvalidInputError(f"nothing to search for in {query!r}", hint="use letters or digits")
+    if not query.rstrip().endswith('"') or len(tokens) % 2 == 0:
+        parts[-1] += "*"  # the last word, unless the query ends with a closed phrase
     return " ".join(parts)
 
 

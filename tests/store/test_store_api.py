@@ -254,3 +254,13 @@ def test_search_index_stays_true_to_the_text_through_every_kind_of_change(home: 
         with store.index.write() as cur:
             cur.execute("UPDATE revisions SET content = 'zzz' WHERE path = 'new.blueprint.yaml'")
         assert any("search index" in p for p in store.index.integrity_check())
+
+
+def test_search_matches_whole_words_and_the_last_as_a_prefix(store) -> None:
+    store.save("k", "steps:\n  - run: kubernetes rollout restart\n")
+    assert [h.info.path for h in store.search("kubernetes roll")] == ["k.blueprint.yaml"]
+    assert [h.info.path for h in store.search("kube")] == ["k.blueprint.yaml"]
+    assert store.search("kube rollout") == []  # only the last word may be unfinished
+    assert [h.info.path for h in store.search('"rollout restart"')] == ["k.blueprint.yaml"]
+    assert store.search('"rollout rest"') == []  # a closed phrase is exact
+    assert [h.info.path for h in store.search('"rollout rest')] == ["k.blueprint.yaml"]
