@@ -63,9 +63,9 @@ SORT_COLUMNS = {"path": "path", "name": "name", "modified": "modified", "created
 # Column weights of search ranking: name, description, tags, content, path (the FTS column order).
 _BM25_WEIGHTS = "10.0, 4.0, 6.0, 1.0, 2.0"
 # A search matching more blueprints than this is answered in tiers (see search()): BM25 costs about
-# 1.5 us a match (all of a 10,000-blueprint store is 15-20 ms), and words that common rank nearly
-# alike anyway. Keeps search time bounded whatever the store's size.
-SEARCH_RANK_CAP = 2000
+# 1.5 us a match (all of a 10,000-blueprint store is 15-20 ms). Bounds search time whatever the
+# store's size; the trade is in docs/architecture.md, "Search".
+SEARCH_RANK_CAP = 1000
 TxHook = Callable[[Any, Blueprint], None]
 
 _ROW_COLUMNS = (
