@@ -936,8 +936,8 @@ class BlueprintStore:
             m_st.st_size,
             m_st.st_mtime_ns,
             int(p.valid),
-            json.dumps(list(p.problems), ensure_ascii=False),
-            json.dumps(m.to_dict(), ensure_ascii=False),
+            json.dumps(list(p.problems), ensure_ascii=False) if p.problems else "[]",
+            p.meta_bytes.decode("utf-8"),  # the meta file's own JSON (reconcile stores the same)
             rev,
             op_id,
         )
