@@ -1249,15 +1249,16 @@ class BlueprintStore:
         """Full-text search over name, description, tags, content and path, best first (BM25).
 
         Words match whole, and the last one also as a prefix (search as you type: ``kube``
-        finds kubernetes); quote a phrase to match it exactly. Ranking costs time in
+        finds kubernetes); quote a phrase to match it exactly. Blueprints matching the words as
+        typed come before those matching only through the prefix. Ranking costs time in
         proportion to the number of matches, so a query matching more than ``SEARCH_RANK_CAP``
         blueprints is answered in two tiers: those whose name, tags, description or path match
-        (ranked, or newest first if they too are over the cap), then the rest newest first; words
-        that common rank nearly alike anyway (docs/architecture.md, "Search").
-        Raises InvalidInputError for an empty query.
+        (ranked, or newest first if they too are over the cap), then the rest newest first
+        (score 0). See docs/architecture.md, "Search". Raises InvalidInputError for an empty query.
         """
         self._check_open()
-        fts_query = _fts_query(query)
+        exact = _fts_query(query, prefix=False)
+        typed = _fts_query(query)
         limit = int(limit)
         filters = ""
         args: list[Any] = []
@@ -1271,12 +1272,11 @@ class BlueprintStore:
             args.append(tag)
         with self.index.read() as cur:
             search = _Search(cur, filters, args)
-            if search.count(fts_query) <= SEARCH_RANK_CAP:
-                return search.top(fts_query, limit, ranked=True)
-            described = f"{{name description tags path}} : ({fts_query})"
-            hits = search.top(described, limit, ranked=search.count(described) <= SEARCH_RANK_CAP)
-            if len(hits) < limit:
-                hits += search.top(f"({fts_query}) NOT ({described})", limit - len(hits))
+            # Whole words first: a prefix makes FTS5 merge the doclists of every word it matches
+            # before it can count or rank, and a common word fills the page on its own.
+            hits = search.answer(exact, limit)
+            if len(hits) < limit and typed != exact:
+                hits += search.answer(f"({typed}) NOT ({exact})", limit - len(hits))
             return hits
 
     # -- history -----------------------------------------------------------------------------------
@@ -1431,6 +1431,18 @@ class _Search:
             f"WHERE blueprints_fts MATCH ? AND b.deleted = 0{self._filters}"
         )
 
+    def answer(self, match: str, limit: int) -> builtins.list[SearchHit]:
+        """Ranked when there are few enough matches, else in tiers (see BlueprintStore.search)."""
+        if self.count(match) <= SEARCH_RANK_CAP:
+            return self.top(match, limit, ranked=True)
+        described = f"{{name description tags path}} : ({match})"
+        found = self.count(described)  # (a column filter decodes every position list: not free)
+        hits = self.top(described, limit, ranked=found <= SEARCH_RANK_CAP) if found else []
+        if len(hits) < limit:
+            rest = f"({match}) NOT ({described})" if found else match
+            hits += self.top(rest, limit - len(hits))
+        return hits
+
     def count(self, match: str) -> int:
         """Matches, counted up to one past the cap (walks doclists, ranks nothing)."""
         sql = f"SELECT count(*) FROM (SELECT 1 {self._source()} LIMIT {SEARCH_RANK_CAP + 1})"
@@ -1474,7 +1486,7 @@ def fts_tags(tags: Sequence[str]) -> str:
     return text.replace("[", "").replace("]", "").replace('"', "").replace(",", " ")
 
 
-def _fts_query(query: str) -> str:
+def _fts_query(query: str, *, prefix: bool = True) -> str:
     """The FTS5 query for what someone typed: whole words, the last one also as a prefix (it may
     still be being typed), quoted text as a phrase. Prefixes cost: FTS5 merges the doclists of
     every word they match before it can count or rank, so only the last word gets one."""
@@ -1493,7 +1505,7 @@ def _fts_query(query: str) -> str:
                 parts.append('"' + piece + '"')
     if not parts:
         raise InvalidInputError(f"nothing to search for in {query!r}", hint="use letters or digits")
-    if not query.rstrip().endswith('"') or len(tokens) % 2 == 0:
+    if prefix and (not query.rstrip().endswith('"') or len(tokens) % 2 == 0):
         parts[-1] += "*"  # the last word, unless the query ends with a closed phrase
     return " ".join(parts)
 
