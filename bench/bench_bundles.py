@@ -137,7 +137,7 @@ def import_phases(home: Path, bundle: Path, pw: str | None, n: int, title: str) 
             with ph("plan (archive)"):
                 items = archive.plan_import(dst, verified)
             with ph("YAML check (archive)"):
-                archive._check_yaml(items, dst.limits)
+                archive._check_yaml(items, dst)
             with ph("store.save_many"):
                 for start in range(0, len(items), archive.APPLY_CHUNK):
                     archive._apply_items(dst, items[start : start + archive.APPLY_CHUNK])

@@ -485,6 +485,16 @@ class BlueprintStore:
         with self.index.read() as cur:
             return self._resolve(cur, ref, include_deleted=include_deleted).info()
 
+    def row_by_id(self, blueprint_id: str, cur: Any = None) -> Row | None:
+        """The index row with this id, deleted or not, or None: one lookup, no reference
+        resolving. ``cur`` reads inside the caller's transaction (sync applies pulled pages so)."""
+        where, args = "id = ?", (blueprint_id.lower(),)
+        if cur is not None:
+            return self._row_by(cur, where, args)
+        self._check_open()
+        with self.index.read() as own:
+            return self._row_by(own, where, args)
+
     def row(self, ref: str, *, include_deleted: bool = False) -> Row:
         """The raw index row of a blueprint (for sync and tools)."""
         self._check_open()

@@ -35,7 +35,7 @@ from localstore import files as fs
 from localstore.blueprint import BlueprintMeta, content_hash
 from localstore.errors import InvalidInputError, NotFoundError
 from localstore.events import Event
-from localstore.store import _ROW_COLUMNS, Row
+from localstore.store import Row
 from sync import _state as st
 from sync.merge import ConflictPolicy, Resolution, Version, resolve
 from sync.remote import ServerRow
@@ -386,10 +386,7 @@ class Applier:
             # By id only, on the caller's cursor: store.row() resolves any reference (id, path,
             # prefix) and so runs four queries for an id it does not have (every row of a first
             # download).
-            rows = cur.execute(
-                f"SELECT {_ROW_COLUMNS} FROM blueprints WHERE id = ?", (blueprint_id.lower(),)
-            ).fetchall()
-            return Row.from_tuple(rows[0]) if rows else None
+            return self.store.row_by_id(blueprint_id, cur)
         try:
             return self.store.row(blueprint_id, include_deleted=True)
         except NotFoundError:
