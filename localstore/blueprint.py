@@ -226,10 +226,10 @@ _NEEDS_EVENTS: tuple[tuple[bytes, re.Pattern[bytes] | None], ...] = (
 
 
 def _needs_events(raw: bytes) -> bool:
-    return any(
-        needle in raw and (pattern is None or pattern.search(raw) is not None)
-        for needle, pattern in _NEEDS_EVENTS
-    )
+    for needle, pattern in _NEEDS_EVENTS:  # a loop, not any(genexpr): this runs on every save
+        if needle in raw and (pattern is None or pattern.search(raw) is not None):
+            return True
+    return False
 
 
 # Where each line's block entries start: the indentation plus a run of "- " indicators.
@@ -249,7 +249,7 @@ def _plainly_fine(raw: bytes, source: str, limits: YamlLimits) -> bool:
     """
     if not _WITH_LIBYAML or _needs_events(raw):
         return False
-    column = max((len(m) - 1 for m in _ENTRY_COLUMN.findall(b"\n" + raw)), default=0)
+    column = max(map(len, _ENTRY_COLUMN.findall(b"\n" + raw))) - 1
     if 2 * (column + 2 + raw.count(b"[") + raw.count(b"{")) > limits.max_depth:
         return False
     parser = _Loader(source)

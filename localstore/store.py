@@ -265,6 +265,13 @@ class SaveRequest:
     tx_hook: TxHook | None = None
 
 
+class _Unknown:
+    """Marks a lookup not made yet (None already means "looked up, nothing there")."""
+
+
+_UNKNOWN = _Unknown()
+
+
 @dataclass(slots=True)
 class _Batch:
     """What one save transaction has staged: temp files, events, and what to undo on failure."""
@@ -677,7 +684,7 @@ class BlueprintStore:
             # An earlier item of this batch wrote this blueprint or path: put its files in place
             # first, so renames and reads below see the disk as the index describes it.
             batch.pending.commit()
-        existing = self._find_for_save(cur, rel, req.id)
+        existing, holder = self._find_for_save(cur, rel, req.id)
         target = self._abspath_in(rel, batch)
         if (existing is None or existing.path != rel) and target.exists():
             # A file the index has not seen yet (an editor was faster than the watcher):
@@ -685,7 +692,7 @@ class BlueprintStore:
             from localstore._reconcile import Reconciler
 
             Reconciler(self).ingest_path(rel)
-            existing = self._find_for_save(cur, rel, req.id)
+            existing, holder = self._find_for_save(cur, rel, req.id)
         if req.expected_rev is not None and (existing.rev if existing else 0) != req.expected_rev:
             raise RevisionConflictError(
                 f"{rel} is at revision {existing.rev if existing else 0}, not {req.expected_rev}",
@@ -693,7 +700,8 @@ class BlueprintStore:
             )
         if existing is None or existing.deleted or existing.path != rel:
             # (A live row at exactly this path owns the path's case-folded key already.)
-            self._check_path_free(cur, rel, existing.id if existing else req.id, batch, target)
+            owner = existing.id if existing else req.id
+            self._check_path_free(cur, rel, owner, batch, target, holder)
         content = req.content
         if content is None:
             if existing is None or existing.deleted:
@@ -715,12 +723,18 @@ class BlueprintStore:
             req.tx_hook(cur, bp)
         return bp
 
-    def _find_for_save(self, cur: Any, rel: str, blueprint_id: str | None) -> Row | None:
+    def _find_for_save(
+        self, cur: Any, rel: str, blueprint_id: str | None
+    ) -> tuple[Row | None, Row | _Unknown | None]:
+        """The row a save updates, and (when already known) the live row holding the path's
+        case-folded key, which _check_path_free would otherwise look up again."""
         if blueprint_id is not None:
-            return self._row_by(cur, "id = ?", (blueprint_id.lower(),))
+            return self._row_by(cur, "id = ?", (blueprint_id.lower(),)), _UNKNOWN
         # Exact path only: a save to a case variant of another blueprint's path is a collision,
-        # not a rename (renames go through move(), which passes the id).
-        return self._row_by(cur, "path = ? AND deleted = 0", (rel,))
+        # not a rename (renames go through move(), which passes the id). One lookup by the
+        # case-folded key answers both questions.
+        holder = self._row_by(cur, "path_key = ? AND deleted = 0", (fs.path_key(rel),))
+        return (holder if holder is not None and holder.path == rel else None), holder
 
     def _check_path_free(
         self,
@@ -729,8 +743,13 @@ class BlueprintStore:
         owner_id: str | None,
         batch: _Batch | None = None,
         target: Path | None = None,
+        holder: Row | _Unknown | None = _UNKNOWN,
     ) -> None:
-        other = self._row_by(cur, "path_key = ? AND deleted = 0", (fs.path_key(rel),))
+        other = (
+            self._row_by(cur, "path_key = ? AND deleted = 0", (fs.path_key(rel),))
+            if isinstance(holder, _Unknown)
+            else holder
+        )
         if other is not None and other.id != owner_id:
             if other.path == rel:
                 raise AlreadyExistsError(
