@@ -181,8 +181,7 @@ class Gateway:
             await self._runner.cleanup()
             self._runner = None
             for transport in transports:
-                if not transport.is_closing():
-                    transport.abort()
+                transport.abort()  # closing ones too (see _drain)
         await self.hub.close()
         if self.feed is not None:
             await self.feed.stop()
@@ -293,7 +292,9 @@ async def _drain() -> None:
     # A client connection accepted while the server was shutting down belongs to no handler any
     # more; the gateway is gone, so abort whatever sockets the loop still holds.
     loop = asyncio.get_running_loop()
+    # Closing ones too: a close() with unsent data waits for the peer to read it, which a client
+    # that stopped reading never does (abort() on a transport already gone is a no-op).
     for transport in list(getattr(loop, "_transports", {}).values()):
-        if transport is not None and not transport.is_closing():
+        if transport is not None:
             transport.abort()
     await asyncio.sleep(0.05)
