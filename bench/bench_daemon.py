@@ -34,6 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil
+from bench_store import WORDS as STORE_WORDS
 from bench_store import pct  # one percentile rule for every benchmark
 
 import localstore
@@ -41,20 +42,7 @@ from localstore.config import load_settings
 from sync.control import ControlClient
 from sync.embed import daemon_running
 
-WORDS = [
-    "fetch",
-    "build",
-    "deploy",
-    "test",
-    "lint",
-    "package",
-    "publish",
-    "notify",
-    "cache",
-    "restore",
-    "archive",
-    "sign",
-]
+WORDS = STORE_WORDS[:12]  # the store bench's vocabulary: the same documents as before
 # Published by the field notes (Syncthing 1.19 on this kind of machine), not measured here.
 SYNCTHING_IDLE_CPU_PCT = 0.03
 SYNCTHING_RSS_MIB = (73, 81)

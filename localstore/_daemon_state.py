@@ -48,7 +48,8 @@ def read_state(state_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists and is not a zombie (the local cloud uses it too)."""
     if pid <= 0:
         return False
     try:
@@ -75,6 +76,6 @@ def daemon_running(settings: Settings) -> dict[str, Any] | None:
     if state is None:
         return None
     pid = state.get("pid")
-    if not isinstance(pid, int) or not _pid_alive(pid) or not lock_is_held(state_dir):
+    if not isinstance(pid, int) or not pid_alive(pid) or not lock_is_held(state_dir):
         return None
     return state

@@ -18,8 +18,9 @@ from typing import Any
 import click
 import httpx
 
+from localstore._daemon_state import pid_alive
 from localstore.cli import EXIT_ERROR, CliContext, fail, pass_ctx
-from sync.localcloud.service import LOG_FILE, STATE_FILE, pid_alive, read_state
+from sync.localcloud.service import LOG_FILE, STATE_FILE, read_state
 
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0

@@ -41,21 +41,6 @@ def read_state(state_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (and is not a zombie)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def write_state(state_dir: Path, data: dict[str, Any]) -> None:
     """Write the state file atomically with mode 0600 (it holds the service key)."""
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 from supabase import ClientOptions, create_client
 
+from localstore._daemon_state import pid_alive
 from localstore.cli import cli
 from sync.localcloud.cluster import PostgresNotFoundError
-from sync.localcloud.service import pid_alive
 
 pytestmark = pytest.mark.cloud
 
