@@ -178,6 +178,11 @@ def bench_push_cost(cloud: LocalCloud, token: str, rounds: int) -> dict:
                     "select public.push_changes(%s, 'cost')::text", (Jsonb(rows),)
                 ).fetchone()
             direct.append(time.perf_counter() - t)
+    return _versus(via_gateway, direct)
+
+
+def _versus(via_gateway: list[float], direct: list[float]) -> dict:
+    """Medians, p99s and the ratio of the same call made through the gateway and directly."""
     g, d = statistics.median(via_gateway), statistics.median(direct)
     return {
         "gateway_p50_ms": g * 1e3,
@@ -212,14 +217,7 @@ def bench_gateway_cost(cloud: LocalCloud, token: str, rounds: int) -> dict:
             conn.execute("select public.pull_changes(0, %s)::text", (BATCH,)).fetchone()
             conn.execute("commit")
             direct.append(time.perf_counter() - t)
-    g, d = statistics.median(via_gateway), statistics.median(direct)
-    return {
-        "gateway_p50_ms": g * 1e3,
-        "gateway_p99_ms": _pct(via_gateway, 0.99) * 1e3,
-        "direct_p50_ms": d * 1e3,
-        "direct_p99_ms": _pct(direct, 0.99) * 1e3,
-        "ratio": g / d,
-    }
+    return _versus(via_gateway, direct)
 
 
 async def bench_realtime(cloud: LocalCloud, email: str, events: int) -> dict:

@@ -82,6 +82,17 @@ def close_device(dev: Device) -> None:
     dev.store.close()
 
 
+def foreign_id(root: Path, server: MemoryServer) -> str:
+    """The id of a blueprint another user has synced (a push of it must be refused)."""
+    intruder = open_device(root, "intruder", server, user="someone-else")
+    try:
+        ident = intruder.store.save("theirs", "v: 0\n").id
+        intruder.sync()
+    finally:
+        close_device(intruder)
+    return ident
+
+
 @pytest.fixture
 def server() -> MemoryServer:
     return MemoryServer()

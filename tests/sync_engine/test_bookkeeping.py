@@ -15,7 +15,12 @@ from sync import _state as st
 from sync.engine import SyncEngine, ensure_schema
 from sync.memory_remote import MemoryRemote, MemoryServer
 
-from .conftest import Device, assert_converged, close_device, converge, open_device
+from .conftest import (
+    Device,
+    assert_converged,
+    converge,
+    foreign_id,
+)
 
 
 def _watermark(dev: Device) -> tuple[int, int]:
@@ -59,12 +64,7 @@ def test_counts_read_only_rows_above_the_watermark(make_device: Callable[..., De
 def test_quarantine_retry_lowers_the_watermark(
     tmp_path: Path, make_device: Callable[..., Device], server: MemoryServer
 ) -> None:
-    intruder = open_device(tmp_path, "intruder", server, user="someone-else")
-    try:
-        foreign = intruder.store.save("theirs", "v: 0\n").id
-        intruder.sync()
-    finally:
-        close_device(intruder)
+    foreign = foreign_id(tmp_path, server)
     a = make_device("a")
     a.store.save("ok/one", "n: 1\n")
     a.store.save("mine/clash", "v: 1\n", id=foreign)  # refused: another user's id

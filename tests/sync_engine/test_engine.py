@@ -22,7 +22,14 @@ from sync.errors import (
 from sync.memory_remote import MemoryRemote, MemoryServer
 from sync.remote import Change
 
-from .conftest import Device, assert_converged, close_device, converge, open_device
+from .conftest import (
+    Device,
+    assert_converged,
+    close_device,
+    converge,
+    foreign_id,
+    open_device,
+)
 
 
 def test_offline_edits_queue_and_go_up_in_order(
@@ -99,12 +106,7 @@ def test_moves_and_deletes_keep_identity(
 def test_rejected_change_is_quarantined_and_queue_goes_on(
     tmp_path: Path, make_device: Callable[..., Device], server: MemoryServer
 ) -> None:
-    intruder = open_device(tmp_path, "intruder", server, user="someone-else")
-    try:
-        foreign = intruder.store.save("theirs", "v: 0\n").id
-        intruder.sync()
-    finally:
-        close_device(intruder)
+    foreign = foreign_id(tmp_path, server)
     a = make_device("a")
     a.store.save("mine/clash", "v: 1\n", id=foreign)  # an id owned by another user
     a.store.save("mine/fine", "v: 2\n")
