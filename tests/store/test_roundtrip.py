@@ -102,3 +102,77 @@ def test_unicode_paths(tmp_path: Path) -> None:
             bp = store.save(p, "a: 1\n")
             assert store.load(p).id == bp.id
         assert store.check().clean
+
+
+# -- the meta file's encoding -------------------------------------------------------------------
+
+any_text = st.text(max_size=30)  # surrogates and control characters included
+
+
+@SETTINGS
+@given(
+    name=any_text,
+    description=any_text,
+    author=any_text,
+    version=any_text,
+    created=any_text,
+    tags=st.lists(any_text, max_size=4),
+    public=st.booleans(),
+    encrypted=st.booleans(),
+    extra=st.dictionaries(st.text(max_size=8), st.integers() | any_text, max_size=2),
+)
+def test_encode_meta_is_pretty_json_exactly(
+    name: str,
+    description: str,
+    author: str,
+    version: str,
+    created: str,
+    tags: list[str],
+    public: bool,
+    encrypted: bool,
+    extra: dict[str, object],
+) -> None:
+    """The hand-written encoder (used when there are no extra keys) writes exactly what json.dumps
+    with indent=2 writes, including escapes; both refuse lone surrogates alike."""
+    import json
+
+    from localstore.blueprint import BlueprintMeta, encode_meta, new_id
+
+    meta = BlueprintMeta(
+        id=new_id(),
+        name=name,
+        description=description,
+        author=author,
+        version=version,
+        created=created,
+        modified=created,
+        tags=tuple(tags),
+        public=public,
+        encrypted=encrypted,
+        extra=extra,
+    )
+    try:
+        expected: bytes | type[Exception] = (
+            json.dumps(meta.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        ).encode("utf-8")
+    except UnicodeEncodeError:
+        expected = UnicodeEncodeError
+    if expected is UnicodeEncodeError:
+        try:
+            encode_meta(meta)
+        except UnicodeEncodeError:
+            return
+        raise AssertionError("a lone surrogate was encoded")
+    assert encode_meta(meta) == expected
+
+
+def test_encode_meta_falls_back_for_unusual_types() -> None:
+    """A meta built in code with a non-string field still encodes as json.dumps would."""
+    import json
+
+    from localstore.blueprint import BlueprintMeta, encode_meta, new_id
+
+    meta = BlueprintMeta(id=new_id(), name="n", version=3, public=1)  # type: ignore[arg-type]
+    assert encode_meta(meta) == (
+        json.dumps(meta.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    ).encode("utf-8")
