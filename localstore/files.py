@@ -74,7 +74,7 @@ def map_os_error(exc: OSError, action: str, path: Path | str) -> StorageError:
     return StorageError(what, hint="check the disk and try again")
 
 
-def fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path | str) -> None:
     """Flush a directory entry change (rename, create) to disk."""
     try:
         fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -90,7 +90,7 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _unlink_quiet(path: Path) -> None:
+def _unlink_quiet(path: Path | str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -131,7 +131,7 @@ def _load_syncfs() -> Callable[[int], int] | None:
 _SYNCFS = _load_syncfs()
 
 
-def syncfs(directory: Path) -> None:
+def syncfs(directory: Path | str) -> None:
     """Flush every dirty page of the filesystem holding ``directory`` (Linux), one call for a batch."""
     fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
@@ -160,19 +160,21 @@ class PendingWrites:
     ) -> None:
         self._batch = expected_files >= SYNCFS_MIN_FILES and _SYNCFS is not None
         self._mode = mode
-        self._temps: list[tuple[Path, Path]] = []
+        self._temps: list[tuple[str, str]] = []
         # With a flusher, each temp's fsync runs on its thread while the caller goes on (the
         # store's index statements); commit() waits for them before the first rename.
         self._flusher = None if self._batch else flusher
-        self._flushes: list[tuple[Future[None], Path]] = []
-        self._unflushed: list[tuple[int, Path]] = []
+        self._flushes: list[tuple[Future[None], str]] = []
+        self._unflushed: list[tuple[int, str]] = []
 
     def __len__(self) -> int:
         return len(self._temps)
 
-    def add(self, target: Path, data: bytes) -> os.stat_result:
+    def add(self, target: Path | str, data: bytes) -> os.stat_result:
         """Write ``data`` to a temp file beside ``target``; returns the stat it will have."""
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+        target = os.fspath(target)  # strings inside: pathlib cost more than the write itself
+        folder, name = os.path.split(target)
+        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self._mode)
         except OSError as exc:
@@ -210,10 +212,10 @@ class PendingWrites:
             except RuntimeError:  # the flusher is shut down (its owner is closing): flush here
                 self._flushes.append((_flushed_here(fd), target))
 
-    def _await_flushes(self) -> tuple[OSError, Path] | None:
+    def _await_flushes(self) -> tuple[OSError, str] | None:
         """Wait for every background fsync (each closes its fd); the first failure, if any."""
         self.start_flush()
-        failure: tuple[OSError, Path] | None = None
+        failure: tuple[OSError, str] | None = None
         flushes, self._flushes = self._flushes, []
         for future, target in flushes:
             try:
@@ -231,13 +233,13 @@ class PendingWrites:
             self.abort()
             raise map_os_error(failure[0], "cannot write", failure[1]) from failure[0]
         if self._batch:
-            folder = self._temps[0][1].parent
+            folder = os.path.dirname(self._temps[0][1])
             try:
                 syncfs(folder)
             except OSError as exc:
                 self.abort()
                 raise map_os_error(exc, "cannot flush", folder) from exc
-        dirs: dict[Path, None] = {}
+        dirs: dict[str, None] = {}
         for i, (tmp, target) in enumerate(self._temps):
             try:
                 os.replace(tmp, target)
@@ -246,7 +248,7 @@ class PendingWrites:
                     _unlink_quiet(later_tmp)
                 self._temps = []
                 raise map_os_error(exc, "cannot replace", target) from exc
-            dirs[target.parent] = None
+            dirs[os.path.dirname(target)] = None
         self._temps = []
         for d in dirs:
             fsync_dir(d)
@@ -405,9 +407,8 @@ def display_name(yaml_rel: str) -> str:
 
 
 def folder_of(yaml_rel: str) -> str:
-    """The folder part of a relative path ('' for the root)."""
-    parent = str(PurePosixPath(yaml_rel).parent)
-    return "" if parent == "." else parent
+    """The folder part of a canonical relative path ('' for the root)."""
+    return yaml_rel.rpartition("/")[0]
 
 
 def resolve_inside(root: Path, rel: str, *, real_root: Path | None = None) -> Path:

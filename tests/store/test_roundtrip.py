@@ -121,7 +121,7 @@ any_text = st.text(max_size=30)  # surrogates and control characters included
     encrypted=st.booleans(),
     extra=st.dictionaries(st.text(max_size=8), st.integers() | any_text, max_size=2),
 )
-def test_encode_meta_is_pretty_json_exactly(
+def test_meta_encoders_match_json_dumps(
     name: str,
     description: str,
     author: str,
@@ -132,11 +132,13 @@ def test_encode_meta_is_pretty_json_exactly(
     encrypted: bool,
     extra: dict[str, object],
 ) -> None:
-    """The hand-written encoder (used when there are no extra keys) writes exactly what json.dumps
-    with indent=2 writes, including escapes; both refuse lone surrogates alike."""
+    """The hand-written encoders (used when there are no extra keys) write exactly what json.dumps
+    writes, including escapes: the meta file, the tags column, the content hash's input. Lone
+    surrogates are refused alike."""
+    import hashlib
     import json
 
-    from localstore.blueprint import BlueprintMeta, encode_meta, new_id
+    from localstore.blueprint import BlueprintMeta, content_hash, encode_meta, new_id, tags_json
 
     meta = BlueprintMeta(
         id=new_id(),
@@ -158,12 +160,23 @@ def test_encode_meta_is_pretty_json_exactly(
     except UnicodeEncodeError:
         expected = UnicodeEncodeError
     if expected is UnicodeEncodeError:
-        try:
-            encode_meta(meta)
-        except UnicodeEncodeError:
-            return
-        raise AssertionError("a lone surrogate was encoded")
+        for encode in (encode_meta, lambda m: content_hash(b"", m)):
+            try:
+                encode(meta)
+            except UnicodeEncodeError:
+                continue
+            raise AssertionError("a lone surrogate was encoded")
+        return
     assert encode_meta(meta) == expected
+    assert tags_json(meta.tags) == json.dumps(list(meta.tags), ensure_ascii=False)
+    # The content hash sync compares, against its definition.
+    semantic = meta.to_dict()
+    semantic.pop("modified")
+    h = hashlib.sha256(b"lsbp1\0" + (5).to_bytes(8, "big") + b"a: 1\n")
+    h.update(
+        json.dumps(semantic, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    )
+    assert content_hash(b"a: 1\n", meta) == h.hexdigest()
 
 
 def test_encode_meta_falls_back_for_unusual_types() -> None:
