@@ -25,10 +25,12 @@ from localstore.errors import InvalidMetaError, InvalidYAMLError, LimitExceededE
 try:  # pragma: no branch - depends on how PyYAML was built
     _Loader: Any = yaml.CSafeLoader
     _Dumper: Any = yaml.CSafeDumper
+    _Parser: Any = yaml.CSafeLoader.__mro__[1]  # yaml._yaml.CParser
     _WITH_LIBYAML = True
 except AttributeError:  # pragma: no cover - pure-Python PyYAML
     _Loader = yaml.SafeLoader
     _Dumper = yaml.SafeDumper
+    _Parser = None
     _WITH_LIBYAML = False
 
 META_FIELDS = (
@@ -265,7 +267,7 @@ def _plainly_fine(raw: bytes, limits: YamlLimits) -> bool:
         return False
     # One parser over the bytes (a str would be encoded again): the first three events are stream
     # start, document start and the root, which must be a mapping; raw_parse counts the rest.
-    parser = _Loader(raw)
+    parser = _Parser(raw)  # the bare C parser: no constructor or resolver to set up
     try:
         parser.get_event()
         parser.get_event()
