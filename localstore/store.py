@@ -10,13 +10,15 @@ reconcile pass on the next open records them.
 from __future__ import annotations
 
 import builtins
+import gc
 import hashlib
 import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1288,7 +1290,7 @@ class BlueprintStore:
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
             args += [int(limit), int(offset)]
-        with self.index.read() as cur:
+        with self.index.read() as cur, _collector_paused(limit is None or limit > 1000):
             return _infos(cur.execute(sql, args).fetchall())
 
     def count(self) -> int:
@@ -1432,6 +1434,24 @@ _INFO_COLUMNS = (
     "b.id, b.path, b.name, b.description, b.tags, b.author, b.version, b.created, b.modified, "
     "b.rev, b.content_hash, b.valid AND b.flagged IS NULL, b.yaml_size"
 )
+
+
+@contextmanager
+def _collector_paused(pause: bool) -> Iterator[None]:
+    """Pause the cyclic garbage collector while a large listing is built.
+
+    A listing of 10,000 allocates about 150,000 objects, none in a cycle; each 700 allocations
+    start a collection, and the older generations' collections walk every object the process
+    holds (a tenth of listing 10,000). Reference counting still frees everything; the collector
+    is re-enabled only if it was on (another thread may have paused it too)."""
+    if not pause or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _infos(rows: Iterable[Sequence[Any]]) -> builtins.list[BlueprintInfo]:

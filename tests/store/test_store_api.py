@@ -108,6 +108,23 @@ def test_list_filters_sort_and_paging(store) -> None:
     assert by_name[0].name == "bp-29"
 
 
+def test_full_listing_restores_the_garbage_collector(store) -> None:
+    """A large listing pauses the cyclic collector; it is on again afterwards, and one the app
+    turned off stays off."""
+    import gc
+
+    store.save("g", DOC)
+    assert gc.isenabled()
+    assert len(store.list()) == 1
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        store.list()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_search_ranks_and_snippets(store) -> None:
     store.save("n1", "steps:\n  - run: deploy the kubernetes cluster\n", description="infra")
     store.save("n2", "steps:\n  - run: echo hi\n", name="kubernetes helper")
