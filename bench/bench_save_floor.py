@@ -1,0 +1,157 @@
+"""How close can any save get to the bare durable pair write? The floor under the 1.5x goal.
+
+DESIGN.md acknowledges a save only after both files are durable (temp, fsync, rename, fsync of
+the folder) *and* the index commit is done; the store commits with ``synchronous=FULL``, so a save
+is at least the bare pair write plus one WAL flush. This measures that floor with no Python work
+at all, in one run, alternating:
+
+- bare:       the peer of bench_store.py (two temps, two fsyncs, two renames, one folder fsync);
+- commit:     one SQLite transaction alone, sized like a save's (about 20 WAL pages: a few rows
+              of a table with several indexes changed), ``synchronous=FULL``;
+- sequential: bare, then the commit (the order the store uses: files first);
+- overlapped: the commit while a second thread flushes the temps (what a save could do at best
+              if the index were allowed to commit before the files are in place).
+
+It also prints the file-create cost at the moment of the run: ext4 skips inodes freed in the
+last minutes (``recently_deleted`` in the kernel's inode allocator), so right after a benchmark
+or a test suite deleted many files, each create can cost 100-500 us of CPU instead of ~15 us.
+
+    .venv/bin/python bench/bench_save_floor.py [--rounds 400] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import apsw
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_store import bare_pair_write, pct
+
+
+def create_probe(directory: Path, n: int = 500) -> float:
+    """Median microseconds to create (open O_CREAT|O_EXCL, write 1.5 KB, close) one new file."""
+    directory.mkdir()
+    data = os.urandom(1500)
+    samples = []
+    for i in range(n):
+        t = time.perf_counter()
+        fd = os.open(directory / f"p{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, data)
+        os.close(fd)
+        samples.append((time.perf_counter() - t) * 1e6)
+    return statistics.median(samples)
+
+
+class IndexLike:
+    """A WAL database with the shape that matters: a 2 KB row per item and several indexes."""
+
+    def __init__(self, path: Path, rows: int = 20_000) -> None:
+        self.db = apsw.Connection(str(path))
+        self.db.execute("PRAGMA journal_mode=WAL").fetchall()
+        self.db.execute("PRAGMA synchronous=FULL").fetchall()
+        self.db.execute("PRAGMA wal_autocheckpoint=0").fetchall()  # checkpoints run off the path
+        self.db.execute(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT, c TEXT, body BLOB)"
+        )
+        for col in "abc":
+            self.db.execute(f"CREATE INDEX t_{col} ON t({col})")
+        with self.db:
+            self.db.executemany(
+                "INSERT INTO t VALUES (?, ?, ?, ?, ?)",
+                (
+                    (i, *(os.urandom(8).hex() for _ in range(3)), os.urandom(1500))
+                    for i in range(rows)
+                ),
+            )
+        self.rows = rows
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def commit(self) -> None:
+        """One transaction of about 20 WAL pages (measured with bench/wal_pages.py on the store)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        for _ in range(4):
+            self.db.execute(
+                "UPDATE t SET a = ?, b = ?, c = ?, body = ? WHERE id = ?",
+                (
+                    *(os.urandom(8).hex() for _ in range(3)),
+                    os.urandom(1500),
+                    random.randrange(self.rows),
+                ),
+            )
+        self.db.execute("COMMIT")
+
+    def checkpoint(self) -> None:
+        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=400)
+    ap.add_argument("--quick", action="store_true", help="100 rounds")
+    args = ap.parse_args()
+    if args.quick:
+        args.rounds = 100
+    base = Path(tempfile.mkdtemp(prefix="ls-floor-"))
+    try:
+        print(f"file create now: {create_probe(base / 'probe'):.1f} us/file (median of 500)")
+        files = base / "files"
+        files.mkdir()
+        index = IndexLike(base / "index.db")
+        yaml_bytes, meta_bytes = os.urandom(2100), os.urandom(300)
+        pool = ThreadPoolExecutor(1)
+
+        def bare(i: int) -> None:
+            bare_pair_write(files, yaml_bytes, meta_bytes, f"w{i % 500}")
+
+        def commit(i: int) -> None:
+            index.commit()
+
+        def sequential(i: int) -> None:
+            bare(i)
+            index.commit()
+
+        def overlapped(i: int) -> None:
+            done = pool.submit(bare, i)
+            index.commit()
+            done.result()
+
+        cases: dict[str, Callable[[int], None]] = {
+            "bare pair write": bare,
+            "index commit alone": commit,
+            "bare, then commit": sequential,
+            "bare overlapped with commit": overlapped,
+        }
+        samples: dict[str, list[float]] = {k: [] for k in cases}
+        for r in range(args.rounds):
+            for name, fn in cases.items():  # alternating, so a drifting disk hits all alike
+                t = time.perf_counter()
+                fn(r)
+                samples[name].append((time.perf_counter() - t) * 1000)
+            if r % 50 == 49:
+                index.checkpoint()
+        pool.shutdown()
+        bare_p50 = statistics.median(samples["bare pair write"])
+        for name, xs in samples.items():
+            p50 = statistics.median(xs)
+            print(
+                f"{name:<30} p50={p50:7.3f} ms  p99={pct(xs, 99):7.3f} ms  "
+                f"x{p50 / bare_p50:4.2f} the bare write"
+            )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
