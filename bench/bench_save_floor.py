@@ -37,21 +37,7 @@ import apsw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_store import bare_pair_write, pct
-
-
-def create_probe(directory: Path, n: int = 500) -> float:
-    """Median microseconds to create (open O_CREAT|O_EXCL, write 1.5 KB, close) one new file."""
-    directory.mkdir()
-    data = os.urandom(1500)
-    samples = []
-    for i in range(n):
-        t = time.perf_counter()
-        fd = os.open(directory / f"p{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        os.write(fd, data)
-        os.close(fd)
-        samples.append((time.perf_counter() - t) * 1e6)
-    return statistics.median(samples)
+from bench_store import bare_pair_write, create_probe, pct
 
 
 class IndexLike:

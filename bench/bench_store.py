@@ -172,6 +172,20 @@ def bare_pair_write(directory: Path, yaml_bytes: bytes, meta_bytes: bytes, name:
     os.close(dfd)
 
 
+def create_probe(directory: Path, n: int = 500) -> float:
+    """Median microseconds to create (open O_CREAT|O_EXCL, write 1.5 KB, close) one new file."""
+    directory.mkdir()
+    data = os.urandom(1500)
+    samples = []
+    for i in range(n):
+        t = time.perf_counter()
+        fd = os.open(directory / f"p{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, data)
+        os.close(fd)
+        samples.append((time.perf_counter() - t) * 1e6)
+    return statistics.median(samples)
+
+
 def rss_of_open_store(home: Path) -> float:
     code = (
         "import sys, psutil, localstore\n"
@@ -197,6 +211,9 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="ls-bench-"))
     results: list[dict[str, object]] = []
     try:
+        # The disk's state matters: ext4 skips recently freed inodes, so soon after a run that
+        # deleted many files each create costs several times more (see bench_save_floor.py).
+        print(f"file create now: {create_probe(base / 'probe'):.1f} us/file (median of 500)")
         home = base / "home"
         store = localstore.open(home=home)
         docs = [make_doc(rng, i) for i in range(n)]
