@@ -1333,7 +1333,14 @@ class BlueprintStore:
             # before it can count or rank, and a common word fills the page on its own.
             hits = search.answer(exact, limit)
             if len(hits) < limit and typed != exact:
-                hits += search.answer(f"({typed}) NOT ({exact})", limit - len(hits))
+                rest = f"({typed}) NOT ({exact})"
+                if hits:
+                    # Below whole-word hits, the prefix-only ones newest first: counting and
+                    # ranking them cost as much as the whole-word pass (a name like
+                    # workflow-123 matched one blueprint, then paid 2 ms for the remainder).
+                    hits += search.top(rest, limit - len(hits))
+                else:  # the prefix is all there is (search as you type): ranked as usual
+                    hits += search.answer(rest, limit)
             return hits
 
     # -- history -----------------------------------------------------------------------------------

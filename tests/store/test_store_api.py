@@ -281,3 +281,23 @@ def test_search_matches_whole_words_and_the_last_as_a_prefix(store) -> None:
     assert [h.info.path for h in store.search('"rollout restart"')] == ["k.blueprint.yaml"]
     assert store.search('"rollout rest"') == []  # a closed phrase is exact
     assert [h.info.path for h in store.search('"rollout rest')] == ["k.blueprint.yaml"]
+
+
+def test_search_orders_prefix_only_hits_below_whole_words(store) -> None:
+    """Whole-word hits first (ranked); below them the prefix-only hits newest first. With no
+    whole-word hit the prefix matches are ranked (a name above a mention in the text)."""
+    # BM25 would put "older" (short, the word twice) above "newer" (long, once): recency decides.
+    store.save("older", "steps:\n  - run: deployment deployment\n")
+    store.save("exact", "steps:\n  - run: deploy the app\n")
+    store.save("newer", "steps:\n  - run: deployments of the app to the production cluster\n")
+    assert [h.info.path for h in store.search("deploy")] == [
+        "exact.blueprint.yaml",
+        "newer.blueprint.yaml",
+        "older.blueprint.yaml",
+    ]
+    store.save("named", "steps: []\n", name="kubernetes operator")
+    store.save("mention", "steps:\n  - run: kubernetes apply\n")
+    assert [h.info.path for h in store.search("kube")] == [
+        "named.blueprint.yaml",
+        "mention.blueprint.yaml",
+    ]
