@@ -12,9 +12,10 @@ at all, in one run, alternating:
 - overlapped: the commit while a second thread flushes the temps (what a save could do at best
               if the index were allowed to commit before the files are in place).
 
-It also prints the file-create cost at the moment of the run: ext4 skips inodes freed in the
-last minutes (``recently_deleted`` in the kernel's inode allocator), so right after a benchmark
-or a test suite deleted many files, each create can cost 100-500 us of CPU instead of ~15 us.
+It also prints the file-create cost at the moment of the run: ext4 without a journal (the
+benchmark VM's root filesystem) skips inodes freed in the last minutes (``recently_deleted`` in
+the kernel's inode allocator), so right after a benchmark or a test suite deleted many files,
+each create can cost 100-500 us of CPU instead of ~15 us.
 
     .venv/bin/python bench/bench_save_floor.py [--rounds 400] [--quick]
 """

@@ -211,8 +211,9 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="ls-bench-"))
     results: list[dict[str, object]] = []
     try:
-        # The disk's state matters: ext4 skips recently freed inodes, so soon after a run that
-        # deleted many files each create costs several times more (see bench_save_floor.py).
+        # The disk's state matters: ext4 without a journal skips recently freed inodes, so soon
+        # after a run that deleted many files each create costs several times more
+        # (see bench_save_floor.py).
         print(f"file create now: {create_probe(base / 'probe'):.1f} us/file (median of 500)")
         home = base / "home"
         store = localstore.open(home=home)
