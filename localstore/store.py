@@ -694,7 +694,7 @@ class BlueprintStore:
             batch.pending.commit()
         existing, holder = self._find_for_save(cur, rel, req.id)
         target = self._abspath_in(rel, batch)
-        if (existing is None or existing.path != rel) and os.path.lexists(target):
+        if (existing is None or existing.path != rel) and os.path.exists(target):
             # A file the index has not seen yet (an editor was faster than the watcher):
             # record it in history before it is overwritten, so nothing is lost.
             from localstore._reconcile import Reconciler
