@@ -24,8 +24,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import unicodedata
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -101,10 +102,67 @@ def merge_path(base_path: str | None, local_path: str, remote_path: str) -> str:
     return remote_path
 
 
-def already_known(cur: Any, r: ServerRow) -> bool:
+def is_known(item: st.ItemState | None, r: ServerRow) -> bool:
     """True when this device already builds on this server write (or a later one)."""
-    item = st.get_item(cur, r.id)
     return item is not None and item.base_rev is not None and item.base_seq >= r.seq
+
+
+def drop_known(cur: Any, rows: Sequence[ServerRow]) -> list[ServerRow]:
+    """The rows this device does not already build on (see :func:`is_known`), in order."""
+    items = st.items_for(cur, [r.id for r in rows])
+    return [r for r in rows if not is_known(items.get(r.id), r)]
+
+
+def canonical_path(path: str) -> bool:
+    """True when ``fs.normalize_path(path)`` can only return ``path`` itself or raise.
+
+    normalize_path changes nothing else than the Unicode form (NFC) and the suffix; everything
+    else it checks and refuses. A canonical remote path can therefore go to ``save_many``
+    unnormalized: the store validates it there (once) and a bad one comes back as that item's
+    error, which the engine quarantines. tests/sync_engine/test_apply_batch.py checks this
+    against normalize_path itself.
+    """
+    return path.endswith(fs.YAML_SUFFIX) and unicodedata.is_normalized("NFC", path)
+
+
+class Prefetched:
+    """The local state of a window of pulled rows, read with three ``IN (...)`` queries.
+
+    Replaces four primary-key or index reads per row (sync item, local row, live holder of the
+    path, and the item again for :func:`is_known`). Valid only until the store or the sync rows
+    change: the engine reads a new window after every row that goes through ``apply_row``;
+    saves planned into a run happen later, and ``plan_clean_save`` keeps their ids and paths
+    apart itself, exactly as it did when it queried per row.
+    """
+
+    def __init__(self, store: BlueprintStore, cur: Any, rows: Sequence[ServerRow]) -> None:
+        self.end = 0
+        self.items = st.items_for(cur, [r.id for r in rows])
+        lowered = [r.id.lower() for r in rows]
+        keys = [fs.path_key(r.path) for r in rows]
+        present: set[str] = set()
+        self.live: dict[str, str] = {}
+        for i in range(0, len(rows), st.IN_CHUNK):
+            ids, part = lowered[i : i + st.IN_CHUNK], keys[i : i + st.IN_CHUNK]
+            marks = ",".join("?" * len(ids))
+            present.update(
+                str(r[0])
+                for r in cur.execute(f"SELECT id FROM blueprints WHERE id IN ({marks})", ids)
+            )
+            self.live.update(
+                (str(r[0]), str(r[1]))
+                for r in cur.execute(
+                    f"SELECT path_key, id FROM blueprints WHERE path_key IN ({marks}) "
+                    "AND deleted = 0",
+                    part,
+                )
+            )
+        # Only ids the index has are read in full (none in a first download).
+        self._rows = {i: store.row_by_id(i, cur) for i in present}
+
+    def local(self, blueprint_id: str) -> Row | None:
+        """The index row with this id (deleted or not), as ``store.row_by_id`` gives it."""
+        return self._rows.get(blueprint_id.lower())
 
 
 class Applier:
@@ -122,6 +180,8 @@ class Applier:
         self.policy = policy
         self.now = now
         self.stats = stats
+        # Looked up once: a store module without batched saves makes every row take apply_row.
+        self._request_type = getattr(_store_module, "SaveRequest", None)
 
     # -- entry points --------------------------------------------------------------------------
 
@@ -132,7 +192,7 @@ class Applier:
         parks it in quarantine. Storage errors propagate: the pass stops, nothing is skipped.
         """
         item = st.get_item(cur, r.id)
-        if item is not None and item.base_rev is not None and item.base_seq >= r.seq:
+        if is_known(item, r):
             return  # already known: our own push coming back, or a replayed page
         local = self._local_row(r.id, cur)
         if local is not None and not local.deleted:
@@ -151,38 +211,47 @@ class Applier:
             self._three_way(cur, local, item, r)
 
     def plan_clean_save(
-        self, cur: Any, r: ServerRow, taken_ids: set[str], taken_keys: set[str]
-    ) -> Any | None:
-        """A ``SaveRequest`` for a row that needs no decision (a clean take), or None.
+        self,
+        r: ServerRow,
+        known: Prefetched,
+        taken_ids: set[str],
+        taken_keys: set[str],
+    ) -> tuple[Any, str] | None:
+        """A ``SaveRequest`` and its path key for a row that needs no decision, or None.
 
         None sends the row through :meth:`apply_row`. Only rows whose local copy is absent or
-        clean and unchanged on disk, whose path is free here and not used by another row of the
-        same batch, qualify: the batch then saves them together with few disk flushes. The
-        caller records their bases (:func:`sync._state.record_synced_bases`) in the same
+        clean and unchanged on disk, whose path is canonical and free here and not used by
+        another row of the same batch, qualify: the batch then saves them together with few disk
+        flushes. ``known`` is the local state read for this row's window before the run's saves.
+        The caller records their bases (:func:`sync._state.record_synced_bases`) in the same
         transaction once the batch is saved; a hook per row cost three statements per row.
+
+        The meta is validated here (the store takes a ``BlueprintMeta`` as it is); the path is
+        validated by the store (see :func:`canonical_path`). Either way a bad row is quarantined,
+        never written.
         """
-        request_type = getattr(_store_module, "SaveRequest", None)
-        if request_type is None or r.deleted or r.id in taken_ids:
+        if self._request_type is None or r.deleted or r.id in taken_ids:
             return None
-        item = st.get_item(cur, r.id)
-        if item is not None and item.base_rev is not None and item.base_seq >= r.seq:
+        item = known.items.get(r.id)
+        if is_known(item, r):
             return None  # already known: apply_row skips it at once
-        local = self._local_row(r.id, cur)
+        local = known.local(r.id)
         if local is not None and not self._clean_and_settled(local, item):
             return None
+        if not canonical_path(r.path):
+            return None  # apply_row normalizes it (and records the server's path as the base)
+        key = fs.path_key(r.path)
+        holder = known.live.get(key)
+        if key in taken_keys or (holder is not None and holder != r.id):
+            return None
         try:
-            path = fs.normalize_path(r.path)
             meta = BlueprintMeta.from_dict(r.meta, source=f"server row {r.id}")
         except InvalidInputError:
             return None  # apply_row reports it
-        key = fs.path_key(path)
-        if path != r.path or meta.id != r.id or key in taken_keys:
-            return None
-        holder = self._live_at(cur, path)
-        if holder is not None and holder != r.id:
+        if meta.id != r.id:
             return None
         self.stats.applied += 1
-        return request_type(path, r.content, meta=meta, id=r.id)
+        return self._request_type(r.path, r.content, meta=meta, id=r.id), key
 
     def _clean_and_settled(self, local: Row, item: st.ItemState | None) -> bool:
         if local.flagged or local.op_id > (item.synced_op_id if item is not None else 0):
