@@ -16,8 +16,9 @@ Measures, on real homes (files + SQLite, fsync on):
   ``status()``: what a daemon pays every poll interval (on the reopened home, whose WAL the close
   checkpointed, as a daemon's maintainer keeps it);
 * one edit's round trip (save on A, sync A, sync B) on the synced set: median and p99;
-* for comparison, a bare ``store.save_many`` of the same blueprints in runs of ``sync_batch``
-  (the floor the download sits on; the engine saves clean takes the same way).
+* for comparison, a bare ``store.save_many`` of the same blueprints in runs of the engine's
+  apply chunk (``sync.engine.DEFAULT_APPLY_BATCH``, one transaction each: the floor the download
+  sits on; the engine saves clean takes the same way).
 
 The goal of the issue is >= 2,000 blueprints/s for an initial sync; the field notes give
 Syncthing's 1,190 files/s (10,000 files, this machine class) as the peer figure. Both ratios are
@@ -47,7 +48,7 @@ import psutil
 
 from localstore.config import load_settings
 from localstore.store import BlueprintStore, SaveRequest
-from sync.engine import SyncEngine
+from sync.engine import DEFAULT_APPLY_BATCH, SyncEngine
 from sync.memory_remote import MemoryRemote, MemoryServer
 
 GOAL_PER_S = 2_000.0
@@ -228,7 +229,7 @@ def bench(n: int, repeats: int, edits: int, *, profile: bool) -> None:
     try:
         server = MemoryServer()
         floor_store = open_store(root, "floor")
-        batch = floor_store.settings.sync_batch
+        batch = DEFAULT_APPLY_BATCH
         floor_s = fill(floor_store, n, batch)
         floor_store.close()
         a = open_store(root, "a")

@@ -177,7 +177,7 @@ def test_batched_apply_decides_like_apply_row(
             batched_paths.extend(r.path for r in requests)
             return save_many(requests, **kw)
 
-        batched.store.save_many = counting_save_many  # type: ignore[method-assign]
+        batched.store.save_many = counting_save_many  # type: ignore[method-assign,assignment]
         got, want = _outcome(batched), _outcome(one_by_one)
         assert got == (want[0], {ids[n] for n in BAD})
         # The fast path took every clean row with a canonical path, the two bad paths included
@@ -202,3 +202,32 @@ def test_batched_apply_decides_like_apply_row(
     finally:
         close_device(batched)
         close_device(one_by_one)
+
+
+def _row(content: str) -> ServerRow:
+    ident = str(uuid.uuid4())
+    path = f"c/{ident}.blueprint.yaml"
+    return ServerRow(ident, path, content, _meta(ident), "0" * 64, 1, 1, False, "d", "")
+
+
+def test_apply_chunks_are_bounded_by_rows_and_content(
+    make_device: Callable[..., Device], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "APPLY_BATCH_CHARS", 100)
+    dev = make_device("a", apply_batch=3)
+    sizes = [10, 10, 10, 10, 90, 5, 200, 1, 1, 1, 1]
+    rows = [_row("x" * n) for n in sizes]
+    chunks = dev.engine._chunks(rows)
+    # Three rows at most; a row that would pass 100 characters starts a new chunk, and a single
+    # row larger than that is a chunk of its own.
+    assert [[len(r.content) for r in c] for c in chunks] == [
+        [10, 10, 10],
+        [10, 90],
+        [5],
+        [200],
+        [1, 1, 1],
+        [1],
+    ]
+    assert dev.engine._chunks([]) == []
+    assert make_device("b").engine.apply_batch == engine_module.DEFAULT_APPLY_BATCH
+    assert make_device("c", batch_size=7).engine.apply_batch == 7
