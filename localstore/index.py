@@ -85,7 +85,12 @@ CORE_MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (rid, tag)
     ) WITHOUT ROWID;
     CREATE INDEX blueprint_tags_tag ON blueprint_tags(tag);
+    -- A rowid table: each revision's ~2 KB lands on the table's last pages, in order. Keyed by
+    -- (id, rev) WITHOUT ROWID, every insert went into the middle of a uuid-ordered b-tree whose
+    -- leaves hold one or two such rows (splits, random dirty pages); only the small index
+    -- entry goes there now.
     CREATE TABLE revisions (
+        seq INTEGER PRIMARY KEY,
         id TEXT NOT NULL,
         rev INTEGER NOT NULL,
         op_id INTEGER NOT NULL,
@@ -96,9 +101,9 @@ CORE_MIGRATIONS: tuple[str, ...] = (
         content TEXT NOT NULL,
         meta TEXT NOT NULL,
         content_hash TEXT NOT NULL,
-        deleted INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (id, rev)
-    ) WITHOUT ROWID;
+        deleted INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX revisions_id_rev ON revisions(id, rev);
     -- What search indexes, read back only for snippets: the live text is already in revisions, so
     -- the FTS table keeps no copy of its own (external content; a third fewer pages per save).
     CREATE VIEW blueprints_text AS
