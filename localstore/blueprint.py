@@ -247,6 +247,15 @@ def _needs_events(raw: bytes) -> bool:
 
 # Where each line's block entries start: the indentation plus a run of "- " indicators.
 _ENTRY_COLUMN = re.compile(rb"\n *(?:- +)*")  # a literal first: the regex engine skips ahead
+_INDENT_RUNS: dict[int, re.Pattern[bytes]] = {}
+
+
+def _indent_run(width: int) -> re.Pattern[bytes]:
+    """A line starting with at least ``width`` spaces or dashes (one search, no match list)."""
+    pattern = _INDENT_RUNS.get(width)
+    if pattern is None:
+        pattern = _INDENT_RUNS.setdefault(width, re.compile(rb"^[ -]{%d}" % width, re.M))
+    return pattern
 
 
 def _plainly_fine(raw: bytes, limits: YamlLimits) -> bool:
@@ -262,9 +271,15 @@ def _plainly_fine(raw: bytes, limits: YamlLimits) -> bool:
     """
     if not _WITH_LIBYAML or _needs_events(raw):
         return False
-    column = max(map(len, _ENTRY_COLUMN.findall(b"\n" + raw))) - 1
-    if 2 * (column + 2 + raw.count(b"[") + raw.count(b"{")) > limits.max_depth:
+    budget = limits.max_depth // 2 - 2 - raw.count(b"[") - raw.count(b"{")  # the deepest column
+    if budget < 0:
         return False
+    if _indent_run(budget + 1).search(raw) is not None:
+        # Some line starts with a long run of spaces and dashes: measure the entries exactly
+        # (every entry's column is such a run, so without one the bound holds).
+        column = max(map(len, _ENTRY_COLUMN.findall(b"\n" + raw))) - 1
+        if column > budget:
+            return False
     # One parser over the bytes (a str would be encoded again): the first three events are stream
     # start, document start and the root, which must be a mapping; raw_parse counts the rest.
     parser = _Parser(raw)  # the bare C parser: no constructor or resolver to set up
