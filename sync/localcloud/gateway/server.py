@@ -3,8 +3,9 @@
 
 ``Gateway`` is the asyncio object (``await start()`` / ``await stop()``); ``GatewayThread`` runs one
 on a private event loop in a background thread for synchronous callers (tests, ``LocalCloud``).
-Stopping closes, in order: the listening socket, open websockets, in-flight requests, the change
-feed (its connection, and with it the temporary replication slot), the listener and both pools.
+Stopping closes, in order: the listening socket (after the connections it already accepted are
+set up, see ``Gateway._stop_accepting``), open websockets, in-flight requests, the change feed (its
+connection, and with it the temporary replication slot), the listener and both pools.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class Gateway:
         self.hub = RealtimeHub(config.keys, self.visibility)
         self.feed: WalChangeFeed | TriggerChangeFeed | None = None
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
         self._listener: asyncio.Task[None] | None = None
         self._listen_conn: psycopg.AsyncConnection[Any] | None = None
         self.port: int | None = None
@@ -109,6 +111,7 @@ class Gateway:
             await site.start()
             server = site._server
             assert server is not None and isinstance(server, asyncio.base_events.Server)
+            self._server = server
             self.port = int(server.sockets[0].getsockname()[1])
         except BaseException:
             await self.stop()
@@ -174,6 +177,7 @@ class Gateway:
     async def stop(self) -> None:
         """Stop serving and release every task, connection, pool and the replication slot."""
         if self._runner is not None:
+            await self._stop_accepting()
             # aiohttp's shutdown clears its connection table without closing a transport whose
             # request is mid-flight; remember them all and abort whatever is still open after it.
             server = self._runner.server
@@ -194,7 +198,37 @@ class Gateway:
             await self._listen_conn.close()
             self._listen_conn = None
         await self.db.close()
+        self._server = None
         self.port = None
+
+    async def _stop_accepting(self) -> None:
+        """Stop accepting, then let every connection already accepted get its transport.
+
+        asyncio accepts in a reader callback and builds the transport in a task
+        (``_accept_connection2``) one loop turn later. aiohttp's cleanup closes the
+        ``asyncio.Server`` first; a transport built after that fails in ``Server._attach()``
+        (``assert self._sockets is not None``), and asyncio (3.11) swallows the error without
+        closing the accepted socket. That socket is then in no transport table and no handler:
+        it lives until the garbage collector finds it, after this loop is gone (CPython gh-109564,
+        gh-155934). So only unregister the listening sockets here (no new accepts; the kernel
+        resets whatever is still in the backlog when cleanup closes them) and wait for the pending
+        accept tasks: their connections join aiohttp's table and are closed by its shutdown.
+        """
+        server = self._server
+        if server is None:
+            return
+        loop = asyncio.get_running_loop()
+        for sock in server.sockets:
+            loop.remove_reader(sock.fileno())
+        # Matched by name: asyncio keeps no other handle on them. Their first step is already
+        # queued, and each ends once the protocol's connection_made has run.
+        accepting = [
+            task
+            for task in asyncio.all_tasks()
+            if getattr(task.get_coro(), "__name__", "") == "_accept_connection2"
+        ]
+        if accepting:
+            await asyncio.wait(accepting, timeout=5.0)
 
 
 class GatewayThread:
@@ -289,8 +323,8 @@ async def _drain() -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    # A client connection accepted while the server was shutting down belongs to no handler any
-    # more; the gateway is gone, so abort whatever sockets the loop still holds.
+    # A client connection that lost its handler in aiohttp's shutdown (one mid-request, say) may
+    # still hold a transport; the gateway is gone, so abort whatever sockets the loop still holds.
     loop = asyncio.get_running_loop()
     # Closing ones too: a close() with unsent data waits for the peer to read it, which a client
     # that stopped reading never does (abort() on a transport already gone is a no-op).
