@@ -29,6 +29,17 @@ def _guarded(t: threading.Thread) -> bool:
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_gateway_left_running() -> Iterator[None]:
+    """Set up first, so torn down last: by then every session-scoped local cloud (tests/cloud and
+    tests/sync_supabase each have one, and an xdist worker may hold both) is stopped, and any
+    gateway thread still running was leaked. Checked here rather than in one of those fixtures,
+    whose teardown would see the other's live gateway."""
+    yield
+    leaked = [t.name for t in threading.enumerate() if t.name == "localcloud-gateway"]
+    assert not leaked, f"gateway threads left running: {leaked}"
+
+
 @pytest.fixture(autouse=True)
 def _no_leaked_threads() -> Iterator[None]:
     before = set(threading.enumerate())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -69,8 +68,7 @@ def cloud() -> Iterator[LocalCloud]:
         with psycopg.connect(lc.superuser_dsn, autocommit=True) as conn:
             conn.execute(_TEST_SCHEMA)
         yield lc
-    leaked = [t.name for t in threading.enumerate() if t.name == "localcloud-gateway"]
-    assert not leaked, f"gateway threads left running: {leaked}"
+    # (No gateway thread may outlive the session: tests/conftest.py checks after every stack.)
 
 
 @dataclass
