@@ -27,8 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import apsw
+
 import localstore
 from localstore.blueprint import BlueprintMeta, encode_meta, new_id, utc_now
+from localstore.store import _INFO_COLUMNS as INFO_COLUMNS
 from localstore.store import SaveRequest
 
 WORDS = [
@@ -264,6 +267,13 @@ def main() -> None:
         results.append(row("list 100", list100, "goal <=1 ms"))
         list_all = timeit(lambda: store.list(), 20)
         results.append(row(f"list all {n}", list_all, "goal <=25 ms (10k)"))
+        # The floor under a full listing: a plain apsw connection fetching the same 13 columns
+        # in the same order, no Python rows built (the VM's speed at this moment shows here).
+        raw = apsw.Connection(str(store.paths.index_db), flags=apsw.SQLITE_OPEN_READONLY)
+        raw_sql = f"SELECT {INFO_COLUMNS} FROM blueprints b WHERE b.deleted = 0 ORDER BY b.path"
+        raw_ms = timeit(lambda: raw.execute(raw_sql).fetchall(), 20)
+        raw.close()
+        results.append(row(f"peer: apsw fetch of the listing, {n} rows", raw_ms))
 
         queries = [
             "deploy",
@@ -341,6 +351,9 @@ def main() -> None:
             ),
             "load_vs_diskcache_get_p50": round(
                 statistics.median(load_ms) / statistics.median(dc_get), 2
+            ),
+            "list_all_vs_apsw_fetch_p50": round(
+                statistics.median(list_all) / statistics.median(raw_ms), 2
             ),
         }
         for k, v in ratios.items():
