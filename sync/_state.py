@@ -416,16 +416,11 @@ def unsettled_below_watermark(cur: Any) -> list[str]:
 # -- items and bases ----------------------------------------------------------------------------
 
 
-def get_item(cur: Any, blueprint_id: str) -> ItemState | None:
-    """The recorded server knowledge of one blueprint."""
-    rows = cur.execute(
-        "SELECT id, base_rev, base_seq, base_hash, base_path, base_deleted, synced_op_id "
-        "FROM sync_items WHERE id = ?",
-        (blueprint_id,),
-    ).fetchall()
-    if not rows:
-        return None
-    r = rows[0]
+_ITEM_COLUMNS = "id, base_rev, base_seq, base_hash, base_path, base_deleted, synced_op_id"
+
+
+def _item_state(r: Sequence[Any]) -> ItemState:
+    """An ItemState from a row of _ITEM_COLUMNS."""
     return ItemState(
         str(r[0]),
         None if r[1] is None else int(r[1]),
@@ -435,6 +430,14 @@ def get_item(cur: Any, blueprint_id: str) -> ItemState | None:
         bool(r[5]),
         int(r[6]),
     )
+
+
+def get_item(cur: Any, blueprint_id: str) -> ItemState | None:
+    """The recorded server knowledge of one blueprint."""
+    rows = cur.execute(
+        f"SELECT {_ITEM_COLUMNS} FROM sync_items WHERE id = ?", (blueprint_id,)
+    ).fetchall()
+    return _item_state(rows[0]) if rows else None
 
 
 # Ids per IN (...) query: well under SQLite's variable limit, and a pulled page is at most 1000.
@@ -450,19 +453,10 @@ def items_for(cur: Any, ids: Sequence[str]) -> dict[str, ItemState]:
     for i in range(0, len(ids), IN_CHUNK):
         part = ids[i : i + IN_CHUNK]
         for r in cur.execute(
-            "SELECT id, base_rev, base_seq, base_hash, base_path, base_deleted, synced_op_id "
-            f"FROM sync_items WHERE id IN ({','.join('?' * len(part))})",
+            f"SELECT {_ITEM_COLUMNS} FROM sync_items WHERE id IN ({','.join('?' * len(part))})",
             tuple(part),
         ):
-            out[r[0]] = ItemState(
-                str(r[0]),
-                None if r[1] is None else int(r[1]),
-                int(r[2]),
-                str(r[3]),
-                str(r[4]),
-                bool(r[5]),
-                int(r[6]),
-            )
+            out[r[0]] = _item_state(r)
     return out
 
 
