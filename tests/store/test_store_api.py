@@ -301,3 +301,27 @@ def test_search_orders_prefix_only_hits_below_whole_words(store) -> None:
         "named.blueprint.yaml",
         "mention.blueprint.yaml",
     ]
+
+
+def test_search_statements_are_not_prepared_again_at_each_run(store) -> None:
+    """FTS5's own segment lookup (``... WHERE segid=? AND term<=? ...``) was re-prepared from
+    scratch at every run, a sixth of a search's time, until the connection turned on SQLite's
+    query planner stability guarantee. SQLite counts re-preparations per statement."""
+    import apsw
+
+    for i in range(30):
+        store.save(f"f/b{i}", f"steps:\n  - run: deploy service-{i} to cluster {i % 3}\n")
+    reprepared: list[tuple[str, int]] = []
+    conn = store.index.conn
+    conn.trace_v2(
+        apsw.SQLITE_TRACE_PROFILE,
+        lambda e: reprepared.append((e["sql"], e["stmt_status"]["SQLITE_STMTSTATUS_REPREPARE"])),
+        id="reprepare-test",
+    )
+    try:
+        for query in ("deploy", "service-3", "cluster", "deploy cluster", '"to cluster"', "serv"):
+            assert store.search(query)
+    finally:
+        conn.trace_v2(0, None, id="reprepare-test")
+    assert reprepared, "the trace saw no statement"
+    assert [(sql, n) for sql, n in reprepared if n] == []
