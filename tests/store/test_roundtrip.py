@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import localstore
 from localstore.blueprint import dump_yaml, parse_yaml
+from localstore.errors import InvalidYAMLError
 from tests.conftest import STRESS
 
 EXAMPLES = 2000 if STRESS else 50
@@ -71,7 +72,13 @@ def test_text_round_trip_keeps_bytes(tmp_path_factory, doc, comments, crlf) -> N
         if i < len(comments):
             lines.append(comments[i])
     text_doc = ("\r\n" if crlf else "\n").join([comments[0], *lines]) + "\n"
-    parse_yaml(text_doc)  # the generated document is valid
+    try:
+        same = _equal(parse_yaml(text_doc), doc)
+    except InvalidYAMLError:
+        same = False
+    # A comment line put inside a multi-line scalar (a key of "\n" is dumped over two lines)
+    # breaks the document or changes it: such a text is not this test's case.
+    assume(same)
     home = tmp_path_factory.mktemp("rt")
     with localstore.open(home=home, maintenance=False) as store:
         bp = store.save("doc", text_doc)
