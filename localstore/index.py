@@ -123,7 +123,22 @@ CORE_MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
     INSERT INTO counters VALUES ('op_id', 0);
     """,
+    # v2: the described columns (name, description, tags, path) in a second, small full-text
+    # index. A search for a common word first asks which blueprints have it there; the full index
+    # answers that only by decoding the position list of every blueprint holding the word
+    # (0.4-1.7 ms at 10,000), this one from its own short doclist (0.03-0.13 ms).
+    """
+    CREATE VIRTUAL TABLE blueprints_described USING fts5(
+        name, description, tags, path,
+        content = 'blueprints_text', content_rowid = 'rid',
+        tokenize = 'unicode61 remove_diacritics 2'
+    );
+    INSERT INTO blueprints_described(blueprints_described, rank) VALUES ('automerge', 0);
+    INSERT INTO blueprints_described(blueprints_described) VALUES ('rebuild');
+    """,
 )
+# The full-text tables (the maintainer merges both, the integrity check checks both).
+FTS_TABLES = ("blueprints_fts", "blueprints_described")
 
 
 def map_apsw_error(exc: apsw.Error, action: str = "index operation") -> LocalStoreError:
@@ -353,15 +368,30 @@ class Index:
         with self.read() as cur:
             rows = cur.execute("PRAGMA integrity_check").fetchall()
             problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
-            try:
-                # The search index against the text it was built from (external content: a save
-                # removes an entry by giving back the values it indexed, so drift would show here).
-                cur.execute(
-                    "INSERT INTO blueprints_fts(blueprints_fts, rank) VALUES ('integrity-check', 1)"
-                )
-            except apsw.Error as exc:
-                problems.append(f"search index: {exc}")
+        # The search indexes against the text they were built from (external content: a save
+        # removes an entry by giving back the values it indexed, so drift would show here).
+        problems += [f"search index ({t}): {why}" for t, why in self.search_index_problems()]
         return problems
+
+    def search_index_problems(self) -> list[tuple[str, str]]:
+        """(table, FTS5's complaint) for each full-text table that fails its integrity check."""
+        out = []
+        with self.read() as cur:
+            for table in FTS_TABLES:
+                try:
+                    cur.execute(f"INSERT INTO {table}({table}, rank) VALUES ('integrity-check', 1)")
+                except apsw.Error as exc:
+                    out.append((table, str(exc)))
+        return out
+
+    def rebuild_search_indexes(self) -> list[str]:
+        """Rebuild every full-text table that fails its check from the text it indexes (derived
+        data: nothing is lost); returns the tables rebuilt."""
+        broken = [table for table, _ in self.search_index_problems()]
+        for table in broken:
+            with self.write() as cur:
+                cur.execute(f"INSERT INTO {table}({table}) VALUES ('rebuild')")
+        return broken
 
 
 class Maintainer:
@@ -437,9 +467,8 @@ class Maintainer:
             self._pending = 0
             try:
                 # Bounded FTS merge work per round, then a PASSIVE checkpoint (never blocks writers).
-                conn.execute(
-                    "INSERT INTO blueprints_fts(blueprints_fts, rank) VALUES ('merge', 64)"
-                )
+                for table in FTS_TABLES:
+                    conn.execute(f"INSERT INTO {table}({table}, rank) VALUES ('merge', 64)")
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except apsw.BusyError:
                 return

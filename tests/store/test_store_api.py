@@ -267,10 +267,25 @@ def test_search_index_stays_true_to_the_text_through_every_kind_of_change(home: 
         assert store.search("meta only") == []
         assert store.search("odd")[0].info.path == "a.blueprint.yaml"
         assert "[changed]" in store.search("changed")[0].snippet
-        # Tampering with the text the index was built from is caught.
+        # Tampering with the text the indexes were built from is caught, in each index.
         with store.index.write() as cur:
             cur.execute("UPDATE revisions SET content = 'zzz' WHERE path = 'new.blueprint.yaml'")
-        assert any("search index" in p for p in store.index.integrity_check())
+        problems = store.index.integrity_check()
+        assert any("search index (blueprints_fts)" in p for p in problems), problems
+        assert not any("blueprints_described" in p for p in problems), problems
+        with store.index.write() as cur:
+            cur.execute("UPDATE blueprints SET name = 'zzz' WHERE path = 'g/b2.blueprint.yaml'")
+        problems = store.index.integrity_check()
+        assert any("search index (blueprints_described)" in p for p in problems), problems
+        # Both are derived data: check --fix rebuilds them from the text they index.
+        report = store.check(fix=True)
+        rebuilt = [f["detail"] for f in report.fixed if f["kind"] == "search-index-rebuilt"]
+        assert sorted(rebuilt) == ["blueprints_described", "blueprints_fts"]
+        assert store.index.integrity_check() == [] and report.clean
+        assert [h.info.path for h in store.search("zzz")] == [
+            "g/b2.blueprint.yaml",
+            "new.blueprint.yaml",
+        ]
 
 
 def test_search_matches_whole_words_and_the_last_as_a_prefix(store) -> None:
@@ -303,25 +318,89 @@ def test_search_orders_prefix_only_hits_below_whole_words(store) -> None:
     ]
 
 
+def test_search_over_the_cap_answers_in_tiers(store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above SEARCH_RANK_CAP matches: first the blueprints whose name, description, tags or path
+    match (from the small index of those columns; ranked while within the cap, snippets from those
+    columns), then the rest newest first with score 0."""
+    import localstore.store as store_module
+
+    monkeypatch.setattr(store_module, "SEARCH_RANK_CAP", 3)
+    texts = [store.save(f"t/plain-{i}", f"steps:\n  - run: backup disk {i}\n") for i in range(5)]
+    store.save("t/nightly", "steps:\n  - run: echo\n", description="the backup of the night")
+    store.save("t/tagged", "steps:\n  - run: echo\n", tags=["backup"])
+    hits = store.search("backup", limit=20)
+    paths = [h.info.path for h in hits]
+    assert paths[:2] == [
+        "t/tagged.blueprint.yaml",
+        "t/nightly.blueprint.yaml",
+    ]  # tags weigh 6, description 4
+    assert all(h.score > 0 for h in hits[:2])
+    assert "[backup]" in hits[1].snippet and "night" in hits[1].snippet
+    assert paths[2:] == [bp.path for bp in reversed(texts)]  # the rest, newest first
+    assert all(h.score == 0 for h in hits[2:]) and all("[backup]" in h.snippet for h in hits[2:])
+    # Over the cap in the described tier too: newest first there as well.
+    for i in range(3):
+        store.save(f"t/named-{i}", "steps: []\n", name=f"backup job {i}")
+    hits = store.search("backup", limit=20)
+    described = [h.info.path for h in hits[:5]]
+    assert described == [f"t/named-{i}.blueprint.yaml" for i in (2, 1, 0)] + [
+        "t/tagged.blueprint.yaml",
+        "t/nightly.blueprint.yaml",
+    ]
+    assert [h.info.path for h in hits[5:]] == [bp.path for bp in reversed(texts)]
+    # A folder filter applies to both tiers.
+    store.save("u/other", "steps: []\n", name="backup elsewhere")
+    assert [h.info.path for h in store.search("backup", folder="u")] == ["u/other.blueprint.yaml"]
+
+
+def test_an_index_of_schema_v1_gets_the_described_search_index(home: Path) -> None:
+    """Opening an index written before the small index of the described columns existed builds
+    it from the rows (migration v2) and searches through it."""
+    with localstore.open(home=home) as store:
+        store.save("a", "steps: []\n", name="alpha", tags=["ops"])
+        store.save("b", "steps:\n  - run: ops work\n")
+        with store.index.write() as cur:
+            cur.execute("DROP TABLE blueprints_described")
+            cur.execute("UPDATE component_versions SET version = 1 WHERE component = 'core'")
+            cur.execute("PRAGMA user_version = 1")
+    with localstore.open(home=home) as store:
+        assert store.index.integrity_check() == []
+        with store.index.read() as cur:
+            assert cur.execute("PRAGMA user_version").fetchall()[0][0] == 2
+            found = cur.execute(
+                "SELECT rowid FROM blueprints_described WHERE blueprints_described MATCH 'ops'"
+            ).fetchall()
+        assert len(found) == 1
+        assert store.search("ops")[0].info.path == "a.blueprint.yaml"
+
+
 def test_search_statements_are_not_prepared_again_at_each_run(store) -> None:
     """FTS5's own segment lookup (``... WHERE segid=? AND term<=? ...``) was re-prepared from
     scratch at every run, a sixth of a search's time, until the connection turned on SQLite's
-    query planner stability guarantee. SQLite counts re-preparations per statement."""
+    query planner stability guarantee. SQLite counts re-preparations per statement (a schema
+    change re-prepares each statement once: only growth across repeated runs counts)."""
     import apsw
 
     for i in range(30):
         store.save(f"f/b{i}", f"steps:\n  - run: deploy service-{i} to cluster {i % 3}\n")
-    reprepared: list[tuple[str, int]] = []
+    queries = ("deploy", "service-3", "cluster", "deploy cluster", '"to cluster"', "serv")
+    for query in queries:
+        assert store.search(query)
+    counts: dict[str, list[int]] = {}
     conn = store.index.conn
     conn.trace_v2(
         apsw.SQLITE_TRACE_PROFILE,
-        lambda e: reprepared.append((e["sql"], e["stmt_status"]["SQLITE_STMTSTATUS_REPREPARE"])),
+        lambda e: counts.setdefault(e["sql"], []).append(
+            e["stmt_status"]["SQLITE_STMTSTATUS_REPREPARE"]
+        ),
         id="reprepare-test",
     )
     try:
-        for query in ("deploy", "service-3", "cluster", "deploy cluster", '"to cluster"', "serv"):
-            assert store.search(query)
+        for _ in range(2):
+            for query in queries:
+                assert store.search(query)
     finally:
         conn.trace_v2(0, None, id="reprepare-test")
-    assert reprepared, "the trace saw no statement"
-    assert [(sql, n) for sql, n in reprepared if n] == []
+    repeated = {sql: runs for sql, runs in counts.items() if len(runs) > 1}
+    assert any("MATCH" in sql for sql in repeated), "the trace saw no search run twice"
+    assert {sql: runs for sql, runs in repeated.items() if runs[-1] > runs[0]} == {}
