@@ -1429,10 +1429,13 @@ class BlueprintStore:
         from localstore._reconcile import Reconciler
 
         report = Reconciler(self).run(fix=fix)
-        if fix:
+        problems = self.index.integrity_check()
+        if fix and any(p.startswith("search index") for p in problems):
+            # (Each check re-reads all indexed text: only a broken index pays for a second one.)
             for table in self.index.rebuild_search_indexes():
                 report.fixed.append({"kind": "search-index-rebuilt", "path": "", "detail": table})
-        for problem in self.index.integrity_check():
+            problems = self.index.integrity_check()
+        for problem in problems:
             report.problems.append({"kind": "index-integrity", "path": "", "detail": problem})
         return report
 
