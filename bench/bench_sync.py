@@ -18,7 +18,10 @@ Measures, on real homes (files + SQLite, fsync on):
 * one edit's round trip (save on A, sync A, sync B) on the synced set: median and p99;
 * for comparison, a bare ``store.save_many`` of the same blueprints in runs of the engine's
   apply chunk (``sync.engine.DEFAULT_APPLY_BATCH``, one transaction each: the floor the download
-  sits on; the engine saves clean takes the same way).
+  sits on; the engine saves clean takes the same way);
+* as references for the disk's share: the cost of creating a file at the start (this VM's ext4
+  has no journal and then creates cost several times more for minutes after a mass delete), and
+  one more download into a home on tmpfs (``/dev/shm``), the same code with no disk under it.
 
 The goal of the issue is >= 2,000 blueprints/s for an initial sync; the field notes give
 Syncthing's 1,190 files/s (10,000 files, this machine class) as the peer figure. Both ratios are
@@ -45,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from bench_store import create_probe
 
 from localstore.config import load_settings
 from localstore.store import BlueprintStore, SaveRequest
@@ -224,9 +228,27 @@ def profile_download(server: MemoryServer, root: Path, n: int) -> str:
     return out.getvalue()
 
 
+def tmpfs_download(server: MemoryServer, n: int) -> float | None:
+    """Blueprints/s of one download into a home on tmpfs (/dev/shm): the same engine and store
+    with no disk under them, as a reference for how much of the figure is the disk."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        return None
+    root = Path(tempfile.mkdtemp(prefix="bench-sync-", dir=shm))
+    try:
+        run, store = download(server, root, "tmpfs", n)
+        store.close()
+        return n / run.engine_side
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def bench(n: int, repeats: int, edits: int, *, profile: bool) -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-sync-"))
     try:
+        # This VM's ext4 has no journal, and then creating a file costs several times more for
+        # minutes after a mass delete (see bench_save_floor.py): print the cost of the moment.
+        print(f"file create now: {create_probe(root / 'probe'):.1f} us/file (median of 500)")
         server = MemoryServer()
         floor_store = open_store(root, "floor")
         batch = DEFAULT_APPLY_BATCH
@@ -261,6 +283,13 @@ def bench(n: int, repeats: int, edits: int, *, profile: bool) -> None:
         b.close()
         a.close()
         report(n, batch, floor_s, upload_s, runs, traced_peak, rss_growth, trips, poll_s, status_s)
+        tmpfs_rate = tmpfs_download(server, n)
+        if tmpfs_rate is not None:
+            disk_rate = n / sorted(d.engine_side for d in runs)[len(runs) // 2]
+            print(
+                f"reference, one download into a home on tmpfs (no disk): {tmpfs_rate:8.0f} /s; "
+                f"on disk x{disk_rate / tmpfs_rate:.2f} of that"
+            )
         print(f"(excluded: MemoryRemote's own time, {remote_a.timer.wall:.2f} s in the upload)")
         if profile:
             print(profile_download(server, root, n))
