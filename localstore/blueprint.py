@@ -251,10 +251,13 @@ _INDENT_RUNS: dict[int, re.Pattern[bytes]] = {}
 
 
 def _indent_run(width: int) -> re.Pattern[bytes]:
-    """A line starting with at least ``width`` spaces or dashes (one search, no match list)."""
+    """A line starting with at least ``width`` spaces or dashes, searched in ``b"\n" + text``
+    (one search, no match list). A newline first, not ``^`` in MULTILINE mode: the engine then
+    skips ahead to each newline instead of trying the anchor at every byte (22 us -> 3 us for a
+    1.7 KB blueprint; ``^`` also matched after a newline only)."""
     pattern = _INDENT_RUNS.get(width)
     if pattern is None:
-        pattern = _INDENT_RUNS.setdefault(width, re.compile(rb"^[ -]{%d}" % width, re.M))
+        pattern = _INDENT_RUNS.setdefault(width, re.compile(rb"\n[ -]{%d}" % width))
     return pattern
 
 
@@ -274,7 +277,7 @@ def _plainly_fine(raw: bytes, limits: YamlLimits) -> bool:
     budget = limits.max_depth // 2 - 2 - raw.count(b"[") - raw.count(b"{")  # the deepest column
     if budget < 0:
         return False
-    if _indent_run(budget + 1).search(raw) is not None:
+    if _indent_run(budget + 1).search(b"\n" + raw) is not None:
         # Some line starts with a long run of spaces and dashes: measure the entries exactly
         # (every entry's column is such a run, so without one the bound holds).
         column = max(map(len, _ENTRY_COLUMN.findall(b"\n" + raw))) - 1
