@@ -348,9 +348,13 @@ def test_search_over_the_cap_answers_in_tiers(store, monkeypatch: pytest.MonkeyP
         "t/nightly.blueprint.yaml",
     ]
     assert [h.info.path for h in hits[5:]] == [bp.path for bp in reversed(texts)]
-    # A folder filter applies to both tiers.
+    # A folder filter applies to both tiers (4 matches in u/: over the cap there too).
+    more = [store.save(f"u/plain-{i}", f"steps:\n  - run: backup {i}\n") for i in range(3)]
     store.save("u/other", "steps: []\n", name="backup elsewhere")
-    assert [h.info.path for h in store.search("backup", folder="u")] == ["u/other.blueprint.yaml"]
+    assert [h.info.path for h in store.search("backup", folder="u")] == [
+        "u/other.blueprint.yaml",
+        *[bp.path for bp in reversed(more)],
+    ]
 
 
 def test_an_index_of_schema_v1_gets_the_described_search_index(home: Path) -> None:
