@@ -7,12 +7,21 @@ refused. Differential tests: hand-picked edge cases plus generated documents.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from localstore.blueprint import YamlLimits, check_yaml, dump_yaml, parse_yaml
+from localstore.blueprint import (
+    _NEEDS_EVENTS,
+    YamlLimits,
+    _needs_events,
+    check_yaml,
+    dump_yaml,
+    parse_yaml,
+)
 from localstore.errors import InvalidYAMLError, LimitExceededError
 from tests.conftest import STRESS
 
@@ -83,6 +92,32 @@ EDGE_CASES = [
     "a: |\n" + "".join(" " * i + "text\n" for i in range(1, 90)),
     "a: [" * 40 + "]" * 40 + "\n",
     "a:\n  - b: [1, {c: [2, {d: e}]}]\n",
+    # Anchors, aliases, tags and merge keys, and text that only looks like them.
+    "a: cd x && make\n",
+    "a: https://h/p?x=1&y=2\nb: https://h/p?x=1&ab=2\n",
+    "a: '**/*.py'\nb: rm -rf *.o build/*\n",
+    "a: *.o\n",
+    "a: && b\n",
+    "a: x&y *z\n",
+    "a: done!\nb: x != y\n",
+    "a: ! x\n",
+    "a: != b\n",
+    "a: !x!y z\n",
+    "run: cat <<EOF\nb: << EOF\n",
+    "a: <<\n",
+    "{<<: {x: 1}, y: 2}\n",
+    "a: &x1 1\nb: *x1\n",
+    "a: &x_y-z [1]\nb: *x_y-z\n",
+    "a: [&x 1, *x]\n",
+    '{"a":&x 1, b: *x}\n',
+    "{'a':*x}\n",
+    "[?&x a, b]\n",
+    "- &x a\n- *x\n",
+    "a:\n- &x\n  b: 1\n- *x\n",
+    "a: 1\n&x b: 2\nc: *x\n",
+    "a: \ufeff&x 1\n",
+    "a: [1]&x\n",
+    "a: 'q'&x\n",
 ]
 
 
@@ -174,3 +209,111 @@ def test_generated_documents_agree(doc: dict) -> None:
 def test_random_yaml_like_text_gets_the_same_verdict(text: str) -> None:
     """Fuzz the syntax-only fast path: any text it lets through must be one parse_yaml accepts."""
     _agree(text)
+
+
+# The pre-check's patterns as first written: each led by an alternation (``^`` or a class), which
+# the regex engine tried at every byte. The fast forms in blueprint._NEEDS_EVENTS (the literal
+# first, what precedes it as a lookbehind) must match exactly the same texts.
+_PLAIN_FORMS = {
+    b"=": re.compile(rb"(?:^|[\s\[{,])=(?=[\s\]},]|$)", re.M),
+    b"?": re.compile(rb"(?:^|[\s\[{,])\?(?=[\s\]},]|$)", re.M),
+    b"_": re.compile(rb"[0-9.]_|0[bBxXoO]_"),
+    b"---": re.compile(rb"(?:^|[\r\n])---"),
+    b"...": re.compile(rb"(?:^|[\r\n])\.\.\."),
+    b"%": re.compile(rb"(?:^|[\r\n])%"),
+}
+_FAST_FORMS = {needle: pattern for needle, pattern in _NEEDS_EVENTS if needle in _PLAIN_FORMS}
+
+
+def test_every_rewritten_pattern_has_its_plain_form() -> None:
+    assert _FAST_FORMS.keys() == _PLAIN_FORMS.keys()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"=",
+        b"a: =\n",
+        b"a=b",
+        b"[=]",
+        b"{a: =}",
+        b"x,=,",
+        b"? a\n",
+        b"a: b?\n",
+        b"1_000",
+        b"._",
+        b"0x_",
+        b"a_b",
+        b"---",
+        b"a: 1\n---\n",
+        b"a: b---c\n",
+        b"\r...",
+        b"a ...",
+        b"%YAML",
+        b"a: 100%\n",
+        b"\n%",
+    ],
+)
+def test_fast_patterns_find_what_the_plain_forms_find(text: bytes) -> None:
+    for needle, plain in _PLAIN_FORMS.items():
+        expected = plain.search(text) is not None
+        assert (_FAST_FORMS[needle].search(text) is not None) is expected, (needle, text)
+
+
+_PATTERN_BYTES = [bytes([c]) for c in b" \t\r\n[]{},=?_.-%0bBxXoOa:#"]
+
+
+@settings(max_examples=50_000 if STRESS else 3_000, deadline=None)
+@given(st.lists(st.sampled_from(_PATTERN_BYTES), max_size=24).map(b"".join))
+def test_fast_patterns_agree_with_the_plain_forms(text: bytes) -> None:
+    for needle, plain in _PLAIN_FORMS.items():
+        assert (_FAST_FORMS[needle].search(text) is None) is (plain.search(text) is None), needle
+
+
+def _has_node_properties(text: str) -> bool:
+    """Does libyaml's parse of ``text`` hold an anchor, an alias, an explicit tag or a merge key?"""
+    for ev in yaml.parse(text, Loader=yaml.CSafeLoader):
+        if isinstance(ev, yaml.AliasEvent) or getattr(ev, "anchor", None) is not None:
+            return True
+        if isinstance(ev, yaml.ScalarEvent):
+            if ev.tag is not None or (ev.value == "<<" and ev.implicit[0]):
+                return True
+        elif isinstance(ev, yaml.CollectionStartEvent) and ev.tag is not None:
+            return True
+    return False
+
+
+@settings(max_examples=40_000 if STRESS else 3_000, deadline=None)
+@given(st.text(alphabet="ab1_-: \n\t[]{},?'\"&*!<#|>.", max_size=40))
+def test_every_anchor_alias_tag_and_merge_key_takes_the_exact_path(text: str) -> None:
+    """The pre-check may send plain text down the event scan, never the reverse: a document with
+    node properties that reached raw_parse would have its aliases and merge keys unchecked."""
+    try:
+        special = _has_node_properties(text)
+    except yaml.YAMLError:
+        return  # not YAML: raw_parse refuses it too, and the scan words the error
+    if special:
+        assert _needs_events(text.encode()), text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a":&x 1}\n',
+        "{'a':*x}\n",
+        "[?&x a]\n",
+        "[a,&x b]\n",
+        "{a: 1,*x : 2}\n",
+        "a: [<<]\n",
+        "a: {<<}\n",
+        "a: [x, <<]\n",
+        "<<: {x: 1}\n",
+        "a: !x y\n",
+        "- !!str 1\n",
+        "a: 'q'&x\n",
+        "a: [1]&x\n",
+        "\tb: &x 1\n",
+    ],
+)
+def test_node_properties_after_any_separator_take_the_exact_path(text: str) -> None:
+    assert _needs_events(text.encode()), text
