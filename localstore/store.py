@@ -73,6 +73,8 @@ _FULL, _DESCRIBED = "blueprints_fts", "blueprints_described"
 # store's size; the trade is in docs/architecture.md, "Search".
 SEARCH_RANK_CAP = 1000
 TxHook = Callable[[Any, Blueprint], None]
+# The errors that fail one item of a batch (the others go on); anything else aborts the batch.
+_ITEM_ERRORS = (InvalidInputError, AlreadyExistsError, RevisionConflictError, NotFoundError)
 
 _ROW_COLUMNS = (
     "rid, id, path, name, description, author, version, tags, created, modified, yaml_sha256, "
@@ -292,6 +294,9 @@ class _Batch:
     # call: it was three lstat walks per blueprint), and folders known to exist.
     safe_dirs: set[str] = field(default_factory=set)
     made_dirs: set[str] = field(default_factory=set)
+    # The bytes of pairs ingested in this batch (path -> YAML, meta): their revisions roll back
+    # with a failed batch, so an undo puts back these instead of the last committed revision.
+    ingested: dict[str, tuple[bytes, bytes | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -666,15 +671,10 @@ class BlueprintStore:
                 for request in requests:
                     try:
                         results.append(self._save_one(cur, request, origin, batch))
-                    except (
-                        InvalidInputError,
-                        AlreadyExistsError,
-                        RevisionConflictError,
-                        NotFoundError,
-                    ) as exc:
-                        # Bad input is found before anything of this item touches the disk.
-                        if strict:
-                            raise
+                    except _ITEM_ERRORS as exc:
+                        # Bad input is found before anything of this item touches the disk. The
+                        # transaction still commits (also for a single save): an unrecorded edit
+                        # ingested before the refusal must stay in history.
                         results.append(exc)
                 batch.pending.commit()
         except BaseException:
@@ -682,9 +682,11 @@ class BlueprintStore:
             # previous versions are put back so the caller's error means "nothing changed".
             batch.pending.abort()
             for existing, new_rel in reversed(batch.touched):
-                self._undo_files(existing, new_rel)
+                self._undo_files(existing, new_rel, batch)
             raise
         self.events.publish(batch.events)
+        if strict and isinstance(results[0], LocalStoreError):
+            raise results[0]
         return results
 
     def _save_one(self, cur: Any, req: SaveRequest, origin: str, batch: _Batch) -> Blueprint:
@@ -697,12 +699,20 @@ class BlueprintStore:
             batch.pending.commit()
         existing, holder = self._find_for_save(cur, rel, req.id)
         target = self._abspath_in(rel, batch)
+        if existing is not None and not existing.deleted:
+            yaml_abs = target if existing.path == rel else self._abspath_in(existing.path, batch)
+            if self._edited_on_disk(existing, yaml_abs):
+                # An editor's change the watcher has not recorded yet (none running, or inside
+                # its settle window): record it before deciding anything, so expected_rev and
+                # the identical-save check compare with the disk, and nothing is overwritten
+                # unseen. A stat pair per save; reading the files every time was the rejected
+                # alternative.
+                self._ingest_first(cur, existing.path, batch)
+                existing, holder = self._find_for_save(cur, rel, req.id)
         if (existing is None or existing.path != rel) and os.path.exists(target):
             # A file the index has not seen yet (an editor was faster than the watcher):
             # record it in history before it is overwritten, so nothing is lost.
-            from localstore._reconcile import Reconciler
-
-            Reconciler(self).ingest_path(rel)
+            self._ingest_first(cur, rel, batch)
             existing, holder = self._find_for_save(cur, rel, req.id)
         if req.expected_rev is not None and (existing.rev if existing else 0) != req.expected_rev:
             raise RevisionConflictError(
@@ -733,6 +743,43 @@ class BlueprintStore:
         if req.tx_hook is not None:
             req.tx_hook(cur, bp)
         return bp
+
+    @staticmethod
+    def _edited_on_disk(row: Row, yaml_abs: str) -> bool:
+        """True if a live row's files differ from its stat cache (an edit not recorded yet).
+
+        A missing YAML is not an edit: it holds nothing to keep, and a vanished file is the
+        watcher's and reconcile's call (editors delete and recreate files while saving)."""
+        try:
+            y = os.stat(yaml_abs)
+        except FileNotFoundError:
+            return False
+        if y.st_size != row.yaml_size or y.st_mtime_ns != row.yaml_mtime_ns:
+            return True
+        meta_abs = yaml_abs[: -len(fs.YAML_SUFFIX)] + fs.META_SUFFIX
+        try:
+            m = os.stat(meta_abs)
+        except FileNotFoundError:
+            return row.meta_size != -1  # (-1: indexed without a meta file, a flagged row)
+        return m.st_size != row.meta_size or m.st_mtime_ns != row.meta_mtime_ns
+
+    def _ingest_first(self, cur: Any, rel: str, batch: _Batch) -> None:
+        """Record the pair at ``rel`` as an external change inside this transaction (its events
+        are published with the batch's), keeping its bytes for an undo of the batch."""
+        from localstore._reconcile import Reconciler
+
+        reconciler = Reconciler(self)
+        reconciler.ingest_locked(cur, rel, may_delete=False)
+        batch.events.extend(reconciler.events)
+        try:
+            yaml_bytes = fs.read_bytes(self.abspath(rel), limit=self.limits.max_bytes)
+        except (FileNotFoundError, StorageError):
+            return
+        try:
+            meta_bytes: bytes | None = fs.read_bytes(self.abspath(fs.meta_path_for(rel)))
+        except (FileNotFoundError, StorageError):
+            meta_bytes = None
+        batch.ingested.setdefault(rel, (yaml_bytes, meta_bytes))
 
     def _find_for_save(
         self, cur: Any, rel: str, blueprint_id: str | None
@@ -882,7 +929,7 @@ class BlueprintStore:
         batch.events.extend(change_events(existing, p, rev, origin))
         return bp
 
-    def _undo_files(self, existing: Row | None, new_rel: str) -> None:
+    def _undo_files(self, existing: Row | None, new_rel: str, batch: _Batch | None = None) -> None:
         """Put the committed version back after a failed save (best effort; reconcile heals)."""
         if existing is None or existing.deleted:
             try:
@@ -893,12 +940,26 @@ class BlueprintStore:
             return
         if existing.path != new_rel:
             self._rename_pair_quiet(new_rel, existing.path)
-        self._restore_pair_best_effort(existing)
+        ingested = batch.ingested.get(existing.path) if batch is not None else None
+        self._restore_pair_best_effort(existing, ingested)
 
-    def _restore_pair_best_effort(self, existing: Row) -> None:
-        """After a failed write, put back the committed version if a file was already replaced."""
+    def _restore_pair_best_effort(
+        self, existing: Row, ingested: tuple[bytes, bytes | None] | None = None
+    ) -> None:
+        """After a failed write, put back the committed version if a file was already replaced
+        (``ingested``: the bytes of an edit recorded in the failed transaction, which rolled its
+        revision back; the disk is the truth, so those bytes go back, not the older revision)."""
         yaml_abs = self.abspath(existing.path)
         meta_abs = self.abspath(fs.meta_path_for(existing.path))
+        if ingested is not None:
+            try:
+                items = [(yaml_abs, ingested[0])]
+                if ingested[1] is not None:
+                    items.append((meta_abs, ingested[1]))
+                fs.atomic_write_many(items)
+            except (OSError, StorageError):
+                log.warning("could not put back %s after a failed write", existing.path)
+            return
         try:
             current = sha256_hex(fs.read_bytes(yaml_abs))
             current_meta = sha256_hex(fs.read_bytes(meta_abs))
@@ -1230,6 +1291,15 @@ class BlueprintStore:
         events: list[Event] = []
         with self.index.write() as cur:
             row = self._resolve(cur, ref)
+            if self._edited_on_disk(row, str(self.abspath(row.path))):
+                # An edit not recorded yet goes into history first: the delete revision must
+                # hold what the user last had, not the older indexed version.
+                from localstore._reconcile import Reconciler
+
+                reconciler = Reconciler(self)
+                reconciler.ingest_locked(cur, row.path, may_delete=False)
+                events.extend(reconciler.events)
+                row = self._resolve(cur, row.id)
             content = self._read_current_yaml(row) if not row.flagged else b""
             if row.flagged:
                 content = self._revision_content(row.id, row.rev).encode("utf-8")

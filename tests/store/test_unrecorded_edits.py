@@ -1,0 +1,98 @@
+"""Edits made on disk that the index has not recorded yet (no watcher running, or inside its settle
+window) are never overwritten unseen: every write first compares the files with the index's stat
+cache and records a difference as an external revision.
+
+Real files and a real index; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from localstore.errors import RevisionConflictError
+
+V1 = "v: 1\n"
+EDIT = "v: typed-in-an-editor\n"
+
+
+def _edit(path: Path, text: str) -> None:
+    """Write like an editor would, with an mtime the index cannot already hold."""
+    path.write_text(text)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+
+
+def _contents(store, ref: str) -> list[tuple[str, str]]:
+    return [
+        (r.origin, store.load_revision(ref, r.rev).content) for r in reversed(store.history(ref))
+    ]
+
+
+def test_save_records_an_unrecorded_edit_before_overwriting(store, home: Path) -> None:
+    bp = store.save("a", V1)
+    _edit(home / "blueprints/a.blueprint.yaml", EDIT)
+    saved = store.save("a", "v: 2\n")
+    assert saved.rev == 3
+    assert _contents(store, bp.id) == [("local", V1), ("external", EDIT), ("local", "v: 2\n")]
+
+
+def test_save_equal_to_the_index_while_the_disk_differs_is_written(store, home: Path) -> None:
+    store.save("b", V1)
+    yaml_file = home / "blueprints/b.blueprint.yaml"
+    _edit(yaml_file, EDIT)
+    saved = store.save("b", V1)
+    assert saved.rev == 3 and yaml_file.read_text() == V1
+    assert [c for _, c in _contents(store, "b")] == [V1, EDIT, V1]
+
+
+def test_expected_rev_sees_an_unrecorded_edit_and_keeps_it(store, home: Path) -> None:
+    loaded = store.save("doc", V1)
+    yaml_file = home / "blueprints/doc.blueprint.yaml"
+    _edit(yaml_file, EDIT)
+    with pytest.raises(RevisionConflictError):
+        store.save("doc", "v: 2\n", expected_rev=loaded.rev)
+    # The refusal still committed the edit's revision, and the file is untouched.
+    assert yaml_file.read_text() == EDIT
+    assert _contents(store, "doc") == [("local", V1), ("external", EDIT)]
+
+
+def test_move_keeps_an_external_meta_edit(store, home: Path) -> None:
+    bp = store.save("a", V1, tags=["t1"])
+    meta_file = home / "blueprints/a.blueprint.meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta["tags"], meta["description"] = ["edited"], "typed in an editor"
+    meta_file.write_text(json.dumps(meta, indent=2))
+    st = meta_file.stat()
+    os.utime(meta_file, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    moved = store.move(bp.id, "b")
+    after = json.loads((home / "blueprints/b.blueprint.meta.json").read_text())
+    assert after["tags"] == ["edited"] and after["description"] == "typed in an editor"
+    assert moved.meta.tags == ("edited",)
+    assert [r.origin for r in reversed(store.history(bp.id))] == ["local", "external", "local"]
+
+
+def test_delete_records_an_unrecorded_edit_first(store, home: Path) -> None:
+    bp = store.save("d", V1)
+    _edit(home / "blueprints/d.blueprint.yaml", EDIT)
+    store.delete("d")
+    history = store.history(bp.id)
+    assert [(r.origin, r.deleted) for r in reversed(history)] == [
+        ("local", False),
+        ("external", False),
+        ("local", True),
+    ]
+    assert store.load_revision(bp.id, history[0].rev).content == EDIT
+    assert store.restore(bp.id, 2).content == EDIT
+
+
+def test_a_touch_without_a_change_records_nothing(store, home: Path) -> None:
+    store.save("t", V1)
+    yaml_file = home / "blueprints/t.blueprint.yaml"
+    _edit(yaml_file, V1)  # same bytes, new mtime
+    assert store.save("t", V1).rev == 1
+    assert store.save("t", "v: 2\n").rev == 2
+    assert [o for o, _ in _contents(store, "t")] == ["local", "local"]
