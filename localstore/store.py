@@ -709,9 +709,12 @@ class BlueprintStore:
                 # alternative.
                 self._ingest_first(cur, existing.path, batch)
                 existing, holder = self._find_for_save(cur, rel, req.id)
-        if (existing is None or existing.path != rel) and os.path.exists(target):
-            # A file the index has not seen yet (an editor was faster than the watcher):
-            # record it in history before it is overwritten, so nothing is lost.
+        if (existing is None or existing.deleted or existing.path != rel) and os.path.exists(
+            target
+        ):
+            # A file the index has not seen yet (an editor was faster than the watcher, or it
+            # was created where a deleted blueprint lived): record it in history before anything
+            # is decided, so the path check below sees it and nothing is overwritten unseen.
             self._ingest_first(cur, rel, batch)
             existing, holder = self._find_for_save(cur, rel, req.id)
         if req.expected_rev is not None and (existing.rev if existing else 0) != req.expected_rev:

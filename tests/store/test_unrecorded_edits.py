@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from localstore.errors import RevisionConflictError
+from localstore.errors import AlreadyExistsError, RevisionConflictError
 
 V1 = "v: 1\n"
 EDIT = "v: typed-in-an-editor\n"
@@ -96,3 +96,19 @@ def test_a_touch_without_a_change_records_nothing(store, home: Path) -> None:
     assert store.save("t", V1).rev == 1
     assert store.save("t", "v: 2\n").rev == 2
     assert [o for o, _ in _contents(store, "t")] == ["local", "local"]
+
+
+def test_restore_refuses_an_unindexed_file_at_the_old_path(store, home: Path) -> None:
+    bp = store.save("a", V1)
+    store.delete("a")
+    yaml_file = home / "blueprints/a.blueprint.yaml"
+    yaml_file.write_text(EDIT)  # created in an editor, not seen by a watcher
+    with pytest.raises(AlreadyExistsError):
+        store.restore(bp.id, 1)
+    with pytest.raises(AlreadyExistsError):
+        store.save("a", V1, id=bp.id)
+    assert yaml_file.read_text() == EDIT
+    # The new file is its own blueprint now, and the deleted one can come back elsewhere.
+    newcomer = store.resolve("a")
+    assert newcomer.id != bp.id and store.load("a").content == EDIT
+    assert store.restore(bp.id, 1, path="a-restored").content == V1
