@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import apsw
+
 from localstore import files as fs
 from localstore.blueprint import (
     Blueprint,
@@ -58,7 +60,7 @@ from localstore.errors import (
     UnsafePathError,
 )
 from localstore.events import Event, EventBus
-from localstore.index import Index, Maintainer
+from localstore.index import Index, Maintainer, map_apsw_error
 
 log = logging.getLogger("localstore.store")
 
@@ -1288,41 +1290,81 @@ class BlueprintStore:
     def delete(self, ref: str, *, origin: str = "local", tx_hook: TxHook | None = None) -> Revision:
         """Delete a blueprint's files; its history stays and ``restore`` brings it back.
 
-        Raises NotFoundError, StorageError.
+        Raises NotFoundError, StorageError (the blueprint and its files are left as they were).
         """
         self._check_open()
         events: list[Event] = []
-        with self.index.write() as cur:
-            row = self._resolve(cur, ref)
-            if self._edited_on_disk(row, str(self.abspath(row.path))):
-                # An edit not recorded yet goes into history first: the delete revision must
-                # hold what the user last had, not the older indexed version.
-                from localstore._reconcile import Reconciler
+        removing: tuple[str, bytes | None, bytes | None] | None = None
+        try:
+            with self.index.write() as cur:
+                row = self._resolve(cur, ref)
+                if self._edited_on_disk(row, str(self.abspath(row.path))):
+                    # An edit not recorded yet goes into history first: the delete revision
+                    # must hold what the user last had, not the older indexed version.
+                    from localstore._reconcile import Reconciler
 
-                reconciler = Reconciler(self)
-                reconciler.ingest_locked(cur, row.path, may_delete=False)
-                events.extend(reconciler.events)
-                row = self._resolve(cur, row.id)
-            content = self._read_current_yaml(row) if not row.flagged else b""
-            if row.flagged:
-                content = self._revision_content(row.id, row.rev).encode("utf-8")
-            self._remove_pair(row.path)
-            rev = self._mark_deleted(cur, row, content, origin)
-            bp = self._blueprint_from(row, content.decode("utf-8"))
-            if tx_hook is not None:
-                tx_hook(cur, bp)
-            events.append(
-                Event(
-                    kind="deleted",
-                    id=row.id,
-                    path=row.path,
-                    origin=origin,
-                    rev=rev,
-                    content_hash=row.content_hash,
+                    reconciler = Reconciler(self)
+                    reconciler.ingest_locked(cur, row.path, may_delete=False)
+                    events.extend(reconciler.events)
+                    row = self._resolve(cur, row.id)
+                yaml_bytes, meta_bytes = self._read_pair(row.path)
+                if row.flagged or yaml_bytes is None:
+                    content = self._revision_content(row.id, row.rev).encode("utf-8")
+                else:
+                    content = yaml_bytes
+                rev = self._mark_deleted(cur, row, content, origin)
+                bp = self._blueprint_from(row, content.decode("utf-8"))
+                if tx_hook is not None:
+                    tx_hook(cur, bp)
+                events.append(
+                    Event(
+                        kind="deleted",
+                        id=row.id,
+                        path=row.path,
+                        origin=origin,
+                        rev=rev,
+                        content_hash=row.content_hash,
+                    )
                 )
-            )
+                # The files go last, once the index statements and the hook succeeded: only
+                # the commit can still fail, and then the bytes in hand are put back. A kill
+                # after the unlinks leaves a vanished pair, which reconcile records as this
+                # same delete (the index already holds what the files held).
+                removing = (row.path, yaml_bytes, meta_bytes)
+                self._remove_pair(row.path)
+        except BaseException as exc:
+            if removing is not None:
+                self._put_back_pair(*removing)
+            if isinstance(exc, apsw.Error):
+                raise map_apsw_error(exc, "delete") from exc
+            raise
         self.events.publish(events)
         return Revision(row.id, rev, origin, self.device_id, utc_now(), row.path, "", True)
+
+    def _read_pair(self, rel: str) -> tuple[bytes | None, bytes | None]:
+        """The bytes of a pair's YAML and meta files as they are on disk (None: missing)."""
+        out: list[bytes | None] = []
+        for path in (rel, fs.meta_path_for(rel)):
+            try:
+                out.append(fs.read_bytes(self.abspath(path), limit=self.limits.max_bytes))
+            except FileNotFoundError:
+                out.append(None)
+        return out[0], out[1]
+
+    def _put_back_pair(self, rel: str, yaml_bytes: bytes | None, meta_bytes: bytes | None) -> None:
+        """Rewrite (atomically) the files of a failed delete that were already unlinked."""
+        missing = [
+            (self.abspath(path), data)
+            for path, data in ((rel, yaml_bytes), (fs.meta_path_for(rel), meta_bytes))
+            if data is not None and not self.abspath(path).exists()
+        ]
+        if not missing:
+            return
+        try:
+            fs.ensure_dir(missing[0][0].parent)
+            fs.atomic_write_many(missing)
+        except (OSError, StorageError):  # reconcile on the next open records the vanished pair
+            log.error("could not put back %s after a failed delete", rel)
 
     def _mark_deleted(self, cur: Any, row: Row, content: bytes, origin: str) -> int:
         rev = row.rev + 1
