@@ -679,12 +679,14 @@ class BlueprintStore:
                         # ingested before the refusal must stay in history.
                         results.append(exc)
                 batch.pending.commit()
-        except BaseException:
+        except BaseException as exc:
             # Whatever failed after files were written (a flush, the index commit, a hook), the
             # previous versions are put back so the caller's error means "nothing changed".
             batch.pending.abort()
             for existing, new_rel in reversed(batch.touched):
                 self._undo_files(existing, new_rel, batch)
+            if isinstance(exc, apsw.Error):  # never leaks out of the public API
+                raise map_apsw_error(exc, "save") from exc
             raise
         self.events.publish(batch.events)
         if strict and isinstance(results[0], LocalStoreError):
@@ -736,18 +738,70 @@ class BlueprintStore:
         keep_modified = req.meta is not None and origin in ("remote", "import", "merge")
         base_meta = existing.meta if existing else None
         new_meta = self._merge_meta(base_meta, rel, req.id, req.meta, req.fields, keep_modified)
+        if existing is None and req.meta is not None and new_meta.id != (req.id or "").lower():
+            self._check_id_free(cur, rel, new_meta.id)
         prepared = self._prepare(rel, content, new_meta)
-        if existing is not None and existing.holds(rel, prepared.content_hash):
-            bp = self._blueprint_from(existing, prepared.yaml_bytes.decode("utf-8"))
-        else:
-            batch.touched.append((existing, rel))
-            batch.keys.update((fs.path_key(rel), new_meta.id))
-            if existing is not None:
-                batch.keys.add(fs.path_key(existing.path))
-            bp = self._commit_pair(cur, existing, prepared, origin, batch, target)
-        if req.tx_hook is not None:
-            req.tx_hook(cur, bp)
+        if req.tx_hook is None:
+            return self._write_prepared(cur, existing, prepared, origin, batch, target)
+        # A hook may refuse this item (sync's and import's raise per-item errors): its own
+        # savepoint, and its files put back, so a refused item leaves nothing behind while the
+        # rest of the batch goes on. Only items with a hook pay for the savepoint.
+        marks = (len(batch.touched), len(batch.events))
+        try:
+            with self.index.write() as item_cur:
+                bp = self._write_prepared(item_cur, existing, prepared, origin, batch, target)
+                req.tx_hook(item_cur, bp)
+        except _ITEM_ERRORS:
+            self._undo_item(batch, *marks)
+            raise
         return bp
+
+    def _write_prepared(
+        self,
+        cur: Any,
+        existing: Row | None,
+        prepared: _Prepared,
+        origin: str,
+        batch: _Batch,
+        target: str,
+    ) -> Blueprint:
+        if existing is not None and existing.holds(prepared.path, prepared.content_hash):
+            return self._blueprint_from(existing, prepared.yaml_bytes.decode("utf-8"))
+        batch.touched.append((existing, prepared.path))
+        batch.keys.update((fs.path_key(prepared.path), prepared.meta.id))
+        if existing is not None:
+            batch.keys.add(fs.path_key(existing.path))
+        return self._commit_pair(cur, existing, prepared, origin, batch, target)
+
+    def _undo_item(self, batch: _Batch, touched: int, events: int) -> None:
+        """Take back the files and events of one batch item refused after it was staged (its
+        index statements were rolled back to its savepoint)."""
+        del batch.events[events:]
+        if len(batch.touched) == touched:
+            return
+        # Its temp files are staged among the batch's: put everything in place, then this item's
+        # previous version back (from history; a failure here aborts the whole batch instead).
+        batch.pending.commit()
+        undo = batch.touched[touched:]
+        del batch.touched[touched:]
+        for existing, new_rel in reversed(undo):
+            self._undo_files(existing, new_rel, batch)
+        batch.folders.clear()  # the listings cached for case checks may name removed files
+        batch.made_dirs.clear()
+
+    def _check_id_free(self, cur: Any, rel: str, blueprint_id: str) -> None:
+        """Refuse a new blueprint whose meta carries an id the index already has (a copied meta
+        file); the unique index would otherwise fail the whole transaction."""
+        other = self._row_by(cur, "id = ?", (blueprint_id,))
+        if other is None:
+            return
+        state = "deleted blueprint" if other.deleted else "blueprint"
+        raise AlreadyExistsError(
+            f"the meta for {rel} carries id {blueprint_id}, which belongs to the {state} at "
+            f"{other.path}",
+            hint="drop 'id' from the meta to create a new blueprint, or pass id= to update "
+            "(or restore) that one",
+        )
 
     @staticmethod
     def _edited_on_disk(row: Row, yaml_abs: str) -> bool:
