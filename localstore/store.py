@@ -721,6 +721,15 @@ class BlueprintStore:
             # is decided, so the path check below sees it and nothing is overwritten unseen.
             self._ingest_first(cur, rel, batch)
             existing, holder = self._find_for_save(cur, rel, req.id)
+            if holder is None and os.path.lexists(target):
+                # The file could not be recorded (its YAML or meta does not parse, or it is not a
+                # regular file): writing over it would lose it with no revision anywhere.
+                raise AlreadyExistsError(
+                    f"{rel} is taken by a file that is not a valid blueprint (it is not in the "
+                    "index, so saving here would destroy it)",
+                    hint="fix or move that file first (see 'localstore check'), or save under "
+                    "another path",
+                )
         if req.expected_rev is not None and (existing.rev if existing else 0) != req.expected_rev:
             raise RevisionConflictError(
                 f"{rel} is at revision {existing.rev if existing else 0}, not {req.expected_rev}",

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from localstore.errors import AlreadyExistsError, RevisionConflictError
+from localstore.store import SaveRequest
 
 V1 = "v: 1\n"
 EDIT = "v: typed-in-an-editor\n"
@@ -112,3 +113,22 @@ def test_restore_refuses_an_unindexed_file_at_the_old_path(store, home: Path) ->
     newcomer = store.resolve("a")
     assert newcomer.id != bp.id and store.load("a").content == EDIT
     assert store.restore(bp.id, 1, path="a-restored").content == V1
+
+
+@pytest.mark.parametrize("broken", ["yaml", "meta"])
+def test_save_refuses_an_unindexed_file_it_cannot_record(store, home: Path, broken: str) -> None:
+    yaml_file = home / "blueprints/draft.blueprint.yaml"
+    draft = "steps: [one, two,\n  # a long draft being typed\n" if broken == "yaml" else V1
+    yaml_file.write_text(draft)
+    if broken == "meta":
+        (home / "blueprints/draft.blueprint.meta.json").write_text('{"id": "not-json"')
+    with pytest.raises(AlreadyExistsError, match="not a valid blueprint"):
+        store.save("draft", "v: 2\n")
+    results = store.save_many([SaveRequest("draft", "v: 2\n"), SaveRequest("other", V1)])
+    assert isinstance(results[0], AlreadyExistsError) and not isinstance(results[1], Exception)
+    assert yaml_file.read_text() == draft and not store.exists("draft")
+    # Once the file is readable it is recorded first, and the save goes on top of it.
+    yaml_file.write_text(EDIT)
+    (home / "blueprints/draft.blueprint.meta.json").unlink(missing_ok=True)
+    saved = store.save("draft", "v: 2\n")
+    assert [c for _, c in _contents(store, saved.id)] == [EDIT, "v: 2\n"]
