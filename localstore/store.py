@@ -48,6 +48,7 @@ from localstore.config import Settings, load_settings
 from localstore.errors import (
     AlreadyExistsError,
     AmbiguousRefError,
+    ChangedOnDiskError,
     ConfigError,
     InvalidInputError,
     InvalidRefError,
@@ -711,7 +712,9 @@ class BlueprintStore:
                 # the identical-save check compare with the disk, and nothing is overwritten
                 # unseen. A stat pair per save; reading the files every time was the rejected
                 # alternative.
-                self._ingest_first(cur, existing.path, batch)
+                recorded = self._ingest_first(cur, existing.path, batch)
+                if recorded and origin == "remote":
+                    self._refuse_remote(existing.path)
                 existing, holder = self._find_for_save(cur, rel, req.id)
         if (existing is None or existing.deleted or existing.path != rel) and os.path.exists(
             target
@@ -719,8 +722,10 @@ class BlueprintStore:
             # A file the index has not seen yet (an editor was faster than the watcher, or it
             # was created where a deleted blueprint lived): record it in history before anything
             # is decided, so the path check below sees it and nothing is overwritten unseen.
-            self._ingest_first(cur, rel, batch)
+            recorded = self._ingest_first(cur, rel, batch)
             existing, holder = self._find_for_save(cur, rel, req.id)
+            if recorded and holder is not None and origin == "remote":
+                self._refuse_remote(rel)
             if holder is None and os.path.lexists(target):
                 # The file could not be recorded (its YAML or meta does not parse, or it is not a
                 # regular file): writing over it would lose it with no revision anywhere.
@@ -831,9 +836,12 @@ class BlueprintStore:
             return row.meta_size != -1  # (-1: indexed without a meta file, a flagged row)
         return m.st_size != row.meta_size or m.st_mtime_ns != row.meta_mtime_ns
 
-    def _ingest_first(self, cur: Any, rel: str, batch: _Batch) -> None:
+    def _ingest_first(self, cur: Any, rel: str, batch: _Batch) -> bool:
         """Record the pair at ``rel`` as an external change inside this transaction (its events
-        are published with the batch's), keeping its bytes for an undo of the batch."""
+        are published with the batch's), keeping its bytes for an undo of the batch.
+
+        Returns True if the index changed (a revision, a new blueprint, a flag), False if the
+        files only had new stats (a touch)."""
         from localstore._reconcile import Reconciler
 
         reconciler = Reconciler(self)
@@ -842,12 +850,24 @@ class BlueprintStore:
         try:
             yaml_bytes = fs.read_bytes(self.abspath(rel), limit=self.limits.max_bytes)
         except (FileNotFoundError, StorageError):
-            return
+            return bool(reconciler.events)
         try:
             meta_bytes: bytes | None = fs.read_bytes(self.abspath(fs.meta_path_for(rel)))
         except (FileNotFoundError, StorageError):
             meta_bytes = None
         batch.ingested.setdefault(rel, (yaml_bytes, meta_bytes))
+        return bool(reconciler.events)
+
+    @staticmethod
+    def _refuse_remote(rel: str) -> None:
+        """A pulled row must not replace an edit it was never merged with (the sync engine
+        planned it against the index before the editor saved): the edit is recorded, and the
+        caller applies the row through its merging path instead."""
+        raise ChangedOnDiskError(
+            f"{rel} changed on disk after the remote version was planned; the change is "
+            "recorded and the remote version was not written",
+            hint="apply the remote version through a merge (sync does this itself)",
+        )
 
     def _find_for_save(
         self, cur: Any, rel: str, blueprint_id: str | None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from localstore.errors import AlreadyExistsError, RevisionConflictError
+from localstore.errors import AlreadyExistsError, ChangedOnDiskError, RevisionConflictError
 from localstore.store import SaveRequest
 
 V1 = "v: 1\n"
@@ -132,3 +132,28 @@ def test_save_refuses_an_unindexed_file_it_cannot_record(store, home: Path, brok
     (home / "blueprints/draft.blueprint.meta.json").unlink(missing_ok=True)
     saved = store.save("draft", "v: 2\n")
     assert [c for _, c in _contents(store, saved.id)] == [EDIT, "v: 2\n"]
+
+
+def test_a_remote_save_over_an_unrecorded_edit_records_it_and_writes_nothing(
+    store, home: Path
+) -> None:
+    a = store.save("a", V1)
+    b = store.save("b", V1)
+    yaml_file = home / "blueprints/a.blueprint.yaml"
+    _edit(yaml_file, EDIT)
+    remote = "v: from-the-server\n"
+    results = store.save_many(
+        [SaveRequest("a", remote, id=a.id), SaveRequest("b", remote, id=b.id)], origin="remote"
+    )
+    assert isinstance(results[0], ChangedOnDiskError) and isinstance(
+        results[0], RevisionConflictError
+    )
+    assert not isinstance(results[1], Exception) and results[1].content == remote
+    assert yaml_file.read_text() == EDIT
+    assert _contents(store, a.id) == [("local", V1), ("external", EDIT)]
+    with pytest.raises(ChangedOnDiskError):
+        _edit(yaml_file, EDIT + "more: 1\n")
+        store.save("a", remote, id=a.id, origin="remote")
+    # A touch (same bytes, new mtime) is no edit: the remote save goes through.
+    _edit(yaml_file, EDIT + "more: 1\n")
+    assert store.save("a", remote, id=a.id, origin="remote").content == remote
