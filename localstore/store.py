@@ -10,6 +10,7 @@ reconcile pass on the next open records them.
 from __future__ import annotations
 
 import builtins
+import fnmatch
 import gc
 import hashlib
 import json
@@ -300,6 +301,7 @@ class _Batch:
     # The bytes of pairs ingested in this batch (path -> YAML, meta): their revisions roll back
     # with a failed batch, so an undo puts back these instead of the last committed revision.
     ingested: dict[str, tuple[bytes, bytes | None]] = field(default_factory=dict)
+    rules: fs.IgnoreRules | None = None  # read once per batch, when a new path needs them
 
 
 @dataclass(frozen=True, slots=True)
@@ -703,6 +705,8 @@ class BlueprintStore:
             # first, so renames and reads below see the disk as the index describes it.
             batch.pending.commit()
         existing, holder = self._find_for_save(cur, rel, req.id)
+        if existing is None or existing.deleted or existing.path != rel:
+            self._check_scanned(rel, batch)  # (a path already indexed passed this when it came)
         target = self._abspath_in(rel, batch)
         if existing is not None and not existing.deleted:
             yaml_abs = target if existing.path == rel else self._abspath_in(existing.path, batch)
@@ -816,6 +820,35 @@ class BlueprintStore:
             hint="drop 'id' from the meta to create a new blueprint, or pass id= to update "
             "(or restore) that one",
         )
+
+    def _check_scanned(self, rel: str, batch: _Batch) -> None:
+        """Refuse a path that reconcile and the watcher never look at (a hidden folder, a name
+        matching an ignore pattern): its blueprint would be recorded as deleted on the next open
+        although its files are intact. The rules are the walk's own (files.IgnoreRules).
+
+        Raises UnsafePathError naming the folder or pattern."""
+        hidden = next((f for f in rel.split("/")[:-1] if f.startswith(".")), None)
+        if hidden is not None:
+            raise UnsafePathError(
+                f"{rel}: the folder {hidden!r} is hidden (its name starts with '.'), and "
+                "LocalStore does not look inside hidden folders",
+                hint="use a folder name that does not start with '.'",
+            )
+        if batch.rules is None:
+            batch.rules = fs.IgnoreRules.for_root(self.root)
+        rules = batch.rules
+        for path in (rel, fs.meta_path_for(rel)):
+            if rules.ignored(path):
+                part, pattern = _ignore_match(rules, path)
+                custom = pattern not in fs.DEFAULT_IGNORE_PATTERNS
+                raise UnsafePathError(
+                    f"{rel}: {part!r} matches the ignore pattern {pattern!r}"
+                    f"{f' of {fs.IGNORE_FILE_NAME}' if custom else ' (editor temp and backup files)'}"
+                    ", so LocalStore would never see this blueprint's files",
+                    hint=f"rename it, or remove the pattern from {fs.IGNORE_FILE_NAME}"
+                    if custom
+                    else "give that folder or file another name",
+                )
 
     @staticmethod
     def _edited_on_disk(row: Row, yaml_abs: str) -> bool:
@@ -1829,6 +1862,21 @@ def _fts_query(query: str, *, prefix: bool = True) -> str:
     if prefix and (not query.rstrip().endswith('"') or len(tokens) % 2 == 0):
         parts[-1] += "*"  # the last word, unless the query ends with a closed phrase
     return " ".join(parts)
+
+
+def _ignore_match(rules: fs.IgnoreRules, rel: str) -> tuple[str, str]:
+    """The part of ``rel`` and the pattern that ignore it, for the error message only (the
+    decision is IgnoreRules.ignored's: fnmatch patterns, case-sensitive, matched against each
+    part, and those containing '/' also against the path up to that part)."""
+    sub = ""
+    for part in rel.split("/"):
+        sub = f"{sub}/{part}" if sub else part
+        for pattern in rules.patterns:
+            if fnmatch.fnmatchcase(part, pattern) or (
+                "/" in pattern and fnmatch.fnmatchcase(sub, pattern)
+            ):
+                return part, pattern
+    return rel, "?"
 
 
 def _like_prefix(prefix: str) -> str:
