@@ -19,6 +19,7 @@ translated at the boundary with ``raise ... from exc`` and never leak out of the
     ├── AmbiguousRefError
     ├── AlreadyExistsError
     ├── RevisionConflictError
+    │   └── ChangedOnDiskError
     ├── StoreClosedError
     ├── StorageError
     │   ├── DiskFullError
@@ -106,6 +107,10 @@ class AlreadyExistsError(LocalStoreError):
 
 class RevisionConflictError(LocalStoreError):
     """The blueprint changed since the revision the caller expected."""
+
+
+class ChangedOnDiskError(RevisionConflictError):
+    """A remote save found an unrecorded edit on disk: it recorded the edit and wrote nothing."""
 
 
 class StoreClosedError(LocalStoreError):

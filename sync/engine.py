@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeVar
 
 from localstore.blueprint import utc_now
-from localstore.errors import InvalidInputError, LocalStoreError, NotFoundError
+from localstore.errors import ChangedOnDiskError, InvalidInputError, LocalStoreError, NotFoundError
 from localstore.events import Event
 from localstore.store import BlueprintStore
 from sync import _state as st
@@ -653,23 +653,31 @@ class SyncEngine:
                 ids.add(row.id)
                 keys.add(key)
                 continue
-            self._save_run(cur, run, report)
+            self._save_run(cur, run, report, applier)
             ids.clear()
             keys.clear()
             self._apply_one(cur, applier, row, report)
             known = None  # the apply may have changed any row or path: read them again
-        self._save_run(cur, run, report)
+        self._save_run(cur, run, report, applier)
 
-    def _save_run(self, cur: Any, run: list[tuple[ServerRow, Any]], report: SyncReport) -> None:
+    def _save_run(
+        self, cur: Any, run: list[tuple[ServerRow, Any]], report: SyncReport, applier: Applier
+    ) -> None:
         if not run:
             return
         # Looked up, not called as a method: stores without batched saves take the slow path.
         save_many: Callable[..., list[Any]] = getattr(self.store, "save_many")  # noqa: B009
         results = save_many([request for _, request in run], origin="remote")
         saved: list[tuple[ServerRow, str]] = []
+        merge: list[ServerRow] = []
         for (row, _), result in zip(run, results, strict=True):
             if not isinstance(result, LocalStoreError):
                 saved.append((row, result.content_hash))
+                continue
+            if isinstance(result, ChangedOnDiskError):
+                # An editor saved this blueprint after the run was planned: the store recorded
+                # the edit and wrote nothing, so the row goes through the merging path.
+                merge.append(row)
                 continue
             op_id = st.current_op_id(cur, row.id)
             message = getattr(result, "message", str(result))
@@ -680,6 +688,9 @@ class SyncEngine:
         # together, exactly as a per-row tx_hook would, with two statements for the run.
         st.record_synced_bases(cur, saved)
         run.clear()
+        for row in merge:  # (a run's rows have distinct ids and paths: order does not matter)
+            applier.stats.applied -= 1  # counted when planned; apply_row counts what it does
+            self._apply_one(cur, applier, row, report)
 
     def _apply_one(self, cur: Any, applier: Applier, row: ServerRow, report: SyncReport) -> None:
         """Apply one row in its own savepoint; a row this device cannot store is parked."""

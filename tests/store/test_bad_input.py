@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import localstore
 from localstore.errors import (
     InvalidInputError,
     InvalidMetaError,
@@ -184,3 +185,41 @@ def test_invalid_meta_file_on_disk_is_reported_not_lost(seeded, home: Path) -> N
 def test_wrong_content_type(seeded) -> None:
     with pytest.raises(InvalidInputError):
         seeded.save("w", 42)  # type: ignore[arg-type]
+
+
+UNSCANNED = [
+    (".drafts/plan", "hidden"),
+    ("a/.hidden/plan", "hidden"),
+    ("old.bak/plan", "*.bak"),
+    ("4913/plan", "'4913'"),
+    ("v1.orig/deep/plan", "*.orig"),
+    ("tmp~/plan", "*~"),
+    (".#notes", ".#*"),
+    ("custom-skip/plan", "custom-*"),
+]
+
+
+@pytest.mark.parametrize(("path", "named"), UNSCANNED, ids=[p for p, _ in UNSCANNED])
+def test_paths_reconcile_never_sees_are_refused(store, home: Path, path: str, named: str) -> None:
+    (home / "blueprints/.localstoreignore").write_text("# ours\ncustom-*\n")
+    bp = store.save("visible/plan", "v: 1\n")
+    with pytest.raises(UnsafePathError, match=named.replace("*", r"\*")) as info:
+        store.save(path, "v: 1\n")
+    assert info.value.hint
+    with pytest.raises(UnsafePathError):
+        store.move(bp.id, path)
+    store.delete(bp.id)
+    with pytest.raises(UnsafePathError):
+        store.restore(bp.id, 1, path=path)
+    # Nothing was written where the next open would not look, so nothing is lost there either.
+    assert sorted(p.name for p in (home / "blueprints").rglob("*.blueprint.*")) == []
+    assert store.reconcile().clean
+    assert store.row(bp.id, include_deleted=True).path == "visible/plan.blueprint.yaml"
+
+
+def test_a_hidden_file_name_is_still_accepted(store, home: Path) -> None:
+    # The walk skips hidden folders, not hidden files: those are seen, so they stay allowed.
+    bp = store.save(".hidden-name", "v: 1\n")
+    store.close()
+    with localstore.open(home=home) as reopened:
+        assert not reopened.row(bp.id).deleted

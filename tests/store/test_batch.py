@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from localstore import files as fs
-from localstore.errors import InvalidYAMLError, StorageError, UnsafePathError
+from localstore.errors import (
+    AlreadyExistsError,
+    IndexStoreError,
+    InvalidInputError,
+    InvalidYAMLError,
+    StorageError,
+    UnsafePathError,
+)
 from localstore.store import SaveRequest
 
 
@@ -74,3 +81,79 @@ def test_identical_batch_is_a_noop(store) -> None:
     first = store.save_many(reqs)
     again = store.save_many(reqs)
     assert [r.rev for r in again] == [r.rev for r in first] == [1] * 20  # type: ignore[union-attr]
+
+
+def _files(home: Path) -> dict[str, bytes]:
+    root = home / "blueprints"
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_an_item_refused_by_its_hook_leaves_nothing_behind(store, home: Path) -> None:
+    kept = store.save("k/kept", "v: 1\n")
+    mover = store.save("k/mover", "v: 1\n")
+    before = _files(home)
+    hooked = []
+
+    def refuse(cur, bp) -> None:
+        hooked.append(bp.path)
+        cur.execute("UPDATE settings SET value = 'hook was here' WHERE key = 'device_id'")
+        raise InvalidInputError("the hook refuses this item")
+
+    results = store.save_many(
+        [
+            SaveRequest("k/new-refused", "v: 1\n", tx_hook=refuse),
+            SaveRequest("k/kept", "v: 2\n", tx_hook=refuse),
+            SaveRequest("k/moved", "v: 2\n", id=mover.id, tx_hook=refuse),
+            SaveRequest("k/new-ok", "v: 1\n"),
+        ]
+    )
+    assert len(hooked) == 3
+    assert [type(r).__name__ for r in results] == ["InvalidInputError"] * 3 + ["Blueprint"]
+    after = _files(home)
+    assert {k: v for k, v in after.items() if not k.startswith("k/new-ok")} == before
+    assert store.load(kept.id).rev == 1 and store.load(mover.id).path == mover.path
+    assert not store.exists("k/new-refused") and store.exists("k/new-ok")
+    assert store.index.get_setting("device_id") == store.device_id  # the hook's write rolled back
+    assert store.check().clean
+    with pytest.raises(InvalidInputError):
+        store.save("k/kept", "v: 3\n", tx_hook=refuse)
+    assert _files(home)["k/kept.blueprint.yaml"] == b"v: 1\n"
+
+
+def test_a_meta_with_another_blueprints_id_fails_only_that_item(store, home: Path) -> None:
+    other = store.save("other", "v: 0\n")
+    gone = store.save("gone", "v: 0\n")
+    store.delete("gone")
+    results = store.save_many(
+        [
+            SaveRequest("x1", "v: 1\n"),
+            SaveRequest("x2", "v: 2\n", meta={"id": other.id, "name": "pasted"}),
+            SaveRequest("x3", "v: 3\n", meta={"id": gone.id, "name": "pasted"}),
+            SaveRequest("x4", "v: 4\n"),
+        ]
+    )
+    assert [type(r).__name__ for r in results] == [
+        "Blueprint",
+        "AlreadyExistsError",
+        "AlreadyExistsError",
+        "Blueprint",
+    ]
+    assert not (home / "blueprints/x2.blueprint.yaml").exists()
+    with pytest.raises(AlreadyExistsError):
+        store.save("x2", "v: 2\n", meta={"id": other.id, "name": "pasted"})
+    assert store.load(other.id).path == "other.blueprint.yaml" and store.check().clean
+
+
+def test_an_index_error_inside_a_save_is_a_localstore_error(store, home: Path) -> None:
+    bp = store.save("e/flow", "v: 1\n")
+    before = _files(home)
+
+    def broken_sql(cur, blueprint) -> None:
+        cur.execute("INSERT INTO no_such_table VALUES (1)")
+
+    with pytest.raises(IndexStoreError):
+        store.save("e/flow", "v: 2\n", tx_hook=broken_sql)
+    with pytest.raises(IndexStoreError):
+        store.save_many([SaveRequest("e/other", "v: 1\n", tx_hook=broken_sql)])
+    assert _files(home) == before and store.load(bp.id).rev == 1
+    assert store.check().clean

@@ -149,3 +149,36 @@ def test_fault_during_delete(store, home: Path, monkeypatch) -> None:
     monkeypatch.undo()
     assert store.load(bp.id).content == OLD
     assert store.check().clean
+
+
+def _failing_hook(cur, blueprint) -> None:
+    raise DiskFullError("simulated: the index commit failed")
+
+
+@pytest.mark.parametrize("fault", ["hook", "unlink-meta", "commit"])
+def test_failed_delete_leaves_the_pair_and_the_unrecorded_edit(
+    store, home: Path, monkeypatch, fault: str
+) -> None:
+    bp = store.save("d/flow", OLD)
+    yaml_file = home / "blueprints/d/flow.blueprint.yaml"
+    yaml_file.write_text(NEW)  # an edit no watcher has recorded yet
+    os.utime(yaml_file, ns=(0, yaml_file.stat().st_mtime_ns + 1_000_000_000))
+    before = _state(home)
+    hook = None
+    if fault == "hook":
+        hook = _failing_hook
+    elif fault == "commit":  # both files are unlinked, then SQLite turns the COMMIT into a rollback
+        store.index.conn.setcommithook(lambda: True)
+    else:  # the YAML is unlinked, then the meta file's unlink fails
+        monkeypatch.setattr(os, "unlink", Injector("unlink", 2, errno.EACCES))
+    with pytest.raises(StorageError):
+        store.delete(bp.id, tx_hook=hook)
+    monkeypatch.undo()
+    store.index.conn.setcommithook(None)
+    assert _state(home) == before
+    assert not store.row(bp.id).deleted
+    # Nothing of the failed delete is recorded; the edit is still on disk for reconcile to record.
+    store.reconcile()
+    assert store.load(bp.id).content == NEW
+    assert [r.deleted for r in store.history(bp.id)] == [False, False]
+    assert store.check().clean
