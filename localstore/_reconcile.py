@@ -185,10 +185,20 @@ class Reconciler:
         stale: list[str],
         report: CheckReport,
     ) -> None:
+        keys = {fs.path_key(p): p for p in by_path} if set(changed) - by_path.keys() else {}
         for rel in changed:
             row = by_path.get(rel)
             if row is None:
-                report.problems.append({"kind": "unindexed", "path": rel, "detail": "not in index"})
+                holder = self._case_twin(keys, rel)
+                if holder is not None:
+                    detail = f"differs only by case from {holder}; rename one of them"
+                    report.problems.append(
+                        {"kind": "case-collision", "path": rel, "detail": detail}
+                    )
+                else:
+                    report.problems.append(
+                        {"kind": "unindexed", "path": rel, "detail": "not in index"}
+                    )
                 continue
             try:
                 digest = sha256_hex(fs.read_bytes(self.store.root / rel))
@@ -218,6 +228,11 @@ class Reconciler:
             report.problems.append({"kind": "orphan-meta", "path": rel, "detail": "no YAML"})
         for rel in stale:
             report.problems.append({"kind": "temp-file", "path": rel, "detail": "leftover"})
+
+    def _case_twin(self, keys: dict[str, str], rel: str) -> str | None:
+        """The indexed path (of ``keys``: path_key -> path) that differs from ``rel`` by case."""
+        path = keys.get(fs.path_key(rel))
+        return path if path is not None and path != rel and self._exact_exists(path) else None
 
     # -- one path ----------------------------------------------------------------------------------
 
@@ -298,6 +313,7 @@ class Reconciler:
                     self._flag(cur, row_at_path, f"invalid meta file: {exc.message}", scan, rel)
                 return
         identity: Row | None = None
+        replaced: Row | None = None
         if meta is not None:
             identity = self._with_id(cur, meta.id)
             if (
@@ -312,7 +328,7 @@ class Reconciler:
                 write_meta = True
             if row_at_path is not None and (identity is None or row_at_path.id != identity.id):
                 # Another pair was put over this path: the blueprint that lived here is gone.
-                self._delete_locked(cur, row_at_path, report)
+                replaced = row_at_path
         else:
             write_meta = True
             identity = row_at_path or self._match_moved_yaml(cur, sha256_hex(yaml_bytes))
@@ -324,6 +340,10 @@ class Reconciler:
                     id=new_id(), name=fs.display_name(rel), created=now, modified=now
                 )
         assert meta is not None
+        if self._case_collision(cur, rel, identity, report):
+            return
+        if replaced is not None:
+            self._delete_locked(cur, replaced, report)
         try:
             prepared = store._prepare(rel, yaml_bytes, meta)
         except InvalidInputError as exc:
@@ -342,6 +362,44 @@ class Reconciler:
             fs.atomic_write(store.root / meta_rel, prepared.meta_bytes)
             report.fixed.append({"kind": "meta-written", "path": meta_rel, "detail": meta.id})
         self._record(cur, identity, prepared, rel, report)
+
+    def _case_collision(
+        self, cur: Any, rel: str, identity: Row | None, report: CheckReport
+    ) -> bool:
+        """True (reported) if another live blueprint's path differs from ``rel`` only by case.
+
+        Linux allows both names (a git checkout, a sync tool), but the index keeps one live path
+        per case-folded key so that the store works on macOS and Windows folders too: the file
+        already indexed keeps it, the other one is left alone (no meta written) and reported.
+        """
+        holder = self.store._row_by(
+            cur, "path_key = ? AND deleted = 0 AND path != ?", (fs.path_key(rel), rel)
+        )
+        if holder is None or (identity is not None and holder.id == identity.id):
+            return False  # free, or this blueprint itself changing the case of its name
+        if not self._exact_exists(holder.path):
+            # The holder's file is gone (renamed to this case, edited and without its meta):
+            # the files say it was deleted, which frees the key.
+            self._delete_locked(cur, holder, report)
+            return False
+        log.warning("%s differs only by case from %s; it is not indexed", rel, holder.path)
+        report.problems.append(
+            {
+                "kind": "case-collision",
+                "path": rel,
+                "detail": f"differs only by case from {holder.path}; rename one of them",
+            }
+        )
+        return True
+
+    def _exact_exists(self, rel: str) -> bool:
+        """Whether a file of exactly this name exists (a case-insensitive disk also says yes to
+        another case of it, which would hide a case rename)."""
+        target = self.store.root / rel
+        try:
+            return target.name in os.listdir(target.parent)
+        except OSError:
+            return False
 
     def _recover_meta_temp(self, meta_rel: str, report: CheckReport) -> bytes | None:
         """Finish a save that died between renaming its YAML and its meta file.
