@@ -16,10 +16,12 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Container
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import apsw
 
 from localstore import files as fs
 from localstore.blueprint import (
@@ -30,7 +32,14 @@ from localstore.blueprint import (
     sha256_hex,
     utc_now,
 )
-from localstore.errors import InvalidInputError, InvalidMetaError, StorageError
+from localstore.errors import (
+    IndexStoreError,
+    InvalidInputError,
+    InvalidMetaError,
+    LocalStoreError,
+    StorageError,
+    StoreClosedError,
+)
 from localstore.events import Event
 
 if TYPE_CHECKING:
@@ -148,18 +157,41 @@ class Reconciler:
             scan = self.scan(by_path)
             changed, missing = self._candidates(scan, by_path)
             for rel in changed:
-                self._ingest_locked(cur, rel, scan, report)
+                with self._isolated(rel, report):
+                    self._ingest_locked(cur, rel, scan, report)
             for row in missing:
-                current = self._with_id(cur, row.id)
-                if current is not None and not current.deleted and current.path == row.path:
-                    self._delete_locked(cur, current, report)
+                with self._isolated(row.path, report):
+                    current = self._with_id(cur, row.id)
+                    if current is not None and not current.deleted and current.path == row.path:
+                        self._delete_locked(cur, current, report)
             for rel in self._orphan_metas(self.scan()):
-                self._handle_orphan(cur, rel, report)
+                with self._isolated(rel, report):
+                    self._handle_orphan(cur, rel, report)
             for rel in self._stale_temps(scan):
-                fs.remove_file(self.store.root / rel)
-                report.fixed.append({"kind": "temp-file", "path": rel, "detail": "removed"})
+                with self._isolated(rel, report):
+                    fs.remove_file(self.store.root / rel)
+                    report.fixed.append({"kind": "temp-file", "path": rel, "detail": "removed"})
         self.store.events.publish(self.events)
         return report
+
+    @contextlib.contextmanager
+    def _isolated(self, rel: str, report: CheckReport) -> Iterator[None]:
+        """Run one path's repair in its own savepoint; if that path fails, report it and go on.
+
+        One file the pass cannot handle (unreadable, a name the disk refuses for its meta) made
+        every open() fail, so a single bad file took the whole store, and the daemon, down. The
+        index failing is not a bad file: that still ends the pass.
+        """
+        mark = len(self.events)
+        try:
+            with self.store.index.write():
+                yield
+        except (StoreClosedError, IndexStoreError):
+            raise
+        except (OSError, LocalStoreError, apsw.ConstraintError) as exc:
+            del self.events[mark:]  # rolled back with the savepoint: nothing to announce
+            log.warning("reconcile skipped %s: %s", rel, exc)
+            report.problems.append({"kind": "skipped", "path": rel, "detail": str(exc)})
 
     @staticmethod
     def _report_flagged(by_path: dict[str, Row], report: CheckReport) -> None:
@@ -200,15 +232,18 @@ class Reconciler:
                         {"kind": "unindexed", "path": rel, "detail": "not in index"}
                     )
                 continue
+            meta_rel = fs.meta_path_for(rel)
             try:
                 digest = sha256_hex(fs.read_bytes(self.store.root / rel))
-            except (FileNotFoundError, StorageError):
+                meta_raw = (self._read(meta_rel) or b"") if meta_rel in scan.metas else b""
+            except FileNotFoundError:
                 continue
-            meta_rel = fs.meta_path_for(rel)
+            except StorageError as exc:
+                report.problems.append({"kind": "skipped", "path": rel, "detail": str(exc)})
+                continue
             if meta_rel not in scan.metas:
                 report.problems.append({"kind": "missing-meta", "path": rel, "detail": meta_rel})
                 continue
-            meta_raw = self._read(meta_rel) or b""
             if sha256_hex(meta_raw) != row.meta_sha256:
                 try:
                     decode_meta(meta_raw, source=meta_rel)

@@ -32,7 +32,12 @@ YAML_SUFFIX = ".blueprint.yaml"
 META_SUFFIX = ".blueprint.meta.json"
 TEMP_SUFFIX = ".lstmp"
 MAX_PATH_CHARS = 1024
-MAX_SEGMENT_BYTES = 255
+MAX_NAME_BYTES = 255  # what ext4, APFS, NTFS and most others allow for one directory entry
+# A save writes ".<name>.<8 hex>.lstmp" temps beside the pair, and the meta's name is 5 bytes longer
+# than the YAML's: a part is capped so those names fit too. (At 255 a YAML name passed the check,
+# then its meta could not be written, and an external file that long made every open() fail.)
+TEMP_NAME_OVERHEAD = len(f"..{'0' * 8}{TEMP_SUFFIX}")
+MAX_SEGMENT_BYTES = MAX_NAME_BYTES - (len(META_SUFFIX) - len(YAML_SUFFIX)) - TEMP_NAME_OVERHEAD
 
 # Editor temp/backup files and our own temp files; fnmatch patterns against the base name.
 DEFAULT_IGNORE_PATTERNS: tuple[str, ...] = (
@@ -386,7 +391,11 @@ def _check_segment(seg: str, raw: str, controls: bool = True) -> None:
     if _RESERVED.match(stem) or _RESERVED.match(seg):
         raise UnsafePathError(f"path part {seg!r} is a reserved device name on Windows")
     if len(seg.encode("utf-8")) > MAX_SEGMENT_BYTES:
-        raise UnsafePathError(f"path part is longer than {MAX_SEGMENT_BYTES} bytes")
+        raise UnsafePathError(
+            f"path part is longer than {MAX_SEGMENT_BYTES} bytes",
+            hint=f"shorten it: the meta and temporary file names beside it must fit in "
+            f"{MAX_NAME_BYTES} bytes",
+        )
 
 
 def path_key(rel_path: str) -> str:

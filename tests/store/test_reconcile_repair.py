@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
+import pytest
+
 import localstore
+from localstore import files as fs
+from localstore.errors import UnsafePathError
 
 DOC = "steps: [a]\n"
 
@@ -50,3 +55,50 @@ def test_case_collision_found_by_check_fix_on_an_open_store(home: Path) -> None:
         report = s.check(fix=True)
         assert _kinds(report) == [("case-collision", "plan.blueprint.yaml")]
         assert s.count() == 1
+
+
+def test_unreadable_file_is_reported_and_the_rest_reconciled(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _open(home) as s:
+        good = s.save("good", DOC)
+    root = home / "blueprints"
+    (root / "locked.blueprint.yaml").write_text(DOC)
+    (root / "good.blueprint.yaml").write_text("steps: [edited]\n")
+    real_read = fs.read_bytes
+
+    def read_bytes(path: Path, *, limit: int | None = None) -> bytes:
+        # Running as root, mode 000 is no obstacle: inject the EACCES another user would get.
+        if Path(path).name == "locked.blueprint.yaml":
+            exc = PermissionError(errno.EACCES, "Permission denied")
+            raise fs.map_os_error(exc, "cannot read", path) from exc
+        return real_read(path, limit=limit)
+
+    monkeypatch.setattr(fs, "read_bytes", read_bytes)
+    for _ in range(2):
+        with _open(home) as s:
+            assert s.load(good.id).content == "steps: [edited]\n"  # the pass went on
+            assert [i.path for i in s.list()] == ["good.blueprint.yaml"]
+            assert ("skipped", "locked.blueprint.yaml") in _kinds(s.reconcile())
+    assert not (root / "locked.blueprint.meta.json").exists()
+    monkeypatch.setattr(fs, "read_bytes", real_read)
+    with _open(home) as s:  # readable again: picked up like any new file
+        assert sorted(i.path for i in s.list()) == ["good.blueprint.yaml", "locked.blueprint.yaml"]
+
+
+def test_name_whose_meta_and_temp_names_would_not_fit_is_refused(home: Path) -> None:
+    longest = "n" * (fs.MAX_SEGMENT_BYTES - len(fs.YAML_SUFFIX))
+    with _open(home) as s:
+        assert s.save(longest, DOC).path == longest + fs.YAML_SUFFIX  # its temps fit in 255
+        with pytest.raises(UnsafePathError, match="longer than") as err:
+            s.save(longest + "n", DOC)
+        assert "255" in err.value.hint
+
+
+def test_external_file_with_a_too_long_name_does_not_break_open(home: Path) -> None:
+    _open(home).close()
+    # 240 + 15 = 255 bytes: the disk takes it, but its meta's name (260 bytes) could never exist.
+    (home / "blueprints" / ("n" * 240 + fs.YAML_SUFFIX)).write_text(DOC)
+    for _ in range(2):
+        with _open(home) as s:
+            assert s.count() == 0
