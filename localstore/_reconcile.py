@@ -55,13 +55,19 @@ class _Scan:
     yamls: dict[str, os.stat_result] = field(default_factory=dict)
     metas: dict[str, os.stat_result] = field(default_factory=dict)
     temps: dict[str, os.stat_result] = field(default_factory=dict)
+    # YAML paths (of a YAML or meta file) that cannot be a blueprint's name here, and why.
+    unsupported: dict[str, str] = field(default_factory=dict)
 
 
-def _canonical(rel: str) -> bool:
+def _unsupported(rel: str) -> str | None:
+    """Why a YAML path found on disk cannot be indexed as it is, or None if it can."""
     try:
-        return fs.normalize_path(rel) == rel
-    except InvalidInputError:
-        return False
+        canonical = fs.normalize_path(rel)
+    except InvalidInputError as exc:
+        return str(exc)
+    if canonical != rel:  # normalize_path changes nothing else in a name ending in YAML_SUFFIX
+        return f"the name is not in Unicode NFC form (as copied from macOS); rename it to {canonical!r}"
+    return None
 
 
 class Reconciler:
@@ -86,10 +92,18 @@ class Reconciler:
             if rel.endswith(fs.TEMP_SUFFIX):
                 scan.temps[rel] = st
             elif rel.endswith(fs.YAML_SUFFIX):
-                if rel in indexed or _canonical(rel):
+                why = None if rel in indexed else _unsupported(rel)
+                if why is None:
                     scan.yamls[rel] = st
+                else:
+                    scan.unsupported[rel] = why
             else:
-                scan.metas[rel] = st
+                yaml_rel = fs.yaml_path_for(rel)
+                why = None if yaml_rel in indexed else _unsupported(yaml_rel)
+                if why is None:
+                    scan.metas[rel] = st
+                else:  # reported with its YAML's name, not as an orphan
+                    scan.unsupported.setdefault(yaml_rel, why)
         return scan
 
     def _live_rows(self, cur: Any) -> dict[str, Row]:
@@ -146,6 +160,7 @@ class Reconciler:
         orphans = self._orphan_metas(scan)
         stale = self._stale_temps(scan)
         self._report_flagged(by_path, report)
+        self._report_unsupported(scan, report)
         if not (changed or missing or orphans or stale):
             return report
         if not fix:
@@ -199,6 +214,14 @@ class Reconciler:
         for row in by_path.values():
             if row.flagged:
                 report.problems.append({"kind": "flagged", "path": row.path, "detail": row.flagged})
+
+    @staticmethod
+    def _report_unsupported(scan: _Scan, report: CheckReport) -> None:
+        # Never dropped in silence: the user sees which files the store does not take, and why.
+        for rel, why in sorted(scan.unsupported.items()):
+            shown = fs.printable(rel)
+            log.warning("not a usable blueprint name, left alone: %s (%s)", shown, why)
+            report.problems.append({"kind": "unsupported-name", "path": shown, "detail": why})
 
     def _orphan_metas(self, scan: _Scan) -> list[str]:
         return sorted(m for m in scan.metas if fs.yaml_path_for(m) not in scan.yamls)

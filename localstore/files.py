@@ -390,12 +390,26 @@ def _check_segment(seg: str, raw: str, controls: bool = True) -> None:
     stem = seg.split(".", 1)[0]
     if _RESERVED.match(stem) or _RESERVED.match(seg):
         raise UnsafePathError(f"path part {seg!r} is a reserved device name on Windows")
-    if len(seg.encode("utf-8")) > MAX_SEGMENT_BYTES:
+    try:
+        size = len(seg.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        # A name that is not UTF-8 on disk (a Latin-1 'café' from an old zip or a Samba share)
+        # comes from os.scandir with surrogate escapes; it cannot be indexed or synced as is.
+        raise UnsafePathError(
+            f"path part '{printable(seg)}' is not valid UTF-8",
+            hint="rename it to a UTF-8 name (convmv -f latin1 -t utf8 converts old names)",
+        ) from exc
+    if size > MAX_SEGMENT_BYTES:
         raise UnsafePathError(
             f"path part is longer than {MAX_SEGMENT_BYTES} bytes",
             hint=f"shorten it: the meta and temporary file names beside it must fit in "
             f"{MAX_NAME_BYTES} bytes",
         )
+
+
+def printable(name: str) -> str:
+    """A name as it can be shown and written as UTF-8 (undecodable bytes become ``\\xNN``)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def path_key(rel_path: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,30 @@ def test_external_file_with_a_too_long_name_does_not_break_open(home: Path) -> N
     for _ in range(2):
         with _open(home) as s:
             assert s.count() == 0
+
+
+def test_file_name_that_is_not_utf8_is_reported_not_fatal(home: Path) -> None:
+    with _open(home) as s:
+        s.save("a", DOC)
+    root = os.fsencode(home / "blueprints")
+    os.mkdir(os.path.join(root, b"imports"))
+    latin1 = os.path.join(root, b"imports", b"caf\xe9.blueprint.yaml")  # 'café' from an old zip
+    with open(latin1, "wb") as fh:
+        fh.write(DOC.encode())
+    with open(os.path.join(root, b"meeting: notes.blueprint.yaml"), "wb") as fh:
+        fh.write(DOC.encode())  # Linux allows ':'; Windows and macOS's Finder do not
+    for _ in range(2):
+        with _open(home) as s:
+            assert [i.path for i in s.list()] == ["a.blueprint.yaml"]
+            problems = {p["path"]: p for p in s.check().problems}
+    assert sorted(problems) == ["imports/caf\\xe9.blueprint.yaml", "meeting: notes.blueprint.yaml"]
+    assert all(p["kind"] == "unsupported-name" for p in problems.values())
+    assert "not valid UTF-8" in problems["imports/caf\\xe9.blueprint.yaml"]["detail"]
+    assert "':'" in problems["meeting: notes.blueprint.yaml"]["detail"]
+    assert sorted(os.listdir(os.path.join(root, b"imports"))) == [b"caf\xe9.blueprint.yaml"]
+
+
+def test_path_rules_refuse_a_name_that_is_not_utf8() -> None:
+    with pytest.raises(UnsafePathError, match="not valid UTF-8") as err:
+        fs.normalize_path(os.fsdecode(b"imports/caf\xe9.blueprint.yaml"))
+    assert "caf\\xe9" in str(err.value) and err.value.hint
