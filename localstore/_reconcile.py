@@ -148,6 +148,24 @@ class Reconciler:
 
     # -- the full pass -----------------------------------------------------------------------------
 
+    def on_open(self, *, fix: bool, root_created: bool) -> None:
+        """The open's pass (``fix``); ``root_created``: the blueprints folder did not exist
+        until this open made it.
+
+        Raises StorageError if the folder was missing while blueprints are indexed, whether or not
+        this open reconciles: a later ``check --fix`` or watcher rescan would otherwise see an
+        empty folder and record every blueprint deleted.
+        """
+        if root_created:
+            with self.store.index.read() as cur:
+                (live,) = cur.execute(
+                    "SELECT count(*) FROM blueprints WHERE deleted = 0"
+                ).fetchone()
+            if live:
+                self._refuse_missing_root(live)
+        if fix:
+            self.run(fix=True)
+
     def run(self, *, fix: bool) -> CheckReport:
         """Compare everything; with ``fix`` apply the differences to the index (and missing metas)."""
         from localstore.store import CheckReport
@@ -177,7 +195,12 @@ class Reconciler:
             for row in missing:
                 with self._isolated(row.path, report):
                     current = self._with_id(cur, row.id)
-                    if current is not None and not current.deleted and current.path == row.path:
+                    if current is None or current.deleted or current.path != row.path:
+                        continue
+                    kept = self._still_on_disk(current)
+                    if kept is not None:
+                        report.problems.append(kept)
+                    else:
                         self._delete_locked(cur, current, report)
             for rel in self._orphan_metas(self.scan()):
                 with self._isolated(rel, report):
@@ -188,6 +211,34 @@ class Reconciler:
                     report.fixed.append({"kind": "temp-file", "path": rel, "detail": "removed"})
         self.store.events.publish(self.events)
         return report
+
+    def _refuse_missing_root(self, live: int) -> None:
+        """A vanished blueprints folder is an unmounted disk or a moved folder far more often
+        than a user deleting every blueprint: recording ``live`` deletes (which sync would then
+        push to every device) is not a repair. Undo the folder's creation and refuse."""
+        root = self.store.root
+        with contextlib.suppress(OSError):
+            root.rmdir()  # empty: this open made it a moment ago
+        raise StorageError(
+            f"the blueprints folder {root} is missing, but {live} blueprint(s) are indexed",
+            hint="reconnect or restore the folder (or set the right folder in config.yaml); "
+            "if they were deleted on purpose, create the empty folder and open again",
+        )
+
+    def _still_on_disk(self, row: Row) -> dict[str, str] | None:
+        """The problem to report instead of deleting ``row`` if its file is still there.
+
+        The scan does not walk hidden or ignored folders; a blueprint saved into one (or a folder
+        ignored later) is not deleted: that would drop it from the index and push a delete while
+        the user's file is intact.
+        """
+        if not os.path.lexists(self.store.root / row.path):
+            return None
+        detail = (
+            "kept: its files exist, but under a hidden or ignored name that the scan skips; "
+            "move it to a folder the scan sees"
+        )
+        return {"kind": "not-scanned", "path": row.path, "detail": detail}
 
     @contextlib.contextmanager
     def _isolated(self, rel: str, report: CheckReport) -> Iterator[None]:
@@ -281,7 +332,8 @@ class Reconciler:
                     {"kind": "changed", "path": rel, "detail": row.flagged or "content differs"}
                 )
         for row in missing:
-            report.problems.append({"kind": "missing", "path": row.path, "detail": row.id})
+            kept = self._still_on_disk(row)
+            report.problems.append(kept or {"kind": "missing", "path": row.path, "detail": row.id})
         for rel in orphans:
             report.problems.append({"kind": "orphan-meta", "path": rel, "detail": "no YAML"})
         for rel in stale:

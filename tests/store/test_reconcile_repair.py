@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 import localstore
 from localstore import files as fs
-from localstore.errors import UnsafePathError
+from localstore.errors import StorageError, UnsafePathError
 
 DOC = "steps: [a]\n"
 
 
-def _open(home: Path) -> localstore.BlueprintStore:
-    return localstore.open(home=home, maintenance=False)
+def _open(home: Path, *, reconcile: bool = True) -> localstore.BlueprintStore:
+    return localstore.open(home=home, maintenance=False, reconcile=reconcile)
 
 
 def _kinds(report: localstore.CheckReport) -> list[tuple[str, str]]:
@@ -130,3 +131,40 @@ def test_path_rules_refuse_a_name_that_is_not_utf8() -> None:
     with pytest.raises(UnsafePathError, match="not valid UTF-8") as err:
         fs.normalize_path(os.fsdecode(b"imports/caf\xe9.blueprint.yaml"))
     assert "caf\\xe9" in str(err.value) and err.value.hint
+
+
+def test_blueprint_in_a_folder_the_scan_skips_is_kept_not_deleted(home: Path) -> None:
+    with _open(home) as s:
+        bp = s.save("drafts/plan", DOC)
+        s.save("keep/other", DOC)
+    (home / "blueprints" / fs.IGNORE_FILE_NAME).write_text("drafts\n")  # ignored after the save
+    for _ in range(2):
+        with _open(home) as s:
+            row = s.row(bp.id, include_deleted=True)
+            assert not row.deleted and row.rev == 1
+            assert [r.rev for r in s.history(bp.id)] == [1]  # no delete revision for sync to push
+            expected = ("not-scanned", "drafts/plan.blueprint.yaml")
+            assert expected in _kinds(s.check())
+            assert expected in _kinds(s.check(fix=True))
+            assert s.count() == 2
+
+
+def test_missing_blueprints_folder_is_refused_not_recorded_as_deleting_everything(
+    home: Path,
+) -> None:
+    with _open(home) as s:
+        bp = s.save("a", DOC)
+        s.save("f/b", DOC)
+    root = home / "blueprints"
+    shutil.rmtree(root)  # an unmounted disk, a folder moved away
+    for _ in range(2):
+        with pytest.raises(StorageError, match="missing") as err:
+            localstore.open(home=home)  # (maintenance on: a failed open must not leak its thread)
+        assert "create the empty folder" in err.value.hint
+        assert not root.exists()  # so the next open refuses too
+    with pytest.raises(StorageError, match="missing"):
+        _open(home, reconcile=False)  # as 'localstore check --fix' opens: it would delete all
+    root.mkdir()  # the user says: yes, they are gone
+    with _open(home) as s:
+        assert s.count() == 0
+        assert s.history(bp.id)[0].deleted
