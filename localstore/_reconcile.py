@@ -407,9 +407,25 @@ class Reconciler:
             return
         meta_rel = fs.meta_path_for(rel)
         meta_bytes = self._read(meta_rel)
+        row_at_path = self._at_path(cur, rel)
         if meta_bytes is None:
             meta_bytes = self._recover_meta_temp(meta_rel, report)
-        row_at_path = self._at_path(cur, rel)
+        elif (
+            row_at_path is not None
+            and sha256_hex(meta_bytes) == row_at_path.meta_sha256
+            and sha256_hex(yaml_bytes) != row_at_path.yaml_sha256
+        ):
+            # New YAML beside the indexed meta: an update may have died between its two
+            # renames, its meta still in the (flushed) temp. Only a temp of the same blueprint
+            # written after both files is that update's; an older leftover is not.
+            y_st, m_st = os.stat(store.root / rel), os.stat(store.root / meta_rel)
+            newer = self._recover_meta_temp(
+                meta_rel,
+                report,
+                same_id=row_at_path.id,
+                not_before=max(y_st.st_mtime_ns, m_st.st_mtime_ns),
+            )
+            meta_bytes = newer or meta_bytes
         meta: BlueprintMeta | None = None
         write_meta = False
         if meta_bytes is not None:
@@ -511,12 +527,23 @@ class Reconciler:
         except OSError:
             return False
 
-    def _recover_meta_temp(self, meta_rel: str, report: CheckReport) -> bytes | None:
+    def _recover_meta_temp(
+        self,
+        meta_rel: str,
+        report: CheckReport,
+        *,
+        same_id: str | None = None,
+        not_before: int = 0,
+    ) -> bytes | None:
         """Finish a save that died between renaming its YAML and its meta file.
 
         Both temp files were flushed before the first rename, so the meta's temp beside the YAML
         is complete: renaming it into place keeps the blueprint's id (a new id would turn a pulled
-        or imported blueprint into a duplicate).
+        or imported blueprint into a duplicate) and, for an update, its new name, tags and so on
+        (recording the new YAML with the old meta lost them, and the temp was later removed as
+        stale). Only a temp with id ``same_id`` (if given) and an mtime from ``not_before`` on
+        is taken. Saves write their temps under the index write lock that the caller holds, so
+        a temp seen here is never one of a save in progress.
         """
         target = self.store.root / meta_rel
         prefix = f".{target.name}."
@@ -529,10 +556,14 @@ class Reconciler:
         except OSError:
             return None
         for entry in sorted(temps, key=lambda e: e.stat().st_mtime_ns, reverse=True):
+            if entry.stat().st_mtime_ns < not_before:
+                break  # sorted newest first: the rest are older still
             raw = self._read(str(Path(meta_rel).parent / entry.name).removeprefix("./"))
             try:
-                decode_meta(raw or b"", source=entry.name)
+                found = decode_meta(raw or b"", source=entry.name)
             except InvalidMetaError:
+                continue
+            if same_id is not None and found.id != same_id:
                 continue
             os.replace(entry.path, target)
             fs.fsync_dir(target.parent)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import localstore
 from localstore import files as fs
+from localstore.blueprint import encode_meta
 from localstore.errors import StorageError, UnsafePathError
 
 DOC = "steps: [a]\n"
@@ -168,3 +171,52 @@ def test_missing_blueprints_folder_is_refused_not_recorded_as_deleting_everythin
     with _open(home) as s:
         assert s.count() == 0
         assert s.history(bp.id)[0].deleted
+
+
+_KILLED_BETWEEN_RENAMES = """
+import os, sys
+import localstore
+store = localstore.open(home=sys.argv[1], maintenance=False)
+real_replace = os.replace
+def replace(src, dst):
+    real_replace(src, dst)
+    os._exit(9)  # power cut right after the first rename of the save (its YAML)
+os.replace = replace
+store.save("a", "v: 2\\n", tags=["new"], description="new desc")
+"""
+
+
+def test_update_killed_between_its_renames_gets_its_new_meta(home: Path) -> None:
+    with _open(home) as s:
+        bp = s.save("a", "v: 1\n", tags=["old"], description="old desc")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_BETWEEN_RENAMES, str(home)], env=env, check=False
+    )
+    assert child.returncode == 9
+    root = home / "blueprints"
+    assert len(list(root.glob(".a.blueprint.meta.json.*.lstmp"))) == 1  # the flushed new meta
+    with _open(home) as s:
+        got = s.load(bp.id)
+        assert (got.content, got.meta.tags, got.meta.description) == (
+            "v: 2\n",
+            ("new",),
+            "new desc",
+        )
+        assert s.history(bp.id)[0].rev == 2
+        assert s.check().clean
+    assert not list(root.glob("*.lstmp")) and not list(root.glob(".*.lstmp"))
+
+
+def test_older_meta_temp_is_not_taken_for_an_edit(home: Path) -> None:
+    with _open(home) as s:
+        bp = s.save("a", "v: 1\n", tags=["kept"])
+        leftover = s.load(bp.id).meta.replace(tags=("stale",))
+    root = home / "blueprints"
+    temp = root / ".a.blueprint.meta.json.0badf00d.lstmp"  # an old crash's, not this edit's
+    temp.write_bytes(encode_meta(leftover))
+    os.utime(temp, ns=(1, 1))
+    (root / "a.blueprint.yaml").write_text("v: 2\n")  # the user's edit, later than the temp
+    with _open(home) as s:
+        got = s.load(bp.id)
+        assert (got.content, got.meta.tags) == ("v: 2\n", ("kept",))
