@@ -16,6 +16,7 @@ import logging
 import os
 import stat
 import time
+import unicodedata
 from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,8 @@ class _Scan:
     temps: dict[str, os.stat_result] = field(default_factory=dict)
     # YAML paths (of a YAML or meta file) that cannot be a blueprint's name here, and why.
     unsupported: dict[str, str] = field(default_factory=dict)
+    # The ids in those names' meta files (read only when a live row's file is missing).
+    carried: dict[str, str] | None = None
 
 
 def _unsupported(rel: str) -> str | None:
@@ -197,7 +200,7 @@ class Reconciler:
                     current = self._with_id(cur, row.id)
                     if current is None or current.deleted or current.path != row.path:
                         continue
-                    kept = self._still_on_disk(current)
+                    kept = self._still_on_disk(current, scan)
                     if kept is not None:
                         report.problems.append(kept)
                     else:
@@ -225,20 +228,61 @@ class Reconciler:
             "if they were deleted on purpose, create the empty folder and open again",
         )
 
-    def _still_on_disk(self, row: Row) -> dict[str, str] | None:
+    def _still_on_disk(self, row: Row, scan: _Scan) -> dict[str, str] | None:
         """The problem to report instead of deleting ``row`` if its file is still there.
 
         The scan does not walk hidden or ignored folders; a blueprint saved into one (or a folder
         ignored later) is not deleted: that would drop it from the index and push a delete while
-        the user's file is intact.
+        the user's file is intact. Nor is one whose pair was renamed to a name the store cannot
+        use (its NFD form, copied from macOS; a ':'): the user can rename it back.
         """
-        if not os.path.lexists(self.store.root / row.path):
+        if os.path.lexists(self.store.root / row.path):
+            detail = (
+                "kept: its files exist, but under a hidden or ignored name that the scan skips; "
+                "move it to a folder the scan sees"
+            )
+            return {"kind": "not-scanned", "path": row.path, "detail": detail}
+        renamed = self._nfc_alias(row.path) or self._unsupported_ids(scan).get(row.id)
+        if renamed is None:
             return None
-        detail = (
-            "kept: its files exist, but under a hidden or ignored name that the scan skips; "
-            "move it to a folder the scan sees"
-        )
-        return {"kind": "not-scanned", "path": row.path, "detail": detail}
+        detail = f"kept: its files are now named {fs.printable(renamed)!r}, which the store cannot use; rename them back"
+        return {"kind": "unsupported-name", "path": row.path, "detail": detail}
+
+    def _nfc_alias(self, rel: str) -> str | None:
+        """The path on disk whose NFC form is ``rel`` but whose bytes differ, if there is one.
+
+        Linux compares names byte by byte: 'café' copied from macOS (decomposed, NFD) is another
+        name than the NFC 'café' the index holds. Only called for a path that is not there.
+        """
+        found: list[str] = []
+        folder = self.store.root
+        for seg in rel.split("/"):
+            if not os.path.lexists(folder / seg):
+                try:
+                    names = os.listdir(folder)
+                except OSError:
+                    return None
+                same = [n for n in names if unicodedata.normalize("NFC", n) == seg]
+                if not same:
+                    return None
+                seg = same[0]
+            found.append(seg)
+            folder = folder / seg
+        alias = "/".join(found)
+        return alias if alias != rel else None
+
+    def _unsupported_ids(self, scan: _Scan) -> dict[str, str]:
+        """Blueprint id -> unsupported YAML path, from the meta files of unsupported names."""
+        if scan.carried is None:
+            scan.carried = {}
+            for rel in scan.unsupported:
+                try:
+                    raw = self._read(fs.meta_path_for(rel))
+                    if raw is not None:
+                        scan.carried[decode_meta(raw, source=rel).id] = rel
+                except (OSError, LocalStoreError):
+                    continue  # no usable meta: nothing to recognise it by
+        return scan.carried
 
     @contextlib.contextmanager
     def _isolated(self, rel: str, report: CheckReport) -> Iterator[None]:
@@ -332,7 +376,7 @@ class Reconciler:
                     {"kind": "changed", "path": rel, "detail": row.flagged or "content differs"}
                 )
         for row in missing:
-            kept = self._still_on_disk(row)
+            kept = self._still_on_disk(row, scan)
             report.problems.append(kept or {"kind": "missing", "path": row.path, "detail": row.id})
         for rel in orphans:
             report.problems.append({"kind": "orphan-meta", "path": rel, "detail": "no YAML"})
@@ -373,7 +417,8 @@ class Reconciler:
             if not may_delete:
                 return False
             row = self._at_path(cur, rel)
-            if row is not None:
+            if row is not None and self._nfc_alias(rel) is None:
+                # (Renamed to its NFD form: kept; the next full pass reports it.)
                 self._delete_locked(cur, row, report)
             return True
         if not stat.S_ISREG(y_st.st_mode):

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,36 @@ def test_older_meta_temp_is_not_taken_for_an_edit(home: Path) -> None:
     with _open(home) as s:
         got = s.load(bp.id)
         assert (got.content, got.meta.tags) == ("v: 2\n", ("kept",))
+
+
+def _rename_pair(root: Path, old: str, new: str) -> None:
+    for suffix in (fs.YAML_SUFFIX, fs.META_SUFFIX):
+        os.rename(root / f"{old}{suffix}", root / f"{new}{suffix}")
+
+
+@pytest.mark.parametrize(
+    "renamed",
+    [unicodedata.normalize("NFD", "dossier/café"), "dossier/meeting: café"],
+    ids=["nfd-from-macos", "colon"],
+)
+def test_pair_renamed_to_an_unsupported_name_is_kept_and_reported(home: Path, renamed: str) -> None:
+    with _open(home) as s:
+        bp = s.save("dossier/café", DOC)
+    root = home / "blueprints"
+    _rename_pair(root, "dossier/café", renamed)
+    for _ in range(2):
+        with _open(home) as s:
+            assert not s.row(bp.id).deleted
+            problems = _kinds(s.check(fix=True))
+            assert ("unsupported-name", renamed + fs.YAML_SUFFIX) in problems
+            assert ("unsupported-name", "dossier/café.blueprint.yaml") in problems  # the kept row
+            assert not any(kind in ("orphan-meta", "missing") for kind, _ in problems)
+            assert [r.rev for r in s.history(bp.id)] == [1]
+    if not unicodedata.is_normalized("NFC", renamed):
+        # (A one-path ingest, as load() and the watcher make, looks for the NFD form only.)
+        with _open(home) as s:
+            assert s.load(bp.id).content == DOC  # from history: the file is not at its path
+            assert not s.row(bp.id).deleted
+    _rename_pair(root, renamed, "dossier/café")  # renamed back: as if nothing happened
+    with _open(home) as s:
+        assert s.check().clean and [r.rev for r in s.history(bp.id)] == [1]
