@@ -647,11 +647,20 @@ class Reconciler:
         store = self.store
         y_st = os.stat(store.root / rel)
         m_st = os.stat(store.root / fs.meta_path_for(rel))
-        if identity is not None and identity.holds(rel, prepared.content_hash):
+        if (
+            identity is not None
+            and not identity.deleted
+            and identity.path == rel
+            and identity.content_hash == prepared.content_hash
+        ):
             # Same content (a touch, or only 'modified' changed): refresh the stat cache only.
+            # A flagged row is healed the same way: it still holds that content as its last good
+            # revision, so a file that was invalid for a moment (truncated, then written back)
+            # is no new revision, nor an op id for sync to push. (Row.holds() is False while
+            # flagged: it served here and recorded exactly such a revision.)
             cur.execute(
                 "UPDATE blueprints SET yaml_size=?, yaml_mtime_ns=?, meta_size=?, meta_mtime_ns=?, "
-                "yaml_sha256=?, meta_sha256=?, meta_json=?, modified=? WHERE rid=?",
+                "yaml_sha256=?, meta_sha256=?, meta_json=?, modified=?, flagged=NULL WHERE rid=?",
                 (
                     y_st.st_size,
                     y_st.st_mtime_ns,

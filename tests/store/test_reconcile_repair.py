@@ -254,3 +254,23 @@ def test_pair_renamed_to_an_unsupported_name_is_kept_and_reported(home: Path, re
     _rename_pair(root, renamed, "dossier/café")  # renamed back: as if nothing happened
     with _open(home) as s:
         assert s.check().clean and [r.rev for r in s.history(bp.id)] == [1]
+
+
+def test_invalid_for_a_while_then_back_to_the_same_content_is_no_new_revision(
+    home: Path,
+) -> None:
+    with _open(home) as s:
+        bp = s.save("doc", DOC)
+        op_id = s.row(bp.id).op_id
+    yaml_file = home / "blueprints/doc.blueprint.yaml"
+    yaml_file.write_text("")  # truncated by a writer that then writes the same text back
+    with _open(home) as s:
+        assert s.row(bp.id).flagged
+        assert ("flagged", "doc.blueprint.yaml") in _kinds(s.check())
+    yaml_file.write_text(DOC)
+    with _open(home) as s:
+        row = s.row(bp.id)
+        assert row.flagged is None and row.rev == 1 and row.op_id == op_id  # nothing to push
+        assert [r.rev for r in s.history(bp.id)] == [1]
+        assert s.check().clean
+        assert s.reconcile().fixed == []  # the stat cache was refreshed too
