@@ -341,7 +341,7 @@ def normalize_path(raw: str) -> str:
 
     Accepts ``folder/name``, ``folder/name.blueprint.yaml`` or ``folder/name.blueprint.meta.json``.
     Raises UnsafePathError for absolute paths, ``..``, backslashes, control characters, reserved device
-    names, forbidden characters and over-long names.
+    names, forbidden characters, over-long names and folders named like a blueprint's files.
     """
     if not isinstance(raw, str) or not raw.strip():
         raise UnsafePathError("empty path", hint="give a path like 'folder/name'")
@@ -364,6 +364,14 @@ def normalize_path(raw: str) -> str:
     controls = _CONTROL_CHAR.search(path) is not None  # one C scan, not a Python loop per part
     for seg in parts:
         _check_segment(seg, raw, controls)
+    for seg in parts[:-1]:
+        # A folder named like a blueprint file can sit beside that very file on this disk, but
+        # not on the server or a case-insensitive disk: one path cannot be a file and a folder.
+        if seg.casefold().endswith((YAML_SUFFIX, META_SUFFIX)):
+            raise UnsafePathError(
+                f"path {raw!r} has a folder named like a blueprint file ({seg!r})",
+                hint=f"folder names may not end with {YAML_SUFFIX!r} or {META_SUFFIX!r}",
+            )
     if parts[-1] == YAML_SUFFIX:
         raise UnsafePathError(
             f"path {raw!r} has no file name", hint="give a path like 'folder/name'"

@@ -274,3 +274,17 @@ def test_invalid_for_a_while_then_back_to_the_same_content_is_no_new_revision(
         assert [r.rev for r in s.history(bp.id)] == [1]
         assert s.check().clean
         assert s.reconcile().fixed == []  # the stat cache was refreshed too
+
+
+@pytest.mark.parametrize(
+    "path", ["d.blueprint.yaml/e", "a/D.Blueprint.Meta.JSON/e", "x.blueprint.yaml/y/z"]
+)
+def test_folder_named_like_a_blueprint_file_is_refused(home: Path, path: str) -> None:
+    with pytest.raises(UnsafePathError, match="folder named like a blueprint file"):
+        fs.normalize_path(path)
+    with _open(home) as s:
+        s.save("d", DOC)  # 'd.blueprint.yaml' as a file and as a folder would wedge sync
+        with pytest.raises(UnsafePathError):
+            s.save(path, DOC)
+        assert s.count() == 1
+    assert fs.normalize_path("d.blueprint/e") == "d.blueprint/e.blueprint.yaml"  # only the suffix
