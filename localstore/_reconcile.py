@@ -81,6 +81,11 @@ class Reconciler:
         self.origin = origin
         self.rules = fs.IgnoreRules.for_root(store.root)
         self.events: list[Event] = []
+        # The full pass's paths to ingest, the ids their meta files carry (read on first need),
+        # and rows moved off a path for a blueprint that takes it (see _park).
+        self._changed: list[str] | None = None
+        self._claims: dict[str, str] | None = None
+        self._parked: dict[str, Row] = {}
 
     # -- scanning ----------------------------------------------------------------------------------
 
@@ -192,9 +197,13 @@ class Reconciler:
             by_path = self._live_rows(cur)
             scan = self.scan(by_path)
             changed, missing = self._candidates(scan, by_path)
+            self._changed = changed
             for rel in changed:
                 with self._isolated(rel, report):
                     self._ingest_locked(cur, rel, scan, report)
+            for parked in list(self._parked.values()):
+                with self._isolated(parked.path, report):
+                    self._unpark(cur, parked, report)
             for row in missing:
                 with self._isolated(row.path, report):
                     current = self._with_id(cur, row.id)
@@ -293,6 +302,7 @@ class Reconciler:
         index failing is not a bad file: that still ends the pass.
         """
         mark = len(self.events)
+        parked = dict(self._parked)
         try:
             with self.store.index.write():
                 yield
@@ -300,6 +310,7 @@ class Reconciler:
             raise
         except (OSError, LocalStoreError, apsw.ConstraintError) as exc:
             del self.events[mark:]  # rolled back with the savepoint: nothing to announce
+            self._parked = parked
             log.warning("reconcile skipped %s: %s", rel, exc)
             report.problems.append({"kind": "skipped", "path": rel, "detail": str(exc)})
 
@@ -493,10 +504,17 @@ class Reconciler:
                 and identity.path != rel
                 and (store.root / identity.path).exists()
             ):
-                # The same id at two live paths: the pair was copied. The copy gets a new id.
-                meta = meta.replace(id=new_id(), created=utc_now())
-                identity = None
-                write_meta = True
+                if row_at_path is not None and sha256_hex(yaml_bytes) == row_at_path.yaml_sha256:
+                    # This path's YAML is unchanged; only another pair's meta was pasted over its
+                    # own: the blueprint here keeps its identity and gets its meta back.
+                    identity, meta, write_meta = row_at_path, row_at_path.meta, True
+                elif self._meta_id_at(identity.path) == meta.id:
+                    # The same id at two live paths: the pair was copied. The copy gets a new id.
+                    meta = meta.replace(id=new_id(), created=utc_now())
+                    identity = None
+                    write_meta = True
+                # Otherwise the file at identity.path no longer carries this id (two pairs
+                # swapped names, or another file took the old name): the blueprint moved here.
             if row_at_path is not None and (identity is None or row_at_path.id != identity.id):
                 # Another pair was put over this path: the blueprint that lived here is gone.
                 replaced = row_at_path
@@ -514,7 +532,10 @@ class Reconciler:
         if self._case_collision(cur, rel, identity, report):
             return
         if replaced is not None:
-            self._delete_locked(cur, replaced, report)
+            if self._moves_later(replaced, rel):
+                self._park(cur, replaced)
+            else:
+                self._delete_locked(cur, replaced, report)
         try:
             prepared = store._prepare(rel, yaml_bytes, meta)
         except InvalidInputError as exc:
@@ -533,6 +554,49 @@ class Reconciler:
             fs.atomic_write(store.root / meta_rel, prepared.meta_bytes)
             report.fixed.append({"kind": "meta-written", "path": meta_rel, "detail": meta.id})
         self._record(cur, identity, prepared, rel, report)
+
+    def _moves_later(self, row: Row, rel: str) -> bool:
+        """Whether ``row``'s id is in the meta of another path this pass has yet to ingest.
+
+        Two pairs that swapped names: the first path's blueprint is about to move to the other
+        one, so it is not deleted (a delete revision and an event, then a re-creation).
+        """
+        if self._changed is None:
+            return False  # one path at a time (watcher, load): nothing later to move it
+        if self._claims is None:
+            self._claims = {}
+            for path in self._changed:
+                found = self._meta_id_at(path)
+                if found is not None:
+                    self._claims.setdefault(found, path)
+        later = self._claims.get(row.id)
+        return later is not None and later != rel
+
+    def _park(self, cur: Any, row: Row) -> None:
+        """Free ``row``'s path for the blueprint taking it; its own ingest moves it (_record)."""
+        # A key no real path has: the live-path unique index holds one row per key.
+        cur.execute("UPDATE blueprints SET path_key = ? WHERE rid = ?", ("\x00" + row.id, row.rid))
+        self._parked[row.id] = row
+
+    def _unpark(self, cur: Any, row: Row, report: CheckReport) -> None:
+        """A parked blueprint whose new path was not ingested after all: record it deleted (its
+        files are elsewhere; a later pass that can read them brings it back with its id)."""
+        del self._parked[row.id]
+        current = self._with_id(cur, row.id)
+        if current is not None and not current.deleted:
+            self._delete_locked(cur, current, report)
+        cur.execute(
+            "UPDATE blueprints SET path_key = ? WHERE rid = ?", (fs.path_key(row.path), row.rid)
+        )
+
+    def _meta_id_at(self, yaml_rel: str) -> str | None:
+        """The id the meta file beside ``yaml_rel`` holds now (None: none, or unreadable)."""
+        meta_rel = fs.meta_path_for(yaml_rel)
+        try:
+            raw = self._read(meta_rel)
+            return None if raw is None else decode_meta(raw, source=meta_rel).id
+        except (InvalidMetaError, StorageError):
+            return None
 
     def _case_collision(
         self, cur: Any, rel: str, identity: Row | None, report: CheckReport
@@ -677,6 +741,11 @@ class Reconciler:
         rev = (identity.rev if identity else 0) + 1
         op_id = store.index.next_op_id(cur)
         store._upsert_row(cur, identity, prepared, rev, op_id, y_st, m_st)
+        if identity is not None and self._parked.pop(identity.id, None) is not None:
+            # (_upsert_row sets path_key only if the key of the path changed: set it here.)
+            cur.execute(
+                "UPDATE blueprints SET path_key = ? WHERE rid = ?", (fs.path_key(rel), identity.rid)
+            )
         store._add_revision(
             cur,
             prepared.meta.id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -288,3 +289,64 @@ def test_folder_named_like_a_blueprint_file_is_refused(home: Path, path: str) ->
             s.save(path, DOC)
         assert s.count() == 1
     assert fs.normalize_path("d.blueprint/e") == "d.blueprint/e.blueprint.yaml"  # only the suffix
+
+
+def _swap_pairs(root: Path, one: str, other: str) -> None:
+    _rename_pair(root, one, "swap-tmp")
+    _rename_pair(root, other, one)
+    _rename_pair(root, "swap-tmp", other)
+
+
+def test_two_pairs_that_swapped_names_keep_their_identities(home: Path) -> None:
+    with _open(home) as s:
+        c = s.save("h/c", "v: c\n")
+        d = s.save("h/d", "v: d\n")
+    _swap_pairs(home / "blueprints", "h/c", "h/d")
+    with _open(home) as s:
+        assert s.resolve("h/c").id == d.id and s.resolve("h/d").id == c.id
+        assert s.load(c.id).content == "v: c\n" and s.load(d.id).content == "v: d\n"
+        for bp, new in ((c, "h/d.blueprint.yaml"), (d, "h/c.blueprint.yaml")):
+            # One move each: no delete revision (pushed by sync) and no re-creation.
+            assert [(r.rev, r.path, r.deleted) for r in s.history(bp.id)] == [
+                (2, new, False),
+                (1, bp.path, False),
+            ]
+        assert s.check().clean
+
+
+def test_swap_whose_second_half_cannot_be_read_records_a_delete_then_heals(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _open(home) as s:
+        c = s.save("h/c", "v: c\n")
+        d = s.save("h/d", "v: d\n")
+    _swap_pairs(home / "blueprints", "h/c", "h/d")
+    real_read = fs.read_bytes
+
+    def read_bytes(path: Path, *, limit: int | None = None) -> bytes:
+        if Path(path).name == "d.blueprint.yaml":
+            raise fs.map_os_error(PermissionError(errno.EACCES, "denied"), "cannot read", path)
+        return real_read(path, limit=limit)
+
+    monkeypatch.setattr(fs, "read_bytes", read_bytes)
+    with _open(home) as s:
+        assert s.resolve("h/c").id == d.id
+        assert s.row(c.id, include_deleted=True).deleted  # its new file could not be read
+        assert s.count() == 1  # the index's unique live-path rule held throughout
+    monkeypatch.setattr(fs, "read_bytes", real_read)
+    with _open(home) as s:
+        assert s.resolve("h/d").id == c.id and s.load(c.id).content == "v: c\n"
+        assert s.check().clean
+
+
+def test_meta_pasted_over_another_pair_keeps_both_identities(home: Path) -> None:
+    with _open(home) as s:
+        a = s.save("a", "v: a\n", tags=["a"])
+        b = s.save("b", "v: b\n", tags=["b"])
+    root = home / "blueprints"
+    shutil.copy(root / "a.blueprint.meta.json", root / "b.blueprint.meta.json")
+    with _open(home) as s:
+        assert s.resolve("a").id == a.id and s.resolve("b").id == b.id
+        assert s.load(b.id).meta.tags == ("b",)
+        assert [r.deleted for r in s.history(b.id)] == [False]
+    assert json.loads((root / "b.blueprint.meta.json").read_text())["id"] == b.id
