@@ -69,7 +69,10 @@ def _unsupported(rel: str) -> str | None:
     except InvalidInputError as exc:
         return str(exc)
     if canonical != rel:  # normalize_path changes nothing else in a name ending in YAML_SUFFIX
-        return f"the name is not in Unicode NFC form (as copied from macOS); rename it to {canonical!r}"
+        return (
+            "the name is not in Unicode NFC form (as copied from macOS); "
+            f"rename it to {canonical!r}"
+        )
     return None
 
 
@@ -254,7 +257,10 @@ class Reconciler:
         renamed = self._nfc_alias(row.path) or self._unsupported_ids(scan).get(row.id)
         if renamed is None:
             return None
-        detail = f"kept: its files are now named {fs.printable(renamed)!r}, which the store cannot use; rename them back"
+        detail = (
+            f"kept: its files are now named {fs.printable(renamed)!r}, which the store cannot "
+            "use; rename them back"
+        )
         return {"kind": "unsupported-name", "path": row.path, "detail": detail}
 
     def _nfc_alias(self, rel: str) -> str | None:
@@ -267,6 +273,8 @@ class Reconciler:
         folder = self.store.root
         for seg in rel.split("/"):
             if not os.path.lexists(folder / seg):
+                if seg.isascii():
+                    return None  # no other Unicode form: no listing (a mass delete lists none)
                 try:
                     names = os.listdir(folder)
                 except OSError:
@@ -508,7 +516,7 @@ class Reconciler:
                     # This path's YAML is unchanged; only another pair's meta was pasted over its
                     # own: the blueprint here keeps its identity and gets its meta back.
                     identity, meta, write_meta = row_at_path, row_at_path.meta, True
-                elif self._meta_id_at(identity.path) == meta.id:
+                elif self._meta_id_at(identity.path, unreadable=meta.id) == meta.id:
                     # The same id at two live paths: the pair was copied. The copy gets a new id.
                     meta = meta.replace(id=new_id(), created=utc_now())
                     identity = None
@@ -589,13 +597,17 @@ class Reconciler:
             "UPDATE blueprints SET path_key = ? WHERE rid = ?", (fs.path_key(row.path), row.rid)
         )
 
-    def _meta_id_at(self, yaml_rel: str) -> str | None:
-        """The id the meta file beside ``yaml_rel`` holds now (None: none, or unreadable)."""
+    def _meta_id_at(self, yaml_rel: str, *, unreadable: str | None = None) -> str | None:
+        """The id the meta file beside ``yaml_rel`` holds now: None if there is none or it is
+        not valid, ``unreadable`` if it cannot be read."""
         meta_rel = fs.meta_path_for(yaml_rel)
         try:
             raw = self._read(meta_rel)
+        except StorageError:
+            return unreadable
+        try:
             return None if raw is None else decode_meta(raw, source=meta_rel).id
-        except (InvalidMetaError, StorageError):
+        except InvalidMetaError:
             return None
 
     def _case_collision(
