@@ -16,10 +16,13 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Container
+import unicodedata
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import apsw
 
 from localstore import files as fs
 from localstore.blueprint import (
@@ -30,7 +33,14 @@ from localstore.blueprint import (
     sha256_hex,
     utc_now,
 )
-from localstore.errors import InvalidInputError, InvalidMetaError, StorageError
+from localstore.errors import (
+    IndexStoreError,
+    InvalidInputError,
+    InvalidMetaError,
+    LocalStoreError,
+    StorageError,
+    StoreClosedError,
+)
 from localstore.events import Event
 
 if TYPE_CHECKING:
@@ -46,13 +56,24 @@ class _Scan:
     yamls: dict[str, os.stat_result] = field(default_factory=dict)
     metas: dict[str, os.stat_result] = field(default_factory=dict)
     temps: dict[str, os.stat_result] = field(default_factory=dict)
+    # YAML paths (of a YAML or meta file) that cannot be a blueprint's name here, and why.
+    unsupported: dict[str, str] = field(default_factory=dict)
+    # The ids in those names' meta files (read only when a live row's file is missing).
+    carried: dict[str, str] | None = None
 
 
-def _canonical(rel: str) -> bool:
+def _unsupported(rel: str) -> str | None:
+    """Why a YAML path found on disk cannot be indexed as it is, or None if it can."""
     try:
-        return fs.normalize_path(rel) == rel
-    except InvalidInputError:
-        return False
+        canonical = fs.normalize_path(rel)
+    except InvalidInputError as exc:
+        return str(exc)
+    if canonical != rel:  # normalize_path changes nothing else in a name ending in YAML_SUFFIX
+        return (
+            "the name is not in Unicode NFC form (as copied from macOS); "
+            f"rename it to {canonical!r}"
+        )
+    return None
 
 
 class Reconciler:
@@ -63,6 +84,11 @@ class Reconciler:
         self.origin = origin
         self.rules = fs.IgnoreRules.for_root(store.root)
         self.events: list[Event] = []
+        # The full pass's paths to ingest, the ids their meta files carry (read on first need),
+        # and rows moved off a path for a blueprint that takes it (see _park).
+        self._changed: list[str] | None = None
+        self._claims: dict[str, str] | None = None
+        self._parked: dict[str, Row] = {}
 
     # -- scanning ----------------------------------------------------------------------------------
 
@@ -77,10 +103,18 @@ class Reconciler:
             if rel.endswith(fs.TEMP_SUFFIX):
                 scan.temps[rel] = st
             elif rel.endswith(fs.YAML_SUFFIX):
-                if rel in indexed or _canonical(rel):
+                why = None if rel in indexed else _unsupported(rel)
+                if why is None:
                     scan.yamls[rel] = st
+                else:
+                    scan.unsupported[rel] = why
             else:
-                scan.metas[rel] = st
+                yaml_rel = fs.yaml_path_for(rel)
+                why = None if yaml_rel in indexed else _unsupported(yaml_rel)
+                if why is None:
+                    scan.metas[rel] = st
+                else:  # reported with its YAML's name, not as an orphan
+                    scan.unsupported.setdefault(yaml_rel, why)
         return scan
 
     def _live_rows(self, cur: Any) -> dict[str, Row]:
@@ -125,6 +159,24 @@ class Reconciler:
 
     # -- the full pass -----------------------------------------------------------------------------
 
+    def on_open(self, *, fix: bool, root_created: bool) -> None:
+        """The open's pass (``fix``); ``root_created``: the blueprints folder did not exist
+        until this open made it.
+
+        Raises StorageError if the folder was missing while blueprints are indexed, whether or not
+        this open reconciles: a later ``check --fix`` or watcher rescan would otherwise see an
+        empty folder and record every blueprint deleted.
+        """
+        if root_created:
+            with self.store.index.read() as cur:
+                (live,) = cur.execute(
+                    "SELECT count(*) FROM blueprints WHERE deleted = 0"
+                ).fetchone()
+            if live:
+                self._refuse_missing_root(live)
+        if fix:
+            self.run(fix=True)
+
     def run(self, *, fix: bool) -> CheckReport:
         """Compare everything; with ``fix`` apply the differences to the index (and missing metas)."""
         from localstore.store import CheckReport
@@ -137,6 +189,7 @@ class Reconciler:
         orphans = self._orphan_metas(scan)
         stale = self._stale_temps(scan)
         self._report_flagged(by_path, report)
+        self._report_unsupported(scan, report)
         if not (changed or missing or orphans or stale):
             return report
         if not fix:
@@ -147,19 +200,127 @@ class Reconciler:
             by_path = self._live_rows(cur)
             scan = self.scan(by_path)
             changed, missing = self._candidates(scan, by_path)
+            self._changed = changed
             for rel in changed:
-                self._ingest_locked(cur, rel, scan, report)
+                with self._isolated(rel, report):
+                    self._ingest_locked(cur, rel, scan, report)
+            for parked in list(self._parked.values()):
+                with self._isolated(parked.path, report):
+                    self._unpark(cur, parked, report)
             for row in missing:
-                current = self._with_id(cur, row.id)
-                if current is not None and not current.deleted and current.path == row.path:
-                    self._delete_locked(cur, current, report)
+                with self._isolated(row.path, report):
+                    current = self._with_id(cur, row.id)
+                    if current is None or current.deleted or current.path != row.path:
+                        continue
+                    kept = self._still_on_disk(current, scan)
+                    if kept is not None:
+                        report.problems.append(kept)
+                    else:
+                        self._delete_locked(cur, current, report)
             for rel in self._orphan_metas(self.scan()):
-                self._handle_orphan(cur, rel, report)
+                with self._isolated(rel, report):
+                    self._handle_orphan(cur, rel, report)
             for rel in self._stale_temps(scan):
-                fs.remove_file(self.store.root / rel)
-                report.fixed.append({"kind": "temp-file", "path": rel, "detail": "removed"})
+                with self._isolated(rel, report):
+                    fs.remove_file(self.store.root / rel)
+                    report.fixed.append({"kind": "temp-file", "path": rel, "detail": "removed"})
         self.store.events.publish(self.events)
         return report
+
+    def _refuse_missing_root(self, live: int) -> None:
+        """A vanished blueprints folder is an unmounted disk or a moved folder far more often
+        than a user deleting every blueprint: recording ``live`` deletes (which sync would then
+        push to every device) is not a repair. Undo the folder's creation and refuse."""
+        root = self.store.root
+        with contextlib.suppress(OSError):
+            root.rmdir()  # empty: this open made it a moment ago
+        raise StorageError(
+            f"the blueprints folder {root} is missing, but {live} blueprint(s) are indexed",
+            hint="reconnect or restore the folder (or set the right folder in config.yaml); "
+            "if they were deleted on purpose, create the empty folder and open again",
+        )
+
+    def _still_on_disk(self, row: Row, scan: _Scan) -> dict[str, str] | None:
+        """The problem to report instead of deleting ``row`` if its file is still there.
+
+        The scan does not walk hidden or ignored folders; a blueprint saved into one (or a folder
+        ignored later) is not deleted: that would drop it from the index and push a delete while
+        the user's file is intact. Nor is one whose pair was renamed to a name the store cannot
+        use (its NFD form, copied from macOS; a ':'): the user can rename it back.
+        """
+        if os.path.lexists(self.store.root / row.path):
+            detail = (
+                "kept: its files exist, but under a hidden or ignored name that the scan skips; "
+                "move it to a folder the scan sees"
+            )
+            return {"kind": "not-scanned", "path": row.path, "detail": detail}
+        renamed = self._nfc_alias(row.path) or self._unsupported_ids(scan).get(row.id)
+        if renamed is None:
+            return None
+        detail = (
+            f"kept: its files are now named {fs.printable(renamed)!r}, which the store cannot "
+            "use; rename them back"
+        )
+        return {"kind": "unsupported-name", "path": row.path, "detail": detail}
+
+    def _nfc_alias(self, rel: str) -> str | None:
+        """The path on disk whose NFC form is ``rel`` but whose bytes differ, if there is one.
+
+        Linux compares names byte by byte: 'café' copied from macOS (decomposed, NFD) is another
+        name than the NFC 'café' the index holds. Only called for a path that is not there.
+        """
+        found: list[str] = []
+        folder = self.store.root
+        for seg in rel.split("/"):
+            if not os.path.lexists(folder / seg):
+                if seg.isascii():
+                    return None  # no other Unicode form: no listing (a mass delete lists none)
+                try:
+                    names = os.listdir(folder)
+                except OSError:
+                    return None
+                same = [n for n in names if unicodedata.normalize("NFC", n) == seg]
+                if not same:
+                    return None
+                seg = same[0]
+            found.append(seg)
+            folder = folder / seg
+        alias = "/".join(found)
+        return alias if alias != rel else None
+
+    def _unsupported_ids(self, scan: _Scan) -> dict[str, str]:
+        """Blueprint id -> unsupported YAML path, from the meta files of unsupported names."""
+        if scan.carried is None:
+            scan.carried = {}
+            for rel in scan.unsupported:
+                try:
+                    raw = self._read(fs.meta_path_for(rel))
+                    if raw is not None:
+                        scan.carried[decode_meta(raw, source=rel).id] = rel
+                except (OSError, LocalStoreError):
+                    continue  # no usable meta: nothing to recognise it by
+        return scan.carried
+
+    @contextlib.contextmanager
+    def _isolated(self, rel: str, report: CheckReport) -> Iterator[None]:
+        """Run one path's repair in its own savepoint; if that path fails, report it and go on.
+
+        One file the pass cannot handle (unreadable, a name the disk refuses for its meta) made
+        every open() fail, so a single bad file took the whole store, and the daemon, down. The
+        index failing is not a bad file: that still ends the pass.
+        """
+        mark = len(self.events)
+        parked = dict(self._parked)
+        try:
+            with self.store.index.write():
+                yield
+        except (StoreClosedError, IndexStoreError):
+            raise
+        except (OSError, LocalStoreError, apsw.ConstraintError) as exc:
+            del self.events[mark:]  # rolled back with the savepoint: nothing to announce
+            self._parked = parked
+            log.warning("reconcile skipped %s: %s", rel, exc)
+            report.problems.append({"kind": "skipped", "path": rel, "detail": str(exc)})
 
     @staticmethod
     def _report_flagged(by_path: dict[str, Row], report: CheckReport) -> None:
@@ -167,6 +328,14 @@ class Reconciler:
         for row in by_path.values():
             if row.flagged:
                 report.problems.append({"kind": "flagged", "path": row.path, "detail": row.flagged})
+
+    @staticmethod
+    def _report_unsupported(scan: _Scan, report: CheckReport) -> None:
+        # Never dropped in silence: the user sees which files the store does not take, and why.
+        for rel, why in sorted(scan.unsupported.items()):
+            shown = fs.printable(rel)
+            log.warning("not a usable blueprint name, left alone: %s (%s)", shown, why)
+            report.problems.append({"kind": "unsupported-name", "path": shown, "detail": why})
 
     def _orphan_metas(self, scan: _Scan) -> list[str]:
         return sorted(m for m in scan.metas if fs.yaml_path_for(m) not in scan.yamls)
@@ -185,20 +354,33 @@ class Reconciler:
         stale: list[str],
         report: CheckReport,
     ) -> None:
+        keys = {fs.path_key(p): p for p in by_path} if set(changed) - by_path.keys() else {}
         for rel in changed:
             row = by_path.get(rel)
             if row is None:
-                report.problems.append({"kind": "unindexed", "path": rel, "detail": "not in index"})
-                continue
-            try:
-                digest = sha256_hex(fs.read_bytes(self.store.root / rel))
-            except (FileNotFoundError, StorageError):
+                holder = self._case_twin(keys, rel)
+                if holder is not None:
+                    detail = f"differs only by case from {holder}; rename one of them"
+                    report.problems.append(
+                        {"kind": "case-collision", "path": rel, "detail": detail}
+                    )
+                else:
+                    report.problems.append(
+                        {"kind": "unindexed", "path": rel, "detail": "not in index"}
+                    )
                 continue
             meta_rel = fs.meta_path_for(rel)
+            try:
+                digest = sha256_hex(fs.read_bytes(self.store.root / rel))
+                meta_raw = (self._read(meta_rel) or b"") if meta_rel in scan.metas else b""
+            except FileNotFoundError:
+                continue
+            except StorageError as exc:
+                report.problems.append({"kind": "skipped", "path": rel, "detail": str(exc)})
+                continue
             if meta_rel not in scan.metas:
                 report.problems.append({"kind": "missing-meta", "path": rel, "detail": meta_rel})
                 continue
-            meta_raw = self._read(meta_rel) or b""
             if sha256_hex(meta_raw) != row.meta_sha256:
                 try:
                     decode_meta(meta_raw, source=meta_rel)
@@ -213,11 +395,17 @@ class Reconciler:
                     {"kind": "changed", "path": rel, "detail": row.flagged or "content differs"}
                 )
         for row in missing:
-            report.problems.append({"kind": "missing", "path": row.path, "detail": row.id})
+            kept = self._still_on_disk(row, scan)
+            report.problems.append(kept or {"kind": "missing", "path": row.path, "detail": row.id})
         for rel in orphans:
             report.problems.append({"kind": "orphan-meta", "path": rel, "detail": "no YAML"})
         for rel in stale:
             report.problems.append({"kind": "temp-file", "path": rel, "detail": "leftover"})
+
+    def _case_twin(self, keys: dict[str, str], rel: str) -> str | None:
+        """The indexed path (of ``keys``: path_key -> path) that differs from ``rel`` by case."""
+        path = keys.get(fs.path_key(rel))
+        return path if path is not None and path != rel and self._exact_exists(path) else None
 
     # -- one path ----------------------------------------------------------------------------------
 
@@ -248,7 +436,8 @@ class Reconciler:
             if not may_delete:
                 return False
             row = self._at_path(cur, rel)
-            if row is not None:
+            if row is not None and self._nfc_alias(rel) is None:
+                # (Renamed to its NFD form: kept; the next full pass reports it.)
                 self._delete_locked(cur, row, report)
             return True
         if not stat.S_ISREG(y_st.st_mode):
@@ -282,9 +471,25 @@ class Reconciler:
             return
         meta_rel = fs.meta_path_for(rel)
         meta_bytes = self._read(meta_rel)
+        row_at_path = self._at_path(cur, rel)
         if meta_bytes is None:
             meta_bytes = self._recover_meta_temp(meta_rel, report)
-        row_at_path = self._at_path(cur, rel)
+        elif (
+            row_at_path is not None
+            and sha256_hex(meta_bytes) == row_at_path.meta_sha256
+            and sha256_hex(yaml_bytes) != row_at_path.yaml_sha256
+        ):
+            # New YAML beside the indexed meta: an update may have died between its two
+            # renames, its meta still in the (flushed) temp. Only a temp of the same blueprint
+            # written after both files is that update's; an older leftover is not.
+            y_st, m_st = os.stat(store.root / rel), os.stat(store.root / meta_rel)
+            newer = self._recover_meta_temp(
+                meta_rel,
+                report,
+                same_id=row_at_path.id,
+                not_before=max(y_st.st_mtime_ns, m_st.st_mtime_ns),
+            )
+            meta_bytes = newer or meta_bytes
         meta: BlueprintMeta | None = None
         write_meta = False
         if meta_bytes is not None:
@@ -298,6 +503,7 @@ class Reconciler:
                     self._flag(cur, row_at_path, f"invalid meta file: {exc.message}", scan, rel)
                 return
         identity: Row | None = None
+        replaced: Row | None = None
         if meta is not None:
             identity = self._with_id(cur, meta.id)
             if (
@@ -306,13 +512,20 @@ class Reconciler:
                 and identity.path != rel
                 and (store.root / identity.path).exists()
             ):
-                # The same id at two live paths: the pair was copied. The copy gets a new id.
-                meta = meta.replace(id=new_id(), created=utc_now())
-                identity = None
-                write_meta = True
+                if row_at_path is not None and sha256_hex(yaml_bytes) == row_at_path.yaml_sha256:
+                    # This path's YAML is unchanged; only another pair's meta was pasted over its
+                    # own: the blueprint here keeps its identity and gets its meta back.
+                    identity, meta, write_meta = row_at_path, row_at_path.meta, True
+                elif self._meta_id_at(identity.path, unreadable=meta.id) == meta.id:
+                    # The same id at two live paths: the pair was copied. The copy gets a new id.
+                    meta = meta.replace(id=new_id(), created=utc_now())
+                    identity = None
+                    write_meta = True
+                # Otherwise the file at identity.path no longer carries this id (two pairs
+                # swapped names, or another file took the old name): the blueprint moved here.
             if row_at_path is not None and (identity is None or row_at_path.id != identity.id):
                 # Another pair was put over this path: the blueprint that lived here is gone.
-                self._delete_locked(cur, row_at_path, report)
+                replaced = row_at_path
         else:
             write_meta = True
             identity = row_at_path or self._match_moved_yaml(cur, sha256_hex(yaml_bytes))
@@ -324,6 +537,13 @@ class Reconciler:
                     id=new_id(), name=fs.display_name(rel), created=now, modified=now
                 )
         assert meta is not None
+        if self._case_collision(cur, rel, identity, report):
+            return
+        if replaced is not None:
+            if self._moves_later(replaced, rel):
+                self._park(cur, replaced)
+            else:
+                self._delete_locked(cur, replaced, report)
         try:
             prepared = store._prepare(rel, yaml_bytes, meta)
         except InvalidInputError as exc:
@@ -343,12 +563,108 @@ class Reconciler:
             report.fixed.append({"kind": "meta-written", "path": meta_rel, "detail": meta.id})
         self._record(cur, identity, prepared, rel, report)
 
-    def _recover_meta_temp(self, meta_rel: str, report: CheckReport) -> bytes | None:
+    def _moves_later(self, row: Row, rel: str) -> bool:
+        """Whether ``row``'s id is in the meta of another path this pass has yet to ingest.
+
+        Two pairs that swapped names: the first path's blueprint is about to move to the other
+        one, so it is not deleted (a delete revision and an event, then a re-creation).
+        """
+        if self._changed is None:
+            return False  # one path at a time (watcher, load): nothing later to move it
+        if self._claims is None:
+            self._claims = {}
+            for path in self._changed:
+                found = self._meta_id_at(path)
+                if found is not None:
+                    self._claims.setdefault(found, path)
+        later = self._claims.get(row.id)
+        return later is not None and later != rel
+
+    def _park(self, cur: Any, row: Row) -> None:
+        """Free ``row``'s path for the blueprint taking it; its own ingest moves it (_record)."""
+        # A key no real path has: the live-path unique index holds one row per key.
+        cur.execute("UPDATE blueprints SET path_key = ? WHERE rid = ?", ("\x00" + row.id, row.rid))
+        self._parked[row.id] = row
+
+    def _unpark(self, cur: Any, row: Row, report: CheckReport) -> None:
+        """A parked blueprint whose new path was not ingested after all: record it deleted (its
+        files are elsewhere; a later pass that can read them brings it back with its id)."""
+        del self._parked[row.id]
+        current = self._with_id(cur, row.id)
+        if current is not None and not current.deleted:
+            self._delete_locked(cur, current, report)
+        cur.execute(
+            "UPDATE blueprints SET path_key = ? WHERE rid = ?", (fs.path_key(row.path), row.rid)
+        )
+
+    def _meta_id_at(self, yaml_rel: str, *, unreadable: str | None = None) -> str | None:
+        """The id the meta file beside ``yaml_rel`` holds now: None if there is none or it is
+        not valid, ``unreadable`` if it cannot be read."""
+        meta_rel = fs.meta_path_for(yaml_rel)
+        try:
+            raw = self._read(meta_rel)
+        except StorageError:
+            return unreadable
+        try:
+            return None if raw is None else decode_meta(raw, source=meta_rel).id
+        except InvalidMetaError:
+            return None
+
+    def _case_collision(
+        self, cur: Any, rel: str, identity: Row | None, report: CheckReport
+    ) -> bool:
+        """True (reported) if another live blueprint's path differs from ``rel`` only by case.
+
+        Linux allows both names (a git checkout, a sync tool), but the index keeps one live path
+        per case-folded key so that the store works on macOS and Windows folders too: the file
+        already indexed keeps it, the other one is left alone (no meta written) and reported.
+        """
+        holder = self.store._row_by(
+            cur, "path_key = ? AND deleted = 0 AND path != ?", (fs.path_key(rel), rel)
+        )
+        if holder is None or (identity is not None and holder.id == identity.id):
+            return False  # free, or this blueprint itself changing the case of its name
+        if not self._exact_exists(holder.path):
+            # The holder's file is gone (renamed to this case, edited and without its meta):
+            # the files say it was deleted, which frees the key.
+            self._delete_locked(cur, holder, report)
+            return False
+        log.warning("%s differs only by case from %s; it is not indexed", rel, holder.path)
+        report.problems.append(
+            {
+                "kind": "case-collision",
+                "path": rel,
+                "detail": f"differs only by case from {holder.path}; rename one of them",
+            }
+        )
+        return True
+
+    def _exact_exists(self, rel: str) -> bool:
+        """Whether a file of exactly this name exists (a case-insensitive disk also says yes to
+        another case of it, which would hide a case rename)."""
+        target = self.store.root / rel
+        try:
+            return target.name in os.listdir(target.parent)
+        except OSError:
+            return False
+
+    def _recover_meta_temp(
+        self,
+        meta_rel: str,
+        report: CheckReport,
+        *,
+        same_id: str | None = None,
+        not_before: int = 0,
+    ) -> bytes | None:
         """Finish a save that died between renaming its YAML and its meta file.
 
         Both temp files were flushed before the first rename, so the meta's temp beside the YAML
         is complete: renaming it into place keeps the blueprint's id (a new id would turn a pulled
-        or imported blueprint into a duplicate).
+        or imported blueprint into a duplicate) and, for an update, its new name, tags and so on
+        (recording the new YAML with the old meta lost them, and the temp was later removed as
+        stale). Only a temp with id ``same_id`` (if given) and an mtime from ``not_before`` on
+        is taken. Saves write their temps under the index write lock that the caller holds, so
+        a temp seen here is never one of a save in progress.
         """
         target = self.store.root / meta_rel
         prefix = f".{target.name}."
@@ -361,10 +677,14 @@ class Reconciler:
         except OSError:
             return None
         for entry in sorted(temps, key=lambda e: e.stat().st_mtime_ns, reverse=True):
+            if entry.stat().st_mtime_ns < not_before:
+                break  # sorted newest first: the rest are older still
             raw = self._read(str(Path(meta_rel).parent / entry.name).removeprefix("./"))
             try:
-                decode_meta(raw or b"", source=entry.name)
+                found = decode_meta(raw or b"", source=entry.name)
             except InvalidMetaError:
+                continue
+            if same_id is not None and found.id != same_id:
                 continue
             os.replace(entry.path, target)
             fs.fsync_dir(target.parent)
@@ -403,11 +723,20 @@ class Reconciler:
         store = self.store
         y_st = os.stat(store.root / rel)
         m_st = os.stat(store.root / fs.meta_path_for(rel))
-        if identity is not None and identity.holds(rel, prepared.content_hash):
+        if (
+            identity is not None
+            and not identity.deleted
+            and identity.path == rel
+            and identity.content_hash == prepared.content_hash
+        ):
             # Same content (a touch, or only 'modified' changed): refresh the stat cache only.
+            # A flagged row is healed the same way: it still holds that content as its last good
+            # revision, so a file that was invalid for a moment (truncated, then written back)
+            # is no new revision, nor an op id for sync to push. (Row.holds() is False while
+            # flagged: it served here and recorded exactly such a revision.)
             cur.execute(
                 "UPDATE blueprints SET yaml_size=?, yaml_mtime_ns=?, meta_size=?, meta_mtime_ns=?, "
-                "yaml_sha256=?, meta_sha256=?, meta_json=?, modified=? WHERE rid=?",
+                "yaml_sha256=?, meta_sha256=?, meta_json=?, modified=?, flagged=NULL WHERE rid=?",
                 (
                     y_st.st_size,
                     y_st.st_mtime_ns,
@@ -424,6 +753,11 @@ class Reconciler:
         rev = (identity.rev if identity else 0) + 1
         op_id = store.index.next_op_id(cur)
         store._upsert_row(cur, identity, prepared, rev, op_id, y_st, m_st)
+        if identity is not None and self._parked.pop(identity.id, None) is not None:
+            # (_upsert_row sets path_key only if the key of the path changed: set it here.)
+            cur.execute(
+                "UPDATE blueprints SET path_key = ? WHERE rid = ?", (fs.path_key(rel), identity.rid)
+            )
         store._add_revision(
             cur,
             prepared.meta.id,

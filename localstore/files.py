@@ -32,7 +32,12 @@ YAML_SUFFIX = ".blueprint.yaml"
 META_SUFFIX = ".blueprint.meta.json"
 TEMP_SUFFIX = ".lstmp"
 MAX_PATH_CHARS = 1024
-MAX_SEGMENT_BYTES = 255
+MAX_NAME_BYTES = 255  # what ext4, APFS, NTFS and most others allow for one directory entry
+# A save writes ".<name>.<8 hex>.lstmp" temps beside the pair, and the meta's name is 5 bytes longer
+# than the YAML's: a part is capped so those names fit too. (At 255 a YAML name passed the check,
+# then its meta could not be written, and an external file that long made every open() fail.)
+TEMP_NAME_OVERHEAD = len(f"..{'0' * 8}{TEMP_SUFFIX}")
+MAX_SEGMENT_BYTES = MAX_NAME_BYTES - (len(META_SUFFIX) - len(YAML_SUFFIX)) - TEMP_NAME_OVERHEAD
 
 # Editor temp/backup files and our own temp files; fnmatch patterns against the base name.
 DEFAULT_IGNORE_PATTERNS: tuple[str, ...] = (
@@ -336,7 +341,7 @@ def normalize_path(raw: str) -> str:
 
     Accepts ``folder/name``, ``folder/name.blueprint.yaml`` or ``folder/name.blueprint.meta.json``.
     Raises UnsafePathError for absolute paths, ``..``, backslashes, control characters, reserved device
-    names, forbidden characters and over-long names.
+    names, forbidden characters, over-long names and folders named like a blueprint's files.
     """
     if not isinstance(raw, str) or not raw.strip():
         raise UnsafePathError("empty path", hint="give a path like 'folder/name'")
@@ -359,6 +364,14 @@ def normalize_path(raw: str) -> str:
     controls = _CONTROL_CHAR.search(path) is not None  # one C scan, not a Python loop per part
     for seg in parts:
         _check_segment(seg, raw, controls)
+    for seg in parts[:-1]:
+        # A folder named like a blueprint file can sit beside that very file on this disk, but
+        # not on the server or a case-insensitive disk: one path cannot be a file and a folder.
+        if seg.casefold().endswith((YAML_SUFFIX, META_SUFFIX)):
+            raise UnsafePathError(
+                f"path {raw!r} has a folder named like a blueprint file ({seg!r})",
+                hint=f"folder names may not end with {YAML_SUFFIX!r} or {META_SUFFIX!r}",
+            )
     if parts[-1] == YAML_SUFFIX:
         raise UnsafePathError(
             f"path {raw!r} has no file name", hint="give a path like 'folder/name'"
@@ -385,8 +398,26 @@ def _check_segment(seg: str, raw: str, controls: bool = True) -> None:
     stem = seg.split(".", 1)[0]
     if _RESERVED.match(stem) or _RESERVED.match(seg):
         raise UnsafePathError(f"path part {seg!r} is a reserved device name on Windows")
-    if len(seg.encode("utf-8")) > MAX_SEGMENT_BYTES:
-        raise UnsafePathError(f"path part is longer than {MAX_SEGMENT_BYTES} bytes")
+    try:
+        size = len(seg.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        # A name that is not UTF-8 on disk (a Latin-1 'café' from an old zip or a Samba share)
+        # comes from os.scandir with surrogate escapes; it cannot be indexed or synced as is.
+        raise UnsafePathError(
+            f"path part '{printable(seg)}' is not valid UTF-8",
+            hint="rename it to a UTF-8 name (convmv -f latin1 -t utf8 converts old names)",
+        ) from exc
+    if size > MAX_SEGMENT_BYTES:
+        raise UnsafePathError(
+            f"path part is longer than {MAX_SEGMENT_BYTES} bytes",
+            hint=f"shorten it: the meta and temporary file names beside it must fit in "
+            f"{MAX_NAME_BYTES} bytes",
+        )
+
+
+def printable(name: str) -> str:
+    """A name as it can be shown and written as UTF-8 (undecodable bytes become ``\\xNN``)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def path_key(rel_path: str) -> str:

@@ -340,6 +340,7 @@ class BlueprintStore:
     ) -> None:
         self.settings = settings or load_settings()
         self.paths = self.settings.paths
+        root_created = not self.paths.blueprints.exists()  # reconcile refuses to delete it all
         self.paths.ensure()
         self.root = self.paths.blueprints
         self._real_root = self.root.resolve()
@@ -366,8 +367,14 @@ class BlueprintStore:
             self._maintainer = Maintainer(self.paths.index_db)
             self.index.on_commit(self._maintainer.notify_commit)
             self._maintainer.start()
-        if reconcile:
-            self.reconcile()
+        if reconcile or root_created:
+            from localstore._reconcile import Reconciler
+
+            try:
+                Reconciler(self).on_open(fix=reconcile, root_created=root_created)
+            except BaseException:
+                self.close()  # a failed open must not leave its maintainer thread running
+                raise
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
