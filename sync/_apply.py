@@ -496,18 +496,30 @@ class Applier:
     def _find_base(
         self, cur: Any, blueprint_id: str, item: st.ItemState | None, r: ServerRow
     ) -> st.Base | None:
-        # If the server's version is one this device once had, it is an ancestor of the local
-        # one (e.g. our own push whose response was lost, then a further edit): base = remote,
-        # so the ladder takes local without a spurious conflict.
         # The path keeps its own base: the recorded one (renames merge separately from content).
-        stored = st.get_base(cur, blueprint_id) if item is not None else None
+        known = item is not None and item.base_rev is not None
+        stored = st.get_base(cur, blueprint_id) if known else None
         seen = st.local_revision_with_hash(cur, blueprint_id, r.content_hash)
-        if seen is not None:
+        if seen is not None and self._descends_from_base(stored, seen, r):
             path = item.base_path if item is not None and item.base_path else seen.path
             return st.Base(seen.rev, path, r.content, dict(r.meta))
         if item is not None and item.base_rev is not None:
             return stored
         return None
+
+    def _descends_from_base(self, stored: st.Base | None, seen: st.Base, r: ServerRow) -> bool:
+        """True when the server's version, found at local revision ``seen``, is a better base.
+
+        It is when the server row is one of this device's own writes (a push whose response was
+        lost, then a further edit), or this device had that version after the stored base: then
+        it is an ancestor of the local version and base = remote takes local without a spurious
+        conflict. A version this device had *before* the base is not: another device set the
+        blueprint back to it (A -> B -> A) and that is an edit; taking it as the base would read
+        "remote unchanged" and drop that edit without a conflict.
+        """
+        if stored is None or r.device == self.store.device_id:
+            return True  # no base to lose (a new account, a history that is gone), or our write
+        return stored.local_rev is not None and seen.rev > stored.local_rev
 
     def _live_at(self, cur: Any, path: str) -> str | None:
         rows = cur.execute(

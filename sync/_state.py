@@ -155,6 +155,9 @@ class Base:
     path: str
     content: str
     meta: dict[str, Any]
+    # The local revision holding this content when the base is kept as a hash into history
+    # (the newest one with that hash); None for a base kept as text (e.g. from a merge).
+    local_rev: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -613,7 +616,9 @@ def get_base(cur: Any, blueprint_id: str) -> Base | None:
         return Base(int(r[0]), str(r[1]), str(r[2]), json.loads(r[3]))
     held = local_revision_with_hash(cur, blueprint_id, str(r[4]))
     # 'modified' may differ from the server's copy; the meta merge never uses the base's.
-    return None if held is None else Base(int(r[0]), str(r[1]), held.content, held.meta)
+    if held is None:
+        return None
+    return Base(int(r[0]), str(r[1]), held.content, held.meta, local_rev=held.rev)
 
 
 def local_revision_with_hash(cur: Any, blueprint_id: str, digest: str) -> Base | None:

@@ -262,3 +262,47 @@ def test_three_devices_keep_both_copy_everywhere(
     assert A_EDIT in texts and B_EDIT_SAME in texts
     assert C_EDIT_SAME in texts
     assert a.store.load(ident).content == A_EDIT
+
+
+def test_remote_set_back_to_an_older_version_is_an_edit(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """A -> B -> A on the server: the old version this device once had is not the merge base.
+
+    Taking it as the base read "remote unchanged": the other device's change back was dropped
+    and local pushed over it, even when both changed the same key.
+    """
+    a, b = make_device("a"), make_device("b")
+    ident = a.store.save("aba/x", "a: 1\nb: 1\nc: 1\n").id
+    converge(a, b)
+    b.store.save("aba/x", "a: 2\nb: 1\nc: 1\n")
+    converge(b, a)  # a is now clean at a: 2
+    b.store.save("aba/x", "a: 1\nb: 1\nc: 1\n")  # b sets a back to 1: an edit
+    b.sync()
+    a.store.save("aba/x", "a: 2\nb: 1\nc: 3\n")  # a, not having seen it, changes c
+    a.sync()
+    converge(a, b)
+    assert_converged(server, a, b)
+    assert a.store.load(ident).content == "a: 1\nb: 1\nc: 3\n"  # both edits kept, merged
+    assert a.engine.conflicts() == []
+
+
+def test_remote_set_back_on_the_same_key_is_a_conflict(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    a, b = make_device("a"), make_device("b")
+    ident = a.store.save("aba/y", "a: 1\n").id
+    converge(a, b)
+    b.store.save("aba/y", "a: 2\n")
+    converge(b, a)
+    b.store.save("aba/y", "a: 1\n")
+    b.sync()
+    a.store.save("aba/y", "a: 3\n")
+    a.sync()
+    converge(a, b)
+    assert_converged(server, a, b)
+    assert a.store.load(ident).content == "a: 1\n"  # the server's version keeps the id
+    texts = sorted(t for _, t in a.snapshot().values())
+    assert texts == ["a: 1\n", "a: 3\n"]  # and a's edit survives in a conflict copy
+    (record,) = a.engine.conflicts()
+    assert record.base == "a: 2\n" and record.local == "a: 3\n" and record.remote == "a: 1\n"
