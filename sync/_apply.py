@@ -266,6 +266,9 @@ class Applier:
         if local is None or local.deleted:
             return None
         text = self._text(cur, local)
+        item = st.get_item(cur, local.id)
+        # A blueprint the server already has is moved, not copied: resolving must keep it.
+        synced = item is not None and item.base_rev is not None and not item.base_deleted
         new_path = self._conflict_path_for(local.path)
         self.store.move(local.id, new_path, origin="merge")
         st.add_conflict(
@@ -280,6 +283,7 @@ class Applier:
             remote=winner.content,
             base_rev=None,
             remote_rev=winner.rev,
+            copy_synced=synced,
         )
         self._conflict_event(
             local.id, new_path, f"{local.path} is taken on the server by {winner.id}; moved here"
@@ -418,8 +422,45 @@ class Applier:
 
     def _ensure_path_free(self, cur: Any, path: str, owner: str, r: ServerRow) -> None:
         other = self._live_at(cur, path)
-        if other is not None and other != owner:
-            self.move_for_path_conflict(cur, other, r)
+        if other is None or other == owner:
+            return
+        if self._left_on_server(cur, other, path, r):
+            self._move_aside(cur, other)
+            return
+        self.move_for_path_conflict(cur, other, r)
+
+    @staticmethod
+    def _left_on_server(cur: Any, holder: str, path: str, r: ServerRow) -> bool:
+        """True when the server itself moved ``holder`` off ``path`` (or deleted it) since.
+
+        The server last had ``holder`` at ``path`` and now gives ``path`` to row ``r``; paths are
+        unique there, so ``holder`` has a newer row of its own that this pull has not reached
+        yet (rows come in seq order). Its local copy is not in anyone's way: no collision.
+        """
+        if r.deleted or fs.path_key(r.path) != fs.path_key(path):
+            return False
+        item = st.get_item(cur, holder)
+        return (
+            item is not None
+            and item.base_rev is not None
+            and not item.base_deleted
+            and fs.path_key(item.base_path) == fs.path_key(path)
+        )
+
+    def _move_aside(self, cur: Any, holder: str) -> None:
+        """Park a blueprint the server moved away at a free path until its own row arrives.
+
+        No conflict record (it is nobody's copy: resolving one deleted the blueprint everywhere)
+        and no push: a clean one stays clean, so its row puts it where the server has it.
+        """
+        local = self._local_row(holder)
+        if local is None or local.deleted:
+            return
+        item = st.get_item(cur, holder)
+        clean = local.op_id <= (item.synced_op_id if item is not None else 0)
+        self.store.move(holder, self._conflict_path_for(local.path), origin="remote")
+        if clean:
+            st.mark_synced(cur, holder, st.current_op_id(cur, holder))
 
     def _hook(self, r: ServerRow) -> Callable[[Any, Blueprint], None]:
         def hook(cur: Any, bp: Blueprint) -> None:

@@ -106,6 +106,8 @@ SYNC_MIGRATIONS: tuple[str, ...] = (
     """,
     # v2: a base this device holds in history is kept as its content hash only.
     "ALTER TABLE sync_bases ADD COLUMN hash TEXT NOT NULL DEFAULT ''",
+    # v3: a path_taken record whose moved blueprint already had its own server row (no copy).
+    "ALTER TABLE sync_conflicts ADD COLUMN copy_synced INTEGER NOT NULL DEFAULT 0",
 )
 
 # Dirty = changed since the last recorded match with the server, and not parked in quarantine
@@ -191,7 +193,9 @@ class ConflictRecord:
     """A conflict kept for the user: base, local and remote text of one blueprint.
 
     ``id``/``path`` is the blueprint that holds the server's version; ``copy_id``/``copy_path`` is
-    the conflict copy holding the local version (None when no copy was made).
+    the conflict copy holding the local version (None when no copy was made). ``copy_synced``
+    (path collisions only): the blueprint moved off the path already had a server row of its own,
+    so it is no copy and resolving the record never deletes it.
     """
 
     cid: int
@@ -208,6 +212,7 @@ class ConflictRecord:
     created: str
     resolved: str | None
     resolution: str | None
+    copy_synced: bool = False
 
     @property
     def open(self) -> bool:
@@ -228,6 +233,7 @@ class ConflictRecord:
             "created": self.created,
             "resolved": self.resolved,
             "resolution": self.resolution,
+            "copy_synced": self.copy_synced,
         }
         if texts:
             out.update(base=self.base, local=self.local, remote=self.remote)
@@ -236,7 +242,7 @@ class ConflictRecord:
 
 _CONFLICT_COLUMNS = (
     "cid, id, path, copy_id, copy_path, reason, base, local, remote, base_rev, remote_rev, "
-    "created, resolved, resolution"
+    "created, resolved, resolution, copy_synced"
 )
 
 
@@ -748,11 +754,12 @@ def add_conflict(
     remote: str,
     base_rev: int | None,
     remote_rev: int | None,
+    copy_synced: bool = False,
 ) -> int:
     """Store a conflict record; returns its number."""
     cur.execute(
         "INSERT INTO sync_conflicts (id, path, copy_id, copy_path, reason, base, local, remote, "
-        "base_rev, remote_rev, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        "base_rev, remote_rev, created, copy_synced) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             blueprint_id,
             path,
@@ -765,6 +772,7 @@ def add_conflict(
             base_rev,
             remote_rev,
             utc_now(),
+            int(copy_synced),
         ),
     )
     return int(cur.execute("SELECT last_insert_rowid()").fetchall()[0][0])
@@ -787,6 +795,7 @@ def _conflict_from(r: Iterable[Any]) -> ConflictRecord:
         created=str(t[11]),
         resolved=None if t[12] is None else str(t[12]),
         resolution=None if t[13] is None else str(t[13]),
+        copy_synced=bool(t[14]),
     )
 
 

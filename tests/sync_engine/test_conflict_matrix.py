@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -18,7 +18,7 @@ from sync.engine import SyncReport
 from sync.memory_remote import MemoryServer
 from sync.merge import ConflictCase, Resolution
 
-from .conftest import Device, assert_converged, converge
+from .conftest import Device, assert_converged, converge, server_snapshot
 
 PATH = "team/flow.blueprint.yaml"
 MID = "# keep this comment\nkind: pipeline\nretries: 2\n"
@@ -306,3 +306,52 @@ def test_remote_set_back_on_the_same_key_is_a_conflict(
     assert texts == ["a: 1\n", "a: 3\n"]  # and a's edit survives in a conflict copy
     (record,) = a.engine.conflicts()
     assert record.base == "a: 2\n" and record.local == "a: 3\n" and record.remote == "a: 1\n"
+
+
+def test_path_the_server_moved_a_blueprint_off_is_no_collision(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """b renames x p -> q, creates y at p, then edits x: a pulls y before x's newer row.
+
+    x was still at p on a (clean): it was moved to a conflict path with a path_taken record
+    whose "copy" was x itself, and resolving that record deleted x everywhere.
+    """
+    a, b = make_device("a"), make_device("b")
+    x = a.store.save("mv/p", "k: 1\n").id
+    converge(a, b)
+    b.store.move(x, "mv/q")
+    y = b.store.save("mv/p", "new: 1\n").id
+    b.sync()
+    b.store.save("mv/q", "k: 2\n")  # x's row now comes after y's in a's pull
+    b.sync()
+    report = a.sync()
+    assert report.conflicts == 0 and report.pushed == 0 and a.engine.conflicts() == []
+    assert a.store.resolve(x).path == "mv/q.blueprint.yaml" and a.text(x) == "k: 2\n"
+    assert a.store.resolve(y).path == "mv/p.blueprint.yaml"
+    converge(a, b)
+    assert_converged(server, a, b)
+
+
+@pytest.mark.parametrize("take", ["remote", "local"])
+def test_resolving_a_collision_keeps_a_moved_blueprint_with_its_own_server_row(
+    make_device: Callable[..., Device], server: MemoryServer, take: Literal["local", "remote"]
+) -> None:
+    """a renames a synced x onto a path b just gave to y: x moves aside, and resolving keeps it.
+
+    The record's "copy" is x itself: deleting it (take remote) deleted x everywhere, and writing
+    it into y (take local) replaced y's text with x's.
+    """
+    a, b = make_device("a"), make_device("b")
+    x = a.store.save("rn/old", "k: 1\n").id
+    converge(a, b)
+    y = b.store.save("rn/p", "new: 1\n").id
+    b.sync()
+    a.store.move(x, "rn/p")
+    a.sync()  # the push of the rename meets y at rn/p
+    (record,) = a.engine.conflicts()
+    assert record.reason == "path_taken" and record.copy_id == x and record.copy_synced
+    a.engine.resolve_conflict(record.cid, take=take)
+    converge(a, b)
+    assert_converged(server, a, b)
+    assert server_snapshot(server)[x] == (record.copy_path, "k: 1\n")
+    assert server_snapshot(server)[y] == ("rn/p.blueprint.yaml", "new: 1\n")
