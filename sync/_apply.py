@@ -21,6 +21,7 @@ Decisions, by local state (dirty = changed since the last recorded match with th
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -34,7 +35,15 @@ from typing import TYPE_CHECKING, Any
 import localstore.store as _store_module
 from localstore import files as fs
 from localstore.blueprint import BlueprintMeta, content_hash
-from localstore.errors import InvalidInputError, NotFoundError
+from localstore.errors import (
+    DiskFullError,
+    IndexStoreError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    StorageError,
+    UnsafePathError,
+)
 from localstore.events import Event
 from localstore.store import Row
 from sync import _state as st
@@ -100,6 +109,31 @@ def merge_path(base_path: str | None, local_path: str, remote_path: str) -> str:
     if base_path is not None and remote_path == base_path:
         return local_path
     return remote_path
+
+
+# OS errors that say a path's shape cannot exist here (a file where a folder must be, or the other
+# way round; a name too long or not encodable for this file system): retrying never helps.
+_PATH_SHAPE_ERRNOS = frozenset({errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG, errno.EILSEQ})
+
+
+def is_path_shape_error(exc: BaseException) -> bool:
+    """True for a StorageError caused by the shape of the path written, not by the disk.
+
+    Such a server row can never be written on this device (e.g. the server holds both
+    ``d.blueprint.yaml`` and ``d.blueprint.yaml/e.blueprint.yaml``): it is quarantined like an
+    invalid row. A full disk, missing permissions or a failing index are not: the cycle stops
+    and retries, and nothing is skipped.
+    """
+    if not isinstance(exc, StorageError) or isinstance(
+        exc, DiskFullError | PermissionDeniedError | IndexStoreError
+    ):
+        return False
+    cause: BaseException | None = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno in _PATH_SHAPE_ERRNOS:
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def is_known(item: st.ItemState | None, r: ServerRow) -> bool:
@@ -189,11 +223,16 @@ class Applier:
         """Bring one server row into the store (a pulled row or a push conflict's current row).
 
         Raises InvalidInputError (and subclasses) when the row cannot be stored here; the caller
-        parks it in quarantine. Storage errors propagate: the pass stops, nothing is skipped.
+        parks it in quarantine (also a StorageError that :func:`is_path_shape_error` accepts).
+        Other storage errors propagate: the pass stops, nothing is skipped.
         """
         item = st.get_item(cur, r.id)
         if is_known(item, r):
             return  # already known: our own push coming back, or a replayed page
+        if not r.deleted:
+            # Before anything is written (a path moved aside, a conflict copy): a savepoint
+            # rolls back the index of a refused row, not the files.
+            self._check_path_shape(fs.normalize_path(r.path))
         local = self._local_row(r.id, cur)
         if local is not None and not local.deleted:
             local = self._fresh(local) or local
@@ -419,6 +458,29 @@ class Applier:
         )
         self.stats.applied += 1
         return bp
+
+    def _check_path_shape(self, path: str) -> None:
+        """Raise UnsafePathError when this home cannot hold ``path``'s files as they are named.
+
+        A folder on the way that is a file here, or a file name that is a folder here (another
+        server row, or a person's folder, uses the name the other way round).
+        """
+        parts = path.split("/")
+        here = self.store.root
+        for segment in parts[:-1]:
+            here = here / segment
+            if os.path.lexists(here) and not os.path.isdir(here):
+                raise UnsafePathError(
+                    f"{path} needs a folder where this device has a file: {here}",
+                    hint="rename one of them on the device that has both",
+                )
+        for rel in (path, fs.meta_path_for(path)):
+            target = self.store.root.joinpath(*rel.split("/"))
+            if os.path.isdir(target) and not os.path.islink(target):
+                raise UnsafePathError(
+                    f"{rel} is a folder on this device, not a file",
+                    hint="rename the folder or the blueprint",
+                )
 
     def _ensure_path_free(self, cur: Any, path: str, owner: str, r: ServerRow) -> None:
         other = self._live_at(cur, path)

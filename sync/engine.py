@@ -31,11 +31,18 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeVar
 
 from localstore.blueprint import utc_now
-from localstore.errors import InvalidInputError, LocalStoreError, NotFoundError
+from localstore.errors import InvalidInputError, LocalStoreError, NotFoundError, StorageError
 from localstore.events import Event
 from localstore.store import BlueprintStore
 from sync import _state as st
-from sync._apply import Applier, ApplyStats, Prefetched, drop_known, is_known
+from sync._apply import (
+    Applier,
+    ApplyStats,
+    Prefetched,
+    drop_known,
+    is_known,
+    is_path_shape_error,
+)
 from sync._local import (
     SYNC_STATES,
     SyncReport,
@@ -653,12 +660,31 @@ class SyncEngine:
                 ids.add(row.id)
                 keys.add(key)
                 continue
-            self._save_run(cur, run, report)
+            self._flush_run(cur, applier, run, report)
             ids.clear()
             keys.clear()
             self._apply_one(cur, applier, row, report)
             known = None  # the apply may have changed any row or path: read them again
-        self._save_run(cur, run, report)
+        self._flush_run(cur, applier, run, report)
+
+    def _flush_run(
+        self, cur: Any, applier: Applier, run: list[tuple[ServerRow, Any]], report: SyncReport
+    ) -> None:
+        """Save a run; if one row's path cannot exist here, apply its rows one by one instead.
+
+        ``save_many`` raises for a storage failure of any item and restores the whole run, so
+        one row (a file where the server has a folder) would fail every pull, and the cursor
+        could never pass it. Row by row, that row alone is quarantined.
+        """
+        try:
+            self._save_run(cur, run, report)
+        except StorageError as exc:
+            if not is_path_shape_error(exc):
+                raise
+            rows = [row for row, _ in run]
+            run.clear()
+            for row in rows:
+                self._apply_one(cur, applier, row, report)
 
     def _save_run(self, cur: Any, run: list[tuple[ServerRow, Any]], report: SyncReport) -> None:
         if not run:
@@ -686,9 +712,12 @@ class SyncEngine:
         try:
             with self.store.index.write() as inner:
                 applier.apply_row(inner, row)
-        except InvalidInputError as exc:
+        except (InvalidInputError, StorageError) as exc:
+            if isinstance(exc, StorageError) and not is_path_shape_error(exc):
+                raise  # the disk or the index: the pass stops, nothing is skipped
+            code = "invalid_remote" if isinstance(exc, InvalidInputError) else "unwritable_path"
             op_id = st.current_op_id(cur, row.id)
-            st.quarantine(cur, row.id, op_id, row.path, "pull", "invalid_remote", exc.message)
+            st.quarantine(cur, row.id, op_id, row.path, "pull", code, exc.message)
             report.quarantined += 1
             report.errors.append(f"{row.path}: {exc.message}")
             log.warning("sync: cannot store server row %s (%s): %s", row.id, row.path, exc)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from localstore.config import load_settings
+from localstore.errors import DiskFullError
 from localstore.events import Event
 from localstore.store import BlueprintStore
 from sync.engine import SyncEngine, SyncStatus
@@ -143,6 +144,64 @@ def test_unstorable_remote_row_is_quarantined_and_pull_goes_on(
     (entry,) = b.engine.quarantined()
     assert entry.direction == "pull" and entry.id == bad_id
     assert b.engine.status().cursor == server.seq  # the cursor moved past it
+
+
+def test_a_path_this_device_cannot_hold_is_quarantined_not_a_wedge(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """A server path whose name is a file here where a folder is needed, or the other way round.
+
+    The StorageError (is a directory / not a directory) failed the whole pull, every cycle: the
+    cursor never passed the row and nothing behind it was applied.
+    """
+    a, b = make_device("a"), make_device("b")
+    # b: a person's own folder whose name is a blueprint file name (no blueprint in it).
+    (b.store.root / "d.blueprint.yaml").mkdir()
+    (b.store.root / "d.blueprint.yaml" / "notes.txt").write_text("mine\n")
+    before = a.store.save("before", "n: 0\n").id
+    d = a.store.save("d", "n: 1\n").id  # a file where b has the folder
+    after = a.store.save("after", "n: 2\n").id
+    a.sync()
+    raw = MemoryRemote(server, user="u")
+    e = str(uuid.uuid4())  # a folder where a has the file d.blueprint.yaml
+    change = _raw_change(1, e, "d.blueprint.yaml/e.blueprint.yaml", "n: 3\n")
+    assert raw.push([change], device="raw")[0].status == "applied"
+    raw.close()
+    later = a.store.save("later", "n: 4\n").id
+    for dev, bad in ((b, {d}), (a, {e})):
+        report = dev.sync()  # does not raise
+        assert report.quarantined == len(bad)
+        assert {q.id for q in dev.engine.quarantined()} == bad
+        assert {q.direction for q in dev.engine.quarantined()} == {"pull"}
+        assert dev.engine.status().cursor == server.seq  # past the rows it cannot hold
+        assert dev.sync().quarantined == 0  # and it stays past them
+    b.sync()  # a's "later" went up after b's cycles
+    for ident in (before, after, later):
+        assert b.store.load(ident).content == a.store.load(ident).content
+    assert not b.store.exists(d) and not a.store.exists(e)
+    assert b.store.load(e).content == "n: 3\n"  # b has the folder e needs
+    assert (b.store.root / "d.blueprint.yaml" / "notes.txt").read_text() == "mine\n"
+    assert a.store.load(d).content == "n: 1\n"
+
+
+def test_a_disk_error_while_pulling_stops_the_cycle_and_skips_nothing(
+    make_device: Callable[..., Device], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = make_device("a"), make_device("b")
+    ident = a.store.save("x", "n: 1\n").id
+    a.sync()
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise DiskFullError("cannot write: no space left", hint="free some disk space")
+
+    monkeypatch.setattr(b.store, "save_many", full)
+    monkeypatch.setattr(b.store, "save", full)
+    with pytest.raises(DiskFullError):
+        b.sync()
+    assert b.engine.quarantined() == [] and b.engine.status().cursor == 0
+    monkeypatch.undo()
+    b.sync()
+    assert b.store.load(ident).content == "n: 1\n"
 
 
 def _raw_change(op: int, ident: str, path: str, content: str) -> Change:
