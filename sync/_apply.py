@@ -484,6 +484,13 @@ class Applier:
 
     def _ensure_path_free(self, cur: Any, path: str, owner: str, r: ServerRow) -> None:
         other = self._live_at(cur, path)
+        if other is None and os.path.lexists(self.store.root.joinpath(*path.split("/"))):
+            # A file an editor wrote that the watcher has not indexed yet: index it now, so it
+            # moves aside like any local blueprint (the save would refuse the path otherwise).
+            from localstore._reconcile import Reconciler
+
+            Reconciler(self.store, origin="external").ingest_path(path)
+            other = self._live_at(cur, path)
         if other is None or other == owner:
             return
         if self._left_on_server(cur, other, path, r):

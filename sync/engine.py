@@ -31,7 +31,13 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeVar
 
 from localstore.blueprint import utc_now
-from localstore.errors import InvalidInputError, LocalStoreError, NotFoundError, StorageError
+from localstore.errors import (
+    AlreadyExistsError,
+    InvalidInputError,
+    LocalStoreError,
+    NotFoundError,
+    StorageError,
+)
 from localstore.events import Event
 from localstore.store import BlueprintStore
 from sync import _state as st
@@ -617,11 +623,14 @@ class SyncEngine:
         report: SyncReport,
         *,
         cursor: tuple[int, int] | None = None,
+        unpark: Sequence[str] = (),
     ) -> None:
         stats = ApplyStats()
         applier = Applier(self.store, self.policy, now=self.now, stats=stats)
         self._journal(rows)
         with self.store.index.write() as cur:
+            for blueprint_id in unpark:
+                st.unquarantine(cur, blueprint_id)  # a row that fails again is parked again
             self._apply_batched(cur, applier, rows, report)
             st.journal_clear(cur)
             if cursor is not None:
@@ -677,25 +686,34 @@ class SyncEngine:
         could never pass it. Row by row, that row alone is quarantined.
         """
         try:
-            self._save_run(cur, run, report)
+            rows = self._save_run(cur, run, report)
         except StorageError as exc:
             if not is_path_shape_error(exc):
                 raise
             rows = [row for row, _ in run]
             run.clear()
-            for row in rows:
-                self._apply_one(cur, applier, row, report)
+        for row in rows:
+            self._apply_one(cur, applier, row, report)
 
-    def _save_run(self, cur: Any, run: list[tuple[ServerRow, Any]], report: SyncReport) -> None:
+    def _save_run(
+        self, cur: Any, run: list[tuple[ServerRow, Any]], report: SyncReport
+    ) -> list[ServerRow]:
+        """Save a run of clean takes; returns the rows that need :meth:`_apply_one` instead."""
         if not run:
-            return
+            return []
         # Looked up, not called as a method: stores without batched saves take the slow path.
         save_many: Callable[..., list[Any]] = getattr(self.store, "save_many")  # noqa: B009
         results = save_many([request for _, request in run], origin="remote")
         saved: list[tuple[ServerRow, str]] = []
+        again: list[ServerRow] = []
         for (row, _), result in zip(run, results, strict=True):
             if not isinstance(result, LocalStoreError):
                 saved.append((row, result.content_hash))
+                continue
+            if isinstance(result, AlreadyExistsError):
+                # A file at the path the index has not seen (an editor was faster than the
+                # watcher): not a bad row. apply_row indexes it and moves it aside.
+                again.append(row)
                 continue
             op_id = st.current_op_id(cur, row.id)
             message = getattr(result, "message", str(result))
@@ -706,6 +724,7 @@ class SyncEngine:
         # together, exactly as a per-row tx_hook would, with two statements for the run.
         st.record_synced_bases(cur, saved)
         run.clear()
+        return again
 
     def _apply_one(self, cur: Any, applier: Applier, row: ServerRow, report: SyncReport) -> None:
         """Apply one row in its own savepoint; a row this device cannot store is parked."""
@@ -855,19 +874,23 @@ class SyncEngine:
     def retry_quarantined(self) -> int:
         """Un-park every quarantined change so the next cycle retries it; returns how many.
 
-        Pushes are retried from the outbox; rows that could not be stored are fetched again.
+        Pushes are retried from the outbox; rows that could not be stored are fetched again and
+        applied, each un-parked in the transaction that applies it. A failed fetch raises and
+        leaves those rows parked: the cursor is past them and nothing else would fetch them.
         """
         with self._cycle_lock, self._guard():
+            self._refreshed = False
             with self.store.index.write() as cur:
-                entries = st.clear_quarantine(cur)
-                for entry in entries:
+                entries = st.quarantined(cur)
+                for entry in st.clear_quarantine(cur, direction="push"):
                     self._renew(cur, entry.id)  # a replay would return the old rejection
             pulls = [e.id for e in entries if e.direction == "pull"]
             report = SyncReport()
-            self._refreshed = False
             for i in range(0, len(pulls), FETCH_CHUNK):
-                rows = self._call(self.remote.fetch, pulls[i : i + FETCH_CHUNK])
-                self._apply_rows(rows, report)
+                part = pulls[i : i + FETCH_CHUNK]
+                rows = self._call(self.remote.fetch, part)
+                # Ids the server no longer has are un-parked too: there is nothing to apply.
+                self._apply_rows(rows, report, unpark=part)
         self.request_sync()
         return len(entries)
 

@@ -204,6 +204,55 @@ def test_a_disk_error_while_pulling_stops_the_cycle_and_skips_nothing(
     assert b.store.load(ident).content == "n: 1\n"
 
 
+def test_a_failed_fetch_while_retrying_the_quarantine_keeps_it(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """retry_quarantined un-parked every row, then fetched them: a network error lost them.
+
+    The cursor is past those rows, so nothing fetched them again: status idle, nothing
+    quarantined, the blueprint never arrived.
+    """
+    a, b = make_device("a"), make_device("b")
+    (b.store.root / "d.blueprint.yaml").mkdir()  # a folder with the name a's blueprint needs
+    d = a.store.save("d", "n: 1\n").id
+    a.sync()
+    assert b.sync().quarantined == 1
+    (b.store.root / "d.blueprint.yaml").rmdir()  # the person renames their folder
+    b.remote.fail_next(1, TransientError("network down"), method="fetch")
+    with pytest.raises(TransientError):
+        b.engine.retry_quarantined()
+    assert [q.id for q in b.engine.quarantined()] == [d]  # still parked, still retryable
+    b.sync()
+    assert not b.store.exists(d) and b.engine.status().quarantined == 1
+    assert b.engine.retry_quarantined() == 1
+    assert b.engine.quarantined() == [] and b.store.load(d).content == "n: 1\n"
+    assert_converged(server, a, b)
+
+
+def test_an_unindexed_file_at_a_pulled_path_moves_aside_not_into_quarantine(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """An editor's new file at the path of a pulled row, not indexed yet, in a batched run.
+
+    save_many refused the row (AlreadyExistsError) and the engine quarantined it as an invalid
+    server row, although the row was fine and the file was an ordinary collision.
+    """
+    a, b = make_device("a"), make_device("b")
+    a.sync()
+    y = b.store.save("p", "from_b: 1\n").id
+    b.sync()
+    (a.store.root / "p.blueprint.yaml").write_text("from_a_editor: 1\n")  # no watcher here
+    report = a.sync()
+    assert report.quarantined == 0 and a.engine.quarantined() == []
+    assert a.store.load(y).content == "from_b: 1\n"
+    (record,) = a.engine.conflicts()
+    assert record.reason == "path_taken" and record.local == "from_a_editor: 1\n"
+    assert a.store.load(record.copy_id or "").path == record.copy_path
+    converge(a, b)
+    assert_converged(server, a, b)
+    assert sorted(t for _, t in b.snapshot().values()) == ["from_a_editor: 1\n", "from_b: 1\n"]
+
+
 def _raw_change(op: int, ident: str, path: str, content: str) -> Change:
     meta = {"id": ident, "name": "x", "created": "", "modified": ""}
     return Change(op, ident, None, path, content, meta, "0" * 64)
