@@ -230,9 +230,10 @@ class Applier:
         if is_known(item, r):
             return  # already known: our own push coming back, or a replayed page
         if not r.deleted:
-            # Before anything is written (a path moved aside, a conflict copy): a savepoint
-            # rolls back the index of a refused row, not the files.
-            self._check_path_shape(fs.normalize_path(r.path))
+            # Everything that can refuse the row, before anything is written (a path moved
+            # aside, a conflict copy): the caller's savepoint rolls back the index of a refused
+            # row, not its files, and reconcile would adopt such files as new blueprints.
+            self._check_row(r)
         local = self._local_row(r.id, cur)
         if local is not None and not local.deleted:
             local = self._fresh(local) or local
@@ -458,6 +459,14 @@ class Applier:
         )
         self.stats.applied += 1
         return bp
+
+    def _check_row(self, r: ServerRow) -> None:
+        """Raise what :meth:`_save_remote` would raise for this live row (InvalidInputError)."""
+        meta = BlueprintMeta.from_dict(r.meta, source=f"server row {r.id}")
+        if meta.id != r.id:
+            raise InvalidInputError(f"server row {r.id} carries meta id {meta.id}")
+        self._check_path_shape(fs.normalize_path(r.path))
+        self.store.check_yaml(r.content.encode("utf-8"))  # remembered: the save skips it
 
     def _check_path_shape(self, path: str) -> None:
         """Raise UnsafePathError when this home cannot hold ``path``'s files as they are named.

@@ -30,6 +30,7 @@ from .conftest import (
     converge,
     foreign_id,
     open_device,
+    server_snapshot,
 )
 
 
@@ -251,6 +252,47 @@ def test_an_unindexed_file_at_a_pulled_path_moves_aside_not_into_quarantine(
     converge(a, b)
     assert_converged(server, a, b)
     assert sorted(t for _, t in b.snapshot().values()) == ["from_a_editor: 1\n", "from_b: 1\n"]
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "meta"),
+    [
+        ("a:b.blueprint.yaml", "k: b\n", {}),  # a path this client refuses
+        ("x.blueprint.yaml", "k: [b\n", {}),  # YAML that does not parse
+        ("x.blueprint.yaml", "k: b\n", {"tags": "not-a-list"}),  # a bad meta
+        ("x.blueprint.yaml", "k: b\n", {"id": str(uuid.uuid4())}),  # another id in the meta
+    ],
+    ids=["path", "yaml", "meta", "meta-id"],
+)
+def test_a_refused_row_leaves_no_conflict_copy_files_behind(
+    make_device: Callable[..., Device],
+    server: MemoryServer,
+    path: str,
+    content: str,
+    meta: dict[str, object],
+) -> None:
+    """Keep-both wrote the copy's files, then the server row was refused and rolled back.
+
+    The savepoint undid the copy's index row and record, not its files: reconcile adopted them
+    as a new blueprint, uploaded everywhere, with no conflict record.
+    """
+    a = make_device("a")
+    x = a.store.save("x", "k: 1\n").id
+    a.sync()
+    a.store.save("x", "k: a\n")  # conflicts with the server's edit below
+    current = server.rows[x].row
+    raw = MemoryRemote(server, user="u")  # another client: a row this one refuses
+    other = Change(1, x, current.rev, path, content, {**current.meta, **meta}, "h")
+    assert raw.push([other], device="other")[0].status == "applied"
+    raw.close()
+    report = a.sync()
+    assert report.quarantined >= 1 and report.conflicts == 0 and a.engine.conflicts() == []
+    files = sorted(p.name for p in a.store.root.rglob("*") if p.is_file())
+    assert files == ["x.blueprint.meta.json", "x.blueprint.yaml"]
+    a.store.reconcile()
+    assert [i.id for i in a.store.list()] == [x] and a.text(x) == "k: a\n"
+    a.sync()
+    assert [rid for rid in server_snapshot(server)] == [x]
 
 
 def _raw_change(op: int, ident: str, path: str, content: str) -> Change:
