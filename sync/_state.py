@@ -338,6 +338,18 @@ def pending_count(cur: Any, *, scan_all: bool = False) -> int:
     return int(row[0][0])
 
 
+def pushable(cur: Any, blueprint_id: str) -> bool:
+    """True when the next push pass will send this blueprint (dirty, not parked, valid or a delete
+    the server needs)."""
+    row = cur.execute(
+        "SELECT 1 FROM blueprints b LEFT JOIN sync_items s ON s.id = b.id "
+        f"WHERE b.id = ? AND {_DIRTY_WHERE} AND (b.deleted = 0 AND b.valid = 1 "
+        "OR b.deleted = 1 AND s.base_rev IS NOT NULL AND s.base_deleted = 0)",
+        (blueprint_id,),
+    ).fetchall()
+    return bool(row)
+
+
 def held_count(cur: Any, *, scan_all: bool = False) -> int:
     """Dirty live items that fail the app's validator (held back until they are valid)."""
     row = cur.execute(

@@ -550,12 +550,16 @@ class SyncEngine:
         self._apply_one(cur, applier, current, report)
 
     def _path_taken(self, cur: Any, applier: Applier, change: Change, winner: ServerRow) -> None:
-        # If the holder is one of ours that is leaving that path in this same push (a later op),
-        # the collision is an ordering artefact: retry next round instead of moving anything.
+        # If the holder is one of ours that is leaving that path (a later op of this push, or
+        # the next pass), the collision is an ordering artefact: retry next round instead of
+        # moving anything. Only if its move will really go up: one held back (it fails the
+        # validator) or parked in quarantine keeps the path taken on the server, and retrying
+        # would refuse this change every round of every cycle with nothing to show for it.
         holder = _row_or_none(self.store, winner.id)
-        if holder is not None and (
+        leaving = holder is not None and (
             holder.deleted or holder.path.casefold() != change.path.casefold()
-        ):
+        )
+        if leaving and st.pushable(cur, winner.id):
             self._renew(cur, change.id)
             return
         applier.move_for_path_conflict(cur, change.id, winner)

@@ -12,6 +12,7 @@ from localstore.config import load_settings
 from localstore.errors import DiskFullError
 from localstore.events import Event
 from localstore.store import BlueprintStore
+from sync import _state as sync_state
 from sync.engine import SyncEngine, SyncStatus
 from sync.errors import (
     AuthExpiredError,
@@ -442,6 +443,49 @@ def test_invalid_blueprints_are_held_back(tmp_path: Path, server: MemoryServer) 
         store.save("held/bad", "kind: fixed\n")
         assert engine.sync_once().pushed == 1
         assert len(server.rows) == 2
+    finally:
+        remote.close()
+        store.close()
+
+
+@pytest.mark.parametrize("stuck", ["held", "quarantined"])
+def test_a_path_freed_by_a_move_that_cannot_go_up_is_a_real_collision(
+    tmp_path: Path, server: MemoryServer, stuck: str
+) -> None:
+    """w moves p -> q but that move cannot be pushed; a new blueprint takes p.
+
+    The new one's path_taken was taken for an ordering artefact and retried every round of
+    every cycle: never synced, no record, four pushes a cycle.
+    """
+
+    def validator(data: object) -> list[str]:
+        return ["broken"] if isinstance(data, dict) and "broken" in data else []
+
+    store = BlueprintStore(
+        load_settings(home=tmp_path / "v", device_name="v"), validator=validator, maintenance=False
+    )
+    remote = MemoryRemote(server, user="u")
+    engine = SyncEngine(store, remote)
+    try:
+        w = store.save("p", "ok: 1\n").id
+        engine.sync_once()
+        if stuck == "held":
+            store.save("q", "ok: 1\nbroken: true\n", id=w)  # moved, and fails the validator
+        else:
+            store.move(w, "q")
+            with store.index.write() as cur:  # the server refused that push (a fault)
+                op = sync_state.current_op_id(cur, w)
+                sync_state.quarantine(cur, w, op, "q.blueprint.yaml", "push", "x", "refused")
+        n = store.save("p", "new: 1\n").id
+        before = remote.calls["push"]
+        report = engine.sync_once()
+        assert report.pushed == 1 and report.conflicts == 1
+        (record,) = engine.conflicts()
+        assert record.reason == "path_taken" and record.copy_id == n and record.id == w
+        assert server.rows[n].row.path == record.copy_path  # synced, at its conflict path
+        engine.sync_once()
+        assert remote.calls["push"] - before == 2  # the refused push and the moved one, no retries
+        assert server.rows[w].row.path == "p.blueprint.yaml"
     finally:
         remote.close()
         store.close()
