@@ -518,11 +518,14 @@ class Applier:
         if r.deleted or fs.path_key(r.path) != fs.path_key(path):
             return False
         item = st.get_item(cur, holder)
+        # The server's own uniqueness key (lower(path)), not path_key: two server paths that
+        # differ only in Unicode form or case folding (NFD/NFC, 'ß'/'ss') can both be live
+        # there and collide only here; that is a real collision (it never moves by itself).
         return (
             item is not None
             and item.base_rev is not None
             and not item.base_deleted
-            and fs.path_key(item.base_path) == fs.path_key(path)
+            and item.base_path.lower() == r.path.lower()
         )
 
     def _move_aside(self, cur: Any, holder: str) -> None:

@@ -150,8 +150,7 @@ def _scenario(server: MemoryServer, dev: Device, ids: dict[str, str]) -> None:
 
 def _outcome(dev: Device) -> tuple[dict[str, tuple[str, str]], set[str]]:
     report = dev.sync()
-    # "taken": the server moved "mover" off that path (its row comes later), so no collision.
-    assert report.pulled == 16 and report.conflicts == 0 and report.quarantined == len(BAD)
+    assert report.pulled == 16 and report.conflicts == 1 and report.quarantined == len(BAD)
     return dev.snapshot(), {e.id for e in dev.engine.quarantined()}
 
 
