@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from localstore.config import load_settings
-from localstore.errors import DiskFullError
+from localstore.errors import DiskFullError, StorageError
 from localstore.events import Event
 from localstore.store import BlueprintStore
 from sync import _state as sync_state
@@ -157,33 +159,62 @@ def test_a_path_this_device_cannot_hold_is_quarantined_not_a_wedge(
     cursor never passed the row and nothing behind it was applied.
     """
     a, b = make_device("a"), make_device("b")
-    # b: a person's own folder whose name is a blueprint file name (no blueprint in it).
+    # People's own files and folders, no blueprints: a has a file "docs", b a folder whose name
+    # is a blueprint's file name.
+    (a.store.root / "docs").write_text("a plain file\n")
     (b.store.root / "d.blueprint.yaml").mkdir()
     (b.store.root / "d.blueprint.yaml" / "notes.txt").write_text("mine\n")
+    e = b.store.save("docs/e", "n: 3\n").id  # a folder where a has the file
+    b.sync()
     before = a.store.save("before", "n: 0\n").id
     d = a.store.save("d", "n: 1\n").id  # a file where b has the folder
     after = a.store.save("after", "n: 2\n").id
-    a.sync()
-    raw = MemoryRemote(server, user="u")
-    e = str(uuid.uuid4())  # a folder where a has the file d.blueprint.yaml
-    change = _raw_change(1, e, "d.blueprint.yaml/e.blueprint.yaml", "n: 3\n")
-    assert raw.push([change], device="raw")[0].status == "applied"
-    raw.close()
+    reports = {"a": a.sync()}  # does not raise
     later = a.store.save("later", "n: 4\n").id
-    for dev, bad in ((b, {d}), (a, {e})):
-        report = dev.sync()  # does not raise
-        assert report.quarantined == len(bad)
-        assert {q.id for q in dev.engine.quarantined()} == bad
-        assert {q.direction for q in dev.engine.quarantined()} == {"pull"}
-        assert dev.engine.status().cursor == server.seq  # past the rows it cannot hold
-        assert dev.sync().quarantined == 0  # and it stays past them
-    b.sync()  # a's "later" went up after b's cycles
+    a.sync()
+    reports["b"] = b.sync()
+    for dev, bad in ((a, e), (b, d)):
+        assert reports[dev.name].quarantined == 1
+        assert [(q.id, q.direction) for q in dev.engine.quarantined()] == [(bad, "pull")]
+        assert dev.engine.status().cursor == server.seq  # past the row it cannot hold
+        assert dev.sync().quarantined == 0  # and it stays past it
+        assert not dev.store.exists(bad)
     for ident in (before, after, later):
         assert b.store.load(ident).content == a.store.load(ident).content
-    assert not b.store.exists(d) and not a.store.exists(e)
-    assert b.store.load(e).content == "n: 3\n"  # b has the folder e needs
     assert (b.store.root / "d.blueprint.yaml" / "notes.txt").read_text() == "mine\n"
-    assert a.store.load(d).content == "n: 1\n"
+    assert (a.store.root / "docs").read_text() == "a plain file\n"
+
+
+def test_a_storage_error_caused_by_a_path_is_quarantined(
+    make_device: Callable[..., Device], server: MemoryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The OS refuses one row's name (injected: ENAMETOOLONG); that row alone is parked."""
+    a, b = make_device("a"), make_device("b")
+    bad = a.store.save("long", "n: 1\n").id
+    good = a.store.save("fine", "n: 2\n").id
+    a.sync()
+    save, save_many = b.store.save, b.store.save_many
+
+    def refuse(path: str) -> None:
+        if path.startswith("long"):
+            cause = OSError(errno.ENAMETOOLONG, "File name too long")
+            raise StorageError(f"cannot create {path}: File name too long") from cause
+
+    def one(path: str, *args: Any, **kwargs: Any) -> Any:
+        refuse(path)
+        return save(path, *args, **kwargs)
+
+    def many(requests: list[Any], **kwargs: Any) -> Any:
+        for request in requests:
+            refuse(request.path)
+        return save_many(requests, **kwargs)
+
+    monkeypatch.setattr(b.store, "save", one)
+    monkeypatch.setattr(b.store, "save_many", many)
+    report = b.sync()
+    assert report.quarantined == 1 and b.store.load(good).content == "n: 2\n"
+    (entry,) = b.engine.quarantined()
+    assert (entry.id, entry.code) == (bad, "unwritable_path")
 
 
 def test_a_disk_error_while_pulling_stops_the_cycle_and_skips_nothing(
