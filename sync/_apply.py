@@ -21,6 +21,7 @@ Decisions, by local state (dirty = changed since the last recorded match with th
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -34,7 +35,15 @@ from typing import TYPE_CHECKING, Any
 import localstore.store as _store_module
 from localstore import files as fs
 from localstore.blueprint import BlueprintMeta, content_hash
-from localstore.errors import InvalidInputError, NotFoundError
+from localstore.errors import (
+    DiskFullError,
+    IndexStoreError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    StorageError,
+    UnsafePathError,
+)
 from localstore.events import Event
 from localstore.store import Row
 from sync import _state as st
@@ -100,6 +109,31 @@ def merge_path(base_path: str | None, local_path: str, remote_path: str) -> str:
     if base_path is not None and remote_path == base_path:
         return local_path
     return remote_path
+
+
+# OS errors that say a path's shape cannot exist here (a file where a folder must be, or the other
+# way round; a name too long or not encodable for this file system): retrying never helps.
+_PATH_SHAPE_ERRNOS = frozenset({errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG, errno.EILSEQ})
+
+
+def is_path_shape_error(exc: BaseException) -> bool:
+    """True for a StorageError caused by the shape of the path written, not by the disk.
+
+    Such a server row can never be written on this device (e.g. the server holds both
+    ``d.blueprint.yaml`` and ``d.blueprint.yaml/e.blueprint.yaml``): it is quarantined like an
+    invalid row. A full disk, missing permissions or a failing index are not: the cycle stops
+    and retries, and nothing is skipped.
+    """
+    if not isinstance(exc, StorageError) or isinstance(
+        exc, DiskFullError | PermissionDeniedError | IndexStoreError
+    ):
+        return False
+    cause: BaseException | None = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno in _PATH_SHAPE_ERRNOS:
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def is_known(item: st.ItemState | None, r: ServerRow) -> bool:
@@ -189,11 +223,17 @@ class Applier:
         """Bring one server row into the store (a pulled row or a push conflict's current row).
 
         Raises InvalidInputError (and subclasses) when the row cannot be stored here; the caller
-        parks it in quarantine. Storage errors propagate: the pass stops, nothing is skipped.
+        parks it in quarantine (also a StorageError that :func:`is_path_shape_error` accepts).
+        Other storage errors propagate: the pass stops, nothing is skipped.
         """
         item = st.get_item(cur, r.id)
         if is_known(item, r):
             return  # already known: our own push coming back, or a replayed page
+        if not r.deleted:
+            # Everything that can refuse the row, before anything is written (a path moved
+            # aside, a conflict copy): the caller's savepoint rolls back the index of a refused
+            # row, not its files, and reconcile would adopt such files as new blueprints.
+            self._check_row(r)
         local = self._local_row(r.id, cur)
         if local is not None and not local.deleted:
             local = self._fresh(local) or local
@@ -266,6 +306,9 @@ class Applier:
         if local is None or local.deleted:
             return None
         text = self._text(cur, local)
+        item = st.get_item(cur, local.id)
+        # A blueprint the server already has is moved, not copied: resolving must keep it.
+        synced = item is not None and item.base_rev is not None and not item.base_deleted
         new_path = self._conflict_path_for(local.path)
         self.store.move(local.id, new_path, origin="merge")
         st.add_conflict(
@@ -280,6 +323,7 @@ class Applier:
             remote=winner.content,
             base_rev=None,
             remote_rev=winner.rev,
+            copy_synced=synced,
         )
         self._conflict_event(
             local.id, new_path, f"{local.path} is taken on the server by {winner.id}; moved here"
@@ -416,10 +460,88 @@ class Applier:
         self.stats.applied += 1
         return bp
 
+    def _check_row(self, r: ServerRow) -> None:
+        """Raise what :meth:`_save_remote` would raise for this live row (InvalidInputError)."""
+        meta = BlueprintMeta.from_dict(r.meta, source=f"server row {r.id}")
+        if meta.id != r.id:
+            raise InvalidInputError(f"server row {r.id} carries meta id {meta.id}")
+        self._check_path_shape(fs.normalize_path(r.path))
+        self.store.check_yaml(r.content.encode("utf-8"))  # remembered: the save skips it
+
+    def _check_path_shape(self, path: str) -> None:
+        """Raise UnsafePathError when this home cannot hold ``path``'s files as they are named.
+
+        A folder on the way that is a file here, or a file name that is a folder here (another
+        server row, or a person's folder, uses the name the other way round).
+        """
+        parts = path.split("/")
+        here = self.store.root
+        for segment in parts[:-1]:
+            here = here / segment
+            if os.path.lexists(here) and not os.path.isdir(here):
+                raise UnsafePathError(
+                    f"{path} needs a folder where this device has a file: {here}",
+                    hint="rename one of them on the device that has both",
+                )
+        for rel in (path, fs.meta_path_for(path)):
+            target = self.store.root.joinpath(*rel.split("/"))
+            if os.path.isdir(target) and not os.path.islink(target):
+                raise UnsafePathError(
+                    f"{rel} is a folder on this device, not a file",
+                    hint="rename the folder or the blueprint",
+                )
+
     def _ensure_path_free(self, cur: Any, path: str, owner: str, r: ServerRow) -> None:
         other = self._live_at(cur, path)
-        if other is not None and other != owner:
-            self.move_for_path_conflict(cur, other, r)
+        if other is None and os.path.lexists(self.store.root.joinpath(*path.split("/"))):
+            # A file an editor wrote that the watcher has not indexed yet: index it now, so it
+            # moves aside like any local blueprint (the save would refuse the path otherwise).
+            from localstore._reconcile import Reconciler
+
+            Reconciler(self.store, origin="external").ingest_path(path)
+            other = self._live_at(cur, path)
+        if other is None or other == owner:
+            return
+        if self._left_on_server(cur, other, path, r):
+            self._move_aside(cur, other)
+            return
+        self.move_for_path_conflict(cur, other, r)
+
+    @staticmethod
+    def _left_on_server(cur: Any, holder: str, path: str, r: ServerRow) -> bool:
+        """True when the server itself moved ``holder`` off ``path`` (or deleted it) since.
+
+        The server last had ``holder`` at ``path`` and now gives ``path`` to row ``r``; paths are
+        unique there, so ``holder`` has a newer row of its own that this pull has not reached
+        yet (rows come in seq order). Its local copy is not in anyone's way: no collision.
+        """
+        if r.deleted or fs.path_key(r.path) != fs.path_key(path):
+            return False
+        item = st.get_item(cur, holder)
+        # The server's own uniqueness key (lower(path)), not path_key: two server paths that
+        # differ only in Unicode form or case folding (NFD/NFC, 'ß'/'ss') can both be live
+        # there and collide only here; that is a real collision (it never moves by itself).
+        return (
+            item is not None
+            and item.base_rev is not None
+            and not item.base_deleted
+            and item.base_path.lower() == r.path.lower()
+        )
+
+    def _move_aside(self, cur: Any, holder: str) -> None:
+        """Park a blueprint the server moved away at a free path until its own row arrives.
+
+        No conflict record (it is nobody's copy: resolving one deleted the blueprint everywhere)
+        and no push: a clean one stays clean, so its row puts it where the server has it.
+        """
+        local = self._local_row(holder)
+        if local is None or local.deleted:
+            return
+        item = st.get_item(cur, holder)
+        clean = local.op_id <= (item.synced_op_id if item is not None else 0)
+        self.store.move(holder, self._conflict_path_for(local.path), origin="remote")
+        if clean:
+            st.mark_synced(cur, holder, st.current_op_id(cur, holder))
 
     def _hook(self, r: ServerRow) -> Callable[[Any, Blueprint], None]:
         def hook(cur: Any, bp: Blueprint) -> None:
@@ -496,18 +618,30 @@ class Applier:
     def _find_base(
         self, cur: Any, blueprint_id: str, item: st.ItemState | None, r: ServerRow
     ) -> st.Base | None:
-        # If the server's version is one this device once had, it is an ancestor of the local
-        # one (e.g. our own push whose response was lost, then a further edit): base = remote,
-        # so the ladder takes local without a spurious conflict.
         # The path keeps its own base: the recorded one (renames merge separately from content).
-        stored = st.get_base(cur, blueprint_id) if item is not None else None
+        known = item is not None and item.base_rev is not None
+        stored = st.get_base(cur, blueprint_id) if known else None
         seen = st.local_revision_with_hash(cur, blueprint_id, r.content_hash)
-        if seen is not None:
+        if seen is not None and self._descends_from_base(stored, seen, r):
             path = item.base_path if item is not None and item.base_path else seen.path
             return st.Base(seen.rev, path, r.content, dict(r.meta))
         if item is not None and item.base_rev is not None:
             return stored
         return None
+
+    def _descends_from_base(self, stored: st.Base | None, seen: st.Base, r: ServerRow) -> bool:
+        """True when the server's version, found at local revision ``seen``, is a better base.
+
+        It is when the server row is one of this device's own writes (a push whose response was
+        lost, then a further edit), or this device had that version after the stored base: then
+        it is an ancestor of the local version and base = remote takes local without a spurious
+        conflict. A version this device had *before* the base is not: another device set the
+        blueprint back to it (A -> B -> A) and that is an edit; taking it as the base would read
+        "remote unchanged" and drop that edit without a conflict.
+        """
+        if stored is None or r.device == self.store.device_id:
+            return True  # no base to lose (a new account, a history that is gone), or our write
+        return stored.local_rev is not None and seen.rev > stored.local_rev
 
     def _live_at(self, cur: Any, path: str) -> str | None:
         rows = cur.execute(

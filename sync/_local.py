@@ -177,8 +177,10 @@ def resolve_conflict(
     """Settle a conflict record: keep the remote version, the local one, or given content.
 
     The blueprint that holds the server's version gets the chosen text (a normal local save that
-    syncs); the conflict copy, if any, is deleted (it stays in history). Raises ConflictError
-    (unknown or already resolved), and the store's errors for invalid content.
+    syncs); the conflict copy, if any, is deleted (it stays in history). A path collision whose
+    moved blueprint has a server row of its own made no copy: that blueprint is kept as it is
+    (``take="local"`` keeps it and writes nothing). Raises ConflictError (unknown or already
+    resolved), and the store's errors for invalid content.
     """
     if (take is None) == (content is None):
         raise ConflictError("give exactly one of take= or content=", hint="see --help")
@@ -187,15 +189,37 @@ def resolve_conflict(
         raise ConflictError(f"conflict #{cid} is already resolved ({record.resolution})")
     text = content if content is not None else _local_text(store, record)
     with store.index.write() as cur:
-        if take != "remote":
+        own = _moved_not_copied(cur, record)
+        if take != "remote" and not (own and take == "local"):
             assert text is not None
             _write_main(store, record, text)
-        if record.copy_id and store.exists(record.copy_id):
+        if record.copy_id and not own and store.exists(record.copy_id):
             store.delete(record.copy_id, origin="local")
         st.resolve_conflict(cur, cid, how or (f"take {take}" if take else "content"))
         resolved = st.get_conflict(cur, cid)
     assert resolved is not None
     return resolved
+
+
+def _moved_not_copied(cur: Any, record: ConflictRecord) -> bool:
+    """True when the record's "copy" is a blueprint in its own right, synced on its own.
+
+    Deleting it would delete a healthy blueprint on every device. Records made before
+    ``copy_synced`` existed: a copy the server holds at another path than where the collision
+    put it was moved there by the server (or by a person since): also kept.
+    """
+    if record.copy_id is None:
+        return False
+    if record.copy_synced:
+        return True
+    item = st.get_item(cur, record.copy_id)
+    return (
+        record.reason == "path_taken"
+        and item is not None
+        and item.base_rev is not None
+        and not item.base_deleted
+        and item.base_path.casefold() != (record.copy_path or "").casefold()
+    )
 
 
 def _local_text(store: BlueprintStore, record: ConflictRecord) -> str:

@@ -106,6 +106,8 @@ SYNC_MIGRATIONS: tuple[str, ...] = (
     """,
     # v2: a base this device holds in history is kept as its content hash only.
     "ALTER TABLE sync_bases ADD COLUMN hash TEXT NOT NULL DEFAULT ''",
+    # v3: a path_taken record whose moved blueprint already had its own server row (no copy).
+    "ALTER TABLE sync_conflicts ADD COLUMN copy_synced INTEGER NOT NULL DEFAULT 0",
 )
 
 # Dirty = changed since the last recorded match with the server, and not parked in quarantine
@@ -155,6 +157,9 @@ class Base:
     path: str
     content: str
     meta: dict[str, Any]
+    # The local revision holding this content when the base is kept as a hash into history
+    # (the newest one with that hash); None for a base kept as text (e.g. from a merge).
+    local_rev: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +193,9 @@ class ConflictRecord:
     """A conflict kept for the user: base, local and remote text of one blueprint.
 
     ``id``/``path`` is the blueprint that holds the server's version; ``copy_id``/``copy_path`` is
-    the conflict copy holding the local version (None when no copy was made).
+    the conflict copy holding the local version (None when no copy was made). ``copy_synced``
+    (path collisions only): the blueprint moved off the path already had a server row of its own,
+    so it is no copy and resolving the record never deletes it.
     """
 
     cid: int
@@ -205,6 +212,7 @@ class ConflictRecord:
     created: str
     resolved: str | None
     resolution: str | None
+    copy_synced: bool = False
 
     @property
     def open(self) -> bool:
@@ -225,6 +233,7 @@ class ConflictRecord:
             "created": self.created,
             "resolved": self.resolved,
             "resolution": self.resolution,
+            "copy_synced": self.copy_synced,
         }
         if texts:
             out.update(base=self.base, local=self.local, remote=self.remote)
@@ -233,7 +242,7 @@ class ConflictRecord:
 
 _CONFLICT_COLUMNS = (
     "cid, id, path, copy_id, copy_path, reason, base, local, remote, base_rev, remote_rev, "
-    "created, resolved, resolution"
+    "created, resolved, resolution, copy_synced"
 )
 
 
@@ -327,6 +336,18 @@ def pending_count(cur: Any, *, scan_all: bool = False) -> int:
         (0 if scan_all else settled_op_id(cur),),
     ).fetchall()
     return int(row[0][0])
+
+
+def pushable(cur: Any, blueprint_id: str) -> bool:
+    """True when the next push pass will send this blueprint (dirty, not parked, valid or a delete
+    the server needs)."""
+    row = cur.execute(
+        "SELECT 1 FROM blueprints b LEFT JOIN sync_items s ON s.id = b.id "
+        f"WHERE b.id = ? AND {_DIRTY_WHERE} AND (b.deleted = 0 AND b.valid = 1 "
+        "OR b.deleted = 1 AND s.base_rev IS NOT NULL AND s.base_deleted = 0)",
+        (blueprint_id,),
+    ).fetchall()
+    return bool(row)
 
 
 def held_count(cur: Any, *, scan_all: bool = False) -> int:
@@ -613,7 +634,9 @@ def get_base(cur: Any, blueprint_id: str) -> Base | None:
         return Base(int(r[0]), str(r[1]), str(r[2]), json.loads(r[3]))
     held = local_revision_with_hash(cur, blueprint_id, str(r[4]))
     # 'modified' may differ from the server's copy; the meta merge never uses the base's.
-    return None if held is None else Base(int(r[0]), str(r[1]), held.content, held.meta)
+    if held is None:
+        return None
+    return Base(int(r[0]), str(r[1]), held.content, held.meta, local_rev=held.rev)
 
 
 def local_revision_with_hash(cur: Any, blueprint_id: str, digest: str) -> Base | None:
@@ -743,11 +766,12 @@ def add_conflict(
     remote: str,
     base_rev: int | None,
     remote_rev: int | None,
+    copy_synced: bool = False,
 ) -> int:
     """Store a conflict record; returns its number."""
     cur.execute(
         "INSERT INTO sync_conflicts (id, path, copy_id, copy_path, reason, base, local, remote, "
-        "base_rev, remote_rev, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        "base_rev, remote_rev, created, copy_synced) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             blueprint_id,
             path,
@@ -760,6 +784,7 @@ def add_conflict(
             base_rev,
             remote_rev,
             utc_now(),
+            int(copy_synced),
         ),
     )
     return int(cur.execute("SELECT last_insert_rowid()").fetchall()[0][0])
@@ -782,6 +807,7 @@ def _conflict_from(r: Iterable[Any]) -> ConflictRecord:
         created=str(t[11]),
         resolved=None if t[12] is None else str(t[12]),
         resolution=None if t[13] is None else str(t[13]),
+        copy_synced=bool(t[14]),
     )
 
 

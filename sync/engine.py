@@ -31,11 +31,25 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeVar
 
 from localstore.blueprint import utc_now
-from localstore.errors import ChangedOnDiskError, InvalidInputError, LocalStoreError, NotFoundError
+from localstore.errors import (
+    AlreadyExistsError,
+    ChangedOnDiskError,
+    InvalidInputError,
+    LocalStoreError,
+    NotFoundError,
+    StorageError,
+)
 from localstore.events import Event
 from localstore.store import BlueprintStore
 from sync import _state as st
-from sync._apply import Applier, ApplyStats, Prefetched, drop_known, is_known
+from sync._apply import (
+    Applier,
+    ApplyStats,
+    Prefetched,
+    drop_known,
+    is_known,
+    is_path_shape_error,
+)
 from sync._local import (
     SYNC_STATES,
     SyncReport,
@@ -537,12 +551,16 @@ class SyncEngine:
         self._apply_one(cur, applier, current, report)
 
     def _path_taken(self, cur: Any, applier: Applier, change: Change, winner: ServerRow) -> None:
-        # If the holder is one of ours that is leaving that path in this same push (a later op),
-        # the collision is an ordering artefact: retry next round instead of moving anything.
+        # If the holder is one of ours that is leaving that path (a later op of this push, or
+        # the next pass), the collision is an ordering artefact: retry next round instead of
+        # moving anything. Only if its move will really go up: one held back (it fails the
+        # validator) or parked in quarantine keeps the path taken on the server, and retrying
+        # would refuse this change every round of every cycle with nothing to show for it.
         holder = _row_or_none(self.store, winner.id)
-        if holder is not None and (
+        leaving = holder is not None and (
             holder.deleted or holder.path.casefold() != change.path.casefold()
-        ):
+        )
+        if leaving and st.pushable(cur, winner.id):
             self._renew(cur, change.id)
             return
         applier.move_for_path_conflict(cur, change.id, winner)
@@ -610,11 +628,14 @@ class SyncEngine:
         report: SyncReport,
         *,
         cursor: tuple[int, int] | None = None,
+        unpark: Sequence[str] = (),
     ) -> None:
         stats = ApplyStats()
         applier = Applier(self.store, self.policy, now=self.now, stats=stats)
         self._journal(rows)
         with self.store.index.write() as cur:
+            for blueprint_id in unpark:
+                st.unquarantine(cur, blueprint_id)  # a row that fails again is parked again
             self._apply_batched(cur, applier, rows, report)
             st.journal_clear(cur)
             if cursor is not None:
@@ -653,31 +674,54 @@ class SyncEngine:
                 ids.add(row.id)
                 keys.add(key)
                 continue
-            self._save_run(cur, run, report, applier)
+            self._flush_run(cur, applier, run, report)
             ids.clear()
             keys.clear()
             self._apply_one(cur, applier, row, report)
             known = None  # the apply may have changed any row or path: read them again
-        self._save_run(cur, run, report, applier)
+        self._flush_run(cur, applier, run, report)
+
+    def _flush_run(
+        self, cur: Any, applier: Applier, run: list[tuple[ServerRow, Any]], report: SyncReport
+    ) -> None:
+        """Save a run; if one row's path cannot exist here, apply its rows one by one instead.
+
+        ``save_many`` raises for a storage failure of any item and restores the whole run, so
+        one row (a file where the server has a folder) would fail every pull, and the cursor
+        could never pass it. Row by row, that row alone is quarantined.
+        """
+        try:
+            rows = self._save_run(cur, run, report)
+        except StorageError as exc:
+            if not is_path_shape_error(exc):
+                raise
+            rows = [row for row, _ in run]
+            run.clear()
+        for row in rows:  # (a run's rows have distinct ids and paths: order does not matter)
+            applier.stats.applied -= 1  # counted when planned; apply_row counts what it does
+            self._apply_one(cur, applier, row, report)
 
     def _save_run(
-        self, cur: Any, run: list[tuple[ServerRow, Any]], report: SyncReport, applier: Applier
-    ) -> None:
+        self, cur: Any, run: list[tuple[ServerRow, Any]], report: SyncReport
+    ) -> list[ServerRow]:
+        """Save a run of clean takes; returns the rows that need :meth:`_apply_one` instead."""
         if not run:
-            return
+            return []
         # Looked up, not called as a method: stores without batched saves take the slow path.
         save_many: Callable[..., list[Any]] = getattr(self.store, "save_many")  # noqa: B009
         results = save_many([request for _, request in run], origin="remote")
         saved: list[tuple[ServerRow, str]] = []
-        merge: list[ServerRow] = []
+        again: list[ServerRow] = []
         for (row, _), result in zip(run, results, strict=True):
             if not isinstance(result, LocalStoreError):
                 saved.append((row, result.content_hash))
                 continue
-            if isinstance(result, ChangedOnDiskError):
-                # An editor saved this blueprint after the run was planned: the store recorded
-                # the edit and wrote nothing, so the row goes through the merging path.
-                merge.append(row)
+            if isinstance(result, (AlreadyExistsError, ChangedOnDiskError)):
+                # AlreadyExistsError: a file at the path the index has not seen (an editor was
+                # faster than the watcher), not a bad row: apply_row indexes it and moves it
+                # aside. ChangedOnDiskError: an editor saved this blueprint after the run was
+                # planned; the store recorded the edit and wrote nothing, and apply_row merges.
+                again.append(row)
                 continue
             op_id = st.current_op_id(cur, row.id)
             message = getattr(result, "message", str(result))
@@ -688,18 +732,28 @@ class SyncEngine:
         # together, exactly as a per-row tx_hook would, with two statements for the run.
         st.record_synced_bases(cur, saved)
         run.clear()
-        for row in merge:  # (a run's rows have distinct ids and paths: order does not matter)
-            applier.stats.applied -= 1  # counted when planned; apply_row counts what it does
-            self._apply_one(cur, applier, row, report)
+        return again
 
     def _apply_one(self, cur: Any, applier: Applier, row: ServerRow, report: SyncReport) -> None:
         """Apply one row in its own savepoint; a row this device cannot store is parked."""
         try:
             with self.store.index.write() as inner:
                 applier.apply_row(inner, row)
-        except InvalidInputError as exc:
+        except (InvalidInputError, StorageError, AlreadyExistsError) as exc:
+            if isinstance(exc, StorageError) and not is_path_shape_error(exc):
+                raise  # the disk or the index: the pass stops, nothing is skipped
+            # AlreadyExistsError here: a file at the path that the store cannot record (its YAML
+            # or meta does not parse) and so will not overwrite. Parked until the person fixes
+            # or moves it (`localstore sync --retry-quarantined`); raising would stop every pull.
+            code = (
+                "invalid_remote"
+                if isinstance(exc, InvalidInputError)
+                else "path_blocked"
+                if isinstance(exc, AlreadyExistsError)
+                else "unwritable_path"
+            )
             op_id = st.current_op_id(cur, row.id)
-            st.quarantine(cur, row.id, op_id, row.path, "pull", "invalid_remote", exc.message)
+            st.quarantine(cur, row.id, op_id, row.path, "pull", code, exc.message)
             report.quarantined += 1
             report.errors.append(f"{row.path}: {exc.message}")
             log.warning("sync: cannot store server row %s (%s): %s", row.id, row.path, exc)
@@ -837,19 +891,23 @@ class SyncEngine:
     def retry_quarantined(self) -> int:
         """Un-park every quarantined change so the next cycle retries it; returns how many.
 
-        Pushes are retried from the outbox; rows that could not be stored are fetched again.
+        Pushes are retried from the outbox; rows that could not be stored are fetched again and
+        applied, each un-parked in the transaction that applies it. A failed fetch raises and
+        leaves those rows parked: the cursor is past them and nothing else would fetch them.
         """
         with self._cycle_lock, self._guard():
+            self._refreshed = False
             with self.store.index.write() as cur:
-                entries = st.clear_quarantine(cur)
-                for entry in entries:
+                entries = st.quarantined(cur)
+                for entry in st.clear_quarantine(cur, direction="push"):
                     self._renew(cur, entry.id)  # a replay would return the old rejection
             pulls = [e.id for e in entries if e.direction == "pull"]
             report = SyncReport()
-            self._refreshed = False
             for i in range(0, len(pulls), FETCH_CHUNK):
-                rows = self._call(self.remote.fetch, pulls[i : i + FETCH_CHUNK])
-                self._apply_rows(rows, report)
+                part = pulls[i : i + FETCH_CHUNK]
+                rows = self._call(self.remote.fetch, part)
+                # Ids the server no longer has are un-parked too: there is nothing to apply.
+                self._apply_rows(rows, report, unpark=part)
         self.request_sync()
         return len(entries)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -18,7 +18,7 @@ from sync.engine import SyncReport
 from sync.memory_remote import MemoryServer
 from sync.merge import ConflictCase, Resolution
 
-from .conftest import Device, assert_converged, converge
+from .conftest import Device, assert_converged, converge, server_snapshot
 
 PATH = "team/flow.blueprint.yaml"
 MID = "# keep this comment\nkind: pipeline\nretries: 2\n"
@@ -262,3 +262,96 @@ def test_three_devices_keep_both_copy_everywhere(
     assert A_EDIT in texts and B_EDIT_SAME in texts
     assert C_EDIT_SAME in texts
     assert a.store.load(ident).content == A_EDIT
+
+
+def test_remote_set_back_to_an_older_version_is_an_edit(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """A -> B -> A on the server: the old version this device once had is not the merge base.
+
+    Taking it as the base read "remote unchanged": the other device's change back was dropped
+    and local pushed over it, even when both changed the same key.
+    """
+    a, b = make_device("a"), make_device("b")
+    ident = a.store.save("aba/x", "a: 1\nb: 1\nc: 1\n").id
+    converge(a, b)
+    b.store.save("aba/x", "a: 2\nb: 1\nc: 1\n")
+    converge(b, a)  # a is now clean at a: 2
+    b.store.save("aba/x", "a: 1\nb: 1\nc: 1\n")  # b sets a back to 1: an edit
+    b.sync()
+    a.store.save("aba/x", "a: 2\nb: 1\nc: 3\n")  # a, not having seen it, changes c
+    a.sync()
+    converge(a, b)
+    assert_converged(server, a, b)
+    assert a.store.load(ident).content == "a: 1\nb: 1\nc: 3\n"  # both edits kept, merged
+    assert a.engine.conflicts() == []
+
+
+def test_remote_set_back_on_the_same_key_is_a_conflict(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    a, b = make_device("a"), make_device("b")
+    ident = a.store.save("aba/y", "a: 1\n").id
+    converge(a, b)
+    b.store.save("aba/y", "a: 2\n")
+    converge(b, a)
+    b.store.save("aba/y", "a: 1\n")
+    b.sync()
+    a.store.save("aba/y", "a: 3\n")
+    a.sync()
+    converge(a, b)
+    assert_converged(server, a, b)
+    assert a.store.load(ident).content == "a: 1\n"  # the server's version keeps the id
+    texts = sorted(t for _, t in a.snapshot().values())
+    assert texts == ["a: 1\n", "a: 3\n"]  # and a's edit survives in a conflict copy
+    (record,) = a.engine.conflicts()
+    assert record.base == "a: 2\n" and record.local == "a: 3\n" and record.remote == "a: 1\n"
+
+
+def test_path_the_server_moved_a_blueprint_off_is_no_collision(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """b renames x p -> q, creates y at p, then edits x: a pulls y before x's newer row.
+
+    x was still at p on a (clean): it was moved to a conflict path with a path_taken record
+    whose "copy" was x itself, and resolving that record deleted x everywhere.
+    """
+    a, b = make_device("a"), make_device("b")
+    x = a.store.save("mv/p", "k: 1\n").id
+    converge(a, b)
+    b.store.move(x, "mv/q")
+    y = b.store.save("mv/p", "new: 1\n").id
+    b.sync()
+    b.store.save("mv/q", "k: 2\n")  # x's row now comes after y's in a's pull
+    b.sync()
+    report = a.sync()
+    assert report.conflicts == 0 and report.pushed == 0 and a.engine.conflicts() == []
+    assert a.store.resolve(x).path == "mv/q.blueprint.yaml" and a.text(x) == "k: 2\n"
+    assert a.store.resolve(y).path == "mv/p.blueprint.yaml"
+    converge(a, b)
+    assert_converged(server, a, b)
+
+
+@pytest.mark.parametrize("take", ["remote", "local"])
+def test_resolving_a_collision_keeps_a_moved_blueprint_with_its_own_server_row(
+    make_device: Callable[..., Device], server: MemoryServer, take: Literal["local", "remote"]
+) -> None:
+    """a renames a synced x onto a path b just gave to y: x moves aside, and resolving keeps it.
+
+    The record's "copy" is x itself: deleting it (take remote) deleted x everywhere, and writing
+    it into y (take local) replaced y's text with x's.
+    """
+    a, b = make_device("a"), make_device("b")
+    x = a.store.save("rn/old", "k: 1\n").id
+    converge(a, b)
+    y = b.store.save("rn/p", "new: 1\n").id
+    b.sync()
+    a.store.move(x, "rn/p")
+    a.sync()  # the push of the rename meets y at rn/p
+    (record,) = a.engine.conflicts()
+    assert record.reason == "path_taken" and record.copy_id == x and record.copy_synced
+    a.engine.resolve_conflict(record.cid, take=take)
+    converge(a, b)
+    assert_converged(server, a, b)
+    assert server_snapshot(server)[x] == (record.copy_path, "k: 1\n")
+    assert server_snapshot(server)[y] == ("rn/p.blueprint.yaml", "new: 1\n")

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from localstore.config import load_settings
+from localstore.errors import DiskFullError, StorageError
 from localstore.events import Event
 from localstore.store import BlueprintStore
+from sync import _state as sync_state
 from sync.engine import SyncEngine, SyncStatus
 from sync.errors import (
     AuthExpiredError,
@@ -29,6 +33,7 @@ from .conftest import (
     converge,
     foreign_id,
     open_device,
+    server_snapshot,
 )
 
 
@@ -143,6 +148,206 @@ def test_unstorable_remote_row_is_quarantined_and_pull_goes_on(
     (entry,) = b.engine.quarantined()
     assert entry.direction == "pull" and entry.id == bad_id
     assert b.engine.status().cursor == server.seq  # the cursor moved past it
+
+
+def test_a_path_this_device_cannot_hold_is_quarantined_not_a_wedge(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """A server path whose name is a file here where a folder is needed, or the other way round.
+
+    The StorageError (is a directory / not a directory) failed the whole pull, every cycle: the
+    cursor never passed the row and nothing behind it was applied.
+    """
+    a, b = make_device("a"), make_device("b")
+    # People's own files and folders, no blueprints: a has a file "docs", b a folder whose name
+    # is a blueprint's file name.
+    (a.store.root / "docs").write_text("a plain file\n")
+    (b.store.root / "d.blueprint.yaml").mkdir()
+    (b.store.root / "d.blueprint.yaml" / "notes.txt").write_text("mine\n")
+    e = b.store.save("docs/e", "n: 3\n").id  # a folder where a has the file
+    b.sync()
+    before = a.store.save("before", "n: 0\n").id
+    d = a.store.save("d", "n: 1\n").id  # a file where b has the folder
+    after = a.store.save("after", "n: 2\n").id
+    reports = {"a": a.sync()}  # does not raise
+    later = a.store.save("later", "n: 4\n").id
+    a.sync()
+    reports["b"] = b.sync()
+    for dev, bad in ((a, e), (b, d)):
+        assert reports[dev.name].quarantined == 1
+        assert [(q.id, q.direction) for q in dev.engine.quarantined()] == [(bad, "pull")]
+        assert dev.engine.status().cursor == server.seq  # past the row it cannot hold
+        assert dev.sync().quarantined == 0  # and it stays past it
+        assert not dev.store.exists(bad)
+    for ident in (before, after, later):
+        assert b.store.load(ident).content == a.store.load(ident).content
+    assert (b.store.root / "d.blueprint.yaml" / "notes.txt").read_text() == "mine\n"
+    assert (a.store.root / "docs").read_text() == "a plain file\n"
+
+
+def test_a_storage_error_caused_by_a_path_is_quarantined(
+    make_device: Callable[..., Device], server: MemoryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The OS refuses one row's name (injected: ENAMETOOLONG); that row alone is parked."""
+    a, b = make_device("a"), make_device("b")
+    bad = a.store.save("long", "n: 1\n").id
+    good = a.store.save("fine", "n: 2\n").id
+    a.sync()
+    save, save_many = b.store.save, b.store.save_many
+
+    def refuse(path: str) -> None:
+        if path.startswith("long"):
+            cause = OSError(errno.ENAMETOOLONG, "File name too long")
+            raise StorageError(f"cannot create {path}: File name too long") from cause
+
+    def one(path: str, *args: Any, **kwargs: Any) -> Any:
+        refuse(path)
+        return save(path, *args, **kwargs)
+
+    def many(requests: list[Any], **kwargs: Any) -> Any:
+        for request in requests:
+            refuse(request.path)
+        return save_many(requests, **kwargs)
+
+    monkeypatch.setattr(b.store, "save", one)
+    monkeypatch.setattr(b.store, "save_many", many)
+    report = b.sync()
+    assert report.quarantined == 1 and b.store.load(good).content == "n: 2\n"
+    (entry,) = b.engine.quarantined()
+    assert (entry.id, entry.code) == (bad, "unwritable_path")
+
+
+def test_a_disk_error_while_pulling_stops_the_cycle_and_skips_nothing(
+    make_device: Callable[..., Device], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = make_device("a"), make_device("b")
+    ident = a.store.save("x", "n: 1\n").id
+    a.sync()
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise DiskFullError("cannot write: no space left", hint="free some disk space")
+
+    monkeypatch.setattr(b.store, "save_many", full)
+    monkeypatch.setattr(b.store, "save", full)
+    with pytest.raises(DiskFullError):
+        b.sync()
+    assert b.engine.quarantined() == [] and b.engine.status().cursor == 0
+    monkeypatch.undo()
+    b.sync()
+    assert b.store.load(ident).content == "n: 1\n"
+
+
+def test_a_failed_fetch_while_retrying_the_quarantine_keeps_it(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """retry_quarantined un-parked every row, then fetched them: a network error lost them.
+
+    The cursor is past those rows, so nothing fetched them again: status idle, nothing
+    quarantined, the blueprint never arrived.
+    """
+    a, b = make_device("a"), make_device("b")
+    (b.store.root / "d.blueprint.yaml").mkdir()  # a folder with the name a's blueprint needs
+    d = a.store.save("d", "n: 1\n").id
+    a.sync()
+    assert b.sync().quarantined == 1
+    (b.store.root / "d.blueprint.yaml").rmdir()  # the person renames their folder
+    b.remote.fail_next(1, TransientError("network down"), method="fetch")
+    with pytest.raises(TransientError):
+        b.engine.retry_quarantined()
+    assert [q.id for q in b.engine.quarantined()] == [d]  # still parked, still retryable
+    b.sync()
+    assert not b.store.exists(d) and b.engine.status().quarantined == 1
+    assert b.engine.retry_quarantined() == 1
+    assert b.engine.quarantined() == [] and b.store.load(d).content == "n: 1\n"
+    assert_converged(server, a, b)
+
+
+def test_an_unindexed_file_at_a_pulled_path_moves_aside_not_into_quarantine(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """An editor's new file at the path of a pulled row, not indexed yet, in a batched run.
+
+    save_many refused the row (AlreadyExistsError) and the engine quarantined it as an invalid
+    server row, although the row was fine and the file was an ordinary collision.
+    """
+    a, b = make_device("a"), make_device("b")
+    a.sync()
+    y = b.store.save("p", "from_b: 1\n").id
+    b.sync()
+    (a.store.root / "p.blueprint.yaml").write_text("from_a_editor: 1\n")  # no watcher here
+    report = a.sync()
+    assert report.quarantined == 0 and a.engine.quarantined() == []
+    assert a.store.load(y).content == "from_b: 1\n"
+    (record,) = a.engine.conflicts()
+    assert record.reason == "path_taken" and record.local == "from_a_editor: 1\n"
+    assert a.store.load(record.copy_id or "").path == record.copy_path
+    converge(a, b)
+    assert_converged(server, a, b)
+    assert sorted(t for _, t in b.snapshot().values()) == ["from_a_editor: 1\n", "from_b: 1\n"]
+
+
+def test_an_unindexable_file_at_a_pulled_path_parks_the_row_and_the_pull_goes_on(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """The file at the pulled path does not parse, so the store can neither record it nor write
+    over it (AlreadyExistsError): that row alone is parked; before, every pull raised on it."""
+    a, b = make_device("a"), make_device("b")
+    b.store.save("p", "from_b: 1\n")
+    later = b.store.save("q", "later: 1\n").id
+    b.sync()
+    broken = a.store.root / "p.blueprint.yaml"
+    broken.write_text("a: [unclosed\n")  # a half-typed edit, no watcher here
+    report = a.sync()
+    assert report.quarantined == 1
+    (parked,) = a.engine.quarantined()
+    assert parked.path == "p.blueprint.yaml" and parked.code == "path_blocked"
+    assert a.store.load(later).content == "later: 1\n"  # the rest of the pull arrived
+    assert broken.read_text() == "a: [unclosed\n"  # the person's file is untouched
+    broken.unlink()  # once the person moves it, a retry brings the row in
+    assert a.engine.retry_quarantined() == 1
+    converge(a, b)
+    assert_converged(server, a, b)
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "meta"),
+    [
+        ("a:b.blueprint.yaml", "k: b\n", {}),  # a path this client refuses
+        ("x.blueprint.yaml", "k: [b\n", {}),  # YAML that does not parse
+        ("x.blueprint.yaml", "k: b\n", {"tags": "not-a-list"}),  # a bad meta
+        ("x.blueprint.yaml", "k: b\n", {"id": str(uuid.uuid4())}),  # another id in the meta
+    ],
+    ids=["path", "yaml", "meta", "meta-id"],
+)
+def test_a_refused_row_leaves_no_conflict_copy_files_behind(
+    make_device: Callable[..., Device],
+    server: MemoryServer,
+    path: str,
+    content: str,
+    meta: dict[str, object],
+) -> None:
+    """Keep-both wrote the copy's files, then the server row was refused and rolled back.
+
+    The savepoint undid the copy's index row and record, not its files: reconcile adopted them
+    as a new blueprint, uploaded everywhere, with no conflict record.
+    """
+    a = make_device("a")
+    x = a.store.save("x", "k: 1\n").id
+    a.sync()
+    a.store.save("x", "k: a\n")  # conflicts with the server's edit below
+    current = server.rows[x].row
+    raw = MemoryRemote(server, user="u")  # another client: a row this one refuses
+    other = Change(1, x, current.rev, path, content, {**current.meta, **meta}, "h")
+    assert raw.push([other], device="other")[0].status == "applied"
+    raw.close()
+    report = a.sync()
+    assert report.quarantined >= 1 and report.conflicts == 0 and a.engine.conflicts() == []
+    files = sorted(p.name for p in a.store.root.rglob("*") if p.is_file())
+    assert files == ["x.blueprint.meta.json", "x.blueprint.yaml"]
+    a.store.reconcile()
+    assert [i.id for i in a.store.list()] == [x] and a.text(x) == "k: a\n"
+    a.sync()
+    assert [rid for rid in server_snapshot(server)] == [x]
 
 
 def _raw_change(op: int, ident: str, path: str, content: str) -> Change:
@@ -292,6 +497,49 @@ def test_invalid_blueprints_are_held_back(tmp_path: Path, server: MemoryServer) 
         store.save("held/bad", "kind: fixed\n")
         assert engine.sync_once().pushed == 1
         assert len(server.rows) == 2
+    finally:
+        remote.close()
+        store.close()
+
+
+@pytest.mark.parametrize("stuck", ["held", "quarantined"])
+def test_a_path_freed_by_a_move_that_cannot_go_up_is_a_real_collision(
+    tmp_path: Path, server: MemoryServer, stuck: str
+) -> None:
+    """w moves p -> q but that move cannot be pushed; a new blueprint takes p.
+
+    The new one's path_taken was taken for an ordering artefact and retried every round of
+    every cycle: never synced, no record, four pushes a cycle.
+    """
+
+    def validator(data: object) -> list[str]:
+        return ["broken"] if isinstance(data, dict) and "broken" in data else []
+
+    store = BlueprintStore(
+        load_settings(home=tmp_path / "v", device_name="v"), validator=validator, maintenance=False
+    )
+    remote = MemoryRemote(server, user="u")
+    engine = SyncEngine(store, remote)
+    try:
+        w = store.save("p", "ok: 1\n").id
+        engine.sync_once()
+        if stuck == "held":
+            store.save("q", "ok: 1\nbroken: true\n", id=w)  # moved, and fails the validator
+        else:
+            store.move(w, "q")
+            with store.index.write() as cur:  # the server refused that push (a fault)
+                op = sync_state.current_op_id(cur, w)
+                sync_state.quarantine(cur, w, op, "q.blueprint.yaml", "push", "x", "refused")
+        n = store.save("p", "new: 1\n").id
+        before = remote.calls["push"]
+        report = engine.sync_once()
+        assert report.pushed == 1 and report.conflicts == 1
+        (record,) = engine.conflicts()
+        assert record.reason == "path_taken" and record.copy_id == n and record.id == w
+        assert server.rows[n].row.path == record.copy_path  # synced, at its conflict path
+        engine.sync_once()
+        assert remote.calls["push"] - before == 2  # the refused push and the moved one, no retries
+        assert server.rows[w].row.path == "p.blueprint.yaml"
     finally:
         remote.close()
         store.close()
