@@ -45,10 +45,10 @@ from types import FrameType
 from typing import Any
 
 from localstore.config import Settings
-from localstore.errors import LocalStoreError
+from localstore.errors import LocalStoreError, WatcherError
 from localstore.events import Event
 from localstore.store import BlueprintStore
-from localstore.watcher import Watcher
+from localstore.watcher import Watcher, WatcherState
 from sync.control import ControlServer, OpError
 from sync.embed import HomeLock, remove_state, write_state
 from sync.engine import SyncEngine, SyncReport, SyncStatus
@@ -68,6 +68,8 @@ TICK_S = 0.5
 FOLLOW_WINDOW_S = 3.0
 MAX_TRACKED_REVS = 50_000
 REMOTE_TIMEOUT_S = 15.0
+WATCHER_RESTART_S = 5.0
+SYNC_WAIT_IDLE_S = 10.0
 # Store event kind -> control API event name (created and modified are both "saved").
 _EVENT_NAMES = {
     "created": "saved",
@@ -154,6 +156,7 @@ class DaemonMetrics:
     quarantined: int = 0
     store_events: int = 0
     foreign_changes: int = 0
+    watcher_restarts: int = 0
     startup_reconcile_seconds: float = 0.0
     last_cycle_seconds: float = 0.0
 
@@ -238,6 +241,7 @@ class Daemon:
         self._raw_seen = 0
         self._follow_until = 0.0
         self._candidates: list[tuple[Any, ...]] = []
+        self._next_watcher_restart = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -403,6 +407,7 @@ class Daemon:
         return TICK_S
 
     def _tick(self) -> None:
+        self._check_watcher()
         # Offline only: notice a `localstore login` made while the daemon runs.
         due = self.engine is None and time.monotonic() >= self._next_relogin
         if due and self._attach_engine() and self.server is not None:
@@ -411,6 +416,36 @@ class Daemon:
             self._follow_foreign_changes()
         except LocalStoreError as exc:
             log.warning("could not look for changes made by other processes: %s", exc)
+
+    def _check_watcher(self) -> None:
+        """Replace a watcher whose worker died: otherwise every later edit would go unseen.
+
+        A new Watcher (a watcher runs once) starts with a full rescan, so nothing edited while
+        the old one was dead is missed. If it cannot start (the blueprints folder is gone, say),
+        the dead one stays, is reported ``failed`` by ``status``, and the next try is in
+        ``WATCHER_RESTART_S``.
+        """
+        old, store = self.watcher, self.store
+        if old is None or store is None or old.state is not WatcherState.FAILED:
+            return
+        now = time.monotonic()
+        if now < self._next_watcher_restart:
+            return
+        self._next_watcher_restart = now + WATCHER_RESTART_S
+        log.error("the watcher stopped working (%s); restarting it", old.failure)
+        old.stop()
+        old.join(STOP_BUDGET_S)
+        new = Watcher(store)
+        try:
+            new.start()
+        except LocalStoreError as exc:
+            new.stop()
+            log.error(
+                "cannot restart the watcher: %s; trying again in %.0f s", exc, WATCHER_RESTART_S
+            )
+            return
+        self.watcher = new
+        self.metrics.watcher_restarts += 1
 
     # -- changes made by other processes -------------------------------------------------------
 
@@ -565,6 +600,7 @@ class Daemon:
             "sync": self._sync_status(),
             "watcher": {
                 "state": watcher.state.value if watcher else "stopped",
+                "problem": watcher.problem if watcher else None,
                 "stats": asdict(watcher.stats) if watcher else {},
             },
         }
@@ -586,11 +622,31 @@ class Daemon:
         if not wait:
             engine.request_sync()
             return {"requested": True, "status": self._sync_status()}
-        # Barrier: edits made before this request are indexed before the cycle reads the outbox.
-        if self.watcher is not None:
-            self.watcher.wait_idle(10.0)
+        self._wait_for_watcher()
         report = engine.sync_once()
         return {"report": report.to_dict(), "status": self._sync_status()}
+
+    def _wait_for_watcher(self) -> None:
+        """Barrier: edits made before a `sync` request are indexed before the cycle reads the outbox.
+
+        If the watcher cannot say so (it failed, the folder is missing, it is still behind after
+        SYNC_WAIT_IDLE_S), the request is refused rather than answered with a cycle that may
+        silently leave those edits out.
+        """
+        watcher = self.watcher
+        if watcher is None:
+            return
+        try:
+            idle = watcher.wait_idle(SYNC_WAIT_IDLE_S)
+            why = "it is still busy" if watcher.problem is None else watcher.problem
+        except WatcherError as exc:
+            idle, why = False, exc.message
+        if not idle:
+            raise OpError(
+                "watcher_behind",
+                f"the watcher cannot confirm that every edit is indexed: {why}",
+                hint="see `localstore status`; try again, or sync without waiting",
+            )
 
     def _op_pause(self, pause: bool) -> dict[str, Any]:
         self._paused = pause
@@ -625,6 +681,7 @@ class Daemon:
                 watcher_rescans=w.rescans,
                 watcher_overflows=w.overflows,
                 watcher_failures=w.failures,
+                watcher_errors=w.errors,
             )
         if self.server is not None:
             out["counters"].update(
