@@ -231,6 +231,9 @@ class Watcher:
         self._failure: BaseException | None = None
         # Health (see WatcherState.DEGRADED); written by the worker only.
         self._root_problem: str | None = None
+        # (st_dev, st_ino) of the folder being watched: a different folder at the same path (a
+        # drive unmounted from under it, a restore) is not taken for the same one unchecked.
+        self._root_id: tuple[int, int] | None = None
         self._unlistable: list[str] = []
         self._step_error: str | None = None
         self._errors_in_row = 0
@@ -287,6 +290,10 @@ class Watcher:
                 )
             if self.store.closed:
                 raise StoreClosedError("the store is closed", hint="open it again")
+            try:
+                self._root_id = _identity(self.root)
+            except OSError as exc:
+                raise _watch_error(exc, self.root) from exc
             self._observer = self._start_observer()
             self._state = WatcherState.RUNNING
         for name in OVERFLOW_LOGGERS:
@@ -408,6 +415,8 @@ class Watcher:
                 report = done.get(timeout=timeout)
             except queue.Empty:
                 raise WatcherError("the rescan did not finish in time") from None
+            if isinstance(report, WatcherError):
+                raise report
             if isinstance(report, Exception):
                 raise WatcherError(f"the rescan failed: {report}") from report
             self.wait_idle(timeout)
@@ -468,7 +477,9 @@ class Watcher:
         self._process_due()
         now = time.monotonic()
         if now >= self._next_health:
-            self._next_health = now + HEALTH_CHECK_S
+            # A missing folder is looked for more often: it is one stat, and a restore is
+            # picked up within half a second.
+            self._next_health = now + (HEALTH_CHECK_S if self._root_problem is None else 0.5)
             self._check_observer()
         if now >= self._next_rescan:
             self._rescan_wanted = "timer"
@@ -517,52 +528,75 @@ class Watcher:
         except queue.Empty:
             return None
 
-    def _check_observer(self) -> None:
-        """Restart watchdog's threads if one died (a watch error, the folder deleted...).
+    def _check_observer(self) -> bool:
+        """Restart watchdog's threads if one died; True when the watched folder is in place.
 
-        While the blueprints folder is missing there is nothing to watch: report it and look
-        again at the next health check; once it is back, watch it anew and rescan.
+        While the blueprints folder is missing (or replaced by an empty one) there is nothing to
+        watch and nothing may be deleted: report it and look again at the next health check. Once
+        it is back (or replaced by a folder with blueprints in it: a restore), watch it anew and
+        rescan.
         """
-        problem = self._root_missing()
+        problem, ident = self._root_status()
         if problem is not None:
             if problem != self._root_problem:
-                log.error("%s; waiting for it to come back", problem)
+                log.error("%s; no rescans or deletes until it is back", problem)
             self._root_problem = problem
-            return
+            return False
         obs = self._observer
         threads = [obs, getattr(obs, "_inotify_fd", None), *getattr(obs, "emitters", ())]
-        if self._root_problem is None and all(t is None or t.is_alive() for t in threads):
-            return
+        healthy = all(t is None or t.is_alive() for t in threads)
+        if self._root_problem is None and ident == self._root_id and healthy:
+            return True
         with self._state_lock:
             if self._state is not WatcherState.RUNNING:
-                return
+                return False
             try:
                 self._observer = self._start_observer()
             except WatcherError as exc:
                 # Gone again between the stat and the watch: retried at the next health check.
                 self._root_problem = exc.message
                 log.error("cannot watch the blueprints folder yet: %s", exc.message)
-                return
-        if self._root_problem is not None:
+                return False
+        if self._root_problem is not None or ident != self._root_id:
             log.warning("the blueprints folder %s is back; watching it and rescanning", self.root)
         else:
             log.error("a watchdog thread died; restarting the observer and rescanning")
         self._root_problem = None
+        self._root_id = ident
         obs.stop()
         with contextlib.suppress(RuntimeError):
             obs.join(5)
         self.stats.restarts += 1
         self._rescan_wanted = "observer-restarted"
+        return True
 
-    def _root_missing(self) -> str | None:
-        """What is wrong with the blueprints folder itself, or None when it is there."""
+    def _root_status(self) -> tuple[str | None, tuple[int, int] | None]:
+        """What is wrong with the blueprints folder itself (None: nothing), and its identity."""
         try:
             st = os.stat(self.root)
         except OSError as exc:
-            return f"the blueprints folder {self.root} is missing ({exc.strerror or exc})"
+            return f"the blueprints folder {self.root} is missing ({exc.strerror or exc})", None
         if not stat.S_ISDIR(st.st_mode):
-            return f"the blueprints folder {self.root} is not a folder"
-        return None
+            return f"the blueprints folder {self.root} is not a folder", None
+        ident = (st.st_dev, st.st_ino)
+        if self._root_id is not None and ident != self._root_id and self._looks_emptied():
+            # An unmounted drive leaves its empty mount point; a rescan would delete everything.
+            return (
+                f"the blueprints folder {self.root} was replaced by a folder without blueprints "
+                "(an unmounted drive?); its blueprints are kept until it has some again",
+                ident,
+            )
+        return None, ident
+
+    def _looks_emptied(self) -> bool:
+        """Whether the folder holds no blueprint file while the index has live blueprints."""
+        unlistable: list[tuple[str, OSError]] = []
+        walk = fs.walk_blueprint_files(self.root, self._ignore, unlistable=unlistable)
+        if any(rel.endswith(fs.YAML_SUFFIX) for rel, _ in walk) or unlistable:
+            return False
+        with self.store.index.read() as cur:
+            rows = cur.execute("SELECT 1 FROM blueprints WHERE deleted = 0 LIMIT 1").fetchall()
+        return bool(rows)
 
     def _drain(self) -> bool:
         for _ in range(_MAX_DRAIN):
@@ -777,6 +811,14 @@ class Watcher:
                     del self._pending[key]
                     self._gated.discard(key)
             gone = self._hold_deletes(self._gate_deletes(gone, now), now)
+            # (A folder that was just watched anew gets its rescan before any delete goes out.)
+            if gone and (not self._check_observer() or self._rescan_wanted is not None):
+                # Everything looks gone when the folder itself is: hold every delete until the
+                # folder is back (or replaced by one with blueprints); then the paths are checked
+                # again. Without this, a drive unmounted for a second deleted every blueprint.
+                for key in gone:
+                    self._pending[key].due = now + HEALTH_CHECK_S
+                gone = []
             if not present and not gone:
                 return
             # Existing files first: a move's new path claims the identity before its old path is
@@ -996,7 +1038,16 @@ class Watcher:
 
     def _rescan_into_pending(self, reason: str, done: queue.SimpleQueue[Any] | None) -> None:
         started = time.monotonic()
+        root_ok = self._check_observer()
         self._rescan_wanted = None
+        if not root_ok:
+            # An empty listing would mark every blueprint missing. The health check rescans once
+            # the folder is back.
+            self._next_rescan = time.monotonic() + self.rescan_interval_s
+            log.warning("rescan (%s) skipped: %s", reason, self._root_problem)
+            if done is not None:
+                done.put(WatcherError(f"cannot rescan: {self._root_problem}"))
+            return
         self._ignore = fs.IgnoreRules.for_root(self.root)
         diff = self._diff()
         now = time.monotonic()
@@ -1031,6 +1082,9 @@ class Watcher:
     def _rescan_now(self) -> RescanReport:
         """Apply the differences at once (the watcher is not running, so nothing is mid-save)."""
         started = time.monotonic()
+        problem, _ = self._root_status()
+        if problem is not None:
+            raise WatcherError(f"cannot rescan: {problem}", hint="bring the folder back first")
         diff = self._diff()
         items = [(rel, False) for rel in diff.changed] + [(rel, True) for rel in diff.missing]
         for i in range(0, len(items), self.batch_size):
@@ -1041,6 +1095,11 @@ class Watcher:
             self.store.reconcile()
         self.stats.rescans += 1
         return self._report(diff, started)
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 def _canonical(rel: str) -> bool:

@@ -172,3 +172,61 @@ def test_folder_deleted_and_restored_later_is_watched_again(
         ("created", "new.blueprint.yaml"),
         ("modified", "f/a.blueprint.yaml"),
     ]
+
+
+def test_blueprints_are_not_deleted_while_the_folder_is_away(
+    store: BlueprintStore, make_watcher, recorder: Recorder, tmp_path: Path
+) -> None:
+    """Moved away, unmounted, replaced by an empty folder: a rescan then lists nothing, which
+    must not be taken for every blueprint deleted (sync would push the tombstones)."""
+    w: Watcher = make_watcher(store, rescan_interval_s=0.2)
+    w.start()
+    for i in range(3):
+        store.save(f"f/b{i}", f"name: b{i}\n")
+    assert w.wait_idle(10)
+    before = live_paths(store)
+    recorder.take()
+    away = tmp_path / "away"
+    os.rename(store.root, away)
+    assert eventually(lambda: w.state is WatcherState.DEGRADED, 10)
+    rescans = w.stats.rescans
+    time.sleep(1.0)  # several timer rescans are due meanwhile
+    with pytest.raises(WatcherError, match="missing"):
+        w.rescan()
+    assert live_paths(store) == before
+    # An empty folder at the same path (the mount point of an unmounted drive) is not the folder.
+    store.root.mkdir()
+    time.sleep(HEALTH_CHECK_S + 0.5)
+    assert w.state is WatcherState.DEGRADED
+    assert "replaced" in (w.problem or "")
+    assert live_paths(store) == before
+    assert w.stats.rescans == rescans
+    store.root.rmdir()
+    os.rename(away, store.root)
+    assert eventually(lambda: w.state is WatcherState.RUNNING, 10)
+    assert w.wait_idle(10)
+    assert live_paths(store) == before
+    assert recorder.take() == []
+    (store.root / "f" / "b0.blueprint.yaml").write_text("name: b0\nedited: true\n")
+    assert w.wait_idle(10)
+    assert [(e.kind, e.path) for e in recorder.take()] == [("modified", "f/b0.blueprint.yaml")]
+
+
+def test_folder_replaced_by_a_restored_copy_is_adopted(
+    store: BlueprintStore, watcher: Watcher, recorder: Recorder, tmp_path: Path
+) -> None:
+    store.save("f/a", "name: a\n")
+    store.save("f/gone", "name: gone\n")
+    assert watcher.wait_idle(10)
+    backup = tmp_path / "backup"
+    shutil.copytree(store.root, backup)
+    os.remove(backup / "f" / "gone.blueprint.yaml")
+    os.remove(backup / "f" / "gone.blueprint.meta.json")
+    recorder.take()
+    shutil.rmtree(store.root)
+    shutil.copytree(backup, store.root)
+    assert eventually(lambda: watcher.stats.restarts >= 1, 10)
+    assert watcher.wait_idle(10)
+    # What the restored copy lacks is deleted; the rest is untouched.
+    assert [(e.kind, e.path) for e in recorder.take()] == [("deleted", "f/gone.blueprint.yaml")]
+    assert watcher.state is WatcherState.RUNNING
