@@ -296,6 +296,7 @@ class Watcher:
                 raise _watch_error(exc, self.root) from exc
             self._observer = self._start_observer()
             self._state = WatcherState.RUNNING
+        _keep_overflow_warnings()
         for name in OVERFLOW_LOGGERS:
             logging.getLogger(name).addHandler(self._hook)
         self._rescan_wanted = "start"
@@ -536,6 +537,7 @@ class Watcher:
         it is back (or replaced by a folder with blueprints in it: a restore), watch it anew and
         rescan.
         """
+        _keep_overflow_warnings()  # in case the app raised the levels after start()
         problem, ident = self._root_status()
         if problem is not None:
             if problem != self._root_problem:
@@ -1095,6 +1097,23 @@ class Watcher:
             self.store.reconcile()
         self.stats.rescans += 1
         return self._report(diff, started)
+
+
+def _keep_overflow_warnings() -> None:
+    """Keep watchdog's overflow warnings from being dropped before our hook sees them.
+
+    Logger.warning() drops a record before any handler when the logger's effective level is above
+    WARNING (``localstore daemon --log-level ERROR`` sets the root's), and that warning is the
+    only overflow signal watchdog gives: lost events would then wait for the timer rescan. So
+    these loggers get WARNING of their own whenever they would drop it. The cost: their warnings
+    reach the app's handlers even below its root level. Levels are not restored on stop (several
+    watchers may run; restoring would silence the others), and an app that lowers them to DEBUG
+    keeps that.
+    """
+    for name in OVERFLOW_LOGGERS:
+        logger = logging.getLogger(name)
+        if not logger.isEnabledFor(logging.WARNING):
+            logger.setLevel(logging.WARNING)
 
 
 def _identity(path: Path) -> tuple[int, int]:
