@@ -50,7 +50,7 @@ from localstore.events import Event
 from localstore.store import BlueprintStore
 from localstore.watcher import Watcher, WatcherState
 from sync.control import ControlServer, OpError
-from sync.embed import HomeLock, remove_state, write_state
+from sync.embed import STATE_FILE, HomeLock, lock_holder, remove_state, write_state
 from sync.engine import SyncEngine, SyncReport, SyncStatus
 from sync.errors import NotLoggedInError, SyncError
 from sync.remote import Remote
@@ -232,6 +232,7 @@ class Daemon:
         self._unsubs: list[Callable[[], None]] = []
         self._forwarder: _ErrorForwarder | None = None
         self.stopped_cleanly = False
+        self.exit_code = 0
         self._status_mutex = threading.Lock()
         self._status_unsub: Callable[[], None] | None = None
         # Foreign-change follower state (see the module docstring).
@@ -246,7 +247,11 @@ class Daemon:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Start everything, serve until SIGTERM/SIGINT or stop(), then shut down; return 0."""
+        """Start everything, serve until SIGTERM/SIGINT or stop(), then shut down.
+
+        Returns 0, or 1 when the home's lock was lost to another process (see ``_check_lock``),
+        so a service manager restarts it (and the restart reports who holds the home).
+        """
         self._lock.acquire_or_raise("start the daemon")
         previous = self._trap_signals()
         try:
@@ -265,7 +270,7 @@ class Daemon:
         finally:
             self._shutdown()
             self._restore_signals(previous)
-        return 0
+        return self.exit_code
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait until run() serves (for embedding the daemon in tests and tools)."""
@@ -407,6 +412,8 @@ class Daemon:
         return TICK_S
 
     def _tick(self) -> None:
+        if not self._check_lock():
+            return
         self._check_watcher()
         # Offline only: notice a `localstore login` made while the daemon runs.
         due = self.engine is None and time.monotonic() >= self._next_relogin
@@ -416,6 +423,35 @@ class Daemon:
             self._follow_foreign_changes()
         except LocalStoreError as exc:
             log.warning("could not look for changes made by other processes: %s", exc)
+
+    def _check_lock(self) -> bool:
+        """Keep the home's lock and daemon.json in place; False (and stop, exit 1) if lost.
+
+        Deleting ``state/`` (a clean-up script, a user tidying up) takes the lock file and
+        daemon.json with it: a second daemon could then lock a new file and sync the same home,
+        and clients could not find this one. So every tick the lock file is checked (and locked
+        again if it vanished) and daemon.json rewritten if it is gone.
+        """
+        state_dir = self.settings.paths.state
+        try:
+            held = self._lock.still_held()
+            if held and self.server is not None and not (state_dir / STATE_FILE).exists():
+                log.warning("state/daemon.json was deleted; writing it again")
+                write_state(state_dir, self._state_record())
+        except OSError as exc:
+            log.error("cannot restore the home's lock in %s: %s; retrying", state_dir, exc)
+            return True
+        if held:
+            return True
+        pid = lock_holder(state_dir)
+        log.error(
+            "process %s took this home's lock after state/ was deleted; stopping so that only "
+            "one process syncs the home",
+            pid or "?",
+        )
+        self.exit_code = 1
+        self._stop.set()
+        return False
 
     def _check_watcher(self) -> None:
         """Replace a watcher whose worker died: otherwise every later edit would go unseen.

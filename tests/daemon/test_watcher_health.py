@@ -1,17 +1,21 @@
-"""The daemon notices a watcher that stopped working, reports it and replaces it.
+"""The daemon keeps its parts working: a watcher that stopped is replaced, a lost lock is noticed.
 
 These run on an in-process daemon (offline, or with a memory remote): no keychain needed.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from localstore.errors import LockHeldError
 from localstore.watcher import WatcherState
 from sync.control import ControlRequestError
+from sync.daemon import Daemon
+from sync.embed import HomeLock, daemon_running, lock_holder
 from sync.memory_remote import MemoryRemote
 
 from .conftest import eventually, write_external
@@ -65,3 +69,35 @@ def test_a_missing_folder_is_reported_and_sync_wait_is_refused(
         write_external(root, "back.blueprint.yaml", "name: back\n")
         assert eventually(lambda: c.status()["watcher"]["state"] == "running", 10)
         assert "report" in c.sync(wait=True)
+
+
+def test_deleting_the_state_folder_does_not_let_a_second_daemon_in(inproc_daemon) -> None:
+    d = inproc_daemon()
+    settings = d.daemon.settings
+    shutil.rmtree(settings.paths.state)
+    # The next tick locks a new lock file and writes daemon.json again.
+    assert eventually(lambda: daemon_running(settings) is not None, 10)
+    assert daemon_running(settings)["pid"] == os.getpid()
+    assert lock_holder(settings.paths.state) == os.getpid()
+    second = Daemon(settings, install_signals=False)
+    with pytest.raises(LockHeldError):
+        second.run()
+    with d.client() as c:
+        assert c.status()["daemon"]["pid"] == os.getpid()
+
+
+def test_a_daemon_that_lost_its_lock_stops_with_an_error(inproc_daemon) -> None:
+    d = inproc_daemon()
+    state = d.daemon.settings.paths.state
+    # Another process's lock on a new file put at the path in one step (as after `rm -r state`
+    # and a second daemon's start, without the race of doing those two things separately).
+    other = HomeLock(state / "other")
+    assert other.acquire()
+    try:
+        os.replace(other.path, state / "daemon.lock")
+        d.thread.join(10)
+        assert not d.thread.is_alive()
+        assert d.daemon.exit_code == 1
+        assert d.errors == []
+    finally:
+        other.release()
