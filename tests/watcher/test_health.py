@@ -38,25 +38,25 @@ def live_paths(store: BlueprintStore) -> list[str]:
 
 
 @pytest.fixture
-def unlistable(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], None]]:
-    """Make folders unlistable: mode 0, and a PermissionError injected for them (the tests may
-    run as root, which the mode alone does not stop)."""
-    blocked: list[Path] = []
+def unlistable(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path, bool], None]]:
+    """Make a folder unlistable (or listable again): mode 0, and a PermissionError injected for
+    it (the tests may run as root, which the mode alone does not stop)."""
+    blocked: set[Path] = set()
     real_scandir = os.scandir
 
     def scandir(path: object = ".") -> object:
-        if isinstance(path, str | os.PathLike) and any(Path(path) == b for b in blocked):
+        if isinstance(path, str | os.PathLike) and Path(path) in blocked:
             raise PermissionError(13, "Permission denied", os.fspath(path))
         return real_scandir(path)  # type: ignore[arg-type]
 
-    def block(folder: Path) -> None:
-        folder.chmod(0)
-        blocked.append(folder)
+    def block(folder: Path, on: bool = True) -> None:
+        folder.chmod(0 if on else 0o755)
+        (blocked.add if on else blocked.discard)(folder)
 
     monkeypatch.setattr(fs.os, "scandir", scandir)
     yield block
-    for folder in blocked:
-        folder.chmod(0o755)
+    for folder in list(blocked):
+        block(folder, False)
 
 
 def test_unlistable_folder_is_reported_and_its_blueprints_are_not_deleted(
@@ -79,9 +79,15 @@ def test_unlistable_folder_is_reported_and_its_blueprints_are_not_deleted(
         ("created", "b.blueprint.yaml"),
         ("modified", "a.blueprint.yaml"),
     ]
-    (store.root / "private").chmod(0o755)
-    os.remove(store.root / "private" / "p.blueprint.yaml")  # noticed once listable again
+    # Listable again: the next rescan clears the problem, and the folder is watched as before.
+    unlistable(store.root / "private", False)
+    watcher.rescan()
+    assert watcher.state is WatcherState.RUNNING
+    os.remove(store.root / "private" / "p.blueprint.yaml")
+    os.remove(store.root / "private" / "p.blueprint.meta.json")
     assert watcher.wait_idle(10)
+    assert watcher.state is WatcherState.RUNNING
+    assert live_paths(store) == ["a.blueprint.yaml", "b.blueprint.yaml"]
 
 
 def test_non_utf8_file_name_does_not_stop_the_watcher(
