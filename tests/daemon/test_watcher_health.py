@@ -13,6 +13,7 @@ import pytest
 
 from localstore.errors import LockHeldError
 from localstore.watcher import WatcherState
+from sync.cli_daemon import check_daemon
 from sync.control import ControlRequestError
 from sync.daemon import Daemon
 from sync.embed import HomeLock, daemon_running, lock_holder
@@ -65,10 +66,13 @@ def test_a_missing_folder_is_reported_and_sync_wait_is_refused(
         with pytest.raises(ControlRequestError) as info:
             c.sync(wait=True)
         assert info.value.code == "watcher_behind"
+        finding = check_daemon(d.daemon.settings)
+        assert finding.status == "problem" and "degraded" in finding.detail
         root.mkdir()
         write_external(root, "back.blueprint.yaml", "name: back\n")
         assert eventually(lambda: c.status()["watcher"]["state"] == "running", 10)
         assert "report" in c.sync(wait=True)
+        assert check_daemon(d.daemon.settings).status == "ok"
 
 
 def test_deleting_the_state_folder_does_not_let_a_second_daemon_in(inproc_daemon) -> None:
