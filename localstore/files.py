@@ -533,28 +533,40 @@ class IgnoreRules:
 
 
 @contextmanager
-def _scandir(path: Path) -> Iterator[Iterator[os.DirEntry[str]]]:
+def _scandir(
+    path: Path, prefix: str, unlistable: list[tuple[str, OSError]] | None
+) -> Iterator[Iterator[os.DirEntry[str]]]:
     try:
         it = os.scandir(path)
     except (FileNotFoundError, NotADirectoryError):
         yield iter(())
         return
     except OSError as exc:
-        raise map_os_error(exc, "cannot list", path) from exc
+        if unlistable is None:
+            raise map_os_error(exc, "cannot list", path) from exc
+        unlistable.append((prefix, exc))
+        yield iter(())
+        return
     with it:
         yield it
 
 
-def walk_blueprint_files(root: Path, rules: IgnoreRules) -> Iterator[tuple[str, os.stat_result]]:
+def walk_blueprint_files(
+    root: Path, rules: IgnoreRules, *, unlistable: list[tuple[str, OSError]] | None = None
+) -> Iterator[tuple[str, os.stat_result]]:
     """Yield (relative posix path, stat) of every blueprint YAML/meta and our temp files under root.
 
     Hidden and ignored folders are skipped; symbolic links are not followed (a link could lead
-    outside the root or loop).
+    outside the root or loop). A folder that cannot be listed (permissions, I/O error) raises
+    StorageError, unless ``unlistable`` is given: then its ``(prefix, error)`` is appended and the
+    walk goes on. The blueprints under such a folder are unknown, not missing: a caller that
+    compares with the index must not delete them (the default raises so that a caller which does
+    not know this cannot).
     """
     stack = [("", str(root))]
     while stack:
         prefix, directory = stack.pop()
-        with _scandir(Path(directory)) as entries:
+        with _scandir(Path(directory), prefix, unlistable) as entries:
             for entry in entries:
                 name = entry.name
                 try:
@@ -571,3 +583,9 @@ def walk_blueprint_files(root: Path, rules: IgnoreRules) -> Iterator[tuple[str, 
                         yield prefix + name, entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue
+                except OSError as exc:
+                    # Listable but not searchable (mode r--): nothing in it can be stat'ed.
+                    if unlistable is None:
+                        raise map_os_error(exc, "cannot read", entry.path) from exc
+                    unlistable.append((prefix, exc))
+                    break

@@ -33,9 +33,10 @@ import logging
 import os
 import queue
 import secrets
+import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,7 +47,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from localstore import files as fs
-from localstore._reconcile import Reconciler
+from localstore._reconcile import Reconciler, _Scan
 from localstore.errors import LocalStoreError, StoreClosedError, WatcherError
 from localstore.events import Event
 
@@ -63,6 +64,8 @@ HEALTH_CHECK_S = 2.0
 FENCE_RELAY_S = 5.0
 MAX_DELETE_HOLD_S = 5.0
 MAX_FAILURES = 5
+# Back-off of the rescan that follows a failed worker step (doubling from the first to the last).
+ERROR_RESCAN_S = (0.5, 60.0)
 # watchdog only logs a kernel queue overflow (IN_Q_OVERFLOW); these are the loggers that do it across
 # watchdog versions. Handlers never hear of it (watchdog #654), so we listen to the log.
 OVERFLOW_LOGGERS = (
@@ -92,10 +95,19 @@ _EVENT_FILTER: list[type[FileSystemEvent]] = [
 
 
 class WatcherState(enum.Enum):
-    """Lifecycle of a watcher: NEW -> RUNNING -> STOPPING -> STOPPED, never back."""
+    """Lifecycle of a watcher: NEW -> RUNNING -> STOPPING -> STOPPED, never back.
+
+    Two more values describe a running watcher's health (``state`` reports them; ``stop()`` works
+    from both): DEGRADED, running but something is not watched (``problem`` says what: the folder
+    is missing, a sub-folder cannot be listed, a step failed and a rescan is due); FAILED, the
+    worker thread died (``failure`` says why) and nothing is watched any more: stop it and start a
+    new Watcher (the daemon does).
+    """
 
     NEW = "new"
     RUNNING = "running"
+    DEGRADED = "degraded"
+    FAILED = "failed"
     STOPPING = "stopping"
     STOPPED = "stopped"
 
@@ -111,6 +123,7 @@ class WatcherStats:
     overflows: int = 0
     failures: int = 0
     restarts: int = 0
+    errors: int = 0
     events: dict[str, int] = field(default_factory=dict)
 
 
@@ -144,6 +157,7 @@ class _Diff:
     missing: list[str]
     orphans: list[str]
     stale: list[str]
+    unlistable: list[str] = field(default_factory=list)
 
 
 class _Handler(FileSystemEventHandler):
@@ -215,13 +229,45 @@ class Watcher:
         self._worker: threading.Thread | None = None
         self._hook = _OverflowHook(self._on_overflow)
         self._failure: BaseException | None = None
+        # Health (see WatcherState.DEGRADED); written by the worker only.
+        self._root_problem: str | None = None
+        # (st_dev, st_ino) of the folder being watched: a different folder at the same path (a
+        # drive unmounted from under it, a restore) is not taken for the same one unchecked.
+        self._root_id: tuple[int, int] | None = None
+        self._unlistable: list[str] = []
+        self._step_error: str | None = None
+        self._errors_in_row = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     @property
     def state(self) -> WatcherState:
-        """Where the watcher is in its lifecycle."""
-        return self._state
+        """Where the watcher is in its lifecycle; while running, also whether it is healthy."""
+        state = self._state
+        if state is WatcherState.RUNNING:
+            if self._failure is not None or (
+                self._worker is not None and not self._worker.is_alive()
+            ):
+                return WatcherState.FAILED
+            if self.problem is not None:
+                return WatcherState.DEGRADED
+        return state
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The exception that ended the worker thread (state FAILED), or None."""
+        return self._failure
+
+    @property
+    def problem(self) -> str | None:
+        """Why the watcher is DEGRADED (or FAILED), for status pages; None when all is well."""
+        if self._failure is not None:
+            return f"the watcher stopped working: {self._failure}"
+        parts = [p for p in (self._root_problem, self._step_error) if p]
+        if self._unlistable:
+            shown = ", ".join(p or "." for p in self._unlistable[:5])
+            parts.append(f"cannot list {shown}; the blueprints there are not watched")
+        return "; ".join(parts) or None
 
     def __enter__(self) -> Watcher:
         self.start()
@@ -244,8 +290,13 @@ class Watcher:
                 )
             if self.store.closed:
                 raise StoreClosedError("the store is closed", hint="open it again")
+            try:
+                self._root_id = _identity(self.root)
+            except OSError as exc:
+                raise _watch_error(exc, self.root) from exc
             self._observer = self._start_observer()
             self._state = WatcherState.RUNNING
+        _keep_overflow_warnings()
         for name in OVERFLOW_LOGGERS:
             logging.getLogger(name).addHandler(self._hook)
         self._rescan_wanted = "start"
@@ -327,6 +378,11 @@ class Watcher:
                     self._cond.release()
                     try:
                         n = self._lay_fence()
+                    except OSError as exc:
+                        raise WatcherError(
+                            f"cannot lay a fence in {self.root}: {exc.strerror or exc}",
+                            hint=self.problem or "check that the blueprints folder exists",
+                        ) from exc
                     finally:
                         self._cond.acquire()
                     continue
@@ -353,12 +409,17 @@ class Watcher:
         (vanished files still get their grace period). Otherwise it applies the differences at once.
         """
         if self._state is WatcherState.RUNNING:
-            done: queue.SimpleQueue[RescanReport] = queue.SimpleQueue()
+            self._require_running()
+            done: queue.SimpleQueue[RescanReport | Exception] = queue.SimpleQueue()
             self._q.put(("rescan", "requested", done))
             try:
                 report = done.get(timeout=timeout)
             except queue.Empty:
                 raise WatcherError("the rescan did not finish in time") from None
+            if isinstance(report, WatcherError):
+                raise report
+            if isinstance(report, Exception):
+                raise WatcherError(f"the rescan failed: {report}") from report
             self.wait_idle(timeout)
             return report
         if self._state is WatcherState.STOPPING:
@@ -400,25 +461,63 @@ class Watcher:
 
     def _loop(self) -> None:
         while True:
-            if self._rescan_wanted is not None:
-                self._rescan_into_pending(self._rescan_wanted, None)
-            self._process_due()
-            now = time.monotonic()
-            if now >= self._next_health:
-                self._next_health = now + HEALTH_CHECK_S
-                self._check_observer()
-            if now >= self._next_rescan:
-                self._rescan_wanted = "timer"
-                continue
-            self._update_idle()
-            item = self._next_item()
-            if item is None:
-                continue
-            if item[0] == "stop":
-                return
-            self._handle(item)
-            if self._drain():
-                return
+            try:
+                if self._step():
+                    return
+            except StoreClosedError:
+                raise
+            # The worker's per-item boundary: one item's failure must not end the watching of
+            # every other path (logged, counted and followed by a rescan in _step_failed).
+            except Exception as exc:  # noqa: BLE001
+                self._step_failed(exc)
+
+    def _step(self) -> bool:
+        """One round of the worker; True when asked to stop."""
+        if self._rescan_wanted is not None:
+            self._rescan_into_pending(self._rescan_wanted, None)
+        self._process_due()
+        now = time.monotonic()
+        if now >= self._next_health:
+            # A missing folder is looked for more often: it is one stat, and a restore is
+            # picked up within half a second.
+            self._next_health = now + (HEALTH_CHECK_S if self._root_problem is None else 0.5)
+            self._check_observer()
+        if now >= self._next_rescan:
+            self._rescan_wanted = "timer"
+            return False
+        self._update_idle()
+        item = self._next_item()
+        if item is None:
+            return False
+        if item[0] == "stop":
+            return True
+        self._handle(item)
+        return self._drain()
+
+    def _step_failed(self, exc: Exception) -> None:
+        """Log and count a failed step, then rescan after a back-off instead of dying.
+
+        The item that failed is gone (or still pending); whatever it was about, the rescan finds
+        the difference again. Pending paths wait out the back-off too, so a path that keeps
+        failing cannot spin the worker.
+        """
+        self.stats.errors += 1
+        self._errors_in_row += 1
+        first, most = ERROR_RESCAN_S
+        delay = min(most, first * 2 ** (self._errors_in_row - 1))
+        log.error(
+            "the watcher failed to handle a change (%s: %s); rescanning in %.1f s",
+            type(exc).__name__,
+            exc,
+            delay,
+            exc_info=exc,
+        )
+        self._step_error = f"{type(exc).__name__}: {exc} (rescan due)"
+        now = time.monotonic()
+        self._rescan_wanted = None
+        self._next_rescan = now + delay
+        for st in self._pending.values():
+            st.due = max(st.due, now + delay)
 
     def _next_item(self) -> Any:
         now = time.monotonic()
@@ -430,22 +529,76 @@ class Watcher:
         except queue.Empty:
             return None
 
-    def _check_observer(self) -> None:
-        """Restart watchdog's threads if one died (a watch error, an unexpected exception)."""
+    def _check_observer(self) -> bool:
+        """Restart watchdog's threads if one died; True when the watched folder is in place.
+
+        While the blueprints folder is missing (or replaced by an empty one) there is nothing to
+        watch and nothing may be deleted: report it and look again at the next health check. Once
+        it is back (or replaced by a folder with blueprints in it: a restore), watch it anew and
+        rescan.
+        """
+        _keep_overflow_warnings()  # in case the app raised the levels after start()
+        problem, ident = self._root_status()
+        if problem is not None:
+            if problem != self._root_problem:
+                log.error("%s; no rescans or deletes until it is back", problem)
+            self._root_problem = problem
+            return False
         obs = self._observer
         threads = [obs, getattr(obs, "_inotify_fd", None), *getattr(obs, "emitters", ())]
-        if all(t is None or t.is_alive() for t in threads):
-            return
+        healthy = all(t is None or t.is_alive() for t in threads)
+        if self._root_problem is None and ident == self._root_id and healthy:
+            return True
         with self._state_lock:
             if self._state is not WatcherState.RUNNING:
-                return
+                return False
+            try:
+                self._observer = self._start_observer()
+            except WatcherError as exc:
+                # Gone again between the stat and the watch: retried at the next health check.
+                self._root_problem = exc.message
+                log.error("cannot watch the blueprints folder yet: %s", exc.message)
+                return False
+        if self._root_problem is not None or ident != self._root_id:
+            log.warning("the blueprints folder %s is back; watching it and rescanning", self.root)
+        else:
             log.error("a watchdog thread died; restarting the observer and rescanning")
-            self._observer = self._start_observer()
+        self._root_problem = None
+        self._root_id = ident
         obs.stop()
         with contextlib.suppress(RuntimeError):
             obs.join(5)
         self.stats.restarts += 1
         self._rescan_wanted = "observer-restarted"
+        return True
+
+    def _root_status(self) -> tuple[str | None, tuple[int, int] | None]:
+        """What is wrong with the blueprints folder itself (None: nothing), and its identity."""
+        try:
+            st = os.stat(self.root)
+        except OSError as exc:
+            return f"the blueprints folder {self.root} is missing ({exc.strerror or exc})", None
+        if not stat.S_ISDIR(st.st_mode):
+            return f"the blueprints folder {self.root} is not a folder", None
+        ident = (st.st_dev, st.st_ino)
+        if self._root_id is not None and ident != self._root_id and self._looks_emptied():
+            # An unmounted drive leaves its empty mount point; a rescan would delete everything.
+            return (
+                f"the blueprints folder {self.root} was replaced by a folder without blueprints "
+                "(an unmounted drive?); its blueprints are kept until it has some again",
+                ident,
+            )
+        return None, ident
+
+    def _looks_emptied(self) -> bool:
+        """Whether the folder holds no blueprint file while the index has live blueprints."""
+        unlistable: list[tuple[str, OSError]] = []
+        walk = fs.walk_blueprint_files(self.root, self._ignore, unlistable=unlistable)
+        if any(rel.endswith(fs.YAML_SUFFIX) for rel, _ in walk) or unlistable:
+            return False
+        with self.store.index.read() as cur:
+            rows = cur.execute("SELECT 1 FROM blueprints WHERE deleted = 0 LIMIT 1").fetchall()
+        return bool(rows)
 
     def _drain(self) -> bool:
         for _ in range(_MAX_DRAIN):
@@ -468,7 +621,12 @@ class Watcher:
             self.stats.raw_events += 1
             self._on_fs_event(item[1], time.monotonic())
         elif item[0] == "rescan":
-            self._rescan_into_pending(item[1], item[2])
+            try:
+                self._rescan_into_pending(item[1], item[2])
+            except Exception as exc:
+                if item[2] is not None:
+                    item[2].put(exc)  # rescan() raises it instead of waiting for its timeout
+                raise
 
     # -- raw events --------------------------------------------------------------------------------
 
@@ -544,12 +702,7 @@ class Watcher:
         # The same rules as the full scan (walk_blueprint_files): hidden folders are not walked.
         if any(part.startswith(".") for part in rel.split("/")[:-1]) or self._ignore.ignored(rel):
             return None
-        try:
-            if fs.normalize_path(yaml_rel) != yaml_rel:
-                return None
-        except LocalStoreError:
-            return None
-        return yaml_rel
+        return yaml_rel if _canonical(yaml_rel) else None
 
     def _state_for(self, key: str, now: float) -> _PathState:
         st = self._pending.get(key)
@@ -626,7 +779,10 @@ class Watcher:
             self._vanish(rel, now)
 
     def _appear_tree(self, abs_dir: str, now: float, *, strong: bool) -> None:
-        for rel, _ in fs.walk_blueprint_files(Path(abs_dir), fs.IgnoreRules(())):
+        unlistable: list[tuple[str, OSError]] = []
+        for rel, _ in fs.walk_blueprint_files(
+            Path(abs_dir), fs.IgnoreRules(()), unlistable=unlistable
+        ):
             key = self._key(os.path.join(abs_dir, rel))
             if key is None:
                 continue
@@ -634,6 +790,9 @@ class Watcher:
                 self._appear(key, now)
             else:
                 self._found_by_rescan(key, now, missing=False)
+        if unlistable:
+            # The rescan reports it (state DEGRADED) and keeps what is under it as unknown.
+            self._rescan_wanted = "unlistable-folder"
 
     # -- processing --------------------------------------------------------------------------------
 
@@ -654,6 +813,14 @@ class Watcher:
                     del self._pending[key]
                     self._gated.discard(key)
             gone = self._hold_deletes(self._gate_deletes(gone, now), now)
+            # (A folder that was just watched anew gets its rescan before any delete goes out.)
+            if gone and (not self._check_observer() or self._rescan_wanted is not None):
+                # Everything looks gone when the folder itself is: hold every delete until the
+                # folder is back (or replaced by one with blueprints); then the paths are checked
+                # again. Without this, a drive unmounted for a second deleted every blueprint.
+                for key in gone:
+                    self._pending[key].due = now + HEALTH_CHECK_S
+                gone = []
             if not present and not gone:
                 return
             # Existing files first: a move's new path claims the identity before its old path is
@@ -774,6 +941,10 @@ class Watcher:
                         del rec.events[mark:]
                         log.warning("cannot ingest %s yet: %s", rel, exc)
                         retry.append((rel, may_delete))
+                    except Exception as exc:  # a bug for one path must not stop the others
+                        del rec.events[mark:]
+                        log.exception("unexpected error ingesting %s (%s)", rel, exc)
+                        retry.append((rel, may_delete))
         except StoreClosedError:
             raise
         except (OSError, LocalStoreError, apsw.Error) as exc:
@@ -815,7 +986,7 @@ class Watcher:
                     "FROM blueprints WHERE deleted = 0"
                 )
             }
-        scan = rec.scan(indexed)
+        scan, unlistable = self._scan(rec, indexed)
         changed = []
         for rel, y in scan.yamls.items():
             m = scan.metas.get(fs.meta_path_for(rel))
@@ -826,18 +997,59 @@ class Watcher:
                 or known != (y.st_size, y.st_mtime_ns, m.st_size, m.st_mtime_ns)
             ):
                 changed.append(rel)
-        missing = [p for p in indexed if p not in scan.yamls]
+        # Under a folder that could not be listed a blueprint is unknown, not deleted.
+        missing = [
+            p
+            for p in indexed
+            if p not in scan.yamls and not any(p.startswith(u) for u in unlistable)
+        ]
         return _Diff(
             scanned=len(scan.yamls),
             changed=sorted(changed),
             missing=sorted(missing),
             orphans=rec._orphan_metas(scan),
             stale=[t for t in rec._stale_temps(scan) if _FENCE_PREFIX not in t],
+            unlistable=unlistable,
         )
+
+    def _scan(self, rec: Reconciler, indexed: Container[str]) -> tuple[_Scan, list[str]]:
+        """``Reconciler.scan``, except that folders it cannot list are returned, not raised.
+
+        The reconciler's own full pass still raises on them (it would take their blueprints for
+        deleted); the watcher keeps running, reports them and leaves their blueprints alone.
+        """
+        errors: list[tuple[str, OSError]] = []
+        scan = _Scan()
+        for rel, st in fs.walk_blueprint_files(self.root, rec.rules, unlistable=errors):
+            if rel.endswith(fs.TEMP_SUFFIX):
+                scan.temps[rel] = st
+            elif rel.endswith(fs.YAML_SUFFIX):
+                if rel in indexed or _canonical(rel):
+                    scan.yamls[rel] = st
+            else:
+                scan.metas[rel] = st
+        unlistable = sorted({prefix for prefix, _ in errors})
+        if unlistable != self._unlistable:
+            for prefix, exc in errors:
+                log.warning(
+                    "cannot list %s (%s); its blueprints are left as they are",
+                    prefix or ".",
+                    exc.strerror or exc,
+                )
+        return scan, unlistable
 
     def _rescan_into_pending(self, reason: str, done: queue.SimpleQueue[Any] | None) -> None:
         started = time.monotonic()
+        root_ok = self._check_observer()
         self._rescan_wanted = None
+        if not root_ok:
+            # An empty listing would mark every blueprint missing. The health check rescans once
+            # the folder is back.
+            self._next_rescan = time.monotonic() + self.rescan_interval_s
+            log.warning("rescan (%s) skipped: %s", reason, self._root_problem)
+            if done is not None:
+                done.put(WatcherError(f"cannot rescan: {self._root_problem}"))
+            return
         self._ignore = fs.IgnoreRules.for_root(self.root)
         diff = self._diff()
         now = time.monotonic()
@@ -849,6 +1061,9 @@ class Watcher:
             fs.remove_file(self.root / rel)
         if diff.orphans:
             log.info("meta files without their YAML: %s", ", ".join(diff.orphans[:10]))
+        self._unlistable = diff.unlistable
+        self._step_error = None
+        self._errors_in_row = 0
         self.stats.rescans += 1
         self._next_rescan = time.monotonic() + self.rescan_interval_s
         log.debug(
@@ -869,6 +1084,9 @@ class Watcher:
     def _rescan_now(self) -> RescanReport:
         """Apply the differences at once (the watcher is not running, so nothing is mid-save)."""
         started = time.monotonic()
+        problem, _ = self._root_status()
+        if problem is not None:
+            raise WatcherError(f"cannot rescan: {problem}", hint="bring the folder back first")
         diff = self._diff()
         items = [(rel, False) for rel in diff.changed] + [(rel, True) for rel in diff.missing]
         for i in range(0, len(items), self.batch_size):
@@ -879,6 +1097,38 @@ class Watcher:
             self.store.reconcile()
         self.stats.rescans += 1
         return self._report(diff, started)
+
+
+def _keep_overflow_warnings() -> None:
+    """Keep watchdog's overflow warnings from being dropped before our hook sees them.
+
+    Logger.warning() drops a record before any handler when the logger's effective level is above
+    WARNING (``localstore daemon --log-level ERROR`` sets the root's), and that warning is the
+    only overflow signal watchdog gives: lost events would then wait for the timer rescan. So
+    these loggers get WARNING of their own whenever they would drop it. The cost: their warnings
+    reach the app's handlers even below its root level. Levels are not restored on stop (several
+    watchers may run; restoring would silence the others), and an app that lowers them to DEBUG
+    keeps that.
+    """
+    for name in OVERFLOW_LOGGERS:
+        logger = logging.getLogger(name)
+        if not logger.isEnabledFor(logging.WARNING):
+            logger.setLevel(logging.WARNING)
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _canonical(rel: str) -> bool:
+    """Whether ``rel`` is a path the store would save under (anything else is not tracked)."""
+    try:
+        return fs.normalize_path(rel) == rel
+    except (LocalStoreError, ValueError):
+        # ValueError: a name that is not valid UTF-8 (surrogate escapes) fails to encode; it is
+        # not a blueprint the store could hold, and it must not stop the watcher.
+        return False
 
 
 def _watch_error(exc: OSError, root: Path) -> WatcherError:

@@ -607,13 +607,22 @@ def check_daemon(settings: Settings) -> Finding:
         return Finding("daemon", "info", detail, "start it: `localstore daemon --detach`")
     try:
         with ControlClient(int(state["port"]), str(state["token"]), timeout=5.0) as client:
-            sync = client.status()["sync"]
+            status = client.status()
     except ControlError as exc:
         return Finding(
             "daemon",
             "problem",
             f"pid {state['pid']} does not answer: {exc.message}",
             f"restart it: kill {state['pid']}; localstore daemon --detach",
+        )
+    sync, watcher = status.get("sync", {}), status.get("watcher", {})
+    if watcher.get("state") in ("degraded", "failed"):
+        # Edits in the folder are not (all) being picked up: say why, not just "running".
+        return Finding(
+            "daemon",
+            "problem",
+            f"pid {state['pid']}: the watcher is {watcher['state']}: {watcher.get('problem')}",
+            "fix what it names (it recovers by itself); details in the daemon's log",
         )
     return Finding("daemon", "ok", f"pid {state['pid']}, sync {sync.get('state')}")
 

@@ -45,12 +45,12 @@ from types import FrameType
 from typing import Any
 
 from localstore.config import Settings
-from localstore.errors import LocalStoreError
+from localstore.errors import LocalStoreError, WatcherError
 from localstore.events import Event
 from localstore.store import BlueprintStore
-from localstore.watcher import Watcher
+from localstore.watcher import Watcher, WatcherState
 from sync.control import ControlServer, OpError
-from sync.embed import HomeLock, remove_state, write_state
+from sync.embed import STATE_FILE, HomeLock, lock_holder, remove_state, write_state
 from sync.engine import SyncEngine, SyncReport, SyncStatus
 from sync.errors import NotLoggedInError, SyncError
 from sync.remote import Remote
@@ -68,6 +68,8 @@ TICK_S = 0.5
 FOLLOW_WINDOW_S = 3.0
 MAX_TRACKED_REVS = 50_000
 REMOTE_TIMEOUT_S = 15.0
+WATCHER_RESTART_S = 5.0
+SYNC_WAIT_IDLE_S = 10.0
 # Store event kind -> control API event name (created and modified are both "saved").
 _EVENT_NAMES = {
     "created": "saved",
@@ -154,6 +156,7 @@ class DaemonMetrics:
     quarantined: int = 0
     store_events: int = 0
     foreign_changes: int = 0
+    watcher_restarts: int = 0
     startup_reconcile_seconds: float = 0.0
     last_cycle_seconds: float = 0.0
 
@@ -229,6 +232,7 @@ class Daemon:
         self._unsubs: list[Callable[[], None]] = []
         self._forwarder: _ErrorForwarder | None = None
         self.stopped_cleanly = False
+        self.exit_code = 0
         self._status_mutex = threading.Lock()
         self._status_unsub: Callable[[], None] | None = None
         # Foreign-change follower state (see the module docstring).
@@ -238,11 +242,16 @@ class Daemon:
         self._raw_seen = 0
         self._follow_until = 0.0
         self._candidates: list[tuple[Any, ...]] = []
+        self._next_watcher_restart = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Start everything, serve until SIGTERM/SIGINT or stop(), then shut down; return 0."""
+        """Start everything, serve until SIGTERM/SIGINT or stop(), then shut down.
+
+        Returns 0, or 1 when the home's lock was lost to another process (see ``_check_lock``),
+        so a service manager restarts it (and the restart reports who holds the home).
+        """
         self._lock.acquire_or_raise("start the daemon")
         previous = self._trap_signals()
         try:
@@ -261,7 +270,7 @@ class Daemon:
         finally:
             self._shutdown()
             self._restore_signals(previous)
-        return 0
+        return self.exit_code
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait until run() serves (for embedding the daemon in tests and tools)."""
@@ -403,6 +412,9 @@ class Daemon:
         return TICK_S
 
     def _tick(self) -> None:
+        if not self._check_lock():
+            return
+        self._check_watcher()
         # Offline only: notice a `localstore login` made while the daemon runs.
         due = self.engine is None and time.monotonic() >= self._next_relogin
         if due and self._attach_engine() and self.server is not None:
@@ -411,6 +423,65 @@ class Daemon:
             self._follow_foreign_changes()
         except LocalStoreError as exc:
             log.warning("could not look for changes made by other processes: %s", exc)
+
+    def _check_lock(self) -> bool:
+        """Keep the home's lock and daemon.json in place; False (and stop, exit 1) if lost.
+
+        Deleting ``state/`` (a clean-up script, a user tidying up) takes the lock file and
+        daemon.json with it: a second daemon could then lock a new file and sync the same home,
+        and clients could not find this one. So every tick the lock file is checked (and locked
+        again if it vanished) and daemon.json rewritten if it is gone.
+        """
+        state_dir = self.settings.paths.state
+        try:
+            held = self._lock.still_held()
+            if held and self.server is not None and not (state_dir / STATE_FILE).exists():
+                log.warning("state/daemon.json was deleted; writing it again")
+                write_state(state_dir, self._state_record())
+        except OSError as exc:
+            log.error("cannot restore the home's lock in %s: %s; retrying", state_dir, exc)
+            return True
+        if held:
+            return True
+        pid = lock_holder(state_dir)
+        log.error(
+            "process %s took this home's lock after state/ was deleted; stopping so that only "
+            "one process syncs the home",
+            pid or "?",
+        )
+        self.exit_code = 1
+        self._stop.set()
+        return False
+
+    def _check_watcher(self) -> None:
+        """Replace a watcher whose worker died: otherwise every later edit would go unseen.
+
+        A new Watcher (a watcher runs once) starts with a full rescan, so nothing edited while
+        the old one was dead is missed. If it cannot start (the blueprints folder is gone, say),
+        the dead one stays, is reported ``failed`` by ``status``, and the next try is in
+        ``WATCHER_RESTART_S``.
+        """
+        old, store = self.watcher, self.store
+        if old is None or store is None or old.state is not WatcherState.FAILED:
+            return
+        now = time.monotonic()
+        if now < self._next_watcher_restart:
+            return
+        self._next_watcher_restart = now + WATCHER_RESTART_S
+        log.error("the watcher stopped working (%s); restarting it", old.failure)
+        old.stop()
+        old.join(STOP_BUDGET_S)
+        new = Watcher(store)
+        try:
+            new.start()
+        except LocalStoreError as exc:
+            new.stop()
+            log.error(
+                "cannot restart the watcher: %s; trying again in %.0f s", exc, WATCHER_RESTART_S
+            )
+            return
+        self.watcher = new
+        self.metrics.watcher_restarts += 1
 
     # -- changes made by other processes -------------------------------------------------------
 
@@ -565,6 +636,7 @@ class Daemon:
             "sync": self._sync_status(),
             "watcher": {
                 "state": watcher.state.value if watcher else "stopped",
+                "problem": watcher.problem if watcher else None,
                 "stats": asdict(watcher.stats) if watcher else {},
             },
         }
@@ -586,11 +658,31 @@ class Daemon:
         if not wait:
             engine.request_sync()
             return {"requested": True, "status": self._sync_status()}
-        # Barrier: edits made before this request are indexed before the cycle reads the outbox.
-        if self.watcher is not None:
-            self.watcher.wait_idle(10.0)
+        self._wait_for_watcher()
         report = engine.sync_once()
         return {"report": report.to_dict(), "status": self._sync_status()}
+
+    def _wait_for_watcher(self) -> None:
+        """Barrier: edits made before a `sync` request are indexed before the cycle reads the outbox.
+
+        If the watcher cannot say so (it failed, the folder is missing, it is still behind after
+        SYNC_WAIT_IDLE_S), the request is refused rather than answered with a cycle that may
+        silently leave those edits out.
+        """
+        watcher = self.watcher
+        if watcher is None:
+            return
+        try:
+            idle = watcher.wait_idle(SYNC_WAIT_IDLE_S)
+            why = "it is still busy" if watcher.problem is None else watcher.problem
+        except WatcherError as exc:
+            idle, why = False, exc.message
+        if not idle:
+            raise OpError(
+                "watcher_behind",
+                f"the watcher cannot confirm that every edit is indexed: {why}",
+                hint="see `localstore status`; try again, or sync without waiting",
+            )
 
     def _op_pause(self, pause: bool) -> dict[str, Any]:
         self._paused = pause
@@ -625,6 +717,7 @@ class Daemon:
                 watcher_rescans=w.rescans,
                 watcher_overflows=w.overflows,
                 watcher_failures=w.failures,
+                watcher_errors=w.errors,
             )
         if self.server is not None:
             out["counters"].update(

@@ -101,6 +101,42 @@ class HomeLock:
             self._fd = fd
             return True
 
+    def still_held(self) -> bool:
+        """Check that the file at ``path`` is the one locked; re-lock it if it was deleted.
+
+        An flock belongs to an inode: if ``state/`` (or the lock file) is deleted while we hold
+        it, another process can create and lock a new file at the same path, and two processes
+        sync one home. The daemon calls this every tick: a vanished or replaced file is locked
+        anew (the pid written again). Returns False when another process holds the file now at
+        the path: this one must stop syncing. Raises OSError when the file cannot be created.
+        """
+        with self._mutex:
+            fd = self._fd
+            if fd is None:
+                return False
+            held = os.fstat(fd)
+            try:
+                st = os.stat(self.path)
+                if (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino):
+                    return True
+            except FileNotFoundError:
+                pass
+            log.warning("the lock file %s was deleted or replaced; locking it again", self.path)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            new = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(new, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(new)
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    return False
+                raise
+            os.ftruncate(new, 0)
+            os.write(new, f"{os.getpid()}\n".encode())
+            self._fd = new
+            os.close(fd)  # the old inode: nobody can find it by path any more
+            return True
+
     def acquire_or_raise(self, what: str = "sync") -> None:
         """Take the lock or raise LockHeldError naming the holder's pid."""
         if not self.acquire(blocking=False):

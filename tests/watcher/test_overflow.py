@@ -7,16 +7,18 @@ real changes pile up in the kernel queue, so a real IN_Q_OVERFLOW happens; the w
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from localstore.store import BlueprintStore
-from localstore.watcher import Watcher
+from localstore.watcher import OVERFLOW_LOGGERS, Watcher
 
 from .conftest import STRESS
 
@@ -59,8 +61,19 @@ def _storm(root: Path, events: int) -> None:
         p.unlink()
 
 
+@pytest.fixture(params=["WARNING", "ERROR"])
+def root_level(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The root logger's level; ERROR is what `localstore daemon --log-level ERROR` sets."""
+    root = logging.getLogger()
+    saved = {name: logging.getLogger(name).level for name in ("", *OVERFLOW_LOGGERS)}
+    root.setLevel(request.param)
+    yield request.param
+    for name, level in saved.items():
+        logging.getLogger(name).setLevel(level)
+
+
 def test_overflow_triggers_rescan_and_index_equals_disk(
-    store: BlueprintStore, make_watcher
+    store: BlueprintStore, make_watcher, root_level: str
 ) -> None:
     for i in range(N_FILES):
         store.save(f"storm/f{i}", f"i: {i}\n")

@@ -1,0 +1,107 @@
+"""The daemon keeps its parts working: a watcher that stopped is replaced, a lost lock is noticed.
+
+These run on an in-process daemon (offline, or with a memory remote): no keychain needed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from localstore.errors import LockHeldError
+from localstore.watcher import WatcherState
+from sync.cli_daemon import check_daemon
+from sync.control import ControlRequestError
+from sync.daemon import Daemon
+from sync.embed import HomeLock, daemon_running, lock_holder
+from sync.memory_remote import MemoryRemote
+
+from .conftest import eventually, write_external
+
+
+class _Fatal(BaseException):
+    """Ends the watcher's worker thread, as an error its per-item boundary does not catch."""
+
+
+def test_a_dead_watcher_is_reported_and_restarted(inproc_daemon, monkeypatch) -> None:
+    d = inproc_daemon()
+    old = d.daemon.watcher
+    assert old is not None
+
+    def die() -> None:
+        raise _Fatal("injected")
+
+    monkeypatch.setattr(old, "_process_due", die)
+    old._q.put(("noop",))  # wake the worker
+    assert old._worker is not None
+    old._worker.join(10)
+    assert not old._worker.is_alive()
+    root = d.daemon.settings.paths.blueprints
+    with d.client() as c:
+        c.subscribe()
+        assert eventually(lambda: d.daemon.watcher is not old, 10)
+        status = c.status()
+        assert status["watcher"]["state"] == "running"
+        assert status["watcher"]["problem"] is None
+        write_external(root, "after.blueprint.yaml", "name: after\n")
+        ev = c.wait_for(lambda e: e.get("event") == "saved", 10)
+        assert ev["data"]["path"] == "after.blueprint.yaml"
+        assert c.metrics()["counters"]["watcher_restarts"] == 1
+    assert old.state is WatcherState.STOPPED
+
+
+def test_a_missing_folder_is_reported_and_sync_wait_is_refused(
+    inproc_daemon, tmp_path: Path
+) -> None:
+    d = inproc_daemon(remote_factory=lambda _settings: MemoryRemote())
+    root = d.daemon.settings.paths.blueprints
+    with d.client() as c:
+        assert "report" in c.sync(wait=True)
+        shutil.rmtree(root)
+        assert eventually(lambda: c.status()["watcher"]["state"] == "degraded", 10)
+        assert "missing" in c.status()["watcher"]["problem"]
+        with pytest.raises(ControlRequestError) as info:
+            c.sync(wait=True)
+        assert info.value.code == "watcher_behind"
+        finding = check_daemon(d.daemon.settings)
+        assert finding.status == "problem" and "degraded" in finding.detail
+        root.mkdir()
+        write_external(root, "back.blueprint.yaml", "name: back\n")
+        assert eventually(lambda: c.status()["watcher"]["state"] == "running", 10)
+        assert "report" in c.sync(wait=True)
+        assert check_daemon(d.daemon.settings).status == "ok"
+
+
+def test_deleting_the_state_folder_does_not_let_a_second_daemon_in(inproc_daemon) -> None:
+    d = inproc_daemon()
+    settings = d.daemon.settings
+    shutil.rmtree(settings.paths.state)
+    # The next tick locks a new lock file and writes daemon.json again.
+    assert eventually(lambda: daemon_running(settings) is not None, 10)
+    assert daemon_running(settings)["pid"] == os.getpid()
+    assert lock_holder(settings.paths.state) == os.getpid()
+    second = Daemon(settings, install_signals=False)
+    with pytest.raises(LockHeldError):
+        second.run()
+    with d.client() as c:
+        assert c.status()["daemon"]["pid"] == os.getpid()
+
+
+def test_a_daemon_that_lost_its_lock_stops_with_an_error(inproc_daemon) -> None:
+    d = inproc_daemon()
+    state = d.daemon.settings.paths.state
+    # Another process's lock on a new file put at the path in one step (as after `rm -r state`
+    # and a second daemon's start, without the race of doing those two things separately).
+    other = HomeLock(state / "other")
+    assert other.acquire()
+    try:
+        os.replace(other.path, state / "daemon.lock")
+        d.thread.join(10)
+        assert not d.thread.is_alive()
+        assert d.daemon.exit_code == 1
+        assert d.errors == []
+    finally:
+        other.release()
