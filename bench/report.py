@@ -12,7 +12,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ROOT / "docs" / "benchmarks"
-ORDER = ["store", "yaml", "kv", "watcher", "bundles", "cloud_sql", "cloud", "sync", "sync-cloud", "daemon"]
+ORDER = [
+    "store",
+    "yaml",
+    "kv",
+    "watcher",
+    "bundles",
+    "cloud_sql",
+    "cloud",
+    "sync",
+    "sync-cloud",
+    "daemon",
+]
 
 
 def main() -> None:

@@ -60,6 +60,8 @@ class _Scan:
     unsupported: dict[str, str] = field(default_factory=dict)
     # The ids in those names' meta files (read only when a live row's file is missing).
     carried: dict[str, str] | None = None
+    # Folders (prefix, error) the walk could not list: what is under them is unknown, not gone.
+    unlistable: list[tuple[str, OSError]] = field(default_factory=list)
 
 
 def _unsupported(rel: str) -> str | None:
@@ -99,7 +101,8 @@ class Reconciler:
         path check (most of a 10,000-file rescan otherwise).
         """
         scan = _Scan()
-        for rel, st in fs.walk_blueprint_files(self.store.root, self.rules):
+        walk = fs.walk_blueprint_files(self.store.root, self.rules, unlistable=scan.unlistable)
+        for rel, st in walk:
             if rel.endswith(fs.TEMP_SUFFIX):
                 scan.temps[rel] = st
             elif rel.endswith(fs.YAML_SUFFIX):
@@ -248,6 +251,15 @@ class Reconciler:
         the user's file is intact. Nor is one whose pair was renamed to a name the store cannot
         use (its NFD form, copied from macOS; a ':'): the user can rename it back.
         """
+        for prefix, error in scan.unlistable:
+            if row.path.startswith(prefix):
+                # One unreadable folder (a sudo-made folder, a share's permissions, lost+found)
+                # made every open fail; recording its blueprints deleted would be worse.
+                detail = (
+                    f"kept: the folder {fs.printable(prefix or '.')!r} cannot be read "
+                    f"({error.strerror or error}); fix its permissions"
+                )
+                return {"kind": "unreadable-folder", "path": row.path, "detail": detail}
         if os.path.lexists(self.store.root / row.path):
             detail = (
                 "kept: its files exist, but under a hidden or ignored name that the scan skips; "
@@ -336,6 +348,13 @@ class Reconciler:
             shown = fs.printable(rel)
             log.warning("not a usable blueprint name, left alone: %s (%s)", shown, why)
             report.problems.append({"kind": "unsupported-name", "path": shown, "detail": why})
+        for prefix, error in scan.unlistable:
+            shown = fs.printable(prefix or ".")
+            log.warning("cannot read the folder %s, left alone: %s", shown, error)
+            detail = (
+                f"cannot be read ({error.strerror or error}): its blueprints are left as they are"
+            )
+            report.problems.append({"kind": "unreadable-folder", "path": shown, "detail": detail})
 
     def _orphan_metas(self, scan: _Scan) -> list[str]:
         return sorted(m for m in scan.metas if fs.yaml_path_for(m) not in scan.yamls)

@@ -93,6 +93,37 @@ def test_unreadable_file_is_reported_and_the_rest_reconciled(
         assert sorted(i.path for i in s.list()) == ["good.blueprint.yaml", "locked.blueprint.yaml"]
 
 
+def test_unreadable_folder_is_reported_and_its_blueprints_kept(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder the walk cannot list (a sudo-made folder, another user's share) made every open
+    fail; its blueprints are unknown, so they are neither deleted nor re-read."""
+    with _open(home) as s:
+        hidden_away = s.save("locked/x", DOC)
+        other = s.save("open/y", DOC)
+    root = home / "blueprints"
+    (root / "open/y.blueprint.yaml").write_text("steps: [edited]\n")
+    real_scandir = os.scandir
+
+    def scandir(path):  # type: ignore[no-untyped-def]
+        # Running as root, mode 000 is no obstacle: inject the EACCES another user would get.
+        if Path(path) == root / "locked":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    for _ in range(2):
+        with _open(home) as s:
+            assert s.load(other.id).content == "steps: [edited]\n"  # the pass went on
+            assert s.load(hidden_away.id).path == "locked/x.blueprint.yaml"  # not deleted
+            kinds = _kinds(s.check(fix=True))
+            assert ("unreadable-folder", "locked/") in kinds
+    monkeypatch.setattr(os, "scandir", real_scandir)
+    with _open(home) as s:
+        assert s.check().clean
+        assert [h.origin for h in s.history(hidden_away.id)] == ["local"]
+
+
 def test_name_whose_meta_and_temp_names_would_not_fit_is_refused(home: Path) -> None:
     longest = "n" * (fs.MAX_SEGMENT_BYTES - len(fs.YAML_SUFFIX))
     with _open(home) as s:
