@@ -373,14 +373,12 @@ class KVStore:
         )
         for _attempt in range(3):
             try:
-                created = self._write_item(key, row, tag_tuple, encrypt)
+                self._write_item(key, row, tag_tuple, encrypt, item, plain)
                 break
             except _StaleKey:
                 self._create_key(rotate=False)
         else:  # pragma: no cover - three concurrent key creations in a row
             raise KVError(f"cannot save {key!r}: the data key kept changing", hint="try again")
-        with self._lock:
-            self._hot.put(key, replace(item, created=created), plain, now)
 
     def _expiry(self, ttl: float | None, expires_at: float | None) -> float | None:
         if ttl is not None and expires_at is not None:
@@ -392,8 +390,14 @@ class KVStore:
         return expires_at
 
     def _write_item(
-        self, key: str, row: tuple[Any, ...], tags: tuple[str, ...], encrypt: bool
-    ) -> float:
+        self,
+        key: str,
+        row: tuple[Any, ...],
+        tags: tuple[str, ...],
+        encrypt: bool,
+        item: KVItem,
+        plain: bytes,
+    ) -> None:
         stored, fmt, compressed, meta_json, tags_json, now, expires, size = row
         with self._lock, self._index.write() as cur:
             key_id = None
@@ -429,7 +433,9 @@ class KVStore:
             cur.execute("DELETE FROM kv_tags WHERE key = ?", (key,))
             cur.executemany("INSERT INTO kv_tags VALUES (?, ?)", [(t, key) for t in tags])
             self._bump_generation(cur)
-        return float(rows[0][0])
+            # Cached in the same locked region as the write: a put after releasing the lock could
+            # land after another thread's newer save or delete of this key and resurrect our value.
+            self._hot.put(key, replace(item, created=float(rows[0][0])), plain, now)
 
     def delete(self, key: str) -> bool:
         """Delete ``key``; return whether a (live or expired) item was there."""

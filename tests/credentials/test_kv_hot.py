@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -287,3 +288,47 @@ def test_saves_during_rotation_stay_readable(
         assert fresh.load(k).startswith("w")
     assert list(_states(index).values()) == ["current"]
     _all_readable(index, creds)
+
+
+# --- races between threads and processes ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("racer", ["save", "delete"])
+def test_a_racing_write_is_not_undone_by_an_older_save(
+    index: Index, monkeypatch: pytest.MonkeyPatch, racer: str
+) -> None:
+    kv = KVStore(index, hot_items=10)
+    kv.save("k", "first")
+    truth = KVStore(index, hot_items=0)
+    committed, racer_done = threading.Event(), threading.Event()
+    real_write = kv._write_item
+
+    def slow_write(*args: Any) -> Any:
+        result = real_write(*args)
+        if threading.current_thread().name == "older":
+            # Widen the gap after the older save's commit, where it used to re-take the lock to
+            # fill the hot tier: the racer now commits and caches first.
+            committed.set()
+            assert racer_done.wait(30)
+        return result
+
+    monkeypatch.setattr(kv, "_write_item", slow_write)
+    older = threading.Thread(target=lambda: kv.save("k", "older"), name="older")
+    older.start()
+    assert committed.wait(30)
+
+    def race() -> None:
+        if racer == "save":
+            kv.save("k", "newer")
+        else:
+            kv.delete("k")
+        racer_done.set()
+
+    newer = threading.Thread(target=race, name="newer")
+    newer.start()
+    older.join()
+    newer.join()
+    expected = truth.load("k", "<missing>")
+    assert expected == ("newer" if racer == "save" else "<missing>")
+    assert kv.load("k", "<missing>") == expected
+    assert kv.exists("k") == (racer == "save")
