@@ -308,7 +308,9 @@ class KVStore:
         # One lock for the hot tier and the coherence counters; never held across index writes
         # of other threads for long (index calls inside are short).
         self._lock = threading.RLock()
-        self._local_writes = 0  # bumps on every write here; a read that raced one is not cached
+        # Bumps on every write here and every time the tier is emptied: a read that raced either
+        # (a local write, or another process's commit noticed by another thread) is not cached.
+        self._epoch = 0
         self._seen_data_version: int | None = None
         self._seen_generation: int | None = None
         self._purger: Purger | None = None
@@ -502,10 +504,10 @@ class KVStore:
                 entry = self._hot.get(key, now)
                 if entry is not None:
                     return entry.item, entry.plain
-            writes_before = self._local_writes
+            epoch_before = self._epoch
         item, plain = self._read_item(key, now)
         with self._lock:
-            if self._local_writes == writes_before:  # no write raced this read
+            if self._epoch == epoch_before:  # no write or coherence check raced this read
                 self._hot.put(key, item, plain, now)
         return item, plain
 
@@ -615,9 +617,14 @@ class KVStore:
         ).fetchall()
         before = int(rows[0][0])
         if self._seen_generation is not None and before != self._seen_generation:
-            self._hot.clear()  # another process wrote since we last looked
+            self._clear_hot()  # another process wrote since we last looked
         self._seen_generation = before + 1
-        self._local_writes += 1
+        self._epoch += 1
+
+    def _clear_hot(self) -> None:
+        """Empty the hot tier (lock held); reads already in flight must not refill it."""
+        self._hot.clear()
+        self._epoch += 1
 
     def _sync_with_other_processes(self) -> None:
         with self._index.read() as cur:
@@ -628,7 +635,7 @@ class KVStore:
                 cur.execute("SELECT value FROM kv_state WHERE name = 'generation'").fetchall()[0][0]
             )
         if gen != self._seen_generation:
-            self._hot.clear()
+            self._clear_hot()
             self._seen_generation = gen
         self._seen_data_version = version
 
@@ -771,7 +778,7 @@ class KVStore:
         """Stop the purger (if started) and drop the hot tier. The index stays open (not ours)."""
         with self._lock:
             purger, self._purger = self._purger, None
-            self._hot.clear()
+            self._clear_hot()
         if purger is not None:
             purger.stop()
             purger.join()

@@ -332,3 +332,38 @@ def test_a_racing_write_is_not_undone_by_an_older_save(
     assert expected == ("newer" if racer == "save" else "<missing>")
     assert kv.load("k", "<missing>") == expected
     assert kv.exists("k") == (racer == "save")
+
+
+def test_a_read_that_raced_another_process_write_is_not_cached(
+    index: Index, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = KVStore(index, hot_items=10)
+    mine.save("k", "v1")
+    mine.save("other", 0)
+    mine.close()  # empty the tier so the next load of k reads the index
+    other_index = Index(settings.paths.index_db)
+    try:
+        theirs = KVStore(other_index, hot_items=0)
+        read_done, go = threading.Event(), threading.Event()
+        real_read = mine._read_item
+
+        def paused_read(*args: Any) -> Any:
+            result = real_read(*args)
+            if threading.current_thread().name == "slow-reader":
+                read_done.set()  # holds the old row, not yet cached
+                assert go.wait(30)
+            return result
+
+        monkeypatch.setattr(mine, "_read_item", paused_read)
+        reader = threading.Thread(target=lambda: mine.load("k"), name="slow-reader")
+        reader.start()
+        assert read_done.wait(30)
+        theirs.save("k", "v2")
+        # Another thread of ours notices the foreign commit and records its data_version; the
+        # slow reader's old row must not be cached after that, or nothing would evict it.
+        assert mine.load("other") == 0
+        go.set()
+        reader.join()
+        assert mine.load("k") == "v2"
+    finally:
+        other_index.close()
