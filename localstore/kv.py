@@ -28,7 +28,8 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -401,7 +402,7 @@ class KVStore:
         plain: bytes,
     ) -> None:
         stored, fmt, compressed, meta_json, tags_json, now, expires, size = row
-        with self._lock, self._index.write() as cur:
+        with self._write() as cur:
             key_id = None
             if encrypt:
                 assert self._keys is not None
@@ -442,7 +443,7 @@ class KVStore:
     def delete(self, key: str) -> bool:
         """Delete ``key``; return whether a (live or expired) item was there."""
         _check_key(key)
-        with self._lock, self._index.write() as cur:
+        with self._write() as cur:
             gone = cur.execute(
                 "DELETE FROM kv_items WHERE key = ? RETURNING key", (key,)
             ).fetchall()
@@ -456,7 +457,7 @@ class KVStore:
         now = self._clock()
         total = 0
         while True:
-            with self._lock, self._index.write() as cur:
+            with self._write() as cur:
                 keys = [
                     r[0]
                     for r in cur.execute(
@@ -611,13 +612,32 @@ class KVStore:
 
     # -- coherence --------------------------------------------------------------------------------
 
+    @contextmanager
+    def _write(self) -> Iterator[Any]:
+        """An index write transaction under the store lock; a failed one resets the coherence state.
+
+        _bump_generation and the hot-tier updates run before COMMIT. If the transaction then fails
+        (a write error, or COMMIT itself on a full disk), the counters would count a write that was
+        rolled back and the next foreign write would pass for ours. Rather than defer every update
+        until after COMMIT, forget what we know: the next read re-reads the generation.
+        """
+        with self._lock:
+            try:
+                with self._index.write() as cur:
+                    yield cur
+            except BaseException:
+                self._clear_hot()
+                self._seen_generation = None
+                self._seen_data_version = None
+                raise
+
     def _bump_generation(self, cur: apsw.Cursor) -> None:
         rows: list[Any] = cur.execute(
             "UPDATE kv_state SET value = value + 1 WHERE name = 'generation' RETURNING value - 1"
         ).fetchall()
         before = int(rows[0][0])
-        if self._seen_generation is not None and before != self._seen_generation:
-            self._clear_hot()  # another process wrote since we last looked
+        if before != self._seen_generation:
+            self._clear_hot()  # another process wrote since we last looked (or we lost track)
         self._seen_generation = before + 1
         self._epoch += 1
 
@@ -711,7 +731,7 @@ class KVStore:
                 (keys.reseal(bytes(v), kid, aad=_aad(str(k))), kid, str(k), bytes(v))
                 for k, v in rows
             ]
-            with self._lock, self._index.write() as cur:
+            with self._write() as cur:
                 if self._current_kid(cur) != kid:
                     return count  # a newer rotation took over; it re-seals the rest
                 for new_value, new_kid, key, old_value in resealed:

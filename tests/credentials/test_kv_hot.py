@@ -11,7 +11,7 @@ import pytest
 from localstore.config import Settings
 from localstore.credentials import CredentialStore
 from localstore.crypto import DataKeys
-from localstore.errors import CryptoError, InvalidInputError, KVError
+from localstore.errors import CryptoError, IndexStoreError, InvalidInputError, KVError
 from localstore.index import Index
 from localstore.kv import KVNotFoundError, KVStore, Purger, PurgerState
 
@@ -367,3 +367,32 @@ def test_a_read_that_raced_another_process_write_is_not_cached(
         assert mine.load("k") == "v2"
     finally:
         other_index.close()
+
+
+@pytest.mark.parametrize("failing", ["save", "delete", "purge"])
+def test_a_failed_commit_does_not_hide_the_next_foreign_write(
+    index: Index, settings: Settings, clock: FakeClock, failing: str
+) -> None:
+    mine = KVStore(index, clock=clock, hot_items=10)
+    mine.save("k", "v1")
+    mine.save("x", "x", ttl=1)
+    assert mine.load("k") == "v1"  # cached
+    clock.now += 2
+    index.conn.setcommithook(lambda: True)  # the next COMMIT fails (like a full disk or I/O error)
+    try:
+        with pytest.raises(IndexStoreError):
+            if failing == "save":
+                mine.save("lost", "never committed")
+            elif failing == "delete":
+                mine.delete("x")
+            else:
+                mine.purge_expired()
+    finally:
+        index.conn.setcommithook(None)
+    other_index = Index(settings.paths.index_db)
+    try:
+        KVStore(other_index, clock=clock, hot_items=0).save("k", "v2")
+    finally:
+        other_index.close()
+    assert mine.load("k") == "v2"
+    assert not mine.exists("lost")
