@@ -21,6 +21,7 @@ rotation (or :meth:`KVStore.recover_keys`) finishes the job.
 
 from __future__ import annotations
 
+import copy
 import enum
 import json
 import logging
@@ -216,7 +217,7 @@ def _prefix_bounds(prefix: str) -> tuple[str, str | None]:
 
 @dataclass(slots=True)
 class _HotEntry:
-    item: KVItem  # value is None; the plaintext below is decoded per hit (callers may mutate)
+    item: KVItem  # value is None; the plaintext is decoded and metadata copied per hit
     plain: bytes
     cached_at: float
     cost: int
@@ -493,7 +494,10 @@ class KVStore:
     def load_item(self, key: str) -> KVItem:
         """Return the item (value, metadata, tags, times). Raises like :meth:`load`."""
         item, plain = self._load(key)
-        return replace(item, value=_decode(key, plain, item.format))
+        # The item may be the hot tier's: a caller mutating its metadata must not change what
+        # later reads return. (Tags are a tuple; the value is decoded afresh.)
+        metadata = copy.deepcopy(item.metadata)
+        return replace(item, value=_decode(key, plain, item.format), metadata=metadata)
 
     def _load(self, key: str) -> tuple[KVItem, bytes]:
         """The item (value unset) and its plaintext, from the hot tier or the index."""

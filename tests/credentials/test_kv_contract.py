@@ -110,6 +110,18 @@ def test_returned_values_are_copies(kv: KVStore) -> None:
     assert kv.load("doc") == {"list": [1, 2]}
 
 
+def test_returned_metadata_is_a_copy(kv: KVStore) -> None:
+    meta = {"owner": "alice", "nested": {"n": [1]}}
+    kv.save("doc", 1, metadata=meta)
+    meta["owner"] = "changed by the caller after saving"
+    for _ in range(2):  # first served as cached by save, then as cached by a read from the index
+        item = kv.load_item("doc")
+        item.metadata["owner"] = "mallory"
+        item.metadata["nested"]["n"].append(2)
+        assert kv.load_item("doc").metadata == {"owner": "alice", "nested": {"n": [1]}}
+        kv.close()  # empties the hot tier
+
+
 def test_missing_keys(kv: KVStore) -> None:
     kv.save("present", 1)
     assert kv.load("present") == 1
