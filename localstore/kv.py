@@ -25,6 +25,8 @@ import copy
 import enum
 import json
 import logging
+import math
+import numbers
 import threading
 import time
 import zlib
@@ -189,6 +191,23 @@ def _check_tags(tags: Iterable[str]) -> tuple[str, ...]:
             raise InvalidInputError(f"a tag must be a string of 1-{MAX_TAG_CHARS} characters")
         out[tag] = None
     return tuple(sorted(out))
+
+
+def _finite(name: str, value: Any) -> float:
+    """Return ``value`` as a finite float. Raises InvalidInputError."""
+    # SQLite stores NaN as NULL (an item that never expires), and a str or bytes would be stored
+    # as is and make every later load of the item raise a raw TypeError or ValueError.
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    try:
+        number = float(value) if ok else math.nan
+    except OverflowError:  # an int too large for a float
+        number = math.nan
+    if not math.isfinite(number):
+        raise InvalidInputError(
+            f"{name} must be a finite number of seconds, not {value!r:.40}",
+            hint="leave it out (None) for an item that never expires",
+        )
+    return number
 
 
 def _metadata_json(metadata: Mapping[str, Any] | None) -> str:
@@ -388,10 +407,11 @@ class KVStore:
         if ttl is not None and expires_at is not None:
             raise InvalidInputError("give ttl or expires_at, not both")
         if ttl is not None:
-            if ttl <= 0:
+            seconds = _finite("ttl", ttl)
+            if seconds <= 0:
                 raise InvalidInputError("ttl must be positive (seconds)")
-            return self._clock() + ttl
-        return expires_at
+            return _finite("ttl", self._clock() + seconds)
+        return None if expires_at is None else _finite("expires_at", expires_at)
 
     def _write_item(
         self,

@@ -185,6 +185,26 @@ def test_ttl_validation(kv: KVStore) -> None:
     assert kv.load("x") == 1
 
 
+BAD_EXPIRY = [float("nan"), float("inf"), -float("inf"), 10**400, True, "2020-01-01", b"1", [1]]
+
+
+@pytest.mark.parametrize("field", ["ttl", "expires_at"])
+@pytest.mark.parametrize("bad", BAD_EXPIRY, ids=repr)
+def test_expiry_must_be_a_finite_number(
+    kv: KVStore, clock: FakeClock, field: str, bad: Any
+) -> None:
+    # NaN is stored as NULL (never expires); a string or bytes was stored and broke every load.
+    with pytest.raises(InvalidInputError, match=field):
+        kv.save("x", 1, **{field: bad})
+    assert kv.keys() == []
+    base = 0 if field == "ttl" else int(clock.now)
+    kv.save("int", 1, **{field: base + 5})
+    kv.save("float", 2, **{field: base + 2.5})
+    assert kv.load("int") == 1 and kv.load("float") == 2
+    clock.advance(5)
+    assert kv.keys() == []
+
+
 def test_prefix_listing(kv: KVStore) -> None:
     keys = ["a/1", "a/2", "a/sub/3", "ab", "b", "\u00e9/1", "\u00e9\U0010ffff", "\U0010ffff"]
     for k in keys:
