@@ -177,9 +177,22 @@ def _aad(key: str) -> bytes:
     return b"localstore:kv:" + key.encode("utf-8")
 
 
+def _check_utf8(what: str, text: str) -> None:
+    # A lone surrogate cannot be encoded as UTF-8: SQLite (and the AAD) would raise a raw
+    # UnicodeEncodeError at bind time instead of a typed error before anything is written.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(
+            f"{what} {ascii(text)[:80]} is not valid Unicode (it has a lone surrogate)",
+            hint="decode bytes with errors='replace' or use only encodable characters",
+        ) from None
+
+
 def _check_key(key: str) -> None:
     if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_CHARS or "\x00" in key:
         raise InvalidInputError(f"an app-data key must be 1-{MAX_KEY_CHARS} characters, no NUL")
+    _check_utf8("the app-data key", key)
 
 
 def _check_tags(tags: Iterable[str]) -> tuple[str, ...]:
@@ -189,6 +202,7 @@ def _check_tags(tags: Iterable[str]) -> tuple[str, ...]:
     for tag in tags:
         if not isinstance(tag, str) or not 1 <= len(tag) <= MAX_TAG_CHARS:
             raise InvalidInputError(f"a tag must be a string of 1-{MAX_TAG_CHARS} characters")
+        _check_utf8("the tag", tag)
         out[tag] = None
     return tuple(sorted(out))
 
@@ -228,7 +242,10 @@ def _prefix_bounds(prefix: str) -> tuple[str, str | None]:
     last = ord(prefix[-1])
     if last >= 0x10FFFF:
         return prefix, None
-    return prefix, prefix[:-1] + chr(last + 1)
+    # Keys hold no surrogates (they are not UTF-8), so U+D7FF's successor is U+E000; chr(0xD800)
+    # as the bound could not even be bound as a parameter.
+    following = 0xE000 if last == 0xD7FF else last + 1
+    return prefix, prefix[:-1] + chr(following)
 
 
 # --- hot tier -----------------------------------------------------------------------------------
@@ -608,7 +625,15 @@ class KVStore:
         return bool(rows)
 
     def keys(self, prefix: str = "", *, tag: str | None = None) -> list[str]:
-        """Live keys starting with ``prefix`` (and carrying ``tag`` if given), sorted."""
+        """Live keys starting with ``prefix`` (and carrying ``tag`` if given), sorted.
+
+        Raises InvalidInputError for a prefix or tag that is not encodable text.
+        """
+        if not isinstance(prefix, str) or (tag is not None and not isinstance(tag, str)):
+            raise InvalidInputError("the prefix and tag must be strings")
+        _check_utf8("the prefix", prefix)
+        if tag is not None:
+            _check_utf8("the tag", tag)
         low, high = _prefix_bounds(prefix)
         sql = ["SELECT i.key FROM kv_items i"]
         args: list[Any] = []

@@ -219,6 +219,35 @@ def test_prefix_listing(kv: KVStore) -> None:
     assert kv.load("a/1") == "a/1"
 
 
+def test_prefix_before_the_surrogate_range(kv: KVStore) -> None:
+    # U+D7FF is the last code point before the surrogates; its successor in a key is U+E000.
+    for k in ["a\ud7ff-1", "a\ud7ff-2", "a\ue000", "b"]:
+        kv.save(k, k)
+    assert kv.keys("a\ud7ff") == ["a\ud7ff-1", "a\ud7ff-2"]
+    assert kv.keys("a") == ["a\ud7ff-1", "a\ud7ff-2", "a\ue000"]
+    assert kv.keys("\ud7ff") == []
+
+
+@pytest.mark.parametrize("bad", ["\ud800", "x\udc00", "\udfff-tail"], ids=ascii)
+def test_lone_surrogates_are_invalid_input(kv: KVStore, bad: str) -> None:
+    # They cannot be encoded as UTF-8, so SQLite would raise a raw UnicodeEncodeError.
+    calls = [
+        lambda: kv.save(bad, 1),
+        lambda: kv.save(bad, 1, encrypt=True),
+        lambda: kv.save("k", 1, tags=[bad]),
+        lambda: kv.load(bad),
+        lambda: kv.load_item(bad),
+        lambda: kv.exists(bad),
+        lambda: kv.delete(bad),
+        lambda: kv.keys(bad),
+        lambda: kv.keys(tag=bad),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidInputError, match="Unicode"):
+            call()
+    assert kv.keys() == []
+
+
 def test_tags(kv: KVStore) -> None:
     kv.save("p/1", 1, tags=["red", "big"])
     kv.save("p/2", 2, tags=["red"])
