@@ -257,6 +257,17 @@ class _Reader:
         return self.take(1)[0]
 
 
+def _header_key_id(raw: bytes) -> str:
+    # Checked here, before any lookup: a tampered id otherwise surfaced late (in secret_name) as
+    # a CryptoError about the caller's input, not as the DecryptionError every tampering raises.
+    key_id = raw.decode("ascii", "replace")
+    if not 1 <= len(raw) <= MAX_KEY_ID or not set(key_id) <= _KEY_ID_CHARS:
+        raise DecryptionError(
+            "envelope header has a malformed key id", hint="the data is corrupt or not ours"
+        )
+    return key_id
+
+
 def read_header(envelope: bytes) -> EnvelopeHeader:
     """Parse an envelope's header (not yet authenticated). Raises DecryptionError if malformed."""
     rd = _Reader(bytes(envelope[: 8 + MAX_KEY_ID + 255 + NONCE_BYTES]))
@@ -270,7 +281,7 @@ def read_header(envelope: bytes) -> EnvelopeHeader:
     kind = rd.byte()
     key_id, salt, params = "", b"", None
     if kind == KIND_DATA_KEY:
-        key_id = rd.take(rd.byte()).decode("ascii", "replace")
+        key_id = _header_key_id(rd.take(rd.byte()))
     elif kind == KIND_PASSPHRASE:
         params = ScryptParams(log2_n=rd.byte(), r=rd.byte(), p=rd.byte())
         salt = rd.take(rd.byte())

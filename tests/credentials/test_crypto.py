@@ -349,3 +349,30 @@ def test_data_keys_seal_reseal_and_delete() -> None:
     with pytest.raises(KeyNotFoundError):
         fresh.unseal(env, aad=b"k")
     assert repr(keys).startswith("DataKeys(")
+
+
+def test_a_tampered_key_id_is_a_decryption_error() -> None:
+    keys = crypto.DataKeys(_DictSecrets())
+    kid = keys.create()
+    env = keys.seal(kid, b"value", aad=b"k")
+    assert env[6] == len(kid) and env[7 : 7 + len(kid)] == kid.encode()
+    forged = {
+        "character outside the key-id alphabet": env[:7] + b"/" + env[8:],
+        "non-ASCII byte": env[:7] + b"\xc3" + env[8:],
+        "empty key id": env[:6] + b"\x00" + env[7:],
+        "key id longer than the maximum": env[:6]
+        + bytes([crypto.MAX_KEY_ID + 1])
+        + b"a" * (crypto.MAX_KEY_ID + 1)
+        + env[7 + len(kid) :],
+    }
+    fresh = crypto.DataKeys(_DictSecrets())  # nothing cached: the id would be looked up
+    for label, bad in forged.items():
+        for open_it in (
+            lambda b: keys.unseal(b, aad=b"k"),
+            lambda b: fresh.unseal(b, aad=b"k"),
+            lambda b: crypto.unseal(keys.get(kid), b, aad=b"k"),
+            crypto.key_id_of,
+        ):
+            with pytest.raises(DecryptionError, match="key id"):
+                open_it(bad)
+        assert label
