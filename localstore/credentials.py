@@ -257,6 +257,14 @@ class _FileLock:
                 os.close(fd)  # closing releases the flock
 
 
+def _utf8_or_none(text: str) -> bytes | None:
+    """Return ``text`` as UTF-8, or None if it cannot be encoded (a lone surrogate)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+
+
 class EncryptedFileBackend:
     """Opt-in fallback: every service's values in one file sealed with a passphrase (mode 0600).
 
@@ -312,7 +320,16 @@ class EncryptedFileBackend:
     def _store(self, services: dict[str, dict[str, str]]) -> None:
         if self._key is None:
             self._key = crypto.PassphraseKey.derive(self._passphrase, params=self._params)
-        plain = json.dumps({"version": 1, "services": services}, ensure_ascii=False).encode()
+        text = json.dumps({"version": 1, "services": services}, ensure_ascii=False)
+        plain = _utf8_or_none(text)
+        if plain is None:
+            # Raised outside the except block on purpose: the UnicodeEncodeError's .object is
+            # the plaintext of every credential in the file, and even "from None" would keep it
+            # reachable as __context__.
+            raise CredentialError(
+                f"cannot write {self.path}: a name or value is not valid Unicode",
+                hint="use only valid Unicode characters (no lone surrogates)",
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(
             self.path, crypto.seal_with_passphrase(self._key, plain, aad=_FILE_AAD), mode=0o600
@@ -386,6 +403,13 @@ def _check_name(name: str) -> None:
             f"invalid credential name {name!r}",
             hint="no control characters, no leading/trailing spaces",
         )
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no keychain or SQLite can store it
+        raise InvalidInputError(
+            f"invalid credential name {name!a}",
+            hint="use only valid Unicode characters (no lone surrogates)",
+        ) from None
 
 
 def _check_value(name: str, value: str) -> None:
@@ -394,10 +418,10 @@ def _check_value(name: str, value: str) -> None:
         raise InvalidInputError(f"the value of {name!r} must be a string")
     if not value:
         raise InvalidInputError(f"the value of {name!r} is empty", hint="nothing to store")
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidInputError(f"the value of {name!r} is not valid Unicode") from None
+    encoded = _utf8_or_none(value)  # not in an except block: the error would hold the value
+    if encoded is None:
+        raise InvalidInputError(f"the value of {name!r} is not valid Unicode")
+    size = len(encoded)
     if size > MAX_VALUE_BYTES:
         raise InvalidInputError(
             f"the value of {name!r} is {size} bytes; the keychain limit here is {MAX_VALUE_BYTES}",

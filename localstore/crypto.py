@@ -90,9 +90,14 @@ MAX_KEY_ID = 64
 DATA_KEY_PREFIX = "datakey:"
 
 # Bounds on scrypt parameters read from untrusted headers: a forged header must not be able to make
-# us allocate gigabytes or spin for minutes before the tag check fails.
+# us allocate gigabytes or spin for minutes before the tag check fails. Bounding each field is not
+# enough (N=2**20, r=32 needs 4 GiB): the products that cost are bounded too, memory 128*r*N bytes
+# and work ~ p*r*N. The default (N=2**17, r=8, p=1) uses 128 MiB and 2**20 work; the caps allow 2x
+# its memory and 8x its work (about 5 s), which covers OWASP's other scrypt settings.
 _MIN_LOG2_N, _MAX_LOG2_N = 10, 20
 _MAX_R, _MAX_P = 32, 16
+_MAX_SCRYPT_MEMORY = 256 * 1024 * 1024
+_MAX_SCRYPT_WORK = 2**23
 _KEY_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -110,6 +115,8 @@ class ScryptParams:
             _MIN_LOG2_N <= self.log2_n <= _MAX_LOG2_N
             and 1 <= self.r <= _MAX_R
             and 1 <= self.p <= _MAX_P
+            and 128 * self.r * 2**self.log2_n <= _MAX_SCRYPT_MEMORY
+            and self.p * self.r * 2**self.log2_n <= _MAX_SCRYPT_WORK
         ):
             raise DecryptionError(
                 "scrypt parameters out of bounds", hint="the data is corrupt or not ours"
@@ -135,8 +142,21 @@ def _passphrase_bytes(passphrase: str) -> bytes:
 
 def _derive(passphrase: str, salt: bytes, params: ScryptParams) -> bytes:
     params.check()
-    kdf = Scrypt(salt=salt, length=KEY_BYTES, n=2**params.log2_n, r=params.r, p=params.p)
-    return kdf.derive(_passphrase_bytes(passphrase))
+    material = _passphrase_bytes(passphrase)
+    try:
+        kdf = Scrypt(salt=salt, length=KEY_BYTES, n=2**params.log2_n, r=params.r, p=params.p)
+        return kdf.derive(material)
+    except MemoryError:
+        # Within the bounds this is a machine short of memory; it must not escape as a raw
+        # MemoryError through bundle import or the credentials file.
+        raise DecryptionError(
+            "scrypt key derivation failed: not enough memory",
+            hint=f"free at least {128 * params.r * 2**params.log2_n >> 20} MiB and try again",
+        ) from None
+    except ValueError as exc:  # parameters OpenSSL refuses (the bounds should prevent this)
+        raise DecryptionError(
+            "scrypt parameters were refused", hint="the data is corrupt or not ours"
+        ) from exc
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -237,6 +257,17 @@ class _Reader:
         return self.take(1)[0]
 
 
+def _header_key_id(raw: bytes) -> str:
+    # Checked here, before any lookup: a tampered id otherwise surfaced late (in secret_name) as
+    # a CryptoError about the caller's input, not as the DecryptionError every tampering raises.
+    key_id = raw.decode("ascii", "replace")
+    if not 1 <= len(raw) <= MAX_KEY_ID or not set(key_id) <= _KEY_ID_CHARS:
+        raise DecryptionError(
+            "envelope header has a malformed key id", hint="the data is corrupt or not ours"
+        )
+    return key_id
+
+
 def read_header(envelope: bytes) -> EnvelopeHeader:
     """Parse an envelope's header (not yet authenticated). Raises DecryptionError if malformed."""
     rd = _Reader(bytes(envelope[: 8 + MAX_KEY_ID + 255 + NONCE_BYTES]))
@@ -250,7 +281,7 @@ def read_header(envelope: bytes) -> EnvelopeHeader:
     kind = rd.byte()
     key_id, salt, params = "", b"", None
     if kind == KIND_DATA_KEY:
-        key_id = rd.take(rd.byte()).decode("ascii", "replace")
+        key_id = _header_key_id(rd.take(rd.byte()))
     elif kind == KIND_PASSPHRASE:
         params = ScryptParams(log2_n=rd.byte(), r=rd.byte(), p=rd.byte())
         salt = rd.take(rd.byte())

@@ -21,14 +21,18 @@ rotation (or :meth:`KVStore.recover_keys`) finishes the job.
 
 from __future__ import annotations
 
+import copy
 import enum
 import json
 import logging
+import math
+import numbers
 import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -173,9 +177,22 @@ def _aad(key: str) -> bytes:
     return b"localstore:kv:" + key.encode("utf-8")
 
 
+def _check_utf8(what: str, text: str) -> None:
+    # A lone surrogate cannot be encoded as UTF-8: SQLite (and the AAD) would raise a raw
+    # UnicodeEncodeError at bind time instead of a typed error before anything is written.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(
+            f"{what} {ascii(text)[:80]} is not valid Unicode (it has a lone surrogate)",
+            hint="decode bytes with errors='replace' or use only encodable characters",
+        ) from None
+
+
 def _check_key(key: str) -> None:
     if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_CHARS or "\x00" in key:
         raise InvalidInputError(f"an app-data key must be 1-{MAX_KEY_CHARS} characters, no NUL")
+    _check_utf8("the app-data key", key)
 
 
 def _check_tags(tags: Iterable[str]) -> tuple[str, ...]:
@@ -185,8 +202,26 @@ def _check_tags(tags: Iterable[str]) -> tuple[str, ...]:
     for tag in tags:
         if not isinstance(tag, str) or not 1 <= len(tag) <= MAX_TAG_CHARS:
             raise InvalidInputError(f"a tag must be a string of 1-{MAX_TAG_CHARS} characters")
+        _check_utf8("the tag", tag)
         out[tag] = None
     return tuple(sorted(out))
+
+
+def _finite(name: str, value: Any) -> float:
+    """Return ``value`` as a finite float. Raises InvalidInputError."""
+    # SQLite stores NaN as NULL (an item that never expires), and a str or bytes would be stored
+    # as is and make every later load of the item raise a raw TypeError or ValueError.
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    try:
+        number = float(value) if ok else math.nan
+    except OverflowError:  # an int too large for a float
+        number = math.nan
+    if not math.isfinite(number):
+        raise InvalidInputError(
+            f"{name} must be a finite number of seconds, not {value!r:.40}",
+            hint="leave it out (None) for an item that never expires",
+        )
+    return number
 
 
 def _metadata_json(metadata: Mapping[str, Any] | None) -> str:
@@ -207,7 +242,10 @@ def _prefix_bounds(prefix: str) -> tuple[str, str | None]:
     last = ord(prefix[-1])
     if last >= 0x10FFFF:
         return prefix, None
-    return prefix, prefix[:-1] + chr(last + 1)
+    # Keys hold no surrogates (they are not UTF-8), so U+D7FF's successor is U+E000; chr(0xD800)
+    # as the bound could not even be bound as a parameter.
+    following = 0xE000 if last == 0xD7FF else last + 1
+    return prefix, prefix[:-1] + chr(following)
 
 
 # --- hot tier -----------------------------------------------------------------------------------
@@ -215,7 +253,7 @@ def _prefix_bounds(prefix: str) -> tuple[str, str | None]:
 
 @dataclass(slots=True)
 class _HotEntry:
-    item: KVItem  # value is None; the plaintext below is decoded per hit (callers may mutate)
+    item: KVItem  # value is None; the plaintext is decoded and metadata copied per hit
     plain: bytes
     cached_at: float
     cost: int
@@ -308,7 +346,9 @@ class KVStore:
         # One lock for the hot tier and the coherence counters; never held across index writes
         # of other threads for long (index calls inside are short).
         self._lock = threading.RLock()
-        self._local_writes = 0  # bumps on every write here; a read that raced one is not cached
+        # Bumps on every write here and every time the tier is emptied: a read that raced either
+        # (a local write, or another process's commit noticed by another thread) is not cached.
+        self._epoch = 0
         self._seen_data_version: int | None = None
         self._seen_generation: int | None = None
         self._purger: Purger | None = None
@@ -373,29 +413,34 @@ class KVStore:
         )
         for _attempt in range(3):
             try:
-                created = self._write_item(key, row, tag_tuple, encrypt)
+                self._write_item(key, row, tag_tuple, encrypt, item, plain)
                 break
             except _StaleKey:
                 self._create_key(rotate=False)
         else:  # pragma: no cover - three concurrent key creations in a row
             raise KVError(f"cannot save {key!r}: the data key kept changing", hint="try again")
-        with self._lock:
-            self._hot.put(key, replace(item, created=created), plain, now)
 
     def _expiry(self, ttl: float | None, expires_at: float | None) -> float | None:
         if ttl is not None and expires_at is not None:
             raise InvalidInputError("give ttl or expires_at, not both")
         if ttl is not None:
-            if ttl <= 0:
+            seconds = _finite("ttl", ttl)
+            if seconds <= 0:
                 raise InvalidInputError("ttl must be positive (seconds)")
-            return self._clock() + ttl
-        return expires_at
+            return _finite("ttl", self._clock() + seconds)
+        return None if expires_at is None else _finite("expires_at", expires_at)
 
     def _write_item(
-        self, key: str, row: tuple[Any, ...], tags: tuple[str, ...], encrypt: bool
-    ) -> float:
+        self,
+        key: str,
+        row: tuple[Any, ...],
+        tags: tuple[str, ...],
+        encrypt: bool,
+        item: KVItem,
+        plain: bytes,
+    ) -> None:
         stored, fmt, compressed, meta_json, tags_json, now, expires, size = row
-        with self._lock, self._index.write() as cur:
+        with self._write() as cur:
             key_id = None
             if encrypt:
                 assert self._keys is not None
@@ -429,12 +474,14 @@ class KVStore:
             cur.execute("DELETE FROM kv_tags WHERE key = ?", (key,))
             cur.executemany("INSERT INTO kv_tags VALUES (?, ?)", [(t, key) for t in tags])
             self._bump_generation(cur)
-        return float(rows[0][0])
+            # Cached in the same locked region as the write: a put after releasing the lock could
+            # land after another thread's newer save or delete of this key and resurrect our value.
+            self._hot.put(key, replace(item, created=float(rows[0][0])), plain, now)
 
     def delete(self, key: str) -> bool:
         """Delete ``key``; return whether a (live or expired) item was there."""
         _check_key(key)
-        with self._lock, self._index.write() as cur:
+        with self._write() as cur:
             gone = cur.execute(
                 "DELETE FROM kv_items WHERE key = ? RETURNING key", (key,)
             ).fetchall()
@@ -448,7 +495,7 @@ class KVStore:
         now = self._clock()
         total = 0
         while True:
-            with self._lock, self._index.write() as cur:
+            with self._write() as cur:
                 keys = [
                     r[0]
                     for r in cur.execute(
@@ -484,7 +531,10 @@ class KVStore:
     def load_item(self, key: str) -> KVItem:
         """Return the item (value, metadata, tags, times). Raises like :meth:`load`."""
         item, plain = self._load(key)
-        return replace(item, value=_decode(key, plain, item.format))
+        # The item may be the hot tier's: a caller mutating its metadata must not change what
+        # later reads return. (Tags are a tuple; the value is decoded afresh.)
+        metadata = copy.deepcopy(item.metadata)
+        return replace(item, value=_decode(key, plain, item.format), metadata=metadata)
 
     def _load(self, key: str) -> tuple[KVItem, bytes]:
         """The item (value unset) and its plaintext, from the hot tier or the index."""
@@ -496,10 +546,10 @@ class KVStore:
                 entry = self._hot.get(key, now)
                 if entry is not None:
                     return entry.item, entry.plain
-            writes_before = self._local_writes
+            epoch_before = self._epoch
         item, plain = self._read_item(key, now)
         with self._lock:
-            if self._local_writes == writes_before:  # no write raced this read
+            if self._epoch == epoch_before:  # no write or coherence check raced this read
                 self._hot.put(key, item, plain, now)
         return item, plain
 
@@ -575,7 +625,15 @@ class KVStore:
         return bool(rows)
 
     def keys(self, prefix: str = "", *, tag: str | None = None) -> list[str]:
-        """Live keys starting with ``prefix`` (and carrying ``tag`` if given), sorted."""
+        """Live keys starting with ``prefix`` (and carrying ``tag`` if given), sorted.
+
+        Raises InvalidInputError for a prefix or tag that is not encodable text.
+        """
+        if not isinstance(prefix, str) or (tag is not None and not isinstance(tag, str)):
+            raise InvalidInputError("the prefix and tag must be strings")
+        _check_utf8("the prefix", prefix)
+        if tag is not None:
+            _check_utf8("the tag", tag)
         low, high = _prefix_bounds(prefix)
         sql = ["SELECT i.key FROM kv_items i"]
         args: list[Any] = []
@@ -603,15 +661,39 @@ class KVStore:
 
     # -- coherence --------------------------------------------------------------------------------
 
+    @contextmanager
+    def _write(self) -> Iterator[Any]:
+        """An index write transaction under the store lock; a failed one resets the coherence state.
+
+        _bump_generation and the hot-tier updates run before COMMIT. If the transaction then fails
+        (a write error, or COMMIT itself on a full disk), the counters would count a write that was
+        rolled back and the next foreign write would pass for ours. Rather than defer every update
+        until after COMMIT, forget what we know: the next read re-reads the generation.
+        """
+        with self._lock:
+            try:
+                with self._index.write() as cur:
+                    yield cur
+            except BaseException:
+                self._clear_hot()
+                self._seen_generation = None
+                self._seen_data_version = None
+                raise
+
     def _bump_generation(self, cur: apsw.Cursor) -> None:
         rows: list[Any] = cur.execute(
             "UPDATE kv_state SET value = value + 1 WHERE name = 'generation' RETURNING value - 1"
         ).fetchall()
         before = int(rows[0][0])
-        if self._seen_generation is not None and before != self._seen_generation:
-            self._hot.clear()  # another process wrote since we last looked
+        if before != self._seen_generation:
+            self._clear_hot()  # another process wrote since we last looked (or we lost track)
         self._seen_generation = before + 1
-        self._local_writes += 1
+        self._epoch += 1
+
+    def _clear_hot(self) -> None:
+        """Empty the hot tier (lock held); reads already in flight must not refill it."""
+        self._hot.clear()
+        self._epoch += 1
 
     def _sync_with_other_processes(self) -> None:
         with self._index.read() as cur:
@@ -622,7 +704,7 @@ class KVStore:
                 cur.execute("SELECT value FROM kv_state WHERE name = 'generation'").fetchall()[0][0]
             )
         if gen != self._seen_generation:
-            self._hot.clear()
+            self._clear_hot()
             self._seen_generation = gen
         self._seen_data_version = version
 
@@ -698,7 +780,7 @@ class KVStore:
                 (keys.reseal(bytes(v), kid, aad=_aad(str(k))), kid, str(k), bytes(v))
                 for k, v in rows
             ]
-            with self._lock, self._index.write() as cur:
+            with self._write() as cur:
                 if self._current_kid(cur) != kid:
                     return count  # a newer rotation took over; it re-seals the rest
                 for new_value, new_kid, key, old_value in resealed:
@@ -765,7 +847,7 @@ class KVStore:
         """Stop the purger (if started) and drop the hot tier. The index stays open (not ours)."""
         with self._lock:
             purger, self._purger = self._purger, None
-            self._hot.clear()
+            self._clear_hot()
         if purger is not None:
             purger.stop()
             purger.join()

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from keyring.backends import fail, null
 from keyring.compat import properties
 
-from localstore import credentials
+from localstore import credentials, crypto
 from localstore.cli import cli
 from localstore.config import Settings, load_settings
 from localstore.credentials import (
@@ -87,12 +87,14 @@ def test_rejected_values_never_echo_the_value(index: Index, settings: Settings) 
     assert "CANARY" not in str(info.value)
     with pytest.raises(InvalidInputError) as info:
         store.set("bad", "CANARY-\udc80")
-    assert "CANARY" not in str(info.value)
+    assert "CANARY" not in _exception_chain_text(info.value)
     with pytest.raises(InvalidInputError):
         store.set("empty", "")
-    for bad_name in ["", " lead", "trail ", "ctl\x07", "n" * 300]:
+    for bad_name in ["", " lead", "trail ", "ctl\x07", "n" * 300, "lone\ud800", "\udc80"]:
         with pytest.raises(InvalidInputError):
             store.set(bad_name, "v")
+        with pytest.raises(InvalidInputError):
+            store.find(bad_name)
 
 
 @pytest.mark.keychain
@@ -310,6 +312,36 @@ def test_file_fallback_round_trip(index: Index, settings: Settings) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600  # tightened on read
     with pytest.raises(CredentialError, match="wrong passphrase"):
         EncryptedFileBackend(path, "wrong").get(store.service, "other")
+
+
+def _exception_chain_text(exc: BaseException | None) -> str:
+    """Everything an exception chain carries: messages, args and attributes like .object."""
+    parts: list[str] = []
+    while exc is not None:
+        parts += [repr(exc), repr(exc.args), repr(vars(exc) if hasattr(exc, "__dict__") else "")]
+        parts += [repr(getattr(exc, "object", ""))]
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(parts)
+
+
+def test_file_backend_refuses_unencodable_text_without_leaking_the_file(
+    index: Index, settings: Settings, tmp_path: Path
+) -> None:
+    path = tmp_path / "creds.enc"
+    backend = EncryptedFileBackend(path, "pw", params=crypto.ScryptParams(log2_n=10))
+    store = CredentialStore(index, settings, backend=backend)
+    store.set("api-key", "CANARY-other-secret")
+    with pytest.raises(InvalidInputError) as info:
+        store.set("bad\ud800name", "v")
+    assert "CANARY" not in _exception_chain_text(info.value)
+    # The backend itself, called with text the store would have refused: the plaintext JSON of
+    # every stored credential must not ride along in the error (UnicodeEncodeError.object did).
+    for name, value in [("bad\ud800name", "v"), ("ok", "bad\udc80value")]:
+        with pytest.raises(CredentialError) as raised:
+            backend.set(store.service, name, value)
+        assert "CANARY" not in _exception_chain_text(raised.value)
+    assert store.get("api-key") == "CANARY-other-secret"
+    assert store.list_names() == ["api-key"]
 
 
 def test_report_for_file_fallback(settings: Settings) -> None:

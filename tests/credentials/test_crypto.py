@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from localstore import crypto
+from localstore.credentials import EncryptedFileBackend
 from localstore.crypto import ScryptParams
-from localstore.errors import CryptoError, DecryptionError, InvalidInputError, KeyNotFoundError
+from localstore.errors import (
+    CredentialError,
+    CryptoError,
+    DecryptionError,
+    InvalidInputError,
+    KeyNotFoundError,
+)
 
 # Low scrypt cost keeps the tamper loops fast; the format stores the parameters, so this changes
 # nothing about the code paths exercised.
@@ -101,6 +109,80 @@ def test_forged_scrypt_cost_is_refused_before_deriving() -> None:
     env[6] = 40  # log2(N) = 40 would need terabytes
     with pytest.raises(DecryptionError, match="out of bounds"):
         crypto.unseal_with_passphrase("pw", bytes(env))
+
+
+class _NoScrypt:
+    """Stands in for cryptography's Scrypt where a test asserts that no derivation is attempted."""
+
+    def __init__(self, **_params: int | bytes) -> None:
+        raise AssertionError("scrypt ran with parameters from a forged header")
+
+
+class _ScryptOutOfMemory:
+    """Injects the MemoryError OpenSSL's scrypt raises when it cannot allocate its table."""
+
+    def __init__(self, **_params: int | bytes) -> None:
+        pass
+
+    def derive(self, _material: bytes) -> bytes:
+        raise MemoryError
+
+
+# (log2 N, r, p): each within its own bound, but the products are not. 128*r*N bytes of memory
+# and about p*r*N of work: (20, 32, 16) is 4 GiB and 512x the default's work.
+COSTLY = [(20, 32, 16), (20, 32, 1), (19, 8, 1), (18, 16, 1), (17, 8, 16), (15, 32, 16)]
+
+
+@pytest.mark.parametrize("cost", COSTLY, ids=str)
+def test_costly_scrypt_products_are_refused_before_deriving(
+    cost: tuple[int, int, int], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with pytest.raises(DecryptionError, match="out of bounds"):
+        ScryptParams(*cost).check()
+    envelope = bytearray(crypto.seal_with_passphrase("pw", b"x", params=FAST))
+    envelope[6:9] = bytes(cost)  # log2 N, r, p follow magic, version and kind
+    stream = bytearray(_enc(b"x"))
+    stream[5:8] = bytes(cost)  # they follow magic and version
+    path = tmp_path / "creds.enc"
+    EncryptedFileBackend(path, "pw", params=FAST).set("svc", "name", "value")
+    forged_file = bytearray(path.read_bytes())
+    forged_file[6:9] = bytes(cost)
+    path.write_bytes(forged_file)
+    monkeypatch.setattr(crypto, "Scrypt", _NoScrypt)
+    with pytest.raises(DecryptionError, match="out of bounds"):
+        crypto.unseal_with_passphrase("pw", bytes(envelope))
+    with pytest.raises(DecryptionError, match="out of bounds"):
+        _dec(bytes(stream))
+    with pytest.raises(CredentialError, match="damaged"):
+        EncryptedFileBackend(path, "pw").get("svc", "name")
+
+
+def test_accepted_scrypt_costs_include_the_default_and_common_choices() -> None:
+    for cost in [
+        (17, 8, 1),
+        (16, 8, 2),
+        (15, 8, 3),
+        (14, 8, 5),
+        (13, 8, 10),
+        (18, 8, 1),
+        (14, 32, 16),
+    ]:
+        ScryptParams(*cost).check()
+    # What export_bundle and the credentials file write by default still opens.
+    key = crypto.PassphraseKey.derive("pw")
+    assert key.params == ScryptParams()
+    envelope = crypto.seal_with_passphrase(key, b"data")
+    assert crypto.unseal_with_passphrase(key, envelope) == b"data"
+
+
+def test_scrypt_out_of_memory_is_a_decryption_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    envelope = crypto.seal_with_passphrase("pw", b"x", params=FAST)
+    stream = _enc(b"x")
+    monkeypatch.setattr(crypto, "Scrypt", _ScryptOutOfMemory)
+    with pytest.raises(DecryptionError, match="memory"):
+        crypto.unseal_with_passphrase("pw", envelope)
+    with pytest.raises(DecryptionError, match="memory"):
+        _dec(stream)
 
 
 def test_wrap_and_unwrap_key() -> None:
@@ -267,3 +349,30 @@ def test_data_keys_seal_reseal_and_delete() -> None:
     with pytest.raises(KeyNotFoundError):
         fresh.unseal(env, aad=b"k")
     assert repr(keys).startswith("DataKeys(")
+
+
+def test_a_tampered_key_id_is_a_decryption_error() -> None:
+    keys = crypto.DataKeys(_DictSecrets())
+    kid = keys.create()
+    env = keys.seal(kid, b"value", aad=b"k")
+    assert env[6] == len(kid) and env[7 : 7 + len(kid)] == kid.encode()
+    forged = {
+        "character outside the key-id alphabet": env[:7] + b"/" + env[8:],
+        "non-ASCII byte": env[:7] + b"\xc3" + env[8:],
+        "empty key id": env[:6] + b"\x00" + env[7:],
+        "key id longer than the maximum": env[:6]
+        + bytes([crypto.MAX_KEY_ID + 1])
+        + b"a" * (crypto.MAX_KEY_ID + 1)
+        + env[7 + len(kid) :],
+    }
+    fresh = crypto.DataKeys(_DictSecrets())  # nothing cached: the id would be looked up
+    for label, bad in forged.items():
+        for open_it in (
+            lambda b: keys.unseal(b, aad=b"k"),
+            lambda b: fresh.unseal(b, aad=b"k"),
+            lambda b: crypto.unseal(keys.get(kid), b, aad=b"k"),
+            crypto.key_id_of,
+        ):
+            with pytest.raises(DecryptionError, match="key id"):
+                open_it(bad)
+        assert label

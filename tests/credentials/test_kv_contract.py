@@ -110,6 +110,18 @@ def test_returned_values_are_copies(kv: KVStore) -> None:
     assert kv.load("doc") == {"list": [1, 2]}
 
 
+def test_returned_metadata_is_a_copy(kv: KVStore) -> None:
+    meta = {"owner": "alice", "nested": {"n": [1]}}
+    kv.save("doc", 1, metadata=meta)
+    meta["owner"] = "changed by the caller after saving"
+    for _ in range(2):  # first served as cached by save, then as cached by a read from the index
+        item = kv.load_item("doc")
+        item.metadata["owner"] = "mallory"
+        item.metadata["nested"]["n"].append(2)
+        assert kv.load_item("doc").metadata == {"owner": "alice", "nested": {"n": [1]}}
+        kv.close()  # empties the hot tier
+
+
 def test_missing_keys(kv: KVStore) -> None:
     kv.save("present", 1)
     assert kv.load("present") == 1
@@ -173,6 +185,26 @@ def test_ttl_validation(kv: KVStore) -> None:
     assert kv.load("x") == 1
 
 
+BAD_EXPIRY = [float("nan"), float("inf"), -float("inf"), 10**400, True, "2020-01-01", b"1", [1]]
+
+
+@pytest.mark.parametrize("field", ["ttl", "expires_at"])
+@pytest.mark.parametrize("bad", BAD_EXPIRY, ids=repr)
+def test_expiry_must_be_a_finite_number(
+    kv: KVStore, clock: FakeClock, field: str, bad: Any
+) -> None:
+    # NaN is stored as NULL (never expires); a string or bytes was stored and broke every load.
+    with pytest.raises(InvalidInputError, match=field):
+        kv.save("x", 1, **{field: bad})
+    assert kv.keys() == []
+    base = 0 if field == "ttl" else int(clock.now)
+    kv.save("int", 1, **{field: base + 5})
+    kv.save("float", 2, **{field: base + 2.5})
+    assert kv.load("int") == 1 and kv.load("float") == 2
+    clock.advance(5)
+    assert kv.keys() == []
+
+
 def test_prefix_listing(kv: KVStore) -> None:
     keys = ["a/1", "a/2", "a/sub/3", "ab", "b", "\u00e9/1", "\u00e9\U0010ffff", "\U0010ffff"]
     for k in keys:
@@ -185,6 +217,35 @@ def test_prefix_listing(kv: KVStore) -> None:
     assert kv.keys("zzz") == []
     assert kv.keys("%") == [] and kv.keys("_") == []  # no LIKE wildcards
     assert kv.load("a/1") == "a/1"
+
+
+def test_prefix_before_the_surrogate_range(kv: KVStore) -> None:
+    # U+D7FF is the last code point before the surrogates; its successor in a key is U+E000.
+    for k in ["a\ud7ff-1", "a\ud7ff-2", "a\ue000", "b"]:
+        kv.save(k, k)
+    assert kv.keys("a\ud7ff") == ["a\ud7ff-1", "a\ud7ff-2"]
+    assert kv.keys("a") == ["a\ud7ff-1", "a\ud7ff-2", "a\ue000"]
+    assert kv.keys("\ud7ff") == []
+
+
+@pytest.mark.parametrize("bad", ["\ud800", "x\udc00", "\udfff-tail"], ids=ascii)
+def test_lone_surrogates_are_invalid_input(kv: KVStore, bad: str) -> None:
+    # They cannot be encoded as UTF-8, so SQLite would raise a raw UnicodeEncodeError.
+    calls = [
+        lambda: kv.save(bad, 1),
+        lambda: kv.save(bad, 1, encrypt=True),
+        lambda: kv.save("k", 1, tags=[bad]),
+        lambda: kv.load(bad),
+        lambda: kv.load_item(bad),
+        lambda: kv.exists(bad),
+        lambda: kv.delete(bad),
+        lambda: kv.keys(bad),
+        lambda: kv.keys(tag=bad),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidInputError, match="Unicode"):
+            call()
+    assert kv.keys() == []
 
 
 def test_tags(kv: KVStore) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from localstore.config import Settings
 from localstore.credentials import CredentialStore
 from localstore.crypto import DataKeys
-from localstore.errors import CryptoError, InvalidInputError, KVError
+from localstore.errors import CryptoError, IndexStoreError, InvalidInputError, KVError
 from localstore.index import Index
 from localstore.kv import KVNotFoundError, KVStore, Purger, PurgerState
 
@@ -287,3 +288,111 @@ def test_saves_during_rotation_stay_readable(
         assert fresh.load(k).startswith("w")
     assert list(_states(index).values()) == ["current"]
     _all_readable(index, creds)
+
+
+# --- races between threads and processes ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("racer", ["save", "delete"])
+def test_a_racing_write_is_not_undone_by_an_older_save(
+    index: Index, monkeypatch: pytest.MonkeyPatch, racer: str
+) -> None:
+    kv = KVStore(index, hot_items=10)
+    kv.save("k", "first")
+    truth = KVStore(index, hot_items=0)
+    committed, racer_done = threading.Event(), threading.Event()
+    real_write = kv._write_item
+
+    def slow_write(*args: Any) -> Any:
+        result = real_write(*args)
+        if threading.current_thread().name == "older":
+            # Widen the gap after the older save's commit, where it used to re-take the lock to
+            # fill the hot tier: the racer now commits and caches first.
+            committed.set()
+            assert racer_done.wait(30)
+        return result
+
+    monkeypatch.setattr(kv, "_write_item", slow_write)
+    older = threading.Thread(target=lambda: kv.save("k", "older"), name="older")
+    older.start()
+    assert committed.wait(30)
+
+    def race() -> None:
+        if racer == "save":
+            kv.save("k", "newer")
+        else:
+            kv.delete("k")
+        racer_done.set()
+
+    newer = threading.Thread(target=race, name="newer")
+    newer.start()
+    older.join()
+    newer.join()
+    expected = truth.load("k", "<missing>")
+    assert expected == ("newer" if racer == "save" else "<missing>")
+    assert kv.load("k", "<missing>") == expected
+    assert kv.exists("k") == (racer == "save")
+
+
+def test_a_read_that_raced_another_process_write_is_not_cached(
+    index: Index, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = KVStore(index, hot_items=10)
+    mine.save("k", "v1")
+    mine.save("other", 0)
+    mine.close()  # empty the tier so the next load of k reads the index
+    other_index = Index(settings.paths.index_db)
+    try:
+        theirs = KVStore(other_index, hot_items=0)
+        read_done, go = threading.Event(), threading.Event()
+        real_read = mine._read_item
+
+        def paused_read(*args: Any) -> Any:
+            result = real_read(*args)
+            if threading.current_thread().name == "slow-reader":
+                read_done.set()  # holds the old row, not yet cached
+                assert go.wait(30)
+            return result
+
+        monkeypatch.setattr(mine, "_read_item", paused_read)
+        reader = threading.Thread(target=lambda: mine.load("k"), name="slow-reader")
+        reader.start()
+        assert read_done.wait(30)
+        theirs.save("k", "v2")
+        # Another thread of ours notices the foreign commit and records its data_version; the
+        # slow reader's old row must not be cached after that, or nothing would evict it.
+        assert mine.load("other") == 0
+        go.set()
+        reader.join()
+        assert mine.load("k") == "v2"
+    finally:
+        other_index.close()
+
+
+@pytest.mark.parametrize("failing", ["save", "delete", "purge"])
+def test_a_failed_commit_does_not_hide_the_next_foreign_write(
+    index: Index, settings: Settings, clock: FakeClock, failing: str
+) -> None:
+    mine = KVStore(index, clock=clock, hot_items=10)
+    mine.save("k", "v1")
+    mine.save("x", "x", ttl=1)
+    assert mine.load("k") == "v1"  # cached
+    clock.now += 2
+    index.conn.setcommithook(lambda: True)  # the next COMMIT fails (like a full disk or I/O error)
+    try:
+        with pytest.raises(IndexStoreError):
+            if failing == "save":
+                mine.save("lost", "never committed")
+            elif failing == "delete":
+                mine.delete("x")
+            else:
+                mine.purge_expired()
+    finally:
+        index.conn.setcommithook(None)
+    other_index = Index(settings.paths.index_db)
+    try:
+        KVStore(other_index, clock=clock, hot_items=0).save("k", "v2")
+    finally:
+        other_index.close()
+    assert mine.load("k") == "v2"
+    assert not mine.exists("lost")
