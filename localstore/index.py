@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -198,6 +198,7 @@ class Index:
         self._conn: apsw.Connection | None = _connect(self.path, busy_timeout_ms)
         self._commits = 0
         self._commit_listeners: list[Any] = []
+        self._rollback_listeners: list[Callable[[], None]] = []
         self.register_schema("core", CORE_MIGRATIONS)
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -229,6 +230,15 @@ class Index:
     def on_commit(self, callback: Any) -> None:
         """Call ``callback()`` after every outermost write commit (used by the maintainer)."""
         self._commit_listeners.append(callback)
+
+    def on_rollback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after every rollback, of a transaction or of a savepoint.
+
+        For a component that caches what it writes (the app-data hot tier): its write can be
+        released into a caller's enclosing transaction that is then rolled back. The callback
+        runs under the index lock, so it must only note the fact (no locks, no I/O).
+        """
+        self._rollback_listeners.append(callback)
 
     # -- transactions --------------------------------------------------------------------------------
 
@@ -305,6 +315,8 @@ class Index:
                 cur.execute(f"RELEASE {name}")
         except apsw.Error:  # the transaction is already gone (SQLite rolled it back itself)
             pass
+        for cb in self._rollback_listeners:
+            cb()
 
     # -- schema ------------------------------------------------------------------------------------
 

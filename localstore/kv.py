@@ -352,7 +352,10 @@ class KVStore:
         self._seen_data_version: int | None = None
         self._seen_generation: int | None = None
         self._purger: Purger | None = None
+        # Set by the index when any transaction or savepoint rolls back (see _note_rollback).
+        self._rolled_back = False
         index.register_schema("kv", KV_MIGRATIONS)
+        index.on_rollback(self._note_rollback)
 
     def __repr__(self) -> str:
         return f"KVStore({str(self._index.path)!r})"
@@ -671,6 +674,7 @@ class KVStore:
         until after COMMIT, forget what we know: the next read re-reads the generation.
         """
         with self._lock:
+            self._forget_if_rolled_back()
             try:
                 with self._index.write() as cur:
                     yield cur
@@ -690,12 +694,29 @@ class KVStore:
         self._seen_generation = before + 1
         self._epoch += 1
 
+    def _note_rollback(self) -> None:
+        """Index rollback listener (runs under the index lock: only a flag, no lock of ours).
+
+        A save released into a caller's enclosing ``index.write()`` put its value in the hot tier
+        and counted its generation; if that transaction then rolls back, both are wrong: the
+        rolled-back value would be served, and the next foreign write would pass for ours."""
+        self._rolled_back = True
+
+    def _forget_if_rolled_back(self) -> None:
+        """(lock held) After a rollback anywhere on the index, trust nothing cached."""
+        if self._rolled_back:
+            self._rolled_back = False
+            self._clear_hot()
+            self._seen_generation = None
+            self._seen_data_version = None
+
     def _clear_hot(self) -> None:
         """Empty the hot tier (lock held); reads already in flight must not refill it."""
         self._hot.clear()
         self._epoch += 1
 
     def _sync_with_other_processes(self) -> None:
+        self._forget_if_rolled_back()
         with self._index.read() as cur:
             version = int(cur.execute("PRAGMA data_version").fetchall()[0][0])
             if version == self._seen_data_version:

@@ -396,3 +396,32 @@ def test_a_failed_commit_does_not_hide_the_next_foreign_write(
         other_index.close()
     assert mine.load("k") == "v2"
     assert not mine.exists("lost")
+
+
+@pytest.mark.parametrize("enclosing", ["transaction", "savepoint"])
+def test_a_save_inside_a_callers_rolled_back_write_is_not_served(
+    index: Index, settings: Settings, clock: FakeClock, enclosing: str
+) -> None:
+    """An app may put kv writes inside its own index.write() with other work; when that
+    transaction (or a savepoint around the save) rolls back, the hot tier and the generation
+    count must not keep what was rolled back."""
+    mine = KVStore(index, clock=clock, hot_items=10)
+    mine.save("k", "v1")
+    assert mine.load("k") == "v1"  # cached
+    with pytest.raises(RuntimeError), index.write():
+        if enclosing == "transaction":
+            mine.save("k", "uncommitted")
+            mine.save("new", "uncommitted")
+            raise RuntimeError("the caller aborts its transaction")
+        with index.write():  # (a savepoint inside the caller's transaction)
+            mine.save("k", "uncommitted")
+            mine.save("new", "uncommitted")
+            raise RuntimeError("the caller aborts its savepoint")
+    assert mine.load("k") == "v1"
+    assert not mine.exists("new")
+    other_index = Index(settings.paths.index_db)
+    try:
+        KVStore(other_index, clock=clock, hot_items=0).save("k", "v2")
+    finally:
+        other_index.close()
+    assert mine.load("k") == "v2"  # the foreign write is noticed
