@@ -172,9 +172,7 @@ def test_internal_helpers_are_not_in_the_api_schema(db: Db) -> None:
     assert anon_exec == (0,)
 
 
-def test_internal_helpers_refuse_another_users_id_over_direct_sql(
-    db: Db, two_users: tuple
-) -> None:
+def test_internal_helpers_refuse_another_users_id_over_direct_sql(db: Db, two_users: tuple) -> None:
     """sync_internal is not exposed by PostgREST, but a direct SQL login as a user reaches it: the
     helpers that take the caller's id must not believe one that is not the caller's."""
     alice, bob, row = two_users
