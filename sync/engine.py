@@ -2,7 +2,8 @@
 
 ``sync_once()`` pushes dirty blueprints in bounded batches (oldest change first), handles each
 result (applied: record the new base; conflict: merge through ``sync.merge``; rejected: park in
-quarantine and go on), pulls pages after the persisted cursor, applies them in large index
+quarantine and go on, except ``not_owner`` for a blueprint never synced, which gets a new id and is
+pushed as new), pulls pages after the persisted cursor, applies them in large index
 transactions and persists the cursor with the last chunk of each page. Changes made by merges
 (conflict copies, merged texts, paths moved off a collision) are pushed in the same call.
 
@@ -30,7 +31,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeVar
 
-from localstore.blueprint import utc_now
+from localstore import files as fs
+from localstore.blueprint import decode_meta, encode_meta, new_id, utc_now
 from localstore.errors import (
     AlreadyExistsError,
     ChangedOnDiskError,
@@ -493,6 +495,7 @@ class SyncEngine:
         stats = ApplyStats()
         applier = Applier(self.store, self.policy, now=self.now, stats=stats)
         conflicts = 0
+        foreign: list[tuple[Change, st.OutboxItem]] = []
         self._journal([r.current for r in results if r.current is not None])
         with self.store.index.write() as cur:
             st.journal_clear(cur)
@@ -508,7 +511,9 @@ class SyncEngine:
             for (change, item), result in zip(pairs, results, strict=True):
                 if result.status == "applied":
                     continue
-                if result.status == "rejected":
+                if result.code == "not_owner" and item.base_rev is None and not change.deleted:
+                    foreign.append((change, item))  # never synced under this id: _take_new_id
+                elif result.status == "rejected":
                     st.quarantine(
                         cur,
                         change.id,
@@ -524,7 +529,57 @@ class SyncEngine:
                     conflicts += 1
                     self._push_conflict(cur, applier, change, item, result, report)
         self._finish_apply(stats, report)
+        for change, item in foreign:
+            self._take_new_id(change, item, report)
         return conflicts
+
+    def _take_new_id(self, change: Change, item: st.OutboxItem, report: SyncReport) -> None:
+        """Give a blueprint the server refused as another user's (``not_owner``) an id of its own.
+
+        Only for one this device never synced (no server base): its id came from elsewhere, most
+        likely a bundle another user of the same project exported (an import keeps ids, and ids
+        are unique across the project, not per user). Quarantining it, as before, refused every
+        later edit too: it never synced. It is done the way reconcile treats a copied pair: the
+        meta file gets a new id and reconcile records that, the old id as deleted (its history
+        stays under that id; never on the server, its delete is not pushed) and the new one as
+        created, which the next push sends as new. A kill between the two leaves a meta file the
+        next reconcile records the same way. If the files no longer hold that blueprint (moved,
+        deleted, being edited), the change is quarantined as any rejection.
+        """
+        local = self.store.row_by_id(change.id)
+        fresh: str | None = None
+        if local is not None and not local.deleted and not local.flagged:
+            meta_path = self.store.abspath(fs.meta_path_for(local.path))
+            try:
+                meta = decode_meta(fs.read_bytes(meta_path), source=str(meta_path))
+            except (FileNotFoundError, InvalidInputError):
+                meta = None
+            if meta is not None and meta.id == change.id:
+                fresh = new_id()
+                fs.atomic_write(meta_path, encode_meta(meta.replace(id=fresh)))
+                from localstore._reconcile import Reconciler
+
+                Reconciler(self.store, origin="merge").ingest_path(local.path)
+        if fresh is None or self.store.row_by_id(fresh) is None:
+            with self.store.index.write() as cur:
+                st.quarantine(
+                    cur,
+                    change.id,
+                    item.op_id,
+                    change.path,
+                    "push",
+                    "not_owner",
+                    "id belongs to another user",
+                )
+            report.quarantined += 1
+            log.warning("sync: %s quarantined: its id belongs to another user", change.path)
+            return
+        message = (
+            f"{change.path}: its id {change.id} belongs to another user of this project (an "
+            f"imported bundle keeps ids); it now has the new id {fresh} and is pushed as new"
+        )
+        report.errors.append(message)
+        log.warning("sync: %s", message)
 
     def _push_conflict(
         self,

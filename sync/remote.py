@@ -23,7 +23,9 @@ Rules every backend keeps (the contract suite checks each):
   purged, so ``pull`` returns ``reset_required=True`` and no changes; the client does a full
   reconcile with ``verify`` + ``fetch`` instead.
 * **A user sees only their own rows.** An id owned by someone else is rejected as ``not_owner``
-  and never appears in pull, verify or fetch.
+  and never appears in pull, verify or fetch. Ids are unique across all users of a project, so
+  that includes a create whose id another user holds (a bundle import keeps ids): the engine
+  then gives the local blueprint a new id and pushes it as new.
 
 Failures are ``SyncError`` subclasses (see ``sync.errors``), each with an ``action``:
 ``TransientError`` (retry), ``AuthExpiredError`` (refresh auth, retry), ``AuthRevokedError`` /

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import psycopg
 import pytest
 
@@ -168,3 +170,38 @@ def test_internal_helpers_are_not_in_the_api_schema(db: Db) -> None:
         "server_info",
     }
     assert anon_exec == (0,)
+
+
+def test_internal_helpers_refuse_another_users_id_over_direct_sql(db: Db, two_users: tuple) -> None:
+    """sync_internal is not exposed by PostgREST, but a direct SQL login as a user reaches it: the
+    helpers that take the caller's id must not believe one that is not the caller's."""
+    alice, bob, row = two_users
+    b = db.api(bob)
+    # taken_ids is SECURITY DEFINER: with alice's id it told bob whether alice owns an id.
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        b.scalar("select sync_internal.taken_ids(array[%s]::uuid[], %s)", (row["id"], alice))
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        b.scalar("select sync_internal.taken_ids(array[%s]::uuid[], null)", (row["id"],))
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        b.scalar("select sync_internal.lock_owner(%s)", (alice,))
+    # With their own id they still work (the RPCs call them as the user).
+    assert b.scalar("select sync_internal.taken_ids(array[%s]::uuid[], %s)", (row["id"], bob)) == [
+        uuid.UUID(row["id"])
+    ]
+    b.scalar("select sync_internal.lock_owner(%s)", (bob,))
+
+
+def test_the_only_security_definer_function_a_user_may_call_is_taken_ids(db: Db) -> None:
+    """Every other SECURITY DEFINER function is a trigger; a new one needs the same review."""
+    with db.superuser() as conn:
+        callable_definers = {
+            r[0]
+            for r in conn.execute(
+                "select p.oid::regprocedure::text from pg_proc p"
+                " join pg_namespace n on n.oid = p.pronamespace"
+                " where n.nspname in ('public', 'sync_internal') and p.prosecdef"
+                " and p.prorettype <> 'trigger'::regtype"
+                " and has_function_privilege('authenticated', p.oid, 'execute')"
+            )
+        }
+    assert callable_definers == {"sync_internal.taken_ids(uuid[],uuid)"}

@@ -20,6 +20,7 @@ from localstore.store import BlueprintStore
 from sync import _state as sync_state
 from sync.engine import SyncEngine
 from sync.memory_remote import MemoryRemote, MemoryServer
+from sync.remote import Change, PushResult
 
 STRESS = os.environ.get("LOCALSTORE_STRESS") == "1"
 
@@ -91,6 +92,22 @@ def foreign_id(root: Path, server: MemoryServer) -> str:
     finally:
         close_device(intruder)
     return ident
+
+
+def refuse_id(dev: Device, refused_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inject a permanent rejection of one id (the rest of each push goes to the server)."""
+    real = dev.remote.push
+
+    def push(changes: list[Change], *, device: str) -> list[PushResult]:
+        answers = iter(real([c for c in changes if c.id != refused_id], device=device))
+        return [
+            PushResult(c.op_id, c.id, "rejected", code="invalid_path", message="refused here")
+            if c.id == refused_id
+            else next(answers)
+            for c in changes
+        ]
+
+    monkeypatch.setattr(dev.remote, "push", push)
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from localstore.config import load_settings
 from localstore.store import BlueprintStore
 from sync import _state as st
@@ -19,7 +21,7 @@ from .conftest import (
     Device,
     assert_converged,
     converge,
-    foreign_id,
+    refuse_id,
 )
 
 
@@ -62,12 +64,11 @@ def test_counts_read_only_rows_above_the_watermark(make_device: Callable[..., De
 
 
 def test_quarantine_retry_lowers_the_watermark(
-    tmp_path: Path, make_device: Callable[..., Device], server: MemoryServer
+    make_device: Callable[..., Device], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    foreign = foreign_id(tmp_path, server)
     a = make_device("a")
     a.store.save("ok/one", "n: 1\n")
-    a.store.save("mine/clash", "v: 1\n", id=foreign)  # refused: another user's id
+    refuse_id(a, a.store.save("mine/clash", "v: 1\n").id, monkeypatch)  # refused for good
     report = a.sync()
     assert report.quarantined == 1 and a.engine.status().pending == 0
     assert _watermark(a)[0] == _watermark(a)[1]  # parked: settled without a new op id

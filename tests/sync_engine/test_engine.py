@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,7 @@ from .conftest import (
     converge,
     foreign_id,
     open_device,
+    refuse_id,
     server_snapshot,
 )
 
@@ -109,18 +111,18 @@ def test_moves_and_deletes_keep_identity(
 
 
 def test_rejected_change_is_quarantined_and_queue_goes_on(
-    tmp_path: Path, make_device: Callable[..., Device], server: MemoryServer
+    make_device: Callable[..., Device], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    foreign = foreign_id(tmp_path, server)
     a = make_device("a")
-    a.store.save("mine/clash", "v: 1\n", id=foreign)  # an id owned by another user
+    clash = a.store.save("mine/clash", "v: 1\n").id
+    refuse_id(a, clash, monkeypatch)
     a.store.save("mine/fine", "v: 2\n")
     report = a.sync()
     assert report.quarantined == 1 and report.pushed == 1
     status = a.engine.status()
     assert status.quarantined == 1 and status.pending == 0 and status.needs_attention
     (entry,) = a.engine.quarantined()
-    assert entry.code == "not_owner" and entry.direction == "push"
+    assert entry.code == "invalid_path" and entry.direction == "push"
     assert entry.to_dict()["retry"] == "localstore sync --retry-quarantined"
     assert a.store.load("mine/clash").content == "v: 1\n"  # kept locally, untouched
     assert a.engine.retry_quarantined() == 1
@@ -129,6 +131,40 @@ def test_rejected_change_is_quarantined_and_queue_goes_on(
     a.store.save("mine/clash", "v: 3\n")  # a local change un-parks it by itself
     assert a.engine.status().pending == 1
     assert a.sync().quarantined == 1
+
+
+def test_a_blueprint_with_another_users_id_gets_a_new_id_and_syncs(
+    tmp_path: Path, make_device: Callable[..., Device], server: MemoryServer, caplog: Any
+) -> None:
+    """A bundle imported from another user of the project keeps its ids: the server refuses them
+    (not_owner). It was quarantined, and every later edit refused again; it never synced."""
+    foreign = foreign_id(tmp_path, server)
+    a, b = make_device("a"), make_device("b")
+    a.store.save("imported/recipe", "v: 1\n", id=foreign)
+    a.store.save("imported/recipe", "v: 2\n")  # some local history
+    a.store.save("mine/fine", "v: 3\n")
+    with caplog.at_level("WARNING", logger="sync.engine"):
+        report = a.sync()
+    assert report.quarantined == 0 and a.engine.quarantined() == []
+    info = a.store.resolve("imported/recipe")
+    assert info.id != foreign
+    assert a.store.load(info.id).content == "v: 2\n"
+    meta = json.loads(a.store.abspath("imported/recipe.blueprint.meta.json").read_text("utf-8"))
+    assert meta["id"] == info.id
+    # The old id's history stays in the store, ending in the delete the new id replaced.
+    old = a.store.history(foreign)
+    assert [r.rev for r in old] == [3, 2, 1] and old[0].deleted
+    notice = f"its id {foreign} belongs to another user of this project"
+    assert any(notice in line for line in report.errors)
+    assert notice in caplog.text
+    converge(a, b)
+    assert server_snapshot(server)[info.id] == ("imported/recipe.blueprint.yaml", "v: 2\n")
+    assert foreign not in server_snapshot(server)  # still the other user's
+    assert_converged(server, a, b)
+    a.store.save("imported/recipe", "v: 4\n")  # later edits sync like any other
+    converge(a, b)
+    assert b.text(info.id) == "v: 4\n" and a.engine.quarantined() == []
+    assert_converged(server, a, b)
 
 
 def test_unstorable_remote_row_is_quarantined_and_pull_goes_on(
