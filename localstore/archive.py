@@ -532,7 +532,9 @@ class _Planner:
             if other is not None:
                 self._plan_path_conflict(item, entry, other)
             else:
-                self._set(item, "create", entry.id, entry.path, entry, None)
+                # Revision 0: "nothing here yet". Another writer saving this id (or path) between
+                # plan and apply then fails this item instead of being overwritten unseen.
+                self._set(item, "create", entry.id, entry.path, entry, 0)
         if item.target_path:
             self.claimed.add(fs.path_key(item.target_path))
         return item
@@ -637,7 +639,7 @@ class _Planner:
         copy_id = new_id()
         name = entry.meta.name or fs.display_name(entry.path)
         item._meta = entry.meta.replace(id=copy_id, name=f"{name} (import {self.stamp})")
-        self._set(item, "keep-both", copy_id, self._free_variant(entry.path), entry, None, reason)
+        self._set(item, "keep-both", copy_id, self._free_variant(entry.path), entry, 0, reason)
 
     def _free_variant(self, path: str) -> str:
         stem = path[: -len(fs.YAML_SUFFIX)]
