@@ -50,8 +50,10 @@ from localstore._bundle_read import (
     open_bundle,
 )
 from localstore.blueprint import (
+    Blueprint,
     BlueprintInfo,
     BlueprintMeta,
+    content_hash,
     encode_meta,
     new_id,
     parse_yaml,
@@ -337,8 +339,7 @@ def _write_zip(
         # The manifest goes last because its hashes are known only once the files are written;
         # readers find it through the central directory, so its position does not matter.
         for i, info in enumerate(infos):
-            bp = store.load(info.id)
-            yaml_bytes = bp.content.encode("utf-8")
+            bp, yaml_bytes = _load_pair(store, info.id)
             meta_bytes = encode_meta(bp.meta)
             zf.writestr(_zip_info(ENTRY_PREFIX + bp.path, when), yaml_bytes, compresslevel=6)
             zf.writestr(
@@ -362,6 +363,31 @@ def _write_zip(
         zf.writestr(_zip_info(MANIFEST_NAME, when), body, compresslevel=6)
     _fsync_file(target)
     return ids
+
+
+# How often export re-reads a blueprint whose YAML changed while it was read, before it takes the
+# revision it first saw from history instead.
+_TORN_RETRIES = 3
+
+
+def _load_pair(store: BlueprintStore, bp_id: str) -> tuple[Blueprint, bytes]:
+    """One blueprint's YAML and meta as one revision held them, and the YAML's bytes.
+
+    ``store.load`` takes the meta from the index, then reads the YAML file: a save landing in
+    between would otherwise export a pair that never existed. The row's content hash covers both,
+    so a mismatch shows such a tear; the blueprint is read again, and if it keeps changing, the
+    revision first seen is taken from history (content and meta stored together).
+    """
+    first: Blueprint | None = None
+    for _ in range(_TORN_RETRIES):
+        bp = store.load(bp_id)
+        first = first or bp
+        yaml_bytes = bp.content.encode("utf-8")
+        if content_hash(yaml_bytes, bp.meta) == bp.content_hash:
+            return bp, yaml_bytes
+    assert first is not None
+    old = store.load_revision(bp_id, first.rev)
+    return old, old.content.encode("utf-8")
 
 
 def _manifest_entry(bp_id: str, path: str, yaml_bytes: bytes, meta_bytes: bytes) -> dict[str, Any]:
