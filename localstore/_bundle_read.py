@@ -68,6 +68,9 @@ ENCRYPTED_MAGIC = b"LSBUNDLE\x01"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 STAGING_PREFIX = "import-staging-"
 MAX_META_BYTES = 1024 * 1024
+MAX_ENTRY_NAME_CHARS = (
+    len(ENTRY_PREFIX) + fs.MAX_PATH_CHARS + len(fs.META_SUFFIX) - len(fs.YAML_SUFFIX)
+)
 _CHUNK = 64 * 1024
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _VERSION_RE = re.compile(r"^(\d{1,6})\.(\d{1,6})$")
@@ -91,8 +94,10 @@ class BundleLimits:
     max_total_bytes: int = 4 * 1024**3
     max_ratio: int = 200
     ratio_floor_bytes: int = 1024 * 1024
-    max_path_chars: int = 1024
-    max_depth: int = 32
+    # The longest entry name a store path can give (its meta file under ``blueprints/``), so every
+    # bundle an export can write is readable; the store has no depth limit, and neither has this
+    # (the name length bounds the parts, and no entry name ever becomes a file or folder here).
+    max_path_chars: int = MAX_ENTRY_NAME_CHARS
     max_scrypt_bytes: int = 256 * 1024 * 1024
 
     @classmethod
@@ -456,8 +461,6 @@ def _check_name(name: str, limits: BundleLimits) -> str:
         raise BundleLimitError(f"entry name is longer than {limits.max_path_chars} characters")
     bare = name[:-1] if name.endswith("/") else name
     parts = bare.split("/")
-    if len(parts) > limits.max_depth:
-        raise BundleLimitError(f"entry {shown} is nested deeper than {limits.max_depth} folders")
     if any(seg in ("", ".", "..") for seg in parts):
         raise UnsafeBundleError(f"entry name {shown} has an empty, '.' or '..' part")
     bad = _BAD_NAME_CHAR.search(bare)  # one scan of the name, not a generator per character

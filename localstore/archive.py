@@ -266,19 +266,26 @@ def export_bundle(
     passphrase: str | None = None,
     scrypt_params: crypto.ScryptParams | None = None,
     progress: ProgressCallback | None = None,
+    limits: BundleLimits | None = None,
 ) -> ExportResult:
     """Write the selected blueprints to ``dest`` as a bundle, atomically; encrypt with a passphrase.
 
-    Raises NotFoundError (a ref), StorageError (writing), InvalidInputError (empty passphrase).
+    ``limits`` are the reader's (default: what an import into this store allows): a bundle an
+    import would refuse whole is refused here instead, before anything is written.
+
+    Raises NotFoundError (a ref), StorageError (writing), InvalidInputError (empty passphrase),
+    BundleLimitError (too many blueprints or bytes for one bundle).
     """
     dest_path = Path(dest)
+    limits = limits or BundleLimits.for_store(store)
     infos = select_blueprints(store, refs, folder=folder, tag=tag)
+    _check_export_count(len(infos), limits)
     fs.ensure_dir(dest_path.parent.resolve())
     tmp_zip: Path | None = _temp_beside(dest_path) if passphrase is None else _private_temp(store)
     final_tmp: Path | None = None
     try:
         assert tmp_zip is not None
-        ids = _write_zip(store, infos, tmp_zip, progress)
+        ids = _write_zip(store, infos, tmp_zip, progress, limits)
         if passphrase is not None:
             final_tmp = _temp_beside(dest_path)
             _encrypt_file(tmp_zip, final_tmp, passphrase, scrypt_params, progress)
@@ -302,6 +309,19 @@ def export_yaml(store: BlueprintStore, ref: str, dest: str | os.PathLike[str] | 
         fs.ensure_dir(path.parent.resolve())
         fs.atomic_write(path, data)
     return data
+
+
+_SPLIT_HINT = "export in parts (by --folder or --tag)"
+
+
+def _check_export_count(count: int, limits: BundleLimits) -> None:
+    # Two files per blueprint and the manifest: the reader's entry cap, as open_bundle counts it.
+    if 2 * count + 1 > limits.max_entries:
+        raise BundleLimitError(
+            f"{count} blueprints are more than an import reads from one bundle "
+            f"({(limits.max_entries - 1) // 2})",
+            hint=_SPLIT_HINT,
+        )
 
 
 def _temp_beside(dest: Path) -> Path:
@@ -330,17 +350,26 @@ def _write_zip(
     infos: Sequence[BlueprintInfo],
     target: Path,
     progress: ProgressCallback | None,
+    limits: BundleLimits,
 ) -> list[str]:
     now = datetime.now(UTC)
     when = (now.year, now.month, now.day, now.hour, now.minute, now.second)
     entries: list[dict[str, Any]] = []
     ids: list[str] = []
+    total = 0
     with open(target, "wb") as raw, zipfile.ZipFile(raw, "w", allowZip64=True) as zf:
         # The manifest goes last because its hashes are known only once the files are written;
         # readers find it through the central directory, so its position does not matter.
         for i, info in enumerate(infos):
             bp, yaml_bytes = _load_pair(store, info.id)
             meta_bytes = encode_meta(bp.meta)
+            total += len(yaml_bytes) + len(meta_bytes)
+            if total > limits.max_total_bytes:
+                raise BundleLimitError(
+                    f"the selection holds over {limits.max_total_bytes} bytes, more than an "
+                    "import reads from one bundle",
+                    hint=_SPLIT_HINT,
+                )
             zf.writestr(_zip_info(ENTRY_PREFIX + bp.path, when), yaml_bytes, compresslevel=6)
             zf.writestr(
                 _zip_info(ENTRY_PREFIX + fs.meta_path_for(bp.path), when),
@@ -360,6 +389,12 @@ def _write_zip(
             "blueprints": entries,
         }
         body = json.dumps(manifest, indent=1, ensure_ascii=False).encode("utf-8")
+        if len(body) > limits.max_manifest_bytes:
+            raise BundleLimitError(
+                f"the manifest would be {len(body)} bytes, over the {limits.max_manifest_bytes} "
+                "an import reads",
+                hint=_SPLIT_HINT,
+            )
         zf.writestr(_zip_info(MANIFEST_NAME, when), body, compresslevel=6)
     _fsync_file(target)
     return ids

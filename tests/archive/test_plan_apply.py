@@ -15,6 +15,7 @@ import pytest
 from localstore import archive
 from localstore import files as fs
 from localstore.archive import ImportItem
+from localstore.errors import BundleLimitError
 from localstore.store import BlueprintStore
 
 from .conftest import StoreFactory
@@ -87,3 +88,48 @@ def test_export_never_pairs_one_revision_yaml_with_another_meta(
     dst = stores("dst")
     (item,) = archive.import_bundle(dst, tmp_path / "b.lsbundle").items
     assert item.status == "done" and dst.load(bp.id).content == want[0]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        # The longest path the store accepts (1,024 characters), in 255-byte-or-less parts.
+        "/".join(["f" * 200] * 4) + "/" + "n" * (1024 - 804 - len(fs.YAML_SUFFIX)),
+        "/".join(["d"] * 40) + "/x",  # deeper than the reader's old 32-folder cap
+        "/".join(["d"] * 500) + "/x",
+    ],
+    ids=["1024-chars", "40-deep", "500-deep"],
+)
+def test_every_path_the_store_accepts_survives_a_round_trip(
+    stores: StoreFactory, tmp_path: Path, path: str
+) -> None:
+    src = stores("src")
+    bp = src.save(path, "a: 1\n")
+    assert len(bp.path) <= fs.MAX_PATH_CHARS
+    archive.export_bundle(src, tmp_path / "b.lsbundle")
+    dst = stores("dst")
+    (item,) = archive.import_bundle(dst, tmp_path / "b.lsbundle").items
+    assert (item.action, item.status) == ("create", "done")
+    assert dst.load(bp.id).path == bp.path
+
+
+def test_export_refuses_a_bundle_import_would_refuse(stores: StoreFactory, tmp_path: Path) -> None:
+    src = stores("src")
+    for i in range(3):
+        src.save(f"p/{i}", f"a: {i}\n" + "# pad\n" * 100)
+    dest = tmp_path / "b.lsbundle"
+    small = archive.BundleLimits(max_entries=6)  # room for two blueprints, not three
+    with pytest.raises(BundleLimitError, match="more than an import reads") as exc:
+        archive.export_bundle(src, dest, limits=small)
+    assert exc.value.hint and "--folder" in exc.value.hint
+    for limits in (
+        archive.BundleLimits(max_total_bytes=1000),
+        archive.BundleLimits(max_manifest_bytes=500),
+    ):
+        with pytest.raises(BundleLimitError, match="an import reads"):
+            archive.export_bundle(src, dest, limits=limits)
+    assert not dest.exists() and list(tmp_path.iterdir()) == [tmp_path / "src"]
+    # What export accepts under a limit, import accepts under the same limit.
+    archive.export_bundle(src, dest, refs=["p/0", "p/1"], limits=small)
+    result = archive.import_bundle(stores("dst"), dest, limits=small)
+    assert [i.status for i in result.items] == ["done", "done"]
