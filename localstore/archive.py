@@ -69,6 +69,7 @@ from localstore.errors import (
     LocalStoreError,
     NotFoundError,
     StorageError,
+    UnsafePathError,
 )
 from localstore.store import SaveRequest
 
@@ -154,7 +155,7 @@ class ImportItem:
 
     id: str
     path: str
-    action: str  # create | unchanged | skip | overwrite | restore | keep-both | merge
+    action: str  # create | unchanged | skip | overwrite | restore | keep-both | merge | refused
     reason: str = ""
     target_id: str = ""
     target_path: str = ""
@@ -575,13 +576,14 @@ class _Planner:
         self.stamp = stamp
         self.claimed: set[str] = set()
         self.known_ids, self.taken_keys = _present(store, entries)
+        self.rules = fs.IgnoreRules.for_root(store.root)  # read once for the whole plan
 
     def plan(self, entry: BundleEntry) -> ImportItem:
         item = ImportItem(
             id=entry.id, path=entry.path, action="create", _src_hash=entry.content_hash
         )
         item._meta = entry.meta
-        row = None
+        row = other = None
         if entry.id in self.known_ids:
             row = _row(self.store, entry.id, include_deleted=True)
         if row is not None:
@@ -596,9 +598,24 @@ class _Planner:
                 # Revision 0: "nothing here yet". Another writer saving this id (or path) between
                 # plan and apply then fails this item instead of being overwritten unseen.
                 self._set(item, "create", entry.id, entry.path, entry, 0)
-        if item.target_path:
+        current = next((r for r in (row, other) if r is not None and r.id == item.target_id), None)
+        if item.action not in ("unchanged", "skip") and (
+            current is None or current.deleted or current.path != item.target_path
+        ):
+            self._check_target(item)
+        if item.target_path and item.action != "refused":
             self.claimed.add(fs.path_key(item.target_path))
         return item
+
+    def _check_target(self, item: ImportItem) -> None:
+        """Refuse, in the plan, a new path the store would refuse at save time (too long, under a
+        hidden folder, matching this store's ignore rules): the dry run shows it, and it is not
+        found out item by item after others were written."""
+        try:
+            self.store.check_scanned(fs.normalize_path(item.target_path), self.rules)
+        except UnsafePathError as exc:
+            item.action, item.status, item._entry = "refused", "failed", None
+            item.error = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
 
     def _set(
         self,
@@ -709,7 +726,11 @@ class _Planner:
         for n in range(1, 10_000):
             suffix = f" (import {compact})" + (f" {n}" if n > 1 else "")
             room = fs.MAX_SEGMENT_BYTES - len((suffix + fs.YAML_SUFFIX).encode("utf-8"))
-            short = base.encode("utf-8")[:room].decode("utf-8", "ignore").rstrip(" .")
+            short = base.encode("utf-8")[:room].decode("utf-8", "ignore")
+            # The whole path must stay within the store's limit too (a long path's copy would
+            # be refused at save time); a folder too long to leave room is refused by the plan.
+            chars = fs.MAX_PATH_CHARS - len(folder) - 1 - len(suffix + fs.YAML_SUFFIX)
+            short = short[: max(chars, 1)].rstrip(" .") or "_"
             candidate = (f"{folder}/" if folder else "") + short + suffix + fs.YAML_SUFFIX
             if self._path_free(candidate, ""):
                 return candidate
@@ -762,6 +783,8 @@ def _apply_items(store: BlueprintStore, items: list[ImportItem]) -> None:
     for item in items:
         if item.action in ("unchanged", "skip"):
             item.status = "done"
+            continue
+        if item.action == "refused":  # failed in the plan: never attempted
             continue
         content = item._content
         if content is None:

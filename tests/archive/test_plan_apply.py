@@ -18,6 +18,7 @@ from localstore.archive import ImportItem
 from localstore.errors import BundleLimitError
 from localstore.store import BlueprintStore
 
+from . import zipcraft as z
 from .conftest import StoreFactory
 
 
@@ -133,3 +134,48 @@ def test_export_refuses_a_bundle_import_would_refuse(stores: StoreFactory, tmp_p
     archive.export_bundle(src, dest, refs=["p/0", "p/1"], limits=small)
     result = archive.import_bundle(stores("dst"), dest, limits=small)
     assert [i.status for i in result.items] == ["done", "done"]
+
+
+def test_paths_the_store_refuses_are_refused_in_the_plan(
+    stores: StoreFactory, tmp_path: Path
+) -> None:
+    dst = stores("dst")
+    (dst.root / ".localstoreignore").write_text("drafts\n")
+    paths = ["a/good1", ".hidden/x", "old~/y", "drafts/z", "z/good2"]
+    bps = [z.Blueprint(f"{p}.blueprint.yaml") for p in paths]
+    bundle = tmp_path / "b.lsbundle"
+    bundle.write_bytes(z.build(z.bundle_entries(bps)))
+    plan = archive.import_bundle(dst, bundle, dry_run=True)
+    want = ["create", "refused", "refused", "refused", "create"]
+    assert [i.action for i in plan.items] == want
+    assert plan.failed == 3 and plan.changed == 2
+    assert "hidden" in plan.items[1].error and "'drafts'" in plan.items[3].error
+    result = archive.import_bundle(dst, bundle)
+    assert [(i.action, i.status) for i in result.items] == [
+        ("create", "done"),
+        *[("refused", "failed")] * 3,
+        ("create", "done"),
+    ]
+    assert sorted(i.path for i in dst.list()) == [
+        "a/good1.blueprint.yaml",
+        "z/good2.blueprint.yaml",
+    ]
+
+
+def test_a_keep_both_copy_of_a_long_path_fits_the_store(
+    stores: StoreFactory, tmp_path: Path
+) -> None:
+    rel = "/".join(["f" * 200] * 4) + "/" + "n" * (1005 - 804 - len(fs.YAML_SUFFIX))
+    src = stores("src")
+    bp = src.save(rel, "k: 1\n")
+    archive.export_bundle(src, tmp_path / "v1.lsbundle")
+    dst = stores("dst")
+    archive.import_bundle(dst, tmp_path / "v1.lsbundle")
+    src.save(rel, "k: source\n", id=bp.id)
+    archive.export_bundle(src, tmp_path / "v2.lsbundle")
+    dst.save(rel, "k: local\n", id=bp.id)
+    (item,) = archive.import_bundle(dst, tmp_path / "v2.lsbundle", on_conflict="keep-both").items
+    assert (item.action, item.status) == ("keep-both", "done")
+    assert len(item.target_path) <= fs.MAX_PATH_CHARS and " (import " in item.target_path
+    assert dst.load(item.target_id).content == "k: source\n"
+    assert dst.load(bp.id).content == "k: local\n"
