@@ -559,6 +559,15 @@ def _same_ignoring_identity(row: Row, entry: BundleEntry) -> bool:
     return mine == theirs
 
 
+def _hash_as_saved(entry: BundleEntry, row: Row) -> str:
+    """The content hash the entry has once saved over ``row``: a meta without ``created`` gets
+    the blueprint's own (the store fills it in), so importing such a bundle again is recognised
+    as identical instead of as a conflict."""
+    if entry.meta.created or not row.created:
+        return entry.content_hash
+    return content_hash(entry.read_yaml(), entry.meta.replace(created=row.created))
+
+
 class _Planner:
     """Decide one action per bundle entry against the store as it is now."""
 
@@ -639,11 +648,12 @@ class _Planner:
         return other is None or other.id == owner
 
     def _plan_same_id(self, item: ImportItem, entry: BundleEntry, row: Row) -> None:
-        if not row.deleted and row.content_hash == entry.content_hash and row.path == entry.path:
+        incoming = _hash_as_saved(entry, row)
+        if not row.deleted and row.content_hash == incoming and row.path == entry.path:
             self._set(item, "unchanged", row.id, row.path, None, None, "identical")
             return
         known = {r.content_hash for r in self.store.history(row.id)}
-        stale = entry.content_hash in known
+        stale = incoming in known
         if self.policy == "overwrite":
             target = entry.path if self._path_free(entry.path, row.id) else row.path
             if row.deleted and not self._path_free(target, row.id):

@@ -179,3 +179,25 @@ def test_a_keep_both_copy_of_a_long_path_fits_the_store(
     assert len(item.target_path) <= fs.MAX_PATH_CHARS and " (import " in item.target_path
     assert dst.load(item.target_id).content == "k: source\n"
     assert dst.load(bp.id).content == "k: local\n"
+
+
+class _NoCreated(z.Blueprint):
+    """A bundle blueprint whose meta has no 'created' (valid: the store fills it in)."""
+
+    def meta_bytes(self) -> bytes:
+        return json.dumps({"id": self.id, "name": "n"}).encode()
+
+
+@pytest.mark.parametrize("policy", archive.CONFLICT_POLICIES)
+def test_reimporting_a_meta_without_created_changes_nothing(
+    stores: StoreFactory, tmp_path: Path, policy: str
+) -> None:
+    bp = _NoCreated("a/x.blueprint.yaml")
+    bundle = tmp_path / "b.lsbundle"
+    bundle.write_bytes(z.build(z.bundle_entries([bp])))
+    dst = stores("dst")
+    first = archive.import_bundle(dst, bundle)
+    assert [i.action for i in first.items] == ["create"] and dst.load(bp.id).meta.created
+    again = archive.import_bundle(dst, bundle, on_conflict=policy)
+    assert [(i.action, i.reason) for i in again.items] == [("unchanged", "identical")]
+    assert again.conflicts_skipped == 0 and len(dst.history(bp.id)) == 1 and dst.count() == 1
