@@ -125,8 +125,23 @@ class _CountingReader:
 
 
 def is_encrypted(path: str | os.PathLike[str]) -> bool:
-    """True if the file is an encrypted bundle. Raises BundleFormatError if it is no bundle."""
-    with open(path, "rb") as fh:
+    """True if the file is an encrypted bundle.
+
+    Raises NotFoundError (no such file), BundleFormatError (no bundle, or not a regular file),
+    StorageError (unreadable).
+    """
+    src = Path(path)
+    try:
+        # Non-blocking, and the type checked on the open file: opening a FIFO for reading would
+        # otherwise wait for a writer forever, and a stat before the open could be raced.
+        fd = os.open(src, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError as exc:
+        raise NotFoundError(f"no such bundle: {src}", hint="check the file name") from exc
+    except OSError as exc:
+        raise StorageError(f"cannot read {src}: {exc.strerror or exc}") from exc
+    with open(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BundleFormatError(f"{src} is not a regular file", hint="give a .lsbundle file")
         head = fh.read(len(ENCRYPTED_MAGIC))
     if head == ENCRYPTED_MAGIC:
         return True
