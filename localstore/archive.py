@@ -26,6 +26,7 @@ import os
 import secrets
 import stat
 import tempfile
+import uuid
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -55,7 +56,6 @@ from localstore.blueprint import (
     BlueprintMeta,
     content_hash,
     encode_meta,
-    new_id,
     parse_yaml,
     utc_now,
 )
@@ -568,6 +568,17 @@ def _hash_as_saved(entry: BundleEntry, row: Row) -> str:
     return content_hash(entry.read_yaml(), entry.meta.replace(created=row.created))
 
 
+# Keep-both copies get a name-based UUID (RFC 4122 version 5) in this namespace.
+_COPY_NAMESPACE = uuid.UUID("5b1f0a0e-2c4d-4f43-9a57-6c6f63616c73")
+
+
+def _copy_id(entry: BundleEntry) -> str:
+    """The id of the keep-both copy of this bundle version: the same in every import of it, so
+    a copy that exists already (left by a killed import, adopted by reconcile) is found again
+    instead of made twice."""
+    return str(uuid.uuid5(_COPY_NAMESPACE, f"{entry.id}:{entry.content_hash}"))
+
+
 class _Planner:
     """Decide one action per bundle entry against the store as it is now."""
 
@@ -695,6 +706,11 @@ class _Planner:
             self._set(item, "skip", row.id, row.path, None, None, reason)
             return
         done = _already_imported(self.store, entry.id, entry.content_hash)
+        if done is None:
+            # The import record is written with the copy, in one transaction; a copy whose files
+            # a kill left behind is adopted by reconcile without it, and recognised by its id.
+            copy = _row(self.store, _copy_id(entry), include_deleted=True)
+            done = copy.id if copy is not None else None
         if done is not None:
             self._set(item, "unchanged", done, "", None, None, f"already imported as {done}")
             return
@@ -724,7 +740,7 @@ class _Planner:
         return True
 
     def _plan_keep_both(self, item: ImportItem, entry: BundleEntry, reason: str) -> None:
-        copy_id = new_id()
+        copy_id = _copy_id(entry)
         name = entry.meta.name or fs.display_name(entry.path)
         item._meta = entry.meta.replace(id=copy_id, name=f"{name} (import {self.stamp})")
         self._set(item, "keep-both", copy_id, self._free_variant(entry.path), entry, 0, reason)

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import textwrap
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import localstore
 from localstore import archive
 from localstore import files as fs
 from localstore.archive import ImportItem
@@ -201,3 +205,42 @@ def test_reimporting_a_meta_without_created_changes_nothing(
     again = archive.import_bundle(dst, bundle, on_conflict=policy)
     assert [(i.action, i.reason) for i in again.items] == [("unchanged", "identical")]
     assert again.conflicts_skipped == 0 and len(dst.history(bp.id)) == 1 and dst.count() == 1
+
+
+def test_a_keep_both_killed_before_its_commit_is_not_copied_twice(
+    stores: StoreFactory, tmp_path: Path
+) -> None:
+    src = stores("src")
+    bp = src.save("team/flow", "steps: [a, b]\n", name="flow")
+    archive.export_bundle(src, tmp_path / "v1.lsbundle")
+    dst_home = tmp_path / "dst"
+    with localstore.open(home=dst_home) as dst:
+        archive.import_bundle(dst, tmp_path / "v1.lsbundle")
+        dst.save("team/flow", "steps: [a, b, local]\n", id=bp.id)
+    src.save("team/flow", "steps: [a, b, remote]\n", id=bp.id)
+    bundle = tmp_path / "v2.lsbundle"
+    archive.export_bundle(src, bundle)
+    # The process dies (os._exit: no cleanup) once the copy's files are in place and before the
+    # index transaction (with the import record) commits.
+    child = textwrap.dedent(
+        f"""
+        import os, localstore
+        from localstore import archive, files as fs
+        orig = fs.PendingWrites.commit
+        def commit(self, *a, **k):
+            orig(self, *a, **k)
+            os._exit(9)
+        fs.PendingWrites.commit = commit
+        store = localstore.open(home={str(dst_home)!r})
+        archive.import_bundle(store, {str(bundle)!r}, on_conflict="keep-both")
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    assert subprocess.run([sys.executable, "-c", child], env=env, timeout=60).returncode == 9
+    with localstore.open(home=dst_home) as dst:  # reconcile adopts the copy's files
+        (copy,) = [i for i in dst.list() if i.id != bp.id]
+        assert dst.load(copy.id).content == "steps: [a, b, remote]\n"
+        for policy in ("keep-both", "merge"):
+            (item,) = archive.import_bundle(dst, bundle, on_conflict=policy).items
+            assert (item.action, item.target_id) == ("unchanged", copy.id)
+        assert dst.count() == 2
