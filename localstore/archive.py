@@ -596,6 +596,12 @@ class _Planner:
         self.stamp = stamp
         self.claimed: set[str] = set()
         self.known_ids, self.taken_keys = _present(store, entries)
+        # Where the bundle puts each of its blueprints, which have been planned, which ids an
+        # actionable item already writes, and the paths planned moves leave (by path key).
+        self.bundle_paths = {e.id: fs.path_key(e.path) for e in entries}
+        self.planned: set[str] = set()
+        self.targets: set[str] = set()
+        self.released: set[str] = set()
         self.rules = fs.IgnoreRules.for_root(store.root)  # read once for the whole plan
 
     def plan(self, entry: BundleEntry) -> ImportItem:
@@ -609,9 +615,7 @@ class _Planner:
         if row is not None:
             self._plan_same_id(item, entry, row)
         else:
-            other = (
-                _row(self.store, entry.path) if fs.path_key(entry.path) in self.taken_keys else None
-            )
+            other = self._holder(entry)
             if other is not None:
                 self._plan_path_conflict(item, entry, other)
             else:
@@ -619,13 +623,46 @@ class _Planner:
                 # plan and apply then fails this item instead of being overwritten unseen.
                 self._set(item, "create", entry.id, entry.path, entry, 0)
         current = next((r for r in (row, other) if r is not None and r.id == item.target_id), None)
-        if item.action not in ("unchanged", "skip") and (
-            current is None or current.deleted or current.path != item.target_path
-        ):
+        acts = item.action not in ("unchanged", "skip")
+        if acts and (current is None or current.deleted or current.path != item.target_path):
             self._check_target(item)
+        if item.action not in ("unchanged", "skip", "refused"):
+            if item.target_id in self.targets:
+                # Two writes planned against one blueprint and one revision: the second would
+                # fail at best, or pour one blueprint's content into another's identity.
+                item.action, item.status, item._entry = "refused", "failed", None
+                item.error = f"the bundle already updates {item.target_id} (its own entry)"
+            else:
+                self.targets.add(item.target_id)
+                if current is not None and not current.deleted:
+                    moved_from = fs.path_key(current.path)
+                    if moved_from != fs.path_key(item.target_path):
+                        self.released.add(moved_from)
         if item.target_path and item.action != "refused":
             self.claimed.add(fs.path_key(item.target_path))
+        self.planned.add(entry.id)
         return item
+
+    def _holder(self, entry: BundleEntry) -> Row | None:
+        """The live blueprint holding the entry's path here, unless a planned move vacates it."""
+        key = fs.path_key(entry.path)
+        if key not in self.taken_keys or key in self.released:
+            return None
+        return _row(self.store, entry.path)
+
+    def waits_for(self, entry: BundleEntry) -> str | None:
+        """The id of the blueprint to plan before this one: the holder of its path here, when the
+        bundle moves that blueprint elsewhere (the source renamed it and made a new blueprint at
+        its old path). Its move is then planned, and applied, first, and frees the path."""
+        if entry.id in self.known_ids:
+            return None
+        other = self._holder(entry)
+        if other is None or other.id in self.planned:
+            return None
+        moved_to = self.bundle_paths.get(other.id)
+        if moved_to is None or moved_to == fs.path_key(entry.path):
+            return None
+        return other.id
 
     def _check_target(self, item: ImportItem) -> None:
         """Refuse, in the plan, a new path the store would refuse at save time (too long, under a
@@ -693,7 +730,8 @@ class _Planner:
         if _same_ignoring_identity(other, entry):
             self._set(item, "unchanged", other.id, other.path, None, None, "same content at path")
             return
-        if self.policy == "overwrite":
+        if self.policy == "overwrite" and other.id not in self.bundle_paths:
+            # (A holder the bundle has its own version of is never given another's content.)
             item._meta = entry.meta.replace(
                 id=other.id, created=other.created or entry.meta.created
             )
@@ -781,7 +819,19 @@ def plan_import(
     _ensure_schema(store)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     planner = _Planner(store, on_conflict, merger, stamp, bundle.entries)
-    return [planner.plan(entry) for entry in bundle.entries]
+    # Items are applied in this order: an entry waiting for the holder of its path comes right
+    # after the holder's own item, whose move frees the path.
+    items: list[ImportItem] = []
+    waiting: dict[str, list[BundleEntry]] = {}
+    for entry in bundle.entries:
+        holder = planner.waits_for(entry)
+        if holder is not None:
+            waiting.setdefault(holder, []).append(entry)
+            continue
+        items.append(planner.plan(entry))
+        items.extend(planner.plan(e) for e in waiting.pop(entry.id, ()))
+    items.extend(planner.plan(e) for rest in waiting.values() for e in rest)
+    return items
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -244,3 +244,58 @@ def test_a_keep_both_killed_before_its_commit_is_not_copied_twice(
             (item,) = archive.import_bundle(dst, bundle, on_conflict=policy).items
             assert (item.action, item.target_id) == ("unchanged", copy.id)
         assert dst.count() == 2
+
+
+@pytest.mark.parametrize("batch_size", [1, 256])
+def test_overwrite_follows_a_rename_and_a_new_blueprint_at_the_old_path(
+    stores: StoreFactory, tmp_path: Path, batch_size: int
+) -> None:
+    src = stores("src")
+    a = src.save("p/x", "who: A\n", name="A")
+    archive.export_bundle(src, tmp_path / "v1.lsbundle")
+    dst = stores("dst")
+    archive.import_bundle(dst, tmp_path / "v1.lsbundle")
+    # The source renames A to p/z and makes B at p/x: the bundle lists B (p/x) before A (p/z).
+    src.move(a.id, "p/z")
+    b = src.save("p/x", "who: B\n", name="B")
+    bundle = tmp_path / "v2.lsbundle"
+    archive.export_bundle(src, bundle)
+    result = archive.import_bundle(dst, bundle, on_conflict="overwrite", batch_size=batch_size)
+    # A's move is planned (and applied) first, then B is created at the path it frees.
+    assert [(i.id, i.action, i.target_id, i.status) for i in result.items] == [
+        (a.id, "overwrite", a.id, "done"),
+        (b.id, "create", b.id, "done"),
+    ]
+    got = {i.id: (i.path, i.name, dst.load(i.id).content) for i in dst.list()}
+    assert got == {
+        a.id: ("p/z.blueprint.yaml", "A", "who: A\n"),
+        b.id: ("p/x.blueprint.yaml", "B", "who: B\n"),
+    }
+    again = archive.import_bundle(dst, bundle, on_conflict="overwrite")
+    assert [i.action for i in again.items] == ["unchanged", "unchanged"]
+
+
+def test_a_blueprint_the_bundle_updates_is_never_given_another_ones_content(
+    stores: StoreFactory, tmp_path: Path
+) -> None:
+    # Here A cannot move to p/z (another blueprint holds it), so A keeps p/x and B cannot have
+    # it: overwriting A with B's content would put B into A's identity.
+    src = stores("src")
+    a = src.save("p/x", "who: A\n", name="A")
+    archive.export_bundle(src, tmp_path / "v1.lsbundle")
+    src.move(a.id, "p/z")
+    b = src.save("p/x", "who: B\n", name="B")
+    bundle = tmp_path / "v2.lsbundle"
+    archive.export_bundle(src, bundle)
+    dst = stores("dst")
+    archive.import_bundle(dst, tmp_path / "v1.lsbundle")
+    dst.save("p/x", "who: A, edited here\n", id=a.id)
+    c = dst.save("p/z", "who: C\n", name="C")
+    result = archive.import_bundle(dst, bundle, on_conflict="overwrite")
+    actions = {i.id: (i.action, i.target_id, i.target_path, i.status) for i in result.items}
+    assert actions[a.id] == ("overwrite", a.id, "p/x.blueprint.yaml", "done")
+    assert actions[b.id][0] == "keep-both" and actions[b.id][3] == "done"
+    assert actions[b.id][1] not in (a.id, b.id, c.id)
+    assert (dst.load(a.id).content, dst.load(a.id).name) == ("who: A\n", "A")
+    assert dst.load(actions[b.id][1]).content == "who: B\n"
+    assert dst.load(c.id).content == "who: C\n"
