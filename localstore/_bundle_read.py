@@ -682,13 +682,50 @@ def _check_counts(
         raise BundleLimitError(f"bundle inflates more than {limits.max_ratio} times (a zip bomb?)")
 
 
+# JSON values a manifest may hold per blueprint it can list (an entry is 8 with its two file
+# objects: room for fields a later minor version adds), and for its header.
+_VALUES_PER_BLUEPRINT = 16
+_HEADER_VALUES = 1024
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def _too_many_values(raw: bytes, budget: int) -> bool:
+    """True if ``raw`` holds more than ``budget`` JSON values (commas outside strings, plus one).
+
+    Checked before parsing: json.loads costs up to ~25 bytes of memory per input byte
+    (``[{},{},...]``: 64 MiB of manifest took 1.6 GB) and has no hook for every kind of value.
+    Commas are counted at C speed; only when there are too many are those inside strings (a path
+    may hold commas) found and taken off, one string at a time so nothing large is built."""
+    commas = raw.count(b",")
+    if commas < budget:
+        return False
+    outside = end = 0
+    for m in _JSON_STRING.finditer(raw):
+        commas -= raw.count(b",", m.start(), m.end())
+        outside += raw.count(b",", end, m.start())
+        end = m.end()
+        if commas < budget:
+            return False
+        if outside >= budget:  # already too many, whatever the rest holds
+            return True
+    return True
+
+
 def _read_manifest(
     reader: _EntryReader, info: zipfile.ZipInfo, limits: BundleLimits, stats: _Stats
 ) -> Any:
     buf = io.BytesIO()
     _stream_entry(reader, info, buf, limits.max_manifest_bytes, limits, stats)
+    raw = buf.getvalue()
+    budget = _HEADER_VALUES + _VALUES_PER_BLUEPRINT * (limits.max_entries // 2)
+    if _too_many_values(raw, budget):
+        raise BundleLimitError(
+            f"manifest.json holds more than {budget} values, more than "
+            f"{limits.max_entries // 2} blueprints need"
+        )
+    del buf
     try:
-        return json.loads(buf.getvalue().decode("utf-8"))
+        return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BundleFormatError(f"manifest.json is not valid JSON: {str(exc)[:200]}") from exc
 

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -299,3 +300,43 @@ def test_a_blueprint_the_bundle_updates_is_never_given_another_ones_content(
     assert (dst.load(a.id).content, dst.load(a.id).name) == ("who: A\n", "A")
     assert dst.load(actions[b.id][1]).content == "who: B\n"
     assert dst.load(c.id).content == "who: C\n"
+
+
+@pytest.mark.parametrize("value", [b"{}", b'"ab"', b"[]"])
+def test_a_manifest_of_many_tiny_values_is_refused_before_it_is_parsed(
+    stores: StoreFactory, tmp_path: Path, value: bytes
+) -> None:
+    # 4 MiB of '{},{},...' (stored: no ratio check applies) parses into ~1.4 million objects,
+    # over 100 MB, where a bundle of at most 1,000 blueprints needs a few thousand values. (The
+    # default caps allow a 64 MiB manifest: 1.6 GB parsed.)
+    n = 4 * 1024 * 1024 // (len(value) + 1)
+    body = (
+        b'{"format":"localstore-bundle","version":"1.0","blueprints":['
+        + b",".join([value] * n)
+        + b"]}"
+    )
+    bundle = tmp_path / "b.lsbundle"
+    with zipfile.ZipFile(bundle, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("manifest.json", body)
+    dst = stores("dst")
+    tracemalloc.start()
+    try:
+        with pytest.raises(BundleLimitError, match="manifest"):
+            archive.import_bundle(dst, bundle, limits=archive.BundleLimits(max_entries=2001))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 1024 * 1024, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_commas_in_paths_do_not_count_against_the_manifest_budget(
+    stores: StoreFactory, tmp_path: Path
+) -> None:
+    src = stores("src")
+    commas = "/".join(["," * 200] * 4)  # 800 commas in one path; two blueprints: 1,600
+    for i in range(2):
+        src.save(f"{commas}/{i}", f"a: {i}\n")
+    small = archive.BundleLimits(max_entries=5)  # two blueprints: a budget of 1,056 values
+    archive.export_bundle(src, tmp_path / "b.lsbundle", limits=small)
+    result = archive.import_bundle(stores("dst"), tmp_path / "b.lsbundle", limits=small)
+    assert [i.status for i in result.items] == ["done", "done"]
