@@ -68,6 +68,9 @@ ENCRYPTED_MAGIC = b"LSBUNDLE\x01"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 STAGING_PREFIX = "import-staging-"
 MAX_META_BYTES = 1024 * 1024
+MAX_ENTRY_NAME_CHARS = (
+    len(ENTRY_PREFIX) + fs.MAX_PATH_CHARS + len(fs.META_SUFFIX) - len(fs.YAML_SUFFIX)
+)
 _CHUNK = 64 * 1024
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _VERSION_RE = re.compile(r"^(\d{1,6})\.(\d{1,6})$")
@@ -91,8 +94,10 @@ class BundleLimits:
     max_total_bytes: int = 4 * 1024**3
     max_ratio: int = 200
     ratio_floor_bytes: int = 1024 * 1024
-    max_path_chars: int = 1024
-    max_depth: int = 32
+    # The longest entry name a store path can give (its meta file under ``blueprints/``), so every
+    # bundle an export can write is readable; the store has no depth limit, and neither has this
+    # (the name length bounds the parts, and no entry name ever becomes a file or folder here).
+    max_path_chars: int = MAX_ENTRY_NAME_CHARS
     max_scrypt_bytes: int = 256 * 1024 * 1024
 
     @classmethod
@@ -120,8 +125,23 @@ class _CountingReader:
 
 
 def is_encrypted(path: str | os.PathLike[str]) -> bool:
-    """True if the file is an encrypted bundle. Raises BundleFormatError if it is no bundle."""
-    with open(path, "rb") as fh:
+    """True if the file is an encrypted bundle.
+
+    Raises NotFoundError (no such file), BundleFormatError (no bundle, or not a regular file),
+    StorageError (unreadable).
+    """
+    src = Path(path)
+    try:
+        # Non-blocking, and the type checked on the open file: opening a FIFO for reading would
+        # otherwise wait for a writer forever, and a stat before the open could be raced.
+        fd = os.open(src, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError as exc:
+        raise NotFoundError(f"no such bundle: {src}", hint="check the file name") from exc
+    except OSError as exc:
+        raise StorageError(f"cannot read {src}: {exc.strerror or exc}") from exc
+    with open(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BundleFormatError(f"{src} is not a regular file", hint="give a .lsbundle file")
         head = fh.read(len(ENCRYPTED_MAGIC))
     if head == ENCRYPTED_MAGIC:
         return True
@@ -456,8 +476,6 @@ def _check_name(name: str, limits: BundleLimits) -> str:
         raise BundleLimitError(f"entry name is longer than {limits.max_path_chars} characters")
     bare = name[:-1] if name.endswith("/") else name
     parts = bare.split("/")
-    if len(parts) > limits.max_depth:
-        raise BundleLimitError(f"entry {shown} is nested deeper than {limits.max_depth} folders")
     if any(seg in ("", ".", "..") for seg in parts):
         raise UnsafeBundleError(f"entry name {shown} has an empty, '.' or '..' part")
     bad = _BAD_NAME_CHAR.search(bare)  # one scan of the name, not a generator per character
@@ -664,13 +682,50 @@ def _check_counts(
         raise BundleLimitError(f"bundle inflates more than {limits.max_ratio} times (a zip bomb?)")
 
 
+# JSON values a manifest may hold per blueprint it can list (an entry is 8 with its two file
+# objects: room for fields a later minor version adds), and for its header.
+_VALUES_PER_BLUEPRINT = 16
+_HEADER_VALUES = 1024
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def _too_many_values(raw: bytes, budget: int) -> bool:
+    """True if ``raw`` holds more than ``budget`` JSON values (commas outside strings, plus one).
+
+    Checked before parsing: json.loads costs up to ~25 bytes of memory per input byte
+    (``[{},{},...]``: 64 MiB of manifest took 1.6 GB) and has no hook for every kind of value.
+    Commas are counted at C speed; only when there are too many are those inside strings (a path
+    may hold commas) found and taken off, one string at a time so nothing large is built."""
+    commas = raw.count(b",")
+    if commas < budget:
+        return False
+    outside = end = 0
+    for m in _JSON_STRING.finditer(raw):
+        commas -= raw.count(b",", m.start(), m.end())
+        outside += raw.count(b",", end, m.start())
+        end = m.end()
+        if commas < budget:
+            return False
+        if outside >= budget:  # already too many, whatever the rest holds
+            return True
+    return True
+
+
 def _read_manifest(
     reader: _EntryReader, info: zipfile.ZipInfo, limits: BundleLimits, stats: _Stats
 ) -> Any:
     buf = io.BytesIO()
     _stream_entry(reader, info, buf, limits.max_manifest_bytes, limits, stats)
+    raw = buf.getvalue()
+    budget = _HEADER_VALUES + _VALUES_PER_BLUEPRINT * (limits.max_entries // 2)
+    if _too_many_values(raw, budget):
+        raise BundleLimitError(
+            f"manifest.json holds more than {budget} values, more than "
+            f"{limits.max_entries // 2} blueprints need"
+        )
+    del buf
     try:
-        return json.loads(buf.getvalue().decode("utf-8"))
+        return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BundleFormatError(f"manifest.json is not valid JSON: {str(exc)[:200]}") from exc
 

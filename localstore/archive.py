@@ -26,6 +26,7 @@ import os
 import secrets
 import stat
 import tempfile
+import uuid
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,10 +51,11 @@ from localstore._bundle_read import (
     open_bundle,
 )
 from localstore.blueprint import (
+    Blueprint,
     BlueprintInfo,
     BlueprintMeta,
+    content_hash,
     encode_meta,
-    new_id,
     parse_yaml,
     utc_now,
 )
@@ -67,6 +69,7 @@ from localstore.errors import (
     LocalStoreError,
     NotFoundError,
     StorageError,
+    UnsafePathError,
 )
 from localstore.store import SaveRequest
 
@@ -152,7 +155,7 @@ class ImportItem:
 
     id: str
     path: str
-    action: str  # create | unchanged | skip | overwrite | restore | keep-both | merge
+    action: str  # create | unchanged | skip | overwrite | restore | keep-both | merge | refused
     reason: str = ""
     target_id: str = ""
     target_path: str = ""
@@ -264,19 +267,26 @@ def export_bundle(
     passphrase: str | None = None,
     scrypt_params: crypto.ScryptParams | None = None,
     progress: ProgressCallback | None = None,
+    limits: BundleLimits | None = None,
 ) -> ExportResult:
     """Write the selected blueprints to ``dest`` as a bundle, atomically; encrypt with a passphrase.
 
-    Raises NotFoundError (a ref), StorageError (writing), InvalidInputError (empty passphrase).
+    ``limits`` are the reader's (default: what an import into this store allows): a bundle an
+    import would refuse whole is refused here instead, before anything is written.
+
+    Raises NotFoundError (a ref), StorageError (writing), InvalidInputError (empty passphrase),
+    BundleLimitError (too many blueprints or bytes for one bundle).
     """
     dest_path = Path(dest)
+    limits = limits or BundleLimits.for_store(store)
     infos = select_blueprints(store, refs, folder=folder, tag=tag)
+    _check_export_count(len(infos), limits)
     fs.ensure_dir(dest_path.parent.resolve())
     tmp_zip: Path | None = _temp_beside(dest_path) if passphrase is None else _private_temp(store)
     final_tmp: Path | None = None
     try:
         assert tmp_zip is not None
-        ids = _write_zip(store, infos, tmp_zip, progress)
+        ids = _write_zip(store, infos, tmp_zip, progress, limits)
         if passphrase is not None:
             final_tmp = _temp_beside(dest_path)
             _encrypt_file(tmp_zip, final_tmp, passphrase, scrypt_params, progress)
@@ -300,6 +310,19 @@ def export_yaml(store: BlueprintStore, ref: str, dest: str | os.PathLike[str] | 
         fs.ensure_dir(path.parent.resolve())
         fs.atomic_write(path, data)
     return data
+
+
+_SPLIT_HINT = "export in parts (by --folder or --tag)"
+
+
+def _check_export_count(count: int, limits: BundleLimits) -> None:
+    # Two files per blueprint and the manifest: the reader's entry cap, as open_bundle counts it.
+    if 2 * count + 1 > limits.max_entries:
+        raise BundleLimitError(
+            f"{count} blueprints are more than an import reads from one bundle "
+            f"({(limits.max_entries - 1) // 2})",
+            hint=_SPLIT_HINT,
+        )
 
 
 def _temp_beside(dest: Path) -> Path:
@@ -328,18 +351,26 @@ def _write_zip(
     infos: Sequence[BlueprintInfo],
     target: Path,
     progress: ProgressCallback | None,
+    limits: BundleLimits,
 ) -> list[str]:
     now = datetime.now(UTC)
     when = (now.year, now.month, now.day, now.hour, now.minute, now.second)
     entries: list[dict[str, Any]] = []
     ids: list[str] = []
+    total = 0
     with open(target, "wb") as raw, zipfile.ZipFile(raw, "w", allowZip64=True) as zf:
         # The manifest goes last because its hashes are known only once the files are written;
         # readers find it through the central directory, so its position does not matter.
         for i, info in enumerate(infos):
-            bp = store.load(info.id)
-            yaml_bytes = bp.content.encode("utf-8")
+            bp, yaml_bytes = _load_pair(store, info.id)
             meta_bytes = encode_meta(bp.meta)
+            total += len(yaml_bytes) + len(meta_bytes)
+            if total > limits.max_total_bytes:
+                raise BundleLimitError(
+                    f"the selection holds over {limits.max_total_bytes} bytes, more than an "
+                    "import reads from one bundle",
+                    hint=_SPLIT_HINT,
+                )
             zf.writestr(_zip_info(ENTRY_PREFIX + bp.path, when), yaml_bytes, compresslevel=6)
             zf.writestr(
                 _zip_info(ENTRY_PREFIX + fs.meta_path_for(bp.path), when),
@@ -359,9 +390,40 @@ def _write_zip(
             "blueprints": entries,
         }
         body = json.dumps(manifest, indent=1, ensure_ascii=False).encode("utf-8")
+        if len(body) > limits.max_manifest_bytes:
+            raise BundleLimitError(
+                f"the manifest would be {len(body)} bytes, over the {limits.max_manifest_bytes} "
+                "an import reads",
+                hint=_SPLIT_HINT,
+            )
         zf.writestr(_zip_info(MANIFEST_NAME, when), body, compresslevel=6)
     _fsync_file(target)
     return ids
+
+
+# How often export re-reads a blueprint whose YAML changed while it was read, before it takes the
+# revision it first saw from history instead.
+_TORN_RETRIES = 3
+
+
+def _load_pair(store: BlueprintStore, bp_id: str) -> tuple[Blueprint, bytes]:
+    """One blueprint's YAML and meta as one revision held them, and the YAML's bytes.
+
+    ``store.load`` takes the meta from the index, then reads the YAML file: a save landing in
+    between would otherwise export a pair that never existed. The row's content hash covers both,
+    so a mismatch shows such a tear; the blueprint is read again, and if it keeps changing, the
+    revision first seen is taken from history (content and meta stored together).
+    """
+    first: Blueprint | None = None
+    for _ in range(_TORN_RETRIES):
+        bp = store.load(bp_id)
+        first = first or bp
+        yaml_bytes = bp.content.encode("utf-8")
+        if content_hash(yaml_bytes, bp.meta) == bp.content_hash:
+            return bp, yaml_bytes
+    assert first is not None
+    old = store.load_revision(bp_id, first.rev)
+    return old, old.content.encode("utf-8")
 
 
 def _manifest_entry(bp_id: str, path: str, yaml_bytes: bytes, meta_bytes: bytes) -> dict[str, Any]:
@@ -497,6 +559,26 @@ def _same_ignoring_identity(row: Row, entry: BundleEntry) -> bool:
     return mine == theirs
 
 
+def _hash_as_saved(entry: BundleEntry, row: Row) -> str:
+    """The content hash the entry has once saved over ``row``: a meta without ``created`` gets
+    the blueprint's own (the store fills it in), so importing such a bundle again is recognised
+    as identical instead of as a conflict."""
+    if entry.meta.created or not row.created:
+        return entry.content_hash
+    return content_hash(entry.read_yaml(), entry.meta.replace(created=row.created))
+
+
+# Keep-both copies get a name-based UUID (RFC 4122 version 5) in this namespace.
+_COPY_NAMESPACE = uuid.UUID("5b1f0a0e-2c4d-4f43-9a57-6c6f63616c73")
+
+
+def _copy_id(entry: BundleEntry) -> str:
+    """The id of the keep-both copy of this bundle version: the same in every import of it, so
+    a copy that exists already (left by a killed import, adopted by reconcile) is found again
+    instead of made twice."""
+    return str(uuid.uuid5(_COPY_NAMESPACE, f"{entry.id}:{entry.content_hash}"))
+
+
 class _Planner:
     """Decide one action per bundle entry against the store as it is now."""
 
@@ -514,28 +596,83 @@ class _Planner:
         self.stamp = stamp
         self.claimed: set[str] = set()
         self.known_ids, self.taken_keys = _present(store, entries)
+        # Where the bundle puts each of its blueprints, which have been planned, which ids an
+        # actionable item already writes, and the paths planned moves leave (by path key).
+        self.bundle_paths = {e.id: fs.path_key(e.path) for e in entries}
+        self.planned: set[str] = set()
+        self.targets: set[str] = set()
+        self.released: set[str] = set()
+        self.rules = fs.IgnoreRules.for_root(store.root)  # read once for the whole plan
 
     def plan(self, entry: BundleEntry) -> ImportItem:
         item = ImportItem(
             id=entry.id, path=entry.path, action="create", _src_hash=entry.content_hash
         )
         item._meta = entry.meta
-        row = None
+        row = other = None
         if entry.id in self.known_ids:
             row = _row(self.store, entry.id, include_deleted=True)
         if row is not None:
             self._plan_same_id(item, entry, row)
         else:
-            other = (
-                _row(self.store, entry.path) if fs.path_key(entry.path) in self.taken_keys else None
-            )
+            other = self._holder(entry)
             if other is not None:
                 self._plan_path_conflict(item, entry, other)
             else:
-                self._set(item, "create", entry.id, entry.path, entry, None)
-        if item.target_path:
+                # Revision 0: "nothing here yet". Another writer saving this id (or path) between
+                # plan and apply then fails this item instead of being overwritten unseen.
+                self._set(item, "create", entry.id, entry.path, entry, 0)
+        current = next((r for r in (row, other) if r is not None and r.id == item.target_id), None)
+        acts = item.action not in ("unchanged", "skip")
+        if acts and (current is None or current.deleted or current.path != item.target_path):
+            self._check_target(item)
+        if item.action not in ("unchanged", "skip", "refused"):
+            if item.target_id in self.targets:
+                # Two writes planned against one blueprint and one revision: the second would
+                # fail at best, or pour one blueprint's content into another's identity.
+                item.action, item.status, item._entry = "refused", "failed", None
+                item.error = f"the bundle already updates {item.target_id} (its own entry)"
+            else:
+                self.targets.add(item.target_id)
+                if current is not None and not current.deleted:
+                    moved_from = fs.path_key(current.path)
+                    if moved_from != fs.path_key(item.target_path):
+                        self.released.add(moved_from)
+        if item.target_path and item.action != "refused":
             self.claimed.add(fs.path_key(item.target_path))
+        self.planned.add(entry.id)
         return item
+
+    def _holder(self, entry: BundleEntry) -> Row | None:
+        """The live blueprint holding the entry's path here, unless a planned move vacates it."""
+        key = fs.path_key(entry.path)
+        if key not in self.taken_keys or key in self.released:
+            return None
+        return _row(self.store, entry.path)
+
+    def waits_for(self, entry: BundleEntry) -> str | None:
+        """The id of the blueprint to plan before this one: the holder of its path here, when the
+        bundle moves that blueprint elsewhere (the source renamed it and made a new blueprint at
+        its old path). Its move is then planned, and applied, first, and frees the path."""
+        if entry.id in self.known_ids:
+            return None
+        other = self._holder(entry)
+        if other is None or other.id in self.planned:
+            return None
+        moved_to = self.bundle_paths.get(other.id)
+        if moved_to is None or moved_to == fs.path_key(entry.path):
+            return None
+        return other.id
+
+    def _check_target(self, item: ImportItem) -> None:
+        """Refuse, in the plan, a new path the store would refuse at save time (too long, under a
+        hidden folder, matching this store's ignore rules): the dry run shows it, and it is not
+        found out item by item after others were written."""
+        try:
+            self.store.check_scanned(fs.normalize_path(item.target_path), self.rules)
+        except UnsafePathError as exc:
+            item.action, item.status, item._entry = "refused", "failed", None
+            item.error = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
 
     def _set(
         self,
@@ -559,11 +696,12 @@ class _Planner:
         return other is None or other.id == owner
 
     def _plan_same_id(self, item: ImportItem, entry: BundleEntry, row: Row) -> None:
-        if not row.deleted and row.content_hash == entry.content_hash and row.path == entry.path:
+        incoming = _hash_as_saved(entry, row)
+        if not row.deleted and row.content_hash == incoming and row.path == entry.path:
             self._set(item, "unchanged", row.id, row.path, None, None, "identical")
             return
         known = {r.content_hash for r in self.store.history(row.id)}
-        stale = entry.content_hash in known
+        stale = incoming in known
         if self.policy == "overwrite":
             target = entry.path if self._path_free(entry.path, row.id) else row.path
             if row.deleted and not self._path_free(target, row.id):
@@ -592,7 +730,8 @@ class _Planner:
         if _same_ignoring_identity(other, entry):
             self._set(item, "unchanged", other.id, other.path, None, None, "same content at path")
             return
-        if self.policy == "overwrite":
+        if self.policy == "overwrite" and other.id not in self.bundle_paths:
+            # (A holder the bundle has its own version of is never given another's content.)
             item._meta = entry.meta.replace(
                 id=other.id, created=other.created or entry.meta.created
             )
@@ -605,6 +744,11 @@ class _Planner:
             self._set(item, "skip", row.id, row.path, None, None, reason)
             return
         done = _already_imported(self.store, entry.id, entry.content_hash)
+        if done is None:
+            # The import record is written with the copy, in one transaction; a copy whose files
+            # a kill left behind is adopted by reconcile without it, and recognised by its id.
+            copy = _row(self.store, _copy_id(entry), include_deleted=True)
+            done = copy.id if copy is not None else None
         if done is not None:
             self._set(item, "unchanged", done, "", None, None, f"already imported as {done}")
             return
@@ -634,10 +778,10 @@ class _Planner:
         return True
 
     def _plan_keep_both(self, item: ImportItem, entry: BundleEntry, reason: str) -> None:
-        copy_id = new_id()
+        copy_id = _copy_id(entry)
         name = entry.meta.name or fs.display_name(entry.path)
         item._meta = entry.meta.replace(id=copy_id, name=f"{name} (import {self.stamp})")
-        self._set(item, "keep-both", copy_id, self._free_variant(entry.path), entry, None, reason)
+        self._set(item, "keep-both", copy_id, self._free_variant(entry.path), entry, 0, reason)
 
     def _free_variant(self, path: str) -> str:
         stem = path[: -len(fs.YAML_SUFFIX)]
@@ -646,7 +790,11 @@ class _Planner:
         for n in range(1, 10_000):
             suffix = f" (import {compact})" + (f" {n}" if n > 1 else "")
             room = fs.MAX_SEGMENT_BYTES - len((suffix + fs.YAML_SUFFIX).encode("utf-8"))
-            short = base.encode("utf-8")[:room].decode("utf-8", "ignore").rstrip(" .")
+            short = base.encode("utf-8")[:room].decode("utf-8", "ignore")
+            # The whole path must stay within the store's limit too (a long path's copy would
+            # be refused at save time); a folder too long to leave room is refused by the plan.
+            chars = fs.MAX_PATH_CHARS - len(folder) - 1 - len(suffix + fs.YAML_SUFFIX)
+            short = short[: max(chars, 1)].rstrip(" .") or "_"
             candidate = (f"{folder}/" if folder else "") + short + suffix + fs.YAML_SUFFIX
             if self._path_free(candidate, ""):
                 return candidate
@@ -671,7 +819,19 @@ def plan_import(
     _ensure_schema(store)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     planner = _Planner(store, on_conflict, merger, stamp, bundle.entries)
-    return [planner.plan(entry) for entry in bundle.entries]
+    # Items are applied in this order: an entry waiting for the holder of its path comes right
+    # after the holder's own item, whose move frees the path.
+    items: list[ImportItem] = []
+    waiting: dict[str, list[BundleEntry]] = {}
+    for entry in bundle.entries:
+        holder = planner.waits_for(entry)
+        if holder is not None:
+            waiting.setdefault(holder, []).append(entry)
+            continue
+        items.append(planner.plan(entry))
+        items.extend(planner.plan(e) for e in waiting.pop(entry.id, ()))
+    items.extend(planner.plan(e) for rest in waiting.values() for e in rest)
+    return items
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -699,6 +859,8 @@ def _apply_items(store: BlueprintStore, items: list[ImportItem]) -> None:
     for item in items:
         if item.action in ("unchanged", "skip"):
             item.status = "done"
+            continue
+        if item.action == "refused":  # failed in the plan: never attempted
             continue
         content = item._content
         if content is None:

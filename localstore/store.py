@@ -828,9 +828,15 @@ class BlueprintStore:
         )
 
     def _check_scanned(self, rel: str, batch: _Batch) -> None:
+        if batch.rules is None:
+            batch.rules = fs.IgnoreRules.for_root(self.root)
+        self.check_scanned(rel, batch.rules)
+
+    def check_scanned(self, rel: str, rules: fs.IgnoreRules | None = None) -> None:
         """Refuse a path that reconcile and the watcher never look at (a hidden folder, a name
         matching an ignore pattern): its blueprint would be recorded as deleted on the next open
-        although its files are intact. The rules are the walk's own (files.IgnoreRules).
+        although its files are intact. The rules are the walk's own (files.IgnoreRules; pass them
+        to check many paths, as an import plan does, without reading the ignore file each time).
 
         Raises UnsafePathError naming the folder or pattern."""
         hidden = next((f for f in rel.split("/")[:-1] if f.startswith(".")), None)
@@ -840,9 +846,8 @@ class BlueprintStore:
                 "LocalStore does not look inside hidden folders",
                 hint="use a folder name that does not start with '.'",
             )
-        if batch.rules is None:
-            batch.rules = fs.IgnoreRules.for_root(self.root)
-        rules = batch.rules
+        if rules is None:
+            rules = fs.IgnoreRules.for_root(self.root)
         for path in (rel, fs.meta_path_for(rel)):
             if rules.ignored(path):
                 part, pattern = _ignore_match(rules, path)

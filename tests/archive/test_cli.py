@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,17 @@ def test_errors_are_one_line_with_the_documented_codes(src: Path, tmp_path: Path
     (tmp_path / "junk.lsbundle").write_bytes(b"hello")
     code, _, err = run(tmp_path / "dst", "import", str(tmp_path / "junk.lsbundle"))
     assert code == 1 and "not a .lsbundle" in err
+
+
+def test_import_of_a_missing_file_or_a_fifo_is_one_line(tmp_path: Path) -> None:
+    code, out, err = run(tmp_path / "dst", "import", str(tmp_path / "missing.lsbundle"))
+    assert code == 4 and out == "" and err.startswith("error: no such bundle")
+    assert "Traceback" not in err and err.count("\n") <= 2
+    fifo = tmp_path / "pipe.lsbundle"
+    os.mkfifo(fifo)  # nobody writes to it: opening it blocking would hang the import
+    code, _, err = run(tmp_path / "dst", "import", str(fifo))
+    assert code == 1 and "not a regular file" in err
+    folder = tmp_path / "folder.lsbundle"
+    folder.mkdir()
+    code, _, err = run(tmp_path / "dst", "import", str(folder))
+    assert code != 0 and "Traceback" not in err
