@@ -78,6 +78,71 @@ def _unsupported(rel: str) -> str | None:
     return None
 
 
+_MARKER_TEXT = (
+    b"This folder holds LocalStore blueprints. Keep this file: without it, a folder here without\n"
+    b"blueprints is taken for an unmounted drive or a folder moved away, not for deleted blueprints.\n"
+)
+
+
+def check_root(store: BlueprintStore) -> None:
+    """Make sure the blueprints folder is the store's own before anything compares it with the index.
+
+    A home without live blueprints gets the folder and its marker file (first run, ``init``). Else
+    the marker says the folder is the one the index describes; a folder without it but with
+    blueprint files is taken as the store's (a store made before the marker, a restored backup)
+    and marked. One stat when the marker is there.
+
+    Raises StorageError when the folder is missing, or holds no blueprint and no marker, while
+    blueprints are indexed. Whether this open created the folder is not the test: any other code
+    (a login, ``localstore cred``) or an unmounted drive's mount point leaves an empty folder, and
+    a reconcile would then record every blueprint deleted and sync would push the deletes.
+    """
+    marker = store.paths.blueprints_marker
+    if marker.is_file():
+        return
+    with store.index.read() as cur:
+        (live,) = cur.execute("SELECT count(*) FROM blueprints WHERE deleted = 0").fetchone()
+    if not live:
+        fs.ensure_dir(store.root)
+        _write_marker(marker)
+        return
+    if not store.root.is_dir():
+        _refuse_root(store, live, "is missing")
+    if _holds_blueprints(store.root):
+        _write_marker(marker)
+        return
+    _refuse_root(store, live, "holds no blueprints")
+
+
+def _holds_blueprints(root: Path) -> bool:
+    """Whether any blueprint file (or a folder that cannot be read) is under ``root``."""
+    unlistable: list[tuple[str, OSError]] = []
+    walk = fs.walk_blueprint_files(root, fs.IgnoreRules.for_root(root), unlistable=unlistable)
+    return any(not rel.endswith(fs.TEMP_SUFFIX) for rel, _ in walk) or bool(unlistable)
+
+
+def _write_marker(marker: Path) -> None:
+    try:
+        fs.atomic_write(marker, _MARKER_TEXT)
+    except LocalStoreError as exc:
+        # A read-only folder still opens; it is marked at a later open, and until then an empty
+        # one is refused, which is the safe side.
+        log.warning("cannot mark the blueprints folder as the store's: %s", exc)
+
+
+def _refuse_root(store: BlueprintStore, live: int, what: str) -> None:
+    """A vanished or emptied blueprints folder is an unmounted disk or a moved folder far more
+    often than a user deleting every blueprint: recording ``live`` deletes (which sync would then
+    push to every device) is not a repair."""
+    root, marker = store.root, store.paths.blueprints_marker
+    raise StorageError(
+        f"the blueprints folder {root} {what}, but {live} blueprint(s) are indexed",
+        hint="reconnect or restore the folder (or set the right folder in config.yaml); "
+        f"if they were deleted on purpose, create an empty file {marker} (and its folder) "
+        "and open again",
+    )
+
+
 class Reconciler:
     """One reconcile pass over a store (or one path of it)."""
 
@@ -162,29 +227,13 @@ class Reconciler:
 
     # -- the full pass -----------------------------------------------------------------------------
 
-    def on_open(self, *, fix: bool, root_created: bool) -> None:
-        """The open's pass (``fix``); ``root_created``: the blueprints folder did not exist
-        until this open made it.
-
-        Raises StorageError if the folder was missing while blueprints are indexed, whether or not
-        this open reconciles: a later ``check --fix`` or watcher rescan would otherwise see an
-        empty folder and record every blueprint deleted.
-        """
-        if root_created:
-            with self.store.index.read() as cur:
-                (live,) = cur.execute(
-                    "SELECT count(*) FROM blueprints WHERE deleted = 0"
-                ).fetchone()
-            if live:
-                self._refuse_missing_root(live)
-        if fix:
-            self.run(fix=True)
-
     def run(self, *, fix: bool) -> CheckReport:
         """Compare everything; with ``fix`` apply the differences to the index (and missing metas)."""
         from localstore.store import CheckReport
 
         report = CheckReport()
+        if fix:
+            check_root(self.store)  # the folder may have gone since the open checked it
         with self.store.index.read() as cur:
             by_path = self._live_rows(cur)
         scan = self.scan(by_path)
@@ -229,19 +278,6 @@ class Reconciler:
                     report.fixed.append({"kind": "temp-file", "path": rel, "detail": "removed"})
         self.store.events.publish(self.events)
         return report
-
-    def _refuse_missing_root(self, live: int) -> None:
-        """A vanished blueprints folder is an unmounted disk or a moved folder far more often
-        than a user deleting every blueprint: recording ``live`` deletes (which sync would then
-        push to every device) is not a repair. Undo the folder's creation and refuse."""
-        root = self.store.root
-        with contextlib.suppress(OSError):
-            root.rmdir()  # empty: this open made it a moment ago
-        raise StorageError(
-            f"the blueprints folder {root} is missing, but {live} blueprint(s) are indexed",
-            hint="reconnect or restore the folder (or set the right folder in config.yaml); "
-            "if they were deleted on purpose, create the empty folder and open again",
-        )
 
     def _still_on_disk(self, row: Row, scan: _Scan) -> dict[str, str] | None:
         """The problem to report instead of deleting ``row`` if its file is still there.

@@ -23,6 +23,8 @@ from localstore.errors import ConfigError
 APP_NAME = "LocalStore"
 ENV_PREFIX = "LOCALSTORE_"
 CONFIG_FILE_NAME = "config.yaml"
+# Hidden, so the scan, the watcher and bundles pass it by; see Paths.blueprints_marker.
+BLUEPRINTS_MARKER_NAME = ".localstore-folder"
 
 DEFAULT_PROFILE = "default"
 DEFAULT_MAX_YAML_BYTES = 8 * 1024 * 1024
@@ -54,9 +56,19 @@ class Paths:
         """Path of the SQLite index."""
         return self.data / "index.db"
 
+    @property
+    def blueprints_marker(self) -> Path:
+        """The file the store keeps in its blueprints folder to know the folder as its own."""
+        return self.blueprints / BLUEPRINTS_MARKER_NAME
+
     def ensure(self) -> None:
-        """Create every directory (private to the user where it holds state)."""
-        for p in (self.blueprints, self.data, self.config, self.cache, self.state):
+        """Create every directory but the blueprints folder (private to the user where it holds state).
+
+        The blueprints folder is the store's to create, on its first open: made empty here (by
+        ``localstore cred``, a login) while its disk is unmounted, it would be taken for a folder
+        whose blueprints were all deleted.
+        """
+        for p in (self.data, self.config, self.cache, self.state):
             p.mkdir(parents=True, exist_ok=True)
         for p in (self.data, self.state, self.config):
             try:

@@ -340,10 +340,9 @@ class BlueprintStore:
     ) -> None:
         self.settings = settings or load_settings()
         self.paths = self.settings.paths
-        root_created = not self.paths.blueprints.exists()  # reconcile refuses to delete it all
         self.paths.ensure()
         self.root = self.paths.blueprints
-        self._real_root = self.root.resolve()
+        self._real_root = self.root.resolve()  # (not strict: check_root below may create it)
         self._root_str = str(self.root)
         self.validator = validator
         self._checked: set[bytes] = set()  # digests of YAML check_yaml() passed, not yet saved
@@ -367,14 +366,17 @@ class BlueprintStore:
             self._maintainer = Maintainer(self.paths.index_db)
             self.index.on_commit(self._maintainer.notify_commit)
             self._maintainer.start()
-        if reconcile or root_created:
-            from localstore._reconcile import Reconciler
+        from localstore._reconcile import Reconciler, check_root
 
-            try:
-                Reconciler(self).on_open(fix=reconcile, root_created=root_created)
-            except BaseException:
-                self.close()  # a failed open must not leave its maintainer thread running
-                raise
+        try:
+            # Whether or not this open reconciles: a later 'check --fix' or watcher rescan
+            # must not take an empty stand-in folder for deleted blueprints either.
+            check_root(self)
+            if reconcile:
+                Reconciler(self).run(fix=True)
+        except BaseException:
+            self.close()  # a failed open must not leave its maintainer thread running
+            raise
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

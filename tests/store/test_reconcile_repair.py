@@ -196,14 +196,56 @@ def test_missing_blueprints_folder_is_refused_not_recorded_as_deleting_everythin
     for _ in range(2):
         with pytest.raises(StorageError, match="missing") as err:
             localstore.open(home=home)  # (maintenance on: a failed open must not leak its thread)
-        assert "create the empty folder" in err.value.hint
+        assert ".localstore-folder" in err.value.hint
         assert not root.exists()  # so the next open refuses too
     with pytest.raises(StorageError, match="missing"):
         _open(home, reconcile=False)  # as 'localstore check --fix' opens: it would delete all
-    root.mkdir()  # the user says: yes, they are gone
+    root.mkdir()  # an empty folder alone is no answer: any program may have made it
+    with pytest.raises(StorageError, match="holds no blueprints"):
+        _open(home)
+    (root / ".localstore-folder").touch()  # the user says: yes, they are gone
     with _open(home) as s:
         assert s.count() == 0
         assert s.history(bp.id)[0].deleted
+
+
+def test_a_blueprints_folder_made_empty_by_other_code_is_refused(home: Path) -> None:
+    """``localstore cred``, a login and the daemon's re-login poll call Paths.ensure(); while the
+    drive is unmounted, the empty folder it made turned the next open into a delete of everything."""
+    with _open(home) as s:
+        s.save("a", DOC)
+        s.save("f/b", DOC)
+    root = home / "blueprints"
+    shutil.move(root, home / "unmounted")
+    settings = localstore.load_settings(home=home)
+    settings.paths.ensure()
+    assert not root.exists()  # ensure() leaves the blueprints folder to the store
+    root.mkdir()  # any other code, or the empty mount point of the unmounted drive
+    for reconcile in (True, False):
+        with pytest.raises(StorageError, match="holds no blueprints"):
+            _open(home, reconcile=reconcile)
+    shutil.rmtree(root)
+    shutil.move(home / "unmounted", root)  # the drive is back
+    with _open(home) as s:
+        assert s.count() == 2 and not s.check().problems
+
+
+def test_a_store_folder_without_its_marker_is_marked_not_refused(home: Path) -> None:
+    """A store made before the marker (or a restored backup) opens and is marked; a new home gets
+    one; deleting every blueprint file of a marked folder is an ordinary delete."""
+    with _open(home) as s:
+        s.save("a", DOC)
+        s.save("f/b", DOC)
+    marker = home / "blueprints/.localstore-folder"
+    assert marker.is_file()
+    marker.unlink()
+    with _open(home) as s:
+        assert s.count() == 2
+    assert marker.is_file()
+    for p in (home / "blueprints").rglob("*.blueprint.*"):
+        p.unlink()
+    with _open(home) as s:
+        assert s.count() == 0
 
 
 _KILLED_BETWEEN_RENAMES = """

@@ -342,7 +342,7 @@ def test_a_refused_row_leaves_no_conflict_copy_files_behind(
     raw.close()
     report = a.sync()
     assert report.quarantined >= 1 and report.conflicts == 0 and a.engine.conflicts() == []
-    files = sorted(p.name for p in a.store.root.rglob("*") if p.is_file())
+    files = sorted(p.name for p in a.store.root.rglob("*.blueprint.*") if p.is_file())
     assert files == ["x.blueprint.meta.json", "x.blueprint.yaml"]
     a.store.reconcile()
     assert [i.id for i in a.store.list()] == [x] and a.text(x) == "k: a\n"
