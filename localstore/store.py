@@ -747,7 +747,10 @@ class BlueprintStore:
             batch.pending.commit()
         existing, holder = self._find_for_save(cur, rel, req.id)
         if existing is None or existing.deleted or existing.path != rel:
-            self._check_scanned(rel, batch)  # (a path already indexed passed this when it came)
+            # (A path already indexed passed this when it came.)
+            if batch.rules is None:
+                batch.rules = fs.IgnoreRules.for_root(self.root)
+            self._check_scanned(rel, batch.rules)
         target = self._abspath_in(rel, batch)
         if existing is not None and not existing.deleted:
             yaml_abs = target if existing.path == rel else self._abspath_in(existing.path, batch)
@@ -829,7 +832,17 @@ class BlueprintStore:
             "(or restore) that one",
         )
 
-    def _check_scanned(self, rel: str, batch: _Batch) -> None:
+    def check_scanned(self, path: str) -> None:
+        """Refuse ``path`` as a save to a new path would: a place reconcile and the watcher never
+        look at (a hidden folder, a name matching an ignore pattern). Sync checks a server row
+        with it before writing anything for the row (a conflict copy, a blueprint moved aside).
+
+        Raises UnsafePathError naming the folder or pattern, InvalidPathError for a bad path.
+        """
+        self._check_scanned(fs.normalize_path(path), fs.IgnoreRules.for_root(self.root))
+
+    @staticmethod
+    def _check_scanned(rel: str, rules: fs.IgnoreRules) -> None:
         """Refuse a path that reconcile and the watcher never look at (a hidden folder, a name
         matching an ignore pattern): its blueprint would be recorded as deleted on the next open
         although its files are intact. The rules are the walk's own (files.IgnoreRules).
@@ -842,9 +855,6 @@ class BlueprintStore:
                 "LocalStore does not look inside hidden folders",
                 hint="use a folder name that does not start with '.'",
             )
-        if batch.rules is None:
-            batch.rules = fs.IgnoreRules.for_root(self.root)
-        rules = batch.rules
         for path in (rel, fs.meta_path_for(rel)):
             if rules.ignored(path):
                 part, pattern = _ignore_match(rules, path)

@@ -229,12 +229,12 @@ class Applier:
         item = st.get_item(cur, r.id)
         if is_known(item, r):
             return  # already known: our own push coming back, or a replayed page
+        local = self._local_row(r.id, cur)
         if not r.deleted:
             # Everything that can refuse the row, before anything is written (a path moved
             # aside, a conflict copy): the caller's savepoint rolls back the index of a refused
             # row, not its files, and reconcile would adopt such files as new blueprints.
-            self._check_row(r)
-        local = self._local_row(r.id, cur)
+            self._check_row(r, local)
         if local is not None and not local.deleted:
             local = self._fresh(local) or local
         synced = item.synced_op_id if item is not None else 0
@@ -460,12 +460,17 @@ class Applier:
         self.stats.applied += 1
         return bp
 
-    def _check_row(self, r: ServerRow) -> None:
+    def _check_row(self, r: ServerRow, local: Row | None) -> None:
         """Raise what :meth:`_save_remote` would raise for this live row (InvalidInputError)."""
         meta = BlueprintMeta.from_dict(r.meta, source=f"server row {r.id}")
         if meta.id != r.id:
             raise InvalidInputError(f"server row {r.id} carries meta id {meta.id}")
-        self._check_path_shape(fs.normalize_path(r.path))
+        path = fs.normalize_path(r.path)
+        if local is None or local.deleted or local.path != path:
+            # The store refuses a hidden or ignored new path (an older client's row, or another
+            # device's .localstoreignore) only in the save, after a conflict copy is written.
+            self.store.check_scanned(path)
+        self._check_path_shape(path)
         self.store.check_yaml(r.content.encode("utf-8"))  # remembered: the save skips it
 
     def _check_path_shape(self, path: str) -> None:
