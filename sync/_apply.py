@@ -305,6 +305,7 @@ class Applier:
         local = self._local_row(blueprint_id)
         if local is None or local.deleted:
             return None
+        local = self._fresh(local) or local  # the record keeps the text on disk, edit included
         text = self._text(cur, local)
         item = st.get_item(cur, local.id)
         # A blueprint the server already has is moved, not copied: resolving must keep it.
@@ -542,6 +543,10 @@ class Applier:
         local = self._local_row(holder)
         if local is None or local.deleted:
             return
+        # An unrecorded edit is recorded first (it makes the blueprint dirty: pushed, not parked
+        # as clean); the store refuses a remote move over it (ChangedOnDiskError), which stopped
+        # every cycle and rolled the recorded edit back with the row's savepoint.
+        local = self._fresh(local) or local
         item = st.get_item(cur, holder)
         clean = local.op_id <= (item.synced_op_id if item is not None else 0)
         self.store.move(holder, self._conflict_path_for(local.path), origin="remote")
