@@ -910,14 +910,14 @@ class BlueprintStore:
         return bool(reconciler.events)
 
     @staticmethod
-    def _refuse_remote(rel: str) -> None:
-        """A pulled row must not replace an edit it was never merged with (the sync engine
-        planned it against the index before the editor saved): the edit is recorded, and the
-        caller applies the row through its merging path instead."""
+    def _refuse_remote(rel: str, what: str = "version") -> None:
+        """A pulled row must not replace (or delete) an edit it was never merged with (the sync
+        engine planned it against the index before the editor saved): the edit is recorded, and
+        the caller applies the row through its merging path instead."""
         raise ChangedOnDiskError(
-            f"{rel} changed on disk after the remote version was planned; the change is "
-            "recorded and the remote version was not written",
-            hint="apply the remote version through a merge (sync does this itself)",
+            f"{rel} changed on disk after the remote {what} was planned; the change is "
+            f"recorded and the remote {what} was not applied",
+            hint=f"apply the remote {what} through a merge (sync does this itself)",
         )
 
     def _find_for_save(
@@ -1424,11 +1424,14 @@ class BlueprintStore:
     def delete(self, ref: str, *, origin: str = "local", tx_hook: TxHook | None = None) -> Revision:
         """Delete a blueprint's files; its history stays and ``restore`` brings it back.
 
-        Raises NotFoundError, StorageError (the blueprint and its files are left as they were).
+        Raises NotFoundError, StorageError (the blueprint and its files are left as they were),
+        ChangedOnDiskError for a remote delete of a blueprint with an edit not recorded yet (the
+        edit is recorded and nothing is deleted: an edit beats a delete).
         """
         self._check_open()
         events: list[Event] = []
         removing: tuple[str, bytes | None, bytes | None] | None = None
+        refused: str | None = None
         try:
             with self.index.write() as cur:
                 row = self._resolve(cur, ref)
@@ -1441,31 +1444,36 @@ class BlueprintStore:
                     reconciler.ingest_locked(cur, row.path, may_delete=False)
                     events.extend(reconciler.events)
                     row = self._resolve(cur, row.id)
-                yaml_bytes, meta_bytes = self._read_pair(row.path)
-                if row.flagged or yaml_bytes is None:
-                    content = self._revision_content(row.id, row.rev).encode("utf-8")
-                else:
-                    content = yaml_bytes
-                rev = self._mark_deleted(cur, row, content, origin)
-                bp = self._blueprint_from(row, content.decode("utf-8"))
-                if tx_hook is not None:
-                    tx_hook(cur, bp)
-                events.append(
-                    Event(
-                        kind="deleted",
-                        id=row.id,
-                        path=row.path,
-                        origin=origin,
-                        rev=rev,
-                        content_hash=row.content_hash,
+                    if reconciler.events and origin == "remote":
+                        # The deleting device never saw this edit. Committed, not rolled back,
+                        # so the error's "recorded" holds (saves refuse the same way).
+                        refused = row.path
+                if refused is None:
+                    yaml_bytes, meta_bytes = self._read_pair(row.path)
+                    if row.flagged or yaml_bytes is None:
+                        content = self._revision_content(row.id, row.rev).encode("utf-8")
+                    else:
+                        content = yaml_bytes
+                    rev = self._mark_deleted(cur, row, content, origin)
+                    bp = self._blueprint_from(row, content.decode("utf-8"))
+                    if tx_hook is not None:
+                        tx_hook(cur, bp)
+                    events.append(
+                        Event(
+                            kind="deleted",
+                            id=row.id,
+                            path=row.path,
+                            origin=origin,
+                            rev=rev,
+                            content_hash=row.content_hash,
+                        )
                     )
-                )
-                # The files go last, once the index statements and the hook succeeded: only
-                # the commit can still fail, and then the bytes in hand are put back. A kill
-                # after the unlinks leaves a vanished pair, which reconcile records as this
-                # same delete (the index already holds what the files held).
-                removing = (row.path, yaml_bytes, meta_bytes)
-                self._remove_pair(row.path)
+                    # The files go last, once the index statements and the hook succeeded:
+                    # only the commit can still fail, and then the bytes in hand are put back.
+                    # A kill after the unlinks leaves a vanished pair, which reconcile records
+                    # as this same delete (the index already holds what the files held).
+                    removing = (row.path, yaml_bytes, meta_bytes)
+                    self._remove_pair(row.path)
         except BaseException as exc:
             if removing is not None:
                 self._put_back_pair(*removing)
@@ -1473,6 +1481,8 @@ class BlueprintStore:
                 raise map_apsw_error(exc, "delete") from exc
             raise
         self.events.publish(events)
+        if refused is not None:
+            self._refuse_remote(refused, "delete")
         return Revision(row.id, rev, origin, self.device_id, utc_now(), row.path, "", True)
 
     def _read_pair(self, rel: str) -> tuple[bytes | None, bytes | None]:

@@ -44,3 +44,24 @@ def test_an_unrecorded_edit_of_a_blueprint_moved_aside_is_recorded_and_kept(
     assert_converged(server, a, b)
     assert a.text(h) == "h: 2\nb: kept\n" and a.store.row(h).path == "q.blueprint.yaml"
     assert a.text(r) == "r: 1\n"
+
+
+def test_a_remote_delete_loses_to_an_unrecorded_edit_whose_meta_is_missing(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """The engine took a missing meta file for "unchanged", so the row looked clean and the
+    store's delete recorded the edit, then deleted it. An edit beats a delete."""
+    a, b = make_device("A"), make_device("B")
+    x = a.store.save("x", "v: 1\n").id
+    a.sync()
+    b.sync()
+    _edit_unseen(b, "x.blueprint.yaml", "v: 1\nlocal: important\n")
+    b.store.abspath("x.blueprint.meta.json").unlink()
+    a.store.delete(x)
+    a.sync()
+    report = b.sync()
+    assert report.errors == [] and report.quarantined == 0
+    assert b.text(x) == "v: 1\nlocal: important\n"
+    converge(a, b)
+    assert_converged(server, a, b)
+    assert a.text(x) == "v: 1\nlocal: important\n"
