@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sync.memory_remote import MemoryServer
 
@@ -65,3 +66,32 @@ def test_a_remote_delete_loses_to_an_unrecorded_edit_whose_meta_is_missing(
     converge(a, b)
     assert_converged(server, a, b)
     assert a.text(x) == "v: 1\nlocal: important\n"
+
+
+def test_an_edit_saved_just_before_a_remote_delete_is_written_is_kept(
+    make_device: Callable[..., Device], server: MemoryServer, monkeypatch: Any
+) -> None:
+    """The editor saves after the engine looked at the files (the row is clean) and before the
+    store deletes: the store records the edit and refuses, the row's savepoint rolled that
+    back, and the cycle failed. The row is applied once more and the edit wins."""
+    a, b = make_device("A"), make_device("B")
+    x = a.store.save("x", "v: 1\n").id
+    a.sync()
+    b.sync()
+    a.store.delete(x)
+    a.sync()
+    real = b.store.delete
+
+    def editor_saves_first(ref: str, **kw: Any) -> Any:
+        # Fault injection: the editor's save lands inside the window, once.
+        monkeypatch.setattr(b.store, "delete", real)
+        _edit_unseen(b, "x.blueprint.yaml", "v: 1\nlate: edit\n")
+        return real(ref, **kw)
+
+    monkeypatch.setattr(b.store, "delete", editor_saves_first)
+    report = b.sync()
+    assert report.errors == [] and b.text(x) == "v: 1\nlate: edit\n"
+    assert b.store.history(x)[0].origin == "external"
+    converge(a, b)
+    assert_converged(server, a, b)
+    assert a.text(x) == "v: 1\nlate: edit\n"
