@@ -274,6 +274,8 @@ class SaveRequest:
     id: str | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
     expected_rev: int | None = None
+    # Runs inside the batch's transaction, possibly more than once: a refused item makes the
+    # batch run again without it. Only statements on its cursor (rolled back with an attempt).
     tx_hook: TxHook | None = None
 
 
