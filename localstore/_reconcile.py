@@ -78,40 +78,52 @@ def _unsupported(rel: str) -> str | None:
     return None
 
 
-_MARKER_TEXT = (
-    b"This folder holds LocalStore blueprints. Keep this file: without it, a folder here without\n"
-    b"blueprints is taken for an unmounted drive or a folder moved away, not for deleted blueprints.\n"
-)
+# The blueprints folder the index describes, as "st_dev:st_ino" (see check_root).
+ROOT_ID_SETTING = "blueprints_folder_id"
+# A file the user creates in an empty blueprints folder to say its blueprints are really gone
+# (hidden: the scan and the watcher pass it by). check_root removes it once it has answered.
+CONFIRM_EMPTY_NAME = ".localstore-confirm-empty"
 
 
 def check_root(store: BlueprintStore) -> None:
-    """Make sure the blueprints folder is the store's own before anything compares it with the index.
+    """Make sure the blueprints folder is the one the index describes before anything compares
+    them (one stat and one read when it is).
 
-    A home without live blueprints gets the folder and its marker file (first run, ``init``). Else
-    the marker says the folder is the one the index describes; a folder without it but with
-    blueprint files is taken as the store's (a store made before the marker, a restored backup)
-    and marked. One stat when the marker is there.
+    The index keeps the folder's identity (device and inode). A home without live blueprints
+    gets the folder (first run, ``init``). Another identity is accepted when the folder holds
+    blueprint files (a restored backup, a store made before identities were kept, the index
+    moved with its folder) or the user's confirmation file, and is then recorded.
 
-    Raises StorageError when the folder is missing, or holds no blueprint and no marker, while
-    blueprints are indexed. Whether this open created the folder is not the test: any other code
-    (a login, ``localstore cred``) or an unmounted drive's mount point leaves an empty folder, and
-    a reconcile would then record every blueprint deleted and sync would push the deletes.
+    Raises StorageError when the folder is missing, or is another folder without any blueprint,
+    while blueprints are indexed. Whether this open created the folder is not the test: other
+    code (a login, ``localstore cred``) made it empty, an unmounted drive leaves its empty mount
+    point, and a reconcile would then record every blueprint deleted and sync push the deletes.
     """
-    marker = store.paths.blueprints_marker
-    if marker.is_file():
+    root = store.root
+    try:
+        st = os.stat(root)
+    except FileNotFoundError:
+        st = None
+    ident = f"{st.st_dev}:{st.st_ino}" if st is not None else None
+    if ident is not None and ident == store.index.get_setting(ROOT_ID_SETTING):
         return
     with store.index.read() as cur:
         (live,) = cur.execute("SELECT count(*) FROM blueprints WHERE deleted = 0").fetchone()
-    if not live:
-        fs.ensure_dir(store.root)
-        _write_marker(marker)
-        return
-    if not store.root.is_dir():
-        _refuse_root(store, live, "is missing")
-    if _holds_blueprints(store.root):
-        _write_marker(marker)
-        return
-    _refuse_root(store, live, "holds no blueprints")
+    if st is None:
+        if live:
+            _refuse_root(store, live, "is missing")
+        fs.ensure_dir(root)
+        st = os.stat(root)
+    elif live and not stat.S_ISDIR(st.st_mode):
+        _refuse_root(store, live, "is not a folder")
+    confirm = root / CONFIRM_EMPTY_NAME
+    confirmed = live > 0 and os.path.isfile(confirm)
+    if live and not confirmed and not _holds_blueprints(root):
+        _refuse_root(store, live, "holds no blueprints (and is not the folder they were in)")
+    store.index.set_setting(ROOT_ID_SETTING, f"{st.st_dev}:{st.st_ino}")
+    if confirmed:
+        log.warning("%s: confirmed; recording the %d missing blueprint(s) deleted", confirm, live)
+        fs.remove_file(confirm)
 
 
 def _holds_blueprints(root: Path) -> bool:
@@ -121,25 +133,16 @@ def _holds_blueprints(root: Path) -> bool:
     return any(not rel.endswith(fs.TEMP_SUFFIX) for rel, _ in walk) or bool(unlistable)
 
 
-def _write_marker(marker: Path) -> None:
-    try:
-        fs.atomic_write(marker, _MARKER_TEXT)
-    except LocalStoreError as exc:
-        # A read-only folder still opens; it is marked at a later open, and until then an empty
-        # one is refused, which is the safe side.
-        log.warning("cannot mark the blueprints folder as the store's: %s", exc)
-
-
 def _refuse_root(store: BlueprintStore, live: int, what: str) -> None:
     """A vanished or emptied blueprints folder is an unmounted disk or a moved folder far more
     often than a user deleting every blueprint: recording ``live`` deletes (which sync would then
     push to every device) is not a repair."""
-    root, marker = store.root, store.paths.blueprints_marker
+    root = store.root
     raise StorageError(
         f"the blueprints folder {root} {what}, but {live} blueprint(s) are indexed",
         hint="reconnect or restore the folder (or set the right folder in config.yaml); "
-        f"if they were deleted on purpose, create an empty file {marker} (and its folder) "
-        "and open again",
+        f"if they were deleted on purpose, create an empty file {root / CONFIRM_EMPTY_NAME} "
+        "(and its folder) and open again",
     )
 
 

@@ -23,8 +23,6 @@ from localstore.errors import ConfigError
 APP_NAME = "LocalStore"
 ENV_PREFIX = "LOCALSTORE_"
 CONFIG_FILE_NAME = "config.yaml"
-# Hidden, so the scan, the watcher and bundles pass it by; see Paths.blueprints_marker.
-BLUEPRINTS_MARKER_NAME = ".localstore-folder"
 
 DEFAULT_PROFILE = "default"
 DEFAULT_MAX_YAML_BYTES = 8 * 1024 * 1024
@@ -55,11 +53,6 @@ class Paths:
     def index_db(self) -> Path:
         """Path of the SQLite index."""
         return self.data / "index.db"
-
-    @property
-    def blueprints_marker(self) -> Path:
-        """The file the store keeps in its blueprints folder to know the folder as its own."""
-        return self.blueprints / BLUEPRINTS_MARKER_NAME
 
     def ensure(self) -> None:
         """Create every directory but the blueprints folder (private to the user where it holds state).
