@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import apsw
 
@@ -133,7 +133,7 @@ def _holds_blueprints(root: Path) -> bool:
     return any(not rel.endswith(fs.TEMP_SUFFIX) for rel, _ in walk) or bool(unlistable)
 
 
-def _refuse_root(store: BlueprintStore, live: int, what: str) -> None:
+def _refuse_root(store: BlueprintStore, live: int, what: str) -> NoReturn:
     """A vanished or emptied blueprints folder is an unmounted disk or a moved folder far more
     often than a user deleting every blueprint: recording ``live`` deletes (which sync would then
     push to every device) is not a repair."""

@@ -1436,21 +1436,12 @@ class BlueprintStore:
         refused: str | None = None
         try:
             with self.index.write() as cur:
-                row = self._resolve(cur, ref)
-                if self._edited_on_disk(row, str(self.abspath(row.path))):
-                    # An edit not recorded yet goes into history first: the delete revision
-                    # must hold what the user last had, not the older indexed version.
-                    from localstore._reconcile import Reconciler
-
-                    reconciler = Reconciler(self)
-                    reconciler.ingest_locked(cur, row.path, may_delete=False)
-                    events.extend(reconciler.events)
-                    row = self._resolve(cur, row.id)
-                    if reconciler.events and origin == "remote":
-                        # The deleting device never saw this edit. Committed, not rolled back,
-                        # so the error's "recorded" holds (saves refuse the same way).
-                        refused = row.path
-                if refused is None:
+                row, recorded = self._record_before_delete(cur, self._resolve(cur, ref), events)
+                if recorded and origin == "remote":
+                    # The deleting device never saw this edit: an edit beats a delete. The
+                    # edit is committed, not rolled back, so the error's "recorded" holds.
+                    refused = row.path
+                else:
                     yaml_bytes, meta_bytes = self._read_pair(row.path)
                     if row.flagged or yaml_bytes is None:
                         content = self._revision_content(row.id, row.rev).encode("utf-8")
@@ -1486,6 +1477,18 @@ class BlueprintStore:
         if refused is not None:
             self._refuse_remote(refused, "delete")
         return Revision(row.id, rev, origin, self.device_id, utc_now(), row.path, "", True)
+
+    def _record_before_delete(self, cur: Any, row: Row, events: list[Event]) -> tuple[Row, bool]:
+        """Ingest an edit not recorded yet: the delete revision must hold what the user last had,
+        not the older indexed version. Returns the row as it is now and whether it changed."""
+        if not self._edited_on_disk(row, str(self.abspath(row.path))):
+            return row, False
+        from localstore._reconcile import Reconciler
+
+        reconciler = Reconciler(self)
+        reconciler.ingest_locked(cur, row.path, may_delete=False)
+        events.extend(reconciler.events)
+        return self._resolve(cur, row.id), bool(reconciler.events)
 
     def _read_pair(self, rel: str) -> tuple[bytes | None, bytes | None]:
         """The bytes of a pair's YAML and meta files as they are on disk (None: missing)."""
