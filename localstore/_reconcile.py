@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import apsw
 
@@ -76,6 +76,74 @@ def _unsupported(rel: str) -> str | None:
             f"rename it to {canonical!r}"
         )
     return None
+
+
+# The blueprints folder the index describes, as "st_dev:st_ino" (see check_root).
+ROOT_ID_SETTING = "blueprints_folder_id"
+# A file the user creates in an empty blueprints folder to say its blueprints are really gone
+# (hidden: the scan and the watcher pass it by). check_root removes it once it has answered.
+CONFIRM_EMPTY_NAME = ".localstore-confirm-empty"
+
+
+def check_root(store: BlueprintStore) -> None:
+    """Make sure the blueprints folder is the one the index describes before anything compares
+    them (one stat and one read when it is).
+
+    The index keeps the folder's identity (device and inode). A home without live blueprints
+    gets the folder (first run, ``init``). Another identity is accepted when the folder holds
+    blueprint files (a restored backup, a store made before identities were kept, the index
+    moved with its folder) or the user's confirmation file, and is then recorded.
+
+    Raises StorageError when the folder is missing, or is another folder without any blueprint,
+    while blueprints are indexed. Whether this open created the folder is not the test: other
+    code (a login, ``localstore cred``) made it empty, an unmounted drive leaves its empty mount
+    point, and a reconcile would then record every blueprint deleted and sync push the deletes.
+    """
+    root = store.root
+    try:
+        st = os.stat(root)
+    except FileNotFoundError:
+        st = None
+    ident = f"{st.st_dev}:{st.st_ino}" if st is not None else None
+    if ident is not None and ident == store.index.get_setting(ROOT_ID_SETTING):
+        return
+    with store.index.read() as cur:
+        (live,) = cur.execute("SELECT count(*) FROM blueprints WHERE deleted = 0").fetchone()
+    if st is None:
+        if live:
+            _refuse_root(store, live, "is missing")
+        fs.ensure_dir(root)
+        st = os.stat(root)
+    elif live and not stat.S_ISDIR(st.st_mode):
+        _refuse_root(store, live, "is not a folder")
+    confirm = root / CONFIRM_EMPTY_NAME
+    confirmed = live > 0 and os.path.isfile(confirm)
+    if live and not confirmed and not _holds_blueprints(root):
+        _refuse_root(store, live, "holds no blueprints (and is not the folder they were in)")
+    store.index.set_setting(ROOT_ID_SETTING, f"{st.st_dev}:{st.st_ino}")
+    if confirmed:
+        log.warning("%s: confirmed; recording the %d missing blueprint(s) deleted", confirm, live)
+        fs.remove_file(confirm)
+
+
+def _holds_blueprints(root: Path) -> bool:
+    """Whether any blueprint file (or a folder that cannot be read) is under ``root``."""
+    unlistable: list[tuple[str, OSError]] = []
+    walk = fs.walk_blueprint_files(root, fs.IgnoreRules.for_root(root), unlistable=unlistable)
+    return any(not rel.endswith(fs.TEMP_SUFFIX) for rel, _ in walk) or bool(unlistable)
+
+
+def _refuse_root(store: BlueprintStore, live: int, what: str) -> NoReturn:
+    """A vanished or emptied blueprints folder is an unmounted disk or a moved folder far more
+    often than a user deleting every blueprint: recording ``live`` deletes (which sync would then
+    push to every device) is not a repair."""
+    root = store.root
+    raise StorageError(
+        f"the blueprints folder {root} {what}, but {live} blueprint(s) are indexed",
+        hint="reconnect or restore the folder (or set the right folder in config.yaml); "
+        f"if they were deleted on purpose, create an empty file {root / CONFIRM_EMPTY_NAME} "
+        "(and its folder) and open again",
+    )
 
 
 class Reconciler:
@@ -162,29 +230,13 @@ class Reconciler:
 
     # -- the full pass -----------------------------------------------------------------------------
 
-    def on_open(self, *, fix: bool, root_created: bool) -> None:
-        """The open's pass (``fix``); ``root_created``: the blueprints folder did not exist
-        until this open made it.
-
-        Raises StorageError if the folder was missing while blueprints are indexed, whether or not
-        this open reconciles: a later ``check --fix`` or watcher rescan would otherwise see an
-        empty folder and record every blueprint deleted.
-        """
-        if root_created:
-            with self.store.index.read() as cur:
-                (live,) = cur.execute(
-                    "SELECT count(*) FROM blueprints WHERE deleted = 0"
-                ).fetchone()
-            if live:
-                self._refuse_missing_root(live)
-        if fix:
-            self.run(fix=True)
-
     def run(self, *, fix: bool) -> CheckReport:
         """Compare everything; with ``fix`` apply the differences to the index (and missing metas)."""
         from localstore.store import CheckReport
 
         report = CheckReport()
+        if fix:
+            check_root(self.store)  # the folder may have gone since the open checked it
         with self.store.index.read() as cur:
             by_path = self._live_rows(cur)
         scan = self.scan(by_path)
@@ -229,19 +281,6 @@ class Reconciler:
                     report.fixed.append({"kind": "temp-file", "path": rel, "detail": "removed"})
         self.store.events.publish(self.events)
         return report
-
-    def _refuse_missing_root(self, live: int) -> None:
-        """A vanished blueprints folder is an unmounted disk or a moved folder far more often
-        than a user deleting every blueprint: recording ``live`` deletes (which sync would then
-        push to every device) is not a repair. Undo the folder's creation and refuse."""
-        root = self.store.root
-        with contextlib.suppress(OSError):
-            root.rmdir()  # empty: this open made it a moment ago
-        raise StorageError(
-            f"the blueprints folder {root} is missing, but {live} blueprint(s) are indexed",
-            hint="reconnect or restore the folder (or set the right folder in config.yaml); "
-            "if they were deleted on purpose, create the empty folder and open again",
-        )
 
     def _still_on_disk(self, row: Row, scan: _Scan) -> dict[str, str] | None:
         """The problem to report instead of deleting ``row`` if its file is still there.

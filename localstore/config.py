@@ -55,8 +55,13 @@ class Paths:
         return self.data / "index.db"
 
     def ensure(self) -> None:
-        """Create every directory (private to the user where it holds state)."""
-        for p in (self.blueprints, self.data, self.config, self.cache, self.state):
+        """Create every directory but the blueprints folder (private to the user where it holds state).
+
+        The blueprints folder is the store's to create, on its first open: made empty here (by
+        ``localstore cred``, a login) while its disk is unmounted, it would be taken for a folder
+        whose blueprints were all deleted.
+        """
+        for p in (self.data, self.config, self.cache, self.state):
             p.mkdir(parents=True, exist_ok=True)
         for p in (self.data, self.state, self.config):
             try:

@@ -274,6 +274,8 @@ class SaveRequest:
     id: str | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
     expected_rev: int | None = None
+    # Runs inside the batch's transaction, possibly more than once: a refused item makes the
+    # batch run again without it. Only statements on its cursor (rolled back with an attempt).
     tx_hook: TxHook | None = None
 
 
@@ -340,10 +342,9 @@ class BlueprintStore:
     ) -> None:
         self.settings = settings or load_settings()
         self.paths = self.settings.paths
-        root_created = not self.paths.blueprints.exists()  # reconcile refuses to delete it all
         self.paths.ensure()
         self.root = self.paths.blueprints
-        self._real_root = self.root.resolve()
+        self._real_root = self.root.resolve()  # (not strict: check_root below may create it)
         self._root_str = str(self.root)
         self.validator = validator
         self._checked: set[bytes] = set()  # digests of YAML check_yaml() passed, not yet saved
@@ -367,14 +368,17 @@ class BlueprintStore:
             self._maintainer = Maintainer(self.paths.index_db)
             self.index.on_commit(self._maintainer.notify_commit)
             self._maintainer.start()
-        if reconcile or root_created:
-            from localstore._reconcile import Reconciler
+        from localstore._reconcile import Reconciler, check_root
 
-            try:
-                Reconciler(self).on_open(fix=reconcile, root_created=root_created)
-            except BaseException:
-                self.close()  # a failed open must not leave its maintainer thread running
-                raise
+        try:
+            # Whether or not this open reconciles: a later 'check --fix' or watcher rescan
+            # must not take an empty stand-in folder for deleted blueprints either.
+            check_root(self)
+            if reconcile:
+                Reconciler(self).run(fix=True)
+        except BaseException:
+            self.close()  # a failed open must not leave its maintainer thread running
+            raise
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -745,7 +749,10 @@ class BlueprintStore:
             batch.pending.commit()
         existing, holder = self._find_for_save(cur, rel, req.id)
         if existing is None or existing.deleted or existing.path != rel:
-            self._check_scanned(rel, batch)  # (a path already indexed passed this when it came)
+            # (A path already indexed passed this when it came.)
+            if batch.rules is None:
+                batch.rules = fs.IgnoreRules.for_root(self.root)
+            self._check_scanned(rel, batch.rules)
         target = self._abspath_in(rel, batch)
         if existing is not None and not existing.deleted:
             yaml_abs = target if existing.path == rel else self._abspath_in(existing.path, batch)
@@ -827,16 +834,22 @@ class BlueprintStore:
             "(or restore) that one",
         )
 
-    def _check_scanned(self, rel: str, batch: _Batch) -> None:
-        if batch.rules is None:
-            batch.rules = fs.IgnoreRules.for_root(self.root)
-        self.check_scanned(rel, batch.rules)
+    def check_scanned(self, path: str, rules: fs.IgnoreRules | None = None) -> None:
+        """Refuse ``path`` as a save to a new path would: a place reconcile and the watcher never
+        look at (a hidden folder, a name matching an ignore pattern). Sync checks a server row
+        with it before writing anything for the row (a conflict copy, a blueprint moved aside),
+        and an import plan checks each new path (passing ``rules`` read once for all of them).
 
-    def check_scanned(self, rel: str, rules: fs.IgnoreRules | None = None) -> None:
+        Raises UnsafePathError naming the folder or pattern, or for a path the rules refuse.
+        """
+        rules = rules if rules is not None else fs.IgnoreRules.for_root(self.root)
+        self._check_scanned(fs.normalize_path(path), rules)
+
+    @staticmethod
+    def _check_scanned(rel: str, rules: fs.IgnoreRules) -> None:
         """Refuse a path that reconcile and the watcher never look at (a hidden folder, a name
         matching an ignore pattern): its blueprint would be recorded as deleted on the next open
-        although its files are intact. The rules are the walk's own (files.IgnoreRules; pass them
-        to check many paths, as an import plan does, without reading the ignore file each time).
+        although its files are intact. The rules are the walk's own (files.IgnoreRules).
 
         Raises UnsafePathError naming the folder or pattern."""
         hidden = next((f for f in rel.split("/")[:-1] if f.startswith(".")), None)
@@ -846,8 +859,6 @@ class BlueprintStore:
                 "LocalStore does not look inside hidden folders",
                 hint="use a folder name that does not start with '.'",
             )
-        if rules is None:
-            rules = fs.IgnoreRules.for_root(self.root)
         for path in (rel, fs.meta_path_for(rel)):
             if rules.ignored(path):
                 part, pattern = _ignore_match(rules, path)
@@ -903,14 +914,14 @@ class BlueprintStore:
         return bool(reconciler.events)
 
     @staticmethod
-    def _refuse_remote(rel: str) -> None:
-        """A pulled row must not replace an edit it was never merged with (the sync engine
-        planned it against the index before the editor saved): the edit is recorded, and the
-        caller applies the row through its merging path instead."""
+    def _refuse_remote(rel: str, what: str = "version") -> None:
+        """A pulled row must not replace (or delete) an edit it was never merged with (the sync
+        engine planned it against the index before the editor saved): the edit is recorded, and
+        the caller applies the row through its merging path instead."""
         raise ChangedOnDiskError(
-            f"{rel} changed on disk after the remote version was planned; the change is "
-            "recorded and the remote version was not written",
-            hint="apply the remote version through a merge (sync does this itself)",
+            f"{rel} changed on disk after the remote {what} was planned; the change is "
+            f"recorded and the remote {what} was not applied",
+            hint=f"apply the remote {what} through a merge (sync does this itself)",
         )
 
     def _find_for_save(
@@ -1417,48 +1428,47 @@ class BlueprintStore:
     def delete(self, ref: str, *, origin: str = "local", tx_hook: TxHook | None = None) -> Revision:
         """Delete a blueprint's files; its history stays and ``restore`` brings it back.
 
-        Raises NotFoundError, StorageError (the blueprint and its files are left as they were).
+        Raises NotFoundError, StorageError (the blueprint and its files are left as they were),
+        ChangedOnDiskError for a remote delete of a blueprint with an edit not recorded yet (the
+        edit is recorded and nothing is deleted: an edit beats a delete).
         """
         self._check_open()
         events: list[Event] = []
         removing: tuple[str, bytes | None, bytes | None] | None = None
+        refused: str | None = None
         try:
             with self.index.write() as cur:
-                row = self._resolve(cur, ref)
-                if self._edited_on_disk(row, str(self.abspath(row.path))):
-                    # An edit not recorded yet goes into history first: the delete revision
-                    # must hold what the user last had, not the older indexed version.
-                    from localstore._reconcile import Reconciler
-
-                    reconciler = Reconciler(self)
-                    reconciler.ingest_locked(cur, row.path, may_delete=False)
-                    events.extend(reconciler.events)
-                    row = self._resolve(cur, row.id)
-                yaml_bytes, meta_bytes = self._read_pair(row.path)
-                if row.flagged or yaml_bytes is None:
-                    content = self._revision_content(row.id, row.rev).encode("utf-8")
+                row, recorded = self._record_before_delete(cur, self._resolve(cur, ref), events)
+                if recorded and origin == "remote":
+                    # The deleting device never saw this edit: an edit beats a delete. The
+                    # edit is committed, not rolled back, so the error's "recorded" holds.
+                    refused = row.path
                 else:
-                    content = yaml_bytes
-                rev = self._mark_deleted(cur, row, content, origin)
-                bp = self._blueprint_from(row, content.decode("utf-8"))
-                if tx_hook is not None:
-                    tx_hook(cur, bp)
-                events.append(
-                    Event(
-                        kind="deleted",
-                        id=row.id,
-                        path=row.path,
-                        origin=origin,
-                        rev=rev,
-                        content_hash=row.content_hash,
+                    yaml_bytes, meta_bytes = self._read_pair(row.path)
+                    if row.flagged or yaml_bytes is None:
+                        content = self._revision_content(row.id, row.rev).encode("utf-8")
+                    else:
+                        content = yaml_bytes
+                    rev = self._mark_deleted(cur, row, content, origin)
+                    bp = self._blueprint_from(row, content.decode("utf-8"))
+                    if tx_hook is not None:
+                        tx_hook(cur, bp)
+                    events.append(
+                        Event(
+                            kind="deleted",
+                            id=row.id,
+                            path=row.path,
+                            origin=origin,
+                            rev=rev,
+                            content_hash=row.content_hash,
+                        )
                     )
-                )
-                # The files go last, once the index statements and the hook succeeded: only
-                # the commit can still fail, and then the bytes in hand are put back. A kill
-                # after the unlinks leaves a vanished pair, which reconcile records as this
-                # same delete (the index already holds what the files held).
-                removing = (row.path, yaml_bytes, meta_bytes)
-                self._remove_pair(row.path)
+                    # The files go last, once the index statements and the hook succeeded:
+                    # only the commit can still fail, and then the bytes in hand are put back.
+                    # A kill after the unlinks leaves a vanished pair, which reconcile records
+                    # as this same delete (the index already holds what the files held).
+                    removing = (row.path, yaml_bytes, meta_bytes)
+                    self._remove_pair(row.path)
         except BaseException as exc:
             if removing is not None:
                 self._put_back_pair(*removing)
@@ -1466,7 +1476,21 @@ class BlueprintStore:
                 raise map_apsw_error(exc, "delete") from exc
             raise
         self.events.publish(events)
+        if refused is not None:
+            self._refuse_remote(refused, "delete")
         return Revision(row.id, rev, origin, self.device_id, utc_now(), row.path, "", True)
+
+    def _record_before_delete(self, cur: Any, row: Row, events: list[Event]) -> tuple[Row, bool]:
+        """Ingest an edit not recorded yet: the delete revision must hold what the user last had,
+        not the older indexed version. Returns the row as it is now and whether it changed."""
+        if not self._edited_on_disk(row, str(self.abspath(row.path))):
+            return row, False
+        from localstore._reconcile import Reconciler
+
+        reconciler = Reconciler(self)
+        reconciler.ingest_locked(cur, row.path, may_delete=False)
+        events.extend(reconciler.events)
+        return self._resolve(cur, row.id), bool(reconciler.events)
 
     def _read_pair(self, rel: str) -> tuple[bytes | None, bytes | None]:
         """The bytes of a pair's YAML and meta files as they are on disk (None: missing)."""

@@ -229,12 +229,12 @@ class Applier:
         item = st.get_item(cur, r.id)
         if is_known(item, r):
             return  # already known: our own push coming back, or a replayed page
+        local = self._local_row(r.id, cur)
         if not r.deleted:
             # Everything that can refuse the row, before anything is written (a path moved
             # aside, a conflict copy): the caller's savepoint rolls back the index of a refused
             # row, not its files, and reconcile would adopt such files as new blueprints.
-            self._check_row(r)
-        local = self._local_row(r.id, cur)
+            self._check_row(r, local)
         if local is not None and not local.deleted:
             local = self._fresh(local) or local
         synced = item.synced_op_id if item is not None else 0
@@ -305,6 +305,7 @@ class Applier:
         local = self._local_row(blueprint_id)
         if local is None or local.deleted:
             return None
+        local = self._fresh(local) or local  # the record keeps the text on disk, edit included
         text = self._text(cur, local)
         item = st.get_item(cur, local.id)
         # A blueprint the server already has is moved, not copied: resolving must keep it.
@@ -460,12 +461,17 @@ class Applier:
         self.stats.applied += 1
         return bp
 
-    def _check_row(self, r: ServerRow) -> None:
+    def _check_row(self, r: ServerRow, local: Row | None) -> None:
         """Raise what :meth:`_save_remote` would raise for this live row (InvalidInputError)."""
         meta = BlueprintMeta.from_dict(r.meta, source=f"server row {r.id}")
         if meta.id != r.id:
             raise InvalidInputError(f"server row {r.id} carries meta id {meta.id}")
-        self._check_path_shape(fs.normalize_path(r.path))
+        path = fs.normalize_path(r.path)
+        if local is None or local.deleted or local.path != path:
+            # The store refuses a hidden or ignored new path (an older client's row, or another
+            # device's .localstoreignore) only in the save, after a conflict copy is written.
+            self.store.check_scanned(path)
+        self._check_path_shape(path)
         self.store.check_yaml(r.content.encode("utf-8"))  # remembered: the save skips it
 
     def _check_path_shape(self, path: str) -> None:
@@ -537,6 +543,10 @@ class Applier:
         local = self._local_row(holder)
         if local is None or local.deleted:
             return
+        # An unrecorded edit is recorded first (it makes the blueprint dirty: pushed, not parked
+        # as clean); the store refuses a remote move over it (ChangedOnDiskError), which stopped
+        # every cycle and rolled the recorded edit back with the row's savepoint.
+        local = self._fresh(local) or local
         item = st.get_item(cur, holder)
         clean = local.op_id <= (item.synced_op_id if item is not None else 0)
         self.store.move(holder, self._conflict_path_for(local.path), origin="remote")
@@ -591,15 +601,16 @@ class Applier:
         """
         try:
             y = os.stat(self.store.abspath(local.path))
-            m = os.stat(self.store.abspath(fs.meta_path_for(local.path)))
         except FileNotFoundError:
-            return local  # a vanished file is the watcher's call (editors delete briefly)
-        if (y.st_size, y.st_mtime_ns, m.st_size, m.st_mtime_ns) == (
-            local.yaml_size,
-            local.yaml_mtime_ns,
-            local.meta_size,
-            local.meta_mtime_ns,
-        ):
+            return local  # a vanished YAML is the watcher's call (editors delete briefly)
+        try:
+            m = os.stat(self.store.abspath(fs.meta_path_for(local.path)))
+            meta_same = (m.st_size, m.st_mtime_ns) == (local.meta_size, local.meta_mtime_ns)
+        except FileNotFoundError:
+            # Not "unchanged" (as the store's own check): a YAML edited while its meta went
+            # missing was taken as clean, and a remote delete then deleted the edit.
+            meta_same = local.meta_size == -1  # (-1: indexed without a meta, a flagged row)
+        if meta_same and (y.st_size, y.st_mtime_ns) == (local.yaml_size, local.yaml_mtime_ns):
             return local
         if not ingest:
             return None

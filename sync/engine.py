@@ -792,8 +792,16 @@ class SyncEngine:
     def _apply_one(self, cur: Any, applier: Applier, row: ServerRow, report: SyncReport) -> None:
         """Apply one row in its own savepoint; a row this device cannot store is parked."""
         try:
-            with self.store.index.write() as inner:
-                applier.apply_row(inner, row)
+            try:
+                with self.store.index.write() as inner:
+                    applier.apply_row(inner, row)
+            except ChangedOnDiskError:
+                # An editor saved between the applier's look at the files and the store's write:
+                # the store recorded the edit, but this savepoint rolled that back. Once more:
+                # the applier now records the edit itself and merges. A second refusal stops
+                # the pass like any store error (the next cycle looks again).
+                with self.store.index.write() as inner:
+                    applier.apply_row(inner, row)
         except (InvalidInputError, StorageError, AlreadyExistsError) as exc:
             if isinstance(exc, StorageError) and not is_path_shape_error(exc):
                 raise  # the disk or the index: the pass stops, nothing is skipped

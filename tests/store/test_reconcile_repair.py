@@ -192,18 +192,65 @@ def test_missing_blueprints_folder_is_refused_not_recorded_as_deleting_everythin
         bp = s.save("a", DOC)
         s.save("f/b", DOC)
     root = home / "blueprints"
-    shutil.rmtree(root)  # an unmounted disk, a folder moved away
+    # An unmounted disk, a folder moved away (moved, not removed: a removed folder's inode may
+    # be reused by the mkdir below, and a folder the user removed is a delete anyway).
+    shutil.move(root, home / "elsewhere")
     for _ in range(2):
         with pytest.raises(StorageError, match="missing") as err:
             localstore.open(home=home)  # (maintenance on: a failed open must not leak its thread)
-        assert "create the empty folder" in err.value.hint
+        assert ".localstore-confirm-empty" in err.value.hint
         assert not root.exists()  # so the next open refuses too
     with pytest.raises(StorageError, match="missing"):
         _open(home, reconcile=False)  # as 'localstore check --fix' opens: it would delete all
-    root.mkdir()  # the user says: yes, they are gone
+    root.mkdir()  # an empty folder alone is no answer: any program may have made it
+    with pytest.raises(StorageError, match="holds no blueprints"):
+        _open(home)
+    (root / ".localstore-confirm-empty").touch()  # the user says: yes, they are gone
     with _open(home) as s:
         assert s.count() == 0
         assert s.history(bp.id)[0].deleted
+    assert not (root / ".localstore-confirm-empty").exists()  # an answer, not a setting
+
+
+def test_a_blueprints_folder_made_empty_by_other_code_is_refused(home: Path) -> None:
+    """``localstore cred``, a login and the daemon's re-login poll call Paths.ensure(); while the
+    drive is unmounted, the empty folder it made turned the next open into a delete of everything."""
+    with _open(home) as s:
+        s.save("a", DOC)
+        s.save("f/b", DOC)
+    root = home / "blueprints"
+    shutil.move(root, home / "unmounted")
+    settings = localstore.load_settings(home=home)
+    settings.paths.ensure()
+    assert not root.exists()  # ensure() leaves the blueprints folder to the store
+    root.mkdir()  # any other code, or the empty mount point of the unmounted drive
+    for reconcile in (True, False):
+        with pytest.raises(StorageError, match="holds no blueprints"):
+            _open(home, reconcile=reconcile)
+    shutil.rmtree(root)
+    shutil.move(home / "unmounted", root)  # the drive is back
+    with _open(home) as s:
+        assert s.count() == 2 and not s.check().problems
+
+
+def test_another_folder_with_blueprints_is_adopted_and_emptying_the_folder_deletes(
+    home: Path,
+) -> None:
+    """A restored copy of the folder (another identity, with blueprints) opens; deleting every
+    blueprint file of the folder the index knows is an ordinary delete, with no question."""
+    with _open(home) as s:
+        s.save("a", DOC)
+        s.save("f/b", DOC)
+    root = home / "blueprints"
+    shutil.copytree(root, home / "backup")
+    shutil.rmtree(root)
+    shutil.move(home / "backup", root)
+    with _open(home) as s:
+        assert s.count() == 2 and not s.check().problems
+    for p in root.rglob("*.blueprint.*"):
+        p.unlink()
+    with _open(home) as s:
+        assert s.count() == 0
 
 
 _KILLED_BETWEEN_RENAMES = """

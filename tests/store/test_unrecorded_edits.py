@@ -90,6 +90,21 @@ def test_delete_records_an_unrecorded_edit_first(store, home: Path) -> None:
     assert store.restore(bp.id, 2).content == EDIT
 
 
+def test_a_remote_delete_of_an_unrecorded_edit_records_it_and_deletes_nothing(
+    store, home: Path
+) -> None:
+    """An edit beats a delete: the deleting device never saw it (saves refuse the same way)."""
+    bp = store.save("d", V1)
+    yaml_file = home / "blueprints/d.blueprint.yaml"
+    _edit(yaml_file, EDIT)
+    (home / "blueprints/d.blueprint.meta.json").unlink()  # sync's own look missed this case
+    with pytest.raises(ChangedOnDiskError, match="remote delete"):
+        store.delete(bp.id, origin="remote")
+    assert yaml_file.read_text() == EDIT and store.count() == 1
+    assert _contents(store, bp.id) == [("local", V1), ("external", EDIT)]  # committed
+    assert store.delete(bp.id, origin="remote").deleted  # once recorded, it is the caller's call
+
+
 def test_a_touch_without_a_change_records_nothing(store, home: Path) -> None:
     store.save("t", V1)
     yaml_file = home / "blueprints/t.blueprint.yaml"

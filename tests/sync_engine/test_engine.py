@@ -352,8 +352,11 @@ def test_an_unindexable_file_at_a_pulled_path_parks_the_row_and_the_pull_goes_on
         ("x.blueprint.yaml", "k: [b\n", {}),  # YAML that does not parse
         ("x.blueprint.yaml", "k: b\n", {"tags": "not-a-list"}),  # a bad meta
         ("x.blueprint.yaml", "k: b\n", {"id": str(uuid.uuid4())}),  # another id in the meta
+        # Paths the store refuses only in its save (an older client, another .localstoreignore).
+        (".archive/x.blueprint.yaml", "k: b\n", {}),
+        ("drafts/x.blueprint.yaml", "k: b\n", {}),
     ],
-    ids=["path", "yaml", "meta", "meta-id"],
+    ids=["path", "yaml", "meta", "meta-id", "hidden", "ignored"],
 )
 def test_a_refused_row_leaves_no_conflict_copy_files_behind(
     make_device: Callable[..., Device],
@@ -368,6 +371,7 @@ def test_a_refused_row_leaves_no_conflict_copy_files_behind(
     as a new blueprint, uploaded everywhere, with no conflict record.
     """
     a = make_device("a")
+    (a.store.root / ".localstoreignore").write_text("drafts\n")
     x = a.store.save("x", "k: 1\n").id
     a.sync()
     a.store.save("x", "k: a\n")  # conflicts with the server's edit below
@@ -378,7 +382,7 @@ def test_a_refused_row_leaves_no_conflict_copy_files_behind(
     raw.close()
     report = a.sync()
     assert report.quarantined >= 1 and report.conflicts == 0 and a.engine.conflicts() == []
-    files = sorted(p.name for p in a.store.root.rglob("*") if p.is_file())
+    files = sorted(p.name for p in a.store.root.rglob("*.blueprint.*") if p.is_file())
     assert files == ["x.blueprint.meta.json", "x.blueprint.yaml"]
     a.store.reconcile()
     assert [i.id for i in a.store.list()] == [x] and a.text(x) == "k: a\n"
