@@ -87,19 +87,27 @@ class HomeLock:
         with self._mutex:
             if self._fd is not None:
                 return True
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            except OSError as exc:
-                os.close(fd)
-                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    return False
-                raise
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            fd = self._lock_file(blocking)
+            if fd is None:
+                return False
             self._fd = fd
             return True
+
+    def _lock_file(self, blocking: bool) -> int | None:
+        """Open (creating) and flock the file at ``path`` and write our pid into it; None if
+        another process holds it (only when not ``blocking``)."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return fd
 
     def still_held(self) -> bool:
         """Check that the file at ``path`` is the one locked; re-lock it if it was deleted.
@@ -122,17 +130,9 @@ class HomeLock:
             except FileNotFoundError:
                 pass
             log.warning("the lock file %s was deleted or replaced; locking it again", self.path)
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            new = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(new, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                os.close(new)
-                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    return False
-                raise
-            os.ftruncate(new, 0)
-            os.write(new, f"{os.getpid()}\n".encode())
+            new = self._lock_file(blocking=False)
+            if new is None:
+                return False
             self._fd = new
             os.close(fd)  # the old inode: nobody can find it by path any more
             return True

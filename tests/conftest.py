@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -73,3 +73,14 @@ def store(home: Path) -> Iterator[object]:
         yield s
     finally:
         s.close()
+
+
+def eventually(check: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``check`` until it is true (for states no event announces, such as a health check
+    that runs on a timer); False if ``timeout`` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

@@ -29,6 +29,7 @@ from sync.embed import daemon_running, lock_holder
 from sync.localcloud.cluster import PostgresNotFoundError, find_bindir
 from sync.localcloud.stack import LocalCloud
 from sync.supabase_remote import login
+from tests.conftest import eventually  # noqa: F401  (re-exported for the daemon tests)
 
 PASSWORD = "correct-horse-battery"
 READY_TIMEOUT_S = 60.0
@@ -221,13 +222,3 @@ def write_external(root: Path, rel: str, text: str) -> None:
     tmp = target.with_name(f".{target.name}.swp~")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, target)
-
-
-def eventually(check: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``check`` until it is true (for values with no event to wait on)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True

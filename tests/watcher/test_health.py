@@ -18,18 +18,9 @@ from localstore import files as fs
 from localstore.errors import WatcherError
 from localstore.store import BlueprintStore
 from localstore.watcher import HEALTH_CHECK_S, Watcher, WatcherState
+from tests.conftest import eventually
 
 from .conftest import Recorder
-
-
-def eventually(check: Callable[[], bool], timeout: float) -> bool:
-    """Poll a state that no event announces (the worker's health checks run on a timer)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def live_paths(store: BlueprintStore) -> list[str]:
