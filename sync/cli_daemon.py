@@ -164,10 +164,20 @@ def _show_daemon(ctx: CliContext, state: dict[str, Any], status: str) -> None:
 
 def _stop_daemon(ctx: CliContext) -> None:
     state = daemon_running(ctx.settings)
-    pid = int(state["pid"]) if state else lock_holder(ctx.settings.paths.state)
-    if not pid:
+    if state is None:
+        holder = lock_holder(ctx.settings.paths.state)
+        if holder:
+            # The home lock is also held by apps that sync in-process (start_sync): without a
+            # live daemon.json the holder is not known to be a daemon, and a SIGTERM could stop
+            # someone's app in the middle of a save.
+            fail(
+                f"no daemon runs for this home, but process {holder} syncs it (an app that syncs "
+                "in-process, or a daemon still starting); it was left alone",
+                hint="close that app, or run the command again in a few seconds",
+            )
         ctx.emit({"status": "not running"}, lambda: click.echo("no daemon runs for this home"))
         return
+    pid = int(state["pid"])
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while lock_holder(ctx.settings.paths.state) == pid and time.monotonic() < deadline:

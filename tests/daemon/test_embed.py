@@ -155,3 +155,36 @@ def test_store_start_sync_holds_the_home_lock_and_stops_with_the_store(tmp_path)
         again.start_sync(remote=MemoryRemote(server))
     finally:
         again.close()
+
+
+CLI = [sys.executable, "-c", "from localstore.cli import main; main()"]
+
+
+def test_daemon_stop_leaves_an_app_that_syncs_in_process_alone(tmp_path: Path) -> None:
+    """`localstore daemon --stop` used the home lock's holder when no daemon.json was there, and
+    the lock is also an app's that syncs in-process: it sent that app SIGTERM and said
+    'daemon stopped'."""
+    home = tmp_path / "h"
+    code = (
+        "import sys, time; import localstore; from sync.embed import start_sync; "
+        "from sync.memory_remote import MemoryRemote; "
+        f"s = localstore.open(home={str(home)!r}); start_sync(s, remote=MemoryRemote()); "
+        "print('syncing', flush=True); time.sleep(600)"
+    )
+    app = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert app.stdout is not None and app.stdout.readline().strip() == "syncing"
+        stop = subprocess.run(
+            [*CLI, "--home", str(home), "daemon", "--stop"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert stop.returncode != 0
+        assert f"process {app.pid} syncs it" in stop.stderr and "left alone" in stop.stderr
+        assert app.poll() is None  # the app runs on
+    finally:
+        app.kill()
+        app.wait(10)
+        if app.stdout is not None:
+            app.stdout.close()
