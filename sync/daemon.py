@@ -391,10 +391,17 @@ class Daemon:
                 kwargs["poll_interval_s"] = self._poll_interval_s
             engine = _MeteredEngine(self.store, remote, **kwargs)
             engine.metrics = self.metrics
-            if self._paused:
+            paused = self._paused
+            if paused:
                 engine.pause()
             engine.start()
             self.remote, self.engine = remote, engine
+            # A `pause` (or `resume`) handled while the engine started saw no engine yet and only
+            # set the flag; read it again now that _op_pause can see the engine.
+            if self._paused and not paused:
+                engine.pause()
+            elif paused and not self._paused:
+                engine.resume()
             self._offline_reason = ""
             if self.server is not None:
                 self._follow_status(self.server.subscribers)
