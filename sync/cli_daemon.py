@@ -61,7 +61,13 @@ MIN_FREE_BYTES = 500 * 1024 * 1024
     "--metrics-port", type=int, default=None, help="Serve Prometheus /metrics on 127.0.0.1:PORT."
 )
 @click.option("--detach", is_flag=True, help="Start in the background; return once it answers.")
-@click.option("--stop", "stop_it", is_flag=True, help="Stop the running daemon of this home.")
+@click.option(
+    "--stop",
+    "stop_it",
+    is_flag=True,
+    help="Stop the running daemon of this home (found through daemon.json; a process that holds "
+    "the home's lock without one, such as an app syncing in-process, is left alone with an error).",
+)
 @click.option("--no-stderr", is_flag=True, hidden=True, help="Log to the file only (--detach).")
 @pass_ctx
 def daemon_cmd(
