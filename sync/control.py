@@ -17,13 +17,17 @@ Safety, because any local program (or a web page, through a browser) can open a 
 
 - the server binds 127.0.0.1 only, and refuses peers that are not loopback (defence in depth
   against a future bind change or a proxy);
+- a handshake with an ``Origin`` header (browsers always send one, native clients none) is
+  refused unless the origin is in ``allowed_origins`` (empty by default);
 - every connection must present the token from ``state/daemon.json`` (mode 0600) in an
   ``Authorization: Bearer`` or ``X-LocalStore-Token`` header, or in its first message within
   ``AUTH_TIMEOUT_S``; tokens are compared with ``hmac.compare_digest``;
+- connections not yet authenticated have their own small pool (``MAX_UNAUTHENTICATED``; a new
+  one evicts the oldest), so clients without the token never take a token holder's slot;
 - frames above ``MAX_FRAME_BYTES`` close the connection (websockets' own limit, enforced before
   the frame is buffered); requests above ``MAX_REQUEST_BYTES``, binary frames, bad JSON, wrong
   types and unknown ops get an error reply, and the connection and the daemon go on;
-- at most ``max_connections`` clients; a subscriber that does not read its events fills its
+- at most ``max_connections`` authenticated clients; a subscriber that does not read its events fills its
   bounded queue and is dropped from the stream with a ``dropped`` notice (memory never grows with
   a stuck client); compression is off (no decompression bombs).
 
@@ -45,7 +49,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,6 +69,7 @@ __all__ = [
     "AUTH_TIMEOUT_S",
     "MAX_FRAME_BYTES",
     "MAX_REQUEST_BYTES",
+    "MAX_UNAUTHENTICATED",
     "OPS",
     "ControlClient",
     "ControlError",
@@ -79,7 +84,8 @@ __all__ = [
 log = logging.getLogger("sync.control")
 
 HOST = "127.0.0.1"
-AUTH_TIMEOUT_S = 5.0
+AUTH_TIMEOUT_S = 2.0
+MAX_UNAUTHENTICATED = 8
 MAX_FRAME_BYTES = 256 * 1024
 MAX_REQUEST_BYTES = 64 * 1024
 DEFAULT_MAX_CONNECTIONS = 32
@@ -199,7 +205,8 @@ class ServerStats:
 class ControlServer:
     """The websocket control API on 127.0.0.1 (own loop thread). start(), publish(), stop(), join().
 
-    ``metrics_text`` enables a Prometheus text endpoint (GET /metrics) on ``metrics_port``,
+    ``allowed_origins`` lists the ``Origin`` values accepted (e.g. a desktop app's webview); any
+    other handshake that carries an Origin is refused with 403. ``metrics_text`` enables a Prometheus text endpoint (GET /metrics) on ``metrics_port``,
     also bound to 127.0.0.1 only. ``on_subscribers(n)`` is called (on the server thread) whenever
     the number of subscribed connections changes, so the daemon computes what only subscribers
     read (e.g. the engine's status on every state change) only while someone listens. Raises
@@ -218,6 +225,7 @@ class ControlServer:
         metrics_text: Callable[[], str] | None = None,
         workers: int = 4,
         on_subscribers: Callable[[int], None] | None = None,
+        allowed_origins: Iterable[str] = (),
     ) -> None:
         if not token:
             raise ValueError("the control token must not be empty")
@@ -232,6 +240,9 @@ class ControlServer:
         self._on_subscribers = on_subscribers
         self._subscribers = 0
         self._conns: set[_Conn] = set()
+        # Not yet authenticated, oldest first: evicted when more arrive (see _admit_unauthed).
+        self._unauthed: dict[_Conn, None] = {}
+        self._allowed_origins = frozenset(allowed_origins)
         self._seq = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Server | None = None
@@ -387,26 +398,40 @@ class ControlServer:
 
     # -- connections -------------------------------------------------------------------------------
 
+    def _authed_count(self) -> int:
+        # Not len(_conns) - len(_unauthed): evicted connections are in neither while they close.
+        return sum(1 for c in self._conns if c.authed)
+
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if not is_loopback_peer(connection.remote_address):
             self.stats.refused += 1
             log.warning("control: refused non-loopback peer %s", connection.remote_address)
             return connection.respond(http.HTTPStatus.FORBIDDEN, "loopback clients only\n")
-        if len(self._conns) >= self._max_connections:
+        origin = request.headers.get("Origin")
+        if origin is not None and origin not in self._allowed_origins:
+            # A web page (cross-site websocket hijacking); native clients send no Origin.
             self.stats.refused += 1
-            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "too many clients\n")
+            return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
         given = _header_token(request.headers)
-        if given is not None and not token_matches(self._token, given):
+        if given is None:
+            return None  # first-message auth, in its own pool (_admit_unauthed)
+        if not token_matches(self._token, given):
             self.stats.refused += 1
             return connection.respond(http.HTTPStatus.UNAUTHORIZED, "wrong token\n")
+        # Only authenticated connections count here: clients without the token cannot fill it.
+        if self._authed_count() >= self._max_connections:
+            self.stats.refused += 1
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "too many clients\n")
         return None
 
     async def _serve_conn(self, ws: ServerConnection) -> None:
-        if len(self._conns) >= self._max_connections:
-            await ws.close(1013, "too many clients")
-            return
         authed = token_matches(self._token, _header_token(ws.request.headers) if ws.request else "")
+        if authed and self._authed_count() >= self._max_connections:
+            await ws.close(1013, "too many clients")  # handshakes that raced past the check
+            return
         conn = _Conn(ws, authed, asyncio.Queue(self._queue_size + 1))
+        if not authed:
+            await self._admit_unauthed(conn)
         self._conns.add(conn)
         self.stats.connections = len(self._conns)
         self.stats.connections_total += 1
@@ -421,10 +446,23 @@ class ControlServer:
             pass
         finally:
             self._set_subscribed(conn, False)
+            self._unauthed.pop(conn, None)
             self._conns.discard(conn)
             self.stats.connections = len(self._conns)
             if conn.writer is not None:
                 conn.writer.cancel()
+
+    async def _admit_unauthed(self, conn: _Conn) -> None:
+        # Evict the oldest rather than refuse the newest: a real client authenticates within
+        # milliseconds of connecting, so squatters that hold connections open cannot keep it out.
+        while len(self._unauthed) >= MAX_UNAUTHENTICATED:
+            oldest = next(iter(self._unauthed))
+            del self._unauthed[oldest]
+            self.stats.refused += 1
+            asyncio.get_running_loop().create_task(
+                oldest.ws.close(1008, "too many unauthenticated clients")
+            )
+        self._unauthed[conn] = None
 
     async def _first_message_auth(self, conn: _Conn) -> bool:
         """The token in the first message (browsers cannot set headers). False closes."""
@@ -445,6 +483,12 @@ class ControlServer:
             )
             await conn.ws.close(1008, "unauthorized")
             return False
+        if self._authed_count() >= self._max_connections:  # counts the others, not this one
+            self.stats.refused += 1
+            await self._send(conn, _error(_safe_id(rid), "busy", "too many clients"))
+            await conn.ws.close(1013, "too many clients")
+            return False
+        self._unauthed.pop(conn, None)
         conn.authed = True
         if isinstance(req, dict) and req.get("op") not in (None, "auth"):
             reply = await self._dispatch(conn, raw)  # a request that carried its token

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from sync.control import (
+    AUTH_TIMEOUT_S,
     MAX_FRAME_BYTES,
     MAX_REQUEST_BYTES,
+    MAX_UNAUTHENTICATED,
     ControlClient,
     ControlError,
     ControlRequestError,
@@ -252,6 +256,93 @@ def test_too_many_connections_are_refused_and_the_daemon_goes_on(inproc_daemon) 
             ws.close()
     with ControlClient(port, token) as c:
         assert c.request("ping") == "pong"
+
+
+def test_clients_without_the_token_cannot_lock_out_a_token_holder(inproc_daemon) -> None:
+    d = inproc_daemon()
+    port, token = d.state["port"], d.state["token"]
+    squatters = [raw(port) for _ in range(40)]  # no token, holding on until the auth timeout
+    try:
+        with ControlClient(port, token, timeout=5) as c:
+            assert c.request("ping") == "pong"
+        # A first-message client gets in too: it evicts the oldest squatter.
+        with raw(port) as ws:
+            ws.send(json.dumps({"id": 1, "op": "auth", "token": token}))
+            assert reply_to(ws) == {"id": 1, "ok": True, "result": {"authenticated": True}}
+        open_ = 0
+        for ws in squatters:
+            try:
+                ws.recv(timeout=0.01)
+            except TimeoutError:
+                open_ += 1
+            except ConnectionClosed as exc:
+                assert exc.rcvd is not None and exc.rcvd.code == 1008
+        assert open_ <= MAX_UNAUTHENTICATED
+    finally:
+        for ws in squatters:
+            ws.close()
+
+
+def _silent_handshake(port: int) -> socket.socket:
+    """A websocket client that completes the handshake, then never reads (nor answers a close)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        assert chunk, "the server closed during the handshake"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def test_evicted_connections_still_closing_do_not_count_as_authenticated() -> None:
+    token = "t" * 40
+    server = ControlServer(_Handler(), token=token, max_connections=4)
+    server.start()
+    squatters: list[socket.socket] = []
+    try:
+        squatters = [_silent_handshake(server.port) for _ in range(2 * MAX_UNAUTHENTICATED)]
+        with ControlClient(server.port, token, timeout=5) as c:
+            assert c.request("ping") == "pong"
+    finally:
+        for sock in squatters:
+            sock.close()
+        server.stop()
+        assert server.join(10)
+
+
+def test_an_unauthenticated_connection_is_closed_after_the_auth_timeout(inproc_daemon) -> None:
+    d = inproc_daemon()
+    with raw(d.state["port"]) as ws:
+        t0 = time.monotonic()
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=AUTH_TIMEOUT_S + 5)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1008
+        assert time.monotonic() - t0 < AUTH_TIMEOUT_S + 2
+
+
+def test_handshakes_with_an_origin_are_refused_unless_allowed() -> None:
+    token = "t" * 40
+    server = ControlServer(_Handler(), token=token, allowed_origins=["app://localstore"])
+    server.start()
+    try:
+        for tok in (None, token):  # a web page; even with the right token (defence in depth)
+            with pytest.raises(InvalidStatus) as info:
+                raw(server.port, tok, origin="http://evil.example")
+            assert info.value.response.status_code == 403
+        with raw(server.port, token, origin="app://localstore") as ws:
+            ws.send(json.dumps({"id": 1, "op": "ping"}))
+            assert reply_to(ws)["result"] == "pong"
+        with raw(server.port, token) as ws:  # native clients send no Origin
+            ws.send(json.dumps({"id": 2, "op": "ping"}))
+            assert reply_to(ws)["result"] == "pong"
+    finally:
+        server.stop()
+        assert server.join(10)
 
 
 class _Handler:
