@@ -499,14 +499,32 @@ class ControlServer:
         return True
 
     async def _send(self, conn: _Conn, message: dict[str, Any]) -> None:
-        text = json.dumps(message, ensure_ascii=False, default=str)
+        # ASCII: a lone surrogate (a request id, an undecodable file name) becomes a \uXXXX
+        # escape; with ensure_ascii=False it made ws.send raise UnicodeEncodeError.
+        text = json.dumps(message, default=str)
         async with conn.send_lock:
             await conn.ws.send(text)
 
     async def _writer(self, conn: _Conn) -> None:
-        while True:
-            message = await conn.queue.get()
-            await self._send(conn, message)
+        try:
+            while True:
+                message = await conn.queue.get()
+                await self._send(conn, message)
+        except ConnectionClosed:
+            pass
+        except Exception:  # task boundary: nobody awaits this task, so say why the stream ended
+            log.exception("control: an event could not be sent; the subscriber is dropped")
+            self._set_subscribed(conn, False)
+            conn.writer = None  # subscribing again starts a new writer
+            while not conn.queue.empty():
+                conn.queue.get_nowait()
+            self.stats.subscribers_dropped += 1
+            notice = self._event_message(
+                "dropped",
+                {"reason": "an event could not be sent", "hint": "subscribe again"},
+            )
+            with contextlib.suppress(ConnectionClosed, OSError):
+                await self._send(conn, notice)
 
     # -- requests ----------------------------------------------------------------------------------
 

@@ -388,6 +388,48 @@ def test_a_subscriber_that_does_not_read_is_dropped_with_a_notice() -> None:
         assert server.join(10)
 
 
+def test_lone_surrogates_in_replies_and_events_are_sent_escaped() -> None:
+    token = "t" * 40
+    server = ControlServer(_Handler(), token=token)
+    server.start()
+    try:
+        with raw(server.port, token) as ws:
+            ws.send('{"id": "\\ud800", "op": "ping"}')
+            assert reply_to(ws) == {"id": "\ud800", "ok": True, "result": "pong"}
+            ws.send(json.dumps({"id": 1, "op": "subscribe"}))
+            assert reply_to(ws)["result"]["subscribed"] is True
+            server.publish("saved", {"path": "bad-\udcff.yaml"})  # an undecodable file name
+            assert json.loads(ws.recv(timeout=10))["data"] == {"path": "bad-\udcff.yaml"}
+    finally:
+        server.stop()
+        assert server.join(10)
+
+
+def test_an_event_that_cannot_be_sent_drops_the_subscriber_with_a_notice() -> None:
+    token = "t" * 40
+    counts: list[int] = []
+    server = ControlServer(_Handler(), token=token, on_subscribers=counts.append)
+    server.start()
+    try:
+        with raw(server.port, token) as ws:
+            ws.send(json.dumps({"id": 1, "op": "subscribe"}))
+            assert reply_to(ws)["result"]["subscribed"] is True
+            circular: dict[str, Any] = {}
+            circular["self"] = circular
+            server.publish("saved", circular)  # json.dumps raises ValueError in the writer
+            notice = json.loads(ws.recv(timeout=10))
+            assert notice["event"] == "dropped" and notice["data"]["hint"] == "subscribe again"
+            assert counts == [1, 0] and server.stats.subscribers_dropped == 1
+            # The connection goes on, and a new subscription streams again.
+            ws.send(json.dumps({"id": 2, "op": "subscribe"}))
+            assert reply_to(ws)["result"]["subscribed"] is True
+            server.publish("saved", {"path": "a.yaml"})
+            assert json.loads(ws.recv(timeout=10))["data"] == {"path": "a.yaml"}
+    finally:
+        server.stop()
+        assert server.join(10)
+
+
 def test_client_reports_a_missing_daemon(tmp_path: Path) -> None:
     from sync.control import DaemonNotRunningError
 
