@@ -90,6 +90,9 @@ MAX_FRAME_BYTES = 256 * 1024
 MAX_REQUEST_BYTES = 64 * 1024
 DEFAULT_MAX_CONNECTIONS = 32
 DEFAULT_QUEUE_SIZE = 1000
+MAX_METRICS_CONNECTIONS = 8
+METRICS_HEADER_TIMEOUT_S = 5.0
+METRICS_MAX_HEADERS = 100
 OPS = ("auth", "ping", "status", "sync", "pause", "resume", "metrics", "subscribe", "unsubscribe")
 _HANDLER_OPS = frozenset({"status", "sync", "pause", "resume", "metrics"})
 _TOKEN_HEADERS = ("X-LocalStore-Token",)
@@ -247,6 +250,7 @@ class ControlServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Server | None = None
         self._metrics_server: asyncio.Server | None = None
+        self._metrics_conns = 0
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
@@ -616,14 +620,19 @@ class ControlServer:
     async def _serve_metrics(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        self._metrics_conns += 1
         try:
+            if self._metrics_conns > MAX_METRICS_CONNECTIONS:
+                return  # a scraper needs one; more is a flood
             if not is_loopback_peer(writer.get_extra_info("peername")):
                 return
-            line = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-                pass
+            async with asyncio.timeout(METRICS_HEADER_TIMEOUT_S):  # for all lines, not each
+                line, headers = await _read_head(reader)
             parts = line.decode("latin-1").split()
-            if len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
+            if not self._metrics_host_ok(headers.get("host")):
+                # DNS rebinding: a page of attacker.example resolved to 127.0.0.1 names its host.
+                body, status, ctype = b"wrong host\n", "421 Misdirected Request", "text/plain"
+            elif len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
                 assert self._metrics_text is not None
                 loop = asyncio.get_running_loop()
                 body = (await loop.run_in_executor(self._pool, self._metrics_text)).encode()
@@ -643,9 +652,31 @@ class ControlServer:
         ) as exc:
             log.debug("metrics request failed: %s", exc)
         finally:
+            self._metrics_conns -= 1
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+    def _metrics_host_ok(self, host: str | None) -> bool:
+        if host is None:
+            return True  # HTTP/1.0 without Host: not a browser, so not DNS rebinding
+        name, sep, port = host.strip().lower().rpartition(":")
+        if not sep:
+            name, port = port, ""
+        return name in ("127.0.0.1", "localhost") and port in ("", str(self.metrics_bound_port))
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, str]]:
+    """The request line and headers (names lower-cased). Raises ValueError past the limits."""
+    line = await reader.readline()
+    headers: dict[str, str] = {}
+    for _ in range(METRICS_MAX_HEADERS + 1):
+        raw = await reader.readline()
+        if raw in (b"\r\n", b"\n", b""):
+            return line, headers
+        name, _, value = raw.decode("latin-1").partition(":")
+        headers.setdefault(name.strip().lower(), value.strip())
+    raise ValueError("too many header lines")
 
 
 def _parse(raw: str | bytes) -> dict[str, Any] | OpError:

@@ -8,6 +8,7 @@ import socket
 import stat
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from sync import control
 from sync.control import (
     AUTH_TIMEOUT_S,
     MAX_FRAME_BYTES,
@@ -30,7 +32,7 @@ from sync.control import (
     is_loopback_peer,
 )
 
-from .conftest import write_external
+from .conftest import eventually, write_external
 
 
 def raw(port: int, token: str | None = None, **kw: Any) -> ClientConnection:
@@ -437,3 +439,75 @@ def test_client_reports_a_missing_daemon(tmp_path: Path) -> None:
         ControlClient.connect(tmp_path / "nobody-home")
     with pytest.raises(ControlError):
         ControlClient(1, "token", timeout=2)
+
+
+@pytest.fixture
+def metrics_server() -> Iterator[ControlServer]:
+    server = ControlServer(
+        _Handler(), token="t" * 40, metrics_port=0, metrics_text=lambda: "localstore_up 1\n"
+    )
+    server.start()
+    yield server
+    server.stop()
+    assert server.join(10)
+
+
+def _http_get(port: int, host: str) -> bytes:
+    """The whole response; b"" when the server closes (or resets) without one."""
+    data = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        try:
+            sock.sendall(f"GET /metrics HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            while chunk := sock.recv(65536):
+                data += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+    return data
+
+
+def test_metrics_endpoint_answers_only_requests_for_a_local_host(metrics_server) -> None:
+    port = metrics_server.metrics_bound_port
+    assert port is not None
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "127.0.0.1"):
+        data = _http_get(port, host)
+        assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"localstore_up 1\n")
+    # DNS rebinding: a page whose name resolves to 127.0.0.1 sends its own name.
+    for host in (f"rebind.attacker.example:{port}", f"127.0.0.1:{port + 1}", "127.0.0.1.nip.io"):
+        data = _http_get(port, host)
+        assert data.startswith(b"HTTP/1.1 421 ") and b"localstore_up" not in data
+
+
+def test_metrics_endpoint_cuts_a_trickling_client_at_an_overall_deadline(
+    metrics_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(control, "METRICS_HEADER_TIMEOUT_S", 1.0, raising=False)
+    port = metrics_server.metrics_bound_port
+    assert port is not None
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+        t0 = time.monotonic()
+        sock.settimeout(0.3)
+        closed = False
+        while not closed and time.monotonic() - t0 < 8:
+            try:
+                closed = sock.recv(1024) == b""
+            except TimeoutError:
+                sock.sendall(b"X-Slow: 1\r\n")  # each line well within any per-line timeout
+            except ConnectionResetError:
+                closed = True
+        assert closed and time.monotonic() - t0 < 3
+
+
+def test_metrics_endpoint_caps_its_connections(metrics_server) -> None:
+    port = metrics_server.metrics_bound_port
+    assert port is not None
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(8)]
+    try:
+        for sock in idle:  # each accepted: the request is incomplete, so no answer yet
+            sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+        # Over the cap (once the server has accepted all of them): closed unanswered.
+        assert eventually(lambda: _http_get(port, f"127.0.0.1:{port}") == b"", 10)
+    finally:
+        for sock in idle:
+            sock.close()
+    assert _http_get(port, f"127.0.0.1:{port}").startswith(b"HTTP/1.1 200 ")
