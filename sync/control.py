@@ -246,6 +246,7 @@ class ControlServer:
         # Not yet authenticated, oldest first: evicted when more arrive (see _admit_unauthed).
         self._unauthed: dict[_Conn, None] = {}
         self._allowed_origins = frozenset(allowed_origins)
+        self._closing: set[asyncio.Task[None]] = set()
         self._seq = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Server | None = None
@@ -463,9 +464,11 @@ class ControlServer:
             oldest = next(iter(self._unauthed))
             del self._unauthed[oldest]
             self.stats.refused += 1
-            asyncio.get_running_loop().create_task(
+            task = asyncio.get_running_loop().create_task(
                 oldest.ws.close(1008, "too many unauthenticated clients")
             )
+            self._closing.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(self._closing.discard)
         self._unauthed[conn] = None
 
     async def _first_message_auth(self, conn: _Conn) -> bool:
