@@ -17,13 +17,17 @@ Safety, because any local program (or a web page, through a browser) can open a 
 
 - the server binds 127.0.0.1 only, and refuses peers that are not loopback (defence in depth
   against a future bind change or a proxy);
+- a handshake with an ``Origin`` header (browsers always send one, native clients none) is
+  refused unless the origin is in ``allowed_origins`` (empty by default);
 - every connection must present the token from ``state/daemon.json`` (mode 0600) in an
   ``Authorization: Bearer`` or ``X-LocalStore-Token`` header, or in its first message within
   ``AUTH_TIMEOUT_S``; tokens are compared with ``hmac.compare_digest``;
+- connections not yet authenticated have their own small pool (``MAX_UNAUTHENTICATED``; a new
+  one evicts the oldest), so clients without the token never take a token holder's slot;
 - frames above ``MAX_FRAME_BYTES`` close the connection (websockets' own limit, enforced before
   the frame is buffered); requests above ``MAX_REQUEST_BYTES``, binary frames, bad JSON, wrong
   types and unknown ops get an error reply, and the connection and the daemon go on;
-- at most ``max_connections`` clients; a subscriber that does not read its events fills its
+- at most ``max_connections`` authenticated clients; a subscriber that does not read its events fills its
   bounded queue and is dropped from the stream with a ``dropped`` notice (memory never grows with
   a stuck client); compression is off (no decompression bombs).
 
@@ -45,7 +49,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,6 +69,7 @@ __all__ = [
     "AUTH_TIMEOUT_S",
     "MAX_FRAME_BYTES",
     "MAX_REQUEST_BYTES",
+    "MAX_UNAUTHENTICATED",
     "OPS",
     "ControlClient",
     "ControlError",
@@ -79,11 +84,15 @@ __all__ = [
 log = logging.getLogger("sync.control")
 
 HOST = "127.0.0.1"
-AUTH_TIMEOUT_S = 5.0
+AUTH_TIMEOUT_S = 2.0
+MAX_UNAUTHENTICATED = 8
 MAX_FRAME_BYTES = 256 * 1024
 MAX_REQUEST_BYTES = 64 * 1024
 DEFAULT_MAX_CONNECTIONS = 32
 DEFAULT_QUEUE_SIZE = 1000
+MAX_METRICS_CONNECTIONS = 8
+METRICS_HEADER_TIMEOUT_S = 5.0
+METRICS_MAX_HEADERS = 100
 OPS = ("auth", "ping", "status", "sync", "pause", "resume", "metrics", "subscribe", "unsubscribe")
 _HANDLER_OPS = frozenset({"status", "sync", "pause", "resume", "metrics"})
 _TOKEN_HEADERS = ("X-LocalStore-Token",)
@@ -199,7 +208,8 @@ class ServerStats:
 class ControlServer:
     """The websocket control API on 127.0.0.1 (own loop thread). start(), publish(), stop(), join().
 
-    ``metrics_text`` enables a Prometheus text endpoint (GET /metrics) on ``metrics_port``,
+    ``allowed_origins`` lists the ``Origin`` values accepted (e.g. a desktop app's webview); any
+    other handshake that carries an Origin is refused with 403. ``metrics_text`` enables a Prometheus text endpoint (GET /metrics) on ``metrics_port``,
     also bound to 127.0.0.1 only. ``on_subscribers(n)`` is called (on the server thread) whenever
     the number of subscribed connections changes, so the daemon computes what only subscribers
     read (e.g. the engine's status on every state change) only while someone listens. Raises
@@ -218,6 +228,7 @@ class ControlServer:
         metrics_text: Callable[[], str] | None = None,
         workers: int = 4,
         on_subscribers: Callable[[int], None] | None = None,
+        allowed_origins: Iterable[str] = (),
     ) -> None:
         if not token:
             raise ValueError("the control token must not be empty")
@@ -232,10 +243,15 @@ class ControlServer:
         self._on_subscribers = on_subscribers
         self._subscribers = 0
         self._conns: set[_Conn] = set()
+        # Not yet authenticated, oldest first: evicted when more arrive (see _admit_unauthed).
+        self._unauthed: dict[_Conn, None] = {}
+        self._allowed_origins = frozenset(allowed_origins)
+        self._closing: set[asyncio.Task[None]] = set()
         self._seq = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Server | None = None
         self._metrics_server: asyncio.Server | None = None
+        self._metrics_conns = 0
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
@@ -387,26 +403,40 @@ class ControlServer:
 
     # -- connections -------------------------------------------------------------------------------
 
+    def _authed_count(self) -> int:
+        # Not len(_conns) - len(_unauthed): evicted connections are in neither while they close.
+        return sum(1 for c in self._conns if c.authed)
+
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if not is_loopback_peer(connection.remote_address):
             self.stats.refused += 1
             log.warning("control: refused non-loopback peer %s", connection.remote_address)
             return connection.respond(http.HTTPStatus.FORBIDDEN, "loopback clients only\n")
-        if len(self._conns) >= self._max_connections:
+        origin = request.headers.get("Origin")
+        if origin is not None and origin not in self._allowed_origins:
+            # A web page (cross-site websocket hijacking); native clients send no Origin.
             self.stats.refused += 1
-            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "too many clients\n")
+            return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
         given = _header_token(request.headers)
-        if given is not None and not token_matches(self._token, given):
+        if given is None:
+            return None  # first-message auth, in its own pool (_admit_unauthed)
+        if not token_matches(self._token, given):
             self.stats.refused += 1
             return connection.respond(http.HTTPStatus.UNAUTHORIZED, "wrong token\n")
+        # Only authenticated connections count here: clients without the token cannot fill it.
+        if self._authed_count() >= self._max_connections:
+            self.stats.refused += 1
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "too many clients\n")
         return None
 
     async def _serve_conn(self, ws: ServerConnection) -> None:
-        if len(self._conns) >= self._max_connections:
-            await ws.close(1013, "too many clients")
-            return
         authed = token_matches(self._token, _header_token(ws.request.headers) if ws.request else "")
+        if authed and self._authed_count() >= self._max_connections:
+            await ws.close(1013, "too many clients")  # handshakes that raced past the check
+            return
         conn = _Conn(ws, authed, asyncio.Queue(self._queue_size + 1))
+        if not authed:
+            await self._admit_unauthed(conn)
         self._conns.add(conn)
         self.stats.connections = len(self._conns)
         self.stats.connections_total += 1
@@ -421,10 +451,25 @@ class ControlServer:
             pass
         finally:
             self._set_subscribed(conn, False)
+            self._unauthed.pop(conn, None)
             self._conns.discard(conn)
             self.stats.connections = len(self._conns)
             if conn.writer is not None:
                 conn.writer.cancel()
+
+    async def _admit_unauthed(self, conn: _Conn) -> None:
+        # Evict the oldest rather than refuse the newest: a real client authenticates within
+        # milliseconds of connecting, so squatters that hold connections open cannot keep it out.
+        while len(self._unauthed) >= MAX_UNAUTHENTICATED:
+            oldest = next(iter(self._unauthed))
+            del self._unauthed[oldest]
+            self.stats.refused += 1
+            task = asyncio.get_running_loop().create_task(
+                oldest.ws.close(1008, "too many unauthenticated clients")
+            )
+            self._closing.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(self._closing.discard)
+        self._unauthed[conn] = None
 
     async def _first_message_auth(self, conn: _Conn) -> bool:
         """The token in the first message (browsers cannot set headers). False closes."""
@@ -445,6 +490,12 @@ class ControlServer:
             )
             await conn.ws.close(1008, "unauthorized")
             return False
+        if self._authed_count() >= self._max_connections:  # counts the others, not this one
+            self.stats.refused += 1
+            await self._send(conn, _error(_safe_id(rid), "busy", "too many clients"))
+            await conn.ws.close(1013, "too many clients")
+            return False
+        self._unauthed.pop(conn, None)
         conn.authed = True
         if isinstance(req, dict) and req.get("op") not in (None, "auth"):
             reply = await self._dispatch(conn, raw)  # a request that carried its token
@@ -455,14 +506,32 @@ class ControlServer:
         return True
 
     async def _send(self, conn: _Conn, message: dict[str, Any]) -> None:
-        text = json.dumps(message, ensure_ascii=False, default=str)
+        # ASCII: a lone surrogate (a request id, an undecodable file name) becomes a \uXXXX
+        # escape; with ensure_ascii=False it made ws.send raise UnicodeEncodeError.
+        text = json.dumps(message, default=str)
         async with conn.send_lock:
             await conn.ws.send(text)
 
     async def _writer(self, conn: _Conn) -> None:
-        while True:
-            message = await conn.queue.get()
-            await self._send(conn, message)
+        try:
+            while True:
+                message = await conn.queue.get()
+                await self._send(conn, message)
+        except ConnectionClosed:
+            pass
+        except Exception:  # task boundary: nobody awaits this task, so say why the stream ended
+            log.exception("control: an event could not be sent; the subscriber is dropped")
+            self._set_subscribed(conn, False)
+            conn.writer = None  # subscribing again starts a new writer
+            while not conn.queue.empty():
+                conn.queue.get_nowait()
+            self.stats.subscribers_dropped += 1
+            notice = self._event_message(
+                "dropped",
+                {"reason": "an event could not be sent", "hint": "subscribe again"},
+            )
+            with contextlib.suppress(ConnectionClosed, OSError):
+                await self._send(conn, notice)
 
     # -- requests ----------------------------------------------------------------------------------
 
@@ -554,14 +623,19 @@ class ControlServer:
     async def _serve_metrics(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        self._metrics_conns += 1
         try:
+            if self._metrics_conns > MAX_METRICS_CONNECTIONS:
+                return  # a scraper needs one; more is a flood
             if not is_loopback_peer(writer.get_extra_info("peername")):
                 return
-            line = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-                pass
+            async with asyncio.timeout(METRICS_HEADER_TIMEOUT_S):  # for all lines, not each
+                line, headers = await _read_head(reader)
             parts = line.decode("latin-1").split()
-            if len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
+            if not self._metrics_host_ok(headers.get("host")):
+                # DNS rebinding: a page of attacker.example resolved to 127.0.0.1 names its host.
+                body, status, ctype = b"wrong host\n", "421 Misdirected Request", "text/plain"
+            elif len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
                 assert self._metrics_text is not None
                 loop = asyncio.get_running_loop()
                 body = (await loop.run_in_executor(self._pool, self._metrics_text)).encode()
@@ -581,9 +655,31 @@ class ControlServer:
         ) as exc:
             log.debug("metrics request failed: %s", exc)
         finally:
+            self._metrics_conns -= 1
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+    def _metrics_host_ok(self, host: str | None) -> bool:
+        if host is None:
+            return True  # HTTP/1.0 without Host: not a browser, so not DNS rebinding
+        name, sep, port = host.strip().lower().rpartition(":")
+        if not sep:
+            name, port = port, ""
+        return name in ("127.0.0.1", "localhost") and port in ("", str(self.metrics_bound_port))
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, str]]:
+    """The request line and headers (names lower-cased). Raises ValueError past the limits."""
+    line = await reader.readline()
+    headers: dict[str, str] = {}
+    for _ in range(METRICS_MAX_HEADERS + 1):
+        raw = await reader.readline()
+        if raw in (b"\r\n", b"\n", b""):
+            return line, headers
+        name, _, value = raw.decode("latin-1").partition(":")
+        headers.setdefault(name.strip().lower(), value.strip())
+    raise ValueError("too many header lines")
 
 
 def _parse(raw: str | bytes) -> dict[str, Any] | OpError:

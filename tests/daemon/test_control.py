@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +18,12 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from sync import control
 from sync.control import (
+    AUTH_TIMEOUT_S,
     MAX_FRAME_BYTES,
     MAX_REQUEST_BYTES,
+    MAX_UNAUTHENTICATED,
     ControlClient,
     ControlError,
     ControlRequestError,
@@ -26,7 +32,7 @@ from sync.control import (
     is_loopback_peer,
 )
 
-from .conftest import write_external
+from .conftest import eventually, write_external
 
 
 def raw(port: int, token: str | None = None, **kw: Any) -> ClientConnection:
@@ -254,6 +260,93 @@ def test_too_many_connections_are_refused_and_the_daemon_goes_on(inproc_daemon) 
         assert c.request("ping") == "pong"
 
 
+def test_clients_without_the_token_cannot_lock_out_a_token_holder(inproc_daemon) -> None:
+    d = inproc_daemon()
+    port, token = d.state["port"], d.state["token"]
+    squatters = [raw(port) for _ in range(40)]  # no token, holding on until the auth timeout
+    try:
+        with ControlClient(port, token, timeout=5) as c:
+            assert c.request("ping") == "pong"
+        # A first-message client gets in too: it evicts the oldest squatter.
+        with raw(port) as ws:
+            ws.send(json.dumps({"id": 1, "op": "auth", "token": token}))
+            assert reply_to(ws) == {"id": 1, "ok": True, "result": {"authenticated": True}}
+        open_ = 0
+        for ws in squatters:
+            try:
+                ws.recv(timeout=0.01)
+            except TimeoutError:
+                open_ += 1
+            except ConnectionClosed as exc:
+                assert exc.rcvd is not None and exc.rcvd.code == 1008
+        assert open_ <= MAX_UNAUTHENTICATED
+    finally:
+        for ws in squatters:
+            ws.close()
+
+
+def _silent_handshake(port: int) -> socket.socket:
+    """A websocket client that completes the handshake, then never reads (nor answers a close)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        assert chunk, "the server closed during the handshake"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def test_evicted_connections_still_closing_do_not_count_as_authenticated() -> None:
+    token = "t" * 40
+    server = ControlServer(_Handler(), token=token, max_connections=4)
+    server.start()
+    squatters: list[socket.socket] = []
+    try:
+        squatters = [_silent_handshake(server.port) for _ in range(2 * MAX_UNAUTHENTICATED)]
+        with ControlClient(server.port, token, timeout=5) as c:
+            assert c.request("ping") == "pong"
+    finally:
+        for sock in squatters:
+            sock.close()
+        server.stop()
+        assert server.join(10)
+
+
+def test_an_unauthenticated_connection_is_closed_after_the_auth_timeout(inproc_daemon) -> None:
+    d = inproc_daemon()
+    with raw(d.state["port"]) as ws:
+        t0 = time.monotonic()
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=AUTH_TIMEOUT_S + 5)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1008
+        assert time.monotonic() - t0 < AUTH_TIMEOUT_S + 2
+
+
+def test_handshakes_with_an_origin_are_refused_unless_allowed() -> None:
+    token = "t" * 40
+    server = ControlServer(_Handler(), token=token, allowed_origins=["app://localstore"])
+    server.start()
+    try:
+        for tok in (None, token):  # a web page; even with the right token (defence in depth)
+            with pytest.raises(InvalidStatus) as info:
+                raw(server.port, tok, origin="http://evil.example")
+            assert info.value.response.status_code == 403
+        with raw(server.port, token, origin="app://localstore") as ws:
+            ws.send(json.dumps({"id": 1, "op": "ping"}))
+            assert reply_to(ws)["result"] == "pong"
+        with raw(server.port, token) as ws:  # native clients send no Origin
+            ws.send(json.dumps({"id": 2, "op": "ping"}))
+            assert reply_to(ws)["result"] == "pong"
+    finally:
+        server.stop()
+        assert server.join(10)
+
+
 class _Handler:
     def handle(self, op: str, args: dict[str, Any]) -> Any:
         if op == "status":
@@ -297,6 +390,48 @@ def test_a_subscriber_that_does_not_read_is_dropped_with_a_notice() -> None:
         assert server.join(10)
 
 
+def test_lone_surrogates_in_replies_and_events_are_sent_escaped() -> None:
+    token = "t" * 40
+    server = ControlServer(_Handler(), token=token)
+    server.start()
+    try:
+        with raw(server.port, token) as ws:
+            ws.send('{"id": "\\ud800", "op": "ping"}')
+            assert reply_to(ws) == {"id": "\ud800", "ok": True, "result": "pong"}
+            ws.send(json.dumps({"id": 1, "op": "subscribe"}))
+            assert reply_to(ws)["result"]["subscribed"] is True
+            server.publish("saved", {"path": "bad-\udcff.yaml"})  # an undecodable file name
+            assert json.loads(ws.recv(timeout=10))["data"] == {"path": "bad-\udcff.yaml"}
+    finally:
+        server.stop()
+        assert server.join(10)
+
+
+def test_an_event_that_cannot_be_sent_drops_the_subscriber_with_a_notice() -> None:
+    token = "t" * 40
+    counts: list[int] = []
+    server = ControlServer(_Handler(), token=token, on_subscribers=counts.append)
+    server.start()
+    try:
+        with raw(server.port, token) as ws:
+            ws.send(json.dumps({"id": 1, "op": "subscribe"}))
+            assert reply_to(ws)["result"]["subscribed"] is True
+            circular: dict[str, Any] = {}
+            circular["self"] = circular
+            server.publish("saved", circular)  # json.dumps raises ValueError in the writer
+            notice = json.loads(ws.recv(timeout=10))
+            assert notice["event"] == "dropped" and notice["data"]["hint"] == "subscribe again"
+            assert counts == [1, 0] and server.stats.subscribers_dropped == 1
+            # The connection goes on, and a new subscription streams again.
+            ws.send(json.dumps({"id": 2, "op": "subscribe"}))
+            assert reply_to(ws)["result"]["subscribed"] is True
+            server.publish("saved", {"path": "a.yaml"})
+            assert json.loads(ws.recv(timeout=10))["data"] == {"path": "a.yaml"}
+    finally:
+        server.stop()
+        assert server.join(10)
+
+
 def test_client_reports_a_missing_daemon(tmp_path: Path) -> None:
     from sync.control import DaemonNotRunningError
 
@@ -304,3 +439,75 @@ def test_client_reports_a_missing_daemon(tmp_path: Path) -> None:
         ControlClient.connect(tmp_path / "nobody-home")
     with pytest.raises(ControlError):
         ControlClient(1, "token", timeout=2)
+
+
+@pytest.fixture
+def metrics_server() -> Iterator[ControlServer]:
+    server = ControlServer(
+        _Handler(), token="t" * 40, metrics_port=0, metrics_text=lambda: "localstore_up 1\n"
+    )
+    server.start()
+    yield server
+    server.stop()
+    assert server.join(10)
+
+
+def _http_get(port: int, host: str) -> bytes:
+    """The whole response; b"" when the server closes (or resets) without one."""
+    data = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        try:
+            sock.sendall(f"GET /metrics HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            while chunk := sock.recv(65536):
+                data += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+    return data
+
+
+def test_metrics_endpoint_answers_only_requests_for_a_local_host(metrics_server) -> None:
+    port = metrics_server.metrics_bound_port
+    assert port is not None
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "127.0.0.1"):
+        data = _http_get(port, host)
+        assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"localstore_up 1\n")
+    # DNS rebinding: a page whose name resolves to 127.0.0.1 sends its own name.
+    for host in (f"rebind.attacker.example:{port}", f"127.0.0.1:{port + 1}", "127.0.0.1.nip.io"):
+        data = _http_get(port, host)
+        assert data.startswith(b"HTTP/1.1 421 ") and b"localstore_up" not in data
+
+
+def test_metrics_endpoint_cuts_a_trickling_client_at_an_overall_deadline(
+    metrics_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(control, "METRICS_HEADER_TIMEOUT_S", 1.0, raising=False)
+    port = metrics_server.metrics_bound_port
+    assert port is not None
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+        t0 = time.monotonic()
+        sock.settimeout(0.3)
+        closed = False
+        while not closed and time.monotonic() - t0 < 8:
+            try:
+                closed = sock.recv(1024) == b""
+            except TimeoutError:
+                sock.sendall(b"X-Slow: 1\r\n")  # each line well within any per-line timeout
+            except ConnectionResetError:
+                closed = True
+        assert closed and time.monotonic() - t0 < 3
+
+
+def test_metrics_endpoint_caps_its_connections(metrics_server) -> None:
+    port = metrics_server.metrics_bound_port
+    assert port is not None
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(8)]
+    try:
+        for sock in idle:  # each accepted: the request is incomplete, so no answer yet
+            sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+        # Over the cap (once the server has accepted all of them): closed unanswered.
+        assert eventually(lambda: _http_get(port, f"127.0.0.1:{port}") == b"", 10)
+    finally:
+        for sock in idle:
+            sock.close()
+    assert _http_get(port, f"127.0.0.1:{port}").startswith(b"HTTP/1.1 200 ")
