@@ -153,6 +153,12 @@ pass_ctx = click.make_pass_decorator(CliContext)
 
 
 class _LazyGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        # One catch for every command: a library error read outside a command's own
+        # errors_to_exit() (ctx.settings in sync, doctor, cloud, service, daemon) would be a traceback.
+        with errors_to_exit():
+            return super().invoke(ctx)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(_COMMANDS)
 

@@ -101,3 +101,12 @@ def test_help_reads_well() -> None:
     for name in ("save", "ls", "search", "check"):
         sub = CliRunner().invoke(cli, [name, "--help"])
         assert sub.exit_code == 0 and "Usage:" in sub.output
+
+
+@pytest.mark.parametrize("args", [["sync"], ["doctor"], ["cloud", "status"], ["service", "status"]])
+def test_bad_config_is_one_line_for_every_command(run, home: Path, args: list[str]) -> None:
+    assert run("init").exit_code == 0
+    (home / "config" / "config.yaml").write_text("bogus_setting: 1\n")
+    r = run(*args)
+    assert r.exit_code == 1, r.output
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ")
