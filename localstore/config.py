@@ -132,28 +132,44 @@ def _paths_for(home: Path | None) -> Paths:
 
 def _read_config_file(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8"
+        ) from exc
+    try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(
-            f"{path} is not valid YAML: {exc}", hint="fix or delete the file"
+            f"{path} is not valid YAML: {_yaml_problem(exc)}", hint="fix or delete the file"
         ) from exc
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path} must hold a mapping of settings", hint="see docs/configuration.md"
         )
-    unknown = sorted(set(data) - set(_TUNABLES))
+    # Keys YAML reads as numbers or booleans (`1:`, `yes:`) are no setting; repr them, since
+    # sorting mixed types would raise TypeError.
+    unknown = sorted(str(k) if isinstance(k, str) else repr(k) for k in data if k not in _TUNABLES)
     if unknown:
         raise ConfigError(
             f"{path}: unknown setting(s) {', '.join(unknown)}",
             hint=f"known settings: {', '.join(sorted(_TUNABLES))}",
         )
     return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line from a PyYAML error: its problem and where (str(exc) spans lines with a caret)."""
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
 
 
 def _coerce(name: str, value: Any) -> Any:

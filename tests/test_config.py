@@ -54,13 +54,34 @@ def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
         ("nonsense: 1\n", "unknown setting"),
         ("- a list\n", "mapping"),
         ("a: [\n", "not valid YAML"),
+        ("1: 2\n", "unknown setting"),
+        ("max_depth: 64\n2: x\n", "unknown setting"),
+        ("yes: 1\n", "unknown setting"),
     ],
 )
 def test_bad_config_file(tmp_path: Path, content: str, match: str) -> None:
     (tmp_path / "config").mkdir()
     (tmp_path / "config/config.yaml").write_text(content)
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ConfigError, match=match) as info:
         load_settings(home=tmp_path, environ={})
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe: 1\n", b"device_name: caf\xe9\n"])
+def test_config_file_not_utf8(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/config.yaml").write_bytes(content)
+    with pytest.raises(ConfigError, match="not UTF-8") as info:
+        load_settings(home=tmp_path, environ={})
+    assert "config.yaml" in info.value.message
+
+
+def test_invalid_yaml_error_is_one_line_with_position(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/config.yaml").write_text("max_depth: 1\nsettle_ms: [\n")
+    with pytest.raises(ConfigError, match=r"line 3, column 1") as info:
+        load_settings(home=tmp_path, environ={})
+    assert "\n" not in str(info.value) and "^" not in str(info.value)
 
 
 def test_bad_env_value(tmp_path: Path) -> None:
