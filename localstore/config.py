@@ -8,6 +8,7 @@ a keyword to :func:`load_settings`) beats the environment (``LOCALSTORE_<NAME>``
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 from collections.abc import Mapping
@@ -103,7 +104,7 @@ class Settings:
 _TUNABLES = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("paths", "home")}
 
 
-def resolve(flag: Any, env: str | None, file_value: Any, default: Any) -> Any:
+def resolve(flag: Any, env: Any, file_value: Any, default: Any) -> Any:
     """Return the first of flag, environment, config file and default that is set."""
     for value in (flag, env, file_value):
         if value is not None and value != "":
@@ -172,26 +173,73 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return " ".join(f"{problem}{where}".split())
 
 
-def _coerce(name: str, value: Any) -> Any:
+# Integer settings that must be at least 1 (a limit or batch of 0 would refuse everything);
+# the other integers must be at least 0, and every float a finite number above 0.
+_AT_LEAST_ONE = frozenset({"max_yaml_bytes", "max_depth", "max_nodes", "sync_batch"})
+_KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
+def _typed(name: str, value: Any, where: str) -> Any:
+    """Check a value from config.yaml or an argument: only its own type, in range (None passes).
+
+    Converting instead (``int(1.9)``, ``bool(2)``, ``str([...])``) would run with a value nobody wrote;
+    ``keychain_file_fallback: 2`` would opt in to the file credential store.
+
+    Raises ConfigError naming the setting and ``where`` it came from.
+    """
+    if value is None:
+        return None
     kind = type(getattr(_DEFAULTS, name))
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not kind:
+        raise ConfigError(
+            f"{where}: setting {name!r} must be {_KIND_NAMES[kind]}, got {value!r}",
+            hint="see docs/configuration.md",
+        )
+    return _in_range(name, value, where)
+
+
+def _in_range(name: str, value: Any, where: str) -> Any:
+    if isinstance(value, bool | str):
         return value
+    low = 1 if name in _AT_LEAST_ONE else 0
+    if isinstance(value, float) and not (math.isfinite(value) and value > 0):
+        raise ConfigError(
+            f"{where}: setting {name!r} must be a number above 0, got {value!r}",
+            hint="see docs/configuration.md",
+        )
+    if isinstance(value, int) and value < low:
+        raise ConfigError(
+            f"{where}: setting {name!r} must be at least {low}, got {value!r}",
+            hint="see docs/configuration.md",
+        )
+    return value
+
+
+def _parse(name: str, text: str | None, where: str) -> Any:
+    """Parse a setting given as text (an environment variable); None or empty is unset.
+
+    Raises ConfigError naming the setting and ``where`` it came from.
+    """
+    if text is None or text == "":
+        return None
+    kind = type(getattr(_DEFAULTS, name))
     try:
         if kind is bool:
-            if isinstance(value, str):
-                low = value.strip().lower()
-                if low in ("1", "true", "yes", "on"):
-                    return True
-                if low in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        return kind(value)
-    except (TypeError, ValueError) as exc:
+            low = text.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        value = kind(text.strip()) if kind is not str else text
+    except ValueError as exc:
         raise ConfigError(
-            f"setting {name!r} must be a {kind.__name__}, got {value!r}",
-            hint=f"set {ENV_PREFIX}{name.upper()} or config.yaml to a valid value",
+            f"{where}: setting {name!r} must be {_KIND_NAMES[kind]}, got {text!r}",
+            hint=f"set {where} to a valid value",
         ) from exc
+    return _in_range(name, value, where)
 
 
 _DEFAULTS = Settings(paths=_paths_for(Path("/nonexistent")), device_name="")
@@ -211,17 +259,24 @@ def load_settings(
     home_value = resolve(home, env.get(ENV_PREFIX + "HOME"), None, None)
     home_path = Path(home_value) if home_value is not None else None
     paths = _paths_for(home_path)
-    file_values = _read_config_file(paths.config / CONFIG_FILE_NAME)
+    config_file = paths.config / CONFIG_FILE_NAME
+    file_values = _read_config_file(config_file)
     unknown = sorted(set(overrides) - set(_TUNABLES))
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}")
     values: dict[str, Any] = {}
     for name in _TUNABLES:
         default = getattr(_DEFAULTS, name) if name != "device_name" else socket.gethostname()
-        raw = resolve(
-            overrides.get(name), env.get(ENV_PREFIX + name.upper()), file_values.get(name), default
+        flag = overrides.get(name)
+        env_name = ENV_PREFIX + name.upper()
+        values[name] = resolve(
+            _parse(name, flag, "argument")
+            if isinstance(flag, str)
+            else _typed(name, flag, "argument"),
+            _parse(name, env.get(env_name), env_name),
+            _typed(name, file_values.get(name), str(config_file)),
+            default,
         )
-        values[name] = _coerce(name, raw)
     return Settings(
         paths=paths, home=home_path.expanduser().resolve() if home_path else None, **values
     )

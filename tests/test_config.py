@@ -89,3 +89,63 @@ def test_bad_env_value(tmp_path: Path) -> None:
         load_settings(home=tmp_path, environ={"LOCALSTORE_SETTLE_MS": "soon"})
     with pytest.raises(ConfigError, match="unknown"):
         load_settings(home=tmp_path, environ={}, not_a_setting=1)
+
+
+@pytest.mark.parametrize(
+    ("content", "name"),
+    [
+        ("max_depth: 1.9\n", "max_depth"),
+        ("max_depth: true\n", "max_depth"),
+        ("rescan_interval_s: false\n", "rescan_interval_s"),
+        ("device_name: [laptop, desk]\n", "device_name"),
+        ("profile: {work: 1}\n", "profile"),
+        ("keychain_file_fallback: 2\n", "keychain_file_fallback"),
+        ("keychain_file_fallback: [no]\n", "keychain_file_fallback"),
+        ("max_yaml_bytes: -1\n", "max_yaml_bytes"),
+        ("max_depth: 0\n", "max_depth"),
+        ("settle_ms: -5\n", "settle_ms"),
+        ("poll_interval_s: .nan\n", "poll_interval_s"),
+        ("poll_interval_s: .inf\n", "poll_interval_s"),
+        ("rescan_interval_s: 0\n", "rescan_interval_s"),
+    ],
+)
+def test_config_file_wrong_type_or_range_names_the_setting(
+    tmp_path: Path, content: str, name: str
+) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/config.yaml").write_text(content)
+    with pytest.raises(ConfigError, match=f"'{name}'") as info:
+        load_settings(home=tmp_path, environ={})
+    assert "config.yaml" in info.value.message
+
+
+def test_config_file_right_types_are_kept(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/config.yaml").write_text(
+        "poll_interval_s: 5\nrescan_interval_s: 0.5\nkeychain_file_fallback: true\n"
+        "device_name: desk\nsettle_ms: 0\n"
+    )
+    s = load_settings(home=tmp_path, environ={})
+    assert s.poll_interval_s == 5.0 and isinstance(s.poll_interval_s, float)
+    assert s.rescan_interval_s == 0.5 and s.keychain_file_fallback is True
+    assert s.device_name == "desk" and s.settle_ms == 0
+
+
+@pytest.mark.parametrize(
+    ("var", "text"),
+    [
+        ("LOCALSTORE_MAX_DEPTH", "1.9"),
+        ("LOCALSTORE_MAX_YAML_BYTES", "-1"),
+        ("LOCALSTORE_POLL_INTERVAL_S", "nan"),
+        ("LOCALSTORE_KEYCHAIN_FILE_FALLBACK", "2"),
+    ],
+)
+def test_bad_env_value_names_the_variable(tmp_path: Path, var: str, text: str) -> None:
+    with pytest.raises(ConfigError, match=var):
+        load_settings(home=tmp_path, environ={var: text})
+
+
+def test_env_values_are_parsed(tmp_path: Path) -> None:
+    env = {"LOCALSTORE_MAX_DEPTH": " 12 ", "LOCALSTORE_POLL_INTERVAL_S": "2.5"}
+    s = load_settings(home=tmp_path, environ=env)
+    assert s.max_depth == 12 and s.poll_interval_s == 2.5
