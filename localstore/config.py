@@ -19,7 +19,7 @@ from typing import Any
 import platformdirs
 import yaml
 
-from localstore.errors import ConfigError
+from localstore.errors import ConfigError, StorageError
 
 APP_NAME = "LocalStore"
 ENV_PREFIX = "LOCALSTORE_"
@@ -61,14 +61,31 @@ class Paths:
         The blueprints folder is the store's to create, on its first open: made empty here (by
         ``localstore cred``, a login) while its disk is unmounted, it would be taken for a folder
         whose blueprints were all deleted.
+
+        Raises StorageError when a folder cannot be made (a file in its way, a read-only disk).
         """
         for p in (self.data, self.config, self.cache, self.state):
-            p.mkdir(parents=True, exist_ok=True)
+            try:
+                p.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise _mkdir_error(p, exc) from exc
         for p in (self.data, self.state, self.config):
             try:
                 p.chmod(0o700)
             except OSError:  # pragma: no cover - a shared folder we do not own
                 pass
+
+
+def _mkdir_error(folder: Path, exc: OSError) -> StorageError:
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        return StorageError(
+            f"cannot create folder {folder}: a file is in the way ({exc.strerror})",
+            hint="move that file away, or choose another --home or LOCALSTORE_HOME",
+        )
+    return StorageError(
+        f"cannot create folder {folder}: {exc.strerror or exc}",
+        hint="make it writable, or choose another --home or LOCALSTORE_HOME",
+    )
 
 
 @dataclass(frozen=True, slots=True)

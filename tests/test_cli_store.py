@@ -110,3 +110,13 @@ def test_bad_config_is_one_line_for_every_command(run, home: Path, args: list[st
     r = run(*args)
     assert r.exit_code == 1, r.output
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ")
+
+
+def test_home_with_a_file_in_the_way_is_one_line(run, home: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "data").write_text("keep me")
+    for args in (["init"], ["ls"]):
+        r = run(*args)
+        assert r.exit_code == 1, r.output
+        assert r.stderr.count("\n") == 1 and "a file is in the way" in r.stderr
+    assert (home / "data").read_text() == "keep me"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from localstore.config import DEFAULT_SETTLE_MS, load_settings, resolve
-from localstore.errors import ConfigError
+from localstore.errors import ConfigError, StorageError
 
 
 def test_resolve_order() -> None:
@@ -149,3 +149,16 @@ def test_env_values_are_parsed(tmp_path: Path) -> None:
     env = {"LOCALSTORE_MAX_DEPTH": " 12 ", "LOCALSTORE_POLL_INTERVAL_S": "2.5"}
     s = load_settings(home=tmp_path, environ=env)
     assert s.max_depth == 12 and s.poll_interval_s == 2.5
+
+
+@pytest.mark.parametrize("in_the_way", ["h/data", "h"])
+def test_ensure_with_a_file_in_the_way_is_a_storage_error(tmp_path: Path, in_the_way: str) -> None:
+    paths = load_settings(home=tmp_path / "h", environ={}).paths
+    (tmp_path / "h").mkdir()
+    if in_the_way == "h":
+        (tmp_path / "h").rmdir()  # the home itself is a file
+    (tmp_path / in_the_way).write_text("keep me")
+    with pytest.raises(StorageError, match="a file is in the way") as info:
+        paths.ensure()
+    assert "LOCALSTORE_HOME" in info.value.hint
+    assert (tmp_path / in_the_way).read_text() == "keep me"
