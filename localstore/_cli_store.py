@@ -69,16 +69,24 @@ def save_cmd(
     description: str | None,
 ) -> None:
     """Save a blueprint at PATH from a file or stdin, keeping its text byte for byte."""
+    with errors_to_exit():
+        limit = ctx.settings.max_yaml_bytes
     if source in (None, "-"):
         if source is None and sys.stdin.isatty():
             fail("no content given", code=2, hint="use -f FILE, or pipe the YAML on stdin")
-        content = sys.stdin.buffer.read()
+        content = sys.stdin.buffer.read(limit + 1)
     else:
         try:
             with open(source, "rb") as fh:
-                content = fh.read()
+                content = fh.read(limit + 1)
         except OSError as exc:
             fail(f"cannot read {source}: {exc.strerror}", hint="check the file name")
+    # Read one byte past the limit, never all of it: a multi-GB pipe would fill memory first.
+    if len(content) > limit:
+        fail(
+            f"YAML is over the limit of {limit} bytes",
+            hint="split the blueprint or raise max_yaml_bytes in config.yaml",
+        )
     with errors_to_exit():
         bp = ctx.store().save(
             path, content, tags=list(tags) or None, name=name, description=description
