@@ -167,3 +167,14 @@ def test_save_stops_reading_stdin_at_the_limit(home: Path) -> None:
     proc.stderr.close()
     assert proc.wait(timeout=60) == 1 and b"over the limit of 1000 bytes" in err
     assert written < 64 * 1024 * 1024  # the pipe broke: the rest was never read
+
+
+def test_missing_blueprints_folder_hint_names_no_setting_that_does_not_exist(
+    run, home: Path
+) -> None:
+    assert run("save", "x", input=DOC).exit_code == 0
+    (home / "blueprints").rename(home / "bp.away")
+    r = run("ls")
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1, r.output
+    assert "--home or LOCALSTORE_HOME" in r.stderr and "config.yaml" not in r.stderr
+    assert (home / "bp.away" / "x.blueprint.yaml").read_text() == DOC
