@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from localstore.cli import EXIT_ATTENTION, CliContext, errors_to_exit, fail, pass_ctx
+from localstore.cli import EXIT_ATTENTION, TEXT, CliContext, errors_to_exit, fail, pass_ctx
 
 
 def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
@@ -56,9 +56,9 @@ def init_cmd(ctx: CliContext) -> None:
     type=click.Path(dir_okay=False, allow_dash=True),
     help="Read the YAML from FILE ('-' for stdin). Default: stdin.",
 )
-@click.option("--tag", "tags", multiple=True, help="Set tags (repeatable).")
-@click.option("--name", help="Display name.")
-@click.option("--description", help="Description.")
+@click.option("--tag", "tags", multiple=True, type=TEXT, help="Set tags (repeatable).")
+@click.option("--name", type=TEXT, help="Display name.")
+@click.option("--description", type=TEXT, help="Description.")
 @pass_ctx
 def save_cmd(
     ctx: CliContext,
@@ -118,8 +118,8 @@ def show_cmd(ctx: CliContext, ref: str, meta: bool, rev: int | None) -> None:
 
 
 @click.command("ls")
-@click.option("--folder", help="Only this folder (and below).")
-@click.option("--tag", help="Only blueprints with this tag.")
+@click.option("--folder", type=TEXT, help="Only this folder (and below).")
+@click.option("--tag", type=TEXT, help="Only blueprints with this tag.")
 @click.option("--sort", type=click.Choice(["path", "name", "modified", "created"]), default="path")
 @click.option("--desc", is_flag=True, help="Reverse the order.")
 @click.option("--limit", type=int, help="At most this many.")
@@ -161,8 +161,8 @@ def ls_cmd(
 @click.command("search")
 @click.argument("query")
 @click.option("--limit", type=int, default=20, show_default=True)
-@click.option("--folder", help="Only this folder (and below).")
-@click.option("--tag", help="Only blueprints with this tag.")
+@click.option("--folder", type=TEXT, help="Only this folder (and below).")
+@click.option("--tag", type=TEXT, help="Only blueprints with this tag.")
 @pass_ctx
 def search_cmd(
     ctx: CliContext, query: str, limit: int, folder: str | None, tag: str | None

@@ -178,3 +178,32 @@ def test_missing_blueprints_folder_hint_names_no_setting_that_does_not_exist(
     assert r.exit_code == 1 and r.stderr.count("\n") == 1, r.output
     assert "--home or LOCALSTORE_HOME" in r.stderr and "config.yaml" not in r.stderr
     assert (home / "bp.away" / "x.blueprint.yaml").read_text() == DOC
+
+
+BAD = "\udcff"  # what argv decoding makes of a byte that is not UTF-8
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["save", "t", "--tag", BAD],
+        ["save", "t", "--name", BAD],
+        ["save", "t", "--description", BAD],
+        ["ls", "--folder", BAD],
+        ["ls", "--tag", BAD],
+        ["search", "a", "--tag", BAD],
+        ["search", "a", "--folder", BAD],
+        ["export", "-o", "out.lsbundle", "--tag", BAD],
+        ["export", "-o", "out.lsbundle", "--folder", BAD],
+    ],
+)
+def test_non_utf8_option_is_one_line_usage_error(
+    run, home: Path, tmp_path: Path, args: list[str]
+) -> None:
+    assert run("save", "x", input=DOC).exit_code == 0
+    r = run(*[str(tmp_path / a) if a == "out.lsbundle" else a for a in args], input=DOC)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ")
+    assert "not UTF-8" in r.stderr
+    assert json.loads(run("ls", json_out=True).output)[0]["path"] == "x.blueprint.yaml"
+    assert run("check").exit_code == 0
