@@ -32,6 +32,7 @@ from localstore.cli import (
     EXIT_ATTENTION,
     EXIT_ERROR,
     EXIT_USAGE,
+    TEXT,
     CliContext,
     errors_to_exit,
     fail,
@@ -99,8 +100,8 @@ def _sync_merger() -> Merger | None:
 
 @click.command("export")
 @click.argument("refs", nargs=-1)
-@click.option("--folder", help="Export the blueprints in this folder (and below).")
-@click.option("--tag", help="Export the blueprints with this tag.")
+@click.option("--folder", type=TEXT, help="Export the blueprints in this folder (and below).")
+@click.option("--tag", type=TEXT, help="Export the blueprints with this tag.")
 @click.option(
     "-o", "--output", required=True, help="The bundle to write ('-' with --yaml: stdout)."
 )

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from localstore.cli import EXIT_ATTENTION, CliContext, errors_to_exit, fail, pass_ctx
+from localstore.cli import EXIT_ATTENTION, TEXT, CliContext, errors_to_exit, fail, pass_ctx
 
 
 def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
@@ -56,9 +56,9 @@ def init_cmd(ctx: CliContext) -> None:
     type=click.Path(dir_okay=False, allow_dash=True),
     help="Read the YAML from FILE ('-' for stdin). Default: stdin.",
 )
-@click.option("--tag", "tags", multiple=True, help="Set tags (repeatable).")
-@click.option("--name", help="Display name.")
-@click.option("--description", help="Description.")
+@click.option("--tag", "tags", multiple=True, type=TEXT, help="Set tags (repeatable).")
+@click.option("--name", type=TEXT, help="Display name.")
+@click.option("--description", type=TEXT, help="Description.")
 @pass_ctx
 def save_cmd(
     ctx: CliContext,
@@ -69,16 +69,24 @@ def save_cmd(
     description: str | None,
 ) -> None:
     """Save a blueprint at PATH from a file or stdin, keeping its text byte for byte."""
+    with errors_to_exit():
+        limit = ctx.settings.max_yaml_bytes
     if source in (None, "-"):
         if source is None and sys.stdin.isatty():
             fail("no content given", code=2, hint="use -f FILE, or pipe the YAML on stdin")
-        content = sys.stdin.buffer.read()
+        content = sys.stdin.buffer.read(limit + 1)
     else:
         try:
             with open(source, "rb") as fh:
-                content = fh.read()
+                content = fh.read(limit + 1)
         except OSError as exc:
             fail(f"cannot read {source}: {exc.strerror}", hint="check the file name")
+    # Read one byte past the limit, never all of it: a multi-GB pipe would fill memory first.
+    if len(content) > limit:
+        fail(
+            f"YAML is over the limit of {limit} bytes",
+            hint="split the blueprint or raise max_yaml_bytes in config.yaml",
+        )
     with errors_to_exit():
         bp = ctx.store().save(
             path, content, tags=list(tags) or None, name=name, description=description
@@ -110,8 +118,8 @@ def show_cmd(ctx: CliContext, ref: str, meta: bool, rev: int | None) -> None:
 
 
 @click.command("ls")
-@click.option("--folder", help="Only this folder (and below).")
-@click.option("--tag", help="Only blueprints with this tag.")
+@click.option("--folder", type=TEXT, help="Only this folder (and below).")
+@click.option("--tag", type=TEXT, help="Only blueprints with this tag.")
 @click.option("--sort", type=click.Choice(["path", "name", "modified", "created"]), default="path")
 @click.option("--desc", is_flag=True, help="Reverse the order.")
 @click.option("--limit", type=int, help="At most this many.")
@@ -153,8 +161,8 @@ def ls_cmd(
 @click.command("search")
 @click.argument("query")
 @click.option("--limit", type=int, default=20, show_default=True)
-@click.option("--folder", help="Only this folder (and below).")
-@click.option("--tag", help="Only blueprints with this tag.")
+@click.option("--folder", type=TEXT, help="Only this folder (and below).")
+@click.option("--tag", type=TEXT, help="Only blueprints with this tag.")
 @pass_ctx
 def search_cmd(
     ctx: CliContext, query: str, limit: int, folder: str | None, tag: str | None

@@ -140,7 +140,8 @@ def _refuse_root(store: BlueprintStore, live: int, what: str) -> NoReturn:
     root = store.root
     raise StorageError(
         f"the blueprints folder {root} {what}, but {live} blueprint(s) are indexed",
-        hint="reconnect or restore the folder (or set the right folder in config.yaml); "
+        hint="reconnect or restore the folder (or choose the right home with --home or "
+        "LOCALSTORE_HOME); "
         f"if they were deleted on purpose, create an empty file {root / CONFIRM_EMPTY_NAME} "
         "(and its folder) and open again",
     )

@@ -152,7 +152,45 @@ def errors_to_exit() -> Iterator[None]:
 pass_ctx = click.make_pass_decorator(CliContext)
 
 
+class _BadText(click.UsageError):
+    """Bad usage reported as one ``error:`` line (click's default adds the usage and a blank line)."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+class _Utf8Text(click.ParamType):
+    """A text option: bytes that are not UTF-8 (argv decodes them to surrogates) are bad usage.
+
+    Left as they are, they reach the index and the YAML writer and fail there with a
+    UnicodeEncodeError traceback.
+    """
+
+    name = "text"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            where = param.opts[0] if param is not None and param.opts else "a value"
+            raise _BadText(
+                f"{where} is not UTF-8 text ({text!r}) (pass it in UTF-8; check your locale)",
+                ctx=ctx,
+            ) from None
+        return text
+
+
+TEXT = _Utf8Text()
+
+
 class _LazyGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        # One catch for every command: a library error read outside a command's own
+        # errors_to_exit() (ctx.settings in sync, doctor, cloud, service, daemon) would be a traceback.
+        with errors_to_exit():
+            return super().invoke(ctx)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(_COMMANDS)
 

@@ -8,6 +8,7 @@ a keyword to :func:`load_settings`) beats the environment (``LOCALSTORE_<NAME>``
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 from collections.abc import Mapping
@@ -18,7 +19,7 @@ from typing import Any
 import platformdirs
 import yaml
 
-from localstore.errors import ConfigError
+from localstore.errors import ConfigError, StorageError
 
 APP_NAME = "LocalStore"
 ENV_PREFIX = "LOCALSTORE_"
@@ -60,14 +61,31 @@ class Paths:
         The blueprints folder is the store's to create, on its first open: made empty here (by
         ``localstore cred``, a login) while its disk is unmounted, it would be taken for a folder
         whose blueprints were all deleted.
+
+        Raises StorageError when a folder cannot be made (a file in its way, a read-only disk).
         """
         for p in (self.data, self.config, self.cache, self.state):
-            p.mkdir(parents=True, exist_ok=True)
+            try:
+                p.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise _mkdir_error(p, exc) from exc
         for p in (self.data, self.state, self.config):
             try:
                 p.chmod(0o700)
             except OSError:  # pragma: no cover - a shared folder we do not own
                 pass
+
+
+def _mkdir_error(folder: Path, exc: OSError) -> StorageError:
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        return StorageError(
+            f"cannot create folder {folder}: a file is in the way ({exc.strerror})",
+            hint="move that file away, or choose another --home or LOCALSTORE_HOME",
+        )
+    return StorageError(
+        f"cannot create folder {folder}: {exc.strerror or exc}",
+        hint="make it writable, or choose another --home or LOCALSTORE_HOME",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +121,7 @@ class Settings:
 _TUNABLES = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("paths", "home")}
 
 
-def resolve(flag: Any, env: str | None, file_value: Any, default: Any) -> Any:
+def resolve(flag: Any, env: Any, file_value: Any, default: Any) -> Any:
     """Return the first of flag, environment, config file and default that is set."""
     for value in (flag, env, file_value):
         if value is not None and value != "":
@@ -132,22 +150,30 @@ def _paths_for(home: Path | None) -> Paths:
 
 def _read_config_file(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8"
+        ) from exc
+    try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(
-            f"{path} is not valid YAML: {exc}", hint="fix or delete the file"
+            f"{path} is not valid YAML: {_yaml_problem(exc)}", hint="fix or delete the file"
         ) from exc
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path} must hold a mapping of settings", hint="see docs/configuration.md"
         )
-    unknown = sorted(set(data) - set(_TUNABLES))
+    # Keys YAML reads as numbers or booleans (`1:`, `yes:`) are no setting; repr them, since
+    # sorting mixed types would raise TypeError.
+    unknown = sorted(str(k) if isinstance(k, str) else repr(k) for k in data if k not in _TUNABLES)
     if unknown:
         raise ConfigError(
             f"{path}: unknown setting(s) {', '.join(unknown)}",
@@ -156,26 +182,81 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def _coerce(name: str, value: Any) -> Any:
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line from a PyYAML error: its problem and where (str(exc) spans lines with a caret)."""
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
+
+
+# Integer settings that must be at least 1 (a limit or batch of 0 would refuse everything);
+# the other integers must be at least 0, and every float a finite number above 0.
+_AT_LEAST_ONE = frozenset({"max_yaml_bytes", "max_depth", "max_nodes", "sync_batch"})
+_KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
+def _typed(name: str, value: Any, where: str) -> Any:
+    """Check a value from config.yaml or an argument: only its own type, in range (None passes).
+
+    Converting instead (``int(1.9)``, ``bool(2)``, ``str([...])``) would run with a value nobody wrote;
+    ``keychain_file_fallback: 2`` would opt in to the file credential store.
+
+    Raises ConfigError naming the setting and ``where`` it came from.
+    """
+    if value is None:
+        return None
     kind = type(getattr(_DEFAULTS, name))
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not kind:
+        raise ConfigError(
+            f"{where}: setting {name!r} must be {_KIND_NAMES[kind]}, got {value!r}",
+            hint="see docs/configuration.md",
+        )
+    return _in_range(name, value, where)
+
+
+def _in_range(name: str, value: Any, where: str) -> Any:
+    if isinstance(value, bool | str):
         return value
+    low = 1 if name in _AT_LEAST_ONE else 0
+    if isinstance(value, float) and not (math.isfinite(value) and value > 0):
+        raise ConfigError(
+            f"{where}: setting {name!r} must be a number above 0, got {value!r}",
+            hint="see docs/configuration.md",
+        )
+    if isinstance(value, int) and value < low:
+        raise ConfigError(
+            f"{where}: setting {name!r} must be at least {low}, got {value!r}",
+            hint="see docs/configuration.md",
+        )
+    return value
+
+
+def _parse(name: str, text: str | None, where: str) -> Any:
+    """Parse a setting given as text (an environment variable); None or empty is unset.
+
+    Raises ConfigError naming the setting and ``where`` it came from.
+    """
+    if text is None or text == "":
+        return None
+    kind = type(getattr(_DEFAULTS, name))
     try:
         if kind is bool:
-            if isinstance(value, str):
-                low = value.strip().lower()
-                if low in ("1", "true", "yes", "on"):
-                    return True
-                if low in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        return kind(value)
-    except (TypeError, ValueError) as exc:
+            low = text.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        value = kind(text.strip()) if kind is not str else text
+    except ValueError as exc:
         raise ConfigError(
-            f"setting {name!r} must be a {kind.__name__}, got {value!r}",
-            hint=f"set {ENV_PREFIX}{name.upper()} or config.yaml to a valid value",
+            f"{where}: setting {name!r} must be {_KIND_NAMES[kind]}, got {text!r}",
+            hint=f"set {where} to a valid value",
         ) from exc
+    return _in_range(name, value, where)
 
 
 _DEFAULTS = Settings(paths=_paths_for(Path("/nonexistent")), device_name="")
@@ -195,17 +276,24 @@ def load_settings(
     home_value = resolve(home, env.get(ENV_PREFIX + "HOME"), None, None)
     home_path = Path(home_value) if home_value is not None else None
     paths = _paths_for(home_path)
-    file_values = _read_config_file(paths.config / CONFIG_FILE_NAME)
+    config_file = paths.config / CONFIG_FILE_NAME
+    file_values = _read_config_file(config_file)
     unknown = sorted(set(overrides) - set(_TUNABLES))
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}")
     values: dict[str, Any] = {}
     for name in _TUNABLES:
         default = getattr(_DEFAULTS, name) if name != "device_name" else socket.gethostname()
-        raw = resolve(
-            overrides.get(name), env.get(ENV_PREFIX + name.upper()), file_values.get(name), default
+        flag = overrides.get(name)
+        env_name = ENV_PREFIX + name.upper()
+        values[name] = resolve(
+            _parse(name, flag, "argument")
+            if isinstance(flag, str)
+            else _typed(name, flag, "argument"),
+            _parse(name, env.get(env_name), env_name),
+            _typed(name, file_values.get(name), str(config_file)),
+            default,
         )
-        values[name] = _coerce(name, raw)
     return Settings(
         paths=paths, home=home_path.expanduser().resolve() if home_path else None, **values
     )

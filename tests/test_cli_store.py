@@ -101,3 +101,109 @@ def test_help_reads_well() -> None:
     for name in ("save", "ls", "search", "check"):
         sub = CliRunner().invoke(cli, [name, "--help"])
         assert sub.exit_code == 0 and "Usage:" in sub.output
+
+
+@pytest.mark.parametrize("args", [["sync"], ["doctor"], ["cloud", "status"], ["service", "status"]])
+def test_bad_config_is_one_line_for_every_command(run, home: Path, args: list[str]) -> None:
+    assert run("init").exit_code == 0
+    (home / "config" / "config.yaml").write_text("bogus_setting: 1\n")
+    r = run(*args)
+    assert r.exit_code == 1, r.output
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ")
+
+
+def test_home_with_a_file_in_the_way_is_one_line(run, home: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "data").write_text("keep me")
+    for args in (["init"], ["ls"]):
+        r = run(*args)
+        assert r.exit_code == 1, r.output
+        assert r.stderr.count("\n") == 1 and "a file is in the way" in r.stderr
+    assert (home / "data").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("from_file", [False, True])
+def test_save_reads_no_more_than_the_limit(
+    run, home: Path, tmp_path: Path, from_file: bool
+) -> None:
+    assert run("init").exit_code == 0
+    (home / "config" / "config.yaml").write_text("max_yaml_bytes: 100\n")
+    big = "a: " + "x" * 5000 + "\n"
+    if from_file:
+        (tmp_path / "big.yaml").write_text(big)
+        r = run("save", "big", "-f", str(tmp_path / "big.yaml"))
+    else:
+        r = run("save", "big", input=big)
+    assert r.exit_code == 1, r.output
+    assert r.stderr.count("\n") == 1 and "over the limit of 100 bytes" in r.stderr
+    assert run("save", "small", input="a: 1\n").exit_code == 0
+
+
+def test_save_stops_reading_stdin_at_the_limit(home: Path) -> None:
+    # A pipe far bigger than the limit: `save` must stop after limit + 1 bytes, not slurp it all.
+    code = (
+        "import sys; from localstore.cli import main; sys.argv=['localstore', '--home', sys.argv[1],"
+        " 'save', 'big']; main()"
+    )
+    init = [sys.executable, "-c", code.replace("'save', 'big'", "'init'"), str(home)]
+    subprocess.run(init, check=True, capture_output=True)
+    (home / "config" / "config.yaml").write_text("max_yaml_bytes: 1000\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(home)],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        bufsize=0,  # unbuffered: a broken pipe surfaces on write, not on a later flush
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    written = 0
+    try:
+        while written < 64 * 1024 * 1024:
+            written += proc.stdin.write(b"a" * 65536) or 0
+    except BrokenPipeError:
+        pass
+    proc.stdin.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 1 and b"over the limit of 1000 bytes" in err
+    assert written < 64 * 1024 * 1024  # the pipe broke: the rest was never read
+
+
+def test_missing_blueprints_folder_hint_names_no_setting_that_does_not_exist(
+    run, home: Path
+) -> None:
+    assert run("save", "x", input=DOC).exit_code == 0
+    (home / "blueprints").rename(home / "bp.away")
+    r = run("ls")
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1, r.output
+    assert "--home or LOCALSTORE_HOME" in r.stderr and "config.yaml" not in r.stderr
+    assert (home / "bp.away" / "x.blueprint.yaml").read_text() == DOC
+
+
+BAD = "\udcff"  # what argv decoding makes of a byte that is not UTF-8
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["save", "t", "--tag", BAD],
+        ["save", "t", "--name", BAD],
+        ["save", "t", "--description", BAD],
+        ["ls", "--folder", BAD],
+        ["ls", "--tag", BAD],
+        ["search", "a", "--tag", BAD],
+        ["search", "a", "--folder", BAD],
+        ["export", "-o", "out.lsbundle", "--tag", BAD],
+        ["export", "-o", "out.lsbundle", "--folder", BAD],
+    ],
+)
+def test_non_utf8_option_is_one_line_usage_error(
+    run, home: Path, tmp_path: Path, args: list[str]
+) -> None:
+    assert run("save", "x", input=DOC).exit_code == 0
+    r = run(*[str(tmp_path / a) if a == "out.lsbundle" else a for a in args], input=DOC)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ")
+    assert "not UTF-8" in r.stderr
+    assert json.loads(run("ls", json_out=True).output)[0]["path"] == "x.blueprint.yaml"
+    assert run("check").exit_code == 0

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from localstore.config import DEFAULT_SETTLE_MS, load_settings, resolve
-from localstore.errors import ConfigError
+from localstore.errors import ConfigError, StorageError
 
 
 def test_resolve_order() -> None:
@@ -54,13 +54,34 @@ def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
         ("nonsense: 1\n", "unknown setting"),
         ("- a list\n", "mapping"),
         ("a: [\n", "not valid YAML"),
+        ("1: 2\n", "unknown setting"),
+        ("max_depth: 64\n2: x\n", "unknown setting"),
+        ("yes: 1\n", "unknown setting"),
     ],
 )
 def test_bad_config_file(tmp_path: Path, content: str, match: str) -> None:
     (tmp_path / "config").mkdir()
     (tmp_path / "config/config.yaml").write_text(content)
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ConfigError, match=match) as info:
         load_settings(home=tmp_path, environ={})
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe: 1\n", b"device_name: caf\xe9\n"])
+def test_config_file_not_utf8(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/config.yaml").write_bytes(content)
+    with pytest.raises(ConfigError, match="not UTF-8") as info:
+        load_settings(home=tmp_path, environ={})
+    assert "config.yaml" in info.value.message
+
+
+def test_invalid_yaml_error_is_one_line_with_position(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/config.yaml").write_text("max_depth: 1\nsettle_ms: [\n")
+    with pytest.raises(ConfigError, match=r"line 3, column 1") as info:
+        load_settings(home=tmp_path, environ={})
+    assert "\n" not in str(info.value) and "^" not in str(info.value)
 
 
 def test_bad_env_value(tmp_path: Path) -> None:
@@ -68,3 +89,76 @@ def test_bad_env_value(tmp_path: Path) -> None:
         load_settings(home=tmp_path, environ={"LOCALSTORE_SETTLE_MS": "soon"})
     with pytest.raises(ConfigError, match="unknown"):
         load_settings(home=tmp_path, environ={}, not_a_setting=1)
+
+
+@pytest.mark.parametrize(
+    ("content", "name"),
+    [
+        ("max_depth: 1.9\n", "max_depth"),
+        ("max_depth: true\n", "max_depth"),
+        ("rescan_interval_s: false\n", "rescan_interval_s"),
+        ("device_name: [laptop, desk]\n", "device_name"),
+        ("profile: {work: 1}\n", "profile"),
+        ("keychain_file_fallback: 2\n", "keychain_file_fallback"),
+        ("keychain_file_fallback: [no]\n", "keychain_file_fallback"),
+        ("max_yaml_bytes: -1\n", "max_yaml_bytes"),
+        ("max_depth: 0\n", "max_depth"),
+        ("settle_ms: -5\n", "settle_ms"),
+        ("poll_interval_s: .nan\n", "poll_interval_s"),
+        ("poll_interval_s: .inf\n", "poll_interval_s"),
+        ("rescan_interval_s: 0\n", "rescan_interval_s"),
+    ],
+)
+def test_config_file_wrong_type_or_range_names_the_setting(
+    tmp_path: Path, content: str, name: str
+) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/config.yaml").write_text(content)
+    with pytest.raises(ConfigError, match=f"'{name}'") as info:
+        load_settings(home=tmp_path, environ={})
+    assert "config.yaml" in info.value.message
+
+
+def test_config_file_right_types_are_kept(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/config.yaml").write_text(
+        "poll_interval_s: 5\nrescan_interval_s: 0.5\nkeychain_file_fallback: true\n"
+        "device_name: desk\nsettle_ms: 0\n"
+    )
+    s = load_settings(home=tmp_path, environ={})
+    assert s.poll_interval_s == 5.0 and isinstance(s.poll_interval_s, float)
+    assert s.rescan_interval_s == 0.5 and s.keychain_file_fallback is True
+    assert s.device_name == "desk" and s.settle_ms == 0
+
+
+@pytest.mark.parametrize(
+    ("var", "text"),
+    [
+        ("LOCALSTORE_MAX_DEPTH", "1.9"),
+        ("LOCALSTORE_MAX_YAML_BYTES", "-1"),
+        ("LOCALSTORE_POLL_INTERVAL_S", "nan"),
+        ("LOCALSTORE_KEYCHAIN_FILE_FALLBACK", "2"),
+    ],
+)
+def test_bad_env_value_names_the_variable(tmp_path: Path, var: str, text: str) -> None:
+    with pytest.raises(ConfigError, match=var):
+        load_settings(home=tmp_path, environ={var: text})
+
+
+def test_env_values_are_parsed(tmp_path: Path) -> None:
+    env = {"LOCALSTORE_MAX_DEPTH": " 12 ", "LOCALSTORE_POLL_INTERVAL_S": "2.5"}
+    s = load_settings(home=tmp_path, environ=env)
+    assert s.max_depth == 12 and s.poll_interval_s == 2.5
+
+
+@pytest.mark.parametrize("in_the_way", ["h/data", "h"])
+def test_ensure_with_a_file_in_the_way_is_a_storage_error(tmp_path: Path, in_the_way: str) -> None:
+    paths = load_settings(home=tmp_path / "h", environ={}).paths
+    (tmp_path / "h").mkdir()
+    if in_the_way == "h":
+        (tmp_path / "h").rmdir()  # the home itself is a file
+    (tmp_path / in_the_way).write_text("keep me")
+    with pytest.raises(StorageError, match="a file is in the way") as info:
+        paths.ensure()
+    assert "LOCALSTORE_HOME" in info.value.hint
+    assert (tmp_path / in_the_way).read_text() == "keep me"
