@@ -258,7 +258,7 @@ def restore_cmd(ctx: CliContext, ref: str, rev: int, target: str | None) -> None
 def check_cmd(ctx: CliContext, fix: bool) -> None:
     """Compare the index with the files; exit 3 if problems remain."""
     with errors_to_exit():
-        store = ctx.store(reconcile=False)
+        store = ctx.store(reconcile=False, recover_index=fix)
         report = store.check(fix=fix)
 
         def human() -> None:

@@ -281,7 +281,7 @@ def export_bundle(
     limits = limits or BundleLimits.for_store(store)
     infos = select_blueprints(store, refs, folder=folder, tag=tag)
     _check_export_count(len(infos), limits)
-    fs.ensure_dir(dest_path.parent.resolve())
+    _check_dest_folder(dest_path)
     tmp_zip: Path | None = _temp_beside(dest_path) if passphrase is None else _private_temp(store)
     final_tmp: Path | None = None
     try:
@@ -294,10 +294,15 @@ def export_bundle(
             final_tmp, tmp_zip = tmp_zip, None
         _replace_durably(final_tmp, dest_path)
         final_tmp = None
+    except OSError as exc:  # the temp file beside the destination: an unwritable place
+        raise _dest_error(exc, dest_path) from exc
     finally:
         for leftover in (tmp_zip, final_tmp):
             if leftover is not None:
-                leftover.unlink(missing_ok=True)
+                try:
+                    leftover.unlink(missing_ok=True)
+                except OSError:  # never created there (the error above says why); nothing to undo
+                    pass
     size = dest_path.stat().st_size
     return ExportResult(dest_path, len(ids), size, passphrase is not None, tuple(ids))
 
@@ -307,9 +312,31 @@ def export_yaml(store: BlueprintStore, ref: str, dest: str | os.PathLike[str] | 
     data = store.load(ref).content.encode("utf-8")
     if dest is not None:
         path = Path(dest)
-        fs.ensure_dir(path.parent.resolve())
+        _check_dest_folder(path)
         fs.atomic_write(path, data)
     return data
+
+
+def _check_dest_folder(dest: Path) -> None:
+    """Refuse a destination whose folder is missing or not a folder (a mistyped path is more
+    likely than a wish to create folders)."""
+    folder = dest.parent
+    if not folder.exists():
+        raise InvalidInputError(
+            f"cannot write {dest}: the folder {folder} does not exist",
+            hint="check the path, or create the folder first",
+        )
+    if not folder.is_dir():
+        raise InvalidInputError(
+            f"cannot write {dest}: {folder} is not a folder", hint="check the path"
+        )
+
+
+def _dest_error(exc: OSError, dest: Path) -> StorageError:
+    err = fs.map_os_error(exc, "cannot write", dest)
+    if type(err) is StorageError:  # not a full disk nor a permission: a place files cannot go
+        err.hint = "choose a folder on a writable disk"
+    return err
 
 
 _SPLIT_HINT = "export in parts (by --folder or --tag)"

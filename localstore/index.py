@@ -16,6 +16,7 @@ tracked per component in ``component_versions`` and the core's version is mirror
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -158,9 +159,45 @@ def map_apsw_error(exc: apsw.Error, action: str = "index operation") -> LocalSto
     if isinstance(exc, apsw.CorruptError | apsw.NotADBError):
         return IndexStoreError(
             f"{action}: the index is damaged ({exc})",
-            hint="run 'localstore check --fix' to rebuild it from the files",
+            hint="run 'localstore check --fix': it moves the damaged index aside and rebuilds it "
+            "from the files",
         )
     return IndexStoreError(f"{action}: {exc}", hint="run 'localstore check' for details")
+
+
+def index_damaged(exc: BaseException) -> bool:
+    """True when ``exc`` (from opening or reading the index) says the file itself is damaged:
+    not a database, or corrupted pages. Not for a lock, a full disk or a permission."""
+    return isinstance(exc, IndexStoreError) and isinstance(
+        exc.__cause__, apsw.CorruptError | apsw.NotADBError
+    )
+
+
+def set_aside(path: Path) -> Path:
+    """Move a damaged index (and its -wal and -shm) aside to a timestamped name next to it.
+
+    Never deleted: it holds the revision history, which the files do not, and may be salvageable.
+    Returns the new path of the main file."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
+    try:
+        # The -wal and -shm first: a main file moved alone would leave a WAL that SQLite might
+        # replay into the fresh index.
+        for suffix in ("-wal", "-shm"):
+            side = path.with_name(path.name + suffix)
+            if side.exists():
+                os.replace(side, target.with_name(target.name + suffix))
+        os.replace(path, target)
+    except OSError as exc:
+        raise PermissionDeniedError(
+            f"cannot move the damaged index {path} aside: {exc.strerror or exc}",
+            hint="check the permissions of the data folder, or move index.db aside by hand",
+        ) from exc
+    return target
 
 
 def _connect(path: Path, busy_timeout_ms: int) -> apsw.Connection:
@@ -374,6 +411,18 @@ class Index:
                 "excluded.value",
                 (key, value),
             )
+
+    def quick_check(self) -> None:
+        """Raise the damaged-index error when SQLite's quick check finds damaged pages."""
+        try:
+            with self.read() as cur:
+                rows = cur.execute("PRAGMA quick_check").fetchall()
+        except apsw.Error as exc:
+            raise map_apsw_error(exc, f"check {self.path}") from exc
+        problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
+        if problems:
+            cause = apsw.CorruptError("; ".join(problems[:3]))
+            raise map_apsw_error(cause, f"check {self.path}") from cause
 
     def integrity_check(self) -> list[str]:
         """SQLite's integrity check; an empty list means healthy."""

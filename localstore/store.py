@@ -51,6 +51,7 @@ from localstore.errors import (
     AmbiguousRefError,
     ChangedOnDiskError,
     ConfigError,
+    IndexStoreError,
     InvalidInputError,
     InvalidRefError,
     LocalStoreError,
@@ -62,7 +63,7 @@ from localstore.errors import (
     UnsafePathError,
 )
 from localstore.events import Event, EventBus
-from localstore.index import Index, Maintainer, map_apsw_error
+from localstore.index import Index, Maintainer, index_damaged, map_apsw_error, set_aside
 
 log = logging.getLogger("localstore.store")
 
@@ -339,7 +340,14 @@ class BlueprintStore:
         validator: Validator | None = None,
         reconcile: bool = True,
         maintenance: bool = True,
+        recover_index: bool = False,
     ) -> None:
+        """Open the store of ``settings``' home.
+
+        ``recover_index`` (for ``check --fix``): an index too damaged to open is moved aside to a
+        timestamped name in data/ and rebuilt from the files; ``recovered_index`` is then its new
+        path. A plain open refuses a damaged index with an error saying so.
+        """
         self.settings = settings or load_settings()
         self.paths = self.settings.paths
         self.paths.ensure()
@@ -357,7 +365,12 @@ class BlueprintStore:
         # Flushes a save's two temp files while its index statements run (files.PendingWrites).
         # One thread: concurrent fsyncs on one ext4 filesystem were slower than sequential ones.
         self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="localstore-flush")
-        self.index = Index(self.paths.index_db, busy_timeout_ms=self.settings.busy_timeout_ms)
+        self.recovered_index: Path | None = None
+        try:
+            self.index = self._open_index(recover_index)
+        except BaseException:
+            self._flusher.shutdown(wait=False)
+            raise
         self._closed = False
         self._close_lock = threading.Lock()
         self._on_close: list[Callable[[], None]] = []
@@ -379,6 +392,36 @@ class BlueprintStore:
         except BaseException:
             self.close()  # a failed open must not leave its maintainer thread running
             raise
+
+    def _open_index(self, recover: bool) -> Index:
+        path = self.paths.index_db
+
+        def attempt() -> Index:
+            index = Index(path, busy_timeout_ms=self.settings.busy_timeout_ms)
+            if recover:
+                try:
+                    index.quick_check()  # damaged pages, not only a damaged header
+                except BaseException:
+                    index.close()
+                    raise
+            return index
+
+        try:
+            return attempt()
+        except IndexStoreError as exc:
+            if not recover or not index_damaged(exc):
+                raise
+            damage = exc
+        # Files are the truth, the index is derived: set the damaged one aside (its history may be
+        # salvageable) and let the open build a fresh one that the reconcile fills from the files.
+        self.recovered_index = set_aside(path)
+        log.warning(
+            "the index was damaged (%s); moved it to %s and rebuilt it from the files "
+            "(history before this point was not recovered)",
+            damage.args[0] if damage.args else damage,
+            self.recovered_index,
+        )
+        return attempt()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -1695,6 +1738,17 @@ class BlueprintStore:
         from localstore._reconcile import Reconciler
 
         report = Reconciler(self).run(fix=fix)
+        if self.recovered_index is not None:
+            report.fixed.insert(
+                0,
+                {
+                    "kind": "index-rebuilt",
+                    "path": str(self.recovered_index),
+                    "detail": "the index was damaged and was rebuilt from the files; history "
+                    "(revisions, deletions) before this point was not recovered; the damaged "
+                    "index is kept at this path",
+                },
+            )
         problems = self.index.integrity_check()
         if fix and any(p.startswith("search index") for p in problems):
             # (Each check re-reads all indexed text: only a broken index pays for a second one.)

@@ -14,7 +14,7 @@ from localstore.errors import NotFoundError
 from localstore.store import BlueprintStore
 from sync import _state as st
 from sync._state import ConflictRecord, QuarantineEntry
-from sync.errors import ConflictError
+from sync.errors import ConflictError, ConflictNotFoundError
 
 SyncStateName = Literal["offline", "connecting", "idle", "pushing", "pulling", "paused", "error"]
 SYNC_STATES: tuple[str, ...] = (
@@ -133,12 +133,12 @@ def list_conflicts(
 
 
 def get_conflict(store: BlueprintStore, cid: int) -> ConflictRecord:
-    """One conflict record. Raises ConflictError when there is none with that number."""
+    """One conflict record. Raises ConflictNotFoundError when there is none with that number."""
     ensure_schema(store)
     with store.index.read() as cur:
         record = st.get_conflict(cur, cid)
     if record is None:
-        raise ConflictError(f"there is no conflict #{cid}", hint="see `localstore conflicts`")
+        raise ConflictNotFoundError(f"there is no conflict #{cid}")
     return record
 
 

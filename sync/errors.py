@@ -19,6 +19,8 @@ remote's boundary with ``raise ... from exc`` and never leak out.
     ├── ProtocolError           tell_user     a reply or request breaks the sync contract
     ├── RemoteConfigError       tell_user     wrong URL or key, schema not deployed, old protocol
     ├── ConflictError           tell_user     an operation needs an open conflict resolved first
+    │   └── ConflictNotFoundError tell_user   no conflict with that number (also localstore's
+    │                                         NotFoundError: the CLI exits 4)
     ├── MergeError              tell_user     the merge machinery was misused (e.g. a bad policy)
     ├── EngineStateError        tell_user     the engine was used out of order (started twice...)
     └── SyncLockedError         tell_user     another process already syncs this home
@@ -35,6 +37,8 @@ exceptions: they are how optimistic concurrency reports a lost race, and the eng
 from __future__ import annotations
 
 from typing import Literal
+
+from localstore.errors import NotFoundError
 
 Action = Literal["retry", "refresh_auth", "quarantine", "tell_user"]
 
@@ -151,6 +155,15 @@ class ConflictError(SyncError):
     """The operation needs an open conflict resolved first (or the conflict moved on)."""
 
     hint = "see `localstore conflicts` and resolve it with `localstore conflicts resolve`"
+
+
+class ConflictNotFoundError(ConflictError, NotFoundError):
+    """There is no conflict with that number (also a NotFoundError: the CLI exits 4)."""
+
+    # Also localstore's NotFoundError, so the CLI exits 4 as for any other missing thing
+    # (blueprint, revision, bundle, credential).
+
+    hint = "see `localstore conflicts`"
 
 
 class MergeError(SyncError):

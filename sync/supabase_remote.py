@@ -59,7 +59,7 @@ from typing import Any
 import httpx
 import pydantic
 from postgrest.exceptions import APIError
-from supabase import Client, ClientOptions, create_client
+from supabase import Client, ClientOptions, SupabaseException, create_client
 from supabase_auth import SyncSupportedStorage
 from supabase_auth import errors as auth_errors
 from supabase_auth.constants import EXPIRY_MARGIN, STORAGE_KEY
@@ -152,31 +152,73 @@ MAPPED_EXCEPTIONS: tuple[type[BaseException], ...] = (
 )
 
 
-def map_error(exc: BaseException, *, what: str) -> SyncError:
-    """Translate an exception raised by the supabase client into the sync.errors tree."""
+def map_error(exc: BaseException, *, what: str, quiet: bool = False) -> SyncError:
+    """Translate an exception raised by the supabase client into the sync.errors tree.
+
+    ``quiet``: an unclassified error is not logged as "will retry" (for a one-shot caller)."""
     if isinstance(exc, SyncError):
         return exc
     if isinstance(exc, APIError):
-        return _map_api_error(exc, what)
+        return _map_api_error(exc, what, quiet)
     if isinstance(exc, httpx.HTTPError | httpx.InvalidURL | httpx.CookieConflict):
-        return _map_httpx_error(exc, what)
+        return _map_httpx_error(exc, what, quiet)
     if isinstance(exc, auth_errors.AuthError):
-        return _map_auth_error(exc, what)
+        return _map_auth_error(exc, what, quiet)
     if isinstance(exc, CredentialError):
         return AuthError(f"{what}: {exc.message}", hint=exc.hint or AuthError.hint)
     if isinstance(exc, OSError):
         return OfflineError(f"{what}: network error {type(exc).__name__}: {exc}")
-    return _unclassified(exc, what)
+    return _unclassified(exc, what, quiet)
 
 
-def _unclassified(exc: BaseException, what: str) -> SyncError:
+def map_login_error(exc: BaseException, url: str) -> SyncError:
+    """Translate a failed sign-in: like map_error, with hints for a one-shot command.
+
+    Login runs once and nothing retries it, so sync's "retries by itself" hints would mislead,
+    and an unclassified error is not logged as "will retry" (the caller shows the one error).
+    """
+    what = "log in"
+    if isinstance(exc, SyncError):
+        return exc
+    if isinstance(exc, SupabaseException):  # create_client's checks: URL and key format
+        invalid_url = str(exc.message) == "Invalid URL"
+        return RemoteConfigError(
+            f"{what}: {url!r} is not a project URL" if invalid_url else f"{what}: {exc.message}",
+            hint="give the project URL, like https://<project>.supabase.co, and its anon key",
+        )
+    if isinstance(exc, UnicodeError):  # a password (or e-mail) that is not text: bytes on stdin
+        return AuthError(
+            f"{what}: the e-mail or password is not valid UTF-8 text",
+            hint="give them as UTF-8 text",
+        )
+    if isinstance(exc, auth_errors.AuthRetryableError) and isinstance(
+        exc.__cause__, httpx.ConnectError
+    ):
+        return OfflineError(
+            f"{what}: cannot reach {url}: {exc.message}",
+            hint="check the URL and that the server is up, then log in again",
+        )
+    err = map_error(exc, what=what, quiet=True)
+    if isinstance(err, OfflineError):
+        err.hint = "check the URL and the network, then log in again"
+    elif isinstance(err, RateLimitedError):
+        err.hint = "wait a minute, then log in again"
+    elif isinstance(err, TransientError):
+        err.hint = "check the URL and the anon key, then log in again"
+    elif isinstance(err, AuthExpiredError):  # a 401 before any session: the key is refused
+        err = RemoteConfigError(err.message, code=err.code, hint="check the anon key")
+    return err
+
+
+def _unclassified(exc: BaseException, what: str, quiet: bool = False) -> SyncError:
     # Never destructive: an error we cannot classify is retried, and the reason is logged once
     # here so a persistent one can be diagnosed (sibyl #265 lost writes on an unclassified 409).
-    log.warning("%s: unclassified %s (%s); will retry", what, type(exc).__name__, exc)
+    if not quiet:
+        log.warning("%s: unclassified %s (%s); will retry", what, type(exc).__name__, exc)
     return TransientError(f"{what}: unexpected {type(exc).__name__}: {exc}")
 
 
-def _map_api_error(exc: APIError, what: str) -> SyncError:
+def _map_api_error(exc: APIError, what: str, quiet: bool = False) -> SyncError:
     code = str(exc.code or "")
     message = str(exc.message or exc.details or code or "error")
     text = f"{what}: {message}" + (f" [{code}]" if code else "")
@@ -201,10 +243,10 @@ def _map_api_error(exc: APIError, what: str) -> SyncError:
         return RateLimitedError(text, code=code)
     if code in _TRANSIENT_SQLSTATES or code.startswith(_TRANSIENT_PREFIXES):
         return TransientError(text, code=code)
-    return _unclassified(exc, what)
+    return _unclassified(exc, what, quiet)
 
 
-def _map_httpx_error(exc: Exception, what: str) -> SyncError:
+def _map_httpx_error(exc: Exception, what: str, quiet: bool = False) -> SyncError:
     text = f"{what}: {type(exc).__name__}: {exc}"
     if isinstance(exc, httpx.ConnectError):
         return OfflineError(text)
@@ -224,10 +266,10 @@ def _map_httpx_error(exc: Exception, what: str) -> SyncError:
             return RateLimitedError(text, code="429")
         if status >= 500:
             return TransientError(text, code=str(status))
-    return _unclassified(exc, what)
+    return _unclassified(exc, what, quiet)
 
 
-def _map_auth_error(exc: auth_errors.AuthError, what: str) -> SyncError:
+def _map_auth_error(exc: auth_errors.AuthError, what: str, quiet: bool = False) -> SyncError:
     code = str(exc.code or "")
     status = int(getattr(exc, "status", 0) or 0)
     text = f"{what}: {exc.message}" + (f" [{code}]" if code else "")
@@ -253,7 +295,7 @@ def _map_auth_error(exc: auth_errors.AuthError, what: str) -> SyncError:
         return AuthExpiredError(text, code=code or "401")
     if status >= 500:
         return TransientError(text, code=code or str(status))
-    return _unclassified(exc, what)
+    return _unclassified(exc, what, quiet)
 
 
 # -- keychain-backed session storage --------------------------------------------------------------
@@ -848,7 +890,7 @@ def _sign_in(
     except SyncError:
         raise
     except Exception as exc:
-        raise map_error(exc, what="log in") from exc
+        raise map_login_error(exc, url) from exc
     finally:
         http.close()
 

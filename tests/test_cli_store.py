@@ -207,3 +207,51 @@ def test_non_utf8_option_is_one_line_usage_error(
     assert "not UTF-8" in r.stderr
     assert json.loads(run("ls", json_out=True).output)[0]["path"] == "x.blueprint.yaml"
     assert run("check").exit_code == 0
+
+
+def _damage_pages(db: Path) -> None:
+    """Overwrite every page after the header page with garbage: the header still opens."""
+    data = bytearray(db.read_bytes())
+    page = int.from_bytes(data[16:18], "big") or 65536
+    data[page:] = b"\xa5" * (len(data) - page)
+    db.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "pages"])
+def test_check_fix_recovers_a_damaged_index(run, home: Path, damage: str) -> None:
+    """Every command refuses a damaged index and points at 'check --fix'; 'check --fix' must not
+    fail at the same open (a dead end): it sets the index aside (kept, never deleted) and rebuilds
+    it from the files, saying history before this point was not recovered."""
+    for i in range(3):
+        assert run("save", f"b{i}", input=f"k: {i}\n").exit_code == 0
+    db = home / "data" / "index.db"
+    for side in ("index.db-wal", "index.db-shm"):
+        (home / "data" / side).unlink(missing_ok=True)
+    if damage == "garbage":
+        db.write_bytes(b"garbage\n")
+    else:
+        _damage_pages(db)
+    before = db.read_bytes()
+    r = run("ls")
+    assert r.exit_code != 0 and "check --fix" in r.stderr and "damaged" in r.stderr
+    r = run("check", "--fix", json_out=True)
+    assert r.exit_code == 0, r.stderr
+    fixed = json.loads(r.stdout)["fixed"]
+    rebuilt = [f for f in fixed if f["kind"] == "index-rebuilt"]
+    assert len(rebuilt) == 1 and "not recovered" in rebuilt[0]["detail"]
+    aside = Path(rebuilt[0]["path"])
+    assert aside.parent == home / "data" and aside.name.startswith("index.db.damaged-")
+    assert aside.read_bytes() == before  # kept as it was: its history may be salvageable
+    assert sorted(f["path"] for f in fixed if f["kind"] == "created") == [
+        f"b{i}.blueprint.yaml" for i in range(3)
+    ]
+    assert len(json.loads(run("ls", json_out=True).stdout)) == 3
+    assert run("check").exit_code == 0
+
+
+def test_plain_check_still_refuses_a_damaged_index(run, home: Path) -> None:
+    assert run("save", "b", input="k: 1\n").exit_code == 0
+    (home / "data" / "index.db").write_bytes(b"garbage\n")
+    r = run("check")
+    assert r.exit_code != 0 and "check --fix" in r.stderr
+    assert sorted(p.name for p in (home / "data").iterdir() if "damaged" in p.name) == []

@@ -133,3 +133,31 @@ def test_import_of_a_missing_file_or_a_fifo_is_one_line(tmp_path: Path) -> None:
     folder.mkdir()
     code, _, err = run(tmp_path / "dst", "import", str(folder))
     assert code != 0 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("encrypt", [False, True])
+def test_export_to_an_unwritable_place_is_one_line(
+    src: Path, tmp_path: Path, encrypt: bool
+) -> None:
+    """The temp file beside the destination cannot be created: one error line, no traceback (the
+    cleanup of that never-created temp file raised a second one), nothing left in the cache."""
+    (tmp_path / "afile").write_text("x")
+    places = [tmp_path / "afile" / "out.lsbundle"]
+    if Path("/proc/self").is_dir():
+        places.append(Path("/proc/out.lsbundle"))  # a folder no file can be created in
+    env = {"LOCALSTORE_PASSPHRASE": "s3"} if encrypt else {}
+    for dest in places:
+        args = ["export", *(["--encrypt"] if encrypt else []), "-o", str(dest)]
+        code, _, err = run(src, *args, env=env)
+        assert code == 1 and err.startswith(f"error: cannot write {dest}: "), err
+        assert err.count("\n") == 1, err
+    assert not [p for p in (src / "cache").rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("yaml", [False, True])
+def test_export_into_a_missing_folder_is_refused(src: Path, tmp_path: Path, yaml: bool) -> None:
+    """A mistyped -o folder is refused, not silently created."""
+    dest = tmp_path / "no" / "such" / ("x.yaml" if yaml else "x.lsbundle")
+    code, _, err = run(src, "export", *(["a/bp-0", "--yaml"] if yaml else []), "-o", str(dest))
+    assert code == 1 and err.count("\n") == 1 and "does not exist" in err, err
+    assert not (tmp_path / "no").exists()

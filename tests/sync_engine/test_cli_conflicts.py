@@ -56,7 +56,7 @@ def test_conflicts_list_and_show(make_device: Callable[..., Device]) -> None:
     data = json.loads(run(b.home, "--json", "conflicts", "show", "1").output)
     assert data["base"] == BASE and data["local"].endswith("steps: 5\n")
     missing = run(b.home, "conflicts", "show", "9")
-    assert missing.exit_code == 1 and "no conflict #9" in missing.output
+    assert missing.exit_code == 4 and "no conflict #9" in missing.output  # 4: not found
 
 
 def test_resolve_take_local_pushes_it_and_removes_the_copy(
@@ -139,3 +139,13 @@ def test_status_falls_back_to_the_index_without_a_live_daemon(
     result = run(a.home, "--json", "status")
     assert result.exit_code == 0
     assert json.loads(result.stdout)["daemon"] is False
+
+
+def test_a_missing_conflict_is_not_found_exit_4(tmp_path: Path) -> None:
+    """Exit 4 = not found, as for a missing blueprint, revision, bundle or credential."""
+    home = tmp_path / "home"
+    assert run(home, "init").exit_code == 0
+    for args in (("conflicts", "show", "99"), ("conflicts", "resolve", "99", "--take", "local")):
+        result = run(home, *args)
+        assert result.exit_code == 4, (args, result.output)
+        assert result.stderr == "error: there is no conflict #99 (see `localstore conflicts`)\n"

@@ -183,3 +183,38 @@ def test_transport_errors() -> None:
 def test_sync_errors_pass_through() -> None:
     err = ProtocolError("bad")
     assert map_error(err, what="x") is err
+
+
+def _sign_in_error(url: str, password: str = "pw") -> Exception:
+    """The exception the real supabase client raises for this sign-in (nothing listens at :9)."""
+    from supabase import create_client
+
+    try:
+        client = create_client(url, "k")
+        client.auth.sign_in_with_password({"email": "a@b.c", "password": password})
+    except Exception as exc:
+        return exc
+    raise AssertionError("the sign-in succeeded")
+
+
+@pytest.mark.parametrize(
+    "url,password,cls,message,hint",
+    [
+        ("notaurl", "pw", RemoteConfigError, "'notaurl' is not a project URL", "project URL"),
+        ("http://127.0.0.1:9", "pw", OfflineError, "cannot reach http://127.0.0.1:9", "log in"),
+        ("http://127.0.0.1:9", "p\udcffw", AuthError, "not valid UTF-8", "UTF-8"),
+    ],
+)
+def test_login_errors_have_login_hints_and_log_nothing(
+    caplog: pytest.LogCaptureFixture, url: str, password: str, cls: type, message: str, hint: str
+) -> None:
+    """Login runs once: no "will retry" log line, no sync retry hint, a bad URL is no network
+    problem."""
+    from sync.supabase_remote import map_login_error
+
+    exc = _sign_in_error(url, password)
+    with caplog.at_level("DEBUG"):
+        err = map_login_error(exc, url)
+    assert type(err) is cls and message in err.message and hint in err.hint, (err, err.hint)
+    assert "retries by itself" not in err.hint and "sync" not in err.hint
+    assert not caplog.records  # no "will retry" line besides the one error
