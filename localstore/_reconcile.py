@@ -114,8 +114,16 @@ def check_root(store: BlueprintStore) -> None:
             _refuse_root(store, live, "is missing")
         fs.ensure_dir(root)
         st = os.stat(root)
-    elif live and not stat.S_ISDIR(st.st_mode):
-        _refuse_root(store, live, "is not a folder")
+    elif not stat.S_ISDIR(st.st_mode):
+        if live:
+            _refuse_root(store, live, "is not a folder")
+        # A fresh home whose blueprints "folder" is a file: init said Ready, and every save then
+        # failed with "Not a directory (check the disk...)".
+        raise StorageError(
+            f"the blueprints folder {root} is a file, not a folder",
+            hint="move that file away (LocalStore creates the folder), or choose another "
+            "--home or LOCALSTORE_HOME",
+        )
     confirm = root / CONFIRM_EMPTY_NAME
     confirmed = live > 0 and os.path.isfile(confirm)
     if live and not confirmed and not _holds_blueprints(root):

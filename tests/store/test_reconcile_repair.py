@@ -428,3 +428,13 @@ def test_meta_pasted_over_another_pair_keeps_both_identities(home: Path) -> None
         assert s.load(b.id).meta.tags == ("b",)
         assert [r.deleted for r in s.history(b.id)] == [False]
     assert json.loads((root / "b.blueprint.meta.json").read_text())["id"] == b.id
+
+
+def test_a_blueprints_folder_that_is_a_file_is_refused_on_a_fresh_home(home: Path) -> None:
+    """`init` said Ready on such a home, and every save then failed with 'Not a directory'."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "blueprints").write_text("not a folder\n")
+    with pytest.raises(StorageError, match="is a file, not a folder") as err:
+        _open(home)
+    assert "move that file away" in err.value.hint
+    assert (home / "blueprints").read_text() == "not a folder\n"  # left as it was
