@@ -201,6 +201,10 @@ def remove_state(state_dir: Path, pid: int) -> None:
 # -- in-process sync for embedding apps -----------------------------------------------------------
 
 
+# How often an app's in-process sync checks that its home lock file is still its own.
+LOCK_CHECK_S = 2.0
+
+
 class EmbeddedSync:
     """An app's in-process sync engine holding the home lock; stop() (or closing the store) ends it."""
 
@@ -210,6 +214,36 @@ class EmbeddedSync:
         self._remote = remote
         self._stopped = False
         self._mutex = threading.Lock()
+        # True once another process took the home's lock (see _watch_lock): sync stopped.
+        self.lost_lock = False
+        self._done = threading.Event()
+        self._watcher = threading.Thread(
+            target=self._watch_lock, name="localstore-sync-lock", daemon=True
+        )
+        self._watcher.start()
+
+    def _watch_lock(self) -> None:
+        """Check the home's lock file every LOCK_CHECK_S, as the daemon does every tick.
+
+        Deleting ``state/`` takes the lock file with it; another process could then lock a new
+        file at the same path and sync the same home alongside this app. A vanished file is
+        locked again; a file another process holds now stops this engine.
+        """
+        while not self._done.wait(LOCK_CHECK_S):
+            try:
+                held = self._lock.still_held()
+            except OSError as exc:
+                log.error("cannot restore the home's lock %s: %s; retrying", self._lock.path, exc)
+                continue
+            if not held:
+                log.error(
+                    "process %s took this home's lock after it was deleted; stopping this "
+                    "app's sync so that only one process syncs the home",
+                    lock_holder(self._lock.path.parent) or "?",
+                )
+                self.lost_lock = True
+                self.engine.stop()
+                return
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the engine, close the remote it opened and release the lock. Idempotent."""
@@ -217,6 +251,9 @@ class EmbeddedSync:
             if self._stopped:
                 return
             self._stopped = True
+        self._done.set()
+        if self._watcher is not threading.current_thread():
+            self._watcher.join(timeout)
         try:
             self.engine.stop()
             self.engine.join(timeout)

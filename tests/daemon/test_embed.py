@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import localstore
+import sync.embed as embed_module
 from sync.embed import (
     HomeLock,
     daemon_running,
@@ -188,3 +189,29 @@ def test_daemon_stop_leaves_an_app_that_syncs_in_process_alone(tmp_path: Path) -
         app.wait(10)
         if app.stdout is not None:
             app.stdout.close()
+
+
+def test_an_app_whose_lock_file_is_taken_stops_syncing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon re-checks its lock file every tick; an app syncing in-process did not, so after
+    `state/` was deleted a daemon could lock a new file and sync the same home alongside it."""
+    monkeypatch.setattr(embed_module, "LOCK_CHECK_S", 0.05)
+    app = localstore.open(home=tmp_path / "h")
+    try:
+        embedded = app.start_sync(remote=MemoryRemote(MemoryServer()))
+        lock_file = embedded._lock.path
+        lock_file.unlink()  # nobody else wants it: the app locks a new file and syncs on
+        assert eventually(lock_file.exists, 10)
+        assert not embedded.lost_lock and lock_holder(lock_file.parent) == os.getpid()
+        with embedded._lock._mutex:  # hold the app's check back while another process takes it
+            lock_file.unlink()
+            other = HomeLock(lock_file.parent)
+            assert other.acquire()
+        try:
+            assert eventually(lambda: embedded.lost_lock, 10)
+            assert embedded.engine.join(10)  # its engine stopped
+        finally:
+            other.release()
+    finally:
+        app.close()
