@@ -216,6 +216,9 @@ class Applier:
         self.stats = stats
         # Looked up once: a store module without batched saves makes every row take apply_row.
         self._request_type = getattr(_store_module, "SaveRequest", None)
+        # The home's ignore rules, read once per pass (one Applier per pass) when a new path
+        # needs them, as a save batch does.
+        self._ignore_rules: fs.IgnoreRules | None = None
 
     # -- entry points --------------------------------------------------------------------------
 
@@ -470,7 +473,9 @@ class Applier:
         if local is None or local.deleted or local.path != path:
             # The store refuses a hidden or ignored new path (an older client's row, or another
             # device's .localstoreignore) only in the save, after a conflict copy is written.
-            self.store.check_scanned(path)
+            if self._ignore_rules is None:
+                self._ignore_rules = fs.IgnoreRules.for_root(self.store.root)
+            self.store.check_scanned(path, self._ignore_rules)
         self._check_path_shape(path)
         self.store.check_yaml(r.content.encode("utf-8"))  # remembered: the save skips it
 

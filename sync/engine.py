@@ -514,17 +514,9 @@ class SyncEngine:
                 if result.code == "not_owner" and item.base_rev is None and not change.deleted:
                     foreign.append((change, item))  # never synced under this id: _take_new_id
                 elif result.status == "rejected":
-                    st.quarantine(
-                        cur,
-                        change.id,
-                        item.op_id,
-                        change.path,
-                        "push",
-                        result.code or "rejected",
-                        result.message or "",
+                    self._quarantine_push(
+                        cur, change, item, result.code or "rejected", result.message or "", report
                     )
-                    report.quarantined += 1
-                    log.warning("sync: %s quarantined: %s", change.path, result.message)
                 else:
                     conflicts += 1
                     self._push_conflict(cur, applier, change, item, result, report)
@@ -562,17 +554,9 @@ class SyncEngine:
                 Reconciler(self.store, origin="merge").ingest_path(local.path)
         if fresh is None or self.store.row_by_id(fresh) is None:
             with self.store.index.write() as cur:
-                st.quarantine(
-                    cur,
-                    change.id,
-                    item.op_id,
-                    change.path,
-                    "push",
-                    "not_owner",
-                    "id belongs to another user",
+                self._quarantine_push(
+                    cur, change, item, "not_owner", "id belongs to another user", report
                 )
-            report.quarantined += 1
-            log.warning("sync: %s quarantined: its id belongs to another user", change.path)
             return
         message = (
             f"{change.path}: its id {change.id} belongs to another user of this project (an "
@@ -580,6 +564,15 @@ class SyncEngine:
         )
         report.errors.append(message)
         log.warning("sync: %s", message)
+
+    @staticmethod
+    def _quarantine_push(
+        cur: Any, change: Change, item: st.OutboxItem, code: str, message: str, report: SyncReport
+    ) -> None:
+        """Park a change the server refused (the outbox skips it until a new edit or a retry)."""
+        st.quarantine(cur, change.id, item.op_id, change.path, "push", code, message)
+        report.quarantined += 1
+        log.warning("sync: %s quarantined: %s", change.path, message)
 
     def _push_conflict(
         self,

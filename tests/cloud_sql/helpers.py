@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -152,3 +153,12 @@ def change(
         "content_hash": content_hash or secrets.token_hex(32),
         "deleted": deleted,
     }
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Poll a database condition (another backend's lock wait has no event to listen to)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -22,22 +21,13 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from .helpers import Api, Db, change
+from .helpers import Api, Db, change, wait_for
 
 pytestmark = pytest.mark.cloud
 
 PUSHERS = 8
 TXS_PER_PUSHER = 20
 CHANGES_PER_TX = 15
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Poll a database condition (another backend's lock wait has no event to listen to)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 def _waiting_on_advisory_lock(db: Db) -> Callable[[], bool]:
@@ -103,7 +93,7 @@ def test_a_second_writer_waits_until_the_first_commits(db: Db, first_writer: str
                     (early["id"], early["path"]),
                 )
             thread.start()
-            _wait_for(_waiting_on_advisory_lock(db), "the second writer to block")
+            wait_for(_waiting_on_advisory_lock(db), "the second writer to block")
             assert puller.pull(cursor)["changes"] == []  # neither is visible yet
         # The first writer has committed; only now can the second draw its seq.
     finally:

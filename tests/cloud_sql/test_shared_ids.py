@@ -5,27 +5,16 @@ and the SECURITY DEFINER helper that answers "taken" cannot be pointed at anothe
 from __future__ import annotations
 
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from .helpers import Db, change
+from .helpers import Db, change, wait_for
 
 pytestmark = pytest.mark.cloud
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Poll a database condition (another backend's lock wait has no event to listen to)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 def _someone_waits_on_a_transaction(db: Db) -> bool:
@@ -78,7 +67,7 @@ def test_a_concurrent_create_of_the_same_id_rejects_one_change_not_the_batch(
         )
         pusher = threading.Thread(target=push_b)
         pusher.start()
-        _wait_for(lambda: _someone_waits_on_a_transaction(db), "B to wait on A's insert")
+        wait_for(lambda: _someone_waits_on_a_transaction(db), "B to wait on A's insert")
     pusher.join(20)
     assert not pusher.is_alive()
     assert "error" not in outcome, outcome.get("error")
