@@ -72,7 +72,7 @@ def test_export_never_pairs_one_revision_yaml_with_another_meta(
     orig = fs.read_bytes
     done: list[int] = []
 
-    def read_bytes(path: str | os.PathLike[str], *args: Any, **kwargs: Any) -> bytes:
+    def read_bytes(path: Path, *args: Any, **kwargs: Any) -> bytes:
         # Another writer saves between the index read (meta) and the YAML read: once, or on every
         # read (the blueprint keeps changing; export then takes the revision it first saw).
         if str(path).endswith("x.blueprint.yaml") and len(done) < saves:
