@@ -74,7 +74,7 @@ from localstore.errors import (
 from localstore.store import SaveRequest
 
 if TYPE_CHECKING:
-    from localstore.store import BlueprintStore, Row
+    from localstore.store import BlueprintStore, Revision, Row
 
 
 __all__ = [
@@ -155,7 +155,8 @@ class ImportItem:
 
     id: str
     path: str
-    action: str  # create | unchanged | skip | overwrite | restore | keep-both | merge | refused
+    # create | unchanged | move | skip | overwrite | restore | keep-both | merge | refused
+    action: str
     reason: str = ""
     target_id: str = ""
     target_path: str = ""
@@ -541,15 +542,17 @@ def _row(store: BlueprintStore, ref: str, *, include_deleted: bool = False) -> R
 _IN_CHUNK = 500
 
 
-def _present(store: BlueprintStore, entries: Sequence[BundleEntry]) -> tuple[set[str], set[str]]:
-    """Which of the bundle's ids have a row here (live or deleted), and which of its paths a live
-    blueprint holds (by case-folded key): a few queries per 500 entries instead of up to five
+def _present(
+    store: BlueprintStore, entries: Sequence[BundleEntry]
+) -> tuple[set[str], dict[str, str]]:
+    """Which of the bundle's ids have a row here (live or deleted), and which live blueprint holds
+    each of its paths (by case-folded key): a few queries per 500 entries instead of up to five
     lookups per entry, so planning an import into an empty or unrelated home costs almost nothing.
     """
     ids = [e.id for e in entries]
     keys = [fs.path_key(e.path) for e in entries]
     known: set[str] = set()
-    taken: set[str] = set()
+    taken: dict[str, str] = {}
     with store.index.read() as cur:
         for start in range(0, len(entries), _IN_CHUNK):
             some_ids = ids[start : start + _IN_CHUNK]
@@ -557,8 +560,8 @@ def _present(store: BlueprintStore, entries: Sequence[BundleEntry]) -> tuple[set
             marks = ",".join("?" * len(some_ids))
             sql = f"SELECT id FROM blueprints WHERE id IN ({marks})"
             known.update(str(r[0]) for r in cur.execute(sql, some_ids))
-            sql = f"SELECT path_key FROM blueprints WHERE deleted = 0 AND path_key IN ({marks})"
-            taken.update(str(r[0]) for r in cur.execute(sql, some_keys))
+            sql = f"SELECT path_key, id FROM blueprints WHERE deleted = 0 AND path_key IN ({marks})"
+            taken.update((str(r[0]), str(r[1])) for r in cur.execute(sql, some_keys))
     return known, taken
 
 
@@ -584,6 +587,12 @@ def _same_ignoring_identity(row: Row, entry: BundleEntry) -> bool:
         for k in ("id", "created", "modified"):
             d.pop(k, None)
     return mine == theirs
+
+
+def _renamed_at_source(entry: BundleEntry, row: Row, history: Sequence[Revision]) -> bool:
+    """True when the bundle has the blueprint at a path it never had here: the source renamed it
+    (case-only renames included), rather than holding a path it was moved away from here."""
+    return entry.path != row.path and all(r.path != entry.path for r in history)
 
 
 def _hash_as_saved(entry: BundleEntry, row: Row) -> str:
@@ -622,7 +631,7 @@ class _Planner:
         self.merger = merger
         self.stamp = stamp
         self.claimed: set[str] = set()
-        self.known_ids, self.taken_keys = _present(store, entries)
+        self.known_ids, self.holders = _present(store, entries)
         # Where the bundle puts each of its blueprints, which have been planned, which ids an
         # actionable item already writes, and the paths planned moves leave (by path key).
         self.bundle_paths = {e.id: fs.path_key(e.path) for e in entries}
@@ -673,23 +682,23 @@ class _Planner:
     def _holder(self, entry: BundleEntry) -> Row | None:
         """The live blueprint holding the entry's path here, unless a planned move vacates it."""
         key = fs.path_key(entry.path)
-        if key not in self.taken_keys or key in self.released:
+        if key not in self.holders or key in self.released:
             return None
         return _row(self.store, entry.path)
 
     def waits_for(self, entry: BundleEntry) -> str | None:
         """The id of the blueprint to plan before this one: the holder of its path here, when the
-        bundle moves that blueprint elsewhere (the source renamed it and made a new blueprint at
-        its old path). Its move is then planned, and applied, first, and frees the path."""
-        if entry.id in self.known_ids:
+        bundle moves that blueprint elsewhere (the source renamed it, then made a new blueprint at
+        its old path or moved another one there). Its move is then planned, and applied, first,
+        and frees the path."""
+        key = fs.path_key(entry.path)
+        holder = self.holders.get(key)
+        if holder is None or holder == entry.id or holder in self.planned or key in self.released:
             return None
-        other = self._holder(entry)
-        if other is None or other.id in self.planned:
+        moved_to = self.bundle_paths.get(holder)
+        if moved_to is None or moved_to == key:
             return None
-        moved_to = self.bundle_paths.get(other.id)
-        if moved_to is None or moved_to == fs.path_key(entry.path):
-            return None
-        return other.id
+        return holder
 
     def _check_target(self, item: ImportItem) -> None:
         """Refuse, in the plan, a new path the store would refuse at save time (too long, under a
@@ -717,17 +726,29 @@ class _Planner:
         item._entry = entry
 
     def _path_free(self, path: str, owner: str) -> bool:
-        if fs.path_key(path) in self.claimed:
+        key = fs.path_key(path)
+        if key in self.claimed:
             return False
+        if key in self.released:  # a move planned (and applied) earlier leaves it
+            return True
         other = _row(self.store, path)
         return other is None or other.id == owner
 
+    def _path_holder(self, path: str) -> str:
+        """Who keeps ``path`` from being free: a blueprint here, or this bundle's own plan."""
+        other = _row(self.store, path)
+        return other.id if other is not None else "another blueprint of this bundle"
+
     def _plan_same_id(self, item: ImportItem, entry: BundleEntry, row: Row) -> None:
         incoming = _hash_as_saved(entry, row)
-        if not row.deleted and row.content_hash == incoming and row.path == entry.path:
-            self._set(item, "unchanged", row.id, row.path, None, None, "identical")
+        if not row.deleted and row.content_hash == incoming:
+            if row.path == entry.path:
+                self._set(item, "unchanged", row.id, row.path, None, None, "identical")
+            else:
+                self._plan_move(item, entry, row)
             return
-        known = {r.content_hash for r in self.store.history(row.id)}
+        history = self.store.history(row.id)
+        known = {r.content_hash for r in history}
         stale = incoming in known
         if self.policy == "overwrite":
             target = entry.path if self._path_free(entry.path, row.id) else row.path
@@ -738,6 +759,10 @@ class _Planner:
             return
         if stale:
             reason = "deleted here" if row.deleted else "this version is already in history"
+            if not row.deleted and _renamed_at_source(entry, row, history):
+                # The source only renamed it, but it was edited here since: the local version
+                # stays where it is (the content decides), and the report says the move waits.
+                reason += f"; edited here since, so its move to {entry.path} is not applied"
             self._set(item, "unchanged", row.id, row.path, None, None, reason)
             return
         if row.deleted:
@@ -751,6 +776,27 @@ class _Planner:
             )
             return
         self._plan_conflict(item, entry, row, "changed on both sides")
+
+    def _plan_move(self, item: ImportItem, entry: BundleEntry, row: Row) -> None:
+        """Same id and content, another path: the source renamed it. No conflict under any
+        policy: the blueprint moves here too, keeping its id, with a revision as a move gets."""
+        history = self.store.history(row.id)
+        if self.policy != "overwrite" and not _renamed_at_source(entry, row, history):
+            # The bundle has a path this blueprint had here before: it was moved here since,
+            # and the bundle is older (overwrite alone takes the bundle's side, moving it back).
+            reason = f"moved here since (the bundle has it at {entry.path})"
+            self._set(item, "unchanged", row.id, row.path, None, None, reason)
+            return
+        if not self._path_free(entry.path, row.id):
+            # Another blueprint holds the new path and stays: moving it aside or giving it this
+            # one's content would change a blueprint the bundle says nothing about.
+            holder = self._path_holder(entry.path)
+            reason = f"renamed to {entry.path} in the bundle, a path {holder} holds here"
+            self._set(item, "skip", row.id, row.path, None, None, reason)
+            return
+        # Only the path changes: the current YAML is kept (content None), the bundle's meta
+        # brings its fields, modified included, as any import does.
+        self._set(item, "move", row.id, entry.path, None, row.rev, f"renamed from {row.path}")
 
     def _plan_path_conflict(self, item: ImportItem, entry: BundleEntry, other: Row) -> None:
         reason = f"path taken by {other.id}"
@@ -801,7 +847,16 @@ class _Planner:
         tags = tuple(dict.fromkeys((*local.meta.tags, *entry.meta.tags)))
         item._meta = local.meta.replace(tags=tags)
         item._content = merged.encode("utf-8")
-        self._set(item, "merge", row.id, row.path, None, row.rev, reason)
+        # Paths merge apart from content, as in sync: a rename at the source (a path this
+        # blueprint never had here) is taken along when that path is free.
+        target = row.path
+        if (
+            entry.path != row.path
+            and _renamed_at_source(entry, row, self.store.history(row.id))
+            and self._path_free(entry.path, row.id)
+        ):
+            target = entry.path
+        self._set(item, "merge", row.id, target, None, row.rev, reason)
         return True
 
     def _plan_keep_both(self, item: ImportItem, entry: BundleEntry, reason: str) -> None:
@@ -890,7 +945,7 @@ def _apply_items(store: BlueprintStore, items: list[ImportItem]) -> None:
         if item.action == "refused":  # failed in the plan: never attempted
             continue
         content = item._content
-        if content is None:
+        if content is None and item.action != "move":  # a move keeps the YAML it has here
             assert item._entry is not None
             content = item._entry.read_yaml()  # read now: a plan does not hold every file in memory
         todo.append(
@@ -936,7 +991,8 @@ def import_bundle(
 
     Conflict policies: skip (leave the local one), overwrite (the bundle's content replaces it; the
     old stays in history), keep-both (the bundle's version becomes a new blueprint), merge (the
-    ``merger`` callable; keep-both when it cannot merge). Raises the Bundle* errors and
+    ``merger`` callable; keep-both when it cannot merge). A blueprint the source only renamed is
+    no conflict: it moves here under every policy. Raises the Bundle* errors and
     DecryptionError before anything is written; StorageError stops an import between blueprints.
     """
     limits = limits or BundleLimits.for_store(store)

@@ -72,7 +72,7 @@ def test_export_never_pairs_one_revision_yaml_with_another_meta(
     orig = fs.read_bytes
     done: list[int] = []
 
-    def read_bytes(path: str | os.PathLike[str], *args: Any, **kwargs: Any) -> bytes:
+    def read_bytes(path: Path, *args: Any, **kwargs: Any) -> bytes:
         # Another writer saves between the index read (meta) and the YAML read: once, or on every
         # read (the blueprint keeps changing; export then takes the revision it first saw).
         if str(path).endswith("x.blueprint.yaml") and len(done) < saves:
@@ -248,8 +248,9 @@ def test_a_keep_both_killed_before_its_commit_is_not_copied_twice(
 
 
 @pytest.mark.parametrize("batch_size", [1, 256])
-def test_overwrite_follows_a_rename_and_a_new_blueprint_at_the_old_path(
-    stores: StoreFactory, tmp_path: Path, batch_size: int
+@pytest.mark.parametrize("policy", archive.CONFLICT_POLICIES)
+def test_import_follows_a_rename_and_a_new_blueprint_at_the_old_path(
+    stores: StoreFactory, tmp_path: Path, batch_size: int, policy: str
 ) -> None:
     src = stores("src")
     a = src.save("p/x", "who: A\n", name="A")
@@ -261,10 +262,11 @@ def test_overwrite_follows_a_rename_and_a_new_blueprint_at_the_old_path(
     b = src.save("p/x", "who: B\n", name="B")
     bundle = tmp_path / "v2.lsbundle"
     archive.export_bundle(src, bundle)
-    result = archive.import_bundle(dst, bundle, on_conflict="overwrite", batch_size=batch_size)
-    # A's move is planned (and applied) first, then B is created at the path it frees.
+    result = archive.import_bundle(dst, bundle, on_conflict=policy, batch_size=batch_size)
+    # A's move (a rename only: no conflict under any policy) is planned and applied first, then
+    # B is created at the path it frees.
     assert [(i.id, i.action, i.target_id, i.status) for i in result.items] == [
-        (a.id, "overwrite", a.id, "done"),
+        (a.id, "move", a.id, "done"),
         (b.id, "create", b.id, "done"),
     ]
     got = {i.id: (i.path, i.name, dst.load(i.id).content) for i in dst.list()}
@@ -272,7 +274,7 @@ def test_overwrite_follows_a_rename_and_a_new_blueprint_at_the_old_path(
         a.id: ("p/z.blueprint.yaml", "A", "who: A\n"),
         b.id: ("p/x.blueprint.yaml", "B", "who: B\n"),
     }
-    again = archive.import_bundle(dst, bundle, on_conflict="overwrite")
+    again = archive.import_bundle(dst, bundle, on_conflict=policy)
     assert [i.action for i in again.items] == ["unchanged", "unchanged"]
 
 
