@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from localstore import files as fs
 from localstore.errors import (
     AlreadyExistsError,
+    DiskFullError,
     IndexStoreError,
     InvalidInputError,
     InvalidYAMLError,
@@ -157,3 +160,115 @@ def test_an_index_error_inside_a_save_is_a_localstore_error(store, home: Path) -
         store.save_many([SaveRequest("e/other", "v: 1\n", tx_hook=broken_sql)])
     assert _files(home) == before and store.load(bp.id).rev == 1
     assert store.check().clean
+
+
+def _live_files(home: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in (home / "blueprints").rglob("*") if p.is_file()}
+
+
+def test_a_temp_write_failing_on_the_writer_thread_changes_nothing(
+    store, home: Path, monkeypatch
+) -> None:
+    # A batch writes its temp files on the store's flusher thread: a failure there (a full disk
+    # at the 7th file) must still reach the caller as a typed error, with nothing changed.
+    for i in range(10):
+        store.save(f"s/{i}", f"old: {i}\n")
+    before = _live_files(home)
+    real_write = fs.os.write
+    calls = []
+
+    def filling_write(fd: int, data) -> int:
+        calls.append(fd)
+        if len(calls) == 7:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(fs.os, "write", filling_write)
+    reqs = [SaveRequest(path=f"s/{i}", content=f"new: {i}\n") for i in range(10)]
+    with pytest.raises(DiskFullError) as err:
+        store.save_many(reqs)
+    monkeypatch.undo()
+    assert err.value.hint and len(calls) >= 7
+    assert _live_files(home) == before
+    assert store.count() == 10 and store.load("s/3").content == "old: 3\n"
+    assert store.check().clean
+
+
+def test_a_flush_failing_after_the_renames_puts_every_file_back(
+    store, home: Path, monkeypatch
+) -> None:
+    # The second syncfs of a batch makes its renames durable; when it fails the renames already
+    # happened, and the store puts the previous versions back from history.
+    for i in range(10):
+        store.save(f"s/{i}", f"old: {i}\n")
+    before = _live_files(home)
+    real_syncfs = fs.syncfs
+    calls: list[str] = []
+
+    def second_fails(directory) -> None:
+        calls.append(str(directory))
+        if len(calls) == 2:
+            raise OSError(errno.EIO, "injected")
+        real_syncfs(directory)
+
+    monkeypatch.setattr(fs, "syncfs", second_fails)
+    reqs = [SaveRequest(path=f"s/{i}", content=f"new: {i}\n") for i in range(10)]
+    reqs += [SaveRequest(path=f"t/{i}", content="fresh: 1\n") for i in range(10)]
+    with pytest.raises(StorageError):
+        store.save_many(reqs)
+    monkeypatch.undo()
+    assert len(calls) == 2
+    assert _live_files(home) == before
+    assert store.count() == 10 and store.load("s/3").content == "old: 3\n"
+    assert store.check().clean
+
+
+def test_a_batch_records_the_stats_its_files_have(store, home: Path) -> None:
+    # The batch's files are written on another thread with a modification time chosen first, so
+    # the index records their stats before they exist: they must be the files' real stats, or
+    # every later look (a save, the watcher, reconcile) would take them for an editor's change.
+    reqs = [SaveRequest(path=f"m/{i % 3}/item-{i}", content=f"i: {i}\n") for i in range(40)]
+    saved = store.save_many(reqs)
+    rows = store.index.conn.execute(
+        "SELECT path, yaml_size, yaml_mtime_ns, meta_size, meta_mtime_ns FROM blueprints"
+    ).fetchall()
+    assert len(rows) == 40
+    for path, y_size, y_mtime, m_size, m_mtime in rows:
+        y = (home / "blueprints" / path).stat()
+        m = (home / "blueprints" / fs.meta_path_for(path)).stat()
+        assert (y.st_size, y.st_mtime_ns, m.st_size, m.st_mtime_ns) == (
+            y_size,
+            y_mtime,
+            m_size,
+            m_mtime,
+        )
+    store.save_many([SaveRequest(path=bp.path, content=bp.content + "j: 1\n") for bp in saved])
+    assert all(len(store.history(bp.id)) == 2 for bp in saved)  # no external revision between
+
+
+def test_a_batch_flushes_every_filesystem_it_wrote_to(tmp_path: Path, monkeypatch) -> None:
+    # syncfs flushes one filesystem; a blueprints tree may hold a mount point. Both flushes of
+    # a batch (the temps, then the renames) must cover every filesystem written to.
+    shm = Path("/dev/shm")
+    assert shm.is_dir(), "this test needs a second filesystem at /dev/shm (Linux)"
+    other = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        assert other.stat().st_dev != tmp_path.stat().st_dev
+        real_syncfs = fs.syncfs
+        flushed: list[int] = []
+
+        def recording(directory) -> None:
+            flushed.append(Path(directory).stat().st_dev)
+            real_syncfs(directory)
+
+        monkeypatch.setattr(fs, "syncfs", recording)
+        pending = fs.PendingWrites(expected_files=fs.SYNCFS_MIN_FILES)
+        targets = [tmp_path / f"a{i}" for i in range(8)] + [other / f"b{i}" for i in range(8)]
+        for target in targets:
+            pending.add(target, b"x")
+        pending.commit()
+        devices = {tmp_path.stat().st_dev, other.stat().st_dev}
+        assert len(flushed) == 4 and set(flushed[:2]) == devices == set(flushed[2:])
+        assert all(t.read_bytes() == b"x" for t in targets)
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
