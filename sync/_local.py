@@ -67,10 +67,27 @@ class SyncReport:
     reset: bool = False
     rounds: int = 0
     errors: list[str] = field(default_factory=list)
+    # The ids counted in ``quarantined`` (not part of the dict view). One cycle can refuse the
+    # same server row twice: when a push conflicts, the server's current row is applied at once,
+    # and the pull of the same cycle brings that row again. It is one parked change, so it is
+    # counted (and its error listed) once; it was counted twice.
+    _parked: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+
+    def count_quarantined(self, blueprint_id: str, error: str | None = None) -> None:
+        """Count one parked change, once per blueprint per report, with its error line."""
+        key = blueprint_id.lower()
+        if key in self._parked:
+            return
+        self._parked.add(key)
+        self.quarantined += 1
+        if error:
+            self.errors.append(error)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly view."""
-        return asdict(self)
+        out = asdict(self)
+        out.pop("_parked", None)
+        return out
 
 
 @dataclass(slots=True)

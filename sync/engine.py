@@ -571,7 +571,7 @@ class SyncEngine:
     ) -> None:
         """Park a change the server refused (the outbox skips it until a new edit or a retry)."""
         st.quarantine(cur, change.id, item.op_id, change.path, "push", code, message)
-        report.quarantined += 1
+        report.count_quarantined(change.id)
         log.warning("sync: %s quarantined: %s", change.path, message)
 
     def _push_conflict(
@@ -774,8 +774,7 @@ class SyncEngine:
             op_id = st.current_op_id(cur, row.id)
             message = getattr(result, "message", str(result))
             st.quarantine(cur, row.id, op_id, row.path, "pull", "invalid_remote", message)
-            report.quarantined += 1
-            report.errors.append(f"{row.path}: {message}")
+            report.count_quarantined(row.id, _row_error(row.path, message))
         # Same transaction as the saves (the caller's): files, index rows and bases commit
         # together, exactly as a per-row tx_hook would, with two statements for the run.
         st.record_synced_bases(cur, saved)
@@ -810,8 +809,7 @@ class SyncEngine:
             )
             op_id = st.current_op_id(cur, row.id)
             st.quarantine(cur, row.id, op_id, row.path, "pull", code, exc.message)
-            report.quarantined += 1
-            report.errors.append(f"{row.path}: {exc.message}")
+            report.count_quarantined(row.id, _row_error(row.path, exc.message))
             log.warning("sync: cannot store server row %s (%s): %s", row.id, row.path, exc)
 
     def _journal(self, rows: Sequence[ServerRow]) -> None:
@@ -1147,6 +1145,11 @@ def _accepted(change: Change, item: st.OutboxItem, result: PushResult) -> st.Acc
         change.deleted,
         item.op_id,
     )
+
+
+def _row_error(path: str, message: str) -> str:
+    """One report line for a server row that could not be stored (its path said once)."""
+    return message if message.startswith(path) else f"{path}: {message}"
 
 
 def _row_or_none(store: BlueprintStore, blueprint_id: str) -> Any:
