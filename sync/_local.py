@@ -10,7 +10,7 @@ import difflib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from localstore.errors import NotFoundError
+from localstore.errors import NotFoundError, UnsafePathError
 from localstore.store import BlueprintStore
 from sync import _state as st
 from sync._state import ConflictRecord, QuarantineEntry
@@ -252,4 +252,12 @@ def _write_main(store: BlueprintStore, record: ConflictRecord, text: str) -> Non
     except NotFoundError:
         row = None
     path = row.path if row is not None and not row.deleted else record.path
+    if row is not None and row.deleted and path != row.path:
+        try:
+            store.check_scanned(path)
+        except UnsafePathError:
+            # The server keeps it where this home never looks (a hidden folder, an ignored
+            # name): sync took it out of view here. Back at its last path here, it is pushed
+            # from there, which moves it out on every device.
+            path = row.path
     store.save(path, text, id=record.id, origin="local")
