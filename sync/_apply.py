@@ -405,7 +405,13 @@ class Applier:
     def _local_edit_vs_delete(
         self, cur: Any, local: Row, item: st.ItemState | None, r: ServerRow
     ) -> None:
-        if item is not None and item.base_rev is not None and local.content_hash == item.base_hash:
+        known = item is not None and item.base_rev is not None
+        # A tombstone carries the content hash the deleting device last had. With no base here
+        # (an index rebuilt by `check --fix`, a new account), a local copy with exactly that
+        # hash is the version that was deleted, not an edit: reviving it undid the delete on
+        # every device.
+        deleted_hash = item.base_hash if known and item is not None else r.content_hash
+        if local.content_hash == deleted_hash:
             # Local only moved it (no edit): the remote delete applies.
             self.store.delete(local.id, origin="remote", tx_hook=self._hook(r))
             self.stats.applied += 1
