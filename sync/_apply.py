@@ -507,13 +507,9 @@ class Applier:
         is applied as usual and the entry goes; a retry applies it again (``force``), which
         stores it if this home scans that path by then (an ignore pattern removed).
         """
-        moved_only = (
-            item is not None and item.base_rev is not None and r.content_hash == item.base_hash
-        )
-        if local is not None and local.deleted and dirty and moved_only:
-            # Deleted here, only moved there: the delete still applies (as _local_delete_vs).
-            self._record(cur, r, synced=False)
-            return
+        # A local delete is not pushed over it: a kill after this removed the local copy and
+        # before the commit leaves a delete that reconcile records, and pushing that deleted a
+        # blueprint the other client only meant to move. Out of this device's view it stays.
         copy: tuple[str, str, int] | None = None
         if local is not None and not local.deleted:
             base_hash = item.base_hash if item is not None and item.base_rev is not None else ""

@@ -967,8 +967,10 @@ class SyncEngine:
         """Un-park every quarantined change so the next cycle retries it; returns how many.
 
         Pushes are retried from the outbox; rows that could not be stored are fetched again and
-        applied, each un-parked in the transaction that applies it. A failed fetch raises and
-        leaves those rows parked: the cursor is past them and nothing else would fetch them.
+        applied, each un-parked in the transaction that applies it (a row this device knows but
+        does not hold, at a path it does not scan, is applied again too: the path may be scanned
+        by now). A failed fetch raises and leaves those rows parked: the cursor is past them and
+        nothing else would fetch them.
         """
         with self._cycle_lock, self._guard():
             self._refreshed = False
