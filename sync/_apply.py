@@ -17,6 +17,9 @@ Decisions, by local state (dirty = changed since the last recorded match with th
   conflict path, plus a conflict record.
 * an incoming path held locally by another id: the server row keeps the path, the local one moves
   to a conflict path (and is pushed again).
+* a live row at a path this home never scans (a hidden folder, an ignored name): recorded as the
+  base but not held here; a local edit is kept as a conflict copy, the local copy removed, and
+  the row parked as ``unscanned_path`` (see ``Applier._out_of_view``).
 """
 
 from __future__ import annotations
@@ -72,6 +75,9 @@ class ApplyStats:
     merged: int = 0
     errors: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    # (id, report line) of rows the applier parked itself (see Applier._out_of_view): they are
+    # parked in the row's own transaction, since they also wrote files (a conflict copy).
+    parked: list[tuple[str, str]] = field(default_factory=list)
 
 
 def utc_stamp(now: datetime) -> str:
@@ -159,6 +165,32 @@ def canonical_path(path: str) -> bool:
     return path.endswith(fs.YAML_SUFFIX) and unicodedata.is_normalized("NFC", path)
 
 
+def _out_of_view_message(
+    path: str, away: UnsafePathError, local: Row | None, copy: tuple[str, str, int] | None
+) -> str:
+    """The quarantine message of a row at a path this home never scans: why, and what to do."""
+    hidden = any(part.startswith(".") for part in path.split("/")[:-1])
+    parts = [f"{away.message}; it was put there elsewhere, so this device does not keep it"]
+    if local is not None and not local.deleted:
+        parts.append(f"; {local.path} was removed here (its history keeps it)")
+    if copy is not None and local is not None:
+        parts.append(
+            f". Your edit is kept at {copy[1]} (conflict #{copy[2]}; `localstore conflicts "
+            f"resolve {copy[2]} --take local` puts it back at {local.path} on every device)"
+        )
+    if hidden:
+        parts.append(
+            ". To have it here again, move it out of the hidden folder with the client that put "
+            "it there: the next sync brings it back"
+        )
+    else:
+        parts.append(
+            f". To have it here, remove the pattern from this home's {fs.IGNORE_FILE_NAME} and "
+            "run `localstore sync --retry-quarantined` (or move it elsewhere on another device)"
+        )
+    return "".join(parts)
+
+
 class Prefetched:
     """The local state of a window of pulled rows, read with three ``IN (...)`` queries.
 
@@ -222,26 +254,37 @@ class Applier:
 
     # -- entry points --------------------------------------------------------------------------
 
-    def apply_row(self, cur: Any, r: ServerRow) -> None:
+    def apply_row(self, cur: Any, r: ServerRow, *, force: bool = False) -> None:
         """Bring one server row into the store (a pulled row or a push conflict's current row).
 
         Raises InvalidInputError (and subclasses) when the row cannot be stored here; the caller
         parks it in quarantine (also a StorageError that :func:`is_path_shape_error` accepts).
-        Other storage errors propagate: the pass stops, nothing is skipped.
+        Other storage errors propagate: the pass stops, nothing is skipped. ``force`` (a
+        quarantine retry) applies a live row this device knows but does not hold (one at a path
+        it does not scan, see :meth:`_out_of_view`) again, in case that changed here.
         """
         item = st.get_item(cur, r.id)
-        if is_known(item, r):
+        known = is_known(item, r)
+        if known and not force:
             return  # already known: our own push coming back, or a replayed page
         local = self._local_row(r.id, cur)
+        if known and (r.deleted or (local is not None and not local.deleted)):
+            return  # held here as the server has it: nothing to retry
+        away: UnsafePathError | None = None
         if not r.deleted:
             # Everything that can refuse the row, before anything is written (a path moved
             # aside, a conflict copy): the caller's savepoint rolls back the index of a refused
             # row, not its files, and reconcile would adopt such files as new blueprints.
-            self._check_row(r, local)
+            away = self._check_row(r, local)
+        if away is not None and local is not None and not local.deleted and local.flagged:
+            raise away  # an unparsable local file: parked, and the file left exactly as it is
         if local is not None and not local.deleted:
             local = self._fresh(local) or local
         synced = item.synced_op_id if item is not None else 0
         dirty = local is not None and local.op_id > synced
+        if away is not None:
+            self._out_of_view(cur, local, item, r, away, dirty=dirty)
+            return
         if local is not None and not local.deleted and local.flagged:
             self._keep_unparsable(cur, local, r)
         if local is None or not dirty:
@@ -362,7 +405,13 @@ class Applier:
     def _local_edit_vs_delete(
         self, cur: Any, local: Row, item: st.ItemState | None, r: ServerRow
     ) -> None:
-        if item is not None and item.base_rev is not None and local.content_hash == item.base_hash:
+        known = item is not None and item.base_rev is not None
+        # A tombstone carries the content hash the deleting device last had. With no base here
+        # (an index rebuilt by `check --fix`, a new account), a local copy with exactly that
+        # hash is the version that was deleted, not an edit: reviving it undid the delete on
+        # every device.
+        deleted_hash = item.base_hash if known and item is not None else r.content_hash
+        if local.content_hash == deleted_hash:
             # Local only moved it (no edit): the remote delete applies.
             self.store.delete(local.id, origin="remote", tx_hook=self._hook(r))
             self.stats.applied += 1
@@ -401,17 +450,7 @@ class Applier:
         r: ServerRow,
         resolution: Resolution,
     ) -> None:
-        stamp = utc_stamp(self.now())
-        copy_id = str(
-            uuid.uuid5(
-                _COPY_NAMESPACE, f"{local.id}:{local.content_hash}:{r.rev}:{self.store.device_id}"
-            )
-        )
-        copy_path = self._conflict_path_for(local.path, stamp=stamp, owner=copy_id)
-        name = f"{local.name} (conflict {self.store.device_name} {stamp})"
-        now = self.now().astimezone(UTC).isoformat().replace("+00:00", "Z")
-        meta = {**local_v.meta, "id": copy_id, "name": name, "created": now, "modified": now}
-        self.store.save(copy_path, local_v.content, meta=meta, id=copy_id, origin="merge")
+        copy_id, copy_path = self._save_copy(local, local_v, r)
         self._save_remote(cur, r)
         cid = st.add_conflict(
             cur,
@@ -427,6 +466,86 @@ class Applier:
             remote_rev=r.rev,
         )
         self._conflict_event(r.id, r.path, f"conflict #{cid}: local version kept at {copy_path}")
+
+    def _save_copy(self, local: Row, local_v: Version, r: ServerRow) -> tuple[str, str]:
+        """Write the local version as a new blueprint next to ``local``; returns (id, path)."""
+        stamp = utc_stamp(self.now())
+        copy_id = str(
+            uuid.uuid5(
+                _COPY_NAMESPACE, f"{local.id}:{local.content_hash}:{r.rev}:{self.store.device_id}"
+            )
+        )
+        copy_path = self._conflict_path_for(local.path, stamp=stamp, owner=copy_id)
+        name = f"{local.name} (conflict {self.store.device_name} {stamp})"
+        now = self.now().astimezone(UTC).isoformat().replace("+00:00", "Z")
+        meta = {**local_v.meta, "id": copy_id, "name": name, "created": now, "modified": now}
+        self.store.save(copy_path, local_v.content, meta=meta, id=copy_id, origin="merge")
+        return copy_id, copy_path
+
+    def _out_of_view(
+        self,
+        cur: Any,
+        local: Row | None,
+        item: st.ItemState | None,
+        r: ServerRow,
+        away: UnsafePathError,
+        *,
+        dirty: bool,
+    ) -> None:
+        """A live server row at a path this home never scans: a hidden folder or an ignored name.
+
+        Another client (an older version, another app) or another device with other ignore
+        rules put the blueprint there. Its files cannot live here: reconcile would record them
+        as deleted at the next open. Parking the row, as before, also parked this device's own
+        edit of it, for good: every push met the same row, every retry refused it again.
+
+        So: the row is recorded as this device's base (it builds on it, it just does not hold
+        it), and the local copy leaves this device's view as it left the server's: removed
+        here (history keeps it). A local edit is kept first as a conflict copy next to it,
+        which syncs like any new blueprint, with a conflict record. The row is parked as
+        ``unscanned_path`` with what to do: when it comes out of that folder (a later row) it
+        is applied as usual and the entry goes; a retry applies it again (``force``), which
+        stores it if this home scans that path by then (an ignore pattern removed).
+        """
+        # A local delete is not pushed over it: a kill after this removed the local copy and
+        # before the commit leaves a delete that reconcile records, and pushing that deleted a
+        # blueprint the other client only meant to move. Out of this device's view it stays.
+        copy: tuple[str, str, int] | None = None
+        if local is not None and not local.deleted:
+            base_hash = item.base_hash if item is not None and item.base_rev is not None else ""
+            if dirty and local.content_hash not in (base_hash, r.content_hash):
+                copy = self._keep_edit_out_of_view(cur, local, item, r)
+            self.store.delete(local.id, origin="remote")
+        self._record(cur, r, synced=True)
+        message = _out_of_view_message(r.path, away, local, copy)
+        st.quarantine(
+            cur, r.id, st.current_op_id(cur, r.id), r.path, "pull", "unscanned_path", message
+        )
+        self.stats.parked.append((r.id, message))
+        log.warning("sync: %s", message)
+
+    def _keep_edit_out_of_view(
+        self, cur: Any, local: Row, item: st.ItemState | None, r: ServerRow
+    ) -> tuple[str, str, int]:
+        """Keep a local edit of a blueprint that moved out of view as a conflict copy."""
+        local_v = Version(self._text(cur, local), json.loads(local.meta_json))
+        base = self._find_base(cur, local.id, item, r)
+        copy_id, copy_path = self._save_copy(local, local_v, r)
+        cid = st.add_conflict(
+            cur,
+            blueprint_id=r.id,
+            path=r.path,
+            copy_id=copy_id,
+            copy_path=copy_path,
+            reason=f"moved to {r.path}, which this device does not look inside",
+            base=base.content if base is not None else None,
+            local=local_v.content,
+            remote=r.content,
+            base_rev=item.base_rev if item is not None else None,
+            remote_rev=r.rev,
+        )
+        self._conflict_event(r.id, copy_path, f"conflict #{cid}: local edit kept at {copy_path}")
+        return copy_id, copy_path, cid
 
     def _keep_unparsable(self, cur: Any, local: Row, r: ServerRow) -> None:
         """The file on disk does not parse (an edit in progress): keep its bytes in a record."""
@@ -464,20 +583,44 @@ class Applier:
         self.stats.applied += 1
         return bp
 
-    def _check_row(self, r: ServerRow, local: Row | None) -> None:
-        """Raise what :meth:`_save_remote` would raise for this live row (InvalidInputError)."""
+    def _check_row(self, r: ServerRow, local: Row | None) -> UnsafePathError | None:
+        """Raise what :meth:`_save_remote` would raise for this live row (InvalidInputError).
+
+        A path this home never scans is returned, not raised: the row is valid, it just cannot
+        be held here (:meth:`_out_of_view`).
+        """
         meta = BlueprintMeta.from_dict(r.meta, source=f"server row {r.id}")
         if meta.id != r.id:
             raise InvalidInputError(f"server row {r.id} carries meta id {meta.id}")
         path = fs.normalize_path(r.path)
+        away = None
         if local is None or local.deleted or local.path != path:
             # The store refuses a hidden or ignored new path (an older client's row, or another
             # device's .localstoreignore) only in the save, after a conflict copy is written.
-            if self._ignore_rules is None:
-                self._ignore_rules = fs.IgnoreRules.for_root(self.store.root)
-            self.store.check_scanned(path, self._ignore_rules)
-        self._check_path_shape(path)
+            away = self._unscanned(path)
+        if away is None:
+            self._check_path_shape(path)
         self.store.check_yaml(r.content.encode("utf-8"))  # remembered: the save skips it
+        return away
+
+    def _unscanned(self, path: str) -> UnsafePathError | None:
+        """Why reconcile and the watcher never look at this normalized path, or None."""
+        if self._ignore_rules is None:
+            self._ignore_rules = fs.IgnoreRules.for_root(self.store.root)
+        try:
+            self.store.check_scanned(path, self._ignore_rules)
+        except UnsafePathError as exc:
+            return exc
+        return None
+
+    def unscanned(self, path: str) -> bool:
+        """True when a server path is valid but lies where this home never looks (see
+        :meth:`_out_of_view`); such a row refused by ``save_many`` goes through apply_row."""
+        try:
+            normalized = fs.normalize_path(path)
+        except InvalidInputError:
+            return False
+        return self._unscanned(normalized) is not None
 
     def _check_path_shape(self, path: str) -> None:
         """Raise UnsafePathError when this home cannot hold ``path``'s files as they are named.

@@ -10,7 +10,7 @@ import difflib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from localstore.errors import NotFoundError
+from localstore.errors import NotFoundError, UnsafePathError
 from localstore.store import BlueprintStore
 from sync import _state as st
 from sync._state import ConflictRecord, QuarantineEntry
@@ -67,10 +67,27 @@ class SyncReport:
     reset: bool = False
     rounds: int = 0
     errors: list[str] = field(default_factory=list)
+    # The ids counted in ``quarantined`` (not part of the dict view). One cycle can refuse the
+    # same server row twice: when a push conflicts, the server's current row is applied at once,
+    # and the pull of the same cycle brings that row again. It is one parked change, so it is
+    # counted (and its error listed) once; it was counted twice.
+    _parked: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+
+    def count_quarantined(self, blueprint_id: str, error: str | None = None) -> None:
+        """Count one parked change, once per blueprint per report, with its error line."""
+        key = blueprint_id.lower()
+        if key in self._parked:
+            return
+        self._parked.add(key)
+        self.quarantined += 1
+        if error:
+            self.errors.append(error)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly view."""
-        return asdict(self)
+        out = asdict(self)
+        out.pop("_parked", None)
+        return out
 
 
 @dataclass(slots=True)
@@ -235,4 +252,12 @@ def _write_main(store: BlueprintStore, record: ConflictRecord, text: str) -> Non
     except NotFoundError:
         row = None
     path = row.path if row is not None and not row.deleted else record.path
+    if row is not None and row.deleted and path != row.path:
+        try:
+            store.check_scanned(path)
+        except UnsafePathError:
+            # The server keeps it where this home never looks (a hidden folder, an ignored
+            # name): sync took it out of view here. Back at its last path here, it is pushed
+            # from there, which moves it out on every device.
+            path = row.path
     store.save(path, text, id=record.id, origin="local")

@@ -529,7 +529,13 @@ def record_base(
     elif content is not None:
         meta_json = json.dumps(meta or {}, ensure_ascii=False)
         cur.execute(_BASE_UPSERT, (blueprint_id, rev, path, content, meta_json, ""))
+    # A newer server row is now the base: an older one parked as unstorable is history (it
+    # stayed listed, and counted as needing attention, after its successor was applied).
+    cur.execute(_DROP_PULL_PARKED, (blueprint_id,))
     _unsettle(cur, blueprint_id)
+
+
+_DROP_PULL_PARKED = "DELETE FROM sync_quarantine WHERE id = ? AND direction = 'pull'"
 
 
 def record_synced_bases(cur: Any, saved: Sequence[tuple[Any, str]]) -> None:
@@ -550,6 +556,9 @@ def record_synced_bases(cur: Any, saved: Sequence[tuple[Any, str]]) -> None:
         [(r.id, r.rev, r.seq, r.content_hash, r.path) for r in rows],
     )
     cur.executemany(_BASE_UPSERT, [(r.id, r.rev, r.path, "", "", h) for r, h in saved])
+    # As in record_base; one read first, so a download with nothing parked pays no deletes.
+    if cur.execute("SELECT 1 FROM sync_quarantine WHERE direction = 'pull' LIMIT 1").fetchall():
+        cur.executemany(_DROP_PULL_PARKED, [(r.id,) for r in rows])
 
 
 @dataclass(frozen=True, slots=True)

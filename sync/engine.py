@@ -40,6 +40,7 @@ from localstore.errors import (
     LocalStoreError,
     NotFoundError,
     StorageError,
+    UnsafePathError,
 )
 from localstore.events import Event
 from localstore.store import BlueprintStore
@@ -571,7 +572,7 @@ class SyncEngine:
     ) -> None:
         """Park a change the server refused (the outbox skips it until a new edit or a retry)."""
         st.quarantine(cur, change.id, item.op_id, change.path, "push", code, message)
-        report.quarantined += 1
+        report.count_quarantined(change.id)
         log.warning("sync: %s quarantined: %s", change.path, message)
 
     def _push_conflict(
@@ -684,7 +685,13 @@ class SyncEngine:
         with self.store.index.write() as cur:
             for blueprint_id in unpark:
                 st.unquarantine(cur, blueprint_id)  # a row that fails again is parked again
-            self._apply_batched(cur, applier, rows, report)
+            if unpark:
+                # A retry: each row on its own, and a row this device knows but does not hold
+                # (a path it does not scan) is applied again: the path may be scanned by now.
+                for row in rows:
+                    self._apply_one(cur, applier, row, report, force=True)
+            else:
+                self._apply_batched(cur, applier, rows, report)
             st.journal_clear(cur)
             if cursor is not None:
                 st.set_state(cur, "cursor", str(cursor[0]))
@@ -739,7 +746,7 @@ class SyncEngine:
         could never pass it. Row by row, that row alone is quarantined.
         """
         try:
-            rows = self._save_run(cur, run, report)
+            rows = self._save_run(cur, applier, run, report)
         except StorageError as exc:
             if not is_path_shape_error(exc):
                 raise
@@ -750,7 +757,7 @@ class SyncEngine:
             self._apply_one(cur, applier, row, report)
 
     def _save_run(
-        self, cur: Any, run: list[tuple[ServerRow, Any]], report: SyncReport
+        self, cur: Any, applier: Applier, run: list[tuple[ServerRow, Any]], report: SyncReport
     ) -> list[ServerRow]:
         """Save a run of clean takes; returns the rows that need :meth:`_apply_one` instead."""
         if not run:
@@ -764,37 +771,48 @@ class SyncEngine:
             if not isinstance(result, LocalStoreError):
                 saved.append((row, result.content_hash))
                 continue
-            if isinstance(result, (AlreadyExistsError, ChangedOnDiskError)):
+            if isinstance(result, (AlreadyExistsError, ChangedOnDiskError)) or (
+                isinstance(result, UnsafePathError) and applier.unscanned(row.path)
+            ):
                 # AlreadyExistsError: a file at the path the index has not seen (an editor was
                 # faster than the watcher), not a bad row: apply_row indexes it and moves it
                 # aside. ChangedOnDiskError: an editor saved this blueprint after the run was
                 # planned; the store recorded the edit and wrote nothing, and apply_row merges.
+                # A path this home never scans (a hidden folder, an ignored name): apply_row
+                # records the row and takes the local copy out of view (Applier._out_of_view).
                 again.append(row)
                 continue
             op_id = st.current_op_id(cur, row.id)
             message = getattr(result, "message", str(result))
             st.quarantine(cur, row.id, op_id, row.path, "pull", "invalid_remote", message)
-            report.quarantined += 1
-            report.errors.append(f"{row.path}: {message}")
+            report.count_quarantined(row.id, _row_error(row.path, message))
         # Same transaction as the saves (the caller's): files, index rows and bases commit
         # together, exactly as a per-row tx_hook would, with two statements for the run.
         st.record_synced_bases(cur, saved)
         run.clear()
         return again
 
-    def _apply_one(self, cur: Any, applier: Applier, row: ServerRow, report: SyncReport) -> None:
+    def _apply_one(
+        self,
+        cur: Any,
+        applier: Applier,
+        row: ServerRow,
+        report: SyncReport,
+        *,
+        force: bool = False,
+    ) -> None:
         """Apply one row in its own savepoint; a row this device cannot store is parked."""
         try:
             try:
                 with self.store.index.write() as inner:
-                    applier.apply_row(inner, row)
+                    applier.apply_row(inner, row, force=force)
             except ChangedOnDiskError:
                 # An editor saved between the applier's look at the files and the store's write:
                 # the store recorded the edit, but this savepoint rolled that back. Once more:
                 # the applier now records the edit itself and merges. A second refusal stops
                 # the pass like any store error (the next cycle looks again).
                 with self.store.index.write() as inner:
-                    applier.apply_row(inner, row)
+                    applier.apply_row(inner, row, force=force)
         except (InvalidInputError, StorageError, AlreadyExistsError) as exc:
             if isinstance(exc, StorageError) and not is_path_shape_error(exc):
                 raise  # the disk or the index: the pass stops, nothing is skipped
@@ -810,8 +828,7 @@ class SyncEngine:
             )
             op_id = st.current_op_id(cur, row.id)
             st.quarantine(cur, row.id, op_id, row.path, "pull", code, exc.message)
-            report.quarantined += 1
-            report.errors.append(f"{row.path}: {exc.message}")
+            report.count_quarantined(row.id, _row_error(row.path, exc.message))
             log.warning("sync: cannot store server row %s (%s): %s", row.id, row.path, exc)
 
     def _journal(self, rows: Sequence[ServerRow]) -> None:
@@ -858,6 +875,8 @@ class SyncEngine:
         report.conflicts += stats.conflicts
         report.merged += stats.merged
         report.errors.extend(stats.errors)
+        for blueprint_id, message in stats.parked:
+            report.count_quarantined(blueprint_id, message)
         if stats.events:
             self.store.events.publish(stats.events)
 
@@ -948,8 +967,10 @@ class SyncEngine:
         """Un-park every quarantined change so the next cycle retries it; returns how many.
 
         Pushes are retried from the outbox; rows that could not be stored are fetched again and
-        applied, each un-parked in the transaction that applies it. A failed fetch raises and
-        leaves those rows parked: the cursor is past them and nothing else would fetch them.
+        applied, each un-parked in the transaction that applies it (a row this device knows but
+        does not hold, at a path it does not scan, is applied again too: the path may be scanned
+        by now). A failed fetch raises and leaves those rows parked: the cursor is past them and
+        nothing else would fetch them.
         """
         with self._cycle_lock, self._guard():
             self._refreshed = False
@@ -1147,6 +1168,11 @@ def _accepted(change: Change, item: st.OutboxItem, result: PushResult) -> st.Acc
         change.deleted,
         item.op_id,
     )
+
+
+def _row_error(path: str, message: str) -> str:
+    """One report line for a server row that could not be stored (its path said once)."""
+    return message if message.startswith(path) else f"{path}: {message}"
 
 
 def _row_or_none(store: BlueprintStore, blueprint_id: str) -> Any:
