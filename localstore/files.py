@@ -279,6 +279,7 @@ class PendingWrites:
             self.abort()
             raise failure
         if self._batch:
+            folder = os.path.dirname(self._temps[0][1])
             try:
                 # One flush per filesystem: a folder of the tree may be a mount point, and syncfs
                 # flushes only the filesystem of the folder it is given.
@@ -286,7 +287,7 @@ class PendingWrites:
                     syncfs(folder)
             except OSError as exc:
                 self.abort()
-                raise map_os_error(exc, "cannot flush", os.path.dirname(self._temps[0][1])) from exc
+                raise map_os_error(exc, "cannot flush", folder) from exc
         dirs: dict[str, None] = {}
         for i, (tmp, target) in enumerate(self._temps):
             try:
