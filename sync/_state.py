@@ -29,8 +29,8 @@ from the index's op counter in the same transaction.
   ``hash`` is kept (content and meta empty) and :func:`get_base` reads the text from
   ``revisions``: a second copy of every blueprint's text doubled what a sync wrote to the index.
   If that revision were ever gone, the merge runs without a base (a conflict copy, never a loss).
-* ``sync_state(key, value)``: ``identity``, ``cursor``, ``horizon``, ``last_synced_at``,
-  ``last_error``, ``settled_op_id``.
+* ``sync_state(key, value)``: ``identity``, ``accepted_identity``, ``cursor``, ``horizon``,
+  ``last_synced_at``, ``last_error``, ``settled_op_id``.
 
 The settled watermark: ``settled_op_id`` = W promises that no blueprint with ``op_id <= W`` is
 dirty (the outbox condition below). The outbox, ``pending_count`` and ``held_count`` therefore
@@ -273,10 +273,69 @@ def get_cursor(cur: Any) -> int:
     return int(get_state(cur, "cursor", "0") or 0)
 
 
+# -- the account a home belongs to --------------------------------------------------------------
+#
+# ``identity`` is the remote's ``<kind>:<server>:<user>`` this home last synced with. A home's
+# synced data belongs to that account: another user of the same server (project) must not get it
+# uploaded by logging in on the home (docs/sync-engine.md, "Identity"). ``accepted_identity`` is
+# the one other user a person allowed to take the home over (``localstore login --switch-user``);
+# the engine consumes it when it resets for that user.
+
+ACCEPTED_KEY = "accepted_identity"
+EMAIL_PREFIX = "email:"
+
+
+def identity_project(identity: str) -> str:
+    """The server part of an identity (everything before the user: urls contain colons)."""
+    return identity.rpartition(":")[0]
+
+
+def identity_user(identity: str) -> str:
+    """The user part of an identity."""
+    return identity.rpartition(":")[2]
+
+
+def foreign_identity(cur: Any, identity: str) -> str | None:
+    """The identity this home synced with when it is another user of the same project, else None.
+
+    None also when that user was accepted (:func:`accept_identity`), when the home never synced,
+    or when the project differs (a new project gets the home's blueprints, see the docs).
+    """
+    known = get_state(cur, "identity")
+    if known is None or known == identity:
+        return None
+    if identity_project(known) != identity_project(identity):
+        return None
+    if get_state(cur, ACCEPTED_KEY) == identity:
+        return None
+    return known
+
+
+def remember_email(cur: Any, identity: str, email: str) -> None:
+    """Note the e-mail a login used for ``identity`` (only to name the account in messages)."""
+    set_state(cur, EMAIL_PREFIX + identity, email)
+
+
+def describe_account(cur: Any, identity: str) -> str:
+    """``alice@example.com (user 8c1f...)``, or ``user 8c1f...`` when no login noted an e-mail."""
+    email = get_state(cur, EMAIL_PREFIX + identity)
+    user = f"user {identity_user(identity)}"
+    return f"{email} ({user})" if email else user
+
+
+def accept_identity(cur: Any, identity: str | None) -> None:
+    """Allow ``identity`` to take this home over at its next sync (None withdraws it)."""
+    if identity is None:
+        del_state(cur, ACCEPTED_KEY)
+    else:
+        set_state(cur, ACCEPTED_KEY, identity)
+
+
 def reset_for_identity(cur: Any, identity: str) -> bool:
     """Forget server knowledge when the remote (server or user) changed; True if it did.
 
-    Local files are untouched; every live blueprint becomes a create for the new account.
+    Local files are untouched; every live blueprint becomes a create for the new account. The
+    caller refuses another user of the same project first (:func:`foreign_identity`).
     """
     known = get_state(cur, "identity")
     if known == identity:
@@ -286,6 +345,7 @@ def reset_for_identity(cur: Any, identity: str) -> bool:
             cur.execute(f"DELETE FROM {table}")
         for key in ("cursor", "horizon", "last_synced_at", "last_error", SETTLED_KEY):
             del_state(cur, key)
+    del_state(cur, ACCEPTED_KEY)  # consumed (or stale: the home now belongs to this identity)
     set_state(cur, "identity", identity)
     return known is not None
 

@@ -47,11 +47,27 @@ if TYPE_CHECKING:
 @click.option("--email", required=True, help="Your account's e-mail address.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
 @click.option("--signup", is_flag=True, help="Create the account first if it does not exist.")
+@click.option(
+    "--switch-user",
+    is_flag=True,
+    help="Let this account take over a home that synced with another user of the project: "
+    "its blueprints are uploaded to this account at the next sync.",
+)
 @pass_ctx
 def login_cmd(
-    cli: CliContext, url: str, anon_key: str, email: str, password_stdin: bool, signup: bool
+    cli: CliContext,
+    url: str,
+    anon_key: str,
+    email: str,
+    password_stdin: bool,
+    signup: bool,
+    switch_user: bool,
 ) -> None:
-    """Sign in to a Supabase project; the session is kept in the OS keychain."""
+    """Sign in to a Supabase project; the session is kept in the OS keychain.
+
+    A home belongs to the account it synced with: logging in as another user of the same
+    project is refused (use another home with --home), unless --switch-user is given.
+    """
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -59,14 +75,19 @@ def login_cmd(
     with errors_to_exit():
         from sync.supabase_remote import login
 
-        result = login(cli.settings, url, anon_key, email, password, signup=signup)
+        result = login(
+            cli.settings, url, anon_key, email, password, signup=signup, switch_user=switch_user
+        )
     data = {
         "url": result.url,
         "user_id": result.user_id,
         "email": result.email,
         "signed_up": result.signed_up,
+        "note": result.note,
     }
     verb = "signed up and logged in" if result.signed_up else "logged in"
+    if result.note:
+        click.echo(f"note: {result.note}", err=True)
     cli.emit(data, lambda: click.echo(f"{verb} as {result.email} at {result.url}"))
 
 

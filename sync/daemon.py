@@ -54,6 +54,7 @@ from sync.embed import STATE_FILE, HomeLock, lock_holder, remove_state, write_st
 from sync.engine import SyncEngine, SyncReport, SyncStatus
 from sync.errors import NotLoggedInError, SyncError
 from sync.remote import Remote
+from sync.session_marker import SessionMarker
 
 __all__ = ["LOG_FILE", "STOP_BUDGET_S", "Daemon", "DaemonMetrics", "configure_logging"]
 
@@ -228,6 +229,8 @@ class Daemon:
         self.server: ControlServer | None = None
         self._offline_reason = ""
         self._next_relogin = 0.0
+        # Changes on every login/logout of this home (sync/session_marker.py); see _check_session.
+        self._session_marker = SessionMarker.for_settings(settings)
         self._paused = False
         self._unsubs: list[Callable[[], None]] = []
         self._forwarder: _ErrorForwarder | None = None
@@ -408,6 +411,56 @@ class Daemon:
             log.info("sync started for %s", getattr(remote, "identity", "the cloud"))
             return True
 
+    def _check_session(self) -> None:
+        """Follow `localstore logout` / `login` made while the daemon runs (every tick: one stat).
+
+        When the session marker changed, the engine's remote checks the keychain: if the home was
+        logged out, or another user logged in, the engine and remote are dropped at once (no
+        further cycle, refresh or realtime with that session) and a new remote is opened from
+        whatever session is stored now, so the new user's first cycle runs the engine's identity
+        check (a home that synced with another user of the project is refused there). The same
+        user logging in again keeps the engine. Offline, a changed marker means "try now" rather
+        than at the next RELOGIN_CHECK_S.
+        """
+        if not self._session_marker.changed():
+            return
+        remote = self.remote
+        check = getattr(remote, "check_session", None)
+        if self.engine is not None and callable(check):
+            try:
+                check()
+                return
+            except SyncError as exc:
+                self._detach_engine(exc)
+        if self.engine is None:
+            self._next_relogin = 0.0
+
+    def _detach_engine(self, exc: SyncError) -> None:
+        """Stop the engine and close its remote (the session they use is no longer this home's)."""
+        with self._engine_mutex:
+            engine, remote = self.engine, self.remote
+            self.engine = self.remote = None
+        with self._status_mutex:
+            if self._status_unsub is not None:
+                self._status_unsub()
+                self._status_unsub = None
+        log.warning("sync stopped: %s", exc.message)
+        if engine is not None:
+            engine.stop()
+            if not engine.join(STOP_BUDGET_S):
+                log.warning(
+                    "the sync cycle in flight did not finish; its remote is closed under it"
+                )
+        close = getattr(remote, "close", None)
+        if callable(close):
+            try:
+                close()
+            except SyncError as err:
+                log.warning("closing the cloud session failed: %s", err)
+        self._go_offline("not logged in", exc)
+        if self.server is not None:
+            self.server.publish("sync", self._sync_status())
+
     def _go_offline(self, reason: str, exc: BaseException) -> bool:
         if reason != self._offline_reason:
             log.warning("sync is off: %s", exc)
@@ -422,6 +475,7 @@ class Daemon:
         if not self._check_lock():
             return
         self._check_watcher()
+        self._check_session()
         # Offline only: notice a `localstore login` made while the daemon runs.
         due = self.engine is None and time.monotonic() >= self._next_relogin
         if due and self._attach_engine() and self.server is not None:

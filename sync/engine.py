@@ -70,6 +70,7 @@ from sync._local import (
 )
 from sync._state import ConflictRecord, QuarantineEntry
 from sync.errors import (
+    AccountMismatchError,
     AuthExpiredError,
     EngineStateError,
     MergeError,
@@ -356,6 +357,7 @@ class SyncEngine:
 
     def _cycle(self, report: SyncReport) -> None:
         self._set_state("connecting")
+        self._check_session()
         self._check_server()
         self._check_identity()
         self._recover_journal()
@@ -383,9 +385,34 @@ class SyncEngine:
         self.batch_size = max(1, min(self.batch_size, info.max_batch))
         self._checked_server = True
 
+    def _check_session(self) -> None:
+        """Before anything goes to the server: the remote's session must still be the stored one.
+
+        A remote that can tell (``check_session``, SupabaseRemote: one stat of the session marker)
+        raises SessionChangedError after a logout, or another user's login, since it was opened.
+        """
+        check = getattr(self.remote, "check_session", None)
+        if callable(check):
+            check()
+
     def _check_identity(self) -> None:
+        """Sync only as the account this home belongs to (docs/sync-engine.md, "Identity").
+
+        A home that synced with another user of the same project is refused
+        (AccountMismatchError) unless that switch was accepted at login: its blueprints are not
+        the new user's to upload. A new project (or an accepted switch) resets the server
+        knowledge and uploads the home.
+        """
         identity = self.remote.identity
         with self.store.index.write() as cur:
+            known = st.foreign_identity(cur, identity)
+            if known is not None:
+                raise AccountMismatchError(
+                    f"this home's blueprints synced with {st.describe_account(cur, known)}; "
+                    f"they are not uploaded to {st.describe_account(cur, identity)}, the other "
+                    "account of this project logged in now",
+                    code="account_mismatch",
+                )
             if st.reset_for_identity(cur, identity):
                 log.warning("sync: new remote %s; local blueprints will be uploaded", identity)
             if not self._settled:

@@ -14,7 +14,10 @@ remote's boundary with ``raise ... from exc`` and never leak out.
     ├── AuthError               tell_user
     │   ├── AuthExpiredError    refresh_auth  401 / PGRST301 / PGRST303: refresh, then retry
     │   ├── AuthRevokedError    tell_user     refresh token revoked, expired or reused: log in
-    │   └── NotLoggedInError    tell_user     no session stored for this profile
+    │   ├── NotLoggedInError    tell_user     no session stored for this profile
+    │   │   └── SessionChangedError tell_user logged out, or another user logged in, since
+    │   │                                     this remote was opened: it stops; open a new one
+    │   └── AccountMismatchError tell_user    this home synced with another user of the project
     ├── RejectedChangeError     quarantine    the server refused one change permanently
     ├── ProtocolError           tell_user     a reply or request breaks the sync contract
     ├── RemoteConfigError       tell_user     wrong URL or key, schema not deployed, old protocol
@@ -115,6 +118,30 @@ class NotLoggedInError(AuthError):
     """No cloud session is stored for this profile."""
 
     hint = "log in with `localstore login --url URL --anon-key KEY --email E`"
+
+
+class SessionChangedError(NotLoggedInError):
+    """The home's stored session changed (logout, or another user's login) under an open remote.
+
+    The remote never goes on with another user's session, nor with one that was logged out: it
+    refuses every call from then on. The daemon opens a new remote from the new session by itself.
+    """
+
+    hint = "sync stopped using the old session; it starts again from the new login"
+
+
+class AccountMismatchError(AuthError):
+    """This home's synced blueprints belong to another user of the same project.
+
+    A home's synced data belongs to the account it synced with: signing in as someone else on it
+    must not upload that data to the new account (docs/sync-engine.md, "Identity").
+    """
+
+    hint = (
+        "use another home for this account (`localstore --home DIR login ...`), log in again as "
+        "the account this home synced with, or run `localstore login --switch-user ...` to "
+        "upload this home's blueprints to the new account"
+    )
 
 
 class RejectedChangeError(SyncError):

@@ -69,8 +69,11 @@ from localstore.config import Settings
 from localstore.credentials import CredentialStore
 from localstore.errors import CredentialError, CredentialNotFoundError
 from localstore.index import Index
+from sync import _state as st
+from sync import session_marker
 from sync._realtime import RealtimeHints
 from sync.errors import (
+    AccountMismatchError,
     AuthError,
     AuthExpiredError,
     AuthRevokedError,
@@ -79,6 +82,7 @@ from sync.errors import (
     ProtocolError,
     RateLimitedError,
     RemoteConfigError,
+    SessionChangedError,
     SyncError,
     TransientError,
 )
@@ -481,6 +485,8 @@ class LoginResult:
     user_id: str
     email: str
     signed_up: bool
+    # Something the person should know (the home's blueprints go to a new project or account).
+    note: str = ""
 
 
 # -- the remote ------------------------------------------------------------------------------------
@@ -530,11 +536,16 @@ class SupabaseRemote:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         realtime_health_s: float = 2.0,
         on_close: Callable[[], None] | None = None,
+        marker: session_marker.SessionMarker | None = None,
     ) -> None:
         session = storage.durable_session()
         if session is None:
             raise NotLoggedInError("no cloud session is stored for this home")
         self.url = url.rstrip("/")
+        self._marker = marker
+        # Set once the stored session is gone or another user's: every call raises it after.
+        self._lost: SyncError | None = None
+        self._lost_lock = threading.Lock()
         self._anon_key = anon_key
         self._storage = storage
         self._user_id = session.user.id
@@ -553,7 +564,7 @@ class SupabaseRemote:
             self._client: Client = create_client(
                 self.url, anon_key, _client_options(storage, self._http, auto_refresh=True)
             )
-            _guard_refreshes(self._client, storage)
+            _guard_refreshes(self._client, storage, self._require_own)
             self._auth_sub = self._client.auth.on_auth_state_change(self._on_auth_event)
             # A client rebuilt from storage never starts its refresh timer without this.
             self._client.auth.initialize_from_storage()
@@ -589,19 +600,80 @@ class SupabaseRemote:
 
     def _access_token(self) -> str:
         session = self._storage.durable_session()
-        return session.access_token if session is not None else self._anon_key
+        if session is None or session.user.id != self._user_id:
+            return self._anon_key  # never hand realtime another user's token
+        return session.access_token
+
+    def _require_own(self, session: Session | None) -> None:
+        """Raise SessionChangedError (for good) unless ``session`` is this remote's user's.
+
+        The keychain holds one session per home. After ``localstore logout`` (no session) or
+        another user's ``localstore login`` (their session), going on with whatever is stored
+        would sync one user's cursor, bases and files with another user's account.
+        """
+        if session is not None and session.user.id == self._user_id:
+            return
+        if session is None:
+            err = SessionChangedError(
+                "this home was logged out of the cloud (`localstore logout`); sync stopped "
+                "using its session",
+                code="logged_out",
+                hint="log in with `localstore login`; the daemon picks the new session up",
+            )
+        else:
+            err = SessionChangedError(
+                f"another user ({session.user.email or session.user.id}) logged in on this home "
+                f"since sync started as user {self._user_id}; this sync stopped using the session",
+                code="user_changed",
+            )
+        self._lose(err)
+        raise err
+
+    def _lose(self, err: SyncError) -> None:
+        # Its own lock: this runs inside the storage's refresh guard, and subscribe() takes
+        # self._lock before the storage's lock (reading the token).
+        with self._lost_lock:
+            if self._lost is None:
+                self._lost = err
+                log.warning("%s", err.message)
+            hints, self._hints = self._hints, None
+        # The old session is not this remote's to refresh or listen with any more.
+        _stop_refresh_timer(self._client)
+        if hints is not None:
+            hints.close()
+
+    def check_session(self) -> None:
+        """Raise SessionChangedError if the home logged out, or another user logged in, since
+        this remote was opened (the engine calls this before every cycle).
+
+        Cheap: one ``os.stat`` of the session marker (:mod:`sync.session_marker`); the keychain
+        is read only when the marker changed. A new login of the same user is taken as it is.
+        """
+        if self._lost is not None:
+            raise self._lost
+        if self._marker is None or not self._marker.changed():
+            return
+        with self._auth_lock:
+            try:
+                raw = self._storage.reload()
+            except CredentialError as exc:
+                raise map_error(exc, what="read the cloud session") from exc
+            self._require_own(_parse_session(raw))
 
     def refresh_auth(self) -> None:
         """Refresh the session now (the engine calls this for ``refresh_auth``).
 
         Raises AuthRevokedError ("log in again") when the refresh token is revoked, reused or
-        unknown; NotLoggedInError without a stored session; TransientError on network faults.
+        unknown; SessionChangedError when the stored session is gone or another user's (the
+        remote is then done); TransientError on network faults.
         """
         with self._auth_lock:
+            if self._lost is not None:
+                raise self._lost
             self._storage.reload()
             session = self._storage.durable_session()
-            if session is None:
-                raise NotLoggedInError("no cloud session is stored for this home")
+            self._require_own(session)
+            assert session is not None
             try:
                 # Guarded (see _guard_refreshes): never races the timer or another process.
                 self._client.auth.refresh_session(session.refresh_token)
@@ -613,6 +685,8 @@ class SupabaseRemote:
     def _rpc(self, name: str, params: dict[str, Any]) -> Any:
         if self._closed:
             raise SyncError("the remote was used after close()", hint="open a new remote")
+        if self._lost is not None:
+            raise self._lost
         try:
             return self._execute(name, params)
         except AuthExpiredError:
@@ -696,6 +770,8 @@ class SupabaseRemote:
         with self._lock:
             if self._closed:
                 raise SyncError("the remote was used after close()", hint="open a new remote")
+            if self._lost is not None:
+                raise self._lost
             handle = self._next_cb
             self._next_cb += 1
             self._callbacks[handle] = callback
@@ -760,13 +836,19 @@ class SupabaseRemote:
         self.close()
 
 
-def _guard_refreshes(client: Client, storage: KeychainSessionStorage) -> None:
+def _guard_refreshes(
+    client: Client,
+    storage: KeychainSessionStorage,
+    require_own: Callable[[Session | None], None] | None = None,
+) -> None:
     """Route every refresh grant of ``client`` through ``storage.refresh_guard()``.
 
     supabase_auth's refresh timer and ``refresh_session`` both end in ``_refresh_access_token``;
     wrapping that one method (pinned client 2.34.x) serializes them with our own refreshes and
     with other processes of this home, and makes each start from the newest stored token. A
     session another refresher rotated moments ago is reused as is instead of rotating again.
+    ``require_own`` vets the stored session first: a session that was logged out (absent) or
+    belongs to another user is never refreshed nor adopted (it raises, and the timer stops).
     """
     auth = client.auth
     plain = auth._refresh_access_token
@@ -775,6 +857,8 @@ def _guard_refreshes(client: Client, storage: KeychainSessionStorage) -> None:
         with storage.refresh_guard():
             raw = storage.reload()
             latest = _parse_session(raw)
+            if require_own is not None:
+                require_own(latest)
             if latest is not None and latest.refresh_token != refresh_token:
                 if (latest.expires_at or 0) > time.time() + EXPIRY_MARGIN:
                     return AuthResponse(session=latest, user=latest.user)
@@ -835,29 +919,95 @@ def login(
     *,
     signup: bool = False,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    switch_user: bool = False,
 ) -> LoginResult:
     """Sign in (or sign up) and store the session and project in the keychain.
 
     With ``signup`` the account is created where the project allows sign-ups; an existing account
-    falls back to a password sign-in. Raises AuthError (wrong password, weak password, e-mail not
+    falls back to a password sign-in. A home whose blueprints synced with another user of this
+    project is refused (AccountMismatchError; nothing is stored and the new session is revoked)
+    unless ``switch_user``: then its blueprints are uploaded to the new account at the next sync
+    (docs/sync-engine.md, "Identity"). Raises AuthError (wrong password, weak password, e-mail not
     confirmed), RemoteConfigError, TransientError, and AuthError for keychain failures.
     """
     creds, index = _credentials(settings)
     try:
-        storage = KeychainSessionStorage(creds, session_credential_name(settings))
-        session, signed_up = _sign_in(storage, url, anon_key, email, password, signup, timeout_s)
-        project = CloudProject(url.rstrip("/"), anon_key, session.user.id, email)
+        url = url.rstrip("/")
+        session, signed_up = _sign_in(url, anon_key, email, password, signup, timeout_s)
+        project = CloudProject(url, anon_key, session.user.id, email)
+        identity = f"supabase:{url}:{session.user.id}"
         try:
+            note = _claim_home(index, identity, email, switch_user)
+        except AccountMismatchError:
+            _revoke(project, session, timeout_s)  # a session nobody will use
+            raise
+        storage = KeychainSessionStorage(
+            creds, session_credential_name(settings), lock_path=refresh_lock_path(settings)
+        )
+        try:
+            # Under the refresh lock: a refresh in flight elsewhere must not write its (old
+            # user's) rotated session over this one afterwards.
+            with storage.refresh_guard():
+                storage.set_item(STORAGE_KEY, session.model_dump_json())
             creds.set(project_credential_name(settings), project.to_json())
         except CredentialError as exc:
-            raise map_error(exc, what="store the cloud project") from exc
-        return LoginResult(project.url, session.user.id, email, signed_up)
+            raise map_error(exc, what="store the cloud session") from exc
+        _touch_marker(settings)
+        return LoginResult(project.url, session.user.id, email, signed_up, note)
     finally:
         index.close()
 
 
+def _claim_home(index: Index, identity: str, email: str, switch_user: bool) -> str:
+    """Check that ``identity`` may sync this home; returns a note for the person, or "".
+
+    Raises AccountMismatchError when the home synced with another user of the same project and
+    ``switch_user`` is not given; with it, that user is accepted (the engine then uploads).
+    """
+    index.register_schema("sync", st.SYNC_MIGRATIONS)
+    with index.write() as cur:
+        known = st.get_state(cur, "identity")
+        foreign = st.foreign_identity(cur, identity)
+        note = ""
+        if foreign is not None and not switch_user:
+            raise AccountMismatchError(
+                f"this home's blueprints synced with {st.describe_account(cur, foreign)}; "
+                f"logging in here as {email} is refused, so that they are not uploaded to "
+                "another account",
+            )
+        if foreign is not None:
+            st.accept_identity(cur, identity)
+            note = (
+                f"this home synced with {st.describe_account(cur, foreign)}; its blueprints will "
+                f"be uploaded to {email}'s account at the next sync (blueprints whose ids the "
+                "other account owns get new ids here; their files keep their content)"
+            )
+        elif known is not None and known != identity:
+            # Another project: the home's blueprints go there (see docs/sync-engine.md).
+            st.accept_identity(cur, None)
+            note = (
+                f"this home synced with {st.identity_project(known).removeprefix('supabase:')}; "
+                f"its blueprints will be uploaded to {identity_url(identity)} at the next sync"
+            )
+        else:
+            st.accept_identity(cur, None)  # the home's own account again: no switch pending
+        st.remember_email(cur, identity, email)
+        return note
+
+
+def identity_url(identity: str) -> str:
+    """The project URL of a ``supabase:<url>:<user>`` identity."""
+    return st.identity_project(identity).removeprefix("supabase:")
+
+
+def _touch_marker(settings: Settings) -> None:
+    try:
+        session_marker.touch(settings)
+    except OSError as exc:  # the refresh-time check still catches a changed session
+        log.warning("could not tell running sync that the session changed: %s", exc)
+
+
 def _sign_in(
-    storage: KeychainSessionStorage,
     url: str,
     anon_key: str,
     email: str,
@@ -867,8 +1017,9 @@ def _sign_in(
 ) -> tuple[Session, bool]:
     http = _http_client(timeout_s)
     try:
+        # In memory: the session reaches the keychain only once the home may use it (_claim_home).
         client = create_client(
-            url.rstrip("/"), anon_key, _client_options(storage, http, auto_refresh=False)
+            url.rstrip("/"), anon_key, _client_options(_MemoryStorage(), http, auto_refresh=False)
         )
         creds = {"email": email, "password": password}
         if signup:
@@ -906,17 +1057,23 @@ def logout(
     """
     creds, index = _credentials(settings)
     try:
-        storage = KeychainSessionStorage(creds, session_credential_name(settings))
+        storage = KeychainSessionStorage(
+            creds, session_credential_name(settings), lock_path=refresh_lock_path(settings)
+        )
         revoked = False
         session = storage.durable_session()
         project = _stored_project(creds, settings)
         if revoke and session is not None and project is not None:
             revoked = _revoke(project, session, timeout_s)
-        storage.forget()
+        # Under the refresh lock: a refresh in flight elsewhere must not write the session back.
+        with storage.refresh_guard():
+            storage.forget()
         try:
             creds.delete(project_credential_name(settings))
         except CredentialNotFoundError:
             pass
+        # Running sync (daemon, app) stops using the session at its next check (one stat).
+        _touch_marker(settings)
         return revoked
     finally:
         index.close()
@@ -992,6 +1149,8 @@ def remote_from_settings(
         storage = KeychainSessionStorage(
             creds, session_credential_name(settings), lock_path=refresh_lock_path(settings)
         )
+        # Looked at before the keychain: a login or logout after this read changes the marker.
+        marker = session_marker.SessionMarker.for_settings(settings)
         try:
             storage.durable_value()
         except CredentialError as exc:
@@ -1003,6 +1162,7 @@ def remote_from_settings(
             timeout_s=timeout_s,
             realtime_health_s=realtime_health_s,
             on_close=index.close,
+            marker=marker,
         )
     except BaseException:
         index.close()

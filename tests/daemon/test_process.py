@@ -11,9 +11,12 @@ import time
 import pytest
 
 from localstore.config import load_settings
+from sync.control import ControlRequestError
 from sync.embed import daemon_running, lock_holder, read_state
+from sync.errors import AccountMismatchError
+from sync.supabase_remote import login, logout, remote_from_settings
 
-from .conftest import eventually, home_settings, log_in, new_email, write_external
+from .conftest import PASSWORD, eventually, home_settings, log_in, new_email, write_external
 
 
 def test_daemon_streams_edits_syncs_and_stops_on_sigterm(cloud, spawn_daemon, tmp_path) -> None:
@@ -109,3 +112,50 @@ def test_signals_stop_an_offline_daemon_cleanly(spawn_daemon, tmp_path, sig) -> 
     assert not (home / "state" / "daemon.json").exists()
     assert "daemon stopping" in (home / "state" / "daemon.log").read_text()
     assert os.path.exists(home / "state" / "daemon.lock")  # kept: deleting it would race
+
+
+def _account_paths(cloud, home, email) -> list[str]:
+    """The live paths in ``email``'s account (read through a fresh home of that user)."""
+    settings = home_settings(home)
+    log_in(settings, cloud, email)
+    remote = remote_from_settings(settings)
+    try:
+        return sorted(r.path for r in remote.pull(0, limit=1000).changes if not r.deleted)
+    finally:
+        remote.close()
+
+
+def test_logout_and_another_users_login_while_the_daemon_runs(cloud, spawn_daemon, tmp_path):
+    """Review r3 (f_logout_daemon, f_user_switch2): after `logout` the daemon stops using the
+    session at once (an edit made after it is never uploaded); another user of the project cannot
+    log in on the home; with --switch-user the daemon picks the new session up and syncs as them.
+    """
+    home = tmp_path / "a"
+    settings = home_settings(home)
+    alice, bob = new_email(), new_email()
+    log_in(settings, cloud, alice)
+    d = spawn_daemon(home)
+    d.wait_ready()
+    c = d.client()
+    write_external(home / "blueprints", "a/diary.blueprint.yaml", "secret: alice-only\n")
+    assert c.sync(wait=True)["report"]["pushed"] == 1
+
+    logout(settings)
+    assert eventually(lambda: c.status()["sync"]["logged_in"] is False, 10), d.output()
+    write_external(home / "blueprints", "a/after-logout.blueprint.yaml", "v: 1\n")
+    with pytest.raises(ControlRequestError) as info:
+        c.sync(wait=True)
+    assert info.value.code == "not_logged_in"
+
+    with pytest.raises(AccountMismatchError):
+        log_in(settings, cloud, bob)
+    result = login(settings, cloud.url, cloud.anon_key, bob, PASSWORD, switch_user=True)
+    assert eventually(lambda: result.user_id in c.status()["sync"].get("identity", ""), 10)
+    assert c.sync(wait=True)["status"]["pending"] == 0  # its first cycle may have pushed them
+
+    assert _account_paths(cloud, tmp_path / "alice", alice) == ["a/diary.blueprint.yaml"]
+    assert _account_paths(cloud, tmp_path / "bob", bob) == [
+        "a/after-logout.blueprint.yaml",
+        "a/diary.blueprint.yaml",
+    ]
+    assert d.stop() == 0

@@ -14,7 +14,7 @@ import pytest
 from localstore.config import load_settings
 from localstore.credentials import CredentialStore
 from localstore.index import Index
-from sync.errors import AuthRevokedError, NotLoggedInError
+from sync.errors import AuthRevokedError, NotLoggedInError, SessionChangedError
 from sync.localcloud.stack import LocalCloud
 from sync.supabase_remote import (
     SupabaseRemote,
@@ -181,3 +181,28 @@ def test_logout_revokes_and_forgets(cloud: LocalCloud, tmp_path: Path) -> None:
     assert _stored_session(tmp_path / "h") is None
     with pytest.raises(NotLoggedInError):
         remote_from_settings(settings)
+
+
+def test_the_refresh_timer_never_adopts_another_users_session(
+    short_cloud: LocalCloud, homes: Homes
+) -> None:
+    """The client's own refresh timer reloads the keychain too (review r3, f_logout_daemon)."""
+    settings, remote = homes.device(short_cloud.url, short_cloud.anon_key, new_email())
+    bob_home = homes.home("bob")
+    login(bob_home, short_cloud.url, short_cloud.anon_key, new_email(), PASSWORD, signup=True)
+    bob_raw = _stored_session(bob_home.home)  # type: ignore[arg-type]
+    assert bob_raw is not None
+    # Fault injection: bob's session lands in this home's entry without the session marker
+    # changing (a login by another tool, or one killed between the keychain and the marker).
+    index = Index(settings.paths.index_db)
+    try:
+        CredentialStore(index, settings).set(session_credential_name(settings), bob_raw)
+    finally:
+        index.close()
+    time.sleep(2.5 * TTL_S)  # the timer fires ~0.5 s before each expiry
+    header = str(remote._client.options.headers.get("Authorization", ""))
+    sent_as = jwt.decode(header.removeprefix("Bearer "), options={"verify_signature": False})
+    assert sent_as["sub"] == remote.user_id
+    assert _stored_session(settings.home) == bob_raw  # bob's token was neither used nor rotated
+    with pytest.raises(SessionChangedError):
+        remote.server_info()
