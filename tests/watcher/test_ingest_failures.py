@@ -129,7 +129,7 @@ def test_a_path_that_keeps_failing_is_given_up_and_a_rescan_brings_it_in(
     caplog.set_level(logging.DEBUG, logger="localstore.watcher")
     # The rescan after a give-up, sooner than its 30 s (raising=False: the test must fail, not
     # error, on a watcher without it).
-    monkeypatch.setattr(watcher_mod, "GIVE_UP_RESCAN_S", (2.0, 4.0), raising=False)
+    monkeypatch.setattr(watcher_mod, "GIVE_UP_RESCAN_S", (3.0, 6.0), raising=False)
     full_index(True)
     started = time.monotonic()
     (store.root / BIG).write_text(big_text("v1"))
