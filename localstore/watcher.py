@@ -21,6 +21,11 @@ Rescans (at start, every ``rescan_interval_s``, and when watchdog logs an inotif
 compare sizes and mtimes with the index and feed only the differences into the same per-path
 machinery, so a rescan never reads a file that is still being written and never deletes during a
 save dance either.
+
+A path whose ingest fails (a full disk, a locked or read-only index, an unreadable file) is retried
+with a back-off; after ``MAX_FAILURES`` tries it leaves the pending list and a rescan, brought
+forward, tries it again (so does any new event on it). While any path cannot be indexed the
+watcher is DEGRADED and says why.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from localstore import files as fs
 from localstore._reconcile import Reconciler, _Scan
 from localstore.errors import LocalStoreError, StoreClosedError, WatcherError
 from localstore.events import Event
+from localstore.index import map_apsw_error
 
 if TYPE_CHECKING:
     from localstore.store import BlueprintStore
@@ -63,7 +69,19 @@ DEFAULT_BATCH_SIZE = 500
 HEALTH_CHECK_S = 2.0
 FENCE_RELAY_S = 5.0
 MAX_DELETE_HOLD_S = 5.0
+# Ingest failures of one path (a full disk, a locked or read-only index, an unreadable file): the
+# retries wait RETRY_S[0] doubling up to RETRY_S[1]; after MAX_FAILURES tries the path is given
+# up: it leaves the pending list and a rescan brought forward to GIVE_UP_RESCAN_S[0] (doubling per
+# further give-up of the same path, up to GIVE_UP_RESCAN_S[1], never later than the timer rescan)
+# tries it again, as does any new event on it. The edit is never dropped: the index still differs
+# from the file, so every rescan and reconcile finds it.
 MAX_FAILURES = 5
+RETRY_S = (0.25, 30.0)
+GIVE_UP_RESCAN_S = (30.0, 300.0)
+# Ingest-failure log lines of one kind (retrying, giving up) at most this often; the others go to
+# DEBUG and are counted in the next one. A full disk failed every path every 0.1 s, each one a
+# WARNING into a log on that same full disk.
+FAILURE_LOG_S = 60.0
 # Back-off of the rescan that follows a failed worker step (doubling from the first to the last).
 ERROR_RESCAN_S = (0.5, 60.0)
 # watchdog only logs a kernel queue overflow (IN_Q_OVERFLOW); these are the loggers that do it across
@@ -145,9 +163,25 @@ class _PathState:
     writing: bool = False
     vanished_at: float | None = None
     quiet_s: float = 0.0
-    failures: int = 0
     # The fence that must come back before this path's delete may be ingested (0: none laid).
     gate: int = 0
+
+
+@dataclass(slots=True)
+class _Failing:
+    """A path whose ingest keeps failing: kept apart from ``_PathState``, which is dropped when
+    the path is taken for ingest (and, after a give-up, for good until it is found again)."""
+
+    tries: int = 0
+    error: str = ""
+
+
+class _BatchLost(Exception):
+    """The batch's transaction is gone (SQLite rolled it back after ``cause``)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 @dataclass
@@ -237,6 +271,13 @@ class Watcher:
         self._unlistable: list[str] = []
         self._step_error: str | None = None
         self._errors_in_row = 0
+        # Paths whose ingest failed, oldest first; the problem text is built on the worker (other
+        # threads read the string only, never the dict).
+        self._failing: dict[str, _Failing] = {}
+        self._ingest_problem: str | None = None
+        self._all_indexed = True
+        self._log_next: dict[str, float] = {}
+        self._log_skipped: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -263,7 +304,7 @@ class Watcher:
         """Why the watcher is DEGRADED (or FAILED), for status pages; None when all is well."""
         if self._failure is not None:
             return f"the watcher stopped working: {self._failure}"
-        parts = [p for p in (self._root_problem, self._step_error) if p]
+        parts = [p for p in (self._root_problem, self._step_error, self._ingest_problem) if p]
         if self._unlistable:
             shown = ", ".join(p or "." for p in self._unlistable[:5])
             parts.append(f"cannot list {shown}; the blueprints there are not watched")
@@ -360,7 +401,10 @@ class Watcher:
         """Wait until every change made before this call is settled and processed.
 
         A fence file is created in the folder; once its event arrives, every earlier event has been
-        seen (inotify keeps order). Returns False on timeout. Raises WatcherError if not running.
+        seen (inotify keeps order). Returns False on timeout, and as soon as nothing is left to do
+        but some change could not be indexed (``problem`` says why; it is tried again later): a
+        caller such as the daemon's ``sync`` barrier must not take that edit for indexed. Raises
+        WatcherError if not running.
         """
         self._require_running()
         deadline = time.monotonic() + timeout
@@ -390,7 +434,7 @@ class Watcher:
                 if remaining <= 0 or self._failure is not None or not self._worker_alive():
                     return False
                 self._cond.wait(min(remaining, 0.5))
-        return True
+            return self._all_indexed
 
     def _epoch(self) -> int:
         return self.stats.restarts + self.stats.overflows
@@ -614,6 +658,7 @@ class Watcher:
     def _update_idle(self) -> None:
         with self._cond:
             self._idle = self._q.empty() and not self._pending and self._rescan_wanted is None
+            self._all_indexed = not self._failing
             self._cond.notify_all()
 
     def _handle(self, item: tuple[Any, ...]) -> None:
@@ -812,6 +857,8 @@ class Watcher:
                 elif verdict == "drop":
                     del self._pending[key]
                     self._gated.discard(key)
+                    if self._forget_failure(key):
+                        self._update_ingest_problem()
             gone = self._hold_deletes(self._gate_deletes(gone, now), now)
             # (A folder that was just watched anew gets its rescan before any delete goes out.)
             if gone and (not self._check_observer() or self._rescan_wanted is not None):
@@ -925,7 +972,7 @@ class Watcher:
 
     def _ingest_batch(self, items: Sequence[tuple[str, bool]]) -> None:
         rec = Reconciler(self.store)
-        retry: list[tuple[str, bool]] = []
+        failed: list[tuple[str, BaseException]] = []
         vanished: list[str] = []
         try:
             with self.store.index.write():
@@ -937,42 +984,121 @@ class Watcher:
                                 vanished.append(rel)
                     except StoreClosedError:
                         raise
-                    except (OSError, LocalStoreError, apsw.Error) as exc:
+                    # (Anything else too: a bug for one path must not stop the others.)
+                    except Exception as exc:
                         del rec.events[mark:]
-                        log.warning("cannot ingest %s yet: %s", rel, exc)
-                        retry.append((rel, may_delete))
-                    except Exception as exc:  # a bug for one path must not stop the others
-                        del rec.events[mark:]
-                        log.exception("unexpected error ingesting %s (%s)", rel, exc)
-                        retry.append((rel, may_delete))
+                        if self.store.index.conn.getautocommit():
+                            # SQLite rolled the whole batch back (it does on SQLITE_FULL): the
+                            # paths before this one are undone, and each one after it would
+                            # commit on its own, its event then never published.
+                            raise _BatchLost(exc) from exc
+                        failed.append((rel, exc))
         except StoreClosedError:
             raise
-        except (OSError, LocalStoreError, apsw.Error) as exc:
-            log.warning("the watcher's index transaction failed: %s", exc)
-            retry = list(items)
+        except (OSError, LocalStoreError, apsw.Error, _BatchLost) as exc:
+            # The batch's own transaction (begin or commit), or lost: every path in it failed.
+            cause = exc.cause if isinstance(exc, _BatchLost) else exc
+            failed = [(rel, cause) for rel, _ in items]
             rec.events.clear()
             vanished = []
         self.stats.batches += 1
-        self.stats.ingested += len(items) - len(retry)
+        self.stats.ingested += len(items) - len(failed)
         now = time.monotonic()
+        failed_paths = {rel for rel, _ in failed}
+        for rel, _ in items:
+            if rel not in failed_paths:
+                self._forget_failure(rel)
         for rel in vanished:
             self._vanish(rel, now)
-        for rel, _ in retry:
-            self._retry_later(rel, now)
+        for rel, error in failed:
+            self._retry_later(rel, now, error)
+        self._update_ingest_problem()
         for ev in rec.events:
             self.stats.events[ev.kind] = self.stats.events.get(ev.kind, 0) + 1
         self.store.events.publish(rec.events)
 
-    def _retry_later(self, rel: str, now: float) -> None:
+    def _retry_later(self, rel: str, now: float, exc: BaseException) -> None:
+        """Schedule the next try of a path whose ingest failed, backing off; give up after
+        ``MAX_FAILURES`` tries (a rescan or a new event tries again; see ``GIVE_UP_RESCAN_S``).
+
+        The count lives in ``_failing``: ``_PathState`` is dropped when a path is taken for
+        ingest, so keeping it there made every retry the first (0.1 s, forever).
+        """
         self.stats.failures += 1
-        old = self._pending.get(rel)
-        failures = (old.failures if old else 0) + 1
-        if failures > MAX_FAILURES:
-            log.error("giving up on %s after %d tries; the next rescan retries it", rel, failures)
+        failing = self._failing.setdefault(rel, _Failing())
+        failing.tries += 1
+        failing.error = _describe(exc)
+        if failing.tries < MAX_FAILURES:
+            first, most = RETRY_S
+            delay = min(most, first * 2 ** (failing.tries - 1))
+            self._state_for(rel, now).due = now + delay
+            self._log_failure(
+                "retry",
+                "cannot index %s yet (try %d): %s; retrying in %.2g s",
+                rel,
+                failing.tries,
+                failing.error,
+                delay,
+                exc=exc,
+            )
             return
-        st = self._state_for(rel, now)
-        st.failures = failures
-        st.due = now + min(30.0, max(self.settle_s, 0.05) * 2**failures)
+        # Given up: off the pending list (the worker sleeps; wait_idle answers), still failing.
+        # The file still differs from the index, so the rescan brought forward here finds it.
+        first, most = GIVE_UP_RESCAN_S
+        delay = min(most, self.rescan_interval_s, first * 2 ** (failing.tries - MAX_FAILURES))
+        self._next_rescan = min(self._next_rescan, now + delay)
+        self._log_failure(
+            "give-up",
+            "giving up on %s for now after %d tries (%s); a rescan in %.0f s tries again, "
+            "and so does its next change",
+            rel,
+            failing.tries,
+            failing.error,
+            delay,
+            exc=exc,
+        )
+
+    def _forget_failure(self, rel: str) -> bool:
+        """``rel`` needs no retry any more (indexed, or nothing to index); True if it failed."""
+        if self._failing.pop(rel, None) is None:
+            return False
+        if not self._failing:
+            log.info("indexing works again: every blueprint that failed is indexed")
+        return True
+
+    def _update_ingest_problem(self) -> None:
+        """The DEGRADED reason while some path cannot be indexed (built here, read anywhere)."""
+        if not self._failing:
+            self._ingest_problem = None
+            return
+        rel, failing = next(iter(self._failing.items()))
+        more = f" and {len(self._failing) - 1} more blueprint(s)" if len(self._failing) > 1 else ""
+        when = (
+            "retrying"
+            if any(k in self._pending for k in self._failing)
+            else "tried again at the next rescan or change"
+        )
+        self._ingest_problem = f"cannot index {rel}{more}: {failing.error} ({when})"
+
+    def _log_failure(self, kind: str, msg: str, *args: object, exc: BaseException) -> None:
+        """Log one ingest failure, at most once per ``FAILURE_LOG_S`` per kind (else DEBUG)."""
+        now = time.monotonic()
+        if now < self._log_next.get(kind, 0.0):
+            self._log_skipped[kind] = self._log_skipped.get(kind, 0) + 1
+            log.debug(msg, *args)
+            return
+        skipped = self._log_skipped.pop(kind, 0)
+        if skipped:
+            msg += f" ({skipped} more like this in the last {FAILURE_LOG_S:.0f} s)"
+        self._log_next[kind] = now + FAILURE_LOG_S
+        unexpected = not isinstance(exc, OSError | LocalStoreError | apsw.Error)
+        # An unexpected exception is a bug: its traceback is what a report needs.
+        log.log(
+            logging.ERROR if kind == "give-up" or unexpected else logging.WARNING,
+            msg,
+            *args,
+            exc_info=exc if unexpected else None,
+        )
 
     # -- rescans -----------------------------------------------------------------------------------
 
@@ -1057,6 +1183,11 @@ class Watcher:
             self._found_by_rescan(rel, now, missing=False)
         for rel in diff.missing:
             self._found_by_rescan(rel, now, missing=True)
+        # A failed path the rescan does not find different (its file was put back, or it was
+        # indexed some other way) has nothing left to index.
+        for rel in [k for k in self._failing if k not in self._pending]:
+            self._forget_failure(rel)
+        self._update_ingest_problem()
         for rel in diff.stale:
             fs.remove_file(self.root / rel)
         if diff.orphans:
@@ -1114,6 +1245,17 @@ def _keep_overflow_warnings() -> None:
         logger = logging.getLogger(name)
         if not logger.isEnabledFor(logging.WARNING):
             logger.setLevel(logging.WARNING)
+
+
+def _describe(exc: BaseException) -> str:
+    """An ingest error as a status page shows it: "the disk is full", not "FullError: ..."."""
+    if isinstance(exc, apsw.Error):
+        return str(map_apsw_error(exc, "cannot write the index"))
+    if isinstance(exc, LocalStoreError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _identity(path: Path) -> tuple[int, int]:

@@ -68,7 +68,12 @@ MIN_FREE_BYTES = 500 * 1024 * 1024
     help="Stop the running daemon of this home (found through daemon.json; a process that holds "
     "the home's lock without one, such as an app syncing in-process, is left alone with an error).",
 )
-@click.option("--no-stderr", is_flag=True, hidden=True, help="Log to the file only (--detach).")
+@click.option(
+    "--no-stderr",
+    is_flag=True,
+    hidden=True,
+    help="Log to the file only (--detach, and the launchd and Windows services).",
+)
 @pass_ctx
 def daemon_cmd(
     ctx: CliContext,
@@ -208,6 +213,18 @@ def daemon_args(executable: str, home: str | None) -> list[str]:
     return [executable, *(["--home", home] if home else []), "daemon"]
 
 
+def _file_log_only(args: list[str]) -> list[str]:
+    """``args`` for a service manager that keeps the daemon's stderr in a file nobody rotates.
+
+    launchd appends it to ``StandardErrorPath`` (state/daemon.out), and a Windows task has no
+    console to show it: with its stderr handler the daemon wrote every log line there as well as
+    to the rotated daemon.log, and daemon.out grew for as long as the service ran. What still
+    reaches stderr (a crash before logging starts) stays in daemon.out, as with ``--detach``.
+    systemd keeps stderr: journald rotates it, and ``journalctl --user -u`` shows it.
+    """
+    return args if "--no-stderr" in args else [*args, "--no-stderr"]
+
+
 def systemd_escape(arg: str) -> str:
     """Quote one ExecStart argument: systemd expands ``%`` specifiers and ``$`` variables."""
     return shlex.quote(arg.replace("%", "%%").replace("$", "$$"))
@@ -237,10 +254,13 @@ WantedBy=default.target
 
 
 def render_launchd_plist(args: list[str], log_dir: str, label: str = LAUNCHD_LABEL) -> str:
-    """A launchd agent (~/Library/LaunchAgents) running ``args`` at login, restarted on crash."""
+    """A launchd agent (~/Library/LaunchAgents) running ``args`` at login, restarted on crash.
+
+    Its stdout and stderr go to ``log_dir/daemon.out``; the daemon logs to daemon.log only.
+    """
     data = {
         "Label": label,
-        "ProgramArguments": args,
+        "ProgramArguments": _file_log_only(args),
         "RunAtLoad": True,
         "KeepAlive": {"SuccessfulExit": False},
         "ProcessType": "Background",
@@ -252,7 +272,9 @@ def render_launchd_plist(args: list[str], log_dir: str, label: str = LAUNCHD_LAB
 
 
 def render_task_xml(args: list[str]) -> str:
-    """A Windows scheduled task (``schtasks /Create /XML``) starting ``args`` at logon."""
+    """A Windows scheduled task (``schtasks /Create /XML``) starting ``args`` at logon (logging to
+    daemon.log only: a hidden task has no console)."""
+    args = _file_log_only(args)
     command, arguments = args[0], subprocess.list2cmdline(args[1:])
     return f"""\
 <?xml version="1.0" encoding="UTF-16"?>

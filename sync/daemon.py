@@ -213,6 +213,9 @@ class Daemon:
         self.remote_factory = remote_factory or _supabase_remote
         self.metrics = DaemonMetrics()
         self.started_at = time.time()
+        # Uptime from the monotonic clock: a wall-clock step (NTP after a resume, a manual change)
+        # made time.time() - started_at jump or go negative. started_at stays wall time.
+        self._started_monotonic = time.monotonic()
         self.token = secrets.token_urlsafe(32)
         self._port = port
         self._metrics_port = metrics_port
@@ -690,7 +693,7 @@ class Daemon:
                 "pid": os.getpid(),
                 "home": str(self.settings.paths.state.parent),
                 "started_at": self.started_at,
-                "uptime_s": round(time.time() - self.started_at, 3),
+                "uptime_s": round(time.monotonic() - self._started_monotonic, 3),
                 "device_id": self.store.device_id if self.store else "",
                 "device_name": self.settings.device_name,
             },
@@ -760,7 +763,7 @@ class Daemon:
         """Counters and gauges (what the ``metrics`` op and /metrics report)."""
         out: dict[str, Any] = {"counters": asdict(self.metrics), "gauges": {}}
         gauges = out["gauges"]
-        gauges["uptime_seconds"] = round(time.time() - self.started_at, 3)
+        gauges["uptime_seconds"] = round(time.monotonic() - self._started_monotonic, 3)
         gauges["threads"] = threading.active_count()
         if self.engine is not None:
             status = self.engine.status()

@@ -7,8 +7,10 @@ import json
 import os
 import plistlib
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from sync.cli_daemon import (
     render_task_xml,
     service_plan,
 )
+from sync.embed import daemon_running
 from tests.conftest import SLOW
 
 from .conftest import REPO, home_settings
@@ -88,7 +91,7 @@ def test_launchd_plist_parses(tmp_path: Path) -> None:
     home = tmp_path / "h"
     plan = service_plan(home_settings(home), str(home), platform="darwin")
     data = plistlib.loads(plan.text.encode())
-    assert data["ProgramArguments"][-3:] == ["--home", str(home), "daemon"]
+    assert data["ProgramArguments"][-4:] == ["--home", str(home), "daemon", "--no-stderr"]
     assert data["RunAtLoad"] is True and data["KeepAlive"] == {"SuccessfulExit": False}
     assert plan.path.parent.name == "LaunchAgents" and plan.path.suffix == ".plist"
     assert plistlib.loads((PACKAGING / "dev.localstore.daemon.plist").read_bytes())["Label"]
@@ -101,10 +104,43 @@ def test_windows_task_xml_parses(tmp_path: Path) -> None:
     command = root.find("t:Actions/t:Exec/t:Command", _TASK_NS)
     arguments = root.find("t:Actions/t:Exec/t:Arguments", _TASK_NS)
     assert command is not None and command.text == LOCALSTORE
-    assert arguments is not None and arguments.text == f'--home "{home}" daemon'
+    assert arguments is not None and arguments.text == f'--home "{home}" daemon --no-stderr'
     assert root.find("t:Triggers/t:LogonTrigger", _TASK_NS) is not None
     sample = ET.parse(PACKAGING / "localstore-task.xml").getroot()
     assert sample.find("t:Settings/t:MultipleInstancesPolicy", _TASK_NS).text == "IgnoreNew"
+
+
+def test_launchd_service_keeps_log_lines_out_of_its_unrotated_daemon_out(tmp_path: Path) -> None:
+    """launchd appends the daemon's stdout and stderr to daemon.out, which nothing rotates: the
+    service must log to the rotated daemon.log only (as --detach does), or daemon.out grows with
+    every log line for as long as the service runs. Run the plist's own command the way launchd
+    does and compare the two files."""
+    home = tmp_path / "h"
+    settings = home_settings(home)
+    plist = plistlib.loads(service_plan(settings, str(home), platform="darwin").text.encode())
+    out_path = Path(plist["StandardErrorPath"])
+    assert plist["StandardOutPath"] == str(out_path) and out_path.name == "daemon.out"
+    # systemd keeps the stderr log: journald rotates it (and `journalctl --user -u` shows it).
+    unit = service_plan(settings, str(home), platform="linux").text
+    assert "--no-stderr" not in unit
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
+    env.setdefault("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")  # runs offline
+    with open(out_path, "ab") as out:
+        proc = subprocess.Popen(plist["ProgramArguments"], stdout=out, stderr=out, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while (daemon_running(settings) or {}).get("pid") != proc.pid:
+            assert proc.poll() is None, out_path.read_text()
+            assert time.monotonic() < deadline, "the daemon did not start"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    logged = (settings.paths.state / "daemon.log").read_text().splitlines()
+    assert len(logged) >= 2  # started, stopped
+    out_text = out_path.read_text()
+    assert [line for line in logged if line in out_text] == []
 
 
 def test_unsupported_platform_is_refused_clearly(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from localstore import watcher as watcher_mod
 from localstore.errors import LockHeldError
 from localstore.watcher import WatcherState
 from sync.cli_daemon import check_daemon
@@ -105,3 +106,47 @@ def test_a_daemon_that_lost_its_lock_stops_with_an_error(inproc_daemon) -> None:
         assert d.errors == []
     finally:
         other.release()
+
+
+def test_an_index_that_cannot_be_written_is_reported_and_heals(inproc_daemon, monkeypatch) -> None:
+    """A full disk under the index: status names it (the watcher used to say `running` while it
+    retried every 0.1 s), a waiting sync is refused with the reason, and once there is room the
+    edit is indexed and synced without anyone acting."""
+    # The rescan that retries a given-up path: 2 s instead of 30 (raising=False: on a watcher
+    # without it the test fails on what it checks, not here).
+    monkeypatch.setattr(watcher_mod, "GIVE_UP_RESCAN_S", (2.0, 2.0), raising=False)
+    d = inproc_daemon(remote_factory=lambda _settings: MemoryRemote())
+    store = d.daemon.store
+    assert store is not None
+    root = d.daemon.settings.paths.blueprints
+
+    with store.index.read() as cur:
+        normal = int(cur.execute("PRAGMA max_page_count").fetchall()[0][0])
+
+    def cap_index(full: bool) -> None:
+        # SQLITE_FULL for real: the index may not grow past its current size.
+        with store.index.read() as cur:
+            pages = int(cur.execute("PRAGMA page_count").fetchall()[0][0])
+            cur.execute(f"PRAGMA max_page_count={pages if full else normal}").fetchall()
+
+    big = "name: big\nsteps:\n" + "".join(f"  - step {i} lorem ipsum\n" for i in range(5000))
+    with d.client() as c:
+        assert "report" in c.sync(wait=True)
+        cap_index(True)
+        try:
+            write_external(root, "big.blueprint.yaml", big)
+            assert eventually(lambda: c.status()["watcher"]["state"] == "degraded", 10)
+            problem = c.status()["watcher"]["problem"]
+            assert "cannot index big.blueprint.yaml" in problem and "disk is full" in problem
+            with pytest.raises(ControlRequestError) as info:
+                c.sync(wait=True)
+            assert info.value.code == "watcher_behind" and "disk is full" in str(info.value)
+            finding = check_daemon(d.daemon.settings)
+            assert finding.status == "problem" and "disk is full" in finding.detail
+        finally:
+            cap_index(False)
+        assert eventually(lambda: c.status()["watcher"]["state"] == "running", 15)
+        assert c.status()["watcher"]["problem"] is None
+        assert store.exists("big")
+        report = c.sync(wait=True)["report"]
+        assert report["pushed"] == 1, report
