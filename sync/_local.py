@@ -204,7 +204,7 @@ def resolve_conflict(
     record = get_conflict(store, cid)
     if not record.open:
         raise ConflictError(f"conflict #{cid} is already resolved ({record.resolution})")
-    text = content if content is not None else _local_text(store, record)
+    text = content if content is not None else conflict_local_text(store, record)
     with store.index.write() as cur:
         own = _moved_not_copied(cur, record)
         if take != "remote" and not (own and take == "local"):
@@ -239,8 +239,13 @@ def _moved_not_copied(cur: Any, record: ConflictRecord) -> bool:
     )
 
 
-def _local_text(store: BlueprintStore, record: ConflictRecord) -> str:
-    # The copy may have been edited since the conflict: its current text is the local version.
+def conflict_local_text(store: BlueprintStore, record: ConflictRecord) -> str:
+    """The local side of a conflict as it is now: the conflict copy's current text if it exists.
+
+    The copy may have been edited since the conflict (the user started merging by hand), so
+    ``record.local`` (the text when the conflict happened) can be stale. ``resolve --take local``
+    and the merge tool's %LOCAL/%MERGED both start from this text, so neither drops those edits.
+    """
     if record.copy_id and store.exists(record.copy_id):
         return store.load(record.copy_id).content
     return record.local

@@ -20,6 +20,7 @@ import click
 
 from localstore._daemon_state import daemon_running
 from localstore.cli import EXIT_ATTENTION, CliContext, errors_to_exit, fail, pass_ctx
+from sync._local import conflict_local_text
 from sync.engine import (
     SyncEngine,
     SyncReport,
@@ -355,7 +356,7 @@ def resolve_cmd(cli: CliContext, cid: int, take: str | None, tool: bool) -> None
             record = get_conflict(store, cid)
             if not record.open:
                 raise ConflictError(f"conflict #{cid} is already resolved ({record.resolution})")
-            content = _run_merge_tool(cli.settings, record)
+            content = _run_merge_tool(cli.settings, record, conflict_local_text(store, record))
             record = resolve_conflict(store, cid, content=content, how="merge tool")
         elif take in ("local", "remote"):
             record = resolve_conflict(store, cid, take=take)  # type: ignore[arg-type]
@@ -375,8 +376,12 @@ def _read_take_file(name: str) -> str:
         fail(f"cannot read {name}: {exc}", hint="give a UTF-8 YAML file")
 
 
-def _run_merge_tool(settings: Settings, record: Any) -> str:
-    """Run ``settings.merge_tool`` on base/local/remote files; return what it wrote to MERGED."""
+def _run_merge_tool(settings: Settings, record: Any, local: str) -> str:
+    """Run ``settings.merge_tool`` on base/local/remote files; return what it wrote to MERGED.
+
+    ``local`` is the conflict copy's current text (what ``--take local`` keeps), not the text
+    recorded when the conflict happened: edits made to the copy since must reach the tool.
+    """
     template = settings.merge_tool.strip()
     if not template:
         fail(
@@ -392,9 +397,9 @@ def _run_merge_tool(settings: Settings, record: Any) -> str:
         }
         texts = {
             "%BASE": record.base or "",
-            "%LOCAL": record.local,
+            "%LOCAL": local,
             "%REMOTE": record.remote,
-            "%MERGED": record.local,
+            "%MERGED": local,
         }
         for key, path in files.items():
             path.write_text(texts[key], encoding="utf-8")
