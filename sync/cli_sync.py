@@ -2,8 +2,8 @@
 
 The cloud client is imported inside the commands that need it, so ``localstore status`` and
 ``localstore conflicts`` work offline and without the Supabase packages loaded. Exit codes follow
-the CLI contract: 0 ok, 1 error, 2 usage, 3 needs attention (conflicts or quarantine, or
-differences found by ``sync --verify``), 4 not found.
+the CLI contract: 0 ok, 1 error, 2 usage, 3 needs attention (conflicts, quarantine, local edits
+that cannot sync until fixed, or differences found by ``sync --verify``), 4 not found.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from sync.engine import (
     conflict_diff,
     get_conflict,
     list_conflicts,
+    list_flagged,
     list_quarantine,
     local_status,
     resolve_conflict,
@@ -129,8 +130,13 @@ def _finish(
     cli: CliContext, data: dict[str, Any], report: SyncReport, status: dict[str, Any], retried: int
 ) -> None:
     cli.emit(data, lambda: _print_report(report, status, retried))
-    if status.get("conflicts") or status.get("quarantined"):
+    if _needs_attention(status):
         raise SystemExit(EXIT_ATTENTION)
+
+
+def _needs_attention(status: dict[str, Any]) -> bool:
+    """SyncStatus.needs_attention for a status dict (possibly a daemon's, possibly older)."""
+    return any(status.get(k) for k in ("conflicts", "quarantined", "held", "flagged"))
 
 
 def _report_from(data: dict[str, Any]) -> SyncReport:
@@ -173,6 +179,9 @@ def _verify(cli: CliContext, engine: SyncEngine) -> None:
     def human() -> None:
         click.echo(f"local {report.local}, server {report.remote} live blueprints")
         for diff in report.differences:
+            if diff["kind"] == "flagged":
+                click.echo(f"  flagged: {diff['path']}: {diff['detail']} (not synced until fixed)")
+                continue
             pending = " (pending upload)" if diff["pending"] else ""
             click.echo(f"  {diff['kind']}: {diff['id']}{pending}")
         click.echo("in sync" if report.clean else f"{len(report.differences)} difference(s)")
@@ -219,6 +228,11 @@ def _print_report(report: SyncReport, status: dict[str, Any], retried: int) -> N
         click.echo(f"  problem: {error}")
     if status.get("held"):
         click.echo(f"{status['held']} blueprint(s) fail validation and are held back until fixed")
+    if status.get("flagged"):
+        click.echo(
+            f"{status['flagged']} file(s) cannot be read as blueprints; their edits stay here "
+            "until fixed: see `localstore status`"
+        )
     if status.get("conflicts"):
         click.echo(
             f"{status['conflicts']} open conflict(s): see `localstore conflicts`, then "
@@ -261,16 +275,25 @@ def _daemon_status(settings: Settings) -> dict[str, Any] | None:
 @click.command("status")
 @pass_ctx
 def status_cmd(cli: CliContext) -> None:
-    """Show sync status: pending uploads, conflicts, quarantine, last sync, cursor."""
+    """Show sync status: pending uploads, conflicts, quarantine, last sync, cursor.
+
+    Exit 3 when something needs attention (conflicts, quarantined changes, local edits that
+    cannot sync until fixed).
+    """
     with errors_to_exit():
         live = _daemon_status(cli.settings)
         store = cli.store()
         local = local_status(store)
         quarantine = [q.to_dict() for q in list_quarantine(store)]
+        flagged = [f.to_dict() for f in list_flagged(store)]
     data = dict(live) if live is not None else local.to_dict()
-    data.setdefault("cursor", local.cursor)
+    for key, value in local.to_dict().items():
+        # A daemon that is not syncing (logged out) reports only its state; older daemons lack
+        # newer counts. The index has them all.
+        data.setdefault(key, value)
     data["daemon"] = live is not None
     data["quarantine"] = quarantine
+    data["flagged_files"] = flagged
 
     def human() -> None:
         source = "daemon" if live is not None else "local index"
@@ -278,6 +301,12 @@ def status_cmd(cli: CliContext) -> None:
         click.echo(f"pending uploads: {data.get('pending')}")
         if data.get("held"):
             click.echo(f"held back (invalid): {data.get('held')}")
+        if data.get("flagged") or flagged:
+            click.echo(
+                f"not synced, file cannot be read (fix it; `localstore check`): {len(flagged)}"
+            )
+            for f in flagged:
+                click.echo(f"  {f['path']}: {f['reason']}")
         click.echo(f"conflicts: {data.get('conflicts')}")
         click.echo(f"quarantined: {data.get('quarantined')}")
         for q in quarantine:
@@ -288,6 +317,8 @@ def status_cmd(cli: CliContext) -> None:
         click.echo(f"cursor: {data.get('cursor')}")
 
     cli.emit(data, human)
+    if _needs_attention(data):
+        raise SystemExit(EXIT_ATTENTION)
 
 
 # -- conflicts ------------------------------------------------------------------------------------

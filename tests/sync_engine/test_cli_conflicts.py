@@ -36,7 +36,7 @@ def test_status_shows_pending_conflicts_and_cursor(make_device: Callable[..., De
     _, b, _ = _conflicted(make_device)
     b.store.save("c/other", "x: 1\n")
     result = run(b.home, "--json", "status")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # an open conflict needs attention
     data = json.loads(result.output)
     assert data["pending"] == 1 and data["conflicts"] == 1 and data["quarantined"] == 0
     assert data["daemon"] is False and data["cursor"] > 0 and data["last_synced_at"]
