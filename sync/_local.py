@@ -17,6 +17,8 @@ from sync._state import ConflictRecord, QuarantineEntry
 from sync.errors import ConflictError, ConflictNotFoundError
 
 SyncStateName = Literal["offline", "connecting", "idle", "pushing", "pulling", "paused", "error"]
+# sync_state key: the state a failed cycle left ("offline" or "error"), beside "last_error".
+LAST_ERROR_STATE_KEY = "last_error_state"
 SYNC_STATES: tuple[str, ...] = (
     "offline",
     "connecting",
@@ -182,8 +184,13 @@ def read_status(store: BlueprintStore, *, state: SyncStateName | None = None) ->
     """Like :func:`local_status` for a store whose sync schema is known to exist (no write)."""
     with store.index.read() as cur:
         last_error = st.get_state(cur, "last_error")
+        if state is None and last_error:
+            # The engine records which state the failure left (offline for a network error):
+            # without it (older index) any recorded error reads as "error".
+            failed = st.get_state(cur, LAST_ERROR_STATE_KEY)
+            state = "offline" if failed == "offline" else "error"
         return SyncStatus(
-            state=state or ("error" if last_error else "idle"),
+            state=state or "idle",
             pending=st.pending_count(cur),
             conflicts=st.open_conflict_count(cur),
             quarantined=st.quarantine_count(cur),

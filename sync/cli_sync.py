@@ -4,6 +4,7 @@ The cloud client is imported inside the commands that need it, so ``localstore s
 ``localstore conflicts`` work offline and without the Supabase packages loaded. Exit codes follow
 the CLI contract: 0 ok, 1 error, 2 usage, 3 needs attention (conflicts, quarantine, local edits
 that cannot sync until fixed, or differences found by ``sync --verify``), 4 not found.
+``status`` exits 1 when sync is stopped by an error (its last error says what to do).
 """
 
 from __future__ import annotations
@@ -154,15 +155,24 @@ def _home_lock(settings: Settings) -> Any:
 
 
 def _daemon_sync(settings: Settings) -> dict[str, Any] | None:
-    """Run the cycle in this home's daemon; None when none runs (or it cannot be reached)."""
+    """Run the cycle in this home's daemon; None when none runs (or it cannot be reached).
+
+    A daemon that answers with an error (not logged in, paused, its session revoked) is the
+    answer: it holds the home's lock, so syncing here would only fail with "another process is
+    syncing this home" and hide the daemon's reason. Only a control connection that fails
+    falls back to syncing here.
+    """
     if daemon_state(settings) is None:
         return None
     try:
         control = importlib.import_module("sync.control")
-        with control.ControlClient.connect(settings, timeout=10.0) as client:
-            answer = client.sync(wait=True)
     except ImportError:
         return None
+    try:
+        with control.ControlClient.connect(settings, timeout=10.0) as client:
+            answer = client.sync(wait=True)
+    except control.ControlRequestError as exc:
+        fail(f"the daemon did not sync: {exc.message}", hint=exc.hint)
     except Exception as exc:  # noqa: BLE001 - any control failure: try syncing here instead
         click.echo(f"note: the daemon did not run the sync ({exc}); syncing here", err=True)
         return None
@@ -278,7 +288,7 @@ def status_cmd(cli: CliContext) -> None:
     """Show sync status: pending uploads, conflicts, quarantine, last sync, cursor.
 
     Exit 3 when something needs attention (conflicts, quarantined changes, local edits that
-    cannot sync until fixed).
+    cannot sync until fixed), 1 when sync is stopped by an error.
     """
     with errors_to_exit():
         live = _daemon_status(cli.settings)
@@ -317,6 +327,9 @@ def status_cmd(cli: CliContext) -> None:
         click.echo(f"cursor: {data.get('cursor')}")
 
     cli.emit(data, human)
+    if data.get("state") == "error":
+        # Documented: exit 1 is an error with one line on stderr saying what to do.
+        fail(f"sync is stopped: {data.get('last_error') or 'see the daemon log'}")
     if _needs_attention(data):
         raise SystemExit(EXIT_ATTENTION)
 

@@ -54,6 +54,7 @@ from sync._apply import (
     is_path_shape_error,
 )
 from sync._local import (
+    LAST_ERROR_STATE_KEY,
     SYNC_STATES,
     FlaggedFile,
     SyncReport,
@@ -422,6 +423,7 @@ class SyncEngine:
         with self.store.index.write() as cur:
             st.set_state(cur, "last_synced_at", utc_now())
             st.del_state(cur, "last_error")
+            st.del_state(cur, LAST_ERROR_STATE_KEY)
             st.settle(cur)  # idle polls and status reads then look at no row
         self._set_state("idle", progress=None)
 
@@ -429,12 +431,13 @@ class SyncEngine:
         if not isinstance(exc, Exception):
             return  # KeyboardInterrupt / SystemExit: nothing to record
         self._last_error = str(exc) or type(exc).__name__
+        state: SyncStateName = "offline" if isinstance(exc, OfflineError) else "error"
         try:
             with self.store.index.write() as cur:
                 st.set_state(cur, "last_error", self._last_error)
+                st.set_state(cur, LAST_ERROR_STATE_KEY, state)  # `status` without an engine
         except LocalStoreError:  # the index itself failed; the status still shows the error
             log.warning("sync: could not record the error in the index")
-        state: SyncStateName = "offline" if isinstance(exc, OfflineError) else "error"
         self._set_state(state, progress=None)
 
     # -- push --------------------------------------------------------------------------------------

@@ -60,6 +60,25 @@ def test_sync_and_status_go_through_the_daemon(daemon_home: tuple[Path, MemorySe
     assert status["daemon"] is True and status["pending"] == 0
 
 
+def test_a_daemon_that_refuses_the_sync_is_the_answer(
+    daemon_home: tuple[Path, MemoryServer],
+) -> None:
+    """The daemon answered with an error: say it (exit 1, its hint), do not sync here.
+
+    It was taken for an unreachable daemon: "did not run the sync (...); syncing here", then
+    "another process is syncing this home", since the daemon holds the home's lock.
+    """
+    from sync.control import ControlClient
+
+    home, _ = daemon_home
+    with ControlClient.connect(home) as client:
+        client.pause()
+    result = CliRunner().invoke(cli, ["--home", str(home), "sync"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr == "error: the daemon did not sync: sync is paused (resume it first)\n"
+    assert "syncing here" not in result.output
+
+
 def test_sync_and_status_through_the_daemon_report_flagged_files(
     daemon_home: tuple[Path, MemoryServer],
 ) -> None:

@@ -11,9 +11,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 
 from localstore.cli import cli
+from sync.errors import AuthRevokedError, OfflineError
 
 from .conftest import Device, converge
 
@@ -100,6 +102,31 @@ def test_status_of_a_clean_home_exits_0(make_device: Callable[..., Device]) -> N
     result = run(a.home, "--json", "status")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["flagged_files"] == []
+
+
+def test_status_exits_1_when_sync_stopped_on_an_error_not_when_offline(
+    make_device: Callable[..., Device],
+) -> None:
+    a = make_device("a")
+    a.store.save("s/x", "v: 1\n")
+    a.remote.fail_next(exc=OfflineError("push_changes: network is unreachable"))
+    with pytest.raises(OfflineError):
+        a.sync()
+    offline = run(a.home, "status")
+    assert offline.exit_code == 0, offline.output  # retried by itself; nothing to do
+    assert "state: offline" in offline.output
+    a.remote.fail_next(
+        exc=AuthRevokedError("refresh the cloud session: the session is no longer valid")
+    )
+    with pytest.raises(AuthRevokedError):
+        a.sync()
+    stopped = run(a.home, "status")
+    assert stopped.exit_code == 1, stopped.output
+    assert "state: error" in stopped.stdout
+    assert stopped.stderr.startswith("error: sync is stopped: refresh the cloud session")
+    assert "log in again with `localstore login`" in stopped.stderr
+    a.sync()
+    assert run(a.home, "status").exit_code == 0
 
 
 def test_the_flagged_count_reads_an_index_not_every_row(
