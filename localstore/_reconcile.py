@@ -49,6 +49,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("localstore.reconcile")
 
 STALE_TEMP_SECONDS = 60.0
+# How much of a meta file is read: decode_meta's own cap (1 MiB), so that a bigger one is still
+# reported as too large. max_yaml_bytes limits the YAML only; reading metas with it cut a meta
+# with a long description short, reported it as invalid JSON, and the hint (delete the meta)
+# then gave the blueprint a new id.
+META_READ_LIMIT = 1024 * 1024
 
 
 @dataclass
@@ -354,7 +359,7 @@ class Reconciler:
             scan.carried = {}
             for rel in scan.unsupported:
                 try:
-                    raw = self._read(fs.meta_path_for(rel))
+                    raw = self._read_meta(fs.meta_path_for(rel))
                     if raw is not None:
                         scan.carried[decode_meta(raw, source=rel).id] = rel
                 except (OSError, LocalStoreError):
@@ -439,7 +444,7 @@ class Reconciler:
             meta_rel = fs.meta_path_for(rel)
             try:
                 digest = sha256_hex(fs.read_bytes(self.store.root / rel))
-                meta_raw = (self._read(meta_rel) or b"") if meta_rel in scan.metas else b""
+                meta_raw = (self._read_meta(meta_rel) or b"") if meta_rel in scan.metas else b""
             except FileNotFoundError:
                 continue
             except StorageError as exc:
@@ -520,8 +525,16 @@ class Reconciler:
         return True
 
     def _read(self, rel: str) -> bytes | None:
+        """A YAML file's bytes, up to max_yaml_bytes + 1 (None: missing)."""
         try:
             return fs.read_bytes(self.store.root / rel, limit=self.store.limits.max_bytes)
+        except FileNotFoundError:
+            return None
+
+    def _read_meta(self, rel: str) -> bytes | None:
+        """A meta file's (or meta temp's) bytes, up to META_READ_LIMIT + 1 (None: missing)."""
+        try:
+            return fs.read_bytes(self.store.root / rel, limit=META_READ_LIMIT)
         except FileNotFoundError:
             return None
 
@@ -537,7 +550,7 @@ class Reconciler:
         if yaml_bytes is None:
             return
         meta_rel = fs.meta_path_for(rel)
-        meta_bytes = self._read(meta_rel)
+        meta_bytes = self._read_meta(meta_rel)
         row_at_path = self._at_path(cur, rel)
         if meta_bytes is None:
             meta_bytes = self._recover_meta_temp(meta_rel, report)
@@ -669,7 +682,7 @@ class Reconciler:
         not valid, ``unreadable`` if it cannot be read."""
         meta_rel = fs.meta_path_for(yaml_rel)
         try:
-            raw = self._read(meta_rel)
+            raw = self._read_meta(meta_rel)
         except StorageError:
             return unreadable
         try:
@@ -746,7 +759,7 @@ class Reconciler:
         for entry in sorted(temps, key=lambda e: e.stat().st_mtime_ns, reverse=True):
             if entry.stat().st_mtime_ns < not_before:
                 break  # sorted newest first: the rest are older still
-            raw = self._read(str(Path(meta_rel).parent / entry.name).removeprefix("./"))
+            raw = self._read_meta(str(Path(meta_rel).parent / entry.name).removeprefix("./"))
             try:
                 found = decode_meta(raw or b"", source=entry.name)
             except InvalidMetaError:
@@ -874,7 +887,7 @@ class Reconciler:
         report.fixed.append({"kind": "deleted", "path": row.path, "detail": row.id})
 
     def _handle_orphan(self, cur: Any, rel: str, report: CheckReport) -> None:
-        raw = self._read(rel)
+        raw = self._read_meta(rel)
         try:
             meta = decode_meta(raw or b"", source=rel)
         except InvalidMetaError:

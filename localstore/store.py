@@ -1540,7 +1540,7 @@ class BlueprintStore:
         out: list[bytes | None] = []
         for path in (rel, fs.meta_path_for(rel)):
             try:
-                out.append(fs.read_bytes(self.abspath(path), limit=self.limits.max_bytes))
+                out.append(fs.read_bytes(self.abspath(path)))  # whole: a put-back restores them
             except FileNotFoundError:
                 out.append(None)
         return out[0], out[1]

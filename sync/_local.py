@@ -17,6 +17,8 @@ from sync._state import ConflictRecord, QuarantineEntry
 from sync.errors import ConflictError, ConflictNotFoundError
 
 SyncStateName = Literal["offline", "connecting", "idle", "pushing", "pulling", "paused", "error"]
+# sync_state key: the state a failed cycle left ("offline" or "error"), beside "last_error".
+LAST_ERROR_STATE_KEY = "last_error_state"
 SYNC_STATES: tuple[str, ...] = (
     "offline",
     "connecting",
@@ -41,11 +43,16 @@ class SyncStatus:
     progress: tuple[int, int] | None = None  # (done, total) of a push or pull; total 0 = unknown
     held: int = 0
     cursor: int = 0
+    # Blueprints whose file on disk cannot be taken (YAML that does not parse or is over
+    # max_yaml_bytes, an invalid meta file): the index keeps the last good revision, which is
+    # what sync has, so the edit in the file never leaves this device until it is fixed.
+    flagged: int = 0
 
     @property
     def needs_attention(self) -> bool:
-        """True when a person should look (open conflicts or quarantined changes)."""
-        return self.conflicts > 0 or self.quarantined > 0
+        """True when a person should look: open conflicts, quarantined changes, or local edits
+        that cannot sync until fixed (held by the validator, or flagged files)."""
+        return self.conflicts > 0 or self.quarantined > 0 or self.held > 0 or self.flagged > 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly view."""
@@ -113,9 +120,58 @@ class VerifyReport:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class FlaggedFile:
+    """A blueprint whose current file is not accepted, so its edit cannot sync until fixed."""
+
+    id: str
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view."""
+        return asdict(self)
+
+
+# Live rows whose file was not accepted (reconcile's _flag). A flag does not bump the op id,
+# so the outbox and the settled watermark never see these: they need their own query, and a
+# partial index keeps it from scanning every row (a scan of 10,000 rows cost 2-3 ms per
+# status(), which reads nothing else on an idle home). It holds only flagged rows, so saves
+# (flagged NULL) add no entry to it. Its own component: sync's tables stay as they are.
+_FLAGGED_WHERE = "deleted = 0 AND flagged IS NOT NULL"
+STATUS_MIGRATIONS: tuple[str, ...] = (
+    f"CREATE INDEX IF NOT EXISTS sync_flagged ON blueprints(flagged, deleted) WHERE {_FLAGGED_WHERE}",
+)
+
+
+def _flagged_count(cur: Any) -> int:
+    return int(
+        cur.execute(f"SELECT count(*) FROM blueprints WHERE {_FLAGGED_WHERE}").fetchall()[0][0]
+    )
+
+
+def list_flagged(store: BlueprintStore) -> list[FlaggedFile]:
+    """Blueprints whose file cannot be taken (does not parse, too large, bad meta), by path.
+
+    Their index row keeps the last good revision, which is what sync pushes and compares; the
+    file's current text stays on this device until the file is fixed (``localstore check``).
+    """
+    with store.index.read() as cur:
+        return flagged_files(cur)
+
+
+def flagged_files(cur: Any) -> list[FlaggedFile]:
+    """:func:`list_flagged` inside the caller's index transaction."""
+    rows = cur.execute(
+        f"SELECT id, path, flagged FROM blueprints WHERE {_FLAGGED_WHERE} ORDER BY path"
+    ).fetchall()
+    return [FlaggedFile(str(i), str(p), str(r)) for i, p, r in rows]
+
+
 def ensure_schema(store: BlueprintStore) -> None:
     """Create or migrate the sync tables in this store's index."""
     store.index.register_schema("sync", st.SYNC_MIGRATIONS)
+    store.index.register_schema("sync_status", STATUS_MIGRATIONS)
 
 
 def local_status(store: BlueprintStore, *, state: SyncStateName | None = None) -> SyncStatus:
@@ -128,8 +184,13 @@ def read_status(store: BlueprintStore, *, state: SyncStateName | None = None) ->
     """Like :func:`local_status` for a store whose sync schema is known to exist (no write)."""
     with store.index.read() as cur:
         last_error = st.get_state(cur, "last_error")
+        if state is None and last_error:
+            # The engine records which state the failure left (offline for a network error):
+            # without it (older index) any recorded error reads as "error".
+            failed = st.get_state(cur, LAST_ERROR_STATE_KEY)
+            state = "offline" if failed == "offline" else "error"
         return SyncStatus(
-            state=state or ("error" if last_error else "idle"),
+            state=state or "idle",
             pending=st.pending_count(cur),
             conflicts=st.open_conflict_count(cur),
             quarantined=st.quarantine_count(cur),
@@ -137,6 +198,7 @@ def read_status(store: BlueprintStore, *, state: SyncStateName | None = None) ->
             last_error=last_error,
             held=st.held_count(cur),
             cursor=st.get_cursor(cur),
+            flagged=_flagged_count(cur),
         )
 
 
@@ -204,7 +266,7 @@ def resolve_conflict(
     record = get_conflict(store, cid)
     if not record.open:
         raise ConflictError(f"conflict #{cid} is already resolved ({record.resolution})")
-    text = content if content is not None else _local_text(store, record)
+    text = content if content is not None else conflict_local_text(store, record)
     with store.index.write() as cur:
         own = _moved_not_copied(cur, record)
         if take != "remote" and not (own and take == "local"):
@@ -239,8 +301,13 @@ def _moved_not_copied(cur: Any, record: ConflictRecord) -> bool:
     )
 
 
-def _local_text(store: BlueprintStore, record: ConflictRecord) -> str:
-    # The copy may have been edited since the conflict: its current text is the local version.
+def conflict_local_text(store: BlueprintStore, record: ConflictRecord) -> str:
+    """The local side of a conflict as it is now: the conflict copy's current text if it exists.
+
+    The copy may have been edited since the conflict (the user started merging by hand), so
+    ``record.local`` (the text when the conflict happened) can be stale. ``resolve --take local``
+    and the merge tool's %LOCAL/%MERGED both start from this text, so neither drops those edits.
+    """
     if record.copy_id and store.exists(record.copy_id):
         return store.load(record.copy_id).content
     return record.local

@@ -2,8 +2,9 @@
 
 The cloud client is imported inside the commands that need it, so ``localstore status`` and
 ``localstore conflicts`` work offline and without the Supabase packages loaded. Exit codes follow
-the CLI contract: 0 ok, 1 error, 2 usage, 3 needs attention (conflicts or quarantine, or
-differences found by ``sync --verify``), 4 not found.
+the CLI contract: 0 ok, 1 error, 2 usage, 3 needs attention (conflicts, quarantine, local edits
+that cannot sync until fixed, or differences found by ``sync --verify``), 4 not found.
+``status`` exits 1 when sync is stopped by an error (its last error says what to do).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import click
 
 from localstore._daemon_state import daemon_running
 from localstore.cli import EXIT_ATTENTION, CliContext, errors_to_exit, fail, pass_ctx
+from sync._local import conflict_local_text
 from sync.engine import (
     SyncEngine,
     SyncReport,
@@ -27,6 +29,7 @@ from sync.engine import (
     conflict_diff,
     get_conflict,
     list_conflicts,
+    list_flagged,
     list_quarantine,
     local_status,
     resolve_conflict,
@@ -149,8 +152,13 @@ def _finish(
     cli: CliContext, data: dict[str, Any], report: SyncReport, status: dict[str, Any], retried: int
 ) -> None:
     cli.emit(data, lambda: _print_report(report, status, retried))
-    if status.get("conflicts") or status.get("quarantined"):
+    if _needs_attention(status):
         raise SystemExit(EXIT_ATTENTION)
+
+
+def _needs_attention(status: dict[str, Any]) -> bool:
+    """SyncStatus.needs_attention for a status dict (possibly a daemon's, possibly older)."""
+    return any(status.get(k) for k in ("conflicts", "quarantined", "held", "flagged"))
 
 
 def _report_from(data: dict[str, Any]) -> SyncReport:
@@ -168,15 +176,24 @@ def _home_lock(settings: Settings) -> Any:
 
 
 def _daemon_sync(settings: Settings) -> dict[str, Any] | None:
-    """Run the cycle in this home's daemon; None when none runs (or it cannot be reached)."""
+    """Run the cycle in this home's daemon; None when none runs (or it cannot be reached).
+
+    A daemon that answers with an error (not logged in, paused, its session revoked) is the
+    answer: it holds the home's lock, so syncing here would only fail with "another process is
+    syncing this home" and hide the daemon's reason. Only a control connection that fails
+    falls back to syncing here.
+    """
     if daemon_state(settings) is None:
         return None
     try:
         control = importlib.import_module("sync.control")
-        with control.ControlClient.connect(settings, timeout=10.0) as client:
-            answer = client.sync(wait=True)
     except ImportError:
         return None
+    try:
+        with control.ControlClient.connect(settings, timeout=10.0) as client:
+            answer = client.sync(wait=True)
+    except control.ControlRequestError as exc:
+        fail(f"the daemon did not sync: {exc.message}", hint=exc.hint)
     except Exception as exc:  # noqa: BLE001 - any control failure: try syncing here instead
         click.echo(f"note: the daemon did not run the sync ({exc}); syncing here", err=True)
         return None
@@ -193,6 +210,9 @@ def _verify(cli: CliContext, engine: SyncEngine) -> None:
     def human() -> None:
         click.echo(f"local {report.local}, server {report.remote} live blueprints")
         for diff in report.differences:
+            if diff["kind"] == "flagged":
+                click.echo(f"  flagged: {diff['path']}: {diff['detail']} (not synced until fixed)")
+                continue
             pending = " (pending upload)" if diff["pending"] else ""
             click.echo(f"  {diff['kind']}: {diff['id']}{pending}")
         click.echo("in sync" if report.clean else f"{len(report.differences)} difference(s)")
@@ -239,6 +259,11 @@ def _print_report(report: SyncReport, status: dict[str, Any], retried: int) -> N
         click.echo(f"  problem: {error}")
     if status.get("held"):
         click.echo(f"{status['held']} blueprint(s) fail validation and are held back until fixed")
+    if status.get("flagged"):
+        click.echo(
+            f"{status['flagged']} file(s) cannot be read as blueprints; their edits stay here "
+            "until fixed: see `localstore status`"
+        )
     if status.get("conflicts"):
         click.echo(
             f"{status['conflicts']} open conflict(s): see `localstore conflicts`, then "
@@ -281,16 +306,25 @@ def _daemon_status(settings: Settings) -> dict[str, Any] | None:
 @click.command("status")
 @pass_ctx
 def status_cmd(cli: CliContext) -> None:
-    """Show sync status: pending uploads, conflicts, quarantine, last sync, cursor."""
+    """Show sync status: pending uploads, conflicts, quarantine, last sync, cursor.
+
+    Exit 3 when something needs attention (conflicts, quarantined changes, local edits that
+    cannot sync until fixed), 1 when sync is stopped by an error.
+    """
     with errors_to_exit():
         live = _daemon_status(cli.settings)
         store = cli.store()
         local = local_status(store)
         quarantine = [q.to_dict() for q in list_quarantine(store)]
+        flagged = [f.to_dict() for f in list_flagged(store)]
     data = dict(live) if live is not None else local.to_dict()
-    data.setdefault("cursor", local.cursor)
+    for key, value in local.to_dict().items():
+        # A daemon that is not syncing (logged out) reports only its state; older daemons lack
+        # newer counts. The index has them all.
+        data.setdefault(key, value)
     data["daemon"] = live is not None
     data["quarantine"] = quarantine
+    data["flagged_files"] = flagged
 
     def human() -> None:
         source = "daemon" if live is not None else "local index"
@@ -298,6 +332,12 @@ def status_cmd(cli: CliContext) -> None:
         click.echo(f"pending uploads: {data.get('pending')}")
         if data.get("held"):
             click.echo(f"held back (invalid): {data.get('held')}")
+        if data.get("flagged") or flagged:
+            click.echo(
+                f"not synced, file cannot be read (fix it; `localstore check`): {len(flagged)}"
+            )
+            for f in flagged:
+                click.echo(f"  {f['path']}: {f['reason']}")
         click.echo(f"conflicts: {data.get('conflicts')}")
         click.echo(f"quarantined: {data.get('quarantined')}")
         for q in quarantine:
@@ -308,6 +348,11 @@ def status_cmd(cli: CliContext) -> None:
         click.echo(f"cursor: {data.get('cursor')}")
 
     cli.emit(data, human)
+    if data.get("state") == "error":
+        # Documented: exit 1 is an error with one line on stderr saying what to do.
+        fail(f"sync is stopped: {data.get('last_error') or 'see the daemon log'}")
+    if _needs_attention(data):
+        raise SystemExit(EXIT_ATTENTION)
 
 
 # -- conflicts ------------------------------------------------------------------------------------
@@ -376,7 +421,7 @@ def resolve_cmd(cli: CliContext, cid: int, take: str | None, tool: bool) -> None
             record = get_conflict(store, cid)
             if not record.open:
                 raise ConflictError(f"conflict #{cid} is already resolved ({record.resolution})")
-            content = _run_merge_tool(cli.settings, record)
+            content = _run_merge_tool(cli.settings, record, conflict_local_text(store, record))
             record = resolve_conflict(store, cid, content=content, how="merge tool")
         elif take in ("local", "remote"):
             record = resolve_conflict(store, cid, take=take)  # type: ignore[arg-type]
@@ -396,8 +441,12 @@ def _read_take_file(name: str) -> str:
         fail(f"cannot read {name}: {exc}", hint="give a UTF-8 YAML file")
 
 
-def _run_merge_tool(settings: Settings, record: Any) -> str:
-    """Run ``settings.merge_tool`` on base/local/remote files; return what it wrote to MERGED."""
+def _run_merge_tool(settings: Settings, record: Any, local: str) -> str:
+    """Run ``settings.merge_tool`` on base/local/remote files; return what it wrote to MERGED.
+
+    ``local`` is the conflict copy's current text (what ``--take local`` keeps), not the text
+    recorded when the conflict happened: edits made to the copy since must reach the tool.
+    """
     template = settings.merge_tool.strip()
     if not template:
         fail(
@@ -413,9 +462,9 @@ def _run_merge_tool(settings: Settings, record: Any) -> str:
         }
         texts = {
             "%BASE": record.base or "",
-            "%LOCAL": record.local,
+            "%LOCAL": local,
             "%REMOTE": record.remote,
-            "%MERGED": record.local,
+            "%MERGED": local,
         }
         for key, path in files.items():
             path.write_text(texts[key], encoding="utf-8")

@@ -54,15 +54,19 @@ from sync._apply import (
     is_path_shape_error,
 )
 from sync._local import (
+    LAST_ERROR_STATE_KEY,
     SYNC_STATES,
+    FlaggedFile,
     SyncReport,
     SyncStateName,
     SyncStatus,
     VerifyReport,
     conflict_diff,
     ensure_schema,
+    flagged_files,
     get_conflict,
     list_conflicts,
+    list_flagged,
     list_quarantine,
     local_status,
     read_status,
@@ -97,6 +101,7 @@ from sync.remote import (
 __all__ = [
     "SYNC_STATES",
     "EngineLock",
+    "FlaggedFile",
     "SyncEngine",
     "SyncReport",
     "SyncStateName",
@@ -107,6 +112,7 @@ __all__ = [
     "ensure_schema",
     "get_conflict",
     "list_conflicts",
+    "list_flagged",
     "list_quarantine",
     "local_status",
     "resolve_conflict",
@@ -258,6 +264,7 @@ class SyncEngine:
             progress=self._progress,
             held=base.held,
             cursor=base.cursor,
+            flagged=base.flagged,
         )
 
     def subscribe_status(self, callback: Callable[[SyncStatus], None]) -> Callable[[], None]:
@@ -443,6 +450,7 @@ class SyncEngine:
         with self.store.index.write() as cur:
             st.set_state(cur, "last_synced_at", utc_now())
             st.del_state(cur, "last_error")
+            st.del_state(cur, LAST_ERROR_STATE_KEY)
             st.settle(cur)  # idle polls and status reads then look at no row
         self._set_state("idle", progress=None)
 
@@ -450,12 +458,13 @@ class SyncEngine:
         if not isinstance(exc, Exception):
             return  # KeyboardInterrupt / SystemExit: nothing to record
         self._last_error = str(exc) or type(exc).__name__
+        state: SyncStateName = "offline" if isinstance(exc, OfflineError) else "error"
         try:
             with self.store.index.write() as cur:
                 st.set_state(cur, "last_error", self._last_error)
+                st.set_state(cur, LAST_ERROR_STATE_KEY, state)  # `status` without an engine
         except LocalStoreError:  # the index itself failed; the status still shows the error
             log.warning("sync: could not record the error in the index")
-        state: SyncStateName = "offline" if isinstance(exc, OfflineError) else "error"
         self._set_state(state, progress=None)
 
     # -- push --------------------------------------------------------------------------------------
@@ -972,13 +981,19 @@ class SyncEngine:
     # -- verify and quarantine retry ---------------------------------------------------------------
 
     def verify(self) -> VerifyReport:
-        """Compare local (id, content_hash, deleted) with the server's verify pages."""
+        """Compare local (id, content_hash, deleted) with the server's verify pages.
+
+        The index holds the last good revision of a blueprint whose file is flagged (does not
+        parse, too large, bad meta), and that can match the server while the file does not:
+        each flagged file is a difference of its own (kind ``flagged``, with path and reason).
+        """
         with self._cycle_lock:
             self._refreshed = False
             server = self._server_rows()
             with self.store.index.read() as cur:
                 local = st.local_fingerprints(cur)
                 dirty = {i.id for i in st.outbox_batch(cur, 0, 1_000_000)}
+                flagged = flagged_files(cur)
         report = VerifyReport(
             local=sum(1 for _, d in local.values() if not d),
             remote=sum(1 for v in server.values() if not v.deleted),
@@ -988,6 +1003,22 @@ class SyncEngine:
             if diff is not None:
                 diff["pending"] = blueprint_id in dirty
                 report.differences.append(diff)
+        for f in flagged:
+            server_row = server.get(f.id)
+            live = server_row is not None and not server_row.deleted
+            fingerprint = local.get(f.id)
+            report.differences.append(
+                {
+                    "id": f.id,
+                    "kind": "flagged",
+                    "path": f.path,
+                    "detail": f.reason,
+                    "local_hash": fingerprint[0] if fingerprint is not None else None,
+                    "server_hash": server_row.content_hash if live and server_row else None,
+                    "server_rev": server_row.rev if server_row is not None else None,
+                    "pending": f.id in dirty,
+                }
+            )
         return report
 
     def retry_quarantined(self) -> int:

@@ -282,7 +282,7 @@ def _map_auth_error(exc: auth_errors.AuthError, what: str, quiet: bool = False) 
     if isinstance(exc, auth_errors.AuthSessionMissingError):
         return NotLoggedInError(text)
     if code in _REVOKED_AUTH_CODES:
-        return AuthRevokedError(f"{what}: the session is no longer valid; log in again", code=code)
+        return AuthRevokedError(f"{what}: the session is no longer valid", code=code)
     if code == "invalid_credentials":
         return AuthError(f"{what}: wrong email or password", code=code, hint="check them and retry")
     if code == "user_already_exists":
@@ -701,7 +701,13 @@ class SupabaseRemote:
                 request = self._client.rpc(name, params)
             return request.execute().data
         except Exception as exc:
-            raise map_error(exc, what=name) from exc
+            err = map_error(exc, what=name)
+            if err.code == "42501" and self._storage.get_item(STORAGE_KEY) is None:
+                # The client dropped its session (a refresh failed) and sent this as anon: the
+                # refusal is about the session, not the grants. _rpc refreshes once, which says
+                # "log in again" if the session is revoked, and retries if it was a blip.
+                err = AuthExpiredError(err.message, code="42501")
+            raise err from exc
 
     def push(self, changes: Sequence[Change], *, device: str) -> list[PushResult]:
         """Apply changes with compare-and-swap in one transaction; see sync.remote.Remote.push."""

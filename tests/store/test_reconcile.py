@@ -166,3 +166,47 @@ def test_kill_between_yaml_and_meta_rename_keeps_the_id(home: Path) -> None:
         assert s.resolve("p/pulled").id == ident
         assert s.check().clean
     assert not list(root.rglob("*.lstmp"))
+
+
+def test_a_meta_longer_than_max_yaml_bytes_is_read_whole(home: Path) -> None:
+    """max_yaml_bytes limits the YAML, not the meta: a long description is a valid meta.
+
+    Reconcile read the meta with the YAML limit: cut short, it was "not valid JSON", the edit
+    beside it was flagged instead of recorded, and the hint (delete the meta) lost the id.
+    """
+    description = "d" * 1500
+    with localstore.open(home=home, max_yaml_bytes=1024) as s:
+        bp = s.save("m/long", "name: m\n", description=description)
+    meta_file = home / "blueprints/m/long.blueprint.meta.json"
+    assert meta_file.stat().st_size > 1024
+    (home / "blueprints/m/long.blueprint.yaml").write_text("name: m2\n")
+    with localstore.open(home=home, max_yaml_bytes=1024) as s:
+        assert s.check().clean, s.check().problems
+        assert s.load(bp.id).content == "name: m2\n"
+        assert s.resolve("m/long").id == bp.id
+        assert s.load(bp.id).meta.description == description
+        assert json.loads(meta_file.read_text())["id"] == bp.id
+
+
+def test_a_failed_delete_puts_a_long_meta_back_whole(home: Path) -> None:
+    """The files of a delete whose commit fails are put back as they were, not cut at the limit.
+
+    The delete read the pair with max_yaml_bytes: the put-back wrote a truncated meta file.
+    """
+    import pytest
+
+    from localstore.errors import StorageError
+
+    with localstore.open(home=home, max_yaml_bytes=1024) as s:
+        bp = s.save("m/long", "name: m\n", description="d" * 1500)
+        meta_file = home / "blueprints/m/long.blueprint.meta.json"
+        before = meta_file.read_bytes()
+        s.index.conn.setcommithook(lambda: True)  # fault: SQLite turns the COMMIT into a rollback
+        try:
+            with pytest.raises(StorageError):
+                s.delete(bp.id)
+        finally:
+            s.index.conn.setcommithook(None)
+        assert meta_file.read_bytes() == before
+        assert s.check().clean
+        assert s.load(bp.id).meta.description == "d" * 1500

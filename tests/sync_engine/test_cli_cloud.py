@@ -109,3 +109,23 @@ def test_cli_sync_round_trip_with_conflict_and_verify(cloud: LocalCloud, tmp_pat
     assert run(a, "logout").exit_code == 0
     after = run(a, "sync")
     assert after.exit_code == 1 and "login" in after.output
+
+
+def test_cli_verify_reports_an_edit_that_cannot_sync(cloud: LocalCloud, tmp_path: Path) -> None:
+    """A YAML typo keeps the last good revision in the index, which matches the server: verify
+    said "in sync" while the file on disk was not. It lists the flagged file now (exit 3)."""
+    home = tmp_path / "a"
+    login(cloud, home, f"cli-{uuid.uuid4().hex[:10]}@example.test")
+    ident = save(home, "s/broken", "name: small\nv: 1\n")
+    assert sync(home)[0] == 0
+    (home / "blueprints/s/broken.blueprint.yaml").write_text("name: small\nv: [2\n")
+    code, data = sync(home)
+    assert code == 3 and data["report"]["pushed"] == 0 and data["status"]["flagged"] == 1
+    verify = run(home, "--json", "sync", "--verify")
+    assert verify.exit_code == 3, verify.output
+    (diff,) = json.loads(verify.stdout)["differences"]
+    assert (diff["kind"], diff["id"], diff["path"]) == ("flagged", ident, "s/broken.blueprint.yaml")
+    human = run(home, "sync", "--verify")
+    assert human.exit_code == 3
+    assert "flagged: s/broken.blueprint.yaml: YAML does not parse" in human.output
+    assert "in sync" not in human.output

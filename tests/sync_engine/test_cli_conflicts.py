@@ -36,7 +36,7 @@ def test_status_shows_pending_conflicts_and_cursor(make_device: Callable[..., De
     _, b, _ = _conflicted(make_device)
     b.store.save("c/other", "x: 1\n")
     result = run(b.home, "--json", "status")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # an open conflict needs attention
     data = json.loads(result.output)
     assert data["pending"] == 1 and data["conflicts"] == 1 and data["quarantined"] == 0
     assert data["daemon"] is False and data["cursor"] > 0 and data["last_synced_at"]
@@ -111,6 +111,32 @@ def test_resolve_with_the_configured_merge_tool(
     assert b.store.load(ident).content.startswith("name: flow\nsteps: 45\n# saw ")
     again = run(b.home, "conflicts", "resolve", "1", "--tool", env=env)
     assert again.exit_code == 1 and "already resolved" in again.output
+
+
+def test_merge_tool_starts_from_the_copy_as_edited_since_like_take_local(
+    make_device: Callable[..., Device], tmp_path: Path
+) -> None:
+    """%LOCAL and %MERGED hold the conflict copy's current text, as `--take local` keeps it.
+
+    They held the text recorded at conflict time: a tool that saves MERGED as it opened (the
+    user accepts their side) silently dropped the edits made to the copy since.
+    """
+    _, b, ident = _conflicted(make_device)
+    (record,) = b.engine.conflicts()
+    assert record.copy_id is not None
+    edited = "name: flow\nsteps: 5\nnote: edited in the copy\n"
+    b.store.save(record.copy_path or "", edited, id=record.copy_id)
+    seen = tmp_path / "seen-local.yaml"
+    tool = tmp_path / "keep.py"  # saves MERGED untouched; notes what LOCAL held
+    tool.write_text(
+        "import shutil, sys\nshutil.copyfile(sys.argv[1], sys.argv[2])\n", encoding="utf-8"
+    )
+    env = {"LOCALSTORE_MERGE_TOOL": f"{sys.executable} {tool} %LOCAL {seen}"}
+    result = run(b.home, "conflicts", "resolve", "1", "--tool", env=env)
+    assert result.exit_code == 0, result.output
+    assert seen.read_text(encoding="utf-8") == edited
+    assert b.store.load(ident).content == edited
+    assert len(b.store.list()) == 1  # the copy is gone, its edit kept
 
 
 def test_merge_tool_failure_keeps_the_conflict_open(make_device: Callable[..., Device]) -> None:
