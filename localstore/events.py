@@ -1,8 +1,12 @@
 """In-process change events.
 
 Every change the store makes or notices (a save, an external edit, a remote change) is published after
-its index commit. Subscribers run synchronously on the committing thread, so they must be quick; a
-subscriber that raises is logged and does not affect the change or other subscribers.
+its index commit: an event published while the publishing thread has an index transaction open (the
+sync engine applies remote changes through ``store.save`` inside its own transaction) is held until
+that outermost transaction commits, and dropped if it rolls back. Subscribers run synchronously on the
+committing thread, after the index lock is released, so they may read the store (from any thread or
+handle) and see the change; they must be quick. A subscriber that raises is logged and does not
+affect the change or other subscribers.
 """
 
 from __future__ import annotations
@@ -57,12 +61,17 @@ Subscriber = Callable[[Event], None]
 
 
 class EventBus:
-    """Publish/subscribe for events; thread-safe."""
+    """Publish/subscribe for events; thread-safe.
 
-    def __init__(self) -> None:
+    ``defer(deliver)`` decides when a publication is delivered (the store passes
+    ``Index.after_commit``: at once, or after the publishing thread's open transaction commits).
+    """
+
+    def __init__(self, *, defer: Callable[[Callable[[], None]], None] | None = None) -> None:
         self._subs: dict[int, tuple[Subscriber, frozenset[str] | None]] = {}
         self._lock = threading.Lock()
         self._next = 0
+        self._defer = defer
 
     def subscribe(
         self, callback: Subscriber, *, kinds: Iterable[str] | None = None
@@ -81,7 +90,16 @@ class EventBus:
         return unsubscribe
 
     def publish(self, events: Iterable[Event]) -> None:
-        """Deliver events to every matching subscriber."""
+        """Deliver events to every matching subscriber (when ``defer`` says: see the class)."""
+        batch = list(events)  # (callers reuse their lists; a deferred delivery needs this one)
+        if not batch:
+            return
+        if self._defer is None:
+            self._deliver(batch)
+        else:
+            self._defer(lambda: self._deliver(batch))
+
+    def _deliver(self, events: list[Event]) -> None:
         with self._lock:
             subs = list(self._subs.values())
         for event in events:

@@ -361,7 +361,6 @@ class BlueprintStore:
             max_depth=self.settings.max_depth,
             max_nodes=self.settings.max_nodes,
         )
-        self.events = EventBus()
         # Flushes a save's two temp files while its index statements run (files.PendingWrites).
         # One thread: concurrent fsyncs on one ext4 filesystem were slower than sequential ones.
         self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="localstore-flush")
@@ -371,6 +370,9 @@ class BlueprintStore:
         except BaseException:
             self._flusher.shutdown(wait=False)
             raise
+        # Events wait for the commit of the publishing thread's open transaction (the sync
+        # engine saves inside its own): see Index.after_commit.
+        self.events = EventBus(defer=self.index.after_commit)
         self._closed = False
         self._close_lock = threading.Lock()
         self._on_close: list[Callable[[], None]] = []
