@@ -468,8 +468,9 @@ class BlueprintStore:
     def start_sync(self, **engine_kwargs: Any) -> Any:
         """Run the sync engine in this process, holding the home's lock; it stops with the store.
 
-        Returns the ``sync.embed.EmbeddedSync`` handle. Raises LockHeldError when a daemon (or
-        another app) already syncs this home, ConfigError when the sync package is missing.
+        Returns the ``sync.embed.EmbeddedSync`` handle. Raises LockHeldError (precisely
+        ``sync.SyncLockedError``, a subclass) when a daemon (or another app, or another store
+        in this process) already syncs this home, ConfigError when the sync package is missing.
         """
         self._check_open()
         try:
