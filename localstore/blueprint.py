@@ -436,6 +436,11 @@ def dump_yaml(data: Mapping[str, Any]) -> str:
         )
     except yaml.YAMLError as exc:
         raise InvalidYAMLError(f"cannot represent the blueprint as YAML: {_short(exc)}") from exc
+    except RecursionError as exc:  # the dumper recurses per level; a save refuses >64 anyway
+        raise LimitExceededError(
+            "the mapping is nested too deeply to save as YAML",
+            hint="flatten it: a blueprint may nest at most max_depth levels (64 by default)",
+        ) from exc
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1599,8 +1599,16 @@ class BlueprintStore:
         offset: int = 0,
         recursive: bool = True,
     ) -> builtins.list[BlueprintInfo]:
-        """List live blueprints, filtered by folder and tag, sorted and paged."""
+        """List live blueprints, filtered by folder and tag, sorted and paged.
+
+        Raises InvalidInputError for an unknown sort, a folder or tag that is not a string, a
+        limit or offset that is not a whole number >= 0 (``limit=None`` lists everything).
+        """
         self._check_open()
+        folder = _text_arg("folder", folder)
+        tag = _text_arg("tag", tag)
+        limit = None if limit is None else _count_arg("limit", limit)
+        offset = _count_arg("offset", offset)
         if sort not in SORT_COLUMNS:
             raise InvalidInputError(
                 f"cannot sort by {sort!r}", hint=f"use one of {', '.join(SORT_COLUMNS)}"
@@ -1628,7 +1636,10 @@ class BlueprintStore:
         )
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
-            args += [int(limit), int(offset)]
+            args += [limit, offset]
+        elif offset:
+            sql += " LIMIT -1 OFFSET ?"  # (SQLite has no OFFSET without a LIMIT; -1 = none)
+            args.append(offset)
         with self.index.read() as cur, _collector_paused(limit is None or limit > 1000):
             return _infos(cur.execute(sql, args).fetchall())
 
@@ -1650,12 +1661,15 @@ class BlueprintStore:
         proportion to the number of matches, so a query matching more than ``SEARCH_RANK_CAP``
         blueprints is answered in two tiers: those whose name, tags, description or path match
         (ranked, or newest first if they too are over the cap), then the rest newest first
-        (score 0). See docs/architecture.md, "Search". Raises InvalidInputError for an empty query.
+        (score 0). See docs/architecture.md, "Search". Raises InvalidInputError for an empty query,
+        a limit that is not a whole number >= 0, a folder or tag that is not a string.
         """
         self._check_open()
+        limit = _count_arg("limit", limit)
+        folder = _text_arg("folder", folder)
+        tag = _text_arg("tag", tag)
         exact = _fts_query(query, prefix=False)
         typed = _fts_query(query)
-        limit = int(limit)
         filters = ""
         args: list[Any] = []
         if folder:
@@ -1969,6 +1983,32 @@ def _ignore_match(rules: fs.IgnoreRules, rel: str) -> tuple[str, str]:
             ):
                 return part, pattern
     return rel, "?"
+
+
+def _count_arg(name: str, value: Any) -> int:
+    """A limit or offset: a whole number >= 0 (a negative one used to mean "no limit" to
+    SQLite, a float was truncated, None leaked a TypeError)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(
+            f"{name} must be a whole number, not {type(value).__name__} {value!r}",
+            hint=f"pass an int >= 0 as {name}",
+        )
+    if value < 0:
+        raise InvalidInputError(
+            f"{name} must be >= 0, not {value}", hint=f"pass 0 or more as {name}"
+        )
+    return value
+
+
+def _text_arg(name: str, value: Any) -> Any:
+    """A folder or tag filter: a string or None (a list was handed to SQLite as is)."""
+    if value is not None and not isinstance(value, str):
+        raise InvalidInputError(
+            f"{name} must be a string, not {type(value).__name__}",
+            hint=f"pass one {name} as text"
+            + ("; filter by one tag at a time" if name == "tag" else ""),
+        )
+    return value
 
 
 def _like_prefix(prefix: str) -> str:
