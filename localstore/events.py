@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from localstore.blueprint import utc_now
+from localstore.errors import InvalidInputError
 
 log = logging.getLogger("localstore.events")
 
@@ -76,8 +77,17 @@ class EventBus:
     def subscribe(
         self, callback: Subscriber, *, kinds: Iterable[str] | None = None
     ) -> Callable[[], None]:
-        """Call ``callback(event)`` for every event (or only ``kinds``); returns an unsubscribe."""
-        wanted = frozenset(kinds) if kinds is not None else None
+        """Call ``callback(event)`` for every event (or only ``kinds``); returns an unsubscribe.
+
+        Raises InvalidInputError for a callback that is not callable or an unknown kind (a typo
+        would otherwise subscribe to nothing, silently).
+        """
+        if not callable(callback):
+            raise InvalidInputError(
+                f"an event subscriber must be callable, not {type(callback).__name__}",
+                hint="pass a function taking one Event",
+            )
+        wanted = _kinds(kinds)
         with self._lock:
             token = self._next
             self._next += 1
@@ -110,3 +120,28 @@ class EventBus:
                     callback(event)
                 except Exception:  # a subscriber's bug must not undo or block a committed change
                     log.exception("event subscriber %r failed on %s", callback, event.kind)
+
+
+def _kinds(kinds: Iterable[str] | None) -> frozenset[str] | None:
+    """The event kinds asked for, checked (a bare string would be read letter by letter)."""
+    if kinds is None:
+        return None
+    if isinstance(kinds, str | bytes):
+        raise InvalidInputError(
+            f"kinds must be a collection of event kinds, not the string {kinds!r}",
+            hint=f"pass a list, e.g. kinds=[{kinds!r}]; kinds are {', '.join(EVENT_KINDS)}",
+        )
+    try:
+        wanted = frozenset(kinds)
+    except TypeError as exc:
+        raise InvalidInputError(
+            f"kinds must be a collection of event kinds, not {type(kinds).__name__}",
+            hint=f"kinds are {', '.join(EVENT_KINDS)}",
+        ) from exc
+    unknown = sorted(str(k) for k in wanted if k not in EVENT_KINDS)
+    if unknown:
+        raise InvalidInputError(
+            f"unknown event kind(s): {', '.join(unknown)}",
+            hint=f"kinds are {', '.join(EVENT_KINDS)}",
+        )
+    return wanted

@@ -451,7 +451,17 @@ class BlueprintStore:
         self.index.close()
 
     def on_close(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` when the store closes (components stop their threads here)."""
+        """Run ``callback`` when the store closes (components stop their threads here).
+
+        Raises StoreClosedError after close() (the hook would never run), InvalidInputError for
+        a callback that is not callable.
+        """
+        self._check_open()
+        if not callable(callback):
+            raise InvalidInputError(
+                f"a close hook must be callable, not {type(callback).__name__}",
+                hint="pass a function taking no arguments",
+            )
         self._on_close.append(callback)
 
     @property
@@ -501,7 +511,13 @@ class BlueprintStore:
     def subscribe(
         self, callback: Callable[[Event], None], *, kinds: Iterable[str] | None = None
     ) -> Callable[[], None]:
-        """Receive every change event; returns an unsubscribe function."""
+        """Receive every change event (or only ``kinds``); returns an unsubscribe function.
+
+        Events come after the change is committed, on the committing thread once it released
+        the index lock (see localstore.events). Raises InvalidInputError for a callback that is
+        not callable or an unknown kind, StoreClosedError after close().
+        """
+        self._check_open()
         return self.events.subscribe(callback, kinds=kinds)
 
     # -- paths and refs ----------------------------------------------------------------------------
@@ -1645,6 +1661,7 @@ class BlueprintStore:
 
     def count(self) -> int:
         """Number of live blueprints."""
+        self._check_open()
         with self.index.read() as cur:
             return int(
                 cur.execute("SELECT count(*) FROM blueprints WHERE deleted = 0").fetchall()[0][0]
