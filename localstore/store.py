@@ -33,6 +33,7 @@ from localstore.blueprint import (
     BlueprintMeta,
     Validator,
     YamlLimits,
+    check_validator,
     check_yaml,
     content_hash,
     dump_yaml,
@@ -346,8 +347,10 @@ class BlueprintStore:
 
         ``recover_index`` (for ``check --fix``): an index too damaged to open is moved aside to a
         timestamped name in data/ and rebuilt from the files; ``recovered_index`` is then its new
-        path. A plain open refuses a damaged index with an error saying so.
+        path. A plain open refuses a damaged index with an error saying so. Raises
+        InvalidInputError for a validator that is not callable.
         """
+        check_validator(validator)
         self.settings = settings or load_settings()
         self.paths = self.settings.paths
         self.paths.ensure()
