@@ -1501,6 +1501,7 @@ class BlueprintStore:
         events: list[Event] = []
         removing: tuple[str, bytes | None, bytes | None] | None = None
         refused: str | None = None
+        recorded_rev: Revision | None = None
         try:
             with self.index.write() as cur:
                 row, recorded = self._record_before_delete(cur, self._resolve(cur, ref), events)
@@ -1515,6 +1516,7 @@ class BlueprintStore:
                     else:
                         content = yaml_bytes
                     rev = self._mark_deleted(cur, row, content, origin)
+                    recorded_rev = self._revision_row(cur, row.id, rev)
                     bp = self._blueprint_from(row, content.decode("utf-8"))
                     if tx_hook is not None:
                         tx_hook(cur, bp)
@@ -1543,7 +1545,18 @@ class BlueprintStore:
         self.events.publish(events)
         if refused is not None:
             self._refuse_remote(refused, "delete")
-        return Revision(row.id, rev, origin, self.device_id, utc_now(), row.path, "", True)
+        assert recorded_rev is not None  # (set on every path that does not raise)
+        return recorded_rev
+
+    @staticmethod
+    def _revision_row(cur: Any, blueprint_id: str, rev: int) -> Revision:
+        """The revision as history() shows it (its recorded time and content hash)."""
+        r = cur.execute(
+            "SELECT id, rev, origin, device, ts, path, content_hash, deleted FROM revisions "
+            "WHERE id = ? AND rev = ?",
+            (blueprint_id, rev),
+        ).fetchall()[0]
+        return Revision(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]))
 
     def _record_before_delete(self, cur: Any, row: Row, events: list[Event]) -> tuple[Row, bool]:
         """Ingest an edit not recorded yet: the delete revision must hold what the user last had,
