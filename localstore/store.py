@@ -2059,9 +2059,19 @@ def open_store(
 ) -> BlueprintStore:
     """Open the store of a home (``LOCALSTORE_HOME`` or the platform folders when None).
 
-    ``overrides`` are settings (see :class:`localstore.config.Settings`). Raises ConfigError.
+    ``overrides`` are settings (see :class:`localstore.config.Settings`). Give either ready
+    ``settings`` or ``home`` and ``overrides``, not both (they would be ignored). Raises
+    ConfigError.
     """
-    if settings is None:
+    if settings is not None:
+        if home is not None or overrides:
+            given = (["home"] if home is not None else []) + sorted(overrides)
+            raise ConfigError(
+                f"open() got settings and also {', '.join(given)}, which settings already fix",
+                hint="pass only settings (change it with settings.replace(...)), or leave "
+                "settings out and pass home and the setting keywords",
+            )
+    else:
         settings = load_settings(home=home, **overrides)
     return BlueprintStore(
         settings, validator=validator, reconcile=reconcile, maintenance=maintenance
