@@ -13,14 +13,19 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from json.encoder import encode_basestring as _json_str  # C, as json.dumps uses
 from typing import Any, NamedTuple
 
 import yaml
 
-from localstore.errors import InvalidMetaError, InvalidYAMLError, LimitExceededError
+from localstore.errors import (
+    InvalidInputError,
+    InvalidMetaError,
+    InvalidYAMLError,
+    LimitExceededError,
+)
 
 try:  # pragma: no branch - depends on how PyYAML was built
     _Loader: Any = yaml.CSafeLoader
@@ -436,6 +441,11 @@ def dump_yaml(data: Mapping[str, Any]) -> str:
         )
     except yaml.YAMLError as exc:
         raise InvalidYAMLError(f"cannot represent the blueprint as YAML: {_short(exc)}") from exc
+    except RecursionError as exc:  # the dumper recurses per level; a save refuses >64 anyway
+        raise LimitExceededError(
+            "the mapping is nested too deeply to save as YAML",
+            hint="flatten it: a blueprint may nest at most max_depth levels (64 by default)",
+        ) from exc
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -705,12 +715,32 @@ class BlueprintInfo(NamedTuple):
         }
 
 
+def check_validator(validator: Any) -> None:
+    """Refuse a validator that cannot be called (at open, not as a problem on every save)."""
+    if validator is not None and not callable(validator):
+        raise InvalidInputError(
+            f"the validator must be callable, not {type(validator).__name__}",
+            hint="pass a function taking the parsed mapping and returning a list of problems",
+        )
+
+
 def run_validator(validator: Validator | None, data: Mapping[str, Any]) -> tuple[str, ...]:
-    """Run an app's validator; a validator that raises counts as one problem, not a crash."""
+    """Run an app's validator; a validator that raises counts as one problem, not a crash.
+
+    It returns a list (any iterable) of problems; None or an empty one means valid. A single
+    string counts as one problem (iterated, it became one problem per character); a result
+    that is not iterable counts as one problem saying so.
+    """
     if validator is None:
         return ()
     try:
         problems = validator(data)
+        if problems is None:
+            return ()
+        if isinstance(problems, str):
+            return (problems,) if problems else ()
+        if isinstance(problems, bytes | bytearray | Mapping) or not isinstance(problems, Iterable):
+            return (f"validator returned {type(problems).__name__}, not a list of problems",)
+        return tuple(str(p) for p in problems)
     except Exception as exc:  # noqa: BLE001 - an app's validator is foreign code: report its failure as a problem
         return (f"validator raised {type(exc).__name__}: {exc}",)
-    return tuple(str(p) for p in problems or ())

@@ -8,6 +8,7 @@ a keyword to :func:`load_settings`) beats the environment (``LOCALSTORE_<NAME>``
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import socket
@@ -38,6 +39,9 @@ DEFAULT_POLL_INTERVAL_S = 30.0
 DEFAULT_SYNC_BATCH = 200
 DEFAULT_KV_HOT_ITEMS = 1024
 DEFAULT_KV_HOT_BYTES = 16 * 1024 * 1024
+# The sync engine's conflict policies (sync.merge.POLICIES; localstore must not import sync, a
+# test keeps the two equal). Checked at load, so a typo in config.yaml names its file.
+SYNC_CONFLICT_POLICIES = ("merge", "keep-both", "prefer-local", "prefer-remote")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,9 +181,18 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     if unknown:
         raise ConfigError(
             f"{path}: unknown setting(s) {', '.join(unknown)}",
-            hint=f"known settings: {', '.join(sorted(_TUNABLES))}",
+            hint=_known_hint(unknown),
         )
     return data
+
+
+def _known_hint(unknown: list[str]) -> str:
+    """A hint for unknown setting names: the closest known one, or the list."""
+    for name in unknown:
+        close = difflib.get_close_matches(name, _TUNABLES, n=1)
+        if close:
+            return f"did you mean {close[0]!r}? known settings: {', '.join(sorted(_TUNABLES))}"
+    return f"known settings: {', '.join(sorted(_TUNABLES))}"
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -193,6 +206,8 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 # Integer settings that must be at least 1 (a limit or batch of 0 would refuse everything);
 # the other integers must be at least 0, and every float a finite number above 0.
 _AT_LEAST_ONE = frozenset({"max_yaml_bytes", "max_depth", "max_nodes", "sync_batch"})
+# Text settings with a fixed set of values.
+_CHOICES: dict[str, tuple[str, ...]] = {"conflict_policy": SYNC_CONFLICT_POLICIES}
 _KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
 
 
@@ -218,6 +233,13 @@ def _typed(name: str, value: Any, where: str) -> Any:
 
 
 def _in_range(name: str, value: Any, where: str) -> Any:
+    choices = _CHOICES.get(name)
+    if choices is not None and value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        raise ConfigError(
+            f"{where}: setting {name!r} must be one of {', '.join(choices)}, got {value!r}",
+            hint=(f"did you mean {close[0]!r}? " if close else "") + "see docs/configuration.md",
+        )
     if isinstance(value, bool | str):
         return value
     low = 1 if name in _AT_LEAST_ONE else 0
@@ -280,7 +302,7 @@ def load_settings(
     file_values = _read_config_file(config_file)
     unknown = sorted(set(overrides) - set(_TUNABLES))
     if unknown:
-        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}")
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}", hint=_known_hint(unknown))
     values: dict[str, Any] = {}
     for name in _TUNABLES:
         default = getattr(_DEFAULTS, name) if name != "device_name" else socket.gethostname()

@@ -40,7 +40,7 @@ translated at the boundary with ``raise ... from exc`` and never leak out of the
     │   ├── BundleIntegrityError
     │   ├── BundleLimitError
     │   └── UnsafeBundleError
-    └── LockHeldError
+    └── LockHeldError          (sync's SyncLockedError is one too)
 """
 
 from __future__ import annotations

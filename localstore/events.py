@@ -1,8 +1,12 @@
 """In-process change events.
 
 Every change the store makes or notices (a save, an external edit, a remote change) is published after
-its index commit. Subscribers run synchronously on the committing thread, so they must be quick; a
-subscriber that raises is logged and does not affect the change or other subscribers.
+its index commit: an event published while the publishing thread has an index transaction open (the
+sync engine applies remote changes through ``store.save`` inside its own transaction) is held until
+that outermost transaction commits, and dropped if it rolls back. Subscribers run synchronously on the
+committing thread, after the index lock is released, so they may read the store (from any thread or
+handle) and see the change; they must be quick. A subscriber that raises is logged and does not
+affect the change or other subscribers.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from localstore.blueprint import utc_now
+from localstore.errors import InvalidInputError
 
 log = logging.getLogger("localstore.events")
 
@@ -57,18 +62,32 @@ Subscriber = Callable[[Event], None]
 
 
 class EventBus:
-    """Publish/subscribe for events; thread-safe."""
+    """Publish/subscribe for events; thread-safe.
 
-    def __init__(self) -> None:
+    ``defer(deliver)`` decides when a publication is delivered (the store passes
+    ``Index.after_commit``: at once, or after the publishing thread's open transaction commits).
+    """
+
+    def __init__(self, *, defer: Callable[[Callable[[], None]], None] | None = None) -> None:
         self._subs: dict[int, tuple[Subscriber, frozenset[str] | None]] = {}
         self._lock = threading.Lock()
         self._next = 0
+        self._defer = defer
 
     def subscribe(
         self, callback: Subscriber, *, kinds: Iterable[str] | None = None
     ) -> Callable[[], None]:
-        """Call ``callback(event)`` for every event (or only ``kinds``); returns an unsubscribe."""
-        wanted = frozenset(kinds) if kinds is not None else None
+        """Call ``callback(event)`` for every event (or only ``kinds``); returns an unsubscribe.
+
+        Raises InvalidInputError for a callback that is not callable or an unknown kind (a typo
+        would otherwise subscribe to nothing, silently).
+        """
+        if not callable(callback):
+            raise InvalidInputError(
+                f"an event subscriber must be callable, not {type(callback).__name__}",
+                hint="pass a function taking one Event",
+            )
+        wanted = _kinds(kinds)
         with self._lock:
             token = self._next
             self._next += 1
@@ -81,7 +100,16 @@ class EventBus:
         return unsubscribe
 
     def publish(self, events: Iterable[Event]) -> None:
-        """Deliver events to every matching subscriber."""
+        """Deliver events to every matching subscriber (when ``defer`` says: see the class)."""
+        batch = list(events)  # (callers reuse their lists; a deferred delivery needs this one)
+        if not batch:
+            return
+        if self._defer is None:
+            self._deliver(batch)
+        else:
+            self._defer(lambda: self._deliver(batch))
+
+    def _deliver(self, events: list[Event]) -> None:
         with self._lock:
             subs = list(self._subs.values())
         for event in events:
@@ -92,3 +120,28 @@ class EventBus:
                     callback(event)
                 except Exception:  # a subscriber's bug must not undo or block a committed change
                     log.exception("event subscriber %r failed on %s", callback, event.kind)
+
+
+def _kinds(kinds: Iterable[str] | None) -> frozenset[str] | None:
+    """The event kinds asked for, checked (a bare string would be read letter by letter)."""
+    if kinds is None:
+        return None
+    if isinstance(kinds, str | bytes):
+        raise InvalidInputError(
+            f"kinds must be a collection of event kinds, not the string {kinds!r}",
+            hint=f"pass a list, e.g. kinds=[{kinds!r}]; kinds are {', '.join(EVENT_KINDS)}",
+        )
+    try:
+        wanted = frozenset(kinds)
+    except TypeError as exc:
+        raise InvalidInputError(
+            f"kinds must be a collection of event kinds, not {type(kinds).__name__}",
+            hint=f"kinds are {', '.join(EVENT_KINDS)}",
+        ) from exc
+    unknown = sorted(str(k) for k in wanted if k not in EVENT_KINDS)
+    if unknown:
+        raise InvalidInputError(
+            f"unknown event kind(s): {', '.join(unknown)}",
+            hint=f"kinds are {', '.join(EVENT_KINDS)}",
+        )
+    return wanted

@@ -16,6 +16,7 @@ tracked per component in ``component_versions`` and the core's version is mirror
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -33,6 +34,8 @@ from localstore.errors import (
     PermissionDeniedError,
     StoreClosedError,
 )
+
+log = logging.getLogger("localstore.index")
 
 CORE_MIGRATIONS: tuple[str, ...] = (
     # v1: blueprints, revisions, full-text search, settings, counters.
@@ -236,6 +239,12 @@ class Index:
         self._commits = 0
         self._commit_listeners: list[Any] = []
         self._rollback_listeners: list[Callable[[], None]] = []
+        # The thread whose transaction is open (set and cleared under the lock by that thread),
+        # what after_commit() queued per open level (outermost first), and a close() asked for
+        # from inside that transaction (done when it ends).
+        self._owner: int | None = None
+        self._deferred: list[list[Callable[[], None]]] = []
+        self._close_pending = False
         self.register_schema("core", CORE_MIGRATIONS)
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -248,21 +257,54 @@ class Index:
         return self._conn
 
     def close(self) -> None:
-        """Checkpoint what is cheap to checkpoint, then close the connection."""
+        """Checkpoint what is cheap to checkpoint, then close the connection.
+
+        Called from inside a write transaction of the calling thread (a callback run by code
+        that holds one), the close is deferred until that outermost transaction ends, by commit
+        or rollback: closing the connection under it would roll it back behind its owner's back
+        (its statements then fail on a closed index, half of its work done in memory). ``closed``
+        is True from the call on. Another thread's close waits for the transaction, as before.
+        """
         with self._lock:
             if self._conn is None:
                 return
-            try:
-                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except apsw.Error:  # another process holds the WAL busy; its maintainer will do it
-                pass
-            self._conn.close()
-            self._conn = None
+            if self._depth > 0:  # (the lock is reentrant: only the transaction's thread gets here)
+                self._close_pending = True
+                return
+            self._close_now()
+
+    def _close_now(self) -> None:
+        conn, self._conn = self._conn, None
+        self._close_pending = False
+        if conn is None:
+            return
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except apsw.Error:  # another process holds the WAL busy; its maintainer will do it
+            pass
+        conn.close()
 
     @property
     def closed(self) -> bool:
-        """True after close()."""
-        return self._conn is None
+        """True after close() (also while a close waits for the open transaction to end)."""
+        return self._conn is None or self._close_pending
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback()`` once what the calling thread has written is committed.
+
+        With a write transaction open on this thread (at any depth), the callback is queued and
+        runs on this thread after the outermost COMMIT, once the lock is released (unless the
+        thread held it before the transaction); it is dropped if the transaction, or the
+        savepoint it was queued in, rolls back. With none open it runs at once. For change
+        events: a subscriber must never hear of a change other connections cannot see yet,
+        or that is then rolled back, nor run while this thread holds the index lock.
+        """
+        # _owner is only ever set to this thread's id by this thread, so an unlocked read is
+        # exact for the question asked (another thread's transaction does not hold this one).
+        if self._owner == threading.get_ident() and self._deferred:
+            self._deferred[-1].append(callback)
+            return
+        callback()
 
     def on_commit(self, callback: Any) -> None:
         """Call ``callback()`` after every outermost write commit (used by the maintainer)."""
@@ -310,22 +352,47 @@ class Index:
             except apsw.Error as exc:
                 raise map_apsw_error(exc, "start a write") from exc
             self._depth += 1
+            if outer:
+                self._owner = threading.get_ident()
+            self._deferred.append([])
             try:
                 yield cur
             except BaseException:
                 self._depth -= 1
+                self._deferred.pop()  # what this level queued never happened
                 self._rollback(cur, outer, name)
+                self._end(outer)
                 raise
             self._depth -= 1
+            queued = self._deferred.pop()
             try:
                 cur.execute("COMMIT" if outer else f"RELEASE {name}")
             except apsw.Error as exc:
                 self._rollback(cur, outer, name)
+                self._end(outer)
                 raise map_apsw_error(exc, "commit to the index") from exc
+            if not outer:  # released into the enclosing level: it commits or rolls back with it
+                self._deferred[-1].extend(queued)
+            self._end(outer)
         if outer:
             self._commits += 1
             for cb in self._commit_listeners:
                 cb()
+            for cb in queued:
+                try:
+                    cb()
+                except Exception:  # the write is committed; a callback must not make it look failed
+                    log.exception("after-commit callback %r failed", cb)
+
+    def _end(self, outer: bool) -> None:
+        """Bookkeeping when a level ends (under the lock): the outermost frees the connection
+        for a close() that came from inside it."""
+        if not outer:
+            return
+        self._owner = None
+        self._deferred.clear()
+        if self._close_pending:
+            self._close_now()
 
     def _begin_immediate(self, cur: apsw.Cursor) -> None:
         # The busy handler already waits busy_timeout_ms; a few extra rounds cover the rare

@@ -156,6 +156,11 @@ def _encode(key: str, value: Any, fmt: str) -> bytes:
             f"cannot encode {key!r} as {fmt}: {type(exc).__name__}",
             hint="store plain data (dicts, lists, str, numbers, bools, None) or use binary",
         ) from exc
+    except RecursionError as exc:  # both encoders recurse once per nesting level
+        raise KVFormatError(
+            f"cannot encode {key!r} as {fmt}: the value is nested too deeply",
+            hint="flatten the value (a few hundred levels at most), or store it as binary",
+        ) from exc
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
     raise KVFormatError(f"binary value of {key!r} must be bytes, not {type(value).__name__}")
@@ -169,6 +174,11 @@ def _decode(key: str, data: bytes, fmt: str) -> Any:
             return yaml.load(data, Loader=_YamlLoader)  # _YamlLoader is a SafeLoader
     except (ValueError, yaml.YAMLError) as exc:
         raise KVFormatError(f"stored value of {key!r} is not valid {fmt}") from exc
+    except RecursionError as exc:  # written by another program: too deep to decode here
+        raise KVFormatError(
+            f"stored value of {key!r} is nested too deeply to decode as {fmt}",
+            hint="delete the key (KVStore.delete) and store a flatter value",
+        ) from exc
     return data
 
 

@@ -33,6 +33,7 @@ from localstore.blueprint import (
     BlueprintMeta,
     Validator,
     YamlLimits,
+    check_validator,
     check_yaml,
     content_hash,
     dump_yaml,
@@ -346,8 +347,10 @@ class BlueprintStore:
 
         ``recover_index`` (for ``check --fix``): an index too damaged to open is moved aside to a
         timestamped name in data/ and rebuilt from the files; ``recovered_index`` is then its new
-        path. A plain open refuses a damaged index with an error saying so.
+        path. A plain open refuses a damaged index with an error saying so. Raises
+        InvalidInputError for a validator that is not callable.
         """
+        check_validator(validator)
         self.settings = settings or load_settings()
         self.paths = self.settings.paths
         self.paths.ensure()
@@ -361,7 +364,6 @@ class BlueprintStore:
             max_depth=self.settings.max_depth,
             max_nodes=self.settings.max_nodes,
         )
-        self.events = EventBus()
         # Flushes a save's two temp files while its index statements run (files.PendingWrites).
         # One thread: concurrent fsyncs on one ext4 filesystem were slower than sequential ones.
         self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="localstore-flush")
@@ -371,6 +373,9 @@ class BlueprintStore:
         except BaseException:
             self._flusher.shutdown(wait=False)
             raise
+        # Events wait for the commit of the publishing thread's open transaction (the sync
+        # engine saves inside its own): see Index.after_commit.
+        self.events = EventBus(defer=self.index.after_commit)
         self._closed = False
         self._close_lock = threading.Lock()
         self._on_close: list[Callable[[], None]] = []
@@ -449,7 +454,17 @@ class BlueprintStore:
         self.index.close()
 
     def on_close(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` when the store closes (components stop their threads here)."""
+        """Run ``callback`` when the store closes (components stop their threads here).
+
+        Raises StoreClosedError after close() (the hook would never run), InvalidInputError for
+        a callback that is not callable.
+        """
+        self._check_open()
+        if not callable(callback):
+            raise InvalidInputError(
+                f"a close hook must be callable, not {type(callback).__name__}",
+                hint="pass a function taking no arguments",
+            )
         self._on_close.append(callback)
 
     @property
@@ -466,8 +481,9 @@ class BlueprintStore:
     def start_sync(self, **engine_kwargs: Any) -> Any:
         """Run the sync engine in this process, holding the home's lock; it stops with the store.
 
-        Returns the ``sync.embed.EmbeddedSync`` handle. Raises LockHeldError when a daemon (or
-        another app) already syncs this home, ConfigError when the sync package is missing.
+        Returns the ``sync.embed.EmbeddedSync`` handle. Raises LockHeldError (precisely
+        ``sync.SyncLockedError``, a subclass) when a daemon (or another app, or another store
+        in this process) already syncs this home, ConfigError when the sync package is missing.
         """
         self._check_open()
         try:
@@ -498,7 +514,13 @@ class BlueprintStore:
     def subscribe(
         self, callback: Callable[[Event], None], *, kinds: Iterable[str] | None = None
     ) -> Callable[[], None]:
-        """Receive every change event; returns an unsubscribe function."""
+        """Receive every change event (or only ``kinds``); returns an unsubscribe function.
+
+        Events come after the change is committed, on the committing thread once it released
+        the index lock (see localstore.events). Raises InvalidInputError for a callback that is
+        not callable or an unknown kind, StoreClosedError after close().
+        """
+        self._check_open()
         return self.events.subscribe(callback, kinds=kinds)
 
     # -- paths and refs ----------------------------------------------------------------------------
@@ -1479,6 +1501,7 @@ class BlueprintStore:
         events: list[Event] = []
         removing: tuple[str, bytes | None, bytes | None] | None = None
         refused: str | None = None
+        recorded_rev: Revision | None = None
         try:
             with self.index.write() as cur:
                 row, recorded = self._record_before_delete(cur, self._resolve(cur, ref), events)
@@ -1493,6 +1516,7 @@ class BlueprintStore:
                     else:
                         content = yaml_bytes
                     rev = self._mark_deleted(cur, row, content, origin)
+                    recorded_rev = self._revision_row(cur, row.id, rev)
                     bp = self._blueprint_from(row, content.decode("utf-8"))
                     if tx_hook is not None:
                         tx_hook(cur, bp)
@@ -1521,7 +1545,18 @@ class BlueprintStore:
         self.events.publish(events)
         if refused is not None:
             self._refuse_remote(refused, "delete")
-        return Revision(row.id, rev, origin, self.device_id, utc_now(), row.path, "", True)
+        assert recorded_rev is not None  # (set on every path that does not raise)
+        return recorded_rev
+
+    @staticmethod
+    def _revision_row(cur: Any, blueprint_id: str, rev: int) -> Revision:
+        """The revision as history() shows it (its recorded time and content hash)."""
+        r = cur.execute(
+            "SELECT id, rev, origin, device, ts, path, content_hash, deleted FROM revisions "
+            "WHERE id = ? AND rev = ?",
+            (blueprint_id, rev),
+        ).fetchall()[0]
+        return Revision(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]))
 
     def _record_before_delete(self, cur: Any, row: Row, events: list[Event]) -> tuple[Row, bool]:
         """Ingest an edit not recorded yet: the delete revision must hold what the user last had,
@@ -1596,8 +1631,16 @@ class BlueprintStore:
         offset: int = 0,
         recursive: bool = True,
     ) -> builtins.list[BlueprintInfo]:
-        """List live blueprints, filtered by folder and tag, sorted and paged."""
+        """List live blueprints, filtered by folder and tag, sorted and paged.
+
+        Raises InvalidInputError for an unknown sort, a folder or tag that is not a string, a
+        limit or offset that is not a whole number >= 0 (``limit=None`` lists everything).
+        """
         self._check_open()
+        folder = _text_arg("folder", folder)
+        tag = _text_arg("tag", tag)
+        limit = None if limit is None else _count_arg("limit", limit)
+        offset = _count_arg("offset", offset)
         if sort not in SORT_COLUMNS:
             raise InvalidInputError(
                 f"cannot sort by {sort!r}", hint=f"use one of {', '.join(SORT_COLUMNS)}"
@@ -1625,12 +1668,16 @@ class BlueprintStore:
         )
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
-            args += [int(limit), int(offset)]
+            args += [limit, offset]
+        elif offset:
+            sql += " LIMIT -1 OFFSET ?"  # (SQLite has no OFFSET without a LIMIT; -1 = none)
+            args.append(offset)
         with self.index.read() as cur, _collector_paused(limit is None or limit > 1000):
             return _infos(cur.execute(sql, args).fetchall())
 
     def count(self) -> int:
         """Number of live blueprints."""
+        self._check_open()
         with self.index.read() as cur:
             return int(
                 cur.execute("SELECT count(*) FROM blueprints WHERE deleted = 0").fetchall()[0][0]
@@ -1647,12 +1694,15 @@ class BlueprintStore:
         proportion to the number of matches, so a query matching more than ``SEARCH_RANK_CAP``
         blueprints is answered in two tiers: those whose name, tags, description or path match
         (ranked, or newest first if they too are over the cap), then the rest newest first
-        (score 0). See docs/architecture.md, "Search". Raises InvalidInputError for an empty query.
+        (score 0). See docs/architecture.md, "Search". Raises InvalidInputError for an empty query,
+        a limit that is not a whole number >= 0, a folder or tag that is not a string.
         """
         self._check_open()
+        limit = _count_arg("limit", limit)
+        folder = _text_arg("folder", folder)
+        tag = _text_arg("tag", tag)
         exact = _fts_query(query, prefix=False)
         typed = _fts_query(query)
-        limit = int(limit)
         filters = ""
         args: list[Any] = []
         if folder:
@@ -1968,6 +2018,32 @@ def _ignore_match(rules: fs.IgnoreRules, rel: str) -> tuple[str, str]:
     return rel, "?"
 
 
+def _count_arg(name: str, value: Any) -> int:
+    """A limit or offset: a whole number >= 0 (a negative one used to mean "no limit" to
+    SQLite, a float was truncated, None leaked a TypeError)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(
+            f"{name} must be a whole number, not {type(value).__name__} {value!r}",
+            hint=f"pass an int >= 0 as {name}",
+        )
+    if value < 0:
+        raise InvalidInputError(
+            f"{name} must be >= 0, not {value}", hint=f"pass 0 or more as {name}"
+        )
+    return value
+
+
+def _text_arg(name: str, value: Any) -> Any:
+    """A folder or tag filter: a string or None (a list was handed to SQLite as is)."""
+    if value is not None and not isinstance(value, str):
+        raise InvalidInputError(
+            f"{name} must be a string, not {type(value).__name__}",
+            hint=f"pass one {name} as text"
+            + ("; filter by one tag at a time" if name == "tag" else ""),
+        )
+    return value
+
+
 def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
@@ -1983,9 +2059,19 @@ def open_store(
 ) -> BlueprintStore:
     """Open the store of a home (``LOCALSTORE_HOME`` or the platform folders when None).
 
-    ``overrides`` are settings (see :class:`localstore.config.Settings`). Raises ConfigError.
+    ``overrides`` are settings (see :class:`localstore.config.Settings`). Give either ready
+    ``settings`` or ``home`` and ``overrides``, not both (they would be ignored). Raises
+    ConfigError.
     """
-    if settings is None:
+    if settings is not None:
+        if home is not None or overrides:
+            given = (["home"] if home is not None else []) + sorted(overrides)
+            raise ConfigError(
+                f"open() got settings and also {', '.join(given)}, which settings already fix",
+                hint="pass only settings (change it with settings.replace(...)), or leave "
+                "settings out and pass home and the setting keywords",
+            )
+    else:
         settings = load_settings(home=home, **overrides)
     return BlueprintStore(
         settings, validator=validator, reconcile=reconcile, maintenance=maintenance

@@ -215,6 +215,7 @@ class SyncEngine:
         self.apply_batch = max(1, apply_batch or batch_size or DEFAULT_APPLY_BATCH)
         ensure_schema(store)
         self._cycle_lock = threading.Lock()
+        self._cycle_thread: int | None = None  # the thread holding _cycle_lock (see _cycle_held)
         self._cond = threading.Condition()
         self._worker = WorkerState.NEW
         self._thread: threading.Thread | None = None
@@ -268,7 +269,11 @@ class SyncEngine:
         )
 
     def subscribe_status(self, callback: Callable[[SyncStatus], None]) -> Callable[[], None]:
-        """Call ``callback(status)`` on every state or progress change; returns an unsubscribe."""
+        """Call ``callback(status)`` on every state or progress change; returns an unsubscribe.
+
+        Listeners run on the syncing thread, inside its cycle: sync_once(), verify() or
+        retry_quarantined() called from one raises EngineStateError (use request_sync()).
+        """
         with self._cond:
             token = self._listener_seq
             self._listener_seq += 1
@@ -339,7 +344,7 @@ class SyncEngine:
         Raises SyncError subclasses (each with an ``action``) and the store's errors; nothing is
         lost or skipped when it raises, and calling again resumes.
         """
-        with self._cycle_lock, self._guard():
+        with self._cycle_held("sync_once"), self._guard():
             self._refreshed = False
             report = SyncReport()
             try:
@@ -349,6 +354,27 @@ class SyncEngine:
                 raise
             self._record_success()
             return report
+
+    @contextmanager
+    def _cycle_held(self, what: str) -> Iterator[None]:
+        """Hold the (non-reentrant) cycle lock; refuse a call from the thread already holding it.
+
+        Status listeners and store-event subscribers run on the syncing thread inside its cycle:
+        one calling sync_once() or verify() would wait for itself forever.
+        """
+        me = threading.get_ident()
+        if self._cycle_thread == me:  # (only this thread ever sets it to its own id)
+            raise EngineStateError(
+                f"{what}() was called from inside a sync cycle on the same thread (a status "
+                "listener or store-event subscriber runs there), which would wait for itself",
+                hint="call engine.request_sync() instead, or hand the call to another thread",
+            )
+        with self._cycle_lock:
+            self._cycle_thread = me
+            try:
+                yield
+            finally:
+                self._cycle_thread = None
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
@@ -987,7 +1013,7 @@ class SyncEngine:
         parse, too large, bad meta), and that can match the server while the file does not:
         each flagged file is a difference of its own (kind ``flagged``, with path and reason).
         """
-        with self._cycle_lock:
+        with self._cycle_held("verify"):
             self._refreshed = False
             server = self._server_rows()
             with self.store.index.read() as cur:
@@ -1030,7 +1056,7 @@ class SyncEngine:
         by now). A failed fetch raises and leaves those rows parked: the cursor is past them and
         nothing else would fetch them.
         """
-        with self._cycle_lock, self._guard():
+        with self._cycle_held("retry_quarantined"), self._guard():
             self._refreshed = False
             with self.store.index.write() as cur:
                 entries = st.quarantined(cur)

@@ -26,7 +26,9 @@ remote's boundary with ``raise ... from exc`` and never leak out.
     │                                         NotFoundError: the CLI exits 4)
     ├── MergeError              tell_user     the merge machinery was misused (e.g. a bad policy)
     ├── EngineStateError        tell_user     the engine was used out of order (started twice...)
-    └── SyncLockedError         tell_user     another process already syncs this home
+    └── SyncLockedError         tell_user     another process already syncs this home (also
+                                              localstore's LockHeldError: one ``except`` for
+                                              "someone else holds this home")
 
 Actions: ``retry`` = back off with jitter and try again, nothing is lost; ``refresh_auth`` =
 refresh the session once and retry, never quarantine; ``quarantine`` = park that one change with
@@ -41,7 +43,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from localstore.errors import NotFoundError
+from localstore.errors import LockHeldError, NotFoundError
 
 Action = Literal["retry", "refresh_auth", "quarantine", "tell_user"]
 
@@ -205,7 +207,10 @@ class EngineStateError(SyncError):
     hint = "create a new SyncEngine; start() it once and stop() it once"
 
 
-class SyncLockedError(SyncError):
-    """Another process (usually the daemon) already syncs this home."""
+class SyncLockedError(SyncError, LockHeldError):
+    """Another process (usually the daemon) already syncs this home (also a LockHeldError)."""
+
+    # Also localstore's LockHeldError (and so a LocalStoreError): store.start_sync() promises
+    # LockHeldError, and an app catching the localstore tree must not miss this one.
 
     hint = "see `localstore status`; the running daemon syncs this home"

@@ -162,3 +162,54 @@ def test_ensure_with_a_file_in_the_way_is_a_storage_error(tmp_path: Path, in_the
         paths.ensure()
     assert "LOCALSTORE_HOME" in info.value.hint
     assert (tmp_path / in_the_way).read_text() == "keep me"
+
+
+@pytest.mark.parametrize("source", ["file", "env", "argument"])
+def test_a_bad_conflict_policy_is_refused_at_load_naming_its_source(
+    tmp_path: Path, source: str
+) -> None:
+    env: dict[str, str] = {}
+    kwargs: dict[str, str] = {}
+    if source == "file":
+        (tmp_path / "config").mkdir()
+        (tmp_path / "config/config.yaml").write_text("conflict_policy: keep_both\n")
+        where = str(tmp_path.resolve() / "config/config.yaml")
+    elif source == "env":
+        env["LOCALSTORE_CONFLICT_POLICY"] = "keep_both"
+        where = "LOCALSTORE_CONFLICT_POLICY"
+    else:
+        kwargs["conflict_policy"] = "keep_both"
+        where = "argument"
+    with pytest.raises(ConfigError, match="conflict_policy") as info:
+        load_settings(home=tmp_path, environ=env, **kwargs)
+    assert info.value.message.startswith(where)
+    assert "'keep-both'" in info.value.hint  # the near miss is named
+
+
+def test_the_conflict_policies_are_the_sync_engines() -> None:
+    from localstore.config import SYNC_CONFLICT_POLICIES
+    from sync.merge import POLICIES
+
+    assert SYNC_CONFLICT_POLICIES == POLICIES
+    for policy in POLICIES:
+        assert load_settings(home="/nonexistent", environ={}, conflict_policy=policy)
+
+
+def test_an_unknown_setting_argument_has_a_hint(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="max_dept") as info:
+        load_settings(home=tmp_path, environ={}, max_dept=5)
+    assert "'max_depth'" in info.value.hint
+
+
+def test_open_refuses_settings_together_with_home_or_settings_keywords(tmp_path: Path) -> None:
+    import localstore
+
+    settings = load_settings(home=tmp_path / "b", environ={})
+    with pytest.raises(ConfigError, match="home") as info:
+        localstore.open(home=tmp_path / "a", settings=settings)
+    assert "settings.replace" in info.value.hint
+    with pytest.raises(ConfigError, match="max_depth"):
+        localstore.open(settings=settings, max_depth=3)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing opened
+    with localstore.open(settings=settings.replace(max_depth=3)) as store:
+        assert store.settings.max_depth == 3

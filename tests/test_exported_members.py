@@ -49,3 +49,19 @@ def test_every_error_class_has_a_docstring() -> None:
         if issubclass(cls, errors.LocalStoreError):
             assert cls.__doc__ and cls.__doc__.strip(), name
             assert name in errors.__doc__, f"{name} is missing from the tree in the docstring"
+
+
+def test_the_lock_error_is_exported_and_sync_s_is_one() -> None:
+    import localstore
+    from sync.errors import SyncError, SyncLockedError
+
+    assert localstore.LockHeldError is localstore.errors.LockHeldError
+    assert issubclass(SyncLockedError, localstore.LockHeldError)
+    assert issubclass(SyncLockedError, SyncError)
+    err = SyncLockedError("process 1 already syncs this home", hint="stop it")
+    assert (err.message, err.hint, err.action) == (
+        "process 1 already syncs this home",
+        "stop it",
+        "tell_user",
+    )
+    assert str(err) == "process 1 already syncs this home (stop it)"

@@ -300,6 +300,19 @@ def test_format_errors(kv: KVStore) -> None:
     assert kv.keys() == []
 
 
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_a_value_nested_too_deeply_is_a_format_error(kv: KVStore, fmt: str) -> None:
+    deep: list[Any] = []
+    inner = deep
+    for _ in range(100_000):  # deeper than the interpreter's recursion limit
+        inner.append([])
+        inner = inner[0]
+    with pytest.raises(KVFormatError, match="nested too deeply") as info:
+        kv.save("deep", deep, format=fmt)
+    assert info.value.hint
+    assert kv.keys() == []
+
+
 def test_item_repr_hides_value(kv: KVStore) -> None:
     kv.save("r", "hidden-value-123")
     item = kv.load_item("r")

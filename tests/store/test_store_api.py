@@ -408,3 +408,10 @@ def test_search_statements_are_not_prepared_again_at_each_run(store) -> None:
     repeated = {sql: runs for sql, runs in counts.items() if len(runs) > 1}
     assert any("MATCH" in sql for sql in repeated), "the trace saw no search run twice"
     assert {sql: runs for sql, runs in repeated.items() if runs[-1] > runs[0]} == {}
+
+
+def test_delete_returns_the_revision_it_recorded(store) -> None:
+    bp = store.save("d/one", "x: 1\n")
+    returned = store.delete(bp.id)
+    assert returned == store.history(bp.id)[0]
+    assert returned.deleted and returned.content_hash == bp.content_hash
