@@ -234,6 +234,8 @@ class Index:
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms
         self._lock = threading.RLock()
+        # Set by interrupt_lock_waits(): a write finding another process's write lock gives up.
+        self._no_lock_waits = False
         self._depth = 0
         self._conn: apsw.Connection | None = _connect(self.path, busy_timeout_ms)
         self._commits = 0
@@ -395,19 +397,48 @@ class Index:
             self._close_now()
 
     def _begin_immediate(self, cur: apsw.Cursor) -> None:
-        # The busy handler already waits busy_timeout_ms; a few extra rounds cover the rare
-        # SQLITE_BUSY that SQLite returns without calling the handler (WAL recovery by a peer).
+        # Waits for another process's write lock with this index's lock RELEASED: SQLite's busy
+        # handler would sleep up to busy_timeout_ms holding it, and every read of this process
+        # (a status request, the daemon's tick, close() at shutdown) queued behind a lock that
+        # it does not need. So BEGIN IMMEDIATE runs with no busy timeout and the waiting is done
+        # here, same overall timeout and same error when it expires. (Under an enclosing read()
+        # of the same thread the release only lowers the count: that thread waits holding the
+        # lock, as before.) Reads keep the busy timeout: they never wait for a writer in WAL.
+        conn = cur.connection
         deadline = time.monotonic() + self.busy_timeout_ms / 1000
-        delay = 0.005
+        delay = 0.001
         while True:
+            conn.setbusytimeout(0)
             try:
                 cur.execute("BEGIN IMMEDIATE")
                 return
             except apsw.BusyError:
-                if time.monotonic() >= deadline:
+                if self._no_lock_waits or time.monotonic() >= deadline:
                     raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.2)
+            finally:
+                conn.setbusytimeout(self.busy_timeout_ms)
+            self._lock.release()
+            try:
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            finally:
+                self._lock.acquire()
+            # Any other thread's transaction ended before the lock came back (each holds it
+            # throughout), so this is still the outermost level; but the index may be closed.
+            if self._conn is None:
+                raise StoreClosedError(
+                    "the index was closed while a write waited for it",
+                    hint="open the store again",
+                )
+            delay = min(delay * 2, 0.05)
+
+    def interrupt_lock_waits(self) -> None:
+        """Make writes give up at once on another process's write lock, from now on.
+
+        For a shutdown: the threads it joins (watcher, sync) must not wait out the busy timeout
+        (30 s) for a lock another process holds. Such a write fails as if the timeout had
+        expired (IndexStoreError); one that finds the lock free goes ahead as usual.
+        """
+        self._no_lock_waits = True
 
     def _rollback(self, cur: apsw.Cursor, outer: bool, name: str) -> None:
         try:

@@ -442,6 +442,9 @@ class BlueprintStore:
             if self._closed:
                 return
             self._closed = True
+        # The threads the hooks join (watcher, sync) must not wait out the busy timeout (30 s)
+        # for a write lock another process holds.
+        self.index.interrupt_lock_waits()
         for cb in reversed(self._on_close):
             try:
                 cb()

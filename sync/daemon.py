@@ -343,6 +343,8 @@ class Daemon:
 
     def _shutdown(self) -> None:
         deadline = time.monotonic() + STOP_BUDGET_S
+        if self.store is not None:  # the engine and watcher joined below must not wait 30 s
+            self.store.index.interrupt_lock_waits()  # for a write lock another process holds
         remove_state(self.settings.paths.state, os.getpid())
         if self._forwarder is not None:
             logging.getLogger().removeHandler(self._forwarder)
