@@ -144,6 +144,19 @@ CORE_MIGRATIONS: tuple[str, ...] = (
 # The full-text tables (the maintainer merges both, the integrity check checks both).
 FTS_TABLES = ("blueprints_fts", "blueprints_described")
 
+# Past this size a commit checkpoints (PASSIVE) on the writer's own connection, then again only
+# after each further WAL_FALLBACK_STEP. The maintainer's checkpoints run beside the writes, so
+# under steady writing they never catch up with the WAL's end, and SQLite starts a WAL over only
+# when it is wholly checkpointed: without this it grew by every save (240 MB after 3,000 saves in
+# 35 s), and without bound when the maintainer failed or was not running. The maintainer has
+# copied most of it already, so this costs a save about one maintainer round, once per 64 MB.
+WAL_HARD_LIMIT = 64 * 1024 * 1024
+WAL_FALLBACK_STEP = 16 * 1024 * 1024
+# How often a maintainer round runs when few commits wake it, and the most a failing one waits.
+MAINTENANCE_INTERVAL_S = 30.0
+# A maintainer whose rounds keep failing says so again at most this often (first failure: at once).
+MAINTENANCE_LOG_EVERY_S = 600.0
+
 
 def map_apsw_error(exc: apsw.Error, action: str = "index operation") -> LocalStoreError:
     """Translate an apsw exception into the localstore tree."""
@@ -222,9 +235,55 @@ def _connect(path: Path, busy_timeout_ms: int) -> apsw.Connection:
         conn.execute("PRAGMA foreign_keys=ON").fetchall()
         conn.execute("PRAGMA wal_autocheckpoint=0").fetchall()
         conn.execute("PRAGMA cache_size=-16000").fetchall()
+        page_size = int(str(conn.execute("PRAGMA page_size").fetchall()[0][0]))
+        # Replaces the automatic checkpoint (off above) with one that fires only past the hard
+        # limit; a WAL hook runs after the commit has released the write lock.
+        conn.setwalhook(_WalGuard(path, page_size))
     except apsw.Error as exc:
         raise map_apsw_error(exc, f"open {path}") from exc
     return conn
+
+
+class _WalGuard:
+    """The WAL hook of a writing connection: the fallback checkpoint past WAL_HARD_LIMIT."""
+
+    def __init__(self, path: Path, page_size: int) -> None:
+        self._path = path
+        self._hard = WAL_HARD_LIMIT // page_size
+        self._step = WAL_FALLBACK_STEP // page_size
+        self._next = self._hard
+        self._page_size = page_size
+        self._logged = float("-inf")
+
+    def __call__(self, conn: apsw.Connection, dbname: str, pages: int) -> int:
+        # Never raises: what the hook returns (or raises) becomes the result of a COMMIT that
+        # has already happened.
+        if pages < self._hard:
+            self._next = self._hard  # the WAL was started over
+            return apsw.SQLITE_OK
+        if pages < self._next:
+            return apsw.SQLITE_OK
+        # Only every WAL_FALLBACK_STEP: a WAL pinned by a reader in another process cannot be
+        # started over, and a checkpoint per commit would then cost every save an fsync.
+        self._next = pages + self._step
+        try:
+            conn.wal_checkpoint(dbname, apsw.SQLITE_CHECKPOINT_PASSIVE)
+        except apsw.Error as exc:  # the commit stands; the maintainer or the next step retries
+            outcome = f"failed ({exc})"
+        else:
+            outcome = "done"
+        now = time.monotonic()
+        if now - self._logged >= MAINTENANCE_LOG_EVERY_S:
+            self._logged = now
+            # INFO: steady writing alone gets here (see WAL_HARD_LIMIT); a failing maintainer
+            # says so itself, at WARNING.
+            log.info(
+                "the write-ahead log of %s reached %d MB; a save checkpointed it (%s)",
+                self._path,
+                pages * self._page_size // 1_000_000,
+                outcome,
+            )
+        return apsw.SQLITE_OK
 
 
 class Index:
@@ -557,32 +616,65 @@ class Maintainer:
     """Background thread that checkpoints the WAL and merges FTS segments off the save path.
 
     Lifecycle: start(), stop(), join(); ``run_once()`` does one round synchronously (tests, close).
+    A failing round (a full disk, an I/O error) is logged, retried with backoff on a fresh
+    connection, and never ends the thread: with automatic checkpoints off it is the only
+    checkpointer below WAL_HARD_LIMIT. Should the thread die anyway, the next commit starts a new
+    one. ``health()`` says how it is doing.
     """
 
     def __init__(
-        self, path: Path, *, busy_timeout_ms: int = 5_000, every_commits: int = 256
+        self,
+        path: Path,
+        *,
+        busy_timeout_ms: int = 5_000,
+        every_commits: int = 256,
+        interval_s: float = MAINTENANCE_INTERVAL_S,
     ) -> None:
         self._path = path
         self._busy_timeout_ms = busy_timeout_ms
         self._every = every_commits
+        self._interval = interval_s
         self._pending = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
         self._lock = threading.Lock()
+        # Health (written by the thread only; read unlocked, each value on its own).
+        self._rounds = 0
+        self._failures = 0  # consecutive failed rounds
+        self._last_error: str | None = None
+        self._last_ok: float | None = None  # wall-clock time of the last good round
+        self._restarts = 0
+        self._logged = float("-inf")
 
     def notify_commit(self) -> None:
-        """Count a commit; wake the thread when enough have accumulated."""
+        """Count a commit; wake the thread when enough have accumulated (restart it if dead)."""
         self._pending += 1
         if self._pending >= self._every:
             self._wake.set()
+        thread = self._thread
+        if thread is not None and not thread.is_alive() and not self._stop.is_set():
+            self._restart(thread)
 
     def start(self) -> None:
         """Start the thread."""
-        if self._thread is not None:
-            raise RuntimeError("maintainer already started")
+        with self._start_lock:
+            if self._thread is not None:
+                raise RuntimeError("maintainer already started")
+            self._spawn()
+
+    def _spawn(self) -> None:
         self._thread = threading.Thread(target=self._run, name="localstore-maintainer", daemon=True)
         self._thread.start()
+
+    def _restart(self, dead: threading.Thread) -> None:
+        with self._start_lock:
+            if self._thread is not dead or self._stop.is_set():
+                return  # another commit restarted it first, or it is being stopped
+            self._restarts += 1
+            log.error("the index maintainer thread had stopped; started it again")
+            self._spawn()
 
     def stop(self) -> None:
         """Ask the thread to finish its round and exit."""
@@ -591,32 +683,92 @@ class Maintainer:
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the thread to exit."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        with self._start_lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            with self._start_lock:
+                if self._thread is thread:
+                    self._thread = None
+
+    def health(self) -> dict[str, Any]:
+        """How maintenance is doing: ``running``, ``rounds``, ``failed_rounds`` (consecutive),
+        ``last_error``, ``last_ok`` (Unix time) and ``restarts``."""
+        thread = self._thread
+        return {
+            "running": thread is not None and thread.is_alive(),
+            "rounds": self._rounds,
+            "failed_rounds": self._failures,
+            "last_error": self._last_error,
+            "last_ok": self._last_ok,
+            "restarts": self._restarts,
+        }
 
     def _run(self) -> None:
         conn: apsw.Connection | None = None
         try:
-            conn = apsw.Connection(str(self._path))
-            conn.setbusytimeout(self._busy_timeout_ms)
             while not self._stop.is_set():
-                self._wake.wait(timeout=30.0)
+                # After a failure: 1, 2, 4 ... s up to the interval (space may be freed soon).
+                wait = self._interval
+                if self._failures:
+                    wait = min(wait, 2.0 ** (self._failures - 1))
+                self._wake.wait(timeout=wait)
                 self._wake.clear()
                 if self._stop.is_set():
                     break
-                self._round(conn)
-        except apsw.Error:  # maintenance is best effort; the next open or round catches up
-            pass
+                try:
+                    if conn is None:
+                        conn = self._open()
+                    self._round(conn)
+                # Broad on purpose: this thread is the checkpointer; whatever one round hits
+                # (a full disk, an I/O error, a bug), ending the thread would let the WAL grow
+                # for the life of the process. Logged (rate-limited) and retried.
+                except Exception as exc:  # noqa: BLE001
+                    self._failed(exc)
+                    if conn is not None:  # it may be unusable after an I/O error: start afresh
+                        _close_quietly(conn)
+                        conn = None
+                else:
+                    self._succeeded()
         finally:
             if conn is not None:
-                conn.close()
+                _close_quietly(conn)
 
-    def run_once(self) -> None:
-        """One maintenance round on a fresh connection."""
+    def _failed(self, exc: Exception) -> None:
+        self._failures += 1
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        now = time.monotonic()
+        if self._failures == 1 or now - self._logged >= MAINTENANCE_LOG_EVERY_S:
+            self._logged = now
+            log.warning(
+                "index maintenance failed (%s round(s) in a row: %s); the write-ahead log is not "
+                "checkpointed and grows until a round succeeds (retrying)",
+                self._failures,
+                self._last_error,
+                exc_info=not isinstance(exc, apsw.Error),
+            )
+
+    def _succeeded(self) -> None:
+        self._rounds += 1
+        self._last_ok = time.time()
+        if self._failures:
+            log.warning("index maintenance works again after %d failed round(s)", self._failures)
+            self._failures = 0
+            self._logged = float("-inf")
+
+    def _open(self) -> apsw.Connection:
         conn = apsw.Connection(str(self._path))
         try:
             conn.setbusytimeout(self._busy_timeout_ms)
+        except BaseException:
+            _close_quietly(conn)
+            raise
+        return conn
+
+    def run_once(self) -> None:
+        """One maintenance round on a fresh connection."""
+        conn = self._open()
+        try:
             self._round(conn)
         finally:
             conn.close()
@@ -629,5 +781,20 @@ class Maintainer:
                 for table in FTS_TABLES:
                     conn.execute(f"INSERT INTO {table}({table}, rank) VALUES ('merge', 64)")
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except apsw.BusyError:
+            except apsw.BusyError:  # another process writes or checkpoints: the next round
                 return
+
+
+def wal_size(path: Path) -> int:
+    """The size of the index's WAL file now (0 when there is none)."""
+    try:
+        return path.with_name(path.name + "-wal").stat().st_size
+    except OSError:
+        return 0
+
+
+def _close_quietly(conn: apsw.Connection) -> None:
+    try:
+        conn.close()
+    except apsw.Error:  # a connection broken by an I/O error; nothing left to release
+        pass

@@ -64,7 +64,14 @@ from localstore.errors import (
     UnsafePathError,
 )
 from localstore.events import Event, EventBus
-from localstore.index import Index, Maintainer, index_damaged, map_apsw_error, set_aside
+from localstore.index import (
+    Index,
+    Maintainer,
+    index_damaged,
+    map_apsw_error,
+    set_aside,
+    wal_size,
+)
 
 log = logging.getLogger("localstore.store")
 
@@ -427,6 +434,14 @@ class BlueprintStore:
             self.recovered_index,
         )
         return attempt()
+
+    def index_health(self) -> dict[str, Any]:
+        """The index's upkeep, for status reports: ``wal_bytes`` and ``maintainer`` (its
+        ``Maintainer.health()``; None when this store runs none). Cheap: no index access."""
+        return {
+            "wal_bytes": wal_size(self.paths.index_db),
+            "maintainer": None if self._maintainer is None else self._maintainer.health(),
+        }
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

@@ -705,6 +705,7 @@ class Daemon:
                 "problem": watcher.problem if watcher else None,
                 "stats": asdict(watcher.stats) if watcher else {},
             },
+            "index": self.store.index_health() if self.store else None,
         }
 
     def _op_sync(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -775,6 +776,12 @@ class Daemon:
                 quarantine=status.quarantined,
                 held=status.held,
             )
+        if self.store is not None:
+            index = self.store.index_health()
+            gauges["index_wal_bytes"] = index["wal_bytes"]
+            if index["maintainer"] is not None:
+                gauges["index_maintainer_running"] = int(index["maintainer"]["running"])
+                gauges["index_maintenance_failed_rounds"] = index["maintainer"]["failed_rounds"]
         if self.watcher is not None:
             w = self.watcher.stats
             out["counters"].update(

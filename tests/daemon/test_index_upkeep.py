@@ -1,12 +1,18 @@
-"""The daemon while another process holds the index's write lock.
+"""The daemon while another process holds the index's write lock, and with failing maintenance.
 
-In-process daemon (with a memory remote), a real second process holding BEGIN IMMEDIATE on index.db.
+In-process daemon (offline), a real second process holding BEGIN IMMEDIATE on index.db; mocks only
+inject faults (a maintenance round failing with apsw.FullError, as on a full disk).
 """
 
 from __future__ import annotations
 
 import threading
 
+import apsw
+import pytest
+
+from localstore.index import Maintainer
+from sync.cli_daemon import check_daemon
 from sync.memory_remote import MemoryRemote
 from tests.store.lockholder import LockHolder, waiting_for_lock
 
@@ -26,7 +32,8 @@ def test_status_answers_and_stop_is_prompt_while_another_process_writes(inproc_d
             status = c.status()
             gauges = c.metrics()["gauges"]
         assert status["sync"]["logged_in"] is True
-        assert "threads" in gauges
+        assert status["index"]["maintainer"]["running"] is True
+        assert "index_wal_bytes" in gauges and gauges["index_maintainer_running"] == 1
         d.daemon.stop()
         d.thread.join(20)
         stopped_while_held = not d.thread.is_alive() and holder.holding
@@ -34,3 +41,27 @@ def test_status_answers_and_stop_is_prompt_while_another_process_writes(inproc_d
         holder.release()
     assert stopped_while_held, "stop waited for another process's write lock"
     assert d.errors == []
+
+
+def test_doctor_reports_failing_index_maintenance(
+    inproc_daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = inproc_daemon()
+    store = d.daemon.store
+    assert store is not None
+
+    def full(self: Maintainer, conn: apsw.Connection) -> None:
+        raise apsw.FullError("database or disk is full")
+
+    monkeypatch.setattr(Maintainer, "_round", full)
+    for _ in range(256):  # enough commits to wake the maintainer at once
+        store.index.set_setting("wake", "x")
+    assert eventually(lambda: store.index_health()["maintainer"]["failed_rounds"] >= 1, 20)
+    finding = check_daemon(d.daemon.settings)
+    assert finding.status == "problem"
+    assert "index maintenance is failing" in finding.detail and "FullError" in finding.detail
+    monkeypatch.undo()
+    for _ in range(256):  # it recovers by itself at its next round; the doctor says so
+        store.index.set_setting("wake", "y")
+    assert eventually(lambda: store.index_health()["maintainer"]["failed_rounds"] == 0, 30)
+    assert check_daemon(d.daemon.settings).status == "ok"

@@ -1,24 +1,36 @@
-"""The index under long-running use: waiting for another process's write lock.
+"""The index under long-running use: waiting for another process's write lock, maintenance that
+fails, a WAL that grows under steady writing.
 
-Real SQLite files, a real second process holding the write lock. No timing assertions: each test
-asserts what happened while the lock was held, not how fast.
+Real SQLite files, a real second process holding the write lock; mocks only inject faults (a
+maintenance round raising apsw.FullError as on a full disk). No timing assertions: each test asserts
+what happened while the lock was held, not how fast.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import apsw
 import pytest
 
 import localstore
+from localstore import index as index_mod
 from localstore.errors import IndexStoreError, StoreClosedError
-from localstore.index import Index
+from localstore.index import Index, Maintainer, wal_size
 from tests.conftest import eventually
 from tests.store.lockholder import LockHolder, holders, waiting_for_lock
 
 holder_factory = pytest.fixture(holders)
+
+
+def _blueprint(i: int, size: int = 4000, salt: str = "") -> str:
+    body = "".join(
+        f"  - step {i}-{k} {salt} lorem ipsum dolor sit amet\n" for k in range(size // 40)
+    )
+    return f"name: bp{i}\nsteps:\n{body}"
 
 
 # -- waiting for another process's write lock -------------------------------------------------------
@@ -159,3 +171,101 @@ def test_a_write_gives_up_after_the_busy_timeout_with_the_usual_error(
         assert index.get_setting("k") == "v"
     finally:
         index.close()
+
+
+# -- maintenance that fails -------------------------------------------------------------------------
+
+
+def _fail_first_round(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> list[int]:
+    calls: list[int] = []
+    real = Maintainer._round
+
+    def flaky(self: Maintainer, conn: apsw.Connection) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise exc
+        real(self, conn)
+
+    monkeypatch.setattr(Maintainer, "_round", flaky)
+    return calls
+
+
+def test_the_maintainer_survives_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A round failing with apsw.FullError is logged and retried; it no longer ends the only
+    checkpointer of the process."""
+    store = localstore.open(home=tmp_path / "home", maintenance=False)
+    store.save("a", "name: a\n")
+    calls = _fail_first_round(monkeypatch, apsw.FullError("database or disk is full"))
+    m = Maintainer(store.paths.index_db, every_commits=1)
+    m.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="localstore.index"):
+            m.notify_commit()  # wakes it: the injected failure
+            assert eventually(lambda: len(calls) >= 1, 10)
+
+            def next_round_ran() -> bool:
+                m.notify_commit()
+                return len(calls) >= 2 and m.health()["rounds"] >= 1
+
+            assert eventually(next_round_ran, 20), "no round ran after the failure"
+        health = m.health()
+        assert health["running"] and health["failed_rounds"] == 0
+        assert "FullError" in (health["last_error"] or "")
+        assert any("maintenance failed" in r.getMessage() for r in caplog.records)
+    finally:
+        m.stop()
+        m.join(10)
+        store.close()
+
+
+class _Fatal(BaseException):
+    """Ends the maintainer thread (an error no per-round boundary catches)."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_maintainer_is_restarted_by_the_next_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = localstore.open(home=tmp_path / "home")
+    m = store._maintainer
+    assert m is not None
+    calls = _fail_first_round(monkeypatch, _Fatal("injected"))
+    try:
+        first = m._thread
+        assert first is not None
+        m._wake.set()
+        first.join(10)
+        assert not first.is_alive() and calls == [1]
+        store.save("after", "name: after\n")  # the next commit notices
+        assert m._thread is not first and m._thread is not None and m._thread.is_alive()
+        assert m.health()["restarts"] == 1
+        m._wake.set()
+        assert eventually(lambda: len(calls) >= 2 and m.health()["rounds"] >= 1, 20)
+        assert store.index_health()["maintainer"]["running"]
+    finally:
+        store.close()
+
+
+# -- the WAL's size ---------------------------------------------------------------------------------
+
+
+def test_a_wal_past_the_hard_limit_is_checkpointed_by_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With no maintainer (or one that cannot keep up), the WAL stays near the hard limit
+    instead of growing by every save."""
+    monkeypatch.setattr(index_mod, "WAL_HARD_LIMIT", 1024 * 1024)
+    monkeypatch.setattr(index_mod, "WAL_FALLBACK_STEP", 256 * 1024)
+    store = localstore.open(home=tmp_path / "home", maintenance=False)
+    try:
+        with caplog.at_level(logging.INFO, logger="localstore.index"):
+            # ~20 pages a save: about 10 MB of WAL frames in all.
+            for i in range(120):
+                store.save(f"p/bp{i % 10}", _blueprint(i % 10, salt=str(i)))
+        assert wal_size(store.paths.index_db) < 4 * 1024 * 1024
+        assert any("a save checkpointed it" in r.getMessage() for r in caplog.records)
+        assert store.index.integrity_check() == []
+    finally:
+        store.close()
