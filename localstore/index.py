@@ -144,6 +144,11 @@ CORE_MIGRATIONS: tuple[str, ...] = (
 # The full-text tables (the maintainer merges both, the integrity check checks both).
 FTS_TABLES = ("blueprints_fts", "blueprints_described")
 
+# What a checkpointed WAL is cut back to when a writer starts it over (PRAGMA journal_size_limit).
+# Unset, the file kept its peak size (an import, a first sync's pull) for the life of the process.
+# Above what one maintenance cycle writes in steady use (256 saves of ~21 pages, about 22 MB), so
+# the file is not cut and grown again every cycle; a burst's excess is given back at its end.
+WAL_SIZE_LIMIT = 32 * 1024 * 1024
 # Past this size a commit checkpoints (PASSIVE) on the writer's own connection, then again only
 # after each further WAL_FALLBACK_STEP. The maintainer's checkpoints run beside the writes, so
 # under steady writing they never catch up with the WAL's end, and SQLite starts a WAL over only
@@ -152,6 +157,9 @@ FTS_TABLES = ("blueprints_fts", "blueprints_described")
 # copied most of it already, so this costs a save about one maintainer round, once per 64 MB.
 WAL_HARD_LIMIT = 64 * 1024 * 1024
 WAL_FALLBACK_STEP = 16 * 1024 * 1024
+# A maintainer round that finds no commit since the previous one (idle for MAINTENANCE_INTERVAL_S)
+# truncates a WAL larger than this to nothing.
+WAL_IDLE_TRUNCATE = 4 * 1024 * 1024
 # How often a maintainer round runs when few commits wake it, and the most a failing one waits.
 MAINTENANCE_INTERVAL_S = 30.0
 # A maintainer whose rounds keep failing says so again at most this often (first failure: at once).
@@ -234,6 +242,7 @@ def _connect(path: Path, busy_timeout_ms: int) -> apsw.Connection:
         conn.execute("PRAGMA synchronous=FULL").fetchall()
         conn.execute("PRAGMA foreign_keys=ON").fetchall()
         conn.execute("PRAGMA wal_autocheckpoint=0").fetchall()
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}").fetchall()
         conn.execute("PRAGMA cache_size=-16000").fetchall()
         page_size = int(str(conn.execute("PRAGMA page_size").fetchall()[0][0]))
         # Replaces the automatic checkpoint (off above) with one that fires only past the hard
@@ -760,6 +769,8 @@ class Maintainer:
         conn = apsw.Connection(str(self._path))
         try:
             conn.setbusytimeout(self._busy_timeout_ms)
+            # Its FTS merges commit too: the first commit after a WAL restart may be this one's.
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}").fetchall()
         except BaseException:
             _close_quietly(conn)
             raise
@@ -775,6 +786,7 @@ class Maintainer:
 
     def _round(self, conn: apsw.Connection) -> None:
         with self._lock:
+            idle = self._pending == 0  # no commit here since the last round
             self._pending = 0
             try:
                 # Bounded FTS merge work per round, then a PASSIVE checkpoint (never blocks writers).
@@ -783,6 +795,21 @@ class Maintainer:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except apsw.BusyError:  # another process writes or checkpoints: the next round
                 return
+            if idle and wal_size(self._path) > WAL_IDLE_TRUNCATE:
+                self._truncate(conn)
+
+    def _truncate(self, conn: apsw.Connection) -> None:
+        # Gives back what a burst left in the WAL (journal_size_limit only cuts it to
+        # WAL_SIZE_LIMIT, and only when a writer starts it over). With no busy timeout: a
+        # TRUNCATE checkpoint waits for readers holding the write lock, so it is tried only
+        # when nobody reads or writes, and otherwise left to the next idle round.
+        conn.setbusytimeout(0)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except apsw.BusyError:
+            pass
+        finally:
+            conn.setbusytimeout(self._busy_timeout_ms)
 
 
 def wal_size(path: Path) -> int:

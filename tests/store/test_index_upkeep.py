@@ -1,5 +1,5 @@
 """The index under long-running use: waiting for another process's write lock, maintenance that
-fails, a WAL that grows under steady writing.
+fails, a WAL that a burst left large.
 
 Real SQLite files, a real second process holding the write lock; mocks only inject faults (a
 maintenance round raising apsw.FullError as on a full disk). No timing assertions: each test asserts
@@ -19,7 +19,8 @@ import pytest
 import localstore
 from localstore import index as index_mod
 from localstore.errors import IndexStoreError, StoreClosedError
-from localstore.index import Index, Maintainer, wal_size
+from localstore.index import WAL_IDLE_TRUNCATE, WAL_SIZE_LIMIT, Index, Maintainer, wal_size
+from localstore.store import SaveRequest
 from tests.conftest import eventually
 from tests.store.lockholder import LockHolder, holders, waiting_for_lock
 
@@ -249,6 +250,31 @@ def test_a_dead_maintainer_is_restarted_by_the_next_commit(
 
 
 # -- the WAL's size ---------------------------------------------------------------------------------
+
+
+def test_connections_cap_a_started_over_wal(tmp_path: Path) -> None:
+    with localstore.open(home=tmp_path / "home") as store, store.index.read() as cur:
+        assert cur.execute("PRAGMA journal_size_limit").fetchall()[0][0] == WAL_SIZE_LIMIT
+
+
+def test_an_idle_round_gives_back_what_a_burst_left_in_the_wal(tmp_path: Path) -> None:
+    store = localstore.open(home=tmp_path / "home", maintenance=False)
+    try:
+        store.save_many(
+            [SaveRequest(path=f"imp/bp{i}", content=_blueprint(i)) for i in range(1000)]
+        )
+        assert wal_size(store.paths.index_db) > WAL_IDLE_TRUNCATE
+        m = Maintainer(store.paths.index_db)
+        m.notify_commit()  # a round with a commit since the last: checkpoints, keeps the file
+        m.run_once()
+        assert wal_size(store.paths.index_db) > WAL_IDLE_TRUNCATE
+        m.run_once()  # no commit since: idle
+        assert wal_size(store.paths.index_db) == 0
+        assert store.load("imp/bp999").data()["name"] == "bp999"
+        store.save("after", "name: after\n")
+        assert store.index.integrity_check() == []
+    finally:
+        store.close()
 
 
 def test_a_wal_past_the_hard_limit_is_checkpointed_by_the_writer(
