@@ -4,10 +4,12 @@ The index is derived from the files and can be rebuilt from them; it also holds 
 and app data. One :class:`Index` owns one apsw connection guarded by an RLock, so a desktop app may call
 it from many threads. Several processes may open the same file: WAL mode, a busy timeout, and writes
 that start with ``BEGIN IMMEDIATE`` (so a read never has to be upgraded to a write, which SQLite can
-refuse at once with SQLITE_BUSY regardless of the timeout).
+refuse at once with SQLITE_BUSY regardless of the timeout). A write waits for another process's
+write lock with the RLock released, so the process's reads never wait for that lock.
 
 Checkpoints and FTS merges are kept off the save path: automatic checkpoints are off and a
-:class:`Maintainer` thread with its own connection runs them in the background.
+:class:`Maintainer` thread with its own connection runs them in the background (a commit checkpoints
+itself only past WAL_HARD_LIMIT, and an idle round truncates what a burst left in the WAL).
 
 Each component (core, kv, credentials, sync) registers its own ordered list of migrations; versions are
 tracked per component in ``component_versions`` and the core's version is mirrored in
