@@ -4,10 +4,12 @@ The index is derived from the files and can be rebuilt from them; it also holds 
 and app data. One :class:`Index` owns one apsw connection guarded by an RLock, so a desktop app may call
 it from many threads. Several processes may open the same file: WAL mode, a busy timeout, and writes
 that start with ``BEGIN IMMEDIATE`` (so a read never has to be upgraded to a write, which SQLite can
-refuse at once with SQLITE_BUSY regardless of the timeout).
+refuse at once with SQLITE_BUSY regardless of the timeout). A write waits for another process's
+write lock with the RLock released, so the process's reads never wait for that lock.
 
 Checkpoints and FTS merges are kept off the save path: automatic checkpoints are off and a
-:class:`Maintainer` thread with its own connection runs them in the background.
+:class:`Maintainer` thread with its own connection runs them in the background (a commit checkpoints
+itself only past WAL_HARD_LIMIT, and an idle round truncates what a burst left in the WAL).
 
 Each component (core, kv, credentials, sync) registers its own ordered list of migrations; versions are
 tracked per component in ``component_versions`` and the core's version is mirrored in
@@ -144,6 +146,27 @@ CORE_MIGRATIONS: tuple[str, ...] = (
 # The full-text tables (the maintainer merges both, the integrity check checks both).
 FTS_TABLES = ("blueprints_fts", "blueprints_described")
 
+# What a checkpointed WAL is cut back to when a writer starts it over (PRAGMA journal_size_limit).
+# Unset, the file kept its peak size (an import, a first sync's pull) for the life of the process.
+# Above what one maintenance cycle writes in steady use (256 saves of ~21 pages, about 22 MB), so
+# the file is not cut and grown again every cycle; a burst's excess is given back at its end.
+WAL_SIZE_LIMIT = 32 * 1024 * 1024
+# Past this size a commit checkpoints (PASSIVE) on the writer's own connection, then again only
+# after each further WAL_FALLBACK_STEP. The maintainer's checkpoints run beside the writes, so
+# under steady writing they never catch up with the WAL's end, and SQLite starts a WAL over only
+# when it is wholly checkpointed: without this it grew by every save (240 MB after 3,000 saves in
+# 35 s), and without bound when the maintainer failed or was not running. The maintainer has
+# copied most of it already, so this costs a save about one maintainer round, once per 64 MB.
+WAL_HARD_LIMIT = 64 * 1024 * 1024
+WAL_FALLBACK_STEP = 16 * 1024 * 1024
+# A maintainer round that finds no commit since the previous one (idle for MAINTENANCE_INTERVAL_S)
+# truncates a WAL larger than this to nothing.
+WAL_IDLE_TRUNCATE = 4 * 1024 * 1024
+# How often a maintainer round runs when few commits wake it, and the most a failing one waits.
+MAINTENANCE_INTERVAL_S = 30.0
+# A maintainer whose rounds keep failing says so again at most this often (first failure: at once).
+MAINTENANCE_LOG_EVERY_S = 600.0
+
 
 def map_apsw_error(exc: apsw.Error, action: str = "index operation") -> LocalStoreError:
     """Translate an apsw exception into the localstore tree."""
@@ -221,10 +244,57 @@ def _connect(path: Path, busy_timeout_ms: int) -> apsw.Connection:
         conn.execute("PRAGMA synchronous=FULL").fetchall()
         conn.execute("PRAGMA foreign_keys=ON").fetchall()
         conn.execute("PRAGMA wal_autocheckpoint=0").fetchall()
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}").fetchall()
         conn.execute("PRAGMA cache_size=-16000").fetchall()
+        page_size = int(str(conn.execute("PRAGMA page_size").fetchall()[0][0]))
+        # Replaces the automatic checkpoint (off above) with one that fires only past the hard
+        # limit; a WAL hook runs after the commit has released the write lock.
+        conn.setwalhook(_WalGuard(path, page_size))
     except apsw.Error as exc:
         raise map_apsw_error(exc, f"open {path}") from exc
     return conn
+
+
+class _WalGuard:
+    """The WAL hook of a writing connection: the fallback checkpoint past WAL_HARD_LIMIT."""
+
+    def __init__(self, path: Path, page_size: int) -> None:
+        self._path = path
+        self._hard = WAL_HARD_LIMIT // page_size
+        self._step = WAL_FALLBACK_STEP // page_size
+        self._next = self._hard
+        self._page_size = page_size
+        self._logged = float("-inf")
+
+    def __call__(self, conn: apsw.Connection, dbname: str, pages: int) -> int:
+        # Never raises: what the hook returns (or raises) becomes the result of a COMMIT that
+        # has already happened.
+        if pages < self._hard:
+            self._next = self._hard  # the WAL was started over
+            return apsw.SQLITE_OK
+        if pages < self._next:
+            return apsw.SQLITE_OK
+        # Only every WAL_FALLBACK_STEP: a WAL pinned by a reader in another process cannot be
+        # started over, and a checkpoint per commit would then cost every save an fsync.
+        self._next = pages + self._step
+        try:
+            conn.wal_checkpoint(dbname, apsw.SQLITE_CHECKPOINT_PASSIVE)
+        except apsw.Error as exc:  # the commit stands; the maintainer or the next step retries
+            outcome = f"failed ({exc})"
+        else:
+            outcome = "done"
+        now = time.monotonic()
+        if now - self._logged >= MAINTENANCE_LOG_EVERY_S:
+            self._logged = now
+            # INFO: steady writing alone gets here (see WAL_HARD_LIMIT); a failing maintainer
+            # says so itself, at WARNING.
+            log.info(
+                "the write-ahead log of %s reached %d MB; a save checkpointed it (%s)",
+                self._path,
+                pages * self._page_size // 1_000_000,
+                outcome,
+            )
+        return apsw.SQLITE_OK
 
 
 class Index:
@@ -234,6 +304,8 @@ class Index:
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms
         self._lock = threading.RLock()
+        # Set by interrupt_lock_waits(): a write finding another process's write lock gives up.
+        self._no_lock_waits = False
         self._depth = 0
         self._conn: apsw.Connection | None = _connect(self.path, busy_timeout_ms)
         self._commits = 0
@@ -395,19 +467,48 @@ class Index:
             self._close_now()
 
     def _begin_immediate(self, cur: apsw.Cursor) -> None:
-        # The busy handler already waits busy_timeout_ms; a few extra rounds cover the rare
-        # SQLITE_BUSY that SQLite returns without calling the handler (WAL recovery by a peer).
+        # Waits for another process's write lock with this index's lock RELEASED: SQLite's busy
+        # handler would sleep up to busy_timeout_ms holding it, and every read of this process
+        # (a status request, the daemon's tick, close() at shutdown) queued behind a lock that
+        # it does not need. So BEGIN IMMEDIATE runs with no busy timeout and the waiting is done
+        # here, same overall timeout and same error when it expires. (Under an enclosing read()
+        # of the same thread the release only lowers the count: that thread waits holding the
+        # lock, as before.) Reads keep the busy timeout: they never wait for a writer in WAL.
+        conn = cur.connection
         deadline = time.monotonic() + self.busy_timeout_ms / 1000
-        delay = 0.005
+        delay = 0.001
         while True:
+            conn.setbusytimeout(0)
             try:
                 cur.execute("BEGIN IMMEDIATE")
                 return
             except apsw.BusyError:
-                if time.monotonic() >= deadline:
+                if self._no_lock_waits or time.monotonic() >= deadline:
                     raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.2)
+            finally:
+                conn.setbusytimeout(self.busy_timeout_ms)
+            self._lock.release()
+            try:
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            finally:
+                self._lock.acquire()
+            # Any other thread's transaction ended before the lock came back (each holds it
+            # throughout), so this is still the outermost level; but the index may be closed.
+            if self._conn is None:
+                raise StoreClosedError(
+                    "the index was closed while a write waited for it",
+                    hint="open the store again",
+                )
+            delay = min(delay * 2, 0.05)
+
+    def interrupt_lock_waits(self) -> None:
+        """Make writes give up at once on another process's write lock, from now on.
+
+        For a shutdown: the threads it joins (watcher, sync) must not wait out the busy timeout
+        (30 s) for a lock another process holds. Such a write fails as if the timeout had
+        expired (IndexStoreError); one that finds the lock free goes ahead as usual.
+        """
+        self._no_lock_waits = True
 
     def _rollback(self, cur: apsw.Cursor, outer: bool, name: str) -> None:
         try:
@@ -526,32 +627,65 @@ class Maintainer:
     """Background thread that checkpoints the WAL and merges FTS segments off the save path.
 
     Lifecycle: start(), stop(), join(); ``run_once()`` does one round synchronously (tests, close).
+    A failing round (a full disk, an I/O error) is logged, retried with backoff on a fresh
+    connection, and never ends the thread: with automatic checkpoints off it is the only
+    checkpointer below WAL_HARD_LIMIT. Should the thread die anyway, the next commit starts a new
+    one. ``health()`` says how it is doing.
     """
 
     def __init__(
-        self, path: Path, *, busy_timeout_ms: int = 5_000, every_commits: int = 256
+        self,
+        path: Path,
+        *,
+        busy_timeout_ms: int = 5_000,
+        every_commits: int = 256,
+        interval_s: float = MAINTENANCE_INTERVAL_S,
     ) -> None:
         self._path = path
         self._busy_timeout_ms = busy_timeout_ms
         self._every = every_commits
+        self._interval = interval_s
         self._pending = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
         self._lock = threading.Lock()
+        # Health (written by the thread only; read unlocked, each value on its own).
+        self._rounds = 0
+        self._failures = 0  # consecutive failed rounds
+        self._last_error: str | None = None
+        self._last_ok: float | None = None  # wall-clock time of the last good round
+        self._restarts = 0
+        self._logged = float("-inf")
 
     def notify_commit(self) -> None:
-        """Count a commit; wake the thread when enough have accumulated."""
+        """Count a commit; wake the thread when enough have accumulated (restart it if dead)."""
         self._pending += 1
         if self._pending >= self._every:
             self._wake.set()
+        thread = self._thread
+        if thread is not None and not thread.is_alive() and not self._stop.is_set():
+            self._restart(thread)
 
     def start(self) -> None:
         """Start the thread."""
-        if self._thread is not None:
-            raise RuntimeError("maintainer already started")
+        with self._start_lock:
+            if self._thread is not None:
+                raise RuntimeError("maintainer already started")
+            self._spawn()
+
+    def _spawn(self) -> None:
         self._thread = threading.Thread(target=self._run, name="localstore-maintainer", daemon=True)
         self._thread.start()
+
+    def _restart(self, dead: threading.Thread) -> None:
+        with self._start_lock:
+            if self._thread is not dead or self._stop.is_set():
+                return  # another commit restarted it first, or it is being stopped
+            self._restarts += 1
+            log.error("the index maintainer thread had stopped; started it again")
+            self._spawn()
 
     def stop(self) -> None:
         """Ask the thread to finish its round and exit."""
@@ -560,43 +694,136 @@ class Maintainer:
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the thread to exit."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        with self._start_lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            with self._start_lock:
+                if self._thread is thread:
+                    self._thread = None
+
+    def health(self) -> dict[str, Any]:
+        """How maintenance is doing: ``running``, ``rounds``, ``failed_rounds`` (consecutive),
+        ``last_error``, ``last_ok`` (Unix time) and ``restarts``."""
+        thread = self._thread
+        return {
+            "running": thread is not None and thread.is_alive(),
+            "rounds": self._rounds,
+            "failed_rounds": self._failures,
+            "last_error": self._last_error,
+            "last_ok": self._last_ok,
+            "restarts": self._restarts,
+        }
 
     def _run(self) -> None:
         conn: apsw.Connection | None = None
         try:
-            conn = apsw.Connection(str(self._path))
-            conn.setbusytimeout(self._busy_timeout_ms)
             while not self._stop.is_set():
-                self._wake.wait(timeout=30.0)
+                # After a failure: 1, 2, 4 ... s up to the interval (space may be freed soon).
+                wait = self._interval
+                if self._failures:
+                    wait = min(wait, 2.0 ** (self._failures - 1))
+                self._wake.wait(timeout=wait)
                 self._wake.clear()
                 if self._stop.is_set():
                     break
-                self._round(conn)
-        except apsw.Error:  # maintenance is best effort; the next open or round catches up
-            pass
+                try:
+                    if conn is None:
+                        conn = self._open()
+                    self._round(conn)
+                # Broad on purpose: this thread is the checkpointer; whatever one round hits
+                # (a full disk, an I/O error, a bug), ending the thread would let the WAL grow
+                # for the life of the process. Logged (rate-limited) and retried.
+                except Exception as exc:  # noqa: BLE001
+                    self._failed(exc)
+                    if conn is not None:  # it may be unusable after an I/O error: start afresh
+                        _close_quietly(conn)
+                        conn = None
+                else:
+                    self._succeeded()
         finally:
             if conn is not None:
-                conn.close()
+                _close_quietly(conn)
 
-    def run_once(self) -> None:
-        """One maintenance round on a fresh connection."""
+    def _failed(self, exc: Exception) -> None:
+        self._failures += 1
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        now = time.monotonic()
+        if self._failures == 1 or now - self._logged >= MAINTENANCE_LOG_EVERY_S:
+            self._logged = now
+            log.warning(
+                "index maintenance failed (%s round(s) in a row: %s); the write-ahead log is not "
+                "checkpointed and grows until a round succeeds (retrying)",
+                self._failures,
+                self._last_error,
+                exc_info=not isinstance(exc, apsw.Error),
+            )
+
+    def _succeeded(self) -> None:
+        self._rounds += 1
+        self._last_ok = time.time()
+        if self._failures:
+            log.warning("index maintenance works again after %d failed round(s)", self._failures)
+            self._failures = 0
+            self._logged = float("-inf")
+
+    def _open(self) -> apsw.Connection:
         conn = apsw.Connection(str(self._path))
         try:
             conn.setbusytimeout(self._busy_timeout_ms)
+            # Its FTS merges commit too: the first commit after a WAL restart may be this one's.
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}").fetchall()
+        except BaseException:
+            _close_quietly(conn)
+            raise
+        return conn
+
+    def run_once(self) -> None:
+        """One maintenance round on a fresh connection."""
+        conn = self._open()
+        try:
             self._round(conn)
         finally:
             conn.close()
 
     def _round(self, conn: apsw.Connection) -> None:
         with self._lock:
+            idle = self._pending == 0  # no commit here since the last round
             self._pending = 0
             try:
                 # Bounded FTS merge work per round, then a PASSIVE checkpoint (never blocks writers).
                 for table in FTS_TABLES:
                     conn.execute(f"INSERT INTO {table}({table}, rank) VALUES ('merge', 64)")
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except apsw.BusyError:
+            except apsw.BusyError:  # another process writes or checkpoints: the next round
                 return
+            if idle and wal_size(self._path) > WAL_IDLE_TRUNCATE:
+                self._truncate(conn)
+
+    def _truncate(self, conn: apsw.Connection) -> None:
+        # Gives back what a burst left in the WAL (journal_size_limit only cuts it to
+        # WAL_SIZE_LIMIT, and only when a writer starts it over). With no busy timeout: a
+        # TRUNCATE checkpoint waits for readers holding the write lock, so it is tried only
+        # when nobody reads or writes, and otherwise left to the next idle round.
+        conn.setbusytimeout(0)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except apsw.BusyError:
+            pass
+        finally:
+            conn.setbusytimeout(self._busy_timeout_ms)
+
+
+def wal_size(path: Path) -> int:
+    """The size of the index's WAL file now (0 when there is none)."""
+    try:
+        return path.with_name(path.name + "-wal").stat().st_size
+    except OSError:
+        return 0
+
+
+def _close_quietly(conn: apsw.Connection) -> None:
+    try:
+        conn.close()
+    except apsw.Error:  # a connection broken by an I/O error; nothing left to release
+        pass

@@ -64,7 +64,14 @@ from localstore.errors import (
     UnsafePathError,
 )
 from localstore.events import Event, EventBus
-from localstore.index import Index, Maintainer, index_damaged, map_apsw_error, set_aside
+from localstore.index import (
+    Index,
+    Maintainer,
+    index_damaged,
+    map_apsw_error,
+    set_aside,
+    wal_size,
+)
 
 log = logging.getLogger("localstore.store")
 
@@ -428,6 +435,14 @@ class BlueprintStore:
         )
         return attempt()
 
+    def index_health(self) -> dict[str, Any]:
+        """The index's upkeep, for status reports: ``wal_bytes`` and ``maintainer`` (its
+        ``Maintainer.health()``; None when this store runs none). Cheap: no index access."""
+        return {
+            "wal_bytes": wal_size(self.paths.index_db),
+            "maintainer": None if self._maintainer is None else self._maintainer.health(),
+        }
+
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def __enter__(self) -> BlueprintStore:
@@ -442,6 +457,9 @@ class BlueprintStore:
             if self._closed:
                 return
             self._closed = True
+        # The threads the hooks join (watcher, sync) must not wait out the busy timeout (30 s)
+        # for a write lock another process holds.
+        self.index.interrupt_lock_waits()
         for cb in reversed(self._on_close):
             try:
                 cb()

@@ -662,6 +662,17 @@ def check_daemon(settings: Settings) -> Finding:
             f"pid {state['pid']}: the watcher is {watcher['state']}: {watcher.get('problem')}",
             "fix what it names (it recovers by itself); details in the daemon's log",
         )
+    upkeep = (status.get("index") or {}).get("maintainer") or {}
+    if upkeep.get("failed_rounds") or upkeep.get("running") is False:
+        # Nothing checkpoints the index's write-ahead log then: it grows while the daemon runs.
+        return Finding(
+            "daemon",
+            "problem",
+            f"pid {state['pid']}: index maintenance is failing ({upkeep.get('last_error')}); "
+            f"write-ahead log {status['index'].get('wal_bytes', 0) // 1_000_000} MB",
+            "free disk space or fix what the error names (it retries by itself); details in "
+            "the daemon's log",
+        )
     return Finding("daemon", "ok", f"pid {state['pid']}, sync {sync.get('state')}")
 
 

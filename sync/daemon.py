@@ -343,6 +343,8 @@ class Daemon:
 
     def _shutdown(self) -> None:
         deadline = time.monotonic() + STOP_BUDGET_S
+        if self.store is not None:  # the engine and watcher joined below must not wait 30 s
+            self.store.index.interrupt_lock_waits()  # for a write lock another process holds
         remove_state(self.settings.paths.state, os.getpid())
         if self._forwarder is not None:
             logging.getLogger().removeHandler(self._forwarder)
@@ -703,6 +705,7 @@ class Daemon:
                 "problem": watcher.problem if watcher else None,
                 "stats": asdict(watcher.stats) if watcher else {},
             },
+            "index": self.store.index_health() if self.store else None,
         }
 
     def _op_sync(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -773,6 +776,12 @@ class Daemon:
                 quarantine=status.quarantined,
                 held=status.held,
             )
+        if self.store is not None:
+            index = self.store.index_health()
+            gauges["index_wal_bytes"] = index["wal_bytes"]
+            if index["maintainer"] is not None:
+                gauges["index_maintainer_running"] = int(index["maintainer"]["running"])
+                gauges["index_maintenance_failed_rounds"] = index["maintainer"]["failed_rounds"]
         if self.watcher is not None:
             w = self.watcher.stats
             out["counters"].update(

@@ -1,0 +1,297 @@
+"""The index under long-running use: waiting for another process's write lock, maintenance that
+fails, a WAL that a burst left large.
+
+Real SQLite files, a real second process holding the write lock; mocks only inject faults (a
+maintenance round raising apsw.FullError as on a full disk). No timing assertions: each test asserts
+what happened while the lock was held, not how fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import apsw
+import pytest
+
+import localstore
+from localstore import index as index_mod
+from localstore.errors import IndexStoreError, StoreClosedError
+from localstore.index import WAL_IDLE_TRUNCATE, WAL_SIZE_LIMIT, Index, Maintainer, wal_size
+from localstore.store import SaveRequest
+from tests.conftest import eventually
+from tests.store.lockholder import LockHolder, holders, waiting_for_lock
+
+holder_factory = pytest.fixture(holders)
+
+
+def _blueprint(i: int, size: int = 4000, salt: str = "") -> str:
+    body = "".join(
+        f"  - step {i}-{k} {salt} lorem ipsum dolor sit amet\n" for k in range(size // 40)
+    )
+    return f"name: bp{i}\nsteps:\n{body}"
+
+
+# -- waiting for another process's write lock -------------------------------------------------------
+
+
+def test_reads_answer_while_writes_wait_for_another_process(
+    tmp_path: Path, holder_factory: Callable[[Path], LockHolder]
+) -> None:
+    """The writers wait with the index lock released: this process's reads (a daemon's status)
+    go on meanwhile, and every waiting write lands once the other process lets go."""
+    store = localstore.open(home=tmp_path / "home")
+    try:
+        store.save("seen", "name: seen\n")
+        holder = holder_factory(store.paths.index_db)
+        errors: list[BaseException] = []
+
+        def write(n: int) -> None:
+            try:
+                store.save(f"waiting/{n}", f"name: w{n}\n")
+            except BaseException as exc:
+                errors.append(exc)
+
+        writers = [threading.Thread(target=write, args=(n,)) for n in range(3)]
+        for w in writers:
+            w.start()
+        assert eventually(lambda: any(waiting_for_lock(w) for w in writers), 10)
+        # Before the fix a read queued behind the waiting writer for the whole busy timeout (30 s).
+        answered: list[int] = []
+
+        def read() -> None:
+            for _ in range(20):
+                answered.append(len(store.list()))
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        reader.join(15)
+        assert not reader.is_alive(), "a read waited behind a write waiting for another process"
+        assert answered == [1] * 20
+        assert holder.holding and all(w.is_alive() for w in writers)  # still waiting
+        holder.release()
+        for w in writers:
+            w.join(30)
+        assert errors == []
+        assert len(store.list()) == 4
+        assert [store.load(f"waiting/{n}").data()["name"] for n in range(3)] == ["w0", "w1", "w2"]
+    finally:
+        store.close()
+
+
+def test_close_does_not_wait_for_another_process_lock(
+    tmp_path: Path, holder_factory: Callable[[Path], LockHolder]
+) -> None:
+    """A store closed while a save waits for another process's lock closes at once; the save
+    fails (lock timeout or index closed) instead of holding the close for 30 s."""
+    store = localstore.open(home=tmp_path / "home")
+    holder = holder_factory(store.paths.index_db)
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            store.save("late", "name: late\n")
+        except BaseException as exc:
+            errors.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert eventually(lambda: waiting_for_lock(writer), 10)
+    closer = threading.Thread(target=store.close)
+    closer.start()
+    closer.join(20)
+    closed_while_held = not closer.is_alive() and holder.holding
+    holder.release()
+    closer.join(60)
+    writer.join(60)
+    assert closed_while_held, "close() waited for another process's write lock"
+    # Which one depends on whether the close came between two tries of the wait or during one.
+    assert len(errors) == 1 and isinstance(errors[0], IndexStoreError | StoreClosedError)
+
+
+def test_index_close_from_another_thread_ends_a_lock_wait(
+    tmp_path: Path, holder_factory: Callable[[Path], LockHolder]
+) -> None:
+    """Index.close() takes the lock between two tries of the waiting write, which then reports
+    the index closed."""
+    index = Index(tmp_path / "index.db", busy_timeout_ms=60_000)
+    holder = holder_factory(index.path)
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            index.set_setting("k", "v")
+        except BaseException as exc:
+            errors.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert eventually(lambda: waiting_for_lock(writer), 10)
+    closer = threading.Thread(target=index.close)
+    closer.start()
+    closer.join(20)
+    writer.join(20)
+    done_while_held = not closer.is_alive() and not writer.is_alive() and holder.holding
+    holder.release()
+    closer.join(60)
+    writer.join(60)
+    index.close()
+    assert done_while_held
+    assert len(errors) == 1 and isinstance(errors[0], StoreClosedError)
+
+
+def test_a_write_gives_up_after_the_busy_timeout_with_the_usual_error(
+    tmp_path: Path, holder_factory: Callable[[Path], LockHolder]
+) -> None:
+    """The wait keeps its overall timeout and its error; reads answered while it lasted."""
+    index = Index(tmp_path / "index.db", busy_timeout_ms=5_000)
+    try:
+        holder = holder_factory(index.path)
+        errors: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                index.set_setting("k", "v")
+            except BaseException as exc:
+                errors.append(exc)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        assert eventually(lambda: waiting_for_lock(writer), 10)
+        assert index.get_setting("k") is None
+        read_during_wait = writer.is_alive()
+        writer.join(60)
+        assert read_during_wait, "the read waited until the write gave up"
+        assert len(errors) == 1 and isinstance(errors[0], IndexStoreError)
+        assert "stayed locked by another process" in str(errors[0])
+        assert holder.holding
+        holder.release()
+        index.set_setting("k", "v")
+        assert index.get_setting("k") == "v"
+    finally:
+        index.close()
+
+
+# -- maintenance that fails -------------------------------------------------------------------------
+
+
+def _fail_first_round(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> list[int]:
+    calls: list[int] = []
+    real = Maintainer._round
+
+    def flaky(self: Maintainer, conn: apsw.Connection) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise exc
+        real(self, conn)
+
+    monkeypatch.setattr(Maintainer, "_round", flaky)
+    return calls
+
+
+def test_the_maintainer_survives_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A round failing with apsw.FullError is logged and retried; it no longer ends the only
+    checkpointer of the process."""
+    store = localstore.open(home=tmp_path / "home", maintenance=False)
+    store.save("a", "name: a\n")
+    calls = _fail_first_round(monkeypatch, apsw.FullError("database or disk is full"))
+    m = Maintainer(store.paths.index_db, every_commits=1)
+    m.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="localstore.index"):
+            m.notify_commit()  # wakes it: the injected failure
+            assert eventually(lambda: len(calls) >= 1, 10)
+
+            def next_round_ran() -> bool:
+                m.notify_commit()
+                return len(calls) >= 2 and m.health()["rounds"] >= 1
+
+            assert eventually(next_round_ran, 20), "no round ran after the failure"
+        health = m.health()
+        assert health["running"] and health["failed_rounds"] == 0
+        assert "FullError" in (health["last_error"] or "")
+        assert any("maintenance failed" in r.getMessage() for r in caplog.records)
+    finally:
+        m.stop()
+        m.join(10)
+        store.close()
+
+
+class _Fatal(BaseException):
+    """Ends the maintainer thread (an error no per-round boundary catches)."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_maintainer_is_restarted_by_the_next_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = localstore.open(home=tmp_path / "home")
+    m = store._maintainer
+    assert m is not None
+    calls = _fail_first_round(monkeypatch, _Fatal("injected"))
+    try:
+        first = m._thread
+        assert first is not None
+        m._wake.set()
+        first.join(10)
+        assert not first.is_alive() and calls == [1]
+        store.save("after", "name: after\n")  # the next commit notices
+        assert m._thread is not first and m._thread is not None and m._thread.is_alive()
+        assert m.health()["restarts"] == 1
+        m._wake.set()
+        assert eventually(lambda: len(calls) >= 2 and m.health()["rounds"] >= 1, 20)
+        assert store.index_health()["maintainer"]["running"]
+    finally:
+        store.close()
+
+
+# -- the WAL's size ---------------------------------------------------------------------------------
+
+
+def test_connections_cap_a_started_over_wal(tmp_path: Path) -> None:
+    with localstore.open(home=tmp_path / "home") as store, store.index.read() as cur:
+        assert cur.execute("PRAGMA journal_size_limit").fetchall()[0][0] == WAL_SIZE_LIMIT
+
+
+def test_an_idle_round_gives_back_what_a_burst_left_in_the_wal(tmp_path: Path) -> None:
+    store = localstore.open(home=tmp_path / "home", maintenance=False)
+    try:
+        store.save_many(
+            [SaveRequest(path=f"imp/bp{i}", content=_blueprint(i)) for i in range(1000)]
+        )
+        assert wal_size(store.paths.index_db) > WAL_IDLE_TRUNCATE
+        m = Maintainer(store.paths.index_db)
+        m.notify_commit()  # a round with a commit since the last: checkpoints, keeps the file
+        m.run_once()
+        assert wal_size(store.paths.index_db) > WAL_IDLE_TRUNCATE
+        m.run_once()  # no commit since: idle
+        assert wal_size(store.paths.index_db) == 0
+        assert store.load("imp/bp999").data()["name"] == "bp999"
+        store.save("after", "name: after\n")
+        assert store.index.integrity_check() == []
+    finally:
+        store.close()
+
+
+def test_a_wal_past_the_hard_limit_is_checkpointed_by_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With no maintainer (or one that cannot keep up), the WAL stays near the hard limit
+    instead of growing by every save."""
+    monkeypatch.setattr(index_mod, "WAL_HARD_LIMIT", 1024 * 1024)
+    monkeypatch.setattr(index_mod, "WAL_FALLBACK_STEP", 256 * 1024)
+    store = localstore.open(home=tmp_path / "home", maintenance=False)
+    try:
+        with caplog.at_level(logging.INFO, logger="localstore.index"):
+            # ~20 pages a save: about 10 MB of WAL frames in all.
+            for i in range(120):
+                store.save(f"p/bp{i % 10}", _blueprint(i % 10, salt=str(i)))
+        assert wal_size(store.paths.index_db) < 4 * 1024 * 1024
+        assert any("a save checkpointed it" in r.getMessage() for r in caplog.records)
+        assert store.index.integrity_check() == []
+    finally:
+        store.close()
