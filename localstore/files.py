@@ -189,15 +189,8 @@ class PendingWrites:
         tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
         if self._writer is not None:
             return self._add_on_writer(tmp, target, data)
+        fd = _write_temp(tmp, data, self._mode, target)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self._mode)
-        except OSError as exc:
-            raise map_os_error(exc, "cannot create", tmp) from exc
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
             st = os.fstat(fd)
             if not self._batch and self._flusher is None:
                 os.fsync(fd)
@@ -223,11 +216,13 @@ class PendingWrites:
         mtime_ns = time.time_ns()
         assert self._writer is not None
         try:
-            future = self._writer.submit(_write_temp, tmp, data, self._mode, mtime_ns)
+            future = self._writer.submit(
+                _write_temp_stamped, tmp, data, self._mode, target, mtime_ns
+            )
         except RuntimeError:  # the writer is shut down (its owner is closing): write here
             future = Future()
             try:
-                _write_temp(tmp, data, self._mode, mtime_ns)
+                _write_temp_stamped(tmp, data, self._mode, target, mtime_ns)
                 future.set_result(None)
             except StorageError as exc:
                 future.set_exception(exc)
@@ -330,8 +325,9 @@ def _one_per_filesystem(folders: Iterable[str]) -> list[str]:
     return list(by_device.values())
 
 
-def _write_temp(tmp: str, data: bytes, mode: int, mtime_ns: int) -> None:
-    """Create ``tmp`` (never an existing file), write ``data``, stamp its times. StorageError."""
+def _write_temp(tmp: str, data: bytes, mode: int, target: str, mtime_ns: int | None = None) -> int:
+    """Create ``tmp`` (never an existing file), write ``data``, stamp its times if given; returns
+    the open fd. On failure the temp is removed. Raises StorageError."""
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except OSError as exc:
@@ -341,12 +337,18 @@ def _write_temp(tmp: str, data: bytes, mode: int, mtime_ns: int) -> None:
         while view:
             n = os.write(fd, view)
             view = view[n:]
-        os.utime(fd, ns=(mtime_ns, mtime_ns))
+        if mtime_ns is not None:
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
     except OSError as exc:
         os.close(fd)
         _unlink_quiet(tmp)
-        raise map_os_error(exc, "cannot write", tmp) from exc
-    os.close(fd)
+        raise map_os_error(exc, "cannot write", target) from exc
+    return fd
+
+
+def _write_temp_stamped(tmp: str, data: bytes, mode: int, target: str, mtime_ns: int) -> None:
+    """A batch's temp write on the writer thread: written, stamped, closed. StorageError."""
+    os.close(_write_temp(tmp, data, mode, target, mtime_ns))
 
 
 def _flushed_here(fd: int) -> Future[None]:
