@@ -19,14 +19,19 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 from localstore.config import load_settings
 from localstore.store import BlueprintStore
 from sync.engine import SyncEngine
+from sync.errors import TransientError
+from sync.memory_remote import MemoryServer
 
-from .conftest import STRESS
+from .conftest import STRESS, Device, assert_converged, converge, server_snapshot
 from .file_remote import FileRemote, load_server
 
 KILLS = 300 if STRESS else 24
@@ -178,3 +183,60 @@ def _check_device(device: str, model: Model, final: dict[str, tuple[str, str]]) 
     for ident in mine - model.states.keys():
         # Only an unacknowledged create (killed mid-save) may have left a blueprint we never saw.
         assert final[ident][1] == model.created.get(final[ident][0]), f"{device}: stray {ident}"
+
+
+# -- what the harness found, as deterministic cases: a kill (here a dropped response) after the
+# server committed a create, then a local change before the next push. The engine had no base for
+# the blueprint, so it took the server's row for the newer one.
+
+
+def _created_then_response_lost(dev: Device, path: str) -> str:
+    ident = dev.store.save(path, "v: 1\n").id
+    dev.remote.drop_response_next()
+    with pytest.raises(TransientError):
+        dev.sync()
+    return ident
+
+
+def test_a_move_after_a_lost_push_response_is_kept(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """The merge took the newest local revision with the server's content hash as the base; a
+    pure move keeps the hash, so the base was the move itself: the path looked unchanged locally
+    and the server's (older) path won. The acknowledged move was undone on every device."""
+    a, b = make_device("a"), make_device("b")
+    ident = _created_then_response_lost(a, "k/one")
+    a.store.move(ident, "k/two")
+    converge(a, b)
+    assert server_snapshot(server) == {ident: ("k/two.blueprint.yaml", "v: 1\n")}
+    assert_converged(server, a, b)
+
+
+def test_a_move_after_a_lost_move_response_is_kept(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """The same with a base on record: the lost push was itself a move."""
+    a, b = make_device("a"), make_device("b")
+    ident = a.store.save("k/one", "v: 1\n").id
+    converge(a, b)
+    a.store.move(ident, "k/two")
+    a.remote.drop_response_next()
+    with pytest.raises(TransientError):
+        a.sync()
+    a.store.move(ident, "k/three")
+    converge(a, b)
+    assert server_snapshot(server) == {ident: ("k/three.blueprint.yaml", "v: 1\n")}
+    assert_converged(server, a, b)
+
+
+def test_a_delete_after_a_lost_push_response_is_kept(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """The delete of a blueprint without a base is settled locally (never on the server, as far
+    as the engine knew), so the server's row came back in the pull and revived it."""
+    a, b = make_device("a"), make_device("b")
+    ident = _created_then_response_lost(a, "k/one")
+    a.store.delete(ident)
+    converge(a, b)
+    assert server_snapshot(server) == {} and server.rows[ident].row.deleted
+    assert_converged(server, a, b)
