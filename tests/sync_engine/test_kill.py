@@ -42,6 +42,14 @@ ROOT = Path(__file__).parents[2]
 State = tuple[str, str] | None  # (path, content), None = absent
 
 
+class UnexplainedBlueprint(Exception):
+    """A device's log names a blueprint it never created: sync made it (a copy, a new id)."""
+
+    def __init__(self, ident: str, path: str) -> None:
+        super().__init__(ident, path)
+        self.ident, self.path = ident, path
+
+
 @dataclass
 class Model:
     """Possible final states per id, from one device's intent/ack log."""
@@ -80,6 +88,10 @@ class Model:
     def _known(self, ident: str, path: str) -> set[State]:
         """The states of ``ident``; an id never acknowledged came from an unacknowledged create."""
         if ident not in self.states:
+            if path not in self.created:
+                # Not a bookkeeping slip: the device worked on a blueprint it never created (a
+                # KeyError here once hid what the sync had made). Say which, for the history.
+                raise UnexplainedBlueprint(ident, path)
             self.states[ident] = {(path, self.created[path])}
         return self.states[ident]
 
@@ -165,7 +177,17 @@ def test_sigkill_during_sync_loses_nothing(tmp_path: Path) -> None:
         phases: Counter[str] = Counter()
         for device in DEVICES:
             model = Model()
-            model.feed(_records(tmp_path / f"{device}.log"))
+            try:
+                model.feed(_records(tmp_path / f"{device}.log"))
+            except UnexplainedBlueprint as exc:
+                history = [
+                    (r.rev, r.origin, r.device == stores[device].device_id, r.path, r.deleted)
+                    for r in stores[device].history(exc.ident)
+                ]
+                raise AssertionError(
+                    f"{device} edited {exc.ident} at {exc.path}, which it never created; its "
+                    f"history (rev, origin, this device, path, deleted): {history}"
+                ) from exc
             phases += model.phases
             _check_device(device, model, expected)
         # The kills must have hit the sync cycle itself, not only local saves.
@@ -173,6 +195,16 @@ def test_sigkill_during_sync_loses_nothing(tmp_path: Path) -> None:
     finally:
         for store in stores.values():
             store.close()
+
+
+def test_the_model_names_a_blueprint_the_device_never_created() -> None:
+    """An in-flight edit of an id that no create of this device explains raised a bare KeyError
+    from the model's own dict, which read as a bug of the harness rather than of sync."""
+    path = "a/item (conflict b 20260101T000000Z).blueprint.yaml"
+    intent = {"intent": "save", "id": "x-1", "path": path, "from": path, "content": "v: 1\n"}
+    with pytest.raises(UnexplainedBlueprint) as caught:
+        Model().feed([intent, {"killed": 0}])
+    assert (caught.value.ident, caught.value.path) == ("x-1", path)
 
 
 def _check_device(device: str, model: Model, final: dict[str, tuple[str, str]]) -> None:
