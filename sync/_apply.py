@@ -420,6 +420,11 @@ class Applier:
             # The server only moved it (no edit): the local delete still applies to this rev.
             self._record(cur, r, synced=False)
             return
+        if r.device == self.store.device_id:
+            # The server's edit is this device's own (a push whose response was lost), made
+            # before the delete: nobody else's edit to keep, the delete applies to this rev.
+            self._record(cur, r, synced=False)
+            return
         self._save_remote(cur, r)  # an edit beats a delete: revive with the remote edit
         self._conflict_event(local.id, r.path, "a remote edit revived a locally deleted blueprint")
 

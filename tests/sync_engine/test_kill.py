@@ -197,6 +197,26 @@ def test_sigkill_during_sync_loses_nothing(tmp_path: Path) -> None:
             store.close()
 
 
+def test_a_delete_after_a_lost_edit_response_is_kept(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """The same with a base on record: the push of an edit was lost, then the blueprint deleted.
+    The delete met the server's row as "an edit beats a delete", but that edit was this device's
+    own, made before the delete, and the blueprint came back."""
+    a, b = make_device("a"), make_device("b")
+    ident = a.store.save("k/one", "v: 1\n").id
+    converge(a, b)
+    a.store.save("k/one", "v: 2\n")
+    a.remote.drop_response_next()
+    with pytest.raises(TransientError):
+        a.sync()
+    a.store.delete(ident)
+    converge(a, b)
+    assert server_snapshot(server) == {} and server.rows[ident].row.deleted
+    assert a.engine.conflicts() == []
+    assert_converged(server, a, b)
+
+
 def test_the_model_names_a_blueprint_the_device_never_created() -> None:
     """An in-flight edit of an id that no create of this device explains raised a bare KeyError
     from the model's own dict, which read as a bug of the harness rather than of sync."""
