@@ -285,6 +285,12 @@ class Applier:
         if away is not None:
             self._out_of_view(cur, local, item, r, away, dirty=dirty)
             return
+        if local is not None and local.deleted and not dirty and self._lost_own_push(item, r):
+            # The delete was settled as "never on the server", yet the row is there: it pushes
+            # now on this base (taking the row would bring back what this device deleted).
+            self._record(cur, r, synced=False)
+            st.mark_unsynced(cur, r.id)
+            return
         if local is not None and not local.deleted and local.flagged:
             self._keep_unparsable(cur, local, r)
         if local is None or not dirty:
@@ -324,6 +330,8 @@ class Applier:
         local = known.local(r.id)
         if local is not None and not self._clean_and_settled(local, item):
             return None
+        if local is not None and local.deleted and self._lost_own_push(item, r):
+            return None  # apply_row pushes the local delete instead (see there)
         if not canonical_path(r.path):
             return None  # apply_row normalizes it (and records the server's path as the base)
         key = fs.path_key(r.path)
@@ -338,6 +346,19 @@ class Applier:
             return None
         self.stats.applied += 1
         return self._request_type(r.path, r.content, meta=meta, id=r.id), key
+
+    def _lost_own_push(self, item: st.ItemState | None, r: ServerRow) -> bool:
+        """True when live row ``r`` is this device's own write that it never heard back about.
+
+        A push whose response was lost (a kill, a dropped connection) leaves no base: the engine
+        then settles a later local delete without pushing it (nothing to delete on the server,
+        as far as it knows), and the row comes back in the next pull.
+        """
+        return (
+            not r.deleted
+            and r.device == self.store.device_id
+            and (item is None or item.base_rev is None)
+        )
 
     def _clean_and_settled(self, local: Row, item: st.ItemState | None) -> bool:
         if local.flagged or local.op_id > (item.synced_op_id if item is not None else 0):
@@ -397,6 +418,11 @@ class Applier:
             return
         if item is not None and item.base_rev is not None and r.content_hash == item.base_hash:
             # The server only moved it (no edit): the local delete still applies to this rev.
+            self._record(cur, r, synced=False)
+            return
+        if r.device == self.store.device_id:
+            # The server's edit is this device's own (a push whose response was lost), made
+            # before the delete: nobody else's edit to keep, the delete applies to this rev.
             self._record(cur, r, synced=False)
             return
         self._save_remote(cur, r)  # an edit beats a delete: revive with the remote edit
@@ -782,7 +808,14 @@ class Applier:
         stored = st.get_base(cur, blueprint_id) if known else None
         seen = st.local_revision_with_hash(cur, blueprint_id, r.content_hash)
         if seen is not None and self._descends_from_base(stored, seen, r):
-            path = item.base_path if item is not None and item.base_path else seen.path
+            if r.device == self.store.device_id:
+                # Our own write (a push whose response was lost): the server holds exactly what
+                # this device had, path included. Pure moves keep the content hash, so ``seen``
+                # (the newest revision with it) may be a later local move: as the base's path it
+                # made that move look unchanged, and the server's older path won.
+                path = r.path
+            else:
+                path = item.base_path if item is not None and item.base_path else seen.path
             return st.Base(seen.rev, path, r.content, dict(r.meta))
         if item is not None and item.base_rev is not None:
             return stored

@@ -562,11 +562,12 @@ class Daemon:
         foreign = [c for c in self._candidates if self._claim(str(c[0]), int(c[3]))]
         self._candidates = []
         for row in foreign:
+            # Counted before it is sent: a subscriber that reads the metrics once it has the
+            # event must find the event counted (the fan-out runs on the server's own thread).
+            self.metrics.foreign_changes += 1
             self._publish_row(row)
-        if foreign:
-            self.metrics.foreign_changes += len(foreign)
-            if self.engine is not None:
-                self.engine.request_sync(self.engine.debounce_s)
+        if foreign and self.engine is not None:
+            self.engine.request_sync(self.engine.debounce_s)
         watcher, store = self.watcher, self.store
         if watcher is None or store is None or not self._files_were_active(watcher):
             return

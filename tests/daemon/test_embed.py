@@ -7,7 +7,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,6 +127,31 @@ def test_an_app_leaves_sync_to_a_running_daemon(inproc_daemon, tmp_path: Path) -
             store.delete("from-app/two")
             client.wait_for(lambda e: e["event"] == "deleted", 15)
         assert d.daemon.metrics.foreign_changes == 3
+
+
+def test_a_change_by_another_process_is_counted_before_subscribers_get_it(
+    inproc_daemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon counted foreign_changes after publishing the events; publishing only queues
+    them for the server's own thread, so a subscriber could get the event and read the metrics
+    before the daemon thread counted it (the test above failed that way, seeing 2 of 3)."""
+    home = tmp_path / "shared"
+    d = inproc_daemon(home)
+    server = d.daemon.server
+    assert server is not None
+    real_publish = server.publish
+
+    def publish_then_lose_the_cpu(event: str, data: dict[str, Any]) -> None:
+        real_publish(event, data)
+        if data.get("process") == "other":
+            time.sleep(1.0)  # the daemon thread is descheduled right after handing the event on
+
+    monkeypatch.setattr(server, "publish", publish_then_lose_the_cpu)
+    with localstore.open(home=home) as store, d.client() as client:
+        client.subscribe(["saved"])
+        store.save("from-app/one", "k: v\n")
+        client.wait_for(lambda e: e["data"].get("process") == "other", 15)
+        assert d.daemon.metrics.foreign_changes == 1
 
 
 def test_store_start_sync_holds_the_home_lock_and_stops_with_the_store(tmp_path) -> None:
