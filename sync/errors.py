@@ -123,21 +123,19 @@ class NotLoggedInError(AuthError):
 
 
 class SessionChangedError(NotLoggedInError):
-    """The home's stored session changed (logout, or another user's login) under an open remote.
+    """The home's stored session changed (logout, or another user's login) under an open remote."""
 
-    The remote never goes on with another user's session, nor with one that was logged out: it
-    refuses every call from then on. The daemon opens a new remote from the new session by itself.
-    """
+    # The remote never goes on with another user's session, nor with one that was logged out: it
+    # refuses every call from then on. The daemon opens a new remote from the new session itself.
 
     hint = "sync stopped using the old session; it starts again from the new login"
 
 
 class AccountMismatchError(AuthError):
-    """This home's synced blueprints belong to another user of the same project.
+    """This home's synced blueprints belong to another user of the same project."""
 
-    A home's synced data belongs to the account it synced with: signing in as someone else on it
-    must not upload that data to the new account (docs/sync-engine.md, "Identity").
-    """
+    # A home's synced data belongs to the account it synced with: signing in as someone else on it
+    # must not upload that data to the new account (docs/sync-engine.md, "Identity").
 
     hint = (
         "use another home for this account (`localstore --home DIR login ...`), log in again as "
