@@ -18,12 +18,17 @@ import pytest
 
 from localstore.errors import DiskFullError
 from localstore.store import SaveRequest
+from sync.cli_daemon import check_daemon
+from sync.daemon import Daemon
+from sync.embed import lock_holder
 from sync.engine import SyncEngine, SyncStatus, WorkerState
-from sync.memory_remote import MemoryServer
+from sync.memory_remote import MemoryRemote, MemoryServer
+from sync.remote import Remote
 from tests.conftest import eventually
+from tests.daemon.conftest import InProcessDaemon, home_settings
 from tests.store.lockholder import LockHolder, holders, waiting_for_lock
 
-from .conftest import Device
+from .conftest import Device, close_device, open_device
 
 WAIT = 20.0
 holder_factory = pytest.fixture(holders)
@@ -258,5 +263,90 @@ def test_closing_the_store_while_the_loop_waits_for_a_lock_ends_it_quietly(
     a.store.close()
     assert a.engine.join(WAIT)
     assert a.engine.worker_state is WorkerState.STOPPED
+    assert_no_traceback(debug_logs)
+    assert not [r for r in engine_records(debug_logs) if r.levelno >= logging.WARNING]
+
+
+# -- the daemon shows it ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def online_daemon(tmp_path: Path) -> Iterator[Callable[[Remote], InProcessDaemon]]:
+    """A Daemon syncing through ``remote``, run() on a thread; stopped and joined after the test."""
+    made: list[InProcessDaemon] = []
+
+    def start(remote: Remote) -> InProcessDaemon:
+        settings = home_settings(tmp_path / "daemon-home")
+        daemon = Daemon(settings, install_signals=False, remote_factory=lambda _s: remote)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                daemon.run()
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=run, name="test-daemon", daemon=True)
+        thread.start()
+        made.append(InProcessDaemon(daemon, thread, errors))
+        assert daemon.wait_ready(WAIT), errors
+        return made[-1]
+
+    yield start
+    for d in made:
+        d.daemon.stop()
+        d.thread.join(WAIT)
+        assert not d.thread.is_alive(), "the daemon did not stop"
+        assert lock_holder(d.daemon.settings.paths.state) is None
+
+
+def test_the_daemon_status_and_doctor_say_disk_full(
+    tmp_path: Path,
+    server: MemoryServer,
+    online_daemon: Callable[[Remote], InProcessDaemon],
+    debug_logs: pytest.LogCaptureFixture,
+) -> None:
+    d = online_daemon(MemoryRemote(server, user="u"))
+    store, engine = d.daemon.store, d.daemon.engine
+    assert store is not None and engine is not None
+    assert eventually(lambda: engine.status().state == "idle", WAIT)
+    with store.index.read() as cur:  # the daemon's own connection cannot grow the index
+        pages = int(cur.execute("PRAGMA page_count").fetchall()[0][0])
+        cur.execute(f"PRAGMA max_page_count = {pages}")
+    other = open_device(tmp_path, "other", server)
+    try:
+        other.store.save_many([SaveRequest(f"d/b{i}", f"body: {'z' * 3000}\n") for i in range(40)])
+        other.sync()  # the daemon's engine hears the hint and pulls
+    finally:
+        close_device(other)
+    with d.client() as client:
+        assert eventually(lambda: client.status()["sync"]["state"] == "error", WAIT)
+        sync = client.status()["sync"]
+    assert sync["last_error"].startswith("disk full: free space")
+    assert "sync retries by itself" in sync["last_error"]
+    finding = check_daemon(d.daemon.settings)
+    assert finding.status == "problem"
+    assert "disk full: free space" in finding.detail
+    assert_no_traceback(debug_logs)
+
+
+def test_a_daemon_stopping_while_sync_waits_for_the_index_lock_is_quiet(
+    holder_factory: Callable[[Path], LockHolder],
+    online_daemon: Callable[[Remote], InProcessDaemon],
+    debug_logs: pytest.LogCaptureFixture,
+) -> None:
+    """The shutdown cuts the engine's lock wait short: an expected end, not a locked index."""
+    d = online_daemon(MemoryRemote())
+    engine = d.daemon.engine
+    assert engine is not None
+    assert eventually(lambda: engine.status().state == "idle", WAIT)
+    holder_factory(d.daemon.settings.paths.index_db)
+    engine.request_sync()
+    thread = engine._thread
+    assert thread is not None
+    assert eventually(lambda: waiting_for_lock(thread), WAIT)
+    d.daemon.stop()
+    d.thread.join(WAIT)
+    assert not d.thread.is_alive() and d.errors == []
     assert_no_traceback(debug_logs)
     assert not [r for r in engine_records(debug_logs) if r.levelno >= logging.WARNING]
