@@ -1292,7 +1292,9 @@ class SyncEngine:
         """Classify a failed cycle: stop, retry (with backoff) or wait for a person; log it."""
         if self._store_gone(exc):
             # The app closed the store (quitting): nothing can sync any more, and nothing failed.
-            log.debug("sync: the store was closed; the loop stops")
+            log.debug(
+                "sync: the store was closed; the loop stops (%s: %s)", type(exc).__name__, exc
+            )
             self.stop()
             return
         if self._worker is not WorkerState.RUNNING:
