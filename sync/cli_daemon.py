@@ -673,6 +673,15 @@ def check_daemon(settings: Settings) -> Finding:
             "free disk space or fix what the error names (it retries by itself); details in "
             "the daemon's log",
         )
+    if sync.get("state") == "error" and sync.get("last_error"):
+        # Its last cycle failed (a full disk, a locked index, a revoked login): the error says
+        # what to do; "running, sync error" alone would hide it.
+        return Finding(
+            "daemon",
+            "problem",
+            f"pid {state['pid']}: sync failed: {sync['last_error']}",
+            "fix what the error names (sync retries by itself); details in the daemon's log",
+        )
     return Finding("daemon", "ok", f"pid {state['pid']}, sync {sync.get('state')}")
 
 

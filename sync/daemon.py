@@ -343,6 +343,10 @@ class Daemon:
 
     def _shutdown(self) -> None:
         deadline = time.monotonic() + STOP_BUDGET_S
+        if self.engine is not None:
+            # Stopping first: the lock wait interrupted below then fails a cycle that is already
+            # stopping (logged at DEBUG), not a running one (a "locked index" warning).
+            self.engine.stop()
         if self.store is not None:  # the engine and watcher joined below must not wait 30 s
             self.store.index.interrupt_lock_waits()  # for a write lock another process holds
         remove_state(self.settings.paths.state, os.getpid())

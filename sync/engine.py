@@ -15,6 +15,9 @@ whose apply did not commit is pulled again, and rows already applied are skipped
 and every ``poll_interval_s``; failures back off exponentially with jitter on a timer, so a
 failed push is retried without waiting for the next write. Expired auth is refreshed once per
 cycle and retried; errors that need a person put the engine in ``error`` and are retried slowly.
+Local conditions of this machine (an index another process keeps locked, a full disk) are retried
+with backoff too, with one short warning and the status saying what to do; a store closed under
+the loop ends it. Only an exception nobody expected is logged with its traceback.
 """
 
 from __future__ import annotations
@@ -28,21 +31,28 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeVar
+
+import apsw
 
 from localstore import files as fs
 from localstore.blueprint import decode_meta, encode_meta, new_id, utc_now
 from localstore.errors import (
     AlreadyExistsError,
     ChangedOnDiskError,
+    DiskFullError,
+    IndexStoreError,
     InvalidInputError,
     LocalStoreError,
     NotFoundError,
     StorageError,
+    StoreClosedError,
     UnsafePathError,
 )
 from localstore.events import Event
+from localstore.index import map_apsw_error
 from localstore.store import BlueprintStore
 from sync import _state as st
 from sync._apply import (
@@ -125,6 +135,9 @@ DEFAULT_BACKOFF_BASE_S = 0.5
 DEFAULT_BACKOFF_CAP_S = 60.0
 # After an error only a person can fix (logged out, wrong project), retry this seldom.
 ATTENTION_RETRY_S = 60.0
+# A local condition that lasts (a full disk) is warned about again at most this often; the
+# retries in between log at DEBUG (a retry a minute would otherwise fill the daemon's log).
+CONDITION_LOG_EVERY_S = 600.0
 MAX_ROUNDS = 4
 FETCH_CHUNK = 200
 # Pulled rows applied per index transaction. Each commit writes every index page its chunk
@@ -156,6 +169,52 @@ class WorkerState(enum.Enum):
     RUNNING = "running"
     STOPPING = "stopping"
     STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class _LocalCondition:
+    """A failure of this machine that the loop expects and retries (CONVENTIONS practice 4).
+
+    Not a bug, so no traceback: one short warning, and the status says what it is and what to
+    do. ``record``: whether writing it to the index can work (not while another process holds
+    the index's write lock: that write would wait out the same timeout again).
+    """
+
+    summary: str
+    hint: str
+    cleared: str
+    record: bool
+
+    def describe(self, exc: BaseException) -> str:
+        """The status line: what, what to do, then the store's own words."""
+        detail = exc.message if isinstance(exc, LocalStoreError) else str(exc)
+        return f"{self.summary}; {self.hint} ({detail})"
+
+
+_INDEX_LOCKED = _LocalCondition(
+    summary="the index is locked by another process",
+    hint="sync retries by itself; if this lasts, close the other program using this home",
+    cleared="the index is free again",
+    record=False,
+)
+_DISK_FULL = _LocalCondition(
+    summary="disk full: free space on the disk holding this home's files",
+    hint="sync retries by itself once there is room",
+    cleared="there is disk space again",
+    record=True,
+)
+
+
+def _local_condition(exc: BaseException) -> _LocalCondition | None:
+    """The expected local condition ``exc`` is, or None (then it is a bug or not local)."""
+    if isinstance(exc, DiskFullError):
+        return _DISK_FULL
+    if isinstance(exc, IndexStoreError) and isinstance(
+        exc.__cause__, apsw.BusyError | apsw.LockedError
+    ):
+        # The write lock wait of localstore.index ran out (or close() cut it short).
+        return _INDEX_LOCKED
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -234,6 +293,9 @@ class SyncEngine:
         self._settled = False
         self._refreshed = False
         self._lock_held = False
+        # The local condition the loop is retrying, and when it last warned about it.
+        self._condition: _LocalCondition | None = None
+        self._condition_warned_at = 0.0
 
     # -- status ----------------------------------------------------------------------------------
 
@@ -348,11 +410,14 @@ class SyncEngine:
             self._refreshed = False
             report = SyncReport()
             try:
-                self._cycle(report)
+                with _index_errors():
+                    self._cycle(report)
+                    # (Inside: a full or locked index can fail this write too, and is then
+                    # recorded and classified like any failure of the cycle.)
+                    self._record_success()
             except BaseException as exc:
                 self._record_error(exc)
                 raise
-            self._record_success()
             return report
 
     @contextmanager
@@ -481,17 +546,32 @@ class SyncEngine:
         self._set_state("idle", progress=None)
 
     def _record_error(self, exc: BaseException) -> None:
-        if not isinstance(exc, Exception):
-            return  # KeyboardInterrupt / SystemExit: nothing to record
-        self._last_error = str(exc) or type(exc).__name__
+        if not isinstance(exc, Exception) or self._store_gone(exc):
+            return  # KeyboardInterrupt / SystemExit, or a closed store: nothing to record
+        condition = _local_condition(exc)
+        if condition is not None:
+            self._last_error = condition.describe(exc)
+        else:
+            self._last_error = str(exc) or type(exc).__name__
         state: SyncStateName = "offline" if isinstance(exc, OfflineError) else "error"
-        try:
-            with self.store.index.write() as cur:
-                st.set_state(cur, "last_error", self._last_error)
-                st.set_state(cur, LAST_ERROR_STATE_KEY, state)  # `status` without an engine
-        except LocalStoreError:  # the index itself failed; the status still shows the error
-            log.warning("sync: could not record the error in the index")
+        if condition is None or condition.record:
+            try:
+                with _index_errors(), self.store.index.write() as cur:
+                    st.set_state(cur, "last_error", self._last_error)
+                    st.set_state(cur, LAST_ERROR_STATE_KEY, state)  # `status` without an engine
+            except LocalStoreError as err:  # the index failed too; the status still shows it
+                if condition is None:
+                    log.warning("sync: could not record the error in the index: %s", err)
+                else:  # (a full disk: expected to fail as the cycle did)
+                    log.debug("sync: could not record the error in the index: %s", err)
         self._set_state(state, progress=None)
+
+    def _store_gone(self, exc: BaseException) -> bool:
+        """Whether ``exc`` comes from the store being closed (an app quitting), not a failure.
+
+        Also an index lock wait that close() cut short (it raises IndexStoreError).
+        """
+        return isinstance(exc, StoreClosedError) or self.store.closed
 
     # -- push --------------------------------------------------------------------------------------
 
@@ -1056,7 +1136,7 @@ class SyncEngine:
         by now). A failed fetch raises and leaves those rows parked: the cursor is past them and
         nothing else would fetch them.
         """
-        with self._cycle_held("retry_quarantined"), self._guard():
+        with self._cycle_held("retry_quarantined"), self._guard(), _index_errors():
             self._refreshed = False
             with self.store.index.write() as cur:
                 entries = st.quarantined(cur)
@@ -1197,24 +1277,61 @@ class SyncEngine:
     def _attempt(self) -> None:
         try:
             self.sync_once()
-        except SyncError as exc:
+        except Exception as exc:  # noqa: BLE001
+            # The loop thread must survive anything; _on_failure logs each kind with its reason
+            # (an unexpected one with its traceback).
+            self._on_failure(exc)
+            return
+        if self._condition is not None:
+            log.info("sync: %s; syncing again", self._condition.cleared)
+            self._condition = None
+        self._failures = 0
+        self._next_at = self.clock() + self.poll_interval_s
+
+    def _on_failure(self, exc: Exception) -> None:
+        """Classify a failed cycle: stop, retry (with backoff) or wait for a person; log it."""
+        if self._store_gone(exc):
+            # The app closed the store (quitting): nothing can sync any more, and nothing failed.
+            log.debug(
+                "sync: the store was closed; the loop stops (%s: %s)", type(exc).__name__, exc
+            )
+            self.stop()
+            return
+        if self._worker is not WorkerState.RUNNING:
+            log.debug("sync: the cycle cut short by stop(): %s", exc)
+            return  # (the daemon's shutdown interrupts lock waits; the loop ends anyway)
+        if isinstance(exc, SyncError):
             self._after_failure(exc, exc.action)
-        except Exception as exc:  # the loop thread must survive anything; logged with a reason
+            return
+        condition = _local_condition(exc)
+        if condition is None:
             log.exception("sync: unexpected failure; retrying with backoff")
             self._after_failure(exc, "retry")
+            return
+        delay = self._back_off(exc)
+        now = self.clock()
+        if condition is not self._condition or now - self._condition_warned_at >= (
+            CONDITION_LOG_EVERY_S
+        ):
+            self._condition, self._condition_warned_at = condition, now
+            log.warning("sync: %s; retrying in %.1fs", condition.describe(exc), delay)
         else:
-            self._failures = 0
-            self._next_at = self.clock() + self.poll_interval_s
+            log.debug("sync: %s; retrying in %.1fs", condition.describe(exc), delay)
+
+    def _back_off(self, exc: BaseException) -> float:
+        """Count one more failure and schedule the retry; returns the delay."""
+        self._failures += 1
+        delay = self.backoff_delay(self._failures)
+        if isinstance(exc, RateLimitedError) and exc.retry_after:
+            delay = max(delay, exc.retry_after)
+        self._next_at = self.clock() + delay
+        return delay
 
     def _after_failure(self, exc: BaseException, action: str) -> None:
         now = self.clock()
         if action in ("retry", "quarantine"):
-            self._failures += 1
-            delay = self.backoff_delay(self._failures)
-            if isinstance(exc, RateLimitedError) and exc.retry_after:
-                delay = max(delay, exc.retry_after)
+            delay = self._back_off(exc)
             log.info("sync: %s; retrying in %.1fs", exc, delay)
-            self._next_at = now + delay
         else:
             # refresh_auth that failed twice, or tell_user: wait for a person, retry seldom.
             self._failures = 1
@@ -1229,6 +1346,20 @@ class SyncEngine:
 
 # ---------------------------------------------------------------------------------------------------
 # Helpers
+
+
+@contextmanager
+def _index_errors() -> Iterator[None]:
+    """Translate apsw errors of sync's own statements (on index cursors) into the store's tree.
+
+    localstore's Index maps the errors of BEGIN and COMMIT, not of the statements run inside a
+    write (some callers catch apsw's there on purpose): a full index raised apsw.FullError out of
+    sync_once(), where no caller could tell it was a full disk.
+    """
+    try:
+        yield
+    except apsw.Error as exc:
+        raise map_apsw_error(exc, "write sync state to the index") from exc
 
 
 def _check_results(changes: Sequence[Change], results: Sequence[PushResult]) -> None:
