@@ -42,6 +42,7 @@ from localstore.errors import (
     StoreClosedError,
 )
 from localstore.events import Event
+from localstore.index import map_apsw_error
 
 if TYPE_CHECKING:
     from localstore.store import BlueprintStore, CheckReport, Row
@@ -88,6 +89,11 @@ ROOT_ID_SETTING = "blueprints_folder_id"
 # A file the user creates in an empty blueprints folder to say its blueprints are really gone
 # (hidden: the scan and the watcher pass it by). check_root removes it once it has answered.
 CONFIRM_EMPTY_NAME = ".localstore-confirm-empty"
+
+
+def _from_index(exc: BaseException) -> bool:
+    """True for a storage error the index raised (a mapped apsw error), not a file's."""
+    return isinstance(exc, StorageError) and isinstance(exc.__cause__, apsw.Error)
 
 
 def check_root(store: BlueprintStore) -> None:
@@ -264,6 +270,15 @@ class Reconciler:
         if not fix:
             self._describe(scan, by_path, changed, missing, orphans, stale, report)
             return report
+        try:
+            self._fix(report)
+        except apsw.Error as exc:  # never leaks out of the public API (open, reconcile, check)
+            raise map_apsw_error(exc, "reconcile the index with the files") from exc
+        self.store.events.publish(self.events)
+        return report
+
+    def _fix(self, report: CheckReport) -> None:
+        """Apply the differences found under the write lock, one path per savepoint."""
         with self.store.index.write() as cur:
             # Re-scan under the write lock: another process may have saved since the first look.
             by_path = self._live_rows(cur)
@@ -293,8 +308,6 @@ class Reconciler:
                 with self._isolated(rel, report):
                     fs.remove_file(self.store.root / rel)
                     report.fixed.append({"kind": "temp-file", "path": rel, "detail": "removed"})
-        self.store.events.publish(self.events)
-        return report
 
     def _still_on_disk(self, row: Row, scan: _Scan) -> dict[str, str] | None:
         """The problem to report instead of deleting ``row`` if its file is still there.
@@ -376,12 +389,19 @@ class Reconciler:
         """
         mark = len(self.events)
         parked = dict(self._parked)
+        entered = False
         try:
             with self.store.index.write():
+                entered = True
                 yield
         except (StoreClosedError, IndexStoreError):
-            raise
+            raise  # (also a write SQLite rolled back whole: going on would commit piecemeal)
         except (OSError, LocalStoreError, apsw.ConstraintError) as exc:
+            if not entered or _from_index(exc):
+                # The savepoint could not start or end (a full disk under the index): the index
+                # failing, not this path. Swallowed at the start, it also broke the pass with
+                # "generator didn't yield" instead of the error.
+                raise
             del self.events[mark:]  # rolled back with the savepoint: nothing to announce
             self._parked = parked
             log.warning("reconcile skipped %s: %s", rel, exc)

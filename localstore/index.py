@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import apsw
 
@@ -34,6 +34,7 @@ from localstore.errors import (
     IndexStoreError,
     LocalStoreError,
     PermissionDeniedError,
+    StorageError,
     StoreClosedError,
 )
 
@@ -297,6 +298,31 @@ class _WalGuard:
         return apsw.SQLITE_OK
 
 
+class _WriteLost(IndexStoreError):
+    """SQLite rolled back the whole open write transaction by itself; nothing of it is saved.
+
+    Raised by every level of that write still open but the outermost (which raises the error
+    that lost it), by a new level, and by any statement that would write: an IndexStoreError,
+    so the per-item handlers of batches (reconcile, sync, the watcher) stop instead of going on
+    in autocommit mode, each later item committing alone.
+    """
+
+    def __init__(self, cause: BaseException | None) -> None:
+        why = f" ({_describe_cause(cause)})" if cause is not None else ""
+        super().__init__(
+            f"SQLite rolled back the whole write after an error inside it{why}; nothing of "
+            "it was saved",
+            hint="free some disk space if the disk is full, then try again; 'localstore check' "
+            "shows whether the index is healthy",
+        )
+
+
+def _describe_cause(cause: BaseException) -> str:
+    if isinstance(cause, apsw.Error):
+        return str(map_apsw_error(cause, "write"))
+    return str(cause)
+
+
 class Index:
     """One apsw connection to index.db, safe to share between threads."""
 
@@ -317,6 +343,11 @@ class Index:
         self._owner: int | None = None
         self._deferred: list[list[Callable[[], None]]] = []
         self._close_pending = False
+        # Set when SQLite rolled the open write transaction back by itself (see _WriteLost);
+        # the error that did it, once a level has seen it.
+        self._lost = False
+        self._lost_cause: BaseException | None = None
+        self.conn.set_rollback_hook(self._on_sqlite_rollback)
         self.register_schema("core", CORE_MIGRATIONS)
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -409,19 +440,27 @@ class Index:
         """A write transaction: BEGIN IMMEDIATE at the outermost level, SAVEPOINTs inside.
 
         Rolls back on any exception. Raises IndexStoreError (busy past the timeout, corrupt) and the
-        mapped storage errors.
+        mapped storage errors. When SQLite rolls the whole transaction back by itself (after
+        SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM, SQLITE_INTERRUPT inside it), every level still
+        open fails, whatever its body caught: an inner level and any write statement with an
+        IndexStoreError (``_WriteLost``), the outermost with the error that did it (mapped, e.g.
+        DiskFullError); nothing of the transaction is committed.
         """
         with self._lock:
             conn = self.conn
             cur = conn.cursor()
             outer = self._depth == 0
             name = f"sp{self._depth}"
+            if not outer and self._lost:
+                raise _WriteLost(self._lost_cause) from self._lost_cause
             try:
                 if outer:
                     self._begin_immediate(cur)
                 else:
                     cur.execute(f"SAVEPOINT {name}")
             except apsw.Error as exc:
+                if not outer and self._note_lost(conn, exc):
+                    self._raise_lost(outer, self._lost_cause)
                 raise map_apsw_error(exc, "start a write") from exc
             self._depth += 1
             if outer:
@@ -429,19 +468,33 @@ class Index:
             self._deferred.append([])
             try:
                 yield cur
-            except BaseException:
+            except BaseException as exc:
                 self._depth -= 1
                 self._deferred.pop()  # what this level queued never happened
+                lost = self._note_lost(conn, exc)
+                cause: BaseException | None = self._lost_cause or exc
                 self._rollback(cur, outer, name)
-                self._end(outer)
+                self._end(outer)  # (the outermost forgets the loss: captured above)
+                if lost and isinstance(exc, Exception):  # (not KeyboardInterrupt and the like)
+                    self._raise_lost(outer, cause)
                 raise
             self._depth -= 1
             queued = self._deferred.pop()
+            if self._note_lost(conn, None):
+                # The body caught the error that rolled the transaction back and went on: what
+                # it did since then was refused (see _mark_lost), so this level did not happen.
+                cause = self._lost_cause
+                self._rollback(cur, outer, name)
+                self._end(outer)
+                self._raise_lost(outer, cause)
             try:
                 cur.execute("COMMIT" if outer else f"RELEASE {name}")
             except apsw.Error as exc:
+                lost = not outer and self._note_lost(conn, exc)
                 self._rollback(cur, outer, name)
                 self._end(outer)
+                if lost:
+                    self._raise_lost(outer, self._lost_cause)
                 raise map_apsw_error(exc, "commit to the index") from exc
             if not outer:  # released into the enclosing level: it commits or rolls back with it
                 self._deferred[-1].extend(queued)
@@ -456,6 +509,58 @@ class Index:
                 except Exception:  # the write is committed; a callback must not make it look failed
                     log.exception("after-commit callback %r failed", cb)
 
+    # -- a transaction SQLite rolled back by itself ----------------------------------------------
+
+    def _on_sqlite_rollback(self) -> None:
+        """The connection's rollback hook: SQLite ends a transaction with a rollback.
+
+        Ours (the outermost level's ROLLBACK, a failed COMMIT) run with ``_depth`` 0. Inside an
+        open write it is SQLite's own response to an error (lang_transaction.html, "Response To
+        Errors Within A Transaction"): from here on the connection is in autocommit mode, so
+        every statement the write's code runs next would commit on its own, and a SAVEPOINT
+        would open a new transaction that its RELEASE commits. Refused at once, before any
+        level sees the error, since a caller's per-item handler may catch it and go on.
+        """
+        if self._depth > 0:
+            self._mark_lost()
+
+    def _note_lost(self, conn: apsw.Connection, exc: BaseException | None) -> bool:
+        """True if the open transaction is gone; notes ``exc`` as its cause (the first seen)."""
+        if not self._lost and not conn.getautocommit():
+            return False
+        self._mark_lost()
+        if self._lost_cause is None and exc is not None and not isinstance(exc, _WriteLost):
+            self._lost_cause = exc
+        return True
+
+    def _mark_lost(self) -> None:
+        if not self._lost:
+            self._lost = True
+            # Checked per statement only from now until the outermost level ends: a hook on
+            # every statement of every write would cost each one a Python call.
+            self.conn.exec_trace = self._refuse_after_loss
+
+    def _refuse_after_loss(self, cur: apsw.Cursor, sql: str, bindings: Any) -> bool:
+        """Exec tracer while a lost write is still open: reads go on (an undo path reads the
+        committed revision it puts back), anything that writes or opens a transaction fails."""
+        if cur.is_readonly and not sql.lstrip()[:9].upper().startswith(("SAVEPOINT", "BEGIN")):
+            return True
+        raise _WriteLost(self._lost_cause)
+
+    @staticmethod
+    def _raise_lost(outer: bool, cause: BaseException | None) -> NoReturn:
+        """Fail a level of a lost write: an inner one with _WriteLost, which no per-item handler
+        takes for one item's failure; the outermost with the error that lost it, typed."""
+        if isinstance(cause, _WriteLost):
+            raise cause  # (a body that caught a level's _WriteLost and went on, then raised it)
+        if not outer:
+            raise _WriteLost(cause) from cause
+        if isinstance(cause, apsw.Error):
+            raise map_apsw_error(cause, "write to the index") from cause
+        if isinstance(cause, StorageError) and not isinstance(cause, _WriteLost):
+            raise cause  # (mapped where it happened; its own cause kept)
+        raise _WriteLost(cause) from cause
+
     def _end(self, outer: bool) -> None:
         """Bookkeeping when a level ends (under the lock): the outermost frees the connection
         for a close() that came from inside it."""
@@ -463,6 +568,11 @@ class Index:
             return
         self._owner = None
         self._deferred.clear()
+        if self._lost:
+            self._lost = False
+            self._lost_cause = None
+            if self._conn is not None:
+                self._conn.exec_trace = None
         if self._close_pending:
             self._close_now()
 
@@ -515,7 +625,7 @@ class Index:
             if outer:
                 if not self.conn.getautocommit():
                     cur.execute("ROLLBACK")
-            else:
+            elif not self._lost:  # (lost: SQLite rolled it all back, its savepoints with it)
                 cur.execute(f"ROLLBACK TO {name}")
                 cur.execute(f"RELEASE {name}")
         except apsw.Error:  # the transaction is already gone (SQLite rolled it back itself)
