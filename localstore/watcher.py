@@ -41,6 +41,7 @@ import secrets
 import stat
 import threading
 import time
+import weakref
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,7 @@ from localstore.index import map_apsw_error
 if TYPE_CHECKING:
     from localstore.store import BlueprintStore
 
-__all__ = ["RescanReport", "Watcher", "WatcherState", "WatcherStats"]
+__all__ = ["RescanReport", "Watcher", "WatcherState", "WatcherStats", "running_watcher"]
 
 log = logging.getLogger("localstore.watcher")
 
@@ -92,6 +93,10 @@ OVERFLOW_LOGGERS = (
     "watchdog.observers.inotify",
 )
 _FENCE_PREFIX = ".lswatch-"
+# Started, not yet stopped watchers (see running_watcher): an app's in-process sync must not
+# start a second watcher on a store the app already watches.
+_STARTED: weakref.WeakSet[Watcher] = weakref.WeakSet()
+_STARTED_LOCK = threading.Lock()
 _MAX_DRAIN = 20_000
 
 # Only what the worker acts on: no open/close-nowrite noise (our own reads would cause it).
@@ -337,6 +342,8 @@ class Watcher:
                 raise _watch_error(exc, self.root) from exc
             self._observer = self._start_observer()
             self._state = WatcherState.RUNNING
+        with _STARTED_LOCK:
+            _STARTED.add(self)
         _keep_overflow_warnings()
         for name in OVERFLOW_LOGGERS:
             logging.getLogger(name).addHandler(self._hook)
@@ -366,6 +373,8 @@ class Watcher:
             if self._state is not WatcherState.RUNNING:
                 return
             self._state = WatcherState.STOPPING
+        with _STARTED_LOCK:
+            _STARTED.discard(self)
         for name in OVERFLOW_LOGGERS:
             logging.getLogger(name).removeHandler(self._hook)
         self._observer.stop()
@@ -1228,6 +1237,19 @@ class Watcher:
             self.store.reconcile()
         self.stats.rescans += 1
         return self._report(diff, started)
+
+
+def running_watcher(store: BlueprintStore) -> Watcher | None:
+    """A started, not stopped and not failed Watcher of ``store`` (this store object), or None."""
+    with _STARTED_LOCK:
+        started = list(_STARTED)
+    for watcher in started:
+        if watcher.store is store and watcher.state in (
+            WatcherState.RUNNING,
+            WatcherState.DEGRADED,
+        ):
+            return watcher
+    return None
 
 
 def _keep_overflow_warnings() -> None:

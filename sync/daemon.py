@@ -27,7 +27,6 @@ from the engine, the watcher and the server.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import logging
@@ -49,6 +48,7 @@ from localstore.errors import LocalStoreError, WatcherError
 from localstore.events import Event
 from localstore.store import BlueprintStore
 from localstore.watcher import Watcher, WatcherState
+from sync._follow import ForeignChanges, close_remote, session_lost
 from sync.control import ControlServer, OpError
 from sync.embed import STATE_FILE, HomeLock, lock_holder, remove_state, write_state
 from sync.engine import SyncEngine, SyncReport, SyncStatus
@@ -66,8 +66,6 @@ LOG_BACKUPS = 3
 STOP_BUDGET_S = 4.0
 RELOGIN_CHECK_S = 60.0
 TICK_S = 0.5
-FOLLOW_WINDOW_S = 3.0
-MAX_TRACKED_REVS = 50_000
 REMOTE_TIMEOUT_S = 15.0
 WATCHER_RESTART_S = 5.0
 SYNC_WAIT_IDLE_S = 10.0
@@ -241,13 +239,8 @@ class Daemon:
         self.exit_code = 0
         self._status_mutex = threading.Lock()
         self._status_unsub: Callable[[], None] | None = None
-        # Foreign-change follower state (see the module docstring).
-        self._published: collections.OrderedDict[str, int] = collections.OrderedDict()
-        self._published_lock = threading.Lock()
-        self._last_op = 0
-        self._raw_seen = 0
-        self._follow_until = 0.0
-        self._candidates: list[tuple[Any, ...]] = []
+        # Foreign-change follower (see the module docstring), made once the store is open.
+        self._foreign: ForeignChanges | None = None
         self._next_watcher_restart = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -307,7 +300,7 @@ class Daemon:
         started = time.monotonic()
         self.store = BlueprintStore(self.settings)
         self.metrics.startup_reconcile_seconds = time.monotonic() - started
-        self._last_op = self._max_op_id()
+        self._foreign = ForeignChanges(self.store)
         self._unsubs.append(self.store.subscribe(self._on_store_event))
         self.watcher = Watcher(self.store)
         self.watcher.start()
@@ -375,12 +368,7 @@ class Daemon:
         if self.watcher is not None:
             self.watcher.stop()
             self.watcher.join(max(0.1, deadline - time.monotonic()))
-        close = getattr(self.remote, "close", None)
-        if callable(close):
-            try:
-                close()
-            except SyncError as exc:
-                log.warning("closing the cloud session failed: %s", exc)
+        close_remote(self.remote)
         if self.store is not None:
             self.store.close()
 
@@ -433,14 +421,11 @@ class Daemon:
         """
         if not self._session_marker.changed():
             return
-        remote = self.remote
-        check = getattr(remote, "check_session", None)
-        if self.engine is not None and callable(check):
-            try:
-                check()
+        if self.engine is not None:
+            lost = session_lost(self.remote)
+            if lost is None:
                 return
-            except SyncError as exc:
-                self._detach_engine(exc)
+            self._detach_engine(lost)
         if self.engine is None:
             self._next_relogin = 0.0
 
@@ -460,12 +445,7 @@ class Daemon:
                 log.warning(
                     "the sync cycle in flight did not finish; its remote is closed under it"
                 )
-        close = getattr(remote, "close", None)
-        if callable(close):
-            try:
-                close()
-            except SyncError as err:
-                log.warning("closing the cloud session failed: %s", err)
+        close_remote(remote)
         self._go_offline("not logged in", exc)
         if self.server is not None:
             self.server.publish("sync", self._sync_status())
@@ -555,58 +535,19 @@ class Daemon:
 
     # -- changes made by other processes -------------------------------------------------------
 
-    def _max_op_id(self) -> int:
-        assert self.store is not None
-        with self.store.index.read() as cur:
-            rows = cur.execute("SELECT coalesce(max(op_id), 0) FROM blueprints").fetchall()
-        return int(rows[0][0])
-
     def _follow_foreign_changes(self) -> None:
         """Publish rows other processes changed; candidates wait one tick for our own events."""
-        foreign = [c for c in self._candidates if self._claim(str(c[0]), int(c[3]))]
-        self._candidates = []
-        for row in foreign:
+        watcher, foreign = self.watcher, self._foreign
+        if foreign is None:
+            return
+        rows = foreign.poll(watcher is not None and foreign.files_were_active(watcher))
+        for row in rows:
             # Counted before it is sent: a subscriber that reads the metrics once it has the
             # event must find the event counted (the fan-out runs on the server's own thread).
             self.metrics.foreign_changes += 1
             self._publish_row(row)
-        if foreign and self.engine is not None:
+        if rows and self.engine is not None:
             self.engine.request_sync(self.engine.debounce_s)
-        watcher, store = self.watcher, self.store
-        if watcher is None or store is None or not self._files_were_active(watcher):
-            return
-        with store.index.read() as cur:
-            self._candidates = cur.execute(
-                "SELECT id, path, deleted, rev, op_id, content_hash FROM blueprints "
-                "WHERE op_id > ? ORDER BY op_id",
-                (self._last_op,),
-            ).fetchall()
-        if self._candidates:
-            self._last_op = max(int(c[4]) for c in self._candidates)
-
-    def _files_were_active(self, watcher: Watcher) -> bool:
-        """Whether file events arrived within the last ``FOLLOW_WINDOW_S`` (then look at the index).
-
-        The other process holds the index write lock from before it touches the files until its
-        commit, so its rows become visible shortly after the file events; looking for a short
-        window after the last event covers that without querying while nothing happens.
-        """
-        now = time.monotonic()
-        if watcher.stats.raw_events != self._raw_seen:
-            self._raw_seen = watcher.stats.raw_events
-            self._follow_until = now + FOLLOW_WINDOW_S
-        return now <= self._follow_until
-
-    def _claim(self, blueprint_id: str, rev: int) -> bool:
-        """Record that (id, rev) is published; False if it already was (by our own store)."""
-        with self._published_lock:
-            if self._published.get(blueprint_id, -1) >= rev:
-                return False
-            self._published[blueprint_id] = rev
-            self._published.move_to_end(blueprint_id)
-            while len(self._published) > MAX_TRACKED_REVS:
-                self._published.popitem(last=False)
-            return True
 
     def _publish_row(self, row: tuple[Any, ...]) -> None:
         blueprint_id, path, deleted, rev = str(row[0]), str(row[1]), bool(row[2]), int(row[3])
@@ -639,7 +580,8 @@ class Daemon:
 
     def _on_store_event(self, event: Event) -> None:
         self.metrics.store_events += 1
-        self._claim(event.id, event.rev)
+        if self._foreign is not None:
+            self._foreign.claim(event.id, event.rev)
         if self.server is not None:
             name = _EVENT_NAMES.get(event.kind, event.kind)
             data = event.to_dict()

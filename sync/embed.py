@@ -23,6 +23,8 @@ import logging
 import os
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,12 +36,16 @@ from localstore._daemon_state import (
     read_state,
 )
 from localstore.config import Settings
-from localstore.errors import LockHeldError
-from sync.errors import SyncLockedError
+from localstore.errors import LocalStoreError, LockHeldError
+from sync._follow import ForeignChanges, close_remote, session_lost
+from sync.errors import NotLoggedInError, SyncError, SyncLockedError
+from sync.session_marker import SessionMarker
 
 if TYPE_CHECKING:
+    from localstore.events import Event
     from localstore.store import BlueprintStore
-    from sync.engine import SyncEngine
+    from localstore.watcher import Watcher
+    from sync.engine import SyncEngine, SyncStatus
     from sync.remote import Remote
 
 __all__ = [
@@ -203,63 +209,249 @@ def remove_state(state_dir: Path, pid: int) -> None:
 
 # How often an app's in-process sync checks that its home lock file is still its own.
 LOCK_CHECK_S = 2.0
+# How often it looks for saves of other processes and for a logout/login (as the daemon's tick).
+TICK_S = 0.5
+# Without a session (after a logout), how often it tries to open one; a login is noticed at once.
+RELOGIN_CHECK_S = 60.0
+# How long a stop waits for an old engine when a new login replaces it.
+REPLACE_JOIN_S = 10.0
+
+RemoteFactory = Callable[[Settings], "Remote"]
 
 
 class EmbeddedSync:
-    """An app's in-process sync engine holding the home lock; stop() (or closing the store) ends it."""
+    """An app's in-process sync: the engine, the home lock, and what the daemon would follow.
 
-    def __init__(self, engine: SyncEngine, lock: HomeLock, remote: Remote | None) -> None:
+    Besides the engine it runs (see docs/daemon.md, "Embedding"): a Watcher on the store unless
+    the app runs one (``watcher``; stopped with the sync if started here), and a small thread
+    that every ``TICK_S`` wakes the engine for saves other processes committed (the CLI, another
+    ``localstore.open()``), checks the home's lock file every ``LOCK_CHECK_S`` and, when
+    ``start_sync`` opened the remote from the home's login, replaces remote and engine after a
+    ``localstore logout``/``login``. ``engine`` is then the new engine; ``offline`` says why
+    nothing syncs (None while an engine runs). stop() (or closing the store) ends it all.
+    """
+
+    def __init__(
+        self,
+        engine: SyncEngine,
+        lock: HomeLock,
+        remote: Remote | None,
+        *,
+        watcher: Watcher | None = None,
+        own_watcher: bool = False,
+        remote_factory: RemoteFactory | None = None,
+        engine_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         self.engine = engine
+        self.store = engine.store
         self._lock = lock
+        # The remote this object must close: the one start_sync opened, never an app's own.
         self._remote = remote
+        self.watcher = watcher
+        self._own_watcher = own_watcher
+        self._factory = remote_factory
+        self._engine_kwargs = dict(engine_kwargs or {})
         self._stopped = False
         self._mutex = threading.Lock()
-        # True once another process took the home's lock (see _watch_lock): sync stopped.
+        # True once another process took the home's lock (see _check_lock): sync stopped.
         self.lost_lock = False
+        # Why no engine syncs ("not logged in", ...), None while one does.
+        self.offline: str | None = None
+        self._next_relogin = 0.0
+        self._status_listeners: dict[int, Callable[[SyncStatus], None]] = {}
+        self._status_unsubs: dict[int, Callable[[], None]] = {}
+        self._listener_seq = 0
+        self._marker = SessionMarker.for_settings(self.store.settings) if remote_factory else None
+        self._foreign = ForeignChanges(self.store)
+        self._foreign.index_changed()  # the baseline: commits before this are not "new"
+        self._unsub_claims = self.store.subscribe(self._claim)
         self._done = threading.Event()
-        self._watcher = threading.Thread(
-            target=self._watch_lock, name="localstore-sync-lock", daemon=True
+        self._ticker = threading.Thread(
+            target=self._run, name="localstore-sync-follow", daemon=True
         )
-        self._watcher.start()
+        self._ticker.start()
 
-    def _watch_lock(self) -> None:
-        """Check the home's lock file every LOCK_CHECK_S, as the daemon does every tick.
+    # -- the follower thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_lock_check = time.monotonic() + LOCK_CHECK_S
+        while not self._done.wait(min(TICK_S, LOCK_CHECK_S)):
+            now = time.monotonic()
+            if now >= next_lock_check:
+                next_lock_check = now + LOCK_CHECK_S
+                if not self._check_lock():
+                    return
+            for step in (self._check_session, self._follow_foreign_changes):
+                try:
+                    step()
+                except Exception as exc:  # the thread must survive a bad tick; logged with why
+                    if self._done.is_set():  # the store closed under the last tick: expected
+                        return
+                    if isinstance(exc, LocalStoreError):
+                        log.warning("%s: %s", step.__name__.strip("_").replace("_", " "), exc)
+                    else:
+                        log.exception("in-process sync: %s failed", step.__name__)
+
+    def _check_lock(self) -> bool:
+        """Check the home's lock file, as the daemon does every tick; False when it was lost.
 
         Deleting ``state/`` takes the lock file with it; another process could then lock a new
         file at the same path and sync the same home alongside this app. A vanished file is
         locked again; a file another process holds now stops this engine.
         """
-        while not self._done.wait(LOCK_CHECK_S):
-            try:
-                held = self._lock.still_held()
-            except OSError as exc:
-                log.error("cannot restore the home's lock %s: %s; retrying", self._lock.path, exc)
-                continue
-            if not held:
-                log.error(
-                    "process %s took this home's lock after it was deleted; stopping this "
-                    "app's sync so that only one process syncs the home",
-                    lock_holder(self._lock.path.parent) or "?",
-                )
-                self.lost_lock = True
-                self.engine.stop()
+        try:
+            held = self._lock.still_held()
+        except OSError as exc:
+            log.error("cannot restore the home's lock %s: %s; retrying", self._lock.path, exc)
+            return True
+        if held:
+            return True
+        log.error(
+            "process %s took this home's lock after it was deleted; stopping this "
+            "app's sync so that only one process syncs the home",
+            lock_holder(self._lock.path.parent) or "?",
+        )
+        self.lost_lock = True
+        self.engine.stop()
+        return False
+
+    def _claim(self, event: Event) -> None:
+        # This store's own changes (and the engine's applies) are no other process's.
+        self._foreign.claim(event.id, event.rev)
+
+    def _follow_foreign_changes(self) -> None:
+        """Wake the engine for rows another process committed (the daemon's follower, shared).
+
+        The trigger is the index's ``data_version`` rather than the daemon's file activity: it
+        moves on every other connection's commit whether or not a watcher runs here.
+        """
+        rows = self._foreign.poll(self._foreign.index_changed())
+        if rows and self.offline is None:
+            log.debug("%d change(s) by another process; syncing", len(rows))
+            self.engine.request_sync(self.engine.debounce_s)
+
+    def _check_session(self) -> None:
+        """Follow `localstore logout` / `login` under a remote start_sync opened (as the daemon).
+
+        A logout, or another user's login, makes the remote refuse for good: the engine is
+        stopped and the remote closed at once, and a new remote is opened from what is stored
+        now (the new user's first cycle runs the engine's identity check). Without a session it
+        stays offline, trying again at the next login or every RELOGIN_CHECK_S.
+        """
+        if self._factory is None or self._marker is None:
+            return
+        if self._marker.changed():
+            if self.offline is None:
+                lost = session_lost(self._remote)
+                if lost is None:
+                    return  # the same user logged in again: the engine carries on
+                self._detach(lost)
+            self._attach()
+        elif self.offline is not None and time.monotonic() >= self._next_relogin:
+            self._attach()
+
+    def _detach(self, exc: SyncError) -> None:
+        with self._mutex:
+            engine, remote = self.engine, self._remote
+            self._remote = None
+            self.offline = "not logged in"
+        log.warning("sync stopped: %s", exc.message)
+        engine.stop()
+        if not engine.join(REPLACE_JOIN_S):
+            log.warning("the sync cycle in flight did not finish; its remote is closed under it")
+        close_remote(remote)
+
+    def _attach(self) -> None:
+        """Open a remote from the home's session and start a new engine; offline if impossible."""
+        assert self._factory is not None
+        self._next_relogin = time.monotonic() + RELOGIN_CHECK_S
+        try:
+            remote = self._factory(self.store.settings)
+        except NotLoggedInError as exc:
+            self._go_offline("not logged in", exc)
+            return
+        except (SyncError, LocalStoreError) as exc:
+            self._go_offline(exc.message, exc)
+            return
+        from sync.engine import SyncEngine
+
+        old = self.engine
+        try:
+            engine = SyncEngine(self.store, remote, **self._engine_kwargs)
+            if old.status().state == "paused":  # the app's pause() outlives the new login
+                engine.pause()
+        except BaseException:
+            close_remote(remote)
+            raise
+        with self._mutex:
+            if self._stopped:
+                close_remote(remote)
                 return
+            for token, listener in self._status_listeners.items():
+                self._status_unsubs[token] = engine.subscribe_status(listener)
+            engine.start()
+            self.engine, self._remote, self.offline = engine, remote, None
+        log.info("sync started again for %s", getattr(remote, "identity", "the cloud"))
+
+    def _go_offline(self, reason: str, exc: BaseException) -> None:
+        if reason != self.offline:
+            log.warning("sync is off: %s", exc)
+        self.offline = reason
+
+    # -- the app's side -------------------------------------------------------------------------------
+
+    def subscribe_status(self, callback: Callable[[SyncStatus], None]) -> Callable[[], None]:
+        """``engine.subscribe_status`` that follows the engine across a new login; an unsubscribe."""
+        with self._mutex:
+            token = self._listener_seq
+            self._listener_seq += 1
+            self._status_listeners[token] = callback
+            self._status_unsubs[token] = self.engine.subscribe_status(callback)
+
+        def unsubscribe() -> None:
+            with self._mutex:
+                self._status_listeners.pop(token, None)
+                unsub = self._status_unsubs.pop(token, None)
+            if unsub is not None:
+                unsub()
+
+        return unsubscribe
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the engine, close the remote it opened and release the lock. Idempotent."""
+        """Stop the engine and watcher, close the remote it opened and release the lock. Idempotent.
+
+        Called on the engine's own thread (a store-event subscriber or status listener closing
+        the store), it cannot wait for that thread: the loop ends after its current cycle, and a
+        short-lived thread finishes the rest (remote, watcher, lock) once it has.
+        """
         with self._mutex:
             if self._stopped:
                 return
             self._stopped = True
+            engine = self.engine
         self._done.set()
-        if self._watcher is not threading.current_thread():
-            self._watcher.join(timeout)
+        self._unsub_claims()
+        engine.stop()
+        if self._own_watcher and self.watcher is not None:
+            self.watcher.stop()
+        if _runs_on_this_thread(engine):
+            threading.Thread(
+                target=self._finish, args=(timeout,), name="localstore-sync-stop", daemon=True
+            ).start()
+            return
+        self._finish(timeout)
+
+    def _finish(self, timeout: float) -> None:
+        if self._ticker is not threading.current_thread():
+            self._ticker.join(timeout)  # a replacement engine it was starting is self.engine now
         try:
-            self.engine.stop()
-            self.engine.join(timeout)
-            close = getattr(self._remote, "close", None)
-            if callable(close):
-                close()
+            engine = self.engine
+            engine.stop()
+            engine.join(timeout)
+            if self._own_watcher and self.watcher is not None:
+                self.watcher.stop()
+                self.watcher.join(timeout)
+            close_remote(self._remote)
         finally:
             self._lock.release()
 
@@ -270,39 +462,93 @@ class EmbeddedSync:
         self.stop()
 
 
+def _runs_on_this_thread(engine: SyncEngine) -> bool:
+    """Whether the calling thread is ``engine``'s loop (which cannot join itself)."""
+    thread = engine._thread  # (the engine has no public handle on its thread)
+    return thread is not None and thread is threading.current_thread()
+
+
+def _locked_error(settings: Settings) -> SyncLockedError:
+    """Why this home's lock is taken, with what the app can do about it."""
+    pid = lock_holder(settings.paths.state)
+    daemon = daemon_running(settings)
+    if daemon is not None:
+        return SyncLockedError(
+            f"the daemon (process {daemon.get('pid') or pid or '?'}) already syncs this home",
+            hint="leave sync to it and follow its events with sync.control.ControlClient",
+        )
+    if pid == os.getpid():
+        return SyncLockedError(
+            "another store in this process already syncs this home",
+            hint="use the EmbeddedSync its start_sync() returned (one per home), or stop that "
+            "sync (or close that store) first",
+        )
+    return SyncLockedError(
+        f"process {pid or '?'} already syncs this home (an app syncing in-process, or "
+        "`localstore sync`)",
+        hint="try again once it has finished, or leave sync to it",
+    )
+
+
 def start_sync(
-    store: BlueprintStore, *, remote: Remote | None = None, **engine_kwargs: Any
+    store: BlueprintStore,
+    *,
+    remote: Remote | None = None,
+    watch: bool = True,
+    **engine_kwargs: Any,
 ) -> EmbeddedSync:
     """Run the sync engine inside this process for ``store``'s home, holding the home lock.
 
     ``remote`` defaults to the home's Supabase session (``localstore login``); a remote opened here
-    is closed by ``stop()``. Raises SyncLockedError when a daemon (or another app) syncs this
-    home: follow it with ``sync.control.ControlClient`` instead. Raises NotLoggedInError without
-    a session.
+    is closed by ``stop()``, and replaced after a ``localstore logout``/``login``. ``watch``
+    (default True) starts a Watcher on ``store`` so that edits made in an editor are synced, unless
+    the app already runs one on this store; pass False for an app that starts its own later. The
+    watcher started here stops with the sync. Raises SyncLockedError when a daemon (or another
+    app, or another store of this process) syncs this home, NotLoggedInError without a session,
+    WatcherError when the folder cannot be watched (its hint says how to fix that).
     """
+    from localstore.watcher import Watcher, running_watcher
     from sync.engine import SyncEngine
 
     lock = HomeLock.for_settings(store.settings)
     if not lock.acquire(blocking=False):
-        pid = lock_holder(store.settings.paths.state)
-        raise SyncLockedError(
-            f"process {pid or '?'} already syncs this home",
-            hint="follow the daemon's events with sync.control.ControlClient instead",
-        )
+        raise _locked_error(store.settings)
     opened: Remote | None = None
+    watcher: Watcher | None = None
+    own_watcher = False
+    engine: SyncEngine | None = None
+    factory: RemoteFactory | None = None
     try:
         if remote is None:
             from sync.supabase_remote import remote_from_settings
 
-            remote = opened = remote_from_settings(store.settings)
+            factory = remote_from_settings
+            remote = opened = factory(store.settings)
         engine = SyncEngine(store, remote, **engine_kwargs)
+        if watch:
+            watcher = running_watcher(store)
+            if watcher is None:
+                watcher, own_watcher = Watcher(store), True
+                watcher.start()
         engine.start()
+        handle = EmbeddedSync(
+            engine,
+            lock,
+            opened,
+            watcher=watcher,
+            own_watcher=own_watcher,
+            remote_factory=factory,
+            engine_kwargs=engine_kwargs,
+        )
     except BaseException:
-        close = getattr(opened, "close", None)
-        if callable(close):
-            close()
+        if engine is not None:
+            engine.stop()
+            engine.join(REPLACE_JOIN_S)
+        if own_watcher and watcher is not None:
+            watcher.stop()
+            watcher.join(REPLACE_JOIN_S)
+        close_remote(opened)
         lock.release()
         raise
-    handle = EmbeddedSync(engine, lock, opened)
     store.on_close(handle.stop)
     return handle

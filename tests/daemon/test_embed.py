@@ -109,8 +109,11 @@ def test_an_app_leaves_sync_to_a_running_daemon(inproc_daemon, tmp_path: Path) -
     with localstore.open(home=home) as store:
         state = daemon_running(store.settings)
         assert state is not None and state["port"] == d.daemon.server.port
-        with pytest.raises(SyncLockedError, match=f"process {os.getpid()} already syncs"):
+        with pytest.raises(
+            SyncLockedError, match=rf"the daemon \(process {os.getpid()}\) already syncs"
+        ) as info:
             start_sync(store, remote=MemoryRemote())
+        assert "ControlClient" in (info.value.hint or "")
         # The app follows the daemon instead; its own saves reach the daemon's subscribers.
         with d.client() as client:
             client.subscribe(["saved", "moved", "deleted"])

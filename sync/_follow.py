@@ -1,0 +1,147 @@
+"""What the daemon and an app's in-process sync (:mod:`sync.embed`) both follow besides the engine.
+
+Extracted from the daemon so that both run the same code:
+
+* :class:`ForeignChanges`: saves other processes (the CLI, an app's own ``localstore.open()``)
+  commit to the home's index raise no event in this process's store, and the watcher rightly
+  treats their file events as echoes. They are found as index rows with a newer ``op_id`` than
+  seen, minus the ``(id, rev)`` this process's own store announced (docs/daemon.md, "Changes made
+  by other processes").
+* :func:`session_lost`: ``localstore logout`` / ``login`` made by another process under a
+  running remote (docs/sync-engine.md, "Identity").
+* :func:`close_remote`: closing a remote whose failure must not stop a shutdown.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from sync.errors import SyncError
+
+if TYPE_CHECKING:
+    from localstore.store import BlueprintStore
+    from localstore.watcher import Watcher
+    from sync.remote import Remote
+
+__all__ = ["FOLLOW_WINDOW_S", "MAX_TRACKED_REVS", "ForeignChanges", "close_remote", "session_lost"]
+
+log = logging.getLogger("sync.follow")
+
+FOLLOW_WINDOW_S = 3.0
+MAX_TRACKED_REVS = 50_000
+
+# (id, path, deleted, rev, op_id, content_hash) of one index row.
+Row = tuple[Any, ...]
+
+
+class ForeignChanges:
+    """Finds the index rows other processes committed, each once.
+
+    Call :meth:`claim` for every event of this process's store (its own changes), and
+    :meth:`poll` once per tick. A row found by one poll is returned by the next one unless its
+    ``(id, rev)`` was claimed meanwhile: the store announces its own changes just after their
+    commit, so a row waits one tick for that event to win the race.
+    """
+
+    def __init__(self, store: BlueprintStore) -> None:
+        self.store = store
+        self._published: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._published_lock = threading.Lock()
+        self._candidates: list[Row] = []
+        self._last_op = self._max_op_id()
+        self._raw_seen = 0
+        self._follow_until = 0.0
+        self._data_version: int | None = None
+
+    def _max_op_id(self) -> int:
+        with self.store.index.read() as cur:
+            rows = cur.execute("SELECT coalesce(max(op_id), 0) FROM blueprints").fetchall()
+        return int(rows[0][0])
+
+    def claim(self, blueprint_id: str, rev: int) -> bool:
+        """Record that (id, rev) is known here; False if it already was."""
+        with self._published_lock:
+            if self._published.get(blueprint_id, -1) >= rev:
+                return False
+            self._published[blueprint_id] = rev
+            self._published.move_to_end(blueprint_id)
+            while len(self._published) > MAX_TRACKED_REVS:
+                self._published.popitem(last=False)
+            return True
+
+    def poll(self, active: bool) -> list[Row]:
+        """The foreign rows the last look found; then, if ``active``, look again.
+
+        ``active`` says whether another process may have committed since the last tick
+        (:meth:`files_were_active`, :meth:`index_changed`): while it is False this costs nothing.
+        Raises the index's LocalStoreError.
+        """
+        foreign = [c for c in self._candidates if self.claim(str(c[0]), int(c[3]))]
+        self._candidates = []
+        if active:
+            with self.store.index.read() as cur:
+                self._candidates = cur.execute(
+                    "SELECT id, path, deleted, rev, op_id, content_hash FROM blueprints "
+                    "WHERE op_id > ? ORDER BY op_id",
+                    (self._last_op,),
+                ).fetchall()
+            if self._candidates:
+                self._last_op = max(int(c[4]) for c in self._candidates)
+        return foreign
+
+    def files_were_active(self, watcher: Watcher) -> bool:
+        """Whether file events arrived within the last ``FOLLOW_WINDOW_S`` (then look at the index).
+
+        The other process holds the index write lock from before it touches the files until its
+        commit, so its rows become visible shortly after the file events; looking for a short
+        window after the last event covers that without querying while nothing happens.
+        """
+        now = time.monotonic()
+        if watcher.stats.raw_events != self._raw_seen:
+            self._raw_seen = watcher.stats.raw_events
+            self._follow_until = now + FOLLOW_WINDOW_S
+        return now <= self._follow_until
+
+    def index_changed(self) -> bool:
+        """Whether another connection committed to the index since the last call.
+
+        ``PRAGMA data_version`` of the store's connection (no file I/O in WAL mode): for an app
+        that runs no watcher of its own, where file activity cannot tell. It also moves for the
+        index maintainer's commits, which costs one needless indexed query, never a missed row.
+        """
+        with self.store.index.read() as cur:
+            version = int(cur.execute("PRAGMA data_version").fetchall()[0][0])
+        changed = self._data_version is not None and version != self._data_version
+        self._data_version = version
+        return changed
+
+
+def session_lost(remote: Remote | None) -> SyncError | None:
+    """The error of ``remote`` if the home's session changed under it (logout, another login).
+
+    Call it when the session marker (:class:`sync.session_marker.SessionMarker`) changed: the
+    remote then reads the keychain. None when the same user logged in again (the remote carries
+    on), or when the remote cannot tell (it has no ``check_session``).
+    """
+    check = getattr(remote, "check_session", None)
+    if not callable(check):
+        return None
+    try:
+        check()
+    except SyncError as exc:
+        return exc
+    return None
+
+
+def close_remote(remote: Remote | None) -> None:
+    """Close ``remote`` if it can be closed; a failure is logged (a shutdown must go on)."""
+    close = getattr(remote, "close", None)
+    if callable(close):
+        try:
+            close()
+        except SyncError as exc:
+            log.warning("closing the cloud session failed: %s", exc)
