@@ -14,7 +14,6 @@ import os
 import re
 import secrets
 import sys
-import time
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
@@ -170,12 +169,10 @@ class PendingWrites:
         self._mode = mode
         self._temps: list[tuple[str, str]] = []
         # With a flusher, each temp's fsync runs on its thread while the caller goes on (the
-        # store's index statements); commit() waits for them before the first rename. A batch
-        # (flushed by syncfs) hands the flusher whole temp writes instead: creating a file is
-        # kernel work (90 us a file on this VM's ext4, 25 on tmpfs) that then runs on the other
-        # core while the caller checks the next blueprint's YAML and writes its index rows.
+        # store's index statements); commit() waits for them before the first rename. (A batch
+        # writing its temps on the flusher thread too was measured and dropped: the GIL hand-offs
+        # between the two threads cost more main-thread time than the file writes they moved.)
         self._flusher = None if self._batch else flusher
-        self._writer = flusher if self._batch else None
         self._flushes: list[tuple[Future[None], str]] = []
         self._unflushed: list[tuple[int, str]] = []
 
@@ -187,10 +184,15 @@ class PendingWrites:
         target = os.fspath(target)  # strings inside: pathlib cost more than the write itself
         folder, name = os.path.split(target)
         tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
-        if self._writer is not None:
-            return self._add_on_writer(tmp, target, data)
-        fd = _write_temp(tmp, data, self._mode, target)
         try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self._mode)
+        except OSError as exc:
+            raise map_os_error(exc, "cannot create", tmp) from exc
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
             st = os.fstat(fd)
             if not self._batch and self._flusher is None:
                 os.fsync(fd)
@@ -204,36 +206,6 @@ class PendingWrites:
             return st
         os.close(fd)
         return st
-
-    def _add_on_writer(self, tmp: str, target: str, data: bytes) -> os.stat_result:
-        """Queue the temp's write on the writer thread; the stat it will have is known now.
-
-        The write stamps the file with a modification time chosen here, so the caller can record
-        the stat (size and mtime, which a rename keeps) before the file exists. A filesystem that
-        stores coarser times leaves a different mtime, which reads as a touch: the next look at
-        the file compares its hash and only refreshes the recorded stat.
-        """
-        mtime_ns = time.time_ns()
-        assert self._writer is not None
-        try:
-            future = self._writer.submit(
-                _write_temp_stamped, tmp, data, self._mode, target, mtime_ns
-            )
-        except RuntimeError:  # the writer is shut down (its owner is closing): write here
-            future = Future()
-            try:
-                _write_temp_stamped(tmp, data, self._mode, target, mtime_ns)
-                future.set_result(None)
-            except StorageError as exc:
-                future.set_exception(exc)
-        self._temps.append((tmp, target))
-        self._flushes.append((future, target))
-        # (Size and mtime are all a caller may read from it.)
-        seconds = mtime_ns // 1_000_000_000
-        return os.stat_result(
-            (self._mode, 0, 0, 1, 0, 0, len(data), seconds, seconds, seconds),
-            {"st_mtime_ns": mtime_ns, "st_atime_ns": mtime_ns},
-        )
 
     def start_flush(self) -> None:
         """Hand every temp written so far to the flusher; returns at once.
@@ -249,20 +221,16 @@ class PendingWrites:
             except RuntimeError:  # the flusher is shut down (its owner is closing): flush here
                 self._flushes.append((_flushed_here(fd), target))
 
-    def _await_flushes(self) -> StorageError | None:
-        """Wait for every background write and fsync (each closes its fd); the first failure."""
+    def _await_flushes(self) -> tuple[OSError, str] | None:
+        """Wait for every background fsync (each closes its fd); the first failure, if any."""
         self.start_flush()
-        failure: StorageError | None = None
+        failure: tuple[OSError, str] | None = None
         flushes, self._flushes = self._flushes, []
         for future, target in flushes:
             try:
                 future.result()
-            except StorageError as exc:  # a temp write on the writer thread
-                failure = failure or exc
             except OSError as exc:
-                if failure is None:
-                    failure = map_os_error(exc, "cannot write", target)
-                    failure.__cause__ = exc
+                failure = failure or (exc, target)
         return failure
 
     def commit(self) -> None:
@@ -272,7 +240,7 @@ class PendingWrites:
         failure = self._await_flushes()
         if failure is not None:
             self.abort()
-            raise failure
+            raise map_os_error(failure[0], "cannot write", failure[1]) from failure[0]
         if self._batch:
             folder = os.path.dirname(self._temps[0][1])
             try:
@@ -318,37 +286,10 @@ class PendingWrites:
 
 def _one_per_filesystem(folders: Iterable[str]) -> list[str]:
     """One folder of each filesystem among ``folders`` (in first-seen order). Raises OSError."""
-    seen: dict[str, None] = dict.fromkeys(folders)
     by_device: dict[int, str] = {}
-    for folder in seen:
+    for folder in dict.fromkeys(folders):
         by_device.setdefault(os.stat(folder).st_dev, folder)
     return list(by_device.values())
-
-
-def _write_temp(tmp: str, data: bytes, mode: int, target: str, mtime_ns: int | None = None) -> int:
-    """Create ``tmp`` (never an existing file), write ``data``, stamp its times if given; returns
-    the open fd. On failure the temp is removed. Raises StorageError."""
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    except OSError as exc:
-        raise map_os_error(exc, "cannot create", tmp) from exc
-    try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        if mtime_ns is not None:
-            os.utime(fd, ns=(mtime_ns, mtime_ns))
-    except OSError as exc:
-        os.close(fd)
-        _unlink_quiet(tmp)
-        raise map_os_error(exc, "cannot write", target) from exc
-    return fd
-
-
-def _write_temp_stamped(tmp: str, data: bytes, mode: int, target: str, mtime_ns: int) -> None:
-    """A batch's temp write on the writer thread: written, stamped, closed. StorageError."""
-    os.close(_write_temp(tmp, data, mode, target, mtime_ns))
 
 
 def _flushed_here(fd: int) -> Future[None]:

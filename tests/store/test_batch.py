@@ -166,11 +166,8 @@ def _live_files(home: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in (home / "blueprints").rglob("*") if p.is_file()}
 
 
-def test_a_temp_write_failing_on_the_writer_thread_changes_nothing(
-    store, home: Path, monkeypatch
-) -> None:
-    # A batch writes its temp files on the store's flusher thread: a failure there (a full disk
-    # at the 7th file) must still reach the caller as a typed error, with nothing changed.
+def test_a_temp_write_failing_in_a_batch_changes_nothing(store, home: Path, monkeypatch) -> None:
+    # A full disk at the 7th temp file of a batch: a typed error, and nothing changed.
     for i in range(10):
         store.save(f"s/{i}", f"old: {i}\n")
     before = _live_files(home)
@@ -224,9 +221,8 @@ def test_a_flush_failing_after_the_renames_puts_every_file_back(
 
 
 def test_a_batch_records_the_stats_its_files_have(store, home: Path) -> None:
-    # The batch's files are written on another thread with a modification time chosen first, so
-    # the index records their stats before they exist: they must be the files' real stats, or
-    # every later look (a save, the watcher, reconcile) would take them for an editor's change.
+    # The index's size and mtime of each file are what later looks (a save, the watcher,
+    # reconcile) compare with: any difference would be taken for an editor's change.
     reqs = [SaveRequest(path=f"m/{i % 3}/item-{i}", content=f"i: {i}\n") for i in range(40)]
     saved = store.save_many(reqs)
     rows = store.index.conn.execute(
