@@ -342,6 +342,8 @@ class Index:
         # from inside that transaction (done when it ends).
         self._owner: int | None = None
         self._deferred: list[list[Callable[[], None]]] = []
+        # What undo_on_rollback() registered per open level (outermost first).
+        self._undo: list[list[Callable[[], None]]] = []
         self._close_pending = False
         # Set when SQLite rolled the open write transaction back by itself (see _WriteLost);
         # the error that did it, once a level has seen it.
@@ -409,6 +411,23 @@ class Index:
             return
         callback()
 
+    def undo_on_rollback(self, callback: Callable[[], None]) -> None:
+        """Run ``callback()`` if the calling thread's open write transaction rolls back.
+
+        For a component that changed files in a write that has committed or released: with no
+        enclosing transaction on this thread it committed, and the callback is dropped. Inside
+        one (a save run by the sync engine's transaction is a savepoint), the callback is queued
+        at the enclosing level and runs if that level, or one around it, rolls back; it is
+        dropped when the outermost commits. Callbacks run newest first, on this thread, under
+        the index lock and before the ROLLBACK itself: the files are put back while this
+        process still holds the write lock (no other process sees them disagree with the
+        index), and the undo can still read what the transaction wrote. So a callback may read
+        the index and touch files, but must not write the index. One that raises is logged and
+        the others still run (the rollback goes ahead: reconcile heals what is left).
+        """
+        if self._owner == threading.get_ident() and self._undo:
+            self._undo[-1].append(callback)
+
     def on_commit(self, callback: Any) -> None:
         """Call ``callback()`` after every outermost write commit (used by the maintainer)."""
         self._commit_listeners.append(callback)
@@ -466,38 +485,42 @@ class Index:
             if outer:
                 self._owner = threading.get_ident()
             self._deferred.append([])
+            self._undo.append([])
             try:
                 yield cur
             except BaseException as exc:
                 self._depth -= 1
                 self._deferred.pop()  # what this level queued never happened
+                undo = self._undo.pop()
                 lost = self._note_lost(conn, exc)
                 cause: BaseException | None = self._lost_cause or exc
-                self._rollback(cur, outer, name)
+                self._rollback(cur, outer, name, undo)
                 self._end(outer)  # (the outermost forgets the loss: captured above)
                 if lost and isinstance(exc, Exception):  # (not KeyboardInterrupt and the like)
                     self._raise_lost(outer, cause)
                 raise
             self._depth -= 1
             queued = self._deferred.pop()
+            undo = self._undo.pop()
             if self._note_lost(conn, None):
                 # The body caught the error that rolled the transaction back and went on: what
                 # it did since then was refused (see _mark_lost), so this level did not happen.
                 cause = self._lost_cause
-                self._rollback(cur, outer, name)
+                self._rollback(cur, outer, name, undo)
                 self._end(outer)
                 self._raise_lost(outer, cause)
             try:
                 cur.execute("COMMIT" if outer else f"RELEASE {name}")
             except apsw.Error as exc:
                 lost = not outer and self._note_lost(conn, exc)
-                self._rollback(cur, outer, name)
+                self._rollback(cur, outer, name, undo)
                 self._end(outer)
                 if lost:
                     self._raise_lost(outer, self._lost_cause)
                 raise map_apsw_error(exc, "commit to the index") from exc
             if not outer:  # released into the enclosing level: it commits or rolls back with it
                 self._deferred[-1].extend(queued)
+                self._undo[-1].extend(undo)
             self._end(outer)
         if outer:
             self._commits += 1
@@ -568,6 +591,7 @@ class Index:
             return
         self._owner = None
         self._deferred.clear()
+        self._undo.clear()
         if self._lost:
             self._lost = False
             self._lost_cause = None
@@ -620,7 +644,14 @@ class Index:
         """
         self._no_lock_waits = True
 
-    def _rollback(self, cur: apsw.Cursor, outer: bool, name: str) -> None:
+    def _rollback(
+        self, cur: apsw.Cursor, outer: bool, name: str, undo: Sequence[Callable[[], None]] = ()
+    ) -> None:
+        for callback in reversed(undo):  # (see undo_on_rollback: before the ROLLBACK)
+            try:
+                callback()
+            except Exception:  # the rollback must happen; reconcile records what is left
+                log.exception("undo callback %r failed during a rollback", callback)
         try:
             if outer:
                 if not self.conn.getautocommit():

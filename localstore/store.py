@@ -312,6 +312,8 @@ class _Batch:
     pending: fs.PendingWrites
     events: list[Event] = field(default_factory=list)
     touched: list[tuple[Row | None, str]] = field(default_factory=list)
+    # The sha256 of the YAML and meta bytes each touched item wrote (same order, once written).
+    written: list[tuple[str, str]] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)
     # Absolute paths are plain strings on this path: pathlib was a sixth of a batch save's time.
     folders: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -814,13 +816,66 @@ class BlueprintStore:
             # Whatever failed after files were written (a flush, the index commit, a hook), the
             # previous versions are put back so the caller's error means "nothing changed".
             batch.pending.abort()
-            for existing, new_rel in reversed(batch.touched):
-                self._undo_files(existing, new_rel, batch)
+            self._undo_touched(batch.touched, batch.ingested)
             if isinstance(exc, apsw.Error):  # never leaks out of the public API
                 raise map_apsw_error(exc, "save") from exc
             raise
+        if batch.touched:
+            # Inside a caller's transaction (the sync engine's pass) this write was only a
+            # savepoint: if that transaction rolls back later, these files must go back too, or
+            # they stay on disk with no index row (a conflict copy that reconcile then adopts as
+            # a new blueprint). Dropped at once when this write was the outermost (committed).
+            touched, written, ingested = batch.touched, batch.written, batch.ingested
+            self.index.undo_on_rollback(lambda: self._undo_released(touched, written, ingested))
         self.events.publish(batch.events)
         return results
+
+    def _undo_touched(
+        self,
+        touched: Sequence[tuple[Row | None, str]],
+        ingested: Mapping[str, tuple[bytes, bytes | None]],
+    ) -> None:
+        """Put back the files of a batch's saves, newest first (see :meth:`_undo_files`)."""
+        for existing, new_rel in reversed(touched):
+            self._undo_files(existing, new_rel, ingested)
+
+    def _undo_released(
+        self,
+        touched: Sequence[tuple[Row | None, str]],
+        written: Sequence[tuple[str, str]],
+        ingested: Mapping[str, tuple[bytes, bytes | None]],
+    ) -> None:
+        """Put back the files of a batch whose write was released into a caller's transaction
+        that then rolled back (see Index.undo_on_rollback), newest first.
+
+        Unlike the undo of the batch's own failure, this may come long after the files were
+        written (a sync pass applies a whole page before it commits), so an editor may have
+        saved over one of them since: a pair that no longer holds what the batch wrote is left
+        as it is, and reconcile records it, rather than an edit put back over and lost. (A
+        later undo of the same transaction that put back what this batch wrote makes the
+        pair hold it again: undos run newest first.)
+        """
+        for (existing, new_rel), (yaml_sha, meta_sha) in reversed(
+            list(zip(touched, written, strict=True))
+        ):
+            if not self._holds(new_rel, yaml_sha, meta_sha):
+                log.warning(
+                    "%s changed on disk before a failed write could put it back; left as it "
+                    "is (reconcile records it)",
+                    new_rel,
+                )
+                continue
+            self._undo_files(existing, new_rel, ingested)
+
+    def _holds(self, rel: str, yaml_sha: str, meta_sha: str) -> bool:
+        """True if the pair at ``rel`` has exactly these bytes (by sha256)."""
+        try:
+            return (
+                sha256_hex(fs.read_bytes(self.abspath(rel))) == yaml_sha
+                and sha256_hex(fs.read_bytes(self.abspath(fs.meta_path_for(rel)))) == meta_sha
+            )
+        except (OSError, StorageError):
+            return False
 
     def _save_one(self, cur: Any, req: SaveRequest, origin: str, batch: _Batch) -> Blueprint:
         rel = fs.normalize_path(req.path)
@@ -1129,7 +1184,7 @@ class BlueprintStore:
                 listed[name.casefold()] = name
         rev = (existing.rev if existing else 0) + 1
         op_id = self.index.next_op_id(cur)
-        self._upsert_row(cur, existing, p, rev, op_id, y_st, m_st)
+        batch.written.append(self._upsert_row(cur, existing, p, rev, op_id, y_st, m_st))
         self._add_revision(
             cur,
             p.meta.id,
@@ -1155,7 +1210,12 @@ class BlueprintStore:
         batch.events.extend(change_events(existing, p, rev, origin))
         return bp
 
-    def _undo_files(self, existing: Row | None, new_rel: str, batch: _Batch | None = None) -> None:
+    def _undo_files(
+        self,
+        existing: Row | None,
+        new_rel: str,
+        ingested_pairs: Mapping[str, tuple[bytes, bytes | None]] | None = None,
+    ) -> None:
         """Put the committed version back after a failed save (best effort; reconcile heals)."""
         if existing is None or existing.deleted:
             try:
@@ -1166,7 +1226,7 @@ class BlueprintStore:
             return
         if existing.path != new_rel:
             self._rename_pair_quiet(new_rel, existing.path)
-        ingested = batch.ingested.get(existing.path) if batch is not None else None
+        ingested = ingested_pairs.get(existing.path) if ingested_pairs is not None else None
         self._restore_pair_best_effort(existing, ingested)
 
     def _restore_pair_best_effort(
@@ -1258,8 +1318,10 @@ class BlueprintStore:
         op_id: int,
         y_st: os.stat_result,
         m_st: os.stat_result,
-    ) -> None:
+    ) -> tuple[str, str]:
+        """Insert or update the blueprint's row; returns the sha256 of its YAML and meta bytes."""
         m = p.meta
+        yaml_sha, meta_sha = sha256_hex(p.yaml_bytes), sha256_hex(p.meta_bytes)
         values = (
             m.id,
             p.path,
@@ -1272,8 +1334,8 @@ class BlueprintStore:
             tags_json(m.tags),
             m.created,
             m.modified,
-            sha256_hex(p.yaml_bytes),
-            sha256_hex(p.meta_bytes),
+            yaml_sha,
+            meta_sha,
             p.content_hash,
             y_st.st_size,
             y_st.st_mtime_ns,
@@ -1343,6 +1405,7 @@ class BlueprintStore:
             tags_indexed=same_tags,
             new_row=existing is None,
         )
+        return yaml_sha, meta_sha
 
     def _reindex_text(
         self,
@@ -1560,6 +1623,11 @@ class BlueprintStore:
             if isinstance(exc, apsw.Error):
                 raise map_apsw_error(exc, "delete") from exc
             raise
+        if removing is not None:
+            # A caller's transaction that rolls back later must find the files back (see
+            # _save_attempt); nothing is registered when this delete committed by itself.
+            removed = removing
+            self.index.undo_on_rollback(lambda: self._put_back_pair(*removed))
         self.events.publish(events)
         if refused is not None:
             self._refuse_remote(refused, "delete")

@@ -273,8 +273,10 @@ class Applier:
         away: UnsafePathError | None = None
         if not r.deleted:
             # Everything that can refuse the row, before anything is written (a path moved
-            # aside, a conflict copy): the caller's savepoint rolls back the index of a refused
-            # row, not its files, and reconcile would adopt such files as new blueprints.
+            # aside, a conflict copy). A refused row's savepoint puts back the files the store
+            # wrote for it too (Index.undo_on_rollback), but refusing first writes nothing, and
+            # leaves nothing for a kill during the undo to strand (reconcile would adopt such
+            # files as new blueprints).
             away = self._check_row(r, local)
         if away is not None and local is not None and not local.deleted and local.flagged:
             raise away  # an unparsable local file: parked, and the file left exactly as it is
