@@ -180,6 +180,26 @@ class InProcessDaemon:
         return ControlClient(self.state["port"], self.state["token"], timeout=timeout)
 
 
+def run_on_thread(daemon: Daemon) -> InProcessDaemon:
+    """Start ``daemon.run()`` on a thread and wait until it is ready (the caller stops it)."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            daemon.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="test-daemon", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not daemon.wait_ready(0.05):
+        if errors or time.monotonic() > deadline:
+            thread.join(10)
+            raise AssertionError(f"the daemon did not start: {errors}")
+    return InProcessDaemon(daemon, thread, errors)
+
+
 @pytest.fixture
 def inproc_daemon(tmp_path: Path) -> Iterator[Callable[..., InProcessDaemon]]:
     """Run Daemon.run() on a thread; stopped and joined after the test."""
@@ -187,25 +207,8 @@ def inproc_daemon(tmp_path: Path) -> Iterator[Callable[..., InProcessDaemon]]:
 
     def start(home: Path | None = None, **kwargs: Any) -> InProcessDaemon:
         settings = home_settings(home or tmp_path / f"home-{len(made)}")
-        daemon = Daemon(settings, install_signals=False, **kwargs)
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                daemon.run()
-            except BaseException as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=run, name="test-daemon", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not daemon.wait_ready(0.05):
-            if errors or time.monotonic() > deadline:
-                thread.join(10)
-                raise AssertionError(f"the daemon did not start: {errors}")
-        d = InProcessDaemon(daemon, thread, errors)
-        made.append(d)
-        return d
+        made.append(run_on_thread(Daemon(settings, install_signals=False, **kwargs)))
+        return made[-1]
 
     yield start
     for d in made:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from localstore.cli import cli
 from localstore.config import load_settings
 from sync.daemon import Daemon
 from sync.memory_remote import MemoryRemote, MemoryServer
+from tests.daemon.conftest import run_on_thread
 
 
 @pytest.fixture
@@ -28,23 +28,13 @@ def daemon_home(tmp_path: Path) -> Iterator[tuple[Path, MemoryServer]]:
         install_signals=False,
         poll_interval_s=3600,
     )
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            daemon.run()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, name="test-daemon", daemon=True)
-    thread.start()
+    running = run_on_thread(daemon)
     try:
-        assert daemon.wait_ready(30), errors
         yield home, server
     finally:
         daemon.stop()
-        thread.join(30)
-    assert not thread.is_alive() and not errors
+        running.thread.join(30)
+    assert not running.thread.is_alive() and not running.errors
 
 
 def test_sync_and_status_go_through_the_daemon(daemon_home: tuple[Path, MemoryServer]) -> None:

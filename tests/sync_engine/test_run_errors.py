@@ -25,7 +25,7 @@ from sync.engine import SyncEngine, SyncStatus, WorkerState
 from sync.memory_remote import MemoryRemote, MemoryServer
 from sync.remote import Remote
 from tests.conftest import eventually
-from tests.daemon.conftest import InProcessDaemon, home_settings
+from tests.daemon.conftest import InProcessDaemon, home_settings, run_on_thread
 from tests.store.lockholder import LockHolder, holders, waiting_for_lock
 
 from .conftest import Device, close_device, open_device
@@ -278,18 +278,7 @@ def online_daemon(tmp_path: Path) -> Iterator[Callable[[Remote], InProcessDaemon
     def start(remote: Remote) -> InProcessDaemon:
         settings = home_settings(tmp_path / "daemon-home")
         daemon = Daemon(settings, install_signals=False, remote_factory=lambda _s: remote)
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                daemon.run()
-            except BaseException as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=run, name="test-daemon", daemon=True)
-        thread.start()
-        made.append(InProcessDaemon(daemon, thread, errors))
-        assert daemon.wait_ready(WAIT), errors
+        made.append(run_on_thread(daemon))
         return made[-1]
 
     yield start
