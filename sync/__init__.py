@@ -18,6 +18,7 @@ from sync._state import ConflictRecord, QuarantineEntry
 from sync.control import ControlClient, ControlError, ControlRequestError, DaemonNotRunningError
 from sync.embed import EmbeddedSync, daemon_running, start_sync
 from sync.engine import (
+    FlaggedFile,
     SyncEngine,
     SyncReport,
     SyncStatus,
@@ -26,15 +27,18 @@ from sync.engine import (
     conflict_diff,
     get_conflict,
     list_conflicts,
+    list_flagged,
     list_quarantine,
     local_status,
     resolve_conflict,
 )
 from sync.errors import (
+    AccountMismatchError,
     AuthError,
     AuthExpiredError,
     AuthRevokedError,
     ConflictError,
+    ConflictNotFoundError,
     EngineStateError,
     MergeError,
     NotLoggedInError,
@@ -43,6 +47,7 @@ from sync.errors import (
     RateLimitedError,
     RejectedChangeError,
     RemoteConfigError,
+    SessionChangedError,
     SyncError,
     SyncLockedError,
     TransientError,
@@ -52,12 +57,14 @@ from sync.merge import ConflictCase, Resolution, Version
 from sync.remote import Change, PullPage, PushResult, Remote, ServerInfo, ServerRow, VerifyPage
 
 __all__ = [
+    "AccountMismatchError",
     "AuthError",
     "AuthExpiredError",
     "AuthRevokedError",
     "Change",
     "ConflictCase",
     "ConflictError",
+    "ConflictNotFoundError",
     "ConflictRecord",
     "ControlClient",
     "ControlError",
@@ -65,6 +72,7 @@ __all__ = [
     "DaemonNotRunningError",
     "EmbeddedSync",
     "EngineStateError",
+    "FlaggedFile",
     "MemoryRemote",
     "MemoryServer",
     "MergeError",
@@ -81,6 +89,7 @@ __all__ = [
     "Resolution",
     "ServerInfo",
     "ServerRow",
+    "SessionChangedError",
     "SyncEngine",
     "SyncError",
     "SyncLockedError",
@@ -95,6 +104,7 @@ __all__ = [
     "daemon_running",
     "get_conflict",
     "list_conflicts",
+    "list_flagged",
     "list_quarantine",
     "local_status",
     "resolve_conflict",

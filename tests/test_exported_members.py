@@ -65,3 +65,21 @@ def test_the_lock_error_is_exported_and_sync_s_is_one() -> None:
         "tell_user",
     )
     assert str(err) == "process 1 already syncs this home (stop it)"
+
+
+def test_every_sync_error_a_caller_can_catch_is_exported() -> None:
+    # The error tree is public API: an app catches these by name (AccountMismatchError after a
+    # login as another user, SessionChangedError after a logout under a running sync).
+    import inspect
+
+    import sync
+    import sync.errors
+
+    errors = [
+        name
+        for name, cls in vars(sync.errors).items()
+        if inspect.isclass(cls)
+        and issubclass(cls, BaseException)
+        and cls.__module__ == "sync.errors"
+    ]
+    assert errors and [n for n in errors if n not in sync.__all__] == []
