@@ -147,8 +147,10 @@ def parse_yaml(text: str | bytes, limits: YamlLimits | None = None) -> dict[str,
     limits = limits or YamlLimits()
     raw = text.encode("utf-8") if isinstance(text, str) else text
     if len(raw) > limits.max_bytes:
+        # No size in the message: a file is read only up to the limit and one byte more, so
+        # len(raw) would claim the file has exactly that many bytes (limit + 1).
         raise LimitExceededError(
-            f"YAML is {len(raw)} bytes, over the limit of {limits.max_bytes}",
+            f"YAML is over the limit of {limits.max_bytes} bytes",
             hint="split the blueprint or raise max_yaml_bytes in config.yaml",
         )
     try:

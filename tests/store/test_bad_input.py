@@ -223,3 +223,17 @@ def test_a_hidden_file_name_is_still_accepted(store, home: Path) -> None:
     store.close()
     with localstore.open(home=home) as reopened:
         assert not reopened.row(bp.id).deleted
+
+
+def test_a_file_over_the_limit_is_not_reported_as_limit_plus_one_bytes(home: Path) -> None:
+    # Files are read up to the limit and one byte more; the flag must not claim that size.
+    import localstore
+
+    with localstore.open(home=home, max_yaml_bytes=1000) as store:
+        store.save("s/big", "a: 1\n")
+    (home / "blueprints" / "s" / "big.blueprint.yaml").write_text("a: " + "x" * 5000 + "\n")
+    with localstore.open(home=home, max_yaml_bytes=1000) as store:  # reconcile flags it
+        problems = [p for p in store.check().problems if p["kind"] == "flagged"]
+    assert [p["path"] for p in problems] == ["s/big.blueprint.yaml"]
+    assert "over the limit of 1000 bytes" in problems[0]["detail"]
+    assert "1001" not in problems[0]["detail"]
