@@ -55,6 +55,18 @@ def assert_disk_matches_index(dev: Device) -> None:
     assert not missing, f"index rows with no files: {sorted(missing)}"
 
 
+def heal(server: MemoryServer, a: Device, b: Device, reopen: Callable[[Device], Device]) -> Device:
+    """After the fault: b syncs again, is reopened (reconcile), syncs again; at every step its
+    disk matches its index and in the end both devices match the server. Returns b reopened."""
+    converge(a, b)
+    assert_disk_matches_index(b)
+    b = reopen(b)
+    assert_disk_matches_index(b)
+    converge(a, b)
+    assert_converged(server, a, b)
+    return b
+
+
 def fail_on_call(
     monkeypatch: pytest.MonkeyPatch,
     owner: Any,
@@ -131,12 +143,7 @@ def test_a_failed_push_pass_leaves_no_conflict_copies_behind(
         assert b.text(f"f/bp{i}") == f"steps: 2\nn: {i}\n"
     restore()
 
-    converge(a, b)
-    assert_disk_matches_index(b)
-    b = reopen(b)
-    assert_disk_matches_index(b)
-    converge(a, b)
-    assert_converged(server, a, b)
+    b = heal(server, a, b, reopen)
     texts = sorted(text for _, text in b.snapshot().values())
     # One main per blueprint (a's edit, which reached the server first) and one copy of each of
     # b's edits: no duplicates adopted from orphaned copies, no edit lost.
@@ -169,12 +176,7 @@ def test_a_failed_path_taken_leaves_no_moved_pairs_behind(
         assert b.text(f"p/x{i}") == f"from_b: {i}\n"
     restore()
 
-    converge(a, b)
-    assert_disk_matches_index(b)
-    b = reopen(b)
-    assert_disk_matches_index(b)
-    converge(a, b)
-    assert_converged(server, a, b)
+    b = heal(server, a, b, reopen)
     texts = sorted(text for _, text in b.snapshot().values())
     assert texts == sorted(
         [f"from_a: {i}\n" for i in range(N)] + [f"from_b: {i}\n" for i in range(N)]

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jwt
 import keyring
 import pytest
 
@@ -122,3 +124,18 @@ def proxy(cloud: LocalCloud) -> Iterator[FaultProxy]:
 
 
 MakeDevice = Callable[..., tuple[Settings, SupabaseRemote]]
+
+
+def expire_token(remote: SupabaseRemote, cloud: LocalCloud) -> None:
+    """Fault injection: make the client send an access token that expired long ago."""
+    now = int(time.time())
+    claims = {
+        "sub": remote.user_id,
+        "role": "authenticated",
+        "aud": "authenticated",
+        "iat": now - 7200,
+        "exp": now - 3600,
+    }
+    token = jwt.encode(claims, cloud.jwt_secret, algorithm="HS256")
+    remote._client.options.headers["Authorization"] = f"Bearer {token}"
+    remote._client._postgrest = None

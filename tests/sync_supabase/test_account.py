@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import jwt
 import psycopg
 import pytest
 
@@ -22,14 +21,13 @@ from sync.engine import SyncEngine
 from sync.errors import AccountMismatchError, SessionChangedError
 from sync.localcloud.stack import LocalCloud
 from sync.supabase_remote import (
-    SupabaseRemote,
     login,
     logout,
     remote_from_settings,
     session_credential_name,
 )
 
-from .conftest import PASSWORD, new_email
+from .conftest import PASSWORD, expire_token, new_email
 from .devices import open_device
 
 
@@ -43,21 +41,6 @@ def _keychain(settings: Settings, value: str | None = None) -> str | None:
         return creds.find(session_credential_name(settings))
     finally:
         index.close()
-
-
-def _expire_token(remote: SupabaseRemote, cloud: LocalCloud) -> None:
-    """Fault injection: make the client send an access token that expired long ago."""
-    now = int(time.time())
-    claims = {
-        "sub": remote.user_id,
-        "role": "authenticated",
-        "aud": "authenticated",
-        "iat": now - 7200,
-        "exp": now - 3600,
-    }
-    token = jwt.encode(claims, cloud.jwt_secret, algorithm="HS256")
-    remote._client.options.headers["Authorization"] = f"Bearer {token}"
-    remote._client._postgrest = None
 
 
 def _account_paths(cloud: LocalCloud, tmp_path: Path, email: str) -> list[str]:
@@ -190,7 +173,7 @@ def test_a_refresh_never_adopts_another_users_session(cloud: LocalCloud, tmp_pat
         # session marker changing (a login by another tool, or one killed before the marker).
         _keychain(dev.store.settings, bob_session)
         dev.store.save("d/secret", "alice: only\n")
-        _expire_token(dev.remote, cloud)
+        expire_token(dev.remote, cloud)
         error = dev.sync()
         assert isinstance(error, SessionChangedError) and error.code == "user_changed"
         assert _keychain(dev.store.settings) == bob_session  # neither rotated nor overwritten

@@ -17,14 +17,13 @@ from localstore.index import Index
 from sync.errors import AuthRevokedError, NotLoggedInError, SessionChangedError
 from sync.localcloud.stack import LocalCloud
 from sync.supabase_remote import (
-    SupabaseRemote,
     login,
     logout,
     remote_from_settings,
     session_credential_name,
 )
 
-from .conftest import PASSWORD, Homes, _require_environment, new_email
+from .conftest import PASSWORD, Homes, _require_environment, expire_token, new_email
 from .devices import Device, open_device
 
 TTL_S = 3
@@ -36,22 +35,6 @@ def short_cloud() -> Iterator[LocalCloud]:
     _require_environment()
     with LocalCloud(access_token_ttl=TTL_S) as lc:
         yield lc
-
-
-def _expire_token(remote: SupabaseRemote, cloud: LocalCloud) -> None:
-    """Fault injection: make the client send an access token that expired long ago."""
-    now = int(time.time())
-    claims = {
-        "sub": remote.user_id,
-        "role": "authenticated",
-        "aud": "authenticated",
-        "iat": now - 7200,
-        "exp": now - 3600,
-    }
-    token = jwt.encode(claims, cloud.jwt_secret, algorithm="HS256")
-    client = remote._client
-    client.options.headers["Authorization"] = f"Bearer {token}"
-    client._postgrest = None
 
 
 def _stored_session(settings_home: Path) -> str | None:
@@ -129,7 +112,7 @@ def test_token_expiry_mid_sync_loses_and_quarantines_nothing(
         dev.store.save(f"e/{saved}.blueprint.yaml", f"n: {saved}\n", name=f"n{saved}")
         saved += 1
         if saved % 2:
-            _expire_token(dev.remote, short_cloud)
+            expire_token(dev.remote, short_cloud)
         assert dev.sync() is None
     status = dev.engine.status()
     assert (status.pending, status.quarantined) == (0, 0)
@@ -146,7 +129,7 @@ def test_revoked_session_says_log_in_again_and_writes_wait(
     with psycopg.connect(short_cloud.superuser_dsn, autocommit=True) as conn:
         conn.execute("delete from auth.sessions where user_id = %s", (dev.remote.user_id,))
     dev.store.save("r/b.blueprint.yaml", "b: 1\n", name="b")
-    _expire_token(dev.remote, short_cloud)
+    expire_token(dev.remote, short_cloud)
     error = dev.sync()
     assert isinstance(error, AuthRevokedError), error
     assert error.action == "tell_user" and "log in again" in str(error)
