@@ -530,7 +530,6 @@ def start_sync(
             if watcher is None:
                 watcher, own_watcher = Watcher(store), True
                 watcher.start()
-        engine.start()
         handle = EmbeddedSync(
             engine,
             lock,
@@ -550,5 +549,12 @@ def start_sync(
         close_remote(opened)
         lock.release()
         raise
-    store.on_close(handle.stop)
+    # The engine starts last, once the handle follows the store: its first cycle runs store
+    # events, and a subscriber may close the store at once (the close then stops the handle).
+    try:
+        store.on_close(handle.stop)
+        engine.start()
+    except BaseException:
+        handle.stop()
+        raise
     return handle
