@@ -143,6 +143,21 @@ CORE_MIGRATIONS: tuple[str, ...] = (
     INSERT INTO blueprints_described(blueprints_described, rank) VALUES ('automerge', 0);
     INSERT INTO blueprints_described(blueprints_described) VALUES ('rebuild');
     """,
+    # v3: a counter of blueprint row changes by any connection, so a process that caches the
+    # full listing (localstore._listing) can tell whether another one changed blueprints: the
+    # index's data_version also moves for commits that touch none (FTS merges, sync state).
+    """
+    INSERT OR IGNORE INTO counters VALUES ('blueprints_gen', 0);
+    CREATE TRIGGER IF NOT EXISTS blueprints_gen_insert AFTER INSERT ON blueprints BEGIN
+        UPDATE counters SET value = value + 1 WHERE name = 'blueprints_gen';
+    END;
+    CREATE TRIGGER IF NOT EXISTS blueprints_gen_update AFTER UPDATE ON blueprints BEGIN
+        UPDATE counters SET value = value + 1 WHERE name = 'blueprints_gen';
+    END;
+    CREATE TRIGGER IF NOT EXISTS blueprints_gen_delete AFTER DELETE ON blueprints BEGIN
+        UPDATE counters SET value = value + 1 WHERE name = 'blueprints_gen';
+    END;
+    """,
 )
 # The full-text tables (the maintainer merges both, the integrity check checks both).
 FTS_TABLES = ("blueprints_fts", "blueprints_described")
@@ -388,6 +403,11 @@ class Index:
         except apsw.Error:  # another process holds the WAL busy; its maintainer will do it
             pass
         conn.close()
+
+    @property
+    def write_open(self) -> bool:
+        """True if the calling thread has a write transaction open (what it reads is uncommitted)."""
+        return self._owner == threading.get_ident() and self._depth > 0
 
     @property
     def closed(self) -> bool:

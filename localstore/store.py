@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import builtins
 import fnmatch
-import gc
 import hashlib
 import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from typing import Any
 import apsw
 
 from localstore import files as fs
+from localstore._listing import INFO_COLUMNS, ListingCache, collector_paused, infos
 from localstore.blueprint import (
     Blueprint,
     BlueprintInfo,
@@ -379,6 +378,7 @@ class BlueprintStore:
         self.recovered_index: Path | None = None
         try:
             self.index = self._open_index(recover_index)
+            self._listing = ListingCache()
         except BaseException:
             self._flusher.shutdown(wait=False)
             raise
@@ -1749,7 +1749,7 @@ class BlueprintStore:
         if sort != "path":
             order += ", b.path"
         sql = (
-            f"SELECT {_INFO_COLUMNS} FROM blueprints b{join} "
+            f"SELECT {INFO_COLUMNS} FROM blueprints b{join} "
             f"WHERE {' AND '.join(where)} ORDER BY {order}"
         )
         if limit is not None:
@@ -1758,8 +1758,15 @@ class BlueprintStore:
         elif offset:
             sql += " LIMIT -1 OFFSET ?"  # (SQLite has no OFFSET without a LIMIT; -1 = none)
             args.append(offset)
-        with self.index.read() as cur, _collector_paused(limit is None or limit > 1000):
-            return _infos(cur.execute(sql, args).fetchall())
+        with self.index.read() as cur:
+            if not folder and not tag and not self.index.write_open:
+                # The full listing comes from the cache (see localstore._listing); a page of it
+                # only when it is cached already (reading 10,000 rows for one page would not pay).
+                view = self._listing.lookup(cur, sort, descending, load=limit is None)
+                if view is not None:
+                    return view[offset:] if limit is None else view[offset : offset + limit]
+            with collector_paused(limit is None or limit > 1000):
+                return infos(cur.execute(sql, args).fetchall())
 
     def count(self) -> int:
         """Number of live blueprints."""
@@ -1926,65 +1933,6 @@ def change_events(previous: Row | None, p: _Prepared, rev: int, origin: str) -> 
 
 
 # The listing projection: only what BlueprintInfo needs (no content hashes of files, no meta JSON).
-_INFO_COLUMNS = (
-    "b.id, b.path, b.name, b.description, b.tags, b.author, b.version, b.created, b.modified, "
-    "b.rev, b.content_hash, b.valid AND b.flagged IS NULL, b.yaml_size"
-)
-
-
-@contextmanager
-def _collector_paused(pause: bool) -> Iterator[None]:
-    """Pause the cyclic garbage collector while a large listing is built.
-
-    A listing of 10,000 allocates about 150,000 objects, none in a cycle; each 700 allocations
-    start a collection, and the older generations' collections walk every object the process
-    holds (a tenth of listing 10,000). Reference counting still frees everything; the collector
-    is re-enabled only if it was on (another thread may have paused it too)."""
-    if not pause or not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
-def _infos(rows: Iterable[Sequence[Any]]) -> builtins.list[BlueprintInfo]:
-    """Build listing rows fast: tag lists repeat across rows, so each distinct one is decoded once,
-    and each row is made by ``tuple.__new__`` (the named tuple's own ``__new__`` is a Python call)."""
-    tag_cache: dict[str, tuple[str, ...]] = {}
-    make = tuple.__new__
-    cls = BlueprintInfo
-    out: builtins.list[BlueprintInfo] = []
-    append = out.append
-    for r in rows:
-        tags = tag_cache.get(r[4])
-        if tags is None:
-            tags = tag_cache[r[4]] = tuple(json.loads(r[4]))
-        append(
-            make(
-                cls,
-                (
-                    r[0],
-                    r[1],
-                    r[2],
-                    r[3],
-                    tags,
-                    r[5],
-                    r[6],
-                    r[7],
-                    r[8],
-                    r[9],
-                    r[10],
-                    r[11] == 1,
-                    r[12],
-                ),
-            )
-        )
-    return out
-
-
 class _Search:
     """The queries of one search. Deleted blueprints have no FTS row, so without filters counting
     and ranking read the FTS table alone and only the hits are joined to their index rows."""
@@ -2046,14 +1994,14 @@ class _Search:
         by_rid = {
             r[0]: r[1:]
             for r in self._cur.execute(
-                f"SELECT b.rid, {_INFO_COLUMNS} FROM blueprints b WHERE b.rid IN ({marks})",
+                f"SELECT b.rid, {INFO_COLUMNS} FROM blueprints b WHERE b.rid IN ({marks})",
                 [p[0] for p in picked],
             ).fetchall()
         }
-        infos = _infos([by_rid[p[0]] for p in picked])
+        hits = infos([by_rid[p[0]] for p in picked])
         return [
             SearchHit(info=info, score=-float(p[1]), snippet=str(p[2]))
-            for info, p in zip(infos, picked, strict=True)
+            for info, p in zip(hits, picked, strict=True)
         ]
 
 
