@@ -57,7 +57,20 @@ def _catalog_fingerprint(dsn: str) -> tuple[object, ...]:
               (select count(*) from pg_indexes where schemaname in ('public', 'auth')),
               (select count(*) from pg_publication_tables where pubname = 'supabase_realtime'),
               (select string_agg(relname || ':' || relrowsecurity::text, ',' order by relname)
-               from pg_class where relnamespace = 'public'::regnamespace and relkind = 'r')
+               from pg_class where relnamespace = 'public'::regnamespace and relkind = 'r'),
+              -- Definitions and grants, not only counts: re-running an older file alone would
+              -- put back a function a later file replaced (run them all, in order).
+              (select string_agg(md5(pg_get_functiondef(p.oid)) || coalesce(p.proacl::text, ''),
+                                 ',' order by p.oid::regprocedure::text)
+               from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+               where n.nspname in ('public', 'sync_internal') and p.prokind = 'f'),
+              (select string_agg(relname || coalesce(relacl::text, ''), ',' order by relname)
+               from pg_class where relnamespace in ('public'::regnamespace,
+                                                    'sync_internal'::regnamespace)),
+              (select string_agg(conname || convalidated::text, ',' order by conname)
+               from pg_constraint where connamespace = 'public'::regnamespace),
+              (select string_agg(policyname || coalesce(qual, '') || coalesce(with_check, ''),
+                                 ',' order by policyname) from pg_policies)
             """
         ).fetchone()
     assert row is not None
