@@ -222,7 +222,13 @@ def test_more_than_500_changes_is_an_error_and_applies_nothing(db: Db) -> None:
 
 def test_server_info(db: Db) -> None:
     api = db.api(db.new_user())
-    assert api.server_info() == {"protocol": 1, "max_batch": 500, "max_content_bytes": 10485760}
+    assert api.server_info() == {
+        "protocol": 1,
+        "max_batch": 500,
+        "max_content_bytes": 10485760,
+        "max_meta_bytes": 1048576,
+        "max_device_chars": 128,
+    }
 
 
 def test_an_op_id_repeated_within_a_batch_is_a_replay_of_the_first(db: Db) -> None:

@@ -57,7 +57,20 @@ def _catalog_fingerprint(dsn: str) -> tuple[object, ...]:
               (select count(*) from pg_indexes where schemaname in ('public', 'auth')),
               (select count(*) from pg_publication_tables where pubname = 'supabase_realtime'),
               (select string_agg(relname || ':' || relrowsecurity::text, ',' order by relname)
-               from pg_class where relnamespace = 'public'::regnamespace and relkind = 'r')
+               from pg_class where relnamespace = 'public'::regnamespace and relkind = 'r'),
+              -- Definitions and grants, not only counts: re-running an older file alone would
+              -- put back a function a later file replaced (run them all, in order).
+              (select string_agg(md5(pg_get_functiondef(p.oid)) || coalesce(p.proacl::text, ''),
+                                 ',' order by p.oid::regprocedure::text)
+               from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+               where n.nspname in ('public', 'sync_internal') and p.prokind = 'f'),
+              (select string_agg(relname || coalesce(relacl::text, ''), ',' order by relname)
+               from pg_class where relnamespace in ('public'::regnamespace,
+                                                    'sync_internal'::regnamespace)),
+              (select string_agg(conname || convalidated::text, ',' order by conname)
+               from pg_constraint where connamespace = 'public'::regnamespace),
+              (select string_agg(policyname || coalesce(qual, '') || coalesce(with_check, ''),
+                                 ',' order by policyname) from pg_policies)
             """
         ).fetchone()
     assert row is not None
@@ -257,3 +270,37 @@ def test_contents_compress_with_lz4_where_the_server_has_it(db: Db) -> None:
             " order by 1"
         ).fetchall()
     assert got == [("blueprint_revisions", want), ("blueprints", want)]
+
+
+def test_limits_added_to_a_project_with_rows_that_break_them_still_deploy(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    """Migration 20261122000500 adds CHECK constraints to tables a deployed project has filled:
+    a row that already breaks one must not fail the deploy (it is reported instead)."""
+    apply_bootstrap(fresh_db)
+    before = [p for p in migration_files() if migration_version(p) < "20261122000500"]
+    for p in before:
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    apply_migrations(fresh_db, directory=tmp_path)
+    uid = str(uuid.uuid4())
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("insert into auth.users (id, email) values (%s, 'old@example.test')", (uid,))
+        conn.execute(
+            "insert into public.blueprints (id, owner, path, content_hash, rev, seq, device)"
+            " values (gen_random_uuid(), %s, '../old.yaml', 'h', 1, 1, 'd')",
+            (uid,),
+        )
+    notices: list[str] = []
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.add_notice_handler(lambda d: notices.append(str(d.message_primary)))
+        for p in migration_files():
+            if p not in before:
+                conn.execute(p.read_bytes())
+        valid: dict[str, bool] = dict(
+            conn.execute(
+                "select conname, convalidated from pg_constraint"
+                " where conname in ('blueprints_path_valid', 'blueprints_content_size')"
+            ).fetchall()
+        )
+    assert valid == {"blueprints_path_valid": False, "blueprints_content_size": True}
+    assert any("blueprints_path_valid" in n for n in notices), notices
