@@ -6,20 +6,20 @@ on the benchmark VM). A desktop app lists everything again after every change it
 the store keeps the last full listing and brings it up to date instead:
 
 * **Changes by this connection** (this store's saves, the watcher's ingests, the sync engine's
-  pulls: one index connection per store) are recorded by TEMP triggers on ``blueprints``. They
-  exist only in this connection and write to its temp database, so they see exactly the rows
-  this connection changed and roll back with the statement, savepoint or transaction that
-  changed them. The next listing re-reads those rows only (``WHERE id IN (...)``).
-* **Changes by other connections** (another process, another handle on the home) are told by
-  the ``blueprints_gen`` counter, which persistent triggers (index schema v3) bump for every row
-  change of every connection: when it moved by more than this connection's own count, someone
-  else changed blueprints, and the listing is read again in full. ``PRAGMA data_version`` would
-  not do: it also moves for commits that touch no blueprint (the maintainer's FTS merges every
-  few saves, sync state, app data), and those keep the listing.
+  pulls: one index connection per store) are noted by the connection's update hook
+  (``Index.blueprint_changes``: the rowids, including rows a rollback put back, which are simply
+  read again). The next listing re-reads those rows only.
+* **Changes by other connections** (another process, another handle on the home) are told by the
+  ``blueprints_gen`` counter (index schema v3), which every write transaction that changed
+  blueprint rows bumps before its commit (``Index.write``): when it moved by more than this
+  connection's own such commits, someone else changed blueprints, and the listing is read again
+  in full. ``PRAGMA data_version`` would not do: it also moves for commits that touch no
+  blueprint (the maintainer's FTS merges every few saves, sync state, app data), and those keep
+  the listing.
 
 The cache is armed by the first full listing (an app that never lists everything pays nothing),
-holds about 500 bytes per blueprint, and is consulted only outside this thread's own write
-transaction (inside it, a read sees uncommitted rows). Everything runs under the index lock.
+holds the rows of one listing, and is consulted only outside this thread's own write transaction
+(inside it, a read sees uncommitted rows). Everything runs under the index lock.
 """
 
 from __future__ import annotations
@@ -30,9 +30,12 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from localstore.blueprint import BlueprintInfo
+
+if TYPE_CHECKING:
+    from localstore.index import Index
 
 __all__ = ["INFO_COLUMNS", "ListingCache", "collector_paused", "infos"]
 
@@ -45,29 +48,8 @@ INFO_COLUMNS = (
 # full is cheaper than patching it.
 MAX_PATCH = 2000
 
-# The TEMP objects of one connection (created when the cache is armed). A blueprint's id can
-# change (a duplicate copy is given a new one), so an UPDATE records both.
-_ARM_SQL = (
-    "CREATE TEMP TABLE IF NOT EXISTS listing_changed (id TEXT PRIMARY KEY) WITHOUT ROWID",
-    "CREATE TEMP TABLE IF NOT EXISTS listing_own (n INTEGER NOT NULL)",
-    "DELETE FROM temp.listing_own",
-    "INSERT INTO temp.listing_own VALUES (0)",
-    "CREATE TEMP TRIGGER IF NOT EXISTS listing_insert AFTER INSERT ON main.blueprints BEGIN"
-    " INSERT OR IGNORE INTO temp.listing_changed VALUES (NEW.id);"
-    " UPDATE temp.listing_own SET n = n + 1; END",
-    "CREATE TEMP TRIGGER IF NOT EXISTS listing_update AFTER UPDATE ON main.blueprints BEGIN"
-    " INSERT OR IGNORE INTO temp.listing_changed VALUES (OLD.id);"
-    " INSERT OR IGNORE INTO temp.listing_changed VALUES (NEW.id);"
-    " UPDATE temp.listing_own SET n = n + 1; END",
-    "CREATE TEMP TRIGGER IF NOT EXISTS listing_delete AFTER DELETE ON main.blueprints BEGIN"
-    " INSERT OR IGNORE INTO temp.listing_changed VALUES (OLD.id);"
-    " UPDATE temp.listing_own SET n = n + 1; END",
-)
-_STATE_SQL = (
-    "SELECT (SELECT value FROM main.counters WHERE name = 'blueprints_gen'),"
-    " (SELECT n FROM temp.listing_own)"
-)
-_FULL_SQL = f"SELECT {INFO_COLUMNS} FROM blueprints b WHERE b.deleted = 0 ORDER BY b.path"
+_FULL_SQL = f"SELECT {INFO_COLUMNS}, b.rid FROM blueprints b WHERE b.deleted = 0 ORDER BY b.path"
+_GEN_SQL = "SELECT value FROM counters WHERE name = 'blueprints_gen'"
 
 _path = attrgetter("path")
 # The listing's sort keys, by the name store.list() takes (SORT_COLUMNS): the same columns, all
@@ -78,13 +60,15 @@ _KEYS = {name: attrgetter(name) for name in ("path", "name", "modified", "create
 class ListingCache:
     """The full listing of one index connection, kept up to date (see the module docstring)."""
 
-    def __init__(self) -> None:
-        self._armed = False
+    def __init__(self, index: Index) -> None:
+        self._index = index
         # Sorted full listings by (sort, descending); ("path", False) is always there when
         # loaded. None: nothing loaded (or dropped after a failure).
         self._views: dict[tuple[str, bool], builtins.list[BlueprintInfo]] | None = None
-        self._gen = 0
-        self._own = 0
+        # Each listed blueprint's id by rowid: the id a changed row had when it was listed.
+        self._id_by_rid: dict[int, str] = {}
+        self._gen = 0  # blueprints_gen when last brought up to date
+        self._own = 0  # this connection's index.blueprint_commits then
         self.loads = 0  # full reads so far (what the cache is there to avoid)
 
     def lookup(
@@ -117,58 +101,56 @@ class ListingCache:
 
     # -- keeping it true ---------------------------------------------------------------------------
 
-    def _state(self, cur: Any) -> tuple[int, int]:
-        gen, own = cur.execute(_STATE_SQL).fetchall()[0]
-        return int(gen), int(own)
-
     def _load(self, cur: Any) -> None:
-        if not self._armed:
-            for sql in _ARM_SQL:
-                cur.execute(sql)
-            self._armed = True
-        # Read the counters before the rows: a change committed in between is then seen again by
-        # the next refresh (one re-read too many, never one too few).
-        self._gen, self._own = self._state(cur)
-        cur.execute("DELETE FROM temp.listing_changed")
+        # The counter is read before the rows: a change committed in between is then seen by
+        # the next refresh (one full read too many, never a change missed).
+        self._gen = int(cur.execute(_GEN_SQL).fetchall()[0][0])
+        self._own = self._index.blueprint_commits
+        self._index.blueprint_changes()  # (all read below)
         self.loads += 1
         with collector_paused(True):
-            rows = infos(cur.execute(_FULL_SQL).fetchall())
-        self._views = {("path", False): rows}
+            raw = cur.execute(_FULL_SQL).fetchall()
+            self._id_by_rid = {r[13]: r[0] for r in raw}
+            self._views = {("path", False): infos(raw)}
 
     def _refresh(self, cur: Any) -> bool:
         """Bring the cached listing up to date; False if it must be read again in full."""
-        gen, own = self._state(cur)
+        gen = int(cur.execute(_GEN_SQL).fetchall()[0][0])
+        own = self._index.blueprint_commits
         if gen - self._gen != own - self._own:
             return False  # another connection changed blueprints
-        self._gen = gen
-        if own == self._own:
+        self._gen, self._own = gen, own
+        changed = self._index.blueprint_changes()
+        if not changed:
             return True
-        self._own = own
-        changed = [str(r[0]) for r in cur.execute("SELECT id FROM temp.listing_changed")]
-        cur.execute("DELETE FROM temp.listing_changed")
         if len(changed) > MAX_PATCH:
             return False
-        self._patch(cur, changed)
+        self._patch(cur, sorted(changed))
         return True
 
-    def _patch(self, cur: Any, changed: Sequence[str]) -> None:
+    def _patch(self, cur: Any, changed: Sequence[int]) -> None:
         assert self._views is not None
-        fresh: dict[str, BlueprintInfo] = {}
+        gone: set[str] = set()
+        fresh: builtins.list[Sequence[Any]] = []
+        for rid in changed:
+            old = self._id_by_rid.pop(rid, None)
+            if old is not None:
+                gone.add(old)
         for start in range(0, len(changed), 500):
             chunk = changed[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for info in infos(
-                cur.execute(
-                    f"SELECT {INFO_COLUMNS} FROM blueprints b "
-                    f"WHERE b.deleted = 0 AND b.id IN ({marks})",
-                    chunk,
-                ).fetchall()
-            ):
-                fresh[info.id] = info
-        gone = set(changed)
+            fresh += cur.execute(
+                f"SELECT {INFO_COLUMNS}, b.rid FROM blueprints b "
+                f"WHERE b.deleted = 0 AND b.rid IN ({marks})",
+                chunk,
+            ).fetchall()
+        for r in fresh:
+            self._id_by_rid[r[13]] = r[0]
+            gone.add(r[0])
+        new = infos(fresh)
         for key, view in self._views.items():
             kept = [info for info in view if info.id not in gone]
-            kept.extend(fresh.values())
+            kept.extend(new)
             # Mostly in order already: the sort only merges the few new rows in (timsort).
             self._views[key] = _sorted(kept, *key)
 

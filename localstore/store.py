@@ -378,7 +378,7 @@ class BlueprintStore:
         self.recovered_index: Path | None = None
         try:
             self.index = self._open_index(recover_index)
-            self._listing = ListingCache()
+            self._listing = ListingCache(self.index)
         except BaseException:
             self._flusher.shutdown(wait=False)
             raise

@@ -108,13 +108,9 @@ def test_cached_listing_follows_every_kind_of_change(home: Path) -> None:
                     raise Boom
             elif op == 8 and store._maintainer is not None:  # FTS merges commit elsewhere
                 store._maintainer.run_once()
-            elif op == 9:  # a raw update by another connection that bumps no op_id
-                conn = apsw.Connection(str(store.paths.index_db))
-                conn.setbusytimeout(5000)
-                conn.execute(
-                    "UPDATE blueprints SET yaml_size = yaml_size + 1 WHERE id = ?", (pick.id,)
-                )
-                conn.close()
+            elif op == 9:  # another handle finds an edit made on disk (a flag or size change)
+                store.abspath(pick.path).write_text(rng.choice(["steps: [9]\n", "steps: [oops\n"]))
+                other.reconcile()
             elif op == 10:  # a file that no longer parses: reconcile flags its row (not valid)
                 store.abspath(pick.path).write_text("steps: [unclosed\n")
                 store.reconcile()
@@ -180,13 +176,11 @@ def test_the_listing_returned_is_the_callers_own(store: Any) -> None:
 
 
 def test_an_index_without_the_change_counter_gets_it(home: Path) -> None:
-    """A v2 index (before the counter) is migrated: the counter and its triggers are created and
-    the cached listing then sees another connection's change."""
+    """A v2 index (before the counter) is migrated: the counter is created and the cached
+    listing then sees another connection's change."""
     with localstore.open(home=home) as store:
         store.save("a", {"i": 1})
         with store.index.write() as cur:
-            for t in ("insert", "update", "delete"):
-                cur.execute(f"DROP TRIGGER blueprints_gen_{t}")
             cur.execute("DELETE FROM counters WHERE name = 'blueprints_gen'")
             cur.execute("UPDATE component_versions SET version = 2 WHERE component = 'core'")
             cur.execute("PRAGMA user_version = 2")
