@@ -59,6 +59,7 @@ from sync._apply import (
     Applier,
     ApplyStats,
     Prefetched,
+    ancestor_probes,
     drop_known,
     is_known,
     is_path_shape_error,
@@ -99,10 +100,12 @@ from sync.merge import POLICIES, ConflictPolicy
 from sync.remote import (
     DEFAULT_PULL_LIMIT,
     MAX_BATCH,
+    MAX_MATCH_PROBES,
     PROTOCOL_VERSION,
     Change,
     PushResult,
     Remote,
+    RevisionMatch,
     ServerRow,
     VerifyRow,
 )
@@ -290,6 +293,8 @@ class SyncEngine:
         self._listener_seq = 0
         self._unsubs: list[Callable[[], None]] = []
         self._checked_server = False
+        # False once the server said it has no revision lookup (an older schema): not asked again.
+        self._ancestry = True
         self._settled = False
         self._refreshed = False
         self._lock_held = False
@@ -636,7 +641,15 @@ class SyncEngine:
         report: SyncReport,
     ) -> int:
         stats = ApplyStats()
-        applier = Applier(self.store, self.policy, now=self.now, stats=stats)
+        # One lookup for the batch: conflicts of creates this device holds without a base.
+        ancestors = self._ancestors(
+            [
+                r.current
+                for r in results
+                if r.status == "conflict" and r.reason != "path_taken" and r.current is not None
+            ]
+        )
+        applier = Applier(self.store, self.policy, now=self.now, stats=stats, ancestors=ancestors)
         conflicts = 0
         foreign: list[tuple[Change, st.OutboxItem]] = []
         self._journal([r.current for r in results if r.current is not None])
@@ -794,10 +807,13 @@ class SyncEngine:
         """
         with self.store.index.read() as cur:
             rows = drop_known(cur, rows)
+        ancestors = self._ancestors(rows)  # one lookup for the page, not one per chunk or row
         chunks = self._chunks(rows)
         for n, chunk in enumerate(chunks or [()]):
             last = n == len(chunks) - 1 or not chunks
-            self._apply_rows(chunk, report, cursor=(nxt, horizon) if last else None)
+            self._apply_rows(
+                chunk, report, cursor=(nxt, horizon) if last else None, ancestors=ancestors
+            )
 
     def _chunks(self, rows: Sequence[ServerRow]) -> list[Sequence[ServerRow]]:
         chunks: list[Sequence[ServerRow]] = []
@@ -820,9 +836,12 @@ class SyncEngine:
         *,
         cursor: tuple[int, int] | None = None,
         unpark: Sequence[str] = (),
+        ancestors: dict[str, RevisionMatch] | None = None,
     ) -> None:
         stats = ApplyStats()
-        applier = Applier(self.store, self.policy, now=self.now, stats=stats)
+        if ancestors is None:
+            ancestors = self._ancestors(rows)
+        applier = Applier(self.store, self.policy, now=self.now, stats=stats, ancestors=ancestors)
         self._journal(rows)
         with self.store.index.write() as cur:
             for blueprint_id in unpark:
@@ -972,6 +991,35 @@ class SyncEngine:
             st.quarantine(cur, row.id, op_id, row.path, "pull", code, exc.message)
             report.count_quarantined(row.id, _row_error(row.path, exc.message))
             log.warning("sync: cannot store server row %s (%s): %s", row.id, row.path, exc)
+
+    def _ancestors(self, rows: Sequence[ServerRow]) -> dict[str, RevisionMatch]:
+        """Ask the server which local copies without a base are revisions it had (by id).
+
+        See ``sync._apply.ancestor_probes``: after `check --fix` rebuilt the index, or on a
+        device that imported an old bundle, a copy with no base is merged without one, and an
+        older, unedited copy became a conflict copy of an ancestor. One request for all of
+        ``rows`` (a push batch, a pull page), none when every row has a base. A remote without
+        the lookup, or a server whose schema predates it, leaves the old behaviour (a merge
+        without a base: nothing is lost, a conflict copy at worst).
+        """
+        ask = getattr(self.remote, "match_revisions", None)
+        if not rows or not self._ancestry or not callable(ask):
+            return {}
+        with self.store.index.read() as cur:
+            probes = ancestor_probes(cur, rows)
+        found: dict[str, RevisionMatch] = {}
+        for i in range(0, len(probes), MAX_MATCH_PROBES):
+            matches = self._call(ask, probes[i : i + MAX_MATCH_PROBES])
+            if matches is None:
+                self._ancestry = False
+                log.warning(
+                    "sync: the server cannot look up its revision history (deploy the latest "
+                    "sync/supabase/migrations); copies this device holds without a sync base "
+                    "are merged without one"
+                )
+                return found
+            found.update((m.id, m) for m in matches)
+        return found
 
     def _journal(self, rows: Sequence[ServerRow]) -> None:
         if rows:
