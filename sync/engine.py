@@ -55,6 +55,7 @@ from localstore.events import Event
 from localstore.index import map_apsw_error
 from localstore.store import BlueprintStore
 from sync import _state as st
+from sync import account_record
 from sync._apply import (
     Applier,
     ApplyStats,
@@ -293,6 +294,8 @@ class SyncEngine:
         self._listener_seq = 0
         self._unsubs: list[Callable[[], None]] = []
         self._checked_server = False
+        # The account record kept besides the index (sync.account_record), once read.
+        self._account: account_record.AccountRecord | None = None
         # False once the server said it has no revision lookup (an older schema): not asked again.
         self._ancestry = True
         self._settled = False
@@ -504,10 +507,19 @@ class SyncEngine:
         A home that synced with another user of the same project is refused
         (AccountMismatchError) unless that switch was accepted at login: its blueprints are not
         the new user's to upload. A new project (or an accepted switch) resets the server
-        knowledge and uploads the home.
+        knowledge and uploads the home. The account is also kept besides the index
+        (``sync.account_record``), so a rebuilt index (`check --fix`) keeps refusing.
         """
         identity = self.remote.identity
+        state_dir = self.store.settings.paths.state
+        if self._account is None:
+            # Once per engine: afterwards this engine is the one that writes it.
+            self._account = account_record.read(state_dir)
+        recorded = self._account
         with self.store.index.write() as cur:
+            if recorded is not None and st.restore_identity(cur, recorded.identity, recorded.email):
+                # The index was rebuilt (`check --fix`): the account survives it.
+                log.info("sync: this home's account taken from %s", account_record.RECORD_FILE)
             known = st.foreign_identity(cur, identity)
             if known is not None:
                 raise AccountMismatchError(
@@ -518,11 +530,15 @@ class SyncEngine:
                 )
             if st.reset_for_identity(cur, identity):
                 log.warning("sync: new remote %s; local blueprints will be uploaded", identity)
+            email = st.get_state(cur, st.EMAIL_PREFIX + identity)
             if not self._settled:
                 # Once per engine the watermark is recomputed from nothing: an index written by
                 # an older version (no watermark) or copied around is never trusted blindly.
                 st.settle(cur, rescan=True)
                 self._settled = True
+        current = account_record.AccountRecord(identity, email)
+        if current != recorded and account_record.write_quietly(state_dir, current):
+            self._account = current
 
     def _pushable(self) -> int:
         with self.store.index.read() as cur:

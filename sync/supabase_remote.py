@@ -70,7 +70,7 @@ from localstore.credentials import CredentialStore
 from localstore.errors import CredentialError, CredentialNotFoundError
 from localstore.index import Index
 from sync import _state as st
-from sync import session_marker
+from sync import account_record, session_marker
 from sync._realtime import RealtimeHints
 from sync.errors import (
     AccountMismatchError,
@@ -975,7 +975,9 @@ def login(
         project = CloudProject(url, anon_key, session.user.id, email)
         identity = f"supabase:{url}:{session.user.id}"
         try:
-            note = _claim_home(index, identity, email, switch_user)
+            note = _claim_home(
+                index, identity, email, switch_user, account_record.read(settings.paths.state)
+            )
         except AccountMismatchError:
             _revoke(project, session, timeout_s)  # a session nobody will use
             raise
@@ -996,14 +998,23 @@ def login(
         index.close()
 
 
-def _claim_home(index: Index, identity: str, email: str, switch_user: bool) -> str:
+def _claim_home(
+    index: Index,
+    identity: str,
+    email: str,
+    switch_user: bool,
+    recorded: account_record.AccountRecord | None = None,
+) -> str:
     """Check that ``identity`` may sync this home; returns a note for the person, or "".
 
     Raises AccountMismatchError when the home synced with another user of the same project and
     ``switch_user`` is not given; with it, that user is accepted (the engine then uploads).
+    ``recorded``: the account record kept besides the index, for an index `check --fix` rebuilt.
     """
     index.register_schema("sync", st.SYNC_MIGRATIONS)
     with index.write() as cur:
+        if recorded is not None:
+            st.restore_identity(cur, recorded.identity, recorded.email)
         known = st.get_state(cur, "identity")
         foreign = st.foreign_identity(cur, identity)
         note = ""

@@ -6,6 +6,7 @@ device that imports an old bundle before its first sync is in the same place. Ev
 blueprint is pushed as a create and meets the server's row of its id. When the local copy is an
 older version the server itself had (nobody edited it here), it is no edit: it must simply take
 the server's version, not become a conflict copy (docs/sync-engine.md, "After `check --fix`").
+The home's account must survive the rebuild too: another user of the project is still refused.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from localstore.archive import export_bundle, import_bundle
 from localstore.cli import cli
+from sync.errors import AccountMismatchError
 from sync.memory_remote import MemoryServer
 
 from .conftest import (
@@ -25,6 +28,7 @@ from .conftest import (
     assert_converged,
     close_device,
     converge,
+    open_device,
     server_snapshot,
 )
 
@@ -164,3 +168,30 @@ def test_the_ancestor_lookup_is_one_request_per_batch_and_none_when_bases_are_kn
     assert b.remote.calls.get("match_revisions", 0) == 3
     _no_copies(server, a, b)
     assert_converged(server, a, b)
+
+
+def test_the_home_still_belongs_to_its_account_after_check_fix(
+    tmp_path: Path, server: MemoryServer
+) -> None:
+    alice = open_device(tmp_path, "h", server, user="alice")
+    alice.store.save("private/secret", "ssn: 123\n")
+    alice.sync()
+    record = alice.store.settings.paths.state / "sync-account.json"
+    assert json.loads(record.read_text())["identity"] == alice.remote.identity
+    assert record.stat().st_mode & 0o077 == 0
+    _damage_and_fix(alice)
+    bob = open_device(tmp_path, "h", server, user="bob")  # alice logged out, bob logged in
+    try:
+        with pytest.raises(AccountMismatchError):
+            bob.sync()
+        assert bob.remote.calls.get("push", 0) == 0
+        assert all(o.owner == "alice" for o in server.rows.values())
+    finally:
+        close_device(bob)
+    alice = open_device(tmp_path, "h", server, user="alice")
+    try:
+        alice.sync()
+        assert alice.engine.verify().clean
+        assert alice.engine.conflicts() == []
+    finally:
+        close_device(alice)

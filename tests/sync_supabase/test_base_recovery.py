@@ -1,7 +1,8 @@
 """A home whose index `localstore check --fix` rebuilt, on the local stack (real RPCs, real login).
 
-The rebuild loses the sync bases kept in the index. An older, unedited copy must still
-fast-forward to the server's version (the ``match_revisions`` RPC tells it is an ancestor).
+The rebuild loses the sync bases and the account record kept in the index. An older, unedited
+copy must still fast-forward to the server's version (the ``match_revisions`` RPC tells it is
+an ancestor), and another user of the project must still be refused at login.
 """
 
 from __future__ import annotations
@@ -9,12 +10,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from localstore.cli import cli
+from sync.errors import AccountMismatchError
 from sync.localcloud.stack import LocalCloud
+from sync.supabase_remote import login
 
-from .conftest import new_email
+from .conftest import PASSWORD, new_email
 from .devices import Device, open_device
 
 
@@ -65,3 +69,25 @@ def test_an_older_unedited_copy_fast_forwards_after_check_fix(
     finally:
         a.close()
         b.close()
+
+
+def test_another_user_is_still_refused_at_login_after_check_fix(
+    cloud: LocalCloud, tmp_path: Path
+) -> None:
+    alice, bob = new_email(), new_email()
+    dev = open_device(tmp_path, "h", cloud.url, cloud.anon_key, alice)
+    dev.store.save("private/alice-secret", "ssn: 123\n")
+    assert dev.sync() is None
+    settings = dev.store.settings
+    _damage_and_fix(dev)
+    with pytest.raises(AccountMismatchError) as info:
+        login(settings, cloud.url, cloud.anon_key, bob, PASSWORD, signup=True)
+    assert alice in str(info.value) and "--switch-user" in str(info.value)
+    # alice herself is welcome back, and her home syncs as hers.
+    login(settings, cloud.url, cloud.anon_key, alice, PASSWORD)
+    again = open_device(tmp_path, "h", cloud.url, cloud.anon_key, alice)
+    try:
+        assert again.sync() is None
+        assert again.engine.conflicts() == [] and again.engine.verify().clean
+    finally:
+        again.close()
