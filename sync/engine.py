@@ -1025,13 +1025,21 @@ class SyncEngine:
             probes = ancestor_probes(cur, rows)
         found: dict[str, RevisionMatch] = {}
         for i in range(0, len(probes), MAX_MATCH_PROBES):
-            matches = self._call(ask, probes[i : i + MAX_MATCH_PROBES])
+            try:
+                matches = self._call(ask, probes[i : i + MAX_MATCH_PROBES])
+            except (RemoteConfigError, ProtocolError) as exc:
+                # Only a way to spare conflict copies, never needed to sync correctly: a server
+                # that refuses it (grants, a broken reply) must not stop every cycle.
+                matches, why = None, str(exc)
+            else:
+                why = "the function is not deployed"
             if matches is None:
                 self._ancestry = False
                 log.warning(
-                    "sync: the server cannot look up its revision history (deploy the latest "
+                    "sync: the server's revision history cannot be asked (%s; deploy the latest "
                     "sync/supabase/migrations); copies this device holds without a sync base "
-                    "are merged without one"
+                    "are merged without one",
+                    why,
                 )
                 return found
             found.update((m.id, m) for m in matches)

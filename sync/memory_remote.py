@@ -250,9 +250,11 @@ class MemoryRemote:
                 raise ProtocolError(f"match_revisions: {probe.id!r} is not a uuid")
             wanted.append((rid, probe))
         with self._call("match_revisions"):
+            ids = {rid for rid, _ in wanted}
             by_id: dict[str, list[ServerRow]] = {}
             for rid, row in self.server.revisions:
-                by_id.setdefault(rid, []).append(row)
+                if rid in ids:
+                    by_id.setdefault(rid, []).append(row)
             out: list[RevisionMatch] = []
             for rid, probe in wanted:
                 owned = self.server.rows.get(rid)

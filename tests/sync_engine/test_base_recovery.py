@@ -12,6 +12,7 @@ The home's account must survive the rebuild too: another user of the project is 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from click.testing import CliRunner
 
 from localstore.archive import export_bundle, import_bundle
 from localstore.cli import cli
-from sync.errors import AccountMismatchError
+from sync.errors import AccountMismatchError, RemoteConfigError
 from sync.memory_remote import MemoryServer
 
 from .conftest import (
@@ -167,6 +168,31 @@ def test_the_ancestor_lookup_is_one_request_per_batch_and_none_when_bases_are_kn
     # 12 creates in 3 push batches, each answered `exists`: one lookup per batch, none per row.
     assert b.remote.calls.get("match_revisions", 0) == 3
     _no_copies(server, a, b)
+    assert_converged(server, a, b)
+
+
+def test_a_server_that_refuses_the_lookup_still_syncs_as_before(
+    make_device: Callable[..., Device], server: MemoryServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lookup only spares conflict copies: a server refusing it (grants) must not stop sync."""
+    a, b = make_device("a"), make_device("b")
+    x = a.store.save("notes/x", "name: x\nk: 1\n").id
+    y = a.store.save("notes/y", "name: y\nk: 1\n").id
+    converge(a, b)
+    a.store.save("notes/x", "name: x\nk: 2\n")
+    a.store.save("notes/y", "name: y\nk: 2\n")
+    a.sync()
+    _damage_and_fix(b)
+    b = make_device("b", batch_size=1)
+    refused = RemoteConfigError("match_revisions: permission denied [42501]", code="42501")
+    b.remote.fail_next(exc=refused, method="match_revisions")
+    with caplog.at_level(logging.WARNING, logger="sync.engine"):
+        report = b.sync()
+    assert "revision history cannot be asked" in caplog.text
+    assert b.remote.calls["match_revisions"] == 1  # not asked again by this engine
+    assert report.conflicts == 2  # the old outcome: merged without a base, nothing lost
+    converge(b, a)
+    assert b.text(x) == "name: x\nk: 2\n" and b.text(y) == "name: y\nk: 2\n"
     assert_converged(server, a, b)
 
 
