@@ -760,7 +760,7 @@ class SupabaseRemote:
         """Find accepted revisions by content hash; see sync.remote.AncestryRemote.
 
         One ``match_revisions`` RPC for all ``probes``. None when the project's schema predates
-        the function (migration 20261122000400 not deployed): PostgREST answers PGRST202.
+        the function (migration 20261122000600 not deployed): PostgREST answers PGRST202.
         """
         if len(probes) > MAX_MATCH_PROBES:
             raise ProtocolError(

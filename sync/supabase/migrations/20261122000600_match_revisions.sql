@@ -1,4 +1,4 @@
--- LocalStore cloud schema, part 5: is this local copy a revision the server had?
+-- LocalStore cloud schema, part 7: is this local copy a revision the server had?
 --
 -- A device that holds a blueprint without a sync base (its index was rebuilt by
 -- `localstore check --fix`, or it imported an old bundle before its first sync) cannot tell an
