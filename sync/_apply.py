@@ -12,7 +12,10 @@ Decisions, by local state (dirty = changed since the last recorded match with th
 * dirty delete vs remote edit: the edit wins; the blueprint is revived with the remote content.
 * dirty edit vs remote delete: the edit wins; the tombstone becomes the base and the next push
   (``base_rev`` = tombstone rev) revives it on the server.
-* both live: ``sync.merge.resolve`` with base = the stored content at ``base_rev``. Keep-both
+* both live: ``sync.merge.resolve`` with base = the stored content at ``base_rev``; with no base
+  (an index rebuilt by ``check --fix``, an imported bundle), a local copy the server's history
+  holds (:func:`ancestor_probes`) is that revision, so the server's newer version is simply
+  taken. Keep-both
   gives the server version the id and path and makes the local version a new blueprint at a
   conflict path, plus a conflict record.
 * an incoming path held locally by another id: the server row keeps the path, the local one moves
@@ -30,7 +33,7 @@ import logging
 import os
 import unicodedata
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -51,7 +54,7 @@ from localstore.events import Event
 from localstore.store import Row
 from sync import _state as st
 from sync.merge import ConflictPolicy, Resolution, Version, resolve
-from sync.remote import ServerRow
+from sync.remote import RevisionMatch, RevisionProbe, ServerRow
 
 if TYPE_CHECKING:
     from localstore.blueprint import Blueprint
@@ -153,6 +156,41 @@ def drop_known(cur: Any, rows: Sequence[ServerRow]) -> list[ServerRow]:
     return [r for r in rows if not is_known(items.get(r.id), r)]
 
 
+def ancestor_probes(cur: Any, rows: Sequence[ServerRow]) -> list[RevisionProbe]:
+    """What to ask the server's history before applying ``rows`` (see ``Applier.ancestors``).
+
+    A row meets a local copy this device has no base for (never synced here: an index that
+    `check --fix` rebuilt, an imported bundle, a new account) and that differs from it (content,
+    or path of a live row) and is dirty. Without a base the merge cannot tell an older, unedited
+    copy from an edit; the server can, when the copy's hash is one of its accepted revisions of
+    that id. Two ``IN (...)`` queries per 500 rows; nothing to ask in a normal sync (every row
+    this device holds has a base).
+    """
+    items = st.items_for(cur, [r.id for r in rows])
+    baseless: dict[str, ServerRow] = {}
+    for r in rows:
+        item = items.get(r.id)
+        if item is None or item.base_rev is None:
+            baseless[r.id.lower()] = r
+    probes: dict[str, RevisionProbe] = {}
+    ids = list(baseless)
+    for i in range(0, len(ids), st.IN_CHUNK):
+        part = ids[i : i + st.IN_CHUNK]
+        for rid, digest, path, op_id in cur.execute(
+            "SELECT id, content_hash, path, op_id FROM blueprints WHERE deleted = 0 "
+            f"AND flagged IS NULL AND id IN ({','.join('?' * len(part))})",
+            part,
+        ):
+            r = baseless[str(rid)]
+            item = items.get(r.id)
+            if int(op_id) <= (item.synced_op_id if item is not None else 0):
+                continue  # clean: taken as it is, nothing to decide
+            if digest == r.content_hash and (r.deleted or path == r.path):
+                continue  # the same version: settled without asking
+            probes[r.id] = RevisionProbe(r.id, str(digest), str(path))
+    return list(probes.values())
+
+
 def canonical_path(path: str) -> bool:
     """True when ``fs.normalize_path(path)`` can only return ``path`` itself or raise.
 
@@ -241,11 +279,15 @@ class Applier:
         *,
         now: Callable[[], datetime],
         stats: ApplyStats,
+        ancestors: Mapping[str, RevisionMatch] | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
         self.now = now
         self.stats = stats
+        # The server's answers to ancestor_probes for these rows, by id: revisions of a row
+        # with the content hash of a local copy this device holds without a base.
+        self.ancestors: Mapping[str, RevisionMatch] = ancestors or {}
         # Looked up once: a store module without batched saves makes every row take apply_row.
         self._request_type = getattr(_store_module, "SaveRequest", None)
         # The home's ignore rules, read once per pass (one Applier per pass) when a new path
@@ -439,7 +481,8 @@ class Applier:
         # hash is the version that was deleted, not an edit: reviving it undid the delete on
         # every device.
         deleted_hash = item.base_hash if known and item is not None else r.content_hash
-        if local.content_hash == deleted_hash:
+        if local.content_hash == deleted_hash or self._ancestor(local, item, r) is not None:
+            # (Or, with no base, a version the server had before the deleted one: no edit.)
             # Local only moved it (no edit): the remote delete applies.
             self.store.delete(local.id, origin="remote", tx_hook=self._hook(r))
             self.stats.applied += 1
@@ -451,7 +494,9 @@ class Applier:
     def _three_way(self, cur: Any, local: Row, item: st.ItemState | None, r: ServerRow) -> None:
         local_v = Version(self._text(cur, local), json.loads(local.meta_json))
         remote_v = Version(r.content, dict(r.meta))
-        base = self._find_base(cur, local.id, item, r)
+        base = self._ancestor_base(local, local_v, item, r) or self._find_base(
+            cur, local.id, item, r
+        )
         base_v = Version(base.content, dict(base.meta)) if base is not None else None
         resolution = resolve(self.policy, base_v, local_v, remote_v, validator=self.store.validator)
         if resolution.action == "keep_both":
@@ -541,7 +586,11 @@ class Applier:
         copy: tuple[str, str, int] | None = None
         if local is not None and not local.deleted:
             base_hash = item.base_hash if item is not None and item.base_rev is not None else ""
-            if dirty and local.content_hash not in (base_hash, r.content_hash):
+            if (
+                dirty
+                and local.content_hash not in (base_hash, r.content_hash)
+                and self._ancestor(local, item, r) is None
+            ):
                 copy = self._keep_edit_out_of_view(cur, local, item, r)
             self.store.delete(local.id, origin="remote")
         self._record(cur, r, synced=True)
@@ -801,6 +850,42 @@ class Applier:
             "SELECT content FROM revisions WHERE id = ? AND rev = ?", (local.id, local.rev)
         ).fetchall()
         return str(rows[0][0]) if rows else ""
+
+    def _ancestor(
+        self, local: Row, item: st.ItemState | None, r: ServerRow
+    ) -> RevisionMatch | None:
+        """The server revision a local copy without a base is, when the server had it.
+
+        Only without a base (a base says what this device last synced; the server's history
+        adds nothing) and only while the local copy still has the hash that was asked about.
+        """
+        if item is not None and item.base_rev is not None:
+            return None
+        match = self.ancestors.get(r.id)
+        if match is None or match.content_hash != local.content_hash:
+            return None
+        return match
+
+    def _ancestor_base(
+        self, local: Row, local_v: Version, item: st.ItemState | None, r: ServerRow
+    ) -> st.Base | None:
+        """A local copy without a base that the server's history holds is its own base.
+
+        It is that server revision, unedited: the merge then sees only the server's side change
+        (content and path) and takes it, instead of a keep-both of an ancestor. Its path is the
+        revision's: the server prefers one at the local path, so a rename made here since (no
+        revision at the local path) is kept and one made on the server is taken.
+        """
+        match = self._ancestor(local, item, r)
+        if match is None:
+            return None
+        log.debug(
+            "sync: %s is rev %d of the server's history; taking the server's rev %d",
+            local.path,
+            match.rev,
+            r.rev,
+        )
+        return st.Base(match.rev, match.path, local_v.content, dict(local_v.meta))
 
     def _find_base(
         self, cur: Any, blueprint_id: str, item: st.ItemState | None, r: ServerRow

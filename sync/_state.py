@@ -331,6 +331,21 @@ def accept_identity(cur: Any, identity: str | None) -> None:
         set_state(cur, ACCEPTED_KEY, identity)
 
 
+def restore_identity(cur: Any, identity: str | None, email: str | None = None) -> bool:
+    """Take the home's account back into an index that has none; True if it did.
+
+    After ``check --fix`` rebuilt the index, the account record kept besides it
+    (``sync.account_record``) is the only trace of whom the home's blueprints belong to. An index
+    that has an account keeps it (it is the authority); a home that never synced has no record.
+    """
+    if identity is None or get_state(cur, "identity") is not None:
+        return False
+    set_state(cur, "identity", identity)
+    if email and get_state(cur, EMAIL_PREFIX + identity) is None:
+        remember_email(cur, identity, email)
+    return True
+
+
 def reset_for_identity(cur: Any, identity: str) -> bool:
     """Forget server knowledge when the remote (server or user) changed; True if it did.
 

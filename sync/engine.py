@@ -55,10 +55,12 @@ from localstore.events import Event
 from localstore.index import map_apsw_error
 from localstore.store import BlueprintStore
 from sync import _state as st
+from sync import account_record
 from sync._apply import (
     Applier,
     ApplyStats,
     Prefetched,
+    ancestor_probes,
     drop_known,
     is_known,
     is_path_shape_error,
@@ -99,10 +101,12 @@ from sync.merge import POLICIES, ConflictPolicy
 from sync.remote import (
     DEFAULT_PULL_LIMIT,
     MAX_BATCH,
+    MAX_MATCH_PROBES,
     PROTOCOL_VERSION,
     Change,
     PushResult,
     Remote,
+    RevisionMatch,
     ServerRow,
     VerifyRow,
 )
@@ -290,6 +294,10 @@ class SyncEngine:
         self._listener_seq = 0
         self._unsubs: list[Callable[[], None]] = []
         self._checked_server = False
+        # The account record kept besides the index (sync.account_record), once read.
+        self._account: account_record.AccountRecord | None = None
+        # False once the server said it has no revision lookup (an older schema): not asked again.
+        self._ancestry = True
         self._settled = False
         self._refreshed = False
         self._lock_held = False
@@ -499,10 +507,19 @@ class SyncEngine:
         A home that synced with another user of the same project is refused
         (AccountMismatchError) unless that switch was accepted at login: its blueprints are not
         the new user's to upload. A new project (or an accepted switch) resets the server
-        knowledge and uploads the home.
+        knowledge and uploads the home. The account is also kept besides the index
+        (``sync.account_record``), so a rebuilt index (`check --fix`) keeps refusing.
         """
         identity = self.remote.identity
+        state_dir = self.store.settings.paths.state
+        if self._account is None:
+            # Once per engine: afterwards this engine is the one that writes it.
+            self._account = account_record.read(state_dir)
+        recorded = self._account
         with self.store.index.write() as cur:
+            if recorded is not None and st.restore_identity(cur, recorded.identity, recorded.email):
+                # The index was rebuilt (`check --fix`): the account survives it.
+                log.info("sync: this home's account taken from %s", account_record.RECORD_FILE)
             known = st.foreign_identity(cur, identity)
             if known is not None:
                 raise AccountMismatchError(
@@ -513,11 +530,15 @@ class SyncEngine:
                 )
             if st.reset_for_identity(cur, identity):
                 log.warning("sync: new remote %s; local blueprints will be uploaded", identity)
+            email = st.get_state(cur, st.EMAIL_PREFIX + identity)
             if not self._settled:
                 # Once per engine the watermark is recomputed from nothing: an index written by
                 # an older version (no watermark) or copied around is never trusted blindly.
                 st.settle(cur, rescan=True)
                 self._settled = True
+        current = account_record.AccountRecord(identity, email)
+        if current != recorded and account_record.write_quietly(state_dir, current):
+            self._account = current
 
     def _pushable(self) -> int:
         with self.store.index.read() as cur:
@@ -636,7 +657,15 @@ class SyncEngine:
         report: SyncReport,
     ) -> int:
         stats = ApplyStats()
-        applier = Applier(self.store, self.policy, now=self.now, stats=stats)
+        # One lookup for the batch: conflicts of creates this device holds without a base.
+        ancestors = self._ancestors(
+            [
+                r.current
+                for r in results
+                if r.status == "conflict" and r.reason != "path_taken" and r.current is not None
+            ]
+        )
+        applier = Applier(self.store, self.policy, now=self.now, stats=stats, ancestors=ancestors)
         conflicts = 0
         foreign: list[tuple[Change, st.OutboxItem]] = []
         self._journal([r.current for r in results if r.current is not None])
@@ -794,10 +823,13 @@ class SyncEngine:
         """
         with self.store.index.read() as cur:
             rows = drop_known(cur, rows)
+        ancestors = self._ancestors(rows)  # one lookup for the page, not one per chunk or row
         chunks = self._chunks(rows)
         for n, chunk in enumerate(chunks or [()]):
             last = n == len(chunks) - 1 or not chunks
-            self._apply_rows(chunk, report, cursor=(nxt, horizon) if last else None)
+            self._apply_rows(
+                chunk, report, cursor=(nxt, horizon) if last else None, ancestors=ancestors
+            )
 
     def _chunks(self, rows: Sequence[ServerRow]) -> list[Sequence[ServerRow]]:
         chunks: list[Sequence[ServerRow]] = []
@@ -820,9 +852,12 @@ class SyncEngine:
         *,
         cursor: tuple[int, int] | None = None,
         unpark: Sequence[str] = (),
+        ancestors: dict[str, RevisionMatch] | None = None,
     ) -> None:
         stats = ApplyStats()
-        applier = Applier(self.store, self.policy, now=self.now, stats=stats)
+        if ancestors is None:
+            ancestors = self._ancestors(rows)
+        applier = Applier(self.store, self.policy, now=self.now, stats=stats, ancestors=ancestors)
         self._journal(rows)
         with self.store.index.write() as cur:
             for blueprint_id in unpark:
@@ -972,6 +1007,43 @@ class SyncEngine:
             st.quarantine(cur, row.id, op_id, row.path, "pull", code, exc.message)
             report.count_quarantined(row.id, _row_error(row.path, exc.message))
             log.warning("sync: cannot store server row %s (%s): %s", row.id, row.path, exc)
+
+    def _ancestors(self, rows: Sequence[ServerRow]) -> dict[str, RevisionMatch]:
+        """Ask the server which local copies without a base are revisions it had (by id).
+
+        See ``sync._apply.ancestor_probes``: after `check --fix` rebuilt the index, or on a
+        device that imported an old bundle, a copy with no base is merged without one, and an
+        older, unedited copy became a conflict copy of an ancestor. One request for all of
+        ``rows`` (a push batch, a pull page), none when every row has a base. A remote without
+        the lookup, or a server whose schema predates it, leaves the old behaviour (a merge
+        without a base: nothing is lost, a conflict copy at worst).
+        """
+        ask = getattr(self.remote, "match_revisions", None)
+        if not rows or not self._ancestry or not callable(ask):
+            return {}
+        with self.store.index.read() as cur:
+            probes = ancestor_probes(cur, rows)
+        found: dict[str, RevisionMatch] = {}
+        for i in range(0, len(probes), MAX_MATCH_PROBES):
+            try:
+                matches = self._call(ask, probes[i : i + MAX_MATCH_PROBES])
+            except (RemoteConfigError, ProtocolError) as exc:
+                # Only a way to spare conflict copies, never needed to sync correctly: a server
+                # that refuses it (grants, a broken reply) must not stop every cycle.
+                matches, why = None, str(exc)
+            else:
+                why = "the function is not deployed"
+            if matches is None:
+                self._ancestry = False
+                log.warning(
+                    "sync: the server's revision history cannot be asked (%s; deploy the latest "
+                    "sync/supabase/migrations); copies this device holds without a sync base "
+                    "are merged without one",
+                    why,
+                )
+                return found
+            found.update((m.id, m) for m in matches)
+        return found
 
     def _journal(self, rows: Sequence[ServerRow]) -> None:
         if rows:

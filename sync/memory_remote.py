@@ -33,6 +33,7 @@ from sync.remote import (
     DEFAULT_VERIFY_LIMIT,
     MAX_BATCH,
     MAX_CONTENT_BYTES,
+    MAX_MATCH_PROBES,
     MAX_PATH_CHARS,
     MAX_PULL_LIMIT,
     MAX_VERIFY_LIMIT,
@@ -41,6 +42,8 @@ from sync.remote import (
     HintCallback,
     PullPage,
     PushResult,
+    RevisionMatch,
+    RevisionProbe,
     ServerInfo,
     ServerRow,
     Unsubscribe,
@@ -88,7 +91,8 @@ class MemoryServer:
     def purge_tombstones(self, user: str | None = None, *, max_seq: int | None = None) -> int:
         """Delete tombstones (of ``user``, or everyone) with seq <= ``max_seq`` (or all).
 
-        Raises each affected owner's horizon to the highest purged seq; returns the count.
+        Their revision history goes with them (the SQL's ``blueprints_drop_revisions``). Raises
+        each affected owner's horizon to the highest purged seq; returns the count.
         """
         with self.lock:
             doomed = [
@@ -101,6 +105,10 @@ class MemoryServer:
             for rid, o in doomed:
                 del self.rows[rid]
                 self.horizons[o.owner] = max(self.horizons.get(o.owner, 0), o.row.seq)
+            # A row created again under a purged id must not match the purged one's revisions.
+            gone = {rid for rid, _ in doomed}
+            if gone:
+                self.revisions = [(rid, r) for rid, r in self.revisions if rid not in gone]
             return len(doomed)
 
     def history(self, row_id: str) -> list[ServerRow]:
@@ -227,6 +235,42 @@ class MemoryRemote:
                 if (o := self.server.rows.get(rid)) is not None and o.owner == self.user
             ]
         return found
+
+    def match_revisions(self, probes: Sequence[RevisionProbe]) -> list[RevisionMatch]:
+        """Find accepted revisions by content hash; see sync.remote.AncestryRemote."""
+        if len(probes) > MAX_MATCH_PROBES:
+            raise ProtocolError(
+                f"too many probes: {len(probes)} > {MAX_MATCH_PROBES}",
+                hint="ask in smaller batches",
+            )
+        wanted: list[tuple[str, RevisionProbe]] = []
+        for probe in probes:
+            rid = _canonical_uuid(probe.id)
+            if rid is None:
+                raise ProtocolError(f"match_revisions: {probe.id!r} is not a uuid")
+            wanted.append((rid, probe))
+        with self._call("match_revisions"):
+            ids = {rid for rid, _ in wanted}
+            by_id: dict[str, list[ServerRow]] = {}
+            for rid, row in self.server.revisions:
+                if rid in ids:
+                    by_id.setdefault(rid, []).append(row)
+            out: list[RevisionMatch] = []
+            for rid, probe in wanted:
+                owned = self.server.rows.get(rid)
+                if owned is None or owned.owner != self.user:
+                    continue
+                hits = [
+                    r
+                    for r in by_id.get(rid, [])
+                    if not r.deleted and r.content_hash == probe.content_hash
+                ]
+                if not hits:
+                    continue
+                # The SQL's ORDER BY (path = probe.path) DESC, rev DESC.
+                best = max(hits, key=lambda r: (r.path == probe.path, r.rev))
+                out.append(RevisionMatch(rid, best.rev, best.path, best.content_hash))
+        return out
 
     def server_info(self) -> ServerInfo:
         """Return the protocol version and limits."""

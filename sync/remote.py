@@ -1,8 +1,8 @@
 """The Remote protocol: the contract every cloud backend meets.
 
 A ``Remote`` is one signed-in user's view of one cloud. It speaks the sync RPCs (push_changes,
-pull_changes, verify_rows, fetch_rows, server_info) and nothing else; the engine holds all client
-state (outbox, cursor, bases). Two backends exist: ``MemoryRemote`` (in-process, for fast tests)
+pull_changes, verify_rows, fetch_rows, server_info) and, optionally (``AncestryRemote``),
+match_revisions; the engine holds all client state (outbox, cursor, bases). Two backends exist: ``MemoryRemote`` (in-process, for fast tests)
 and the Supabase remote; both pass the one contract suite in ``tests/sync_contract``.
 
 The dataclasses below are the wire shapes. ``from_json`` validates a decoded reply and raises
@@ -50,6 +50,7 @@ MAX_PULL_LIMIT = 1000
 MAX_VERIFY_LIMIT = 1000
 DEFAULT_PULL_LIMIT = 500
 DEFAULT_VERIFY_LIMIT = 1000
+MAX_MATCH_PROBES = 1000
 
 PushStatus = Literal["applied", "conflict", "rejected"]
 ConflictReason = Literal["rev_mismatch", "exists", "missing", "path_taken"]
@@ -298,6 +299,45 @@ class VerifyPage:
 
 
 @dataclass(frozen=True, slots=True)
+class RevisionProbe:
+    """A question for :meth:`AncestryRemote.match_revisions`: did row ``id`` ever hold this?
+
+    ``content_hash`` is the local copy's hash, ``path`` its local path (a revision at that path is
+    preferred, so a rename the server made since is told apart from one made locally).
+    """
+
+    id: str
+    content_hash: str
+    path: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of this probe."""
+        return {"id": self.id, "content_hash": self.content_hash, "path": self.path}
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionMatch:
+    """An accepted, live revision of row ``id`` whose content hash a probe asked about."""
+
+    id: str
+    rev: int
+    path: str
+    content_hash: str
+
+    @classmethod
+    def from_json(cls, obj: object) -> RevisionMatch:
+        """Parse one match. Raises ProtocolError."""
+        m = _mapping(obj, "revision match")
+        w = "revision match"
+        return cls(
+            id=_get(m, "id", str, w),
+            rev=_get(m, "rev", int, w),
+            path=_get(m, "path", str, w),
+            content_hash=_get(m, "content_hash", str, w),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ServerInfo:
     """What the server supports."""
 
@@ -387,4 +427,24 @@ class Remote(Protocol):
 
     def close(self) -> None:
         """Release connections and subscriptions. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class AncestryRemote(Protocol):
+    """An optional capability of a Remote: asking the server's revision history.
+
+    Not part of :class:`Remote` (a backend without it still syncs; the engine then merges a
+    copy it holds without a base as before). Both backends of this package have it.
+    """
+
+    def match_revisions(self, probes: Sequence[RevisionProbe]) -> list[RevisionMatch] | None:
+        """For each probe, the user's accepted live revision of ``id`` with that content hash.
+
+        At most ``MAX_MATCH_PROBES`` probes per call (more raises ProtocolError). One match per
+        probe that has one, in probe order: among the revisions with that hash, the newest one
+        at the probe's ``path``, else the newest one. Other users' rows, tombstone revisions and
+        unknown ids match nothing. Returns None when the server does not offer the lookup (its
+        schema predates it). Raises like ``Remote.push``.
+        """
         ...

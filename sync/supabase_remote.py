@@ -1,8 +1,8 @@
 """The Remote protocol over the official ``supabase`` client: RPC sync, keychain sessions, hints.
 
 ``SupabaseRemote`` speaks the sync RPCs (``push_changes``, ``pull_changes``, ``verify_rows``,
-``fetch_rows``, ``server_info``) through ``client.rpc(...).execute()`` of a sync
-``supabase.Client``. Everything the client can raise (postgrest ``APIError``, httpx transport
+``fetch_rows``, ``match_revisions``, ``server_info``) through ``client.rpc(...).execute()`` of
+a sync ``supabase.Client``. Everything the client can raise (postgrest ``APIError``, httpx transport
 errors, ``supabase_auth`` errors, malformed bodies) is translated at this boundary by
 :func:`map_error` into the ``sync.errors`` tree, so the engine acts on ``.action`` alone:
 
@@ -70,7 +70,7 @@ from localstore.credentials import CredentialStore
 from localstore.errors import CredentialError, CredentialNotFoundError
 from localstore.index import Index
 from sync import _state as st
-from sync import session_marker
+from sync import account_record, session_marker
 from sync._realtime import RealtimeHints
 from sync.errors import (
     AccountMismatchError,
@@ -90,10 +90,13 @@ from sync.remote import (
     DEFAULT_PULL_LIMIT,
     DEFAULT_VERIFY_LIMIT,
     MAX_BATCH,
+    MAX_MATCH_PROBES,
     Change,
     HintCallback,
     PullPage,
     PushResult,
+    RevisionMatch,
+    RevisionProbe,
     ServerInfo,
     ServerRow,
     Unsubscribe,
@@ -753,6 +756,35 @@ class SupabaseRemote:
             raise ProtocolError("fetch_rows: expected an array")
         return [ServerRow.from_json(r) for r in data]
 
+    def match_revisions(self, probes: Sequence[RevisionProbe]) -> list[RevisionMatch] | None:
+        """Find accepted revisions by content hash; see sync.remote.AncestryRemote.
+
+        One ``match_revisions`` RPC for all ``probes``. None when the project's schema predates
+        the function (migration 20261122000600 not deployed): PostgREST answers PGRST202.
+        """
+        if len(probes) > MAX_MATCH_PROBES:
+            raise ProtocolError(
+                f"too many probes: {len(probes)} > {MAX_MATCH_PROBES}",
+                hint="ask in smaller batches",
+            )
+        wanted: list[dict[str, str]] = []
+        for probe in probes:
+            rid = _uuid_or_none(probe.id)
+            if rid is None:
+                raise ProtocolError(f"match_revisions: {probe.id!r} is not a uuid")
+            wanted.append({**probe.to_json(), "id": rid})
+        if not wanted:
+            return []
+        try:
+            data = self._rpc("match_revisions", {"probes": wanted})
+        except RemoteConfigError as exc:
+            if exc.code in ("PGRST202", "42883"):
+                return None
+            raise
+        if not isinstance(data, list):
+            raise ProtocolError("match_revisions: expected an array")
+        return [RevisionMatch.from_json(m) for m in data]
+
     def server_info(self) -> ServerInfo:
         """Return the protocol version and limits."""
         return ServerInfo.from_json(self._rpc("server_info", {}))
@@ -943,7 +975,9 @@ def login(
         project = CloudProject(url, anon_key, session.user.id, email)
         identity = f"supabase:{url}:{session.user.id}"
         try:
-            note = _claim_home(index, identity, email, switch_user)
+            note = _claim_home(
+                index, identity, email, switch_user, account_record.read(settings.paths.state)
+            )
         except AccountMismatchError:
             _revoke(project, session, timeout_s)  # a session nobody will use
             raise
@@ -964,14 +998,23 @@ def login(
         index.close()
 
 
-def _claim_home(index: Index, identity: str, email: str, switch_user: bool) -> str:
+def _claim_home(
+    index: Index,
+    identity: str,
+    email: str,
+    switch_user: bool,
+    recorded: account_record.AccountRecord | None = None,
+) -> str:
     """Check that ``identity`` may sync this home; returns a note for the person, or "".
 
     Raises AccountMismatchError when the home synced with another user of the same project and
     ``switch_user`` is not given; with it, that user is accepted (the engine then uploads).
+    ``recorded``: the account record kept besides the index, for an index `check --fix` rebuilt.
     """
     index.register_schema("sync", st.SYNC_MIGRATIONS)
     with index.write() as cur:
+        if recorded is not None:
+            st.restore_identity(cur, recorded.identity, recorded.email)
         known = st.get_state(cur, "identity")
         foreign = st.foreign_identity(cur, identity)
         note = ""

@@ -124,6 +124,7 @@ def test_live_rows_cannot_be_hard_deleted_by_their_owner(db: Db, two_users: tupl
         "select public.fetch_rows('{}'::uuid[])",
         "select public.purge_tombstones('0'::interval)",
         "select public.server_info()",
+        "select public.match_revisions('[]'::jsonb)",
     ],
 )
 def test_anon_cannot_call_the_rpcs(db: Db, call: str) -> None:
@@ -168,6 +169,7 @@ def test_internal_helpers_are_not_in_the_api_schema(db: Db) -> None:
         "purge_tombstones",
         "purge_applied_ops",
         "server_info",
+        "match_revisions",
     }
     assert anon_exec == (0,)
 

@@ -25,12 +25,17 @@ from typing import Any, Protocol, cast
 
 import pytest
 
+from sync.errors import ProtocolError
 from sync.remote import (
     MAX_CONTENT_BYTES,
+    MAX_MATCH_PROBES,
+    AncestryRemote,
     Change,
     PullPage,
     PushResult,
     Remote,
+    RevisionMatch,
+    RevisionProbe,
     ServerRow,
     VerifyRow,
 )
@@ -539,6 +544,57 @@ class RemoteContract:
         assert sorted(r.id for r in rows) == sorted([a1.id, a2.id])
         assert {r.id: r for r in rows} == latest(pull_all(alice.remote)[0])
         assert alice.remote.fetch([]) == []
+
+    # -- the revision history (AncestryRemote) ----------------------------------------------------
+
+    def test_match_revisions_finds_accepted_revisions_by_hash(
+        self, alice: Writer, bob: Writer
+    ) -> None:
+        remote = alice.remote
+        assert isinstance(remote, AncestryRemote)
+        x, _ = alice.create(path="a/x.yaml", content="v: 1\n")
+        alice.push_one(alice.change(x.id, base_rev=1, path="a/x.yaml", content="v: 2\n"))
+        # Back to v1, at another path (rev 3); then deleted (rev 4, a tombstone).
+        alice.push_one(alice.change(x.id, base_rev=2, path="b/x.yaml", content="v: 1\n"))
+        alice.push_one(alice.change(x.id, base_rev=3, path="b/x.yaml", deleted=True))
+        y, _ = alice.create(path="y.yaml", content="v: 1\n")
+        unknown = str(uuid.uuid4())
+        found = remote.match_revisions(
+            [
+                RevisionProbe(x.id, sha("v: 1\n"), "a/x.yaml"),  # a revision at that path wins
+                RevisionProbe(x.id, sha("v: 1\n"), "c/x.yaml"),  # none there: the newest
+                RevisionProbe(x.id, sha("v: 2\n"), "b/x.yaml"),
+                RevisionProbe(x.id, sha("v: 3\n"), "a/x.yaml"),  # never had it
+                RevisionProbe(x.id, sha(""), "b/x.yaml"),  # the tombstone's hash: no revision
+                RevisionProbe(unknown, sha("v: 1\n"), "a/x.yaml"),
+                RevisionProbe(y.id.upper(), sha("v: 1\n"), "y.yaml"),  # ids in any case
+            ]
+        )
+        h1, h2 = sha("v: 1\n"), sha("v: 2\n")
+        assert found == [
+            RevisionMatch(x.id, 1, "a/x.yaml", h1),
+            RevisionMatch(x.id, 3, "b/x.yaml", h1),
+            RevisionMatch(x.id, 2, "a/x.yaml", h2),
+            RevisionMatch(y.id, 1, "y.yaml", h1),
+        ]
+        # Another user's history matches nothing, and asking nothing costs nothing.
+        other = bob.remote
+        assert isinstance(other, AncestryRemote)
+        assert other.match_revisions([RevisionProbe(y.id, h1, "y.yaml")]) == []
+        assert remote.match_revisions([]) == []
+
+    def test_match_revisions_refuses_too_many_probes_and_bad_ids(self, alice: Writer) -> None:
+        remote = alice.remote
+        assert isinstance(remote, AncestryRemote)
+        many = [
+            RevisionProbe(str(uuid.uuid4()), sha("v"), "p.yaml")
+            for _ in range(MAX_MATCH_PROBES + 1)
+        ]
+        with pytest.raises(ProtocolError):
+            remote.match_revisions(many)
+        assert remote.match_revisions(many[:MAX_MATCH_PROBES]) == []
+        with pytest.raises(ProtocolError):
+            remote.match_revisions([RevisionProbe("not-a-uuid", sha("v"), "p.yaml")])
 
     # -- users and devices -----------------------------------------------------------------------
 
