@@ -225,3 +225,18 @@ def test_errors_are_json_with_json(home: Path, monkeypatch: pytest.MonkeyPatch) 
     assert json.loads(interrupted.stderr) == {
         "error": {"message": "interrupted", "hint": "", "exit_code": 130}
     }
+
+
+def test_doctor_gives_the_fix_of_a_damaged_index_not_report_a_bug(home: Path) -> None:
+    """A check that met a known error (the cloud check opens the index) said "the check failed"
+    with "report a bug" as the fix."""
+    from localstore.config import load_settings
+    from sync.cli_daemon import run_checks
+
+    (home / "data" / "index.db").write_bytes(b"not a database, " * 512)
+    for side in ("-wal", "-shm"):
+        (home / "data" / f"index.db{side}").unlink(missing_ok=True)
+    findings = run_checks(load_settings(home=home, environ={}))
+    assert [f for f in findings if f.fix == "report a bug"] == []
+    index = [f for f in findings if "the index is damaged" in f.detail]
+    assert index and all("localstore check --fix" in f.fix for f in index), findings
