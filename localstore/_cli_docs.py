@@ -25,6 +25,11 @@ for streams such as `watch`). REF is an id, a unique id prefix, or a path relati
 | 2 | usage |
 | 3 | needs attention (conflicts, quarantine, check problems) |
 | 4 | not found |
+| 130 | interrupted (Ctrl-C) |
+
+An error's line on stderr reads `error: WHAT (HINT)`; with `--json` it is one JSON object,
+`{"error": {"message": ..., "hint": ..., "exit_code": ...}}`. An error nobody expected (a bug) is
+reported the same way; `--debug` (or `LOCALSTORE_DEBUG=1`) shows its Python traceback instead.
 """
 
 

@@ -2,13 +2,17 @@
 
 Commands live in their own modules and are imported only when run (``_COMMANDS``), so ``localstore ls``
 never pays for the cloud client, and the local package never imports ``sync`` unless a sync command is
-used. Exit codes: 0 ok, 1 error, 2 usage, 3 needs attention, 4 not found.
+used. Exit codes: 0 ok, 1 error, 2 usage, 3 needs attention, 4 not found, 130 interrupted (Ctrl-C).
+
+Every failure reaches the user as one ``error:`` line on stderr (a JSON object with ``--json``) with a
+hint; only ``--debug`` (or ``LOCALSTORE_DEBUG=1``) shows the traceback of an error nobody expected.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,6 +35,9 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_ATTENTION = 3
 EXIT_NOT_FOUND = 4
+# 128 + SIGINT, what a shell reports for a program stopped by Ctrl-C.
+EXIT_INTERRUPTED = 130
+DEBUG_ENV = "LOCALSTORE_DEBUG"
 
 # name -> "module:attribute" of a click command; imported lazily.
 _COMMANDS: dict[str, tuple[str, str]] = {
@@ -69,6 +76,7 @@ class CliContext:
 
     home: str | None
     json: bool
+    debug: bool = False
     _store: BlueprintStore | None = field(default=None, repr=False)
     _settings: Settings | None = field(default=None, repr=False)
 
@@ -128,9 +136,26 @@ def _json_default(value: Any) -> Any:
 
 
 def fail(message: str, *, code: int = EXIT_ERROR, hint: str = "") -> NoReturn:
-    """Print one line on stderr and exit with ``code``."""
-    click.echo(f"error: {message}" + (f" ({hint})" if hint else ""), err=True)
+    """Print one line on stderr (a JSON object with --json) and exit with ``code``."""
+    if _json_mode():
+        # A script that asked for JSON parses the error too, instead of scraping a text line.
+        error = {"message": message, "hint": hint, "exit_code": code}
+        click.echo(json.dumps({"error": error}, ensure_ascii=False), err=True)
+    else:
+        click.echo(f"error: {message}" + (f" ({hint})" if hint else ""), err=True)
     raise SystemExit(code)
+
+
+def _json_mode() -> bool:
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_object(CliContext) if ctx is not None else None
+    return obj is not None and obj.json
+
+
+def _debug_mode() -> bool:
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_object(CliContext) if ctx is not None else None
+    return (obj is not None and obj.debug) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
 @contextmanager
@@ -188,8 +213,29 @@ class _LazyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         # One catch for every command: a library error read outside a command's own
         # errors_to_exit() (ctx.settings in sync, doctor, cloud, service, daemon) would be a traceback.
-        with errors_to_exit():
-            return super().invoke(ctx)
+        try:
+            with errors_to_exit():
+                return super().invoke(ctx)
+        except KeyboardInterrupt:
+            # click turns it into "Aborted!" and exit 1, which scripts cannot tell from a failure.
+            _interrupted()
+        except click.Abort as exc:
+            # A prompt interrupted by Ctrl-C (click raises Abort from the KeyboardInterrupt);
+            # an Abort from EOF on a prompt stays click's.
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                _interrupted()
+            raise
+        except (click.ClickException, click.exceptions.Exit):
+            raise
+        except Exception as exc:
+            # A bug, or an error not translated yet: one line with what it was, not a traceback
+            # a user cannot act on. --debug (LOCALSTORE_DEBUG=1) keeps the traceback for a report.
+            if _debug_mode() or isinstance(exc, BrokenPipeError):
+                raise  # (click silences a closed stdout, as in `localstore ls | head`)
+            fail(
+                f"unexpected {type(exc).__name__}: {exc}",
+                hint="run again with --debug to see the traceback, and report it",
+            )
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(_COMMANDS)
@@ -215,6 +261,11 @@ class _LazyGroup(click.Group):
             formatter.write_dl([(name, _COMMANDS[name][1]) for name in sorted(_COMMANDS)])
 
 
+def _interrupted() -> NoReturn:
+    click.echo(err=True)  # end the line the terminal's ^C echo left open
+    fail("interrupted", code=EXIT_INTERRUPTED)
+
+
 def _unavailable(name: str, help_text: str) -> click.Command:
     @click.command(name=name, help=help_text + " (not available in this build)")
     def cmd() -> None:
@@ -237,25 +288,33 @@ def _version() -> str:
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--home",
-    type=click.Path(file_okay=False),
+    # readable=False: click's own check made a home that cannot be read a usage error (exit 2)
+    # naming no fix; the store reports it as permission denied, with the path and a hint.
+    type=click.Path(file_okay=False, readable=False),
     envvar="LOCALSTORE_HOME",
     help="Keep everything under this folder (also LOCALSTORE_HOME).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar=DEBUG_ENV,
+    help="Show the traceback of an unexpected error (also LOCALSTORE_DEBUG=1).",
+)
 @click.version_option(version=None, package_name="localstore", message="localstore %(version)s")
 @click.pass_context
-def cli(ctx: click.Context, home: str | None, as_json: bool) -> None:
+def cli(ctx: click.Context, home: str | None, as_json: bool, debug: bool) -> None:
     """LocalStore keeps blueprints as plain files, indexed, versioned and synced.
 
     REF is an id, a unique id prefix, or a path relative to the blueprints folder.
-    Exit codes: 0 ok, 1 error, 2 usage, 3 needs attention, 4 not found.
+    Exit codes: 0 ok, 1 error, 2 usage, 3 needs attention, 4 not found, 130 interrupted.
     """
-    ctx.obj = CliContext(home=home, json=as_json)
+    ctx.obj = CliContext(home=home, json=as_json, debug=debug)
 
 
 def main() -> None:
     """Console-script entry point."""
     try:
         cli.main(prog_name="localstore", standalone_mode=True)
-    except KeyboardInterrupt:  # pragma: no cover - interactive
-        raise SystemExit(130) from None
+    except KeyboardInterrupt:  # pragma: no cover - Ctrl-C before a command runs
+        raise SystemExit(EXIT_INTERRUPTED) from None

@@ -191,7 +191,8 @@ def map_apsw_error(exc: apsw.Error, action: str = "index operation") -> LocalSto
     if isinstance(exc, apsw.ReadOnlyError | apsw.PermissionsError | apsw.CantOpenError):
         return PermissionDeniedError(
             f"{action}: cannot write the index ({exc})",
-            hint="check the permissions of the data folder",
+            hint="check that this user may write index.db, its -wal and -shm files and the data "
+            "folder holding them",
         )
     if isinstance(exc, apsw.CorruptError | apsw.NotADBError):
         return IndexStoreError(
@@ -200,6 +201,17 @@ def map_apsw_error(exc: apsw.Error, action: str = "index operation") -> LocalSto
             "from the files",
         )
     return IndexStoreError(f"{action}: {exc}", hint="run 'localstore check' for details")
+
+
+# apsw errors that say nothing about the state of the data (access, locks, space).
+_NOT_DAMAGE = (
+    apsw.ReadOnlyError,
+    apsw.PermissionsError,
+    apsw.CantOpenError,
+    apsw.BusyError,
+    apsw.LockedError,
+    apsw.FullError,
+)
 
 
 def index_damaged(exc: BaseException) -> bool:
@@ -716,6 +728,31 @@ class Index:
 
         ``migrations[i]`` is the SQL that takes the component from version i to i+1.
         """
+        if self._schema_version(component) == len(migrations):
+            # Up to date, the common case: no write transaction. Taking one cost every
+            # `localstore status` a wait for the write lock while another process held it, and
+            # failed on an index this user may read but not write.
+            return
+        try:
+            self._migrate(component, migrations)
+        except apsw.Error as exc:
+            # Not inside write(), which leaves errors of its body to the caller: a read-only
+            # index.db reached `localstore status` as a raw apsw.ReadOnlyError traceback.
+            raise map_apsw_error(exc, f"update the {component} tables of {self.path}") from exc
+
+    def _schema_version(self, component: str) -> int | None:
+        """The component's recorded schema version, or None when none is recorded yet."""
+        with self.read() as cur:
+            if not cur.execute(
+                "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'component_versions'"
+            ).fetchall():
+                return None
+            row = cur.execute(
+                "SELECT version FROM component_versions WHERE component = ?", (component,)
+            ).fetchall()
+        return int(row[0][0]) if row else None
+
+    def _migrate(self, component: str, migrations: Sequence[str]) -> None:
         with self.write() as cur:
             cur.execute(
                 "CREATE TABLE IF NOT EXISTS component_versions ("
@@ -795,6 +832,11 @@ class Index:
             for table in FTS_TABLES:
                 try:
                     cur.execute(f"INSERT INTO {table}({table}, rank) VALUES ('integrity-check', 1)")
+                except _NOT_DAMAGE as exc:
+                    # The check is an INSERT: on an index this user cannot write (or that another
+                    # process holds) it fails without saying anything about the table, and was
+                    # reported as damage with 'check --fix' as the cure.
+                    raise map_apsw_error(exc, f"check the search index {table}") from exc
                 except apsw.Error as exc:
                     out.append((table, str(exc)))
         return out

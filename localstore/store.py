@@ -523,6 +523,12 @@ class BlueprintStore:
             raise StoreClosedError("the store is closed", hint="open it again")
 
     def _ensure_setting(self, key: str, factory: Callable[[], str]) -> str:
+        with self.index.read() as cur:
+            # Set once per home: a read, so opening the store does not wait for (nor need) the
+            # write lock while another process writes.
+            rows = cur.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchall()
+        if rows:
+            return str(rows[0][0])
         with self.index.write() as cur:
             rows = cur.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchall()
             if rows:

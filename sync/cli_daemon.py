@@ -35,7 +35,9 @@ from localstore.cli import (
     pass_ctx,
 )
 from localstore.config import Settings
+from localstore.errors import LocalStoreError
 from sync.embed import daemon_running, lock_holder, read_state
+from sync.errors import SyncError
 
 DETACH_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
@@ -702,6 +704,10 @@ def run_checks(settings: Settings) -> list[Finding]:
         name = check.__name__.removeprefix("check_")
         try:
             findings.append(check(settings))
+        except (LocalStoreError, SyncError) as exc:
+            # A known condition (a damaged or unreadable index...) carries its own fix; it was
+            # reported as "the check failed: ..." with "report a bug" as the fix.
+            findings.append(Finding(name, "problem", exc.message, exc.hint or "see the message"))
         except Exception as exc:  # noqa: BLE001 - one broken check must not hide the others
             findings.append(Finding(name, "problem", f"the check failed: {exc}", "report a bug"))
     return findings

@@ -21,7 +21,7 @@ import click
 
 from localstore._daemon_state import daemon_running
 from localstore.cli import EXIT_ATTENTION, CliContext, errors_to_exit, fail, pass_ctx
-from sync._local import conflict_local_text
+from sync._local import conflict_local_text, unaccepted_files
 from sync.engine import (
     SyncEngine,
     SyncReport,
@@ -316,18 +316,23 @@ def status_cmd(cli: CliContext) -> None:
         store = cli.store()
         local = local_status(store)
         quarantine = [q.to_dict() for q in list_quarantine(store)]
-        flagged = [f.to_dict() for f in list_flagged(store)]
+        flagged = [f.to_dict() for f in (*list_flagged(store), *unaccepted_files(store))]
     data = dict(live) if live is not None else local.to_dict()
     for key, value in local.to_dict().items():
-        # A daemon that is not syncing (logged out) reports only its state; older daemons lack
-        # newer counts. The index has them all.
-        data.setdefault(key, value)
+        # A daemon that is not syncing reported only its state (older ones still do), and a
+        # missing or null count printed as "pending uploads: None". The index has them all.
+        if data.get(key) is None:
+            data[key] = value
     data["daemon"] = live is not None
     data["quarantine"] = quarantine
     data["flagged_files"] = flagged
+    # New files that never parsed have no index row, so no count has them: the list does.
+    data["flagged"] = len(flagged)
 
     def human() -> None:
         source = "daemon" if live is not None else "local index"
+        if data.get("detail"):  # why a daemon is offline or paused ("not logged in", ...)
+            source += f": {data['detail']}"
         click.echo(f"state: {data.get('state')} ({source})")
         click.echo(f"pending uploads: {data.get('pending')}")
         if data.get("held"):

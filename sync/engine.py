@@ -47,12 +47,13 @@ from localstore.errors import (
     InvalidInputError,
     LocalStoreError,
     NotFoundError,
+    PermissionDeniedError,
     StorageError,
     StoreClosedError,
     UnsafePathError,
 )
 from localstore.events import Event
-from localstore.index import map_apsw_error
+from localstore.index import index_damaged, map_apsw_error
 from localstore.store import BlueprintStore
 from sync import _state as st
 from sync import account_record
@@ -208,11 +209,33 @@ _DISK_FULL = _LocalCondition(
     record=True,
 )
 
+# Neither is a bug: both were logged as "unexpected failure" with a traceback, and the status
+# showed the store's message without saying that sync goes on trying. Not recorded in the index:
+# a write to a damaged or unwritable index fails as the cycle did.
+_INDEX_DAMAGED = _LocalCondition(
+    summary="the index is damaged",
+    hint="stop the daemon (or the app using this home) and run `localstore check --fix`, which "
+    "rebuilds it from the files; sync retries by itself meanwhile",
+    cleared="the index works again",
+    record=False,
+)
+_PERMISSION_DENIED = _LocalCondition(
+    summary="permission denied on this home's files",
+    hint="give this user back read and write access to the home (its blueprints and data "
+    "folders); sync retries by itself",
+    cleared="the home's files can be written again",
+    record=False,
+)
+
 
 def _local_condition(exc: BaseException) -> _LocalCondition | None:
     """The expected local condition ``exc`` is, or None (then it is a bug or not local)."""
     if isinstance(exc, DiskFullError):
         return _DISK_FULL
+    if isinstance(exc, PermissionDeniedError):
+        return _PERMISSION_DENIED
+    if index_damaged(exc):
+        return _INDEX_DAMAGED
     if isinstance(exc, IndexStoreError) and isinstance(
         exc.__cause__, apsw.BusyError | apsw.LockedError
     ):
