@@ -44,10 +44,6 @@ INFO_COLUMNS = (
     "b.rev, b.content_hash, b.valid AND b.flagged IS NULL, b.yaml_size"
 )
 
-# Past this many changed blueprints (an import, a first download) reading the listing again in
-# full is cheaper than patching it.
-MAX_PATCH = 2000
-
 _FULL_SQL = f"SELECT {INFO_COLUMNS}, b.rid FROM blueprints b WHERE b.deleted = 0 ORDER BY b.path"
 _GEN_SQL = "SELECT value FROM counters WHERE name = 'blueprints_gen'"
 
@@ -121,10 +117,10 @@ class ListingCache:
             return False  # another connection changed blueprints
         self._gen, self._own = gen, own
         changed = self._index.blueprint_changes()
+        if changed is None:  # (more than CHANGED_ROWS_KEPT: patching would cost more)
+            return False
         if not changed:
             return True
-        if len(changed) > MAX_PATCH:
-            return False
         self._patch(cur, sorted(changed))
         return True
 

@@ -152,6 +152,9 @@ CORE_MIGRATIONS: tuple[str, ...] = (
     INSERT OR IGNORE INTO counters VALUES ('blueprints_gen', 0);
     """,
 )
+# The most changed blueprint rows an Index notes between two blueprint_changes() calls: past it,
+# the listing cache reads everything again anyway (cheaper than patching that many rows).
+CHANGED_ROWS_KEPT = 2000
 # Run by Index.write() before the COMMIT of a transaction that changed blueprint rows.
 _COUNT_BLUEPRINT_COMMIT = "UPDATE counters SET value = value + 1 WHERE name = 'blueprints_gen'"
 # The full-text tables (the maintainer merges both, the integrity check checks both).
@@ -371,9 +374,11 @@ class Index:
         # the error that did it, once a level has seen it.
         self._lost = False
         self._lost_cause: BaseException | None = None
-        # Blueprint rows this connection changed (rowids; some perhaps rolled back since), whether
-        # the open transaction changed any, and how many of its commits did (see blueprint_changes).
-        self._changed_rids: set[int] = set()
+        # Blueprint rows this connection changed (rowids; some perhaps rolled back since), noted
+        # only once someone asked (blueprint_changes) and None past CHANGED_ROWS_KEPT; whether
+        # the open transaction changed any, and how many of its commits did.
+        self._changed_rids: set[int] | None = set()
+        self._track_rids = False
         self._blueprints_touched = False
         self.blueprint_commits = 0
         self.conn.set_rollback_hook(self._on_sqlite_rollback)
@@ -581,13 +586,22 @@ class Index:
         Python call per changed row of any table costs about 1 % of a save instead.
         """
         if table == "blueprints":
-            self._changed_rids.add(rowid)
             self._blueprints_touched = True
+            changed = self._changed_rids
+            if self._track_rids and changed is not None:
+                changed.add(rowid)
+                if len(changed) > CHANGED_ROWS_KEPT:
+                    self._changed_rids = None
 
-    def blueprint_changes(self) -> set[int]:
+    def blueprint_changes(self) -> set[int] | None:
         """The rowids of the blueprint rows this connection changed since the last call (some
-        perhaps rolled back: read them again). Under the lock, outside a write transaction."""
+        perhaps rolled back: read them again), or None if more than CHANGED_ROWS_KEPT changed.
+
+        The first call only starts the noting (a process that never asks keeps nothing). Under
+        the lock, outside a write transaction.
+        """
         changed, self._changed_rids = self._changed_rids, set()
+        self._track_rids = True
         return changed
 
     def _on_sqlite_rollback(self) -> None:

@@ -18,6 +18,7 @@ import apsw
 import pytest
 
 import localstore
+from localstore import index as index_module
 from localstore._listing import INFO_COLUMNS, infos
 from localstore.blueprint import BlueprintInfo
 from localstore.store import SORT_COLUMNS
@@ -188,3 +189,23 @@ def test_an_index_without_the_change_counter_gets_it(home: Path) -> None:
         assert [i.path for i in store.list()] == ["a.blueprint.yaml"]
         other.save("b", {"i": 2})
         assert [i.path for i in store.list()] == ["a.blueprint.yaml", "b.blueprint.yaml"]
+
+
+def test_many_changes_read_the_listing_again_and_nothing_is_kept_before_a_listing(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that never listed everything notes no changed rows (a daemon runs for months);
+    past CHANGED_ROWS_KEPT changes between two listings, the listing is read again in full."""
+    monkeypatch.setattr(index_module, "CHANGED_ROWS_KEPT", 3)
+    for i in range(5):
+        store.save(f"a{i}", {"i": i})
+    assert not store.index._changed_rids
+    assert len(store.list()) == 5
+    assert store._listing.loads == 1
+    store.save("b0", {"i": 0})
+    assert len(store.list()) == 6
+    assert store._listing.loads == 1  # patched
+    for i in range(1, 5):
+        store.save(f"b{i}", {"i": i})
+    assert store.list() == expected(store.paths.index_db, "path", False)
+    assert store._listing.loads == 2  # read again
