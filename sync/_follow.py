@@ -6,7 +6,8 @@ Extracted from the daemon so that both run the same code:
   commit to the home's index raise no event in this process's store, and the watcher rightly
   treats their file events as echoes. They are found as index rows with a newer ``op_id`` than
   seen, minus the ``(id, rev)`` this process's own store announced (docs/daemon.md, "Changes made
-  by other processes").
+  by other processes"). :func:`foreign_event` makes the one event of such a row, the same for the
+  daemon's control clients and an app's store subscribers.
 * :func:`session_lost`: ``localstore logout`` / ``login`` made by another process under a
   running remote (docs/sync-engine.md, "Identity").
 * :func:`close_remote`: closing a remote whose failure must not stop a shutdown.
@@ -20,6 +21,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from localstore.events import Event
 from sync.errors import SyncError
 
 if TYPE_CHECKING:
@@ -27,7 +29,14 @@ if TYPE_CHECKING:
     from localstore.watcher import Watcher
     from sync.remote import Remote
 
-__all__ = ["FOLLOW_WINDOW_S", "MAX_TRACKED_REVS", "ForeignChanges", "close_remote", "session_lost"]
+__all__ = [
+    "FOLLOW_WINDOW_S",
+    "MAX_TRACKED_REVS",
+    "ForeignChanges",
+    "close_remote",
+    "foreign_event",
+    "session_lost",
+]
 
 log = logging.getLogger("sync.follow")
 
@@ -118,6 +127,49 @@ class ForeignChanges:
         changed = self._data_version is not None and version != self._data_version
         self._data_version = version
         return changed
+
+
+def foreign_event(store: BlueprintStore, row: Row) -> Event:
+    """The event of an index row another process committed (one :meth:`ForeignChanges.poll` row).
+
+    What this store would have published for the change, from the row and the revision before
+    it: ``deleted``; ``moved`` (with ``old_path``) when that revision had another path;
+    ``created`` when there is none or it was a delete (a restore); ``modified`` otherwise. The
+    origin and time are the revision's; ``process`` is ``"other"``. Revisions committed between
+    two looks give one event, of the row as found. Raises the index's LocalStoreError.
+    """
+    blueprint_id, path, deleted, rev = str(row[0]), str(row[1]), bool(row[2]), int(row[3])
+    with store.index.read() as cur:
+        # Up to the row's rev: a later commit (not yet polled) gets its own event next time.
+        revs = cur.execute(
+            "SELECT path, origin, ts, deleted FROM revisions WHERE id = ? AND rev <= ? "
+            "ORDER BY rev DESC LIMIT 2",
+            (blueprint_id, rev),
+        ).fetchall()
+    before = revs[1] if len(revs) == 2 else None
+    old_path: str | None = None
+    if deleted:
+        kind = "deleted"
+    elif before is None:
+        kind = "created" if rev <= 1 else "modified"  # (an older history may have been pruned)
+    elif bool(before[3]):
+        kind = "created"
+    elif str(before[0]) != path:
+        kind, old_path = "moved", str(before[0])
+    else:
+        kind = "modified"
+    extra: dict[str, Any] = {"ts": str(revs[0][2])} if revs else {}
+    return Event(
+        kind,
+        blueprint_id,
+        path,
+        str(revs[0][1]) if revs else "local",
+        rev,
+        old_path,
+        str(row[5] or ""),
+        process="other",
+        **extra,
+    )
 
 
 def session_lost(remote: Remote | None) -> SyncError | None:

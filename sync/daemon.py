@@ -48,7 +48,7 @@ from localstore.errors import LocalStoreError, WatcherError
 from localstore.events import Event
 from localstore.store import BlueprintStore
 from localstore.watcher import Watcher, WatcherState
-from sync._follow import ForeignChanges, close_remote, session_lost
+from sync._follow import ForeignChanges, close_remote, foreign_event, session_lost
 from sync._local import SyncStateName, local_status, unaccepted_files
 from sync.control import ControlServer, OpError
 from sync.embed import STATE_FILE, HomeLock, lock_holder, remove_state, write_state
@@ -542,44 +542,17 @@ class Daemon:
 
     def _follow_foreign_changes(self) -> None:
         """Publish rows other processes changed; candidates wait one tick for our own events."""
-        watcher, foreign = self.watcher, self._foreign
-        if foreign is None:
+        watcher, foreign, store = self.watcher, self._foreign, self.store
+        if foreign is None or store is None:
             return
         rows = foreign.poll(watcher is not None and foreign.files_were_active(watcher))
         for row in rows:
             # Counted before it is sent: a subscriber that reads the metrics once it has the
             # event must find the event counted (the fan-out runs on the server's own thread).
             self.metrics.foreign_changes += 1
-            self._publish_row(row)
+            self._forward(foreign_event(store, row))
         if rows and self.engine is not None:
             self.engine.request_sync(self.engine.debounce_s)
-
-    def _publish_row(self, row: tuple[Any, ...]) -> None:
-        blueprint_id, path, deleted, rev = str(row[0]), str(row[1]), bool(row[2]), int(row[3])
-        assert self.store is not None
-        with self.store.index.read() as cur:
-            revs = cur.execute(
-                "SELECT rev, path, origin, ts FROM revisions WHERE id = ? ORDER BY rev DESC LIMIT 2",
-                (blueprint_id,),
-            ).fetchall()
-        origin = str(revs[0][2]) if revs else "local"
-        data: dict[str, Any] = {
-            "id": blueprint_id,
-            "path": path,
-            "origin": origin,
-            "rev": rev,
-            "content_hash": str(row[5] or ""),
-            "ts": str(revs[0][3]) if revs else "",
-            "process": "other",
-        }
-        if deleted:
-            name, data["kind"] = "deleted", "deleted"
-        elif len(revs) == 2 and str(revs[1][1]) != path:
-            name, data["kind"], data["old_path"] = "moved", "moved", str(revs[1][1])
-        else:
-            name, data["kind"] = "saved", "created" if rev <= 1 else "modified"
-        if self.server is not None:
-            self.server.publish(name, data)
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -587,11 +560,14 @@ class Daemon:
         self.metrics.store_events += 1
         if self._foreign is not None:
             self._foreign.claim(event.id, event.rev)
+        self._forward(event)
+
+    def _forward(self, event: Event) -> None:
+        """Send a store event (or another process's change, ``process: "other"``) to clients."""
         if self.server is not None:
-            name = _EVENT_NAMES.get(event.kind, event.kind)
             data = event.to_dict()
             data["kind"] = data.pop("event")
-            self.server.publish(name, data)
+            self.server.publish(_EVENT_NAMES.get(event.kind, event.kind), data)
 
     def _follow_status(self, subscribers: int) -> None:
         """Listen to the engine's status only while someone is subscribed.
