@@ -7,6 +7,14 @@ that outermost transaction commits, and dropped if it rolls back. Subscribers ru
 committing thread, after the index lock is released, so they may read the store (from any thread or
 handle) and see the change; they must be quick. A subscriber that raises is logged and does not
 affect the change or other subscribers.
+
+Changes committed through another connection to the home's index (the CLI, another process's
+``localstore.open()``, or another store object of this process) raise no event by themselves.
+While sync runs in this process (``store.start_sync()``), it looks for them twice a second and
+publishes each once, after its commit, as an ordinary event with ``process="other"`` (kind
+``created``/``modified``/``moved``/``deleted``, the revision's origin, rev and content hash):
+see docs/daemon.md, "Changes made by other processes". Without it, and for this store's own
+changes, ``process`` is ``"this"``.
 """
 
 from __future__ import annotations
@@ -24,11 +32,19 @@ log = logging.getLogger("localstore.events")
 
 EVENT_KINDS = ("created", "modified", "deleted", "moved", "invalid", "conflict")
 ORIGINS = ("local", "external", "remote", "merge", "import")
+# Who committed the change: this store ("this"), or another connection to the home's index
+# ("other": another process, or another store object), found by the in-process sync's follower.
+PROCESSES = ("this", "other")
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One change: what happened, to which blueprint, from where."""
+    """One change: what happened, to which blueprint, from where.
+
+    ``process`` is ``"other"`` for a change another process (or another store object) committed,
+    found by the sync running in this process; ``"this"`` otherwise. ``to_dict()`` includes it
+    only when ``"other"``, so the dicts of this store's own events are unchanged.
+    """
 
     kind: str
     id: str
@@ -39,6 +55,7 @@ class Event:
     content_hash: str = ""
     detail: str = ""
     ts: str = field(default_factory=utc_now)
+    process: str = "this"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly view."""
@@ -55,6 +72,8 @@ class Event:
             out["old_path"] = self.old_path
         if self.detail:
             out["detail"] = self.detail
+        if self.process != "this":
+            out["process"] = self.process
         return out
 
 

@@ -6,7 +6,10 @@ Extracted from the daemon so that both run the same code:
   commit to the home's index raise no event in this process's store, and the watcher rightly
   treats their file events as echoes. They are found as index rows with a newer ``op_id`` than
   seen, minus the ``(id, rev)`` this process's own store announced (docs/daemon.md, "Changes made
-  by other processes").
+  by other processes"). :func:`foreign_event` makes the one event of such a row, the same for the
+  daemon's control clients and an app's store subscribers.
+* :class:`WatcherKeeper`: replaces a watcher whose worker thread died, with a back-off
+  (docs/daemon.md, "Watcher health").
 * :func:`session_lost`: ``localstore logout`` / ``login`` made by another process under a
   running remote (docs/sync-engine.md, "Identity").
 * :func:`close_remote`: closing a remote whose failure must not stop a shutdown.
@@ -20,6 +23,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from localstore.errors import LocalStoreError
+from localstore.events import Event
 from sync.errors import SyncError
 
 if TYPE_CHECKING:
@@ -27,7 +32,18 @@ if TYPE_CHECKING:
     from localstore.watcher import Watcher
     from sync.remote import Remote
 
-__all__ = ["FOLLOW_WINDOW_S", "MAX_TRACKED_REVS", "ForeignChanges", "close_remote", "session_lost"]
+__all__ = [
+    "FOLLOW_WINDOW_S",
+    "MAX_TRACKED_REVS",
+    "WATCHER_RESTART_MAX_S",
+    "WATCHER_RESTART_S",
+    "ForeignChanges",
+    "WatcherKeeper",
+    "close_remote",
+    "foreign_event",
+    "session_lost",
+    "watcher_health",
+]
 
 log = logging.getLogger("sync.follow")
 
@@ -36,6 +52,13 @@ MAX_TRACKED_REVS = 50_000
 
 # (id, path, deleted, rev, op_id, content_hash) of one index row.
 Row = tuple[Any, ...]
+
+# A dead watcher is replaced at once; if the new one cannot start, or dies too, the next try
+# waits this long, doubling up to WATCHER_RESTART_MAX_S (each try is a full rescan of the folder).
+WATCHER_RESTART_S = 5.0
+WATCHER_RESTART_MAX_S = 300.0
+# How long a restart waits for the dead watcher's observer thread to end.
+WATCHER_JOIN_S = 4.0
 
 
 class ForeignChanges:
@@ -118,6 +141,137 @@ class ForeignChanges:
         changed = self._data_version is not None and version != self._data_version
         self._data_version = version
         return changed
+
+
+def foreign_event(store: BlueprintStore, row: Row) -> Event:
+    """The event of an index row another process committed (one :meth:`ForeignChanges.poll` row).
+
+    What this store would have published for the change, from the row and the revision before
+    it: ``deleted``; ``moved`` (with ``old_path``) when that revision had another path;
+    ``created`` when there is none or it was a delete (a restore); ``modified`` otherwise. The
+    origin and time are the revision's; ``process`` is ``"other"``. Revisions committed between
+    two looks give one event, of the row as found. Raises the index's LocalStoreError.
+    """
+    blueprint_id, path, deleted, rev = str(row[0]), str(row[1]), bool(row[2]), int(row[3])
+    with store.index.read() as cur:
+        # Up to the row's rev: a later commit (not yet polled) gets its own event next time.
+        revs = cur.execute(
+            "SELECT path, origin, ts, deleted FROM revisions WHERE id = ? AND rev <= ? "
+            "ORDER BY rev DESC LIMIT 2",
+            (blueprint_id, rev),
+        ).fetchall()
+    before = revs[1] if len(revs) == 2 else None
+    old_path: str | None = None
+    if deleted:
+        kind = "deleted"
+    elif before is None:
+        kind = "created" if rev <= 1 else "modified"  # (an older history may have been pruned)
+    elif bool(before[3]):
+        kind = "created"
+    elif str(before[0]) != path:
+        kind, old_path = "moved", str(before[0])
+    else:
+        kind = "modified"
+    extra: dict[str, Any] = {"ts": str(revs[0][2])} if revs else {}
+    return Event(
+        kind,
+        blueprint_id,
+        path,
+        str(revs[0][1]) if revs else "local",
+        rev,
+        old_path,
+        str(row[5] or ""),
+        process="other",
+        **extra,
+    )
+
+
+class WatcherKeeper:
+    """Replaces a watcher whose worker thread died: otherwise every later edit would go unseen.
+
+    Call :meth:`check` with the current watcher every tick (the daemon's, and an app's in-process
+    sync for the watcher it started). A FAILED watcher is stopped (its observer would queue
+    events nobody reads, and holds inotify watches the new one may need) and a new one started,
+    which rescans the folder first, so nothing edited while the old one was dead is missed. When
+    the new one cannot start (the folder is gone, say) the dead one stays the current watcher,
+    reported ``failed`` by :func:`watcher_health` with the reason, and the next try waits
+    ``WATCHER_RESTART_S``, doubling up to ``WATCHER_RESTART_MAX_S`` while tries fail or the
+    replacements die again; a watcher that stays up for the whole current delay brings it back
+    to an immediate restart. Each death is logged once (ERROR), the failed tries once per outage
+    (ERROR, then DEBUG), the recovery at INFO. ``restarts`` counts the replacements.
+    """
+
+    def __init__(self, store: BlueprintStore) -> None:
+        self.store = store
+        self.restarts = 0
+        self._delay = 0.0
+        self._next_try = 0.0
+        # The dead watcher not replaced yet (stopped, so its own state says "stopped"), and why
+        # the last try to replace it failed.
+        self._dead: Watcher | None = None
+        self._error: str | None = None
+
+    def check(self, watcher: Watcher | None) -> Watcher | None:
+        """The running watcher that replaces ``watcher`` if it died and a try is due, else None."""
+        from localstore.watcher import Watcher, WatcherState
+
+        if watcher is None:
+            return None
+        now = time.monotonic()
+        if watcher is not self._dead:
+            if watcher.state is not WatcherState.FAILED:
+                if self._delay and now >= self._next_try:
+                    self._delay = 0.0
+                return None
+            self._dead, self._error = watcher, None
+            log.error("the watcher stopped working (%s); restarting it", watcher.failure)
+            watcher.stop()
+            watcher.join(WATCHER_JOIN_S)
+        if now < self._next_try:
+            return None
+        # The module's delays are read at each try (a test may shorten them).
+        self._delay = min(self._delay * 2 or WATCHER_RESTART_S, WATCHER_RESTART_MAX_S)
+        self._next_try = now + self._delay
+        new = Watcher(self.store)
+        try:
+            new.start()
+        except LocalStoreError as exc:
+            new.stop()
+            level = logging.ERROR if self._error is None else logging.DEBUG
+            self._error = exc.message
+            log.log(
+                level, "cannot restart the watcher: %s; trying again in %.1f s", exc, self._delay
+            )
+            return None
+        if self._error is not None:
+            log.info("the watcher was restarted; it watches the folder again")
+        self._dead, self._error = None, None
+        self.restarts += 1
+        return new
+
+    def failed(self, watcher: Watcher) -> str | None:
+        """Why ``watcher`` is the dead one not replaced yet, or None (it is not)."""
+        dead, error = self._dead, self._error
+        if watcher is not dead:
+            return None
+        problem = watcher.problem or "the watcher stopped working"
+        return problem if error is None else f"{problem}; cannot restart it: {error}"
+
+
+def watcher_health(
+    watcher: Watcher | None, keeper: WatcherKeeper | None = None
+) -> tuple[str, str | None]:
+    """``(state, problem)`` of ``watcher`` for status pages (``stopped`` without one).
+
+    A dead watcher its ``keeper`` has not replaced yet was stopped (its own state says so) but
+    is reported ``failed``, with why it could not be restarted yet.
+    """
+    if watcher is None:
+        return "stopped", None
+    failed = keeper.failed(watcher) if keeper is not None else None
+    if failed is not None:
+        return "failed", failed
+    return watcher.state.value, watcher.problem
 
 
 def session_lost(remote: Remote | None) -> SyncError | None:

@@ -48,7 +48,14 @@ from localstore.errors import LocalStoreError, WatcherError
 from localstore.events import Event
 from localstore.store import BlueprintStore
 from localstore.watcher import Watcher, WatcherState
-from sync._follow import ForeignChanges, close_remote, session_lost
+from sync._follow import (
+    ForeignChanges,
+    WatcherKeeper,
+    close_remote,
+    foreign_event,
+    session_lost,
+    watcher_health,
+)
 from sync._local import SyncStateName, local_status, unaccepted_files
 from sync.control import ControlServer, OpError
 from sync.embed import STATE_FILE, HomeLock, lock_holder, remove_state, write_state
@@ -68,7 +75,6 @@ STOP_BUDGET_S = 4.0
 RELOGIN_CHECK_S = 60.0
 TICK_S = 0.5
 REMOTE_TIMEOUT_S = 15.0
-WATCHER_RESTART_S = 5.0
 SYNC_WAIT_IDLE_S = 10.0
 # Store event kind -> control API event name (created and modified are both "saved").
 _EVENT_NAMES = {
@@ -246,7 +252,7 @@ class Daemon:
         self._status_unsub: Callable[[], None] | None = None
         # Foreign-change follower (see the module docstring), made once the store is open.
         self._foreign: ForeignChanges | None = None
-        self._next_watcher_restart = 0.0
+        self._watcher_keeper: WatcherKeeper | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -309,6 +315,7 @@ class Daemon:
         self._unsubs.append(self.store.subscribe(self._on_store_event))
         self.watcher = Watcher(self.store)
         self.watcher.start()
+        self._watcher_keeper = WatcherKeeper(self.store)
         self._attach_engine()
         self.server = ControlServer(
             self,
@@ -509,77 +516,28 @@ class Daemon:
         return False
 
     def _check_watcher(self) -> None:
-        """Replace a watcher whose worker died: otherwise every later edit would go unseen.
-
-        A new Watcher (a watcher runs once) starts with a full rescan, so nothing edited while
-        the old one was dead is missed. If it cannot start (the blueprints folder is gone, say),
-        the dead one stays, is reported ``failed`` by ``status``, and the next try is in
-        ``WATCHER_RESTART_S``.
-        """
-        old, store = self.watcher, self.store
-        if old is None or store is None or old.state is not WatcherState.FAILED:
-            return
-        now = time.monotonic()
-        if now < self._next_watcher_restart:
-            return
-        self._next_watcher_restart = now + WATCHER_RESTART_S
-        log.error("the watcher stopped working (%s); restarting it", old.failure)
-        old.stop()
-        old.join(STOP_BUDGET_S)
-        new = Watcher(store)
-        try:
-            new.start()
-        except LocalStoreError as exc:
-            new.stop()
-            log.error(
-                "cannot restart the watcher: %s; trying again in %.0f s", exc, WATCHER_RESTART_S
-            )
-            return
-        self.watcher = new
-        self.metrics.watcher_restarts += 1
+        """Replace a watcher whose worker died (``WatcherKeeper``: shared with embedding apps)."""
+        keeper = self._watcher_keeper
+        new = keeper.check(self.watcher) if keeper is not None else None
+        if new is not None:
+            self.watcher = new
+            self.metrics.watcher_restarts += 1
 
     # -- changes made by other processes -------------------------------------------------------
 
     def _follow_foreign_changes(self) -> None:
         """Publish rows other processes changed; candidates wait one tick for our own events."""
-        watcher, foreign = self.watcher, self._foreign
-        if foreign is None:
+        watcher, foreign, store = self.watcher, self._foreign, self.store
+        if foreign is None or store is None:
             return
         rows = foreign.poll(watcher is not None and foreign.files_were_active(watcher))
         for row in rows:
             # Counted before it is sent: a subscriber that reads the metrics once it has the
             # event must find the event counted (the fan-out runs on the server's own thread).
             self.metrics.foreign_changes += 1
-            self._publish_row(row)
+            self._forward(foreign_event(store, row))
         if rows and self.engine is not None:
             self.engine.request_sync(self.engine.debounce_s)
-
-    def _publish_row(self, row: tuple[Any, ...]) -> None:
-        blueprint_id, path, deleted, rev = str(row[0]), str(row[1]), bool(row[2]), int(row[3])
-        assert self.store is not None
-        with self.store.index.read() as cur:
-            revs = cur.execute(
-                "SELECT rev, path, origin, ts FROM revisions WHERE id = ? ORDER BY rev DESC LIMIT 2",
-                (blueprint_id,),
-            ).fetchall()
-        origin = str(revs[0][2]) if revs else "local"
-        data: dict[str, Any] = {
-            "id": blueprint_id,
-            "path": path,
-            "origin": origin,
-            "rev": rev,
-            "content_hash": str(row[5] or ""),
-            "ts": str(revs[0][3]) if revs else "",
-            "process": "other",
-        }
-        if deleted:
-            name, data["kind"] = "deleted", "deleted"
-        elif len(revs) == 2 and str(revs[1][1]) != path:
-            name, data["kind"], data["old_path"] = "moved", "moved", str(revs[1][1])
-        else:
-            name, data["kind"] = "saved", "created" if rev <= 1 else "modified"
-        if self.server is not None:
-            self.server.publish(name, data)
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -587,11 +545,14 @@ class Daemon:
         self.metrics.store_events += 1
         if self._foreign is not None:
             self._foreign.claim(event.id, event.rev)
+        self._forward(event)
+
+    def _forward(self, event: Event) -> None:
+        """Send a store event (or another process's change, ``process: "other"``) to clients."""
         if self.server is not None:
-            name = _EVENT_NAMES.get(event.kind, event.kind)
             data = event.to_dict()
             data["kind"] = data.pop("event")
-            self.server.publish(name, data)
+            self.server.publish(_EVENT_NAMES.get(event.kind, event.kind), data)
 
     def _follow_status(self, subscribers: int) -> None:
         """Listen to the engine's status only while someone is subscribed.
@@ -647,6 +608,7 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         """Daemon, sync and watcher status as one JSON-friendly dict."""
         watcher = self.watcher
+        watcher_state, problem = watcher_health(watcher, self._watcher_keeper)
         return {
             "daemon": {
                 "pid": os.getpid(),
@@ -658,8 +620,8 @@ class Daemon:
             },
             "sync": self._with_unaccepted(self._sync_status()),
             "watcher": {
-                "state": watcher.state.value if watcher else "stopped",
-                "problem": watcher.problem if watcher else None,
+                "state": watcher_state,
+                "problem": problem,
                 "stats": asdict(watcher.stats) if watcher else {},
             },
             "index": self.store.index_health() if self.store else None,

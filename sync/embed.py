@@ -37,7 +37,14 @@ from localstore._daemon_state import (
 )
 from localstore.config import Settings
 from localstore.errors import LocalStoreError, LockHeldError
-from sync._follow import ForeignChanges, close_remote, session_lost
+from sync._follow import (
+    ForeignChanges,
+    WatcherKeeper,
+    close_remote,
+    foreign_event,
+    session_lost,
+    watcher_health,
+)
 from sync.errors import NotLoggedInError, SyncError, SyncLockedError
 from sync.session_marker import SessionMarker
 
@@ -224,11 +231,14 @@ class EmbeddedSync:
 
     Besides the engine it runs (see docs/daemon.md, "Embedding"): a Watcher on the store unless
     the app runs one (``watcher``; stopped with the sync if started here), and a small thread
-    that every ``TICK_S`` wakes the engine for saves other processes committed (the CLI, another
-    ``localstore.open()``), checks the home's lock file every ``LOCK_CHECK_S`` and, when
-    ``start_sync`` opened the remote from the home's login, replaces remote and engine after a
-    ``localstore logout``/``login``. ``engine`` is then the new engine; ``offline`` says why
-    nothing syncs (None while an engine runs). stop() (or closing the store) ends it all.
+    that every ``TICK_S`` publishes to the store's subscribers the changes other processes
+    committed (the CLI, another ``localstore.open()``; events with ``process="other"``, which
+    wake the engine as the app's own saves do), replaces the watcher it started if that one
+    died (``watcher`` is then the new one; ``watcher_restarts`` counts them), checks the home's
+    lock file every ``LOCK_CHECK_S`` and, when ``start_sync`` opened the remote from the home's
+    login, replaces remote and engine after a ``localstore logout``/``login``. ``engine`` is
+    then the new engine; ``offline`` says why nothing syncs (None while an engine runs). stop()
+    (or closing the store) ends it all.
     """
 
     def __init__(
@@ -249,6 +259,8 @@ class EmbeddedSync:
         self._remote = remote
         self.watcher = watcher
         self._own_watcher = own_watcher
+        # Only the watcher started here is replaced when it dies: an app's own is the app's.
+        self._watcher_keeper = WatcherKeeper(self.store) if own_watcher else None
         self._factory = remote_factory
         self._engine_kwargs = dict(engine_kwargs or {})
         self._stopped = False
@@ -281,7 +293,7 @@ class EmbeddedSync:
                 next_lock_check = now + LOCK_CHECK_S
                 if not self._check_lock():
                     return
-            for step in (self._check_session, self._follow_foreign_changes):
+            for step in (self._check_watcher, self._check_session, self._follow_foreign_changes):
                 try:
                     step()
                 except Exception as exc:  # the thread must survive a bad tick; logged with why
@@ -320,15 +332,43 @@ class EmbeddedSync:
         self._foreign.claim(event.id, event.rev)
 
     def _follow_foreign_changes(self) -> None:
-        """Wake the engine for rows another process committed (the daemon's follower, shared).
+        """Publish the rows another process committed to the store's subscribers (as the daemon).
 
         The trigger is the index's ``data_version`` rather than the daemon's file activity: it
-        moves on every other connection's commit whether or not a watcher runs here.
+        moves on every other connection's commit whether or not a watcher runs here. The events
+        reach the app and the engine alike: the engine wakes for them as for the app's own saves
+        (after its debounce, without cutting a back-off short), so there is no second wake-up
+        here. ``_claim`` sees them too, and finds them claimed already by ``poll``.
         """
         rows = self._foreign.poll(self._foreign.index_changed())
-        if rows and self.offline is None:
-            log.debug("%d change(s) by another process; syncing", len(rows))
-            self.engine.request_sync(self.engine.debounce_s)
+        if rows:
+            events = [foreign_event(self.store, row) for row in rows]
+            log.debug("%d change(s) by another process", len(events))
+            # This thread holds no index transaction: delivered now, on this thread.
+            self.store.events.publish(events)
+
+    def _check_watcher(self) -> None:
+        """Replace the watcher start_sync started if its worker died (the daemon's keeper)."""
+        keeper = self._watcher_keeper
+        if keeper is None or self._done.is_set():
+            return
+        new = keeper.check(self.watcher)
+        if new is not None:
+            self.watcher = new
+
+    @property
+    def watcher_restarts(self) -> int:
+        """How many times the watcher start_sync started was replaced after it died."""
+        return self._watcher_keeper.restarts if self._watcher_keeper is not None else 0
+
+    def watcher_status(self) -> dict[str, Any]:
+        """The followed watcher as the daemon's ``status`` reports it: ``state`` (``running``,
+        ``degraded``, ``failed``, ...; ``stopped`` without one), ``problem`` and ``restarts``.
+
+        A dead watcher that could not be replaced yet is ``failed``, with the reason.
+        """
+        state, problem = watcher_health(self.watcher, self._watcher_keeper)
+        return {"state": state, "problem": problem, "restarts": self.watcher_restarts}
 
     def _check_session(self) -> None:
         """Follow `localstore logout` / `login` under a remote start_sync opened (as the daemon).

@@ -225,3 +225,20 @@ def write_external(root: Path, rel: str, text: str) -> None:
     tmp = target.with_name(f".{target.name}.swp~")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, target)
+
+
+class WatcherKilled(BaseException):
+    """Ends a watcher's worker thread, as an error its per-item boundary does not catch."""
+
+
+def kill_watcher(watcher: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection: make ``watcher``'s worker thread die (its next step raises) and wait."""
+
+    def die() -> None:
+        raise WatcherKilled("injected")
+
+    monkeypatch.setattr(watcher, "_process_due", die)
+    watcher._q.put(("noop",))  # wake the worker
+    assert watcher._worker is not None
+    watcher._worker.join(10)
+    assert not watcher._worker.is_alive()

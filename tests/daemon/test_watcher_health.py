@@ -14,32 +14,22 @@ import pytest
 from localstore import watcher as watcher_mod
 from localstore.errors import LockHeldError
 from localstore.watcher import WatcherState
+from sync import _follow
+from sync import daemon as daemon_mod
 from sync.cli_daemon import check_daemon
 from sync.control import ControlRequestError
 from sync.daemon import Daemon
 from sync.embed import HomeLock, daemon_running, lock_holder
 from sync.memory_remote import MemoryRemote
 
-from .conftest import eventually, write_external
-
-
-class _Fatal(BaseException):
-    """Ends the watcher's worker thread, as an error its per-item boundary does not catch."""
+from .conftest import eventually, kill_watcher, write_external
 
 
 def test_a_dead_watcher_is_reported_and_restarted(inproc_daemon, monkeypatch) -> None:
     d = inproc_daemon()
     old = d.daemon.watcher
     assert old is not None
-
-    def die() -> None:
-        raise _Fatal("injected")
-
-    monkeypatch.setattr(old, "_process_due", die)
-    old._q.put(("noop",))  # wake the worker
-    assert old._worker is not None
-    old._worker.join(10)
-    assert not old._worker.is_alive()
+    kill_watcher(old, monkeypatch)
     root = d.daemon.settings.paths.blueprints
     with d.client() as c:
         c.subscribe()
@@ -150,3 +140,36 @@ def test_an_index_that_cannot_be_written_is_reported_and_heals(inproc_daemon, mo
         assert store.exists("big")
         report = c.sync(wait=True)["report"]
         assert report["pushed"] == 1, report
+
+
+def test_a_watcher_that_cannot_be_restarted_is_tried_again_and_reported_failed(
+    inproc_daemon, monkeypatch
+) -> None:
+    """The daemon stopped the dead watcher before its first try: when that try failed, the next
+    tick saw a *stopped* watcher, never tried again (the docs promised every 5 s), and status
+    said `stopped` with doctor finding nothing wrong. Edits went unseen until a restart."""
+    # Short retry delays (the real first one is 5 s); raising=False: wherever the delay lives.
+    monkeypatch.setattr(_follow, "WATCHER_RESTART_S", 0.4, raising=False)
+    monkeypatch.setattr(daemon_mod, "WATCHER_RESTART_S", 0.4, raising=False)
+    d = inproc_daemon()
+    old = d.daemon.watcher
+    assert old is not None
+    root = d.daemon.settings.paths.blueprints
+    shutil.rmtree(root)  # the first tries fail: nothing to watch
+    kill_watcher(old, monkeypatch)
+    with d.client() as c:
+        c.subscribe()
+        # Tried, failed, and still reported as the failure it is (not "stopped").
+        assert eventually(
+            lambda: "cannot restart it" in (c.status()["watcher"]["problem"] or ""), 10
+        )
+        assert c.status()["watcher"]["state"] == "failed"
+        finding = check_daemon(d.daemon.settings)
+        assert finding.status == "problem" and "failed" in finding.detail
+        root.mkdir()
+        assert eventually(lambda: d.daemon.watcher is not old, 15)
+        assert c.status()["watcher"]["state"] == "running"
+        write_external(root, "back.blueprint.yaml", "name: back\n")
+        ev = c.wait_for(lambda e: e.get("event") == "saved", 10)
+        assert ev["data"]["path"] == "back.blueprint.yaml"
+        assert c.metrics()["counters"]["watcher_restarts"] == 1
