@@ -98,14 +98,21 @@ def daemon_cmd(
     if detach:
         _detach(ctx, log_level, log_json, port, metrics_port)
         return
-    from sync.daemon import Daemon, configure_logging
+    from sync.daemon import Daemon, configure_logging, log_start_failure
 
     with errors_to_exit():
-        configure_logging(
+        handlers = configure_logging(
             ctx.settings.paths.state, level=log_level, as_json=log_json, stderr=not no_stderr
         )
-        daemon = Daemon(ctx.settings, port=port, metrics_port=metrics_port)
-        code = daemon.run()
+        try:
+            daemon = Daemon(ctx.settings, port=port, metrics_port=metrics_port)
+            code = daemon.run()
+        except Exception as exc:
+            # A service's console output may go nowhere (launchd, a hidden task): daemon.log,
+            # where its operator looks, must say why it did not start. Written to the log file
+            # only; the console gets the usual one error line below.
+            log_start_failure(handlers[0], exc)
+            raise
     if not daemon.stopped_cleanly:
         # A sync cycle or request still runs (in an HTTP call, say). Interpreter shut-down would
         # join the control pool's threads and break the 5 s stop promise; the work is resumable,

@@ -134,6 +134,25 @@ def configure_logging(
     return handlers
 
 
+def log_start_failure(handler: logging.Handler, exc: BaseException) -> None:
+    """Record in ``handler`` (the log file) why the daemon could not start: a known error as one
+    line with its hint, anything else with its traceback."""
+    hint = getattr(exc, "hint", "")
+    known = hint or isinstance(exc, LocalStoreError)
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    text = f"daemon could not start: {message}" + (f" (fix: {hint})" if hint else "")
+    record = log.makeRecord(
+        log.name,
+        logging.ERROR,
+        __file__,
+        0,
+        text,
+        (),
+        None if known else (type(exc), exc, exc.__traceback__),
+    )
+    handler.handle(record)
+
+
 class _ErrorForwarder(logging.Handler):
     """Error log records of our own loggers become ``error`` events for subscribers."""
 

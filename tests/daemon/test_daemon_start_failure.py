@@ -1,0 +1,51 @@
+"""A daemon that cannot start says why in daemon.log, not only on a console nobody reads.
+
+Run as a service (launchd with --no-stderr, a hidden task), its stderr may go nowhere: the log
+file is where an operator looks.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from localstore.cli import main; main()",
+            "--home",
+            str(home),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+    )
+
+
+def test_a_daemon_that_cannot_open_its_index_says_why_in_its_log(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert run_cli(home, "init").returncode == 0
+    index = home / "data" / "index.db"
+    index.unlink()
+    index.mkdir()  # (no user can open a directory as a database; root included)
+
+    done = run_cli(home, "daemon", "--no-stderr")
+
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: ") and "index.db" in done.stderr
+    log = (home / "state" / "daemon.log").read_text()
+    assert "daemon could not start" in log and "index.db" in log
+    assert "fix: check that this user may write index.db" in log
+    assert "Traceback" not in log  # (a known error: one line with its fix)
