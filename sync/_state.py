@@ -368,17 +368,47 @@ def reset_for_identity(cur: Any, identity: str) -> bool:
 # -- outbox -------------------------------------------------------------------------------------
 
 
-def outbox_batch(cur: Any, after_op_id: int, limit: int) -> list[OutboxItem]:
-    """Dirty items with op_id > ``after_op_id``, oldest change first (none at or below W)."""
+def outbox_batch(
+    cur: Any, after_op_id: int, limit: int, *, max_bytes: int | None = None
+) -> list[OutboxItem]:
+    """Dirty items with op_id > ``after_op_id``, oldest change first (none at or below W).
+
+    At most ``limit`` items and, with ``max_bytes``, at most that many bytes of content and meta
+    (``push_bytes``) together, but always at least one item: a blueprint larger than the budget
+    still goes, alone. The sizes are read first without the texts (``octet_length`` reads a
+    record's header, not its string), so a queue of large blueprints is never loaded whole.
+    """
     after_op_id = max(after_op_id, settled_op_id(cur))
+    upto: int | None = None
+    if max_bytes is not None:
+        sizes = cur.execute(
+            "SELECT b.op_id, CASE WHEN b.deleted = 0 AND b.valid = 1 "
+            "THEN coalesce(octet_length(r.content), 0) ELSE 0 END "
+            "+ coalesce(octet_length(r.meta), 0) "
+            "FROM blueprints b LEFT JOIN sync_items s ON s.id = b.id "
+            "LEFT JOIN revisions r ON r.id = b.id AND r.rev = b.rev "
+            f"WHERE b.op_id > ? AND {_DIRTY_WHERE} ORDER BY b.op_id LIMIT ?",
+            (after_op_id, limit),
+        ).fetchall()
+        total, count = 0, 0
+        for op_id, size in sizes:
+            total += int(size)
+            if count and total > max_bytes:
+                break
+            count, upto = count + 1, int(op_id)
+        if upto is None:
+            return []
+        # Bounded by op id too: an item edited between the two reads moves past ``upto`` (every
+        # edit takes a new op id), so the texts read below are the ones just measured or fewer.
+        limit = count
     rows = cur.execute(
         "SELECT b.id, b.path, b.content_hash, b.rev, b.op_id, "
         "max(b.op_id, coalesce(s.push_op_id, 0)), b.deleted, b.valid, "
         "s.base_rev, coalesce(s.base_deleted, 0), r.content, r.meta "
         "FROM blueprints b LEFT JOIN sync_items s ON s.id = b.id "
         "LEFT JOIN revisions r ON r.id = b.id AND r.rev = b.rev "
-        f"WHERE b.op_id > ? AND {_DIRTY_WHERE} ORDER BY b.op_id LIMIT ?",
-        (after_op_id, limit),
+        f"WHERE b.op_id > ? AND b.op_id <= ? AND {_DIRTY_WHERE} ORDER BY b.op_id LIMIT ?",
+        (after_op_id, upto if upto is not None else 2**63 - 1, limit),
     ).fetchall()
     return [
         OutboxItem(

@@ -97,6 +97,7 @@ from sync.errors import (
     RemoteConfigError,
     SyncError,
     SyncLockedError,
+    TransientError,
 )
 from sync.merge import POLICIES, ConflictPolicy
 from sync.remote import (
@@ -155,6 +156,20 @@ DEFAULT_APPLY_BATCH = 500
 APPLY_BATCH_CHARS = 8 * 2**20
 # Pulled rows whose local state is read together (see _apply_batched).
 PREFETCH_WINDOW = 64
+# Content and meta bytes per push call (at least one change goes, however large). The server
+# parses a call's whole JSON before it answers and runs under a statement timeout (8 s on
+# Supabase, 57014); a count alone let 200 blueprints of up to 10 MiB each go as one call, past
+# that timeout, jsonb's 256 MiB (54000) or a gateway's request limit (413), on every retry.
+# A few MiB keeps a call well under a second on the server and under the client's timeout on a
+# slow uplink, and pushes of small blueprints are still bounded by the count (sync_batch).
+DEFAULT_PUSH_BATCH_BYTES = 4 * 2**20
+# The server's words for "this call was too large or too slow" (SQLSTATEs as SupabaseRemote and
+# MemoryRemote put them in TransientError.code; 413 from a gateway): a call failing so is split
+# in halves, never sent again as it was.
+SPLIT_CODES = frozenset({"57014", "54000", "413"})
+# A change that times out (57014) alone this many cycles in a row is parked as too large; one
+# timeout alone can be a busy server (another device's push holding the owner lock).
+LONE_TIMEOUTS = 3
 
 _T = TypeVar("_T")
 
@@ -256,9 +271,11 @@ class SyncEngine:
     store's ``conflict_policy`` setting. ``clock`` drives debounce, polling and backoff; ``rng``
     the jitter; ``now`` the wall clock of conflict names. ``lock`` is an optional single-instance
     guard held while syncing (for the whole loop once started). ``batch_size`` is the changes per
-    push (``settings.sync_batch``); ``apply_batch`` the pulled rows per index transaction
-    (default ``DEFAULT_APPLY_BATCH``, or ``batch_size`` when that is given). Raises MergeError
-    for a bad policy.
+    push (``settings.sync_batch``); ``batch_bytes`` the content and meta bytes per push (default
+    ``DEFAULT_PUSH_BATCH_BYTES``; a larger change goes alone); both are capped by what the server
+    announces (``max_batch``, ``max_batch_bytes``). ``apply_batch`` is the pulled rows per index
+    transaction (default ``DEFAULT_APPLY_BATCH``, or ``batch_size`` when that is given). Raises
+    MergeError for a bad policy.
     """
 
     def __init__(
@@ -276,6 +293,7 @@ class SyncEngine:
         backoff_cap_s: float = DEFAULT_BACKOFF_CAP_S,
         poll_interval_s: float | None = None,
         batch_size: int | None = None,
+        batch_bytes: int | None = None,
         pull_limit: int = DEFAULT_PULL_LIMIT,
         apply_batch: int | None = None,
     ) -> None:
@@ -296,6 +314,13 @@ class SyncEngine:
             poll_interval_s if poll_interval_s is not None else store.settings.poll_interval_s
         )
         self.batch_size = max(1, min(batch_size or store.settings.sync_batch, MAX_BATCH))
+        self.batch_bytes = max(1, batch_bytes or DEFAULT_PUSH_BATCH_BYTES)
+        # This cycle's push limits: batch_size and batch_bytes, halved for the rest of a cycle
+        # after a push was split (see _push).
+        self._push_count = self.batch_size
+        self._push_bytes = self.batch_bytes
+        # (id, push op id) -> cycles in a row in which that change timed out alone.
+        self._lone_timeouts: dict[tuple[str, int], int] = {}
         self.pull_limit = pull_limit
         # An explicit batch_size also sizes the apply chunks (tests use tiny ones to get many).
         self.apply_batch = max(1, apply_batch or batch_size or DEFAULT_APPLY_BATCH)
@@ -485,6 +510,7 @@ class SyncEngine:
             self.lock.release()
 
     def _cycle(self, report: SyncReport) -> None:
+        self._push_count, self._push_bytes = self.batch_size, self.batch_bytes
         self._set_state("connecting")
         self._check_session()
         self._check_server()
@@ -512,6 +538,10 @@ class SyncEngine:
                 hint="deploy the matching sync/supabase/migrations or upgrade localstore",
             )
         self.batch_size = max(1, min(self.batch_size, info.max_batch))
+        announced = info.extra.get("max_batch_bytes")
+        if isinstance(announced, int) and not isinstance(announced, bool) and announced > 0:
+            self.batch_bytes = min(self.batch_bytes, announced)
+        self._push_count, self._push_bytes = self.batch_size, self.batch_bytes
         self._checked_server = True
 
     def _check_session(self) -> None:
@@ -628,7 +658,11 @@ class SyncEngine:
         while True:
             with self.store.index.read() as cur:
                 batch = [
-                    i for i in st.outbox_batch(cur, after, self.batch_size) if i.op_id <= limit
+                    i
+                    for i in st.outbox_batch(
+                        cur, after, self._push_count, max_bytes=self._push_bytes
+                    )
+                    if i.op_id <= limit
                 ]
             if not batch:
                 break
@@ -637,11 +671,89 @@ class SyncEngine:
             done += len(batch)
             if pairs:
                 self._set_state("pushing", progress=(min(done, total), max(total, done)))
-                changes = [c for c, _ in pairs]
-                results = self._call(self.remote.push, changes, device=self.store.device_id)
-                _check_results(changes, results)
-                conflicts += self._handle_results(pairs, results, report)
+                conflicts += self._push(pairs, report)
         return conflicts
+
+    def _push(self, pairs: Sequence[tuple[Change, st.OutboxItem]], report: SyncReport) -> int:
+        """Push one batch and handle its results; returns how many conflicted.
+
+        A call the server refuses as too large or too slow (``SPLIT_CODES``) is never sent again
+        as it was (it would fail the same way forever): this cycle's push limits drop to half of
+        it (count and bytes) and its changes go again in pieces that size, in order, each
+        answered before the next goes; a piece refused again is split again. The batches read
+        after it are that small too. Safe after any failure: the server applies a call whole or
+        not at all, and a piece it did apply (a lost answer) is replayed by op id. One change
+        refused so on its own is handled by ``_lone_refusal``.
+        """
+        changes = [c for c, _ in pairs]
+        try:
+            results = self._call(self.remote.push, changes, device=self.store.device_id)
+        except TransientError as exc:
+            if exc.code not in SPLIT_CODES:
+                raise
+            if len(pairs) == 1:
+                return self._lone_refusal(pairs[0], exc, report)
+            sizes = [_push_bytes(c) for c in changes]
+            self._push_count = max(1, min(self._push_count, len(pairs) // 2))
+            self._push_bytes = max(1, min(self._push_bytes, sum(sizes) // 2))
+            log.info(
+                "sync: the server refused a push of %d changes (%d bytes) as too large or too "
+                "slow (%s); pushing it in halves",
+                len(pairs),
+                sum(sizes),
+                exc,
+            )
+            conflicts, start = 0, 0
+            while start < len(pairs):
+                # Cut by the limits as they are now: a refused piece lowers them further.
+                end, total = start, 0
+                while end < len(pairs) and end - start < self._push_count:
+                    total += sizes[end]
+                    if end > start and total > self._push_bytes:
+                        break
+                    end += 1
+                conflicts += self._push(pairs[start:end], report)
+                start = end
+            return conflicts
+        _check_results(changes, results)
+        for change in changes:
+            self._lone_timeouts.pop((change.id, change.op_id), None)
+        return self._handle_results(pairs, results, report)
+
+    def _lone_refusal(
+        self, pair: tuple[Change, st.OutboxItem], exc: TransientError, report: SyncReport
+    ) -> int:
+        """One change the server refuses as too large or too slow even alone: park it, or raise.
+
+        Too large (54000, 413) is final for that text: it is parked as ``too_large`` at once and
+        the queue goes on (a poison pill must not stall every upload). A timeout (57014) alone
+        can be a busy server, so it is raised (the cycle fails and is retried with backoff) until
+        it happened ``LONE_TIMEOUTS`` cycles in a row; then it is parked too. A later edit or
+        ``--retry-quarantined`` un-parks it, as for any rejection.
+        """
+        change, item = pair
+        key = (change.id, change.op_id)
+        if exc.code == "57014":
+            seen = self._lone_timeouts.get(key, 0) + 1
+            if seen < LONE_TIMEOUTS:
+                self._lone_timeouts[key] = seen
+                raise exc
+            why = f"the server timed out on this change alone {seen} times in a row"
+        else:
+            why = "the server refuses this change as too large even alone"
+        self._lone_timeouts.pop(key, None)
+        with self.store.index.write() as cur:
+            self._quarantine_push(
+                cur,
+                change,
+                item,
+                "too_large",
+                # The server's words without the error's hint ("sync retries by itself"),
+                # which is no longer true of a parked change.
+                f"{why} ({_push_bytes(change)} bytes): {exc.message}",
+                report,
+            )
+        return 0
 
     def _changes_for(self, batch: Sequence[st.OutboxItem]) -> list[tuple[Change, st.OutboxItem]]:
         changes: list[tuple[Change, st.OutboxItem]] = []
@@ -1455,6 +1567,13 @@ def _index_errors() -> Iterator[None]:
         yield
     except apsw.Error as exc:
         raise map_apsw_error(exc, "write sync state to the index") from exc
+
+
+def _push_bytes(change: Change) -> int:
+    """The content and meta bytes of a change (what ``outbox_batch`` counts, as pushed)."""
+    return len(change.content.encode("utf-8", "surrogatepass")) + len(
+        json.dumps(change.meta, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    )
 
 
 def _check_results(changes: Sequence[Change], results: Sequence[PushResult]) -> None:

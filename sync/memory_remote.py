@@ -7,12 +7,18 @@ prove it separately).
 ``MemoryRemote(server, user=...)`` is one signed-in handle, like one device's Supabase client; two
 handles with the same user are two devices of that user.
 
-Fault injection for tests: ``fail_next`` raises an error before a call does anything, and
-``drop_response_next`` applies a push and then raises ``TransientError`` (a lost response).
+Fault injection for tests: ``fail_next`` raises an error before a call does anything,
+``drop_response_next`` applies a push and then raises ``TransientError`` (a lost response), and
+``refuse_push_above`` fails every push whose request is larger than a size, as the server's
+statement timeout (57014), jsonb's size limit (54000) or a gateway (413) fail one.
 
-It also validates the way the SQL does: in this order per change, replay (stored result), then
-``invalid_change``, ``invalid_id``, ``invalid_path``, ``too_large``, ``not_owner``, then the
-compare-and-swap (``exists`` / ``missing`` / ``rev_mismatch``) and finally ``path_taken``.
+It also validates the way the SQL does, with the same limits (migration 20261122000500): a call
+whose device name is empty or over 128 characters fails whole (``ProtocolError``, the server's
+22023); then, in this order per change, replay (stored result), ``invalid_change`` (a content
+hash over 128 characters included), ``invalid_id``, ``invalid_path``, ``too_large`` (content over
+10 MiB, meta over 1 MiB as ``pg_column_size`` of its jsonb counts it: :func:`jsonb_size`),
+``not_owner``, then the compare-and-swap (``exists`` / ``missing`` / ``rev_mismatch``) and
+finally ``path_taken``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from sync.errors import ProtocolError, SyncError, TransientError
@@ -52,6 +59,19 @@ from sync.remote import (
 )
 
 _server_ids = itertools.count(1)
+
+# The limits push_changes applies besides sync.remote's (server_info announces them).
+MAX_META_BYTES = 1024 * 1024
+MAX_HASH_CHARS = 128
+MAX_DEVICE_CHARS = 128
+
+# What the server says when a call is too large or too slow, by SQLSTATE (or HTTP status of a
+# gateway), as SupabaseRemote maps it: a TransientError carrying that code.
+_TOO_BIG = {
+    "57014": "canceling statement due to statement timeout",
+    "54000": "total size of jsonb array elements exceeds the maximum of 268435455 bytes",
+    "413": "Request Entity Too Large",
+}
 
 
 @dataclass
@@ -87,6 +107,14 @@ class MemoryServer:
     # (owner, lower(path)) -> id of the live row there: the SQL's unique index on path_key, so a
     # path check costs O(1) instead of a scan of every row (pushes of 10,000 rows were quadratic).
     live_paths: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
+    # Keys server_info announces besides the standard ones (a test's server may announce more,
+    # e.g. ``max_batch_bytes``).
+    announce: dict[str, Any] = field(
+        default_factory=lambda: {
+            "max_meta_bytes": MAX_META_BYTES,
+            "max_device_chars": MAX_DEVICE_CHARS,
+        }
+    )
 
     def purge_tombstones(self, user: str | None = None, *, max_seq: int | None = None) -> int:
         """Delete tombstones (of ``user``, or everyone) with seq <= ``max_seq`` (or all).
@@ -130,6 +158,7 @@ class MemoryRemote:
         self._handle = id(self)
         self._faults: list[_Fault] = []
         self._drops = 0
+        self._refuse_above: tuple[int, str] | None = None
         self._closed = False
         self._unsubs: list[Unsubscribe] = []
         self.calls: dict[str, int] = {}
@@ -148,6 +177,17 @@ class MemoryRemote:
         """Apply the next ``n`` pushes, then raise TransientError as if the response was lost."""
         with self.server.lock:
             self._drops += n
+
+    def refuse_push_above(self, n_bytes: int | None, *, code: str = "54000") -> None:
+        """Fail every push whose JSON request is over ``n_bytes`` (None: stop), applying nothing.
+
+        The error is the TransientError SupabaseRemote raises for that SQLSTATE or HTTP status:
+        ``57014`` (statement timeout), ``54000`` (jsonb too large) or ``413`` (a gateway).
+        """
+        if code not in _TOO_BIG:
+            raise ValueError(f"code must be one of {sorted(_TOO_BIG)}")
+        with self.server.lock:
+            self._refuse_above = None if n_bytes is None else (n_bytes, code)
 
     @contextmanager
     def _call(self, method: str) -> Iterator[None]:
@@ -175,6 +215,13 @@ class MemoryRemote:
                 f"too many changes: {len(changes)} > {MAX_BATCH}", hint="push in smaller batches"
             )
         with self._call("push"):
+            if not isinstance(device, str) or not device or len(device) > MAX_DEVICE_CHARS:
+                raise ProtocolError(
+                    "push_changes: device must be a non-empty string of at most "
+                    f"{MAX_DEVICE_CHARS} characters [22023]",
+                    code="22023",
+                )
+            self._refuse_if_too_big(changes)
             seq_before = self.server.seq
             results = [self._push_one(change, device) for change in changes]
             written = self.server.seq != seq_before
@@ -275,7 +322,9 @@ class MemoryRemote:
     def server_info(self) -> ServerInfo:
         """Return the protocol version and limits."""
         with self._call("server_info"):
-            return ServerInfo(PROTOCOL_VERSION, MAX_BATCH, MAX_CONTENT_BYTES)
+            return ServerInfo(
+                PROTOCOL_VERSION, MAX_BATCH, MAX_CONTENT_BYTES, dict(self.server.announce)
+            )
 
     def subscribe(self, callback: HintCallback) -> Unsubscribe:
         """Call ``callback()`` synchronously after each write by another handle of this user."""
@@ -305,6 +354,19 @@ class MemoryRemote:
         return self.server.purge_tombstones(self.user, max_seq=max_seq)
 
     # -- internals -------------------------------------------------------------------------------
+
+    def _refuse_if_too_big(self, changes: Sequence[Change]) -> None:
+        if self._refuse_above is None:
+            return
+        limit, code = self._refuse_above
+        # The request body as SupabaseRemote sends it (httpx encodes JSON this way).
+        size = len(json.dumps({"changes": [c.to_json() for c in changes], "device": "x"}))
+        if size > limit:
+            raise TransientError(
+                f"push_changes: {_TOO_BIG[code]} [{code}]",
+                code=code,
+                hint="sync pushes smaller batches by itself; nothing is lost",
+            )
 
     def _notify_others(self) -> None:
         # Called outside the lock: a callback that pulls right away must not deadlock or see a
@@ -343,6 +405,11 @@ class MemoryRemote:
         if size > MAX_CONTENT_BYTES:
             return _rejected(
                 op_id, rid, "too_large", f"content is {size} bytes, over {MAX_CONTENT_BYTES}"
+            )
+        meta_size = jsonb_size(change.meta)
+        if meta_size > MAX_META_BYTES:
+            return _rejected(
+                op_id, rid, "too_large", f"meta is {meta_size} bytes, over {MAX_META_BYTES}"
             )
         owned = self.server.rows.get(rid)
         if owned is not None and owned.owner != self.user:
@@ -442,7 +509,73 @@ def _invalid_change(change: Change) -> str | None:
     # jsonb holds no NUL character: refuse it per change rather than failing the whole call.
     if "\x00" in change.content or "\x00" in change.content_hash or "\\u0000" in meta_json:
         return "content or meta contains NUL"
+    if len(change.content_hash) > MAX_HASH_CHARS:
+        return f"content_hash is longer than {MAX_HASH_CHARS} characters"
     return None
+
+
+def jsonb_size(value: object) -> int:
+    """The bytes ``pg_column_size`` gives for ``value`` as a (not compressed) jsonb datum.
+
+    The server bounds a change's meta so (1 MiB); counting JSON text instead would differ from
+    it both ways (jsonb spends 4 bytes per key and element, text spends quotes and escapes).
+    The layout (PostgreSQL's jsonb.h): a 4-byte varlena header, then the root container: a
+    4-byte count, a 4-byte JEntry per element (two per object pair: key and value), then the
+    data: strings as raw UTF-8, numerics as numeric datums and nested containers, both aligned
+    to 4 bytes; true, false and null take no data. A scalar root is a one-element array.
+    """
+    root = value if isinstance(value, dict | list) else [value]
+    return _container_end(root, 4)
+
+
+def _container_end(value: dict[str, Any] | list[Any], start: int) -> int:
+    if isinstance(value, dict):
+        # jsonb orders keys by length, then bytes; values follow in that order, and the
+        # alignment padding depends on it.
+        keys = sorted(value, key=_key_order)
+        items: list[object] = [*keys, *(value[k] for k in keys)]
+    else:
+        items = list(value)
+    pos = start + 4 + 4 * len(items)
+    for item in items:
+        if isinstance(item, str):
+            pos += len(item.encode("utf-8", "surrogatepass"))
+        elif isinstance(item, dict | list):
+            pos = _container_end(item, pos + (-pos % 4))
+        elif isinstance(item, int | float) and not isinstance(item, bool):
+            pos += -pos % 4 + _numeric_size(item)
+    return pos
+
+
+def _key_order(key: str) -> tuple[int, bytes]:
+    raw = key.encode("utf-8", "surrogatepass")
+    return len(raw), raw
+
+
+def _numeric_size(number: float) -> int:
+    """The bytes of a numeric datum (short header): 4 + 2, and 2 per base-10000 digit kept."""
+    d = Decimal(repr(number)) if isinstance(number, float) else Decimal(number)
+    if not d.is_finite() or d.is_zero():
+        return 6
+    _, digits, exponent = d.as_tuple()
+    text = "".join(map(str, digits))
+    exp = int(exponent)
+    # Group the digits in fours around the decimal point, then drop leading and trailing zero
+    # groups (numeric stores neither).
+    if exp < 0:
+        text = text.rjust(-exp, "0")
+        whole, frac = text[: len(text) + exp], text[len(text) + exp :]
+    else:
+        whole, frac = text + "0" * exp, ""
+    whole = whole.rjust(-(-len(whole) // 4) * 4, "0")
+    frac = frac.ljust(-(-len(frac) // 4) * 4, "0")
+    groups = [whole[i : i + 4] for i in range(0, len(whole), 4)]
+    groups += [frac[i : i + 4] for i in range(0, len(frac), 4)]
+    while groups and groups[0] == "0000":
+        groups.pop(0)
+    while groups and groups[-1] == "0000":
+        groups.pop()
+    return 6 + 2 * len(groups)
 
 
 def _canonical_uuid(value: object) -> str | None:

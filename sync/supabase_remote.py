@@ -18,9 +18,11 @@ PGRST202 / PGRST106 / 42883 / HTTP 404, bad     RemoteConfigError               
 URL, wrong API key
 22023 (too many changes, bad argument)          ProtocolError                      tell_user
 HTTP 429 / over_request_rate_limit              RateLimitedError                   retry
+57014 (statement timeout), 54000 (jsonb too     TransientError keeping the code:   retry
+large), HTTP 413 (request too large)            the engine splits the push
 connect refused / DNS                           OfflineError                       retry
 timeouts, resets, truncated bodies, 5xx,        TransientError                     retry
-40001 / 40P01 / 55P03 / 57014 / 08* / 53*
+40001 / 40P01 / 55P03 / 08* / 53*
 anything unclassified                           TransientError (reason logged)     retry
 ==============================================  =================================  ============
 
@@ -128,6 +130,11 @@ _AUTH_EXPIRED_CODES = frozenset({"PGRST301", "PGRST302", "PGRST303", "401"})
 _CONFIG_CODES = frozenset({"PGRST202", "PGRST203", "PGRST106", "PGRST205", "42883", "42P01", "404"})
 _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03"})
 _TRANSIENT_PREFIXES = ("08", "53", "5")  # connection, resources; numeric 5xx from the fallback
+# A call too large or too slow for the server: TransientError keeping the code, so the engine
+# pushes it again in smaller pieces (sync.engine.SPLIT_CODES) instead of the same call forever.
+# 413 comes from a gateway in front of PostgREST (not JSON: postgrest's fallback puts the HTTP
+# status in the code); it was unclassified and retried unchanged.
+_TOO_BIG_CODES = frozenset({"57014", "54000", "413"})
 _REVOKED_AUTH_CODES = frozenset(
     {
         "refresh_token_already_used",
@@ -248,6 +255,10 @@ def _map_api_error(exc: APIError, what: str, quiet: bool = False) -> SyncError:
         return ProtocolError(text, code=code, hint=str(exc.hint or ProtocolError.hint))
     if code == "429":
         return RateLimitedError(text, code=code)
+    if code in _TOO_BIG_CODES:
+        return TransientError(
+            text, code=code, hint="sync pushes smaller batches by itself; nothing is lost"
+        )
     if code in _TRANSIENT_SQLSTATES or code.startswith(_TRANSIENT_PREFIXES):
         return TransientError(text, code=code)
     return _unclassified(exc, what, quiet)

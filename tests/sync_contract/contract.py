@@ -20,7 +20,7 @@ import itertools
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, cast
 
 import pytest
@@ -158,6 +158,8 @@ class RemoteContract:
             500,
             MAX_CONTENT_BYTES,
         )
+        # The limits of migration 20261122000500, announced by both backends.
+        assert (info.extra["max_meta_bytes"], info.extra["max_device_chars"]) == (2**20, 128)
 
     def test_identity_differs_per_user(self, alice: Writer, alice2: Writer, bob: Writer) -> None:
         assert alice.remote.identity == alice2.remote.identity
@@ -292,6 +294,44 @@ class RemoteContract:
     def test_too_large_content_is_rejected(self, alice: Writer) -> None:
         result = alice.push_one(alice.change(content="x" * (MAX_CONTENT_BYTES + 1)))
         assert (result.status, result.code) == ("rejected", "too_large")
+
+    def test_meta_over_1_mib_is_rejected_as_too_large(self, alice: Writer) -> None:
+        # The server counts pg_column_size of the meta's jsonb: 1 MiB of string is over it with
+        # the key and headers; 4 KiB less is under it. Each refusal is for that change alone.
+        big = alice.change(meta={"note": "x" * 2**20})
+        fits = alice.change(meta={"note": "x" * (2**20 - 4096)})
+        results = alice.push(big, fits)
+        assert [(r.status, r.code) for r in results] == [
+            ("rejected", "too_large"),
+            ("applied", None),
+        ]
+        assert "meta" in (results[0].message or "")
+        assert [r.id for r in pull_all(alice.remote)[0]] == [fits.id]
+
+    def test_content_hash_over_128_characters_is_an_invalid_change(self, alice: Writer) -> None:
+        long_hash = replace(alice.change(), content_hash="h" * 129)
+        at_limit = replace(alice.change(), content_hash="é" * 128)  # characters, not bytes
+        results = alice.push(long_hash, at_limit)
+        assert [(r.status, r.code) for r in results] == [
+            ("rejected", "invalid_change"),
+            ("applied", None),
+        ]
+        assert "content_hash" in (results[0].message or "")
+        (row,) = pull_all(alice.remote)[0]
+        assert row.content_hash == "é" * 128
+
+    @pytest.mark.parametrize("device", ["d" * 129, ""])
+    def test_a_device_name_over_128_characters_fails_the_call(
+        self, alice: Writer, device: str
+    ) -> None:
+        with pytest.raises(ProtocolError) as info:
+            alice.remote.push([alice.change()], device=device)
+        assert info.value.code == "22023"
+        assert pull_all(alice.remote)[0] == []
+        # 128 characters (not bytes) is fine.
+        (result,) = alice.remote.push([alice.change()], device="é" * 128)
+        assert result.status == "applied"
+        assert [r.device for r in pull_all(alice.remote)[0]] == ["é" * 128]
 
     @pytest.mark.parametrize(
         "field_name,value",

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import inspect
 import json
+import uuid
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+from postgrest.exceptions import APIError
 
 import sync.errors as errors_module
-from sync.errors import ACTIONS, ProtocolError, SyncError
-from sync.remote import PullPage, PushResult, ServerInfo, ServerRow, VerifyPage
+from sync.engine import SPLIT_CODES
+from sync.errors import ACTIONS, ProtocolError, SyncError, TransientError
+from sync.memory_remote import MemoryRemote, MemoryServer
+from sync.remote import Change, PullPage, PushResult, ServerInfo, ServerRow, VerifyPage
+from sync.supabase_remote import map_error
 
 ROW = {
     "id": "6f1c1f0e-8a57-4c1e-9d7e-3f1d2a9b0c11",
@@ -148,3 +155,66 @@ def test_verify_page_and_server_info_parse() -> None:
     assert info.extra == {"region": "local"}
     with pytest.raises(ProtocolError):
         ServerInfo.from_json({"protocol": 1})
+
+
+# -- the two remotes raise the same errors for the server's whole-call refusals ----------------
+
+
+def _memory_push_error(setup: Callable[[MemoryRemote], str]) -> SyncError:
+    remote = MemoryRemote(MemoryServer())
+    change = Change(1, str(uuid.uuid4()), None, "a.yaml", "x" * 2000, {}, "h")
+    device = setup(remote)
+    with pytest.raises(SyncError) as info:
+        remote.push([change], device=device)
+    return info.value
+
+
+@pytest.mark.parametrize(
+    "api_error,setup",
+    [
+        # The server's words for each (PostgreSQL's messages; the gateway's 413 comes as
+        # postgrest's fallback for a body that is not JSON).
+        (
+            {"code": "57014", "message": "canceling statement due to statement timeout"},
+            lambda r: r.refuse_push_above(1000, code="57014") or "dev",
+        ),
+        (
+            {
+                "code": "54000",
+                "message": "total size of jsonb array elements exceeds the maximum of "
+                "268435455 bytes",
+            },
+            lambda r: r.refuse_push_above(1000, code="54000") or "dev",
+        ),
+        (
+            {
+                "code": "413",
+                "message": "Request Entity Too Large",
+                "hint": None,
+                "details": "Maximum request body size 67108864 exceeded.",
+            },
+            lambda r: r.refuse_push_above(1000, code="413") or "dev",
+        ),
+        (
+            {
+                "code": "22023",
+                "message": "device must be a non-empty string of at most 128 characters",
+            },
+            lambda r: "d" * 129,
+        ),
+    ],
+)
+def test_memory_remote_fails_a_push_as_supabase_remote_maps_the_server(
+    api_error: dict[str, Any], setup: Callable[[MemoryRemote], str]
+) -> None:
+    supabase = map_error(APIError(api_error), what="push_changes")
+    memory = _memory_push_error(setup)
+    assert (type(memory), memory.code, memory.action) == (
+        type(supabase),
+        supabase.code,
+        supabase.action,
+    )
+    assert str(memory) == str(supabase)  # message and hint
+    if isinstance(supabase, TransientError):
+        # The engine splits such a push instead of sending it again as it was.
+        assert supabase.code in SPLIT_CODES

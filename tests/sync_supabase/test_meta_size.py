@@ -1,0 +1,70 @@
+"""The memory remote counts a meta's size as the server does: ``pg_column_size`` of its jsonb.
+
+push_changes rejects a meta over 1 MiB by that measure (migration 20261122000500). JSON text is
+no stand-in (jsonb spends 4 bytes per key and element, text spends quotes and escapes), so
+``sync.memory_remote.jsonb_size`` models jsonb's layout; this compares it with PostgreSQL itself.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import psycopg
+
+from sync.localcloud.stack import LocalCloud
+from sync.memory_remote import jsonb_size
+
+
+def _value(rng: random.Random, depth: int = 0) -> Any:
+    pick = rng.random()
+    if depth > 3 or pick < 0.3:
+        kind = rng.randrange(6)
+        if kind == 0:
+            return rng.choice([True, False, None])
+        if kind == 1:
+            return rng.randint(-(10 ** rng.randint(0, 30)), 10 ** rng.randint(0, 30))
+        if kind == 2:
+            return rng.uniform(-1e6, 1e6) * 10 ** rng.randint(-12, 12)
+        if kind == 3:
+            return round(rng.random(), rng.randint(0, 8))
+        return "".join(
+            rng.choice('ab\u00e9\u4e2d\U0001f600 "\\\n') for _ in range(rng.randint(0, 40))
+        )
+    if pick < 0.65:
+        return [_value(rng, depth + 1) for _ in range(rng.randint(0, 6))]
+    return {
+        "".join(rng.choice("abc\u00e9") for _ in range(rng.randint(0, 5))): _value(rng, depth + 1)
+        for _ in range(rng.randint(0, 6))
+    }
+
+
+def test_jsonb_size_equals_pg_column_size(cloud: LocalCloud) -> None:
+    rng = random.Random(20261122)
+    values: list[Any] = [_value(rng) for _ in range(1500)]
+    values += [
+        {},
+        [],
+        "s",
+        None,
+        0,
+        0.0,
+        -0.5,
+        1e-10,
+        1e20,
+        12345678901234567890,
+        {"id": "a", "name": "Flow", "tags": ["x", "y"], "n": [1.5, 0.0001, 123456789]},
+        {"note": "x" * 2**20},
+        {"note": "x" * (2**20 - 4096)},
+    ]
+    with psycopg.connect(cloud.superuser_dsn, autocommit=True) as conn:
+        wrong = []
+        for value in values:
+            text = json.dumps(value)
+            row = conn.execute("select pg_column_size(%s::jsonb)", (text,)).fetchone()
+            assert row is not None
+            pg = row[0]
+            if jsonb_size(json.loads(text)) != pg:
+                wrong.append((pg, jsonb_size(json.loads(text)), text[:120]))
+    assert wrong == []
