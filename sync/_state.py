@@ -429,6 +429,17 @@ def outbox_batch(
     ]
 
 
+def dirty_ids(cur: Any) -> set[str]:
+    """The ids ``outbox_batch`` would return, all of them, without reading any text (verify
+    reports them as pending; reading the whole outbox's texts for that held them all in memory)."""
+    rows = cur.execute(
+        "SELECT b.id FROM blueprints b LEFT JOIN sync_items s ON s.id = b.id "
+        f"WHERE b.op_id > ? AND {_DIRTY_WHERE}",
+        (settled_op_id(cur),),
+    ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
 def pending_count(cur: Any, *, scan_all: bool = False) -> int:
     """Number of dirty items that are not parked in quarantine and have something to push.
 

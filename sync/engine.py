@@ -1305,7 +1305,7 @@ class SyncEngine:
             server = self._server_rows()
             with self.store.index.read() as cur:
                 local = st.local_fingerprints(cur)
-                dirty = {i.id for i in st.outbox_batch(cur, 0, 1_000_000)}
+                dirty = st.dirty_ids(cur)
                 flagged = flagged_files(cur)
         report = VerifyReport(
             local=sum(1 for _, d in local.values() if not d),

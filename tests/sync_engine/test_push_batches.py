@@ -195,3 +195,21 @@ def test_an_announced_limit_that_is_no_positive_number_is_ignored(
         a.store.save("x", "n: 1\n")
         assert a.sync().pushed == 1
         assert a.engine.batch_bytes == DEFAULT_PUSH_BATCH_BYTES
+
+
+def test_the_ids_verify_reports_as_pending_are_the_outbox_without_its_texts(
+    make_device: Callable[..., Device],
+) -> None:
+    """verify() took the pending ids from a read of the whole outbox, every text included."""
+    a = make_device("a")
+    ids = _save(a, 6, 2 * KIB)
+    with a.store.index.read() as cur:
+        assert sync_state.dirty_ids(cur) == set(ids)
+    a.engine.sync_once()
+    a.store.save("big/b001", "name: edited\n")
+    a.store.delete("big/b002.blueprint.yaml")
+    a.store.save("new/one", "name: new\n")
+    with a.store.index.read() as cur:
+        pending = {i.id for i in sync_state.outbox_batch(cur, 0, 1_000_000)}
+        assert len(pending) == 3
+        assert sync_state.dirty_ids(cur) == pending
