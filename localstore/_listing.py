@@ -18,8 +18,9 @@ the store keeps the last full listing and brings it up to date instead:
   the listing.
 
 The cache is armed by the first full listing (an app that never lists everything pays nothing),
-holds the rows of one listing, and is consulted only outside this thread's own write transaction
-(inside it, a read sees uncommitted rows). Everything runs under the index lock.
+holds the rows of one listing, and is consulted only outside a write transaction (inside one, a
+read sees uncommitted rows). Everything runs under the index lock, in one read transaction (one
+snapshot of the index).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
+
+import apsw
 
 from localstore.blueprint import BlueprintInfo
 
@@ -74,8 +77,38 @@ class ListingCache:
 
         ``load``: read it in full if it is not cached (a full listing); a paged one only uses it
         when it is already there. The list returned is the cache's own: slice it, never change it.
-        Must run under the index lock with no write transaction open on this connection.
+        Must run under the index lock; with a write transaction open on the connection it
+        answers None (what it would read is uncommitted).
         """
+        conn = cur.connection
+        if conn.txn_state("main") == apsw.SQLITE_TXN_WRITE:
+            # A write transaction is open after all, though not by a write() level of this
+            # thread: an undo callback runs inside the transaction it undoes, just before its
+            # ROLLBACK. What it reads is uncommitted, and the rollback tells the update hook
+            # nothing: cached, it stayed in every later listing.
+            return None
+        # One read transaction around the counter and every row read (unless the caller holds
+        # one): read one statement at a time, another process's commit landing between the
+        # counter and the re-read of this connection's changed rows left a listing of two
+        # moments (two blueprints at one path, when that commit moved one away and the other
+        # onto it). Such a commit is then seen by the next call.
+        own_snapshot = conn.getautocommit()
+        if own_snapshot:
+            cur.execute("BEGIN")
+        try:
+            return self._lookup(cur, sort, descending, load)
+        finally:
+            if own_snapshot and not conn.getautocommit():
+                try:
+                    cur.execute("COMMIT")  # (a read: nothing to write, cannot lose anything)
+                except BaseException:
+                    if not conn.getautocommit():
+                        cur.execute("ROLLBACK")
+                    raise
+
+    def _lookup(
+        self, cur: Any, sort: str, descending: bool, load: bool
+    ) -> builtins.list[BlueprintInfo] | None:
         try:
             if self._views is not None and not self._refresh(cur):
                 self._views = None

@@ -1765,7 +1765,9 @@ class BlueprintStore:
             sql += " LIMIT -1 OFFSET ?"  # (SQLite has no OFFSET without a LIMIT; -1 = none)
             args.append(offset)
         with self.index.read() as cur:
-            if not folder and not tag and not self.index.write_open:
+            if len(where) == 1 and not join and not self.index.write_open:
+                # (No filter in the query: not ``folder`` itself, since "/" strips to "" and
+                # still filters to the top folder.)
                 # The full listing comes from the cache (see localstore._listing); a page of it
                 # only when it is cached already (reading 10,000 rows for one page would not pay).
                 view = self._listing.lookup(cur, sort, descending, load=limit is None)

@@ -61,7 +61,8 @@ from sync.remote import (
 _server_ids = itertools.count(1)
 
 # The limits push_changes applies besides sync.remote's (server_info announces them).
-MAX_META_BYTES = 1024 * 1024
+# (A meta as jsonb: up to 6 times its JSON text, whose local file holds at most 1 MiB.)
+MAX_META_BYTES = 8 * 1024 * 1024
 MAX_HASH_CHARS = 128
 MAX_DEVICE_CHARS = 128
 

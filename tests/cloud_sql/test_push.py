@@ -226,7 +226,7 @@ def test_server_info(db: Db) -> None:
         "protocol": 1,
         "max_batch": 500,
         "max_content_bytes": 10485760,
-        "max_meta_bytes": 1048576,
+        "max_meta_bytes": 8388608,
         "max_device_chars": 128,
     }
 

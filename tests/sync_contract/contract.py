@@ -159,7 +159,7 @@ class RemoteContract:
             MAX_CONTENT_BYTES,
         )
         # The limits of migration 20261122000500, announced by both backends.
-        assert (info.extra["max_meta_bytes"], info.extra["max_device_chars"]) == (2**20, 128)
+        assert (info.extra["max_meta_bytes"], info.extra["max_device_chars"]) == (8 * 2**20, 128)
 
     def test_identity_differs_per_user(self, alice: Writer, alice2: Writer, bob: Writer) -> None:
         assert alice.remote.identity == alice2.remote.identity
@@ -295,11 +295,11 @@ class RemoteContract:
         result = alice.push_one(alice.change(content="x" * (MAX_CONTENT_BYTES + 1)))
         assert (result.status, result.code) == ("rejected", "too_large")
 
-    def test_meta_over_1_mib_is_rejected_as_too_large(self, alice: Writer) -> None:
-        # The server counts pg_column_size of the meta's jsonb: 1 MiB of string is over it with
+    def test_meta_over_8_mib_is_rejected_as_too_large(self, alice: Writer) -> None:
+        # The server counts pg_column_size of the meta's jsonb: 8 MiB of string is over it with
         # the key and headers; 4 KiB less is under it. Each refusal is for that change alone.
-        big = alice.change(meta={"note": "x" * 2**20})
-        fits = alice.change(meta={"note": "x" * (2**20 - 4096)})
+        big = alice.change(meta={"note": "x" * 8 * 2**20})
+        fits = alice.change(meta={"note": "x" * (8 * 2**20 - 4096)})
         results = alice.push(big, fits)
         assert [(r.status, r.code) for r in results] == [
             ("rejected", "too_large"),

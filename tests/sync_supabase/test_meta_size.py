@@ -1,6 +1,6 @@
 """The memory remote counts a meta's size as the server does: ``pg_column_size`` of its jsonb.
 
-push_changes rejects a meta over 1 MiB by that measure (migration 20261122000500). JSON text is
+push_changes rejects a meta over 8 MiB by that measure (migration 20261122000500). JSON text is
 no stand-in (jsonb spends 4 bytes per key and element, text spends quotes and escapes), so
 ``sync.memory_remote.jsonb_size`` models jsonb's layout; this compares it with PostgreSQL itself.
 """

@@ -5,12 +5,17 @@
 -- public.applied_ops directly through PostgREST (their grants allow it; RLS keeps it to their own
 -- rows) skipped every check: a 500 MiB content, a path with '..', a gigabyte of meta.
 --
--- * push_changes: a meta over 1 MiB (pg_column_size of the jsonb; local meta files are at most
---   1 MiB of pretty JSON, which is never smaller) is 'too_large', a content_hash over 128
---   characters is 'invalid_change' (each for that change alone), a device name over 128
---   characters fails the call (22023). server_info announces the new limits.
+-- * push_changes: a meta over 8 MiB (pg_column_size of the jsonb) is 'too_large', a content_hash
+--   over 128 characters is 'invalid_change' (each for that change alone), a device name over 128
+--   characters fails the call (22023). server_info announces the new limits. Why 8 MiB: every
+--   meta a client holds must still go up, and a local meta file is at most 1 MiB of JSON text,
+--   but jsonb is not smaller than text: it spends 4 bytes per key and element and 8 per number
+--   (an array of one-digit numbers is 2 bytes of text and 12 of jsonb each: 6 MiB from 1 MiB).
+--   At 1 MiB, as this file first had it, a meta file of 980 KB holding such an array (1.7 MB of
+--   jsonb), pushed unchanged before, was refused for good.
 -- * CHECK constraints on blueprints (content, path, meta, content_hash, device) and applied_ops
---   (result under 16 MiB: a conflict answer carries the current row, at most ~11 MiB; device).
+--   (result under 24 MiB: a conflict answer carries the current row, its 10 MiB of content and
+--   up to 8 MiB of meta; device).
 --   Added NOT VALID, so a project whose rows already break one still deploys; each is then
 --   validated where the rows allow it, and a WARNING names any that could not be.
 --
@@ -41,7 +46,7 @@ as $$
           p.op, p.raw_id::uuid::text, p.code,
           case when octet_length(p.ch ->> 'content') > 10485760
             then format('content is %s bytes, over 10485760', octet_length(p.ch ->> 'content'))
-            else format('meta is %s bytes, over 1048576', pg_column_size(p.ch -> 'meta'))
+            else format('meta is %s bytes, over 8388608', pg_column_size(p.ch -> 'meta'))
           end)
       end
     )::sync_internal.push_item order by p.ord), '{}')
@@ -57,7 +62,7 @@ as $$
           when a.raw_id !~* ('^(\{' || r.uuid_re || '\}|' || r.uuid_re || ')$') then 'invalid_id'
           when b.path_problem is not null then 'invalid_path'
           when octet_length(e.ch ->> 'content') > 10485760
-            or pg_column_size(e.ch -> 'meta') > 1048576 then 'too_large'
+            or pg_column_size(e.ch -> 'meta') > 8388608 then 'too_large'
         end as code
       from jsonb_array_elements(changes) with ordinality as e(ch, ord)
       cross join (
@@ -182,7 +187,7 @@ as $$
 begin
   perform sync_internal.require_uid();
   return jsonb_build_object('protocol', 1, 'max_batch', 500, 'max_content_bytes', 10485760,
-                            'max_meta_bytes', 1048576, 'max_device_chars', 128);
+                            'max_meta_bytes', 8388608, 'max_device_chars', 128);
 end
 $$;
 
@@ -201,17 +206,27 @@ begin
        'check (path <> '''' and char_length(path) <= 1024 and left(path, 1) <> ''/'''
        || ' and strpos(path, E''\\'') = 0 and not (''..'' = any (string_to_array(path, ''/''))))'),
       ('public.blueprints'::regclass, 'blueprints_meta_size',
-       'check (pg_column_size(meta) <= 1048576)'),
+       'check (pg_column_size(meta) <= 8388608)'),
       ('public.blueprints'::regclass, 'blueprints_content_hash_length',
        'check (char_length(content_hash) <= 128)'),
       ('public.blueprints'::regclass, 'blueprints_device_length',
        'check (char_length(device) between 1 and 128)'),
       ('public.applied_ops'::regclass, 'applied_ops_result_size',
-       'check (pg_column_size(result) <= 16777216)'),
+       'check (pg_column_size(result) <= 25165824)'),
       ('public.applied_ops'::regclass, 'applied_ops_device_length',
        'check (char_length(device) between 1 and 128)')
     ) as t(tbl, name, def)
   loop
+    -- A project that ran this file's first version has the meta and result limits at 1 and
+    -- 16 MiB (see the top): those two are replaced, then validated as the others.
+    if exists (
+      select 1 from pg_catalog.pg_constraint k
+      where k.conrelid = c.tbl and k.conname = c.name
+        and k.conname in ('blueprints_meta_size', 'applied_ops_result_size')
+        and pg_catalog.pg_get_constraintdef(k.oid) ~ '\m(1048576|16777216)\M'
+    ) then
+      execute format('alter table %s drop constraint %I', c.tbl, c.name);
+    end if;
     if not exists (
       select 1 from pg_catalog.pg_constraint k where k.conrelid = c.tbl and k.conname = c.name
     ) then
