@@ -26,6 +26,7 @@ import apsw
 
 from localstore import files as fs
 from localstore.blueprint import (
+    MAX_META_BYTES,
     BlueprintMeta,
     decode_meta,
     encode_meta,
@@ -54,7 +55,7 @@ STALE_TEMP_SECONDS = 60.0
 # reported as too large. max_yaml_bytes limits the YAML only; reading metas with it cut a meta
 # with a long description short, reported it as invalid JSON, and the hint (delete the meta)
 # then gave the blueprint a new id.
-META_READ_LIMIT = 1024 * 1024
+META_READ_LIMIT = MAX_META_BYTES
 
 
 @dataclass

@@ -560,8 +560,13 @@ def tags_json(tags: Sequence[str]) -> str:
     return json.dumps(list(tags), ensure_ascii=False)
 
 
+# The largest meta file read (decode_meta) and so written (a save refuses a bigger one).
+MAX_META_BYTES = 1024 * 1024
+
+
 def encode_meta(meta: BlueprintMeta) -> bytes:
-    """The meta file's bytes: pretty JSON, UTF-8, trailing newline.
+    """The meta file's bytes: pretty JSON, UTF-8, trailing newline (compact JSON when indenting
+    would take it past MAX_META_BYTES).
 
     Exactly ``json.dumps(meta.to_dict(), indent=2, ensure_ascii=False) + "\\n"``; written out by
     hand when there are no extra keys, because with ``indent`` json encodes in pure Python (a
@@ -569,7 +574,14 @@ def encode_meta(meta: BlueprintMeta) -> bytes:
     """
     m = meta
     if not _plain_meta(m):
-        return (json.dumps(meta.to_dict(), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+        pretty = (json.dumps(meta.to_dict(), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+        if len(pretty) <= MAX_META_BYTES:
+            return pretty
+        # Indented, a meta another device or tool wrote compactly can grow past what any store
+        # reads (each item of a long list on its own line: 3.5x); the compact form is what it was.
+        return (
+            json.dumps(meta.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n"
+        ).encode("utf-8")
     q = _json_str
     tags = "[\n    " + ",\n    ".join(map(q, meta.tags)) + "\n  ]" if meta.tags else "[]"
     return (
@@ -584,7 +596,7 @@ def encode_meta(meta: BlueprintMeta) -> bytes:
 
 def decode_meta(raw: bytes, *, source: str = "meta file") -> BlueprintMeta:
     """Parse meta file bytes. Raises InvalidMetaError."""
-    if len(raw) > 1024 * 1024:
+    if len(raw) > MAX_META_BYTES:
         raise InvalidMetaError(f"{source}: larger than 1 MiB")
     try:
         data = json.loads(raw.decode("utf-8"))

@@ -27,6 +27,7 @@ import apsw
 from localstore import files as fs
 from localstore._listing import INFO_COLUMNS, ListingCache, collector_paused, infos
 from localstore.blueprint import (
+    MAX_META_BYTES,
     Blueprint,
     BlueprintInfo,
     BlueprintMeta,
@@ -53,6 +54,7 @@ from localstore.errors import (
     ConfigError,
     IndexStoreError,
     InvalidInputError,
+    InvalidMetaError,
     InvalidRefError,
     LocalStoreError,
     NotFoundError,
@@ -671,11 +673,20 @@ class BlueprintStore:
             problems: tuple[str, ...] = ()
         else:
             problems = run_validator(self.validator, parse_yaml(raw, self.limits))
+        meta_bytes = encode_meta(meta)
+        if len(meta_bytes) > MAX_META_BYTES:
+            # Written, it could not be read back: reconcile would flag the blueprint, and sync
+            # could not push what no store reads.
+            raise InvalidMetaError(
+                f"{rel}: the meta file would be {len(meta_bytes):,} bytes, over the"
+                f" {MAX_META_BYTES:,}-byte limit of meta files",
+                hint="shorten the description, tags or extra meta fields",
+            )
         return _Prepared(
             path=rel,
             yaml_bytes=raw,
             meta=meta,
-            meta_bytes=encode_meta(meta),
+            meta_bytes=meta_bytes,
             content_hash=content_hash(raw, meta),
             valid=not problems,
             problems=problems,

@@ -237,3 +237,32 @@ def test_a_file_over_the_limit_is_not_reported_as_limit_plus_one_bytes(home: Pat
     assert [p["path"] for p in problems] == ["s/big.blueprint.yaml"]
     assert "over the limit of 1000 bytes" in problems[0]["detail"]
     assert "1001" not in problems[0]["detail"]
+
+
+def test_a_meta_too_large_to_read_back_is_refused_and_the_old_version_kept(store) -> None:
+    """A save wrote meta files of any size, which its own reads (1 MiB) then refused: the
+    blueprint came back flagged at the next reconcile. It is refused before anything is written."""
+    first = store.save("a", "v: 1\n", description="short")
+    with pytest.raises(InvalidMetaError) as caught:
+        store.save("a", "v: 2\n", description="d" * 2**20)
+    assert "over the 1,048,576-byte limit of meta files" in caught.value.message
+    assert caught.value.hint
+    loaded = store.load(first.id)
+    assert (loaded.content, loaded.meta.description, loaded.rev) == ("v: 1\n", "short", 1)
+    with pytest.raises(InvalidMetaError):
+        store.save("b", "v: 1\n", description="d" * 2**20)
+    assert not store.exists("b.blueprint.yaml")
+    assert sorted(p.name for p in store.paths.blueprints.iterdir()) == [
+        "a.blueprint.meta.json",
+        "a.blueprint.yaml",
+    ]
+    assert store.reconcile().clean
+
+
+def test_extra_meta_that_only_fits_compact_is_written_compact(store) -> None:
+    """Indented, a long list of small items grows 3.5x: written compact, it reads back."""
+    first = store.save("a", "v: 1\n")
+    saved = store.save("a", "v: 1\n", meta={**first.meta.to_dict(), "grid": [1] * 300_000})
+    assert store.abspath("a.blueprint.meta.json").stat().st_size <= 2**20
+    assert store.reconcile().clean
+    assert store.load(saved.id).meta.extra["grid"] == [1] * 300_000
