@@ -26,7 +26,6 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -40,7 +39,6 @@ from sync.remote import (
     DEFAULT_VERIFY_LIMIT,
     MAX_BATCH,
     MAX_CONTENT_BYTES,
-    MAX_MATCH_PROBES,
     MAX_PATH_CHARS,
     MAX_PULL_LIMIT,
     MAX_VERIFY_LIMIT,
@@ -56,6 +54,8 @@ from sync.remote import (
     Unsubscribe,
     VerifyPage,
     VerifyRow,
+    canonical_uuid,
+    checked_probes,
 )
 
 _server_ids = itertools.count(1)
@@ -257,7 +257,7 @@ class MemoryRemote:
     def verify(self, after: str | None = None, *, limit: int = DEFAULT_VERIFY_LIMIT) -> VerifyPage:
         """Return row fingerprints by id after ``after``; see sync.remote.Remote.verify."""
         lim = max(1, min(limit, MAX_VERIFY_LIMIT))
-        start = "" if after is None else _canonical_uuid(after)
+        start = "" if after is None else canonical_uuid(after)
         if start is None:
             raise ProtocolError(f"verify: {after!r} is not a uuid")
         with self._call("verify"):
@@ -272,7 +272,7 @@ class MemoryRemote:
         """Return the user's rows for ``ids``, ordered by id; see sync.remote.Remote.fetch."""
         wanted: set[str] = set()
         for raw in ids:
-            rid = _canonical_uuid(raw)
+            rid = canonical_uuid(raw)
             if rid is None:
                 raise ProtocolError(f"fetch: {raw!r} is not a uuid")
             wanted.add(rid)
@@ -286,17 +286,7 @@ class MemoryRemote:
 
     def match_revisions(self, probes: Sequence[RevisionProbe]) -> list[RevisionMatch]:
         """Find accepted revisions by content hash; see sync.remote.AncestryRemote."""
-        if len(probes) > MAX_MATCH_PROBES:
-            raise ProtocolError(
-                f"too many probes: {len(probes)} > {MAX_MATCH_PROBES}",
-                hint="ask in smaller batches",
-            )
-        wanted: list[tuple[str, RevisionProbe]] = []
-        for probe in probes:
-            rid = _canonical_uuid(probe.id)
-            if rid is None:
-                raise ProtocolError(f"match_revisions: {probe.id!r} is not a uuid")
-            wanted.append((rid, probe))
+        wanted = checked_probes(probes)
         with self._call("match_revisions"):
             ids = {rid for rid, _ in wanted}
             by_id: dict[str, list[ServerRow]] = {}
@@ -396,7 +386,7 @@ class MemoryRemote:
         problem = _invalid_change(change)
         if problem:
             return _rejected(op_id, raw_id, "invalid_change", problem)
-        rid = _canonical_uuid(change.id)
+        rid = canonical_uuid(change.id)
         if rid is None:
             return _rejected(op_id, raw_id, "invalid_id", f"id {change.id!r} is not a uuid")
         bad_path = path_problem(change.path)
@@ -577,15 +567,6 @@ def _numeric_size(number: float) -> int:
     while groups and groups[-1] == "0000":
         groups.pop()
     return 6 + 2 * len(groups)
-
-
-def _canonical_uuid(value: object) -> str | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        return None
 
 
 def _json_copy(meta: dict[str, Any]) -> dict[str, Any]:

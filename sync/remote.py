@@ -36,6 +36,7 @@ Per-change permanent failures are *results* (``status == "rejected"``), not exce
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
@@ -313,6 +314,34 @@ class RevisionProbe:
     def to_json(self) -> dict[str, Any]:
         """The JSON object of this probe."""
         return {"id": self.id, "content_hash": self.content_hash, "path": self.path}
+
+
+def canonical_uuid(value: object) -> str | None:
+    """``value`` as a lower-case hyphenated uuid, or None if it is not one (as Postgres reads it)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+def checked_probes(probes: Sequence[RevisionProbe]) -> list[tuple[str, RevisionProbe]]:
+    """Each probe with its canonical id, as both remotes check them before asking.
+
+    Raises ProtocolError for more than MAX_MATCH_PROBES probes or an id that is not a uuid.
+    """
+    if len(probes) > MAX_MATCH_PROBES:
+        raise ProtocolError(
+            f"too many probes: {len(probes)} > {MAX_MATCH_PROBES}", hint="ask in smaller batches"
+        )
+    out: list[tuple[str, RevisionProbe]] = []
+    for probe in probes:
+        rid = canonical_uuid(probe.id)
+        if rid is None:
+            raise ProtocolError(f"match_revisions: {probe.id!r} is not a uuid")
+        out.append((rid, probe))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

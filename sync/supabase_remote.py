@@ -52,7 +52,6 @@ import os
 import ssl
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +91,6 @@ from sync.remote import (
     DEFAULT_PULL_LIMIT,
     DEFAULT_VERIFY_LIMIT,
     MAX_BATCH,
-    MAX_MATCH_PROBES,
     Change,
     HintCallback,
     PullPage,
@@ -103,6 +101,8 @@ from sync.remote import (
     ServerRow,
     Unsubscribe,
     VerifyPage,
+    canonical_uuid,
+    checked_probes,
 )
 
 __all__ = [
@@ -748,7 +748,7 @@ class SupabaseRemote:
 
     def verify(self, after: str | None = None, *, limit: int = DEFAULT_VERIFY_LIMIT) -> VerifyPage:
         """Return row fingerprints by id after ``after``; see sync.remote.Remote.verify."""
-        if after is not None and _uuid_or_none(after) is None:
+        if after is not None and canonical_uuid(after) is None:
             raise ProtocolError(f"verify: {after!r} is not a uuid")
         return VerifyPage.from_json(self._rpc("verify_rows", {"after": after, "lim": limit}))
 
@@ -756,7 +756,7 @@ class SupabaseRemote:
         """Return the user's rows for ``ids``; see sync.remote.Remote.fetch."""
         wanted: list[str] = []
         for raw in ids:
-            rid = _uuid_or_none(raw)
+            rid = canonical_uuid(raw)
             if rid is None:
                 raise ProtocolError(f"fetch: {raw!r} is not a uuid")
             wanted.append(rid)
@@ -773,17 +773,7 @@ class SupabaseRemote:
         One ``match_revisions`` RPC for all ``probes``. None when the project's schema predates
         the function (migration 20261122000600 not deployed): PostgREST answers PGRST202.
         """
-        if len(probes) > MAX_MATCH_PROBES:
-            raise ProtocolError(
-                f"too many probes: {len(probes)} > {MAX_MATCH_PROBES}",
-                hint="ask in smaller batches",
-            )
-        wanted: list[dict[str, str]] = []
-        for probe in probes:
-            rid = _uuid_or_none(probe.id)
-            if rid is None:
-                raise ProtocolError(f"match_revisions: {probe.id!r} is not a uuid")
-            wanted.append({**probe.to_json(), "id": rid})
+        wanted = [{**probe.to_json(), "id": rid} for rid, probe in checked_probes(probes)]
         if not wanted:
             return []
         try:
@@ -939,15 +929,6 @@ def _stop_refresh_timer(client: Client) -> None:
     if timer is not None:
         timer.cancel()
         auth._refresh_token_timer = None
-
-
-def _uuid_or_none(value: object) -> str | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        return None
 
 
 # -- login / logout / restore -------------------------------------------------------------------
