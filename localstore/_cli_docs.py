@@ -28,8 +28,9 @@ for streams such as `watch`). REF is an id, a unique id prefix, or a path relati
 | 130 | interrupted (Ctrl-C) |
 
 An error's line on stderr reads `error: WHAT (HINT)`; with `--json` it is one JSON object,
-`{"error": {"message": ..., "hint": ..., "exit_code": ...}}`. An error nobody expected (a bug) is
-reported the same way; `--debug` (or `LOCALSTORE_DEBUG=1`) shows its Python traceback instead.
+`{"error": {"message": ..., "hint": ..., "exit_code": ...}}`, bad usage (exit 2) included. An
+error nobody expected (a bug) is reported the same way; `--debug` (or `LOCALSTORE_DEBUG` set to
+anything but `0`, `false`, `no` or `off`) shows its Python traceback instead.
 """
 
 

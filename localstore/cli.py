@@ -38,6 +38,8 @@ EXIT_NOT_FOUND = 4
 # 128 + SIGINT, what a shell reports for a program stopped by Ctrl-C.
 EXIT_INTERRUPTED = 130
 DEBUG_ENV = "LOCALSTORE_DEBUG"
+# Values of DEBUG_ENV that leave it off (any other value turns it on).
+_DEBUG_OFF = frozenset({"", "0", "false", "no", "off"})
 
 # name -> "module:attribute" of a click command; imported lazily.
 _COMMANDS: dict[str, tuple[str, str]] = {
@@ -148,14 +150,22 @@ def fail(message: str, *, code: int = EXIT_ERROR, hint: str = "") -> NoReturn:
 
 def _json_mode() -> bool:
     ctx = click.get_current_context(silent=True)
-    obj = ctx.find_object(CliContext) if ctx is not None else None
-    return obj is not None and obj.json
+    if ctx is None:
+        return False
+    obj = ctx.find_object(CliContext)
+    if obj is not None:
+        return obj.json
+    # Before the group's callback made the CliContext (an unknown command is refused first):
+    # the parsed option says it.
+    return bool(ctx.find_root().params.get("as_json"))
 
 
 def _debug_mode() -> bool:
     ctx = click.get_current_context(silent=True)
     obj = ctx.find_object(CliContext) if ctx is not None else None
-    return (obj is not None and obj.debug) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    if obj is not None and obj.debug:
+        return True
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in _DEBUG_OFF
 
 
 @contextmanager
@@ -224,6 +234,13 @@ class _LazyGroup(click.Group):
             # an Abort from EOF on a prompt stays click's.
             if isinstance(exc.__context__, KeyboardInterrupt):
                 _interrupted()
+            raise
+        except click.UsageError as exc:
+            if _json_mode():
+                # docs/cli.md: with --json an error is one JSON object; click's usage text (and
+                # its "Error:" line) is not one a script can parse.
+                where = exc.ctx.command_path if exc.ctx is not None else "localstore"
+                fail(exc.format_message(), code=EXIT_USAGE, hint=f"see '{where} --help'")
             raise
         except (click.ClickException, click.exceptions.Exit):
             raise
@@ -298,7 +315,8 @@ def _version() -> str:
 @click.option(
     "--debug",
     is_flag=True,
-    envvar=DEBUG_ENV,
+    # No envvar=: click parses one as a boolean and made every command a usage error (exit 2)
+    # for LOCALSTORE_DEBUG=2; _debug_mode reads the variable, any value but 0/false/no/off.
     help="Show the traceback of an unexpected error (also LOCALSTORE_DEBUG=1).",
 )
 @click.version_option(version=None, package_name="localstore", message="localstore %(version)s")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +89,7 @@ class EventBus:
 
     def __init__(self, *, defer: Callable[[Callable[[], None]], None] | None = None) -> None:
         self._subs: dict[int, tuple[Subscriber, frozenset[str] | None]] = {}
+        self._observers: dict[int, Callable[[Sequence[Event]], None]] = {}
         self._lock = threading.Lock()
         self._next = 0
         self._defer = defer
@@ -118,6 +119,26 @@ class EventBus:
 
         return unsubscribe
 
+    def observe(self, callback: Callable[[Sequence[Event]], None]) -> Callable[[], None]:
+        """Call ``callback(events)`` with each delivered batch before any subscriber hears of it.
+
+        For bookkeeping that must see a whole commit at once: subscribers hear a batch event by
+        event, each of them for each, so a subscriber's reaction to an event's predecessors
+        delays it (the in-process sync's follower claims this store's own rows so; claimed
+        only as each event came, they were published again as another process's while a slow
+        subscriber held up the rest). Returns an unsubscribe.
+        """
+        with self._lock:
+            token = self._next
+            self._next += 1
+            self._observers[token] = callback
+
+        def unobserve() -> None:
+            with self._lock:
+                self._observers.pop(token, None)
+
+        return unobserve
+
     def publish(self, events: Iterable[Event]) -> None:
         """Deliver events to every matching subscriber (when ``defer`` says: see the class)."""
         batch = list(events)  # (callers reuse their lists; a deferred delivery needs this one)
@@ -131,6 +152,12 @@ class EventBus:
     def _deliver(self, events: list[Event]) -> None:
         with self._lock:
             subs = list(self._subs.values())
+            observers = list(self._observers.values())
+        for observer in observers:
+            try:
+                observer(events)
+            except Exception:  # as a subscriber's: never undoes or blocks a committed change
+                log.exception("event observer %r failed on %d event(s)", observer, len(events))
         for event in events:
             for callback, wanted in subs:
                 if wanted is not None and event.kind not in wanted:

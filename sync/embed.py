@@ -24,7 +24,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -276,7 +276,8 @@ class EmbeddedSync:
         self._marker = SessionMarker.for_settings(self.store.settings) if remote_factory else None
         self._foreign = ForeignChanges(self.store)
         self._foreign.index_changed()  # the baseline: commits before this are not "new"
-        self._unsub_claims = self.store.subscribe(self._claim)
+        # Observed, not subscribed: a whole commit is claimed before any subscriber hears of it.
+        self._unsub_claims = self.store.events.observe(self._claim)
         self._done = threading.Event()
         self._ticker = threading.Thread(
             target=self._run, name="localstore-sync-follow", daemon=True
@@ -327,9 +328,10 @@ class EmbeddedSync:
         self.engine.stop()
         return False
 
-    def _claim(self, event: Event) -> None:
+    def _claim(self, events: Sequence[Event]) -> None:
         # This store's own changes (and the engine's applies) are no other process's.
-        self._foreign.claim(event.id, event.rev)
+        for event in events:
+            self._foreign.claim(event.id, event.rev)
 
     def _follow_foreign_changes(self) -> None:
         """Publish the rows another process committed to the store's subscribers (as the daemon).

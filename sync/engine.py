@@ -170,6 +170,11 @@ SPLIT_CODES = frozenset({"57014", "54000", "413"})
 # A change that times out (57014) alone this many cycles in a row is parked as too large; one
 # timeout alone can be a busy server (another device's push holding the owner lock).
 LONE_TIMEOUTS = 3
+# A change smaller than this that times out alone is never counted towards parking: the server
+# parses and writes far more than that per second, so the timeout was the server (busy, slow,
+# its lock held), not the change; it would park any small edit as "too large" after three busy
+# cycles. Such a cycle fails and is retried with backoff, as any transient error.
+LONE_TIMEOUT_MIN_BYTES = 256 * 1024
 
 _T = TypeVar("_T")
 
@@ -728,12 +733,15 @@ class SyncEngine:
         Too large (54000, 413) is final for that text: it is parked as ``too_large`` at once and
         the queue goes on (a poison pill must not stall every upload). A timeout (57014) alone
         can be a busy server, so it is raised (the cycle fails and is retried with backoff) until
-        it happened ``LONE_TIMEOUTS`` cycles in a row; then it is parked too. A later edit or
-        ``--retry-quarantined`` un-parks it, as for any rejection.
+        it happened ``LONE_TIMEOUTS`` cycles in a row; then it is parked too. A change under
+        ``LONE_TIMEOUT_MIN_BYTES`` is never parked for timeouts: its size cannot be the cause.
+        A later edit or ``--retry-quarantined`` un-parks it, as for any rejection.
         """
         change, item = pair
         key = (change.id, change.op_id)
         if exc.code == "57014":
+            if _push_bytes(change) < LONE_TIMEOUT_MIN_BYTES:
+                raise exc
             seen = self._lone_timeouts.get(key, 0) + 1
             if seen < LONE_TIMEOUTS:
                 self._lone_timeouts[key] = seen

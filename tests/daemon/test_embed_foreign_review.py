@@ -1,0 +1,60 @@
+"""Adversarial review of the in-process follower (session 7): this process's own changes must
+never reach the app's subscribers a second time as another process's (``process="other"``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import localstore
+from localstore.events import Event
+from localstore.store import SaveRequest
+from sync.embed import start_sync
+from sync.memory_remote import MemoryRemote, MemoryServer
+
+from .conftest import eventually
+
+
+def test_own_changes_are_not_published_as_other_while_subscribers_are_slow(
+    tmp_path: Path,
+) -> None:
+    """A batch's events are delivered one after the other, every subscriber for each: the
+    follower's claim for the 20th event ran only after the app's subscriber handled the 19
+    before it. Meanwhile the tick thread found those rows and published them as "other"."""
+    store = localstore.open(home=tmp_path / "app")
+    heard: list[Event] = []
+    lock = threading.Lock()
+
+    def slow(event: Event) -> None:
+        time.sleep(0.15)  # an app that updates a view per event
+        with lock:
+            heard.append(event)
+
+    try:
+        handle = start_sync(store, remote=MemoryRemote(MemoryServer()), poll_interval_s=3600)
+        assert eventually(lambda: handle.engine.status().state == "idle", 15)
+        store.subscribe(slow)
+        saver = threading.Thread(
+            target=store.save_many,
+            args=([SaveRequest(f"mine/b{n:02}", f"n: {n}\n") for n in range(20)],),
+        )
+        saver.start()
+        # Another connection commits while those events are being delivered: the follower
+        # looks at the index, and finds this store's rows as well as that one.
+        time.sleep(0.5)
+        other_store = localstore.open(home=tmp_path / "app")
+        try:
+            other_store.save("theirs/one", "v: 1\n")
+        finally:
+            other_store.close()
+        saver.join(30)
+        assert eventually(lambda: any(e.path.startswith("theirs/") for e in heard), 15)
+        time.sleep(1.5)  # a few ticks after the last delivery
+        with lock:
+            other = [e.path for e in heard if e.process == "other"]
+            mine = [e for e in heard if e.process == "this"]
+        assert len([e for e in mine if e.path.startswith("mine/")]) == 20
+        assert other == ["theirs/one.blueprint.yaml"]
+    finally:
+        store.close()
