@@ -37,7 +37,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
@@ -331,6 +331,7 @@ class Daemon:
         self.store = BlueprintStore(self.settings)
         self.metrics.startup_reconcile_seconds = time.monotonic() - started
         self._foreign = ForeignChanges(self.store)
+        self._unsubs.append(self.store.events.observe(self._claim))
         self._unsubs.append(self.store.subscribe(self._on_store_event))
         self.watcher = Watcher(self.store)
         self.watcher.start()
@@ -560,10 +561,16 @@ class Daemon:
 
     # -- events ------------------------------------------------------------------------------------
 
+    def _claim(self, events: Sequence[Event]) -> None:
+        # A commit's events, all before any subscriber hears one (EventBus.observe): claimed
+        # one by one as they were forwarded, a long batch could outlast the follower's tick
+        # and this store's own rows go out again as another process's.
+        if self._foreign is not None:
+            for event in events:
+                self._foreign.claim(event.id, event.rev)
+
     def _on_store_event(self, event: Event) -> None:
         self.metrics.store_events += 1
-        if self._foreign is not None:
-            self._foreign.claim(event.id, event.rev)
         self._forward(event)
 
     def _forward(self, event: Event) -> None:

@@ -232,8 +232,9 @@ def test_an_app_whose_lock_file_is_taken_stops_syncing(
         embedded = app.start_sync(remote=MemoryRemote(MemoryServer()))
         lock_file = embedded._lock.path
         lock_file.unlink()  # nobody else wants it: the app locks a new file and syncs on
-        assert eventually(lock_file.exists, 10)
-        assert not embedded.lost_lock and lock_holder(lock_file.parent) == os.getpid()
+        # (The file exists a moment before its pid is written into it.)
+        assert eventually(lambda: lock_holder(lock_file.parent) == os.getpid(), 10)
+        assert not embedded.lost_lock
         with embedded._lock._mutex:  # hold the app's check back while another process takes it
             lock_file.unlink()
             other = HomeLock(lock_file.parent)

@@ -58,3 +58,28 @@ def test_own_changes_are_not_published_as_other_while_subscribers_are_slow(
         assert other == ["theirs/one.blueprint.yaml"]
     finally:
         store.close()
+
+
+def test_the_daemons_own_changes_are_not_counted_as_other_while_delivery_is_slow(
+    inproc_daemon, tmp_path: Path
+) -> None:
+    """The daemon claimed its store's events one by one as it forwarded them, so a slow delivery
+    of a large batch let the follower find its own rows first and announce them as another
+    process's (the same race as the in-process sync's above)."""
+    home = tmp_path / "shared"
+    d = inproc_daemon(home)
+    store = d.daemon.store
+    assert store is not None
+    store.subscribe(lambda _event: time.sleep(0.15))  # a slow in-process listener
+    saver = threading.Thread(
+        target=store.save_many,
+        args=([SaveRequest(f"mine/b{n:02}", f"n: {n}\n") for n in range(20)],),
+    )
+    saver.start()
+    time.sleep(0.5)
+    with localstore.open(home=home) as other_store:  # another connection's commit, meanwhile
+        other_store.save("theirs/one", "v: 1\n")
+    saver.join(30)
+    assert eventually(lambda: d.daemon.metrics.foreign_changes >= 1, 15)
+    time.sleep(2.0)  # a few ticks after the last delivery
+    assert d.daemon.metrics.foreign_changes == 1
