@@ -103,17 +103,21 @@ class ForeignChanges:
         (:meth:`files_were_active`, :meth:`index_changed`): while it is False this costs nothing.
         Raises the index's LocalStoreError.
         """
-        foreign = [c for c in self._candidates if self.claim(str(c[0]), int(c[3]))]
-        self._candidates = []
+        found: list[Row] = []
         if active:
+            # Looked before anything is claimed: a look that fails (the index locked or
+            # damaged) then leaves this tick's candidates for the next one, where claiming
+            # them first lost them with the exception.
             with self.store.index.read() as cur:
-                self._candidates = cur.execute(
+                found = cur.execute(
                     "SELECT id, path, deleted, rev, op_id, content_hash FROM blueprints "
                     "WHERE op_id > ? ORDER BY op_id",
                     (self._last_op,),
                 ).fetchall()
-            if self._candidates:
-                self._last_op = max(int(c[4]) for c in self._candidates)
+        foreign = [c for c in self._candidates if self.claim(str(c[0]), int(c[3]))]
+        self._candidates = found
+        if found:
+            self._last_op = max(int(c[4]) for c in found)
         return foreign
 
     def files_were_active(self, watcher: Watcher) -> bool:
@@ -150,16 +154,22 @@ def foreign_event(store: BlueprintStore, row: Row) -> Event:
     it: ``deleted``; ``moved`` (with ``old_path``) when that revision had another path;
     ``created`` when there is none or it was a delete (a restore); ``modified`` otherwise. The
     origin and time are the revision's; ``process`` is ``"other"``. Revisions committed between
-    two looks give one event, of the row as found. Raises the index's LocalStoreError.
+    two looks give one event, of the row as found. When the history cannot be read, the event
+    is made from the row alone (``created`` or ``modified`` by its rev, no ``old_path``).
     """
     blueprint_id, path, deleted, rev = str(row[0]), str(row[1]), bool(row[2]), int(row[3])
-    with store.index.read() as cur:
-        # Up to the row's rev: a later commit (not yet polled) gets its own event next time.
-        revs = cur.execute(
-            "SELECT path, origin, ts, deleted FROM revisions WHERE id = ? AND rev <= ? "
-            "ORDER BY rev DESC LIMIT 2",
-            (blueprint_id, rev),
-        ).fetchall()
+    try:
+        with store.index.read() as cur:
+            # Up to the row's rev: a later commit (not yet polled) gets its own event next time.
+            revs = cur.execute(
+                "SELECT path, origin, ts, deleted FROM revisions WHERE id = ? AND rev <= ? "
+                "ORDER BY rev DESC LIMIT 2",
+                (blueprint_id, rev),
+            ).fetchall()
+    except LocalStoreError as exc:
+        # The row is claimed already (poll): an event from the row alone, not none at all.
+        log.warning("reading the history of %s for its event: %s", path, exc)
+        revs = []
     before = revs[1] if len(revs) == 2 else None
     old_path: str | None = None
     if deleted:
