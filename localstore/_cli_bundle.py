@@ -125,7 +125,7 @@ def export_cmd(
         fail("a bundle cannot go to stdout", code=EXIT_USAGE, hint="give a file with -o")
     passphrase = _passphrase(confirm=True) if encrypt else None
     with errors_to_exit():
-        store = ctx.store()
+        store = ctx.store(existing=True)
         with _progress_bars() as progress:
             result = export_bundle(
                 store,
@@ -163,7 +163,7 @@ def _export_yaml(
     if output == "-" and ctx.json:
         fail("--yaml -o - writes raw YAML to stdout; drop --json", code=EXIT_USAGE)
     with errors_to_exit():
-        data = export_yaml(ctx.store(), refs[0], None if output == "-" else output)
+        data = export_yaml(ctx.store(existing=True), refs[0], None if output == "-" else output)
     if output == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.flush()

@@ -17,6 +17,9 @@ Generated from the commands themselves (`python -m localstore._cli_docs > docs/c
 Global options go before the command: `--home PATH` keeps everything under one folder (also
 `LOCALSTORE_HOME`), `--json` prints machine-readable output on stdout (one JSON document, or one per line
 for streams such as `watch`). REF is an id, a unique id prefix, or a path relative to the blueprints folder.
+A command that writes (`init`, `save`, `import`, `sync`, ...) creates the home if it does not exist; one
+that only reads (`ls`, `show`, `search`, `history`, `check`, `export`, `status`, `conflicts`) says
+`no LocalStore home at PATH` and exits 4, so that a mistyped `--home` is not an empty home.
 
 | exit code | meaning |
 |---|---|
@@ -24,7 +27,7 @@ for streams such as `watch`). REF is an id, a unique id prefix, or a path relati
 | 1 | error (one line on stderr saying what and how to fix) |
 | 2 | usage |
 | 3 | needs attention (conflicts, quarantine, check problems) |
-| 4 | not found |
+| 4 | not found (also a home that does not exist, for a command that only reads) |
 | 130 | interrupted (Ctrl-C) |
 
 An error's line on stderr reads `error: WHAT (HINT)`; with `--json` it is one JSON object,

@@ -107,7 +107,7 @@ def show_cmd(ctx: CliContext, ref: str, meta: bool, rev: int | None) -> None:
     import json
 
     with errors_to_exit():
-        store = ctx.store()
+        store = ctx.store(existing=True)
         bp = store.load_revision(ref, rev) if rev is not None else store.load(ref)
         if ctx.json:
             ctx.emit(bp.to_dict())
@@ -136,7 +136,7 @@ def ls_cmd(
 ) -> None:
     """List blueprints."""
     with errors_to_exit():
-        items = ctx.store().list(
+        items = ctx.store(existing=True).list(
             folder=folder, tag=tag, sort=sort, descending=desc, limit=limit, offset=offset
         )
         ctx.emit(
@@ -169,7 +169,7 @@ def search_cmd(
 ) -> None:
     """Full-text search over names, descriptions, tags and content (whole words; the last word also as a prefix)."""
     with errors_to_exit():
-        hits = ctx.store().search(query, limit=limit, folder=folder, tag=tag)
+        hits = ctx.store(existing=True).search(query, limit=limit, folder=folder, tag=tag)
         ctx.emit(
             [h.to_dict() for h in hits],
             lambda: _table(
@@ -215,7 +215,7 @@ def mv_cmd(ctx: CliContext, ref: str, new_path: str) -> None:
 def history_cmd(ctx: CliContext, ref: str) -> None:
     """List a blueprint's revisions, newest first."""
     with errors_to_exit():
-        revs = ctx.store().history(ref)
+        revs = ctx.store(existing=True).history(ref)
         ctx.emit(
             [r.to_dict() for r in revs],
             lambda: _table(
@@ -258,7 +258,7 @@ def restore_cmd(ctx: CliContext, ref: str, rev: int, target: str | None) -> None
 def check_cmd(ctx: CliContext, fix: bool) -> None:
     """Compare the index with the files; exit 3 if problems remain."""
     with errors_to_exit():
-        store = ctx.store(reconcile=False, recover_index=fix)
+        store = ctx.store(existing=True, reconcile=False, recover_index=fix)
         report = store.check(fix=fix)
 
         def human() -> None:

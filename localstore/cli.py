@@ -91,8 +91,22 @@ class CliContext:
             self._settings = load_settings(home=self.home)
         return self._settings
 
-    def store(self, **kwargs: Any) -> BlueprintStore:
-        """Open (once) the store of the selected home."""
+    def store(self, *, existing: bool = False, **kwargs: Any) -> BlueprintStore:
+        """Open (once) the store of the selected home.
+
+        ``existing``: for a command that only reads, a home with neither an index nor a
+        blueprints folder is an error, not a new empty home (a mistyped ``--home`` made one, and
+        an empty listing that looked like lost work).
+        """
+        if self._store is None and existing:
+            paths = self.settings.paths
+            if not any(p.exists() for p in (paths.index_db, paths.data, paths.blueprints)):
+                from localstore.errors import NotFoundError
+
+                raise NotFoundError(
+                    f"no LocalStore home at {paths.blueprints.parent}",
+                    hint="check --home or LOCALSTORE_HOME; `localstore init` creates a home",
+                )
         if self._store is None:
             from localstore.store import BlueprintStore
 

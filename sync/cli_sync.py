@@ -313,7 +313,7 @@ def status_cmd(cli: CliContext) -> None:
     """
     with errors_to_exit():
         live = _daemon_status(cli.settings)
-        store = cli.store()
+        store = cli.store(existing=True)
         local = local_status(store)
         quarantine = [q.to_dict() for q in list_quarantine(store)]
         flagged = [f.to_dict() for f in (*list_flagged(store), *unaccepted_files(store))]
@@ -377,7 +377,7 @@ def conflicts_group(ctx: click.Context) -> None:
 def list_cmd(cli: CliContext, show_all: bool = False) -> None:
     """List conflicts, oldest first."""
     with errors_to_exit():
-        records = list_conflicts(cli.store(), include_resolved=show_all)
+        records = list_conflicts(cli.store(existing=True), include_resolved=show_all)
 
     def human() -> None:
         if not records:
@@ -396,7 +396,7 @@ def list_cmd(cli: CliContext, show_all: bool = False) -> None:
 def show_cmd(cli: CliContext, cid: int) -> None:
     """Show one conflict: base, local and remote, with unified diffs."""
     with errors_to_exit():
-        record = get_conflict(cli.store(), cid)
+        record = get_conflict(cli.store(existing=True), cid)
 
     def human() -> None:
         click.echo(f"#{record.cid} {record.path} ({record.reason})")

@@ -255,3 +255,23 @@ def test_plain_check_still_refuses_a_damaged_index(run, home: Path) -> None:
     r = run("check")
     assert r.exit_code != 0 and "check --fix" in r.stderr
     assert sorted(p.name for p in (home / "data").iterdir() if "damaged" in p.name) == []
+
+
+@pytest.mark.parametrize(
+    "args", [["ls"], ["show", "x"], ["search", "x"], ["history", "x"], ["check"], ["status"]]
+)
+def test_a_read_command_on_a_missing_home_says_so_and_creates_nothing(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """A mistyped --home made an empty home, and `ls` printed nothing: work that looked lost."""
+    typo = tmp_path / "typo"
+    r = CliRunner().invoke(cli, ["--home", str(typo), *args], catch_exceptions=False)
+    assert r.exit_code == 4, r.output
+    assert r.stderr.startswith(f"error: no LocalStore home at {typo}")
+    assert "localstore init" in r.stderr
+    assert not typo.exists()
+    # A command that writes still makes the home, and reading it then works.
+    saved = CliRunner().invoke(cli, ["--home", str(typo), "save", "a", "-f", "-"], input="v: 1\n")
+    assert saved.exit_code == 0, saved.output
+    listed = CliRunner().invoke(cli, ["--home", str(typo), "ls"], catch_exceptions=False)
+    assert listed.exit_code == 0 and "a.blueprint.yaml" in listed.output
