@@ -6,6 +6,8 @@ Knobs: LOCALSTORE_STRESS=1 runs the long stress variants, LOCALSTORE_SLOW=1 the 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -84,3 +86,42 @@ def eventually(check: Callable[[], bool], timeout: float) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(
+    home: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    keep_localstore_env: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run the `localstore` CLI in a process of its own (what a user's shell runs), on ``home``.
+
+    The test's own LOCALSTORE_* variables are dropped unless ``keep_localstore_env`` (then only
+    LOCALSTORE_HOME is); ``env`` is added on top.
+    """
+    if keep_localstore_env:
+        environ = {k: v for k, v in os.environ.items() if k != "LOCALSTORE_HOME"}
+    else:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
+    environ.update(env or {})
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from localstore.cli import main; main()",
+            "--home",
+            str(home),
+            *args,
+        ],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=environ,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )

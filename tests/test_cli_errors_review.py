@@ -3,37 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import run_cli
 
 
 def cli(
     home: Path, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
-    environ.update(env or {})
-    return subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from localstore.cli import main; main()",
-            "--home",
-            str(home),
-            *args,
-        ],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-        env=environ,
-    )
+    return run_cli(home, *args, env=env, stdin=stdin)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from localstore.errors import (
     KeychainUnavailableError,
 )
 from localstore.index import Index
+from tests.conftest import run_cli
 
 WORKER = Path(__file__).with_name("cred_worker.py")
 
@@ -170,36 +170,13 @@ def test_unusable_keyring_backends_are_refused(kr: keyring.backend.KeyringBacken
     assert PASSPHRASE_ENV in text
 
 
-def _run_cli(
-    home: Path, env_extra: dict[str, str], *args: str, stdin: str = ""
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **env_extra}
-    env.pop("LOCALSTORE_HOME", None)
-    return subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from localstore.cli import main; main()",
-            "--home",
-            str(home),
-            *args,
-        ],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize(
     "backend", ["keyring.backends.fail.Keyring", "keyring.backends.null.Keyring"]
 )
 def test_cli_without_keychain_says_what_to_install(home: Path, backend: str) -> None:
     env = {"PYTHON_KEYRING_BACKEND": backend}
     for args, stdin in ((("cred", "set", "x"), "CANARY-VALUE\n"), (("cred", "get", "x"), "")):
-        proc = _run_cli(home, env, *args, stdin=stdin)
+        proc = run_cli(home, *args, env=env, stdin=stdin, keep_localstore_env=True)
         assert proc.returncode == 1, proc.stderr
         assert proc.stdout == ""
         lines = proc.stderr.strip().splitlines()
@@ -208,7 +185,7 @@ def test_cli_without_keychain_says_what_to_install(home: Path, backend: str) -> 
         assert "gnome-keyring" in lines[0]
         assert "CANARY" not in proc.stderr
     # Listing names needs no keychain.
-    proc = _run_cli(home, env, "--json", "cred", "ls")
+    proc = run_cli(home, "--json", "cred", "ls", env=env, keep_localstore_env=True)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["names"] == []
 

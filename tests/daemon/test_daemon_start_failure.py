@@ -6,31 +6,9 @@ file is where an operator looks.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
-    return subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from localstore.cli import main; main()",
-            "--home",
-            str(home),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=60,
-    )
+from tests.conftest import run_cli
 
 
 def test_a_daemon_that_cannot_open_its_index_says_why_in_its_log(tmp_path: Path) -> None:
