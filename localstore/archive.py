@@ -385,12 +385,21 @@ def _write_zip(
     when = (now.year, now.month, now.day, now.hour, now.minute, now.second)
     entries: list[dict[str, Any]] = []
     ids: list[str] = []
+    paths: dict[str, str] = {}
     total = 0
     with open(target, "wb") as raw, zipfile.ZipFile(raw, "w", allowZip64=True) as zf:
         # The manifest goes last because its hashes are known only once the files are written;
         # readers find it through the central directory, so its position does not matter.
         for i, info in enumerate(infos):
-            bp, yaml_bytes = _load_pair(store, info.id)
+            bp, yaml_bytes = _load_pair(store, info)
+            key = fs.path_key(bp.path)
+            if key in paths:  # selected by refs and by a listing read at another moment
+                raise StorageError(
+                    f"{bp.path} and {paths[key]} were selected at one path: the store changed "
+                    "during the export",
+                    hint="export again",
+                )
+            paths[key] = bp.path
             meta_bytes = encode_meta(bp.meta)
             total += len(yaml_bytes) + len(meta_bytes)
             if total > limits.max_total_bytes:
@@ -429,28 +438,25 @@ def _write_zip(
     return ids
 
 
-# How often export re-reads a blueprint whose YAML changed while it was read, before it takes the
-# revision it first saw from history instead.
-_TORN_RETRIES = 3
+def _load_pair(store: BlueprintStore, info: BlueprintInfo) -> tuple[Blueprint, bytes]:
+    """The blueprint as the selection saw it (revision ``info.rev``), and its YAML's bytes.
 
-
-def _load_pair(store: BlueprintStore, bp_id: str) -> tuple[Blueprint, bytes]:
-    """One blueprint's YAML and meta as one revision held them, and the YAML's bytes.
-
-    ``store.load`` takes the meta from the index, then reads the YAML file: a save landing in
-    between would otherwise export a pair that never existed. The row's content hash covers both,
-    so a mismatch shows such a tear; the blueprint is read again, and if it keeps changing, the
-    revision first seen is taken from history (content and meta stored together).
+    The export is a snapshot of the store when it was selected: another process saving, moving or
+    deleting blueprints while the bundle is written must not make it pair one revision's YAML with
+    another's meta (``store.load`` reads the meta from the index, then the file), put two
+    blueprints at one path (one moved onto the other's old path: a bundle import refuses whole),
+    or fail the export (one deleted since). The current files are read when they still are that
+    revision; otherwise the revision comes from history, which holds every one.
     """
-    first: Blueprint | None = None
-    for _ in range(_TORN_RETRIES):
-        bp = store.load(bp_id)
-        first = first or bp
+    try:
+        bp = store.load(info.id)
+    except NotFoundError:  # deleted since it was selected: history still has it
+        bp = None
+    if bp is not None and bp.rev == info.rev:
         yaml_bytes = bp.content.encode("utf-8")
         if content_hash(yaml_bytes, bp.meta) == bp.content_hash:
             return bp, yaml_bytes
-    assert first is not None
-    old = store.load_revision(bp_id, first.rev)
+    old = store.load_revision(info.id, info.rev)
     return old, old.content.encode("utf-8")
 
 
