@@ -436,7 +436,38 @@ def _precheck_directory(fh: IO[bytes], limits: BundleLimits) -> int:
     cd_start = record_at - cd_size
     if cd_start < 0:
         raise BundleFormatError("zip directory size points before the start of the file")
+    _count_directory_records(fh, cd_start, cd_size, limits)
     return cd_start
+
+
+_CD_RECORD = 46  # a central directory record's fixed part
+_CD_LENGTHS = struct.Struct("<3H")  # its name, extra and comment lengths, at offset 28
+
+
+def _count_directory_records(
+    fh: IO[bytes], cd_start: int, cd_size: int, limits: BundleLimits
+) -> None:
+    """Refuse a directory holding more records than the entry cap, before zipfile parses it.
+
+    zipfile reads records until it has consumed the directory's size, whatever the end record's
+    count says: a count forged to 1 over 64 MiB of 47-byte records made it build 1.4 million
+    ZipInfo objects (700 MB, 20 s) before the cap on their number could be checked. Walking the
+    records' lengths costs a struct read each and stops at the cap.
+    """
+    fh.seek(cd_start)
+    directory = fh.read(cd_size)
+    pos = records = 0
+    while pos < len(directory):
+        records += 1
+        if records > limits.max_entries:
+            raise BundleLimitError(
+                f"bundle directory holds more than {limits.max_entries} entries",
+                hint="split the export into several bundles",
+            )
+        if directory[pos : pos + 4] != b"PK\x01\x02" or pos + _CD_RECORD > len(directory):
+            raise BundleFormatError("not a readable zip file: its directory is corrupt")
+        name_len, extra_len, comment_len = _CD_LENGTHS.unpack_from(directory, pos + 28)
+        pos += _CD_RECORD + name_len + extra_len + comment_len
 
 
 def _zip64_directory(fh: IO[bytes], tail: bytes, pos: int, tail_at: int) -> tuple[int, int, int]:
