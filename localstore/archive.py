@@ -740,6 +740,19 @@ class _Planner:
         other = _row(self.store, path)
         return other is None or other.id == owner
 
+    def _move_cycle(self, start: str, key: str) -> int:
+        """The number of blueprints in a cycle of renames (X to Y's path, Y to X's, or longer)
+        that blueprint ``start``'s move to path ``key`` begins; 0 when it is no cycle."""
+        seen = {start}
+        while True:
+            holder = self.holders.get(key)
+            if holder == start:
+                return len(seen)
+            if holder is None or holder in seen or holder not in self.bundle_paths:
+                return 0
+            seen.add(holder)
+            key = self.bundle_paths[holder]
+
     def _path_holder(self, path: str) -> str:
         """Who keeps ``path`` from being free: a blueprint here, or this bundle's own plan."""
         other = _row(self.store, path)
@@ -798,6 +811,16 @@ class _Planner:
             # one's content would change a blueprint the bundle says nothing about.
             holder = self._path_holder(entry.path)
             reason = f"renamed to {entry.path} in the bundle, a path {holder} holds here"
+            cycle = self._move_cycle(row.id, fs.path_key(entry.path))
+            if cycle:
+                # Carrying a swap out takes a third path for a while, and a kill in between
+                # would leave a blueprint there: the person chooses it, and the next import
+                # finishes the rest (the move aside frees the first path of the cycle).
+                what = "swaps it with" if cycle == 2 else f"moves {cycle} blueprints round with"
+                reason += (
+                    f"; the bundle {what} {holder}, which import does not carry out: move one "
+                    "of them to another path here ('localstore mv'), then import again"
+                )
             self._set(item, "skip", row.id, row.path, None, None, reason)
             return
         # Only the path changes: the current YAML is kept (content None), the bundle's meta

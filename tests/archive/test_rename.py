@@ -153,7 +153,7 @@ def test_a_rename_onto_a_path_the_bundle_frees_is_applied(
     assert tree(dst) == tree(src)
 
 
-def test_a_swap_of_two_paths_moves_neither_and_says_so(
+def test_a_swap_of_two_paths_moves_neither_and_says_how_to_finish_it(
     stores: StoreFactory, tmp_path: Path
 ) -> None:
     src = stores("src")
@@ -168,13 +168,31 @@ def test_a_swap_of_two_paths_moves_neither_and_says_so(
     archive.export_bundle(src, tmp_path / "v2.lsbundle")
     before = tree(dst)
     result = archive.import_bundle(dst, tmp_path / "v2.lsbundle")
+    advice = "which import does not carry out: move one of them to another path here"
     assert sorted((i.id, i.action, i.reason) for i in result.items) == sorted(
         [
-            (x, "skip", f"renamed to p/two.blueprint.yaml in the bundle, a path {y} holds here"),
-            (y, "skip", f"renamed to p/one.blueprint.yaml in the bundle, a path {x} holds here"),
+            (
+                x,
+                "skip",
+                f"renamed to p/two.blueprint.yaml in the bundle, a path {y} holds here; "
+                f"the bundle swaps it with {y}, {advice} ('localstore mv'), then import again",
+            ),
+            (
+                y,
+                "skip",
+                f"renamed to p/one.blueprint.yaml in the bundle, a path {x} holds here; "
+                f"the bundle swaps it with {x}, {advice} ('localstore mv'), then import again",
+            ),
         ]
     )
     assert tree(dst) == before
+    # Following the advice finishes the swap: each move then has a free path, in order.
+    dst.move(x, "p/aside")
+    again = archive.import_bundle(dst, tmp_path / "v2.lsbundle")
+    assert sorted((i.id, i.action, i.status) for i in again.items) == sorted(
+        [(x, "move", "done"), (y, "move", "done")]
+    )
+    assert (dst.load(x).path, dst.load(y).path) == ("p/two.blueprint.yaml", "p/one.blueprint.yaml")
 
 
 @pytest.mark.parametrize("policy", ["skip", "keep-both", "merge"])
