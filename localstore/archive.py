@@ -366,9 +366,11 @@ def _private_temp(store: BlueprintStore) -> Path:
     return Path(name)
 
 
-def _zip_info(name: str, when: tuple[int, int, int, int, int, int]) -> zipfile.ZipInfo:
+def _zip_info(
+    name: str, when: tuple[int, int, int, int, int, int], compress_type: int
+) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name, date_time=when)
-    info.compress_type = zipfile.ZIP_DEFLATED
+    info.compress_type = compress_type
     info.create_system = 3  # unix, so the mode below is meaningful to readers
     info.external_attr = (stat.S_IFREG | 0o644) << 16
     return info
@@ -380,6 +382,8 @@ def _write_zip(
     target: Path,
     progress: ProgressCallback | None,
     limits: BundleLimits,
+    *,
+    stored: frozenset[str] = frozenset(),
 ) -> list[str]:
     now = datetime.now(UTC)
     when = (now.year, now.month, now.day, now.hour, now.minute, now.second)
@@ -408,12 +412,12 @@ def _write_zip(
                     "import reads from one bundle",
                     hint=_SPLIT_HINT,
                 )
-            zf.writestr(_zip_info(ENTRY_PREFIX + bp.path, when), yaml_bytes, compresslevel=6)
-            zf.writestr(
-                _zip_info(ENTRY_PREFIX + fs.meta_path_for(bp.path), when),
-                meta_bytes,
-                compresslevel=6,
-            )
+            for name, data in (
+                (ENTRY_PREFIX + bp.path, yaml_bytes),
+                (ENTRY_PREFIX + fs.meta_path_for(bp.path), meta_bytes),
+            ):
+                method = zipfile.ZIP_STORED if name in stored else zipfile.ZIP_DEFLATED
+                zf.writestr(_zip_info(name, when, method), data, compresslevel=6)
             entries.append(_manifest_entry(bp.id, bp.path, yaml_bytes, meta_bytes))
             ids.append(bp.id)
             if progress is not None:
@@ -433,7 +437,20 @@ def _write_zip(
                 "an import reads",
                 hint=_SPLIT_HINT,
             )
-        zf.writestr(_zip_info(MANIFEST_NAME, when), body, compresslevel=6)
+        method = zipfile.ZIP_STORED if MANIFEST_NAME in stored else zipfile.ZIP_DEFLATED
+        zf.writestr(_zip_info(MANIFEST_NAME, when, method), body, compresslevel=6)
+        # Import refuses an entry (and a bundle) inflating more than max_ratio times as a zip
+        # bomb, and real blueprints can be that repetitive (a 1 MiB description of one letter
+        # deflates 1000 times): such entries must be stored instead. Which ones is known only
+        # once deflated, so the rare export holding one is written again (the same revisions).
+        over = {
+            i.filename
+            for i in zf.infolist()
+            if i.compress_type == zipfile.ZIP_DEFLATED
+            and i.file_size > limits.max_ratio * max(i.compress_size, 1)
+        }
+    if over:
+        return _write_zip(store, infos, target, progress, limits, stored=frozenset(over))
     _fsync_file(target)
     return ids
 
