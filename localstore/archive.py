@@ -51,6 +51,7 @@ from localstore._bundle_read import (
     open_bundle,
 )
 from localstore.blueprint import (
+    MAX_META_BYTES,
     Blueprint,
     BlueprintInfo,
     BlueprintMeta,
@@ -627,6 +628,11 @@ def _hash_as_saved(entry: BundleEntry, row: Row) -> str:
     return content_hash(entry.read_yaml(), entry.meta.replace(created=row.created))
 
 
+def _meta_too_big(meta: BlueprintMeta) -> bool:
+    """True when the store would refuse this meta (its file would pass MAX_META_BYTES)."""
+    return len(encode_meta(meta)) > MAX_META_BYTES
+
+
 # Keep-both copies get a name-based UUID (RFC 4122 version 5) in this namespace.
 _COPY_NAMESPACE = uuid.UUID("5b1f0a0e-2c4d-4f43-9a57-6c6f63616c73")
 
@@ -891,6 +897,8 @@ class _Planner:
         except (InvalidYAMLError, LimitExceededError):
             return False
         tags = tuple(dict.fromkeys((*local.meta.tags, *entry.meta.tags)))
+        if _meta_too_big(local.meta.replace(tags=tags)):
+            return False  # the united tags do not fit in a meta file: no clean merge
         item._meta = local.meta.replace(tags=tags)
         item._content = merged.encode("utf-8")
         # Paths merge apart from content, as in sync: a rename at the source (a path this
@@ -910,6 +918,15 @@ class _Planner:
         name = entry.meta.name or fs.display_name(entry.path)
         item._meta = entry.meta.replace(id=copy_id, name=f"{name} (import {self.stamp})")
         self._set(item, "keep-both", copy_id, self._free_variant(entry.path), entry, 0, reason)
+        if _meta_too_big(item._meta):
+            # A meta at its limit has no room for the copy's longer name: the store would refuse
+            # the save, so the plan (and a dry run) says so rather than promising a copy.
+            item.action, item.status, item._entry = "refused", "failed", None
+            item.error = (
+                f"the copy's meta file would be over the {MAX_META_BYTES:,}-byte limit "
+                "(its name grows by the import stamp); shorten its description or fields, "
+                "or import with --on-conflict overwrite"
+            )
 
     def _free_variant(self, path: str) -> str:
         stem = path[: -len(fs.YAML_SUFFIX)]
