@@ -685,6 +685,7 @@ class _Planner:
         # Where the bundle puts each of its blueprints, which have been planned, which ids an
         # actionable item already writes, and the paths planned moves leave (by path key).
         self.bundle_paths = {e.id: fs.path_key(e.path) for e in entries}
+        self.entries = {e.id: e for e in entries}
         self.planned: set[str] = set()
         self.targets: set[str] = set()
         self.released: set[str] = set()
@@ -792,10 +793,20 @@ class _Planner:
             holder = self.holders.get(key)
             if holder == start:
                 return len(seen)
-            if holder is None or holder in seen or holder not in self.bundle_paths:
+            if holder is None or holder in seen or not self._pure_move(holder):
                 return 0
             seen.add(holder)
             key = self.bundle_paths[holder]
+
+    def _pure_move(self, bp_id: str) -> bool:
+        """True when the bundle only renamed blueprint ``bp_id`` (same content, a path it never
+        had here): the move import would make once its new path is free. A cycle of such moves
+        is finished by moving one of them aside; any other member would stay where it is."""
+        entry = self.entries.get(bp_id)
+        row = _row(self.store, bp_id) if entry is not None else None
+        if entry is None or row is None or row.content_hash != _hash_as_saved(entry, row):
+            return False
+        return _renamed_at_source(entry, row, self.store.history(bp_id))
 
     def _path_holder(self, path: str) -> str:
         """Who keeps ``path`` from being free: a blueprint here, or this bundle's own plan."""
