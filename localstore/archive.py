@@ -70,6 +70,7 @@ from localstore.errors import (
     LimitExceededError,
     LocalStoreError,
     NotFoundError,
+    RevisionConflictError,
     StorageError,
     UnsafePathError,
 )
@@ -1059,12 +1060,37 @@ def _apply_items(store: BlueprintStore, items: list[ImportItem]) -> None:
     if not todo:
         return
     results = store.save_many([req for _, req in todo], origin=ORIGIN)
-    for (item, _), result in zip(todo, results, strict=True):
-        if isinstance(result, LocalStoreError):
-            # The store changed between plan and apply (another writer): this one is left as it is.
+    for (item, req), result in zip(todo, results, strict=True):
+        if isinstance(result, RevisionConflictError):
+            # The store changed between plan and apply (another writer): this one is left as it
+            # is. When that writer already saved what this item would (another import of the
+            # same bundle, a sync pull of the same version), the item is done, not failed.
+            landed = _landed_meanwhile(store, item, req)
+            if landed:
+                item.action, item.status, item.reason = "unchanged", "done", landed
+            else:
+                item.status = "failed"
+                item.error = f"{result.message} (it changed here during the import; import again)"
+        elif isinstance(result, LocalStoreError):
             item.status, item.error = "failed", str(result)
         else:
             item.status, item.rev, item.target_path = "done", result.rev, result.path
+
+
+def _landed_meanwhile(store: BlueprintStore, item: ImportItem, req: SaveRequest) -> str:
+    """Why an item whose save lost a race is nonetheless done: the blueprint it targets now holds
+    what it would have saved. Empty when it does not (the item then failed)."""
+    row = _row(store, item.target_id, include_deleted=True)
+    if row is None:
+        return ""
+    if item.action == "keep-both":
+        # The copy's id names this bundle version (_copy_id): another import made it.
+        return f"already imported as {row.id}"
+    if row.deleted or not isinstance(req.content, bytes) or not isinstance(req.meta, BlueprintMeta):
+        return ""
+    if row.content_hash != content_hash(req.content, req.meta):
+        return ""
+    return "saved meanwhile by another writer, as the bundle has it"
 
 
 def import_bundle(
