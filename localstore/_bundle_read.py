@@ -67,6 +67,8 @@ ENTRY_PREFIX = "blueprints/"
 ENCRYPTED_MAGIC = b"LSBUNDLE\x01"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 STAGING_PREFIX = "import-staging-"
+# The plaintext zip of an encrypted export, in the cache: export-<pid>-XXXX.lstmp.
+EXPORT_TEMP_PREFIX = "export-"
 MAX_META_BYTES = 1024 * 1024
 MAX_ENTRY_NAME_CHARS = (
     len(ENTRY_PREFIX) + fs.MAX_PATH_CHARS + len(fs.META_SUFFIX) - len(fs.YAML_SUFFIX)
@@ -271,7 +273,7 @@ class _Staging:
         """The folder, created on the first call."""
         if self._path is None:
             self._root.mkdir(parents=True, exist_ok=True)
-            _sweep_stale_staging(self._root)
+            sweep_stale_temps(self._root)
             prefix = f"{STAGING_PREFIX}{os.getpid()}-"
             self._path = Path(tempfile.mkdtemp(prefix=prefix, dir=self._root))
         return self._path
@@ -289,16 +291,24 @@ class _Staging:
             shutil.rmtree(self._path, ignore_errors=True)
 
 
-def _sweep_stale_staging(root: Path) -> None:
-    """Remove staging folders left by imports that were killed (their process is gone).
+def sweep_stale_temps(root: Path) -> None:
+    """Remove staging folders left by imports, and plaintext zips left by encrypted exports, that
+    were killed (their process is gone): both may hold what the user meant to keep encrypted.
 
-    A ``finally`` cannot run after SIGKILL or power loss; the folder name carries the pid, so the
-    next import can tell a leftover from a concurrent import that is still running.
+    A ``finally`` cannot run after SIGKILL or power loss; the names carry the pid, so the next
+    import or export can tell a leftover from a concurrent one that is still running.
     """
     for leftover in root.glob(f"{STAGING_PREFIX}*"):
         pid_text = leftover.name[len(STAGING_PREFIX) :].split("-", 1)[0]
         if pid_text.isdigit() and not _process_alive(int(pid_text)):
             shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in root.glob(f"{EXPORT_TEMP_PREFIX}*{fs.TEMP_SUFFIX}"):
+        pid_text = leftover.name[len(EXPORT_TEMP_PREFIX) :].split("-", 1)[0]
+        if pid_text.isdigit() and not _process_alive(int(pid_text)):
+            try:
+                leftover.unlink()
+            except OSError:  # removed by another export or import meanwhile
+                pass
 
 
 def _process_alive(pid: int) -> bool:

@@ -39,6 +39,7 @@ from localstore import files as fs
 from localstore._bundle_read import (
     ENCRYPTED_MAGIC,
     ENTRY_PREFIX,
+    EXPORT_TEMP_PREFIX,
     FORMAT_NAME,
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -47,9 +48,9 @@ from localstore._bundle_read import (
     ProgressCallback,
     VerifiedBundle,
     _CountingReader,
-    _process_alive,
     is_encrypted,
     open_bundle,
+    sweep_stale_temps,
 )
 from localstore.blueprint import (
     MAX_META_BYTES,
@@ -360,33 +361,18 @@ def _temp_beside(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.{secrets.token_hex(4)}{fs.TEMP_SUFFIX}")
 
 
-EXPORT_TEMP_PREFIX = "export-"
-
-
 def _private_temp(store: BlueprintStore) -> Path:
     # The plaintext zip of an encrypted export never goes next to the destination (a USB stick, a
     # shared folder): it lives in the home's cache, readable by the user only, and is deleted.
-    # Its name carries the pid, so the next export removes one a killed export left behind.
+    # Its name carries the pid, so the next export or import removes one a killed export left
+    # behind (and this export, the decrypted copy a killed import of an encrypted bundle left).
     cache = store.paths.cache
     cache.mkdir(parents=True, exist_ok=True)
-    _sweep_stale_exports(cache)
+    sweep_stale_temps(cache)
     prefix = f"{EXPORT_TEMP_PREFIX}{os.getpid()}-"
     fd, name = tempfile.mkstemp(prefix=prefix, suffix=fs.TEMP_SUFFIX, dir=cache)
     os.close(fd)
     return Path(name)
-
-
-def _sweep_stale_exports(cache: Path) -> None:
-    """Remove the plaintext zips of encrypted exports that were killed (their process is gone):
-    a ``finally`` does not run after SIGKILL or a power cut, and a plaintext copy of what the user
-    meant to encrypt must not stay on disk for good."""
-    for leftover in cache.glob(f"{EXPORT_TEMP_PREFIX}*{fs.TEMP_SUFFIX}"):
-        pid_text = leftover.name[len(EXPORT_TEMP_PREFIX) :].split("-", 1)[0]
-        if pid_text.isdigit() and not _process_alive(int(pid_text)):
-            try:
-                leftover.unlink()
-            except OSError:  # removed by another export meanwhile, or not ours to remove
-                pass
 
 
 def _zip_info(

@@ -1,5 +1,5 @@
 """An encrypted export killed while it encrypts leaves its plaintext zip in the cache; the next
-export removes it (a ``finally`` cannot run after SIGKILL)."""
+export or import removes it (a ``finally`` cannot run after SIGKILL)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 import localstore
 from localstore import archive
@@ -34,13 +36,15 @@ _CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.parametrize("then", ["export", "import"])
 def test_the_plaintext_of_a_killed_encrypted_export_is_removed_by_the_next(
-    tmp_path: Path,
+    tmp_path: Path, then: str
 ) -> None:
     home = tmp_path / "h"
     with localstore.open(home=home) as store:
         populate(store, 5)
         cache = store.paths.cache
+        plain = archive.export_bundle(store, tmp_path / "plain.lsbundle").path
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD, str(home), str(tmp_path / "a.lsbundle")],
         stdout=subprocess.PIPE,
@@ -58,8 +62,11 @@ def test_the_plaintext_of_a_killed_encrypted_export_is_removed_by_the_next(
     leftovers = [p for p in cache.iterdir() if p.name.startswith("export-")]
     assert leftovers and all(p.read_bytes()[:4] == b"PK\x03\x04" for p in leftovers)
     with localstore.open(home=home) as store:
-        archive.export_bundle(
-            store, tmp_path / "b.lsbundle", passphrase="pw", scrypt_params=FAST_SCRYPT
-        )
+        if then == "export":
+            archive.export_bundle(
+                store, tmp_path / "b.lsbundle", passphrase="pw", scrypt_params=FAST_SCRYPT
+            )
+        else:
+            archive.import_bundle(store, plain)
     # Before: the plaintext of every blueprint stayed in the cache for good.
     assert not [p for p in cache.iterdir() if p.name.startswith("export-")]
