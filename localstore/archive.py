@@ -772,6 +772,13 @@ class _Planner:
         other = _row(self.store, path)
         return other is None or other.id == owner
 
+    def _not_at(self, entry: BundleEntry, target: str) -> str:
+        """The reason a blueprint is saved at ``target`` rather than at its path in the bundle
+        (held here by another blueprint); empty when it goes where the bundle has it."""
+        if fs.path_key(target) == fs.path_key(entry.path):
+            return ""
+        return f"not at {entry.path}: {self._path_holder(entry.path)} holds it here"
+
     def _move_cycle(self, start: str, key: str) -> int:
         """The number of blueprints in a cycle of renames (X to Y's path, Y to X's, or longer)
         that blueprint ``start``'s move to path ``key`` begins; 0 when it is no cycle."""
@@ -816,7 +823,7 @@ class _Planner:
             if row.deleted and not self._path_free(target, row.id):
                 target = self._free_variant(entry.path)
             action = "restore" if row.deleted else "overwrite"
-            self._set(item, action, row.id, target, entry, row.rev)
+            self._set(item, action, row.id, target, entry, row.rev, self._not_at(entry, target))
             return
         if stale:
             reason = "deleted here" if row.deleted else "this version is already in history"
@@ -832,9 +839,8 @@ class _Planner:
                 self._set(item, "skip", row.id, row.path, None, None, "deleted here")
                 return
             back = entry.path if self._path_free(entry.path, row.id) else None
-            self._set(
-                item, "restore", row.id, back or self._free_variant(entry.path), entry, row.rev
-            )
+            target = back or self._free_variant(entry.path)
+            self._set(item, "restore", row.id, target, entry, row.rev, self._not_at(entry, target))
             return
         self._plan_conflict(item, entry, row, "changed on both sides")
 
