@@ -141,6 +141,9 @@ class ExportResult:
     size: int
     encrypted: bool
     ids: tuple[str, ...]
+    # Blueprints whose files here do not parse (flagged): exported as last indexed, which is not
+    # what their files now hold.
+    flagged: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly view."""
@@ -150,6 +153,7 @@ class ExportResult:
             "size": self.size,
             "encrypted": self.encrypted,
             "ids": list(self.ids),
+            "flagged": list(self.flagged),
         }
 
 
@@ -309,7 +313,13 @@ def export_bundle(
                 except OSError:  # never created there (the error above says why); nothing to undo
                     pass
     size = dest_path.stat().st_size
-    return ExportResult(dest_path, len(ids), size, passphrase is not None, tuple(ids))
+    flagged = tuple(i.id for i in infos if not i.valid and _is_flagged(store, i.id))
+    return ExportResult(dest_path, len(ids), size, passphrase is not None, tuple(ids), flagged)
+
+
+def _is_flagged(store: BlueprintStore, bp_id: str) -> bool:
+    row = _row(store, bp_id, include_deleted=True)
+    return row is not None and bool(row.flagged)
 
 
 def export_yaml(store: BlueprintStore, ref: str, dest: str | os.PathLike[str] | None) -> bytes:
