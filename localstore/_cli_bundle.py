@@ -20,6 +20,7 @@ import click
 
 from localstore.archive import (
     CONFLICT_POLICIES,
+    ExportResult,
     ImportResult,
     Merger,
     ProgressCallback,
@@ -136,14 +137,22 @@ def export_cmd(
                 passphrase=passphrase,
                 progress=progress,
             )
-    ctx.emit(
-        result.to_dict(),
-        lambda: click.echo(
-            f"exported {result.count} blueprint(s) to {result.path}"
-            + (" (encrypted)" if result.encrypted else ""),
-            err=True,
-        ),
+    ctx.emit(result.to_dict(), lambda: _print_export(result))
+
+
+def _print_export(result: ExportResult) -> None:
+    click.echo(
+        f"exported {result.count} blueprint(s) to {result.path}"
+        + (" (encrypted)" if result.encrypted else ""),
+        err=True,
     )
+    if result.flagged:
+        # Their files here do not parse; the bundle holds the version last indexed instead.
+        click.echo(
+            f"note: {len(result.flagged)} blueprint(s) whose files do not parse were exported as "
+            f"last saved: {', '.join(result.flagged)} (see 'localstore check')",
+            err=True,
+        )
 
 
 def _export_yaml(

@@ -39,6 +39,7 @@ from localstore import files as fs
 from localstore._bundle_read import (
     ENCRYPTED_MAGIC,
     ENTRY_PREFIX,
+    EXPORT_TEMP_PREFIX,
     FORMAT_NAME,
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -49,8 +50,10 @@ from localstore._bundle_read import (
     _CountingReader,
     is_encrypted,
     open_bundle,
+    sweep_stale_temps,
 )
 from localstore.blueprint import (
+    MAX_META_BYTES,
     Blueprint,
     BlueprintInfo,
     BlueprintMeta,
@@ -68,6 +71,7 @@ from localstore.errors import (
     LimitExceededError,
     LocalStoreError,
     NotFoundError,
+    RevisionConflictError,
     StorageError,
     UnsafePathError,
 )
@@ -137,6 +141,9 @@ class ExportResult:
     size: int
     encrypted: bool
     ids: tuple[str, ...]
+    # Blueprints whose files here do not parse (flagged): exported as last indexed, which is not
+    # what their files now hold.
+    flagged: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly view."""
@@ -146,6 +153,7 @@ class ExportResult:
             "size": self.size,
             "encrypted": self.encrypted,
             "ids": list(self.ids),
+            "flagged": list(self.flagged),
         }
 
 
@@ -305,7 +313,13 @@ def export_bundle(
                 except OSError:  # never created there (the error above says why); nothing to undo
                     pass
     size = dest_path.stat().st_size
-    return ExportResult(dest_path, len(ids), size, passphrase is not None, tuple(ids))
+    flagged = tuple(i.id for i in infos if not i.valid and _is_flagged(store, i.id))
+    return ExportResult(dest_path, len(ids), size, passphrase is not None, tuple(ids), flagged)
+
+
+def _is_flagged(store: BlueprintStore, bp_id: str) -> bool:
+    row = _row(store, bp_id, include_deleted=True)
+    return row is not None and bool(row.flagged)
 
 
 def export_yaml(store: BlueprintStore, ref: str, dest: str | os.PathLike[str] | None) -> bytes:
@@ -360,15 +374,22 @@ def _temp_beside(dest: Path) -> Path:
 def _private_temp(store: BlueprintStore) -> Path:
     # The plaintext zip of an encrypted export never goes next to the destination (a USB stick, a
     # shared folder): it lives in the home's cache, readable by the user only, and is deleted.
-    store.paths.cache.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix="export-", suffix=fs.TEMP_SUFFIX, dir=store.paths.cache)
+    # Its name carries the pid, so the next export or import removes one a killed export left
+    # behind (and this export, the decrypted copy a killed import of an encrypted bundle left).
+    cache = store.paths.cache
+    cache.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temps(cache)
+    prefix = f"{EXPORT_TEMP_PREFIX}{os.getpid()}-"
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=fs.TEMP_SUFFIX, dir=cache)
     os.close(fd)
     return Path(name)
 
 
-def _zip_info(name: str, when: tuple[int, int, int, int, int, int]) -> zipfile.ZipInfo:
+def _zip_info(
+    name: str, when: tuple[int, int, int, int, int, int], compress_type: int
+) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name, date_time=when)
-    info.compress_type = zipfile.ZIP_DEFLATED
+    info.compress_type = compress_type
     info.create_system = 3  # unix, so the mode below is meaningful to readers
     info.external_attr = (stat.S_IFREG | 0o644) << 16
     return info
@@ -380,17 +401,28 @@ def _write_zip(
     target: Path,
     progress: ProgressCallback | None,
     limits: BundleLimits,
+    *,
+    stored: frozenset[str] = frozenset(),
 ) -> list[str]:
     now = datetime.now(UTC)
     when = (now.year, now.month, now.day, now.hour, now.minute, now.second)
     entries: list[dict[str, Any]] = []
     ids: list[str] = []
+    paths: dict[str, str] = {}
     total = 0
     with open(target, "wb") as raw, zipfile.ZipFile(raw, "w", allowZip64=True) as zf:
         # The manifest goes last because its hashes are known only once the files are written;
         # readers find it through the central directory, so its position does not matter.
         for i, info in enumerate(infos):
-            bp, yaml_bytes = _load_pair(store, info.id)
+            bp, yaml_bytes = _load_pair(store, info)
+            key = fs.path_key(bp.path)
+            if key in paths:  # selected by refs and by a listing read at another moment
+                raise StorageError(
+                    f"{bp.path} and {paths[key]} were selected at one path: the store changed "
+                    "during the export",
+                    hint="export again",
+                )
+            paths[key] = bp.path
             meta_bytes = encode_meta(bp.meta)
             total += len(yaml_bytes) + len(meta_bytes)
             if total > limits.max_total_bytes:
@@ -399,12 +431,12 @@ def _write_zip(
                     "import reads from one bundle",
                     hint=_SPLIT_HINT,
                 )
-            zf.writestr(_zip_info(ENTRY_PREFIX + bp.path, when), yaml_bytes, compresslevel=6)
-            zf.writestr(
-                _zip_info(ENTRY_PREFIX + fs.meta_path_for(bp.path), when),
-                meta_bytes,
-                compresslevel=6,
-            )
+            for name, data in (
+                (ENTRY_PREFIX + bp.path, yaml_bytes),
+                (ENTRY_PREFIX + fs.meta_path_for(bp.path), meta_bytes),
+            ):
+                method = zipfile.ZIP_STORED if name in stored else zipfile.ZIP_DEFLATED
+                zf.writestr(_zip_info(name, when, method), data, compresslevel=6)
             entries.append(_manifest_entry(bp.id, bp.path, yaml_bytes, meta_bytes))
             ids.append(bp.id)
             if progress is not None:
@@ -424,33 +456,43 @@ def _write_zip(
                 "an import reads",
                 hint=_SPLIT_HINT,
             )
-        zf.writestr(_zip_info(MANIFEST_NAME, when), body, compresslevel=6)
+        method = zipfile.ZIP_STORED if MANIFEST_NAME in stored else zipfile.ZIP_DEFLATED
+        zf.writestr(_zip_info(MANIFEST_NAME, when, method), body, compresslevel=6)
+        # Import refuses an entry (and a bundle) inflating more than max_ratio times as a zip
+        # bomb, and real blueprints can be that repetitive (a 1 MiB description of one letter
+        # deflates 1000 times): such entries must be stored instead. Which ones is known only
+        # once deflated, so the rare export holding one is written again (the same revisions).
+        over = {
+            i.filename
+            for i in zf.infolist()
+            if i.compress_type == zipfile.ZIP_DEFLATED
+            and i.file_size > limits.max_ratio * max(i.compress_size, 1)
+        }
+    if over:
+        return _write_zip(store, infos, target, progress, limits, stored=frozenset(over))
     _fsync_file(target)
     return ids
 
 
-# How often export re-reads a blueprint whose YAML changed while it was read, before it takes the
-# revision it first saw from history instead.
-_TORN_RETRIES = 3
+def _load_pair(store: BlueprintStore, info: BlueprintInfo) -> tuple[Blueprint, bytes]:
+    """The blueprint as the selection saw it (revision ``info.rev``), and its YAML's bytes.
 
-
-def _load_pair(store: BlueprintStore, bp_id: str) -> tuple[Blueprint, bytes]:
-    """One blueprint's YAML and meta as one revision held them, and the YAML's bytes.
-
-    ``store.load`` takes the meta from the index, then reads the YAML file: a save landing in
-    between would otherwise export a pair that never existed. The row's content hash covers both,
-    so a mismatch shows such a tear; the blueprint is read again, and if it keeps changing, the
-    revision first seen is taken from history (content and meta stored together).
+    The export is a snapshot of the store when it was selected: another process saving, moving or
+    deleting blueprints while the bundle is written must not make it pair one revision's YAML with
+    another's meta (``store.load`` reads the meta from the index, then the file), put two
+    blueprints at one path (one moved onto the other's old path: a bundle import refuses whole),
+    or fail the export (one deleted since). The current files are read when they still are that
+    revision; otherwise the revision comes from history, which holds every one.
     """
-    first: Blueprint | None = None
-    for _ in range(_TORN_RETRIES):
-        bp = store.load(bp_id)
-        first = first or bp
+    try:
+        bp = store.load(info.id)
+    except NotFoundError:  # deleted since it was selected: history still has it
+        bp = None
+    if bp is not None and bp.rev == info.rev:
         yaml_bytes = bp.content.encode("utf-8")
         if content_hash(yaml_bytes, bp.meta) == bp.content_hash:
             return bp, yaml_bytes
-    assert first is not None
-    old = store.load_revision(bp_id, first.rev)
+    old = store.load_revision(info.id, info.rev)
     return old, old.content.encode("utf-8")
 
 
@@ -604,6 +646,11 @@ def _hash_as_saved(entry: BundleEntry, row: Row) -> str:
     return content_hash(entry.read_yaml(), entry.meta.replace(created=row.created))
 
 
+def _meta_too_big(meta: BlueprintMeta) -> bool:
+    """True when the store would refuse this meta (its file would pass MAX_META_BYTES)."""
+    return len(encode_meta(meta)) > MAX_META_BYTES
+
+
 # Keep-both copies get a name-based UUID (RFC 4122 version 5) in this namespace.
 _COPY_NAMESPACE = uuid.UUID("5b1f0a0e-2c4d-4f43-9a57-6c6f63616c73")
 
@@ -635,6 +682,7 @@ class _Planner:
         # Where the bundle puts each of its blueprints, which have been planned, which ids an
         # actionable item already writes, and the paths planned moves leave (by path key).
         self.bundle_paths = {e.id: fs.path_key(e.path) for e in entries}
+        self.entries = {e.id: e for e in entries}
         self.planned: set[str] = set()
         self.targets: set[str] = set()
         self.released: set[str] = set()
@@ -734,6 +782,36 @@ class _Planner:
         other = _row(self.store, path)
         return other is None or other.id == owner
 
+    def _not_at(self, entry: BundleEntry, target: str) -> str:
+        """The reason a blueprint is saved at ``target`` rather than at its path in the bundle
+        (held here by another blueprint); empty when it goes where the bundle has it."""
+        if fs.path_key(target) == fs.path_key(entry.path):
+            return ""
+        return f"not at {entry.path}: {self._path_holder(entry.path)} holds it here"
+
+    def _move_cycle(self, start: str, key: str) -> int:
+        """The number of blueprints in a cycle of renames (X to Y's path, Y to X's, or longer)
+        that blueprint ``start``'s move to path ``key`` begins; 0 when it is no cycle."""
+        seen = {start}
+        while True:
+            holder = self.holders.get(key)
+            if holder == start:
+                return len(seen)
+            if holder is None or holder in seen or not self._pure_move(holder):
+                return 0
+            seen.add(holder)
+            key = self.bundle_paths[holder]
+
+    def _pure_move(self, bp_id: str) -> bool:
+        """True when the bundle only renamed blueprint ``bp_id`` (same content, a path it never
+        had here): the move import would make once its new path is free. A cycle of such moves
+        is finished by moving one of them aside; any other member would stay where it is."""
+        entry = self.entries.get(bp_id)
+        row = _row(self.store, bp_id) if entry is not None else None
+        if entry is None or row is None or row.content_hash != _hash_as_saved(entry, row):
+            return False
+        return _renamed_at_source(entry, row, self.store.history(bp_id))
+
     def _path_holder(self, path: str) -> str:
         """Who keeps ``path`` from being free: a blueprint here, or this bundle's own plan."""
         other = _row(self.store, path)
@@ -755,7 +833,7 @@ class _Planner:
             if row.deleted and not self._path_free(target, row.id):
                 target = self._free_variant(entry.path)
             action = "restore" if row.deleted else "overwrite"
-            self._set(item, action, row.id, target, entry, row.rev)
+            self._set(item, action, row.id, target, entry, row.rev, self._not_at(entry, target))
             return
         if stale:
             reason = "deleted here" if row.deleted else "this version is already in history"
@@ -771,9 +849,8 @@ class _Planner:
                 self._set(item, "skip", row.id, row.path, None, None, "deleted here")
                 return
             back = entry.path if self._path_free(entry.path, row.id) else None
-            self._set(
-                item, "restore", row.id, back or self._free_variant(entry.path), entry, row.rev
-            )
+            target = back or self._free_variant(entry.path)
+            self._set(item, "restore", row.id, target, entry, row.rev, self._not_at(entry, target))
             return
         self._plan_conflict(item, entry, row, "changed on both sides")
 
@@ -792,6 +869,16 @@ class _Planner:
             # one's content would change a blueprint the bundle says nothing about.
             holder = self._path_holder(entry.path)
             reason = f"renamed to {entry.path} in the bundle, a path {holder} holds here"
+            cycle = self._move_cycle(row.id, fs.path_key(entry.path))
+            if cycle:
+                # Carrying a swap out takes a third path for a while, and a kill in between
+                # would leave a blueprint there: the person chooses it, and the next import
+                # finishes the rest (the move aside frees the first path of the cycle).
+                what = "swaps it with" if cycle == 2 else f"moves {cycle} blueprints round with"
+                reason += (
+                    f"; the bundle {what} {holder}, which import does not carry out: move one "
+                    "of them to another path here ('localstore mv'), then import again"
+                )
             self._set(item, "skip", row.id, row.path, None, None, reason)
             return
         # Only the path changes: the current YAML is kept (content None), the bundle's meta
@@ -845,6 +932,8 @@ class _Planner:
         except (InvalidYAMLError, LimitExceededError):
             return False
         tags = tuple(dict.fromkeys((*local.meta.tags, *entry.meta.tags)))
+        if _meta_too_big(local.meta.replace(tags=tags)):
+            return False  # the united tags do not fit in a meta file: no clean merge
         item._meta = local.meta.replace(tags=tags)
         item._content = merged.encode("utf-8")
         # Paths merge apart from content, as in sync: a rename at the source (a path this
@@ -864,6 +953,15 @@ class _Planner:
         name = entry.meta.name or fs.display_name(entry.path)
         item._meta = entry.meta.replace(id=copy_id, name=f"{name} (import {self.stamp})")
         self._set(item, "keep-both", copy_id, self._free_variant(entry.path), entry, 0, reason)
+        if _meta_too_big(item._meta):
+            # A meta at its limit has no room for the copy's longer name: the store would refuse
+            # the save, so the plan (and a dry run) says so rather than promising a copy.
+            item.action, item.status, item._entry = "refused", "failed", None
+            item.error = (
+                f"the copy's meta file would be over the {MAX_META_BYTES:,}-byte limit "
+                "(its name grows by the import stamp); shorten its description or fields, "
+                "or import with --on-conflict overwrite"
+            )
 
     def _free_variant(self, path: str) -> str:
         stem = path[: -len(fs.YAML_SUFFIX)]
@@ -964,12 +1062,37 @@ def _apply_items(store: BlueprintStore, items: list[ImportItem]) -> None:
     if not todo:
         return
     results = store.save_many([req for _, req in todo], origin=ORIGIN)
-    for (item, _), result in zip(todo, results, strict=True):
-        if isinstance(result, LocalStoreError):
-            # The store changed between plan and apply (another writer): this one is left as it is.
+    for (item, req), result in zip(todo, results, strict=True):
+        if isinstance(result, RevisionConflictError):
+            # The store changed between plan and apply (another writer): this one is left as it
+            # is. When that writer already saved what this item would (another import of the
+            # same bundle, a sync pull of the same version), the item is done, not failed.
+            landed = _landed_meanwhile(store, item, req)
+            if landed:
+                item.action, item.status, item.reason = "unchanged", "done", landed
+            else:
+                item.status = "failed"
+                item.error = f"{result.message} (it changed here during the import; import again)"
+        elif isinstance(result, LocalStoreError):
             item.status, item.error = "failed", str(result)
         else:
             item.status, item.rev, item.target_path = "done", result.rev, result.path
+
+
+def _landed_meanwhile(store: BlueprintStore, item: ImportItem, req: SaveRequest) -> str:
+    """Why an item whose save lost a race is nonetheless done: the blueprint it targets now holds
+    what it would have saved. Empty when it does not (the item then failed)."""
+    row = _row(store, item.target_id, include_deleted=True)
+    if row is None:
+        return ""
+    if item.action == "keep-both":
+        # The copy's id names this bundle version (_copy_id): another import made it.
+        return f"already imported as {row.id}"
+    if row.deleted or not isinstance(req.content, bytes) or not isinstance(req.meta, BlueprintMeta):
+        return ""
+    if row.content_hash != content_hash(req.content, req.meta):
+        return ""
+    return "saved meanwhile by another writer, as the bundle has it"
 
 
 def import_bundle(

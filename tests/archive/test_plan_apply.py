@@ -59,7 +59,9 @@ def test_a_create_does_not_overwrite_a_save_made_after_the_plan(
     assert [r.origin for r in dst.history(bp.id)] == ["remote"]
 
 
-@pytest.mark.parametrize(("saves", "want"), [(1, ("v: 2\n", "name 2")), (99, ("v: 1\n", "name 1"))])
+# The export is a snapshot of the selection: whether another writer saved once or keeps saving,
+# the bundle holds the revision that was selected, YAML and meta together.
+@pytest.mark.parametrize(("saves", "want"), [(1, ("v: 1\n", "name 1")), (99, ("v: 1\n", "name 1"))])
 def test_export_never_pairs_one_revision_yaml_with_another_meta(
     stores: StoreFactory,
     tmp_path: Path,
@@ -74,7 +76,7 @@ def test_export_never_pairs_one_revision_yaml_with_another_meta(
 
     def read_bytes(path: Path, *args: Any, **kwargs: Any) -> bytes:
         # Another writer saves between the index read (meta) and the YAML read: once, or on every
-        # read (the blueprint keeps changing; export then takes the revision it first saw).
+        # read (the blueprint keeps changing).
         if str(path).endswith("x.blueprint.yaml") and len(done) < saves:
             done.append(1)
             with monkeypatch.context() as m:
