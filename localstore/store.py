@@ -949,6 +949,11 @@ class BlueprintStore:
             # (A live row at exactly this path owns the path's case-folded key already.)
             owner = existing.id if existing else req.id
             self._check_path_free(cur, rel, owner, batch, target, holder)
+            if origin in ("local", "import"):
+                # Not for what sync applies: the server has the path already, and refusing it
+                # here would leave this device out of step for good (a Linux device's ``q/``
+                # beside another's ``Q/`` is a real pair of folders there).
+                self._check_folders_case(cur, rel, batch)
         content = req.content
         if content is None:
             if existing is None or existing.deleted:
@@ -1139,6 +1144,36 @@ class BlueprintStore:
                 f"{rel} differs only by case from the file {existing} in the same folder",
                 hint="rename one of them",
             )
+
+    def _check_folders_case(self, cur: Any, rel: str, batch: _Batch | None) -> None:
+        """Refuse a new folder whose name differs only by case from one beside it.
+
+        The file check above looks in the file's own folder, which for ``team/b`` beside an
+        existing ``Team/`` does not exist yet: both were made, one folder on macOS and Windows
+        (a device there syncing both mixes two folders' blueprints into one). A folder a live
+        blueprint is in exists already, with this exact case; otherwise each level is looked up.
+        """
+        folder = rel.rpartition("/")[0]
+        if (
+            not folder
+            or cur.execute(
+                "SELECT 1 FROM blueprints WHERE folder = ? AND deleted = 0 LIMIT 1", (folder,)
+            ).fetchall()
+        ):
+            return
+        parent = str(self.paths.blueprints)
+        for seg in folder.split("/"):
+            names = self._folder_names(parent, batch)
+            existing = names.get(seg.casefold())
+            if existing is not None and existing != seg:
+                raise UnsafePathError(
+                    f"{rel}: the folder {seg!r} differs only by case from the folder"
+                    f" {existing!r} beside it",
+                    hint=f"use {existing!r}, or rename that folder first",
+                )
+            if existing is None:
+                names[seg.casefold()] = seg  # (made by this save: a later one in the batch sees it)
+            parent = os.path.join(parent, seg)
 
     @staticmethod
     def _folder_names(folder: str, batch: _Batch | None) -> dict[str, str]:

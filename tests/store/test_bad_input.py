@@ -16,6 +16,7 @@ from localstore.errors import (
     LimitExceededError,
     UnsafePathError,
 )
+from localstore.store import SaveRequest
 
 # 9 levels of 9-fold aliases: expands to 9**9 (387 million) nodes when walked; under 400 bytes.
 ALIAS_BOMB = (
@@ -266,3 +267,27 @@ def test_extra_meta_that_only_fits_compact_is_written_compact(store) -> None:
     assert store.abspath("a.blueprint.meta.json").stat().st_size <= 2**20
     assert store.reconcile().clean
     assert store.load(saved.id).meta.extra["grid"] == [1] * 300_000
+
+
+def test_a_new_folder_differing_only_by_case_from_one_beside_it_is_refused(store) -> None:
+    """Only the file's own folder was checked: ``team/b`` beside ``Team/a`` made a second
+    folder, one folder on macOS and Windows (a device there mixed both folders' blueprints)."""
+    store.save("Team/a", "v: 1\n")
+    store.save("Team/Sub/c", "v: 1\n")
+    for rel in ("team/b", "TEAM/x/y", "Team/sub/d"):
+        with pytest.raises(UnsafePathError, match="differs only by case from the folder"):
+            store.save(rel, "v: 1\n")
+    x = store.save("x", "v: 1\n")
+    with pytest.raises(UnsafePathError):
+        store.move(x.id, "team/x")
+    # One batch: the folder it makes itself counts too.
+    results = store.save_many([SaveRequest("New/a", "v: 1\n"), SaveRequest("new/b", "v: 1\n")])
+    assert isinstance(results[1], UnsafePathError)
+    store.save("Team/b", "v: 1\n")  # the folder's own case is fine
+    assert sorted(p.name for p in store.paths.blueprints.iterdir()) == [
+        "New",
+        "Team",
+        "x.blueprint.meta.json",
+        "x.blueprint.yaml",
+    ]
+    assert store.reconcile().clean
