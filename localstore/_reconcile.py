@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import stat
 import time
 import unicodedata
@@ -90,6 +91,14 @@ ROOT_ID_SETTING = "blueprints_folder_id"
 # A file the user creates in an empty blueprints folder to say its blueprints are really gone
 # (hidden: the scan and the watcher pass it by). check_root removes it once it has answered.
 CONFIRM_EMPTY_NAME = ".localstore-confirm-empty"
+# The folder's own mark: a hidden file holding a random token that the index keeps too. The
+# (device, inode) pair alone did not tell the folder apart from a new one made at the same path:
+# ext4 hands a freed inode number out again (``rm -rf blueprints; mkdir blueprints`` got the same
+# one in a watcher run), and that empty folder then counted as the old one emptied: every
+# blueprint was recorded deleted, and sync pushed the deletes. A folder the user empties keeps
+# the mark (``rm blueprints/*`` is still an ordinary delete); a recreated one lacks it.
+ROOT_MARK_NAME = ".localstore-folder"
+ROOT_MARK_SETTING = "blueprints_folder_mark"
 
 
 def _from_index(exc: BaseException) -> bool:
@@ -117,8 +126,17 @@ def check_root(store: BlueprintStore) -> None:
     except FileNotFoundError:
         st = None
     ident = f"{st.st_dev}:{st.st_ino}" if st is not None else None
+    mark = store.index.get_setting(ROOT_MARK_SETTING)
     if ident is not None and ident == store.index.get_setting(ROOT_ID_SETTING):
-        return
+        if mark is None:
+            # An index from before marks (or a folder the mark could not be written to): the
+            # identity is all there is; mark the folder now.
+            mark_root(store)
+            return
+        if read_root_mark(root) == mark:
+            return
+        # Same inode number, but not the folder that was marked: a new folder that got the
+        # freed number. It is checked like any other folder below.
     with store.index.read() as cur:
         (live,) = cur.execute("SELECT count(*) FROM blueprints WHERE deleted = 0").fetchone()
     if st is None:
@@ -141,9 +159,36 @@ def check_root(store: BlueprintStore) -> None:
     if live and not confirmed and not _holds_blueprints(root):
         _refuse_root(store, live, "holds no blueprints (and is not the folder they were in)")
     store.index.set_setting(ROOT_ID_SETTING, f"{st.st_dev}:{st.st_ino}")
+    mark_root(store)
     if confirmed:
         log.warning("%s: confirmed; recording the %d missing blueprint(s) deleted", confirm, live)
         fs.remove_file(confirm)
+
+
+def read_root_mark(root: Path) -> str | None:
+    """The token in the blueprints folder's mark file (None: missing or unreadable)."""
+    try:
+        raw = fs.read_bytes(root / ROOT_MARK_NAME, limit=256)
+    except (OSError, LocalStoreError):
+        return None
+    return raw.decode("ascii", "replace").strip() or None
+
+
+def mark_root(store: BlueprintStore) -> None:
+    """Put the index's mark into the blueprints folder (a new token if the index has none).
+
+    A folder that cannot take it (read-only, a full disk) is not an error: it is then known by
+    its identity alone, as before marks, and marking is tried again at the next open.
+    """
+    mark = store.index.get_setting(ROOT_MARK_SETTING) or secrets.token_hex(16)
+    if read_root_mark(store.root) != mark:
+        try:
+            fs.atomic_write(store.root / ROOT_MARK_NAME, f"{mark}\n".encode("ascii"))
+        except (OSError, LocalStoreError) as exc:
+            log.warning("cannot mark the blueprints folder %s: %s", store.root, exc)
+            return
+    if store.index.get_setting(ROOT_MARK_SETTING) != mark:
+        store.index.set_setting(ROOT_MARK_SETTING, mark)
 
 
 def _holds_blueprints(root: Path) -> bool:
