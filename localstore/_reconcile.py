@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 import stat
 import time
 import unicodedata
@@ -91,13 +90,18 @@ ROOT_ID_SETTING = "blueprints_folder_id"
 # A file the user creates in an empty blueprints folder to say its blueprints are really gone
 # (hidden: the scan and the watcher pass it by). check_root removes it once it has answered.
 CONFIRM_EMPTY_NAME = ".localstore-confirm-empty"
-# The folder's own mark: a hidden file holding a random token that the index keeps too. The
+# The folder's own mark: a hidden file, written when the index records the folder. The
 # (device, inode) pair alone did not tell the folder apart from a new one made at the same path:
 # ext4 hands a freed inode number out again (``rm -rf blueprints; mkdir blueprints`` got the same
 # one in a watcher run), and that empty folder then counted as the old one emptied: every
 # blueprint was recorded deleted, and sync pushed the deletes. A folder the user empties keeps
 # the mark (``rm blueprints/*`` is still an ordinary delete); a recreated one lacks it.
+# Its text is the same in every store, so that copies of a folder (a bundle imported elsewhere,
+# another device's folder) stay byte for byte alike; the index's setting says the folder was marked.
 ROOT_MARK_NAME = ".localstore-folder"
+ROOT_MARK_TEXT = (
+    "LocalStore blueprints folder: keep this file (it tells this folder from a new one)"
+)
 ROOT_MARK_SETTING = "blueprints_folder_mark"
 
 
@@ -166,7 +170,7 @@ def check_root(store: BlueprintStore) -> None:
 
 
 def read_root_mark(root: Path) -> str | None:
-    """The token in the blueprints folder's mark file (None: missing or unreadable)."""
+    """The text of the blueprints folder's mark file (None: missing or unreadable)."""
     try:
         raw = fs.read_bytes(root / ROOT_MARK_NAME, limit=256)
     except (OSError, LocalStoreError):
@@ -175,12 +179,12 @@ def read_root_mark(root: Path) -> str | None:
 
 
 def mark_root(store: BlueprintStore) -> None:
-    """Put the index's mark into the blueprints folder (a new token if the index has none).
+    """Put the mark into the blueprints folder and record in the index that it is marked.
 
     A folder that cannot take it (read-only, a full disk) is not an error: it is then known by
     its identity alone, as before marks, and marking is tried again at the next open.
     """
-    mark = store.index.get_setting(ROOT_MARK_SETTING) or secrets.token_hex(16)
+    mark = ROOT_MARK_TEXT
     if read_root_mark(store.root) != mark:
         try:
             fs.atomic_write(store.root / ROOT_MARK_NAME, f"{mark}\n".encode("ascii"))
