@@ -563,11 +563,15 @@ class Reconciler:
         self.store.events.publish(self.events)
         return list(self.events)
 
-    def ingest_locked(self, cur: Any, rel: str, *, may_delete: bool = True) -> bool:
+    def ingest_locked(
+        self, cur: Any, rel: str, *, may_delete: bool = True, trust_stat: bool = True
+    ) -> bool:
         """Reconcile one YAML path inside the caller's write transaction (events collect in
         ``self.events`` for the caller to publish after its commit).
 
         Returns False, changing nothing, if the file is missing and ``may_delete`` is false.
+        Without ``trust_stat`` a pair whose size and mtime match the index is still read and
+        compared by hash (see ``_holds``).
         """
         from localstore.store import CheckReport
 
@@ -590,9 +594,30 @@ class Reconciler:
         with contextlib.suppress(FileNotFoundError):
             scan.metas[meta_rel] = os.stat(self.store.root / meta_rel)
         row = self._at_path(cur, rel)
-        if row is None or not self._stat_matches(row, y_st, scan.metas.get(meta_rel)):
+        if (
+            row is None
+            or not self._stat_matches(row, y_st, scan.metas.get(meta_rel))
+            or not (trust_stat or self._holds(row, rel, meta_rel))
+        ):
             self._ingest_locked(cur, rel, scan, report)
         return True
+
+    def _holds(self, row: Row, rel: str, meta_rel: str) -> bool:
+        """Whether the pair on disk has exactly the bytes the index recorded for ``row``.
+
+        For a path an event says was written: the same size and mtime do not prove the same
+        content where timestamps are coarse (FAT 2 s, exFAT 10 ms, SMB 1 s, kernels before 6.13
+        one jiffy), so an edit of one character right after a save looked like the save itself
+        and was never recorded. Two small reads; no write when the bytes are the same.
+        """
+        yaml_bytes = self._read(rel)
+        meta_bytes = self._read_meta(meta_rel)
+        return (
+            yaml_bytes is not None
+            and meta_bytes is not None
+            and sha256_hex(yaml_bytes) == row.yaml_sha256
+            and sha256_hex(meta_bytes) == row.meta_sha256
+        )
 
     def _read(self, rel: str) -> bytes | None:
         """A YAML file's bytes, up to max_yaml_bytes + 1 (None: missing)."""

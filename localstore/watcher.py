@@ -1019,7 +1019,11 @@ class Watcher:
                     mark = len(rec.events)
                     try:
                         with self.store.index.write() as cur:
-                            if not rec.ingest_locked(cur, rel, may_delete=may_delete):
+                            # An event (or a rescan) brought this path here: its stat alone
+                            # does not prove the content is what the index holds.
+                            if not rec.ingest_locked(
+                                cur, rel, may_delete=may_delete, trust_stat=False
+                            ):
                                 vanished.append(rel)
                     except StoreClosedError:
                         raise
