@@ -999,6 +999,16 @@ class Watcher:
             if 0 <= age < st.quiet_s:
                 st.due = now + (st.quiet_s - age)
                 return "wait"
+        if not os.path.lexists(self.root / fs.meta_path_for(key)):
+            # A YAML without its meta, written moments ago: a tool writing the pair (unzip, scp,
+            # git checkout or rebase) is likely to bring its meta next. Ingested at once, it got
+            # a new id and a meta written by us; the real meta then replaced it, and the store
+            # recorded a junk blueprint created and deleted (which sync pushed), or git refused
+            # the next checkout over the meta we had left. Wait until it has been quiet.
+            age = time.time() - y.st_mtime
+            if 0 <= age < self.write_quiet_s:
+                st.due = now + (self.write_quiet_s - age)
+                return "wait"
         return "present"
 
     def _indexed(self, key: str) -> bool:
