@@ -54,4 +54,3 @@ def test_a_meta_edited_alone_within_the_clock_tick_is_recorded(
     assert watcher.wait_idle(10)
     assert store.load(bp.id).meta.description == "xyz"
     assert [(e.kind, e.origin) for e in recorder.take()] == [("modified", "external")]
-

@@ -38,4 +38,3 @@ def test_yaml_written_before_its_meta_keeps_the_meta_id_and_makes_no_junk(
     assert [(e.kind, e.id) for e in recorder.take()] == [("created", bp_id)]
     assert [i.id for i in store.list()] == [bp_id]
     assert json.loads((store.root / "x.blueprint.meta.json").read_bytes())["id"] == bp_id
-
