@@ -1045,6 +1045,12 @@ class Watcher:
                             # paths before this one are undone, and each one after it would
                             # commit on its own, its event then never published.
                             raise _BatchLost(exc) from exc
+                        if _not_found(exc) and not os.path.lexists(self.root / rel):
+                            # The file went away while it was read (a git checkout removing
+                            # what it had just written): a vanish, checked again after its
+                            # grace, not a failure (a WARNING and DEGRADED on every checkout).
+                            vanished.append(rel)
+                            continue
                         failed.append((rel, exc))
         except StoreClosedError:
             raise
@@ -1322,6 +1328,18 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
     return f"{type(exc).__name__}: {exc}"
+
+
+def _not_found(exc: BaseException) -> bool:
+    """Whether ``exc`` is (or was raised from) a file-not-found error."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # a mapped error keeps the OSError as its cause
+        if seen is None:
+            return False
+        if isinstance(seen, FileNotFoundError):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _identity(path: Path) -> tuple[int, int]:
