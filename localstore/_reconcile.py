@@ -90,6 +90,19 @@ ROOT_ID_SETTING = "blueprints_folder_id"
 # A file the user creates in an empty blueprints folder to say its blueprints are really gone
 # (hidden: the scan and the watcher pass it by). check_root removes it once it has answered.
 CONFIRM_EMPTY_NAME = ".localstore-confirm-empty"
+# The folder's own mark: a hidden file, written when the index records the folder. The
+# (device, inode) pair alone did not tell the folder apart from a new one made at the same path:
+# ext4 hands a freed inode number out again (``rm -rf blueprints; mkdir blueprints`` got the same
+# one in a watcher run), and that empty folder then counted as the old one emptied: every
+# blueprint was recorded deleted, and sync pushed the deletes. A folder the user empties keeps
+# the mark (``rm blueprints/*`` is still an ordinary delete); a recreated one lacks it.
+# Its text is the same in every store, so that copies of a folder (a bundle imported elsewhere,
+# another device's folder) stay byte for byte alike; the index's setting says the folder was marked.
+ROOT_MARK_NAME = ".localstore-folder"
+ROOT_MARK_TEXT = (
+    "LocalStore blueprints folder: keep this file (it tells this folder from a new one)"
+)
+ROOT_MARK_SETTING = "blueprints_folder_mark"
 
 
 def _from_index(exc: BaseException) -> bool:
@@ -117,8 +130,17 @@ def check_root(store: BlueprintStore) -> None:
     except FileNotFoundError:
         st = None
     ident = f"{st.st_dev}:{st.st_ino}" if st is not None else None
+    mark = store.index.get_setting(ROOT_MARK_SETTING)
     if ident is not None and ident == store.index.get_setting(ROOT_ID_SETTING):
-        return
+        if mark is None:
+            # An index from before marks (or a folder the mark could not be written to): the
+            # identity is all there is; mark the folder now.
+            mark_root(store)
+            return
+        if read_root_mark(root) == mark:
+            return
+        # Same inode number, but not the folder that was marked: a new folder that got the
+        # freed number. It is checked like any other folder below.
     with store.index.read() as cur:
         (live,) = cur.execute("SELECT count(*) FROM blueprints WHERE deleted = 0").fetchone()
     if st is None:
@@ -141,9 +163,36 @@ def check_root(store: BlueprintStore) -> None:
     if live and not confirmed and not _holds_blueprints(root):
         _refuse_root(store, live, "holds no blueprints (and is not the folder they were in)")
     store.index.set_setting(ROOT_ID_SETTING, f"{st.st_dev}:{st.st_ino}")
+    mark_root(store)
     if confirmed:
         log.warning("%s: confirmed; recording the %d missing blueprint(s) deleted", confirm, live)
         fs.remove_file(confirm)
+
+
+def read_root_mark(root: Path) -> str | None:
+    """The text of the blueprints folder's mark file (None: missing or unreadable)."""
+    try:
+        raw = fs.read_bytes(root / ROOT_MARK_NAME, limit=256)
+    except (OSError, LocalStoreError):
+        return None
+    return raw.decode("ascii", "replace").strip() or None
+
+
+def mark_root(store: BlueprintStore) -> None:
+    """Put the mark into the blueprints folder and record in the index that it is marked.
+
+    A folder that cannot take it (read-only, a full disk) is not an error: it is then known by
+    its identity alone, as before marks, and marking is tried again at the next open.
+    """
+    mark = ROOT_MARK_TEXT
+    if read_root_mark(store.root) != mark:
+        try:
+            fs.atomic_write(store.root / ROOT_MARK_NAME, f"{mark}\n".encode("ascii"))
+        except (OSError, LocalStoreError) as exc:
+            log.warning("cannot mark the blueprints folder %s: %s", store.root, exc)
+            return
+    if store.index.get_setting(ROOT_MARK_SETTING) != mark:
+        store.index.set_setting(ROOT_MARK_SETTING, mark)
 
 
 def _holds_blueprints(root: Path) -> bool:
@@ -514,11 +563,15 @@ class Reconciler:
         self.store.events.publish(self.events)
         return list(self.events)
 
-    def ingest_locked(self, cur: Any, rel: str, *, may_delete: bool = True) -> bool:
+    def ingest_locked(
+        self, cur: Any, rel: str, *, may_delete: bool = True, trust_stat: bool = True
+    ) -> bool:
         """Reconcile one YAML path inside the caller's write transaction (events collect in
         ``self.events`` for the caller to publish after its commit).
 
         Returns False, changing nothing, if the file is missing and ``may_delete`` is false.
+        Without ``trust_stat`` a pair whose size and mtime match the index is still read and
+        compared by hash (see ``_holds``).
         """
         from localstore.store import CheckReport
 
@@ -541,9 +594,30 @@ class Reconciler:
         with contextlib.suppress(FileNotFoundError):
             scan.metas[meta_rel] = os.stat(self.store.root / meta_rel)
         row = self._at_path(cur, rel)
-        if row is None or not self._stat_matches(row, y_st, scan.metas.get(meta_rel)):
+        if (
+            row is None
+            or not self._stat_matches(row, y_st, scan.metas.get(meta_rel))
+            or not (trust_stat or self._holds(row, rel, meta_rel))
+        ):
             self._ingest_locked(cur, rel, scan, report)
         return True
+
+    def _holds(self, row: Row, rel: str, meta_rel: str) -> bool:
+        """Whether the pair on disk has exactly the bytes the index recorded for ``row``.
+
+        For a path an event says was written: the same size and mtime do not prove the same
+        content where timestamps are coarse (FAT 2 s, exFAT 10 ms, SMB 1 s, kernels before 6.13
+        one jiffy), so an edit of one character right after a save looked like the save itself
+        and was never recorded. Two small reads; no write when the bytes are the same.
+        """
+        yaml_bytes = self._read(rel)
+        meta_bytes = self._read_meta(meta_rel)
+        return (
+            yaml_bytes is not None
+            and meta_bytes is not None
+            and sha256_hex(yaml_bytes) == row.yaml_sha256
+            and sha256_hex(meta_bytes) == row.meta_sha256
+        )
 
     def _read(self, rel: str) -> bytes | None:
         """A YAML file's bytes, up to max_yaml_bytes + 1 (None: missing)."""

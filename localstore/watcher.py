@@ -53,7 +53,13 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from localstore import files as fs
-from localstore._reconcile import Reconciler, _Scan
+from localstore._reconcile import (
+    ROOT_MARK_SETTING,
+    Reconciler,
+    _Scan,
+    mark_root,
+    read_root_mark,
+)
 from localstore.errors import LocalStoreError, StoreClosedError, WatcherError
 from localstore.events import Event
 from localstore.index import map_apsw_error
@@ -273,6 +279,9 @@ class Watcher:
         # (st_dev, st_ino) of the folder being watched: a different folder at the same path (a
         # drive unmounted from under it, a restore) is not taken for the same one unchecked.
         self._root_id: tuple[int, int] | None = None
+        # The folder's mark (see _reconcile.ROOT_MARK_NAME): an inode number can be handed out
+        # again, so a recreated empty folder can have the old identity. None: not marked.
+        self._root_mark: str | None = None
         self._unlistable: list[str] = []
         self._step_error: str | None = None
         self._errors_in_row = 0
@@ -340,6 +349,7 @@ class Watcher:
                 self._root_id = _identity(self.root)
             except OSError as exc:
                 raise _watch_error(exc, self.root) from exc
+            self._root_mark = self.store.index.get_setting(ROOT_MARK_SETTING)
             self._observer = self._start_observer()
             self._state = WatcherState.RUNNING
         with _STARTED_LOCK:
@@ -614,6 +624,7 @@ class Watcher:
                 return False
         if self._root_problem is not None or ident != self._root_id:
             log.warning("the blueprints folder %s is back; watching it and rescanning", self.root)
+            self._mark_root()
         else:
             log.error("a watchdog thread died; restarting the observer and rescanning")
         self._root_problem = None
@@ -634,7 +645,11 @@ class Watcher:
         if not stat.S_ISDIR(st.st_mode):
             return f"the blueprints folder {self.root} is not a folder", None
         ident = (st.st_dev, st.st_ino)
-        if self._root_id is not None and ident != self._root_id and self._looks_emptied():
+        if (
+            self._root_id is not None
+            and (ident != self._root_id or not self._root_marked())
+            and self._looks_emptied()
+        ):
             # An unmounted drive leaves its empty mount point; a rescan would delete everything.
             return (
                 f"the blueprints folder {self.root} was replaced by a folder without blueprints "
@@ -642,6 +657,21 @@ class Watcher:
                 ident,
             )
         return None, ident
+
+    def _root_marked(self) -> bool:
+        """Whether the folder carries the mark it had at start (or there was none to carry)."""
+        return self._root_mark is None or read_root_mark(self.root) == self._root_mark
+
+    def _mark_root(self) -> None:
+        """Mark a folder adopted while running, so that emptying it later is an ordinary delete
+        and not taken for a folder replaced by an empty one."""
+        if self._root_marked():
+            return
+        try:
+            mark_root(self.store)
+            self._root_mark = self.store.index.get_setting(ROOT_MARK_SETTING)
+        except LocalStoreError as exc:
+            log.warning("cannot mark the blueprints folder %s: %s", self.root, exc)
 
     def _looks_emptied(self) -> bool:
         """Whether the folder holds no blueprint file while the index has live blueprints."""
@@ -969,6 +999,16 @@ class Watcher:
             if 0 <= age < st.quiet_s:
                 st.due = now + (st.quiet_s - age)
                 return "wait"
+        if not os.path.lexists(self.root / fs.meta_path_for(key)):
+            # A YAML without its meta, written moments ago: a tool writing the pair (unzip, scp,
+            # git checkout or rebase) is likely to bring its meta next. Ingested at once, it got
+            # a new id and a meta written by us; the real meta then replaced it, and the store
+            # recorded a junk blueprint created and deleted (which sync pushed), or git refused
+            # the next checkout over the meta we had left. Wait until it has been quiet.
+            age = time.time() - y.st_mtime
+            if 0 <= age < self.write_quiet_s:
+                st.due = now + (self.write_quiet_s - age)
+                return "wait"
         return "present"
 
     def _indexed(self, key: str) -> bool:
@@ -989,7 +1029,11 @@ class Watcher:
                     mark = len(rec.events)
                     try:
                         with self.store.index.write() as cur:
-                            if not rec.ingest_locked(cur, rel, may_delete=may_delete):
+                            # An event (or a rescan) brought this path here: its stat alone
+                            # does not prove the content is what the index holds.
+                            if not rec.ingest_locked(
+                                cur, rel, may_delete=may_delete, trust_stat=False
+                            ):
                                 vanished.append(rel)
                     except StoreClosedError:
                         raise
@@ -1001,6 +1045,12 @@ class Watcher:
                             # paths before this one are undone, and each one after it would
                             # commit on its own, its event then never published.
                             raise _BatchLost(exc) from exc
+                        if _not_found(exc) and not os.path.lexists(self.root / rel):
+                            # The file went away while it was read (a git checkout removing
+                            # what it had just written): a vanish, checked again after its
+                            # grace, not a failure (a WARNING and DEGRADED on every checkout).
+                            vanished.append(rel)
+                            continue
                         failed.append((rel, exc))
         except StoreClosedError:
             raise
@@ -1278,6 +1328,18 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
     return f"{type(exc).__name__}: {exc}"
+
+
+def _not_found(exc: BaseException) -> bool:
+    """Whether ``exc`` is (or was raised from) a file-not-found error."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # a mapped error keeps the OSError as its cause
+        if seen is None:
+            return False
+        if isinstance(seen, FileNotFoundError):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _identity(path: Path) -> tuple[int, int]:

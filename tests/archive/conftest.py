@@ -68,11 +68,12 @@ def tree(store: BlueprintStore) -> dict[str, bytes]:
     """Every file under a store's blueprints folder, by relative path.
 
     Temp files (``.lstmp``) are left out: a process killed inside an atomic write leaves one,
-    which is not a blueprint and which reconcile removes once it is stale.
+    which is not a blueprint and which reconcile removes once it is stale. So is the folder's
+    mark (``.localstore-folder``), which every store's folder holds.
     """
     root = store.root
     return {
         p.relative_to(root).as_posix(): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.name.endswith(TEMP_SUFFIX)
+        if p.is_file() and not p.name.endswith(TEMP_SUFFIX) and p.name != ".localstore-folder"
     }

@@ -254,6 +254,7 @@ def test_a_meta_too_large_to_read_back_is_refused_and_the_old_version_kept(store
         store.save("b", "v: 1\n", description="d" * 2**20)
     assert not store.exists("b.blueprint.yaml")
     assert sorted(p.name for p in store.paths.blueprints.iterdir()) == [
+        ".localstore-folder",  # the folder's mark (see _reconcile.ROOT_MARK_NAME)
         "a.blueprint.meta.json",
         "a.blueprint.yaml",
     ]

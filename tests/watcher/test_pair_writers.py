@@ -1,0 +1,40 @@
+"""Tools that write a pair file by file (unzip, scp, a git checkout or rebase) put the YAML down a
+moment before its meta. The watcher ingested the lone YAML after the settle window: it got a new
+id and a meta written by the watcher, the tool's meta then replaced that one, and the store
+recorded a junk blueprint created and deleted (sync pushes both) before the real one."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import localstore
+from localstore.store import BlueprintStore
+from localstore.watcher import Watcher
+
+from .conftest import Recorder
+
+
+def _pair_from_another_store(tmp_path: Path) -> tuple[str, bytes, bytes]:
+    with localstore.open(home=tmp_path / "other", maintenance=False) as other:
+        bp = other.save("x", "steps: [x]\n")
+        root = other.root
+        return (
+            bp.id,
+            (root / "x.blueprint.yaml").read_bytes(),
+            (root / "x.blueprint.meta.json").read_bytes(),
+        )
+
+
+def test_yaml_written_before_its_meta_keeps_the_meta_id_and_makes_no_junk(
+    store: BlueprintStore, watcher: Watcher, recorder: Recorder, tmp_path: Path
+) -> None:
+    bp_id, yaml_bytes, meta_bytes = _pair_from_another_store(tmp_path)
+    (store.root / "x.blueprint.yaml").write_bytes(yaml_bytes)
+    time.sleep(0.2)  # the tool's next file; far longer than the settle window
+    (store.root / "x.blueprint.meta.json").write_bytes(meta_bytes)
+    assert watcher.wait_idle(10)
+    assert [(e.kind, e.id) for e in recorder.take()] == [("created", bp_id)]
+    assert [i.id for i in store.list()] == [bp_id]
+    assert json.loads((store.root / "x.blueprint.meta.json").read_bytes())["id"] == bp_id

@@ -1,0 +1,52 @@
+"""The blueprints folder deleted and made again, empty, while the watcher runs: ext4 often gives
+the new folder the old inode number, and the watcher took it for the old folder emptied (every
+blueprint recorded deleted, and sync would push the deletes)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+from localstore._reconcile import ROOT_MARK_NAME
+from localstore.store import BlueprintStore
+from localstore.watcher import HEALTH_CHECK_S, Watcher, WatcherState
+from tests.conftest import eventually
+
+from .conftest import Recorder
+
+
+def live_paths(store: BlueprintStore) -> list[str]:
+    return sorted(i.path for i in store.list())
+
+
+def test_folder_recreated_empty_with_the_old_inode_keeps_its_blueprints(
+    store: BlueprintStore, make_watcher, recorder: Recorder
+) -> None:
+    w: Watcher = make_watcher(store, rescan_interval_s=0.2)
+    w.start()
+    for i in range(3):
+        store.save(f"f/b{i}", f"name: b{i}\n")
+    assert w.wait_idle(10)
+    before = live_paths(store)
+    recorder.take()
+    old = os.stat(store.root)
+    shutil.rmtree(store.root)
+    store.root.mkdir()
+    new = os.stat(store.root)
+    if (new.st_dev, new.st_ino) != (old.st_dev, old.st_ino):
+        # Not reused this time (ext4 usually does here): the state a reuse leaves is the
+        # watcher's remembered identity equal to the new folder's.
+        w._root_id = (new.st_dev, new.st_ino)
+    time.sleep(HEALTH_CHECK_S + 1.5)  # health checks, timer rescans and delete graces pass
+    assert live_paths(store) == before
+    assert [e for e in recorder.take() if e.kind == "deleted"] == []
+    assert w.state is WatcherState.DEGRADED
+    assert "replaced" in (w.problem or "")
+    # Blueprints copied back in (without the mark): adopted, marked, and watched as usual.
+    (store.root / "f").mkdir()
+    (store.root / "f" / "b0.blueprint.yaml").write_text("name: b0\n")
+    assert eventually(lambda: w.state is WatcherState.RUNNING, 10)
+    assert w.wait_idle(10)
+    assert (store.root / ROOT_MARK_NAME).is_file()
+    assert live_paths(store) == ["f/b0.blueprint.yaml"]
