@@ -286,6 +286,7 @@ def test_a_new_folder_differing_only_by_case_from_one_beside_it_is_refused(store
     assert isinstance(results[1], UnsafePathError)
     store.save("Team/b", "v: 1\n")  # the folder's own case is fine
     assert sorted(p.name for p in store.paths.blueprints.iterdir()) == [
+        ".localstore-folder",  # the folder's mark (see _reconcile.ROOT_MARK_NAME)
         "New",
         "Team",
         "x.blueprint.meta.json",
