@@ -34,6 +34,22 @@ def _blueprint(i: int, size: int = 4000, salt: str = "") -> str:
     return f"name: bp{i}\nsteps:\n{body}"
 
 
+def _waiting_write(write: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
+    """Run ``write`` on a thread until it waits for the other process's lock; what it raised."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            write()
+        except BaseException as exc:
+            errors.append(exc)
+
+    writer = threading.Thread(target=run)
+    writer.start()
+    assert eventually(lambda: waiting_for_lock(writer), 10)
+    return writer, errors
+
+
 # -- waiting for another process's write lock -------------------------------------------------------
 
 
@@ -88,17 +104,7 @@ def test_close_does_not_wait_for_another_process_lock(
     fails (lock timeout or index closed) instead of holding the close for 30 s."""
     store = localstore.open(home=tmp_path / "home")
     holder = holder_factory(store.paths.index_db)
-    errors: list[BaseException] = []
-
-    def write() -> None:
-        try:
-            store.save("late", "name: late\n")
-        except BaseException as exc:
-            errors.append(exc)
-
-    writer = threading.Thread(target=write)
-    writer.start()
-    assert eventually(lambda: waiting_for_lock(writer), 10)
+    writer, errors = _waiting_write(lambda: store.save("late", "name: late\n"))
     closer = threading.Thread(target=store.close)
     closer.start()
     closer.join(20)
@@ -118,17 +124,7 @@ def test_index_close_from_another_thread_ends_a_lock_wait(
     the index closed."""
     index = Index(tmp_path / "index.db", busy_timeout_ms=60_000)
     holder = holder_factory(index.path)
-    errors: list[BaseException] = []
-
-    def write() -> None:
-        try:
-            index.set_setting("k", "v")
-        except BaseException as exc:
-            errors.append(exc)
-
-    writer = threading.Thread(target=write)
-    writer.start()
-    assert eventually(lambda: waiting_for_lock(writer), 10)
+    writer, errors = _waiting_write(lambda: index.set_setting("k", "v"))
     closer = threading.Thread(target=index.close)
     closer.start()
     closer.join(20)
@@ -149,17 +145,7 @@ def test_a_write_gives_up_after_the_busy_timeout_with_the_usual_error(
     index = Index(tmp_path / "index.db", busy_timeout_ms=5_000)
     try:
         holder = holder_factory(index.path)
-        errors: list[BaseException] = []
-
-        def write() -> None:
-            try:
-                index.set_setting("k", "v")
-            except BaseException as exc:
-                errors.append(exc)
-
-        writer = threading.Thread(target=write)
-        writer.start()
-        assert eventually(lambda: waiting_for_lock(writer), 10)
+        writer, errors = _waiting_write(lambda: index.set_setting("k", "v"))
         assert index.get_setting("k") is None
         read_during_wait = writer.is_alive()
         writer.join(60)
