@@ -368,6 +368,18 @@ def reset_for_identity(cur: Any, identity: str) -> bool:
 # -- outbox -------------------------------------------------------------------------------------
 
 
+def leading_fit(sizes: Sequence[int], max_count: int, max_bytes: int) -> int:
+    """How many of ``sizes``, from the first, make one push: at most ``max_count`` items and
+    ``max_bytes`` together, but at least one (a change over the budget still goes, alone)."""
+    total, count = 0, 0
+    for size in sizes[:max_count]:
+        total += size
+        if count and total > max_bytes:
+            break
+        count += 1
+    return count
+
+
 def outbox_batch(
     cur: Any, after_op_id: int, limit: int, *, max_bytes: int | None = None
 ) -> list[OutboxItem]:
@@ -390,14 +402,10 @@ def outbox_batch(
             f"WHERE b.op_id > ? AND {_DIRTY_WHERE} ORDER BY b.op_id LIMIT ?",
             (after_op_id, limit),
         ).fetchall()
-        total, count = 0, 0
-        for op_id, size in sizes:
-            total += int(size)
-            if count and total > max_bytes:
-                break
-            count, upto = count + 1, int(op_id)
-        if upto is None:
+        count = leading_fit([int(size) for _, size in sizes], len(sizes), max_bytes)
+        if not count:
             return []
+        upto = int(sizes[count - 1][0])
         # Bounded by op id too: an item edited between the two reads moves past ``upto`` (every
         # edit takes a new op id), so the texts read below are the ones just measured or fewer.
         limit = count

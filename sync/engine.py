@@ -711,12 +711,7 @@ class SyncEngine:
             conflicts, start = 0, 0
             while start < len(pairs):
                 # Cut by the limits as they are now: a refused piece lowers them further.
-                end, total = start, 0
-                while end < len(pairs) and end - start < self._push_count:
-                    total += sizes[end]
-                    if end > start and total > self._push_bytes:
-                        break
-                    end += 1
+                end = start + st.leading_fit(sizes[start:], self._push_count, self._push_bytes)
                 conflicts += self._push(pairs[start:end], report)
                 start = end
             return conflicts
