@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import click
 
 from localstore.cli import EXIT_NOT_FOUND, EXIT_USAGE, CliContext, errors_to_exit, fail, pass_ctx
-from localstore.credentials import CredentialStore, is_internal
+from localstore.credentials import MAX_VALUE_BYTES, CredentialStore, is_internal
 from localstore.errors import CredentialNotFoundError, InvalidInputError
 from localstore.index import Index
 
@@ -54,7 +54,16 @@ def _read_value(name: str) -> str:
             f"Value for {name}", hide_input=True, confirmation_prompt=True, err=True
         )
         return value
-    data = stdin.read()
+    # Bounded: a value over the limit is refused without reading the rest, which may be a
+    # mistaken `< big.iso` or never end (`yes |`). A value within MAX_VALUE_BYTES has at most that
+    # many characters, plus the "\r\n" dropped below.
+    limit = MAX_VALUE_BYTES + 2
+    data = stdin.read(limit + 1)
+    if len(data) > limit:
+        raise InvalidInputError(
+            f"the value of {name!r} is over the keychain limit here, {MAX_VALUE_BYTES} bytes",
+            hint="store large data encrypted in the app-data store instead",
+        )
     # `echo secret | localstore cred set X` appends one newline that is not part of the secret.
     if data.endswith("\r\n"):
         return data[:-2]

@@ -575,7 +575,13 @@ class SupabaseRemote:
         self._next_cb = 0
         self._http = _http_client(timeout_s)
         try:
-            self._client: Client = create_client(
+            # Client(), not create_client(): create() calls auth.get_session(), which refreshes
+            # an expiring stored session before _guard_refreshes is in place, i.e. without the
+            # home's refresh lock. A daemon refreshing the same token at that moment got the
+            # session revoked (reuse of a rotated token). initialize_from_storage() below does
+            # that refresh under the guard, and its SIGNED_IN/TOKEN_REFRESHED event sets the
+            # Authorization header that create() would have set.
+            self._client: Client = Client(
                 self.url, anon_key, _client_options(storage, self._http, auto_refresh=True)
             )
             _guard_refreshes(self._client, storage, self._require_own)

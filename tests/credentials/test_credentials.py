@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import keyring.backend
@@ -188,6 +191,43 @@ def test_cli_without_keychain_says_what_to_install(home: Path, backend: str) -> 
     proc = run_cli(home, "--json", "cred", "ls", env=env, keep_localstore_env=True)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["names"] == []
+
+
+def test_cli_set_refuses_an_oversized_value_without_reading_it_to_the_end(home: Path) -> None:
+    # `yes | localstore cred set x` or `< big.iso`: the value is over the limit long before the
+    # end, which may never come. The pipe stays open, as an endless producer's would.
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
+    environ["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"
+    read_end, write_end = os.pipe()
+    code = "from localstore.cli import main; main()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "--home", str(home), "cred", "set", "big"],
+        stdin=read_end,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environ,
+    )
+    os.close(read_end)
+
+    def produce() -> None:
+        with contextlib.suppress(BrokenPipeError), open(write_end, "wb", closefd=False) as pipe:
+            pipe.write(b"s" * (credentials.MAX_VALUE_BYTES + 64 * 1024))
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("cred set kept reading a value already over the size limit")
+    finally:
+        os.close(write_end)  # EOF: lets a reader that waited for it finish, and the producer
+        producer.join()
+    assert proc.returncode == 1, err
+    assert out == b""
+    assert b"over" in err and str(credentials.MAX_VALUE_BYTES).encode() in err
+    assert b"sss" not in err
 
 
 # --- error mapping --------------------------------------------------------------------------------
