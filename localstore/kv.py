@@ -353,8 +353,9 @@ class KVStore:
         self._keys = DataKeys(credentials) if credentials is not None else None
         self._clock = clock
         self._hot = _HotTier(hot_items, hot_bytes, hot_ttl)
-        # One lock for the hot tier and the coherence counters; never held across index writes
-        # of other threads for long (index calls inside are short).
+        # One lock for the hot tier and the coherence counters. Lock order: the index's lock
+        # first, then this one (see _hot_lookup and _write), never the reverse: a caller may hold
+        # the index's lock (its own index.write()) when it calls us.
         self._lock = threading.RLock()
         # Bumps on every write here and every time the tier is emptied: a read that raced either
         # (a local write, or another process's commit noticed by another thread) is not cached.
@@ -553,13 +554,9 @@ class KVStore:
         """The item (value unset) and its plaintext, from the hot tier or the index."""
         _check_key(key)
         now = self._clock()
-        with self._lock:
-            if self._hot.enabled:
-                self._sync_with_other_processes()
-                entry = self._hot.get(key, now)
-                if entry is not None:
-                    return entry.item, entry.plain
-            epoch_before = self._epoch
+        entry, epoch_before = self._hot_lookup(key, now)
+        if entry is not None:
+            return entry.item, entry.plain
         item, plain = self._read_item(key, now)
         with self._lock:
             if self._epoch == epoch_before:  # no write or coherence check raced this read
@@ -625,11 +622,8 @@ class KVStore:
         """Return whether a live (unexpired) item has ``key``."""
         _check_key(key)
         now = self._clock()
-        with self._lock:
-            if self._hot.enabled:
-                self._sync_with_other_processes()
-                if self._hot.get(key, now) is not None:
-                    return True
+        if self._hot_lookup(key, now)[0] is not None:
+            return True
         with self._index.read() as cur:
             rows = cur.execute(
                 "SELECT 1 FROM kv_items WHERE key = ? AND (expires IS NULL OR expires > ?)",
@@ -674,25 +668,42 @@ class KVStore:
 
     # -- coherence --------------------------------------------------------------------------------
 
+    def _hot_lookup(self, key: str, now: float) -> tuple[_HotEntry | None, int]:
+        """The hot tier's entry for ``key`` (None on a miss or with the tier off) and the epoch.
+
+        Takes the index's lock before ours: the coherence check reads the index, and taking ours
+        first deadlocked against a caller that holds the index's lock (its own index.write()) and
+        calls save, which takes ours.
+        """
+        if not self._hot.enabled:
+            with self._lock:
+                return None, self._epoch
+        with self._index.read(), self._lock:
+            self._sync_with_other_processes()
+            return self._hot.get(key, now), self._epoch
+
     @contextmanager
     def _write(self) -> Iterator[Any]:
-        """An index write transaction under the store lock; a failed one resets the coherence state.
+        """An index write transaction under both locks; a failed one resets the coherence state.
 
         _bump_generation and the hot-tier updates run before COMMIT. If the transaction then fails
         (a write error, or COMMIT itself on a full disk), the counters would count a write that was
         rolled back and the next foreign write would pass for ours. Rather than defer every update
         until after COMMIT, forget what we know: the next read re-reads the generation.
         """
-        with self._lock:
-            self._forget_if_rolled_back()
-            try:
-                with self._index.write() as cur:
-                    yield cur
-            except BaseException:
+        try:
+            # The index's lock (held by write() throughout) before ours, as in _hot_lookup. Ours
+            # is released just before COMMIT; nothing reads the tier without the index's lock
+            # meanwhile, except a read's own fill, which the epoch bumped here refuses.
+            with self._index.write() as cur, self._lock:
+                self._forget_if_rolled_back()
+                yield cur
+        except BaseException:
+            with self._lock:
                 self._clear_hot()
                 self._seen_generation = None
                 self._seen_data_version = None
-                raise
+            raise
 
     def _bump_generation(self, cur: apsw.Cursor) -> None:
         rows: list[Any] = cur.execute(
@@ -726,6 +737,7 @@ class KVStore:
         self._epoch += 1
 
     def _sync_with_other_processes(self) -> None:
+        """(both locks held, the index's first) Empty the tier if another process wrote kv data."""
         self._forget_if_rolled_back()
         with self._index.read() as cur:
             version = int(cur.execute("PRAGMA data_version").fetchall()[0][0])

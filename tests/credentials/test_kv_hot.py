@@ -425,3 +425,70 @@ def test_a_save_inside_a_callers_rolled_back_write_is_not_served(
     finally:
         other_index.close()
     assert mine.load("k") == "v2"  # the foreign write is noticed
+
+
+class _WatchedLock:
+    """The index's lock, reporting when the thread named ``reader`` has to wait for it.
+
+    Its wait is bounded: a lock-order deadlock then fails the test instead of hanging it."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.reader_waits = threading.Event()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if threading.current_thread().name != "reader":
+            return bool(self._inner.acquire(blocking, timeout))
+        if self._inner.acquire(False):
+            return True
+        self.reader_waits.set()
+        if not self._inner.acquire(True, 10):
+            raise TimeoutError("the reader waited 10 s for the index lock")
+        return True
+
+    def release(self) -> None:
+        self._inner.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def test_a_save_inside_a_callers_write_does_not_deadlock_with_a_reader(
+    index: Index, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller's index.write() holds the index lock and saves (the store's lock) while another
+    thread loads: both locks must be taken in one order, or each thread waits for the other."""
+    kv = KVStore(index, clock=clock, hot_items=10)
+    kv.save("k", "v1")
+    watched = _WatchedLock(index._lock)
+    monkeypatch.setattr(index, "_lock", watched)
+    in_write = threading.Event()
+    errors: list[BaseException] = []
+    loaded: list[Any] = []
+
+    def caller() -> None:
+        try:
+            with index.write():
+                in_write.set()
+                assert watched.reader_waits.wait(10)
+                kv.save("k", "v2")
+        except BaseException as exc:
+            errors.append(exc)
+
+    def reader() -> None:
+        try:
+            assert in_write.wait(10)
+            loaded.append(kv.load("k"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller), threading.Thread(target=reader, name="reader")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    assert loaded == ["v2"]  # the reader waited for the caller's transaction
