@@ -261,6 +261,16 @@ def _prefix_bounds(prefix: str) -> tuple[str, str | None]:
 # --- hot tier -----------------------------------------------------------------------------------
 
 
+def _meta_cost(item: KVItem) -> int:
+    """Rough bytes the tier holds for an item's metadata and tags (JSON text length)."""
+    # Counted, or a small value with megabytes of metadata would pass for a small entry and the
+    # tier could hold hot_items times that, far past hot_bytes. ({} is the common case: free.)
+    cost = sum(len(tag) + 4 for tag in item.tags)
+    if item.metadata:
+        cost += len(json.dumps(item.metadata, ensure_ascii=False, separators=(",", ":")))
+    return cost
+
+
 @dataclass(slots=True)
 class _HotEntry:
     item: KVItem  # value is None; the plaintext is decoded and metadata copied per hit
@@ -302,7 +312,7 @@ class _HotTier:
 
     def put(self, key: str, item: KVItem, plain: bytes, now: float) -> None:
         self.discard(key)
-        cost = len(plain) + len(key) + _ENTRY_OVERHEAD
+        cost = len(plain) + len(key) + _meta_cost(item) + _ENTRY_OVERHEAD
         if not self.enabled or cost > self.max_bytes:
             return
         self._data[key] = _HotEntry(item, plain, now, cost)

@@ -68,6 +68,22 @@ def test_byte_bound(index: Index, clock: FakeClock) -> None:
     assert kv.hot_stats()["bytes"] <= 2000
 
 
+def test_byte_bound_counts_metadata_and_tags(index: Index, clock: FakeClock) -> None:
+    """The tier keeps each item's metadata and tags too: a small value with large metadata must
+    not let the tier grow far past hot_bytes."""
+    kv = KVStore(index, clock=clock, hot_items=1000, hot_bytes=10_000)
+    for i in range(20):
+        kv.save(f"m{i}", i, metadata={"note": "x" * 3000})
+    assert kv.hot_stats()["items"] <= 3
+    kv.save("tagged", 0, tags=[f"tag-{n:03d}-" + "t" * 100 for n in range(120)])
+    assert kv.hot_stats()["bytes"] <= 10_000
+    kv.save("big", 0, metadata={"note": "y" * 20_000})  # larger than the whole tier
+    misses = kv.hot_stats()["misses"]
+    assert kv.load_item("big").metadata == {"note": "y" * 20_000}
+    assert kv.hot_stats()["misses"] == misses + 1
+    assert kv.hot_stats()["bytes"] <= 10_000
+
+
 def test_hot_ttl_and_item_expiry_in_memory(index: Index, clock: FakeClock) -> None:
     kv = KVStore(index, clock=clock, hot_items=10, hot_ttl=5)
     kv.save("a", 1)
