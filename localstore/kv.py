@@ -206,8 +206,11 @@ def _check_key(key: str) -> None:
 
 
 def _check_tags(tags: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(tags, str):
-        raise InvalidInputError("tags must be a list of strings, not one string")
+    if isinstance(tags, str) or not isinstance(tags, Iterable):
+        raise InvalidInputError(
+            f"tags must be a list of strings, not {type(tags).__name__}",
+            hint="pass tags=['a', 'b'], or leave it out for none",
+        )
     out: dict[str, None] = {}
     for tag in tags:
         if not isinstance(tag, str) or not 1 <= len(tag) <= MAX_TAG_CHARS:
@@ -237,12 +240,19 @@ def _finite(name: str, value: Any) -> float:
 def _metadata_json(metadata: Mapping[str, Any] | None) -> str:
     if metadata is None:
         return "{}"
+    hint = "metadata is a small JSON object: str keys; str, number, bool, None, list, dict values"
     if not isinstance(metadata, Mapping):
-        raise InvalidInputError("metadata must be a mapping")
+        raise InvalidInputError("metadata must be a mapping", hint=hint)
     try:
-        return json.dumps(dict(metadata), ensure_ascii=False, allow_nan=False, sort_keys=True)
+        text = json.dumps(dict(metadata), ensure_ascii=False, allow_nan=False, sort_keys=True)
     except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"metadata is not JSON-serializable: {exc}") from exc
+        raise InvalidInputError(f"metadata is not JSON-serializable: {exc}", hint=hint) from exc
+    except RecursionError as exc:
+        raise InvalidInputError("metadata is nested too deeply", hint=hint) from exc
+    # ensure_ascii=False keeps a lone surrogate as is: SQLite would then raise a raw
+    # UnicodeEncodeError when the text is bound, inside the write.
+    _check_utf8("the metadata", text)
+    return text
 
 
 def _prefix_bounds(prefix: str) -> tuple[str, str | None]:

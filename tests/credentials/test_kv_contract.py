@@ -282,6 +282,26 @@ def test_metadata(kv: KVStore) -> None:
         kv.save("m2", "v", metadata={"x": {1, 2}})
 
 
+def test_metadata_and_tags_that_cannot_be_stored_are_invalid_input(kv: KVStore) -> None:
+    deep: dict[str, Any] = {}
+    inner = deep
+    for _ in range(100_000):  # deeper than the interpreter's recursion limit
+        inner["a"] = {}
+        inner = inner["a"]
+    calls = [
+        lambda: kv.save("k", 1, metadata={"note": "x\ud800"}),  # not UTF-8: raw at bind time
+        lambda: kv.save("k", 1, metadata={"\udc00": 1}),
+        lambda: kv.save("k", 1, metadata=deep),
+        lambda: kv.save("k", 1, tags=None),  # type: ignore[arg-type]
+        lambda: kv.save("k", 1, tags=5),  # type: ignore[arg-type]
+    ]
+    for call in calls:
+        with pytest.raises(InvalidInputError) as info:
+            call()
+        assert info.value.hint
+    assert kv.keys() == []
+
+
 def test_format_errors(kv: KVStore) -> None:
     with pytest.raises(KVFormatError):
         kv.save("s", {1, 2})
