@@ -47,6 +47,7 @@ from localstore.errors import (
     KVError,
     KVFormatError,
     KVNotFoundError,
+    LimitExceededError,
     LocalStoreError,
     StoreClosedError,
 )
@@ -484,27 +485,37 @@ class KVStore:
                 if key_id is None:
                     raise _StaleKey
                 stored = self._keys.seal(key_id, stored, aad=_aad(key))
-            rows = cur.execute(
-                "INSERT INTO kv_items (key, value, format, compressed, key_id, metadata, tags,"
-                " created, updated, expires, size) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-                " ON CONFLICT(key) DO UPDATE SET value=excluded.value, format=excluded.format,"
-                " compressed=excluded.compressed, key_id=excluded.key_id,"
-                " metadata=excluded.metadata, tags=excluded.tags, updated=excluded.updated,"
-                " expires=excluded.expires, size=excluded.size RETURNING created",
-                (
-                    key,
-                    stored,
-                    fmt,
-                    compressed,
-                    key_id,
-                    meta_json,
-                    tags_json,
-                    now,
-                    now,
-                    expires,
-                    size,
-                ),
-            ).fetchall()
+            try:
+                rows = cur.execute(
+                    "INSERT INTO kv_items (key, value, format, compressed, key_id, metadata, tags,"
+                    " created, updated, expires, size) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT(key) DO UPDATE SET value=excluded.value, format=excluded.format,"
+                    " compressed=excluded.compressed, key_id=excluded.key_id,"
+                    " metadata=excluded.metadata, tags=excluded.tags, updated=excluded.updated,"
+                    " expires=excluded.expires, size=excluded.size RETURNING created",
+                    (
+                        key,
+                        stored,
+                        fmt,
+                        compressed,
+                        key_id,
+                        meta_json,
+                        tags_json,
+                        now,
+                        now,
+                        expires,
+                        size,
+                    ),
+                ).fetchall()
+            except apsw.TooBigError as exc:
+                # Raised inside our write, so the index's write() would pass it on raw.
+                limit = cur.connection.limit(apsw.SQLITE_LIMIT_LENGTH)
+                raise LimitExceededError(
+                    f"app-data item {key!r} is too large for the index ({len(stored)} bytes of"
+                    f" value, {len(meta_json)} of metadata; SQLite's limit is {limit} per item)",
+                    hint="keep large data in files and store their path; app data is for small"
+                    " values",
+                ) from exc
             cur.execute("DELETE FROM kv_tags WHERE key = ?", (key,))
             cur.executemany("INSERT INTO kv_tags VALUES (?, ?)", [(t, key) for t in tags])
             self._bump_generation(cur)

@@ -10,12 +10,19 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import apsw
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from localstore.credentials import CredentialStore
-from localstore.errors import DecryptionError, InvalidInputError, KVError, KVFormatError
+from localstore.errors import (
+    DecryptionError,
+    InvalidInputError,
+    KVError,
+    KVFormatError,
+    LimitExceededError,
+)
 from localstore.index import Index
 from localstore.kv import KVNotFoundError, KVStore
 
@@ -300,6 +307,25 @@ def test_metadata_and_tags_that_cannot_be_stored_are_invalid_input(kv: KVStore) 
             call()
         assert info.value.hint
     assert kv.keys() == []
+
+
+def test_an_item_too_large_for_sqlite_is_a_limit_error(kv: KVStore, index: Index) -> None:
+    # SQLite refuses a string, blob or row over SQLITE_LIMIT_LENGTH (1e9 bytes by default); the
+    # limit is lowered here so the test need not allocate a gigabyte.
+    index.conn.limit(apsw.SQLITE_LIMIT_LENGTH, 100_000)
+    kv.save("small", b"x" * 1000, format="binary")
+    calls = [
+        lambda: kv.save("big", b"x" * 200_000, format="binary"),
+        lambda: kv.save("big", "y" * 200_000),
+        lambda: kv.save("big", 1, metadata={"note": "z" * 200_000}),
+        lambda: kv.save("small", b"x" * 200_000, format="binary"),
+    ]
+    for call in calls:
+        with pytest.raises(LimitExceededError) as info:
+            call()
+        assert info.value.hint
+    assert kv.keys() == ["small"]
+    assert kv.load("small") == b"x" * 1000
 
 
 def test_format_errors(kv: KVStore) -> None:
