@@ -490,6 +490,9 @@ class KVStore:
                     "INSERT INTO kv_items (key, value, format, compressed, key_id, metadata, tags,"
                     " created, updated, expires, size) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
                     " ON CONFLICT(key) DO UPDATE SET value=excluded.value, format=excluded.format,"
+                    # An expired row not yet purged is gone for every read: this is a new item.
+                    " created=CASE WHEN kv_items.expires <= excluded.updated"
+                    " THEN excluded.created ELSE kv_items.created END,"
                     " compressed=excluded.compressed, key_id=excluded.key_id,"
                     " metadata=excluded.metadata, tags=excluded.tags, updated=excluded.updated,"
                     " expires=excluded.expires, size=excluded.size RETURNING created",

@@ -159,6 +159,18 @@ def test_save_overwrite_delete_exists(kv: KVStore, clock: FakeClock) -> None:
     assert kv.find_by_tag("c") == []
 
 
+def test_saving_over_an_expired_item_creates_a_new_one(kv: KVStore, clock: FakeClock) -> None:
+    # An expired item is gone for every read, whether or not it was purged yet: a save of its
+    # key starts a new item, as it does after delete() or a purge.
+    kv.save("k", "old", ttl=10)
+    clock.advance(60)
+    kv.save("k", "new")
+    assert kv.load_item("k").created == clock.now
+    clock.advance(5)
+    kv.save("k", "newer")  # a live item keeps its creation time
+    assert kv.load_item("k").created == clock.now - 5
+
+
 def test_ttl_expiry_with_injected_clock(kv: KVStore, clock: FakeClock) -> None:
     kv.save("short", "s", ttl=10, tags=["t"])
     kv.save("abs", "a", expires_at=clock.now + 20)
