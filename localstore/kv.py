@@ -354,7 +354,7 @@ class _HotTier:
 
 
 class _StaleKey(Exception):
-    """Internal: no current data key yet; create one outside the write transaction."""
+    """Internal: no current data key yet, or not the one loaded; retry outside the write."""
 
 
 class KVStore:
@@ -447,12 +447,17 @@ class KVStore:
             len(plain),
         )
         for _attempt in range(3):
+            # The current data key, read from the keychain now if not yet in memory: a keychain
+            # read is a D-Bus round trip (a locked keychain may even wait for the user), which
+            # inside the write would hold the index and SQLite's write lock as long.
+            kid = self._load_current_key() if encrypt else None
             try:
-                self._write_item(key, row, tag_tuple, encrypt, item, plain)
+                self._write_item(key, row, tag_tuple, encrypt, kid, item, plain)
                 break
             except _StaleKey:
-                self._create_key(rotate=False)
-        else:  # pragma: no cover - three concurrent key creations in a row
+                if kid is None:
+                    self._create_key(rotate=False)
+        else:  # pragma: no cover - the current key changed three times during one save
             raise KVError(f"cannot save {key!r}: the data key kept changing", hint="try again")
 
     def _expiry(self, ttl: float | None, expires_at: float | None) -> float | None:
@@ -471,9 +476,11 @@ class KVStore:
         row: tuple[Any, ...],
         tags: tuple[str, ...],
         encrypt: bool,
+        loaded_kid: str | None,
         item: KVItem,
         plain: bytes,
     ) -> None:
+        """Write the row; encrypted with the current key, which must be ``loaded_kid``."""
         stored, fmt, compressed, meta_json, tags_json, now, expires, size = row
         with self._write() as cur:
             key_id = None
@@ -482,8 +489,8 @@ class KVStore:
                 # Read the current key inside the transaction: a rotation that commits before us
                 # is seen, one that starts after us re-seals this row.
                 key_id = self._current_kid(cur)
-                if key_id is None:
-                    raise _StaleKey
+                if key_id is None or key_id != loaded_kid:
+                    raise _StaleKey  # none yet, or another process rotated since we loaded it
                 stored = self._keys.seal(key_id, stored, aad=_aad(key))
             try:
                 rows = cur.execute(
@@ -821,6 +828,13 @@ class KVStore:
                 current = kid
         self._delete_retired()
         return current
+
+    def _load_current_key(self) -> str | None:
+        """Id of the current data key, its key now in memory (None before the first key)."""
+        kid = self.current_key_id()
+        if kid is not None:
+            self._require_keys().get(kid)
+        return kid
 
     def current_key_id(self) -> str | None:
         """Id of the data key new encrypted items use (None before the first one)."""

@@ -274,6 +274,28 @@ def test_crash_before_deleting_a_retired_key(
 
 
 @pytest.mark.keychain
+def test_an_encrypted_save_reads_the_keychain_outside_its_write(
+    index: Index, creds: CredentialStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A keychain read is a D-Bus round trip, and a locked keychain may wait for the user to
+    unlock it: made inside the write transaction, it held the index (every thread of this
+    process) and SQLite's write lock (every other process) for as long."""
+    KVStore(index, credentials=creds).save("first", 1, encrypt=True)  # the data key exists
+    fresh = KVStore(index, credentials=creds)  # a new process: the key is not in memory yet
+    in_write: list[bool] = []
+    real_get = creds.get
+
+    def watched_get(name: str) -> str:
+        in_write.append(index.write_open)
+        return real_get(name)
+
+    monkeypatch.setattr(creds, "get", watched_get)
+    fresh.save("k", {"a": 1}, encrypt=True)
+    assert in_write == [False]
+    assert KVStore(index, credentials=creds, hot_items=0).load("k") == {"a": 1}
+
+
+@pytest.mark.keychain
 def test_saves_during_rotation_stay_readable(
     ekv: KVStore, index: Index, creds: CredentialStore
 ) -> None:
