@@ -961,8 +961,14 @@ class Purger:
     """
 
     def __init__(self, kv: KVStore, *, interval: float = DEFAULT_PURGE_INTERVAL_S) -> None:
-        if interval <= 0:
-            raise InvalidInputError("the purge interval must be positive")
+        # NaN makes every wait return at once (a busy loop), and a wait past TIMEOUT_MAX (inf)
+        # raises OverflowError inside the thread, which then dies unseen.
+        usable = isinstance(interval, numbers.Real) and not isinstance(interval, bool)
+        if not (usable and 0 < interval <= threading.TIMEOUT_MAX):
+            raise InvalidInputError(
+                f"the purge interval must be a positive number of seconds, not {interval!r:.40}",
+                hint=f"leave it out for the default ({DEFAULT_PURGE_INTERVAL_S:g} s)",
+            )
         self._kv = kv
         self._interval = interval
         self._stop = threading.Event()

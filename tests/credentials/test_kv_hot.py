@@ -177,6 +177,19 @@ def test_purge_once_and_bad_interval(index: Index, clock: FakeClock) -> None:
         Purger(kv, interval=0)
 
 
+@pytest.mark.parametrize("interval", [float("nan"), float("inf"), 1e300, "60", None, True])
+def test_a_purge_interval_that_is_not_a_usable_number_is_refused(
+    index: Index, interval: Any
+) -> None:
+    # NaN made every wait return at once (a thread purging in a busy loop); inf or 1e300 made the
+    # wait raise OverflowError in the thread, which died with its state still RUNNING.
+    kv = KVStore(index)
+    with pytest.raises(InvalidInputError) as info:
+        kv.start_purger(interval=interval)
+    assert info.value.hint
+    kv.close()
+
+
 def test_purge_in_batches(index: Index, clock: FakeClock) -> None:
     kv = KVStore(index, clock=clock, hot_items=0)
     with index.write():
