@@ -29,6 +29,7 @@ import math
 import numbers
 import threading
 import time
+import weakref
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -353,6 +354,20 @@ class _HotTier:
 # --- the store ----------------------------------------------------------------------------------
 
 
+class _WeakCall:
+    """A callable that calls a bound method if its object is still alive."""
+
+    __slots__ = ("_method",)
+
+    def __init__(self, method: Callable[[], None]) -> None:
+        self._method = weakref.WeakMethod(method)
+
+    def __call__(self) -> None:
+        method = self._method()
+        if method is not None:
+            method()
+
+
 class _StaleKey(Exception):
     """Internal: no current data key yet, or not the one loaded; retry outside the write."""
 
@@ -387,7 +402,11 @@ class KVStore:
         # Set by the index when any transaction or savepoint rolls back (see _note_rollback).
         self._rolled_back = False
         index.register_schema("kv", KV_MIGRATIONS)
-        index.on_rollback(self._note_rollback)
+        # Through a weak reference, removed when this store is collected: a bound method would
+        # keep every KVStore ever made on a long-lived index alive, hot tier and all.
+        listener = _WeakCall(self._note_rollback)
+        index.on_rollback(listener)
+        weakref.finalize(self, index.remove_rollback_listener, listener)
 
     def __repr__(self) -> str:
         return f"KVStore({str(self._index.path)!r})"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -118,6 +120,25 @@ def test_other_connections_writes_are_seen(index: Index, settings: Settings) -> 
         assert mine.hot_stats()["hits"] == hits + 1
     finally:
         other_index.close()
+
+
+def test_a_dropped_store_is_not_kept_alive_by_the_index(index: Index) -> None:
+    """An app making a KVStore per call on its long-lived index must not leak each one (with
+    its hot tier) through the rollback listener it registered on the index."""
+    refs = []
+    for i in range(20):
+        kv = KVStore(index, hot_items=10)
+        kv.save(f"k{i}", "x" * 1000)
+        refs.append(weakref.ref(kv))
+        del kv
+    gc.collect()
+    assert [r for r in refs if r() is not None] == []
+    kept = KVStore(index, hot_items=10)
+    assert kept.load("k3") == "x" * 1000
+    with pytest.raises(RuntimeError), index.write():  # a rollback still reaches a live store
+        kept.save("k3", "rolled back")
+        raise RuntimeError("abort")
+    assert kept.load("k3") == "x" * 1000
 
 
 def test_concurrent_threads(index: Index) -> None:
