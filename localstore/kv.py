@@ -40,7 +40,7 @@ from typing import Any
 import apsw
 import yaml
 
-from localstore.config import DEFAULT_KV_HOT_BYTES, DEFAULT_KV_HOT_ITEMS
+from localstore.config import DEFAULT_KV_HOT_BYTES, DEFAULT_KV_HOT_ITEMS, Settings
 from localstore.crypto import DataKeys, SecretStore, new_key_id
 from localstore.errors import (
     InvalidInputError,
@@ -373,21 +373,31 @@ class _StaleKey(Exception):
 
 
 class KVStore:
-    """App data in the index, with an LRU hot tier in front (``hot_items=0`` turns it off)."""
+    """App data in the index, with an LRU hot tier in front (``hot_items=0`` turns it off).
+
+    The tier's bounds: ``hot_items`` / ``hot_bytes`` if given, else ``settings.kv_hot_items`` /
+    ``kv_hot_bytes`` (config.yaml, ``LOCALSTORE_KV_HOT_*``) if settings are given, else the
+    defaults.
+    """
 
     def __init__(
         self,
         index: Index,
         *,
         credentials: SecretStore | None = None,
+        settings: Settings | None = None,
         clock: Callable[[], float] = time.time,
-        hot_items: int = DEFAULT_KV_HOT_ITEMS,
-        hot_bytes: int = DEFAULT_KV_HOT_BYTES,
+        hot_items: int | None = None,
+        hot_bytes: int | None = None,
         hot_ttl: float = DEFAULT_KV_HOT_TTL_S,
     ) -> None:
         self._index = index
         self._keys = DataKeys(credentials) if credentials is not None else None
         self._clock = clock
+        if hot_items is None:
+            hot_items = DEFAULT_KV_HOT_ITEMS if settings is None else settings.kv_hot_items
+        if hot_bytes is None:
+            hot_bytes = DEFAULT_KV_HOT_BYTES if settings is None else settings.kv_hot_bytes
         self._hot = _HotTier(hot_items, hot_bytes, hot_ttl)
         # One lock for the hot tier and the coherence counters. Lock order: the index's lock
         # first, then this one (see _hot_lookup and _write), never the reverse: a caller may hold

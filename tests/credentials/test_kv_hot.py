@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from localstore.config import Settings
+from localstore.config import Settings, load_settings
 from localstore.credentials import CredentialStore
 from localstore.crypto import DataKeys
 from localstore.errors import CryptoError, IndexStoreError, InvalidInputError, KVError
@@ -41,6 +41,24 @@ def test_reads_after_writes_hit_memory(index: Index, clock: FakeClock) -> None:
     off = KVStore(index, clock=clock, hot_items=0)
     assert off.load("a") == {"x": 1}
     assert off.hot_stats()["items"] == 0
+
+
+def test_the_hot_tier_settings_are_honoured(index: Index, home: Any, profile: str) -> None:
+    """kv_hot_items / kv_hot_bytes (config.yaml, LOCALSTORE_KV_HOT_*) are documented as the
+    bounds of the tier; a store given the settings uses them, explicit arguments beat them."""
+    off = load_settings(home=home, environ={"LOCALSTORE_KV_HOT_ITEMS": "0"}, profile=profile)
+    kv = KVStore(index, settings=off)
+    kv.save("a", 1)
+    assert kv.load("a") == 1
+    assert kv.hot_stats()["items"] == 0
+    small = load_settings(home=home, environ={"LOCALSTORE_KV_HOT_BYTES": "500"}, profile=profile)
+    kv = KVStore(index, settings=small)
+    kv.save("big", "x" * 1000)
+    kv.save("small", 1)
+    assert kv.hot_stats()["items"] == 1
+    kv = KVStore(index, settings=off, hot_items=10)
+    kv.save("a", 2)
+    assert kv.hot_stats()["items"] == 1
 
 
 def test_item_bound_evicts_least_recently_used(index: Index, clock: FakeClock) -> None:
