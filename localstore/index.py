@@ -479,6 +479,17 @@ class Index:
         """
         self._rollback_listeners.append(callback)
 
+    def remove_rollback_listener(self, callback: Callable[[], None]) -> None:
+        """Stop calling ``callback`` (registered with :meth:`on_rollback`); absent is fine.
+
+        Takes no lock, so a weakref finalizer (run by the garbage collector in whatever thread,
+        whatever locks it holds) may call it: list.remove is atomic, and a rollback walks a copy.
+        """
+        try:
+            self._rollback_listeners.remove(callback)
+        except ValueError:
+            pass
+
     # -- transactions --------------------------------------------------------------------------------
 
     # Cursors are handed out as Any: apsw's stubs type every row value as a wide union, and every
@@ -732,7 +743,7 @@ class Index:
                 cur.execute(f"RELEASE {name}")
         except apsw.Error:  # the transaction is already gone (SQLite rolled it back itself)
             pass
-        for cb in self._rollback_listeners:
+        for cb in tuple(self._rollback_listeners):  # (see remove_rollback_listener)
             cb()
 
     # -- schema ------------------------------------------------------------------------------------

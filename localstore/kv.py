@@ -29,6 +29,7 @@ import math
 import numbers
 import threading
 import time
+import weakref
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -39,7 +40,7 @@ from typing import Any
 import apsw
 import yaml
 
-from localstore.config import DEFAULT_KV_HOT_BYTES, DEFAULT_KV_HOT_ITEMS
+from localstore.config import DEFAULT_KV_HOT_BYTES, DEFAULT_KV_HOT_ITEMS, Settings
 from localstore.crypto import DataKeys, SecretStore, new_key_id
 from localstore.errors import (
     InvalidInputError,
@@ -47,6 +48,7 @@ from localstore.errors import (
     KVError,
     KVFormatError,
     KVNotFoundError,
+    LimitExceededError,
     LocalStoreError,
     StoreClosedError,
 )
@@ -206,8 +208,11 @@ def _check_key(key: str) -> None:
 
 
 def _check_tags(tags: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(tags, str):
-        raise InvalidInputError("tags must be a list of strings, not one string")
+    if isinstance(tags, str) or not isinstance(tags, Iterable):
+        raise InvalidInputError(
+            f"tags must be a list of strings, not {type(tags).__name__}",
+            hint="pass tags=['a', 'b'], or leave it out for none",
+        )
     out: dict[str, None] = {}
     for tag in tags:
         if not isinstance(tag, str) or not 1 <= len(tag) <= MAX_TAG_CHARS:
@@ -237,12 +242,19 @@ def _finite(name: str, value: Any) -> float:
 def _metadata_json(metadata: Mapping[str, Any] | None) -> str:
     if metadata is None:
         return "{}"
+    hint = "metadata is a small JSON object: str keys; str, number, bool, None, list, dict values"
     if not isinstance(metadata, Mapping):
-        raise InvalidInputError("metadata must be a mapping")
+        raise InvalidInputError("metadata must be a mapping", hint=hint)
     try:
-        return json.dumps(dict(metadata), ensure_ascii=False, allow_nan=False, sort_keys=True)
+        text = json.dumps(dict(metadata), ensure_ascii=False, allow_nan=False, sort_keys=True)
     except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"metadata is not JSON-serializable: {exc}") from exc
+        raise InvalidInputError(f"metadata is not JSON-serializable: {exc}", hint=hint) from exc
+    except RecursionError as exc:
+        raise InvalidInputError("metadata is nested too deeply", hint=hint) from exc
+    # ensure_ascii=False keeps a lone surrogate as is: SQLite would then raise a raw
+    # UnicodeEncodeError when the text is bound, inside the write.
+    _check_utf8("the metadata", text)
+    return text
 
 
 def _prefix_bounds(prefix: str) -> tuple[str, str | None]:
@@ -259,6 +271,16 @@ def _prefix_bounds(prefix: str) -> tuple[str, str | None]:
 
 
 # --- hot tier -----------------------------------------------------------------------------------
+
+
+def _meta_cost(item: KVItem) -> int:
+    """Rough bytes the tier holds for an item's metadata and tags (JSON text length)."""
+    # Counted, or a small value with megabytes of metadata would pass for a small entry and the
+    # tier could hold hot_items times that, far past hot_bytes. ({} is the common case: free.)
+    cost = sum(len(tag) + 4 for tag in item.tags)
+    if item.metadata:
+        cost += len(json.dumps(item.metadata, ensure_ascii=False, separators=(",", ":")))
+    return cost
 
 
 @dataclass(slots=True)
@@ -302,7 +324,7 @@ class _HotTier:
 
     def put(self, key: str, item: KVItem, plain: bytes, now: float) -> None:
         self.discard(key)
-        cost = len(plain) + len(key) + _ENTRY_OVERHEAD
+        cost = len(plain) + len(key) + _meta_cost(item) + _ENTRY_OVERHEAD
         if not self.enabled or cost > self.max_bytes:
             return
         self._data[key] = _HotEntry(item, plain, now, cost)
@@ -332,29 +354,54 @@ class _HotTier:
 # --- the store ----------------------------------------------------------------------------------
 
 
+class _WeakCall:
+    """A callable that calls a bound method if its object is still alive."""
+
+    __slots__ = ("_method",)
+
+    def __init__(self, method: Callable[[], None]) -> None:
+        self._method = weakref.WeakMethod(method)
+
+    def __call__(self) -> None:
+        method = self._method()
+        if method is not None:
+            method()
+
+
 class _StaleKey(Exception):
-    """Internal: no current data key yet; create one outside the write transaction."""
+    """Internal: no current data key yet, or not the one loaded; retry outside the write."""
 
 
 class KVStore:
-    """App data in the index, with an LRU hot tier in front (``hot_items=0`` turns it off)."""
+    """App data in the index, with an LRU hot tier in front (``hot_items=0`` turns it off).
+
+    The tier's bounds: ``hot_items`` / ``hot_bytes`` if given, else ``settings.kv_hot_items`` /
+    ``kv_hot_bytes`` (config.yaml, ``LOCALSTORE_KV_HOT_*``) if settings are given, else the
+    defaults.
+    """
 
     def __init__(
         self,
         index: Index,
         *,
         credentials: SecretStore | None = None,
+        settings: Settings | None = None,
         clock: Callable[[], float] = time.time,
-        hot_items: int = DEFAULT_KV_HOT_ITEMS,
-        hot_bytes: int = DEFAULT_KV_HOT_BYTES,
+        hot_items: int | None = None,
+        hot_bytes: int | None = None,
         hot_ttl: float = DEFAULT_KV_HOT_TTL_S,
     ) -> None:
         self._index = index
         self._keys = DataKeys(credentials) if credentials is not None else None
         self._clock = clock
+        if hot_items is None:
+            hot_items = DEFAULT_KV_HOT_ITEMS if settings is None else settings.kv_hot_items
+        if hot_bytes is None:
+            hot_bytes = DEFAULT_KV_HOT_BYTES if settings is None else settings.kv_hot_bytes
         self._hot = _HotTier(hot_items, hot_bytes, hot_ttl)
-        # One lock for the hot tier and the coherence counters; never held across index writes
-        # of other threads for long (index calls inside are short).
+        # One lock for the hot tier and the coherence counters. Lock order: the index's lock
+        # first, then this one (see _hot_lookup and _write), never the reverse: a caller may hold
+        # the index's lock (its own index.write()) when it calls us.
         self._lock = threading.RLock()
         # Bumps on every write here and every time the tier is emptied: a read that raced either
         # (a local write, or another process's commit noticed by another thread) is not cached.
@@ -365,7 +412,11 @@ class KVStore:
         # Set by the index when any transaction or savepoint rolls back (see _note_rollback).
         self._rolled_back = False
         index.register_schema("kv", KV_MIGRATIONS)
-        index.on_rollback(self._note_rollback)
+        # Through a weak reference, removed when this store is collected: a bound method would
+        # keep every KVStore ever made on a long-lived index alive, hot tier and all.
+        listener = _WeakCall(self._note_rollback)
+        index.on_rollback(listener)
+        weakref.finalize(self, index.remove_rollback_listener, listener)
 
     def __repr__(self) -> str:
         return f"KVStore({str(self._index.path)!r})"
@@ -425,12 +476,17 @@ class KVStore:
             len(plain),
         )
         for _attempt in range(3):
+            # The current data key, read from the keychain now if not yet in memory: a keychain
+            # read is a D-Bus round trip (a locked keychain may even wait for the user), which
+            # inside the write would hold the index and SQLite's write lock as long.
+            kid = self._load_current_key() if encrypt else None
             try:
-                self._write_item(key, row, tag_tuple, encrypt, item, plain)
+                self._write_item(key, row, tag_tuple, encrypt, kid, item, plain)
                 break
             except _StaleKey:
-                self._create_key(rotate=False)
-        else:  # pragma: no cover - three concurrent key creations in a row
+                if kid is None:
+                    self._create_key(rotate=False)
+        else:  # pragma: no cover - the current key changed three times during one save
             raise KVError(f"cannot save {key!r}: the data key kept changing", hint="try again")
 
     def _expiry(self, ttl: float | None, expires_at: float | None) -> float | None:
@@ -449,9 +505,11 @@ class KVStore:
         row: tuple[Any, ...],
         tags: tuple[str, ...],
         encrypt: bool,
+        loaded_kid: str | None,
         item: KVItem,
         plain: bytes,
     ) -> None:
+        """Write the row; encrypted with the current key, which must be ``loaded_kid``."""
         stored, fmt, compressed, meta_json, tags_json, now, expires, size = row
         with self._write() as cur:
             key_id = None
@@ -460,30 +518,43 @@ class KVStore:
                 # Read the current key inside the transaction: a rotation that commits before us
                 # is seen, one that starts after us re-seals this row.
                 key_id = self._current_kid(cur)
-                if key_id is None:
-                    raise _StaleKey
+                if key_id is None or key_id != loaded_kid:
+                    raise _StaleKey  # none yet, or another process rotated since we loaded it
                 stored = self._keys.seal(key_id, stored, aad=_aad(key))
-            rows = cur.execute(
-                "INSERT INTO kv_items (key, value, format, compressed, key_id, metadata, tags,"
-                " created, updated, expires, size) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-                " ON CONFLICT(key) DO UPDATE SET value=excluded.value, format=excluded.format,"
-                " compressed=excluded.compressed, key_id=excluded.key_id,"
-                " metadata=excluded.metadata, tags=excluded.tags, updated=excluded.updated,"
-                " expires=excluded.expires, size=excluded.size RETURNING created",
-                (
-                    key,
-                    stored,
-                    fmt,
-                    compressed,
-                    key_id,
-                    meta_json,
-                    tags_json,
-                    now,
-                    now,
-                    expires,
-                    size,
-                ),
-            ).fetchall()
+            try:
+                rows = cur.execute(
+                    "INSERT INTO kv_items (key, value, format, compressed, key_id, metadata, tags,"
+                    " created, updated, expires, size) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT(key) DO UPDATE SET value=excluded.value, format=excluded.format,"
+                    # An expired row not yet purged is gone for every read: this is a new item.
+                    " created=CASE WHEN kv_items.expires <= excluded.updated"
+                    " THEN excluded.created ELSE kv_items.created END,"
+                    " compressed=excluded.compressed, key_id=excluded.key_id,"
+                    " metadata=excluded.metadata, tags=excluded.tags, updated=excluded.updated,"
+                    " expires=excluded.expires, size=excluded.size RETURNING created",
+                    (
+                        key,
+                        stored,
+                        fmt,
+                        compressed,
+                        key_id,
+                        meta_json,
+                        tags_json,
+                        now,
+                        now,
+                        expires,
+                        size,
+                    ),
+                ).fetchall()
+            except apsw.TooBigError as exc:
+                # Raised inside our write, so the index's write() would pass it on raw.
+                limit = cur.connection.limit(apsw.SQLITE_LIMIT_LENGTH)
+                raise LimitExceededError(
+                    f"app-data item {key!r} is too large for the index ({len(stored)} bytes of"
+                    f" value, {len(meta_json)} of metadata; SQLite's limit is {limit} per item)",
+                    hint="keep large data in files and store their path; app data is for small"
+                    " values",
+                ) from exc
             cur.execute("DELETE FROM kv_tags WHERE key = ?", (key,))
             cur.executemany("INSERT INTO kv_tags VALUES (?, ?)", [(t, key) for t in tags])
             self._bump_generation(cur)
@@ -553,13 +624,9 @@ class KVStore:
         """The item (value unset) and its plaintext, from the hot tier or the index."""
         _check_key(key)
         now = self._clock()
-        with self._lock:
-            if self._hot.enabled:
-                self._sync_with_other_processes()
-                entry = self._hot.get(key, now)
-                if entry is not None:
-                    return entry.item, entry.plain
-            epoch_before = self._epoch
+        entry, epoch_before = self._hot_lookup(key, now)
+        if entry is not None:
+            return entry.item, entry.plain
         item, plain = self._read_item(key, now)
         with self._lock:
             if self._epoch == epoch_before:  # no write or coherence check raced this read
@@ -625,11 +692,8 @@ class KVStore:
         """Return whether a live (unexpired) item has ``key``."""
         _check_key(key)
         now = self._clock()
-        with self._lock:
-            if self._hot.enabled:
-                self._sync_with_other_processes()
-                if self._hot.get(key, now) is not None:
-                    return True
+        if self._hot_lookup(key, now)[0] is not None:
+            return True
         with self._index.read() as cur:
             rows = cur.execute(
                 "SELECT 1 FROM kv_items WHERE key = ? AND (expires IS NULL OR expires > ?)",
@@ -674,25 +738,42 @@ class KVStore:
 
     # -- coherence --------------------------------------------------------------------------------
 
+    def _hot_lookup(self, key: str, now: float) -> tuple[_HotEntry | None, int]:
+        """The hot tier's entry for ``key`` (None on a miss or with the tier off) and the epoch.
+
+        Takes the index's lock before ours: the coherence check reads the index, and taking ours
+        first deadlocked against a caller that holds the index's lock (its own index.write()) and
+        calls save, which takes ours.
+        """
+        if not self._hot.enabled:
+            with self._lock:
+                return None, self._epoch
+        with self._index.read(), self._lock:
+            self._sync_with_other_processes()
+            return self._hot.get(key, now), self._epoch
+
     @contextmanager
     def _write(self) -> Iterator[Any]:
-        """An index write transaction under the store lock; a failed one resets the coherence state.
+        """An index write transaction under both locks; a failed one resets the coherence state.
 
         _bump_generation and the hot-tier updates run before COMMIT. If the transaction then fails
         (a write error, or COMMIT itself on a full disk), the counters would count a write that was
         rolled back and the next foreign write would pass for ours. Rather than defer every update
         until after COMMIT, forget what we know: the next read re-reads the generation.
         """
-        with self._lock:
-            self._forget_if_rolled_back()
-            try:
-                with self._index.write() as cur:
-                    yield cur
-            except BaseException:
+        try:
+            # The index's lock (held by write() throughout) before ours, as in _hot_lookup. Ours
+            # is released just before COMMIT; nothing reads the tier without the index's lock
+            # meanwhile, except a read's own fill, which the epoch bumped here refuses.
+            with self._index.write() as cur, self._lock:
+                self._forget_if_rolled_back()
+                yield cur
+        except BaseException:
+            with self._lock:
                 self._clear_hot()
                 self._seen_generation = None
                 self._seen_data_version = None
-                raise
+            raise
 
     def _bump_generation(self, cur: apsw.Cursor) -> None:
         rows: list[Any] = cur.execute(
@@ -726,6 +807,7 @@ class KVStore:
         self._epoch += 1
 
     def _sync_with_other_processes(self) -> None:
+        """(both locks held, the index's first) Empty the tier if another process wrote kv data."""
         self._forget_if_rolled_back()
         with self._index.read() as cur:
             version = int(cur.execute("PRAGMA data_version").fetchall()[0][0])
@@ -775,6 +857,13 @@ class KVStore:
                 current = kid
         self._delete_retired()
         return current
+
+    def _load_current_key(self) -> str | None:
+        """Id of the current data key, its key now in memory (None before the first key)."""
+        kid = self.current_key_id()
+        if kid is not None:
+            self._require_keys().get(kid)
+        return kid
 
     def current_key_id(self) -> str | None:
         """Id of the data key new encrypted items use (None before the first one)."""
@@ -901,8 +990,14 @@ class Purger:
     """
 
     def __init__(self, kv: KVStore, *, interval: float = DEFAULT_PURGE_INTERVAL_S) -> None:
-        if interval <= 0:
-            raise InvalidInputError("the purge interval must be positive")
+        # NaN makes every wait return at once (a busy loop), and a wait past TIMEOUT_MAX (inf)
+        # raises OverflowError inside the thread, which then dies unseen.
+        usable = isinstance(interval, numbers.Real) and not isinstance(interval, bool)
+        if not (usable and 0 < interval <= threading.TIMEOUT_MAX):
+            raise InvalidInputError(
+                f"the purge interval must be a positive number of seconds, not {interval!r:.40}",
+                hint=f"leave it out for the default ({DEFAULT_PURGE_INTERVAL_S:g} s)",
+            )
         self._kv = kv
         self._interval = interval
         self._stop = threading.Event()

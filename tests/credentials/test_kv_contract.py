@@ -10,12 +10,19 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import apsw
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from localstore.credentials import CredentialStore
-from localstore.errors import DecryptionError, InvalidInputError, KVError, KVFormatError
+from localstore.errors import (
+    DecryptionError,
+    InvalidInputError,
+    KVError,
+    KVFormatError,
+    LimitExceededError,
+)
 from localstore.index import Index
 from localstore.kv import KVNotFoundError, KVStore
 
@@ -152,6 +159,18 @@ def test_save_overwrite_delete_exists(kv: KVStore, clock: FakeClock) -> None:
     assert kv.find_by_tag("c") == []
 
 
+def test_saving_over_an_expired_item_creates_a_new_one(kv: KVStore, clock: FakeClock) -> None:
+    # An expired item is gone for every read, whether or not it was purged yet: a save of its
+    # key starts a new item, as it does after delete() or a purge.
+    kv.save("k", "old", ttl=10)
+    clock.advance(60)
+    kv.save("k", "new")
+    assert kv.load_item("k").created == clock.now
+    clock.advance(5)
+    kv.save("k", "newer")  # a live item keeps its creation time
+    assert kv.load_item("k").created == clock.now - 5
+
+
 def test_ttl_expiry_with_injected_clock(kv: KVStore, clock: FakeClock) -> None:
     kv.save("short", "s", ttl=10, tags=["t"])
     kv.save("abs", "a", expires_at=clock.now + 20)
@@ -280,6 +299,45 @@ def test_metadata(kv: KVStore) -> None:
     assert kv.load_item("m").metadata == {"a": [1, "x"], "b": None}
     with pytest.raises(InvalidInputError):
         kv.save("m2", "v", metadata={"x": {1, 2}})
+
+
+def test_metadata_and_tags_that_cannot_be_stored_are_invalid_input(kv: KVStore) -> None:
+    deep: dict[str, Any] = {}
+    inner = deep
+    for _ in range(100_000):  # deeper than the interpreter's recursion limit
+        inner["a"] = {}
+        inner = inner["a"]
+    calls = [
+        lambda: kv.save("k", 1, metadata={"note": "x\ud800"}),  # not UTF-8: raw at bind time
+        lambda: kv.save("k", 1, metadata={"\udc00": 1}),
+        lambda: kv.save("k", 1, metadata=deep),
+        lambda: kv.save("k", 1, tags=None),  # type: ignore[arg-type]
+        lambda: kv.save("k", 1, tags=5),  # type: ignore[arg-type]
+    ]
+    for call in calls:
+        with pytest.raises(InvalidInputError) as info:
+            call()
+        assert info.value.hint
+    assert kv.keys() == []
+
+
+def test_an_item_too_large_for_sqlite_is_a_limit_error(kv: KVStore, index: Index) -> None:
+    # SQLite refuses a string, blob or row over SQLITE_LIMIT_LENGTH (1e9 bytes by default); the
+    # limit is lowered here so the test need not allocate a gigabyte.
+    index.conn.limit(apsw.SQLITE_LIMIT_LENGTH, 100_000)
+    kv.save("small", b"x" * 1000, format="binary")
+    calls = [
+        lambda: kv.save("big", b"x" * 200_000, format="binary"),
+        lambda: kv.save("big", "y" * 200_000),
+        lambda: kv.save("big", 1, metadata={"note": "z" * 200_000}),
+        lambda: kv.save("small", b"x" * 200_000, format="binary"),
+    ]
+    for call in calls:
+        with pytest.raises(LimitExceededError) as info:
+            call()
+        assert info.value.hint
+    assert kv.keys() == ["small"]
+    assert kv.load("small") == b"x" * 1000
 
 
 def test_format_errors(kv: KVStore) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from localstore.config import Settings
+from localstore.config import Settings, load_settings
 from localstore.credentials import CredentialStore
 from localstore.crypto import DataKeys
 from localstore.errors import CryptoError, IndexStoreError, InvalidInputError, KVError
@@ -41,6 +43,24 @@ def test_reads_after_writes_hit_memory(index: Index, clock: FakeClock) -> None:
     assert off.hot_stats()["items"] == 0
 
 
+def test_the_hot_tier_settings_are_honoured(index: Index, home: Any, profile: str) -> None:
+    """kv_hot_items / kv_hot_bytes (config.yaml, LOCALSTORE_KV_HOT_*) are documented as the
+    bounds of the tier; a store given the settings uses them, explicit arguments beat them."""
+    off = load_settings(home=home, environ={"LOCALSTORE_KV_HOT_ITEMS": "0"}, profile=profile)
+    kv = KVStore(index, settings=off)
+    kv.save("a", 1)
+    assert kv.load("a") == 1
+    assert kv.hot_stats()["items"] == 0
+    small = load_settings(home=home, environ={"LOCALSTORE_KV_HOT_BYTES": "500"}, profile=profile)
+    kv = KVStore(index, settings=small)
+    kv.save("big", "x" * 1000)
+    kv.save("small", 1)
+    assert kv.hot_stats()["items"] == 1
+    kv = KVStore(index, settings=off, hot_items=10)
+    kv.save("a", 2)
+    assert kv.hot_stats()["items"] == 1
+
+
 def test_item_bound_evicts_least_recently_used(index: Index, clock: FakeClock) -> None:
     kv = KVStore(index, clock=clock, hot_items=3)
     for k in "abc":
@@ -66,6 +86,22 @@ def test_byte_bound(index: Index, clock: FakeClock) -> None:
     kv.save("huge", b"y" * 5000, format="binary")  # larger than the whole tier: not cached
     assert kv.load("huge") == b"y" * 5000
     assert kv.hot_stats()["bytes"] <= 2000
+
+
+def test_byte_bound_counts_metadata_and_tags(index: Index, clock: FakeClock) -> None:
+    """The tier keeps each item's metadata and tags too: a small value with large metadata must
+    not let the tier grow far past hot_bytes."""
+    kv = KVStore(index, clock=clock, hot_items=1000, hot_bytes=10_000)
+    for i in range(20):
+        kv.save(f"m{i}", i, metadata={"note": "x" * 3000})
+    assert kv.hot_stats()["items"] <= 3
+    kv.save("tagged", 0, tags=[f"tag-{n:03d}-" + "t" * 100 for n in range(120)])
+    assert kv.hot_stats()["bytes"] <= 10_000
+    kv.save("big", 0, metadata={"note": "y" * 20_000})  # larger than the whole tier
+    misses = kv.hot_stats()["misses"]
+    assert kv.load_item("big").metadata == {"note": "y" * 20_000}
+    assert kv.hot_stats()["misses"] == misses + 1
+    assert kv.hot_stats()["bytes"] <= 10_000
 
 
 def test_hot_ttl_and_item_expiry_in_memory(index: Index, clock: FakeClock) -> None:
@@ -102,6 +138,25 @@ def test_other_connections_writes_are_seen(index: Index, settings: Settings) -> 
         assert mine.hot_stats()["hits"] == hits + 1
     finally:
         other_index.close()
+
+
+def test_a_dropped_store_is_not_kept_alive_by_the_index(index: Index) -> None:
+    """An app making a KVStore per call on its long-lived index must not leak each one (with
+    its hot tier) through the rollback listener it registered on the index."""
+    refs = []
+    for i in range(20):
+        kv = KVStore(index, hot_items=10)
+        kv.save(f"k{i}", "x" * 1000)
+        refs.append(weakref.ref(kv))
+        del kv
+    gc.collect()
+    assert [r for r in refs if r() is not None] == []
+    kept = KVStore(index, hot_items=10)
+    assert kept.load("k3") == "x" * 1000
+    with pytest.raises(RuntimeError), index.write():  # a rollback still reaches a live store
+        kept.save("k3", "rolled back")
+        raise RuntimeError("abort")
+    assert kept.load("k3") == "x" * 1000
 
 
 def test_concurrent_threads(index: Index) -> None:
@@ -159,6 +214,19 @@ def test_purge_once_and_bad_interval(index: Index, clock: FakeClock) -> None:
     purger.join()
     with pytest.raises(InvalidInputError):
         Purger(kv, interval=0)
+
+
+@pytest.mark.parametrize("interval", [float("nan"), float("inf"), 1e300, "60", None, True])
+def test_a_purge_interval_that_is_not_a_usable_number_is_refused(
+    index: Index, interval: Any
+) -> None:
+    # NaN made every wait return at once (a thread purging in a busy loop); inf or 1e300 made the
+    # wait raise OverflowError in the thread, which died with its state still RUNNING.
+    kv = KVStore(index)
+    with pytest.raises(InvalidInputError) as info:
+        kv.start_purger(interval=interval)
+    assert info.value.hint
+    kv.close()
 
 
 def test_purge_in_batches(index: Index, clock: FakeClock) -> None:
@@ -255,6 +323,28 @@ def test_crash_before_deleting_a_retired_key(
     assert old not in _states(index)
     assert creds.find(f"datakey:{old}") is None
     _all_readable(index, creds)
+
+
+@pytest.mark.keychain
+def test_an_encrypted_save_reads_the_keychain_outside_its_write(
+    index: Index, creds: CredentialStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A keychain read is a D-Bus round trip, and a locked keychain may wait for the user to
+    unlock it: made inside the write transaction, it held the index (every thread of this
+    process) and SQLite's write lock (every other process) for as long."""
+    KVStore(index, credentials=creds).save("first", 1, encrypt=True)  # the data key exists
+    fresh = KVStore(index, credentials=creds)  # a new process: the key is not in memory yet
+    in_write: list[bool] = []
+    real_get = creds.get
+
+    def watched_get(name: str) -> str:
+        in_write.append(index.write_open)
+        return real_get(name)
+
+    monkeypatch.setattr(creds, "get", watched_get)
+    fresh.save("k", {"a": 1}, encrypt=True)
+    assert in_write == [False]
+    assert KVStore(index, credentials=creds, hot_items=0).load("k") == {"a": 1}
 
 
 @pytest.mark.keychain
@@ -425,3 +515,70 @@ def test_a_save_inside_a_callers_rolled_back_write_is_not_served(
     finally:
         other_index.close()
     assert mine.load("k") == "v2"  # the foreign write is noticed
+
+
+class _WatchedLock:
+    """The index's lock, reporting when the thread named ``reader`` has to wait for it.
+
+    Its wait is bounded: a lock-order deadlock then fails the test instead of hanging it."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.reader_waits = threading.Event()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if threading.current_thread().name != "reader":
+            return bool(self._inner.acquire(blocking, timeout))
+        if self._inner.acquire(False):
+            return True
+        self.reader_waits.set()
+        if not self._inner.acquire(True, 10):
+            raise TimeoutError("the reader waited 10 s for the index lock")
+        return True
+
+    def release(self) -> None:
+        self._inner.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def test_a_save_inside_a_callers_write_does_not_deadlock_with_a_reader(
+    index: Index, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller's index.write() holds the index lock and saves (the store's lock) while another
+    thread loads: both locks must be taken in one order, or each thread waits for the other."""
+    kv = KVStore(index, clock=clock, hot_items=10)
+    kv.save("k", "v1")
+    watched = _WatchedLock(index._lock)
+    monkeypatch.setattr(index, "_lock", watched)
+    in_write = threading.Event()
+    errors: list[BaseException] = []
+    loaded: list[Any] = []
+
+    def caller() -> None:
+        try:
+            with index.write():
+                in_write.set()
+                assert watched.reader_waits.wait(10)
+                kv.save("k", "v2")
+        except BaseException as exc:
+            errors.append(exc)
+
+    def reader() -> None:
+        try:
+            assert in_write.wait(10)
+            loaded.append(kv.load("k"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller), threading.Thread(target=reader, name="reader")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    assert loaded == ["v2"]  # the reader waited for the caller's transaction
