@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import threading
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -2080,15 +2081,27 @@ def _fts_query(query: str, *, prefix: bool = True) -> str:
             if chunk.strip():
                 parts.append('"' + chunk.replace('"', "") + '"')
             continue
-        for word in chunk.split():
-            cleaned = "".join(c for c in word if c.isalnum() or c in "_-")
-            for piece in cleaned.replace("-", " ").replace("_", " ").split():
-                parts.append('"' + piece + '"')
+        parts.extend('"' + word + '"' for word in _query_words(chunk))
     if not parts:
         raise InvalidInputError(f"nothing to search for in {query!r}", hint="use letters or digits")
     if prefix and (not query.rstrip().endswith('"') or len(tokens) % 2 == 0):
         parts[-1] += "*"  # the last word, unless the query ends with a closed phrase
     return " ".join(parts)
+
+
+def _query_words(text: str) -> builtins.list[str]:
+    """The words of unquoted query text, split where the tokenizer splits: at every character
+    that is neither a letter, a digit nor a combining mark (FTS5 tokenizes each quoted word as
+    it does the documents, so marks stay in). Deleting the other characters instead glued
+    'config.yaml', 'a/b' and 'v1.2' into words no document holds."""
+    words = []
+    for word in text.split():
+        if not word.isalnum():
+            word = "".join(
+                c if c.isalnum() or unicodedata.category(c).startswith("M") else " " for c in word
+            )
+        words += [w for w in word.split() if any(c.isalnum() for c in w)]
+    return words
 
 
 def _ignore_match(rules: fs.IgnoreRules, rel: str) -> tuple[str, str]:

@@ -1,0 +1,41 @@
+"""Search with what people type into a search box: punctuation inside words, stray control
+characters, pasted walls of text. Each gives hits or a typed error with a hint, never a raw
+SQLite error nor a search that holds the index for seconds."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def seeded(store):
+    store.save(
+        "ops/kube-deploy",
+        "steps:\n  - run: kubectl apply -f config.yaml\n  - notify: ops@example.com v1.2\n",
+    )
+    store.save("ops/other", "steps:\n  - run: echo\n")
+    return store
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "config.yaml",  # a file name
+        "ops/kube-deploy",  # the blueprint's own path
+        "ops@example.com",
+        "v1.2",
+        "example.com",
+        "kube-deploy.blueprint.yaml",
+    ],
+)
+def test_words_joined_by_punctuation_are_found(seeded, query: str) -> None:
+    """The tokenizer splits 'config.yaml' into 'config' and 'yaml'; the query builder deleted the
+    dot instead and searched for 'configyaml', which no blueprint holds."""
+    assert [h.info.path for h in seeded.search(query)] == ["ops/kube-deploy.blueprint.yaml"]
+
+
+def test_words_with_combining_marks_are_found(store) -> None:
+    """Vowel signs of Devanagari are combining marks, not letters: deleting them searched for
+    words no document holds (FTS5 splits the word at them, as it does the documents)."""
+    store.save("lang/hi", "title: हिन्दी भाषा\n")
+    assert [h.info.path for h in store.search("हिन्दी")] == ["lang/hi.blueprint.yaml"]
