@@ -2078,8 +2078,10 @@ def _fts_query(query: str, *, prefix: bool = True) -> str:
     tokens = query.split('"')
     for i, chunk in enumerate(tokens):
         if i % 2 == 1:
+            # (A NUL ends FTS5's string early: "unterminated string".)
+            chunk = chunk.replace("\x00", " ")
             if chunk.strip():
-                parts.append('"' + chunk.replace('"', "") + '"')
+                parts.append('"' + chunk + '"')
             continue
         parts.extend('"' + word + '"' for word in _query_words(chunk))
     if not parts:

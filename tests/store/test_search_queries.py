@@ -39,3 +39,10 @@ def test_words_with_combining_marks_are_found(store) -> None:
     words no document holds (FTS5 splits the word at them, as it does the documents)."""
     store.save("lang/hi", "title: हिन्दी भाषा\n")
     assert [h.info.path for h in store.search("हिन्दी")] == ["lang/hi.blueprint.yaml"]
+
+
+@pytest.mark.parametrize("query", ['"kube\x00deploy"', '"kube\x00', "kubectl \x00"])
+def test_a_nul_character_in_the_query_is_ignored(seeded, query: str) -> None:
+    """A NUL inside a quoted phrase ended FTS5's string early: an IndexStoreError 'unterminated
+    string' whose hint sent the user to 'localstore check'."""
+    assert [h.info.path for h in seeded.search(query)] == ["ops/kube-deploy.blueprint.yaml"]
