@@ -15,13 +15,14 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import apsw
 
@@ -76,6 +77,7 @@ from localstore.index import (
 )
 
 log = logging.getLogger("localstore.store")
+E = TypeVar("E", bound=LocalStoreError)
 
 SORT_COLUMNS = {"path": "path", "name": "name", "modified": "modified", "created": "created"}
 # Column weights of search ranking: name, description, tags, content, path (the FTS column order),
@@ -87,6 +89,8 @@ _FULL, _DESCRIBED = "blueprints_fts", "blueprints_described"
 # 1.5 us a match (all of a 10,000-blueprint store is 15-20 ms). Bounds search time whatever the
 # store's size; the trade is in docs/architecture.md, "Search".
 SEARCH_RANK_CAP = 1000
+# What a search query may hold but no indexed text does (see _fts_query).
+_UNSEARCHABLE = re.compile("[\x00\ud800-\udfff]")
 TxHook = Callable[[Any, Blueprint], None]
 # The errors that fail one item of a batch (the others go on); anything else aborts the batch.
 _ITEM_ERRORS = (InvalidInputError, AlreadyExistsError, RevisionConflictError, NotFoundError)
@@ -652,17 +656,19 @@ class BlueprintStore:
         content: str | bytes | Mapping[str, Any],
         meta: BlueprintMeta,
     ) -> _Prepared:
-        if isinstance(content, Mapping):
-            text = dump_yaml(content)
-            raw = text.encode("utf-8")
-        elif isinstance(content, bytes):
-            raw = content
-        elif isinstance(content, str):
-            raw = content.encode("utf-8")
-        else:
-            raise InvalidInputError(
-                f"content must be YAML text or a mapping, not {type(content).__name__}"
-            )
+        try:
+            if isinstance(content, Mapping):
+                raw = dump_yaml(content).encode("utf-8")
+            elif isinstance(content, bytes):
+                raw = content
+            elif isinstance(content, str):
+                raw = content.encode("utf-8")
+            else:
+                raise InvalidInputError(
+                    f"content must be YAML text or a mapping, not {type(content).__name__}"
+                )
+        except UnicodeEncodeError as exc:
+            raise _not_unicode(f"{rel}: the content", exc, InvalidInputError) from exc
         if self.validator is None:
             # Nothing will look at the parsed document: check it without building it (most of a
             # save's CPU time went into constructing Python objects nobody used).
@@ -674,7 +680,10 @@ class BlueprintStore:
             problems: tuple[str, ...] = ()
         else:
             problems = run_validator(self.validator, parse_yaml(raw, self.limits))
-        meta_bytes = encode_meta(meta)
+        try:
+            meta_bytes = encode_meta(meta)
+        except UnicodeEncodeError as exc:
+            raise _not_unicode(f"{rel}: the meta", exc, InvalidMetaError) from exc
         if len(meta_bytes) > MAX_META_BYTES:
             # Written, it could not be read back: reconcile would flag the blueprint, and sync
             # could not push what no store reads.
@@ -2074,12 +2083,13 @@ def _fts_query(query: str, *, prefix: bool = True) -> str:
     every word they match before it can count or rank, so only the last word gets one."""
     if not isinstance(query, str) or not query.strip():
         raise InvalidInputError("empty search query", hint="give one or more words")
+    # A lone surrogate (an argument decoded with surrogateescape) cannot be bound as UTF-8, and
+    # a NUL ends FTS5's string early ("unterminated string"): neither is in any indexed text.
+    query = _UNSEARCHABLE.sub(" ", query)
     parts: list[str] = []
     tokens = query.split('"')
     for i, chunk in enumerate(tokens):
         if i % 2 == 1:
-            # (A NUL ends FTS5's string early: "unterminated string".)
-            chunk = chunk.replace("\x00", " ")
             if chunk.strip():
                 parts.append('"' + chunk + '"')
             continue
@@ -2144,7 +2154,21 @@ def _text_arg(name: str, value: Any) -> Any:
             hint=f"pass one {name} as text"
             + ("; filter by one tag at a time" if name == "tag" else ""),
         )
+    if value is not None and not value.isascii():
+        try:
+            value.encode("utf-8")  # (SQLite binds text as UTF-8: a raw UnicodeEncodeError)
+        except UnicodeEncodeError as exc:
+            raise _not_unicode(f"the {name} filter", exc, InvalidInputError) from exc
     return value
+
+
+def _not_unicode(what: str, exc: UnicodeEncodeError, kind: type[E]) -> E:
+    """The error for text holding a lone surrogate, which cannot be written as UTF-8."""
+    return kind(
+        f"{what} is not valid Unicode text: it holds the lone surrogate {exc.object[exc.start]!r}",
+        hint="decode the text from its real encoding (errors='surrogateescape' keeps the"
+        " bytes of a file name or argument that is not UTF-8 as such surrogates)",
+    )
 
 
 def _like_prefix(prefix: str) -> str:

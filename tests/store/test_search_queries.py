@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from localstore.errors import InvalidInputError
+
 
 @pytest.fixture
 def seeded(store):
@@ -46,3 +48,21 @@ def test_a_nul_character_in_the_query_is_ignored(seeded, query: str) -> None:
     """A NUL inside a quoted phrase ended FTS5's string early: an IndexStoreError 'unterminated
     string' whose hint sent the user to 'localstore check'."""
     assert [h.info.path for h in seeded.search(query)] == ["ops/kube-deploy.blueprint.yaml"]
+
+
+def test_a_lone_surrogate_in_the_query_or_a_filter_is_typed(seeded) -> None:
+    """Python decodes a command-line argument that is not UTF-8 into lone surrogates
+    (``localstore search $'\\xff'`` in a non-UTF-8 locale); inside a phrase, or as a folder or tag
+    filter, binding it to SQLite raised a raw UnicodeEncodeError."""
+    assert [h.info.path for h in seeded.search('"kubectl\udcff apply"')] == [
+        "ops/kube-deploy.blueprint.yaml"
+    ]
+    for call in (
+        lambda: seeded.search("kubectl", folder="ops\udcff"),
+        lambda: seeded.search("kubectl", tag="\udcff"),
+        lambda: seeded.list(folder="ops\udcff"),
+        lambda: seeded.list(tag="\udcff"),
+    ):
+        with pytest.raises(InvalidInputError, match="not valid Unicode") as info:
+            call()
+        assert info.value.hint
