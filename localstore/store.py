@@ -58,6 +58,7 @@ from localstore.errors import (
     InvalidInputError,
     InvalidMetaError,
     InvalidRefError,
+    LimitExceededError,
     LocalStoreError,
     NotFoundError,
     RevisionConflictError,
@@ -89,6 +90,9 @@ _FULL, _DESCRIBED = "blueprints_fts", "blueprints_described"
 # 1.5 us a match (all of a 10,000-blueprint store is 15-20 ms). Bounds search time whatever the
 # store's size; the trade is in docs/architecture.md, "Search".
 SEARCH_RANK_CAP = 1000
+# Words a search query may have: FTS5's cost grows faster than linearly with them (5,000 words,
+# a text pasted into a search box, held the index and so every thread of the app for 20 s).
+SEARCH_MAX_WORDS = 64
 # What a search query may hold but no indexed text does (see _fts_query).
 _UNSEARCHABLE = re.compile("[\x00\ud800-\udfff]")
 TxHook = Callable[[Any, Blueprint], None]
@@ -1852,7 +1856,8 @@ class BlueprintStore:
         blueprints is answered in two tiers: those whose name, tags, description or path match
         (ranked, or newest first if they too are over the cap), then the rest newest first
         (score 0). See docs/architecture.md, "Search". Raises InvalidInputError for an empty query,
-        a limit that is not a whole number >= 0, a folder or tag that is not a string.
+        a limit that is not a whole number >= 0, a folder or tag that is not a string;
+        LimitExceededError for a query of more than ``SEARCH_MAX_WORDS`` words.
         """
         self._check_open()
         limit = _count_arg("limit", limit)
@@ -2087,13 +2092,22 @@ def _fts_query(query: str, *, prefix: bool = True) -> str:
     # a NUL ends FTS5's string early ("unterminated string"): neither is in any indexed text.
     query = _UNSEARCHABLE.sub(" ", query)
     parts: list[str] = []
+    words = 0
     tokens = query.split('"')
     for i, chunk in enumerate(tokens):
         if i % 2 == 1:
+            words += len(_query_words(chunk))
             if chunk.strip():
                 parts.append('"' + chunk + '"')
             continue
-        parts.extend('"' + word + '"' for word in _query_words(chunk))
+        found = _query_words(chunk)
+        words += len(found)
+        parts.extend('"' + word + '"' for word in found)
+    if words > SEARCH_MAX_WORDS:
+        raise LimitExceededError(
+            f"the search query has {words:,} words, more than the {SEARCH_MAX_WORDS} a search takes",
+            hint="search for fewer words: a few distinctive ones find the same blueprints",
+        )
     if not parts:
         raise InvalidInputError(f"nothing to search for in {query!r}", hint="use letters or digits")
     if prefix and (not query.rstrip().endswith('"') or len(tokens) % 2 == 0):

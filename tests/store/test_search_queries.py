@@ -4,9 +4,11 @@ SQLite error nor a search that holds the index for seconds."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from localstore.errors import InvalidInputError
+from localstore.errors import InvalidInputError, LimitExceededError
 
 
 @pytest.fixture
@@ -66,3 +68,23 @@ def test_a_lone_surrogate_in_the_query_or_a_filter_is_typed(seeded) -> None:
         with pytest.raises(InvalidInputError, match="not valid Unicode") as info:
             call()
         assert info.value.hint
+
+
+def test_a_query_of_too_many_words_is_refused_at_once(seeded) -> None:
+    """FTS5's cost grows faster than linearly with the number of terms: 5,000 words pasted into
+    a search box held the index (and so every other thread of the app) for 20 s."""
+    pasted = " ".join(["kubectl"] * 5000)
+    started = time.perf_counter()
+    with pytest.raises(LimitExceededError, match="words") as info:
+        seeded.search(pasted)
+    assert time.perf_counter() - started < 2.0
+    assert "fewer words" in info.value.hint
+    with pytest.raises(LimitExceededError):
+        seeded.search('"' + " ".join(f"w{i}" for i in range(65)) + '"')
+
+
+def test_a_query_at_the_word_limit_still_searches(seeded) -> None:
+    from localstore.store import SEARCH_MAX_WORDS
+
+    query = " ".join(["kubectl"] * SEARCH_MAX_WORDS)
+    assert [h.info.path for h in seeded.search(query)] == ["ops/kube-deploy.blueprint.yaml"]
