@@ -2145,6 +2145,9 @@ def _ignore_match(rules: fs.IgnoreRules, rel: str) -> tuple[str, str]:
     return rel, "?"
 
 
+_SQL_INT_MAX = 2**63 - 1
+
+
 def _count_arg(name: str, value: Any) -> int:
     """A limit or offset: a whole number >= 0 (a negative one used to mean "no limit" to
     SQLite, a float was truncated, None leaked a TypeError)."""
@@ -2157,7 +2160,9 @@ def _count_arg(name: str, value: Any) -> int:
         raise InvalidInputError(
             f"{name} must be >= 0, not {value}", hint=f"pass 0 or more as {name}"
         )
-    return value
+    # SQLite binds 64-bit integers (a raw OverflowError above); no store holds that many rows,
+    # so a larger limit or offset means the same as the largest.
+    return min(value, _SQL_INT_MAX)
 
 
 def _text_arg(name: str, value: Any) -> Any:

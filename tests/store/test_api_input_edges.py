@@ -30,3 +30,18 @@ def test_text_with_lone_surrogates_is_refused_typed(
         store.save("a/text", kwargs.pop("content"), **kwargs)
     assert info.value.hint
     assert store.count() == 0
+
+
+def test_a_limit_or_offset_beyond_64_bits_pages_as_unbounded(store) -> None:
+    """SQLite integers are 64-bit: a limit of 10**20 ("everything") raised a raw OverflowError
+    from list and search. It lists everything; such an offset skips everything."""
+    for i in range(3):
+        store.save(f"f/deploy{i}", f"deploy: {i}\n", tags=["t"])
+    huge = 10**20
+    assert len(store.list(limit=huge)) == 3
+    assert len(store.list(folder="f", limit=huge)) == 3
+    assert len(store.list(tag="t", limit=huge, offset=1)) == 2
+    assert store.list(folder="f", offset=huge) == []
+    assert store.list(tag="t", limit=2, offset=huge) == []
+    assert len(store.search("deploy", limit=huge)) == 3
+    assert len(store.search("deploy", limit=2**63)) == 3
