@@ -768,6 +768,8 @@ class BlueprintStore:
         stale), StorageError (the previous version stays intact).
         """
         self._check_open()
+        if expected_rev is not None:
+            _rev_arg("expected_rev", expected_rev)
         fields = {
             "name": name,
             "description": description,
@@ -1906,13 +1908,15 @@ class BlueprintStore:
         return [Revision(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in rows]
 
     def load_revision(self, ref: str, rev: int) -> Blueprint:
-        """A past revision's content and meta. Raises RevisionNotFoundError."""
+        """A past revision's content and meta. Raises RevisionNotFoundError, InvalidInputError
+        for a revision number that is not an int."""
         self._check_open()
+        rev = _rev_arg("rev", rev)
         with self.index.read() as cur:
             row = self._resolve(cur, ref, include_deleted=True)
             rows = cur.execute(
                 "SELECT path, content, meta, content_hash FROM revisions WHERE id = ? AND rev = ?",
-                (row.id, int(rev)),
+                (row.id, min(rev, _SQL_INT_MAX)),  # (SQLite's integers are 64-bit)
             ).fetchall()
         if not rows:
             raise RevisionNotFoundError(
@@ -1920,7 +1924,7 @@ class BlueprintStore:
             )
         path, text, meta_json, chash = rows[0]
         meta = BlueprintMeta.from_dict(json.loads(meta_json))
-        return Blueprint(path=path, content=text, meta=meta, rev=int(rev), content_hash=chash)
+        return Blueprint(path=path, content=text, meta=meta, rev=rev, content_hash=chash)
 
     def restore(
         self, ref: str, rev: int, *, path: str | None = None, origin: str = "local"
@@ -2163,6 +2167,16 @@ def _count_arg(name: str, value: Any) -> int:
     # SQLite binds 64-bit integers (a raw OverflowError above); no store holds that many rows,
     # so a larger limit or offset means the same as the largest.
     return min(value, _SQL_INT_MAX)
+
+
+def _rev_arg(name: str, value: Any) -> int:
+    """A revision number: an int (int() made "x" a raw ValueError and 1.7 or True revision 1)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(
+            f"{name} must be a whole number, not {type(value).__name__} {value!r}",
+            hint="give a revision number as an int; 'localstore history REF' lists them",
+        )
+    return value
 
 
 def _text_arg(name: str, value: Any) -> Any:

@@ -45,3 +45,29 @@ def test_a_limit_or_offset_beyond_64_bits_pages_as_unbounded(store) -> None:
     assert store.list(tag="t", limit=2, offset=huge) == []
     assert len(store.search("deploy", limit=huge)) == 3
     assert len(store.search("deploy", limit=2**63)) == 3
+
+
+@pytest.mark.parametrize("rev", ["x", "2", None, 1.7, True, [1]])
+def test_a_revision_number_that_is_not_an_int_is_invalid_input(store, rev: Any) -> None:
+    """load_revision and restore ran int(rev): "x" and None raised a raw ValueError or TypeError,
+    1.7 and True silently meant revision 1."""
+    bp = store.save("r/a", "a: 1\n")
+    store.save("r/a", "a: 2\n")
+    calls = [lambda: store.load_revision(bp.meta.id, rev), lambda: store.restore(bp.meta.id, rev)]
+    if rev is not None:  # (expected_rev=None: no check)
+        calls.append(lambda: store.save("r/a", "a: 3\n", expected_rev=rev))
+    for call in calls:
+        with pytest.raises(InvalidInputError, match="whole number") as info:
+            call()
+        assert "history" in info.value.hint
+    assert store.load("r/a").content == "a: 2\n"
+
+
+def test_a_revision_number_beyond_64_bits_is_not_found(store) -> None:
+    from localstore.errors import RevisionNotFoundError
+
+    bp = store.save("r/a", "a: 1\n")
+    with pytest.raises(RevisionNotFoundError, match=str(10**20)):
+        store.load_revision(bp.meta.id, 10**20)
+    with pytest.raises(RevisionNotFoundError):
+        store.restore(bp.meta.id, 10**20)
