@@ -1791,7 +1791,7 @@ class BlueprintStore:
         limit or offset that is not a whole number >= 0 (``limit=None`` lists everything).
         """
         self._check_open()
-        folder = _text_arg("folder", folder)
+        folder = _folder_arg(folder)
         tag = _text_arg("tag", tag)
         limit = None if limit is None else _count_arg("limit", limit)
         offset = _count_arg("offset", offset)
@@ -1863,7 +1863,7 @@ class BlueprintStore:
         """
         self._check_open()
         limit = _count_arg("limit", limit)
-        folder = _text_arg("folder", folder)
+        folder = _folder_arg(folder)
         tag = _text_arg("tag", tag)
         exact = _fts_query(query, prefix=False)
         typed = _fts_query(query)
@@ -2193,6 +2193,12 @@ def _text_arg(name: str, value: Any) -> Any:
         except UnicodeEncodeError as exc:
             raise _not_unicode(f"the {name} filter", exc, InvalidInputError) from exc
     return value
+
+
+def _folder_arg(value: Any) -> str | None:
+    """A folder filter, NFC like every stored path (macOS hands out NFD names)."""
+    folder = _text_arg("folder", value)
+    return None if folder is None else unicodedata.normalize("NFC", folder)
 
 
 def _not_unicode(what: str, exc: UnicodeEncodeError, kind: type[E]) -> E:

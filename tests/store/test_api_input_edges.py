@@ -71,3 +71,15 @@ def test_a_revision_number_beyond_64_bits_is_not_found(store) -> None:
         store.load_revision(bp.meta.id, 10**20)
     with pytest.raises(RevisionNotFoundError):
         store.restore(bp.meta.id, 10**20)
+
+
+def test_a_folder_filter_in_decomposed_unicode_finds_its_folder(store) -> None:
+    """Paths are stored NFC (a save of an NFD path lands in the NFC folder), but the folder filter
+    of list and search was compared as given: a folder name taken from macOS (NFD) found nothing."""
+    import unicodedata
+
+    store.save(unicodedata.normalize("NFD", "café/menu"), "steps: [soup]\n")
+    nfd = unicodedata.normalize("NFD", "café")
+    assert [i.path for i in store.list(folder=nfd)] == ["café/menu.blueprint.yaml"]
+    assert [i.path for i in store.list(folder=nfd, recursive=False)] == ["café/menu.blueprint.yaml"]
+    assert [h.info.path for h in store.search("soup", folder=nfd)] == ["café/menu.blueprint.yaml"]
