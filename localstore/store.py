@@ -1931,13 +1931,26 @@ class BlueprintStore:
     ) -> Blueprint:
         """Make a past revision current again (also brings back a deleted blueprint).
 
-        Raises RevisionNotFoundError, AlreadyExistsError (its old path is taken: pass ``path``).
+        Raises RevisionNotFoundError, AlreadyExistsError or UnsafePathError (its old path is taken
+        or collides by case: pass ``path``), InvalidInputError for a revision that is not an int.
         """
         old = self.load_revision(ref, rev)
         current = self.row(old.id, include_deleted=True)
         target = path or (current.path if not current.deleted else old.path)
         meta = old.meta.replace(modified="")
-        return self.save(target, old.content, meta=meta, id=old.id, origin=origin)
+        try:
+            return self.save(target, old.content, meta=meta, id=old.id, origin=origin)
+        except (AlreadyExistsError, UnsafePathError) as exc:
+            if path is not None:
+                raise
+            # The old path is taken (or now collides or is ignored). The save's hint ("... or
+            # save with that blueprint's id") would overwrite the other blueprint: a restore's
+            # way out is another path.
+            raise type(exc)(
+                exc.message,
+                hint="restore it to another path: restore(ref, rev, path=...), "
+                "'localstore restore REF REV --path NEWPATH'",
+            ) from exc
 
     # -- reconcile / check -------------------------------------------------------------------------
 

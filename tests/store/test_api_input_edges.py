@@ -83,3 +83,24 @@ def test_a_folder_filter_in_decomposed_unicode_finds_its_folder(store) -> None:
     assert [i.path for i in store.list(folder=nfd)] == ["café/menu.blueprint.yaml"]
     assert [i.path for i in store.list(folder=nfd, recursive=False)] == ["café/menu.blueprint.yaml"]
     assert [h.info.path for h in store.search("soup", folder=nfd)] == ["café/menu.blueprint.yaml"]
+
+
+def test_restoring_onto_a_taken_path_says_to_pass_another_path(store) -> None:
+    """The hint said 'choose another path, or save with that blueprint's id': restore has no path
+    to choose unless told it takes ``path``, and saving with the other blueprint's id would
+    overwrite that blueprint."""
+    from localstore.errors import AlreadyExistsError, UnsafePathError
+
+    gone = store.save("p/a", "a: 1\n")
+    store.delete("p/a")
+    store.save("p/a", "b: 1\n")
+    with pytest.raises(AlreadyExistsError) as info:
+        store.restore(gone.meta.id, 1)
+    assert "--path" in info.value.hint and "path=" in info.value.hint
+    assert "that blueprint's id" not in info.value.hint
+    store.delete("p/a")
+    store.save("p/A", "c: 1\n")  # only the case differs now
+    with pytest.raises(UnsafePathError) as info2:
+        store.restore(gone.meta.id, 1)
+    assert "--path" in info2.value.hint
+    assert store.restore(gone.meta.id, 1, path="p/a-restored").content == "a: 1\n"
