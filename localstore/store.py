@@ -628,7 +628,27 @@ class BlueprintStore:
                 )
             if rows:
                 return Row.from_tuple(rows[0])
+        gone = None if include_deleted else self._deleted_by(cur, ref, rel)
+        if gone is not None:
+            # ('localstore ls' would not show it: what helps is its history.)
+            raise NotFoundError(
+                f"{ref!r} was deleted ({gone.path}, id {gone.id})",
+                hint=f"'localstore history {gone.id}' lists its revisions; 'localstore restore "
+                f"{gone.id} {gone.rev - 1}' brings it back",
+            )
         raise NotFoundError(f"no blueprint matches {ref!r}", hint="see 'localstore ls'")
+
+    def _deleted_by(self, cur: Any, ref: str, rel: str | None) -> Row | None:
+        """The deleted blueprint with this id or last at this path, if any."""
+        if is_uuid(ref.lower()):
+            row = self._row_by(cur, "id = ? AND deleted = 1", (ref.lower(),))
+            if row is not None:
+                return row
+        if rel is None:
+            return None
+        return self._row_by(
+            cur, "path_key = ? AND deleted = 1 ORDER BY op_id DESC LIMIT 1", (fs.path_key(rel),)
+        )
 
     def resolve(self, ref: str, *, include_deleted: bool = False) -> BlueprintInfo:
         """Find a blueprint by id, unique id prefix or path. Raises NotFoundError, AmbiguousRefError."""

@@ -104,3 +104,20 @@ def test_restoring_onto_a_taken_path_says_to_pass_another_path(store) -> None:
         store.restore(gone.meta.id, 1)
     assert "--path" in info2.value.hint
     assert store.restore(gone.meta.id, 1, path="p/a-restored").content == "a: 1\n"
+
+
+def test_loading_a_deleted_blueprint_says_it_was_deleted_and_how_to_restore(store) -> None:
+    """load/move/delete of a deleted blueprint said only 'no blueprint matches' with the hint
+    "see 'localstore ls'", where it is not listed; its history and restore are what help."""
+    from localstore.errors import NotFoundError
+
+    bp = store.save("d/gone", "a: 1\n")
+    store.move("d/gone", "d/moved")
+    store.delete("d/moved")
+    for ref in (bp.meta.id, "d/moved"):
+        with pytest.raises(NotFoundError, match="was deleted") as info:
+            store.load(ref)
+        assert f"restore {bp.meta.id} 2" in info.value.hint
+    with pytest.raises(NotFoundError, match="no blueprint matches"):
+        store.load("d/never")
+    assert store.restore(bp.meta.id, 2).path == "d/moved.blueprint.yaml"
