@@ -15,12 +15,14 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import apsw
 
@@ -56,6 +58,7 @@ from localstore.errors import (
     InvalidInputError,
     InvalidMetaError,
     InvalidRefError,
+    LimitExceededError,
     LocalStoreError,
     NotFoundError,
     RevisionConflictError,
@@ -75,6 +78,7 @@ from localstore.index import (
 )
 
 log = logging.getLogger("localstore.store")
+E = TypeVar("E", bound=LocalStoreError)
 
 SORT_COLUMNS = {"path": "path", "name": "name", "modified": "modified", "created": "created"}
 # Column weights of search ranking: name, description, tags, content, path (the FTS column order),
@@ -86,6 +90,11 @@ _FULL, _DESCRIBED = "blueprints_fts", "blueprints_described"
 # 1.5 us a match (all of a 10,000-blueprint store is 15-20 ms). Bounds search time whatever the
 # store's size; the trade is in docs/architecture.md, "Search".
 SEARCH_RANK_CAP = 1000
+# Words a search query may have: FTS5's cost grows faster than linearly with them (5,000 words,
+# a text pasted into a search box, held the index and so every thread of the app for 20 s).
+SEARCH_MAX_WORDS = 64
+# What a search query may hold but no indexed text does (see _fts_query).
+_UNSEARCHABLE = re.compile("[\x00\ud800-\udfff]")
 TxHook = Callable[[Any, Blueprint], None]
 # The errors that fail one item of a batch (the others go on); anything else aborts the batch.
 _ITEM_ERRORS = (InvalidInputError, AlreadyExistsError, RevisionConflictError, NotFoundError)
@@ -619,7 +628,27 @@ class BlueprintStore:
                 )
             if rows:
                 return Row.from_tuple(rows[0])
+        gone = None if include_deleted else self._deleted_by(cur, ref, rel)
+        if gone is not None:
+            # ('localstore ls' would not show it: what helps is its history.)
+            raise NotFoundError(
+                f"{ref!r} was deleted ({gone.path}, id {gone.id})",
+                hint=f"'localstore history {gone.id}' lists its revisions; 'localstore restore "
+                f"{gone.id} {gone.rev - 1}' brings it back",
+            )
         raise NotFoundError(f"no blueprint matches {ref!r}", hint="see 'localstore ls'")
+
+    def _deleted_by(self, cur: Any, ref: str, rel: str | None) -> Row | None:
+        """The deleted blueprint with this id or last at this path, if any."""
+        if is_uuid(ref.lower()):
+            row = self._row_by(cur, "id = ? AND deleted = 1", (ref.lower(),))
+            if row is not None:
+                return row
+        if rel is None:
+            return None
+        return self._row_by(
+            cur, "path_key = ? AND deleted = 1 ORDER BY op_id DESC LIMIT 1", (fs.path_key(rel),)
+        )
 
     def resolve(self, ref: str, *, include_deleted: bool = False) -> BlueprintInfo:
         """Find a blueprint by id, unique id prefix or path. Raises NotFoundError, AmbiguousRefError."""
@@ -651,17 +680,19 @@ class BlueprintStore:
         content: str | bytes | Mapping[str, Any],
         meta: BlueprintMeta,
     ) -> _Prepared:
-        if isinstance(content, Mapping):
-            text = dump_yaml(content)
-            raw = text.encode("utf-8")
-        elif isinstance(content, bytes):
-            raw = content
-        elif isinstance(content, str):
-            raw = content.encode("utf-8")
-        else:
-            raise InvalidInputError(
-                f"content must be YAML text or a mapping, not {type(content).__name__}"
-            )
+        try:
+            if isinstance(content, Mapping):
+                raw = dump_yaml(content).encode("utf-8")
+            elif isinstance(content, bytes):
+                raw = content
+            elif isinstance(content, str):
+                raw = content.encode("utf-8")
+            else:
+                raise InvalidInputError(
+                    f"content must be YAML text or a mapping, not {type(content).__name__}"
+                )
+        except UnicodeEncodeError as exc:
+            raise _not_unicode(f"{rel}: the content", exc, InvalidInputError) from exc
         if self.validator is None:
             # Nothing will look at the parsed document: check it without building it (most of a
             # save's CPU time went into constructing Python objects nobody used).
@@ -673,7 +704,10 @@ class BlueprintStore:
             problems: tuple[str, ...] = ()
         else:
             problems = run_validator(self.validator, parse_yaml(raw, self.limits))
-        meta_bytes = encode_meta(meta)
+        try:
+            meta_bytes = encode_meta(meta)
+        except UnicodeEncodeError as exc:
+            raise _not_unicode(f"{rel}: the meta", exc, InvalidMetaError) from exc
         if len(meta_bytes) > MAX_META_BYTES:
             # Written, it could not be read back: reconcile would flag the blueprint, and sync
             # could not push what no store reads.
@@ -754,6 +788,8 @@ class BlueprintStore:
         stale), StorageError (the previous version stays intact).
         """
         self._check_open()
+        if expected_rev is not None:
+            _rev_arg("expected_rev", expected_rev)
         fields = {
             "name": name,
             "description": description,
@@ -1775,7 +1811,7 @@ class BlueprintStore:
         limit or offset that is not a whole number >= 0 (``limit=None`` lists everything).
         """
         self._check_open()
-        folder = _text_arg("folder", folder)
+        folder = _folder_arg(folder)
         tag = _text_arg("tag", tag)
         limit = None if limit is None else _count_arg("limit", limit)
         offset = _count_arg("offset", offset)
@@ -1842,11 +1878,12 @@ class BlueprintStore:
         blueprints is answered in two tiers: those whose name, tags, description or path match
         (ranked, or newest first if they too are over the cap), then the rest newest first
         (score 0). See docs/architecture.md, "Search". Raises InvalidInputError for an empty query,
-        a limit that is not a whole number >= 0, a folder or tag that is not a string.
+        a limit that is not a whole number >= 0, a folder or tag that is not a string;
+        LimitExceededError for a query of more than ``SEARCH_MAX_WORDS`` words.
         """
         self._check_open()
         limit = _count_arg("limit", limit)
-        folder = _text_arg("folder", folder)
+        folder = _folder_arg(folder)
         tag = _text_arg("tag", tag)
         exact = _fts_query(query, prefix=False)
         typed = _fts_query(query)
@@ -1891,13 +1928,15 @@ class BlueprintStore:
         return [Revision(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in rows]
 
     def load_revision(self, ref: str, rev: int) -> Blueprint:
-        """A past revision's content and meta. Raises RevisionNotFoundError."""
+        """A past revision's content and meta. Raises RevisionNotFoundError, InvalidInputError
+        for a revision number that is not an int."""
         self._check_open()
+        rev = _rev_arg("rev", rev)
         with self.index.read() as cur:
             row = self._resolve(cur, ref, include_deleted=True)
             rows = cur.execute(
                 "SELECT path, content, meta, content_hash FROM revisions WHERE id = ? AND rev = ?",
-                (row.id, int(rev)),
+                (row.id, min(rev, _SQL_INT_MAX)),  # (SQLite's integers are 64-bit)
             ).fetchall()
         if not rows:
             raise RevisionNotFoundError(
@@ -1905,20 +1944,33 @@ class BlueprintStore:
             )
         path, text, meta_json, chash = rows[0]
         meta = BlueprintMeta.from_dict(json.loads(meta_json))
-        return Blueprint(path=path, content=text, meta=meta, rev=int(rev), content_hash=chash)
+        return Blueprint(path=path, content=text, meta=meta, rev=rev, content_hash=chash)
 
     def restore(
         self, ref: str, rev: int, *, path: str | None = None, origin: str = "local"
     ) -> Blueprint:
         """Make a past revision current again (also brings back a deleted blueprint).
 
-        Raises RevisionNotFoundError, AlreadyExistsError (its old path is taken: pass ``path``).
+        Raises RevisionNotFoundError, AlreadyExistsError or UnsafePathError (its old path is taken
+        or collides by case: pass ``path``), InvalidInputError for a revision that is not an int.
         """
         old = self.load_revision(ref, rev)
         current = self.row(old.id, include_deleted=True)
         target = path or (current.path if not current.deleted else old.path)
         meta = old.meta.replace(modified="")
-        return self.save(target, old.content, meta=meta, id=old.id, origin=origin)
+        try:
+            return self.save(target, old.content, meta=meta, id=old.id, origin=origin)
+        except (AlreadyExistsError, UnsafePathError) as exc:
+            if path is not None:
+                raise
+            # The old path is taken (or now collides or is ignored). The save's hint ("... or
+            # save with that blueprint's id") would overwrite the other blueprint: a restore's
+            # way out is another path.
+            raise type(exc)(
+                exc.message,
+                hint="restore it to another path: restore(ref, rev, path=...), "
+                "'localstore restore REF REV --path NEWPATH'",
+            ) from exc
 
     # -- reconcile / check -------------------------------------------------------------------------
 
@@ -2073,22 +2125,46 @@ def _fts_query(query: str, *, prefix: bool = True) -> str:
     every word they match before it can count or rank, so only the last word gets one."""
     if not isinstance(query, str) or not query.strip():
         raise InvalidInputError("empty search query", hint="give one or more words")
+    # A lone surrogate (an argument decoded with surrogateescape) cannot be bound as UTF-8, and
+    # a NUL ends FTS5's string early ("unterminated string"): neither is in any indexed text.
+    query = _UNSEARCHABLE.sub(" ", query)
     parts: list[str] = []
+    words = 0
     tokens = query.split('"')
     for i, chunk in enumerate(tokens):
         if i % 2 == 1:
+            words += len(_query_words(chunk))
             if chunk.strip():
-                parts.append('"' + chunk.replace('"', "") + '"')
+                parts.append('"' + chunk + '"')
             continue
-        for word in chunk.split():
-            cleaned = "".join(c for c in word if c.isalnum() or c in "_-")
-            for piece in cleaned.replace("-", " ").replace("_", " ").split():
-                parts.append('"' + piece + '"')
+        found = _query_words(chunk)
+        words += len(found)
+        parts.extend('"' + word + '"' for word in found)
+    if words > SEARCH_MAX_WORDS:
+        raise LimitExceededError(
+            f"the search query has {words:,} words, more than the {SEARCH_MAX_WORDS} a search takes",
+            hint="search for fewer words: a few distinctive ones find the same blueprints",
+        )
     if not parts:
         raise InvalidInputError(f"nothing to search for in {query!r}", hint="use letters or digits")
     if prefix and (not query.rstrip().endswith('"') or len(tokens) % 2 == 0):
         parts[-1] += "*"  # the last word, unless the query ends with a closed phrase
     return " ".join(parts)
+
+
+def _query_words(text: str) -> builtins.list[str]:
+    """The words of unquoted query text, split where the tokenizer splits: at every character
+    that is neither a letter, a digit nor a combining mark (FTS5 tokenizes each quoted word as
+    it does the documents, so marks stay in). Deleting the other characters instead glued
+    'config.yaml', 'a/b' and 'v1.2' into words no document holds."""
+    words = []
+    for word in text.split():
+        if not word.isalnum():
+            word = "".join(
+                c if c.isalnum() or unicodedata.category(c).startswith("M") else " " for c in word
+            )
+        words += [w for w in word.split() if any(c.isalnum() for c in w)]
+    return words
 
 
 def _ignore_match(rules: fs.IgnoreRules, rel: str) -> tuple[str, str]:
@@ -2106,6 +2182,9 @@ def _ignore_match(rules: fs.IgnoreRules, rel: str) -> tuple[str, str]:
     return rel, "?"
 
 
+_SQL_INT_MAX = 2**63 - 1
+
+
 def _count_arg(name: str, value: Any) -> int:
     """A limit or offset: a whole number >= 0 (a negative one used to mean "no limit" to
     SQLite, a float was truncated, None leaked a TypeError)."""
@@ -2118,6 +2197,18 @@ def _count_arg(name: str, value: Any) -> int:
         raise InvalidInputError(
             f"{name} must be >= 0, not {value}", hint=f"pass 0 or more as {name}"
         )
+    # SQLite binds 64-bit integers (a raw OverflowError above); no store holds that many rows,
+    # so a larger limit or offset means the same as the largest.
+    return min(value, _SQL_INT_MAX)
+
+
+def _rev_arg(name: str, value: Any) -> int:
+    """A revision number: an int (int() made "x" a raw ValueError and 1.7 or True revision 1)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(
+            f"{name} must be a whole number, not {type(value).__name__} {value!r}",
+            hint="give a revision number as an int; 'localstore history REF' lists them",
+        )
     return value
 
 
@@ -2129,7 +2220,27 @@ def _text_arg(name: str, value: Any) -> Any:
             hint=f"pass one {name} as text"
             + ("; filter by one tag at a time" if name == "tag" else ""),
         )
+    if value is not None and not value.isascii():
+        try:
+            value.encode("utf-8")  # (SQLite binds text as UTF-8: a raw UnicodeEncodeError)
+        except UnicodeEncodeError as exc:
+            raise _not_unicode(f"the {name} filter", exc, InvalidInputError) from exc
     return value
+
+
+def _folder_arg(value: Any) -> str | None:
+    """A folder filter, NFC like every stored path (macOS hands out NFD names)."""
+    folder = _text_arg("folder", value)
+    return None if folder is None else unicodedata.normalize("NFC", folder)
+
+
+def _not_unicode(what: str, exc: UnicodeEncodeError, kind: type[E]) -> E:
+    """The error for text holding a lone surrogate, which cannot be written as UTF-8."""
+    return kind(
+        f"{what} is not valid Unicode text: it holds the lone surrogate {exc.object[exc.start]!r}",
+        hint="decode the text from its real encoding (errors='surrogateescape' keeps the"
+        " bytes of a file name or argument that is not UTF-8 as such surrogates)",
+    )
 
 
 def _like_prefix(prefix: str) -> str:
