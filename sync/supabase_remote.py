@@ -716,16 +716,23 @@ class SupabaseRemote:
             return self._execute(name, params)
 
     def _execute(self, name: str, params: dict[str, Any]) -> Any:
+        anonymous = False
         try:
             with self._lock:
+                # The header this request goes out with (auth events swap it and the postgrest
+                # client together, under no lock of ours, so it is read before building).
+                sent = self._client.options.headers.get("Authorization")
+                anonymous = sent == f"Bearer {self._anon_key}"
                 request = self._client.rpc(name, params)
             return request.execute().data
         except Exception as exc:
             err = map_error(exc, what=name)
-            if err.code == "42501" and self._storage.get_item(STORAGE_KEY) is None:
-                # The client dropped its session (a refresh failed) and sent this as anon: the
-                # refusal is about the session, not the grants. _rpc refreshes once, which says
-                # "log in again" if the session is revoked, and retries if it was a blip.
+            if err.code == "42501" and (anonymous or self._storage.get_item(STORAGE_KEY) is None):
+                # Sent as anon: the client has no usable session. It dropped it (a refresh
+                # failed), or never had one: a remote opened offline with an expired session
+                # falls back to the anon key, and its refresh timer retries only after a while.
+                # The refusal is about the session, not the grants: _rpc refreshes once, which
+                # says "log in again" if the session is revoked, and retries if it was a blip.
                 err = AuthExpiredError(err.message, code="42501")
             raise err from exc
 
