@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import time
+from email.utils import formatdate
 from typing import Any
 
 import httpx
@@ -25,7 +27,15 @@ from sync.errors import (
     SyncError,
     TransientError,
 )
-from sync.supabase_remote import MAPPED_EXCEPTIONS, map_error
+from sync.localcloud.stack import LocalCloud
+from sync.supabase_remote import (
+    MAPPED_EXCEPTIONS,
+    SupabaseRemote,
+    map_error,
+    retry_after_seconds,
+)
+
+from .conftest import Homes, new_email
 
 _REQUEST = httpx.Request("POST", "http://127.0.0.1:1/rest/v1/rpc/push_changes")
 
@@ -218,3 +228,77 @@ def test_login_errors_have_login_hints_and_log_nothing(
     assert type(err) is cls and message in err.message and hint in err.hint, (err, err.hint)
     assert "retries by itself" not in err.hint and "sync" not in err.hint
     assert not caplog.records  # no "will retry" line besides the one error
+
+
+class _GatewayRefuses(httpx.BaseTransport):
+    """Fault injection: the API gateway in front of PostgREST answers the next ``times`` RPCs
+    itself (the local stack has no such gateway); everything else reaches the real server."""
+
+    def __init__(
+        self, inner: httpx.BaseTransport, response: httpx.Response, *, times: int = 1
+    ) -> None:
+        self.inner = inner
+        self.response = response
+        self.times = times
+        self.refused = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.times > 0 and "/rest/v1/rpc/" in request.url.path:
+            self.times -= 1
+            self.refused += 1
+            request.read()
+            r = self.response
+            return httpx.Response(r.status_code, headers=r.headers, content=r.content)
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _refuse_next_rpc(remote: SupabaseRemote, response: httpx.Response) -> _GatewayRefuses:
+    fault = _GatewayRefuses(remote._http._transport, response)
+    remote._http._transport = fault
+    return fault
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "retry_after"),
+    [
+        # Kong's rate-limiting plugin: JSON without a "code", the wait in Retry-After.
+        (429, {"Retry-After": "7"}, b'{"message":"API rate limit exceeded"}', 7.0),
+        (429, {}, b'{"message":"API rate limit exceeded"}', None),
+        # A project under maintenance: an HTML page and a date to come back at.
+        (503, {"Retry-After": "@in-40s"}, b"<html>maintenance</html>", 40.0),
+        (429, {"Retry-After": "864000"}, b"slow down", 3600.0),  # capped at an hour
+    ],
+)
+def test_a_gateway_asking_to_wait_gives_rate_limited_with_its_retry_after(
+    cloud: LocalCloud,
+    homes: Homes,
+    status: int,
+    headers: dict[str, str],
+    body: bytes,
+    retry_after: float | None,
+) -> None:
+    _, remote = homes.device(cloud.url, cloud.anon_key, new_email())
+    if headers.get("Retry-After") == "@in-40s":
+        headers = {"Retry-After": formatdate(time.time() + 40.5, usegmt=True)}
+    fault = _refuse_next_rpc(remote, httpx.Response(status, headers=headers, content=body))
+    with pytest.raises(RateLimitedError) as info:
+        remote.pull(0)
+    assert fault.refused == 1
+    assert info.value.action == "retry"
+    if retry_after is None:
+        assert info.value.retry_after is None
+    else:
+        assert info.value.retry_after == pytest.approx(retry_after, abs=1.5)
+    assert remote.pull(0).changes == []  # the next call goes through
+
+
+def test_retry_after_values() -> None:
+    now = 1_700_000_000.0
+    assert retry_after_seconds("120") == 120.0
+    assert retry_after_seconds(formatdate(now + 30, usegmt=True), now=now) == 30.0
+    assert retry_after_seconds(formatdate(now - 30, usegmt=True), now=now) == 0.0
+    for bad in (None, "", "soon", "-5", "1.5e3", "nan"):
+        assert retry_after_seconds(bad) is None, bad
