@@ -21,7 +21,8 @@ HTTP 429 / over_request_rate_limit, HTTP 503    RateLimitedError (retry_after = 
 with Retry-After                                Retry-After, at most an hour)
 57014 (statement timeout), 54000 (jsonb too     TransientError keeping the code:   retry
 large), HTTP 413 (request too large)            the engine splits the push
-connect refused / DNS                           OfflineError                       retry
+connect refused / DNS (RPC or auth refresh)     OfflineError                       retry
+TLS certificate or handshake refused            TransientError (code "tls")        retry
 timeouts, resets, truncated bodies, 5xx,        TransientError                     retry
 40001 / 40P01 / 55P03 / 08* / 53*
 anything unclassified                           TransientError (reason logged)     retry
@@ -266,9 +267,32 @@ def _map_api_error(exc: APIError, what: str, quiet: bool = False) -> SyncError:
     return _unclassified(exc, what, quiet)
 
 
+def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error under a failed connect (certificate refused, handshake failed), if any."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, ssl.SSLError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
 def _map_httpx_error(exc: Exception, what: str, quiet: bool = False) -> SyncError:
     text = f"{what}: {type(exc).__name__}: {exc}"
     if isinstance(exc, httpx.ConnectError):
+        if _tls_failure(exc) is not None:
+            # The server answered, so this machine is not offline: its certificate (or TLS
+            # itself) was refused. Retried all the same: a network's sign-in page (hotel, train)
+            # intercepts TLS until the person signs in, and that fixes itself.
+            return TransientError(
+                text,
+                code="tls",
+                hint="the server's TLS certificate was refused: on a network with a sign-in "
+                "page, sign in to it; otherwise check the project URL (cloud_url) and the "
+                "system's certificates. Sync retries by itself",
+            )
         return OfflineError(text)
     if isinstance(exc, httpx.TransportError):
         # Timeouts, resets, truncated bodies, proxy failures: the request may or may not have
@@ -294,6 +318,11 @@ def _map_auth_error(exc: auth_errors.AuthError, what: str, quiet: bool = False) 
     status = int(getattr(exc, "status", 0) or 0)
     text = f"{what}: {exc.message}" + (f" [{code}]" if code else "")
     if isinstance(exc, auth_errors.AuthRetryableError):
+        if isinstance(exc.__cause__, httpx.ConnectError):
+            # A refresh that could not connect (DNS, refused, TLS) is the same fault as an RPC
+            # that could not: offline, not "error" (after a laptop's sleep the token refresh is
+            # often the first request, and its status said "error" while the RPCs said offline).
+            return _map_httpx_error(exc.__cause__, what, quiet)
         return TransientError(text, code=code or None)
     if isinstance(exc, auth_errors.AuthSessionMissingError):
         return NotLoggedInError(text)
