@@ -17,10 +17,12 @@ no stored session (AuthSessionMissingError)     NotLoggedInError                
 PGRST202 / PGRST106 / 42883 / HTTP 404, bad     RemoteConfigError                  tell_user
 URL, wrong API key
 22023 (too many changes, bad argument)          ProtocolError                      tell_user
-HTTP 429 / over_request_rate_limit              RateLimitedError                   retry
+HTTP 429 / over_request_rate_limit, HTTP 503    RateLimitedError (retry_after =    retry
+with Retry-After                                Retry-After, at most an hour)
 57014 (statement timeout), 54000 (jsonb too     TransientError keeping the code:   retry
 large), HTTP 413 (request too large)            the engine splits the push
-connect refused / DNS                           OfflineError                       retry
+connect refused / DNS (RPC or auth refresh)     OfflineError                       retry
+TLS certificate or handshake refused            TransientError (code "tls")        retry
 timeouts, resets, truncated bodies, 5xx,        TransientError                     retry
 40001 / 40P01 / 55P03 / 08* / 53*
 anything unclassified                           TransientError (reason logged)     retry
@@ -44,6 +46,7 @@ Realtime (``sync/_realtime.py``) is only a hint to pull; see :meth:`SupabaseRemo
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import functools
 import hashlib
 import json
@@ -264,9 +267,32 @@ def _map_api_error(exc: APIError, what: str, quiet: bool = False) -> SyncError:
     return _unclassified(exc, what, quiet)
 
 
+def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error under a failed connect (certificate refused, handshake failed), if any."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, ssl.SSLError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
 def _map_httpx_error(exc: Exception, what: str, quiet: bool = False) -> SyncError:
     text = f"{what}: {type(exc).__name__}: {exc}"
     if isinstance(exc, httpx.ConnectError):
+        if _tls_failure(exc) is not None:
+            # The server answered, so this machine is not offline: its certificate (or TLS
+            # itself) was refused. Retried all the same: a network's sign-in page (hotel, train)
+            # intercepts TLS until the person signs in, and that fixes itself.
+            return TransientError(
+                text,
+                code="tls",
+                hint="the server's TLS certificate was refused: on a network with a sign-in "
+                "page, sign in to it; otherwise check the project URL (cloud_url) and the "
+                "system's certificates. Sync retries by itself",
+            )
         return OfflineError(text)
     if isinstance(exc, httpx.TransportError):
         # Timeouts, resets, truncated bodies, proxy failures: the request may or may not have
@@ -292,6 +318,11 @@ def _map_auth_error(exc: auth_errors.AuthError, what: str, quiet: bool = False) 
     status = int(getattr(exc, "status", 0) or 0)
     text = f"{what}: {exc.message}" + (f" [{code}]" if code else "")
     if isinstance(exc, auth_errors.AuthRetryableError):
+        if isinstance(exc.__cause__, httpx.ConnectError):
+            # A refresh that could not connect (DNS, refused, TLS) is the same fault as an RPC
+            # that could not: offline, not "error" (after a laptop's sleep the token refresh is
+            # often the first request, and its status said "error" while the RPCs said offline).
+            return _map_httpx_error(exc.__cause__, what, quiet)
         return TransientError(text, code=code or None)
     if isinstance(exc, auth_errors.AuthSessionMissingError):
         return NotLoggedInError(text)
@@ -527,10 +558,57 @@ def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-def _http_client(timeout_s: float) -> httpx.Client:
+def _http_client(
+    timeout_s: float, *, on_response: Callable[[httpx.Response], None] | None = None
+) -> httpx.Client:
     return httpx.Client(
-        timeout=httpx.Timeout(timeout_s), follow_redirects=True, verify=_tls_context()
+        timeout=httpx.Timeout(timeout_s),
+        follow_redirects=True,
+        verify=_tls_context(),
+        event_hooks={"response": [on_response]} if on_response is not None else None,
     )
+
+
+# A server's Retry-After is honoured up to this: a bogus or hostile header (a day, a date years
+# ahead) must not park a daemon's sync for longer than an hour.
+MAX_RETRY_AFTER_S = 3600.0
+
+
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait (delta-seconds or an HTTP date), capped at
+    MAX_RETRY_AFTER_S; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # "-0000": a date of unknown zone
+            return None
+        # A date already past asks for no wait.
+        seconds = max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return min(seconds, MAX_RETRY_AFTER_S)
+
+
+def _with_status(err: SyncError, status: int | None, retry_after: float | None) -> SyncError:
+    """Refine a mapped error with the HTTP status and Retry-After of the failed response.
+
+    postgrest's APIError keeps neither: a 429 whose body has no ``code`` (the API gateway's own
+    ``{"message": "API rate limit exceeded"}``) was an unclassified error, and no Retry-After
+    ever reached the engine, which waits for RateLimitedError.retry_after.
+    """
+    if status == 429 or (status == 503 and retry_after is not None):
+        if not isinstance(err, RateLimitedError):
+            if not isinstance(err, TransientError):
+                return err  # classified as something else on purpose (an auth error, ...)
+            err = RateLimitedError(err.message, code=err.code or str(status))
+        if retry_after is not None:
+            err.retry_after = retry_after
+    return err
 
 
 class SupabaseRemote:
@@ -573,7 +651,9 @@ class SupabaseRemote:
         self._hints: RealtimeHints | None = None
         self._callbacks: dict[int, HintCallback] = {}
         self._next_cb = 0
-        self._http = _http_client(timeout_s)
+        # The status and Retry-After of the last response, per thread (calls run concurrently).
+        self._last_response = threading.local()
+        self._http = _http_client(timeout_s, on_response=self._note_response)
         try:
             # Client(), not create_client(): create() calls auth.get_session(), which refreshes
             # an expiring stored session before _guard_refreshes is in place, i.e. without the
@@ -694,11 +774,30 @@ class SupabaseRemote:
             session = self._storage.durable_session()
             self._require_own(session)
             assert session is not None
+            self._forget_response()
             try:
                 # Guarded (see _guard_refreshes): never races the timer or another process.
                 self._client.auth.refresh_session(session.refresh_token)
             except Exception as exc:
-                raise map_error(exc, what="refresh the cloud session") from exc
+                raise self._map(exc, "refresh the cloud session") from exc
+
+    def _note_response(self, response: httpx.Response) -> None:
+        last = self._last_response
+        last.status = response.status_code
+        last.retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+
+    def _forget_response(self) -> None:
+        self._last_response.status = None
+        self._last_response.retry_after = None
+
+    def _map(self, exc: BaseException, what: str) -> SyncError:
+        """map_error, refined by the HTTP status of this thread's last response."""
+        last = self._last_response
+        return _with_status(
+            map_error(exc, what=what),
+            getattr(last, "status", None),
+            getattr(last, "retry_after", None),
+        )
 
     # -- RPC -------------------------------------------------------------------------------------
 
@@ -716,16 +815,24 @@ class SupabaseRemote:
             return self._execute(name, params)
 
     def _execute(self, name: str, params: dict[str, Any]) -> Any:
+        anonymous = False
+        self._forget_response()
         try:
             with self._lock:
+                # The header this request goes out with (auth events swap it and the postgrest
+                # client together, under no lock of ours, so it is read before building).
+                sent = self._client.options.headers.get("Authorization")
+                anonymous = sent == f"Bearer {self._anon_key}"
                 request = self._client.rpc(name, params)
             return request.execute().data
         except Exception as exc:
-            err = map_error(exc, what=name)
-            if err.code == "42501" and self._storage.get_item(STORAGE_KEY) is None:
-                # The client dropped its session (a refresh failed) and sent this as anon: the
-                # refusal is about the session, not the grants. _rpc refreshes once, which says
-                # "log in again" if the session is revoked, and retries if it was a blip.
+            err = self._map(exc, name)
+            if err.code == "42501" and (anonymous or self._storage.get_item(STORAGE_KEY) is None):
+                # Sent as anon: the client has no usable session. It dropped it (a refresh
+                # failed), or never had one: a remote opened offline with an expired session
+                # falls back to the anon key, and its refresh timer retries only after a while.
+                # The refusal is about the session, not the grants: _rpc refreshes once, which
+                # says "log in again" if the session is revoked, and retries if it was a blip.
                 err = AuthExpiredError(err.message, code="42501")
             raise err from exc
 

@@ -9,6 +9,8 @@ keep-alive pools and websockets reuse connections, so per-connect faults alone w
 * ``truncate_next(n, keep)``: the next ``n`` server->client chunks are cut to ``keep`` bytes and the
   connection is closed (a truncated response);
 * ``blackhole()``: nothing is forwarded any more, connections stay open (a dead network);
+* ``refuse()``: every new connection is reset at once, nothing reaches the server (no network:
+  the laptop woke up before its Wi-Fi did);
 * ``reset_all()``: reset every open connection now;
 * ``heal()``: clear every fault (black-holed bytes are then delivered) and reset stalled connections.
 
@@ -45,6 +47,7 @@ class _Faults:
     resets: int = 0
     truncations: list[int] = field(default_factory=list)
     blackhole: bool = False
+    refuse: bool = False
 
 
 class FaultProxy:
@@ -114,6 +117,11 @@ class FaultProxy:
             self._faults.blackhole = True
         self._loop.call_soon_threadsafe(self._resume.clear)
 
+    def refuse(self) -> None:
+        """Reset every new connection before anything is forwarded (open ones are kept)."""
+        with self._lock:
+            self._faults.refuse = True
+
     def reset_all(self) -> None:
         """Reset every open connection now."""
         asyncio.run_coroutine_threadsafe(self._reset_open(), self._loop).result(10)
@@ -148,6 +156,10 @@ class FaultProxy:
     async def _accept(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
         with self._lock:
             self.stats.connections += 1
+            refuse = self._faults.refuse
+        if refuse:
+            _abort(cw)
+            return
         try:
             ur, uw = await asyncio.open_connection(*self.target)
         except OSError:

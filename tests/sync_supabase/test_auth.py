@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from sync.supabase_remote import (
 
 from .conftest import PASSWORD, Homes, _require_environment, expire_token, new_email
 from .devices import Device, open_device
+from .faultproxy import FaultProxy
 
 TTL_S = 3
 
@@ -189,3 +191,38 @@ def test_the_refresh_timer_never_adopts_another_users_session(
     assert _stored_session(settings.home) == bob_raw  # bob's token was neither used nor rotated
     with pytest.raises(SessionChangedError):
         remote.server_info()
+
+
+def test_a_remote_opened_offline_with_an_expired_session_syncs_once_online(
+    cloud: LocalCloud, proxy: FaultProxy, homes: Homes
+) -> None:
+    """A laptop waking up (access token long expired) before its network: the daemon opens the
+    remote, the refresh fails, and the client falls back to the anon key. Once the network is
+    back, the first RPC went out as anon and got 42501, reported as "deploy the grants"
+    (RemoteConfigError, sync waits for a person) instead of being refreshed and retried."""
+    settings = homes.home()
+    homes.login(settings, proxy.url, cloud.anon_key, new_email())
+    index = Index(settings.paths.index_db)
+    try:
+        creds = CredentialStore(index, settings)
+        name = session_credential_name(settings)
+        stored = creds.find(name)
+        assert stored is not None
+        session = json.loads(stored)
+        session["expires_at"] = int(time.time()) - 3600  # slept through the token's lifetime
+        creds.set(name, json.dumps(session))
+    finally:
+        index.close()
+    proxy.refuse()
+    remote = homes.remote(settings, timeout_s=2.0)
+    header = remote._client.options.headers["Authorization"]
+    assert header == f"Bearer {cloud.anon_key}"  # the refresh failed: no user token to send
+    # The client's own retry of that refresh backs off (0.2 s doubling to ~100 s); the network
+    # comes back before its next attempt.
+    timer = remote._client.auth._refresh_token_timer
+    if timer is not None:
+        timer.cancel()
+    proxy.heal()
+    page = remote.pull(0)
+    assert page.changes == [] and not page.reset_required
+    assert remote.server_info().protocol == 1

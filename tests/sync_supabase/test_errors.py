@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import inspect
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from email.utils import formatdate
 from typing import Any
 
 import httpx
@@ -25,7 +33,15 @@ from sync.errors import (
     SyncError,
     TransientError,
 )
-from sync.supabase_remote import MAPPED_EXCEPTIONS, map_error
+from sync.localcloud.stack import LocalCloud
+from sync.supabase_remote import (
+    MAPPED_EXCEPTIONS,
+    SupabaseRemote,
+    map_error,
+    retry_after_seconds,
+)
+
+from .conftest import Homes, new_email
 
 _REQUEST = httpx.Request("POST", "http://127.0.0.1:1/rest/v1/rpc/push_changes")
 
@@ -218,3 +234,170 @@ def test_login_errors_have_login_hints_and_log_nothing(
     assert type(err) is cls and message in err.message and hint in err.hint, (err, err.hint)
     assert "retries by itself" not in err.hint and "sync" not in err.hint
     assert not caplog.records  # no "will retry" line besides the one error
+
+
+class _GatewayRefuses(httpx.BaseTransport):
+    """Fault injection: the API gateway in front of PostgREST answers the next ``times`` RPCs
+    itself (the local stack has no such gateway); everything else reaches the real server."""
+
+    def __init__(
+        self, inner: httpx.BaseTransport, response: httpx.Response, *, times: int = 1
+    ) -> None:
+        self.inner = inner
+        self.response = response
+        self.times = times
+        self.refused = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.times > 0 and "/rest/v1/rpc/" in request.url.path:
+            self.times -= 1
+            self.refused += 1
+            request.read()
+            r = self.response
+            return httpx.Response(r.status_code, headers=r.headers, content=r.content)
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _refuse_next_rpc(remote: SupabaseRemote, response: httpx.Response) -> _GatewayRefuses:
+    fault = _GatewayRefuses(remote._http._transport, response)
+    remote._http._transport = fault
+    return fault
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "retry_after"),
+    [
+        # Kong's rate-limiting plugin: JSON without a "code", the wait in Retry-After.
+        (429, {"Retry-After": "7"}, b'{"message":"API rate limit exceeded"}', 7.0),
+        (429, {}, b'{"message":"API rate limit exceeded"}', None),
+        # A project under maintenance: an HTML page and a date to come back at.
+        (503, {"Retry-After": "@in-40s"}, b"<html>maintenance</html>", 40.0),
+        (429, {"Retry-After": "864000"}, b"slow down", 3600.0),  # capped at an hour
+    ],
+)
+def test_a_gateway_asking_to_wait_gives_rate_limited_with_its_retry_after(
+    cloud: LocalCloud,
+    homes: Homes,
+    status: int,
+    headers: dict[str, str],
+    body: bytes,
+    retry_after: float | None,
+) -> None:
+    _, remote = homes.device(cloud.url, cloud.anon_key, new_email())
+    if headers.get("Retry-After") == "@in-40s":
+        headers = {"Retry-After": formatdate(time.time() + 40.5, usegmt=True)}
+    fault = _refuse_next_rpc(remote, httpx.Response(status, headers=headers, content=body))
+    with pytest.raises(RateLimitedError) as info:
+        remote.pull(0)
+    assert fault.refused == 1
+    assert info.value.action == "retry"
+    if retry_after is None:
+        assert info.value.retry_after is None
+    else:
+        assert info.value.retry_after == pytest.approx(retry_after, abs=1.5)
+    assert remote.pull(0).changes == []  # the next call goes through
+
+
+def test_retry_after_values() -> None:
+    now = 1_700_000_000.0
+    assert retry_after_seconds("120") == 120.0
+    assert retry_after_seconds(formatdate(now + 30, usegmt=True), now=now) == 30.0
+    assert retry_after_seconds(formatdate(now - 30, usegmt=True), now=now) == 0.0
+    for bad in (None, "", "soon", "-5", "1.5e3", "nan"):
+        assert retry_after_seconds(bad) is None, bad
+
+
+@pytest.fixture(scope="module")
+def untrusted_tls_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A real TLS server on 127.0.0.1 whose certificate no system trusts (self-signed)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )
+    d = tmp_path_factory.mktemp("tls")
+    (d / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (d / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(d / "cert.pem", d / "key.pem")
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with contextlib.suppress(OSError), conn:
+                conn.settimeout(2)
+                ctx.wrap_socket(conn, server_side=True).close()
+
+    thread = threading.Thread(target=serve, name="untrusted-tls", daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
+def _client_error(url: str, call: str) -> Exception:
+    """What the real supabase client raises for one call to ``url`` (no session needed)."""
+    from supabase import ClientOptions, create_client
+
+    http = httpx.Client(timeout=5)
+    try:
+        client = create_client(url, "anon", ClientOptions(httpx_client=http))
+        if call == "rpc":
+            client.rpc("pull_changes", {"since": 0}).execute()
+        else:
+            client.auth.refresh_session("a-refresh-token")
+    except Exception as exc:
+        return exc
+    finally:
+        http.close()
+    raise AssertionError(f"{call} to {url} succeeded")
+
+
+@pytest.mark.parametrize("call", ["rpc", "refresh"])
+def test_a_dns_failure_is_offline_for_rpcs_and_refreshes_alike(call: str) -> None:
+    # .invalid never resolves (RFC 2606): a real DNS failure, as on a laptop without network.
+    mapped = map_error(_client_error("http://localstore-sync.invalid", call), what=call)
+    assert type(mapped) is OfflineError, (type(mapped), mapped)
+    assert mapped.action == "retry"
+
+
+@pytest.mark.parametrize("call", ["rpc", "refresh"])
+def test_a_refused_tls_certificate_is_retried_but_not_offline(
+    untrusted_tls_port: int, call: str
+) -> None:
+    exc = _client_error(f"https://127.0.0.1:{untrusted_tls_port}", call)
+    mapped = map_error(exc, what=call)
+    assert type(mapped) is TransientError, (type(mapped), mapped)
+    assert mapped.action == "retry" and mapped.code == "tls"
+    assert "certificate" in mapped.hint and "sign-in page" in mapped.hint
