@@ -504,7 +504,7 @@ class Applier:
             self._keep_both(cur, local, local_v, base_v, base_rev, r, resolution)
             return
         content, meta = self._chosen(resolution, local_v, remote_v)
-        path = merge_path(base.path if base else None, local.path, r.path)
+        path = merge_path(self._base_path(base, item), local.path, r.path)
         if path == r.path and self._hash(content, meta, r.id) == r.content_hash:
             self._save_remote(cur, r)
             return
@@ -886,6 +886,20 @@ class Applier:
             r.rev,
         )
         return st.Base(match.rev, match.path, local_v.content, dict(local_v.meta))
+
+    @staticmethod
+    def _base_path(base: st.Base | None, item: st.ItemState | None) -> str | None:
+        """The path to merge paths against: the content base's, else the recorded base path.
+
+        A base taken back from the record kept besides the index (after `check --fix`) whose
+        text this device no longer holds still says where the blueprint was: without it a
+        rename made here lost against the server's unchanged path.
+        """
+        if base is not None:
+            return base.path
+        if item is not None and item.base_rev is not None and item.base_path:
+            return item.base_path
+        return None
 
     def _find_base(
         self, cur: Any, blueprint_id: str, item: st.ItemState | None, r: ServerRow
