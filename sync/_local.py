@@ -364,7 +364,15 @@ def conflict_local_text(store: BlueprintStore, record: ConflictRecord) -> str:
 
 
 # The suffix keep-both gives a conflict copy's name (sync._apply.Applier._save_copy).
-_COPY_NAME_SUFFIX = re.compile(r" \(conflict .* \d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ\)$")
+_COPY_NAME_SUFFIX = re.compile(r" \(conflict .* \d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ\)")
+
+
+def _strip_copy_suffix(name: str) -> str:
+    """``name`` without the last conflict suffix (a copy of a copy keeps the first one)."""
+    at = name.rfind(" (conflict ")
+    if at > 0 and _COPY_NAME_SUFFIX.fullmatch(name[at:]):
+        return name[:at]
+    return name
 
 
 def _copy_meta(store: BlueprintStore, record: ConflictRecord) -> dict[str, Any] | None:
@@ -379,7 +387,7 @@ def _copy_meta(store: BlueprintStore, record: ConflictRecord) -> dict[str, Any] 
     meta = store.load(record.copy_id).meta.to_dict()
     for key in ("id", "created", "modified"):
         meta.pop(key, None)
-    meta["name"] = _COPY_NAME_SUFFIX.sub("", str(meta.get("name", ""))) or meta.get("name")
+    meta["name"] = _strip_copy_suffix(str(meta.get("name", "")))
     return meta
 
 

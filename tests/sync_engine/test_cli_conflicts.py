@@ -200,3 +200,14 @@ def test_resolve_take_local_keeps_the_local_meta_too(
     converge(a, b)
     assert a.store.load(ident).meta.description == "mine"
     assert len(a.store.list()) == 1
+
+
+def test_take_local_strips_only_the_copys_own_conflict_suffix() -> None:
+    from sync._local import _strip_copy_suffix
+
+    stamp = "2026-11-22T19-29-54Z"
+    assert _strip_copy_suffix(f"flow (conflict b {stamp})") == "flow"
+    # A copy of a copy: the blueprint it came from was itself a conflict copy.
+    twice = f"flow (conflict b {stamp}) (conflict my (old) laptop {stamp})"
+    assert _strip_copy_suffix(twice) == f"flow (conflict b {stamp})"
+    assert _strip_copy_suffix("renamed by the person") == "renamed by the person"
