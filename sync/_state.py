@@ -808,6 +808,14 @@ def set_base_record_mark(cur: Any, identity: str, seq: int) -> None:
     set_state(cur, BASE_RECORD_KEY, json.dumps({"identity": identity, "seq": seq}))
 
 
+def lower_base_record_mark(cur: Any, seq: int) -> None:
+    """Make the next append reach bases recorded from rows at ``seq + 1`` and above (rows below
+    the cursor applied again by a quarantine retry)."""
+    mark = base_record_mark(cur)
+    if mark is not None and mark[1] > seq:
+        set_base_record_mark(cur, mark[0], max(seq, 0))
+
+
 def bases_since(cur: Any, seq: int) -> list[tuple[str, int, int, str, str, bool]]:
     """(id, rev, seq, hash, path, deleted) of every server base recorded with ``base_seq > seq``."""
     return [

@@ -1551,6 +1551,10 @@ class SyncEngine:
                 rows = self._call(self.remote.fetch, part)
                 # Ids the server no longer has are un-parked too: there is nothing to apply.
                 self._apply_rows(rows, report, unpark=part)
+                if rows:
+                    # These rows are below the cursor: the next record append must reach them.
+                    with self.store.index.write() as cur:
+                        st.lower_base_record_mark(cur, min(r.seq for r in rows) - 1)
         self.request_sync()
         return len(entries)
 

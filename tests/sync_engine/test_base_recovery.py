@@ -367,3 +367,29 @@ def test_the_record_of_bases_is_appended_per_cycle_and_read_back_leniently(
         fh.write('["torn')  # a kill during an append
     assert base_record.read(state, a.remote.identity) == entries
     assert base_record.read(state, "supabase:elsewhere:someone") is None
+
+
+def test_a_row_a_quarantine_retry_applies_reaches_the_record(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """A parked row applied by a retry is below the cursor; the record must still get it."""
+    from sync import base_record
+
+    a, b = make_device("a"), make_device("b")
+    x = a.store.save("n/x", "name: x\nk: 1\n").id
+    converge(a, b)
+    path = b.store.abspath("n/x.blueprint.yaml")
+    path.write_text("name: x\nk: [1\n")  # an edit in progress: the pulled row is parked
+    b.store.reconcile()
+    a.store.save("n/x", "name: x\nk: 2\n")
+    a.sync()
+    b.sync()
+    assert [e.code for e in b.engine.quarantined()] == ["unparsable_local"]
+    path.write_text("name: x\nk: 1\n")  # undone: the file is its last synced version again
+    b.store.reconcile()
+    b.sync()  # nothing new from the server: the cursor is past the parked row
+    assert b.engine.retry_quarantined() == 1
+    assert b.text(x) == "name: x\nk: 2\n"
+    b.sync()
+    entries = base_record.read(b.store.settings.paths.state, b.remote.identity)
+    assert entries is not None and entries[x].rev == 2
