@@ -336,7 +336,8 @@ class Applier:
             st.mark_unsynced(cur, r.id)
             return
         if local is not None and not local.deleted and local.flagged:
-            self._keep_unparsable(cur, local, r)
+            self._wait_for_parse(cur, local, r)
+            return
         if local is None or not dirty:
             self._take_clean(cur, local, r)
         elif local.deleted:
@@ -504,7 +505,7 @@ class Applier:
             self._keep_both(cur, local, local_v, base_v, base_rev, r, resolution)
             return
         content, meta = self._chosen(resolution, local_v, remote_v)
-        path = merge_path(base.path if base else None, local.path, r.path)
+        path = merge_path(self._base_path(base, item), local.path, r.path)
         if path == r.path and self._hash(content, meta, r.id) == r.content_hash:
             self._save_remote(cur, r)
             return
@@ -624,26 +625,27 @@ class Applier:
         self._conflict_event(r.id, copy_path, f"conflict #{cid}: local edit kept at {copy_path}")
         return copy_id, copy_path, cid
 
-    def _keep_unparsable(self, cur: Any, local: Row, r: ServerRow) -> None:
-        """The file on disk does not parse (an edit in progress): keep its bytes in a record."""
-        try:
-            raw = fs.read_bytes(self.store.abspath(local.path)).decode("utf-8", "replace")
-        except FileNotFoundError:
-            return
-        cid = st.add_conflict(
-            cur,
-            blueprint_id=local.id,
-            path=local.path,
-            copy_id=None,
-            copy_path=None,
-            reason=f"the local file did not parse: {local.flagged}",
-            base=None,
-            local=raw,
-            remote=r.content,
-            base_rev=None,
-            remote_rev=r.rev,
+    def _wait_for_parse(self, cur: Any, local: Row, r: ServerRow) -> None:
+        """The blueprint's file does not parse (an edit in progress): park the row, write nothing.
+
+        Writing the server's version over it (or deleting it for a tombstone) kept the person's
+        bytes only in a conflict record in the index, which `check --fix` loses, replaced the
+        file under an editor that still had it open, and left `--take local` refusing the bytes
+        as invalid YAML. So the file is never touched, as a file blocking another blueprint's
+        path is not (``path_blocked``). The row waits, parked as ``unparsable_local``: once
+        the file parses again it is an edit, whose push meets the server's row and merges with
+        it (or revives it: an edit beats a delete), and the entry goes with that newer base.
+        """
+        message = (
+            f"{local.path} does not parse here ({local.flagged}); the server's change of it "
+            f"(rev {r.rev}{', a delete' if r.deleted else ''}) waits, the file is left as it "
+            "is: fix the file (its edit then merges with the server's) or delete it, then sync"
         )
-        self._conflict_event(local.id, local.path, f"conflict #{cid}: unparsable local file kept")
+        st.quarantine(
+            cur, r.id, st.current_op_id(cur, r.id), local.path, "pull", "unparsable_local", message
+        )
+        self.stats.parked.append((r.id, message))
+        log.warning("sync: %s", message)
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -886,6 +888,20 @@ class Applier:
             r.rev,
         )
         return st.Base(match.rev, match.path, local_v.content, dict(local_v.meta))
+
+    @staticmethod
+    def _base_path(base: st.Base | None, item: st.ItemState | None) -> str | None:
+        """The path to merge paths against: the content base's, else the recorded base path.
+
+        A base taken back from the record kept besides the index (after `check --fix`) whose
+        text this device no longer holds still says where the blueprint was: without it a
+        rename made here lost against the server's unchanged path.
+        """
+        if base is not None:
+            return base.path
+        if item is not None and item.base_rev is not None and item.base_path:
+            return item.base_path
+        return None
 
     def _find_base(
         self, cur: Any, blueprint_id: str, item: st.ItemState | None, r: ServerRow

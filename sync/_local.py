@@ -7,6 +7,7 @@ index, whether or not an engine is running. ``sync.engine`` re-exports every pub
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -316,7 +317,11 @@ def resolve_conflict(
         own = _moved_not_copied(cur, record)
         if take != "remote" and not (own and take == "local"):
             assert text is not None
-            _write_main(store, record, text)
+            # "Local" is the whole local version: a conflict can be in the meta alone (both
+            # sides changed the description), and writing only the copy's YAML kept the
+            # server's meta while the copy, holding the local one, was deleted.
+            meta = _copy_meta(store, record) if take == "local" else None
+            _write_main(store, record, text, meta)
         if record.copy_id and not own and store.exists(record.copy_id):
             store.delete(record.copy_id, origin="local")
         st.resolve_conflict(cur, cid, how or (f"take {take}" if take else "content"))
@@ -358,7 +363,37 @@ def conflict_local_text(store: BlueprintStore, record: ConflictRecord) -> str:
     return record.local
 
 
-def _write_main(store: BlueprintStore, record: ConflictRecord, text: str) -> None:
+# The suffix keep-both gives a conflict copy's name (sync._apply.Applier._save_copy).
+_COPY_NAME_SUFFIX = re.compile(r" \(conflict .* \d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ\)")
+
+
+def _strip_copy_suffix(name: str) -> str:
+    """``name`` without the last conflict suffix (a copy of a copy keeps the first one)."""
+    at = name.rfind(" (conflict ")
+    if at > 0 and _COPY_NAME_SUFFIX.fullmatch(name[at:]):
+        return name[:at]
+    return name
+
+
+def _copy_meta(store: BlueprintStore, record: ConflictRecord) -> dict[str, Any] | None:
+    """The local side's meta as the conflict copy holds it now, for the main blueprint.
+
+    Its own identity is dropped (id, created), and its name loses the conflict suffix keep-both
+    gave it; a name the person changed since (no suffix) is taken as it is. None when there is
+    no copy (the main blueprint's meta is kept).
+    """
+    if not record.copy_id or not store.exists(record.copy_id):
+        return None
+    meta = store.load(record.copy_id).meta.to_dict()
+    for key in ("id", "created", "modified"):
+        meta.pop(key, None)
+    meta["name"] = _strip_copy_suffix(str(meta.get("name", "")))
+    return meta
+
+
+def _write_main(
+    store: BlueprintStore, record: ConflictRecord, text: str, meta: dict[str, Any] | None = None
+) -> None:
     try:
         row = store.row(record.id, include_deleted=True)
     except NotFoundError:
@@ -372,4 +407,8 @@ def _write_main(store: BlueprintStore, record: ConflictRecord, text: str) -> Non
             # name): sync took it out of view here. Back at its last path here, it is pushed
             # from there, which moves it out on every device.
             path = row.path
-    store.save(path, text, id=record.id, origin="local")
+    if meta is not None and row is not None:
+        meta = {**row.meta.to_dict(), **meta, "id": record.id}
+    elif meta is not None:
+        meta = {**meta, "id": record.id}
+    store.save(path, text, meta=meta, id=record.id, origin="local")

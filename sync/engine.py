@@ -26,6 +26,7 @@ import enum
 import json
 import logging
 import math
+import os
 import random
 import threading
 import time
@@ -56,7 +57,7 @@ from localstore.events import Event
 from localstore.index import index_damaged, map_apsw_error
 from localstore.store import BlueprintStore
 from sync import _state as st
-from sync import account_record
+from sync import account_record, base_record
 from sync._apply import (
     Applier,
     ApplyStats,
@@ -175,6 +176,10 @@ LONE_TIMEOUTS = 3
 # its lock held), not the change; it would park any small edit as "too large" after three busy
 # cycles. Such a cycle fails and is retried with backoff, as any transient error.
 LONE_TIMEOUT_MIN_BYTES = 256 * 1024
+# The record of synced bases (sync.base_record) is rewritten whole once it is larger than this
+# and than four times what its live entries take (an estimated line each).
+BASE_RECORD_COMPACT_MIN = 256 * 1024
+BASE_RECORD_LINE = 140
 
 _T = TypeVar("_T")
 
@@ -476,6 +481,7 @@ class SyncEngine:
                     # (Inside: a full or locked index can fail this write too, and is then
                     # recorded and classified like any failure of the cycle.)
                     self._record_success()
+                self._record_bases(report)
             except BaseException as exc:
                 self._record_error(exc)
                 raise
@@ -521,6 +527,7 @@ class SyncEngine:
         self._check_server()
         self._check_identity()
         self._recover_journal()
+        self._recover_bases()
         self._push_pass(report)
         self._pull_all(report)
         report.rounds = 1
@@ -597,6 +604,191 @@ class SyncEngine:
         current = account_record.AccountRecord(identity, email)
         if current != recorded and account_record.write_quietly(state_dir, current):
             self._account = current
+
+    # -- the record of synced bases kept besides the index (sync.base_record) -------------------
+
+    def _record_bases(self, report: SyncReport) -> None:
+        """Append the bases this cycle changed to ``state/sync-bases.jsonl``; never raises.
+
+        After the cycle's commits, so the file lags the index and never leads it. Every base
+        change comes with a server seq above the cursor the last append saw (a pulled row is
+        above the cursor it was pulled from; a push gets a new seq), so the rows to append are
+        those with ``base_seq`` above that cursor: one range read, and none at all in an idle
+        poll (cursor unchanged, nothing pushed). The mark moves only after the file is written.
+        """
+        identity = self.remote.identity
+        state_dir = self.store.settings.paths.state
+        try:
+            with self.store.index.read() as cur:
+                mark = st.base_record_mark(cur)
+                cursor = st.get_cursor(cur)
+                whole = (
+                    mark is None
+                    or mark[0] != identity
+                    or not base_record.record_path(state_dir).exists()
+                )
+                since = 0 if whole or mark is None else mark[1]
+                if not whole and since >= cursor and not report.pushed:
+                    return
+                rows = st.bases_since(cur, since)
+                count = st.base_count(cur) if not whole else len(rows)
+            entries = [base_record.BaseEntry(*r) for r in rows]
+            if whole:
+                base_record.rewrite(state_dir, identity, entries)
+            else:
+                size = base_record.append(state_dir, entries)
+                if size > max(BASE_RECORD_COMPACT_MIN, 4 * BASE_RECORD_LINE * count):
+                    with self.store.index.read() as cur:
+                        everything = [base_record.BaseEntry(*r) for r in st.bases_since(cur, 0)]
+                    base_record.rewrite(state_dir, identity, everything)
+            with self.store.index.write() as cur:
+                st.set_base_record_mark(cur, identity, cursor)
+        except (LocalStoreError, OSError) as exc:
+            # The index still holds the bases; the next cycle appends them (the mark stayed).
+            log.warning("sync: could not update the record of synced bases: %s", exc)
+
+    def _recover_bases(self) -> None:
+        """Take the bases back from ``state/sync-bases.jsonl`` into an index that has none.
+
+        Only for an index that never wrote the record and knows nothing of the server (one
+        ``check --fix`` rebuilt; a new home has no record of this account). What the files are
+        now, compared with what this device last synced, tells the intent the index held:
+
+        * a live copy equal to its base (content and path) is clean: nothing to push, and the
+          server's rows up to the base's seq are not downloaded again;
+        * any other live copy is an edit (a rename, an edit back to an older text: none is
+          taken for an old copy) and is pushed on that base, merged like any other edit;
+        * a base with no copy left anywhere is a delete made here: it is pushed on that base.
+          If another device changed the blueprint since, the push conflicts and the server's
+          version comes down (an edit beats a delete), as it did before.
+
+        The record lags the index at worst, so a base can be older than what this device really
+        had: then a clean copy looks edited, is pushed on the older base, and meets the server's
+        newer revision, which is its own (identical: settled) or a later one (merged).
+        """
+        identity = self.remote.identity
+        with self.store.index.read() as cur:
+            if st.base_record_mark(cur) is not None or not st.knows_no_server(cur):
+                return
+        state_dir = self.store.settings.paths.state
+        entries = base_record.read(state_dir, identity)
+        if not entries:
+            return
+        with self.store.index.read() as cur:
+            local = {
+                str(r[0]): (str(r[1]), str(r[2]), int(r[3]), bool(r[4]))
+                for r in cur.execute(
+                    "SELECT id, path, content_hash, op_id, deleted FROM blueprints"
+                )
+            }
+        deletes = [e for e in entries.values() if not e.deleted and e.id not in local]
+        if deletes:
+            deletes = self._vanished_here(deletes)
+        results = self._push_recovered_deletes(deletes) if deletes else {}
+        restored = 0
+        with self.store.index.write() as cur:
+            for e in entries.values():
+                here = local.get(e.id)
+                if here is None and not e.deleted:
+                    result = results.get(e.id)
+                    if result is None or result.status != "applied":
+                        continue  # the server's version comes down with the pull, as before
+                    assert result.rev is not None and result.seq is not None
+                    st.restore_base(
+                        cur,
+                        e.id,
+                        rev=result.rev,
+                        seq=result.seq,
+                        content_hash=e.content_hash,
+                        path=e.path,
+                        deleted=True,
+                        synced_op_id=0,
+                        held=False,
+                    )
+                    restored += 1
+                    continue
+                # The local copy holds the base's text (only moved, or not changed at all).
+                held = here is not None and not here[3] and here[1] == e.content_hash
+                clean = held and here is not None and not e.deleted and here[0] == e.path
+                st.restore_base(
+                    cur,
+                    e.id,
+                    rev=e.rev,
+                    seq=e.seq,
+                    content_hash=e.content_hash,
+                    path=e.path,
+                    deleted=e.deleted,
+                    synced_op_id=here[2] if clean and here is not None else 0,
+                    held=held and not e.deleted,
+                )
+                restored += 1
+        log.info(
+            "sync: %d synced bases taken from %s into a rebuilt index (%d deletes pushed)",
+            restored,
+            base_record.RECORD_FILE,
+            sum(1 for r in results.values() if r.status == "applied"),
+        )
+
+    def _vanished_here(self, entries: list[base_record.BaseEntry]) -> list[base_record.BaseEntry]:
+        """The recorded blueprints with no file left anywhere in the home: deleted here.
+
+        A blueprint the index does not hold can still have files: a YAML that does not parse
+        gets no row in a rebuilt index, nor does a pair in a folder this home does not scan
+        (another client moved it into a hidden folder: that is not this device's delete). Any
+        meta file naming the id, anywhere under the blueprints folder, keeps it off the list (a
+        plain search of its bytes: a meta file too broken to parse still counts). Reads every
+        meta file, once, and only when a recovery finds candidates.
+        """
+        wanted = {e.id.lower() for e in entries}
+        root = self.store.settings.paths.blueprints
+        for folder, _dirs, names in os.walk(root):
+            for name in names:
+                if not wanted:
+                    break
+                if not name.endswith(fs.META_SUFFIX):
+                    continue
+                try:
+                    with open(os.path.join(folder, name), "rb") as fh:
+                        text = fh.read().decode("utf-8", "replace").lower()
+                except OSError:
+                    continue
+                wanted -= {w for w in wanted if w in text}
+        return [e for e in entries if e.id.lower() in wanted]
+
+    def _push_recovered_deletes(
+        self, entries: list[base_record.BaseEntry]
+    ) -> dict[str, PushResult]:
+        """Push the deletes a rebuilt index lost, each on its recorded base; results by id."""
+        with self.store.index.write() as cur:
+            ops = [self.store.index.next_op_id(cur) for _ in entries]
+        changes = [
+            Change(
+                op_id=op,
+                id=e.id,
+                base_rev=e.rev,
+                path=e.path,
+                content="",
+                meta={},
+                content_hash=e.content_hash,
+                deleted=True,
+            )
+            for op, e in zip(ops, entries, strict=True)
+        ]
+        out: dict[str, PushResult] = {}
+        for i in range(0, len(changes), self.batch_size):
+            part = changes[i : i + self.batch_size]
+            results = self._call(self.remote.push, part, device=self.store.device_id)
+            _check_results(part, results)
+            for change, result in zip(part, results, strict=True):
+                out[change.id] = result
+                if result.status == "rejected":
+                    log.warning(
+                        "sync: the delete of %s made before the index was rebuilt was refused "
+                        "(%s); the server's copy comes back",
+                        change.path,
+                        result.message or result.code,
+                    )
+        return out
 
     def _pushable(self) -> int:
         with self.store.index.read() as cur:
@@ -1359,6 +1551,10 @@ class SyncEngine:
                 rows = self._call(self.remote.fetch, part)
                 # Ids the server no longer has are un-parked too: there is nothing to apply.
                 self._apply_rows(rows, report, unpark=part)
+                if rows:
+                    # These rows are below the cursor: the next record append must reach them.
+                    with self.store.index.write() as cur:
+                        st.lower_base_record_mark(cur, min(r.seq for r in rows) - 1)
         self.request_sync()
         return len(entries)
 

@@ -161,7 +161,11 @@ def merge3_text(
     if _STEP_RANK[max_step] < _STEP_RANK["line"]:
         return MergeOutcome.conflict(["content: both sides changed"])
     merged = _line_merge(base or "", local, remote)
-    if merged is not None and not _problems(merged, validator):
+    if (
+        merged is not None
+        and not _problems(merged, validator)
+        and not _made_duplicate_items(merged, local, remote)
+    ):
         return MergeOutcome.clean(merged, "line")
     if _STEP_RANK[max_step] < _STEP_RANK["structural"]:
         return MergeOutcome.conflict(["content: the line merge is not clean"])
@@ -313,6 +317,62 @@ def _duplicate_keys(text: str) -> list[str]:
         elif isinstance(current, yaml.SequenceNode):
             stack.extend(current.value)
     return found
+
+
+def _made_duplicate_items(merged: str, local: str, remote: str) -> bool:
+    """True when the line merge put one list item id (or name) twice where no side had it twice.
+
+    Both sides adding an item with the same ``id`` at different places is clean for diff3, and
+    the result holds two items with that id: with different contents one edit is silently
+    shadowed (which one wins is up to the app), with equal ones the item is duplicated. The
+    structural step matches items by id and decides (one item, or a conflict). Parses the sides
+    only when the merged text has such a duplicate at all.
+    """
+    found = _duplicate_items(parse_yaml(merged))  # (the caller's _problems parsed it already)
+    if not found:
+        return False
+    had: set[tuple[str, str, Any]] = set()
+    for side in (local, remote):
+        try:
+            had |= _duplicate_items(parse_yaml(side))
+        except LocalStoreError:
+            return True  # cannot tell: let the structural step decide
+    return not found <= had
+
+
+def _duplicate_items(doc: Any, where: str = "") -> set[tuple[str, str, Any]]:
+    """(list path, match key, value) of every item id (else name) repeated within one list.
+
+    A list counts when every item is a mapping with a scalar ``id`` (else ``name``), as the
+    structural step matches them.
+    """
+    out: set[tuple[str, str, Any]] = set()
+    stack: list[tuple[str, Any]] = [(where, doc)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((_join(path, str(k)), v) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((f"{path}[]", v) for v in node)
+            for match in LIST_MATCH_KEYS:
+                keys = [_item_key(item, match) for item in node]
+                if node and all(k is not MISSING for k in keys):
+                    seen: set[Any] = set()
+                    for k in keys:
+                        if k in seen:
+                            out.add((path, match, k))
+                        seen.add(k)
+                    break
+    return out
+
+
+def _item_key(item: Any, match: str) -> Any:
+    if not isinstance(item, dict):
+        return MISSING
+    key = item.get(match, MISSING)
+    if isinstance(key, bool) or not isinstance(key, str | int):
+        return MISSING
+    return key
 
 
 # ---------------------------------------------------------------------------------------------------

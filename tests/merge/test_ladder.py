@@ -149,3 +149,32 @@ def test_alias_bomb_is_a_conflict_not_an_explosion() -> None:
     )
     out = merge3_text("z: 0\n", bomb, "z: 1\n")
     assert out.status == "conflict"
+
+
+STEPS = "steps:\n  - id: a\n    run: 1\n  - id: b\n    run: 2\n  - id: c\n    run: 3\n"
+
+
+def test_line_step_refuses_an_item_id_both_sides_added() -> None:
+    """Both sides add step `x` at different places: clean for diff3, with `x` twice.
+
+    With different contents the line step put two steps with one id in the document (which
+    wins is up to the app: an edit silently lost or a broken blueprint); the structural step
+    matches items by id and calls it a conflict. With equal contents it duplicated the step.
+    """
+    local = edit(STEPS, "  - id: b\n", "  - id: x\n    run: 9\n  - id: b\n")
+    remote = STEPS + "  - id: x\n    run: 7\n"
+    out = merge3_text(STEPS, local, remote)
+    assert out.status == "conflict" and out.conflicts == ["steps[id='x'].run"]
+    same = merge3_text(STEPS, local, STEPS + "  - id: x\n    run: 9\n")
+    assert same.status == "clean"
+    ids = [s["id"] for s in yaml.safe_load(same.content or "")["steps"]]
+    assert sorted(ids) == ["a", "b", "c", "x"]  # one `x`, not two
+
+
+def test_line_step_keeps_duplicate_item_ids_a_side_already_had() -> None:
+    """Only duplicates the merge made are refused: a list that had them is the author's."""
+    base = STEPS + "  - id: a\n    run: 4\n"
+    local = edit(base, "run: 2", "run: 5")
+    remote = edit(base, "run: 4", "run: 6")
+    out = merge3_text(base, local, remote)
+    assert (out.status, out.step) == ("clean", "line")

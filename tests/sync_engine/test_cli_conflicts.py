@@ -175,3 +175,39 @@ def test_a_missing_conflict_is_not_found_exit_4(tmp_path: Path) -> None:
         result = run(home, *args)
         assert result.exit_code == 4, (args, result.output)
         assert result.stderr == "error: there is no conflict #99 (see `localstore conflicts`)\n"
+
+
+def test_resolve_take_local_keeps_the_local_meta_too(
+    make_device: Callable[..., Device],
+) -> None:
+    """A conflict can be in the meta alone (both sides changed the description): `--take local`
+    wrote only the copy's YAML into the blueprint and deleted the copy, so the local description
+    (the very thing the person chose) was gone from the blueprint and from every device."""
+    a, b = make_device("a"), make_device("b")
+    ident = a.store.save("c/flow", BASE, description="first", tags=["x"]).id
+    converge(a, b)
+    a.store.save("c/flow", description="theirs")
+    b.store.save("c/flow", description="mine", tags=["x", "local-tag"])
+    a.sync()
+    report = b.sync()
+    assert report.conflicts == 1
+    result = run(b.home, "conflicts", "resolve", "1", "--take", "local")
+    assert result.exit_code == 0, result.output
+    meta = b.store.load(ident).meta
+    assert meta.description == "mine" and list(meta.tags) == ["x", "local-tag"]
+    assert meta.name == "flow" and meta.id == ident
+    assert len(b.store.list()) == 1
+    converge(a, b)
+    assert a.store.load(ident).meta.description == "mine"
+    assert len(a.store.list()) == 1
+
+
+def test_take_local_strips_only_the_copys_own_conflict_suffix() -> None:
+    from sync._local import _strip_copy_suffix
+
+    stamp = "2026-11-22T19-29-54Z"
+    assert _strip_copy_suffix(f"flow (conflict b {stamp})") == "flow"
+    # A copy of a copy: the blueprint it came from was itself a conflict copy.
+    twice = f"flow (conflict b {stamp}) (conflict my (old) laptop {stamp})"
+    assert _strip_copy_suffix(twice) == f"flow (conflict b {stamp})"
+    assert _strip_copy_suffix("renamed by the person") == "renamed by the person"

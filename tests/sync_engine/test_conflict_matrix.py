@@ -355,3 +355,47 @@ def test_resolving_a_collision_keeps_a_moved_blueprint_with_its_own_server_row(
     assert_converged(server, a, b)
     assert server_snapshot(server)[x] == (record.copy_path, "k: 1\n")
     assert server_snapshot(server)[y] == ("rn/p.blueprint.yaml", "new: 1\n")
+
+
+@pytest.mark.parametrize("remote_change", ["edit", "delete"])
+def test_a_local_file_that_does_not_parse_is_never_overwritten(
+    make_device: Callable[..., Device], server: MemoryServer, remote_change: str
+) -> None:
+    """An edit in progress (the file does not parse yet) meets a remote change of it.
+
+    The remote version was written over the file (or the remote delete removed it): the
+    person's bytes lived on only in a conflict record in the index (gone with `check --fix`),
+    an editor holding the file saw it replaced under it, and `conflicts resolve --take local`
+    refused the bytes as invalid YAML. The row now waits, parked, until the file parses again;
+    the fixed file then merges with the remote change like any edit.
+    """
+    a, b = make_device("a"), make_device("b")
+    x = a.store.save("n/x", "name: x\nk: 1\nm: 0\nn: 0\nj: 1\n").id
+    converge(a, b)
+    broken = "name: x\nk: 1\nm: 0\nn: 0\nj: [2, typing\n"
+    path = b.store.abspath("n/x.blueprint.yaml")
+    path.write_text(broken)
+    b.store.reconcile()
+    assert b.store.row(x).flagged
+    if remote_change == "edit":
+        a.store.save("n/x", "name: x\nk: 3\nm: 0\nn: 0\nj: 1\n")
+    else:
+        a.store.delete(x)
+    a.sync()
+    report = b.sync()
+    assert path.read_text() == broken  # untouched
+    assert report.quarantined == 1
+    (entry,) = b.engine.quarantined()
+    assert entry.id == x and entry.direction == "pull" and "does not parse" in entry.message
+    assert b.engine.status().needs_attention
+    # The person finishes the edit: it merges with the remote change.
+    path.write_text("name: x\nk: 1\nm: 0\nn: 0\nj: [2, typed]\n")
+    b.store.reconcile()
+    converge(b, a)
+    assert b.engine.quarantined() == []
+    if remote_change == "edit":
+        assert b.text(x) == "name: x\nk: 3\nm: 0\nn: 0\nj: [2, typed]\n"
+    else:  # an edit beats a delete
+        assert b.text(x) == "name: x\nk: 1\nm: 0\nn: 0\nj: [2, typed]\n"
+    assert a.text(x) == b.text(x)
+    assert_converged(server, a, b)

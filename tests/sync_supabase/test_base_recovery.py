@@ -22,10 +22,16 @@ from .conftest import PASSWORD, new_email
 from .devices import Device, open_device
 
 
-def _damage_and_fix(dev: Device) -> Path:
-    """Close the device, damage its index, run `localstore check --fix`; returns the home."""
+def _damage_and_fix(dev: Device, *, lose_record: bool = False) -> Path:
+    """Close the device, damage its index, run `localstore check --fix`; returns the home.
+
+    ``lose_record`` also removes the record of synced bases kept besides the index (a home last
+    synced by an older version has none): only the server's history is left to ask.
+    """
     home = dev.store.root.parent
     dev.close()
+    if lose_record:
+        (home / "state" / "sync-bases.jsonl").unlink()
     data = home / "data"
     for side in ("index.db-wal", "index.db-shm"):
         (data / side).unlink(missing_ok=True)
@@ -57,7 +63,7 @@ def test_an_older_unedited_copy_fast_forwards_after_check_fix(
         a.store.save("notes/x", "name: x\nk: 3\n")
         a.store.move(y, "moved/y")
         assert a.sync() is None
-        _damage_and_fix(b)
+        _damage_and_fix(b, lose_record=True)
         b = open_device(tmp_path, "b", cloud.url, cloud.anon_key, alice)
         assert b.sync() is None
         assert b.engine.conflicts() == []
@@ -91,3 +97,37 @@ def test_another_user_is_still_refused_at_login_after_check_fix(
         assert again.engine.conflicts() == [] and again.engine.verify().clean
     finally:
         again.close()
+
+
+def test_unsynced_deletes_renames_and_edits_back_survive_check_fix(
+    cloud: LocalCloud, tmp_path: Path
+) -> None:
+    """With the record of synced bases: the intents the index held are not misread."""
+    alice = new_email()
+    a = open_device(tmp_path, "a", cloud.url, cloud.anon_key, alice)
+    b = open_device(tmp_path, "b", cloud.url, cloud.anon_key, alice)
+    try:
+        gone = a.store.save("notes/gone", "name: gone\n").id
+        mine = a.store.save("notes/mine", "name: mine\nk: 1\n").id
+        back = a.store.save("notes/back", "name: back\nk: 1\n").id
+        assert a.sync() is None
+        a.store.save("notes/back", "name: back\nk: 2\n")
+        assert a.sync() is None and b.sync() is None
+        b.store.delete(gone)
+        b.store.save("notes/mine", "name: mine\nk: 2\n")
+        b.store.move(mine, "renamed/mine")
+        b.store.save("notes/back", "name: back\nk: 1\n")
+        _damage_and_fix(b)
+        b = open_device(tmp_path, "b", cloud.url, cloud.anon_key, alice)
+        assert b.sync() is None
+        assert b.engine.conflicts() == []
+        assert a.sync() is None
+        assert not a.store.exists(gone) and not b.store.exists(gone)
+        assert a.store.row(mine).path == "renamed/mine.blueprint.yaml"
+        assert a.store.load(mine).content == "name: mine\nk: 2\n"
+        assert a.store.load(back).content == "name: back\nk: 1\n"
+        assert a.snapshot() == b.snapshot()
+        assert b.engine.verify().clean
+    finally:
+        a.close()
+        b.close()

@@ -1,0 +1,144 @@
+"""What this device last synced of each blueprint, kept in a file besides the index.
+
+The sync bases (``sync_items``: the server rev, seq, content hash and path this device builds
+on) live in the index, and ``localstore check --fix`` rebuilds a damaged index from the files
+without them. The files say what a blueprint *is* now, never what it was when this device last
+synced it, so three local intents were lost with the index (docs/sync-engine.md, "After `check
+--fix`"): a delete not uploaded yet (no file is left to say so: the server's copy came back), a
+rename made together with an edit (the copy matched no server revision, so the server's path
+won), and an edit back to an older text (it matched an older server revision, so it was taken
+as unedited and the server's newer text replaced it).
+
+So the engine also appends the bases that changed in each successful cycle to
+``state/sync-bases.jsonl``, and a cycle on an index that has no sync knowledge takes them back
+(``SyncEngine._recover_bases``). This is sync bookkeeping, not user data: DESIGN.md keeps sync
+state out of the user's files, and the state folder is where the home's account record
+(``sync.account_record``) already lives for the same reason.
+
+Format: one JSON document per line. The first is ``{"v": 1, "identity": ...}`` (bases mean
+nothing to another account or project); every other line is ``[id, rev, seq, hash, path,
+deleted]``, the last line of an id wins. Lines are appended and fsynced after the index commit,
+so the file can only lag the index, never lead it: a lagging base is an older revision this
+device really had, which the recovery treats with care (see the engine). A torn last line (a
+kill during the append) is skipped. The file is rewritten whole (temp, fsync, rename) when it is
+new, belongs to another identity, or has grown to several times the size of what it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from localstore import files as fs
+
+__all__ = ["RECORD_FILE", "BaseEntry", "append", "read", "record_path", "rewrite"]
+
+log = logging.getLogger("sync.engine")
+
+RECORD_FILE = "sync-bases.jsonl"
+_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class BaseEntry:
+    """One recorded base: the server row this device last built on for ``id``."""
+
+    id: str
+    rev: int
+    seq: int
+    content_hash: str
+    path: str
+    deleted: bool
+
+    def line(self) -> str:
+        return json.dumps(
+            [self.id, self.rev, self.seq, self.content_hash, self.path, self.deleted],
+            ensure_ascii=False,
+        )
+
+
+def record_path(state_dir: Path) -> Path:
+    """The record file in a home's state folder."""
+    return state_dir / RECORD_FILE
+
+
+def _header(identity: str) -> str:
+    return json.dumps({"v": _VERSION, "identity": identity}, ensure_ascii=False)
+
+
+def _entry(raw: object) -> BaseEntry | None:
+    if not isinstance(raw, list) or len(raw) != 6:
+        return None
+    rid, rev, seq, digest, path, deleted = raw
+    if not (
+        isinstance(rid, str)
+        and isinstance(rev, int)
+        and isinstance(seq, int)
+        and isinstance(digest, str)
+        and isinstance(path, str)
+        and isinstance(deleted, bool)
+    ):
+        return None
+    return BaseEntry(rid, rev, seq, digest, path, deleted)
+
+
+def read(state_dir: Path, identity: str) -> dict[str, BaseEntry] | None:
+    """The recorded bases of ``identity`` by id, or None (no file, another identity, unreadable).
+
+    An unreadable record is logged and ignored: the recovery then works as without one.
+    """
+    path = record_path(state_dir)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("sync: cannot read the record of synced bases %s (%s); ignored", path, exc)
+        return None
+    lines = text.split("\n")
+    try:
+        head = json.loads(lines[0])
+    except ValueError:
+        head = None
+    if not isinstance(head, dict) or head.get("v") != _VERSION:
+        log.warning("sync: the record of synced bases %s has no valid header; ignored", path)
+        return None
+    if head.get("identity") != identity:
+        return None
+    out: dict[str, BaseEntry] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        try:
+            entry = _entry(json.loads(line))
+        except ValueError:
+            entry = None
+        if entry is None:
+            continue  # a torn last line (a kill during the append), or a foreign one
+        out[entry.id] = entry
+    return out
+
+
+def rewrite(state_dir: Path, identity: str, entries: Iterable[BaseEntry]) -> None:
+    """Durably replace the record with ``entries``. Raises StorageError."""
+    fs.ensure_dir(state_dir)
+    body = "\n".join([_header(identity), *(e.line() for e in entries)]) + "\n"
+    fs.atomic_write(record_path(state_dir), body.encode("utf-8"), mode=0o600)
+
+
+def append(state_dir: Path, entries: Iterable[BaseEntry]) -> int:
+    """Append ``entries`` and fsync; returns the file's size afterwards. Raises OSError."""
+    data = "".join(e.line() + "\n" for e in entries).encode("utf-8")
+    path = record_path(state_dir)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        if data:
+            os.write(fd, data)
+            os.fsync(fd)
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
