@@ -41,7 +41,7 @@ from sync._follow import (
     ForeignChanges,
     WatcherKeeper,
     close_remote,
-    foreign_event,
+    foreign_events,
     session_lost,
     watcher_health,
 )
@@ -344,7 +344,7 @@ class EmbeddedSync:
         """
         rows = self._foreign.poll(self._foreign.index_changed())
         if rows:
-            events = [foreign_event(self.store, row) for row in rows]
+            events = [e for row in rows for e in foreign_events(self.store, row)]
             log.debug("%d change(s) by another process", len(events))
             # This thread holds no index transaction: delivered now, on this thread.
             self.store.events.publish(events)

@@ -15,7 +15,7 @@ import pytest
 
 import localstore
 from localstore.errors import IndexStoreError
-from sync._follow import ForeignChanges, foreign_event
+from sync._follow import ForeignChanges, foreign_events
 
 
 @contextmanager
@@ -52,7 +52,7 @@ def test_an_event_is_made_from_the_row_when_its_history_cannot_be_read(
         follower.poll(True)
         (row,) = follower.poll(False)
         with failing_reads(here, monkeypatch):
-            event = foreign_event(here, row)
+            (event,) = foreign_events(here, row)
         assert (event.kind, event.id, event.path, event.rev, event.process) == (
             "created",
             saved.id,
