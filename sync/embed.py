@@ -295,6 +295,10 @@ class EmbeddedSync:
                 if not self._check_lock():
                     return
             for step in (self._check_watcher, self._check_session, self._follow_foreign_changes):
+                if self._done.is_set():
+                    # stop() (the store closing) came during this tick: the steps left would
+                    # publish another process's changes to an app that is closing its store.
+                    return
                 try:
                     step()
                 except Exception as exc:  # the thread must survive a bad tick; logged with why
@@ -345,6 +349,8 @@ class EmbeddedSync:
         rows = self._foreign.poll(self._foreign.index_changed())
         if rows:
             events = [e for row in rows for e in foreign_events(self.store, row)]
+            if self._done.is_set():
+                return  # stopped while they were read: nobody is to hear of them any more
             log.debug("%d change(s) by another process", len(events))
             # This thread holds no index transaction: delivered now, on this thread.
             self.store.events.publish(events)

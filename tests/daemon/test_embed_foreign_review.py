@@ -7,6 +7,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 import localstore
 from localstore.events import Event
 from localstore.store import SaveRequest
@@ -83,3 +85,39 @@ def test_the_daemons_own_changes_are_not_counted_as_other_while_delivery_is_slow
     assert eventually(lambda: d.daemon.metrics.foreign_changes >= 1, 15)
     time.sleep(2.0)  # a few ticks after the last delivery
     assert d.daemon.metrics.foreign_changes == 1
+
+
+def test_no_foreign_event_is_delivered_once_the_store_is_closing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The follower's tick ran its remaining steps after stop() set ``_done``: a row found by
+    the tick before was published while the app's ``close()`` was under way (and its UI,
+    say, torn down). Only the timing is injected: the tick's session check waits, once a
+    foreign row waits to be published, until the close has begun."""
+    home = tmp_path / "app"
+    store = localstore.open(home=home)
+    heard: list[tuple[Event, bool]] = []
+    store.subscribe(lambda e: heard.append((e, store.closed)))
+    handle = start_sync(store, remote=MemoryRemote(MemoryServer()), poll_interval_s=3600)
+    closing = threading.Thread(target=store.close, name="test-close")
+    try:
+        waiting = threading.Event()
+
+        def session_check() -> None:
+            # A row found by this tick's predecessor is published by this tick's last step.
+            if handle._foreign._candidates and not waiting.is_set():
+                waiting.set()
+                assert handle._done.wait(10)
+
+        monkeypatch.setattr(handle, "_check_session", session_check)
+        with localstore.open(home=home) as other:
+            other.save("theirs/one", "v: 1\n")
+        assert waiting.wait(10)
+        closing.start()
+        closing.join(30)
+        assert not closing.is_alive()
+    finally:
+        store.close()
+    handle._ticker.join(10)
+    assert not handle._ticker.is_alive()
+    assert [(e.path, closed) for e, closed in heard if closed] == []
