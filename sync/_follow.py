@@ -99,6 +99,8 @@ class ForeignChanges:
         self._raw_seen = 0
         self._follow_until = 0.0
         self._data_version: int | None = None
+        # True while the last look raised: the next poll looks even when not ``active``.
+        self._look_failed = False
 
     def _max_op_id(self) -> int:
         with self.store.index.read() as cur:
@@ -129,16 +131,19 @@ class ForeignChanges:
         Raises the index's LocalStoreError.
         """
         found: list[ForeignRow] = []
-        if active:
+        if active or self._look_failed:
             # Looked before anything is claimed: a look that fails (the index locked or
             # damaged) then leaves this tick's candidates for the next one, where claiming
-            # them first lost them with the exception.
+            # them first lost them with the exception. And the next tick looks again whatever
+            # ``active`` says: the trigger (a data_version that moved) was used up by this one.
+            self._look_failed = True
             with self.store.index.read() as cur:
                 rows = cur.execute(
                     "SELECT id, path, deleted, rev, op_id, content_hash FROM blueprints "
                     "WHERE op_id > ? ORDER BY op_id",
                     (self._last_op,),
                 ).fetchall()
+            self._look_failed = False
             # What the looks before this one covered: the state this process knew of a row's
             # blueprint is its last revision up to there (or one it published since).
             found = [
