@@ -18,6 +18,7 @@ Extracted from the daemon so that both run the same code:
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import threading
 import time
@@ -77,6 +78,8 @@ class ForeignRow(NamedTuple):
     rev: int
     op_id: int
     content_hash: str
+    valid: int = 1
+    problems: str = "[]"  # (JSON, as the index keeps them)
     known_rev: int | None = None
     seen_op: int | None = None
 
@@ -139,8 +142,8 @@ class ForeignChanges:
             self._look_failed = True
             with self.store.index.read() as cur:
                 rows = cur.execute(
-                    "SELECT id, path, deleted, rev, op_id, content_hash FROM blueprints "
-                    "WHERE op_id > ? ORDER BY op_id",
+                    "SELECT id, path, deleted, rev, op_id, content_hash, valid, problems "
+                    "FROM blueprints WHERE op_id > ? ORDER BY op_id",
                     (self._last_op,),
                 ).fetchall()
             self._look_failed = False
@@ -154,6 +157,8 @@ class ForeignChanges:
                     int(r[3]),
                     int(r[4]),
                     str(r[5] or ""),
+                    int(r[6]),
+                    str(r[7] or "[]"),
                     seen_op=self._last_op,
                 )
                 for r in rows
@@ -204,8 +209,9 @@ def foreign_events(store: BlueprintStore, row: Row | ForeignRow) -> list[Event]:
     ``moved`` (with ``old_path``) when it had another path, followed by ``modified`` when it had
     other content too; ``modified`` otherwise. So revisions committed between two looks come as
     one change (coalesced: the rev, path and content hash of the row as found), and an app that
-    relabels on ``moved`` and re-reads on ``modified`` is never left with a stale view. The
-    origin and time are the row's revision's; ``process`` is ``"other"``. When the history
+    relabels on ``moved`` and re-reads on ``modified`` is never left with a stale view. A row
+    the writing store's validator refused is followed by ``invalid`` (its problems in
+    ``detail``), as that store announced it. The origin and time are the row's revision's; ``process`` is ``"other"``. When the history
     cannot be read, one event is made from the row alone (``created`` or ``modified`` by its
     rev, no ``old_path``).
     """
@@ -250,17 +256,42 @@ def foreign_events(store: BlueprintStore, row: Row | ForeignRow) -> list[Event]:
 
     if deleted:
         return [event("deleted")]
+    events = []
     if top is None or (base is None and lowest > 1):
         # No history to tell (unreadable, or older than the index: a rebuilt one has none).
-        return [event("created" if rev <= 1 else "modified")]
-    if base is None or bool(base[3]):
-        return [event("created")]  # new since the last look, or restored after a delete
-    events = []
-    if str(base[2]) != path:
-        events.append(event("moved", str(base[2])))
-    if str(base[2]) == path or str(base[4]) != content_hash:
-        events.append(event("modified"))
+        events.append(event("created" if rev <= 1 else "modified"))
+    elif base is None or bool(base[3]):
+        events.append(event("created"))  # new since the last look, or restored after a delete
+    else:
+        if str(base[2]) != path:
+            events.append(event("moved", str(base[2])))
+        if str(base[2]) == path or str(base[4]) != content_hash:
+            events.append(event("modified"))
+    if isinstance(row, ForeignRow) and not row.valid:
+        # As the writing store announced it: its validator's problems, after the change.
+        events.append(
+            Event(
+                "invalid",
+                blueprint_id,
+                path,
+                origin,
+                rev,
+                content_hash=content_hash,
+                detail="; ".join(_problems(row.problems)),
+                process="other",
+                **extra,
+            )
+        )
     return events
+
+
+def _problems(text: str) -> list[str]:
+    """The problems of an index row (a JSON list of strings); unreadable, one saying so."""
+    try:
+        problems = json.loads(text)
+    except ValueError:
+        return ["the index holds problems it cannot read"]
+    return [str(p) for p in problems] if isinstance(problems, list) else [str(problems)]
 
 
 class WatcherKeeper:

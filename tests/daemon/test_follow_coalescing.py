@@ -166,3 +166,36 @@ def test_the_apps_own_save_between_is_the_state_it_heard(
         ("moved", "a/two.blueprint.yaml", "a/one.blueprint.yaml", 3)
     ]
     assert here.load(bp.id).content == "v: 2\n"
+
+
+def test_an_invalid_save_by_another_process_is_heard_as_invalid_too(tmp_path: Path) -> None:
+    """The store that makes a save its validator refuses publishes ``invalid`` (with the
+    problems) after the change; the follower's events of the same row said nothing of it, so an
+    app that marks held-back blueprints on ``invalid`` showed another process's as fine."""
+    home = tmp_path / "home"
+
+    def validator(data: object) -> list[str]:
+        return ["steps are missing"] if isinstance(data, dict) and "steps" not in data else []
+
+    with (
+        localstore.open(home=home) as here,
+        localstore.open(home=home, validator=validator) as other,
+    ):
+        follower = ForeignChanges(here)
+        own: list[Event] = []
+        other.subscribe(own.append)
+        other.save("a/one", "name: x\n")
+        heard = tick(follower, here)
+        assert (
+            [(e.kind, e.detail) for e in heard]
+            == [(e.kind, e.detail) for e in own]
+            == [
+                ("created", ""),
+                ("invalid", "steps are missing"),
+            ]
+        )
+        assert [(e.rev, e.content_hash) for e in heard] == [(e.rev, e.content_hash) for e in own]
+        own.clear()
+        other.save("a/one", "name: x\nsteps: [1]\n")  # fixed: no invalid event any more
+        heard = tick(follower, here)
+        assert [e.kind for e in heard] == [e.kind for e in own] == ["modified"]
