@@ -15,16 +15,18 @@ from localstore.store import SaveRequest
 from sync.embed import start_sync
 from sync.memory_remote import MemoryRemote, MemoryServer
 
+from ._stores import StoreOpener, stores_fixture  # noqa: F401  (the fixture "stores")
 from .conftest import eventually
 
 
 def test_own_changes_are_not_published_as_other_while_subscribers_are_slow(
+    stores: StoreOpener,
     tmp_path: Path,
 ) -> None:
     """A batch's events are delivered one after the other, every subscriber for each: the
     follower's claim for the 20th event ran only after the app's subscriber handled the 19
     before it. Meanwhile the tick thread found those rows and published them as "other"."""
-    store = localstore.open(home=tmp_path / "app")
+    store = stores(home=tmp_path / "app")
     heard: list[Event] = []
     lock = threading.Lock()
 
@@ -45,7 +47,7 @@ def test_own_changes_are_not_published_as_other_while_subscribers_are_slow(
         # Another connection commits while those events are being delivered: the follower
         # looks at the index, and finds this store's rows as well as that one.
         time.sleep(0.5)
-        other_store = localstore.open(home=tmp_path / "app")
+        other_store = stores(home=tmp_path / "app")
         try:
             other_store.save("theirs/one", "v: 1\n")
         finally:
@@ -88,14 +90,14 @@ def test_the_daemons_own_changes_are_not_counted_as_other_while_delivery_is_slow
 
 
 def test_no_foreign_event_is_delivered_once_the_store_is_closing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stores: StoreOpener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The follower's tick ran its remaining steps after stop() set ``_done``: a row found by
     the tick before was published while the app's ``close()`` was under way (and its UI,
     say, torn down). Only the timing is injected: the tick's session check waits, once a
     foreign row waits to be published, until the close has begun."""
     home = tmp_path / "app"
-    store = localstore.open(home=home)
+    store = stores(home=home)
     heard: list[tuple[Event, bool]] = []
     store.subscribe(lambda e: heard.append((e, store.closed)))
     handle = start_sync(store, remote=MemoryRemote(MemoryServer()), poll_interval_s=3600)
