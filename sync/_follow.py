@@ -98,12 +98,16 @@ class ForeignChanges:
         self._published: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._published_lock = threading.Lock()
         self._candidates: list[ForeignRow] = []
-        self._last_op = self._max_op_id()
         self._raw_seen = 0
         self._follow_until = 0.0
         self._data_version: int | None = None
         # True while the last look raised: the next poll looks even when not ``active``.
         self._look_failed = False
+        # The baseline of index_changed() before the highest op_id: a commit between the two
+        # reads then moves data_version, and the first look finds it. Read the other way round,
+        # it was in neither, and no look came until another process's next commit.
+        self.index_changed()
+        self._last_op = self._max_op_id()
 
     def _max_op_id(self) -> int:
         with self.store.index.read() as cur:

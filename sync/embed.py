@@ -274,8 +274,7 @@ class EmbeddedSync:
         self._status_unsubs: dict[int, Callable[[], None]] = {}
         self._listener_seq = 0
         self._marker = SessionMarker.for_settings(self.store.settings) if remote_factory else None
-        self._foreign = ForeignChanges(self.store)
-        self._foreign.index_changed()  # the baseline: commits before this are not "new"
+        self._foreign = ForeignChanges(self.store)  # (takes index_changed()'s baseline)
         # Observed, not subscribed: a whole commit is claimed before any subscriber hears of it.
         self._unsub_claims = self.store.events.observe(self._claim)
         self._done = threading.Event()

@@ -123,3 +123,32 @@ def test_no_foreign_event_is_delivered_once_the_store_is_closing(
     handle._ticker.join(10)
     assert not handle._ticker.is_alive()
     assert [(e.path, closed) for e, closed in heard if closed] == []
+
+
+def test_a_save_by_another_process_as_the_sync_starts_is_heard(
+    stores: StoreOpener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The follower took the highest op_id first and the index's data_version after it: a
+    commit of another process in between was in neither, so no tick looked for it, and the app
+    heard of it only when some later commit of another process moved data_version again. Only
+    the timing is injected: the other store commits right after the op_id is read."""
+    from sync._follow import ForeignChanges
+
+    home = tmp_path / "app"
+    store = stores(home=home)
+    other = stores(home=home)
+    heard: list[Event] = []
+    store.subscribe(heard.append)
+    read_max = ForeignChanges._max_op_id
+    saved: list[str] = []
+
+    def read_then_commit(self: ForeignChanges) -> int:
+        value = read_max(self)
+        if not saved:
+            saved.append(other.save("theirs/early", "v: 1\n").id)
+        return value
+
+    monkeypatch.setattr(ForeignChanges, "_max_op_id", read_then_commit)
+    start_sync(store, remote=MemoryRemote(MemoryServer()), poll_interval_s=3600, watch=False)
+    assert eventually(lambda: any(e.process == "other" for e in heard), 5), heard
+    assert [(e.kind, e.id) for e in heard if e.process == "other"] == [("created", saved[0])]

@@ -71,7 +71,6 @@ def test_a_look_that_failed_is_made_again_at_the_next_tick(
     home = tmp_path / "home"
     with localstore.open(home=home) as here, localstore.open(home=home) as other:
         follower = ForeignChanges(here)
-        follower.index_changed()  # the baseline, as EmbeddedSync takes it
         saved = other.save("theirs/one", "v: 1\n")
         real_read = here.index.read
         calls = 0
