@@ -17,7 +17,6 @@ Extracted from the daemon so that both run the same code:
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import threading
@@ -35,7 +34,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FOLLOW_WINDOW_S",
-    "MAX_TRACKED_REVS",
     "WATCHER_RESTART_MAX_S",
     "WATCHER_RESTART_S",
     "ForeignChanges",
@@ -50,7 +48,6 @@ __all__ = [
 log = logging.getLogger("sync.follow")
 
 FOLLOW_WINDOW_S = 3.0
-MAX_TRACKED_REVS = 50_000
 
 # (id, path, deleted, rev, op_id, content_hash) of one index row.
 Row = tuple[Any, ...]
@@ -91,13 +88,22 @@ class ForeignChanges:
     :meth:`poll` once per tick. A row found by one poll is returned by the next one unless its
     ``(id, rev)`` was claimed meanwhile: the store announces its own changes just after their
     commit, so a row waits one tick for that event to win the race.
+
+    A claim is kept until a look that started after it has had its rows checked: that look saw
+    the claimed commit, so no later look can find it. (They were kept for the last 50,000
+    blueprints instead: an app whose sync pulled more before its follower looked again had the
+    rest announced as another process's changes.) Between two looks they are at most one per
+    blueprint of the home.
     """
 
     def __init__(self, store: BlueprintStore) -> None:
         self.store = store
-        self._published: collections.OrderedDict[str, int] = collections.OrderedDict()
+        # id -> (rev, the number of looks started when it was claimed).
+        self._published: dict[str, tuple[int, int]] = {}
         self._published_lock = threading.Lock()
+        self._looks = 0
         self._candidates: list[ForeignRow] = []
+        self._candidates_look: int | None = None  # the look that found them
         self._raw_seen = 0
         self._follow_until = 0.0
         self._data_version: int | None = None
@@ -121,14 +127,21 @@ class ForeignChanges:
     def _claim(self, blueprint_id: str, rev: int) -> tuple[bool, int | None]:
         """:meth:`claim`, and the rev known before (None: none since this object was made)."""
         with self._published_lock:
-            known = self._published.get(blueprint_id)
+            entry = self._published.get(blueprint_id)
+            known = entry[0] if entry is not None else None
             if known is not None and known >= rev:
                 return False, known
-            self._published[blueprint_id] = rev
-            self._published.move_to_end(blueprint_id)
-            while len(self._published) > MAX_TRACKED_REVS:
-                self._published.popitem(last=False)
+            self._published[blueprint_id] = (rev, self._looks)
             return True, known
+
+    def _forget_claims_before(self, look: int) -> None:
+        """Drop the claims made before ``look`` started: it saw their commits, its rows are
+        checked, and the later looks find only rows committed after it (a row's state up to
+        there is known by op_id: :func:`foreign_events`)."""
+        with self._published_lock:
+            old = [k for k, (_, seen) in self._published.items() if seen < look]
+            for k in old:
+                del self._published[k]
 
     def poll(self, active: bool) -> list[ForeignRow]:
         """The foreign rows the last look found; then, if ``active``, look again.
@@ -138,12 +151,16 @@ class ForeignChanges:
         Raises the index's LocalStoreError.
         """
         found: list[ForeignRow] = []
+        look, looked = 0, False
         if active or self._look_failed:
             # Looked before anything is claimed: a look that fails (the index locked or
             # damaged) then leaves this tick's candidates for the next one, where claiming
             # them first lost them with the exception. And the next tick looks again whatever
             # ``active`` says: the trigger (a data_version that moved) was used up by this one.
             self._look_failed = True
+            with self._published_lock:
+                self._looks += 1  # (before the read: a claim from now on belongs to this look)
+                look = self._looks
             with self.store.index.read() as cur:
                 rows = cur.execute(
                     "SELECT id, path, deleted, rev, op_id, content_hash, valid, problems "
@@ -151,6 +168,7 @@ class ForeignChanges:
                     (self._last_op,),
                 ).fetchall()
             self._look_failed = False
+            looked = True
             # What the looks before this one covered: the state this process knew of a row's
             # blueprint is its last revision up to there (or one it published since).
             found = [
@@ -172,7 +190,10 @@ class ForeignChanges:
             new, known = self._claim(c.id, c.rev)
             if new:
                 foreign.append(c._replace(known_rev=known))
+        if self._candidates_look is not None:
+            self._forget_claims_before(self._candidates_look)
         self._candidates = found
+        self._candidates_look = look if looked else None
         if found:
             self._last_op = max(c.op_id for c in found)
         return foreign

@@ -17,7 +17,7 @@ import pytest
 
 import localstore
 from localstore.events import Event
-from localstore.store import BlueprintStore
+from localstore.store import BlueprintStore, SaveRequest
 from sync._follow import ForeignChanges, foreign_events
 
 
@@ -199,3 +199,30 @@ def test_an_invalid_save_by_another_process_is_heard_as_invalid_too(tmp_path: Pa
         other.save("a/one", "name: x\nsteps: [1]\n")  # fixed: no invalid event any more
         heard = tick(follower, here)
         assert [e.kind for e in heard] == [e.kind for e in own] == ["modified"]
+
+
+def test_many_own_changes_before_a_look_are_never_taken_for_another_processs(
+    two: tuple[BlueprintStore, BlueprintStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claims of this process's own changes were kept for the last 50,000 blueprints: an app
+    whose first sync pulled more (own events, no look: its follower looks only after another
+    connection commits) had the rest announced as another process's changes at the next look
+    (and its engine woken for them). The bound is lowered here to stand for 50,000 changes (a
+    real 51,000 take a minute to save); without a bound it does nothing."""
+    from sync import _follow
+
+    monkeypatch.setattr(_follow, "MAX_TRACKED_REVS", 5, raising=False)
+    here, other = two
+    follower = ForeignChanges(here)
+    here.events.observe(lambda events: [follower.claim(e.id, e.rev) for e in events])
+    here.save_many([SaveRequest(f"mine/b{n:02}", f"n: {n}\n") for n in range(20)])
+    theirs = other.save("theirs/one", "v: 1\n")
+    assert kinds(tick(follower, here)) == [("created", "theirs/one.blueprint.yaml", None, 1)]
+    assert all(e.id == theirs.id for e in tick(follower, here))
+    assert len(follower._published) <= 1  # the 20 claims were let go (theirs may stay)
+
+    # The claims are let go once a look has covered them: the next changes are told apart all
+    # the same, and an own change made then stays this process's.
+    here.save("mine/b00", "n: 100\n")
+    other.save("theirs/one", "v: 2\n")
+    assert kinds(tick(follower, here)) == [("modified", "theirs/one.blueprint.yaml", None, 2)]
