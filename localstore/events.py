@@ -11,9 +11,11 @@ affect the change or other subscribers.
 Changes committed through another connection to the home's index (the CLI, another process's
 ``localstore.open()``, or another store object of this process) raise no event by themselves.
 While sync runs in this process (``store.start_sync()``), it looks for them twice a second and
-publishes each once, after its commit, as an ordinary event with ``process="other"`` (kind
-``created``/``modified``/``moved``/``deleted``, the revision's origin, rev and content hash):
-see docs/daemon.md, "Changes made by other processes". Without it, and for this store's own
+publishes each once, after its commit, as ordinary events with ``process="other"`` (kind
+``created``/``modified``/``moved``/``deleted``, the revision's origin, rev and content hash; a
+move with new content is ``moved`` then ``modified``, as this store's own). Revisions committed
+between two looks come as one change, from the state last heard of to the latest: see
+docs/daemon.md, "Changes made by other processes". Without it, and for this store's own
 changes, ``process`` is ``"this"``.
 """
 

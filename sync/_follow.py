@@ -6,7 +6,7 @@ Extracted from the daemon so that both run the same code:
   commit to the home's index raise no event in this process's store, and the watcher rightly
   treats their file events as echoes. They are found as index rows with a newer ``op_id`` than
   seen, minus the ``(id, rev)`` this process's own store announced (docs/daemon.md, "Changes made
-  by other processes"). :func:`foreign_event` makes the one event of such a row, the same for the
+  by other processes"). :func:`foreign_events` makes the events of such a row, the same for the
   daemon's control clients and an app's store subscribers.
 * :class:`WatcherKeeper`: replaces a watcher whose worker thread died, with a back-off
   (docs/daemon.md, "Watcher health").
@@ -17,11 +17,11 @@ Extracted from the daemon so that both run the same code:
 
 from __future__ import annotations
 
-import collections
+import json
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from localstore.errors import LocalStoreError
 from localstore.events import Event
@@ -34,13 +34,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FOLLOW_WINDOW_S",
-    "MAX_TRACKED_REVS",
     "WATCHER_RESTART_MAX_S",
     "WATCHER_RESTART_S",
     "ForeignChanges",
+    "ForeignRow",
     "WatcherKeeper",
     "close_remote",
-    "foreign_event",
+    "foreign_events",
     "session_lost",
     "watcher_health",
 ]
@@ -48,7 +48,6 @@ __all__ = [
 log = logging.getLogger("sync.follow")
 
 FOLLOW_WINDOW_S = 3.0
-MAX_TRACKED_REVS = 50_000
 
 # (id, path, deleted, rev, op_id, content_hash) of one index row.
 Row = tuple[Any, ...]
@@ -61,6 +60,27 @@ WATCHER_RESTART_MAX_S = 300.0
 WATCHER_JOIN_S = 4.0
 
 
+class ForeignRow(NamedTuple):
+    """One index row another process committed, as :meth:`ForeignChanges.poll` returns it.
+
+    Besides the row: ``known_rev``, the revision of the blueprint this process had published
+    (its own event, or an earlier foreign one) when the row was claimed, and ``seen_op``, the
+    ``op_id`` every earlier look had covered. Together they say which state of the blueprint
+    this process last heard of (:func:`foreign_events` describes the change from there).
+    """
+
+    id: str
+    path: str
+    deleted: int
+    rev: int
+    op_id: int
+    content_hash: str
+    valid: int = 1
+    problems: str = "[]"  # (JSON, as the index keeps them)
+    known_rev: int | None = None
+    seen_op: int | None = None
+
+
 class ForeignChanges:
     """Finds the index rows other processes committed, each once.
 
@@ -68,17 +88,32 @@ class ForeignChanges:
     :meth:`poll` once per tick. A row found by one poll is returned by the next one unless its
     ``(id, rev)`` was claimed meanwhile: the store announces its own changes just after their
     commit, so a row waits one tick for that event to win the race.
+
+    A claim is kept until a look that started after it has had its rows checked: that look saw
+    the claimed commit, so no later look can find it. (They were kept for the last 50,000
+    blueprints instead: an app whose sync pulled more before its follower looked again had the
+    rest announced as another process's changes.) Between two looks they are at most one per
+    blueprint of the home.
     """
 
     def __init__(self, store: BlueprintStore) -> None:
         self.store = store
-        self._published: collections.OrderedDict[str, int] = collections.OrderedDict()
+        # id -> (rev, the number of looks started when it was claimed).
+        self._published: dict[str, tuple[int, int]] = {}
         self._published_lock = threading.Lock()
-        self._candidates: list[Row] = []
-        self._last_op = self._max_op_id()
+        self._looks = 0
+        self._candidates: list[ForeignRow] = []
+        self._candidates_look: int | None = None  # the look that found them
         self._raw_seen = 0
         self._follow_until = 0.0
         self._data_version: int | None = None
+        # True while the last look raised: the next poll looks even when not ``active``.
+        self._look_failed = False
+        # The baseline of index_changed() before the highest op_id: a commit between the two
+        # reads then moves data_version, and the first look finds it. Read the other way round,
+        # it was in neither, and no look came until another process's next commit.
+        self.index_changed()
+        self._last_op = self._max_op_id()
 
     def _max_op_id(self) -> int:
         with self.store.index.read() as cur:
@@ -87,37 +122,80 @@ class ForeignChanges:
 
     def claim(self, blueprint_id: str, rev: int) -> bool:
         """Record that (id, rev) is known here; False if it already was."""
-        with self._published_lock:
-            if self._published.get(blueprint_id, -1) >= rev:
-                return False
-            self._published[blueprint_id] = rev
-            self._published.move_to_end(blueprint_id)
-            while len(self._published) > MAX_TRACKED_REVS:
-                self._published.popitem(last=False)
-            return True
+        return self._claim(blueprint_id, rev)[0]
 
-    def poll(self, active: bool) -> list[Row]:
+    def _claim(self, blueprint_id: str, rev: int) -> tuple[bool, int | None]:
+        """:meth:`claim`, and the rev known before (None: none since this object was made)."""
+        with self._published_lock:
+            entry = self._published.get(blueprint_id)
+            known = entry[0] if entry is not None else None
+            if known is not None and known >= rev:
+                return False, known
+            self._published[blueprint_id] = (rev, self._looks)
+            return True, known
+
+    def _forget_claims_before(self, look: int) -> None:
+        """Drop the claims made before ``look`` started: it saw their commits, its rows are
+        checked, and the later looks find only rows committed after it (a row's state up to
+        there is known by op_id: :func:`foreign_events`)."""
+        with self._published_lock:
+            old = [k for k, (_, seen) in self._published.items() if seen < look]
+            for k in old:
+                del self._published[k]
+
+    def poll(self, active: bool) -> list[ForeignRow]:
         """The foreign rows the last look found; then, if ``active``, look again.
 
         ``active`` says whether another process may have committed since the last tick
         (:meth:`files_were_active`, :meth:`index_changed`): while it is False this costs nothing.
         Raises the index's LocalStoreError.
         """
-        found: list[Row] = []
-        if active:
+        found: list[ForeignRow] = []
+        look, looked = 0, False
+        if active or self._look_failed:
             # Looked before anything is claimed: a look that fails (the index locked or
             # damaged) then leaves this tick's candidates for the next one, where claiming
-            # them first lost them with the exception.
+            # them first lost them with the exception. And the next tick looks again whatever
+            # ``active`` says: the trigger (a data_version that moved) was used up by this one.
+            self._look_failed = True
+            with self._published_lock:
+                self._looks += 1  # (before the read: a claim from now on belongs to this look)
+                look = self._looks
             with self.store.index.read() as cur:
-                found = cur.execute(
-                    "SELECT id, path, deleted, rev, op_id, content_hash FROM blueprints "
-                    "WHERE op_id > ? ORDER BY op_id",
+                rows = cur.execute(
+                    "SELECT id, path, deleted, rev, op_id, content_hash, valid, problems "
+                    "FROM blueprints WHERE op_id > ? ORDER BY op_id",
                     (self._last_op,),
                 ).fetchall()
-        foreign = [c for c in self._candidates if self.claim(str(c[0]), int(c[3]))]
+            self._look_failed = False
+            looked = True
+            # What the looks before this one covered: the state this process knew of a row's
+            # blueprint is its last revision up to there (or one it published since).
+            found = [
+                ForeignRow(
+                    str(r[0]),
+                    str(r[1]),
+                    int(r[2]),
+                    int(r[3]),
+                    int(r[4]),
+                    str(r[5] or ""),
+                    int(r[6]),
+                    str(r[7] or "[]"),
+                    seen_op=self._last_op,
+                )
+                for r in rows
+            ]
+        foreign = []
+        for c in self._candidates:
+            new, known = self._claim(c.id, c.rev)
+            if new:
+                foreign.append(c._replace(known_rev=known))
+        if self._candidates_look is not None:
+            self._forget_claims_before(self._candidates_look)
         self._candidates = found
+        self._candidates_look = look if looked else None
         if found:
-            self._last_op = max(int(c[4]) for c in found)
+            self._last_op = max(c.op_id for c in found)
         return foreign
 
     def files_were_active(self, watcher: Watcher) -> bool:
@@ -147,53 +225,98 @@ class ForeignChanges:
         return changed
 
 
-def foreign_event(store: BlueprintStore, row: Row) -> Event:
-    """The event of an index row another process committed (one :meth:`ForeignChanges.poll` row).
+def foreign_events(store: BlueprintStore, row: Row | ForeignRow) -> list[Event]:
+    """The events of an index row another process committed (one :meth:`ForeignChanges.poll` row).
 
-    What this store would have published for the change, from the row and the revision before
-    it: ``deleted``; ``moved`` (with ``old_path``) when that revision had another path;
-    ``created`` when there is none or it was a delete (a restore); ``modified`` otherwise. The
-    origin and time are the revision's; ``process`` is ``"other"``. Revisions committed between
-    two looks give one event, of the row as found. When the history cannot be read, the event
-    is made from the row alone (``created`` or ``modified`` by its rev, no ``old_path``).
+    They describe the change from the state of the blueprint this process last heard of (see
+    :class:`ForeignRow`; for a bare row, the revision before it) to the row, as this store
+    would have published it: ``deleted``; ``created`` when that state is none or a delete;
+    ``moved`` (with ``old_path``) when it had another path, followed by ``modified`` when it had
+    other content too; ``modified`` otherwise. So revisions committed between two looks come as
+    one change (coalesced: the rev, path and content hash of the row as found), and an app that
+    relabels on ``moved`` and re-reads on ``modified`` is never left with a stale view. A row
+    the writing store's validator refused is followed by ``invalid`` (its problems in
+    ``detail``), as that store announced it. The origin and time are the row's revision's; ``process`` is ``"other"``. When the history
+    cannot be read, one event is made from the row alone (``created`` or ``modified`` by its
+    rev, no ``old_path``).
     """
     blueprint_id, path, deleted, rev = str(row[0]), str(row[1]), bool(row[2]), int(row[3])
+    content_hash = str(row[5] or "")
+    known: int | None = None
+    seen_op = int(row[4]) - 1  # a bare row: the revision committed before it
+    if isinstance(row, ForeignRow):
+        known = row.known_rev
+        seen_op = row.seen_op if row.seen_op is not None else seen_op
+    top: tuple[Any, ...] | None = None
+    base: tuple[Any, ...] | None = None
+    lowest = rev
     try:
         with store.index.read() as cur:
-            # Up to the row's rev: a later commit (not yet polled) gets its own event next time.
-            revs = cur.execute(
-                "SELECT path, origin, ts, deleted FROM revisions WHERE id = ? AND rev <= ? "
-                "ORDER BY rev DESC LIMIT 2",
+            # Newest first, from the row's rev (a later commit, not yet polled, gets its own
+            # event next time) down to the first revision this process knew: between two looks
+            # only a few, whatever the length of the history.
+            for r in cur.execute(
+                "SELECT rev, op_id, path, deleted, content_hash, origin, ts FROM revisions "
+                "WHERE id = ? AND rev <= ? ORDER BY rev DESC",
                 (blueprint_id, rev),
-            ).fetchall()
+            ):
+                if top is None:
+                    top = tuple(r)
+                    continue
+                lowest = int(r[0])
+                if int(r[1]) <= seen_op or (known is not None and lowest <= known):
+                    base = tuple(r)
+                    break
     except LocalStoreError as exc:
         # The row is claimed already (poll): an event from the row alone, not none at all.
         log.warning("reading the history of %s for its event: %s", path, exc)
-        revs = []
-    before = revs[1] if len(revs) == 2 else None
-    old_path: str | None = None
+        top = None
+    extra: dict[str, Any] = {"ts": str(top[6])} if top is not None else {}
+    origin = str(top[5]) if top is not None else "local"
+
+    def event(kind: str, old_path: str | None = None) -> Event:
+        return Event(
+            kind, blueprint_id, path, origin, rev, old_path, content_hash, process="other", **extra
+        )
+
     if deleted:
-        kind = "deleted"
-    elif before is None:
-        kind = "created" if rev <= 1 else "modified"  # (an older history may have been pruned)
-    elif bool(before[3]):
-        kind = "created"
-    elif str(before[0]) != path:
-        kind, old_path = "moved", str(before[0])
+        return [event("deleted")]
+    events = []
+    if top is None or (base is None and lowest > 1):
+        # No history to tell (unreadable, or older than the index: a rebuilt one has none).
+        events.append(event("created" if rev <= 1 else "modified"))
+    elif base is None or bool(base[3]):
+        events.append(event("created"))  # new since the last look, or restored after a delete
     else:
-        kind = "modified"
-    extra: dict[str, Any] = {"ts": str(revs[0][2])} if revs else {}
-    return Event(
-        kind,
-        blueprint_id,
-        path,
-        str(revs[0][1]) if revs else "local",
-        rev,
-        old_path,
-        str(row[5] or ""),
-        process="other",
-        **extra,
-    )
+        if str(base[2]) != path:
+            events.append(event("moved", str(base[2])))
+        if str(base[2]) == path or str(base[4]) != content_hash:
+            events.append(event("modified"))
+    if isinstance(row, ForeignRow) and not row.valid:
+        # As the writing store announced it: its validator's problems, after the change.
+        events.append(
+            Event(
+                "invalid",
+                blueprint_id,
+                path,
+                origin,
+                rev,
+                content_hash=content_hash,
+                detail="; ".join(_problems(row.problems)),
+                process="other",
+                **extra,
+            )
+        )
+    return events
+
+
+def _problems(text: str) -> list[str]:
+    """The problems of an index row (a JSON list of strings); unreadable, one saying so."""
+    try:
+        problems = json.loads(text)
+    except ValueError:
+        return ["the index holds problems it cannot read"]
+    return [str(p) for p in problems] if isinstance(problems, list) else [str(problems)]
 
 
 class WatcherKeeper:

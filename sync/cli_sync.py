@@ -129,7 +129,9 @@ def sync_cmd(cli: CliContext, verify: bool, retry_quarantined: bool) -> None:
     delegated = None if verify or retry_quarantined else _daemon_sync(cli.settings)
     if delegated is not None:
         report = _report_from(delegated["report"])
-        _finish(cli, delegated, report, dict(delegated.get("status") or {}), 0)
+        with errors_to_exit():
+            flagged = _flagged_files(cli.store(existing=True))
+        _finish(cli, delegated, report, dict(delegated.get("status") or {}), 0, flagged)
         return
     with errors_to_exit():
         store = cli.store()
@@ -142,18 +144,35 @@ def sync_cmd(cli: CliContext, verify: bool, retry_quarantined: bool) -> None:
                 return
             report = _sync_with_progress(cli, engine)
             status = engine.status().to_dict()
+            flagged = _flagged_files(store)
         finally:
             remote.close()
     data = {"report": report.to_dict(), "status": status, "retried": retried}
-    _finish(cli, data, report, status, retried)
+    _finish(cli, data, report, status, retried, flagged)
 
 
 def _finish(
-    cli: CliContext, data: dict[str, Any], report: SyncReport, status: dict[str, Any], retried: int
+    cli: CliContext,
+    data: dict[str, Any],
+    report: SyncReport,
+    status: dict[str, Any],
+    retried: int,
+    flagged: list[dict[str, Any]],
 ) -> None:
-    cli.emit(data, lambda: _print_report(report, status, retried))
+    # The engine's count has only indexed blueprints: new files that never parsed have no row
+    # (the summary said nothing of them and exited 0). The list has both, as `status` shows.
+    status["flagged"] = len(flagged)
+    data["status"] = status
+    data["flagged_files"] = flagged
+    cli.emit(data, lambda: _print_report(report, status, retried, flagged))
     if _needs_attention(status):
         raise SystemExit(EXIT_ATTENTION)
+
+
+def _flagged_files(store: Any) -> list[dict[str, Any]]:
+    """Every blueprint file whose edits cannot leave this device, as dicts: indexed ones whose
+    file no longer parses, and new ones that never did (so no index row, and no engine count)."""
+    return [f.to_dict() for f in (*list_flagged(store), *unaccepted_files(store))]
 
 
 def _needs_attention(status: dict[str, Any]) -> bool:
@@ -248,7 +267,9 @@ def _sync_with_progress(cli: CliContext, engine: SyncEngine) -> SyncReport:
         unsubscribe()
 
 
-def _print_report(report: SyncReport, status: dict[str, Any], retried: int) -> None:
+def _print_report(
+    report: SyncReport, status: dict[str, Any], retried: int, flagged: list[dict[str, Any]]
+) -> None:
     if retried:
         click.echo(f"retrying {retried} quarantined change(s)")
     click.echo(
@@ -264,6 +285,8 @@ def _print_report(report: SyncReport, status: dict[str, Any], retried: int) -> N
             f"{status['flagged']} file(s) cannot be read as blueprints; their edits stay here "
             "until fixed: see `localstore status`"
         )
+        for f in flagged:
+            click.echo(f"  {f['path']}: {f['reason']}")
     if status.get("conflicts"):
         click.echo(
             f"{status['conflicts']} open conflict(s): see `localstore conflicts`, then "
@@ -316,7 +339,7 @@ def status_cmd(cli: CliContext) -> None:
         store = cli.store(existing=True)
         local = local_status(store)
         quarantine = [q.to_dict() for q in list_quarantine(store)]
-        flagged = [f.to_dict() for f in (*list_flagged(store), *unaccepted_files(store))]
+        flagged = _flagged_files(store)
     data = dict(live) if live is not None else local.to_dict()
     for key, value in local.to_dict().items():
         # A daemon that is not syncing reported only its state (older ones still do), and a

@@ -52,7 +52,7 @@ from sync._follow import (
     ForeignChanges,
     WatcherKeeper,
     close_remote,
-    foreign_event,
+    foreign_events,
     session_lost,
     watcher_health,
 )
@@ -555,7 +555,8 @@ class Daemon:
             # Counted before it is sent: a subscriber that reads the metrics once it has the
             # event must find the event counted (the fan-out runs on the server's own thread).
             self.metrics.foreign_changes += 1
-            self._forward(foreign_event(store, row))
+            for event in foreign_events(store, row):
+                self._forward(event)
         if rows and self.engine is not None:
             self.engine.request_sync(self.engine.debounce_s)
 

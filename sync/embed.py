@@ -41,7 +41,7 @@ from sync._follow import (
     ForeignChanges,
     WatcherKeeper,
     close_remote,
-    foreign_event,
+    foreign_events,
     session_lost,
     watcher_health,
 )
@@ -274,8 +274,7 @@ class EmbeddedSync:
         self._status_unsubs: dict[int, Callable[[], None]] = {}
         self._listener_seq = 0
         self._marker = SessionMarker.for_settings(self.store.settings) if remote_factory else None
-        self._foreign = ForeignChanges(self.store)
-        self._foreign.index_changed()  # the baseline: commits before this are not "new"
+        self._foreign = ForeignChanges(self.store)  # (takes index_changed()'s baseline)
         # Observed, not subscribed: a whole commit is claimed before any subscriber hears of it.
         self._unsub_claims = self.store.events.observe(self._claim)
         self._done = threading.Event()
@@ -295,6 +294,10 @@ class EmbeddedSync:
                 if not self._check_lock():
                     return
             for step in (self._check_watcher, self._check_session, self._follow_foreign_changes):
+                if self._done.is_set():
+                    # stop() (the store closing) came during this tick: the steps left would
+                    # publish another process's changes to an app that is closing its store.
+                    return
                 try:
                     step()
                 except Exception as exc:  # the thread must survive a bad tick; logged with why
@@ -344,7 +347,9 @@ class EmbeddedSync:
         """
         rows = self._foreign.poll(self._foreign.index_changed())
         if rows:
-            events = [foreign_event(self.store, row) for row in rows]
+            events = [e for row in rows for e in foreign_events(self.store, row)]
+            if self._done.is_set():
+                return  # stopped while they were read: nobody is to hear of them any more
             log.debug("%d change(s) by another process", len(events))
             # This thread holds no index transaction: delivered now, on this thread.
             self.store.events.publish(events)

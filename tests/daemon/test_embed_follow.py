@@ -21,6 +21,7 @@ from sync.errors import SyncLockedError
 from sync.memory_remote import MemoryRemote, MemoryServer
 from sync.supabase_remote import logout, remote_from_settings
 
+from ._stores import StoreOpener, stores_fixture  # noqa: F401  (the fixture "stores")
 from .conftest import eventually, home_settings, log_in, new_email, write_external
 
 CLI = [sys.executable, "-c", "from localstore.cli import main; main()"]
@@ -30,11 +31,13 @@ def _server_text(server: MemoryServer) -> dict[str, str]:
     return {r.row.path: r.row.content for r in server.rows.values() if not r.row.deleted}
 
 
-def test_an_editor_edit_is_synced_by_the_watcher_start_sync_starts(tmp_path: Path) -> None:
+def test_an_editor_edit_is_synced_by_the_watcher_start_sync_starts(
+    stores: StoreOpener, tmp_path: Path
+) -> None:
     """README says a file watcher picks up edits, but start_sync started none: an edit made in
     an editor reached the server only at the app's next load/save/open."""
     server = MemoryServer()
-    store = localstore.open(home=tmp_path / "app")
+    store = stores(home=tmp_path / "app")
     try:
         store.save("notes/todo", "items: [a]\n")
         handle = store.start_sync(remote=MemoryRemote(server), poll_interval_s=3600)
@@ -54,9 +57,11 @@ def test_an_editor_edit_is_synced_by_the_watcher_start_sync_starts(tmp_path: Pat
     assert watcher.state is WatcherState.STOPPED  # stopped with the sync
 
 
-def test_start_sync_uses_the_apps_own_watcher_and_watch_false_starts_none(tmp_path: Path) -> None:
+def test_start_sync_uses_the_apps_own_watcher_and_watch_false_starts_none(
+    stores: StoreOpener, tmp_path: Path
+) -> None:
     server = MemoryServer()
-    store = localstore.open(home=tmp_path / "app")
+    store = stores(home=tmp_path / "app")
     try:
         own = Watcher(store)
         own.start()
@@ -78,7 +83,7 @@ def test_start_sync_uses_the_apps_own_watcher_and_watch_false_starts_none(tmp_pa
 
 @pytest.mark.parametrize("watch", [True, False])
 def test_a_save_by_another_process_is_pushed_without_waiting_for_the_poll(
-    tmp_path: Path, watch: bool
+    stores: StoreOpener, tmp_path: Path, watch: bool
 ) -> None:
     """A save through the CLI (or another localstore.open()) raises no event in the app's store
     and its watcher sees an echo: the embedded engine pushed it only at its next poll (30 s by
@@ -86,7 +91,7 @@ def test_a_save_by_another_process_is_pushed_without_waiting_for_the_poll(
     without a watcher."""
     server = MemoryServer()
     home = tmp_path / "app"
-    store = localstore.open(home=home)
+    store = stores(home=home)
     try:
         options = {} if watch else {"watch": False}
         start_sync(store, remote=MemoryRemote(server), poll_interval_s=3600, **options)
@@ -104,19 +109,19 @@ def test_a_save_by_another_process_is_pushed_without_waiting_for_the_poll(
 
 
 def test_closing_the_store_from_a_subscriber_on_the_sync_thread(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    stores: StoreOpener, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A store-event subscriber (running on the engine's thread) that closes the store: stop()
     tried to join its own thread ("cannot join current thread"), logged as a failed close hook.
     Now the loop ends after its cycle and the rest is finished once it has."""
     server = MemoryServer()
-    seed = localstore.open(home=tmp_path / "seed")
+    seed = stores(home=tmp_path / "seed")
     try:
         seed.save("x/y", "a: 1\n")
         SyncEngine(seed, MemoryRemote(server)).sync_once()
     finally:
         seed.close()
-    store = localstore.open(home=tmp_path / "app")
+    store = stores(home=tmp_path / "app")
     closed_on: list[str] = []
     done = threading.Event()
 
@@ -139,11 +144,11 @@ def test_closing_the_store_from_a_subscriber_on_the_sync_thread(
     assert watcher is not None and eventually(lambda: watcher.state is WatcherState.STOPPED, 10)
 
 
-def test_the_lock_error_names_who_syncs_the_home(tmp_path: Path) -> None:
+def test_the_lock_error_names_who_syncs_the_home(stores: StoreOpener, tmp_path: Path) -> None:
     """The message said 'process <this pid> already syncs this home' with the hint to follow
     the daemon's events, for a second store of this very process too."""
     home = tmp_path / "h"
-    a, b = localstore.open(home=home), localstore.open(home=home)
+    a, b = stores(home=home), stores(home=home)
     try:
         a.start_sync(remote=MemoryRemote(MemoryServer()))
         with pytest.raises(SyncLockedError) as info:
@@ -172,7 +177,9 @@ def test_the_lock_error_names_who_syncs_the_home(tmp_path: Path) -> None:
     assert HomeLock(home / "state").acquire()
 
 
-def test_sync_starts_again_after_a_logout_and_a_new_login(cloud, tmp_path: Path) -> None:
+def test_sync_starts_again_after_a_logout_and_a_new_login(
+    stores: StoreOpener, cloud, tmp_path: Path
+) -> None:
     """After `localstore logout` the embedded remote refuses for good (SessionChangedError) and
     the app's sync stayed dead after the user logged in again, until the app restarted it. The
     daemon opens a new remote from the new login; the app's sync now does the same."""
@@ -186,7 +193,7 @@ def test_sync_starts_again_after_a_logout_and_a_new_login(cloud, tmp_path: Path)
     def on_server() -> list[str]:
         return sorted(r.path for r in reader.pull(0, limit=1000).changes if not r.deleted)
 
-    store = localstore.open(settings=settings)
+    store = stores(settings=settings)
     try:
         handle = store.start_sync(poll_interval_s=3600)
         first = handle.engine

@@ -19,6 +19,7 @@ from sync.embed import EmbeddedSync, lock_holder, start_sync
 from sync.engine import SyncStatus
 from sync.memory_remote import MemoryRemote, MemoryServer
 
+from ._stores import StoreOpener, stores_fixture  # noqa: F401  (the fixture "stores")
 from .conftest import REPO, eventually
 
 # One tick of the embed's follower is 0.5 s; a foreign row waits one tick for a claim.
@@ -74,12 +75,14 @@ def _settled(handle: EmbeddedSync) -> bool:
     return status.state == "idle" and status.pending == 0
 
 
-def test_changes_by_another_process_reach_the_apps_store_subscribers(tmp_path: Path) -> None:
+def test_changes_by_another_process_reach_the_apps_store_subscribers(
+    stores: StoreOpener, tmp_path: Path
+) -> None:
     """Before, EmbeddedSync found such rows only to wake its engine: the app's own subscribers
     (a sidebar listing blueprints, say) never learnt that the CLI saved, moved or deleted one."""
     server = MemoryServer()
     home = tmp_path / "app"
-    store = localstore.open(home=home)
+    store = stores(home=home)
     heard = _Heard(store)
     try:
         handle = start_sync(store, remote=MemoryRemote(server), poll_interval_s=3600)
@@ -141,13 +144,15 @@ def test_changes_by_another_process_reach_the_apps_store_subscribers(tmp_path: P
         store.close()
 
 
-def test_a_change_by_another_process_runs_one_sync_cycle(tmp_path: Path) -> None:
+def test_a_change_by_another_process_runs_one_sync_cycle(
+    stores: StoreOpener, tmp_path: Path
+) -> None:
     """The published event wakes the engine like an in-process save does; together with the
     follower's own wake-up it must still be one cycle, and that cycle's writes must not be taken
     for another process's change (a loop of cycles)."""
     server = MemoryServer()
     home = tmp_path / "app"
-    store = localstore.open(home=home)
+    store = stores(home=home)
     try:
         handle = start_sync(store, remote=MemoryRemote(server), poll_interval_s=3600)
         assert eventually(lambda: _settled(handle), 15)
@@ -170,12 +175,14 @@ def test_a_change_by_another_process_runs_one_sync_cycle(tmp_path: Path) -> None
         store.close()
 
 
-def test_closing_the_store_from_a_foreign_event_subscriber(tmp_path: Path) -> None:
+def test_closing_the_store_from_a_foreign_event_subscriber(
+    stores: StoreOpener, tmp_path: Path
+) -> None:
     """Foreign events are delivered on the follower thread; a subscriber that closes the store
     there must stop the sync cleanly (the follower cannot join itself)."""
     server = MemoryServer()
     home = tmp_path / "app"
-    store = localstore.open(home=home)
+    store = stores(home=home)
     closed = threading.Event()
     on_thread: list[str] = []
 
@@ -197,14 +204,17 @@ def test_closing_the_store_from_a_foreign_event_subscriber(tmp_path: Path) -> No
     assert eventually(lambda: lock_holder(store.settings.paths.state) is None, 10)
 
 
-def test_the_event_of_a_foreign_row_is_the_one_the_store_publishes_for_it(tmp_path: Path) -> None:
+def test_the_event_of_a_foreign_row_is_the_one_the_store_publishes_for_it(
+    stores: StoreOpener, tmp_path: Path
+) -> None:
     """What another process's change looks like to the app is what the app's own store says for
-    the same change (one event per change: a move with new content is ``moved``). The daemon
-    called a restore of a deleted blueprint ``moved`` or ``modified``; the store says ``created``."""
+    the same change (a move with new content is ``moved`` and ``modified``: it was ``moved``
+    alone, and an app that re-reads on ``modified`` kept the old content). The daemon called a
+    restore of a deleted blueprint ``moved`` or ``modified``; the store says ``created``."""
     # Imported here: the other tests of this file run (and fail on what they check) without it.
-    from sync._follow import foreign_event
+    from sync._follow import foreign_events
 
-    store = localstore.open(home=tmp_path / "h")
+    store = stores(home=tmp_path / "h")
     own: list[Event] = []
     store.subscribe(own.append)
 
@@ -235,9 +245,10 @@ def test_the_event_of_a_foreign_row_is_the_one_the_store_publishes_for_it(tmp_pa
             own.clear()
             result = step()
             bp_id = bp_id or result.id
-            built = foreign_event(store, row(bp_id))
-            assert built.process == "other" and own[0].process == "this"
-            assert same(built) == same(own[0]), (own, built)
-            assert built.ts == max(store.history(bp_id), key=lambda r: r.rev).ts
+            built = foreign_events(store, row(bp_id))
+            assert all(e.process == "other" for e in built)
+            assert all(e.process == "this" for e in own)
+            assert [same(e) for e in built] == [same(e) for e in own], (own, built)
+            assert {e.ts for e in built} == {max(store.history(bp_id), key=lambda r: r.rev).ts}
     finally:
         store.close()
