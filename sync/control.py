@@ -32,7 +32,9 @@ Safety, because any local program (or a web page, through a browser) can open a 
   a stuck client); compression is off (no decompression bombs).
 
 The server runs on its own asyncio loop in one thread; blocking handler work (index reads, a sync
-cycle) runs in a small thread pool so a slow op never stalls other clients.
+cycle) runs in a small thread pool so a slow op never stalls other clients, and ``sync`` requests
+(which wait for a whole cycle) in a pool of their own, so they never hold up status, pause or
+resume.
 """
 
 from __future__ import annotations
@@ -95,6 +97,8 @@ METRICS_HEADER_TIMEOUT_S = 5.0
 METRICS_MAX_HEADERS = 100
 OPS = ("auth", "ping", "status", "sync", "pause", "resume", "metrics", "subscribe", "unsubscribe")
 _HANDLER_OPS = frozenset({"status", "sync", "pause", "resume", "metrics"})
+_SYNC_OPS = frozenset({"sync"})  # run on their own pool (see ControlServer.__init__)
+_SYNC_WORKERS = 2
 _TOKEN_HEADERS = ("X-LocalStore-Token",)
 
 
@@ -259,6 +263,13 @@ class ControlServer:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, workers), thread_name_prefix="localstore-control-op"
         )
+        # `sync` waits for a whole cycle (minutes on a first sync; several wait for each other on
+        # the engine's cycle lock). On the shared pool, four of them (a user re-running
+        # `localstore sync` after its client timed out; the daemon still runs the request) left
+        # status, pause and resume unanswered until the cycle ended. They queue here instead.
+        self._sync_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=_SYNC_WORKERS, thread_name_prefix="localstore-control-op-sync"
+        )
         self.port = 0
         self.metrics_bound_port: int | None = None
 
@@ -350,6 +361,7 @@ class ControlServer:
             with contextlib.suppress(RuntimeError):  # the loop closed between check and call
                 loop.call_soon_threadsafe(loop.stop)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._sync_pool.shutdown(wait=False, cancel_futures=True)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the server thread to exit; True when it has."""
@@ -573,7 +585,8 @@ class ControlServer:
             raise OpError("unknown_op", f"unknown op {op[:40]!r}; known: {', '.join(OPS)}")
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, self._call_handler, op, args)
+            pool = self._sync_pool if op in _SYNC_OPS else self._pool
+            return await loop.run_in_executor(pool, self._call_handler, op, args)
         except RuntimeError as exc:  # the pool shut down: the daemon is stopping
             raise OpError("shutting_down", "the daemon is stopping") from exc
 

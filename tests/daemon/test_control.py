@@ -511,3 +511,45 @@ def test_metrics_endpoint_caps_its_connections(metrics_server) -> None:
         for sock in idle:
             sock.close()
     assert _http_get(port, f"127.0.0.1:{port}").startswith(b"HTTP/1.1 200 ")
+
+
+class _CycleHandler:
+    """A daemon whose sync cycle runs until the test releases it (a first sync of a big home)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def handle(self, op: str, args: dict[str, Any]) -> Any:
+        if op == "sync":
+            self.release.wait(60)
+            return {"report": {}}
+        return {"state": "paused" if op == "pause" else "idle"}
+
+
+def test_sync_requests_waiting_for_a_cycle_do_not_stall_status_and_pause() -> None:
+    """Every op shared one 4-thread pool, and a `sync` waits for a whole cycle: four of them (a
+    user re-running `localstore sync` after its client timed out, whose requests the daemon
+    still runs) left status, pause and resume unanswered until the cycle ended."""
+    token = "t" * 40
+    handler = _CycleHandler()
+    server = ControlServer(handler, token=token)
+    server.start()
+    waiting: list[ClientConnection] = []
+    try:
+        for i in range(6):
+            ws = raw(server.port, token)
+            waiting.append(ws)
+            ws.send(json.dumps({"id": i, "op": "sync", "args": {"wait": True}}))
+        with ControlClient(server.port, token, timeout=5) as c:
+            assert c.status() == {"state": "idle"}
+            assert c.pause() == {"state": "paused"}
+            assert c.metrics() == {"state": "idle"}
+        handler.release.set()
+        for ws in waiting:
+            assert reply_to(ws, timeout=30)["result"] == {"report": {}}
+    finally:
+        handler.release.set()
+        for ws in waiting:
+            ws.close()
+        server.stop()
+        assert server.join(10)
