@@ -94,6 +94,7 @@ DEFAULT_MAX_CONNECTIONS = 32
 DEFAULT_QUEUE_SIZE = 1000
 MAX_METRICS_CONNECTIONS = 8
 METRICS_HEADER_TIMEOUT_S = 5.0
+CLOSE_GRACE_S = 1.5  # at stop, for clients to take the close before their sockets are aborted
 METRICS_MAX_HEADERS = 100
 OPS = ("auth", "ping", "status", "sync", "pause", "resume", "metrics", "subscribe", "unsubscribe")
 _HANDLER_OPS = frozenset({"status", "sync", "pause", "resume", "metrics"})
@@ -338,23 +339,40 @@ class ControlServer:
 
     async def _close(self) -> None:
         notice = self._event_message("shutdown", {"reason": "the daemon is stopping"})
-        for conn in list(self._conns):
-            if conn.subscribed:
-                with contextlib.suppress(ConnectionClosed, OSError, asyncio.TimeoutError):
-                    await asyncio.wait_for(self._send(conn, notice), 0.5)
+        # All at once: one after another, each subscriber that stopped reading cost 0.5 s.
+        await asyncio.gather(
+            *(self._send_notice(conn, notice) for conn in list(self._conns) if conn.subscribed)
+        )
         if self._metrics_server is not None:
             self._metrics_server.close()
             await self._metrics_server.wait_closed()
         if self._server is not None:
             self._server.close(close_connections=True)
-            await self._server.wait_closed()
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), CLOSE_GRACE_S)
+            except TimeoutError:
+                # A client that stopped reading (a hung app): the close frame waits behind the
+                # unsent data, with no time limit (websockets' close_timeout starts once it is
+                # written), and the server's stop waited for the keepalive to give up (40 s).
+                log.warning("control: dropping clients that did not take the close in time")
+                for conn in list(self._conns):
+                    conn.ws.transport.abort()
+                await self._server.wait_closed()
         pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
 
+    async def _send_notice(self, conn: _Conn, notice: dict[str, Any]) -> None:
+        with contextlib.suppress(ConnectionClosed, OSError, asyncio.TimeoutError):
+            await asyncio.wait_for(self._send(conn, notice), 0.5)
+
     def stop(self) -> None:
         """Close every connection (subscribers get a ``shutdown`` notice) and stop. Idempotent."""
+        if self._stopping:
+            # A second loop.stop() would interrupt the close under way (run_until_complete
+            # raised "Event loop stopped before Future completed" on the server thread).
+            return
         self._stopping = True
         loop = self._loop
         if loop is not None and not loop.is_closed():

@@ -553,3 +553,46 @@ def test_sync_requests_waiting_for_a_cycle_do_not_stall_status_and_pause() -> No
             ws.close()
         server.stop()
         assert server.join(10)
+
+
+def test_clients_that_stopped_reading_do_not_hold_up_the_servers_stop() -> None:
+    """A client whose socket buffers are full (a hung app, subscribed or not) held the server's
+    shut-down until the keepalive gave up on it (up to 40 s): the close frame waited behind
+    the unsent events with no time limit, and the shutdown notices were sent one client after
+    another, 0.5 s each. The daemon's 4 s stop budget went to waiting for them."""
+    from sync.daemon import STOP_BUDGET_S
+
+    token = "t" * 40
+    server = ControlServer(_Handler(), token=token)
+    server.start()
+    stuck: list[ClientConnection] = []
+    try:
+        for _ in range(4):
+            ws = raw(server.port, token)  # reads 16 frames into its queue, then no more
+            ws.send(json.dumps({"id": 1, "op": "subscribe"}))
+            assert reply_to(ws)["result"]["subscribed"] is True
+            stuck.append(ws)
+        blob = {"blob": "y" * 32768}
+        for _ in range(600):  # ~20 MB per client: more than the socket buffers take
+            server.publish("saved", blob)
+
+        def all_blocked() -> bool:
+            conns = list(server._conns)
+            return len(conns) == 4 and all(
+                c.ws.transport.get_write_buffer_size() > 0 for c in conns
+            )
+
+        assert eventually(all_blocked, 30)
+        assert server.subscribers == 4  # not dropped: their queues did not overflow
+        t0 = time.monotonic()
+        server.stop()
+        assert server._server is not None
+        assert eventually(lambda: not server._server.is_serving(), 5)  # now closing
+        server.stop()  # idempotent, also while the close is under way
+        assert server.join(STOP_BUDGET_S), "the server was still stopping"
+        assert time.monotonic() - t0 < STOP_BUDGET_S
+    finally:
+        server.stop()
+        assert server.join(60)
+        for ws in stuck:
+            ws.close()
