@@ -58,9 +58,17 @@ MIN_FREE_BYTES = 500 * 1024 * 1024
     help="Least severe log level written.",
 )
 @click.option("--log-json", is_flag=True, help="Write log lines as JSON objects.")
-@click.option("--port", type=int, default=0, help="Control API port on 127.0.0.1 (default: free).")
 @click.option(
-    "--metrics-port", type=int, default=None, help="Serve Prometheus /metrics on 127.0.0.1:PORT."
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    help="Control API port on 127.0.0.1 (default: free).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus /metrics on 127.0.0.1:PORT.",
 )
 @click.option("--detach", is_flag=True, help="Start in the background; return once it answers.")
 @click.option(

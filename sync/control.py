@@ -302,8 +302,13 @@ class ControlServer:
         self._loop = loop
         try:
             loop.run_until_complete(self._open())
-        except (OSError, WebSocketException) as exc:
+        except (OSError, OverflowError, WebSocketException) as exc:
+            # OverflowError: bind() to a port outside 0-65535. Uncaught, it ended this thread
+            # with a traceback and start() waited its whole timeout for nothing.
             self._start_error = exc
+            if self._server is not None:  # the metrics port failed after the API was bound
+                self._server.close()
+                loop.run_until_complete(self._server.wait_closed())
             self._ready.set()
             loop.close()
             return
