@@ -261,6 +261,9 @@ class ControlServer:
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._stopping = False
+        # Handler calls running on the pools (see wait_ops).
+        self._ops_running = 0
+        self._ops_cond = threading.Condition()
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, workers), thread_name_prefix="localstore-control-op"
         )
@@ -359,10 +362,11 @@ class ControlServer:
                 # A client that stopped reading (a hung app): the close frame waits behind the
                 # unsent data, with no time limit (websockets' close_timeout starts once it is
                 # written), and the server's stop waited for the keepalive to give up (40 s).
+                # Or a handler still waits for its op on the pool (a sync cycle): its reply can
+                # no longer be sent; the op itself is the daemon's to wait for (or abandon).
                 log.warning("control: dropping clients that did not take the close in time")
                 for conn in list(self._conns):
                     conn.ws.transport.abort()
-                await self._server.wait_closed()
         pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         for task in pending:
             task.cancel()
@@ -385,6 +389,31 @@ class ControlServer:
                 loop.call_soon_threadsafe(loop.stop)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._sync_pool.shutdown(wait=False, cancel_futures=True)
+
+    def wait_ops(self, timeout: float) -> bool:
+        """Wait until no handler call runs on the pools (after stop()); True when none does.
+
+        A `sync` request runs its cycle here, not on the engine's loop: the daemon must not close
+        the store under it.
+        """
+        deadline = time.monotonic() + timeout
+        with self._ops_cond:
+            while self._ops_running:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._ops_cond.wait(remaining)
+            return True
+
+    def _counted(self, fn: Callable[..., Any], *args: Any) -> Any:
+        with self._ops_cond:
+            self._ops_running += 1
+        try:
+            return fn(*args)
+        finally:
+            with self._ops_cond:
+                self._ops_running -= 1
+                self._ops_cond.notify_all()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the server thread to exit; True when it has."""
@@ -609,7 +638,7 @@ class ControlServer:
         loop = asyncio.get_running_loop()
         try:
             pool = self._sync_pool if op in _SYNC_OPS else self._pool
-            return await loop.run_in_executor(pool, self._call_handler, op, args)
+            return await loop.run_in_executor(pool, self._counted, self._call_handler, op, args)
         except RuntimeError as exc:  # the pool shut down: the daemon is stopping
             raise OpError("shutting_down", "the daemon is stopping") from exc
 
@@ -674,7 +703,8 @@ class ControlServer:
             elif len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
                 assert self._metrics_text is not None
                 loop = asyncio.get_running_loop()
-                body = (await loop.run_in_executor(self._pool, self._metrics_text)).encode()
+                text = await loop.run_in_executor(self._pool, self._counted, self._metrics_text)
+                body = text.encode()
                 status, ctype = "200 OK", "text/plain; version=0.0.4; charset=utf-8"
             else:
                 body, status, ctype = b"not found\n", "404 Not Found", "text/plain"

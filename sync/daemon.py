@@ -424,6 +424,11 @@ class Daemon:
         if self.engine is not None:
             self.engine.stop()
             abandoned = not self.engine.join(max(0.1, deadline - time.monotonic() - 0.5))
+        # A `sync` request runs its cycle on a control-op thread, not the engine's loop: joining
+        # the loop alone closed the remote and the store under that cycle.
+        if self.server is not None:
+            ops_done = self.server.wait_ops(max(0.1, deadline - time.monotonic() - 0.5))
+            abandoned = abandoned or not ops_done
         if abandoned:
             # Closing the index under a running cycle could fail in odd places; leaving it to
             # process exit is safe (SQLite rolls back the open transaction, sync resumes).
@@ -431,7 +436,7 @@ class Daemon:
         else:
             self._close_components(deadline)
         self._lock.release()
-        self.stopped_cleanly = not abandoned and not _busy_pool_threads(deadline)
+        self.stopped_cleanly = not abandoned
 
     def _close_components(self, deadline: float) -> None:
         if self.watcher is not None:
@@ -826,16 +831,6 @@ class Daemon:
                 lines.append(f"# TYPE {metric} {mtype}")
                 lines.append(f"{metric} {float(value):g}")
         return "\n".join(lines) + "\n"
-
-
-def _busy_pool_threads(deadline: float) -> bool:
-    """Whether control-op threads (e.g. a `sync` request mid-HTTP) outlive the stop budget."""
-    for t in threading.enumerate():
-        if t.name.startswith("localstore-control-op") and t.is_alive():
-            t.join(max(0.0, deadline - time.monotonic()))
-            if t.is_alive():
-                return True
-    return False
 
 
 def _supabase_remote(settings: Settings) -> Remote:
