@@ -24,6 +24,8 @@ Safety, because any local program (or a web page, through a browser) can open a 
   ``AUTH_TIMEOUT_S``; tokens are compared with ``hmac.compare_digest``;
 - connections not yet authenticated have their own small pool (``MAX_UNAUTHENTICATED``; a new
   one evicts the oldest), so clients without the token never take a token holder's slot;
+- the sockets held at once, handshakes included, are capped (a flood is closed at accept), so
+  nobody on the machine can use up the daemon's file descriptors;
 - frames above ``MAX_FRAME_BYTES`` close the connection (websockets' own limit, enforced before
   the frame is buffered); requests above ``MAX_REQUEST_BYTES``, binary frames, bad JSON, wrong
   types and unknown ops get an error reply, and the connection and the daemon go on;
@@ -43,6 +45,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import hmac
 import http
 import ipaddress
@@ -55,7 +58,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -177,6 +180,59 @@ def _header_token(headers: Headers) -> str | None:
     return None
 
 
+class _HandshakeNoise(logging.Filter):
+    """websockets logs each failed opening handshake at ERROR with a traceback: a port scan, or
+    a socket closed before it spoke. Any local process can make them, as fast as it likes, and
+    they rotated the daemon's real history out of daemon.log; they are DEBUG lines here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() != "opening handshake failed":
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        log.debug("control: an opening handshake failed: %r", exc)
+        return False
+
+
+# websockets' own logger for our server ("websockets" stays at WARNING: configure_logging).
+_ws_log = logging.getLogger("websockets.server.localstore")
+_ws_log.addFilter(_HandshakeNoise())
+
+
+class _CountedConnection(ServerConnection):
+    """A connection that counts against its server's socket budget (closed at once beyond it).
+
+    Anyone on the machine may connect to 127.0.0.1, token or not, and a socket that never sends
+    its handshake was held for AUTH_TIMEOUT_S without limit: about a thousand (a loop in any
+    process) took the daemon's file descriptors (the usual soft limit is 1024), and its saves,
+    index and sync failed with EMFILE. Refusing beyond the budget keeps the files working; the
+    API is back as soon as the flood stops.
+    """
+
+    def __init__(self, *args: Any, budget: _SocketBudget, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._budget = budget
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._budget.open += 1
+        super().connection_made(transport)
+        if self._budget.open > self._budget.limit:
+            self._budget.refused()
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._budget.open -= 1
+        super().connection_lost(exc)
+
+
+@dataclass
+class _SocketBudget:
+    """Sockets a server may hold and holds now, handshakes included (its loop thread only)."""
+
+    limit: int
+    refused: Callable[[], None]
+    open: int = 0
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -262,6 +318,11 @@ class ControlServer:
         self._start_error: BaseException | None = None
         self._stopping = False
         # Handler calls running on the pools (see wait_ops).
+        # Twice the connections it accepts, plus handshakes in flight: a flood is refused at
+        # accept (see _CountedConnection), real clients never meet the limit.
+        self._budget = _SocketBudget(
+            2 * (self._max_connections + MAX_UNAUTHENTICATED) + 48, self._count_refused
+        )
         self._ops_running = 0
         self._ops_cond = threading.Condition()
         self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -337,6 +398,10 @@ class ControlServer:
             close_timeout=2,
             open_timeout=AUTH_TIMEOUT_S,
             server_header=None,
+            logger=_ws_log,
+            create_connection=cast(
+                type[ServerConnection], functools.partial(_CountedConnection, budget=self._budget)
+            ),
         )
         self.port = int(next(iter(self._server.sockets)).getsockname()[1])
         if self._metrics_port is not None and self._metrics_text is not None:
@@ -389,6 +454,9 @@ class ControlServer:
                 loop.call_soon_threadsafe(loop.stop)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._sync_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _count_refused(self) -> None:
+        self.stats.refused += 1
 
     def wait_ops(self, timeout: float) -> bool:
         """Wait until no handler call runs on the pools (after stop()); True when none does.
