@@ -57,3 +57,16 @@ def test_the_control_server_refuses_a_bad_port_at_once(ports: dict[str, int]) ->
     assert time.monotonic() - t0 < 5
     server.stop()
     assert server.join(10)
+
+
+def test_a_log_file_the_daemon_cannot_open_is_a_clear_error(tmp_path: Path) -> None:
+    """An unwritable daemon.log (a daemon once run with sudo left it root's; here: a folder in
+    its place, which root cannot open either) was "unexpected IsADirectoryError ... report it"."""
+    home = tmp_path / "home"
+    (home / "state" / "daemon.log").mkdir(parents=True)
+    done = run_cli(home, "daemon", "--no-stderr")
+    assert done.returncode == 1
+    assert "unexpected" not in done.stderr and "report it" not in done.stderr
+    assert done.stderr.startswith("error: cannot write the daemon's log")
+    assert str(home / "state" / "daemon.log") in done.stderr
+    assert "check that this user owns" in done.stderr
