@@ -48,6 +48,15 @@ def read_state(state_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _lock_file_pid(state_dir: Path) -> int | None:
+    """The pid the lock's holder wrote into ``state/daemon.lock`` (None if unreadable)."""
+    try:
+        text = (Path(state_dir) / LOCK_FILE).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process with this pid exists and is not a zombie (the local cloud uses it too)."""
     if pid <= 0:
@@ -68,8 +77,11 @@ def pid_alive(pid: int) -> bool:
 def daemon_running(settings: Settings) -> dict[str, Any] | None:
     """The running daemon's state (pid, port, token, ...) for this home, or None.
 
-    Reads ``state/daemon.json`` and trusts it only while its pid is alive and the home's flock is
-    held, so a file left by a SIGKILLed daemon is ignored. No network I/O.
+    Reads ``state/daemon.json`` and trusts it only while its pid is alive, the home's flock is
+    held, and the holder is that pid (the pid the holder wrote into the lock file), so a file left
+    by a SIGKILLed daemon is ignored. "Alive and someone holds the lock" was not enough: after a
+    reboot the dead daemon's pid can name any process, and with an app syncing in-process holding
+    the lock, `localstore daemon --stop` sent SIGTERM to that process. No network I/O.
     """
     state_dir = settings.paths.state
     state = read_state(state_dir)
@@ -77,5 +89,7 @@ def daemon_running(settings: Settings) -> dict[str, Any] | None:
         return None
     pid = state.get("pid")
     if not isinstance(pid, int) or not pid_alive(pid) or not lock_is_held(state_dir):
+        return None
+    if _lock_file_pid(state_dir) != pid:
         return None
     return state

@@ -35,7 +35,7 @@ from localstore.cli import (
     pass_ctx,
 )
 from localstore.config import Settings
-from localstore.errors import LocalStoreError
+from localstore.errors import LocalStoreError, StorageError
 from sync.embed import daemon_running, lock_holder, read_state
 from sync.errors import SyncError
 
@@ -58,9 +58,17 @@ MIN_FREE_BYTES = 500 * 1024 * 1024
     help="Least severe log level written.",
 )
 @click.option("--log-json", is_flag=True, help="Write log lines as JSON objects.")
-@click.option("--port", type=int, default=0, help="Control API port on 127.0.0.1 (default: free).")
 @click.option(
-    "--metrics-port", type=int, default=None, help="Serve Prometheus /metrics on 127.0.0.1:PORT."
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    help="Control API port on 127.0.0.1 (default: free).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus /metrics on 127.0.0.1:PORT.",
 )
 @click.option("--detach", is_flag=True, help="Start in the background; return once it answers.")
 @click.option(
@@ -98,12 +106,10 @@ def daemon_cmd(
     if detach:
         _detach(ctx, log_level, log_json, port, metrics_port)
         return
-    from sync.daemon import Daemon, configure_logging, log_start_failure
+    from sync.daemon import Daemon, log_start_failure
 
     with errors_to_exit():
-        handlers = configure_logging(
-            ctx.settings.paths.state, level=log_level, as_json=log_json, stderr=not no_stderr
-        )
+        handlers = _logging_or_fail(ctx.settings, log_level, log_json, no_stderr)
         try:
             daemon = Daemon(ctx.settings, port=port, metrics_port=metrics_port)
             code = daemon.run()
@@ -121,6 +127,23 @@ def daemon_cmd(
         sys.stdout.flush()
         os._exit(code)
     raise SystemExit(code)
+
+
+def _logging_or_fail(
+    settings: Settings, log_level: str, log_json: bool, no_stderr: bool
+) -> list[logging.Handler]:
+    """configure_logging, or a StorageError naming the file (not "unexpected ...: report it")."""
+    from sync.daemon import LOG_FILE, configure_logging
+
+    state = settings.paths.state
+    try:
+        return configure_logging(state, level=log_level, as_json=log_json, stderr=not no_stderr)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot write the daemon's log {state / LOG_FILE}: {exc.strerror or exc}",
+            hint=f"check that this user owns {state} and what is in it; a daemon once run "
+            "with sudo leaves files there that only root may write",
+        ) from exc
 
 
 def _self_command() -> list[str]:

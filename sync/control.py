@@ -24,6 +24,8 @@ Safety, because any local program (or a web page, through a browser) can open a 
   ``AUTH_TIMEOUT_S``; tokens are compared with ``hmac.compare_digest``;
 - connections not yet authenticated have their own small pool (``MAX_UNAUTHENTICATED``; a new
   one evicts the oldest), so clients without the token never take a token holder's slot;
+- the sockets held at once, handshakes included, are capped (a flood is closed at accept), so
+  nobody on the machine can use up the daemon's file descriptors;
 - frames above ``MAX_FRAME_BYTES`` close the connection (websockets' own limit, enforced before
   the frame is buffered); requests above ``MAX_REQUEST_BYTES``, binary frames, bad JSON, wrong
   types and unknown ops get an error reply, and the connection and the daemon go on;
@@ -32,7 +34,9 @@ Safety, because any local program (or a web page, through a browser) can open a 
   a stuck client); compression is off (no decompression bombs).
 
 The server runs on its own asyncio loop in one thread; blocking handler work (index reads, a sync
-cycle) runs in a small thread pool so a slow op never stalls other clients.
+cycle) runs in a small thread pool so a slow op never stalls other clients, and ``sync`` requests
+(which wait for a whole cycle) in a pool of their own, so they never hold up status, pause or
+resume.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import hmac
 import http
 import ipaddress
@@ -53,7 +58,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -92,9 +97,12 @@ DEFAULT_MAX_CONNECTIONS = 32
 DEFAULT_QUEUE_SIZE = 1000
 MAX_METRICS_CONNECTIONS = 8
 METRICS_HEADER_TIMEOUT_S = 5.0
+CLOSE_GRACE_S = 1.5  # at stop, for clients to take the close before their sockets are aborted
 METRICS_MAX_HEADERS = 100
 OPS = ("auth", "ping", "status", "sync", "pause", "resume", "metrics", "subscribe", "unsubscribe")
 _HANDLER_OPS = frozenset({"status", "sync", "pause", "resume", "metrics"})
+_SYNC_OPS = frozenset({"sync"})  # run on their own pool (see ControlServer.__init__)
+_SYNC_WORKERS = 2
 _TOKEN_HEADERS = ("X-LocalStore-Token",)
 
 
@@ -170,6 +178,59 @@ def _header_token(headers: Headers) -> str | None:
         if value:
             return value.strip()
     return None
+
+
+class _HandshakeNoise(logging.Filter):
+    """websockets logs each failed opening handshake at ERROR with a traceback: a port scan, or
+    a socket closed before it spoke. Any local process can make them, as fast as it likes, and
+    they rotated the daemon's real history out of daemon.log; they are DEBUG lines here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() != "opening handshake failed":
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        log.debug("control: an opening handshake failed: %r", exc)
+        return False
+
+
+# websockets' own logger for our server ("websockets" stays at WARNING: configure_logging).
+_ws_log = logging.getLogger("websockets.server.localstore")
+_ws_log.addFilter(_HandshakeNoise())
+
+
+class _CountedConnection(ServerConnection):
+    """A connection that counts against its server's socket budget (closed at once beyond it).
+
+    Anyone on the machine may connect to 127.0.0.1, token or not, and a socket that never sends
+    its handshake was held for AUTH_TIMEOUT_S without limit: about a thousand (a loop in any
+    process) took the daemon's file descriptors (the usual soft limit is 1024), and its saves,
+    index and sync failed with EMFILE. Refusing beyond the budget keeps the files working; the
+    API is back as soon as the flood stops.
+    """
+
+    def __init__(self, *args: Any, budget: _SocketBudget, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._budget = budget
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._budget.open += 1
+        super().connection_made(transport)
+        if self._budget.open > self._budget.limit:
+            self._budget.refused()
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._budget.open -= 1
+        super().connection_lost(exc)
+
+
+@dataclass
+class _SocketBudget:
+    """Sockets a server may hold and holds now, handshakes included (its loop thread only)."""
+
+    limit: int
+    refused: Callable[[], None]
+    open: int = 0
 
 
 def _now() -> str:
@@ -256,8 +317,23 @@ class ControlServer:
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._stopping = False
+        # Handler calls running on the pools (see wait_ops).
+        # Twice the connections it accepts, plus handshakes in flight: a flood is refused at
+        # accept (see _CountedConnection), real clients never meet the limit.
+        self._budget = _SocketBudget(
+            2 * (self._max_connections + MAX_UNAUTHENTICATED) + 48, self._count_refused
+        )
+        self._ops_running = 0
+        self._ops_cond = threading.Condition()
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, workers), thread_name_prefix="localstore-control-op"
+        )
+        # `sync` waits for a whole cycle (minutes on a first sync; several wait for each other on
+        # the engine's cycle lock). On the shared pool, four of them (a user re-running
+        # `localstore sync` after its client timed out; the daemon still runs the request) left
+        # status, pause and resume unanswered until the cycle ended. They queue here instead.
+        self._sync_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=_SYNC_WORKERS, thread_name_prefix="localstore-control-op-sync"
         )
         self.port = 0
         self.metrics_bound_port: int | None = None
@@ -290,8 +366,13 @@ class ControlServer:
         self._loop = loop
         try:
             loop.run_until_complete(self._open())
-        except (OSError, WebSocketException) as exc:
+        except (OSError, OverflowError, WebSocketException) as exc:
+            # OverflowError: bind() to a port outside 0-65535. Uncaught, it ended this thread
+            # with a traceback and start() waited its whole timeout for nothing.
             self._start_error = exc
+            if self._server is not None:  # the metrics port failed after the API was bound
+                self._server.close()
+                loop.run_until_complete(self._server.wait_closed())
             self._ready.set()
             loop.close()
             return
@@ -317,6 +398,10 @@ class ControlServer:
             close_timeout=2,
             open_timeout=AUTH_TIMEOUT_S,
             server_header=None,
+            logger=_ws_log,
+            create_connection=cast(
+                type[ServerConnection], functools.partial(_CountedConnection, budget=self._budget)
+            ),
         )
         self.port = int(next(iter(self._server.sockets)).getsockname()[1])
         if self._metrics_port is not None and self._metrics_text is not None:
@@ -327,29 +412,76 @@ class ControlServer:
 
     async def _close(self) -> None:
         notice = self._event_message("shutdown", {"reason": "the daemon is stopping"})
-        for conn in list(self._conns):
-            if conn.subscribed:
-                with contextlib.suppress(ConnectionClosed, OSError, asyncio.TimeoutError):
-                    await asyncio.wait_for(self._send(conn, notice), 0.5)
+        # All at once: one after another, each subscriber that stopped reading cost 0.5 s.
+        await asyncio.gather(
+            *(self._send_notice(conn, notice) for conn in list(self._conns) if conn.subscribed)
+        )
         if self._metrics_server is not None:
             self._metrics_server.close()
             await self._metrics_server.wait_closed()
         if self._server is not None:
             self._server.close(close_connections=True)
-            await self._server.wait_closed()
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), CLOSE_GRACE_S)
+            except TimeoutError:
+                # A client that stopped reading (a hung app): the close frame waits behind the
+                # unsent data, with no time limit (websockets' close_timeout starts once it is
+                # written), and the server's stop waited for the keepalive to give up (40 s).
+                # Or a handler still waits for its op on the pool (a sync cycle): its reply can
+                # no longer be sent; the op itself is the daemon's to wait for (or abandon).
+                log.warning("control: dropping clients that did not take the close in time")
+                for conn in list(self._conns):
+                    conn.ws.transport.abort()
         pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
 
+    async def _send_notice(self, conn: _Conn, notice: dict[str, Any]) -> None:
+        with contextlib.suppress(ConnectionClosed, OSError, asyncio.TimeoutError):
+            await asyncio.wait_for(self._send(conn, notice), 0.5)
+
     def stop(self) -> None:
         """Close every connection (subscribers get a ``shutdown`` notice) and stop. Idempotent."""
+        if self._stopping:
+            # A second loop.stop() would interrupt the close under way (run_until_complete
+            # raised "Event loop stopped before Future completed" on the server thread).
+            return
         self._stopping = True
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed between check and call
                 loop.call_soon_threadsafe(loop.stop)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._sync_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _count_refused(self) -> None:
+        self.stats.refused += 1
+
+    def wait_ops(self, timeout: float) -> bool:
+        """Wait until no handler call runs on the pools (after stop()); True when none does.
+
+        A `sync` request runs its cycle here, not on the engine's loop: the daemon must not close
+        the store under it.
+        """
+        deadline = time.monotonic() + timeout
+        with self._ops_cond:
+            while self._ops_running:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._ops_cond.wait(remaining)
+            return True
+
+    def _counted(self, fn: Callable[..., Any], *args: Any) -> Any:
+        with self._ops_cond:
+            self._ops_running += 1
+        try:
+            return fn(*args)
+        finally:
+            with self._ops_cond:
+                self._ops_running -= 1
+                self._ops_cond.notify_all()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the server thread to exit; True when it has."""
@@ -573,7 +705,8 @@ class ControlServer:
             raise OpError("unknown_op", f"unknown op {op[:40]!r}; known: {', '.join(OPS)}")
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, self._call_handler, op, args)
+            pool = self._sync_pool if op in _SYNC_OPS else self._pool
+            return await loop.run_in_executor(pool, self._counted, self._call_handler, op, args)
         except RuntimeError as exc:  # the pool shut down: the daemon is stopping
             raise OpError("shutting_down", "the daemon is stopping") from exc
 
@@ -638,7 +771,8 @@ class ControlServer:
             elif len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
                 assert self._metrics_text is not None
                 loop = asyncio.get_running_loop()
-                body = (await loop.run_in_executor(self._pool, self._metrics_text)).encode()
+                text = await loop.run_in_executor(self._pool, self._counted, self._metrics_text)
+                body = text.encode()
                 status, ctype = "200 OK", "text/plain; version=0.0.4; charset=utf-8"
             else:
                 body, status, ctype = b"not found\n", "404 Not Found", "text/plain"

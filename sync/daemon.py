@@ -106,6 +106,43 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+class _LogFileHandler(logging.handlers.RotatingFileHandler):
+    """Rotating, and reopened at its path when the file there was deleted or replaced.
+
+    The daemon restores ``state/`` when it is deleted (``Daemon._check_lock``); a plain handler
+    kept writing to the deleted file, so daemon.log stayed missing until 5 MB had piled up in the
+    unlinked inode (months at INFO). One ``stat`` per record, as WatchedFileHandler does (which
+    does not rotate).
+    """
+
+    _file_id: tuple[int, int] | None = None
+
+    def _open(self) -> Any:
+        stream = super()._open()
+        st = os.fstat(stream.fileno())
+        self._file_id = (st.st_dev, st.st_ino)
+        return stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.stream is not None and not self._same_file():
+            try:
+                self.stream.close()
+                self.stream = None  # (reopened just below)
+                Path(self.baseFilename).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self.stream = self._open()
+            except OSError:
+                self.handleError(record)
+                return
+        super().emit(record)
+
+    def _same_file(self) -> bool:
+        try:
+            st = os.stat(self.baseFilename)
+        except FileNotFoundError:
+            return False
+        return (st.st_dev, st.st_ino) == self._file_id
+
+
 def configure_logging(
     state_dir: Path, *, level: str = "INFO", as_json: bool = False, stderr: bool = True
 ) -> list[logging.Handler]:
@@ -117,7 +154,7 @@ def configure_logging(
     )
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     handlers: list[logging.Handler] = [
-        logging.handlers.RotatingFileHandler(
+        _LogFileHandler(
             state_dir / LOG_FILE, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
         )
     ]
@@ -387,6 +424,11 @@ class Daemon:
         if self.engine is not None:
             self.engine.stop()
             abandoned = not self.engine.join(max(0.1, deadline - time.monotonic() - 0.5))
+        # A `sync` request runs its cycle on a control-op thread, not the engine's loop: joining
+        # the loop alone closed the remote and the store under that cycle.
+        if self.server is not None:
+            ops_done = self.server.wait_ops(max(0.1, deadline - time.monotonic() - 0.5))
+            abandoned = abandoned or not ops_done
         if abandoned:
             # Closing the index under a running cycle could fail in odd places; leaving it to
             # process exit is safe (SQLite rolls back the open transaction, sync resumes).
@@ -394,7 +436,7 @@ class Daemon:
         else:
             self._close_components(deadline)
         self._lock.release()
-        self.stopped_cleanly = not abandoned and not _busy_pool_threads(deadline)
+        self.stopped_cleanly = not abandoned
 
     def _close_components(self, deadline: float) -> None:
         if self.watcher is not None:
@@ -790,16 +832,6 @@ class Daemon:
                 lines.append(f"# TYPE {metric} {mtype}")
                 lines.append(f"{metric} {float(value):g}")
         return "\n".join(lines) + "\n"
-
-
-def _busy_pool_threads(deadline: float) -> bool:
-    """Whether control-op threads (e.g. a `sync` request mid-HTTP) outlive the stop budget."""
-    for t in threading.enumerate():
-        if t.name.startswith("localstore-control-op") and t.is_alive():
-            t.join(max(0.0, deadline - time.monotonic()))
-            if t.is_alive():
-                return True
-    return False
 
 
 def _supabase_remote(settings: Settings) -> Remote:

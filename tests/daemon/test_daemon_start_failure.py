@@ -6,9 +6,15 @@ file is where an operator looks.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import pytest
+
+from sync.control import ControlError, ControlServer
 from tests.conftest import run_cli
+
+from .test_control import _Handler
 
 
 def test_a_daemon_that_cannot_open_its_index_says_why_in_its_log(tmp_path: Path) -> None:
@@ -27,3 +33,40 @@ def test_a_daemon_that_cannot_open_its_index_says_why_in_its_log(tmp_path: Path)
     assert "daemon could not start" in log and "index.db" in log
     assert "fix: check that this user may write index.db" in log
     assert "Traceback" not in log  # (a known error: one line with its fix)
+
+
+def test_a_port_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
+    """`--port 70000` made bind() raise OverflowError on the server thread: a traceback, a 10 s
+    wait, then "the control server did not start in time"."""
+    for option in ("--port", "--metrics-port"):
+        t0 = time.monotonic()
+        done = run_cli(tmp_path / "home", "daemon", option, "70000")
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+        assert "70000" in done.stderr and "0<=x<=65535" in done.stderr
+        assert time.monotonic() - t0 < 8
+
+
+@pytest.mark.parametrize("ports", [{"port": 70000}, {"port": 0, "metrics_port": -1}])
+def test_the_control_server_refuses_a_bad_port_at_once(ports: dict[str, int]) -> None:
+    server = ControlServer(_Handler(), token="t" * 40, metrics_text=lambda: "", **ports)
+    t0 = time.monotonic()
+    with pytest.raises(ControlError) as info:
+        server.start()
+    assert "port must be 0-65535" in info.value.message
+    assert time.monotonic() - t0 < 5
+    server.stop()
+    assert server.join(10)
+
+
+def test_a_log_file_the_daemon_cannot_open_is_a_clear_error(tmp_path: Path) -> None:
+    """An unwritable daemon.log (a daemon once run with sudo left it root's; here: a folder in
+    its place, which root cannot open either) was "unexpected IsADirectoryError ... report it"."""
+    home = tmp_path / "home"
+    (home / "state" / "daemon.log").mkdir(parents=True)
+    done = run_cli(home, "daemon", "--no-stderr")
+    assert done.returncode == 1
+    assert "unexpected" not in done.stderr and "report it" not in done.stderr
+    assert done.stderr.startswith("error: cannot write the daemon's log")
+    assert str(home / "state" / "daemon.log") in done.stderr
+    assert "check that this user owns" in done.stderr
