@@ -12,8 +12,10 @@ auto-reconnect (realtime-py #213, #258). So this module never trusts a channel t
   dead (a reset, a black hole, a closed channel, a gateway restart) is torn down and rebuilt with
   jittered backoff;
 * access tokens come from the sync client's auth events (``set_auth``) and are sent to the live
-  channel and used for every rebuild, so realtime RLS follows token refreshes without a second
-  auth session (an ``AsyncClient`` would have its own, wire-protocol notes section 2.4.7);
+  channel, and every (re)join asks ``token_provider`` for the current token first (refreshed if
+  it expired: after a sleep the last token handed out is stale), so realtime RLS follows token
+  refreshes without a second auth session (an ``AsyncClient`` would have its own, wire-protocol
+  notes section 2.4.7);
 * callbacks run on a separate dispatcher thread, coalesced, so a callback that pulls right away
   never blocks the event loop.
 """
@@ -55,6 +57,7 @@ class RealtimeHints:
         user_id: str,
         access_token: str,
         on_hint: Callable[[], None],
+        token_provider: Callable[[], str] | None = None,
         own_devices: Collection[str] = (),
         health_interval_s: float = 2.0,
         timeout_s: float = 10.0,
@@ -65,6 +68,8 @@ class RealtimeHints:
         self._anon_key = anon_key
         self._user_id = user_id
         self._token = access_token
+        # Blocking (it may refresh the session over the network); run off the loop.
+        self._token_provider = token_provider
         self._on_hint = on_hint
         self._own_devices = own_devices
         self._health_s = health_interval_s
@@ -210,7 +215,20 @@ class RealtimeHints:
             log.info("realtime channel is dead (%s); rebuilding it", reason)
             await self._teardown(graceful=False)
 
+    async def _current_token(self) -> str:
+        provider = self._token_provider
+        if provider is None:
+            return self._token
+        try:
+            token = await asyncio.get_running_loop().run_in_executor(None, provider)
+        except Exception as exc:  # noqa: BLE001 - a join with the last token says the rest
+            log.info("realtime could not get a fresh access token (%s); using the last one", exc)
+            return self._token
+        self._token = token
+        return token
+
     async def _subscribe(self) -> None:
+        token = await self._current_token()
         rt = AsyncRealtimeClient(
             self._url,
             token=self._anon_key,
@@ -219,7 +237,7 @@ class RealtimeHints:
             timeout=max(1, int(self._timeout_s)),
         )
         self._rt = rt
-        rt.access_token = self._token
+        rt.access_token = token
         channel = rt.channel(f"localstore-sync-{uuid.uuid4().hex[:12]}")
         self._channel = channel
         channel.on_postgres_changes(

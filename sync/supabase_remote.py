@@ -784,6 +784,26 @@ class SupabaseRemote:
             return self._anon_key  # never hand realtime another user's token
         return session.access_token
 
+    def _realtime_token(self) -> str:
+        """The access token for a realtime (re)join, refreshed first if it expired.
+
+        Called by the realtime supervisor (off its loop) before every join. After a sleep the
+        refresh timer has not fired yet (it counts monotonic time, which stops in suspend), so
+        the token realtime was last handed is stale and the join would be refused until a poll
+        refreshed it. Never raises: a failed refresh leaves the join to fail and back off."""
+        if self._closed or self._lost is not None:
+            return self._anon_key
+        try:
+            session = self._storage.durable_session()
+            if session is not None and (session.expires_at or 0) <= time.time() + EXPIRY_MARGIN:
+                self.refresh_auth()  # guarded; its TOKEN_REFRESHED also reaches realtime
+        except (SyncError, CredentialError) as exc:
+            log.info("realtime: could not refresh the cloud session (%s)", exc)
+        try:
+            return self._access_token()
+        except CredentialError:
+            return self._anon_key
+
     def _require_own(self, session: Session | None) -> None:
         """Raise SessionChangedError (for good) unless ``session`` is this remote's user's.
 
@@ -1016,6 +1036,7 @@ class SupabaseRemote:
                     user_id=self._user_id,
                     access_token=self._access_token(),
                     on_hint=self._dispatch_hint,
+                    token_provider=self._realtime_token,
                     own_devices=self._devices,
                     health_interval_s=self._health_s,
                     timeout_s=min(self._timeout_s, 10.0),
