@@ -908,12 +908,16 @@ class SupabaseRemote:
         if self._lost is not None:
             raise self._lost
         try:
-            return self._execute(name, params)
+            data = self._execute(name, params)
         except AuthExpiredError:
             # One refresh and one retry: every RPC is idempotent (push by op id), so a call that
             # failed on an expired token is safe to repeat. A second failure goes to the engine.
             self.refresh_auth()
-            return self._execute(name, params)
+            data = self._execute(name, params)
+        hints = self._hints
+        if hints is not None:
+            hints.retry_now()  # the network is back: a realtime in a long backoff tries now
+        return data
 
     def _execute(self, name: str, params: dict[str, Any]) -> Any:
         anonymous = False

@@ -13,6 +13,7 @@ import pytest
 from supabase_auth.types import Session
 
 from localstore.events import Event
+from sync import _realtime
 from sync.localcloud.stack import LocalCloud
 from sync.supabase_remote import SupabaseRemote, _stop_refresh_timer
 
@@ -123,3 +124,32 @@ def _slept(remote: SupabaseRemote, cloud: LocalCloud) -> Session:
     claims.update(iat=now - 7200, exp=now - 3600)
     token = jwt.encode(claims, cloud.jwt_secret, algorithm="HS256")
     return session.model_copy(update={"access_token": token, "expires_at": now - 3600})
+
+
+def test_reconnects_back_off_while_offline_and_retry_once_the_network_is_back(
+    cloud: LocalCloud, homes: Homes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review s8: offline for days (or with a revoked session) realtime retried about every
+    5 s forever. After a long run of failures the wait grows (capped); a call that gets
+    through (the network is back) or a new token makes it try at once; success resets it."""
+    # The production run (20 failures, 5 s, then up to 5 min) shortened to fit a test.
+    monkeypatch.setattr(_realtime, "_BACKOFF_MAX_S", 0.1)
+    monkeypatch.setattr(_realtime, "_LONG_RUN", 3)
+    monkeypatch.setattr(_realtime, "_LONG_BACKOFF_MAX_S", 8.0)
+    with FaultProxy(cloud.port) as proxy:
+        _, remote = homes.device(proxy.url, cloud.anon_key, new_email())
+        proxy.refuse()  # offline
+        remote.subscribe(lambda: None)
+        assert not remote.realtime_state["subscribed"]
+        assert _wait_for(lambda: remote.realtime_state["retry_in_s"] >= 3.0, 20), (
+            remote.realtime_state
+        )
+        state = remote.realtime_state
+        assert state["failures"] > 3 and state["retry_in_s"] <= 8.0
+        tries = proxy.stats.connections
+        time.sleep(1.0)
+        assert proxy.stats.connections == tries  # waiting, not retrying every 0.1 s
+        proxy.heal()
+        assert remote.server_info().protocol == 1  # the engine's next call gets through
+        assert _wait_for(lambda: remote.realtime_state["subscribed"], 1.5), remote.realtime_state
+        assert remote.realtime_state["failures"] == 0
