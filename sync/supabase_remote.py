@@ -464,6 +464,11 @@ class KeychainSessionStorage(SyncSupportedStorage):
                 return  # the keychain cannot even be read yet: try again at the next point
             self.store_unsaved()
 
+    @property
+    def has_unsaved(self) -> bool:
+        """Whether a rotated session is only in memory (the keychain refused it)."""
+        return self._unsaved is not None
+
     def store_unsaved(self) -> None:
         """Write the unsaved session, if any; call under :meth:`refresh_guard` after a reload.
 
@@ -1083,6 +1088,14 @@ class SupabaseRemote:
             hints.close()
         _stop_refresh_timer(self._client)
         self._auth_sub.unsubscribe()
+        # The last chance for a rotated session the keychain refused: after this process ends,
+        # only the spent token it was rotated from would be left.
+        self._storage.retry_unsaved()
+        if self._storage.has_unsaved:
+            log.error(
+                "the refreshed cloud session could not be stored in the keychain before "
+                "closing; this home will probably have to log in again (`localstore login`)"
+            )
         self._http.close()
         if self._on_close is not None:
             self._on_close()

@@ -206,3 +206,25 @@ def test_a_session_stored_after_the_failed_write_wins_over_the_unsaved_one(
     remote.refresh_auth()  # refreshes the adopted session
     assert remote.server_info().protocol == 1
     assert json.loads(_stored(settings))["refresh_token"] not in (relogged, unsaved)
+
+
+def test_closing_stores_an_unsaved_session_or_says_the_home_must_log_in_again(
+    cloud: LocalCloud, homes: Homes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process that ends while holding the only usable refresh token gives it one last try."""
+    settings = homes.home()
+    homes.login(settings, cloud.url, cloud.anon_key, new_email())
+    remote = homes.remote(settings)
+    _KeychainRefuses(remote, times=1)
+    remote.refresh_auth()
+    newest = _in_memory_token(remote)
+    remote.close()
+    assert json.loads(_stored(settings))["refresh_token"] == newest
+    assert homes.remote(settings).server_info().protocol == 1
+
+    still_locked = homes.remote(settings)
+    _KeychainRefuses(still_locked, times=99)
+    still_locked.refresh_auth()
+    with caplog.at_level(logging.ERROR, logger="sync.supabase_remote"):
+        still_locked.close()
+    assert any("log in again" in r.getMessage() for r in caplog.records if r.levelno >= 40)
