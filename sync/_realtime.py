@@ -10,10 +10,14 @@ auto-reconnect (realtime-py #213, #258). So this module never trusts a channel t
   each successful subscribe (the engine pulls then, covering events missed while down), and
   every ``health_interval_s`` checks the socket, the channel state and a websocket ping; anything
   dead (a reset, a black hole, a closed channel, a gateway restart) is torn down and rebuilt with
-  jittered backoff;
+  jittered backoff, which grows to minutes after a long run of failures (offline for days, a
+  revoked session) and is cut short by :meth:`RealtimeHints.retry_now` (the network or the
+  session is back);
 * access tokens come from the sync client's auth events (``set_auth``) and are sent to the live
-  channel and used for every rebuild, so realtime RLS follows token refreshes without a second
-  auth session (an ``AsyncClient`` would have its own, wire-protocol notes section 2.4.7);
+  channel, and every (re)join asks ``token_provider`` for the current token first (refreshed if
+  it expired: after a sleep the last token handed out is stale), so realtime RLS follows token
+  refreshes without a second auth session (an ``AsyncClient`` would have its own, wire-protocol
+  notes section 2.4.7);
 * callbacks run on a separate dispatcher thread, coalesced, so a callback that pulls right away
   never blocks the event loop.
 """
@@ -36,8 +40,14 @@ __all__ = ["RealtimeHints"]
 
 log = logging.getLogger(__name__)
 
+# Read when a RealtimeHints is built (tests shorten them). Failed (re)subscribes wait 0.2 s
+# doubling to 5 s; after _LONG_RUN failures in a row (about a minute) the network or the session
+# is not coming back soon, and retrying every 5 s for days wastes battery and server work: the
+# wait keeps doubling up to _LONG_BACKOFF_MAX_S. Success resets it; retry_now() cuts it short.
 _BACKOFF_START_S = 0.2
 _BACKOFF_MAX_S = 5.0
+_LONG_RUN = 20
+_LONG_BACKOFF_MAX_S = 300.0
 
 
 class _ChannelDead(Exception):
@@ -55,6 +65,7 @@ class RealtimeHints:
         user_id: str,
         access_token: str,
         on_hint: Callable[[], None],
+        token_provider: Callable[[], str] | None = None,
         own_devices: Collection[str] = (),
         health_interval_s: float = 2.0,
         timeout_s: float = 10.0,
@@ -65,6 +76,8 @@ class RealtimeHints:
         self._anon_key = anon_key
         self._user_id = user_id
         self._token = access_token
+        # Blocking (it may refresh the session over the network); run off the loop.
+        self._token_provider = token_provider
         self._on_hint = on_hint
         self._own_devices = own_devices
         self._health_s = health_interval_s
@@ -87,6 +100,15 @@ class RealtimeHints:
         self._events = 0
         self._subscribed = False
         self._last_error = ""
+        self._backoff_start_s = _BACKOFF_START_S
+        self._backoff_max_s = _BACKOFF_MAX_S
+        self._long_run = _LONG_RUN
+        self._long_backoff_max_s = _LONG_BACKOFF_MAX_S
+        self._failures = 0  # failed (re)subscribes in a row
+        self._retry_in_s = 0.0  # the wait now running before the next try (0: none)
+        self._wake: asyncio.Event | None = None
+        self._deadline = 0.0  # loop time the wait ends
+        self._attempt_at = 0.0  # loop time the last try started
 
     # -- public, any thread ----------------------------------------------------------------------
 
@@ -115,16 +137,35 @@ class RealtimeHints:
             return self._subscribed
 
     def set_auth(self, token: str) -> None:
-        """Use ``token`` (a fresh access token) for the live channel and every rebuild."""
+        """Use ``token`` (a fresh access token) for the live channel and every rebuild.
+
+        A new token means the session (and the network) works: a long wait is cut short."""
         loop = self._loop
         self._token = token
         if loop is None or self._stopping or loop.is_closed():
             return
         with contextlib.suppress(RuntimeError):  # the loop stopped between the check and here
             asyncio.run_coroutine_threadsafe(self._apply_token(token), loop)
+        self.retry_now()
+
+    def retry_now(self) -> None:
+        """Cut a long reconnect wait short: the network or the session is back. Any thread.
+
+        Cheap when there is no long wait (call it after every call that got through). The
+        next try comes at most ``_BACKOFF_MAX_S`` after the last one, so a stream of calls
+        cannot make it retry faster than the normal cadence. A try that fails again keeps the
+        grown backoff; only a success resets it."""
+        if self._retry_in_s <= self._backoff_max_s:
+            return
+        loop = self._loop
+        if loop is None or self._stopping:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closing
+            loop.call_soon_threadsafe(self._shorten_wait)
 
     def state(self) -> dict[str, Any]:
-        """Health counters: subscribed, subscribes (incl. resubscribes), rebuilds, events, error."""
+        """Health counters: subscribed, subscribes (incl. resubscribes), rebuilds, events, error,
+        failures (failed subscribes in a row) and retry_in_s (the wait now running, 0 if none)."""
         with self._state_lock:
             return {
                 "subscribed": self._subscribed,
@@ -132,6 +173,8 @@ class RealtimeHints:
                 "rebuilds": self._rebuilds,
                 "events": self._events,
                 "last_error": self._last_error,
+                "failures": self._failures,
+                "retry_in_s": self._retry_in_s,
             }
 
     def close(self) -> None:
@@ -183,22 +226,34 @@ class RealtimeHints:
     # -- loop side ---------------------------------------------------------------------------------
 
     async def _start_supervisor(self) -> None:
+        self._wake = asyncio.Event()
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
 
     async def _supervise(self) -> None:
-        backoff = _BACKOFF_START_S
+        loop = asyncio.get_running_loop()
         while not self._stopping:
+            self._attempt_at = loop.time()
             try:
                 await self._subscribe()
             except Exception as exc:  # noqa: BLE001 - any failure means "rebuild later"
                 self._mark(False, f"subscribe failed: {type(exc).__name__}: {exc}")
                 self._first_attempt.set()
                 await self._teardown(graceful=False)
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                with self._state_lock:
+                    self._failures += 1
+                    failures = self._failures
+                if failures == self._long_run + 1:
+                    log.info(
+                        "realtime has failed %d times in a row (%s); retrying less often, up "
+                        "to every %.0f s (polling continues)",
+                        failures - 1,
+                        exc,
+                        self._long_backoff_max_s,
+                    )
+                await self._wait(self._backoff_s(failures) * random.uniform(0.5, 1.0))
                 continue
-            backoff = _BACKOFF_START_S
             with self._state_lock:
+                self._failures = 0
                 self._subscribes += 1
             self._mark(True, "")
             self._first_attempt.set()
@@ -210,7 +265,53 @@ class RealtimeHints:
             log.info("realtime channel is dead (%s); rebuilding it", reason)
             await self._teardown(graceful=False)
 
+    def _backoff_s(self, failures: int) -> float:
+        """The wait (before jitter) after ``failures`` failed tries in a row."""
+        if failures <= self._long_run:
+            return min(self._backoff_start_s * 2 ** min(failures - 1, 30), self._backoff_max_s)
+        grown = self._backoff_max_s * 2 ** min(failures - self._long_run, 30)
+        return min(grown, self._long_backoff_max_s)
+
+    async def _wait(self, delay: float) -> None:
+        """Sleep ``delay`` seconds, or less if :meth:`retry_now` shortens the wait."""
+        loop = asyncio.get_running_loop()
+        wake = self._wake
+        assert wake is not None
+        self._deadline = loop.time() + delay
+        with self._state_lock:
+            self._retry_in_s = delay
+        try:
+            while not self._stopping:
+                remaining = self._deadline - loop.time()
+                if remaining <= 0:
+                    return
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), remaining)
+        finally:
+            with self._state_lock:
+                self._retry_in_s = 0.0
+
+    def _shorten_wait(self) -> None:
+        # Loop side of retry_now: no sooner than the normal cadence after the last try.
+        self._deadline = min(self._deadline, self._attempt_at + self._backoff_max_s)
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _current_token(self) -> str:
+        provider = self._token_provider
+        if provider is None:
+            return self._token
+        try:
+            token = await asyncio.get_running_loop().run_in_executor(None, provider)
+        except Exception as exc:  # noqa: BLE001 - a join with the last token says the rest
+            log.info("realtime could not get a fresh access token (%s); using the last one", exc)
+            return self._token
+        self._token = token
+        return token
+
     async def _subscribe(self) -> None:
+        token = await self._current_token()
         rt = AsyncRealtimeClient(
             self._url,
             token=self._anon_key,
@@ -219,7 +320,7 @@ class RealtimeHints:
             timeout=max(1, int(self._timeout_s)),
         )
         self._rt = rt
-        rt.access_token = self._token
+        rt.access_token = token
         channel = rt.channel(f"localstore-sync-{uuid.uuid4().hex[:12]}")
         self._channel = channel
         channel.on_postgres_changes(

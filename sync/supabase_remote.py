@@ -379,6 +379,13 @@ class KeychainSessionStorage(SyncSupportedStorage):
     the client calls it whenever a refresh fails, even for a transient server error, and deleting
     the stored session then would log the user out for a network blip. :meth:`forget` is the one
     destructive call, used by ``logout``.
+
+    A rotated session the keychain refused to store (:meth:`store_rotated`: the keychain locked
+    between the guard's read and its write, a full disk under the encrypted-file fallback) is
+    kept in memory as the *unsaved* session and preferred over the stored one, which holds the
+    refresh token it was rotated from, already used up on the server. :meth:`retry_unsaved`
+    stores it later. It stops being preferred once the keychain holds anything else than what it
+    held when the write failed: that was stored after it (a new login), so it is newer.
     """
 
     def __init__(
@@ -389,9 +396,12 @@ class KeychainSessionStorage(SyncSupportedStorage):
         self._lock_path = lock_path
         self._lock = threading.RLock()
         self._memory: dict[str, str] = {}
-        self._durable: str | None = None
+        self._durable: str | None = None  # the keychain's value as last read or written
         self._loaded = False
         self._removed = False
+        self._unsaved: str | None = None  # a newer rotated session the keychain refused
+        self._unsaved_over: str | None = None  # what the keychain held when it refused
+        self._warned = False
 
     def __repr__(self) -> str:
         return f"KeychainSessionStorage({self._name!r})"
@@ -406,18 +416,76 @@ class KeychainSessionStorage(SyncSupportedStorage):
             return self.durable_value()
 
     def set_item(self, key: str, value: str) -> None:
-        """Store a value; the session goes to the keychain unless it is unchanged."""
+        """Store a value; the session goes to the keychain unless it is unchanged.
+
+        Raises CredentialError when the keychain refuses (a login must not pretend it stored
+        the session); rotations go through :meth:`store_rotated` instead."""
         with self._lock:
             if key != STORAGE_KEY:
                 self._memory[key] = value
                 return
             self._removed = False
-            if value == self._durable:
+            if value == (self._unsaved if self._unsaved is not None else self._durable):
                 return
-            self._creds.set(self._name, value)
-            self._durable = value
-            self._loaded = True
-            log.debug("stored the rotated cloud session in the keychain")
+            self._write(value)
+
+    def store_rotated(self, value: str) -> None:
+        """Store a session just rotated under :meth:`refresh_guard`; never raises.
+
+        Its refresh token is the only usable one (the one it was rotated from is used up), so
+        if the keychain refuses it is kept in memory, preferred, and written again later."""
+        with self._lock:
+            self._removed = False
+            try:
+                self._write(value)
+            except Exception as exc:  # noqa: BLE001 - whatever failed, dropping the token is worse
+                if self._unsaved is None:
+                    self._unsaved_over = self._durable
+                self._unsaved = value
+                if not self._warned:
+                    self._warned = True
+                    log.warning(
+                        "could not store the refreshed cloud session in the keychain (%s); "
+                        "keeping it in memory and retrying. Unlock the keychain or free disk "
+                        "space: if this process ends first, this home must log in again",
+                        exc.message if isinstance(exc, CredentialError) else exc,
+                    )
+
+    def retry_unsaved(self) -> None:
+        """Store the unsaved session now, if any, under the refresh guard (cheap if none).
+
+        Raises nothing: a keychain still refusing keeps the session in memory."""
+        if self._unsaved is None:
+            return
+        with self.refresh_guard():
+            try:
+                self.reload()  # drops the unsaved session if a newer one was stored meanwhile
+            except CredentialError:
+                return  # the keychain cannot even be read yet: try again at the next point
+            self.store_unsaved()
+
+    @property
+    def has_unsaved(self) -> bool:
+        """Whether a rotated session is only in memory (the keychain refused it)."""
+        return self._unsaved is not None
+
+    def store_unsaved(self) -> None:
+        """Write the unsaved session, if any; call under :meth:`refresh_guard` after a reload.
+
+        Raises nothing (see :meth:`store_rotated`)."""
+        with self._lock:
+            if self._unsaved is not None:
+                self.store_rotated(self._unsaved)
+
+    def _write(self, value: str) -> None:
+        self._creds.set(self._name, value)
+        self._durable = value
+        self._loaded = True
+        if self._unsaved is not None:
+            self._unsaved = self._unsaved_over = None
+            log.warning("stored the refreshed cloud session in the keychain after all")
+        self._warned = False
+        log.debug("stored the rotated cloud session in the keychain")
 
     def remove_item(self, key: str) -> None:
         """Forget a value in memory (the keychain copy stays; see the class docstring)."""
@@ -428,15 +496,31 @@ class KeychainSessionStorage(SyncSupportedStorage):
                 self._memory.pop(key, None)
 
     def durable_value(self) -> str | None:
-        """The session JSON as last stored in the keychain (read once, then cached)."""
+        """The newest session JSON: the unsaved one (see the class docstring), else the one
+        last read from the keychain (read once, then cached). Raises CredentialError."""
         with self._lock:
             if not self._loaded:
-                self._durable = self._creds.find(self._name)
+                try:
+                    self._durable = self._creds.find(self._name)
+                except CredentialError:
+                    if self._unsaved is None:
+                        raise
+                    # Still locked: the unsaved session is the newest this process can know.
+                    return self._unsaved
                 self._loaded = True
+            if self._unsaved is not None:
+                if self._durable == self._unsaved_over:
+                    return self._unsaved
+                log.info("another session was stored since the keychain refused ours; using it")
+                self._unsaved = self._unsaved_over = None
+                self._warned = False
             return self._durable
 
     def reload(self) -> str | None:
-        """Re-read the session from the keychain (another process may have rotated it)."""
+        """Re-read the session from the keychain (another process may have rotated it).
+
+        Returns the newest session (:meth:`durable_value`): an unsaved rotated session is newer
+        than the stored one it was rotated from. Raises CredentialError."""
         with self._lock:
             self._loaded = False
             return self.durable_value()
@@ -477,6 +561,7 @@ class KeychainSessionStorage(SyncSupportedStorage):
             self._memory.clear()
             self._removed = True
             self._durable = None
+            self._unsaved = self._unsaved_over = None
             self._loaded = True
             try:
                 self._creds.delete(self._name)
@@ -704,6 +789,26 @@ class SupabaseRemote:
             return self._anon_key  # never hand realtime another user's token
         return session.access_token
 
+    def _realtime_token(self) -> str:
+        """The access token for a realtime (re)join, refreshed first if it expired.
+
+        Called by the realtime supervisor (off its loop) before every join. After a sleep the
+        refresh timer has not fired yet (it counts monotonic time, which stops in suspend), so
+        the token realtime was last handed is stale and the join would be refused until a poll
+        refreshed it. Never raises: a failed refresh leaves the join to fail and back off."""
+        if self._closed or self._lost is not None:
+            return self._anon_key
+        try:
+            session = self._storage.durable_session()
+            if session is not None and (session.expires_at or 0) <= time.time() + EXPIRY_MARGIN:
+                self.refresh_auth()  # guarded; its TOKEN_REFRESHED also reaches realtime
+        except (SyncError, CredentialError) as exc:
+            log.info("realtime: could not refresh the cloud session (%s)", exc)
+        try:
+            return self._access_token()
+        except CredentialError:
+            return self._anon_key
+
     def _require_own(self, session: Session | None) -> None:
         """Raise SessionChangedError (for good) unless ``session`` is this remote's user's.
 
@@ -748,17 +853,18 @@ class SupabaseRemote:
 
         Cheap: one ``os.stat`` of the session marker (:mod:`sync.session_marker`); the keychain
         is read only when the marker changed. A new login of the same user is taken as it is.
+        Also the periodic point that stores a rotated session the keychain refused earlier.
         """
         if self._lost is not None:
             raise self._lost
-        if self._marker is None or not self._marker.changed():
-            return
-        with self._auth_lock:
-            try:
-                raw = self._storage.reload()
-            except CredentialError as exc:
-                raise map_error(exc, what="read the cloud session") from exc
-            self._require_own(_parse_session(raw))
+        if self._marker is not None and self._marker.changed():
+            with self._auth_lock:
+                try:
+                    raw = self._storage.reload()
+                except CredentialError as exc:
+                    raise map_error(exc, what="read the cloud session") from exc
+                self._require_own(_parse_session(raw))
+        self._storage.retry_unsaved()
 
     def refresh_auth(self) -> None:
         """Refresh the session now (the engine calls this for ``refresh_auth``).
@@ -807,12 +913,16 @@ class SupabaseRemote:
         if self._lost is not None:
             raise self._lost
         try:
-            return self._execute(name, params)
+            data = self._execute(name, params)
         except AuthExpiredError:
             # One refresh and one retry: every RPC is idempotent (push by op id), so a call that
             # failed on an expired token is safe to repeat. A second failure goes to the engine.
             self.refresh_auth()
-            return self._execute(name, params)
+            data = self._execute(name, params)
+        hints = self._hints
+        if hints is not None:
+            hints.retry_now()  # the network is back: a realtime in a long backoff tries now
+        return data
 
     def _execute(self, name: str, params: dict[str, Any]) -> Any:
         anonymous = False
@@ -935,6 +1045,7 @@ class SupabaseRemote:
                     user_id=self._user_id,
                     access_token=self._access_token(),
                     on_hint=self._dispatch_hint,
+                    token_provider=self._realtime_token,
                     own_devices=self._devices,
                     health_interval_s=self._health_s,
                     timeout_s=min(self._timeout_s, 10.0),
@@ -977,6 +1088,14 @@ class SupabaseRemote:
             hints.close()
         _stop_refresh_timer(self._client)
         self._auth_sub.unsubscribe()
+        # The last chance for a rotated session the keychain refused: after this process ends,
+        # only the spent token it was rotated from would be left.
+        self._storage.retry_unsaved()
+        if self._storage.has_unsaved:
+            log.error(
+                "the refreshed cloud session could not be stored in the keychain before "
+                "closing; this home will probably have to log in again (`localstore login`)"
+            )
         self._http.close()
         if self._on_close is not None:
             self._on_close()
@@ -1007,10 +1126,14 @@ def _guard_refreshes(
 
     def guarded(refresh_token: str) -> AuthResponse:
         with storage.refresh_guard():
+            # The newest session: the keychain's, or one this process rotated but could not
+            # store (newer than the stored one it was rotated from, whose token is spent).
             raw = storage.reload()
             latest = _parse_session(raw)
             if require_own is not None:
                 require_own(latest)
+            # Store it now: if this refresh fails (offline), other processes still get it.
+            storage.store_unsaved()
             if latest is not None and latest.refresh_token != refresh_token:
                 if (latest.expires_at or 0) > time.time() + EXPIRY_MARGIN:
                     return AuthResponse(session=latest, user=latest.user)
@@ -1018,7 +1141,8 @@ def _guard_refreshes(
             response = plain(refresh_token)
             if response.session is not None:
                 # Persist before the lock is released: the next refresher must see this token.
-                storage.set_item(STORAGE_KEY, response.session.model_dump_json())
+                # A refused write keeps it in memory (the token just used is spent): never lose it.
+                storage.store_rotated(response.session.model_dump_json())
             return response
 
     auth._refresh_access_token = guarded  # type: ignore[method-assign]

@@ -8,12 +8,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import jwt
 import pytest
+from supabase_auth.types import Session
 
 from localstore.events import Event
+from sync import _realtime
 from sync.localcloud.stack import LocalCloud
+from sync.supabase_remote import SupabaseRemote, _stop_refresh_timer
 
-from .conftest import new_email
+from .conftest import Homes, new_email
 from .devices import Device, open_device
 from .faultproxy import FaultProxy
 
@@ -87,3 +91,65 @@ def test_hints_survive_a_dead_channel(
     assert _wait_for(lambda: a.sync() is None, 10)
     assert got.wait(10), f"no hint after the channel was rebuilt: {b.remote.realtime_state}"
     assert (b.store.root / "rt/two.blueprint.yaml").read_text() == "y: 2\n"
+
+
+def test_a_channel_rebuilt_after_sleep_joins_with_a_fresh_token(
+    cloud: LocalCloud, homes: Homes
+) -> None:
+    """Review s8: after a sleep the channel was rebuilt with the access token realtime was last
+    given, long expired; every join was refused until some poll happened to refresh it."""
+    with FaultProxy(cloud.port) as proxy:
+        _, remote = homes.device(proxy.url, cloud.anon_key, new_email())
+        remote.subscribe(lambda: None)
+        assert remote.realtime_state["subscribed"]
+        # The machine slept for an hour: timers stood still (monotonic clocks stop in suspend),
+        # so the last token handed out (to the client, the keychain and realtime) has expired by
+        # the wall clock, and the network dropped.
+        _stop_refresh_timer(remote._client)
+        remote._client.auth._notify_all_subscribers("TOKEN_REFRESHED", _slept(remote, cloud))
+        before = remote.realtime_state["subscribes"]
+        proxy.reset_all()
+        assert _wait_for(lambda: remote.realtime_state["subscribes"] > before, 15), (
+            remote.realtime_state
+        )
+        assert remote.realtime_state["subscribed"]
+
+
+def _slept(remote: SupabaseRemote, cloud: LocalCloud) -> Session:
+    """The remote's session as an hour-long sleep leaves it: its access token expired."""
+    session = remote._storage.durable_session()
+    assert session is not None
+    claims = jwt.decode(session.access_token, options={"verify_signature": False})
+    now = int(time.time())
+    claims.update(iat=now - 7200, exp=now - 3600)
+    token = jwt.encode(claims, cloud.jwt_secret, algorithm="HS256")
+    return session.model_copy(update={"access_token": token, "expires_at": now - 3600})
+
+
+def test_reconnects_back_off_while_offline_and_retry_once_the_network_is_back(
+    cloud: LocalCloud, homes: Homes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review s8: offline for days (or with a revoked session) realtime retried about every
+    5 s forever. After a long run of failures the wait grows (capped); a call that gets
+    through (the network is back) or a new token makes it try at once; success resets it."""
+    # The production run (20 failures, 5 s, then up to 5 min) shortened to fit a test.
+    monkeypatch.setattr(_realtime, "_BACKOFF_MAX_S", 0.1)
+    monkeypatch.setattr(_realtime, "_LONG_RUN", 3)
+    monkeypatch.setattr(_realtime, "_LONG_BACKOFF_MAX_S", 8.0)
+    with FaultProxy(cloud.port) as proxy:
+        _, remote = homes.device(proxy.url, cloud.anon_key, new_email())
+        proxy.refuse()  # offline
+        remote.subscribe(lambda: None)
+        assert not remote.realtime_state["subscribed"]
+        assert _wait_for(lambda: remote.realtime_state["retry_in_s"] >= 3.0, 20), (
+            remote.realtime_state
+        )
+        state = remote.realtime_state
+        assert state["failures"] > 3 and state["retry_in_s"] <= 8.0
+        tries = proxy.stats.connections
+        time.sleep(1.0)
+        assert proxy.stats.connections == tries  # waiting, not retrying every 0.1 s
+        proxy.heal()
+        assert remote.server_info().protocol == 1  # the engine's next call gets through
+        assert _wait_for(lambda: remote.realtime_state["subscribed"], 1.5), remote.realtime_state
+        assert remote.realtime_state["failures"] == 0

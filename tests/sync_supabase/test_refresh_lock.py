@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import threading
 import time
@@ -18,10 +19,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 from supabase_auth.types import Session
 
 from localstore.config import Settings
 from localstore.credentials import CredentialStore
+from localstore.errors import KeychainUnavailableError
 from localstore.index import Index
 from sync.localcloud.stack import LocalCloud
 from sync.supabase_remote import SupabaseRemote, refresh_lock_path, session_credential_name
@@ -111,3 +114,117 @@ def test_opening_with_an_expired_session_waits_for_a_refresh_in_another_process(
         rotated is not None
         and json.loads(_stored(settings))["refresh_token"] == json.loads(rotated)["refresh_token"]
     )
+
+
+class _KeychainRefuses:
+    """Fault injection: the next ``times`` writes of the session fail as a locked keychain does
+    (macOS locks it on sleep, between the refresh guard's read and its write); reads and every
+    other write go to the real keychain."""
+
+    def __init__(self, remote: SupabaseRemote, times: int) -> None:
+        self.left = times
+        self.refused = 0
+        creds = remote._storage._creds
+        self._real_set = creds.set
+        self._name = remote._storage._name
+        creds.set = self._set  # type: ignore[method-assign]
+
+    def _set(self, name: str, value: str) -> None:
+        if name == self._name and self.left > 0:
+            self.left -= 1
+            self.refused += 1
+            raise KeychainUnavailableError(
+                f"store {name!r}: the keychain is locked (injected)",
+                hint="unlock the login keychain",
+            )
+        self._real_set(name, value)
+
+
+def _in_memory_token(remote: SupabaseRemote) -> str:
+    """The refresh token the remote's client would refresh with next."""
+    session = remote._client.auth._load_session()  # what the refresh timer uses
+    assert session is not None
+    return session.refresh_token
+
+
+def test_a_rotated_session_the_keychain_refused_is_kept_and_stored_later(
+    cloud: LocalCloud, homes: Homes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review s8: the guard rotated the refresh token, the keychain write failed, and the new
+    token was thrown away even in memory while the old one was already used up on the server:
+    the next refresh reused it and the session was revoked ("log in again")."""
+    settings = homes.home()
+    homes.login(settings, cloud.url, cloud.anon_key, new_email())
+    remote = homes.remote(settings)
+    first = json.loads(_stored(settings))["refresh_token"]
+    fault = _KeychainRefuses(remote, times=3)
+    with caplog.at_level(logging.WARNING, logger="sync.supabase_remote"):
+        remote.refresh_auth()  # rotates first -> second; storing it fails
+        second = _in_memory_token(remote)
+        assert second != first
+        assert json.loads(_stored(settings))["refresh_token"] == first  # not stored yet
+        # reload() prefers the newer unsaved session over the older stored one.
+        assert json.loads(remote._storage.reload() or "{}")["refresh_token"] == second
+        assert remote.server_info().protocol == 1
+        # From second (first is spent): the guard retries storing second first, then stores
+        # third; both are refused.
+        remote.refresh_auth()
+        third = _in_memory_token(remote)
+        assert third not in (first, second)
+    assert fault.refused == 3
+    warnings = [r for r in caplog.records if "keychain" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]  # one warning, not one per try
+    # The keychain works again: the periodic point (before each engine cycle) stores it.
+    remote.check_session()
+    assert json.loads(_stored(settings))["refresh_token"] == third
+    remote.refresh_auth()
+    assert remote.server_info().protocol == 1
+    # Another process of the home takes the stored token over: it is the newest, not revoked.
+    other = homes.remote(settings)
+    other.refresh_auth()
+    assert other.server_info().protocol == 1
+
+
+def test_a_session_stored_after_the_failed_write_wins_over_the_unsaved_one(
+    cloud: LocalCloud, homes: Homes
+) -> None:
+    """The unsaved session is newer than what was stored when its write failed, not than what
+    someone stores later (the same user logging in again): that one is adopted, never
+    overwritten by the retry."""
+    settings = homes.home()
+    email = new_email()
+    homes.login(settings, cloud.url, cloud.anon_key, email)
+    remote = homes.remote(settings)
+    _KeychainRefuses(remote, times=1)
+    remote.refresh_auth()
+    unsaved = _in_memory_token(remote)
+    homes.login(settings, cloud.url, cloud.anon_key, email, signup=False)
+    relogged = json.loads(_stored(settings))["refresh_token"]
+    assert relogged != unsaved
+    remote.check_session()  # sees the login (marker), retries the write: must not clobber it
+    assert json.loads(_stored(settings))["refresh_token"] == relogged
+    remote.refresh_auth()  # refreshes the adopted session
+    assert remote.server_info().protocol == 1
+    assert json.loads(_stored(settings))["refresh_token"] not in (relogged, unsaved)
+
+
+def test_closing_stores_an_unsaved_session_or_says_the_home_must_log_in_again(
+    cloud: LocalCloud, homes: Homes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process that ends while holding the only usable refresh token gives it one last try."""
+    settings = homes.home()
+    homes.login(settings, cloud.url, cloud.anon_key, new_email())
+    remote = homes.remote(settings)
+    _KeychainRefuses(remote, times=1)
+    remote.refresh_auth()
+    newest = _in_memory_token(remote)
+    remote.close()
+    assert json.loads(_stored(settings))["refresh_token"] == newest
+    assert homes.remote(settings).server_info().protocol == 1
+
+    still_locked = homes.remote(settings)
+    _KeychainRefuses(still_locked, times=99)
+    still_locked.refresh_auth()
+    with caplog.at_level(logging.ERROR, logger="sync.supabase_remote"):
+        still_locked.close()
+    assert any("log in again" in r.getMessage() for r in caplog.records if r.levelno >= 40)
