@@ -221,7 +221,13 @@ def _stop_daemon(ctx: CliContext) -> None:
         ctx.emit({"status": "not running"}, lambda: click.echo("no daemon runs for this home"))
         return
     pid = int(state["pid"])
-    os.kill(pid, signal.SIGTERM)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        # It exited between daemon_running() and here (its service manager, another --stop):
+        # what the user asked for is done.
+        ctx.emit({"status": "stopped", "pid": pid}, lambda: click.echo(f"daemon {pid} stopped"))
+        return
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while lock_holder(ctx.settings.paths.state) == pid and time.monotonic() < deadline:
         time.sleep(0.05)
