@@ -10,7 +10,7 @@
    again when asked to sync and every ``RELOGIN_CHECK_S``;
 4. serves the control API (:mod:`sync.control`) and writes ``state/daemon.json`` (pid, port,
    token; 0600, atomic) last, so a client that finds the file finds a daemon ready to answer;
-5. waits for SIGTERM/SIGINT (or ``stop()``), then stops in reverse order within
+5. waits for SIGTERM/SIGINT/SIGHUP (or ``stop()``), then stops in reverse order within
    ``STOP_BUDGET_S``. A sync cycle in flight gets what is left of the budget to finish; if it
    does not, it is abandoned, which is safe because every sync step is resumable (the outbox is
    rebuilt from the index, pushes are idempotent by op id, the cursor commits with its page).
@@ -313,7 +313,7 @@ class Daemon:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Start everything, serve until SIGTERM/SIGINT or stop(), then shut down.
+        """Start everything, serve until SIGTERM/SIGINT/SIGHUP or stop(), then shut down.
 
         Returns 0, or 1 when the home's lock was lost to another process (see ``_check_lock``),
         so a service manager restarts it (and the restart reports who holds the home).
@@ -354,7 +354,11 @@ class Daemon:
             self._stop.set()
 
         previous: dict[int, Any] = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        # SIGHUP too: a foreground daemon whose terminal closes gets one, and its default action
+        # killed the process without removing daemon.json or giving the sync cycle its budget.
+        # (No reload is attached to it: the daemon reads no configuration file to reload.)
+        hup = getattr(signal, "SIGHUP", None)  # (none on Windows)
+        for sig in (signal.SIGTERM, signal.SIGINT, *([hup] if hup is not None else [])):
             previous[sig] = signal.signal(sig, handler)
         return previous
 

@@ -102,8 +102,10 @@ def test_two_devices_converge_through_their_daemons(cloud, spawn_daemon, tmp_pat
     assert (homes[0] / "blueprints/shared/flow.blueprint.yaml").read_text().endswith("- store\n")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signals_stop_an_offline_daemon_cleanly(spawn_daemon, tmp_path, sig) -> None:
+    """SIGHUP too: a foreground daemon whose terminal closes gets one, and died of it without
+    removing daemon.json or finishing its sync cycle."""
     home = tmp_path / f"s{int(sig)}"
     d = spawn_daemon(home)
     d.wait_ready()
