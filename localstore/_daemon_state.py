@@ -20,6 +20,12 @@ from localstore.config import Settings
 LOCK_FILE = "daemon.lock"
 STATE_FILE = "daemon.json"
 
+# `localstore daemon` exit codes a service manager must not answer with a restart (the systemd
+# unit lists them in RestartPreventExitStatus=; docs/daemon.md, "Exit codes"). Taken from
+# sysexits.h so they do not collide with the CLI's own codes (0-4, 130).
+EXIT_HOME_GONE = 66  # EX_NOINPUT: the home's index vanished under the running daemon
+EXIT_HOME_LOCKED = 75  # EX_TEMPFAIL: another process (an app, another daemon) syncs this home
+
 
 def lock_is_held(state_dir: Path) -> bool:
     """Whether any process (this one included) holds the home's flock. No side effects."""

@@ -43,6 +43,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from localstore._daemon_state import EXIT_HOME_GONE
 from localstore.config import Settings
 from localstore.errors import LocalStoreError, WatcherError
 from localstore.events import Event
@@ -309,6 +310,8 @@ class Daemon:
         # Foreign-change follower (see the module docstring), made once the store is open.
         self._foreign: ForeignChanges | None = None
         self._watcher_keeper: WatcherKeeper | None = None
+        # Errors of the tick's checks logged so far, per check (see _guarded).
+        self._tick_errors: dict[str, set[str]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -539,18 +542,90 @@ class Daemon:
         return TICK_S
 
     def _tick(self) -> None:
-        if not self._check_lock():
+        if not self._guarded("the home's lock", self._check_lock, default=True):
             return
-        self._check_watcher()
-        self._check_session()
+        self._guarded("the watcher", self._check_watcher)
+        # (Distinct names: a check's success clears only its own logged errors.)
+        self._guarded("the login marker", self._check_session)
+        self._guarded("a new login", self._relogin_if_due)
+        self._guarded("changes made by other processes", self._follow_foreign_changes)
+
+    def _relogin_if_due(self) -> None:
         # Offline only: notice a `localstore login` made while the daemon runs.
         due = self.engine is None and time.monotonic() >= self._next_relogin
         if due and self._attach_engine() and self.server is not None:
             self.server.publish("sync", self._sync_status())
+
+    def _guarded(self, what: str, check: Callable[[], Any], default: Any = None) -> Any:
+        """Run one of the tick's checks; an error it raises is logged, not fatal.
+
+        One check that cannot run (a permission error reading the login marker, a locked index
+        in the follower) made the error leave run() and the daemon shut down, watcher and sync
+        with it. Now each check runs on its own: the others go on, and the failing one is tried
+        again next tick. Each distinct error is logged once (ERROR; a traceback when it is not
+        one of ours), then at DEBUG, and the check's recovery once at INFO, so a lasting fault
+        writes a few lines, not two a second (known errors, such as a locked index, at WARNING). The one error that stops the daemon is one raised
+        while the home's index is gone from its path (``_home_gone``).
+        """
         try:
-            self._follow_foreign_changes()
-        except LocalStoreError as exc:
-            log.warning("could not look for changes made by other processes: %s", exc)
+            result = check()
+        except Exception as exc:  # noqa: BLE001 - any check's failure: see the docstring
+            self._check_failed(what, exc)
+            return default
+        if self._tick_errors.pop(what, None):
+            log.info("%s: the check works again", what)
+        return result
+
+    def _check_failed(self, what: str, exc: Exception) -> None:
+        gone = self._home_gone()
+        if gone:
+            log.error(
+                "stopping: the home's index %s is gone (%s), so every change would be lost at "
+                "exit; the check of %s failed with: %s",
+                self.settings.paths.index_db,
+                gone,
+                what,
+                exc,
+            )
+            self.exit_code = EXIT_HOME_GONE
+            self._stop.set()
+            return
+        seen = self._tick_errors.setdefault(what, set())
+        key = f"{type(exc).__qualname__}: {exc}"
+        if key in seen:
+            log.debug("%s: still failing: %s", what, key)
+            return
+        if len(seen) < 32:  # (an error text that changes every time must not grow this forever)
+            seen.add(key)
+        # A known error (a locked or full index...) names its cause: a warning, as before; an
+        # unexpected one is an ERROR with its traceback (and an `error` event for clients).
+        known = isinstance(exc, (LocalStoreError, SyncError))
+        log.log(
+            logging.WARNING if known else logging.ERROR,
+            "%s could not be checked (the daemon goes on; tried again every %.1f s): %s",
+            what,
+            self._tick_interval(),
+            key,
+            exc_info=None if known else exc,
+        )
+
+    def _home_gone(self) -> str:
+        """Why the home's index is not at its path any more ("" when it is, or when unsure).
+
+        Deleted with the data folder, or its disk unmounted: the store then writes to a file
+        no path names, and everything saved or pulled is lost when the daemon exits. That is
+        the only state in which a failing check stops the daemon (exit EXIT_HOME_GONE, which
+        the service files do not restart: a restart would make a new, empty home there).
+        Anything else (permissions, a full disk, a locked index) may heal, and the daemon's
+        other work goes on meanwhile.
+        """
+        try:
+            os.stat(self.settings.paths.index_db)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            return exc.strerror or type(exc).__name__
+        except OSError:
+            return ""  # (cannot tell, e.g. no permission: not "gone")
+        return ""
 
     def _check_lock(self) -> bool:
         """Keep the home's lock and daemon.json in place; False (and stop, exit 1) if lost.
