@@ -129,8 +129,10 @@ def sync_cmd(cli: CliContext, verify: bool, retry_quarantined: bool) -> None:
     delegated = None if verify or retry_quarantined else _daemon_sync(cli.settings)
     if delegated is not None:
         report = _report_from(delegated["report"])
-        with errors_to_exit():
-            flagged = _flagged_files(cli.store(existing=True))
+        flagged = delegated.get("flagged_files")
+        if not isinstance(flagged, list):  # (a daemon older than its flagged_files reply)
+            with errors_to_exit():
+                flagged = _flagged_files(cli.store(existing=True))
         _finish(cli, delegated, report, dict(delegated.get("status") or {}), 0, flagged)
         return
     with errors_to_exit():

@@ -57,7 +57,7 @@ from sync._follow import (
     session_lost,
     watcher_health,
 )
-from sync._local import SyncStateName, local_status, unaccepted_files
+from sync._local import SyncStateName, list_flagged, local_status, unaccepted_files
 from sync.control import ControlServer, OpError
 from sync.embed import STATE_FILE, HomeLock, lock_holder, remove_state, write_state
 from sync.engine import SyncEngine, SyncReport, SyncStatus
@@ -818,10 +818,18 @@ class Daemon:
             raise OpError("paused", "sync is paused", hint="resume it first")
         if not wait:
             engine.request_sync()
-            return {"requested": True, "status": self._sync_status()}
+            return {"requested": True, "status": self._with_unaccepted(self._sync_status())}
         self._wait_for_watcher()
         report = engine.sync_once()
-        return {"report": report.to_dict(), "status": self._sync_status()}
+        # The engine's `flagged` counts index rows only: a new file that never parsed has none,
+        # and was left out of the reply (and of "needs attention"); `localstore sync` patched
+        # the count itself, other clients got the low one. The reply lists them all, as
+        # `localstore status` does (a folder walk: small next to the cycle just run).
+        status = self._sync_status()
+        assert self.store is not None
+        flagged = [f.to_dict() for f in (*list_flagged(self.store), *unaccepted_files(self.store))]
+        status["flagged"] = len(flagged)
+        return {"report": report.to_dict(), "status": status, "flagged_files": flagged}
 
     def _wait_for_watcher(self) -> None:
         """Barrier: edits made before a `sync` request are indexed before the cycle reads the outbox.
