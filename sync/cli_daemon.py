@@ -25,7 +25,12 @@ from xml.sax.saxutils import escape
 
 import click
 
-from localstore._daemon_state import EXIT_HOME_GONE, EXIT_HOME_LOCKED
+from localstore._daemon_state import (
+    EXIT_HOME_GONE,
+    EXIT_HOME_LOCKED,
+    clear_pause,
+    write_pause,
+)
 from localstore.cli import (
     EXIT_ATTENTION,
     EXIT_ERROR,
@@ -80,6 +85,13 @@ MIN_FREE_BYTES = 500 * 1024 * 1024
     "the home's lock without one, such as an app syncing in-process, is left alone with an error).",
 )
 @click.option(
+    "--pause/--resume",
+    "pause_it",
+    default=None,
+    help="Pause or resume this home's daemon sync (asks the running daemon; without one, "
+    "for the next). A pause is kept across restarts until --resume.",
+)
+@click.option(
     "--no-stderr",
     is_flag=True,
     hidden=True,
@@ -102,6 +114,7 @@ def daemon_cmd(
     metrics_port: int | None,
     detach: bool,
     stop_it: bool,
+    pause_it: bool | None,
     no_stderr: bool,
     no_restart_code: int | None,
 ) -> None:
@@ -114,6 +127,9 @@ def daemon_cmd(
     """
     if stop_it:
         _stop_daemon(ctx)
+        return
+    if pause_it is not None:
+        _pause_daemon(ctx, pause_it)
         return
     if detach:
         _detach(ctx, log_level, log_json, port, metrics_port)
@@ -254,6 +270,35 @@ def _stop_daemon(ctx: CliContext) -> None:
     if lock_holder(ctx.settings.paths.state) == pid:
         fail(f"daemon {pid} did not stop in {STOP_TIMEOUT_S:.0f} s", hint=f"kill -9 {pid}")
     ctx.emit({"status": "stopped", "pid": pid}, lambda: click.echo(f"daemon {pid} stopped"))
+
+
+def _pause_daemon(ctx: CliContext, pause: bool) -> None:
+    """Pause or resume the running daemon's sync; with none running, record it for the next."""
+    from sync.control import ControlClient, ControlError
+
+    settings = ctx.settings
+    state = daemon_running(settings)
+    if state is not None:
+        try:
+            with ControlClient(int(state["port"]), str(state["token"]), timeout=10.0) as client:
+                client.request("pause" if pause else "resume")
+        except ControlError as exc:
+            fail(f"daemon {state['pid']} did not answer: {exc.message}", hint=exc.hint)
+    else:
+        try:
+            if pause:
+                write_pause(settings.paths.state)
+            else:
+                clear_pause(settings.paths.state)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot record the pause in {settings.paths.state}: {exc.strerror or exc}",
+                hint=f"check that this user owns {settings.paths.state}",
+            ) from exc
+    word = "paused" if pause else "resumed"
+    out = {"paused": pause, "daemon": state is not None}
+    where = f"daemon {state['pid']}" if state else "the next daemon (none runs now)"
+    ctx.emit(out, lambda: click.echo(f"sync {word} for {where}"))
 
 
 # -- service files ---------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from localstore._daemon_state import daemon_running
+from localstore._daemon_state import PAUSED_DETAIL, daemon_running, read_pause
 from localstore.cli import EXIT_ATTENTION, CliContext, errors_to_exit, fail, pass_ctx
 from sync._local import conflict_local_text, unaccepted_files
 from sync.engine import (
@@ -349,6 +349,10 @@ def status_cmd(cli: CliContext) -> None:
         if data.get(key) is None:
             data[key] = value
     data["daemon"] = live is not None
+    pause = read_pause(cli.settings.paths.state) if live is None else None
+    if pause is not None and data.get("state") != "error":
+        # No daemon runs, but the next one starts paused (docs/daemon.md, "Pause").
+        data.update(state="paused", detail=PAUSED_DETAIL, paused_since=pause.get("since"))
     data["quarantine"] = quarantine
     data["flagged_files"] = flagged
     # New files that never parsed have no index row, so no count has them: the list does.

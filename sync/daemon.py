@@ -43,7 +43,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from localstore._daemon_state import EXIT_HOME_GONE
+from localstore._daemon_state import (
+    EXIT_HOME_GONE,
+    PAUSED_DETAIL,
+    clear_pause,
+    read_pause,
+    write_pause,
+)
 from localstore.config import Settings
 from localstore.errors import LocalStoreError, WatcherError
 from localstore.events import Event
@@ -297,6 +303,7 @@ class Daemon:
         # Changes on every login/logout of this home (sync/session_marker.py); see _check_session.
         self._session_marker = SessionMarker.for_settings(settings)
         self._paused = False
+        self._paused_since: float | None = None  # (a pause is kept in state/: see _start)
         self._unsubs: list[Callable[[], None]] = []
         self._forwarder: _ErrorForwarder | None = None
         self.stopped_cleanly = False
@@ -380,6 +387,14 @@ class Daemon:
         self.watcher = Watcher(self.store)
         self.watcher.start()
         self._watcher_keeper = WatcherKeeper(self.store)
+        # A pause outlives a restart (a reboot on a metered connection): read before the engine
+        # starts, so it never runs a cycle first.
+        pause = read_pause(self.settings.paths.state)
+        if pause is not None:
+            since = pause.get("since")
+            self._paused = True
+            self._paused_since = float(since) if isinstance(since, int | float) else None
+            log.info("sync stays paused, as it was when the daemon stopped (%s)", PAUSED_DETAIL)
         self._attach_engine()
         self.server = ControlServer(
             self,
@@ -736,6 +751,13 @@ class Daemon:
         raise OpError("unknown_op", f"unknown op {op!r}")
 
     def _sync_status(self) -> dict[str, Any]:
+        out = self._engine_status()
+        if self._paused:
+            out["paused_since"] = self._paused_since
+            out["detail"] = "; ".join(d for d in (out.get("detail"), PAUSED_DETAIL) if d)
+        return out
+
+    def _engine_status(self) -> dict[str, Any]:
         if self.engine is None:
             assert self.store is not None
             # The documented SyncStatus fields, read from the index: a daemon that is not
@@ -854,6 +876,23 @@ class Daemon:
             )
 
     def _op_pause(self, pause: bool) -> dict[str, Any]:
+        # Recorded first: a pause must outlive a restart (docs/daemon.md, "Pause"). A state/
+        # that cannot be written still pauses this daemon, as before, with a warning.
+        state_dir = self.settings.paths.state
+        try:
+            if pause:
+                self._paused_since = write_pause(state_dir)
+            else:
+                clear_pause(state_dir)
+                self._paused_since = None
+        except OSError as exc:
+            log.warning(
+                "could not %s the pause in %s (%s); it holds until the daemon stops",
+                "record" if pause else "remove",
+                state_dir,
+                exc.strerror or exc,
+            )
+            self._paused_since = time.time() if pause else None
         self._paused = pause
         if self.engine is not None:
             if pause:
