@@ -8,10 +8,13 @@ lock itself on these same pieces; they live here because ``localstore`` never im
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
 import os
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,65 @@ from localstore.config import Settings
 
 LOCK_FILE = "daemon.lock"
 STATE_FILE = "daemon.json"
+
+# `localstore daemon` exit codes a service manager must not answer with a restart (the systemd
+# unit lists them in RestartPreventExitStatus=; docs/daemon.md, "Exit codes"). Taken from
+# sysexits.h so they do not collide with the CLI's own codes (0-4, 130).
+EXIT_HOME_GONE = 66  # EX_NOINPUT: the home's index vanished under the running daemon
+EXIT_HOME_LOCKED = 75  # EX_TEMPFAIL: another process (an app, another daemon) syncs this home
+
+# A `pause` of the daemon's sync, kept until `resume` (docs/daemon.md, "Pause"): someone who
+# paused on a metered connection and then rebooted expects it to stay paused.
+PAUSE_FILE = "sync-paused.json"
+PAUSED_DETAIL = "paused until resumed (kept across restarts): `localstore daemon --resume`"
+
+
+def read_pause(state_dir: Path) -> dict[str, Any] | None:
+    """The recorded pause (``{"since": epoch seconds}``), or None when sync is not paused.
+
+    A file that is there but cannot be read or parsed still means "paused" (an empty dict): on a
+    metered connection a wrong "paused" costs a `resume`, a wrong "not paused" the data.
+    """
+    try:
+        text = (Path(state_dir) / PAUSE_FILE).read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, UnicodeDecodeError):
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_pause(state_dir: Path) -> float:
+    """Record a pause (atomically: a crash leaves the old file or the new one); returns its time.
+
+    Keeps the time of a pause already recorded. Raises OSError.
+    """
+    state_dir = Path(state_dir)
+    since = (read_pause(state_dir) or {}).get("since")
+    if isinstance(since, int | float):
+        return float(since)
+    now = time.time()
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=".paused-", suffix=".lstmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"since": now}, f)
+        os.replace(tmp, state_dir / PAUSE_FILE)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return now
+
+
+def clear_pause(state_dir: Path) -> None:
+    """Forget the recorded pause (no-op when there is none). Raises OSError."""
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        (Path(state_dir) / PAUSE_FILE).unlink()
 
 
 def lock_is_held(state_dir: Path) -> bool:

@@ -25,6 +25,12 @@ from xml.sax.saxutils import escape
 
 import click
 
+from localstore._daemon_state import (
+    EXIT_HOME_GONE,
+    EXIT_HOME_LOCKED,
+    clear_pause,
+    write_pause,
+)
 from localstore.cli import (
     EXIT_ATTENTION,
     EXIT_ERROR,
@@ -35,7 +41,7 @@ from localstore.cli import (
     pass_ctx,
 )
 from localstore.config import Settings
-from localstore.errors import LocalStoreError, StorageError
+from localstore.errors import LocalStoreError, LockHeldError, StorageError
 from sync.embed import daemon_running, lock_holder, read_state
 from sync.errors import SyncError
 
@@ -79,10 +85,25 @@ MIN_FREE_BYTES = 500 * 1024 * 1024
     "the home's lock without one, such as an app syncing in-process, is left alone with an error).",
 )
 @click.option(
+    "--pause/--resume",
+    "pause_it",
+    default=None,
+    help="Pause or resume this home's daemon sync (asks the running daemon; without one, "
+    "for the next). A pause is kept across restarts until --resume.",
+)
+@click.option(
     "--no-stderr",
     is_flag=True,
     hidden=True,
     help="Log to the file only (--detach, and the launchd and Windows services).",
+)
+@click.option(
+    "--no-restart-code",
+    type=click.IntRange(0, 255),
+    default=None,
+    hidden=True,
+    help="Exit with this code instead of 75 or 66, the exits a service manager must not restart "
+    "(the launchd agent passes 0: launchd can only be told so by a successful exit).",
 )
 @pass_ctx
 def daemon_cmd(
@@ -93,15 +114,22 @@ def daemon_cmd(
     metrics_port: int | None,
     detach: bool,
     stop_it: bool,
+    pause_it: bool | None,
     no_stderr: bool,
+    no_restart_code: int | None,
 ) -> None:
     """Run the background daemon (watcher, sync, control API) in the foreground.
 
-    One daemon per home; SIGTERM or Ctrl-C stops it. Logs go to the state folder's daemon.log and
-    to stderr. Without `localstore login` it runs offline (watching and indexing only).
+    One daemon per home; SIGTERM, SIGHUP or Ctrl-C stops it. Logs go to the state folder's
+    daemon.log and to stderr. Without `localstore login` it runs offline (watching and indexing
+    only). Exit 75 when another process (an app, another daemon) syncs this home, 66 when the
+    home's index vanished while it ran: service managers are told not to restart those.
     """
     if stop_it:
         _stop_daemon(ctx)
+        return
+    if pause_it is not None:
+        _pause_daemon(ctx, pause_it)
         return
     if detach:
         _detach(ctx, log_level, log_json, port, metrics_port)
@@ -113,12 +141,20 @@ def daemon_cmd(
         try:
             daemon = Daemon(ctx.settings, port=port, metrics_port=metrics_port)
             code = daemon.run()
+        except LockHeldError as exc:
+            # Its own exit code: a service manager restarting it every few seconds changes
+            # nothing while that app runs (the units list the code as "do not restart").
+            log_start_failure(handlers[0], exc)
+            held = EXIT_HOME_LOCKED if no_restart_code is None else no_restart_code
+            fail(exc.message, code=held, hint=exc.hint)
         except Exception as exc:
             # A service's console output may go nowhere (launchd, a hidden task): daemon.log,
             # where its operator looks, must say why it did not start. Written to the log file
             # only; the console gets the usual one error line below.
             log_start_failure(handlers[0], exc)
             raise
+    if code == EXIT_HOME_GONE and no_restart_code is not None:
+        code = no_restart_code
     if not daemon.stopped_cleanly:
         # A sync cycle or request still runs (in an HTTP call, say). Interpreter shut-down would
         # join the control pool's threads and break the 5 s stop promise; the work is resumable,
@@ -221,13 +257,48 @@ def _stop_daemon(ctx: CliContext) -> None:
         ctx.emit({"status": "not running"}, lambda: click.echo("no daemon runs for this home"))
         return
     pid = int(state["pid"])
-    os.kill(pid, signal.SIGTERM)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        # It exited between daemon_running() and here (its service manager, another --stop):
+        # what the user asked for is done.
+        ctx.emit({"status": "stopped", "pid": pid}, lambda: click.echo(f"daemon {pid} stopped"))
+        return
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while lock_holder(ctx.settings.paths.state) == pid and time.monotonic() < deadline:
         time.sleep(0.05)
     if lock_holder(ctx.settings.paths.state) == pid:
         fail(f"daemon {pid} did not stop in {STOP_TIMEOUT_S:.0f} s", hint=f"kill -9 {pid}")
     ctx.emit({"status": "stopped", "pid": pid}, lambda: click.echo(f"daemon {pid} stopped"))
+
+
+def _pause_daemon(ctx: CliContext, pause: bool) -> None:
+    """Pause or resume the running daemon's sync; with none running, record it for the next."""
+    from sync.control import ControlClient, ControlError
+
+    settings = ctx.settings
+    state = daemon_running(settings)
+    if state is not None:
+        try:
+            with ControlClient(int(state["port"]), str(state["token"]), timeout=10.0) as client:
+                client.request("pause" if pause else "resume")
+        except ControlError as exc:
+            fail(f"daemon {state['pid']} did not answer: {exc.message}", hint=exc.hint)
+    else:
+        try:
+            if pause:
+                write_pause(settings.paths.state)
+            else:
+                clear_pause(settings.paths.state)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot record the pause in {settings.paths.state}: {exc.strerror or exc}",
+                hint=f"check that this user owns {settings.paths.state}",
+            ) from exc
+    word = "paused" if pause else "resumed"
+    out = {"paused": pause, "daemon": state is not None}
+    where = f"daemon {state['pid']}" if state else "the next daemon (none runs now)"
+    ctx.emit(out, lambda: click.echo(f"sync {word} for {where}"))
 
 
 # -- service files ---------------------------------------------------------------------------------
@@ -267,14 +338,19 @@ def render_systemd_unit(args: list[str]) -> str:
     return f"""\
 [Unit]
 Description=LocalStore daemon: watch, index and sync blueprints
-After=network-online.target
-Wants=network-online.target
+# No network-online.target: a user manager cannot see system units, so ordering on it did
+# nothing. None is needed: without a network the daemon starts offline and syncs once the
+# cloud answers (it retries by itself).
 
 [Service]
 Type=simple
 ExecStart={" ".join(args)}
 Restart=on-failure
 RestartSec=5
+# {EXIT_HOME_LOCKED}: another process (an app syncing in-process) syncs this home, so a restart
+# every 5 s changes nothing; {EXIT_HOME_GONE}: the home's index vanished, and a restart would make
+# a new, empty home at its path. `systemctl --user restart` starts it again when that is over.
+RestartPreventExitStatus={EXIT_HOME_LOCKED} {EXIT_HOME_GONE}
 # The daemon stops within 5 s of SIGTERM; the rest is slack before systemd sends SIGKILL.
 TimeoutStopSec=15
 KillSignal=SIGTERM
@@ -289,10 +365,16 @@ def render_launchd_plist(args: list[str], log_dir: str, label: str = LAUNCHD_LAB
     """A launchd agent (~/Library/LaunchAgents) running ``args`` at login, restarted on crash.
 
     Its stdout and stderr go to ``log_dir/daemon.out``; the daemon logs to daemon.log only.
+    ``KeepAlive: {SuccessfulExit: false}`` restarts it after any exit but 0 (launchd has no list
+    of codes not to restart), so the agent runs it with ``--no-restart-code 0``: a home another
+    process syncs was a restart every 10 s (launchd's throttle) for as long as that app ran.
     """
+    program = _file_log_only(args)
+    if "--no-restart-code" not in program:
+        program = [*program, "--no-restart-code", "0"]
     data = {
         "Label": label,
-        "ProgramArguments": _file_log_only(args),
+        "ProgramArguments": program,
         "RunAtLoad": True,
         "KeepAlive": {"SuccessfulExit": False},
         "ProcessType": "Background",

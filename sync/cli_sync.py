@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from localstore._daemon_state import daemon_running
+from localstore._daemon_state import PAUSED_DETAIL, daemon_running, read_pause
 from localstore.cli import EXIT_ATTENTION, CliContext, errors_to_exit, fail, pass_ctx
 from sync._local import conflict_local_text, unaccepted_files
 from sync.engine import (
@@ -129,8 +129,10 @@ def sync_cmd(cli: CliContext, verify: bool, retry_quarantined: bool) -> None:
     delegated = None if verify or retry_quarantined else _daemon_sync(cli.settings)
     if delegated is not None:
         report = _report_from(delegated["report"])
-        with errors_to_exit():
-            flagged = _flagged_files(cli.store(existing=True))
+        flagged = delegated.get("flagged_files")
+        if not isinstance(flagged, list):  # (a daemon older than its flagged_files reply)
+            with errors_to_exit():
+                flagged = _flagged_files(cli.store(existing=True))
         _finish(cli, delegated, report, dict(delegated.get("status") or {}), 0, flagged)
         return
     with errors_to_exit():
@@ -347,6 +349,10 @@ def status_cmd(cli: CliContext) -> None:
         if data.get(key) is None:
             data[key] = value
     data["daemon"] = live is not None
+    pause = read_pause(cli.settings.paths.state) if live is None else None
+    if pause is not None and data.get("state") != "error":
+        # No daemon runs, but the next one starts paused (docs/daemon.md, "Pause").
+        data.update(state="paused", detail=PAUSED_DETAIL, paused_since=pause.get("since"))
     data["quarantine"] = quarantine
     data["flagged_files"] = flagged
     # New files that never parsed have no index row, so no count has them: the list does.

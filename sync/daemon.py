@@ -10,7 +10,7 @@
    again when asked to sync and every ``RELOGIN_CHECK_S``;
 4. serves the control API (:mod:`sync.control`) and writes ``state/daemon.json`` (pid, port,
    token; 0600, atomic) last, so a client that finds the file finds a daemon ready to answer;
-5. waits for SIGTERM/SIGINT (or ``stop()``), then stops in reverse order within
+5. waits for SIGTERM/SIGINT/SIGHUP (or ``stop()``), then stops in reverse order within
    ``STOP_BUDGET_S``. A sync cycle in flight gets what is left of the budget to finish; if it
    does not, it is abandoned, which is safe because every sync step is resumable (the outbox is
    rebuilt from the index, pushes are idempotent by op id, the cursor commits with its page).
@@ -43,6 +43,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from localstore._daemon_state import (
+    EXIT_HOME_GONE,
+    PAUSED_DETAIL,
+    clear_pause,
+    read_pause,
+    write_pause,
+)
 from localstore.config import Settings
 from localstore.errors import LocalStoreError, WatcherError
 from localstore.events import Event
@@ -56,7 +63,7 @@ from sync._follow import (
     session_lost,
     watcher_health,
 )
-from sync._local import SyncStateName, local_status, unaccepted_files
+from sync._local import SyncStateName, list_flagged, local_status, unaccepted_files
 from sync.control import ControlServer, OpError
 from sync.embed import STATE_FILE, HomeLock, lock_holder, remove_state, write_state
 from sync.engine import SyncEngine, SyncReport, SyncStatus
@@ -296,6 +303,7 @@ class Daemon:
         # Changes on every login/logout of this home (sync/session_marker.py); see _check_session.
         self._session_marker = SessionMarker.for_settings(settings)
         self._paused = False
+        self._paused_since: float | None = None  # (a pause is kept in state/: see _start)
         self._unsubs: list[Callable[[], None]] = []
         self._forwarder: _ErrorForwarder | None = None
         self.stopped_cleanly = False
@@ -309,11 +317,13 @@ class Daemon:
         # Foreign-change follower (see the module docstring), made once the store is open.
         self._foreign: ForeignChanges | None = None
         self._watcher_keeper: WatcherKeeper | None = None
+        # Errors of the tick's checks logged so far, per check (see _guarded).
+        self._tick_errors: dict[str, set[str]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Start everything, serve until SIGTERM/SIGINT or stop(), then shut down.
+        """Start everything, serve until SIGTERM/SIGINT/SIGHUP or stop(), then shut down.
 
         Returns 0, or 1 when the home's lock was lost to another process (see ``_check_lock``),
         so a service manager restarts it (and the restart reports who holds the home).
@@ -354,7 +364,11 @@ class Daemon:
             self._stop.set()
 
         previous: dict[int, Any] = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        # SIGHUP too: a foreground daemon whose terminal closes gets one, and its default action
+        # killed the process without removing daemon.json or giving the sync cycle its budget.
+        # (No reload is attached to it: the daemon reads no configuration file to reload.)
+        hup = getattr(signal, "SIGHUP", None)  # (none on Windows)
+        for sig in (signal.SIGTERM, signal.SIGINT, *([hup] if hup is not None else [])):
             previous[sig] = signal.signal(sig, handler)
         return previous
 
@@ -373,6 +387,14 @@ class Daemon:
         self.watcher = Watcher(self.store)
         self.watcher.start()
         self._watcher_keeper = WatcherKeeper(self.store)
+        # A pause outlives a restart (a reboot on a metered connection): read before the engine
+        # starts, so it never runs a cycle first.
+        pause = read_pause(self.settings.paths.state)
+        if pause is not None:
+            since = pause.get("since")
+            self._paused = True
+            self._paused_since = float(since) if isinstance(since, int | float) else None
+            log.info("sync stays paused, as it was when the daemon stopped (%s)", PAUSED_DETAIL)
         self._attach_engine()
         self.server = ControlServer(
             self,
@@ -535,18 +557,90 @@ class Daemon:
         return TICK_S
 
     def _tick(self) -> None:
-        if not self._check_lock():
+        if not self._guarded("the home's lock", self._check_lock, default=True):
             return
-        self._check_watcher()
-        self._check_session()
+        self._guarded("the watcher", self._check_watcher)
+        # (Distinct names: a check's success clears only its own logged errors.)
+        self._guarded("the login marker", self._check_session)
+        self._guarded("a new login", self._relogin_if_due)
+        self._guarded("changes made by other processes", self._follow_foreign_changes)
+
+    def _relogin_if_due(self) -> None:
         # Offline only: notice a `localstore login` made while the daemon runs.
         due = self.engine is None and time.monotonic() >= self._next_relogin
         if due and self._attach_engine() and self.server is not None:
             self.server.publish("sync", self._sync_status())
+
+    def _guarded(self, what: str, check: Callable[[], Any], default: Any = None) -> Any:
+        """Run one of the tick's checks; an error it raises is logged, not fatal.
+
+        One check that cannot run (a permission error reading the login marker, a locked index
+        in the follower) made the error leave run() and the daemon shut down, watcher and sync
+        with it. Now each check runs on its own: the others go on, and the failing one is tried
+        again next tick. Each distinct error is logged once (ERROR; a traceback when it is not
+        one of ours), then at DEBUG, and the check's recovery once at INFO, so a lasting fault
+        writes a few lines, not two a second (known errors, such as a locked index, at WARNING). The one error that stops the daemon is one raised
+        while the home's index is gone from its path (``_home_gone``).
+        """
         try:
-            self._follow_foreign_changes()
-        except LocalStoreError as exc:
-            log.warning("could not look for changes made by other processes: %s", exc)
+            result = check()
+        except Exception as exc:  # noqa: BLE001 - any check's failure: see the docstring
+            self._check_failed(what, exc)
+            return default
+        if self._tick_errors.pop(what, None):
+            log.info("%s: the check works again", what)
+        return result
+
+    def _check_failed(self, what: str, exc: Exception) -> None:
+        gone = self._home_gone()
+        if gone:
+            log.error(
+                "stopping: the home's index %s is gone (%s), so every change would be lost at "
+                "exit; the check of %s failed with: %s",
+                self.settings.paths.index_db,
+                gone,
+                what,
+                exc,
+            )
+            self.exit_code = EXIT_HOME_GONE
+            self._stop.set()
+            return
+        seen = self._tick_errors.setdefault(what, set())
+        key = f"{type(exc).__qualname__}: {exc}"
+        if key in seen:
+            log.debug("%s: still failing: %s", what, key)
+            return
+        if len(seen) < 32:  # (an error text that changes every time must not grow this forever)
+            seen.add(key)
+        # A known error (a locked or full index...) names its cause: a warning, as before; an
+        # unexpected one is an ERROR with its traceback (and an `error` event for clients).
+        known = isinstance(exc, (LocalStoreError, SyncError))
+        log.log(
+            logging.WARNING if known else logging.ERROR,
+            "%s could not be checked (the daemon goes on; tried again every %.1f s): %s",
+            what,
+            self._tick_interval(),
+            key,
+            exc_info=None if known else exc,
+        )
+
+    def _home_gone(self) -> str:
+        """Why the home's index is not at its path any more ("" when it is, or when unsure).
+
+        Deleted with the data folder, or its disk unmounted: the store then writes to a file
+        no path names, and everything saved or pulled is lost when the daemon exits. That is
+        the only state in which a failing check stops the daemon (exit EXIT_HOME_GONE, which
+        the service files do not restart: a restart would make a new, empty home there).
+        Anything else (permissions, a full disk, a locked index) may heal, and the daemon's
+        other work goes on meanwhile.
+        """
+        try:
+            os.stat(self.settings.paths.index_db)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            return exc.strerror or type(exc).__name__
+        except OSError:
+            return ""  # (cannot tell, e.g. no permission: not "gone")
+        return ""
 
     def _check_lock(self) -> bool:
         """Keep the home's lock and daemon.json in place; False (and stop, exit 1) if lost.
@@ -657,6 +751,13 @@ class Daemon:
         raise OpError("unknown_op", f"unknown op {op!r}")
 
     def _sync_status(self) -> dict[str, Any]:
+        out = self._engine_status()
+        if self._paused:
+            out["paused_since"] = self._paused_since
+            out["detail"] = "; ".join(d for d in (out.get("detail"), PAUSED_DETAIL) if d)
+        return out
+
+    def _engine_status(self) -> dict[str, Any]:
         if self.engine is None:
             assert self.store is not None
             # The documented SyncStatus fields, read from the index: a daemon that is not
@@ -739,10 +840,18 @@ class Daemon:
             raise OpError("paused", "sync is paused", hint="resume it first")
         if not wait:
             engine.request_sync()
-            return {"requested": True, "status": self._sync_status()}
+            return {"requested": True, "status": self._with_unaccepted(self._sync_status())}
         self._wait_for_watcher()
         report = engine.sync_once()
-        return {"report": report.to_dict(), "status": self._sync_status()}
+        # The engine's `flagged` counts index rows only: a new file that never parsed has none,
+        # and was left out of the reply (and of "needs attention"); `localstore sync` patched
+        # the count itself, other clients got the low one. The reply lists them all, as
+        # `localstore status` does (a folder walk: small next to the cycle just run).
+        status = self._sync_status()
+        assert self.store is not None
+        flagged = [f.to_dict() for f in (*list_flagged(self.store), *unaccepted_files(self.store))]
+        status["flagged"] = len(flagged)
+        return {"report": report.to_dict(), "status": status, "flagged_files": flagged}
 
     def _wait_for_watcher(self) -> None:
         """Barrier: edits made before a `sync` request are indexed before the cycle reads the outbox.
@@ -767,6 +876,23 @@ class Daemon:
             )
 
     def _op_pause(self, pause: bool) -> dict[str, Any]:
+        # Recorded first: a pause must outlive a restart (docs/daemon.md, "Pause"). A state/
+        # that cannot be written still pauses this daemon, as before, with a warning.
+        state_dir = self.settings.paths.state
+        try:
+            if pause:
+                self._paused_since = write_pause(state_dir)
+            else:
+                clear_pause(state_dir)
+                self._paused_since = None
+        except OSError as exc:
+            log.warning(
+                "could not %s the pause in %s (%s); it holds until the daemon stops",
+                "record" if pause else "remove",
+                state_dir,
+                exc.strerror or exc,
+            )
+            self._paused_since = time.time() if pause else None
         self._paused = pause
         if self.engine is not None:
             if pause:

@@ -6,16 +6,19 @@ from __future__ import annotations
 import json
 import os
 import plistlib
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from localstore._daemon_state import EXIT_HOME_GONE, EXIT_HOME_LOCKED
 from sync.cli_daemon import (
     render_launchd_plist,
     render_systemd_unit,
@@ -91,7 +94,14 @@ def test_launchd_plist_parses(tmp_path: Path) -> None:
     home = tmp_path / "h"
     plan = service_plan(home_settings(home), str(home), platform="darwin")
     data = plistlib.loads(plan.text.encode())
-    assert data["ProgramArguments"][-4:] == ["--home", str(home), "daemon", "--no-stderr"]
+    assert data["ProgramArguments"][-6:] == [
+        "--home",
+        str(home),
+        "daemon",
+        "--no-stderr",
+        "--no-restart-code",
+        "0",
+    ]
     assert data["RunAtLoad"] is True and data["KeepAlive"] == {"SuccessfulExit": False}
     assert plan.path.parent.name == "LaunchAgents" and plan.path.suffix == ".plist"
     assert plistlib.loads((PACKAGING / "dev.localstore.daemon.plist").read_bytes())["Label"]
@@ -212,3 +222,78 @@ def test_pyinstaller_binary_runs_init_save_ls(tmp_path: Path) -> None:
     # The local test stack is left out of the binary, and the CLI says so.
     dev_only = run("--home", home, "cloud")
     assert dev_only.returncode == 1 and "not available in this build" in dev_only.stderr
+
+
+def _unit_settings(text: str) -> dict[str, list[str]]:
+    """``Key=value`` lines of a unit (comments and section headers left out), values per key."""
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if "=" in line and not line.startswith(("#", ";", "[")):
+            key, value = line.split("=", 1)
+            out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def test_systemd_unit_does_not_restart_a_daemon_that_cannot_sync_this_home(tmp_path: Path) -> None:
+    """`Restart=on-failure` restarted the daemon every 5 s, forever, while an app synced the home
+    in-process (the daemon exits "already syncs this home"). That exit has its own code, which
+    the unit lists in RestartPreventExitStatus=, as the code for a home whose index vanished."""
+    for text in (
+        (PACKAGING / "localstore.service").read_text(),
+        service_plan(home_settings(tmp_path / "h"), str(tmp_path / "h"), platform="linux").text,
+    ):
+        keys = _unit_settings(text)
+        assert keys["Restart"] == ["on-failure"]
+        prevented = {int(code) for v in keys["RestartPreventExitStatus"] for code in v.split()}
+        assert prevented == {EXIT_HOME_LOCKED, EXIT_HOME_GONE}
+        assert EXIT_HOME_LOCKED not in (0, 1) and EXIT_HOME_GONE not in (0, 1)
+        # A user manager has no network-online.target (it cannot see system units): ordering on
+        # it did nothing. The daemon starts offline and syncs once the cloud answers.
+        assert "network-online.target" not in "".join(keys.get("After", []) + keys.get("Wants", []))
+
+
+@pytest.fixture
+def held_home(tmp_path: Path) -> Iterator[Path]:
+    """A home whose lock another process holds (as an app's start_sync does); killed after."""
+    home = tmp_path / "held"
+    state_dir = home_settings(home).paths.state
+    code = (
+        "import time; from sync.embed import HomeLock; "
+        f"HomeLock({str(state_dir)!r}).acquire(); print('held', flush=True); time.sleep(600)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        yield home
+    finally:
+        proc.kill()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_service_commands_exit_with_a_no_restart_code_when_the_home_is_held(
+    held_home: Path,
+) -> None:
+    """Run each service's own command line on a home an app syncs: systemd gets the code its
+    RestartPreventExitStatus= lists, launchd (KeepAlive: SuccessfulExit false restarts on any
+    other code, every 10 s) a successful exit."""
+    settings = home_settings(held_home)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
+    env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"
+    systemd = service_plan(settings, str(held_home), platform="linux").text
+    exec_start = _unit_settings(systemd)["ExecStart"][0]
+    args = [a.replace("%%", "%").replace("$$", "$") for a in shlex.split(exec_start)]
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == EXIT_HOME_LOCKED, done.stderr
+    assert "already syncs this home" in done.stderr
+    assert "already syncs this home" in (settings.paths.state / "daemon.log").read_text()
+
+    plist = plistlib.loads(service_plan(settings, str(held_home), platform="darwin").text.encode())
+    assert plist["KeepAlive"] == {"SuccessfulExit": False}
+    done = subprocess.run(
+        plist["ProgramArguments"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    log = (settings.paths.state / "daemon.log").read_text()
+    assert log.count("already syncs this home") == 2  # said in the log, where launchd users look

@@ -1,14 +1,19 @@
-"""Pause and resume against an engine that is starting (offline -> a login is picked up)."""
+"""Pause and resume: against an engine that is starting (offline -> a login is picked up), and\nacross daemon restarts (a pause is kept in state/ until `resume`)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 import sync.daemon as daemon_module
+from localstore.cli import cli
 from sync.errors import NotLoggedInError
 from sync.memory_remote import MemoryRemote, MemoryServer
+from tests.conftest import run_cli
 
 
 @pytest.mark.parametrize("first", [False, True], ids=["pause", "resume"])
@@ -40,3 +45,71 @@ def test_a_pause_or_resume_while_the_engine_starts_is_kept(
     assert d.daemon._attach_engine()
     assert d.daemon._paused is (not first)
     assert d.daemon.engine is not None and d.daemon.engine._paused is (not first)
+
+
+def _stop(d: Any) -> None:
+    d.daemon.stop()
+    d.thread.join(30)
+    assert not d.thread.is_alive()
+
+
+def test_a_pause_outlives_a_daemon_restart(inproc_daemon: Any, tmp_path: Path) -> None:
+    """Paused on a metered connection, then a reboot: the new daemon synced at once (the pause
+    lived in memory only). It stays paused until `resume`, and `status` says so."""
+    server = MemoryServer()
+    home = tmp_path / "home"
+
+    def remote_factory(settings: Any) -> MemoryRemote:
+        return MemoryRemote(server)
+
+    first = inproc_daemon(home, remote_factory=remote_factory)
+    with first.client() as c:
+        c.pause()
+    _stop(first)
+
+    second = inproc_daemon(home, remote_factory=remote_factory)
+    assert second.daemon.engine is not None and second.daemon.engine._paused
+    with second.client() as c:
+        sync = c.status()["sync"]
+        assert sync["state"] == "paused" and sync["paused_since"] > 0
+        assert "localstore daemon --resume" in sync["detail"]
+        status = json.loads(
+            CliRunner().invoke(cli, ["--home", str(home), "--json", "status"]).stdout
+        )
+        assert status["state"] == "paused" and status["daemon"] is True
+        c.resume()
+        assert c.status()["sync"]["state"] != "paused"
+    _stop(second)
+
+    third = inproc_daemon(home, remote_factory=remote_factory)
+    assert third.daemon.engine is not None and not third.daemon.engine._paused
+    _stop(third)  # (all three share the home: the fixture checks its lock is free after each)
+
+
+def test_pause_and_resume_from_the_cli_with_and_without_a_daemon(
+    inproc_daemon: Any, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    assert run_cli(home, "init").returncode == 0
+
+    def cli_json(*args: str) -> dict[str, Any]:
+        result = CliRunner().invoke(cli, ["--home", str(home), "--json", *args])
+        assert result.exit_code == 0, result.output
+        out: dict[str, Any] = json.loads(result.stdout)
+        return out
+
+    # No daemon: remembered for the next one, and `status` shows it.
+    assert cli_json("daemon", "--pause")["paused"] is True
+    status = cli_json("status")
+    assert status["state"] == "paused" and status["daemon"] is False
+    d = inproc_daemon(home)  # (offline: not logged in)
+    with d.client() as c:
+        assert c.status()["sync"]["state"] == "paused"
+        # A daemon runs: the CLI asks it.
+        assert cli_json("daemon", "--resume")["paused"] is False
+        assert c.status()["sync"]["state"] == "offline"
+        assert cli_json("daemon", "--pause")["paused"] is True
+        assert c.status()["sync"]["state"] == "paused"
+    _stop(d)
+    assert cli_json("daemon", "--resume")["paused"] is False
+    assert cli_json("status")["state"] != "paused"

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from localstore._daemon_state import EXIT_HOME_LOCKED
 from localstore.config import load_settings
 from sync.control import ControlRequestError
 from sync.embed import daemon_running, lock_holder, read_state
@@ -47,7 +48,7 @@ def test_daemon_streams_edits_syncs_and_stops_on_sigterm(cloud, spawn_daemon, tm
 
     # A second daemon on the same home refuses to start, naming the holder.
     second = spawn_daemon(home)
-    assert second.proc.wait(60) == 1
+    assert second.proc.wait(60) == EXIT_HOME_LOCKED  # (one a service does not restart)
     assert f"process {d.proc.pid} already syncs this home" in second.output()
     assert read_state(home / "state")["pid"] == d.proc.pid  # untouched by the loser
 
@@ -102,8 +103,10 @@ def test_two_devices_converge_through_their_daemons(cloud, spawn_daemon, tmp_pat
     assert (homes[0] / "blueprints/shared/flow.blueprint.yaml").read_text().endswith("- store\n")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signals_stop_an_offline_daemon_cleanly(spawn_daemon, tmp_path, sig) -> None:
+    """SIGHUP too: a foreground daemon whose terminal closes gets one, and died of it without
+    removing daemon.json or finishing its sync cycle."""
     home = tmp_path / f"s{int(sig)}"
     d = spawn_daemon(home)
     d.wait_ready()
