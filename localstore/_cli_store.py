@@ -161,15 +161,18 @@ def ls_cmd(
 @click.command("search")
 @click.argument("query")
 @click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--offset", type=int, default=0, help="Skip this many (the next page).")
 @click.option("--folder", type=TEXT, help="Only this folder (and below).")
 @click.option("--tag", type=TEXT, help="Only blueprints with this tag.")
 @pass_ctx
 def search_cmd(
-    ctx: CliContext, query: str, limit: int, folder: str | None, tag: str | None
+    ctx: CliContext, query: str, limit: int, offset: int, folder: str | None, tag: str | None
 ) -> None:
     """Full-text search over names, descriptions, tags and content (whole words; the last word also as a prefix)."""
     with errors_to_exit():
-        hits = ctx.store(existing=True).search(query, limit=limit, folder=folder, tag=tag)
+        hits = ctx.store(existing=True).search(
+            query, limit=limit, offset=offset, folder=folder, tag=tag
+        )
         ctx.emit(
             [h.to_dict() for h in hits],
             lambda: _table(

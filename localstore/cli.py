@@ -233,6 +233,19 @@ class _Utf8Text(click.ParamType):
 TEXT = _Utf8Text()
 
 
+def _text_params(cmd: click.Command) -> None:
+    """Make every plain-string parameter of a command (and of a group's commands) TEXT, in one
+    place: a REF, PATH or QUERY that is not UTF-8 was 'no blueprint matches' (exit 4), an unsafe
+    path or 'nothing to search for' (exit 1), where it is bad usage. A parameter that may be a
+    file name declares click.UNPROCESSED (a file name may be any bytes) or a click.Path."""
+    for param in cmd.params:
+        if param.type is click.STRING:
+            param.type = TEXT
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            _text_params(sub)
+
+
 class _LazyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         # One catch for every command: a library error read outside a command's own
@@ -284,6 +297,7 @@ class _LazyGroup(click.Group):
             return _unavailable(cmd_name, spec[1])
         cmd = getattr(module, attr)
         assert isinstance(cmd, click.Command)
+        _text_params(cmd)
         return cmd
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

@@ -10,6 +10,7 @@ reconcile pass on the next open records them.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import fnmatch
 import hashlib
 import json
@@ -81,6 +82,11 @@ log = logging.getLogger("localstore.store")
 E = TypeVar("E", bound=LocalStoreError)
 
 SORT_COLUMNS = {"path": "path", "name": "name", "modified": "modified", "created": "created"}
+# Where a change came from, as history records it (docs/architecture.md, "History"); sync tells its
+# own writes ("remote") from the user's by it, so a typo must not become a new origin.
+ORIGINS = ("local", "external", "remote", "merge", "import")
+# The meta fields a save NFC-normalizes when they come from the app (see _composed_request).
+_TEXT_FIELDS = ("name", "description")
 # Column weights of search ranking: name, description, tags, content, path (the FTS column order),
 # and the same without content for the index of the described columns.
 _BM25_WEIGHTS = "10.0, 4.0, 6.0, 1.0, 2.0"
@@ -653,6 +659,7 @@ class BlueprintStore:
     def resolve(self, ref: str, *, include_deleted: bool = False) -> BlueprintInfo:
         """Find a blueprint by id, unique id prefix or path. Raises NotFoundError, AmbiguousRefError."""
         self._check_open()
+        _flag_arg("include_deleted", include_deleted)
         with self.index.read() as cur:
             return self._resolve(cur, ref, include_deleted=include_deleted).info()
 
@@ -669,6 +676,7 @@ class BlueprintStore:
     def row(self, ref: str, *, include_deleted: bool = False) -> Row:
         """The raw index row of a blueprint (for sync and tools)."""
         self._check_open()
+        _flag_arg("include_deleted", include_deleted)
         with self.index.read() as cur:
             return self._resolve(cur, ref, include_deleted=include_deleted)
 
@@ -750,6 +758,10 @@ class BlueprintStore:
                 id=blueprint_id or new_id(), name=fs.display_name(rel), created=now, modified=now
             )
         changes = {k: v for k, v in fields.items() if v is not None}
+        for key in ("public", "encrypted"):
+            if key in changes:
+                # (Anything else was written and then refused by every read of the meta file.)
+                _flag_arg(key, changes[key])
         if changes:
             m = m.replace(**changes)
         if not m.created:
@@ -788,6 +800,7 @@ class BlueprintStore:
         stale), StorageError (the previous version stays intact).
         """
         self._check_open()
+        _origin_arg(origin)
         if expected_rev is not None:
             _rev_arg("expected_rev", expected_rev)
         fields = {
@@ -823,11 +836,18 @@ class BlueprintStore:
         renames that happened are recorded by reconcile on the next open), never a half pair.
         """
         self._check_open()
+        _origin_arg(origin)
         return self._save_batch(requests, origin, strict=False)
 
     def _save_batch(
         self, requests: Sequence[SaveRequest], origin: str, *, strict: bool
     ) -> builtins.list[Blueprint | LocalStoreError]:
+        if origin == "local":
+            # What the app hands in, typed on any system: macOS text fields and file names give
+            # decomposed (NFD) text, others composed (NFC). Stored as one form, a tag filter or a
+            # search word typed on another device finds it. Not what sync, merge or import
+            # apply: those carry another device's content hash, which a change would break.
+            requests = [_composed_request(r) for r in requests]
         refused: dict[int, LocalStoreError] = {}
         while True:
             try:
@@ -1667,6 +1687,7 @@ class BlueprintStore:
         edit is recorded and nothing is deleted: an edit beats a delete).
         """
         self._check_open()
+        _origin_arg(origin)
         events: list[Event] = []
         removing: tuple[str, bytes | None, bytes | None] | None = None
         refused: str | None = None
@@ -1788,6 +1809,7 @@ class BlueprintStore:
         Raises NotFoundError, UnsafePathError, AlreadyExistsError, StorageError.
         """
         self._check_open()
+        _origin_arg(origin)
         with self.index.read() as cur:
             row = self._resolve(cur, ref)
         return self.save(new_path, None, id=row.id, origin=origin, tx_hook=tx_hook)
@@ -1807,14 +1829,21 @@ class BlueprintStore:
     ) -> builtins.list[BlueprintInfo]:
         """List live blueprints, filtered by folder and tag, sorted and paged.
 
+        ``folder="/"`` lists the top folder only. A tag matches in either Unicode form (NFC or
+        NFD: rows saved before tags were normalized, meta files written by other tools).
+
         Raises InvalidInputError for an unknown sort, a folder or tag that is not a string, a
-        limit or offset that is not a whole number >= 0 (``limit=None`` lists everything).
+        folder no blueprint can be in (a form a save refuses: a backslash, '.' or '..' parts), a
+        limit or offset that is not a whole number >= 0 (``limit=None`` lists everything), a
+        ``descending`` or ``recursive`` that is not a bool.
         """
         self._check_open()
         folder = _folder_arg(folder)
-        tag = _text_arg("tag", tag)
+        tags = _tag_forms(_text_arg("tag", tag))
         limit = None if limit is None else _count_arg("limit", limit)
         offset = _count_arg("offset", offset)
+        _flag_arg("descending", descending)
+        _flag_arg("recursive", recursive)
         if sort not in SORT_COLUMNS:
             raise InvalidInputError(
                 f"cannot sort by {sort!r}", hint=f"use one of {', '.join(SORT_COLUMNS)}"
@@ -1822,17 +1851,20 @@ class BlueprintStore:
         where = ["b.deleted = 0"]
         args: list[Any] = []
         join = ""
-        if folder:
-            folder = folder.strip("/")
+        if folder is not None:
             if recursive:
                 where.append("(b.folder = ? OR (b.folder >= ? AND b.folder < ?))")
                 args += [folder, folder + "/", folder + "/\uffff"]
             else:
                 where.append("b.folder = ?")
                 args.append(folder)
-        if tag:
+        if len(tags) == 1:
             join = " JOIN blueprint_tags t ON t.rid = b.rid AND t.tag = ?"
-            args.insert(0, tag)
+        elif tags:  # (a blueprint may hold both forms: joined once)
+            marks = ", ".join("?" * len(tags))
+            join = f" JOIN (SELECT DISTINCT rid FROM blueprint_tags WHERE tag IN ({marks})) t"
+            join += " ON t.rid = b.rid"
+        args[0:0] = tags
         order = f"b.{SORT_COLUMNS[sort]} {'DESC' if descending else 'ASC'}"
         if sort != "path":
             order += ", b.path"
@@ -1867,7 +1899,13 @@ class BlueprintStore:
             )
 
     def search(
-        self, query: str, *, limit: int = 20, folder: str | None = None, tag: str | None = None
+        self,
+        query: str,
+        *,
+        limit: int = 20,
+        offset: int = 0,
+        folder: str | None = None,
+        tag: str | None = None,
     ) -> builtins.list[SearchHit]:
         """Full-text search over name, description, tags, content and path, best first (BM25).
 
@@ -1877,26 +1915,43 @@ class BlueprintStore:
         proportion to the number of matches, so a query matching more than ``SEARCH_RANK_CAP``
         blueprints is answered in two tiers: those whose name, tags, description or path match
         (ranked, or newest first if they too are over the cap), then the rest newest first
-        (score 0). See docs/architecture.md, "Search". Raises InvalidInputError for an empty query,
-        a limit that is not a whole number >= 0, a folder or tag that is not a string;
+        (score 0); hits that tie in score come newest first, so ``offset`` pages through one
+        order (``search(q, limit=n, offset=k)`` is ``search(q, limit=k + n)[k:]``, and costs as
+        much: each skipped hit is ranked and given its snippet too). See docs/architecture.md,
+        "Search". Folder and tag filter as in :meth:`list`. Raises InvalidInputError for an empty
+        query or one that is not a string, a limit or offset that is not a whole number >= 0, a
+        folder or tag that is not a string or a folder no blueprint can be in;
         LimitExceededError for a query of more than ``SEARCH_MAX_WORDS`` words.
         """
         self._check_open()
         limit = _count_arg("limit", limit)
+        offset = _count_arg("offset", offset)
         folder = _folder_arg(folder)
-        tag = _text_arg("tag", tag)
-        exact = _fts_query(query, prefix=False)
-        typed = _fts_query(query)
+        tags = _tag_forms(_text_arg("tag", tag))
+        exact, typed = _fts_queries(query)
         filters = ""
         args: list[Any] = []
-        if folder:
+        if folder is not None:
             filters += " AND (b.folder = ? OR b.folder LIKE ? ESCAPE '\\')"
-            args += [folder.strip("/"), _like_prefix(folder.strip("/") + "/")]
-        if tag:
+            args += [folder, _like_prefix(folder + "/")]
+        if tags:
+            marks = ", ".join("?" * len(tags))
             filters += (
-                " AND EXISTS (SELECT 1 FROM blueprint_tags t WHERE t.rid = b.rid AND t.tag = ?)"
+                " AND EXISTS (SELECT 1 FROM blueprint_tags t WHERE t.rid = b.rid"
+                f" AND t.tag IN ({marks}))"
             )
-            args.append(tag)
+            args += tags
+        if offset:
+            # The answer's order does not depend on the limit (ties broken by rowid, tiers
+            # fixed by counts), so a page is the tail of a longer answer. (Offset 0, the
+            # common case, runs exactly as before.)
+            hits = self._search(exact, typed, filters, args, min(limit + offset, _SQL_INT_MAX))
+            return hits[offset:]
+        return self._search(exact, typed, filters, args, limit)
+
+    def _search(
+        self, exact: str, typed: str, filters: str, args: Sequence[Any], limit: int
+    ) -> builtins.list[SearchHit]:
         with self.index.read() as cur:
             search = _Search(cur, filters, args)
             # Whole words first: a prefix makes FTS5 merge the doclists of every word it matches
@@ -1954,6 +2009,7 @@ class BlueprintStore:
         Raises RevisionNotFoundError, AlreadyExistsError or UnsafePathError (its old path is taken
         or collides by case: pass ``path``), InvalidInputError for a revision that is not an int.
         """
+        _origin_arg(origin)
         old = self.load_revision(ref, rev)
         current = self.row(old.id, include_deleted=True)
         target = path or (current.path if not current.deleted else old.path)
@@ -1984,6 +2040,7 @@ class BlueprintStore:
     def check(self, *, fix: bool = False) -> CheckReport:
         """Compare index and files; with ``fix`` repair what can be repaired safely."""
         self._check_open()
+        _flag_arg("fix", fix)
         from localstore._reconcile import Reconciler
 
         report = Reconciler(self).run(fix=fix)
@@ -2085,7 +2142,10 @@ class _Search:
         every phrase's whole doclist, the very cost this order avoids), with snippets."""
         if ranked:
             weights = _BM25_WEIGHTS if table == _FULL else _BM25_DESCRIBED_WEIGHTS
-            score, order = f"bm25({table}, {weights})", "score"
+            # Ties (identical blueprints) newest first, as unranked hits: without a total order
+            # SQLite's sorter returned tied hits in an order that changed with the LIMIT, so
+            # pages overlapped and skipped hits.
+            score, order = f"bm25({table}, {weights})", f"score, {table}.rowid DESC"
         else:
             score, order = "0.0", f"{table}.rowid DESC"
         picked = self._cur.execute(
@@ -2119,11 +2179,36 @@ def fts_tags(tags: Sequence[str]) -> str:
     return text.replace("[", "").replace("]", "").replace('"', "").replace(",", " ")
 
 
+def _fts_queries(query: str) -> tuple[str, str]:
+    """The FTS5 queries for what someone typed: whole words only, and with the last word also as
+    a prefix (see _fts_query). Text that has two Unicode forms (composed NFC, decomposed NFD:
+    macOS hands out NFD) is searched in both, OR-ed: saves store names, descriptions and tags
+    NFC, but older rows, content and meta files of other tools may hold NFD, and the tokenizer
+    folds only Latin accents, not, say, Hangul jamo into syllables. (ASCII: nothing to do.)"""
+    exact, typed = _fts_query(query, prefix=False), _fts_query(query)
+    if query.isascii():
+        return exact, typed
+    forms = dict.fromkeys(
+        (query, unicodedata.normalize("NFC", query), unicodedata.normalize("NFD", query))
+    )
+    if len(forms) == 1:
+        return exact, typed
+    return (
+        " OR ".join(f"({_fts_query(f, prefix=False)})" for f in forms),
+        " OR ".join(f"({_fts_query(f)})" for f in forms),
+    )
+
+
 def _fts_query(query: str, *, prefix: bool = True) -> str:
     """The FTS5 query for what someone typed: whole words, the last one also as a prefix (it may
     still be being typed), quoted text as a phrase. Prefixes cost: FTS5 merges the doclists of
     every word they match before it can count or rank, so only the last word gets one."""
-    if not isinstance(query, str) or not query.strip():
+    if not isinstance(query, str):
+        raise InvalidInputError(
+            f"the search query must be a string, not {type(query).__name__}",
+            hint="pass the words to search for as text",
+        )
+    if not query.strip():
         raise InvalidInputError("empty search query", hint="give one or more words")
     # A lone surrogate (an argument decoded with surrogateescape) cannot be bound as UTF-8, and
     # a NUL ends FTS5's string early ("unterminated string"): neither is in any indexed text.
@@ -2229,9 +2314,105 @@ def _text_arg(name: str, value: Any) -> Any:
 
 
 def _folder_arg(value: Any) -> str | None:
-    """A folder filter, NFC like every stored path (macOS hands out NFD names)."""
+    """A folder filter as the index stores folders: None for no filter (None or ""), else NFC
+    like every stored path (macOS hands out NFD names) without its outer slashes ("" for "/":
+    the top folder). A form a save refuses holds no blueprint: refused too, not answered []."""
     folder = _text_arg("folder", value)
-    return None if folder is None else unicodedata.normalize("NFC", folder)
+    if not folder:
+        return None
+    folder = unicodedata.normalize("NFC", folder).strip("/")
+    if not folder:
+        return ""
+    if "\\" in folder:
+        raise InvalidInputError(
+            f"the folder filter {value!r} contains a backslash",
+            hint="use '/' between folders, as in 'team/ops'",
+        )
+    for seg in folder.split("/"):
+        try:
+            fs._check_segment(seg, str(value))
+        except UnsafePathError as exc:
+            raise InvalidInputError(
+                f"the folder filter {value!r} names no folder a blueprint can be in: {exc.message}",
+                hint=exc.hint or "give the folder as 'localstore ls' shows paths: 'team/ops'",
+            ) from exc
+        if seg.casefold().endswith((fs.YAML_SUFFIX, fs.META_SUFFIX)):
+            raise InvalidInputError(
+                f"the folder filter {value!r} names a blueprint's file, not a folder",
+                hint="give the folder the blueprint is in (the path without its file name)",
+            )
+    return folder
+
+
+def _tag_forms(tag: str | None) -> builtins.list[str]:
+    """The forms of a tag filter to match: saves store tags NFC, but rows saved before that and
+    meta files written by other tools may hold them NFD (a migration would rewrite every such
+    row, its meta file and its content hash; two keys of an index lookup cost nothing)."""
+    if not tag:
+        return []
+    if tag.isascii():
+        return [tag]
+    forms = dict.fromkeys(
+        (unicodedata.normalize("NFC", tag), unicodedata.normalize("NFD", tag), tag)
+    )
+    return builtins.list(forms)
+
+
+def _flag_arg(name: str, value: Any) -> bool:
+    """A bool flag of the public API: True or False (``descending="no"`` counted as true)."""
+    if not isinstance(value, bool):
+        raise InvalidInputError(
+            f"{name} must be True or False, not {type(value).__name__} {value!r}",
+            hint=f"pass a bool as {name}",
+        )
+    return value
+
+
+def _origin_arg(origin: Any) -> str:
+    """The origin of a change: one of ORIGINS (history and sync read it)."""
+    if origin not in ORIGINS or not isinstance(origin, str):
+        raise InvalidInputError(
+            f"unknown origin {origin!r}",
+            hint=f"use one of {', '.join(ORIGINS)} (an app's own changes are 'local')",
+        )
+    return origin
+
+
+def _nfc(text: Any) -> Any:
+    """Text in composed form (NFC); anything else as it is, for the checks further on."""
+    if type(text) is not str or text.isascii():
+        return text
+    return unicodedata.normalize("NFC", text)
+
+
+def _composed_meta(meta: Any) -> Any:
+    """A meta given by the app with its name, description and tags in NFC."""
+    if isinstance(meta, BlueprintMeta):
+        changes = {k: _nfc(getattr(meta, k)) for k in _TEXT_FIELDS}
+        return meta.replace(tags=[_nfc(t) for t in meta.tags], **changes)
+    if isinstance(meta, Mapping):
+        out = dict(meta)
+        for key in _TEXT_FIELDS:
+            if key in out:
+                out[key] = _nfc(out[key])
+        if isinstance(out.get("tags"), list):
+            out["tags"] = [_nfc(t) for t in out["tags"]]
+        return out
+    return meta
+
+
+def _composed_request(req: SaveRequest) -> SaveRequest:
+    """A save request with the meta text it sets in NFC (see BlueprintStore._save_batch)."""
+    fields = dict(req.fields)
+    for key in _TEXT_FIELDS:
+        if key in fields:
+            fields[key] = _nfc(fields[key])
+    tags = fields.get("tags")
+    if isinstance(tags, str):
+        fields["tags"] = _nfc(tags)
+    elif tags is not None and isinstance(tags, Sequence):
+        fields["tags"] = [_nfc(t) for t in tags]
+    return dataclasses.replace(req, fields=fields, meta=_composed_meta(req.meta))
 
 
 def _not_unicode(what: str, exc: UnicodeEncodeError, kind: type[E]) -> E:

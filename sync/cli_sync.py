@@ -440,7 +440,14 @@ def show_cmd(cli: CliContext, cid: int) -> None:
 
 @conflicts_group.command("resolve")
 @click.argument("cid", type=int)
-@click.option("--take", "take", help="local, remote, or a FILE holding the resolved text.")
+# UNPROCESSED, not the default string type the CLI makes UTF-8-only text: a FILE's name may be
+# any bytes (localstore.cli._text_params).
+@click.option(
+    "--take",
+    "take",
+    type=click.UNPROCESSED,
+    help="local, remote, or a FILE holding the resolved text.",
+)
 @click.option(
     "--tool", is_flag=True, help="Run the merge_tool setting (%BASE %LOCAL %REMOTE %MERGED)."
 )

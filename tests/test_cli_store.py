@@ -275,3 +275,65 @@ def test_a_read_command_on_a_missing_home_says_so_and_creates_nothing(
     assert saved.exit_code == 0, saved.output
     listed = CliRunner().invoke(cli, ["--home", str(typo), "ls"], catch_exceptions=False)
     assert listed.exit_code == 0 and "a.blueprint.yaml" in listed.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["search", BAD],
+        ["show", BAD],
+        ["history", BAD],
+        ["rm", BAD],
+        ["mv", "x", BAD],
+        ["mv", BAD, "y"],
+        ["save", BAD],
+        ["restore", "x", "1", "--path", BAD],
+        ["export", "-o", "out.lsbundle", BAD],
+        ["cred", "get", BAD],
+    ],
+)
+def test_non_utf8_argument_is_one_line_usage_error(
+    run, home: Path, tmp_path: Path, args: list[str]
+) -> None:
+    """Arguments (not only the text options) that are not UTF-8: 'search' said 'nothing to search
+    for', the REF commands 'no blueprint matches' (exit 4), save an unsafe path (exit 1)."""
+    assert run("save", "x", input=DOC).exit_code == 0
+    r = run(*[str(tmp_path / a) if a == "out.lsbundle" else a for a in args], input=DOC)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ")
+    assert "not UTF-8" in r.stderr
+    assert [h["rev"] for h in json.loads(run("history", "x", json_out=True).output)] == [1]
+
+
+def test_non_utf8_bytes_in_argv_under_the_c_locale(home: Path) -> None:
+    """The real decoding path (LC_ALL=C: argv bytes through surrogateescape), end to end."""
+    env = {**os.environ, "LC_ALL": "C", "LOCALSTORE_HOME": str(home)}
+    env.pop("LANG", None)
+    base = [sys.executable, "-c", "from localstore.cli import main; main()"]
+    assert subprocess.run([*base, "init"], env=env, capture_output=True).returncode == 0
+    for args in (["ls", "--tag", b"\xff"], ["search", b"caf\xe9"], ["show", b"\xff"]):
+        r = subprocess.run([*base, *args], env=env, capture_output=True)
+        assert r.returncode == 2, r
+        assert r.stderr.count(b"\n") == 1 and b"not UTF-8" in r.stderr and not r.stdout
+
+
+def test_search_pages_with_offset(run) -> None:
+    for i in range(5):
+        assert run("save", f"p/d{i}", input="run: deploy\n").exit_code == 0
+    whole = [h["id"] for h in json.loads(run("search", "deploy", json_out=True).output)]
+    paged = []
+    for offset in (0, 2, 4):
+        r = run("search", "deploy", "--limit", "2", "--offset", str(offset), json_out=True)
+        assert r.exit_code == 0, r.output
+        paged += [h["id"] for h in json.loads(r.output)]
+    assert len(whole) == 5 and paged == whole
+    r = run("search", "deploy", "--offset", "-1")
+    assert r.exit_code == 1 and "offset must be >= 0" in r.stderr
+
+
+@pytest.mark.parametrize("cmd", [["ls"], ["search", "a"]])
+def test_a_folder_filter_save_would_refuse_is_an_error_not_nothing(run, cmd: list[str]) -> None:
+    assert run("save", "a/b/x", input="a: 1\n").exit_code == 0
+    r = run(*cmd, "--folder", "a\\b")
+    assert r.exit_code == 1 and r.stderr.startswith("error: ") and "backslash" in r.stderr
+    assert "'/'" in r.stderr

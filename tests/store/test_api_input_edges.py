@@ -3,6 +3,7 @@ sensible answer), never a builtin exception from deep inside."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -121,3 +122,126 @@ def test_loading_a_deleted_blueprint_says_it_was_deleted_and_how_to_restore(stor
     with pytest.raises(NotFoundError, match="no blueprint matches"):
         store.load("d/never")
     assert store.restore(bp.meta.id, 2).path == "d/moved.blueprint.yaml"
+
+
+def _nfd(text: str) -> str:
+    import unicodedata
+
+    return unicodedata.normalize("NFD", text)
+
+
+def test_a_decomposed_tag_is_saved_composed_and_found_by_either_form(store) -> None:
+    """macOS text fields and file names hand out decomposed (NFD) text: a tag saved so was
+    stored as given, and a filter typed elsewhere (composed, NFC) found nothing."""
+    bp = store.save("t/a", "a: 1\n", tags=[_nfd("café"), "café"])
+    assert bp.meta.tags == ("café",)  # NFC, and the two forms are one tag
+    for tag in ("café", _nfd("café")):
+        assert [i.path for i in store.list(tag=tag)] == ["t/a.blueprint.yaml"]
+        assert [h.info.path for h in store.search("a", tag=tag)] == ["t/a.blueprint.yaml"]
+    # A whole meta given by the app is its input too.
+    meta = {"id": str(uuid.uuid4()), "name": _nfd("Résumé"), "tags": [_nfd("é")]}
+    again = store.save("t/b", "b: 1\n", meta=meta)
+    assert again.meta.tags == ("é",) and again.meta.name == "Résumé"
+
+
+def test_decomposed_names_and_descriptions_are_saved_composed(store) -> None:
+    """Search matches what the tokenizer makes of the text: Latin accents fold either way, but a
+    decomposed Hangul name (its jamo) was not found by the composed word people type."""
+    store.save("k/a", "a: 1\n", name=_nfd("한국어 guide"), description=_nfd("설명"))
+    bp = store.load("k/a")
+    assert bp.meta.name == "한국어 guide" and bp.meta.description == "설명"
+    assert [h.info.path for h in store.search("한국어")] == ["k/a.blueprint.yaml"]
+    assert [h.info.path for h in store.search(_nfd("설명"))] == ["k/a.blueprint.yaml"]
+
+
+def test_rows_indexed_with_decomposed_tags_are_still_found(store, home) -> None:
+    """Rows written before tags were normalized (or by another tool: a meta file edited by
+    hand, a device on an older version) keep their NFD tags: a filter finds them in either form,
+    once each even when the blueprint holds both forms."""
+    import json
+
+    for path, tags in (("t/both", [_nfd("café"), "café", "x"]), ("t/old", [_nfd("café"), "x"])):
+        bp = store.save(path, "a: 1\n")
+        meta_file = store.abspath(path + ".blueprint.meta.json")
+        meta = json.loads(meta_file.read_text())
+        meta["tags"] = tags
+        meta_file.write_text(json.dumps(meta, ensure_ascii=False))
+        store.reconcile()
+        assert store.load(bp.meta.id).meta.tags == tuple(tags)  # the file as it is
+    both = ["t/both.blueprint.yaml", "t/old.blueprint.yaml"]
+    for tag in ("café", _nfd("café")):
+        assert [i.path for i in store.list(tag=tag)] == both
+        assert [i.path for i in store.list(tag=tag, folder="t", limit=5)] == both
+        assert sorted(h.info.path for h in store.search("a", tag=tag)) == both
+
+
+@pytest.mark.parametrize(
+    "folder",
+    ["a\\b", "./a", "a/./b", "a/../a", "a//b", "..", "a/x.blueprint.yaml", "a/b ", "a/CON"],
+)
+def test_a_folder_filter_no_blueprint_can_be_in_is_refused(store, folder: str) -> None:
+    """Forms a save refuses (a backslash, '.', '..', empty parts, a name no OS allows) can hold
+    no blueprint: list and search silently returned [] for a typo like 'a\\b' or './a'."""
+    store.save("a/b/x", "a: 1\n")
+    for call in (lambda: store.list(folder=folder), lambda: store.search("a", folder=folder)):
+        with pytest.raises(InvalidInputError, match="folder") as info:
+            call()
+        assert info.value.hint
+
+
+def test_folder_filters_with_slashes_at_the_ends_still_work(store) -> None:
+    store.save("a/b/x", "a: 1\n")
+    store.save("top", "a: 1\n")
+    for folder in ("a", "a/", "/a", "/a/b/", "a/b"):
+        assert [i.path for i in store.list(folder=folder)] == ["a/b/x.blueprint.yaml"]
+        assert [h.info.path for h in store.search("a", folder=folder)] == ["a/b/x.blueprint.yaml"]
+    assert [i.path for i in store.list(folder="/")] == ["top.blueprint.yaml"]
+    assert [h.info.path for h in store.search("a", folder="/")] == ["top.blueprint.yaml"]
+    assert len(store.list(folder="")) == 2
+
+
+def test_an_origin_that_is_not_documented_is_refused(store) -> None:
+    """origin= went into history as given ('bogus', a typo of 'remote' that sync would then
+    treat as local)."""
+    from localstore.store import SaveRequest
+
+    bp = store.save("o/a", "a: 1\n")
+    calls = [
+        lambda: store.save("o/a", "a: 2\n", origin="Remote"),
+        lambda: store.save_many([SaveRequest(path="o/b", content="b: 1\n")], origin="sync"),
+        lambda: store.move("o/a", "o/c", origin=""),
+        lambda: store.delete("o/a", origin=None),
+        lambda: store.restore("o/a", 1, origin="bogus"),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidInputError, match="origin") as info:
+            call()
+        assert "local" in info.value.hint and "remote" in info.value.hint
+    assert [r.origin for r in store.history(bp.meta.id)] == ["local"]
+    assert store.count() == 1
+    assert store.save("o/a", "a: 3\n", origin="import").rev == 2
+
+
+@pytest.mark.parametrize("value", ["no", "", 0, 1, None])
+def test_a_bool_flag_that_is_not_a_bool_is_refused(store, value: Any) -> None:
+    """list(descending="no") sorted descending (any non-empty string is true); save(public="no")
+    wrote a meta file no store reads back."""
+    store.save("b/a", "a: 1\n")
+    calls = [
+        lambda: store.list(descending=value),
+        lambda: store.list(recursive=value),
+        lambda: store.resolve("b/a", include_deleted=value),
+        lambda: store.row("b/a", include_deleted=value),
+        lambda: store.check(fix=value),
+    ]
+    if value is not None:  # (None: leave the meta field as it is)
+        calls += [
+            lambda: store.save("b/a", "a: 2\n", public=value),
+            lambda: store.save("b/a", "a: 2\n", encrypted=value),
+        ]
+    for call in calls:
+        with pytest.raises(InvalidInputError, match="True or False") as info:
+            call()
+        assert info.value.hint
+    assert store.load("b/a").rev == 1
+    assert store.save("b/a", "a: 2\n", public=True).meta.public is True

@@ -88,3 +88,51 @@ def test_a_query_at_the_word_limit_still_searches(seeded) -> None:
 
     query = " ".join(["kubectl"] * SEARCH_MAX_WORDS)
     assert [h.info.path for h in seeded.search(query)] == ["ops/kube-deploy.blueprint.yaml"]
+
+
+@pytest.mark.parametrize("query", [5, None, b"deploy", ["deploy"]])
+def test_a_query_that_is_not_text_says_so(seeded, query: object) -> None:
+    """A non-string query was reported as 'empty search query'."""
+    with pytest.raises(InvalidInputError, match="must be a string") as info:
+        seeded.search(query)  # type: ignore[arg-type]
+    assert type(query).__name__ in str(info.value) and info.value.hint
+
+
+def test_search_pages_with_offset_like_one_big_result(store) -> None:
+    """search had no offset: an app could page only by asking for a larger limit. Pages join up
+    to the one big answer, also where many hits tie in rank (identical blueprints) and across
+    the whole-word and prefix tiers."""
+    for i in range(30):
+        store.save(f"same/d{i:02}", "run: deploy\n")  # all tie
+    for i in range(7):
+        store.save(f"more/x{i}", "run: deployment\n")  # prefix-only matches of 'deploy'
+    whole = [h.info.id for h in store.search("deploy", limit=100)]
+    assert len(whole) == 37 and len(set(whole)) == 37
+    for size in (1, 4, 7, 20):
+        paged = []
+        for offset in range(0, 40, size):
+            paged += [h.info.id for h in store.search("deploy", limit=size, offset=offset)]
+        assert paged == whole, size
+    # A page taken with a small limit is the start of a larger one (ties broken the same way).
+    for size in range(1, 37):
+        assert [h.info.id for h in store.search("deploy", limit=size)] == whole[:size]
+    assert store.search("deploy", offset=37) == []
+    assert store.search("deploy", offset=10**20) == []
+    for bad in (-1, 1.5, "2", None, True):
+        with pytest.raises(InvalidInputError, match="offset"):
+            store.search("deploy", offset=bad)  # type: ignore[arg-type]
+
+
+def test_search_tier_pages_join_up_above_the_rank_cap(store, monkeypatch) -> None:
+    """The tiered answer (more matches than SEARCH_RANK_CAP) pages the same way."""
+    import localstore.store as store_module
+
+    monkeypatch.setattr(store_module, "SEARCH_RANK_CAP", 5)
+    for i in range(9):
+        store.save(f"t/n{i}", "run: build\n", name="build" if i % 3 == 0 else f"n{i}")
+    whole = [h.info.id for h in store.search("build", limit=100)]
+    assert len(whole) == 9
+    paged = []
+    for offset in range(0, 9, 2):
+        paged += [h.info.id for h in store.search("build", limit=2, offset=offset)]
+    assert paged == whole
