@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,24 @@ class DaemonProc:
                 self.proc.kill()
                 self.proc.wait(10)
         return int(self.proc.returncode)
+
+
+@contextmanager
+def process_holding_home_lock(state_dir: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the home's lock (as an app's start_sync does); killed after."""
+    code = (
+        "import time; from sync.embed import HomeLock; "
+        f"HomeLock({str(state_dir)!r}).acquire(); print('held', flush=True); time.sleep(600)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def daemon_command(home: Path, *extra: str) -> list[str]:

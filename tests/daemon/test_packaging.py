@@ -28,7 +28,7 @@ from sync.cli_daemon import (
 from sync.embed import daemon_running
 from tests.conftest import SLOW
 
-from .conftest import REPO, home_settings
+from .conftest import REPO, home_settings, process_holding_home_lock
 
 PACKAGING = REPO / "packaging"
 LOCALSTORE = str(Path(sys.executable).with_name("localstore"))
@@ -256,20 +256,8 @@ def test_systemd_unit_does_not_restart_a_daemon_that_cannot_sync_this_home(tmp_p
 def held_home(tmp_path: Path) -> Iterator[Path]:
     """A home whose lock another process holds (as an app's start_sync does); killed after."""
     home = tmp_path / "held"
-    state_dir = home_settings(home).paths.state
-    code = (
-        "import time; from sync.embed import HomeLock; "
-        f"HomeLock({str(state_dir)!r}).acquire(); print('held', flush=True); time.sleep(600)"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    with process_holding_home_lock(home_settings(home).paths.state):
         yield home
-    finally:
-        proc.kill()
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def test_service_commands_exit_with_a_no_restart_code_when_the_home_is_held(

@@ -12,7 +12,7 @@ import pytest
 
 from sync.embed import daemon_running, lock_holder, write_state
 
-from .conftest import home_settings
+from .conftest import home_settings, process_holding_home_lock
 
 CLI = [sys.executable, "-c", "from localstore.cli import main; main()"]
 
@@ -20,20 +20,8 @@ CLI = [sys.executable, "-c", "from localstore.cli import main; main()"]
 @pytest.fixture
 def lock_holder_proc(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     """Another process holding the home's lock (as an app's start_sync does); killed after."""
-    state_dir = home_settings(tmp_path / "h").paths.state
-    code = (
-        "import time; from sync.embed import HomeLock; "
-        f"HomeLock({str(state_dir)!r}).acquire(); print('held', flush=True); time.sleep(600)"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    with process_holding_home_lock(home_settings(tmp_path / "h").paths.state) as proc:
         yield proc
-    finally:
-        proc.kill()
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 @pytest.fixture
