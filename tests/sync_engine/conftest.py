@@ -18,9 +18,11 @@ from hypothesis import HealthCheck, settings
 from localstore.config import load_settings
 from localstore.store import BlueprintStore
 from sync import _state as sync_state
+from sync.daemon import Daemon
 from sync.engine import SyncEngine
 from sync.memory_remote import MemoryRemote, MemoryServer
 from sync.remote import Change, PushResult
+from tests.daemon.conftest import run_on_thread
 
 STRESS = os.environ.get("LOCALSTORE_STRESS") == "1"
 
@@ -165,3 +167,25 @@ def assert_converged(server: MemoryServer, *devices: Device) -> None:
     for dev in devices:
         assert dev.snapshot() == expected, dev.name
         assert dev.engine.status().pending == 0, dev.name
+
+
+@pytest.fixture
+def daemon_home(tmp_path: Path) -> Iterator[tuple[Path, MemoryServer]]:
+    """A daemon on a thread of this process, on an empty home and a memory server (stopped and
+    joined after the test)."""
+    home = tmp_path / "home"
+    server = MemoryServer()
+    settings = load_settings(home=home, environ={})
+    daemon = Daemon(
+        settings,
+        remote_factory=lambda s: MemoryRemote(server, user="u"),
+        install_signals=False,
+        poll_interval_s=3600,
+    )
+    running = run_on_thread(daemon)
+    try:
+        yield home, server
+    finally:
+        daemon.stop()
+        running.thread.join(30)
+    assert not running.thread.is_alive() and not running.errors

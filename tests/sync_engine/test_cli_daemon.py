@@ -3,38 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 import localstore
 from localstore.cli import cli
-from localstore.config import load_settings
-from sync.daemon import Daemon
-from sync.memory_remote import MemoryRemote, MemoryServer
-from tests.daemon.conftest import run_on_thread
-
-
-@pytest.fixture
-def daemon_home(tmp_path: Path) -> Iterator[tuple[Path, MemoryServer]]:
-    home = tmp_path / "home"
-    server = MemoryServer()
-    settings = load_settings(home=home, environ={})
-    daemon = Daemon(
-        settings,
-        remote_factory=lambda s: MemoryRemote(server, user="u"),
-        install_signals=False,
-        poll_interval_s=3600,
-    )
-    running = run_on_thread(daemon)
-    try:
-        yield home, server
-    finally:
-        daemon.stop()
-        running.thread.join(30)
-    assert not running.thread.is_alive() and not running.errors
+from sync.memory_remote import MemoryServer
 
 
 def test_sync_and_status_go_through_the_daemon(daemon_home: tuple[Path, MemoryServer]) -> None:

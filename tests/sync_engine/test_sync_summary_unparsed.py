@@ -9,7 +9,6 @@ reached the other devices.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,11 +16,8 @@ from click.testing import CliRunner, Result
 
 import localstore
 from localstore.cli import cli
-from localstore.config import load_settings
 from sync import cli_sync
-from sync.daemon import Daemon
 from sync.memory_remote import MemoryRemote, MemoryServer
-from tests.daemon.conftest import run_on_thread
 
 EXIT_ATTENTION = 3
 BROKEN = "name: new\nsteps: [1, 2\n"
@@ -77,32 +73,12 @@ def test_sync_here_counts_new_files_that_never_parsed(
     check_summary(home, server)
 
 
-@pytest.fixture
-def daemon_home(tmp_path: Path) -> Iterator[tuple[Path, MemoryServer]]:
-    """A daemon on a thread of this process (stopped and joined after the test)."""
-    home = tmp_path / "home"
-    server = MemoryServer()
-    with localstore.open(home=home) as store:
-        store.save("d/x", "v: 1\n")
-    daemon = Daemon(
-        load_settings(home=home, environ={}),
-        remote_factory=lambda s: MemoryRemote(server, user="u"),
-        install_signals=False,
-        poll_interval_s=3600,
-    )
-    running = run_on_thread(daemon)
-    try:
-        yield home, server
-    finally:
-        daemon.stop()
-        running.thread.join(30)
-    assert not running.thread.is_alive() and not running.errors
-
-
 def test_sync_through_the_daemon_counts_new_files_that_never_parsed(
     daemon_home: tuple[Path, MemoryServer],
 ) -> None:
     home, server = daemon_home
+    with localstore.open(home=home) as store:
+        store.save("d/x", "v: 1\n")
     assert run(home, "sync").exit_code == 0
     drop_files(home)
     check_summary(home, server)
