@@ -480,6 +480,13 @@ def resolve_inside(root: Path, rel: str, *, real_root: Path | None = None) -> Pa
         real_parent = target.parent.resolve()
     except OSError as exc:
         raise map_os_error(exc, "cannot resolve", target) from exc
+    except RuntimeError as exc:
+        # pathlib reports a link loop (``a -> a``, ``a -> b -> a``) as RuntimeError, which left
+        # save() with an untyped error and no hint.
+        raise UnsafePathError(
+            f"path {rel!r} leads through a symbolic link loop",
+            hint="remove or fix the symbolic link, or use another folder",
+        ) from exc
     if real_parent != real_root and real_root not in real_parent.parents:
         raise UnsafePathError(
             f"path {rel!r} leads outside the blueprints folder (through a link)",
