@@ -677,6 +677,12 @@ class Reconciler:
                 if row_at_path is not None:
                     self._flag(cur, row_at_path, f"invalid meta file: {exc.message}", scan, rel)
                 return
+            if row_at_path is None:
+                recovered = self._finish_moving_update(
+                    cur, rel, meta, meta_bytes, yaml_bytes, report
+                )
+                if recovered is not None:
+                    meta_bytes, meta = recovered
         identity: Row | None = None
         replaced: Row | None = None
         if meta is not None:
@@ -737,6 +743,47 @@ class Reconciler:
             fs.atomic_write(store.root / meta_rel, prepared.meta_bytes)
             report.fixed.append({"kind": "meta-written", "path": meta_rel, "detail": meta.id})
         self._record(cur, identity, prepared, rel, report)
+
+    def _finish_moving_update(
+        self,
+        cur: Any,
+        rel: str,
+        meta: BlueprintMeta,
+        meta_bytes: bytes,
+        yaml_bytes: bytes,
+        report: CheckReport,
+    ) -> tuple[bytes, BlueprintMeta] | None:
+        """The new meta of a save that moved a blueprint and changed it, if it died between
+        renaming the new YAML and the new meta (the bytes and their meta, or None).
+
+        Such a save first moves the old pair to the new path, then renames both new files over
+        it: the new path held the new YAML beside the old meta, reconcile recorded that mix (a
+        revision nobody saved) and swept the flushed meta temp away later. Recognised as for an
+        update in place: the meta is exactly the one indexed for its blueprint, whose old path is
+        gone, and the YAML differs; only a temp of that blueprint written after both files is
+        taken.
+        """
+        moved = self._with_id(cur, meta.id)
+        if (
+            moved is None
+            or moved.deleted
+            or moved.path == rel
+            or sha256_hex(meta_bytes) != moved.meta_sha256
+            or sha256_hex(yaml_bytes) == moved.yaml_sha256
+            or self._exact_exists(moved.path)  # (a case-only move on a case-blind disk too)
+        ):
+            return None
+        root = self.store.root
+        y_st, m_st = os.stat(root / rel), os.stat(root / fs.meta_path_for(rel))
+        newer = self._recover_meta_temp(
+            fs.meta_path_for(rel),
+            report,
+            same_id=moved.id,
+            not_before=max(y_st.st_mtime_ns, m_st.st_mtime_ns),
+        )
+        if newer is None:
+            return None
+        return newer, decode_meta(newer, source=fs.meta_path_for(rel))
 
     def _moves_later(self, row: Row, rel: str) -> bool:
         """Whether ``row``'s id is in the meta of another path this pass has yet to ingest.

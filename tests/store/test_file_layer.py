@@ -3,6 +3,9 @@ kernels whose syncfs does not report write errors."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,3 +34,43 @@ def test_a_symlink_loop_in_a_path_is_a_typed_error(home: Path) -> None:
             assert caught.value.hint and "link" in caught.value.hint
         assert s.count() == 0
         assert s.check(fix=True).clean
+
+
+_KILLED_MOVE = """
+import os, sys
+import localstore
+store = localstore.open(home=sys.argv[1], maintenance=False)
+real_replace = os.replace
+def replace(src, dst):
+    real_replace(src, dst)
+    os._exit(9)  # power cut right after the first rename of the new files (the YAML's)
+os.replace = replace
+store.save("b", "v: 2\\n", id=sys.argv[2], tags=["new"], description="new desc")
+"""
+
+
+def test_move_with_new_content_killed_between_its_renames_gets_its_new_meta(home: Path) -> None:
+    # A save that moves a blueprint and changes it renames the old pair to the new path, then
+    # renames the new YAML and meta over it. Killed after the YAML, the new path held the new
+    # YAML beside the old meta: reconcile recorded that mix (a revision nobody saved) and swept
+    # the new meta's flushed temp away a minute later, so the save's tags were lost.
+    with _open(home) as s:
+        bp = s.save("a", "v: 1\n", tags=["old"], description="old desc")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_MOVE, str(home), bp.id], env=env, check=False
+    )
+    assert child.returncode == 9
+    root = home / "blueprints"
+    assert len(list(root.glob(".b.blueprint.meta.json.*.lstmp"))) == 1  # the flushed new meta
+    with _open(home) as s:
+        got = s.load(bp.id)
+        assert (got.path, got.content, got.meta.tags, got.meta.description) == (
+            "b.blueprint.yaml",
+            "v: 2\n",
+            ("new",),
+            "new desc",
+        )
+        assert [r.rev for r in s.history(bp.id)] == [2, 1]
+        assert s.check().clean
+    assert not list(root.glob(".*.lstmp"))
