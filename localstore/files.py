@@ -123,7 +123,10 @@ def atomic_write_many(items: Sequence[tuple[Path, bytes]], *, mode: int = 0o644)
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or _kernel_version() < (5, 8):
+        # Before Linux 5.8 syncfs() returned 0 even when writing a file back failed (EIO, ENOSPC
+        # on thin storage): a batch would rename temps whose data never reached the disk and
+        # acknowledge them. Those kernels get an fsync per file, which does report the error.
         return None
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -133,6 +136,12 @@ def _load_syncfs() -> Callable[[int], int] | None:
     fn.argtypes = [ctypes.c_int]
     fn.restype = ctypes.c_int
     return cast(Callable[[int], int], fn)
+
+
+def _kernel_version() -> tuple[int, int]:
+    """The running kernel's (major, minor); (0, 0) if the release string cannot be read."""
+    match = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    return (int(match[1]), int(match[2])) if match else (0, 0)
 
 
 _SYNCFS = _load_syncfs()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import localstore
+from localstore import files as fs
 from localstore.errors import UnsafePathError
 
 DOC = "steps: [a]\n"
@@ -39,6 +40,7 @@ def test_a_symlink_loop_in_a_path_is_a_typed_error(home: Path) -> None:
 _KILLED_MOVE = """
 import os, sys
 import localstore
+from localstore import files as fs
 store = localstore.open(home=sys.argv[1], maintenance=False)
 real_replace = os.replace
 def replace(src, dst):
@@ -74,3 +76,26 @@ def test_move_with_new_content_killed_between_its_renames_gets_its_new_meta(home
         assert [r.rev for r in s.history(bp.id)] == [2, 1]
         assert s.check().clean
     assert not list(root.glob(".*.lstmp"))
+
+
+_REAL_UNAME = os.uname() if hasattr(os, "uname") else None
+
+
+def _uname(release: str) -> os.uname_result:
+    real = _REAL_UNAME
+    assert real is not None
+    return os.uname_result((real.sysname, real.nodename, release, real.version, real.machine))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="syncfs is Linux only")
+def test_syncfs_is_not_trusted_on_kernels_before_5_8(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before 5.8 syncfs() returned 0 even when the write-back of a file failed, so a large batch
+    # (one syncfs instead of an fsync per file) could rename and acknowledge temps whose data
+    # never reached the disk. Such kernels must get an fsync per file. (The kernel version is
+    # the one thing faked here: an old kernel cannot be booted for a test.)
+    monkeypatch.setattr(os, "uname", lambda: _uname("5.4.0-150-generic"))
+    assert fs._load_syncfs() is None
+    monkeypatch.setattr(os, "uname", lambda: _uname("5.8.0"))
+    assert fs._load_syncfs() is not None
+    monkeypatch.setattr(os, "uname", lambda: _uname("6.18.44-fc"))
+    assert fs._load_syncfs() is not None
