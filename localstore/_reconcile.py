@@ -376,7 +376,20 @@ class Reconciler:
                     f"({error.strerror or error}); fix its permissions"
                 )
                 return {"kind": "unreadable-folder", "path": row.path, "detail": detail}
-        if os.path.lexists(self.store.root / row.path):
+        try:
+            mode: int | None = os.lstat(self.store.root / row.path).st_mode
+        except OSError:
+            mode = None
+        if mode is not None and not stat.S_ISREG(mode):
+            # A folder or a link took the YAML's name: neither is read (a link could lead out of
+            # the folder). Saying "hidden or ignored" sent the user looking for the wrong thing.
+            what = "folder" if stat.S_ISDIR(mode) else "symbolic link or special file"
+            detail = (
+                f"kept: a {what} now has its YAML file's name; move it away or put the file "
+                "back (its last version is in history)"
+            )
+            return {"kind": "not-a-file", "path": row.path, "detail": detail}
+        if mode is not None:
             detail = (
                 "kept: its files exist, but under a hidden or ignored name that the scan skips; "
                 "move it to a folder the scan sees"

@@ -99,3 +99,22 @@ def test_syncfs_is_not_trusted_on_kernels_before_5_8(monkeypatch: pytest.MonkeyP
     assert fs._load_syncfs() is not None
     monkeypatch.setattr(os, "uname", lambda: _uname("6.18.44-fc"))
     assert fs._load_syncfs() is not None
+
+
+def test_a_yaml_replaced_by_a_folder_is_kept_and_explained(home: Path) -> None:
+    # The blueprint is kept (its content is in history; a folder is no edit to record), but
+    # check said its files were "under a hidden or ignored name", which was not so.
+    with _open(home) as s:
+        bp = s.save("x", DOC)
+    yaml = home / "blueprints/x.blueprint.yaml"
+    yaml.unlink()
+    yaml.mkdir()
+    with _open(home) as s:
+        problems = {p["path"]: p for p in s.check(fix=True).problems}
+        assert problems["x.blueprint.yaml"]["kind"] == "not-a-file"
+        assert "folder" in problems["x.blueprint.yaml"]["detail"]
+        assert s.resolve(bp.id).path == "x.blueprint.yaml"  # still live, not recorded deleted
+    yaml.rmdir()
+    yaml.write_text(DOC)
+    with _open(home) as s:
+        assert s.check().clean and s.load(bp.id).rev == 1
