@@ -376,7 +376,20 @@ class Reconciler:
                     f"({error.strerror or error}); fix its permissions"
                 )
                 return {"kind": "unreadable-folder", "path": row.path, "detail": detail}
-        if os.path.lexists(self.store.root / row.path):
+        try:
+            mode: int | None = os.lstat(self.store.root / row.path).st_mode
+        except OSError:
+            mode = None
+        if mode is not None and not stat.S_ISREG(mode):
+            # A folder or a link took the YAML's name: neither is read (a link could lead out of
+            # the folder). Saying "hidden or ignored" sent the user looking for the wrong thing.
+            what = "folder" if stat.S_ISDIR(mode) else "symbolic link or special file"
+            detail = (
+                f"kept: a {what} now has its YAML file's name; move it away or put the file "
+                "back (its last version is in history)"
+            )
+            return {"kind": "not-a-file", "path": row.path, "detail": detail}
+        if mode is not None:
             detail = (
                 "kept: its files exist, but under a hidden or ignored name that the scan skips; "
                 "move it to a folder the scan sees"
@@ -677,6 +690,12 @@ class Reconciler:
                 if row_at_path is not None:
                     self._flag(cur, row_at_path, f"invalid meta file: {exc.message}", scan, rel)
                 return
+            if row_at_path is None:
+                recovered = self._finish_moving_update(
+                    cur, rel, meta, meta_bytes, yaml_bytes, report
+                )
+                if recovered is not None:
+                    meta_bytes, meta = recovered
         identity: Row | None = None
         replaced: Row | None = None
         if meta is not None:
@@ -737,6 +756,47 @@ class Reconciler:
             fs.atomic_write(store.root / meta_rel, prepared.meta_bytes)
             report.fixed.append({"kind": "meta-written", "path": meta_rel, "detail": meta.id})
         self._record(cur, identity, prepared, rel, report)
+
+    def _finish_moving_update(
+        self,
+        cur: Any,
+        rel: str,
+        meta: BlueprintMeta,
+        meta_bytes: bytes,
+        yaml_bytes: bytes,
+        report: CheckReport,
+    ) -> tuple[bytes, BlueprintMeta] | None:
+        """The new meta of a save that moved a blueprint and changed it, if it died between
+        renaming the new YAML and the new meta (the bytes and their meta, or None).
+
+        Such a save first moves the old pair to the new path, then renames both new files over
+        it: the new path held the new YAML beside the old meta, reconcile recorded that mix (a
+        revision nobody saved) and swept the flushed meta temp away later. Recognised as for an
+        update in place: the meta is exactly the one indexed for its blueprint, whose old path is
+        gone, and the YAML differs; only a temp of that blueprint written after both files is
+        taken.
+        """
+        moved = self._with_id(cur, meta.id)
+        if (
+            moved is None
+            or moved.deleted
+            or moved.path == rel
+            or sha256_hex(meta_bytes) != moved.meta_sha256
+            or sha256_hex(yaml_bytes) == moved.yaml_sha256
+            or self._exact_exists(moved.path)  # (a case-only move on a case-blind disk too)
+        ):
+            return None
+        root = self.store.root
+        y_st, m_st = os.stat(root / rel), os.stat(root / fs.meta_path_for(rel))
+        newer = self._recover_meta_temp(
+            fs.meta_path_for(rel),
+            report,
+            same_id=moved.id,
+            not_before=max(y_st.st_mtime_ns, m_st.st_mtime_ns),
+        )
+        if newer is None:
+            return None
+        return newer, decode_meta(newer, source=fs.meta_path_for(rel))
 
     def _moves_later(self, row: Row, rel: str) -> bool:
         """Whether ``row``'s id is in the meta of another path this pass has yet to ingest.

@@ -123,7 +123,10 @@ def atomic_write_many(items: Sequence[tuple[Path, bytes]], *, mode: int = 0o644)
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or _kernel_version() < (5, 8):
+        # Before Linux 5.8 syncfs() returned 0 even when writing a file back failed (EIO, ENOSPC
+        # on thin storage): a batch would rename temps whose data never reached the disk and
+        # acknowledge them. Those kernels get an fsync per file, which does report the error.
         return None
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -133,6 +136,12 @@ def _load_syncfs() -> Callable[[int], int] | None:
     fn.argtypes = [ctypes.c_int]
     fn.restype = ctypes.c_int
     return cast(Callable[[int], int], fn)
+
+
+def _kernel_version() -> tuple[int, int]:
+    """The running kernel's (major, minor); (0, 0) if the release string cannot be read."""
+    match = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    return (int(match[1]), int(match[2])) if match else (0, 0)
 
 
 _SYNCFS = _load_syncfs()
@@ -480,6 +489,13 @@ def resolve_inside(root: Path, rel: str, *, real_root: Path | None = None) -> Pa
         real_parent = target.parent.resolve()
     except OSError as exc:
         raise map_os_error(exc, "cannot resolve", target) from exc
+    except RuntimeError as exc:
+        # pathlib reports a link loop (``a -> a``, ``a -> b -> a``) as RuntimeError, which left
+        # save() with an untyped error and no hint.
+        raise UnsafePathError(
+            f"path {rel!r} leads through a symbolic link loop",
+            hint="remove or fix the symbolic link, or use another folder",
+        ) from exc
     if real_parent != real_root and real_root not in real_parent.parents:
         raise UnsafePathError(
             f"path {rel!r} leads outside the blueprints folder (through a link)",
