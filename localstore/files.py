@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fnmatch
+import logging
 import os
 import re
 import secrets
@@ -27,6 +28,8 @@ from localstore.errors import (
     StorageError,
     UnsafePathError,
 )
+
+log = logging.getLogger("localstore.files")
 
 YAML_SUFFIX = ".blueprint.yaml"
 META_SUFFIX = ".blueprint.meta.json"
@@ -149,13 +152,27 @@ _SYNCFS = _load_syncfs()
 
 def syncfs(directory: Path | str) -> None:
     """Flush every dirty page of the filesystem holding ``directory`` (Linux), one call for a batch."""
+    global _SYNCFS
     fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         if _SYNCFS is None or _SYNCFS(fd) != 0:
             err = ctypes.get_errno() if _SYNCFS is not None else errno.ENOSYS
+            if err in _SYNCFS_REFUSED and _SYNCFS is not None:
+                # A sandbox's seccomp filter (Flatpak/Snap profiles, gVisor, some containers)
+                # refuses the call itself: nothing was flushed, and it would refuse every batch.
+                # This process uses an fsync per file from now on (PendingWrites falls back).
+                log.warning(
+                    "syncfs() is not allowed here (%s): flushing file by file", os.strerror(err)
+                )
+                _SYNCFS = None
             raise OSError(err, os.strerror(err))
     finally:
         os.close(fd)
+
+
+# What a seccomp filter answers for a system call it does not allow (ENOSYS: "not implemented",
+# the default of most profiles; EPERM). Never an I/O error: those are the disk's answer.
+_SYNCFS_REFUSED = frozenset({errno.ENOSYS, errno.EPERM})
 
 
 # At or above this many files, one syncfs beats an fsync per file (measured: ~0.4 vs ~1 ms a file).
@@ -258,8 +275,14 @@ class PendingWrites:
                 for folder in _one_per_filesystem(os.path.dirname(t) for _, t in self._temps):
                     syncfs(folder)
             except OSError as exc:
-                self.abort()
-                raise map_os_error(exc, "cannot flush", folder) from exc
+                if exc.errno not in _SYNCFS_REFUSED:
+                    self.abort()
+                    raise map_os_error(exc, "cannot flush", folder) from exc
+                self._batch = False  # refused by a sandbox: flush each temp instead
+                failure = self._fsync_temps()
+                if failure is not None:
+                    self.abort()
+                    raise map_os_error(failure[0], "cannot write", failure[1]) from failure[0]
         dirs: dict[str, None] = {}
         for i, (tmp, target) in enumerate(self._temps):
             try:
@@ -279,11 +302,25 @@ class PendingWrites:
             try:
                 for folder in _one_per_filesystem(dirs):
                     syncfs(folder)
+                return
             except OSError as exc:
-                raise map_os_error(exc, "cannot flush", next(iter(dirs))) from exc
-            return
+                if exc.errno not in _SYNCFS_REFUSED:
+                    raise map_os_error(exc, "cannot flush", next(iter(dirs))) from exc
         for d in dirs:
             fsync_dir(d)
+
+    def _fsync_temps(self) -> tuple[OSError, str] | None:
+        """An fsync of every temp (a batch whose syncfs a sandbox refused); the first failure."""
+        for tmp, target in self._temps:
+            try:
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                return exc, target
+        return None
 
     def abort(self) -> None:
         """Remove every temp file not yet renamed."""

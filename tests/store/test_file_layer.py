@@ -3,6 +3,8 @@ kernels whose syncfs does not report write errors."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import subprocess
 import sys
@@ -12,7 +14,8 @@ import pytest
 
 import localstore
 from localstore import files as fs
-from localstore.errors import UnsafePathError
+from localstore.errors import StorageError, UnsafePathError
+from localstore.store import SaveRequest
 
 DOC = "steps: [a]\n"
 
@@ -99,6 +102,51 @@ def test_syncfs_is_not_trusted_on_kernels_before_5_8(monkeypatch: pytest.MonkeyP
     assert fs._load_syncfs() is not None
     monkeypatch.setattr(os, "uname", lambda: _uname("6.18.44-fc"))
     assert fs._load_syncfs() is not None
+
+
+@pytest.mark.skipif(fs._SYNCFS is None, reason="this kernel has no trusted syncfs")
+@pytest.mark.parametrize("refusal", [errno.ENOSYS, errno.EPERM])
+def test_a_sandbox_refusing_syncfs_falls_back_to_an_fsync_per_file(
+    home: Path, monkeypatch: pytest.MonkeyPatch, refusal: int
+) -> None:
+    # A seccomp filter (Flatpak/Snap profiles, gVisor, some containers) answers a call it does
+    # not allow with ENOSYS or EPERM. Every batch of 16 or more files relies on one syncfs, so
+    # every such batch failed ("cannot flush") and a first download could never be applied.
+    # Only the refusal is injected: the files, the fsyncs and the index are real.
+    calls: list[int] = []
+
+    def refused(fd: int) -> int:
+        calls.append(fd)
+        ctypes.set_errno(refusal)
+        return -1
+
+    monkeypatch.setattr(fs, "_SYNCFS", refused)
+    with _open(home) as s:
+        first = s.save_many([SaveRequest(f"f{i % 3}/a{i}", DOC) for i in range(20)])
+        assert len(calls) == 1 and fs._SYNCFS is None  # noticed once, then file by file
+        second = s.save_many([SaveRequest(f"g/b{i}", DOC) for i in range(20)])
+        assert len(calls) == 1
+    with _open(home) as s:
+        assert s.count() == 40
+        for bp in [*first, *second]:
+            assert s.load(bp.id).content == DOC
+    assert not list((home / "blueprints").rglob("*" + fs.TEMP_SUFFIX))
+
+
+def test_an_io_error_from_syncfs_still_fails_the_batch(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # EIO is the disk's answer, not a sandbox's: nothing may be acknowledged, and syncfs stays.
+    def failing(fd: int) -> int:
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    monkeypatch.setattr(fs, "_SYNCFS", failing)
+    with _open(home) as s:
+        with pytest.raises(StorageError):
+            s.save_many([SaveRequest(f"f/a{i}", DOC) for i in range(20)])
+        assert fs._SYNCFS is failing
+        assert s.count() == 0
 
 
 def test_a_yaml_replaced_by_a_folder_is_kept_and_explained(home: Path) -> None:
