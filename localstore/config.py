@@ -118,8 +118,35 @@ class Settings:
     cloud_anon_key: str = ""
 
     def replace(self, **changes: Any) -> Settings:
-        """Return a copy with some fields changed."""
-        return dataclasses.replace(self, **changes)
+        """Return a copy with some settings changed, each checked as in config.yaml.
+
+        dataclasses.replace alone took ``keychain_file_fallback=2`` (an opt-in to the file
+        credential store nobody wrote), ``max_depth=0`` or a misspelt ``conflict_policy`` that
+        failed first when sync started.
+
+        Raises ConfigError for an unknown setting, a value of the wrong type or out of range, and
+        for ``home`` or ``paths`` (load_settings(home=...) builds the two together).
+        """
+        where = "settings.replace"
+        if "home" in changes or "paths" in changes:
+            raise ConfigError(
+                f"{where} cannot change home or paths",
+                hint="load the other home's settings with load_settings(home=...)",
+            )
+        unknown = sorted(set(changes) - set(_TUNABLES))
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown setting(s) {', '.join(unknown)}", hint=_known_hint(unknown)
+            )
+        for name, value in changes.items():
+            if value is None:
+                kind = type(getattr(_DEFAULTS, name))
+                raise ConfigError(
+                    f"{where}: setting {name!r} must be {_KIND_NAMES[kind]}, got None",
+                    hint="see docs/configuration.md",
+                )
+        checked = {name: _typed(name, value, where) for name, value in changes.items()}
+        return dataclasses.replace(self, **checked)
 
 
 _TUNABLES = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("paths", "home")}

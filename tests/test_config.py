@@ -213,3 +213,35 @@ def test_open_refuses_settings_together_with_home_or_settings_keywords(tmp_path:
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing opened
     with localstore.open(settings=settings.replace(max_depth=3)) as store:
         assert store.settings.max_depth == 3
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"keychain_file_fallback": 2}, "keychain_file_fallback"),
+        ({"max_depth": 0}, "max_depth"),
+        ({"max_depth": "5"}, "max_depth"),
+        ({"conflict_policy": "keep_both"}, "conflict_policy"),
+        ({"poll_interval_s": float("nan")}, "poll_interval_s"),
+        ({"device_name": None}, "device_name"),
+        ({"max_dept": 3}, "max_dept"),
+        ({"home": "/elsewhere"}, "home"),
+    ],
+)
+def test_settings_replace_checks_like_load_settings(
+    tmp_path: Path, changes: dict[str, object], match: str
+) -> None:
+    settings = load_settings(home=tmp_path, environ={})
+    with pytest.raises(ConfigError, match=match) as info:
+        settings.replace(**changes)
+    assert info.value.message.startswith("settings.replace")
+    if "max_dept" in changes:
+        assert "'max_depth'" in info.value.hint
+
+
+def test_settings_replace_keeps_right_values(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path, environ={})
+    changed = settings.replace(max_depth=3, poll_interval_s=2, merge_tool="")
+    assert changed.max_depth == 3 and changed.merge_tool == ""
+    assert changed.poll_interval_s == 2.0 and isinstance(changed.poll_interval_s, float)
+    assert changed.paths == settings.paths and settings.max_depth != 3
