@@ -322,9 +322,17 @@ def load_settings(
 ) -> Settings:
     """Build settings for a home from arguments, environment, config file and defaults.
 
-    Raises ConfigError for unknown or ill-typed settings.
+    Raises ConfigError for unknown or ill-typed settings, and for an empty ``home``.
     """
     env = os.environ if environ is None else environ
+    if home is not None and os.fspath(home) == "":
+        # resolve() reads "" as unset: `--home "$DIR"` with DIR unset opened (and `rm` edited)
+        # the user's own store in the platform folders. An empty LOCALSTORE_HOME stays unset.
+        raise ConfigError(
+            "the home folder given is empty",
+            hint="pass a folder, or leave out --home (home=None) to use LOCALSTORE_HOME "
+            "or the platform folders",
+        )
     home_value = resolve(home, env.get(ENV_PREFIX + "HOME"), None, None)
     home_path = Path(home_value) if home_value is not None else None
     paths = _paths_for(home_path)

@@ -245,3 +245,11 @@ def test_settings_replace_keeps_right_values(tmp_path: Path) -> None:
     assert changed.max_depth == 3 and changed.merge_tool == ""
     assert changed.poll_interval_s == 2.0 and isinstance(changed.poll_interval_s, float)
     assert changed.paths == settings.paths and settings.max_depth != 3
+
+
+def test_an_empty_home_argument_is_refused_not_the_platform_folders(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="empty") as info:
+        load_settings(home="", environ={"LOCALSTORE_HOME": str(tmp_path)})
+    assert "--home" in info.value.hint
+    # An empty variable is unset, as for every other setting.
+    assert load_settings(environ={"LOCALSTORE_HOME": ""}).home is None
