@@ -170,13 +170,21 @@ def _paths_for(home: Path | None) -> Paths:
             cache=home / "cache",
             state=home / "state",
         )
-    return Paths(
-        blueprints=Path(platformdirs.user_documents_dir()) / APP_NAME / "Blueprints",
-        data=Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)),
-        config=Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)),
-        cache=Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False)),
-        state=Path(platformdirs.user_state_dir(APP_NAME, appauthor=False)),
-    )
+    try:
+        return Paths(
+            blueprints=Path(platformdirs.user_documents_dir()) / APP_NAME / "Blueprints",
+            data=Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)),
+            config=Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)),
+            cache=Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False)),
+            state=Path(platformdirs.user_state_dir(APP_NAME, appauthor=False)),
+        )
+    except RuntimeError as exc:
+        # platformdirs raises it when HOME is unset or relative and the user has no passwd
+        # entry (a container run with an arbitrary uid); left alone it was an "unexpected" bug.
+        raise ConfigError(
+            f"cannot find this user's platform folders: {exc}",
+            hint="set LOCALSTORE_HOME (or --home) to a folder, or set HOME to an absolute path",
+        ) from exc
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:

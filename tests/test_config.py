@@ -253,3 +253,20 @@ def test_an_empty_home_argument_is_refused_not_the_platform_folders(tmp_path: Pa
     assert "--home" in info.value.hint
     # An empty variable is unset, as for every other setting.
     assert load_settings(environ={"LOCALSTORE_HOME": ""}).home is None
+
+
+def test_no_home_directory_at_all_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A uid with no passwd entry and HOME unset (a container run as an arbitrary user):
+    # platformdirs raises RuntimeError, which reached the CLI as an "unexpected" bug.
+    import pwd
+
+    def no_entry(uid: int) -> pwd.struct_passwd:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)  # the fault: no passwd entry
+    monkeypatch.setenv("HOME", "relative")
+    for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ConfigError, match="platform folders") as info:
+        load_settings(environ={})
+    assert "LOCALSTORE_HOME" in info.value.hint
