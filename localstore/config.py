@@ -187,6 +187,27 @@ def _paths_for(home: Path | None) -> Paths:
         ) from exc
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a setting given twice: PyYAML keeps the last one silently, so an
+    edit of the first was ignored with nothing said."""
+
+
+def _unique_mapping(loader: _ConfigLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+            key = loader.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"setting {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_ConfigLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def _read_config_file(path: Path) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
@@ -204,7 +225,7 @@ def _read_config_file(path: Path) -> dict[str, Any]:
             f"{path} is not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8"
         ) from exc
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_ConfigLoader) or {}  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(
             f"{path} is not valid YAML: {_yaml_problem(exc)}", hint="fix or delete the file"

@@ -57,6 +57,7 @@ def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
         ("1: 2\n", "unknown setting"),
         ("max_depth: 64\n2: x\n", "unknown setting"),
         ("yes: 1\n", "unknown setting"),
+        ("max_depth: 5\nsettle_ms: 1\nmax_depth: 6\n", "'max_depth' is given twice at line 3"),
     ],
 )
 def test_bad_config_file(tmp_path: Path, content: str, match: str) -> None:
@@ -270,3 +271,10 @@ def test_no_home_directory_at_all_is_a_config_error(monkeypatch: pytest.MonkeyPa
     with pytest.raises(ConfigError, match="platform folders") as info:
         load_settings(environ={})
     assert "LOCALSTORE_HOME" in info.value.hint
+
+
+def test_config_file_merge_keys_are_no_duplicates(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/config.yaml").write_text("<<: {settle_ms: 5, max_depth: 9}\nmax_depth: 7\n")
+    s = load_settings(home=tmp_path, environ={})
+    assert s.settle_ms == 5 and s.max_depth == 7
