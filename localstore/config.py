@@ -118,8 +118,35 @@ class Settings:
     cloud_anon_key: str = ""
 
     def replace(self, **changes: Any) -> Settings:
-        """Return a copy with some fields changed."""
-        return dataclasses.replace(self, **changes)
+        """Return a copy with some settings changed, each checked as in config.yaml.
+
+        dataclasses.replace alone took ``keychain_file_fallback=2`` (an opt-in to the file
+        credential store nobody wrote), ``max_depth=0`` or a misspelt ``conflict_policy`` that
+        failed first when sync started.
+
+        Raises ConfigError for an unknown setting, a value of the wrong type or out of range, and
+        for ``home`` or ``paths`` (load_settings(home=...) builds the two together).
+        """
+        where = "settings.replace"
+        if "home" in changes or "paths" in changes:
+            raise ConfigError(
+                f"{where} cannot change home or paths",
+                hint="load the other home's settings with load_settings(home=...)",
+            )
+        unknown = sorted(set(changes) - set(_TUNABLES))
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown setting(s) {', '.join(unknown)}", hint=_known_hint(unknown)
+            )
+        for name, value in changes.items():
+            if value is None:
+                kind = type(getattr(_DEFAULTS, name))
+                raise ConfigError(
+                    f"{where}: setting {name!r} must be {_KIND_NAMES[kind]}, got None",
+                    hint="see docs/configuration.md",
+                )
+        checked = {name: _typed(name, value, where) for name, value in changes.items()}
+        return dataclasses.replace(self, **checked)
 
 
 _TUNABLES = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("paths", "home")}
@@ -143,13 +170,42 @@ def _paths_for(home: Path | None) -> Paths:
             cache=home / "cache",
             state=home / "state",
         )
-    return Paths(
-        blueprints=Path(platformdirs.user_documents_dir()) / APP_NAME / "Blueprints",
-        data=Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)),
-        config=Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)),
-        cache=Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False)),
-        state=Path(platformdirs.user_state_dir(APP_NAME, appauthor=False)),
-    )
+    try:
+        return Paths(
+            blueprints=Path(platformdirs.user_documents_dir()) / APP_NAME / "Blueprints",
+            data=Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)),
+            config=Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)),
+            cache=Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False)),
+            state=Path(platformdirs.user_state_dir(APP_NAME, appauthor=False)),
+        )
+    except RuntimeError as exc:
+        # platformdirs raises it when HOME is unset or relative and the user has no passwd
+        # entry (a container run with an arbitrary uid); left alone it was an "unexpected" bug.
+        raise ConfigError(
+            f"cannot find this user's platform folders: {exc}",
+            hint="set LOCALSTORE_HOME (or --home) to a folder, or set HOME to an absolute path",
+        ) from exc
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a setting given twice: PyYAML keeps the last one silently, so an
+    edit of the first was ignored with nothing said."""
+
+
+def _unique_mapping(loader: _ConfigLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+            key = loader.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"setting {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_ConfigLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
@@ -169,7 +225,7 @@ def _read_config_file(path: Path) -> dict[str, Any]:
             f"{path} is not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8"
         ) from exc
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_ConfigLoader) or {}  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(
             f"{path} is not valid YAML: {_yaml_problem(exc)}", hint="fix or delete the file"
@@ -295,9 +351,17 @@ def load_settings(
 ) -> Settings:
     """Build settings for a home from arguments, environment, config file and defaults.
 
-    Raises ConfigError for unknown or ill-typed settings.
+    Raises ConfigError for unknown or ill-typed settings, and for an empty ``home``.
     """
     env = os.environ if environ is None else environ
+    if home is not None and os.fspath(home) == "":
+        # resolve() reads "" as unset: `--home "$DIR"` with DIR unset opened (and `rm` edited)
+        # the user's own store in the platform folders. An empty LOCALSTORE_HOME stays unset.
+        raise ConfigError(
+            "the home folder given is empty",
+            hint="pass a folder, or leave out --home (home=None) to use LOCALSTORE_HOME "
+            "or the platform folders",
+        )
     home_value = resolve(home, env.get(ENV_PREFIX + "HOME"), None, None)
     home_path = Path(home_value) if home_value is not None else None
     paths = _paths_for(home_path)

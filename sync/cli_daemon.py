@@ -486,7 +486,10 @@ def service_plan(settings: Settings, home: str | None, platform: str = sys.platf
 
 
 def _systemd_plan(args: list[str], suffix: str) -> ServicePlan:
-    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    # The XDG spec (and systemd) ignore a relative XDG_CONFIG_HOME; taken as is, the unit went
+    # under the working directory, where `systemctl --user enable` cannot find it.
+    xdg = os.environ.get("XDG_CONFIG_HOME", "")
+    config = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".config"
     unit = f"{SERVICE_NAME}{suffix}.service"
     return ServicePlan(
         "systemd",

@@ -337,3 +337,18 @@ def test_a_folder_filter_save_would_refuse_is_an_error_not_nothing(run, cmd: lis
     r = run(*cmd, "--folder", "a\\b")
     assert r.exit_code == 1 and r.stderr.startswith("error: ") and "backslash" in r.stderr
     assert "'/'" in r.stderr
+
+
+def test_an_empty_home_flag_is_an_error_not_the_users_own_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `localstore --home "$DIR" save ...` with DIR unset wrote into the platform folders.
+    user = tmp_path / "user"
+    monkeypatch.setenv("HOME", str(user))
+    for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("LOCALSTORE_HOME", raising=False)
+    r = CliRunner().invoke(cli, ["--home", "", "save", "x"], input=DOC)
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1, r.output
+    assert "empty" in r.stderr and "--home" in r.stderr
+    assert not user.exists()

@@ -57,6 +57,7 @@ def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
         ("1: 2\n", "unknown setting"),
         ("max_depth: 64\n2: x\n", "unknown setting"),
         ("yes: 1\n", "unknown setting"),
+        ("max_depth: 5\nsettle_ms: 1\nmax_depth: 6\n", "'max_depth' is given twice at line 3"),
     ],
 )
 def test_bad_config_file(tmp_path: Path, content: str, match: str) -> None:
@@ -213,3 +214,67 @@ def test_open_refuses_settings_together_with_home_or_settings_keywords(tmp_path:
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing opened
     with localstore.open(settings=settings.replace(max_depth=3)) as store:
         assert store.settings.max_depth == 3
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"keychain_file_fallback": 2}, "keychain_file_fallback"),
+        ({"max_depth": 0}, "max_depth"),
+        ({"max_depth": "5"}, "max_depth"),
+        ({"conflict_policy": "keep_both"}, "conflict_policy"),
+        ({"poll_interval_s": float("nan")}, "poll_interval_s"),
+        ({"device_name": None}, "device_name"),
+        ({"max_dept": 3}, "max_dept"),
+        ({"home": "/elsewhere"}, "home"),
+    ],
+)
+def test_settings_replace_checks_like_load_settings(
+    tmp_path: Path, changes: dict[str, object], match: str
+) -> None:
+    settings = load_settings(home=tmp_path, environ={})
+    with pytest.raises(ConfigError, match=match) as info:
+        settings.replace(**changes)
+    assert info.value.message.startswith("settings.replace")
+    if "max_dept" in changes:
+        assert "'max_depth'" in info.value.hint
+
+
+def test_settings_replace_keeps_right_values(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path, environ={})
+    changed = settings.replace(max_depth=3, poll_interval_s=2, merge_tool="")
+    assert changed.max_depth == 3 and changed.merge_tool == ""
+    assert changed.poll_interval_s == 2.0 and isinstance(changed.poll_interval_s, float)
+    assert changed.paths == settings.paths and settings.max_depth != 3
+
+
+def test_an_empty_home_argument_is_refused_not_the_platform_folders(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="empty") as info:
+        load_settings(home="", environ={"LOCALSTORE_HOME": str(tmp_path)})
+    assert "--home" in info.value.hint
+    # An empty variable is unset, as for every other setting.
+    assert load_settings(environ={"LOCALSTORE_HOME": ""}).home is None
+
+
+def test_no_home_directory_at_all_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A uid with no passwd entry and HOME unset (a container run as an arbitrary user):
+    # platformdirs raises RuntimeError, which reached the CLI as an "unexpected" bug.
+    import pwd
+
+    def no_entry(uid: int) -> pwd.struct_passwd:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)  # the fault: no passwd entry
+    monkeypatch.setenv("HOME", "relative")
+    for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ConfigError, match="platform folders") as info:
+        load_settings(environ={})
+    assert "LOCALSTORE_HOME" in info.value.hint
+
+
+def test_config_file_merge_keys_are_no_duplicates(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/config.yaml").write_text("<<: {settle_ms: 5, max_depth: 9}\nmax_depth: 7\n")
+    s = load_settings(home=tmp_path, environ={})
+    assert s.settle_ms == 5 and s.max_depth == 7

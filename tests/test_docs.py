@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -36,3 +41,49 @@ def test_readme_starts_with_the_two_commands() -> None:
 
 def test_ci_runs_the_readme_test_command() -> None:
     assert "scripts/test" in (ROOT / ".ci/run").read_text(encoding="utf-8")
+
+
+def _code_blocks(text: str, lang: str) -> list[str]:
+    return re.findall(rf"^```{lang}\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
+
+
+def _fresh_user_env(home: Path) -> dict[str, str]:
+    """The environment of a new user: our HOME, no LOCALSTORE_* or XDG_* of the caller."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCALSTORE_", "XDG_"))}
+    env["HOME"] = str(home)
+    # The console script next to this interpreter, as after `pip install`.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def test_readme_python_example_runs_as_written(tmp_path: Path) -> None:
+    blocks = _code_blocks((ROOT / "README.md").read_text(encoding="utf-8"), "python")
+    assert blocks, "README.md has no python example"
+    for code in blocks:
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            env=_fresh_user_env(tmp_path),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_readme_shell_example_runs_as_written(tmp_path: Path) -> None:
+    assert shutil.which("localstore", path=str(Path(sys.executable).parent))
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (block,) = [b for b in _code_blocks(readme, "sh") if "localstore --home" in b]
+    # /tmp/h is the README's home; a private one keeps runs apart.
+    script = block.replace("/tmp/h", str(tmp_path / "h"))
+    proc = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        env={**_fresh_user_env(tmp_path), "COLUMNS": "200"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert '"tags": ["demo"]' in proc.stdout.splitlines()[-1]

@@ -160,6 +160,17 @@ def test_unsupported_platform_is_refused_clearly(tmp_path: Path) -> None:
         service_plan(home_settings(tmp_path), None, platform="sunos5")
 
 
+@pytest.mark.parametrize("xdg", ["relative/config", "~/config"])
+def test_systemd_unit_ignores_a_relative_xdg_config_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, xdg: str
+) -> None:
+    # The XDG spec and systemd ignore it; the unit went under the working directory.
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", xdg)
+    plan = service_plan(home_settings(tmp_path / "h"), str(tmp_path / "h"), platform="linux")
+    assert plan.path.parent == tmp_path / "user" / ".config" / "systemd" / "user"
+
+
 def test_service_install_status_uninstall_without_a_user_manager(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = {"XDG_CONFIG_HOME": str(tmp_path / "config")}
