@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import errno
 import fnmatch
 import hashlib
 import json
 import logging
 import os
 import re
+import stat
 import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -1247,7 +1249,7 @@ class BlueprintStore:
 
     def _read_current_yaml(self, row: Row) -> bytes:
         try:
-            return fs.read_bytes(self.abspath(row.path), limit=self.limits.max_bytes)
+            return _read_regular(self.abspath(row.path), self.limits.max_bytes)
         except FileNotFoundError:
             with self.index.read() as cur:
                 rows = cur.execute(
@@ -1642,7 +1644,7 @@ class BlueprintStore:
             row = self._resolve(cur, ref)
         yaml_abs = self.abspath(row.path)
         try:
-            st = os.stat(yaml_abs)
+            st = os.lstat(yaml_abs)
         except FileNotFoundError:
             st = None
         if st is None or st.st_size != row.yaml_size or st.st_mtime_ns != row.yaml_mtime_ns:
@@ -1655,7 +1657,7 @@ class BlueprintStore:
             text = self._revision_content(row.id, row.rev)
         else:
             try:
-                text = fs.read_bytes(yaml_abs, limit=self.limits.max_bytes).decode("utf-8")
+                text = _read_regular(yaml_abs, self.limits.max_bytes).decode("utf-8")
             except FileNotFoundError:
                 text = self._revision_content(row.id, row.rev)
         return self._blueprint_from(row, text)
@@ -2250,6 +2252,33 @@ def _query_words(text: str) -> builtins.list[str]:
             )
         words += [w for w in word.split() if any(c.isalnum() for c in w)]
     return words
+
+
+def _read_regular(path: str | Path, limit: int) -> bytes:
+    """A blueprint's YAML as a regular file only: FileNotFoundError for anything else.
+
+    A folder or a link in its place is no blueprint file (the watcher and reconcile never follow
+    a link, and `check` reports both as not-a-file), so callers serve the indexed revision. Read
+    through, a link that git checked out to a file elsewhere became the blueprint's content, kept
+    in history and synced; a folder raised "Is a directory (check the disk)".
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ELOOP):  # ELOOP: the last part is a link
+            raise FileNotFoundError(exc.errno, exc.strerror, path) from None
+        raise fs.map_os_error(exc, "cannot read", path) from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FileNotFoundError(errno.ENOENT, "not a regular file", path)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read(limit + 1)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise fs.map_os_error(exc, "cannot read", path) from exc
+    finally:
+        os.close(fd)
 
 
 def _ignore_match(rules: fs.IgnoreRules, rel: str) -> tuple[str, str]:

@@ -166,3 +166,36 @@ def test_a_yaml_replaced_by_a_folder_is_kept_and_explained(home: Path) -> None:
     yaml.write_text(DOC)
     with _open(home) as s:
         assert s.check().clean and s.load(bp.id).rev == 1
+
+
+def test_load_serves_the_last_revision_when_a_folder_took_the_yaml_name(home: Path) -> None:
+    # check keeps such a blueprint (its content is in history), but load() read the folder and
+    # raised StorageError "Is a directory (check the disk...)".
+    with _open(home) as s:
+        bp = s.save("x", DOC)
+    yaml = home / "blueprints/x.blueprint.yaml"
+    yaml.unlink()
+    yaml.mkdir()
+    with _open(home) as s:
+        assert s.load(bp.id).content == DOC
+        assert s.load("x").content == DOC
+
+
+def test_a_link_in_place_of_a_yaml_is_never_read_through(home: Path, tmp_path: Path) -> None:
+    # A link is no blueprint file (the watcher and reconcile never follow one): load() and a
+    # meta-only save read through it, so a link checked out by git to a file elsewhere
+    # (~/.ssh/id_rsa, say) became the blueprint's content, saved in history and synced.
+    secret = tmp_path / "elsewhere.txt"
+    secret.write_text("secret: do not copy\n", encoding="utf-8")
+    with _open(home) as s:
+        bp = s.save("x", DOC)
+    yaml = home / "blueprints/x.blueprint.yaml"
+    yaml.unlink()
+    yaml.symlink_to(secret)
+    with _open(home) as s:
+        assert s.load(bp.id).content == DOC
+        s.save("x", description="meta only")
+        assert s.load(bp.id).content == DOC
+        for r in s.history(bp.id):
+            assert "secret" not in s.load_revision(bp.id, r.rev).content
+    assert secret.read_text(encoding="utf-8") == "secret: do not copy\n"
