@@ -24,6 +24,7 @@ import os
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,6 +75,9 @@ __all__ = [
 
 log = logging.getLogger("sync.embed")
 
+# The HomeLocks of this process that hold their flock (see _forget_locks_in_child).
+_HELD: weakref.WeakSet[HomeLock] = weakref.WeakSet()
+
 
 class HomeLock:
     """The single-sync-process lock of a home: ``flock(LOCK_EX)`` on ``state/daemon.lock``.
@@ -108,6 +112,7 @@ class HomeLock:
             if fd is None:
                 return False
             self._fd = fd
+            _HELD.add(self)
             return True
 
     def _lock_file(self, blocking: bool) -> int | None:
@@ -168,10 +173,31 @@ class HomeLock:
         """Release the lock (idempotent). The file stays: deleting it would race a new holder."""
         with self._mutex:
             fd, self._fd = self._fd, None
+            _HELD.discard(self)
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
             os.close(fd)  # closing the description releases the flock
+
+
+def _forget_locks_in_child() -> None:
+    """In a forked child: let go of the parent's home locks without unlocking them.
+
+    A child inherits the lock's open file description, and an flock belongs to the description:
+    a child that outlived the parent's ``release()`` (a ``multiprocessing`` worker pool) kept the
+    home locked, so the app could not start sync again, nor a daemon. Closing the child's copy
+    drops only its reference (``LOCK_UN`` would unlock the parent too); the child does not sync.
+    """
+    for lock in list(_HELD):
+        fd, lock._fd = lock._fd, None
+        lock._mutex = threading.Lock()  # (another thread of the parent may have held it)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_forget_locks_in_child)
 
 
 def lock_holder(state_dir: Path) -> int | None:
