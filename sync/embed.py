@@ -568,19 +568,40 @@ class EmbeddedSync:
 
     def status(self) -> dict[str, Any]:
         """Sync status as the daemon's ``status`` op shows it (``sync``): the engine's
-        ``SyncStatus`` fields plus ``logged_in``, ``detail`` (why nothing syncs, with what to do)
-        and ``paused_since`` while paused. Reads the index."""
+        ``SyncStatus`` fields plus ``logged_in``, ``detail`` (why nothing syncs, with what to do),
+        ``paused_since`` while paused, and ``running``: False once this sync ended, by ``stop()``
+        or on its own (state ``error``: another process took the home's lock, or the engine's
+        thread ended; the engine's own status keeps its last state). Reads the index."""
+        from sync.engine import WorkerState
+
         with self._mutex:
-            engine, offline, paused = self.engine, self.offline, self._paused
+            engine, offline, paused, stopped = (
+                self.engine,
+                self.offline,
+                self._paused,
+                self._stopped,
+            )
         out = engine.status().to_dict()
         out["logged_in"] = offline is None
         details = [offline] if offline else []
+        ended: str | None = None
+        if self.lost_lock:
+            ended = (
+                "another process took this home's lock, so this app no longer syncs: "
+                "leave sync to it, or stop it and start sync again"
+            )
+        elif not stopped and offline is None and engine.worker_state is not WorkerState.RUNNING:
+            ended = "the sync thread stopped (see the log): stop this sync and start it again"
+        out["running"] = not stopped and ended is None
         if offline:
-            out["state"] = "paused" if paused else "offline"
+            out["state"] = "offline"
         if paused:
             out["state"] = "paused"
             out["paused_since"] = self.paused_since
             details.append(PAUSED_DETAIL)
+        if ended is not None:  # (a sync that ended is not merely paused or offline)
+            out["state"] = "error"
+            details.append(ended)
         out["detail"] = "; ".join(details) or None
         return out
 
