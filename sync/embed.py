@@ -24,16 +24,21 @@ import os
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localstore._daemon_state import (
     LOCK_FILE,
+    PAUSED_DETAIL,
     STATE_FILE,
+    clear_pause,
     daemon_running,
     lock_is_held,
+    read_pause,
     read_state,
+    write_pause,
 )
 from localstore.config import Settings
 from localstore.errors import LocalStoreError, LockHeldError
@@ -70,6 +75,9 @@ __all__ = [
 
 log = logging.getLogger("sync.embed")
 
+# The HomeLocks of this process that hold their flock (see _forget_locks_in_child).
+_HELD: weakref.WeakSet[HomeLock] = weakref.WeakSet()
+
 
 class HomeLock:
     """The single-sync-process lock of a home: ``flock(LOCK_EX)`` on ``state/daemon.lock``.
@@ -104,6 +112,7 @@ class HomeLock:
             if fd is None:
                 return False
             self._fd = fd
+            _HELD.add(self)
             return True
 
     def _lock_file(self, blocking: bool) -> int | None:
@@ -164,10 +173,31 @@ class HomeLock:
         """Release the lock (idempotent). The file stays: deleting it would race a new holder."""
         with self._mutex:
             fd, self._fd = self._fd, None
+            _HELD.discard(self)
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
             os.close(fd)  # closing the description releases the flock
+
+
+def _forget_locks_in_child() -> None:
+    """In a forked child: let go of the parent's home locks without unlocking them.
+
+    A child inherits the lock's open file description, and an flock belongs to the description:
+    a child that outlived the parent's ``release()`` (a ``multiprocessing`` worker pool) kept the
+    home locked, so the app could not start sync again, nor a daemon. Closing the child's copy
+    drops only its reference (``LOCK_UN`` would unlock the parent too); the child does not sync.
+    """
+    for lock in list(_HELD):
+        fd, lock._fd = lock._fd, None
+        lock._mutex = threading.Lock()  # (another thread of the parent may have held it)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_forget_locks_in_child)
 
 
 def lock_holder(state_dir: Path) -> int | None:
@@ -239,6 +269,12 @@ class EmbeddedSync:
     login, replaces remote and engine after a ``localstore logout``/``login``. ``engine`` is
     then the new engine; ``offline`` says why nothing syncs (None while an engine runs). stop()
     (or closing the store) ends it all.
+
+    A pause is the home's, as the daemon's (docs/daemon.md, "Pause"): one recorded in
+    ``state/sync-paused.json`` (``localstore daemon --pause``, or this app before it quit) holds
+    from the start, before any cycle; ``pause()``/``resume()`` record/remove it; a pause or
+    resume another process records while this runs (the CLI) is followed within a tick.
+    ``status()`` shows it (``paused_since`` and the hint in ``detail``).
     """
 
     def __init__(
@@ -274,6 +310,19 @@ class EmbeddedSync:
         self._status_unsubs: dict[int, Callable[[], None]] = {}
         self._listener_seq = 0
         self._marker = SessionMarker.for_settings(self.store.settings) if remote_factory else None
+        # The home's pause (see the class doc). _paused is this sync's; _pause_recorded whether
+        # the file was there at the last look, so that only a change made by another process
+        # (the CLI) is followed; _pause_mutex orders those looks with pause()/resume().
+        self._state_dir = self.store.settings.paths.state
+        self._pause_mutex = threading.RLock()
+        recorded = read_pause(self._state_dir)
+        self._pause_recorded = recorded is not None
+        self._paused = False
+        self.paused_since: float | None = None
+        if recorded is not None:
+            # Before the engine's first cycle: someone on a metered connection paused sync.
+            log.info("sync stays paused, as recorded for this home (%s)", PAUSED_DETAIL)
+            self._set_paused(True, _since(recorded))
         self._foreign = ForeignChanges(self.store)  # (takes index_changed()'s baseline)
         # Observed, not subscribed: a whole commit is claimed before any subscriber hears of it.
         self._unsub_claims = self.store.events.observe(self._claim)
@@ -293,7 +342,12 @@ class EmbeddedSync:
                 next_lock_check = now + LOCK_CHECK_S
                 if not self._check_lock():
                     return
-            for step in (self._check_watcher, self._check_session, self._follow_foreign_changes):
+            for step in (
+                self._follow_pause,
+                self._check_watcher,
+                self._check_session,
+                self._follow_foreign_changes,
+            ):
                 if self._done.is_set():
                     # stop() (the store closing) came during this tick: the steps left would
                     # publish another process's changes to an app that is closing its store.
@@ -425,7 +479,7 @@ class EmbeddedSync:
         old = self.engine
         try:
             engine = SyncEngine(self.store, remote, **self._engine_kwargs)
-            if old.status().state == "paused":  # the app's pause() outlives the new login
+            if old.status().state == "paused":  # a pause of the old engine outlives the login
                 engine.pause()
         except BaseException:
             close_remote(remote)
@@ -434,6 +488,8 @@ class EmbeddedSync:
             if self._stopped:
                 close_remote(remote)
                 return
+            if self._paused:  # (read under the mutex: a pause() now reaches this engine)
+                engine.pause()  # (no listener on it yet: nobody is called under the mutex)
             for token, listener in self._status_listeners.items():
                 self._status_unsubs[token] = engine.subscribe_status(listener)
             engine.start()
@@ -445,7 +501,109 @@ class EmbeddedSync:
             log.warning("sync is off: %s", exc)
         self.offline = reason
 
+    def _follow_pause(self) -> None:
+        """Follow a pause or resume another process recorded for the home (the CLI)."""
+        with self._pause_mutex:
+            recorded = read_pause(self._state_dir)
+            if (recorded is not None) == self._pause_recorded:
+                return
+            self._pause_recorded = recorded is not None
+            if recorded is not None and not self._paused:
+                log.info("sync paused for this home by another process (%s)", PAUSED_DETAIL)
+                self._set_paused(True, _since(recorded))
+            elif recorded is None and self._paused:
+                log.info("sync resumed for this home by another process")
+                self._set_paused(False, None)
+
+    def _set_paused(self, pause: bool, since: float | None) -> None:
+        with self._mutex:
+            self._paused, self.paused_since = pause, since
+            engine = self.engine
+        if pause:
+            engine.pause()
+        else:
+            engine.resume()
+
     # -- the app's side -------------------------------------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        """True while this home's sync is paused (by ``pause()``, or recorded for the home)."""
+        return self._paused
+
+    def pause(self) -> None:
+        """Pause syncing (the current step finishes) until ``resume()``, for the home.
+
+        Recorded in ``state/sync-paused.json``, so the pause outlives this app and holds for the
+        daemon too (docs/daemon.md, "Pause"). A state/ that cannot be written pauses this sync
+        anyway, with a warning that the pause ends with it. Local saves go on and sync after.
+        """
+        with self._pause_mutex:
+            try:
+                since: float | None = write_pause(self._state_dir)
+                self._pause_recorded = True
+            except OSError as exc:
+                log.warning(
+                    "could not record the pause in %s (%s); it holds until this sync stops",
+                    self._state_dir,
+                    exc.strerror or exc,
+                )
+                since = self.paused_since or time.time()
+            self._set_paused(True, since)
+
+    def resume(self) -> None:
+        """Sync again, starting now, and remove the home's recorded pause."""
+        with self._pause_mutex:
+            try:
+                clear_pause(self._state_dir)
+                self._pause_recorded = False
+            except OSError as exc:
+                # Still recorded: this sync resumes, a later one (or a daemon) starts paused.
+                log.warning(
+                    "could not remove the pause in %s (%s); the next start is paused again",
+                    self._state_dir,
+                    exc.strerror or exc,
+                )
+            self._set_paused(False, None)
+
+    def status(self) -> dict[str, Any]:
+        """Sync status as the daemon's ``status`` op shows it (``sync``): the engine's
+        ``SyncStatus`` fields plus ``logged_in``, ``detail`` (why nothing syncs, with what to do),
+        ``paused_since`` while paused, and ``running``: False once this sync ended, by ``stop()``
+        or on its own (state ``error``: another process took the home's lock, or the engine's
+        thread ended; the engine's own status keeps its last state). Reads the index."""
+        from sync.engine import WorkerState
+
+        with self._mutex:
+            engine, offline, paused, stopped = (
+                self.engine,
+                self.offline,
+                self._paused,
+                self._stopped,
+            )
+        out = engine.status().to_dict()
+        out["logged_in"] = offline is None
+        details = [offline] if offline else []
+        ended: str | None = None
+        if self.lost_lock:
+            ended = (
+                "another process took this home's lock, so this app no longer syncs: "
+                "leave sync to it, or stop it and start sync again"
+            )
+        elif not stopped and offline is None and engine.worker_state is not WorkerState.RUNNING:
+            ended = "the sync thread stopped (see the log): stop this sync and start it again"
+        out["running"] = not stopped and ended is None
+        if offline:
+            out["state"] = "offline"
+        if paused:
+            out["state"] = "paused"
+            out["paused_since"] = self.paused_since
+            details.append(PAUSED_DETAIL)
+        if ended is not None:  # (a sync that ended is not merely paused or offline)
+            out["state"] = "error"
+            details.append(ended)
+        out["detail"] = "; ".join(details) or None
+        return out
 
     def subscribe_status(self, callback: Callable[[SyncStatus], None]) -> Callable[[], None]:
         """``engine.subscribe_status`` that follows the engine across a new login; an unsubscribe."""
@@ -507,6 +665,11 @@ class EmbeddedSync:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _since(recorded: dict[str, Any]) -> float | None:
+    since = recorded.get("since")
+    return float(since) if isinstance(since, int | float) else None
 
 
 def _runs_on_this_thread(engine: SyncEngine) -> bool:
