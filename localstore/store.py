@@ -481,7 +481,7 @@ class BlueprintStore:
         # The threads the hooks join (watcher, sync) must not wait out the busy timeout (30 s)
         # for a write lock another process holds.
         self.index.interrupt_lock_waits()
-        for cb in reversed(self._on_close):
+        for cb in reversed(list(self._on_close)):
             try:
                 cb()
             except Exception:  # closing must go on; each component logs its own failure
@@ -492,11 +492,13 @@ class BlueprintStore:
         self._flusher.shutdown(wait=True)
         self.index.close()
 
-    def on_close(self, callback: Callable[[], None]) -> None:
+    def on_close(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Run ``callback`` when the store closes (components stop their threads here).
 
-        Raises StoreClosedError after close() (the hook would never run), InvalidInputError for
-        a callback that is not callable.
+        Returns a function that takes the hook back (idempotent; nothing once the store closes):
+        a component that stops before the store calls it, or every stopped one stays reachable
+        from the store until it closes. Raises StoreClosedError after close() (the hook would
+        never run), InvalidInputError for a callback that is not callable.
         """
         self._check_open()
         if not callable(callback):
@@ -504,7 +506,19 @@ class BlueprintStore:
                 f"a close hook must be callable, not {type(callback).__name__}",
                 hint="pass a function taking no arguments",
             )
-        self._on_close.append(callback)
+        entry = _CloseHook(callback)
+        self._on_close.append(entry)
+
+        def remove() -> None:
+            with self._close_lock:
+                if self._closed:
+                    return  # close() runs the hooks from its own copy of the list
+                try:
+                    self._on_close.remove(entry)
+                except ValueError:
+                    pass
+
+        return remove
 
     @property
     def closed(self) -> bool:
@@ -533,9 +547,7 @@ class BlueprintStore:
                 "sync is not available in this installation",
                 hint="install localstore with its sync package",
             ) from exc
-        embedded = start_sync(self, **engine_kwargs)
-        self.on_close(embedded.stop)
-        return embedded
+        return start_sync(self, **engine_kwargs)  # (it hooks the handle's stop to close())
 
     def _check_open(self) -> None:
         if self._closed:
@@ -2252,6 +2264,22 @@ def _query_words(text: str) -> builtins.list[str]:
             )
         words += [w for w in word.split() if any(c.isalnum() for c in w)]
     return words
+
+
+class _CloseHook:
+    """One registration of a close hook. Compared by identity: removing it takes this one out,
+    never an equal callback registered again (bound methods of one object compare equal)."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+
+    def __call__(self) -> None:
+        self.callback()
+
+    def __repr__(self) -> str:
+        return repr(self.callback)
 
 
 def _read_regular(path: str | Path, limit: int) -> bytes:

@@ -272,6 +272,7 @@ class Watcher:
         self._next_health = 0.0
         self._observer: Any = None
         self._worker: threading.Thread | None = None
+        self._unhook_close: Callable[[], None] | None = None
         self._hook = _OverflowHook(self._on_overflow)
         self._failure: BaseException | None = None
         # Health (see WatcherState.DEGRADED); written by the worker only.
@@ -360,7 +361,7 @@ class Watcher:
         self._rescan_wanted = "start"
         self._worker = threading.Thread(target=self._run, name="localstore-watcher", daemon=True)
         self._worker.start()
-        self.store.on_close(self._on_store_close)
+        self._unhook_close = self.store.on_close(self._on_store_close)
 
     def _start_observer(self) -> Any:
         observer = Observer()
@@ -387,6 +388,8 @@ class Watcher:
             _STARTED.discard(self)
         for name in OVERFLOW_LOGGERS:
             logging.getLogger(name).removeHandler(self._hook)
+        if self._unhook_close is not None:
+            self._unhook_close()  # a stopped watcher is not kept by the store until it closes
         self._observer.stop()
         self._q.put(("stop",))
 

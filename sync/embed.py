@@ -300,6 +300,8 @@ class EmbeddedSync:
         self._factory = remote_factory
         self._engine_kwargs = dict(engine_kwargs or {})
         self._stopped = False
+        # Takes the handle's stop back from the store's close hooks (start_sync sets it).
+        self._unhook_close: Callable[[], None] = lambda: None
         self._mutex = threading.Lock()
         # True once another process took the home's lock (see _check_lock): sync stopped.
         self.lost_lock = False
@@ -635,6 +637,7 @@ class EmbeddedSync:
             self._stopped = True
             engine = self.engine
         self._done.set()
+        self._unhook_close()  # a stopped handle is not kept by the store until it closes
         self._unsub_claims()
         engine.stop()
         if self._own_watcher and self.watcher is not None:
@@ -762,7 +765,7 @@ def start_sync(
     # The engine starts last, once the handle follows the store: its first cycle runs store
     # events, and a subscriber may close the store at once (the close then stops the handle).
     try:
-        store.on_close(handle.stop)
+        handle._unhook_close = store.on_close(handle.stop)
         engine.start()
     except BaseException:
         handle.stop()
