@@ -296,8 +296,15 @@ def _pause_daemon(ctx: CliContext, pause: bool) -> None:
                 hint=f"check that this user owns {settings.paths.state}",
             ) from exc
     word = "paused" if pause else "resumed"
-    out = {"paused": pause, "daemon": state is not None}
-    where = f"daemon {state['pid']}" if state else "the next daemon (none runs now)"
+    out: dict[str, Any] = {"paused": pause, "daemon": state is not None}
+    if state is not None:
+        where = f"daemon {state['pid']}"
+    elif (holder := lock_holder(settings.paths.state)) is not None:
+        # An app syncing in-process reads the same record within a second (docs/daemon.md).
+        out["app_pid"] = holder
+        where = f"the app syncing this home (process {holder}) and the next daemon"
+    else:
+        where = "this home (no daemon or app syncs it now)"
     ctx.emit(out, lambda: click.echo(f"sync {word} for {where}"))
 
 

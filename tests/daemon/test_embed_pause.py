@@ -5,6 +5,7 @@ the app, on a metered connection) found the app syncing everything anyway."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -69,7 +70,10 @@ def test_a_pause_from_the_cli_reaches_an_app_that_syncs(
     server = MemoryServer()
     store = stores(home=home)
     handle = start_sync(store, remote=MemoryRemote(server), poll_interval_s=3600)
-    _cli(home, "daemon", "--pause")
+    said = _cli(home, "daemon", "--pause")
+    assert said["app_pid"] == os.getpid() and not said["daemon"]  # it says who syncs
+    human = CliRunner().invoke(cli, ["--home", str(home), "daemon", "--pause"])
+    assert f"the app syncing this home (process {os.getpid()})" in human.output
     assert (store.settings.paths.state / PAUSE_FILE).exists()
     assert eventually(lambda: handle.engine.status().state == "paused", 10)
     store.save("notes/a", "x: 1\n")
