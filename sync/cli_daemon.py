@@ -88,8 +88,9 @@ MIN_FREE_BYTES = 500 * 1024 * 1024
     "--pause/--resume",
     "pause_it",
     default=None,
-    help="Pause or resume this home's daemon sync (asks the running daemon; without one, "
-    "for the next). A pause is kept across restarts until --resume.",
+    help="Pause or resume this home's sync (asks the running daemon; without one, records it "
+    "for the next daemon and for an app syncing in-process). A pause is kept across restarts "
+    "until --resume.",
 )
 @click.option(
     "--no-stderr",
