@@ -363,7 +363,13 @@ class Watcher:
         self.store.on_close(self._on_store_close)
 
     def _start_observer(self) -> Any:
-        observer = Observer()
+        try:
+            # The inotify instance is created here: EMFILE (max_user_instances) comes from this
+            # line, and escaped as a bare OSError that neither start()'s callers nor the health
+            # check's restart expected.
+            observer = Observer()
+        except OSError as exc:
+            raise _watch_error(exc, self.root) from exc
         try:
             observer.schedule(
                 _Handler(self._q.put), str(self.root), recursive=True, event_filter=_EVENT_FILTER
