@@ -99,6 +99,11 @@ OVERFLOW_LOGGERS = (
     "watchdog.observers.inotify",
 )
 _FENCE_PREFIX = ".lswatch-"
+# A folder inotify does not watch (the user's watch limit is used up; watchdog skips such
+# sub-folders without a word): its edits are found by rescans, this often (stretched to ten times
+# a rescan's duration, so a big tree costs at most a tenth of a core).
+LIMITED_RESCAN_S = 30.0
+_WATCH_LIMIT_FILE = Path("/proc/sys/fs/inotify/max_user_watches")
 # Started, not yet stopped watchers (see running_watcher): an app's in-process sync must not
 # start a second watcher on a store the app already watches.
 _STARTED: weakref.WeakSet[Watcher] = weakref.WeakSet()
@@ -284,6 +289,15 @@ class Watcher:
         # again, so a recreated empty folder can have the old identity. None: not marked.
         self._root_mark: str | None = None
         self._unlistable: list[str] = []
+        # Folders inotify does not watch (confirmed by two looks) and the ones seen once; the
+        # watch limit when they were found (a raised limit is the moment to watch them again).
+        self._unwatched: list[str] = []
+        self._unwatched_suspects: set[str] = set()
+        self._watch_problem: str | None = None
+        self._watch_check_due = True
+        self._watch_limit_seen: int | None = None
+        self._rewatch = False
+        self._last_rescan_s = 0.0
         self._step_error: str | None = None
         self._errors_in_row = 0
         # Paths whose ingest failed, oldest first; the problem text is built on the worker (other
@@ -319,7 +333,16 @@ class Watcher:
         """Why the watcher is DEGRADED (or FAILED), for status pages; None when all is well."""
         if self._failure is not None:
             return f"the watcher stopped working: {self._failure}"
-        parts = [p for p in (self._root_problem, self._step_error, self._ingest_problem) if p]
+        parts = [
+            p
+            for p in (
+                self._root_problem,
+                self._watch_problem,
+                self._step_error,
+                self._ingest_problem,
+            )
+            if p
+        ]
         if self._unlistable:
             shown = ", ".join(p or "." for p in self._unlistable[:5])
             parts.append(f"cannot list {shown}; the blueprints there are not watched")
@@ -364,7 +387,13 @@ class Watcher:
         self._unhook_close = self.store.on_close(self._on_store_close)
 
     def _start_observer(self) -> Any:
-        observer = Observer()
+        try:
+            # The inotify instance is created here: EMFILE (max_user_instances) comes from this
+            # line, and escaped as a bare OSError that neither start()'s callers nor the health
+            # check's restart expected.
+            observer = Observer()
+        except OSError as exc:
+            raise _watch_error(exc, self.root) from exc
         try:
             observer.schedule(
                 _Handler(self._q.put), str(self.root), recursive=True, event_filter=_EVENT_FILTER
@@ -430,6 +459,10 @@ class Watcher:
         """
         self._require_running()
         deadline = time.monotonic() + timeout
+        if self._unwatched or self._unwatched_suspects:
+            # No event comes from a folder inotify does not watch: look at the files (queued
+            # before the fence, so the fence's event finds the rescan's work pending).
+            self._q.put(("rescan", "barrier", None))
         epoch = -1
         relay_at = 0.0
         n = -1
@@ -547,7 +580,8 @@ class Watcher:
             # A missing folder is looked for more often: it is one stat, and a restore is
             # picked up within half a second.
             self._next_health = now + (HEALTH_CHECK_S if self._root_problem is None else 0.5)
-            self._check_observer()
+            if self._check_observer() and self._watch_check_due:
+                self._check_watches()
         if now >= self._next_rescan:
             self._rescan_wanted = "timer"
             return False
@@ -613,7 +647,7 @@ class Watcher:
         obs = self._observer
         threads = [obs, getattr(obs, "_inotify_fd", None), *getattr(obs, "emitters", ())]
         healthy = all(t is None or t.is_alive() for t in threads)
-        if self._root_problem is None and ident == self._root_id and healthy:
+        if self._root_problem is None and ident == self._root_id and healthy and not self._rewatch:
             return True
         with self._state_lock:
             if self._state is not WatcherState.RUNNING:
@@ -628,10 +662,14 @@ class Watcher:
         if self._root_problem is not None or ident != self._root_id:
             log.warning("the blueprints folder %s is back; watching it and rescanning", self.root)
             self._mark_root()
+        elif self._rewatch:
+            log.warning("the inotify watch limit was raised; watching every folder again")
         else:
             log.error("a watchdog thread died; restarting the observer and rescanning")
         self._root_problem = None
         self._root_id = ident
+        self._rewatch = False
+        self._watch_check_due = True
         obs.stop()
         with contextlib.suppress(RuntimeError):
             obs.join(5)
@@ -747,6 +785,9 @@ class Watcher:
             self._touched(self._key(src), now)
 
     def _on_dir_event(self, ev: FileSystemEvent, src: str, dest: str, now: float) -> None:
+        if ev.event_type in (wd_events.EVENT_TYPE_CREATED, wd_events.EVENT_TYPE_MOVED):
+            # watchdog watches a new folder, or silently does not (the watch limit): look.
+            self._watch_check_due = True
         if ev.event_type in (wd_events.EVENT_TYPE_DELETED, wd_events.EVENT_TYPE_MOVED):
             if os.path.abspath(src) == str(self.root):
                 log.error("the blueprints folder %s itself went away", self.root)
@@ -1107,7 +1148,7 @@ class Watcher:
         # Given up: off the pending list (the worker sleeps; wait_idle answers), still failing.
         # The file still differs from the index, so the rescan brought forward here finds it.
         first, most = GIVE_UP_RESCAN_S
-        delay = min(most, self.rescan_interval_s, first * 2 ** (failing.tries - MAX_FAILURES))
+        delay = min(most, self._interval(), first * 2 ** (failing.tries - MAX_FAILURES))
         self._next_rescan = min(self._next_rescan, now + delay)
         self._log_failure(
             "give-up",
@@ -1233,7 +1274,7 @@ class Watcher:
         if not root_ok:
             # An empty listing would mark every blueprint missing. The health check rescans once
             # the folder is back.
-            self._next_rescan = time.monotonic() + self.rescan_interval_s
+            self._next_rescan = time.monotonic() + self._interval()
             log.warning("rescan (%s) skipped: %s", reason, self._root_problem)
             if done is not None:
                 done.put(WatcherError(f"cannot rescan: {self._root_problem}"))
@@ -1258,12 +1299,76 @@ class Watcher:
         self._step_error = None
         self._errors_in_row = 0
         self.stats.rescans += 1
-        self._next_rescan = time.monotonic() + self.rescan_interval_s
+        self._last_rescan_s = time.monotonic() - started
+        if self._unwatched or self._unwatched_suspects:
+            self._check_watches()  # a folder deleted since, or a limit raised
+        self._next_rescan = time.monotonic() + self._interval()
         log.debug(
             "rescan (%s): %d changed, %d missing", reason, len(diff.changed), len(diff.missing)
         )
         if done is not None:
             done.put(self._report(diff, started))
+
+    def _interval(self) -> float:
+        """Seconds between timer rescans: shorter while some folder is not watched."""
+        if not self._unwatched:
+            return self.rescan_interval_s
+        return min(self.rescan_interval_s, max(LIMITED_RESCAN_S, 10 * self._last_rescan_s))
+
+    def _check_watches(self) -> None:
+        """Find the folders inotify does not watch; report them and rescan them more often.
+
+        watchdog 7 skips a sub-folder whose watch the kernel refuses (ENOSPC: the user's
+        ``max_user_watches`` is used up, often by an IDE or an indexer) without a word, so the
+        watches are read back from the kernel (/proc/self/fdinfo) and compared with the folders
+        a rescan walks. A folder must be missing at two looks (one health check apart): watchdog
+        adds the watch of a new folder a moment after it appears.
+        """
+        self._watch_check_due = False
+        watched = _inotify_watched()
+        if watched is None:
+            return  # no /proc: nothing to compare with (and no inotify limits to report)
+        missing = {
+            rel for ident, rel in _folders(self.root, self._ignore).items() if ident not in watched
+        }
+        confirmed = sorted(missing & (self._unwatched_suspects | set(self._unwatched)))
+        self._unwatched_suspects = missing - set(confirmed)
+        if self._unwatched_suspects:
+            self._watch_check_due = True  # looked at again at the next health check
+        was = bool(self._unwatched)
+        self._unwatched = confirmed
+        if not confirmed:
+            if was:
+                log.info("every folder is watched again")
+            self._watch_problem = None
+            self._watch_limit_seen = None
+            return
+        limit = _watch_limit()
+        if not was:
+            self._watch_limit_seen = limit
+            self._next_rescan = min(self._next_rescan, time.monotonic() + self._interval())
+            log.error(
+                "%d folder(s) under %s are not watched (%s): the inotify watch limit "
+                "(fs.inotify.max_user_watches = %s) is used up; rescanning every %.0f s instead",
+                len(confirmed),
+                self.root,
+                ", ".join(p or "." for p in confirmed[:5]),
+                limit,
+                self._interval(),
+            )
+        elif limit is not None and limit > (self._watch_limit_seen or 0):
+            # The user raised the limit, as the problem says: take the watches again.
+            self._rewatch = True
+            self._watch_check_due = True
+        shown = ", ".join(p or "." for p in confirmed[:5])
+        more = f" and {len(confirmed) - 5} more" if len(confirmed) > 5 else ""
+        self._watch_problem = (
+            f"{len(confirmed)} folder(s) are not watched ({shown}{more}): the inotify watch "
+            f"limit (fs.inotify.max_user_watches = {limit}) is used up, by this or other "
+            f"programs; edits there are found by a rescan every {self._interval():.0f} s; "
+            "raise it: sudo sysctl fs.inotify.max_user_watches=524288 (and in /etc/sysctl.d/ "
+            "to keep it)"
+        )
 
     @staticmethod
     def _report(diff: _Diff, started: float) -> RescanReport:
@@ -1343,6 +1448,68 @@ def _not_found(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__
     return False
+
+
+def _watch_limit() -> int | None:
+    """The user's inotify watch limit (fs.inotify.max_user_watches), or None if unknown."""
+    try:
+        return int(_WATCH_LIMIT_FILE.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _inotify_watched() -> set[tuple[int, int]] | None:
+    """(st_dev, st_ino) of every inode this process's inotify instances watch, or None where
+    /proc/self/fdinfo cannot tell (not Linux). Read from the kernel, not from watchdog's private
+    state: its layout changes between versions."""
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    watched: set[tuple[int, int]] = set()
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as f:
+                text = f.read()
+        except OSError:
+            continue  # closed meanwhile
+        for line in text.splitlines():
+            # inotify wd:1 ino:2a0c sdev:800002 mask:... (sdev: the kernel's major<<20 | minor)
+            if not line.startswith("inotify "):
+                continue
+            fields = dict(part.split(":", 1) for part in line.split()[1:] if ":" in part)
+            try:
+                ino, sdev = int(fields["ino"], 16), int(fields["sdev"], 16)
+            except (KeyError, ValueError):
+                continue
+            watched.add((os.makedev(sdev >> 20, sdev & 0xFFFFF), ino))
+    return watched
+
+
+def _folders(root: Path, rules: fs.IgnoreRules) -> dict[tuple[int, int], str]:
+    """(st_dev, st_ino) -> relative path of every folder a rescan walks (hidden, ignored and
+    linked folders are not; unlistable ones are left out: the rescan reports those)."""
+    out: dict[tuple[int, int], str] = {}
+    stack = [("", str(root))]
+    while stack:
+        prefix, directory = stack.pop()
+        try:
+            st = os.stat(directory, follow_symlinks=False)
+            with os.scandir(directory) as entries:
+                subs = [
+                    (prefix + e.name + "/", e.path)
+                    for e in entries
+                    if e.is_dir(follow_symlinks=False)
+                    and not e.name.startswith(".")
+                    and not rules.folder_ignored(prefix, e.name)
+                ]
+        except OSError:
+            continue
+        out[(st.st_dev, st.st_ino)] = prefix.rstrip("/")
+        stack.extend(subs)
+    return out
 
 
 def _identity(path: Path) -> tuple[int, int]:
