@@ -12,6 +12,9 @@ from collections.abc import Callable
 import pytest
 
 from sync import _state as st
+from sync import engine as engine_mod
+from sync.errors import TransientError
+from sync.remote import Change, PushResult
 
 from .conftest import STRESS, Device, converge
 
@@ -97,3 +100,31 @@ def test_old_resolved_conflicts_go_open_ones_stay(make_device: Callable[..., Dev
     with b.store.index.read() as cur:
         left = {r.cid: r.open for r in st.conflicts(cur, include_resolved=True)}
     assert left == {second: True, third: False}
+
+
+def test_lone_timeout_counts_do_not_pile_up(
+    make_device: Callable[..., Device], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine counts, per (id, op id), how often a large change timed out alone. A change
+    edited again before its count reached LONE_TIMEOUTS left its old count behind for the life
+    of the engine: one entry per such edit, in a process that runs for months."""
+    dev = make_device("a")
+    real = dev.remote.push
+    timing_out = {"on": True}
+
+    def push(changes: list[Change], *, device: str) -> list[PushResult]:
+        if timing_out["on"]:
+            raise TransientError("canceling statement due to statement timeout", code="57014")
+        return real(changes, device=device)
+
+    monkeypatch.setattr(dev.remote, "push", push)
+    big = "data: " + "x" * engine_mod.LONE_TIMEOUT_MIN_BYTES + "\n"
+    for n in range(CYCLES):
+        dev.store.save("big", big + f"n: {n}\n")
+        with pytest.raises(TransientError):
+            dev.sync()
+        assert len(dev.engine._lone_timeouts) <= 1
+    timing_out["on"] = False
+    dev.sync()
+    assert dev.engine._lone_timeouts == {}
+    assert dev.engine.status().pending == 0
