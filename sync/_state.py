@@ -54,6 +54,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from localstore.blueprint import utc_now
@@ -1063,9 +1064,48 @@ def open_conflict_count(cur: Any) -> int:
     )
 
 
+# How long resolved conflict records are kept, and the most kept (docs/sync-engine.md,
+# "Conflict records"). Each keeps three texts of its blueprint, and a person who resolves a
+# conflict a day on two devices had thousands after some years, for ever. An open record is
+# never dropped; a resolved one holds nothing history lacks (every side was a revision here).
+RESOLVED_CONFLICT_DAYS = 90
+RESOLVED_CONFLICTS_KEPT = 200
+
+
 def resolve_conflict(cur: Any, cid: int, resolution: str) -> None:
-    """Mark a conflict record resolved."""
+    """Mark a conflict record resolved, then drop the resolved records past the retention."""
+    now = utc_now()
     cur.execute(
         "UPDATE sync_conflicts SET resolved = ?, resolution = ? WHERE cid = ?",
-        (utc_now(), resolution, cid),
+        (now, resolution, cid),
     )
+    prune_resolved_conflicts(cur, now=now)
+
+
+def prune_resolved_conflicts(cur: Any, *, now: str | None = None) -> int:
+    """Drop resolved conflict records resolved more than RESOLVED_CONFLICT_DAYS before ``now``
+    and those past the newest RESOLVED_CONFLICTS_KEPT; returns how many went.
+
+    Run whenever a record is resolved, the only way resolved ones are added: so they stay
+    bounded without a timer. Open records are never touched. What a resolved record held stays
+    in history: the local side as the conflict copy's revisions (the copy is deleted, not
+    purged), the remote and base sides as revisions of the blueprint itself.
+    """
+    stamp = now or utc_now()
+    cutoff = _days_before(stamp, RESOLVED_CONFLICT_DAYS)
+    # The highest cid always stays: cid has no AUTOINCREMENT, so dropping it would hand its
+    # number, which the person may have noted, to the next conflict.
+    cur.execute(
+        "DELETE FROM sync_conflicts WHERE resolved IS NOT NULL "
+        "AND cid < (SELECT max(cid) FROM sync_conflicts) AND (resolved < ? OR cid NOT IN "
+        "(SELECT cid FROM sync_conflicts WHERE resolved IS NOT NULL "
+        "ORDER BY resolved DESC, cid DESC LIMIT ?))",
+        (cutoff, max(RESOLVED_CONFLICTS_KEPT, 1)),
+    )
+    return int(cur.execute("SELECT changes()").fetchall()[0][0])
+
+
+def _days_before(stamp: str, days: int) -> str:
+    """``stamp`` (utc_now's format) minus ``days``, in the same format (compares as text)."""
+    when = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ") - timedelta(days=days)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

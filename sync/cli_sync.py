@@ -401,7 +401,12 @@ def conflicts_group(ctx: click.Context) -> None:
 
 
 @conflicts_group.command("list")
-@click.option("--all", "show_all", is_flag=True, help="Include resolved conflicts.")
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Include resolved conflicts (kept 90 days, the last 200).",
+)
 @pass_ctx
 def list_cmd(cli: CliContext, show_all: bool = False) -> None:
     """List conflicts, oldest first."""

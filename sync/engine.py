@@ -329,8 +329,10 @@ class SyncEngine:
         # after a push was split (see _push).
         self._push_count = self.batch_size
         self._push_bytes = self.batch_bytes
-        # (id, push op id) -> cycles in a row in which that change timed out alone.
-        self._lone_timeouts: dict[tuple[str, int], int] = {}
+        # id -> (push op id, cycles in a row in which that change timed out alone). Keyed by id
+        # alone: keyed by (id, op id), a change edited again before it was parked left its old
+        # count behind for the life of the engine, one entry per such edit.
+        self._lone_timeouts: dict[str, tuple[int, int]] = {}
         self.pull_limit = pull_limit
         # An explicit batch_size also sizes the apply chunks (tests use tiny ones to get many).
         self.apply_batch = max(1, apply_batch or batch_size or DEFAULT_APPLY_BATCH)
@@ -909,7 +911,7 @@ class SyncEngine:
             return conflicts
         _check_results(changes, results)
         for change in changes:
-            self._lone_timeouts.pop((change.id, change.op_id), None)
+            self._lone_timeouts.pop(change.id, None)
         return self._handle_results(pairs, results, report)
 
     def _lone_refusal(
@@ -925,18 +927,19 @@ class SyncEngine:
         A later edit or ``--retry-quarantined`` un-parks it, as for any rejection.
         """
         change, item = pair
-        key = (change.id, change.op_id)
         if exc.code == "57014":
             if _push_bytes(change) < LONE_TIMEOUT_MIN_BYTES:
                 raise exc
-            seen = self._lone_timeouts.get(key, 0) + 1
+            op, seen = self._lone_timeouts.get(change.id, (change.op_id, 0))
+            # Another op id is another text: its count starts again (and replaces the old one).
+            seen = seen + 1 if op == change.op_id else 1
             if seen < LONE_TIMEOUTS:
-                self._lone_timeouts[key] = seen
+                self._lone_timeouts[change.id] = (change.op_id, seen)
                 raise exc
             why = f"the server timed out on this change alone {seen} times in a row"
         else:
             why = "the server refuses this change as too large even alone"
-        self._lone_timeouts.pop(key, None)
+        self._lone_timeouts.pop(change.id, None)
         with self.store.index.write() as cur:
             self._quarantine_push(
                 cur,
