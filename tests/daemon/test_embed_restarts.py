@@ -11,6 +11,7 @@ import gc
 import weakref
 from pathlib import Path
 
+from localstore.watcher import Watcher, WatcherState
 from sync.embed import start_sync
 from sync.memory_remote import MemoryRemote, MemoryServer
 
@@ -44,3 +45,24 @@ def test_a_running_sync_is_still_stopped_by_the_stores_close(
     second = store.start_sync(remote=MemoryRemote(server), poll_interval_s=3600)
     store.close()
     assert second.engine.join(0)
+
+
+def test_stopped_watchers_are_not_kept_by_the_store(stores: StoreOpener, tmp_path: Path) -> None:
+    # The same for a watcher an app (or the daemon's keeper, after each death) starts again.
+    store = stores(home=tmp_path / "h")
+    hooks_before = len(store._on_close)
+    gone: list[weakref.ref[object]] = []
+    for _ in range(8):
+        watcher = Watcher(store)
+        watcher.start()
+        watcher.stop()
+        watcher.join(10)
+        gone.append(weakref.ref(watcher))
+        del watcher
+    gc.collect()
+    assert len(store._on_close) == hooks_before
+    assert not [r for r in gone if r() is not None]
+    running = Watcher(store)
+    running.start()
+    store.close()
+    assert running.state is WatcherState.STOPPED
