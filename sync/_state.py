@@ -1064,6 +1064,19 @@ def open_conflict_count(cur: Any) -> int:
     )
 
 
+def conflicts_with_deleted_copy(cur: Any) -> list[int]:
+    """Open conflict records whose conflict copy is deleted: a person settled them by deleting
+    the copy (or another device did, and the delete synced here). One indexed look at the open
+    records; nothing in the usual case of none."""
+    return [
+        int(r[0])
+        for r in cur.execute(
+            "SELECT c.cid FROM sync_conflicts c JOIN blueprints b ON b.id = c.copy_id "
+            "WHERE c.resolved IS NULL AND b.deleted = 1"
+        )
+    ]
+
+
 # How long resolved conflict records are kept, and the most kept (docs/sync-engine.md,
 # "Conflict records"). Each keeps three texts of its blueprint, and a person who resolves a
 # conflict a day on two devices had thousands after some years, for ever. An open record is

@@ -541,6 +541,15 @@ class SyncEngine:
             report.rounds += 1
         with self.store.index.read() as cur:
             report.held = st.held_count(cur)
+            settled = st.conflicts_with_deleted_copy(cur)
+        if settled:
+            # Deleting the conflict copy (an editor, `localstore rm`, another device) is the
+            # person's decision to keep the other version; left open, status counted the
+            # record for good. The copy's text stays in history.
+            with self.store.index.write() as cur:
+                for cid in settled:
+                    st.resolve_conflict(cur, cid, "copy deleted")
+            log.info("sync: %d conflict(s) settled by deleting their copies", len(settled))
 
     def _check_server(self) -> None:
         if self._checked_server:

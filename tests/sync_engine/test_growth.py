@@ -128,3 +128,35 @@ def test_lone_timeout_counts_do_not_pile_up(
     dev.sync()
     assert dev.engine._lone_timeouts == {}
     assert dev.engine.status().pending == 0
+
+
+@pytest.mark.parametrize("where", ["here", "on the other device"])
+def test_a_conflict_whose_copy_was_deleted_is_resolved(
+    make_device: Callable[..., Device], where: str
+) -> None:
+    """A person who settles a conflict by deleting the conflict copy (in an editor, the file
+    manager, or `localstore rm`) instead of `conflicts resolve` had the record open for good:
+    status said "1 open conflict" forever. Deleting the copy is a decision (keep the other
+    version); the copy's text stays in history. The copy syncs like any blueprint, so deleting
+    it on another device settles the record here too."""
+    a, b = make_device("a", policy="keep-both"), make_device("b", policy="keep-both")
+    a.store.save("c/flow", "name: flow\n")
+    converge(a, b)
+    cid = _conflict(a, b, "c/flow", 1)
+    with b.store.index.read() as cur:
+        record = st.get_conflict(cur, cid)
+    assert record is not None and record.copy_id
+    converge(a, b)  # the copy reaches a as well
+    if where == "here":
+        (b.store.root / record.copy_path).unlink()  # deleted in a file manager
+        meta = str(record.copy_path).replace(".blueprint.yaml", ".blueprint.meta.json")
+        (b.store.root / meta).unlink()
+        b.store.check(fix=True)
+    else:
+        a.store.delete(record.copy_id)
+    converge(a, b)
+    with b.store.index.read() as cur:
+        settled = st.get_conflict(cur, cid)
+        assert st.open_conflict_count(cur) == 0
+    assert settled is not None and settled.resolution == "copy deleted"
+    assert b.store.load("c/flow").content  # the main one stays
