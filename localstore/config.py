@@ -24,6 +24,7 @@ from localstore.errors import ConfigError, StorageError
 
 APP_NAME = "LocalStore"
 ENV_PREFIX = "LOCALSTORE_"
+HOME_ENV = ENV_PREFIX + "HOME"
 CONFIG_FILE_NAME = "config.yaml"
 
 DEFAULT_PROFILE = "default"
@@ -351,7 +352,12 @@ def load_settings(
 ) -> Settings:
     """Build settings for a home from arguments, environment, config file and defaults.
 
-    Raises ConfigError for unknown or ill-typed settings, and for an empty ``home``.
+    ``home`` (a ``--home`` flag) may be relative: it is made absolute here, once, so the store,
+    the daemon's files and a service see one path. ``LOCALSTORE_HOME`` must be absolute (or
+    start with ``~``); ``load_settings`` reads it itself, so a caller passes only the flag.
+
+    Raises ConfigError for unknown or ill-typed settings, for an empty ``home`` and for a
+    relative ``LOCALSTORE_HOME``.
     """
     env = os.environ if environ is None else environ
     if home is not None and os.fspath(home) == "":
@@ -362,8 +368,20 @@ def load_settings(
             hint="pass a folder, or leave out --home (home=None) to use LOCALSTORE_HOME "
             "or the platform folders",
         )
-    home_value = resolve(home, env.get(ENV_PREFIX + "HOME"), None, None)
-    home_path = Path(home_value) if home_value is not None else None
+    env_home = env.get(HOME_ENV)
+    if home is None and env_home and not Path(env_home).expanduser().is_absolute():
+        # Resolved against the working directory, a relative variable (set once in a shell
+        # profile) named another store in every directory a command ran from: `ls` found "no
+        # LocalStore home" while `save` made a second one, and a service started elsewhere used a
+        # third. An explicit --home / home= is resolved once, where it was given.
+        raise ConfigError(
+            f"{HOME_ENV} is a relative path ({env_home!r}), which would name another folder "
+            "in each directory you run from",
+            hint=f'set {HOME_ENV} to an absolute path (e.g. "$PWD/{env_home}" or '
+            f"~/{env_home}), or pass --home",
+        )
+    home_value = resolve(home, env_home, None, None)
+    home_path = Path(home_value).expanduser().resolve() if home_value is not None else None
     paths = _paths_for(home_path)
     config_file = paths.config / CONFIG_FILE_NAME
     file_values = _read_config_file(config_file)
@@ -383,6 +401,4 @@ def load_settings(
             _typed(name, file_values.get(name), str(config_file)),
             default,
         )
-    return Settings(
-        paths=paths, home=home_path.expanduser().resolve() if home_path else None, **values
-    )
+    return Settings(paths=paths, home=home_path, **values)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -278,3 +280,49 @@ def test_config_file_merge_keys_are_no_duplicates(tmp_path: Path) -> None:
     (tmp_path / "config/config.yaml").write_text("<<: {settle_ms: 5, max_depth: 9}\nmax_depth: 7\n")
     s = load_settings(home=tmp_path, environ={})
     assert s.settle_ms == 5 and s.max_depth == 7
+
+
+DOC = "steps:\n  - name: build\n"
+
+
+def test_a_relative_home_variable_is_refused_a_relative_home_argument_is_resolved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A relative LOCALSTORE_HOME named another store in every directory a command ran from.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="LOCALSTORE_HOME") as info:
+        load_settings(environ={"LOCALSTORE_HOME": "rel/home"})
+    assert "absolute" in info.value.hint
+    # An explicit argument is resolved once, against the directory it was given in.
+    s = load_settings(home="rel/home", environ={"LOCALSTORE_HOME": "ignored"})
+    assert s.home == tmp_path.resolve() / "rel/home"
+    assert s.paths.state == tmp_path.resolve() / "rel/home/state"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert load_settings(environ={"LOCALSTORE_HOME": "~/h"}).home == tmp_path.resolve() / "h"
+
+
+def test_cli_refuses_a_relative_home_variable_and_resolves_a_relative_home_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from localstore.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    r = runner.invoke(cli, ["save", "a"], input=DOC, env={"LOCALSTORE_HOME": "h"})
+    assert r.exit_code == 1, r.output
+    assert r.stderr.startswith("error: ") and "LOCALSTORE_HOME" in r.stderr
+    assert not (tmp_path / "h").exists()  # no second store made under this directory
+    r = runner.invoke(cli, ["--home", "h", "save", "a"], input=DOC, env={"LOCALSTORE_HOME": None})
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "h/blueprints/a.blueprint.yaml").is_file()
+    # The service of a home given by the variable is that home's own, with its absolute path.
+    home = str(tmp_path / "h")
+    r = runner.invoke(cli, ["--json", "service", "status"], env={"LOCALSTORE_HOME": home})
+    assert r.exit_code == 0, r.output
+    flagged = runner.invoke(cli, ["--home", "h", "--json", "service", "status"])
+    assert json.loads(r.output)["path"] == json.loads(flagged.output)["path"]
+    assert json.loads(r.output)["path"].endswith(
+        "-" + hashlib.sha256(str(tmp_path.resolve() / "h").encode()).hexdigest()[:8] + ".service"
+    )
