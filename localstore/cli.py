@@ -364,6 +364,22 @@ def cli(ctx: click.Context, home: str | None, as_json: bool, debug: bool) -> Non
     Exit codes: 0 ok, 1 error, 2 usage, 3 needs attention, 4 not found, 130 interrupted.
     """
     ctx.obj = CliContext(home_flag=home, json=as_json, debug=debug)
+    _warn_unknown_env(as_json)
+
+
+def _warn_unknown_env(as_json: bool) -> None:
+    """One stderr line per misspelt LOCALSTORE_* variable (it was ignored with nothing said).
+
+    Taken here, before any command loads the settings, so load_settings does not log them again.
+    """
+    from localstore.config import take_env_warnings
+
+    for message, hint in take_env_warnings():
+        if as_json:
+            warning = {"message": message, "hint": hint}
+            click.echo(json.dumps({"warning": warning}, ensure_ascii=False), err=True)
+        else:
+            click.echo(f"warning: {message} ({hint})", err=True)
 
 
 def main() -> None:

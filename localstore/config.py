@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
 import os
 import socket
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,8 @@ import platformdirs
 import yaml
 
 from localstore.errors import ConfigError, StorageError
+
+log = logging.getLogger(__name__)
 
 APP_NAME = "LocalStore"
 ENV_PREFIX = "LOCALSTORE_"
@@ -344,6 +348,70 @@ def _parse(name: str, text: str | None, where: str) -> Any:
 _DEFAULTS = Settings(paths=_paths_for(Path("/nonexistent")), device_name="")
 
 
+# LOCALSTORE_* variables read outside the settings table: the CLI, bundles, the keychain file
+# fallback, the local cloud, scripts, and the test and benchmark knobs. They must be known names,
+# or their every use would be warned about (a test keeps this set equal to what the repo reads).
+OTHER_ENV_VARS = frozenset(
+    ENV_PREFIX + name
+    for name in (
+        "DEBUG",  # cli: show tracebacks
+        "PASSPHRASE",  # bundles
+        "KEYCHAIN_PASSPHRASE",  # credentials: the encrypted-file fallback
+        "PG_BINDIR",  # sync.localcloud: where PostgreSQL is
+        "PG_TEMPLATE_DIR",
+        "STRESS",  # tests and benchmarks
+        "SLOW",
+        "TEST_WORKERS",
+        "REQUIRE_KEYCHAIN",
+        "SOAK_S",
+        "SOAK_OUT",
+        "CRASH_SEED",
+        "FUZZ_EXAMPLES",
+        "CONCURRENCY_SECONDS",
+        "NEED_SYSTEMD",
+        "DEMO_INNER",  # scripts
+        "KEYRING_DIR",
+        "KEYRING_PASSWORD",
+    )
+)
+
+
+def known_env_vars() -> frozenset[str]:
+    """Every ``LOCALSTORE_*`` environment variable LocalStore or its tests read."""
+    settings = {ENV_PREFIX + name.upper() for name in _TUNABLES}
+    return frozenset(settings | {HOME_ENV} | OTHER_ENV_VARS)
+
+
+# Names already warned about in this process: a long-running app loads settings again and again.
+_warned_env: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def take_env_warnings(environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """(message, hint) for each unknown ``LOCALSTORE_*`` variable not yet warned about.
+
+    A misspelt variable (``SETLE_MS`` for ``SETTLE_MS``) was ignored with nothing said. Each name is
+    returned once per process, so the CLI can print these itself and :func:`load_settings`
+    (which logs them) does not say them again.
+    """
+    env = os.environ if environ is None else environ
+    known = known_env_vars()
+    out: list[tuple[str, str]] = []
+    with _warned_lock:
+        for name in sorted(env):
+            if not name.startswith(ENV_PREFIX) or name in known or name in _warned_env:
+                continue
+            _warned_env.add(name)
+            close = difflib.get_close_matches(name, known, n=1)
+            out.append(
+                (
+                    f"{name} is not a LocalStore variable and is ignored",
+                    (f"did you mean {close[0]}? " if close else "") + "see docs/configuration.md",
+                )
+            )
+    return out
+
+
 def load_settings(
     *,
     home: str | os.PathLike[str] | None = None,
@@ -360,6 +428,8 @@ def load_settings(
     relative ``LOCALSTORE_HOME``.
     """
     env = os.environ if environ is None else environ
+    for message, hint in take_env_warnings(env):
+        log.warning("%s (%s)", message, hint)
     if home is not None and os.fspath(home) == "":
         # resolve() reads "" as unset: `--home "$DIR"` with DIR unset opened (and `rm` edited)
         # the user's own store in the platform folders. An empty LOCALSTORE_HOME stays unset.

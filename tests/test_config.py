@@ -326,3 +326,57 @@ def test_cli_refuses_a_relative_home_variable_and_resolves_a_relative_home_flag(
     assert json.loads(r.output)["path"].endswith(
         "-" + hashlib.sha256(str(tmp_path.resolve() / "h").encode()).hexdigest()[:8] + ".service"
     )
+
+
+# Built from parts, so the scan of the repository below does not read them as names in use.
+_SETLE = "LOCALSTORE_" + "SETLE_MS"
+_PROFLE = "LOCALSTORE_" + "PROFLE"
+_STRES = "LOCALSTORE_" + "STRES"
+
+
+def test_a_misspelt_variable_is_warned_about_once_naming_the_closest(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = {_SETLE: "5", "LOCALSTORE_STRESS": "1", "LOCALSTORE_TEST_WORKERS": "2"}
+    with caplog.at_level("WARNING", logger="localstore.config"):
+        s = load_settings(home=tmp_path, environ=env)
+        load_settings(home=tmp_path, environ=env)
+    assert s.settle_ms == DEFAULT_SETTLE_MS
+    warned = [r.getMessage() for r in caplog.records if r.name == "localstore.config"]
+    assert len(warned) == 1, warned  # once, and nothing for the test knobs
+    assert _SETLE in warned[0] and "LOCALSTORE_SETTLE_MS" in warned[0]
+
+
+def test_every_localstore_variable_the_repository_reads_is_a_known_name() -> None:
+    import re
+
+    from localstore.config import known_env_vars
+
+    root = Path(__file__).resolve().parents[1]
+    files = [p for p in root.glob("*") if p.is_file()]
+    for folder in ("localstore", "sync", "tests", "scripts", "bench", "docs"):
+        files += [p for p in (root / folder).rglob("*") if p.is_file()]
+    used: set[str] = set()
+    for path in files:
+        if path.suffix in {".pyc", ".db", ".gz", ".png", ".lsbundle"}:
+            continue
+        text = path.read_text(encoding="utf-8", errors="ignore")
+        used |= {m for m in re.findall(r"\bLOCALSTORE_[A-Z0-9_]+", text) if not m.endswith("_")}
+    assert {"LOCALSTORE_STRESS", "LOCALSTORE_HOME", "LOCALSTORE_SETTLE_MS"} <= used
+    assert used - known_env_vars() == set()
+
+
+def test_cli_warns_once_on_stderr_about_a_misspelt_variable(home: Path) -> None:
+    from click.testing import CliRunner
+
+    from localstore.cli import cli
+
+    runner = CliRunner()
+    r = runner.invoke(cli, ["--home", str(home), "init"], env={_PROFLE: "work", _STRES: "1"})
+    assert r.exit_code == 0, r.output
+    lines = [line for line in r.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(lines) == 2, lines
+    assert _PROFLE in lines[0]
+    assert "LOCALSTORE_PROFILE" in lines[0] and "LOCALSTORE_STRESS" in lines[1]
+    assert "warning" not in r.stdout
+    assert r.stderr.count(_PROFLE) == 1  # load_settings does not log it again
