@@ -71,18 +71,58 @@ class Paths:
         ``localstore cred``, a login) while its disk is unmounted, it would be taken for a folder
         whose blueprints were all deleted.
 
+        Only folders made here get mode 0700: ``--home ~/projects`` chmodded the user's own
+        ``~/projects/data`` and ``config``. An existing state folder that others may enter or read
+        is the exception (it holds the daemon's token): it loses its group and other bits, with
+        a warning.
+
         Raises StorageError when a folder cannot be made (a file in its way, a read-only disk).
         """
         for p in (self.data, self.config, self.cache, self.state):
             try:
-                p.mkdir(parents=True, exist_ok=True)
+                p.mkdir(parents=True)
+            except FileExistsError as exc:
+                if not p.is_dir():
+                    raise _mkdir_error(p, exc) from exc
+                if p == self.state:
+                    _close_state_folder(p)
+                continue
             except OSError as exc:
                 raise _mkdir_error(p, exc) from exc
-        for p in (self.data, self.state, self.config):
-            try:
-                p.chmod(0o700)
-            except OSError:  # pragma: no cover - a shared folder we do not own
-                pass
+            if p is not self.cache:
+                try:
+                    p.chmod(0o700)
+                except OSError:  # pragma: no cover - made, so ours; a filesystem without modes
+                    pass
+
+
+def _close_state_folder(folder: Path) -> None:
+    """Take group and other permissions off an existing state folder, saying so."""
+    if os.name == "nt":  # pragma: no cover - no POSIX modes (every folder reads as 0777)
+        return
+    try:
+        mode = folder.stat().st_mode & 0o777
+    except OSError:  # pragma: no cover - gone or unreadable since mkdir; its users will say
+        return
+    if not mode & 0o077:
+        return
+    try:
+        folder.chmod(mode & 0o700)
+    except OSError as exc:
+        log.warning(
+            "state folder %s has mode %o (others can reach the daemon's token) and cannot be "
+            "made private: %s; chmod go-rwx it",
+            folder,
+            mode,
+            exc.strerror or exc,
+        )
+        return
+    log.warning(
+        "state folder %s had mode %o (others could reach the daemon's token); made it %o",
+        folder,
+        mode,
+        mode & 0o700,
+    )
 
 
 def _mkdir_error(folder: Path, exc: OSError) -> StorageError:

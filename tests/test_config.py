@@ -380,3 +380,32 @@ def test_cli_warns_once_on_stderr_about_a_misspelt_variable(home: Path) -> None:
     assert "LOCALSTORE_PROFILE" in lines[0] and "LOCALSTORE_STRESS" in lines[1]
     assert "warning" not in r.stdout
     assert r.stderr.count(_PROFLE) == 1  # load_settings does not log it again
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_ensure_sets_modes_only_on_folders_it_creates_but_closes_an_open_state_folder(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `--home ~/projects` chmodded the user's own ~/projects/data and config to 0700.
+    home = tmp_path / "projects"
+    for name, mode in (("data", 0o755), ("config", 0o750), ("state", 0o755)):
+        (home / name).mkdir(parents=True)
+        (home / name).chmod(mode)
+    paths = load_settings(home=home, environ={}).paths
+    with caplog.at_level("WARNING", logger="localstore.config"):
+        paths.ensure()
+    assert _mode(paths.data) == 0o755 and _mode(paths.config) == 0o750
+    # The state folder holds the daemon's token: others may not list or read it.
+    assert _mode(paths.state) == 0o700
+    warned = [r.getMessage() for r in caplog.records if r.name == "localstore.config"]
+    assert len(warned) == 1 and str(paths.state) in warned[0] and "755" in warned[0]
+    # Folders it makes are private to the user; a private state folder says nothing.
+    caplog.clear()
+    fresh = load_settings(home=tmp_path / "new", environ={}).paths
+    fresh.ensure()
+    fresh.ensure()
+    assert {_mode(p) for p in (fresh.data, fresh.config, fresh.state)} == {0o700}
+    assert not [r for r in caplog.records if r.name == "localstore.config"]
