@@ -409,3 +409,60 @@ def test_ensure_sets_modes_only_on_folders_it_creates_but_closes_an_open_state_f
     fresh.ensure()
     assert {_mode(p) for p in (fresh.data, fresh.config, fresh.state)} == {0o700}
     assert not [r for r in caplog.records if r.name == "localstore.config"]
+
+
+@pytest.mark.parametrize(
+    ("profile", "suggestion"),
+    [("work ", "work"), ("a:doctor", "a-doctor"), ("team/x", "team-x"), ("é", "")],
+)
+def test_a_new_profile_with_an_odd_name_is_refused(
+    tmp_path: Path, profile: str, suggestion: str
+) -> None:
+    # A trailing space was another keychain service; a ':' could reach `localstore:<p>:doctor`.
+    from localstore.credentials import CredentialStore
+    from localstore.index import Index
+
+    settings = load_settings(home=tmp_path, environ={"LOCALSTORE_PROFILE": profile})
+    settings.paths.ensure()
+    index = Index(settings.paths.index_db)
+    try:
+        with pytest.raises(ConfigError, match="profile") as info:
+            CredentialStore(index, settings)
+        assert repr(profile) in info.value.message
+        assert "letters, digits" in info.value.hint
+        assert (f"did you mean {suggestion!r}" in info.value.hint) == bool(suggestion)
+        for good in ("work", "Team_2.prod-eu"):
+            assert CredentialStore(index, settings.replace(profile=good)).list_names() == []
+    finally:
+        index.close()
+
+
+def test_a_profile_already_holding_credentials_under_an_odd_name_keeps_working(
+    tmp_path: Path,
+) -> None:
+    from localstore import crypto
+    from localstore.credentials import CredentialStore, EncryptedFileBackend, service_name
+    from localstore.index import Index
+
+    settings = load_settings(home=tmp_path, environ={}, profile="old name")
+    settings.paths.ensure()
+    backend = EncryptedFileBackend(
+        tmp_path / "creds.enc", "pw", params=crypto.ScryptParams(log2_n=10)
+    )
+    index = Index(settings.paths.index_db)
+    try:
+        CredentialStore(index, settings.replace(profile="x"))  # makes the credential tables
+        # What an earlier version left: the value in the backend, the name in the index.
+        service = service_name("old name")
+        backend.set(service, "token", "s3cret")
+        with index.write() as cur:
+            cur.execute(
+                "INSERT INTO credential_names VALUES (?, 'token', '2024-01-01', '2024-01-01')",
+                (service,),
+            )
+        store = CredentialStore(index, settings, backend=backend)
+        assert store.list_names() == ["token"] and store.get("token") == "s3cret"
+        store.set("other", "v")
+        assert store.get("other") == "v"
+    finally:
+        index.close()
