@@ -76,7 +76,9 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 class CliContext:
     """What every command gets: the home, output mode and a lazily opened store."""
 
-    home: str | None
+    # The --home flag only: load_settings reads LOCALSTORE_HOME itself, so it can refuse a
+    # relative variable and still take a relative flag (click's envvar= merged the two).
+    home_flag: str | None
     json: bool
     debug: bool = False
     _store: BlueprintStore | None = field(default=None, repr=False)
@@ -88,8 +90,14 @@ class CliContext:
         if self._settings is None:
             from localstore.config import load_settings
 
-            self._settings = load_settings(home=self.home)
+            self._settings = load_settings(home=self.home_flag)
         return self._settings
+
+    @property
+    def home(self) -> str | None:
+        """The absolute home chosen by --home or LOCALSTORE_HOME; None for the platform folders."""
+        home = self.settings.home
+        return str(home) if home is not None else None
 
     def store(self, *, existing: bool = False, **kwargs: Any) -> BlueprintStore:
         """Open (once) the store of the selected home.
@@ -336,7 +344,7 @@ def _version() -> str:
     # readable=False: click's own check made a home that cannot be read a usage error (exit 2)
     # naming no fix; the store reports it as permission denied, with the path and a hint.
     type=click.Path(file_okay=False, readable=False),
-    envvar="LOCALSTORE_HOME",
+    # No envvar=: load_settings reads LOCALSTORE_HOME, so it can tell the two apart.
     help="Keep everything under this folder (also LOCALSTORE_HOME).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
@@ -355,7 +363,23 @@ def cli(ctx: click.Context, home: str | None, as_json: bool, debug: bool) -> Non
     REF is an id, a unique id prefix, or a path relative to the blueprints folder.
     Exit codes: 0 ok, 1 error, 2 usage, 3 needs attention, 4 not found, 130 interrupted.
     """
-    ctx.obj = CliContext(home=home, json=as_json, debug=debug)
+    ctx.obj = CliContext(home_flag=home, json=as_json, debug=debug)
+    _warn_unknown_env(as_json)
+
+
+def _warn_unknown_env(as_json: bool) -> None:
+    """One stderr line per misspelt LOCALSTORE_* variable (it was ignored with nothing said).
+
+    Taken here, before any command loads the settings, so load_settings does not log them again.
+    """
+    from localstore.config import take_env_warnings
+
+    for message, hint in take_env_warnings():
+        if as_json:
+            warning = {"message": message, "hint": hint}
+            click.echo(json.dumps({"warning": warning}, ensure_ascii=False), err=True)
+        else:
+            click.echo(f"warning: {message} ({hint})", err=True)
 
 
 def main() -> None:

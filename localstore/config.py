@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
 import os
 import socket
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +24,11 @@ import yaml
 
 from localstore.errors import ConfigError, StorageError
 
+log = logging.getLogger(__name__)
+
 APP_NAME = "LocalStore"
 ENV_PREFIX = "LOCALSTORE_"
+HOME_ENV = ENV_PREFIX + "HOME"
 CONFIG_FILE_NAME = "config.yaml"
 
 DEFAULT_PROFILE = "default"
@@ -66,18 +71,58 @@ class Paths:
         ``localstore cred``, a login) while its disk is unmounted, it would be taken for a folder
         whose blueprints were all deleted.
 
+        Only folders made here get mode 0700: ``--home ~/projects`` chmodded the user's own
+        ``~/projects/data`` and ``config``. An existing state folder that others may enter or read
+        is the exception (it holds the daemon's token): it loses its group and other bits, with
+        a warning.
+
         Raises StorageError when a folder cannot be made (a file in its way, a read-only disk).
         """
         for p in (self.data, self.config, self.cache, self.state):
             try:
-                p.mkdir(parents=True, exist_ok=True)
+                p.mkdir(parents=True)
+            except FileExistsError as exc:
+                if not p.is_dir():
+                    raise _mkdir_error(p, exc) from exc
+                if p == self.state:
+                    _close_state_folder(p)
+                continue
             except OSError as exc:
                 raise _mkdir_error(p, exc) from exc
-        for p in (self.data, self.state, self.config):
-            try:
-                p.chmod(0o700)
-            except OSError:  # pragma: no cover - a shared folder we do not own
-                pass
+            if p is not self.cache:
+                try:
+                    p.chmod(0o700)
+                except OSError:  # pragma: no cover - made, so ours; a filesystem without modes
+                    pass
+
+
+def _close_state_folder(folder: Path) -> None:
+    """Take group and other permissions off an existing state folder, saying so."""
+    if os.name == "nt":  # pragma: no cover - no POSIX modes (every folder reads as 0777)
+        return
+    try:
+        mode = folder.stat().st_mode & 0o777
+    except OSError:  # pragma: no cover - gone or unreadable since mkdir; its users will say
+        return
+    if not mode & 0o077:
+        return
+    try:
+        folder.chmod(mode & 0o700)
+    except OSError as exc:
+        log.warning(
+            "state folder %s has mode %o (others can reach the daemon's token) and cannot be "
+            "made private: %s; chmod go-rwx it",
+            folder,
+            mode,
+            exc.strerror or exc,
+        )
+        return
+    log.warning(
+        "state folder %s had mode %o (others could reach the daemon's token); made it %o",
+        folder,
+        mode,
+        mode & 0o700,
+    )
 
 
 def _mkdir_error(folder: Path, exc: OSError) -> StorageError:
@@ -343,6 +388,70 @@ def _parse(name: str, text: str | None, where: str) -> Any:
 _DEFAULTS = Settings(paths=_paths_for(Path("/nonexistent")), device_name="")
 
 
+# LOCALSTORE_* variables read outside the settings table: the CLI, bundles, the keychain file
+# fallback, the local cloud, scripts, and the test and benchmark knobs. They must be known names,
+# or their every use would be warned about (a test keeps this set equal to what the repo reads).
+OTHER_ENV_VARS = frozenset(
+    ENV_PREFIX + name
+    for name in (
+        "DEBUG",  # cli: show tracebacks
+        "PASSPHRASE",  # bundles
+        "KEYCHAIN_PASSPHRASE",  # credentials: the encrypted-file fallback
+        "PG_BINDIR",  # sync.localcloud: where PostgreSQL is
+        "PG_TEMPLATE_DIR",
+        "STRESS",  # tests and benchmarks
+        "SLOW",
+        "TEST_WORKERS",
+        "REQUIRE_KEYCHAIN",
+        "SOAK_S",
+        "SOAK_OUT",
+        "CRASH_SEED",
+        "FUZZ_EXAMPLES",
+        "CONCURRENCY_SECONDS",
+        "NEED_SYSTEMD",
+        "DEMO_INNER",  # scripts
+        "KEYRING_DIR",
+        "KEYRING_PASSWORD",
+    )
+)
+
+
+def known_env_vars() -> frozenset[str]:
+    """Every ``LOCALSTORE_*`` environment variable LocalStore or its tests read."""
+    settings = {ENV_PREFIX + name.upper() for name in _TUNABLES}
+    return frozenset(settings | {HOME_ENV} | OTHER_ENV_VARS)
+
+
+# Names already warned about in this process: a long-running app loads settings again and again.
+_warned_env: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def take_env_warnings(environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """(message, hint) for each unknown ``LOCALSTORE_*`` variable not yet warned about.
+
+    A misspelt variable (``SETLE_MS`` for ``SETTLE_MS``) was ignored with nothing said. Each name is
+    returned once per process, so the CLI can print these itself and :func:`load_settings`
+    (which logs them) does not say them again.
+    """
+    env = os.environ if environ is None else environ
+    known = known_env_vars()
+    out: list[tuple[str, str]] = []
+    with _warned_lock:
+        for name in sorted(env):
+            if not name.startswith(ENV_PREFIX) or name in known or name in _warned_env:
+                continue
+            _warned_env.add(name)
+            close = difflib.get_close_matches(name, known, n=1)
+            out.append(
+                (
+                    f"{name} is not a LocalStore variable and is ignored",
+                    (f"did you mean {close[0]}? " if close else "") + "see docs/configuration.md",
+                )
+            )
+    return out
+
+
 def load_settings(
     *,
     home: str | os.PathLike[str] | None = None,
@@ -351,9 +460,16 @@ def load_settings(
 ) -> Settings:
     """Build settings for a home from arguments, environment, config file and defaults.
 
-    Raises ConfigError for unknown or ill-typed settings, and for an empty ``home``.
+    ``home`` (a ``--home`` flag) may be relative: it is made absolute here, once, so the store,
+    the daemon's files and a service see one path. ``LOCALSTORE_HOME`` must be absolute (or
+    start with ``~``); ``load_settings`` reads it itself, so a caller passes only the flag.
+
+    Raises ConfigError for unknown or ill-typed settings, for an empty ``home`` and for a
+    relative ``LOCALSTORE_HOME``.
     """
     env = os.environ if environ is None else environ
+    for message, hint in take_env_warnings(env):
+        log.warning("%s (%s)", message, hint)
     if home is not None and os.fspath(home) == "":
         # resolve() reads "" as unset: `--home "$DIR"` with DIR unset opened (and `rm` edited)
         # the user's own store in the platform folders. An empty LOCALSTORE_HOME stays unset.
@@ -362,8 +478,20 @@ def load_settings(
             hint="pass a folder, or leave out --home (home=None) to use LOCALSTORE_HOME "
             "or the platform folders",
         )
-    home_value = resolve(home, env.get(ENV_PREFIX + "HOME"), None, None)
-    home_path = Path(home_value) if home_value is not None else None
+    env_home = env.get(HOME_ENV)
+    if home is None and env_home and not Path(env_home).expanduser().is_absolute():
+        # Resolved against the working directory, a relative variable (set once in a shell
+        # profile) named another store in every directory a command ran from: `ls` found "no
+        # LocalStore home" while `save` made a second one, and a service started elsewhere used a
+        # third. An explicit --home / home= is resolved once, where it was given.
+        raise ConfigError(
+            f"{HOME_ENV} is a relative path ({env_home!r}), which would name another folder "
+            "in each directory you run from",
+            hint=f'set {HOME_ENV} to an absolute path (e.g. "$PWD/{env_home}" or '
+            f"~/{env_home}), or pass --home",
+        )
+    home_value = resolve(home, env_home, None, None)
+    home_path = Path(home_value).expanduser().resolve() if home_value is not None else None
     paths = _paths_for(home_path)
     config_file = paths.config / CONFIG_FILE_NAME
     file_values = _read_config_file(config_file)
@@ -383,6 +511,4 @@ def load_settings(
             _typed(name, file_values.get(name), str(config_file)),
             default,
         )
-    return Settings(
-        paths=paths, home=home_path.expanduser().resolve() if home_path else None, **values
-    )
+    return Settings(paths=paths, home=home_path, **values)

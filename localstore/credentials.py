@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import stat
 import threading
@@ -40,6 +41,7 @@ from keyring.backends import chainer, fail, null
 from localstore import crypto
 from localstore.config import Settings
 from localstore.errors import (
+    ConfigError,
     CredentialError,
     CredentialNotFoundError,
     DecryptionError,
@@ -102,6 +104,43 @@ INSTALL_HINT = (
 def service_name(profile: str) -> str:
     """Keychain service name of a profile."""
     return SERVICE_PREFIX + profile
+
+
+# A profile's name is part of its keychain service: a trailing space (`LOCALSTORE_PROFILE="work "`)
+# was another, empty service, and a ':' could reach `localstore:<profile>:doctor` of another.
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9._-]+", re.ASCII)
+PROFILE_NAME_RULE = "a profile name has only letters, digits, '-', '_' and '.'"
+_odd_profiles_warned: set[str] = set()
+
+
+def _check_profile(index: Index, profile: str) -> None:
+    """Refuse a profile name outside the rule, unless credentials are listed under it already.
+
+    Those were stored by a version without the rule; the index lists them (the cheap way to
+    tell), and they stay usable, with a warning once per process.
+    """
+    if _PROFILE_NAME.fullmatch(profile):
+        return
+    with index.read() as cur:
+        stored = cur.execute(
+            "SELECT 1 FROM credential_names WHERE service = ? LIMIT 1", (service_name(profile),)
+        ).fetchall()
+    if stored:
+        if profile not in _odd_profiles_warned:
+            _odd_profiles_warned.add(profile)
+            log.warning(
+                "profile %r already holds credentials, so it is kept, but %s: a new profile "
+                "could not have this name",
+                profile,
+                PROFILE_NAME_RULE,
+            )
+        return
+    better = re.sub(r"[^A-Za-z0-9._-]+", "-", profile.strip(), flags=re.ASCII).strip("-")
+    raise ConfigError(
+        f"invalid profile name {profile!r}",
+        hint=(f"did you mean {better!r}? " if better else "")
+        + f"{PROFILE_NAME_RULE}; set LOCALSTORE_PROFILE or `profile:` in config.yaml",
+    )
 
 
 def _now() -> str:
@@ -459,6 +498,7 @@ class CredentialStore:
         self._backend_obj = backend
         self._backend_lock = threading.Lock()
         index.register_schema("credentials", CREDENTIAL_MIGRATIONS)
+        _check_profile(index, settings.profile)
 
     def __repr__(self) -> str:
         return f"CredentialStore(service={self.service!r})"

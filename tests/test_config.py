@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -278,3 +280,189 @@ def test_config_file_merge_keys_are_no_duplicates(tmp_path: Path) -> None:
     (tmp_path / "config/config.yaml").write_text("<<: {settle_ms: 5, max_depth: 9}\nmax_depth: 7\n")
     s = load_settings(home=tmp_path, environ={})
     assert s.settle_ms == 5 and s.max_depth == 7
+
+
+DOC = "steps:\n  - name: build\n"
+
+
+def test_a_relative_home_variable_is_refused_a_relative_home_argument_is_resolved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A relative LOCALSTORE_HOME named another store in every directory a command ran from.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="LOCALSTORE_HOME") as info:
+        load_settings(environ={"LOCALSTORE_HOME": "rel/home"})
+    assert "absolute" in info.value.hint
+    # An explicit argument is resolved once, against the directory it was given in.
+    s = load_settings(home="rel/home", environ={"LOCALSTORE_HOME": "ignored"})
+    assert s.home == tmp_path.resolve() / "rel/home"
+    assert s.paths.state == tmp_path.resolve() / "rel/home/state"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert load_settings(environ={"LOCALSTORE_HOME": "~/h"}).home == tmp_path.resolve() / "h"
+
+
+def test_cli_refuses_a_relative_home_variable_and_resolves_a_relative_home_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from localstore.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    r = runner.invoke(cli, ["save", "a"], input=DOC, env={"LOCALSTORE_HOME": "h"})
+    assert r.exit_code == 1, r.output
+    assert r.stderr.startswith("error: ") and "LOCALSTORE_HOME" in r.stderr
+    assert not (tmp_path / "h").exists()  # no second store made under this directory
+    r = runner.invoke(cli, ["--home", "h", "save", "a"], input=DOC, env={"LOCALSTORE_HOME": None})
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "h/blueprints/a.blueprint.yaml").is_file()
+    # The service of a home given by the variable is that home's own, with its absolute path.
+    home = str(tmp_path / "h")
+    r = runner.invoke(cli, ["--json", "service", "status"], env={"LOCALSTORE_HOME": home})
+    assert r.exit_code == 0, r.output
+    flagged = runner.invoke(cli, ["--home", "h", "--json", "service", "status"])
+    assert json.loads(r.output)["path"] == json.loads(flagged.output)["path"]
+    assert json.loads(r.output)["path"].endswith(
+        "-" + hashlib.sha256(str(tmp_path.resolve() / "h").encode()).hexdigest()[:8] + ".service"
+    )
+
+
+# Built from parts, so the scan of the repository below does not read them as names in use.
+_SETLE = "LOCALSTORE_" + "SETLE_MS"
+_PROFLE = "LOCALSTORE_" + "PROFLE"
+_STRES = "LOCALSTORE_" + "STRES"
+
+
+def test_a_misspelt_variable_is_warned_about_once_naming_the_closest(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = {_SETLE: "5", "LOCALSTORE_STRESS": "1", "LOCALSTORE_TEST_WORKERS": "2"}
+    with caplog.at_level("WARNING", logger="localstore.config"):
+        s = load_settings(home=tmp_path, environ=env)
+        load_settings(home=tmp_path, environ=env)
+    assert s.settle_ms == DEFAULT_SETTLE_MS
+    warned = [r.getMessage() for r in caplog.records if r.name == "localstore.config"]
+    assert len(warned) == 1, warned  # once, and nothing for the test knobs
+    assert _SETLE in warned[0] and "LOCALSTORE_SETTLE_MS" in warned[0]
+
+
+def test_every_localstore_variable_the_repository_reads_is_a_known_name() -> None:
+    import re
+
+    from localstore.config import known_env_vars
+
+    root = Path(__file__).resolve().parents[1]
+    files = [p for p in root.glob("*") if p.is_file()]
+    for folder in ("localstore", "sync", "tests", "scripts", "bench", "docs"):
+        files += [p for p in (root / folder).rglob("*") if p.is_file()]
+    used: set[str] = set()
+    for path in files:
+        if path.suffix in {".pyc", ".db", ".gz", ".png", ".lsbundle"}:
+            continue
+        text = path.read_text(encoding="utf-8", errors="ignore")
+        used |= {m for m in re.findall(r"\bLOCALSTORE_[A-Z0-9_]+", text) if not m.endswith("_")}
+    assert {"LOCALSTORE_STRESS", "LOCALSTORE_HOME", "LOCALSTORE_SETTLE_MS"} <= used
+    assert used - known_env_vars() == set()
+
+
+def test_cli_warns_once_on_stderr_about_a_misspelt_variable(home: Path) -> None:
+    from click.testing import CliRunner
+
+    from localstore.cli import cli
+
+    runner = CliRunner()
+    r = runner.invoke(cli, ["--home", str(home), "init"], env={_PROFLE: "work", _STRES: "1"})
+    assert r.exit_code == 0, r.output
+    lines = [line for line in r.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(lines) == 2, lines
+    assert _PROFLE in lines[0]
+    assert "LOCALSTORE_PROFILE" in lines[0] and "LOCALSTORE_STRESS" in lines[1]
+    assert "warning" not in r.stdout
+    assert r.stderr.count(_PROFLE) == 1  # load_settings does not log it again
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_ensure_sets_modes_only_on_folders_it_creates_but_closes_an_open_state_folder(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `--home ~/projects` chmodded the user's own ~/projects/data and config to 0700.
+    home = tmp_path / "projects"
+    for name, mode in (("data", 0o755), ("config", 0o750), ("state", 0o755)):
+        (home / name).mkdir(parents=True)
+        (home / name).chmod(mode)
+    paths = load_settings(home=home, environ={}).paths
+    with caplog.at_level("WARNING", logger="localstore.config"):
+        paths.ensure()
+    assert _mode(paths.data) == 0o755 and _mode(paths.config) == 0o750
+    # The state folder holds the daemon's token: others may not list or read it.
+    assert _mode(paths.state) == 0o700
+    warned = [r.getMessage() for r in caplog.records if r.name == "localstore.config"]
+    assert len(warned) == 1 and str(paths.state) in warned[0] and "755" in warned[0]
+    # Folders it makes are private to the user; a private state folder says nothing.
+    caplog.clear()
+    fresh = load_settings(home=tmp_path / "new", environ={}).paths
+    fresh.ensure()
+    fresh.ensure()
+    assert {_mode(p) for p in (fresh.data, fresh.config, fresh.state)} == {0o700}
+    assert not [r for r in caplog.records if r.name == "localstore.config"]
+
+
+@pytest.mark.parametrize(
+    ("profile", "suggestion"),
+    [("work ", "work"), ("a:doctor", "a-doctor"), ("team/x", "team-x"), ("é", "")],
+)
+def test_a_new_profile_with_an_odd_name_is_refused(
+    tmp_path: Path, profile: str, suggestion: str
+) -> None:
+    # A trailing space was another keychain service; a ':' could reach `localstore:<p>:doctor`.
+    from localstore.credentials import CredentialStore
+    from localstore.index import Index
+
+    settings = load_settings(home=tmp_path, environ={"LOCALSTORE_PROFILE": profile})
+    settings.paths.ensure()
+    index = Index(settings.paths.index_db)
+    try:
+        with pytest.raises(ConfigError, match="profile") as info:
+            CredentialStore(index, settings)
+        assert repr(profile) in info.value.message
+        assert "letters, digits" in info.value.hint
+        assert (f"did you mean {suggestion!r}" in info.value.hint) == bool(suggestion)
+        for good in ("work", "Team_2.prod-eu"):
+            assert CredentialStore(index, settings.replace(profile=good)).list_names() == []
+    finally:
+        index.close()
+
+
+def test_a_profile_already_holding_credentials_under_an_odd_name_keeps_working(
+    tmp_path: Path,
+) -> None:
+    from localstore import crypto
+    from localstore.credentials import CredentialStore, EncryptedFileBackend, service_name
+    from localstore.index import Index
+
+    settings = load_settings(home=tmp_path, environ={}, profile="old name")
+    settings.paths.ensure()
+    backend = EncryptedFileBackend(
+        tmp_path / "creds.enc", "pw", params=crypto.ScryptParams(log2_n=10)
+    )
+    index = Index(settings.paths.index_db)
+    try:
+        CredentialStore(index, settings.replace(profile="x"))  # makes the credential tables
+        # What an earlier version left: the value in the backend, the name in the index.
+        service = service_name("old name")
+        backend.set(service, "token", "s3cret")
+        with index.write() as cur:
+            cur.execute(
+                "INSERT INTO credential_names VALUES (?, 'token', '2024-01-01', '2024-01-01')",
+                (service,),
+            )
+        store = CredentialStore(index, settings, backend=backend)
+        assert store.list_names() == ["token"] and store.get("token") == "s3cret"
+        store.set("other", "v")
+        assert store.get("other") == "v"
+    finally:
+        index.close()
