@@ -12,6 +12,7 @@ by the user follows it; a copied pair (same id at two live paths) gets a new id 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import stat
@@ -129,6 +130,10 @@ def check_root(store: BlueprintStore) -> None:
         st = os.stat(root)
     except FileNotFoundError:
         st = None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise root_loop_error(root) from exc
+        raise fs.map_os_error(exc, "cannot open the blueprints folder", root) from exc
     ident = f"{st.st_dev}:{st.st_ino}" if st is not None else None
     mark = store.index.get_setting(ROOT_MARK_SETTING)
     if ident is not None and ident == store.index.get_setting(ROOT_ID_SETTING):

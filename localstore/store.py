@@ -382,7 +382,12 @@ class BlueprintStore:
         self.paths = self.settings.paths
         self.paths.ensure()
         self.root = self.paths.blueprints
-        self._real_root = self.root.resolve()  # (not strict: check_root below may create it)
+        try:
+            self._real_root = self.root.resolve()  # (not strict: check_root below may create it)
+        except RuntimeError as exc:  # pathlib's "Symlink loop" (3.11, 3.12)
+            from localstore._reconcile import root_loop_error
+
+            raise root_loop_error(self.root) from exc
         self._root_str = str(self.root)
         self.validator = validator
         self._checked: set[bytes] = set()  # digests of YAML check_yaml() passed, not yet saved

@@ -347,3 +347,17 @@ def test_a_new_blueprint_whose_meta_name_is_a_folder_fails_cleanly(home: Path) -
         assert caught.value.hint and "move that folder away" in caught.value.hint
         assert sorted(p.name for p in root.iterdir()) == kept
         assert s.count() == 0
+
+
+@pytest.mark.parametrize("loop", ["itself", "two links"])
+def test_a_blueprints_folder_that_is_a_link_loop_is_a_typed_error(home: Path, loop: str) -> None:
+    # pathlib raised RuntimeError("Symlink loop") out of open().
+    root = home / "blueprints"
+    if loop == "itself":
+        root.symlink_to(root)
+    else:
+        root.symlink_to(home / "b2")
+        (home / "b2").symlink_to(root)
+    with pytest.raises(StorageError, match="loops") as caught:
+        _open(home)
+    assert caught.value.hint and "link" in caught.value.hint
