@@ -1434,6 +1434,10 @@ class BlueprintStore:
             except FileNotFoundError:
                 continue
             except OSError as exc:
+                if exc.errno == errno.EXDEV:
+                    if not os.path.lexists(src_abs):
+                        continue  # (Linux says EXDEV before it looks for the file: none here)
+                    raise _cross_disk_error(old_rel, new_rel) from exc
                 raise fs.map_os_error(exc, "cannot move", src_abs) from exc
         fs.fsync_dir(self.abspath(new_rel).parent)
         old_dir = self.abspath(old_rel).parent

@@ -361,3 +361,31 @@ def test_a_blueprints_folder_that_is_a_link_loop_is_a_typed_error(home: Path, lo
     with pytest.raises(StorageError, match="loops") as caught:
         _open(home)
     assert caught.value.hint and "link" in caught.value.hint
+
+
+def test_a_move_across_disks_says_so(
+    home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A disk mounted inside the blueprints folder: rename() fails with EXDEV, which said only
+    # "check the disk and try again"; and the undo, moving back a pair that never moved, logged
+    # that it could not (Linux answers EXDEV before it looks for the file). (The EXDEV is
+    # injected as Linux answers it: mounting needs root.)
+    with _open(home) as s:
+        bp = s.save("a/x", DOC)
+        (home / "blueprints/m").mkdir()
+        real_rename = os.rename
+
+        def rename(src: str | Path, dst: str | Path) -> None:
+            if ("/m/" in os.fspath(dst)) != ("/m/" in os.fspath(src)):
+                raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), os.fspath(src))
+            real_rename(src, dst)
+
+        monkeypatch.setattr(os, "rename", rename)
+        with pytest.raises(StorageError, match="different disks") as caught:
+            s.move(bp.id, "m/x")
+        assert caught.value.hint and "same disk" in caught.value.hint
+        assert "check the disk" not in caught.value.hint
+        assert "could not move" not in caplog.text
+        monkeypatch.undo()
+        assert s.load(bp.id).path == "a/x.blueprint.yaml"
+        assert s.check().clean
