@@ -1462,12 +1462,22 @@ class BlueprintStore:
     def _prune_empty_dirs(self, directory: Path) -> None:
         root = self.root.resolve()
         d = directory
+        removed = False
         while d.resolve() != root and root in d.resolve().parents:
             try:
                 d.rmdir()
             except OSError:
-                return
+                break
+            removed = True
             d = d.parent
+        if removed:
+            # The removals are durable once the folder left standing is flushed (one fsync per
+            # pass, only when a folder went: a move or delete that emptied it, never a plain
+            # save). Without it an emptied folder could come back after a power cut.
+            try:
+                fs.fsync_dir(d)
+            except StorageError:
+                log.warning("could not flush %s after removing empty folders", d)
 
     def _upsert_row(
         self,

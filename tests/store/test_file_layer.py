@@ -389,3 +389,34 @@ def test_a_move_across_disks_says_so(
         monkeypatch.undo()
         assert s.load(bp.id).path == "a/x.blueprint.yaml"
         assert s.check().clean
+
+
+def test_removed_empty_folders_are_flushed_once_per_pass(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Removing emptied folders did not flush their parent: after a power cut an empty folder
+    # could come back. The flushes are real; only their folders are recorded.
+    flushed: list[str] = []
+    real_fsync_dir = fs.fsync_dir
+
+    def fsync_dir(directory: Path | str) -> None:
+        flushed.append(os.fspath(directory))
+        real_fsync_dir(directory)
+
+    root = home / "blueprints"
+    with _open(home) as s:
+        bp = s.save("a/b/c/x", DOC)
+        other = s.save("keep/y", DOC)
+        monkeypatch.setattr(fs, "fsync_dir", fsync_dir)
+        s.delete(bp.id)
+        assert not (root / "a").exists()
+        assert flushed.count(str(root)) == 1  # the folder left standing, once
+        flushed.clear()
+        third = s.save("keep/z", DOC)  # a plain save removes no folder: no flush for that
+        assert flushed == [str(root / "keep")]
+        s.save("elsewhere/w", DOC)
+        s.move(other.id, "elsewhere/y")  # "keep" is not empty yet
+        assert (root / "keep").is_dir()
+        flushed.clear()
+        s.move(third.id, "elsewhere/z")
+        assert not (root / "keep").exists() and flushed.count(str(root)) == 1
