@@ -12,6 +12,7 @@ by the user follows it; a copied pair (same id at two live paths) gets a new id 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import stat
@@ -129,6 +130,10 @@ def check_root(store: BlueprintStore) -> None:
         st = os.stat(root)
     except FileNotFoundError:
         st = None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise root_loop_error(root) from exc
+        raise fs.map_os_error(exc, "cannot open the blueprints folder", root) from exc
     ident = f"{st.st_dev}:{st.st_ino}" if st is not None else None
     mark = store.index.get_setting(ROOT_MARK_SETTING)
     if ident is not None and ident == store.index.get_setting(ROOT_ID_SETTING):
@@ -167,6 +172,26 @@ def check_root(store: BlueprintStore) -> None:
     if confirmed:
         log.warning("%s: confirmed; recording the %d missing blueprint(s) deleted", confirm, live)
         fs.remove_file(confirm)
+
+
+def _meta_not_a_file(meta_rel: str, what: str) -> dict[str, str]:
+    """check's problem for a folder or link in a meta file's place (left as it is)."""
+    detail = (
+        f"not read: a {what} has this meta file's name (a link is never read or written "
+        "through); move it away, and 'localstore check --fix' writes the blueprint's own meta"
+    )
+    return {"kind": "not-a-file", "path": meta_rel, "detail": detail}
+
+
+def root_loop_error(root: Path) -> StorageError:
+    """The blueprints folder is a symbolic link that leads back to itself (open() raised
+    pathlib's untyped RuntimeError)."""
+    return StorageError(
+        f"the blueprints folder {root} is a symbolic link that loops (to itself, or through "
+        "other links back to itself)",
+        hint=f"fix or remove the link (ls -l {root} shows where it points), or choose another "
+        "--home or LOCALSTORE_HOME",
+    )
 
 
 def read_root_mark(root: Path) -> str | None:
@@ -512,6 +537,12 @@ class Reconciler:
         keys = {fs.path_key(p): p for p in by_path} if set(changed) - by_path.keys() else {}
         for rel in changed:
             row = by_path.get(rel)
+            meta_rel = fs.meta_path_for(rel)
+            if meta_rel not in scan.metas:
+                not_a_file = self._meta_not_regular(meta_rel)
+                if not_a_file is not None:  # (new or indexed: the pair is not taken either way)
+                    report.problems.append(not_a_file)
+                    continue
             if row is None:
                 holder = self._case_twin(keys, rel)
                 if holder is not None:
@@ -524,9 +555,8 @@ class Reconciler:
                         {"kind": "unindexed", "path": rel, "detail": "not in index"}
                     )
                 continue
-            meta_rel = fs.meta_path_for(rel)
             try:
-                digest = sha256_hex(fs.read_bytes(self.store.root / rel))
+                digest = sha256_hex(fs.read_regular(self.store.root / rel))
                 meta_raw = (self._read_meta(meta_rel) or b"") if meta_rel in scan.metas else b""
             except FileNotFoundError:
                 continue
@@ -556,6 +586,15 @@ class Reconciler:
             report.problems.append({"kind": "orphan-meta", "path": rel, "detail": "no YAML"})
         for rel in stale:
             report.problems.append({"kind": "temp-file", "path": rel, "detail": "leftover"})
+
+    def _meta_not_regular(self, meta_rel: str) -> dict[str, str] | None:
+        """The problem to report if a folder or link has the name of a meta file the scan did
+        not find (it said "missing-meta", or "unindexed" for a new pair)."""
+        try:
+            mode = os.lstat(self.store.root / meta_rel).st_mode
+        except OSError:
+            return None
+        return None if stat.S_ISREG(mode) else _meta_not_a_file(meta_rel, fs.kind_of(mode))
 
     def _case_twin(self, keys: dict[str, str], rel: str) -> str | None:
         """The indexed path (of ``keys``: path_key -> path) that differs from ``rel`` by case."""
@@ -605,7 +644,9 @@ class Reconciler:
         scan.yamls[rel] = y_st
         meta_rel = fs.meta_path_for(rel)
         with contextlib.suppress(FileNotFoundError):
-            scan.metas[meta_rel] = os.stat(self.store.root / meta_rel)
+            m_st = os.stat(self.store.root / meta_rel, follow_symlinks=False)
+            if stat.S_ISREG(m_st.st_mode):  # (as the scan: a link is no meta file)
+                scan.metas[meta_rel] = m_st
         row = self._at_path(cur, rel)
         if (
             row is None
@@ -635,14 +676,15 @@ class Reconciler:
     def _read(self, rel: str) -> bytes | None:
         """A YAML file's bytes, up to max_yaml_bytes + 1 (None: missing)."""
         try:
-            return fs.read_bytes(self.store.root / rel, limit=self.store.limits.max_bytes)
+            return fs.read_regular(self.store.root / rel, self.store.limits.max_bytes)
         except FileNotFoundError:
             return None
 
     def _read_meta(self, rel: str) -> bytes | None:
-        """A meta file's (or meta temp's) bytes, up to META_READ_LIMIT + 1 (None: missing)."""
+        """A meta file's (or meta temp's) bytes, up to META_READ_LIMIT + 1 (None: missing, or
+        not a regular file: a link is never read, like a YAML's)."""
         try:
-            return fs.read_bytes(self.store.root / rel, limit=META_READ_LIMIT)
+            return fs.read_regular(self.store.root / rel, META_READ_LIMIT)
         except FileNotFoundError:
             return None
 
@@ -658,7 +700,17 @@ class Reconciler:
         if yaml_bytes is None:
             return
         meta_rel = fs.meta_path_for(rel)
-        meta_bytes = self._read_meta(meta_rel)
+        try:
+            meta_bytes = fs.read_regular(store.root / meta_rel, META_READ_LIMIT)
+        except fs.NotAFileError as exc:
+            # A link (or folder) in the meta file's place: read through, a JSON file elsewhere
+            # became this blueprint's meta (its id, name and tags), in history and synced; nor
+            # is it replaced behind the user's back, as a YAML's link is not. Left as it is
+            # and reported until it is moved away; the pair is then taken as one without meta.
+            report.problems.append(_meta_not_a_file(meta_rel, exc.what))
+            return
+        except FileNotFoundError:
+            meta_bytes = None
         row_at_path = self._at_path(cur, rel)
         if meta_bytes is None:
             meta_bytes = self._recover_meta_temp(meta_rel, report)
@@ -670,7 +722,8 @@ class Reconciler:
             # New YAML beside the indexed meta: an update may have died between its two
             # renames, its meta still in the (flushed) temp. Only a temp of the same blueprint
             # written after both files is that update's; an older leftover is not.
-            y_st, m_st = os.stat(store.root / rel), os.stat(store.root / meta_rel)
+            y_st = os.stat(store.root / rel, follow_symlinks=False)
+            m_st = os.stat(store.root / meta_rel, follow_symlinks=False)
             newer = self._recover_meta_temp(
                 meta_rel,
                 report,
@@ -787,7 +840,8 @@ class Reconciler:
         ):
             return None
         root = self.store.root
-        y_st, m_st = os.stat(root / rel), os.stat(root / fs.meta_path_for(rel))
+        y_st = os.stat(root / rel, follow_symlinks=False)
+        m_st = os.stat(root / fs.meta_path_for(rel), follow_symlinks=False)
         newer = self._recover_meta_temp(
             fs.meta_path_for(rel),
             report,

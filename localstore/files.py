@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -80,6 +81,13 @@ def map_os_error(exc: OSError, action: str, path: Path | str) -> StorageError:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return PermissionDeniedError(
             what, hint="check the folder's permissions and that it is writable"
+        )
+    if exc.errno == errno.EISDIR:
+        # A folder has the name of a file to write (a rename over it fails): "check the disk"
+        # sent the user looking for a hardware fault.
+        return StorageError(
+            f"{action} {path}: a folder has that name",
+            hint="move that folder away (or rename it), or use another path",
         )
     return StorageError(what, hint="check the disk and try again")
 
@@ -378,10 +386,12 @@ def ensure_dir(directory: Path) -> None:
 
 
 def remove_file(path: Path) -> None:
-    """Unlink a file if present (durably)."""
+    """Unlink a file if present (durably). A folder with the name is not a file: left alone."""
     try:
         os.unlink(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
+        # (IsADirectoryError: the undo of a save refused because a folder took its meta file's
+        # name removed the YAML, then failed here and logged that it could not clean up.)
         return
     except OSError as exc:
         raise map_os_error(exc, "cannot remove", path) from exc
@@ -400,6 +410,65 @@ def read_bytes(path: Path, *, limit: int | None = None) -> bytes:
     except OSError as exc:
         raise map_os_error(exc, "cannot read", path) from exc
     return data
+
+
+class NotAFileError(FileNotFoundError):
+    """Something other than a regular file has a blueprint file's name: a folder, a symbolic
+    link, a device, pipe or socket. It is never read (nor written through): callers that catch
+    FileNotFoundError treat it as missing; ``what`` names it for a message."""
+
+    def __init__(self, path: Path | str, what: str) -> None:
+        super().__init__(errno.ENOENT, f"a {what}, not a regular file", os.fspath(path))
+        self.what = what
+
+
+def kind_of(mode: int) -> str:
+    """What a non-regular file is, in words ("folder", "symbolic link", ...)."""
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISLNK(mode):
+        return "symbolic link"
+    return "special file (device, pipe or socket)"
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# A pipe with a blueprint's name would block open() for reading until a writer came.
+_READ_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
+
+
+def read_regular(path: Path | str, limit: int | None = None) -> bytes:
+    """A blueprint file's bytes (up to ``limit`` + 1), only if it is a regular file.
+
+    Raises NotAFileError (a FileNotFoundError) for a folder, a link or a special file in its
+    place, FileNotFoundError if there is nothing, StorageError for other errors. The watcher and
+    the scan never follow a link; a read that did took a file elsewhere (a link that git checked
+    out, to ~/.ssh/id_rsa or another store's meta) as the blueprint's content or meta, kept in
+    history and synced.
+    """
+    try:
+        if not _NOFOLLOW:  # (no O_NOFOLLOW: Windows) ask first, then open
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISREG(mode):
+                raise NotAFileError(path, kind_of(mode))
+        fd = os.open(path, _READ_FLAGS)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW: the last part is a link
+            raise NotAFileError(path, "symbolic link") from None
+        raise map_os_error(exc, "cannot read", path) from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotAFileError(path, kind_of(mode))
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read() if limit is None else fh.read(limit + 1)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise map_os_error(exc, "cannot read", path) from exc
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------------

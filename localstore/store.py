@@ -382,7 +382,12 @@ class BlueprintStore:
         self.paths = self.settings.paths
         self.paths.ensure()
         self.root = self.paths.blueprints
-        self._real_root = self.root.resolve()  # (not strict: check_root below may create it)
+        try:
+            self._real_root = self.root.resolve()  # (not strict: check_root below may create it)
+        except RuntimeError as exc:  # pathlib's "Symlink loop" (3.11, 3.12)
+            from localstore._reconcile import root_loop_error
+
+            raise root_loop_error(self.root) from exc
         self._root_str = str(self.root)
         self.validator = validator
         self._checked: set[bytes] = set()  # digests of YAML check_yaml() passed, not yet saved
@@ -958,8 +963,8 @@ class BlueprintStore:
         """True if the pair at ``rel`` has exactly these bytes (by sha256)."""
         try:
             return (
-                sha256_hex(fs.read_bytes(self.abspath(rel))) == yaml_sha
-                and sha256_hex(fs.read_bytes(self.abspath(fs.meta_path_for(rel)))) == meta_sha
+                sha256_hex(fs.read_regular(self.abspath(rel))) == yaml_sha
+                and sha256_hex(fs.read_regular(self.abspath(fs.meta_path_for(rel)))) == meta_sha
             )
         except (OSError, StorageError):
             return False
@@ -987,11 +992,13 @@ class BlueprintStore:
                 # the identical-save check compare with the disk, and nothing is overwritten
                 # unseen. A stat pair per save; reading the files every time was the rejected
                 # alternative.
-                recorded = self._ingest_first(cur, existing.path, batch)
+                on_disk = existing.path
+                recorded = self._ingest_first(cur, on_disk, batch)
                 if recorded and origin == "remote":
-                    self._refuse_remote(existing.path)
+                    self._refuse_remote(on_disk)
+                self._refuse_not_files(on_disk)  # (here: a stat pair differed, no cost per save)
                 existing, holder = self._find_for_save(cur, rel, req.id)
-        if (existing is None or existing.deleted or existing.path != rel) and os.path.exists(
+        if (existing is None or existing.deleted or existing.path != rel) and os.path.lexists(
             target
         ):
             # A file the index has not seen yet (an editor was faster than the watcher, or it
@@ -1002,6 +1009,7 @@ class BlueprintStore:
             if recorded and holder is not None and origin == "remote":
                 self._refuse_remote(rel)
             if holder is None and os.path.lexists(target):
+                self._refuse_not_files(rel, indexed=False)
                 # The file could not be recorded (its YAML or meta does not parse, or it is not a
                 # regular file): writing over it would lose it with no revision anywhere.
                 raise AlreadyExistsError(
@@ -1102,21 +1110,45 @@ class BlueprintStore:
                     else "give that folder or file another name",
                 )
 
+    def _refuse_not_files(self, rel: str, *, indexed: bool = True) -> None:
+        """Refuse a save to the pair at ``rel`` if a folder, a link or a special file has the
+        name of one of its files (AlreadyExistsError naming it).
+
+        A rename over a folder failed with "Is a directory (check the disk and try again)" after
+        the other file was written; one over a link replaced the link (a git checkout's, say),
+        and a move renamed a folder in the YAML's place to the new name. Two lstats, only on the
+        paths where a stat already differed from the index (a cost per save was rejected).
+        """
+        for name in (rel, fs.meta_path_for(rel)):
+            try:
+                mode = os.lstat(self.abspath(name)).st_mode
+            except OSError:
+                continue  # (missing; or unreadable: the write says why)
+            if not stat.S_ISREG(mode):
+                what = fs.kind_of(mode)
+                kept = " (the blueprint's last version is in history)" if indexed else ""
+                raise AlreadyExistsError(
+                    f"{name} is taken by a {what}: LocalStore keeps a blueprint's files as "
+                    "regular files, and never reads or writes through a link",
+                    hint=f"move the {what} away{kept}, or save under another path",
+                )
+
     @staticmethod
     def _edited_on_disk(row: Row, yaml_abs: str) -> bool:
         """True if a live row's files differ from its stat cache (an edit not recorded yet).
 
         A missing YAML is not an edit: it holds nothing to keep, and a vanished file is the
-        watcher's and reconcile's call (editors delete and recreate files while saving)."""
+        watcher's and reconcile's call (editors delete and recreate files while saving). The
+        names are not followed: a link in a file's place is a change (see _refuse_not_files)."""
         try:
-            y = os.stat(yaml_abs)
+            y = os.lstat(yaml_abs)
         except FileNotFoundError:
             return False
         if y.st_size != row.yaml_size or y.st_mtime_ns != row.yaml_mtime_ns:
             return True
         meta_abs = yaml_abs[: -len(fs.YAML_SUFFIX)] + fs.META_SUFFIX
         try:
-            m = os.stat(meta_abs)
+            m = os.lstat(meta_abs)
         except FileNotFoundError:
             return row.meta_size != -1  # (-1: indexed without a meta file, a flagged row)
         return m.st_size != row.meta_size or m.st_mtime_ns != row.meta_mtime_ns
@@ -1133,11 +1165,13 @@ class BlueprintStore:
         reconciler.ingest_locked(cur, rel, may_delete=False)
         batch.events.extend(reconciler.events)
         try:
-            yaml_bytes = fs.read_bytes(self.abspath(rel), limit=self.limits.max_bytes)
+            # Regular files only: these bytes are written back if the batch fails, and a link's
+            # target read here became a regular file in the blueprints folder.
+            yaml_bytes = fs.read_regular(self.abspath(rel), self.limits.max_bytes)
         except (FileNotFoundError, StorageError):
             return bool(reconciler.events)
         try:
-            meta_bytes: bytes | None = fs.read_bytes(self.abspath(fs.meta_path_for(rel)))
+            meta_bytes: bytes | None = fs.read_regular(self.abspath(fs.meta_path_for(rel)))
         except (FileNotFoundError, StorageError):
             meta_bytes = None
         batch.ingested.setdefault(rel, (yaml_bytes, meta_bytes))
@@ -1261,7 +1295,7 @@ class BlueprintStore:
 
     def _read_current_yaml(self, row: Row) -> bytes:
         try:
-            return _read_regular(self.abspath(row.path), self.limits.max_bytes)
+            return fs.read_regular(self.abspath(row.path), self.limits.max_bytes)
         except FileNotFoundError:
             with self.index.read() as cur:
                 rows = cur.execute(
@@ -1369,8 +1403,8 @@ class BlueprintStore:
                 log.warning("could not put back %s after a failed write", existing.path)
             return
         try:
-            current = sha256_hex(fs.read_bytes(yaml_abs))
-            current_meta = sha256_hex(fs.read_bytes(meta_abs))
+            current = sha256_hex(fs.read_regular(yaml_abs))
+            current_meta = sha256_hex(fs.read_regular(meta_abs))
         except (OSError, StorageError):
             current = current_meta = ""
         if current == existing.yaml_sha256 and current_meta == existing.meta_sha256:
@@ -1400,6 +1434,10 @@ class BlueprintStore:
             except FileNotFoundError:
                 continue
             except OSError as exc:
+                if exc.errno == errno.EXDEV:
+                    if not os.path.lexists(src_abs):
+                        continue  # (Linux says EXDEV before it looks for the file: none here)
+                    raise _cross_disk_error(old_rel, new_rel) from exc
                 raise fs.map_os_error(exc, "cannot move", src_abs) from exc
         fs.fsync_dir(self.abspath(new_rel).parent)
         old_dir = self.abspath(old_rel).parent
@@ -1424,12 +1462,22 @@ class BlueprintStore:
     def _prune_empty_dirs(self, directory: Path) -> None:
         root = self.root.resolve()
         d = directory
+        removed = False
         while d.resolve() != root and root in d.resolve().parents:
             try:
                 d.rmdir()
             except OSError:
-                return
+                break
+            removed = True
             d = d.parent
+        if removed:
+            # The removals are durable once the folder left standing is flushed (one fsync per
+            # pass, only when a folder went: a move or delete that emptied it, never a plain
+            # save). Without it an emptied folder could come back after a power cut.
+            try:
+                fs.fsync_dir(d)
+            except StorageError:
+                log.warning("could not flush %s after removing empty folders", d)
 
     def _upsert_row(
         self,
@@ -1669,7 +1717,7 @@ class BlueprintStore:
             text = self._revision_content(row.id, row.rev)
         else:
             try:
-                text = _read_regular(yaml_abs, self.limits.max_bytes).decode("utf-8")
+                text = fs.read_regular(yaml_abs, self.limits.max_bytes).decode("utf-8")
             except FileNotFoundError:
                 text = self._revision_content(row.id, row.rev)
         return self._blueprint_from(row, text)
@@ -1784,7 +1832,9 @@ class BlueprintStore:
         out: list[bytes | None] = []
         for path in (rel, fs.meta_path_for(rel)):
             try:
-                out.append(fs.read_bytes(self.abspath(path)))  # whole: a put-back restores them
+                # Whole (a put-back restores them), and regular files only: a link's target
+                # would be put back as a file of the blueprints folder.
+                out.append(fs.read_regular(self.abspath(path)))
             except FileNotFoundError:
                 out.append(None)
         return out[0], out[1]
@@ -2282,31 +2332,16 @@ class _CloseHook:
         return repr(self.callback)
 
 
-def _read_regular(path: str | Path, limit: int) -> bytes:
-    """A blueprint's YAML as a regular file only: FileNotFoundError for anything else.
-
-    A folder or a link in its place is no blueprint file (the watcher and reconcile never follow
-    a link, and `check` reports both as not-a-file), so callers serve the indexed revision. Read
-    through, a link that git checked out to a file elsewhere became the blueprint's content, kept
-    in history and synced; a folder raised "Is a directory (check the disk)".
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ELOOP):  # ELOOP: the last part is a link
-            raise FileNotFoundError(exc.errno, exc.strerror, path) from None
-        raise fs.map_os_error(exc, "cannot read", path) from exc
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise FileNotFoundError(errno.ENOENT, "not a regular file", path)
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            return fh.read(limit + 1)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise fs.map_os_error(exc, "cannot read", path) from exc
-    finally:
-        os.close(fd)
+def _cross_disk_error(old_rel: str, new_rel: str) -> StorageError:
+    """EXDEV from a move: a folder of the blueprints folder is a mount point (another disk)."""
+    old_dir, new_dir = fs.folder_of(old_rel) or ".", fs.folder_of(new_rel) or "."
+    return StorageError(
+        f"cannot move {old_rel} to {new_rel}: the folders {old_dir!r} and {new_dir!r} are on "
+        "different disks (one is mounted inside the blueprints folder), and a move renames the "
+        "files, which cannot cross disks",
+        hint="move it to a folder on the same disk; or save a copy at the new path (it gets a new "
+        "id) and delete this one; or mount that disk outside the blueprints folder",
+    )
 
 
 def _ignore_match(rules: fs.IgnoreRules, rel: str) -> tuple[str, str]:

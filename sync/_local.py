@@ -202,8 +202,8 @@ def _why_not_taken(store: BlueprintStore, rel: str, meta_limit: int) -> str | No
     """Why the file at ``rel`` cannot be indexed; None when it can (reconcile may not have run
     since it appeared, or `localstore check` has another reason, such as a case collision)."""
     try:
-        check_yaml(fs.read_bytes(store.root / rel, limit=store.limits.max_bytes), store.limits)
-        meta_raw = fs.read_bytes(store.root / fs.meta_path_for(rel), limit=meta_limit)
+        check_yaml(fs.read_regular(store.root / rel, store.limits.max_bytes), store.limits)
+        meta_raw = fs.read_regular(store.root / fs.meta_path_for(rel), meta_limit)
         decode_meta(meta_raw, source=fs.meta_path_for(rel))
     except FileNotFoundError:
         return None  # (no meta: one is written when the file is taken; or the file went away)

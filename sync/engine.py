@@ -1057,7 +1057,7 @@ class SyncEngine:
         if local is not None and not local.deleted and not local.flagged:
             meta_path = self.store.abspath(fs.meta_path_for(local.path))
             try:
-                meta = decode_meta(fs.read_bytes(meta_path), source=str(meta_path))
+                meta = decode_meta(fs.read_regular(meta_path), source=str(meta_path))
             except (FileNotFoundError, InvalidInputError):
                 meta = None
             if meta is not None and meta.id == change.id:

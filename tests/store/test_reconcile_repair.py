@@ -72,23 +72,23 @@ def test_unreadable_file_is_reported_and_the_rest_reconciled(
     root = home / "blueprints"
     (root / "locked.blueprint.yaml").write_text(DOC)
     (root / "good.blueprint.yaml").write_text("steps: [edited]\n")
-    real_read = fs.read_bytes
+    real_read = fs.read_regular
 
-    def read_bytes(path: Path, *, limit: int | None = None) -> bytes:
+    def read_regular(path: Path | str, limit: int | None = None) -> bytes:
         # Running as root, mode 000 is no obstacle: inject the EACCES another user would get.
         if Path(path).name == "locked.blueprint.yaml":
             exc = PermissionError(errno.EACCES, "Permission denied")
             raise fs.map_os_error(exc, "cannot read", path) from exc
-        return real_read(path, limit=limit)
+        return real_read(path, limit)
 
-    monkeypatch.setattr(fs, "read_bytes", read_bytes)
+    monkeypatch.setattr(fs, "read_regular", read_regular)
     for _ in range(2):
         with _open(home) as s:
             assert s.load(good.id).content == "steps: [edited]\n"  # the pass went on
             assert [i.path for i in s.list()] == ["good.blueprint.yaml"]
             assert ("skipped", "locked.blueprint.yaml") in _kinds(s.reconcile())
     assert not (root / "locked.blueprint.meta.json").exists()
-    monkeypatch.setattr(fs, "read_bytes", real_read)
+    monkeypatch.setattr(fs, "read_regular", real_read)
     with _open(home) as s:  # readable again: picked up like any new file
         assert sorted(i.path for i in s.list()) == ["good.blueprint.yaml", "locked.blueprint.yaml"]
 
@@ -399,19 +399,19 @@ def test_swap_whose_second_half_cannot_be_read_records_a_delete_then_heals(
         c = s.save("h/c", "v: c\n")
         d = s.save("h/d", "v: d\n")
     _swap_pairs(home / "blueprints", "h/c", "h/d")
-    real_read = fs.read_bytes
+    real_read = fs.read_regular
 
-    def read_bytes(path: Path, *, limit: int | None = None) -> bytes:
+    def read_regular(path: Path | str, limit: int | None = None) -> bytes:
         if Path(path).name == "d.blueprint.yaml":
             raise fs.map_os_error(PermissionError(errno.EACCES, "denied"), "cannot read", path)
-        return real_read(path, limit=limit)
+        return real_read(path, limit)
 
-    monkeypatch.setattr(fs, "read_bytes", read_bytes)
+    monkeypatch.setattr(fs, "read_regular", read_regular)
     with _open(home) as s:
         assert s.resolve("h/c").id == d.id
         assert s.row(c.id, include_deleted=True).deleted  # its new file could not be read
         assert s.count() == 1  # the index's unique live-path rule held throughout
-    monkeypatch.setattr(fs, "read_bytes", real_read)
+    monkeypatch.setattr(fs, "read_regular", real_read)
     with _open(home) as s:
         assert s.resolve("h/d").id == c.id and s.load(c.id).content == "v: c\n"
         assert s.check().clean
