@@ -149,7 +149,7 @@ def test_an_io_error_from_syncfs_still_fails_the_batch(
         assert s.count() == 0
 
 
-def test_a_yaml_replaced_by_a_folder_is_kept_and_explained(home: Path) -> None:
+def test_a_yaml_replaced_by_a_folder_is_kept_explained_and_served(home: Path) -> None:
     # The blueprint is kept (its content is in history; a folder is no edit to record), but
     # check said its files were "under a hidden or ignored name", which was not so.
     with _open(home) as s:
@@ -162,23 +162,12 @@ def test_a_yaml_replaced_by_a_folder_is_kept_and_explained(home: Path) -> None:
         assert problems["x.blueprint.yaml"]["kind"] == "not-a-file"
         assert "folder" in problems["x.blueprint.yaml"]["detail"]
         assert s.resolve(bp.id).path == "x.blueprint.yaml"  # still live, not recorded deleted
+        # load() read the folder and raised StorageError "Is a directory (check the disk...)"
+        assert s.load(bp.id).content == DOC and s.load("x").content == DOC
     yaml.rmdir()
     yaml.write_text(DOC)
     with _open(home) as s:
         assert s.check().clean and s.load(bp.id).rev == 1
-
-
-def test_load_serves_the_last_revision_when_a_folder_took_the_yaml_name(home: Path) -> None:
-    # check keeps such a blueprint (its content is in history), but load() read the folder and
-    # raised StorageError "Is a directory (check the disk...)".
-    with _open(home) as s:
-        bp = s.save("x", DOC)
-    yaml = home / "blueprints/x.blueprint.yaml"
-    yaml.unlink()
-    yaml.mkdir()
-    with _open(home) as s:
-        assert s.load(bp.id).content == DOC
-        assert s.load("x").content == DOC
 
 
 def test_a_link_in_place_of_a_yaml_is_never_read_through(home: Path, tmp_path: Path) -> None:
