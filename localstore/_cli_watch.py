@@ -66,6 +66,8 @@ def watch_cmd(ctx: CliContext) -> None:
             try:
                 watcher.wait_idle(60)
                 click.echo(f"watching {store.root} (Ctrl-C to stop)", err=True)
+                if watcher.problem:  # e.g. the inotify limits: rescans only, and the fix
+                    click.echo(f"warning: {watcher.problem}", err=True)
                 _print_until_stopped(ctx, q)
             finally:
                 unsubscribe()

@@ -718,23 +718,77 @@ def check_disk(settings: Settings) -> Finding:
     return Finding("disk", "ok", f"{free_mb} MB free")
 
 
+# Watches asked for beyond the home's folders (new folders, a restart's overlap, churn of other
+# programs) before `doctor` calls the watch limit too tight.
+WATCH_MARGIN = 500
+WATCHES_FIX = "sudo sysctl fs.inotify.max_user_watches=524288 (persist it in /etc/sysctl.d/)"
+INSTANCES_FIX = (
+    "sudo sysctl fs.inotify.max_user_instances=512 (persist it in /etc/sysctl.d/), or close "
+    "programs that watch files"
+)
+
+
 def check_watch_limits(settings: Settings) -> Finding:
-    """inotify watches (one per folder) are enough for the blueprints tree."""
-    limit_file = Path("/proc/sys/fs/inotify/max_user_watches")
-    if not limit_file.exists():
+    """inotify watches (one per folder) and an instance are free for the blueprints tree.
+
+    The limits are per user and shared with every program of the user (an IDE, a file indexer,
+    a sync client), so what those hold is counted (``inotify_usage``, from /proc/<pid>/fdinfo);
+    the watches of whatever already watches this home (a running daemon) are not taken from it.
+    Where the processes cannot be read, twice the folders plus 1000 stands in for the others.
+    """
+    from localstore.watcher import inotify_limits, inotify_usage
+
+    limit, instance_limit = inotify_limits()
+    if limit is None:
         return Finding("watcher", "ok", "no inotify limit applies on this system")
-    limit = int(limit_file.read_text().strip())
     root = settings.paths.blueprints
+    # Hidden folders count: watchdog watches every sub-folder (a .git costs hundreds).
     folders = 1 + sum(len(dirs) for _, dirs, _ in os.walk(root)) if root.exists() else 0
-    # Other programs of the user share the limit: ask for headroom, not just >= folders.
-    if folders * 2 + 1000 > limit:
+    usage = inotify_usage(root)
+    if usage is None:
+        if folders * 2 + 1000 > limit:
+            return Finding(
+                "watcher",
+                "problem",
+                f"{folders} folders to watch, max_user_watches is {limit}",
+                WATCHES_FIX,
+            )
+        return Finding("watcher", "ok", f"{folders} folder(s); max_user_watches {limit}")
+    others = usage.watches - usage.folder_watches
+    free = limit - others
+    problems, fixes = [], []
+    if free < folders + WATCH_MARGIN:
+        problems.append(
+            f"{folders} folder(s) to watch, but other programs hold {others} of the "
+            f"{limit} inotify watches (max_user_watches) and {max(free, 0)} are free"
+        )
+        fixes.append(WATCHES_FIX)
+    other_instances = usage.instances - usage.folder_instances
+    # A watcher of this home already has its instance (and frees it before taking a new one).
+    if (
+        instance_limit is not None
+        and usage.folder_instances == 0
+        and instance_limit - other_instances < 1
+    ):
+        problems.append(
+            f"other programs hold {other_instances} of the {instance_limit} inotify "
+            "instances (max_user_instances): a watcher cannot start"
+        )
+        fixes.append(INSTANCES_FIX)
+    if problems:
         return Finding(
             "watcher",
             "problem",
-            f"{folders} folders to watch, max_user_watches is {limit}",
-            "sudo sysctl fs.inotify.max_user_watches=524288 (persist it in /etc/sysctl.d/)",
+            "; ".join(problems) + "; what is not watched is found only by a rescan every 30 s",
+            "; ".join(fixes),
         )
-    return Finding("watcher", "ok", f"{folders} folder(s); max_user_watches {limit}")
+    unknown = f", {usage.unreadable} process(es) not readable" if usage.unreadable else ""
+    return Finding(
+        "watcher",
+        "ok",
+        f"{folders} folder(s); max_user_watches {limit}, {others} held by other programs; "
+        f"inotify instances {usage.instances} of {instance_limit}{unknown}",
+    )
 
 
 def check_cloud(settings: Settings) -> Finding:

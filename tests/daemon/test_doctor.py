@@ -6,9 +6,16 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from sync.cli_daemon import check_daemon, check_watch_limits
+import pytest
+from watchdog.observers import inotify_c
+
+from localstore import watcher as watcher_mod
+from localstore.store import BlueprintStore
+from localstore.watcher import Watcher, inotify_usage
+from sync.cli_daemon import WATCH_MARGIN, check_daemon, check_watch_limits
 
 from .conftest import home_settings, log_in, new_email
 
@@ -79,6 +86,88 @@ def test_watch_limit_check_reads_the_kernel_limit(tmp_path: Path) -> None:
     finding = check_watch_limits(settings)
     limit = int(Path("/proc/sys/fs/inotify/max_user_watches").read_text())
     assert f"4 folder(s); max_user_watches {limit}" in finding.detail or finding.status == "problem"
+
+
+@pytest.fixture
+def hold_inotify() -> Iterator[Callable[[int, Path | None], None]]:
+    """Hold inotify instances (and watches on files under a folder), as another program of the
+    user does; closed after the test."""
+    fds: list[int] = []
+
+    def hold(watch_files: int, under: Path | None = None) -> None:
+        fd = inotify_c.inotify_init()
+        assert fd >= 0
+        fds.append(fd)
+        if under is not None:
+            under.mkdir(parents=True, exist_ok=True)
+        for i in range(watch_files):
+            assert under is not None
+            path = under / f"w{i}"
+            path.touch()
+            assert inotify_c.inotify_add_watch(fd, os.fsencode(path), 0x100) >= 0
+
+    yield hold
+    for fd in fds:
+        os.close(fd)
+
+
+def test_watch_limit_check_counts_watches_other_programs_hold(
+    tmp_path: Path, hold_inotify, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check compared the limit with the home's folders alone: an IDE holding nearly every
+    watch passed as ok, and the watcher then could not watch the folder."""
+    settings = home_settings(tmp_path / "w")
+    for i in range(3):
+        (settings.paths.blueprints / f"f{i}").mkdir(parents=True)
+    hold_inotify(1100, tmp_path / "ide")
+    # The limit a little above 2 x folders + 1000, all of it held by the "IDE" (a global
+    # setting, so injected; the watches above are real).
+    monkeypatch.setattr(watcher_mod, "inotify_limits", lambda: (1100, 100_000))
+    finding = check_watch_limits(settings)
+    assert finding.status == "problem", finding
+    assert "other programs hold" in finding.detail and "4 folder(s)" in finding.detail
+    assert "max_user_watches=524288" in finding.fix
+
+
+def test_watch_limit_check_has_an_instance_check(
+    tmp_path: Path, hold_inotify, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = home_settings(tmp_path / "w")
+    settings.paths.blueprints.mkdir(parents=True)
+    hold_inotify(0)
+    hold_inotify(0)
+    monkeypatch.setattr(watcher_mod, "inotify_limits", lambda: (10_000_000, 2))
+    finding = check_watch_limits(settings)
+    assert finding.status == "problem", finding
+    assert "max_user_instances" in finding.detail
+    assert "max_user_instances=512" in finding.fix
+
+
+def test_watch_limit_check_leaves_the_homes_own_watches_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon already watching the home holds its folders' watches: they are not 'taken'."""
+    settings = home_settings(tmp_path / "w")
+    folders = 1000
+    for i in range(folders):
+        (settings.paths.blueprints / f"f{i:04}").mkdir(parents=True)
+    store = BlueprintStore(settings)
+    watcher = Watcher(store)
+    try:
+        watcher.start()
+        assert watcher.wait_idle(30)
+        usage = inotify_usage(settings.paths.blueprints)
+        assert usage is not None and usage.folder_watches >= folders
+        # Room for the home beside everything else (half its folders of slack for the other
+        # processes of this user, which come and go meanwhile).
+        limit = usage.watches + WATCH_MARGIN + folders // 2
+        monkeypatch.setattr(watcher_mod, "inotify_limits", lambda: (limit, 100_000))
+        finding = check_watch_limits(settings)
+        assert finding.status == "ok", finding
+    finally:
+        watcher.stop()
+        watcher.join(10)
+        store.close()
 
 
 def test_cloud_and_daemon_checks_with_a_logged_in_running_daemon(

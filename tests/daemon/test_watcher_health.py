@@ -5,11 +5,14 @@ These run on an in-process daemon (offline, or with a memory remote): no keychai
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import shutil
 from pathlib import Path
 
 import pytest
+from watchdog.observers import inotify_c
 
 from localstore import watcher as watcher_mod
 from localstore.errors import LockHeldError
@@ -173,3 +176,35 @@ def test_a_watcher_that_cannot_be_restarted_is_tried_again_and_reported_failed(
         ev = c.wait_for(lambda e: e.get("event") == "saved", 10)
         assert ev["data"]["path"] == "back.blueprint.yaml"
         assert c.metrics()["counters"]["watcher_restarts"] == 1
+
+
+def test_a_folder_the_watch_limit_refuses_still_syncs(inproc_daemon, monkeypatch) -> None:
+    """An IDE holding every inotify watch made Watcher.start() raise, and the daemon refused to
+    start: no sync at all. It starts with a rescan-only watcher now, says why with the sysctl,
+    and `sync --wait` covers edits no event reports."""
+    monkeypatch.setattr(watcher_mod, "LIMITED_RESCAN_S", 0.5)
+    monkeypatch.setattr(watcher_mod, "LIMIT_RETRY_S", (0.2, 0.5), raising=False)
+    refusing = [True]
+    real = inotify_c.inotify_add_watch
+
+    def add_watch(fd: int, path: bytes, mask: int) -> int:
+        if refusing[0]:
+            ctypes.set_errno(errno.ENOSPC)
+            return -1
+        return real(fd, path, mask)
+
+    monkeypatch.setattr(inotify_c, "inotify_add_watch", add_watch)
+    d = inproc_daemon(remote_factory=lambda _settings: MemoryRemote())
+    root = d.daemon.settings.paths.blueprints
+    with d.client() as c:
+        watcher = c.status()["watcher"]
+        assert watcher["state"] == "degraded"
+        assert "sudo sysctl fs.inotify.max_user_watches" in watcher["problem"]
+        finding = check_daemon(d.daemon.settings)
+        assert finding.status == "problem" and "max_user_watches" in finding.detail
+        write_external(root, "edited.blueprint.yaml", "name: edited\n")
+        report = c.sync(wait=True)["report"]
+        assert report["pushed"] == 1, report
+        refusing[0] = False  # the IDE closed
+        assert eventually(lambda: c.status()["watcher"]["state"] == "running", 10)
+        assert check_daemon(d.daemon.settings).status == "ok"

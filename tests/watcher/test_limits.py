@@ -18,7 +18,6 @@ import pytest
 from watchdog.observers import inotify_c
 
 from localstore import watcher as watcher_mod
-from localstore.errors import WatcherError
 from localstore.store import BlueprintStore
 from localstore.watcher import Watcher, WatcherState
 
@@ -26,8 +25,9 @@ from localstore.watcher import Watcher, WatcherState
 def test_instance_limit_names_the_fix(
     store: BlueprintStore, make_watcher, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """inotify_init failing with EMFILE (max_user_instances, 128 by default) is a WatcherError
-    naming the sysctl, not a bare OSError (which the daemon's keeper did not catch)."""
+    """inotify_init failing with EMFILE (max_user_instances, 128 by default) is reported with
+    the sysctl, not a bare OSError (which the daemon's keeper did not catch). Since session 8
+    (watch2) start() does not raise for it: the watcher runs on rescans, DEGRADED."""
 
     def no_instance() -> int:
         ctypes.set_errno(errno.EMFILE)
@@ -35,10 +35,9 @@ def test_instance_limit_names_the_fix(
 
     monkeypatch.setattr(inotify_c, "inotify_init", no_instance)
     w: Watcher = make_watcher(store)
-    with pytest.raises(WatcherError) as info:
-        w.start()
-    assert "max_user_instances" in (info.value.hint or "")
-    assert w.state is WatcherState.NEW
+    w.start()
+    assert w.state is WatcherState.DEGRADED
+    assert "sudo sysctl fs.inotify.max_user_instances=512" in (w.problem or "")
 
 
 def _refuse_watches_on(monkeypatch: pytest.MonkeyPatch, *refused: Path) -> set[bytes]:
@@ -110,5 +109,122 @@ def test_watches_are_taken_again_once_the_limit_is_raised(
     limit[0] = 524288
     assert _wait_for(lambda: w.state is WatcherState.RUNNING)
     # Watched now: the edit arrives as an event, long before the 10-minute timer rescan.
+    (store.root / "deep" / "note.blueprint.yaml").write_text("value: 2\n")
+    assert _wait_for(lambda: store.load(bp.id).content == "value: 2\n")
+
+
+def _refuse_instances(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """inotify_init answers EMFILE (max_user_instances used up) while the returned flag is set."""
+    real = inotify_c.inotify_init
+    refusing = [True]
+
+    def init() -> int:
+        if refusing[0]:
+            ctypes.set_errno(errno.EMFILE)
+            return -1
+        return real()
+
+    monkeypatch.setattr(inotify_c, "inotify_init", init)
+    return refusing
+
+
+@pytest.fixture
+def fast_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shorten the limited-mode rescan and the retries of the watch (minutes in real use)."""
+    monkeypatch.setattr(watcher_mod, "LIMITED_RESCAN_S", 0.5)
+    monkeypatch.setattr(watcher_mod, "LIMIT_RETRY_S", (0.2, 0.5), raising=False)
+
+
+def _edits_are_found_without_an_observer(store: BlueprintStore, w: Watcher) -> None:
+    """What a rescan-only watcher must still do: barriers, deletes (with their fences), timer."""
+    bp = store.save("a/note", "value: 1\n")
+    gone = store.save("gone", "value: 1\n")
+    (store.root / "a" / "note.blueprint.yaml").write_text("value: 2\n")
+    (store.root / "gone.blueprint.yaml").unlink()
+    (store.root / "gone.blueprint.meta.json").unlink()
+    # The barrier (the daemon's `sync --wait`) covers what no event reports.
+    assert w.wait_idle(10)
+    assert store.load(bp.id).content == "value: 2\n"
+    assert not any(b.id == gone.id for b in store.list())
+    # Without a barrier, the limited-mode rescan finds the next edit by itself.
+    (store.root / "a" / "note.blueprint.yaml").write_text("value: 3\n")
+    assert _wait_for(lambda: store.load(bp.id).content == "value: 3\n")
+
+
+def test_root_watch_limit_starts_rescan_only_and_recovers(
+    store: BlueprintStore, make_watcher, monkeypatch: pytest.MonkeyPatch, fast_limits: None
+) -> None:
+    """ENOSPC on the folder's own watch (an IDE holds every watch): start() raised, and the
+    daemon refused to start at all. Now the watcher runs on rescans, says why, and takes the
+    watch once the kernel gives it."""
+    refused = _refuse_watches_on(monkeypatch, store.root)
+    w: Watcher = make_watcher(store)
+    w.start()
+    assert w.state is WatcherState.DEGRADED
+    assert "max_user_watches" in (w.problem or "") and "sysctl" in (w.problem or "")
+    assert "missing" not in (w.problem or "")
+    _edits_are_found_without_an_observer(store, w)
+
+    refused.clear()  # the IDE closed: its watches are free again
+    assert _wait_for(lambda: w.state is WatcherState.RUNNING)
+    bp = store.save("later", "value: 1\n")
+    (store.root / "later.blueprint.yaml").write_text("value: 2\n")
+    # Watched again: the edit arrives as an event (the timer rescan is 10 minutes away).
+    monkeypatch.setattr(watcher_mod, "LIMITED_RESCAN_S", 600.0)
+    assert _wait_for(lambda: store.load(bp.id).content == "value: 2\n")
+
+
+def test_instance_limit_starts_rescan_only_and_recovers(
+    store: BlueprintStore, make_watcher, monkeypatch: pytest.MonkeyPatch, fast_limits: None
+) -> None:
+    refusing = _refuse_instances(monkeypatch)
+    w: Watcher = make_watcher(store)
+    w.start()
+    assert w.state is WatcherState.DEGRADED
+    assert "max_user_instances" in (w.problem or "")
+    _edits_are_found_without_an_observer(store, w)
+    refusing[0] = False
+    assert _wait_for(lambda: w.state is WatcherState.RUNNING)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_restart_refused_by_the_limit_keeps_rescanning(
+    store: BlueprintStore, make_watcher, monkeypatch: pytest.MonkeyPatch, fast_limits: None
+) -> None:
+    """The health check's observer restart failing on the limit was stored as the folder's
+    problem: rescans and deletes stopped as if the folder were missing."""
+    w: Watcher = make_watcher(store)
+    w.start()
+    assert w.wait_idle(10)
+    refused = _refuse_watches_on(monkeypatch, store.root)
+    reader = w._observer._inotify_fd  # fault injection: watchdog's reader thread dies
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise OSError(errno.EIO, "injected read failure")
+
+    reader.read_events = broken
+    (store.root / "poke.tmp").write_text("wake the reader so it fails")
+    reader.join(10)
+    assert _wait_for(lambda: "max_user_watches" in (w.problem or ""))
+    assert "missing" not in (w.problem or "")
+    _edits_are_found_without_an_observer(store, w)
+    refused.clear()
+    assert _wait_for(lambda: w.state is WatcherState.RUNNING)
+
+
+def test_watches_freed_by_other_programs_are_taken_again(
+    store: BlueprintStore, make_watcher, monkeypatch: pytest.MonkeyPatch, fast_limits: None
+) -> None:
+    """Freed watches were taken again only when the limit's value changed or the watcher
+    restarted: after the IDE closed, the folder stayed on 30-second rescans for good."""
+    bp = store.save("deep/note", "value: 1\n")
+    refused = _refuse_watches_on(monkeypatch, store.root / "deep")
+    w: Watcher = make_watcher(store)
+    w.start()
+    assert w.wait_idle(10)
+    assert _wait_for(lambda: w.state is WatcherState.DEGRADED)
+    refused.clear()  # the limit stays as it was
+    assert _wait_for(lambda: w.state is WatcherState.RUNNING)
+    monkeypatch.setattr(watcher_mod, "LIMITED_RESCAN_S", 600.0)
     (store.root / "deep" / "note.blueprint.yaml").write_text("value: 2\n")
     assert _wait_for(lambda: store.load(bp.id).content == "value: 2\n")
