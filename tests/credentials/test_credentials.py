@@ -10,7 +10,9 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from unittest import mock
 
+import keyring
 import keyring.backend
 import keyring.errors
 import pytest
@@ -397,6 +399,44 @@ def test_report_with_keychain(settings: Settings) -> None:
     assert report["probe"] == "ok"
     assert "SecretService" in report["keyring_backend"]
     assert report["service"] == f"localstore:{settings.profile}"
+
+
+def _doctor_items(profile: str) -> list[str]:
+    """Names of the items under the doctor's service, whatever their names (the probe's names were
+    random once, so the test asks the Secret Service by attribute, as keyring cannot list)."""
+    import secretstorage
+
+    with contextlib.closing(secretstorage.dbus_init()) as conn:
+        collection = secretstorage.get_default_collection(conn)
+        items = collection.search_items({"service": f"localstore:{profile}:doctor"})
+        return sorted(item.get_attributes()["username"] for item in items)
+
+
+@pytest.mark.keychain
+def test_report_removes_its_probe_when_reading_it_back_fails(settings: Settings) -> None:
+    real_get = KeyringSecretBackend.get
+    calls: list[str] = []
+
+    def failing_first_read(self: KeyringSecretBackend, service: str, name: str) -> str | None:
+        calls.append(name)
+        if len(calls) == 1:  # the probe's read-back; later reads (delete looks first) work
+            raise CredentialError(f"read credential {name!r}: injected D-Bus failure")
+        return real_get(self, service, name)
+
+    with mock.patch.object(KeyringSecretBackend, "get", failing_first_read):
+        report = keychain_report(settings, environ={})
+    assert report["ok"] is False
+    assert "injected D-Bus failure" in report["probe"]
+    assert _doctor_items(settings.profile) == []
+
+
+@pytest.mark.keychain
+def test_report_removes_a_probe_an_interrupted_run_left(settings: Settings) -> None:
+    # What a doctor killed between storing and deleting its probe leaves behind.
+    keyring.get_keyring().set_password(f"localstore:{settings.profile}:doctor", "probe", "old")
+    report = keychain_report(settings, environ={})
+    assert report["ok"] is True, report
+    assert _doctor_items(settings.profile) == []
 
 
 # --- command line -------------------------------------------------------------------------------
