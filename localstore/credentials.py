@@ -515,6 +515,14 @@ class CredentialStore:
         """Which backend holds the values (raises KeychainUnavailableError if none)."""
         return self._backend.description
 
+    def ensure_backend(self) -> None:
+        """Choose the backend now; raise KeychainUnavailableError if there is no usable one.
+
+        Stores and reads nothing, so it is cheap: ``cred set`` calls it before prompting, so
+        nobody types a secret (twice) only to learn there is no keychain to put it in.
+        """
+        _ = self._backend
+
     def set(self, name: str, value: str) -> None:
         """Store ``value`` under ``name``. Raises CredentialError, InvalidInputError."""
         _check_name(name)

@@ -12,8 +12,10 @@ import threading
 from pathlib import Path
 from unittest import mock
 
+import click.testing
 import keyring
 import keyring.backend
+import keyring.core
 import keyring.errors
 import pytest
 from click.testing import CliRunner
@@ -193,6 +195,29 @@ def test_cli_without_keychain_says_what_to_install(home: Path, backend: str) -> 
     proc = run_cli(home, "--json", "cred", "ls", env=env, keep_localstore_env=True)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["names"] == []
+
+
+@pytest.mark.parametrize(
+    "backend", ["keyring.backends.fail.Keyring", "keyring.backends.null.Keyring"]
+)
+def test_cli_set_at_a_terminal_fails_before_asking_for_the_value(
+    settings: Settings, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # keyring picks its backend once per process: forget it so it reads PYTHON_KEYRING_BACKEND,
+    # as a fresh `localstore` process would (monkeypatch puts the chosen one back afterwards).
+    monkeypatch.setattr(keyring.core, "_keyring_backend", None)
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", backend)
+    # The runner's stdin stands in for a terminal, so `cred set` prompts (hidden, twice).
+    monkeypatch.setattr(click.testing._NamedTextIOWrapper, "isatty", lambda self: True)
+    code, out, err = _invoke(settings, "cred", "set", "x", stdin="CANARY-VALUE\nCANARY-VALUE\n")
+    assert code == 1, err
+    assert out == ""
+    assert "Value for" not in err  # no prompt: the user never typed the secret for nothing
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "no usable OS keychain" in lines[0]
+    assert "gnome-keyring" in lines[0]
+    assert "CANARY" not in err
 
 
 def test_cli_set_refuses_an_oversized_value_without_reading_it_to_the_end(home: Path) -> None:
