@@ -10,7 +10,7 @@ here.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import click
@@ -47,9 +47,10 @@ def _refuse_internal(name: str) -> None:
         )
 
 
-def _read_value(name: str) -> str:
+def _read_value(name: str, before_prompt: Callable[[], None]) -> str:
     stdin = sys.stdin
     if stdin.isatty():
+        before_prompt()
         value: str = click.prompt(
             f"Value for {name}", hide_input=True, confirmation_prompt=True, err=True
         )
@@ -83,7 +84,10 @@ def set_cmd(ctx: CliContext, name: str) -> None:
     with _cred_errors():
         _refuse_internal(name)
         store = _open(ctx)
-        store.set(name, _read_value(name))
+        # At a terminal the backend is chosen before the prompt: with no usable keychain the
+        # typed error comes at once, not after the secret was typed twice. Piped input is read
+        # first, as before: that costs nobody anything, and an oversized value is refused first.
+        store.set(name, _read_value(name, before_prompt=store.ensure_backend))
         ctx.emit(
             {"name": name, "service": store.service, "stored": True},
             lambda: click.echo(f"stored {name} in {store.service}", err=True),

@@ -515,6 +515,14 @@ class CredentialStore:
         """Which backend holds the values (raises KeychainUnavailableError if none)."""
         return self._backend.description
 
+    def ensure_backend(self) -> None:
+        """Choose the backend now; raise KeychainUnavailableError if there is no usable one.
+
+        Stores and reads nothing, so it is cheap: ``cred set`` calls it before prompting, so
+        nobody types a secret (twice) only to learn there is no keychain to put it in.
+        """
+        _ = self._backend
+
     def set(self, name: str, value: str) -> None:
         """Store ``value`` under ``name``. Raises CredentialError, InvalidInputError."""
         _check_name(name)
@@ -586,17 +594,34 @@ def _file_report(settings: Settings, env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+# One fixed name, not a random one: keychains cannot list what they hold, so a random item that a
+# run left behind (killed between store and delete, or its delete failed) could never be found
+# again. With a fixed name the next run's store replaces it and its delete removes it.
+PROBE_NAME = "probe"
+
+
 def _probe(backend: SecretBackend, profile: str) -> str:
-    """Write, read back and delete a random throw-away item; return '' or what failed."""
+    """Write, read back and delete a throw-away item; return '' or what failed.
+
+    The item is deleted whatever happened after it may have been stored, so a failing read-back
+    does not leave a test value in the user's keychain.
+    """
     service = service_name(profile) + ":doctor"
-    name, value = f"probe-{secrets.token_hex(4)}", secrets.token_hex(16)
+    value = secrets.token_hex(16)
+    failure = ""
     try:
-        backend.set(service, name, value)
-        ok = backend.get(service, name) == value
-        backend.delete(service, name)
+        backend.set(service, PROBE_NAME, value)
+        if backend.get(service, PROBE_NAME) != value:
+            failure = "the keychain returned a different value than was stored"
     except CredentialError as exc:
-        return exc.message
-    return "" if ok else "the keychain returned a different value than was stored"
+        failure = exc.message
+    finally:
+        try:
+            backend.delete(service, PROBE_NAME)
+        except CredentialError as exc:
+            # Not raised: it would hide the first failure, and the next run removes the item.
+            failure = failure or exc.message
+    return failure
 
 
 def keychain_report(

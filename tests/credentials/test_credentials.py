@@ -10,8 +10,12 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from unittest import mock
 
+import click.testing
+import keyring
 import keyring.backend
+import keyring.core
 import keyring.errors
 import pytest
 from click.testing import CliRunner
@@ -191,6 +195,29 @@ def test_cli_without_keychain_says_what_to_install(home: Path, backend: str) -> 
     proc = run_cli(home, "--json", "cred", "ls", env=env, keep_localstore_env=True)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["names"] == []
+
+
+@pytest.mark.parametrize(
+    "backend", ["keyring.backends.fail.Keyring", "keyring.backends.null.Keyring"]
+)
+def test_cli_set_at_a_terminal_fails_before_asking_for_the_value(
+    settings: Settings, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # keyring picks its backend once per process: forget it so it reads PYTHON_KEYRING_BACKEND,
+    # as a fresh `localstore` process would (monkeypatch puts the chosen one back afterwards).
+    monkeypatch.setattr(keyring.core, "_keyring_backend", None)
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", backend)
+    # The runner's stdin stands in for a terminal, so `cred set` prompts (hidden, twice).
+    monkeypatch.setattr(click.testing._NamedTextIOWrapper, "isatty", lambda self: True)
+    code, out, err = _invoke(settings, "cred", "set", "x", stdin="CANARY-VALUE\nCANARY-VALUE\n")
+    assert code == 1, err
+    assert out == ""
+    assert "Value for" not in err  # no prompt: the user never typed the secret for nothing
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "no usable OS keychain" in lines[0]
+    assert "gnome-keyring" in lines[0]
+    assert "CANARY" not in err
 
 
 def test_cli_set_refuses_an_oversized_value_without_reading_it_to_the_end(home: Path) -> None:
@@ -397,6 +424,44 @@ def test_report_with_keychain(settings: Settings) -> None:
     assert report["probe"] == "ok"
     assert "SecretService" in report["keyring_backend"]
     assert report["service"] == f"localstore:{settings.profile}"
+
+
+def _doctor_items(profile: str) -> list[str]:
+    """Names of the items under the doctor's service, whatever their names (the probe's names were
+    random once, so the test asks the Secret Service by attribute, as keyring cannot list)."""
+    import secretstorage
+
+    with contextlib.closing(secretstorage.dbus_init()) as conn:
+        collection = secretstorage.get_default_collection(conn)
+        items = collection.search_items({"service": f"localstore:{profile}:doctor"})
+        return sorted(item.get_attributes()["username"] for item in items)
+
+
+@pytest.mark.keychain
+def test_report_removes_its_probe_when_reading_it_back_fails(settings: Settings) -> None:
+    real_get = KeyringSecretBackend.get
+    calls: list[str] = []
+
+    def failing_first_read(self: KeyringSecretBackend, service: str, name: str) -> str | None:
+        calls.append(name)
+        if len(calls) == 1:  # the probe's read-back; later reads (delete looks first) work
+            raise CredentialError(f"read credential {name!r}: injected D-Bus failure")
+        return real_get(self, service, name)
+
+    with mock.patch.object(KeyringSecretBackend, "get", failing_first_read):
+        report = keychain_report(settings, environ={})
+    assert report["ok"] is False
+    assert "injected D-Bus failure" in report["probe"]
+    assert _doctor_items(settings.profile) == []
+
+
+@pytest.mark.keychain
+def test_report_removes_a_probe_an_interrupted_run_left(settings: Settings) -> None:
+    # What a doctor killed between storing and deleting its probe leaves behind.
+    keyring.get_keyring().set_password(f"localstore:{settings.profile}:doctor", "probe", "old")
+    report = keychain_report(settings, environ={})
+    assert report["ok"] is True, report
+    assert _doctor_items(settings.profile) == []
 
 
 # --- command line -------------------------------------------------------------------------------
