@@ -662,3 +662,71 @@ def test_a_flood_of_idle_sockets_cannot_take_the_daemons_file_descriptors(
     finally:
         server.stop()
         assert server.join(10)
+
+
+class _PublishingHandler:
+    """`status` publishes ``count`` events and answers once the server has sent them all, so
+    they all reach the client while it waits for the reply (and are kept for events())."""
+
+    def __init__(self) -> None:
+        self.server: ControlServer | None = None
+        self.count = 0
+
+    def handle(self, op: str, args: dict[str, Any]) -> Any:
+        server = self.server
+        assert server is not None
+        target = server.stats.events_published + self.count
+        for i in range(self.count):
+            server.publish("saved", {"i": i})
+        assert eventually(
+            lambda: (
+                server.stats.events_published >= target
+                and all(c.queue.empty() for c in list(server._conns))
+            ),
+            30,
+        )
+        time.sleep(0.2)  # the last event taken from the queue is on the wire before the reply
+        return {"published": self.count}
+
+
+@pytest.fixture
+def publishing_server() -> Iterator[tuple[ControlServer, _PublishingHandler]]:
+    handler = _PublishingHandler()
+    server = ControlServer(handler, token="t" * 40, queue_size=20_000)
+    handler.server = server
+    server.start()
+    yield server, handler
+    server.stop()
+    assert server.join(10)
+
+
+def test_events_the_client_cannot_keep_are_reported_with_an_events_lost_marker(
+    publishing_server,
+) -> None:
+    """The client kept at most 10,000 events that arrived while it waited for a reply and
+    dropped the oldest silently: an app following the stream missed changes and never knew.
+    Now it counts them and delivers an ``events_lost`` event first, so the app re-reads."""
+    server, handler = publishing_server
+    cap = control.MAX_PENDING_EVENTS
+    with ControlClient(server.port, "t" * 40, timeout=60) as c:
+        c.subscribe()
+        handler.count = cap + 50
+        assert c.status() == {"published": cap + 50}
+        got = list(c.events(timeout=1))
+        marker, rest = got[0], got[1:]
+        assert marker["event"] == "events_lost"
+        assert marker["data"]["dropped"] == 50 and marker["data"]["dropped_total"] == 50
+        assert marker["data"]["hint"]
+        assert [e["data"]["i"] for e in rest] == list(range(50, cap + 50))
+        assert c.dropped_events == 50
+        # A second overflow: a new marker, the total goes on.
+        handler.count = cap + 3
+        c.status()
+        got = list(c.events(timeout=1))
+        assert got[0]["event"] == "events_lost"
+        assert got[0]["data"]["dropped"] == 3 and got[0]["data"]["dropped_total"] == 53
+        assert len(got) == cap + 1 and c.dropped_events == 53
+        # Nothing lost: no marker.
+        handler.count = 5
+        c.status()
+        assert [e["data"]["i"] for e in c.events(timeout=1)] == [0, 1, 2, 3, 4]
