@@ -37,7 +37,7 @@ Safety, because any local program (or a web page, through a browser) can open a 
 The server runs on its own asyncio loop in one thread; blocking handler work (index reads, a sync
 cycle) runs in a small thread pool so a slow op never stalls other clients, and ``sync`` requests
 (which wait for a whole cycle) in a pool of their own, so they never hold up status, pause or
-resume.
+resume. A ``sync`` request not yet started when its client disconnects is cancelled.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, WebSocketException
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
@@ -271,6 +272,7 @@ class ServerStats:
     errors: int = 0
     events_published: int = 0
     subscribers_dropped: int = 0
+    syncs_cancelled: int = 0  # queued `sync` requests of clients that disconnected
 
 
 class ControlServer:
@@ -710,12 +712,47 @@ class ControlServer:
             return {"subscribed": False}
         if op not in _HANDLER_OPS:
             raise OpError("unknown_op", f"unknown op {op[:40]!r}; known: {', '.join(OPS)}")
+        if op in _SYNC_OPS:
+            return await self._run_sync_op(conn, op, args)
         loop = asyncio.get_running_loop()
         try:
-            pool = self._sync_pool if op in _SYNC_OPS else self._pool
-            return await loop.run_in_executor(pool, self._counted, self._call_handler, op, args)
+            return await loop.run_in_executor(
+                self._pool, self._counted, self._call_handler, op, args
+            )
         except RuntimeError as exc:  # the pool shut down: the daemon is stopping
             raise OpError("shutting_down", "the daemon is stopping") from exc
+
+    async def _run_sync_op(self, conn: _Conn, op: str, args: dict[str, Any]) -> Any:
+        """A `sync` request, cancelled if its client goes away before a worker takes it.
+
+        Each one runs a whole cycle. A client that sent some and disconnected (an interrupted
+        `localstore sync`, an app that quit) left them waiting for a worker, and the daemon ran
+        every one of them for nobody, ahead of the requests of clients still waiting. A request
+        already running finishes: a cycle is not interrupted half-way.
+        """
+        if conn.ws.state is not State.OPEN:  # read from the socket before the close arrived
+            self.stats.syncs_cancelled += 1
+            raise OpError("cancelled", "the client disconnected")
+        try:
+            work = self._sync_pool.submit(self._counted, self._call_handler, op, args)
+        except RuntimeError as exc:  # the pool shut down: the daemon is stopping
+            raise OpError("shutting_down", "the daemon is stopping") from exc
+        done = asyncio.wrap_future(work)
+        closed = asyncio.ensure_future(conn.ws.wait_closed())
+        try:
+            await asyncio.wait((done, closed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+        if not done.done():
+            if work.cancel():  # still queued: no worker took it
+                self.stats.syncs_cancelled += 1
+                raise OpError("cancelled", "the client disconnected")
+            await asyncio.wait((done,))  # running: the cycle finishes, its reply goes nowhere
+        # (Not `await done` with an except CancelledError: that would also swallow the
+        # cancellation of this task at the server's stop.)
+        if work.cancelled():  # the pool shut down with it queued: the daemon is stopping
+            raise OpError("shutting_down", "the daemon is stopping")
+        return done.result()
 
     def _call_handler(self, op: str, args: dict[str, Any]) -> Any:
         try:
