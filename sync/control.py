@@ -11,7 +11,8 @@ Ops: ``auth`` (token in the first message), ``ping``, ``status``, ``sync`` (``{"
 runs a cycle and returns its report), ``pause``, ``resume``, ``metrics``, ``subscribe``
 (``{"events": [...]}`` filters by name), ``unsubscribe``. Events: ``saved``, ``deleted``,
 ``moved``, ``invalid``, ``conflict``, ``sync`` (state and progress), ``error``, ``dropped``,
-``shutdown``.
+``shutdown``; and ``events_lost``, made by the client itself (not sent by the server) when it had
+to discard events it buffered while waiting for a reply (see ControlClient).
 
 Safety, because any local program (or a web page, through a browser) can open a socket to us:
 
@@ -36,7 +37,7 @@ Safety, because any local program (or a web page, through a browser) can open a 
 The server runs on its own asyncio loop in one thread; blocking handler work (index reads, a sync
 cycle) runs in a small thread pool so a slow op never stalls other clients, and ``sync`` requests
 (which wait for a whole cycle) in a pool of their own, so they never hold up status, pause or
-resume.
+resume. A ``sync`` request not yet started when its client disconnects is cancelled.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, WebSocketException
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
@@ -72,7 +74,9 @@ from sync.errors import SyncError
 
 __all__ = [
     "AUTH_TIMEOUT_S",
+    "EVENTS_LOST",
     "MAX_FRAME_BYTES",
+    "MAX_PENDING_EVENTS",
     "MAX_REQUEST_BYTES",
     "MAX_UNAUTHENTICATED",
     "OPS",
@@ -104,6 +108,10 @@ _HANDLER_OPS = frozenset({"status", "sync", "pause", "resume", "metrics"})
 _SYNC_OPS = frozenset({"sync"})  # run on their own pool (see ControlServer.__init__)
 _SYNC_WORKERS = 2
 _TOKEN_HEADERS = ("X-LocalStore-Token",)
+# The client's buffer of events that arrive while it waits for a reply; beyond it the oldest are
+# discarded and an EVENTS_LOST event is delivered first (ControlClient.events).
+MAX_PENDING_EVENTS = 10_000
+EVENTS_LOST = "events_lost"
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -264,6 +272,7 @@ class ServerStats:
     errors: int = 0
     events_published: int = 0
     subscribers_dropped: int = 0
+    syncs_cancelled: int = 0  # queued `sync` requests of clients that disconnected
 
 
 class ControlServer:
@@ -703,12 +712,47 @@ class ControlServer:
             return {"subscribed": False}
         if op not in _HANDLER_OPS:
             raise OpError("unknown_op", f"unknown op {op[:40]!r}; known: {', '.join(OPS)}")
+        if op in _SYNC_OPS:
+            return await self._run_sync_op(conn, op, args)
         loop = asyncio.get_running_loop()
         try:
-            pool = self._sync_pool if op in _SYNC_OPS else self._pool
-            return await loop.run_in_executor(pool, self._counted, self._call_handler, op, args)
+            return await loop.run_in_executor(
+                self._pool, self._counted, self._call_handler, op, args
+            )
         except RuntimeError as exc:  # the pool shut down: the daemon is stopping
             raise OpError("shutting_down", "the daemon is stopping") from exc
+
+    async def _run_sync_op(self, conn: _Conn, op: str, args: dict[str, Any]) -> Any:
+        """A `sync` request, cancelled if its client goes away before a worker takes it.
+
+        Each one runs a whole cycle. A client that sent some and disconnected (an interrupted
+        `localstore sync`, an app that quit) left them waiting for a worker, and the daemon ran
+        every one of them for nobody, ahead of the requests of clients still waiting. A request
+        already running finishes: a cycle is not interrupted half-way.
+        """
+        if conn.ws.state is not State.OPEN:  # read from the socket before the close arrived
+            self.stats.syncs_cancelled += 1
+            raise OpError("cancelled", "the client disconnected")
+        try:
+            work = self._sync_pool.submit(self._counted, self._call_handler, op, args)
+        except RuntimeError as exc:  # the pool shut down: the daemon is stopping
+            raise OpError("shutting_down", "the daemon is stopping") from exc
+        done = asyncio.wrap_future(work)
+        closed = asyncio.ensure_future(conn.ws.wait_closed())
+        try:
+            await asyncio.wait((done, closed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+        if not done.done():
+            if work.cancel():  # still queued: no worker took it
+                self.stats.syncs_cancelled += 1
+                raise OpError("cancelled", "the client disconnected")
+            await asyncio.wait((done,))  # running: the cycle finishes, its reply goes nowhere
+        # (Not `await done` with an except CancelledError: that would also swallow the
+        # cancellation of this task at the server's stop.)
+        if work.cancelled():  # the pool shut down with it queued: the daemon is stopping
+            raise OpError("shutting_down", "the daemon is stopping")
+        return done.result()
 
     def _call_handler(self, op: str, args: dict[str, Any]) -> Any:
         try:
@@ -863,14 +907,23 @@ class ControlClient:
 
     ``ControlClient.connect(home)`` finds the daemon through ``state/daemon.json``. Requests and
     the event stream share one connection: events that arrive while waiting for a reply are kept
-    for :meth:`events`. Not thread-safe; use one client per thread. Raises ControlError (and
+    for :meth:`events`, at most ``MAX_PENDING_EVENTS``. Beyond that the oldest are discarded,
+    counted in ``dropped_events``, and the next event :meth:`events` yields is an
+    ``events_lost`` marker (``{"event": "events_lost", "seq": null, "ts": ..., "data":
+    {"dropped", "dropped_total", "reason", "hint"}}``): the app's view may be stale, so it re-reads
+    what it shows. Not thread-safe; use one client per thread. Raises ControlError (and
     DaemonNotRunningError, ControlRequestError).
     """
 
     def __init__(self, port: int, token: str, *, host: str = HOST, timeout: float = 10.0) -> None:
         self.timeout = timeout
         self._ids = itertools.count(1)
-        self._pending: collections.deque[dict[str, Any]] = collections.deque(maxlen=10_000)
+        # Bounded by hand, not deque(maxlen=...): that discarded the oldest silently, and an app
+        # following the stream missed changes without knowing it should re-read.
+        self._pending: collections.deque[dict[str, Any]] = collections.deque()
+        self._lost = 0  # discarded since the last events_lost marker was delivered
+        self.dropped_events = 0
+        """Events discarded over this client's life because its buffer was full."""
         try:
             self._ws: ClientConnection = ws_connect(
                 f"ws://{host}:{int(port)}",
@@ -919,7 +972,7 @@ class ControlClient:
             if message.get("id") == rid and "ok" in message:
                 break
             if "event" in message:
-                self._pending.append(message)
+                self._keep(message)
         if not message["ok"]:
             err = message.get("error") or {}
             raise ControlRequestError(
@@ -964,6 +1017,9 @@ class ControlClient:
     def events(self, *, timeout: float | None = None) -> Iterator[dict[str, Any]]:
         """Yield events (subscribe first); stops after ``timeout`` s without one, or on close."""
         while True:
+            if self._lost:
+                yield self._lost_marker()
+                continue
             if self._pending:
                 yield self._pending.popleft()
                 continue
@@ -986,6 +1042,27 @@ class ControlClient:
             if time.monotonic() > deadline:
                 break
         raise ControlError(f"no matching event within {timeout} s")
+
+    def _keep(self, event: dict[str, Any]) -> None:
+        if len(self._pending) >= MAX_PENDING_EVENTS:
+            self._pending.popleft()
+            self._lost += 1
+            self.dropped_events += 1
+        self._pending.append(event)
+
+    def _lost_marker(self) -> dict[str, Any]:
+        lost, self._lost = self._lost, 0
+        return {
+            "event": EVENTS_LOST,
+            "seq": None,
+            "ts": _now(),
+            "data": {
+                "dropped": lost,
+                "dropped_total": self.dropped_events,
+                "reason": "events arrived faster than they were read while waiting for a reply",
+                "hint": "re-read the state you show (the events after this one are complete)",
+            },
+        }
 
     # -- wire ----------------------------------------------------------------------------------------
 

@@ -662,3 +662,140 @@ def test_a_flood_of_idle_sockets_cannot_take_the_daemons_file_descriptors(
     finally:
         server.stop()
         assert server.join(10)
+
+
+class _PublishingHandler:
+    """`status` publishes ``count`` events and answers once the server has sent them all, so
+    they all reach the client while it waits for the reply (and are kept for events())."""
+
+    def __init__(self) -> None:
+        self.server: ControlServer | None = None
+        self.count = 0
+
+    def handle(self, op: str, args: dict[str, Any]) -> Any:
+        server = self.server
+        assert server is not None
+        target = server.stats.events_published + self.count
+        for i in range(self.count):
+            server.publish("saved", {"i": i})
+        assert eventually(
+            lambda: (
+                server.stats.events_published >= target
+                and all(c.queue.empty() for c in list(server._conns))
+            ),
+            30,
+        )
+        time.sleep(0.2)  # the last event taken from the queue is on the wire before the reply
+        return {"published": self.count}
+
+
+@pytest.fixture
+def publishing_server() -> Iterator[tuple[ControlServer, _PublishingHandler]]:
+    handler = _PublishingHandler()
+    server = ControlServer(handler, token="t" * 40, queue_size=20_000)
+    handler.server = server
+    server.start()
+    yield server, handler
+    server.stop()
+    assert server.join(10)
+
+
+def test_events_the_client_cannot_keep_are_reported_with_an_events_lost_marker(
+    publishing_server,
+) -> None:
+    """The client kept at most 10,000 events that arrived while it waited for a reply and
+    dropped the oldest silently: an app following the stream missed changes and never knew.
+    Now it counts them and delivers an ``events_lost`` event first, so the app re-reads."""
+    server, handler = publishing_server
+    cap = control.MAX_PENDING_EVENTS
+    with ControlClient(server.port, "t" * 40, timeout=60) as c:
+        c.subscribe()
+        handler.count = cap + 50
+        assert c.status() == {"published": cap + 50}
+        got = list(c.events(timeout=1))
+        marker, rest = got[0], got[1:]
+        assert marker["event"] == "events_lost"
+        assert marker["data"]["dropped"] == 50 and marker["data"]["dropped_total"] == 50
+        assert marker["data"]["hint"]
+        assert [e["data"]["i"] for e in rest] == list(range(50, cap + 50))
+        assert c.dropped_events == 50
+        # A second overflow: a new marker, the total goes on.
+        handler.count = cap + 3
+        c.status()
+        got = list(c.events(timeout=1))
+        assert got[0]["event"] == "events_lost"
+        assert got[0]["data"]["dropped"] == 3 and got[0]["data"]["dropped_total"] == 53
+        assert len(got) == cap + 1 and c.dropped_events == 53
+        # Nothing lost: no marker.
+        handler.count = 5
+        c.status()
+        assert [e["data"]["i"] for e in c.events(timeout=1)] == [0, 1, 2, 3, 4]
+
+
+class _CountingCycleHandler:
+    """Sync cycles that run until the test releases them, counted as they start and finish."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = 0
+        self.finished = 0
+        self._lock = threading.Lock()
+
+    def handle(self, op: str, args: dict[str, Any]) -> Any:
+        if op != "sync":
+            return {"state": "idle"}
+        with self._lock:
+            self.started += 1
+        self.release.wait(60)
+        with self._lock:
+            self.finished += 1
+        return {"report": {}}
+
+
+@pytest.fixture
+def cycle_server() -> Iterator[tuple[ControlServer, _CountingCycleHandler]]:
+    handler = _CountingCycleHandler()
+    server = ControlServer(handler, token="t" * 40)
+    server.start()
+    yield server, handler
+    handler.release.set()
+    server.stop()
+    assert server.join(10)
+    assert server.wait_ops(10)
+
+
+def test_sync_requests_of_a_client_that_disconnected_are_cancelled_unless_running(
+    cycle_server,
+) -> None:
+    """A client that sent `sync` requests and went away (a `localstore sync` interrupted, an app
+    that quit) left them queued, and the daemon ran a whole cycle for each, for nobody. Those
+    not started yet are cancelled when the connection closes; a running one finishes."""
+    server, handler = cycle_server
+    token = "t" * 40
+    running = [raw(server.port, token) for _ in range(2)]  # both sync workers busy
+    gone = raw(server.port, token)
+    try:
+        for i, ws in enumerate(running):
+            ws.send(json.dumps({"id": i, "op": "sync", "args": {"wait": True}}))
+        assert eventually(lambda: handler.started == 2, 10)
+        for i in range(3):  # one waits for a worker, two wait in the connection's queue
+            gone.send(json.dumps({"id": 10 + i, "op": "sync", "args": {"wait": True}}))
+        time.sleep(0.2)  # (the server has read them)
+        gone.close()
+        running[0].close()  # its cycle runs: it finishes, its reply goes nowhere
+        # The server lets go of the closed client without waiting for a worker.
+        assert eventually(lambda: server.stats.connections == 2, 10)
+        handler.release.set()
+        assert reply_to(running[1], timeout=30)["result"] == {"report": {}}
+        running[1].close()
+        assert eventually(lambda: server.stats.connections == 0, 10)
+        assert server.wait_ops(10)
+        assert handler.started == 2 and handler.finished == 2
+        # The daemon still runs the cycles of clients that wait for them.
+        with ControlClient(server.port, token, timeout=10) as c:
+            assert c.sync(timeout=10) == {"report": {}}
+        assert handler.started == 3
+    finally:
+        handler.release.set()
+        for ws in (*running, gone):
+            ws.close()
