@@ -22,6 +22,7 @@ the loop ends it. Only an exception nobody expected is logged with its traceback
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import logging
@@ -705,19 +706,8 @@ class SyncEngine:
                     if result is None or result.status != "applied":
                         continue  # the server's version comes down with the pull, as before
                     assert result.rev is not None and result.seq is not None
-                    st.restore_base(
-                        cur,
-                        e.id,
-                        rev=result.rev,
-                        seq=result.seq,
-                        content_hash=e.content_hash,
-                        path=e.path,
-                        deleted=True,
-                        synced_op_id=0,
-                        held=False,
-                    )
-                    restored += 1
-                    continue
+                    # The delete pushed just now is the base: a tombstone, nothing held here.
+                    e = dataclasses.replace(e, rev=result.rev, seq=result.seq, deleted=True)
                 # The local copy holds the base's text (only moved, or not changed at all).
                 held = here is not None and not here[3] and here[1] == e.content_hash
                 clean = held and here is not None and not e.deleted and here[0] == e.path
