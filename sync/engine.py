@@ -22,7 +22,6 @@ the loop ends it. Only an exception nobody expected is logged with its traceback
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import json
 import logging
@@ -33,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -707,7 +706,7 @@ class SyncEngine:
                         continue  # the server's version comes down with the pull, as before
                     assert result.rev is not None and result.seq is not None
                     # The delete pushed just now is the base: a tombstone, nothing held here.
-                    e = dataclasses.replace(e, rev=result.rev, seq=result.seq, deleted=True)
+                    e = replace(e, rev=result.rev, seq=result.seq, deleted=True)
                 # The local copy holds the base's text (only moved, or not changed at all).
                 held = here is not None and not here[3] and here[1] == e.content_hash
                 clean = held and here is not None and not e.deleted and here[0] == e.path
