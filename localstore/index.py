@@ -512,7 +512,16 @@ class Index:
         self.blueprint_commits = 0
         self.conn.set_rollback_hook(self._on_sqlite_rollback)
         self.conn.set_update_hook(self._on_row_change)
-        self.register_schema("core", CORE_MIGRATIONS)
+        try:
+            self.register_schema("core", CORE_MIGRATIONS)
+        except BaseException:
+            # An index this code refuses (a newer version's) must be left as it was: the open
+            # connection kept the -wal and -shm files it had made until the process ended. No
+            # checkpoint on the way out either: that would write into the refused file.
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+            raise
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -883,6 +892,10 @@ class Index:
         ``migrations[i]`` is the SQL that takes the component from version i to i+1.
         """
         version = self._schema_version(component)
+        if version is not None and version > len(migrations):
+            # Refused on a read, before any write lock: nothing of a newer version's index is
+            # changed, and a newer process holding the lock does not make this a 30 s wait.
+            raise self._newer_error(component, version, len(migrations))
         if version == len(migrations) and not (component == "core" and self._core_v1_is_old()):
             # Up to date, the common case: no write transaction. Taking one cost every
             # `localstore status` a wait for the write lock while another process held it, and
@@ -895,9 +908,23 @@ class Index:
             # index.db reached `localstore status` as a raw apsw.ReadOnlyError traceback.
             raise map_apsw_error(exc, f"update the {component} tables of {self.path}") from exc
 
+    def _newer_error(self, component: str, version: int, known: int) -> IndexStoreError:
+        return IndexStoreError(
+            f"the index {self.path} was written by a newer localstore ({component} schema "
+            f"v{version}; this version knows up to v{known}); it was left unchanged",
+            hint="upgrade localstore to open this home",
+        )
+
     def _schema_version(self, component: str) -> int | None:
-        """The component's recorded schema version, or None when none is recorded yet."""
+        """The component's recorded schema version, or None when none is recorded yet.
+
+        For the core, the higher of that and ``PRAGMA user_version`` (which mirrors it): a newer
+        version that raised only the pragma is still newer."""
         with self.read() as cur:
+            if component == "core":
+                pragma = int(cur.execute("PRAGMA user_version").fetchall()[0][0])
+                if pragma > len(CORE_MIGRATIONS):
+                    return pragma
             if not cur.execute(
                 "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'component_versions'"
             ).fetchall():
@@ -921,11 +948,8 @@ class Index:
                 "SELECT version FROM component_versions WHERE component = ?", (component,)
             ).fetchall()
             current = int(row[0][0]) if row else 0
-            if current > len(migrations):
-                raise IndexStoreError(
-                    f"the index was written by a newer localstore ({component} schema v{current})",
-                    hint="upgrade localstore",
-                )
+            if current > len(migrations):  # (another process made it newer meanwhile)
+                raise self._newer_error(component, current, len(migrations))
             if component == "core" and current >= 1:
                 _reshape_core_v1(cur, _old_v1_pieces(cur))
             for version in range(current, len(migrations)):

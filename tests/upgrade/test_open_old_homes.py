@@ -7,15 +7,20 @@ changes made after its last sync, the MemoryServer's rows, and what the old code
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
 
+from localstore.errors import IndexStoreError
 from localstore.index import CORE_MIGRATIONS
 from localstore.kv import KVStore
 from localstore.store import BlueprintStore, open_store
@@ -24,6 +29,7 @@ from sync.engine import SyncEngine
 from sync.memory_remote import MemoryRemote, MemoryServer, _Owned
 from sync.remote import ServerRow
 
+CLI = "from localstore.cli import main; main()"
 FIXTURES = Path(__file__).parent / "fixtures"
 HOMES = sorted(FIXTURES.glob("home-*.tar.gz"))
 # Homes of the first builds, before app data and sync: blueprints and history only.
@@ -183,6 +189,79 @@ def test_pending_changes_are_pushed_once_and_nothing_else(
     assert _local.local_status(store).pending == 0
 
 
+def _index_files(home: Path) -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((home / "data").glob("index.db*"))
+    }
+
+
+def _make_newer(home: Path, component: str) -> None:
+    """Make the index look written by a future LocalStore: a higher version of ``component``."""
+    conn = apsw.Connection(str(home / "data" / "index.db"))
+    ver = conn.execute(
+        "SELECT version FROM component_versions WHERE component = ?", (component,)
+    ).fetchall()[0][0]
+    conn.execute(
+        "UPDATE component_versions SET version = ? WHERE component = ?", (ver + 1, component)
+    )
+    if component == "core":
+        conn.execute(f"PRAGMA user_version = {ver + 1}")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+@pytest.mark.parametrize("component", ["core", "kv", "sync"])
+def test_newer_index_is_refused_untouched(synced: OldHome, component: str) -> None:
+    old = synced
+    # First bring the home to this version (so every component is at its newest), then ahead.
+    s = open_store(old.home)
+    KVStore(s.index).close()
+    _local.ensure_schema(s)
+    s.close()
+    _make_newer(old.home, component)
+    blueprint_files = {
+        p.relative_to(old.home): p.read_bytes()
+        for p in (old.home / "blueprints").rglob("*")
+        if p.is_file()
+    }
+    before = _index_files(old.home)
+    with pytest.raises(IndexStoreError) as err:
+        s = open_store(old.home)
+        try:
+            if component == "kv":
+                KVStore(s.index)
+            else:
+                _local.ensure_schema(s)
+        finally:
+            s.close()
+    assert "newer" in err.value.message and "upgrade localstore" in (err.value.hint or "").lower()
+    assert _index_files(old.home) == before
+    after = {
+        p.relative_to(old.home): p.read_bytes()
+        for p in (old.home / "blueprints").rglob("*")
+        if p.is_file()
+    }
+    assert after == blueprint_files
+
+
+def test_newer_core_index_cli_says_upgrade(old: OldHome) -> None:
+    s = open_store(old.home)
+    s.close()
+    _make_newer(old.home, "core")
+    before = _index_files(old.home)
+    out = subprocess.run(
+        [sys.executable, "-c", CLI, "--home", str(old.home), "ls"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0
+    assert "newer" in out.stderr and "upgrade" in out.stderr.lower(), out.stderr
+    assert "Traceback" not in out.stderr
+    assert _index_files(old.home) == before
+
+
 def _schema(store: BlueprintStore, *, synced: bool) -> dict[tuple[str, str], str]:
     if synced:
         KVStore(store.index).close()
@@ -209,3 +288,29 @@ def test_upgraded_schema_is_the_fresh_one(old: OldHome, tmp_path: Path) -> None:
     finally:
         upgraded.close()
         fresh.close()
+
+
+def test_newer_user_version_alone_is_refused(old: OldHome) -> None:
+    """The core's version is mirrored in PRAGMA user_version: a higher one alone means newer."""
+    open_store(old.home).close()
+    conn = apsw.Connection(str(old.home / "data" / "index.db"))
+    conn.execute(f"PRAGMA user_version = {len(CORE_MIGRATIONS) + 1}")
+    conn.close()
+    before = _index_files(old.home)
+    with pytest.raises(IndexStoreError, match="newer localstore"):
+        open_store(old.home)
+    assert _index_files(old.home) == before
+
+
+def test_newer_index_is_refused_while_its_writer_holds_the_lock(old: OldHome) -> None:
+    """A newer version's daemon writing meanwhile must not turn the answer into a lock wait."""
+    open_store(old.home).close()
+    _make_newer(old.home, "core")
+    holder = apsw.Connection(str(old.home / "data" / "index.db"))
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(IndexStoreError, match="newer localstore"):
+            open_store(old.home, busy_timeout_ms=200)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
