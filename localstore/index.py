@@ -152,6 +152,135 @@ CORE_MIGRATIONS: tuple[str, ...] = (
     INSERT OR IGNORE INTO counters VALUES ('blueprints_gen', 0);
     """,
 )
+# Core schema v1 was edited in place seven times (commits 98605c6 to fab1650) instead of getting
+# new versions: a home made by an earlier build has core v1 in an older shape, with the same
+# columns and rows. v2 needs the `blueprints_text` view only the final shape has, so such an index
+# could not be opened at all ("no such table: main.blueprints_text"); and a home made by a build
+# from 45c282d to 1c6d740 (the view, but a WITHOUT ROWID `revisions` table) went on to v2 and v3
+# in that shape. _reshape_core_v1() brings any of them to the final v1 shape, piece by piece,
+# keeping every row; tests/upgrade opens homes made by those builds. These are the pieces, as the
+# final v1 creates them. (A change to a schema goes into a new version, never into an old one.)
+_V1_REVISIONS = """
+    CREATE TABLE revisions (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL,
+        rev INTEGER NOT NULL,
+        op_id INTEGER NOT NULL,
+        origin TEXT NOT NULL,
+        device TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        path TEXT NOT NULL,
+        content TEXT NOT NULL,
+        meta TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX revisions_id_rev ON revisions(id, rev);
+"""
+_REVISION_COLUMNS = "id, rev, op_id, origin, device, ts, path, content, meta, content_hash, deleted"
+_V1_TAGS = """
+    CREATE TABLE blueprint_tags (
+        rid INTEGER NOT NULL REFERENCES blueprints(rid) ON DELETE CASCADE,
+        tag TEXT NOT NULL,
+        PRIMARY KEY (rid, tag)
+    ) WITHOUT ROWID;
+    CREATE INDEX blueprint_tags_tag ON blueprint_tags(tag);
+"""
+_V1_BLUEPRINT_INDEXES = """
+    CREATE INDEX IF NOT EXISTS blueprints_listing ON blueprints(
+        path, id, name, description, tags, author, version, created, modified, rev, content_hash,
+        valid, flagged, yaml_size, deleted
+    ) WHERE deleted = 0;
+    CREATE INDEX IF NOT EXISTS blueprints_name ON blueprints(name) WHERE deleted = 0;
+    CREATE INDEX IF NOT EXISTS blueprints_created ON blueprints(created) WHERE deleted = 0;
+    CREATE INDEX IF NOT EXISTS blueprints_yaml_sha ON blueprints(yaml_sha256) WHERE deleted = 0;
+    DROP INDEX IF EXISTS blueprints_path;
+"""
+_V1_TEXT_VIEW = """
+    CREATE VIEW blueprints_text AS
+        SELECT b.rid AS rid, b.name AS name, b.description AS description,
+               replace(replace(replace(replace(b.tags, '[', ''), ']', ''), '"', ''), ',', ' ')
+                   AS tags, -- store.fts_tags() makes the same text from the same JSON
+               r.content AS content, b.path AS path
+        FROM blueprints b JOIN revisions r ON r.id = b.id AND r.rev = b.rev WHERE b.deleted = 0;
+"""
+_V1_FTS = """
+    CREATE VIRTUAL TABLE blueprints_fts USING fts5(
+        name, description, tags, content, path,
+        content = 'blueprints_text', content_rowid = 'rid',
+        tokenize = 'unicode61 remove_diacritics 2'
+    );
+    INSERT INTO blueprints_fts(blueprints_fts, rank) VALUES ('automerge', 0);
+    INSERT INTO blueprints_fts(blueprints_fts, rank) VALUES ('rank', 'bm25(10.0, 4.0, 6.0, 1.0, 2.0)');
+    INSERT INTO blueprints_fts(blueprints_fts) VALUES ('rebuild');
+"""
+# What tells an older v1 shape apart (read at every open: one small query of sqlite_schema).
+_V1_SHAPE_QUERY = (
+    "SELECT name, sql FROM sqlite_schema WHERE name IN "
+    "('revisions', 'blueprint_tags', 'blueprints_fts', 'blueprints_text', 'blueprints_path', "
+    "'blueprints_listing', 'blueprints_name', 'blueprints_created', 'blueprints_yaml_sha')"
+)
+_V1_INDEX_NAMES = (
+    "blueprints_listing",
+    "blueprints_name",
+    "blueprints_created",
+    "blueprints_yaml_sha",
+)
+
+
+def _old_v1_pieces(cur: Any) -> set[str]:
+    """Which pieces of core v1 are in an older shape (empty for the final one)."""
+    sql = {str(n): " ".join(str(s or "").split()) for n, s in cur.execute(_V1_SHAPE_QUERY)}
+    if "revisions" not in sql:
+        return set()  # (no core tables yet: v1 is about to be created)
+    old = set()
+    if "WITHOUT ROWID" in sql["revisions"]:
+        old.add("revisions")
+    if "PRIMARY KEY (tag, rid)" in sql.get("blueprint_tags", ""):
+        old.add("tags")
+    if "blueprints_path" in sql or any(name not in sql for name in _V1_INDEX_NAMES):
+        old.add("indexes")
+    if "blueprints_text" not in sql or "content = 'blueprints_text'" not in sql.get(
+        "blueprints_fts", ""
+    ):
+        old.add("fts")
+    return old
+
+
+def _reshape_core_v1(cur: Any, old: set[str]) -> None:
+    """Bring the older v1 pieces named in ``old`` to the final v1 shape, keeping every row."""
+    if not old:
+        return
+    log.info("bringing an index made by an early localstore to the current shape: %s", old)
+    # The view reads revisions; renaming a table while a view names a missing one fails.
+    cur.execute("DROP VIEW IF EXISTS blueprints_text")
+    if "revisions" in old:
+        # Insertion order (what the rowid gives the new table) is the order of the changes.
+        cur.execute("ALTER TABLE revisions RENAME TO revisions_v1_old")
+        cur.execute(_V1_REVISIONS)
+        cur.execute(
+            f"INSERT INTO revisions ({_REVISION_COLUMNS}) SELECT {_REVISION_COLUMNS} "
+            "FROM revisions_v1_old ORDER BY op_id, id, rev"
+        )
+        cur.execute("DROP TABLE revisions_v1_old")
+    if "tags" in old:
+        cur.execute("ALTER TABLE blueprint_tags RENAME TO blueprint_tags_v1_old")
+        cur.execute(_V1_TAGS)
+        cur.execute(
+            "INSERT INTO blueprint_tags (rid, tag) SELECT rid, tag FROM blueprint_tags_v1_old"
+        )
+        cur.execute("DROP TABLE blueprint_tags_v1_old")
+    if "indexes" in old:
+        cur.execute(_V1_BLUEPRINT_INDEXES)
+    cur.execute(_V1_TEXT_VIEW)
+    if "fts" in old:
+        # The old table kept its own copy of every text; the new one reads the view (rebuilt
+        # from it: derived data, nothing to lose).
+        cur.execute("DROP TABLE IF EXISTS blueprints_fts")
+        cur.execute(_V1_FTS)
+    # (v2's blueprints_described reads the view too; it was made again with the same columns.)
+
+
 # The most changed blueprint rows an Index notes between two blueprint_changes() calls: past it,
 # the listing cache reads everything again anyway (cheaper than patching that many rows).
 CHANGED_ROWS_KEPT = 2000
@@ -383,7 +512,16 @@ class Index:
         self.blueprint_commits = 0
         self.conn.set_rollback_hook(self._on_sqlite_rollback)
         self.conn.set_update_hook(self._on_row_change)
-        self.register_schema("core", CORE_MIGRATIONS)
+        try:
+            self.register_schema("core", CORE_MIGRATIONS)
+        except BaseException:
+            # An index this code refuses (a newer version's) must be left as it was: the open
+            # connection kept the -wal and -shm files it had made until the process ended. No
+            # checkpoint on the way out either: that would write into the refused file.
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+            raise
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -753,7 +891,12 @@ class Index:
 
         ``migrations[i]`` is the SQL that takes the component from version i to i+1.
         """
-        if self._schema_version(component) == len(migrations):
+        version = self._schema_version(component)
+        if version is not None and version > len(migrations):
+            # Refused on a read, before any write lock: nothing of a newer version's index is
+            # changed, and a newer process holding the lock does not make this a 30 s wait.
+            raise self._newer_error(component, version, len(migrations))
+        if version == len(migrations) and not (component == "core" and self._core_v1_is_old()):
             # Up to date, the common case: no write transaction. Taking one cost every
             # `localstore status` a wait for the write lock while another process held it, and
             # failed on an index this user may read but not write.
@@ -765,9 +908,23 @@ class Index:
             # index.db reached `localstore status` as a raw apsw.ReadOnlyError traceback.
             raise map_apsw_error(exc, f"update the {component} tables of {self.path}") from exc
 
+    def _newer_error(self, component: str, version: int, known: int) -> IndexStoreError:
+        return IndexStoreError(
+            f"the index {self.path} was written by a newer localstore ({component} schema "
+            f"v{version}; this version knows up to v{known}); it was left unchanged",
+            hint="upgrade localstore to open this home",
+        )
+
     def _schema_version(self, component: str) -> int | None:
-        """The component's recorded schema version, or None when none is recorded yet."""
+        """The component's recorded schema version, or None when none is recorded yet.
+
+        For the core, the higher of that and ``PRAGMA user_version`` (which mirrors it): a newer
+        version that raised only the pragma is still newer."""
         with self.read() as cur:
+            if component == "core":
+                pragma = int(cur.execute("PRAGMA user_version").fetchall()[0][0])
+                if pragma > len(CORE_MIGRATIONS):
+                    return pragma
             if not cur.execute(
                 "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'component_versions'"
             ).fetchall():
@@ -776,6 +933,10 @@ class Index:
                 "SELECT version FROM component_versions WHERE component = ?", (component,)
             ).fetchall()
         return int(row[0][0]) if row else None
+
+    def _core_v1_is_old(self) -> bool:
+        with self.read() as cur:
+            return bool(_old_v1_pieces(cur))
 
     def _migrate(self, component: str, migrations: Sequence[str]) -> None:
         with self.write() as cur:
@@ -787,11 +948,10 @@ class Index:
                 "SELECT version FROM component_versions WHERE component = ?", (component,)
             ).fetchall()
             current = int(row[0][0]) if row else 0
-            if current > len(migrations):
-                raise IndexStoreError(
-                    f"the index was written by a newer localstore ({component} schema v{current})",
-                    hint="upgrade localstore",
-                )
+            if current > len(migrations):  # (another process made it newer meanwhile)
+                raise self._newer_error(component, current, len(migrations))
+            if component == "core" and current >= 1:
+                _reshape_core_v1(cur, _old_v1_pieces(cur))
             for version in range(current, len(migrations)):
                 cur.execute(migrations[version])
             if current != len(migrations):
