@@ -145,9 +145,52 @@ _YamlLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _YamlDumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
+_JSON_KEY_HINT = (
+    "JSON object keys are strings: convert them (str(k)) before saving, or save with "
+    "format='yaml', which keeps int, float, bool and None keys"
+)
+
+
+def _non_str_key(value: Any) -> tuple[str, int] | None:
+    """The first dict key in ``value`` that is not a str: (its type name, its dict's depth).
+
+    json.dumps turns int, float, bool and None keys into strings without a word, so
+    ``{1: "x"}`` came back as ``{"1": "x"}`` (and ``{1: "a", "1": "b"}`` as one key). Iterative,
+    so depth stays json.dumps's problem (RecursionError, mapped by the callers); shared and cyclic
+    containers are visited once (json.dumps refuses the cycle itself). Only the type and depth
+    are reported, never key text: the value may be a secret.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    seen: set[int] = set()
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, dict | list | tuple) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if not isinstance(k, str):
+                    return type(k).__name__, depth
+                stack.append((v, depth + 1))
+        else:
+            stack.extend((v, depth + 1) for v in node)
+    return None
+
+
+def _where(depth: int) -> str:
+    return "the top-level dict" if depth == 0 else f"a dict nested {depth} level(s) deep"
+
+
 def _encode(key: str, value: Any, fmt: str) -> bytes:
     try:
         if fmt == "json":
+            bad = _non_str_key(value)
+            if bad is not None:
+                raise KVFormatError(
+                    f"cannot encode {key!r} as json: {_where(bad[1])} has a key of type"
+                    f" {bad[0]}, which JSON would turn into a string",
+                    hint=_JSON_KEY_HINT,
+                )
             text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
             return text.encode("utf-8")
         if fmt == "yaml":
@@ -245,6 +288,14 @@ def _metadata_json(metadata: Mapping[str, Any] | None) -> str:
     hint = "metadata is a small JSON object: str keys; str, number, bool, None, list, dict values"
     if not isinstance(metadata, Mapping):
         raise InvalidInputError("metadata must be a mapping", hint=hint)
+    bad = _non_str_key(dict(metadata))
+    if bad is not None:
+        # Stored as JSON: a non-str key would come back as a string (see _non_str_key).
+        raise InvalidInputError(
+            f"metadata: {_where(bad[1])} has a key of type {bad[0]}; JSON would turn it into"
+            " a string",
+            hint=hint,
+        )
     try:
         text = json.dumps(dict(metadata), ensure_ascii=False, allow_nan=False, sort_keys=True)
     except (TypeError, ValueError) as exc:
