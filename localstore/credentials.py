@@ -192,11 +192,31 @@ def map_keyring_error(
     )
 
 
+def _close_leaked_connection(exc: BaseException) -> None:
+    """Close the D-Bus connection keyring leaves open when it raises KeyringLocked.
+
+    keyring's SecretService backend opens a connection per call (``bus`` in
+    ``get_preferred_collection``) and closes it only on success: a locked keychain leaked one
+    socket per call until the garbage collector found it (a ResourceWarning then), and a daemon
+    retrying a locked keychain makes many calls.
+    """
+    tb = exc.__traceback__
+    while tb is not None:
+        bus = tb.tb_frame.f_locals.get("bus")
+        close = getattr(bus, "close", None)
+        if callable(close):
+            with contextlib.suppress(Exception):
+                close()
+        tb = tb.tb_next
+
+
 @contextlib.contextmanager
 def _keyring_boundary(action: str, name: str, secret: str | None = None) -> Iterator[None]:
     try:
         yield
     except keyring.errors.KeyringError as exc:
+        if isinstance(exc, keyring.errors.KeyringLocked):
+            _close_leaked_connection(exc)
         raise _chain(map_keyring_error(exc, action, name=name, secret=secret), exc, secret)  # noqa: B904
     except Exception as exc:  # noqa: BLE001 - backends leak D-Bus/OS errors; none may escape
         log.warning("keychain %s of %r failed with %s", action, name, type(exc).__name__)
@@ -696,11 +716,30 @@ class CredentialStore:
         """Return the value of ``name``. Raises CredentialNotFoundError."""
         value = self.find(name)
         if value is None:
+            if self._listed(name):
+                # The index (in the home) names it but the backend lacks it: the home was copied
+                # or restored onto a computer whose keychain never had it, or an older version
+                # stored it in the other backend. Said plainly, so nobody takes it for a typo.
+                raise CredentialNotFoundError(
+                    f"credential {name!r} is listed for {self.service}, but "
+                    f"{self.backend_description} has no value for it (a home copied or "
+                    "restored from another computer keeps the names, not the keychain's values)",
+                    hint=f"restore it: 'localstore cred set {name}' (or restore the keychain "
+                    f"of the computer it came from); 'localstore cred rm {name}' forgets the name",
+                )
             raise CredentialNotFoundError(
                 f"no credential {name!r} in {self.service}",
                 hint="store it with 'localstore cred set NAME'",
             )
         return value
+
+    def _listed(self, name: str) -> bool:
+        with self._index.read() as cur:
+            rows = cur.execute(
+                "SELECT 1 FROM credential_names WHERE service = ? AND name = ?",
+                (self.service, name),
+            ).fetchall()
+        return bool(rows)
 
     def exists(self, name: str) -> bool:
         """Return whether a value is stored under ``name``."""

@@ -137,6 +137,10 @@ class RotationReport:
     key_id: str
     reencrypted: int
     retired: tuple[str, ...]
+    # Items left sealed with a data key the keychain does not have (a home copied to another
+    # computer): kept as they are, readable again once the key is restored.
+    unreadable: int = 0
+    missing_keys: tuple[str, ...] = ()
 
 
 # --- codecs -------------------------------------------------------------------------------------
@@ -925,35 +929,62 @@ class KVStore:
         """Make a new data key current, re-seal every encrypted item, then retire unused keys.
 
         Crash-safe: an old key is deleted only after no item uses it; running this again
-        finishes an interrupted rotation. Raises KeyNotFoundError if an item's key is already
-        gone from the keychain (nothing is retired then).
+        finishes an interrupted rotation. Items whose key the keychain does not have (a home
+        copied to another computer) are left as they are and counted in the report's
+        ``unreadable`` and ``missing_keys``; their key stays listed, and once it is restored the
+        next rotation re-seals them. New saves use the new key either way.
         """
         self.recover_keys()
         kid = self._create_key(rotate=True)
-        count = self._reseal_all(kid)
+        count, missing = self._reseal_all(kid)
         retired = self._retire_unused()
+        unreadable = 0
+        if missing:
+            with self._index.read() as cur:
+                marks = ",".join("?" * len(missing))
+                unreadable = int(
+                    cur.execute(
+                        f"SELECT count(*) FROM kv_items WHERE key_id IN ({marks})",
+                        sorted(missing),
+                    ).fetchall()[0][0]
+                )
+            log.warning(
+                "app-data key rotation left %d items sealed with data keys missing from the "
+                "keychain (%s): they stay on disk and are re-sealed once the keys are restored",
+                unreadable,
+                ", ".join(sorted(missing)),
+            )
         log.info("rotated app-data key to %s: %d items re-sealed, retired %s", kid, count, retired)
-        return RotationReport(kid, count, retired)
+        return RotationReport(kid, count, retired, unreadable, tuple(sorted(missing)))
 
-    def _reseal_all(self, kid: str) -> int:
+    def _reseal_all(self, kid: str) -> tuple[int, set[str]]:
+        """Re-seal every item under ``kid``; return how many, and the ids of missing keys."""
         keys = self._require_keys()
         count = 0
+        missing: set[str] = set()
         while True:
+            skip = sorted(missing | {kid})
             with self._index.read() as cur:
                 rows = cur.execute(
-                    "SELECT key, value FROM kv_items WHERE key_id IS NOT NULL AND key_id != ?"
-                    " LIMIT ?",
-                    (kid, ROTATION_BATCH),
+                    "SELECT key, value, key_id FROM kv_items WHERE key_id IS NOT NULL AND key_id"
+                    f" NOT IN ({','.join('?' * len(skip))}) LIMIT ?",
+                    (*skip, ROTATION_BATCH),
                 ).fetchall()
             if not rows:
-                return count
-            resealed = [
-                (keys.reseal(bytes(v), kid, aad=_aad(str(k))), kid, str(k), bytes(v))
-                for k, v in rows
-            ]
+                return count, missing
+            resealed = []
+            for k, v, old_kid in rows:
+                try:
+                    resealed.append(
+                        (keys.reseal(bytes(v), kid, aad=_aad(str(k))), kid, str(k), bytes(v))
+                    )
+                except KeyNotFoundError:
+                    # Not in this keychain (a copied home), or retired by a concurrent rotation
+                    # after our read: skipped either way; the newer rotation re-seals the latter.
+                    missing.add(str(old_kid))
             with self._write() as cur:
                 if self._current_kid(cur) != kid:
-                    return count  # a newer rotation took over; it re-seals the rest
+                    return count, missing  # a newer rotation took over; it re-seals the rest
                 for new_value, new_kid, key, old_value in resealed:
                     # Compare-and-swap: a concurrent save already used the current key.
                     changed = cur.execute(
