@@ -13,6 +13,11 @@ Backend selection is strict, never a silent fallback to plaintext:
    ``LOCALSTORE_KEYCHAIN_PASSPHRASE``, an encrypted file (scrypt + AES-256-GCM, mode 0600);
 3. otherwise :class:`~localstore.errors.KeychainUnavailableError` naming what to install or set.
 
+Every process of one home must use the same backend, or a daemon without a D-Bus session (file) and
+a CLI in the desktop session (keychain) each see only their own secrets. So the first value a home
+stores records the backend in ``<data>/credentials.backend``; from then on every process uses the
+recorded backend or fails with an error saying which one the home uses and how to reach it.
+
 keyring's exceptions (and the D-Bus errors its backends let through) are translated at this boundary
 by :func:`map_keyring_error`. Secret values never appear in messages, logs or reprs: errors name the
 credential, never its value.
@@ -52,18 +57,25 @@ from localstore.files import atomic_write
 from localstore.index import Index
 
 __all__ = [
+    "BACKEND_RECORD_NAME",
+    "ENCRYPTED_FILE",
     "FALLBACK_FILE_NAME",
     "INTERNAL_PREFIXES",
+    "KEYCHAIN",
     "PASSPHRASE_ENV",
     "CredentialStore",
     "EncryptedFileBackend",
     "KeyringSecretBackend",
     "SecretBackend",
+    "backend_kind",
+    "backend_record_path",
     "fallback_path",
     "is_internal",
     "keychain_report",
     "map_keyring_error",
     "open_backend",
+    "record_backend",
+    "recorded_backend",
     "service_name",
     "unusable_reason",
 ]
@@ -73,6 +85,9 @@ log = logging.getLogger(__name__)
 SERVICE_PREFIX = "localstore:"
 PASSPHRASE_ENV = "LOCALSTORE_KEYCHAIN_PASSPHRASE"
 FALLBACK_FILE_NAME = "credentials.enc"
+BACKEND_RECORD_NAME = "credentials.backend"
+KEYCHAIN = "keychain"
+ENCRYPTED_FILE = "encrypted-file"
 INTERNAL_PREFIXES = (crypto.DATA_KEY_PREFIX,)
 MAX_NAME_CHARS = 256
 MAX_VALUE_BYTES = 1024 * 1024
@@ -177,11 +192,31 @@ def map_keyring_error(
     )
 
 
+def _close_leaked_connection(exc: BaseException) -> None:
+    """Close the D-Bus connection keyring leaves open when it raises KeyringLocked.
+
+    keyring's SecretService backend opens a connection per call (``bus`` in
+    ``get_preferred_collection``) and closes it only on success: a locked keychain leaked one
+    socket per call until the garbage collector found it (a ResourceWarning then), and a daemon
+    retrying a locked keychain makes many calls.
+    """
+    tb = exc.__traceback__
+    while tb is not None:
+        bus = tb.tb_frame.f_locals.get("bus")
+        close = getattr(bus, "close", None)
+        if callable(close):
+            with contextlib.suppress(Exception):
+                close()
+        tb = tb.tb_next
+
+
 @contextlib.contextmanager
 def _keyring_boundary(action: str, name: str, secret: str | None = None) -> Iterator[None]:
     try:
         yield
     except keyring.errors.KeyringError as exc:
+        if isinstance(exc, keyring.errors.KeyringLocked):
+            _close_leaked_connection(exc)
         raise _chain(map_keyring_error(exc, action, name=name, secret=secret), exc, secret)  # noqa: B904
     except Exception as exc:  # noqa: BLE001 - backends leak D-Bus/OS errors; none may escape
         log.warning("keychain %s of %r failed with %s", action, name, type(exc).__name__)
@@ -408,14 +443,120 @@ def fallback_path(settings: Settings) -> Path:
     return settings.paths.data / FALLBACK_FILE_NAME
 
 
+def backend_record_path(settings: Settings) -> Path:
+    """The file that records which backend holds this home's secrets."""
+    return settings.paths.data / BACKEND_RECORD_NAME
+
+
+def backend_kind(backend: SecretBackend) -> str:
+    """``KEYCHAIN``, ``ENCRYPTED_FILE``, or '' for another (a test's) backend."""
+    if isinstance(backend, KeyringSecretBackend):
+        return KEYCHAIN
+    if isinstance(backend, EncryptedFileBackend):
+        return ENCRYPTED_FILE
+    return ""
+
+
+def recorded_backend(settings: Settings) -> str | None:
+    """The backend recorded for this home (``KEYCHAIN`` or ``ENCRYPTED_FILE``), None if none yet.
+
+    Raises CredentialError when the record cannot be read or makes no sense: guessing then could
+    send this process to the other backend, where the home's secrets are not.
+    """
+    path = backend_record_path(settings)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CredentialError(
+            f"cannot read {path}: {exc.strerror}",
+            hint="it records where this home's secrets are; make it readable by this user",
+        ) from exc
+    try:
+        kind = json.loads(raw.decode("utf-8"))["backend"]
+    except (ValueError, KeyError, TypeError):
+        kind = None
+    if kind not in (KEYCHAIN, ENCRYPTED_FILE):
+        raise CredentialError(
+            f"{path} is damaged: it should say which backend holds this home's secrets",
+            hint=f'write {{"backend": "{KEYCHAIN}"}} or {{"backend": "{ENCRYPTED_FILE}"}} into '
+            f"it (the file is {ENCRYPTED_FILE} if {fallback_path(settings)} holds them)",
+        )
+    return str(kind)
+
+
+def record_backend(settings: Settings, kind: str) -> str:
+    """Record ``kind`` as this home's backend unless one is recorded; return the recorded one.
+
+    Check and write happen under an flock, so of two processes storing a home's first secret at
+    once, with different backends, one wins and the other sees its record.
+    """
+    path = backend_record_path(settings)
+    with _FileLock(path.with_name(path.name + ".lock")).hold():
+        existing = recorded_backend(settings)
+        if existing is not None:
+            return existing
+        text = json.dumps({"backend": kind, "recorded": _now()}) + "\n"
+        atomic_write(path, text.encode("utf-8"), mode=0o600)
+        log.info("recorded %s as the backend of this home's secrets (%s)", kind, path)
+        return kind
+
+
+def _recorded_keychain(
+    settings: Settings, keyring_backend: keyring.backend.KeyringBackend | None
+) -> SecretBackend:
+    try:
+        return KeyringSecretBackend(keyring_backend)
+    except KeychainUnavailableError as exc:
+        raise KeychainUnavailableError(
+            f"this home keeps its secrets in the OS keychain (recorded in "
+            f"{backend_record_path(settings)}), which this process cannot use: {exc.message}",
+            hint="run this process where the keychain is reachable and unlocked: in the desktop "
+            "session, or as a systemd user service (systemctl --user) that has the session's "
+            "DBUS_SESSION_BUS_ADDRESS; the encrypted-file fallback does not apply to a home "
+            "whose secrets are in the keychain",
+        ) from exc
+
+
+def _recorded_file(settings: Settings, env: Mapping[str, str]) -> SecretBackend:
+    path = fallback_path(settings)
+    where = f"this home keeps its secrets in the encrypted file {path} (recorded in " + (
+        f"{backend_record_path(settings)})"
+    )
+    if not settings.keychain_file_fallback:
+        raise KeychainUnavailableError(
+            f"{where}, and this process has not opted in to the encrypted file",
+            hint="set LOCALSTORE_KEYCHAIN_FILE_FALLBACK=1 (or keychain_file_fallback: true in "
+            f"config.yaml) and {PASSPHRASE_ENV}, as for the process that stored them",
+        )
+    passphrase = env.get(PASSPHRASE_ENV, "")
+    if not passphrase:
+        raise KeychainUnavailableError(
+            f"{where}, and {PASSPHRASE_ENV} is not set",
+            hint=f"export {PASSPHRASE_ENV} (the passphrase the file was sealed with)",
+        )
+    return EncryptedFileBackend(path, passphrase)
+
+
 def open_backend(
     settings: Settings,
     *,
     environ: Mapping[str, str] | None = None,
     keyring_backend: keyring.backend.KeyringBackend | None = None,
 ) -> SecretBackend:
-    """Pick the OS keychain, else the opt-in encrypted file; else raise KeychainUnavailableError."""
+    """The backend recorded for this home; with none recorded yet, the OS keychain, else the
+    opt-in encrypted file. Raises KeychainUnavailableError when that backend is out of reach.
+
+    Reads the record but never writes it: :class:`CredentialStore` records the backend when it
+    stores the home's first value.
+    """
     env = os.environ if environ is None else environ
+    recorded = recorded_backend(settings)
+    if recorded == KEYCHAIN:
+        return _recorded_keychain(settings, keyring_backend)
+    if recorded == ENCRYPTED_FILE:
+        return _recorded_file(settings, env)
     try:
         return KeyringSecretBackend(keyring_backend)
     except KeychainUnavailableError as exc:
@@ -496,6 +637,11 @@ class CredentialStore:
         # Chosen on first use, so listing names and opening an app work without a keychain; the
         # first read or write of a value raises KeychainUnavailableError instead.
         self._backend_obj = backend
+        # A backend passed in is the caller's choice; one chosen here follows the home's record
+        # (see open_backend). Until the home has a record, every use looks for one again: another
+        # process may store the first secret, in the other backend, at any time.
+        self._follow_record = backend is None
+        self._recorded = False
         self._backend_lock = threading.Lock()
         index.register_schema("credentials", CREDENTIAL_MIGRATIONS)
         _check_profile(index, settings.profile)
@@ -506,9 +652,33 @@ class CredentialStore:
     @property
     def _backend(self) -> SecretBackend:
         with self._backend_lock:
-            if self._backend_obj is None:
+            if self._backend_obj is not None and (not self._follow_record or self._recorded):
+                return self._backend_obj
+            recorded = self._follow_record and recorded_backend(self._settings) is not None
+            # Opened again only when the record appeared since: a new EncryptedFileBackend
+            # would run scrypt again.
+            if self._backend_obj is None or recorded:
                 self._backend_obj = open_backend(self._settings, environ=self._environ)
+                self._recorded = recorded
             return self._backend_obj
+
+    def _backend_for_write(self) -> SecretBackend:
+        """The backend, recorded as the home's if the home has none recorded yet."""
+        backend = self._backend
+        if not self._follow_record or self._recorded:
+            return backend
+        kind = backend_kind(backend)
+        if not kind:
+            return backend
+        if record_backend(self._settings, kind) == kind:
+            with self._backend_lock:
+                self._recorded = True
+            return backend
+        # Another process recorded the other backend first: store where it does (or raise,
+        # when this process cannot reach that one).
+        with self._backend_lock:
+            self._backend_obj = None
+        return self._backend
 
     @property
     def backend_description(self) -> str:
@@ -527,7 +697,7 @@ class CredentialStore:
         """Store ``value`` under ``name``. Raises CredentialError, InvalidInputError."""
         _check_name(name)
         _check_value(name, value)
-        self._backend.set(self.service, name, value)
+        self._backend_for_write().set(self.service, name, value)
         now = _now()
         with self._index.write() as cur:
             cur.execute(
@@ -546,11 +716,30 @@ class CredentialStore:
         """Return the value of ``name``. Raises CredentialNotFoundError."""
         value = self.find(name)
         if value is None:
+            if self._listed(name):
+                # The index (in the home) names it but the backend lacks it: the home was copied
+                # or restored onto a computer whose keychain never had it, or an older version
+                # stored it in the other backend. Said plainly, so nobody takes it for a typo.
+                raise CredentialNotFoundError(
+                    f"credential {name!r} is listed for {self.service}, but "
+                    f"{self.backend_description} has no value for it (a home copied or "
+                    "restored from another computer keeps the names, not the keychain's values)",
+                    hint=f"restore it: 'localstore cred set {name}' (or restore the keychain "
+                    f"of the computer it came from); 'localstore cred rm {name}' forgets the name",
+                )
             raise CredentialNotFoundError(
                 f"no credential {name!r} in {self.service}",
                 hint="store it with 'localstore cred set NAME'",
             )
         return value
+
+    def _listed(self, name: str) -> bool:
+        with self._index.read() as cur:
+            rows = cur.execute(
+                "SELECT 1 FROM credential_names WHERE service = ? AND name = ?",
+                (self.service, name),
+            ).fetchall()
+        return bool(rows)
 
     def exists(self, name: str) -> bool:
         """Return whether a value is stored under ``name``."""
@@ -633,14 +822,19 @@ def keychain_report(
 ) -> dict[str, Any]:
     """Describe the credential backend for ``localstore doctor`` (never any secret value).
 
-    Keys: ok, active ("keychain", "encrypted-file" or "none"), service, keyring_backend, problem,
-    hint, probe ("ok", "skipped" or what failed), file_fallback {enabled, passphrase_set, path,
-    exists, mode}.
+    Keys: ok, active ("keychain", "encrypted-file" or "none"), recorded (the home's recorded
+    backend, "" before its first secret), service, keyring_backend, problem, hint, probe ("ok",
+    "skipped" or what failed), file_fallback {enabled, passphrase_set, path, exists, mode}.
     """
     env = os.environ if environ is None else environ
+    try:
+        recorded = recorded_backend(settings) or ""
+    except CredentialError:
+        recorded = ""  # open_backend below raises the same error into problem/hint
     report: dict[str, Any] = {
         "ok": False,
         "active": "none",
+        "recorded": recorded,
         "service": service_name(settings.profile),
         "keyring_backend": "",
         "problem": "",
@@ -667,7 +861,7 @@ def _check_backend(
     except CredentialError as exc:
         report.update(problem=exc.message, hint=exc.hint)
         return
-    report["active"] = "keychain" if isinstance(backend, KeyringSecretBackend) else "encrypted-file"
+    report["active"] = backend_kind(backend)
     if report["active"] == "encrypted-file":
         report["hint"] = "secrets are in the opt-in encrypted file, not the OS keychain"
     if probe:

@@ -528,12 +528,21 @@ class DataKeys:
             key = self._cache.get(kid)
         if key is not None:
             return key
+        name = self.secret_name(kid)
         try:
-            encoded = self._secrets.get(self.secret_name(kid))
+            encoded = self._secrets.get(name)
         except CredentialNotFoundError as exc:
+            # Typically a home copied or restored onto another computer: the index came along,
+            # the keychain did not. Nothing is deleted or re-sealed for it (see KVStore).
+            service = getattr(self._secrets, "service", "")
             raise KeyNotFoundError(
-                f"data key {kid} is not in the keychain",
-                hint="restore the keychain from a backup, or the encrypted data cannot be read",
+                f"data key {kid} is not in the keychain, so the app data encrypted with it "
+                "cannot be read; it stays on disk unchanged",
+                hint=f"restore the keychain item {name!r}"
+                + (f" of service {service!r}" if service else "")
+                + " from the computer this home came from or a keychain backup, and the data is "
+                "readable again; to encrypt new data meanwhile, KVStore.rotate_data_key() makes "
+                "a new key (it leaves the unreadable items as they are)",
             ) from exc
         key = _decode_key(kid, encoded)
         with self._lock:

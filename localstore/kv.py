@@ -137,6 +137,10 @@ class RotationReport:
     key_id: str
     reencrypted: int
     retired: tuple[str, ...]
+    # Items left sealed with a data key the keychain does not have (a home copied to another
+    # computer): kept as they are, readable again once the key is restored.
+    unreadable: int = 0
+    missing_keys: tuple[str, ...] = ()
 
 
 # --- codecs -------------------------------------------------------------------------------------
@@ -145,9 +149,52 @@ _YamlLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _YamlDumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
+_JSON_KEY_HINT = (
+    "JSON object keys are strings: convert them (str(k)) before saving, or save with "
+    "format='yaml', which keeps int, float, bool and None keys"
+)
+
+
+def _non_str_key(value: Any) -> tuple[str, int] | None:
+    """The first dict key in ``value`` that is not a str: (its type name, its dict's depth).
+
+    json.dumps turns int, float, bool and None keys into strings without a word, so
+    ``{1: "x"}`` came back as ``{"1": "x"}`` (and ``{1: "a", "1": "b"}`` as one key). Iterative,
+    so depth stays json.dumps's problem (RecursionError, mapped by the callers); shared and cyclic
+    containers are visited once (json.dumps refuses the cycle itself). Only the type and depth
+    are reported, never key text: the value may be a secret.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    seen: set[int] = set()
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, dict | list | tuple) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if not isinstance(k, str):
+                    return type(k).__name__, depth
+                stack.append((v, depth + 1))
+        else:
+            stack.extend((v, depth + 1) for v in node)
+    return None
+
+
+def _where(depth: int) -> str:
+    return "the top-level dict" if depth == 0 else f"a dict nested {depth} level(s) deep"
+
+
 def _encode(key: str, value: Any, fmt: str) -> bytes:
     try:
         if fmt == "json":
+            bad = _non_str_key(value)
+            if bad is not None:
+                raise KVFormatError(
+                    f"cannot encode {key!r} as json: {_where(bad[1])} has a key of type"
+                    f" {bad[0]}, which JSON would turn into a string",
+                    hint=_JSON_KEY_HINT,
+                )
             text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
             return text.encode("utf-8")
         if fmt == "yaml":
@@ -245,6 +292,14 @@ def _metadata_json(metadata: Mapping[str, Any] | None) -> str:
     hint = "metadata is a small JSON object: str keys; str, number, bool, None, list, dict values"
     if not isinstance(metadata, Mapping):
         raise InvalidInputError("metadata must be a mapping", hint=hint)
+    bad = _non_str_key(dict(metadata))
+    if bad is not None:
+        # Stored as JSON: a non-str key would come back as a string (see _non_str_key).
+        raise InvalidInputError(
+            f"metadata: {_where(bad[1])} has a key of type {bad[0]}; JSON would turn it into"
+            " a string",
+            hint=hint,
+        )
     try:
         text = json.dumps(dict(metadata), ensure_ascii=False, allow_nan=False, sort_keys=True)
     except (TypeError, ValueError) as exc:
@@ -874,35 +929,62 @@ class KVStore:
         """Make a new data key current, re-seal every encrypted item, then retire unused keys.
 
         Crash-safe: an old key is deleted only after no item uses it; running this again
-        finishes an interrupted rotation. Raises KeyNotFoundError if an item's key is already
-        gone from the keychain (nothing is retired then).
+        finishes an interrupted rotation. Items whose key the keychain does not have (a home
+        copied to another computer) are left as they are and counted in the report's
+        ``unreadable`` and ``missing_keys``; their key stays listed, and once it is restored the
+        next rotation re-seals them. New saves use the new key either way.
         """
         self.recover_keys()
         kid = self._create_key(rotate=True)
-        count = self._reseal_all(kid)
+        count, missing = self._reseal_all(kid)
         retired = self._retire_unused()
+        unreadable = 0
+        if missing:
+            with self._index.read() as cur:
+                marks = ",".join("?" * len(missing))
+                unreadable = int(
+                    cur.execute(
+                        f"SELECT count(*) FROM kv_items WHERE key_id IN ({marks})",
+                        sorted(missing),
+                    ).fetchall()[0][0]
+                )
+            log.warning(
+                "app-data key rotation left %d items sealed with data keys missing from the "
+                "keychain (%s): they stay on disk and are re-sealed once the keys are restored",
+                unreadable,
+                ", ".join(sorted(missing)),
+            )
         log.info("rotated app-data key to %s: %d items re-sealed, retired %s", kid, count, retired)
-        return RotationReport(kid, count, retired)
+        return RotationReport(kid, count, retired, unreadable, tuple(sorted(missing)))
 
-    def _reseal_all(self, kid: str) -> int:
+    def _reseal_all(self, kid: str) -> tuple[int, set[str]]:
+        """Re-seal every item under ``kid``; return how many, and the ids of missing keys."""
         keys = self._require_keys()
         count = 0
+        missing: set[str] = set()
         while True:
+            skip = sorted(missing | {kid})
             with self._index.read() as cur:
                 rows = cur.execute(
-                    "SELECT key, value FROM kv_items WHERE key_id IS NOT NULL AND key_id != ?"
-                    " LIMIT ?",
-                    (kid, ROTATION_BATCH),
+                    "SELECT key, value, key_id FROM kv_items WHERE key_id IS NOT NULL AND key_id"
+                    f" NOT IN ({','.join('?' * len(skip))}) LIMIT ?",
+                    (*skip, ROTATION_BATCH),
                 ).fetchall()
             if not rows:
-                return count
-            resealed = [
-                (keys.reseal(bytes(v), kid, aad=_aad(str(k))), kid, str(k), bytes(v))
-                for k, v in rows
-            ]
+                return count, missing
+            resealed = []
+            for k, v, old_kid in rows:
+                try:
+                    resealed.append(
+                        (keys.reseal(bytes(v), kid, aad=_aad(str(k))), kid, str(k), bytes(v))
+                    )
+                except KeyNotFoundError:
+                    # Not in this keychain (a copied home), or retired by a concurrent rotation
+                    # after our read: skipped either way; the newer rotation re-seals the latter.
+                    missing.add(str(old_kid))
             with self._write() as cur:
                 if self._current_kid(cur) != kid:
-                    return count  # a newer rotation took over; it re-seals the rest
+                    return count, missing  # a newer rotation took over; it re-seals the rest
                 for new_value, new_kid, key, old_value in resealed:
                     # Compare-and-swap: a concurrent save already used the current key.
                     changed = cur.execute(

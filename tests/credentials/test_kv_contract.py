@@ -358,6 +358,39 @@ def test_format_errors(kv: KVStore) -> None:
     assert kv.keys() == []
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        {1: "x"},
+        {"a": [{"b": {2.5: "y"}}]},
+        [{True: 1}],
+        {None: "n"},
+        {1: "a", "1": "b"},  # JSON made this one key, "1", and kept only one of the two values
+    ],
+    ids=["int", "nested-float", "bool-in-list", "none", "colliding"],
+)
+def test_json_dict_keys_that_are_not_strings_are_a_format_error(kv: KVStore, value: Any) -> None:
+    # json.dumps turned them into strings silently: {1: "x"} saved and loaded as {"1": "x"}.
+    with pytest.raises(KVFormatError, match="key of type") as info:
+        kv.save("k", value)
+    assert "yaml" in info.value.hint
+    with pytest.raises(InvalidInputError, match="key of type") as meta_info:
+        kv.save("k", "v", metadata={"m": value})
+    assert meta_info.value.hint
+    assert kv.keys() == []
+    # YAML keeps such keys: the hint's way out works.
+    kv.save("k", value, format="yaml")
+    assert kv.load("k") == value
+    # The check walks shared containers once and leaves a cycle to json.dumps.
+    shared = {"x": 1}
+    kv.save("shared", {"a": shared, "b": [shared, shared]})
+    assert kv.load("shared") == {"a": {"x": 1}, "b": [{"x": 1}, {"x": 1}]}
+    cyclic: list[Any] = []
+    cyclic.append(cyclic)
+    with pytest.raises(KVFormatError):
+        kv.save("cyclic", cyclic)
+
+
 @pytest.mark.parametrize("fmt", ["json", "yaml"])
 def test_a_value_nested_too_deeply_is_a_format_error(kv: KVStore, fmt: str) -> None:
     deep: list[Any] = []
