@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,52 @@ def test_every_owner_column_leads_an_index(db: Db) -> None:
             """
         ).fetchall()
     assert missing == []
+
+
+def _rows_read(api: Api, query: str, params: Any) -> tuple[Any, int]:
+    """Run ``query`` as the user; return its result and the blueprints rows it read."""
+    with api.transaction() as conn:
+        result = conn.execute(query, params).fetchone()
+        read = conn.execute(
+            "select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
+            " from pg_stat_xact_user_tables where relid = 'public.blueprints'::regclass"
+        ).fetchone()
+    assert result is not None and read is not None
+    return result[0], int(read[0])
+
+
+def test_a_users_purge_reads_only_their_own_tombstones(db: Db) -> None:
+    """Migration 20261122000700: before it, a user's purge read every tombstone of the project
+    (the (updated_at) index) or all of the user's own rows ((owner, seq)), whatever the plan."""
+    me, other = db.new_user(), db.new_user()
+    api = db.api(me)
+    live = [change(i, path=f"live/{i}.yaml") for i in range(1, 301)]
+    gone = [change(1000 + i, path=f"gone/{i}.yaml") for i in range(5)]
+    api.push(live)
+    api.push(gone)
+    api.push(
+        [
+            change(2000 + i, c["id"], base_rev=1, path=c["path"], deleted=True)
+            for i, c in enumerate(gone)
+        ]
+    )
+    su = db.superuser()
+    su.execute(
+        "insert into public.blueprints (id, owner, path, content_hash, rev, seq, device, deleted)"
+        " select gen_random_uuid(), %s, 'old/' || g || '.yaml', 'h', 0, 0, 'd', true"
+        " from generate_series(1, 3000) g",
+        (other,),
+    )
+    su.execute("analyze public.blueprints")
+
+    # A new connection: a backend's table counters also hold its earlier transactions' reads
+    # until it reports them (at most once a second), and the pushes above read plenty.
+    purged, read = _rows_read(
+        db.api(me), "select public.purge_tombstones(older_than := %s)", (timedelta(0),)
+    )
+    assert purged == 5
+    # The owner list and the delete each read the five; nothing near 300 or 3000.
+    assert read <= 30, f"a purge of 5 tombstones read {read} rows"
 
 
 # -- upgrades --------------------------------------------------------------------------------
