@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from sync.localcloud.schema import apply_bootstrap, apply_migrations, migration_files
 
@@ -305,3 +306,64 @@ def test_each_migration_applies_on_top_of_a_project_holding_data(
     apply_bootstrap(other_fresh_db)
     apply_migrations(other_fresh_db)
     assert catalog_fingerprint(fresh_db) == catalog_fingerprint(other_fresh_db)
+
+
+# What a hosted project's `postgres` is (supabase/postgres 10000000000000_demote-postgres.sql and
+# later grants): not a superuser, but the database's owner (so it owns `public`), with BYPASSRLS,
+# ALL on Supabase's auth tables and owner of the supabase_realtime publication. `supabase db
+# push` runs the migrations as that role.
+_HOSTED_POSTGRES = """
+do $$
+begin
+  if not exists (select 1 from pg_roles where rolname = 'hosted_postgres') then
+    create role hosted_postgres nologin nosuperuser createdb createrole replication bypassrls;
+  end if;
+end
+$$;
+grant all on schema auth, extensions, realtime to hosted_postgres;
+grant all on all tables in schema auth to hosted_postgres;
+grant all on all routines in schema auth, realtime to hosted_postgres;
+alter publication supabase_realtime owner to hosted_postgres;
+alter default privileges for role hosted_postgres in schema public
+  grant all on tables to anon, authenticated, service_role;
+alter default privileges for role hosted_postgres in schema public
+  grant all on functions to anon, authenticated, service_role;
+alter default privileges for role hosted_postgres in schema public
+  grant all on sequences to anon, authenticated, service_role;
+"""
+
+
+def test_the_migrations_deploy_as_a_role_that_is_not_a_superuser(fresh_db: str) -> None:
+    """As `supabase db push` on a hosted project: the objects belong to a non-superuser, and the
+    SECURITY DEFINER triggers and purges still work with only that role's rights."""
+    apply_bootstrap(fresh_db)
+    name = conninfo_to_dict(fresh_db)["dbname"]
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(_HOSTED_POSTGRES.encode())
+        conn.execute(f'alter database "{name}" owner to hosted_postgres')
+    as_hosted_postgres = make_conninfo(fresh_db, options="-c role=hosted_postgres")
+    assert apply_migrations(as_hosted_postgres) == [
+        p.stem.partition("_")[0] for p in migration_files()
+    ]
+    user = str(uuid.uuid4())
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        owners = conn.execute(
+            "select distinct pg_get_userbyid(p.proowner) from pg_proc p"
+            " where p.pronamespace in ('public'::regnamespace, 'sync_internal'::regnamespace)"
+        ).fetchall()
+        assert owners == [("hosted_postgres",)]
+        assert findings(conn) == {}
+        conn.execute("insert into auth.users (id, email) values (%s, 'h@x.test')", (user,))
+    with psycopg.connect(as_hosted_postgres, autocommit=True) as conn:
+        api = Api(conn, user, "authenticated")
+        c = change(1, path="a.yaml")
+        assert api.push([c])[0]["status"] == "applied"
+        gone = change(2, c["id"], base_rev=1, path="a.yaml", deleted=True)
+        assert api.push([gone])[0]["rev"] == 2
+        assert api.purge() == 1  # as the user, under RLS
+        assert api.pull(0)["reset_required"] is True
+        service = Api(conn, None, "service_role")
+        assert service.scalar("select public.purge_applied_ops(interval '0')") == 2
+        # Deleting the user cascades through the SECURITY DEFINER triggers.
+        conn.execute("delete from auth.users where id = %s", (user,))
+        assert conn.execute("select count(*) from public.sync_horizon").fetchone() == (0,)
