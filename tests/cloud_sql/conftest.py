@@ -49,7 +49,7 @@ def db(cluster: PostgresCluster, prepared: str) -> Iterator[Db]:
 
 
 @contextmanager
-def _new_database(cluster: PostgresCluster) -> Iterator[str]:
+def new_database(cluster: PostgresCluster) -> Iterator[str]:
     """An empty database in the cluster (roles, being cluster-wide, already exist)."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(cluster.superuser_dsn, autocommit=True) as conn:
@@ -66,12 +66,12 @@ def _new_database(cluster: PostgresCluster) -> Iterator[str]:
 @pytest.fixture
 def fresh_db(cluster: PostgresCluster, prepared: str) -> Iterator[str]:
     """An empty database in the session's cluster; returns its conninfo."""
-    with _new_database(cluster) as dsn:
+    with new_database(cluster) as dsn:
         yield dsn
 
 
 @pytest.fixture
 def other_fresh_db(cluster: PostgresCluster, prepared: str) -> Iterator[str]:
     """A second empty database, for tests that compare two."""
-    with _new_database(cluster) as dsn:
+    with new_database(cluster) as dsn:
         yield dsn

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,11 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from sync.localcloud.cluster import PostgresCluster
 from sync.localcloud.schema import apply_bootstrap, apply_migrations, migration_files
 
 from .advisors import LINTS, findings, graphql_visible
+from .conftest import new_database
 from .helpers import Api, Db, catalog_fingerprint, change
 
 pytestmark = pytest.mark.cloud
@@ -37,16 +40,30 @@ GRAPHQL_VISIBLE_TO_USERS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def deployed(cluster: PostgresCluster, prepared: str) -> Iterator[psycopg.Connection[Any]]:
+    """A database holding the bootstrap and the migrations and nothing else (the session's
+    database also holds what other tests create); a superuser connection to it."""
+    with new_database(cluster) as dsn:
+        apply_bootstrap(dsn)
+        apply_migrations(dsn)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            yield conn
+
+
 @pytest.mark.parametrize("lint", list(LINTS))
-def test_the_schema_gives_the_advisors_nothing_to_report(db: Db, lint: str) -> None:
-    with db.superuser() as conn:
-        assert findings(conn, [lint]) == {}
+def test_the_schema_gives_the_advisors_nothing_to_report(
+    deployed: psycopg.Connection[Any], lint: str
+) -> None:
+    assert findings(deployed, [lint]) == {}
 
 
-def test_only_the_sync_tables_are_visible_in_graphql_and_only_to_signed_in_users(db: Db) -> None:
-    with db.superuser() as conn:
-        assert graphql_visible(conn, "anon") == []
-        assert graphql_visible(conn, "authenticated") == GRAPHQL_VISIBLE_TO_USERS
+def test_only_the_sync_tables_are_visible_in_graphql_and_only_to_signed_in_users(
+    deployed: psycopg.Connection[Any],
+) -> None:
+    conn = deployed
+    assert graphql_visible(conn, "anon") == []
+    assert graphql_visible(conn, "authenticated") == GRAPHQL_VISIBLE_TO_USERS
 
 
 # Each lint query must be able to fail: a schema with one of each mistake, and what each lint
@@ -111,41 +128,43 @@ def test_every_lint_reports_the_mistake_it_is_about(fresh_db: str) -> None:
     assert "public.m_owned m_per_row" in found["0003_auth_rls_initplan"]
 
 
-def test_no_function_of_the_schema_is_executable_by_anon_or_public(db: Db) -> None:
-    with db.superuser() as conn:
-        open_to_all = conn.execute(
-            """
-            select p.oid::regprocedure::text from pg_proc p
-            join pg_namespace n on n.oid = p.pronamespace
-            where n.nspname in ('public', 'sync_internal')
-              and (has_function_privilege('anon', p.oid, 'EXECUTE')
-                   or exists (select 1 from aclexplode(coalesce(p.proacl,
-                                                                acldefault('f', p.proowner))) a
-                              where a.grantee = 0))
-            """
-        ).fetchall()
-        # Trigger functions run as the table's triggers only; nobody calls them.
-        callable_triggers = conn.execute(
-            """
-            select p.oid::regprocedure::text from pg_proc p
-            join pg_namespace n on n.oid = p.pronamespace
-            where n.nspname in ('public', 'sync_internal') and p.prorettype = 'trigger'::regtype
-              and (has_function_privilege('authenticated', p.oid, 'EXECUTE')
-                   or has_function_privilege('service_role', p.oid, 'EXECUTE'))
-            """
-        ).fetchall()
-        definers = conn.execute(
-            """
-            select p.oid::regprocedure::text, p.proconfig from pg_proc p
-            join pg_namespace n on n.oid = p.pronamespace
-            where n.nspname in ('public', 'sync_internal') and p.prosecdef
-              and has_function_privilege('authenticated', p.oid, 'EXECUTE')
-            """
-        ).fetchall()
-        sequence_open = conn.execute(
-            "select has_sequence_privilege('authenticated', 'sync_internal.blueprint_seq',"
-            " 'USAGE') or has_sequence_privilege('anon', 'sync_internal.blueprint_seq', 'USAGE')"
-        ).fetchone()
+def test_no_function_of_the_schema_is_executable_by_anon_or_public(
+    deployed: psycopg.Connection[Any],
+) -> None:
+    conn = deployed
+    open_to_all = conn.execute(
+        """
+        select p.oid::regprocedure::text from pg_proc p
+        join pg_namespace n on n.oid = p.pronamespace
+        where n.nspname in ('public', 'sync_internal')
+          and (has_function_privilege('anon', p.oid, 'EXECUTE')
+               or exists (select 1 from aclexplode(coalesce(p.proacl,
+                                                            acldefault('f', p.proowner))) a
+                          where a.grantee = 0))
+        """
+    ).fetchall()
+    # Trigger functions run as the table's triggers only; nobody calls them.
+    callable_triggers = conn.execute(
+        """
+        select p.oid::regprocedure::text from pg_proc p
+        join pg_namespace n on n.oid = p.pronamespace
+        where n.nspname in ('public', 'sync_internal') and p.prorettype = 'trigger'::regtype
+          and (has_function_privilege('authenticated', p.oid, 'EXECUTE')
+               or has_function_privilege('service_role', p.oid, 'EXECUTE'))
+        """
+    ).fetchall()
+    definers = conn.execute(
+        """
+        select p.oid::regprocedure::text, p.proconfig from pg_proc p
+        join pg_namespace n on n.oid = p.pronamespace
+        where n.nspname in ('public', 'sync_internal') and p.prosecdef
+          and has_function_privilege('authenticated', p.oid, 'EXECUTE')
+        """
+    ).fetchall()
+    sequence_open = conn.execute(
+        "select has_sequence_privilege('authenticated', 'sync_internal.blueprint_seq',"
+        " 'USAGE') or has_sequence_privilege('anon', 'sync_internal.blueprint_seq', 'USAGE')"
+    ).fetchone()
     assert open_to_all == []
     assert callable_triggers == []
     # The one SECURITY DEFINER helper a user calls (through the invoker RPCs), outside the API
@@ -154,17 +173,17 @@ def test_no_function_of_the_schema_is_executable_by_anon_or_public(db: Db) -> No
     assert sequence_open == (False,)
 
 
-def test_every_owner_column_leads_an_index(db: Db) -> None:
-    with db.superuser() as conn:
-        missing = conn.execute(
-            """
-            select c.relname from pg_class c
-            join pg_attribute a on a.attrelid = c.oid and a.attname = 'owner'
-            where c.relnamespace = 'public'::regnamespace and c.relkind = 'r'
-              and not exists (select 1 from pg_index i
-                              where i.indrelid = c.oid and i.indkey[0] = a.attnum)
-            """
-        ).fetchall()
+def test_every_owner_column_leads_an_index(deployed: psycopg.Connection[Any]) -> None:
+    conn = deployed
+    missing = conn.execute(
+        """
+        select c.relname from pg_class c
+        join pg_attribute a on a.attrelid = c.oid and a.attname = 'owner'
+        where c.relnamespace = 'public'::regnamespace and c.relkind = 'r'
+          and not exists (select 1 from pg_index i
+                          where i.indrelid = c.oid and i.indkey[0] = a.attnum)
+        """
+    ).fetchall()
     assert missing == []
 
 
