@@ -4,9 +4,13 @@ the local bootstrap and the project's migrations once per session."""
 from __future__ import annotations
 
 import secrets
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
+import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from sync.localcloud.cluster import PostgresCluster
 from sync.localcloud.schema import (
@@ -42,3 +46,32 @@ def db(cluster: PostgresCluster, prepared: str) -> Iterator[Db]:
         yield d
     finally:
         d.close()
+
+
+@contextmanager
+def new_database(cluster: PostgresCluster) -> Iterator[str]:
+    """An empty database in the cluster (roles, being cluster-wide, already exist)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(cluster.superuser_dsn, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    params = conninfo_to_dict(cluster.superuser_dsn)
+    params["dbname"] = name
+    try:
+        yield make_conninfo(**params)  # type: ignore[arg-type]
+    finally:
+        with psycopg.connect(cluster.superuser_dsn, autocommit=True) as conn:
+            conn.execute(f'drop database "{name}" with (force)')
+
+
+@pytest.fixture
+def fresh_db(cluster: PostgresCluster, prepared: str) -> Iterator[str]:
+    """An empty database in the session's cluster; returns its conninfo."""
+    with new_database(cluster) as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def other_fresh_db(cluster: PostgresCluster, prepared: str) -> Iterator[str]:
+    """A second empty database, for tests that compare two."""
+    with new_database(cluster) as dsn:
+        yield dsn

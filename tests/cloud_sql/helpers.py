@@ -162,3 +162,36 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) ->
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.005)
+
+
+def catalog_fingerprint(dsn: str) -> tuple[object, ...]:
+    """Counts of what the schema defines, to show a re-run adds and drops nothing."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            """
+            select
+              (select count(*) from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+               where n.nspname in ('public', 'sync_internal', 'auth', 'realtime')),
+              (select count(*) from pg_policies),
+              (select count(*) from pg_trigger where not tgisinternal),
+              (select count(*) from pg_indexes where schemaname in ('public', 'auth')),
+              (select count(*) from pg_publication_tables where pubname = 'supabase_realtime'),
+              (select string_agg(relname || ':' || relrowsecurity::text, ',' order by relname)
+               from pg_class where relnamespace = 'public'::regnamespace and relkind = 'r'),
+              -- Definitions and grants, not only counts: re-running an older file alone would
+              -- put back a function a later file replaced (run them all, in order).
+              (select string_agg(md5(pg_get_functiondef(p.oid)) || coalesce(p.proacl::text, ''),
+                                 ',' order by p.oid::regprocedure::text)
+               from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+               where n.nspname in ('public', 'sync_internal') and p.prokind = 'f'),
+              (select string_agg(relname || coalesce(relacl::text, ''), ',' order by relname)
+               from pg_class where relnamespace in ('public'::regnamespace,
+                                                    'sync_internal'::regnamespace)),
+              (select string_agg(conname || convalidated::text, ',' order by conname)
+               from pg_constraint where connamespace = 'public'::regnamespace),
+              (select string_agg(policyname || coalesce(qual, '') || coalesce(with_check, ''),
+                                 ',' order by policyname) from pg_policies)
+            """
+        ).fetchone()
+    assert row is not None
+    return tuple(row)

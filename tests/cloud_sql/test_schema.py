@@ -6,12 +6,10 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from sync.localcloud.cluster import PostgresCluster
 from sync.localcloud.schema import (
@@ -24,64 +22,16 @@ from sync.localcloud.schema import (
     set_authenticator_password,
 )
 
-from .helpers import Db, change
+from .helpers import Db, catalog_fingerprint, change
 
 pytestmark = pytest.mark.cloud
-
-
-@pytest.fixture
-def fresh_db(cluster: PostgresCluster, prepared: str) -> Iterator[str]:
-    """An empty database in the session's cluster (roles, being cluster-wide, already exist)."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(cluster.superuser_dsn, autocommit=True) as conn:
-        conn.execute(f'create database "{name}"')
-    params = conninfo_to_dict(cluster.superuser_dsn)
-    params["dbname"] = name
-    try:
-        yield make_conninfo(**params)  # type: ignore[arg-type]
-    finally:
-        with psycopg.connect(cluster.superuser_dsn, autocommit=True) as conn:
-            conn.execute(f'drop database "{name}" with (force)')
-
-
-def _catalog_fingerprint(dsn: str) -> tuple[object, ...]:
-    """Counts of what the schema defines, to show a re-run adds and drops nothing."""
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            """
-            select
-              (select count(*) from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-               where n.nspname in ('public', 'sync_internal', 'auth', 'realtime')),
-              (select count(*) from pg_policies),
-              (select count(*) from pg_trigger where not tgisinternal),
-              (select count(*) from pg_indexes where schemaname in ('public', 'auth')),
-              (select count(*) from pg_publication_tables where pubname = 'supabase_realtime'),
-              (select string_agg(relname || ':' || relrowsecurity::text, ',' order by relname)
-               from pg_class where relnamespace = 'public'::regnamespace and relkind = 'r'),
-              -- Definitions and grants, not only counts: re-running an older file alone would
-              -- put back a function a later file replaced (run them all, in order).
-              (select string_agg(md5(pg_get_functiondef(p.oid)) || coalesce(p.proacl::text, ''),
-                                 ',' order by p.oid::regprocedure::text)
-               from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-               where n.nspname in ('public', 'sync_internal') and p.prokind = 'f'),
-              (select string_agg(relname || coalesce(relacl::text, ''), ',' order by relname)
-               from pg_class where relnamespace in ('public'::regnamespace,
-                                                    'sync_internal'::regnamespace)),
-              (select string_agg(conname || convalidated::text, ',' order by conname)
-               from pg_constraint where connamespace = 'public'::regnamespace),
-              (select string_agg(policyname || coalesce(qual, '') || coalesce(with_check, ''),
-                                 ',' order by policyname) from pg_policies)
-            """
-        ).fetchone()
-    assert row is not None
-    return tuple(row)
 
 
 def test_bootstrap_and_migrations_apply_cleanly_twice(fresh_db: str) -> None:
     apply_bootstrap(fresh_db)
     versions = [migration_version(p) for p in migration_files()]
     assert apply_migrations(fresh_db) == versions
-    first = _catalog_fingerprint(fresh_db)
+    first = catalog_fingerprint(fresh_db)
 
     apply_bootstrap(fresh_db)
     assert apply_migrations(fresh_db) == []  # recorded, so skipped
@@ -90,7 +40,7 @@ def test_bootstrap_and_migrations_apply_cleanly_twice(fresh_db: str) -> None:
         for path in migration_files():
             with conn.transaction():
                 conn.execute(path.read_bytes())
-    assert _catalog_fingerprint(fresh_db) == first
+    assert catalog_fingerprint(fresh_db) == first
     assert applied_migrations(fresh_db) == versions
 
 
