@@ -261,7 +261,8 @@ class _OverflowHook(logging.Handler):
 
 class _WatchLimitError(WatcherError):
     """The kernel refused the folder's watch for a per-user limit (ENOSPC: max_user_watches,
-    EMFILE: max_user_instances). Not a missing folder: the watcher goes on with rescans."""
+    EMFILE: max_user_instances; ENOMEM: a memory limit). Not a missing folder: the watcher goes
+    on with rescans."""
 
 
 class Watcher:
@@ -341,6 +342,7 @@ class Watcher:
         self._limit_problem: str | None = None
         self._limit_retry_delay = 0.0
         self._limit_retry_at = 0.0
+        self._limit_reason = ""
         # Bumped whenever the observer is replaced or dropped (wait_idle lays a new fence then).
         self._observer_epoch = 0
         self._last_rescan_s = 0.0
@@ -418,10 +420,11 @@ class Watcher:
 
         Raises WatcherError if already started, or if the folder cannot be watched for a reason
         other than inotify's per-user limits (it is missing, say). When a limit refuses the
-        folder's watch (max_user_watches, max_user_instances) the watcher starts DEGRADED in
-        rescan-only mode instead: ``problem`` names the sysctl, rescans run every
-        ``LIMITED_RESCAN_S``, ``wait_idle`` rescans before its fence, and the watch is tried
-        again with a back-off (``LIMIT_RETRY_S``).
+        folder's watch (max_user_watches, max_user_instances, or ENOMEM: a memory limit) the
+        watcher starts DEGRADED in rescan-only mode instead: ``problem`` names the fix, rescans
+        run every ``LIMITED_RESCAN_S``, ``wait_idle`` rescans before its fence, and the watch is
+        tried again with a back-off (``LIMIT_RETRY_S``; a retry refused for any other reason
+        while the folder is in place keeps that mode too).
         """
         with self._state_lock:
             if self._state is not WatcherState.NEW:
@@ -733,7 +736,7 @@ class Watcher:
             healthy = all(t is None or t.is_alive() for t in threads)
         if same_root and healthy and not self._rewatch:
             return True
-        limit_error: _WatchLimitError | None = None
+        limit_error: WatcherError | None = None
         with self._state_lock:
             if self._state is not WatcherState.RUNNING:
                 return False
@@ -748,10 +751,19 @@ class Watcher:
             except _WatchLimitError as exc:
                 limit_error = exc  # the folder is in place: rescan-only until the retry
             except WatcherError as exc:
-                # Gone again between the stat and the watch: retried at the next health check.
-                self._root_problem = exc.message
-                log.error("cannot watch the blueprints folder yet: %s", exc.message)
-                return False
+                if not _folder_gone(exc):
+                    # Refused for another reason while the folder is in place (ENOMEM: a memory
+                    # limit on the session's inotify marks; EACCES): rescan-only with the same
+                    # back-off too. Taken for a missing folder, it stopped rescans and deletes
+                    # and was tried (and logged as an ERROR) every 0.5 s for as long as it
+                    # lasted.
+                    limit_error = exc
+                else:
+                    # Gone again between the stat and the watch: retried at the next health
+                    # check.
+                    self._root_problem = exc.message
+                    log.error("cannot watch the blueprints folder yet: %s", exc.message)
+                    return False
             else:
                 self._observer_epoch += 1
         if obs is not None:
@@ -784,8 +796,13 @@ class Watcher:
         self._rescan_wanted = "observer-restarted"
         return True
 
-    def _limited(self, exc: _WatchLimitError) -> None:
-        """Go on in rescan-only mode: the folder's own watch was refused for a limit."""
+    def _limited(self, exc: WatcherError) -> None:
+        """Go on in rescan-only mode: the folder's own watch was refused (for a limit, or for
+        another reason while the folder is in place), tried again with a back-off.
+
+        Logged once per reason (an ERROR when it starts, a WARNING when the reason changes);
+        the tries in between go to DEBUG: a laptop can stay in this mode for months.
+        """
         first, most = LIMIT_RETRY_S
         self._limit_retry_delay = min(most, self._limit_retry_delay * 2 or first)
         self._limit_retry_at = time.monotonic() + self._limit_retry_delay
@@ -796,9 +813,12 @@ class Watcher:
         )
         if self._limit_problem is None:
             log.error("%s", problem)
+        elif self._limit_reason != exc.message:
+            log.warning("%s", problem)
         else:
             log.debug("still cannot watch %s: %s", self.root, exc.message)
         self._limit_problem = problem
+        self._limit_reason = exc.message
 
     def _root_status(self) -> tuple[str | None, tuple[int, int] | None]:
         """What is wrong with the blueprints folder itself (None: nothing), and its identity."""
@@ -1802,6 +1822,12 @@ def _canonical(rel: str) -> bool:
         return False
 
 
+def _folder_gone(exc: WatcherError) -> bool:
+    """Whether a refused watch means the folder is not there (not a folder any more)."""
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno in (errno.ENOENT, errno.ENOTDIR)
+
+
 def _watch_error(exc: OSError, root: Path) -> WatcherError:
     """The WatcherError for a refused watch; a per-user limit's is a ``_WatchLimitError``."""
     if exc.errno == errno.ENOSPC:
@@ -1817,6 +1843,14 @@ def _watch_error(exc: OSError, root: Path) -> WatcherError:
             f"{_read_int(_INSTANCE_LIMIT_FILE)})",
             hint="raise it: sudo sysctl fs.inotify.max_user_instances=512 (and put the "
             "setting in /etc/sysctl.d/ to keep it), or stop other watching programs",
+        )
+    if exc.errno == errno.ENOMEM:
+        # A memory limit (inotify marks are charged to the session's or container's memory
+        # cgroup): a limit like the two above, so start() goes on with rescans as for those.
+        return _WatchLimitError(
+            f"cannot watch {root}: the kernel refused the memory for inotify watches",
+            hint="free memory, or raise the memory limit of this session or container "
+            "(inotify watches are counted against it)",
         )
     return WatcherError(
         f"cannot watch {root}: {exc.strerror or exc}",
