@@ -68,6 +68,8 @@ def watch_cmd(ctx: CliContext) -> None:
                 click.echo(f"watching {store.root} (Ctrl-C to stop)", err=True)
                 if watcher.problem:  # e.g. the inotify limits: rescans only, and the fix
                     click.echo(f"warning: {watcher.problem}", err=True)
+                if watcher.notice:  # e.g. a network file system: rescans on a timer too
+                    click.echo(f"note: {watcher.notice}", err=True)
                 _print_until_stopped(ctx, q)
             finally:
                 unsubscribe()

@@ -39,6 +39,12 @@ DEFAULT_BUSY_TIMEOUT_MS = 30_000
 DEFAULT_SETTLE_MS = 40
 DEFAULT_DELETE_GRACE_MS = 400
 DEFAULT_RESCAN_INTERVAL_S = 600.0
+# A blueprints folder on a network or FUSE file system: inotify sees only this machine's edits,
+# so the watcher rescans this often (localstore.watcher.filesystem_type decides, remote_fs
+# overrides).
+DEFAULT_REMOTE_FS = "auto"
+REMOTE_FS_CHOICES = ("auto", "remote", "local")
+DEFAULT_REMOTE_RESCAN_INTERVAL_S = 30.0
 DEFAULT_CONFLICT_POLICY = "merge"
 DEFAULT_POLL_INTERVAL_S = 30.0
 DEFAULT_SYNC_BATCH = 200
@@ -152,6 +158,8 @@ class Settings:
     settle_ms: int = DEFAULT_SETTLE_MS
     delete_grace_ms: int = DEFAULT_DELETE_GRACE_MS
     rescan_interval_s: float = DEFAULT_RESCAN_INTERVAL_S
+    remote_fs: str = DEFAULT_REMOTE_FS
+    remote_rescan_interval_s: float = DEFAULT_REMOTE_RESCAN_INTERVAL_S
     conflict_policy: str = DEFAULT_CONFLICT_POLICY
     merge_tool: str = ""
     poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
@@ -311,7 +319,10 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 # the other integers must be at least 0, and every float a finite number above 0.
 _AT_LEAST_ONE = frozenset({"max_yaml_bytes", "max_depth", "max_nodes", "sync_batch"})
 # Text settings with a fixed set of values.
-_CHOICES: dict[str, tuple[str, ...]] = {"conflict_policy": SYNC_CONFLICT_POLICIES}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "conflict_policy": SYNC_CONFLICT_POLICIES,
+    "remote_fs": REMOTE_FS_CHOICES,
+}
 _KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
 
 

@@ -66,6 +66,7 @@ from localstore.events import Event
 from localstore.index import map_apsw_error
 
 if TYPE_CHECKING:
+    from localstore.config import Settings
     from localstore.store import BlueprintStore
 
 __all__ = [
@@ -74,8 +75,11 @@ __all__ = [
     "Watcher",
     "WatcherState",
     "WatcherStats",
+    "filesystem_type",
     "inotify_limits",
     "inotify_usage",
+    "is_remote_filesystem",
+    "remote_fs_notice",
     "running_watcher",
 ]
 
@@ -257,7 +261,8 @@ class _OverflowHook(logging.Handler):
 
 class _WatchLimitError(WatcherError):
     """The kernel refused the folder's watch for a per-user limit (ENOSPC: max_user_watches,
-    EMFILE: max_user_instances). Not a missing folder: the watcher goes on with rescans."""
+    EMFILE: max_user_instances; ENOMEM: a memory limit). Not a missing folder: the watcher goes
+    on with rescans."""
 
 
 class Watcher:
@@ -285,6 +290,13 @@ class Watcher:
         self.grace_s = (s.delete_grace_ms if delete_grace_ms is None else delete_grace_ms) / 1000
         interval = s.rescan_interval_s if rescan_interval_s is None else rescan_interval_s
         self.rescan_interval_s = max(0.05, float(interval))
+        # A folder on a network or FUSE file system (see filesystem_type): edits made elsewhere
+        # send no inotify event, so the timer rescans it this often. Detected at start and
+        # whenever another folder takes the path's place; remote_fs overrides the detection.
+        self.remote_rescan_interval_s = max(0.05, float(s.remote_rescan_interval_s))
+        self._remote_setting = s.remote_fs
+        self.filesystem: str | None = None
+        self.remote = False
         self.write_quiet_s = write_quiet_ms / 1000
         self.batch_size = max(1, batch_size)
         self.stats = WatcherStats()
@@ -330,6 +342,7 @@ class Watcher:
         self._limit_problem: str | None = None
         self._limit_retry_delay = 0.0
         self._limit_retry_at = 0.0
+        self._limit_reason = ""
         # Bumped whenever the observer is replaced or dropped (wait_idle lays a new fence then).
         self._observer_epoch = 0
         self._last_rescan_s = 0.0
@@ -384,6 +397,16 @@ class Watcher:
             parts.append(f"cannot list {shown}; the blueprints there are not watched")
         return "; ".join(parts) or None
 
+    @property
+    def notice(self) -> str | None:
+        """What a status page should say about how this folder is watched, though nothing is
+        wrong (a network or FUSE file system, rescanned on a timer); None when plain inotify."""
+        if not self.remote:
+            return None
+        return _remote_notice(
+            self.root, self.filesystem, self._remote_setting, self._remote_interval()
+        )
+
     def __enter__(self) -> Watcher:
         self.start()
         return self
@@ -397,10 +420,11 @@ class Watcher:
 
         Raises WatcherError if already started, or if the folder cannot be watched for a reason
         other than inotify's per-user limits (it is missing, say). When a limit refuses the
-        folder's watch (max_user_watches, max_user_instances) the watcher starts DEGRADED in
-        rescan-only mode instead: ``problem`` names the sysctl, rescans run every
-        ``LIMITED_RESCAN_S``, ``wait_idle`` rescans before its fence, and the watch is tried
-        again with a back-off (``LIMIT_RETRY_S``).
+        folder's watch (max_user_watches, max_user_instances, or ENOMEM: a memory limit) the
+        watcher starts DEGRADED in rescan-only mode instead: ``problem`` names the fix, rescans
+        run every ``LIMITED_RESCAN_S``, ``wait_idle`` rescans before its fence, and the watch is
+        tried again with a back-off (``LIMIT_RETRY_S``; a retry refused for any other reason
+        while the folder is in place keeps that mode too).
         """
         with self._state_lock:
             if self._state is not WatcherState.NEW:
@@ -414,6 +438,7 @@ class Watcher:
                 self._root_id = _identity(self.root)
             except OSError as exc:
                 raise _watch_error(exc, self.root) from exc
+            self._detect_filesystem()
             self._root_mark = self.store.index.get_setting(ROOT_MARK_SETTING)
             try:
                 self._observer = self._start_observer()
@@ -508,10 +533,10 @@ class Watcher:
         """
         self._require_running()
         deadline = time.monotonic() + timeout
-        if self._unwatched or self._unwatched_suspects or self._observer is None:
+        if self._unwatched or self._unwatched_suspects or self._observer is None or self.remote:
             # No event comes from a folder inotify does not watch (nor from any, in rescan-only
-            # mode): look at the files (queued before the fence, so the fence's event finds the
-            # rescan's work pending).
+            # mode; nor for another machine's edit on a network file system): look at the files
+            # (queued before the fence, so the fence's event finds the rescan's work pending).
             self._q.put(("rescan", "barrier", None))
         epoch = -1
         relay_at = 0.0
@@ -711,7 +736,7 @@ class Watcher:
             healthy = all(t is None or t.is_alive() for t in threads)
         if same_root and healthy and not self._rewatch:
             return True
-        limit_error: _WatchLimitError | None = None
+        limit_error: WatcherError | None = None
         with self._state_lock:
             if self._state is not WatcherState.RUNNING:
                 return False
@@ -726,10 +751,19 @@ class Watcher:
             except _WatchLimitError as exc:
                 limit_error = exc  # the folder is in place: rescan-only until the retry
             except WatcherError as exc:
-                # Gone again between the stat and the watch: retried at the next health check.
-                self._root_problem = exc.message
-                log.error("cannot watch the blueprints folder yet: %s", exc.message)
-                return False
+                if not _folder_gone(exc):
+                    # Refused for another reason while the folder is in place (ENOMEM: a memory
+                    # limit on the session's inotify marks; EACCES): rescan-only with the same
+                    # back-off too. Taken for a missing folder, it stopped rescans and deletes
+                    # and was tried (and logged as an ERROR) every 0.5 s for as long as it
+                    # lasted.
+                    limit_error = exc
+                else:
+                    # Gone again between the stat and the watch: retried at the next health
+                    # check.
+                    self._root_problem = exc.message
+                    log.error("cannot watch the blueprints folder yet: %s", exc.message)
+                    return False
             else:
                 self._observer_epoch += 1
         if obs is not None:
@@ -738,6 +772,7 @@ class Watcher:
         if self._root_problem is not None or ident != self._root_id:
             log.warning("the blueprints folder %s is back; watching it and rescanning", self.root)
             self._mark_root()
+            self._detect_filesystem()  # a share mounted where a local folder was, or back
         elif limit_error is not None:
             pass  # _limited logs it
         elif obs is None:
@@ -761,8 +796,13 @@ class Watcher:
         self._rescan_wanted = "observer-restarted"
         return True
 
-    def _limited(self, exc: _WatchLimitError) -> None:
-        """Go on in rescan-only mode: the folder's own watch was refused for a limit."""
+    def _limited(self, exc: WatcherError) -> None:
+        """Go on in rescan-only mode: the folder's own watch was refused (for a limit, or for
+        another reason while the folder is in place), tried again with a back-off.
+
+        Logged once per reason (an ERROR when it starts, a WARNING when the reason changes);
+        the tries in between go to DEBUG: a laptop can stay in this mode for months.
+        """
         first, most = LIMIT_RETRY_S
         self._limit_retry_delay = min(most, self._limit_retry_delay * 2 or first)
         self._limit_retry_at = time.monotonic() + self._limit_retry_delay
@@ -773,9 +813,12 @@ class Watcher:
         )
         if self._limit_problem is None:
             log.error("%s", problem)
+        elif self._limit_reason != exc.message:
+            log.warning("%s", problem)
         else:
             log.debug("still cannot watch %s: %s", self.root, exc.message)
         self._limit_problem = problem
+        self._limit_reason = exc.message
 
     def _root_status(self) -> tuple[str | None, tuple[int, int] | None]:
         """What is wrong with the blueprints folder itself (None: nothing), and its identity."""
@@ -1419,10 +1462,39 @@ class Watcher:
             done.put(self._report(diff, started))
 
     def _interval(self) -> float:
-        """Seconds between timer rescans: shorter while some folder is not watched."""
-        if not self._unwatched and self._observer is not None:
-            return self.rescan_interval_s
-        return min(self.rescan_interval_s, max(LIMITED_RESCAN_S, 10 * self._last_rescan_s))
+        """Seconds between timer rescans: shorter while some folder is not watched, and on a
+        network or FUSE file system (stretched to ten times a rescan's duration, so a big tree
+        costs at most a tenth of a core)."""
+        interval = self.rescan_interval_s
+        if self._unwatched or self._observer is None:
+            interval = min(interval, max(LIMITED_RESCAN_S, 10 * self._last_rescan_s))
+        if self.remote:
+            interval = min(interval, self._remote_interval())
+        return interval
+
+    def _remote_interval(self) -> float:
+        stretched = max(self.remote_rescan_interval_s, 10 * self._last_rescan_s)
+        return min(self.rescan_interval_s, stretched)
+
+    def _detect_filesystem(self) -> None:
+        """Decide whether inotify can be trusted for this folder (see ``filesystem_type``)."""
+        fstype = filesystem_type(self.root)
+        setting = self._remote_setting
+        remote = is_remote_filesystem(fstype) if setting == "auto" else setting == "remote"
+        changed = (fstype, remote) != (self.filesystem, self.remote)
+        self.filesystem, self.remote = fstype, remote
+        if not changed:
+            return
+        if remote:
+            log.warning("%s", self.notice)
+        elif is_remote_filesystem(fstype):
+            log.info(
+                "the blueprints folder %s is on %s, but remote_fs is local: edits made on other "
+                "machines are found only by the rescan every %.0f s",
+                self.root,
+                fstype,
+                self.rescan_interval_s,
+            )
 
     def _check_watches(self) -> None:
         """Find the folders inotify does not watch; report them and rescan them more often.
@@ -1750,6 +1822,12 @@ def _canonical(rel: str) -> bool:
         return False
 
 
+def _folder_gone(exc: WatcherError) -> bool:
+    """Whether a refused watch means the folder is not there (not a folder any more)."""
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno in (errno.ENOENT, errno.ENOTDIR)
+
+
 def _watch_error(exc: OSError, root: Path) -> WatcherError:
     """The WatcherError for a refused watch; a per-user limit's is a ``_WatchLimitError``."""
     if exc.errno == errno.ENOSPC:
@@ -1766,7 +1844,212 @@ def _watch_error(exc: OSError, root: Path) -> WatcherError:
             hint="raise it: sudo sysctl fs.inotify.max_user_instances=512 (and put the "
             "setting in /etc/sysctl.d/ to keep it), or stop other watching programs",
         )
+    if exc.errno == errno.ENOMEM:
+        # A memory limit (inotify marks are charged to the session's or container's memory
+        # cgroup): a limit like the two above, so start() goes on with rescans as for those.
+        return _WatchLimitError(
+            f"cannot watch {root}: the kernel refused the memory for inotify watches",
+            hint="free memory, or raise the memory limit of this session or container "
+            "(inotify watches are counted against it)",
+        )
     return WatcherError(
         f"cannot watch {root}: {exc.strerror or exc}",
         hint="check that the folder exists and is readable",
     )
+
+
+# -- file systems inotify cannot fully watch ---------------------------------------------------------
+
+# statfs f_type magic numbers (linux/magic.h and the file systems' own headers) of file systems
+# whose files other machines (or another kernel: a VM's host) change: inotify reports only the
+# changes made through this kernel. FUSE covers sshfs, rclone, gvfs, virtiofs and the like.
+_REMOTE_MAGIC = {
+    0x6969: "nfs",
+    0x517B: "smbfs",
+    0xFF534D42: "cifs",
+    0xFE534D42: "smb2",
+    0x65735546: "fuse",
+    0x01021997: "9p",
+    0x00C36400: "ceph",
+    0x5346414F: "afs",
+    0x6B414653: "afs",
+    0x73757245: "coda",
+    0x564C: "ncpfs",
+    0x786F4256: "vboxsf",
+    0x7461636F: "ocfs2",
+    0x01161970: "gfs2",
+    0x0BD00BD0: "lustre",
+    0x47504653: "gpfs",
+    0x19830326: "beegfs",
+    0x20030528: "orangefs",
+}
+_LOCAL_MAGIC = {
+    0xEF53: "ext4",
+    0x9123683E: "btrfs",
+    0x58465342: "xfs",
+    0x01021994: "tmpfs",
+    0x794C7630: "overlay",
+    0x2FC12FC1: "zfs",
+    0xF2F52010: "f2fs",
+    0x4D44: "vfat",
+    0x2011BAB0: "exfat",
+    0x5346544E: "ntfs",
+    0x7366746E: "ntfs3",
+    0x9FA0: "proc",
+    0x62656572: "sysfs",
+    0x3434: "nilfs2",
+    0xCA451A4E: "bcachefs",
+}
+# File system type names as /proc/self/mountinfo gives them; "fuse.<name>" (sshfs, rclone,
+# gvfsd-fuse...) counts too, except fuseblk, a FUSE driver of a local disk (ntfs-3g).
+_REMOTE_TYPES = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "smb2",
+        "9p",
+        "virtiofs",
+        "fuse",
+        "ceph",
+        "afs",
+        "coda",
+        "ncpfs",
+        "vboxsf",
+        "vmhgfs",
+        "davfs",
+        "glusterfs",
+        "lustre",
+        "gpfs",
+        "ocfs2",
+        "gfs2",
+        "beegfs",
+        "orangefs",
+        "pvfs2",
+    }
+)
+_MOUNTINFO = Path("/proc/self/mountinfo")
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the file system ``path`` is on ("ext4", "nfs4", "fuse.sshfs"...), or None.
+
+    From /proc/self/mountinfo (the mount that holds ``path``: its device, else the longest mount
+    point above it), which names FUSE file systems by their driver; else from statfs(2)'s magic
+    number (no /proc); None when neither tells (not Linux, or ``path`` is gone).
+    """
+    try:
+        real = os.path.realpath(path)
+        dev = os.stat(real).st_dev
+    except OSError:
+        return None
+    found = _mount_fstype(real, dev)
+    if found is not None:
+        return found
+    magic = _statfs_magic(real)
+    if magic is None:
+        return None
+    return _REMOTE_MAGIC.get(magic) or _LOCAL_MAGIC.get(magic) or f"0x{magic:x}"
+
+
+def is_remote_filesystem(fstype: str | None) -> bool:
+    """Whether files on ``fstype`` can change without an inotify event (edits made by other
+    machines, or by a VM's host). ``fuseblk`` (ntfs-3g on a local disk) is local."""
+    if fstype is None:
+        return False
+    return fstype in _REMOTE_TYPES or fstype.startswith("fuse.")
+
+
+def remote_fs_notice(settings: Settings) -> str | None:
+    """What a watcher of this home will say about its folder's file system (for ``doctor``):
+    None when inotify sees every change there (or ``remote_fs`` is ``local``)."""
+    root = settings.paths.blueprints
+    while not root.exists() and root != root.parent:
+        root = root.parent  # not created yet: it will be made on the file system above it
+    fstype = filesystem_type(root)
+    setting = settings.remote_fs
+    remote = is_remote_filesystem(fstype) if setting == "auto" else setting == "remote"
+    if not remote:
+        return None
+    interval = min(settings.rescan_interval_s, settings.remote_rescan_interval_s)
+    return _remote_notice(settings.paths.blueprints, fstype, setting, interval)
+
+
+def _remote_notice(root: Path, fstype: str | None, setting: str, interval: float) -> str:
+    why = (
+        f"on a network or FUSE file system ({fstype})"
+        if setting == "auto"
+        else f"on {fstype or 'a file system'} set as remote (remote_fs: remote)"
+    )
+    return (
+        f"the blueprints folder {root} is {why}: inotify does not report edits made on other "
+        f"machines, so they are found by a rescan every {interval:.3g} s "
+        "(remote_rescan_interval_s; remote_fs: local if only this machine edits it)"
+    )
+
+
+def _mount_fstype(real: str, dev: int) -> str | None:
+    """The mountinfo type of the mount holding ``real`` (an absolute, resolved path)."""
+    try:
+        text = _MOUNTINFO.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError:
+        return None
+    by_dev: tuple[int, str] | None = None
+    by_prefix: tuple[int, str] | None = None
+    for line in text.splitlines():
+        # 36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
+        fields = line.split()
+        try:
+            sep = fields.index("-", 6)
+            mount_point = _unescape_mount(fields[4])
+            major, minor = (int(n) for n in fields[2].split(":"))
+            fstype = fields[sep + 1]
+        except (ValueError, IndexError):
+            continue
+        if not (
+            real == mount_point
+            or mount_point == "/"
+            or real.startswith(mount_point.rstrip("/") + "/")
+        ):
+            continue
+        # Later lines mount over earlier ones at the same point: >= keeps the last.
+        if by_prefix is None or len(mount_point) >= by_prefix[0]:
+            by_prefix = (len(mount_point), fstype)
+        if os.makedev(major, minor) == dev and (by_dev is None or len(mount_point) >= by_dev[0]):
+            by_dev = (len(mount_point), fstype)
+    # A btrfs sub-volume has a device number of its own, unlike its mount: the prefix then.
+    best = by_dev or by_prefix
+    return best[1] if best is not None else None
+
+
+def _unescape_mount(field: str) -> str:
+    """A mountinfo path field with its octal escapes (space, tab, newline, backslash) undone."""
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def _statfs_magic(path: str) -> int | None:
+    """statfs(2)'s f_type for ``path`` (via ctypes: os.statvfs does not give it), or None."""
+    if not hasattr(os, "statvfs") or os.uname().sysname != "Linux":
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        statfs = libc.statfs
+    except (OSError, AttributeError):
+        return None
+    # struct statfs starts with f_type (a long on every Linux ABI but s390x); 256 bytes hold it all.
+    buf = ctypes.create_string_buffer(256)
+    if statfs(os.fsencode(path), buf) != 0:
+        return None
+    return ctypes.c_ulong.from_buffer(buf).value & 0xFFFFFFFF

@@ -729,6 +729,25 @@ INSTANCES_FIX = (
 
 
 def check_watch_limits(settings: Settings) -> Finding:
+    """The inotify limits (below), and whether inotify sees every change of the folder: on a
+    network or FUSE file system it does not see other machines' edits (info, with the rescan
+    period that finds them)."""
+    from localstore.watcher import remote_fs_notice
+
+    finding = _check_inotify_limits(settings)
+    notice = remote_fs_notice(settings)
+    if notice is None:
+        return finding
+    fix = (
+        "nothing to do if a delay is fine; lower remote_rescan_interval_s for a shorter one, "
+        "or keep the blueprints on a local disk"
+    )
+    if finding.status == "problem":
+        return Finding(finding.check, "problem", f"{finding.detail}; {notice}", finding.fix)
+    return Finding(finding.check, "info", f"{notice}; {finding.detail}", fix)
+
+
+def _check_inotify_limits(settings: Settings) -> Finding:
     """inotify watches (one per folder) and an instance are free for the blueprints tree.
 
     The limits are per user and shared with every program of the user (an IDE, a file indexer,

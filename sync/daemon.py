@@ -792,6 +792,8 @@ class Daemon:
             "watcher": {
                 "state": watcher_state,
                 "problem": problem,
+                # Not a problem: how the folder is watched (a network file system's rescans).
+                "notice": watcher.notice if watcher else None,
                 "stats": asdict(watcher.stats) if watcher else {},
             },
             "index": self.store.index_health() if self.store else None,

@@ -92,6 +92,25 @@ def git_checkout(path: Path, data: bytes) -> None:
     _write_new(path, data, fsync=False, excl=True)
 
 
+def rsync(path: Path, data: bytes, *, mtime: float | None = None) -> None:
+    """rsync -a: write ``.NAME.XXXXXX`` beside NAME, set the source's mode and (older) mtime on
+    it, rename it over NAME."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(3)}")
+    _write_new(tmp, data, fsync=False, excl=True)
+    os.chmod(tmp, 0o644)
+    when = time.time() - 3600 if mtime is None else mtime
+    os.utime(tmp, (when, when))
+    os.rename(tmp, path)
+
+
+def sed_inplace(path: Path, data: bytes) -> None:
+    """GNU sed -i: write ``sedXXXXXX`` in the same folder, copy the mode, rename over NAME."""
+    tmp = path.with_name("sed" + secrets.token_hex(3))
+    _write_new(tmp, data, fsync=False, excl=True)
+    os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+    os.rename(tmp, path)
+
+
 def chunked_slow(path: Path, data: bytes, *, chunk: int = 4096, pause_s: float = 0.004) -> None:
     """A slow writer: open with O_TRUNC, write in chunks with pauses, close."""
     fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
@@ -117,5 +136,7 @@ SAVERS: dict[str, Callable[[Path, bytes], None]] = {
     "vscode-atomic": vscode_atomic,
     "gedit": gedit,
     "git-checkout": git_checkout,
+    "rsync": rsync,
+    "sed-inplace": sed_inplace,
     "chunked-slow": chunked_slow,
 }

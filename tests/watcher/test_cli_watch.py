@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import selectors
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 _MAIN = "from localstore.cli import main; main()"
@@ -25,8 +27,8 @@ def _read_line(proc: subprocess.Popen[bytes], stream: str, timeout: float) -> st
         sel.close()
 
 
-def _start(home: Path, *args: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def _start(home: Path, *args: str, **extra_env: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **extra_env}
     env.pop("LOCALSTORE_HOME", None)
     return subprocess.Popen(
         [sys.executable, "-c", _MAIN, "--home", str(home), *args, "watch"],
@@ -76,3 +78,30 @@ def test_watch_human_lines_and_ctrl_c(home: Path) -> None:
             proc.wait()
         proc.stdout.close()  # type: ignore[union-attr]
         proc.stderr.close()  # type: ignore[union-attr]
+
+
+def test_watch_says_a_remote_folder_is_rescanned(home: Path) -> None:
+    """A folder on a network file system (here declared so: remote_fs) is rescanned on a timer;
+    `localstore watch` says so when it starts, as it says a problem."""
+    (home / "blueprints").mkdir(parents=True)
+    proc = _start(home, LOCALSTORE_REMOTE_FS="remote")
+    try:
+        fd = proc.stderr.fileno()  # type: ignore[union-attr]
+        text = ""
+        deadline = time.monotonic() + 60
+        # Raw reads: the note comes in the same burst as "watching" (a buffered readline would
+        # swallow it), and only after the start-up rescan.
+        while "\nnote:" not in text or not text.endswith("\n"):
+            assert time.monotonic() < deadline, f"no note within 60 s: {text!r}"
+            if select.select([fd], [], [], 1.0)[0]:
+                chunk = os.read(fd, 65536)
+                assert chunk, f"stderr closed: {text!r}"
+                text += chunk.decode()
+        note = next(line for line in text.splitlines() if line.startswith("note:"))
+        assert "remote_fs: remote" in note and "rescan every 30 s" in note
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()

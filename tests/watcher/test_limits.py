@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -228,3 +229,78 @@ def test_watches_freed_by_other_programs_are_taken_again(
     monkeypatch.setattr(watcher_mod, "LIMITED_RESCAN_S", 600.0)
     (store.root / "deep" / "note.blueprint.yaml").write_text("value: 2\n")
     assert _wait_for(lambda: store.load(bp.id).content == "value: 2\n")
+
+
+@pytest.mark.parametrize("refusal", [errno.ENOMEM, errno.EIO], ids=["ENOMEM", "EIO"])
+def test_a_retry_refused_for_another_reason_keeps_rescanning_quietly(
+    refusal: int,
+    store: BlueprintStore,
+    make_watcher,
+    monkeypatch: pytest.MonkeyPatch,
+    fast_limits: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Rescan-only mode for months: a retry of the watch refused for another reason than the
+    two limits (ENOMEM: inotify marks are charged to a memory cgroup; or any other error, such
+    as EIO from a FUSE file system) was taken for a missing folder: no rescans and no deletes
+    any more, and an ERROR every 0.5 s (no back-off) for as long as it lasted. (EACCES is not
+    raised by watchdog at all.)"""
+    answer = [errno.ENOSPC]
+    calls = [0]
+    real = inotify_c.inotify_add_watch
+    root = os.fsencode(store.root)
+
+    def add_watch(fd: int, path: bytes, mask: int) -> int:
+        if path == root and answer[0]:
+            calls[0] += 1
+            ctypes.set_errno(answer[0])
+            return -1
+        return real(fd, path, mask)
+
+    monkeypatch.setattr(inotify_c, "inotify_add_watch", add_watch)
+    w: Watcher = make_watcher(store)
+    w.start()
+    assert w.state is WatcherState.DEGRADED and "max_user_watches" in (w.problem or "")
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="localstore.watcher"):
+        answer[0] = refusal
+        start = calls[0]
+        # LIMIT_RETRY_S is (0.2, 0.5) here: 60 s in real use, so this is hours of a laptop's day.
+        assert _wait_for(lambda: calls[0] >= start + 5)
+        loud = [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "localstore.watcher" and r.levelno >= logging.WARNING
+        ]
+    assert len(loud) == 1, loud  # the reason changed: said once
+    assert "missing" not in (w.problem or "") and "max_user_watches" not in (w.problem or "")
+    assert "rescan" in (w.problem or "")
+    _edits_are_found_without_an_observer(store, w)
+    answer[0] = 0  # the memory is back
+    assert _wait_for(lambda: w.state is WatcherState.RUNNING)
+    assert w.problem is None
+
+
+def test_a_memory_limit_at_start_starts_rescan_only(
+    store: BlueprintStore, make_watcher, monkeypatch: pytest.MonkeyPatch, fast_limits: None
+) -> None:
+    """ENOMEM from the folder's watch (inotify marks are charged to the session's or the
+    container's memory cgroup) made start() raise, and the daemon refused to start, as the
+    watch limit once did."""
+    real = inotify_c.inotify_add_watch
+    refusing = [True]
+
+    def add_watch(fd: int, path: bytes, mask: int) -> int:
+        if refusing[0]:
+            ctypes.set_errno(errno.ENOMEM)
+            return -1
+        return real(fd, path, mask)
+
+    monkeypatch.setattr(inotify_c, "inotify_add_watch", add_watch)
+    w: Watcher = make_watcher(store)
+    w.start()
+    assert w.state is WatcherState.DEGRADED
+    assert "memory" in (w.problem or "") and "rescan" in (w.problem or "")
+    _edits_are_found_without_an_observer(store, w)
+    refusing[0] = False
+    assert _wait_for(lambda: w.state is WatcherState.RUNNING)
