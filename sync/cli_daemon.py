@@ -406,7 +406,14 @@ def render_launchd_plist(args: list[str], log_dir: str, label: str = LAUNCHD_LAB
 
 def render_task_xml(args: list[str]) -> str:
     """A Windows scheduled task (``schtasks /Create /XML``) starting ``args`` at logon (logging to
-    daemon.log only: a hidden task has no console)."""
+    daemon.log only: a hidden task has no console).
+
+    ``RestartOnFailure`` retries a task that failed to *start* (a start condition not met, an
+    action that could not be launched: MS-TSCH 2.5.4.2), not one whose program exited non-zero,
+    so the daemon's exits 66, 75 and 78 are not restarted here. Its ``Count`` is 1-255 in the
+    task schema (an ``unsignedByte``); the 999 written before was out of that range, which
+    Task Scheduler's validation of the XML refuses (not tried on Windows).
+    """
     args = _file_log_only(args)
     command, arguments = args[0], subprocess.list2cmdline(args[1:])
     return f"""\
@@ -434,7 +441,7 @@ def render_task_xml(args: list[str]) -> str:
     <ExecutionTimeLimit>PT0S</ExecutionTimeLimit>
     <RestartOnFailure>
       <Interval>PT1M</Interval>
-      <Count>999</Count>
+      <Count>255</Count>
     </RestartOnFailure>
     <Hidden>true</Hidden>
   </Settings>
