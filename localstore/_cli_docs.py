@@ -24,7 +24,7 @@ that only reads (`ls`, `show`, `search`, `history`, `check`, `export`, `status`,
 | exit code | meaning |
 |---|---|
 | 0 | ok |
-| 1 | error (one line on stderr saying what and how to fix) |
+| 1 | error (one line on stderr saying what and how to fix; also a home whose index a newer localstore wrote: upgrade. `localstore daemon` has its own codes for the cases a service must not restart: 66, 75, 78, see docs/daemon.md) |
 | 2 | usage |
 | 3 | needs attention (conflicts, quarantine, check problems) |
 | 4 | not found (also a home that does not exist, for a command that only reads) |

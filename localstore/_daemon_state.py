@@ -28,6 +28,9 @@ STATE_FILE = "daemon.json"
 # sysexits.h so they do not collide with the CLI's own codes (0-4, 130).
 EXIT_HOME_GONE = 66  # EX_NOINPUT: the home's index vanished under the running daemon
 EXIT_HOME_LOCKED = 75  # EX_TEMPFAIL: another process (an app, another daemon) syncs this home
+# EX_CONFIG: the home's index was written by a newer localstore (NewerIndexError). Only an
+# upgrade helps: restarted, the daemon would refuse it again every few seconds, forever.
+EXIT_INDEX_NEWER = 78
 
 # A `pause` of the daemon's sync, kept until `resume` (docs/daemon.md, "Pause"): someone who
 # paused on a metered connection and then rebooted expects it to stay paused.

@@ -25,6 +25,7 @@ translated at the boundary with ``raise ... from exc`` and never leak out of the
     │   ├── DiskFullError
     │   ├── PermissionDeniedError
     │   └── IndexStoreError
+    │       └── NewerIndexError (written by a newer localstore: upgrade)
     ├── CredentialError
     │   ├── KeychainUnavailableError
     │   └── CredentialNotFoundError
@@ -131,6 +132,14 @@ class PermissionDeniedError(StorageError):
 
 class IndexStoreError(StorageError):
     """The SQLite index failed (corrupt, locked for too long, or unreadable)."""
+
+
+class NewerIndexError(IndexStoreError):
+    """The index was written by a newer localstore; it is left untouched (upgrade to open it).
+
+    Its own type so a caller can tell "upgrade" from a failure that may heal: the daemon exits
+    with a code its service files do not restart (a restart cannot help until the upgrade).
+    """
 
 
 class CredentialError(LocalStoreError):

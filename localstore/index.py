@@ -33,6 +33,7 @@ from localstore.errors import (
     DiskFullError,
     IndexStoreError,
     LocalStoreError,
+    NewerIndexError,
     PermissionDeniedError,
     StorageError,
     StoreClosedError,
@@ -908,8 +909,8 @@ class Index:
             # index.db reached `localstore status` as a raw apsw.ReadOnlyError traceback.
             raise map_apsw_error(exc, f"update the {component} tables of {self.path}") from exc
 
-    def _newer_error(self, component: str, version: int, known: int) -> IndexStoreError:
-        return IndexStoreError(
+    def _newer_error(self, component: str, version: int, known: int) -> NewerIndexError:
+        return NewerIndexError(
             f"the index {self.path} was written by a newer localstore ({component} schema "
             f"v{version}; this version knows up to v{known}); it was left unchanged",
             hint="upgrade localstore to open this home",

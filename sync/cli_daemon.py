@@ -28,6 +28,7 @@ import click
 from localstore._daemon_state import (
     EXIT_HOME_GONE,
     EXIT_HOME_LOCKED,
+    EXIT_INDEX_NEWER,
     clear_pause,
     write_pause,
 )
@@ -41,7 +42,7 @@ from localstore.cli import (
     pass_ctx,
 )
 from localstore.config import Settings
-from localstore.errors import LocalStoreError, LockHeldError, StorageError
+from localstore.errors import LocalStoreError, LockHeldError, NewerIndexError, StorageError
 from sync.embed import daemon_running, lock_holder, read_state
 from sync.errors import SyncError
 
@@ -103,8 +104,8 @@ MIN_FREE_BYTES = 500 * 1024 * 1024
     type=click.IntRange(0, 255),
     default=None,
     hidden=True,
-    help="Exit with this code instead of 75 or 66, the exits a service manager must not restart "
-    "(the launchd agent passes 0: launchd can only be told so by a successful exit).",
+    help="Exit with this code instead of 75, 66 or 78, the exits a service manager must not "
+    "restart (the launchd agent passes 0: launchd can only be told so by a successful exit).",
 )
 @pass_ctx
 def daemon_cmd(
@@ -124,7 +125,8 @@ def daemon_cmd(
     One daemon per home; SIGTERM, SIGHUP or Ctrl-C stops it. Logs go to the state folder's
     daemon.log and to stderr. Without `localstore login` it runs offline (watching and indexing
     only). Exit 75 when another process (an app, another daemon) syncs this home, 66 when the
-    home's index vanished while it ran: service managers are told not to restart those.
+    home's index vanished while it ran, 78 when the index was written by a newer localstore
+    (upgrade): service managers are told not to restart those.
     """
     if stop_it:
         _stop_daemon(ctx)
@@ -148,6 +150,14 @@ def daemon_cmd(
             log_start_failure(handlers[0], exc)
             held = EXIT_HOME_LOCKED if no_restart_code is None else no_restart_code
             fail(exc.message, code=held, hint=exc.hint)
+        except NewerIndexError as exc:
+            # Only an upgrade helps; restarted every 5 s (systemd) or 10 s (launchd), the daemon
+            # re-read the refused index and logged the refusal, forever. Its own code, which the
+            # service files do not restart; the hint says the restart is the user's after that.
+            hint = f"{exc.hint}, then start the daemon again (its service does not restart it)"
+            log_start_failure(handlers[0], NewerIndexError(exc.message, hint=hint))
+            newer = EXIT_INDEX_NEWER if no_restart_code is None else no_restart_code
+            fail(exc.message, code=newer, hint=hint)
         except Exception as exc:
             # A service's console output may go nowhere (launchd, a hidden task): daemon.log,
             # where its operator looks, must say why it did not start. Written to the log file
@@ -357,8 +367,9 @@ Restart=on-failure
 RestartSec=5
 # {EXIT_HOME_LOCKED}: another process (an app syncing in-process) syncs this home, so a restart
 # every 5 s changes nothing; {EXIT_HOME_GONE}: the home's index vanished, and a restart would make
-# a new, empty home at its path. `systemctl --user restart` starts it again when that is over.
-RestartPreventExitStatus={EXIT_HOME_LOCKED} {EXIT_HOME_GONE}
+# a new, empty home at its path; {EXIT_INDEX_NEWER}: a newer localstore wrote the index (upgrade).
+# `systemctl --user restart` starts it again when that is over.
+RestartPreventExitStatus={EXIT_HOME_LOCKED} {EXIT_HOME_GONE} {EXIT_INDEX_NEWER}
 # The daemon stops within 5 s of SIGTERM; the rest is slack before systemd sends SIGKILL.
 TimeoutStopSec=15
 KillSignal=SIGTERM
@@ -395,7 +406,14 @@ def render_launchd_plist(args: list[str], log_dir: str, label: str = LAUNCHD_LAB
 
 def render_task_xml(args: list[str]) -> str:
     """A Windows scheduled task (``schtasks /Create /XML``) starting ``args`` at logon (logging to
-    daemon.log only: a hidden task has no console)."""
+    daemon.log only: a hidden task has no console).
+
+    ``RestartOnFailure`` retries a task that failed to *start* (a start condition not met, an
+    action that could not be launched: MS-TSCH 2.5.4.2), not one whose program exited non-zero,
+    so the daemon's exits 66, 75 and 78 are not restarted here. Its ``Count`` is 1-255 in the
+    task schema (an ``unsignedByte``); the 999 written before was out of that range, which
+    Task Scheduler's validation of the XML refuses (not tried on Windows).
+    """
     args = _file_log_only(args)
     command, arguments = args[0], subprocess.list2cmdline(args[1:])
     return f"""\
@@ -423,7 +441,7 @@ def render_task_xml(args: list[str]) -> str:
     <ExecutionTimeLimit>PT0S</ExecutionTimeLimit>
     <RestartOnFailure>
       <Interval>PT1M</Interval>
-      <Count>999</Count>
+      <Count>255</Count>
     </RestartOnFailure>
     <Hidden>true</Hidden>
   </Settings>
