@@ -2002,8 +2002,8 @@ class BlueprintStore:
         blueprints is answered in two tiers: those whose name, tags, description or path match
         (ranked, or newest first if they too are over the cap), then the rest newest first
         (score 0); hits that tie in score come newest first, so ``offset`` pages through one
-        order (``search(q, limit=n, offset=k)`` is ``search(q, limit=k + n)[k:]``, and costs as
-        much: each skipped hit is ranked and given its snippet too). Chinese, Japanese,
+        order (``search(q, limit=n, offset=k)`` is ``search(q, limit=k + n)[k:]``: each skipped
+        hit is ranked too, but only the page's hits are given snippets). Chinese, Japanese,
         Korean and Thai text is searched by character, so any part of a run without spaces is
         found (``東京`` in ``東京都の天気``). See docs/architecture.md, "Search". Folder and tag filter as in :meth:`list`. Raises InvalidInputError for an empty
         query or one that is not a string, a limit or offset that is not a whole number >= 0, a
@@ -2032,28 +2032,44 @@ class BlueprintStore:
             # The answer's order does not depend on the limit (ties broken by rowid, tiers
             # fixed by counts), so a page is the tail of a longer answer. (Offset 0, the
             # common case, runs exactly as before.)
-            hits = self._search(exact, typed, filters, args, min(limit + offset, _SQL_INT_MAX))
-            return hits[offset:]
+            return self._search(
+                exact, typed, filters, args, min(limit + offset, _SQL_INT_MAX), skip=offset
+            )
         return self._search(exact, typed, filters, args, limit)
 
     def _search(
-        self, exact: str, typed: str, filters: str, args: Sequence[Any], limit: int
+        self,
+        exact: str,
+        typed: str,
+        filters: str,
+        args: Sequence[Any],
+        limit: int,
+        *,
+        skip: int = 0,
     ) -> builtins.list[SearchHit]:
         with self.index.read() as cur:
-            search = _Search(cur, filters, args)
-            # Whole words first: a prefix makes FTS5 merge the doclists of every word it matches
-            # before it can count or rank, and a common word fills the page on its own.
-            hits = search.answer(exact, limit)
-            if len(hits) < limit and typed != exact:
-                rest = f"({typed}) NOT ({exact})"
-                if hits:
-                    # Below whole-word hits, the prefix-only ones newest first: counting and
-                    # ranking them cost as much as the whole-word pass (a name like
-                    # workflow-123 matched one blueprint, then paid 2 ms for the remainder).
-                    hits += search.top(rest, limit - len(hits))
-                else:  # the prefix is all there is (search as you type): ranked as usual
-                    hits += search.answer(rest, limit)
-            return hits
+            # Past the first page, snippets only for the hits kept (FTS5 tokenizes a hit's
+            # text again for its snippet, ~60 us: page 50 made 1,000 of them for 20).
+            search = _Search(cur, filters, args, snippets=not skip)
+            if skip:
+                return search.add_snippets(self._hits(search, exact, typed, limit)[skip:])
+            return self._hits(search, exact, typed, limit)
+
+    @staticmethod
+    def _hits(search: _Search, exact: str, typed: str, limit: int) -> builtins.list[SearchHit]:
+        # Whole words first: a prefix makes FTS5 merge the doclists of every word it matches
+        # before it can count or rank, and a common word fills the page on its own.
+        hits = search.answer(exact, limit)
+        if len(hits) < limit and typed != exact:
+            rest = f"({typed}) NOT ({exact})"
+            if hits:
+                # Below whole-word hits, the prefix-only ones newest first: counting and
+                # ranking them cost as much as the whole-word pass (a name like
+                # workflow-123 matched one blueprint, then paid 2 ms for the remainder).
+                hits += search.top(rest, limit - len(hits))
+            else:  # the prefix is all there is (search as you type): ranked as usual
+                hits += search.answer(rest, limit)
+        return hits
 
     # -- history -----------------------------------------------------------------------------------
 
@@ -2187,10 +2203,16 @@ class _Search:
     """The queries of one search. Deleted blueprints have no FTS row, so without filters counting
     and ranking read the FTS table alone and only the hits are joined to their index rows."""
 
-    def __init__(self, cur: Any, filters: str, args: Sequence[Any]) -> None:
+    def __init__(
+        self, cur: Any, filters: str, args: Sequence[Any], *, snippets: bool = True
+    ) -> None:
         self._cur = cur
         self._filters = filters
         self._args = tuple(args)
+        self._snippets = snippets
+        # Without snippets: by blueprint id, the full-text table, query and rowid each hit was
+        # found by, for its snippet later (add_snippets).
+        self._found_by: dict[str, tuple[str, str, int]] = {}
 
     def _source(self, table: str) -> str:
         if not self._filters:
@@ -2226,7 +2248,8 @@ class _Search:
         self, match: str, limit: int, *, ranked: bool = False, table: str = _FULL
     ) -> builtins.list[SearchHit]:
         """The first ``limit`` matches, by BM25 or newest first (score 0: BM25's first call scans
-        every phrase's whole doclist, the very cost this order avoids), with snippets."""
+        every phrase's whole doclist, the very cost this order avoids), with snippets (unless this
+        search makes them later, see add_snippets)."""
         if ranked:
             weights = _BM25_WEIGHTS if table == _FULL else _BM25_DESCRIBED_WEIGHTS
             # Ties (identical blueprints) newest first, as unranked hits: without a total order
@@ -2235,8 +2258,9 @@ class _Search:
             score, order = f"bm25({table}, {weights})", f"score, {table}.rowid DESC"
         else:
             score, order = "0.0", f"{table}.rowid DESC"
+        snippet = _snippet_sql(table) if self._snippets else "''"
         picked = self._cur.execute(
-            f"SELECT {table}.rowid, {score} AS score, {_snippet_sql(table)} {self._source(table)} "
+            f"SELECT {table}.rowid, {score} AS score, {snippet} {self._source(table)} "
             f"ORDER BY {order} LIMIT ?",
             (match, *self._args, limit),
         ).fetchall()
@@ -2251,9 +2275,34 @@ class _Search:
             ).fetchall()
         }
         hits = infos([by_rid[p[0]] for p in picked])
+        if not self._snippets:
+            for info, p in zip(hits, picked, strict=True):
+                self._found_by[info.id] = (table, match, p[0])
         return [
             SearchHit(info, -float(p[1]), *shown(str(p[2])))
             for info, p in zip(hits, picked, strict=True)
+        ]
+
+    def add_snippets(self, hits: builtins.list[SearchHit]) -> builtins.list[SearchHit]:
+        """``hits`` (found without snippets) with their snippets, as top() would have made them:
+        by the same table and query, one statement per pair."""
+        by_query: dict[tuple[str, str], builtins.list[int]] = {}
+        for hit in hits:
+            table, match, rid = self._found_by[hit.info.id]
+            by_query.setdefault((table, match), []).append(rid)
+        snippets: dict[int, str] = {}
+        for (table, match), rids in by_query.items():
+            marks = ",".join("?" * len(rids))
+            snippets.update(
+                self._cur.execute(
+                    f"SELECT rowid, {_snippet_sql(table)} FROM {table} "
+                    f"WHERE {table} MATCH ? AND rowid IN ({marks})",
+                    (match, *rids),
+                ).fetchall()
+            )
+        return [
+            SearchHit(hit.info, hit.score, *shown(str(snippets[self._found_by[hit.info.id][2]])))
+            for hit in hits
         ]
 
 

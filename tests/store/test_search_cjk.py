@@ -1,10 +1,12 @@
 """Search in scripts written without spaces between words (Chinese, Japanese, Korean particles,
-Thai) and snippets whose hits a bracket in the text cannot be mistaken for. A real store in a temporary home, real SQLite."""
+Thai), snippets whose hits a bracket in the text cannot be mistaken for, and pages past the
+first. A real store in a temporary home, real SQLite."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import apsw
 import pytest
 
 import localstore
@@ -107,3 +109,24 @@ def test_snippet_parts_tell_hits_from_brackets_in_the_text(store) -> None:
         ("\n", False),
     )
     assert hit.to_dict()["snippet_parts"][1] == ["deploy", True]
+
+
+def test_a_page_past_the_first_makes_snippets_only_for_its_hits(store) -> None:
+    """search(q, limit=n, offset=k) is search(q, limit=k + n)[k:], snippets included, but made
+    a snippet for each skipped hit too (FTS5 reads and tokenizes a hit's text for it)."""
+    for i in range(30):
+        store.save(f"w/b{i:02}", f"steps:\n  - run: deploy service {i}\n")
+    reads: list[str] = []
+    conn = store.index.conn
+    conn.trace_v2(
+        apsw.SQLITE_TRACE_PROFILE,
+        lambda e: reads.append(e["sql"]) if "blueprints_text" in e["sql"] else None,
+        id="snippet-reads",
+    )
+    try:
+        page = store.search("deploy", limit=5, offset=20)
+    finally:
+        conn.trace_v2(0, None, id="snippet-reads")
+    assert page == store.search("deploy", limit=25)[20:]
+    assert len(page) == 5 and all("[deploy]" in h.snippet for h in page)
+    assert len(reads) == 5, reads
