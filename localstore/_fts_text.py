@@ -56,6 +56,7 @@ _NOT_LEAD = bytes(b for b in range(256) if not 0xE0 <= b <= 0xF4)
 _RUN = re.compile(f"[{_SCRIPTS}]+")
 _WORK = re.compile(f"[{_SCRIPTS}{_RESERVED}]")
 _BLANK = re.compile(f"[{_RESERVED}]")
+_HIT = re.compile(f"{HIT_OPEN}([^{HIT_CLOSE}]*){HIT_CLOSE}")
 
 
 def _split_run(m: re.Match[str]) -> str:
@@ -81,15 +82,9 @@ def indexed_text(text: str) -> str:
 def shown(snippet: str) -> tuple[str, tuple[tuple[str, bool], ...]]:
     """A snippet made with HIT_OPEN/HIT_CLOSE as it is shown: the text with hits marked ``[``
     and ``]``, and the same as parts (text, is a hit), which no bracket in the text confuses."""
-    snippet = snippet.replace(SPLIT, "")
-    parts: list[tuple[str, bool]] = []
-    for i, piece in enumerate(snippet.split(HIT_OPEN)):
-        hit, closed, after = piece.partition(HIT_CLOSE)
-        if not i or not closed:  # the text before the first hit (FTS5 closes every hit it opens)
-            hit, after = "", piece
-        if hit:
-            parts.append((hit, True))
-        if after:
-            parts.append((after, False))
-    text = "".join(f"[{p}]" if is_hit else p for p, is_hit in parts)
-    return text, tuple(parts)
+    if SPLIT in snippet:
+        snippet = snippet.replace(SPLIT, "")
+    # With its group, split() alternates text between hits and hits (FTS5 closes each it opens).
+    pieces = _HIT.split(snippet)
+    parts = tuple((piece, i % 2 == 1) for i, piece in enumerate(pieces) if piece)
+    return snippet.replace(HIT_OPEN, "[").replace(HIT_CLOSE, "]"), parts
