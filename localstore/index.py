@@ -29,6 +29,7 @@ from typing import Any, NoReturn
 
 import apsw
 
+from localstore._fts_text import indexed_text
 from localstore.errors import (
     DiskFullError,
     IndexStoreError,
@@ -151,6 +152,43 @@ CORE_MIGRATIONS: tuple[str, ...] = (
     # bump also keeps out an older localstore, which would change rows without counting them.
     """
     INSERT OR IGNORE INTO counters VALUES ('blueprints_gen', 0);
+    """,
+    # v4: each character of a script written without spaces (Chinese, Japanese, Korean, Thai...)
+    # is a token of its own (localstore._fts_text): the view gives the text as it is indexed,
+    # through the SQL function every connection registers (_connect). Only the entries of rows
+    # whose text that changes are taken out (as indexed before) and put back: for all other
+    # text it is the identity, and a full 'rebuild' of 10,000 blueprints re-tokenized 20 MB.
+    """
+    CREATE TEMP TABLE fts_v4_split AS
+        SELECT rid FROM blueprints_text
+        -- ASCII text (as many bytes as characters) is left as it is: no call into Python.
+        WHERE octet_length(name || description || tags || content || path)
+                != length(name || description || tags || content || path)
+            AND (localstore_fts_text(name) != name
+                OR localstore_fts_text(description) != description
+                OR localstore_fts_text(tags) != tags OR localstore_fts_text(content) != content
+                OR localstore_fts_text(path) != path);
+    INSERT INTO blueprints_fts(blueprints_fts, rowid, name, description, tags, content, path)
+        SELECT 'delete', rid, name, description, tags, content, path FROM blueprints_text
+        WHERE rid IN (SELECT rid FROM temp.fts_v4_split);
+    INSERT INTO blueprints_described(blueprints_described, rowid, name, description, tags, path)
+        SELECT 'delete', rid, name, description, tags, path FROM blueprints_text
+        WHERE rid IN (SELECT rid FROM temp.fts_v4_split);
+    DROP VIEW blueprints_text;
+    CREATE VIEW blueprints_text AS
+        SELECT b.rid AS rid, localstore_fts_text(b.name) AS name,
+               localstore_fts_text(b.description) AS description,
+               localstore_fts_text(replace(replace(replace(replace(
+                   b.tags, '[', ''), ']', ''), '"', ''), ',', ' ')) AS tags, -- store.fts_tags()
+               localstore_fts_text(r.content) AS content, localstore_fts_text(b.path) AS path
+        FROM blueprints b JOIN revisions r ON r.id = b.id AND r.rev = b.rev WHERE b.deleted = 0;
+    INSERT INTO blueprints_fts(rowid, name, description, tags, content, path)
+        SELECT rid, name, description, tags, content, path FROM blueprints_text
+        WHERE rid IN (SELECT rid FROM temp.fts_v4_split);
+    INSERT INTO blueprints_described(rowid, name, description, tags, path)
+        SELECT rid, name, description, tags, path FROM blueprints_text
+        WHERE rid IN (SELECT rid FROM temp.fts_v4_split);
+    DROP TABLE temp.fts_v4_split;
     """,
 )
 # Core schema v1 was edited in place seven times (commits 98605c6 to fab1650) instead of getting
@@ -392,6 +430,9 @@ def _connect(path: Path, busy_timeout_ms: int) -> apsw.Connection:
         # a sixth of a search's time. Nothing here needs value-dependent plans (no ANALYZE
         # statistics; the one LIKE, search's folder filter, cannot use an index anyway).
         conn.config(apsw.SQLITE_DBCONFIG_ENABLE_QPSG, 1)
+        # The text search indexes (the blueprints_text view, schema v4): without it no search
+        # can make a snippet, nor check or rebuild its index, on this connection.
+        conn.create_scalar_function("localstore_fts_text", _sql_indexed_text, 1, deterministic=True)
         # One pragma per call, each read back: a multi-statement execute leaves later pragmas
         # unapplied until its cursor is consumed (field notes).
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()
@@ -409,6 +450,16 @@ def _connect(path: Path, busy_timeout_ms: int) -> apsw.Connection:
     except apsw.Error as exc:
         raise map_apsw_error(exc, f"open {path}") from exc
     return conn
+
+
+def _sql_indexed_text(*values: Any) -> Any:
+    """localstore_fts_text(text) in SQL: indexed_text() of a string, any other value as it is."""
+    (value,) = values
+    # isascii() here first: a snippet reads its row's five columns through this, and FTS5 reads
+    # a hit's row two or three times (13 calls a hit); one Python frame less for most text.
+    if type(value) is not str or value.isascii():
+        return value
+    return indexed_text(value)
 
 
 class _WalGuard:

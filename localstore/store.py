@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import apsw
 
 from localstore import files as fs
+from localstore._fts_text import HIT_CLOSE, HIT_OPEN, SPLIT, indexed_text, shown
 from localstore._listing import INFO_COLUMNS, ListingCache, collector_paused, infos
 from localstore.blueprint import (
     MAX_META_BYTES,
@@ -263,15 +264,25 @@ class Revision:
 
 @dataclass(frozen=True, slots=True)
 class SearchHit:
-    """One search result with its rank and a snippet of the matching text."""
+    """One search result with its rank and a snippet of the matching text.
+
+    ``snippet`` marks each hit with ``[`` and ``]``, which a bracket of the text itself looks
+    like; ``snippet_parts`` is the same text as (text, is a hit) pairs, which nothing confuses.
+    """
 
     info: BlueprintInfo
     score: float
     snippet: str
+    snippet_parts: tuple[tuple[str, bool], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly view."""
-        return {**self.info.to_dict(), "score": self.score, "snippet": self.snippet}
+        return {
+            **self.info.to_dict(),
+            "score": self.score,
+            "snippet": self.snippet,
+            "snippet_parts": [[text, hit] for text, hit in self.snippet_parts],
+        }
 
 
 @dataclass(slots=True)
@@ -1591,7 +1602,7 @@ class BlueprintStore:
     ) -> None:
         """Replace a blueprint's search entries; ``indexed`` is the live row it was indexed from,
         ``new_row`` says the row was just inserted (so it has no tags to remove)."""
-        tags_text = fts_tags(m.tags)
+        tags_text = indexed_text(fts_tags(m.tags))
         # The small index of the described columns is left alone when none of them changed
         # (most saves change only the content).
         described_same = (
@@ -1608,40 +1619,51 @@ class BlueprintStore:
             old = cur.execute(
                 "SELECT content FROM revisions WHERE id = ? AND rev = ?", (indexed.id, indexed.rev)
             ).fetchall()
-            old_tags = fts_tags(indexed.tags)
+            old_name, old_description, old_path = (
+                indexed_text(indexed.name),
+                indexed_text(indexed.description),
+                indexed_text(indexed.path),
+            )
+            old_tags = indexed_text(fts_tags(indexed.tags))
             cur.execute(
                 "INSERT INTO blueprints_fts(blueprints_fts, rowid, name, description, tags, "
                 "content, path) VALUES ('delete', ?, ?, ?, ?, ?, ?)",
                 (
                     rid,
-                    indexed.name,
-                    indexed.description,
+                    old_name,
+                    old_description,
                     old_tags,
-                    old[0][0] if old else "",
-                    indexed.path,
+                    indexed_text(old[0][0]) if old else "",
+                    old_path,
                 ),
             )
             if not described_same:
                 cur.execute(
                     "INSERT INTO blueprints_described(blueprints_described, rowid, name, "
                     "description, tags, path) VALUES ('delete', ?, ?, ?, ?, ?)",
-                    (rid, indexed.name, indexed.description, old_tags, indexed.path),
+                    (rid, old_name, old_description, old_tags, old_path),
                 )
         if (not tags_indexed or text is None) and not new_row:
             cur.execute("DELETE FROM blueprint_tags WHERE rid = ?", (rid,))
             tags_indexed = False
         if text is None:
             return
+        # As the blueprints_text view gives them (localstore._fts_text: CJK characters apart).
+        name, description, path = (
+            indexed_text(m.name),
+            indexed_text(m.description),
+            indexed_text(rel),
+        )
         cur.execute(
             "INSERT INTO blueprints_fts(rowid, name, description, tags, content, path) "
             "VALUES (?,?,?,?,?,?)",
-            (rid, m.name, m.description, tags_text, text, rel),
+            (rid, name, description, tags_text, indexed_text(text), path),
         )
         if not described_same:
             cur.execute(
                 "INSERT INTO blueprints_described(rowid, name, description, tags, path) "
                 "VALUES (?,?,?,?,?)",
-                (rid, m.name, m.description, tags_text, rel),
+                (rid, name, description, tags_text, path),
             )
         if not tags_indexed and m.tags:
             cur.executemany("INSERT INTO blueprint_tags VALUES (?, ?)", [(rid, t) for t in m.tags])
@@ -1980,9 +2002,10 @@ class BlueprintStore:
         blueprints is answered in two tiers: those whose name, tags, description or path match
         (ranked, or newest first if they too are over the cap), then the rest newest first
         (score 0); hits that tie in score come newest first, so ``offset`` pages through one
-        order (``search(q, limit=n, offset=k)`` is ``search(q, limit=k + n)[k:]``, and costs as
-        much: each skipped hit is ranked and given its snippet too). See docs/architecture.md,
-        "Search". Folder and tag filter as in :meth:`list`. Raises InvalidInputError for an empty
+        order (``search(q, limit=n, offset=k)`` is ``search(q, limit=k + n)[k:]``: each skipped
+        hit is ranked too, but only the page's hits are given snippets). Chinese, Japanese,
+        Korean and Thai text is searched by character, so any part of a run without spaces is
+        found (``東京`` in ``東京都の天気``). See docs/architecture.md, "Search". Folder and tag filter as in :meth:`list`. Raises InvalidInputError for an empty
         query or one that is not a string, a limit or offset that is not a whole number >= 0, a
         folder or tag that is not a string or a folder no blueprint can be in;
         LimitExceededError for a query of more than ``SEARCH_MAX_WORDS`` words.
@@ -2009,28 +2032,44 @@ class BlueprintStore:
             # The answer's order does not depend on the limit (ties broken by rowid, tiers
             # fixed by counts), so a page is the tail of a longer answer. (Offset 0, the
             # common case, runs exactly as before.)
-            hits = self._search(exact, typed, filters, args, min(limit + offset, _SQL_INT_MAX))
-            return hits[offset:]
+            return self._search(
+                exact, typed, filters, args, min(limit + offset, _SQL_INT_MAX), skip=offset
+            )
         return self._search(exact, typed, filters, args, limit)
 
     def _search(
-        self, exact: str, typed: str, filters: str, args: Sequence[Any], limit: int
+        self,
+        exact: str,
+        typed: str,
+        filters: str,
+        args: Sequence[Any],
+        limit: int,
+        *,
+        skip: int = 0,
     ) -> builtins.list[SearchHit]:
         with self.index.read() as cur:
-            search = _Search(cur, filters, args)
-            # Whole words first: a prefix makes FTS5 merge the doclists of every word it matches
-            # before it can count or rank, and a common word fills the page on its own.
-            hits = search.answer(exact, limit)
-            if len(hits) < limit and typed != exact:
-                rest = f"({typed}) NOT ({exact})"
-                if hits:
-                    # Below whole-word hits, the prefix-only ones newest first: counting and
-                    # ranking them cost as much as the whole-word pass (a name like
-                    # workflow-123 matched one blueprint, then paid 2 ms for the remainder).
-                    hits += search.top(rest, limit - len(hits))
-                else:  # the prefix is all there is (search as you type): ranked as usual
-                    hits += search.answer(rest, limit)
-            return hits
+            # Past the first page, snippets only for the hits kept (FTS5 tokenizes a hit's
+            # text again for its snippet, ~60 us: page 50 made 1,000 of them for 20).
+            search = _Search(cur, filters, args, snippets=not skip)
+            if skip:
+                return search.add_snippets(self._hits(search, exact, typed, limit)[skip:])
+            return self._hits(search, exact, typed, limit)
+
+    @staticmethod
+    def _hits(search: _Search, exact: str, typed: str, limit: int) -> builtins.list[SearchHit]:
+        # Whole words first: a prefix makes FTS5 merge the doclists of every word it matches
+        # before it can count or rank, and a common word fills the page on its own.
+        hits = search.answer(exact, limit)
+        if len(hits) < limit and typed != exact:
+            rest = f"({typed}) NOT ({exact})"
+            if hits:
+                # Below whole-word hits, the prefix-only ones newest first: counting and
+                # ranking them cost as much as the whole-word pass (a name like
+                # workflow-123 matched one blueprint, then paid 2 ms for the remainder).
+                hits += search.top(rest, limit - len(hits))
+            else:  # the prefix is all there is (search as you type): ranked as usual
+                hits += search.answer(rest, limit)
+        return hits
 
     # -- history -----------------------------------------------------------------------------------
 
@@ -2164,10 +2203,16 @@ class _Search:
     """The queries of one search. Deleted blueprints have no FTS row, so without filters counting
     and ranking read the FTS table alone and only the hits are joined to their index rows."""
 
-    def __init__(self, cur: Any, filters: str, args: Sequence[Any]) -> None:
+    def __init__(
+        self, cur: Any, filters: str, args: Sequence[Any], *, snippets: bool = True
+    ) -> None:
         self._cur = cur
         self._filters = filters
         self._args = tuple(args)
+        self._snippets = snippets
+        # Without snippets: by blueprint id, the full-text table, query and rowid each hit was
+        # found by, for its snippet later (add_snippets).
+        self._found_by: dict[str, tuple[str, str, int]] = {}
 
     def _source(self, table: str) -> str:
         if not self._filters:
@@ -2203,7 +2248,8 @@ class _Search:
         self, match: str, limit: int, *, ranked: bool = False, table: str = _FULL
     ) -> builtins.list[SearchHit]:
         """The first ``limit`` matches, by BM25 or newest first (score 0: BM25's first call scans
-        every phrase's whole doclist, the very cost this order avoids), with snippets."""
+        every phrase's whole doclist, the very cost this order avoids), with snippets (unless this
+        search makes them later, see add_snippets)."""
         if ranked:
             weights = _BM25_WEIGHTS if table == _FULL else _BM25_DESCRIBED_WEIGHTS
             # Ties (identical blueprints) newest first, as unranked hits: without a total order
@@ -2212,9 +2258,9 @@ class _Search:
             score, order = f"bm25({table}, {weights})", f"score, {table}.rowid DESC"
         else:
             score, order = "0.0", f"{table}.rowid DESC"
+        snippet = _snippet_sql(table) if self._snippets else "''"
         picked = self._cur.execute(
-            f"SELECT {table}.rowid, {score} AS score, "
-            f"snippet({table}, -1, '[', ']', '…', 12) {self._source(table)} "
+            f"SELECT {table}.rowid, {score} AS score, {snippet} {self._source(table)} "
             f"ORDER BY {order} LIMIT ?",
             (match, *self._args, limit),
         ).fetchall()
@@ -2229,16 +2275,46 @@ class _Search:
             ).fetchall()
         }
         hits = infos([by_rid[p[0]] for p in picked])
+        if not self._snippets:
+            for info, p in zip(hits, picked, strict=True):
+                self._found_by[info.id] = (table, match, p[0])
         return [
-            SearchHit(info=info, score=-float(p[1]), snippet=str(p[2]))
+            SearchHit(info, -float(p[1]), *shown(str(p[2])))
             for info, p in zip(hits, picked, strict=True)
         ]
+
+    def add_snippets(self, hits: builtins.list[SearchHit]) -> builtins.list[SearchHit]:
+        """``hits`` (found without snippets) with their snippets, as top() would have made them:
+        by the same table and query, one statement per pair."""
+        by_query: dict[tuple[str, str], builtins.list[int]] = {}
+        for hit in hits:
+            table, match, rid = self._found_by[hit.info.id]
+            by_query.setdefault((table, match), []).append(rid)
+        snippets: dict[int, str] = {}
+        for (table, match), rids in by_query.items():
+            marks = ",".join("?" * len(rids))
+            snippets.update(
+                self._cur.execute(
+                    f"SELECT rowid, {_snippet_sql(table)} FROM {table} "
+                    f"WHERE {table} MATCH ? AND rowid IN ({marks})",
+                    (match, *rids),
+                ).fetchall()
+            )
+        return [
+            SearchHit(hit.info, hit.score, *shown(str(snippets[self._found_by[hit.info.id][2]])))
+            for hit in hits
+        ]
+
+
+def _snippet_sql(table: str) -> str:
+    """A hit's snippet, its hits marked by characters no indexed text holds (see _fts_text)."""
+    return f"snippet({table}, -1, '{HIT_OPEN}', '{HIT_CLOSE}', '…', 12)"
 
 
 def fts_tags(tags: Sequence[str]) -> str:
     """The tags text search indexes: the index row's JSON with its brackets, quotes and commas
-    blanked, exactly as the ``blueprints_text`` view computes it (FTS5 removes an entry given the
-    values it indexed, and reads snippets and checks from that view)."""
+    blanked, exactly as the ``blueprints_text`` view computes it before its indexed_text() (FTS5
+    removes an entry given the values it indexed, and reads snippets and checks from that view)."""
     text = tags_json(tags)
     return text.replace("[", "").replace("]", "").replace('"', "").replace(",", " ")
 
@@ -2282,23 +2358,33 @@ def _fts_query(query: str, *, prefix: bool = True) -> str:
     tokens = query.split('"')
     for i, chunk in enumerate(tokens):
         if i % 2 == 1:
-            words += len(_query_words(chunk))
+            words += sum(_terms(w) for w in _query_words(chunk))
             if chunk.strip():
-                parts.append('"' + chunk + '"')
+                parts.append('"' + indexed_text(chunk) + '"')
             continue
-        found = _query_words(chunk)
-        words += len(found)
+        found = [indexed_text(word) for word in _query_words(chunk)]
+        words += sum(_terms(w) for w in found)
         parts.extend('"' + word + '"' for word in found)
     if words > SEARCH_MAX_WORDS:
         raise LimitExceededError(
             f"the search query has {words:,} words, more than the {SEARCH_MAX_WORDS} a search takes",
-            hint="search for fewer words: a few distinctive ones find the same blueprints",
+            hint="search for fewer words (each character of Chinese, Japanese, Korean or Thai "
+            "counts as one): a few distinctive ones find the same blueprints",
         )
     if not parts:
         raise InvalidInputError(f"nothing to search for in {query!r}", hint="use letters or digits")
-    if prefix and (not query.rstrip().endswith('"') or len(tokens) % 2 == 0):
-        parts[-1] += "*"  # the last word, unless the query ends with a closed phrase
+    # The last word, unless the query ends with a closed phrase or a character indexed as a
+    # token of its own (a prefix of one character finds nothing more, at a prefix's cost).
+    open_end = not query.rstrip().endswith('"') or len(tokens) % 2 == 0
+    if prefix and open_end and not parts[-1].endswith(SPLIT + '"'):
+        parts[-1] += "*"
     return " ".join(parts)
+
+
+def _terms(word: str) -> int:
+    """The FTS5 terms of one query word: one, or one a character of a run written without
+    spaces (``東京`` is the phrase of two; see localstore._fts_text)."""
+    return sum(1 for t in word.split(SPLIT) if t) if SPLIT in word else 1
 
 
 def _query_words(text: str) -> builtins.list[str]:
