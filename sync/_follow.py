@@ -176,9 +176,13 @@ class ForeignChanges:
         return entry[0] if entry is not None else 0
 
     def _forget_claims_before(self, look: int) -> None:
-        """Drop the claims made before ``look`` started (see the class)."""
+        """Drop the claims made before ``look`` started (see the class), but those a change
+        found waits for."""
+        waiting = {c.row.id for c in self._candidates if c.row.after_own is not None}
         with self._published_lock:
-            old = [k for k, (_, seen) in self._published.items() if seen < look]
+            old = [
+                k for k, (_, seen) in self._published.items() if seen < look and k not in waiting
+            ]
             for k in old:
                 del self._published[k]
 
@@ -196,14 +200,16 @@ class ForeignChanges:
             self._polls += 1
             out: list[ForeignRow] = []
             keep: list[_Pending] = []
-            for p in self._candidates:
+            held: set[str] = set()
+            for p in sorted(self._candidates, key=lambda p: p.row.op_id):
                 row = p.row
                 waited = self._polls - p.found
                 # An own revision's event comes just after its commit; one more tick at most.
                 heard = row.after_own is None or self._claimed(row.id) >= row.after_own
-                if waited >= 2 or (waited >= 1 and heard):
+                if row.id not in held and (waited >= 2 or (waited >= 1 and heard)):
                     out.append(row)
                 else:
+                    held.add(row.id)  # (a blueprint's later changes wait for this one)
                     keep.append(p)
             self._candidates = keep
             if self._look_again:
@@ -282,11 +288,11 @@ class ForeignChanges:
         # the rows after these are read by it (their op_ids are above these).
         self._look_again = len(rows) >= LOOK_ROWS
         self._look_version = version
+        self._candidates.extend(_Pending(row, self._polls) for row in found)
         # A claim made before the look before this one started is of a revision both saw: a
         # change after it found from now on is found with it as covered, not as "after own".
         self._forget_claims_before(self._last_look)
         self._last_look = self._looks
-        self._candidates.extend(_Pending(row, self._polls) for row in found)
         if rows:
             self._last_op = max(int(r[4]) for r in rows)
         if self._look_again:
