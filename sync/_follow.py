@@ -118,8 +118,9 @@ class ForeignChanges:
     app then never hears of its own save of a blueprint another process moved before it had
     heard of the move).
 
-    A claim is kept until a look that started after it has had its rows checked (it is then
-    only needed for a change that follows it, which waits one tick more without it).
+    A claim is kept until a look that started after it has had its rows checked, or while a
+    change found waits for it (otherwise it is needed only by a change found later, which
+    waits one tick more without it). A blueprint's later changes wait for its earlier ones.
     """
 
     def __init__(self, store: BlueprintStore) -> None:
