@@ -14,8 +14,10 @@ While sync runs in this process (``store.start_sync()``), it looks for them twic
 publishes each once, after its commit, as ordinary events with ``process="other"`` (kind
 ``created``/``modified``/``moved``/``deleted``, the revision's origin, rev and content hash; a
 move with new content is ``moved`` then ``modified``, as this store's own). Revisions committed
-between two looks come as one change, from the state last heard of to the latest: see
-docs/daemon.md, "Changes made by other processes". Without it, and for this store's own
+between two looks come as one change, from the state last heard of to the latest, and a
+blueprint's changes come in rev order, another process's before this store's own save that
+followed them: see docs/daemon.md, "Changes made by other processes" (which also says how an app
+keeps a list from events). Without it, and for this store's own
 changes, ``process`` is ``"this"``.
 """
 

@@ -324,6 +324,7 @@ def _reshape_core_v1(cur: Any, old: set[str]) -> None:
 # the listing cache reads everything again anyway (cheaper than patching that many rows).
 CHANGED_ROWS_KEPT = 2000
 # Run by Index.write() before the COMMIT of a transaction that changed blueprint rows.
+_LAST_OP = "SELECT value FROM counters WHERE name = 'op_id'"
 _COUNT_BLUEPRINT_COMMIT = "UPDATE counters SET value = value + 1 WHERE name = 'blueprints_gen'"
 # The full-text tables (the maintainer merges both, the integrity check checks both).
 FTS_TABLES = ("blueprints_fts", "blueprints_described")
@@ -551,6 +552,14 @@ class Index:
         # What undo_on_rollback() registered per open level (outermost first).
         self._undo: list[list[Callable[[], None]]] = []
         self._close_pending = False
+        # The change numbers (op_id) this connection committed, as ranges (first, last), noted
+        # under the lock right after each COMMIT once someone asked (own_ops): a follower of
+        # other connections' commits tells its own rows from theirs by them, exactly, where the
+        # events published after the commit come too late to (docs/daemon.md). The first op_id
+        # drawn by the open transaction (all up to its last draw are its own: it holds the
+        # write lock, and a rolled-back savepoint takes its draws back).
+        self._own_ops: list[tuple[int, int]] | None = None
+        self._first_op: int | None = None
         # Set when SQLite rolled the open write transaction back by itself (see _WriteLost);
         # the error that did it, once a level has seen it.
         self._lost = False
@@ -749,9 +758,13 @@ class Index:
                 self._end(outer)
                 self._raise_lost(outer, cause)
             counted = outer and self._blueprints_touched
+            own_ops: tuple[int, int] | None = None
             try:
                 if counted:
                     cur.execute(_COUNT_BLUEPRINT_COMMIT)
+                if outer and self._first_op is not None and self._own_ops is not None:
+                    last = cur.execute(_LAST_OP).fetchall()[0][0]
+                    own_ops = (self._first_op, int(str(last)))
                 cur.execute("COMMIT" if outer else f"RELEASE {name}")
             except apsw.Error as exc:
                 lost = not outer and self._note_lost(conn, exc)
@@ -765,6 +778,12 @@ class Index:
                 self._undo[-1].extend(undo)
             if counted:
                 self.blueprint_commits += 1
+            if own_ops is not None and self._own_ops is not None and own_ops[0] <= own_ops[1]:
+                ranges = self._own_ops
+                if ranges and ranges[-1][1] + 1 == own_ops[0]:
+                    ranges[-1] = (ranges[-1][0], own_ops[1])  # (no other commit between)
+                else:
+                    ranges.append(own_ops)
             self._end(outer)
         if outer:
             self._commits += 1
@@ -862,6 +881,7 @@ class Index:
             return
         self._owner = None
         self._blueprints_touched = False
+        self._first_op = None
         self._deferred.clear()
         self._undo.clear()
         if self._lost:
@@ -1022,8 +1042,22 @@ class Index:
         # Two statements, not UPDATE ... RETURNING: inside a transaction that already wrote,
         # RETURNING cost 20-100 us against 5 (it opens a statement journal).
         cur.execute("UPDATE counters SET value = value + 1 WHERE name = 'op_id'")
-        row = cur.execute("SELECT value FROM counters WHERE name = 'op_id'").fetchall()
-        return int(row[0][0])
+        row = cur.execute(_LAST_OP).fetchall()
+        op = int(row[0][0])
+        if self._first_op is None:
+            self._first_op = op
+        return op
+
+    def own_ops(self) -> list[tuple[int, int]]:
+        """The op_ids this connection committed since the last call, as ranges (first, last).
+
+        The first call only starts the noting (a process that never asks keeps nothing). Call it
+        under the lock (``read()``): no commit of this connection can land in between, so with
+        a read transaction around it, the rows read and the ranges agree.
+        """
+        ranges = self._own_ops or []
+        self._own_ops = []
+        return ranges
 
     def get_setting(self, key: str, default: str | None = None) -> str | None:
         """Read one value from the settings table."""

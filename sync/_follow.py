@@ -21,6 +21,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from localstore.errors import LocalStoreError
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FOLLOW_WINDOW_S",
+    "LOOK_ROWS",
     "WATCHER_RESTART_MAX_S",
     "WATCHER_RESTART_S",
     "ForeignChanges",
@@ -48,6 +50,10 @@ __all__ = [
 log = logging.getLogger("sync.follow")
 
 FOLLOW_WINDOW_S = 3.0
+# At most this many index rows a look: it holds the store's lock while it reads their history,
+# so another process's import of 100,000 blueprints must not hold every thread of the app for
+# seconds. The rows after them are read by the next tick's look.
+LOOK_ROWS = 1000
 
 # (id, path, deleted, rev, op_id, content_hash) of one index row.
 Row = tuple[Any, ...]
@@ -61,12 +67,15 @@ WATCHER_JOIN_S = 4.0
 
 
 class ForeignRow(NamedTuple):
-    """One index row another process committed, as :meth:`ForeignChanges.poll` returns it.
+    """One change another process committed, as :meth:`ForeignChanges.poll` returns it.
 
-    Besides the row: ``known_rev``, the revision of the blueprint this process had published
-    (its own event, or an earlier foreign one) when the row was claimed, and ``seen_op``, the
-    ``op_id`` every earlier look had covered. Together they say which state of the blueprint
-    this process last heard of (:func:`foreign_events` describes the change from there).
+    The state of the blueprint at the end of the change (its revision ``rev``: the index row's
+    when that is the latest, with its validity), ``known_rev``, the revision this process last
+    heard of (the one before the change: its own event, an earlier foreign change, or the state
+    before the follower's previous look), and ``seen_op``, the ``op_id`` every earlier look had
+    covered. :func:`foreign_events` describes the change from ``known_rev`` to ``rev``.
+    ``after_own`` is this process's own revision the change follows, when it does: the change
+    is published once that revision's event was heard (claimed), so an app hears them in order.
     """
 
     id: str
@@ -79,21 +88,39 @@ class ForeignRow(NamedTuple):
     problems: str = "[]"  # (JSON, as the index keeps them)
     known_rev: int | None = None
     seen_op: int | None = None
+    after_own: int | None = None
+
+
+class _Pending(NamedTuple):
+    row: ForeignRow
+    found: int  # the number of polls begun when a look found it
 
 
 class ForeignChanges:
-    """Finds the index rows other processes committed, each once.
+    """Finds the changes other processes committed to the home's index, each once, in order.
 
-    Call :meth:`claim` for every event of this process's store (its own changes), and
-    :meth:`poll` once per tick. A row found by one poll is returned by the next one unless its
-    ``(id, rev)`` was claimed meanwhile: the store announces its own changes just after their
-    commit, so a row waits one tick for that event to win the race.
+    Every look reads the index rows with an ``op_id`` above the last look's, and each such row's
+    revisions since then, in one read transaction, together with the op_ids this store's own
+    connection committed meanwhile (:meth:`Index.own_ops`, noted under the index lock at each
+    COMMIT). So whose each revision is is known exactly, whenever its events come: a run of
+    other processes' revisions between two of this process's own (or before the first, after
+    the last) is one change, from the revision before it. Before session 9 the rows alone were
+    read and this process's own were told apart by the ``(id, rev)`` of its events, which came
+    after the commit: a foreign revision behind an own one of the same blueprint was never
+    heard (a move hidden by the app's save right after it), and an own revision whose event
+    came late was published as another process's.
 
-    A claim is kept until a look that started after it has had its rows checked: that look saw
-    the claimed commit, so no later look can find it. (They were kept for the last 50,000
-    blueprints instead: an app whose sync pulled more before its follower looked again had the
-    rest announced as another process's changes.) Between two looks they are at most one per
-    blueprint of the home.
+    Call :meth:`poll` once per tick: it returns what earlier looks found (a change waits one
+    tick, and one more while the own revision it follows is not claimed yet), then looks again.
+    Call :meth:`claim` for every event of this process's store, and :meth:`before_own` with a
+    commit's own events before any subscriber hears them: it returns the changes of other
+    processes to publish first, those that came before the own revisions in the events (an
+    app then never hears of its own save of a blueprint another process moved before it had
+    heard of the move).
+
+    A claim is kept until a look that started after it has had its rows checked, or while a
+    change found waits for it (otherwise it is needed only by a change found later, which
+    waits one tick more without it). A blueprint's later changes wait for its earlier ones.
     """
 
     def __init__(self, store: BlueprintStore) -> None:
@@ -101,19 +128,34 @@ class ForeignChanges:
         # id -> (rev, the number of looks started when it was claimed).
         self._published: dict[str, tuple[int, int]] = {}
         self._published_lock = threading.Lock()
+        # Guards everything below; always taken after the index's lock (see _locked).
+        self._state = threading.RLock()
         self._looks = 0
-        self._candidates: list[ForeignRow] = []
-        self._candidates_look: int | None = None  # the look that found them
+        self._last_look = 0  # the last look that succeeded
+        self._polls = 0
+        self._candidates: list[_Pending] = []
         self._raw_seen = 0
         self._follow_until = 0.0
         self._data_version: int | None = None
+        # The data_version at the last look: before_own looks again only when it moved.
+        self._look_version: int | None = None
         # True while the last look raised: the next poll looks even when not ``active``.
-        self._look_failed = False
+        self._look_again = False
+        # This connection's own op_ids not yet below _last_op (ranges; Index.own_ops).
+        self._own: list[tuple[int, int]] = []
         # The baseline of index_changed() before the highest op_id: a commit between the two
         # reads then moves data_version, and the first look finds it. Read the other way round,
         # it was in neither, and no look came until another process's next commit.
         self.index_changed()
+        with self.store.index.read() as cur:
+            self._look_version = _data_version(cur)
+            store.index.own_ops()  # (starts the noting; nothing before the baseline matters)
         self._last_op = self._max_op_id()
+        # The op_id up to which every revision was looked at: _last_op, but while a burst
+        # takes several looks (LOOK_ROWS), where it began; the rows read by its looks so far
+        # (id -> rev).
+        self._covered = self._last_op
+        self._burst_seen: dict[str, int] = {}
 
     def _max_op_id(self) -> int:
         with self.store.index.read() as cur:
@@ -121,82 +163,243 @@ class ForeignChanges:
         return int(rows[0][0])
 
     def claim(self, blueprint_id: str, rev: int) -> bool:
-        """Record that (id, rev) is known here; False if it already was."""
-        return self._claim(blueprint_id, rev)[0]
-
-    def _claim(self, blueprint_id: str, rev: int) -> tuple[bool, int | None]:
-        """:meth:`claim`, and the rev known before (None: none since this object was made)."""
+        """Record that (id, rev) was heard here; False if it (or a later rev) already was."""
         with self._published_lock:
             entry = self._published.get(blueprint_id)
-            known = entry[0] if entry is not None else None
-            if known is not None and known >= rev:
-                return False, known
+            if entry is not None and entry[0] >= rev:
+                return False
             self._published[blueprint_id] = (rev, self._looks)
-            return True, known
+            return True
+
+    def _claimed(self, blueprint_id: str) -> int:
+        with self._published_lock:
+            entry = self._published.get(blueprint_id)
+        return entry[0] if entry is not None else 0
 
     def _forget_claims_before(self, look: int) -> None:
-        """Drop the claims made before ``look`` started: it saw their commits, its rows are
-        checked, and the later looks find only rows committed after it (a row's state up to
-        there is known by op_id: :func:`foreign_events`)."""
+        """Drop the claims made before ``look`` started (see the class), but those a change
+        found waits for."""
+        waiting = {c.row.id for c in self._candidates if c.row.after_own is not None}
         with self._published_lock:
-            old = [k for k, (_, seen) in self._published.items() if seen < look]
+            old = [
+                k for k, (_, seen) in self._published.items() if seen < look and k not in waiting
+            ]
             for k in old:
                 del self._published[k]
 
     def poll(self, active: bool) -> list[ForeignRow]:
-        """The foreign rows the last look found; then, if ``active``, look again.
+        """The changes earlier looks found; then, if ``active``, look again.
 
         ``active`` says whether another process may have committed since the last tick
-        (:meth:`files_were_active`, :meth:`index_changed`): while it is False this costs nothing.
-        Raises the index's LocalStoreError.
+        (:meth:`files_were_active`, :meth:`index_changed`): while it is False and nothing
+        waits, this costs nothing. Raises the index's LocalStoreError (what was found stays
+        for the next poll, and the next poll looks whatever ``active`` says).
         """
+        if active:
+            self._look_again = True  # (until a look succeeds: the trigger is used up now)
+        with self.store.index.read() as cur, self._state:
+            self._polls += 1
+            out: list[ForeignRow] = []
+            keep: list[_Pending] = []
+            held: set[str] = set()
+            for p in sorted(self._candidates, key=lambda p: p.row.op_id):
+                row = p.row
+                waited = self._polls - p.found
+                # An own revision's event comes just after its commit; one more tick at most.
+                heard = row.after_own is None or self._claimed(row.id) >= row.after_own
+                if row.id not in held and (waited >= 2 or (waited >= 1 and heard)):
+                    out.append(row)
+                else:
+                    held.add(row.id)  # (a blueprint's later changes wait for this one)
+                    keep.append(p)
+            self._candidates = keep
+            if self._look_again:
+                try:
+                    self._look(cur)
+                except BaseException:
+                    # A look that fails (the index locked or damaged) loses nothing: what was
+                    # due waits for the next poll, which looks again.
+                    self._candidates = [_Pending(row, self._polls - 2) for row in out] + keep
+                    raise
+        return _in_order(out)
+
+    def before_own(self, events: Sequence[Event]) -> list[ForeignRow]:
+        """The changes of other processes to publish before this store's own ``events``.
+
+        Call it with a commit's events before any subscriber hears them (``EventBus.observe``),
+        then :meth:`claim` them. For each blueprint of the events, the changes another process
+        committed before the revision in the event (found by an earlier look, or by a look made
+        now when another connection committed since the last one). Raises nothing: a look that
+        fails is logged and left to the next poll.
+        """
+        own: dict[str, int] = {}
+        for e in events:
+            if e.process == "this":
+                own[e.id] = min(e.rev, own.get(e.id, e.rev))
+        if not own:
+            return []
+        index = self.store.index
+        out: list[ForeignRow] = []
+        try:
+            with index.read() as cur, self._state:
+                if index.write_open:
+                    return []  # (never: events are delivered after the commit)
+                if self._look_again or _data_version(cur) != self._look_version:
+                    self._look(cur)
+                if self._look_again:
+                    # A burst the looks have not read to its end: these blueprints' rows may
+                    # be among the rest, and their changes before these events with them.
+                    self._catch_up(cur, sorted(own))
+                keep = []
+                for p in self._candidates:
+                    rev = own.get(p.row.id)
+                    if rev is not None and p.row.rev < rev:
+                        out.append(p.row)
+                    else:
+                        keep.append(p)
+                self._candidates = keep
+        except LocalStoreError as exc:
+            log.warning("looking for changes of other processes: %s", exc)
+        return _in_order(out)
+
+    def _look(self, cur: Any) -> None:
+        """Find the changes other connections committed since the last look (see the class).
+
+        Under the index lock (no commit of this connection lands during it) and the state lock.
+        """
+        self._look_again = True
+        with self._published_lock:
+            self._looks += 1  # (before the read: a claim from now on belongs to this look)
+        version = _data_version(cur)
+        conn = cur.connection
+        own_snapshot = conn.getautocommit()
+        if own_snapshot:
+            cur.execute("BEGIN")
+        try:
+            rows = cur.execute(
+                "SELECT id, path, deleted, rev, op_id, content_hash, valid, problems "
+                "FROM blueprints WHERE op_id > ? ORDER BY op_id LIMIT ?",
+                (self._last_op, LOOK_ROWS),
+            ).fetchall()
+            found = self._read_changes(conn, rows)
+        finally:
+            if own_snapshot and not conn.getautocommit():
+                cur.execute("COMMIT")  # (a read: nothing to write, cannot lose anything)
+        # More than one look's rows (another process's import): the next poll goes on, and
+        # the rows after these are read by it (their op_ids are above these).
+        self._look_again = len(rows) >= LOOK_ROWS
+        self._look_version = version
+        self._candidates.extend(_Pending(row, self._polls) for row in found)
+        # A claim made before the look before this one started is of a revision both saw: a
+        # change after it found from now on is found with it as covered, not as "after own".
+        self._forget_claims_before(self._last_look)
+        self._last_look = self._looks
+        if rows:
+            self._last_op = max(int(r[4]) for r in rows)
+        if self._look_again:
+            # Rows are read in op_id order, a row by its latest: a revision of a row the next
+            # look reads may be older than these rows' (so the history is read down to where
+            # the burst began), and a row read again must not give its revisions twice.
+            for r in rows:
+                self._burst_seen[str(r[0])] = int(r[3])
+        else:
+            self._covered = self._last_op
+            self._burst_seen.clear()
+        self._own = [(a, b) for a, b in self._own if b > self._covered]
+
+    def _read_changes(self, conn: Any, rows: list[Any]) -> list[ForeignRow]:
+        """The foreign changes of ``rows`` (in a read transaction, under both locks)."""
+        self._own.extend(self.store.index.own_ops())
+        history = conn.cursor()
         found: list[ForeignRow] = []
-        look, looked = 0, False
-        if active or self._look_failed:
-            # Looked before anything is claimed: a look that fails (the index locked or
-            # damaged) then leaves this tick's candidates for the next one, where claiming
-            # them first lost them with the exception. And the next tick looks again whatever
-            # ``active`` says: the trigger (a data_version that moved) was used up by this one.
-            self._look_failed = True
-            with self._published_lock:
-                self._looks += 1  # (before the read: a claim from now on belongs to this look)
-                look = self._looks
-            with self.store.index.read() as cur:
-                rows = cur.execute(
-                    "SELECT id, path, deleted, rev, op_id, content_hash, valid, problems "
-                    "FROM blueprints WHERE op_id > ? ORDER BY op_id",
-                    (self._last_op,),
-                ).fetchall()
-            self._look_failed = False
-            looked = True
-            # What the looks before this one covered: the state this process knew of a row's
-            # blueprint is its last revision up to there (or one it published since).
-            found = [
-                ForeignRow(
-                    str(r[0]),
-                    str(r[1]),
-                    int(r[2]),
-                    int(r[3]),
-                    int(r[4]),
-                    str(r[5] or ""),
-                    int(r[6]),
-                    str(r[7] or "[]"),
-                    seen_op=self._last_op,
+        for r in rows:
+            revisions: list[tuple[int, int, str, int, str]] = []
+            done = self._burst_seen.get(str(r[0]), 0)
+            # Newest first, down to what the earlier looks covered: a few, whatever the
+            # length of the history.
+            for h in history.execute(
+                "SELECT rev, op_id, path, deleted, content_hash FROM revisions "
+                "WHERE id = ? ORDER BY rev DESC",
+                (r[0],),
+            ):
+                if int(h[1]) <= self._covered or int(h[0]) <= done:
+                    break
+                revisions.append((int(h[0]), int(h[1]), str(h[2]), int(h[3]), str(h[4] or "")))
+            if revisions or not done:
+                found.extend(self._changes(r, revisions[::-1]))
+        return found
+
+    def _catch_up(self, cur: Any, ids: list[str]) -> None:
+        """Read the changes of these blueprints now, while a burst is read look by look.
+
+        Their rows are then noted as read (``_burst_seen``): the look that reaches them gives
+        only what was committed after this.
+        """
+        conn = cur.connection
+        own_snapshot = conn.getautocommit()
+        if own_snapshot:
+            cur.execute("BEGIN")
+        try:
+            rows = []
+            for blueprint_id in ids:
+                rows.extend(
+                    cur.execute(
+                        "SELECT id, path, deleted, rev, op_id, content_hash, valid, problems "
+                        "FROM blueprints WHERE id = ? AND op_id > ?",
+                        (blueprint_id, self._last_op),
+                    ).fetchall()
                 )
-                for r in rows
-            ]
-        foreign = []
-        for c in self._candidates:
-            new, known = self._claim(c.id, c.rev)
-            if new:
-                foreign.append(c._replace(known_rev=known))
-        if self._candidates_look is not None:
-            self._forget_claims_before(self._candidates_look)
-        self._candidates = found
-        self._candidates_look = look if looked else None
-        if found:
-            self._last_op = max(c.op_id for c in found)
-        return foreign
+            found = self._read_changes(conn, rows)
+        finally:
+            if own_snapshot and not conn.getautocommit():
+                cur.execute("COMMIT")
+        self._candidates.extend(_Pending(row, self._polls) for row in found)
+        for r in rows:
+            self._burst_seen[str(r[0])] = int(r[3])
+
+    def _is_own(self, op_id: int) -> bool:
+        return any(a <= op_id <= b for a, b in self._own)
+
+    def _changes(
+        self, row: tuple[Any, ...], revisions: list[tuple[int, int, str, int, str]]
+    ) -> list[ForeignRow]:
+        """The foreign changes of one row: each run of other connections' revisions."""
+        blueprint_id, rev = str(row[0]), int(row[3])
+        if not revisions:
+            if self._is_own(int(row[4])):
+                return []
+            # No revision for it (the op_id moved without one, or an index rebuilt without
+            # history): the row alone, as before.
+            return [_row(row, known=None, seen_op=self._covered, after_own=None)]
+        out: list[ForeignRow] = []
+        start: int | None = None  # the first revision of the run being read
+        for i, (r_rev, r_op, path, deleted, chash) in enumerate(revisions):
+            if self._is_own(r_op):
+                continue
+            if start is None:
+                start = i
+            if i + 1 < len(revisions) and not self._is_own(revisions[i + 1][1]):
+                continue  # the run goes on
+            first = revisions[start][0]
+            before = revisions[start - 1] if start > 0 else None
+            latest = r_rev == rev
+            out.append(
+                ForeignRow(
+                    blueprint_id,
+                    path,
+                    deleted,
+                    r_rev,
+                    r_op,
+                    chash,
+                    int(row[6]) if latest else 1,
+                    str(row[7] or "[]") if latest else "[]",
+                    known_rev=first - 1,
+                    seen_op=self._covered,
+                    after_own=before[0] if before is not None else None,
+                )
+            )
+            start = None
+        return out
 
     def files_were_active(self, watcher: Watcher) -> bool:
         """Whether file events arrived within the last ``FOLLOW_WINDOW_S`` (then look at the index).
@@ -219,10 +422,37 @@ class ForeignChanges:
         index maintainer's commits, which costs one needless indexed query, never a missed row.
         """
         with self.store.index.read() as cur:
-            version = int(cur.execute("PRAGMA data_version").fetchall()[0][0])
+            version = _data_version(cur)
         changed = self._data_version is not None and version != self._data_version
         self._data_version = version
         return changed
+
+
+def _data_version(cur: Any) -> int:
+    return int(cur.execute("PRAGMA data_version").fetchall()[0][0])
+
+
+def _row(
+    r: tuple[Any, ...], *, known: int | None, seen_op: int, after_own: int | None
+) -> ForeignRow:
+    return ForeignRow(
+        str(r[0]),
+        str(r[1]),
+        int(r[2]),
+        int(r[3]),
+        int(r[4]),
+        str(r[5] or ""),
+        int(r[6]),
+        str(r[7] or "[]"),
+        known_rev=known,
+        seen_op=seen_op,
+        after_own=after_own,
+    )
+
+
+def _in_order(rows: list[ForeignRow]) -> list[ForeignRow]:
+    """In the order they were committed (each blueprint's changes in rev order)."""
+    return sorted(rows, key=lambda r: r.op_id)
 
 
 def foreign_events(store: BlueprintStore, row: Row | ForeignRow) -> list[Event]:

@@ -702,7 +702,13 @@ class Daemon:
         # A commit's events, all before any subscriber hears one (EventBus.observe): claimed
         # one by one as they were forwarded, a long batch could outlast the follower's tick
         # and this store's own rows go out again as another process's.
-        if self._foreign is not None:
+        if self._foreign is not None and self.store is not None:
+            # What other processes changed before this commit in the same blueprints goes out
+            # first (see ForeignChanges.before_own), as the poll's rows do.
+            for row in self._foreign.before_own(events):
+                self.metrics.foreign_changes += 1
+                for foreign in foreign_events(self.store, row):
+                    self._forward(foreign)
             for event in events:
                 self._foreign.claim(event.id, event.rev)
 

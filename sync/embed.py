@@ -388,7 +388,15 @@ class EmbeddedSync:
         return False
 
     def _claim(self, events: Sequence[Event]) -> None:
-        # This store's own changes (and the engine's applies) are no other process's.
+        # Before any subscriber hears this commit: what other processes changed before it in
+        # the same blueprints is heard first (the app's own save of a blueprint another
+        # process had just moved came as "modified" at a path it had never heard of).
+        if not self._done.is_set():
+            rows = self._foreign.before_own(events)
+            if rows:
+                self.store.events.publish(
+                    e for row in rows for e in foreign_events(self.store, row)
+                )
         for event in events:
             self._foreign.claim(event.id, event.rev)
 
@@ -399,7 +407,7 @@ class EmbeddedSync:
         moves on every other connection's commit whether or not a watcher runs here. The events
         reach the app and the engine alike: the engine wakes for them as for the app's own saves
         (after its debounce, without cutting a back-off short), so there is no second wake-up
-        here. ``_claim`` sees them too, and finds them claimed already by ``poll``.
+        here. ``_claim`` sees them too (they are not this store's own: nothing to look for).
         """
         rows = self._foreign.poll(self._foreign.index_changed())
         if rows:
