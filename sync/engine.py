@@ -1016,6 +1016,8 @@ class SyncEngine:
                     continue
                 if result.code == "not_owner" and item.base_rev is None and not change.deleted:
                     foreign.append((change, item))  # never synced under this id: _take_new_id
+                elif result.status == "rejected" and result.code == "op_id_reused":
+                    self._reused_op(cur, change, result)
                 elif result.status == "rejected":
                     self._quarantine_push(
                         cur, change, item, result.code or "rejected", result.message or "", report
@@ -1115,6 +1117,27 @@ class SyncEngine:
             self._renew(cur, change.id)
             return
         applier.move_for_path_conflict(cur, change.id, winner)
+
+    def _reused_op(self, cur: Any, change: Change, result: PushResult) -> None:
+        """Push again a change whose op id this device had already used for another change.
+
+        The op counter went back (the index was restored from a backup) or another home pushes
+        under this device id (a copy made before copies took ids of their own): the server
+        answers ``op_id_reused`` with the highest op id it holds for this device instead of
+        replaying the other change's answer. The counter jumps above it and the change gets a
+        fresh op id; it stays dirty and goes up in the next round. Quarantining it would wait
+        for a person for nothing; taking the replayed answer, as before, lost the change.
+        """
+        high = result.max_op_id if result.max_op_id is not None else change.op_id
+        self.store.index.raise_op_counter(cur, max(high, change.op_id))
+        self._renew(cur, change.id)
+        log.info(
+            "sync: op id %d of this device was already used for another change on the server "
+            "(a home restored from a backup?); %s goes again above op id %d",
+            change.op_id,
+            change.path,
+            high,
+        )
 
     def _renew(self, cur: Any, blueprint_id: str) -> None:
         st.renew_push_op(cur, blueprint_id, self.store.index.next_op_id(cur))
