@@ -19,8 +19,10 @@ name, a backup restored by writing new files) from the original; the machine id 
 image cloned onto another machine, which keeps paths and inodes.
 
 An index written before fingerprints existed keeps its id and gets its fingerprint now: such a
-home cannot tell whether it was copied, and the server's op-id check (migration
-``20261122000800``) still keeps two homes under one id from losing each other's changes.
+home cannot tell whether it was copied. The server's op-id check (migration
+``20261122000800``) keeps two homes under one id from losing each other's changes, and the sync
+engine replaces the id (:func:`replace_device_id`) at the first op id the server says another
+change used.
 Rejected: the filesystem's device number in the fingerprint (it changes across reboots for
 removable and network filesystems, and would rotate the id on every mount).
 """
@@ -35,7 +37,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEVICE_KEY", "FINGERPRINT_KEY", "ensure_device_id", "home_fingerprint", "machine_id"]
+__all__ = [
+    "DEVICE_KEY",
+    "FINGERPRINT_KEY",
+    "ensure_device_id",
+    "home_fingerprint",
+    "machine_id",
+    "replace_device_id",
+]
 
 log = logging.getLogger("localstore")
 
@@ -122,4 +131,16 @@ def ensure_device_id(index: Any, index_path: Path, new_id: Callable[[], str]) ->
             )
         if here is not None and seen != here:
             _put(cur, FINGERPRINT_KEY, here)
+    return device
+
+
+def replace_device_id(index: Any, new_id: Callable[[], str]) -> str:
+    """Give this home a new device id now and return it (the fingerprint stays as it is).
+
+    For the sync engine when the server shows another home pushes under this id. Raises what
+    the index raises.
+    """
+    device = new_id()
+    with index.write() as cur:
+        _put(cur, DEVICE_KEY, device)
     return device

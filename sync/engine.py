@@ -39,6 +39,7 @@ from typing import Any, Literal, Protocol, TypeVar
 import apsw
 
 from localstore import files as fs
+from localstore._identity import replace_device_id
 from localstore.blueprint import decode_meta, encode_meta, new_id, utc_now
 from localstore.errors import (
     AlreadyExistsError,
@@ -999,6 +1000,7 @@ class SyncEngine:
         applier = Applier(self.store, self.policy, now=self.now, stats=stats, ancestors=ancestors)
         conflicts = 0
         foreign: list[tuple[Change, st.OutboxItem]] = []
+        reused = False
         self._journal([r.current for r in results if r.current is not None])
         with self.store.index.write() as cur:
             st.journal_clear(cur)
@@ -1018,6 +1020,7 @@ class SyncEngine:
                     foreign.append((change, item))  # never synced under this id: _take_new_id
                 elif result.status == "rejected" and result.code == "op_id_reused":
                     self._reused_op(cur, change, result)
+                    reused = True
                 elif result.status == "rejected":
                     self._quarantine_push(
                         cur, change, item, result.code or "rejected", result.message or "", report
@@ -1026,6 +1029,8 @@ class SyncEngine:
                     conflicts += 1
                     self._push_conflict(cur, applier, change, item, result, report)
         self._finish_apply(stats, report)
+        if reused:
+            self._new_device_id()
         for change, item in foreign:
             self._take_new_id(change, item, report)
         return conflicts
@@ -1137,6 +1142,26 @@ class SyncEngine:
             change.op_id,
             change.path,
             high,
+        )
+
+    def _new_device_id(self) -> None:
+        """Push under a new device id from now on: another home may share this one.
+
+        An ``op_id_reused`` answer means another change was pushed under this device id and op
+        id: this home went back in time (a restore) or is a copy of another live home that
+        shares its id (copied before copies took ids of their own, localstore._identity). In
+        the second case the merge would also take the other home's writes for this one's own
+        (its own-device checks), so the id is replaced, as a copy's would be at open; after a
+        restore that is harmless. After the commit of the batch, so a rolled-back batch leaves
+        the id as it was.
+        """
+        old = self.store.device_id
+        self.store.device_id = replace_device_id(self.store.index, new_id)
+        log.warning(
+            "sync: the server holds other changes under this home's device id %s (a home "
+            "restored from a backup, or a copy of another home); it pushes as %s from now on",
+            old,
+            self.store.device_id,
         )
 
     def _renew(self, cur: Any, blueprint_id: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -119,6 +120,44 @@ def test_a_copy_hears_of_the_originals_later_edits(tmp_path: Path, server: Memor
         converge(a, b)
         assert server_snapshot(server)[x][1] == BASE.replace("a: 1", "a: 2")
         assert b.text(x) == BASE.replace("a: 1", "a: 2")
+    finally:
+        _close(a)
+        _close(b)
+
+
+def _forget_fingerprint(home: Path) -> None:
+    """Make the index look as a version before fingerprints left it."""
+    db = sqlite3.connect(home / "data" / "index.db")
+    try:
+        with db:
+            db.execute("DELETE FROM settings WHERE key = 'device_fingerprint'")
+    finally:
+        db.close()
+
+
+def test_a_copy_made_before_fingerprints_parts_from_its_original_at_its_first_push(
+    tmp_path: Path, server: MemoryServer
+) -> None:
+    a = open_device(tmp_path, "a", server)
+    x = a.store.save("flows/x", BASE).id
+    a.sync()
+    _close(a)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    for name in ("a", "b"):
+        _forget_fingerprint(tmp_path / name)
+    a = open_device(tmp_path, "a", server)
+    b = open_device(tmp_path, "b", server)
+    try:
+        assert a.store.device_id == b.store.device_id  # nothing tells them apart at open
+        b.store.delete(x)
+        a.store.save("flows/x", BASE.replace("a: 1", "a: 2"))
+        a.sync()
+        b.sync()  # its op id was used by a's edit: it takes a new id, then merges as another device
+        assert b.store.device_id != a.store.device_id
+        assert b.store.index.get_setting("device_id") == b.store.device_id
+        converge(a, b)
+        assert server_snapshot(server)[x][1] == BASE.replace("a: 1", "a: 2")  # edit beats delete
+        assert_converged(server, a, b)
     finally:
         _close(a)
         _close(b)
