@@ -1059,6 +1059,16 @@ class Index:
         self._own_ops = []
         return ranges
 
+    def raise_op_counter(self, cur: Any, at_least: int) -> None:
+        """Make every later op id greater than ``at_least`` (inside a write transaction).
+
+        The sync engine calls it when the server says this device already used op ids up to
+        ``at_least`` (an index restored from a backup rolled the counter back).
+        """
+        cur.execute(
+            "UPDATE counters SET value = max(value, ?) WHERE name = 'op_id'", (int(at_least),)
+        )
+
     def get_setting(self, key: str, default: str | None = None) -> str | None:
         """Read one value from the settings table."""
         with self.read() as cur:

@@ -31,6 +31,7 @@ import apsw
 
 from localstore import files as fs
 from localstore._fts_text import HIT_CLOSE, HIT_OPEN, SPLIT, indexed_text, shown
+from localstore._identity import ensure_device_id
 from localstore._listing import INFO_COLUMNS, ListingCache, collector_paused, infos
 from localstore.blueprint import (
     MAX_META_BYTES,
@@ -423,7 +424,8 @@ class BlueprintStore:
         self._closed = False
         self._close_lock = threading.Lock()
         self._on_close: list[Callable[[], None]] = []
-        self.device_id = self._ensure_setting("device_id", new_id)
+        # A copied or moved home takes a new device id here (see localstore._identity).
+        self.device_id = ensure_device_id(self.index, self.paths.index_db, new_id)
         self.device_name = self.settings.device_name
         self._maintainer: Maintainer | None = None
         if maintenance:
@@ -568,21 +570,6 @@ class BlueprintStore:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosedError("the store is closed", hint="open it again")
-
-    def _ensure_setting(self, key: str, factory: Callable[[], str]) -> str:
-        with self.index.read() as cur:
-            # Set once per home: a read, so opening the store does not wait for (nor need) the
-            # write lock while another process writes.
-            rows = cur.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchall()
-        if rows:
-            return str(rows[0][0])
-        with self.index.write() as cur:
-            rows = cur.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchall()
-            if rows:
-                return str(rows[0][0])
-            value = factory()
-            cur.execute("INSERT INTO settings VALUES (?, ?)", (key, value))
-            return value
 
     def subscribe(
         self, callback: Callable[[Event], None], *, kinds: Iterable[str] | None = None

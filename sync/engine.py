@@ -39,6 +39,7 @@ from typing import Any, Literal, Protocol, TypeVar
 import apsw
 
 from localstore import files as fs
+from localstore._identity import replace_device_id
 from localstore.blueprint import decode_meta, encode_meta, new_id, utc_now
 from localstore.errors import (
     AlreadyExistsError,
@@ -999,6 +1000,7 @@ class SyncEngine:
         applier = Applier(self.store, self.policy, now=self.now, stats=stats, ancestors=ancestors)
         conflicts = 0
         foreign: list[tuple[Change, st.OutboxItem]] = []
+        reused = False
         self._journal([r.current for r in results if r.current is not None])
         with self.store.index.write() as cur:
             st.journal_clear(cur)
@@ -1016,6 +1018,9 @@ class SyncEngine:
                     continue
                 if result.code == "not_owner" and item.base_rev is None and not change.deleted:
                     foreign.append((change, item))  # never synced under this id: _take_new_id
+                elif result.status == "rejected" and result.code == "op_id_reused":
+                    self._reused_op(cur, change, result)
+                    reused = True
                 elif result.status == "rejected":
                     self._quarantine_push(
                         cur, change, item, result.code or "rejected", result.message or "", report
@@ -1024,6 +1029,8 @@ class SyncEngine:
                     conflicts += 1
                     self._push_conflict(cur, applier, change, item, result, report)
         self._finish_apply(stats, report)
+        if reused:
+            self._new_device_id()
         for change, item in foreign:
             self._take_new_id(change, item, report)
         return conflicts
@@ -1115,6 +1122,47 @@ class SyncEngine:
             self._renew(cur, change.id)
             return
         applier.move_for_path_conflict(cur, change.id, winner)
+
+    def _reused_op(self, cur: Any, change: Change, result: PushResult) -> None:
+        """Push again a change whose op id this device had already used for another change.
+
+        The op counter went back (the index was restored from a backup) or another home pushes
+        under this device id (a copy made before copies took ids of their own): the server
+        answers ``op_id_reused`` with the highest op id it holds for this device instead of
+        replaying the other change's answer. The counter jumps above it and the change gets a
+        fresh op id; it stays dirty and goes up in the next round. Quarantining it would wait
+        for a person for nothing; taking the replayed answer, as before, lost the change.
+        """
+        high = result.max_op_id if result.max_op_id is not None else change.op_id
+        self.store.index.raise_op_counter(cur, max(high, change.op_id))
+        self._renew(cur, change.id)
+        log.info(
+            "sync: op id %d of this device was already used for another change on the server "
+            "(a home restored from a backup?); %s goes again above op id %d",
+            change.op_id,
+            change.path,
+            high,
+        )
+
+    def _new_device_id(self) -> None:
+        """Push under a new device id from now on: another home may share this one.
+
+        An ``op_id_reused`` answer means another change was pushed under this device id and op
+        id: this home went back in time (a restore) or is a copy of another live home that
+        shares its id (copied before copies took ids of their own, localstore._identity). In
+        the second case the merge would also take the other home's writes for this one's own
+        (its own-device checks), so the id is replaced, as a copy's would be at open; after a
+        restore that is harmless. After the commit of the batch, so a rolled-back batch leaves
+        the id as it was.
+        """
+        old = self.store.device_id
+        self.store.device_id = replace_device_id(self.store.index, new_id)
+        log.warning(
+            "sync: the server holds other changes under this home's device id %s (a home "
+            "restored from a backup, or a copy of another home); it pushes as %s from now on",
+            old,
+            self.store.device_id,
+        )
 
     def _renew(self, cur: Any, blueprint_id: str) -> None:
         st.renew_push_op(cur, blueprint_id, self.store.index.next_op_id(cur))

@@ -14,7 +14,8 @@ statement timeout (57014), jsonb's size limit (54000) or a gateway (413) fail on
 
 It also validates the way the SQL does, with the same limits (migration 20261122000500): a call
 whose device name is empty or over 128 characters fails whole (``ProtocolError``, the server's
-22023); then, in this order per change, replay (stored result), ``invalid_change`` (a content
+22023); then, in this order per change, replay (stored result; ``op_id_reused`` when the
+stored one answered another change), ``invalid_change`` (a content
 hash over 128 characters included), ``invalid_id``, ``invalid_path``, ``too_large`` (content over
 10 MiB, meta over 1 MiB as ``pg_column_size`` of its jsonb counts it: :func:`jsonb_size`),
 ``not_owner``, then the compare-and-swap (``exists`` / ``missing`` / ``rev_mismatch``) and
@@ -101,7 +102,10 @@ class MemoryServer:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     rows: dict[str, _Owned] = field(default_factory=dict, repr=False)
     seq: int = 0
-    applied_ops: dict[tuple[str, str, int], PushResult] = field(default_factory=dict, repr=False)
+    # (owner, device, op_id) -> (the stored answer, the fingerprint of the change it answered).
+    applied_ops: dict[tuple[str, str, int], tuple[PushResult, tuple[Any, ...]]] = field(
+        default_factory=dict, repr=False
+    )
     horizons: dict[str, int] = field(default_factory=dict)
     revisions: list[tuple[str, ServerRow]] = field(default_factory=list, repr=False)
     subscribers: dict[str, list[_Subscriber]] = field(default_factory=dict, repr=False)
@@ -373,12 +377,34 @@ class MemoryRemote:
         op_id = change.op_id
         key_ok = isinstance(op_id, int) and not isinstance(op_id, bool)
         key = (self.user, device, op_id)
+        print_ = fingerprint(change)
         if key_ok and key in self.server.applied_ops:
-            return self.server.applied_ops[key]
+            stored, stored_print = self.server.applied_ops[key]
+            if stored_print == print_:
+                return stored
+            return self._reused(change, device)
         result = self._decide(change, device)
         if key_ok:
-            self.server.applied_ops[key] = result
+            self.server.applied_ops[key] = (result, print_)
         return result
+
+    def _reused(self, change: Change, device: str) -> PushResult:
+        """The answer to an op id this device used for another change (nothing is recorded)."""
+        high = max(
+            op for (user, dev, op) in self.server.applied_ops if (user, dev) == (self.user, device)
+        )
+        rid = canonical_uuid(change.id) if isinstance(change.id, str) else None
+        return PushResult(
+            change.op_id,
+            rid or (change.id if isinstance(change.id, str) else ""),
+            "rejected",
+            code="op_id_reused",
+            message=(
+                f"op id {change.op_id} of device {device} was used for another change "
+                f"(restored or copied home?); push it again above op id {high}"
+            ),
+            max_op_id=high,
+        )
 
     def _decide(self, change: Change, device: str) -> PushResult:
         op_id = change.op_id if isinstance(change.op_id, int) else 0
@@ -503,6 +529,17 @@ def _invalid_change(change: Change) -> str | None:
     if len(change.content_hash) > MAX_HASH_CHARS:
         return f"content_hash is longer than {MAX_HASH_CHARS} characters"
     return None
+
+
+def fingerprint(change: Change) -> tuple[Any, ...]:
+    """What makes a resent change the same change (the SQL's ``change_fingerprint``)."""
+    return (
+        change.id,
+        change.base_rev,
+        change.path,
+        change.content_hash,
+        change.deleted,
+    )
 
 
 def jsonb_size(value: object) -> int:

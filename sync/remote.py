@@ -15,7 +15,10 @@ Rules every backend keeps (the contract suite checks each):
   a conflict or a rejection of one change does not stop the others.
 * **Push is idempotent by (user, device, op_id).** A replay returns the stored result verbatim
   (conflicts and rejections too) and applies nothing, so a push whose response was lost is safe
-  to resend.
+  to resend. A replay is the *same* change (id, base_rev, path, content_hash, deleted): an op id
+  stored for another change (a home restored from a backup drew it again) is answered
+  ``rejected`` / ``op_id_reused`` with ``max_op_id``, applies nothing and leaves the stored
+  result as it was; the client pushes the change again under an op id above ``max_op_id``.
 * **Pull is ordered and never skips.** Rows come in ascending ``seq``; a row whose transaction
   commits after a later ``seq`` was already handed out still reaches a client that pulls with
   the cursor it was given. Tombstones are rows too.
@@ -55,7 +58,9 @@ MAX_MATCH_PROBES = 1000
 
 PushStatus = Literal["applied", "conflict", "rejected"]
 ConflictReason = Literal["rev_mismatch", "exists", "missing", "path_taken"]
-RejectCode = Literal["invalid_id", "invalid_path", "too_large", "invalid_change", "not_owner"]
+RejectCode = Literal[
+    "invalid_id", "invalid_path", "too_large", "invalid_change", "not_owner", "op_id_reused"
+]
 
 CONFLICT_REASONS: tuple[str, ...] = ("rev_mismatch", "exists", "missing", "path_taken")
 REJECT_CODES: tuple[str, ...] = (
@@ -64,6 +69,7 @@ REJECT_CODES: tuple[str, ...] = (
     "too_large",
     "invalid_change",
     "not_owner",
+    "op_id_reused",
 )
 
 _T = TypeVar("_T")
@@ -176,6 +182,9 @@ class PushResult:
 
     ``applied``: ``rev`` and ``seq`` are set. ``conflict``: ``reason`` is set and ``current`` is the
     server row (None for ``missing``). ``rejected``: ``code`` and ``message`` are set; permanent.
+    ``op_id_reused`` (this device already used the op id for another change: a home restored
+    from a backup, or copied) also carries ``max_op_id``, the highest op id the server holds for
+    this device: the change is new and goes again under an op id above it.
     """
 
     op_id: int
@@ -187,6 +196,7 @@ class PushResult:
     current: ServerRow | None = None
     code: str | None = None
     message: str | None = None
+    max_op_id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of this result (only the fields its status carries)."""
@@ -200,6 +210,8 @@ class PushResult:
             )
         else:
             out.update(code=self.code, message=self.message)
+            if self.max_op_id is not None:
+                out.update(max_op_id=self.max_op_id)
         return out
 
     @classmethod
@@ -224,7 +236,12 @@ class PushResult:
         if status == "rejected":
             code = _get(m, "code", str, w)
             message = m.get("message")
-            return cls(op_id, id_, "rejected", code=code, message=str(message or code))
+            high = m.get("max_op_id")
+            if high is not None and (not isinstance(high, int) or isinstance(high, bool)):
+                raise ProtocolError(f"{w}: max_op_id is not an integer")
+            return cls(
+                op_id, id_, "rejected", code=code, message=str(message or code), max_op_id=high
+            )
         raise ProtocolError(f"{w}: unknown status {status!r}")
 
 

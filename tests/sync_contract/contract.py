@@ -424,6 +424,42 @@ class RemoteContract:
         (row,) = pull_all(alice.remote)[0]
         assert row.rev == 3
 
+    def test_a_reused_op_id_with_another_change_is_refused_not_replayed(
+        self, alice: Writer
+    ) -> None:
+        # A home restored from a backup (or copied) draws op ids this device already used.
+        first, applied = alice.create(path="p.yaml")
+        other, _ = alice.create(path="q.yaml")
+        restored = Writer(alice.remote, alice.device)  # its op counter is back at 1
+        edit = restored.change(first.id, base_rev=None, path="p.yaml", content="b: 2\n")
+        new = restored.change(path="r.yaml")
+        assert (edit.op_id, new.op_id) == (first.op_id, other.op_id)
+        _, cursor = pull_all(alice.remote)
+        results = restored.push(edit, new)
+        for change, result in zip((edit, new), results, strict=True):
+            assert (result.op_id, result.id, result.status) == (change.op_id, change.id, "rejected")
+            assert result.code == "op_id_reused"
+            assert result.max_op_id is not None and result.max_op_id >= other.op_id
+        assert alice.remote.pull(cursor).changes == []  # nothing applied
+        assert alice.push_one(first) == applied  # the stored answer is still the original's
+        # Above the high-water mark the same changes are decided as usual.
+        above = Writer(alice.remote, alice.device, itertools.count(results[0].max_op_id + 1))
+        retried = above.push(
+            replace(edit, op_id=next(above.ops)), replace(new, op_id=next(above.ops))
+        )
+        assert [r.status for r in retried] == ["conflict", "applied"]
+        assert retried[0].reason == "exists"
+
+    def test_a_change_repeating_an_op_id_of_its_batch_with_other_content_is_refused(
+        self, alice: Writer
+    ) -> None:
+        one = alice.change(path="one.yaml")
+        two = replace(alice.change(path="two.yaml"), op_id=one.op_id)
+        first, second = alice.push(one, two)
+        assert first.status == "applied"
+        assert (second.status, second.code, second.id) == ("rejected", "op_id_reused", two.id)
+        assert len(pull_all(alice.remote)[0]) == 1
+
     def test_op_ids_are_scoped_per_device_and_user(
         self, alice: Writer, alice2: Writer, bob: Writer
     ) -> None:
