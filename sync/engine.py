@@ -1747,7 +1747,10 @@ class SyncEngine:
 
     def backoff_delay(self, failures: int) -> float:
         """Exponential backoff with jitter: half fixed, half random, capped."""
-        ceiling = min(self.backoff_cap_s, self.backoff_base_s * (2 ** max(0, failures - 1)))
+        # The exponent is bounded: 2 ** 1024 does not fit a float, and the OverflowError it
+        # raised after ~14 hours offline (at the default base and cap) ended the loop thread.
+        doublings = min(max(0, failures - 1), 64)
+        ceiling = min(self.backoff_cap_s, self.backoff_base_s * (2**doublings))
         return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
 
 
