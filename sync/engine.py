@@ -1612,6 +1612,11 @@ class SyncEngine:
         try:
             while self._wait_until_due():
                 self._attempt()
+        except BaseException:
+            # Only a bug gets here (_attempt catches each cycle's errors). Logged, so the log
+            # file says why syncing stopped (the thread's own report goes to stderr only).
+            log.critical("sync: the loop ended on an unexpected error", exc_info=True)
+            raise
         finally:
             # The loop's own thread lets go of what _begin took, whatever ended it.
             for unsub in self._unsubs:

@@ -52,5 +52,3 @@ def test_the_loop_survives_a_night_offline(
         observer.close()
         a.engine.stop()
         a.engine.join(WAIT)
-
-
