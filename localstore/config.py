@@ -416,6 +416,7 @@ OTHER_ENV_VARS = frozenset(
         "REQUIRE_KEYCHAIN",
         "SOAK_S",
         "SOAK_OUT",
+        "SOAK_CYCLES",
         "CRASH_SEED",
         "FUZZ_EXAMPLES",
         "CONCURRENCY_SECONDS",

@@ -31,6 +31,7 @@ import contextlib
 import json
 import logging
 import logging.handlers
+import math
 import os
 import secrets
 import signal
@@ -66,7 +67,7 @@ from sync._follow import (
 from sync._local import SyncStateName, list_flagged, local_status, unaccepted_files
 from sync.control import ControlServer, OpError
 from sync.embed import STATE_FILE, HomeLock, lock_holder, remove_state, write_state
-from sync.engine import SyncEngine, SyncReport, SyncStatus
+from sync.engine import SyncEngine, SyncReport, SyncStatus, WorkerState
 from sync.errors import NotLoggedInError, SyncError
 from sync.remote import Remote
 from sync.session_marker import SessionMarker
@@ -80,6 +81,10 @@ LOG_MAX_BYTES = 5 * 1024 * 1024
 LOG_BACKUPS = 3
 STOP_BUDGET_S = 4.0
 RELOGIN_CHECK_S = 60.0
+# A sync loop that ended on its own is replaced at the next tick; one that dies again within
+# SYNC_RESTART_MAX_S of its restart waits SYNC_RESTART_S, doubling up to SYNC_RESTART_MAX_S.
+SYNC_RESTART_S = 5.0
+SYNC_RESTART_MAX_S = 300.0
 TICK_S = 0.5
 REMOTE_TIMEOUT_S = 15.0
 SYNC_WAIT_IDLE_S = 10.0
@@ -226,6 +231,7 @@ class DaemonMetrics:
     store_events: int = 0
     foreign_changes: int = 0
     watcher_restarts: int = 0
+    sync_restarts: int = 0
     startup_reconcile_seconds: float = 0.0
     last_cycle_seconds: float = 0.0
 
@@ -319,6 +325,11 @@ class Daemon:
         self._watcher_keeper: WatcherKeeper | None = None
         # Errors of the tick's checks logged so far, per check (see _guarded).
         self._tick_errors: dict[str, set[str]] = {}
+        # The sync loop found dead and not replaced yet, and when to replace it (_check_sync_loop).
+        self._sync_dead: SyncEngine | None = None
+        self._sync_restart_delay = 0.0
+        self._sync_restart_due = 0.0
+        self._sync_restarted_at = -math.inf
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -560,6 +571,7 @@ class Daemon:
         if not self._guarded("the home's lock", self._check_lock, default=True):
             return
         self._guarded("the watcher", self._check_watcher)
+        self._guarded("the sync loop", self._check_sync_loop)
         # (Distinct names: a check's success clears only its own logged errors.)
         self._guarded("the login marker", self._check_session)
         self._guarded("a new login", self._relogin_if_due)
@@ -678,6 +690,52 @@ class Daemon:
         if new is not None:
             self.watcher = new
             self.metrics.watcher_restarts += 1
+
+    def _check_sync_loop(self) -> None:
+        """Replace a sync loop whose thread ended on its own (the engine logged why).
+
+        Only a bug ends it (each cycle's errors are caught), but one did: after ~14 hours
+        offline the backoff overflowed, the loop thread ended, and nothing synced again until
+        the daemon was restarted, while status kept the last state it had. The dead engine's
+        remote is closed and a new engine started from the home's session, as at start.
+        """
+        engine = self.engine
+        if engine is None or self._stop.is_set() or engine.worker_state is not WorkerState.STOPPED:
+            return
+        now = time.monotonic()
+        if self._sync_dead is not engine:
+            self._sync_dead = engine
+            # Dead again soon after a restart: wait, so a loop that dies at once is not
+            # restarted twice a second for months (each start opens a remote).
+            if now - self._sync_restarted_at < SYNC_RESTART_MAX_S:
+                self._sync_restart_delay = min(
+                    self._sync_restart_delay * 2 or SYNC_RESTART_S, SYNC_RESTART_MAX_S
+                )
+            else:
+                self._sync_restart_delay = 0.0
+            self._sync_restart_due = now + self._sync_restart_delay
+            log.error(
+                "the sync loop stopped unexpectedly; restarting it%s",
+                f" in {self._sync_restart_delay:.0f} s" if self._sync_restart_delay else "",
+            )
+        if now < self._sync_restart_due:
+            return
+        with self._engine_mutex:
+            if self.engine is not engine:
+                return
+            remote = self.remote
+            self.engine = self.remote = None
+        with self._status_mutex:
+            if self._status_unsub is not None:
+                self._status_unsub()
+                self._status_unsub = None
+        close_remote(remote)
+        self._sync_dead = None
+        self._sync_restarted_at = now
+        if self._attach_engine():
+            self.metrics.sync_restarts += 1
+        if self.server is not None:
+            self.server.publish("sync", self._sync_status())
 
     # -- changes made by other processes -------------------------------------------------------
 

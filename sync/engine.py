@@ -1660,6 +1660,11 @@ class SyncEngine:
         try:
             while self._wait_until_due():
                 self._attempt()
+        except BaseException:
+            # Only a bug gets here (_attempt catches each cycle's errors). Logged, so the log
+            # file says why syncing stopped (the thread's own report goes to stderr only).
+            log.critical("sync: the loop ended on an unexpected error", exc_info=True)
+            raise
         finally:
             # The loop's own thread lets go of what _begin took, whatever ended it.
             for unsub in self._unsubs:
@@ -1795,7 +1800,10 @@ class SyncEngine:
 
     def backoff_delay(self, failures: int) -> float:
         """Exponential backoff with jitter: half fixed, half random, capped."""
-        ceiling = min(self.backoff_cap_s, self.backoff_base_s * (2 ** max(0, failures - 1)))
+        # The exponent is bounded: 2 ** 1024 does not fit a float, and the OverflowError it
+        # raised after ~14 hours offline (at the default base and cap) ended the loop thread.
+        doublings = min(max(0, failures - 1), 64)
+        ceiling = min(self.backoff_cap_s, self.backoff_base_s * (2**doublings))
         return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
 
 
