@@ -18,6 +18,7 @@ tracked per component in ``component_versions`` and the core's version is mirror
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -182,6 +183,23 @@ MAINTENANCE_INTERVAL_S = 30.0
 MAINTENANCE_LOG_EVERY_S = 600.0
 
 
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def note_os_error(conn: apsw.Connection, exc: BaseException) -> None:
+    """Note on an apsw I/O error the OS error behind it (``os_errno``, for map_apsw_error).
+
+    SQLite reports ENOSPC as SQLITE_FULL only where it writes a file; growing the WAL index
+    (-shm) or opening the WAL on a full disk fails as a plain SQLITE_IOERR, which said "disk
+    I/O error" (check the hardware) to a user whose disk was only full.
+    """
+    if isinstance(exc, apsw.IOError) and not hasattr(exc, "os_errno"):
+        try:
+            exc.os_errno = conn.system_errno  # type: ignore[attr-defined]
+        except apsw.Error:
+            pass
+
+
 def map_apsw_error(exc: apsw.Error, action: str = "index operation") -> LocalStoreError:
     """Translate an apsw exception into the localstore tree."""
     if isinstance(exc, apsw.BusyError | apsw.LockedError):
@@ -189,7 +207,7 @@ def map_apsw_error(exc: apsw.Error, action: str = "index operation") -> LocalSto
             f"{action}: the index stayed locked by another process",
             hint="another localstore process is busy; try again",
         )
-    if isinstance(exc, apsw.FullError):
+    if isinstance(exc, apsw.FullError) or getattr(exc, "os_errno", None) in _FULL_ERRNOS:
         return DiskFullError(f"{action}: the disk is full", hint="free some disk space")
     if isinstance(exc, apsw.ReadOnlyError | apsw.PermissionsError | apsw.CantOpenError):
         return PermissionDeniedError(
@@ -253,6 +271,7 @@ def set_aside(path: Path) -> Path:
 
 
 def _connect(path: Path, busy_timeout_ms: int) -> apsw.Connection:
+    conn: apsw.Connection | None = None
     try:
         conn = apsw.Connection(str(path))
         conn.setbusytimeout(busy_timeout_ms)
@@ -277,6 +296,9 @@ def _connect(path: Path, busy_timeout_ms: int) -> apsw.Connection:
         # limit; a WAL hook runs after the commit has released the write lock.
         conn.setwalhook(_WalGuard(path, page_size))
     except apsw.Error as exc:
+        if conn is not None:
+            note_os_error(conn, exc)
+            _close_quietly(conn)
         raise map_apsw_error(exc, f"open {path}") from exc
     return conn
 
@@ -501,6 +523,7 @@ class Index:
             try:
                 yield self.conn.cursor()
             except apsw.Error as exc:
+                note_os_error(self.conn, exc)
                 raise map_apsw_error(exc, "read the index") from exc
 
     @contextmanager
@@ -527,6 +550,7 @@ class Index:
                 else:
                     cur.execute(f"SAVEPOINT {name}")
             except apsw.Error as exc:
+                note_os_error(conn, exc)
                 if not outer and self._note_lost(conn, exc):
                     self._raise_lost(outer, self._lost_cause)
                 raise map_apsw_error(exc, "start a write") from exc
@@ -541,6 +565,7 @@ class Index:
                 self._depth -= 1
                 self._deferred.pop()  # what this level queued never happened
                 undo = self._undo.pop()
+                note_os_error(conn, exc)
                 lost = self._note_lost(conn, exc)
                 cause: BaseException | None = self._lost_cause or exc
                 self._rollback(cur, outer, name, undo)
@@ -564,6 +589,7 @@ class Index:
                     cur.execute(_COUNT_BLUEPRINT_COMMIT)
                 cur.execute("COMMIT" if outer else f"RELEASE {name}")
             except apsw.Error as exc:
+                note_os_error(conn, exc)
                 lost = not outer and self._note_lost(conn, exc)
                 self._rollback(cur, outer, name, undo)
                 self._end(outer)
