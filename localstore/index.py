@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 
 import apsw
 
+from localstore._revisions import compact_superseded
 from localstore.errors import (
     DiskFullError,
     IndexStoreError,
@@ -151,6 +152,12 @@ CORE_MIGRATIONS: tuple[str, ...] = (
     # bump also keeps out an older localstore, which would change rows without counting them.
     """
     INSERT OR IGNORE INTO counters VALUES ('blueprints_gen', 0);
+    """,
+    # v4: superseded revisions may be stored compacted, their content and meta as zlib BLOBs
+    # (localstore._revisions). Nothing else changes; the bump keeps out an older localstore,
+    # which would read such a revision as the text of its bytes.
+    """
+    INSERT OR IGNORE INTO settings VALUES ('revisions_compacted_seq', '0');
     """,
 )
 # The most changed blueprint rows an Index notes between two blueprint_changes() calls: past it,
@@ -903,7 +910,8 @@ class Index:
 
 
 class Maintainer:
-    """Background thread that checkpoints the WAL and merges FTS segments off the save path.
+    """Background thread that checkpoints the WAL, merges FTS segments and compacts superseded
+    revisions (localstore._revisions), all off the save path.
 
     Lifecycle: start(), stop(), join(); ``run_once()`` does one round synchronously (tests, close).
     A failing round (a full disk, an I/O error) is logged, retried with backoff on a fresh
@@ -1069,6 +1077,16 @@ class Maintainer:
         with self._lock:
             idle = self._pending == 0  # no commit here since the last round
             self._pending = 0
+            compacting: apsw.Error | None = None
+            try:
+                # Superseded revisions stored compacted (before the checkpoint, which then
+                # copies those pages too). Its failure (a full disk) must not cost the
+                # checkpoint: raised after it.
+                compact_superseded(conn)
+            except apsw.BusyError:
+                pass  # the app is writing: the next round goes on from the same watermark
+            except apsw.Error as exc:
+                compacting = exc
             try:
                 # Bounded FTS merge work per round, then a PASSIVE checkpoint (never blocks writers).
                 for table in FTS_TABLES:
@@ -1076,6 +1094,8 @@ class Maintainer:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except apsw.BusyError:  # another process writes or checkpoints: the next round
                 return
+            if compacting is not None:
+                raise compacting
             if idle and wal_size(self._path) > WAL_IDLE_TRUNCATE:
                 self._truncate(conn)
 

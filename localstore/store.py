@@ -31,6 +31,7 @@ import apsw
 
 from localstore import files as fs
 from localstore._listing import INFO_COLUMNS, ListingCache, collector_paused, infos
+from localstore._revisions import revision_text
 from localstore.blueprint import (
     MAX_META_BYTES,
     Blueprint,
@@ -1321,7 +1322,7 @@ class BlueprintStore:
                 ).fetchall()
             if not rows:
                 raise NotFoundError(f"the YAML file of {row.path} is missing") from None
-            return str(rows[0][0]).encode("utf-8")
+            return revision_text(rows[0][0]).encode("utf-8")
 
     def _commit_pair(
         self,
@@ -1442,7 +1443,10 @@ class BlueprintStore:
                 ).fetchall()
             if rows:
                 fs.atomic_write_many(
-                    [(yaml_abs, str(rows[0][0]).encode()), (meta_abs, str(rows[0][1]).encode())]
+                    [
+                        (yaml_abs, revision_text(rows[0][0]).encode()),
+                        (meta_abs, revision_text(rows[0][1]).encode()),
+                    ]
                 )
         except (OSError, StorageError):  # reconcile on the next open records what is on disk
             log.warning("could not put back %s after a failed write", existing.path)
@@ -1642,7 +1646,7 @@ class BlueprintStore:
                     indexed.name,
                     indexed.description,
                     old_tags,
-                    old[0][0] if old else "",
+                    revision_text(old[0][0]) if old else "",
                     indexed.path,
                 ),
             )
@@ -1754,7 +1758,7 @@ class BlueprintStore:
             ).fetchall()
         if not rows:
             raise RevisionNotFoundError(f"revision {rev} of {blueprint_id} is not in history")
-        return str(rows[0][0])
+        return revision_text(rows[0][0])
 
     def exists(self, ref: str) -> bool:
         """True if a live blueprint matches the reference."""
@@ -2106,8 +2110,10 @@ class BlueprintStore:
                 f"{row.path} has no revision {rev}", hint="see 'localstore history REF'"
             )
         path, text, meta_json, chash = rows[0]
-        meta = BlueprintMeta.from_dict(json.loads(meta_json))
-        return Blueprint(path=path, content=text, meta=meta, rev=rev, content_hash=chash)
+        meta = BlueprintMeta.from_dict(json.loads(revision_text(meta_json)))
+        return Blueprint(
+            path=path, content=revision_text(text), meta=meta, rev=rev, content_hash=chash
+        )
 
     def restore(
         self, ref: str, rev: int, *, path: str | None = None, origin: str = "local"
