@@ -117,6 +117,59 @@ def _unlink_quiet(path: Path | str) -> None:
         pass
 
 
+# Below this much free space a save keeps each file it replaces (a hard link, no data written)
+# until its index commit is done: a failed commit then puts the previous version back with a
+# rename. Without it the put-back rewrote that version from history, which needs the very space
+# the commit could not find (on a full disk the new version stayed, the index holding the old).
+# Above it a failing commit has room to rewrite, and the 2 links + 2 unlinks (about 50 us)
+# stay off the save path; the check costs one statvfs (about 4 us) a batch.
+LOW_SPACE_BYTES = 256 * 1024 * 1024
+# Names of files set aside (a delete's pair, a replaced file kept above): not the target's
+# name, so reconcile's recovery of a save's meta temp (".<meta name>.<hex>.lstmp") never
+# takes one for a save's; a crash leftover is a temp like any other, removed when stale.
+ASIDE_PREFIX = ".lsaside-"
+
+
+def space_is_low(folder: Path | str) -> bool:
+    """True if the filesystem of ``folder`` has less than LOW_SPACE_BYTES free (or is unknown)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return True  # (cannot tell: take the safe path)
+    return st.f_bavail * st.f_frsize < LOW_SPACE_BYTES
+
+
+def aside_name(target: str) -> str:
+    """A fresh name in ``target``'s folder for setting it aside."""
+    folder = os.path.dirname(target)
+    return os.path.join(folder, f"{ASIDE_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}")
+
+
+def set_aside(target: str) -> str | None:
+    """Rename ``target`` to a fresh temp name beside it (no space needed); None if missing.
+
+    Raises StorageError.
+    """
+    aside = aside_name(target)
+    try:
+        os.rename(target, aside)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise map_os_error(exc, "cannot remove", target) from exc
+    return aside
+
+
+def put_back(aside: str, target: str) -> None:
+    """Rename a file set aside (or kept) back over ``target``. Raises OSError."""
+    os.replace(aside, target)
+
+
+def discard(aside: str) -> None:
+    """Remove a file set aside or kept, once it is no longer needed (a leftover is a stale temp)."""
+    _unlink_quiet(aside)
+
+
 def atomic_write_many(items: Sequence[tuple[Path, bytes]], *, mode: int = 0o644) -> None:
     """Durably replace several files: every temp is flushed before the first rename.
 
@@ -194,14 +247,25 @@ class PendingWrites:
     for small batches, one ``syncfs`` for large ones on Linux), renames them over their targets in
     order, and fsyncs each directory once. ``abort`` removes the temps. Until ``commit`` returns no
     target has changed unless a rename already happened (the caller undoes those from history).
+
+    With ``keep_previous`` each replaced target is first hard-linked to a name of its own
+    (``kept``, in replacement order): ``restore_previous`` renames them back (newest first),
+    ``discard_previous`` removes them. Neither writes any data, so both work on a full disk.
     """
 
     def __init__(
-        self, *, expected_files: int = 2, mode: int = 0o644, flusher: Executor | None = None
+        self,
+        *,
+        expected_files: int = 2,
+        mode: int = 0o644,
+        flusher: Executor | None = None,
+        keep_previous: bool = False,
     ) -> None:
         self._batch = expected_files >= SYNCFS_MIN_FILES and _SYNCFS is not None
         self._mode = mode
         self._temps: list[tuple[str, str]] = []
+        self._keep_previous = keep_previous
+        self.kept: list[tuple[str, str]] = []  # (kept copy, target)
         # With a flusher, each temp's fsync runs on its thread while the caller goes on (the
         # store's index statements); commit() waits for them before the first rename. (A batch
         # writing its temps on the flusher thread too was measured and dropped: the GIL hand-offs
@@ -294,6 +358,8 @@ class PendingWrites:
         dirs: dict[str, None] = {}
         for i, (tmp, target) in enumerate(self._temps):
             try:
+                if self._keep_previous:
+                    self._keep(target)
                 os.replace(tmp, target)
             except OSError as exc:
                 for later_tmp, _ in self._temps[i:]:
@@ -316,6 +382,49 @@ class PendingWrites:
                     raise map_os_error(exc, "cannot flush", next(iter(dirs))) from exc
         for d in dirs:
             fsync_dir(d)
+
+    def _keep(self, target: str) -> None:
+        kept = aside_name(target)
+        try:
+            os.link(target, kept, follow_symlinks=False)
+        except FileNotFoundError:
+            return  # a new file: nothing to keep
+        except OSError as exc:
+            if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.EOPNOTSUPP):
+                return  # no hard links here (FAT, some network shares): undone from history
+            raise
+        self.kept.append((kept, target))
+
+    def restore_previous(self) -> list[str]:
+        """Put every kept file back over its target, newest first; the targets that failed."""
+        failed = []
+        kept, self.kept = self.kept, []
+        for aside, target in reversed(kept):
+            try:
+                put_back(aside, target)
+            except OSError:
+                failed.append(target)
+                discard(aside)
+        return failed
+
+    def restore_latest(self, target: str) -> None:
+        """Put back the newest kept file of ``target`` (if any); a failure is logged."""
+        for i in range(len(self.kept) - 1, -1, -1):
+            aside, kept_target = self.kept[i]
+            if kept_target == target:
+                del self.kept[i]
+                try:
+                    put_back(aside, target)
+                except OSError as exc:
+                    log.warning("could not put back %s: %s", target, exc)
+                    discard(aside)
+                return
+
+    def discard_previous(self) -> None:
+        """Remove the kept files (the change they could undo is committed)."""
+        kept, self.kept = self.kept, []
+        for aside, _ in kept:
+            discard(aside)
 
     def _fsync_temps(self) -> tuple[OSError, str] | None:
         """An fsync of every temp (a batch whose syncfs a sandbox refused); the first failure."""

@@ -18,6 +18,7 @@ tracked per component in ``component_versions`` and the core's version is mirror
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -30,6 +31,7 @@ from typing import Any, NoReturn
 import apsw
 
 from localstore._fts_text import indexed_text
+from localstore._revisions import compact_superseded
 from localstore.errors import (
     DiskFullError,
     IndexStoreError,
@@ -189,6 +191,12 @@ CORE_MIGRATIONS: tuple[str, ...] = (
         SELECT rid, name, description, tags, path FROM blueprints_text
         WHERE rid IN (SELECT rid FROM temp.fts_v4_split);
     DROP TABLE temp.fts_v4_split;
+    """,
+    # v5: superseded revisions may be stored compacted, their content and meta as zlib BLOBs
+    # (localstore._revisions). Nothing else changes; the bump keeps out an older localstore,
+    # which would read such a revision as the text of its bytes.
+    """
+    INSERT OR IGNORE INTO settings VALUES ('revisions_compacted_seq', '0');
     """,
 )
 # Core schema v1 was edited in place seven times (commits 98605c6 to fab1650) instead of getting
@@ -351,6 +359,23 @@ MAINTENANCE_INTERVAL_S = 30.0
 MAINTENANCE_LOG_EVERY_S = 600.0
 
 
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def note_os_error(conn: apsw.Connection, exc: BaseException) -> None:
+    """Note on an apsw I/O error the OS error behind it (``os_errno``, for map_apsw_error).
+
+    SQLite reports ENOSPC as SQLITE_FULL only where it writes a file; growing the WAL index
+    (-shm) or opening the WAL on a full disk fails as a plain SQLITE_IOERR, which said "disk
+    I/O error" (check the hardware) to a user whose disk was only full.
+    """
+    if isinstance(exc, apsw.IOError) and not hasattr(exc, "os_errno"):
+        try:
+            exc.os_errno = conn.system_errno  # type: ignore[attr-defined]
+        except apsw.Error:
+            pass
+
+
 def map_apsw_error(exc: apsw.Error, action: str = "index operation") -> LocalStoreError:
     """Translate an apsw exception into the localstore tree."""
     if isinstance(exc, apsw.BusyError | apsw.LockedError):
@@ -358,7 +383,7 @@ def map_apsw_error(exc: apsw.Error, action: str = "index operation") -> LocalSto
             f"{action}: the index stayed locked by another process",
             hint="another localstore process is busy; try again",
         )
-    if isinstance(exc, apsw.FullError):
+    if isinstance(exc, apsw.FullError) or getattr(exc, "os_errno", None) in _FULL_ERRNOS:
         return DiskFullError(f"{action}: the disk is full", hint="free some disk space")
     if isinstance(exc, apsw.ReadOnlyError | apsw.PermissionsError | apsw.CantOpenError):
         return PermissionDeniedError(
@@ -422,6 +447,7 @@ def set_aside(path: Path) -> Path:
 
 
 def _connect(path: Path, busy_timeout_ms: int) -> apsw.Connection:
+    conn: apsw.Connection | None = None
     try:
         conn = apsw.Connection(str(path))
         conn.setbusytimeout(busy_timeout_ms)
@@ -449,6 +475,9 @@ def _connect(path: Path, busy_timeout_ms: int) -> apsw.Connection:
         # limit; a WAL hook runs after the commit has released the write lock.
         conn.setwalhook(_WalGuard(path, page_size))
     except apsw.Error as exc:
+        if conn is not None:
+            note_os_error(conn, exc)
+            _close_quietly(conn)
         raise map_apsw_error(exc, f"open {path}") from exc
     return conn
 
@@ -700,6 +729,7 @@ class Index:
             try:
                 yield self.conn.cursor()
             except apsw.Error as exc:
+                note_os_error(self.conn, exc)
                 raise map_apsw_error(exc, "read the index") from exc
 
     @contextmanager
@@ -726,6 +756,7 @@ class Index:
                 else:
                     cur.execute(f"SAVEPOINT {name}")
             except apsw.Error as exc:
+                note_os_error(conn, exc)
                 if not outer and self._note_lost(conn, exc):
                     self._raise_lost(outer, self._lost_cause)
                 raise map_apsw_error(exc, "start a write") from exc
@@ -740,6 +771,7 @@ class Index:
                 self._depth -= 1
                 self._deferred.pop()  # what this level queued never happened
                 undo = self._undo.pop()
+                note_os_error(conn, exc)
                 lost = self._note_lost(conn, exc)
                 cause: BaseException | None = self._lost_cause or exc
                 self._rollback(cur, outer, name, undo)
@@ -767,6 +799,7 @@ class Index:
                     own_ops = (self._first_op, int(str(last)))
                 cur.execute("COMMIT" if outer else f"RELEASE {name}")
             except apsw.Error as exc:
+                note_os_error(conn, exc)
                 lost = not outer and self._note_lost(conn, exc)
                 self._rollback(cur, outer, name, undo)
                 self._end(outer)
@@ -1133,7 +1166,8 @@ class Index:
 
 
 class Maintainer:
-    """Background thread that checkpoints the WAL and merges FTS segments off the save path.
+    """Background thread that checkpoints the WAL, merges FTS segments and compacts superseded
+    revisions (localstore._revisions), all off the save path.
 
     Lifecycle: start(), stop(), join(); ``run_once()`` does one round synchronously (tests, close).
     A failing round (a full disk, an I/O error) is logged, retried with backoff on a fresh
@@ -1299,6 +1333,16 @@ class Maintainer:
         with self._lock:
             idle = self._pending == 0  # no commit here since the last round
             self._pending = 0
+            compacting: apsw.Error | None = None
+            try:
+                # Superseded revisions stored compacted (before the checkpoint, which then
+                # copies those pages too). Its failure (a full disk) must not cost the
+                # checkpoint: raised after it.
+                compact_superseded(conn)
+            except apsw.BusyError:
+                pass  # the app is writing: the next round goes on from the same watermark
+            except apsw.Error as exc:
+                compacting = exc
             try:
                 # Bounded FTS merge work per round, then a PASSIVE checkpoint (never blocks writers).
                 for table in FTS_TABLES:
@@ -1306,6 +1350,8 @@ class Maintainer:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except apsw.BusyError:  # another process writes or checkpoints: the next round
                 return
+            if compacting is not None:
+                raise compacting
             if idle and wal_size(self._path) > WAL_IDLE_TRUNCATE:
                 self._truncate(conn)
 

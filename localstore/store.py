@@ -33,6 +33,7 @@ from localstore import files as fs
 from localstore._fts_text import HIT_CLOSE, HIT_OPEN, SPLIT, indexed_text, shown
 from localstore._identity import ensure_device_id
 from localstore._listing import INFO_COLUMNS, ListingCache, collector_paused, infos
+from localstore._revisions import revision_text
 from localstore.blueprint import (
     MAX_META_BYTES,
     Blueprint,
@@ -883,7 +884,14 @@ class BlueprintStore:
     def _save_attempt(
         self, requests: Sequence[SaveRequest], origin: str, refused: Mapping[int, LocalStoreError]
     ) -> builtins.list[Blueprint | LocalStoreError]:
-        batch = _Batch(fs.PendingWrites(expected_files=2 * len(requests), flusher=self._flusher))
+        pending = fs.PendingWrites(
+            expected_files=2 * len(requests),
+            flusher=self._flusher,
+            # On a nearly full disk the replaced files are kept until the commit: a failed one
+            # is then undone by renames, where rewriting from history would need free space.
+            keep_previous=fs.space_is_low(self._root_str),
+        )
+        batch = _Batch(pending)
         results: builtins.list[Blueprint | LocalStoreError] = []
         try:
             with self.index.write() as cur:
@@ -906,6 +914,7 @@ class BlueprintStore:
             # Whatever failed after files were written (a flush, the index commit, a hook), the
             # previous versions are put back so the caller's error means "nothing changed".
             batch.pending.abort()
+            batch.pending.restore_previous()
             self._undo_touched(batch.touched, batch.ingested)
             if isinstance(exc, apsw.Error):  # never leaks out of the public API
                 raise map_apsw_error(exc, "save") from exc
@@ -916,7 +925,13 @@ class BlueprintStore:
             # they stay on disk with no index row (a conflict copy that reconcile then adopts as
             # a new blueprint). Dropped at once when this write was the outermost (committed).
             touched, written, ingested = batch.touched, batch.written, batch.ingested
-            self.index.undo_on_rollback(lambda: self._undo_released(touched, written, ingested))
+            self.index.undo_on_rollback(
+                lambda: self._undo_released(touched, written, ingested, pending)
+            )
+        if pending.kept:
+            # Kept until the outermost commit (at once if this write was it); on a rollback
+            # the undo above puts them back instead and drops the rest.
+            self.index.after_commit(pending.discard_previous)
         self.events.publish(batch.events)
         return results
 
@@ -934,6 +949,7 @@ class BlueprintStore:
         touched: Sequence[tuple[Row | None, str]],
         written: Sequence[tuple[str, str]],
         ingested: Mapping[str, tuple[bytes, bytes | None]],
+        pending: fs.PendingWrites,
     ) -> None:
         """Put back the files of a batch whose write was released into a caller's transaction
         that then rolled back (see Index.undo_on_rollback), newest first.
@@ -955,7 +971,10 @@ class BlueprintStore:
                     new_rel,
                 )
                 continue
+            for rel in (new_rel, fs.meta_path_for(new_rel)):
+                pending.restore_latest(str(self.abspath(rel)))
             self._undo_files(existing, new_rel, ingested)
+        pending.discard_previous()
 
     def _holds(self, rel: str, yaml_sha: str, meta_sha: str) -> bool:
         """True if the pair at ``rel`` has exactly these bytes (by sha256)."""
@@ -1301,7 +1320,7 @@ class BlueprintStore:
                 ).fetchall()
             if not rows:
                 raise NotFoundError(f"the YAML file of {row.path} is missing") from None
-            return str(rows[0][0]).encode("utf-8")
+            return revision_text(rows[0][0]).encode("utf-8")
 
     def _commit_pair(
         self,
@@ -1393,6 +1412,13 @@ class BlueprintStore:
         meta_abs = self.abspath(fs.meta_path_for(existing.path))
         if ingested is not None:
             try:
+                if fs.read_regular(yaml_abs) == ingested[0] and (
+                    ingested[1] is None or fs.read_regular(meta_abs) == ingested[1]
+                ):
+                    return  # (put back by a rename already: the disk may be full)
+            except (OSError, StorageError):
+                pass
+            try:
                 items = [(yaml_abs, ingested[0])]
                 if ingested[1] is not None:
                     items.append((meta_abs, ingested[1]))
@@ -1415,7 +1441,10 @@ class BlueprintStore:
                 ).fetchall()
             if rows:
                 fs.atomic_write_many(
-                    [(yaml_abs, str(rows[0][0]).encode()), (meta_abs, str(rows[0][1]).encode())]
+                    [
+                        (yaml_abs, revision_text(rows[0][0]).encode()),
+                        (meta_abs, revision_text(rows[0][1]).encode()),
+                    ]
                 )
         except (OSError, StorageError):  # reconcile on the next open records what is on disk
             log.warning("could not put back %s after a failed write", existing.path)
@@ -1620,7 +1649,7 @@ class BlueprintStore:
                     old_name,
                     old_description,
                     old_tags,
-                    indexed_text(old[0][0]) if old else "",
+                    indexed_text(revision_text(old[0][0])) if old else "",
                     old_path,
                 ),
             )
@@ -1738,7 +1767,7 @@ class BlueprintStore:
             ).fetchall()
         if not rows:
             raise RevisionNotFoundError(f"revision {rev} of {blueprint_id} is not in history")
-        return str(rows[0][0])
+        return revision_text(rows[0][0])
 
     def exists(self, ref: str) -> bool:
         """True if a live blueprint matches the reference."""
@@ -1760,7 +1789,8 @@ class BlueprintStore:
         self._check_open()
         _origin_arg(origin)
         events: list[Event] = []
-        removing: tuple[str, bytes | None, bytes | None] | None = None
+        removing: tuple[str, list[tuple[str, str]]] | None = None
+        aside: list[tuple[str, str]] = []  # (temp name, file) of the pair's files set aside
         refused: str | None = None
         recorded_rev: Revision | None = None
         try:
@@ -1771,7 +1801,7 @@ class BlueprintStore:
                     # edit is committed, not rolled back, so the error's "recorded" holds.
                     refused = row.path
                 else:
-                    yaml_bytes, meta_bytes = self._read_pair(row.path)
+                    yaml_bytes, _ = self._read_pair(row.path)
                     if row.flagged or yaml_bytes is None:
                         content = self._revision_content(row.id, row.rev).encode("utf-8")
                     else:
@@ -1792,11 +1822,14 @@ class BlueprintStore:
                         )
                     )
                     # The files go last, once the index statements and the hook succeeded:
-                    # only the commit can still fail, and then the bytes in hand are put back.
-                    # A kill after the unlinks leaves a vanished pair, which reconcile records
-                    # as this same delete (the index already holds what the files held).
-                    removing = (row.path, yaml_bytes, meta_bytes)
-                    self._remove_pair(row.path)
+                    # only the commit can still fail. They are renamed aside, not unlinked,
+                    # until the commit is done, so a failed commit puts them back with a rename
+                    # (rewriting their bytes needed space: on a full disk the pair was lost).
+                    # A kill after the renames leaves a vanished pair, which reconcile records
+                    # as this same delete (the index already holds what the files held), and
+                    # temp files it removes once stale.
+                    removing = (row.path, aside)
+                    self._set_pair_aside(row.path, aside)
         except BaseException as exc:
             if removing is not None:
                 self._put_back_pair(*removing)
@@ -1808,6 +1841,7 @@ class BlueprintStore:
             # _save_attempt); nothing is registered when this delete committed by itself.
             removed = removing
             self.index.undo_on_rollback(lambda: self._put_back_pair(*removed))
+            self.index.after_commit(lambda: self._discard_pair(*removed))
         self.events.publish(events)
         if refused is not None:
             self._refuse_remote(refused, "delete")
@@ -1848,20 +1882,34 @@ class BlueprintStore:
                 out.append(None)
         return out[0], out[1]
 
-    def _put_back_pair(self, rel: str, yaml_bytes: bytes | None, meta_bytes: bytes | None) -> None:
-        """Rewrite (atomically) the files of a failed delete that were already unlinked."""
-        missing = [
-            (self.abspath(path), data)
-            for path, data in ((rel, yaml_bytes), (fs.meta_path_for(rel), meta_bytes))
-            if data is not None and not self.abspath(path).exists()
-        ]
-        if not missing:
-            return
-        try:
-            fs.ensure_dir(missing[0][0].parent)
-            fs.atomic_write_many(missing)
-        except (OSError, StorageError):  # reconcile on the next open records the vanished pair
-            log.error("could not put back %s after a failed delete", rel)
+    def _set_pair_aside(self, rel: str, aside: list[tuple[str, str]]) -> None:
+        """Rename the pair's files to temp names beside them (``aside`` gets each as it goes),
+        then flush the folder: a committed delete must not come back after a power cut."""
+        for path in (rel, fs.meta_path_for(rel)):
+            target = str(self.abspath(path))
+            temp = fs.set_aside(target)
+            if temp is not None:
+                aside.append((temp, target))
+        if aside:
+            fs.fsync_dir(os.path.dirname(aside[0][1]))
+
+    def _put_back_pair(self, rel: str, aside: list[tuple[str, str]]) -> None:
+        """Rename the files of a failed delete back (no space needed); reconcile heals a miss."""
+        while aside:
+            temp, target = aside.pop()
+            try:
+                if os.path.lexists(target):  # (something new took the name: keep it)
+                    fs.discard(temp)
+                else:
+                    fs.put_back(temp, target)
+            except OSError:  # reconcile on the next open records the vanished pair
+                log.error("could not put back %s after a failed delete", rel)
+
+    def _discard_pair(self, rel: str, aside: list[tuple[str, str]]) -> None:
+        """Remove a committed delete's files (set aside) and the folders it left empty."""
+        while aside:
+            fs.discard(aside.pop()[0])
+        self._prune_empty_dirs(self.abspath(rel).parent)
 
     def _mark_deleted(self, cur: Any, row: Row, content: bytes, origin: str) -> int:
         rev = row.rev + 1
@@ -2088,8 +2136,10 @@ class BlueprintStore:
                 f"{row.path} has no revision {rev}", hint="see 'localstore history REF'"
             )
         path, text, meta_json, chash = rows[0]
-        meta = BlueprintMeta.from_dict(json.loads(meta_json))
-        return Blueprint(path=path, content=text, meta=meta, rev=rev, content_hash=chash)
+        meta = BlueprintMeta.from_dict(json.loads(revision_text(meta_json)))
+        return Blueprint(
+            path=path, content=revision_text(text), meta=meta, rev=rev, content_hash=chash
+        )
 
     def restore(
         self, ref: str, rev: int, *, path: str | None = None, origin: str = "local"

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import localstore.store as _store_module
 from localstore import files as fs
+from localstore._revisions import revision_text
 from localstore.blueprint import BlueprintMeta, content_hash
 from localstore.errors import (
     DiskFullError,
@@ -851,7 +852,7 @@ class Applier:
         rows = cur.execute(
             "SELECT content FROM revisions WHERE id = ? AND rev = ?", (local.id, local.rev)
         ).fetchall()
-        return str(rows[0][0]) if rows else ""
+        return revision_text(rows[0][0]) if rows else ""
 
     def _ancestor(
         self, local: Row, item: st.ItemState | None, r: ServerRow

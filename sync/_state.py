@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from localstore._revisions import revision_text
 from localstore.blueprint import utc_now
 
 SYNC_MIGRATIONS: tuple[str, ...] = (
@@ -784,7 +785,7 @@ def local_revision_with_hash(cur: Any, blueprint_id: str, digest: str) -> Base |
     if not rows:
         return None
     r = rows[0]
-    return Base(int(r[0]), str(r[1]), str(r[2]), json.loads(r[3]))
+    return Base(int(r[0]), str(r[1]), revision_text(r[2]), json.loads(revision_text(r[3])))
 
 
 BASE_RECORD_KEY = "base_record"

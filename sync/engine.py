@@ -40,6 +40,7 @@ import apsw
 
 from localstore import files as fs
 from localstore._identity import replace_device_id
+from localstore._revisions import revision_text
 from localstore.blueprint import decode_meta, encode_meta, new_id, utc_now
 from localstore.errors import (
     AlreadyExistsError,
@@ -1458,8 +1459,8 @@ class SyncEngine:
             content_hash=entry["hash"],
             path=entry["path"],
             deleted=entry["deleted"],
-            content=None if row.deleted or not text else str(text[0][0]),
-            meta=None if row.deleted or not text else json.loads(text[0][1]),
+            content=None if row.deleted or not text else revision_text(text[0][0]),
+            meta=None if row.deleted or not text else json.loads(revision_text(text[0][1])),
             synced_op_id=row.op_id,
             held_hash=row.content_hash,
         )

@@ -143,7 +143,8 @@ def test_fault_during_move(store, home: Path, monkeypatch) -> None:
 
 def test_fault_during_delete(store, home: Path, monkeypatch) -> None:
     bp = store.save("d/flow", OLD)
-    monkeypatch.setattr(os, "unlink", Injector("unlink", 1, errno.EACCES))
+    # (A delete renames the pair aside before its commit and unlinks it after.)
+    monkeypatch.setattr(os, "rename", Injector("rename", 1, errno.EACCES))
     with pytest.raises(PermissionDeniedError):
         store.delete(bp.id)
     monkeypatch.undo()
@@ -155,7 +156,7 @@ def _failing_hook(cur, blueprint) -> None:
     raise DiskFullError("simulated: the index commit failed")
 
 
-@pytest.mark.parametrize("fault", ["hook", "unlink-meta", "commit"])
+@pytest.mark.parametrize("fault", ["hook", "rename-meta", "commit"])
 def test_failed_delete_leaves_the_pair_and_the_unrecorded_edit(
     store, home: Path, monkeypatch, fault: str
 ) -> None:
@@ -167,10 +168,10 @@ def test_failed_delete_leaves_the_pair_and_the_unrecorded_edit(
     hook = None
     if fault == "hook":
         hook = _failing_hook
-    elif fault == "commit":  # both files are unlinked, then SQLite turns the COMMIT into a rollback
+    elif fault == "commit":  # both files set aside, then SQLite turns the COMMIT into a rollback
         store.index.conn.setcommithook(lambda: True)
-    else:  # the YAML is unlinked, then the meta file's unlink fails
-        monkeypatch.setattr(os, "unlink", Injector("unlink", 2, errno.EACCES))
+    else:  # the YAML is set aside, then the meta file's rename fails
+        monkeypatch.setattr(os, "rename", Injector("rename", 2, errno.EACCES))
     with pytest.raises(StorageError):
         store.delete(bp.id, tx_hook=hook)
     monkeypatch.undo()
