@@ -21,10 +21,12 @@ import statistics
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 from psycopg.types.json import Jsonb
+from realtime import PostgresChangesPayload, RealtimePostgresChangesListenEvent
 from supabase import AsyncClientOptions, ClientOptions, acreate_client, create_client
 
 from sync.localcloud.stack import LocalCloud
@@ -47,6 +49,18 @@ def _blueprint(i: int) -> dict:
         "content_hash": hashlib.sha256(body.encode()).hexdigest(),
         "deleted": False,
     }
+
+
+def _object(value: object) -> dict[str, Any]:
+    """A PostgREST answer as the JSON object it must be (the client types it as any JSON)."""
+    assert isinstance(value, dict), value
+    return value
+
+
+def _list(value: object) -> list[Any]:
+    """A PostgREST answer as the JSON array it must be."""
+    assert isinstance(value, list), value
+    return value
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -112,7 +126,7 @@ def bench_push_pull(cloud: LocalCloud, n: int) -> dict:
                     "push_changes", {"changes": rows[start : start + BATCH], "device": "bench"}
                 ).execute()
                 push_times.append(time.perf_counter() - t)
-                assert all(r["status"] == "applied" for r in res.data)
+                assert all(_object(r)["status"] == "applied" for r in _list(res.data))
             push_s = time.perf_counter() - t0
         pull_times = []
         with CpuMeter(postmaster) as pull_cpu:
@@ -120,7 +134,9 @@ def bench_push_pull(cloud: LocalCloud, n: int) -> dict:
             since, got = 0, 0
             while True:
                 t = time.perf_counter()
-                page = client.rpc("pull_changes", {"since": since, "lim": BATCH}).execute().data
+                page = _object(
+                    client.rpc("pull_changes", {"since": since, "lim": BATCH}).execute().data
+                )
                 pull_times.append(time.perf_counter() - t)
                 got += len(page["changes"])
                 since = page["next"]
@@ -128,7 +144,9 @@ def bench_push_pull(cloud: LocalCloud, n: int) -> dict:
                     break
             pull_s = time.perf_counter() - t0
         assert got == n, (got, n)
-        token = client.auth.get_session().access_token
+        session = client.auth.get_session()
+        assert session is not None  # signed in above
+        token = session.access_token
         client.auth._remove_session()
     return {
         "n": n,
@@ -232,21 +250,26 @@ async def bench_realtime(cloud: LocalCloud, email: str, events: int) -> dict:
         arrived: dict[str, float] = {}
         waiter: asyncio.Queue[str] = asyncio.Queue()
 
-        def on_change(payload: dict) -> None:
+        def on_change(payload: PostgresChangesPayload) -> None:
             rec = payload["data"].get("record") or {}
             arrived[rec.get("id", "")] = time.perf_counter()
             waiter.put_nowait(rec.get("id", ""))
 
         ch = client.channel("bench")
-        ch.on_postgres_changes("INSERT", on_change, schema="public", table="blueprints")
+        ch.on_postgres_changes(
+            RealtimePostgresChangesListenEvent.Insert,
+            on_change,
+            schema="public",
+            table="blueprints",
+        )
         ready: asyncio.Queue = asyncio.Queue()
         await ch.subscribe(lambda s, e: ready.put_nowait(s))
         await asyncio.wait_for(ready.get(), 10)
         latencies = []
         with psycopg.connect(cloud.superuser_dsn, autocommit=True) as conn:
-            owner = conn.execute("select id from auth.users where email = %s", (email,)).fetchone()[
-                0
-            ]
+            found = conn.execute("select id from auth.users where email = %s", (email,)).fetchone()
+            assert found is not None  # the user signed up above
+            owner = found[0]
             for i in range(events):
                 row_id = str(uuid.uuid4())
                 conn.execute(

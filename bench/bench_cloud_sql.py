@@ -139,7 +139,7 @@ def main() -> None:
             f" server CPU {push_cpu * 1000:.0f} ms per batch"
         )
 
-        updates = [
+        updates: list[dict[str, Any]] = [
             {
                 "op_id": rows + 1 + i,
                 "id": rid,

@@ -81,8 +81,15 @@ def bench_kv(root: Path, n: int) -> list[str]:
         kv, index = store(
             label.replace(" ", "_").replace(",", "").replace("=", "_"), hot=hot, normal=normal
         )
-        s = measure(lambda i, kv=kv: kv.save(f"k{i % KEYS}", VALUE, format="binary"), n)
-        g = measure(lambda i, kv=kv: kv.load(f"k{i % KEYS}"), n)
+
+        def save(i: int, kv: KVStore = kv) -> None:
+            kv.save(f"k{i % KEYS}", VALUE, format="binary")
+
+        def load(i: int, kv: KVStore = kv) -> object:
+            return kv.load(f"k{i % KEYS}")
+
+        s = measure(save, n)
+        g = measure(load, n)
         assert kv.load("k1") == VALUE
         lines.append(row(f"{label} set", s, dc_set))
         lines.append(row(f"{label} get", g, dc_get))

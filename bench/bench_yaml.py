@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml
+from bench_store import make_doc
 
-from bench.bench_store import make_doc
 from localstore.blueprint import _needs_events, check_yaml
 
 

@@ -42,13 +42,14 @@ def main() -> None:
         for k in range(args.updates):
             i = rng.randrange(args.n)
             store.save(f"f{i % 50}/workflow-{i}", docs[i] + f"# edit {k}\n")
-        page_size = int(conn.execute("PRAGMA page_size").fetchall()[0][0])
+        page_size = conn.execute("PRAGMA page_size").fetchall()[0][0]
+        assert isinstance(page_size, int), page_size
         data = (home / "data" / "index.db-wal").read_bytes()
         frames, off = [], 32  # WAL header, then frames: 24-byte header (page number first)
         while off + 24 + page_size <= len(data):
             frames.append(struct.unpack(">I", data[off : off + 4])[0])
             off += 24 + page_size
-        owner = dict(conn.execute("SELECT pageno, name FROM dbstat").fetchall())
+        owner = {pageno: name for pageno, name in conn.execute("SELECT pageno, name FROM dbstat")}
     counts = collections.Counter(owner.get(p, "(new page)") for p in frames)
     print(f"WAL pages per update: {len(frames) / args.updates:.1f}")
     for name, count in counts.most_common():

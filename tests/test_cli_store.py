@@ -311,7 +311,12 @@ def test_non_utf8_bytes_in_argv_under_the_c_locale(home: Path) -> None:
     env.pop("LANG", None)
     base = [sys.executable, "-c", "from localstore.cli import main; main()"]
     assert subprocess.run([*base, "init"], env=env, capture_output=True).returncode == 0
-    for args in (["ls", "--tag", b"\xff"], ["search", b"caf\xe9"], ["show", b"\xff"]):
+    cases: list[list[str | bytes]] = [
+        ["ls", "--tag", b"\xff"],
+        ["search", b"caf\xe9"],
+        ["show", b"\xff"],
+    ]
+    for args in cases:
         r = subprocess.run([*base, *args], env=env, capture_output=True)
         assert r.returncode == 2, r
         assert r.stderr.count(b"\n") == 1 and b"not UTF-8" in r.stderr and not r.stdout

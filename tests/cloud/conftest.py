@@ -6,6 +6,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import jwt
@@ -180,3 +181,19 @@ def change(
         "content_hash": hashlib.sha256(content.encode()).hexdigest(),
         "deleted": deleted,
     }
+
+
+def obj(value: object) -> dict[str, Any]:
+    """``value``, part of a PostgREST answer, as the JSON object it must be.
+
+    The client types ``APIResponse.data`` as ``list[JSON]`` whatever the RPC returns; this narrows
+    it for the type checker, and a value of another shape fails here, shown in full.
+    """
+    assert isinstance(value, dict), value
+    return value
+
+
+def rows(value: object) -> list[dict[str, Any]]:
+    """``value``, a PostgREST answer, as the list of JSON objects it must be (see :func:`obj`)."""
+    assert isinstance(value, list) and all(isinstance(r, dict) for r in value), value
+    return value

@@ -11,7 +11,7 @@ import pytest
 from supabase_auth import SyncMemoryStorage
 from supabase_auth.errors import AuthApiError, AuthWeakPasswordError
 
-from tests.cloud.conftest import PASSWORD, async_client, close_async, forge, user_claims
+from tests.cloud.conftest import PASSWORD, async_client, close_async, forge, obj, user_claims
 
 pytestmark = pytest.mark.cloud
 
@@ -125,7 +125,7 @@ def test_async_client_auth_round_trip(cloud, user):
         refreshed = await client.auth.refresh_session()
         assert refreshed.session is not None
         assert refreshed.session.refresh_token != res.session.refresh_token
-        data = (await client.rpc("server_info", {}).execute()).data
+        data = obj((await client.rpc("server_info", {}).execute()).data)
         assert data["protocol"] == 1
         await client.auth.sign_out()
         await close_async(client, http)

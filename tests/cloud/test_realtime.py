@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
 import pytest
+from realtime import BroadcastPayload, RealtimePostgresChangesListenEvent
 from supabase import AsyncClient
 
-from tests.cloud.conftest import async_client, change, close_async
+from tests.cloud.conftest import async_client, change, close_async, obj, rows
 
 pytestmark = pytest.mark.cloud
 TIMEOUT = 10
@@ -28,13 +29,19 @@ class Listener:
 
     def __init__(self, client: AsyncClient) -> None:
         self.client = client
-        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.broadcasts: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.events: asyncio.Queue[Mapping[str, Any]] = asyncio.Queue()
+        self.broadcasts: asyncio.Queue[BroadcastPayload] = asyncio.Queue()
 
     async def subscribe(self, table: str, *, topic: str | None = None, **kw: Any) -> None:
         states: asyncio.Queue[Any] = asyncio.Queue()
         ch = self.client.channel(topic or f"t-{uuid.uuid4().hex[:8]}")
-        ch.on_postgres_changes("*", self.events.put_nowait, schema="public", table=table, **kw)
+        ch.on_postgres_changes(
+            RealtimePostgresChangesListenEvent.All,
+            self.events.put_nowait,
+            schema="public",
+            table=table,
+            **kw,
+        )
         ch.on_broadcast("*", self.broadcasts.put_nowait)
         await ch.subscribe(lambda state, err: states.put_nowait((state, err)))
         state, err = await asyncio.wait_for(states.get(), TIMEOUT)
@@ -75,7 +82,8 @@ def test_own_blueprint_changes_arrive_and_others_never_do(cloud, user, other_use
             await b.subscribe("blueprints")
             c = change("rt/one.yaml", op_id=1)
             push = a.client.rpc
-            r1 = (await push("push_changes", {"changes": [c], "device": "a"}).execute()).data[0]
+            pushed = await push("push_changes", {"changes": [c], "device": "a"}).execute()
+            r1 = rows(pushed.data)[0]
             got = await a.next_where(lambda d: _rec(d).get("id") == c["id"])
             assert got[-1]["type"] == "INSERT" and got[-1]["record"]["rev"] == 1
             edit = {**c, "op_id": 2, "base_rev": r1["rev"], "content": "a: 2\n"}
@@ -104,9 +112,8 @@ def test_insert_update_delete_with_values_typed_like_realtime(cloud, user, other
             await a.subscribe("rt_items", filter=f"owner=eq.{user.id}")
             await b.subscribe("rt_items")
             t = a.client.table("rt_items")
-            row = (
-                await t.insert({"label": "x", "data": {"k": [1]}, "tags": ["p", "q"]}).execute()
-            ).data[0]
+            new = {"label": "x", "data": {"k": [1]}, "tags": ["p", "q"]}
+            row = obj((await t.insert(new).execute()).data[0])
             ins = (await a.next_where(lambda d: _rec(d).get("id") == row["id"]))[-1]
             assert ins["type"] == "INSERT" and ins["record"]["data"] == {"k": [1]}
             assert ins["record"]["tags"] == ["p", "q"] and ins["record"]["at"] == row["at"]
@@ -119,7 +126,7 @@ def test_insert_update_delete_with_values_typed_like_realtime(cloud, user, other
             dele = (await a.next_where(lambda d: d["type"] == "DELETE"))[-1]
             assert dele["old_record"] == {"id": row["id"]} and "record" not in dele
             # Barrier for B: its own insert and delete; none of A's three events came first.
-            mine = (await b.client.table("rt_items").insert({"label": "b"}).execute()).data[0]
+            mine = obj((await b.client.table("rt_items").insert({"label": "b"}).execute()).data[0])
             await b.client.table("rt_items").delete().eq("id", mine["id"]).execute()
             seen = await b.next_where(lambda d: d["type"] == "DELETE")
             assert row["id"] not in {_rec(d).get("id") for d in seen}, seen
@@ -132,7 +139,8 @@ def test_anon_subscriber_gets_no_user_rows(cloud, user):
         async with listener(cloud) as anon, listener(cloud, user) as a:
             await anon.subscribe("*")
             await a.subscribe("rt_items")
-            row = (await a.client.table("rt_items").insert({"label": "private"}).execute()).data[0]
+            inserted = await a.client.table("rt_items").insert({"label": "private"}).execute()
+            row = obj(inserted.data[0])
             await a.next_where(lambda d: _rec(d).get("id") == row["id"])
             with psycopg.connect(cloud.superuser_dsn, autocommit=True) as conn:
                 conn.execute("insert into public.rt_public (label) values ('barrier')")

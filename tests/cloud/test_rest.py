@@ -9,7 +9,7 @@ import httpx
 import pytest
 from postgrest.exceptions import APIError
 
-from tests.cloud.conftest import async_client, change, close_async, forge, user_claims
+from tests.cloud.conftest import async_client, change, close_async, forge, obj, rows, user_claims
 
 pytestmark = pytest.mark.cloud
 
@@ -35,9 +35,9 @@ def test_async_client_push_and_pull(cloud, user):
         await client.auth.sign_in_with_password({"email": user.email, "password": user.password})
         c = change("async.yaml", op_id=1)
         res = await client.rpc("push_changes", {"changes": [c], "device": "d"}).execute()
-        assert res.data[0]["status"] == "applied"
+        assert rows(res.data)[0]["status"] == "applied"
         pulled = await client.rpc("pull_changes", {"since": 0, "lim": 5}).execute()
-        assert [r["id"] for r in pulled.data["changes"]] == [c["id"]]
+        assert [r["id"] for r in obj(pulled.data)["changes"]] == [c["id"]]
         await client.auth.sign_out()
         await close_async(client, http)
 

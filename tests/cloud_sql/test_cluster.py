@@ -64,7 +64,7 @@ def test_lifecycle_settings_and_cleanup() -> None:
         data_dir, socket_dir = cluster.data_dir, cluster.socket_dir
         assert (socket_dir / f".s.PGSQL.{cluster.port}").exists()
         with psycopg.connect(cluster.superuser_dsn) as conn:
-            settings = dict(
+            settings: dict[str, str] = dict(
                 conn.execute(
                     "select name, setting from pg_settings where name = any(%s)",
                     (

@@ -217,8 +217,12 @@ def test_expiry_must_be_a_finite_number(
         kv.save("x", 1, **{field: bad})
     assert kv.keys() == []
     base = 0 if field == "ttl" else int(clock.now)
-    kv.save("int", 1, **{field: base + 5})
-    kv.save("float", 2, **{field: base + 2.5})
+    for key, value, at in (("int", 1, base + 5), ("float", 2, base + 2.5)):
+        # Spelled out: **{field: at} matched the value against every keyword's type.
+        if field == "ttl":
+            kv.save(key, value, ttl=at)
+        else:
+            kv.save(key, value, expires_at=at)
     assert kv.load("int") == 1 and kv.load("float") == 2
     clock.advance(5)
     assert kv.keys() == []

@@ -266,6 +266,7 @@ def _states(index: Index) -> dict[str, str]:
 @pytest.mark.keychain
 def test_crash_after_switching_keys(ekv: KVStore, index: Index, creds: CredentialStore) -> None:
     old = ekv.current_key_id()
+    assert old is not None  # the fixture's encrypted items made the first key
     new = ekv._create_key(rotate=True)  # the crash: nothing re-sealed yet
     assert _states(index) == {old: "retiring", new: "current"}
     _all_readable(index, creds)
@@ -308,6 +309,7 @@ def test_crash_before_deleting_a_retired_key(
     ekv: KVStore, index: Index, creds: CredentialStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     old = ekv.current_key_id()
+    assert old is not None  # the fixture's encrypted items made the first key
 
     def crashing_delete(self: DataKeys, kid: str) -> None:
         raise CryptoError("injected crash")

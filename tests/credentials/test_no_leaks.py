@@ -90,6 +90,7 @@ def test_canary_never_leaks(settings: Settings, caplog: pytest.LogCaptureFixture
         datakeys = _exercise(settings, index, canary, outputs)
         key_material = [cleanup.get(n) for n in datakeys]
         assert key_material
+        assert settings.home is not None  # the fixture's own folder: every file in it is read
         # -wal and -shm first, while the connection is open; index.db only after closing it
         # (any other handle on the database file would drop this process's SQLite locks).
         files = {p: b for p, b in _files(settings.home).items() if p.name != "index.db"}
@@ -133,5 +134,5 @@ def test_errors_carry_names_not_values(index: Index, creds: CredentialStore) -> 
         except LocalStoreError as exc:
             errors.append(exc)
     assert len(errors) == 4
-    for exc in errors:
-        assert canary not in str(exc) and canary not in repr(exc)
+    for err in errors:
+        assert canary not in str(err) and canary not in repr(err)

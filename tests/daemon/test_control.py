@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
+from websockets.sync.connection import Connection
 
 from sync import control
 from sync.control import (
@@ -51,7 +52,7 @@ def raw(port: int, token: str | None = None, **kw: Any) -> ClientConnection:
     )
 
 
-def reply_to(ws: ClientConnection, timeout: float = 10.0) -> dict[str, Any]:
+def reply_to(ws: Connection, timeout: float = 10.0) -> dict[str, Any]:
     """The next reply (events that arrive in between are skipped)."""
     while True:
         msg = json.loads(ws.recv(timeout=timeout))
@@ -589,8 +590,9 @@ def test_clients_that_stopped_reading_do_not_hold_up_the_servers_stop() -> None:
         assert server.subscribers == 4  # not dropped: their queues did not overflow
         t0 = time.monotonic()
         server.stop()
-        assert server._server is not None
-        assert eventually(lambda: not server._server.is_serving(), 5)  # now closing
+        api = server._server
+        assert api is not None
+        assert eventually(lambda: not api.is_serving(), 5)  # now closing
         server.stop()  # idempotent, also while the close is under way
         assert server.join(STOP_BUDGET_S), "the server was still stopping"
         assert time.monotonic() - t0 < STOP_BUDGET_S

@@ -47,13 +47,17 @@ def test_a_port_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
         assert time.monotonic() - t0 < 8
 
 
-@pytest.mark.parametrize("ports", [{"port": 70000}, {"port": 0, "metrics_port": -1}])
-def test_the_control_server_refuses_a_bad_port_at_once(ports: dict[str, int]) -> None:
-    server = ControlServer(_Handler(), token="t" * 40, metrics_text=lambda: "", **ports)
+@pytest.mark.parametrize(("port", "metrics_port"), [(70000, None), (0, -1)])
+def test_the_control_server_refuses_a_bad_port_at_once(port: int, metrics_port: int | None) -> None:
+    server = ControlServer(
+        _Handler(), token="t" * 40, metrics_text=lambda: "", port=port, metrics_port=metrics_port
+    )
     t0 = time.monotonic()
     with pytest.raises(ControlError) as info:
         server.start()
     assert "port must be 0-65535" in info.value.message
+    # The bad metrics port is the one refused: the API port was bound before it.
+    assert (server.port != 0) == (metrics_port is not None)
     assert time.monotonic() - t0 < 5
     server.stop()
     assert server.join(10)

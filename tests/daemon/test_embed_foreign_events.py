@@ -232,6 +232,7 @@ def test_the_event_of_a_foreign_row_is_the_one_the_store_publishes_for_it(
         return (e.kind, e.id, e.path, e.origin, e.rev, e.old_path, e.content_hash)
 
     try:
+        bp_id = ""  # the first step's blueprint; the later steps' lambdas read it when they run
         steps = [
             lambda: store.save("a/one", "v: 1\n"),
             lambda: store.save("a/one", "v: 2\n"),
@@ -240,11 +241,12 @@ def test_the_event_of_a_foreign_row_is_the_one_the_store_publishes_for_it(
             lambda: store.delete("a/three"),
             lambda: store.restore(bp_id, 2),
         ]
-        bp_id = ""
         for step in steps:
             own.clear()
             result = step()
-            bp_id = bp_id or result.id
+            if not bp_id:
+                assert isinstance(result, localstore.Blueprint)
+                bp_id = result.id
             built = foreign_events(store, row(bp_id))
             assert all(e.process == "other" for e in built)
             assert all(e.process == "this" for e in own)

@@ -24,9 +24,11 @@ def test_stopped_syncs_leave_no_close_hooks_behind(stores: StoreOpener, tmp_path
     hooks_before = len(store._on_close)
     old: list[weakref.ref[object]] = []
     for i in range(12):
-        starter = start_sync if i % 2 else store.start_sync  # both ways an app can start it
-        kwargs = {"remote": MemoryRemote(server), "poll_interval_s": 3600}
-        handle = starter(store, **kwargs) if i % 2 else starter(**kwargs)
+        remote = MemoryRemote(server)
+        if i % 2:  # both ways an app can start it
+            handle = start_sync(store, remote=remote, poll_interval_s=3600)
+        else:
+            handle = store.start_sync(remote=remote, poll_interval_s=3600)
         old.append(weakref.ref(handle))
         handle.stop()
         del handle

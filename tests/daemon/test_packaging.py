@@ -117,7 +117,8 @@ def test_windows_task_xml_parses(tmp_path: Path) -> None:
     assert arguments is not None and arguments.text == f'--home "{home}" daemon --no-stderr'
     assert root.find("t:Triggers/t:LogonTrigger", _TASK_NS) is not None
     sample = ET.parse(PACKAGING / "localstore-task.xml").getroot()
-    assert sample.find("t:Settings/t:MultipleInstancesPolicy", _TASK_NS).text == "IgnoreNew"
+    policy = sample.find("t:Settings/t:MultipleInstancesPolicy", _TASK_NS)
+    assert policy is not None and policy.text == "IgnoreNew"
 
 
 def test_launchd_service_keeps_log_lines_out_of_its_unrotated_daemon_out(tmp_path: Path) -> None:

@@ -50,7 +50,8 @@ def test_daemon_streams_edits_syncs_and_stops_on_sigterm(cloud, spawn_daemon, tm
     second = spawn_daemon(home)
     assert second.proc.wait(60) == EXIT_HOME_LOCKED  # (one a service does not restart)
     assert f"process {d.proc.pid} already syncs this home" in second.output()
-    assert read_state(home / "state")["pid"] == d.proc.pid  # untouched by the loser
+    state = read_state(home / "state")
+    assert state is not None and state["pid"] == d.proc.pid  # untouched by the loser
 
     started = time.monotonic()
     d.proc.send_signal(signal.SIGTERM)

@@ -75,7 +75,8 @@ def test_deleting_the_state_folder_does_not_let_a_second_daemon_in(inproc_daemon
     shutil.rmtree(settings.paths.state)
     # The next tick locks a new lock file and writes daemon.json again.
     assert eventually(lambda: daemon_running(settings) is not None, 10)
-    assert daemon_running(settings)["pid"] == os.getpid()
+    running = daemon_running(settings)
+    assert running is not None and running["pid"] == os.getpid()
     assert lock_holder(settings.paths.state) == os.getpid()
     second = Daemon(settings, install_signals=False)
     with pytest.raises(LockHeldError):

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from localstore.errors import InvalidInputError, InvalidMetaError
+from localstore.errors import InvalidInputError, InvalidMetaError, LocalStoreError
 
 
 @pytest.mark.parametrize(
@@ -22,7 +22,7 @@ from localstore.errors import InvalidInputError, InvalidMetaError
     ],
 )
 def test_text_with_lone_surrogates_is_refused_typed(
-    store, kwargs: dict[str, Any], error: type[Exception]
+    store, kwargs: dict[str, Any], error: type[LocalStoreError]
 ) -> None:
     """Lone surrogates (a file name or argument decoded with surrogateescape) cannot be written as
     UTF-8: the save raised a raw UnicodeEncodeError."""

@@ -185,7 +185,7 @@ def test_invalid_meta_file_on_disk_is_reported_not_lost(seeded, home: Path) -> N
 
 def test_wrong_content_type(seeded) -> None:
     with pytest.raises(InvalidInputError):
-        seeded.save("w", 42)  # type: ignore[arg-type]
+        seeded.save("w", 42)
 
 
 UNSCANNED = [

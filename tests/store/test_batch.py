@@ -19,11 +19,12 @@ from localstore.errors import (
     StorageError,
     UnsafePathError,
 )
+from localstore.events import Event
 from localstore.store import SaveRequest
 
 
 def test_batch_saves_all_and_reports_bad_items(store, home: Path) -> None:
-    seen = []
+    seen: list[Event] = []
     store.subscribe(seen.append)
     reqs = [SaveRequest(path=f"b/item-{i}", content=f"i: {i}\n") for i in range(40)]
     reqs.insert(7, SaveRequest(path="b/bad", content="a: ["))
@@ -83,7 +84,7 @@ def test_identical_batch_is_a_noop(store) -> None:
     reqs = [SaveRequest(path=f"n/{i}", content=f"i: {i}\n") for i in range(20)]
     first = store.save_many(reqs)
     again = store.save_many(reqs)
-    assert [r.rev for r in again] == [r.rev for r in first] == [1] * 20  # type: ignore[union-attr]
+    assert [r.rev for r in again] == [r.rev for r in first] == [1] * 20
 
 
 def _files(home: Path) -> dict[str, bytes]:

@@ -89,8 +89,8 @@ def _verify(home: Path, model: Model, records: list[dict]) -> None:
         if pending["intent"] == "batch":
             # A batch is atomic per blueprint (a kill during its renames leaves some items in
             # place, which reconcile records): each extra must be one whole item of the batch.
-            allowed = {(p, c) for p, c in pending["items"]}
-            assert set(extra.values()) <= allowed, "a batch item is torn or foreign"
+            batch_items = {(p, c) for p, c in pending["items"]}
+            assert set(extra.values()) <= batch_items, "a batch item is torn or foreign"
         else:
             assert pending.get("id") is None and len(extra) == 1, f"unexpected {sorted(extra)}"
             assert next(iter(extra.values())) == (pending["path"], pending["content"])

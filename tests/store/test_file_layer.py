@@ -129,6 +129,7 @@ def test_a_sandbox_refusing_syncfs_falls_back_to_an_fsync_per_file(
     with _open(home) as s:
         assert s.count() == 40
         for bp in [*first, *second]:
+            assert isinstance(bp, localstore.Blueprint), bp  # no item of the batches failed
             assert s.load(bp.id).content == DOC
     assert not list((home / "blueprints").rglob("*" + fs.TEMP_SUFFIX))
 

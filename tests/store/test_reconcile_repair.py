@@ -105,7 +105,7 @@ def test_unreadable_folder_is_reported_and_its_blueprints_kept(
     (root / "open/y.blueprint.yaml").write_text("steps: [edited]\n")
     real_scandir = os.scandir
 
-    def scandir(path):  # type: ignore[no-untyped-def]
+    def scandir(path):
         # Running as root, mode 000 is no obstacle: inject the EACCES another user would get.
         if Path(path) == root / "locked":
             raise PermissionError(errno.EACCES, "Permission denied", str(path))

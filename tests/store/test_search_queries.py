@@ -94,7 +94,7 @@ def test_a_query_at_the_word_limit_still_searches(seeded) -> None:
 def test_a_query_that_is_not_text_says_so(seeded, query: object) -> None:
     """A non-string query was reported as 'empty search query'."""
     with pytest.raises(InvalidInputError, match="must be a string") as info:
-        seeded.search(query)  # type: ignore[arg-type]
+        seeded.search(query)
     assert type(query).__name__ in str(info.value) and info.value.hint
 
 
@@ -120,7 +120,7 @@ def test_search_pages_with_offset_like_one_big_result(store) -> None:
     assert store.search("deploy", offset=10**20) == []
     for bad in (-1, 1.5, "2", None, True):
         with pytest.raises(InvalidInputError, match="offset"):
-            store.search("deploy", offset=bad)  # type: ignore[arg-type]
+            store.search("deploy", offset=bad)
 
 
 def test_search_tier_pages_join_up_above_the_rank_cap(store, monkeypatch) -> None:

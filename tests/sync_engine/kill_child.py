@@ -43,7 +43,7 @@ def main() -> None:
         note({"phase": "synced"})
 
 
-def _operate(store, device, seed, n, rng, mine, note) -> None:  # type: ignore[no-untyped-def]
+def _operate(store, device, seed, n, rng, mine, note) -> None:
     content = f"owner: {device}\nn: {seed}-{n}\nbody: {'x' * rng.randrange(3000)}\n"
     op = rng.choice(["create", "update", "update", "update", "move", "delete"])
     if op == "create" or len(mine) < 4:

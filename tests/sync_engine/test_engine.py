@@ -51,7 +51,8 @@ def test_offline_edits_queue_and_go_up_in_order(
     with pytest.raises(OfflineError):
         a.sync()
     status = a.engine.status()
-    assert status.state == "offline" and status.pending == 5 and "no route" in status.last_error
+    assert status.state == "offline" and status.pending == 5
+    assert status.last_error is not None and "no route" in status.last_error
     a.sync()
     order = [row.path for _, row in server.revisions]
     assert order == [f"{p}.blueprint.yaml" for p in paths[1:]] + [f"{paths[0]}.blueprint.yaml"]
@@ -456,7 +457,8 @@ def test_tell_user_errors_surface_in_status(make_device: Callable[..., Device]) 
     with pytest.raises(AuthRevokedError):
         a.sync()
     status = a.engine.status()
-    assert status.state == "error" and "localstore login" in status.last_error
+    assert status.state == "error"
+    assert status.last_error is not None and "localstore login" in status.last_error
 
 
 def test_new_account_uploads_everything(tmp_path: Path, server: MemoryServer) -> None:
@@ -610,9 +612,9 @@ def test_bad_policy_is_refused(make_device: Callable[..., Device]) -> None:
 class EditDuringPush(MemoryRemote):
     """Runs ``during()`` (a user's edit) while the push is in flight, before the reply."""
 
-    during: Callable[[], None] | None = None
+    during: Callable[[], object] | None = None
 
-    def push(self, changes, *, device):  # type: ignore[no-untyped-def]
+    def push(self, changes, *, device):
         results = super().push(changes, device=device)
         hook, self.during = self.during, None
         if hook is not None:
@@ -628,7 +630,7 @@ def test_edit_during_an_in_flight_push_is_pushed_again(
     engine = SyncEngine(store, remote)
     try:
         ident = store.save("race/x", "v: 1\n").id
-        remote.during = lambda: store.save("race/x", "v: 2\n")  # type: ignore[func-returns-value]
+        remote.during = lambda: store.save("race/x", "v: 2\n")
         report = engine.sync_once()
         assert report.pushed == 2 and report.conflicts == 0
         assert [r.content for r in server.history(ident)] == ["v: 1\n", "v: 2\n"]

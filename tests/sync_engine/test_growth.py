@@ -145,7 +145,7 @@ def test_a_conflict_whose_copy_was_deleted_is_resolved(
     cid = _conflict(a, b, "c/flow", 1)
     with b.store.index.read() as cur:
         record = st.get_conflict(cur, cid)
-    assert record is not None and record.copy_id
+    assert record is not None and record.copy_id and record.copy_path
     converge(a, b)  # the copy reaches a as well
     if where == "here":
         (b.store.root / record.copy_path).unlink()  # deleted in a file manager

@@ -39,7 +39,9 @@ def short_cloud() -> Iterator[LocalCloud]:
         yield lc
 
 
-def _stored_session(settings_home: Path) -> str | None:
+def _stored_session(settings_home: Path | None) -> str | None:
+    # Settings.home is None only for the default (XDG) home, which these tests never use.
+    assert settings_home is not None
     settings = load_settings(home=settings_home, environ={})
     index = Index(settings.paths.index_db)
     try:
@@ -50,7 +52,7 @@ def _stored_session(settings_home: Path) -> str | None:
 
 def test_session_is_in_the_keychain_and_nowhere_on_disk(cloud: LocalCloud, homes: Homes) -> None:
     settings, remote = homes.device(cloud.url, cloud.anon_key, new_email())
-    raw = _stored_session(settings.home)  # type: ignore[arg-type]
+    raw = _stored_session(settings.home)
     assert raw is not None
     rt = remote._storage.durable_session().refresh_token  # type: ignore[union-attr]
     assert rt in raw
@@ -83,13 +85,13 @@ def test_every_rotation_is_stored_and_a_new_process_resumes(
             if count[0] >= 2:
                 refreshed.set()
 
-    sub = remote._client.auth.on_auth_state_change(on_event)  # type: ignore[arg-type]
+    sub = remote._client.auth.on_auth_state_change(on_event)
     try:
         assert refreshed.wait(15), "the refresh timer never fired"
     finally:
         sub.unsubscribe()
     remote.close()
-    stored = _stored_session(settings.home)  # type: ignore[arg-type]
+    stored = _stored_session(settings.home)
     assert stored is not None and first not in stored
     again = homes.remote(settings)  # a new "process": only the keychain carries the session
     assert again.server_info().protocol == 1
@@ -175,7 +177,7 @@ def test_the_refresh_timer_never_adopts_another_users_session(
     settings, remote = homes.device(short_cloud.url, short_cloud.anon_key, new_email())
     bob_home = homes.home("bob")
     login(bob_home, short_cloud.url, short_cloud.anon_key, new_email(), PASSWORD, signup=True)
-    bob_raw = _stored_session(bob_home.home)  # type: ignore[arg-type]
+    bob_raw = _stored_session(bob_home.home)
     assert bob_raw is not None
     # Fault injection: bob's session lands in this home's entry without the session marker
     # changing (a login by another tool, or one killed between the keychain and the marker).

@@ -55,8 +55,8 @@ def _httpx_instance(cls: type[Exception]) -> Exception:
         try:
             return cls()  # type: ignore[call-arg]
         except TypeError:
-            return cls("boom")  # type: ignore[call-arg]
-    return cls("boom")  # type: ignore[call-arg]
+            return cls("boom")
+    return cls("boom")
 
 
 def _auth_instance(cls: type[auth_errors.AuthError]) -> auth_errors.AuthError:

@@ -202,6 +202,7 @@ def _make_newer(home: Path, component: str) -> None:
     ver = conn.execute(
         "SELECT version FROM component_versions WHERE component = ?", (component,)
     ).fetchall()[0][0]
+    assert isinstance(ver, int), ver
     conn.execute(
         "UPDATE component_versions SET version = ? WHERE component = ?", (ver + 1, component)
     )

@@ -35,10 +35,10 @@ def unlistable(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path, bool
     blocked: set[Path] = set()
     real_scandir = os.scandir
 
-    def scandir(path: object = ".") -> object:
+    def scandir(path: int | str | os.PathLike[str] = ".") -> object:
         if isinstance(path, str | os.PathLike) and Path(path) in blocked:
             raise PermissionError(13, "Permission denied", os.fspath(path))
-        return real_scandir(path)  # type: ignore[arg-type]
+        return real_scandir(path)
 
     def block(folder: Path, on: bool = True) -> None:
         folder.chmod(0 if on else 0o755)
@@ -105,7 +105,7 @@ def test_an_unexpected_error_is_counted_and_followed_by_a_rescan(
     real = watcher._on_fs_event
     calls = {"n": 0}
 
-    def fail_once(ev, now):  # type: ignore[no-untyped-def]
+    def fail_once(ev, now):
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("injected")
