@@ -189,6 +189,7 @@ def test_save_many_out_of_space_saves_each_blueprint_whole_or_not_at_all(
     for r in requests:
         meta = r.path.replace(".yaml", ".meta.json")
         if r.path in by_path:  # saved: both files, the content the index records
+            assert isinstance(r.content, str)
             assert files[r.path] == r.content.encode() and meta in files
             assert store.load(r.path).content == r.content
         else:  # not saved: no file of it

@@ -443,7 +443,9 @@ class RemoteContract:
         assert alice.remote.pull(cursor).changes == []  # nothing applied
         assert alice.push_one(first) == applied  # the stored answer is still the original's
         # Above the high-water mark the same changes are decided as usual.
-        above = Writer(alice.remote, alice.device, itertools.count(results[0].max_op_id + 1))
+        high = results[0].max_op_id
+        assert high is not None
+        above = Writer(alice.remote, alice.device, itertools.count(high + 1))
         retried = above.push(
             replace(edit, op_id=next(above.ops)), replace(new, op_id=next(above.ops))
         )
