@@ -726,11 +726,14 @@ class Index:
     def read(self) -> Iterator[Any]:
         """A cursor for reads, under the lock."""
         with self._lock:
+            cur = self.conn.cursor()
             try:
-                yield self.conn.cursor()
+                yield cur
             except apsw.Error as exc:
                 note_os_error(self.conn, exc)
                 raise map_apsw_error(exc, "read the index") from exc
+            finally:
+                cur.close()
 
     @contextmanager
     def write(self) -> Iterator[Any]:
