@@ -356,6 +356,9 @@ class SyncEngine:
         self._checked_server = False
         # The account record kept besides the index (sync.account_record), once read.
         self._account: account_record.AccountRecord | None = None
+        # Bases appended to the record (sync.base_record) above its mark, so that the end of the
+        # cycle does not append again what each step of it already did.
+        self._recorded: dict[str, base_record.BaseEntry] = {}
         # False once the server said it has no revision lookup (an older schema): not asked again.
         self._ancestry = True
         self._settled = False
@@ -618,14 +621,17 @@ class SyncEngine:
 
     # -- the record of synced bases kept besides the index (sync.base_record) -------------------
 
-    def _record_bases(self, report: SyncReport) -> None:
-        """Append the bases this cycle changed to ``state/sync-bases.jsonl``; never raises.
+    def _record_bases(self, report: SyncReport | None) -> None:
+        """Append the bases not in ``state/sync-bases.jsonl`` yet and move its mark; never raises.
 
-        After the cycle's commits, so the file lags the index and never leads it. Every base
-        change comes with a server seq above the cursor the last append saw (a pulled row is
-        above the cursor it was pulled from; a push gets a new seq), so the rows to append are
-        those with ``base_seq`` above that cursor: one range read, and none at all in an idle
-        poll (cursor unchanged, nothing pushed). The mark moves only after the file is written.
+        At the end of a cycle (``report``), and by the first step of a cycle that finds no
+        record to append to (``None``: the file is then written whole). Every base change comes
+        with a server seq above the cursor the last append saw (a pulled row is above the
+        cursor it was pulled from; a push gets a new seq), so the rows to append are those with
+        ``base_seq`` above that cursor: one range read, and none at all in an idle poll (cursor
+        unchanged, nothing pushed). The steps of the cycle appended most of them already
+        (``_record_step``); those are not written twice. The mark moves only after the file is
+        written.
         """
         identity = self.remote.identity
         state_dir = self.store.settings.paths.state
@@ -639,23 +645,69 @@ class SyncEngine:
                     or not base_record.record_path(state_dir).exists()
                 )
                 since = 0 if whole or mark is None else mark[1]
-                if not whole and since >= cursor and not report.pushed:
+                if report is not None and not whole and since >= cursor and not report.pushed:
                     return
                 rows = st.bases_since(cur, since)
                 count = st.base_count(cur) if not whole else len(rows)
             entries = [base_record.BaseEntry(*r) for r in rows]
             if whole:
                 base_record.rewrite(state_dir, identity, entries)
+                self._recorded.clear()
             else:
-                size = base_record.append(state_dir, entries)
+                fresh = [e for e in entries if self._recorded.get(e.id) != e]
+                size = base_record.append(state_dir, fresh)
                 if size > max(BASE_RECORD_COMPACT_MIN, 4 * BASE_RECORD_LINE * count):
                     with self.store.index.read() as cur:
                         everything = [base_record.BaseEntry(*r) for r in st.bases_since(cur, 0)]
                     base_record.rewrite(state_dir, identity, everything)
             with self.store.index.write() as cur:
                 st.set_base_record_mark(cur, identity, cursor)
+            # Above the mark, only what a later read of the range could bring again is kept.
+            self._recorded = {
+                e.id: e for e in [*self._recorded.values(), *entries] if e.seq > cursor
+            }
         except (LocalStoreError, OSError) as exc:
             # The index still holds the bases; the next cycle appends them (the mark stayed).
+            log.warning("sync: could not update the record of synced bases: %s", exc)
+
+    def _record_step(self, ids: Sequence[str]) -> None:
+        """Append the bases of ``ids`` that one step of the cycle just committed; never raises.
+
+        Called right after each commit that takes server rows as bases (a push batch's results,
+        a pulled page), not once after the cycle: a process killed after a step's commit left
+        the record a whole cycle behind, and a recovery from it (the index lost too) took the
+        older bases for that cycle's items, so a delete, a rename with an edit or an edit back
+        made after it were misread (see ``_recover_bases``). Now only a kill between a step's
+        commit and this append (one fsync) leaves it behind. One read of those ids, one append.
+        """
+        if not ids:
+            return
+        identity = self.remote.identity
+        state_dir = self.store.settings.paths.state
+        try:
+            with self.store.index.read() as cur:
+                mark = st.base_record_mark(cur)
+                if (
+                    mark is None
+                    or mark[0] != identity
+                    or not base_record.record_path(state_dir).exists()
+                ):
+                    rows = None
+                else:
+                    rows = st.bases_of(cur, ids)
+            if rows is None:
+                self._record_bases(None)  # no record to append to: write it whole now
+                return
+            fresh = [
+                e
+                for e in (base_record.BaseEntry(*r) for r in rows)
+                if self._recorded.get(e.id) != e
+            ]
+            if fresh:
+                base_record.append(state_dir, fresh)
+                self._recorded.update((e.id, e) for e in fresh)
+        except (LocalStoreError, OSError) as exc:
+            # The end of the cycle appends them (the mark did not move).
             log.warning("sync: could not update the record of synced bases: %s", exc)
 
     def _recover_bases(self) -> None:
@@ -910,7 +962,9 @@ class SyncEngine:
         _check_results(changes, results)
         for change in changes:
             self._lone_timeouts.pop(change.id, None)
-        return self._handle_results(pairs, results, report)
+        conflicts = self._handle_results(pairs, results, report)
+        self._record_step([c.id for c in changes])
+        return conflicts
 
     def _lone_refusal(
         self, pair: tuple[Change, st.OutboxItem], exc: TransientError, report: SyncReport
@@ -1138,6 +1192,7 @@ class SyncEngine:
                 cursor = page.horizon
                 continue
             self._apply_page(page.changes, page.next, page.horizon, report)
+            self._record_step([r.id for r in page.changes])
             report.pulled += len(page.changes)
             cursor = page.next
             if not page.more:

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +25,9 @@ from click.testing import CliRunner
 
 from localstore.archive import export_bundle, import_bundle
 from localstore.cli import cli
+from localstore.config import load_settings
+from localstore.store import BlueprintStore
+from sync.engine import SyncEngine
 from sync.errors import AccountMismatchError, RemoteConfigError
 from sync.memory_remote import MemoryServer
 
@@ -32,6 +39,7 @@ from .conftest import (
     open_device,
     server_snapshot,
 )
+from .file_remote import FileRemote, load_server
 
 
 def _damage_and_fix(dev: Device, *, lose_record: bool = False) -> None:
@@ -393,3 +401,99 @@ def test_a_row_a_quarantine_retry_applies_reaches_the_record(
     b.sync()
     entries = base_record.read(b.store.settings.paths.state, b.remote.identity)
     assert entries is not None and entries[x].rev == 2
+
+
+# -- a record one cycle behind the index (a kill after the cycle's commits) ----------------------
+#
+# The record was written once, after the whole cycle: a process killed after a cycle had pulled
+# (or pushed) but before that write left a record one cycle behind. When the index was then lost,
+# the recovery took the older bases for the items of that cycle, with the symptoms it had without
+# any record. The child below is killed by SIGKILL the moment its cycle reports idle: every
+# commit of the cycle is done, and nothing after it ran.
+
+_KILLED_AT_IDLE = """
+import os, signal, sys
+from pathlib import Path
+from localstore.config import load_settings
+from localstore.store import BlueprintStore
+from sync.engine import SyncEngine
+from tests.sync_engine.file_remote import FileRemote
+
+home, server = sys.argv[1:3]
+store = BlueprintStore(load_settings(home=home, device_name="b"), maintenance=False)
+engine = SyncEngine(store, FileRemote(Path(server)))
+engine.subscribe_status(
+    lambda s: os.kill(os.getpid(), signal.SIGKILL) if s.state == "idle" else None
+)
+engine.sync_once()
+"""
+_ROOT = Path(__file__).parents[2]
+
+
+def _file_device(root: Path, name: str, server_file: Path) -> Device:
+    """A device whose server is a file: it outlives the killed process."""
+    home = root / name
+    store = BlueprintStore(load_settings(home=home, device_name=name), maintenance=False)
+    remote = FileRemote(server_file)
+    return Device(name, home, store, remote, SyncEngine(store, remote))  # type: ignore[arg-type]
+
+
+def _sync_killed_at_idle(home: Path, server_file: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(_ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_AT_IDLE, str(home), str(server_file)],
+        cwd=_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+
+def test_the_cycle_a_kill_cut_short_is_in_the_record_after_check_fix(tmp_path: Path) -> None:
+    """b pulls a's edits, is killed at the end of that cycle, then deletes, renames with an edit
+    and sets a text back, none uploaded; the index is lost. Each stays what b made it."""
+    server_file = tmp_path / "server.pickle"
+    a = _file_device(tmp_path, "a", server_file)
+    b = _file_device(tmp_path, "b", server_file)
+    try:
+        d = a.store.save("notes/d", "name: d\nk: 1\n").id
+        r = a.store.save("notes/r", "name: r\nk: 1\nj: 1\n").id
+        x = a.store.save("notes/x", "name: x\nk: 1\n").id
+        y = a.store.save("notes/y", "name: y\nk: 1\n").id
+        a.sync()
+        b.sync()
+        a.store.save("notes/d", "name: d\nk: 2\n")
+        a.store.save("notes/r", "name: r\nk: 2\nj: 1\n")
+        a.store.save("notes/x", "name: x\nk: 2\n")
+        a.sync()
+        b.store.save("notes/y", "name: y\nk: 2\n")  # b's own edit, pushed by the killed cycle
+    finally:
+        close_device(b)
+    _sync_killed_at_idle(b.home, server_file)  # pushes y, pulls a's three edits, then dies
+    assert server_snapshot(load_server(server_file))[y][1] == "name: y\nk: 2\n"
+    b = _file_device(tmp_path, "b", server_file)
+    assert b.text(x) == "name: x\nk: 2\n"  # the killed cycle did apply them
+    b.store.delete(d)  # after seeing a's edit: no edit of a's is lost by it
+    b.store.save("notes/r", "name: r\nk: 2\nj: b\n")
+    b.store.move(r, "renamed/r")
+    b.store.save("notes/x", "name: x\nk: 1\n")  # set back to the older text
+    b.store.save("notes/y", "name: y\nk: 1\n")  # its own pushed edit set back too
+    _damage_and_fix(b)
+    b = _file_device(tmp_path, "b", server_file)
+    try:
+        report = b.sync()
+        a.sync()
+        rows = server_snapshot(load_server(server_file))
+        assert report.conflicts == 0, report
+        assert d not in rows and not a.store.exists(d) and not b.store.exists(d)
+        assert rows[r] == ("renamed/r.blueprint.yaml", "name: r\nk: 2\nj: b\n")
+        assert rows[x] == ("notes/x.blueprint.yaml", "name: x\nk: 1\n")
+        assert rows[y] == ("notes/y.blueprint.yaml", "name: y\nk: 1\n")
+        assert a.text(x) == "name: x\nk: 1\n" and a.store.row(r).path == "renamed/r.blueprint.yaml"
+        assert not any("(conflict " in p for p, _ in rows.values())
+        assert b.engine.verify().clean
+    finally:
+        close_device(a)
+        close_device(b)
