@@ -180,6 +180,8 @@ LONE_TIMEOUT_MIN_BYTES = 256 * 1024
 # and than four times what its live entries take (an estimated line each).
 BASE_RECORD_COMPACT_MIN = 256 * 1024
 BASE_RECORD_LINE = 140
+# How many blueprints the warning after a recovery without a record names (the rest counted).
+RETURNED_NAMED = 20
 
 _T = TypeVar("_T")
 
@@ -359,6 +361,13 @@ class SyncEngine:
         # Bases appended to the record (sync.base_record) above its mark, so that the end of the
         # cycle does not append again what each step of it already did.
         self._recorded: dict[str, base_record.BaseEntry] = {}
+        self._held_recorded = False
+        # Blueprints a rebuilt index held when it had no record to recover from (see
+        # _recover_bases), until the end of that cycle names what the server added.
+        self._unrecorded: set[str] | None = None
+        # Whether this home had synced before this engine (its account recorded besides the
+        # index): read now, since the first cycle writes the record for any home.
+        self._synced_before = account_record.record_path(store.settings.paths.state).exists()
         # False once the server said it has no revision lookup (an older schema): not asked again.
         self._ancestry = True
         self._settled = False
@@ -527,6 +536,7 @@ class SyncEngine:
 
     def _cycle(self, report: SyncReport) -> None:
         self._push_count, self._push_bytes = self.batch_size, self.batch_bytes
+        self._record_held_bases()  # before anything can fail on the network
         self._set_state("connecting")
         self._check_session()
         self._check_server()
@@ -633,6 +643,9 @@ class SyncEngine:
         (``_record_step``); those are not written twice. The mark moves only after the file is
         written.
         """
+        if report is not None and self._unrecorded is not None:
+            self._name_returned(self._unrecorded)
+            self._unrecorded = None
         identity = self.remote.identity
         state_dir = self.store.settings.paths.state
         try:
@@ -669,6 +682,79 @@ class SyncEngine:
         except (LocalStoreError, OSError) as exc:
             # The index still holds the bases; the next cycle appends them (the mark stayed).
             log.warning("sync: could not update the record of synced bases: %s", exc)
+
+    def _rebuilt(self) -> bool:
+        """True when this home synced before: its account is recorded, or `check --fix` set a
+        damaged index aside. (A new home with files of its own, or one that imported a bundle,
+        downloads the server's blueprints as a matter of course: nothing to warn about.)"""
+        if self._synced_before:
+            return True
+        index = self.store.settings.paths.index_db
+        return any(index.parent.glob(f"{index.name}.damaged-*"))
+
+    def _name_returned(self, held: set[str]) -> None:
+        """Warn of the blueprints the server brought to a home recovered without a record.
+
+        Nothing outside the lost index says whether this device had deleted them (the record
+        did not exist yet) or never had them: they are kept, the safe side, and named, so a
+        person who deleted one deletes it again (every version stays in its history). Conflict
+        copies made by this cycle are this home's own texts, not downloads.
+        """
+        try:
+            copies = {c.copy_id for c in list_conflicts(self.store) if c.copy_id}
+            with self.store.index.read() as cur:
+                rows = cur.execute("SELECT id, path FROM blueprints WHERE deleted = 0").fetchall()
+        except LocalStoreError as exc:
+            log.warning("sync: could not list the blueprints the server brought back: %s", exc)
+            return
+        came = sorted(str(p) for i, p in rows if i not in held and i not in copies)
+        if not came:
+            return
+        shown = ", ".join(came[:RETURNED_NAMED])
+        more = f" and {len(came) - RETURNED_NAMED} more" if len(came) > RETURNED_NAMED else ""
+        log.warning(
+            "sync: this home's index was rebuilt with no record of what it had synced (%s), so "
+            "%d blueprint(s) it did not hold came from the server: %s%s. Any of them deleted "
+            "here before the index was lost came back; delete it again if so (`localstore rm`).",
+            base_record.RECORD_FILE,
+            len(came),
+            shown,
+            more,
+        )
+
+    def _record_held_bases(self) -> None:
+        """Write the record whole from an index that holds bases but never wrote it; never raises.
+
+        An index of a version before the record (``tests/upgrade/fixtures``) has its bases and
+        no mark. The record was first written by a cycle's first commit, so a home offline since
+        the upgrade (every cycle failing on the network), or killed in that first cycle, still
+        had none when its index was lost, and ``check --fix`` then recovered it without bases:
+        its changes waiting for upload came back as conflict copies and its deletes came back.
+        Written under the account of the index (the remote's is not checked yet: the bases are
+        that account's). Once per engine; one read of the mark when there is nothing to do.
+        """
+        if self._held_recorded:
+            return
+        state_dir = self.store.settings.paths.state
+        try:
+            with self.store.index.read() as cur:
+                identity = st.get_state(cur, "identity")
+                if identity is None or st.base_record_mark(cur) is not None:
+                    self._held_recorded = True
+                    return
+                rows = st.bases_since(cur, 0)
+                cursor = st.get_cursor(cur)
+            if not rows:
+                # A rebuilt index (no bases yet): the record is what `_recover_bases` reads.
+                self._held_recorded = True
+                return
+            base_record.rewrite(state_dir, identity, [base_record.BaseEntry(*r) for r in rows])
+            with self.store.index.write() as cur:
+                st.set_base_record_mark(cur, identity, cursor)
+            self._recorded.clear()
+            self._held_recorded = True
+        except (LocalStoreError, OSError) as exc:
+            log.warning("sync: could not write the record of synced bases: %s", exc)
 
     def _record_step(self, ids: Sequence[str]) -> None:
         """Append the bases of ``ids`` that one step of the cycle just committed; never raises.
@@ -736,6 +822,14 @@ class SyncEngine:
         state_dir = self.store.settings.paths.state
         entries = base_record.read(state_dir, identity)
         if not entries:
+            if self._rebuilt():
+                with self.store.index.read() as cur:
+                    holding = {str(r[0]) for r in cur.execute("SELECT id FROM blueprints")}
+                # A rebuilt index with no record (lost before this version wrote one, or lost
+                # with the state folder): a delete made here cannot be told from a blueprint
+                # never downloaded, so the server's copy comes back. The end of the cycle names
+                # what came (``_name_returned``), so that it does not come silently.
+                self._unrecorded = holding or None
             return
         with self.store.index.read() as cur:
             local = {

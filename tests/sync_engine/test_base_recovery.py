@@ -51,7 +51,11 @@ def _damage_and_fix(dev: Device, *, lose_record: bool = False) -> None:
     close_device(dev)
     if lose_record:
         (dev.home / "state" / "sync-bases.jsonl").unlink()
-    data = dev.home / "data"
+    _damage_home_and_fix(dev.home)
+
+
+def _damage_home_and_fix(home: Path) -> None:
+    data = home / "data"
     for side in ("index.db-wal", "index.db-shm"):
         (data / side).unlink(missing_ok=True)
     db = data / "index.db"
@@ -60,7 +64,7 @@ def _damage_and_fix(dev: Device, *, lose_record: bool = False) -> None:
     raw[page:] = b"\xa5" * (len(raw) - page)
     db.write_bytes(bytes(raw))
     result = CliRunner().invoke(
-        cli, ["--home", str(dev.home), "--json", "check", "--fix"], catch_exceptions=False
+        cli, ["--home", str(home), "--json", "check", "--fix"], catch_exceptions=False
     )
     assert result.exit_code == 0, result.output
     kinds = [f["kind"] for f in json.loads(result.stdout)["fixed"]]
@@ -497,3 +501,105 @@ def test_the_cycle_a_kill_cut_short_is_in_the_record_after_check_fix(tmp_path: P
     finally:
         close_device(a)
         close_device(b)
+
+
+# -- a home made by a version before the record ---------------------------------------------------
+#
+# Such a home has the bases in its index only. The record was first written at the end of a
+# successful cycle, so a home that was offline since the upgrade (or killed in its first cycle)
+# still had none when its index was lost, and its changes waiting for upload were recovered
+# without bases: the waiting edit became a conflict copy and the waiting delete came back.
+
+_OLD_HOMES = sorted(
+    p
+    for p in (Path(__file__).parents[1] / "upgrade" / "fixtures").glob("home-*.tar.gz")
+    if p.name != "home-36ae549.tar.gz"  # the store-only home never synced
+)
+# The homes of the versions before the record (the newest fixture has one).
+_NO_RECORD = [p for p in _OLD_HOMES if p.name != "home-032e04f.tar.gz"]
+
+
+@pytest.mark.parametrize("fixture", _NO_RECORD, ids=[p.name[:-7] for p in _NO_RECORD])
+def test_an_old_home_offline_since_the_upgrade_keeps_its_waiting_changes_after_check_fix(
+    fixture: Path, tmp_path: Path
+) -> None:
+    from sync.errors import OfflineError
+    from sync.memory_remote import MemoryRemote
+    from tests.upgrade.test_open_old_homes import _unpack
+
+    old = _unpack(fixture, tmp_path)
+    server = old.memory_server()
+    live, deleted = old.expected["live"], old.expected["deleted"]
+    store = BlueprintStore(load_settings(home=old.home), maintenance=False)
+    remote = MemoryRemote(server)
+    remote.fail_next(exc=OfflineError("no route to host"), method="server_info")
+    engine = SyncEngine(store, remote)
+    try:
+        with pytest.raises(OfflineError):
+            engine.sync_once()  # the first cycle after the upgrade: offline
+    finally:
+        engine.stop()
+        store.close()
+    _damage_home_and_fix(old.home)
+    store = BlueprintStore(load_settings(home=old.home), maintenance=False)
+    engine = SyncEngine(store, MemoryRemote(server))
+    try:
+        report = engine.sync_once()
+        assert report.conflicts == 0 and not report.errors, report
+        rows = {rid: o.row for rid, o in server.rows.items()}
+        # The four changes made after the old version's last sync, each uploaded as made.
+        deploy = live["ops/deploy.blueprint.yaml"]
+        assert rows[deploy["id"]].content == deploy["content"]
+        assert store.load(deploy["id"]).content == deploy["content"]
+        assert rows[live["pending/new.blueprint.yaml"]["id"]].path == "pending/new.blueprint.yaml"
+        moved = live["moved/again.blueprint.yaml"]["id"]
+        assert rows[moved].path == "moved/again.blueprint.yaml"
+        gone = deleted["notes/kubernetes.blueprint.yaml"]["id"]
+        assert rows[gone].deleted and not store.exists(gone)
+        assert {i.path for i in store.list()} == set(live)
+        assert engine.verify().clean
+    finally:
+        engine.stop()
+        store.close()
+
+
+@pytest.mark.parametrize("fixture", _NO_RECORD, ids=[p.name[:-7] for p in _NO_RECORD])
+def test_an_old_home_lost_before_any_record_loses_nothing_and_says_what_came_back(
+    fixture: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No record at all (the index lost before this version ever ran): nothing to take bases
+    from. Every local text is still kept (an edit without a base is a keep-both), and a
+    blueprint deleted here that the server brings back is named, not restored silently."""
+    from sync.memory_remote import MemoryRemote
+    from tests.upgrade.test_open_old_homes import _unpack
+
+    old = _unpack(fixture, tmp_path)
+    assert not (old.home / "state" / "sync-bases.jsonl").exists()
+    server = old.memory_server()
+    live = old.expected["live"]
+    _damage_home_and_fix(old.home)
+    store = BlueprintStore(load_settings(home=old.home), maintenance=False)
+    engine = SyncEngine(store, MemoryRemote(server))
+    try:
+        with caplog.at_level(logging.WARNING, logger="sync.engine"):
+            engine.sync_once()
+        texts = {o.row.content for o in server.rows.values() if not o.row.deleted}
+        assert {e["content"] for e in live.values()} <= texts  # every local text is kept
+        warned = [r.getMessage() for r in caplog.records if "came from the server" in r.message]
+        assert len(warned) == 1 and "notes/kubernetes.blueprint.yaml" in warned[0], caplog.text
+        assert "ops/deploy" not in warned[0]  # a conflict copy made here is no download
+        assert engine.verify().clean
+    finally:
+        engine.stop()
+        store.close()
+    # A new home with a blueprint of its own downloads the rest as a matter of course: no warning.
+    caplog.clear()
+    fresh = open_device(tmp_path, "fresh", server, user="user")  # the fixtures' user
+    try:
+        fresh.store.save("mine/own", "k: 1\n")
+        with caplog.at_level(logging.WARNING, logger="sync.engine"):
+            fresh.sync()
+        assert fresh.store.exists(live["ops/deploy.blueprint.yaml"]["id"])
+        assert "came from the server" not in caplog.text
+    finally:
+        close_device(fresh)
