@@ -362,6 +362,10 @@ class SyncEngine:
         # cycle does not append again what each step of it already did.
         self._recorded: dict[str, base_record.BaseEntry] = {}
         self._held_recorded = False
+        # False until this engine appended what a killed process's steps left out (_open_step).
+        self._steps_closed = False
+        # A step opened in the record and not yet closed by an append.
+        self._step_open = False
         # Blueprints a rebuilt index held when it had no record to recover from (see
         # _recover_bases), until the end of that cycle names what the server added.
         self._unrecorded: set[str] | None = None
@@ -666,9 +670,15 @@ class SyncEngine:
             if whole:
                 base_record.rewrite(state_dir, identity, entries)
                 self._recorded.clear()
+                self._step_open = False  # (a file written whole has no open step)
             else:
                 fresh = [e for e in entries if self._recorded.get(e.id) != e]
-                size = base_record.append(state_dir, fresh)
+                if not fresh and not self._step_open:
+                    # The steps appended all of it: only the mark moves.
+                    size = 0
+                else:
+                    size = base_record.append(state_dir, fresh, done=True)
+                    self._step_open = False
                 if size > max(BASE_RECORD_COMPACT_MIN, 4 * BASE_RECORD_LINE * count):
                     with self.store.index.read() as cur:
                         everything = [base_record.BaseEntry(*r) for r in st.bases_since(cur, 0)]
@@ -749,12 +759,59 @@ class SyncEngine:
                 self._held_recorded = True
                 return
             base_record.rewrite(state_dir, identity, [base_record.BaseEntry(*r) for r in rows])
+            self._step_open = False
             with self.store.index.write() as cur:
                 st.set_base_record_mark(cur, identity, cursor)
             self._recorded.clear()
             self._held_recorded = True
         except (LocalStoreError, OSError) as exc:
             log.warning("sync: could not write the record of synced bases: %s", exc)
+
+    def _open_step(self, ids: Sequence[str]) -> None:
+        """Before a step commits bases for ``ids``: say so in the record (``open_step``).
+
+        What keeps the one window ``_record_step`` leaves (a kill after the step's commit,
+        before its append) from misleading a recovery: the step is then still open in the file,
+        and the recovery does not trust the older bases it has for those ids. The record is so
+        ahead of the index (a step that never committed is open too, which only makes the
+        recovery careful), never silently behind. The first step of an engine first appends
+        what a killed process's steps committed and never recorded (the index has them), which
+        closes its open steps. Never raises: without it the recovery is as before.
+        """
+        if not ids:
+            return
+        identity = self.remote.identity
+        state_dir = self.store.settings.paths.state
+        try:
+            with self.store.index.read() as cur:
+                mark = st.base_record_mark(cur)
+            if (
+                mark is None
+                or mark[0] != identity
+                or not base_record.record_path(state_dir).exists()
+            ):
+                return  # the step's own append writes the record whole
+            if not self._steps_closed:
+                self._step_open = True  # (a step a killed process left open: close it)
+                self._record_bases(None)
+                self._steps_closed = True
+            base_record.open_step(state_dir, ids)
+            self._step_open = True
+        except (LocalStoreError, OSError) as exc:
+            log.warning("sync: could not update the record of synced bases: %s", exc)
+
+    def _open_pull_step(self, rows: Sequence[ServerRow]) -> None:
+        """``_open_step`` for the rows of a page this device does not build on already (its own
+        pushes coming back change no base: no fsync for them)."""
+        if not rows:
+            return
+        try:
+            with self.store.index.read() as cur:
+                ids = [r.id for r in drop_known(cur, rows)]
+        except LocalStoreError as exc:
+            log.warning("sync: could not update the record of synced bases: %s", exc)
+            return
+        self._open_step(ids)
 
     def _record_step(self, ids: Sequence[str]) -> None:
         """Append the bases of ``ids`` that one step of the cycle just committed; never raises.
@@ -789,9 +846,10 @@ class SyncEngine:
                 for e in (base_record.BaseEntry(*r) for r in rows)
                 if self._recorded.get(e.id) != e
             ]
-            if fresh:
-                base_record.append(state_dir, fresh)
-                self._recorded.update((e.id, e) for e in fresh)
+            if fresh or self._step_open:
+                base_record.append(state_dir, fresh, done=True)  # (closes the step)
+                self._step_open = False
+            self._recorded.update((e.id, e) for e in fresh)
         except (LocalStoreError, OSError) as exc:
             # The end of the cycle appends them (the mark did not move).
             log.warning("sync: could not update the record of synced bases: %s", exc)
@@ -821,6 +879,8 @@ class SyncEngine:
                 return
         state_dir = self.store.settings.paths.state
         entries = base_record.read(state_dir, identity)
+        # Bases a kill left open (see _open_step): the index may have had newer ones.
+        unsure = base_record.unsettled(state_dir) if entries else set()
         if not entries:
             if self._rebuilt():
                 with self.store.index.read() as cur:
@@ -854,7 +914,16 @@ class SyncEngine:
                     # The delete pushed just now is the base: a tombstone, nothing held here.
                     e = replace(e, rev=result.rev, seq=result.seq, deleted=True)
                 # The local copy holds the base's text (only moved, or not changed at all).
-                held = here is not None and not here[3] and here[1] == e.content_hash
+                # Not for a base a kill left open: the copy may be an edit back to it made
+                # on the newer base the index had. With no base text and no clean mark, it is
+                # pushed on the recorded base and meets the server's newer row: settled when
+                # equal, else both kept (a conflict copy), never overwritten.
+                held = (
+                    here is not None
+                    and not here[3]
+                    and here[1] == e.content_hash
+                    and e.id not in unsure
+                )
                 clean = held and here is not None and not e.deleted and here[0] == e.path
                 st.restore_base(
                     cur,
@@ -1056,6 +1125,7 @@ class SyncEngine:
         _check_results(changes, results)
         for change in changes:
             self._lone_timeouts.pop(change.id, None)
+        self._open_step([c.id for c in changes])
         conflicts = self._handle_results(pairs, results, report)
         self._record_step([c.id for c in changes])
         return conflicts
@@ -1285,6 +1355,7 @@ class SyncEngine:
                 self._full_reconcile(page.horizon, report)
                 cursor = page.horizon
                 continue
+            self._open_pull_step(page.changes)
             self._apply_page(page.changes, page.next, page.horizon, report)
             self._record_step([r.id for r in page.changes])
             report.pulled += len(page.changes)

@@ -442,10 +442,10 @@ def _file_device(root: Path, name: str, server_file: Path) -> Device:
     return Device(name, home, store, remote, SyncEngine(store, remote))  # type: ignore[arg-type]
 
 
-def _sync_killed_at_idle(home: Path, server_file: Path) -> None:
+def _sync_killed(home: Path, server_file: Path, code: str = _KILLED_AT_IDLE) -> None:
     env = dict(os.environ, PYTHONPATH=str(_ROOT))
     proc = subprocess.run(
-        [sys.executable, "-c", _KILLED_AT_IDLE, str(home), str(server_file)],
+        [sys.executable, "-c", code, str(home), str(server_file)],
         cwd=_ROOT,
         env=env,
         capture_output=True,
@@ -475,7 +475,7 @@ def test_the_cycle_a_kill_cut_short_is_in_the_record_after_check_fix(tmp_path: P
         b.store.save("notes/y", "name: y\nk: 2\n")  # b's own edit, pushed by the killed cycle
     finally:
         close_device(b)
-    _sync_killed_at_idle(b.home, server_file)  # pushes y, pulls a's three edits, then dies
+    _sync_killed(b.home, server_file)  # pushes y, pulls a's three edits, then dies
     assert server_snapshot(load_server(server_file))[y][1] == "name: y\nk: 2\n"
     b = _file_device(tmp_path, "b", server_file)
     assert b.text(x) == "name: x\nk: 2\n"  # the killed cycle did apply them
@@ -497,6 +497,72 @@ def test_the_cycle_a_kill_cut_short_is_in_the_record_after_check_fix(tmp_path: P
         assert rows[y] == ("notes/y.blueprint.yaml", "name: y\nk: 1\n")
         assert a.text(x) == "name: x\nk: 1\n" and a.store.row(r).path == "renamed/r.blueprint.yaml"
         assert not any("(conflict " in p for p, _ in rows.values())
+        assert b.engine.verify().clean
+    finally:
+        close_device(a)
+        close_device(b)
+
+
+_KILLED_BEFORE_APPEND = """
+import os, signal, sys
+from pathlib import Path
+from localstore.config import load_settings
+from localstore.store import BlueprintStore
+from sync import base_record
+from sync.engine import SyncEngine
+from tests.sync_engine.file_remote import FileRemote
+
+real = base_record.append
+
+
+def append(state_dir, entries, **kw):
+    entries = list(entries)
+    if any(e.path == "notes/x.blueprint.yaml" and e.rev == 2 for e in entries):
+        os.kill(os.getpid(), signal.SIGKILL)  # x's new base is committed, not yet in the record
+    return real(state_dir, entries, **kw)
+
+
+base_record.append = append
+home, server = sys.argv[1:3]
+store = BlueprintStore(load_settings(home=home, device_name="b"), maintenance=False)
+SyncEngine(store, FileRemote(Path(server))).sync_once()
+"""
+
+
+def test_a_kill_between_a_steps_commit_and_its_record_keeps_both_after_check_fix(
+    tmp_path: Path,
+) -> None:
+    """The one window left: the page that took x's new base committed, the record not yet
+    written. The record says which bases were changing, so the recovery does not trust the
+    older base it has for them: b's text set back is kept (a conflict copy at worst), never
+    overwritten by a's."""
+    server_file = tmp_path / "server.pickle"
+    a = _file_device(tmp_path, "a", server_file)
+    b = _file_device(tmp_path, "b", server_file)
+    try:
+        x = a.store.save("notes/x", "name: x\nk: 1\n").id
+        r = a.store.save("notes/r", "name: r\nk: 1\n").id
+        a.sync()
+        b.sync()
+        a.store.save("notes/x", "name: x\nk: 2\n")
+        a.store.save("notes/r", "name: r\nk: 2\n")
+        a.sync()
+    finally:
+        close_device(b)
+    _sync_killed(b.home, server_file, _KILLED_BEFORE_APPEND)
+    b = _file_device(tmp_path, "b", server_file)
+    assert b.text(x) == "name: x\nk: 2\n"  # the page was applied and committed
+    b.store.save("notes/x", "name: x\nk: 1\n")  # set back to the older text, not uploaded
+    _damage_and_fix(b)
+    b = _file_device(tmp_path, "b", server_file)
+    try:
+        b.sync()
+        a.sync()
+        b.sync()
+        rows = server_snapshot(load_server(server_file))
+        assert "name: x\nk: 1\n" in {t for _, t in rows.values()}  # b's text is kept
+        assert rows[r] == ("notes/r.blueprint.yaml", "name: r\nk: 2\n")
+        assert [p for p, _ in rows.values() if p.startswith("notes/r (conflict")] == []
         assert b.engine.verify().clean
     finally:
         close_device(a)
