@@ -9,8 +9,9 @@ rename made together with an edit (the copy matched no server revision, so the s
 won), and an edit back to an older text (it matched an older server revision, so it was taken
 as unedited and the server's newer text replaced it).
 
-So the engine also appends the bases that changed in each successful cycle to
-``state/sync-bases.jsonl``, and a cycle on an index that has no sync knowledge takes them back
+So the engine also appends the bases that each step of a cycle changes to
+``state/sync-bases.jsonl`` (the record may be ahead of the index, never silently behind it), and
+a cycle on an index that has no sync knowledge takes them back
 (``SyncEngine._recover_bases``). This is sync bookkeeping, not user data: DESIGN.md keeps sync
 state out of the user's files, and the state folder is where the home's account record
 (``sync.account_record``) already lives for the same reason.

@@ -869,9 +869,15 @@ class SyncEngine:
           If another device changed the blueprint since, the push conflicts and the server's
           version comes down (an edit beats a delete), as it did before.
 
-        The record lags the index at worst, so a base can be older than what this device really
-        had: then a clean copy looks edited, is pushed on the older base, and meets the server's
-        newer revision, which is its own (identical: settled) or a later one (merged).
+        The base of an id in a step the record says is still open (``base_record.unsettled``: a
+        kill between that step's commit and its append) may be older than the lost index's: the
+        copy is then taken as an edit with no base text, pushed on that base, and meets the
+        server's newer revision: identical (settled) or not (both kept). A record a failed write
+        left behind (no open step) is read as it is.
+
+        With no record at all, a home that synced before still cannot tell a delete of its own
+        from a blueprint it never had: the end of the cycle names what the server brought
+        (``_name_returned``).
         """
         identity = self.remote.identity
         with self.store.index.read() as cur:
