@@ -791,8 +791,11 @@ class SyncEngine:
                 or not base_record.record_path(state_dir).exists()
             ):
                 return  # the step's own append writes the record whole
-            if not self._steps_closed:
-                self._step_open = True  # (a step a killed process left open: close it)
+            if not self._steps_closed or self._step_open:
+                # A step a killed process left open, or one of ours that raised after its
+                # commit: append what the index has and the file lacks, which closes it (closing
+                # it with only this step's bases would leave the record silently behind).
+                self._step_open = True
                 self._record_bases(None)
                 self._steps_closed = True
             base_record.open_step(state_dir, ids)
