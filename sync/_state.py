@@ -830,6 +830,23 @@ def bases_since(cur: Any, seq: int) -> list[tuple[str, int, int, str, str, bool]
     ]
 
 
+def bases_of(cur: Any, ids: Sequence[str]) -> list[tuple[str, int, int, str, str, bool]]:
+    """:func:`bases_since` for the server bases of ``ids`` (those that have one)."""
+    out: list[tuple[str, int, int, str, str, bool]] = []
+    unique = list(dict.fromkeys(ids))
+    for i in range(0, len(unique), IN_CHUNK):
+        part = unique[i : i + IN_CHUNK]
+        out.extend(
+            (str(r[0]), int(r[1]), int(r[2]), str(r[3]), str(r[4]), bool(r[5]))
+            for r in cur.execute(
+                "SELECT id, base_rev, base_seq, base_hash, base_path, base_deleted FROM "
+                f"sync_items WHERE base_rev IS NOT NULL AND id IN ({','.join('?' * len(part))})",
+                tuple(part),
+            )
+        )
+    return out
+
+
 def base_count(cur: Any) -> int:
     """How many blueprints have a server base."""
     return int(

@@ -9,18 +9,21 @@ rename made together with an edit (the copy matched no server revision, so the s
 won), and an edit back to an older text (it matched an older server revision, so it was taken
 as unedited and the server's newer text replaced it).
 
-So the engine also appends the bases that changed in each successful cycle to
-``state/sync-bases.jsonl``, and a cycle on an index that has no sync knowledge takes them back
+So the engine also appends the bases that each step of a cycle changes to
+``state/sync-bases.jsonl`` (the record may be ahead of the index, never silently behind it), and
+a cycle on an index that has no sync knowledge takes them back
 (``SyncEngine._recover_bases``). This is sync bookkeeping, not user data: DESIGN.md keeps sync
 state out of the user's files, and the state folder is where the home's account record
 (``sync.account_record``) already lives for the same reason.
 
 Format: one JSON document per line. The first is ``{"v": 1, "identity": ...}`` (bases mean
 nothing to another account or project); every other line is ``[id, rev, seq, hash, path,
-deleted]``, the last line of an id wins. Lines are appended and fsynced after the index commit,
-so the file can only lag the index, never lead it: a lagging base is an older revision this
-device really had, which the recovery treats with care (see the engine). A torn last line (a
-kill during the append) is skipped. The file is rewritten whole (temp, fsync, rename) when it is
+deleted]``, the last line of an id wins. Each step of a cycle that takes server rows as bases
+(a push batch's results, a pulled page) first appends ``{"step": [ids]}`` (fsynced) and, right
+after the index committed, the bases of those ids and ``{"done": []}``: a step the file says is
+open is one a kill cut between the two, whose recorded bases may be older than the index's, and
+the recovery does not trust them for those ids (see the engine). A torn last line (a kill during
+the append) is skipped. The file is rewritten whole (temp, fsync, rename) when it is
 new, belongs to another identity, or has grown to several times the size of what it holds.
 """
 
@@ -35,7 +38,16 @@ from pathlib import Path
 
 from localstore import files as fs
 
-__all__ = ["RECORD_FILE", "BaseEntry", "append", "read", "record_path", "rewrite"]
+__all__ = [
+    "RECORD_FILE",
+    "BaseEntry",
+    "append",
+    "open_step",
+    "read",
+    "record_path",
+    "rewrite",
+    "unsettled",
+]
 
 log = logging.getLogger("sync.engine")
 
@@ -130,10 +142,63 @@ def rewrite(state_dir: Path, identity: str, entries: Iterable[BaseEntry]) -> Non
     fs.atomic_write(record_path(state_dir), body.encode("utf-8"), mode=0o600)
 
 
-def append(state_dir: Path, entries: Iterable[BaseEntry]) -> int:
-    """Append ``entries`` and fsync; returns the file's size afterwards. Raises OSError."""
-    data = "".join(e.line() + "\n" for e in entries).encode("utf-8")
-    path = record_path(state_dir)
+_STEP = "step"
+_DONE = "done"
+
+
+def _marker(kind: str, ids: Iterable[str] = ()) -> str:
+    return json.dumps({kind: list(ids)}, ensure_ascii=False)
+
+
+def open_step(state_dir: Path, ids: Iterable[str]) -> None:
+    """Say, durably, that the bases of ``ids`` are about to change. Raises OSError.
+
+    Written before the index commits a step's bases; the step's :func:`append` with ``done``
+    closes it. A recovery that finds it still open (:func:`unsettled`) knows that the recorded
+    bases of those ids may be older than what the lost index had.
+    """
+    _write(record_path(state_dir), (_marker(_STEP, ids) + "\n").encode("utf-8"))
+
+
+def unsettled(state_dir: Path) -> set[str]:
+    """The ids of steps opened and never closed (a kill between a step's commit and its append).
+
+    An unreadable file has none (``read`` has already said it is ignored).
+    """
+    try:
+        text = record_path(state_dir).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return set()
+    open_ids: set[str] = set()
+    for line in text.split("\n")[1:]:
+        if not line.startswith("{"):
+            continue
+        try:
+            mark = json.loads(line)
+        except ValueError:
+            continue  # a torn last line
+        if not isinstance(mark, dict):
+            continue
+        if _DONE in mark:
+            open_ids.clear()
+        ids = mark.get(_STEP)
+        if isinstance(ids, list):
+            open_ids.update(i for i in ids if isinstance(i, str))
+    return open_ids
+
+
+def append(state_dir: Path, entries: Iterable[BaseEntry], *, done: bool = False) -> int:
+    """Append ``entries`` and fsync; returns the file's size afterwards. Raises OSError.
+
+    ``done``: the record now holds every base the index has, which closes the open steps.
+    """
+    lines = [e.line() for e in entries]
+    if done:
+        lines.append(_marker(_DONE))
+    return _write(record_path(state_dir), "".join(x + "\n" for x in lines).encode("utf-8"))
+
+
+def _write(path: Path, data: bytes) -> int:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
         if data:

@@ -182,6 +182,8 @@ LONE_TIMEOUT_MIN_BYTES = 256 * 1024
 # and than four times what its live entries take (an estimated line each).
 BASE_RECORD_COMPACT_MIN = 256 * 1024
 BASE_RECORD_LINE = 140
+# How many blueprints the warning after a recovery without a record names (the rest counted).
+RETURNED_NAMED = 20
 
 _T = TypeVar("_T")
 
@@ -358,6 +360,20 @@ class SyncEngine:
         self._checked_server = False
         # The account record kept besides the index (sync.account_record), once read.
         self._account: account_record.AccountRecord | None = None
+        # Bases appended to the record (sync.base_record) above its mark, so that the end of the
+        # cycle does not append again what each step of it already did.
+        self._recorded: dict[str, base_record.BaseEntry] = {}
+        self._held_recorded = False
+        # False until this engine appended what a killed process's steps left out (_open_step).
+        self._steps_closed = False
+        # A step opened in the record and not yet closed by an append.
+        self._step_open = False
+        # Blueprints a rebuilt index held when it had no record to recover from (see
+        # _recover_bases), until the end of that cycle names what the server added.
+        self._unrecorded: set[str] | None = None
+        # Whether this home had synced before this engine (its account recorded besides the
+        # index): read now, since the first cycle writes the record for any home.
+        self._synced_before = account_record.record_path(store.settings.paths.state).exists()
         # False once the server said it has no revision lookup (an older schema): not asked again.
         self._ancestry = True
         self._settled = False
@@ -526,6 +542,7 @@ class SyncEngine:
 
     def _cycle(self, report: SyncReport) -> None:
         self._push_count, self._push_bytes = self.batch_size, self.batch_bytes
+        self._record_held_bases()  # before anything can fail on the network
         self._set_state("connecting")
         self._check_session()
         self._check_server()
@@ -620,15 +637,21 @@ class SyncEngine:
 
     # -- the record of synced bases kept besides the index (sync.base_record) -------------------
 
-    def _record_bases(self, report: SyncReport) -> None:
-        """Append the bases this cycle changed to ``state/sync-bases.jsonl``; never raises.
+    def _record_bases(self, report: SyncReport | None) -> None:
+        """Append the bases not in ``state/sync-bases.jsonl`` yet and move its mark; never raises.
 
-        After the cycle's commits, so the file lags the index and never leads it. Every base
-        change comes with a server seq above the cursor the last append saw (a pulled row is
-        above the cursor it was pulled from; a push gets a new seq), so the rows to append are
-        those with ``base_seq`` above that cursor: one range read, and none at all in an idle
-        poll (cursor unchanged, nothing pushed). The mark moves only after the file is written.
+        At the end of a cycle (``report``), and by the first step of a cycle that finds no
+        record to append to (``None``: the file is then written whole). Every base change comes
+        with a server seq above the cursor the last append saw (a pulled row is above the
+        cursor it was pulled from; a push gets a new seq), so the rows to append are those with
+        ``base_seq`` above that cursor: one range read, and none at all in an idle poll (cursor
+        unchanged, nothing pushed). The steps of the cycle appended most of them already
+        (``_record_step``); those are not written twice. The mark moves only after the file is
+        written.
         """
+        if report is not None and self._unrecorded is not None:
+            self._name_returned(self._unrecorded)
+            self._unrecorded = None
         identity = self.remote.identity
         state_dir = self.store.settings.paths.state
         try:
@@ -641,23 +664,199 @@ class SyncEngine:
                     or not base_record.record_path(state_dir).exists()
                 )
                 since = 0 if whole or mark is None else mark[1]
-                if not whole and since >= cursor and not report.pushed:
+                if report is not None and not whole and since >= cursor and not report.pushed:
                     return
                 rows = st.bases_since(cur, since)
                 count = st.base_count(cur) if not whole else len(rows)
             entries = [base_record.BaseEntry(*r) for r in rows]
             if whole:
                 base_record.rewrite(state_dir, identity, entries)
+                self._recorded.clear()
+                self._step_open = False  # (a file written whole has no open step)
             else:
-                size = base_record.append(state_dir, entries)
+                fresh = [e for e in entries if self._recorded.get(e.id) != e]
+                if not fresh and not self._step_open:
+                    # The steps appended all of it: only the mark moves.
+                    size = 0
+                else:
+                    size = base_record.append(state_dir, fresh, done=True)
+                    self._step_open = False
                 if size > max(BASE_RECORD_COMPACT_MIN, 4 * BASE_RECORD_LINE * count):
                     with self.store.index.read() as cur:
                         everything = [base_record.BaseEntry(*r) for r in st.bases_since(cur, 0)]
                     base_record.rewrite(state_dir, identity, everything)
             with self.store.index.write() as cur:
                 st.set_base_record_mark(cur, identity, cursor)
+            # Above the mark, only what a later read of the range could bring again is kept.
+            self._recorded = {
+                e.id: e for e in [*self._recorded.values(), *entries] if e.seq > cursor
+            }
         except (LocalStoreError, OSError) as exc:
             # The index still holds the bases; the next cycle appends them (the mark stayed).
+            log.warning("sync: could not update the record of synced bases: %s", exc)
+
+    def _rebuilt(self) -> bool:
+        """True when this home synced before: its account is recorded, or `check --fix` set a
+        damaged index aside. (A new home with files of its own, or one that imported a bundle,
+        downloads the server's blueprints as a matter of course: nothing to warn about.)"""
+        if self._synced_before:
+            return True
+        index = self.store.settings.paths.index_db
+        return any(index.parent.glob(f"{index.name}.damaged-*"))
+
+    def _name_returned(self, held: set[str]) -> None:
+        """Warn of the blueprints the server brought to a home recovered without a record.
+
+        Nothing outside the lost index says whether this device had deleted them (the record
+        did not exist yet) or never had them: they are kept, the safe side, and named, so a
+        person who deleted one deletes it again (every version stays in its history). Conflict
+        copies made by this cycle are this home's own texts, not downloads.
+        """
+        try:
+            copies = {c.copy_id for c in list_conflicts(self.store) if c.copy_id}
+            with self.store.index.read() as cur:
+                rows = cur.execute("SELECT id, path FROM blueprints WHERE deleted = 0").fetchall()
+        except LocalStoreError as exc:
+            log.warning("sync: could not list the blueprints the server brought back: %s", exc)
+            return
+        came = sorted(str(p) for i, p in rows if i not in held and i not in copies)
+        if not came:
+            return
+        shown = ", ".join(came[:RETURNED_NAMED])
+        more = f" and {len(came) - RETURNED_NAMED} more" if len(came) > RETURNED_NAMED else ""
+        log.warning(
+            "sync: this home's index was rebuilt with no record of what it had synced (%s), so "
+            "%d blueprint(s) it did not hold came from the server: %s%s. Any of them deleted "
+            "here before the index was lost came back; delete it again if so (`localstore rm`).",
+            base_record.RECORD_FILE,
+            len(came),
+            shown,
+            more,
+        )
+
+    def _record_held_bases(self) -> None:
+        """Write the record whole from an index that holds bases but never wrote it; never raises.
+
+        An index of a version before the record (``tests/upgrade/fixtures``) has its bases and
+        no mark. The record was first written by a cycle's first commit, so a home offline since
+        the upgrade (every cycle failing on the network), or killed in that first cycle, still
+        had none when its index was lost, and ``check --fix`` then recovered it without bases:
+        its changes waiting for upload came back as conflict copies and its deletes came back.
+        Written under the account of the index (the remote's is not checked yet: the bases are
+        that account's). Once per engine; one read of the mark when there is nothing to do.
+        """
+        if self._held_recorded:
+            return
+        state_dir = self.store.settings.paths.state
+        try:
+            with self.store.index.read() as cur:
+                identity = st.get_state(cur, "identity")
+                if identity is None or st.base_record_mark(cur) is not None:
+                    self._held_recorded = True
+                    return
+                rows = st.bases_since(cur, 0)
+                cursor = st.get_cursor(cur)
+            if not rows:
+                # A rebuilt index (no bases yet): the record is what `_recover_bases` reads.
+                self._held_recorded = True
+                return
+            base_record.rewrite(state_dir, identity, [base_record.BaseEntry(*r) for r in rows])
+            self._step_open = False
+            with self.store.index.write() as cur:
+                st.set_base_record_mark(cur, identity, cursor)
+            self._recorded.clear()
+            self._held_recorded = True
+        except (LocalStoreError, OSError) as exc:
+            log.warning("sync: could not write the record of synced bases: %s", exc)
+
+    def _open_step(self, ids: Sequence[str]) -> None:
+        """Before a step commits bases for ``ids``: say so in the record (``open_step``).
+
+        What keeps the one window ``_record_step`` leaves (a kill after the step's commit,
+        before its append) from misleading a recovery: the step is then still open in the file,
+        and the recovery does not trust the older bases it has for those ids. The record is so
+        ahead of the index (a step that never committed is open too, which only makes the
+        recovery careful), never silently behind. The first step of an engine first appends
+        what a killed process's steps committed and never recorded (the index has them), which
+        closes its open steps. Never raises: without it the recovery is as before.
+        """
+        if not ids:
+            return
+        identity = self.remote.identity
+        state_dir = self.store.settings.paths.state
+        try:
+            with self.store.index.read() as cur:
+                mark = st.base_record_mark(cur)
+            if (
+                mark is None
+                or mark[0] != identity
+                or not base_record.record_path(state_dir).exists()
+            ):
+                return  # the step's own append writes the record whole
+            if not self._steps_closed or self._step_open:
+                # A step a killed process left open, or one of ours that raised after its
+                # commit: append what the index has and the file lacks, which closes it (closing
+                # it with only this step's bases would leave the record silently behind).
+                self._step_open = True
+                self._record_bases(None)
+                self._steps_closed = True
+            base_record.open_step(state_dir, ids)
+            self._step_open = True
+        except (LocalStoreError, OSError) as exc:
+            log.warning("sync: could not update the record of synced bases: %s", exc)
+
+    def _open_pull_step(self, rows: Sequence[ServerRow]) -> None:
+        """``_open_step`` for the rows of a page this device does not build on already (its own
+        pushes coming back change no base: no fsync for them)."""
+        if not rows:
+            return
+        try:
+            with self.store.index.read() as cur:
+                ids = [r.id for r in drop_known(cur, rows)]
+        except LocalStoreError as exc:
+            log.warning("sync: could not update the record of synced bases: %s", exc)
+            return
+        self._open_step(ids)
+
+    def _record_step(self, ids: Sequence[str]) -> None:
+        """Append the bases of ``ids`` that one step of the cycle just committed; never raises.
+
+        Called right after each commit that takes server rows as bases (a push batch's results,
+        a pulled page), not once after the cycle: a process killed after a step's commit left
+        the record a whole cycle behind, and a recovery from it (the index lost too) took the
+        older bases for that cycle's items, so a delete, a rename with an edit or an edit back
+        made after it were misread (see ``_recover_bases``). Now only a kill between a step's
+        commit and this append (one fsync) leaves it behind. One read of those ids, one append.
+        """
+        if not ids:
+            return
+        identity = self.remote.identity
+        state_dir = self.store.settings.paths.state
+        try:
+            with self.store.index.read() as cur:
+                mark = st.base_record_mark(cur)
+                if (
+                    mark is None
+                    or mark[0] != identity
+                    or not base_record.record_path(state_dir).exists()
+                ):
+                    rows = None
+                else:
+                    rows = st.bases_of(cur, ids)
+            if rows is None:
+                self._record_bases(None)  # no record to append to: write it whole now
+                return
+            fresh = [
+                e
+                for e in (base_record.BaseEntry(*r) for r in rows)
+                if self._recorded.get(e.id) != e
+            ]
+            if fresh or self._step_open:
+                base_record.append(state_dir, fresh, done=True)  # (closes the step)
+                self._step_open = False
+            self._recorded.update((e.id, e) for e in fresh)
+        except (LocalStoreError, OSError) as exc:
+            # The end of the cycle appends them (the mark did not move).
             log.warning("sync: could not update the record of synced bases: %s", exc)
 
     def _recover_bases(self) -> None:
@@ -675,9 +874,15 @@ class SyncEngine:
           If another device changed the blueprint since, the push conflicts and the server's
           version comes down (an edit beats a delete), as it did before.
 
-        The record lags the index at worst, so a base can be older than what this device really
-        had: then a clean copy looks edited, is pushed on the older base, and meets the server's
-        newer revision, which is its own (identical: settled) or a later one (merged).
+        The base of an id in a step the record says is still open (``base_record.unsettled``: a
+        kill between that step's commit and its append) may be older than the lost index's: the
+        copy is then taken as an edit with no base text, pushed on that base, and meets the
+        server's newer revision: identical (settled) or not (both kept). A record a failed write
+        left behind (no open step) is read as it is.
+
+        With no record at all, a home that synced before still cannot tell a delete of its own
+        from a blueprint it never had: the end of the cycle names what the server brought
+        (``_name_returned``).
         """
         identity = self.remote.identity
         with self.store.index.read() as cur:
@@ -685,7 +890,17 @@ class SyncEngine:
                 return
         state_dir = self.store.settings.paths.state
         entries = base_record.read(state_dir, identity)
+        # Bases a kill left open (see _open_step): the index may have had newer ones.
+        unsure = base_record.unsettled(state_dir) if entries else set()
         if not entries:
+            if self._rebuilt():
+                with self.store.index.read() as cur:
+                    holding = {str(r[0]) for r in cur.execute("SELECT id FROM blueprints")}
+                # A rebuilt index with no record (lost before this version wrote one, or lost
+                # with the state folder): a delete made here cannot be told from a blueprint
+                # never downloaded, so the server's copy comes back. The end of the cycle names
+                # what came (``_name_returned``), so that it does not come silently.
+                self._unrecorded = holding or None
             return
         with self.store.index.read() as cur:
             local = {
@@ -710,7 +925,16 @@ class SyncEngine:
                     # The delete pushed just now is the base: a tombstone, nothing held here.
                     e = replace(e, rev=result.rev, seq=result.seq, deleted=True)
                 # The local copy holds the base's text (only moved, or not changed at all).
-                held = here is not None and not here[3] and here[1] == e.content_hash
+                # Not for a base a kill left open: the copy may be an edit back to it made
+                # on the newer base the index had. With no base text and no clean mark, it is
+                # pushed on the recorded base and meets the server's newer row: settled when
+                # equal, else both kept (a conflict copy), never overwritten.
+                held = (
+                    here is not None
+                    and not here[3]
+                    and here[1] == e.content_hash
+                    and e.id not in unsure
+                )
                 clean = held and here is not None and not e.deleted and here[0] == e.path
                 st.restore_base(
                     cur,
@@ -912,7 +1136,10 @@ class SyncEngine:
         _check_results(changes, results)
         for change in changes:
             self._lone_timeouts.pop(change.id, None)
-        return self._handle_results(pairs, results, report)
+        self._open_step([c.id for c in changes])
+        conflicts = self._handle_results(pairs, results, report)
+        self._record_step([c.id for c in changes])
+        return conflicts
 
     def _lone_refusal(
         self, pair: tuple[Change, st.OutboxItem], exc: TransientError, report: SyncReport
@@ -1186,7 +1413,9 @@ class SyncEngine:
                 self._full_reconcile(page.horizon, report)
                 cursor = page.horizon
                 continue
+            self._open_pull_step(page.changes)
             self._apply_page(page.changes, page.next, page.horizon, report)
+            self._record_step([r.id for r in page.changes])
             report.pulled += len(page.changes)
             cursor = page.next
             if not page.more:

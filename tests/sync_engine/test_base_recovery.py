@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +25,9 @@ from click.testing import CliRunner
 
 from localstore.archive import export_bundle, import_bundle
 from localstore.cli import cli
+from localstore.config import load_settings
+from localstore.store import BlueprintStore
+from sync.engine import SyncEngine
 from sync.errors import AccountMismatchError, RemoteConfigError
 from sync.memory_remote import MemoryServer
 
@@ -32,6 +39,7 @@ from .conftest import (
     open_device,
     server_snapshot,
 )
+from .file_remote import FileRemote, load_server
 
 
 def _damage_and_fix(dev: Device, *, lose_record: bool = False) -> None:
@@ -43,7 +51,11 @@ def _damage_and_fix(dev: Device, *, lose_record: bool = False) -> None:
     close_device(dev)
     if lose_record:
         (dev.home / "state" / "sync-bases.jsonl").unlink()
-    data = dev.home / "data"
+    _damage_home_and_fix(dev.home)
+
+
+def _damage_home_and_fix(home: Path) -> None:
+    data = home / "data"
     for side in ("index.db-wal", "index.db-shm"):
         (data / side).unlink(missing_ok=True)
     db = data / "index.db"
@@ -52,7 +64,7 @@ def _damage_and_fix(dev: Device, *, lose_record: bool = False) -> None:
     raw[page:] = b"\xa5" * (len(raw) - page)
     db.write_bytes(bytes(raw))
     result = CliRunner().invoke(
-        cli, ["--home", str(dev.home), "--json", "check", "--fix"], catch_exceptions=False
+        cli, ["--home", str(home), "--json", "check", "--fix"], catch_exceptions=False
     )
     assert result.exit_code == 0, result.output
     kinds = [f["kind"] for f in json.loads(result.stdout)["fixed"]]
@@ -393,3 +405,267 @@ def test_a_row_a_quarantine_retry_applies_reaches_the_record(
     b.sync()
     entries = base_record.read(b.store.settings.paths.state, b.remote.identity)
     assert entries is not None and entries[x].rev == 2
+
+
+# -- a record one cycle behind the index (a kill after the cycle's commits) ----------------------
+#
+# The record was written once, after the whole cycle: a process killed after a cycle had pulled
+# (or pushed) but before that write left a record one cycle behind. When the index was then lost,
+# the recovery took the older bases for the items of that cycle, with the symptoms it had without
+# any record. The child below is killed by SIGKILL the moment its cycle reports idle: every
+# commit of the cycle is done, and nothing after it ran.
+
+_KILLED_AT_IDLE = """
+import os, signal, sys
+from pathlib import Path
+from localstore.config import load_settings
+from localstore.store import BlueprintStore
+from sync.engine import SyncEngine
+from tests.sync_engine.file_remote import FileRemote
+
+home, server = sys.argv[1:3]
+store = BlueprintStore(load_settings(home=home, device_name="b"), maintenance=False)
+engine = SyncEngine(store, FileRemote(Path(server)))
+engine.subscribe_status(
+    lambda s: os.kill(os.getpid(), signal.SIGKILL) if s.state == "idle" else None
+)
+engine.sync_once()
+"""
+_ROOT = Path(__file__).parents[2]
+
+
+def _file_device(root: Path, name: str, server_file: Path) -> Device:
+    """A device whose server is a file: it outlives the killed process."""
+    home = root / name
+    store = BlueprintStore(load_settings(home=home, device_name=name), maintenance=False)
+    remote = FileRemote(server_file)
+    return Device(name, home, store, remote, SyncEngine(store, remote))  # type: ignore[arg-type]
+
+
+def _sync_killed(home: Path, server_file: Path, code: str = _KILLED_AT_IDLE) -> None:
+    env = dict(os.environ, PYTHONPATH=str(_ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(home), str(server_file)],
+        cwd=_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+
+def test_the_cycle_a_kill_cut_short_is_in_the_record_after_check_fix(tmp_path: Path) -> None:
+    """b pulls a's edits, is killed at the end of that cycle, then deletes, renames with an edit
+    and sets a text back, none uploaded; the index is lost. Each stays what b made it."""
+    server_file = tmp_path / "server.pickle"
+    a = _file_device(tmp_path, "a", server_file)
+    b = _file_device(tmp_path, "b", server_file)
+    try:
+        d = a.store.save("notes/d", "name: d\nk: 1\n").id
+        r = a.store.save("notes/r", "name: r\nk: 1\nj: 1\n").id
+        x = a.store.save("notes/x", "name: x\nk: 1\n").id
+        y = a.store.save("notes/y", "name: y\nk: 1\n").id
+        a.sync()
+        b.sync()
+        a.store.save("notes/d", "name: d\nk: 2\n")
+        a.store.save("notes/r", "name: r\nk: 2\nj: 1\n")
+        a.store.save("notes/x", "name: x\nk: 2\n")
+        a.sync()
+        b.store.save("notes/y", "name: y\nk: 2\n")  # b's own edit, pushed by the killed cycle
+    finally:
+        close_device(b)
+    _sync_killed(b.home, server_file)  # pushes y, pulls a's three edits, then dies
+    assert server_snapshot(load_server(server_file))[y][1] == "name: y\nk: 2\n"
+    b = _file_device(tmp_path, "b", server_file)
+    assert b.text(x) == "name: x\nk: 2\n"  # the killed cycle did apply them
+    b.store.delete(d)  # after seeing a's edit: no edit of a's is lost by it
+    b.store.save("notes/r", "name: r\nk: 2\nj: b\n")
+    b.store.move(r, "renamed/r")
+    b.store.save("notes/x", "name: x\nk: 1\n")  # set back to the older text
+    b.store.save("notes/y", "name: y\nk: 1\n")  # its own pushed edit set back too
+    _damage_and_fix(b)
+    b = _file_device(tmp_path, "b", server_file)
+    try:
+        report = b.sync()
+        a.sync()
+        rows = server_snapshot(load_server(server_file))
+        assert report.conflicts == 0, report
+        assert d not in rows and not a.store.exists(d) and not b.store.exists(d)
+        assert rows[r] == ("renamed/r.blueprint.yaml", "name: r\nk: 2\nj: b\n")
+        assert rows[x] == ("notes/x.blueprint.yaml", "name: x\nk: 1\n")
+        assert rows[y] == ("notes/y.blueprint.yaml", "name: y\nk: 1\n")
+        assert a.text(x) == "name: x\nk: 1\n" and a.store.row(r).path == "renamed/r.blueprint.yaml"
+        assert not any("(conflict " in p for p, _ in rows.values())
+        assert b.engine.verify().clean
+    finally:
+        close_device(a)
+        close_device(b)
+
+
+_KILLED_BEFORE_APPEND = """
+import os, signal, sys
+from pathlib import Path
+from localstore.config import load_settings
+from localstore.store import BlueprintStore
+from sync import base_record
+from sync.engine import SyncEngine
+from tests.sync_engine.file_remote import FileRemote
+
+real = base_record.append
+
+
+def append(state_dir, entries, **kw):
+    entries = list(entries)
+    if any(e.path == "notes/x.blueprint.yaml" and e.rev == 2 for e in entries):
+        os.kill(os.getpid(), signal.SIGKILL)  # x's new base is committed, not yet in the record
+    return real(state_dir, entries, **kw)
+
+
+base_record.append = append
+home, server = sys.argv[1:3]
+store = BlueprintStore(load_settings(home=home, device_name="b"), maintenance=False)
+SyncEngine(store, FileRemote(Path(server))).sync_once()
+"""
+
+
+def test_a_kill_between_a_steps_commit_and_its_record_keeps_both_after_check_fix(
+    tmp_path: Path,
+) -> None:
+    """The one window left: the page that took x's new base committed, the record not yet
+    written. The record says which bases were changing, so the recovery does not trust the
+    older base it has for them: b's text set back is kept (a conflict copy at worst), never
+    overwritten by a's."""
+    server_file = tmp_path / "server.pickle"
+    a = _file_device(tmp_path, "a", server_file)
+    b = _file_device(tmp_path, "b", server_file)
+    try:
+        x = a.store.save("notes/x", "name: x\nk: 1\n").id
+        r = a.store.save("notes/r", "name: r\nk: 1\n").id
+        a.sync()
+        b.sync()
+        a.store.save("notes/x", "name: x\nk: 2\n")
+        a.store.save("notes/r", "name: r\nk: 2\n")
+        a.sync()
+    finally:
+        close_device(b)
+    _sync_killed(b.home, server_file, _KILLED_BEFORE_APPEND)
+    b = _file_device(tmp_path, "b", server_file)
+    assert b.text(x) == "name: x\nk: 2\n"  # the page was applied and committed
+    b.store.save("notes/x", "name: x\nk: 1\n")  # set back to the older text, not uploaded
+    _damage_and_fix(b)
+    b = _file_device(tmp_path, "b", server_file)
+    try:
+        b.sync()
+        a.sync()
+        b.sync()
+        rows = server_snapshot(load_server(server_file))
+        assert "name: x\nk: 1\n" in {t for _, t in rows.values()}  # b's text is kept
+        assert rows[r] == ("notes/r.blueprint.yaml", "name: r\nk: 2\n")
+        assert [p for p, _ in rows.values() if p.startswith("notes/r (conflict")] == []
+        assert b.engine.verify().clean
+    finally:
+        close_device(a)
+        close_device(b)
+
+
+# -- a home made by a version before the record ---------------------------------------------------
+#
+# Such a home has the bases in its index only. The record was first written at the end of a
+# successful cycle, so a home that was offline since the upgrade (or killed in its first cycle)
+# still had none when its index was lost, and its changes waiting for upload were recovered
+# without bases: the waiting edit became a conflict copy and the waiting delete came back.
+
+_OLD_HOMES = sorted(
+    p
+    for p in (Path(__file__).parents[1] / "upgrade" / "fixtures").glob("home-*.tar.gz")
+    if p.name != "home-36ae549.tar.gz"  # the store-only home never synced
+)
+# The homes of the versions before the record (the newest fixture has one).
+_NO_RECORD = [p for p in _OLD_HOMES if p.name != "home-032e04f.tar.gz"]
+
+
+@pytest.mark.parametrize("fixture", _NO_RECORD, ids=[p.name[:-7] for p in _NO_RECORD])
+def test_an_old_home_offline_since_the_upgrade_keeps_its_waiting_changes_after_check_fix(
+    fixture: Path, tmp_path: Path
+) -> None:
+    from sync.errors import OfflineError
+    from sync.memory_remote import MemoryRemote
+    from tests.upgrade.test_open_old_homes import _unpack
+
+    old = _unpack(fixture, tmp_path)
+    server = old.memory_server()
+    live, deleted = old.expected["live"], old.expected["deleted"]
+    store = BlueprintStore(load_settings(home=old.home), maintenance=False)
+    remote = MemoryRemote(server)
+    remote.fail_next(exc=OfflineError("no route to host"), method="server_info")
+    engine = SyncEngine(store, remote)
+    try:
+        with pytest.raises(OfflineError):
+            engine.sync_once()  # the first cycle after the upgrade: offline
+    finally:
+        engine.stop()
+        store.close()
+    _damage_home_and_fix(old.home)
+    store = BlueprintStore(load_settings(home=old.home), maintenance=False)
+    engine = SyncEngine(store, MemoryRemote(server))
+    try:
+        report = engine.sync_once()
+        assert report.conflicts == 0 and not report.errors, report
+        rows = {rid: o.row for rid, o in server.rows.items()}
+        # The four changes made after the old version's last sync, each uploaded as made.
+        deploy = live["ops/deploy.blueprint.yaml"]
+        assert rows[deploy["id"]].content == deploy["content"]
+        assert store.load(deploy["id"]).content == deploy["content"]
+        assert rows[live["pending/new.blueprint.yaml"]["id"]].path == "pending/new.blueprint.yaml"
+        moved = live["moved/again.blueprint.yaml"]["id"]
+        assert rows[moved].path == "moved/again.blueprint.yaml"
+        gone = deleted["notes/kubernetes.blueprint.yaml"]["id"]
+        assert rows[gone].deleted and not store.exists(gone)
+        assert {i.path for i in store.list()} == set(live)
+        assert engine.verify().clean
+    finally:
+        engine.stop()
+        store.close()
+
+
+@pytest.mark.parametrize("fixture", _NO_RECORD, ids=[p.name[:-7] for p in _NO_RECORD])
+def test_an_old_home_lost_before_any_record_loses_nothing_and_says_what_came_back(
+    fixture: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No record at all (the index lost before this version ever ran): nothing to take bases
+    from. Every local text is still kept (an edit without a base is a keep-both), and a
+    blueprint deleted here that the server brings back is named, not restored silently."""
+    from sync.memory_remote import MemoryRemote
+    from tests.upgrade.test_open_old_homes import _unpack
+
+    old = _unpack(fixture, tmp_path)
+    assert not (old.home / "state" / "sync-bases.jsonl").exists()
+    server = old.memory_server()
+    live = old.expected["live"]
+    _damage_home_and_fix(old.home)
+    store = BlueprintStore(load_settings(home=old.home), maintenance=False)
+    engine = SyncEngine(store, MemoryRemote(server))
+    try:
+        with caplog.at_level(logging.WARNING, logger="sync.engine"):
+            engine.sync_once()
+        texts = {o.row.content for o in server.rows.values() if not o.row.deleted}
+        assert {e["content"] for e in live.values()} <= texts  # every local text is kept
+        warned = [r.getMessage() for r in caplog.records if "came from the server" in r.message]
+        assert len(warned) == 1 and "notes/kubernetes.blueprint.yaml" in warned[0], caplog.text
+        assert "ops/deploy" not in warned[0]  # a conflict copy made here is no download
+        assert engine.verify().clean
+    finally:
+        engine.stop()
+        store.close()
+    # A new home with a blueprint of its own downloads the rest as a matter of course: no warning.
+    caplog.clear()
+    fresh = open_device(tmp_path, "fresh", server, user="user")  # the fixtures' user
+    try:
+        fresh.store.save("mine/own", "k: 1\n")
+        with caplog.at_level(logging.WARNING, logger="sync.engine"):
+            fresh.sync()
+        assert fresh.store.exists(live["ops/deploy.blueprint.yaml"]["id"])
+        assert "came from the server" not in caplog.text
+    finally:
+        close_device(fresh)
