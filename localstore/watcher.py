@@ -979,8 +979,8 @@ class Watcher:
             yaml_rel = rel
         else:
             return None
-        # The same rules as the full scan (walk_blueprint_files): hidden folders are not walked.
-        if any(part.startswith(".") for part in rel.split("/")[:-1]) or self._ignore.ignored(rel):
+        # The full scan's own rules (IgnoreRules.scans): hidden folders, side files.
+        if not self._ignore.scans(rel):
             return None
         return yaml_rel if _canonical(yaml_rel) else None
 
@@ -1796,9 +1796,7 @@ def _folders(root: Path, rules: fs.IgnoreRules) -> dict[tuple[int, int], str]:
                 subs = [
                     (prefix + e.name + "/", e.path)
                     for e in entries
-                    if e.is_dir(follow_symlinks=False)
-                    and not e.name.startswith(".")
-                    and not rules.folder_ignored(prefix, e.name)
+                    if e.is_dir(follow_symlinks=False) and rules.walks_into(prefix, e.name)
                 ]
         except OSError:
             continue
