@@ -70,6 +70,8 @@ class _Scan:
     carried: dict[str, str] | None = None
     # Folders (prefix, error) the walk could not list: what is under them is unknown, not gone.
     unlistable: list[tuple[str, OSError]] = field(default_factory=list)
+    # Syncthing's conflict copies of blueprint files (never imported; reported).
+    conflicts: list[str] = field(default_factory=list)
 
 
 def _unsupported(rel: str) -> str | None:
@@ -264,7 +266,9 @@ class Reconciler:
         path check (most of a 10,000-file rescan otherwise).
         """
         scan = _Scan()
-        walk = fs.walk_blueprint_files(self.store.root, self.rules, unlistable=scan.unlistable)
+        walk = fs.walk_blueprint_files(
+            self.store.root, self.rules, unlistable=scan.unlistable, conflicts=scan.conflicts
+        )
         for rel, st in walk:
             if rel.endswith(fs.TEMP_SUFFIX):
                 scan.temps[rel] = st
@@ -516,6 +520,22 @@ class Reconciler:
                 f"cannot be read ({error.strerror or error}): its blueprints are left as they are"
             )
             report.problems.append({"kind": "unreadable-folder", "path": shown, "detail": detail})
+        for rel in sorted(scan.conflicts):
+            # A conflict copy is another device's version that Syncthing (syncing the folder
+            # itself) could not merge. Imported, it became a second blueprint with a new id,
+            # pushed to every device; ignored without a word, that version was lost from view.
+            folder, _, name = rel.rpartition("/")
+            original = f"{folder}/" if folder else ""
+            original += fs.conflict_copy_of(name) or name
+            which = "meta file (name, tags, description)" if rel.endswith("json") else "file"
+            detail = (
+                f"a Syncthing conflict copy of {fs.printable(original)} (another device's "
+                f"version of its {which}); it is not imported: compare the two, copy what you "
+                "want to keep into the blueprint, then delete this copy"
+            )
+            report.problems.append(
+                {"kind": "conflict-copy", "path": fs.printable(rel), "detail": detail}
+            )
 
     def _orphan_metas(self, scan: _Scan) -> list[str]:
         return sorted(m for m in scan.metas if fs.yaml_path_for(m) not in scan.yamls)

@@ -44,6 +44,11 @@ TEMP_NAME_OVERHEAD = len(f"..{'0' * 8}{TEMP_SUFFIX}")
 MAX_SEGMENT_BYTES = MAX_NAME_BYTES - (len(META_SUFFIX) - len(YAML_SUFFIX)) - TEMP_NAME_OVERHEAD
 
 # Editor temp/backup files and our own temp files; fnmatch patterns against the base name.
+# Only names that end in a blueprint suffix (and folders) are ever looked at, so most side files
+# (``X~``, ``.X.swp``, ``.~lock.X#``, ``X.orig``, ``X.rej``, ``.X.tmp.1234``, ``Thumbs.db``) are
+# passed by on their suffix alone; a pattern is needed for those that keep the suffix (``.#X``,
+# Office's ``~$X`` owner file) and for folders. Hidden folders (``.git``, Syncthing's
+# ``.stfolder``/``.stversions``, ``.dropbox.cache``) are never walked into (``walks_into``).
 DEFAULT_IGNORE_PATTERNS: tuple[str, ...] = (
     f"*{TEMP_SUFFIX}",
     "*.swp",
@@ -64,6 +69,14 @@ DEFAULT_IGNORE_PATTERNS: tuple[str, ...] = (
     "*.orig",
     ".~lock.*",
     "*.crswap",
+    # Microsoft Office's owner (lock) file beside a document it opened: "~$" + the name (its
+    # first two characters replaced when the name is long), 162 bytes of user name. It keeps
+    # the suffix, so it was taken for a blueprint: reported "invalid" by the watcher and
+    # "unindexed" by check, or imported when its bytes happened to parse.
+    "~$*",
+    # Syncthing's conflict copies (``X.sync-conflict-<date>-<time>-<device>.<ext>``). Not
+    # imported: see conflict_copy_of; check() reports them instead.
+    "*.sync-conflict-*",
 )
 IGNORE_FILE_NAME = ".localstoreignore"
 
@@ -786,6 +799,52 @@ class IgnoreRules:
             prefix += part + "/"
         return self.file_ignored(prefix, parts[-1])
 
+    # What counts as a blueprint file, in one place: the full scan (walk_blueprint_files, used
+    # by reconcile and the watcher's rescans), the watcher's events (``scans``) and its check of
+    # the folders inotify watches (``walks_into``) all ask these.
+
+    def walks_into(self, prefix: str, name: str) -> bool:
+        """Whether the scan walks into folder ``prefix + name``: not hidden (``.git``,
+        ``.stversions``, ``.dropbox.cache``), not ignored."""
+        return not name.startswith(".") and not self.folder_ignored(prefix, name)
+
+    def takes_file(self, prefix: str, name: str) -> bool:
+        """Whether file ``name`` in a walked folder ``prefix`` is a blueprint's YAML or meta
+        file (and not an editor's, Office's or a sync tool's side file that keeps the suffix)."""
+        return name.endswith((YAML_SUFFIX, META_SUFFIX)) and not self.file_ignored(prefix, name)
+
+    def scans(self, rel_path: str) -> bool:
+        """Whether ``rel_path`` is a blueprint file the scan would find (``walks_into`` every
+        folder on the way, ``takes_file`` the name)."""
+        prefix = ""
+        parts = rel_path.split("/")
+        for part in parts[:-1]:
+            if not self.walks_into(prefix, part):
+                return False
+            prefix += part + "/"
+        return self.takes_file(prefix, parts[-1])
+
+
+# Syncthing names the losing side of a conflict ``<name>.sync-conflict-<YYYYMMDD>-<HHMMSS>-
+# <device id>.<ext>`` (the last extension kept): ``plan.blueprint.sync-conflict-20261122-
+# 101010-ABCDEF1.yaml``. Versions before 0.14 left the device id out. The suffix-keeping form is
+# matched too (a tool or a person moving the marker before ``.blueprint.yaml``).
+_SYNC_CONFLICT = re.compile(r"^(.*)\.sync-conflict-\d{8}-\d{6}(?:-[A-Za-z0-9]+)?((?:\.[^.]*)*)$")
+
+
+def conflict_copy_of(name: str) -> str | None:
+    """The blueprint file name a Syncthing conflict copy was made of, or None.
+
+    Such a copy is never imported (it would become a second blueprint with a new id, synced to
+    every device, while Syncthing shows the same copy on the other side); ``check`` reports it
+    so the user merges it by hand and deletes it.
+    """
+    match = _SYNC_CONFLICT.match(name)
+    if match is None:
+        return None
+    original = match[1] + match[2]
+    return original if original.endswith((YAML_SUFFIX, META_SUFFIX)) else None
+
 
 @contextmanager
 def _scandir(
@@ -807,7 +866,11 @@ def _scandir(
 
 
 def walk_blueprint_files(
-    root: Path, rules: IgnoreRules, *, unlistable: list[tuple[str, OSError]] | None = None
+    root: Path,
+    rules: IgnoreRules,
+    *,
+    unlistable: list[tuple[str, OSError]] | None = None,
+    conflicts: list[str] | None = None,
 ) -> Iterator[tuple[str, os.stat_result]]:
     """Yield (relative posix path, stat) of every blueprint YAML/meta and our temp files under root.
 
@@ -816,7 +879,8 @@ def walk_blueprint_files(
     StorageError, unless ``unlistable`` is given: then its ``(prefix, error)`` is appended and the
     walk goes on. The blueprints under such a folder are unknown, not missing: a caller that
     compares with the index must not delete them (the default raises so that a caller which does
-    not know this cannot).
+    not know this cannot). With ``conflicts``, the relative paths of Syncthing's conflict copies
+    of blueprint files (``conflict_copy_of``) are appended to it.
     """
     stack = [("", str(root))]
     while stack:
@@ -826,16 +890,19 @@ def walk_blueprint_files(
                 name = entry.name
                 try:
                     if entry.is_dir(follow_symlinks=False):
-                        if not name.startswith(".") and not rules.folder_ignored(prefix, name):
+                        if rules.walks_into(prefix, name):
                             stack.append((prefix + name + "/", entry.path))
                         continue
                     if not entry.is_file(follow_symlinks=False):
                         continue
-                    if name.endswith(TEMP_SUFFIX) or (
-                        name.endswith((YAML_SUFFIX, META_SUFFIX))
-                        and not rules.file_ignored(prefix, name)
-                    ):
+                    if name.endswith(TEMP_SUFFIX) or rules.takes_file(prefix, name):
                         yield prefix + name, entry.stat(follow_symlinks=False)
+                    elif (
+                        conflicts is not None
+                        and ".sync-conflict-" in name
+                        and conflict_copy_of(name) is not None
+                    ):
+                        conflicts.append(prefix + name)
                 except FileNotFoundError:
                     continue
                 except OSError as exc:

@@ -149,6 +149,9 @@ _EVENT_FILTER: list[type[FileSystemEvent]] = [
         wd_events.DirCreatedEvent,
         wd_events.DirDeletedEvent,
         wd_events.DirMovedEvent,
+        # A folder's chmod/chown (the kernel's mask has IN_ATTRIB anyway, for files): an
+        # unreadable folder made readable is then looked at, and watched, at once.
+        getattr(wd_events, "DirAttribEvent", None),
     )
     if cls is not None
 ]
@@ -234,6 +237,7 @@ class _Diff:
     orphans: list[str]
     stale: list[str]
     unlistable: list[str] = field(default_factory=list)
+    denied: list[str] = field(default_factory=list)  # of unlistable: for permissions
 
 
 class _Handler(FileSystemEventHandler):
@@ -261,8 +265,8 @@ class _OverflowHook(logging.Handler):
 
 class _WatchLimitError(WatcherError):
     """The kernel refused the folder's watch for a per-user limit (ENOSPC: max_user_watches,
-    EMFILE: max_user_instances; ENOMEM: a memory limit). Not a missing folder: the watcher goes
-    on with rescans."""
+    EMFILE: max_user_instances; ENOMEM: a memory limit) or for permissions (EACCES, EPERM).
+    Not a missing folder: the watcher goes on with rescans and tries the watch again."""
 
 
 class Watcher:
@@ -328,6 +332,7 @@ class Watcher:
         # again, so a recreated empty folder can have the old identity. None: not marked.
         self._root_mark: str | None = None
         self._unlistable: list[str] = []
+        self._denied: list[str] = []  # of those, the ones refused for permissions
         # Folders inotify does not watch (confirmed by two looks) and the ones seen once; the
         # watch limit when they were found (a raised limit is the moment to watch them again).
         self._unwatched: list[str] = []
@@ -343,6 +348,7 @@ class Watcher:
         self._limit_retry_delay = 0.0
         self._limit_retry_at = 0.0
         self._limit_reason = ""
+        self._limit_denied = False  # refused for permissions (see _watch_error)
         # Bumped whenever the observer is replaced or dropped (wait_idle lays a new fence then).
         self._observer_epoch = 0
         self._last_rescan_s = 0.0
@@ -392,9 +398,22 @@ class Watcher:
             )
             if p
         ]
-        if self._unlistable:
-            shown = ", ".join(p or "." for p in self._unlistable[:5])
-            parts.append(f"cannot list {shown}; the blueprints there are not watched")
+        unlistable = self._unlistable
+        if self._limit_problem is not None and self._limit_denied:
+            unlistable = [p for p in unlistable if p]  # the folder itself: said above
+        if unlistable:
+            shown = ", ".join(p or "." for p in unlistable[:5])
+            text = f"cannot list {shown}; the blueprints there are not watched"
+            denied = [p for p in self._denied if p in unlistable]
+            if denied:
+                first = self.root / denied[0]
+                text += (
+                    f" (permission denied: this user, uid {_uid()}, may not read "
+                    f"{', '.join(p or '.' for p in denied[:5])}); give it read access "
+                    f"(chown it to this user, or chmod u+rx '{first}' as its owner); it is "
+                    "watched as soon as it is readable"
+                )
+            parts.append(text)
         return "; ".join(parts) or None
 
     @property
@@ -424,7 +443,8 @@ class Watcher:
         watcher starts DEGRADED in rescan-only mode instead: ``problem`` names the fix, rescans
         run every ``LIMITED_RESCAN_S``, ``wait_idle`` rescans before its fence, and the watch is
         tried again with a back-off (``LIMIT_RETRY_S``; a retry refused for any other reason
-        while the folder is in place keeps that mode too).
+        while the folder is in place keeps that mode too). A folder this user may not read
+        starts that mode too, its problem saying so (watchdog itself drops that refusal).
         """
         with self._state_lock:
             if self._state is not WatcherState.NEW:
@@ -459,6 +479,14 @@ class Watcher:
         self._unhook_close = self.store.on_close(self._on_store_close)
 
     def _start_observer(self) -> Any:
+        # watchdog 7 drops EACCES from inotify_add_watch (InotifyFD._raise_error returns for
+        # it), even for the folder it was asked to watch: an unreadable folder was "watched"
+        # with nothing watched, fences never came back (wait_idle and the daemon's `sync
+        # --wait` timed out), edits waited for the timer rescan, and once the folder was
+        # readable it still was not watched. So the kernel is asked first, in a probe instance.
+        refused = _root_watch_refused(self.root)
+        if refused is not None:
+            raise _watch_error(refused, self.root) from refused
         try:
             # The inotify instance is created here: EMFILE (max_user_instances) comes from this
             # line, and escaped as a bare OSError that neither start()'s callers nor the health
@@ -778,7 +806,7 @@ class Watcher:
         elif obs is None:
             log.warning("the blueprints folder %s is watched again", self.root)
         elif self._rewatch:
-            log.warning("watches are free again; watching every folder again")
+            log.warning("watching every folder again (watches are free, or a folder is readable)")
         else:
             log.error("a watchdog thread died; restarting the observer and rescanning")
         self._root_problem = None
@@ -807,10 +835,18 @@ class Watcher:
         self._limit_retry_delay = min(most, self._limit_retry_delay * 2 or first)
         self._limit_retry_at = time.monotonic() + self._limit_retry_delay
         self._unwatched, self._unwatched_suspects, self._watch_problem = [], set(), None
-        problem = (
-            f"{exc.message}; edits are found by a rescan every {self._interval():.0f} s and "
-            f"watching is tried again; {exc.hint}"
-        )
+        self._limit_denied = _denied(exc)
+        if self._limit_denied:
+            # Rescans cannot list it either: nothing is found, nothing is deleted.
+            problem = (
+                f"{exc.message}; its blueprints are left as they are and watching is tried "
+                f"again; {exc.hint}"
+            )
+        else:
+            problem = (
+                f"{exc.message}; edits are found by a rescan every {self._interval():.0f} s "
+                f"and watching is tried again; {exc.hint}"
+            )
         if self._limit_problem is None:
             log.error("%s", problem)
         elif self._limit_reason != exc.message:
@@ -930,6 +966,10 @@ class Watcher:
             self._touched(self._key(src), now)
 
     def _on_dir_event(self, ev: FileSystemEvent, src: str, dest: str, now: float) -> None:
+        if ev.event_type == getattr(wd_events, "EVENT_TYPE_ATTRIB", "attrib"):
+            if self._unlistable:  # a chmod or chown may have made it readable: look now
+                self._rescan_wanted = "folder-permissions"
+            return
         if ev.event_type in (wd_events.EVENT_TYPE_CREATED, wd_events.EVENT_TYPE_MOVED):
             # watchdog watches a new folder, or silently does not (the watch limit): look.
             self._watch_check_due = True
@@ -979,8 +1019,8 @@ class Watcher:
             yaml_rel = rel
         else:
             return None
-        # The same rules as the full scan (walk_blueprint_files): hidden folders are not walked.
-        if any(part.startswith(".") for part in rel.split("/")[:-1]) or self._ignore.ignored(rel):
+        # The full scan's own rules (IgnoreRules.scans): hidden folders, side files.
+        if not self._ignore.scans(rel):
             return None
         return yaml_rel if _canonical(yaml_rel) else None
 
@@ -1367,7 +1407,7 @@ class Watcher:
                     "FROM blueprints WHERE deleted = 0"
                 )
             }
-        scan, unlistable = self._scan(rec, indexed)
+        scan, unlistable, denied = self._scan(rec, indexed)
         changed = []
         for rel, y in scan.yamls.items():
             m = scan.metas.get(fs.meta_path_for(rel))
@@ -1391,9 +1431,10 @@ class Watcher:
             orphans=rec._orphan_metas(scan),
             stale=[t for t in rec._stale_temps(scan) if _FENCE_PREFIX not in t],
             unlistable=unlistable,
+            denied=denied,
         )
 
-    def _scan(self, rec: Reconciler, indexed: Container[str]) -> tuple[_Scan, list[str]]:
+    def _scan(self, rec: Reconciler, indexed: Container[str]) -> tuple[_Scan, list[str], list[str]]:
         """``Reconciler.scan``, except that folders it cannot list are returned, not raised.
 
         The reconciler's own full pass still raises on them (it would take their blueprints for
@@ -1410,6 +1451,7 @@ class Watcher:
             else:
                 scan.metas[rel] = st
         unlistable = sorted({prefix for prefix, _ in errors})
+        denied = sorted({p for p, exc in errors if exc.errno in (errno.EACCES, errno.EPERM)})
         if unlistable != self._unlistable:
             for prefix, exc in errors:
                 log.warning(
@@ -1417,7 +1459,7 @@ class Watcher:
                     prefix or ".",
                     exc.strerror or exc,
                 )
-        return scan, unlistable
+        return scan, unlistable, denied
 
     def _rescan_into_pending(self, reason: str, done: queue.SimpleQueue[Any] | None) -> None:
         started = time.monotonic()
@@ -1447,7 +1489,19 @@ class Watcher:
             fs.remove_file(self.root / rel)
         if diff.orphans:
             log.info("meta files without their YAML: %s", ", ".join(diff.orphans[:10]))
-        self._unlistable = diff.unlistable
+        readable = [
+            p for p in self._unlistable if p not in diff.unlistable and (self.root / p).is_dir()
+        ]
+        self._unlistable, self._denied = diff.unlistable, diff.denied
+        if readable and self._observer is not None:
+            # watchdog skipped their watches while it could not read them (it drops EACCES)
+            # and does not take them later by itself: the observer is restarted to take them
+            # (the restart rescans). Without it, edits there waited for the timer rescan.
+            log.warning(
+                "%s can be read again; watching it", ", ".join(p or "." for p in readable[:5])
+            )
+            self._rewatch = True
+            self._next_health = 0.0
         self._step_error = None
         self._errors_in_row = 0
         self.stats.rescans += 1
@@ -1682,6 +1736,30 @@ def _watches_free(folders: Sequence[Path]) -> bool:
         os.close(fd)
 
 
+def _root_watch_refused(folder: Path) -> OSError | None:
+    """The kernel's refusal of an inotify watch on ``folder`` (as an OSError), or None.
+
+    Asked in a probe instance, closed at once, before watchdog is: watchdog drops EACCES (see
+    ``_start_observer``). A refused try costs one ``inotify_init`` and one ``inotify_add_watch``,
+    as before; a granted one adds those to the observer's own.
+    """
+    try:
+        from watchdog.observers import inotify_c
+    except Exception:  # noqa: BLE001 - not Linux: no inotify, nothing to ask
+        return None
+    fd = inotify_c.inotify_init()
+    if fd < 0:
+        err = ctypes.get_errno()
+        return OSError(err, os.strerror(err), str(folder))
+    try:
+        if inotify_c.inotify_add_watch(fd, os.fsencode(folder), _PROBE_MASK) < 0:
+            err = ctypes.get_errno()
+            return OSError(err, os.strerror(err), str(folder))
+        return None
+    finally:
+        os.close(fd)
+
+
 def _inotify_watched() -> set[tuple[int, int]] | None:
     """(st_dev, st_ino) of every inode this process's inotify instances watch, or None where
     /proc/self/fdinfo cannot tell (not Linux). Read from the kernel, not from watchdog's private
@@ -1796,9 +1874,7 @@ def _folders(root: Path, rules: fs.IgnoreRules) -> dict[tuple[int, int], str]:
                 subs = [
                     (prefix + e.name + "/", e.path)
                     for e in entries
-                    if e.is_dir(follow_symlinks=False)
-                    and not e.name.startswith(".")
-                    and not rules.folder_ignored(prefix, e.name)
+                    if e.is_dir(follow_symlinks=False) and rules.walks_into(prefix, e.name)
                 ]
         except OSError:
             continue
@@ -1822,6 +1898,16 @@ def _canonical(rel: str) -> bool:
         return False
 
 
+def _denied(exc: WatcherError) -> bool:
+    """Whether a refused watch was refused for permissions."""
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EPERM)
+
+
+def _uid() -> int | str:
+    return os.getuid() if hasattr(os, "getuid") else "?"
+
+
 def _folder_gone(exc: WatcherError) -> bool:
     """Whether a refused watch means the folder is not there (not a folder any more)."""
     cause = exc.__cause__
@@ -1843,6 +1929,15 @@ def _watch_error(exc: OSError, root: Path) -> WatcherError:
             f"{_read_int(_INSTANCE_LIMIT_FILE)})",
             hint="raise it: sudo sysctl fs.inotify.max_user_instances=512 (and put the "
             "setting in /etc/sysctl.d/ to keep it), or stop other watching programs",
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        # The folder is in place but this user may not read it (a folder made with sudo, a
+        # share's permissions): rescan-only like a limit, and watched once it is readable (the
+        # rescans report what they cannot list meanwhile; nothing under it is deleted).
+        return _WatchLimitError(
+            f"cannot watch {root}: permission denied (this user, uid {_uid()}, may not read it)",
+            hint=f"give this user read access to the folder (chown it to this user, or chmod "
+            f"u+rx '{root}' as its owner); it is watched again as soon as it is readable",
         )
     if exc.errno == errno.ENOMEM:
         # A memory limit (inotify marks are charged to the session's or container's memory

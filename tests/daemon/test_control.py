@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import socket
 import stat
 import subprocess
@@ -202,10 +203,29 @@ messages = st.one_of(
 def fuzz_target(inproc_daemon):
     d = inproc_daemon()
     ws = raw(d.state["port"], d.state["token"])
+    # websockets' keepalive (the control server's and this client's, every 20 s, on their own
+    # threads) takes each ping's payload from the process-global ``random``. Hypothesis compares
+    # that global state before and after it draws an example and, when it changed, blames the
+    # strategies ("Do not use the `random` module inside strategies"), an error under this
+    # suite's warning filter. A ping landing inside a draw is rare on an idle machine and was
+    # seen once under load (a slower draw, a longer run). The noise below makes the overlap
+    # happen in every run, so the test no longer depends on that timing.
+    stop = threading.Event()
+
+    def keepalive_noise() -> None:
+        while not stop.wait(0.002):
+            random.getrandbits(32)
+
+    noise = threading.Thread(target=keepalive_noise, name="keepalive-noise", daemon=True)
+    noise.start()
     yield d, ws
+    stop.set()
+    noise.join(5)
     ws.close()
 
 
+# See fuzz_target: another thread's use of the global random state is not the strategies'.
+@pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
 @settings(
     max_examples=int(os.environ.get("LOCALSTORE_FUZZ_EXAMPLES", "300")),
     deadline=None,
