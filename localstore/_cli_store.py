@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import re
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from localstore.cli import EXIT_ATTENTION, TEXT, CliContext, errors_to_exit, fail, pass_ctx
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
 
-def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    from localstore.store import SearchHit
+
+
+def _table(
+    title: str, columns: list[str], rows: list[list[str | Text]], console: Console | None = None
+) -> None:
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -19,8 +29,25 @@ def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
         table.add_column(c, overflow="fold")
     for r in rows:
         # Text, not str: file names and snippets must never be read as rich markup.
-        table.add_row(*(Text(c) for c in r))
-    Console(highlight=False).print(table)
+        table.add_row(*(Text(c) if isinstance(c, str) else c for c in r))
+    (console or Console(highlight=False)).print(table)
+
+
+def _snippet(hit: SearchHit, console: Console) -> Text:
+    """A hit's snippet on one line, its matches shown as matches: in reverse video on a terminal
+    (the text's own brackets then stay brackets), between [ ] elsewhere (a pipe, NO_COLOR), as
+    ``SearchHit.snippet`` has them."""
+    from rich.text import Text
+
+    if not hit.snippet_parts or console.no_color or not console.is_terminal:
+        return Text(" ".join(hit.snippet.split()))
+    parts = [(re.sub(r"\s+", " ", text), is_hit) for text, is_hit in hit.snippet_parts]
+    parts[0] = (parts[0][0].lstrip(), parts[0][1])
+    parts[-1] = (parts[-1][0].rstrip(), parts[-1][1])
+    out = Text()
+    for text, is_hit in parts:
+        out.append(text, "reverse" if is_hit else None)
+    return out
 
 
 @click.command("init")
@@ -173,14 +200,19 @@ def search_cmd(
         hits = ctx.store(existing=True).search(
             query, limit=limit, offset=offset, folder=folder, tag=tag
         )
-        ctx.emit(
-            [h.to_dict() for h in hits],
-            lambda: _table(
+
+        def show() -> None:
+            from rich.console import Console
+
+            console = Console(highlight=False)
+            _table(
                 f"{len(hits)} match(es) for {query!r}",
                 ["path", "name", "snippet"],
-                [[h.info.path, h.info.name, " ".join(h.snippet.split())] for h in hits],
-            ),
-        )
+                [[h.info.path, h.info.name, _snippet(h, console)] for h in hits],
+                console,
+            )
+
+        ctx.emit([h.to_dict() for h in hits], show)
 
 
 @click.command("rm")

@@ -336,6 +336,25 @@ def test_search_pages_with_offset(run) -> None:
     assert r.exit_code == 1 and "offset must be >= 0" in r.stderr
 
 
+def test_search_table_on_a_terminal_marks_hits_not_brackets(home: Path) -> None:
+    """On a terminal the table shows matches in reverse video, so a blueprint's own brackets
+    read as brackets; in a pipe (no colour) it keeps the [ ] of SearchHit.snippet."""
+    runner = CliRunner()
+    doc = "note: keep [deploy] in brackets then deploy again\n"
+    assert (
+        runner.invoke(cli, ["--home", str(home), "save", "b/x", "-f", "-"], input=doc).exit_code
+        == 0
+    )
+    env = {"FORCE_COLOR": "1", "NO_COLOR": "", "COLUMNS": "200", "TERM": "xterm"}
+    tty = runner.invoke(cli, ["--home", str(home), "search", "deploy"], env=env)
+    assert tty.exit_code == 0, tty.output
+    reverse = "\x1b[7m"
+    assert tty.output.count(reverse) == 2  # both matches, and nothing else
+    assert f"[{reverse}deploy" in tty.output  # the text's own bracket, then a marked match
+    piped = runner.invoke(cli, ["--home", str(home), "search", "deploy"], env={"COLUMNS": "200"})
+    assert "\x1b[" not in piped.output and "[[deploy]]" in piped.output
+
+
 @pytest.mark.parametrize("cmd", [["ls"], ["search", "a"]])
 def test_a_folder_filter_save_would_refuse_is_an_error_not_nothing(run, cmd: list[str]) -> None:
     assert run("save", "a/b/x", input="a: 1\n").exit_code == 0
