@@ -782,16 +782,11 @@ class SyncEngine:
         """
         if not ids:
             return
-        identity = self.remote.identity
         state_dir = self.store.settings.paths.state
         try:
             with self.store.index.read() as cur:
-                mark = st.base_record_mark(cur)
-            if (
-                mark is None
-                or mark[0] != identity
-                or not base_record.record_path(state_dir).exists()
-            ):
+                kept = self._record_kept(cur)
+            if not kept:
                 return  # the step's own append writes the record whole
             if not self._steps_closed or self._step_open:
                 # A step a killed process left open, or one of ours that raised after its
@@ -804,6 +799,16 @@ class SyncEngine:
             self._step_open = True
         except (LocalStoreError, OSError) as exc:
             log.warning("sync: could not update the record of synced bases: %s", exc)
+
+    def _record_kept(self, cur: Any) -> bool:
+        """Whether this account's record of synced bases exists and the index says it is this
+        account's (the mark): then a step appends to it; otherwise it is written whole."""
+        mark = st.base_record_mark(cur)
+        return (
+            mark is not None
+            and mark[0] == self.remote.identity
+            and base_record.record_path(self.store.settings.paths.state).exists()
+        )
 
     def _open_pull_step(self, rows: Sequence[ServerRow]) -> None:
         """``_open_step`` for the rows of a page this device does not build on already (its own
@@ -830,19 +835,10 @@ class SyncEngine:
         """
         if not ids:
             return
-        identity = self.remote.identity
         state_dir = self.store.settings.paths.state
         try:
             with self.store.index.read() as cur:
-                mark = st.base_record_mark(cur)
-                if (
-                    mark is None
-                    or mark[0] != identity
-                    or not base_record.record_path(state_dir).exists()
-                ):
-                    rows = None
-                else:
-                    rows = st.bases_of(cur, ids)
+                rows = st.bases_of(cur, ids) if self._record_kept(cur) else None
             if rows is None:
                 self._record_bases(None)  # no record to append to: write it whole now
                 return
