@@ -97,16 +97,19 @@ def run_cli(
     env: dict[str, str] | None = None,
     stdin: str | None = None,
     keep_localstore_env: bool = False,
+    unset: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run the `localstore` CLI in a process of its own (what a user's shell runs), on ``home``.
 
     The test's own LOCALSTORE_* variables are dropped unless ``keep_localstore_env`` (then only
-    LOCALSTORE_HOME is); ``env`` is added on top.
+    LOCALSTORE_HOME is), and so are the variables named in ``unset``; ``env`` is added on top.
     """
     if keep_localstore_env:
         environ = {k: v for k, v in os.environ.items() if k != "LOCALSTORE_HOME"}
     else:
         environ = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
+    for name in unset:
+        environ.pop(name, None)
     environ.update(env or {})
     return subprocess.run(
         [
@@ -122,6 +125,6 @@ def run_cli(
         text=True,
         env=environ,
         cwd=REPO,
-        timeout=60,
+        timeout=120,
         check=False,
     )

@@ -9,9 +9,7 @@ removed, so keyring finds no Secret Service, as under systemd without a user ses
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +31,7 @@ from localstore.credentials import (
 )
 from localstore.errors import CredentialError, KeychainUnavailableError
 from localstore.index import Index
-from tests.conftest import REPO
+from tests.conftest import run_cli
 
 PASSPHRASE = "correct horse battery staple"
 FILE_OPT_IN = {"LOCALSTORE_KEYCHAIN_FILE_FALLBACK": "1", PASSPHRASE_ENV: PASSPHRASE}
@@ -48,27 +46,12 @@ def _cli(
     stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """The CLI in its own process; ``keychain=False`` runs it without the D-Bus session."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
-    if not keychain:
-        environ.pop("DBUS_SESSION_BUS_ADDRESS", None)
-    environ["LOCALSTORE_PROFILE"] = profile
-    environ.update(env or {})
-    return subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from localstore.cli import main; main()",
-            "--home",
-            str(home),
-            *args,
-        ],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=environ,
-        cwd=REPO,
-        timeout=120,
-        check=False,
+    return run_cli(
+        home,
+        *args,
+        env={"LOCALSTORE_PROFILE": profile, **(env or {})},
+        stdin=stdin,
+        unset=() if keychain else ("DBUS_SESSION_BUS_ADDRESS",),
     )
 
 
