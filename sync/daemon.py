@@ -28,6 +28,7 @@ from the engine, the watcher and the server.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import logging.handlers
@@ -119,15 +120,29 @@ class _JsonFormatter(logging.Formatter):
 
 
 class _LogFileHandler(logging.handlers.RotatingFileHandler):
-    """Rotating, and reopened at its path when the file there was deleted or replaced.
+    """Rotating, reopened at its path when the file there was deleted or replaced, and quiet
+    while the file cannot be written.
 
     The daemon restores ``state/`` when it is deleted (``Daemon._check_lock``); a plain handler
     kept writing to the deleted file, so daemon.log stayed missing until 5 MB had piled up in the
     unlinked inode (months at INFO). One ``stat`` per record, as WatchedFileHandler does (which
     does not rotate).
+
+    A write that fails with an OSError (a full disk, a read-only remount, state/ made
+    unwritable) is not passed to ``logging.Handler.handleError``, which prints a whole traceback
+    to stderr for every record: under systemd stderr is the journal, and hours of a full disk
+    flooded it. Instead the first failure is one line on stderr (the path and why), the records
+    that follow are counted, and once a write succeeds again the log itself says how many were
+    lost and since when (and stderr that logging works again). Any other error (a formatting bug)
+    still gets the standard traceback.
     """
 
     _file_id: tuple[int, int] | None = None
+    # Set while writes fail: (when the first failed, its error); _lost counts records dropped.
+    _failing: tuple[float, OSError] | None = None
+    _lost = 0
+    # The OSError handleError saw during the write under way (see _write).
+    _write_error: OSError | None = None
 
     def _open(self) -> Any:
         stream = super()._open()
@@ -136,6 +151,30 @@ class _LogFileHandler(logging.handlers.RotatingFileHandler):
         return stream
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self._failing is not None and not self._resume():
+            self._lost += 1
+            return
+        if not self._write(record):
+            self._lost += 1
+            if self._failing is None:
+                assert self._write_error is not None
+                self._failing = (time.time(), self._write_error)
+                _to_stderr(
+                    f"localstore: cannot write the log {self.baseFilename}: "
+                    f"{_os_reason(self._write_error)}; its records are dropped (and counted) "
+                    "until it can be written again"
+                )
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            self._write_error = exc  # emit reports it once; no traceback per record
+        else:
+            super().handleError(record)
+
+    def _write(self, record: logging.LogRecord) -> bool:
+        """Write one record; False when an OSError stopped it (the stream is then dropped)."""
+        self._write_error = None
         if self.stream is not None and not self._same_file():
             try:
                 self.stream.close()
@@ -144,8 +183,54 @@ class _LogFileHandler(logging.handlers.RotatingFileHandler):
                 self.stream = self._open()
             except OSError:
                 self.handleError(record)
-                return
-        super().emit(record)
+        if self._write_error is None:
+            super().emit(record)  # (calls handleError on a failure)
+        if self._write_error is None:
+            return True
+        # Drop the stream with what it buffered: kept, a record counted as lost could still
+        # reach the file later, and every later write would fail on it first. (FileHandler
+        # opens the file again for the next record.)
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            with contextlib.suppress(OSError, ValueError):
+                stream.close()  # (its flush fails again; close() still closes the file)
+        return False
+
+    def _resume(self) -> bool:
+        """After failed writes: True once the log can be written again, with a line saying how
+        many records it lost (on a line of its own: a write cut short can leave half a line)."""
+        assert self._failing is not None
+        since, error = self._failing
+        try:
+            with open(self.baseFilename, "ab+") as f:  # ("a": a write goes to the end)
+                end = f.seek(0, os.SEEK_END)
+                if end and (f.seek(end - 1), f.read(1))[1] != b"\n":
+                    f.write(b"\n")
+        except FileNotFoundError:
+            pass  # (state/ is gone: _write makes it again)
+        except OSError:
+            return False  # still full: the newline did not fit either
+        lost = self._lost
+        note = log.makeRecord(
+            log.name,
+            logging.WARNING,
+            __file__,
+            0,
+            "logging resumed: %d log record(s) were lost while %s could not be written "
+            "(since %s: %s)",
+            (
+                lost,
+                self.baseFilename,
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)),
+                _os_reason(error),
+            ),
+            None,
+        )
+        if not self._write(note):
+            return False
+        self._failing, self._lost = None, 0
+        _to_stderr(f"localstore: logging to {self.baseFilename} works again; {lost} record(s) lost")
+        return True
 
     def _same_file(self) -> bool:
         try:
@@ -153,6 +238,19 @@ class _LogFileHandler(logging.handlers.RotatingFileHandler):
         except FileNotFoundError:
             return False
         return (st.st_dev, st.st_ino) == self._file_id
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full"
+    return exc.strerror or str(exc)
+
+
+def _to_stderr(line: str) -> None:
+    # Best effort: stderr may be gone (pythonw) or be state/daemon.out on the same full disk.
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
 
 
 def configure_logging(
