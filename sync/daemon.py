@@ -34,6 +34,7 @@ import logging
 import logging.handlers
 import math
 import os
+import re
 import secrets
 import signal
 import sys
@@ -69,7 +70,7 @@ from sync._local import SyncStateName, list_flagged, local_status, unaccepted_fi
 from sync.control import ControlServer, OpError
 from sync.embed import STATE_FILE, HomeLock, lock_holder, remove_state, write_state
 from sync.engine import SyncEngine, SyncReport, SyncStatus, WorkerState
-from sync.errors import NotLoggedInError, SyncError
+from sync.errors import NotLoggedInError, SyncError, TransientError
 from sync.remote import Remote
 from sync.session_marker import SessionMarker
 
@@ -253,6 +254,46 @@ def _to_stderr(line: str) -> None:
         sys.stderr.flush()
 
 
+class _QuietReconnects(logging.Filter):
+    """Re-level, for the daemon's log, the lines a network that comes and goes writes each time.
+
+    A laptop changes networks daily for months; each lost connection is expected and heals by
+    itself. The realtime library logs every dropped or refused connection as two ERRORs
+    (realtime runs with ``auto_reconnect=False``: ``sync._realtime`` rebuilds it, and logs one
+    WARNING per outage and its length when it ends), and the engine an INFO per retry after a
+    network error (a TransientError: offline, a reset, a timeout; ``_MeteredEngine`` logs the
+    outage once). Those become DEBUG. A refusal a person has to act on (HTTP 401/403: a bad
+    key, a revoked session) stays an ERROR, and so does anything else the library logs (a join
+    error, a callback that failed).
+    """
+
+    # The library logs these with f-strings: its message text is all there is to match.
+    _REALTIME = (
+        "WebSocket connection closed with code",
+        "Auto-reconnect disabled, terminating connection",
+        "Connection attempt failed",
+        "Connection failed permanently",
+    )
+    _NEEDS_A_PERSON = re.compile(r"HTTP 4\d\d")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Marked: the record is shared, and the next handler (stderr) sees it re-levelled.
+        if getattr(record, "localstore_quieted", False) or self._expected(record):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.localstore_quieted = True
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+    def _expected(self, record: logging.LogRecord) -> bool:
+        if record.name == "realtime" or record.name.startswith("realtime."):
+            msg = str(record.msg)
+            return msg.startswith(self._REALTIME) and not self._NEEDS_A_PERSON.search(msg)
+        if record.name.startswith("sync.engine") and record.levelno < logging.WARNING:
+            args = record.args if isinstance(record.args, tuple) else ()
+            return any(isinstance(a, TransientError) for a in args)
+        return False
+
+
 def configure_logging(
     state_dir: Path, *, level: str = "INFO", as_json: bool = False, stderr: bool = True
 ) -> list[logging.Handler]:
@@ -272,8 +313,10 @@ def configure_logging(
         handlers.append(logging.StreamHandler(sys.stderr))
     root = logging.getLogger()
     root.setLevel(level.upper())
+    quiet = _QuietReconnects()
     for h in handlers:
         h.setFormatter(fmt)
+        h.addFilter(quiet)
         root.addHandler(h)
     # Third-party chatter (HTTP requests per sync call) stays out of INFO logs.
     for noisy in ("httpx", "httpcore", "websockets", "hpack", "realtime"):
@@ -349,15 +392,41 @@ class _MeteredEngine(SyncEngine):
 
     metrics: DaemonMetrics
 
+    # When cycles began failing with a TransientError (None: the cloud answers).
+    offline_since: float | None = None
+
     def sync_once(self) -> SyncReport:
         started = time.monotonic()
         try:
             report = super().sync_once()
-        except BaseException:
+        except BaseException as exc:
             self.metrics.sync_failures += 1
+            if isinstance(exc, TransientError) and self.offline_since is None:
+                # Once per outage: the engine's INFO per retry is DEBUG in the daemon's log
+                # (_QuietReconnects), so a laptop offline for a night writes two lines, not
+                # hundreds.
+                self.offline_since = started
+                log.warning(
+                    "sync: the cloud cannot be reached (%s); retrying until it answers", exc
+                )
             raise
+        if self.offline_since is not None:
+            log.info(
+                "sync: the cloud answers again, after %s offline",
+                _span(started - self.offline_since),
+            )
+            self.offline_since = None
         self.metrics.add(report, time.monotonic() - started)
         return report
+
+
+def _span(seconds: float) -> str:
+    """``42 s``, ``12 min``, ``3.5 h``: an outage's length for the log."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 # -- the daemon ------------------------------------------------------------------------------------
