@@ -109,6 +109,7 @@ class RealtimeHints:
         self._wake: asyncio.Event | None = None
         self._deadline = 0.0  # loop time the wait ends
         self._attempt_at = 0.0  # loop time the last try started
+        self._down_since: float | None = None  # loop time the outage under way began
 
     # -- public, any thread ----------------------------------------------------------------------
 
@@ -242,6 +243,7 @@ class RealtimeHints:
                 with self._state_lock:
                     self._failures += 1
                     failures = self._failures
+                self._outage_begins(loop.time(), f"cannot connect: {exc}")
                 if failures == self._long_run + 1:
                     log.info(
                         "realtime has failed %d times in a row (%s); retrying less often, up "
@@ -256,14 +258,29 @@ class RealtimeHints:
                 self._failures = 0
                 self._subscribes += 1
             self._mark(True, "")
+            if self._down_since is not None:
+                log.info("realtime reconnected after %s", _span(loop.time() - self._down_since))
+                self._down_since = None
             self._first_attempt.set()
             self._hint()  # pull after every (re)subscribe: events while down are never replayed
             reason = await self._watch()
             self._mark(False, reason)
             with self._state_lock:
                 self._rebuilds += 1
-            log.info("realtime channel is dead (%s); rebuilding it", reason)
+            if not self._stopping:
+                self._outage_begins(loop.time(), reason)
             await self._teardown(graceful=False)
+
+    def _outage_begins(self, now: float, reason: str) -> None:
+        # A laptop changes networks daily: each lost connection is expected and heals itself, so
+        # an outage is one WARNING (and one INFO with its length once reconnected), and the
+        # failed tries in between are DEBUG. (The realtime library's own ERROR lines for the
+        # same events are re-levelled in the daemon's log: sync.daemon._QuietReconnects.)
+        if self._down_since is None:
+            self._down_since = now
+            log.warning("realtime is down (%s); reconnecting, sync polls meanwhile", reason)
+        else:
+            log.debug("realtime still down (%s)", reason)
 
     def _backoff_s(self, failures: int) -> float:
         """The wait (before jitter) after ``failures`` failed tries in a row."""
@@ -406,6 +423,15 @@ class RealtimeHints:
             self._subscribed = subscribed
             if error:
                 self._last_error = error
+
+
+def _span(seconds: float) -> str:
+    """``42 s``, ``12 min``, ``3.5 h``: an outage's length for the log."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:

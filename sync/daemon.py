@@ -28,11 +28,13 @@ from the engine, the watcher and the server.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import logging.handlers
 import math
 import os
+import re
 import secrets
 import signal
 import sys
@@ -68,7 +70,7 @@ from sync._local import SyncStateName, list_flagged, local_status, unaccepted_fi
 from sync.control import ControlServer, OpError
 from sync.embed import STATE_FILE, HomeLock, lock_holder, remove_state, write_state
 from sync.engine import SyncEngine, SyncReport, SyncStatus, WorkerState
-from sync.errors import NotLoggedInError, SyncError
+from sync.errors import NotLoggedInError, SyncError, TransientError
 from sync.remote import Remote
 from sync.session_marker import SessionMarker
 
@@ -119,15 +121,29 @@ class _JsonFormatter(logging.Formatter):
 
 
 class _LogFileHandler(logging.handlers.RotatingFileHandler):
-    """Rotating, and reopened at its path when the file there was deleted or replaced.
+    """Rotating, reopened at its path when the file there was deleted or replaced, and quiet
+    while the file cannot be written.
 
     The daemon restores ``state/`` when it is deleted (``Daemon._check_lock``); a plain handler
     kept writing to the deleted file, so daemon.log stayed missing until 5 MB had piled up in the
     unlinked inode (months at INFO). One ``stat`` per record, as WatchedFileHandler does (which
     does not rotate).
+
+    A write that fails with an OSError (a full disk, a read-only remount, state/ made
+    unwritable) is not passed to ``logging.Handler.handleError``, which prints a whole traceback
+    to stderr for every record: under systemd stderr is the journal, and hours of a full disk
+    flooded it. Instead the first failure is one line on stderr (the path and why), the records
+    that follow are counted, and once a write succeeds again the log itself says how many were
+    lost and since when (and stderr that logging works again). Any other error (a formatting bug)
+    still gets the standard traceback.
     """
 
     _file_id: tuple[int, int] | None = None
+    # Set while writes fail: (when the first failed, its error); _lost counts records dropped.
+    _failing: tuple[float, OSError] | None = None
+    _lost = 0
+    # The OSError handleError saw during the write under way (see _write).
+    _write_error: OSError | None = None
 
     def _open(self) -> Any:
         stream = super()._open()
@@ -136,6 +152,30 @@ class _LogFileHandler(logging.handlers.RotatingFileHandler):
         return stream
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self._failing is not None and not self._resume():
+            self._lost += 1
+            return
+        if not self._write(record):
+            self._lost += 1
+            if self._failing is None:
+                assert self._write_error is not None
+                self._failing = (time.time(), self._write_error)
+                _to_stderr(
+                    f"localstore: cannot write the log {self.baseFilename}: "
+                    f"{_os_reason(self._write_error)}; its records are dropped (and counted) "
+                    "until it can be written again"
+                )
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            self._write_error = exc  # emit reports it once; no traceback per record
+        else:
+            super().handleError(record)
+
+    def _write(self, record: logging.LogRecord) -> bool:
+        """Write one record; False when an OSError stopped it (the stream is then dropped)."""
+        self._write_error = None
         if self.stream is not None and not self._same_file():
             try:
                 self.stream.close()
@@ -144,8 +184,54 @@ class _LogFileHandler(logging.handlers.RotatingFileHandler):
                 self.stream = self._open()
             except OSError:
                 self.handleError(record)
-                return
-        super().emit(record)
+        if self._write_error is None:
+            super().emit(record)  # (calls handleError on a failure)
+        if self._write_error is None:
+            return True
+        # Drop the stream with what it buffered: kept, a record counted as lost could still
+        # reach the file later, and every later write would fail on it first. (FileHandler
+        # opens the file again for the next record.)
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            with contextlib.suppress(OSError, ValueError):
+                stream.close()  # (its flush fails again; close() still closes the file)
+        return False
+
+    def _resume(self) -> bool:
+        """After failed writes: True once the log can be written again, with a line saying how
+        many records it lost (on a line of its own: a write cut short can leave half a line)."""
+        assert self._failing is not None
+        since, error = self._failing
+        try:
+            with open(self.baseFilename, "ab+") as f:  # ("a": a write goes to the end)
+                end = f.seek(0, os.SEEK_END)
+                if end and (f.seek(end - 1), f.read(1))[1] != b"\n":
+                    f.write(b"\n")
+        except FileNotFoundError:
+            pass  # (state/ is gone: _write makes it again)
+        except OSError:
+            return False  # still full: the newline did not fit either
+        lost = self._lost
+        note = log.makeRecord(
+            log.name,
+            logging.WARNING,
+            __file__,
+            0,
+            "logging resumed: %d log record(s) were lost while %s could not be written "
+            "(since %s: %s)",
+            (
+                lost,
+                self.baseFilename,
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)),
+                _os_reason(error),
+            ),
+            None,
+        )
+        if not self._write(note):
+            return False
+        self._failing, self._lost = None, 0
+        _to_stderr(f"localstore: logging to {self.baseFilename} works again; {lost} record(s) lost")
+        return True
 
     def _same_file(self) -> bool:
         try:
@@ -153,6 +239,59 @@ class _LogFileHandler(logging.handlers.RotatingFileHandler):
         except FileNotFoundError:
             return False
         return (st.st_dev, st.st_ino) == self._file_id
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full"
+    return exc.strerror or str(exc)
+
+
+def _to_stderr(line: str) -> None:
+    # Best effort: stderr may be gone (pythonw) or be state/daemon.out on the same full disk.
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+class _QuietReconnects(logging.Filter):
+    """Re-level, for the daemon's log, the lines a network that comes and goes writes each time.
+
+    A laptop changes networks daily for months; each lost connection is expected and heals by
+    itself. The realtime library logs every dropped or refused connection as two ERRORs
+    (realtime runs with ``auto_reconnect=False``: ``sync._realtime`` rebuilds it, and logs one
+    WARNING per outage and its length when it ends), and the engine an INFO per retry after a
+    network error (a TransientError: offline, a reset, a timeout; ``_MeteredEngine`` logs the
+    outage once). Those become DEBUG. A refusal a person has to act on (HTTP 401/403: a bad
+    key, a revoked session) stays an ERROR, and so does anything else the library logs (a join
+    error, a callback that failed).
+    """
+
+    # The library logs these with f-strings: its message text is all there is to match.
+    _REALTIME = (
+        "WebSocket connection closed with code",
+        "Auto-reconnect disabled, terminating connection",
+        "Connection attempt failed",
+        "Connection failed permanently",
+    )
+    _NEEDS_A_PERSON = re.compile(r"HTTP 4\d\d")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Marked: the record is shared, and the next handler (stderr) sees it re-levelled.
+        if getattr(record, "localstore_quieted", False) or self._expected(record):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.localstore_quieted = True
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+    def _expected(self, record: logging.LogRecord) -> bool:
+        if record.name == "realtime" or record.name.startswith("realtime."):
+            msg = str(record.msg)
+            return msg.startswith(self._REALTIME) and not self._NEEDS_A_PERSON.search(msg)
+        if record.name.startswith("sync.engine") and record.levelno < logging.WARNING:
+            args = record.args if isinstance(record.args, tuple) else ()
+            return any(isinstance(a, TransientError) for a in args)
+        return False
 
 
 def configure_logging(
@@ -174,8 +313,10 @@ def configure_logging(
         handlers.append(logging.StreamHandler(sys.stderr))
     root = logging.getLogger()
     root.setLevel(level.upper())
+    quiet = _QuietReconnects()
     for h in handlers:
         h.setFormatter(fmt)
+        h.addFilter(quiet)
         root.addHandler(h)
     # Third-party chatter (HTTP requests per sync call) stays out of INFO logs.
     for noisy in ("httpx", "httpcore", "websockets", "hpack", "realtime"):
@@ -251,15 +392,41 @@ class _MeteredEngine(SyncEngine):
 
     metrics: DaemonMetrics
 
+    # When cycles began failing with a TransientError (None: the cloud answers).
+    offline_since: float | None = None
+
     def sync_once(self) -> SyncReport:
         started = time.monotonic()
         try:
             report = super().sync_once()
-        except BaseException:
+        except BaseException as exc:
             self.metrics.sync_failures += 1
+            if isinstance(exc, TransientError) and self.offline_since is None:
+                # Once per outage: the engine's INFO per retry is DEBUG in the daemon's log
+                # (_QuietReconnects), so a laptop offline for a night writes two lines, not
+                # hundreds.
+                self.offline_since = started
+                log.warning(
+                    "sync: the cloud cannot be reached (%s); retrying until it answers", exc
+                )
             raise
+        if self.offline_since is not None:
+            log.info(
+                "sync: the cloud answers again, after %s offline",
+                _span(started - self.offline_since),
+            )
+            self.offline_since = None
         self.metrics.add(report, time.monotonic() - started)
         return report
+
+
+def _span(seconds: float) -> str:
+    """``42 s``, ``12 min``, ``3.5 h``: an outage's length for the log."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 # -- the daemon ------------------------------------------------------------------------------------
