@@ -746,7 +746,7 @@ class Watcher:
         self.stats.errors += 1
         self._errors_in_row += 1
         first, most = ERROR_RESCAN_S
-        delay = min(most, first * 2 ** (self._errors_in_row - 1))
+        delay = _doubling(first, most, self._errors_in_row - 1)
         log.error(
             "the watcher failed to handle a change (%s: %s); rescanning in %.1f s",
             type(exc).__name__,
@@ -1441,7 +1441,7 @@ class Watcher:
         failing.error = _describe(exc)
         if failing.tries < MAX_FAILURES:
             first, most = RETRY_S
-            delay = min(most, first * 2 ** (failing.tries - 1))
+            delay = _doubling(first, most, failing.tries - 1)
             self._state_for(rel, now).due = now + delay
             self._log_failure(
                 "retry",
@@ -1456,7 +1456,7 @@ class Watcher:
         # Given up: off the pending list (the worker sleeps; wait_idle answers), still failing.
         # The file still differs from the index, so the rescan brought forward here finds it.
         first, most = GIVE_UP_RESCAN_S
-        delay = min(most, self._interval(), first * 2 ** (failing.tries - MAX_FAILURES))
+        delay = min(self._interval(), _doubling(first, most, failing.tries - MAX_FAILURES))
         self._next_rescan = min(self._next_rescan, now + delay)
         self._log_failure(
             "give-up",
@@ -1791,6 +1791,16 @@ def _keep_overflow_warnings() -> None:
         logger = logging.getLogger(name)
         if not logger.isEnabledFor(logging.WARNING):
             logger.setLevel(logging.WARNING)
+
+
+def _doubling(first: float, most: float, doublings: int) -> float:
+    """``first`` doubled ``doublings`` times, at most ``most``: every back-off of the watcher.
+
+    The exponent is bounded (as sync's ``backoff_delay``): ``2 ** 1024`` does not fit a float, and
+    the OverflowError it raised after ~1,025 failures in a row (about 17 hours of a full disk at
+    the 60 s step back-off) ended the worker thread.
+    """
+    return min(most, first * 2.0 ** min(max(0, doublings), 64))
 
 
 def _describe(exc: BaseException) -> str:
