@@ -211,7 +211,10 @@ class WalChangeFeed:
             except psycopg.OperationalError as exc:
                 failures += 1
                 log.warning("realtime: change poll failed (%s); reconnecting", exc)
-                await asyncio.sleep(min(0.2 * 2**failures, 5.0))
+                # (The exponent is capped: 2 ** 1024 does not fit a float, and the OverflowError
+                # after ~1,025 failed polls in a row (the database down for about 1.5 hours) ended the
+                # change feed for good.)
+                await asyncio.sleep(min(0.2 * 2 ** min(failures, 8), 5.0))
                 await self._reconnect()
                 continue
             if n >= MAX_CHANGES_PER_POLL:
