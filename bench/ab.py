@@ -13,7 +13,9 @@ Measurements (each prints one number):
 * ``save-many``: us a blueprint of ``save_many`` in batches of 500 (1,500 blueprints, tmpfs);
 * ``download``: CPU seconds of one initial sync of 3,000 blueprints into an empty home on disk
   (MemoryRemote);
-* ``idle-poll``: median ms of ``sync_once()`` with nothing to do (3,000 blueprints).
+* ``idle-poll``: median ms of ``sync_once()`` with nothing to do (3,000 blueprints);
+* ``search``: median us of 600 top-20 searches of bench_store's realistic-vocabulary corpus
+  (5,000 blueprints, tmpfs; the queries of its "realistic vocabulary, mixed" row).
 """
 
 from __future__ import annotations
@@ -126,11 +128,43 @@ def idle_poll(tmp: Path) -> float:
         a.close()  # type: ignore[attr-defined]
 
 
+def search(tmp: Path) -> float:
+    from bench_store import WORDS, make_corpus_doc, search_queries, zipf_vocabulary
+
+    import localstore
+    from localstore.store import SaveRequest
+
+    rng = random.Random(5)
+    vocab, weights = zipf_vocabulary(rng)
+    n = 5000
+    reqs = [
+        SaveRequest(
+            path=f"f{i % 50}/workflow-{i}",
+            content=make_corpus_doc(rng, i, vocab, weights),
+            fields={"tags": [WORDS[i % 7]]},
+        )
+        for i in range(n)
+    ]
+    queries = search_queries(rng, vocab, weights, 600)
+    with localstore.open(home=tmp / "h") as s:
+        for k in range(0, n, 500):
+            s.save_many(reqs[k : k + 500])
+        for q in queries[:50]:  # warm the page cache and the statement cache
+            s.search(q, limit=20)
+        took = []
+        for q in queries:
+            t = time.perf_counter()
+            s.search(q, limit=20)
+            took.append((time.perf_counter() - t) * 1e6)
+    return statistics.median(took)
+
+
 MEASUREMENTS = {
     "save-one": (save_one, None),
     "save-many": (save_many, "/dev/shm"),
     "download": (download, None),
     "idle-poll": (idle_poll, None),
+    "search": (search, "/dev/shm"),
 }
 
 
