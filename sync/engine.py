@@ -693,7 +693,7 @@ class SyncEngine:
             }
         except (LocalStoreError, OSError) as exc:
             # The index still holds the bases; the next cycle appends them (the mark stayed).
-            log.warning("sync: could not update the record of synced bases: %s", exc)
+            _record_failed(exc)
 
     def _rebuilt(self) -> bool:
         """True when this home synced before: its account is recorded, or `check --fix` set a
@@ -798,7 +798,7 @@ class SyncEngine:
             base_record.open_step(state_dir, ids)
             self._step_open = True
         except (LocalStoreError, OSError) as exc:
-            log.warning("sync: could not update the record of synced bases: %s", exc)
+            _record_failed(exc)
 
     def _record_kept(self, cur: Any) -> bool:
         """Whether this account's record of synced bases exists and the index says it is this
@@ -819,7 +819,7 @@ class SyncEngine:
             with self.store.index.read() as cur:
                 ids = [r.id for r in drop_known(cur, rows)]
         except LocalStoreError as exc:
-            log.warning("sync: could not update the record of synced bases: %s", exc)
+            _record_failed(exc)
             return
         self._open_step(ids)
 
@@ -853,7 +853,7 @@ class SyncEngine:
             self._recorded.update((e.id, e) for e in fresh)
         except (LocalStoreError, OSError) as exc:
             # The end of the cycle appends them (the mark did not move).
-            log.warning("sync: could not update the record of synced bases: %s", exc)
+            _record_failed(exc)
 
     def _recover_bases(self) -> None:
         """Take the bases back from ``state/sync-bases.jsonl`` into an index that has none.
@@ -2035,6 +2035,14 @@ class SyncEngine:
 
 # ---------------------------------------------------------------------------------------------------
 # Helpers
+
+
+def _record_failed(exc: BaseException) -> None:
+    """Log a failed update of the base record (never raised: the index still holds the bases,
+    and a later step or cycle appends them). A store closed under the cycle is no failure: the
+    loop stops quietly on its next step."""
+    if not isinstance(exc, StoreClosedError):
+        log.warning("sync: could not update the record of synced bases: %s", exc)
 
 
 @contextmanager
