@@ -757,7 +757,6 @@ class Reconciler:
             try:
                 meta = decode_meta(meta_bytes, source=meta_rel)
             except InvalidMetaError as exc:
-                self._invalid_found(rel)
                 report.problems.append(
                     {"kind": "invalid-meta", "path": meta_rel, "detail": str(exc)}
                 )
@@ -815,7 +814,6 @@ class Reconciler:
         try:
             prepared = store._prepare(rel, yaml_bytes, meta)
         except InvalidInputError as exc:
-            self._invalid_found(rel)
             report.problems.append({"kind": "invalid-yaml", "path": rel, "detail": str(exc)})
             if identity is not None and not identity.deleted:
                 self._flag(cur, identity, exc.message, scan, rel)
@@ -1084,11 +1082,6 @@ class Reconciler:
         self.events.extend(events)
         kind = events[0].kind
         report.fixed.append({"kind": kind, "path": rel, "detail": prepared.meta.id})
-
-    def _invalid_found(self, rel: str) -> None:
-        """Called before the pair at ``rel`` is reported invalid (flagged, or an ``invalid``
-        event). The watcher raises here while the file may still be being written: a reader
-        that is behind the kernel's events can read a file another writer has just truncated."""
 
     def _flag(self, cur: Any, row: Row, reason: str, scan: _Scan, rel: str) -> None:
         """Keep the last good revision indexed, remember why the file is not accepted."""

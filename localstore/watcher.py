@@ -105,10 +105,6 @@ GIVE_UP_RESCAN_S = (30.0, 300.0)
 FAILURE_LOG_S = 60.0
 # Back-off of the rescan that follows a failed worker step (doubling from the first to the last).
 ERROR_RESCAN_S = (0.5, 60.0)
-# A file that does not parse while its writer has not closed it (modified, no close-write since):
-# not reported invalid until it has stayed unchanged this long (a close-write, or any change,
-# ends or restarts the wait). A writer pausing mid-file must not flag the blueprint.
-OPEN_WRITE_HOLD_S = 30.0
 # watchdog only logs a kernel queue overflow (IN_Q_OVERFLOW); these are the loggers that do it across
 # watchdog versions. Handlers never hear of it (watchdog #654), so we listen to the log.
 OVERFLOW_LOGGERS = (
@@ -223,32 +219,6 @@ class _Failing:
 
     tries: int = 0
     error: str = ""
-
-
-@dataclass(slots=True)
-class _Suspect:
-    """A path whose last read did not parse, not reported invalid yet (see ``_invalid_found``)."""
-
-    sig: tuple[tuple[int, ...] | None, tuple[int, ...] | None]  # the pair's stat when read
-    since: float  # when the pair was last seen changed (monotonic)
-    open: bool  # modified without a close-write: its writer may still be writing it
-    gate: int = 0  # a fence laid after that read (0: none yet; -1: none can be laid)
-
-
-class _Unsettled(Exception):
-    """Raised inside an ingest (rolled back) instead of reporting a file that may be mid-write."""
-
-
-class _WatchReconciler(Reconciler):
-    """The reconciler of the watcher's ingests: asks the watcher before reporting a file invalid."""
-
-    def __init__(self, store: BlueprintStore, hold: Callable[[str], bool]) -> None:
-        super().__init__(store)
-        self._hold = hold
-
-    def _invalid_found(self, rel: str) -> None:
-        if self._hold(rel):
-            raise _Unsettled(rel)
 
 
 class _BatchLost(Exception):
@@ -388,10 +358,6 @@ class Watcher:
         # threads read the string only, never the dict).
         self._failing: dict[str, _Failing] = {}
         self._ingest_problem: str | None = None
-        # Paths whose last read did not parse, not reported yet, and the paths of the batch being
-        # ingested that were taken without a close-write (see _hold_invalid).
-        self._suspects: dict[str, _Suspect] = {}
-        self._taken_open: set[str] = set()
         self._all_indexed = True
         self._log_next: dict[str, float] = {}
         self._log_skipped: dict[str, int] = {}
@@ -1074,7 +1040,6 @@ class Watcher:
         st.gate = 0
         st.quiet_s = 0.0
         st.due = now + self.settle_s
-        self._suspects.pop(key, None)  # a new write: its read decides afresh
 
     def _writing(self, key: str | None, now: float) -> None:
         """Created or written without a close yet: wait for the close (or a quiet period)."""
@@ -1085,7 +1050,6 @@ class Watcher:
         st.vanished_at = None
         st.gate = 0
         st.due = now + self.write_quiet_s
-        self._suspects.pop(key, None)
 
     def _touched(self, key: str | None, now: float) -> None:
         """Attributes changed (touch, chmod): cheap to check once settled, unless mid-write."""
@@ -1103,7 +1067,6 @@ class Watcher:
         st = self._state_for(key, now)
         st.writing = False
         st.vanished_at = now
-        self._suspects.pop(key, None)
         st.gate = 0  # a new vanish: its move partner may be behind any fence laid so far
         # Only an indexed blueprint can be deleted by mistake; anything else is looked at at once.
         st.due = now + self.grace_s if self._indexed(key) else now
@@ -1185,16 +1148,11 @@ class Watcher:
             # Existing files first: a move's new path claims the identity before its old path is
             # looked at (which then finds nothing to delete).
             items = [(k, False) for k in sorted(present)] + [(k, True) for k in sorted(gone)]
-            # Taken without a close-write (the quiet period ran out): the writer may hold it open.
-            self._taken_open.update(k for k in present if self._pending[k].writing)
             for k, _ in items:
                 del self._pending[k]
                 self._gated.discard(k)
-            try:
-                for i in range(0, len(items), self.batch_size):
-                    self._ingest_batch(items[i : i + self.batch_size])
-            finally:
-                self._taken_open.clear()
+            for i in range(0, len(items), self.batch_size):
+                self._ingest_batch(items[i : i + self.batch_size])
 
     def _gate_deletes(self, gone: list[str], now: float) -> list[str]:
         """Let a delete through only once a fence laid after its file was found gone has come back.
@@ -1297,13 +1255,10 @@ class Watcher:
             ).fetchall()
         return bool(rows)
 
-    def _ingest_batch(self, items: Sequence[tuple[str, bool]], *, live: bool = True) -> None:
-        """Ingest due paths in one transaction; ``live``: the watcher runs, so a file that does
-        not parse may be mid-write (see ``_hold_invalid``)."""
-        rec = _WatchReconciler(self.store, self._hold_invalid) if live else Reconciler(self.store)
+    def _ingest_batch(self, items: Sequence[tuple[str, bool]]) -> None:
+        rec = Reconciler(self.store)
         failed: list[tuple[str, BaseException]] = []
         vanished: list[str] = []
-        unsettled: list[str] = []
         try:
             with self.store.index.write():
                 for rel, may_delete in items:
@@ -1318,10 +1273,6 @@ class Watcher:
                                 vanished.append(rel)
                     except StoreClosedError:
                         raise
-                    except _Unsettled:
-                        # (The savepoint is rolled back: nothing recorded, no event.)
-                        del rec.events[mark:]
-                        unsettled.append(rel)
                     # (Anything else too: a bug for one path must not stop the others.)
                     except Exception as exc:
                         del rec.events[mark:]
@@ -1345,88 +1296,21 @@ class Watcher:
             failed = [(rel, cause) for rel, _ in items]
             rec.events.clear()
             vanished = []
-            unsettled = []
         self.stats.batches += 1
-        self.stats.ingested += len(items) - len(failed) - len(unsettled)
+        self.stats.ingested += len(items) - len(failed)
         now = time.monotonic()
         failed_paths = {rel for rel, _ in failed}
         for rel, _ in items:
             if rel not in failed_paths:
                 self._forget_failure(rel)
-            if rel not in unsettled:
-                self._suspects.pop(rel, None)  # indexed, or reported: nothing held any more
         for rel in vanished:
             self._vanish(rel, now)
-        for rel in unsettled:
-            self._look_again(rel, now)
         for rel, error in failed:
             self._retry_later(rel, now, error)
         self._update_ingest_problem()
         for ev in rec.events:
             self.stats.events[ev.kind] = self.stats.events.get(ev.kind, 0) + 1
         self.store.events.publish(rec.events)
-
-    def _pair_sig(self, rel: str) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:
-        """What a writer's next write changes: the pair's size, mtime, ctime and inode."""
-
-        def sig(path: Path) -> tuple[int, ...] | None:
-            try:
-                st = os.stat(path, follow_symlinks=False)
-            except OSError:
-                return None
-            return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-
-        return sig(self.root / rel), sig(self.root / fs.meta_path_for(rel))
-
-    def _hold_invalid(self, rel: str) -> bool:
-        """Whether to hold back reporting ``rel`` invalid (the ingest raises, is rolled back and
-        the path is looked at again by ``_look_again``).
-
-        The worker reads a file after the events it has seen say the writer is done, but it can
-        be behind the kernel: a git rebase rewrites a file (unlink, create, write, close) several
-        times in a row, and under load the read can land between the next create and its write,
-        whose events are still on their way. That read found an empty file and flagged the
-        blueprint invalid (seen in the suite). So a failed parse is reported only once a fence
-        laid after the read has come back with no event for the path in between (any event
-        drops the suspicion and the path is read again when it settles) and the pair's stat is
-        still the one read; and, for a file taken without a close-write, only once it has stayed
-        unchanged for ``OPEN_WRITE_HOLD_S``: its writer may be pausing mid-file.
-        """
-        now = time.monotonic()
-        sig = self._pair_sig(rel)
-        s = self._suspects.get(rel)
-        if s is None or s.sig != sig:
-            self._suspects[rel] = _Suspect(sig, now, open=rel in self._taken_open)
-            return True
-        if s.open and now < s.since + OPEN_WRITE_HOLD_S:
-            return True
-        if s.gate == -1 or 0 < s.gate <= self._fence_seen:
-            del self._suspects[rel]
-            return False
-        return True
-
-    def _look_again(self, rel: str, now: float) -> None:
-        """Schedule a path whose read did not parse (see ``_hold_invalid``)."""
-        s = self._suspects[rel]
-        st = self._state_for(rel, now)
-        if s.open and now < s.since + OPEN_WRITE_HOLD_S:
-            # Still open for all we know: its close-write (or next write) brings it back sooner.
-            st.writing = True
-            st.due = min(s.since + OPEN_WRITE_HOLD_S, now + self.write_quiet_s)
-            return
-        if s.gate == 0 or s.gate > self._fence_seen:
-            try:
-                s.gate = self._lay_fence()
-            except OSError as exc:
-                # No fence comes back from a folder we cannot write: the settle window has to do.
-                log.debug("cannot lay a fence in %s (%s)", self.root, exc)
-                s.gate = -1
-        if s.gate == -1:
-            st.due = now + self.settle_s
-            return
-        st.gate = s.gate
-        st.due = now + FENCE_RELAY_S  # sooner when the fence comes back; a new one if it is lost
-        self._gated.add(rel)
 
     def _retry_later(self, rel: str, now: float, exc: BaseException) -> None:
         """Schedule the next try of a path whose ingest failed, backing off; give up after
@@ -1754,7 +1638,7 @@ class Watcher:
         diff = self._diff()
         items = [(rel, False) for rel in diff.changed] + [(rel, True) for rel in diff.missing]
         for i in range(0, len(items), self.batch_size):
-            self._ingest_batch(items[i : i + self.batch_size], live=False)
+            self._ingest_batch(items[i : i + self.batch_size])
         self._pending.clear()
         self._gated.clear()
         if diff.orphans or diff.stale:
