@@ -137,7 +137,13 @@ def test_git_rebase_rewriting_many_files_keeps_every_edit(
 
     _git(root, "rebase", "-q", "main")
     assert watcher.wait_idle(30)
-    per_id = _only_modified(recorder.take())
+    # Known limit (docs/watcher.md): under load the worker can read a file between git's next
+    # create and its write (events still on their way) and hear it `invalid` once; the file's
+    # later events bring it back, which the contents and check() below show. Any other kind of
+    # event, or an invalid outside the rewritten files, still fails.
+    per_id = _only_modified(
+        [e for e in recorder.take() if not (e.kind == "invalid" and e.path.startswith("proj/"))]
+    )
     # main's files changed under the feature branch; the feature's own files end as they were
     # (a rebase may rewrite them on the way: each rewrite is a modify, never a delete).
     assert set(others) <= set(per_id)
