@@ -130,6 +130,12 @@ def test_an_own_save_right_after_another_process_moved_it_does_not_hide_the_move
     app.save("a/two", "v: 2\n", id=bp.id)  # the app's own save, within that tick
     tick(handle)
 
+    _heard_the_move_then_the_own_save(model, app)
+
+
+def _heard_the_move_then_the_own_save(model: ListModel, app: BlueprintStore) -> None:
+    """The other process's move (rev 2) was heard before the app's own save (rev 3), and the
+    list kept from the events is the store's."""
     assert [(e.kind, e.process, e.rev) for e in model.events] == [
         ("moved", "other", 2),
         ("modified", "this", 3),
@@ -153,12 +159,7 @@ def test_an_own_save_before_the_follower_looked_does_not_hide_the_move(
     app.save("a/two", "v: 2\n", id=bp.id)
     tick(handle)
 
-    assert [(e.kind, e.process, e.rev) for e in model.events] == [
-        ("moved", "other", 2),
-        ("modified", "this", 3),
-    ]
-    assert model.problems == []
-    assert model.view() == truth(app)
+    _heard_the_move_then_the_own_save(model, app)
 
 
 def test_an_own_revision_heard_late_is_not_taken_for_another_processs(
