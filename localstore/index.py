@@ -44,6 +44,35 @@ from localstore.errors import (
 
 log = logging.getLogger("localstore.index")
 
+# The text of the five indexed columns (tags: store.fts_tags() makes the same from the same JSON).
+_INDEXED_COLUMNS = (
+    ("name", "b.name"),
+    ("description", "b.description"),
+    ("tags", "replace(replace(replace(replace(b.tags, '[', ''), ']', ''), '\"', ''), ',', ' ')"),
+    ("content", "r.content"),
+    ("path", "b.path"),
+)
+# Live rows whose indexed text localstore_fts_text() gives back unchanged (see v6). ASCII text
+# (as many bytes as characters) is decided without calling into Python.
+_ALL_TEXT = " || ".join(expr for _, expr in _INDEXED_COLUMNS)
+_PLAIN_ROWS = f"""
+    SELECT b.rid FROM blueprints b JOIN revisions r ON r.id = b.id AND r.rev = b.rev
+    WHERE b.deleted = 0 AND (octet_length({_ALL_TEXT}) = length({_ALL_TEXT})
+        OR ({" AND ".join(f"localstore_fts_text({e}) = {e}" for _, e in _INDEXED_COLUMNS)}))
+"""
+_V6_TEXT_VIEW = f"""
+    CREATE VIEW blueprints_text AS
+        SELECT b.rid AS rid, {
+    ", ".join(
+        f"CASE WHEN p.rid IS NULL THEN localstore_fts_text({e}) ELSE {e} END AS {c}"
+        for c, e in _INDEXED_COLUMNS
+    )
+}
+        FROM blueprints b JOIN revisions r ON r.id = b.id AND r.rev = b.rev
+            LEFT JOIN fts_plain p ON p.rid = b.rid
+        WHERE b.deleted = 0;
+"""
+
 CORE_MIGRATIONS: tuple[str, ...] = (
     # v1: blueprints, revisions, full-text search, settings, counters.
     """
@@ -197,6 +226,21 @@ CORE_MIGRATIONS: tuple[str, ...] = (
     # which would read such a revision as the text of its bytes.
     """
     INSERT OR IGNORE INTO settings VALUES ('revisions_compacted_seq', '0');
+    """,
+    # v6: the rows whose text v4's function gives back unchanged (no script to split: nearly
+    # all) are listed in fts_plain, and the view calls the function only for the others. FTS5
+    # reads a hit's row through the view for each column it weighs for a snippet, and each read
+    # called into Python five times, converting the 2 KB content to a Python string and back:
+    # 57 calls a hit, 20 % of a search's time. Only Store._reindex_text() changes a row's
+    # indexed text, and it keeps the list; a row missing from it only costs those calls (the
+    # function is right for every text), so the list may lag, never lead. (IF NOT EXISTS and
+    # DELETE: tests set an index back to an older version by hand and open it again.)
+    f"""
+    CREATE TABLE IF NOT EXISTS fts_plain (rid INTEGER PRIMARY KEY);
+    DELETE FROM fts_plain;
+    INSERT INTO fts_plain {_PLAIN_ROWS};
+    DROP VIEW blueprints_text;
+    {_V6_TEXT_VIEW}
     """,
 )
 # Core schema v1 was edited in place seven times (commits 98605c6 to fab1650) instead of getting
@@ -485,8 +529,8 @@ def _connect(path: Path, busy_timeout_ms: int) -> apsw.Connection:
 def _sql_indexed_text(*values: Any) -> Any:
     """localstore_fts_text(text) in SQL: indexed_text() of a string, any other value as it is."""
     (value,) = values
-    # isascii() here first: a snippet reads its row's five columns through this, and FTS5 reads
-    # a hit's row two or three times (13 calls a hit); one Python frame less for most text.
+    # isascii() here first: one Python frame less for most text. (Since v6 the view calls this
+    # only for rows with text to split; a snippet read each hit's row about 11 times.)
     if type(value) is not str or value.isascii():
         return value
     return indexed_text(value)
@@ -1162,6 +1206,12 @@ class Index:
         """Rebuild every full-text table that fails its check from the text it indexes (derived
         data: nothing is lost); returns the tables rebuilt."""
         broken = [table for table, _ in self.search_index_problems()]
+        if broken:
+            with self.write() as cur:
+                # What the view gives depends on the plain-rows list: made again from the text
+                # first, so a list that had gone wrong is not rebuilt into the index.
+                cur.execute("DELETE FROM fts_plain")
+                cur.execute(f"INSERT INTO fts_plain {_PLAIN_ROWS}")
         for table in broken:
             with self.write() as cur:
                 cur.execute(f"INSERT INTO {table}({table}) VALUES ('rebuild')")

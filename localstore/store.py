@@ -1618,7 +1618,8 @@ class BlueprintStore:
     ) -> None:
         """Replace a blueprint's search entries; ``indexed`` is the live row it was indexed from,
         ``new_row`` says the row was just inserted (so it has no tags to remove)."""
-        tags_text = indexed_text(fts_tags(m.tags))
+        tags_source = fts_tags(m.tags)
+        tags_text = indexed_text(tags_source)
         # The small index of the described columns is left alone when none of them changed
         # (most saves change only the content).
         described_same = (
@@ -1663,6 +1664,7 @@ class BlueprintStore:
             cur.execute("DELETE FROM blueprint_tags WHERE rid = ?", (rid,))
             tags_indexed = False
         if text is None:
+            cur.execute("DELETE FROM fts_plain WHERE rid = ?", (rid,))
             return
         # As the blueprints_text view gives them (localstore._fts_text: CJK characters apart).
         name, description, path = (
@@ -1670,10 +1672,26 @@ class BlueprintStore:
             indexed_text(m.description),
             indexed_text(rel),
         )
+        content = indexed_text(text)
         cur.execute(
             "INSERT INTO blueprints_fts(rowid, name, description, tags, content, path) "
             "VALUES (?,?,?,?,?,?)",
-            (rid, name, description, tags_text, indexed_text(text), path),
+            (rid, name, description, tags_text, content, path),
+        )
+        # The view calls indexed_text() only for rows missing from fts_plain (index.py, v6);
+        # indexed_text() gives back the very object it was given when there is nothing to split.
+        plain = (
+            name is m.name
+            and description is m.description
+            and path is rel
+            and content is text
+            and tags_text is tags_source
+        )
+        cur.execute(
+            "INSERT OR IGNORE INTO fts_plain VALUES (?)"
+            if plain
+            else "DELETE FROM fts_plain WHERE rid = ?",
+            (rid,),
         )
         if not described_same:
             cur.execute(

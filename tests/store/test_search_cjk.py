@@ -130,3 +130,115 @@ def test_a_page_past_the_first_makes_snippets_only_for_its_hits(store) -> None:
     assert page == store.search("deploy", limit=25)[20:]
     assert len(page) == 5 and all("[deploy]" in h.snippet for h in page)
     assert len(reads) == 5, reads
+
+
+def _plain_rids(store) -> set[int]:
+    with store.index.read() as cur:
+        return {int(r[0]) for r in cur.execute("SELECT rid FROM fts_plain")}
+
+
+def _rid(store, rel: str) -> int:
+    with store.index.read() as cur:
+        rows = cur.execute(
+            "SELECT rid FROM blueprints WHERE path = ? AND deleted = 0", (rel,)
+        ).fetchall()
+    return int(rows[0][0])
+
+
+def _count_text_calls(store) -> list[object]:
+    """Registers a counting localstore_fts_text on the store's connection (same function)."""
+    from localstore.index import _sql_indexed_text
+
+    calls: list[object] = []
+
+    def counting(value: object) -> object:
+        calls.append(value)
+        return _sql_indexed_text(value)
+
+    store.index.conn.create_scalar_function("localstore_fts_text", counting, 1, deterministic=True)
+    return calls
+
+
+def test_snippets_of_text_with_nothing_to_split_call_no_python(store) -> None:
+    """FTS5 reads each hit's row through the view about 11 times for its snippet; with the
+    function on every column that was 57 calls into Python a hit (a 2 KB text converted each
+    time), 20 % of a search. Only rows with text to split call it now."""
+    for i in range(5):
+        store.save(f"w/latin{i}", f"steps:\n  - run: deploy service {i}\n", name=f"deploy {i}")
+    store.save("w/cjk", "steps:\n  - run: deploy 東京\n", name="deploy tokyo")
+    calls = _count_text_calls(store)
+    hits = store.search("service")
+    assert len(hits) == 5 and "[service]" in hits[0].snippet
+    assert calls == []
+    (hit,) = store.search("東京")
+    assert hit.info.path == "w/cjk.blueprint.yaml" and "[東京]" in hit.snippet
+    assert calls  # that row's text goes through the function
+
+
+def test_the_plain_list_follows_each_save_move_and_delete(store) -> None:
+    """A row is listed only while none of its five indexed texts has anything to split; a row
+    listed wrongly would make the view hand FTS5 text it did not index."""
+    store.save("w/a", "steps: []\n", name="alpha")
+    store.save("w/b", "title: 東京\n")
+    a, b = _rid(store, "w/a.blueprint.yaml"), _rid(store, "w/b.blueprint.yaml")
+    assert _plain_rids(store) == {a}
+    store.save("w/a", "steps: []\n", description="天気")  # the description
+    store.save("w/b", "title: Tokyo\n")  # the content no longer
+    assert _plain_rids(store) == {b}
+    store.save("w/b", "title: Tokyo\n", tags=["予報"])  # a tag
+    assert _plain_rids(store) == set()
+    store.save("w/b", "title: Tokyo\n", tags=["forecast"])
+    store.move("w/b", "東京/b")  # the path
+    assert _plain_rids(store) == set()
+    store.move("東京/b", "w/b")
+    assert _plain_rids(store) == {b}
+    store.delete("w/b")
+    assert _plain_rids(store) == set()
+    store.restore("w/b", 4)  # (rev 3 had the tag 予報)
+    assert _plain_rids(store) == {b}
+    assert store.index.integrity_check() == []
+    assert [h.info.path for h in store.search("天気")] == ["w/a.blueprint.yaml"]
+
+
+def test_an_index_of_schema_v5_gets_its_plain_list(home: Path) -> None:
+    """The v6 migration lists the rows with nothing to split and calls the function for the
+    rest: searches find both kinds and the index passes FTS5's check against the view."""
+    from localstore.index import CORE_MIGRATIONS as migrations
+
+    v4_view = migrations[3][
+        migrations[3].index("CREATE VIEW") : migrations[3].index("INSERT INTO blueprints_fts(rowid")
+    ]
+    with localstore.open(home=home) as store:
+        store.save("w/cjk", "title: 東京都の天気\n", name="weather")
+        store.save("w/latin", "steps:\n  - run: deploy\n", name="deploy")
+        with store.index.write() as cur:
+            cur.execute("DROP VIEW blueprints_text")
+            cur.execute("DROP TABLE fts_plain")
+            cur.execute(v4_view)
+            cur.execute("UPDATE component_versions SET version = 5 WHERE component = 'core'")
+            cur.execute("PRAGMA user_version = 5")
+    with localstore.open(home=home) as store:
+        assert _plain_rids(store) == {_rid(store, "w/latin.blueprint.yaml")}
+        assert store.index.integrity_check() == []
+        assert [h.info.path for h in store.search("天気")] == ["w/cjk.blueprint.yaml"]
+        assert "[天気]" in store.search("天気")[0].snippet
+        assert [h.info.path for h in store.search("deploy")] == ["w/latin.blueprint.yaml"]
+
+
+def test_check_fix_makes_a_wrong_plain_list_again(store) -> None:
+    """A row listed although its text has something to split shows in the check (the view
+    gives FTS5 other text than it indexed), and check --fix lists the rows again before it
+    rebuilds the search index from the view."""
+    store.save("w/cjk", "title: 東京都の天気\n")
+    store.save("w/latin", "steps: []\n")
+    cjk = _rid(store, "w/cjk.blueprint.yaml")
+    with store.index.write() as cur:
+        cur.execute("INSERT INTO fts_plain VALUES (?)", (cjk,))
+    assert any("blueprints_fts" in p for p in store.index.integrity_check())
+    report = store.check(fix=True)
+    assert {f["kind"] for f in report.fixed} == {"search-index-rebuilt"}
+    assert report.problems == []
+    assert _plain_rids(store) == {_rid(store, "w/latin.blueprint.yaml")}
+    assert [h.info.path for h in store.search("天気")] == ["w/cjk.blueprint.yaml"]
+    store.save("w/cjk", "title: 大阪\n")  # removing the entry gives back what was indexed
+    assert store.index.integrity_check() == []
