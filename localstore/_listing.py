@@ -12,10 +12,13 @@ the store keeps the last full listing and brings it up to date instead:
 * **Changes by other connections** (another process, another handle on the home) are told by the
   ``blueprints_gen`` counter (index schema v3), which every write transaction that changed
   blueprint rows bumps before its commit (``Index.write``): when it moved by more than this
-  connection's own such commits, someone else changed blueprints, and the listing is read again
-  in full. ``PRAGMA data_version`` would not do: it also moves for commits that touch no
-  blueprint (the maintainer's FTS merges every few saves, sync state, app data), and those keep
-  the listing.
+  connection's own such commits, someone else changed blueprints. Each such commit also lists
+  the rows it changed in ``blueprint_changes`` under its counter value (schema v7), so those
+  rows are re-read too; when the log does not cover every commit since the listing was last
+  brought up to date (trimmed by the maintainer, or a commit of more than CHANGED_ROWS_KEPT
+  rows), the listing is read again in full. ``PRAGMA data_version`` would not do: it also moves
+  for commits that touch no blueprint (the maintainer's FTS merges every few saves, sync state,
+  app data), and those keep the listing.
 
 The cache is armed by the first full listing (an app that never lists everything pays nothing),
 holds the rows of one listing, and is consulted only outside a write transaction (inside one, a
@@ -35,7 +38,9 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
+from localstore import index as _index
 from localstore.blueprint import BlueprintInfo
+from localstore.index import BLUEPRINTS_GEN
 
 if TYPE_CHECKING:
     from localstore.index import Index
@@ -48,7 +53,7 @@ INFO_COLUMNS = (
 )
 
 _FULL_SQL = f"SELECT {INFO_COLUMNS}, b.rid FROM blueprints b WHERE b.deleted = 0 ORDER BY b.path"
-_GEN_SQL = "SELECT value FROM counters WHERE name = 'blueprints_gen'"
+_CHANGES_SQL = "SELECT gen, rid FROM blueprint_changes WHERE gen > ?"
 
 _path = attrgetter("path")
 # The listing's sort keys, by the name store.list() takes (SORT_COLUMNS): the same columns, all
@@ -133,7 +138,7 @@ class ListingCache:
     def _load(self, cur: Any) -> None:
         # The counter is read before the rows: a change committed in between is then seen by
         # the next refresh (one full read too many, never a change missed).
-        self._gen = int(cur.execute(_GEN_SQL).fetchall()[0][0])
+        self._gen = int(cur.execute(BLUEPRINTS_GEN).fetchall()[0][0])
         self._own = self._index.blueprint_commits
         self._index.blueprint_changes()  # (all read below)
         self.loads += 1
@@ -144,13 +149,22 @@ class ListingCache:
 
     def _refresh(self, cur: Any) -> bool:
         """Bring the cached listing up to date; False if it must be read again in full."""
-        gen = int(cur.execute(_GEN_SQL).fetchall()[0][0])
+        gen = int(cur.execute(BLUEPRINTS_GEN).fetchall()[0][0])
         own = self._index.blueprint_commits
-        if gen - self._gen != own - self._own:
-            return False  # another connection changed blueprints
+        foreign: set[int] = set()
+        if gen - self._gen != own - self._own:  # another connection changed blueprints
+            logged = cur.execute(_CHANGES_SQL, (self._gen,)).fetchall()
+            foreign = {rid for _, rid in logged}
+            # Every commit since then must be there (its own and this connection's, all listed
+            # under their counter values), none too large to list.
+            if len({g for g, _ in logged}) != gen - self._gen or -1 in foreign:
+                return False
         self._gen, self._own = gen, own
         changed = self._index.blueprint_changes()
         if changed is None:  # (more than CHANGED_ROWS_KEPT: patching would cost more)
+            return False
+        changed |= foreign
+        if len(changed) > _index.CHANGED_ROWS_KEPT:
             return False
         if not changed:
             return True

@@ -242,6 +242,19 @@ CORE_MIGRATIONS: tuple[str, ...] = (
     DROP VIEW blueprints_text;
     {_V6_TEXT_VIEW}
     """,
+    # v7: which blueprint rows each counted commit changed (blueprints_gen, v3), written by
+    # Index.write() in the same transaction: a process that caches the full listing re-reads
+    # only those rows after another process's commit instead of all 10,000 (60 ms; a desktop
+    # app next to the daemon, whose watcher and sync write every change, paid it each time).
+    # rid -1: the commit changed more rows than are worth listing. The maintainer keeps the
+    # newest CHANGE_LOG_ROWS rows; a process further behind reads everything, as before.
+    """
+    CREATE TABLE IF NOT EXISTS blueprint_changes (
+        gen INTEGER NOT NULL,
+        rid INTEGER NOT NULL,
+        PRIMARY KEY (gen, rid)
+    ) WITHOUT ROWID;
+    """,
 )
 # Core schema v1 was edited in place seven times (commits 98605c6 to fab1650) instead of getting
 # new versions: a home made by an earlier build has core v1 in an older shape, with the same
@@ -378,6 +391,15 @@ CHANGED_ROWS_KEPT = 2000
 # Run by Index.write() before the COMMIT of a transaction that changed blueprint rows.
 _LAST_OP = "SELECT value FROM counters WHERE name = 'op_id'"
 _COUNT_BLUEPRINT_COMMIT = "UPDATE counters SET value = value + 1 WHERE name = 'blueprints_gen'"
+BLUEPRINTS_GEN = "SELECT value FROM counters WHERE name = 'blueprints_gen'"
+_LOG_CHANGE = "INSERT INTO blueprint_changes VALUES (?, ?)"
+# The newest rows the change log keeps (see core v7): a few thousand commits of one blueprint,
+# or a few large batches; a listing cache further behind reads everything again.
+CHANGE_LOG_ROWS = 8000
+_TRIM_CHANGE_LOG = (
+    "DELETE FROM blueprint_changes WHERE gen <= (SELECT gen FROM blueprint_changes "
+    f"ORDER BY gen DESC LIMIT 1 OFFSET {CHANGE_LOG_ROWS})"
+)
 # The full-text tables (the maintainer merges both, the integrity check checks both).
 FTS_TABLES = ("blueprints_fts", "blueprints_described")
 
@@ -643,6 +665,9 @@ class Index:
         self._changed_rids: set[int] | None = set()
         self._track_rids = False
         self._blueprints_touched = False
+        # The blueprint rows the open write transaction changed (None: more than
+        # CHANGED_ROWS_KEPT), written to the change log at its commit (core v7).
+        self._txn_rids: set[int] | None = set()
         self.blueprint_commits = 0
         self.conn.set_rollback_hook(self._on_sqlite_rollback)
         self.conn.set_update_hook(self._on_row_change)
@@ -841,6 +866,10 @@ class Index:
             try:
                 if counted:
                     cur.execute(_COUNT_BLUEPRINT_COMMIT)
+                    gen = int(str(cur.execute(BLUEPRINTS_GEN).fetchall()[0][0]))
+                    rids = self._txn_rids
+                    # (A rolled-back savepoint's rows are listed too: read again, unchanged.)
+                    cur.executemany(_LOG_CHANGE, [(gen, r) for r in rids or (-1,)])
                 if outer and self._first_op is not None and self._own_ops is not None:
                     last = cur.execute(_LAST_OP).fetchall()[0][0]
                     own_ops = (self._first_op, int(str(last)))
@@ -887,6 +916,11 @@ class Index:
         """
         if table == "blueprints":
             self._blueprints_touched = True
+            txn = self._txn_rids
+            if txn is not None:
+                txn.add(rowid)
+                if len(txn) > CHANGED_ROWS_KEPT:
+                    self._txn_rids = None
             changed = self._changed_rids
             if self._track_rids and changed is not None:
                 changed.add(rowid)
@@ -961,6 +995,7 @@ class Index:
             return
         self._owner = None
         self._blueprints_touched = False
+        self._txn_rids = set()
         self._first_op = None
         self._deferred.clear()
         self._undo.clear()
@@ -1400,6 +1435,7 @@ class Maintainer:
                 # Bounded FTS merge work per round, then a PASSIVE checkpoint (never blocks writers).
                 for table in FTS_TABLES:
                     conn.execute(f"INSERT INTO {table}({table}, rank) VALUES ('merge', 64)")
+                conn.execute(_TRIM_CHANGE_LOG)
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except apsw.BusyError:  # another process writes or checkpoints: the next round
                 return

@@ -21,7 +21,7 @@ import localstore
 from localstore import index as index_module
 from localstore._listing import INFO_COLUMNS, infos
 from localstore.blueprint import BlueprintInfo
-from localstore.store import SORT_COLUMNS
+from localstore.store import SORT_COLUMNS, SaveRequest
 
 FOLDERS = ["", "ops/", "ops/deep/", "Zeta/", "alpha/"]
 NAMES = ["deploy", "Backup", "zz", "äpfel", "build", "deploy"]  # (a repeated name: ties)
@@ -142,9 +142,9 @@ def test_a_save_by_another_process_shows_in_the_next_listing(home: Path) -> None
         assert after == expected(store.paths.index_db, "path", False)
 
 
-def test_only_changes_by_others_read_the_listing_again(home: Path) -> None:
+def test_own_and_others_changes_patch_the_listing(home: Path) -> None:
     """This handle's own changes patch the cached listing, and so do commits of other connections
-    that touch no blueprint (the maintainer's FTS merges); another handle's save reads it again."""
+    that touch no blueprint (the maintainer's FTS merges) and another handle's save."""
     with localstore.open(home=home) as store, localstore.open(home=home) as other:
         for i in range(8):
             store.save(f"a{i}", {"i": i})
@@ -166,7 +166,84 @@ def test_only_changes_by_others_read_the_listing_again(home: Path) -> None:
         assert cache.loads == 1
         other.save("z", {"by": "other"})
         assert store.list() == expected(store.paths.index_db, "path", False)
-        assert cache.loads == 2
+        assert cache.loads == 1  # the rows the change log names are read, not all
+
+
+def test_other_handles_changes_are_patched_from_the_change_log(home: Path) -> None:
+    """Another handle's saves, moves, deletes and restores (and its commits mixed with this
+    handle's own) are read from the rows the change log names: no full read, the same listing."""
+    rng = random.Random(7)
+    with localstore.open(home=home) as store, localstore.open(home=home) as other:
+        for i in range(12):
+            store.save(f"{FOLDERS[i % 5]}a{i}", {"i": i}, name=NAMES[i % 6], tags=TAGS[i % 4])
+        check_all(store, rng)
+        loads = store._listing.loads
+        other.save("ops/a1", {"i": "by other"}, name="zzz")
+        other.save("new-one", {"i": "new"}, tags=["ci"])
+        check_all(store, rng)
+        other.move("a0.blueprint.yaml", "Zeta/moved")
+        store.save("alpha/a4", {"i": "own"})
+        other.delete("ops/deep/a2.blueprint.yaml")
+        other.save_many([SaveRequest(path=f"batch/b{i}", content={"i": i}) for i in range(5)])
+        check_all(store, rng)
+        other.restore("ops/deep/a2.blueprint.yaml", 1)
+        store.move("Zeta/moved.blueprint.yaml", "a0")
+        check_all(store, rng)
+        assert store._listing.loads == loads
+
+
+def test_a_change_log_that_misses_a_commit_reads_everything(home: Path) -> None:
+    """The maintainer trims the log: a listing last brought up to date before the oldest commit
+    it still lists is read again in full (as is one after a commit of too many rows)."""
+    with localstore.open(home=home) as store, localstore.open(home=home) as other:
+        for i in range(4):
+            store.save(f"a{i}", {"i": i})
+        assert len(store.list()) == 4
+        other.save("b", {"i": 1})
+        other.save("c", {"i": 2})
+        with other.index.write() as cur:
+            cur.execute(
+                "DELETE FROM blueprint_changes WHERE gen = (SELECT min(gen) FROM ("
+                "SELECT gen FROM blueprint_changes ORDER BY gen DESC LIMIT 2))"
+            )
+        assert store.list() == expected(store.paths.index_db, "path", False)
+        assert store._listing.loads == 2
+        other.save("d", {"i": 3})
+        assert store.list() == expected(store.paths.index_db, "path", False)
+        assert store._listing.loads == 2  # the log covers everything since: patched
+
+
+def test_a_commit_of_too_many_rows_is_logged_as_such(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(index_module, "CHANGED_ROWS_KEPT", 3)
+    with localstore.open(home=home) as store, localstore.open(home=home) as other:
+        store.save("a", {"i": 0})
+        assert len(store.list()) == 1
+        other.save_many([SaveRequest(path=f"b{i}", content={"i": i}) for i in range(5)])
+        with store.index.read() as cur:
+            assert cur.execute(
+                "SELECT rid FROM blueprint_changes ORDER BY gen DESC LIMIT 1"
+            ).fetchall() == [(-1,)]
+        assert store.list() == expected(store.paths.index_db, "path", False)
+        assert store._listing.loads == 2
+
+
+def test_the_maintainer_keeps_the_newest_change_log_rows(store: Any) -> None:
+    """A daemon runs for months: the log keeps CHANGE_LOG_ROWS rows, the newest."""
+    store.save("a", {"i": 0})
+    keep = index_module.CHANGE_LOG_ROWS
+    with store.index.write() as cur:
+        cur.executemany(
+            "INSERT INTO blueprint_changes VALUES (?, 1)", [(-g,) for g in range(1, keep + 500)]
+        )
+    assert store._maintainer is not None
+    store._maintainer.run_once()
+    with store.index.read() as cur:
+        rows = cur.execute("SELECT gen FROM blueprint_changes ORDER BY gen").fetchall()
+    assert len(rows) == keep
+    assert rows[-1][0] > 0  # the real commits' rows are the newest, and kept
+    assert rows[0][0] == -(keep - 1)
 
 
 def test_the_listing_returned_is_the_callers_own(store: Any) -> None:
