@@ -31,7 +31,7 @@ from localstore.errors import (
     UnsafePathError,
 )
 from localstore.events import Event
-from localstore.store import BlueprintStore, CheckReport, Revision, SearchHit
+from localstore.store import BlueprintStore, CheckReport, Revision, SaveRequest, SearchHit
 from localstore.store import open_store as open
 
 __version__ = "0.1.0"
@@ -76,6 +76,7 @@ __all__ = [
     "NotFoundError",
     "Revision",
     "RevisionConflictError",
+    "SaveRequest",
     "SearchHit",
     "Settings",
     "StorageError",

@@ -855,7 +855,7 @@ class BlueprintStore:
         """
         self._check_open()
         _origin_arg(origin)
-        return self._save_batch(requests, origin, strict=False)
+        return self._save_batch(_requests_arg(requests), origin, strict=False)
 
     def _save_batch(
         self, requests: Sequence[SaveRequest], origin: str, *, strict: bool
@@ -2599,6 +2599,27 @@ def _flag_arg(name: str, value: Any) -> bool:
             hint=f"pass a bool as {name}",
         )
     return value
+
+
+def _requests_arg(requests: Any) -> builtins.list[SaveRequest]:
+    """save_many()'s items: SaveRequest objects (a dict of save()'s arguments failed deep in the
+    save path with an AttributeError), from a list or any other iterable."""
+    if isinstance(requests, str | bytes | Mapping | SaveRequest) or not isinstance(
+        requests, Iterable
+    ):
+        raise InvalidInputError(
+            f"save_many() takes a list of SaveRequest items, not a {type(requests).__name__}",
+            hint="pass [localstore.SaveRequest(path=..., content=...), ...]",
+        )
+    items = builtins.list(requests)
+    for i, item in enumerate(items):
+        if not isinstance(item, SaveRequest):
+            raise InvalidInputError(
+                f"save_many() item {i} is a {type(item).__name__}, not a SaveRequest",
+                hint="build each item as localstore.SaveRequest(path=..., content=...), with "
+                "the arguments save() takes",
+            )
+    return items
 
 
 def _origin_arg(origin: Any) -> str:

@@ -59,3 +59,34 @@ def test_paging_arguments_in_range_still_page(store) -> None:
     ]
     assert len(store.list(offset=3)) == 2  # an offset without a limit skips too
     assert len(store.search("deploy", limit=3)) == 3
+
+
+@pytest.mark.parametrize(
+    ("requests", "words"),
+    [
+        ([{"path": "a", "content": {"i": 1}}], "item 0 is a dict, not a SaveRequest"),
+        ({"path": "a"}, "not a dict"),
+        ("a.yaml", "not a str"),
+        (None, "not a NoneType"),
+    ],
+)
+def test_save_many_refuses_what_is_not_a_list_of_save_requests(
+    store, requests: Any, words: str
+) -> None:
+    """A dict of save()'s arguments reached the save path and failed there with an
+    AttributeError ('dict' object has no attribute 'fields')."""
+    with pytest.raises(InvalidInputError, match=words) as info:
+        store.save_many(requests)
+    assert "SaveRequest(path=" in info.value.hint
+    assert store.count() == 0
+
+
+def test_save_many_takes_any_iterable_of_save_requests(store) -> None:
+    from localstore import SaveRequest
+
+    results = store.save_many(SaveRequest(path=f"g/{i}", content={"i": i}) for i in range(3))
+    assert [r.path for r in results] == [
+        "g/0.blueprint.yaml",
+        "g/1.blueprint.yaml",
+        "g/2.blueprint.yaml",
+    ]
