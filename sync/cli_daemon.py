@@ -7,6 +7,7 @@ Linux, a launchd agent on macOS, a scheduled task (XML for ``schtasks``) on Wind
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import logging
 import os
@@ -17,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -404,9 +405,14 @@ def render_launchd_plist(args: list[str], log_dir: str, label: str = LAUNCHD_LAB
     return plistlib.dumps(data, sort_keys=False).decode()
 
 
-def render_task_xml(args: list[str]) -> str:
-    """A Windows scheduled task (``schtasks /Create /XML``) starting ``args`` at logon (logging to
-    daemon.log only: a hidden task has no console).
+def render_task_xml(args: list[str], user: str | None = None) -> str:
+    """A Windows scheduled task (``schtasks /Create /XML``) starting ``args`` at ``user``'s logon
+    (logging to daemon.log only: a hidden task has no console).
+
+    ``user`` (``DOMAIN\\name``) goes into the logon trigger and the principal: a logon trigger
+    without a UserId fires at every user's logon (MS-TSCH 2.5.3.7, LogonTrigger.UserId), so on a
+    shared PC each person's sign-in started the installer's daemon. Only the packaged sample,
+    a template, leaves it out (`localstore service install` fills it in).
 
     ``RestartOnFailure`` retries a task that failed to *start* (a start condition not met, an
     action that could not be launched: MS-TSCH 2.5.4.2), not one whose program exited non-zero,
@@ -416,6 +422,7 @@ def render_task_xml(args: list[str]) -> str:
     """
     args = _file_log_only(args)
     command, arguments = args[0], subprocess.list2cmdline(args[1:])
+    user_id = f"\n      <UserId>{escape(user)}</UserId>" if user else ""
     return f"""\
 <?xml version="1.0" encoding="UTF-16"?>
 <Task version="1.2" xmlns="http://schemas.microsoft.com/windows/2004/02/mit/task">
@@ -425,11 +432,11 @@ def render_task_xml(args: list[str]) -> str:
   </RegistrationInfo>
   <Triggers>
     <LogonTrigger>
-      <Enabled>true</Enabled>
+      <Enabled>true</Enabled>{user_id}
     </LogonTrigger>
   </Triggers>
   <Principals>
-    <Principal id="Author">
+    <Principal id="Author">{user_id}
       <LogonType>InteractiveToken</LogonType>
       <RunLevel>LeastPrivilege</RunLevel>
     </Principal>
@@ -453,6 +460,15 @@ def render_task_xml(args: list[str]) -> str:
   </Actions>
 </Task>
 """
+
+
+def windows_user(environ: Mapping[str, str] | None = None) -> str:
+    """The signed-in account as Task Scheduler names it: ``DOMAIN\\name`` (the computer's name
+    for a local account), else the bare name."""
+    env = os.environ if environ is None else environ
+    name = env.get("USERNAME") or getpass.getuser()
+    domain = env.get("USERDOMAIN")
+    return f"{domain}\\{name}" if domain else name
 
 
 @dataclass(frozen=True)
@@ -500,7 +516,7 @@ def service_plan(settings: Settings, home: str | None, platform: str = sys.platf
         return ServicePlan(
             "schtasks",
             path,
-            render_task_xml(args),
+            render_task_xml(args, windows_user()),
             [["schtasks", "/Create", "/TN", name, "/XML", str(path), "/F"]],
             [["schtasks", "/Delete", "/TN", name, "/F"]],
             shutil.which("schtasks") is not None,

@@ -19,7 +19,7 @@ import pytest
 
 from localstore.cli import cli
 from localstore.config import load_settings
-from sync.cli_daemon import LAUNCHD_LABEL, service_plan
+from sync.cli_daemon import LAUNCHD_LABEL, render_task_xml, service_plan, windows_user
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGING = REPO / "packaging"
@@ -194,3 +194,29 @@ def test_sample_unit_passes_systemd_analyze_with_an_existing_binary(tmp_path: Pa
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_the_installed_task_starts_at_its_users_logon_only(tmp_path: Path) -> None:
+    """A LogonTrigger without a UserId fires at every user's logon (MS-TSCH 2.5.3.7): on a
+    shared PC each person's sign-in started the installing user's daemon. The task
+    `localstore service install` writes names the signed-in user in the trigger and principal."""
+    home = tmp_path / "h"
+    plan = service_plan(load_settings(home=home, environ={}), str(home), platform="win32")
+    root = ET.fromstring(plan.text.replace('encoding="UTF-16"', ""))
+    user = windows_user()
+    assert root.findtext(f"{NS}Triggers/{NS}LogonTrigger/{NS}UserId") == user
+    assert root.findtext(f"{NS}Principals/{NS}Principal/{NS}UserId") == user
+    # Schema order: the trigger's own elements after the common ones, the principal's first.
+    trigger = root.find(f"{NS}Triggers/{NS}LogonTrigger")
+    principal = root.find(f"{NS}Principals/{NS}Principal")
+    assert trigger is not None and principal is not None
+    assert [c.tag.removeprefix(NS) for c in trigger] == ["Enabled", "UserId"]
+    assert principal[0].tag == f"{NS}UserId"
+    assert schema_problems(plan.text) == []
+
+
+def test_the_task_user_is_domain_and_name_as_windows_gives_them() -> None:
+    assert windows_user({"USERNAME": "ann", "USERDOMAIN": "OFFICE"}) == "OFFICE\\ann"
+    assert windows_user({"USERNAME": "ann"}) == "ann"
+    text = render_task_xml(["C:\\ls.exe", "daemon"], windows_user({"USERNAME": "a&b"}))
+    assert "<UserId>a&amp;b</UserId>" in text
