@@ -21,6 +21,8 @@ remote's boundary with ``raise ... from exc`` and never leak out.
     ├── RejectedChangeError     quarantine    the server refused one change permanently
     ├── ProtocolError           tell_user     a reply or request breaks the sync contract
     ├── RemoteConfigError       tell_user     wrong URL or key, schema not deployed, old protocol
+    │   └── SchemaTooOldError   tell_user     the cloud lacks a migration this client needs:
+    │                                         pushes wait (nothing quarantined) until applied
     ├── ConflictError           tell_user     an operation needs an open conflict resolved first
     │   └── ConflictNotFoundError tell_user   no conflict with that number (also localstore's
     │                                         NotFoundError: the CLI exits 4)
@@ -176,6 +178,33 @@ class RemoteConfigError(SyncError):
     """The cloud is misconfigured: wrong URL or key, schema not deployed, or an old protocol."""
 
     hint = "check the project URL and anon key, and deploy sync/supabase/migrations"
+
+
+class SchemaTooOldError(RemoteConfigError):
+    """The cloud schema lacks a migration this client needs; pushes wait until it is applied."""
+
+    # Pushing anyway is not safe: against a schema without op fingerprints (migration
+    # 20261122000800) a restored or copied home's edits were answered as replays and silently
+    # never applied. Nothing is quarantined: the edits stay pending and go up once the operator
+    # has applied the migrations (the engine retries a tell_user error about once a minute).
+
+    hint = (
+        "apply the migrations in sync/supabase/migrations with `supabase db push`; local edits "
+        "wait and sync resumes by itself"
+    )
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str = "",
+        code: str | None = None,
+        missing: str | None = None,
+        server_version: int | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, code=code)
+        self.missing = missing
+        self.server_version = server_version
 
 
 class ConflictError(SyncError):

@@ -430,7 +430,9 @@ class Remote(Protocol):
         nothing. More than ``server_info().max_batch`` changes raises ProtocolError and applies
         nothing. Raises TransientError, AuthExpiredError, AuthRevokedError, NotLoggedInError,
         ProtocolError, RemoteConfigError; after a TransientError the push may or may not have been
-        applied, and resending the same op ids is the way to find out.
+        applied, and resending the same op ids is the way to find out. A backend that depends on
+        the server's schema raises SchemaTooOldError (a RemoteConfigError) and sends nothing when
+        that schema lacks a migration it needs: the changes stay pending, none is quarantined.
         """
         ...
 

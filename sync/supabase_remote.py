@@ -28,6 +28,10 @@ timeouts, resets, truncated bodies, 5xx,        TransientError                  
 anything unclassified                           TransientError (reason logged)     retry
 ==============================================  =================================  ============
 
+Before the first push of a session the remote asks ``localstore_schema_version()`` and refuses to
+push to a cloud schema older than :data:`NEEDED_MIGRATIONS` with :class:`~sync.errors.SchemaTooOldError`
+(a RemoteConfigError: tell_user, nothing quarantined, the edits wait; see ``_check_schema``).
+
 Nothing here ever deletes local data or a stored session because of an error: an unclassified
 failure is retried, and the stored session is removed only by :func:`logout`.
 
@@ -86,6 +90,7 @@ from sync.errors import (
     ProtocolError,
     RateLimitedError,
     RemoteConfigError,
+    SchemaTooOldError,
     SessionChangedError,
     SyncError,
     TransientError,
@@ -111,6 +116,7 @@ from sync.remote import (
 __all__ = [
     "DEFAULT_TIMEOUT_S",
     "MAPPED_EXCEPTIONS",
+    "NEEDED_MIGRATIONS",
     "CloudProject",
     "KeychainSessionStorage",
     "LoginResult",
@@ -126,6 +132,48 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 30.0
 SESSION_NAME_PREFIX = "cloud.session."
 PROJECT_NAME_PREFIX = "cloud.project."
+
+# -- the cloud schema this client needs ---------------------------------------------------------
+
+# Every migration whose behaviour this client relies on, oldest first: push refuses a schema
+# older than the last (see _check_schema). A later migration the client needs replaces
+# localstore_schema_version() to answer its own timestamp and is appended here.
+NEEDED_MIGRATIONS: tuple[str, ...] = (
+    # An op id reused for another change is refused (op_id_reused), not answered as a replay:
+    # without it a restored or copied home's edits were acknowledged and never applied.
+    "20261122000800_op_fingerprint.sql",
+    # localstore_schema_version() itself: an older schema cannot say what it has.
+    "20261122000900_schema_version.sql",
+)
+SCHEMA_VERSION_RPC = "localstore_schema_version"
+
+
+def _version_of(migration: str) -> int:
+    return int(migration.partition("_")[0])
+
+
+def _schema_too_old(server_version: int | None) -> SchemaTooOldError | None:
+    """The error for a cloud schema at ``server_version`` (None: it has no version function),
+    or None when it has every migration in NEEDED_MIGRATIONS."""
+    if server_version is None:
+        # Older than the version function, so it cannot tell which of the earlier ones it has.
+        first = NEEDED_MIGRATIONS[0]
+        return SchemaTooOldError(
+            "the cloud schema is older than this LocalStore needs: it has no "
+            f"{SCHEMA_VERSION_RPC}() (migration {NEEDED_MIGRATIONS[-1]}), so migration {first} "
+            "and later may be missing",
+            missing=first,
+        )
+    missing = [m for m in NEEDED_MIGRATIONS if _version_of(m) > server_version]
+    if not missing:
+        return None
+    return SchemaTooOldError(
+        f"the cloud schema is older than this LocalStore needs: migration {missing[0]} and "
+        f"later are missing (the server's schema is at {server_version})",
+        missing=missing[0],
+        server_version=server_version,
+    )
+
 
 # -- error mapping -------------------------------------------------------------------------------
 
@@ -733,6 +781,9 @@ class SupabaseRemote:
         self._auth_lock = threading.Lock()
         self._closed = False
         self._devices: set[str] = set()
+        # Set once the cloud schema was found new enough (_check_schema); only success is kept,
+        # so a push after the operator applied the migrations asks again and goes through.
+        self._schema_ok = False
         self._hints: RealtimeHints | None = None
         self._callbacks: dict[int, HintCallback] = {}
         self._next_cb = 0
@@ -954,6 +1005,7 @@ class SupabaseRemote:
             )
         if not changes:
             return []
+        self._check_schema()
         self._devices.add(device)
         data = self._rpc(
             "push_changes", {"changes": [c.to_json() for c in changes], "device": device}
@@ -964,6 +1016,31 @@ class SupabaseRemote:
         if [r.op_id for r in results] != [c.op_id for c in changes]:
             raise ProtocolError("push_changes: results are not in request order")
         return results
+
+    def _check_schema(self) -> None:
+        """Before the session's first push: refuse a cloud schema older than this client needs.
+
+        One ``localstore_schema_version`` RPC per remote until it passes. Raises
+        SchemaTooOldError (a RemoteConfigError: the engine quarantines nothing, the edits stay
+        pending and the next cycle asks again), or what the RPC raises. Pulls are not checked:
+        the migrations the client needs so far change what a push does, not what a pull returns.
+        """
+        if self._schema_ok:
+            return
+        try:
+            data = self._rpc(SCHEMA_VERSION_RPC, {})
+        except RemoteConfigError as exc:
+            # PGRST202: PostgREST has no such function; 42883 (Postgres's own "undefined
+            # function") is taken the same way, as for match_revisions.
+            if exc.code not in ("PGRST202", "42883"):
+                raise
+            data = None
+        if data is not None and (isinstance(data, bool) or not isinstance(data, int)):
+            raise ProtocolError(f"{SCHEMA_VERSION_RPC}: expected an integer, got {data!r}")
+        err = _schema_too_old(data)
+        if err is not None:
+            raise err
+        self._schema_ok = True
 
     def pull(self, since: int, *, limit: int = DEFAULT_PULL_LIMIT) -> PullPage:
         """Return rows after ``since`` in seq order; see sync.remote.Remote.pull."""

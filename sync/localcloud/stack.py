@@ -36,6 +36,7 @@ class LocalCloud:
         jwt_secret: str | None = None,
         change_source: str = "auto",
         poll_interval: float = 0.05,
+        migrations_dir: Path | None = None,
     ) -> None:
         self.base_dir = base_dir
         self.access_token_ttl = access_token_ttl
@@ -44,6 +45,8 @@ class LocalCloud:
         self._given_cluster = cluster
         self._change_source = change_source
         self._poll_interval = poll_interval
+        # Another directory of migrations (tests: a project that has only some of them).
+        self._migrations_dir = migrations_dir
         self._cluster: PostgresCluster | None = None
         self._gateway: GatewayThread | None = None
         self._authenticator_password = secrets.token_urlsafe(24)
@@ -108,7 +111,7 @@ class LocalCloud:
                 self._cluster = PostgresCluster(self.base_dir).start()
             dsn = self._cluster.superuser_dsn
             apply_bootstrap(dsn)
-            self.migrations_applied = apply_migrations(dsn)
+            self.migrations_applied = apply_migrations(dsn, directory=self._migrations_dir)
             set_authenticator_password(dsn, self._authenticator_password)
             self._start_gateway(self._requested_port)
         except BaseException:

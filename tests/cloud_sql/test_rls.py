@@ -125,6 +125,7 @@ def test_live_rows_cannot_be_hard_deleted_by_their_owner(db: Db, two_users: tupl
         "select public.purge_tombstones('0'::interval)",
         "select public.server_info()",
         "select public.match_revisions('[]'::jsonb)",
+        "select public.localstore_schema_version()",
     ],
 )
 def test_anon_cannot_call_the_rpcs(db: Db, call: str) -> None:
@@ -170,6 +171,7 @@ def test_internal_helpers_are_not_in_the_api_schema(db: Db) -> None:
         "purge_applied_ops",
         "server_info",
         "match_revisions",
+        "localstore_schema_version",
     }
     assert anon_exec == (0,)
 

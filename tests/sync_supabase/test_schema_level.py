@@ -1,0 +1,145 @@
+"""A client refuses to push to a cloud schema older than it needs (the local stack, real RPCs).
+
+Migration 20261122000800 makes the server refuse an op id reused for another change. Without it a
+restored or copied home's edits were answered as replays and silently never applied, so the client
+must not push to such a server: the edit waits (pending, not quarantined) until an operator applies
+the migrations, and the next cycle pushes it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import sync.supabase_remote as supabase_remote
+from sync.errors import SchemaTooOldError
+from sync.localcloud.schema import apply_migrations, migration_files
+from sync.localcloud.stack import LocalCloud
+
+from .conftest import new_email
+from .devices import Device, open_device
+
+OP_FINGERPRINT = "20261122000800_op_fingerprint.sql"
+SCHEMA_VERSION = "20261122000900_schema_version.sql"
+
+
+def _migrations_up_to(directory: Path, last: str) -> Path:
+    """A copy of the project's migrations up to ``last`` (a project that has only those)."""
+    directory.mkdir()
+    for path in migration_files():
+        if path.name <= last:
+            shutil.copy(path, directory / path.name)
+    return directory
+
+
+@pytest.fixture
+def old_cloud(tmp_path: Path) -> Iterator[LocalCloud]:
+    """A stack whose schema stops before op fingerprints (migrations up to 20261122000700)."""
+    directory = _migrations_up_to(tmp_path / "migrations", "20261122000700_purge_owner_index.sql")
+    with LocalCloud(migrations_dir=directory) as lc:
+        assert lc.migrations_applied[-1] == "20261122000700"
+        yield lc
+
+
+def _server_rows(cloud: LocalCloud) -> int:
+    with psycopg.connect(cloud.superuser_dsn) as conn:
+        row = conn.execute("select count(*) from public.blueprints").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _refused(dev: Device, missing: str, content: str, path: Path) -> SchemaTooOldError:
+    """One cycle that must stop at the push with nothing lost, quarantined or sent."""
+    err = dev.sync()
+    assert isinstance(err, SchemaTooOldError), err
+    assert err.missing == missing
+    assert err.action == "tell_user"  # the daemon waits for a person, retrying about once a minute
+    assert "supabase db push" in err.hint and "sync/supabase/migrations" in err.hint
+    status = dev.engine.status()
+    assert (status.pending, status.quarantined, status.state) == (1, 0, "error")
+    assert status.last_error is not None and missing in status.last_error
+    assert dev.engine.quarantined() == []
+    assert path.read_text(encoding="utf-8") == content  # the edit is still on disk
+    return err
+
+
+def test_a_server_without_op_fingerprints_gets_the_edit_only_once_migrated(
+    old_cloud: LocalCloud, tmp_path: Path
+) -> None:
+    email = new_email()
+    dev = open_device(tmp_path, "a", old_cloud.url, old_cloud.anon_key, email)
+    try:
+        content = "name: x\na: 1\n"
+        bp = dev.store.save("notes/x", content)
+        path = dev.store.root / bp.path
+        err = _refused(dev, OP_FINGERPRINT, content, path)
+        assert str(err).startswith(
+            "the cloud schema is older than this LocalStore needs: it has no "
+            f"localstore_schema_version() (migration {SCHEMA_VERSION}), so migration "
+            f"{OP_FINGERPRINT} and later may be missing"
+        )
+        assert _server_rows(old_cloud) == 0  # nothing went up
+        # Pulls are not refused: what the needed migrations change is what a push does.
+        assert dev.remote.pull(0).changes == []
+
+        # Op fingerprints but no version function: still refused (it cannot say what it has).
+        part = _migrations_up_to(tmp_path / "part", OP_FINGERPRINT)
+        assert apply_migrations(old_cloud.superuser_dsn, directory=part) == ["20261122000800"]
+        _refused(dev, OP_FINGERPRINT, content, path)
+
+        # The operator applies the rest: the next cycle of the same remote pushes the edit.
+        assert apply_migrations(old_cloud.superuser_dsn) == ["20261122000900"]
+        assert dev.sync() is None
+        status = dev.engine.status()
+        assert (status.pending, status.quarantined, status.last_error) == (0, 0, None)
+        assert _server_rows(old_cloud) == 1
+        other = open_device(tmp_path, "b", old_cloud.url, old_cloud.anon_key, email)
+        try:
+            assert other.sync() is None
+            assert other.store.load(bp.id).content == content
+        finally:
+            other.close()
+    finally:
+        dev.close()
+
+
+def test_a_server_behind_a_newer_client_is_named_by_its_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A later migration the client needs bumps localstore_schema_version(); until a server
+    has it, the client names the missing file and the server's version."""
+    future = "20991231000000_future_need.sql"
+    # This client is one that needs a migration after every file of the project.
+    monkeypatch.setattr(
+        supabase_remote, "NEEDED_MIGRATIONS", (*supabase_remote.NEEDED_MIGRATIONS, future)
+    )
+    with LocalCloud() as cloud:
+        dev = open_device(tmp_path, "a", cloud.url, cloud.anon_key, new_email())
+        try:
+            content = "name: y\n"
+            bp = dev.store.save("notes/y", content)
+            err = _refused(dev, future, content, dev.store.root / bp.path)
+            assert err.server_version == 20261122000900
+            assert str(err).startswith(
+                "the cloud schema is older than this LocalStore needs: migration "
+                f"{future} and later are missing (the server's schema is at 20261122000900)"
+            )
+            # That migration, written by the convention of 20261122000900, lets the push through.
+            later = tmp_path / "later"
+            later.mkdir()
+            (later / future).write_text(
+                "create or replace function public.localstore_schema_version()\n"
+                "returns bigint language sql immutable security invoker set search_path = ''\n"
+                "as $$ select 20991231000000::bigint $$;\n",
+                encoding="utf-8",
+            )
+            assert apply_migrations(cloud.superuser_dsn, directory=later) == ["20991231000000"]
+            assert dev.sync() is None
+            assert dev.engine.status().pending == 0
+            assert _server_rows(cloud) == 1
+        finally:
+            dev.close()
