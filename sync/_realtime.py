@@ -36,6 +36,8 @@ from typing import Any
 from realtime import AsyncRealtimeChannel, AsyncRealtimeClient
 from realtime.types import RealtimePostgresChangesListenEvent
 
+from sync._timefmt import span
+
 __all__ = ["RealtimeHints"]
 
 log = logging.getLogger(__name__)
@@ -259,7 +261,7 @@ class RealtimeHints:
                 self._subscribes += 1
             self._mark(True, "")
             if self._down_since is not None:
-                log.info("realtime reconnected after %s", _span(loop.time() - self._down_since))
+                log.info("realtime reconnected after %s", span(loop.time() - self._down_since))
                 self._down_since = None
             self._first_attempt.set()
             self._hint()  # pull after every (re)subscribe: events while down are never replayed
@@ -423,15 +425,6 @@ class RealtimeHints:
             self._subscribed = subscribed
             if error:
                 self._last_error = error
-
-
-def _span(seconds: float) -> str:
-    """``42 s``, ``12 min``, ``3.5 h``: an outage's length for the log."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:

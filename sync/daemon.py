@@ -70,7 +70,7 @@ from sync._local import SyncStateName, list_flagged, local_status, unaccepted_fi
 from sync.control import ControlServer, OpError
 from sync.embed import STATE_FILE, HomeLock, lock_holder, remove_state, write_state
 from sync.engine import SyncEngine, SyncReport, SyncStatus, WorkerState
-from sync.errors import NotLoggedInError, SyncError, TransientError
+from sync.errors import NotLoggedInError, SyncError
 from sync.remote import Remote
 from sync.session_marker import SessionMarker
 
@@ -260,11 +260,10 @@ class _QuietReconnects(logging.Filter):
     A laptop changes networks daily for months; each lost connection is expected and heals by
     itself. The realtime library logs every dropped or refused connection as two ERRORs
     (realtime runs with ``auto_reconnect=False``: ``sync._realtime`` rebuilds it, and logs one
-    WARNING per outage and its length when it ends), and the engine an INFO per retry after a
-    network error (a TransientError: offline, a reset, a timeout; ``_MeteredEngine`` logs the
-    outage once). Those become DEBUG. A refusal a person has to act on (HTTP 401/403: a bad
-    key, a revoked session) stays an ERROR, and so does anything else the library logs (a join
-    error, a callback that failed).
+    WARNING per outage and its length when it ends). Those become DEBUG. A refusal a person has
+    to act on (HTTP 401/403: a bad key, a revoked session) stays an ERROR, and so does anything
+    else the library logs (a join error, a callback that failed). (The engine logs a cloud
+    outage once itself, its retries at DEBUG, for embedding apps too.)
     """
 
     # The library logs these with f-strings: its message text is all there is to match.
@@ -288,9 +287,6 @@ class _QuietReconnects(logging.Filter):
         if record.name == "realtime" or record.name.startswith("realtime."):
             msg = str(record.msg)
             return msg.startswith(self._REALTIME) and not self._NEEDS_A_PERSON.search(msg)
-        if record.name.startswith("sync.engine") and record.levelno < logging.WARNING:
-            args = record.args if isinstance(record.args, tuple) else ()
-            return any(isinstance(a, TransientError) for a in args)
         return False
 
 
@@ -392,41 +388,15 @@ class _MeteredEngine(SyncEngine):
 
     metrics: DaemonMetrics
 
-    # When cycles began failing with a TransientError (None: the cloud answers).
-    offline_since: float | None = None
-
     def sync_once(self) -> SyncReport:
         started = time.monotonic()
         try:
             report = super().sync_once()
-        except BaseException as exc:
+        except BaseException:
             self.metrics.sync_failures += 1
-            if isinstance(exc, TransientError) and self.offline_since is None:
-                # Once per outage: the engine's INFO per retry is DEBUG in the daemon's log
-                # (_QuietReconnects), so a laptop offline for a night writes two lines, not
-                # hundreds.
-                self.offline_since = started
-                log.warning(
-                    "sync: the cloud cannot be reached (%s); retrying until it answers", exc
-                )
             raise
-        if self.offline_since is not None:
-            log.info(
-                "sync: the cloud answers again, after %s offline",
-                _span(started - self.offline_since),
-            )
-            self.offline_since = None
         self.metrics.add(report, time.monotonic() - started)
         return report
-
-
-def _span(seconds: float) -> str:
-    """``42 s``, ``12 min``, ``3.5 h``: an outage's length for the log."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 # -- the daemon ------------------------------------------------------------------------------------

@@ -89,6 +89,7 @@ from sync._local import (
     resolve_conflict,
 )
 from sync._state import ConflictRecord, QuarantineEntry
+from sync._timefmt import span
 from sync.errors import (
     AccountMismatchError,
     AuthExpiredError,
@@ -318,6 +319,8 @@ class SyncEngine:
         self.remote = remote
         self.policy: ConflictPolicy = chosen
         self.clock = clock
+        # When the loop's cycles began failing with a TransientError (None: the cloud answers).
+        self._offline_since: float | None = None
         self.rng = rng if rng is not None else random.Random()
         self.lock = lock
         self.now = now or (lambda: datetime.now(UTC))
@@ -1971,6 +1974,12 @@ class SyncEngine:
         if self._condition is not None:
             log.info("sync: %s; syncing again", self._condition.cleared)
             self._condition = None
+        if self._offline_since is not None:
+            log.info(
+                "sync: the cloud answers again, after %s offline",
+                span(self.clock() - self._offline_since),
+            )
+            self._offline_since = None
         self._failures = 0
         self._next_at = self.clock() + self.poll_interval_s
 
@@ -2017,7 +2026,17 @@ class SyncEngine:
         now = self.clock()
         if action in ("retry", "quarantine"):
             delay = self._back_off(exc)
-            log.info("sync: %s; retrying in %.1fs", exc, delay)
+            if not isinstance(exc, TransientError):
+                log.info("sync: %s; retrying in %.1fs", exc, delay)
+            elif self._offline_since is None:
+                # Once per outage, and its end once (_attempt): a laptop offline for a night
+                # wrote an INFO line per retry, hundreds, into every embedding app's log.
+                self._offline_since = now
+                log.warning(
+                    "sync: the cloud cannot be reached (%s); retrying until it answers", exc
+                )
+            else:
+                log.debug("sync: %s; retrying in %.1fs", exc, delay)
         else:
             # refresh_auth that failed twice, or tell_user: wait for a person, retry seldom.
             self._failures = 1

@@ -55,9 +55,9 @@ def test_an_outage_is_one_warning_and_its_end_one_line(
     assert "retrying in" not in text, text  # the engine's INFO per retry
     assert len(re.findall(r"WARNING sync\._realtime: realtime is down \(", text)) == 1, text
     assert len(re.findall(r"INFO sync\._realtime: realtime reconnected after \d+ s", text)) == 1
-    assert len(re.findall(r"WARNING sync\.daemon: sync: the cloud cannot be reached", text)) == 1
+    assert len(re.findall(r"WARNING sync\.engine: sync: the cloud cannot be reached", text)) == 1
     assert (
-        len(re.findall(r"INFO sync\.daemon: sync: the cloud answers again, after \d+ s", text)) == 1
+        len(re.findall(r"INFO sync\.engine: sync: the cloud answers again, after \d+ s", text)) == 1
     )
 
 

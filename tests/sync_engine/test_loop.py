@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from collections.abc import Callable
@@ -94,6 +95,30 @@ def test_failures_are_retried_by_a_timer_not_by_new_writes(
         assert a.remote.calls["push"] >= 4
     finally:
         observer.close()
+
+
+def test_an_outage_is_one_warning_and_its_end_one_info_line_for_an_embedding_app(
+    make_device: Callable[..., Device], server: MemoryServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only the daemon's log filter quieted the INFO line the engine wrote per retry: an app
+    logging at INFO got one a minute for as long as the laptop was offline."""
+    a = make_device("a", backoff_base_s=0.01, backoff_cap_s=0.02, poll_interval_s=3600)
+    a.remote.fail_next(6, TransientError("connection refused"), method="push")
+    seen, observer = _pushed_signal(server)
+    try:
+        with caplog.at_level(logging.INFO, logger="sync.engine"):
+            a.store.save("outage/x", "v: 1\n")
+            a.engine.start()
+            assert seen.wait(WAIT)
+            a.engine.stop()
+            a.engine.join(WAIT)
+        assert a.remote.calls["push"] >= 7
+    finally:
+        observer.close()
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "sync.engine"]
+    assert not [m for _, m in lines if "retrying in" in m], lines
+    assert [lvl for lvl, m in lines if "cannot be reached" in m] == ["WARNING"], lines
+    assert [lvl for lvl, m in lines if "answers again, after" in m] == ["INFO"], lines
 
 
 def test_pause_and_resume(make_device: Callable[..., Device], server: MemoryServer) -> None:
