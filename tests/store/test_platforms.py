@@ -9,6 +9,7 @@ run on those systems can show.
 
 from __future__ import annotations
 
+import ast
 import errno
 import os
 import sys
@@ -258,3 +259,36 @@ def test_index_connection_uses_fullfsync_on_macos(
         assert conn.execute("PRAGMA checkpoint_fullfsync").fetchall()[0][0] == expected
     finally:
         conn.close()
+
+
+# -- imports ---------------------------------------------------------------------------------------
+
+# Modules a Windows Python does not have (and msvcrt/winreg, which POSIX ones do not).
+_PLATFORM_ONLY = {"fcntl", "pwd", "grp", "termios", "resource", "posix", "msvcrt", "winreg"}
+
+
+def _unguarded_imports(tree: ast.Module) -> list[str]:
+    """Platform-only modules imported by a module's top-level statements (not under an if)."""
+    found = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name in _PLATFORM_ONLY]
+        elif isinstance(node, ast.ImportFrom) and node.module in _PLATFORM_ONLY:
+            found.append(node.module)
+        elif isinstance(node, ast.Expr) and "register_at_fork" in ast.unparse(node):
+            found.append("os.register_at_fork")
+    return found
+
+
+def test_no_module_imports_a_platform_only_module_unguarded() -> None:
+    # On main `import localstore` raised ModuleNotFoundError on Windows (fcntl, via
+    # _daemon_state), and so did `import sync.embed` (fcntl, os.register_at_fork).
+    offenders = {}
+    for folder in ("localstore", "sync"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            if "localcloud" in path.parts:  # (the POSIX-only dev stack, loaded by `cloud` only)
+                continue
+            found = _unguarded_imports(ast.parse(path.read_text(encoding="utf-8")))
+            if found:
+                offenders[str(path.relative_to(REPO))] = found
+    assert offenders == {}
