@@ -134,18 +134,23 @@ if sys.platform == "win32":
     _kernel32.MoveFileExW.argtypes = (wintypes.LPCWSTR, wintypes.LPCWSTR, wintypes.DWORD)
     _kernel32.MoveFileExW.restype = wintypes.BOOL
 
-    def _move_file_ex(src: str, dst: str) -> None:
-        # os.replace is MoveFileExW without MOVEFILE_WRITE_THROUGH: it may return before the
-        # new directory entry is on disk, and a directory cannot be fsynced on Windows.
-        flags = MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH
+    def _move_file_ex(src: str, dst: str, flags: int) -> None:
+        # os.replace/os.rename are MoveFileExW without MOVEFILE_WRITE_THROUGH: they may return
+        # before the new directory entry is on disk, and a directory cannot be fsynced here.
         if not _kernel32.MoveFileExW(os.fspath(src), os.fspath(dst), flags):
             raise ctypes.WinError(ctypes.get_last_error())
 
-    _native_replace: ReplaceFn = _move_file_ex
+    def _native_replace(src: str, dst: str) -> None:
+        _move_file_ex(src, dst, MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH)
+
+    def _native_rename(src: str, dst: str) -> None:
+        _move_file_ex(src, dst, MOVEFILE_WRITE_THROUGH)  # (fails if dst exists, as os.rename)
+
 else:
     # (MoveFileExW exists only on Windows: the Windows set built elsewhere, by tests, renames with
-    # os.replace underneath its retry.)
+    # os.replace/os.rename underneath its retry.)
     _native_replace = os.replace
+    _native_rename = os.rename
 
 
 def primitives_for(platform: str, *, replace_once: ReplaceFn | None = None) -> Primitives:
@@ -154,14 +159,12 @@ def primitives_for(platform: str, *, replace_once: ReplaceFn | None = None) -> P
     ``replace_once`` stands in for the platform's single rename (tests inject faults with it).
     """
     if platform == "win32":
-        once = replace_once or _native_replace
-        retried = retrying_replace(once)
         return Primitives(
             platform=platform,
             fsync=os.fsync,  # _commit(): FlushFileBuffers, which flushes the drive cache too
             dir_fsync=False,
-            replace=retried,
-            rename=retrying_replace(replace_once or os.rename),
+            replace=retrying_replace(replace_once or _native_replace),
+            rename=retrying_replace(replace_once or _native_rename),
             free_bytes=disk_usage_free,
             # CreateHardLinkW on FAT/exFAT or a share without links: ERROR_INVALID_FUNCTION or
             # ERROR_NOT_SUPPORTED, both EINVAL in Python.

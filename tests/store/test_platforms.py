@@ -115,6 +115,19 @@ def test_windows_save_waits_out_a_briefly_held_file(
     assert store.check().clean
 
 
+def test_windows_delete_waits_out_a_briefly_held_file(
+    store, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bp = store.save("w/flow", OLD)
+    flaky = FlakyReplace(32, failures=2)  # (a delete first renames the pair aside)
+    _as_platform(monkeypatch, "win32", flaky)
+    store.delete(bp.id)
+    monkeypatch.undo()
+    assert flaky.calls >= 3
+    assert not (home / "blueprints/w/flow.blueprint.yaml").exists()
+    assert store.check().clean
+
+
 def test_windows_save_gives_up_on_a_file_kept_open_with_a_hint(
     store, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
