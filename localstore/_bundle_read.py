@@ -23,6 +23,7 @@ import re
 import shutil
 import stat
 import struct
+import sys
 import tempfile
 import unicodedata
 import zipfile
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from localstore import crypto
+from localstore import _durable, crypto
 from localstore import files as fs
 from localstore.blueprint import (
     BlueprintMeta,
@@ -314,6 +315,9 @@ def sweep_stale_temps(root: Path) -> None:
 def _process_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
+    if sys.platform == "win32":
+        # kill(pid, 0) is no probe there: signal 0 is CTRL_C_EVENT, sent to the pid's group.
+        return _durable.pid_alive(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

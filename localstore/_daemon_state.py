@@ -9,15 +9,15 @@ lock itself on these same pieces; they live here because ``localstore`` never im
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from localstore import _durable
 from localstore.config import Settings
 
 LOCK_FILE = "daemon.lock"
@@ -90,18 +90,15 @@ def lock_is_held(state_dir: Path) -> bool:
     """Whether any process (this one included) holds the home's flock. No side effects."""
     path = Path(state_dir) / LOCK_FILE
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | _durable.O_CLOEXEC)
     except FileNotFoundError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return True
-        raise
+        # (flock on POSIX; a byte-range lock on Windows, which has no fcntl module: importing it
+        # here made `import localstore` fail there.)
+        return _durable.lock_taken(fd)
     finally:
         os.close(fd)  # also drops the probe's shared lock at once
-    return False
 
 
 def read_state(state_dir: Path) -> dict[str, Any] | None:
@@ -126,6 +123,9 @@ def pid_alive(pid: int) -> bool:
     """Whether a process with this pid exists and is not a zombie (the local cloud uses it too)."""
     if pid <= 0:
         return False
+    if sys.platform == "win32":
+        # kill(pid, 0) is no probe there: signal 0 is CTRL_C_EVENT, sent to the pid's group.
+        return _durable.pid_alive(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -43,7 +43,7 @@ import keyring.backend
 import keyring.errors
 from keyring.backends import chainer, fail, null
 
-from localstore import crypto
+from localstore import _durable, crypto
 from localstore.config import Settings
 from localstore.errors import (
     ConfigError,
@@ -320,12 +320,11 @@ class _FileLock:
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
-        import fcntl  # POSIX only; Windows always has Credential Locker, so no fallback there
-
         with self._thread_lock:
             fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                # (record_backend takes it on Windows too: "import fcntl" failed there.)
+                _durable.try_lock(fd, blocking=True)
                 yield
             finally:
                 os.close(fd)  # closing releases the flock

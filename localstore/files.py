@@ -3,6 +3,8 @@
 A write is temp-file-in-the-same-directory, fsync, ``os.replace``, fsync of the directory: a reader sees
 the old bytes or the new bytes, never a mix, and after the call returns the new bytes survive power loss.
 Temp files carry the ``.lstmp`` suffix so a crash leftover is recognisably ours and safe to remove.
+The fsync, rename and free-space calls are the platform's (``_durable``: F_FULLFSYNC on macOS, a
+write-through rename retried past sharing violations on Windows); on Linux they are ``os``'s own.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import cast
 
+from localstore._durable import CURRENT as _PLATFORM
+from localstore._durable import O_BINARY, WIN_IN_USE_ERRORS, calls_for, statvfs_free
 from localstore.errors import (
     DiskFullError,
     PermissionDeniedError,
@@ -85,10 +89,38 @@ _FORBIDDEN_CHARS = set('<>:"|?*\\')
 _CONTROL_CHAR = re.compile(r"[\x00-\x1f\x7f]")
 _DRIVE = re.compile(r"[A-Za-z]:")
 
+# This platform's fsync/replace/rename, called as _os.fsync(...): on Linux _os is the os module
+# itself (the same lookups and calls as before, nothing added per save), on macOS and Windows an
+# object holding _durable's versions.
+_os = calls_for(_PLATFORM)
+# None where os.statvfs exists (the POSIX code below, as before); Windows' free-space call otherwise.
+_free_bytes = None if _PLATFORM.free_bytes is statvfs_free else _PLATFORM.free_bytes
+_DIR_FSYNC = _PLATFORM.dir_fsync
+_NO_HARD_LINKS = _PLATFORM.no_hard_link_errnos
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_BINARY
+
 
 def map_os_error(exc: OSError, action: str, path: Path | str) -> StorageError:
     """Translate an OSError into the StorageError subclass a caller can act on."""
     what = f"{action} {path}: {exc.strerror or exc}"
+    winerror = getattr(exc, "winerror", None)
+    if winerror in WIN_IN_USE_ERRORS:
+        # Windows: another program has the file open without sharing it (an editor, a previewer,
+        # a sync client, an antivirus or search indexer that held on past the retries). Python
+        # reports that as EACCES, and "check the folder's permissions" sent the user elsewhere.
+        hint = (
+            "close the file in the program that has it open (an editor, a previewer, a sync "
+            "client) or wait for the antivirus or search indexer to finish with it, then try again"
+        )
+        if winerror == 5:  # (also a read-only file, or a folder this account may not write)
+            return PermissionDeniedError(
+                what,
+                hint="another program may have it open: close the file there or wait for the "
+                "antivirus or search indexer to finish with it; else check that the file is not "
+                "read-only and that the folder is writable",
+            )
+        return StorageError(f"{action} {path}: the file is in use by another program", hint=hint)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFullError(what, hint="free some disk space and try again")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -107,12 +139,17 @@ def map_os_error(exc: OSError, action: str, path: Path | str) -> StorageError:
 
 def fsync_dir(directory: Path | str) -> None:
     """Flush a directory entry change (rename, create) to disk."""
+    if not _DIR_FSYNC:
+        # Windows: a directory cannot be opened with os.open (EACCES, which failed every save)
+        # nor flushed; the renames are written through instead (_durable, MOVEFILE_WRITE_THROUGH)
+        # and NTFS journals the creation of a folder.
+        return
     try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        fd = os.open(directory, _DIR_FLAGS)
     except OSError as exc:
         raise map_os_error(exc, "cannot open directory", directory) from exc
     try:
-        os.fsync(fd)
+        _os.fsync(fd)
     except OSError as exc:
         # Some filesystems cannot fsync directories; that is not a lost write.
         if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
@@ -135,7 +172,8 @@ def _unlink_quiet(path: Path | str) -> None:
 # rename. Without it the put-back rewrote that version from history, which needs the very space
 # the commit could not find (on a full disk the new version stayed, the index holding the old).
 # Above it a failing commit has room to rewrite, and the 2 links + 2 unlinks (about 50 us)
-# stay off the save path; the check costs one statvfs (about 4 us) a batch.
+# stay off the save path; the check costs one statvfs (about 4 us) a batch (GetDiskFreeSpaceExW on
+# Windows, which has no statvfs: the AttributeError failed every save there).
 LOW_SPACE_BYTES = 256 * 1024 * 1024
 # Names of files set aside (a delete's pair, a replaced file kept above): not the target's
 # name, so reconcile's recovery of a save's meta temp (".<meta name>.<hex>.lstmp") never
@@ -146,10 +184,12 @@ ASIDE_PREFIX = ".lsaside-"
 def space_is_low(folder: Path | str) -> bool:
     """True if the filesystem of ``folder`` has less than LOW_SPACE_BYTES free (or is unknown)."""
     try:
-        st = os.statvfs(folder)
+        if _free_bytes is None:
+            st = os.statvfs(folder)
+            return st.f_bavail * st.f_frsize < LOW_SPACE_BYTES
+        return _free_bytes(os.fspath(folder)) < LOW_SPACE_BYTES
     except OSError:
         return True  # (cannot tell: take the safe path)
-    return st.f_bavail * st.f_frsize < LOW_SPACE_BYTES
 
 
 def aside_name(target: str) -> str:
@@ -165,7 +205,7 @@ def set_aside(target: str) -> str | None:
     """
     aside = aside_name(target)
     try:
-        os.rename(target, aside)
+        _os.rename(target, aside)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -175,7 +215,7 @@ def set_aside(target: str) -> str | None:
 
 def put_back(aside: str, target: str) -> None:
     """Rename a file set aside (or kept) back over ``target``. Raises OSError."""
-    os.replace(aside, target)
+    _os.replace(aside, target)
 
 
 def discard(aside: str) -> None:
@@ -227,7 +267,7 @@ _SYNCFS = _load_syncfs()
 def syncfs(directory: Path | str) -> None:
     """Flush every dirty page of the filesystem holding ``directory`` (Linux), one call for a batch."""
     global _SYNCFS
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    fd = os.open(directory, _DIR_FLAGS)
     try:
         if _SYNCFS is None or _SYNCFS(fd) != 0:
             err = ctypes.get_errno() if _SYNCFS is not None else errno.ENOSYS
@@ -296,7 +336,7 @@ class PendingWrites:
         folder, name = os.path.split(target)
         tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self._mode)
+            fd = os.open(tmp, _CREATE_FLAGS, self._mode)
         except OSError as exc:
             raise map_os_error(exc, "cannot create", tmp) from exc
         try:
@@ -306,7 +346,7 @@ class PendingWrites:
                 view = view[n:]
             st = os.fstat(fd)
             if not self._batch and self._flusher is None:
-                os.fsync(fd)
+                _os.fsync(fd)
         except OSError as exc:
             os.close(fd)
             _unlink_quiet(tmp)
@@ -373,7 +413,7 @@ class PendingWrites:
             try:
                 if self._keep_previous:
                     self._keep(target)
-                os.replace(tmp, target)
+                _os.replace(tmp, target)
             except OSError as exc:
                 for later_tmp, _ in self._temps[i:]:
                     _unlink_quiet(later_tmp)
@@ -403,7 +443,7 @@ class PendingWrites:
         except FileNotFoundError:
             return  # a new file: nothing to keep
         except OSError as exc:
-            if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.EOPNOTSUPP):
+            if exc.errno in _NO_HARD_LINKS:
                 return  # no hard links here (FAT, some network shares): undone from history
             raise
         self.kept.append((kept, target))
@@ -445,7 +485,7 @@ class PendingWrites:
             try:
                 fd = os.open(tmp, os.O_RDONLY)
                 try:
-                    os.fsync(fd)
+                    _os.fsync(fd)
                 finally:
                     os.close(fd)
             except OSError as exc:
@@ -480,7 +520,7 @@ def _flushed_here(fd: int) -> Future[None]:
 
 def _fsync_and_close(fd: int) -> None:
     try:
-        os.fsync(fd)
+        _os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -555,7 +595,7 @@ def kind_of(mode: int) -> str:
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 # A pipe with a blueprint's name would block open() for reading until a writer came.
-_READ_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
+_READ_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | O_BINARY
 
 
 def read_regular(path: Path | str, limit: int | None = None) -> bytes:

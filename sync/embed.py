@@ -16,8 +16,6 @@ its own copy of it (``localstore`` never imports ``sync``).
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import logging
 import os
@@ -29,6 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from localstore import _durable
 from localstore._daemon_state import (
     LOCK_FILE,
     PAUSED_DETAIL,
@@ -119,14 +118,16 @@ class HomeLock:
         """Open (creating) and flock the file at ``path`` and write our pid into it; None if
         another process holds it (only when not ``blocking``)."""
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _durable.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except OSError as exc:
+            # flock on POSIX; on Windows (no fcntl module) a byte-range lock past the pid.
+            locked = _durable.try_lock(fd, blocking=blocking)
+        except OSError:
             os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                return None
             raise
+        if not locked:
+            os.close(fd)
+            return None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         return fd
@@ -197,7 +198,8 @@ def _forget_locks_in_child() -> None:
     _HELD.clear()
 
 
-os.register_at_fork(after_in_child=_forget_locks_in_child)
+if hasattr(os, "register_at_fork"):  # (no fork on Windows)
+    os.register_at_fork(after_in_child=_forget_locks_in_child)
 
 
 def lock_holder(state_dir: Path) -> int | None:

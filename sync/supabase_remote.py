@@ -73,6 +73,7 @@ from supabase_auth import errors as auth_errors
 from supabase_auth.constants import EXPIRY_MARGIN, STORAGE_KEY
 from supabase_auth.types import AuthChangeEvent, AuthResponse, Session
 
+from localstore import _durable
 from localstore.config import Settings
 from localstore.credentials import CredentialStore
 from localstore.errors import CredentialError, CredentialNotFoundError
@@ -586,12 +587,11 @@ class KeychainSessionStorage(SyncSupportedStorage):
             if self._lock_path is None:
                 yield
                 return
-            import fcntl  # POSIX; the keychain backends on other OSes serialize by themselves
-
             self._lock_path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                # (flock on POSIX, a byte-range lock on Windows: "import fcntl" failed there.)
+                _durable.try_lock(fd, blocking=True)
                 yield
             finally:
                 os.close(fd)

@@ -1,0 +1,327 @@
+"""Per-platform primitives of the durable-write layer, chosen once at import from ``sys.platform``.
+
+Linux is where the layer was written, measured and crash-tested: its primitives are the plain ``os``
+functions themselves (no wrapper, so the save path makes no extra Python call). The other systems
+differ here (docs/portability.md says what is verified where):
+
+- macOS: ``fsync()`` hands the data to the drive but does not flush the drive's write cache, so a
+  power cut can still lose an acknowledged save. ``fcntl(F_FULLFSYNC)`` flushes it; a filesystem
+  that refuses it (SMB, FAT) gets the plain fsync, as SQLite's ``full_fsync()`` does.
+- Windows: a directory cannot be opened with ``os.open`` (EACCES) and has no fsync; the rename is
+  made durable by itself instead (``MoveFileExW`` with ``MOVEFILE_WRITE_THROUGH``). A rename onto a
+  file that another program (antivirus, search indexer, an editor, a sync client) holds open fails
+  with a sharing violation for a moment: it is retried for a bounded time, as SQLite's
+  ``winRetryIoerr`` does. There is no ``statvfs`` (free space comes from ``GetDiskFreeSpaceExW``
+  via ``shutil.disk_usage``), no ``fcntl`` (the home lock is a byte-range lock, ``msvcrt.locking``)
+  and ``os.kill(pid, 0)`` sends a Ctrl-C instead of probing (``OpenProcess`` does that).
+- Everywhere but Linux: no ``syncfs`` (files.py then flushes file by file).
+
+``primitives_for(platform)`` builds a platform's set, so tests can check another platform's choices
+and inject its errors as faults; the module-level names are this machine's.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+PLATFORM = sys.platform
+
+# Windows opens files in text mode unless told otherwise: os.write would turn every "\n" into
+# "\r\n" (the bytes on disk would not be the bytes hashed into the meta) and a read would stop at
+# the first Ctrl-Z. 0 on POSIX, so OR-ing it into a flag constant changes nothing there.
+O_BINARY: int = getattr(os, "O_BINARY", 0)
+
+# The Windows errors a rename meets while another process has the file open: ERROR_ACCESS_DENIED
+# (also a file pending delete), ERROR_SHARING_VIOLATION, ERROR_LOCK_VIOLATION. Python maps all
+# three to EACCES (PermissionError), which alone cannot tell them from a real permission problem.
+WIN_IN_USE_ERRORS = frozenset({5, 32, 33})
+# SQLite's winRetryIoerr waits 25 ms x (1 + attempt) for 10 attempts (about 1.4 s): long enough for
+# a virus scanner or indexer to let go of a file it just opened, short enough for a save to report
+# a file an editor keeps open.
+REPLACE_RETRY_DELAYS: tuple[float, ...] = tuple(0.025 * (n + 1) for n in range(10))
+
+MOVEFILE_REPLACE_EXISTING = 0x1
+MOVEFILE_WRITE_THROUGH = 0x8
+F_FULLFSYNC_DARWIN = 51  # <sys/fcntl.h>; fcntl.F_FULLFSYNC exists only in a macOS build of Python
+
+ReplaceFn = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class Primitives:
+    """One platform's durable-write primitives (see the module docstring)."""
+
+    platform: str
+    fsync: Callable[[int], None]  # flush a file's data to stable storage; raises OSError
+    dir_fsync: bool  # whether a directory can be opened and flushed (not on Windows)
+    replace: ReplaceFn  # rename over an existing file, durably where the OS can say so
+    rename: ReplaceFn  # rename to a name that does not exist
+    free_bytes: Callable[[str], int]  # bytes free to this user on the folder's filesystem
+    no_hard_link_errnos: frozenset[int]  # os.link errors that mean "no hard links here"
+
+
+def full_fsync(
+    fd: int,
+    *,
+    fcntl_call: Callable[[int, int], object] | None = None,
+    command: int = F_FULLFSYNC_DARWIN,
+) -> None:
+    """fsync that also flushes the drive's write cache (macOS ``F_FULLFSYNC``). Raises OSError.
+
+    A filesystem that does not support F_FULLFSYNC (SMB and other network shares, FAT, exFAT)
+    refuses it; the plain fsync then does what can be done there and reports any real error.
+    """
+    if fcntl_call is None:
+        import fcntl
+
+        fcntl_call = fcntl.fcntl
+    try:
+        fcntl_call(fd, command)
+    except OSError:
+        os.fsync(fd)
+
+
+def retrying_replace(
+    replace_once: ReplaceFn,
+    *,
+    delays: Sequence[float] = REPLACE_RETRY_DELAYS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ReplaceFn:
+    """``replace_once`` retried while Windows says another process has the file open.
+
+    Only PermissionError with winerror 5, 32 or 33 is retried, after each of ``delays``; the error
+    of the last attempt is raised (files.map_os_error turns it into an error with a hint).
+    """
+
+    def replace(src: str, dst: str) -> None:
+        for delay in delays:
+            try:
+                replace_once(src, dst)
+                return
+            except PermissionError as exc:
+                if getattr(exc, "winerror", None) not in WIN_IN_USE_ERRORS:
+                    raise
+            sleep(delay)
+        replace_once(src, dst)
+
+    return replace
+
+
+def statvfs_free(folder: str) -> int:
+    """Bytes free to this user on the filesystem of ``folder`` (POSIX). Raises OSError."""
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
+
+
+def disk_usage_free(folder: str) -> int:
+    """Bytes free to this user on the volume of ``folder`` (Windows). Raises OSError."""
+    return shutil.disk_usage(folder).free
+
+
+if sys.platform == "win32":
+    import ctypes
+    import msvcrt
+    from ctypes import wintypes
+
+    _kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    _kernel32.MoveFileExW.argtypes = (wintypes.LPCWSTR, wintypes.LPCWSTR, wintypes.DWORD)
+    _kernel32.MoveFileExW.restype = wintypes.BOOL
+
+    def _move_file_ex(src: str, dst: str, flags: int) -> None:
+        # os.replace/os.rename are MoveFileExW without MOVEFILE_WRITE_THROUGH: they may return
+        # before the new directory entry is on disk, and a directory cannot be fsynced here.
+        if not _kernel32.MoveFileExW(os.fspath(src), os.fspath(dst), flags):
+            raise ctypes.WinError(ctypes.get_last_error())
+
+    def _native_replace(src: str, dst: str) -> None:
+        _move_file_ex(src, dst, MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH)
+
+    def _native_rename(src: str, dst: str) -> None:
+        _move_file_ex(src, dst, MOVEFILE_WRITE_THROUGH)  # (fails if dst exists, as os.rename)
+
+else:
+    # (MoveFileExW exists only on Windows: the Windows set built elsewhere, by tests, renames with
+    # os.replace/os.rename underneath its retry.)
+    _native_replace = os.replace
+    _native_rename = os.rename
+
+
+def primitives_for(platform: str, *, replace_once: ReplaceFn | None = None) -> Primitives:
+    """The durable-write primitives of ``platform`` (a ``sys.platform`` value).
+
+    ``replace_once`` stands in for the platform's single rename (tests inject faults with it).
+    """
+    if platform == "win32":
+        return Primitives(
+            platform=platform,
+            fsync=os.fsync,  # _commit(): FlushFileBuffers, which flushes the drive cache too
+            dir_fsync=False,
+            replace=retrying_replace(replace_once or _native_replace),
+            rename=retrying_replace(replace_once or _native_rename),
+            free_bytes=disk_usage_free,
+            # CreateHardLinkW on FAT/exFAT or a share without links: ERROR_INVALID_FUNCTION or
+            # ERROR_NOT_SUPPORTED, both EINVAL in Python.
+            no_hard_link_errnos=frozenset({errno.EINVAL, errno.EPERM, errno.EMLINK}),
+        )
+    no_links = frozenset({errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.EOPNOTSUPP})
+    if platform == "darwin":
+        return Primitives(
+            platform=platform,
+            fsync=full_fsync,
+            dir_fsync=True,
+            replace=replace_once or os.replace,
+            rename=replace_once or os.rename,
+            free_bytes=statvfs_free,
+            no_hard_link_errnos=no_links,
+        )
+    # Linux and the other POSIX systems: the os functions as they are (nothing added per save).
+    return Primitives(
+        platform=platform,
+        fsync=os.fsync,
+        dir_fsync=True,
+        replace=replace_once or os.replace,
+        rename=replace_once or os.rename,
+        free_bytes=statvfs_free,
+        no_hard_link_errnos=no_links,
+    )
+
+
+class FileCalls(Protocol):
+    """The three calls of the save path that differ by platform, as files.py makes them."""
+
+    @property
+    def fsync(self) -> Callable[[int], None]: ...
+
+    @property
+    def replace(self) -> ReplaceFn: ...
+
+    @property
+    def rename(self) -> ReplaceFn: ...
+
+
+class _Calls:
+    """A platform's FileCalls where they are not the os module's own."""
+
+    def __init__(self, primitives: Primitives) -> None:
+        self.fsync = primitives.fsync
+        self.replace = primitives.replace
+        self.rename = primitives.rename
+
+
+def calls_for(primitives: Primitives) -> FileCalls:
+    """What files.py calls as ``_os.fsync``/``_os.replace``/``_os.rename`` for ``primitives``.
+
+    The os module itself when the platform uses os's functions (Linux): a save then makes exactly
+    the calls it made before this module existed (one attribute lookup each, no wrapper), and a
+    test that injects a fault by patching ``os.fsync`` or ``os.replace`` still reaches them.
+    """
+    if (primitives.fsync, primitives.replace, primitives.rename) == (
+        os.fsync,
+        os.replace,
+        os.rename,
+    ):
+        return os
+    return _Calls(primitives)
+
+
+CURRENT = primitives_for(PLATFORM)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Whole-file locks and process probes (the home's daemon lock, stale-temp sweeps)
+
+# Windows' byte-range locks are mandatory: a locked byte cannot be read by anyone else. The lock
+# sits on one byte far past the end of the (tiny) lock file, as SQLite's PENDING_BYTE does, so the
+# pid written at its start stays readable.
+_WIN_LOCK_OFFSET = 0x40000000
+_WIN_LOCK_POLL = 0.05
+
+if sys.platform == "win32":
+
+    def _win_lock_once(fd: int, mode: int) -> bool:
+        pos = os.lseek(fd, 0, os.SEEK_CUR)
+        os.lseek(fd, _WIN_LOCK_OFFSET, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, mode, 1)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EDEADLOCK):
+                return False
+            raise
+        finally:
+            os.lseek(fd, pos, os.SEEK_SET)  # (the pid is written at the start)
+        return True
+
+    def try_lock(fd: int, *, blocking: bool) -> bool:
+        """Take the file's exclusive lock; False if another handle holds it (not ``blocking``)."""
+        while not _win_lock_once(fd, msvcrt.LK_NBLCK):
+            if not blocking:
+                return False
+            # (LK_LOCK gives up after 10 s: poll instead, like flock without LOCK_NB waits.)
+            time.sleep(_WIN_LOCK_POLL)
+        return True
+
+    def lock_taken(fd: int) -> bool:
+        """Whether any handle (this process's included) holds the file's lock. No side effects."""
+        if not _win_lock_once(fd, msvcrt.LK_NBLCK):
+            return True
+        _win_lock_once(fd, msvcrt.LK_UNLCK)
+        return False
+
+    _PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
+    _STILL_ACTIVE = 259
+    _ERROR_ACCESS_DENIED = 5
+
+    def pid_alive(pid: int) -> bool:
+        """Whether a process with this pid is running (os.kill(pid, 0) would send it a Ctrl-C)."""
+        if pid <= 0:
+            return False
+        handle = _kernel32.OpenProcess(_PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
+        if not handle:
+            # Access denied: it exists (another user's, or protected). Else (invalid parameter)
+            # there is no such process.
+            return ctypes.get_last_error() == _ERROR_ACCESS_DENIED
+        try:
+            code = wintypes.DWORD()
+            if not _kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+                return True
+            return code.value == _STILL_ACTIVE
+        finally:
+            _kernel32.CloseHandle(handle)
+
+else:
+    import fcntl
+
+    def try_lock(fd: int, *, blocking: bool) -> bool:
+        """Take the file's exclusive flock; False if another holder has it (not ``blocking``)."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return False
+            raise
+        return True
+
+    def lock_taken(fd: int) -> bool:
+        """Whether any open file description holds the file's flock. Closing ``fd`` afterwards
+        drops the probe's shared lock at once."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return True
+            raise
+        return False
+
+    # (No pid_alive here: on POSIX os.kill(pid, 0) probes, and the callers keep their own logic.)
+
+
+# Open flags of lock files: close-on-exec where it exists (Python's descriptors are not inherited
+# anyway, PEP 446; Windows has no O_CLOEXEC).
+O_CLOEXEC: int = getattr(os, "O_CLOEXEC", 0)
