@@ -1,0 +1,61 @@
+"""Files that hold this user's data are private whatever the process umask (a shared desktop, a
+service manager that starts the daemon with umask 000).
+
+Blueprint files are the user's documents and follow the umask; everything else of the home is
+checked here. Each test sets umask 000 for its duration (os.umask is process-wide: these tests
+restore it before they return).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sync.daemon import LOG_FILE, configure_logging
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _log_once(state: Path, message: str) -> None:
+    handlers = configure_logging(state, level="INFO", stderr=False)
+    try:
+        logging.getLogger("sync.test").info(message)
+    finally:
+        root = logging.getLogger()
+        for h in handlers:
+            root.removeHandler(h)
+            h.close()
+
+
+def test_the_daemon_log_is_created_0600_under_umask_000(tmp_path: Path, open_umask: None) -> None:
+    state = tmp_path / "state"
+    _log_once(state, "saved a/secret-plans")
+    assert _mode(state / LOG_FILE) == 0o600
+    assert _mode(state) == 0o700
+
+
+def test_an_existing_log_open_to_others_is_made_private(tmp_path: Path, open_umask: None) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    log = state / LOG_FILE
+    log.write_text("old line\n")
+    log.chmod(0o644)  # written by an older version, or copied with its mode
+    _log_once(state, "saved a/secret-plans")
+    assert _mode(log) == 0o600
+    assert log.read_text().startswith("old line\n")
