@@ -119,3 +119,25 @@ def test_refresh_and_rpc_errors_that_echo_the_request_carry_no_token(
     assert "***" in pulled.value.message
     text = _error_text(refreshed.value) + _error_text(pulled.value) + caplog.text
     _assert_clean(text, _secrets(access))
+
+
+def test_a_wrong_bundle_passphrase_is_not_quoted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from localstore import archive
+    from localstore.crypto import ScryptParams
+    from localstore.errors import DecryptionError
+    from localstore.store import BlueprintStore
+
+    right, wrong = "right-Passphrase-123", "WRONG-Passphrase-456"
+    store = BlueprintStore(load_settings(home=tmp_path / "home", environ={}), maintenance=False)
+    try:
+        store.save("a/x", "v: 1\n")
+        bundle = tmp_path / "b.lsbundle"
+        fast = ScryptParams(log2_n=10, r=8, p=1)
+        archive.export_bundle(store, bundle, passphrase=right, scrypt_params=fast)
+        with caplog.at_level(logging.DEBUG), pytest.raises(DecryptionError) as info:
+            archive.import_bundle(store, bundle, passphrase=wrong)
+    finally:
+        store.close()
+    _assert_clean(_error_text(info.value) + caplog.text, [right, wrong])
