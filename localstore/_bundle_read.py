@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -67,6 +68,8 @@ ENTRY_PREFIX = "blueprints/"
 # data is the magic, so the container header cannot be swapped without failing authentication.
 ENCRYPTED_MAGIC = b"LSBUNDLE\x01"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+log = logging.getLogger(__name__)
+
 STAGING_PREFIX = "import-staging-"
 # The plaintext zip of an encrypted export, in the cache: export-<pid>-XXXX.lstmp.
 EXPORT_TEMP_PREFIX = "export-"
@@ -273,7 +276,7 @@ class _Staging:
     def path(self) -> Path:
         """The folder, created on the first call."""
         if self._path is None:
-            self._root.mkdir(parents=True, exist_ok=True)
+            private_cache(self._root)
             sweep_stale_temps(self._root)
             prefix = f"{STAGING_PREFIX}{os.getpid()}-"
             self._path = Path(tempfile.mkdtemp(prefix=prefix, dir=self._root))
@@ -290,6 +293,44 @@ class _Staging:
             self._spool.close()
         if self._path is not None:
             shutil.rmtree(self._path, ignore_errors=True)
+
+
+def private_cache(root: Path) -> None:
+    """Make the cache folder (0700 when made here) and take write access off group and others.
+
+    It holds what the user meant to keep encrypted: the decrypted zip of an import, the plaintext
+    zip of an encrypted export. Their files are 0600 in a 0700 staging folder, but in a folder
+    others may write, another user can rename that staging folder (or the export's temp file)
+    away between its creation and its use and put one of their own in its place, which we would
+    then fill with plaintext. A folder made under umask 000 (Paths.ensure follows the umask for
+    the cache) or opened up since is such a folder. A sticky folder (like /tmp) is safe: others
+    cannot rename what they do not own there.
+    """
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if os.name == "nt":  # pragma: no cover - no POSIX modes
+        return
+    try:
+        st = root.stat()
+    except OSError:  # pragma: no cover - gone since mkdir; its first use will say
+        return
+    mode = stat.S_IMODE(st.st_mode)
+    if not mode & 0o022 or mode & stat.S_ISVTX:
+        return
+    try:
+        root.chmod(mode & ~0o022)
+    except OSError as exc:
+        raise StorageError(
+            f"the cache folder {root} can be written by other users (mode {mode:o}) and cannot "
+            f"be made private: {exc.strerror or exc}",
+            hint=f"run `chmod go-w '{root}'`: decrypted bundles are staged there",
+        ) from exc
+    log.warning(
+        "cache folder %s had mode %o (others could swap the files that hold decrypted bundles); "
+        "made it %o",
+        root,
+        mode,
+        mode & ~0o022,
+    )
 
 
 def sweep_stale_temps(root: Path) -> None:

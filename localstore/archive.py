@@ -50,6 +50,7 @@ from localstore._bundle_read import (
     _CountingReader,
     is_encrypted,
     open_bundle,
+    private_cache,
     sweep_stale_temps,
 )
 from localstore.blueprint import (
@@ -377,7 +378,7 @@ def _private_temp(store: BlueprintStore) -> Path:
     # Its name carries the pid, so the next export or import removes one a killed export left
     # behind (and this export, the decrypted copy a killed import of an encrypted bundle left).
     cache = store.paths.cache
-    cache.mkdir(parents=True, exist_ok=True)
+    private_cache(cache)
     sweep_stale_temps(cache)
     prefix = f"{EXPORT_TEMP_PREFIX}{os.getpid()}-"
     fd, name = tempfile.mkstemp(prefix=prefix, suffix=fs.TEMP_SUFFIX, dir=cache)

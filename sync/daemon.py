@@ -120,6 +120,21 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+def _private_log(path: str) -> None:
+    """Create the log file 0600 if it is missing, whatever the umask, and take group and other
+    bits off an existing one: records name blueprints, folders and errors of this user's data.
+
+    state/ is 0700 already; this holds too when the user opened it up (or a copied home
+    brought its mode along). Raises OSError (the caller reports a log it cannot write).
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        if os.name != "nt" and os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 class _LogFileHandler(logging.handlers.RotatingFileHandler):
     """Rotating, reopened at its path when the file there was deleted or replaced, and quiet
     while the file cannot be written.
@@ -146,6 +161,7 @@ class _LogFileHandler(logging.handlers.RotatingFileHandler):
     _write_error: OSError | None = None
 
     def _open(self) -> Any:
+        _private_log(self.baseFilename)
         stream = super()._open()
         st = os.fstat(stream.fileno())
         self._file_id = (st.st_dev, st.st_ino)
@@ -203,6 +219,7 @@ class _LogFileHandler(logging.handlers.RotatingFileHandler):
         assert self._failing is not None
         since, error = self._failing
         try:
+            _private_log(self.baseFilename)
             with open(self.baseFilename, "ab+") as f:  # ("a": a write goes to the end)
                 end = f.seek(0, os.SEEK_END)
                 if end and (f.seek(end - 1), f.read(1))[1] != b"\n":

@@ -59,7 +59,7 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,31 +218,83 @@ MAPPED_EXCEPTIONS: tuple[type[BaseException], ...] = (
 )
 
 
-def map_error(exc: BaseException, *, what: str, quiet: bool = False) -> SyncError:
+def map_error(
+    exc: BaseException, *, what: str, quiet: bool = False, secrets: Iterable[str | None] = ()
+) -> SyncError:
     """Translate an exception raised by the supabase client into the sync.errors tree.
 
-    ``quiet``: an unclassified error is not logged as "will retry" (for a one-shot caller)."""
+    ``quiet``: an unclassified error is not logged as "will retry" (for a one-shot caller).
+    ``secrets`` (the password, tokens and key the failed request carried) are replaced by
+    ``***`` in the error and in the line logged: a server or proxy that echoes the request back
+    in its error text would otherwise put them in the log and on the terminal."""
+    hidden = _redactor(secrets)
     if isinstance(exc, SyncError):
-        return exc
+        return _redacted(exc, hidden)
     if isinstance(exc, APIError):
-        return _map_api_error(exc, what, quiet)
-    if isinstance(exc, httpx.HTTPError | httpx.InvalidURL | httpx.CookieConflict):
-        return _map_httpx_error(exc, what, quiet)
-    if isinstance(exc, auth_errors.AuthError):
-        return _map_auth_error(exc, what, quiet)
-    if isinstance(exc, CredentialError):
-        return AuthError(f"{what}: {exc.message}", hint=exc.hint or AuthError.hint)
-    if isinstance(exc, OSError):
-        return OfflineError(f"{what}: network error {type(exc).__name__}: {exc}")
-    return _unclassified(exc, what, quiet)
+        err = _map_api_error(exc, what, quiet, hidden)
+    elif isinstance(exc, httpx.HTTPError | httpx.InvalidURL | httpx.CookieConflict):
+        err = _map_httpx_error(exc, what, quiet, hidden)
+    elif isinstance(exc, auth_errors.AuthError):
+        err = _map_auth_error(exc, what, quiet, hidden)
+    elif isinstance(exc, CredentialError):
+        err = AuthError(f"{what}: {exc.message}", hint=exc.hint or AuthError.hint)
+    elif isinstance(exc, OSError):
+        err = OfflineError(f"{what}: network error {type(exc).__name__}: {exc}")
+    else:
+        err = _unclassified(exc, what, quiet, hidden)
+    return _redacted(err, hidden)
 
 
-def map_login_error(exc: BaseException, url: str) -> SyncError:
+def _redactor(secrets: Iterable[str | None]) -> Callable[[str], str]:
+    """A function that replaces each secret in a text by ``***`` (longest first, so one secret
+    that contains another is replaced whole)."""
+    # Very short values are left alone: replacing every "a" would garble the message and a
+    # secret that short protects nothing anyway.
+    plain = {s for s in secrets if s and len(s) >= 4}
+    # Also as they read inside an echoed JSON body (a quote, a backslash, non-ASCII escaped).
+    escaped = {json.dumps(s, ensure_ascii=a)[1:-1] for s in plain for a in (True, False)}
+    found = sorted(plain | escaped, key=len, reverse=True)
+
+    def redact(text: str) -> str:
+        for secret in found:
+            text = text.replace(secret, "***")
+        return text
+
+    return redact
+
+
+def _redacted(err: SyncError, redact: Callable[[str], str]) -> SyncError:
+    message, hint = redact(err.message), redact(err.hint)
+    if message != err.message:
+        err.message = message
+        err.args = (message,)
+    if hint != err.hint:
+        err.hint = hint
+    return err
+
+
+def _shape_error(exc: pydantic.ValidationError, what: str) -> str:
+    """What a malformed answer lacked, without pydantic's text: that quotes the input it refused
+    (part of it), and the input is the server's answer, a session with its tokens among them."""
+    problems = exc.errors(include_url=False, include_context=False, include_input=False)
+    fields = sorted({".".join(str(p) for p in e["loc"]) or "(whole answer)" for e in problems})
+    shown = ", ".join(fields[:5]) + (f" and {len(fields) - 5} more" if len(fields) > 5 else "")
+    return f"{what}: the server's answer is not a valid {exc.title} ({shown})"
+
+
+def map_login_error(
+    exc: BaseException, url: str, *, secrets: Iterable[str | None] = ()
+) -> SyncError:
     """Translate a failed sign-in: like map_error, with hints for a one-shot command.
 
     Login runs once and nothing retries it, so sync's "retries by itself" hints would mislead,
     and an unclassified error is not logged as "will retry" (the caller shows the one error).
+    ``secrets`` (the password, the anon key) never reach the error: see map_error.
     """
+    return _redacted(_map_login_error(exc, url, secrets), _redactor(secrets))
+
+
+def _map_login_error(exc: BaseException, url: str, secrets: Iterable[str | None]) -> SyncError:
     what = "log in"
     if isinstance(exc, SyncError):
         return exc
@@ -264,7 +316,7 @@ def map_login_error(exc: BaseException, url: str) -> SyncError:
             f"{what}: cannot reach {url}: {exc.message}",
             hint="check the URL and that the server is up, then log in again",
         )
-    err = map_error(exc, what=what, quiet=True)
+    err = map_error(exc, what=what, quiet=True, secrets=secrets)
     if isinstance(err, OfflineError):
         err.hint = "check the URL and the network, then log in again"
     elif isinstance(err, RateLimitedError):
@@ -276,15 +328,23 @@ def map_login_error(exc: BaseException, url: str) -> SyncError:
     return err
 
 
-def _unclassified(exc: BaseException, what: str, quiet: bool = False) -> SyncError:
+def _unclassified(
+    exc: BaseException, what: str, quiet: bool = False, redact: Callable[[str], str] = str
+) -> SyncError:
     # Never destructive: an error we cannot classify is retried, and the reason is logged once
     # here so a persistent one can be diagnosed (sibyl #265 lost writes on an unclassified 409).
+    if isinstance(exc, pydantic.ValidationError):
+        text = _shape_error(exc, what)
+    else:
+        text = redact(f"{what}: unexpected {type(exc).__name__}: {exc}")
     if not quiet:
-        log.warning("%s: unclassified %s (%s); will retry", what, type(exc).__name__, exc)
-    return TransientError(f"{what}: unexpected {type(exc).__name__}: {exc}")
+        log.warning("%s; will retry", text)
+    return TransientError(text)
 
 
-def _map_api_error(exc: APIError, what: str, quiet: bool = False) -> SyncError:
+def _map_api_error(
+    exc: APIError, what: str, quiet: bool = False, redact: Callable[[str], str] = str
+) -> SyncError:
     code = str(exc.code or "")
     message = str(exc.message or exc.details or code or "error")
     text = f"{what}: {message}" + (f" [{code}]" if code else "")
@@ -313,7 +373,7 @@ def _map_api_error(exc: APIError, what: str, quiet: bool = False) -> SyncError:
         )
     if code in _TRANSIENT_SQLSTATES or code.startswith(_TRANSIENT_PREFIXES):
         return TransientError(text, code=code)
-    return _unclassified(exc, what, quiet)
+    return _unclassified(exc, what, quiet, redact)
 
 
 def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
@@ -328,7 +388,9 @@ def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
-def _map_httpx_error(exc: Exception, what: str, quiet: bool = False) -> SyncError:
+def _map_httpx_error(
+    exc: Exception, what: str, quiet: bool = False, redact: Callable[[str], str] = str
+) -> SyncError:
     text = f"{what}: {type(exc).__name__}: {exc}"
     if isinstance(exc, httpx.ConnectError):
         if _tls_failure(exc) is not None:
@@ -359,10 +421,12 @@ def _map_httpx_error(exc: Exception, what: str, quiet: bool = False) -> SyncErro
             return RateLimitedError(text, code="429")
         if status >= 500:
             return TransientError(text, code=str(status))
-    return _unclassified(exc, what, quiet)
+    return _unclassified(exc, what, quiet, redact)
 
 
-def _map_auth_error(exc: auth_errors.AuthError, what: str, quiet: bool = False) -> SyncError:
+def _map_auth_error(
+    exc: auth_errors.AuthError, what: str, quiet: bool = False, redact: Callable[[str], str] = str
+) -> SyncError:
     code = str(exc.code or "")
     status = int(getattr(exc, "status", 0) or 0)
     text = f"{what}: {exc.message}" + (f" [{code}]" if code else "")
@@ -371,7 +435,7 @@ def _map_auth_error(exc: auth_errors.AuthError, what: str, quiet: bool = False) 
             # A refresh that could not connect (DNS, refused, TLS) is the same fault as an RPC
             # that could not: offline, not "error" (after a laptop's sleep the token refresh is
             # often the first request, and its status said "error" while the RPCs said offline).
-            return _map_httpx_error(exc.__cause__, what, quiet)
+            return _map_httpx_error(exc.__cause__, what, quiet, redact)
         return TransientError(text, code=code or None)
     if isinstance(exc, auth_errors.AuthSessionMissingError):
         return NotLoggedInError(text)
@@ -393,7 +457,7 @@ def _map_auth_error(exc: auth_errors.AuthError, what: str, quiet: bool = False) 
         return AuthExpiredError(text, code=code or "401")
     if status >= 500:
         return TransientError(text, code=code or str(status))
-    return _unclassified(exc, what, quiet)
+    return _unclassified(exc, what, quiet, redact)
 
 
 # -- keychain-backed session storage --------------------------------------------------------------
@@ -938,6 +1002,16 @@ class SupabaseRemote:
             except Exception as exc:
                 raise self._map(exc, "refresh the cloud session") from exc
 
+    def _secrets(self) -> list[str | None]:
+        """What a failed request may have carried: the anon key and the session's tokens (the
+        newest session this process knows, cached: no keychain read after the first)."""
+        out: list[str | None] = [self._anon_key]
+        with contextlib.suppress(CredentialError):
+            session = _parse_session(self._storage.durable_value())
+            if session is not None:
+                out += [session.access_token, session.refresh_token]
+        return out
+
     def _note_response(self, response: httpx.Response) -> None:
         last = self._last_response
         last.status = response.status_code
@@ -948,10 +1022,11 @@ class SupabaseRemote:
         self._last_response.retry_after = None
 
     def _map(self, exc: BaseException, what: str) -> SyncError:
-        """map_error, refined by the HTTP status of this thread's last response."""
+        """map_error, refined by the HTTP status of this thread's last response; the session's
+        tokens and the anon key are kept out of its text (a server may echo a request)."""
         last = self._last_response
         return _with_status(
-            map_error(exc, what=what),
+            map_error(exc, what=what, secrets=self._secrets()),
             getattr(last, "status", None),
             getattr(last, "retry_after", None),
         )
@@ -1396,7 +1471,7 @@ def _sign_in(
     except SyncError:
         raise
     except Exception as exc:
-        raise map_login_error(exc, url) from exc
+        raise map_login_error(exc, url, secrets=(password, anon_key)) from exc
     finally:
         http.close()
 

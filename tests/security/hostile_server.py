@@ -1,0 +1,111 @@
+"""A hostile (or broken) cloud on 127.0.0.1: a real HTTP server whose answers a test scripts.
+
+Not a mock of the client: the supabase client really connects, sends its requests and parses
+what comes back. ``HostileCloud.answer`` maps a request (method and path, query left out) to
+``(status, json body)`` or to a callable of the request's text (its headers and body); anything unscripted gets a 404.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self
+
+Answer = tuple[int, Any]  # (status, JSON body)
+
+
+def fake_jwt(sub: str, ttl_s: int = 3600) -> str:
+    """An unsigned JWT the client can decode (it reads ``exp`` and ``sub``; it does not verify)."""
+
+    def part(obj: dict[str, Any]) -> str:
+        raw = json.dumps(obj).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    claims = {"sub": sub, "exp": int(time.time()) + ttl_s, "role": "authenticated", "aud": "x"}
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJlLXNlY3JldA"
+
+
+def session_body(access_token: str, refresh_token: str, user_id: str) -> dict[str, Any]:
+    """A well-formed GoTrue token answer."""
+    return {
+        "access_token": access_token,
+        "token_type": "bearer",
+        "expires_in": 3600,
+        "expires_at": int(time.time()) + 3600,
+        "refresh_token": refresh_token,
+        "user": {
+            "id": user_id,
+            "aud": "authenticated",
+            "role": "authenticated",
+            "email": "a@example.com",
+            "app_metadata": {},
+            "user_metadata": {},
+            "created_at": "2024-01-01T00:00:00Z",
+        },
+    }
+
+
+def echo(status: int) -> Callable[[str], Answer]:
+    """An error answer that quotes the request it refused, headers and body (a debugging proxy,
+    a broken gateway)."""
+
+    def answer(request: str) -> Answer:
+        return status, {"code": "XX001", "message": f"cannot handle: {request}", "msg": request}
+
+    return answer
+
+
+class HostileCloud:
+    def __init__(self) -> None:
+        self.answers: dict[tuple[str, str], Answer | Callable[[str], Answer]] = {}
+        self.user_id = str(uuid.uuid4())
+        cloud = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _reply(self) -> None:
+                size = int(self.headers.get("content-length") or 0)
+                request = str(self.headers) + self.rfile.read(size).decode("utf-8", "replace")
+                answer = cloud.answers.get((self.command, self.path.split("?", 1)[0]))
+                if answer is None:
+                    status, body = 404, {"message": "not here"}
+                elif callable(answer):
+                    status, body = answer(request)
+                else:
+                    status, body = answer
+                out = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _reply
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="hostile-cloud", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()

@@ -1,0 +1,107 @@
+"""Files that hold this user's data are private whatever the process umask (a shared desktop, a
+service manager that starts the daemon with umask 000).
+
+Blueprint files are the user's documents and follow the umask; everything else of the home is
+checked here. Each test sets umask 000 for its duration (os.umask is process-wide: these tests
+restore it before they return).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sync.daemon import LOG_FILE, configure_logging
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _log_once(state: Path, message: str) -> None:
+    handlers = configure_logging(state, level="INFO", stderr=False)
+    try:
+        logging.getLogger("sync.test").info(message)
+    finally:
+        root = logging.getLogger()
+        for h in handlers:
+            root.removeHandler(h)
+            h.close()
+
+
+def test_the_daemon_log_is_created_0600_under_umask_000(tmp_path: Path, open_umask: None) -> None:
+    state = tmp_path / "state"
+    _log_once(state, "saved a/secret-plans")
+    assert _mode(state / LOG_FILE) == 0o600
+    assert _mode(state) == 0o700
+
+
+def test_an_existing_log_open_to_others_is_made_private(tmp_path: Path, open_umask: None) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    log = state / LOG_FILE
+    log.write_text("old line\n")
+    log.chmod(0o644)  # written by an older version, or copied with its mode
+    _log_once(state, "saved a/secret-plans")
+    assert _mode(log) == 0o600
+    assert log.read_text().startswith("old line\n")
+
+
+def test_the_cache_that_stages_decrypted_bundles_is_not_writable_by_others(
+    tmp_path: Path, open_umask: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Under umask 000 the home's cache was made 0777: another user could rename the 0700 staging
+    # folder (or the export's 0600 plaintext zip) away and put their own in its place, to be
+    # filled with the decrypted bundle.
+    from localstore import archive
+    from localstore.config import load_settings
+    from localstore.crypto import ScryptParams
+    from localstore.store import BlueprintStore
+
+    store = BlueprintStore(load_settings(home=tmp_path / "home", environ={}), maintenance=False)
+    try:
+        store.save("a/plans", "secret: plans\n")
+        cache = store.paths.cache
+        fast = ScryptParams(log2_n=10, r=8, p=1)
+        bundle = tmp_path / "out.lsbundle"
+        with caplog.at_level(logging.WARNING):
+            archive.export_bundle(store, bundle, passphrase="pw", scrypt_params=fast)
+        assert _mode(cache) & 0o022 == 0
+        assert any(str(cache) in r.getMessage() for r in caplog.records)
+        # And on the import side, for a cache opened up again since.
+        cache.chmod(0o777)
+        archive.import_bundle(store, bundle, passphrase="pw", on_conflict="overwrite")
+        assert _mode(cache) & 0o022 == 0
+    finally:
+        store.close()
+
+
+def test_a_sticky_shared_cache_is_left_as_it_is(tmp_path: Path, open_umask: None) -> None:
+    # Like /tmp: others cannot rename what they do not own there.
+    from localstore import archive
+    from localstore.config import load_settings
+    from localstore.store import BlueprintStore
+
+    store = BlueprintStore(load_settings(home=tmp_path / "home", environ={}), maintenance=False)
+    try:
+        store.save("a/plans", "v: 1\n")
+        store.paths.cache.chmod(0o1777)
+        archive.export_bundle(store, tmp_path / "out.lsbundle")
+        archive.import_bundle(store, tmp_path / "out.lsbundle", on_conflict="skip")
+        assert _mode(store.paths.cache) == 0o1777
+    finally:
+        store.close()
