@@ -99,6 +99,8 @@ _DIR_FSYNC = _PLATFORM.dir_fsync
 _NO_HARD_LINKS = _PLATFORM.no_hard_link_errnos
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_BINARY
+# (Not on Windows before Python 3.13, where a file's mode is only its read-only flag.)
+_FCHMOD = getattr(os, "fchmod", None)
 
 
 def map_os_error(exc: OSError, action: str, path: Path | str) -> StorageError:
@@ -345,6 +347,17 @@ class PendingWrites:
                 n = os.write(fd, view)
                 view = view[n:]
             st = os.fstat(fd)
+            if _FCHMOD is not None:
+                # The replaced file's permissions, as editors keep them: a blueprint its owner
+                # made private (chmod 600) was readable by everyone again after its next save,
+                # sync or restore (the new file got the default mode).
+                try:
+                    kept_mode = os.lstat(target).st_mode & 0o777
+                except OSError:
+                    kept_mode = None  # (a new file: the default mode)
+                if kept_mode is not None and kept_mode != st.st_mode & 0o777:
+                    _FCHMOD(fd, kept_mode)
+                    st = os.fstat(fd)
             if not self._batch and self._flusher is None:
                 _os.fsync(fd)
         except OSError as exc:

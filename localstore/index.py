@@ -517,6 +517,7 @@ def set_aside(path: Path) -> Path:
 
 def _connect(path: Path, busy_timeout_ms: int) -> apsw.Connection:
     conn: apsw.Connection | None = None
+    _create_private(path)
     try:
         conn = apsw.Connection(str(path))
         conn.setbusytimeout(busy_timeout_ms)
@@ -554,6 +555,19 @@ def _connect(path: Path, busy_timeout_ms: int) -> apsw.Connection:
             _close_quietly(conn)
         raise map_apsw_error(exc, f"open {path}") from exc
     return conn
+
+
+def _create_private(path: Path) -> None:
+    """Create a new index file 0600 whatever the umask (SQLite gives its -wal and -shm the
+    database file's mode). LocalStore makes ``data/`` 0700, but a home pointed at an existing
+    folder others can read had its history, sync state and app data readable by them."""
+    try:
+        fd = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600
+        )
+    except OSError:
+        return  # it exists (the usual case), or SQLite says what is wrong when it opens it
+    os.close(fd)
 
 
 def _sql_indexed_text(*values: Any) -> Any:

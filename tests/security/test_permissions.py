@@ -105,3 +105,43 @@ def test_a_sticky_shared_cache_is_left_as_it_is(tmp_path: Path, open_umask: None
         assert _mode(store.paths.cache) == 0o1777
     finally:
         store.close()
+
+
+def test_a_new_index_and_its_wal_are_private_in_a_folder_others_can_read(
+    tmp_path: Path, open_umask: None
+) -> None:
+    """LocalStore makes data/ 0700, but a home whose data/ already existed open to others (made
+    by hand, restored from a backup) got an index.db, -wal and -shm of 0666 & ~umask."""
+    import localstore
+
+    home = tmp_path / "h"
+    (home / "data").mkdir(parents=True, mode=0o755)
+    with localstore.open(home=home) as store:
+        store.save("a", "steps: []\n")
+        for name in ("index.db", "index.db-wal", "index.db-shm"):
+            mode = stat.S_IMODE((home / "data" / name).stat().st_mode)
+            assert mode == 0o600, (name, oct(mode))
+
+
+def test_a_blueprint_made_private_stays_private_after_a_save(
+    tmp_path: Path, open_umask: None
+) -> None:
+    """Blueprint files follow the umask when they are made; after that the owner's chmod is
+    kept, as editors keep it: the atomic replace wrote a new file of the default mode, so a
+    blueprint made private was readable by everyone again after its next save."""
+    import localstore
+
+    with localstore.open(home=tmp_path / "h") as store:
+        bp = store.save("private/plan", "steps: []\n")
+        yaml_file = store.abspath(bp.path)
+        meta_file = yaml_file.with_name(yaml_file.name.replace(".yaml", ".meta.json"))
+        assert meta_file.exists()
+        yaml_file.chmod(0o600)
+        meta_file.chmod(0o640)
+        store.save("private/plan", "steps: [a]\n", description="changed")
+        assert stat.S_IMODE(yaml_file.stat().st_mode) == 0o600
+        assert stat.S_IMODE(meta_file.stat().st_mode) == 0o640
+        store.restore(bp.id, 1)
+        assert stat.S_IMODE(yaml_file.stat().st_mode) == 0o600
+        fresh = store.save("private/other", "steps: []\n")
+        assert stat.S_IMODE(store.abspath(fresh.path).stat().st_mode) == 0o644  # the default
