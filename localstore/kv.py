@@ -316,7 +316,8 @@ def _kv_init_args(
     for name, value in (("hot_items", hot_items), ("hot_bytes", hot_bytes)):
         if value is not None:
             _count_arg(name, value)
-    if _finite("hot_ttl", hot_ttl) < 0:
+    ok = isinstance(hot_ttl, int | float) and not isinstance(hot_ttl, bool)
+    if not ok or not math.isfinite(hot_ttl) or hot_ttl < 0:
         raise InvalidInputError(
             f"hot_ttl must be 0 or more seconds, not {hot_ttl!r}",
             hint="leave hot_ttl out for the default",

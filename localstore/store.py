@@ -753,7 +753,8 @@ class BlueprintStore:
                 raw = content.encode("utf-8")
             else:
                 raise InvalidInputError(
-                    f"content must be YAML text or a mapping, not {type(content).__name__}"
+                    f"content must be YAML text or a mapping, not {type(content).__name__}",
+                    hint="pass the YAML as a str or bytes, or the document as a dict",
                 )
         except UnicodeEncodeError as exc:
             raise _not_unicode(f"{rel}: the content", exc, InvalidInputError) from exc
@@ -801,6 +802,12 @@ class BlueprintStore:
     ) -> BlueprintMeta:
         now = utc_now()
         if meta is not None:
+            if not isinstance(meta, BlueprintMeta | Mapping):
+                raise InvalidMetaError(
+                    f"meta must be a BlueprintMeta or a mapping, not {type(meta).__name__}",
+                    hint="pass meta=blueprint.meta (or its to_dict()), or the name=/tags=/... "
+                    "keywords",
+                )
             m = meta if isinstance(meta, BlueprintMeta) else BlueprintMeta.from_dict(meta)
             if base is not None and m.id != base.id:
                 raise InvalidInputError(

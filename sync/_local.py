@@ -343,7 +343,8 @@ def resolve_conflict(
     syncs); the conflict copy, if any, is deleted (it stays in history). A path collision whose
     moved blueprint has a server row of its own made no copy: that blueprint is kept as it is
     (``take="local"`` keeps it and writes nothing). Raises ConflictError (unknown or already
-    resolved), and the store's errors for invalid content.
+    resolved), InvalidInputError (take not "local"/"remote", cid not an int, content or how
+    not a str), and the store's errors for invalid content.
     """
     if (take is None) == (content is None):
         raise ConflictError("give exactly one of take= or content=", hint="see --help")

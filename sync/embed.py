@@ -617,6 +617,13 @@ class EmbeddedSync:
 
     def subscribe_status(self, callback: Callable[[SyncStatus], None]) -> Callable[[], None]:
         """``engine.subscribe_status`` that follows the engine across a new login; an unsubscribe."""
+        if not callable(callback):
+            # (Checked before it is kept: one the engine refused stayed listed, for every new
+            # engine after a login.)
+            raise InvalidInputError(
+                f"callback must be callable, not {type(callback).__name__}",
+                hint="pass a function taking a SyncStatus",
+            )
         with self._mutex:
             token = self._listener_seq
             self._listener_seq += 1
@@ -639,6 +646,9 @@ class EmbeddedSync:
         the store), it cannot wait for that thread: the loop ends after its current cycle, and a
         short-lived thread finishes the rest (remote, watcher, lock) once it has.
         """
+        from sync.engine import _seconds_arg
+
+        _seconds_arg("timeout", timeout)  # (a str failed half way: stopped, lock still held)
         with self._mutex:
             if self._stopped:
                 return

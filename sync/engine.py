@@ -290,7 +290,8 @@ class SyncEngine:
     ``DEFAULT_PUSH_BATCH_BYTES``; a larger change goes alone); both are capped by what the server
     announces (``max_batch``, ``max_batch_bytes``). ``apply_batch`` is the pulled rows per index
     transaction (default ``DEFAULT_APPLY_BATCH``, or ``batch_size`` when that is given). Raises
-    MergeError for a bad policy.
+    MergeError for a bad policy, InvalidInputError for any other wrong argument (durations are
+    finite seconds >= 0, the sizes ints >= 1).
     """
 
     def __init__(
