@@ -48,6 +48,7 @@ from localstore.errors import (
     BundleIntegrityError,
     BundleLimitError,
     DecryptionError,
+    InvalidInputError,
     InvalidMetaError,
     NotFoundError,
     StorageError,
@@ -130,13 +131,54 @@ class _CountingReader:
         return data
 
 
+def path_arg(name: str, value: Any) -> Path:
+    """A file path argument of the bundle API: str or os.PathLike, no NUL (an int or None
+    failed inside pathlib with a raw TypeError, a NUL with a raw ValueError)."""
+    if not isinstance(value, str | os.PathLike):
+        raise InvalidInputError(
+            f"{name} must be a file path (str or os.PathLike), not {type(value).__name__}",
+            hint=f"pass {name} as a str or pathlib.Path",
+        )
+    path = Path(value)
+    if "\x00" in str(path) or not str(value):
+        raise InvalidInputError(
+            f"{name} {str(value)!r} is not a usable file path (empty, or holds a NUL)",
+            hint=f"pass the bundle file's real path as {name}",
+        )
+    return path
+
+
+def callable_arg(name: str, value: Any) -> None:
+    """An optional callback (progress, merger): None or callable (else a raw TypeError came
+    from deep inside, mid-export or mid-import)."""
+    if value is not None and not callable(value):
+        raise InvalidInputError(
+            f"{name} must be callable, not {type(value).__name__}",
+            hint=f"pass a function as {name}, or leave it out",
+        )
+
+
+def options_arg(passphrase: Any, limits: Any) -> None:
+    """The passphrase and limits of an export or import."""
+    if passphrase is not None and not isinstance(passphrase, str):
+        raise InvalidInputError(
+            f"passphrase must be a string, not {type(passphrase).__name__}",
+            hint="pass the passphrase as text, or leave it out for an unencrypted bundle",
+        )
+    if limits is not None and not isinstance(limits, BundleLimits):
+        raise InvalidInputError(
+            f"limits must be a BundleLimits, not {type(limits).__name__}",
+            hint="pass localstore.archive.BundleLimits(...), or leave it out for the defaults",
+        )
+
+
 def is_encrypted(path: str | os.PathLike[str]) -> bool:
     """True if the file is an encrypted bundle.
 
     Raises NotFoundError (no such file), BundleFormatError (no bundle, or not a regular file),
-    StorageError (unreadable).
+    StorageError (unreadable), InvalidInputError (not a path).
     """
-    src = Path(path)
+    src = path_arg("path", path)
     try:
         # Non-blocking, and the type checked on the open file: opening a FIFO for reading would
         # otherwise wait for a writer forever, and a stat before the open could be raced.
@@ -243,8 +285,10 @@ def open_bundle(
     Raises BundleFormatError, BundleIntegrityError, BundleLimitError, UnsafeBundleError,
     DecryptionError (wrong passphrase or tampered encrypted bundle).
     """
+    src = path_arg("path", path)
+    options_arg(passphrase, limits)
+    callable_arg("progress", progress)
     limits = limits or BundleLimits()
-    src = Path(path)
     size = _bundle_size(src)
     if size > limits.max_bundle_bytes:
         raise BundleLimitError(

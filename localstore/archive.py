@@ -28,7 +28,7 @@ import stat
 import tempfile
 import uuid
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,8 +48,11 @@ from localstore._bundle_read import (
     ProgressCallback,
     VerifiedBundle,
     _CountingReader,
+    callable_arg,
     is_encrypted,
     open_bundle,
+    options_arg,
+    path_arg,
     private_cache,
     sweep_stale_temps,
 )
@@ -76,7 +79,8 @@ from localstore.errors import (
     StorageError,
     UnsafePathError,
 )
-from localstore.store import SaveRequest
+from localstore.store import BlueprintStore as _Store
+from localstore.store import SaveRequest, _count_arg, _flag_arg
 
 if TYPE_CHECKING:
     from localstore.store import BlueprintStore, Revision, Row
@@ -257,6 +261,12 @@ def select_blueprints(
 
     Raises NotFoundError, AmbiguousRefError for a bad ref.
     """
+    if isinstance(refs, str | bytes | Mapping) or not isinstance(refs, Iterable):
+        # (A str was iterated: refs="team/a" exported the blueprints named "t", "e", ...)
+        raise InvalidInputError(
+            f"refs must be a list of references, not {type(refs).__name__}",
+            hint="pass refs=['team/deploy', ...] (ids, id prefixes or paths)",
+        )
     chosen: dict[str, BlueprintInfo] = {}
     for ref in refs:
         info = store.resolve(ref)
@@ -287,7 +297,20 @@ def export_bundle(
     Raises NotFoundError (a ref), StorageError (writing), InvalidInputError (empty passphrase),
     BundleLimitError (too many blueprints or bytes for one bundle).
     """
-    dest_path = Path(dest)
+    _store_arg(store)
+    dest_path = path_arg("dest", dest)
+    options_arg(passphrase, limits)
+    if passphrase == "":
+        raise InvalidInputError(
+            "the passphrase is empty",
+            hint="give a passphrase to encrypt the bundle, or leave it out (None) for none",
+        )
+    callable_arg("progress", progress)
+    if scrypt_params is not None and not isinstance(scrypt_params, crypto.ScryptParams):
+        raise InvalidInputError(
+            f"scrypt_params must be a crypto.ScryptParams, not {type(scrypt_params).__name__}",
+            hint="leave scrypt_params out for the default strength",
+        )
     limits = limits or BundleLimits.for_store(store)
     infos = select_blueprints(store, refs, folder=folder, tag=tag)
     _check_export_count(len(infos), limits)
@@ -325,9 +348,10 @@ def _is_flagged(store: BlueprintStore, bp_id: str) -> bool:
 
 def export_yaml(store: BlueprintStore, ref: str, dest: str | os.PathLike[str] | None) -> bytes:
     """Return one blueprint's YAML verbatim, and write it to ``dest`` atomically when given."""
+    _store_arg(store)
+    path = None if dest is None else path_arg("dest", dest)
     data = store.load(ref).content.encode("utf-8")
-    if dest is not None:
-        path = Path(dest)
+    if path is not None:
         _check_dest_folder(path)
         fs.atomic_write(path, data)
     return data
@@ -982,6 +1006,21 @@ class _Planner:
         raise AlreadyExistsError(f"no free path near {path}", hint="move some imports away")
 
 
+def _store_arg(store: Any) -> None:
+    if not isinstance(store, _Store):
+        raise InvalidInputError(
+            f"store must be an open BlueprintStore, not {type(store).__name__}",
+            hint="pass the store localstore.open(...) returned",
+        )
+
+
+def _policy_arg(on_conflict: Any) -> None:
+    if not isinstance(on_conflict, str) or on_conflict not in CONFLICT_POLICIES:
+        raise InvalidInputError(
+            f"unknown conflict policy {on_conflict!r}", hint=f"use {', '.join(CONFLICT_POLICIES)}"
+        )
+
+
 def plan_import(
     store: BlueprintStore,
     bundle: VerifiedBundle,
@@ -993,10 +1032,8 @@ def plan_import(
 
     Raises InvalidInputError for an unknown policy.
     """
-    if on_conflict not in CONFLICT_POLICIES:
-        raise InvalidInputError(
-            f"unknown conflict policy {on_conflict!r}", hint=f"use {', '.join(CONFLICT_POLICIES)}"
-        )
+    _policy_arg(on_conflict)
+    callable_arg("merger", merger)
     _ensure_schema(store)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     planner = _Planner(store, on_conflict, merger, stamp, bundle.entries)
@@ -1119,6 +1156,17 @@ def import_bundle(
     no conflict: it moves here under every policy. Raises the Bundle* errors and
     DecryptionError before anything is written; StorageError stops an import between blueprints.
     """
+    _store_arg(store)
+    path = path_arg("path", path)
+    _policy_arg(on_conflict)
+    _flag_arg("dry_run", dry_run)
+    callable_arg("merger", merger)
+    options_arg(passphrase, limits)
+    if _count_arg("batch_size", batch_size) < 1:  # (0 was taken as 1)
+        raise InvalidInputError(
+            f"batch_size must be 1 or more, not {batch_size}",
+            hint="leave batch_size out for the default",
+        )
     limits = limits or BundleLimits.for_store(store)
     with open_bundle(
         path,
@@ -1132,7 +1180,7 @@ def import_bundle(
         result = ImportResult(bundle.summary(), on_conflict, dry_run, items)
         if dry_run:
             return result
-        step = max(1, batch_size)
+        step = batch_size
         for start in range(0, len(items), step):
             chunk = items[start : start + step]
             _apply_items(store, chunk)

@@ -479,6 +479,26 @@ def load_settings(
     Raises ConfigError for unknown or ill-typed settings, for an empty ``home`` and for a
     relative ``LOCALSTORE_HOME``.
     """
+    if environ is not None and not (
+        isinstance(environ, Mapping)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in environ.items())
+    ):
+        # (A list or a dict with int values failed deep inside with an AttributeError.)
+        raise ConfigError(
+            "environ must be a mapping of str to str (like os.environ)",
+            hint="pass environ={'LOCALSTORE_HOME': '/path', ...} with text values, or leave "
+            "it out to read os.environ",
+        )
+    if home is not None and not isinstance(home, str | os.PathLike):
+        raise ConfigError(
+            f"home must be a path (str or os.PathLike), not {type(home).__name__}",
+            hint="pass the home folder as a str or pathlib.Path",
+        )
+    if home is not None and "\x00" in os.fspath(home):
+        raise ConfigError(
+            "home contains a NUL character, which no folder name can hold",
+            hint="pass the home folder's real path",
+        )
     env = os.environ if environ is None else environ
     for message, hint in take_env_warnings(env):
         log.warning("%s (%s)", message, hint)

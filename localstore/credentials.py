@@ -55,6 +55,7 @@ from localstore.errors import (
 )
 from localstore.files import atomic_write
 from localstore.index import Index
+from localstore.store import _flag_arg
 
 __all__ = [
     "BACKEND_RECORD_NAME",
@@ -575,8 +576,16 @@ def open_backend(
 
 
 def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME_CHARS:
-        raise InvalidInputError(f"a credential name must be 1-{MAX_NAME_CHARS} characters")
+    if not isinstance(name, str):
+        raise InvalidInputError(
+            f"a credential name must be a string, not {type(name).__name__}",
+            hint="pass the name as text, e.g. 'github-token'",
+        )
+    if not 1 <= len(name) <= MAX_NAME_CHARS:
+        raise InvalidInputError(
+            f"a credential name must be 1-{MAX_NAME_CHARS} characters",
+            hint="pass a short name, e.g. 'github-token'",
+        )
     if name != name.strip() or any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise InvalidInputError(
             f"invalid credential name {name!r}",
@@ -591,10 +600,40 @@ def _check_name(name: str) -> None:
         ) from None
 
 
+def _cred_init_args(index: Any, settings: Any, backend: Any, environ: Any) -> None:
+    """CredentialStore's arguments (a wrong one failed later, deep in the first call)."""
+    if not isinstance(index, Index):
+        raise InvalidInputError(
+            f"index must be a localstore.index.Index, not {type(index).__name__}",
+            hint="pass Index(settings.paths.index_db) (or an open store's store.index)",
+        )
+    if not isinstance(settings, Settings):
+        raise InvalidInputError(
+            f"settings must be a Settings, not {type(settings).__name__}",
+            hint="pass localstore.load_settings(...) or an open store's store.settings",
+        )
+    if backend is not None and not all(
+        callable(getattr(backend, m, None)) for m in ("get", "set", "delete")
+    ):
+        raise InvalidInputError(
+            f"backend must be a secret backend, not {type(backend).__name__}",
+            hint="pass KeyringSecretBackend() or EncryptedFileBackend(path, passphrase), or "
+            "leave it out to choose by configuration",
+        )
+    if environ is not None and not isinstance(environ, Mapping):
+        raise InvalidInputError(
+            f"environ must be a mapping (like os.environ), not {type(environ).__name__}",
+            hint="leave environ out to read os.environ",
+        )
+
+
 def _check_value(name: str, value: str) -> None:
     # Messages name the credential, never the value.
     if not isinstance(value, str):
-        raise InvalidInputError(f"the value of {name!r} must be a string")
+        raise InvalidInputError(
+            f"the value of {name!r} must be a string, not {type(value).__name__}",
+            hint="pass the secret as text (decode bytes first, or base64-encode binary data)",
+        )
     if not value:
         raise InvalidInputError(f"the value of {name!r} is empty", hint="nothing to store")
     encoded = _utf8_or_none(value)  # not in an except block: the error would hold the value
@@ -629,6 +668,7 @@ class CredentialStore:
         backend: SecretBackend | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
+        _cred_init_args(index, settings, backend, environ)
         self._index = index
         self._settings = settings
         self._environ = environ
@@ -759,6 +799,7 @@ class CredentialStore:
 
     def list_names(self, *, include_internal: bool = False) -> list[str]:
         """Names stored for this profile, sorted (data keys only with ``include_internal``)."""
+        _flag_arg("include_internal", include_internal)  # ("no" listed the data keys)
         with self._index.read() as cur:
             rows = cur.execute(
                 "SELECT name FROM credential_names WHERE service = ? ORDER BY name",

@@ -657,7 +657,13 @@ def normalize_path(raw: str) -> str:
     Raises UnsafePathError for absolute paths, ``..``, backslashes, control characters, reserved device
     names, forbidden characters, over-long names and folders named like a blueprint's files.
     """
-    if not isinstance(raw, str) or not raw.strip():
+    if not isinstance(raw, str):
+        # (An int or bytes path was reported as "empty path".)
+        raise UnsafePathError(
+            f"the path must be a string, not {type(raw).__name__}",
+            hint="give a path like 'folder/name' as text",
+        )
+    if not raw.strip():
         raise UnsafePathError("empty path", hint="give a path like 'folder/name'")
     path = unicodedata.normalize("NFC", raw)
     if "\\" in path:

@@ -53,6 +53,7 @@ from localstore.errors import (
     StoreClosedError,
 )
 from localstore.index import Index
+from localstore.store import _count_arg, _flag_arg
 
 __all__ = [
     "DEFAULT_KV_HOT_TTL_S",
@@ -249,8 +250,16 @@ def _check_utf8(what: str, text: str) -> None:
 
 
 def _check_key(key: str) -> None:
-    if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_CHARS or "\x00" in key:
-        raise InvalidInputError(f"an app-data key must be 1-{MAX_KEY_CHARS} characters, no NUL")
+    if not isinstance(key, str):
+        raise InvalidInputError(
+            f"an app-data key must be a string, not {type(key).__name__}",
+            hint=f"pass the key as text of 1-{MAX_KEY_CHARS} characters",
+        )
+    if not 1 <= len(key) <= MAX_KEY_CHARS or "\x00" in key:
+        raise InvalidInputError(
+            f"an app-data key must be 1-{MAX_KEY_CHARS} characters, no NUL",
+            hint="use a short text key such as 'settings/theme'",
+        )
     _check_utf8("the app-data key", key)
 
 
@@ -263,10 +272,56 @@ def _check_tags(tags: Iterable[str]) -> tuple[str, ...]:
     out: dict[str, None] = {}
     for tag in tags:
         if not isinstance(tag, str) or not 1 <= len(tag) <= MAX_TAG_CHARS:
-            raise InvalidInputError(f"a tag must be a string of 1-{MAX_TAG_CHARS} characters")
+            raise InvalidInputError(
+                f"a tag must be a string of 1-{MAX_TAG_CHARS} characters, not {tag!r}",
+                hint="pass tags as a list of short texts, e.g. tags=['a', 'b']",
+            )
         _check_utf8("the tag", tag)
         out[tag] = None
     return tuple(sorted(out))
+
+
+def _kv_init_args(
+    index: Any,
+    credentials: Any,
+    settings: Any,
+    clock: Any,
+    hot_items: Any,
+    hot_bytes: Any,
+    hot_ttl: Any,
+) -> None:
+    """KVStore's arguments (a wrong one failed later, inside the first save or load)."""
+    if not isinstance(index, Index):
+        raise InvalidInputError(
+            f"index must be a localstore.index.Index, not {type(index).__name__}",
+            hint="pass Index(settings.paths.index_db) (or an open store's store.index)",
+        )
+    if credentials is not None and not all(
+        callable(getattr(credentials, m, None)) for m in ("get", "set", "delete")
+    ):
+        raise InvalidInputError(
+            f"credentials must be a CredentialStore, not {type(credentials).__name__}",
+            hint="pass credentials=CredentialStore(index, settings), or leave it out",
+        )
+    if settings is not None and not isinstance(settings, Settings):
+        raise InvalidInputError(
+            f"settings must be a Settings, not {type(settings).__name__}",
+            hint="pass localstore.load_settings(...) or an open store's store.settings",
+        )
+    if not callable(clock):
+        raise InvalidInputError(
+            f"clock must be callable, not {type(clock).__name__}",
+            hint="pass a function returning epoch seconds, like time.time",
+        )
+    for name, value in (("hot_items", hot_items), ("hot_bytes", hot_bytes)):
+        if value is not None:
+            _count_arg(name, value)
+    ok = isinstance(hot_ttl, int | float) and not isinstance(hot_ttl, bool)
+    if not ok or not math.isfinite(hot_ttl) or hot_ttl < 0:
+        raise InvalidInputError(
+            f"hot_ttl must be 0 or more seconds, not {hot_ttl!r}",
+            hint="leave hot_ttl out for the default",
+        )
 
 
 def _finite(name: str, value: Any) -> float:
@@ -446,6 +501,7 @@ class KVStore:
         hot_bytes: int | None = None,
         hot_ttl: float = DEFAULT_KV_HOT_TTL_S,
     ) -> None:
+        _kv_init_args(index, credentials, settings, clock, hot_items, hot_bytes, hot_ttl)
         self._index = index
         self._keys = DataKeys(credentials) if credentials is not None else None
         self._clock = clock
@@ -498,8 +554,14 @@ class KVStore:
         CredentialError/KeychainUnavailableError (data key), IndexStoreError.
         """
         _check_key(key)
-        if format not in FORMATS:
-            raise InvalidInputError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
+        if not isinstance(format, str) or format not in FORMATS:
+            raise InvalidInputError(
+                f"format must be one of {', '.join(FORMATS)}, not {format!r}",
+                hint="leave format out for JSON; 'binary' takes bytes",
+            )
+        # ("no" was taken as true: compressed, or refused for lack of credentials.)
+        _flag_arg("compress", compress)
+        _flag_arg("encrypt", encrypt)
         tag_tuple = _check_tags(tags)
         meta_json = _metadata_json(metadata)
         expires = self._expiry(ttl, expires_at)
@@ -546,11 +608,16 @@ class KVStore:
 
     def _expiry(self, ttl: float | None, expires_at: float | None) -> float | None:
         if ttl is not None and expires_at is not None:
-            raise InvalidInputError("give ttl or expires_at, not both")
+            raise InvalidInputError(
+                "give ttl or expires_at, not both", hint="ttl is seconds from now; pass one"
+            )
         if ttl is not None:
             seconds = _finite("ttl", ttl)
             if seconds <= 0:
-                raise InvalidInputError("ttl must be positive (seconds)")
+                raise InvalidInputError(
+                    f"ttl must be positive (seconds), not {ttl!r}",
+                    hint="leave ttl out (None) for an item that never expires",
+                )
             return _finite("ttl", self._clock() + seconds)
         return None if expires_at is None else _finite("expires_at", expires_at)
 
@@ -761,8 +828,16 @@ class KVStore:
 
         Raises InvalidInputError for a prefix or tag that is not encodable text.
         """
-        if not isinstance(prefix, str) or (tag is not None and not isinstance(tag, str)):
-            raise InvalidInputError("the prefix and tag must be strings")
+        if not isinstance(prefix, str):
+            raise InvalidInputError(
+                f"prefix must be a string, not {type(prefix).__name__}",
+                hint="pass prefix='' (the default) for every key",
+            )
+        if tag is not None and not isinstance(tag, str):
+            raise InvalidInputError(
+                f"tag must be a string, not {type(tag).__name__}",
+                hint="filter by one tag at a time, as text",
+            )
         _check_utf8("the prefix", prefix)
         if tag is not None:
             _check_utf8("the tag", tag)
@@ -784,6 +859,11 @@ class KVStore:
 
     def find_by_tag(self, tag: str) -> list[str]:
         """Live keys carrying ``tag``, sorted."""
+        if not isinstance(tag, str):  # (None listed every key)
+            raise InvalidInputError(
+                f"tag must be a string, not {type(tag).__name__}",
+                hint="pass one tag as text; keys() lists every key",
+            )
         return self.keys(tag=tag)
 
     def hot_stats(self) -> dict[str, int]:

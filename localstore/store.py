@@ -391,6 +391,18 @@ class BlueprintStore:
         InvalidInputError for a validator that is not callable.
         """
         check_validator(validator)
+        if settings is not None and not isinstance(settings, Settings):
+            raise InvalidInputError(
+                f"settings must be a Settings, not {type(settings).__name__}",
+                hint="build it with localstore.load_settings(home=..., ...), or pass home= to "
+                "localstore.open instead",
+            )
+        for flag, value in (
+            ("reconcile", reconcile),
+            ("maintenance", maintenance),
+            ("recover_index", recover_index),
+        ):
+            _flag_arg(flag, value)
         self.settings = settings or load_settings()
         self.paths = self.settings.paths
         self.paths.ensure()
@@ -588,6 +600,11 @@ class BlueprintStore:
 
     def abspath(self, rel: str) -> Path:
         """Absolute path of a canonical relative path (refusing escapes through links)."""
+        if not isinstance(rel, str):
+            raise InvalidInputError(
+                f"rel must be a relative path string, not {type(rel).__name__}",
+                hint="pass a path as store.list() shows it, e.g. 'team/deploy.blueprint.yaml'",
+            )
         return fs.resolve_inside(self.root, rel, real_root=self._real_root)
 
     def _abspath_in(self, rel: str, batch: _Batch) -> str:
@@ -599,10 +616,21 @@ class BlueprintStore:
             return resolved
         return parent + os.sep + name
 
-    def check_yaml(self, content: bytes) -> None:
+    def check_yaml(self, content: bytes | str) -> None:
         """Check YAML exactly as a save into this store would (its limits; InvalidYAMLError,
         LimitExceededError). A later save of the same bytes skips its own check (an import checks
-        a whole bundle before writing any of it, then saves it)."""
+        a whole bundle before writing any of it, then saves it). Text is checked as its UTF-8
+        bytes; anything else is InvalidInputError."""
+        if isinstance(content, str):
+            try:
+                content = content.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise _not_unicode("content", exc, InvalidInputError) from exc
+        elif not isinstance(content, bytes | bytearray | memoryview):
+            raise InvalidInputError(
+                f"content must be YAML bytes or text, not {type(content).__name__}",
+                hint="pass the YAML file's bytes (or its text)",
+            )
         digest = hashlib.sha256(content).digest()
         if digest in self._checked:
             return
@@ -616,7 +644,12 @@ class BlueprintStore:
         return Row.from_tuple(rows[0]) if rows else None
 
     def _resolve(self, cur: Any, ref: str, *, include_deleted: bool = False) -> Row:
-        if not isinstance(ref, str) or not ref.strip():
+        if not isinstance(ref, str):
+            raise InvalidRefError(
+                f"the reference must be a string, not {type(ref).__name__}",
+                hint="give an id, an id prefix or a path as text",
+            )
+        if not ref.strip():
             raise InvalidRefError("empty reference", hint="give an id, an id prefix or a path")
         ref = ref.strip()
         live = "" if include_deleted else " AND deleted = 0"
@@ -684,6 +717,11 @@ class BlueprintStore:
     def row_by_id(self, blueprint_id: str, cur: Any = None) -> Row | None:
         """The index row with this id, deleted or not, or None: one lookup, no reference
         resolving. ``cur`` reads inside the caller's transaction (sync applies pulled pages so)."""
+        if not isinstance(blueprint_id, str):
+            raise InvalidInputError(
+                f"blueprint_id must be a string, not {type(blueprint_id).__name__}",
+                hint="pass a blueprint's id as text (BlueprintInfo.id)",
+            )
         where, args = "id = ?", (blueprint_id.lower(),)
         if cur is not None:
             return self._row_by(cur, where, args)
@@ -715,7 +753,8 @@ class BlueprintStore:
                 raw = content.encode("utf-8")
             else:
                 raise InvalidInputError(
-                    f"content must be YAML text or a mapping, not {type(content).__name__}"
+                    f"content must be YAML text or a mapping, not {type(content).__name__}",
+                    hint="pass the YAML as a str or bytes, or the document as a dict",
                 )
         except UnicodeEncodeError as exc:
             raise _not_unicode(f"{rel}: the content", exc, InvalidInputError) from exc
@@ -763,6 +802,12 @@ class BlueprintStore:
     ) -> BlueprintMeta:
         now = utc_now()
         if meta is not None:
+            if not isinstance(meta, BlueprintMeta | Mapping):
+                raise InvalidMetaError(
+                    f"meta must be a BlueprintMeta or a mapping, not {type(meta).__name__}",
+                    hint="pass meta=blueprint.meta (or its to_dict()), or the name=/tags=/... "
+                    "keywords",
+                )
             m = meta if isinstance(meta, BlueprintMeta) else BlueprintMeta.from_dict(meta)
             if base is not None and m.id != base.id:
                 raise InvalidInputError(
@@ -776,10 +821,16 @@ class BlueprintStore:
                 id=blueprint_id or new_id(), name=fs.display_name(rel), created=now, modified=now
             )
         changes = {k: v for k, v in fields.items() if v is not None}
+        # (Anything else was written and then refused by every read of the meta file, or taken
+        # as something else: tags=[5] became the tag "5".)
         for key in ("public", "encrypted"):
             if key in changes:
-                # (Anything else was written and then refused by every read of the meta file.)
                 _flag_arg(key, changes[key])
+        for key in ("name", "description", "author", "version"):
+            if key in changes:
+                _meta_text_arg(key, changes[key])
+        if "tags" in changes:
+            changes["tags"] = _tags_arg(changes["tags"])
         if changes:
             m = m.replace(**changes)
         if not m.created:
@@ -988,8 +1039,13 @@ class BlueprintStore:
 
     def _save_one(self, cur: Any, req: SaveRequest, origin: str, batch: _Batch) -> Blueprint:
         rel = fs.normalize_path(req.path)
-        if req.id is not None and not is_uuid(req.id.lower()):
-            raise InvalidInputError(f"{req.id!r} is not a valid blueprint id")
+        if req.id is not None and (not isinstance(req.id, str) or not is_uuid(req.id.lower())):
+            raise InvalidInputError(
+                f"{req.id!r} is not a valid blueprint id",
+                hint="leave id out for a new blueprint, or give an existing one's UUID as text",
+            )
+        if req.tx_hook is not None:
+            _hook_arg(req.tx_hook)
         if fs.path_key(rel) in batch.keys or (req.id or "").lower() in batch.keys:
             # An earlier item of this batch wrote this blueprint or path: put its files in place
             # first, so renames and reads below see the disk as the index describes it.
@@ -1806,6 +1862,8 @@ class BlueprintStore:
         """
         self._check_open()
         _origin_arg(origin)
+        if tx_hook is not None:
+            _hook_arg(tx_hook)
         events: list[Event] = []
         removing: tuple[str, list[tuple[str, str]]] | None = None
         aside: list[tuple[str, str]] = []  # (temp name, file) of the pair's files set aside
@@ -2619,7 +2677,62 @@ def _requests_arg(requests: Any) -> builtins.list[SaveRequest]:
                 hint="build each item as localstore.SaveRequest(path=..., content=...), with "
                 "the arguments save() takes",
             )
+        if not isinstance(item.fields, Mapping):
+            raise InvalidInputError(
+                f"save_many() item {i}: fields must be a mapping, not {type(item.fields).__name__}",
+                hint="pass fields={'name': ..., 'tags': [...]} (save()'s meta keywords)",
+            )
     return items
+
+
+def _hook_arg(hook: Any) -> None:
+    """A tx_hook: called as hook(cursor, blueprint) inside the index transaction (one that was
+    not callable failed there with a raw TypeError, after the files were written)."""
+    if not callable(hook):
+        raise InvalidInputError(
+            f"tx_hook must be callable, not {type(hook).__name__}",
+            hint="pass a function taking (cursor, blueprint), or leave tx_hook out",
+        )
+
+
+def _no_nul(name: str, value: str) -> None:
+    if "\x00" in value:
+        # (Saved, it could never sync: the cloud's jsonb holds no NUL and quarantined it.)
+        raise InvalidMetaError(
+            f"{name} {value!r} contains a NUL character",
+            hint=f"remove the NUL ('\\x00') from {name}",
+        )
+
+
+def _meta_text_arg(name: str, value: Any) -> None:
+    """A text meta field given to save (name, description, author, version)."""
+    if not isinstance(value, str):
+        raise InvalidMetaError(
+            f"{name} must be a string, not {type(value).__name__} {value!r}",
+            hint=f"pass {name} as text (str({value!r}) if that is what you mean)",
+        )
+    _no_nul(name, value)
+
+
+def _tags_arg(tags: Any) -> str | builtins.list[str]:
+    """save's tags: one tag as a str, or a list (any iterable but a mapping) of str."""
+    if isinstance(tags, str):
+        _no_nul("the tag", tags)
+        return tags
+    if isinstance(tags, Mapping | bytes) or not isinstance(tags, Iterable):
+        raise InvalidMetaError(
+            f"tags must be a list of strings, not {type(tags).__name__}",
+            hint="pass tags=['a', 'b'] (or leave tags out to keep them)",
+        )
+    tags = builtins.list(tags)  # (a generator is read once, here)
+    for tag in tags:
+        if not isinstance(tag, str):
+            raise InvalidMetaError(
+                f"tags must be strings, not {type(tag).__name__} {tag!r}",
+                hint="pass each tag as text, e.g. tags=['a', 'b']",
+            )
+        _no_nul("the tag", tag)
+    return tags
 
 
 def _origin_arg(origin: Any) -> str:

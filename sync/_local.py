@@ -13,8 +13,14 @@ from typing import Any, Literal
 
 from localstore import files as fs
 from localstore.blueprint import check_yaml, decode_meta
-from localstore.errors import InvalidMetaError, LocalStoreError, NotFoundError, UnsafePathError
-from localstore.store import BlueprintStore
+from localstore.errors import (
+    InvalidInputError,
+    InvalidMetaError,
+    LocalStoreError,
+    NotFoundError,
+    UnsafePathError,
+)
+from localstore.store import BlueprintStore, _count_arg, _flag_arg
 from sync import _state as st
 from sync._state import ConflictRecord, QuarantineEntry
 from sync.errors import ConflictError, ConflictNotFoundError
@@ -159,6 +165,7 @@ def list_flagged(store: BlueprintStore) -> list[FlaggedFile]:
     Their index row keeps the last good revision, which is what sync pushes and compares; the
     file's current text stays on this device until the file is fixed (``localstore check``).
     """
+    store_arg(store)
     with store.index.read() as cur:
         return flagged_files(cur)
 
@@ -214,6 +221,20 @@ def _why_not_taken(store: BlueprintStore, rel: str, meta_limit: int) -> str | No
     return None
 
 
+def store_arg(store: Any) -> None:
+    """The store argument of the sync API (anything else failed deep inside)."""
+    if not isinstance(store, BlueprintStore):
+        raise InvalidInputError(
+            f"store must be an open BlueprintStore, not {type(store).__name__}",
+            hint="pass the store localstore.open(...) returned",
+        )
+
+
+def _cid_arg(cid: Any) -> int:
+    """A conflict number: an int (True was conflict #1; one past 64 bits a raw OverflowError)."""
+    return _count_arg("cid", cid)
+
+
 def ensure_schema(store: BlueprintStore) -> None:
     """Create or migrate the sync tables in this store's index."""
     store.index.register_schema("sync", st.SYNC_MIGRATIONS)
@@ -222,6 +243,13 @@ def ensure_schema(store: BlueprintStore) -> None:
 
 def local_status(store: BlueprintStore, *, state: SyncStateName | None = None) -> SyncStatus:
     """Status from the index alone (no engine running): pending, conflicts, quarantine, cursor."""
+    store_arg(store)
+    if state is not None and state not in SYNC_STATES:
+        # (Any value was reported back as the state.)
+        raise InvalidInputError(
+            f"unknown sync state {state!r}",
+            hint=f"use one of {', '.join(SYNC_STATES)}, or leave state out",
+        )
     ensure_schema(store)
     return read_status(store, state=state)
 
@@ -252,6 +280,8 @@ def list_conflicts(
     store: BlueprintStore, *, include_resolved: bool = False
 ) -> list[ConflictRecord]:
     """Conflict records, oldest first."""
+    store_arg(store)
+    _flag_arg("include_resolved", include_resolved)
     ensure_schema(store)
     with store.index.read() as cur:
         return st.conflicts(cur, include_resolved=include_resolved)
@@ -259,6 +289,8 @@ def list_conflicts(
 
 def get_conflict(store: BlueprintStore, cid: int) -> ConflictRecord:
     """One conflict record. Raises ConflictNotFoundError when there is none with that number."""
+    store_arg(store)
+    cid = _cid_arg(cid)
     ensure_schema(store)
     with store.index.read() as cur:
         record = st.get_conflict(cur, cid)
@@ -269,6 +301,11 @@ def get_conflict(store: BlueprintStore, cid: int) -> ConflictRecord:
 
 def conflict_diff(record: ConflictRecord) -> str:
     """Unified diffs: local vs remote, then base vs local and base vs remote when a base exists."""
+    if not isinstance(record, ConflictRecord):
+        raise InvalidInputError(
+            f"record must be a ConflictRecord, not {type(record).__name__}",
+            hint="pass what get_conflict(store, cid) returns",
+        )
     parts = [_udiff(record.local, record.remote, "local", "remote")]
     if record.base is not None:
         parts.append(_udiff(record.base, record.local, "base", "local"))
@@ -286,6 +323,7 @@ def _udiff(a: str, b: str, a_name: str, b_name: str) -> str:
 
 def list_quarantine(store: BlueprintStore) -> list[QuarantineEntry]:
     """Changes parked after a permanent refusal, oldest first."""
+    store_arg(store)
     ensure_schema(store)
     with store.index.read() as cur:
         return st.quarantined(cur)
@@ -305,10 +343,27 @@ def resolve_conflict(
     syncs); the conflict copy, if any, is deleted (it stays in history). A path collision whose
     moved blueprint has a server row of its own made no copy: that blueprint is kept as it is
     (``take="local"`` keeps it and writes nothing). Raises ConflictError (unknown or already
-    resolved), and the store's errors for invalid content.
+    resolved), InvalidInputError (take not "local"/"remote", cid not an int, content or how
+    not a str), and the store's errors for invalid content.
     """
     if (take is None) == (content is None):
         raise ConflictError("give exactly one of take= or content=", hint="see --help")
+    if take is not None and take not in ("local", "remote"):
+        # (Any other value wrote the local text without the local meta.)
+        raise InvalidInputError(
+            f"take must be 'local' or 'remote', not {take!r}",
+            hint="or give the merged text as content=",
+        )
+    if content is not None and not isinstance(content, str):
+        raise InvalidInputError(
+            f"content must be YAML text, not {type(content).__name__}",
+            hint="pass the merged blueprint as a str",
+        )
+    if not isinstance(how, str):
+        raise InvalidInputError(
+            f"how must be a string, not {type(how).__name__}",
+            hint="a short note of how it was resolved, or leave it out",
+        )
     record = get_conflict(store, cid)
     if not record.open:
         raise ConflictError(f"conflict #{cid} is already resolved ({record.resolution})")

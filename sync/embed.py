@@ -40,7 +40,7 @@ from localstore._daemon_state import (
     write_pause,
 )
 from localstore.config import Settings
-from localstore.errors import LocalStoreError, LockHeldError
+from localstore.errors import InvalidInputError, LocalStoreError, LockHeldError
 from sync._follow import (
     ForeignChanges,
     WatcherKeeper,
@@ -619,6 +619,13 @@ class EmbeddedSync:
 
     def subscribe_status(self, callback: Callable[[SyncStatus], None]) -> Callable[[], None]:
         """``engine.subscribe_status`` that follows the engine across a new login; an unsubscribe."""
+        if not callable(callback):
+            # (Checked before it is kept: one the engine refused stayed listed, for every new
+            # engine after a login.)
+            raise InvalidInputError(
+                f"callback must be callable, not {type(callback).__name__}",
+                hint="pass a function taking a SyncStatus",
+            )
         with self._mutex:
             token = self._listener_seq
             self._listener_seq += 1
@@ -641,6 +648,9 @@ class EmbeddedSync:
         the store), it cannot wait for that thread: the loop ends after its current cycle, and a
         short-lived thread finishes the rest (remote, watcher, lock) once it has.
         """
+        from sync.engine import _seconds_arg
+
+        _seconds_arg("timeout", timeout)  # (a str failed half way: stopped, lock still held)
         with self._mutex:
             if self._stopped:
                 return
@@ -713,6 +723,29 @@ def _locked_error(settings: Settings) -> SyncLockedError:
     )
 
 
+def _start_args(store: Any, remote: Any, watch: Any, engine_kwargs: dict[str, Any]) -> None:
+    """start_sync's own arguments, checked before the lock is taken or a remote opened (an
+    unknown keyword was a raw TypeError after the home's Supabase session was opened, and
+    watch="no" started a watcher)."""
+    import inspect
+
+    from localstore.store import _flag_arg
+    from sync._local import store_arg
+    from sync.engine import SyncEngine, remote_arg
+
+    store_arg(store)
+    if remote is not None:
+        remote_arg(remote)
+    _flag_arg("watch", watch)
+    known = set(inspect.signature(SyncEngine.__init__).parameters) - {"self", "store", "remote"}
+    unknown = sorted(set(engine_kwargs) - known)
+    if unknown:
+        raise InvalidInputError(
+            f"start_sync() got unknown keyword(s) {', '.join(unknown)}",
+            hint=f"SyncEngine takes {', '.join(sorted(known))}",
+        )
+
+
 def start_sync(
     store: BlueprintStore,
     *,
@@ -733,6 +766,7 @@ def start_sync(
     from localstore.watcher import Watcher, running_watcher
     from sync.engine import SyncEngine
 
+    _start_args(store, remote, watch, engine_kwargs)
     lock = HomeLock.for_settings(store.settings)
     if not lock.acquire(blocking=False):
         raise _locked_error(store.settings)

@@ -57,7 +57,7 @@ from localstore.errors import (
 )
 from localstore.events import Event
 from localstore.index import index_damaged, map_apsw_error
-from localstore.store import BlueprintStore
+from localstore.store import BlueprintStore, _count_arg
 from sync import _state as st
 from sync import account_record, base_record
 from sync._apply import (
@@ -87,6 +87,7 @@ from sync._local import (
     local_status,
     read_status,
     resolve_conflict,
+    store_arg,
 )
 from sync._state import ConflictRecord, QuarantineEntry
 from sync._timefmt import span
@@ -290,7 +291,8 @@ class SyncEngine:
     ``DEFAULT_PUSH_BATCH_BYTES``; a larger change goes alone); both are capped by what the server
     announces (``max_batch``, ``max_batch_bytes``). ``apply_batch`` is the pulled rows per index
     transaction (default ``DEFAULT_APPLY_BATCH``, or ``batch_size`` when that is given). Raises
-    MergeError for a bad policy.
+    MergeError for a bad policy, InvalidInputError for any other wrong argument (durations are
+    finite seconds >= 0, the sizes ints >= 1).
     """
 
     def __init__(
@@ -312,6 +314,20 @@ class SyncEngine:
         pull_limit: int = DEFAULT_PULL_LIMIT,
         apply_batch: int | None = None,
     ) -> None:
+        store_arg(store)
+        _engine_args(
+            remote,
+            {"clock": clock, "now": now},
+            {"debounce_s": debounce_s, "backoff_base_s": backoff_base_s},
+            {"backoff_cap_s": backoff_cap_s, "poll_interval_s": poll_interval_s},
+            {"batch_size": batch_size, "batch_bytes": batch_bytes, "apply_batch": apply_batch},
+            pull_limit,
+        )
+        if rng is not None and not isinstance(rng, random.Random):
+            raise InvalidInputError(
+                f"rng must be a random.Random, not {type(rng).__name__}",
+                hint="leave rng out (tests pass random.Random(seed))",
+            )
         chosen = policy if policy is not None else store.settings.conflict_policy
         if not callable(chosen) and chosen not in POLICIES:
             raise MergeError(f"unknown conflict policy {chosen!r}", hint=f"use one of {POLICIES}")
@@ -425,6 +441,12 @@ class SyncEngine:
         Listeners run on the syncing thread, inside its cycle: sync_once(), verify() or
         retry_quarantined() called from one raises EngineStateError (use request_sync()).
         """
+        if not callable(callback):
+            # (It failed later, on the syncing thread, inside a cycle.)
+            raise InvalidInputError(
+                f"callback must be callable, not {type(callback).__name__}",
+                hint="pass a function taking a SyncStatus",
+            )
         with self._cond:
             token = self._listener_seq
             self._listener_seq += 1
@@ -1863,6 +1885,8 @@ class SyncEngine:
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the background loop to exit; True when it has (or never ran)."""
+        if timeout is not None:
+            _seconds_arg("timeout", timeout)
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
@@ -1912,6 +1936,7 @@ class SyncEngine:
         This also cuts a backoff short; local edits (the store events the engine follows itself)
         do not, so a failing server is not hammered by every save.
         """
+        _seconds_arg("delay", delay)
         self._wake(delay, urgent=True)
 
     def _wake(self, delay: float, *, urgent: bool) -> None:
@@ -2047,6 +2072,7 @@ class SyncEngine:
         """Exponential backoff with jitter: half fixed, half random, capped."""
         # The exponent is bounded: 2 ** 1024 does not fit a float, and the OverflowError it
         # raised after ~14 hours offline (at the default base and cap) ended the loop thread.
+        _count_arg("failures", failures)
         doublings = min(max(0, failures - 1), 64)
         ceiling = min(self.backoff_cap_s, self.backoff_base_s * (2**doublings))
         return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
@@ -2054,6 +2080,61 @@ class SyncEngine:
 
 # ---------------------------------------------------------------------------------------------------
 # Helpers
+
+
+def _seconds_arg(name: str, value: Any) -> float:
+    """A duration argument: a finite number of seconds >= 0 (a str failed inside the engine's
+    lock with a raw TypeError; NaN or infinity never woke the loop)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInputError(
+            f"{name} must be a finite number of seconds, not {type(value).__name__} {value!r}",
+            hint=f"pass {name} as an int or float >= 0",
+        )
+    if value < 0:
+        raise InvalidInputError(
+            f"{name} must be 0 or more seconds, not {value}", hint=f"pass {name} >= 0"
+        )
+    return float(value)
+
+
+def remote_arg(remote: Any) -> None:
+    """A Remote: something with its methods (a str failed on the syncing thread)."""
+    if not all(callable(getattr(remote, m, None)) for m in ("push", "pull", "subscribe")):
+        raise InvalidInputError(
+            f"remote must be a sync Remote, not {type(remote).__name__}",
+            hint="pass a SupabaseRemote (or leave remote out of start_sync for the home's "
+            "login), or a MemoryRemote in tests",
+        )
+
+
+def _engine_args(
+    remote: Any,
+    callables: dict[str, Any],
+    durations: dict[str, Any],
+    optional_durations: dict[str, Any],
+    sizes: dict[str, Any],
+    pull_limit: Any,
+) -> None:
+    """SyncEngine's arguments: a wrong one failed later, on the syncing thread (a str delay),
+    or was quietly replaced (batch_size=0 meant the setting, -5 meant 1)."""
+    remote_arg(remote)
+    for name, value in callables.items():
+        if value is not None and not callable(value):
+            raise InvalidInputError(
+                f"{name} must be callable, not {type(value).__name__}",
+                hint=f"leave {name} out for the default",
+            )
+    for name, value in durations.items():
+        _seconds_arg(name, value)
+    for name, value in optional_durations.items():
+        if value is not None:
+            _seconds_arg(name, value)
+    for name, value in {**sizes, "pull_limit": pull_limit}.items():
+        if value is not None and _count_arg(name, value) < 1:
+            raise InvalidInputError(
+                f"{name} must be 1 or more, not {value}",
+                hint=f"leave {name} out for the default",
+            )
 
 
 def _record_failed(exc: BaseException) -> None:
