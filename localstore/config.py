@@ -355,6 +355,13 @@ def _in_range(name: str, value: Any, where: str) -> Any:
             f"{where}: setting {name!r} must be one of {', '.join(choices)}, got {value!r}",
             hint=(f"did you mean {close[0]!r}? " if close else "") + "see docs/configuration.md",
         )
+    if isinstance(value, str) and "\x00" in value:
+        # (device_name went to the server and into conflict copies' names; a command template
+        # with one cannot be run at all.)
+        raise ConfigError(
+            f"{where}: setting {name!r} contains a NUL character",
+            hint="remove it; see docs/configuration.md",
+        )
     if isinstance(value, bool | str):
         return value
     low = 1 if name in _AT_LEAST_ONE else 0

@@ -679,7 +679,10 @@ def normalize_path(raw: str) -> str:
             path = path.rsplit(".", 1)[0]
         path = path + YAML_SUFFIX
     if len(path) > MAX_PATH_CHARS:
-        raise UnsafePathError(f"path is longer than {MAX_PATH_CHARS} characters")
+        raise UnsafePathError(
+            f"path is longer than {MAX_PATH_CHARS} characters",
+            hint="use shorter folder and file names (Windows refuses longer paths)",
+        )
     parts = path.split("/")
     controls = _CONTROL_CHAR.search(path) is not None  # one C scan, not a Python loop per part
     for seg in parts:
@@ -706,7 +709,10 @@ def _check_segment(seg: str, raw: str, controls: bool = True) -> None:
             hint="give a plain relative path inside the blueprints folder",
         )
     if controls and any(ord(c) < 32 or ord(c) == 127 for c in seg):
-        raise UnsafePathError(f"path {raw!r} contains a control character")
+        raise UnsafePathError(
+            f"path {raw!r} contains a control character",
+            hint="remove tabs, newlines and other control characters from the name",
+        )
     bad = _FORBIDDEN_CHARS.intersection(seg)
     if bad:
         raise UnsafePathError(
@@ -714,10 +720,17 @@ def _check_segment(seg: str, raw: str, controls: bool = True) -> None:
             hint="these characters are not allowed on every OS",
         )
     if seg.endswith((" ", ".")):
-        raise UnsafePathError(f"path part {seg!r} ends with a space or dot")
+        raise UnsafePathError(
+            f"path part {seg!r} ends with a space or dot",
+            hint="remove the trailing space or dot (Windows drops it, so two names would clash)",
+        )
     stem = seg.split(".", 1)[0]
     if _RESERVED.match(stem) or _RESERVED.match(seg):
-        raise UnsafePathError(f"path part {seg!r} is a reserved device name on Windows")
+        raise UnsafePathError(
+            f"path part {seg!r} is a reserved device name on Windows",
+            hint="rename it: CON, PRN, AUX, NUL and COM or LPT with a digit cannot be file names "
+            "there, whatever the extension",
+        )
     try:
         size = len(seg.encode("utf-8"))
     except UnicodeEncodeError as exc:

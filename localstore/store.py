@@ -809,6 +809,14 @@ class BlueprintStore:
                     "keywords",
                 )
             m = meta if isinstance(meta, BlueprintMeta) else BlueprintMeta.from_dict(meta)
+            # As for save's keywords: saved, a NUL could never sync (the cloud's jsonb holds none).
+            for key in ("name", "description", "author", "version"):
+                text = getattr(m, key)
+                if isinstance(text, str):
+                    _no_nul(f"meta {key}", text)
+            for tag in m.tags:
+                if isinstance(tag, str):
+                    _no_nul("the tag", tag)
             if base is not None and m.id != base.id:
                 raise InvalidInputError(
                     f"meta id {m.id} does not match the blueprint's id {base.id}",

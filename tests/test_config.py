@@ -466,3 +466,14 @@ def test_a_profile_already_holding_credentials_under_an_odd_name_keeps_working(
         assert store.get("other") == "v"
     finally:
         index.close()
+
+
+def test_a_text_setting_with_a_nul_is_refused_wherever_it_comes_from(tmp_path: Path) -> None:
+    """device_name="a\\x00b" was accepted: it goes to the server and into conflict copies' names."""
+    home = tmp_path / "h"
+    with pytest.raises(ConfigError, match=r"device_name.*NUL") as info:
+        load_settings(home=home, environ={}, device_name="lap\x00top")
+    assert info.value.hint
+    with pytest.raises(ConfigError, match=r"LOCALSTORE_DEVICE_NAME.*NUL"):
+        load_settings(home=home, environ={"LOCALSTORE_DEVICE_NAME": "lap\x00top"})
+    assert load_settings(home=home, environ={}, device_name="laptop").device_name == "laptop"

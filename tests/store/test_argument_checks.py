@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from localstore.errors import InvalidInputError, LimitExceededError
+from localstore.errors import InvalidInputError, LimitExceededError, UnsafePathError
 
 
 def _deep_mapping(levels: int) -> dict[str, Any]:
@@ -90,3 +90,47 @@ def test_save_many_takes_any_iterable_of_save_requests(store) -> None:
         "g/1.blueprint.yaml",
         "g/2.blueprint.yaml",
     ]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "a" * 1100,  # longer than MAX_PATH_CHARS
+        "team/tab\there",  # a control character
+        "team/trailing. /x",  # a part ending with a space
+        "team/trailing./x",  # ... or a dot
+        "team/con.yaml",  # a reserved device name
+        "../x",
+        "/abs",
+        "team\\x",
+    ],
+)
+def test_every_unsafe_path_says_how_to_fix_it(store, path: str) -> None:
+    """Four of the path refusals had no hint (length, control characters, a trailing space or
+    dot, a Windows device name): the person saw what was wrong, not what to do."""
+    with pytest.raises(UnsafePathError) as info:
+        store.save(path, "steps: []\n")
+    assert info.value.hint, info.value.message
+    assert store.count() == 0
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"name": "a\x00b"},
+        {"description": "x\x00"},
+        {"author": "\x00"},
+        {"tags": ["ok", "t\x00"]},
+    ],
+)
+def test_a_nul_in_a_meta_mapping_is_refused_like_one_in_the_keywords(store, meta: dict) -> None:
+    """save(name="a\\x00b") is refused (it could never sync: jsonb holds no NUL), but the same
+    text given through meta= was saved."""
+    from localstore.errors import InvalidMetaError
+
+    with pytest.raises(InvalidMetaError, match="NUL") as info:
+        store.save(
+            "w/a", "steps: []\n", meta={"id": "6f1c0f0e-0000-4000-8000-000000000001", **meta}
+        )
+    assert info.value.hint
+    assert store.count() == 0
