@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -581,8 +582,15 @@ _OLD_HOMES = sorted(
     for p in (Path(__file__).parents[1] / "upgrade" / "fixtures").glob("home-*.tar.gz")
     if p.name != "home-36ae549.tar.gz"  # the store-only home never synced
 )
-# The homes of the versions before the record (the newest fixture has one).
-_NO_RECORD = [p for p in _OLD_HOMES if p.name != "home-032e04f.tar.gz"]
+
+
+def _has_record(fixture: Path) -> bool:
+    with tarfile.open(fixture) as tar:
+        return "home/state/sync-bases.jsonl" in tar.getnames()
+
+
+# The homes of the versions before the record (the later fixtures have one).
+_NO_RECORD = [p for p in _OLD_HOMES if not _has_record(p)]
 
 
 @pytest.mark.parametrize("fixture", _NO_RECORD, ids=[p.name[:-7] for p in _NO_RECORD])

@@ -106,13 +106,19 @@ def test_failing_ingest_backs_off_reports_and_indexes_after_recovery(
     # Backed off: each retry waited longer than the one before (0.25 s, 0.5 s, 1 s, ...), where
     # it used to retry every 0.1 s; and it never came to giving up. (The first failed try wrote
     # the new blueprint's meta file before the index refused it; that file's event is a change,
-    # tried at once like any change: at most one quick retry.)
+    # tried at once like any change: one retry off the schedule, which under load comes as late
+    # as the first backed-off one: a CI run saw gaps of 0.27, 0.28 and 1.01 s.)
     failed = watcher.stats.failures
     assert 3 <= failed < MAX_FAILURES
     gaps = [b - a for a, b in itertools.pairwise(tries)]
     spaced = [g for g in gaps if g >= 0.2]
     assert len(spaced) >= 2 and len(gaps) - len(spaced) <= 1, gaps
-    assert all(b > a * 1.5 for a, b in itertools.pairwise(spaced)), gaps
+    # Each wait is longer than the one before, leaving out at most one (the retry the meta
+    # file's event may have caused) when at least two others remain to compare.
+    candidates = [spaced] + [spaced[:i] + spaced[i + 1 :] for i in range(len(spaced))] * (
+        len(spaced) > 2
+    )
+    assert any(all(b > a * 1.5 for a, b in itertools.pairwise(c)) for c in candidates), gaps
     # One warning for the streak, not one per try.
     assert len([m for m in ingest_warnings(caplog) if "cannot index" in m]) == 1
 
