@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from localstore import _durable
-from localstore.config import Settings
-from localstore.errors import InvalidInputError
+from localstore.config import Settings, settings_arg
 
 LOCK_FILE = "daemon.lock"
 STATE_FILE = "daemon.json"
@@ -149,11 +148,7 @@ def daemon_running(settings: Settings) -> dict[str, Any] | None:
     reboot the dead daemon's pid can name any process, and with an app syncing in-process holding
     the lock, `localstore daemon --stop` sent SIGTERM to that process. No network I/O.
     """
-    if not isinstance(settings, Settings):
-        raise InvalidInputError(
-            f"settings must be a Settings, not {type(settings).__name__}",
-            hint="pass store.settings, or localstore.load_settings(home=...)",
-        )
+    settings_arg(settings, "pass store.settings, or localstore.load_settings(home=...)")
     state_dir = settings.paths.state
     state = read_state(state_dir)
     if state is None:

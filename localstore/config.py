@@ -22,7 +22,7 @@ from typing import Any
 import platformdirs
 import yaml
 
-from localstore.errors import ConfigError, StorageError
+from localstore.errors import ConfigError, InvalidInputError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -551,3 +551,12 @@ def load_settings(
             default,
         )
     return Settings(paths=paths, home=home_path, **values)
+
+
+def settings_arg(settings: Any, hint: str = "") -> None:
+    """A Settings argument of the public API (a dict or a path failed later, deep inside)."""
+    if not isinstance(settings, Settings):
+        raise InvalidInputError(
+            f"settings must be a Settings, not {type(settings).__name__}",
+            hint=hint or "pass localstore.load_settings(...) or an open store's store.settings",
+        )

@@ -44,7 +44,7 @@ import keyring.errors
 from keyring.backends import chainer, fail, null
 
 from localstore import _durable, crypto
-from localstore.config import Settings
+from localstore.config import Settings, settings_arg
 from localstore.errors import (
     ConfigError,
     CredentialError,
@@ -607,11 +607,7 @@ def _cred_init_args(index: Any, settings: Any, backend: Any, environ: Any) -> No
             f"index must be a localstore.index.Index, not {type(index).__name__}",
             hint="pass Index(settings.paths.index_db) (or an open store's store.index)",
         )
-    if not isinstance(settings, Settings):
-        raise InvalidInputError(
-            f"settings must be a Settings, not {type(settings).__name__}",
-            hint="pass localstore.load_settings(...) or an open store's store.settings",
-        )
+    settings_arg(settings)
     if backend is not None and not all(
         callable(getattr(backend, m, None)) for m in ("get", "set", "delete")
     ):

@@ -40,7 +40,7 @@ from typing import Any
 import apsw
 import yaml
 
-from localstore.config import DEFAULT_KV_HOT_BYTES, DEFAULT_KV_HOT_ITEMS, Settings
+from localstore.config import DEFAULT_KV_HOT_BYTES, DEFAULT_KV_HOT_ITEMS, Settings, settings_arg
 from localstore.crypto import DataKeys, SecretStore, new_key_id
 from localstore.errors import (
     InvalidInputError,
@@ -303,11 +303,8 @@ def _kv_init_args(
             f"credentials must be a CredentialStore, not {type(credentials).__name__}",
             hint="pass credentials=CredentialStore(index, settings), or leave it out",
         )
-    if settings is not None and not isinstance(settings, Settings):
-        raise InvalidInputError(
-            f"settings must be a Settings, not {type(settings).__name__}",
-            hint="pass localstore.load_settings(...) or an open store's store.settings",
-        )
+    if settings is not None:
+        settings_arg(settings)
     if not callable(clock):
         raise InvalidInputError(
             f"clock must be callable, not {type(clock).__name__}",

@@ -54,7 +54,7 @@ from localstore.blueprint import (
     tags_json,
     utc_now,
 )
-from localstore.config import Settings, load_settings
+from localstore.config import Settings, load_settings, settings_arg
 from localstore.errors import (
     AlreadyExistsError,
     AmbiguousRefError,
@@ -391,10 +391,10 @@ class BlueprintStore:
         InvalidInputError for a validator that is not callable.
         """
         check_validator(validator)
-        if settings is not None and not isinstance(settings, Settings):
-            raise InvalidInputError(
-                f"settings must be a Settings, not {type(settings).__name__}",
-                hint="build it with localstore.load_settings(home=..., ...), or pass home= to "
+        if settings is not None:
+            settings_arg(
+                settings,
+                "build it with localstore.load_settings(home=..., ...), or pass home= to "
                 "localstore.open instead",
             )
         for flag, value in (
