@@ -29,9 +29,13 @@ def _secret_service_problem() -> str:
         return unusable_reason(kr)
     if "SecretService" not in label:
         return f"keyring selected {label}, not the Secret Service"
+    # A name of this process's own: xdist workers probe at the same moment, and with one shared
+    # name a worker's delete could find the item that the other worker then deleted first
+    # (secretstorage's "Item does not exist!"), failing every keychain test of that worker.
+    name = f"probe-{os.getpid()}"
     try:
-        kr.set_password("localstore-test-probe", "probe", "x")
-        kr.delete_password("localstore-test-probe", "probe")
+        kr.set_password("localstore-test-probe", name, "x")
+        kr.delete_password("localstore-test-probe", name)
     except Exception as exc:
         return f"Secret Service probe failed: {type(exc).__name__}: {exc}"
     return ""

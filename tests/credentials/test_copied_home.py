@@ -5,11 +5,18 @@ data keys' ids); the keychain items stay behind on the old computer. Nothing may
 overwritten then, and every error must say what is missing and how to get it back. The new
 computer's keychain is the real one of the test session, without the items (deleted from it);
 "restoring" puts them back.
+
+Locking a keychain locks it for every process on that D-Bus session, and under ``-n 2`` the other
+xdist worker runs keychain tests at the same moment: this module therefore gets a keychain of its
+own (a private dbus-daemon and gnome-keyring-daemon), started and stopped around each test.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,6 +41,83 @@ def _rows(index: Index) -> dict[str, tuple[bytes, str]]:
     with index.read() as cur:
         rows = cur.execute("SELECT key, value, key_id FROM kv_items").fetchall()
     return {str(k): (bytes(v), str(kid)) for k, v, kid in rows}
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture(autouse=True)
+def _private_keychain(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, secret_service: None
+) -> Iterator[str]:
+    """A D-Bus session and an unlocked gnome-keyring for this test alone; yields the bus address.
+
+    Autouse, so it is set up before ``creds`` (which must talk to this keychain, in its teardown
+    too). The bus has no service activation: if the keyring died, calls fail instead of starting
+    a daemon on the suite's keyring files.
+    """
+    root = tmp_path_factory.mktemp("private-keychain")
+    data, run, services = root / "data", root / "run", root / "no-activation"
+    for folder in (data, run, services):
+        folder.mkdir(mode=0o700)
+    env = {**os.environ, "XDG_DATA_HOME": str(data), "XDG_RUNTIME_DIR": str(run)}
+    env["XDG_DATA_DIRS"] = str(services)
+    bus = subprocess.Popen(
+        [
+            "dbus-daemon",
+            "--session",
+            "--nofork",
+            "--print-address=1",
+            f"--address=unix:path={run}/bus",
+        ],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    daemon: subprocess.Popen[bytes] | None = None
+    try:
+        assert bus.stdout is not None
+        address = bus.stdout.readline().decode().strip()
+        bus.stdout.close()
+        assert address.startswith("unix:"), f"dbus-daemon printed {address!r}"
+        env["DBUS_SESSION_BUS_ADDRESS"] = address
+        password = f"localstore-private-{uuid.uuid4().hex}"
+        daemon = subprocess.Popen(
+            ["gnome-keyring-daemon", "--unlock", "--foreground", "--components=secrets"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        assert daemon.stdin is not None
+        daemon.stdin.write(password.encode())
+        daemon.stdin.close()
+        monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", address)
+        monkeypatch.setenv("LOCALSTORE_KEYRING_PASSWORD", password)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with secretstorage.dbus_init() as conn:
+                    if not secretstorage.get_default_collection(conn).is_locked():
+                        break
+            except secretstorage.exceptions.SecretServiceNotAvailableException:
+                pass
+            except secretstorage.exceptions.ItemNotFoundException:
+                pass  # up, but the login collection is not created yet
+            assert daemon.poll() is None, "gnome-keyring-daemon exited"
+            assert time.monotonic() < deadline, "the private keychain did not come up in 30 s"
+            time.sleep(0.05)
+        yield address
+    finally:
+        if daemon is not None:
+            _stop(daemon)
+        _stop(bus)
 
 
 class _Keychain:
@@ -68,8 +152,10 @@ class _Keychain:
 
 
 @pytest.fixture
-def keychain(secret_service: None) -> Iterator[_Keychain]:
+def keychain(_private_keychain: str) -> Iterator[_Keychain]:
     kc = _Keychain()
+    # The collection this test locks is the private one, not the suite's.
+    assert os.environ["DBUS_SESSION_BUS_ADDRESS"] == _private_keychain
     try:
         yield kc
     finally:
