@@ -26,6 +26,7 @@ from xml.sax.saxutils import escape
 
 import click
 
+from localstore import files as fs
 from localstore._daemon_state import (
     EXIT_HOME_GONE,
     EXIT_HOME_LOCKED,
@@ -593,7 +594,7 @@ def service_install(ctx: CliContext, no_enable: bool) -> None:
     plan.path.parent.mkdir(parents=True, exist_ok=True)
     tmp = plan.path.with_name(plan.path.name + ".lstmp")
     tmp.write_text(plan.text, encoding="utf-16" if plan.kind == "schtasks" else "utf-8")
-    os.replace(tmp, plan.path)
+    fs.replace_file(tmp, plan.path)
     commands = [shlex.join(c) for c in plan.enable]
     out: dict[str, Any] = {"kind": plan.kind, "path": str(plan.path), "enabled": False}
     if plan.reachable and not no_enable:
@@ -626,7 +627,7 @@ def service_uninstall(ctx: CliContext) -> None:
     if plan.path.exists():
         if plan.reachable:
             out["results"] = _run_all(plan.disable[:1])
-        plan.path.unlink()
+        fs.unlink_file(plan.path)
         out["removed"] = True
         if plan.reachable and len(plan.disable) > 1:
             out["results"] = out.get("results", []) + _run_all(plan.disable[1:])

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localstore import _durable
+from localstore import files as fs
 from localstore._daemon_state import (
     LOCK_FILE,
     PAUSED_DETAIL,
@@ -227,7 +228,7 @@ def write_state(state_dir: Path, data: dict[str, Any]) -> Path:
             json.dump(data, f, indent=2)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, state_dir / STATE_FILE)
+        fs.replace_file(tmp, state_dir / STATE_FILE)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -240,7 +241,7 @@ def remove_state(state_dir: Path, pid: int) -> None:
     current = read_state(state_dir)
     if current is not None and current.get("pid") == pid:
         with contextlib.suppress(FileNotFoundError):
-            (Path(state_dir) / STATE_FILE).unlink()
+            fs.unlink_file(Path(state_dir) / STATE_FILE)
 
 
 # -- in-process sync for embedding apps -----------------------------------------------------------
