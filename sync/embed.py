@@ -179,6 +179,10 @@ class HomeLock:
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
+            # Windows frees a lock left to its handle's close only "eventually": a daemon
+            # restarted at once met exit 75. (On POSIX the close below frees the flock.)
+            with contextlib.suppress(OSError):
+                _durable.unlock(fd)
             os.close(fd)  # closing the description releases the flock
 
 
