@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from localstore import _durable
+from localstore import files as fs
 from localstore.config import Settings, settings_arg
 
 LOCK_FILE = "daemon.lock"
@@ -72,7 +73,7 @@ def write_pause(state_dir: Path) -> float:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump({"since": now}, f)
-        os.replace(tmp, state_dir / PAUSE_FILE)
+        fs.replace_file(tmp, state_dir / PAUSE_FILE)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -83,7 +84,7 @@ def write_pause(state_dir: Path) -> float:
 def clear_pause(state_dir: Path) -> None:
     """Forget the recorded pause (no-op when there is none). Raises OSError."""
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-        (Path(state_dir) / PAUSE_FILE).unlink()
+        fs.unlink_file(Path(state_dir) / PAUSE_FILE)
 
 
 def lock_is_held(state_dir: Path) -> bool:

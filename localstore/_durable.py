@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ParamSpec, Protocol
 
 PLATFORM = sys.platform
 
@@ -52,6 +52,8 @@ MOVEFILE_WRITE_THROUGH = 0x8
 F_FULLFSYNC_DARWIN = 51  # <sys/fcntl.h>; fcntl.F_FULLFSYNC exists only in a macOS build of Python
 
 ReplaceFn = Callable[[str, str], None]
+UnlinkFn = Callable[[str], None]
+_P = ParamSpec("_P")
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Primitives:
     dir_fsync: bool  # whether a directory can be opened and flushed (not on Windows)
     replace: ReplaceFn  # rename over an existing file, durably where the OS can say so
     rename: ReplaceFn  # rename to a name that does not exist
+    unlink: UnlinkFn  # remove a file
     free_bytes: Callable[[str], int]  # bytes free to this user on the folder's filesystem
     no_hard_link_errnos: frozenset[int]  # os.link errors that mean "no hard links here"
 
@@ -88,30 +91,31 @@ def full_fsync(
         os.fsync(fd)
 
 
-def retrying_replace(
-    replace_once: ReplaceFn,
+def retrying(
+    call_once: Callable[_P, None],
     *,
     delays: Sequence[float] = REPLACE_RETRY_DELAYS,
     sleep: Callable[[float], None] = time.sleep,
-) -> ReplaceFn:
-    """``replace_once`` retried while Windows says another process has the file open.
+) -> Callable[_P, None]:
+    """``call_once`` (a rename, replace or unlink) retried while Windows says another process has
+    the file open.
 
     Only PermissionError with winerror 5, 32 or 33 is retried, after each of ``delays``; the error
     of the last attempt is raised (files.map_os_error turns it into an error with a hint).
     """
 
-    def replace(src: str, dst: str) -> None:
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> None:
         for delay in delays:
             try:
-                replace_once(src, dst)
+                call_once(*args, **kwargs)
                 return
             except PermissionError as exc:
                 if getattr(exc, "winerror", None) not in WIN_IN_USE_ERRORS:
                     raise
             sleep(delay)
-        replace_once(src, dst)
+        call_once(*args, **kwargs)
 
-    return replace
+    return call
 
 
 def statvfs_free(folder: str) -> int:
@@ -153,18 +157,27 @@ else:
     _native_rename = os.rename
 
 
-def primitives_for(platform: str, *, replace_once: ReplaceFn | None = None) -> Primitives:
+def primitives_for(
+    platform: str,
+    *,
+    replace_once: ReplaceFn | None = None,
+    unlink_once: UnlinkFn | None = None,
+) -> Primitives:
     """The durable-write primitives of ``platform`` (a ``sys.platform`` value).
 
-    ``replace_once`` stands in for the platform's single rename (tests inject faults with it).
+    ``replace_once`` stands in for the platform's single rename, ``unlink_once`` for its single
+    unlink (tests inject faults with them).
     """
     if platform == "win32":
         return Primitives(
             platform=platform,
             fsync=os.fsync,  # _commit(): FlushFileBuffers, which flushes the drive cache too
             dir_fsync=False,
-            replace=retrying_replace(replace_once or _native_replace),
-            rename=retrying_replace(replace_once or _native_rename),
+            replace=retrying(replace_once or _native_replace),
+            rename=retrying(replace_once or _native_rename),
+            # DeleteFileW meets the same sharing violation while a scanner or an editor holds
+            # the file open.
+            unlink=retrying(unlink_once or os.unlink),
             free_bytes=disk_usage_free,
             # CreateHardLinkW on FAT/exFAT or a share without links: ERROR_INVALID_FUNCTION or
             # ERROR_NOT_SUPPORTED, both EINVAL in Python.
@@ -178,6 +191,7 @@ def primitives_for(platform: str, *, replace_once: ReplaceFn | None = None) -> P
             dir_fsync=True,
             replace=replace_once or os.replace,
             rename=replace_once or os.rename,
+            unlink=unlink_once or os.unlink,
             free_bytes=statvfs_free,
             no_hard_link_errnos=no_links,
         )
@@ -188,13 +202,14 @@ def primitives_for(platform: str, *, replace_once: ReplaceFn | None = None) -> P
         dir_fsync=True,
         replace=replace_once or os.replace,
         rename=replace_once or os.rename,
+        unlink=unlink_once or os.unlink,
         free_bytes=statvfs_free,
         no_hard_link_errnos=no_links,
     )
 
 
 class FileCalls(Protocol):
-    """The three calls of the save path that differ by platform, as files.py makes them."""
+    """The calls of the save path that differ by platform, as files.py makes them."""
 
     @property
     def fsync(self) -> Callable[[int], None]: ...
@@ -205,6 +220,9 @@ class FileCalls(Protocol):
     @property
     def rename(self) -> ReplaceFn: ...
 
+    @property
+    def unlink(self) -> UnlinkFn: ...
+
 
 class _Calls:
     """A platform's FileCalls where they are not the os module's own."""
@@ -213,19 +231,21 @@ class _Calls:
         self.fsync = primitives.fsync
         self.replace = primitives.replace
         self.rename = primitives.rename
+        self.unlink = primitives.unlink
 
 
 def calls_for(primitives: Primitives) -> FileCalls:
-    """What files.py calls as ``_os.fsync``/``_os.replace``/``_os.rename`` for ``primitives``.
+    """What files.py calls as ``_os.fsync``/``_os.replace``/``_os.rename``/``_os.unlink``.
 
     The os module itself when the platform uses os's functions (Linux): a save then makes exactly
     the calls it made before this module existed (one attribute lookup each, no wrapper), and a
     test that injects a fault by patching ``os.fsync`` or ``os.replace`` still reaches them.
     """
-    if (primitives.fsync, primitives.replace, primitives.rename) == (
+    if (primitives.fsync, primitives.replace, primitives.rename, primitives.unlink) == (
         os.fsync,
         os.replace,
         os.rename,
+        os.unlink,
     ):
         return os
     return _Calls(primitives)
@@ -243,13 +263,33 @@ CURRENT = primitives_for(PLATFORM)
 _WIN_LOCK_OFFSET = 0x40000000
 _WIN_LOCK_POLL = 0.05
 
-if sys.platform == "win32":
 
-    def _win_lock_once(fd: int, mode: int) -> bool:
+class ByteRangeLock:
+    """Windows' whole-file lock: ``msvcrt.locking`` on the one byte at ``_WIN_LOCK_OFFSET``.
+
+    ``locking`` and the two modes are msvcrt's; tests on Linux pass a stand-in that behaves as
+    Windows documents (a lock belongs to the handle; one left to the close of its handle is freed
+    "eventually", when the system gets to it), which is why ``unlock`` exists at all.
+    """
+
+    def __init__(
+        self,
+        locking: Callable[[int, int, int], None],
+        *,
+        nb_lock: int,
+        unlock: int,
+        poll: float = _WIN_LOCK_POLL,
+    ) -> None:
+        self._locking = locking
+        self._nb_lock = nb_lock
+        self._unlock = unlock
+        self._poll = poll
+
+    def _once(self, fd: int, mode: int) -> bool:
         pos = os.lseek(fd, 0, os.SEEK_CUR)
         os.lseek(fd, _WIN_LOCK_OFFSET, os.SEEK_SET)
         try:
-            msvcrt.locking(fd, mode, 1)
+            self._locking(fd, mode, 1)
         except OSError as exc:
             if exc.errno in (errno.EACCES, errno.EDEADLOCK):
                 return False
@@ -258,21 +298,35 @@ if sys.platform == "win32":
             os.lseek(fd, pos, os.SEEK_SET)  # (the pid is written at the start)
         return True
 
-    def try_lock(fd: int, *, blocking: bool) -> bool:
+    def try_lock(self, fd: int, *, blocking: bool) -> bool:
         """Take the file's exclusive lock; False if another handle holds it (not ``blocking``)."""
-        while not _win_lock_once(fd, msvcrt.LK_NBLCK):
+        while not self._once(fd, self._nb_lock):
             if not blocking:
                 return False
             # (LK_LOCK gives up after 10 s: poll instead, like flock without LOCK_NB waits.)
-            time.sleep(_WIN_LOCK_POLL)
+            time.sleep(self._poll)
         return True
 
-    def lock_taken(fd: int) -> bool:
+    def lock_taken(self, fd: int) -> bool:
         """Whether any handle (this process's included) holds the file's lock. No side effects."""
-        if not _win_lock_once(fd, msvcrt.LK_NBLCK):
+        if not self._once(fd, self._nb_lock):
             return True
-        _win_lock_once(fd, msvcrt.LK_UNLCK)
+        self._once(fd, self._unlock)
         return False
+
+    def unlock(self, fd: int) -> None:
+        """Free the lock this handle holds, now (call before closing it). Raises OSError."""
+        # Closing a handle frees its locks only when the system gets to it: a daemon restarted
+        # at once, or the next writer of the credentials file, found the home still locked.
+        # (False, a refusal, means this handle held no lock: nothing to free.)
+        self._once(fd, self._unlock)
+
+
+if sys.platform == "win32":
+    _WIN_LOCKS = ByteRangeLock(msvcrt.locking, nb_lock=msvcrt.LK_NBLCK, unlock=msvcrt.LK_UNLCK)
+    try_lock = _WIN_LOCKS.try_lock
+    lock_taken = _WIN_LOCKS.lock_taken
+    unlock = _WIN_LOCKS.unlock
 
     _PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
     _STILL_ACTIVE = 259
@@ -318,6 +372,10 @@ else:
                 return True
             raise
         return False
+
+    def unlock(fd: int) -> None:
+        """Nothing to do: closing the descriptor frees the flock at once (a LOCK_UN would also
+        take it from a forked child still sharing the description)."""
 
     # (No pid_alive here: on POSIX os.kill(pid, 0) probes, and the callers keep their own logic.)
 

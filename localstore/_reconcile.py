@@ -995,7 +995,7 @@ class Reconciler:
                 continue
             if same_id is not None and found.id != same_id:
                 continue
-            os.replace(entry.path, target)
+            fs.replace_file(entry.path, target)
             fs.fsync_dir(target.parent)
             report.fixed.append({"kind": "meta-recovered", "path": meta_rel, "detail": entry.name})
             return raw

@@ -56,6 +56,7 @@ from localstore._bundle_read import (
     private_cache,
     sweep_stale_temps,
 )
+from localstore._durable import WIN_IN_USE_ERRORS
 from localstore.blueprint import (
     MAX_META_BYTES,
     Blueprint,
@@ -333,7 +334,8 @@ def export_bundle(
         for leftover in (tmp_zip, final_tmp):
             if leftover is not None:
                 try:
-                    leftover.unlink(missing_ok=True)
+                    # (Retried on Windows: the plaintext zip of an encrypted export among them.)
+                    fs.unlink_file(leftover)
                 except OSError:  # never created there (the error above says why); nothing to undo
                     pass
     size = dest_path.stat().st_size
@@ -546,8 +548,11 @@ def _fsync_file(path: Path) -> None:
 
 def _replace_durably(tmp: Path, dest: Path) -> None:
     try:
-        os.replace(tmp, dest)
+        # (Retried on Windows while the previous bundle is open in a previewer or scanned.)
+        fs.replace_file(tmp, dest)
     except OSError as exc:
+        if getattr(exc, "winerror", None) in WIN_IN_USE_ERRORS:
+            raise fs.map_os_error(exc, "cannot write", dest) from exc
         raise StorageError(
             f"cannot write {dest}: {exc.strerror or exc}", hint="check the folder and free space"
         ) from exc

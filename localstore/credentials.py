@@ -326,7 +326,12 @@ class _FileLock:
             try:
                 # (record_backend takes it on Windows too: "import fcntl" failed there.)
                 _durable.try_lock(fd, blocking=True)
-                yield
+                try:
+                    yield
+                finally:
+                    # (Windows frees a lock at its handle's close only "eventually".)
+                    with contextlib.suppress(OSError):
+                        _durable.unlock(fd)
             finally:
                 os.close(fd)  # closing releases the flock
 

@@ -160,7 +160,27 @@ def fsync_dir(directory: Path | str) -> None:
         os.close(fd)
 
 
+def rename_file(src: Path | str, dst: Path | str) -> None:
+    """Rename a file or folder, as ``os.rename``, with this platform's rename (written through and
+    retried past another program's hold on Windows). Raises OSError."""
+    _os.rename(os.fspath(src), os.fspath(dst))
+
+
+def replace_file(src: Path | str, dst: Path | str) -> None:
+    """Rename a file over another, as ``os.replace``, with this platform's replace (written
+    through and retried past another program's hold on Windows). Raises OSError."""
+    _os.replace(os.fspath(src), os.fspath(dst))
+
+
+def unlink_file(path: Path | str) -> None:
+    """Remove a file, as ``os.unlink``, retried on Windows while another program (an antivirus,
+    the search indexer, an editor) has it open. Raises OSError."""
+    _os.unlink(os.fspath(path))
+
+
 def _unlink_quiet(path: Path | str) -> None:
+    # Not retried: only our own temps and files set aside come here, and a leftover is removed
+    # as a stale temp later; 1.4 s of retries would stall the save for a cleanup nobody awaits.
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -561,9 +581,12 @@ def ensure_dir(directory: Path) -> None:
 
 
 def remove_file(path: Path) -> None:
-    """Unlink a file if present (durably). A folder with the name is not a file: left alone."""
+    """Unlink a file if present (durably). A folder with the name is not a file: left alone.
+
+    Raises StorageError ("in use by another program" when Windows' sharing violation outlasts
+    the retries)."""
     try:
-        os.unlink(path)
+        _os.unlink(os.fspath(path))
     except (FileNotFoundError, IsADirectoryError):
         # (IsADirectoryError: the undo of a save refused because a folder took its meta file's
         # name removed the YAML, then failed here and logged that it could not clean up.)

@@ -31,6 +31,8 @@ from typing import Any, NoReturn
 
 import apsw
 
+from localstore import files as fs
+from localstore._durable import WIN_IN_USE_ERRORS
 from localstore._fts_text import indexed_text
 from localstore._revisions import compact_superseded
 from localstore.errors import (
@@ -506,9 +508,11 @@ def set_aside(path: Path) -> Path:
         for suffix in ("-wal", "-shm"):
             side = path.with_name(path.name + suffix)
             if side.exists():
-                os.replace(side, target.with_name(target.name + suffix))
-        os.replace(path, target)
+                fs.replace_file(side, target.with_name(target.name + suffix))
+        fs.replace_file(path, target)
     except OSError as exc:
+        if getattr(exc, "winerror", None) in WIN_IN_USE_ERRORS:  # (a backup tool, a scanner)
+            raise fs.map_os_error(exc, "cannot move the damaged index aside", path) from exc
         raise PermissionDeniedError(
             f"cannot move the damaged index {path} aside: {exc.strerror or exc}",
             hint="check the permissions of the data folder, or move index.db aside by hand",

@@ -1521,7 +1521,9 @@ class BlueprintStore:
         ):
             src_abs, dst_abs = self.abspath(src), self.abspath(dst)
             try:
-                os.rename(src_abs, dst_abs)
+                # (The platform's rename: on Windows written through, the folder cannot be
+                # flushed there, and retried while an editor or a scanner has the file open.)
+                fs.rename_file(src_abs, dst_abs)
             except FileNotFoundError:
                 continue
             except OSError as exc:
@@ -1556,6 +1558,8 @@ class BlueprintStore:
         removed = False
         while d.resolve() != root and root in d.resolve().parents:
             try:
+                # (Not retried on Windows: a folder another program has open, as Explorer's
+                # current folder, stays, empty; it is harmless and goes with the next prune.)
                 d.rmdir()
             except OSError:
                 break

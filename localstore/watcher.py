@@ -606,7 +606,8 @@ class Watcher:
             return n
         fence = self.root / f"{_FENCE_PREFIX}{self._token}-{n}{fs.TEMP_SUFFIX}"
         os.close(os.open(fence, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
-        os.unlink(fence)
+        # (A scanner opens a new file on Windows: a plain unlink failed the flush or sync.)
+        fs.unlink_file(fence)
         return n
 
     def rescan(self, *, timeout: float = 120.0) -> RescanReport:

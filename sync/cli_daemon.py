@@ -26,6 +26,7 @@ from xml.sax.saxutils import escape
 
 import click
 
+from localstore import files as fs
 from localstore._daemon_state import (
     EXIT_HOME_GONE,
     EXIT_HOME_LOCKED,
@@ -269,19 +270,59 @@ def _stop_daemon(ctx: CliContext) -> None:
         ctx.emit({"status": "not running"}, lambda: click.echo("no daemon runs for this home"))
         return
     pid = int(state["pid"])
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        # It exited between daemon_running() and here (its service manager, another --stop):
-        # what the user asked for is done.
-        ctx.emit({"status": "stopped", "pid": pid}, lambda: click.echo(f"daemon {pid} stopped"))
-        return
+    if not _ask_to_stop(state) and _SIGTERM_STOPS_CLEANLY:
+        # No answer (a daemon from before the `stop` op, a control API that does not answer):
+        # SIGTERM runs the same clean stop here. Not on Windows, where it is TerminateProcess.
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            # It exited between daemon_running() and here (its service manager, another
+            # --stop): what the user asked for is done.
+            ctx.emit({"status": "stopped", "pid": pid}, lambda: click.echo(f"daemon {pid} stopped"))
+            return
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while lock_holder(ctx.settings.paths.state) == pid and time.monotonic() < deadline:
         time.sleep(0.05)
     if lock_holder(ctx.settings.paths.state) == pid:
-        fail(f"daemon {pid} did not stop in {STOP_TIMEOUT_S:.0f} s", hint=f"kill -9 {pid}")
+        fail(
+            f"daemon {pid} did not stop in {STOP_TIMEOUT_S:.0f} s",
+            hint=f"stop it by force: {hard_stop_command(pid)} (its sync resumes at the next start)",
+        )
     ctx.emit({"status": "stopped", "pid": pid}, lambda: click.echo(f"daemon {pid} stopped"))
+
+
+# os.kill(pid, SIGTERM) is a clean stop on POSIX; on Windows it is TerminateProcess (no outbox
+# flush, no index close, no lock release), so there the control API's `stop` is the only way.
+_SIGTERM_STOPS_CLEANLY = sys.platform != "win32"
+
+
+def hard_stop_command(pid: int, *, platform: str = sys.platform) -> str:
+    """The command that kills ``pid`` outright on ``platform`` (for hints)."""
+    return f"taskkill /F /PID {pid}" if platform == "win32" else f"kill -9 {pid}"
+
+
+def _unanswered_stop_command(pid: int) -> str:
+    """How to stop a daemon whose control API does not answer (so `--stop` cannot ask it)."""
+    return f"kill {pid}" if _SIGTERM_STOPS_CLEANLY else hard_stop_command(pid)
+
+
+def _ask_to_stop(state: Mapping[str, Any]) -> bool:
+    """Ask the daemon through its control API to stop cleanly; True once it said it will.
+
+    The request is token-authenticated: it reaches the daemon that wrote daemon.json, never
+    another process that has since taken its pid.
+    """
+    from sync.control import ControlClient, ControlError
+
+    try:
+        with ControlClient(int(state["port"]), str(state["token"]), timeout=5.0) as client:
+            client.stop()
+    except ControlError as exc:
+        # (Its own error reply "shutting_down": it is stopping already.)
+        return getattr(exc, "code", None) == "shutting_down"
+    except (KeyError, TypeError, ValueError):  # a daemon.json without port or token
+        return False
+    return True
 
 
 def _pause_daemon(ctx: CliContext, pause: bool) -> None:
@@ -593,7 +634,7 @@ def service_install(ctx: CliContext, no_enable: bool) -> None:
     plan.path.parent.mkdir(parents=True, exist_ok=True)
     tmp = plan.path.with_name(plan.path.name + ".lstmp")
     tmp.write_text(plan.text, encoding="utf-16" if plan.kind == "schtasks" else "utf-8")
-    os.replace(tmp, plan.path)
+    fs.replace_file(tmp, plan.path)
     commands = [shlex.join(c) for c in plan.enable]
     out: dict[str, Any] = {"kind": plan.kind, "path": str(plan.path), "enabled": False}
     if plan.reachable and not no_enable:
@@ -626,7 +667,7 @@ def service_uninstall(ctx: CliContext) -> None:
     if plan.path.exists():
         if plan.reachable:
             out["results"] = _run_all(plan.disable[:1])
-        plan.path.unlink()
+        fs.unlink_file(plan.path)
         out["removed"] = True
         if plan.reachable and len(plan.disable) > 1:
             out["results"] = out.get("results", []) + _run_all(plan.disable[1:])
@@ -883,7 +924,8 @@ def check_daemon(settings: Settings) -> Finding:
             "daemon",
             "problem",
             f"pid {state['pid']} does not answer: {exc.message}",
-            f"restart it: kill {state['pid']}; localstore daemon --detach",
+            f"restart it: {_unanswered_stop_command(int(state['pid']))}; "
+            "localstore daemon --detach",
         )
     sync, watcher = status.get("sync", {}), status.get("watcher", {})
     if watcher.get("state") in ("degraded", "failed"):

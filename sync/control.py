@@ -8,7 +8,8 @@ Wire format (one JSON object per text frame)::
     event     {"event": "saved", "seq": 12, "ts": "...", "data": {...}}   after "subscribe"
 
 Ops: ``auth`` (token in the first message), ``ping``, ``status``, ``sync`` (``{"wait": true}``
-runs a cycle and returns its report), ``pause``, ``resume``, ``metrics``, ``subscribe``
+runs a cycle and returns its report), ``pause``, ``resume``, ``metrics``, ``stop`` (a clean
+shut-down, as SIGTERM: the one way to ask for it on Windows), ``subscribe``
 (``{"events": [...]}`` filters by name), ``unsubscribe``. Events: ``saved``, ``deleted``,
 ``moved``, ``invalid``, ``conflict``, ``sync`` (state and progress), ``error``, ``dropped``,
 ``shutdown``; and ``events_lost``, made by the client itself (not sent by the server) when it had
@@ -103,8 +104,19 @@ MAX_METRICS_CONNECTIONS = 8
 METRICS_HEADER_TIMEOUT_S = 5.0
 CLOSE_GRACE_S = 1.5  # at stop, for clients to take the close before their sockets are aborted
 METRICS_MAX_HEADERS = 100
-OPS = ("auth", "ping", "status", "sync", "pause", "resume", "metrics", "subscribe", "unsubscribe")
-_HANDLER_OPS = frozenset({"status", "sync", "pause", "resume", "metrics"})
+OPS = (
+    "auth",
+    "ping",
+    "status",
+    "sync",
+    "pause",
+    "resume",
+    "metrics",
+    "stop",
+    "subscribe",
+    "unsubscribe",
+)
+_HANDLER_OPS = frozenset({"status", "sync", "pause", "resume", "metrics", "stop"})
 _SYNC_OPS = frozenset({"sync"})  # run on their own pool (see ControlServer.__init__)
 _SYNC_WORKERS = 2
 _TOKEN_HEADERS = ("X-LocalStore-Token",)
@@ -149,7 +161,7 @@ class ControlHandler(Protocol):
     """What the server asks the daemon: one blocking call per op (runs in the server's pool)."""
 
     def handle(self, op: str, args: dict[str, Any]) -> Any:
-        """Answer ``op`` (status, sync, pause, resume, metrics); raise OpError to refuse."""
+        """Answer ``op`` (status, sync, pause, resume, metrics, stop); raise OpError to refuse."""
         ...
 
 
@@ -1005,6 +1017,11 @@ class ControlClient:
     def metrics(self) -> dict[str, Any]:
         """Counters and gauges."""
         result: dict[str, Any] = self.request("metrics")
+        return result
+
+    def stop(self) -> dict[str, Any]:
+        """Ask the daemon to shut down cleanly (as SIGTERM does); returns once it has begun."""
+        result: dict[str, Any] = self.request("stop")
         return result
 
     # -- events ------------------------------------------------------------------------------------

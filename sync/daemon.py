@@ -10,7 +10,7 @@
    again when asked to sync and every ``RELOGIN_CHECK_S``;
 4. serves the control API (:mod:`sync.control`) and writes ``state/daemon.json`` (pid, port,
    token; 0600, atomic) last, so a client that finds the file finds a daemon ready to answer;
-5. waits for SIGTERM/SIGINT/SIGHUP (or ``stop()``), then stops in reverse order within
+5. waits for SIGTERM/SIGINT/SIGHUP, the control API's ``stop`` (or ``stop()``), then stops in reverse order within
    ``STOP_BUDGET_S``. A sync cycle in flight gets what is left of the budget to finish; if it
    does not, it is abandoned, which is safe because every sync step is resumable (the outbox is
    rebuilt from the index, pushes are idempotent by op id, the cursor commits with its page).
@@ -488,7 +488,8 @@ class Daemon:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Start everything, serve until SIGTERM/SIGINT/SIGHUP or stop(), then shut down.
+        """Start everything, serve until SIGTERM/SIGINT/SIGHUP, a ``stop`` request or stop(), then
+        shut down.
 
         Returns 0, or 1 when the home's lock was lost to another process (see ``_check_lock``),
         so a service manager restarts it (and the restart reports who holds the home).
@@ -533,7 +534,11 @@ class Daemon:
         # killed the process without removing daemon.json or giving the sync cycle its budget.
         # (No reload is attached to it: the daemon reads no configuration file to reload.)
         hup = getattr(signal, "SIGHUP", None)  # (none on Windows)
-        for sig in (signal.SIGTERM, signal.SIGINT, *([hup] if hup is not None else [])):
+        # SIGBREAK: Ctrl-Break in the console of a Windows daemon (Windows only); untrapped it
+        # ended the process at once, as SIGHUP did here.
+        brk = getattr(signal, "SIGBREAK", None)
+        extra = [s for s in (hup, brk) if s is not None]
+        for sig in (signal.SIGTERM, signal.SIGINT, *extra):
             previous[sig] = signal.signal(sig, handler)
         return previous
 
@@ -598,7 +603,13 @@ class Daemon:
             self.engine.stop()
         if self.store is not None:  # the engine and watcher joined below must not wait 30 s
             self.store.index.interrupt_lock_waits()  # for a write lock another process holds
-        remove_state(self.settings.paths.state, os.getpid())
+        try:
+            remove_state(self.settings.paths.state, os.getpid())
+        except OSError as exc:
+            # (Windows: a reader or a scanner held it past the retries.) A daemon.json left here
+            # is ignored (its pid gone, the lock free); raising skipped the rest of the
+            # shut-down, the lock's release included.
+            log.warning("could not remove %s: %s", STATE_FILE, exc.strerror or exc)
         if self._forwarder is not None:
             logging.getLogger().removeHandler(self._forwarder)
         for unsub in self._unsubs:
@@ -966,6 +977,13 @@ class Daemon:
             return self._op_pause(False)
         if op == "metrics":
             return self.metrics_snapshot()
+        if op == "stop":
+            # SIGTERM's clean stop for whoever holds the token (the user who can read
+            # daemon.json, who could signal the process anyway). On Windows it is the only one:
+            # os.kill(pid, SIGTERM) there is TerminateProcess, which runs no shut-down at all.
+            log.info("stop requested through the control API")
+            self._stop.set()
+            return {"stopping": True, "pid": os.getpid()}
         raise OpError("unknown_op", f"unknown op {op!r}")
 
     def _sync_status(self) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localstore import _durable
+from localstore import files as fs
 from localstore._daemon_state import (
     LOCK_FILE,
     PAUSED_DETAIL,
@@ -178,6 +179,10 @@ class HomeLock:
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
+            # Windows frees a lock left to its handle's close only "eventually": a daemon
+            # restarted at once met exit 75. (On POSIX the close below frees the flock.)
+            with contextlib.suppress(OSError):
+                _durable.unlock(fd)
             os.close(fd)  # closing the description releases the flock
 
 
@@ -227,7 +232,7 @@ def write_state(state_dir: Path, data: dict[str, Any]) -> Path:
             json.dump(data, f, indent=2)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, state_dir / STATE_FILE)
+        fs.replace_file(tmp, state_dir / STATE_FILE)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -240,7 +245,7 @@ def remove_state(state_dir: Path, pid: int) -> None:
     current = read_state(state_dir)
     if current is not None and current.get("pid") == pid:
         with contextlib.suppress(FileNotFoundError):
-            (Path(state_dir) / STATE_FILE).unlink()
+            fs.unlink_file(Path(state_dir) / STATE_FILE)
 
 
 # -- in-process sync for embedding apps -----------------------------------------------------------

@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from localstore import files as fs
 from localstore.config import Settings
 
 __all__ = ["MARKER_FILE", "SessionMarker", "marker_path", "signature", "touch"]
@@ -56,7 +57,7 @@ def touch(settings: Settings) -> None:
     try:
         with os.fdopen(fd, "w", encoding="ascii") as f:
             f.write(f"{secrets.token_hex(8)} {time.time():.6f}\n")
-        os.replace(tmp, path)
+        fs.replace_file(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

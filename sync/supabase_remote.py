@@ -656,7 +656,12 @@ class KeychainSessionStorage(SyncSupportedStorage):
             try:
                 # (flock on POSIX, a byte-range lock on Windows: "import fcntl" failed there.)
                 _durable.try_lock(fd, blocking=True)
-                yield
+                try:
+                    yield
+                finally:
+                    # (Windows frees a lock at its handle's close only "eventually".)
+                    with contextlib.suppress(OSError):
+                        _durable.unlock(fd)
             finally:
                 os.close(fd)
 
