@@ -90,6 +90,7 @@ from sync._local import (
     resolve_conflict,
     store_arg,
 )
+from sync._shown import MAX_SHOWN, shown
 from sync._state import ConflictRecord, QuarantineEntry
 from sync._timefmt import span
 from sync.errors import (
@@ -1065,7 +1066,9 @@ class SyncEngine:
         if condition is not None:
             self._last_error = condition.describe(exc)
         else:
-            self._last_error = str(exc) or type(exc).__name__
+            # (A cloud error quotes the server: sync.supabase_remote escapes and cuts it; this
+            # holds for any remote.)
+            self._last_error = shown(str(exc) or type(exc).__name__, 2 * MAX_SHOWN)
         state: SyncStateName = "offline" if isinstance(exc, OfflineError) else "error"
         if condition is None or condition.record:
             try:
@@ -1631,7 +1634,7 @@ class SyncEngine:
             op_id = st.current_op_id(cur, row.id)
             st.quarantine(cur, row.id, op_id, row.path, "pull", code, exc.message)
             report.count_quarantined(row.id, _row_error(row.path, exc.message))
-            log.warning("sync: cannot store server row %s (%s): %s", row.id, row.path, exc)
+            log.warning("sync: cannot store server row %s (%s): %s", row.id, shown(row.path), exc)
 
     def _ancestors(self, rows: Sequence[ServerRow]) -> dict[str, RevisionMatch]:
         """Ask the server which local copies without a base are revisions it had (by id).
@@ -2219,7 +2222,8 @@ def _accepted(change: Change, item: st.OutboxItem, result: PushResult) -> st.Acc
 
 def _row_error(path: str, message: str) -> str:
     """One report line for a server row that could not be stored (its path said once)."""
-    return message if message.startswith(path) else f"{path}: {message}"
+    # The path is the server's: escaped and cut, as in the quarantine record.
+    return shown(message if message.startswith(path) else f"{path}: {message}", 2 * MAX_SHOWN)
 
 
 def _row_or_none(store: BlueprintStore, blueprint_id: str) -> Any:

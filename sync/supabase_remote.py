@@ -81,6 +81,7 @@ from localstore.index import Index
 from sync import _state as st
 from sync import account_record, session_marker
 from sync._realtime import RealtimeHints
+from sync._shown import MAX_CODE, MAX_SHOWN, shown
 from sync.errors import (
     AccountMismatchError,
     AuthError,
@@ -264,12 +265,17 @@ def _redactor(secrets: Iterable[str | None]) -> Callable[[str], str]:
 
 
 def _redacted(err: SyncError, redact: Callable[[str], str]) -> SyncError:
-    message, hint = redact(err.message), redact(err.hint)
+    """``err`` without the secrets, and with the server's text in it escaped and cut
+    (sync._shown): its message and hint reach the index, `localstore status` and the log."""
+    # Secrets first: cut first, a secret straddling the cut would leave its start behind.
+    message, hint = shown(redact(err.message), 2 * MAX_SHOWN), shown(redact(err.hint))
     if message != err.message:
         err.message = message
         err.args = (message,)
     if hint != err.hint:
         err.hint = hint
+    if err.code is not None:
+        err.code = shown(err.code, MAX_CODE)
     return err
 
 
@@ -336,7 +342,7 @@ def _unclassified(
     if isinstance(exc, pydantic.ValidationError):
         text = _shape_error(exc, what)
     else:
-        text = redact(f"{what}: unexpected {type(exc).__name__}: {exc}")
+        text = shown(redact(f"{what}: unexpected {type(exc).__name__}: {exc}"), 2 * MAX_SHOWN)
     if not quiet:
         log.warning("%s; will retry", text)
     return TransientError(text)
@@ -1087,10 +1093,19 @@ class SupabaseRemote:
         )
         if not isinstance(data, list) or len(data) != len(changes):
             raise ProtocolError("push_changes: expected one result per change")
-        results = [PushResult.from_json(r) for r in data]
+        results = [PushResult.from_json(self._without_secrets(r)) for r in data]
         if [r.op_id for r in results] != [c.op_id for c in changes]:
             raise ProtocolError("push_changes: results are not in request order")
         return results
+
+    def _without_secrets(self, result: Any) -> Any:
+        """A push result whose rejection text quotes no secret of the request (a server that
+        echoes it put the access token in the quarantine record, `localstore status` and the
+        log). Before parsing: the parser cuts long texts, and a token cut in two is not found."""
+        if not isinstance(result, dict) or result.get("status") != "rejected":
+            return result
+        redact = _redactor(self._secrets())
+        return {k: redact(v) if isinstance(v, str) else v for k, v in result.items()}
 
     def _check_schema(self) -> None:
         """Before the session's first push: refuse a cloud schema older than this client needs.
