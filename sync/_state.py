@@ -59,7 +59,8 @@ from typing import Any
 
 from localstore._revisions import revision_text
 from localstore.blueprint import utc_now
-from sync._shown import MAX_CODE, escaped, shown
+from localstore.files import MAX_PATH_CHARS
+from sync._shown import MAX_CODE, MAX_SHOWN, escaped, shown
 
 SYNC_MIGRATIONS: tuple[str, ...] = (
     """
@@ -961,8 +962,11 @@ def quarantine(
     """Park one change with its error.
 
     The path (a pulled row's is the server's), code and message are stored escaped and cut
-    (sync._shown): every `localstore status` prints them."""
-    path, code, message = shown(path), shown(code, MAX_CODE), shown(message)
+    (sync._shown): every `localstore status` prints them. The limits leave room for any path
+    the store takes and for this project's own longest messages (their hint is at the end); a
+    server's rejection text was cut shorter when it was parsed (PushResult)."""
+    path = shown(path, MAX_PATH_CHARS)
+    code, message = shown(code, MAX_CODE), shown(message, 4 * MAX_SHOWN)
     cur.execute(
         "INSERT INTO sync_quarantine VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
         "op_id = excluded.op_id, path = excluded.path, direction = excluded.direction, "

@@ -1068,7 +1068,7 @@ class SyncEngine:
         else:
             # (A cloud error quotes the server: sync.supabase_remote escapes and cuts it; this
             # holds for any remote.)
-            self._last_error = shown(str(exc) or type(exc).__name__, 2 * MAX_SHOWN)
+            self._last_error = shown(str(exc) or type(exc).__name__, 4 * MAX_SHOWN)
         state: SyncStateName = "offline" if isinstance(exc, OfflineError) else "error"
         if condition is None or condition.record:
             try:
@@ -2223,7 +2223,7 @@ def _accepted(change: Change, item: st.OutboxItem, result: PushResult) -> st.Acc
 def _row_error(path: str, message: str) -> str:
     """One report line for a server row that could not be stored (its path said once)."""
     # The path is the server's: escaped and cut, as in the quarantine record.
-    return shown(message if message.startswith(path) else f"{path}: {message}", 2 * MAX_SHOWN)
+    return shown(message if message.startswith(path) else f"{path}: {message}", 4 * MAX_SHOWN)
 
 
 def _row_or_none(store: BlueprintStore, blueprint_id: str) -> Any:

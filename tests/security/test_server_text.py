@@ -63,7 +63,7 @@ def _body(request: str) -> dict[str, object]:
     return body
 
 
-def _assert_safe(text: str, secrets: list[str], *, limit: int = 2000) -> None:
+def _assert_safe(text: str, secrets: list[str], *, limit: int = 2100) -> None:
     for ch in HIDDEN:
         assert ch not in text, f"{ch!r} reached: {text[:300]!r}"
     for secret in secrets:
