@@ -2128,7 +2128,10 @@ class BlueprintStore:
         order (``search(q, limit=n, offset=k)`` is ``search(q, limit=k + n)[k:]``: each skipped
         hit is ranked too, but only the page's hits are given snippets). Chinese, Japanese,
         Korean and Thai text is searched by character, so any part of a run without spaces is
-        found (``東京`` in ``東京都の天気``). See docs/architecture.md, "Search". Folder and tag filter as in :meth:`list`. Raises InvalidInputError for an empty
+        found (``東京`` in ``東京都の天気``). Any character that is neither a letter, a digit nor a
+        combining mark separates words, a NUL too (``kube\\x00deploy`` searches ``kube deploy``;
+        no indexed text holds one). See docs/architecture.md, "Search". Folder and tag filter as
+        in :meth:`list`. Raises InvalidInputError for an empty
         query or one that is not a string, a limit or offset that is not a whole number >= 0, a
         folder or tag that is not a string or a folder no blueprint can be in;
         LimitExceededError for a query of more than ``SEARCH_MAX_WORDS`` words.

@@ -36,6 +36,7 @@ from typing import Any
 from realtime import AsyncRealtimeChannel, AsyncRealtimeClient
 from realtime.types import RealtimePostgresChangesListenEvent
 
+from sync._shown import guard_realtime_logs, without_credentials
 from sync._timefmt import span
 
 __all__ = ["RealtimeHints"]
@@ -74,6 +75,9 @@ class RealtimeHints:
         schema: str = "public",
         table: str = "blueprints",
     ) -> None:
+        # The anon key rides in the websocket URL, which websockets and the realtime library
+        # log (a failed connect quotes it): their loggers and ours drop keys and tokens.
+        guard_realtime_logs()
         self._url = url.rstrip("/") + "/realtime/v1"
         self._anon_key = anon_key
         self._user_id = user_id
@@ -423,8 +427,8 @@ class RealtimeHints:
     def _mark(self, subscribed: bool, error: str) -> None:
         with self._state_lock:
             self._subscribed = subscribed
-            if error:
-                self._last_error = error
+            if error:  # (shown by status displays: an error may quote the URL and its key)
+                self._last_error = without_credentials(error)
 
 
 def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:

@@ -59,6 +59,8 @@ from typing import Any
 
 from localstore._revisions import revision_text
 from localstore.blueprint import utc_now
+from localstore.files import MAX_PATH_CHARS
+from sync._shown import MAX_CODE, MAX_SHOWN, escaped, shown
 
 SYNC_MIGRATIONS: tuple[str, ...] = (
     """
@@ -957,7 +959,14 @@ def journal_clear(cur: Any) -> None:
 def quarantine(
     cur: Any, blueprint_id: str, op_id: int, path: str, direction: str, code: str, message: str
 ) -> None:
-    """Park one change with its error."""
+    """Park one change with its error.
+
+    The path (a pulled row's is the server's), code and message are stored escaped and cut
+    (sync._shown): every `localstore status` prints them. The limits leave room for any path
+    the store takes and for this project's own longest messages (their hint is at the end); a
+    server's rejection text was cut shorter when it was parsed (PushResult)."""
+    path = shown(path, MAX_PATH_CHARS)
+    code, message = shown(code, MAX_CODE), shown(message, 4 * MAX_SHOWN)
     cur.execute(
         "INSERT INTO sync_quarantine VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
         "op_id = excluded.op_id, path = excluded.path, direction = excluded.direction, "
@@ -975,8 +984,18 @@ def unquarantine(cur: Any, blueprint_id: str) -> None:
 
 def quarantined(cur: Any) -> list[QuarantineEntry]:
     """Every parked entry, oldest first."""
+    # Escaped again on the way out: a record an older version stored holds the server's text as
+    # it came (escaping what is already escaped changes nothing).
     return [
-        QuarantineEntry(str(r[0]), int(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), str(r[6]))
+        QuarantineEntry(
+            str(r[0]),
+            int(r[1]),
+            escaped(str(r[2])),
+            str(r[3]),
+            escaped(str(r[4])),
+            escaped(str(r[5])),
+            str(r[6]),
+        )
         for r in cur.execute(
             "SELECT id, op_id, path, direction, code, message, ts FROM sync_quarantine ORDER BY ts"
         )

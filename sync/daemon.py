@@ -67,6 +67,7 @@ from sync._follow import (
     watcher_health,
 )
 from sync._local import SyncStateName, list_flagged, local_status, unaccepted_files
+from sync._shown import CredentialFilter
 from sync.control import ControlServer, OpError
 from sync.embed import STATE_FILE, HomeLock, lock_holder, remove_state, write_state
 from sync.engine import SyncEngine, SyncReport, SyncStatus, WorkerState
@@ -330,6 +331,9 @@ def configure_logging(
     for h in handlers:
         h.setFormatter(fmt)
         h.addFilter(quiet)
+        # Keys and tokens out of every line, whichever library wrote it (the realtime URL
+        # carries the anon key): see sync._shown.CredentialFilter.
+        h.addFilter(CredentialFilter())
         root.addHandler(h)
     # Third-party chatter (HTTP requests per sync call) stays out of INFO logs.
     for noisy in ("httpx", "httpcore", "websockets", "hpack", "realtime"):

@@ -736,7 +736,7 @@ def _start_args(store: Any, remote: Any, watch: Any, engine_kwargs: dict[str, An
 
     from localstore.store import _flag_arg
     from sync._local import store_arg
-    from sync.engine import SyncEngine, remote_arg
+    from sync.engine import SyncEngine, check_engine_args, remote_arg
 
     store_arg(store)
     if remote is not None:
@@ -749,6 +749,7 @@ def _start_args(store: Any, remote: Any, watch: Any, engine_kwargs: dict[str, An
             f"start_sync() got unknown keyword(s) {', '.join(unknown)}",
             hint=f"SyncEngine takes {', '.join(sorted(known))}",
         )
+    check_engine_args(store, engine_kwargs)
 
 
 def start_sync(

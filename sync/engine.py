@@ -23,6 +23,7 @@ the loop ends it. Only an exception nobody expected is logged with its traceback
 from __future__ import annotations
 
 import enum
+import inspect
 import json
 import logging
 import math
@@ -34,7 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 import apsw
 
@@ -89,6 +90,7 @@ from sync._local import (
     resolve_conflict,
     store_arg,
 )
+from sync._shown import MAX_SHOWN, shown
 from sync._state import ConflictRecord, QuarantineEntry
 from sync._timefmt import span
 from sync.errors import (
@@ -315,22 +317,16 @@ class SyncEngine:
         apply_batch: int | None = None,
     ) -> None:
         store_arg(store)
+        remote_arg(remote)
         _engine_args(
-            remote,
             {"clock": clock, "now": now},
             {"debounce_s": debounce_s, "backoff_base_s": backoff_base_s},
             {"backoff_cap_s": backoff_cap_s, "poll_interval_s": poll_interval_s},
             {"batch_size": batch_size, "batch_bytes": batch_bytes, "apply_batch": apply_batch},
             pull_limit,
+            rng,
         )
-        if rng is not None and not isinstance(rng, random.Random):
-            raise InvalidInputError(
-                f"rng must be a random.Random, not {type(rng).__name__}",
-                hint="leave rng out (tests pass random.Random(seed))",
-            )
-        chosen = policy if policy is not None else store.settings.conflict_policy
-        if not callable(chosen) and chosen not in POLICIES:
-            raise MergeError(f"unknown conflict policy {chosen!r}", hint=f"use one of {POLICIES}")
+        chosen = _policy_arg(store, policy)
         self.store = store
         self.remote = remote
         self.policy: ConflictPolicy = chosen
@@ -1070,7 +1066,9 @@ class SyncEngine:
         if condition is not None:
             self._last_error = condition.describe(exc)
         else:
-            self._last_error = str(exc) or type(exc).__name__
+            # (A cloud error quotes the server: sync.supabase_remote escapes and cuts it; this
+            # holds for any remote.)
+            self._last_error = shown(str(exc) or type(exc).__name__, 4 * MAX_SHOWN)
         state: SyncStateName = "offline" if isinstance(exc, OfflineError) else "error"
         if condition is None or condition.record:
             try:
@@ -1636,7 +1634,7 @@ class SyncEngine:
             op_id = st.current_op_id(cur, row.id)
             st.quarantine(cur, row.id, op_id, row.path, "pull", code, exc.message)
             report.count_quarantined(row.id, _row_error(row.path, exc.message))
-            log.warning("sync: cannot store server row %s (%s): %s", row.id, row.path, exc)
+            log.warning("sync: cannot store server row %s (%s): %s", row.id, shown(row.path), exc)
 
     def _ancestors(self, rows: Sequence[ServerRow]) -> dict[str, RevisionMatch]:
         """Ask the server which local copies without a base are revisions it had (by id).
@@ -2107,17 +2105,50 @@ def remote_arg(remote: Any) -> None:
         )
 
 
+def check_engine_args(store: BlueprintStore, engine_kwargs: dict[str, Any]) -> None:
+    """Check SyncEngine's keyword arguments without building one (nor its remote).
+
+    start_sync runs this before it takes the home's lock or opens the home's cloud session: a
+    wrong argument was refused only after the lock file was made, and with no remote given,
+    after the session was opened (NotLoggedInError hid the real mistake). Raises
+    InvalidInputError (MergeError for an unknown conflict policy), as SyncEngine() does.
+    """
+    params = inspect.signature(SyncEngine.__init__).parameters
+    args = {n: p.default for n, p in params.items() if p.kind is p.KEYWORD_ONLY}
+    args.update(engine_kwargs)
+    _engine_args(
+        {"clock": args["clock"], "now": args["now"]},
+        {"debounce_s": args["debounce_s"], "backoff_base_s": args["backoff_base_s"]},
+        {"backoff_cap_s": args["backoff_cap_s"], "poll_interval_s": args["poll_interval_s"]},
+        {k: args[k] for k in ("batch_size", "batch_bytes", "apply_batch")},
+        args["pull_limit"],
+        args["rng"],
+    )
+    _policy_arg(store, args["policy"])
+
+
+def _policy_arg(store: BlueprintStore, policy: Any) -> ConflictPolicy:
+    chosen = policy if policy is not None else store.settings.conflict_policy
+    if not callable(chosen) and chosen not in POLICIES:
+        raise MergeError(f"unknown conflict policy {chosen!r}", hint=f"use one of {POLICIES}")
+    return cast(ConflictPolicy, chosen)
+
+
 def _engine_args(
-    remote: Any,
     callables: dict[str, Any],
     durations: dict[str, Any],
     optional_durations: dict[str, Any],
     sizes: dict[str, Any],
     pull_limit: Any,
+    rng: Any,
 ) -> None:
     """SyncEngine's arguments: a wrong one failed later, on the syncing thread (a str delay),
     or was quietly replaced (batch_size=0 meant the setting, -5 meant 1)."""
-    remote_arg(remote)
+    if rng is not None and not isinstance(rng, random.Random):
+        raise InvalidInputError(
+            f"rng must be a random.Random, not {type(rng).__name__}",
+            hint="leave rng out (tests pass random.Random(seed))",
+        )
     for name, value in callables.items():
         if value is not None and not callable(value):
             raise InvalidInputError(
@@ -2191,7 +2222,8 @@ def _accepted(change: Change, item: st.OutboxItem, result: PushResult) -> st.Acc
 
 def _row_error(path: str, message: str) -> str:
     """One report line for a server row that could not be stored (its path said once)."""
-    return message if message.startswith(path) else f"{path}: {message}"
+    # The path is the server's: escaped and cut, as in the quarantine record.
+    return shown(message if message.startswith(path) else f"{path}: {message}", 4 * MAX_SHOWN)
 
 
 def _row_or_none(store: BlueprintStore, blueprint_id: str) -> Any:

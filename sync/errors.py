@@ -188,9 +188,11 @@ class SchemaTooOldError(RemoteConfigError):
     # never applied. Nothing is quarantined: the edits stay pending and go up once the operator
     # has applied the migrations (the engine retries a tell_user error about once a minute).
 
+    # (SupabaseRemote's errors name the first missing file and this client's own folder.)
     hint = (
-        "apply the migrations in sync/supabase/migrations with `supabase db push`; local edits "
-        "wait and sync resumes by itself"
+        "apply the migrations of the sync package's supabase/migrations folder, in order "
+        "(`supabase --workdir <that sync folder> db push`, or psql); local edits wait and sync "
+        "resumes by itself"
     )
 
     def __init__(

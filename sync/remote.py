@@ -44,6 +44,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
+from sync._shown import MAX_CODE, shown
 from sync.errors import ProtocolError
 
 PROTOCOL_VERSION = 1
@@ -239,8 +240,15 @@ class PushResult:
             high = m.get("max_op_id")
             if high is not None and (not isinstance(high, int) or isinstance(high, bool)):
                 raise ProtocolError(f"{w}: max_op_id is not an integer")
+            # Both are stored in the quarantine record and shown by `localstore status`: a
+            # server's text, escaped and cut (sync._shown).
             return cls(
-                op_id, id_, "rejected", code=code, message=str(message or code), max_op_id=high
+                op_id,
+                id_,
+                "rejected",
+                code=shown(code, MAX_CODE),
+                message=shown(str(message or code)),
+                max_op_id=high,
             )
         raise ProtocolError(f"{w}: unknown status {status!r}")
 

@@ -28,9 +28,10 @@ timeouts, resets, truncated bodies, 5xx,        TransientError                  
 anything unclassified                           TransientError (reason logged)     retry
 ==============================================  =================================  ============
 
-Before the first push of a session the remote asks ``localstore_schema_version()`` and refuses to
-push to a cloud schema older than :data:`NEEDED_MIGRATIONS` with :class:`~sync.errors.SchemaTooOldError`
-(a RemoteConfigError: tell_user, nothing quarantined, the edits wait; see ``_check_schema``).
+Before its first push, and again after a failed call or a new session, the remote asks
+``localstore_schema_version()`` and refuses to push to a cloud schema older than
+:data:`NEEDED_MIGRATIONS` with :class:`~sync.errors.SchemaTooOldError` (a RemoteConfigError:
+tell_user, nothing quarantined, the edits wait; see ``_check_schema``).
 
 Nothing here ever deletes local data or a stored session because of an error: an unclassified
 failure is retried, and the stored session is removed only by :func:`logout`.
@@ -81,6 +82,7 @@ from localstore.index import Index
 from sync import _state as st
 from sync import account_record, session_marker
 from sync._realtime import RealtimeHints
+from sync._shown import MAX_CODE, MAX_SHOWN, shown
 from sync.errors import (
     AccountMismatchError,
     AuthError,
@@ -153,17 +155,34 @@ def _version_of(migration: str) -> int:
     return int(migration.partition("_")[0])
 
 
+def _schema_hint(first: str) -> str:
+    """How to apply the migrations from ``first`` on, with commands that run as written.
+
+    The folder is this client's own (an installed package has no checkout), and the Supabase
+    CLI needs ``--workdir``: a bare ``supabase db push`` looks in ./supabase/migrations."""
+    package = Path(__file__).parent
+    folder = package / "supabase" / "migrations"
+    return (
+        f"apply the migrations from {first} on, in order (applying one again is safe), from "
+        f"{folder}: `supabase --workdir {package} db push`, or for each file "
+        '`psql "$DATABASE_URL" -v ON_ERROR_STOP=1 --single-transaction -f <file>` '
+        '(docs/sync-protocol.md, "Deploying"); local edits wait and sync resumes by itself'
+    )
+
+
 def _schema_too_old(server_version: int | None) -> SchemaTooOldError | None:
     """The error for a cloud schema at ``server_version`` (None: it has no version function),
     or None when it has every migration in NEEDED_MIGRATIONS."""
     if server_version is None:
         # Older than the version function, so it cannot tell which of the earlier ones it has.
         first = NEEDED_MIGRATIONS[0]
+        others = NEEDED_MIGRATIONS[:-1]
         return SchemaTooOldError(
-            "the cloud schema is older than this LocalStore needs: it has no "
-            f"{SCHEMA_VERSION_RPC}() (migration {NEEDED_MIGRATIONS[-1]}), so migration {first} "
-            "and later may be missing",
+            f"the cloud schema is older than this LocalStore needs: migration "
+            f"{NEEDED_MIGRATIONS[-1]} is missing (the project has no {SCHEMA_VERSION_RPC}()), "
+            f"and {' and '.join(others)} may be too",
             missing=first,
+            hint=_schema_hint(first),
         )
     missing = [m for m in NEEDED_MIGRATIONS if _version_of(m) > server_version]
     if not missing:
@@ -173,6 +192,7 @@ def _schema_too_old(server_version: int | None) -> SchemaTooOldError | None:
         f"later are missing (the server's schema is at {server_version})",
         missing=missing[0],
         server_version=server_version,
+        hint=_schema_hint(missing[0]),
     )
 
 
@@ -264,12 +284,18 @@ def _redactor(secrets: Iterable[str | None]) -> Callable[[str], str]:
 
 
 def _redacted(err: SyncError, redact: Callable[[str], str]) -> SyncError:
-    message, hint = redact(err.message), redact(err.hint)
+    """``err`` without the secrets, and with the server's text in it escaped and cut
+    (sync._shown): its message and hint reach the index, `localstore status` and the log."""
+    # Secrets first: cut first, a secret straddling the cut would leave its start behind.
+    message = shown(redact(err.message), 2 * MAX_SHOWN)
+    hint = shown(redact(err.hint), 2 * MAX_SHOWN)
     if message != err.message:
         err.message = message
         err.args = (message,)
     if hint != err.hint:
         err.hint = hint
+    if err.code is not None:
+        err.code = shown(err.code, MAX_CODE)
     return err
 
 
@@ -336,7 +362,7 @@ def _unclassified(
     if isinstance(exc, pydantic.ValidationError):
         text = _shape_error(exc, what)
     else:
-        text = redact(f"{what}: unexpected {type(exc).__name__}: {exc}")
+        text = shown(redact(f"{what}: unexpected {type(exc).__name__}: {exc}"), 2 * MAX_SHOWN)
     if not quiet:
         log.warning("%s; will retry", text)
     return TransientError(text)
@@ -852,6 +878,7 @@ class SupabaseRemote:
         self._devices: set[str] = set()
         # Set once the cloud schema was found new enough (_check_schema); only success is kept,
         # so a push after the operator applied the migrations asks again and goes through.
+        # Cleared when the server may have changed under this remote (_schema_may_have_changed).
         self._schema_ok = False
         self._hints: RealtimeHints | None = None
         self._callbacks: dict[int, HintCallback] = {}
@@ -892,6 +919,10 @@ class SupabaseRemote:
     def _on_auth_event(self, event: AuthChangeEvent, session: Session | None) -> None:
         if session is None:
             return
+        # A new session (the refresh timer's, about hourly; refresh_auth; a sign-in) starts a
+        # new stretch of work: the next push asks for the schema again, so a server rolled back
+        # under a daemon that never saw an error is noticed within the hour.
+        self._schema_may_have_changed()
         if event == "TOKEN_REFRESHED":
             # The storage already wrote it (unchanged values are skipped); this is the belt to
             # its braces, so a rotated refresh token is never only in memory.
@@ -1068,6 +1099,10 @@ class SupabaseRemote:
             return request.execute().data
         except Exception as exc:
             err = self._map(exc, name)
+            if isinstance(err, OfflineError | TransientError):
+                # The server could not be reached or failed: what answers next may be another
+                # (restored from a backup, rolled back, another project behind the same name).
+                self._schema_may_have_changed()
             if err.code == "42501" and (anonymous or self._storage.get_item(STORAGE_KEY) is None):
                 # Sent as anon: the client has no usable session. It dropped it (a refresh
                 # failed), or never had one: a remote opened offline with an expired session
@@ -1092,15 +1127,29 @@ class SupabaseRemote:
         )
         if not isinstance(data, list) or len(data) != len(changes):
             raise ProtocolError("push_changes: expected one result per change")
-        results = [PushResult.from_json(r) for r in data]
+        results = [PushResult.from_json(self._without_secrets(r)) for r in data]
         if [r.op_id for r in results] != [c.op_id for c in changes]:
             raise ProtocolError("push_changes: results are not in request order")
         return results
 
+    def _without_secrets(self, result: Any) -> Any:
+        """A push result whose rejection text quotes no secret of the request (a server that
+        echoes it put the access token in the quarantine record, `localstore status` and the
+        log). Before parsing: the parser cuts long texts, and a token cut in two is not found."""
+        if not isinstance(result, dict) or result.get("status") != "rejected":
+            return result
+        redact = _redactor(self._secrets())
+        return {k: redact(v) if isinstance(v, str) else v for k, v in result.items()}
+
+    def _schema_may_have_changed(self) -> None:
+        self._schema_ok = False
+
     def _check_schema(self) -> None:
         """Before the session's first push: refuse a cloud schema older than this client needs.
 
-        One ``localstore_schema_version`` RPC per remote until it passes. Raises
+        One ``localstore_schema_version`` RPC until it passes, then again after a failed call
+        (offline, timeout, 5xx: the server that answers next may have been restored to an older
+        schema) and after each new session (a refresh, about hourly): never on every push. Raises
         SchemaTooOldError (a RemoteConfigError: the engine quarantines nothing, the edits stay
         pending and the next cycle asks again), or what the RPC raises. Pulls are not checked:
         the migrations the client needs so far change what a push does, not what a pull returns.

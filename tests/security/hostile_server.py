@@ -2,7 +2,8 @@
 
 Not a mock of the client: the supabase client really connects, sends its requests and parses
 what comes back. ``HostileCloud.answer`` maps a request (method and path, query left out) to
-``(status, json body)`` or to a callable of the request's text (its headers and body); anything unscripted gets a 404.
+``(status, json body)`` (or ``(status, json body, headers)``) or to a callable of the request's
+text (its headers and body); anything unscripted gets a 404.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 
-Answer = tuple[int, Any]  # (status, JSON body)
+Answer = tuple[int, Any] | tuple[int, Any, dict[str, str]]  # (status, JSON body[, headers])
 
 
 def fake_jwt(sub: str, ttl_s: int = 3600) -> str:
@@ -68,18 +69,22 @@ class HostileCloud:
         cloud = self
 
         class Handler(BaseHTTPRequestHandler):
+            # HTTP/1.1: websockets takes no HTTP/1.0 answer to its upgrade request.
+            protocol_version = "HTTP/1.1"
+
             def _reply(self) -> None:
                 size = int(self.headers.get("content-length") or 0)
                 request = str(self.headers) + self.rfile.read(size).decode("utf-8", "replace")
                 answer = cloud.answers.get((self.command, self.path.split("?", 1)[0]))
                 if answer is None:
-                    status, body = 404, {"message": "not here"}
+                    answer = 404, {"message": "not here"}
                 elif callable(answer):
-                    status, body = answer(request)
-                else:
-                    status, body = answer
+                    answer = answer(request)
+                status, body, *more = answer
                 out = json.dumps(body).encode()
                 self.send_response(status)
+                for name, value in (more[0] if more else {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(out)))
                 self.end_headers()

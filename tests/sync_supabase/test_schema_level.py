@@ -15,13 +15,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
+import sync
 import sync.supabase_remote as supabase_remote
-from sync.errors import SchemaTooOldError
+from sync.errors import OfflineError, SchemaTooOldError, TransientError
 from sync.localcloud.schema import apply_migrations, migration_files
 from sync.localcloud.stack import LocalCloud
 
 from .conftest import new_email
 from .devices import Device, open_device
+from .faultproxy import FaultProxy
 
 OP_FINGERPRINT = "20261122000800_op_fingerprint.sql"
 SCHEMA_VERSION = "20261122000900_schema_version.sql"
@@ -58,7 +60,13 @@ def _refused(dev: Device, missing: str, content: str, path: Path) -> SchemaTooOl
     assert isinstance(err, SchemaTooOldError), err
     assert err.missing == missing
     assert err.action == "tell_user"  # the daemon waits for a person, retrying about once a minute
-    assert "supabase db push" in err.hint and "sync/supabase/migrations" in err.hint
+    # The hint says what to apply and how, with commands that run as written: where this
+    # client's migration files are (an installed package has no checkout), the CLI's --workdir
+    # (a bare `supabase db push` looks in ./supabase/migrations and finds nothing), or psql.
+    folder = Path(sync.__file__).parent
+    assert f"from {missing} on" in err.hint, err.hint
+    assert f"`supabase --workdir {folder} db push`" in err.hint, err.hint
+    assert "psql" in err.hint and str(folder / "supabase" / "migrations") in err.hint, err.hint
     status = dev.engine.status()
     assert (status.pending, status.quarantined, status.state) == (1, 0, "error")
     assert status.last_error is not None and missing in status.last_error
@@ -78,9 +86,9 @@ def test_a_server_without_op_fingerprints_gets_the_edit_only_once_migrated(
         path = dev.store.root / bp.path
         err = _refused(dev, OP_FINGERPRINT, content, path)
         assert str(err).startswith(
-            "the cloud schema is older than this LocalStore needs: it has no "
-            f"localstore_schema_version() (migration {SCHEMA_VERSION}), so migration "
-            f"{OP_FINGERPRINT} and later may be missing"
+            f"the cloud schema is older than this LocalStore needs: migration {SCHEMA_VERSION} "
+            "is missing (the project has no localstore_schema_version()), and "
+            f"{OP_FINGERPRINT} may be too"
         )
         assert _server_rows(old_cloud) == 0  # nothing went up
         # Pulls are not refused: what the needed migrations change is what a push does.
@@ -143,3 +151,89 @@ def test_a_server_behind_a_newer_client_is_named_by_its_version(
             assert _server_rows(cloud) == 1
         finally:
             dev.close()
+
+
+# -- the check is made again when the server may have changed ------------------------------------
+
+COUNTED_VERSION = """
+create sequence if not exists public.schema_checks;
+create or replace function public.localstore_schema_version()
+returns bigint language sql volatile security definer set search_path = ''
+as $$ select 20261122000900::bigint + 0 * nextval('public.schema_checks') $$;
+"""
+
+
+def _checks(cloud: LocalCloud) -> int:
+    """How many times clients asked localstore_schema_version() (COUNTED_VERSION counts them)."""
+    with psycopg.connect(cloud.superuser_dsn) as conn:
+        row = conn.execute("select last_value, is_called from public.schema_checks").fetchone()
+    assert row is not None
+    return int(row[0]) if row[1] else 0
+
+
+def _restore_an_older_schema(cloud: LocalCloud) -> None:
+    """What a restore from a backup taken before migration 20261122000900 leaves."""
+    with psycopg.connect(cloud.superuser_dsn, autocommit=True) as conn:
+        conn.execute("drop function public.localstore_schema_version()")
+        conn.execute("notify pgrst, 'reload schema'")
+
+
+@pytest.fixture
+def counted_cloud() -> Iterator[LocalCloud]:
+    """A stack of its own (the tests change its schema) whose version function counts calls."""
+    with LocalCloud() as lc:
+        with psycopg.connect(lc.superuser_dsn, autocommit=True) as conn:
+            conn.execute(COUNTED_VERSION)
+        yield lc
+
+
+def test_the_schema_is_checked_again_after_an_outage(
+    counted_cloud: LocalCloud, tmp_path: Path
+) -> None:
+    """The server came back from an outage restored to an older schema: the first push after
+    it is refused, not sent (the check made before the outage no longer holds)."""
+    cloud = counted_cloud
+    with FaultProxy(cloud.port) as proxy:
+        dev = open_device(tmp_path, "a", proxy.url, cloud.anon_key, new_email())
+        try:
+            dev.store.save("notes/a", "a: 1\n")
+            assert dev.sync() is None
+            dev.store.save("notes/b", "b: 1\n")
+            assert dev.sync() is None
+            assert _checks(cloud) == 1  # once, not before every push
+            assert _server_rows(cloud) == 2
+
+            proxy.refuse()
+            proxy.reset_all()
+            content = "c: 1\n"
+            bp = dev.store.save("notes/c", content)
+            assert isinstance(dev.sync(), OfflineError | TransientError)
+            _restore_an_older_schema(cloud)
+            proxy.heal()
+
+            _refused(dev, OP_FINGERPRINT, content, dev.store.root / bp.path)
+            assert _server_rows(cloud) == 2  # nothing went up to the older schema
+        finally:
+            dev.close()
+
+
+def test_the_schema_is_checked_again_after_the_session_is_refreshed(
+    counted_cloud: LocalCloud, tmp_path: Path
+) -> None:
+    """A new session (a refresh, hourly by the client's timer; a new login) is a new start: the
+    next push asks again. Between, a daemon that never saw an error would push for good to a
+    schema rolled back under it."""
+    cloud = counted_cloud
+    dev = open_device(tmp_path, "a", cloud.url, cloud.anon_key, new_email())
+    try:
+        dev.store.save("notes/a", "a: 1\n")
+        assert dev.sync() is None
+        assert _checks(cloud) == 1
+        _restore_an_older_schema(cloud)
+        dev.remote.refresh_auth()
+        content = "b: 1\n"
+        bp = dev.store.save("notes/b", content)
+        _refused(dev, OP_FINGERPRINT, content, dev.store.root / bp.path)
+        assert _server_rows(cloud) == 1
+    finally:
+        dev.close()

@@ -1,0 +1,174 @@
+"""What a hostile or broken server says reaches the index, the terminal and the log made safe.
+
+A rejection message, an error's text, hint and code, a pulled row's path: each is the server's to
+choose. Stored in a quarantine record or as the last error, it is printed by every
+``localstore status`` (and ``sync --json``) and written to the log, so it must carry no secret of
+the request (the access token echoed back), no terminal escape (``\\x1b]0;`` retitles the window,
+``\\x1b[2J`` clears it), no newline forging a log line, no bidi override, and not a megabyte.
+The supabase client talks to a real HTTP server here (tests/security/hostile_server.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import keyring
+import pytest
+from click.testing import CliRunner
+
+from localstore.cli import cli
+from localstore.config import Settings, load_settings
+from localstore.store import BlueprintStore
+from sync import supabase_remote as sr
+from sync.engine import SyncEngine
+from sync.errors import SyncError
+from sync.memory_remote import MemoryRemote, MemoryServer
+from sync.remote import PROTOCOL_VERSION, Change
+from tests.sync_engine.conftest import close_device, open_device
+
+from .hostile_server import Answer, HostileCloud, fake_jwt, session_body
+from .test_hostile_rows import _meta, _tamper
+
+ANON_KEY = "anon-" + fake_jwt("anon")
+REFRESH = "v2kq3gk3ovqp"
+# What a terminal must never receive from a server: a window title, a screen clear, a forged
+# log line, a right-to-left override that shows "exe.pdf" as "fdp.exe".
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\n2026-01-01 00:00:00 INFO sync: all synced\r\u202efdp.exe"
+HIDDEN = ("\x1b", "\x07", "\n", "\r", "\u202e")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    # As tests/security/test_secrets_in_errors.py: the encrypted file, not a keychain.
+    monkeypatch.setattr(keyring.core, "_keyring_backend", None)
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    monkeypatch.setenv("LOCALSTORE_KEYCHAIN_FILE_FALLBACK", "1")
+    monkeypatch.setenv("LOCALSTORE_KEYCHAIN_PASSPHRASE", "file-passphrase-secret")
+    return load_settings(home=tmp_path / "home")
+
+
+@pytest.fixture
+def cloud() -> Iterator[HostileCloud]:
+    with HostileCloud() as c:
+        yield c
+
+
+def _body(request: str) -> dict[str, object]:
+    body = json.loads(request[request.index("\n\n") + 2 :])
+    assert isinstance(body, dict)
+    return body
+
+
+def _assert_safe(text: str, secrets: list[str], *, limit: int = 2100) -> None:
+    for ch in HIDDEN:
+        assert ch not in text, f"{ch!r} reached: {text[:300]!r}"
+    for secret in secrets:
+        assert secret not in text, f"{secret!r} reached: {text[:300]!r}"
+    assert len(text) < limit, f"{len(text)} characters: {text[:300]!r}"
+
+
+def test_a_rejection_and_an_error_text_from_the_server_are_stored_and_shown_safely(
+    settings: Settings, cloud: HostileCloud, caplog: pytest.LogCaptureFixture
+) -> None:
+    access = fake_jwt(cloud.user_id)
+    cloud.answers[("POST", "/auth/v1/token")] = (200, session_body(access, REFRESH, cloud.user_id))
+    sr.login(settings, cloud.url, ANON_KEY, "a@example.com", "pw-123456")
+    secrets = [access, REFRESH, ANON_KEY]
+
+    def rpc(name: str, answer: Answer | object) -> None:
+        cloud.answers[("POST", f"/rest/v1/rpc/{name}")] = answer  # type: ignore[assignment]
+
+    rpc(
+        "server_info",
+        (200, {"protocol": PROTOCOL_VERSION, "max_batch": 500, "max_content_bytes": 1 << 20}),
+    )
+    rpc(sr.SCHEMA_VERSION_RPC, (200, 20261122000900))
+
+    def refuse(request: str) -> Answer:
+        # Every change rejected, with the request's token quoted in a long, hostile message.
+        changes = _body(request)["changes"]
+        assert isinstance(changes, list)
+        message = f"refused{HOSTILE} for {access} " + "A" * 100_000
+        code = "bad\x1b[31m" + "c" * 1000
+        results = [
+            {"op_id": c["op_id"], "id": c["id"], "status": "rejected", "code": code, "msg": 1}
+            | {"message": message}
+            for c in changes
+        ]
+        return 200, results
+
+    rpc("push_changes", refuse)
+    # Then the pull fails with an error (a 22023 keeps the server's hint) of the same kind.
+    rpc(
+        "pull_changes",
+        (
+            400,
+            {
+                "code": "22023",
+                "message": f"bad{HOSTILE} {access} " + "B" * 100_000,
+                "hint": f"do{HOSTILE} " + "C" * 100_000,
+                "details": None,
+            },
+        ),
+    )
+    store = BlueprintStore(settings, maintenance=False)
+    remote = sr.remote_from_settings(settings)
+    engine = SyncEngine(store, remote)
+    try:
+        store.save("notes/x", "a: 1\n")
+        with caplog.at_level(logging.DEBUG), pytest.raises(SyncError) as info:
+            engine.sync_once()
+        [entry] = engine.quarantined()
+        status = engine.status()
+    finally:
+        engine.stop()
+        remote.close()
+        store.close()
+    _assert_safe(info.value.message, secrets)
+    _assert_safe(info.value.hint, secrets)
+    assert "bad\\x1b]0;pwned\\x07" in info.value.message  # escaped, not dropped
+    _assert_safe(entry.message, secrets)
+    assert entry.message.startswith("refused\\x1b]0;pwned")
+    assert "more characters)" in entry.message
+    _assert_safe(entry.code, secrets, limit=100)
+    assert status.last_error is not None
+    _assert_safe(status.last_error, secrets)
+    for record in caplog.records:
+        _assert_safe(record.getMessage(), secrets, limit=4000)
+
+    home = str(settings.paths.data.parent)
+    runner = CliRunner()
+    for args in (["status"], ["--json", "status"]):
+        result = runner.invoke(cli, ["--home", home, *args], catch_exceptions=False)
+        out = result.output + (result.stderr if result.stderr_bytes is not None else "")
+        assert "refused" in out
+        assert len(out) < 8000
+        for line in out.splitlines():  # (the output's own lines; none of the server's)
+            _assert_safe(line, secrets, limit=4000)
+
+
+def test_a_pulled_row_with_a_hostile_path_is_quarantined_with_the_path_escaped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The quarantine record keeps the server's path (for the person to see), escaped and cut."""
+    server = MemoryServer()
+    dev = open_device(tmp_path / "devices", "a", server)
+    try:
+        ident = str(uuid.uuid4())
+        change = Change(1, ident, None, "in/ok.blueprint.yaml", "v: 1\n", _meta(ident), "0" * 64)
+        assert MemoryRemote(server, user="u").push([change], device="raw")[0].status == "applied"
+        _tamper(server, ident, f"in/{HOSTILE}" + "d" * 50_000 + ".blueprint.yaml")
+        with caplog.at_level(logging.DEBUG):
+            report = dev.sync()
+        [entry] = dev.engine.quarantined()
+    finally:
+        close_device(dev)
+    _assert_safe(entry.path, [])
+    _assert_safe(entry.message, [])
+    assert entry.path.startswith("in/\\x1b]0;pwned")
+    for line in [*report.errors, *(r.getMessage() for r in caplog.records)]:
+        _assert_safe(line, [], limit=4000)
