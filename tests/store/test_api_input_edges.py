@@ -245,3 +245,22 @@ def test_a_bool_flag_that_is_not_a_bool_is_refused(store, value: Any) -> None:
         assert info.value.hint
     assert store.load("b/a").rev == 1
     assert store.save("b/a", "a: 2\n", public=True).meta.public is True
+
+
+def test_a_folder_filter_takes_in_every_folder_below_it_and_only_those(store) -> None:
+    # Below "a" is every folder that starts with "a/": the old bound "a/\uffff" left out a
+    # sub-folder whose name starts above U+FFFF (an emoji). The filter is one range of the
+    # folder index now (and the same for search).
+    for path in ["a/x", "a/b/x", "a/😀/x", "a/\U0010fffd/x", "a-b/x", "a.b/x", "ab/x", "x"]:
+        store.save(path, "steps: [deploy]\n")
+    below_a = [
+        "a/b/x.blueprint.yaml",
+        "a/x.blueprint.yaml",
+        "a/😀/x.blueprint.yaml",
+        "a/\U0010fffd/x.blueprint.yaml",
+    ]
+    assert [i.path for i in store.list(folder="a")] == below_a
+    assert [i.path for i in store.list(folder="a", recursive=False)] == ["a/x.blueprint.yaml"]
+    assert sorted(h.info.path for h in store.search("deploy", folder="a")) == sorted(below_a)
+    assert [i.path for i in store.list(folder="/")] == ["x.blueprint.yaml"]
+    assert [h.info.path for h in store.search("deploy", folder="/")] == ["x.blueprint.yaml"]
