@@ -1092,7 +1092,10 @@ class Watcher:
                 str(r[0])
                 for r in cur.execute(
                     "SELECT path FROM blueprints WHERE deleted = 0 AND path >= ? AND path < ?",
-                    (prefix, prefix + "\uffff"),
+                    # Below "F/" is every path up to "F0" ('0' follows '/'). Paths compare as
+                    # UTF-8 bytes: a bound "F/\uffff" left out names starting above U+FFFF
+                    # (an emoji), whose blueprints then waited for the next rescan.
+                    (prefix, prefix[:-1] + "0"),
                 )
             ]
         paths += [k for k in self._pending if k.startswith(prefix)]

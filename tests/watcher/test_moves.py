@@ -130,3 +130,26 @@ def test_folder_moved_out_deletes_and_moved_in_creates(
     assert sorted(e.kind for e in events) == ["created"] * 5
     assert {e.id for e in events} == ids
     assert store.check().clean
+
+
+@pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
+def test_a_folder_moved_out_deletes_its_sub_folders_named_from_above_u_ffff(
+    store: BlueprintStore, watcher: Watcher, recorder: Recorder, tmp_path: Path
+) -> None:
+    # The index compares paths as UTF-8 bytes: an emoji (F0 ...) sorts after U+FFFF (EF BF BF),
+    # so a range bounded by "box/\uffff" left the emoji folder's blueprints out of the deletes.
+    ids = {
+        store.save("box/\U0001f600 sub/b", "i: 1\n").id,
+        store.save("box/plain/c", "i: 2\n").id,
+        store.save("box/d", "i: 3\n").id,
+    }
+    kept = store.save("box0/e", "i: 4\n").id  # just past the range: must stay
+    assert watcher.wait_idle()
+    recorder.take()
+    os.rename(store.root / "box", tmp_path / "trash")
+    assert watcher.wait_idle()
+    events = recorder.take()
+    assert sorted(e.kind for e in events) == ["deleted"] * 3
+    assert {e.id for e in events} == ids
+    assert [i.id for i in store.list()] == [kept]
+    assert store.check().clean
