@@ -27,15 +27,33 @@ MAX_CODE = 64
 # Control (Cc: C0, DEL, C1), format (Cf: bidi overrides, zero-width), line and paragraph
 # separators, and lone surrogates (which cannot be encoded to print or store).
 _HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
-_CANDIDATES = re.compile(r"[^\x20-\x7e]")
+# Format characters that ordinary text is written with, kept where they join two non-ASCII
+# characters: the zero-width non-joiner (Persian, Hindi: U+200C) and joiner (emoji sequences
+# such as the technologist, Indic conjuncts: U+200D). Escaped, a path or a message naming a
+# blueprint in those scripts read "\u200c" mid-word, and a push quarantine record's path no
+# longer named the blueprint. Between ASCII characters they only make look-alikes: escaped.
+_JOINERS = frozenset({"\u200c", "\u200d"})
+# A flag tag sequence (England, Scotland, Wales): U+1F3F4, tag characters, the cancel tag, kept
+# whole; a tag character anywhere else (invisible text) is escaped.
+_CANDIDATES = re.compile(r"\U0001F3F4[\U000E0020-\U000E007E]{1,32}\U000E007F|[^\x20-\x7e]")
+
+
+def _visible_non_ascii(ch: str) -> bool:
+    return not ch.isascii() and unicodedata.category(ch) not in _HIDDEN
 
 
 def _escape(match: re.Match[str]) -> str:
     ch = match.group()
-    if unicodedata.category(ch) not in _HIDDEN:
-        return ch
+    if len(ch) > 1 or unicodedata.category(ch) not in _HIDDEN:
+        return ch  # (a flag, or a visible character)
+    if ch in _JOINERS:
+        text, at = match.string, match.start()
+        if 0 < at < len(text) - 1 and all(_visible_non_ascii(c) for c in text[at - 1 : at + 2 : 2]):
+            return ch
     code = ord(ch)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def escaped(text: str) -> str:
