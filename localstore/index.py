@@ -1316,18 +1316,31 @@ class Index:
             conn = cur.connection
             before = page_usage(conn)
             cur.execute("PRAGMA auto_vacuum=INCREMENTAL").fetchall()
-            cur.execute("VACUUM").fetchall()
+            try:
+                cur.execute("VACUUM").fetchall()
+            except apsw.Error as exc:
+                # Out of space half-way, the pages the rewrite had written stay in the WAL (a
+                # rollback does not shorten it) and the disk stayed full, for this process's
+                # next save and every other program, until some checkpoint reset the WAL.
+                self._truncate_wal(cur)
+                note_os_error(conn, exc)
+                raise map_apsw_error(exc, "rewrite the index (VACUUM)") from exc
             # The rewrite went through the WAL: copy it back now, and cut the WAL, if nobody
             # reads (otherwise the maintainer's next idle round does).
-            conn.setbusytimeout(0)
-            try:
-                cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            except apsw.BusyError:
-                pass
-            finally:
-                conn.setbusytimeout(self.busy_timeout_ms)
+            self._truncate_wal(cur)
             after = page_usage(conn)
         return max(0, before["pages"] - after["pages"]) * after["page_size"]
+
+    def _truncate_wal(self, cur: apsw.Cursor) -> None:
+        """Checkpoint and cut the WAL to nothing if no reader is in the way (never waits)."""
+        conn = cur.connection
+        conn.setbusytimeout(0)
+        try:
+            cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except apsw.BusyError:
+            pass
+        finally:
+            conn.setbusytimeout(self.busy_timeout_ms)
 
     def rebuild_search_indexes(self) -> list[str]:
         """Rebuild every full-text table that fails its check from the text it indexes (derived

@@ -27,15 +27,33 @@ MAX_CODE = 64
 # Control (Cc: C0, DEL, C1), format (Cf: bidi overrides, zero-width), line and paragraph
 # separators, and lone surrogates (which cannot be encoded to print or store).
 _HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
-_CANDIDATES = re.compile(r"[^\x20-\x7e]")
+# Format characters that ordinary text is written with, kept where they join two non-ASCII
+# characters: the zero-width non-joiner (Persian, Hindi: U+200C) and joiner (emoji sequences
+# such as the technologist, Indic conjuncts: U+200D). Escaped, a path or a message naming a
+# blueprint in those scripts read "\u200c" mid-word, and a push quarantine record's path no
+# longer named the blueprint. Between ASCII characters they only make look-alikes: escaped.
+_JOINERS = frozenset({"\u200c", "\u200d"})
+# A flag tag sequence (England, Scotland, Wales): U+1F3F4, tag characters, the cancel tag, kept
+# whole; a tag character anywhere else (invisible text) is escaped.
+_CANDIDATES = re.compile(r"\U0001F3F4[\U000E0020-\U000E007E]{1,32}\U000E007F|[^\x20-\x7e]")
+
+
+def _visible_non_ascii(ch: str) -> bool:
+    return not ch.isascii() and unicodedata.category(ch) not in _HIDDEN
 
 
 def _escape(match: re.Match[str]) -> str:
     ch = match.group()
-    if unicodedata.category(ch) not in _HIDDEN:
-        return ch
+    if len(ch) > 1 or unicodedata.category(ch) not in _HIDDEN:
+        return ch  # (a flag, or a visible character)
+    if ch in _JOINERS:
+        text, at = match.string, match.start()
+        if 0 < at < len(text) - 1 and all(_visible_non_ascii(c) for c in text[at - 1 : at + 2 : 2]):
+            return ch
     code = ord(ch)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def escaped(text: str) -> str:
@@ -67,11 +85,15 @@ def shown(text: str, limit: int = MAX_SHOWN) -> str:
 # request line at DEBUG, and the realtime library logs a failed connect at ERROR with the
 # exception's text, which for a redirect it cannot follow (InvalidURI) is the whole URL. Matched by
 # shape, since those lines are written where the values are not known: an ``apikey``/
-# ``access_token`` parameter, a bearer token, a JWT, a new-style Supabase key.
+# ``access_token`` parameter, a bearer token, a JWT, a new-style Supabase key. A JWT starts
+# where a word starts, and with "eyJ" as written (base64 of '{"'): matched anywhere and in any
+# case, ordinary names lost their end ("eyjafjallajokull.blueprint.yaml" logged as "***",
+# "greyjoys_castle.blueprint.yaml" as "gr***"), and a long run of "eyJ" took time growing with
+# the square of its length (every start scanned to its end: 15 s for a 120 KB line).
 _CREDENTIALS = re.compile(
     r"(?i)(?<![\w-])((?:apikey|access_token|refresh_token|token)=)[^&\s'\"#<>]+"
     r"|(bearer\s+)[\w.~+/=-]+"
-    r"|eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*"
+    r"|(?<![\w-])(?-i:eyJ)[\w-]{4,}\.[\w-]{4,}\.[\w-]*"
     r"|sb_(?:publishable|secret)_[\w-]+"
 )
 
@@ -93,9 +115,16 @@ class CredentialFilter(logging.Filter):
     (:func:`guard_realtime_logs`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+            formatted = True
+        except Exception as exc:  # noqa: BLE001 - any error a message or argument raises
+            # Arguments that do not fit the format (a library's logging bug): logging reports
+            # such a record and goes on, but raised here, in a filter, it reached the code that
+            # logged (the daemon's threads, the realtime tasks). Written as it came, redacted.
+            message, formatted = _unformatted(record, exc), False
         clean = without_credentials(message)
-        if clean != message:
+        if clean != message or not formatted:
             record.msg, record.args = clean, ()
         if record.exc_info and not record.exc_text:
             # The formatter keeps the text of the traceback here and prints that one.
@@ -103,6 +132,14 @@ class CredentialFilter(logging.Filter):
         if record.exc_text:
             record.exc_text = without_credentials(record.exc_text)
         return True
+
+
+def _unformatted(record: logging.LogRecord, exc: Exception) -> str:
+    """A record whose message cannot be formatted, as text (its format and arguments)."""
+    try:
+        return f"{record.msg!r} % {record.args!r} (cannot be formatted: {exc})"
+    except Exception:  # noqa: BLE001 - an argument whose repr fails too
+        return f"{type(record.msg).__name__} message (cannot be formatted: {exc})"
 
 
 # The loggers that write the realtime URL or an error quoting it (a logger's filter sees only

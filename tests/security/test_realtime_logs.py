@@ -19,6 +19,7 @@ import pytest
 
 from localstore.config import Settings, load_settings
 from sync import supabase_remote as sr
+from sync._shown import without_credentials
 from sync.daemon import configure_logging
 
 from .hostile_server import HostileCloud, fake_jwt, session_body
@@ -97,3 +98,33 @@ def test_the_daemon_log_at_debug_carries_no_anon_key(
     text = daemon_log.read_text(encoding="utf-8")
     assert "apikey=" in text or "realtime" in text
     assert ANON_KEY not in text
+
+
+def test_ordinary_names_in_the_daemon_log_are_not_taken_for_keys(daemon_log: Path) -> None:
+    """A JWT starts a word, with "eyJ" as written; matched anywhere and in any case, names of
+    blueprints lost their end in every log line that quoted them."""
+    jwt = fake_jwt("someone")
+    names = (
+        "eyjafjallajokull.blueprint.yaml",
+        "greyjoys_castle.blueprint.yaml",
+        "monkeyjungle.corp.internal",
+    )
+    for name in names:
+        assert without_credentials(f"saved {name}") == f"saved {name}"
+    # Keys and tokens are still taken out, wherever a word starts.
+    for shape in (jwt, f"Bearer {jwt}", f"apikey={jwt}", f'"{jwt}"', f"({jwt})", f"key:{jwt}"):
+        assert jwt not in without_credentials(shape), shape
+    logging.getLogger("sync.test").info("saved %s, token %s", names[0], jwt)
+    text = daemon_log.read_text(encoding="utf-8")
+    assert f"saved {names[0]}, token ***" in text
+
+
+def test_a_record_that_cannot_be_formatted_is_logged_not_raised(daemon_log: Path) -> None:
+    """A logging call whose arguments do not fit its format (a library's bug) raised from the
+    daemon's filter into the code that logged; logging itself reports such a record and goes
+    on. It is written, redacted, instead."""
+    jwt = fake_jwt("someone")
+    logging.getLogger("realtime.test").warning("connect to %s failed: %s", f"wss://x/?apikey={jwt}")
+    text = daemon_log.read_text(encoding="utf-8")
+    assert "connect to %s failed: %s" in text and "cannot be formatted" in text
+    assert jwt not in text

@@ -24,6 +24,7 @@ from localstore.cli import cli
 from localstore.config import Settings, load_settings
 from localstore.store import BlueprintStore
 from sync import supabase_remote as sr
+from sync._shown import escaped, shown
 from sync.engine import SyncEngine
 from sync.errors import SyncError
 from sync.memory_remote import MemoryRemote, MemoryServer
@@ -172,3 +173,53 @@ def test_a_pulled_row_with_a_hostile_path_is_quarantined_with_the_path_escaped(
     assert entry.path.startswith("in/\\x1b]0;pwned")
     for line in [*report.errors, *(r.getMessage() for r in caplog.records)]:
         _assert_safe(line, [], limit=4000)
+
+
+PERSIAN = "می\u200cخواهم"  # noqa: RUF001 ("I want": its letters are meant)
+# Written with format characters (Cf) that are part of the text: the zero-width non-joiner of
+# Persian and Hindi, the joiner of emoji sequences and Indic conjuncts, a flag's tag sequence.
+LEGIT = (
+    PERSIAN,
+    "👨\u200d💻 dev setup",  # the technologist emoji
+    "👩\u200d❤\ufe0f\u200d👨",  # a couple with a heart (a variation selector inside)
+    "क्\u200dष",  # a Devanagari conjunct written with a joiner
+    "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f scotland",
+    "東京都の天気 🌧️ café ñ",
+)
+
+
+@pytest.mark.parametrize("text", LEGIT)
+def test_text_in_scripts_and_emoji_that_use_joiners_is_shown_as_it_is(text: str) -> None:
+    """Escaped, a Persian or Hindi name read "\\u200c" mid-word and an emoji sequence fell
+    apart: in a quarantine record's path, which then no longer named the blueprint."""
+    assert escaped(text) == text
+    assert shown(text) == text
+
+
+def test_joiners_and_tags_that_join_nothing_visible_are_still_escaped() -> None:
+    # Between ASCII letters a joiner only makes a look-alike of another name.
+    assert escaped("rep\u200dort") == "rep\\u200dort"
+    assert escaped("\u200dlead") == "\\u200dlead"
+    assert escaped("東\u200d") == "東\\u200d"
+    assert escaped("東\u200d\u202e京") == "東\\u200d\\u202e京"
+    # Tag characters outside a flag are invisible text; written with all their digits.
+    assert escaped("ok\U000e0041\U000e0042") == "ok\\U000e0041\\U000e0042"
+    # Escaping twice changes nothing (quarantined() escapes a stored record again).
+    for text in (*LEGIT, "rep\u200dort", HOSTILE):
+        assert escaped(escaped(text)) == escaped(text)
+
+
+def test_a_pulled_path_with_joiners_keeps_them_and_escapes_the_rest(tmp_path: Path) -> None:
+    server = MemoryServer()
+    dev = open_device(tmp_path / "devices", "a", server)
+    try:
+        ident = str(uuid.uuid4())
+        change = Change(1, ident, None, "in/ok.blueprint.yaml", "v: 1\n", _meta(ident), "0" * 64)
+        assert MemoryRemote(server, user="u").push([change], device="raw")[0].status == "applied"
+        # Refused here for its escape character (a control character), not for the rest.
+        _tamper(server, ident, f"in/👨\u200d💻 {PERSIAN}\x1b.blueprint.yaml")
+        dev.sync()
+        [entry] = dev.engine.quarantined()
+    finally:
+        close_device(dev)
+    assert entry.path == f"in/👨\u200d💻 {PERSIAN}\\x1b.blueprint.yaml"

@@ -385,3 +385,36 @@ def test_daemon_log_writes_on_a_full_disk_do_not_raise(
         for h in handlers:
             root.removeHandler(h)
             h.close()
+
+
+def test_check_fix_out_of_space_for_the_index_rewrite_gives_the_space_back(
+    disk: DiskSpace,
+) -> None:
+    """check --fix rewrites an index made before incremental auto_vacuum (VACUUM), which needs
+    about the index's size again. Out of space, the conversion waits for the next check; but the
+    rewrite's pages it had written stayed in the WAL, and the disk stayed full for the store that
+    ran it (and for every other program) until a checkpoint reset the WAL: the next save failed.
+    """
+    from tests.store.test_index_free_space import _make_pre_vacuum_index
+
+    home = disk.root / "home"
+    with localstore.open(home=home, maintenance=False) as s:
+        s.save_many([SaveRequest(f"f/bp{i}", text(i)) for i in range(150)])
+        db = s.paths.index_db
+    _make_pre_vacuum_index(db)
+    store = localstore.open(home=home, maintenance=False)
+    try:
+        disk.fill(leave=db.stat().st_size // 3)
+        report = store.check(fix=True)
+        [problem] = [p for p in report.problems if p["kind"] == "index-not-vacuumed"]
+        assert "disk is full" in problem["detail"]
+        assert not db.with_name(db.name + "-wal").exists() or (
+            db.with_name(db.name + "-wal").stat().st_size == 0
+        )
+        store.save("after", "name: after\n")  # the space the rewrite took is free again
+        disk.free()
+        report = store.check(fix=True)
+        assert [f["kind"] for f in report.fixed] == ["index-vacuumed"]
+        assert store.load("after").content == "name: after\n"
+    finally:
+        store.close()
