@@ -89,10 +89,11 @@ def shown(text: str, limit: int = MAX_SHOWN) -> str:
 # where a word starts, and with "eyJ" as written (base64 of '{"'): matched anywhere and in any
 # case, ordinary names lost their end ("eyjafjallajokull.blueprint.yaml" logged as "***",
 # "greyjoys_castle.blueprint.yaml" as "gr***"), and a long run of "eyJ" took time growing with
-# the square of its length (every start scanned to its end: 15 s for a 120 KB line).
+# the square of its length (every start scanned to its end: 15 s for a 120 KB line). A bearer
+# token is a run of at least 16 characters: "missing bearer token" is a sentence.
 _CREDENTIALS = re.compile(
     r"(?i)(?<![\w-])((?:apikey|access_token|refresh_token|token)=)[^&\s'\"#<>]+"
-    r"|(bearer\s+)[\w.~+/=-]+"
+    r"|(bearer\s+)[\w.~+/=-]{16,}"
     r"|(?<![\w-])(?-i:eyJ)[\w-]{4,}\.[\w-]{4,}\.[\w-]*"
     r"|sb_(?:publishable|secret)_[\w-]+"
 )

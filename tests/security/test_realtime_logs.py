@@ -111,6 +111,10 @@ def test_ordinary_names_in_the_daemon_log_are_not_taken_for_keys(daemon_log: Pat
     )
     for name in names:
         assert without_credentials(f"saved {name}") == f"saved {name}"
+    # Words after "bearer" in a sentence are not a token (a token is one long run).
+    for line in ("missing bearer token", "the Bearer scheme is required"):
+        assert without_credentials(line) == line
+    assert without_credentials("Bearer sk-0123456789abcdef") == "Bearer ***"
     # Keys and tokens are still taken out, wherever a word starts.
     for shape in (jwt, f"Bearer {jwt}", f"apikey={jwt}", f'"{jwt}"', f"({jwt})", f"key:{jwt}"):
         assert jwt not in without_credentials(shape), shape
