@@ -876,10 +876,13 @@ class SupabaseRemote:
         self._auth_lock = threading.Lock()
         self._closed = False
         self._devices: set[str] = set()
-        # Set once the cloud schema was found new enough (_check_schema); only success is kept,
-        # so a push after the operator applied the migrations asks again and goes through.
-        # Cleared when the server may have changed under this remote (_schema_may_have_changed).
-        self._schema_ok = False
+        # The cloud schema was found new enough (_check_schema) as of _schema_ok_gen; each
+        # sign that the server may have changed under this remote (_schema_may_have_changed)
+        # moves _schema_gen on. Only success is kept, so a push after the operator applied the
+        # migrations asks again and goes through. A generation, not a flag: a check answered
+        # while another thread's call failed would have set the flag that failure had cleared.
+        self._schema_gen = 0
+        self._schema_ok_gen = -1
         self._hints: RealtimeHints | None = None
         self._callbacks: dict[int, HintCallback] = {}
         self._next_cb = 0
@@ -1142,7 +1145,8 @@ class SupabaseRemote:
         return {k: redact(v) if isinstance(v, str) else v for k, v in result.items()}
 
     def _schema_may_have_changed(self) -> None:
-        self._schema_ok = False
+        # (Two threads racing here both move the generation past the one any check started at.)
+        self._schema_gen += 1
 
     def _check_schema(self) -> None:
         """Before the session's first push: refuse a cloud schema older than this client needs.
@@ -1154,7 +1158,8 @@ class SupabaseRemote:
         pending and the next cycle asks again), or what the RPC raises. Pulls are not checked:
         the migrations the client needs so far change what a push does, not what a pull returns.
         """
-        if self._schema_ok:
+        generation = self._schema_gen
+        if self._schema_ok_gen == generation:
             return
         try:
             data = self._rpc(SCHEMA_VERSION_RPC, {})
@@ -1169,7 +1174,7 @@ class SupabaseRemote:
         err = _schema_too_old(data)
         if err is not None:
             raise err
-        self._schema_ok = True
+        self._schema_ok_gen = generation  # as of when it asked: a later sign asks again
 
     def pull(self, since: int, *, limit: int = DEFAULT_PULL_LIMIT) -> PullPage:
         """Return rows after ``since`` in seq order; see sync.remote.Remote.pull."""

@@ -237,3 +237,37 @@ def test_the_schema_is_checked_again_after_the_session_is_refreshed(
         assert _server_rows(cloud) == 1
     finally:
         dev.close()
+
+
+def test_a_failure_seen_while_the_schema_is_being_checked_is_not_forgotten(
+    counted_cloud: LocalCloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another thread's call fails (or a new session starts) while this one's schema check is
+    in flight: the check's answer predates that, so the next push must ask again. A plain flag
+    set on success erased the other thread's "ask again"."""
+    cloud = counted_cloud
+    dev = open_device(tmp_path, "a", cloud.url, cloud.anon_key, new_email())
+    try:
+        remote = dev.remote
+        real_rpc = remote._rpc
+        raced: list[str] = []
+
+        def rpc_then_a_failure_elsewhere(name: str, params: dict[str, object]) -> object:
+            answer = real_rpc(name, params)
+            if name == supabase_remote.SCHEMA_VERSION_RPC and not raced:
+                raced.append(name)
+                remote._schema_may_have_changed()  # what the other thread's failure does
+            return answer
+
+        monkeypatch.setattr(remote, "_rpc", rpc_then_a_failure_elsewhere)
+        dev.store.save("notes/a", "a: 1\n")
+        assert dev.sync() is None
+        assert (raced, _checks(cloud)) == ([supabase_remote.SCHEMA_VERSION_RPC], 1)
+        dev.store.save("notes/b", "b: 1\n")
+        assert dev.sync() is None
+        assert _checks(cloud) == 2  # asked again: the first answer may be stale
+        dev.store.save("notes/c", "c: 1\n")
+        assert dev.sync() is None
+        assert _checks(cloud) == 2  # and not on every push after that
+    finally:
+        dev.close()
