@@ -54,6 +54,7 @@ import contextlib
 import email.utils
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -878,8 +879,12 @@ class SupabaseRemote:
         self._devices: set[str] = set()
         # Set once the cloud schema was found new enough (_check_schema); only success is kept,
         # so a push after the operator applied the migrations asks again and goes through.
-        # Cleared when the server may have changed under this remote (_schema_may_have_changed).
+        # Cleared when the server may have changed under this remote (_server_may_have_changed).
         self._schema_ok = False
+        # Moves with each of those events too; the engine asks server_info again when it moved
+        # (see server_epoch). next() of a count: the auth thread and callers' threads draw.
+        self._epochs = itertools.count(1)
+        self._epoch = 0
         self._hints: RealtimeHints | None = None
         self._callbacks: dict[int, HintCallback] = {}
         self._next_cb = 0
@@ -920,9 +925,10 @@ class SupabaseRemote:
         if session is None:
             return
         # A new session (the refresh timer's, about hourly; refresh_auth; a sign-in) starts a
-        # new stretch of work: the next push asks for the schema again, so a server rolled back
-        # under a daemon that never saw an error is noticed within the hour.
-        self._schema_may_have_changed()
+        # new stretch of work: the next push asks for the schema again, and the engine for
+        # server_info, so a server rolled back or reconfigured under a daemon that never saw an
+        # error is noticed within the hour.
+        self._server_may_have_changed()
         if event == "TOKEN_REFRESHED":
             # The storage already wrote it (unchanged values are skipped); this is the belt to
             # its braces, so a rotated refresh token is never only in memory.
@@ -1101,8 +1107,9 @@ class SupabaseRemote:
             err = self._map(exc, name)
             if isinstance(err, OfflineError | TransientError):
                 # The server could not be reached or failed: what answers next may be another
-                # (restored from a backup, rolled back, another project behind the same name).
-                self._schema_may_have_changed()
+                # (restored from a backup, rolled back, upgraded with other limits, another
+                # project behind the same name).
+                self._server_may_have_changed()
             if err.code == "42501" and (anonymous or self._storage.get_item(STORAGE_KEY) is None):
                 # Sent as anon: the client has no usable session. It dropped it (a refresh
                 # failed), or never had one: a remote opened offline with an expired session
@@ -1141,8 +1148,20 @@ class SupabaseRemote:
         redact = _redactor(self._secrets())
         return {k: redact(v) if isinstance(v, str) else v for k, v in result.items()}
 
-    def _schema_may_have_changed(self) -> None:
+    def _server_may_have_changed(self) -> None:
         self._schema_ok = False
+        self._epoch = next(self._epochs)
+
+    @property
+    def server_epoch(self) -> int:
+        """A number that changes whenever the server answering may have changed since.
+
+        After a call that failed (offline, timeout, 5xx: the server may come back upgraded, or
+        restored from a backup with other limits) and after each new session (the refresh
+        timer's, about hourly; refresh_auth). The engine asks ``server_info`` again when it
+        moved, so a daemon that runs for months uses the limits of the server it talks to now.
+        """
+        return self._epoch
 
     def _check_schema(self) -> None:
         """Before the session's first push: refuse a cloud schema older than this client needs.
