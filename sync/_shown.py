@@ -10,6 +10,8 @@ the text readable and loses nothing a person needs: such characters are written 
 out. Secrets are another matter: ``sync.supabase_remote.map_error`` replaces the values the
 request carried; :func:`without_credentials` and :class:`CredentialFilter` take out, by their
 shape, the ones a library puts in its log lines (the anon key in the realtime URL).
+:class:`LibraryLogFilter`, on the realtime and websockets loggers, also escapes what those
+libraries quote from the server (a close frame's reason, a header).
 """
 
 from __future__ import annotations
@@ -143,6 +145,46 @@ def _unformatted(record: logging.LogRecord, exc: Exception) -> str:
         return f"{type(record.msg).__name__} message (cannot be formatted: {exc})"
 
 
+class LibraryLogFilter(CredentialFilter):
+    """A CredentialFilter that also escapes control and format characters (:func:`escaped`).
+
+    For the realtime and websockets loggers, which quote what the server sent as it came: a
+    close frame's reason (``WebSocket connection closed with code: 1011, reason: ...`` at
+    ERROR), a refused handshake's headers, a redirect's ``Location``. A hostile server could
+    forge log lines with a newline, or put terminal escapes into the daemon log. The message
+    becomes one line (a library's own newline too); a traceback keeps the line breaks of its
+    own structure (frames, exception lines), and every other such character is escaped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        super().filter(record)
+        message = record.getMessage()
+        clean = escaped(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        if record.exc_text:
+            record.exc_text = _escaped_traceback(record.exc_text)
+        return True
+
+
+# The lines a formatted traceback starts with (frames and code are indented, as are exception
+# groups; an exception's own line is its type's name): any other line came from an error's
+# message, a server's text among them.
+_TRACEBACK_LINE = re.compile(
+    r"(?:\s|Traceback \(most recent call last\):|During handling of the above exception"
+    r"|The above exception was the direct cause|[\w.]+(?::|\Z)|\Z)"
+)
+
+
+def _escaped_traceback(text: str) -> str:
+    """A traceback escaped as :func:`escaped`, keeping the line breaks of its own structure: a
+    newline in an error's message (a forged log line) is escaped like any control character."""
+    first, *rest = text.split("\n")
+    out = [escaped(first)]
+    for line in rest:
+        out.append(("\n" if _TRACEBACK_LINE.match(line) else "\\x0a") + escaped(line))
+    return "".join(out)
+
+
 # The loggers that write the realtime URL or an error quoting it (a logger's filter sees only
 # the records made on that very logger, not its children's: each is named), ours among them.
 GUARDED_LOGGERS = (
@@ -156,8 +198,8 @@ GUARDED_LOGGERS = (
 
 
 def guard_realtime_logs() -> None:
-    """Put a CredentialFilter on each of GUARDED_LOGGERS (once)."""
+    """Put a LibraryLogFilter on each of GUARDED_LOGGERS (once)."""
     for name in GUARDED_LOGGERS:
         logger = logging.getLogger(name)
-        if not any(isinstance(f, CredentialFilter) for f in logger.filters):
-            logger.addFilter(CredentialFilter())
+        if not any(isinstance(f, LibraryLogFilter) for f in logger.filters):
+            logger.addFilter(LibraryLogFilter())

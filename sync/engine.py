@@ -342,8 +342,12 @@ class SyncEngine:
         self.poll_interval_s = (
             poll_interval_s if poll_interval_s is not None else store.settings.poll_interval_s
         )
-        self.batch_size = max(1, min(batch_size or store.settings.sync_batch, MAX_BATCH))
-        self.batch_bytes = max(1, batch_bytes or DEFAULT_PUSH_BATCH_BYTES)
+        # What the caller asked for; batch_size and batch_bytes are these capped by what the
+        # server announces now (_check_server), so a limit the server raises again is used again.
+        self._wanted_batch = max(1, min(batch_size or store.settings.sync_batch, MAX_BATCH))
+        self._wanted_bytes = max(1, batch_bytes or DEFAULT_PUSH_BATCH_BYTES)
+        self.batch_size = self._wanted_batch
+        self.batch_bytes = self._wanted_bytes
         # This cycle's push limits: batch_size and batch_bytes, halved for the rest of a cycle
         # after a push was split (see _push).
         self._push_count = self.batch_size
@@ -372,7 +376,10 @@ class SyncEngine:
         self._listeners: dict[int, Callable[[SyncStatus], None]] = {}
         self._listener_seq = 0
         self._unsubs: list[Callable[[], None]] = []
+        # Whether server_info was asked since the server last may have changed (see
+        # _check_server), and the remote's server_epoch then (None: the remote has none).
         self._checked_server = False
+        self._server_epoch: int | None = None
         # The account record kept besides the index (sync.account_record), once read.
         self._account: account_record.AccountRecord | None = None
         # Bases appended to the record (sync.base_record) above its mark, so that the end of the
@@ -524,6 +531,10 @@ class SyncEngine:
                     self._record_success()
                 self._record_bases(report)
             except BaseException as exc:
+                if isinstance(exc, SyncError):
+                    # The cloud failed or refused: the server that answers next may not be the
+                    # one server_info described (see _check_server).
+                    self._checked_server = False
                 self._record_error(exc)
                 raise
             return report
@@ -592,7 +603,19 @@ class SyncEngine:
             log.info("sync: %d conflict(s) settled by deleting their copies", len(settled))
 
     def _check_server(self) -> None:
-        if self._checked_server:
+        """Ask ``server_info`` (protocol, limits) when the server may have changed; else nothing.
+
+        Once per engine, then again after a cycle that failed on the cloud (an outage, a timeout,
+        a refused push: what answers next may have been upgraded or restored with other limits)
+        and whenever the remote's ``server_epoch`` moved (SupabaseRemote: after a failed call
+        and each new session, about hourly). Never on every push: one RPC per such event. A
+        daemon that asked once ran for months on the limits of the server it first met; a
+        smaller ``max_batch`` after a restore failed every push (22023) until it restarted.
+        Raises RemoteConfigError for another protocol (nothing is pushed or quarantined; the
+        next cycle asks again), or what the RPC raises.
+        """
+        epoch = self._remote_epoch()
+        if self._checked_server and epoch == self._server_epoch:
             return
         info = self._call(self.remote.server_info)
         if info.protocol != PROTOCOL_VERSION:
@@ -600,12 +623,19 @@ class SyncEngine:
                 f"the server speaks sync protocol {info.protocol}, this client {PROTOCOL_VERSION}",
                 hint="deploy the matching sync/supabase/migrations or upgrade localstore",
             )
-        self.batch_size = max(1, min(self.batch_size, info.max_batch))
+        self.batch_size = max(1, min(self._wanted_batch, info.max_batch))
+        self.batch_bytes = self._wanted_bytes
         announced = info.extra.get("max_batch_bytes")
         if isinstance(announced, int) and not isinstance(announced, bool) and announced > 0:
             self.batch_bytes = min(self.batch_bytes, announced)
         self._push_count, self._push_bytes = self.batch_size, self.batch_bytes
-        self._checked_server = True
+        # The epoch read before the call: a failure during it moves the epoch and asks again.
+        self._checked_server, self._server_epoch = True, epoch
+
+    def _remote_epoch(self) -> int | None:
+        """The remote's ``server_epoch`` (an optional capability; None when it has none)."""
+        epoch = getattr(self.remote, "server_epoch", None)
+        return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
 
     def _check_session(self) -> None:
         """Before anything goes to the server: the remote's session must still be the stored one.

@@ -10,7 +10,9 @@ handles with the same user are two devices of that user.
 Fault injection for tests: ``fail_next`` raises an error before a call does anything,
 ``drop_response_next`` applies a push and then raises ``TransientError`` (a lost response), and
 ``refuse_push_above`` fails every push whose request is larger than a size, as the server's
-statement timeout (57014), jsonb's size limit (54000) or a gateway (413) fail one.
+statement timeout (57014), jsonb's size limit (54000) or a gateway (413) fail one. A test sets
+``MemoryServer.max_batch`` (or ``protocol``) to play a server upgraded or restored with another
+limit: server_info announces it and a push of more changes fails whole (22023).
 
 It also validates the way the SQL does, with the same limits (migration 20261122000500): a call
 whose device name is empty or over 128 characters fails whole (``ProtocolError``, the server's
@@ -112,6 +114,10 @@ class MemoryServer:
     # (owner, lower(path)) -> id of the live row there: the SQL's unique index on path_key, so a
     # path check costs O(1) instead of a scan of every row (pushes of 10,000 rows were quadratic).
     live_paths: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
+    # The protocol and the changes per push this server announces; push refuses a call with
+    # more (a test lowers it to play a server restored or upgraded with another limit).
+    protocol: int = PROTOCOL_VERSION
+    max_batch: int = MAX_BATCH
     # Keys server_info announces besides the standard ones (a test's server may announce more,
     # e.g. ``max_batch_bytes``).
     announce: dict[str, Any] = field(
@@ -226,6 +232,13 @@ class MemoryRemote:
                     f"{MAX_DEVICE_CHARS} characters [22023]",
                     code="22023",
                 )
+            if len(changes) > self.server.max_batch:
+                # The SQL's check, as SupabaseRemote maps it: the whole call fails, nothing applied.
+                raise ProtocolError(
+                    "push_changes: too many changes [22023]",
+                    code="22023",
+                    hint="push in batches of at most server_info().max_batch",
+                )
             self._refuse_if_too_big(changes)
             seq_before = self.server.seq
             results = [self._push_one(change, device) for change in changes]
@@ -318,7 +331,10 @@ class MemoryRemote:
         """Return the protocol version and limits."""
         with self._call("server_info"):
             return ServerInfo(
-                PROTOCOL_VERSION, MAX_BATCH, MAX_CONTENT_BYTES, dict(self.server.announce)
+                self.server.protocol,
+                self.server.max_batch,
+                MAX_CONTENT_BYTES,
+                dict(self.server.announce),
             )
 
     def subscribe(self, callback: HintCallback) -> Unsubscribe:

@@ -468,7 +468,12 @@ class Remote(Protocol):
         ...
 
     def server_info(self) -> ServerInfo:
-        """Return the protocol version and limits. Raises like ``push``."""
+        """Return the protocol version and limits. Raises like ``push``.
+
+        The answer may change over a remote's life (a server upgraded, or restored with other
+        limits): the engine asks again after a cycle that failed on the cloud and, for a remote
+        with an int ``server_epoch`` property (optional, SupabaseRemote), whenever it moved.
+        """
         ...
 
     def subscribe(self, callback: HintCallback) -> Unsubscribe:

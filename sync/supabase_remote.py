@@ -54,6 +54,7 @@ import contextlib
 import email.utils
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -876,13 +877,16 @@ class SupabaseRemote:
         self._auth_lock = threading.Lock()
         self._closed = False
         self._devices: set[str] = set()
-        # The cloud schema was found new enough (_check_schema) as of _schema_ok_gen; each
-        # sign that the server may have changed under this remote (_schema_may_have_changed)
-        # moves _schema_gen on. Only success is kept, so a push after the operator applied the
-        # migrations asks again and goes through. A generation, not a flag: a check answered
-        # while another thread's call failed would have set the flag that failure had cleared.
-        self._schema_gen = 0
-        self._schema_ok_gen = -1
+        # The cloud schema was found new enough (_check_schema) as of server epoch
+        # _schema_ok_epoch. Each sign that the server may have changed under this remote
+        # (_server_may_have_changed) moves the epoch on, and the engine asks server_info again
+        # when it moved (see server_epoch). Only success is kept, so a push after the operator
+        # applied the migrations asks again and goes through. An epoch, not a flag: a check
+        # answered while another thread's call failed would have set the flag that failure had
+        # cleared. next() of a count: the auth thread and callers' threads draw.
+        self._epochs = itertools.count(1)
+        self._epoch = 0
+        self._schema_ok_epoch = -1
         self._hints: RealtimeHints | None = None
         self._callbacks: dict[int, HintCallback] = {}
         self._next_cb = 0
@@ -923,9 +927,10 @@ class SupabaseRemote:
         if session is None:
             return
         # A new session (the refresh timer's, about hourly; refresh_auth; a sign-in) starts a
-        # new stretch of work: the next push asks for the schema again, so a server rolled back
-        # under a daemon that never saw an error is noticed within the hour.
-        self._schema_may_have_changed()
+        # new stretch of work: the next push asks for the schema again, and the engine for
+        # server_info, so a server rolled back or reconfigured under a daemon that never saw an
+        # error is noticed within the hour.
+        self._server_may_have_changed()
         if event == "TOKEN_REFRESHED":
             # The storage already wrote it (unchanged values are skipped); this is the belt to
             # its braces, so a rotated refresh token is never only in memory.
@@ -1104,8 +1109,9 @@ class SupabaseRemote:
             err = self._map(exc, name)
             if isinstance(err, OfflineError | TransientError):
                 # The server could not be reached or failed: what answers next may be another
-                # (restored from a backup, rolled back, another project behind the same name).
-                self._schema_may_have_changed()
+                # (restored from a backup, rolled back, upgraded with other limits, another
+                # project behind the same name).
+                self._server_may_have_changed()
             if err.code == "42501" and (anonymous or self._storage.get_item(STORAGE_KEY) is None):
                 # Sent as anon: the client has no usable session. It dropped it (a refresh
                 # failed), or never had one: a remote opened offline with an expired session
@@ -1144,9 +1150,19 @@ class SupabaseRemote:
         redact = _redactor(self._secrets())
         return {k: redact(v) if isinstance(v, str) else v for k, v in result.items()}
 
-    def _schema_may_have_changed(self) -> None:
-        # (Two threads racing here both move the generation past the one any check started at.)
-        self._schema_gen += 1
+    def _server_may_have_changed(self) -> None:
+        self._epoch = next(self._epochs)
+
+    @property
+    def server_epoch(self) -> int:
+        """A number that changes whenever the server answering may have changed since.
+
+        After a call that failed (offline, timeout, 5xx: the server may come back upgraded, or
+        restored from a backup with other limits) and after each new session (the refresh
+        timer's, about hourly; refresh_auth). The engine asks ``server_info`` again when it
+        moved, so a daemon that runs for months uses the limits of the server it talks to now.
+        """
+        return self._epoch
 
     def _check_schema(self) -> None:
         """Before the session's first push: refuse a cloud schema older than this client needs.
@@ -1158,8 +1174,8 @@ class SupabaseRemote:
         pending and the next cycle asks again), or what the RPC raises. Pulls are not checked:
         the migrations the client needs so far change what a push does, not what a pull returns.
         """
-        generation = self._schema_gen
-        if self._schema_ok_gen == generation:
+        epoch = self._epoch
+        if self._schema_ok_epoch == epoch:
             return
         try:
             data = self._rpc(SCHEMA_VERSION_RPC, {})
@@ -1174,7 +1190,7 @@ class SupabaseRemote:
         err = _schema_too_old(data)
         if err is not None:
             raise err
-        self._schema_ok_gen = generation  # as of when it asked: a later sign asks again
+        self._schema_ok_epoch = epoch  # as of when it asked: a later sign asks again
 
     def pull(self, since: int, *, limit: int = DEFAULT_PULL_LIMIT) -> PullPage:
         """Return rows after ``since`` in seq order; see sync.remote.Remote.pull."""

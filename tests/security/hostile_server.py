@@ -8,6 +8,7 @@ text (its headers and body); anything unscripted gets a 404.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import threading
@@ -17,6 +18,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
+
+from websockets.asyncio.server import ServerConnection, serve
 
 Answer = tuple[int, Any] | tuple[int, Any, dict[str, str]]  # (status, JSON body[, headers])
 
@@ -114,3 +117,64 @@ class HostileCloud:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+
+
+class HostileRealtime:
+    """A websocket server on 127.0.0.1 that plays a hostile realtime endpoint: it answers the
+    client's first message (the channel join) with ``reply`` (a JSON text, if any) and then
+    closes the connection with ``close_code`` and ``close_reason``. A HostileCloud redirects the
+    realtime URL here (``redirect_answer``): the client follows it, as it would any redirect."""
+
+    def __init__(
+        self, *, reply: Callable[[dict[str, Any]], str] | None, close_code: int, close_reason: str
+    ) -> None:
+        self.reply = reply
+        self.close_code = close_code
+        self.close_reason = close_reason
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Future[None] | None = None
+        self._thread = threading.Thread(target=self._run, name="hostile-realtime", daemon=True)
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        join: dict[str, Any] = {}
+        while join.get("event") != "phx_join":  # (a heartbeat may come first)
+            join = json.loads(await ws.recv())
+        if self.reply is not None:
+            await ws.send(self.reply(join))
+        await ws.close(self.close_code, self.close_reason)
+
+    async def _serve(self) -> None:
+        self._stop = self._loop.create_future()
+        async with serve(self._handle, "127.0.0.1", 0) as server:
+            self.port = next(iter(server.sockets)).getsockname()[1]
+            self._ready.set()
+            await self._stop
+
+    def _run(self) -> None:
+        self._loop.run_until_complete(self._serve())
+        self._loop.close()
+
+    def redirect_answer(self) -> Answer:
+        """A HostileCloud answer to ``GET /realtime/v1/websocket`` that sends the client here."""
+        return 302, {}, {"Location": f"ws://127.0.0.1:{self.port}/realtime/v1/websocket"}
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the hostile realtime server did not start")
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        stop = self._stop
+        if stop is not None:
+
+            def done() -> None:
+                if not stop.done():
+                    stop.set_result(None)
+
+            self._loop.call_soon_threadsafe(done)
+        self._thread.join(10)

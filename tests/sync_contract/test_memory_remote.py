@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sync.errors import AuthExpiredError, SyncError, TransientError
+from sync.errors import AuthExpiredError, ProtocolError, SyncError, TransientError
 from sync.memory_remote import MemoryRemote, MemoryServer
 from sync.remote import Remote
 
@@ -87,6 +87,22 @@ def test_fail_next_defaults_to_a_transient_fault_on_any_call(dev: Writer) -> Non
     with pytest.raises(TransientError):
         remote.server_info()
     assert remote.server_info().protocol == 1
+
+
+def test_a_server_with_a_smaller_max_batch_announces_it_and_refuses_more_whole(
+    server: MemoryServer, dev: Writer
+) -> None:
+    """What a server restored or upgraded with another limit does (the SQL's 22023 check, as
+    SupabaseRemote maps it): the engine's tests lower the limit under a running engine."""
+    server.max_batch, server.protocol = 2, 7
+    info = dev.remote.server_info()
+    assert (info.protocol, info.max_batch) == (7, 2)
+    with pytest.raises(ProtocolError) as refused:
+        dev.push(*(dev.change(path=f"{n}.yaml") for n in range(3)))
+    assert (refused.value.code, refused.value.action) == ("22023", "tell_user")
+    assert "too many changes" in refused.value.message
+    assert dev.remote.pull(0).changes == []  # nothing of the call was applied
+    assert [r.status for r in dev.push(dev.change(), dev.change())] == ["applied", "applied"]
 
 
 def test_subscription_hints_other_handles_synchronously(server: MemoryServer) -> None:

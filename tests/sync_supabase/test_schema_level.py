@@ -256,7 +256,7 @@ def test_a_failure_seen_while_the_schema_is_being_checked_is_not_forgotten(
             answer = real_rpc(name, params)
             if name == supabase_remote.SCHEMA_VERSION_RPC and not raced:
                 raced.append(name)
-                remote._schema_may_have_changed()  # what the other thread's failure does
+                remote._server_may_have_changed()  # what the other thread's failure does
             return answer
 
         monkeypatch.setattr(remote, "_rpc", rpc_then_a_failure_elsewhere)
