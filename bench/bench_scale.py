@@ -100,6 +100,18 @@ def main() -> None:
             "search 'deploy' in a folder of 10",
             lambda: store.search("deploy", folder="team5/proj7"),
         )
+        measure(
+            "search 'deploy' below a folder (925)",
+            lambda: store.search("deploy", folder="team5"),
+        )
+        measure(
+            "search 'deploy' in a folder of 2,500",
+            lambda: store.search("deploy", folder="big0"),
+        )
+        measure(
+            "search a rare word in a folder of 2,500",
+            lambda: store.search("5000", folder="big0"),
+        )
         measure("search a name", lambda: store.search("workflow-5000"))
         measure("load a 7 MB blueprint", lambda: store.load("huge/blueprint-2"))
         watcher = Watcher(store)
