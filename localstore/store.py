@@ -29,8 +29,9 @@ from typing import Any, TypeVar
 
 import apsw
 
+from localstore import _snippets
 from localstore import files as fs
-from localstore._fts_text import HIT_CLOSE, HIT_OPEN, SPLIT, indexed_text, shown
+from localstore._fts_text import SPLIT, indexed_text, shown
 from localstore._identity import ensure_device_id
 from localstore._listing import INFO_COLUMNS, ListingCache, collector_paused, infos
 from localstore._revisions import revision_text
@@ -2472,7 +2473,7 @@ class _Search:
             for info, p in zip(hits, picked, strict=True):
                 self._found_by[info.id] = (table, match, p[0])
         return [
-            SearchHit(info, -float(p[1]), *shown(str(p[2])))
+            SearchHit(info, -float(p[1]), *shown(_snippet(self._cur, p[2], match, p[0])))
             for info, p in zip(hits, picked, strict=True)
         ]
 
@@ -2486,15 +2487,14 @@ class _Search:
         snippets: dict[int, str] = {}
         for (table, match), rids in by_query.items():
             marks = ",".join("?" * len(rids))
-            snippets.update(
-                self._cur.execute(
-                    f"SELECT rowid, {_snippet_sql(table)} FROM {table} "
-                    f"WHERE {table} MATCH ? AND rowid IN ({marks})",
-                    (match, *rids),
-                ).fetchall()
-            )
+            for rid, made in self._cur.execute(
+                f"SELECT rowid, {_snippet_sql(table)} FROM {table} "
+                f"WHERE {table} MATCH ? AND rowid IN ({marks})",
+                (match, *rids),
+            ).fetchall():
+                snippets[rid] = _snippet(self._cur, made, match, rid)
         return [
-            SearchHit(hit.info, hit.score, *shown(str(snippets[self._found_by[hit.info.id][2]])))
+            SearchHit(hit.info, hit.score, *shown(snippets[self._found_by[hit.info.id][2]]))
             for hit in hits
         ]
 
@@ -2512,8 +2512,16 @@ def _folder_rows(cur: Any, sql_filter: str, args: Sequence[Any]) -> tuple[int, i
 
 
 def _snippet_sql(table: str) -> str:
-    """A hit's snippet, its hits marked by characters no indexed text holds (see _fts_text)."""
-    return f"snippet({table}, -1, '{HIT_OPEN}', '{HIT_CLOSE}', '…', 12)"
+    """A hit's snippet, its hits marked by characters no indexed text holds (see _fts_text);
+    NULL for a large blueprint (its content is searched), whose snippet _snippet() makes."""
+    whole_max = _snippets.SNIPPET_WHOLE_MAX if table == _FULL else None
+    return _snippets.snippet_sql(table, whole_max=whole_max)
+
+
+def _snippet(cur: Any, made: Any, match: str, rid: int) -> str:
+    """The snippet the query made (``made``), or for a large blueprint (NULL) one from a window
+    of its content: FTS5's snippet() of a whole large text costs the square of its hits."""
+    return _snippets.window_snippet(cur, match, rid) if made is None else str(made)
 
 
 def fts_tags(tags: Sequence[str]) -> str:
