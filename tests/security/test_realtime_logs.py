@@ -17,10 +17,9 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import keyring
 import pytest
 
-from localstore.config import Settings, load_settings
+from localstore.config import Settings
 from sync import supabase_remote as sr
 from sync._shown import GUARDED_LOGGERS, guard_realtime_logs, without_credentials
 from sync.daemon import configure_logging
@@ -29,22 +28,6 @@ from .hostile_server import HostileCloud, HostileRealtime, fake_jwt, session_bod
 
 ANON_KEY = "anon-" + fake_jwt("anon")
 REFRESH = "v2kq3gk3ovqp"
-
-
-@pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    # As tests/security/test_secrets_in_errors.py: the encrypted file, not a keychain.
-    monkeypatch.setattr(keyring.core, "_keyring_backend", None)
-    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
-    monkeypatch.setenv("LOCALSTORE_KEYCHAIN_FILE_FALLBACK", "1")
-    monkeypatch.setenv("LOCALSTORE_KEYCHAIN_PASSPHRASE", "file-passphrase-secret")
-    return load_settings(home=tmp_path / "home")
-
-
-@pytest.fixture
-def cloud() -> Iterator[HostileCloud]:
-    with HostileCloud() as c:
-        yield c
 
 
 @pytest.fixture

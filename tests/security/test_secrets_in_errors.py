@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
-import keyring
 import pytest
 from click.testing import CliRunner
 
@@ -30,25 +28,6 @@ PASSWORD = 'hunter2-Pa$$w0rd-\u00e9"q'  # a quote and non-ASCII: JSON-escaped in
 ANON_KEY = "anon-" + fake_jwt("anon")
 REFRESH = "v2kq3gk3ovqp"  # GoTrue's refresh tokens are this short: pydantic's excerpt holds it
 TOKEN_PATH = ("POST", "/auth/v1/token")
-
-
-@pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    # The opt-in encrypted file, not a keychain: these tests are about what the server says.
-    # keyring picks its backend once per process: forget it so it reads PYTHON_KEYRING_BACKEND,
-    # and monkeypatch puts the chosen one back afterwards (kept, the fail backend was every later
-    # test's keychain in this worker: the Supabase remote tests then failed by the dozen).
-    monkeypatch.setattr(keyring.core, "_keyring_backend", None)
-    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
-    monkeypatch.setenv("LOCALSTORE_KEYCHAIN_FILE_FALLBACK", "1")
-    monkeypatch.setenv("LOCALSTORE_KEYCHAIN_PASSPHRASE", "file-passphrase-secret")
-    return load_settings(home=tmp_path / "home")
-
-
-@pytest.fixture
-def cloud() -> Iterator[HostileCloud]:
-    with HostileCloud() as c:
-        yield c
 
 
 def _secrets(*extra: str) -> list[str]:

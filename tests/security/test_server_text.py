@@ -13,15 +13,13 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import keyring
 import pytest
 from click.testing import CliRunner
 
 from localstore.cli import cli
-from localstore.config import Settings, load_settings
+from localstore.config import Settings
 from localstore.store import BlueprintStore
 from sync import supabase_remote as sr
 from sync._shown import escaped, shown
@@ -40,22 +38,6 @@ REFRESH = "v2kq3gk3ovqp"
 # log line, a right-to-left override that shows "exe.pdf" as "fdp.exe".
 HOSTILE = "\x1b]0;pwned\x07\x1b[2J\n2026-01-01 00:00:00 INFO sync: all synced\r\u202efdp.exe"
 HIDDEN = ("\x1b", "\x07", "\n", "\r", "\u202e")
-
-
-@pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    # As tests/security/test_secrets_in_errors.py: the encrypted file, not a keychain.
-    monkeypatch.setattr(keyring.core, "_keyring_backend", None)
-    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
-    monkeypatch.setenv("LOCALSTORE_KEYCHAIN_FILE_FALLBACK", "1")
-    monkeypatch.setenv("LOCALSTORE_KEYCHAIN_PASSPHRASE", "file-passphrase-secret")
-    return load_settings(home=tmp_path / "home")
-
-
-@pytest.fixture
-def cloud() -> Iterator[HostileCloud]:
-    with HostileCloud() as c:
-        yield c
 
 
 def _body(request: str) -> dict[str, object]:
