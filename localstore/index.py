@@ -1333,14 +1333,7 @@ class Index:
 
     def _truncate_wal(self, cur: apsw.Cursor) -> None:
         """Checkpoint and cut the WAL to nothing if no reader is in the way (never waits)."""
-        conn = cur.connection
-        conn.setbusytimeout(0)
-        try:
-            cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        except apsw.BusyError:
-            pass
-        finally:
-            conn.setbusytimeout(self.busy_timeout_ms)
+        truncate_wal_now(cur.connection, self.busy_timeout_ms)
 
     def rebuild_search_indexes(self) -> list[str]:
         """Rebuild every full-text table that fails its check from the text it indexes (derived
@@ -1563,13 +1556,20 @@ class Maintainer:
         # WAL_SIZE_LIMIT, and only when a writer starts it over). With no busy timeout: a
         # TRUNCATE checkpoint waits for readers holding the write lock, so it is tried only
         # when nobody reads or writes, and otherwise left to the next idle round.
-        conn.setbusytimeout(0)
-        try:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        except apsw.BusyError:
-            pass
-        finally:
-            conn.setbusytimeout(self._busy_timeout_ms)
+        truncate_wal_now(conn, self._busy_timeout_ms)
+
+
+def truncate_wal_now(conn: apsw.Connection, busy_timeout_ms: int) -> None:
+    """A TRUNCATE checkpoint with no busy timeout (it would wait for every reader and hold the
+    write lock meanwhile): done if nobody reads or writes, else left for a later try. The
+    connection's busy timeout is ``busy_timeout_ms`` again afterwards."""
+    conn.setbusytimeout(0)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    except apsw.BusyError:
+        pass
+    finally:
+        conn.setbusytimeout(busy_timeout_ms)
 
 
 def _merge_search_indexes(conn: apsw.Connection, *, idle: bool) -> None:
