@@ -124,7 +124,8 @@ def daemon_cmd(
 ) -> None:
     """Run the background daemon (watcher, sync, control API) in the foreground.
 
-    One daemon per home; SIGTERM, SIGHUP or Ctrl-C stops it. Logs go to the state folder's
+    One daemon per home; `localstore daemon --stop` stops it cleanly (as SIGTERM, SIGHUP,
+    Ctrl-C or Ctrl-Break do; on Windows a kill is a hard stop). Logs go to the state folder's
     daemon.log and to stderr. Without `localstore login` it runs offline (watching and indexing
     only). Exit 75 when another process (an app, another daemon) syncs this home, 66 when the
     home's index vanished while it ran, 78 when the index was written by a newer localstore
