@@ -174,6 +174,10 @@ DEFAULT_PUSH_BATCH_BYTES = 4 * 2**20
 # MemoryRemote put them in TransientError.code; 413 from a gateway): a call failing so is split
 # in halves, never sent again as it was.
 SPLIT_CODES = frozenset({"57014", "54000", "413"})
+# The SQLSTATE of a push refused whole for a bad argument, among them more changes than the
+# server's max_batch ("too many changes"). Which of them it was is told by server_info asked again
+# (see _refused_for_limits), never by the message's text.
+REFUSED_CALL_CODE = "22023"
 # A change that times out (57014) alone this many cycles in a row is parked as too large; one
 # timeout alone can be a busy server (another device's push holding the owner lock).
 LONE_TIMEOUTS = 3
@@ -380,6 +384,9 @@ class SyncEngine:
         # _check_server), and the remote's server_epoch then (None: the remote has none).
         self._checked_server = False
         self._server_epoch: int | None = None
+        # Whether this cycle already asked server_info again for a push refused whole (22023):
+        # once a cycle, so a server refusing the batches of its own new limit fails the cycle.
+        self._reasked_for_refusal = False
         # The account record kept besides the index (sync.account_record), once read.
         self._account: account_record.AccountRecord | None = None
         # Bases appended to the record (sync.base_record) above its mark, so that the end of the
@@ -574,6 +581,7 @@ class SyncEngine:
 
     def _cycle(self, report: SyncReport) -> None:
         self._push_count, self._push_bytes = self.batch_size, self.batch_bytes
+        self._reasked_for_refusal = False
         self._record_held_bases()  # before anything can fail on the network
         self._set_state("connecting")
         self._check_session()
@@ -602,7 +610,7 @@ class SyncEngine:
                     st.resolve_conflict(cur, cid, "copy deleted")
             log.info("sync: %d conflict(s) settled by deleting their copies", len(settled))
 
-    def _check_server(self) -> None:
+    def _check_server(self, *, force: bool = False) -> None:
         """Ask ``server_info`` (protocol, limits) when the server may have changed; else nothing.
 
         Once per engine, then again after a cycle that failed on the cloud (an outage, a timeout,
@@ -611,11 +619,12 @@ class SyncEngine:
         and each new session, about hourly). Never on every push: one RPC per such event. A
         daemon that asked once ran for months on the limits of the server it first met; a
         smaller ``max_batch`` after a restore failed every push (22023) until it restarted.
+        ``force`` asks in any case (a push refused whole, see ``_refused_for_limits``).
         Raises RemoteConfigError for another protocol (nothing is pushed or quarantined; the
         next cycle asks again), or what the RPC raises.
         """
         epoch = self._remote_epoch()
-        if self._checked_server and epoch == self._server_epoch:
+        if not force and self._checked_server and epoch == self._server_epoch:
             return
         info = self._call(self.remote.server_info)
         if info.protocol != PROTOCOL_VERSION:
@@ -1175,13 +1184,21 @@ class SyncEngine:
                 sum(sizes),
                 exc,
             )
-            conflicts, start = 0, 0
-            while start < len(pairs):
-                # Cut by the limits as they are now: a refused piece lowers them further.
-                end = start + st.leading_fit(sizes[start:], self._push_count, self._push_bytes)
-                conflicts += self._push(pairs[start:end], report)
-                start = end
-            return conflicts
+            return self._push_pieces(pairs, sizes, report)
+        except ProtocolError as exc:
+            sizes = [_push_bytes(c) for c in changes]
+            if not self._refused_for_limits(exc, sizes):
+                raise
+            log.info(
+                "sync: the server refused a push of %d changes (%d bytes) (%s); it now takes at "
+                "most %d changes and %d bytes per push: pushing them in batches that size",
+                len(pairs),
+                sum(sizes),
+                exc,
+                self.batch_size,
+                self.batch_bytes,
+            )
+            return self._push_pieces(pairs, sizes, report)
         _check_results(changes, results)
         for change in changes:
             self._lone_timeouts.pop(change.id, None)
@@ -1189,6 +1206,42 @@ class SyncEngine:
         conflicts = self._handle_results(pairs, results, report)
         self._record_step([c.id for c in changes])
         return conflicts
+
+    def _push_pieces(
+        self, pairs: Sequence[tuple[Change, st.OutboxItem]], sizes: list[int], report: SyncReport
+    ) -> int:
+        """Push a refused call's changes again in order, in pieces of this cycle's push limits."""
+        conflicts, start = 0, 0
+        while start < len(pairs):
+            # Cut by the limits as they are now: a refused piece lowers them further.
+            end = start + st.leading_fit(sizes[start:], self._push_count, self._push_bytes)
+            conflicts += self._push(pairs[start:end], report)
+            start = end
+        return conflicts
+
+    def _refused_for_limits(self, exc: ProtocolError, sizes: Sequence[int]) -> bool:
+        """Whether a push refused whole (22023) was too large for limits lowered since asked.
+
+        An operator can lower the server's ``max_batch`` under a running engine with nothing
+        failing between (no new epoch): its next full push is refused whole as "too many
+        changes". That cost a failed cycle shown as an error (about a minute) before the next
+        asked again. Now ``server_info`` is asked again at once, and when the refused call is
+        over the limits it announces now, this cycle's limits drop to them and the caller pushes
+        the changes again in pieces that size (safe: the server applied nothing of the call).
+        The same code means a bad argument too (the device name): the limits then still take the
+        call and it is not sent again. Asked once a cycle: a server that refuses the batches of
+        its own new limit too fails the cycle as before (the next asks again). Raises what
+        ``_check_server`` raises (another protocol: RemoteConfigError).
+        """
+        if exc.code != REFUSED_CALL_CODE or self._reasked_for_refusal or len(sizes) < 2:
+            return False  # (one change cannot be cut smaller: it would go again as it was)
+        self._reasked_for_refusal = True
+        count, size = self._push_count, self._push_bytes
+        self._check_server(force=True)
+        # The new limits, kept as small as a split earlier in this cycle made them.
+        self._push_count = min(count, self.batch_size)
+        self._push_bytes = min(size, self.batch_bytes)
+        return len(sizes) > self._push_count or sum(sizes) > self._push_bytes
 
     def _lone_refusal(
         self, pair: tuple[Change, st.OutboxItem], exc: TransientError, report: SyncReport

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
+from sync.engine import SyncStatus
 from sync.errors import OfflineError, ProtocolError, RemoteConfigError
 from sync.memory_remote import MemoryServer
 
@@ -90,21 +91,85 @@ def test_a_limit_raised_again_is_used_again(
     assert (a.engine.batch_size, a.remote.calls["push"] - calls) == (50, 1)
 
 
-def test_a_limit_lowered_under_a_running_engine_costs_one_failed_cycle(
+def _watch(dev: Device) -> list[SyncStatus]:
+    """Every status the engine shows from now on (what a UI or `localstore status` would see)."""
+    seen: list[SyncStatus] = []
+    dev.engine.subscribe_status(seen.append)
+    return seen
+
+
+def test_a_limit_lowered_under_a_running_engine_is_used_within_the_same_cycle(
     make_device: Callable[..., Device], server: MemoryServer
 ) -> None:
-    """No outage, no new session: the push refused as too many changes (22023) fails that cycle
-    (nothing applied, nothing parked), and the next one asks again and goes through."""
+    """No outage, no new session: the push refused as too many changes (22023) makes the engine
+    ask server_info again at once and push in batches of the new limit, in the same cycle,
+    without showing an error (it cost one failed cycle, ~60 s shown as an error, before)."""
+    a = make_device("a")
+    assert a.sync().pushed == 0
+    server.max_batch = 3  # an operator lowers the limit under the running engine
+    saved = _save(a, 8)
+    seen = _watch(a)
+    pushes = a.remote.calls.get("push", 0)
+    report = a.sync()
+    assert (report.pushed, report.errors, report.quarantined) == (8, [], 0)
+    _all_pushed(server, a, saved)
+    assert a.engine.batch_size == 3
+    assert a.remote.calls["server_info"] == 2  # asked again once, on the refusal
+    assert a.remote.calls["push"] - pushes == 1 + 3  # the refused 8, then 3 + 3 + 2
+    assert [s for s in seen if s.state in ("error", "offline") or s.last_error] == []
+    # The next cycles use the new limit without asking or being refused again.
+    more = _save(a, 4, prefix="more")
+    pushes = a.remote.calls["push"]
+    assert a.sync().pushed == 4
+    _all_pushed(server, a, more)
+    assert (a.remote.calls["server_info"], a.remote.calls["push"] - pushes) == (2, 2)
+
+
+def test_a_refusal_again_under_the_new_limit_fails_the_cycle_without_a_loop(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """Asked once per cycle: a server that refuses the batches of its own new limit too fails
+    the cycle as before (nothing applied of the refused call, nothing parked); the next cycle
+    goes through once the server takes them."""
     a = make_device("a")
     assert a.sync().pushed == 0
     server.max_batch = 3
     saved = _save(a, 5)
+    # The server refuses the full batch, then the first batch of its own new limit too.
+    refusal = ProtocolError("push_changes: too many changes [22023]", code="22023")
+    a.remote.fail_next(2, exc=refusal, method="push")
+    pushes = a.remote.calls.get("push", 0)
     with pytest.raises(ProtocolError, match="too many changes"):
         a.sync()
-    assert server_snapshot(server) == {}  # the call failed whole
+    assert a.remote.calls["push"] - pushes == 2  # the full batch, one of the new limit: no loop
+    assert a.remote.calls["server_info"] == 2
+    assert server_snapshot(server) == {}
     status = a.engine.status()
-    assert (status.pending, status.quarantined) == (5, 0)
+    assert (status.pending, status.quarantined, status.state) == (5, 0, "error")
     assert a.sync().pushed == 5
+    _all_pushed(server, a, saved)
+
+
+def test_another_22023_refusal_is_not_pushed_again(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """22023 also means a bad argument (the device name): when the limit asked again still takes
+    the refused batch, the limit was not the cause and the call is not sent again."""
+    a = make_device("a")
+    assert a.sync().pushed == 0
+    saved = _save(a, 4)
+    a.remote.fail_next(
+        exc=ProtocolError("push_changes: device must be a non-empty string [22023]", code="22023"),
+        method="push",
+    )
+    pushes = a.remote.calls.get("push", 0)
+    with pytest.raises(ProtocolError, match="device must be"):
+        a.sync()
+    assert a.remote.calls["push"] - pushes == 1
+    assert a.remote.calls["server_info"] == 2  # asked, and it still takes 4 (or more)
+    status = a.engine.status()
+    assert (status.pending, status.quarantined) == (4, 0)
+    assert a.sync().pushed == 4
     _all_pushed(server, a, saved)
 
 

@@ -169,6 +169,29 @@ def test_a_smaller_max_batch_is_honoured_after_a_new_session(
         dev.close()
 
 
+def test_a_smaller_max_batch_under_a_running_engine_is_used_in_the_same_cycle(
+    limits: LocalCloud, tmp_path: Path
+) -> None:
+    """No outage, no new session: the full push refused as too many changes (22023) makes the
+    engine ask server_info again at once and push in the new limit's batches; no failed cycle,
+    nothing shown as an error (before: one cycle failed, ~60 s, until the next asked again)."""
+    cloud = limits
+    dev = open_device(tmp_path, "a", cloud.url, cloud.anon_key, new_email())
+    try:
+        saved = _save(dev, 2, "before")
+        assert dev.sync() is None
+        asked = _asked(cloud)
+        _set(cloud, max_batch=3)  # an operator lowers the limit under the running engine
+        saved |= _save(dev, 7, "after")
+        assert dev.sync() is None
+        _all_up(cloud, dev, saved)
+        assert dev.engine.batch_size == 3
+        assert _asked(cloud) == asked + 1  # once, on the refusal
+        assert dev.engine.status().state == "idle"
+    finally:
+        dev.close()
+
+
 def test_another_protocol_after_an_outage_is_refused_and_nothing_is_sent(
     limits: LocalCloud, tmp_path: Path
 ) -> None:
