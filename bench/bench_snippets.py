@@ -5,7 +5,7 @@ large blueprints"); a hit over ``SNIPPET_WHOLE_MAX`` gets its snippet from a win
 Each size: 20 small blueprints and one large one whose every line holds ``deploy``, ``build`` and
 ``pipeline``, in a home on tmpfs (the disk is not the point), then top-20 searches.
 
-    .venv/bin/python bench/bench_snippets.py [--sizes 0.5 1] [--rounds 5] [--code CHECKOUT]
+    .venv/bin/python bench/bench_snippets.py [--sizes 0.5 1] [--rounds 5] [--code CHECKOUT] [--quick]
 
 ``--code`` imports localstore from another checkout (a worktree of an older commit), for A/B runs.
 """
@@ -28,7 +28,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=float, nargs="+", default=[0.5, 1.0], help="MB")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--code", default=str(Path(__file__).resolve().parents[1]))
+    parser.add_argument("--quick", action="store_true", help="0.5 MB only, 2 rounds")
     args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.rounds = [0.5], 2
     sys.path.insert(0, str(Path(args.code).resolve()))
     import localstore
 
