@@ -43,6 +43,22 @@ def _rows(index: Index) -> dict[str, tuple[bytes, str]]:
     return {str(k): (bytes(v), str(kid)) for k, v, kid in rows}
 
 
+# A session bus with no service directories (so no activation) and the session policy.
+_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"""
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -60,23 +76,20 @@ def _private_keychain(
     """A D-Bus session and an unlocked gnome-keyring for this test alone; yields the bus address.
 
     Autouse, so it is set up before ``creds`` (which must talk to this keychain, in its teardown
-    too). The bus has no service activation: if the keyring died, calls fail instead of starting
-    a daemon on the suite's keyring files.
+    too). The bus has a configuration of its own, with no service directories: the stock session
+    configuration always adds /usr/share/dbus-1/services, whose Secret Service file started a
+    second, locked gnome-keyring-daemon when the first call came before ours owned the name (it
+    then won the name now and then, and the test waited in vain).
     """
     root = tmp_path_factory.mktemp("private-keychain")
-    data, run, services = root / "data", root / "run", root / "no-activation"
-    for folder in (data, run, services):
+    data, run = root / "data", root / "run"
+    for folder in (data, run):
         folder.mkdir(mode=0o700)
+    config = root / "bus.conf"
+    config.write_text(_BUS_CONFIG.format(socket=run / "bus"))
     env = {**os.environ, "XDG_DATA_HOME": str(data), "XDG_RUNTIME_DIR": str(run)}
-    env["XDG_DATA_DIRS"] = str(services)
     bus = subprocess.Popen(
-        [
-            "dbus-daemon",
-            "--session",
-            "--nofork",
-            "--print-address=1",
-            f"--address=unix:path={run}/bus",
-        ],
+        ["dbus-daemon", f"--config-file={config}", "--nofork", "--print-address=1"],
         stdout=subprocess.PIPE,
         env=env,
     )
@@ -104,10 +117,11 @@ def _private_keychain(
         while True:
             try:
                 with secretstorage.dbus_init() as conn:
-                    if not secretstorage.get_default_collection(conn).is_locked():
+                    # (Asked only once ours owns the name: nothing else may answer.)
+                    if secretstorage.check_service_availability(conn) and not (
+                        secretstorage.get_default_collection(conn).is_locked()
+                    ):
                         break
-            except secretstorage.exceptions.SecretServiceNotAvailableException:
-                pass
             except secretstorage.exceptions.ItemNotFoundException:
                 pass  # up, but the login collection is not created yet
             assert daemon.poll() is None, "gnome-keyring-daemon exited"
