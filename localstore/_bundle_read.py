@@ -54,6 +54,7 @@ from localstore.errors import (
     StorageError,
     UnsafeBundleError,
     UnsafePathError,
+    wrong_type,
 )
 
 if TYPE_CHECKING:
@@ -135,8 +136,10 @@ def path_arg(name: str, value: Any) -> Path:
     """A file path argument of the bundle API: str or os.PathLike, no NUL (an int or None
     failed inside pathlib with a raw TypeError, a NUL with a raw ValueError)."""
     if not isinstance(value, str | os.PathLike):
-        raise InvalidInputError(
-            f"{name} must be a file path (str or os.PathLike), not {type(value).__name__}",
+        raise wrong_type(
+            f"{name}",
+            value,
+            "a file path (str or os.PathLike)",
             hint=f"pass {name} as a str or pathlib.Path",
         )
     path = Path(value)
@@ -152,22 +155,25 @@ def callable_arg(name: str, value: Any) -> None:
     """An optional callback (progress, merger): None or callable (else a raw TypeError came
     from deep inside, mid-export or mid-import)."""
     if value is not None and not callable(value):
-        raise InvalidInputError(
-            f"{name} must be callable, not {type(value).__name__}",
-            hint=f"pass a function as {name}, or leave it out",
+        raise wrong_type(
+            f"{name}", value, "callable", hint=f"pass a function as {name}, or leave it out"
         )
 
 
 def options_arg(passphrase: Any, limits: Any) -> None:
     """The passphrase and limits of an export or import."""
     if passphrase is not None and not isinstance(passphrase, str):
-        raise InvalidInputError(
-            f"passphrase must be a string, not {type(passphrase).__name__}",
+        raise wrong_type(
+            "passphrase",
+            passphrase,
+            "a string",
             hint="pass the passphrase as text, or leave it out for an unencrypted bundle",
         )
     if limits is not None and not isinstance(limits, BundleLimits):
-        raise InvalidInputError(
-            f"limits must be a BundleLimits, not {type(limits).__name__}",
+        raise wrong_type(
+            "limits",
+            limits,
+            "a BundleLimits",
             hint="pass localstore.archive.BundleLimits(...), or leave it out for the defaults",
         )
 

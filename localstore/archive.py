@@ -79,6 +79,7 @@ from localstore.errors import (
     RevisionConflictError,
     StorageError,
     UnsafePathError,
+    wrong_type,
 )
 from localstore.store import BlueprintStore as _Store
 from localstore.store import SaveRequest, _count_arg, _flag_arg
@@ -264,8 +265,10 @@ def select_blueprints(
     """
     if isinstance(refs, str | bytes | Mapping) or not isinstance(refs, Iterable):
         # (A str was iterated: refs="team/a" exported the blueprints named "t", "e", ...)
-        raise InvalidInputError(
-            f"refs must be a list of references, not {type(refs).__name__}",
+        raise wrong_type(
+            "refs",
+            refs,
+            "a list of references",
             hint="pass refs=['team/deploy', ...] (ids, id prefixes or paths)",
         )
     chosen: dict[str, BlueprintInfo] = {}
@@ -308,8 +311,10 @@ def export_bundle(
         )
     callable_arg("progress", progress)
     if scrypt_params is not None and not isinstance(scrypt_params, crypto.ScryptParams):
-        raise InvalidInputError(
-            f"scrypt_params must be a crypto.ScryptParams, not {type(scrypt_params).__name__}",
+        raise wrong_type(
+            "scrypt_params",
+            scrypt_params,
+            "a crypto.ScryptParams",
             hint="leave scrypt_params out for the default strength",
         )
     limits = limits or BundleLimits.for_store(store)
@@ -1013,8 +1018,10 @@ class _Planner:
 
 def _store_arg(store: Any) -> None:
     if not isinstance(store, _Store):
-        raise InvalidInputError(
-            f"store must be an open BlueprintStore, not {type(store).__name__}",
+        raise wrong_type(
+            "store",
+            store,
+            "an open BlueprintStore",
             hint="pass the store localstore.open(...) returned",
         )
 

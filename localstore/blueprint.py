@@ -21,10 +21,10 @@ from typing import Any, NamedTuple
 import yaml
 
 from localstore.errors import (
-    InvalidInputError,
     InvalidMetaError,
     InvalidYAMLError,
     LimitExceededError,
+    wrong_type,
 )
 
 try:  # pragma: no branch - depends on how PyYAML was built
@@ -732,8 +732,10 @@ class BlueprintInfo(NamedTuple):
 def check_validator(validator: Any) -> None:
     """Refuse a validator that cannot be called (at open, not as a problem on every save)."""
     if validator is not None and not callable(validator):
-        raise InvalidInputError(
-            f"the validator must be callable, not {type(validator).__name__}",
+        raise wrong_type(
+            "the validator",
+            validator,
+            "callable",
             hint="pass a function taking the parsed mapping and returning a list of problems",
         )
 

@@ -22,7 +22,7 @@ from typing import Any
 import platformdirs
 import yaml
 
-from localstore.errors import ConfigError, InvalidInputError, StorageError
+from localstore.errors import ConfigError, StorageError, wrong_type
 
 log = logging.getLogger(__name__)
 
@@ -556,7 +556,9 @@ def load_settings(
 def settings_arg(settings: Any, hint: str = "") -> None:
     """A Settings argument of the public API (a dict or a path failed later, deep inside)."""
     if not isinstance(settings, Settings):
-        raise InvalidInputError(
-            f"settings must be a Settings, not {type(settings).__name__}",
+        raise wrong_type(
+            "settings",
+            settings,
+            "a Settings",
             hint=hint or "pass localstore.load_settings(...) or an open store's store.settings",
         )

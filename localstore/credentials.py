@@ -52,6 +52,7 @@ from localstore.errors import (
     DecryptionError,
     InvalidInputError,
     KeychainUnavailableError,
+    wrong_type,
 )
 from localstore.files import atomic_write
 from localstore.index import Index
@@ -582,9 +583,8 @@ def open_backend(
 
 def _check_name(name: str) -> None:
     if not isinstance(name, str):
-        raise InvalidInputError(
-            f"a credential name must be a string, not {type(name).__name__}",
-            hint="pass the name as text, e.g. 'github-token'",
+        raise wrong_type(
+            "a credential name", name, "a string", hint="pass the name as text, e.g. 'github-token'"
         )
     if not 1 <= len(name) <= MAX_NAME_CHARS:
         raise InvalidInputError(
@@ -608,22 +608,28 @@ def _check_name(name: str) -> None:
 def _cred_init_args(index: Any, settings: Any, backend: Any, environ: Any) -> None:
     """CredentialStore's arguments (a wrong one failed later, deep in the first call)."""
     if not isinstance(index, Index):
-        raise InvalidInputError(
-            f"index must be a localstore.index.Index, not {type(index).__name__}",
+        raise wrong_type(
+            "index",
+            index,
+            "a localstore.index.Index",
             hint="pass Index(settings.paths.index_db) (or an open store's store.index)",
         )
     settings_arg(settings)
     if backend is not None and not all(
         callable(getattr(backend, m, None)) for m in ("get", "set", "delete")
     ):
-        raise InvalidInputError(
-            f"backend must be a secret backend, not {type(backend).__name__}",
+        raise wrong_type(
+            "backend",
+            backend,
+            "a secret backend",
             hint="pass KeyringSecretBackend() or EncryptedFileBackend(path, passphrase), or "
             "leave it out to choose by configuration",
         )
     if environ is not None and not isinstance(environ, Mapping):
-        raise InvalidInputError(
-            f"environ must be a mapping (like os.environ), not {type(environ).__name__}",
+        raise wrong_type(
+            "environ",
+            environ,
+            "a mapping (like os.environ)",
             hint="leave environ out to read os.environ",
         )
 
@@ -631,8 +637,10 @@ def _cred_init_args(index: Any, settings: Any, backend: Any, environ: Any) -> No
 def _check_value(name: str, value: str) -> None:
     # Messages name the credential, never the value.
     if not isinstance(value, str):
-        raise InvalidInputError(
-            f"the value of {name!r} must be a string, not {type(value).__name__}",
+        raise wrong_type(
+            f"the value of {name!r}",
+            value,
+            "a string",
             hint="pass the secret as text (decode bytes first, or base64-encode binary data)",
         )
     if not value:

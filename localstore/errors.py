@@ -70,6 +70,15 @@ class InvalidInputError(LocalStoreError):
     """Input was rejected; nothing was changed."""
 
 
+def wrong_type(what: str, value: object, expected: str, *, hint: str) -> InvalidInputError:
+    """The refusal of an argument of the wrong type: "<what> must be <expected>, not <type>".
+
+    ``raise wrong_type("prefix", prefix, "a string", hint=...)``: one wording for the API's many
+    type checks (the message names the type given, never its value, which may be a secret).
+    """
+    return InvalidInputError(f"{what} must be {expected}, not {type(value).__name__}", hint=hint)
+
+
 class InvalidYAMLError(InvalidInputError):
     """The blueprint's YAML does not parse or its top level is not a mapping."""
 

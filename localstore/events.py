@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from localstore.blueprint import utc_now
-from localstore.errors import InvalidInputError
+from localstore.errors import InvalidInputError, wrong_type
 
 log = logging.getLogger("localstore.events")
 
@@ -107,9 +107,8 @@ class EventBus:
         would otherwise subscribe to nothing, silently).
         """
         if not callable(callback):
-            raise InvalidInputError(
-                f"an event subscriber must be callable, not {type(callback).__name__}",
-                hint="pass a function taking one Event",
+            raise wrong_type(
+                "an event subscriber", callback, "callable", hint="pass a function taking one Event"
             )
         wanted = _kinds(kinds)
         with self._lock:

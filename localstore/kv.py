@@ -51,6 +51,7 @@ from localstore.errors import (
     LimitExceededError,
     LocalStoreError,
     StoreClosedError,
+    wrong_type,
 )
 from localstore.index import Index
 from localstore.store import _count_arg, _flag_arg
@@ -251,8 +252,10 @@ def _check_utf8(what: str, text: str) -> None:
 
 def _check_key(key: str) -> None:
     if not isinstance(key, str):
-        raise InvalidInputError(
-            f"an app-data key must be a string, not {type(key).__name__}",
+        raise wrong_type(
+            "an app-data key",
+            key,
+            "a string",
             hint=f"pass the key as text of 1-{MAX_KEY_CHARS} characters",
         )
     if not 1 <= len(key) <= MAX_KEY_CHARS or "\x00" in key:
@@ -265,9 +268,8 @@ def _check_key(key: str) -> None:
 
 def _check_tags(tags: Iterable[str]) -> tuple[str, ...]:
     if isinstance(tags, str) or not isinstance(tags, Iterable):
-        raise InvalidInputError(
-            f"tags must be a list of strings, not {type(tags).__name__}",
-            hint="pass tags=['a', 'b'], or leave it out for none",
+        raise wrong_type(
+            "tags", tags, "a list of strings", hint="pass tags=['a', 'b'], or leave it out for none"
         )
     out: dict[str, None] = {}
     for tag in tags:
@@ -292,22 +294,28 @@ def _kv_init_args(
 ) -> None:
     """KVStore's arguments (a wrong one failed later, inside the first save or load)."""
     if not isinstance(index, Index):
-        raise InvalidInputError(
-            f"index must be a localstore.index.Index, not {type(index).__name__}",
+        raise wrong_type(
+            "index",
+            index,
+            "a localstore.index.Index",
             hint="pass Index(settings.paths.index_db) (or an open store's store.index)",
         )
     if credentials is not None and not all(
         callable(getattr(credentials, m, None)) for m in ("get", "set", "delete")
     ):
-        raise InvalidInputError(
-            f"credentials must be a CredentialStore, not {type(credentials).__name__}",
+        raise wrong_type(
+            "credentials",
+            credentials,
+            "a CredentialStore",
             hint="pass credentials=CredentialStore(index, settings), or leave it out",
         )
     if settings is not None:
         settings_arg(settings)
     if not callable(clock):
-        raise InvalidInputError(
-            f"clock must be callable, not {type(clock).__name__}",
+        raise wrong_type(
+            "clock",
+            clock,
+            "callable",
             hint="pass a function returning epoch seconds, like time.time",
         )
     for name, value in (("hot_items", hot_items), ("hot_bytes", hot_bytes)):
@@ -826,15 +834,11 @@ class KVStore:
         Raises InvalidInputError for a prefix or tag that is not encodable text.
         """
         if not isinstance(prefix, str):
-            raise InvalidInputError(
-                f"prefix must be a string, not {type(prefix).__name__}",
-                hint="pass prefix='' (the default) for every key",
+            raise wrong_type(
+                "prefix", prefix, "a string", hint="pass prefix='' (the default) for every key"
             )
         if tag is not None and not isinstance(tag, str):
-            raise InvalidInputError(
-                f"tag must be a string, not {type(tag).__name__}",
-                hint="filter by one tag at a time, as text",
-            )
+            raise wrong_type("tag", tag, "a string", hint="filter by one tag at a time, as text")
         _check_utf8("the prefix", prefix)
         if tag is not None:
             _check_utf8("the tag", tag)
@@ -857,9 +861,8 @@ class KVStore:
     def find_by_tag(self, tag: str) -> list[str]:
         """Live keys carrying ``tag``, sorted."""
         if not isinstance(tag, str):  # (None listed every key)
-            raise InvalidInputError(
-                f"tag must be a string, not {type(tag).__name__}",
-                hint="pass one tag as text; keys() lists every key",
+            raise wrong_type(
+                "tag", tag, "a string", hint="pass one tag as text; keys() lists every key"
             )
         return self.keys(tag=tag)
 

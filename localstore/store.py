@@ -74,6 +74,7 @@ from localstore.errors import (
     StorageError,
     StoreClosedError,
     UnsafePathError,
+    wrong_type,
 )
 from localstore.events import Event, EventBus
 from localstore.index import (
@@ -541,9 +542,8 @@ class BlueprintStore:
         """
         self._check_open()
         if not callable(callback):
-            raise InvalidInputError(
-                f"a close hook must be callable, not {type(callback).__name__}",
-                hint="pass a function taking no arguments",
+            raise wrong_type(
+                "a close hook", callback, "callable", hint="pass a function taking no arguments"
             )
         entry = _CloseHook(callback)
         self._on_close.append(entry)
@@ -609,8 +609,10 @@ class BlueprintStore:
     def abspath(self, rel: str) -> Path:
         """Absolute path of a canonical relative path (refusing escapes through links)."""
         if not isinstance(rel, str):
-            raise InvalidInputError(
-                f"rel must be a relative path string, not {type(rel).__name__}",
+            raise wrong_type(
+                "rel",
+                rel,
+                "a relative path string",
                 hint="pass a path as store.list() shows it, e.g. 'team/deploy.blueprint.yaml'",
             )
         return fs.resolve_inside(self.root, rel, real_root=self._real_root)
@@ -635,8 +637,10 @@ class BlueprintStore:
             except UnicodeEncodeError as exc:
                 raise _not_unicode("content", exc, InvalidInputError) from exc
         elif not isinstance(content, bytes | bytearray | memoryview):
-            raise InvalidInputError(
-                f"content must be YAML bytes or text, not {type(content).__name__}",
+            raise wrong_type(
+                "content",
+                content,
+                "YAML bytes or text",
                 hint="pass the YAML file's bytes (or its text)",
             )
         digest = hashlib.sha256(content).digest()
@@ -726,8 +730,10 @@ class BlueprintStore:
         """The index row with this id, deleted or not, or None: one lookup, no reference
         resolving. ``cur`` reads inside the caller's transaction (sync applies pulled pages so)."""
         if not isinstance(blueprint_id, str):
-            raise InvalidInputError(
-                f"blueprint_id must be a string, not {type(blueprint_id).__name__}",
+            raise wrong_type(
+                "blueprint_id",
+                blueprint_id,
+                "a string",
                 hint="pass a blueprint's id as text (BlueprintInfo.id)",
             )
         where, args = "id = ?", (blueprint_id.lower(),)
@@ -760,8 +766,10 @@ class BlueprintStore:
             elif isinstance(content, str):
                 raw = content.encode("utf-8")
             else:
-                raise InvalidInputError(
-                    f"content must be YAML text or a mapping, not {type(content).__name__}",
+                raise wrong_type(
+                    "content",
+                    content,
+                    "YAML text or a mapping",
                     hint="pass the YAML as a str or bytes, or the document as a dict",
                 )
         except UnicodeEncodeError as exc:
@@ -2557,9 +2565,8 @@ def _fts_query(query: str, *, prefix: bool = True) -> str:
     still be being typed), quoted text as a phrase. Prefixes cost: FTS5 merges the doclists of
     every word they match before it can count or rank, so only the last word gets one."""
     if not isinstance(query, str):
-        raise InvalidInputError(
-            f"the search query must be a string, not {type(query).__name__}",
-            hint="pass the words to search for as text",
+        raise wrong_type(
+            "the search query", query, "a string", hint="pass the words to search for as text"
         )
     if not query.strip():
         raise InvalidInputError("empty search query", hint="give one or more words")
@@ -2778,8 +2785,10 @@ def _requests_arg(requests: Any) -> builtins.list[SaveRequest]:
                 "the arguments save() takes",
             )
         if not isinstance(item.fields, Mapping):
-            raise InvalidInputError(
-                f"save_many() item {i}: fields must be a mapping, not {type(item.fields).__name__}",
+            raise wrong_type(
+                f"save_many() item {i}: fields",
+                item.fields,
+                "a mapping",
                 hint="pass fields={'name': ..., 'tags': [...]} (save()'s meta keywords)",
             )
     return items
@@ -2789,8 +2798,10 @@ def _hook_arg(hook: Any) -> None:
     """A tx_hook: called as hook(cursor, blueprint) inside the index transaction (one that was
     not callable failed there with a raw TypeError, after the files were written)."""
     if not callable(hook):
-        raise InvalidInputError(
-            f"tx_hook must be callable, not {type(hook).__name__}",
+        raise wrong_type(
+            "tx_hook",
+            hook,
+            "callable",
             hint="pass a function taking (cursor, blueprint), or leave tx_hook out",
         )
 

@@ -19,6 +19,7 @@ from localstore.errors import (
     LocalStoreError,
     NotFoundError,
     UnsafePathError,
+    wrong_type,
 )
 from localstore.store import BlueprintStore, _count_arg, _flag_arg
 from sync import _state as st
@@ -224,8 +225,10 @@ def _why_not_taken(store: BlueprintStore, rel: str, meta_limit: int) -> str | No
 def store_arg(store: Any) -> None:
     """The store argument of the sync API (anything else failed deep inside)."""
     if not isinstance(store, BlueprintStore):
-        raise InvalidInputError(
-            f"store must be an open BlueprintStore, not {type(store).__name__}",
+        raise wrong_type(
+            "store",
+            store,
+            "an open BlueprintStore",
             hint="pass the store localstore.open(...) returned",
         )
 
@@ -302,9 +305,8 @@ def get_conflict(store: BlueprintStore, cid: int) -> ConflictRecord:
 def conflict_diff(record: ConflictRecord) -> str:
     """Unified diffs: local vs remote, then base vs local and base vs remote when a base exists."""
     if not isinstance(record, ConflictRecord):
-        raise InvalidInputError(
-            f"record must be a ConflictRecord, not {type(record).__name__}",
-            hint="pass what get_conflict(store, cid) returns",
+        raise wrong_type(
+            "record", record, "a ConflictRecord", hint="pass what get_conflict(store, cid) returns"
         )
     parts = [_udiff(record.local, record.remote, "local", "remote")]
     if record.base is not None:
@@ -355,14 +357,10 @@ def resolve_conflict(
             hint="or give the merged text as content=",
         )
     if content is not None and not isinstance(content, str):
-        raise InvalidInputError(
-            f"content must be YAML text, not {type(content).__name__}",
-            hint="pass the merged blueprint as a str",
-        )
+        raise wrong_type("content", content, "YAML text", hint="pass the merged blueprint as a str")
     if not isinstance(how, str):
-        raise InvalidInputError(
-            f"how must be a string, not {type(how).__name__}",
-            hint="a short note of how it was resolved, or leave it out",
+        raise wrong_type(
+            "how", how, "a string", hint="a short note of how it was resolved, or leave it out"
         )
     record = get_conflict(store, cid)
     if not record.open:

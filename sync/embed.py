@@ -41,7 +41,7 @@ from localstore._daemon_state import (
     write_pause,
 )
 from localstore.config import Settings
-from localstore.errors import InvalidInputError, LocalStoreError, LockHeldError
+from localstore.errors import InvalidInputError, LocalStoreError, LockHeldError, wrong_type
 from sync._follow import (
     ForeignChanges,
     WatcherKeeper,
@@ -627,9 +627,8 @@ class EmbeddedSync:
         if not callable(callback):
             # (Checked before it is kept: one the engine refused stayed listed, for every new
             # engine after a login.)
-            raise InvalidInputError(
-                f"callback must be callable, not {type(callback).__name__}",
-                hint="pass a function taking a SyncStatus",
+            raise wrong_type(
+                "callback", callback, "callable", hint="pass a function taking a SyncStatus"
             )
         with self._mutex:
             token = self._listener_seq

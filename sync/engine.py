@@ -55,6 +55,7 @@ from localstore.errors import (
     StorageError,
     StoreClosedError,
     UnsafePathError,
+    wrong_type,
 )
 from localstore.events import Event
 from localstore.index import index_damaged, map_apsw_error
@@ -453,9 +454,8 @@ class SyncEngine:
         """
         if not callable(callback):
             # (It failed later, on the syncing thread, inside a cycle.)
-            raise InvalidInputError(
-                f"callback must be callable, not {type(callback).__name__}",
-                hint="pass a function taking a SyncStatus",
+            raise wrong_type(
+                "callback", callback, "callable", hint="pass a function taking a SyncStatus"
             )
         with self._cond:
             token = self._listener_seq
@@ -2181,8 +2181,10 @@ def _seconds_arg(name: str, value: Any) -> float:
 def remote_arg(remote: Any) -> None:
     """A Remote: something with its methods (a str failed on the syncing thread)."""
     if not all(callable(getattr(remote, m, None)) for m in ("push", "pull", "subscribe")):
-        raise InvalidInputError(
-            f"remote must be a sync Remote, not {type(remote).__name__}",
+        raise wrong_type(
+            "remote",
+            remote,
+            "a sync Remote",
             hint="pass a SupabaseRemote (or leave remote out of start_sync for the home's "
             "login), or a MemoryRemote in tests",
         )
@@ -2228,16 +2230,12 @@ def _engine_args(
     """SyncEngine's arguments: a wrong one failed later, on the syncing thread (a str delay),
     or was quietly replaced (batch_size=0 meant the setting, -5 meant 1)."""
     if rng is not None and not isinstance(rng, random.Random):
-        raise InvalidInputError(
-            f"rng must be a random.Random, not {type(rng).__name__}",
-            hint="leave rng out (tests pass random.Random(seed))",
+        raise wrong_type(
+            "rng", rng, "a random.Random", hint="leave rng out (tests pass random.Random(seed))"
         )
     for name, value in callables.items():
         if value is not None and not callable(value):
-            raise InvalidInputError(
-                f"{name} must be callable, not {type(value).__name__}",
-                hint=f"leave {name} out for the default",
-            )
+            raise wrong_type(f"{name}", value, "callable", hint=f"leave {name} out for the default")
     for name, value in durations.items():
         _seconds_arg(name, value)
     for name, value in optional_durations.items():
