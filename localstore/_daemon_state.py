@@ -140,6 +140,24 @@ def pid_alive(pid: int) -> bool:
         return True  # no /proc (macOS): kill(0) said it exists
 
 
+# CreateProcess flags (winbase.h); subprocess has names for them only on Windows.
+_DETACHED_PROCESS = 0x00000008
+_CREATE_NEW_PROCESS_GROUP = 0x00000200
+
+
+def background_popen_options(platform: str | None = None) -> dict[str, Any]:
+    """``subprocess.Popen`` options for a process that must outlive the command starting it.
+
+    POSIX: a session of its own, so the terminal's Ctrl-C and hang-up do not reach it.
+    ``start_new_session`` does nothing on Windows, where the child would stay attached to the
+    console: closing the terminal window (or Ctrl-C in it) would end the daemon started by
+    ``localstore daemon --detach``. There it gets no console and a process group of its own.
+    """
+    if (platform or sys.platform) == "win32":
+        return {"creationflags": _DETACHED_PROCESS | _CREATE_NEW_PROCESS_GROUP}
+    return {"start_new_session": True}
+
+
 def daemon_running(settings: Settings) -> dict[str, Any] | None:
     """The running daemon's state (pid, port, token, ...) for this home, or None.
 

@@ -18,7 +18,7 @@ from typing import Any
 import click
 import httpx
 
-from localstore._daemon_state import pid_alive
+from localstore._daemon_state import background_popen_options, pid_alive
 from localstore.cli import EXIT_ERROR, CliContext, fail, pass_ctx
 from sync.localcloud.service import LOG_FILE, STATE_FILE, read_state
 
@@ -96,9 +96,9 @@ def _spawn(state_dir: Path, port: int, ttl: int) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-m", "sync.localcloud", "serve", "--state-dir", str(state_dir)]
     args += ["--port", str(port), "--ttl", str(ttl)]
     with open(log_path, "ab") as log:
-        # Own session: the stack outlives this command and ignores the terminal's Ctrl-C.
+        # Detached: the stack outlives this command and ignores the terminal's Ctrl-C.
         return subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+            args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, **background_popen_options()
         )
 
 

@@ -31,6 +31,7 @@ from localstore._daemon_state import (
     EXIT_HOME_GONE,
     EXIT_HOME_LOCKED,
     EXIT_INDEX_NEWER,
+    background_popen_options,
     clear_pause,
     write_pause,
 )
@@ -217,9 +218,9 @@ def _detach(
     args += ["--metrics-port", str(metrics_port)] if metrics_port is not None else []
     settings.paths.state.mkdir(parents=True, exist_ok=True)
     with open(settings.paths.state / "daemon.out", "ab") as out:
-        # Own session: the daemon outlives this command and the terminal's Ctrl-C.
+        # Detached: the daemon outlives this command, its terminal and the terminal's Ctrl-C.
         proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+            args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, **background_popen_options()
         )
     deadline = time.monotonic() + DETACH_TIMEOUT_S
     while time.monotonic() < deadline:

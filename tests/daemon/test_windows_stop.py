@@ -192,3 +192,25 @@ def test_ctrl_break_stops_the_daemon_cleanly(
         assert daemon._stop.is_set()
     finally:
         daemon._restore_signals(previous)
+
+
+# -- daemon --detach -------------------------------------------------------------------------------
+
+
+def test_detached_processes_leave_the_console_on_windows() -> None:
+    # start_new_session is POSIX only: on Windows `daemon --detach` (and `cloud start`) left the
+    # child attached to the terminal's console, so closing that window ended the daemon.
+    from localstore._daemon_state import background_popen_options
+
+    win = background_popen_options("win32")
+    assert "start_new_session" not in win
+    assert win["creationflags"] & 0x00000008  # DETACHED_PROCESS: no console to close
+    assert win["creationflags"] & 0x00000200  # CREATE_NEW_PROCESS_GROUP: no Ctrl-C from it
+    assert background_popen_options("linux") == {"start_new_session": True}
+
+
+@pytest.mark.parametrize("module", ["sync/cli_daemon.py", "sync/cli_cloud.py"])
+def test_detaching_commands_take_the_platform_options(module: str) -> None:
+    source = (Path(__file__).resolve().parents[2] / module).read_text(encoding="utf-8")
+    assert "start_new_session" not in source
+    assert "**background_popen_options()" in source
