@@ -68,23 +68,33 @@ def write_pause(state_dir: Path) -> float:
     if isinstance(since, int | float):
         return float(since)
     now = time.time()
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # A pause is acknowledged to the user ("sync paused") and must outlive a power cut, not only
+    # a restart: without these flushes the file (or its new state/ folder) could be gone after
+    # one, and the daemon came back syncing what the user had paused.
+    fs.make_dirs(state_dir, mode=0o700)
     fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=".paused-", suffix=".lstmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump({"since": now}, f)
+            f.flush()
+            os.fsync(f.fileno())
         fs.replace_file(tmp, state_dir / PAUSE_FILE)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    fs.flush_dir(state_dir)
     return now
 
 
 def clear_pause(state_dir: Path) -> None:
     """Forget the recorded pause (no-op when there is none). Raises OSError."""
-    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+    try:
         fs.unlink_file(Path(state_dir) / PAUSE_FILE)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    # (A resume undone by a power cut left sync paused with nobody knowing why.)
+    fs.flush_dir(state_dir)
 
 
 def lock_is_held(state_dir: Path) -> bool:

@@ -22,6 +22,7 @@ from typing import Any
 import platformdirs
 import yaml
 
+from localstore import files as fs
 from localstore.errors import ConfigError, StorageError, wrong_type
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,13 @@ class Paths:
         """
         for p in (self.data, self.config, self.cache, self.state):
             try:
+                # Durably (each new folder flushed in its parent): the index, the sync state
+                # and the daemon's pause are written in them, and a power cut that took a new
+                # data/ away took the index with every revision saved since.
+                missing = [d for d in (p, *p.parents) if not d.exists()]
                 p.mkdir(parents=True)
+                for created in reversed(missing):
+                    fs.flush_dir(created.parent)
             except FileExistsError as exc:
                 if not p.is_dir():
                     raise _mkdir_error(p, exc) from exc

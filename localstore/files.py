@@ -160,6 +160,21 @@ def fsync_dir(directory: Path | str) -> None:
         os.close(fd)
 
 
+def flush_dir(directory: Path | str) -> None:
+    """``fsync_dir`` for callers whose contract is OSError (the daemon's state files). Raises
+    OSError."""
+    if not _DIR_FSYNC:
+        return  # (Windows: see fsync_dir)
+    fd = os.open(directory, _DIR_FLAGS)
+    try:
+        _os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
 def rename_file(src: Path | str, dst: Path | str) -> None:
     """Rename a file or folder, as ``os.rename``, with this platform's rename (written through and
     retried past another program's hold on Windows). Raises OSError."""
@@ -563,21 +578,39 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     atomic_write_many([(path, data)], mode=mode)
 
 
-def ensure_dir(directory: Path) -> None:
-    """Create a directory and its parents durably."""
-    missing: list[Path] = []
-    d = directory
-    while not d.exists():
-        missing.append(d)
-        d = d.parent
+def ensure_dir(directory: Path, *, mode: int = 0o777) -> None:
+    """Create a directory and its parents durably (``mode`` is the last one's, as mkdir's).
+
+    Raises StorageError."""
+    missing = _missing_dirs(directory)
     if not missing:
         return
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=mode, parents=True, exist_ok=True)
     except OSError as exc:
         raise map_os_error(exc, "cannot create folder", directory) from exc
     for created in reversed(missing):
         fsync_dir(created.parent)
+
+
+def make_dirs(directory: Path, *, mode: int = 0o777) -> None:
+    """``ensure_dir`` for callers whose contract is OSError. Raises OSError."""
+    missing = _missing_dirs(directory)
+    directory.mkdir(mode=mode, parents=True, exist_ok=True)
+    # A new folder is an entry in its parent: until the parent is flushed a power cut can take
+    # it away with everything written in it since, however durably (so each parent, upwards).
+    for created in reversed(missing):
+        flush_dir(created.parent)
+
+
+def _missing_dirs(directory: Path) -> list[Path]:
+    """``directory`` and those of its parents that do not exist, deepest first."""
+    missing: list[Path] = []
+    d = directory
+    while not d.exists() and d.parent != d:
+        missing.append(d)
+        d = d.parent
+    return missing
 
 
 def remove_file(path: Path) -> None:

@@ -633,10 +633,13 @@ def service_group() -> None:
 def service_install(ctx: CliContext, no_enable: bool) -> None:
     """Write this OS's service file for this home and enable it where possible."""
     plan = service_plan(ctx.settings, ctx.home)
-    plan.path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = plan.path.with_name(plan.path.name + ".lstmp")
-    tmp.write_text(plan.text, encoding="utf-16" if plan.kind == "schtasks" else "utf-8")
-    fs.replace_file(tmp, plan.path)
+    # Durably (temp, fsync, rename, fsync of the folder and of any folder made for it): a unit
+    # renamed into place unflushed could be empty or gone after a power cut, and the daemon,
+    # reported installed, then did not start at the next login, so nothing synced.
+    fs.ensure_dir(plan.path.parent)
+    # (os.linesep: the line ends write_text gave it on Windows, where the task XML is read.)
+    text = plan.text.replace("\n", os.linesep)
+    fs.atomic_write(plan.path, text.encode("utf-16" if plan.kind == "schtasks" else "utf-8"))
     commands = [shlex.join(c) for c in plan.enable]
     out: dict[str, Any] = {"kind": plan.kind, "path": str(plan.path), "enabled": False}
     if plan.reachable and not no_enable:
