@@ -20,6 +20,9 @@ from localstore.config import Settings, load_settings
 from localstore.credentials import CredentialStore, KeyringSecretBackend, unusable_reason
 from localstore.index import Index
 
+# Where the Secret Service publishes collections under their own names (not aliases).
+COLLECTION_PATH_PREFIX = "/org/freedesktop/secrets/collection/"
+
 
 def _secret_service_problem() -> str:
     """Return why the real Secret Service cannot be used here ('' when it can)."""
@@ -29,6 +32,15 @@ def _secret_service_problem() -> str:
         return unusable_reason(kr)
     if "SecretService" not in label:
         return f"keyring selected {label}, not the Secret Service"
+    if os.environ.get("LOCALSTORE_REQUIRE_KEYCHAIN") == "1" and not str(
+        getattr(kr, "preferred_collection", "")
+    ).startswith(COLLECTION_PATH_PREFIX):
+        # gnome-keyring resolves /aliases/default racily (see scripts/_in_keyring_session): with
+        # the alias, a call now and then reached a garbage-named collection and a GUI prompt.
+        return (
+            "keyring would address the default collection through its alias; set "
+            f"KEYRING_PROPERTY_PREFERRED_COLLECTION={COLLECTION_PATH_PREFIX}login"
+        )
     # A name of this process's own: xdist workers probe at the same moment, and with one shared
     # name a worker's delete could find the item that the other worker then deleted first
     # (secretstorage's "Item does not exist!"), failing every keychain test of that worker.

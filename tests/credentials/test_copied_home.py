@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 import secretstorage
+from jeepney.io.blocking import open_dbus_connection
+from secretstorage.defines import SS_PATH, SS_PREFIX
 from secretstorage.util import DBusAddressWrapper, format_secret, open_session
 
 from localstore.config import Settings
@@ -59,6 +61,16 @@ _BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Confi
 """
 
 
+def _keychain_state(address: str) -> tuple[list[str], str, bool]:
+    """The collections, the default alias and whether it is locked, on the bus at ``address``."""
+    with open_dbus_connection(bus=address) as conn:
+        service = DBusAddressWrapper(SS_PATH, SS_PREFIX + "Service", conn)
+        collections = sorted(service.get_property("Collections"))
+        (default,) = service.call("ReadAlias", "s", "default")
+        locked = DBusAddressWrapper(default, SS_PREFIX + "Collection", conn).get_property("Locked")
+    return collections, default, bool(locked)
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -81,6 +93,10 @@ def _private_keychain(
     second, locked gnome-keyring-daemon when the first call came before ours owned the name (it
     then won the name now and then, and the test waited in vain).
     """
+    # The suite's keychain, which this test must never touch (locking it, or a private daemon
+    # writing its files, would make the other worker's calls ask for a GUI prompt).
+    suite_bus = os.environ["DBUS_SESSION_BUS_ADDRESS"]
+    suite_before = _keychain_state(suite_bus)
     root = tmp_path_factory.mktemp("private-keychain")
     data, run = root / "data", root / "run"
     for folder in (data, run):
@@ -132,6 +148,7 @@ def _private_keychain(
         if daemon is not None:
             _stop(daemon)
         _stop(bus)
+    assert _keychain_state(suite_bus) == suite_before, "the suite's keychain was changed"
 
 
 class _Keychain:

@@ -432,7 +432,14 @@ def _doctor_items(profile: str) -> list[str]:
     import secretstorage
 
     with contextlib.closing(secretstorage.dbus_init()) as conn:
-        collection = secretstorage.get_default_collection(conn)
+        # The collection keyring uses (scripts/_in_keyring_session names it by path: the alias
+        # /aliases/default is resolved racily by gnome-keyring).
+        path = getattr(keyring.get_keyring(), "preferred_collection", None)
+        collection = (
+            secretstorage.Collection(conn, path)
+            if path
+            else secretstorage.get_default_collection(conn)
+        )
         items = collection.search_items({"service": f"localstore:{profile}:doctor"})
         return sorted(item.get_attributes()["username"] for item in items)
 
