@@ -26,6 +26,7 @@ credential, never its value.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -33,10 +34,10 @@ import re
 import secrets
 import stat
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import keyring
 import keyring.backend
@@ -83,6 +84,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 SERVICE_PREFIX = "localstore:"
 PASSPHRASE_ENV = "LOCALSTORE_KEYCHAIN_PASSPHRASE"
@@ -195,7 +197,7 @@ def map_keyring_error(
 
 
 def _close_leaked_connection(exc: BaseException) -> None:
-    """Close the D-Bus connection keyring leaves open when it raises KeyringLocked.
+    """Close the D-Bus connection keyring leaves open when it raises KeyringLocked or InitError.
 
     keyring's SecretService backend opens a connection per call (``bus`` in
     ``get_preferred_collection``) and closes it only on success: a locked keychain leaked one
@@ -274,29 +276,87 @@ def unusable_reason(kr: keyring.backend.KeyringBackend) -> str:
     return ""
 
 
+_DEFAULT_ALIAS_PATH = "/org/freedesktop/secrets/aliases/default"
+
+
+def _is_secret_service(kr: keyring.backend.KeyringBackend) -> bool:
+    from keyring.backends import SecretService
+
+    return isinstance(kr, SecretService.Keyring)
+
+
+def _pin_default_collection(kr: keyring.backend.KeyringBackend) -> bool:
+    """Point a Secret Service backend at the default collection's own path; True if it did.
+
+    keyring addresses the default collection as ``/aliases/default``, and gnome-keyring (42-50)
+    resolves that alias in its D-Bus filter thread from a string its main thread frees whenever
+    any client connects; keyring connects once per call. Under a few concurrent clients a call now
+    and then reached a garbage-named collection: "Item does not exist", then keyring asked the
+    user (a GUI prompt) to create a new "Default" keyring. ``ReadAlias`` is answered on the main
+    thread, so the path is looked up once that way and used from then on. A collection the user
+    chose (``preferred_collection``, e.g. from ``KEYRING_PROPERTY_PREFERRED_COLLECTION``) is kept;
+    with no default collection yet, keyring's own way (which creates one) is left alone.
+    """
+    if not _is_secret_service(kr):
+        return False
+    if getattr(kr, "preferred_collection", _DEFAULT_ALIAS_PATH) != _DEFAULT_ALIAS_PATH:
+        return False
+    import secretstorage
+
+    try:
+        with contextlib.closing(secretstorage.dbus_init()) as bus:
+            path = secretstorage.get_collection_by_alias(bus, "default").collection_path
+    except Exception as exc:  # noqa: BLE001 - no default yet, no bus: keyring's own way decides
+        log.debug("default keychain collection not resolved: %s", type(exc).__name__)
+        return False
+    kr.preferred_collection = path  # type: ignore[attr-defined]
+    return True
+
+
 class KeyringSecretBackend:
     """The OS keychain through ``keyring``; refuses backends that cannot hold secrets."""
 
     def __init__(self, kr: keyring.backend.KeyringBackend | None = None) -> None:
         with _keyring_boundary("select keychain backend", ""):
-            self._kr = kr if kr is not None else keyring.get_keyring()
-        reason = unusable_reason(self._kr)
+            kr = kr if kr is not None else keyring.get_keyring()
+        reason = unusable_reason(kr)
         if reason:
             raise KeychainUnavailableError(f"no usable OS keychain: {reason}", hint=INSTALL_HINT)
-        self.description = _backend_label(self._kr)
+        self.description = _backend_label(kr)
+        self._kr = kr
+        if _is_secret_service(kr):
+            # A copy: keyring.get_keyring() is the process's backend, which the app may use too.
+            self._kr = copy.copy(kr)
+        self._pinned = _pin_default_collection(self._kr)
 
     def __repr__(self) -> str:
         return f"KeyringSecretBackend({self.description})"
 
+    def _call(self, action: str, name: str, secret: str | None, fn: Callable[[], _T]) -> _T:
+        with _keyring_boundary(action, name, secret):
+            try:
+                return fn()
+            except keyring.errors.InitError as exc:
+                # The pinned collection is gone (the user removed or replaced the default
+                # keyring while we ran): look the default up again, once.
+                if not self._pinned:
+                    raise
+                _close_leaked_connection(exc)
+                del self._kr.preferred_collection  # type: ignore[attr-defined]
+                self._pinned = _pin_default_collection(self._kr)
+                return fn()
+
     def get(self, service: str, name: str) -> str | None:
         """Return the value or None."""
-        with _keyring_boundary("read credential", name):
-            return self._kr.get_password(service, name)
+        return self._call(
+            "read credential", name, None, lambda: self._kr.get_password(service, name)
+        )
 
     def set(self, service: str, name: str, value: str) -> None:
         """Store the value."""
-        with _keyring_boundary("store credential", name, value):
-            self._kr.set_password(service, name, value)
+        self._call(
+            "store credential", name, value, lambda: self._kr.set_password(service, name, value)
+        )
 
     def delete(self, service: str, name: str) -> bool:
         """Delete the value; False if there was none."""
@@ -304,8 +364,9 @@ class KeyringSecretBackend:
         if self.get(service, name) is None:
             return False
         try:
-            with _keyring_boundary("delete credential", name):
-                self._kr.delete_password(service, name)
+            self._call(
+                "delete credential", name, None, lambda: self._kr.delete_password(service, name)
+            )
         except CredentialError:
             if self.get(service, name) is None:  # a concurrent delete won the race
                 return False

@@ -1,0 +1,112 @@
+"""The keychain's default collection is addressed by its own path, never by the alias.
+
+gnome-keyring (42 to at least 50) resolves ``/org/freedesktop/secrets/aliases/default`` in its D-Bus
+filter thread from a string its main thread frees whenever a client connects, and keyring connects
+once per call: under a few concurrent clients a call now and then reached a garbage-named
+collection, "Item does not exist", and keyring then asked the user (a GUI prompt) to create a new
+keyring. The backend asks ``ReadAlias`` (answered on the main thread) once and uses the path.
+These tests run against the session's real gnome-keyring.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+
+import keyring
+import pytest
+import secretstorage
+from keyring.backends import SecretService
+
+from localstore.credentials import KeyringSecretBackend
+
+ALIAS = "/org/freedesktop/secrets/aliases/default"
+
+pytestmark = [pytest.mark.keychain, pytest.mark.usefixtures("secret_service")]
+
+
+def _default_path() -> str:
+    with contextlib.closing(secretstorage.dbus_init()) as bus:
+        return str(secretstorage.get_collection_by_alias(bus, "default").collection_path)
+
+
+@pytest.fixture
+def addressed(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The collection paths secretstorage is asked for (recorded; the real calls run)."""
+    seen: list[str] = []
+    real_init = secretstorage.Collection.__init__
+
+    def recording(
+        self: secretstorage.Collection,
+        connection: object,
+        path: str = ALIAS,
+        session: object = None,
+    ) -> None:
+        seen.append(str(path))
+        real_init(self, connection, path, session)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(secretstorage.Collection, "__init__", recording)
+    yield seen
+
+
+def _plain_keyring(monkeypatch: pytest.MonkeyPatch) -> SecretService.Keyring:
+    # The test session names the collection by path (scripts/_in_keyring_session); a user's
+    # environment does not.
+    monkeypatch.delenv("KEYRING_PROPERTY_PREFERRED_COLLECTION", raising=False)
+    kr = SecretService.Keyring()
+    assert not hasattr(kr, "preferred_collection")
+    return kr
+
+
+def test_calls_go_to_the_collection_path_not_the_alias(
+    monkeypatch: pytest.MonkeyPatch, addressed: list[str]
+) -> None:
+    kr = _plain_keyring(monkeypatch)
+    backend = KeyringSecretBackend(kr)
+    service, name = f"localstore-test-{uuid.uuid4().hex[:8]}", "item"
+    backend.set(service, name, "v\u00e9")
+    assert backend.get(service, name) == "v\u00e9"
+    assert backend.delete(service, name)
+    assert backend.get(service, name) is None
+    assert addressed, "no collection was opened"
+    assert ALIAS not in addressed
+    assert set(addressed) == {_default_path()}
+    # The app's own backend object is not changed behind its back.
+    assert not hasattr(kr, "preferred_collection")
+
+
+def test_a_collection_the_user_chose_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    kr = _plain_keyring(monkeypatch)
+    chosen = _default_path()  # the only unlocked collection here; what matters is who chose it
+    kr.preferred_collection = chosen  # type: ignore[attr-defined]
+    backend = KeyringSecretBackend(kr)
+    assert backend._pinned is False
+    assert backend._kr.preferred_collection == chosen  # type: ignore[attr-defined]
+
+
+def test_a_pinned_collection_that_is_gone_is_looked_up_again(
+    monkeypatch: pytest.MonkeyPatch, addressed: list[str]
+) -> None:
+    # The user replaced the default keyring while a daemon ran: the pinned path names nothing.
+    backend = KeyringSecretBackend(_plain_keyring(monkeypatch))
+    assert backend._pinned
+    gone = "/org/freedesktop/secrets/collection/gone_" + uuid.uuid4().hex[:8]
+    backend._kr.preferred_collection = gone  # type: ignore[attr-defined]
+    addressed.clear()
+    service = f"localstore-test-{uuid.uuid4().hex[:8]}"
+    backend.set(service, "item", "x")
+    try:
+        assert backend.get(service, "item") == "x"
+        assert backend._kr.preferred_collection == _default_path()  # type: ignore[attr-defined]
+        assert addressed[0] == gone and ALIAS not in addressed
+    finally:
+        backend.delete(service, "item")
+
+
+def test_the_process_keyring_is_pinned_as_well(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KEYRING_PROPERTY_PREFERRED_COLLECTION", raising=False)
+    monkeypatch.setattr(keyring.core, "_keyring_backend", SecretService.Keyring())
+    backend = KeyringSecretBackend()
+    assert backend._kr.preferred_collection == _default_path()  # type: ignore[attr-defined]
+    assert not hasattr(keyring.get_keyring(), "preferred_collection")
