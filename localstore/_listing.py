@@ -45,7 +45,7 @@ from localstore.index import BLUEPRINTS_GEN
 if TYPE_CHECKING:
     from localstore.index import Index
 
-__all__ = ["INFO_COLUMNS", "ListingCache", "collector_paused", "infos"]
+__all__ = ["INFO_COLUMNS", "ListingCache", "below", "collector_paused", "infos"]
 
 INFO_COLUMNS = (
     "b.id, b.path, b.name, b.description, b.tags, b.author, b.version, b.created, b.modified, "
@@ -259,3 +259,14 @@ def infos(rows: Iterable[Sequence[Any]]) -> builtins.list[BlueprintInfo]:
             )
         )
     return out
+
+
+def below(folder: str) -> tuple[str, str]:
+    """The range of keys (paths, folders) below ``folder``: from ``folder/`` up to, not
+    including, ``folder0`` ('0' follows '/').
+
+    One range, so SQLite reads it from an index (the store's folder filter, the watcher's deletes
+    of a folder moved out). The index compares text as UTF-8 bytes: the old upper bound
+    ``folder/\uffff`` (EF BF BF) left out names that start above U+FFFF (an emoji, F0 ...).
+    """
+    return folder + "/", folder + "0"

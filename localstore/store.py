@@ -33,7 +33,7 @@ from localstore import _snippets
 from localstore import files as fs
 from localstore._fts_text import SPLIT, indexed_text, shown
 from localstore._identity import ensure_device_id
-from localstore._listing import INFO_COLUMNS, ListingCache, collector_paused, infos
+from localstore._listing import INFO_COLUMNS, ListingCache, below, collector_paused, infos
 from localstore._revisions import revision_text
 from localstore.blueprint import (
     MAX_META_BYTES,
@@ -2905,17 +2905,17 @@ def _not_unicode(what: str, exc: UnicodeEncodeError, kind: type[E]) -> E:
 def _folder_filter(folder: str, *, recursive: bool) -> tuple[str, list[str]]:
     """The SQL condition on ``b.folder`` for a folder filter (from _folder_arg), and its values.
 
-    Below a folder ``F`` is every folder from ``F/`` up to, not including, ``F0`` ('0' follows
-    '/'): one range of the folder index. Written as ``folder = F OR folder in [F/, ...)``
-    SQLite used no index at all and read every live row (a 10-blueprint folder of a
-    100,000-blueprint home: 200-450 ms, 0.1 ms now); its old upper bound ``F/\uffff`` also left
-    out folders whose name starts with a character above U+FFFF (an emoji).
+    A folder ``F`` and those below it (_listing.below: ``F/`` up to ``F0``) are one range of the
+    folder index, from ``F`` to ``F0``. Written as ``folder = F OR folder in [F/, F0)`` SQLite
+    used no index at all and read every live row (a 10-blueprint folder of a 100,000-blueprint
+    home: 200-450 ms, 0.1 ms now).
     """
     if not recursive or not folder:  # ("" is the top folder alone: nothing is below it)
         return "b.folder = ?", [folder]
+    low, high = below(folder)
     return (
         "b.folder >= ? AND b.folder < ? AND (b.folder = ? OR b.folder >= ?)",
-        [folder, folder + "0", folder, folder + "/"],
+        [folder, high, folder, low],
     )
 
 

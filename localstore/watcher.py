@@ -54,6 +54,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from localstore import files as fs
+from localstore._listing import below
 from localstore._reconcile import (
     ROOT_MARK_SETTING,
     Reconciler,
@@ -1084,21 +1085,19 @@ class Watcher:
 
     def _vanish_tree(self, abs_dir: str, now: float) -> None:
         try:
-            prefix = Path(abs_dir).relative_to(self.root).as_posix() + "/"
+            low, high = below(Path(abs_dir).relative_to(self.root).as_posix())
         except ValueError:
             return
         with self.store.index.read() as cur:
             paths = [
                 str(r[0])
                 for r in cur.execute(
+                    # (One range of the path index; an emoji-named sub-folder is in it too.)
                     "SELECT path FROM blueprints WHERE deleted = 0 AND path >= ? AND path < ?",
-                    # Below "F/" is every path up to "F0" ('0' follows '/'). Paths compare as
-                    # UTF-8 bytes: a bound "F/\uffff" left out names starting above U+FFFF
-                    # (an emoji), whose blueprints then waited for the next rescan.
-                    (prefix, prefix[:-1] + "0"),
+                    (low, high),
                 )
             ]
-        paths += [k for k in self._pending if k.startswith(prefix)]
+        paths += [k for k in self._pending if k.startswith(low)]
         for rel in paths:
             self._vanish(rel, now)
 

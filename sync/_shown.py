@@ -65,20 +65,26 @@ def escaped(text: str) -> str:
     return _CANDIDATES.sub(_escape, text)
 
 
-_CUT = re.compile(r"\.\.\. \([\d,]+ more characters\)\Z")
+_CUT = re.compile(r"\.\.\. \(([\d,]+) more characters\)\Z")
 
 
 def shown(text: str, limit: int = MAX_SHOWN) -> str:
     """``text`` (from a server) escaped as :func:`escaped` and cut to about ``limit`` characters,
-    saying how many were left out. A text already cut is left as it is (an error mapped twice
-    keeps its first count)."""
+    saying how many were left out. A text already cut (an error mapped twice, or shown again
+    under a smaller limit) keeps its count when it fits, else is cut again with the two counts
+    added: counted as it was, the first cut's own "... (N more characters)" was counted in place
+    of the N characters it stands for."""
     text = escaped(text)
     if len(text) <= limit:
         return text
+    before = 0
     cut = _CUT.search(text)
-    if cut is not None and cut.start() == limit:
-        return text
-    return f"{text[:limit]}... ({len(text) - limit:,} more characters)"
+    if cut is not None:
+        if cut.start() <= limit:
+            return text
+        before = int(cut.group(1).replace(",", ""))
+        text = text[: cut.start()]
+    return f"{text[:limit]}... ({len(text) - limit + before:,} more characters)"
 
 
 # -- credentials in log lines --------------------------------------------------------------------

@@ -205,3 +205,17 @@ def test_a_pulled_path_with_joiners_keeps_them_and_escapes_the_rest(tmp_path: Pa
     finally:
         close_device(dev)
     assert entry.path == f"in/👨\u200d💻 {PERSIAN}\\x1b.blueprint.yaml"
+
+
+def test_a_text_cut_twice_counts_every_character_left_out() -> None:
+    # A server's message cut by the remote (2 * MAX_SHOWN) is shown again by a PushResult
+    # (MAX_SHOWN): the second count included the first cut's "... (N more characters)" instead
+    # of the N characters it stands for.
+    text = "x" * 3000
+    once = shown(text, 1000)
+    assert once == "x" * 1000 + "... (2,000 more characters)"
+    assert shown(once, 500) == "x" * 500 + "... (2,500 more characters)"
+    assert shown(shown(once, 700), 500) == shown(text, 500)
+    # Kept as it is when the first cut fits the new limit (no cut inside the count).
+    assert shown(once, 1000) == once
+    assert shown(once, 1010) == once

@@ -115,3 +115,42 @@ def test_a_large_blueprint_found_by_its_name_or_by_folding_still_gets_a_snippet(
     (folded,) = store.search("cafe")
     assert folded.info.path.startswith("big/named")
     assert folded.snippet
+
+
+# A large blueprint whose content holds one hit of the query, deep in it, only as the tokenizer
+# folds it (case, diacritics, a prefix, a word joined by an underscore) or in another script: the
+# window must be around that hit, so its snippet is the one the whole text's snippet() gives. A
+# decoy early in the text looks like a query word to a plain search but is no hit.
+FOLDED = [
+    ("cafe", "note: café au lait", ""),
+    ("cafe", "note: " + unicodedata.normalize("NFD", "café") + " au lait", ""),
+    ("CAFÉ", "note: Café au lait", ""),
+    ("straße", "where: Straße", "where: STRASSE"),  # casefold() makes ß "ss", the tokenizer not
+    ("istanbul", "where: İstanbul", ""),
+    ("resum", "file: the résumé of it", ""),  # a prefix, matched through the folding only
+    ("cafe resum", "file: résumé, café", ""),
+    ("build", "run: deploy_build now", ""),  # '_' separates tokens, but is a word character for re
+    ("cafe build", "run: café build", "run: cafeteria"),  # "cafe" is no prefix here
+    ("ὁδός", "δρόμος: Ὁδός", ""),
+    ("москва", "город: МОСКВА", ""),  # noqa: RUF001
+    ("東京", "title: 東京都の天気", ""),
+    ('"au lait"', "note: café AU LAIT", ""),
+]
+
+
+@pytest.mark.parametrize(("query", "line", "decoy"), FOLDED)
+def test_a_hit_found_through_the_tokenizers_folding_gets_the_whole_texts_snippet(
+    store: Any, monkeypatch: pytest.MonkeyPatch, query: str, line: str, decoy: str
+) -> None:
+    size = 4 * snippets.SNIPPET_WHOLE_MAX
+    filler = "  - {{id: s{n}, run: make step {n} of the pipeline}}"
+    text = _big("steps:", filler, f"  - {decoy or 'x: y'}", size // 4)
+    text = _big(text + "  - {id: gap}", filler, f"  - {line}", size // 2)
+    store.save(
+        "big/folded", _big(text + "  - {id: gap}", filler, "  - {id: end}", size), name="big one"
+    )
+    (windowed,) = store.search(query)
+    monkeypatch.setattr(snippets, "SNIPPET_WHOLE_MAX", 2 * size)
+    (whole,) = store.search(query)
+    assert "[" in whole.snippet and whole.snippet != "[big] one"
+    assert (windowed.snippet, windowed.snippet_parts) == (whole.snippet, whole.snippet_parts)

@@ -677,3 +677,28 @@ def test_an_old_home_lost_before_any_record_loses_nothing_and_says_what_came_bac
         assert "came from the server" not in caplog.text
     finally:
         close_device(fresh)
+
+
+def test_deletes_lost_with_the_index_go_in_batches_of_the_servers_lowered_limit(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    # The deletes a rebuilt index lost are pushed by _push_recovered_deletes, apart from the
+    # outbox: they must go in batches of the limit the server announces (asked at the cycle's
+    # start), not of the engine's own batch size, or the server refuses them whole (22023).
+    a, b = make_device("a"), make_device("b")
+    gone = [a.store.save(f"notes/gone{n}", f"name: g{n}\n").id for n in range(7)]
+    converge(a, b)
+    for rid in gone:
+        b.store.delete(rid)  # not uploaded before the damage
+    _damage_and_fix(b)
+    server.max_batch = 3  # lowered while b was down
+    b = make_device("b")
+    pushes = b.remote.calls.get("push", 0)
+    report = b.sync()
+    assert report.errors == []
+    assert b.remote.calls["push"] - pushes >= 3  # 3 + 3 + 1 deletes
+    assert b.engine.batch_size == 3
+    converge(b, a)
+    assert not any(rid in server_snapshot(server) for rid in gone)
+    assert not any(a.store.exists(rid) or b.store.exists(rid) for rid in gone)
+    assert_converged(server, a, b)
