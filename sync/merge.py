@@ -160,7 +160,7 @@ def merge3_text(
         return MergeOutcome.clean(local, "one_sided")
     if _STEP_RANK[max_step] < _STEP_RANK["line"]:
         return MergeOutcome.conflict(["content: both sides changed"])
-    merged = _line_merge(base or "", local, remote)
+    merged = _line_merge_styled(base, local, remote)
     if (
         merged is not None
         and not _problems(merged, validator)
@@ -206,8 +206,14 @@ def merge_meta(
     conflicts: list[str] = []
     for key in _ordered_union(local, remote):
         bv, lv, rv = b.get(key, MISSING), local.get(key, MISSING), remote.get(key, MISSING)
-        if key == "tags" and _all_lists(bv, lv, rv):
-            value: Any = _merge_tags(bv, lv, rv)
+        if _same(lv, bv) or _same(rv, bv):
+            # Changed on one side only (or on none): that side's value as it is. The set merge
+            # put a reordered tag list back in the base's order, and "the later time" kept the
+            # unchanged side's when the changed one's clock was behind: merge(b, b, x) was not x,
+            # and the engine wrote and pushed a version nobody made.
+            value: Any = lv if _same(rv, bv) else rv
+        elif key == "tags" and _all_lists(bv, lv, rv):
+            value = _merge_tags(bv, lv, rv)
         elif key == "modified":
             value = _later(lv, rv)
         else:
@@ -276,6 +282,50 @@ def _checked(result: object) -> Resolution:
 # Line step
 
 
+@dataclass(frozen=True, slots=True)
+class _Style:
+    """A text's byte-order mark and line endings (None: mixed, so it has no one style)."""
+
+    bom: bool
+    crlf: bool | None
+
+
+def _style(text: str) -> _Style:
+    body = text.removeprefix("\ufeff")
+    cr, crlf = body.count("\r"), body.count("\r\n")
+    if cr == 0:
+        return _Style(len(body) != len(text), False)
+    if cr == crlf == body.count("\n"):
+        return _Style(len(body) != len(text), True)
+    return _Style(len(body) != len(text), None)
+
+
+def _line_merge_styled(base: str | None, local: str, remote: str) -> str | None:
+    """diff3 merge of the texts without their BOM and with LF line endings, the style put back.
+
+    A device that saves CRLF (or adds a BOM) changes every line for diff3: the line step
+    conflicted everywhere and the structural step settled it, dropping every comment of both
+    sides, and an edit that was only a comment. Line endings carry no meaning in YAML (a line
+    break in a scalar loads as LF either way), so the lines are compared without them and the
+    result gets the style each side agreed on, or the one a single side changed to (a 3-way
+    merge of the style itself). A text with mixed line endings has no style to put back: then
+    the texts are merged as they are.
+    """
+    texts = [base or "", local, remote]
+    styles = [_style(t) for t in texts]
+    if any(s.crlf is None for s in styles):
+        return _line_merge(*texts)
+    plain = [t.removeprefix("\ufeff").replace("\r\n", "\n") for t in texts]
+    merged = _line_merge(*plain)
+    if merged is None:
+        return None
+    # No base (the same id made on two devices): local's style unless both sides agree.
+    b, lo, re_ = styles if base is not None else (styles[2], styles[1], styles[2])
+    bom = re_.bom if lo.bom == b.bom else lo.bom
+    crlf = re_.crlf if lo.crlf == b.crlf else lo.crlf
+    return ("\ufeff" if bom else "") + (merged.replace("\n", "\r\n") if crlf else merged)
+
+
 def _line_merge(base: str, local: str, remote: str) -> str | None:
     """diff3 merge of lines; None when any region conflicts."""
     m = merge3.Merge3(base.splitlines(True), local.splitlines(True), remote.splitlines(True))
@@ -311,12 +361,32 @@ def _duplicate_keys(text: str) -> list[str]:
             continue
         seen_nodes.add(id(current))
         if isinstance(current, yaml.MappingNode):
-            keys = [k.value for k, _ in current.value if isinstance(k, yaml.ScalarNode)]
-            found.extend(sorted({k for k in keys if keys.count(k) > 1}))
+            seen: dict[Any, str] = {}
+            for k, _ in current.value:
+                if not isinstance(k, yaml.ScalarNode):
+                    continue
+                loaded = _loaded_key(k)
+                if loaded in seen:
+                    first = seen[loaded]
+                    found.append(first if first == k.value else f"{first} (as {k.value})")
+                else:
+                    seen[loaded] = k.value
             stack.extend(n for pair in current.value for n in pair)
         elif isinstance(current, yaml.SequenceNode):
             stack.extend(current.value)
-    return found
+    return sorted(set(found))
+
+
+def _loaded_key(node: yaml.ScalarNode) -> Hashable:
+    """A mapping key as the loader keys its dict: ``1``, ``true``, ``0x1`` and ``1.0`` are one
+    key, and so are ``on`` and ``yes`` (YAML 1.1 booleans). Comparing their text, the line step
+    took two sides' keys that load as one for two keys, and the loader kept only one value."""
+    try:
+        value = yaml.constructor.SafeConstructor().construct_object(node)
+        hash(value)
+    except (yaml.YAMLError, ValueError, TypeError):  # a merge key (<<), a scalar it cannot build
+        return (node.tag, node.value)
+    return value
 
 
 def _made_duplicate_items(merged: str, local: str, remote: str) -> bool:

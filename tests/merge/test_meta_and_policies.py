@@ -159,3 +159,25 @@ def test_unknown_policy_names_raise(bad: Any) -> None:
 def test_a_callable_returning_nonsense_raises(returned: Any) -> None:
     with pytest.raises(MergeError):
         resolve(lambda case: returned, BASE, CLASH_L, CLASH_R)
+
+
+@pytest.mark.parametrize(
+    "tags", [["daily", "ops", "pdf"], ["new", "ops", "daily", "pdf"], ["pdf", "ops", "x"]]
+)
+def test_tags_changed_on_one_side_only_are_that_sides_tags(tags: list[str]) -> None:
+    """merge(base, base, x) is x, meta too: a reordered tag list, or one with a tag put first,
+    came back in the base's order, so the engine wrote and pushed a version nobody made."""
+    base, side = Version(DOC, META), Version(DOC, meta(tags=tags))
+    for local, remote, action in ((base, side, "take_remote"), (side, base, "take_local")):
+        out = merge(base, local, remote)
+        assert out.meta == side.meta
+        assert resolve("merge", base, local, remote).action == action
+
+
+def test_modified_changed_on_one_side_only_is_that_sides_time() -> None:
+    # The side that changed has the earlier clock (a device behind): its version, unchanged.
+    base = Version(DOC, META)
+    side = Version(DOC.replace("10", "20"), meta(modified="2025-02-28T10:00:00Z"))
+    assert merge(base, base, side).meta == side.meta
+    assert resolve("merge", base, base, side).action == "take_remote"
+    assert resolve("merge", base, side, base).action == "take_local"
