@@ -464,8 +464,13 @@ def _structural_merge(
     merged, conflicts = _merge_node(docs[0], docs[1], docs[2], "")
     if conflicts:
         return MergeOutcome.conflict(conflicts)
+    # The merged data may be one side's own: the other side changed only comments or layout (or
+    # nothing the first did not change too), on lines touching the first side's edits. That
+    # side's text is then the result as written, with its comments, instead of a dump that
+    # drops the comments of both (the server's side first, as with renames).
+    verbatim = next((t for t, d in ((remote, docs[2]), (local, docs[1])) if _same(merged, d)), None)
     try:
-        content = dump_yaml(merged)
+        content = verbatim if verbatim is not None else dump_yaml(merged)
     except LocalStoreError as exc:
         return MergeOutcome.conflict([f"merged document cannot be written: {exc.message}"])
     problems = _problems(content, validator)

@@ -178,3 +178,33 @@ def test_line_step_keeps_duplicate_item_ids_a_side_already_had() -> None:
     remote = edit(base, "run: 4", "run: 6")
     out = merge3_text(base, local, remote)
     assert (out.status, out.step) == ("clean", "line")
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_a_comment_only_edit_next_to_a_change_keeps_the_changing_sides_text(swap: bool) -> None:
+    # The comment edit touches the other side's changed line, so diff3 conflicts and the structural
+    # step decides. Its data is the changing side's own: that side's text, comments and all, not a
+    # dump that dropped the comments of both sides (as it did).
+    base = "a: 1\nb: 2\nc: 3\n"
+    comments = "# about a\na: 1  # one\nb: 2\nc: 3\n"
+    change = "a: 10  # ten\nb: 2\n\nc: 3\n"
+    local, remote = (change, comments) if swap else (comments, change)
+    out = merge3_text(base, local, remote)
+    assert (out.status, out.step) == ("clean", "structural")
+    assert out.content == change
+
+
+def test_a_structural_result_that_is_neither_side_is_still_dumped() -> None:
+    base = "a: 1\nb: 2\n"
+    out = merge3_text(base, "a: 5  # five\nb: 2\n", "a: 1  # x\nb: 7\n")  # touching lines
+    assert (out.status, out.step) == ("clean", "structural")
+    assert out.content is not None and yaml.safe_load(out.content) == {"a": 5, "b": 7}
+    assert "#" not in out.content
+
+
+def test_equal_data_in_two_layouts_takes_the_servers_text() -> None:
+    base = "a: 1\nb: 2\n"
+    local = "a: 1   # mine\nb: 2\n"
+    remote = "a: 1  # theirs\nb: 2\n"
+    out = merge3_text(base, local, remote)
+    assert (out.status, out.step, out.content) == ("clean", "structural", remote)
