@@ -539,15 +539,16 @@ class Reconciler:
             )
             report.problems.append({"kind": "unreadable-folder", "path": shown, "detail": detail})
         for rel in sorted(scan.conflicts):
-            # A conflict copy is another device's version that Syncthing (syncing the folder
-            # itself) could not merge. Imported, it became a second blueprint with a new id,
-            # pushed to every device; ignored without a word, that version was lost from view.
+            # A conflict copy is another device's version that a sync tool (syncing the
+            # folder itself) could not merge. Imported, it became a second blueprint with a new
+            # id, pushed to every device; ignored without a word, that version was lost from view.
             folder, _, name = rel.rpartition("/")
-            original = f"{folder}/" if folder else ""
-            original += fs.conflict_copy_of(name) or name
+            original, tool = fs.conflict_copy(name) or (name, "sync tool")
+            if folder:
+                original = f"{folder}/{original}"
             which = "meta file (name, tags, description)" if rel.endswith("json") else "file"
             detail = (
-                f"a Syncthing conflict copy of {fs.printable(original)} (another device's "
+                f"a {tool} conflict copy of {fs.printable(original)} (another device's "
                 f"version of its {which}); it is not imported: compare the two, copy what you "
                 "want to keep into the blueprint, then delete this copy"
             )

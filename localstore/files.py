@@ -81,6 +81,11 @@ DEFAULT_IGNORE_PATTERNS: tuple[str, ...] = (
     # Syncthing's conflict copies (``X.sync-conflict-<date>-<time>-<device>.<ext>``). Not
     # imported: see conflict_copy_of; check() reports them instead.
     "*.sync-conflict-*",
+    # Dropbox's and Nextcloud's/ownCloud's (``X (Bob's conflicted copy 2026-11-23).<ext>``,
+    # ``X (conflicted copy 2026-11-23 123456).<ext>``, older ownCloud ``X_conflict-<date>-
+    # <time>.<ext>``), for the forms that keep the suffix; the same reasons.
+    "* (*[Cc]onflicted [Cc]opy*)*",
+    "*_conflict-[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]-[0-9][0-9][0-9][0-9][0-9][0-9]*",
 )
 IGNORE_FILE_NAME = ".localstoreignore"
 
@@ -958,20 +963,48 @@ class IgnoreRules:
 # 101010-ABCDEF1.yaml``. Versions before 0.14 left the device id out. The suffix-keeping form is
 # matched too (a tool or a person moving the marker before ``.blueprint.yaml``).
 _SYNC_CONFLICT = re.compile(r"^(.*)\.sync-conflict-\d{8}-\d{6}(?:-[A-Za-z0-9]+)?((?:\.[^.]*)*)$")
+# Dropbox puts `` (<who>'s conflicted copy <date>)`` before the last extension (``plan.blueprint
+# (Bob's conflicted copy 2026-11-23).yaml``), a second one gets `` (1)`` after it; Nextcloud and
+# ownCloud since 2.5 `` (conflicted copy <date> <time>)``, older ownCloud ``_conflict-<date>-
+# <time>``. Those that keep no blueprint suffix were passed by without a word: the other
+# device's version sat in the folder and check() said nothing.
+_CONFLICTED_COPY = re.compile(
+    r"^(.*?)(?: \([^()]*conflicted copy[^()]*\)(?: \(\d+\))?|_conflict-\d{8}-\d{6})"
+    r"((?:\.[^.]*)*)$",
+    re.IGNORECASE,
+)
+
+
+def conflict_copy(name: str) -> tuple[str, str] | None:
+    """The blueprint file name a sync tool's conflict copy was made of, and the tool's name
+    (Syncthing, or Dropbox or Nextcloud); None if ``name`` is not such a copy.
+
+    Such a copy is never imported (it would become a second blueprint with a new id, synced to
+    every device, while the tool shows the same copy on the other side); ``check`` reports it
+    so the user merges it by hand and deletes it.
+    """
+    for pattern, tool in (
+        (_SYNC_CONFLICT, "Syncthing"),
+        (_CONFLICTED_COPY, "Dropbox or Nextcloud"),
+    ):
+        match = pattern.match(name)
+        if match is not None:
+            original = match[1] + match[2]
+            if original.endswith((YAML_SUFFIX, META_SUFFIX)):
+                return original, tool
+    return None
 
 
 def conflict_copy_of(name: str) -> str | None:
-    """The blueprint file name a Syncthing conflict copy was made of, or None.
+    """The blueprint file name a sync tool's conflict copy was made of, or None (see
+    ``conflict_copy``)."""
+    found = conflict_copy(name)
+    return None if found is None else found[0]
 
-    Such a copy is never imported (it would become a second blueprint with a new id, synced to
-    every device, while Syncthing shows the same copy on the other side); ``check`` reports it
-    so the user merges it by hand and deletes it.
-    """
-    match = _SYNC_CONFLICT.match(name)
-    if match is None:
-        return None
-    original = match[1] + match[2]
-    return original if original.endswith((YAML_SUFFIX, META_SUFFIX)) else None
+
+def _maybe_conflict_copy(name: str) -> bool:
+    """A cheap test before the regexes (a scan asks it of every file that is no blueprint)."""
+    return "conflict" in name.lower() and conflict_copy(name) is not None
 
 
 class FileStat(NamedTuple):
@@ -1028,8 +1061,8 @@ def walk_blueprint_files(
     StorageError, unless ``unlistable`` is given: then its ``(prefix, error)`` is appended and the
     walk goes on. The blueprints under such a folder are unknown, not missing: a caller that
     compares with the index must not delete them (the default raises so that a caller which does
-    not know this cannot). With ``conflicts``, the relative paths of Syncthing's conflict copies
-    of blueprint files (``conflict_copy_of``) are appended to it.
+    not know this cannot). With ``conflicts``, the relative paths of sync tools' conflict copies
+    of blueprint files (``conflict_copy``) are appended to it.
     """
     stack = [("", str(root))]
     while stack:
@@ -1047,11 +1080,7 @@ def walk_blueprint_files(
                     if name.endswith(TEMP_SUFFIX) or rules.takes_file(prefix, name):
                         st = entry.stat(follow_symlinks=False)
                         yield prefix + name, FileStat(st.st_size, st.st_mtime_ns)
-                    elif (
-                        conflicts is not None
-                        and ".sync-conflict-" in name
-                        and conflict_copy_of(name) is not None
-                    ):
+                    elif conflicts is not None and _maybe_conflict_copy(name):
                         conflicts.append(prefix + name)
                 except FileNotFoundError:
                     continue

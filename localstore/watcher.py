@@ -1244,7 +1244,11 @@ class Watcher:
             # a new id and a meta written by us; the real meta then replaced it, and the store
             # recorded a junk blueprint created and deleted (which sync pushed), or git refused
             # the next checkout over the meta we had left. Wait until it has been quiet.
-            age = time.time() - y.st_mtime
+            # Its age counts from its last status change too (a rename sets st_ctime; on
+            # Windows that field is the creation time, also "now" for a tool's temp file): sync
+            # tools (Syncthing, Dropbox, rsync -t) give the file the other device's older mtime,
+            # so an mtime-only age let the lone YAML through at once.
+            age = time.time() - max(y.st_mtime, y.st_ctime)
             if 0 <= age < self.write_quiet_s:
                 st.due = now + (self.write_quiet_s - age)
                 return "wait"

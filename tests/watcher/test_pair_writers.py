@@ -6,6 +6,7 @@ recorded a junk blueprint created and deleted (sync pushes both) before the real
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -38,3 +39,31 @@ def test_yaml_written_before_its_meta_keeps_the_meta_id_and_makes_no_junk(
     assert [(e.kind, e.id) for e in recorder.take()] == [("created", bp_id)]
     assert [i.id for i in store.list()] == [bp_id]
     assert json.loads((store.root / "x.blueprint.meta.json").read_bytes())["id"] == bp_id
+
+
+def _put_as_a_sync_tool(root: Path, name: str, data: bytes, mtime_ns: int) -> None:
+    """Write ``name`` as Syncthing, Dropbox or ``rsync -t`` do: a hidden temp file given the
+    source's modification time, renamed into place."""
+    temp = root / f".syncthing.{name}.tmp"
+    temp.write_bytes(data)
+    os.utime(temp, ns=(mtime_ns, mtime_ns))
+    os.replace(temp, root / name)
+
+
+def test_yaml_synced_before_its_meta_with_the_source_mtime_makes_no_junk(
+    store: BlueprintStore, watcher: Watcher, recorder: Recorder, tmp_path: Path
+) -> None:
+    """A sync tool gives each file the other device's (older) modification time, and pulls a
+    pair's files in any order. The lone YAML's wait for its meta measured the YAML's age by its
+    mtime: an hour "old", it was ingested at once with a new id and a meta written by the
+    watcher, which the tool's meta then replaced (created, deleted, created; the tool, finding a
+    file it did not write in its way, made a conflict copy of one of the two metas)."""
+    bp_id, yaml_bytes, meta_bytes = _pair_from_another_store(tmp_path)
+    an_hour_ago = time.time_ns() - 3600 * 10**9
+    _put_as_a_sync_tool(store.root, "x.blueprint.yaml", yaml_bytes, an_hour_ago)
+    time.sleep(0.2)  # the tool's next file; far longer than the settle window
+    _put_as_a_sync_tool(store.root, "x.blueprint.meta.json", meta_bytes, an_hour_ago)
+    assert watcher.wait_idle(10)
+    assert [(e.kind, e.id) for e in recorder.take()] == [("created", bp_id)]
+    assert [i.id for i in store.list()] == [bp_id]
+    assert (store.root / "x.blueprint.meta.json").read_bytes() == meta_bytes

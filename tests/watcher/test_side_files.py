@@ -3,7 +3,8 @@
 Office's owner files, LibreOffice and emacs locks, vim swap files, backups, patch and merge
 leftovers, atomic-save temps, OS litter, and the folders of git, Syncthing and Dropbox: real
 files, written beside a real pair, seen by ``check`` (the full scan) and by a running watcher.
-Syncthing's conflict copies are not imported either; ``check`` reports them.
+The conflict copies of Syncthing, Dropbox and Nextcloud are not imported either; ``check``
+reports them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from .conftest import Recorder
 NAME = "plan.blueprint.yaml"
 META = "plan.blueprint.meta.json"
 STAMP = "20261122-101010-ABCDEF1"
+DROPBOX = "Bob's conflicted copy 2026-11-23"
+NEXTCLOUD = "conflicted copy 2026-11-23 123456"
 
 
 def side_files(yaml: bytes, meta: bytes) -> dict[str, bytes]:
@@ -48,6 +51,16 @@ def side_files(yaml: bytes, meta: bytes) -> dict[str, bytes]:
         f"plan.blueprint.sync-conflict-{STAMP}.yaml": yaml,
         f"plan.blueprint.meta.sync-conflict-{STAMP}.json": meta,
         f"plan.sync-conflict-{STAMP}.blueprint.yaml": yaml,
+        # Dropbox's (before the last extension; a second conflict adds " (1)") and a form
+        # that keeps the suffix; Nextcloud's and older ownCloud's.
+        f"plan.blueprint ({DROPBOX}).yaml": yaml,
+        f"plan.blueprint.meta ({DROPBOX}).json": meta,
+        f"plan.blueprint ({DROPBOX}) (1).yaml": yaml,
+        f"plan ({DROPBOX}).blueprint.yaml": yaml,
+        f"plan ({DROPBOX}).blueprint.meta.json": meta,
+        f"plan.blueprint ({NEXTCLOUD}).yaml": yaml,
+        f"plan.blueprint.meta ({NEXTCLOUD}).json": meta,
+        "plan.blueprint_conflict-20261123-123456.yaml": yaml,
     }
 
 
@@ -56,6 +69,14 @@ CONFLICTS = {
     f"notes/plan.blueprint.sync-conflict-{STAMP}.yaml",
     f"notes/plan.blueprint.meta.sync-conflict-{STAMP}.json",
     f"notes/plan.sync-conflict-{STAMP}.blueprint.yaml",
+    f"notes/plan.blueprint ({DROPBOX}).yaml",
+    f"notes/plan.blueprint.meta ({DROPBOX}).json",
+    f"notes/plan.blueprint ({DROPBOX}) (1).yaml",
+    f"notes/plan ({DROPBOX}).blueprint.yaml",
+    f"notes/plan ({DROPBOX}).blueprint.meta.json",
+    f"notes/plan.blueprint ({NEXTCLOUD}).yaml",
+    f"notes/plan.blueprint.meta ({NEXTCLOUD}).json",
+    "notes/plan.blueprint_conflict-20261123-123456.yaml",
 }
 
 
@@ -128,7 +149,17 @@ def test_conflict_copy_names() -> None:
     assert fs.conflict_copy_of(f"plan.sync-conflict-{STAMP}.blueprint.yaml") == NAME
     assert fs.conflict_copy_of(f"notes.sync-conflict-{STAMP}.txt") is None
     assert fs.conflict_copy_of(NAME) is None
+    assert fs.conflict_copy(f"plan.blueprint ({DROPBOX}).yaml") == (NAME, "Dropbox or Nextcloud")
+    assert fs.conflict_copy(f"plan.blueprint.sync-conflict-{STAMP}.yaml") == (NAME, "Syncthing")
+    assert fs.conflict_copy_of(f"plan.blueprint.meta ({NEXTCLOUD}).json") == META
+    assert fs.conflict_copy_of("plan.blueprint (Conflicted Copy).yaml") == NAME
+    assert fs.conflict_copy_of(f"plan ({DROPBOX}).blueprint.yaml") == NAME
+    assert fs.conflict_copy_of(f"notes ({DROPBOX}).txt") is None
+    # A name that merely mentions a conflict is a blueprint like any other.
+    assert fs.conflict_copy_of("merge_conflict-notes.blueprint.yaml") is None
     rules = fs.IgnoreRules()
     assert not rules.scans(f"notes/~${NAME}")
     assert not rules.scans(f".stversions/{NAME}")
     assert rules.scans(f"notes/{NAME}") and rules.scans(f"notes/{META}")
+    assert rules.scans("notes/merge_conflict-notes.blueprint.yaml")
+    assert not rules.scans(f"notes/plan ({DROPBOX}).blueprint.yaml")
