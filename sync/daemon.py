@@ -107,10 +107,27 @@ RemoteFactory = Callable[[Settings], Remote]
 # -- logging ---------------------------------------------------------------------------------------
 
 
+# Each line's time names one instant: local time with its UTC offset (text), UTC (JSON). Without
+# an offset the hour a DST change repeats logged the same times twice, and a daemon running
+# when the user changed the time zone (travel) kept the zone it started with (Python reads it
+# once), so its lines were hours off the journal's with nothing on the line to tell.
+
+
+class _TextFormatter(logging.Formatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        local = time.localtime(record.created)
+        offset = time.strftime("%z", local)  # (of that instant: DST-aware)
+        return (
+            time.strftime("%Y-%m-%d %H:%M:%S", local)
+            + f",{int(record.msecs):03d}{offset[:3]}:{offset[3:]}"
+        )
+
+
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        utc = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         out: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "ts": f"{utc}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -315,7 +332,7 @@ def configure_logging(
     fmt: logging.Formatter = (
         _JsonFormatter()
         if as_json
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        else _TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     handlers: list[logging.Handler] = [
