@@ -113,6 +113,20 @@ RemoteFactory = Callable[[Settings], Remote]
 # once), so its lines were hours off the journal's with nothing on the line to tell.
 
 
+def _uptime_clock() -> float:
+    """Seconds on a clock that counts time spent suspended and is never stepped.
+
+    time.monotonic() stops while a laptop sleeps on Linux and macOS: an uptime on it left every
+    night out. CLOCK_BOOTTIME (Linux) and macOS's CLOCK_MONOTONIC count the sleep; Windows'
+    time.monotonic() already does."""
+    if sys.platform == "darwin":
+        return time.clock_gettime(time.CLOCK_MONOTONIC)
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is not None:
+        return time.clock_gettime(boottime)
+    return time.monotonic()
+
+
 class _TextFormatter(logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         local = time.localtime(record.created)
@@ -462,9 +476,9 @@ class Daemon:
         self.remote_factory = remote_factory or _supabase_remote
         self.metrics = DaemonMetrics()
         self.started_at = time.time()
-        # Uptime from the monotonic clock: a wall-clock step (NTP after a resume, a manual change)
-        # made time.time() - started_at jump or go negative. started_at stays wall time.
-        self._started_monotonic = time.monotonic()
+        # Uptime from a clock that never steps: a wall-clock step (NTP after a resume, a manual
+        # change) made time.time() - started_at jump or go negative. started_at stays wall time.
+        self._started_up = _uptime_clock()
         self.token = secrets.token_urlsafe(32)
         self._port = port
         self._metrics_port = metrics_port
@@ -1041,7 +1055,7 @@ class Daemon:
                 "pid": os.getpid(),
                 "home": str(self.settings.paths.state.parent),
                 "started_at": self.started_at,
-                "uptime_s": round(time.monotonic() - self._started_monotonic, 3),
+                "uptime_s": round(_uptime_clock() - self._started_up, 3),
                 "device_id": self.store.device_id if self.store else "",
                 "device_name": self.settings.device_name,
             },
@@ -1166,7 +1180,7 @@ class Daemon:
         """Counters and gauges (what the ``metrics`` op and /metrics report)."""
         out: dict[str, Any] = {"counters": asdict(self.metrics), "gauges": {}}
         gauges = out["gauges"]
-        gauges["uptime_seconds"] = round(time.monotonic() - self._started_monotonic, 3)
+        gauges["uptime_seconds"] = round(_uptime_clock() - self._started_up, 3)
         gauges["threads"] = threading.active_count()
         if self.engine is not None:
             status = self.engine.status()
