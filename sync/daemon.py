@@ -107,10 +107,41 @@ RemoteFactory = Callable[[Settings], Remote]
 # -- logging ---------------------------------------------------------------------------------------
 
 
+# Each line's time names one instant: local time with its UTC offset (text), UTC (JSON). Without
+# an offset the hour a DST change repeats logged the same times twice, and a daemon running
+# when the user changed the time zone (travel) kept the zone it started with (Python reads it
+# once), so its lines were hours off the journal's with nothing on the line to tell.
+
+
+def _uptime_clock() -> float:
+    """Seconds on a clock that counts time spent suspended and is never stepped.
+
+    time.monotonic() stops while a laptop sleeps on Linux and macOS: an uptime on it left every
+    night out. CLOCK_BOOTTIME (Linux) and macOS's CLOCK_MONOTONIC count the sleep; Windows'
+    time.monotonic() already does."""
+    if sys.platform == "darwin":
+        return time.clock_gettime(time.CLOCK_MONOTONIC)
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is not None:
+        return time.clock_gettime(boottime)
+    return time.monotonic()
+
+
+class _TextFormatter(logging.Formatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        local = time.localtime(record.created)
+        offset = time.strftime("%z", local)  # (of that instant: DST-aware)
+        return (
+            time.strftime("%Y-%m-%d %H:%M:%S", local)
+            + f",{int(record.msecs):03d}{offset[:3]}:{offset[3:]}"
+        )
+
+
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        utc = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         out: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "ts": f"{utc}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -315,7 +346,7 @@ def configure_logging(
     fmt: logging.Formatter = (
         _JsonFormatter()
         if as_json
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        else _TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     handlers: list[logging.Handler] = [
@@ -445,9 +476,9 @@ class Daemon:
         self.remote_factory = remote_factory or _supabase_remote
         self.metrics = DaemonMetrics()
         self.started_at = time.time()
-        # Uptime from the monotonic clock: a wall-clock step (NTP after a resume, a manual change)
-        # made time.time() - started_at jump or go negative. started_at stays wall time.
-        self._started_monotonic = time.monotonic()
+        # Uptime from a clock that never steps: a wall-clock step (NTP after a resume, a manual
+        # change) made time.time() - started_at jump or go negative. started_at stays wall time.
+        self._started_up = _uptime_clock()
         self.token = secrets.token_urlsafe(32)
         self._port = port
         self._metrics_port = metrics_port
@@ -1024,7 +1055,7 @@ class Daemon:
                 "pid": os.getpid(),
                 "home": str(self.settings.paths.state.parent),
                 "started_at": self.started_at,
-                "uptime_s": round(time.monotonic() - self._started_monotonic, 3),
+                "uptime_s": round(_uptime_clock() - self._started_up, 3),
                 "device_id": self.store.device_id if self.store else "",
                 "device_name": self.settings.device_name,
             },
@@ -1149,7 +1180,7 @@ class Daemon:
         """Counters and gauges (what the ``metrics`` op and /metrics report)."""
         out: dict[str, Any] = {"counters": asdict(self.metrics), "gauges": {}}
         gauges = out["gauges"]
-        gauges["uptime_seconds"] = round(time.monotonic() - self._started_monotonic, 3)
+        gauges["uptime_seconds"] = round(_uptime_clock() - self._started_up, 3)
         gauges["threads"] = threading.active_count()
         if self.engine is not None:
             status = self.engine.status()

@@ -1035,7 +1035,14 @@ class SupabaseRemote:
         with self._auth_lock:
             if self._lost is not None:
                 raise self._lost
-            self._storage.reload()
+            try:
+                # The newest token first (another process may have rotated it). A keychain
+                # locked on resume (macOS on sleep, a wallet closed with the screen) raised
+                # its CredentialError raw out of pull(): no SyncError, so the engine logged a
+                # traceback every retry. It waits for a person, with the unlock hint.
+                self._storage.reload()
+            except CredentialError as exc:
+                raise map_error(exc, what="read the cloud session to refresh it") from exc
             session = self._storage.durable_session()
             self._require_own(session)
             assert session is not None

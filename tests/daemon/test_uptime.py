@@ -7,6 +7,7 @@ clock would disturb every other process on the machine.
 
 from __future__ import annotations
 
+import sys
 import time
 import types
 
@@ -29,4 +30,30 @@ def test_uptime_ignores_a_wall_clock_step(inproc_daemon, monkeypatch: pytest.Mon
         gauge = c.metrics()["gauges"]["uptime_seconds"]
     assert after["started_at"] == before["started_at"]  # still the wall-clock start
     assert before["uptime_s"] <= after["uptime_s"] < before["uptime_s"] + 60
+    assert after["uptime_s"] <= gauge < after["uptime_s"] + 60
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="time.monotonic() counts sleep on Windows")
+def test_uptime_counts_a_suspend(inproc_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A laptop's night: the monotonic clock stands still while suspended (Linux, macOS), so
+    uptime left the night out: 'up 2 h' in the morning for a daemon started yesterday, next to
+    a started_at that says otherwise. The suspend is injected in sync.daemon's view of the time
+    module: the clocks that count it move on 10 h, time.monotonic() does not."""
+    d = inproc_daemon()
+    with d.client() as c:
+        before = c.status()["daemon"]
+        real = time
+        slept = types.SimpleNamespace(
+            **{k: getattr(real, k) for k in dir(real) if not k.startswith("__")}
+        )
+        night = 10 * 3600.0
+        slept.time = lambda: real.time() + night
+        slept.clock_gettime = lambda clock: (
+            real.clock_gettime(clock)
+            + (night if clock != real.CLOCK_MONOTONIC or sys.platform == "darwin" else 0.0)
+        )
+        monkeypatch.setattr(daemon_mod, "time", slept)
+        after = c.status()["daemon"]
+        gauge = c.metrics()["gauges"]["uptime_seconds"]
+    assert before["uptime_s"] + night <= after["uptime_s"] < before["uptime_s"] + night + 60
     assert after["uptime_s"] <= gauge < after["uptime_s"] + 60
