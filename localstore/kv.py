@@ -973,6 +973,17 @@ class KVStore:
 
     def _create_key(self, *, rotate: bool) -> str:
         """Add a data key (pending -> keychain -> current) and return the current key's id."""
+        for _attempt in range(3):
+            current = self._try_create_key(rotate=rotate)
+            if current is not None:
+                return current
+        raise KVError(  # pragma: no cover - three keychain writes each outwaited the stale bound
+            "cannot create a data key: another process kept taking it for a crash's leftover",
+            hint="unlock the keychain (answer its prompt), then try again",
+        )
+
+    def _try_create_key(self, *, rotate: bool) -> str | None:
+        """One attempt of :meth:`_create_key`; None if the new key was retired meanwhile."""
         keys = self._require_keys()
         kid = new_key_id()
         with self._index.write() as cur:
@@ -981,8 +992,19 @@ class KVStore:
             cur.execute("INSERT INTO kv_keys VALUES (?, 'pending', ?)", (kid, self._clock()))
         keys.create(kid)  # outside any transaction: the keychain may write the index itself
         with self._index.write() as cur:
+            pending = cur.execute(
+                "SELECT 1 FROM kv_keys WHERE kid = ? AND state = 'pending'", (kid,)
+            ).fetchall()
             current = self._current_kid(cur)
-            if current is not None and not rotate:
+            if not pending:
+                # The keychain write outwaited STALE_PENDING_KEY_S (a prompt left open over a
+                # night): another process's recover_keys retired the row as a crash's leftover
+                # and may have deleted the key already. Made current, everything sealed with it
+                # could never be read again. Its row is put back as retired (the keychain item
+                # may have landed after that process deleted it) and the caller starts over.
+                cur.execute("INSERT OR IGNORE INTO kv_keys VALUES (?, 'retired', ?)", (kid, 0.0))
+                current = None
+            elif current is not None and not rotate:
                 # Another process created the first key meanwhile: use it, retire ours.
                 cur.execute("UPDATE kv_keys SET state = 'retired' WHERE kid = ?", (kid,))
             else:

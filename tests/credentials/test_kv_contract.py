@@ -469,3 +469,40 @@ def test_rotation_reencrypts_everything(ekv: KVStore, creds: CredentialStore) ->
     assert ekv.find_by_tag("enc") == sorted(f"item/{i}" for i in range(150))
     again = ekv.rotate_data_key()
     assert again.reencrypted == 150 and again.retired == (report.key_id,)
+
+
+@pytest.mark.keychain
+def test_a_key_retired_as_stale_while_its_keychain_write_waited_never_becomes_current(
+    ekv: KVStore, clock: FakeClock, index: Index, creds: CredentialStore
+) -> None:
+    # A rotation's new key waited over STALE_PENDING_KEY_S for its keychain write (a prompt left
+    # open over a laptop's night): another process's recover_keys took the pending row for a
+    # crash's leftover, retired it and deleted its key from the keychain. The rotation then
+    # re-sealed every item with that deleted key: none could ever be read again.
+    for i in range(3):
+        ekv.save(f"secret/{i}", {"v": i}, encrypt=True)
+    first = ekv.current_key_id()
+    other = KVStore(index, credentials=creds, clock=clock, hot_items=0)
+    keys = ekv._keys
+    assert keys is not None
+    real_create = keys.create
+    interfered: list[str] = []
+
+    def slow_create(kid: str | None = None) -> str:
+        made = real_create(kid)
+        if not interfered:
+            interfered.append(made)
+            clock.advance(2 * 3600)  # the write waited two hours
+            other.recover_keys()
+        return made
+
+    keys.create = slow_create  # type: ignore[method-assign]
+    report = ekv.rotate_data_key()
+    current = ekv.current_key_id()
+    assert current is not None and current not in (interfered[0], first)
+    assert report.key_id == current
+    assert creds.find(f"datakey:{current}") is not None
+    fresh = KVStore(index, credentials=creds, clock=clock, hot_items=0)
+    assert [fresh.load(f"secret/{i}") for i in range(3)] == [{"v": i} for i in range(3)]
+    other.close()
+    fresh.close()
