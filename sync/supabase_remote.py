@@ -61,7 +61,7 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -823,6 +823,20 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
     return min(seconds, MAX_RETRY_AFTER_S)
 
 
+def retry_after_of(headers: Mapping[str, str]) -> float | None:
+    """The wait a response's ``Retry-After`` asks for; an HTTP date is read against the
+    response's own ``Date`` (the server's clock) when it has one: a client clock a day behind
+    took "retry at 12:00:30" for a day's wait (cut to the hour's cap), one ahead for none."""
+    server_now: float | None = None
+    date = headers.get("Date")
+    if date:
+        with contextlib.suppress(TypeError, ValueError):
+            when = email.utils.parsedate_to_datetime(date)
+            if when.tzinfo is not None:
+                server_now = when.timestamp()
+    return retry_after_seconds(headers.get("Retry-After"), now=server_now)
+
+
 def _with_status(err: SyncError, status: int | None, retry_after: float | None) -> SyncError:
     """Refine a mapped error with the HTTP status and Retry-After of the failed response.
 
@@ -1066,7 +1080,7 @@ class SupabaseRemote:
     def _note_response(self, response: httpx.Response) -> None:
         last = self._last_response
         last.status = response.status_code
-        last.retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+        last.retry_after = retry_after_of(response.headers)
 
     def _forget_response(self) -> None:
         self._last_response.status = None

@@ -36,8 +36,10 @@ from sync.errors import (
 from sync.localcloud.stack import LocalCloud
 from sync.supabase_remote import (
     MAPPED_EXCEPTIONS,
+    MAX_RETRY_AFTER_S,
     SupabaseRemote,
     map_error,
+    retry_after_of,
     retry_after_seconds,
 )
 
@@ -308,6 +310,20 @@ def test_retry_after_values() -> None:
     assert retry_after_seconds(formatdate(now - 30, usegmt=True), now=now) == 0.0
     for bad in (None, "", "soon", "-5", "1.5e3", "nan"):
         assert retry_after_seconds(bad) is None, bad
+
+
+def test_a_retry_after_date_is_read_on_the_servers_clock() -> None:
+    # The laptop's clock is a day behind (or ahead): "retry at the server's 12:00:30" is 30 s.
+    server = time.time() + 86_400
+    headers = {"Date": formatdate(server, usegmt=True)}
+    headers["Retry-After"] = formatdate(server + 30, usegmt=True)
+    assert retry_after_of(headers) == 30.0
+    headers["Date"] = formatdate(server - 2 * 86_400, usegmt=True)  # the client a day ahead
+    assert retry_after_of(headers) == MAX_RETRY_AFTER_S
+    assert retry_after_of({"Retry-After": "7"}) == 7.0  # delta-seconds need no clock
+    for date in ("garbage", "Mon, 23 Nov 2026 12:00:00 -0000"):  # no usable server clock
+        headers = {"Date": date, "Retry-After": formatdate(time.time() + 60, usegmt=True)}
+        assert retry_after_of(headers) == pytest.approx(60, abs=2)
 
 
 @pytest.fixture(scope="module")
