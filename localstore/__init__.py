@@ -28,6 +28,7 @@ from localstore.errors import (
     NotFoundError,
     RevisionConflictError,
     StorageError,
+    StoreClosedError,
     UnsafePathError,
 )
 from localstore.events import Event
@@ -80,6 +81,7 @@ __all__ = [
     "SearchHit",
     "Settings",
     "StorageError",
+    "StoreClosedError",
     "UnsafePathError",
     "Validator",
     "__version__",

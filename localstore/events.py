@@ -103,8 +103,10 @@ class EventBus:
     ) -> Callable[[], None]:
         """Call ``callback(event)`` for every event (or only ``kinds``); returns an unsubscribe.
 
-        Raises InvalidInputError for a callback that is not callable or an unknown kind (a typo
-        would otherwise subscribe to nothing, silently).
+        Once the unsubscribe returns, the callback is not called again (a call under way on
+        another thread may still finish); one subscribed while a batch is delivered hears the
+        next. Raises InvalidInputError for a callback that is not callable or an unknown kind (a
+        typo would otherwise subscribe to nothing, silently).
         """
         if not callable(callback):
             raise wrong_type(
@@ -154,7 +156,7 @@ class EventBus:
 
     def _deliver(self, events: list[Event]) -> None:
         with self._lock:
-            subs = list(self._subs.values())
+            subs = list(self._subs.items())
             observers = list(self._observers.values())
         for observer in observers:
             try:
@@ -162,8 +164,12 @@ class EventBus:
             except Exception:  # as a subscriber's: never undoes or blocks a committed change
                 log.exception("event observer %r failed on %d event(s)", observer, len(events))
         for event in events:
-            for callback, wanted in subs:
+            for token, (callback, wanted) in subs:
                 if wanted is not None and event.kind not in wanted:
+                    continue
+                # Unsubscribed since the batch began (by itself, or by another subscriber: a
+                # view closed in answer to an event): it hears no more. (A dict lookup, atomic.)
+                if token not in self._subs:
                     continue
                 try:
                     callback(event)

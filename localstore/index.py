@@ -684,6 +684,20 @@ def _describe_cause(cause: BaseException) -> str:
     return str(cause)
 
 
+def forked_error(pid: int) -> StoreClosedError:
+    """The refusal of a store (or index) used in a child forked from the process that opened it.
+
+    SQLite forbids carrying a connection across fork(), the store's threads exist only in the
+    parent, and a lock a parent thread held at the fork stays taken in the child: the child's
+    save hung for ever.
+    """
+    return StoreClosedError(
+        f"this store was opened by process {pid}; a child forked from it cannot use it",
+        hint="open the home again in the child with localstore.open() (or start the child with "
+        "the spawn method)",
+    )
+
+
 class Index:
     """One apsw connection to index.db, safe to share between threads."""
 
@@ -691,6 +705,8 @@ class Index:
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms
         self._lock = threading.RLock()
+        # The process that opened the connection: a forked child must not use it (forked_error).
+        self._pid = os.getpid()
         # Set by interrupt_lock_waits(): a write finding another process's write lock gives up.
         self._no_lock_waits = False
         self._depth = 0
@@ -853,6 +869,8 @@ class Index:
     @contextmanager
     def read(self) -> Iterator[Any]:
         """A cursor for reads, under the lock."""
+        if os.getpid() != self._pid:  # (before the lock: a parent thread may hold the child's copy)
+            raise forked_error(self._pid)
         with self._lock:
             cur = self.conn.cursor()
             try:
@@ -874,6 +892,8 @@ class Index:
         IndexStoreError (``_WriteLost``), the outermost with the error that did it (mapped, e.g.
         DiskFullError); nothing of the transaction is committed.
         """
+        if os.getpid() != self._pid:
+            raise forked_error(self._pid)
         with self._lock:
             conn = self.conn
             cur = conn.cursor()

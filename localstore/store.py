@@ -21,6 +21,8 @@ import re
 import stat
 import threading
 import unicodedata
+import warnings
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -80,6 +82,7 @@ from localstore.events import Event, EventBus
 from localstore.index import (
     Index,
     Maintainer,
+    forked_error,
     index_damaged,
     map_apsw_error,
     set_aside,
@@ -454,6 +457,15 @@ class BlueprintStore:
             self._maintainer = Maintainer(self.paths.index_db)
             self.index.on_commit(self._maintainer.notify_commit)
             self._maintainer.start()
+        # A store the app drops without close() stops its threads when collected (else its
+        # maintainer checkpointed a home nobody used, one thread and connection per such store,
+        # for the life of the process); not at exit, where daemon threads end with it anyway.
+        self._unclosed = weakref.finalize(
+            self, _collected_unclosed, self._maintainer, self._flusher, self._root_str
+        )
+        self._unclosed.atexit = False
+        # The process that opened the store: a forked child must not use it (see _check_open).
+        self._pid = os.getpid()
         from localstore._reconcile import Reconciler, check_root
 
         try:
@@ -518,6 +530,11 @@ class BlueprintStore:
             if self._closed:
                 return
             self._closed = True
+        self._unclosed.detach()
+        if os.getpid() != self._pid:
+            # A forked child: the threads, the connection and the locks are the parent's (a
+            # lock a parent thread held at the fork stays taken here for ever). Nothing to do.
+            return
         # The threads the hooks join (watcher, sync) must not wait out the busy timeout (30 s)
         # for a write lock another process holds.
         self.index.interrupt_lock_waits()
@@ -591,6 +608,8 @@ class BlueprintStore:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosedError("the store is closed", hint="open it again")
+        if os.getpid() != self._pid:
+            raise forked_error(self._pid)
 
     def subscribe(
         self, callback: Callable[[Event], None], *, kinds: Iterable[str] | None = None
@@ -2620,6 +2639,21 @@ def _query_words(text: str) -> builtins.list[str]:
             )
         words += [w for w in word.split() if any(c.isalnum() for c in w)]
     return words
+
+
+def _collected_unclosed(
+    maintainer: Maintainer | None, flusher: ThreadPoolExecutor, root: str
+) -> None:
+    """Stop the threads of a store collected without close() (its finalizer: holds no store)."""
+    if maintainer is not None:
+        maintainer.stop()
+    flusher.shutdown(wait=False)
+    warnings.warn(
+        f"a LocalStore store of {root} was never closed: call store.close() (or open it in a "
+        "with block) when the app is done with it",
+        ResourceWarning,
+        stacklevel=2,
+    )
 
 
 class _CloseHook:

@@ -54,7 +54,7 @@ from localstore.errors import (
 from localstore.events import Event
 from localstore.store import Row
 from sync import _state as st
-from sync.merge import ConflictPolicy, Resolution, Version, resolve
+from sync.merge import ConflictCase, ConflictPolicy, Resolution, Version, _checked, resolve
 from sync.remote import RevisionMatch, RevisionProbe, ServerRow
 
 if TYPE_CHECKING:
@@ -270,6 +270,32 @@ class Prefetched:
         return self._rows.get(blueprint_id.lower())
 
 
+def contained(policy: Callable[[ConflictCase], Resolution]) -> Callable[[ConflictCase], Resolution]:
+    """An app's conflict policy whose failure keeps both versions instead of failing the cycle.
+
+    A callable that raised (or returned no usable Resolution) on one blueprint failed every cycle
+    at that row: nothing else was pulled again while the home kept that conflict. Keep-both is
+    the default policy's own fallback and loses nothing; the error goes into the conflict
+    record's reason (what ``localstore conflicts`` and the API show) and the log.
+    """
+
+    def call(case: ConflictCase) -> Resolution:
+        try:
+            return _checked(policy(case))
+        except Exception as exc:  # the app's code: contained here, reported below
+            log.error(
+                "sync: the conflict policy %r failed on blueprint %s; kept both versions "
+                "(see `localstore conflicts`); fix the policy",
+                policy,
+                case.remote.meta.get("id", "?"),
+                exc_info=True,
+            )
+            why = f"the conflict policy failed ({type(exc).__name__}: {exc})"
+            return Resolution.keep_both([why, *case.outcome.conflicts])
+
+    return call
+
+
 class Applier:
     """Applies server rows to one store inside the caller's write transaction."""
 
@@ -283,7 +309,7 @@ class Applier:
         ancestors: Mapping[str, RevisionMatch] | None = None,
     ) -> None:
         self.store = store
-        self.policy = policy
+        self.policy = contained(policy) if callable(policy) else policy
         self.now = now
         self.stats = stats
         # The server's answers to ancestor_probes for these rows, by id: revisions of a row

@@ -83,3 +83,11 @@ def test_every_sync_error_a_caller_can_catch_is_exported() -> None:
         and cls.__module__ == "sync.errors"
     ]
     assert errors and [n for n in errors if n not in sync.__all__] == []
+
+
+def test_the_closed_store_error_is_exported() -> None:
+    """An app's worker threads meet it when the app quits under them: they catch it by name."""
+    import localstore
+
+    assert localstore.StoreClosedError is localstore.errors.StoreClosedError
+    assert "StoreClosedError" in localstore.__all__

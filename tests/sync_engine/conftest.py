@@ -67,7 +67,13 @@ def open_device(
     settings = load_settings(home=home, device_name=name)
     store = BlueprintStore(settings, maintenance=False)
     remote = MemoryRemote(server, user=user)
-    return Device(name, home, store, remote, SyncEngine(store, remote, **engine_kw))
+    try:
+        engine = SyncEngine(store, remote, **engine_kw)
+    except BaseException:  # (a test of refused engine arguments: the store is not the test's)
+        remote.close()
+        store.close()
+        raise
+    return Device(name, home, store, remote, engine)
 
 
 def assert_watermark_kept(dev: Device) -> None:

@@ -1,0 +1,148 @@
+"""An app's store over its life in one process: dropped without close(), and a fork (a worker pool
+with the fork start method) while it is open.
+
+A store the app dropped without close() kept its maintainer thread, which went on checkpointing a
+home nobody used (and held a connection to it) for the life of the process: one more per store an
+app opened per task. A forked child that used the parent's store hung for ever (its save waited
+for the parent's flush thread, which does not exist in the child, or for the index lock a parent
+thread held at the fork), and with it the parent waiting for the child.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import localstore
+from localstore.errors import StoreClosedError
+
+FORK_CHILD_S = 60.0  # a generous bound: the child hangs for ever without the fix
+
+
+def _open_save_drop(home: Path) -> set[threading.Thread]:
+    """Open a store, save, and drop it without close(); the threads it started."""
+    before = set(threading.enumerate())
+    store = localstore.open(home=home)
+    store.save("a/one", "k: 1\n")
+    started = set(threading.enumerate()) - before
+    del store
+    return started
+
+
+def test_a_store_dropped_without_close_stops_its_threads(home: Path) -> None:
+    with pytest.warns(ResourceWarning, match="never closed"):
+        started = _open_save_drop(home)
+        gc.collect()  # (in case a cycle holds it)
+    assert any(t.name == "localstore-maintainer" for t in started)
+    for thread in started:
+        thread.join(10)
+    assert not [t.name for t in started if t.is_alive()]
+    with localstore.open(home=home) as again:  # the home is fine
+        assert [i.path for i in again.list()] == ["a/one.blueprint.yaml"]
+
+
+def test_a_closed_store_is_collected_without_a_warning(home: Path) -> None:
+    store = localstore.open(home=home)
+    store.close()
+    del store
+    gc.collect()  # (filterwarnings=error: a ResourceWarning would fail the test)
+
+
+def _in_child(body: Callable[[], str]) -> str:
+    """Run ``body`` in a forked child; what it returned (or raised), or 'hung'."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report on the pipe and leave at once (no pytest teardown here)
+        try:
+            os.close(read_end)
+            try:
+                out = body()
+            except BaseException as exc:  # (reported to the parent)
+                out = f"{type(exc).__name__}: {exc}"
+            os.write(write_end, out.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    deadline = time.monotonic() + FORK_CHILD_S
+    try:
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return "hung"
+            time.sleep(0.02)
+        return os.read(read_end, 4096).decode()
+    finally:
+        os.close(read_end)
+
+
+def test_a_forked_child_using_the_parents_store_gets_an_error(
+    store: localstore.BlueprintStore,
+) -> None:
+    bp = store.save("a/one", "k: 1\n")
+
+    def child() -> str:
+        out = []
+        for call in (
+            lambda: store.save("a/child", "k: 2\n"),
+            lambda: store.load(bp.id),
+            lambda: store.list(),
+        ):
+            try:
+                call()
+                out.append("ok")
+            except StoreClosedError as exc:
+                out.append(f"closed: {exc}")
+        store.close()  # (the parent's resources are the parent's: nothing to do here)
+        return "\n".join(out)
+
+    result = _in_child(child)
+    assert result != "hung"
+    lines = result.splitlines()
+    assert len(lines) == 3 and all(line.startswith("closed: ") for line in lines), result
+    assert f"process {os.getpid()}" in lines[0] and "localstore.open()" in lines[0]
+    # The parent's store goes on, and nothing of the child's attempt reached the home.
+    store.save("a/two", "k: 3\n")
+    assert [i.path for i in store.list()] == ["a/one.blueprint.yaml", "a/two.blueprint.yaml"]
+    assert store.check().clean
+
+
+def test_a_child_forked_during_a_save_closes_the_store_without_a_hang(
+    store: localstore.BlueprintStore,
+) -> None:
+    """A worker thread of the parent held the index lock at the fork: the child's copy of that lock
+    stays taken for ever, so nothing in the child may wait for it."""
+    inside, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.index.write():
+            inside.set()
+            release.wait(30)
+
+    worker = threading.Thread(target=hold)
+    worker.start()
+    try:
+        assert inside.wait(30)
+
+        def child() -> str:
+            try:
+                store.index.read().__enter__()
+            except StoreClosedError:
+                pass
+            store.close()
+            return f"closed={store.closed}"
+
+        result = _in_child(child)
+    finally:
+        release.set()
+        worker.join(30)
+    assert result == "closed=True"
+    assert not store.closed
+    store.save("a/after", "k: 1\n")
