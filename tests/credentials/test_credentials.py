@@ -341,8 +341,11 @@ def test_file_fallback_round_trip(index: Index, settings: Settings) -> None:
     assert isinstance(backend, EncryptedFileBackend)
     store = CredentialStore(index, enabled, backend=backend)
     store.set("api", "CANARY-file-secret")
-    store.set("other", "\u6f22\u5b57")
     path = credentials.fallback_path(settings)
+    # Private from its creation: the tightening on read below must not be what makes it so
+    # (a later write keeps the replaced file's mode, so only the first one shows it).
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    store.set("other", "\u6f22\u5b57")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert b"CANARY" not in path.read_bytes()
     assert store.get("api") == "CANARY-file-secret"

@@ -77,6 +77,15 @@ def test_nonces_are_fresh() -> None:
     assert len(envs) == 100
 
 
+def test_nonces_are_fresh_under_one_derived_passphrase_key() -> None:
+    # A derived key is reused for every envelope it seals (the encrypted credentials file keeps
+    # its salt and key across writes): a repeated nonce under one GCM key gives away the XOR of
+    # the two plaintexts and the key that authenticates them.
+    pk = crypto.PassphraseKey.derive("pw", params=FAST)
+    nonces = {crypto.read_header(crypto.seal_with_passphrase(pk, b"same")).nonce for _ in range(50)}
+    assert len(nonces) == 50
+
+
 def test_passphrase_envelope_tamper_and_wrong_passphrase() -> None:
     env = crypto.seal_with_passphrase("correct horse", b"secret", aad=b"a", params=FAST)
     assert crypto.unseal_with_passphrase("correct horse", env, aad=b"a") == b"secret"

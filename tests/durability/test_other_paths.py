@@ -49,6 +49,22 @@ def test_reconcile_gives_a_bare_yaml_its_meta(home: Path, recorder: DurabilityRe
         assert s.exists("x/y/bare")
 
 
+def test_reconcile_removes_the_meta_of_a_vanished_yaml(
+    home: Path, recorder: DurabilityRecorder
+) -> None:
+    # The YAML was deleted while nothing ran: reconcile records the delete and removes the meta
+    # left behind. Unflushed, a power cut brings that meta back as an orphan ('check' reports it).
+    with localstore.open(home=home, maintenance=False) as s:
+        s.save("x/gone", DOC)
+    (home / "blueprints" / "x" / "gone.blueprint.yaml").unlink()
+    with (
+        recorder.acknowledged(under=home, what="reconcile's removal of an orphaned meta"),
+        localstore.open(home=home, maintenance=False) as s,
+    ):
+        assert not s.exists("x/gone")
+    assert not (home / "blueprints" / "x" / "gone.blueprint.meta.json").exists()
+
+
 def test_bundle_import(tmp_path: Path, recorder: DurabilityRecorder) -> None:
     bundle = tmp_path / "out" / "b.zip"
     bundle.parent.mkdir()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import localstore
+from localstore import files as fs
 from tests.durability_recorder import DurabilityRecorder
 
 DOC = "steps: [a]\n"
@@ -40,6 +41,19 @@ def test_save_many(store, home: Path, recorder: DurabilityRecorder, n: int) -> N
     reqs = [SaveRequest(path=f"f{i % 5}/g{i}/p{i}", content=DOC) for i in range(n)]
     with recorder.acknowledged(under=home, what=f"save_many of {n}"):
         store.save_many(reqs)
+
+
+def test_save_many_into_one_folder(store, home: Path, recorder: DurabilityRecorder) -> None:
+    # A syncfs batch (16 files or more) whose renames all land in one folder flushes that folder
+    # alone after them: the files' own data must have been made durable by the first syncfs
+    # (a batch over several folders has a second syncfs after the renames that hides its loss).
+    from localstore.store import SaveRequest
+
+    reqs = [SaveRequest(path=f"one/p{i}", content=DOC) for i in range(20)]
+    with recorder.acknowledged(under=home, what="save_many of 20 into one folder"):
+        store.save_many(reqs)
+    if fs._SYNCFS is not None:  # (where syncfs is refused, each file is fsynced instead)
+        assert any(line.startswith("syncfs") for line in recorder.log), "not a syncfs batch"
 
 
 def test_move_across_folders(store, home: Path, recorder: DurabilityRecorder) -> None:

@@ -100,6 +100,22 @@ def test_orphan_meta_is_reported(home: Path) -> None:
         assert s.count() == 0
 
 
+def test_an_orphan_meta_of_no_live_blueprint_is_kept(home: Path) -> None:
+    # A meta file whose YAML is not there (a copy or a checkout not finished yet, a YAML moved
+    # away by hand) holds the blueprint's id, name and tags and nothing else has them: reconcile
+    # reports it and leaves it alone. Only the leftover of an interrupted move (its id lives at
+    # another path) is removed.
+    _open(home).close()
+    lonely = home / "blueprints/lonely.blueprint.meta.json"
+    meta = {"id": "6f1c2d0e-1b7a-4c55-9d7e-2a8f3b4c5d6e", "name": "Lonely", "tags": ["keep"]}
+    lonely.write_text(json.dumps(meta))
+    with _open(home) as s:
+        report = s.check(fix=True)
+        assert [p["kind"] for p in report.problems] == ["orphan-meta"]
+        assert s.count() == 0
+    assert json.loads(lonely.read_text()) == meta
+
+
 def test_stale_temp_files_are_removed(home: Path) -> None:
     _open(home).close()
     tmp = home / "blueprints/.x.blueprint.yaml.abcd.lstmp"

@@ -438,3 +438,24 @@ def test_a_blueprints_folder_that_is_a_file_is_refused_on_a_fresh_home(home: Pat
         _open(home)
     assert "move that file away" in err.value.hint
     assert (home / "blueprints").read_text() == "not a folder\n"  # left as it was
+
+
+def test_a_pair_from_elsewhere_copied_over_an_indexed_one_is_adopted_with_its_meta(
+    home: Path, tmp_path: Path
+) -> None:
+    # Both files of a blueprint from another home were copied over this home's pair at the same
+    # path while nothing ran: the blueprint that lived there is recorded as deleted (its history
+    # keeps it), the copied one is adopted under its own id, and its meta file stays on disk.
+    with localstore.open(home=tmp_path / "other", maintenance=False) as other:
+        foreign = other.save("p", "v: foreign\n", tags=["theirs"])
+    with _open(home) as s:
+        mine = s.save("p", "v: mine\n")
+    root, src = home / "blueprints", tmp_path / "other" / "blueprints"
+    for name in ("p.blueprint.yaml", "p.blueprint.meta.json"):
+        shutil.copy(src / name, root / name)
+    with _open(home) as s:
+        assert s.resolve("p").id == foreign.id and s.load("p").content == "v: foreign\n"
+        assert s.row(mine.id, include_deleted=True).deleted
+        assert s.load_revision(mine.id, 1).content == "v: mine\n"
+        assert s.check().clean
+    assert json.loads((root / "p.blueprint.meta.json").read_text())["id"] == foreign.id

@@ -405,3 +405,25 @@ def test_a_local_file_that_does_not_parse_is_never_overwritten(
         assert b.text(x) == "name: x\nk: 1\nm: 0\nn: 0\nj: [2, typed]\n"
     assert a.text(x) == b.text(x)
     assert_converged(server, a, b)
+
+
+def test_an_edit_that_beats_a_delete_goes_up_under_a_fresh_op_id(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """b's push of an edit conflicts with a's tombstone; b keeps its edit on the new base and
+    pushes it again in its next round. That push needs a new op id: the old one is the server's
+    record of the refused change, so reusing it came back as ``op_id_reused``, which makes this
+    home give up its device id as if it were a restored backup or a copy of another home."""
+    a, b = make_device("a"), make_device("b")
+    ident = a.store.save(PATH, BASE).id
+    converge(a, b)
+    device = b.store.device_id
+    a.store.delete(ident)
+    a.sync()
+    b.store.save(PATH, B_EDIT_SAME)
+    # The push conflicts with the tombstone; the edit is kept on top of it and goes up again as
+    # a revival in the next round of the same cycle.
+    report = b.sync()
+    assert report.pushed == 1 and not report.errors
+    assert b.store.device_id == device
+    assert server_snapshot(server) == {ident: (PATH, B_EDIT_SAME)}

@@ -334,3 +334,28 @@ def test_store_writes_inside_a_callers_transaction_go_back_with_it(tmp_path: Pat
         assert store.abspath("new.blueprint.yaml").read_text() == "n: 1\n"
     finally:
         store.close()
+
+
+def test_a_pull_page_that_fails_after_its_first_chunk_is_pulled_again_whole(
+    server: MemoryServer,
+    make_device: Callable[..., Device],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A page is applied in several transactions (``apply_batch`` rows each) and the cursor
+    commits with the last one only: the second chunk fails, and the next pass pulls the rows of
+    the chunks after the first again (with the cursor saved by the first, they were never
+    applied here and never pulled again: lost on this device until a full reconcile)."""
+    a, b = make_device("a"), make_device("b", apply_batch=4)
+    b.sync()
+    for i in range(N):
+        a.store.save(f"n/y{i}", f"new: {i}\n")
+    a.sync()
+    restore = fail_on_call(monkeypatch, b.store, "save_many", 2)
+    with pytest.raises(DiskFullError):
+        b.sync()
+    assert 0 < len(indexed(b)) < N  # (the first chunk committed on its own)
+    restore()
+
+    b.sync()
+    assert len(b.store.list()) == N
+    assert_converged(server, a, b)
