@@ -328,12 +328,14 @@ class KeyringSecretBackend:
             # A copy: keyring.get_keyring() is the process's backend, which the app may use too.
             self._kr = copy.copy(kr)
         self._pinned = _pin_default_collection(self._kr)
+        self._pin_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"KeyringSecretBackend({self.description})"
 
     def _call(self, action: str, name: str, secret: str | None, fn: Callable[[], _T]) -> _T:
         with _keyring_boundary(action, name, secret):
+            kr = self._kr
             try:
                 return fn()
             except keyring.errors.InitError as exc:
@@ -342,9 +344,21 @@ class KeyringSecretBackend:
                 if not self._pinned:
                     raise
                 _close_leaked_connection(exc)
-                del self._kr.preferred_collection  # type: ignore[attr-defined]
-                self._pinned = _pin_default_collection(self._kr)
+                self._repin(kr)
                 return fn()
+
+    def _repin(self, failed: keyring.backend.KeyringBackend) -> None:
+        """Pin the default collection again after ``failed`` (the backend a call used) met its
+        pinned one gone. Threads share this backend (a daemon's engine and its control
+        requests): the first one re-pins, the others then use its result. The new backend is
+        made whole before it is swapped in, so no call in between goes through the alias."""
+        with self._pin_lock:
+            if self._kr is not failed:
+                return  # another thread re-pinned since that call started
+            fresh = copy.copy(failed)
+            vars(fresh).pop("preferred_collection", None)
+            self._pinned = _pin_default_collection(fresh)
+            self._kr = fresh
 
     def get(self, service: str, name: str) -> str | None:
         """Return the value or None."""

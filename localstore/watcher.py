@@ -1247,8 +1247,11 @@ class Watcher:
             # Its age counts from its last status change too (a rename sets st_ctime; on
             # Windows that field is the creation time, also "now" for a tool's temp file): sync
             # tools (Syncthing, Dropbox, rsync -t) give the file the other device's older mtime,
-            # so an mtime-only age let the lone YAML through at once.
-            age = time.time() - max(y.st_mtime, y.st_ctime)
+            # so an mtime-only age let the lone YAML through at once. An mtime in the future
+            # (the other device's clock ahead) says nothing of when the file changed here: it
+            # made the age negative, and the YAML went through at once all the same.
+            wall = time.time()
+            age = wall - (y.st_ctime if y.st_mtime > wall else max(y.st_mtime, y.st_ctime))
             if 0 <= age < self.write_quiet_s:
                 st.due = now + (self.write_quiet_s - age)
                 return "wait"

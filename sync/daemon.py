@@ -130,10 +130,12 @@ def _uptime_clock() -> float:
 class _TextFormatter(logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         local = time.localtime(record.created)
-        offset = time.strftime("%z", local)  # (of that instant: DST-aware)
+        # The offset of that instant (DST-aware), from tm_gmtoff: strftime's %z is the zone's
+        # name on Windows ("W. Europe Daylight Time", CPython issue 82232).
+        sign, minutes = "-" if local.tm_gmtoff < 0 else "+", abs(local.tm_gmtoff) // 60
         return (
             time.strftime("%Y-%m-%d %H:%M:%S", local)
-            + f",{int(record.msecs):03d}{offset[:3]}:{offset[3:]}"
+            + f",{int(record.msecs):03d}{sign}{minutes // 60:02d}:{minutes % 60:02d}"
         )
 
 

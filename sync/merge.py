@@ -197,7 +197,8 @@ def merge(
 def merge_meta(
     base: Mapping[str, Any] | None, local: Mapping[str, Any], remote: Mapping[str, Any]
 ) -> tuple[dict[str, Any], list[str]]:
-    """Merge meta objects: tags as a 3-way set, modified = the later, the rest as values.
+    """Merge meta objects key by key: a key changed on one side only is that side's; changed on
+    both, tags as a 3-way set, modified = the later, the rest as values.
 
     Returns the merged meta and the list of conflicting keys (empty when clean).
     """

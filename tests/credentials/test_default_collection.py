@@ -11,6 +11,7 @@ These tests run against the session's real gnome-keyring.
 from __future__ import annotations
 
 import contextlib
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -110,3 +111,49 @@ def test_the_process_keyring_is_pinned_as_well(monkeypatch: pytest.MonkeyPatch) 
     backend = KeyringSecretBackend()
     assert backend._kr.preferred_collection == _default_path()  # type: ignore[attr-defined]
     assert not hasattr(keyring.get_keyring(), "preferred_collection")
+
+
+def test_two_threads_finding_the_pinned_collection_gone_both_go_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A daemon's threads (the engine, a control request) share one backend. Both found the
+    # pinned path gone at once and both dropped the pin: the second's `del` found nothing to
+    # delete, and its read failed with a CredentialError (an AttributeError inside) although
+    # the default collection was right there.
+    import localstore.credentials as credentials
+
+    backend = KeyringSecretBackend(_plain_keyring(monkeypatch))
+    assert backend._pinned
+    service = f"localstore-test-{uuid.uuid4().hex[:8]}"
+    backend.set(service, "item", "x")
+    gone = "/org/freedesktop/secrets/collection/gone_" + uuid.uuid4().hex[:8]
+    backend._kr.preferred_collection = gone  # type: ignore[attr-defined]
+    # Both threads are held where each has met the gone collection, before either re-pins
+    # (fault injection of the interleaving: the real calls run).
+    both = threading.Barrier(2)
+    real_close = credentials._close_leaked_connection
+
+    def held(exc: BaseException) -> None:
+        real_close(exc)
+        both.wait(timeout=30)
+
+    monkeypatch.setattr(credentials, "_close_leaked_connection", held)
+    results: list[object] = []
+
+    def read() -> None:
+        try:
+            results.append(backend.get(service, "item"))
+        except Exception as exc:  # (reported by the assertion below)
+            results.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert results == ["x", "x"]
+        assert backend._kr.preferred_collection == _default_path()  # type: ignore[attr-defined]
+    finally:
+        monkeypatch.undo()
+        backend.delete(service, "item")

@@ -13,9 +13,11 @@ import calendar
 import json
 import logging
 import time
+import types
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,3 +71,29 @@ def test_json_lines_are_in_utc(berlin: None, tmp_path: Path) -> None:
     lines = _log_twice(tmp_path / "state", as_json=True)
     stamps = [json.loads(line)["ts"] for line in lines]
     assert stamps == ["2026-10-25T00:30:00.000Z", "2026-10-25T01:30:00.000Z"]
+
+
+def test_text_lines_carry_an_offset_where_strftime_gives_a_zone_name(
+    berlin: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Windows' C library gives time.strftime's %z as the zone's name ("W. Europe Daylight
+    # Time", CPython issue 82232): the offset was cut from that name ("W. : Europe ..."), every
+    # line's time unreadable. Windows' behaviour is injected into sync.daemon's view of time.
+    import sync.daemon as daemon_mod
+
+    real = time
+    windows = types.SimpleNamespace(
+        **{k: getattr(real, k) for k in dir(real) if not k.startswith("__")}
+    )
+
+    def strftime(fmt: str, *args: Any) -> str:
+        named = fmt.replace("%z", "W. Europe Daylight Time")
+        return real.strftime(named, *args)
+
+    windows.strftime = strftime
+    monkeypatch.setattr(daemon_mod, "time", windows)
+    lines = _log_twice(tmp_path / "state", as_json=False)
+    stamps = [" ".join(line.split(" ")[:2]) for line in lines]
+    assert [datetime.fromisoformat(s.replace(",", ".")).timestamp() for s in stamps] == _TWICE, (
+        stamps
+    )

@@ -67,3 +67,22 @@ def test_yaml_synced_before_its_meta_with_the_source_mtime_makes_no_junk(
     assert [(e.kind, e.id) for e in recorder.take()] == [("created", bp_id)]
     assert [i.id for i in store.list()] == [bp_id]
     assert (store.root / "x.blueprint.meta.json").read_bytes() == meta_bytes
+
+
+def test_yaml_synced_from_a_device_whose_clock_is_ahead_makes_no_junk(
+    store: BlueprintStore, watcher: Watcher, recorder: Recorder, tmp_path: Path
+) -> None:
+    """The other device's clock is ahead (by more than the transfer took): the synced YAML's
+    mtime is in this machine's future. Its age, counted from the later of mtime and ctime, was
+    negative, which the wait takes for "no age to trust": the lone YAML was ingested at once,
+    the same junk blueprint as with an older mtime. A future mtime says nothing of when the file
+    changed here; its status change does."""
+    bp_id, yaml_bytes, meta_bytes = _pair_from_another_store(tmp_path)
+    an_hour_ahead = time.time_ns() + 3600 * 10**9
+    _put_as_a_sync_tool(store.root, "x.blueprint.yaml", yaml_bytes, an_hour_ahead)
+    time.sleep(0.2)  # the tool's next file; far longer than the settle window
+    _put_as_a_sync_tool(store.root, "x.blueprint.meta.json", meta_bytes, an_hour_ahead)
+    assert watcher.wait_idle(10)
+    assert [(e.kind, e.id) for e in recorder.take()] == [("created", bp_id)]
+    assert [i.id for i in store.list()] == [bp_id]
+    assert (store.root / "x.blueprint.meta.json").read_bytes() == meta_bytes
