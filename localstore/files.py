@@ -84,7 +84,7 @@ DEFAULT_IGNORE_PATTERNS: tuple[str, ...] = (
     # Dropbox's and Nextcloud's/ownCloud's (``X (Bob's conflicted copy 2026-11-23).<ext>``,
     # ``X (conflicted copy 2026-11-23 123456).<ext>``, older ownCloud ``X_conflict-<date>-
     # <time>.<ext>``), for the forms that keep the suffix; the same reasons.
-    "* (*[Cc]onflicted [Cc]opy*)*",
+    "* (*[Cc][Oo][Nn][Ff][Ll][Ii][Cc][Tt][Ee][Dd] [Cc][Oo][Pp][Yy]*)*",  # (any case, as conflict_copy)
     "*_conflict-[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]-[0-9][0-9][0-9][0-9][0-9][0-9]*",
 )
 IGNORE_FILE_NAME = ".localstoreignore"

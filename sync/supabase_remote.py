@@ -1133,7 +1133,7 @@ class SupabaseRemote:
                 # (restored from a backup, rolled back, upgraded with other limits, another
                 # project behind the same name).
                 self._server_may_have_changed()
-            if err.code == "42501" and (anonymous or self._storage.get_item(STORAGE_KEY) is None):
+            if err.code == "42501" and (anonymous or not self._holds_session()):
                 # Sent as anon: the client has no usable session. It dropped it (a refresh
                 # failed), or never had one: a remote opened offline with an expired session
                 # falls back to the anon key, and its refresh timer retries only after a while.
@@ -1141,6 +1141,15 @@ class SupabaseRemote:
                 # says "log in again" if the session is revoked, and retries if it was a blip.
                 err = AuthExpiredError(err.message, code="42501")
             raise err from exc
+
+    def _holds_session(self) -> bool:
+        """Whether a session is stored; True when the keychain cannot say (locked, say): the
+        42501 is then left as the grants' refusal it reads as, not replaced by a raw
+        CredentialError from inside the error handling."""
+        try:
+            return self._storage.get_item(STORAGE_KEY) is not None
+        except CredentialError:
+            return True
 
     def push(self, changes: Sequence[Change], *, device: str) -> list[PushResult]:
         """Apply changes with compare-and-swap in one transaction; see sync.remote.Remote.push."""

@@ -46,3 +46,26 @@ def test_a_keychain_locked_at_the_first_refresh_after_a_sleep_is_a_sync_error(
     monkeypatch.undo()  # the user logs in to the desktop: the keychain opens
     page = remote.pull(0)
     assert page.changes == [] and not page.reset_required
+
+
+def test_a_refusal_met_while_the_keychain_is_locked_stays_a_sync_error(
+    cloud: LocalCloud, homes: Homes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 42501 answered to a user's token makes the remote ask whether it still holds a session,
+    which reads the keychain; a locked one raised its raw KeychainUnavailableError from inside
+    the error handling, not a SyncError."""
+    from postgrest.exceptions import APIError
+
+    _, remote = homes.device(cloud.url, cloud.anon_key, new_email())
+    remote.pull(0)  # signed in: calls carry the user's token
+
+    class _Refused:
+        def execute(self) -> None:
+            raise APIError({"code": "42501", "message": "permission denied for function x"})
+
+    monkeypatch.setattr(remote._client, "rpc", lambda *_a, **_k: _Refused())
+    monkeypatch.setattr(remote._storage._creds, "find", _locked)
+    monkeypatch.setattr(remote._storage, "_loaded", False)
+    with pytest.raises(SyncError) as info:
+        remote.pull(0)
+    assert info.value.code == "42501", repr(info.value)

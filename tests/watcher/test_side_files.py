@@ -61,6 +61,8 @@ def side_files(yaml: bytes, meta: bytes) -> dict[str, bytes]:
         f"plan.blueprint ({NEXTCLOUD}).yaml": yaml,
         f"plan.blueprint.meta ({NEXTCLOUD}).json": meta,
         "plan.blueprint_conflict-20261123-123456.yaml": yaml,
+        # (the name's case as another client or a person wrote it: the same copy)
+        "plan (BOB'S CONFLICTED COPY 2026-11-23).blueprint.yaml": yaml,
     }
 
 
@@ -77,6 +79,7 @@ CONFLICTS = {
     f"notes/plan.blueprint ({NEXTCLOUD}).yaml",
     f"notes/plan.blueprint.meta ({NEXTCLOUD}).json",
     "notes/plan.blueprint_conflict-20261123-123456.yaml",
+    "notes/plan (BOB'S CONFLICTED COPY 2026-11-23).blueprint.yaml",
 }
 
 
