@@ -235,3 +235,12 @@ def _print_result(result: ImportResult) -> None:
         click.echo(line)
     counts = ", ".join(f"{n} {k}" for k, n in sorted(result.counts().items())) or "nothing"
     click.echo(f"{verb}: {counts}", err=True)
+    if result.conflicts_skipped:
+        # Exit 3 said something needs attention; this says what to do about it.
+        click.echo(
+            f"note: {result.conflicts_skipped} blueprint(s) changed both here and in the bundle "
+            + ("would be" if result.dry_run else "were")
+            + " left as they are here; to take the bundle's, import with --on-conflict merge "
+            "(3-way; keeps both where it cannot merge), keep-both or overwrite",
+            err=True,
+        )
