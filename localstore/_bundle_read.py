@@ -201,8 +201,11 @@ def is_encrypted(path: str | os.PathLike[str]) -> bool:
         return True
     if head[:4] in _ZIP_MAGICS:
         return False
+    # A person with a plain YAML file tries import first: point at save, which takes one.
     raise BundleFormatError(
-        f"{os.fspath(path)} is not a .lsbundle", hint="export one with 'localstore export'"
+        f"{os.fspath(path)} is not a .lsbundle",
+        hint="export one with 'localstore export'; a YAML file is added with "
+        "'localstore save PATH -f FILE' (store.save() from Python)",
     )
 
 

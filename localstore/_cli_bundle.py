@@ -106,7 +106,12 @@ def _sync_merger() -> Merger | None:
 @click.option(
     "-o", "--output", required=True, help="The bundle to write ('-' with --yaml: stdout)."
 )
-@click.option("--encrypt", is_flag=True, help="Seal the bundle with a passphrase.")
+@click.option(
+    "--encrypt",
+    is_flag=True,
+    help="Seal the bundle with a passphrase (asked twice on the terminal; in a script, "
+    "LOCALSTORE_PASSPHRASE).",
+)
 @click.option("--yaml", "as_yaml", is_flag=True, help="Write one blueprint as plain YAML.")
 @pass_ctx
 def export_cmd(
@@ -197,7 +202,9 @@ def _export_yaml(
 def import_cmd(ctx: CliContext, file: str, on_conflict: str, dry_run: bool) -> None:
     """Import a .lsbundle: verify it completely, then save each blueprint (origin 'import').
 
-    Exit code 3 when conflicts were skipped, 1 when some blueprint could not be saved.
+    An encrypted bundle's passphrase is asked on the terminal (in a script:
+    LOCALSTORE_PASSPHRASE). Exit code 3 when conflicts were skipped, 1 when some blueprint could
+    not be saved.
     """
     with errors_to_exit():
         passphrase = _passphrase(confirm=False) if is_encrypted(file) else None
@@ -235,3 +242,12 @@ def _print_result(result: ImportResult) -> None:
         click.echo(line)
     counts = ", ".join(f"{n} {k}" for k, n in sorted(result.counts().items())) or "nothing"
     click.echo(f"{verb}: {counts}", err=True)
+    if result.conflicts_skipped:
+        # Exit 3 said something needs attention; this says what to do about it.
+        click.echo(
+            f"note: {result.conflicts_skipped} blueprint(s) changed both here and in the bundle "
+            + ("would be" if result.dry_run else "were")
+            + " left as they are here; to take the bundle's, import with --on-conflict merge "
+            "(3-way; keeps both where it cannot merge), keep-both or overwrite",
+            err=True,
+        )

@@ -212,10 +212,17 @@ def show_cmd(ctx: CliContext, ref: str, meta: bool, rev: int | None) -> None:
 @click.command("ls")
 @click.option("--folder", type=TEXT, help="Only this folder (and below).")
 @click.option("--tag", type=TEXT, help="Only blueprints with this tag.")
-@click.option("--sort", type=click.Choice(["path", "name", "modified", "created"]), default="path")
+@click.option(
+    "--sort",
+    type=click.Choice(["path", "name", "modified", "created"]),
+    default="path",
+    show_default=True,
+    help="Order by path, name, modified or created.",
+)
 @click.option("--desc", is_flag=True, help="Reverse the order.")
-@click.option("--limit", type=int, help="At most this many.")
-@click.option("--offset", type=int, default=0, help="Skip this many.")
+# IntRange: a negative count is bad usage (exit 2), not a failure (it was exit 1).
+@click.option("--limit", type=click.IntRange(min=0), help="At most this many.")
+@click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip this many.")
 @pass_ctx
 def ls_cmd(
     ctx: CliContext,
@@ -256,15 +263,28 @@ def ls_cmd(
 
 @click.command("search")
 @click.argument("query")
-@click.option("--limit", type=int, default=20, show_default=True)
-@click.option("--offset", type=int, default=0, help="Skip this many (the next page).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="At most this many hits.",
+)
+@click.option(
+    "--offset", type=click.IntRange(min=0), default=0, help="Skip this many (the next page)."
+)
 @click.option("--folder", type=TEXT, help="Only this folder (and below).")
 @click.option("--tag", type=TEXT, help="Only blueprints with this tag.")
 @pass_ctx
 def search_cmd(
     ctx: CliContext, query: str, limit: int, offset: int, folder: str | None, tag: str | None
 ) -> None:
-    """Full-text search over names, descriptions, tags and content (whole words; the last word also as a prefix)."""
+    """Full-text search over names, descriptions, tags, content and paths, best first.
+
+    Words match whole, the last one also as a prefix (kube finds kubernetes); quote a phrase to
+    match it exactly ('"make deploy"'). Punctuation only separates words: c++ searches c, and
+    AND, OR, NOT and NEAR are words. A query starting with '-' goes after '--'.
+    """
     with errors_to_exit():
         hits = ctx.store(existing=True).search(
             query, limit=limit, offset=offset, folder=folder, tag=tag

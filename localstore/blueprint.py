@@ -165,7 +165,7 @@ def parse_yaml(text: str | bytes, limits: YamlLimits | None = None) -> dict[str,
         _measure(node, limits)
         data = loader.construct_document(node)
     except yaml.YAMLError as exc:
-        raise InvalidYAMLError(f"YAML does not parse: {_short(exc)}") from exc
+        raise _unparsable(exc) from exc
     except ValueError as exc:  # SafeConstructor on 2024-13-45 or 0b_: a scalar it cannot build
         raise InvalidYAMLError(f"YAML does not parse: a scalar cannot be read ({exc})") from exc
     except RecursionError as exc:
@@ -173,8 +173,10 @@ def parse_yaml(text: str | bytes, limits: YamlLimits | None = None) -> dict[str,
     finally:
         loader.dispose()
     if not isinstance(data, dict):
+        # In YAML's words, not Python's: "not a str" named a type a YAML author never wrote.
+        kind = "a list" if isinstance(data, list) else "a single value"
         raise InvalidYAMLError(
-            f"the top level of a blueprint must be a mapping, not a {type(data).__name__}",
+            f"the top level of a blueprint must be a mapping, not {kind}",
             hint="start the document with 'key: value' lines",
         )
     return data
@@ -218,7 +220,7 @@ def check_yaml(text: str | bytes, limits: YamlLimits | None = None) -> None:
     try:
         unusual = _scan_events(parser, limits)
     except yaml.YAMLError as exc:
-        raise InvalidYAMLError(f"YAML does not parse: {_short(exc)}") from exc
+        raise _unparsable(exc) from exc
     finally:
         parser.dispose()
     if unusual:
@@ -433,6 +435,31 @@ def _too_many(limits: YamlLimits) -> LimitExceededError:
 def _short(exc: yaml.YAMLError) -> str:
     text = " ".join(str(exc).split())
     return text[:300]
+
+
+def _unparsable(exc: yaml.YAMLError) -> InvalidYAMLError:
+    """The parser's complaint with the line and column a person opens the file at.
+
+    str() of PyYAML's error reads 'while parsing a flow sequence in "<unicode string>", line 1,
+    column 4 did not find expected ...': its source name means nothing to the user, and the line
+    that is wrong comes last.
+    """
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if not isinstance(exc, yaml.MarkedYAMLError) or not problem or mark is None:
+        return InvalidYAMLError(f"YAML does not parse: {_short(exc)}", hint=_FIX_YAML)
+    problem = problem.removeprefix("but ")  # ("expected a single document" ... "but found another")
+    text = f"YAML does not parse at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    context, where = exc.context, exc.context_mark
+    if context and where is not None and (where.line, where.column) == (mark.line, mark.column):
+        pass  # (the same place twice says nothing more)
+    elif context and where is not None:
+        text += f" ({context} at line {where.line + 1}, column {where.column + 1})"
+    elif context:
+        text += f" ({context})"
+    return InvalidYAMLError(" ".join(text.split())[:400], hint=_FIX_YAML)
+
+
+_FIX_YAML = "fix the YAML there; a blueprint is a mapping of 'key: value' lines"
 
 
 def dump_yaml(data: Mapping[str, Any]) -> str:

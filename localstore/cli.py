@@ -254,13 +254,47 @@ def _text_params(cmd: click.Command) -> None:
             _text_params(sub)
 
 
+# Options of the group, not of its commands: after the command click calls them unknown.
+_GLOBAL_OPTIONS = {"--home": "--home PATH", "--json": "--json", "--debug": "--debug"}
+
+
+def _usage_hint(exc: click.UsageError, args: list[str]) -> str:
+    """What a person who made this usage mistake should type instead, or "" (click's text will do).
+
+    ``args``: the command line after the group's options, to find the word click cut short.
+    """
+    if not isinstance(exc, click.NoSuchOption) or exc.ctx is None:
+        return ""
+    name, path = exc.option_name, exc.ctx.command_path
+    if name in _GLOBAL_OPTIONS:
+        # `localstore ls --json`: click suggested '--sort' (its closest option) instead.
+        root, _, rest = path.partition(" ")
+        example = f"{root} {_GLOBAL_OPTIONS[name]} {rest}"
+        return f"{name} is a global option: put it before the command, as in '{example}'"
+    takes_value = any(isinstance(p, click.Argument) for p in exc.ctx.command.params)
+    word = next((a for a in args if a.startswith(name) and not a.startswith("--")), None)
+    if takes_value and word is not None and not name.startswith("--"):
+        # `localstore search -deploy` was "No such option '-d'": the query read as options.
+        return f"a value that starts with '-' goes after '--', as in '{path} -- {word}'"
+    return ""
+
+
 class _LazyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
+        args = list(ctx.args)  # (the words after the command's name, before click parses them)
         # One catch for every command: a library error read outside a command's own
         # errors_to_exit() (ctx.settings in sync, doctor, cloud, service, daemon) would be a traceback.
         try:
-            with errors_to_exit():
-                return super().invoke(ctx)
+            try:
+                with errors_to_exit():
+                    return super().invoke(ctx)
+            except click.UsageError as exc:
+                hint = _usage_hint(exc, args)
+                if not hint:
+                    raise
+                if _json_mode():
+                    fail(exc.message, code=EXIT_USAGE, hint=hint)
+                raise click.UsageError(f"{exc.message} ({hint})", ctx=exc.ctx) from None
         except KeyboardInterrupt:
             # click turns it into "Aborted!" and exit 1, which scripts cannot tell from a failure.
             _interrupted()

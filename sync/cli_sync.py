@@ -99,11 +99,20 @@ def login_cmd(
 def logout_cmd(cli: CliContext) -> None:
     """Sign out: revoke this machine's session and delete it from the keychain."""
     with errors_to_exit():
-        from sync.supabase_remote import logout
+        from sync.supabase_remote import has_login, logout
 
+        # Asked first: logging out of a home never logged in said "the server could not
+        # confirm", as if the network had failed.
+        was_logged_in = has_login(cli.settings)
         revoked = logout(cli.settings)
-    note = "" if revoked else " (the server could not confirm; the local session is gone)"
-    cli.emit({"logged_out": True, "revoked": revoked}, lambda: click.echo("logged out" + note))
+    if not was_logged_in:
+        note = " (this home was not logged in)"
+    elif not revoked:
+        note = " (the server could not confirm; the local session is gone)"
+    else:
+        note = ""
+    data = {"logged_out": True, "revoked": revoked, "was_logged_in": was_logged_in}
+    cli.emit(data, lambda: click.echo("logged out" + note))
 
 
 # -- sync -----------------------------------------------------------------------------------------

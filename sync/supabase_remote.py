@@ -125,6 +125,7 @@ __all__ = [
     "KeychainSessionStorage",
     "LoginResult",
     "SupabaseRemote",
+    "has_login",
     "login",
     "logout",
     "map_error",
@@ -1576,9 +1577,24 @@ def _sign_in(
     except SyncError:
         raise
     except Exception as exc:
-        raise map_login_error(exc, url, secrets=(password, anon_key)) from exc
+        err = map_login_error(exc, url, secrets=(password, anon_key))
+        if not signup and err.code == "invalid_credentials":
+            # The README's login has no --signup, and every `localstore cloud start` is a new,
+            # empty project: "wrong email or password" alone sent a new user to retype them.
+            err.hint = "check them and retry; to create the account, add --signup"
+        raise err from exc
     finally:
         http.close()
+
+
+def has_login(settings: Settings) -> bool:
+    """Whether this home holds a cloud session or project in the keychain (a login to undo)."""
+    creds, index = _credentials(settings)
+    try:
+        names = (session_credential_name(settings), project_credential_name(settings))
+        return any(creds.find(name) is not None for name in names)
+    finally:
+        index.close()
 
 
 def logout(
