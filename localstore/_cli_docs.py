@@ -20,6 +20,8 @@ for streams such as `watch`). REF is an id, a unique id prefix, or a path relati
 A command that writes (`init`, `save`, `import`, `sync`, ...) creates the home if it does not exist; one
 that only reads (`ls`, `show`, `search`, `history`, `check`, `export`, `status`, `conflicts`) says
 `no LocalStore home at PATH` and exits 4, so that a mistyped `--home` is not an empty home.
+Lists (`ls`, `search`, `history`, ...) are tables on a terminal; piped or redirected they are plain
+aligned lines with every cell whole (a table folded long paths mid-word), under the same title.
 
 | exit code | meaning |
 |---|---|

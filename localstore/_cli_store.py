@@ -39,13 +39,22 @@ def _table(
     from rich.table import Table
     from rich.text import Text
 
+    console = console or Console(highlight=False)
+    if not console.is_terminal:
+        # Piped or redirected: rich drew the table 80 columns wide and folded long paths in
+        # the middle of a word (`team/pre.blueprint` / `.yaml`), which grep and copy-paste then
+        # missed. Plain aligned lines keep every cell whole, as `ls` past 1,000 rows does.
+        click.echo(title)
+        plain = [[c.plain if isinstance(c, Text) else c for c in r] for r in rows]
+        _stream(_plain_rows(columns, plain))
+        return
     table = Table(title=title, show_lines=False, header_style="bold")
     for c in columns:
         table.add_column(c, overflow="fold")
     for r in rows:
         # Text, not str: file names and snippets must never be read as rich markup.
         table.add_row(*(Text(c) if isinstance(c, str) else c for c in r))
-    (console or Console(highlight=False)).print(table)
+    console.print(table)
 
 
 def _snippet(hit: SearchHit, console: Console) -> Text:
