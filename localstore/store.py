@@ -1885,9 +1885,20 @@ class BlueprintStore:
             st = os.lstat(yaml_abs)
         except FileNotFoundError:
             st = None
-        if st is None or not fs.stat_unchanged(
+        stale = st is None or not fs.stat_unchanged(
             st, row.yaml_size, row.yaml_mtime_ns, row.yaml_ctime_ns
-        ):
+        )
+        if stale and st is not None and st.st_size == row.yaml_size and not row.flagged:
+            # The bytes decide. A file put back by a rename (a failed save's undo on a full disk)
+            # has a new change time but the indexed bytes: recording that time is a write, which
+            # a read must not need (load failed with DiskFullError). Reconcile records it later.
+            try:
+                data = fs.read_regular(yaml_abs, self.limits.max_bytes)
+            except FileNotFoundError:
+                data = b""
+            if sha256_hex(data) == row.yaml_sha256:
+                return self._blueprint_from(row, data.decode("utf-8"))
+        if stale:
             from localstore._reconcile import Reconciler
 
             Reconciler(self).ingest_path(row.path)
