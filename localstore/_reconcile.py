@@ -109,6 +109,28 @@ ROOT_MARK_TEXT = (
 ROOT_MARK_SETTING = "blueprints_folder_mark"
 
 
+def icloud_stub(root: Path, rel: str) -> str | None:
+    """The relative path of iCloud Drive's stub of the file ``rel`` if one is there, else None.
+
+    macOS before 14 with "Optimize Mac Storage" frees space by replacing a file with a hidden
+    ``.<name>.icloud`` stub beside it; opening the file (Finder, ``brctl download``) brings it
+    back. Its blueprint is not deleted: taken for a delete, it was recorded deleted and sync
+    pushed the delete to every device.
+    """
+    folder, _, name = rel.rpartition("/")
+    stub = f"{folder}/.{name}.icloud" if folder else f".{name}.icloud"
+    return stub if os.path.lexists(root / stub) else None
+
+
+def _evicted(rel: str, stub: str) -> dict[str, str]:
+    """The problem ``check`` reports for a blueprint whose file iCloud Drive evicted."""
+    detail = (
+        f"kept: iCloud Drive evicted its file to free space ({fs.printable(stub)} is in its "
+        "place); open it in Finder or run `brctl download` on it to bring it back"
+    )
+    return {"kind": "evicted", "path": rel, "detail": detail}
+
+
 def _from_index(exc: BaseException) -> bool:
     """True for a storage error the index raised (a mapped apsw error), not a file's."""
     return isinstance(exc, StorageError) and isinstance(exc.__cause__, apsw.Error)
@@ -441,6 +463,9 @@ class Reconciler:
                 "back (its last version is in history)"
             )
             return {"kind": "not-a-file", "path": row.path, "detail": detail}
+        stub = icloud_stub(self.store.root, row.path) if mode is None else None
+        if stub is not None:
+            return _evicted(row.path, stub)
         if mode is not None:
             detail = (
                 "kept: its files exist, but under a hidden or ignored name that the scan skips; "
@@ -562,7 +587,12 @@ class Reconciler:
             )
 
     def _orphan_metas(self, scan: _Scan) -> list[str]:
-        return sorted(m for m in scan.metas if fs.yaml_path_for(m) not in scan.yamls)
+        return sorted(
+            m
+            for m in scan.metas
+            if fs.yaml_path_for(m) not in scan.yamls
+            and icloud_stub(self.store.root, fs.yaml_path_for(m)) is None  # (reported: evicted)
+        )
 
     def _stale_temps(self, scan: _Scan) -> list[str]:
         now = time.time()
@@ -608,7 +638,12 @@ class Reconciler:
                 report.problems.append({"kind": "skipped", "path": rel, "detail": str(exc)})
                 continue
             if meta_rel not in scan.metas:
-                report.problems.append({"kind": "missing-meta", "path": rel, "detail": meta_rel})
+                stub = icloud_stub(self.store.root, meta_rel) if listed is not None else None
+                report.problems.append(
+                    _evicted(rel, stub)
+                    if stub is not None
+                    else {"kind": "missing-meta", "path": rel, "detail": meta_rel}
+                )
                 continue
             with self.store.index.read() as cur:
                 full = self._with_id(cur, listed.id)
@@ -682,8 +717,12 @@ class Reconciler:
             if not may_delete:
                 return False
             row = self._at_path(cur, rel)
-            if row is not None and self._nfc_alias(rel) is None:
-                # (Renamed to its NFD form: kept; the next full pass reports it.)
+            if (
+                row is not None
+                and self._nfc_alias(rel) is None
+                and icloud_stub(self.store.root, rel) is None
+            ):
+                # (Renamed to its NFD form, or evicted by iCloud: kept; the full pass reports it.)
                 self._delete_locked(cur, row, report)
             return True
         if not stat.S_ISREG(y_st.st_mode):
@@ -784,6 +823,13 @@ class Reconciler:
         row_at_path = self._at_path(cur, rel)
         if meta_bytes is None:
             meta_bytes = self._recover_meta_temp(meta_rel, report)
+            if meta_bytes is None and row_at_path is not None:
+                stub = icloud_stub(store.root, meta_rel)
+                if stub is not None:
+                    # Its meta is in iCloud, not gone: one written here (from the index) would
+                    # make iCloud keep both once it downloads the real one. Left until it is back.
+                    report.problems.append(_evicted(rel, stub))
+                    return
         elif (
             row_at_path is not None
             and sha256_hex(meta_bytes) == row_at_path.meta_sha256
