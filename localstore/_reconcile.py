@@ -1,8 +1,9 @@
 """Reconcile the index with the files on disk (the files are the truth).
 
 Used on open, by ``check``, by the watcher for every settled path and for rescans. The pass is
-incremental: a pair whose size and mtime match the index is not read at all; others are hashed and
-compared, so touching a file without changing it costs one read and records nothing.
+incremental: a pair whose size, mtime and change time match the index is not read at all
+(``files.stat_unchanged``); others are hashed and compared, so touching a file without changing it
+costs one read and records nothing.
 
 Identity rules: the id in the meta file is the identity. A YAML that moved without its meta is re-paired
 with the blueprint whose file vanished and whose YAML hash matches; a meta file whose YAML was renamed
@@ -106,6 +107,28 @@ ROOT_MARK_TEXT = (
     "LocalStore blueprints folder: keep this file (it tells this folder from a new one)"
 )
 ROOT_MARK_SETTING = "blueprints_folder_mark"
+
+
+def icloud_stub(root: Path, rel: str) -> str | None:
+    """The relative path of iCloud Drive's stub of the file ``rel`` if one is there, else None.
+
+    macOS before 14 with "Optimize Mac Storage" frees space by replacing a file with a hidden
+    ``.<name>.icloud`` stub beside it; opening the file (Finder, ``brctl download``) brings it
+    back. Its blueprint is not deleted: taken for a delete, it was recorded deleted and sync
+    pushed the delete to every device.
+    """
+    folder, _, name = rel.rpartition("/")
+    stub = f"{folder}/.{name}.icloud" if folder else f".{name}.icloud"
+    return stub if os.path.lexists(root / stub) else None
+
+
+def _evicted(rel: str, stub: str) -> dict[str, str]:
+    """The problem ``check`` reports for a blueprint whose file iCloud Drive evicted."""
+    detail = (
+        f"kept: iCloud Drive evicted its file to free space ({fs.printable(stub)} is in its "
+        "place); open it in Finder or run `brctl download` on it to bring it back"
+    )
+    return {"kind": "evicted", "path": rel, "detail": detail}
 
 
 def _from_index(exc: BaseException) -> bool:
@@ -259,9 +282,14 @@ class _Listed(NamedTuple):
     meta_size: int
     meta_mtime_ns: int
     flagged: str | None
+    yaml_ctime_ns: int | None
+    meta_ctime_ns: int | None
 
 
-_LISTED_COLUMNS = "rid, id, path, yaml_size, yaml_mtime_ns, meta_size, meta_mtime_ns, flagged"
+_LISTED_COLUMNS = (
+    "rid, id, path, yaml_size, yaml_mtime_ns, meta_size, meta_mtime_ns, flagged, "
+    "yaml_ctime_ns, meta_ctime_ns"
+)
 
 
 class Reconciler:
@@ -327,10 +355,8 @@ class Reconciler:
     def _stat_matches(row: Row | _Listed, y: fs.FileStat, m: fs.FileStat | None) -> bool:
         return (
             m is not None
-            and row.yaml_size == y.st_size
-            and row.yaml_mtime_ns == y.st_mtime_ns
-            and row.meta_size == m.st_size
-            and row.meta_mtime_ns == m.st_mtime_ns
+            and fs.stat_unchanged(y, row.yaml_size, row.yaml_mtime_ns, row.yaml_ctime_ns)
+            and fs.stat_unchanged(m, row.meta_size, row.meta_mtime_ns, row.meta_ctime_ns)
         )
 
     def _candidates(
@@ -384,7 +410,8 @@ class Reconciler:
             self._changed = changed
             for rel in changed:
                 with self._isolated(rel, report):
-                    self._ingest_locked(cur, rel, scan, report)
+                    if not self._restamp(cur, rel, scan):
+                        self._ingest_locked(cur, rel, scan, report)
             for parked in list(self._parked.values()):
                 with self._isolated(parked.path, report):
                     self._unpark(cur, parked, report)
@@ -436,6 +463,9 @@ class Reconciler:
                 "back (its last version is in history)"
             )
             return {"kind": "not-a-file", "path": row.path, "detail": detail}
+        stub = icloud_stub(self.store.root, row.path) if mode is None else None
+        if stub is not None:
+            return _evicted(row.path, stub)
         if mode is not None:
             detail = (
                 "kept: its files exist, but under a hidden or ignored name that the scan skips; "
@@ -557,7 +587,12 @@ class Reconciler:
             )
 
     def _orphan_metas(self, scan: _Scan) -> list[str]:
-        return sorted(m for m in scan.metas if fs.yaml_path_for(m) not in scan.yamls)
+        return sorted(
+            m
+            for m in scan.metas
+            if fs.yaml_path_for(m) not in scan.yamls
+            and icloud_stub(self.store.root, fs.yaml_path_for(m)) is None  # (reported: evicted)
+        )
 
     def _stale_temps(self, scan: _Scan) -> list[str]:
         now = time.time()
@@ -603,7 +638,12 @@ class Reconciler:
                 report.problems.append({"kind": "skipped", "path": rel, "detail": str(exc)})
                 continue
             if meta_rel not in scan.metas:
-                report.problems.append({"kind": "missing-meta", "path": rel, "detail": meta_rel})
+                stub = icloud_stub(self.store.root, meta_rel) if listed is not None else None
+                report.problems.append(
+                    _evicted(rel, stub)
+                    if stub is not None
+                    else {"kind": "missing-meta", "path": rel, "detail": meta_rel}
+                )
                 continue
             with self.store.index.read() as cur:
                 full = self._with_id(cur, listed.id)
@@ -677,8 +717,12 @@ class Reconciler:
             if not may_delete:
                 return False
             row = self._at_path(cur, rel)
-            if row is not None and self._nfc_alias(rel) is None:
-                # (Renamed to its NFD form: kept; the next full pass reports it.)
+            if (
+                row is not None
+                and self._nfc_alias(rel) is None
+                and icloud_stub(self.store.root, rel) is None
+            ):
+                # (Renamed to its NFD form, or evicted by iCloud: kept; the full pass reports it.)
                 self._delete_locked(cur, row, report)
             return True
         if not stat.S_ISREG(y_st.st_mode):
@@ -697,6 +741,28 @@ class Reconciler:
             or not (trust_stat or self._holds(row, rel, meta_rel))
         ):
             self._ingest_locked(cur, rel, scan, report)
+        return True
+
+    def _restamp(self, cur: Any, rel: str, scan: _Scan) -> bool:
+        """Record the scanned stats of a pair whose bytes are the row's (a touch, a chmod, an
+        index from before core v8 without change times); False, changing nothing, otherwise.
+
+        Two reads and hashes instead of the whole ingest (parse, validation, lookups): the
+        first open of an upgraded 10,000-blueprint home read every pair, and spent 6 s at it.
+        The stats are the scan's, taken before the reads: a change after them is seen next time.
+        """
+        meta_rel = fs.meta_path_for(rel)
+        y, m = scan.yamls[rel], scan.metas.get(meta_rel)
+        if m is None:
+            return False
+        row = self._at_path(cur, rel)
+        if row is None or row.flagged is not None or not self._holds(row, rel, meta_rel):
+            return False
+        cur.execute(
+            "UPDATE blueprints SET yaml_size=?, yaml_mtime_ns=?, yaml_ctime_ns=?, meta_size=?, "
+            "meta_mtime_ns=?, meta_ctime_ns=? WHERE rid=?",
+            (*y, *m, row.rid),
+        )
         return True
 
     def _holds(self, row: Row, rel: str, meta_rel: str) -> bool:
@@ -757,6 +823,13 @@ class Reconciler:
         row_at_path = self._at_path(cur, rel)
         if meta_bytes is None:
             meta_bytes = self._recover_meta_temp(meta_rel, report)
+            if meta_bytes is None and row_at_path is not None:
+                stub = icloud_stub(store.root, meta_rel)
+                if stub is not None:
+                    # Its meta is in iCloud, not gone: one written here (from the index) would
+                    # make iCloud keep both once it downloads the real one. Left until it is back.
+                    report.problems.append(_evicted(rel, stub))
+                    return
         elif (
             row_at_path is not None
             and sha256_hex(meta_bytes) == row_at_path.meta_sha256
@@ -1067,13 +1140,16 @@ class Reconciler:
             # is no new revision, nor an op id for sync to push. (Row.holds() is False while
             # flagged: it served here and recorded exactly such a revision.)
             cur.execute(
-                "UPDATE blueprints SET yaml_size=?, yaml_mtime_ns=?, meta_size=?, meta_mtime_ns=?, "
-                "yaml_sha256=?, meta_sha256=?, meta_json=?, modified=?, flagged=NULL WHERE rid=?",
+                "UPDATE blueprints SET yaml_size=?, yaml_mtime_ns=?, yaml_ctime_ns=?, meta_size=?, "
+                "meta_mtime_ns=?, meta_ctime_ns=?, yaml_sha256=?, meta_sha256=?, meta_json=?, "
+                "modified=?, flagged=NULL WHERE rid=?",
                 (
                     y_st.st_size,
                     y_st.st_mtime_ns,
+                    y_st.st_ctime_ns,
                     m_st.st_size,
                     m_st.st_mtime_ns,
+                    m_st.st_ctime_ns,
                     sha256_hex(prepared.yaml_bytes),
                     sha256_hex(prepared.meta_bytes),
                     encode_meta(prepared.meta).decode("utf-8"),
@@ -1111,14 +1187,16 @@ class Reconciler:
         y = scan.yamls.get(rel)
         m = scan.metas.get(fs.meta_path_for(rel))
         cur.execute(
-            "UPDATE blueprints SET flagged=?, yaml_size=?, yaml_mtime_ns=?, meta_size=?, "
-            "meta_mtime_ns=? WHERE rid=?",
+            "UPDATE blueprints SET flagged=?, yaml_size=?, yaml_mtime_ns=?, yaml_ctime_ns=?, "
+            "meta_size=?, meta_mtime_ns=?, meta_ctime_ns=? WHERE rid=?",
             (
                 reason,
                 y.st_size if y else row.yaml_size,
                 y.st_mtime_ns if y else row.yaml_mtime_ns,
+                y.st_ctime_ns if y else row.yaml_ctime_ns,
                 m.st_size if m else -1,
                 m.st_mtime_ns if m else -1,
+                m.st_ctime_ns if m else -1,
                 row.rid,
             ),
         )

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import NamedTuple, cast
+from typing import NamedTuple, Protocol, cast
 
 from localstore._durable import CURRENT as _PLATFORM
 from localstore._durable import O_BINARY, WIN_IN_USE_ERRORS, calls_for, statvfs_free
@@ -368,12 +368,19 @@ class PendingWrites:
         self._flusher = None if self._batch else flusher
         self._flushes: list[tuple[Future[None], str]] = []
         self._unflushed: list[tuple[int, str]] = []
+        # Each temp's inode, and each target's change time once its temp is renamed into place
+        # (None: the file there is no longer ours). The rename sets the change time, so the
+        # temp's own stat (add's result) would never match the placed file: every open would
+        # then read every file again. ``take_placed`` hands them to the caller.
+        self._inodes: dict[str, int] = {}
+        self._placed: dict[str, int | None] = {}
 
     def __len__(self) -> int:
         return len(self._temps)
 
     def add(self, target: Path | str, data: bytes) -> os.stat_result:
-        """Write ``data`` to a temp file beside ``target``; returns the stat it will have."""
+        """Write ``data`` to a temp file beside ``target``; returns the stat it will have (but
+        for its change time, which the rename sets: see ``take_placed``)."""
         target = os.fspath(target)  # strings inside: pathlib cost more than the write itself
         folder, name = os.path.split(target)
         tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
@@ -405,6 +412,7 @@ class PendingWrites:
             _unlink_quiet(tmp)
             raise map_os_error(exc, "cannot write", target) from exc
         self._temps.append((tmp, target))
+        self._inodes[tmp] = st.st_ino
         if self._flusher is not None:
             self._unflushed.append((fd, target))  # start_flush() or commit() hands it over
             return st
@@ -472,6 +480,7 @@ class PendingWrites:
                     _unlink_quiet(later_tmp)
                 self._temps = []
                 raise map_os_error(exc, "cannot replace", target) from exc
+            self._placed[target] = _placed_ctime(target, self._inodes.pop(tmp, None))
             dirs[os.path.dirname(target)] = None
         self._temps = []
         if self._batch and len(dirs) > 1:
@@ -488,6 +497,12 @@ class PendingWrites:
                     raise map_os_error(exc, "cannot flush", next(iter(dirs))) from exc
         for d in dirs:
             fsync_dir(d)
+
+    def take_placed(self) -> dict[str, int | None]:
+        """The change time of each target renamed into place since the last call (None: the
+        file at the target was replaced by someone else at once; it is then read again)."""
+        placed, self._placed = self._placed, {}
+        return placed
 
     def _keep(self, target: str) -> None:
         kept = aside_name(target)
@@ -551,6 +566,16 @@ class PendingWrites:
         for tmp, _ in self._temps:
             _unlink_quiet(tmp)
         self._temps = []
+        self._inodes.clear()
+
+
+def _placed_ctime(target: str, inode: int | None) -> int | None:
+    """The change time of the file at ``target`` if it is still the temp with ``inode``."""
+    try:
+        st = os.lstat(target)
+    except OSError:
+        return None
+    return st.st_ctime_ns if st.st_ino == inode else None
 
 
 def _one_per_filesystem(folders: Iterable[str]) -> list[str]:
@@ -1008,14 +1033,15 @@ def _maybe_conflict_copy(name: str) -> bool:
 
 
 class FileStat(NamedTuple):
-    """What a scan keeps of a file's stat: its size and modification time.
+    """What a scan keeps of a file's stat: its size, modification and change times.
 
     A whole ``os.stat_result`` is about 650 bytes with its fields: a reconcile or rescan of a
-    100,000-blueprint home holds 200,000 of them at once (130 MB); this is about 120 bytes.
+    100,000-blueprint home holds 200,000 of them at once (130 MB); this is about 130 bytes.
     """
 
     st_size: int
     st_mtime_ns: int
+    st_ctime_ns: int
 
     @property
     def st_mtime(self) -> float:
@@ -1025,7 +1051,37 @@ class FileStat(NamedTuple):
     @classmethod
     def of(cls, st: os.stat_result) -> FileStat:
         """Keep what a scan needs of ``st``."""
-        return cls(st.st_size, st.st_mtime_ns)
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class _Stat(Protocol):
+    @property
+    def st_size(self) -> int: ...
+    @property
+    def st_mtime_ns(self) -> int: ...
+    @property
+    def st_ctime_ns(self) -> int: ...
+
+
+def stat_unchanged(st: _Stat, size: int, mtime_ns: int, ctime_ns: int | None) -> bool:
+    """True if ``st`` is the stat the index recorded: the file can be taken as unread-unchanged.
+
+    Size and mtime alone are not enough: sync tools (Syncthing, Dropbox, ``rsync -t``,
+    ``cp -p``, unzip) put another device's version down with that version's mtime, and disks
+    with coarse clocks (FAT's 2 s, HFS+'s 1 s, SMB) give a same-size edit the same mtime. A
+    version the same size with the recorded mtime was taken as unchanged: search showed the
+    old text, and the next save recorded history as if the new version never existed. The
+    change time is set by the kernel at every write, rename, chmod or link and no tool can set
+    it back (POSIX); on Windows ``st_ctime_ns`` is the creation time (settable, and unchanged
+    by a write), which only ever adds strictness there. A row without a recorded change time
+    (an index from before core v8) never matches: its pair is read once and the times recorded.
+    """
+    return (
+        ctime_ns is not None
+        and st.st_size == size
+        and st.st_mtime_ns == mtime_ns
+        and st.st_ctime_ns == ctime_ns
+    )
 
 
 @contextmanager
@@ -1079,7 +1135,7 @@ def walk_blueprint_files(
                         continue
                     if name.endswith(TEMP_SUFFIX) or rules.takes_file(prefix, name):
                         st = entry.stat(follow_symlinks=False)
-                        yield prefix + name, FileStat(st.st_size, st.st_mtime_ns)
+                        yield prefix + name, FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns)
                     elif conflicts is not None and _maybe_conflict_copy(name):
                         conflicts.append(prefix + name)
                 except FileNotFoundError:

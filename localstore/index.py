@@ -76,6 +76,11 @@ _V6_TEXT_VIEW = f"""
         WHERE b.deleted = 0;
 """
 
+_V8_CTIME_COLUMNS = """
+    ALTER TABLE blueprints ADD COLUMN yaml_ctime_ns INTEGER;
+    ALTER TABLE blueprints ADD COLUMN meta_ctime_ns INTEGER;
+"""
+
 CORE_MIGRATIONS: tuple[str, ...] = (
     # v1: blueprints, revisions, full-text search, settings, counters.
     """
@@ -258,6 +263,13 @@ CORE_MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (gen, rid)
     ) WITHOUT ROWID;
     """,
+    # v8: each file's change time (st_ctime_ns) beside its size and mtime (files.stat_unchanged):
+    # size and mtime alone took a same-size version put down with the recorded mtime (sync tools
+    # copy mtimes, FAT's clock has 2 s steps) as unchanged, and the next save overwrote it
+    # unrecorded. NULL in the rows of an older index: such a row matches no stat, so its pair is
+    # read once at the next open (an unchanged one only gets its times recorded). _migrate skips
+    # this step for an index that has the columns (tests set an index back by hand).
+    _V8_CTIME_COLUMNS,
 )
 # Core schema v1 was edited in place seven times (commits 98605c6 to fab1650) instead of getting
 # new versions: a home made by an earlier build has core v1 in an older shape, with the same
@@ -352,6 +364,10 @@ def _old_v1_pieces(cur: Any) -> set[str]:
     ):
         old.add("fts")
     return old
+
+
+def _has_column(cur: Any, table: str, column: str) -> bool:
+    return any(r[1] == column for r in cur.execute(f"PRAGMA table_info({table})"))
 
 
 def _reshape_core_v1(cur: Any, old: set[str]) -> None:
@@ -1218,6 +1234,10 @@ class Index:
             if component == "core" and current >= 1:
                 _reshape_core_v1(cur, _old_v1_pieces(cur))
             for version in range(current, len(migrations)):
+                if migrations[version] is _V8_CTIME_COLUMNS and _has_column(
+                    cur, "blueprints", "yaml_ctime_ns"
+                ):
+                    continue  # (ADD COLUMN has no IF NOT EXISTS)
                 cur.execute(migrations[version])
             if current != len(migrations):
                 cur.execute(

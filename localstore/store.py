@@ -125,7 +125,7 @@ _ITEM_ERRORS = (InvalidInputError, AlreadyExistsError, RevisionConflictError, No
 _ROW_COLUMNS = (
     "rid, id, path, name, description, author, version, tags, created, modified, yaml_sha256, "
     "meta_sha256, content_hash, yaml_size, yaml_mtime_ns, meta_size, meta_mtime_ns, valid, "
-    "problems, meta_json, flagged, rev, op_id, deleted"
+    "problems, meta_json, flagged, rev, op_id, deleted, yaml_ctime_ns, meta_ctime_ns"
 )
 
 
@@ -154,6 +154,8 @@ _ROW_WRITE = (
     "meta_json",
     "rev",
     "op_id",
+    "yaml_ctime_ns",
+    "meta_ctime_ns",
 )
 
 
@@ -185,6 +187,9 @@ class Row:
     rev: int
     op_id: int
     deleted: bool
+    # st_ctime_ns of each file as last recorded; None in rows of an index older than core v8.
+    yaml_ctime_ns: int | None = None
+    meta_ctime_ns: int | None = None
 
     @classmethod
     def from_tuple(cls, t: Sequence[Any]) -> Row:
@@ -214,6 +219,8 @@ class Row:
             rev=t[21],
             op_id=t[22],
             deleted=bool(t[23]),
+            yaml_ctime_ns=t[24],
+            meta_ctime_ns=t[25],
         )
 
     def holds(self, rel: str, chash: str) -> bool:
@@ -357,6 +364,8 @@ class _Batch:
     touched: list[tuple[Row | None, str]] = field(default_factory=list)
     # The sha256 of the YAML and meta bytes each touched item wrote (same order, once written).
     written: list[tuple[str, str]] = field(default_factory=list)
+    # The pairs staged since the last rename into place: YAML path -> (rid, meta path).
+    placing: dict[str, tuple[int, str]] = field(default_factory=dict)
     keys: set[str] = field(default_factory=set)
     # Absolute paths are plain strings on this path: pathlib was a sixth of a batch save's time.
     folders: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -1003,7 +1012,7 @@ class BlueprintStore:
                     except _ItemRefused as refusal:
                         refusal.position = position
                         raise
-                batch.pending.commit()
+                self._place_files(cur, batch)
         except BaseException as exc:
             # Whatever failed after files were written (a flush, the index commit, a hook), the
             # previous versions are put back so the caller's error means "nothing changed".
@@ -1028,6 +1037,26 @@ class BlueprintStore:
             self.index.after_commit(pending.discard_previous)
         self.events.publish(batch.events)
         return results
+
+    @staticmethod
+    def _place_files(cur: Any, batch: _Batch) -> None:
+        """Rename the batch's temps into place, then record the placed files' change times.
+
+        The rename sets them (the temps' stats in the rows have the times before it): without
+        this, no saved pair would match its row, and every open would read every file again.
+        """
+        batch.pending.commit()
+        placed = batch.pending.take_placed()
+        if not batch.placing:
+            return
+        cur.executemany(
+            "UPDATE blueprints SET yaml_ctime_ns = ?, meta_ctime_ns = ? WHERE rid = ?",
+            [
+                (placed.get(yaml_abs), placed.get(meta_abs), rid)
+                for yaml_abs, (rid, meta_abs) in batch.placing.items()
+            ],
+        )
+        batch.placing.clear()
 
     def _undo_touched(
         self,
@@ -1092,7 +1121,7 @@ class BlueprintStore:
         if fs.path_key(rel) in batch.keys or (req.id or "").lower() in batch.keys:
             # An earlier item of this batch wrote this blueprint or path: put its files in place
             # first, so renames and reads below see the disk as the index describes it.
-            batch.pending.commit()
+            self._place_files(cur, batch)
         existing, holder = self._find_for_save(cur, rel, req.id)
         if existing is None or existing.deleted or existing.path != rel:
             # (A path already indexed passed this when it came.)
@@ -1260,14 +1289,14 @@ class BlueprintStore:
             y = os.lstat(yaml_abs)
         except FileNotFoundError:
             return False
-        if y.st_size != row.yaml_size or y.st_mtime_ns != row.yaml_mtime_ns:
+        if not fs.stat_unchanged(y, row.yaml_size, row.yaml_mtime_ns, row.yaml_ctime_ns):
             return True
         meta_abs = yaml_abs[: -len(fs.YAML_SUFFIX)] + fs.META_SUFFIX
         try:
             m = os.lstat(meta_abs)
         except FileNotFoundError:
             return row.meta_size != -1  # (-1: indexed without a meta file, a flagged row)
-        return m.st_size != row.meta_size or m.st_mtime_ns != row.meta_mtime_ns
+        return not fs.stat_unchanged(m, row.meta_size, row.meta_mtime_ns, row.meta_ctime_ns)
 
     def _ingest_first(self, cur: Any, rel: str, batch: _Batch) -> bool:
         """Record the pair at ``rel`` as an external change inside this transaction (its events
@@ -1446,7 +1475,8 @@ class BlueprintStore:
             assert old_path is not None
             self._rename_pair(old_path, p.path)
             batch.made_dirs.clear()  # the move may have removed the folder it left
-        # A rename keeps size and mtime, so the temp files' stats are the final files' stats.
+        # A rename keeps size and mtime, so the temp files' stats are the final files' stats (but
+        # for the change time, which the rename sets: _place_files records it).
         y_st = batch.pending.add(yaml_abs, p.yaml_bytes)
         m_st = batch.pending.add(meta_abs, p.meta_bytes)
         batch.pending.start_flush()  # both fsyncs run while the index statements below do
@@ -1456,7 +1486,9 @@ class BlueprintStore:
                 listed[name.casefold()] = name
         rev = (existing.rev if existing else 0) + 1
         op_id = self.index.next_op_id(cur)
-        batch.written.append(self._upsert_row(cur, existing, p, rev, op_id, y_st, m_st))
+        yaml_sha, meta_sha, rid = self._upsert_row(cur, existing, p, rev, op_id, y_st, m_st)
+        batch.written.append((yaml_sha, meta_sha))
+        batch.placing[yaml_abs] = (rid, meta_abs)
         self._add_revision(
             cur,
             p.meta.id,
@@ -1618,8 +1650,9 @@ class BlueprintStore:
         op_id: int,
         y_st: os.stat_result,
         m_st: os.stat_result,
-    ) -> tuple[str, str]:
-        """Insert or update the blueprint's row; returns the sha256 of its YAML and meta bytes."""
+    ) -> tuple[str, str, int]:
+        """Insert or update the blueprint's row; returns the sha256 of its YAML and meta bytes,
+        and the row's rid."""
         m = p.meta
         yaml_sha, meta_sha = sha256_hex(p.yaml_bytes), sha256_hex(p.meta_bytes)
         values = (
@@ -1646,6 +1679,9 @@ class BlueprintStore:
             p.meta_bytes.decode("utf-8"),  # the meta file's own JSON (reconcile stores the same)
             rev,
             op_id,
+            # (For a save, the temps' times: _place_files records the renamed files' ones.)
+            y_st.st_ctime_ns,
+            m_st.st_ctime_ns,
         )
         if existing is None:
             cur.execute(
@@ -1682,6 +1718,8 @@ class BlueprintStore:
                 existing.meta_json,
                 existing.rev,
                 existing.op_id,
+                existing.yaml_ctime_ns,
+                existing.meta_ctime_ns,
             )
             changed = [
                 (c, v) for c, v, old in zip(_ROW_WRITE, values, before, strict=True) if v != old
@@ -1705,7 +1743,7 @@ class BlueprintStore:
             tags_indexed=same_tags,
             new_row=existing is None,
         )
-        return yaml_sha, meta_sha
+        return yaml_sha, meta_sha, rid
 
     def _reindex_text(
         self,
@@ -1866,7 +1904,20 @@ class BlueprintStore:
             st = os.lstat(yaml_abs)
         except FileNotFoundError:
             st = None
-        if st is None or st.st_size != row.yaml_size or st.st_mtime_ns != row.yaml_mtime_ns:
+        stale = st is None or not fs.stat_unchanged(
+            st, row.yaml_size, row.yaml_mtime_ns, row.yaml_ctime_ns
+        )
+        if stale and st is not None and st.st_size == row.yaml_size and not row.flagged:
+            # The bytes decide. A file put back by a rename (a failed save's undo on a full disk)
+            # has a new change time but the indexed bytes: recording that time is a write, which
+            # a read must not need (load failed with DiskFullError). Reconcile records it later.
+            try:
+                data = fs.read_regular(yaml_abs, self.limits.max_bytes)
+            except FileNotFoundError:
+                data = b""
+            if sha256_hex(data) == row.yaml_sha256:
+                return self._blueprint_from(row, data.decode("utf-8"))
+        if stale:
             from localstore._reconcile import Reconciler
 
             Reconciler(self).ingest_path(row.path)

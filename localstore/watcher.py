@@ -1411,10 +1411,10 @@ class Watcher:
         rec = Reconciler(self.store)
         with self.store.index.read() as cur:
             indexed = {
-                str(r[0]): (r[1], r[2], r[3], r[4])
+                str(r[0]): r[1:]
                 for r in cur.execute(
-                    "SELECT path, yaml_size, yaml_mtime_ns, meta_size, meta_mtime_ns "
-                    "FROM blueprints WHERE deleted = 0"
+                    "SELECT path, yaml_size, yaml_mtime_ns, yaml_ctime_ns, meta_size, "
+                    "meta_mtime_ns, meta_ctime_ns FROM blueprints WHERE deleted = 0"
                 )
             }
         scan, unlistable, denied = self._scan(rec, indexed)
@@ -1425,7 +1425,8 @@ class Watcher:
             if (
                 known is None
                 or m is None
-                or known != (y.st_size, y.st_mtime_ns, m.st_size, m.st_mtime_ns)
+                or not fs.stat_unchanged(y, *known[:3])
+                or not fs.stat_unchanged(m, *known[3:])
             ):
                 changed.append(rel)
         # Under a folder that could not be listed a blueprint is unknown, not deleted.

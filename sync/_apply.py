@@ -859,12 +859,16 @@ class Applier:
             return local  # a vanished YAML is the watcher's call (editors delete briefly)
         try:
             m = os.stat(self.store.abspath(fs.meta_path_for(local.path)))
-            meta_same = (m.st_size, m.st_mtime_ns) == (local.meta_size, local.meta_mtime_ns)
+            meta_same = fs.stat_unchanged(
+                m, local.meta_size, local.meta_mtime_ns, local.meta_ctime_ns
+            )
         except FileNotFoundError:
             # Not "unchanged" (as the store's own check): a YAML edited while its meta went
             # missing was taken as clean, and a remote delete then deleted the edit.
             meta_same = local.meta_size == -1  # (-1: indexed without a meta, a flagged row)
-        if meta_same and (y.st_size, y.st_mtime_ns) == (local.yaml_size, local.yaml_mtime_ns):
+        if meta_same and fs.stat_unchanged(
+            y, local.yaml_size, local.yaml_mtime_ns, local.yaml_ctime_ns
+        ):
             return local
         if not ingest:
             return None

@@ -95,3 +95,55 @@ def test_an_edit_saved_just_before_a_remote_delete_is_written_is_kept(
     converge(a, b)
     assert_converged(server, a, b)
     assert a.text(x) == "v: 1\nlate: edit\n"
+
+
+def _replace_keeping_stat(dev: Device, rel: str, text: str) -> None:
+    """Another version put down as a second sync tool (or cp -p, unzip) does: a temp given the
+    old file's mtime, renamed over it. Same size: the index's size and mtime still match."""
+    path = dev.store.abspath(rel)
+    before = os.stat(path)
+    assert len(text.encode()) == before.st_size
+    tmp = path.with_name(f".{path.name}.syncing")
+    tmp.write_text(text)
+    os.utime(tmp, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(tmp, path)
+
+
+def test_a_remote_delete_loses_to_a_same_stat_replacement(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """The apply's freshness check took such a version for the clean file: the pulled delete
+    went through (the store recorded the version in history, then deleted it). An edit beats a
+    delete: it is recorded first, stays, and is pushed."""
+    a, b = make_device("A"), make_device("B")
+    x = a.store.save("x", "a: 1\n").id
+    a.sync()
+    b.sync()
+    _replace_keeping_stat(b, "x.blueprint.yaml", "a: 2\n")
+    a.store.delete(x)
+    a.sync()
+    report = b.sync()
+    assert report.errors == [] and report.quarantined == 0
+    assert b.text(x) == "a: 2\n"
+    converge(a, b)
+    assert_converged(server, a, b)
+    assert a.text(x) == "a: 2\n"
+
+
+def test_a_pulled_row_does_not_overwrite_a_same_stat_replacement_unseen(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """A pulled change merges with such a version, which a revision holds."""
+    a, b = make_device("A"), make_device("B")
+    x = a.store.save("x", "a: 1\nb: 1\n").id
+    a.sync()
+    b.sync()
+    _replace_keeping_stat(b, "x.blueprint.yaml", "a: 2\nb: 1\n")
+    a.store.save("x", "a: 1\nb: 3\n")
+    a.sync()
+    report = b.sync()
+    assert report.errors == [] and report.quarantined == 0
+    assert "a: 2\nb: 1\n" in [b.store.load_revision(x, r.rev).content for r in b.store.history(x)]
+    converge(a, b)
+    assert_converged(server, a, b)
+    assert a.text(x) == b.text(x) == "a: 2\nb: 3\n"
