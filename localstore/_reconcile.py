@@ -595,8 +595,18 @@ class Reconciler:
         )
 
     def _stale_temps(self, scan: _Scan) -> list[str]:
-        now = time.time()
-        return sorted(t for t, st in scan.temps.items() if now - st.st_mtime > STALE_TEMP_SECONDS)
+        # Aged by the later of mtime and change time: a file set aside (a delete's pair, a
+        # replaced file kept on a nearly full disk) is renamed, which keeps its old mtime but
+        # sets its change time. By mtime alone it was stale the moment it was set aside, and a
+        # rescan landing before the index commit removed it: a failing commit could then not
+        # put it back (the user told "nothing changed" of a file that was gone).
+        now_ns = time.time_ns()
+        bound = STALE_TEMP_SECONDS * 1e9
+        return sorted(
+            t
+            for t, st in scan.temps.items()
+            if now_ns - max(st.st_mtime_ns, st.st_ctime_ns) > bound
+        )
 
     def _describe(
         self,

@@ -7,8 +7,11 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 import localstore
 from localstore import files as fs
+from localstore._reconcile import Reconciler
 
 DOC = "steps: [a]\n"
 
@@ -116,17 +119,36 @@ def test_an_orphan_meta_of_no_live_blueprint_is_kept(home: Path) -> None:
     assert json.loads(lonely.read_text()) == meta
 
 
-def test_stale_temp_files_are_removed(home: Path) -> None:
+def test_stale_temp_files_are_removed(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _open(home).close()
-    tmp = home / "blueprints/.x.blueprint.yaml.abcd.lstmp"
-    tmp.write_text("partial")
-    old = time.time() - 3600
-    os.utime(tmp, (old, old))
     fresh = home / "blueprints/.y.blueprint.yaml.abcd.lstmp"
     fresh.write_text("in flight")
     with _open(home) as s:
-        assert not tmp.exists() and fresh.exists()
+        assert fresh.exists()
         assert s.count() == 0
+    # An hour later (a file's change time cannot be set back: the clock is moved instead).
+    later = time.time_ns() + 3600 * 10**9
+    monkeypatch.setattr("localstore._reconcile.time.time_ns", lambda: later)
+    with _open(home) as s:
+        assert not fresh.exists()
+        assert s.count() == 0
+
+
+def test_a_file_just_set_aside_is_not_stale(home: Path) -> None:
+    # A delete renames its pair aside first and unlinks it after the index commit; the rename
+    # keeps the file's old mtime. Aged by mtime alone, an old blueprint's aside file was stale at
+    # once, and a rescan then removed it before the commit: a failing commit could not put it
+    # back. Its change time (set by the rename) keeps it young.
+    with _open(home) as s:
+        s.save("old", DOC)
+        path = s.root / "old.blueprint.yaml"
+        an_hour_ago = time.time() - 3600
+        os.utime(path, (an_hour_ago, an_hour_ago))
+        aside = fs.set_aside(str(path))
+        assert aside is not None
+        rec = Reconciler(s)
+        assert rec._stale_temps(rec.scan()) == []
+        fs.put_back(aside, str(path))
 
 
 def test_unchanged_store_reopen_does_not_write(home: Path) -> None:
