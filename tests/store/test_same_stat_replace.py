@@ -19,21 +19,10 @@ import apsw
 import localstore
 from localstore.index import CORE_MIGRATIONS
 from localstore.store import BlueprintStore, SaveRequest
+from tests.conftest import replace_keeping_stat
 
 V1 = "limit: 1\n"
 OTHER = "limit: 2\n"  # another device's version: the same size
-
-
-def _replace_keeping_stat(path: Path, text: str) -> None:
-    """Put ``text`` at ``path`` as a sync tool does: a temp with the old file's mtime, renamed."""
-    before = os.stat(path)
-    assert len(text.encode()) == before.st_size
-    tmp = path.with_name(f".{path.name}.syncing")
-    tmp.write_text(text)
-    os.utime(tmp, ns=(before.st_atime_ns, before.st_mtime_ns))
-    os.replace(tmp, path)
-    after = os.stat(path)
-    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
 
 
 def _texts(store: BlueprintStore, ref: str) -> list[tuple[str, str]]:
@@ -45,7 +34,7 @@ def _texts(store: BlueprintStore, ref: str) -> list[tuple[str, str]]:
 def test_reconcile_on_open_records_a_same_stat_replacement(home: Path) -> None:
     with localstore.open(home=home) as store:
         bp = store.save("plan", V1)
-    _replace_keeping_stat(home / "blueprints/plan.blueprint.yaml", OTHER)
+    replace_keeping_stat(home / "blueprints/plan.blueprint.yaml", OTHER)
     with localstore.open(home=home) as store:
         assert store.load(bp.id).content == OTHER
         assert [h.info.id for h in store.search("2")] == [bp.id]
@@ -60,7 +49,7 @@ def test_reconcile_on_open_records_a_same_stat_replacement(home: Path) -> None:
 def test_save_records_a_same_stat_replacement_before_overwriting(home: Path) -> None:
     with localstore.open(home=home) as store:
         bp = store.save("plan", V1)
-        _replace_keeping_stat(home / "blueprints/plan.blueprint.yaml", OTHER)
+        replace_keeping_stat(home / "blueprints/plan.blueprint.yaml", OTHER)
         store.save("plan", "limit: 3\n")
         assert [t for _, t in _texts(store, bp.id)] == [V1, OTHER, "limit: 3\n"]
 
@@ -68,7 +57,7 @@ def test_save_records_a_same_stat_replacement_before_overwriting(home: Path) -> 
 def test_load_returns_a_same_stat_replacement(home: Path) -> None:
     with localstore.open(home=home) as store:
         bp = store.save("plan", V1)
-        _replace_keeping_stat(home / "blueprints/plan.blueprint.yaml", OTHER)
+        replace_keeping_stat(home / "blueprints/plan.blueprint.yaml", OTHER)
         assert store.load(bp.id).content == OTHER
         assert [o for o, _ in _texts(store, bp.id)] == ["local", "external"]
 
@@ -77,7 +66,7 @@ def test_a_same_stat_meta_replacement_is_recorded_on_open(home: Path) -> None:
     with localstore.open(home=home) as store:
         bp = store.save("plan", V1, description="abc")
     meta = home / "blueprints/plan.blueprint.meta.json"
-    _replace_keeping_stat(meta, meta.read_text().replace('"abc"', '"xyz"'))
+    replace_keeping_stat(meta, meta.read_text().replace('"abc"', '"xyz"'))
     with localstore.open(home=home) as store:
         assert store.load(bp.id).meta.description == "xyz"
 
