@@ -715,8 +715,8 @@ class Reconciler:
         ``self.events`` for the caller to publish after its commit).
 
         Returns False, changing nothing, if the file is missing and ``may_delete`` is false.
-        Without ``trust_stat`` a pair whose size and mtime match the index is still read and
-        compared by hash (see ``_holds``).
+        Without ``trust_stat`` a pair whose size, mtime and change time match the index is still
+        read and compared by hash (see ``_holds``).
         """
         from localstore.store import CheckReport
 

@@ -273,9 +273,13 @@ def _usage_hint(exc: click.UsageError, args: list[str]) -> str:
         return f"{name} is a global option: put it before the command, as in '{example}'"
     takes_value = any(isinstance(p, click.Argument) for p in exc.ctx.command.params)
     word = next((a for a in args if a.startswith(name) and not a.startswith("--")), None)
-    if takes_value and word is not None and not name.startswith("--"):
+    if takes_value and word is not None and len(word) > 2 and not name.startswith("--"):
         # `localstore search -deploy` was "No such option '-d'": the query read as options.
-        return f"a value that starts with '-' goes after '--', as in '{path} -- {word}'"
+        # (Not for a lone letter: `save -q x` is a mistyped option, and "save -- -q" would have
+        # saved a blueprint named '-q'.) The example keeps the other words, options first.
+        others = [a for a in args if a != word]
+        example = " ".join([path, *others, "--", word])
+        return f"a value that starts with '-' goes after '--', as in '{example}'"
     return ""
 
 

@@ -18,9 +18,9 @@ changed, which is also what suppresses the echo of the store's own writes (a tim
 real edits made right after a save).
 
 Rescans (at start, every ``rescan_interval_s``, and when watchdog logs an inotify queue overflow)
-compare sizes and mtimes with the index and feed only the differences into the same per-path
-machinery, so a rescan never reads a file that is still being written and never deletes during a
-save dance either.
+compare sizes, mtimes and change times with the index and feed only the differences into the same
+per-path machinery, so a rescan never reads a file that is still being written and never deletes
+during a save dance either.
 
 A path whose ingest fails (a full disk, a locked or read-only index, an unreadable file) is retried
 with a back-off; after ``MAX_FAILURES`` tries it leaves the pending list and a rescan, brought
@@ -612,7 +612,8 @@ class Watcher:
         return n
 
     def rescan(self, *, timeout: float = 120.0) -> RescanReport:
-        """Compare the whole folder with the index (size and mtime first, hash when needed).
+        """Compare the whole folder with the index (size, mtime and change time first, hash when
+        needed).
 
         While running, the rescan runs on the worker and this waits until its changes are processed
         (vanished files still get their grace period). Otherwise it applies the differences at once.

@@ -88,6 +88,29 @@ def eventually(check: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
+def replace_keeping_stat(path: Path, text: str) -> None:
+    """Put ``text`` at ``path`` as a sync tool does (Syncthing, ``rsync -t``, ``cp -p``, unzip):
+    a temp given the old file's mtime, renamed over it. Same size: the size and mtime the index
+    recorded still match; only the change time tells.
+
+    The temp's change time is first made to pass the old file's: a kernel before 6.13 stamps
+    change times from a clock that steps once a tick (1-4 ms), and a replacement put down in
+    the tick of the store's own save would carry the same change time as the recorded one (the
+    window docs/watcher.md names as left open). These tests are about a tool that writes
+    later; on such a kernel they failed at once. (A wait for the clock, not for the code.)
+    """
+    before = os.stat(path)
+    assert len(text.encode()) == before.st_size
+    tmp = path.with_name(f".{path.name}.syncing")
+    tmp.write_text(text)
+    os.utime(tmp, ns=(before.st_atime_ns, before.st_mtime_ns))
+    while os.stat(tmp).st_ctime_ns <= before.st_ctime_ns:
+        os.utime(tmp, ns=(before.st_atime_ns, before.st_mtime_ns))  # (sets the change time)
+    os.replace(tmp, path)
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 

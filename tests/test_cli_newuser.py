@@ -80,6 +80,18 @@ def test_a_query_that_starts_with_a_dash_says_to_put_double_dash_first(run) -> N
     assert r.exit_code == 0
 
 
+def test_the_double_dash_advice_keeps_the_other_words_and_skips_a_mistyped_option(run) -> None:
+    """The example dropped the command's other words ('localstore search -- -deploy' for a search
+    with --folder), and a mistyped one-letter option (`save -q x`) got the advice too, whose
+    example ('localstore save -- -q') saves a blueprint named '-q'."""
+    r = run("search", "--folder", "ops", "-deploy")
+    assert r.exit_code == 2
+    assert "as in 'localstore search --folder ops -- -deploy'" in r.stderr
+    r = run("save", "-q", "x/y", input="a: 1\n")
+    assert r.exit_code == 2
+    assert "No such option '-q'" in r.stderr and "'--'" not in r.stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [("ls", "--limit", "-1"), ("ls", "--offset", "-5"), ("search", "a", "--limit", "-1")],

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sync.memory_remote import MemoryServer
+from tests.conftest import replace_keeping_stat
 
 from .conftest import Device, assert_converged, converge
 
@@ -97,18 +98,6 @@ def test_an_edit_saved_just_before_a_remote_delete_is_written_is_kept(
     assert a.text(x) == "v: 1\nlate: edit\n"
 
 
-def _replace_keeping_stat(dev: Device, rel: str, text: str) -> None:
-    """Another version put down as a second sync tool (or cp -p, unzip) does: a temp given the
-    old file's mtime, renamed over it. Same size: the index's size and mtime still match."""
-    path = dev.store.abspath(rel)
-    before = os.stat(path)
-    assert len(text.encode()) == before.st_size
-    tmp = path.with_name(f".{path.name}.syncing")
-    tmp.write_text(text)
-    os.utime(tmp, ns=(before.st_atime_ns, before.st_mtime_ns))
-    os.replace(tmp, path)
-
-
 def test_a_remote_delete_loses_to_a_same_stat_replacement(
     make_device: Callable[..., Device], server: MemoryServer
 ) -> None:
@@ -119,7 +108,7 @@ def test_a_remote_delete_loses_to_a_same_stat_replacement(
     x = a.store.save("x", "a: 1\n").id
     a.sync()
     b.sync()
-    _replace_keeping_stat(b, "x.blueprint.yaml", "a: 2\n")
+    replace_keeping_stat(b.store.abspath("x.blueprint.yaml"), "a: 2\n")
     a.store.delete(x)
     a.sync()
     report = b.sync()
@@ -138,7 +127,7 @@ def test_a_pulled_row_does_not_overwrite_a_same_stat_replacement_unseen(
     x = a.store.save("x", "a: 1\nb: 1\n").id
     a.sync()
     b.sync()
-    _replace_keeping_stat(b, "x.blueprint.yaml", "a: 2\nb: 1\n")
+    replace_keeping_stat(b.store.abspath("x.blueprint.yaml"), "a: 2\nb: 1\n")
     a.store.save("x", "a: 1\nb: 3\n")
     a.sync()
     report = b.sync()

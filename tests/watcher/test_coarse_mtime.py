@@ -11,10 +11,10 @@ kernel stamps every change apart).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from localstore.store import BlueprintStore
 from localstore.watcher import Watcher
+from tests.conftest import replace_keeping_stat
 
 from .conftest import Recorder
 
@@ -57,23 +57,12 @@ def test_a_meta_edited_alone_within_the_clock_tick_is_recorded(
     assert [(e.kind, e.origin) for e in recorder.take()] == [("modified", "external")]
 
 
-def _replace_keeping_stat(path: Path, text: str) -> None:
-    """Put ``text`` down as a sync tool does (Syncthing, ``rsync -t``): a temp with the old
-    file's mtime, renamed over it. Size and mtime are then those the index recorded."""
-    before = os.stat(path)
-    assert len(text.encode()) == before.st_size
-    tmp = path.with_name(f".{path.name}.syncing")
-    tmp.write_text(text)
-    os.utime(tmp, ns=(before.st_atime_ns, before.st_mtime_ns))
-    os.replace(tmp, path)
-
-
 def test_a_rescan_records_a_same_stat_replacement(store: BlueprintStore, make_watcher) -> None:
     """The rescan (start, periodic, after an overflow: when no event told of the change)
     compared size and mtime only, and passed such a version by for good."""
     bp = store.save("note", "value: 1\n")
     watcher = make_watcher(store)  # not started: rescan() applies at once
-    _replace_keeping_stat(store.root / "note.blueprint.yaml", "value: 2\n")
+    replace_keeping_stat(store.root / "note.blueprint.yaml", "value: 2\n")
     report = watcher.rescan()
     assert report.changed == 1
     assert [(r.rev, r.origin) for r in store.history(bp.id)] == [(2, "external"), (1, "local")]
