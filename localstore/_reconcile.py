@@ -602,10 +602,12 @@ class Reconciler:
         # put it back (the user told "nothing changed" of a file that was gone).
         now_ns = time.time_ns()
         bound = STALE_TEMP_SECONDS * 1e9
+        # (On Windows the change time is the creation time, which a rename keeps: the time an
+        # aside file's name holds covers it there.)
         return sorted(
             t
             for t, st in scan.temps.items()
-            if now_ns - max(st.st_mtime_ns, st.st_ctime_ns) > bound
+            if now_ns - max(st.st_mtime_ns, st.st_ctime_ns, fs.aside_made_ns(t)) > bound
         )
 
     def _describe(

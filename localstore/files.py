@@ -18,6 +18,7 @@ import re
 import secrets
 import stat
 import sys
+import time
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
@@ -235,9 +236,27 @@ def space_is_low(folder: Path | str) -> bool:
 
 
 def aside_name(target: str) -> str:
-    """A fresh name in ``target``'s folder for setting it aside."""
+    """A fresh name in ``target``'s folder for setting it aside, holding the time it was made.
+
+    The time is in the name because the file's own times cannot tell: the rename keeps its
+    mtime, and on Windows its "change time" is the creation time, which neither a rename nor a
+    hard link sets. Aged by those alone, a file set aside was stale at once (``aside_made_ns``).
+    """
     folder = os.path.dirname(target)
-    return os.path.join(folder, f"{ASIDE_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}")
+    made = f"{time.time_ns():x}-{secrets.token_hex(4)}"
+    return os.path.join(folder, f"{ASIDE_PREFIX}{made}{TEMP_SUFFIX}")
+
+
+_ASIDE_MADE = re.compile(
+    re.escape(ASIDE_PREFIX) + r"([0-9a-f]{1,16})-[0-9a-f]+" + re.escape(TEMP_SUFFIX) + "$"
+)
+
+
+def aside_made_ns(name: str) -> int:
+    """When a file named by ``aside_name`` was set aside (ns since the epoch); 0 for any other
+    name (an older version's aside names held no time)."""
+    match = _ASIDE_MADE.search(name)
+    return int(match[1], 16) if match else 0
 
 
 def set_aside(target: str) -> str | None:
