@@ -246,8 +246,10 @@ def _print_result(result: ImportResult) -> None:
         if it.status == "failed":
             line += f"  FAILED: {it.error}"
         click.echo(line)
-    counts = ", ".join(f"{n} {k}" for k, n in sorted(result.counts().items())) or "nothing"
-    click.echo(f"{verb}: {counts}", err=True)
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(result.counts().items()))
+    # "would: nothing" read the same for an empty bundle (an export of an empty home) as for
+    # one whose blueprints are all here already.
+    click.echo(f"{verb}: {counts or 'nothing (the bundle holds no blueprints)'}", err=True)
     if result.conflicts_skipped:
         # Exit 3 said something needs attention; this says what to do about it.
         click.echo(

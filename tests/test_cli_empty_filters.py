@@ -179,3 +179,32 @@ def test_a_dry_run_that_would_skip_conflicts_exits_3_as_the_import_would(
     assert (
         run_cli(dst, "import", str(out), "--dry-run", "--on-conflict", "keep-both").returncode == 0
     )
+
+
+def test_importing_an_empty_bundle_says_it_is_empty(tmp_path: Path) -> None:
+    """'would: nothing' read the same for an empty bundle as for one already imported."""
+    empty = tmp_path / "empty"
+    assert run_cli(empty, "init").returncode == 0
+    out = tmp_path / "none.lsbundle"
+    assert run_cli(empty, "export", "-o", str(out)).returncode == 0
+    for dry in (["--dry-run"], []):
+        done = run_cli(tmp_path / "dst", "import", str(out), *dry)
+        assert done.returncode == 0, done.stderr
+        verb = "would" if dry else "did"
+        assert f"{verb}: nothing (the bundle holds no blueprints)" in done.stderr
+
+
+def test_show_and_history_of_a_deleted_blueprint(home: Path) -> None:
+    """Pinned: show is 'not found' (exit 4) naming history and restore; history still lists the
+    revisions (exit 0), the delete marked, which is where the number to restore comes from."""
+    assert run_cli(home, "rm", "y").returncode == 0
+    done = run_cli(home, "show", "y")
+    assert done.returncode == 4 and done.stdout == ""
+    assert "was deleted" in done.stderr and "localstore restore" in done.stderr
+    done = run_cli(home, "--json", "show", "y")
+    assert done.returncode == 4 and json.loads(done.stderr)["error"]["exit_code"] == 4
+    done = run_cli(home, "history", "y")
+    assert done.returncode == 0 and "2 (deleted)" in done.stdout, done.stdout
+    done = run_cli(home, "--json", "history", "y")
+    assert done.returncode == 0
+    assert [(r["rev"], r["deleted"]) for r in json.loads(done.stdout)] == [(2, True), (1, False)]
