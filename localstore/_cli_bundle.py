@@ -33,7 +33,7 @@ from localstore.cli import (
     EXIT_ATTENTION,
     EXIT_ERROR,
     EXIT_USAGE,
-    TEXT,
+    FILTER,
     CliContext,
     errors_to_exit,
     fail,
@@ -101,8 +101,8 @@ def _sync_merger() -> Merger | None:
 
 @click.command("export")
 @click.argument("refs", nargs=-1)
-@click.option("--folder", type=TEXT, help="Export the blueprints in this folder (and below).")
-@click.option("--tag", type=TEXT, help="Export the blueprints with this tag.")
+@click.option("--folder", type=FILTER, help="Export the blueprints in this folder (and below).")
+@click.option("--tag", type=FILTER, help="Export the blueprints with this tag.")
 @click.option(
     "-o", "--output", required=True, help="The bundle to write ('-' with --yaml: stdout)."
 )
@@ -123,7 +123,11 @@ def export_cmd(
     encrypt: bool,
     as_yaml: bool,
 ) -> None:
-    """Export blueprints (REFs, a --folder, a --tag; all when none is given) to a .lsbundle."""
+    """Export blueprints (REFs, a --folder, a --tag; all when none is given) to a .lsbundle.
+
+    A --folder or --tag that matches no blueprint is an error (exit 4, no file written): a
+    mistyped tag gave a bundle of nothing. A home with no blueprints still exports (all of it).
+    """
     if as_yaml:
         _export_yaml(ctx, refs, folder, tag, output, encrypt)
         return
@@ -203,8 +207,8 @@ def import_cmd(ctx: CliContext, file: str, on_conflict: str, dry_run: bool) -> N
     """Import a .lsbundle: verify it completely, then save each blueprint (origin 'import').
 
     An encrypted bundle's passphrase is asked on the terminal (in a script:
-    LOCALSTORE_PASSPHRASE). Exit code 3 when conflicts were skipped, 1 when some blueprint could
-    not be saved.
+    LOCALSTORE_PASSPHRASE). Exit code 3 when conflicts were skipped (with --dry-run: would be),
+    1 when some blueprint could not be saved.
     """
     with errors_to_exit():
         passphrase = _passphrase(confirm=False) if is_encrypted(file) else None
@@ -223,7 +227,9 @@ def import_cmd(ctx: CliContext, file: str, on_conflict: str, dry_run: bool) -> N
     ctx.emit(result.to_dict(), lambda: _print_result(result))
     if result.failed:
         raise SystemExit(EXIT_ERROR)
-    if result.conflicts_skipped and not dry_run:
+    if result.conflicts_skipped:
+        # A dry run too: it exited 0 where the import would exit 3, so a script that checks
+        # first learnt nothing from it.
         raise SystemExit(EXIT_ATTENTION)
 
 
@@ -240,8 +246,10 @@ def _print_result(result: ImportResult) -> None:
         if it.status == "failed":
             line += f"  FAILED: {it.error}"
         click.echo(line)
-    counts = ", ".join(f"{n} {k}" for k, n in sorted(result.counts().items())) or "nothing"
-    click.echo(f"{verb}: {counts}", err=True)
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(result.counts().items()))
+    # "would: nothing" read the same for an empty bundle (an export of an empty home) as for
+    # one whose blueprints are all here already.
+    click.echo(f"{verb}: {counts or 'nothing (the bundle holds no blueprints)'}", err=True)
     if result.conflicts_skipped:
         # Exit 3 said something needs attention; this says what to do about it.
         click.echo(

@@ -22,14 +22,18 @@ that only reads (`ls`, `show`, `search`, `history`, `check`, `export`, `status`,
 `no LocalStore home at PATH` and exits 4, so that a mistyped `--home` is not an empty home.
 Lists (`ls`, `search`, `history`, ...) are tables on a terminal; piped or redirected they are plain
 aligned lines with every cell whole (a table folded long paths mid-word), under the same title.
+Filters: an empty `--folder` or `--tag` is bad usage (exit 2), not "no filter". One that matches
+nothing is an empty answer for `ls` and `search` (exit 0; the title names the filter, a `note:` on
+stderr says nothing matched, `--json` prints `[]`), and an error for `export` (exit 4, no file
+written: a bundle of nothing is never what a mistyped tag asked for).
 
 | exit code | meaning |
 |---|---|
 | 0 | ok |
 | 1 | error (one line on stderr saying what and how to fix; also a home whose index a newer localstore wrote: upgrade. `localstore daemon` has its own codes for the cases a service must not restart: 66, 75, 78, see docs/daemon.md) |
 | 2 | usage |
-| 3 | needs attention (conflicts, quarantine, check problems) |
-| 4 | not found (also a home that does not exist, for a command that only reads) |
+| 3 | needs attention (conflicts, quarantine, check problems; `import --dry-run` when the import would skip conflicts) |
+| 4 | not found (also a home that does not exist, for a command that only reads; an `export` filter that matches nothing) |
 | 130 | interrupted (Ctrl-C) |
 
 An error's line on stderr reads `error: WHAT (HINT)`; with `--json` it is one JSON object,

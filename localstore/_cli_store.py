@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from localstore.cli import EXIT_ATTENTION, TEXT, CliContext, errors_to_exit, fail, pass_ctx
+from localstore.cli import (
+    EXIT_ATTENTION,
+    FILTER,
+    TEXT,
+    CliContext,
+    errors_to_exit,
+    fail,
+    pass_ctx,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -124,6 +132,28 @@ def _emit_json_list(items: Sequence[BlueprintInfo], default: Callable[[object], 
     click.echo("".join(chunk))
 
 
+def _title(head: str, folder: str | None, tag: str | None) -> str:
+    """A listing's title, naming its filter: "0 blueprint(s) with tag 'nope'"."""
+    from localstore._listing import filter_words
+
+    return " ".join(w for w in (head, filter_words(folder, tag)) if w)
+
+
+def _note_nothing_matched(folder: str | None, tag: str | None) -> None:
+    """Say on stderr that a filter matched nothing (exit 0 still: the empty answer is one).
+
+    The title alone ("0 blueprint(s)") read the same for a typo in a tag or folder as for an
+    empty folder; this names what was asked and where to look."""
+    from localstore._listing import filter_words
+
+    if folder or tag is not None:
+        click.echo(
+            f"note: no blueprint {filter_words(folder, tag)} (check the spelling; "
+            "'localstore ls' lists the blueprints with their folders and tags)",
+            err=True,
+        )
+
+
 @click.command("init")
 @pass_ctx
 def init_cmd(ctx: CliContext) -> None:
@@ -219,8 +249,8 @@ def show_cmd(ctx: CliContext, ref: str, meta: bool, rev: int | None) -> None:
 
 
 @click.command("ls")
-@click.option("--folder", type=TEXT, help="Only this folder (and below).")
-@click.option("--tag", type=TEXT, help="Only blueprints with this tag.")
+@click.option("--folder", type=FILTER, help="Only this folder (and below).")
+@click.option("--tag", type=FILTER, help="Only blueprints with this tag.")
 @click.option(
     "--sort",
     type=click.Choice(["path", "name", "modified", "created"]),
@@ -252,6 +282,8 @@ def ls_cmd(
         if ctx.json:
             _emit_json_list(items, _json_default)
             return
+        if not items and not offset:
+            _note_nothing_matched(folder, tag)
         columns = ["path", "name", "tags", "modified", "id"]
         rows = [
             [
@@ -263,10 +295,11 @@ def ls_cmd(
             ]
             for i in items
         ]
+        title = _title(f"{len(items)} blueprint(s)", folder, tag)
         if len(rows) <= TABLE_MAX_ROWS:
-            _table(f"{len(items)} blueprint(s)", columns, rows)
+            _table(title, columns, rows)
             return
-        click.echo(f"{len(items)} blueprint(s)")
+        click.echo(title)
         _stream(_plain_rows(columns, rows))
 
 
@@ -282,8 +315,8 @@ def ls_cmd(
 @click.option(
     "--offset", type=click.IntRange(min=0), default=0, help="Skip this many (the next page)."
 )
-@click.option("--folder", type=TEXT, help="Only this folder (and below).")
-@click.option("--tag", type=TEXT, help="Only blueprints with this tag.")
+@click.option("--folder", type=FILTER, help="Only this folder (and below).")
+@click.option("--tag", type=FILTER, help="Only blueprints with this tag.")
 @pass_ctx
 def search_cmd(
     ctx: CliContext, query: str, limit: int, offset: int, folder: str | None, tag: str | None
@@ -302,9 +335,11 @@ def search_cmd(
         def show() -> None:
             from rich.console import Console
 
+            if not hits and not offset:
+                _note_nothing_matched(folder, tag)
             console = Console(highlight=False)
             _table(
-                f"{len(hits)} match(es) for {query!r}",
+                _title(f"{len(hits)} match(es) for {query!r}", folder, tag),
                 ["path", "name", "snippet"],
                 [[h.info.path, h.info.name, _snippet(h, console)] for h in hits],
                 console,

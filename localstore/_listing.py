@@ -45,7 +45,7 @@ from localstore.index import BLUEPRINTS_GEN
 if TYPE_CHECKING:
     from localstore.index import Index
 
-__all__ = ["INFO_COLUMNS", "ListingCache", "below", "collector_paused", "infos"]
+__all__ = ["INFO_COLUMNS", "ListingCache", "below", "collector_paused", "filter_words", "infos"]
 
 INFO_COLUMNS = (
     "b.id, b.path, b.name, b.description, b.tags, b.author, b.version, b.created, b.modified, "
@@ -270,3 +270,13 @@ def below(folder: str) -> tuple[str, str]:
     ``folder/\uffff`` (EF BF BF) left out names that start above U+FFFF (an emoji, F0 ...).
     """
     return folder + "/", folder + "0"
+
+
+def filter_words(folder: str | None, tag: str | None) -> str:
+    """A folder and tag filter as words: "in folder 'team' with tag 'ops'", "with tag 'ops'" (""
+    for neither), what a listing's title and the error of an export that matched nothing say was
+    asked."""
+    words = [f"in folder {folder!r}"] if folder else []
+    if tag is not None:
+        words.append(f"with tag {tag!r}")
+    return " ".join(words)

@@ -57,6 +57,7 @@ from localstore._bundle_read import (
     sweep_stale_temps,
 )
 from localstore._durable import WIN_IN_USE_ERRORS
+from localstore._listing import filter_words
 from localstore.blueprint import (
     MAX_META_BYTES,
     Blueprint,
@@ -261,7 +262,9 @@ def select_blueprints(
 ) -> list[BlueprintInfo]:
     """Blueprints named by ``refs`` plus those matching folder and tag; all when nothing is given.
 
-    Raises NotFoundError, AmbiguousRefError for a bad ref.
+    Raises NotFoundError, AmbiguousRefError for a bad ref; NotFoundError too for a folder or tag
+    that matches no blueprint (a typo gave a bundle of nothing, exported without a word);
+    InvalidInputError for an empty tag.
     """
     if isinstance(refs, str | bytes | Mapping) or not isinstance(refs, Iterable):
         # (A str was iterated: refs="team/a" exported the blueprints named "t", "e", ...)
@@ -275,8 +278,16 @@ def select_blueprints(
     for ref in refs:
         info = store.resolve(ref)
         chosen[info.id] = info
-    if folder or tag or not refs:
-        for info in store.list(folder=folder, tag=tag):
+    filtered = bool(folder) or tag is not None  # (folder "" is no filter, as in store.list)
+    if filtered or not refs:
+        matched = store.list(folder=folder, tag=tag)
+        if filtered and not matched:
+            raise NotFoundError(
+                f"no blueprint {filter_words(folder, tag)}",
+                hint="check the spelling; 'localstore ls' lists the blueprints with their "
+                "folders and tags",
+            )
+        for info in matched:
             chosen.setdefault(info.id, info)
     return sorted(chosen.values(), key=lambda i: i.path)
 
@@ -298,7 +309,8 @@ def export_bundle(
     ``limits`` are the reader's (default: what an import into this store allows): a bundle an
     import would refuse whole is refused here instead, before anything is written.
 
-    Raises NotFoundError (a ref), StorageError (writing), InvalidInputError (empty passphrase),
+    Raises NotFoundError (a ref, or a folder or tag that matches nothing: no file is written),
+    StorageError (writing), InvalidInputError (empty passphrase or tag),
     BundleLimitError (too many blueprints or bytes for one bundle).
     """
     _store_arg(store)

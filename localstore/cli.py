@@ -241,6 +241,26 @@ class _Utf8Text(click.ParamType):
 TEXT = _Utf8Text()
 
 
+class _FilterText(_Utf8Text):
+    """A --folder or --tag filter: empty (or blank) is bad usage, not "no filter".
+
+    `ls --tag ''` (a variable left unset in a script, `--tag "$T"`) listed every blueprint, and
+    `export --tag ''` exported them all, where no blueprint has an empty tag."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = super().convert(value, param, ctx)
+        if not text.strip():
+            where = param.opts[0] if param is not None and param.opts else "the filter"
+            fix = f"leave {where} out for every blueprint, or give one"
+            if where == "--folder":
+                fix += "; --folder / is the top folder only"
+            raise _BadText(f"{where} is empty ({fix})", ctx=ctx)
+        return text
+
+
+FILTER = _FilterText()
+
+
 def _text_params(cmd: click.Command) -> None:
     """Make every plain-string parameter of a command (and of a group's commands) TEXT, in one
     place: a REF, PATH or QUERY that is not UTF-8 was 'no blueprint matches' (exit 4), an unsafe

@@ -2128,13 +2128,14 @@ class BlueprintStore:
         NFD: rows saved before tags were normalized, meta files written by other tools).
 
         Raises InvalidInputError for an unknown sort, a folder or tag that is not a string, a
-        folder no blueprint can be in (a form a save refuses: a backslash, '.' or '..' parts), a
-        limit or offset that is not a whole number >= 0 (``limit=None`` lists everything), a
-        ``descending`` or ``recursive`` that is not a bool.
+        folder no blueprint can be in (a form a save refuses: a backslash, '.' or '..' parts), an
+        empty or blank tag (no blueprint has one; ``tag=None`` is no filter), a limit or offset
+        that is not a whole number >= 0 (``limit=None`` lists everything), a ``descending`` or
+        ``recursive`` that is not a bool.
         """
         self._check_open()
         folder = _folder_arg(folder)
-        tags = _tag_forms(_text_arg("tag", tag))
+        tags = _tag_forms(_tag_arg(tag))
         limit = None if limit is None else _count_arg("limit", limit)
         offset = _count_arg("offset", offset)
         _flag_arg("descending", descending)
@@ -2216,14 +2217,14 @@ class BlueprintStore:
         no indexed text holds one). See docs/architecture.md, "Search". Folder and tag filter as
         in :meth:`list`. Raises InvalidInputError for an empty
         query or one that is not a string, a limit or offset that is not a whole number >= 0, a
-        folder or tag that is not a string or a folder no blueprint can be in;
+        folder or tag that is not a string, a folder no blueprint can be in or an empty tag;
         LimitExceededError for a query of more than ``SEARCH_MAX_WORDS`` words.
         """
         self._check_open()
         limit = _count_arg("limit", limit)
         offset = _count_arg("offset", offset)
         folder = _folder_arg(folder)
-        tags = _tag_forms(_text_arg("tag", tag))
+        tags = _tag_forms(_tag_arg(tag))
         exact, typed = _fts_queries(query)
         filters = ""
         args: list[Any] = []
@@ -2794,6 +2795,20 @@ def _text_arg(name: str, value: Any) -> Any:
         except UnicodeEncodeError as exc:
             raise _not_unicode(f"the {name} filter", exc, InvalidInputError) from exc
     return value
+
+
+def _tag_arg(value: Any) -> str | None:
+    """A tag filter: None for no filter, else a tag a blueprint can have.
+
+    An empty (or blank) tag was taken as no filter and answered every blueprint, where the caller
+    asked for those with a tag no save keeps (saves drop empty tags): refused instead."""
+    tag = _text_arg("tag", value)
+    if tag is not None and not tag.strip():
+        raise InvalidInputError(
+            f"the tag filter is empty ({tag!r}): no blueprint has an empty tag",
+            hint="pass tag=None (leave --tag out) for every blueprint, or give a tag",
+        )
+    return tag
 
 
 def _folder_arg(value: Any) -> str | None:
