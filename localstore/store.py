@@ -1648,8 +1648,8 @@ class BlueprintStore:
         p: _Prepared,
         rev: int,
         op_id: int,
-        y_st: os.stat_result,
-        m_st: os.stat_result,
+        y_st: os.stat_result | fs.FileStat,
+        m_st: os.stat_result | fs.FileStat,
     ) -> tuple[str, str, int]:
         """Insert or update the blueprint's row; returns the sha256 of its YAML and meta bytes,
         and the row's rid."""
