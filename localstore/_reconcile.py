@@ -292,6 +292,10 @@ _LISTED_COLUMNS = (
 )
 
 
+# The stat recorded for a file no scan saw before it was read: matches no file (see _record).
+_UNSEEN = fs.FileStat(-2, -2, -2)
+
+
 class Reconciler:
     """One reconcile pass over a store (or one path of it)."""
 
@@ -305,6 +309,9 @@ class Reconciler:
         self._changed: list[str] | None = None
         self._claims: dict[str, str] | None = None
         self._parked: dict[str, Row] = {}
+        # Whether the ingest under way put the meta file in place itself (written, or a
+        # flushed temp renamed): its stat is then taken after that, not the scan's (_record).
+        self._meta_placed = False
 
     # -- scanning ----------------------------------------------------------------------------------
 
@@ -817,6 +824,8 @@ class Reconciler:
         report: CheckReport,
     ) -> None:
         store = self.store
+        self._meta_placed = False
+        # (The stats _record records are the scan's, taken before these reads.)
         yaml_bytes = self._read(rel)
         if yaml_bytes is None:
             return
@@ -935,8 +944,9 @@ class Reconciler:
             self._follow_meta(identity.path, rel)
         if write_meta:
             fs.atomic_write(store.root / meta_rel, prepared.meta_bytes)
+            self._meta_placed = True
             report.fixed.append({"kind": "meta-written", "path": meta_rel, "detail": meta.id})
-        self._record(cur, identity, prepared, rel, report)
+        self._record(cur, identity, prepared, rel, scan, report)
 
     def _finish_moving_update(
         self,
@@ -1105,6 +1115,7 @@ class Reconciler:
                 continue
             fs.replace_file(entry.path, target)
             fs.fsync_dir(target.parent)
+            self._meta_placed = True
             report.fixed.append({"kind": "meta-recovered", "path": meta_rel, "detail": entry.name})
             return raw
         return None
@@ -1132,14 +1143,27 @@ class Reconciler:
         identity: Row | None,
         prepared: object,
         rel: str,
+        scan: _Scan,
         report: CheckReport,
     ) -> None:
         from localstore.store import _Prepared, change_events
 
         assert isinstance(prepared, _Prepared)
         store = self.store
-        y_st = os.stat(store.root / rel)
-        m_st = os.stat(store.root / fs.meta_path_for(rel))
+        meta_rel = fs.meta_path_for(rel)
+        # The stats recorded are the scan's, taken before the files were read. Taken after (as
+        # they were), an edit saved during the read was recorded with the old bytes' hash and
+        # the new file's stat: the index took the file for unchanged, nothing read it again
+        # while no watcher ran, and the next save overwrote the edit unrecorded. Such an edit
+        # now leaves the recorded stat unlike the file's, so the next look (open, load, save,
+        # the watcher) reads it. (A file the scan did not see gets a stat no file has: the
+        # same.) A meta this ingest put in place itself is stat'ed after that, as a save's is.
+        y_st: fs.FileStat | os.stat_result = scan.yamls.get(rel, _UNSEEN)
+        m_st: fs.FileStat | os.stat_result = (
+            os.lstat(store.root / meta_rel)
+            if self._meta_placed
+            else scan.metas.get(meta_rel, _UNSEEN)
+        )
         if (
             identity is not None
             and not identity.deleted

@@ -1648,8 +1648,8 @@ class BlueprintStore:
         p: _Prepared,
         rev: int,
         op_id: int,
-        y_st: os.stat_result,
-        m_st: os.stat_result,
+        y_st: os.stat_result | fs.FileStat,
+        m_st: os.stat_result | fs.FileStat,
     ) -> tuple[str, str, int]:
         """Insert or update the blueprint's row; returns the sha256 of its YAML and meta bytes,
         and the row's rid."""
@@ -1893,29 +1893,47 @@ class BlueprintStore:
     def load(self, ref: str) -> Blueprint:
         """Read a blueprint (its YAML verbatim and its meta). Raises NotFoundError, AmbiguousRefError.
 
-        If the file changed on disk since it was indexed (an edit not yet seen by a watcher), the
-        change is ingested first, so what is returned always matches the file.
+        If its YAML or meta file changed on disk since it was indexed (an edit not yet seen by a
+        watcher), the change is ingested first, so what is returned always matches the files.
         """
         self._check_open()
         with self.index.read() as cur:
             row = self._resolve(cur, ref)
-        yaml_abs = self.abspath(row.path)
-        try:
-            st = os.lstat(yaml_abs)
-        except FileNotFoundError:
-            st = None
-        stale = st is None or not fs.stat_unchanged(
+        yaml_abs = str(self.abspath(row.path))
+        meta_abs = yaml_abs[: -len(fs.YAML_SUFFIX)] + fs.META_SUFFIX
+        # Both files' stats, taken before any read: an edit landing after them is seen by the
+        # next look. The meta's counts as much as the YAML's (its name, tags and description
+        # are the blueprint's too): a meta edited while no watcher ran was served stale.
+        st = _lstat_or_none(yaml_abs)
+        m_st = _lstat_or_none(meta_abs)
+        yaml_stale = st is None or not fs.stat_unchanged(
             st, row.yaml_size, row.yaml_mtime_ns, row.yaml_ctime_ns
         )
-        if stale and st is not None and st.st_size == row.yaml_size and not row.flagged:
+        meta_stale = (
+            row.meta_size != -1  # (-1: indexed without a meta file, a flagged row)
+            if m_st is None
+            else not fs.stat_unchanged(m_st, row.meta_size, row.meta_mtime_ns, row.meta_ctime_ns)
+        )
+        stale = yaml_stale or meta_stale
+        if (
+            stale
+            and not row.flagged
+            and st is not None
+            and m_st is not None
+            and st.st_size == row.yaml_size
+            and m_st.st_size == row.meta_size
+        ):
             # The bytes decide. A file put back by a rename (a failed save's undo on a full disk)
             # has a new change time but the indexed bytes: recording that time is a write, which
             # a read must not need (load failed with DiskFullError). Reconcile records it later.
             try:
                 data = fs.read_regular(yaml_abs, self.limits.max_bytes)
+                same = sha256_hex(data) == row.yaml_sha256 and (
+                    not meta_stale or sha256_hex(fs.read_regular(meta_abs)) == row.meta_sha256
+                )
             except FileNotFoundError:
-                data = b""
-            if sha256_hex(data) == row.yaml_sha256:
+                same = False
+            if same:
                 return self._blueprint_from(row, data.decode("utf-8"))
         if stale:
             from localstore._reconcile import Reconciler
@@ -2722,6 +2740,14 @@ class _CloseHook:
 
     def __repr__(self) -> str:
         return repr(self.callback)
+
+
+def _lstat_or_none(path: str) -> os.stat_result | None:
+    """The file's own stat (a link's, not its target's), or None if nothing has the name."""
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
 
 
 def _cross_disk_error(old_rel: str, new_rel: str) -> StorageError:
