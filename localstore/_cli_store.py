@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
 
-    from localstore.store import BlueprintInfo, SearchHit
+    from localstore.store import BlueprintInfo, BlueprintStore, SearchHit
 
 # Up to this many rows a listing is a rich table; more are printed as plain aligned lines,
 # streamed. rich lays out a whole table in memory before printing it (about 0.5 ms and 8 KB a
@@ -139,14 +139,17 @@ def _title(head: str, folder: str | None, tag: str | None) -> str:
     return " ".join(w for w in (head, filter_words(folder, tag)) if w)
 
 
-def _note_nothing_matched(folder: str | None, tag: str | None) -> None:
+def _note_nothing_matched(store: BlueprintStore, folder: str | None, tag: str | None) -> None:
     """Say on stderr that a filter matched nothing (exit 0 still: the empty answer is one).
 
     The title alone ("0 blueprint(s)") read the same for a typo in a tag or folder as for an
-    empty folder; this names what was asked and where to look."""
+    empty folder; this names what was asked and where to look. Only when no blueprint at all
+    matches the filter: an empty answer for other reasons (a search whose words found nothing
+    among the blueprints tagged so, --limit 0, an --offset past the end) is no typo in it, and
+    the note sent the user looking for one."""
     from localstore._listing import filter_words
 
-    if folder or tag is not None:
+    if (folder or tag is not None) and not store.list(folder=folder, tag=tag, limit=1):
         click.echo(
             f"note: no blueprint {filter_words(folder, tag)} (check the spelling; "
             "'localstore ls' lists the blueprints with their folders and tags)",
@@ -276,14 +279,15 @@ def ls_cmd(
     from localstore.cli import _json_default
 
     with errors_to_exit():
-        items = ctx.store(existing=True).list(
+        store = ctx.store(existing=True)
+        items = store.list(
             folder=folder, tag=tag, sort=sort, descending=desc, limit=limit, offset=offset
         )
         if ctx.json:
             _emit_json_list(items, _json_default)
             return
-        if not items and not offset:
-            _note_nothing_matched(folder, tag)
+        if not items:
+            _note_nothing_matched(store, folder, tag)
         columns = ["path", "name", "tags", "modified", "id"]
         rows = [
             [
@@ -328,15 +332,14 @@ def search_cmd(
     AND, OR, NOT and NEAR are words. A query starting with '-' goes after '--'.
     """
     with errors_to_exit():
-        hits = ctx.store(existing=True).search(
-            query, limit=limit, offset=offset, folder=folder, tag=tag
-        )
+        store = ctx.store(existing=True)
+        hits = store.search(query, limit=limit, offset=offset, folder=folder, tag=tag)
 
         def show() -> None:
             from rich.console import Console
 
-            if not hits and not offset:
-                _note_nothing_matched(folder, tag)
+            if not hits:
+                _note_nothing_matched(store, folder, tag)
             console = Console(highlight=False)
             _table(
                 _title(f"{len(hits)} match(es) for {query!r}", folder, tag),
