@@ -1929,7 +1929,8 @@ class BlueprintStore:
             try:
                 data = fs.read_regular(yaml_abs, self.limits.max_bytes)
                 same = sha256_hex(data) == row.yaml_sha256 and (
-                    not meta_stale or sha256_hex(fs.read_regular(meta_abs)) == row.meta_sha256
+                    not meta_stale
+                    or sha256_hex(fs.read_regular(meta_abs, MAX_META_BYTES)) == row.meta_sha256
                 )
             except FileNotFoundError:
                 same = False
