@@ -90,7 +90,7 @@ class Paths:
                 # Durably (each new folder flushed in its parent): the index, the sync state
                 # and the daemon's pause are written in them, and a power cut that took a new
                 # data/ away took the index with every revision saved since.
-                missing = [d for d in (p, *p.parents) if not d.exists()]
+                missing = fs.missing_dirs(p)
                 p.mkdir(parents=True)
                 for created in reversed(missing):
                     fs.flush_dir(created.parent)

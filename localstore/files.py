@@ -631,7 +631,7 @@ def ensure_dir(directory: Path, *, mode: int = 0o777) -> None:
     """Create a directory and its parents durably (``mode`` is the last one's, as mkdir's).
 
     Raises StorageError."""
-    missing = _missing_dirs(directory)
+    missing = missing_dirs(directory)
     if not missing:
         return
     try:
@@ -644,7 +644,7 @@ def ensure_dir(directory: Path, *, mode: int = 0o777) -> None:
 
 def make_dirs(directory: Path, *, mode: int = 0o777) -> None:
     """``ensure_dir`` for callers whose contract is OSError. Raises OSError."""
-    missing = _missing_dirs(directory)
+    missing = missing_dirs(directory)
     directory.mkdir(mode=mode, parents=True, exist_ok=True)
     # A new folder is an entry in its parent: until the parent is flushed a power cut can take
     # it away with everything written in it since, however durably (so each parent, upwards).
@@ -652,7 +652,7 @@ def make_dirs(directory: Path, *, mode: int = 0o777) -> None:
         flush_dir(created.parent)
 
 
-def _missing_dirs(directory: Path) -> list[Path]:
+def missing_dirs(directory: Path) -> list[Path]:
     """``directory`` and those of its parents that do not exist, deepest first."""
     missing: list[Path] = []
     d = directory

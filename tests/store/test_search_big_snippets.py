@@ -13,6 +13,7 @@ import pytest
 
 import localstore._snippets as snippets
 from localstore.store import SearchHit
+from tests.store.search_corpus import TEXTS
 
 QUERIES = [
     "deploy",
@@ -31,15 +32,7 @@ PAGES = [(20, 0), (3, 0), (3, 2)]
 
 @pytest.fixture
 def corpus(store: Any) -> Any:
-    texts = [
-        "steps:\n  - run: deploy build test\n",
-        "steps:\n  - run: build then deploy\n  - run: kubectl apply\n",
-        "steps:\n  - run: kubernetes deploy deploy deploy\n",
-        "title: 東京都の天気\nsteps:\n  - run: deploy\n",
-        "title: " + unicodedata.normalize("NFD", "café") + " build\n",
-        "title: café deploy build\n",
-        "steps:\n  - run: lint\n",
-    ]
+    texts = TEXTS
     for n in range(30):
         store.save(
             f"ops/bp{n}" if n % 2 else f"web/bp{n}",

@@ -5,13 +5,13 @@ same scores (BM25 over the whole store's statistics) and snippets."""
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Any
 
 import pytest
 
 import localstore.store as store_module
 from localstore.store import SearchHit
+from tests.store.search_corpus import TEXTS
 
 FOLDERS = ["/", "ops", "ops/deep", "opsx", "web", "東京", "ops/😀", "one", "nowhere"]
 QUERIES = [
@@ -34,15 +34,7 @@ def corpus(store: Any) -> Any:
     """Blueprints in the top folder, a folder and its sub-folders (one named from above
     U+FFFF), a sibling whose name starts with the folder's, a CJK folder; named, tagged and
     described with the searched words or not; identical twins (tied scores); deleted ones."""
-    texts = [
-        "steps:\n  - run: deploy build test\n",
-        "steps:\n  - run: build then deploy\n  - run: kubectl apply\n",
-        "steps:\n  - run: kubernetes deploy deploy deploy\n",
-        "title: 東京都の天気\nsteps:\n  - run: deploy\n",
-        "title: " + unicodedata.normalize("NFD", "café") + " build\n",
-        "title: café deploy build\n",
-        "steps:\n  - run: lint\n",
-    ]
+    texts = TEXTS
     places = {
         "": 3,
         "ops": 9,
