@@ -34,6 +34,7 @@ import re
 import secrets
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,6 +86,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+# Before the one retry of a keychain call whose collection could not be opened (a restarting
+# Secret Service daemon answers again within a few tens of ms).
+_INIT_RETRY_S = 0.2
 
 SERVICE_PREFIX = "localstore:"
 PASSPHRASE_ENV = "LOCALSTORE_KEYCHAIN_PASSPHRASE"
@@ -219,7 +223,7 @@ def _keyring_boundary(action: str, name: str, secret: str | None = None) -> Iter
     try:
         yield
     except keyring.errors.KeyringError as exc:
-        if isinstance(exc, keyring.errors.KeyringLocked):
+        if isinstance(exc, keyring.errors.KeyringLocked | keyring.errors.InitError):
             _close_leaked_connection(exc)
         raise _chain(map_keyring_error(exc, action, name=name, secret=secret), exc, secret)  # noqa: B904
     except Exception as exc:  # noqa: BLE001 - backends leak D-Bus/OS errors; none may escape
@@ -339,12 +343,16 @@ class KeyringSecretBackend:
             try:
                 return fn()
             except keyring.errors.InitError as exc:
-                # The pinned collection is gone (the user removed or replaced the default
-                # keyring while we ran): look the default up again, once.
-                if not self._pinned:
-                    raise
+                # The collection could not be opened: the pinned one is gone (the user removed
+                # or replaced the default keyring while we ran: look the default up again), or
+                # the Secret Service daemon went away mid-call ("Message recipient disconnected":
+                # gnome-keyring aborts on a race of its own, and D-Bus activation starts it
+                # again). Either way, once more.
                 _close_leaked_connection(exc)
-                self._repin(kr)
+                if self._pinned:
+                    self._repin(kr)
+                else:
+                    time.sleep(_INIT_RETRY_S)
                 return fn()
 
     def _repin(self, failed: keyring.backend.KeyringBackend) -> None:

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 
 import keyring
+import keyring.errors
 import pytest
 import secretstorage
 from keyring.backends import SecretService
@@ -154,6 +155,35 @@ def test_two_threads_finding_the_pinned_collection_gone_both_go_on(
             t.join(60)
         assert results == ["x", "x"]
         assert backend._kr.preferred_collection == _default_path()  # type: ignore[attr-defined]
+    finally:
+        monkeypatch.undo()
+        backend.delete(service, "item")
+
+
+def test_a_secret_service_that_went_away_mid_call_is_asked_once_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # gnome-keyring aborts on a race of its own when a client disconnects mid-call, and D-Bus
+    # activation starts it again: keyring then raises InitError ("Message recipient
+    # disconnected"). A refresh of the cloud session failed with "no usable OS keychain" so.
+    kr = _plain_keyring(monkeypatch)
+    kr.preferred_collection = _default_path()  # type: ignore[attr-defined]  # (not pinned by us)
+    backend = KeyringSecretBackend(kr)
+    assert backend._pinned is False
+    service = f"localstore-test-{uuid.uuid4().hex[:8]}"
+    backend.set(service, "item", "x")
+    real = type(kr).get_password
+    failures = [keyring.errors.InitError("Failed to create the collection: Message recipient")]
+
+    def flaky(self: SecretService.Keyring, svc: str, name: str) -> str | None:
+        if failures:
+            raise failures.pop()
+        return real(self, svc, name)
+
+    monkeypatch.setattr(type(kr), "get_password", flaky)
+    try:
+        assert backend.get(service, "item") == "x"
+        assert not failures
     finally:
         monkeypatch.undo()
         backend.delete(service, "item")
