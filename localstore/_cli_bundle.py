@@ -28,6 +28,7 @@ from localstore.archive import (
     export_yaml,
     import_bundle,
     is_encrypted,
+    select_blueprints,
 )
 from localstore.cli import (
     EXIT_ATTENTION,
@@ -133,19 +134,23 @@ def export_cmd(
         return
     if output == "-":
         fail("a bundle cannot go to stdout", code=EXIT_USAGE, hint="give a file with -o")
-    passphrase = _passphrase(confirm=True) if encrypt else None
     with errors_to_exit():
         store = ctx.store(existing=True)
-        with _progress_bars() as progress:
-            result = export_bundle(
-                store,
-                output,
-                refs=refs,
-                folder=folder,
-                tag=tag,
-                passphrase=passphrase,
-                progress=progress,
-            )
+        if encrypt:
+            # What the export would refuse (a missing home, a ref or filter that matches
+            # nothing) is refused before someone types a passphrase twice for nothing.
+            select_blueprints(store, refs, folder=folder, tag=tag)
+    passphrase = _passphrase(confirm=True) if encrypt else None
+    with errors_to_exit(), _progress_bars() as progress:
+        result = export_bundle(
+            store,
+            output,
+            refs=refs,
+            folder=folder,
+            tag=tag,
+            passphrase=passphrase,
+            progress=progress,
+        )
     ctx.emit(result.to_dict(), lambda: _print_export(result))
 
 

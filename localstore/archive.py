@@ -264,7 +264,7 @@ def select_blueprints(
 
     Raises NotFoundError, AmbiguousRefError for a bad ref; NotFoundError too for a folder or tag
     that matches no blueprint (a typo gave a bundle of nothing, exported without a word);
-    InvalidInputError for an empty tag.
+    InvalidInputError for an empty folder or tag.
     """
     if isinstance(refs, str | bytes | Mapping) or not isinstance(refs, Iterable):
         # (A str was iterated: refs="team/a" exported the blueprints named "t", "e", ...)
@@ -278,7 +278,7 @@ def select_blueprints(
     for ref in refs:
         info = store.resolve(ref)
         chosen[info.id] = info
-    filtered = bool(folder) or tag is not None  # (folder "" is no filter, as in store.list)
+    filtered = folder is not None or tag is not None
     if filtered or not refs:
         matched = store.list(folder=folder, tag=tag)
         if filtered and not matched:
@@ -310,7 +310,7 @@ def export_bundle(
     import would refuse whole is refused here instead, before anything is written.
 
     Raises NotFoundError (a ref, or a folder or tag that matches nothing: no file is written),
-    StorageError (writing), InvalidInputError (empty passphrase or tag),
+    StorageError (writing), InvalidInputError (empty passphrase, folder or tag),
     BundleLimitError (too many blueprints or bytes for one bundle).
     """
     _store_arg(store)

@@ -2148,7 +2148,7 @@ class BlueprintStore:
 
         Raises InvalidInputError for an unknown sort, a folder or tag that is not a string, a
         folder no blueprint can be in (a form a save refuses: a backslash, '.' or '..' parts), an
-        empty or blank tag (no blueprint has one; ``tag=None`` is no filter), a limit or offset
+        empty or blank folder or tag (``None`` is no filter; ``folder="/"`` the top folder), a limit or offset
         that is not a whole number >= 0 (``limit=None`` lists everything), a ``descending`` or
         ``recursive`` that is not a bool.
         """
@@ -2236,7 +2236,7 @@ class BlueprintStore:
         no indexed text holds one). See docs/architecture.md, "Search". Folder and tag filter as
         in :meth:`list`. Raises InvalidInputError for an empty
         query or one that is not a string, a limit or offset that is not a whole number >= 0, a
-        folder or tag that is not a string, a folder no blueprint can be in or an empty tag;
+        folder or tag that is not a string, a folder no blueprint can be in, an empty folder or tag;
         LimitExceededError for a query of more than ``SEARCH_MAX_WORDS`` words.
         """
         self._check_open()
@@ -2839,12 +2839,20 @@ def _tag_arg(value: Any) -> str | None:
 
 
 def _folder_arg(value: Any) -> str | None:
-    """A folder filter as the index stores folders: None for no filter (None or ""), else NFC
-    like every stored path (macOS hands out NFD names) without its outer slashes ("" for "/":
-    the top folder). A form a save refuses holds no blueprint: refused too, not answered []."""
+    """A folder filter as the index stores folders: None for no filter, else NFC like every
+    stored path (macOS hands out NFD names) without its outer slashes ("" for "/": the top
+    folder). A form a save refuses holds no blueprint: refused too, not answered [].
+
+    An empty or blank folder is refused, as the CLI's ``--folder ''`` is: taken as "no filter"
+    it answered every blueprint to an app whose folder variable was left unset."""
     folder = _text_arg("folder", value)
-    if not folder:
+    if folder is None:
         return None
+    if not folder.strip():
+        raise InvalidInputError(
+            f"the folder filter is empty ({value!r})",
+            hint="pass folder=None for every blueprint, or folder='/' for the top folder only",
+        )
     folder = unicodedata.normalize("NFC", folder).strip("/")
     if not folder:
         return ""

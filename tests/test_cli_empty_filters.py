@@ -77,6 +77,26 @@ def test_the_api_refuses_an_empty_tag_filter_as_the_cli_does(home: Path) -> None
         store.close()
 
 
+def test_the_api_refuses_an_empty_folder_filter_as_the_cli_does(home: Path) -> None:
+    """folder="" was "no filter" in the API (every blueprint answered to an app whose folder
+    variable was left unset) while the CLI refused `--folder ''`: refused in both."""
+    store = open_store(home)
+    try:
+        for folder in ("", "  "):
+            with pytest.raises(InvalidInputError, match="folder filter is empty") as info:
+                store.list(folder=folder)
+            assert "folder='/'" in (info.value.hint or "")
+            with pytest.raises(InvalidInputError, match="folder filter is empty"):
+                store.search("a", folder=folder)
+            with pytest.raises(InvalidInputError, match="folder filter is empty"):
+                export_bundle(store, home / "x.lsbundle", folder=folder)
+        assert not (home / "x.lsbundle").exists()
+        assert [i.path for i in store.list(folder="/")] == ["y.blueprint.yaml"]
+        assert len(store.list(folder=None)) == 2
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize(
     ("args", "asked"),
     [
@@ -98,6 +118,23 @@ def test_an_export_whose_filter_matches_nothing_writes_no_bundle_and_exits_4(
     done = run_cli(home, "--json", "export", *args, "-o", str(out))
     assert done.returncode == 4 and done.stdout == ""
     assert json.loads(done.stderr)["error"]["exit_code"] == 4
+    assert not out.exists()
+
+
+def test_an_encrypted_export_refuses_a_filter_that_matches_nothing_before_asking(
+    home: Path, tmp_path: Path
+) -> None:
+    """`export --encrypt --tag nope` asked for the passphrase (twice, on a terminal; with no
+    terminal it failed for want of one, exit 2) before finding that nothing matched."""
+    out = tmp_path / "out.lsbundle"
+    done = run_cli(home, "export", "--encrypt", "--tag", "nope", "-o", str(out), stdin="")
+    assert done.returncode == 4, (done.stdout, done.stderr)
+    assert done.stderr.startswith("error: no blueprint with tag 'nope'"), done.stderr
+    assert "passphrase" not in done.stderr
+    assert not out.exists()
+    # A selection that matches still needs the passphrase (tests/archive: the export itself).
+    done = run_cli(home, "export", "--encrypt", "--tag", "t1", "-o", str(out), stdin="")
+    assert done.returncode == 2 and "passphrase" in done.stderr, done.stderr
     assert not out.exists()
 
 

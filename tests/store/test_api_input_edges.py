@@ -197,7 +197,7 @@ def test_folder_filters_with_slashes_at_the_ends_still_work(store) -> None:
         assert [h.info.path for h in store.search("a", folder=folder)] == ["a/b/x.blueprint.yaml"]
     assert [i.path for i in store.list(folder="/")] == ["top.blueprint.yaml"]
     assert [h.info.path for h in store.search("a", folder="/")] == ["top.blueprint.yaml"]
-    assert len(store.list(folder="")) == 2
+    assert len(store.list(folder=None)) == 2
 
 
 def test_an_origin_that_is_not_documented_is_refused(store) -> None:

@@ -45,7 +45,7 @@ def test_a_folder_of_slashes_lists_the_same_cached_or_not(store: Any, recursive:
     assert len(store.list()) == 2  # arms the cache
     assert store.list(folder="/", recursive=recursive) == before
     assert store.list(folder="/", recursive=recursive, limit=5) == before
-    assert store.list(folder="", recursive=recursive) == store.list()
+    assert store.list(folder=None, recursive=recursive) == store.list()
 
 
 def test_a_refresh_reads_one_snapshot(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
