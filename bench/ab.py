@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _homes import bench_dir
+
 
 def _load(code: str) -> None:
     """Import localstore, sync and the bench helpers from ``code`` (a checkout)."""
@@ -173,9 +175,10 @@ def main() -> None:
         raise SystemExit(f"usage: ab.py CODE {{{'|'.join(MEASUREMENTS)}}}")
     _load(sys.argv[1])
     fn, where = MEASUREMENTS[sys.argv[2]]
-    tmp = Path(
-        tempfile.mkdtemp(prefix="ab-", dir=where if where and Path(where).is_dir() else None)
-    )
+    if where and Path(where).is_dir():
+        tmp = Path(tempfile.mkdtemp(prefix="ab-", dir=where))
+    else:
+        tmp = bench_dir("ab-")[0]  # (a block group of its own: see _homes.py)
     try:
         print(f"{fn(tmp):.3f}")
     finally:

@@ -15,7 +15,9 @@ at all, in one run, alternating:
 It also prints the file-create cost at the moment of the run: ext4 without a journal (the
 benchmark VM's root filesystem) skips inodes freed in the last minutes (``recently_deleted`` in
 the kernel's inode allocator), so right after a benchmark or a test suite deleted many files,
-each create can cost 100-500 us of CPU instead of ~15 us.
+each create can cost 100-1,000 us of CPU instead of ~15-30 us; the homes are therefore made in
+a block group of their own (bench/_homes.py), and the cost in a plain temp folder is printed
+beside it.
 
     .venv/bin/python bench/bench_save_floor.py [--rounds 400] [--quick]
 """
@@ -28,7 +30,6 @@ import random
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +39,8 @@ import apsw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_store import bare_pair_write, create_probe, pct
+from _homes import bench_dir, disk_report
+from bench_store import bare_pair_write, pct
 
 
 class IndexLike:
@@ -90,9 +92,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.rounds = 100
-    base = Path(tempfile.mkdtemp(prefix="ls-floor-"))
+    base, how = bench_dir("ls-floor-")
     try:
-        print(f"file create now: {create_probe(base / 'probe'):.1f} us/file (median of 500)")
+        print(disk_report(base, how))
         files = base / "files"
         files.mkdir()
         index = IndexLike(base / "index.db")

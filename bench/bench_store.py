@@ -20,7 +20,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import apsw
+from _homes import bench_dir, disk_report
 
 import localstore
 from localstore._listing import INFO_COLUMNS
@@ -175,20 +175,6 @@ def bare_pair_write(directory: Path, yaml_bytes: bytes, meta_bytes: bytes, name:
     os.close(dfd)
 
 
-def create_probe(directory: Path, n: int = 500) -> float:
-    """Median microseconds to create (open O_CREAT|O_EXCL, write 1.5 KB, close) one new file."""
-    directory.mkdir()
-    data = os.urandom(1500)
-    samples = []
-    for i in range(n):
-        t = time.perf_counter()
-        fd = os.open(directory / f"p{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        os.write(fd, data)
-        os.close(fd)
-        samples.append((time.perf_counter() - t) * 1e6)
-    return statistics.median(samples)
-
-
 def rss_of_open_store(home: Path) -> float:
     code = (
         "import sys, psutil, localstore\n"
@@ -211,13 +197,13 @@ def main() -> None:
     n = args.n or (1000 if args.quick else 10_000)
     rounds = 300 if args.quick else 1000
     rng = random.Random(42)
-    base = Path(tempfile.mkdtemp(prefix="ls-bench-"))
+    base, how = bench_dir("ls-bench-")
     results: list[dict[str, object]] = []
     try:
         # The disk's state matters: ext4 without a journal skips recently freed inodes, so soon
         # after a run that deleted many files each create costs several times more
-        # (see bench_save_floor.py).
-        print(f"file create now: {create_probe(base / 'probe'):.1f} us/file (median of 500)")
+        # (see bench/_homes.py).
+        print(disk_report(base, how))
         home = base / "home"
         store = localstore.open(home=home)
         docs = [make_doc(rng, i) for i in range(n)]

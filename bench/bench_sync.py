@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from bench_store import create_probe
+from _homes import bench_dir, disk_report
 
 from localstore.config import load_settings
 from localstore.store import BlueprintStore, SaveRequest
@@ -244,11 +244,11 @@ def tmpfs_download(server: MemoryServer, n: int) -> float | None:
 
 
 def bench(n: int, repeats: int, edits: int, *, profile: bool) -> None:
-    root = Path(tempfile.mkdtemp(prefix="bench-sync-"))
+    root, how = bench_dir("bench-sync-")
     try:
         # This VM's ext4 has no journal, and then creating a file costs several times more for
-        # minutes after a mass delete (see bench_save_floor.py): print the cost of the moment.
-        print(f"file create now: {create_probe(root / 'probe'):.1f} us/file (median of 500)")
+        # minutes after a mass delete (see bench/_homes.py): print the cost of the moment.
+        print(disk_report(root, how))
         server = MemoryServer()
         floor_store = open_store(root, "floor")
         batch = DEFAULT_APPLY_BATCH
