@@ -900,6 +900,16 @@ def check_cloud(settings: Settings) -> Finding:
     except NotLoggedInError as exc:
         return Finding("cloud", "info", f"sync is off: {exc.message}", exc.hint)
     except SyncError as exc:
+        if not _login_listed(settings):
+            # The keychain could not be read, but this home never logged in (the index lists
+            # every name stored): not logged in, as documented. It was a second FAIL with the
+            # keychain check's text, two problems for one cause on a headless machine.
+            return Finding(
+                "cloud",
+                "info",
+                "sync is off: this home is not logged in to a cloud project",
+                NotLoggedInError.hint,
+            )
         return Finding("cloud", "problem", exc.message, exc.hint)
     try:
         info = remote.server_info()
@@ -908,6 +918,25 @@ def check_cloud(settings: Settings) -> Finding:
         return Finding("cloud", "problem", f"{remote.url}: {exc.message}", exc.hint)
     finally:
         remote.close()
+
+
+def _login_listed(settings: Settings) -> bool:
+    """Whether the index lists this home's cloud session or project (True when it cannot tell)."""
+    from localstore.credentials import CredentialStore
+    from localstore.index import Index
+    from sync.supabase_remote import project_credential_name, session_credential_name
+
+    try:
+        index = Index(settings.paths.index_db, busy_timeout_ms=settings.busy_timeout_ms)
+    except LocalStoreError:
+        return True
+    try:
+        names = CredentialStore(index, settings).list_names(include_internal=True)
+    except LocalStoreError:
+        return True
+    finally:
+        index.close()
+    return bool({session_credential_name(settings), project_credential_name(settings)} & set(names))
 
 
 def check_daemon(settings: Settings) -> Finding:

@@ -135,14 +135,15 @@ def sync_cmd(cli: CliContext, verify: bool, retry_quarantined: bool) -> None:
 
     When a daemon syncs this home, the cycle runs there (one syncing process per home).
     """
-    delegated = None if verify or retry_quarantined else _daemon_sync(cli.settings)
+    delegated = None if verify else _daemon_sync(cli.settings, retry_quarantined)
     if delegated is not None:
         report = _report_from(delegated["report"])
         flagged = delegated.get("flagged_files")
         if not isinstance(flagged, list):  # (a daemon older than its flagged_files reply)
             with errors_to_exit():
                 flagged = _flagged_files(cli.store(existing=True))
-        _finish(cli, delegated, report, dict(delegated.get("status") or {}), 0, flagged)
+        status = dict(delegated.get("status") or {})
+        _finish(cli, delegated, report, status, int(delegated["retried"]), flagged)
         return
     with errors_to_exit():
         store = cli.store()
@@ -205,8 +206,11 @@ def _home_lock(settings: Settings) -> Any:
     return embed.HomeLock.for_settings(settings)
 
 
-def _daemon_sync(settings: Settings) -> dict[str, Any] | None:
+def _daemon_sync(settings: Settings, retry_quarantined: bool = False) -> dict[str, Any] | None:
     """Run the cycle in this home's daemon; None when none runs (or it cannot be reached).
+
+    With ``retry_quarantined`` the daemon un-parks the quarantined changes first: it holds the
+    home's lock, so they cannot be un-parked here while it runs.
 
     A daemon that answers with an error (not logged in, paused, its session revoked) is the
     answer: it holds the home's lock, so syncing here would only fail with "another process is
@@ -221,7 +225,7 @@ def _daemon_sync(settings: Settings) -> dict[str, Any] | None:
         return None
     try:
         with control.ControlClient.connect(settings, timeout=10.0) as client:
-            answer = client.sync(wait=True)
+            answer = client.sync(wait=True, retry_quarantined=retry_quarantined)
     except control.ControlRequestError as exc:
         fail(f"the daemon did not sync: {exc.message}", hint=exc.hint)
     except Exception as exc:  # noqa: BLE001 - any control failure: try syncing here instead
@@ -229,6 +233,13 @@ def _daemon_sync(settings: Settings) -> dict[str, Any] | None:
         return None
     if not isinstance(answer, dict) or not isinstance(answer.get("report"), dict):
         return None
+    if retry_quarantined and not isinstance(answer.get("retried"), int):
+        # A daemon from before the option ran the cycle without un-parking anything.
+        fail(
+            "the running daemon is too old to retry quarantined changes",
+            hint="restart it (`localstore daemon --stop`, then start it or its service again) "
+            "and run this command again",
+        )
     answer.setdefault("retried", 0)
     answer["daemon"] = True
     return answer

@@ -999,9 +999,18 @@ class ControlClient:
         result: dict[str, Any] = self.request("status")
         return result
 
-    def sync(self, *, wait: bool = True, timeout: float = 120.0) -> dict[str, Any]:
-        """Ask for a sync cycle; with ``wait`` return its report once done."""
-        result: dict[str, Any] = self.request("sync", timeout=timeout, wait=wait)
+    def sync(
+        self, *, wait: bool = True, retry_quarantined: bool = False, timeout: float = 120.0
+    ) -> dict[str, Any]:
+        """Ask for a sync cycle; with ``wait`` return its report once done.
+
+        ``retry_quarantined`` un-parks the quarantined changes first (the reply's ``retried``
+        says how many; a daemon without that option leaves the key out).
+        """
+        args: dict[str, Any] = {"wait": wait}
+        if retry_quarantined:  # (only when asked: the op's arguments of older daemons stay valid)
+            args["retry_quarantined"] = True
+        result: dict[str, Any] = self.request("sync", timeout=timeout, **args)
         return result
 
     def pause(self) -> dict[str, Any]:

@@ -1103,6 +1103,9 @@ class Daemon:
         wait = args.get("wait", False)
         if not isinstance(wait, bool):
             raise OpError("bad_request", "'wait' must be true or false")
+        retry = args.get("retry_quarantined", False)
+        if not isinstance(retry, bool):
+            raise OpError("bad_request", "'retry_quarantined' must be true or false")
         if self.engine is None and not self._attach_engine():
             raise OpError(
                 "not_logged_in" if self._offline_reason == "not logged in" else "offline",
@@ -1113,9 +1116,14 @@ class Daemon:
         assert engine is not None
         if self._paused:
             raise OpError("paused", "sync is paused", hint="resume it first")
+        # Here, not in the CLI: the daemon holds the home's lock, so `localstore sync
+        # --retry-quarantined` (the command `status` prints for each entry) was refused with
+        # "another process is syncing this home" whenever the daemon ran.
+        retried = engine.retry_quarantined() if retry else 0
         if not wait:
             engine.request_sync()
-            return {"requested": True, "status": self._with_unaccepted(self._sync_status())}
+            status = self._with_unaccepted(self._sync_status())
+            return {"requested": True, "retried": retried, "status": status}
         self._wait_for_watcher()
         report = engine.sync_once()
         # The engine's `flagged` counts index rows only: a new file that never parsed has none,
@@ -1126,7 +1134,12 @@ class Daemon:
         assert self.store is not None
         flagged = [f.to_dict() for f in (*list_flagged(self.store), *unaccepted_files(self.store))]
         status["flagged"] = len(flagged)
-        return {"report": report.to_dict(), "status": status, "flagged_files": flagged}
+        return {
+            "report": report.to_dict(),
+            "status": status,
+            "flagged_files": flagged,
+            "retried": retried,
+        }
 
     def _wait_for_watcher(self) -> None:
         """Barrier: edits made before a `sync` request are indexed before the cycle reads the outbox.

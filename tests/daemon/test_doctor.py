@@ -192,3 +192,29 @@ def test_cloud_and_daemon_checks_with_a_logged_in_running_daemon(
     d.proc.wait(10)
     stale = check_daemon(settings)
     assert stale.status == "info" and "stale daemon.json" in stale.detail
+
+
+def test_without_a_keychain_a_home_never_logged_in_is_not_a_cloud_problem(
+    tmp_path: Path,
+) -> None:
+    """docs/daemon.md: the cloud check is a problem when logged in and the server does not
+    answer; not logged in is info. Without a usable keychain, a home that never logged in got
+    a second FAIL (the keychain check's text again: two problems for one cause)."""
+    home = tmp_path / "h"
+    subprocess.run([LOCALSTORE, "--home", str(home), "init"], check=True, capture_output=True)
+    done = doctor(home, "--json", env={"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"})
+    checks = by_check(done.stdout)
+    assert done.returncode == 3 and checks["keychain"]["status"] == "problem"
+    assert checks["cloud"]["status"] == "info", checks["cloud"]
+    assert "not logged in" in checks["cloud"]["detail"]
+    assert "localstore login" in checks["cloud"]["fix"]
+
+
+def test_without_a_keychain_a_logged_in_home_is_a_cloud_problem(cloud, tmp_path: Path) -> None:
+    """The other side of the one above: a home that logged in cannot sync without its keychain."""
+    home = tmp_path / "li"
+    log_in(home_settings(home), cloud, new_email())
+    done = doctor(home, "--json", env={"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"})
+    checks = by_check(done.stdout)
+    assert done.returncode == 3 and checks["cloud"]["status"] == "problem", checks["cloud"]
+    assert "keychain" in checks["cloud"]["detail"]
