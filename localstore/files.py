@@ -1120,10 +1120,11 @@ def stat_unchanged(
     and the next save overwrote it unrecorded. Whatever renames a file into place made it as
     a new file while the old one still existed, so it has another inode. An inode that is
     unknown matches any: 0 (Windows' ``scandir`` gives no file index, some filesystems none at
-    all) or None (a row from before core v9 whose pair the first open has not stamped yet,
-    see ``Reconciler.run``); the other three still decide there, as before. The device is not
-    compared: a rename never crosses filesystems, and device numbers change across reboots
-    and remounts (btrfs subvolumes, USB disks, network mounts): every pair would be read again.
+    all) or None (a row from before core v9 whose pair the first open has not stamped yet: see
+    ``Reconciler._stamp_inodes``); the other three still decide there, as before. The device
+    is not compared: a rename never crosses filesystems, and device numbers change across
+    reboots and remounts (btrfs subvolumes, USB disks, network mounts): every pair would be
+    read again.
     """
     return (
         ctime_ns is not None
