@@ -284,16 +284,40 @@ class _Listed(NamedTuple):
     flagged: str | None
     yaml_ctime_ns: int | None
     meta_ctime_ns: int | None
+    yaml_ino: int | None
+    meta_ino: int | None
 
 
 _LISTED_COLUMNS = (
     "rid, id, path, yaml_size, yaml_mtime_ns, meta_size, meta_mtime_ns, flagged, "
-    "yaml_ctime_ns, meta_ctime_ns"
+    "yaml_ctime_ns, meta_ctime_ns, yaml_ino, meta_ino"
 )
 
 
 # The stat recorded for a file no scan saw before it was read: matches no file (see _record).
-_UNSEEN = fs.FileStat(-2, -2, -2)
+_UNSEEN = fs.FileStat(-2, -2, -2, -2)
+
+
+def _stat_columns(
+    y: fs.FileStat | os.stat_result, m: fs.FileStat | os.stat_result
+) -> tuple[int, ...]:
+    """The values of the eight stat columns (SET yaml_size=?, ... meta_ino=?) for ``y``, ``m``."""
+    return (
+        y.st_size,
+        y.st_mtime_ns,
+        y.st_ctime_ns,
+        fs.ino_key(y.st_ino),
+        m.st_size,
+        m.st_mtime_ns,
+        m.st_ctime_ns,
+        fs.ino_key(m.st_ino),
+    )
+
+
+_SET_STATS = (
+    "yaml_size=?, yaml_mtime_ns=?, yaml_ctime_ns=?, yaml_ino=?, "
+    "meta_size=?, meta_mtime_ns=?, meta_ctime_ns=?, meta_ino=?"
+)
 
 
 class Reconciler:
@@ -362,8 +386,12 @@ class Reconciler:
     def _stat_matches(row: Row | _Listed, y: fs.FileStat, m: fs.FileStat | None) -> bool:
         return (
             m is not None
-            and fs.stat_unchanged(y, row.yaml_size, row.yaml_mtime_ns, row.yaml_ctime_ns)
-            and fs.stat_unchanged(m, row.meta_size, row.meta_mtime_ns, row.meta_ctime_ns)
+            and fs.stat_unchanged(
+                y, row.yaml_size, row.yaml_mtime_ns, row.yaml_ctime_ns, row.yaml_ino
+            )
+            and fs.stat_unchanged(
+                m, row.meta_size, row.meta_mtime_ns, row.meta_ctime_ns, row.meta_ino
+            )
         )
 
     def _candidates(
@@ -395,6 +423,11 @@ class Reconciler:
         stale = self._stale_temps(scan)
         self._report_flagged(by_path, report)
         self._report_unsupported(scan, report)
+        if fix:
+            try:
+                self._stamp_inodes(scan, by_path, changed)
+            except apsw.Error as exc:
+                raise map_apsw_error(exc, "reconcile the index with the files") from exc
         if not (changed or missing or orphans or stale):
             return report
         if not fix:
@@ -406,6 +439,35 @@ class Reconciler:
             raise map_apsw_error(exc, "reconcile the index with the files") from exc
         self.store.events.publish(self.events)
         return report
+
+    def _stamp_inodes(self, scan: _Scan, by_path: dict[str, _Listed], changed: list[str]) -> None:
+        """Record the scanned inodes of unchanged pairs whose rows have none (core v8 rows).
+
+        No read: the pair's size, mtime and change time matched, which is what core v8 took
+        for unchanged, and the scan has already lstat'ed both files. Reading every pair once
+        instead (as the v8 upgrade had to, for the change times) cost about 5 s at 10,000
+        blueprints; it would only catch a same-tick rename made before the upgrade. A pair that
+        differs goes the usual way (_restamp or an ingest), which records its inodes too. One
+        write transaction, on the first open after the upgrade only (later opens find none).
+        """
+        differs = set(changed)
+        stamps = [
+            (fs.ino_key(y.st_ino), fs.ino_key(m.st_ino), row.rid)
+            for path, row in by_path.items()
+            if (row.yaml_ino is None or row.meta_ino is None)
+            and path not in differs
+            and (y := scan.yamls.get(path)) is not None
+            and (m := scan.metas.get(fs.meta_path_for(path))) is not None
+        ]
+        if not stamps:
+            return
+        with self.store.index.write() as cur:
+            # coalesce: a save by another process since the scan recorded its own inodes.
+            cur.executemany(
+                "UPDATE blueprints SET yaml_ino = coalesce(yaml_ino, ?), "
+                "meta_ino = coalesce(meta_ino, ?) WHERE rid = ?",
+                stamps,
+            )
 
     def _fix(self, report: CheckReport) -> None:
         """Apply the differences found under the write lock, one path per savepoint."""
@@ -778,9 +840,7 @@ class Reconciler:
         if row is None or row.flagged is not None or not self._holds(row, rel, meta_rel):
             return False
         cur.execute(
-            "UPDATE blueprints SET yaml_size=?, yaml_mtime_ns=?, yaml_ctime_ns=?, meta_size=?, "
-            "meta_mtime_ns=?, meta_ctime_ns=? WHERE rid=?",
-            (*y, *m, row.rid),
+            f"UPDATE blueprints SET {_SET_STATS} WHERE rid=?", (*_stat_columns(y, m), row.rid)
         )
         return True
 
@@ -1176,16 +1236,10 @@ class Reconciler:
             # is no new revision, nor an op id for sync to push. (Row.holds() is False while
             # flagged: it served here and recorded exactly such a revision.)
             cur.execute(
-                "UPDATE blueprints SET yaml_size=?, yaml_mtime_ns=?, yaml_ctime_ns=?, meta_size=?, "
-                "meta_mtime_ns=?, meta_ctime_ns=?, yaml_sha256=?, meta_sha256=?, meta_json=?, "
+                f"UPDATE blueprints SET {_SET_STATS}, yaml_sha256=?, meta_sha256=?, meta_json=?, "
                 "modified=?, flagged=NULL WHERE rid=?",
                 (
-                    y_st.st_size,
-                    y_st.st_mtime_ns,
-                    y_st.st_ctime_ns,
-                    m_st.st_size,
-                    m_st.st_mtime_ns,
-                    m_st.st_ctime_ns,
+                    *_stat_columns(y_st, m_st),
                     sha256_hex(prepared.yaml_bytes),
                     sha256_hex(prepared.meta_bytes),
                     encode_meta(prepared.meta).decode("utf-8"),
@@ -1223,16 +1277,17 @@ class Reconciler:
         y = scan.yamls.get(rel)
         m = scan.metas.get(fs.meta_path_for(rel))
         cur.execute(
-            "UPDATE blueprints SET flagged=?, yaml_size=?, yaml_mtime_ns=?, yaml_ctime_ns=?, "
-            "meta_size=?, meta_mtime_ns=?, meta_ctime_ns=? WHERE rid=?",
+            f"UPDATE blueprints SET flagged=?, {_SET_STATS} WHERE rid=?",
             (
                 reason,
                 y.st_size if y else row.yaml_size,
                 y.st_mtime_ns if y else row.yaml_mtime_ns,
                 y.st_ctime_ns if y else row.yaml_ctime_ns,
+                fs.ino_key(y.st_ino) if y else row.yaml_ino,
                 m.st_size if m else -1,
                 m.st_mtime_ns if m else -1,
                 m.st_ctime_ns if m else -1,
+                fs.ino_key(m.st_ino) if m else None,
                 row.rid,
             ),
         )

@@ -1052,15 +1052,16 @@ def _maybe_conflict_copy(name: str) -> bool:
 
 
 class FileStat(NamedTuple):
-    """What a scan keeps of a file's stat: its size, modification and change times.
+    """What a scan keeps of a file's stat: its size, modification and change times, inode.
 
     A whole ``os.stat_result`` is about 650 bytes with its fields: a reconcile or rescan of a
-    100,000-blueprint home holds 200,000 of them at once (130 MB); this is about 130 bytes.
+    100,000-blueprint home holds 200,000 of them at once (130 MB); this is about 170 bytes.
     """
 
     st_size: int
     st_mtime_ns: int
     st_ctime_ns: int
+    st_ino: int
 
     @property
     def st_mtime(self) -> float:
@@ -1070,7 +1071,7 @@ class FileStat(NamedTuple):
     @classmethod
     def of(cls, st: os.stat_result) -> FileStat:
         """Keep what a scan needs of ``st``."""
-        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 class _Stat(Protocol):
@@ -1080,9 +1081,27 @@ class _Stat(Protocol):
     def st_mtime_ns(self) -> int: ...
     @property
     def st_ctime_ns(self) -> int: ...
+    @property
+    def st_ino(self) -> int: ...
 
 
-def stat_unchanged(st: _Stat, size: int, mtime_ns: int, ctime_ns: int | None) -> bool:
+_INO_BITS = (1 << 64) - 1
+
+
+def ino_key(st_ino: int) -> int:
+    """``st_ino`` as the index stores it: a signed 64-bit integer (SQLite's INTEGER).
+
+    Inode numbers are unsigned 64-bit (overlayfs with xino, NFS file ids and 9p use the top
+    bits; Windows' 128-bit ReFS ids are folded): one above 2**63 would not bind at all.
+    Idempotent: a stored key gives itself back.
+    """
+    ino = st_ino & _INO_BITS
+    return ino - (1 << 64) if ino >> 63 else ino
+
+
+def stat_unchanged(
+    st: _Stat, size: int, mtime_ns: int, ctime_ns: int | None, ino: int | None
+) -> bool:
     """True if ``st`` is the stat the index recorded: the file can be taken as unread-unchanged.
 
     Size and mtime alone are not enough: sync tools (Syncthing, Dropbox, ``rsync -t``,
@@ -1094,12 +1113,25 @@ def stat_unchanged(st: _Stat, size: int, mtime_ns: int, ctime_ns: int | None) ->
     it back (POSIX); on Windows ``st_ctime_ns`` is the creation time (settable, and unchanged
     by a write), which only ever adds strictness there. A row without a recorded change time
     (an index from before core v8) never matches: its pair is read once and the times recorded.
+
+    The inode must match too (core v9). A change time is only as fine as the kernel's clock
+    (one jiffy, 1-4 ms, before Linux 6.13; 2 s on FAT): a same-size version with the recorded
+    mtime renamed in within the tick of our own save had all three, was taken as unchanged,
+    and the next save overwrote it unrecorded. Whatever renames a file into place made it as
+    a new file while the old one still existed, so it has another inode. An inode that is
+    unknown matches any: 0 (Windows' ``scandir`` gives no file index, some filesystems none at
+    all) or None (a row from before core v9 whose pair the first open has not stamped yet: see
+    ``Reconciler._stamp_inodes``); the other three still decide there, as before. The device
+    is not compared: a rename never crosses filesystems, and device numbers change across
+    reboots and remounts (btrfs subvolumes, USB disks, network mounts): every pair would be
+    read again.
     """
     return (
         ctime_ns is not None
         and st.st_size == size
         and st.st_mtime_ns == mtime_ns
         and st.st_ctime_ns == ctime_ns
+        and (not ino or not st.st_ino or ino_key(st.st_ino) == ino)
     )
 
 
@@ -1129,7 +1161,7 @@ def walk_blueprint_files(
     unlistable: list[tuple[str, OSError]] | None = None,
     conflicts: list[str] | None = None,
 ) -> Iterator[tuple[str, FileStat]]:
-    """Yield (relative posix path, size and mtime) of every blueprint YAML/meta and our temp files.
+    """Yield (relative posix path, FileStat) of every blueprint YAML/meta and our temp files.
 
     Hidden and ignored folders are skipped; symbolic links are not followed (a link could lead
     outside the root or loop). A folder that cannot be listed (permissions, I/O error) raises
@@ -1154,7 +1186,10 @@ def walk_blueprint_files(
                         continue
                     if name.endswith(TEMP_SUFFIX) or rules.takes_file(prefix, name):
                         st = entry.stat(follow_symlinks=False)
-                        yield prefix + name, FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                        yield (
+                            prefix + name,
+                            FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino),
+                        )
                     elif conflicts is not None and _maybe_conflict_copy(name):
                         conflicts.append(prefix + name)
                 except FileNotFoundError:

@@ -80,6 +80,13 @@ _V8_CTIME_COLUMNS = """
     ALTER TABLE blueprints ADD COLUMN yaml_ctime_ns INTEGER;
     ALTER TABLE blueprints ADD COLUMN meta_ctime_ns INTEGER;
 """
+_V9_INODE_COLUMNS = """
+    ALTER TABLE blueprints ADD COLUMN yaml_ino INTEGER;
+    ALTER TABLE blueprints ADD COLUMN meta_ino INTEGER;
+"""
+# The migrations that add columns, by the first column they add: ADD COLUMN has no IF NOT EXISTS,
+# and an index set back by hand (tests do) already has them.
+_ADDS_COLUMN = {_V8_CTIME_COLUMNS: "yaml_ctime_ns", _V9_INODE_COLUMNS: "yaml_ino"}
 
 CORE_MIGRATIONS: tuple[str, ...] = (
     # v1: blueprints, revisions, full-text search, settings, counters.
@@ -270,6 +277,14 @@ CORE_MIGRATIONS: tuple[str, ...] = (
     # read once at the next open (an unchanged one only gets its times recorded). _migrate skips
     # this step for an index that has the columns (tests set an index back by hand).
     _V8_CTIME_COLUMNS,
+    # v9: each file's inode (st_ino, as files.ino_key stores it) beside its change time: a
+    # same-size version with the recorded mtime renamed in within the clock tick of our own save
+    # (a jiffy before Linux 6.13, 2 s on FAT) had the recorded change time too, and was missed.
+    # A rename always brings another inode. NULL in the rows of an older index means "not yet
+    # stamped": the first open records the inodes the scan saw for the pairs whose size, mtime
+    # and change time match, without reading them (Reconciler.run); 0 means "unknown here"
+    # (Windows' scandir gives none) and matches any inode, as NULL does (files.stat_unchanged).
+    _V9_INODE_COLUMNS,
 )
 # Core schema v1 was edited in place seven times (commits 98605c6 to fab1650) instead of getting
 # new versions: a home made by an earlier build has core v1 in an older shape, with the same
@@ -1234,9 +1249,8 @@ class Index:
             if component == "core" and current >= 1:
                 _reshape_core_v1(cur, _old_v1_pieces(cur))
             for version in range(current, len(migrations)):
-                if migrations[version] is _V8_CTIME_COLUMNS and _has_column(
-                    cur, "blueprints", "yaml_ctime_ns"
-                ):
+                adds = _ADDS_COLUMN.get(migrations[version])
+                if adds is not None and _has_column(cur, "blueprints", adds):
                     continue  # (ADD COLUMN has no IF NOT EXISTS)
                 cur.execute(migrations[version])
             if current != len(migrations):

@@ -125,7 +125,8 @@ _ITEM_ERRORS = (InvalidInputError, AlreadyExistsError, RevisionConflictError, No
 _ROW_COLUMNS = (
     "rid, id, path, name, description, author, version, tags, created, modified, yaml_sha256, "
     "meta_sha256, content_hash, yaml_size, yaml_mtime_ns, meta_size, meta_mtime_ns, valid, "
-    "problems, meta_json, flagged, rev, op_id, deleted, yaml_ctime_ns, meta_ctime_ns"
+    "problems, meta_json, flagged, rev, op_id, deleted, yaml_ctime_ns, meta_ctime_ns, yaml_ino, "
+    "meta_ino"
 )
 
 
@@ -156,6 +157,8 @@ _ROW_WRITE = (
     "op_id",
     "yaml_ctime_ns",
     "meta_ctime_ns",
+    "yaml_ino",
+    "meta_ino",
 )
 
 
@@ -190,6 +193,10 @@ class Row:
     # st_ctime_ns of each file as last recorded; None in rows of an index older than core v8.
     yaml_ctime_ns: int | None = None
     meta_ctime_ns: int | None = None
+    # Each file's inode (files.ino_key) as last recorded; None in rows of an index older than
+    # core v9 until the first open stamps them, 0 where the filesystem gave none.
+    yaml_ino: int | None = None
+    meta_ino: int | None = None
 
     @classmethod
     def from_tuple(cls, t: Sequence[Any]) -> Row:
@@ -221,6 +228,8 @@ class Row:
             deleted=bool(t[23]),
             yaml_ctime_ns=t[24],
             meta_ctime_ns=t[25],
+            yaml_ino=t[26],
+            meta_ino=t[27],
         )
 
     def holds(self, rel: str, chash: str) -> bool:
@@ -1289,14 +1298,18 @@ class BlueprintStore:
             y = os.lstat(yaml_abs)
         except FileNotFoundError:
             return False
-        if not fs.stat_unchanged(y, row.yaml_size, row.yaml_mtime_ns, row.yaml_ctime_ns):
+        if not fs.stat_unchanged(
+            y, row.yaml_size, row.yaml_mtime_ns, row.yaml_ctime_ns, row.yaml_ino
+        ):
             return True
         meta_abs = yaml_abs[: -len(fs.YAML_SUFFIX)] + fs.META_SUFFIX
         try:
             m = os.lstat(meta_abs)
         except FileNotFoundError:
             return row.meta_size != -1  # (-1: indexed without a meta file, a flagged row)
-        return not fs.stat_unchanged(m, row.meta_size, row.meta_mtime_ns, row.meta_ctime_ns)
+        return not fs.stat_unchanged(
+            m, row.meta_size, row.meta_mtime_ns, row.meta_ctime_ns, row.meta_ino
+        )
 
     def _ingest_first(self, cur: Any, rel: str, batch: _Batch) -> bool:
         """Record the pair at ``rel`` as an external change inside this transaction (its events
@@ -1682,6 +1695,10 @@ class BlueprintStore:
             # (For a save, the temps' times: _place_files records the renamed files' ones.)
             y_st.st_ctime_ns,
             m_st.st_ctime_ns,
+            # (A rename keeps the inode: the temp's is the placed file's, which _place_files
+            # checks before it records the change times.)
+            fs.ino_key(y_st.st_ino),
+            fs.ino_key(m_st.st_ino),
         )
         if existing is None:
             cur.execute(
@@ -1720,6 +1737,8 @@ class BlueprintStore:
                 existing.op_id,
                 existing.yaml_ctime_ns,
                 existing.meta_ctime_ns,
+                existing.yaml_ino,
+                existing.meta_ino,
             )
             changed = [
                 (c, v) for c, v, old in zip(_ROW_WRITE, values, before, strict=True) if v != old
@@ -1907,12 +1926,14 @@ class BlueprintStore:
         st = _lstat_or_none(yaml_abs)
         m_st = _lstat_or_none(meta_abs)
         yaml_stale = st is None or not fs.stat_unchanged(
-            st, row.yaml_size, row.yaml_mtime_ns, row.yaml_ctime_ns
+            st, row.yaml_size, row.yaml_mtime_ns, row.yaml_ctime_ns, row.yaml_ino
         )
         meta_stale = (
             row.meta_size != -1  # (-1: indexed without a meta file, a flagged row)
             if m_st is None
-            else not fs.stat_unchanged(m_st, row.meta_size, row.meta_mtime_ns, row.meta_ctime_ns)
+            else not fs.stat_unchanged(
+                m_st, row.meta_size, row.meta_mtime_ns, row.meta_ctime_ns, row.meta_ino
+            )
         )
         stale = yaml_stale or meta_stale
         if (

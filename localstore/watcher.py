@@ -1414,8 +1414,8 @@ class Watcher:
             indexed = {
                 str(r[0]): r[1:]
                 for r in cur.execute(
-                    "SELECT path, yaml_size, yaml_mtime_ns, yaml_ctime_ns, meta_size, "
-                    "meta_mtime_ns, meta_ctime_ns FROM blueprints WHERE deleted = 0"
+                    "SELECT path, yaml_size, yaml_mtime_ns, yaml_ctime_ns, yaml_ino, meta_size, "
+                    "meta_mtime_ns, meta_ctime_ns, meta_ino FROM blueprints WHERE deleted = 0"
                 )
             }
         scan, unlistable, denied = self._scan(rec, indexed)
@@ -1426,8 +1426,8 @@ class Watcher:
             if (
                 known is None
                 or m is None
-                or not fs.stat_unchanged(y, *known[:3])
-                or not fs.stat_unchanged(m, *known[3:])
+                or not fs.stat_unchanged(y, *known[:4])
+                or not fs.stat_unchanged(m, *known[4:])
             ):
                 changed.append(rel)
         # Under a folder that could not be listed a blueprint is unknown, not deleted.

@@ -860,14 +860,14 @@ class Applier:
         try:
             m = os.stat(self.store.abspath(fs.meta_path_for(local.path)))
             meta_same = fs.stat_unchanged(
-                m, local.meta_size, local.meta_mtime_ns, local.meta_ctime_ns
+                m, local.meta_size, local.meta_mtime_ns, local.meta_ctime_ns, local.meta_ino
             )
         except FileNotFoundError:
             # Not "unchanged" (as the store's own check): a YAML edited while its meta went
             # missing was taken as clean, and a remote delete then deleted the edit.
             meta_same = local.meta_size == -1  # (-1: indexed without a meta, a flagged row)
         if meta_same and fs.stat_unchanged(
-            y, local.yaml_size, local.yaml_mtime_ns, local.yaml_ctime_ns
+            y, local.yaml_size, local.yaml_mtime_ns, local.yaml_ctime_ns, local.yaml_ino
         ):
             return local
         if not ingest:

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,6 +110,33 @@ def replace_keeping_stat(path: Path, text: str) -> None:
     os.replace(tmp, path)
     after = os.stat(path)
     assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
+def rename_in_same_tick(store: Any, rel: str, text: str) -> None:
+    """Put ``text`` over the YAML at ``rel`` as a sync tool does (a same-size temp given the
+    file's mtime, renamed over it) within the clock tick of the store's own save.
+
+    Size and mtime are equal for real. The kernel handing out the same change time twice (one
+    jiffy, 1-4 ms, before Linux 6.13; 2 s on FAT) cannot be made on demand, so the row's recorded
+    change time is then set to the new file's: exactly the index that race leaves (the save
+    recorded the change time its file had after its own rename, and the tool's rename in the
+    same tick got the same value from the same coarse clock). Only the inode tells (core v9).
+    """
+    path = store.abspath(rel)
+    before = os.stat(path)
+    assert len(text.encode()) == before.st_size
+    tmp = path.with_name(f".{path.name}.syncing")
+    tmp.write_text(text)
+    os.utime(tmp, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(tmp, path)
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert after.st_ino != before.st_ino  # (the temp existed beside the old file)
+    with store.index.write() as cur:
+        cur.execute(
+            "UPDATE blueprints SET yaml_ctime_ns = ? WHERE path = ? AND deleted = 0",
+            (after.st_ctime_ns, rel),
+        )
 
 
 REPO = Path(__file__).resolve().parents[1]

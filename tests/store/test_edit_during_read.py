@@ -66,12 +66,12 @@ def _assert_index_true_to_disk(store: BlueprintStore, home: Path) -> None:
     """Every pair the index takes as unchanged (stats match) holds the bytes the index says."""
     with store.index.read() as cur:
         rows = cur.execute(
-            "SELECT path, yaml_size, yaml_mtime_ns, yaml_ctime_ns, yaml_sha256 FROM blueprints "
-            "WHERE deleted = 0"
+            "SELECT path, yaml_size, yaml_mtime_ns, yaml_ctime_ns, yaml_ino, yaml_sha256 "
+            "FROM blueprints WHERE deleted = 0"
         ).fetchall()
-    for path, size, mtime_ns, ctime_ns, sha in rows:
+    for path, size, mtime_ns, ctime_ns, ino, sha in rows:
         yaml_file = home / "blueprints" / path
-        if fs.stat_unchanged(os.lstat(yaml_file), size, mtime_ns, ctime_ns):
+        if fs.stat_unchanged(os.lstat(yaml_file), size, mtime_ns, ctime_ns, ino):
             assert hashlib.sha256(yaml_file.read_bytes()).hexdigest() == sha, path
 
 

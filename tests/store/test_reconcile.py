@@ -264,7 +264,7 @@ def test_an_aside_file_is_aged_by_the_time_its_name_holds(home: Path) -> None:
         scan = rec.scan()
         hour_ago = time.time_ns() - 3600 * 10**9
         rel = os.path.relpath(aside, s.root)
-        scan.temps[rel] = fs.FileStat(10, hour_ago, hour_ago)
+        scan.temps[rel] = fs.FileStat(10, hour_ago, hour_ago, 1)
         assert rec._stale_temps(scan) == []
-        scan.temps[".x.blueprint.yaml.0badf00d.lstmp"] = fs.FileStat(10, hour_ago, hour_ago)
+        scan.temps[".x.blueprint.yaml.0badf00d.lstmp"] = fs.FileStat(10, hour_ago, hour_ago, 1)
         assert rec._stale_temps(scan) == [".x.blueprint.yaml.0badf00d.lstmp"]

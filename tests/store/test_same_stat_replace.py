@@ -82,13 +82,16 @@ def _recorded_vs_disk(store: BlueprintStore) -> list[tuple[str, Stats, Stats]]:
     out: list[tuple[str, Stats, Stats]] = []
     with store.index.read() as cur:
         rows = cur.execute(
-            "SELECT path, yaml_size, yaml_mtime_ns, yaml_ctime_ns, meta_size, meta_mtime_ns, "
-            "meta_ctime_ns FROM blueprints WHERE deleted = 0"
+            "SELECT path, yaml_size, yaml_mtime_ns, yaml_ctime_ns, yaml_ino, meta_size, "
+            "meta_mtime_ns, meta_ctime_ns, meta_ino FROM blueprints WHERE deleted = 0"
         ).fetchall()
     for path, *recorded in rows:
         y = os.stat(store.abspath(path))
         m = os.stat(store.abspath(path.removesuffix(".yaml") + ".meta.json"))
-        disk = (y.st_size, y.st_mtime_ns, y.st_ctime_ns, m.st_size, m.st_mtime_ns, m.st_ctime_ns)
+        disk = (
+            *(y.st_size, y.st_mtime_ns, y.st_ctime_ns, fs.ino_key(y.st_ino)),
+            *(m.st_size, m.st_mtime_ns, m.st_ctime_ns, fs.ino_key(m.st_ino)),
+        )
         if tuple(recorded) != disk:
             out.append((path, tuple(recorded), disk))
     return out

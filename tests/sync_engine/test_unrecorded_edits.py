@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sync.memory_remote import MemoryServer
-from tests.conftest import replace_keeping_stat
+from tests.conftest import rename_in_same_tick, replace_keeping_stat
 
 from .conftest import Device, assert_converged, converge
 
@@ -136,3 +136,24 @@ def test_a_pulled_row_does_not_overwrite_a_same_stat_replacement_unseen(
     converge(a, b)
     assert_converged(server, a, b)
     assert a.text(x) == b.text(x) == "a: 2\nb: 3\n"
+
+
+def test_a_remote_delete_loses_to_a_version_renamed_in_within_the_save_tick(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """The apply's freshness check compares inodes too (core v9): a same-size version with the
+    recorded mtime and change time (renamed in within the tick of the pull's own write) was
+    taken for the clean file, and the pulled delete deleted it."""
+    a, b = make_device("A"), make_device("B")
+    x = a.store.save("x", "a: 1\n").id
+    a.sync()
+    b.sync()
+    rename_in_same_tick(b.store, "x.blueprint.yaml", "a: 2\n")
+    a.store.delete(x)
+    a.sync()
+    report = b.sync()
+    assert report.errors == [] and report.quarantined == 0
+    assert b.text(x) == "a: 2\n"
+    converge(a, b)
+    assert_converged(server, a, b)
+    assert a.text(x) == "a: 2\n"
