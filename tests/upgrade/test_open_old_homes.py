@@ -38,7 +38,7 @@ SYNCED = [p for p in HOMES if p.name not in STORE_ONLY]
 # Homes made by builds that record where the home lives (localstore._identity, session 9): once
 # unpacked somewhere else they are a copied home, and a copy takes a new device id (its edits
 # would otherwise reuse the original's op ids); everything else is kept.
-FINGERPRINTED = {"home-26c933b.tar.gz"}
+FINGERPRINTED = {"home-26c933b.tar.gz", "home-fad19a0.tar.gz"}
 
 
 @dataclass
