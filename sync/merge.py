@@ -8,8 +8,9 @@ The ladder (DESIGN.md section 5), tried in order, each step only when the one be
    Keeps comments and formatting.
 3. ``structural``: the three documents parsed and merged key by key; lists of mappings matched by
    ``id``, else by ``name``, else they must be equal. Clean means no key was changed differently
-   on both sides. The result is dumped again, so comments and formatting are lost: that is why it
-   comes after the line step, and why the step that produced a result is recorded.
+   on both sides. Its text is the sides' key blocks merged (``sync._blockmerge``), else a side's
+   text when the result is that side's data, else a dump that loses comments and formatting:
+   that is why it comes after the line step, and why the step that produced a result is recorded.
 4. Otherwise a conflict, listing the conflicting keys; the policy decides.
 
 Nothing is lost silently: a value changed on both sides differently, an edit against a delete, or a
