@@ -302,7 +302,7 @@ def _merge_block(
     if line_merged is not None:
         return line_merged  # the caller's check refuses it if diff3 got the data wrong
     for side, block in ((remote, ro), (local, lo)):
-        if same(side[2][key], value):
+        if same(side[2].get(key, _ABSENT), value):
             return block  # the other side's comment edits in this block are not kept
     raise _Unsplittable
 
