@@ -8,8 +8,9 @@ The ladder (DESIGN.md section 5), tried in order, each step only when the one be
    Keeps comments and formatting.
 3. ``structural``: the three documents parsed and merged key by key; lists of mappings matched by
    ``id``, else by ``name``, else they must be equal. Clean means no key was changed differently
-   on both sides. The result is dumped again, so comments and formatting are lost: that is why it
-   comes after the line step, and why the step that produced a result is recorded.
+   on both sides. Its text is the sides' key blocks merged (``sync._blockmerge``), else a side's
+   text when the result is that side's data, else a dump that loses comments and formatting:
+   that is why it comes after the line step, and why the step that produced a result is recorded.
 4. Otherwise a conflict, listing the conflicting keys; the policy decides.
 
 Nothing is lost silently: a value changed on both sides differently, an edit against a delete, or a
@@ -36,6 +37,7 @@ import yaml
 
 from localstore.blueprint import Validator, dump_yaml, parse_yaml, run_validator
 from localstore.errors import LocalStoreError
+from sync._blockmerge import merge_blocks
 from sync.errors import MergeError
 
 Step = Literal["identical", "one_sided", "line", "structural"]
@@ -313,14 +315,21 @@ def _line_merge_styled(base: str | None, local: str, remote: str) -> str | None:
     the texts are merged as they are.
     """
     texts = [base or "", local, remote]
-    styles = [_style(t) for t in texts]
-    if any(s.crlf is None for s in styles):
+    if any(_style(t).crlf is None for t in texts):
         return _line_merge(*texts)
-    plain = [t.removeprefix("\ufeff").replace("\r\n", "\n") for t in texts]
-    merged = _line_merge(*plain)
-    if merged is None:
-        return None
-    # No base (the same id made on two devices): local's style unless both sides agree.
+    merged = _line_merge(*(_plain(t) for t in texts))
+    return None if merged is None else _restyled(merged, base, local, remote)
+
+
+def _plain(text: str) -> str:
+    """The text without a byte-order mark and with LF line endings."""
+    return text.removeprefix("\ufeff").replace("\r\n", "\n")
+
+
+def _restyled(merged: str, base: str | None, local: str, remote: str) -> str:
+    """A merge of plain texts given the BOM and line endings of the sides: the style both agree
+    on, or the one a single side changed to (no base: local's unless both agree)."""
+    styles = [_style(t) for t in (base or "", local, remote)]
     b, lo, re_ = styles if base is not None else (styles[2], styles[1], styles[2])
     bom = re_.bom if lo.bom == b.bom else lo.bom
     crlf = re_.crlf if lo.crlf == b.crlf else lo.crlf
@@ -465,19 +474,56 @@ def _structural_merge(
     merged, conflicts = _merge_node(docs[0], docs[1], docs[2], "")
     if conflicts:
         return MergeOutcome.conflict(conflicts)
-    # The merged data may be one side's own: the other side changed only comments or layout (or
-    # nothing the first did not change too), on lines touching the first side's edits. That
-    # side's text is then the result as written, with its comments, instead of a dump that
-    # drops the comments of both (the server's side first, as with renames).
-    verbatim = next((t for t, d in ((remote, docs[2]), (local, docs[1])) if _same(merged, d)), None)
+    # The sides' texts merged key block by key block keep the comments of both sides, where a
+    # dump dropped them all. Else the merged data may be one side's own: the other side changed
+    # only comments or layout (or nothing the first did not change too), on lines touching the
+    # first side's edits; that side's text is the result as written (the server's side first,
+    # as with renames). Only data that is neither is dumped.
+    text = _block_text(base, local, remote, (docs[0], docs[1], docs[2]), merged, validator)
+    if text is None:
+        pairs = ((remote, docs[2]), (local, docs[1]))
+        text = next((t for t, d in pairs if _same(merged, d)), None)
     try:
-        content = verbatim if verbatim is not None else dump_yaml(merged)
+        content = text if text is not None else dump_yaml(merged)
     except LocalStoreError as exc:
         return MergeOutcome.conflict([f"merged document cannot be written: {exc.message}"])
     problems = _problems(content, validator)
     if problems:
         return MergeOutcome.conflict(problems)
     return MergeOutcome.clean(content, "structural")
+
+
+def _block_text(
+    base: str | None,
+    local: str,
+    remote: str,
+    docs: tuple[Any, Any, Any],
+    merged: dict[Any, Any],
+    validator: Validator | None,
+) -> str | None:
+    """The sides' texts merged block by block (``sync._blockmerge``), or None.
+
+    Accepted only when it loads, with the bounded loader, to exactly the structural result (key
+    order included) and passes the line step's checks: a cut in the wrong place, a diff3 that
+    got a block wrong, or an anchor it missed falls back to the dump instead of changing data.
+    """
+    texts = [base or "", local, remote]
+    if any(_style(t).crlf is None for t in texts):
+        return None
+    plain = [_plain(t) for t in texts]
+    text = merge_blocks(
+        None if base is None else plain[0], plain[1], plain[2], docs, merged, same=_same
+    )
+    if text is None:
+        return None
+    text = _restyled(text, base, local, remote)
+    try:
+        loaded = parse_yaml(text)
+    except LocalStoreError:
+        return None
+    if not _same_in_order(loaded, merged) or _problems(text, validator):
+        return None
+    return text
 
 
 def _merge_node(base: Any, local: Any, remote: Any, where: str) -> tuple[Any, list[str]]:
@@ -596,6 +642,17 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and math.isnan(a):
         return math.isnan(b)
     return bool(a == b)
+
+
+def _same_in_order(a: Any, b: Any) -> bool:
+    """``_same``, and every mapping's keys in the same order."""
+    if not _same(a, b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same_in_order(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return all(_same_in_order(x, y) for x, y in zip(a, b, strict=True))
+    return True
 
 
 def _keyed_by(items: list[Any], match: str) -> bool:

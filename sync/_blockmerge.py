@@ -1,0 +1,361 @@
+"""The structural step's text: a 3-way merge of a mapping's key blocks, keeping comments.
+
+When the structural merge's data is neither side's own, dumping it dropped every comment, blank
+line and quoting choice of both sides. Here each block-style mapping is cut into blocks of its
+text, one per key: the comment and blank lines attached above the key, the key's line, its
+nested lines (block scalars included) and the more indented comments after them. The blocks are
+merged 3-way as text, in the structural result's key order:
+
+- a block changed on one side only (or the same way on both) is that side's, verbatim;
+- a key one side added is that side's block; a key the result drops is left out;
+- a block both sides changed differently is merged again one level down when its value is a
+  block mapping on every side (its key line and the lines above its first key are the nested
+  header); else diff3 of the two blocks' lines; else the text of a side whose value is the
+  merged value. Failing these, there is no text result.
+
+Lines before the first key's comments (a leading comment header, ``%`` directives, ``---``) and
+after the last key's content (trailing comments, ``...``) merge as text too. Anything this
+cannot cut safely gives no text: a flow-style mapping, a complex or non-scalar key, keys at
+different indents on different sides, two keys on one line, a key sharing the ``---`` line, an
+alias whose anchor is in another top-level block, anchors inside a block both sides changed,
+and line breaks other than LF (CRLF and a BOM are taken off by the caller, as in the line step).
+
+The result is a candidate only: the caller accepts it when it loads to exactly the structural
+result (key order included) and passes the same checks as a line merge, and dumps otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import merge3
+import yaml
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Line breaks str.splitlines() or YAML count that "\n" alone does not: with one of them in the
+# text, the loader's line numbers and ours would disagree.
+_OTHER_BREAKS = frozenset("\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+_ABSENT: Any = object()
+
+Same = Callable[[Any, Any], bool]
+
+
+class _Unsplittable(Exception):
+    """The text cannot be cut into key blocks safely (the caller dumps instead)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Region:
+    """A block mapping's text cut into header, one block per key, and trailer (lists of lines)."""
+
+    column: int
+    header: list[str]
+    blocks: dict[Hashable, list[str]]
+    spans: dict[Hashable, tuple[int, int]]
+    values: dict[Hashable, yaml.Node]
+    anchored: dict[Hashable, bool]
+    trailer: list[str]
+
+
+# One side of a mapping: the whole text's lines, the mapping's region, its loaded data.
+_Part = tuple[list[str], _Region, dict[Any, Any]]
+
+
+def merge_blocks(
+    base: str | None,
+    local: str,
+    remote: str,
+    docs: tuple[Any, Any, Any],
+    merged: dict[Any, Any],
+    *,
+    same: Same,
+) -> str | None:
+    """The texts (LF, no BOM) merged block by block into ``merged``'s keys; None if they cannot be.
+
+    ``docs`` are the three loaded documents (base may be absent), ``same`` the merge's equality.
+    """
+    try:
+        b = None if base is None else _side(base, docs[0])
+        lo, ro = _side(local, docs[1]), _side(remote, docs[2])
+        parts = _shared_header([b, lo, ro])
+        assert parts[1] is not None and parts[2] is not None
+        return "".join(_merge_region(parts[0], parts[1], parts[2], merged, same))
+    except _Unsplittable:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Cutting
+
+
+def _side(text: str, data: Any) -> _Part:
+    if any(ch in _OTHER_BREAKS for ch in text) or not isinstance(data, dict):
+        raise _Unsplittable
+    lines = text.splitlines(keepends=True)
+    try:
+        root = yaml.compose(text, Loader=_Loader)
+        events = list(yaml.parse(text, Loader=_Loader))
+    except yaml.YAMLError as exc:  # the caller parsed it already; be safe anyway
+        raise _Unsplittable from exc
+    region = _cut(lines, root, 0, len(lines))
+    return lines, replace(region, anchored=_anchored(events, lines, region)), data
+
+
+def _cut(lines: list[str], node: Any, start: int, end: int) -> _Region:
+    """Cut lines[start:end], which hold the block mapping ``node``, into a region."""
+    if not isinstance(node, yaml.MappingNode) or node.flow_style or not node.value:
+        raise _Unsplittable
+    column = node.value[0][0].start_mark.column
+    keys: list[Hashable] = []
+    key_lines: list[int] = []
+    ends: list[int] = []
+    previous_end = start - 1
+    for key_node, value_node in node.value:
+        line = key_node.start_mark.line
+        if (
+            not isinstance(key_node, yaml.ScalarNode)
+            or key_node.start_mark.column != column
+            or line <= previous_end
+            or lines[line][:column].strip()  # '--- a: 1', '? a', '- a: 1'
+        ):
+            raise _Unsplittable
+        keys.append(_key(key_node))
+        key_lines.append(line)
+        previous_end = max(line, _last_line(value_node))
+        ends.append(previous_end)
+    if len(set(keys)) != len(keys) or previous_end >= end:
+        raise _Unsplittable
+    starts = [_attached_start(lines, key_lines[0], start, column, first=True)]
+    for i in range(1, len(keys)):
+        starts.append(_attached_start(lines, key_lines[i], ends[i - 1] + 1, column, first=False))
+    tail = ends[-1] + 1
+    while tail < end and _comment(lines[tail]) and _indent(lines[tail]) > column:
+        tail += 1  # a commented-out nested line stays with its key
+    bounds = [*starts, tail]
+    return _Region(
+        column=column,
+        header=lines[start : starts[0]],
+        blocks={k: lines[bounds[i] : bounds[i + 1]] for i, k in enumerate(keys)},
+        spans={k: (bounds[i], bounds[i + 1]) for i, k in enumerate(keys)},
+        values={k: v for k, (_, v) in zip(keys, node.value, strict=True)},
+        anchored={k: False for k in keys},
+        trailer=lines[tail:end],
+    )
+
+
+def _shared_header(parts: list[_Part | None]) -> list[_Part | None]:
+    """Move the comment lines every side has at its top, above its first key, to the header.
+
+    A document's leading comment right above the first key (no blank line between) is cut as
+    that key's comment; when one side deletes or moves that key, its first key is another one,
+    so the two sides' first blocks both differ from the base and the comment went with the key.
+    """
+    present = [p for p in parts if p is not None]
+    tops = [lines[: _key_line(region)] for lines, region, _ in present]
+    shared = 0
+    while all(len(top) > shared and top[shared] == tops[0][shared] for top in tops):
+        shared += 1
+    return [None if p is None else _with_header(p, shared) for p in parts]
+
+
+def _key_line(region: _Region) -> int:
+    """The line of the region's first key (its block starts with comment lines only)."""
+    first = next(iter(region.blocks))
+    start = region.spans[first][0]
+    return start + next(i for i, line in enumerate(region.blocks[first]) if not _comment(line))
+
+
+def _with_header(part: _Part, length: int) -> _Part:
+    lines, region, data = part
+    if length <= len(region.header):
+        return part
+    first = next(iter(region.blocks))
+    end = region.spans[first][1]
+    blocks = {**region.blocks, first: lines[length:end]}
+    spans = {**region.spans, first: (length, end)}
+    return lines, replace(region, header=lines[:length], blocks=blocks, spans=spans), data
+
+
+def _attached_start(lines: list[str], key_line: int, floor: int, column: int, first: bool) -> int:
+    """Where the lines attached above a key start: comments no deeper than the key, and blank
+    lines (for the first key, only the comments right above it: the rest is the header)."""
+    at = key_line
+    while at > floor:
+        line = lines[at - 1]
+        if not line.strip():
+            if first:
+                break
+        elif not (_comment(line) and _indent(line) <= column):
+            break
+        at -= 1
+    return at
+
+
+def _last_line(node: yaml.Node) -> int:
+    """The last line holding this value's content: scalars and flow collections know their end;
+    a block collection's end mark is the next token, past any comment after it."""
+    last = node.start_mark.line
+    stack, seen = [node], set()
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        mark = current.end_mark
+        if isinstance(current, yaml.ScalarNode) or getattr(current, "flow_style", False):
+            # A block scalar's end is the start of the line after its (kept) trailing breaks.
+            ends_line = mark.column == 0 and mark.line > current.start_mark.line
+            last = max(last, mark.line - 1 if ends_line else mark.line)
+        if isinstance(current, yaml.MappingNode):
+            stack.extend(n for pair in current.value for n in pair)
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
+    return last
+
+
+def _key(node: yaml.ScalarNode) -> Hashable:
+    """The key as the loader keys its dict (``1`` and ``0x1`` are one key)."""
+    try:
+        value = yaml.constructor.SafeConstructor().construct_object(node)
+        hash(value)
+    except (yaml.YAMLError, ValueError, TypeError) as exc:  # '<<', an unbuildable scalar
+        raise _Unsplittable from exc
+    return value
+
+
+def _anchored(events: list[yaml.Event], lines: list[str], region: _Region) -> dict[Hashable, bool]:
+    """Which top-level blocks hold an anchor or alias (taken whole, never merged inside).
+
+    Raises _Unsplittable for an alias whose anchor is in another block (or the header): taking
+    the two from different sides would change what the alias stands for.
+    """
+    owner = [-1] * len(region.header)
+    for i, block in enumerate(region.blocks.values()):
+        owner += [i] * len(block)
+    owner += [len(region.blocks)] * (len(lines) - len(owner))
+    defined: dict[str, int] = {}
+    held: set[int] = set()
+    for event in events:
+        anchor = getattr(event, "anchor", None)
+        if anchor is None or event.start_mark is None:
+            continue
+        where = owner[event.start_mark.line]
+        held.add(where)
+        if not isinstance(event, yaml.AliasEvent):
+            defined[anchor] = where
+        elif defined.get(anchor) != where:
+            raise _Unsplittable
+    return {k: i in held for i, k in enumerate(region.blocks)}
+
+
+def _comment(line: str) -> bool:
+    return line.lstrip(" ").startswith("#")
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Merging
+
+
+def _merge_region(
+    base: _Part | None, local: _Part, remote: _Part, merged: dict[Any, Any], same: Same
+) -> list[str]:
+    """Header, the merged keys' blocks in ``merged``'s order, trailer."""
+    b_region = base[1] if base else None
+    lo_region, ro_region = local[1], remote[1]
+    if lo_region.column != ro_region.column or (b_region and b_region.column != lo_region.column):
+        raise _Unsplittable  # blocks from both sides would sit at two indents
+    out = _merge_lines(b_region.header if b_region else None, lo_region.header, ro_region.header)
+    for key, value in merged.items():
+        _append(out, _merge_block(key, value, base, local, remote, same))
+    trailer = _merge_lines(
+        b_region.trailer if b_region else None, lo_region.trailer, ro_region.trailer
+    )
+    if trailer:
+        _append(out, trailer)
+    return out
+
+
+def _merge_block(
+    key: Hashable, value: Any, base: _Part | None, local: _Part, remote: _Part, same: Same
+) -> list[str]:
+    b = base[1].blocks.get(key) if base else None
+    lo, ro = local[1].blocks.get(key), remote[1].blocks.get(key)
+    if lo is None or ro is None:  # added on one side (a delete against an edit is a conflict)
+        side, block = (remote, ro) if lo is None else (local, lo)
+        if block is None or not same(side[2].get(key, _ABSENT), value):
+            raise _Unsplittable
+        return block
+    if lo in (b, ro):
+        return ro
+    if ro == b:
+        return lo
+    nested = _merge_nested(key, value, base, local, remote, same)
+    if nested is not None:
+        return nested
+    line_merged = _line_merge(b or [], lo, ro)
+    if line_merged is not None:
+        return line_merged  # the caller's check refuses it if diff3 got the data wrong
+    for side, block in ((remote, ro), (local, lo)):
+        if same(side[2].get(key, _ABSENT), value):
+            return block  # the other side's comment edits in this block are not kept
+    raise _Unsplittable
+
+
+def _merge_nested(
+    key: Hashable, value: Any, base: _Part | None, local: _Part, remote: _Part, same: Same
+) -> list[str] | None:
+    """Both sides changed one key's block: merge its nested mapping's blocks, if it has them."""
+    parts: list[_Part | None] = []
+    for part in (base, local, remote):
+        if part is None or key not in part[1].blocks:
+            parts.append(None)
+            continue
+        lines, region, data = part
+        if region.anchored[key] or not isinstance(data[key], dict) or not isinstance(value, dict):
+            return None
+        try:
+            nested = _cut(lines, region.values[key], *region.spans[key])
+        except _Unsplittable:
+            return None
+        parts.append((lines, nested, data[key]))
+    b, lo, ro = parts
+    if lo is None or ro is None:
+        return None
+    try:
+        return _merge_region(b, lo, ro, value, same)
+    except _Unsplittable:
+        return None
+
+
+def _merge_lines(base: list[str] | None, local: list[str], remote: list[str]) -> list[str]:
+    if local in (base, remote):
+        return list(remote)
+    if remote == base:
+        return list(local)
+    merged = _line_merge(base or [], local, remote)
+    if merged is None:
+        raise _Unsplittable
+    return merged
+
+
+def _line_merge(base: list[str], local: list[str], remote: list[str]) -> list[str] | None:
+    """diff3 of lists of lines; None when a region conflicts."""
+    out: list[str] = []
+    for group in merge3.Merge3(base, local, remote).merge_groups():
+        if group[0] == "conflict":
+            return None
+        out.extend(group[1])
+    return out
+
+
+def _append(out: list[str], piece: list[str]) -> None:
+    """Add a piece; a last line without its newline gets one when something follows it."""
+    if out and piece and not out[-1].endswith("\n"):
+        out[-1] += "\n"
+    out.extend(piece)
