@@ -823,6 +823,8 @@ class Reconciler:
         rel: str,
         scan: _Scan,
         report: CheckReport,
+        *,
+        retried: bool = False,
     ) -> None:
         store = self.store
         self._meta_placed = False
@@ -950,7 +952,15 @@ class Reconciler:
             # per file on a folder rename and reformatted the user's file.
             self._follow_meta(identity.path, rel)
         if write_meta:
-            fs.atomic_write(store.root / meta_rel, prepared.meta_bytes)
+            if meta_bytes is not None:
+                fs.atomic_write(store.root / meta_rel, prepared.meta_bytes)
+            elif not fs.create_file(store.root / meta_rel, prepared.meta_bytes):
+                # The pair's own meta came since it was read (a tool writing the pair file by
+                # file): replacing it lost its id for good. Read the pair again, once (a later
+                # race is the watcher's next event, or the next open).
+                if not retried:
+                    self._ingest_locked(cur, rel, scan, report, retried=True)
+                return
             self._meta_placed = True
             report.fixed.append({"kind": "meta-written", "path": meta_rel, "detail": meta.id})
         if arrived is not None and sha256_hex(arrived) != sha256_hex(yaml_bytes):

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 import localstore
 from localstore.store import BlueprintStore
@@ -146,3 +149,29 @@ def test_a_home_copied_piecewise_adopts_the_metas_at_the_next_open(
     assert [r.rev for r in last.history(bp_id)] == [2, 1]
     assert last.load_revision(bp_id, 1).content.encode() == yaml_bytes
     assert last.load(bp_id).content.encode() == edited
+
+
+def test_a_meta_landing_while_reconcile_writes_one_is_not_replaced(
+    make_store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tool's meta lands between reconcile's read (no meta) and its write of a made-up one.
+    That write replaced it: the real id was gone for good, and the blueprint lived on under the
+    made-up one (a duplicate of the other device's, once synced)."""
+    bp_id, yaml_bytes, meta_bytes = _pair_from_another_store(tmp_path)
+    store = make_store()
+    (store.root / YAML).write_bytes(yaml_bytes)
+    real_prepare = BlueprintStore._prepare
+
+    def prepare(self: BlueprintStore, rel: str, content: Any, meta: Any) -> Any:
+        prepared = real_prepare(self, rel, content, meta)
+        if not (self.root / META).exists():
+            (self.root / META).write_bytes(meta_bytes)  # (the tool's write, injected here)
+        return prepared
+
+    monkeypatch.setattr(BlueprintStore, "_prepare", prepare)
+    store.check(fix=True)
+    monkeypatch.undo()
+    assert (store.root / META).read_bytes() == meta_bytes
+    assert [i.id for i in store.list()] == [bp_id]
+    assert [r.rev for r in store.history(bp_id)] == [1]
+    assert not [p for p in store.root.iterdir() if p.name.endswith(".lstmp")]
