@@ -69,3 +69,28 @@ def test_a_made_up_id_pushed_before_the_meta_came_is_deleted_on_the_server(
     }
     assert _deleted_on_server(server, made_up)
     assert_converged(server, b)
+
+
+def test_a_made_up_id_pushed_onto_the_arriving_blueprints_path_takes_it_without_a_copy(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """B's sync pushes the lone YAML under its made-up id before the meta comes, while A has the
+    same blueprint on the server at that path. The server refuses the path (``path_taken``);
+    before, B moved its blueprint to a conflict copy of identical content (a conflict record,
+    and the copy synced to every device). The same content at the same path, never synced, with
+    a made-up meta, is the server's blueprint come early: it takes the server's identity."""
+    a, b = make_device("a"), make_device("b")
+    ident = a.store.save("x", "steps:\n  - one\n", tags=["from-a"]).id
+    a.sync()
+    made_up = _yaml_alone(b, (a.store.root / YAML).read_bytes())
+    b.sync()
+    assert b.engine.conflicts() == []
+    assert [(i.id, i.path) for i in b.store.list()] == [(ident, YAML)]
+    assert b.store.load(ident).meta.tags == ("from-a",)
+    assert made_up not in server.rows
+    (b.store.root / META).write_bytes((a.store.root / META).read_bytes())  # the meta, at last
+    b.store.check(fix=True)
+    converge(a, b)
+    assert server_snapshot(server) == {ident: (YAML, "steps:\n  - one\n")}
+    assert a.engine.conflicts() == [] and b.engine.conflicts() == []
+    assert_converged(server, a, b)
