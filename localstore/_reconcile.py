@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 import apsw
 
+from localstore import _late_meta as late_meta
 from localstore import files as fs
 from localstore.blueprint import (
     MAX_META_BYTES,
@@ -882,6 +883,8 @@ class Reconciler:
         rel: str,
         scan: _Scan,
         report: CheckReport,
+        *,
+        retried: bool = False,
     ) -> None:
         store = self.store
         self._meta_placed = False
@@ -983,9 +986,15 @@ class Reconciler:
         assert meta is not None
         if self._case_collision(cur, rel, identity, report):
             return
+        arrived: bytes | None = None  # (the YAML as it arrived with the meta: _late_meta.py)
         if replaced is not None:
+            found = (
+                late_meta.made_up(cur, replaced) if identity is None or identity.deleted else None
+            )
             if self._moves_later(replaced, rel):
                 self._park(cur, replaced)
+            elif found is not None:
+                arrived = late_meta.retire(self, cur, replaced, found, meta, report)
             else:
                 self._delete_locked(cur, replaced, report)
         try:
@@ -1003,9 +1012,22 @@ class Reconciler:
             # per file on a folder rename and reformatted the user's file.
             self._follow_meta(identity.path, rel)
         if write_meta:
-            fs.atomic_write(store.root / meta_rel, prepared.meta_bytes)
+            if meta_bytes is not None:
+                fs.atomic_write(store.root / meta_rel, prepared.meta_bytes)
+            elif not fs.create_file(store.root / meta_rel, prepared.meta_bytes):
+                # The pair's own meta came since it was read (a tool writing the pair file by
+                # file): replacing it lost its id for good. Read the pair again, once (a later
+                # race is the watcher's next event, or the next open).
+                if not retried:
+                    self._ingest_locked(cur, rel, scan, report, retried=True)
+                return
             self._meta_placed = True
             report.fixed.append({"kind": "meta-written", "path": meta_rel, "detail": meta.id})
+        if arrived is not None and sha256_hex(arrived) != sha256_hex(yaml_bytes):
+            # An edit made under the made-up id: the version that arrived comes first.
+            with contextlib.suppress(InvalidInputError):  # (then the edit alone, as before)
+                self._record(cur, identity, store._prepare(rel, arrived, meta), rel, scan, report)
+                identity = self._with_id(cur, meta.id)
         self._record(cur, identity, prepared, rel, scan, report)
 
     def _finish_moving_update(
@@ -1296,14 +1318,22 @@ class Reconciler:
                 Event("invalid", row.id, row.path, self.origin, row.rev, detail=reason)
             )
 
-    def _delete_locked(self, cur: Any, row: Row, report: CheckReport) -> None:
+    def _delete_locked(self, cur: Any, row: Row, report: CheckReport, *, detail: str = "") -> None:
         content = self.store._revision_content(row.id, row.rev).encode("utf-8")
         meta_abs = self.store.root / fs.meta_path_for(row.path)
         if meta_abs.exists() and not (self.store.root / row.path).exists():
             fs.remove_file(meta_abs)
         rev = self.store._mark_deleted(cur, row, content, self.origin)
         self.events.append(
-            Event("deleted", row.id, row.path, self.origin, rev=rev, content_hash=row.content_hash)
+            Event(
+                "deleted",
+                row.id,
+                row.path,
+                self.origin,
+                rev=rev,
+                content_hash=row.content_hash,
+                detail=detail,
+            )
         )
         report.fixed.append({"kind": "deleted", "path": row.path, "detail": row.id})
 

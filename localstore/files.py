@@ -627,6 +627,48 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     atomic_write_many([(path, data)], mode=mode)
 
 
+def create_file(path: Path, data: bytes, *, mode: int = 0o644) -> bool:
+    """Durably create ``path`` unless a file of that name exists: False then, changing nothing.
+
+    The temp is hard-linked to the name (which fails if it is taken) instead of renamed over it:
+    reconcile writing a meta for a YAML that had none must not replace the pair's own meta,
+    landing between the read that found none and the write (a tool writing the pair file by
+    file); the rename replaced it and its id was lost. Without hard links (FAT, some network
+    shares) the name is checked just before the rename (a far smaller window). Raises
+    StorageError.
+    """
+    target = os.fspath(path)
+    folder, name = os.path.split(target)
+    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    try:
+        fd = os.open(tmp, _CREATE_FLAGS, mode)
+    except OSError as exc:
+        raise map_os_error(exc, "cannot create", tmp) from exc
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            _fsync_and_close(fd)
+        try:
+            os.link(tmp, target, follow_symlinks=False)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            if os.path.lexists(target):
+                return False
+            replace_file(tmp, target)
+    except OSError as exc:
+        raise map_os_error(exc, "cannot write", target) from exc
+    finally:
+        _unlink_quiet(tmp)
+    fsync_dir(folder)
+    return True
+
+
 def ensure_dir(directory: Path, *, mode: int = 0o777) -> None:
     """Create a directory and its parents durably (``mode`` is the last one's, as mkdir's).
 

@@ -39,10 +39,18 @@ from typing import Any, Literal, Protocol, TypeVar, cast
 
 import apsw
 
+from localstore import _late_meta as late_meta
 from localstore import files as fs
 from localstore._identity import replace_device_id
 from localstore._revisions import revision_text
-from localstore.blueprint import decode_meta, encode_meta, new_id, utc_now
+from localstore.blueprint import (
+    BlueprintMeta,
+    decode_meta,
+    encode_meta,
+    new_id,
+    sha256_hex,
+    utc_now,
+)
 from localstore.errors import (
     AlreadyExistsError,
     ChangedOnDiskError,
@@ -1451,7 +1459,57 @@ class SyncEngine:
         if leaving and st.pushable(cur, winner.id):
             self._renew(cur, change.id)
             return
+        if self._arrived_early(cur, change, winner):
+            return
         applier.move_for_path_conflict(cur, change.id, winner)
+
+    def _arrived_early(self, cur: Any, change: Change, winner: ServerRow) -> bool:
+        """Give the server's identity to a blueprint that is the server's own, come early.
+
+        A YAML that a file sync tool (or a piecewise copy) brought here before its meta got a
+        meta made up by reconcile (localstore/_late_meta.py); pushed under that id before the
+        real meta came, it meets the server's row at its path. Never synced, exactly the
+        server's content at exactly that path, and a meta nobody described: it is that row.
+        Moving it to a conflict copy, as any other, made a copy of identical content with a
+        conflict record on every device. The server's meta is written in the made-up one's
+        place and reconcile retires the made-up id (never pushed: its delete is settled
+        unsent) and records the server's, which the pull of this pass then finds equal. The
+        YAML is not touched (a file sync tool would otherwise see a delete or a change). A
+        pass that rolls back leaves that meta file: the next reconcile records the same.
+        """
+        local = _row_or_none(self.store, change.id)
+        if (
+            local is None
+            or local.deleted
+            or change.base_rev is not None
+            or local.path != winner.path
+            # (The YAML's bytes: the content hash covers the meta, whose id differs.)
+            or local.yaml_sha256 != sha256_hex(winner.content.encode("utf-8"))
+        ):
+            return False
+        found = late_meta.made_up(cur, local)
+        if found is None or found.described:
+            return False
+        try:
+            meta = BlueprintMeta.from_dict(winner.meta, source=f"the server's meta of {winner.id}")
+        except InvalidInputError:
+            return False
+        if meta.id != winner.id:
+            return False
+        from localstore._reconcile import Reconciler
+
+        fs.atomic_write(self.store.abspath(fs.meta_path_for(local.path)), encode_meta(meta))
+        rec = Reconciler(self.store)
+        rec.ingest_locked(cur, local.path, trust_stat=False)
+        self.store.events.publish(rec.events)
+        log.info(
+            "sync: %s is the server's %s brought here before its meta; the id %s made up for it "
+            "is retired",
+            local.path,
+            winner.id,
+            local.id,
+        )
+        return True
 
     def _reused_op(self, cur: Any, change: Change, result: PushResult) -> None:
         """Push again a change whose op id this device had already used for another change.

@@ -1,0 +1,177 @@
+"""A YAML whose meta file comes later than the lone YAML's wait (a sync client that pulls the
+YAML seconds before its meta, ``cp *.yaml`` then ``cp *.meta.json``, a big unzip): the store has
+already given it an id and written a meta of its own when the real meta lands over that one.
+
+The arriving meta is the blueprint's identity: one blueprint with its id, name, tags and created
+time is kept. The id the store made up is retired (a delete of it, which sync pushes only if it
+had pushed that id, so no ghost is left on the server). What happened to the blueprint in between
+is not lost: an edit of its YAML carries on under the arriving id, after the version that arrived
+(so sync finds the server's version in its history and merges the edit cleanly); a name, tags or
+description the user gave the made-up identity keep that blueprint beside the arriving one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import localstore
+from localstore.store import BlueprintStore
+from localstore.watcher import Watcher
+
+from .conftest import Recorder
+
+YAML = "x.blueprint.yaml"
+META = "x.blueprint.meta.json"
+
+
+def _pair_from_another_store(tmp_path: Path) -> tuple[str, bytes, bytes]:
+    with localstore.open(home=tmp_path / "other", maintenance=False) as other:
+        bp = other.save("x", "steps: [x]\n", tags=["from-a"], description="made on A")
+        return bp.id, (other.root / YAML).read_bytes(), (other.root / META).read_bytes()
+
+
+def _yaml_alone(store: BlueprintStore, watcher: Watcher, recorder: Recorder, data: bytes) -> str:
+    """Put the YAML down alone and let the watcher give it a meta of its own; its id."""
+    (store.root / YAML).write_bytes(data)
+    assert watcher.wait_idle(30)  # (waits out the lone YAML's wait: it is pending until then)
+    made_up = str(json.loads((store.root / META).read_bytes())["id"])
+    assert [(e.kind, e.id) for e in recorder.take()] == [("created", made_up)]
+    return made_up
+
+
+def test_a_late_meta_is_adopted_and_the_made_up_id_retired(
+    store: BlueprintStore, watcher: Watcher, recorder: Recorder, tmp_path: Path
+) -> None:
+    bp_id, yaml_bytes, meta_bytes = _pair_from_another_store(tmp_path)
+    made_up = _yaml_alone(store, watcher, recorder, yaml_bytes)
+    (store.root / META).write_bytes(meta_bytes)
+    assert watcher.wait_idle(30)
+    events = recorder.take()
+    assert [(e.kind, e.id) for e in events] == [("deleted", made_up), ("created", bp_id)]
+    # The delete says why, so a UI or `localstore watch` does not show a file deleted for nothing.
+    assert bp_id in events[0].detail and "meta" in events[0].detail
+    [info] = store.list()
+    assert (info.id, info.path) == (bp_id, YAML)
+    bp = store.load(bp_id)
+    assert bp.meta.tags == ("from-a",) and bp.meta.description == "made on A"
+    assert (store.root / META).read_bytes() == meta_bytes
+    assert [(r.rev, r.deleted) for r in store.history(bp_id)] == [(1, False)]
+
+
+def test_an_edit_made_before_the_meta_came_follows_the_version_that_arrived(
+    store: BlueprintStore, watcher: Watcher, recorder: Recorder, tmp_path: Path
+) -> None:
+    """The YAML is edited while it has the made-up id. The arriving id's history holds the
+    version that arrived, then the edit: sync then finds the server's version of that id in this
+    device's history and pushes the edit on it, instead of merging without a base (a conflict
+    copy of the user's own edit on every device). Before, the history began with the edit."""
+    bp_id, yaml_bytes, meta_bytes = _pair_from_another_store(tmp_path)
+    made_up = _yaml_alone(store, watcher, recorder, yaml_bytes)
+    edited = yaml_bytes + b"# edited here before the meta came\n"
+    (store.root / YAML).write_bytes(edited)
+    assert watcher.wait_idle(30)
+    assert [(e.kind, e.id) for e in recorder.take()] == [("modified", made_up)]
+    (store.root / META).write_bytes(meta_bytes)
+    assert watcher.wait_idle(30)
+    assert [(e.kind, e.id) for e in recorder.take()] == [
+        ("deleted", made_up),
+        ("created", bp_id),
+        ("modified", bp_id),
+    ]
+    assert [i.id for i in store.list()] == [bp_id]
+    assert (store.root / YAML).read_bytes() == edited  # the user's file is left as it is
+    assert store.load(bp_id).content.encode() == edited
+    assert [(r.rev, r.deleted) for r in store.history(bp_id)] == [(2, False), (1, False)]
+    assert store.load_revision(bp_id, 1).content.encode() == yaml_bytes
+    # The made-up id keeps its own history (nothing is lost), deleted.
+    assert [(r.rev, r.deleted) for r in store.history(made_up)] == [
+        (3, True),
+        (2, False),
+        (1, False),
+    ]
+
+
+def test_a_made_up_identity_the_user_described_is_kept_beside_the_arriving_one(
+    store: BlueprintStore, watcher: Watcher, recorder: Recorder, tmp_path: Path
+) -> None:
+    """The app tagged and renamed the blueprint while it had the made-up id; then its meta came.
+    Both are kept: the arriving identity at the path, the described one as a copy beside it
+    (its id, name, tags and content), and the copy's event says why."""
+    bp_id, yaml_bytes, meta_bytes = _pair_from_another_store(tmp_path)
+    made_up = _yaml_alone(store, watcher, recorder, yaml_bytes)
+    store.save(YAML, None, id=made_up, tags=["mine"], name="My plan")
+    assert watcher.wait_idle(30)
+    recorder.take()
+    (store.root / META).write_bytes(meta_bytes)
+    assert watcher.wait_idle(30)
+    events = recorder.take()
+    assert sorted((e.kind, e.id) for e in events) == sorted(
+        [("moved", made_up), ("created", bp_id)]
+    )
+    moved = next(e for e in events if e.kind == "moved")
+    assert moved.old_path == YAML and bp_id in moved.detail
+    by_id = {i.id: i for i in store.list()}
+    assert set(by_id) == {bp_id, made_up}
+    assert by_id[bp_id].path == YAML
+    mine = store.load(made_up)
+    assert (mine.meta.name, mine.meta.tags) == ("My plan", ("mine",))
+    assert mine.content.encode() == yaml_bytes
+    copy_meta = store.root / mine.path.replace(".blueprint.yaml", ".blueprint.meta.json")
+    assert json.loads(copy_meta.read_bytes())["id"] == made_up
+    assert store.load(bp_id).meta.tags == ("from-a",)
+    assert (store.root / META).read_bytes() == meta_bytes
+
+
+def test_a_home_copied_piecewise_adopts_the_metas_at_the_next_open(
+    home: Path, make_store, tmp_path: Path
+) -> None:
+    """No watcher: the YAMLs were copied first and the store opened (its reconcile gave each a
+    meta), then the metas were copied and the store opened again."""
+    bp_id, yaml_bytes, meta_bytes = _pair_from_another_store(tmp_path)
+    first = make_store()
+    (first.root / YAML).write_bytes(yaml_bytes)
+    first.close()
+    second = make_store()
+    [made_up] = [i.id for i in second.list()]
+    edited = yaml_bytes + b"# edited\n"
+    (second.root / YAML).write_bytes(edited)
+    second.close()
+    third = make_store()
+    assert [i.id for i in third.list()] == [made_up]
+    third.close()
+    (home / "blueprints" / META).write_bytes(meta_bytes)
+    last = make_store()
+    assert [i.id for i in last.list()] == [bp_id]
+    assert [r.rev for r in last.history(bp_id)] == [2, 1]
+    assert last.load_revision(bp_id, 1).content.encode() == yaml_bytes
+    assert last.load(bp_id).content.encode() == edited
+
+
+def test_a_meta_landing_while_reconcile_writes_one_is_not_replaced(
+    make_store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tool's meta lands between reconcile's read (no meta) and its write of a made-up one.
+    That write replaced it: the real id was gone for good, and the blueprint lived on under the
+    made-up one (a duplicate of the other device's, once synced)."""
+    bp_id, yaml_bytes, meta_bytes = _pair_from_another_store(tmp_path)
+    store = make_store()
+    (store.root / YAML).write_bytes(yaml_bytes)
+    real_prepare = BlueprintStore._prepare
+
+    def prepare(self: BlueprintStore, rel: str, content: Any, meta: Any) -> Any:
+        prepared = real_prepare(self, rel, content, meta)
+        if not (self.root / META).exists():
+            (self.root / META).write_bytes(meta_bytes)  # (the tool's write, injected here)
+        return prepared
+
+    monkeypatch.setattr(BlueprintStore, "_prepare", prepare)
+    store.check(fix=True)
+    monkeypatch.undo()
+    assert (store.root / META).read_bytes() == meta_bytes
+    assert [i.id for i in store.list()] == [bp_id]
+    assert [r.rev for r in store.history(bp_id)] == [1]
+    assert not [p for p in store.root.iterdir() if p.name.endswith(".lstmp")]
