@@ -1459,7 +1459,11 @@ class SyncEngine:
         if leaving and st.pushable(cur, winner.id):
             self._renew(cur, change.id)
             return
-        if self._arrived_early(cur, change, winner):
+        # (Not when the holder is live here at another path, its move held back: the server's
+        # meta put beside this YAML would be that blueprint's, live elsewhere; reconcile gave
+        # the YAML its own id back, and the push met the same path every round of every cycle.)
+        live_here = holder is not None and not holder.deleted
+        if not live_here and self._arrived_early(cur, change, winner):
             return
         applier.move_for_path_conflict(cur, change.id, winner)
 
