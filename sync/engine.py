@@ -1463,11 +1463,11 @@ class SyncEngine:
         # meta put beside this YAML would be that blueprint's, live elsewhere; reconcile gave
         # the YAML its own id back, and the push met the same path every round of every cycle.)
         live_here = holder is not None and not holder.deleted
-        if not live_here and self._arrived_early(cur, change, winner):
+        if not live_here and self._arrived_early(cur, applier, change, winner):
             return
         applier.move_for_path_conflict(cur, change.id, winner)
 
-    def _arrived_early(self, cur: Any, change: Change, winner: ServerRow) -> bool:
+    def _arrived_early(self, cur: Any, applier: Applier, change: Change, winner: ServerRow) -> bool:
         """Give the server's identity to a blueprint that is the server's own, come early.
 
         A YAML that a file sync tool (or a piecewise copy) brought here before its meta got a
@@ -1492,7 +1492,10 @@ class SyncEngine:
         ):
             return False
         found = late_meta.made_up(cur, local)
-        if found is None or found.described:
+        if found is None or found.described or not applier.as_indexed(local):
+            # (Files changed since they were recorded: a name or tags typed into the meta file
+            # that the watcher has yet to see were replaced by the server's meta unrecorded.
+            # The path collision's move records them first.)
             return False
         try:
             meta = BlueprintMeta.from_dict(winner.meta, source=f"the server's meta of {winner.id}")

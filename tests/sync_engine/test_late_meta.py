@@ -120,3 +120,25 @@ def test_a_lone_yaml_at_the_old_path_of_a_blueprint_whose_move_is_held_back_is_n
     assert server_snapshot(server)[made_up] == (record.copy_path, "steps: [w]\n")
     assert b.store.load(held).path == "y.blueprint.yaml"
     assert b.engine.status().pending == 0
+
+
+def test_a_name_typed_into_the_made_up_meta_not_yet_recorded_is_not_replaced(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """The user names and tags the blueprint in its meta file; the push meets the server's row
+    of the same YAML at its path before the watcher has recorded that edit. The index still holds
+    the made-up meta, nobody described: the server's meta was written over the user's file, and
+    the name and tags were gone (in no file, no index, no history). The edit is recorded, and
+    the blueprint the user described is no row come early: a path collision, as any."""
+    a, b = make_device("a"), make_device("b")
+    ident = a.store.save("x", "steps:\n  - one\n").id
+    a.sync()
+    made_up = _yaml_alone(b, (a.store.root / YAML).read_bytes())
+    meta = json.loads((b.store.root / META).read_bytes())
+    (b.store.root / META).write_text(json.dumps({**meta, "name": "Mine", "tags": ["hand"]}))
+    b.sync()  # (no watcher: the edit is unrecorded when the push meets the path)
+    mine = b.store.load(made_up)
+    assert (mine.meta.name, mine.meta.tags) == ("Mine", ("hand",))
+    [record] = b.engine.conflicts()
+    assert (record.id, record.copy_id) == (ident, made_up)
+    assert b.store.load(ident).path == YAML
