@@ -27,7 +27,8 @@ arriving meta is the identity: the made-up id is retired and nothing that happen
 Only a made-up meta is treated so: the first revision of the blueprint at the path came from a
 file (origin ``external``) with the meta the store writes for a lone YAML (the default name, no
 description, tags or other fields, created == modified). Any other meta put over a pair is the
-old case (another pair's meta pasted over it: that blueprint is replaced).
+old case (another pair's meta pasted over it: that blueprint is replaced), and so is a copy of a
+live pair's meta (reconcile gives the copy a new id; it is no YAML's own meta come late).
 """
 
 from __future__ import annotations

@@ -951,6 +951,7 @@ class Reconciler:
                     meta_bytes, meta = recovered
         identity: Row | None = None
         replaced: Row | None = None
+        copied = False  # (a live pair's meta, copied here: given a new id below)
         if meta is not None:
             identity = self._with_id(cur, meta.id)
             if (
@@ -967,7 +968,7 @@ class Reconciler:
                     # The same id at two live paths: the pair was copied. The copy gets a new id.
                     meta = meta.replace(id=new_id(), created=utc_now())
                     identity = None
-                    write_meta = True
+                    write_meta = copied = True
                 # Otherwise the file at identity.path no longer carries this id (two pairs
                 # swapped names, or another file took the old name): the blueprint moved here.
             if row_at_path is not None and (identity is None or row_at_path.id != identity.id):
@@ -988,9 +989,11 @@ class Reconciler:
             return
         arrived: bytes | None = None  # (the YAML as it arrived with the meta: _late_meta.py)
         if replaced is not None:
-            found = (
-                late_meta.made_up(cur, replaced) if identity is None or identity.deleted else None
-            )
+            # (A copy of a live pair's meta is no meta of this YAML's own come late: its new id
+            # got the made-up id's first YAML as its first revision, and the retired id's event
+            # named it as the one this YAML's own meta had brought.)
+            own = not copied and (identity is None or identity.deleted)
+            found = late_meta.made_up(cur, replaced) if own else None
             if self._moves_later(replaced, rel):
                 self._park(cur, replaced)
             elif found is not None:

@@ -437,6 +437,10 @@ class Applier:
             return False
         return local.deleted or self._fresh(local, ingest=False) is local
 
+    def as_indexed(self, local: Row) -> bool:
+        """Whether ``local``'s files are as the index recorded them (no edit unrecorded yet)."""
+        return self._fresh(local, ingest=False) is local
+
     def move_for_path_conflict(
         self, cur: Any, blueprint_id: str, winner: ServerRow, *, reason: str = "path_taken"
     ) -> str | None:

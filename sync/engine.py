@@ -1459,11 +1459,15 @@ class SyncEngine:
         if leaving and st.pushable(cur, winner.id):
             self._renew(cur, change.id)
             return
-        if self._arrived_early(cur, change, winner):
+        # (Not when the holder is live here at another path, its move held back: the server's
+        # meta put beside this YAML would be that blueprint's, live elsewhere; reconcile gave
+        # the YAML its own id back, and the push met the same path every round of every cycle.)
+        live_here = holder is not None and not holder.deleted
+        if not live_here and self._arrived_early(cur, applier, change, winner):
             return
         applier.move_for_path_conflict(cur, change.id, winner)
 
-    def _arrived_early(self, cur: Any, change: Change, winner: ServerRow) -> bool:
+    def _arrived_early(self, cur: Any, applier: Applier, change: Change, winner: ServerRow) -> bool:
         """Give the server's identity to a blueprint that is the server's own, come early.
 
         A YAML that a file sync tool (or a piecewise copy) brought here before its meta got a
@@ -1475,7 +1479,9 @@ class SyncEngine:
         place and reconcile retires the made-up id (never pushed: its delete is settled
         unsent) and records the server's, which the pull of this pass then finds equal. The
         YAML is not touched (a file sync tool would otherwise see a delete or a change). A
-        pass that rolls back leaves that meta file: the next reconcile records the same.
+        pass that rolls back leaves that meta file: the next reconcile records the same. The
+        caller rules out a server row live here elsewhere; files changed since they were
+        recorded (an edit the watcher has yet to see) are not replaced either.
         """
         local = _row_or_none(self.store, change.id)
         if (
@@ -1488,7 +1494,10 @@ class SyncEngine:
         ):
             return False
         found = late_meta.made_up(cur, local)
-        if found is None or found.described:
+        if found is None or found.described or not applier.as_indexed(local):
+            # (Files changed since they were recorded: a name or tags typed into the meta file
+            # that the watcher has yet to see were replaced by the server's meta unrecorded.
+            # The path collision's move records them first.)
             return False
         try:
             meta = BlueprintMeta.from_dict(winner.meta, source=f"the server's meta of {winner.id}")

@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import pytest
+
 from sync.memory_remote import MemoryServer
 
-from .conftest import Device, assert_converged, converge, server_snapshot
+from .conftest import Device, assert_converged, converge, refuse_id, server_snapshot
 
 YAML = "x.blueprint.yaml"
 META = "x.blueprint.meta.json"
@@ -94,3 +96,49 @@ def test_a_made_up_id_pushed_onto_the_arriving_blueprints_path_takes_it_without_
     assert server_snapshot(server) == {ident: (YAML, "steps:\n  - one\n")}
     assert a.engine.conflicts() == [] and b.engine.conflicts() == []
     assert_converged(server, a, b)
+
+
+def test_a_lone_yaml_at_the_old_path_of_a_blueprint_whose_move_is_held_back_is_not_taken_for_it(
+    make_device: Callable[..., Device], server: MemoryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's row at the path is a blueprint live here at another path (its move parked
+    in quarantine), and the user put a copy of its YAML back at the old path. That is no row
+    come early: its meta written beside the YAML is the id of a pair live elsewhere, so
+    reconcile gave the YAML its own id back, and the push met the path again every round of
+    every cycle: never pushed, no conflict, nothing shown. It is a path collision, as before."""
+    b = make_device("b")
+    held = b.store.save("x", "steps: [w]\n").id
+    b.sync()
+    b.store.move(held, "y")
+    refuse_id(b, held, monkeypatch)
+    assert b.sync().quarantined == 1
+    made_up = _yaml_alone(b, b"steps: [w]\n")
+    report = b.sync()
+    assert report.rounds < 4 and report.conflicts == 1
+    [record] = b.engine.conflicts()
+    assert (record.id, record.copy_id, record.reason) == (held, made_up, "path_taken")
+    assert server_snapshot(server)[made_up] == (record.copy_path, "steps: [w]\n")
+    assert b.store.load(held).path == "y.blueprint.yaml"
+    assert b.engine.status().pending == 0
+
+
+def test_a_name_typed_into_the_made_up_meta_not_yet_recorded_is_not_replaced(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """The user names and tags the blueprint in its meta file; the push meets the server's row
+    of the same YAML at its path before the watcher has recorded that edit. The index still holds
+    the made-up meta, nobody described: the server's meta was written over the user's file, and
+    the name and tags were gone (in no file, no index, no history). The edit is recorded, and
+    the blueprint the user described is no row come early: a path collision, as any."""
+    a, b = make_device("a"), make_device("b")
+    ident = a.store.save("x", "steps:\n  - one\n").id
+    a.sync()
+    made_up = _yaml_alone(b, (a.store.root / YAML).read_bytes())
+    meta = json.loads((b.store.root / META).read_bytes())
+    (b.store.root / META).write_text(json.dumps({**meta, "name": "Mine", "tags": ["hand"]}))
+    b.sync()  # (no watcher: the edit is unrecorded when the push meets the path)
+    mine = b.store.load(made_up)
+    assert (mine.meta.name, mine.meta.tags) == ("Mine", ("hand",))
+    [record] = b.engine.conflicts()
+    assert (record.id, record.copy_id) == (ident, made_up)
+    assert b.store.load(ident).path == YAML

@@ -175,3 +175,32 @@ def test_a_meta_landing_while_reconcile_writes_one_is_not_replaced(
     assert [i.id for i in store.list()] == [bp_id]
     assert [r.rev for r in store.history(bp_id)] == [1]
     assert not [p for p in store.root.iterdir() if p.name.endswith(".lstmp")]
+
+
+def test_a_copy_of_a_live_pair_put_over_a_made_up_one_is_not_its_meta_come_late(
+    make_store,
+) -> None:
+    """The user copies another blueprint's pair (YAML and meta) over a YAML typed in an editor
+    (its meta made up by the store). That meta is a live pair's: the copy gets a new id, as any
+    copy. It was taken for the typed YAML's own meta come late: the copy's history began with
+    the typed YAML (another blueprint's text as its first revision), and the typed one's delete
+    said its own meta had come and made it the copy."""
+    store = make_store()
+    other = store.save("b", "steps: [b]\n")
+    (store.root / YAML).write_bytes(b"steps: [typed]\n")
+    store.check(fix=True)
+    [typed] = [i.id for i in store.list() if i.path == YAML]
+    recorder = Recorder()
+    store.subscribe(recorder)
+    (store.root / YAML).write_bytes((store.root / "b.blueprint.yaml").read_bytes())
+    (store.root / META).write_bytes((store.root / "b.blueprint.meta.json").read_bytes())
+    store.check(fix=True)
+    [copy] = [i.id for i in store.list() if i.path == YAML]
+    assert copy not in (typed, other.id)
+    events = recorder.take()
+    assert [(e.kind, e.id) for e in events] == [("deleted", typed), ("created", copy)]
+    assert "meta" not in events[0].detail
+    assert [(r.rev, store.load_revision(copy, r.rev).content) for r in store.history(copy)] == [
+        (1, "steps: [b]\n")
+    ]
+    assert store.load(other.id).path == "b.blueprint.yaml"
