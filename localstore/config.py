@@ -438,6 +438,7 @@ OTHER_ENV_VARS = frozenset(
         "DEMO_INNER",  # scripts
         "KEYRING_DIR",
         "KEYRING_PASSWORD",
+        "BENCH_PLAIN_TMP",  # bench/_homes.py
     )
 )
 

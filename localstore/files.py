@@ -22,7 +22,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple, Protocol, cast
 
@@ -665,6 +665,14 @@ def create_file(path: Path, data: bytes, *, mode: int = 0o644) -> bool:
         raise map_os_error(exc, "cannot write", target) from exc
     finally:
         _unlink_quiet(tmp)
+    if sys.platform.startswith("linux"):
+        # A new hard link is a create with no close-write to inotify: the watcher took the file
+        # for one still being written and waited its write-quiet time (seconds) before the
+        # echo's check, holding a `sync`'s wait for the watcher back as long. Opened for writing
+        # and closed (nothing written: content and times unchanged) it is complete, as a rename
+        # into place says.
+        with suppress(OSError):
+            os.close(os.open(target, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)))
     fsync_dir(folder)
     return True
 
