@@ -24,11 +24,11 @@ from localstore.archive import (
     ImportResult,
     Merger,
     ProgressCallback,
+    check_export,
     export_bundle,
     export_yaml,
     import_bundle,
     is_encrypted,
-    select_blueprints,
 )
 from localstore.cli import (
     EXIT_ATTENTION,
@@ -138,8 +138,9 @@ def export_cmd(
         store = ctx.store(existing=True)
         if encrypt:
             # What the export would refuse (a missing home, a ref or filter that matches
-            # nothing) is refused before someone types a passphrase twice for nothing.
-            select_blueprints(store, refs, folder=folder, tag=tag)
+            # nothing, a destination folder that does not exist, too many blueprints) is
+            # refused before someone types a passphrase twice for nothing.
+            check_export(store, output, refs=refs, folder=folder, tag=tag)
     passphrase = _passphrase(confirm=True) if encrypt else None
     with errors_to_exit(), _progress_bars() as progress:
         result = export_bundle(

@@ -102,6 +102,7 @@ __all__ = [
     "Merger",
     "ProgressCallback",
     "VerifiedBundle",
+    "check_export",
     "export_bundle",
     "export_yaml",
     "import_bundle",
@@ -292,6 +293,32 @@ def select_blueprints(
     return sorted(chosen.values(), key=lambda i: i.path)
 
 
+def check_export(
+    store: BlueprintStore,
+    dest: str | os.PathLike[str],
+    *,
+    refs: Sequence[str] = (),
+    folder: str | None = None,
+    tag: str | None = None,
+    limits: BundleLimits | None = None,
+) -> list[BlueprintInfo]:
+    """What :func:`export_bundle` refuses before it writes anything, checked alone; returns the
+    blueprints it would export.
+
+    For a caller that asks for a passphrase first (the CLI's ``export --encrypt``): a mistyped
+    ref, filter or destination folder is refused before someone types a passphrase twice for
+    nothing. Raises as :func:`export_bundle` does for those (NotFoundError, InvalidInputError,
+    BundleLimitError).
+    """
+    _store_arg(store)
+    dest_path = path_arg("dest", dest)
+    options_arg(None, limits)
+    infos = select_blueprints(store, refs, folder=folder, tag=tag)
+    _check_export_count(len(infos), limits or BundleLimits.for_store(store))
+    _check_dest_folder(dest_path)
+    return infos
+
+
 def export_bundle(
     store: BlueprintStore,
     dest: str | os.PathLike[str],
@@ -330,9 +357,7 @@ def export_bundle(
             hint="leave scrypt_params out for the default strength",
         )
     limits = limits or BundleLimits.for_store(store)
-    infos = select_blueprints(store, refs, folder=folder, tag=tag)
-    _check_export_count(len(infos), limits)
-    _check_dest_folder(dest_path)
+    infos = check_export(store, dest_path, refs=refs, folder=folder, tag=tag, limits=limits)
     tmp_zip: Path | None = _temp_beside(dest_path) if passphrase is None else _private_temp(store)
     final_tmp: Path | None = None
     try:

@@ -895,6 +895,16 @@ def check_cloud(settings: Settings) -> Finding:
     from sync.errors import NotLoggedInError, SyncError
     from sync.supabase_remote import remote_from_settings
 
+    if not settings.paths.index_db.exists():
+        # Not opened: the credential store makes the home's folders and an empty index, so
+        # `doctor` on a mistyped --home left a home there, and its next run said "index: ok".
+        # A login lists its names in the index: with none, this home never logged in.
+        return Finding(
+            "cloud",
+            "info",
+            "sync is off: this home has no index yet, so it is not logged in",
+            "run `localstore init`, then `localstore login`",
+        )
     try:
         remote = remote_from_settings(settings, timeout_s=10.0)
     except NotLoggedInError as exc:

@@ -206,6 +206,10 @@ def _home_lock(settings: Settings) -> Any:
     return embed.HomeLock.for_settings(settings)
 
 
+# How long the CLI waits for the daemon's report of the cycle it asked for.
+DAEMON_SYNC_WAIT_S = 120.0
+
+
 def _daemon_sync(settings: Settings, retry_quarantined: bool = False) -> dict[str, Any] | None:
     """Run the cycle in this home's daemon; None when none runs (or it cannot be reached).
 
@@ -224,10 +228,28 @@ def _daemon_sync(settings: Settings, retry_quarantined: bool = False) -> dict[st
     except ImportError:
         return None
     try:
-        with control.ControlClient.connect(settings, timeout=10.0) as client:
-            answer = client.sync(wait=True, retry_quarantined=retry_quarantined)
+        client = control.ControlClient.connect(settings, timeout=10.0)
+    except Exception as exc:  # noqa: BLE001 - any control failure: try syncing here instead
+        click.echo(f"note: the daemon did not run the sync ({exc}); syncing here", err=True)
+        return None
+    try:
+        with client:
+            answer = client.sync(
+                wait=True, retry_quarantined=retry_quarantined, timeout=DAEMON_SYNC_WAIT_S
+            )
     except control.ControlRequestError as exc:
         fail(f"the daemon did not sync: {exc.message}", hint=exc.hint)
+    except control.ControlError as exc:
+        if isinstance(exc.__cause__, TimeoutError):
+            # The request reached it: the cycle goes on there (a disconnect does not stop a
+            # running one) and it holds the home's lock, so syncing here would only fail with
+            # "another process is syncing this home", sending the user after another process.
+            fail(
+                f"the daemon is still syncing (no report within {DAEMON_SYNC_WAIT_S:g} s)",
+                hint="the cycle goes on in the daemon: `localstore status` shows how it goes",
+            )
+        click.echo(f"note: the daemon did not run the sync ({exc}); syncing here", err=True)
+        return None
     except Exception as exc:  # noqa: BLE001 - any control failure: try syncing here instead
         click.echo(f"note: the daemon did not run the sync ({exc}); syncing here", err=True)
         return None

@@ -138,6 +138,19 @@ def test_an_encrypted_export_refuses_a_filter_that_matches_nothing_before_asking
     assert not out.exists()
 
 
+def test_an_encrypted_export_refuses_a_missing_destination_folder_before_asking(
+    home: Path, tmp_path: Path
+) -> None:
+    """`export --encrypt -o typo/out.lsbundle` asked for the passphrase (twice, on a terminal)
+    before the export found that the folder it was to write into does not exist."""
+    out = tmp_path / "no-such-folder" / "out.lsbundle"
+    done = run_cli(home, "export", "--encrypt", "-o", str(out), stdin="")
+    assert "passphrase" not in done.stderr, done.stderr
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "does not exist" in done.stderr
+    assert not out.parent.exists()
+
+
 def test_the_export_api_raises_not_found_for_a_filter_that_matches_nothing(home: Path) -> None:
     store = open_store(home)
     try:

@@ -218,3 +218,22 @@ def test_without_a_keychain_a_logged_in_home_is_a_cloud_problem(cloud, tmp_path:
     checks = by_check(done.stdout)
     assert done.returncode == 3 and checks["cloud"]["status"] == "problem", checks["cloud"]
     assert "keychain" in checks["cloud"]["detail"]
+
+
+@pytest.mark.parametrize("keychain", ["usable", "none"])
+def test_doctor_leaves_a_home_that_was_never_made_as_it_found_it(
+    tmp_path: Path, keychain: str
+) -> None:
+    """A doctor run is a look, not a set-up. The cloud check opened the credential store, which
+    made the home's folders and an empty index: `localstore --home TYPO doctor` left a home at
+    the typo, and the next run answered "index: ok" where the first said "run localstore init"."""
+    home = tmp_path / "never-made"
+    env = {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"} if keychain == "none" else {}
+    for _ in range(2):
+        done = doctor(home, "--json", env=env)
+        assert not home.exists(), sorted(str(p) for p in home.rglob("*"))
+        checks = by_check(done.stdout)
+        assert done.returncode == 3, done.stdout
+        assert checks["index"]["status"] == "problem" and "no index" in checks["index"]["detail"]
+        assert checks["cloud"]["status"] == "info", checks["cloud"]
+        assert "localstore init" in checks["cloud"]["fix"]

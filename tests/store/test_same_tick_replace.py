@@ -202,3 +202,28 @@ def test_stat_unchanged_compares_known_inodes(
     assert fs.stat_unchanged(st, 9, 100, 200, recorded) is unchanged
     assert fs.ino_key(fs.ino_key(st_ino)) == fs.ino_key(st_ino)
     assert -(2**63) <= fs.ino_key(st_ino) < 2**63
+
+
+def test_inodes_numbered_anew_cost_one_read_and_no_revision(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FAT and exFAT on Linux number a file when the kernel first looks it up (``iunique``),
+    so every number changes at each mount; CIFS ``noserverino`` and FUSE without ``use_ino``
+    do the same. Such a pair is read once (its bytes are the row's: no revision, no op id) and
+    its new numbers are recorded: not read again at every open. (The numbers are set apart in
+    the index here: a test cannot remount a disk.)"""
+    with localstore.open(home=home) as store:
+        for i in range(3):
+            store.save(f"p{i}", f"v: {i}\n")
+        before = _counts(store)
+        with store.index.write() as cur:
+            cur.execute("UPDATE blueprints SET yaml_ino = yaml_ino + 7, meta_ino = meta_ino + 7")
+    reads = _count_reads(monkeypatch)
+    with localstore.open(home=home) as store:
+        assert len(reads) == 6  # each pair once
+        assert _recorded_inodes(store) == _disk_inodes(store)
+        assert _counts(store) == before
+    reads.clear()
+    with localstore.open(home=home) as store:
+        assert len(store.list()) == 3
+    assert reads == []
