@@ -13,6 +13,9 @@ merged 3-way as text, in the structural result's key order:
   header); else diff3 of the two blocks' lines; else the text of a side whose value is the
   merged value. Failing these, there is no text result.
 
+A comment that a side's new or moved key carried off (a key inserted right below another key's
+comment is cut with that comment above it) is written once, in its first place in the result.
+
 Lines before the first key's comments (a leading comment header, ``%`` directives, ``---``) and
 after the last key's content (trailing comments, ``...``) merge as text too. Anything this
 cannot cut safely gives no text: a flow-style mapping, a complex or non-scalar key, keys at
@@ -38,6 +41,7 @@ _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # text, the loader's line numbers and ours would disagree.
 _OTHER_BREAKS = frozenset("\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 _ABSENT: Any = object()
+_TRAILER: Any = object()  # the trailer's place among a region's keys
 
 Same = Callable[[Any, Any], bool]
 
@@ -271,14 +275,96 @@ def _merge_region(
     if lo_region.column != ro_region.column or (b_region and b_region.column != lo_region.column):
         raise _Unsplittable  # blocks from both sides would sit at two indents
     out = _merge_lines(b_region.header if b_region else None, lo_region.header, ro_region.header)
-    for key, value in merged.items():
-        _append(out, _merge_block(key, value, base, local, remote, same))
+    pieces: list[tuple[Hashable, list[str]]] = [
+        (key, _merge_block(key, value, base, local, remote, same)) for key, value in merged.items()
+    ]
     trailer = _merge_lines(
         b_region.trailer if b_region else None, lo_region.trailer, ro_region.trailer
     )
-    if trailer:
-        _append(out, trailer)
+    pieces.append((_TRAILER, trailer))
+    if b_region is not None:
+        _drop_carried_copies(pieces, b_region, (lo_region, ro_region))
+    for _, piece in pieces:
+        if piece:
+            _append(out, piece)
     return out
+
+
+def _drop_carried_copies(
+    pieces: list[tuple[Hashable, list[str]]], base: _Region, sides: tuple[_Region, _Region]
+) -> None:
+    """Keep only the first copy of a base comment that a side's new or moved key carried off.
+
+    A key inserted right below the comment of the key after it (or below the document's
+    trailing comments) is cut with that comment above it, as its own: the comment is in the
+    inserted key's block and no longer in the next key's (or the trailer). When the other side
+    kept that comment where it was (it edited the next key), or carried it off too (it inserted
+    a key at the same place), both copies were in the result: one comment written twice, one
+    copy above a key it does not describe.
+    """
+    atop: dict[tuple[str, ...], list[Hashable]] = {}
+    for key in (*base.blocks, _TRAILER):
+        atop.setdefault(tuple(_attached(_piece(base, key))), []).append(key)
+    claims: dict[tuple[Hashable, tuple[str, ...]], list[int]] = {}
+    for i, (key, piece) in enumerate(pieces):
+        for carried in {_carried(key, piece, base, side, atop) for side in sides} - {None}:
+            assert carried is not None
+            claims.setdefault(carried, []).append(i)
+    where = {key: i for i, (key, _) in enumerate(pieces)}
+    for (owner, lines), holders in claims.items():
+        n = len(lines)
+        at = where.get(owner)
+        kept = at is not None and tuple(pieces[at][1][:n]) == lines
+        for i in sorted({*holders, *([at] if kept and at is not None else [])})[1:]:
+            key, piece = pieces[i]
+            if tuple(piece[:n]) == lines:  # (an earlier claim may have cut it)
+                pieces[i] = (key, piece[n:])
+
+
+def _carried(
+    key: Hashable,
+    piece: list[str],
+    base: _Region,
+    side: _Region,
+    atop: dict[tuple[str, ...], list[Hashable]],
+) -> tuple[Hashable, tuple[str, ...]] | None:
+    """(the base key or trailer they came from, the lines) when ``piece`` is ``side``'s block of
+    ``key`` (or its trailer) and starts with the comment lines that were atop one other key's
+    block in the base (or were the trailer), not atop this one, and that the side no longer has
+    there: a key inserted or moved below another key's comment, or moved above its own.
+    ``atop``: the base's blocks by the lines atop them."""
+    if (side.trailer if key is _TRAILER else side.blocks.get(key)) != piece:
+        return None
+    attached = _attached(piece)
+    own = _attached(_piece(base, key)) if key is _TRAILER or key in base.blocks else []
+    if own and attached[len(attached) - len(own) :] == own:
+        attached = attached[: len(attached) - len(own)]
+    if not any(line.strip() for line in attached):
+        return None
+    candidates = atop.get(tuple(attached), [])
+    # (Lines atop several base blocks, a separator: whose they are is unclear. The length test
+    # first keeps this constant time when thousands of blocks share one such comment.)
+    sources = [] if len(candidates) > 2 else [k for k in candidates if k != key]
+    if len(sources) != 1:
+        return None
+    owner = sources[0]
+    if owner is not _TRAILER and owner not in side.blocks:
+        return owner, tuple(attached)
+    if _piece(side, owner)[: len(attached)] == attached:  # there too: the side's own choice
+        return None
+    return owner, tuple(attached)
+
+
+def _piece(region: _Region, key: Hashable) -> list[str]:
+    return region.trailer if key is _TRAILER else region.blocks[key]
+
+
+def _attached(block: list[str]) -> list[str]:
+    """The comment and blank lines at the top of a block, above its key (or its content)."""
+    at = 0
+    while at < len(block) and (not block[at].strip() or _comment(block[at])):
+        at += 1
+    return block[:at]
 
 
 def _merge_block(
