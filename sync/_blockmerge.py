@@ -10,11 +10,13 @@ merged 3-way as text, in the structural result's key order:
 - a key one side added is that side's block; a key the result drops is left out;
 - a block both sides changed differently is merged again one level down when its value is a
   block mapping on every side (its key line and the lines above its first key are the nested
-  header); else diff3 of the two blocks' lines; else the text of a side whose value is the
-  merged value. Failing these, there is no text result.
+  header); else diff3 of the two blocks' lines; else the comment lines above the key merged
+  3-way on their own over the key's lines of a side whose value is the merged value. Failing
+  these, there is no text result.
 
 A comment that a side's new or moved key carried off (a key inserted right below another key's
-comment is cut with that comment above it) is written once, in its first place in the result.
+comment is cut with that comment above it) is written once, in its first place in the result,
+and back atop its own key when the key it moved above no longer comes right before that one.
 
 Lines before the first key's comments (a leading comment header, ``%`` directives, ``---``) and
 after the last key's content (trailing comments, ``...``) merge as text too. Anything this
@@ -315,10 +317,24 @@ def _drop_carried_copies(
         n = len(lines)
         at = where.get(owner)
         kept = at is not None and tuple(pieces[at][1][:n]) == lines
-        for i in sorted({*holders, *([at] if kept and at is not None else [])})[1:]:
+        copies = sorted({*holders, *([at] if kept and at is not None else [])})
+        for i in copies[1:]:
             key, piece = pieces[i]
             if tuple(piece[:n]) == lines:  # (an earlier claim may have cut it)
                 pieces[i] = (key, piece[n:])
+        if kept or at is None or not copies:
+            continue
+        # The one copy is above a key the side moved or added. Where that key is not right
+        # before the block they came from (the result keeps the base's order, or the other
+        # side's), the lines go back atop that block: above another key they would describe it.
+        first = copies[0]
+        between = set(range(first + 1, at))
+        if first < at and between <= set(holders):
+            continue
+        key, piece = pieces[first]
+        if tuple(piece[:n]) == lines:
+            pieces[first] = (key, piece[n:])
+            pieces[at] = (owner, [*lines, *pieces[at][1]])
 
 
 def _carried(
@@ -387,10 +403,25 @@ def _merge_block(
     line_merged = _line_merge(b or [], lo, ro)
     if line_merged is not None:
         return line_merged  # the caller's check refuses it if diff3 got the data wrong
+    # The comment lines above the key and the key's own lines, merged apart: one side's edit of
+    # the comment above a key touches the other's edit of its value, a conflict for diff3 of
+    # the whole block, where the comment went with whichever side's value was taken.
+    top = _merge_top(b, lo, ro)
     for side, block in ((remote, ro), (local, lo)):
         if same(side[2].get(key, _ABSENT), value):
-            return block  # the other side's comment edits in this block are not kept
+            if top is not None:
+                return [*top, *block[len(_attached(block)) :]]
+            return block  # the other side's edits of this block's comments are not kept
     raise _Unsplittable
+
+
+def _merge_top(b: list[str] | None, lo: list[str], ro: list[str]) -> list[str] | None:
+    """The comment and blank lines atop a key's block on both sides, merged 3-way; None when
+    they conflict."""
+    try:
+        return _merge_lines(None if b is None else _attached(b), _attached(lo), _attached(ro))
+    except _Unsplittable:
+        return None
 
 
 def _merge_nested(

@@ -154,6 +154,26 @@ def test_an_anchor_used_within_its_own_block_is_kept() -> None:
     merged(base, local, remote, "a:\n  p: &x [1, 2]\n  q: *x  # same list\nb: 2  # two\n")
 
 
+def test_a_comment_edited_above_a_key_whose_value_the_other_side_changed_is_kept() -> None:
+    # The comment line and the value line touch: diff3 of the block conflicts, and the block of
+    # the side whose value is merged was taken whole, the other side's comment edit dropped.
+    local = swap(BASE, "timeout: 30\n", "timeout: 90\n")
+    remote = swap(BASE, "# seconds before the step is killed\n", "# seconds (the runner's limit)\n")
+    remote = swap(remote, 'owner: "ops"', 'owner: "sre"')
+    expected = swap(
+        local, "# seconds before the step is killed\n", "# seconds (the runner's limit)\n"
+    )
+    merged(BASE, local, remote, swap(expected, 'owner: "ops"', 'owner: "sre"'))
+    # The data being one side's (a comment-only edit on the other) keeps both as well.
+    only_comment = swap(BASE, "# seconds before the step is killed\n", "# seconds (limit)\n")
+    merged(
+        BASE,
+        local,
+        only_comment,
+        swap(local, "# seconds before the step is killed\n", "# seconds (limit)\n"),
+    )
+
+
 def test_a_key_inserted_below_the_next_keys_comment_does_not_copy_that_comment() -> None:
     # Local inserts retries right below timeout's comment (the cut gives that comment to
     # retries), remote changes timeout: before, the comment was written twice, once above
@@ -365,6 +385,15 @@ def test_no_base_comment_is_written_more_often_than_a_side_has_it(
     event(f"{out.status} {out.step}")
     if out.content is None:
         return
+    lines = out.content.splitlines(keepends=True)
     for comment in base[::2]:
         most = max(texts[1].count(comment), texts[2].count(comment))
         assert out.content.count(comment) <= most, (comment, texts, out.content)
+        # Where it is, it describes its key: the next base key below it (past keys the sides
+        # inserted and other comments) is that key, if the result has it.
+        key = comment.removeprefix("# about ").strip()
+        if comment not in lines or not any(line.startswith(f"{key}:") for line in lines):
+            continue
+        below = lines[lines.index(comment) + 1 :]
+        next_key = next(x for x in below if x.startswith("k"))
+        assert next_key.startswith(f"{key}:"), (comment, texts, out.content)

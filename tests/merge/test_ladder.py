@@ -214,14 +214,15 @@ def test_a_delete_on_one_side_and_a_move_on_the_other_stays_deleted(
 def test_a_comment_only_edit_next_to_a_change_keeps_the_changing_sides_text(swap: bool) -> None:
     # The comment edit touches the other side's changed line, so diff3 conflicts and the structural
     # step decides. Its data is the changing side's own: that side's text, comments and all, not a
-    # dump that dropped the comments of both sides (as it did).
+    # dump that dropped the comments of both sides (as it did), and the comment the other side
+    # wrote above the key (a comment on the changed line itself is the changing side's).
     base = "a: 1\nb: 2\nc: 3\n"
     comments = "# about a\na: 1  # one\nb: 2\nc: 3\n"
     change = "a: 10  # ten\nb: 2\n\nc: 3\n"
     local, remote = (change, comments) if swap else (comments, change)
     out = merge3_text(base, local, remote)
     assert (out.status, out.step) == ("clean", "structural")
-    assert out.content == change
+    assert out.content == "# about a\n" + change
 
 
 def test_a_structural_result_that_is_neither_side_keeps_the_changed_blocks_text() -> None:
