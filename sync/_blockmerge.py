@@ -309,8 +309,8 @@ def _drop_carried_copies(
         atop.setdefault(tuple(_attached(_piece(base, key))), []).append(key)
     claims: dict[tuple[Hashable, tuple[str, ...]], list[int]] = {}
     for i, (key, piece) in enumerate(pieces):
-        for carried in {_carried(key, piece, base, side, atop) for side in sides} - {None}:
-            assert carried is not None
+        found = [_carried(key, piece, base, side, atop) for side in sides]
+        for carried in dict.fromkeys(c for c in found if c is not None):  # (in order: no set)
             claims.setdefault(carried, []).append(i)
     where = {key: i for i, (key, _) in enumerate(pieces)}
     for (owner, lines), holders in claims.items():
