@@ -10,8 +10,13 @@ merged 3-way as text, in the structural result's key order:
 - a key one side added is that side's block; a key the result drops is left out;
 - a block both sides changed differently is merged again one level down when its value is a
   block mapping on every side (its key line and the lines above its first key are the nested
-  header); else diff3 of the two blocks' lines; else the text of a side whose value is the
-  merged value. Failing these, there is no text result.
+  header); else diff3 of the two blocks' lines; else the comment lines above the key merged
+  3-way on their own over the key's lines of a side whose value is the merged value. Failing
+  these, there is no text result.
+
+A comment that a side's new or moved key carried off (a key inserted right below another key's
+comment is cut with that comment above it) is written once, in its first place in the result,
+and back atop its own key when the key it moved above no longer comes right before that one.
 
 Lines before the first key's comments (a leading comment header, ``%`` directives, ``---``) and
 after the last key's content (trailing comments, ``...``) merge as text too. Anything this
@@ -38,6 +43,7 @@ _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # text, the loader's line numbers and ours would disagree.
 _OTHER_BREAKS = frozenset("\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 _ABSENT: Any = object()
+_TRAILER: Any = object()  # the trailer's place among a region's keys
 
 Same = Callable[[Any, Any], bool]
 
@@ -271,14 +277,110 @@ def _merge_region(
     if lo_region.column != ro_region.column or (b_region and b_region.column != lo_region.column):
         raise _Unsplittable  # blocks from both sides would sit at two indents
     out = _merge_lines(b_region.header if b_region else None, lo_region.header, ro_region.header)
-    for key, value in merged.items():
-        _append(out, _merge_block(key, value, base, local, remote, same))
+    pieces: list[tuple[Hashable, list[str]]] = [
+        (key, _merge_block(key, value, base, local, remote, same)) for key, value in merged.items()
+    ]
     trailer = _merge_lines(
         b_region.trailer if b_region else None, lo_region.trailer, ro_region.trailer
     )
-    if trailer:
-        _append(out, trailer)
+    pieces.append((_TRAILER, trailer))
+    if b_region is not None:
+        _drop_carried_copies(pieces, b_region, (lo_region, ro_region))
+    for _, piece in pieces:
+        if piece:
+            _append(out, piece)
     return out
+
+
+def _drop_carried_copies(
+    pieces: list[tuple[Hashable, list[str]]], base: _Region, sides: tuple[_Region, _Region]
+) -> None:
+    """Keep only the first copy of a base comment that a side's new or moved key carried off.
+
+    A key inserted right below the comment of the key after it (or below the document's
+    trailing comments) is cut with that comment above it, as its own: the comment is in the
+    inserted key's block and no longer in the next key's (or the trailer). When the other side
+    kept that comment where it was (it edited the next key), or carried it off too (it inserted
+    a key at the same place), both copies were in the result: one comment written twice, one
+    copy above a key it does not describe.
+    """
+    atop: dict[tuple[str, ...], list[Hashable]] = {}
+    for key in (*base.blocks, _TRAILER):
+        atop.setdefault(tuple(_attached(_piece(base, key))), []).append(key)
+    claims: dict[tuple[Hashable, tuple[str, ...]], list[int]] = {}
+    for i, (key, piece) in enumerate(pieces):
+        found = [_carried(key, piece, base, side, atop) for side in sides]
+        for carried in dict.fromkeys(c for c in found if c is not None):  # (in order: no set)
+            claims.setdefault(carried, []).append(i)
+    where = {key: i for i, (key, _) in enumerate(pieces)}
+    for (owner, lines), holders in claims.items():
+        n = len(lines)
+        at = where.get(owner)
+        kept = at is not None and tuple(pieces[at][1][:n]) == lines
+        copies = sorted({*holders, *([at] if kept and at is not None else [])})
+        for i in copies[1:]:
+            key, piece = pieces[i]
+            if tuple(piece[:n]) == lines:  # (an earlier claim may have cut it)
+                pieces[i] = (key, piece[n:])
+        if kept or at is None or not copies:
+            continue
+        # The one copy is above a key the side moved or added. Where that key is not right
+        # before the block they came from (the result keeps the base's order, or the other
+        # side's), the lines go back atop that block: above another key they would describe it.
+        first = copies[0]
+        between = set(range(first + 1, at))
+        if first < at and between <= set(holders):
+            continue
+        key, piece = pieces[first]
+        if tuple(piece[:n]) == lines:
+            pieces[first] = (key, piece[n:])
+            pieces[at] = (owner, [*lines, *pieces[at][1]])
+
+
+def _carried(
+    key: Hashable,
+    piece: list[str],
+    base: _Region,
+    side: _Region,
+    atop: dict[tuple[str, ...], list[Hashable]],
+) -> tuple[Hashable, tuple[str, ...]] | None:
+    """(the base key or trailer they came from, the lines) when ``piece`` is ``side``'s block of
+    ``key`` (or its trailer) and starts with the comment lines that were atop one other key's
+    block in the base (or were the trailer), not atop this one, and that the side no longer has
+    there: a key inserted or moved below another key's comment, or moved above its own.
+    ``atop``: the base's blocks by the lines atop them."""
+    if (side.trailer if key is _TRAILER else side.blocks.get(key)) != piece:
+        return None
+    attached = _attached(piece)
+    own = _attached(_piece(base, key)) if key is _TRAILER or key in base.blocks else []
+    if own and attached[len(attached) - len(own) :] == own:
+        attached = attached[: len(attached) - len(own)]
+    if not any(line.strip() for line in attached):
+        return None
+    candidates = atop.get(tuple(attached), [])
+    # (Lines atop several base blocks, a separator: whose they are is unclear. The length test
+    # first keeps this constant time when thousands of blocks share one such comment.)
+    sources = [] if len(candidates) > 2 else [k for k in candidates if k != key]
+    if len(sources) != 1:
+        return None
+    owner = sources[0]
+    if owner is not _TRAILER and owner not in side.blocks:
+        return owner, tuple(attached)
+    if _piece(side, owner)[: len(attached)] == attached:  # there too: the side's own choice
+        return None
+    return owner, tuple(attached)
+
+
+def _piece(region: _Region, key: Hashable) -> list[str]:
+    return region.trailer if key is _TRAILER else region.blocks[key]
+
+
+def _attached(block: list[str]) -> list[str]:
+    """The comment and blank lines at the top of a block, above its key (or its content)."""
+    at = 0
+    while at < len(block) and (not block[at].strip() or _comment(block[at])):
+        at += 1
+    return block[:at]
 
 
 def _merge_block(
@@ -301,10 +403,25 @@ def _merge_block(
     line_merged = _line_merge(b or [], lo, ro)
     if line_merged is not None:
         return line_merged  # the caller's check refuses it if diff3 got the data wrong
+    # The comment lines above the key and the key's own lines, merged apart: one side's edit of
+    # the comment above a key touches the other's edit of its value, a conflict for diff3 of
+    # the whole block, where the comment went with whichever side's value was taken.
+    top = _merge_top(b, lo, ro)
     for side, block in ((remote, ro), (local, lo)):
         if same(side[2].get(key, _ABSENT), value):
-            return block  # the other side's comment edits in this block are not kept
+            if top is not None:
+                return [*top, *block[len(_attached(block)) :]]
+            return block  # the other side's edits of this block's comments are not kept
     raise _Unsplittable
+
+
+def _merge_top(b: list[str] | None, lo: list[str], ro: list[str]) -> list[str] | None:
+    """The comment and blank lines atop a key's block on both sides, merged 3-way; None when
+    they conflict."""
+    try:
+        return _merge_lines(None if b is None else _attached(b), _attached(lo), _attached(ro))
+    except _Unsplittable:
+        return None
 
 
 def _merge_nested(

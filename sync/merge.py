@@ -167,6 +167,7 @@ def merge3_text(
         merged is not None
         and not _problems(merged, validator)
         and not _made_duplicate_items(merged, local, remote)
+        and not _loses_a_change(merged, base, local, remote)
     ):
         return MergeOutcome.clean(merged, "line")
     if _STEP_RANK[max_step] < _STEP_RANK["structural"]:
@@ -418,6 +419,28 @@ def _made_duplicate_items(merged: str, local: str, remote: str) -> bool:
         except LocalStoreError:
             return True  # cannot tell: let the structural step decide
     return not found <= had
+
+
+def _loses_a_change(merged: str, base: str | None, local: str, remote: str) -> bool:
+    """True when the line merge's data is not the structural merge's, where that one is clean.
+
+    diff3 sees a moved key as a deleted line and an added one: with the key moved on one side
+    and deleted on the other, both deletions agree and the added line stays, so the deleted key
+    came back (a side's change silently undone). Where the data merges key by key without a
+    conflict, that merge is what both sides' changes add up to; a line result with other data
+    is refused and the structural step settles it. Where the data conflicts (both sides edited
+    one ``|`` scalar or one list without ids, on different lines), diff3 is all there is.
+    """
+    try:
+        docs = [
+            MISSING if base is None else parse_yaml(base),
+            parse_yaml(local),
+            parse_yaml(remote),
+        ]
+    except LocalStoreError:
+        return False  # a side the structural step cannot read: the line merge is all there is
+    structural, conflicts = _merge_node(docs[0], docs[1], docs[2], "")
+    return not conflicts and not _same(parse_yaml(merged), structural)
 
 
 def _duplicate_items(doc: Any, where: str = "") -> set[tuple[str, str, Any]]:

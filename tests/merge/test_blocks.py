@@ -154,6 +154,67 @@ def test_an_anchor_used_within_its_own_block_is_kept() -> None:
     merged(base, local, remote, "a:\n  p: &x [1, 2]\n  q: *x  # same list\nb: 2  # two\n")
 
 
+def test_a_comment_edited_above_a_key_whose_value_the_other_side_changed_is_kept() -> None:
+    # The comment line and the value line touch: diff3 of the block conflicts, and the block of
+    # the side whose value is merged was taken whole, the other side's comment edit dropped.
+    local = swap(BASE, "timeout: 30\n", "timeout: 90\n")
+    remote = swap(BASE, "# seconds before the step is killed\n", "# seconds (the runner's limit)\n")
+    remote = swap(remote, 'owner: "ops"', 'owner: "sre"')
+    expected = swap(
+        local, "# seconds before the step is killed\n", "# seconds (the runner's limit)\n"
+    )
+    merged(BASE, local, remote, swap(expected, 'owner: "ops"', 'owner: "sre"'))
+    # The data being one side's (a comment-only edit on the other) keeps both as well.
+    only_comment = swap(BASE, "# seconds before the step is killed\n", "# seconds (limit)\n")
+    merged(
+        BASE,
+        local,
+        only_comment,
+        swap(local, "# seconds before the step is killed\n", "# seconds (limit)\n"),
+    )
+
+
+def test_a_key_inserted_below_the_next_keys_comment_does_not_copy_that_comment() -> None:
+    # Local inserts retries right below timeout's comment (the cut gives that comment to
+    # retries), remote changes timeout: before, the comment was written twice, once above
+    # retries, which it does not describe.
+    comment = "# seconds before the step is killed\n"
+    local = swap(BASE, comment, comment + "retries: 2\n")
+    remote = swap(BASE, "timeout: 30\n", "timeout: 90\n")
+    expected = swap(local, "timeout: 30\n", "timeout: 90\n")
+    merged(BASE, local, remote, expected)
+    assert expected.count(comment) == 1
+
+
+def test_keys_both_sides_append_below_the_trailing_comment_do_not_copy_it() -> None:
+    base = "name: deploy\ntimeout: 30\n# debug: true\n"
+    local = base + "retries: 3\n"
+    remote = base + "region: eu\n"
+    out = merge3_text(base, local, remote)
+    assert (out.status, out.step) == ("clean", "structural")
+    assert out.content == base + "retries: 3\nregion: eu\n"
+    back = merge3_text(base, remote, local)
+    assert back.content == base + "region: eu\nretries: 3\n"
+
+
+def test_a_key_moved_below_another_keys_comment_does_not_copy_it() -> None:
+    # Local moves c up, right below b's comment; remote changes b. The structural step keeps
+    # the base order (a reorder alone is no change): b's comment stays above b, once.
+    base = "a: 1\n# about b\nb: 2\nc: 1\n"
+    local = "a: 1\n# about b\nc: 1\nb: 2\n"
+    remote = "a: 1\n# about b\nb: 3\nc: 1\n"
+    merged(base, local, remote, "a: 1\n# about b\nb: 3\nc: 1\n")
+
+
+def test_a_comment_a_side_wrote_twice_stays_twice() -> None:
+    base = "a: 1\n# about b\nb: 2\nc: 1\n"
+    local = "a: 1\n# about b\nx: 1\n# about b\nb: 2\nc: 1\n"  # its own choice
+    remote = "a: 1\n# about b\nb: 3\nc: 1\n"
+    out = merge3_text(base, local, remote)
+    assert out.status == "clean"
+    assert out.content == "a: 1\n# about b\nx: 1\n# about b\nb: 3\nc: 1\n"
+
+
 @pytest.mark.parametrize(
     "candidate",
     [
@@ -222,7 +283,7 @@ def test_a_text_result_loads_as_the_structural_result_or_is_not_taken(
     text = None if candidate is None else _restyled(candidate, b, lo, ro)
     # A block merge can miss the structural key order when a side only reordered keys (no
     # change for the structural step): then the check refuses it.
-    taken = text is not None and _same_in_order(parse_yaml(text), structural)
+    taken = text is not None and _loads_in_order(text, structural)
     event("no block text" if text is None else "block text" if taken else "block text refused")
     assert out.content is not None
     assert _same(parse_yaml(out.content), structural)
@@ -230,6 +291,13 @@ def test_a_text_result_loads_as_the_structural_result_or_is_not_taken(
         assert out.content == text
     else:
         assert out.content in (ro, lo) or out.content == dump_yaml(structural)
+
+
+def _loads_in_order(text: str, data: dict[str, Any]) -> bool:
+    try:  # (both sides deleting every key the other kept leave only comments: no mapping)
+        return _same_in_order(parse_yaml(text), data)
+    except LocalStoreError:
+        return False
 
 
 KEYS = [f"k{i}" for i in range(6)]
@@ -278,3 +346,54 @@ def test_every_kept_keys_comment_survives_a_merge_of_disjoint_edits(
     for key in set(result) - {"last"}:
         side = who["local"].get(key) or who["remote"].get(key) or "base"
         assert f"# about {key} ({side})\n" in out.content, (key, out.content)
+
+
+@st.composite
+def _lines(draw: st.DrawFn, base: list[str], side: str) -> list[str]:
+    """A side's edit of a document of ``# about kI`` / ``kI: n`` line pairs: values changed,
+    keys deleted or moved (with their comment), new keys inserted anywhere, right below a
+    comment included (the cut then gives that comment to the new key)."""
+    pairs: list[list[str]] = []
+    for i in range(0, len(base), 2):
+        comment, key = base[i], base[i + 1]
+        action = draw(st.sampled_from(["keep", "keep", "edit", "delete", "move"]))
+        if action == "delete":
+            continue
+        if action == "edit":
+            key = f"{key.split(':')[0]}: {draw(st.integers(10, 99))}\n"
+        at = draw(st.integers(0, len(pairs))) if action == "move" else len(pairs)
+        pairs.insert(at, [comment, key])
+    out = [line for pair in pairs for line in pair]
+    for n in range(draw(st.integers(0, 2))):
+        out.insert(draw(st.integers(0, len(out))), f"{side}{n}: 1\n")
+    return out
+
+
+@settings(PROFILE)
+@given(st.data(), st.integers(2, 6))
+def test_no_base_comment_is_written_more_often_than_a_side_has_it(
+    data: st.DataObject, size: int
+) -> None:
+    """Keys inserted, moved and deleted on both sides around the comments above the base's keys:
+    a clean merge has each base comment at most as often as one side has it (a key inserted
+    below the next key's comment had that comment written twice)."""
+    base = [line for i in range(size) for line in (f"# about k{i}\n", f"k{i}: {i}\n")]
+    local = data.draw(_lines(base, "l"))
+    remote = data.draw(_lines(base, "r"))
+    texts = ["".join(base), "".join(local), "".join(remote)]
+    out = merge3_text(*texts)
+    event(f"{out.status} {out.step}")
+    if out.content is None:
+        return
+    lines = out.content.splitlines(keepends=True)
+    for comment in base[::2]:
+        most = max(texts[1].count(comment), texts[2].count(comment))
+        assert out.content.count(comment) <= most, (comment, texts, out.content)
+        # Where it is, it describes its key: the next base key below it (past keys the sides
+        # inserted and other comments) is that key, if the result has it.
+        key = comment.removeprefix("# about ").strip()
+        if comment not in lines or not any(line.startswith(f"{key}:") for line in lines):
+            continue
+        below = lines[lines.index(comment) + 1 :]
+        next_key = next(x for x in below if x.startswith("k"))
+        assert next_key.startswith(f"{key}:"), (comment, texts, out.content)

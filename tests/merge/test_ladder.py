@@ -180,18 +180,49 @@ def test_line_step_keeps_duplicate_item_ids_a_side_already_had() -> None:
     assert (out.status, out.step) == ("clean", "line")
 
 
+@pytest.mark.parametrize(
+    ("base", "deleted", "moved", "expected"),
+    [
+        (  # a key: local deletes `name`, remote moves it to the end
+            "# t\nname: x\ntimeout: 30\nowner: me\n",
+            "# t\ntimeout: 30\nowner: me\n",
+            "# t\ntimeout: 30\nowner: me\nname: x\n",
+            {"timeout": 30, "owner": "me"},
+        ),
+        (  # a list item: local deletes step b, remote moves it last
+            STEPS + "  - id: d\n    run: 4\n",
+            edit(STEPS, "  - id: b\n    run: 2\n", "") + "  - id: d\n    run: 4\n",
+            edit(STEPS, "  - id: b\n    run: 2\n", "")
+            + "  - id: d\n    run: 4\n  - id: b\n    run: 2\n",
+            {"steps": [{"id": "a", "run": 1}, {"id": "c", "run": 3}, {"id": "d", "run": 4}]},
+        ),
+    ],
+)
+def test_a_delete_on_one_side_and_a_move_on_the_other_stays_deleted(
+    base: str, deleted: str, moved: str, expected: dict[str, Any]
+) -> None:
+    """diff3 sees the move as a deleted line and an added one: both deletions agree, the added
+    line stayed, and the line step brought the deleted key (or step) back. The structural merge
+    is clean (a move alone changes no value), so the line result with other data is refused."""
+    for local, remote in ((deleted, moved), (moved, deleted)):
+        out = merge3_text(base, local, remote)
+        assert (out.status, out.step) == ("clean", "structural")
+        assert yaml.safe_load(out.content or "") == expected
+
+
 @pytest.mark.parametrize("swap", [False, True])
 def test_a_comment_only_edit_next_to_a_change_keeps_the_changing_sides_text(swap: bool) -> None:
     # The comment edit touches the other side's changed line, so diff3 conflicts and the structural
     # step decides. Its data is the changing side's own: that side's text, comments and all, not a
-    # dump that dropped the comments of both sides (as it did).
+    # dump that dropped the comments of both sides (as it did), and the comment the other side
+    # wrote above the key (a comment on the changed line itself is the changing side's).
     base = "a: 1\nb: 2\nc: 3\n"
     comments = "# about a\na: 1  # one\nb: 2\nc: 3\n"
     change = "a: 10  # ten\nb: 2\n\nc: 3\n"
     local, remote = (change, comments) if swap else (comments, change)
     out = merge3_text(base, local, remote)
     assert (out.status, out.step) == ("clean", "structural")
-    assert out.content == change
+    assert out.content == "# about a\n" + change
 
 
 def test_a_structural_result_that_is_neither_side_keeps_the_changed_blocks_text() -> None:
