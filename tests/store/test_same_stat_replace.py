@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import apsw
 import pytest
 
 import localstore
@@ -23,6 +22,7 @@ from localstore._reconcile import Reconciler
 from localstore.index import CORE_MIGRATIONS
 from localstore.store import BlueprintStore, SaveRequest
 from tests.conftest import replace_keeping_stat
+from tests.store.older_index import revisions_and_op, set_core_back
 
 V1 = "limit: 1\n"
 OTHER = "limit: 2\n"  # another device's version: the same size
@@ -110,42 +110,24 @@ def test_every_write_records_the_stats_the_files_have_after_it(home: Path) -> No
         assert _recorded_vs_disk(store) == []
 
 
-def _set_back_to_v7(home: Path) -> None:
-    """Make the index one written before core v8: no change-time columns."""
-    conn = apsw.Connection(str(home / "data/index.db"))
-    conn.execute("ALTER TABLE blueprints DROP COLUMN yaml_ctime_ns")
-    conn.execute("ALTER TABLE blueprints DROP COLUMN meta_ctime_ns")
-    conn.execute("UPDATE component_versions SET version = 7 WHERE component = 'core'")
-    conn.execute("PRAGMA user_version = 7")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-
-
-def _counts(store: BlueprintStore) -> tuple[int, int]:
-    with store.index.read() as cur:
-        revisions = cur.execute("SELECT count(*) FROM revisions").fetchall()[0][0]
-        op = cur.execute("SELECT value FROM counters WHERE name = 'op_id'").fetchall()[0][0]
-    return revisions, op
-
-
 def test_an_index_without_change_times_is_read_once_and_records_nothing_new(home: Path) -> None:
     with localstore.open(home=home) as store:
         for i in range(5):
             store.save(f"p{i}", f"v: {i}\n", tags=["t"])
-        before = _counts(store)
-    _set_back_to_v7(home)
+        before = revisions_and_op(store)
+    set_core_back(home, 7, ("yaml_ctime_ns", "meta_ctime_ns"))
     with localstore.open(home=home) as store:
         with store.index.read() as cur:
             assert cur.execute("PRAGMA user_version").fetchall()[0][0] == len(CORE_MIGRATIONS)
         # The pairs were read (their rows had no change times) and found unchanged: no revision,
         # no op id (nothing for sync to push); only the times were recorded.
-        assert _counts(store) == before
+        assert revisions_and_op(store) == before
         assert _recorded_vs_disk(store) == []
         assert [len(store.history(f"p{i}")) for i in range(5)] == [1] * 5
     # A second open finds every recorded stat on disk: nothing to read.
     with localstore.open(home=home) as store:
         assert _recorded_vs_disk(store) == []
-        assert _counts(store) == before
+        assert revisions_and_op(store) == before
 
 
 def test_an_index_set_back_by_hand_with_the_columns_opens(home: Path) -> None:

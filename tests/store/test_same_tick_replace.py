@@ -20,7 +20,6 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import apsw
 import pytest
 
 import localstore
@@ -29,6 +28,7 @@ from localstore.index import CORE_MIGRATIONS
 from localstore.store import BlueprintStore
 from localstore.watcher import Watcher, WatcherState
 from tests.conftest import rename_in_same_tick
+from tests.store.older_index import revisions_and_op, set_core_back
 
 V1 = "limit: 1\n"
 OTHER = "limit: 2\n"  # the other version: the same size
@@ -111,32 +111,14 @@ def _disk_inodes(store: BlueprintStore) -> dict[str, tuple[int | None, int | Non
     }
 
 
-def _set_back_to_v8(home: Path) -> None:
-    """Make the index one written before core v9: no inode columns."""
-    conn = apsw.Connection(str(home / "data/index.db"))
-    conn.execute("ALTER TABLE blueprints DROP COLUMN yaml_ino")
-    conn.execute("ALTER TABLE blueprints DROP COLUMN meta_ino")
-    conn.execute("UPDATE component_versions SET version = 8 WHERE component = 'core'")
-    conn.execute("PRAGMA user_version = 8")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-
-
-def _counts(store: BlueprintStore) -> tuple[int, int]:
-    with store.index.read() as cur:
-        revisions = cur.execute("SELECT count(*) FROM revisions").fetchall()[0][0]
-        op = cur.execute("SELECT value FROM counters WHERE name = 'op_id'").fetchall()[0][0]
-    return revisions, op
-
-
 def test_a_v8_index_gets_its_inodes_from_the_scan_without_reading_a_file(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with localstore.open(home=home) as store:
         for i in range(5):
             store.save(f"p{i}", f"v: {i}\n")
-        before = _counts(store)
-    _set_back_to_v8(home)
+        before = revisions_and_op(store)
+    set_core_back(home, 8, ("yaml_ino", "meta_ino"))
     reads = _count_reads(monkeypatch)
     with localstore.open(home=home) as store:
         with store.index.read() as cur:
@@ -145,7 +127,7 @@ def test_a_v8_index_gets_its_inodes_from_the_scan_without_reading_a_file(
         assert reads == []
         assert _recorded_inodes(store) == _disk_inodes(store)
         assert None not in {i for pair in _recorded_inodes(store).values() for i in pair}
-        assert _counts(store) == before
+        assert revisions_and_op(store) == before
         # And from now on a same-tick rename is caught.
         rename_in_same_tick(store, "p1.blueprint.yaml", "v: 9\n")
     with localstore.open(home=home) as store:
@@ -215,14 +197,14 @@ def test_inodes_numbered_anew_cost_one_read_and_no_revision(
     with localstore.open(home=home) as store:
         for i in range(3):
             store.save(f"p{i}", f"v: {i}\n")
-        before = _counts(store)
+        before = revisions_and_op(store)
         with store.index.write() as cur:
             cur.execute("UPDATE blueprints SET yaml_ino = yaml_ino + 7, meta_ino = meta_ino + 7")
     reads = _count_reads(monkeypatch)
     with localstore.open(home=home) as store:
         assert len(reads) == 6  # each pair once
         assert _recorded_inodes(store) == _disk_inodes(store)
-        assert _counts(store) == before
+        assert revisions_and_op(store) == before
     reads.clear()
     with localstore.open(home=home) as store:
         assert len(store.list()) == 3
