@@ -163,13 +163,12 @@ def merge3_text(
     if _STEP_RANK[max_step] < _STEP_RANK["line"]:
         return MergeOutcome.conflict(["content: both sides changed"])
     merged = _line_merge_styled(base, local, remote)
-    if (
-        merged is not None
-        and not _problems(merged, validator)
-        and not _made_duplicate_items(merged, local, remote)
-        and not _loses_a_change(merged, base, local, remote)
-    ):
-        return MergeOutcome.clean(merged, "line")
+    if merged is not None and not _problems(merged, validator):
+        data = parse_yaml(merged)  # (it loads: _problems said so) read once for both checks
+        if not _made_duplicate_items(data, local, remote) and not _loses_a_change(
+            data, base, local, remote
+        ):
+            return MergeOutcome.clean(merged, "line")
     if _STEP_RANK[max_step] < _STEP_RANK["structural"]:
         return MergeOutcome.conflict(["content: the line merge is not clean"])
     return _structural_merge(base, local, remote, validator)
@@ -400,16 +399,16 @@ def _loaded_key(node: yaml.ScalarNode) -> Hashable:
     return value
 
 
-def _made_duplicate_items(merged: str, local: str, remote: str) -> bool:
+def _made_duplicate_items(merged: Any, local: str, remote: str) -> bool:
     """True when the line merge put one list item id (or name) twice where no side had it twice.
 
     Both sides adding an item with the same ``id`` at different places is clean for diff3, and
     the result holds two items with that id: with different contents one edit is silently
     shadowed (which one wins is up to the app), with equal ones the item is duplicated. The
     structural step matches items by id and decides (one item, or a conflict). Parses the sides
-    only when the merged text has such a duplicate at all.
+    only when the merged data (``merged``, loaded) has such a duplicate at all.
     """
-    found = _duplicate_items(parse_yaml(merged))  # (the caller's _problems parsed it already)
+    found = _duplicate_items(merged)
     if not found:
         return False
     had: set[tuple[str, str, Any]] = set()
@@ -421,8 +420,9 @@ def _made_duplicate_items(merged: str, local: str, remote: str) -> bool:
     return not found <= had
 
 
-def _loses_a_change(merged: str, base: str | None, local: str, remote: str) -> bool:
-    """True when the line merge's data is not the structural merge's, where that one is clean.
+def _loses_a_change(merged: Any, base: str | None, local: str, remote: str) -> bool:
+    """True when the line merge's data (``merged``, loaded) is not the structural merge's, where
+    that one is clean.
 
     diff3 sees a moved key as a deleted line and an added one: with the key moved on one side
     and deleted on the other, both deletions agree and the added line stays, so the deleted key
@@ -440,7 +440,7 @@ def _loses_a_change(merged: str, base: str | None, local: str, remote: str) -> b
     except LocalStoreError:
         return False  # a side the structural step cannot read: the line merge is all there is
     structural, conflicts = _merge_node(docs[0], docs[1], docs[2], "")
-    return not conflicts and not _same(parse_yaml(merged), structural)
+    return not conflicts and not _same(merged, structural)
 
 
 def _duplicate_items(doc: Any, where: str = "") -> set[tuple[str, str, Any]]:
