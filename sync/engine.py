@@ -1511,6 +1511,18 @@ class SyncEngine:
         rec = Reconciler(self.store)
         rec.ingest_locked(cur, local.path, trust_stat=False)
         self.store.events.publish(rec.events)
+        after = self.store.row_by_id(local.id, cur)
+        if after is not None and not after.deleted:
+            # Reconcile did not retire the made-up id (the files changed again in between):
+            # taken as done, it stayed live beside the meta written here. The collision's
+            # move records the files first and moves what is still this blueprint aside.
+            log.warning(
+                "sync: %s: the server's meta of %s written in place of the one made up for it "
+                "was not adopted; it is treated as a path collision",
+                local.path,
+                winner.id,
+            )
+            return False
         log.info(
             "sync: %s is the server's %s brought here before its meta; the id %s made up for it "
             "is retired",
