@@ -1479,7 +1479,8 @@ class SyncEngine:
         place and reconcile retires the made-up id (never pushed: its delete is settled
         unsent) and records the server's, which the pull of this pass then finds equal. The
         YAML is not touched (a file sync tool would otherwise see a delete or a change). A
-        pass that rolls back leaves that meta file: the next reconcile records the same. The
+        pass that rolls back leaves that meta file: the next reconcile records the same, or the
+        next pass's collision move does (its ingest retires the id; nothing is moved). The
         caller rules out a server row live here elsewhere; files changed since they were
         recorded (an edit the watcher has yet to see) are not replaced either.
         """
