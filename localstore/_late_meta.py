@@ -125,31 +125,64 @@ def _keep_beside(
     mark = len(rec.events)
     # (No stats for the new pair: the next look reads it, finds it recorded, and keeps its stats.)
     rec._record(cur, row, prepared, target, _Scan(), report)
+    explain_kept(rec, mark, row.path, arriving.id, target, report)
+
+
+def kept_before(rec: Reconciler, cur: Any, row: Row, rel: str) -> str | None:
+    """The arriving id, if ``row`` found at ``rel`` is a described made-up blueprint that was
+    being kept beside it when the process died (the kept pair written, nothing recorded).
+
+    The next reconcile finds the pair at the kept name and records a move, as any: without
+    this, with nothing to say why the user's blueprint moved, nor to merge the two.
+    """
+    if rel not in _candidates(row):
+        return None
+    found = made_up(cur, row)
+    if found is None or not found.described:
+        return None
+    arriving = rec._meta_id_at(row.path)  # (the meta that came late, still at the old path)
+    return arriving if arriving is not None and arriving != row.id else None
+
+
+def explain_kept(
+    rec: Reconciler, mark: int, path: str, arriving_id: str, target: str, report: CheckReport
+) -> None:
+    """Say why the blueprint at ``path`` was moved to ``target`` (the events since ``mark``, a
+    problem and a WARNING): the same whether it was kept beside at once or after a kill."""
     why = (
-        f"its own meta file (id {arriving.id}) came to {row.path} after this blueprint had been "
-        f"given a name, tags or a description here; both are kept: {row.path} is now "
-        f"{arriving.id}, and this one was moved to {target}; merge them and delete one"
+        f"its own meta file (id {arriving_id}) came to {path} after this blueprint had been "
+        f"given a name, tags or a description here; both are kept: {path} is now "
+        f"{arriving_id}, and this one was moved to {target}; merge them and delete one"
     )
     rec.events[mark:] = [dataclasses.replace(e, detail=e.detail or why) for e in rec.events[mark:]]
     report.problems.append({"kind": "late-meta", "path": target, "detail": why})
     log.warning("%s", why)
 
 
-def _kept_path(rec: Reconciler, cur: Any, row: Row) -> str:
-    """A free path beside ``row``'s for the kept blueprint: ``<stem> (kept <id>)``."""
+def _candidates(row: Row) -> list[str]:
+    """The paths beside ``row``'s a kept blueprint may take, in order of preference."""
     folder = fs.folder_of(row.path)
     stem = fs.display_name(row.path)
     short = row.id[:8]
+    out = []
     for candidate in (f"{stem} (kept {short})", f"kept {short}"):
         rel = f"{folder}/{candidate}{fs.YAML_SUFFIX}" if folder else candidate + fs.YAML_SUFFIX
         try:
-            rel = fs.normalize_path(rel)
+            out.append(fs.normalize_path(rel))
         except UnsafePathError:
             continue  # (too long a name with the mark added)
+    # (The id is a name no other blueprint can have.)
+    out.append(f"{folder}/{row.id}{fs.YAML_SUFFIX}" if folder else row.id + fs.YAML_SUFFIX)
+    return out
+
+
+def _kept_path(rec: Reconciler, cur: Any, row: Row) -> str:
+    """A free path beside ``row``'s for the kept blueprint: ``<stem> (kept <id>)``."""
+    *free, last = _candidates(row)
+    for rel in free:
         taken = cur.execute(
             "SELECT 1 FROM blueprints WHERE path_key = ? AND deleted = 0", (fs.path_key(rel),)
         ).fetchall()
         if not taken and not (rec.store.root / rel).exists():
             return rel
-    # (The id is a name no other blueprint can have.)
-    return f"{folder}/{row.id}{fs.YAML_SUFFIX}" if folder else row.id + fs.YAML_SUFFIX
+    return last

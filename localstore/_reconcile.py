@@ -1009,7 +1009,10 @@ class Reconciler:
             else:
                 self.events.append(Event("invalid", meta.id, rel, self.origin, detail=exc.message))
             return
+        kept: tuple[str, str] | None = None  # (from, arriving id: a keep beside cut off)
         if identity is not None and not identity.deleted and identity.path != rel:
+            arriving = late_meta.kept_before(self, cur, identity, rel)
+            kept = (identity.path, arriving) if arriving is not None else None
             # A moved pair brings its meta along; only a YAML moved alone needs one written
             # (write_meta is already set then). Rewriting every moved meta cost a durable write
             # per file on a folder rename and reformatted the user's file.
@@ -1031,7 +1034,10 @@ class Reconciler:
             with contextlib.suppress(InvalidInputError):  # (then the edit alone, as before)
                 self._record(cur, identity, store._prepare(rel, arrived, meta), rel, scan, report)
                 identity = self._with_id(cur, meta.id)
+        mark = len(self.events)
         self._record(cur, identity, prepared, rel, scan, report)
+        if kept is not None:
+            late_meta.explain_kept(self, mark, *kept, rel, report)
 
     def _finish_moving_update(
         self,

@@ -449,6 +449,13 @@ class Applier:
         if local is None or local.deleted:
             return None
         local = self._fresh(local) or local  # the record keeps the text on disk, edit included
+        if local.deleted:
+            # Recording the files retired it: the unrecorded change was its own meta come late
+            # (localstore/_late_meta.py; the arriving id holds this path now, and its own push or
+            # this pass's pull meets the server's row), or another pair's meta put over it.
+            # Nothing is left to move: moving it anyway failed this pass, and every pass after
+            # it, on a deleted id.
+            return None
         text = self._text(cur, local)
         item = st.get_item(cur, local.id)
         # A blueprint the server already has is moved, not copied: resolving must keep it.

@@ -1479,7 +1479,8 @@ class SyncEngine:
         place and reconcile retires the made-up id (never pushed: its delete is settled
         unsent) and records the server's, which the pull of this pass then finds equal. The
         YAML is not touched (a file sync tool would otherwise see a delete or a change). A
-        pass that rolls back leaves that meta file: the next reconcile records the same. The
+        pass that rolls back leaves that meta file: the next reconcile records the same, or the
+        next pass's collision move does (its ingest retires the id; nothing is moved). The
         caller rules out a server row live here elsewhere; files changed since they were
         recorded (an edit the watcher has yet to see) are not replaced either.
         """
@@ -1511,6 +1512,18 @@ class SyncEngine:
         rec = Reconciler(self.store)
         rec.ingest_locked(cur, local.path, trust_stat=False)
         self.store.events.publish(rec.events)
+        after = self.store.row_by_id(local.id, cur)
+        if after is not None and not after.deleted:
+            # Reconcile did not retire the made-up id (the files changed again in between):
+            # taken as done, it stayed live beside the meta written here. The collision's
+            # move records the files first and moves what is still this blueprint aside.
+            log.warning(
+                "sync: %s: the server's meta of %s written in place of the one made up for it "
+                "was not adopted; it is treated as a path collision",
+                local.path,
+                winner.id,
+            )
+            return False
         log.info(
             "sync: %s is the server's %s brought here before its meta; the id %s made up for it "
             "is retired",

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
+from localstore._reconcile import Reconciler
 from sync.memory_remote import MemoryServer
 
 from .conftest import Device, assert_converged, converge, refuse_id, server_snapshot
@@ -142,3 +143,117 @@ def test_a_name_typed_into_the_made_up_meta_not_yet_recorded_is_not_replaced(
     [record] = b.engine.conflicts()
     assert (record.id, record.copy_id) == (ident, made_up)
     assert b.store.load(ident).path == YAML
+
+
+def test_the_meta_come_late_unrecorded_when_the_push_meets_the_path_is_adopted(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """The file sync tool brings the meta while the push of the made-up id is answered
+    ``path_taken`` by the server's row of that blueprint, before the watcher has recorded the
+    meta. The path collision's move records the files first, and that ingest retired the made-up
+    id (the meta is its own, come late); the move was then made on the retired id and failed:
+    every sync pass of this device stopped there, rolled back, until something else recorded
+    the meta (a watcher, the next open). It is the clean adoption: one blueprint, the server's."""
+    a, b = make_device("a"), make_device("b")
+    ident = a.store.save("x", "steps:\n  - one\n", tags=["from-a"]).id
+    a.sync()
+    made_up = _yaml_alone(b, (a.store.root / YAML).read_bytes())
+    (b.store.root / META).write_bytes((a.store.root / META).read_bytes())  # (not recorded yet)
+    b.sync()
+    assert [(i.id, i.path) for i in b.store.list()] == [(ident, YAML)]
+    assert b.store.load(ident).meta.tags == ("from-a",)
+    assert b.store.history(made_up)[0].deleted
+    assert b.engine.conflicts() == []
+    converge(a, b)
+    assert server_snapshot(server) == {ident: (YAML, "steps:\n  - one\n")}
+    assert made_up not in server.rows
+    assert_converged(server, a, b)
+
+
+def test_a_pass_that_died_after_writing_the_servers_meta_is_finished_by_the_next_one(
+    make_device: Callable[..., Device], server: MemoryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pass that gives the made-up id's blueprint the server's identity writes the server's
+    meta file, then records it; it dies in between (a storage error later in the pass rolls it
+    all back, the meta file stays). The docstring promised that the next reconcile records the
+    same, but the next sync pass came first: it met the path again, moved the blueprint aside,
+    and the move's ingest retired the id it was moving (NotFoundError, every pass)."""
+    a, b = make_device("a"), make_device("b")
+    ident = a.store.save("x", "steps:\n  - one\n").id
+    a.sync()
+    made_up = _yaml_alone(b, (a.store.root / YAML).read_bytes())
+
+    def dies(*_args: object, **_kw: object) -> bool:
+        raise OSError(5, "injected: the pass dies after the meta file was written")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Reconciler, "ingest_locked", dies)
+        with pytest.raises(OSError, match="injected"):
+            b.sync()
+    assert json.loads((b.store.root / META).read_bytes())["id"] == ident
+    assert [i.id for i in b.store.list()] == [made_up]  # (rolled back: still the made-up id)
+    b.sync()
+    assert [(i.id, i.path) for i in b.store.list()] == [(ident, YAML)]
+    assert b.engine.conflicts() == []
+    converge(a, b)
+    assert server_snapshot(server) == {ident: (YAML, "steps:\n  - one\n")}
+    assert made_up not in server.rows
+    assert_converged(server, a, b)
+
+
+def test_the_meta_come_late_unrecorded_when_the_pull_meets_the_path_is_adopted(
+    make_device: Callable[..., Device], server: MemoryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same met by the pull: the made-up id is not pushed (parked in quarantine), and the
+    server's row comes down to the path it holds, its meta there unrecorded. The move aside
+    recorded the files, which retired the id it was moving: the pull failed on it, every pass."""
+    a, b = make_device("a"), make_device("b")
+    ident = a.store.save("x", "steps:\n  - one\n").id
+    a.sync()
+    made_up = _yaml_alone(b, (a.store.root / YAML).read_bytes())
+    refuse_id(b, made_up, monkeypatch)
+    (b.store.root / META).write_bytes((a.store.root / META).read_bytes())  # (not recorded yet)
+    b.sync()
+    assert [(i.id, i.path) for i in b.store.list()] == [(ident, YAML)]
+    assert b.store.history(made_up)[0].deleted
+    assert b.engine.conflicts() == []
+    monkeypatch.undo()
+    converge(a, b)
+    assert server_snapshot(server) == {ident: (YAML, "steps:\n  - one\n")}
+    assert made_up not in server.rows
+    assert_converged(server, a, b)
+
+
+def test_a_made_up_id_the_ingest_did_not_retire_is_not_taken_as_adopted(
+    make_device: Callable[..., Device],
+    server: MemoryServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The server's meta is written in the made-up one's place, but the ingest that follows
+    does not retire the made-up id (injected: it records nothing, as when the files changed
+    again in between). It was taken as done all the same: the made-up id stayed live beside
+    the server's meta file, and the collision was left to the pull, which failed on it. Now
+    it is a path collision: its move records the files, which adopts the server's identity."""
+    a, b = make_device("a"), make_device("b")
+    ident = a.store.save("x", "steps:\n  - one\n").id
+    a.sync()
+    made_up = _yaml_alone(b, (a.store.root / YAML).read_bytes())
+    real = Reconciler.ingest_locked
+
+    def ingest(self: Reconciler, cur: object, rel: str, **kw: bool) -> bool:
+        if kw.get("trust_stat", True):
+            return real(self, cur, rel, **kw)
+        return True  # (the ingest of `_arrived_early`: nothing recorded)
+
+    monkeypatch.setattr(Reconciler, "ingest_locked", ingest)
+    with caplog.at_level("WARNING", logger="sync.engine"):
+        b.sync()
+    assert "was not adopted" in caplog.text
+    monkeypatch.undo()
+    assert [(i.id, i.path) for i in b.store.list()] == [(ident, YAML)]
+    assert b.store.history(made_up)[0].deleted
+    assert b.engine.conflicts() == []
+    converge(a, b)
+    assert made_up not in server.rows
+    assert_converged(server, a, b)

@@ -13,6 +13,10 @@ description the user gave the made-up identity keep that blueprint beside the ar
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +208,86 @@ def test_a_copy_of_a_live_pair_put_over_a_made_up_one_is_not_its_meta_come_late(
         (1, "steps: [b]\n")
     ]
     assert store.load(other.id).path == "b.blueprint.yaml"
+
+
+_KILL_AT_KEEP_BESIDE = """
+import os, signal, sys
+from pathlib import Path
+from localstore import files
+from localstore.config import load_settings
+from localstore.store import BlueprintStore
+
+real = files.atomic_write_many
+
+def write_then_die(pairs, *args, **kw):
+    real(pairs, *args, **kw)
+    if any("(kept " in str(path) for path, _ in pairs):
+        os.kill(os.getpid(), signal.SIGKILL)  # the kept pair is on disk, nothing recorded
+
+files.atomic_write_many = write_then_die
+BlueprintStore(load_settings(home=Path(sys.argv[1]), environ={}))  # its reconcile keeps beside
+"""
+
+
+def _described_then_meta(make_store: Any, tmp_path: Path) -> tuple[str, str, bytes]:
+    """A made-up blueprint the user named and tagged, its own meta come late over it (not yet
+    recorded, the store closed); (the arriving id, the made-up id, the meta)."""
+    bp_id, yaml_bytes, meta_bytes = _pair_from_another_store(tmp_path)
+    store = make_store()
+    (store.root / YAML).write_bytes(yaml_bytes)
+    store.check(fix=True)
+    [made_up] = [i.id for i in store.list()]
+    store.save(YAML, None, id=made_up, tags=["mine"], name="My plan")
+    store.close()
+    (store.root / META).write_bytes(meta_bytes)
+    return bp_id, made_up, meta_bytes
+
+
+@pytest.mark.parametrize("killed", [False, True], ids=["uninterrupted", "killed"])
+def test_a_kill_while_keeping_beside_is_recovered_with_the_same_explanation(
+    home: Path, make_store: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture, killed: bool
+) -> None:
+    """Keeping a described made-up blueprint beside the arriving one writes the kept pair, then
+    records it. Killed in between, the next reconcile found the pair moved to the kept name and
+    recorded a plain move: no WARNING, no ``late-meta`` problem, a ``moved`` event with no
+    detail. Nothing said why the user's blueprint had moved, nor to merge the two. The recovery
+    now says what the uninterrupted path says."""
+    bp_id, made_up, meta_bytes = _described_then_meta(make_store, tmp_path)
+    if killed:
+        child = subprocess.run(
+            [sys.executable, "-c", _KILL_AT_KEEP_BESIDE, str(home)],
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+            timeout=120,
+        )
+        assert child.returncode == -signal.SIGKILL
+        kept = [p.name for p in (home / "blueprints").iterdir() if "(kept " in p.name]
+        assert len(kept) == 2  # (both files of the kept pair, nothing recorded)
+    store = make_store(reconcile=False)
+    assert [i.id for i in store.list()] == [made_up]
+    recorder = Recorder()
+    store.subscribe(recorder)
+    with caplog.at_level("WARNING", logger="localstore.reconcile"):
+        report = store.check(fix=True)
+    by_id = {i.id: i for i in store.list()}
+    assert set(by_id) == {bp_id, made_up}
+    kept_path = by_id[made_up].path
+    assert by_id[bp_id].path == YAML and kept_path == f"x (kept {made_up[:8]}).blueprint.yaml"
+    events = recorder.take()
+    assert sorted((e.kind, e.id) for e in events) == sorted(
+        [("moved", made_up), ("created", bp_id)]
+    )
+    moved = next(e for e in events if e.kind == "moved")
+    assert moved.old_path == YAML and moved.path == kept_path
+    assert bp_id in moved.detail and "merge them" in moved.detail
+    [problem] = [p for p in report.problems if p["kind"] == "late-meta"]
+    assert problem["path"] == kept_path and problem["detail"] == moved.detail
+    assert moved.detail in caplog.text
+    assert [(r.rev, r.origin, r.path, r.deleted) for r in store.history(made_up)] == [
+        (3, "external", kept_path, False),
+        (2, "local", YAML, False),
+        (1, "external", YAML, False),
+    ]
+    mine = store.load(made_up)
+    assert (mine.meta.name, mine.meta.tags) == ("My plan", ("mine",))
+    assert (store.root / META).read_bytes() == meta_bytes
+    assert store.check().problems == []  # (said once, in the pass that kept it beside)
