@@ -33,6 +33,7 @@ from localstore._daemon_state import (
     EXIT_INDEX_NEWER,
     background_popen_options,
     clear_pause,
+    open_private_append,
     write_pause,
 )
 from localstore.cli import (
@@ -216,12 +217,24 @@ def _detach(
     args += ["--log-level", log_level, "--port", str(port), "--no-stderr"]
     args += ["--log-json"] if log_json else []
     args += ["--metrics-port", str(metrics_port)] if metrics_port is not None else []
-    settings.paths.state.mkdir(parents=True, exist_ok=True)
-    with open(settings.paths.state / "daemon.out", "ab") as out:
+    settings.paths.state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    out_path = settings.paths.state / "daemon.out"
+    try:
+        # Private as daemon.log is: a crash's traceback here names paths and blueprints, and
+        # open(..., "ab") made it 0644 (everyone on the machine could read it).
+        out = open_private_append(out_path)
+    except OSError as exc:
+        fail(
+            f"cannot write the daemon's output file {out_path}: {exc.strerror or exc}",
+            hint=f"check that this user owns {settings.paths.state} and what is in it",
+        )
+    try:
         # Detached: the daemon outlives this command, its terminal and the terminal's Ctrl-C.
         proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, **background_popen_options()
         )
+    finally:
+        os.close(out)
     deadline = time.monotonic() + DETACH_TIMEOUT_S
     while time.monotonic() < deadline:
         state = daemon_running(settings)

@@ -50,6 +50,7 @@ from localstore._daemon_state import (
     EXIT_HOME_GONE,
     PAUSED_DETAIL,
     clear_pause,
+    open_private_append,
     read_pause,
     write_pause,
 )
@@ -155,18 +156,9 @@ class _JsonFormatter(logging.Formatter):
 
 
 def _private_log(path: str) -> None:
-    """Create the log file 0600 if it is missing, whatever the umask, and take group and other
-    bits off an existing one: records name blueprints, folders and errors of this user's data.
-
-    state/ is 0700 already; this holds too when the user opened it up (or a copied home
-    brought its mode along). Raises OSError (the caller reports a log it cannot write).
-    """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    try:
-        if os.name != "nt" and os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+    """Create the log file 0600 if it is missing and make an existing one private (see
+    :func:`open_private_append`). Raises OSError (the caller reports a log it cannot write)."""
+    os.close(open_private_append(path))
 
 
 class _LogFileHandler(logging.handlers.RotatingFileHandler):
