@@ -1174,12 +1174,28 @@ class Daemon:
             )
             self._paused_since = time.time() if pause else None
         self._paused = pause
-        if self.engine is not None:
-            if pause:
-                self.engine.pause()
-            else:
-                self.engine.resume()
-        return self._sync_status()
+        try:
+            if self.engine is not None:
+                if pause:
+                    self.engine.pause()
+                else:
+                    self.engine.resume()
+            return self._sync_status()
+        except LocalStoreError as exc:
+            # Done by now (recorded, and the engine's flag set before it publishes its status):
+            # only the counts that status reads from the index failed (a locked or damaged
+            # index). An error reply said the pause or resume failed, and the user ran it again
+            # or took sync for paused when it was not.
+            word = "paused" if pause else "resumed"
+            log.warning("sync %s, but its status could not be read: %s", word, exc.message)
+            return {
+                "state": "paused" if pause else "idle",
+                "warning": {
+                    "message": f"sync {word}, but the daemon could not report its status: "
+                    f"{exc.message}",
+                    "hint": exc.hint or "see `localstore doctor` and the daemon's log",
+                },
+            }
 
     # -- metrics -----------------------------------------------------------------------------------
 
