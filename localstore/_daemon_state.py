@@ -151,6 +151,24 @@ def pid_alive(pid: int) -> bool:
 
 
 # CreateProcess flags (winbase.h); subprocess has names for them only on Windows.
+def open_private_append(path: Path | str) -> int:
+    """Open ``path`` to append (a raw fd, closed on exec), created 0600 whatever the umask, with
+    group and other bits taken off an existing file: the daemon's logs and captured output name
+    blueprints, folders and errors of this user's data.
+
+    state/ is 0700 already; this holds too when the user opened it up (or a copied home brought
+    its mode along). Raises OSError.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _durable.O_CLOEXEC, 0o600)
+    try:
+        if os.name != "nt" and os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 _DETACHED_PROCESS = 0x00000008
 _CREATE_NEW_PROCESS_GROUP = 0x00000200
 

@@ -321,6 +321,37 @@ _SET_STATS = (
 )
 
 
+def stamp_inodes(
+    store: BlueprintStore, scan: _Scan, unstamped: dict[str, int], changed: Container[str]
+) -> None:
+    """Record the scanned inodes of the rows in ``unstamped`` (path -> rid: rows with no
+    inode yet, core v8 rows) whose pair the scan found and did not find ``changed``.
+
+    Shared by the open's reconcile and the watcher's rescans: a store opened without a
+    reconcile (``localstore watch``, an app's ``reconcile=False``) never stamped them, and its
+    rows stayed without the inode check until some later open reconciled. Raises StorageError.
+    """
+    stamps = [
+        (fs.ino_key(y.st_ino), fs.ino_key(m.st_ino), rid)
+        for path, rid in unstamped.items()
+        if path not in changed
+        and (y := scan.yamls.get(path)) is not None
+        and (m := scan.metas.get(fs.meta_path_for(path))) is not None
+    ]
+    if not stamps:
+        return
+    try:
+        with store.index.write() as cur:
+            # coalesce: a save by another process since the scan recorded its own inodes.
+            cur.executemany(
+                "UPDATE blueprints SET yaml_ino = coalesce(yaml_ino, ?), "
+                "meta_ino = coalesce(meta_ino, ?) WHERE rid = ?",
+                stamps,
+            )
+    except apsw.Error as exc:
+        raise map_apsw_error(exc, "record the files' inodes in the index") from exc
+
+
 class Reconciler:
     """One reconcile pass over a store (or one path of it)."""
 
@@ -425,10 +456,7 @@ class Reconciler:
         self._report_flagged(by_path, report)
         self._report_unsupported(scan, report)
         if fix:
-            try:
-                self._stamp_inodes(scan, by_path, changed)
-            except apsw.Error as exc:
-                raise map_apsw_error(exc, "reconcile the index with the files") from exc
+            self._stamp_inodes(scan, by_path, changed)
         if not (changed or missing or orphans or stale):
             return report
         if not fix:
@@ -451,24 +479,12 @@ class Reconciler:
         differs goes the usual way (_restamp or an ingest), which records its inodes too. One
         write transaction, on the first open after the upgrade only (later opens find none).
         """
-        differs = set(changed)
-        stamps = [
-            (fs.ino_key(y.st_ino), fs.ino_key(m.st_ino), row.rid)
+        unstamped = {
+            path: row.rid
             for path, row in by_path.items()
-            if (row.yaml_ino is None or row.meta_ino is None)
-            and path not in differs
-            and (y := scan.yamls.get(path)) is not None
-            and (m := scan.metas.get(fs.meta_path_for(path))) is not None
-        ]
-        if not stamps:
-            return
-        with self.store.index.write() as cur:
-            # coalesce: a save by another process since the scan recorded its own inodes.
-            cur.executemany(
-                "UPDATE blueprints SET yaml_ino = coalesce(yaml_ino, ?), "
-                "meta_ino = coalesce(meta_ino, ?) WHERE rid = ?",
-                stamps,
-            )
+            if row.yaml_ino is None or row.meta_ino is None
+        }
+        stamp_inodes(self.store, scan, unstamped, changed)
 
     def _fix(self, report: CheckReport) -> None:
         """Apply the differences found under the write lock, one path per savepoint."""

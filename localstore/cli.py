@@ -446,3 +446,12 @@ def main() -> None:
         cli.main(prog_name="localstore", standalone_mode=True)
     except KeyboardInterrupt:  # pragma: no cover - Ctrl-C before a command runs
         raise SystemExit(EXIT_INTERRUPTED) from None
+
+
+if __name__ == "__main__":
+    # `python -m localstore.cli` runs this file as __main__, a second copy of the module whose
+    # CliContext is not the class the command modules import from localstore.cli, so their
+    # pass_ctx would find no context. Run the one importable copy's entry point instead.
+    from localstore.cli import main as _main
+
+    _main()

@@ -61,6 +61,7 @@ from localstore._reconcile import (
     _Scan,
     mark_root,
     read_root_mark,
+    stamp_inodes,
 )
 from localstore.errors import LocalStoreError, StoreClosedError, WatcherError
 from localstore.events import Event
@@ -1415,7 +1416,7 @@ class Watcher:
                 str(r[0]): r[1:]
                 for r in cur.execute(
                     "SELECT path, yaml_size, yaml_mtime_ns, yaml_ctime_ns, yaml_ino, meta_size, "
-                    "meta_mtime_ns, meta_ctime_ns, meta_ino FROM blueprints WHERE deleted = 0"
+                    "meta_mtime_ns, meta_ctime_ns, meta_ino, rid FROM blueprints WHERE deleted = 0"
                 )
             }
         scan, unlistable, denied = self._scan(rec, indexed)
@@ -1427,9 +1428,15 @@ class Watcher:
                 known is None
                 or m is None
                 or not fs.stat_unchanged(y, *known[:4])
-                or not fs.stat_unchanged(m, *known[4:])
+                or not fs.stat_unchanged(m, *known[4:8])
             ):
                 changed.append(rel)
+        # Rows of a core v8 index with no inode yet, stamped as the open's reconcile does: a
+        # store opened without one (`localstore watch`, an app's reconcile=False) left them
+        # unstamped, and a same-tick rename over them went unseen until an open reconciled.
+        unstamped = {p: k[8] for p, k in indexed.items() if k[3] is None or k[7] is None}
+        if unstamped:
+            stamp_inodes(self.store, scan, unstamped, set(changed))
         # Under a folder that could not be listed a blueprint is unknown, not deleted.
         missing = [
             p

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import json
 import logging
 import os
 import plistlib
@@ -33,6 +34,7 @@ from localstore._daemon_state import (
     EXIT_INDEX_NEWER,
     background_popen_options,
     clear_pause,
+    open_private_append,
     write_pause,
 )
 from localstore.cli import (
@@ -216,12 +218,24 @@ def _detach(
     args += ["--log-level", log_level, "--port", str(port), "--no-stderr"]
     args += ["--log-json"] if log_json else []
     args += ["--metrics-port", str(metrics_port)] if metrics_port is not None else []
-    settings.paths.state.mkdir(parents=True, exist_ok=True)
-    with open(settings.paths.state / "daemon.out", "ab") as out:
+    settings.paths.state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    out_path = settings.paths.state / "daemon.out"
+    try:
+        # Private as daemon.log is: a crash's traceback here names paths and blueprints, and
+        # open(..., "ab") made it 0644 (everyone on the machine could read it).
+        out = open_private_append(out_path)
+    except OSError as exc:
+        fail(
+            f"cannot write the daemon's output file {out_path}: {exc.strerror or exc}",
+            hint=f"check that this user owns {settings.paths.state} and what is in it",
+        )
+    try:
         # Detached: the daemon outlives this command, its terminal and the terminal's Ctrl-C.
         proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, **background_popen_options()
         )
+    finally:
+        os.close(out)
     deadline = time.monotonic() + DETACH_TIMEOUT_S
     while time.monotonic() < deadline:
         state = daemon_running(settings)
@@ -329,16 +343,23 @@ def _ask_to_stop(state: Mapping[str, Any]) -> bool:
 
 def _pause_daemon(ctx: CliContext, pause: bool) -> None:
     """Pause or resume the running daemon's sync; with none running, record it for the next."""
-    from sync.control import ControlClient, ControlError
+    from sync.control import ControlClient, ControlError, ControlRequestError
 
     settings = ctx.settings
     state = daemon_running(settings)
+    warning: dict[str, Any] | None = None
     if state is not None:
         try:
             with ControlClient(int(state["port"]), str(state["token"]), timeout=10.0) as client:
-                client.request("pause" if pause else "resume")
+                answer = client.request("pause" if pause else "resume")
+        except ControlRequestError as exc:
+            fail(f"daemon {state['pid']} answered with an error: {exc.message}", hint=exc.hint)
         except ControlError as exc:
             fail(f"daemon {state['pid']} did not answer: {exc.message}", hint=exc.hint)
+        # Done, with something the daemon could not do after it (read its status): the
+        # command succeeded (exit 0), and the user is told what to look at.
+        if isinstance(answer, dict) and isinstance(answer.get("warning"), dict):
+            warning = answer["warning"]
     else:
         try:
             if pause:
@@ -360,7 +381,20 @@ def _pause_daemon(ctx: CliContext, pause: bool) -> None:
         where = f"the app syncing this home (process {holder}) and the next daemon"
     else:
         where = "this home (no daemon or app syncs it now)"
+    if warning is not None:
+        out["warning"] = warning
     ctx.emit(out, lambda: click.echo(f"sync {word} for {where}"))
+    if warning is not None:
+        _warn(ctx, str(warning.get("message", "")), str(warning.get("hint", "")))
+
+
+def _warn(ctx: CliContext, message: str, hint: str) -> None:
+    """One warning line on stderr (a JSON object with --json), as the CLI's other warnings."""
+    if ctx.json:
+        warning = {"message": message, "hint": hint}
+        click.echo(json.dumps({"warning": warning}, ensure_ascii=False), err=True)
+    else:
+        click.echo(f"warning: {message}" + (f" ({hint})" if hint else ""), err=True)
 
 
 # -- service files ---------------------------------------------------------------------------------

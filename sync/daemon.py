@@ -50,6 +50,7 @@ from localstore._daemon_state import (
     EXIT_HOME_GONE,
     PAUSED_DETAIL,
     clear_pause,
+    open_private_append,
     read_pause,
     write_pause,
 )
@@ -155,18 +156,9 @@ class _JsonFormatter(logging.Formatter):
 
 
 def _private_log(path: str) -> None:
-    """Create the log file 0600 if it is missing, whatever the umask, and take group and other
-    bits off an existing one: records name blueprints, folders and errors of this user's data.
-
-    state/ is 0700 already; this holds too when the user opened it up (or a copied home
-    brought its mode along). Raises OSError (the caller reports a log it cannot write).
-    """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    try:
-        if os.name != "nt" and os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+    """Create the log file 0600 if it is missing and make an existing one private (see
+    :func:`open_private_append`). Raises OSError (the caller reports a log it cannot write)."""
+    os.close(open_private_append(path))
 
 
 class _LogFileHandler(logging.handlers.RotatingFileHandler):
@@ -1182,12 +1174,28 @@ class Daemon:
             )
             self._paused_since = time.time() if pause else None
         self._paused = pause
-        if self.engine is not None:
-            if pause:
-                self.engine.pause()
-            else:
-                self.engine.resume()
-        return self._sync_status()
+        try:
+            if self.engine is not None:
+                if pause:
+                    self.engine.pause()
+                else:
+                    self.engine.resume()
+            return self._sync_status()
+        except LocalStoreError as exc:
+            # Done by now (recorded, and the engine's flag set before it publishes its status):
+            # only the counts that status reads from the index failed (a locked or damaged
+            # index). An error reply said the pause or resume failed, and the user ran it again
+            # or took sync for paused when it was not.
+            word = "paused" if pause else "resumed"
+            log.warning("sync %s, but its status could not be read: %s", word, exc.message)
+            return {
+                "state": "paused" if pause else "idle",
+                "warning": {
+                    "message": f"sync {word}, but the daemon could not report its status: "
+                    f"{exc.message}",
+                    "hint": exc.hint or "see `localstore doctor` and the daemon's log",
+                },
+            }
 
     # -- metrics -----------------------------------------------------------------------------------
 

@@ -10,7 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 import sync.daemon as daemon_module
+import sync.engine as sync_engine
 from localstore.cli import cli
+from localstore.errors import StorageError
 from sync.errors import NotLoggedInError
 from sync.memory_remote import MemoryRemote, MemoryServer
 from tests.conftest import run_cli
@@ -113,3 +115,44 @@ def test_pause_and_resume_from_the_cli_with_and_without_a_daemon(
     _stop(d)
     assert cli_json("daemon", "--resume")["paused"] is False
     assert cli_json("status")["state"] != "paused"
+
+
+def test_a_resume_done_by_the_daemon_is_reported_done_when_its_status_read_fails(
+    inproc_daemon: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon resumed (the pause file removed, its engine un-paused), then read the
+    status its reply carries from the index; that read failing (a locked or damaged index)
+    sent an error reply, and `daemon --resume` said "daemon N did not answer" and exited 1:
+    the user resumed again, or thought sync was still paused."""
+    server = MemoryServer()
+    home = tmp_path / "home"
+    d = inproc_daemon(home, remote_factory=lambda settings: MemoryRemote(server))
+    with d.client() as c:
+        c.pause()
+    engine = d.daemon.engine
+    assert engine is not None and engine._paused
+
+    def unreadable(*args: Any, **kwargs: Any) -> Any:  # fault injection: the index read fails
+        raise StorageError("cannot read the index: disk I/O error", hint="see `localstore check`")
+
+    monkeypatch.setattr(sync_engine, "read_status", unreadable)
+    r = CliRunner().invoke(cli, ["--home", str(home), "--json", "daemon", "--resume"])
+    monkeypatch.undo()
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["paused"] is False and out["daemon"] is True
+    assert "disk I/O error" in out["warning"]["message"]
+    warning = json.loads(r.stderr)["warning"]  # and said on stderr, as the CLI's warnings are
+    assert "resumed" in warning["message"] and "disk I/O error" in warning["message"]
+    assert not engine._paused
+    assert not (home / "state" / "sync-paused.json").exists()
+
+    # The words a person reads.
+    with d.client() as c:
+        c.pause()
+    monkeypatch.setattr(sync_engine, "read_status", unreadable)
+    r = CliRunner().invoke(cli, ["--home", str(home), "daemon", "--resume"])
+    monkeypatch.undo()
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("sync resumed for daemon ")
+    assert r.stderr.startswith("warning: sync resumed, but the daemon could not report ")

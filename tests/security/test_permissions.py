@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import stat
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from localstore.config import load_settings
 from sync.daemon import LOG_FILE, configure_logging
+from sync.embed import daemon_running
+
+_CLI = [sys.executable, "-c", "from localstore.cli import main; main()"]
 
 
 @pytest.fixture
@@ -145,3 +152,52 @@ def test_a_blueprint_made_private_stays_private_after_a_save(
         assert stat.S_IMODE(yaml_file.stat().st_mode) == 0o600
         fresh = store.save("private/other", "steps: []\n")
         assert stat.S_IMODE(store.abspath(fresh.path).stat().st_mode) == 0o644  # the default
+
+
+@pytest.fixture
+def detach(tmp_path: Path) -> Iterator[Callable[[Path], subprocess.CompletedProcess[str]]]:
+    """`localstore daemon --detach` under umask 000; every daemon it started is stopped after."""
+    homes: list[Path] = []
+
+    def start(home: Path) -> subprocess.CompletedProcess[str]:
+        homes.append(home)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
+        return subprocess.run(
+            [*_CLI, "--home", str(home), "daemon", "--detach"],
+            capture_output=True,
+            text=True,
+            env=env,
+            umask=0,
+            timeout=120,
+            check=False,
+        )
+
+    yield start
+    for home in homes:
+        subprocess.run([*_CLI, "--home", str(home), "daemon", "--stop"], timeout=60, check=False)
+        state = daemon_running(load_settings(home=home, environ={}))
+        if state is not None:  # --stop failed: do not leave it running
+            os.kill(int(state["pid"]), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("existing_mode", [None, 0o644])
+def test_the_detached_daemons_output_file_is_private(
+    tmp_path: Path,
+    detach: Callable[[Path], subprocess.CompletedProcess[str]],
+    existing_mode: int | None,
+) -> None:
+    """state/daemon.out (the detached daemon's stdout and stderr: a crash's traceback names
+    paths and blueprints) was opened with open(..., "ab"): 0644 under the usual umask, 0666
+    under umask 000, while daemon.log beside it is 0600."""
+    home = tmp_path / "h"
+    out = home / "state" / "daemon.out"
+    if existing_mode is not None:  # written by an older version, or copied with its mode
+        out.parent.mkdir(parents=True, mode=0o700)
+        out.write_text("old line\n")
+        out.chmod(existing_mode)
+    done = detach(home)
+    assert done.returncode == 0, done.stderr
+    assert "daemon started" in done.stdout
+    assert _mode(out) == 0o600
+    if existing_mode is not None:
+        assert out.read_text().startswith("old line\n")  # appended to, not truncated

@@ -135,6 +135,47 @@ def test_a_v8_index_gets_its_inodes_from_the_scan_without_reading_a_file(
         assert [o for o, _ in _texts(store, "p1")] == ["local", "external"]
 
 
+@pytest.mark.parametrize("running", [False, True], ids=["rescan", "start-up rescan"])
+def test_a_v8_index_opened_without_reconcile_gets_its_inodes_from_the_watchers_rescan(
+    home: Path, monkeypatch: pytest.MonkeyPatch, running: bool
+) -> None:
+    """Only the open's reconcile stamped a v8 row's inodes: a store opened with
+    reconcile=False (`localstore watch`) rescanned without stamping, and its rows stayed
+    without the inode check, a same-tick rename over them unseen, until an open reconciled."""
+    with localstore.open(home=home) as store:
+        for i in range(5):
+            store.save(f"p{i}", f"v: {i}\n")
+        before = revisions_and_op(store)
+    set_core_back(home, 8, ("yaml_ino", "meta_ino"))
+    reads = _count_reads(monkeypatch)
+    with localstore.open(home=home, reconcile=False) as store:
+        assert set(_recorded_inodes(store).values()) == {(None, None)}
+        watcher = Watcher(store)
+        try:
+            if running:
+                watcher.start()  # (its start-up rescan)
+                assert watcher.wait_idle(30)
+            else:
+                assert watcher.rescan().changed == 0
+        finally:
+            watcher.stop()
+            watcher.join(10)
+        # Stamped from the rescan's own lstats: nothing read, no revision, no op id.
+        assert reads == []
+        assert _recorded_inodes(store) == _disk_inodes(store)
+        assert None not in {i for pair in _recorded_inodes(store).values() for i in pair}
+        assert revisions_and_op(store) == before
+        # And from now on a same-tick rename is caught by the next rescan.
+        rename_in_same_tick(store, "p1.blueprint.yaml", "v: 9\n")
+        watcher = Watcher(store)
+        try:
+            assert watcher.rescan().changed == 1
+        finally:
+            watcher.stop()
+            watcher.join(10)
+        assert store.load("p1").content == "v: 9\n"
+
+
 def test_an_unknown_inode_matches_and_is_not_read_again(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
