@@ -936,9 +936,13 @@ def folder_of(yaml_rel: str) -> str:
 def resolve_inside(root: Path, rel: str, *, real_root: Path | None = None) -> Path:
     """Join a checked relative path to the root, refusing anything that escapes it (symlinks too).
 
-    ``real_root`` is the root's resolved path when the caller already knows it (saves a realpath).
+    ``real_root`` is the root's resolved path when the caller already knows it (the store, which
+    resolved its root when it opened): then only the folders below the root are looked at, and
+    only a link among them costs the full resolve.
     """
     target = root.joinpath(*rel.split("/"))
+    if real_root is not None and _no_links_below(os.fspath(root), rel):
+        return target
     try:
         real_root = real_root or root.resolve()
         real_parent = target.parent.resolve()
@@ -957,6 +961,28 @@ def resolve_inside(root: Path, rel: str, *, real_root: Path | None = None) -> Pa
             hint="remove the symbolic link or use another folder",
         )
     return target
+
+
+def _no_links_below(root: str, rel: str) -> bool:
+    """True if every folder of ``rel`` below ``root`` is a real directory or does not exist yet.
+
+    A save resolved its whole folder path (an lstat of every component from ``/``, six or more
+    system calls and a tenth of a save's CPU) to learn what these one or two lstats tell: the
+    folders outside the root are the root's own business, checked when the store opened it.
+    Anything else (a link, a file in the way, an error) is left to the full resolve.
+    """
+    path = root
+    for part in rel.split("/")[:-1]:
+        path = path + os.sep + part
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return True  # the rest is made by the save itself (ensure_dir): nothing to follow
+        except OSError:
+            return False
+        if not stat.S_ISDIR(st.st_mode) or getattr(st, "st_reparse_tag", None):
+            return False  # (Windows: a junction is a directory that leads elsewhere)
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -152,6 +152,23 @@ def test_symlink_escape_is_refused(seeded, home: Path, tmp_path: Path) -> None:
     assert not any(outside.iterdir())
 
 
+def test_symlink_escape_deeper_in_the_path_is_refused(seeded, home: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    seeded.save("team/first", "a: 1\n")  # a real folder, then a link inside it
+    (home / "blueprints/team/link").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(UnsafePathError, match="outside"):
+        seeded.save("team/link/deeper/x", "a: 1\n")
+    assert not any(outside.iterdir())
+
+
+def test_symlink_to_a_folder_inside_the_root_is_followed(seeded, home: Path) -> None:
+    seeded.save("real/first", "a: 1\n")
+    (home / "blueprints/alias").symlink_to(home / "blueprints/real", target_is_directory=True)
+    seeded.save("alias/second", "a: 2\n")
+    assert (home / "blueprints/real/second.blueprint.yaml").read_text() == "a: 2\n"
+
+
 @pytest.mark.parametrize(
     "meta",
     [

@@ -22,7 +22,7 @@ from localstore.errors import (
 )
 
 OLD = "version: 1\nsteps: [a]\n"
-NEW = "version: 2\nsteps: [a, b]\n"
+NEW = "version: 2\nsteps: [a, zebra]\n"
 
 
 class Injector:
@@ -88,6 +88,9 @@ def test_fault_during_update_keeps_previous_version(
     assert _state(home) == before
     loaded = store.load(bp.id)
     assert loaded.content == OLD and loaded.rev == 1
+    # The search index went back too (a save writes its search entries before it renames).
+    assert [h.info.id for h in store.search("version")] == [bp.id]
+    assert store.search("zebra") == []
     assert store.check().clean
     assert not list((home / "blueprints").rglob("*" + fs.TEMP_SUFFIX))
     assert store.save("w/flow", NEW).rev == 2
