@@ -111,14 +111,21 @@ def _disk_inodes(store: BlueprintStore) -> dict[str, tuple[int | None, int | Non
     }
 
 
-def test_a_v8_index_gets_its_inodes_from_the_scan_without_reading_a_file(
-    home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _v8_home_of_five(home: Path) -> tuple[int, int]:
+    """Five saved blueprints, the index then set back to core v8 (no inodes recorded); returns
+    their revisions and op ids."""
     with localstore.open(home=home) as store:
         for i in range(5):
             store.save(f"p{i}", f"v: {i}\n")
         before = revisions_and_op(store)
     set_core_back(home, 8, ("yaml_ino", "meta_ino"))
+    return before
+
+
+def test_a_v8_index_gets_its_inodes_from_the_scan_without_reading_a_file(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = _v8_home_of_five(home)
     reads = _count_reads(monkeypatch)
     with localstore.open(home=home) as store:
         with store.index.read() as cur:
@@ -142,11 +149,7 @@ def test_a_v8_index_opened_without_reconcile_gets_its_inodes_from_the_watchers_r
     """Only the open's reconcile stamped a v8 row's inodes: a store opened with
     reconcile=False (`localstore watch`) rescanned without stamping, and its rows stayed
     without the inode check, a same-tick rename over them unseen, until an open reconciled."""
-    with localstore.open(home=home) as store:
-        for i in range(5):
-            store.save(f"p{i}", f"v: {i}\n")
-        before = revisions_and_op(store)
-    set_core_back(home, 8, ("yaml_ino", "meta_ino"))
+    before = _v8_home_of_five(home)
     reads = _count_reads(monkeypatch)
     with localstore.open(home=home, reconcile=False) as store:
         assert set(_recorded_inodes(store).values()) == {(None, None)}
