@@ -187,8 +187,10 @@ def test_permanent_rejections_carry_their_code(
 
 def test_missing_fields_are_invalid_change(db: Db) -> None:
     api = db.api(db.new_user())
-    for key in ("base_rev", "content", "meta", "deleted", "id"):
-        c = change(1)
+    # Each under an op id of its own: an op id the server answered once is either that change
+    # again (a replay) or op_id_reused (migration 20261122000800), never checked a second time.
+    for op_id, key in enumerate(("base_rev", "content", "meta", "deleted", "id"), start=1):
+        c = change(op_id)
         del c[key]
         [res] = api.push([c])
         assert (res["status"], res["code"]) == ("rejected", "invalid_change"), key
@@ -234,11 +236,25 @@ def test_server_info(db: Db) -> None:
 def test_an_op_id_repeated_within_a_batch_is_a_replay_of_the_first(db: Db) -> None:
     api = db.api(db.new_user())
     first = change(5)
-    twin = change(5)  # same op_id, different content: a client bug, answered like a replay
+    again = dict(first)  # the same change under the same op id: answered as the first
+    results = api.push([first, again, change(6)])
+    assert results[1] == results[0] and results[0]["status"] == "applied"
+    assert results[2]["status"] == "applied"
+    assert api.push([first]) == [results[0]]
+
+
+def test_an_op_id_repeated_within_a_batch_for_another_change_is_refused(db: Db) -> None:
+    """Migration 20261122000800: a twin under the same op id with other content is a client
+    bug (or a copied home), answered op_id_reused; replayed, it was silently lost."""
+    api = db.api(db.new_user())
+    first = change(5)
+    twin = change(5)
     results = api.push([first, twin, change(6)])
-    assert results[1] == results[0] and results[0]["id"] == first["id"]
+    assert results[0]["status"] == "applied" and results[0]["id"] == first["id"]
+    assert (results[1]["status"], results[1]["code"]) == ("rejected", "op_id_reused")
+    assert results[1]["id"] == twin["id"] and results[1]["max_op_id"] == 6
     assert api.fetch([twin["id"]]) == []
-    assert api.push([twin]) == [results[0]]
+    assert api.push([twin])[0]["code"] == "op_id_reused"  # (the stored record is the first's)
 
 
 def test_the_path_taken_lookup_can_use_its_index_under_rls(db: Db) -> None:
