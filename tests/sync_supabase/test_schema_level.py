@@ -100,7 +100,7 @@ def test_a_server_without_op_fingerprints_gets_the_edit_only_once_migrated(
         _refused(dev, OP_FINGERPRINT, content, path)
 
         # The operator applies the rest: the next cycle of the same remote pushes the edit.
-        assert apply_migrations(old_cloud.superuser_dsn) == ["20261122000900"]
+        assert apply_migrations(old_cloud.superuser_dsn)[0] == "20261122000900"
         assert dev.sync() is None
         status = dev.engine.status()
         assert (status.pending, status.quarantined, status.last_error) == (0, 0, None)
