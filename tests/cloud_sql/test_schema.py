@@ -216,6 +216,15 @@ def test_bootstrap_roles_and_auth_functions(db: Db) -> None:
     assert db.api(None).scalar("select auth.uid()") is None
 
 
+def test_api_sessions_have_the_hosted_authenticator_limits(db: Db) -> None:
+    """On Supabase the login role `authenticator` sets statement_timeout and lock_timeout to
+    8 s, and a request keeps them unless its role sets its own: a service_role call stops after
+    8 s, and a push queued behind its owner's lock gives up after 8 s with 55P03."""
+    show = "select current_setting('statement_timeout'), current_setting('lock_timeout')"
+    assert db.api(None, role="service_role").rows(show) == [("8s", "8s")]
+    assert db.api(db.new_user()).rows(show) == [("8s", "8s")]
+
+
 def test_wrong_authenticator_password_is_refused(db: Db, cluster: PostgresCluster) -> None:
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(cluster.dsn("authenticator", "not-the-password")).close()
