@@ -78,3 +78,21 @@ def test_purge_revisions_is_for_the_operator_only(db: Db) -> None:
     assert len(_revisions(db, me)) == 1
     with pytest.raises(psycopg.errors.InvalidParameterValue):
         db.api(None, role="service_role").scalar("select public.purge_revisions(interval '-1 day')")
+
+
+def test_no_user_can_run_a_purge_for_everyone(db: Db) -> None:
+    """The idempotency records and the history of every user are the operator's to purge; a
+    signed-in user's purge_tombstones reaches only their own tombstones (test_pull.py)."""
+    me, other = db.new_user(), db.new_user()
+    db.api(other).push([change(1)])
+    for caller in (db.api(me), db.api(None), db.api(None, role="authenticated")):
+        for call in ("purge_applied_ops", "purge_revisions"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                caller.scalar(f"select public.{call}(interval '0')")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="not signed in"):
+        db.api(None, role="authenticated").scalar("select public.purge_tombstones('0')")
+    with db.superuser() as conn:
+        assert conn.execute(
+            "select count(*) from public.applied_ops where owner = %s", (other,)
+        ).fetchone() == (1,)
+    assert len(_revisions(db, other)) == 1
