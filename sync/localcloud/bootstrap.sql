@@ -33,6 +33,13 @@ grant anon, authenticated, service_role to authenticator;
 
 alter role anon set statement_timeout = '3s';
 alter role authenticated set statement_timeout = '8s';
+-- The login role's own limits (supabase/postgres 20221028101028_set_authenticator_timeout.sql,
+-- 20231130133139_set_lock_timeout_to_authenticator_role.sql). Every API session starts with them,
+-- and PostgREST only overrides what the impersonated role sets itself: so a request waits at most
+-- 8 s for any lock (55P03 after that, e.g. a push queued behind the same user's owner lock), and
+-- service_role requests, which set no timeout of their own, stop after 8 s too.
+alter role authenticator set statement_timeout = '8s';
+alter role authenticator set lock_timeout = '8s';
 
 -- ---------------------------------------------------------------------------------------------
 -- Extensions live in their own schema, as on Supabase (call them qualified: extensions.crypt()).

@@ -4,7 +4,11 @@
 ``auth`` schema, the publication, ``realtime`` stubs). ``apply_migrations`` runs
 ``sync/supabase/migrations/*.sql`` in name order, each file in its own transaction, and records them
 in ``supabase_migrations.schema_migrations`` the way ``supabase db push`` does, so a database
-prepared here and one pushed with the CLI agree on what has been applied.
+prepared here and one pushed with the CLI agree on what has been applied. It also refuses what the
+CLI refuses (supabase/cli ``pkg/migration`` ``FindPendingMigrations``): a recorded version with no
+file (a migration renamed or removed after a project applied it), and a new file older than the
+newest recorded version (unless ``include_all``, the CLI's ``--include-all``). Without that the
+local stack applied both silently, and only the operator's ``db push`` found out.
 
 Both take a session-level advisory lock, so two processes preparing the same database at once
 (two test workers, a gateway and a test) serialise instead of racing on CREATE statements.
@@ -76,10 +80,14 @@ def apply_bootstrap(conninfo: str) -> None:
         _run_file(conn, BOOTSTRAP_PATH)
 
 
-def apply_migrations(conninfo: str, *, directory: Path | None = None) -> list[str]:
+def apply_migrations(
+    conninfo: str, *, directory: Path | None = None, include_all: bool = False
+) -> list[str]:
     """Apply the migrations not yet recorded, in order; return the versions applied now.
 
-    ``directory`` defaults to sync/supabase/migrations.
+    ``directory`` defaults to sync/supabase/migrations. As ``supabase db push``: a recorded
+    version without a file, or (unless ``include_all``) an unapplied file older than the newest
+    recorded version, raises MigrationError before anything runs.
 
     Each file runs in its own transaction together with its history row, so a failing file leaves
     neither its objects nor its row behind. Raises MigrationError naming the file.
@@ -89,7 +97,9 @@ def apply_migrations(conninfo: str, *, directory: Path | None = None) -> list[st
         with conn.transaction():
             conn.execute(_HISTORY_DDL)
         done = _applied(conn)
-        for path in migration_files(directory):
+        files = migration_files(directory)
+        _check_history(done, [migration_version(p) for p in files], include_all=include_all)
+        for path in files:
             version = migration_version(path)
             if version in done:
                 continue
@@ -149,6 +159,28 @@ def _schema_lock(conn: psycopg.Connection[tuple[object, ...]]) -> Iterator[None]
 def _applied(conn: psycopg.Connection[tuple[object, ...]]) -> set[str]:
     rows = conn.execute("select version from supabase_migrations.schema_migrations").fetchall()
     return {str(r[0]) for r in rows}
+
+
+def _check_history(done: set[str], local: list[str], *, include_all: bool) -> None:
+    """Refuse what ``supabase db push`` refuses (supabase/cli FindPendingMigrations)."""
+    missing = sorted(done - set(local))
+    if missing:
+        raise MigrationError(
+            "remote migration versions not found in local migrations directory: "
+            + ", ".join(missing),
+            hint="a migration file was renamed or removed after this database applied it; if"
+            " its contents live on under another version, forget the old one with `supabase"
+            " migration repair --status reverted " + " ".join(missing) + "`",
+        )
+    newest = max(done, default="")
+    early = [v for v in local if v not in done and v < newest]
+    if early and not include_all:
+        raise MigrationError(
+            "local migration files to be inserted before the last migration on the database"
+            f" ({newest}): " + ", ".join(early),
+            hint="give a new migration a version after every released one; to apply these"
+            " anyway, rerun with include_all (`supabase db push --include-all`)",
+        )
 
 
 def _run_file(

@@ -381,8 +381,24 @@ def test_the_migrations_deploy_as_a_role_that_is_not_a_superuser(fresh_db: str) 
         assert api.push([gone])[0]["rev"] == 2
         assert api.purge() == 1  # as the user, under RLS
         assert api.pull(0)["reset_required"] is True
+        # A pg_cron job runs as the role that scheduled it (postgres), with no JWT: the
+        # project-wide purges work with that role's rights (docs/supabase-remote.md).
+        again = change(3, path="b.yaml")
+        api.push([again])
+        api.push([change(4, again["id"], base_rev=1, path="b.yaml", deleted=True)])
+        kept = change(5, path="c.yaml")
+        api.push([kept])
+        api.push([change(6, kept["id"], base_rev=1, path="c.yaml", content="edited\n")])
+        with conn.transaction():
+            assert conn.execute("select auth.uid()").fetchone() == (None,)
+            conn.execute(
+                "update public.blueprint_revisions set created_at = now() - interval '1 day'"
+            )
+            assert conn.execute("select public.purge_tombstones('0')").fetchone() == (1,)
+            assert conn.execute("select public.purge_revisions('1 hour')").fetchone() == (1,)
+            assert conn.execute("select public.purge_applied_ops('1 hour')").fetchone() == (0,)
         service = Api(conn, None, "service_role")
-        assert service.scalar("select public.purge_applied_ops(interval '0')") == 2
+        assert service.scalar("select public.purge_applied_ops(interval '0')") == 6
         # Deleting the user cascades through the SECURITY DEFINER triggers.
         conn.execute("delete from auth.users where id = %s", (user,))
         assert conn.execute("select count(*) from public.sync_horizon").fetchone() == (0,)

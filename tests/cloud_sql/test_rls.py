@@ -169,6 +169,7 @@ def test_internal_helpers_are_not_in_the_api_schema(db: Db) -> None:
         "fetch_rows",
         "purge_tombstones",
         "purge_applied_ops",
+        "purge_revisions",
         "server_info",
         "match_revisions",
         "localstore_schema_version",

@@ -94,6 +94,57 @@ def test_a_failing_migration_is_rolled_back_and_named(fresh_db: str, tmp_path: P
     assert apply_migrations(fresh_db, directory=tmp_path) == ["20990101000001"]
 
 
+def _copy_migrations(directory: Path, versions: list[str] | None = None) -> None:
+    directory.mkdir(exist_ok=True)
+    for p in migration_files():
+        if versions is None or migration_version(p) in versions:
+            (directory / p.name).write_bytes(p.read_bytes())
+
+
+def test_a_renamed_migration_is_refused_like_the_supabase_cli(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    """A project that applied a file under a version the directory no longer has: `supabase db
+    push` stops (ErrMissingLocal), so the local runner must too, before running anything."""
+    apply_bootstrap(fresh_db)
+    first = migration_version(migration_files()[0])
+    old = tmp_path / "old"
+    _copy_migrations(old, [first])
+    (old / "20261122000050_renamed_later.sql").write_text("create table public.r (x int);")
+    apply_migrations(fresh_db, directory=old)
+    with pytest.raises(MigrationError, match="not found in local migrations directory") as info:
+        apply_migrations(fresh_db)
+    assert "20261122000050" in str(info.value)
+    assert "migration repair --status reverted 20261122000050" in info.value.hint
+    assert applied_migrations(fresh_db) == [first, "20261122000050"]  # nothing else ran
+
+
+def test_a_migration_older_than_the_applied_ones_is_refused_like_the_supabase_cli(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    """A new file numbered before the newest applied one (e.g. into a gap of the numbering):
+    `supabase db push` refuses it without --include-all (ErrMissingRemote)."""
+    apply_bootstrap(fresh_db)
+    apply_migrations(fresh_db)
+    newest = migration_version(migration_files()[-1])
+    both = tmp_path / "both"
+    _copy_migrations(both)
+    early = both / "20261122000001_inserted_early.sql"
+    early.write_text("create table public.early (x int);")
+    late = both / "20991231000000_late.sql"
+    late.write_text("create table public.late (x int);")
+    with pytest.raises(
+        MigrationError, match=f"before the last migration on the database .{newest}"
+    ):
+        apply_migrations(fresh_db, directory=both)
+    with psycopg.connect(fresh_db) as conn:  # refused before anything ran
+        assert conn.execute("select to_regclass('public.late')").fetchone() == (None,)
+    assert apply_migrations(fresh_db, directory=both, include_all=True) == [
+        "20261122000001",
+        "20991231000000",
+    ]
+
+
 def test_a_migration_without_a_timestamp_is_refused(tmp_path: Path) -> None:
     with pytest.raises(MigrationError, match="timestamp"):
         migration_version(tmp_path / "blueprints.sql")
@@ -163,6 +214,15 @@ def test_bootstrap_roles_and_auth_functions(db: Db) -> None:
     assert api.scalar("select auth.role()") == "authenticated"
     assert api.scalar("select auth.jwt() ->> 'sub'") == uid
     assert db.api(None).scalar("select auth.uid()") is None
+
+
+def test_api_sessions_have_the_hosted_authenticator_limits(db: Db) -> None:
+    """On Supabase the login role `authenticator` sets statement_timeout and lock_timeout to
+    8 s, and a request keeps them unless its role sets its own: a service_role call stops after
+    8 s, and a push queued behind its owner's lock gives up after 8 s with 55P03."""
+    show = "select current_setting('statement_timeout'), current_setting('lock_timeout')"
+    assert db.api(None, role="service_role").rows(show) == [("8s", "8s")]
+    assert db.api(db.new_user()).rows(show) == [("8s", "8s")]
 
 
 def test_wrong_authenticator_password_is_refused(db: Db, cluster: PostgresCluster) -> None:

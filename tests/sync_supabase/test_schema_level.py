@@ -100,7 +100,7 @@ def test_a_server_without_op_fingerprints_gets_the_edit_only_once_migrated(
         _refused(dev, OP_FINGERPRINT, content, path)
 
         # The operator applies the rest: the next cycle of the same remote pushes the edit.
-        assert apply_migrations(old_cloud.superuser_dsn) == ["20261122000900"]
+        assert apply_migrations(old_cloud.superuser_dsn)[0] == "20261122000900"
         assert dev.sync() is None
         status = dev.engine.status()
         assert (status.pending, status.quarantined, status.last_error) == (0, 0, None)
@@ -137,8 +137,9 @@ def test_a_server_behind_a_newer_client_is_named_by_its_version(
                 f"{future} and later are missing (the server's schema is at 20261122000900)"
             )
             # That migration, written by the convention of 20261122000900, lets the push through.
-            later = tmp_path / "later"
-            later.mkdir()
+            # The project's files plus it, as the operator's directory holds them (the CLI
+            # refuses a directory that lacks an applied version).
+            later = _migrations_up_to(tmp_path / "later", "99")
             (later / future).write_text(
                 "create or replace function public.localstore_schema_version()\n"
                 "returns bigint language sql immutable security invoker set search_path = ''\n"

@@ -1,0 +1,98 @@
+"""What keeps a project from growing without bound over a year: the operator's purge jobs.
+
+Tombstones (purge_tombstones), idempotency records (purge_applied_ops) and revision history
+(purge_revisions, migration 20261122001000) each have a purge an operator schedules with pg_cron
+(docs/supabase-remote.md, "Running a project"). Before 20261122001000 nothing removed the history
+of a blueprint that stayed alive: every accepted write of every file, forever.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from .helpers import Db, change
+
+pytestmark = pytest.mark.cloud
+
+
+def _revisions(db: Db, *owners: str) -> list[tuple[str, int]]:
+    with db.superuser() as conn:
+        rows = conn.execute(
+            "select id::text, rev from public.blueprint_revisions where owner = any(%s::uuid[])"
+            " order by id, rev",
+            (list(owners),),
+        ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+def test_purge_revisions_keeps_each_current_revision_and_the_recent_ones(db: Db) -> None:
+    me, other = db.new_user(), db.new_user()
+    mine, theirs = db.api(me), db.api(other)
+    a = change(1, path="a.yaml", content="v1\n")
+    gone = change(2, path="gone.yaml")
+    mine.push([a, gone])
+    mine.push([change(3, a["id"], base_rev=1, path="a.yaml", content="v2\n")])
+    mine.push([change(4, a["id"], base_rev=2, path="a.yaml", content="v3\n")])
+    mine.push([change(5, gone["id"], base_rev=1, path="gone.yaml", deleted=True)])
+    b = change(1, path="b.yaml")
+    theirs.push([b])
+    with db.superuser() as conn:  # a year passes
+        conn.execute(
+            "update public.blueprint_revisions set created_at = now() - interval '365 days'"
+            " where owner = any(%s::uuid[])",
+            ([me, other],),
+        )
+    latest = change(6, a["id"], base_rev=3, path="a.yaml", content="v4\n")
+    mine.push([latest])
+
+    service = db.api(None, role="service_role")
+    purged = service.scalar("select public.purge_revisions(%s)", (timedelta(days=90),))
+
+    assert purged >= 4  # a's revs 1-3 and the tombstoned blueprint's rev 1 (and any older rows)
+    assert _revisions(db, me, other) == sorted(
+        [(a["id"], 4), (gone["id"], 2), (b["id"], 1)]  # current revisions: a, tombstone, b
+    )
+    # The rows themselves, pulls and conflicts do not read the history.
+    assert {r["id"]: r["rev"] for r in mine.pull(0)["changes"]} == {a["id"]: 4, gone["id"]: 2}
+    probes = [
+        {"id": a["id"], "content_hash": a["content_hash"], "path": "a.yaml"},
+        {"id": a["id"], "content_hash": latest["content_hash"], "path": "a.yaml"},
+    ]
+    matched = mine.scalar("select public.match_revisions(%s)", (Jsonb(probes),))
+    assert [m["rev"] for m in matched] == [4]  # rev 1 is gone, the current one still matches
+    # Nothing younger than the window goes: a second run finds nothing of these users.
+    service.scalar("select public.purge_revisions(%s)", (timedelta(days=90),))
+    assert len(_revisions(db, me, other)) == 3
+
+
+def test_purge_revisions_is_for_the_operator_only(db: Db) -> None:
+    me = db.new_user()
+    db.api(me).push([change(1)])
+    for caller in (db.api(me), db.api(None)):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            caller.scalar("select public.purge_revisions(interval '0')")
+    assert len(_revisions(db, me)) == 1
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        db.api(None, role="service_role").scalar("select public.purge_revisions(interval '-1 day')")
+
+
+def test_no_user_can_run_a_purge_for_everyone(db: Db) -> None:
+    """The idempotency records and the history of every user are the operator's to purge; a
+    signed-in user's purge_tombstones reaches only their own tombstones (test_pull.py)."""
+    me, other = db.new_user(), db.new_user()
+    db.api(other).push([change(1)])
+    for caller in (db.api(me), db.api(None), db.api(None, role="authenticated")):
+        for call in ("purge_applied_ops", "purge_revisions"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                caller.scalar(f"select public.{call}(interval '0')")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="not signed in"):
+        db.api(None, role="authenticated").scalar("select public.purge_tombstones('0')")
+    with db.superuser() as conn:
+        assert conn.execute(
+            "select count(*) from public.applied_ops where owner = %s", (other,)
+        ).fetchone() == (1,)
+    assert len(_revisions(db, other)) == 1
