@@ -39,13 +39,39 @@ def prepared(cluster: PostgresCluster) -> str:
     return password
 
 
+_ROUTINES = (
+    "select md5(string_agg(p.oid::regprocedure::text || pg_get_functiondef(p.oid), '' order by"
+    " p.oid::regprocedure::text)) from pg_proc p join pg_namespace n on n.oid = p.pronamespace"
+    " where n.nspname in ('public', 'sync_internal') and p.prokind in ('f', 'p')"
+)
+
+
+def _routines(dsn: str) -> str:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(_ROUTINES).fetchone()
+    return str(row[0] if row else "")
+
+
+@pytest.fixture(scope="session")
+def deployed_routines(cluster: PostgresCluster, prepared: str) -> str:
+    """The session database's functions as the migrations made them (a fingerprint)."""
+    return _routines(cluster.superuser_dsn)
+
+
 @pytest.fixture
-def db(cluster: PostgresCluster, prepared: str) -> Iterator[Db]:
+def db(cluster: PostgresCluster, prepared: str, deployed_routines: str) -> Iterator[Db]:
     d = Db(cluster, prepared)
     try:
         yield d
     finally:
         d.close()
+    # A test that ran a migration file again in the shared database put that file's version of
+    # push_changes back over a later migration's: every later test of the worker then checked
+    # the old function (two push tests passed that way against 20261122000800's for a day).
+    assert _routines(cluster.superuser_dsn) == deployed_routines, (
+        "this test changed the session database's functions; run migration files in a "
+        "database of its own (the fresh_db fixture)"
+    )
 
 
 @contextmanager
