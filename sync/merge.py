@@ -21,6 +21,10 @@ quietly keep only the last one.
 The meta object is merged alongside: ``tags`` as a 3-way set (additions and removals of both sides
 kept), ``modified`` as the later of the two, every other key like a structural value.
 
+The line diffs of one merge have a deterministic work budget (``sync._diffbudget``): past it the
+merge is a conflict (``TOO_LARGE``), so a document with thousands of edits on each side cannot
+hold up a sync cycle for minutes, and the engine keeps both versions.
+
 Deletes are not merged here: the engine applies "an edit beats a delete" before calling in.
 """
 
