@@ -69,6 +69,14 @@ class _Region:
 _Part = tuple[list[str], _Region, dict[Any, Any]]
 
 
+@dataclass(frozen=True, slots=True)
+class _Ctx:
+    """What every level of one merge shares: the equality, the sequence matcher for diff3."""
+
+    same: Same
+    matcher: Any
+
+
 def merge_blocks(
     base: str | None,
     local: str,
@@ -77,17 +85,20 @@ def merge_blocks(
     merged: dict[Any, Any],
     *,
     same: Same,
+    matcher: Any = None,
 ) -> str | None:
     """The texts (LF, no BOM) merged block by block into ``merged``'s keys; None if they cannot be.
 
-    ``docs`` are the three loaded documents (base may be absent), ``same`` the merge's equality.
+    ``docs`` are the three loaded documents (base may be absent), ``same`` the merge's equality,
+    ``matcher`` the sequence matcher the diff3 merges use (None: difflib's; the ladder passes
+    one charging its work budget, whose DiffBudgetExceeded propagates).
     """
     try:
         b = None if base is None else _side(base, docs[0])
         lo, ro = _side(local, docs[1]), _side(remote, docs[2])
         parts = _shared_header([b, lo, ro])
         assert parts[1] is not None and parts[2] is not None
-        return "".join(_merge_region(parts[0], parts[1], parts[2], merged, same))
+        return "".join(_merge_region(parts[0], parts[1], parts[2], merged, _Ctx(same, matcher)))
     except _Unsplittable:
         return None
 
@@ -269,19 +280,21 @@ def _indent(line: str) -> int:
 
 
 def _merge_region(
-    base: _Part | None, local: _Part, remote: _Part, merged: dict[Any, Any], same: Same
+    base: _Part | None, local: _Part, remote: _Part, merged: dict[Any, Any], ctx: _Ctx
 ) -> list[str]:
     """Header, the merged keys' blocks in ``merged``'s order, trailer."""
     b_region = base[1] if base else None
     lo_region, ro_region = local[1], remote[1]
     if lo_region.column != ro_region.column or (b_region and b_region.column != lo_region.column):
         raise _Unsplittable  # blocks from both sides would sit at two indents
-    out = _merge_lines(b_region.header if b_region else None, lo_region.header, ro_region.header)
+    out = _merge_lines(
+        b_region.header if b_region else None, lo_region.header, ro_region.header, ctx.matcher
+    )
     pieces: list[tuple[Hashable, list[str]]] = [
-        (key, _merge_block(key, value, base, local, remote, same)) for key, value in merged.items()
+        (key, _merge_block(key, value, base, local, remote, ctx)) for key, value in merged.items()
     ]
     trailer = _merge_lines(
-        b_region.trailer if b_region else None, lo_region.trailer, ro_region.trailer
+        b_region.trailer if b_region else None, lo_region.trailer, ro_region.trailer, ctx.matcher
     )
     pieces.append((_TRAILER, trailer))
     if b_region is not None:
@@ -384,48 +397,50 @@ def _attached(block: list[str]) -> list[str]:
 
 
 def _merge_block(
-    key: Hashable, value: Any, base: _Part | None, local: _Part, remote: _Part, same: Same
+    key: Hashable, value: Any, base: _Part | None, local: _Part, remote: _Part, ctx: _Ctx
 ) -> list[str]:
     b = base[1].blocks.get(key) if base else None
     lo, ro = local[1].blocks.get(key), remote[1].blocks.get(key)
     if lo is None or ro is None:  # added on one side (a delete against an edit is a conflict)
         side, block = (remote, ro) if lo is None else (local, lo)
-        if block is None or not same(side[2].get(key, _ABSENT), value):
+        if block is None or not ctx.same(side[2].get(key, _ABSENT), value):
             raise _Unsplittable
         return block
     if lo in (b, ro):
         return ro
     if ro == b:
         return lo
-    nested = _merge_nested(key, value, base, local, remote, same)
+    nested = _merge_nested(key, value, base, local, remote, ctx)
     if nested is not None:
         return nested
-    line_merged = _line_merge(b or [], lo, ro)
+    line_merged = _line_merge(b or [], lo, ro, ctx.matcher)
     if line_merged is not None:
         return line_merged  # the caller's check refuses it if diff3 got the data wrong
     # The comment lines above the key and the key's own lines, merged apart: one side's edit of
     # the comment above a key touches the other's edit of its value, a conflict for diff3 of
     # the whole block, where the comment went with whichever side's value was taken.
-    top = _merge_top(b, lo, ro)
+    top = _merge_top(b, lo, ro, ctx.matcher)
     for side, block in ((remote, ro), (local, lo)):
-        if same(side[2].get(key, _ABSENT), value):
+        if ctx.same(side[2].get(key, _ABSENT), value):
             if top is not None:
                 return [*top, *block[len(_attached(block)) :]]
             return block  # the other side's edits of this block's comments are not kept
     raise _Unsplittable
 
 
-def _merge_top(b: list[str] | None, lo: list[str], ro: list[str]) -> list[str] | None:
+def _merge_top(b: list[str] | None, lo: list[str], ro: list[str], matcher: Any) -> list[str] | None:
     """The comment and blank lines atop a key's block on both sides, merged 3-way; None when
     they conflict."""
     try:
-        return _merge_lines(None if b is None else _attached(b), _attached(lo), _attached(ro))
+        return _merge_lines(
+            None if b is None else _attached(b), _attached(lo), _attached(ro), matcher
+        )
     except _Unsplittable:
         return None
 
 
 def _merge_nested(
-    key: Hashable, value: Any, base: _Part | None, local: _Part, remote: _Part, same: Same
+    key: Hashable, value: Any, base: _Part | None, local: _Part, remote: _Part, ctx: _Ctx
 ) -> list[str] | None:
     """Both sides changed one key's block: merge its nested mapping's blocks, if it has them."""
     parts: list[_Part | None] = []
@@ -445,26 +460,30 @@ def _merge_nested(
     if lo is None or ro is None:
         return None
     try:
-        return _merge_region(b, lo, ro, value, same)
+        return _merge_region(b, lo, ro, value, ctx)
     except _Unsplittable:
         return None
 
 
-def _merge_lines(base: list[str] | None, local: list[str], remote: list[str]) -> list[str]:
+def _merge_lines(
+    base: list[str] | None, local: list[str], remote: list[str], matcher: Any
+) -> list[str]:
     if local in (base, remote):
         return list(remote)
     if remote == base:
         return list(local)
-    merged = _line_merge(base or [], local, remote)
+    merged = _line_merge(base or [], local, remote, matcher)
     if merged is None:
         raise _Unsplittable
     return merged
 
 
-def _line_merge(base: list[str], local: list[str], remote: list[str]) -> list[str] | None:
+def _line_merge(
+    base: list[str], local: list[str], remote: list[str], matcher: Any
+) -> list[str] | None:
     """diff3 of lists of lines; None when a region conflicts."""
     out: list[str] = []
-    for group in merge3.Merge3(base, local, remote).merge_groups():
+    for group in merge3.Merge3(base, local, remote, sequence_matcher=matcher).merge_groups():
         if group[0] == "conflict":
             return None
         out.extend(group[1])

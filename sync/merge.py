@@ -21,6 +21,10 @@ quietly keep only the last one.
 The meta object is merged alongside: ``tags`` as a 3-way set (additions and removals of both sides
 kept), ``modified`` as the later of the two, every other key like a structural value.
 
+The line diffs of one merge have a deterministic work budget (``sync._diffbudget``): past it the
+merge is a conflict (``TOO_LARGE``), so a document with thousands of edits on each side cannot
+hold up a sync cycle for minutes, and the engine keeps both versions.
+
 Deletes are not merged here: the engine applies "an edit beats a delete" before calling in.
 """
 
@@ -38,6 +42,7 @@ import yaml
 from localstore.blueprint import Validator, dump_yaml, parse_yaml, run_validator
 from localstore.errors import LocalStoreError
 from sync._blockmerge import merge_blocks
+from sync._diffbudget import DiffBudget, DiffBudgetExceeded
 from sync.errors import MergeError
 
 Step = Literal["identical", "one_sided", "line", "structural"]
@@ -50,6 +55,10 @@ POLICIES: tuple[PolicyName, ...] = ("merge", "keep-both", "prefer-local", "prefe
 LIST_MATCH_KEYS = ("id", "name")
 _STEP_RANK = {"one_sided": 1, "line": 2, "structural": 3}
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+TOO_LARGE = (
+    "content: too many edits on both sides of a large document to merge automatically"
+    " (the line diffs' work is over the merge budget); both versions are kept"
+)
 
 
 class _Missing:
@@ -162,16 +171,36 @@ def merge3_text(
         return MergeOutcome.clean(local, "one_sided")
     if _STEP_RANK[max_step] < _STEP_RANK["line"]:
         return MergeOutcome.conflict(["content: both sides changed"])
-    merged = _line_merge_styled(base, local, remote)
-    if merged is not None and not _problems(merged, validator):
-        data = parse_yaml(merged)  # (it loads: _problems said so) read once for both checks
-        if not _made_duplicate_items(data, local, remote) and not _loses_a_change(
-            data, base, local, remote
+    budget = DiffBudget()
+    try:
+        return _merge_steps(base, local, remote, validator, max_step, budget, _Loads())
+    except DiffBudgetExceeded:
+        # Thousands of edits on each side of a document of thousands of repeated lines made the
+        # line diffs quadratic: minutes inline in a sync cycle. Past the (deterministic) budget
+        # the merge is not attempted: a conflict, so the engine keeps both versions.
+        return MergeOutcome.conflict([TOO_LARGE])
+
+
+def _merge_steps(
+    base: str | None,
+    local: str,
+    remote: str,
+    validator: Validator | None,
+    max_step: MaxStep,
+    budget: DiffBudget,
+    loads: _Loads,
+) -> MergeOutcome:
+    """The line step, then the structural one (up to ``max_step``); raises DiffBudgetExceeded."""
+    merged = _line_merge_styled(base, local, remote, budget)
+    if merged is not None and not _problems(merged, validator, loads):
+        data = loads(merged)  # (it loads: _problems said so) read once for both checks
+        if not _made_duplicate_items(data, local, remote, loads) and not _loses_a_change(
+            data, base, local, remote, loads
         ):
             return MergeOutcome.clean(merged, "line")
     if _STEP_RANK[max_step] < _STEP_RANK["structural"]:
         return MergeOutcome.conflict(["content: the line merge is not clean"])
-    return _structural_merge(base, local, remote, validator)
+    return _structural_merge(base, local, remote, validator, budget, loads)
 
 
 def merge(
@@ -303,7 +332,7 @@ def _style(text: str) -> _Style:
     return _Style(len(body) != len(text), None)
 
 
-def _line_merge_styled(base: str | None, local: str, remote: str) -> str | None:
+def _line_merge_styled(base: str | None, local: str, remote: str, budget: DiffBudget) -> str | None:
     """diff3 merge of the texts without their BOM and with LF line endings, the style put back.
 
     A device that saves CRLF (or adds a BOM) changes every line for diff3: the line step
@@ -316,8 +345,9 @@ def _line_merge_styled(base: str | None, local: str, remote: str) -> str | None:
     """
     texts = [base or "", local, remote]
     if any(_style(t).crlf is None for t in texts):
-        return _line_merge(*texts)
-    merged = _line_merge(*(_plain(t) for t in texts))
+        return _line_merge(texts[0], texts[1], texts[2], budget)
+    plain = [_plain(t) for t in texts]
+    merged = _line_merge(plain[0], plain[1], plain[2], budget)
     return None if merged is None else _restyled(merged, base, local, remote)
 
 
@@ -336,9 +366,14 @@ def _restyled(merged: str, base: str | None, local: str, remote: str) -> str:
     return ("\ufeff" if bom else "") + (merged.replace("\n", "\r\n") if crlf else merged)
 
 
-def _line_merge(base: str, local: str, remote: str) -> str | None:
+def _line_merge(base: str, local: str, remote: str, budget: DiffBudget) -> str | None:
     """diff3 merge of lines; None when any region conflicts."""
-    m = merge3.Merge3(base.splitlines(True), local.splitlines(True), remote.splitlines(True))
+    m = merge3.Merge3(
+        base.splitlines(True),
+        local.splitlines(True),
+        remote.splitlines(True),
+        sequence_matcher=budget.matcher(),
+    )
     out: list[str] = []
     for group in m.merge_groups():
         if group[0] == "conflict":
@@ -347,10 +382,34 @@ def _line_merge(base: str, local: str, remote: str) -> str | None:
     return "".join(out)
 
 
-def _problems(text: str, validator: Validator | None) -> list[str]:
+class _Loads:
+    """``parse_yaml`` of each text once per merge: the line step's checks and the structural step
+    read the same three sides (and the checks the text they accept), and on a document of
+    megabytes each load is a second. The documents loaded are only read, never changed."""
+
+    def __init__(self) -> None:
+        self._done: dict[str, tuple[dict[str, Any] | None, LocalStoreError | None]] = {}
+
+    def __call__(self, text: str) -> dict[str, Any]:
+        """The loaded document; raises what ``parse_yaml`` raises for it."""
+        done = self._done.get(text)
+        if done is None:
+            try:
+                done = (parse_yaml(text), None)
+            except LocalStoreError as exc:
+                done = (None, exc)
+            self._done[text] = done
+        data, error = done
+        if error is not None:
+            raise error
+        assert data is not None
+        return data
+
+
+def _problems(text: str, validator: Validator | None, loads: _Loads) -> list[str]:
     """Why ``text`` is not an acceptable merge result (empty when it is)."""
     try:
-        data = parse_yaml(text)
+        data = loads(text)
     except LocalStoreError as exc:
         return [f"merged YAML is invalid: {exc.message}"]
     duplicates = _duplicate_keys(text)
@@ -399,7 +458,7 @@ def _loaded_key(node: yaml.ScalarNode) -> Hashable:
     return value
 
 
-def _made_duplicate_items(merged: Any, local: str, remote: str) -> bool:
+def _made_duplicate_items(merged: Any, local: str, remote: str, loads: _Loads) -> bool:
     """True when the line merge put one list item id (or name) twice where no side had it twice.
 
     Both sides adding an item with the same ``id`` at different places is clean for diff3, and
@@ -414,13 +473,13 @@ def _made_duplicate_items(merged: Any, local: str, remote: str) -> bool:
     had: set[tuple[str, str, Any]] = set()
     for side in (local, remote):
         try:
-            had |= _duplicate_items(parse_yaml(side))
+            had |= _duplicate_items(loads(side))
         except LocalStoreError:
             return True  # cannot tell: let the structural step decide
     return not found <= had
 
 
-def _loses_a_change(merged: Any, base: str | None, local: str, remote: str) -> bool:
+def _loses_a_change(merged: Any, base: str | None, local: str, remote: str, loads: _Loads) -> bool:
     """True when the line merge's data (``merged``, loaded) is not the structural merge's, where
     that one is clean.
 
@@ -433,9 +492,9 @@ def _loses_a_change(merged: Any, base: str | None, local: str, remote: str) -> b
     """
     try:
         docs = [
-            MISSING if base is None else parse_yaml(base),
-            parse_yaml(local),
-            parse_yaml(remote),
+            MISSING if base is None else loads(base),
+            loads(local),
+            loads(remote),
         ]
     except LocalStoreError:
         return False  # a side the structural step cannot read: the line merge is all there is
@@ -483,7 +542,12 @@ def _item_key(item: Any, match: str) -> Any:
 
 
 def _structural_merge(
-    base: str | None, local: str, remote: str, validator: Validator | None
+    base: str | None,
+    local: str,
+    remote: str,
+    validator: Validator | None,
+    budget: DiffBudget,
+    loads: _Loads,
 ) -> MergeOutcome:
     docs: list[Any] = []
     for side, text in (("base", base), ("local", local), ("remote", remote)):
@@ -491,7 +555,7 @@ def _structural_merge(
             docs.append(MISSING)
             continue
         try:
-            docs.append(parse_yaml(text))
+            docs.append(loads(text))
         except LocalStoreError as exc:
             return MergeOutcome.conflict([f"{side} YAML does not parse: {exc.message}"])
     merged, conflicts = _merge_node(docs[0], docs[1], docs[2], "")
@@ -502,7 +566,9 @@ def _structural_merge(
     # only comments or layout (or nothing the first did not change too), on lines touching the
     # first side's edits; that side's text is the result as written (the server's side first,
     # as with renames). Only data that is neither is dumped.
-    text = _block_text(base, local, remote, (docs[0], docs[1], docs[2]), merged, validator)
+    text = _block_text(
+        base, local, remote, (docs[0], docs[1], docs[2]), merged, validator, budget, loads
+    )
     if text is None:
         pairs = ((remote, docs[2]), (local, docs[1]))
         text = next((t for t, d in pairs if _same(merged, d)), None)
@@ -510,7 +576,7 @@ def _structural_merge(
         content = text if text is not None else dump_yaml(merged)
     except LocalStoreError as exc:
         return MergeOutcome.conflict([f"merged document cannot be written: {exc.message}"])
-    problems = _problems(content, validator)
+    problems = _problems(content, validator, loads)
     if problems:
         return MergeOutcome.conflict(problems)
     return MergeOutcome.clean(content, "structural")
@@ -523,6 +589,8 @@ def _block_text(
     docs: tuple[Any, Any, Any],
     merged: dict[Any, Any],
     validator: Validator | None,
+    budget: DiffBudget,
+    loads: _Loads,
 ) -> str | None:
     """The sides' texts merged block by block (``sync._blockmerge``), or None.
 
@@ -535,16 +603,22 @@ def _block_text(
         return None
     plain = [_plain(t) for t in texts]
     text = merge_blocks(
-        None if base is None else plain[0], plain[1], plain[2], docs, merged, same=_same
+        None if base is None else plain[0],
+        plain[1],
+        plain[2],
+        docs,
+        merged,
+        same=_same,
+        matcher=budget.matcher(),
     )
     if text is None:
         return None
     text = _restyled(text, base, local, remote)
     try:
-        loaded = parse_yaml(text)
+        loaded = loads(text)
     except LocalStoreError:
         return None
-    if not _same_in_order(loaded, merged) or _problems(text, validator):
+    if not _same_in_order(loaded, merged) or _problems(text, validator, loads):
         return None
     return text
 
