@@ -71,7 +71,7 @@ from sync._local import SyncStateName, list_flagged, local_status, unaccepted_fi
 from sync._shown import CredentialFilter
 from sync.control import ControlServer, OpError
 from sync.embed import STATE_FILE, HomeLock, lock_holder, remove_state, write_state
-from sync.engine import SyncEngine, SyncReport, SyncStatus, WorkerState
+from sync.engine import LOGGED_ATTR, SyncEngine, SyncReport, SyncStatus, WorkerState
 from sync.errors import NotLoggedInError, SyncError
 from sync.remote import Remote
 from sync.session_marker import SessionMarker
@@ -363,7 +363,31 @@ def configure_logging(
     # Third-party chatter (HTTP requests per sync call) stays out of INFO logs.
     for noisy in ("httpx", "httpcore", "websockets", "hpack", "realtime"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    threading.excepthook = _log_thread_end
     return handlers
+
+
+def _log_thread_end(args: threading.ExceptHookArgs) -> None:
+    """The daemon's ``threading.excepthook``: a thread that ended on an unhandled error is a
+    log record (ERROR, with its traceback unless its code logged it already), not a traceback
+    printed on stderr.
+
+    Under `--detach`, launchd and the Windows task stderr is ``state/daemon.out``, which nothing
+    rotates: a sync loop that a bug ends at once is restarted every SYNC_RESTART_MAX_S at most
+    for as long as the daemon runs, and each end printed its traceback there (Python's default
+    hook), so daemon.out grew for months. daemon.log is rotated.
+    """
+    if args.exc_type is SystemExit:
+        return  # (as the default hook: a thread may end itself that way)
+    name = args.thread.name if args.thread is not None else "?"
+    if getattr(args.exc_value, LOGGED_ATTR, False):
+        log.error("thread %s ended on an unhandled error (logged above)", name)
+        return
+    log.error(
+        "thread %s ended on an unhandled error",
+        name,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),  # type: ignore[arg-type]
+    )
 
 
 def log_start_failure(handler: logging.Handler, exc: BaseException) -> None:

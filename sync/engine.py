@@ -22,6 +22,7 @@ the loop ends it. Only an exception nobody expected is logged with its traceback
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import inspect
 import json
@@ -199,6 +200,9 @@ LONE_TIMEOUT_MIN_BYTES = 256 * 1024
 # and than four times what its live entries take (an estimated line each).
 BASE_RECORD_COMPACT_MIN = 256 * 1024
 BASE_RECORD_LINE = 140
+# Set (True) on an error that ended the sync loop once the engine has logged it with its
+# traceback: a threading.excepthook that logs (the daemon's) then logs no second copy.
+LOGGED_ATTR = "_localstore_logged"
 # How many blueprints the warning after a recovery without a record names (the rest counted).
 RETURNED_NAMED = 20
 
@@ -2074,10 +2078,13 @@ class SyncEngine:
         try:
             while self._wait_until_due():
                 self._attempt()
-        except BaseException:
+        except BaseException as exc:
             # Only a bug gets here (_attempt catches each cycle's errors). Logged, so the log
-            # file says why syncing stopped (the thread's own report goes to stderr only).
+            # file says why syncing stopped (the thread's own report goes to stderr only), and
+            # marked so, so the daemon's threading.excepthook does not log the traceback again.
             log.critical("sync: the loop ended on an unexpected error", exc_info=True)
+            with contextlib.suppress(AttributeError, TypeError):
+                setattr(exc, LOGGED_ATTR, True)
             raise
         finally:
             # The loop's own thread lets go of what _begin took, whatever ended it.

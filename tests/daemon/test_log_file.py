@@ -6,11 +6,17 @@ import logging
 import re
 import shutil
 import signal
+import threading
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+import sync.daemon as daemon_module
 from sync.daemon import _LogFileHandler, configure_logging
 from sync.embed import daemon_running
+from sync.engine import WorkerState
+from sync.memory_remote import MemoryRemote, MemoryServer
 from tests.store import test_disk_full
 from tests.store.test_disk_full import DiskSpace
 
@@ -102,3 +108,61 @@ def test_a_full_disk_is_reported_once_and_the_lost_records_counted(
         for h in handlers:
             root.removeHandler(h)
             h.close()
+
+
+class LoopKilled(BaseException):
+    """Ends the sync loop's thread, as an error its per-cycle boundary does not catch."""
+
+
+def test_a_thread_that_dies_goes_to_the_rotated_log_not_to_stderr(
+    inproc_daemon: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Under `--detach`, launchd and the Windows task, stderr is `state/daemon.out`, which
+    nothing rotates. A thread that ended on an unhandled error had Python print its traceback
+    there: a sync loop that a bug ends at once is restarted every 5 minutes at most for as long
+    as the daemon runs, so each restart added a traceback to daemon.out (about a megabyte a
+    week, for months), besides the engine's own line in daemon.log. Now such a thread's end is
+    a log record (daemon.log, rotated): the sync loop's once (it logs it itself), any other
+    thread's with its traceback; nothing reaches stderr."""
+    # What a daemon process has (pytest's own catcher stands in for it during a test).
+    monkeypatch.setattr(threading, "excepthook", threading.__excepthook__)
+    monkeypatch.setattr(daemon_module, "SYNC_RESTART_S", 0.05)
+    state = tmp_path / "logs"
+    handlers = configure_logging(state, level="INFO", stderr=False)
+    try:
+        server = MemoryServer()
+        d = inproc_daemon(remote_factory=lambda _s: MemoryRemote(server), poll_interval_s=3600)
+        for _ in range(3):
+            engine = d.daemon.engine
+            assert engine is not None
+
+            def die() -> None:
+                raise LoopKilled("injected")
+
+            engine._attempt = die
+            engine.request_sync()
+            assert engine.join(20) and engine.worker_state is WorkerState.STOPPED
+            dead = engine
+            assert eventually(lambda: d.daemon.engine not in (None, dead), 20)  # noqa: B023
+
+        def other() -> None:
+            raise ValueError("a worker's bug")
+
+        worker = threading.Thread(target=other, name="some-worker")
+        worker.start()
+        worker.join()
+    finally:
+        for h in handlers:
+            logging.getLogger().removeHandler(h)
+            h.close()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "LoopKilled" not in err and "a worker's bug" not in err
+    text = (state / "daemon.log").read_text()
+    # One traceback per death: the engine's line has it, the thread's end names it.
+    assert text.count("LoopKilled: injected") == 3, text
+    assert text.count("sync: the loop ended on an unexpected error") == 3
+    assert "thread some-worker ended on an unhandled error" in text
+    assert "ValueError: a worker's bug" in text
