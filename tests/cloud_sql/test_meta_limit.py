@@ -92,7 +92,7 @@ def test_running_the_file_again_replaces_the_first_versions_limits(fresh_db: str
             su.execute(f"alter table public.{table} add constraint {name} {definition}")
         with su.transaction():
             su.execute(MIGRATION.read_bytes())
-        defs = dict(
+        defs: dict[str, str] = dict(
             su.execute(
                 "select conname, pg_get_constraintdef(oid) || ' ' || convalidated::text"
                 " from pg_constraint where conname = any(%s)",
