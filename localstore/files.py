@@ -489,10 +489,26 @@ class PendingWrites:
                     self.abort()
                     raise map_os_error(failure[0], "cannot write", failure[1]) from failure[0]
         dirs: dict[str, None] = {}
+        # The files these renames replace, held open until the flusher closes them (see _hold).
+        held: list[int] = []
+        try:
+            self._replace_all(dirs, held)
+            self._flush_dirs(dirs)
+        finally:
+            if held:
+                self._release(held)
+
+    def _replace_all(self, dirs: dict[str, None], held: list[int]) -> None:
+        """Rename every temp over its target (in order), noting each target's folder."""
+        # (A few files only: held all at once, a big batch could take the descriptors the
+        # process has left. Where syncfs works, such batches have no flusher anyway.)
+        hold = self._flusher is not None and len(self._temps) < SYNCFS_MIN_FILES
         for i, (tmp, target) in enumerate(self._temps):
             try:
                 if self._keep_previous:
                     self._keep(target)
+                elif hold:
+                    _hold(target, held)
                 _os.replace(tmp, target)
             except OSError as exc:
                 for later_tmp, _ in self._temps[i:]:
@@ -502,6 +518,17 @@ class PendingWrites:
             self._placed[target] = _placed_ctime(target, self._inodes.pop(tmp, None))
             dirs[os.path.dirname(target)] = None
         self._temps = []
+
+    def _release(self, held: list[int]) -> None:
+        """Close the held replaced files on the flusher thread (here if it is shut down)."""
+        try:
+            assert self._flusher is not None
+            self._flusher.submit(_close_all, held)
+        except RuntimeError:  # (the store is closing: its flusher takes no more work)
+            _close_all(held)
+
+    def _flush_dirs(self, dirs: dict[str, None]) -> None:
+        """Make the renames durable: each folder fsynced, or one syncfs for a spread batch."""
         if self._batch and len(dirs) > 1:
             # The renames are durable once their directories are flushed. A batch spread over
             # many folders (a download's 500 blueprints in 50 folders) paid one directory fsync
@@ -613,6 +640,35 @@ def _flushed_here(fd: int) -> Future[None]:
     except OSError as exc:
         done.set_exception(exc)
     return done
+
+
+# Linux: a descriptor that pins a file without opening it for reading (no permission needed).
+_O_HOLD = getattr(os, "O_PATH", None)
+
+
+def _hold(target: str, held: list[int]) -> None:
+    """Keep the file a rename is about to replace open, so the rename does not free it.
+
+    Renaming over a file whose last link that is frees its inode and blocks inside the rename,
+    on the caller's way to the acknowledgement: 80-90 us of the ~95 us such a rename took on
+    the benchmark VM (ext4), 8-10 us with the old file held open (bench/bench_rename_hold.py).
+    Held, the file is freed when the flusher thread closes it, beside the index commit. Linux
+    only (``O_PATH``); elsewhere, or when it cannot be opened (a new file), nothing is held.
+    """
+    if _O_HOLD is None:
+        return
+    try:
+        held.append(os.open(target, _O_HOLD | os.O_NOFOLLOW | os.O_CLOEXEC))
+    except OSError:
+        pass  # (nothing there yet, or not ours to pin: the rename frees it as before)
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:  # (EINTR and the like: the descriptor is released anyway on Linux)
+            pass
 
 
 def _fsync_and_close(fd: int) -> None:
