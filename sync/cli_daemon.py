@@ -476,11 +476,6 @@ def render_launchd_plist(args: list[str], log_dir: str, label: str = LAUNCHD_LAB
         "KeepAlive": {"SuccessfulExit": False},
         "ProcessType": "Background",
         "ExitTimeOut": 15,
-        # launchd opens StandardOutPath itself (0666 less the job's umask, before the daemon
-        # runs), so daemon.out came out world-readable under the usual 022, where --detach
-        # makes it 0600 (open_private_append). 0o077, as a decimal integer: plists have no
-        # octal. The daemon inherits it: see docs/daemon.md, "Services".
-        "Umask": 0o077,
         "StandardOutPath": f"{log_dir}/daemon.out",
         "StandardErrorPath": f"{log_dir}/daemon.out",
     }

@@ -173,27 +173,6 @@ def test_launchd_plist_types_are_what_launchd_reads() -> None:
     )
 
 
-@pytest.mark.parametrize("home_flag", [False, True])
-def test_launchd_makes_daemon_out_private_as_detach_does(tmp_path: Path, home_flag: bool) -> None:
-    """launchd creates the plist's StandardOutPath/StandardErrorPath (daemon.out) itself, 0666
-    less the job's umask, before the daemon runs: under the usual 022 it was world-readable,
-    where `daemon --detach` makes it 0600 (a crash's traceback names paths and blueprints).
-    The job's `Umask` (a decimal integer: plists have no octal) makes it 0600 too, in the
-    installed plist and in the packaged sample."""
-    home = tmp_path / "h"
-    settings = load_settings(home=home, environ={})
-    home_arg = str(home) if home_flag else None
-    installed = plistlib.loads(service_plan(settings, home_arg, platform="darwin").text.encode())
-    sample = plistlib.loads((PACKAGING / "dev.localstore.daemon.plist").read_bytes())
-    for plist in (installed, sample):
-        assert type(plist["Umask"]) is int and plist["Umask"] == 63 == 0o077
-        assert 0o666 & ~plist["Umask"] == 0o600
-    assert (
-        "<key>Umask</key>\n\t<integer>63</integer>"
-        in (PACKAGING / "dev.localstore.daemon.plist").read_text()
-    )
-
-
 def test_sample_unit_passes_systemd_analyze_with_an_existing_binary(tmp_path: Path) -> None:
     """The packaged sample names %h/.local/bin/localstore: with that file present (as after
     `pip install --user`), systemd-analyze accepts it."""
