@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import signal
+import stat
+import subprocess
 import sys
 import threading
 import warnings
@@ -22,7 +25,7 @@ from sync.memory_remote import MemoryRemote, MemoryServer
 from tests.store import test_disk_full
 from tests.store.test_disk_full import DiskSpace
 
-from .conftest import eventually
+from .conftest import REPO, DaemonProc, daemon_command, eventually
 
 # A real full disk (a small tmpfs), the store's disk-full tests' fixture.
 disk = test_disk_full.disk
@@ -268,3 +271,93 @@ def test_the_process_hooks_are_put_back_when_the_log_closes(tmp_path: Path) -> N
     assert log.count("Traceback") == 1 and "ValueError: close failed 0" in log, log
     assert "(ValueError: close failed 9, the same error 10 times so far; logged in full" in log
     assert "close failed 5" not in log
+
+
+def _start_daemon(home: Path, stdout: Any, stderr: Any) -> DaemonProc:
+    """`localstore daemon --no-stderr` on ``home`` with these stdout/stderr, as a service
+    manager or a shell redirection gives them; the caller stops it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
+    proc = subprocess.Popen(
+        daemon_command(home, "--no-stderr"),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        env=env,
+        cwd=REPO,
+    )
+    return DaemonProc(home, proc, home / "state" / "daemon.log")
+
+
+def test_an_output_file_others_can_read_is_made_private_when_the_daemon_starts(
+    tmp_path: Path,
+) -> None:
+    """launchd opens the agent's StandardOutPath (state/daemon.out) itself, 0666 less its
+    umask: 0644 under the usual 022, so everyone on the Mac could read a crash's traceback
+    (paths, blueprints), where `--detach` makes its daemon.out 0600. A copied sample plist, an
+    agent installed by an older version or a shell redirection leave such a file too: the
+    daemon makes its stdout/stderr file 0600 when it starts, keeping what is in it."""
+    home = tmp_path / "h"
+    out = tmp_path / "daemon.out"
+    out.write_text("an older run's line\n")
+    out.chmod(0o644)  # not left to this process's umask
+    with open(out, "ab") as f:
+        d = _start_daemon(home, f, f)  # both to the one file, as the plist has them
+    try:
+        d.wait_ready()
+    finally:
+        assert d.stop(signal.SIGTERM) == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert out.read_text().startswith("an older run's line\n")
+    log = (home / "state" / "daemon.log").read_text()
+    assert "the daemon's stdout file was 0o644: made it 0600" in log, log
+    assert "could not make" not in log, log
+
+
+@pytest.mark.parametrize("kind", ["devnull_and_pipe", "fifo", "someone_elses_file"])
+def test_a_terminal_pipe_device_or_someone_elses_file_is_left_as_it_is(
+    tmp_path: Path, kind: str
+) -> None:
+    """Only a regular file this user owns is the daemon's to make private: a pipe's, a
+    device's (as root, a chmod of /dev/null would change it for the whole machine) or another
+    user's file's mode is not, and the daemon starts all the same."""
+    home = tmp_path / "h"
+    if kind == "someone_elses_file" and os.geteuid() != 0:
+        pytest.skip("making a file another user owns needs root")
+    opened: list[int] = []
+    try:
+        if kind == "devnull_and_pipe":
+            watched = [Path(os.devnull)]
+            stdout, stderr = subprocess.DEVNULL, subprocess.PIPE
+        elif kind == "fifo":
+            fifo = tmp_path / "out.fifo"
+            os.mkfifo(fifo)
+            fifo.chmod(0o644)
+            # Read-write, so the open does not wait for a reader (Linux and macOS allow it).
+            fd = os.open(fifo, os.O_RDWR)
+            opened.append(fd)
+            watched = [fifo]
+            stdout = stderr = fd
+        else:
+            theirs = tmp_path / "theirs.out"
+            theirs.write_text("")
+            theirs.chmod(0o644)
+            os.chown(theirs, 65534, 65534)  # nobody
+            fd = os.open(theirs, os.O_WRONLY | os.O_APPEND)
+            opened.append(fd)
+            watched = [theirs]
+            stdout = stderr = fd
+        before = {p: stat.S_IMODE(p.stat().st_mode) for p in watched}
+        d = _start_daemon(home, stdout, stderr)
+        try:
+            d.wait_ready()
+        finally:
+            assert d.stop(signal.SIGTERM) == 0
+            if d.proc.stderr is not None:
+                d.proc.stderr.close()
+    finally:
+        for fd in opened:
+            os.close(fd)
+    assert {p: stat.S_IMODE(p.stat().st_mode) for p in watched} == before
+    # The pipe's mode is the kernel's (0600 already): the log says whether anything was changed.
+    log = (home / "state" / "daemon.log").read_text()
+    assert "made it 0600" not in log and "could not make" not in log, log
