@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -161,12 +162,40 @@ def open_private_append(path: Path | str) -> int:
     """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _durable.O_CLOEXEC, 0o600)
     try:
-        if os.name != "nt" and os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, 0o600)
+        if os.name != "nt":
+            _make_private(fd, os.fstat(fd))
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _make_private(fd: int, st: os.stat_result) -> int | None:
+    """fchmod ``fd`` to 0600 when group or others have any bit; its old mode when it did."""
+    mode = stat.S_IMODE(st.st_mode)
+    if not mode & 0o077:
+        return None
+    os.fchmod(fd, 0o600)
+    return mode
+
+
+def make_output_private(fd: int) -> int | None:
+    """Make the daemon's inherited stdout or stderr ``fd`` 0600 when it is a regular file this
+    user owns (as :func:`open_private_append` makes ``--detach``'s daemon.out); its old mode when
+    it was looser, else None.
+
+    launchd opens the agent's StandardOutPath itself, 0666 less its umask (0644, readable by
+    everyone on the Mac), and a copied sample plist or a shell redirection does the same. A
+    terminal, a pipe, /dev/null or someone else's file is never changed: their modes are not
+    this daemon's to choose (as root, an fchmod of /dev/null would change it for the whole
+    machine). Raises OSError.
+    """
+    if os.name == "nt":
+        return None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        return None
+    return _make_private(fd, st)
 
 
 _DETACHED_PROCESS = 0x00000008

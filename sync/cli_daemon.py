@@ -7,6 +7,7 @@ Linux, a launchd agent on macOS, a scheduled task (XML for ``schtasks``) on Wind
 
 from __future__ import annotations
 
+import errno
 import getpass
 import hashlib
 import json
@@ -34,6 +35,7 @@ from localstore._daemon_state import (
     EXIT_INDEX_NEWER,
     background_popen_options,
     clear_pause,
+    make_output_private,
     open_private_append,
     write_pause,
 )
@@ -147,6 +149,7 @@ def daemon_cmd(
 
     with errors_to_exit():
         handlers = _logging_or_fail(ctx.settings, log_level, log_json, no_stderr)
+        _make_outputs_private()
         try:
             daemon = Daemon(ctx.settings, port=port, metrics_port=metrics_port)
             code = daemon.run()
@@ -180,6 +183,28 @@ def daemon_cmd(
         sys.stdout.flush()
         os._exit(code)
     raise SystemExit(code)
+
+
+def _make_outputs_private() -> None:
+    """Make the daemon's stdout and stderr files 0600 when they are this user's regular files.
+
+    launchd creates the agent's daemon.out itself (0644 under the usual umask 022: everyone on
+    the Mac could read a crash's traceback, which names paths and blueprints). `service install`
+    creates it 0600 beforehand, but a copied sample plist, one installed by an older version or
+    a shell redirection leaves it to others. Here, not in Daemon: an app running the daemon
+    in-process keeps its own stdout. Never fatal: the daemon runs as well with a looser file.
+    """
+    log = logging.getLogger("sync.daemon")
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        try:
+            old = make_output_private(fd)
+        except OSError as exc:
+            if exc.errno == errno.EBADF:  # started with it closed: nothing to protect
+                continue
+            log.warning("could not make the daemon's %s file private (0600): %s", name, exc)
+            continue
+        if old is not None:
+            log.info("the daemon's %s file was %s: made it 0600", name, oct(old))
 
 
 def _logging_or_fail(
@@ -558,6 +583,9 @@ class ServicePlan:
     enable: list[list[str]]
     disable: list[list[str]]
     reachable: bool
+    # The file the manager itself opens for the daemon's stdout and stderr (launchd's daemon.out),
+    # made 0600 before it does: launchd would create it 0666 less its umask.
+    output: Path | None = None
 
 
 def _executable() -> str:
@@ -586,6 +614,7 @@ def service_plan(settings: Settings, home: str | None, platform: str = sys.platf
             [["launchctl", "bootstrap", domain, str(path)]],
             [["launchctl", "bootout", f"{domain}/{label}"]],
             shutil.which("launchctl") is not None,
+            settings.paths.state / "daemon.out",
         )
     if platform in ("win32", "cygwin"):
         path = settings.paths.config / f"localstore-task{suffix}.xml"
@@ -656,6 +685,29 @@ def _run_all(commands: list[list[str]]) -> list[dict[str, Any]]:
     return results
 
 
+def write_service_files(plan: ServicePlan) -> None:
+    """Write ``plan``'s service file, after creating its output file (if any) 0600.
+
+    launchd opens the plist's StandardOutPath itself, before the daemon runs, creating it 0666
+    less the job's umask: 0644, readable by everyone on the Mac, where `--detach` makes its
+    daemon.out 0600 (a crash's traceback names paths and blueprints). launchd opens a file that
+    exists with the mode it has, so it is made here first: created 0600, or an existing one made
+    0600 and kept (not truncated). Not with a ``Umask`` in the plist: the daemon would inherit it, and the
+    blueprints it pulls would be 0600 under launchd only. Raises OSError (the output file) and
+    StorageError (the service file).
+    """
+    if plan.output is not None:
+        plan.output.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(open_private_append(plan.output))
+    # Durably (temp, fsync, rename, fsync of the folder and of any folder made for it): a unit
+    # renamed into place unflushed could be empty or gone after a power cut, and the daemon,
+    # reported installed, then did not start at the next login, so nothing synced.
+    fs.ensure_dir(plan.path.parent)
+    # (os.linesep: the line ends write_text gave it on Windows, where the task XML is read.)
+    text = plan.text.replace("\n", os.linesep)
+    fs.atomic_write(plan.path, text.encode("utf-16" if plan.kind == "schtasks" else "utf-8"))
+
+
 @click.group("service")
 def service_group() -> None:
     """Install the daemon as a per-user service (systemd, launchd, Task Scheduler)."""
@@ -667,13 +719,14 @@ def service_group() -> None:
 def service_install(ctx: CliContext, no_enable: bool) -> None:
     """Write this OS's service file for this home and enable it where possible."""
     plan = service_plan(ctx.settings, ctx.home)
-    # Durably (temp, fsync, rename, fsync of the folder and of any folder made for it): a unit
-    # renamed into place unflushed could be empty or gone after a power cut, and the daemon,
-    # reported installed, then did not start at the next login, so nothing synced.
-    fs.ensure_dir(plan.path.parent)
-    # (os.linesep: the line ends write_text gave it on Windows, where the task XML is read.)
-    text = plan.text.replace("\n", os.linesep)
-    fs.atomic_write(plan.path, text.encode("utf-16" if plan.kind == "schtasks" else "utf-8"))
+    try:
+        write_service_files(plan)
+    except OSError as exc:  # the output file; the service file's own errors are StorageErrors
+        out_path = plan.output or plan.path
+        fail(
+            f"cannot write the daemon's output file {out_path}: {exc.strerror or exc}",
+            hint=f"check that this user owns {out_path.parent} and what is in it",
+        )
     commands = [shlex.join(c) for c in plan.enable]
     out: dict[str, Any] = {"kind": plan.kind, "path": str(plan.path), "enabled": False}
     if plan.reachable and not no_enable:

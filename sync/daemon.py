@@ -68,10 +68,11 @@ from sync._follow import (
     watcher_health,
 )
 from sync._local import SyncStateName, list_flagged, local_status, unaccepted_files
+from sync._log_hooks import ProcessHooks
 from sync._shown import CredentialFilter
 from sync.control import ControlServer, OpError
 from sync.embed import STATE_FILE, HomeLock, lock_holder, remove_state, write_state
-from sync.engine import LOGGED_ATTR, SyncEngine, SyncReport, SyncStatus, WorkerState
+from sync.engine import SyncEngine, SyncReport, SyncStatus, WorkerState
 from sync.errors import NotLoggedInError, SyncError
 from sync.remote import Remote
 from sync.session_marker import SessionMarker
@@ -185,6 +186,14 @@ class _LogFileHandler(logging.handlers.RotatingFileHandler):
     _lost = 0
     # The OSError handleError saw during the write under way (see _write).
     _write_error: OSError | None = None
+    # The process hooks that log into this file (configure_logging): put back when it closes,
+    # so a test's clean-up (or logging.shutdown) leaves none writing to a closed log.
+    hooks: ProcessHooks | None = None
+
+    def close(self) -> None:
+        if self.hooks is not None:
+            self.hooks.restore()
+        super().close()
 
     def _open(self) -> Any:
         _private_log(self.baseFilename)
@@ -343,11 +352,10 @@ def configure_logging(
         else _TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    handlers: list[logging.Handler] = [
-        _LogFileHandler(
-            state_dir / LOG_FILE, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
-        )
-    ]
+    file_handler = _LogFileHandler(
+        state_dir / LOG_FILE, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
+    )
+    handlers: list[logging.Handler] = [file_handler]
     if stderr:
         handlers.append(logging.StreamHandler(sys.stderr))
     root = logging.getLogger()
@@ -363,31 +371,11 @@ def configure_logging(
     # Third-party chatter (HTTP requests per sync call) stays out of INFO logs.
     for noisy in ("httpx", "httpcore", "websockets", "hpack", "realtime"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
-    threading.excepthook = _log_thread_end
+    # Thread ends, ignored exceptions and warnings too (sync._log_hooks), until the file closes.
+    hooks = ProcessHooks()
+    hooks.install()
+    file_handler.hooks = hooks
     return handlers
-
-
-def _log_thread_end(args: threading.ExceptHookArgs) -> None:
-    """The daemon's ``threading.excepthook``: a thread that ended on an unhandled error is a
-    log record (ERROR, with its traceback unless its code logged it already), not a traceback
-    printed on stderr.
-
-    Under `--detach`, launchd and the Windows task stderr is ``state/daemon.out``, which nothing
-    rotates: a sync loop that a bug ends at once is restarted every SYNC_RESTART_MAX_S at most
-    for as long as the daemon runs, and each end printed its traceback there (Python's default
-    hook), so daemon.out grew for months. daemon.log is rotated.
-    """
-    if args.exc_type is SystemExit:
-        return  # (as the default hook: a thread may end itself that way)
-    name = args.thread.name if args.thread is not None else "?"
-    if getattr(args.exc_value, LOGGED_ATTR, False):
-        log.error("thread %s ended on an unhandled error (logged above)", name)
-        return
-    log.error(
-        "thread %s ended on an unhandled error",
-        name,
-        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),  # type: ignore[arg-type]
-    )
 
 
 def log_start_failure(handler: logging.Handler, exc: BaseException) -> None:

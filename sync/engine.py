@@ -2123,11 +2123,20 @@ class SyncEngine:
         self._set_state("paused", progress=None)
 
     def resume(self) -> None:
-        """Sync again, starting now."""
+        """Sync again, starting now.
+
+        Raises what publishing the status raised (a listener makes it read the index), after
+        waking the loop all the same.
+        """
         with self._cond:
             self._paused = False
-        self._set_state("idle", progress=None)
-        self.request_sync()
+        try:
+            self._set_state("idle", progress=None)
+        finally:
+            # Woken whatever publishing did: a status read that failed (a locked or damaged
+            # index) skipped this, and the un-paused engine slept until some later trigger.
+            # The error still reaches the caller (the daemon logs it and says so in its reply).
+            self.request_sync()
 
     def _on_store_event(self, event: Event) -> None:
         # Remote-origin changes are the engine's own applies; anything else is a local change.

@@ -140,11 +140,13 @@ def process_holding_home_lock(state_dir: Path) -> Iterator[subprocess.Popen[str]
             proc.stdout.close()
 
 
-def daemon_command(home: Path, *extra: str) -> list[str]:
+def daemon_command(home: Path, *extra: str, prelude: str = "") -> list[str]:
+    """The command line of `localstore daemon` on ``home``; ``prelude``, Python code run before
+    the CLI in its process, injects faults."""
     return [
         sys.executable,
         "-c",
-        "from localstore.cli import main; main()",
+        f"{prelude}\nfrom localstore.cli import main; main()",
         "--home",
         str(home),
         "daemon",
@@ -159,13 +161,15 @@ def spawn_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProc]]:
     """Start daemon subprocesses; all are stopped (SIGKILL as a last resort) after the test."""
     made: list[DaemonProc] = []
 
-    def spawn(home: Path, *extra: str, env: dict[str, str] | None = None) -> DaemonProc:
+    def spawn(
+        home: Path, *extra: str, env: dict[str, str] | None = None, prelude: str = ""
+    ) -> DaemonProc:
         log_path = tmp_path / f"daemon-{len(made)}.out"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
         full_env.update(env or {})
         with open(log_path, "wb") as out:
             proc = subprocess.Popen(
-                daemon_command(home, *extra),
+                daemon_command(home, *extra, prelude=prelude),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

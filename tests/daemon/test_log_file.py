@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import signal
+import stat
+import subprocess
+import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +25,7 @@ from sync.memory_remote import MemoryRemote, MemoryServer
 from tests.store import test_disk_full
 from tests.store.test_disk_full import DiskSpace
 
-from .conftest import eventually
+from .conftest import REPO, DaemonProc, daemon_command, eventually
 
 # A real full disk (a small tmpfs), the store's disk-full tests' fixture.
 disk = test_disk_full.disk
@@ -166,3 +171,193 @@ def test_a_thread_that_dies_goes_to_the_rotated_log_not_to_stderr(
     assert text.count("sync: the loop ended on an unexpected error") == 3
     assert "thread some-worker ended on an unhandled error" in text
     assert "ValueError: a worker's bug" in text
+
+
+# Run in the daemon's process once its logging is set up: a library's warning, and an exception
+# Python ignores (raised in __del__), each 150 times from one place, as a leak or a deprecated
+# call in a loop would. "always": Python's own once-per-place filter is reset by any
+# warnings.catch_warnings() a library enters, so it bounds nothing in a months-long process.
+_NOISE = """
+import sys, warnings
+import sync.daemon as _daemon
+
+_configure_logging = _daemon.configure_logging
+
+class Finalized:
+    def __del__(self):
+        raise ValueError("a __del__ failed")
+
+def _noisy(*args, **kwargs):
+    handlers = _configure_logging(*args, **kwargs)
+    warnings.simplefilter("always")
+    for i in range(150):
+        warnings.warn(f"a library's warning (call {i})", UserWarning)
+        Finalized()
+    return handlers
+
+_daemon.configure_logging = _noisy
+"""
+
+
+def test_warnings_and_ignored_exceptions_go_to_the_rotated_log_not_daemon_out(
+    spawn_daemon: Any, tmp_path: Path
+) -> None:
+    """Python prints a warning, and an exception it has to ignore (in __del__, a finalizer, an
+    async generator), on stderr: under `--detach`, launchd and the Windows task that is
+    `state/daemon.out`, which nothing rotates, so a daemon running for months grew it without
+    bound. They are log records in the rotated daemon.log now, each in full once and then
+    counted at its 10th, 100th... occurrence (a flood would rotate everything else away)."""
+    home = tmp_path / "h"
+    d = spawn_daemon(home, "--no-stderr", prelude=_NOISE)  # its stdout/stderr: daemon.out
+    d.wait_ready()
+    assert d.stop(signal.SIGTERM) == 0
+    out = d.log_path.read_text()
+    assert "warning" not in out and "__del__" not in out and "Traceback" not in out, out
+    log = (home / "state" / "daemon.log").read_text()
+    # In full once: where, the category and text, then counted (with the text of that call).
+    assert log.count("UserWarning: a library's warning") == 3, log
+    assert re.search(
+        r"WARNING py\.warnings: <string>:\d+: UserWarning: a library's warning \(call 0\)\n", log
+    )
+    assert "a library's warning (call 9) (this warning 10 times so far; logged in full" in log
+    assert "a library's warning (call 99) (this warning 100 times so far; logged in full" in log
+    assert log.count("Exception ignored in: <function Finalized.__del__") == 3, log
+    assert log.count("Traceback") == 1 and log.count("ValueError: a __del__ failed") == 3, log
+    assert "(ValueError: a __del__ failed, the same error 100 times so far; logged in" in log
+
+
+def test_the_process_hooks_are_put_back_when_the_log_closes(tmp_path: Path) -> None:
+    """configure_logging replaces process-wide hooks (thread end, ignored exceptions,
+    warnings); closing its log file puts back the ones it found, so a daemon run in a test
+    process leaves none writing to a closed log. A hook installed after ours is kept."""
+    before = (threading.excepthook, sys.unraisablehook, warnings.showwarning)
+    with warnings.catch_warnings():
+        handlers = configure_logging(tmp_path / "state", stderr=False)
+        try:
+            installed = (threading.excepthook, sys.unraisablehook, warnings.showwarning)
+            assert all(new is not old for new, old in zip(installed, before, strict=True))
+
+            class Leaky:
+                def __init__(self, n: int) -> None:
+                    self.n = n
+
+                def __del__(self) -> None:
+                    raise ValueError(f"close failed {self.n}")
+
+            for n in range(10):  # one place, a different text each time
+                Leaky(n)
+        finally:
+            root = logging.getLogger()
+            for h in handlers:
+                root.removeHandler(h)
+                h.close()
+        assert (threading.excepthook, sys.unraisablehook, warnings.showwarning) == before
+
+        def theirs(args: Any) -> None:  # a hook installed after the daemon's: kept
+            pass
+
+        handlers = configure_logging(tmp_path / "state", stderr=False)
+        sys.unraisablehook = theirs
+        try:
+            for h in handlers:
+                logging.getLogger().removeHandler(h)
+                h.close()
+            assert sys.unraisablehook is theirs
+            assert threading.excepthook is before[0]
+        finally:
+            sys.unraisablehook = before[1]
+    log = (tmp_path / "state" / "daemon.log").read_text()
+    assert log.count("Exception ignored in: <function ") == 2, log
+    assert log.count("Traceback") == 1 and "ValueError: close failed 0" in log, log
+    assert "(ValueError: close failed 9, the same error 10 times so far; logged in full" in log
+    assert "close failed 5" not in log
+
+
+def _start_daemon(home: Path, stdout: Any, stderr: Any) -> DaemonProc:
+    """`localstore daemon --no-stderr` on ``home`` with these stdout/stderr, as a service
+    manager or a shell redirection gives them; the caller stops it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
+    proc = subprocess.Popen(
+        daemon_command(home, "--no-stderr"),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        env=env,
+        cwd=REPO,
+    )
+    return DaemonProc(home, proc, home / "state" / "daemon.log")
+
+
+def test_an_output_file_others_can_read_is_made_private_when_the_daemon_starts(
+    tmp_path: Path,
+) -> None:
+    """launchd opens the agent's StandardOutPath (state/daemon.out) itself, 0666 less its
+    umask: 0644 under the usual 022, so everyone on the Mac could read a crash's traceback
+    (paths, blueprints), where `--detach` makes its daemon.out 0600. A copied sample plist, an
+    agent installed by an older version or a shell redirection leave such a file too: the
+    daemon makes its stdout/stderr file 0600 when it starts, keeping what is in it."""
+    home = tmp_path / "h"
+    out = tmp_path / "daemon.out"
+    out.write_text("an older run's line\n")
+    out.chmod(0o644)  # not left to this process's umask
+    with open(out, "ab") as f:
+        d = _start_daemon(home, f, f)  # both to the one file, as the plist has them
+    try:
+        d.wait_ready()
+    finally:
+        assert d.stop(signal.SIGTERM) == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert out.read_text().startswith("an older run's line\n")
+    log = (home / "state" / "daemon.log").read_text()
+    assert "the daemon's stdout file was 0o644: made it 0600" in log, log
+    assert "could not make" not in log, log
+
+
+@pytest.mark.parametrize("kind", ["devnull_and_pipe", "fifo", "someone_elses_file"])
+def test_a_terminal_pipe_device_or_someone_elses_file_is_left_as_it_is(
+    tmp_path: Path, kind: str
+) -> None:
+    """Only a regular file this user owns is the daemon's to make private: a pipe's, a
+    device's (as root, a chmod of /dev/null would change it for the whole machine) or another
+    user's file's mode is not, and the daemon starts all the same."""
+    home = tmp_path / "h"
+    if kind == "someone_elses_file" and os.geteuid() != 0:
+        pytest.skip("making a file another user owns needs root")
+    opened: list[int] = []
+    try:
+        if kind == "devnull_and_pipe":
+            watched = [Path(os.devnull)]
+            stdout, stderr = subprocess.DEVNULL, subprocess.PIPE
+        elif kind == "fifo":
+            fifo = tmp_path / "out.fifo"
+            os.mkfifo(fifo)
+            fifo.chmod(0o644)
+            # Read-write, so the open does not wait for a reader (Linux and macOS allow it).
+            fd = os.open(fifo, os.O_RDWR)
+            opened.append(fd)
+            watched = [fifo]
+            stdout = stderr = fd
+        else:
+            theirs = tmp_path / "theirs.out"
+            theirs.write_text("")
+            theirs.chmod(0o644)
+            os.chown(theirs, 65534, 65534)  # nobody
+            fd = os.open(theirs, os.O_WRONLY | os.O_APPEND)
+            opened.append(fd)
+            watched = [theirs]
+            stdout = stderr = fd
+        before = {p: stat.S_IMODE(p.stat().st_mode) for p in watched}
+        d = _start_daemon(home, stdout, stderr)
+        try:
+            d.wait_ready()
+        finally:
+            assert d.stop(signal.SIGTERM) == 0
+            if d.proc.stderr is not None:
+                d.proc.stderr.close()
+    finally:
+        for fd in opened:
+            os.close(fd)
+    assert {p: stat.S_IMODE(p.stat().st_mode) for p in watched} == before
+    # The pipe's mode is the kernel's (0600 already): the log says whether anything was changed.
+    log = (home / "state" / "daemon.log").read_text()
+    assert "made it 0600" not in log and "could not make" not in log, log

@@ -10,6 +10,7 @@ from __future__ import annotations
 import plistlib
 import re
 import shlex
+import stat
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -19,7 +20,13 @@ import pytest
 
 from localstore.cli import cli
 from localstore.config import load_settings
-from sync.cli_daemon import LAUNCHD_LABEL, render_task_xml, service_plan, windows_user
+from sync.cli_daemon import (
+    LAUNCHD_LABEL,
+    render_task_xml,
+    service_plan,
+    windows_user,
+    write_service_files,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGING = REPO / "packaging"
@@ -220,3 +227,43 @@ def test_the_task_user_is_domain_and_name_as_windows_gives_them() -> None:
     assert windows_user({"USERNAME": "ann"}) == "ann"
     text = render_task_xml(["C:\\ls.exe", "daemon"], windows_user({"USERNAME": "a&b"}))
     assert "<UserId>a&amp;b</UserId>" in text
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_the_launchd_agents_daemon_out_is_made_private_before_launchd_opens_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: bool
+) -> None:
+    """launchd opens the plist's StandardOutPath/StandardErrorPath (state/daemon.out) itself,
+    creating it 0666 less the job's umask: 0644 under the usual 022, where `daemon --detach`
+    makes it 0600 (a crash's traceback names paths and blueprints). `service install` creates it
+    0600 first, so launchd opens a private file; one already there keeps what it holds."""
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))  # ~/Library/LaunchAgents
+    home = tmp_path / "h"
+    plan = service_plan(load_settings(home=home, environ={}), str(home), platform="darwin")
+    plist = plistlib.loads(plan.text.encode())
+    out = Path(plist["StandardOutPath"])
+    assert out == Path(plist["StandardErrorPath"]) == home / "state" / "daemon.out"
+    if existing:  # an agent installed by an older version, launchd's 0644
+        out.parent.mkdir(parents=True, mode=0o700)
+        out.write_text("a crash's traceback\n")
+        out.chmod(0o644)
+    write_service_files(plan)
+    assert plan.path == tmp_path / "user" / "Library" / "LaunchAgents" / f"{plist['Label']}.plist"
+    assert plistlib.loads(plan.path.read_bytes()) == plist
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert stat.S_IMODE(out.parent.stat().st_mode) == 0o700
+    assert out.read_text() == ("a crash's traceback\n" if existing else "")
+    assert "Umask" not in plist  # the daemon would inherit it (its new blueprints 0600)
+
+
+def test_a_service_whose_output_its_manager_does_not_open_makes_no_output_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd gives the daemon's output to journald, and the Windows task has none: no
+    daemon.out is made for them."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    home = tmp_path / "h"
+    plan = service_plan(load_settings(home=home, environ={}), str(home), platform="linux")
+    assert plan.output is None
+    write_service_files(plan)
+    assert plan.path.exists() and not (home / "state").exists()

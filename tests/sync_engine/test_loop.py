@@ -6,10 +6,13 @@ import logging
 import random
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from localstore.errors import StorageError
 from localstore.events import Event
+from sync import engine as sync_engine
 from sync.engine import SyncEngine, WorkerState
 from sync.errors import EngineStateError, NotLoggedInError, SyncLockedError, TransientError
 from sync.memory_remote import MemoryRemote, MemoryServer
@@ -134,6 +137,43 @@ def test_pause_and_resume(make_device: Callable[..., Device], server: MemoryServ
         a.engine.resume()
         assert seen.wait(WAIT)
         assert "paused" in states
+    finally:
+        observer.close()
+
+
+def test_resume_wakes_the_loop_when_publishing_its_status_fails(
+    make_device: Callable[..., Device], server: MemoryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """resume() published its status (a listener makes it read the counts from the index) before
+    waking the loop; that read failing (a locked or damaged index) skipped the wake-up, and the
+    engine slept, un-paused, until some later trigger: an edit made while paused was not pushed."""
+    # Nothing but a wake-up syncs within the test: not the timer, not a local edit.
+    a = make_device("a", poll_interval_s=3600, debounce_s=3600)
+    idle = threading.Event()
+    # (A listener, as a daemon with a control client has, makes each state change read status.)
+    a.engine.subscribe_status(lambda s: idle.set() if s.state == "idle" else None)
+    a.engine.start()
+    assert idle.wait(WAIT)  # the first cycle is over: none still running pushes the edit below
+    a.engine.pause()
+    seen, observer = _pushed_signal(server)
+    caller = threading.get_ident()
+    real_read_status = sync_engine.read_status
+
+    def read_status(*args: Any, **kwargs: Any) -> Any:
+        # Fault injection: the index read fails on the thread calling resume() only, so the
+        # loop's own cycle (another thread) reads the counts as usual.
+        if threading.get_ident() == caller:
+            raise StorageError("cannot read the index: disk I/O error")
+        return real_read_status(*args, **kwargs)
+
+    try:
+        a.store.save("pause/x", "v: 1\n")
+        monkeypatch.setattr(sync_engine, "read_status", read_status)
+        with pytest.raises(StorageError, match="disk I/O error"):  # still the caller's to hear
+            a.engine.resume()
+        monkeypatch.undo()
+        assert seen.wait(WAIT)
+        assert a.engine.status().state != "paused"
     finally:
         observer.close()
 
