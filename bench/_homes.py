@@ -88,6 +88,47 @@ def create_probe(directory: Path, n: int = 500) -> float:
     return statistics.median(samples)
 
 
+_PROBE_YAML = "".join(
+    f"step_{i}:\n  run: make target-{i} && echo done\n  needs: [build, test]\n  retries: {i % 4}\n"
+    for i in range(30)
+).encode()
+
+
+def cpu_probe(rounds: int = 5) -> float:
+    """Median milliseconds of a fixed piece of CPU work like a save's: Python bytecode, a sha256
+    of 2 MB, and libyaml's syntax check of a 2 KB document 100 times (as the save's YAML check).
+
+    This VM's CPU speed varies up to 2.8x between sessions (the same download took 0.84 and 2.38
+    CPU s), so every report prints this beside its figures: compare runs of different days by it.
+    """
+    import hashlib
+
+    import yaml
+
+    # libyaml's bare parser, as localstore.blueprint uses it (None without libyaml).
+    loader = getattr(yaml, "CSafeLoader", None)
+    parser_cls = loader.__mro__[1] if loader is not None else None
+    blob = bytes(range(256)) * 8192
+    samples = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        total = 0
+        for i in range(100_000):
+            total += i * i % 7
+        hashlib.sha256(blob).digest()
+        for _ in range(100):
+            if parser_cls is not None:
+                parser = parser_cls(_PROBE_YAML)
+                try:
+                    parser.raw_parse()
+                finally:
+                    parser.dispose()
+            else:
+                yaml.safe_load(_PROBE_YAML)
+        samples.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(samples)
+
+
 def disk_report(folder: Path, how: str) -> str:
     """Where the homes are, and what creating a file costs there and in a plain temp folder now.
 
@@ -102,5 +143,7 @@ def disk_report(folder: Path, how: str) -> str:
     return (
         f"homes in {folder}: {how}\n"
         f"file create now: {here:.1f} us/file here, {there:.1f} us/file in a plain temp folder "
-        "(median of 500)"
+        "(median of 500)\n"
+        f"cpu reference now: {cpu_probe():.2f} ms (bench/_homes.py cpu_probe: fixed work, median "
+        "of 5; higher = a slower CPU phase)"
     )
