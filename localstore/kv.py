@@ -6,11 +6,11 @@ order. Each item has metadata (a JSON object), tags and an optional expiry. Expi
 returned; a :class:`Purger` thread (or :meth:`KVStore.purge_expired`) deletes them.
 
 In front of the index sits a hot tier: an LRU of decoded-ready plaintext bounded by item count and
-bytes, with its own time-to-live. It is write-through and stays coherent across processes: a write
-bumps a generation counter in the index, and a hit first checks ``PRAGMA data_version`` (which
-changes only when another connection commits) and re-reads the generation when it moved. Two
-KVStore objects should not share one :class:`~localstore.index.Index` (one connection cannot see its
-own commits as foreign); share the KVStore instead.
+bytes, with its own time-to-live. It is write-through and stays coherent across processes and
+across KVStore objects: a write bumps a generation counter in the index, and a hit first checks
+``PRAGMA data_version`` (which changes only when another connection commits) and the connection's
+total change count (which moves with every write on this connection, another KVStore's on the same
+:class:`~localstore.index.Index` included), and re-reads the generation when either moved.
 
 Data keys rotate without loss (:meth:`KVStore.rotate_data_key`): a new key is written to the
 keychain while its row in ``kv_keys`` is *pending*, then made *current* (the old one *retiring*);
@@ -522,7 +522,8 @@ class KVStore:
         # Bumps on every write here and every time the tier is emptied: a read that raced either
         # (a local write, or another process's commit noticed by another thread) is not cached.
         self._epoch = 0
-        self._seen_data_version: int | None = None
+        # (PRAGMA data_version, the connection's total_changes) at the last coherence check.
+        self._seen_token: tuple[int, int] | None = None
         self._seen_generation: int | None = None
         self._purger: Purger | None = None
         # Set by the index when any transaction or savepoint rolls back (see _note_rollback).
@@ -907,7 +908,7 @@ class KVStore:
             with self._lock:
                 self._clear_hot()
                 self._seen_generation = None
-                self._seen_data_version = None
+                self._seen_token = None
             raise
 
     def _bump_generation(self, cur: apsw.Cursor) -> None:
@@ -934,7 +935,7 @@ class KVStore:
             self._rolled_back = False
             self._clear_hot()
             self._seen_generation = None
-            self._seen_data_version = None
+            self._seen_token = None
 
     def _clear_hot(self) -> None:
         """Empty the hot tier (lock held); reads already in flight must not refill it."""
@@ -942,11 +943,19 @@ class KVStore:
         self._epoch += 1
 
     def _sync_with_other_processes(self) -> None:
-        """(both locks held, the index's first) Empty the tier if another process wrote kv data."""
+        """(both locks held, the index's first) Empty the tier if anyone else wrote kv data.
+
+        "Anyone else" is another connection (data_version moves when it commits) or another
+        KVStore on our own Index: its writes go through our connection, where data_version never
+        moves, so its saves and deletes were served stale from our tier until hot_ttl. The
+        connection's total_changes counts those (uncommitted ones too, as a reader in the same
+        transaction sees them); it also counts our own writes, which cost one SELECT here.
+        """
         self._forget_if_rolled_back()
         with self._index.read() as cur:
             version = int(cur.execute("PRAGMA data_version").fetchall()[0][0])
-            if version == self._seen_data_version:
+            token = (version, int(cur.connection.total_changes()))
+            if token == self._seen_token:
                 return
             gen = int(
                 cur.execute("SELECT value FROM kv_state WHERE name = 'generation'").fetchall()[0][0]
@@ -954,7 +963,7 @@ class KVStore:
         if gen != self._seen_generation:
             self._clear_hot()
             self._seen_generation = gen
-        self._seen_data_version = version
+        self._seen_token = token
 
     # -- data keys --------------------------------------------------------------------------------
 

@@ -140,6 +140,29 @@ def test_other_connections_writes_are_seen(index: Index, settings: Settings) -> 
         other_index.close()
 
 
+def test_two_stores_on_one_index_see_each_others_writes(index: Index, clock: FakeClock) -> None:
+    """An app may make a KVStore per component (or per call) on its one long-lived index. Their
+    writes share one connection, so PRAGMA data_version never moves for them: a store's hot tier
+    served a value another store on the same index had replaced or deleted (until hot_ttl)."""
+    settings_view = KVStore(index, clock=clock, hot_items=10)
+    editor = KVStore(index, clock=clock, hot_items=10)
+    settings_view.save("theme", "light")
+    assert settings_view.load("theme") == "light"  # cached
+    editor.save("theme", "dark")
+    assert settings_view.load("theme") == "dark"
+    assert settings_view.load_item("theme").value == "dark"
+    editor.delete("theme")
+    assert not settings_view.exists("theme")
+    assert settings_view.load("theme", None) is None
+    # Also inside a caller's own transaction (same thread, nothing committed yet).
+    settings_view.save("theme", "light")
+    assert settings_view.load("theme") == "light"
+    with index.write():
+        editor.save("theme", "blue")
+        assert settings_view.load("theme") == "blue"
+    assert settings_view.load("theme") == "blue"
+
+
 def test_a_dropped_store_is_not_kept_alive_by_the_index(index: Index) -> None:
     """An app making a KVStore per call on its long-lived index must not leak each one (with
     its hot tier) through the rollback listener it registered on the index."""
