@@ -526,6 +526,7 @@ class KVStore:
         self._seen_token: tuple[int, int] | None = None
         self._seen_generation: int | None = None
         self._purger: Purger | None = None
+        self._purger_finalizer: weakref.finalize[Any, Any] | None = None
         # Set by the index when any transaction or savepoint rolls back (see _note_rollback).
         self._rolled_back = False
         index.register_schema("kv", KV_MIGRATIONS)
@@ -1153,6 +1154,9 @@ class KVStore:
         with self._lock:
             if self._purger is None:
                 self._purger = Purger(self, interval=interval)
+                # A store dropped without close() stops its purger when collected (the purger
+                # holds it only weakly): an app making a store per window must not leak threads.
+                self._purger_finalizer = weakref.finalize(self, self._purger.stop)
                 self._purger.start()
             return self._purger
 
@@ -1160,7 +1164,10 @@ class KVStore:
         """Stop the purger (if started) and drop the hot tier. The index stays open (not ours)."""
         with self._lock:
             purger, self._purger = self._purger, None
+            finalizer, self._purger_finalizer = self._purger_finalizer, None
             self._clear_hot()
+        if finalizer is not None:
+            finalizer.detach()
         if purger is not None:
             purger.stop()
             purger.join()
@@ -1179,7 +1186,8 @@ class Purger:
     """Background thread deleting expired app-data items every ``interval`` seconds.
 
     Lifecycle: ``start()`` once, ``stop()`` then ``join()``; ``purge_once()`` does one round
-    synchronously (tests call it instead of waiting).
+    synchronously (tests call it instead of waiting). It holds its store weakly: once the store
+    is garbage-collected the thread exits and ``purge_once()`` raises StoreClosedError.
     """
 
     def __init__(self, kv: KVStore, *, interval: float = DEFAULT_PURGE_INTERVAL_S) -> None:
@@ -1191,7 +1199,9 @@ class Purger:
                 f"the purge interval must be a positive number of seconds, not {interval!r:.40}",
                 hint=f"leave it out for the default ({DEFAULT_PURGE_INTERVAL_S:g} s)",
             )
-        self._kv = kv
+        # Weak: the thread (a GC root) held the store, so a store dropped without close() was
+        # never collected, and its purger ran for the life of the process.
+        self._kv = weakref.ref(kv)
         self._interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -1222,8 +1232,17 @@ class Purger:
                 self.state = PurgerState.STOPPED
 
     def purge_once(self) -> int:
-        """Purge synchronously; return how many items were deleted."""
-        n = self._kv.purge_expired()
+        """Purge synchronously; return how many items were deleted.
+
+        Raises StoreClosedError once the store is gone (and what purge_expired raises).
+        """
+        kv = self._kv()
+        if kv is None:
+            raise StoreClosedError(
+                "the app-data store this purger served was garbage-collected",
+                hint="keep a reference to the KVStore while you use its purger",
+            )
+        n = kv.purge_expired()
         self.purged += n
         return n
 

@@ -13,7 +13,13 @@ import pytest
 from localstore.config import Settings, load_settings
 from localstore.credentials import CredentialStore
 from localstore.crypto import DataKeys
-from localstore.errors import CryptoError, IndexStoreError, InvalidInputError, KVError
+from localstore.errors import (
+    CryptoError,
+    IndexStoreError,
+    InvalidInputError,
+    KVError,
+    StoreClosedError,
+)
 from localstore.index import Index
 from localstore.kv import KVNotFoundError, KVStore, Purger, PurgerState
 
@@ -224,6 +230,23 @@ def test_purger_lifecycle_and_background_purge(index: Index, clock: FakeClock) -
         assert cur.execute("SELECT count(*) FROM kv_items").fetchall()[0][0] == 1
     kv.close()
     assert purger.state is PurgerState.STOPPED
+
+
+def test_a_dropped_store_stops_its_purger(index: Index, clock: FakeClock) -> None:
+    """An app making a KVStore with a purger per window (or per call) that forgets close() must
+    not keep each one alive for ever, hot tier and all, with a thread purging it: the purger's
+    thread held the store, so it was never collected and the thread never stopped."""
+    kv = KVStore(index, clock=clock, hot_items=10)
+    kv.save("k", "x" * 1000, ttl=1)
+    purger = kv.start_purger(interval=3600)
+    ref = weakref.ref(kv)
+    del kv
+    gc.collect()
+    assert ref() is None
+    purger.join(timeout=30)  # (a bound, not a timing assertion: the thread is woken at once)
+    assert purger.state is PurgerState.STOPPED
+    with pytest.raises(StoreClosedError):
+        purger.purge_once()
 
 
 def test_purge_once_and_bad_interval(index: Index, clock: FakeClock) -> None:
