@@ -43,6 +43,7 @@ import yaml
 from localstore.config import DEFAULT_KV_HOT_BYTES, DEFAULT_KV_HOT_ITEMS, Settings, settings_arg
 from localstore.crypto import DataKeys, SecretStore, new_key_id
 from localstore.errors import (
+    DecryptionError,
     InvalidInputError,
     KeyNotFoundError,
     KVError,
@@ -143,6 +144,9 @@ class RotationReport:
     # computer): kept as they are, readable again once the key is restored.
     unreadable: int = 0
     missing_keys: tuple[str, ...] = ()
+    # Keys of items whose ciphertext did not decrypt (damaged, or sealed with a different key
+    # than the keychain holds under its id): left as they are, their data key kept for them.
+    damaged: tuple[str, ...] = ()
 
 
 # --- codecs -------------------------------------------------------------------------------------
@@ -809,7 +813,16 @@ class KVStore:
                     f"{key!r} is encrypted and this store has no credentials",
                     hint="pass credentials=CredentialStore(...) to KVStore",
                 )
-            stored = self._keys.unseal(stored, aad=_aad(key))
+            try:
+                stored = self._keys.unseal(stored, aad=_aad(key))
+            except DecryptionError as exc:
+                # crypto's own message says neither which item nor what to do about it here.
+                raise DecryptionError(
+                    f"cannot decrypt app-data item {key!r}: {exc.message}",
+                    hint=f"its data key ({key_id}) in the keychain is not the one it was sealed"
+                    " with, or the stored value is damaged; restore that key, or delete the item"
+                    " (KVStore.delete) and save it again",
+                ) from exc
         if compressed:
             try:
                 stored = zlib.decompress(stored)
@@ -1048,7 +1061,7 @@ class KVStore:
         """
         self.recover_keys()
         kid = self._create_key(rotate=True)
-        count, missing = self._reseal_all(kid)
+        count, missing, damaged = self._reseal_all(kid)
         retired = self._retire_unused()
         unreadable = 0
         if missing:
@@ -1066,24 +1079,35 @@ class KVStore:
                 unreadable,
                 ", ".join(sorted(missing)),
             )
+        if damaged:
+            log.warning(
+                "app-data key rotation skipped %d items that do not decrypt (damaged, or sealed "
+                "with another key than the keychain's): they keep their old data key",
+                len(damaged),
+            )
         log.info("rotated app-data key to %s: %d items re-sealed, retired %s", kid, count, retired)
-        return RotationReport(kid, count, retired, unreadable, tuple(sorted(missing)))
+        return RotationReport(
+            kid, count, retired, unreadable, tuple(sorted(missing)), tuple(sorted(damaged))
+        )
 
-    def _reseal_all(self, kid: str) -> tuple[int, set[str]]:
-        """Re-seal every item under ``kid``; return how many, and the ids of missing keys."""
+    def _reseal_all(self, kid: str) -> tuple[int, set[str], set[str]]:
+        """Re-seal every item under ``kid``; return how many, missing key ids, damaged items."""
         keys = self._require_keys()
         count = 0
         missing: set[str] = set()
+        damaged: set[str] = set()
         while True:
             skip = sorted(missing | {kid})
+            skip_keys = sorted(damaged)
             with self._index.read() as cur:
                 rows = cur.execute(
                     "SELECT key, value, key_id FROM kv_items WHERE key_id IS NOT NULL AND key_id"
-                    f" NOT IN ({','.join('?' * len(skip))}) LIMIT ?",
-                    (*skip, ROTATION_BATCH),
+                    f" NOT IN ({','.join('?' * len(skip))})"
+                    f" AND key NOT IN ({','.join('?' * len(skip_keys))}) LIMIT ?",
+                    (*skip, *skip_keys, ROTATION_BATCH),
                 ).fetchall()
             if not rows:
-                return count, missing
+                return count, missing, damaged
             resealed = []
             for k, v, old_kid in rows:
                 try:
@@ -1094,9 +1118,14 @@ class KVStore:
                     # Not in this keychain (a copied home), or retired by a concurrent rotation
                     # after our read: skipped either way; the newer rotation re-seals the latter.
                     missing.add(str(old_kid))
+                except DecryptionError:
+                    # One damaged item made every rotation fail here, half way, for good: its
+                    # old key could never be retired. It is skipped (and keeps that key).
+                    damaged.add(str(k))
             with self._write() as cur:
                 if self._current_kid(cur) != kid:
-                    return count, missing  # a newer rotation took over; it re-seals the rest
+                    # A newer rotation took over; it re-seals the rest.
+                    return count, missing, damaged
                 for new_value, new_kid, key, old_value in resealed:
                     # Compare-and-swap: a concurrent save already used the current key.
                     changed = cur.execute(

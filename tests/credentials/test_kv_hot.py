@@ -15,6 +15,7 @@ from localstore.credentials import CredentialStore
 from localstore.crypto import DataKeys
 from localstore.errors import (
     CryptoError,
+    DecryptionError,
     IndexStoreError,
     InvalidInputError,
     KVError,
@@ -348,6 +349,38 @@ def test_crash_in_the_middle_of_resealing(
     assert old in report.retired
     assert creds.find(f"datakey:{old}") is None
     _all_readable(index, creds)
+
+
+@pytest.mark.keychain
+def test_a_damaged_item_does_not_stop_key_rotation(
+    ekv: KVStore, index: Index, creds: CredentialStore
+) -> None:
+    """One encrypted item whose ciphertext fails to decrypt (a damaged page, a bad copy) made
+    every rotate_data_key() raise DecryptionError half way: the old key could never be retired
+    and nothing said which item was at fault. It is now skipped and named in the report."""
+    old = ekv.current_key_id()
+    with index.write() as cur:  # the fault: one flipped bit in one item's ciphertext
+        value = bytearray(
+            cur.execute("SELECT value FROM kv_items WHERE key = 's/7'").fetchall()[0][0]
+        )
+        value[-1] ^= 1
+        cur.execute("UPDATE kv_items SET value = ? WHERE key = 's/7'", (bytes(value),))
+    report = ekv.rotate_data_key()
+    assert report.reencrypted == 99
+    assert report.damaged == ("s/7",)
+    assert old not in report.retired  # the damaged item still names it
+    assert creds.find(f"datakey:{old}") is not None
+    fresh = KVStore(index, credentials=creds, hot_items=0)
+    for i in range(100):
+        if i != 7:
+            assert fresh.load(f"s/{i}") == f"secret {i}"
+    with pytest.raises(DecryptionError) as info:
+        fresh.load("s/7")
+    assert "'s/7'" in str(info.value) and "delete" in (info.value.hint or "")
+    ekv.delete("s/7")  # what the hint says: then the next rotation retires the old key
+    report = ekv.rotate_data_key()
+    assert old in report.retired and report.damaged == ()
+    assert creds.find(f"datakey:{old}") is None
 
 
 @pytest.mark.keychain
