@@ -1288,6 +1288,11 @@ class Purger:
                 return
             except LocalStoreError as exc:  # a busy or full disk: log it and try next round
                 log.warning("app-data purge failed: %s", exc)
+            except Exception:
+                # Anything else (a bug, an app's clock that raised) ended the thread silently,
+                # its state left RUNNING, and expired items then piled up for the life of the
+                # process. Logged with its traceback; the next round tries again.
+                log.exception("app-data purge failed unexpectedly")
             with self._round_done:
                 self._rounds += 1
                 self._round_done.notify_all()

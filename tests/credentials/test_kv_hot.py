@@ -250,6 +250,37 @@ def test_a_dropped_store_stops_its_purger(index: Index, clock: FakeClock) -> Non
         purger.purge_once()
 
 
+def test_an_unexpected_purge_error_is_logged_and_the_purger_goes_on(
+    index: Index, clock: FakeClock, monkeypatch, caplog
+) -> None:
+    """A purge round that raised anything but a LocalStoreError ended the thread silently (its
+    state still RUNNING): expired items then stayed for the life of the process."""
+    kv = KVStore(index, clock=clock)
+    kv.save("e", 1, ttl=1)
+    clock.now += 1
+    real = KVStore.purge_expired
+    calls = 0
+
+    def fails_once(self: KVStore) -> int:  # (injects the fault; the purge itself is real)
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("injected")
+        return real(self)
+
+    monkeypatch.setattr(KVStore, "purge_expired", fails_once)
+    purger = kv.start_purger(interval=0.01)
+    try:
+        # The failed round, then one that purges (a bound, not a timing assertion).
+        assert purger.wait_rounds(2, timeout=30)
+        assert purger.purged == 1
+        assert purger.state is PurgerState.RUNNING
+    finally:
+        kv.close()
+    assert "app-data purge failed unexpectedly" in caplog.text
+    assert "RuntimeError: injected" in caplog.text
+
+
 def test_purge_once_and_bad_interval(index: Index, clock: FakeClock) -> None:
     kv = KVStore(index, clock=clock)
     kv.save("x", 1, ttl=1)
