@@ -6,11 +6,11 @@ order. Each item has metadata (a JSON object), tags and an optional expiry. Expi
 returned; a :class:`Purger` thread (or :meth:`KVStore.purge_expired`) deletes them.
 
 In front of the index sits a hot tier: an LRU of decoded-ready plaintext bounded by item count and
-bytes, with its own time-to-live. It is write-through and stays coherent across processes: a write
-bumps a generation counter in the index, and a hit first checks ``PRAGMA data_version`` (which
-changes only when another connection commits) and re-reads the generation when it moved. Two
-KVStore objects should not share one :class:`~localstore.index.Index` (one connection cannot see its
-own commits as foreign); share the KVStore instead.
+bytes, with its own time-to-live. It is write-through and stays coherent across processes and
+across KVStore objects: a write bumps a generation counter in the index, and a hit first checks
+``PRAGMA data_version`` (which changes only when another connection commits) and the connection's
+total change count (which moves with every write on this connection, another KVStore's on the same
+:class:`~localstore.index.Index` included), and re-reads the generation when either moved.
 
 Data keys rotate without loss (:meth:`KVStore.rotate_data_key`): a new key is written to the
 keychain while its row in ``kv_keys`` is *pending*, then made *current* (the old one *retiring*);
@@ -43,6 +43,7 @@ import yaml
 from localstore.config import DEFAULT_KV_HOT_BYTES, DEFAULT_KV_HOT_ITEMS, Settings, settings_arg
 from localstore.crypto import DataKeys, SecretStore, new_key_id
 from localstore.errors import (
+    DecryptionError,
     InvalidInputError,
     KeyNotFoundError,
     KVError,
@@ -143,6 +144,9 @@ class RotationReport:
     # computer): kept as they are, readable again once the key is restored.
     unreadable: int = 0
     missing_keys: tuple[str, ...] = ()
+    # Keys of items whose ciphertext did not decrypt (damaged, or sealed with a different key
+    # than the keychain holds under its id): left as they are, their data key kept for them.
+    damaged: tuple[str, ...] = ()
 
 
 # --- codecs -------------------------------------------------------------------------------------
@@ -522,9 +526,11 @@ class KVStore:
         # Bumps on every write here and every time the tier is emptied: a read that raced either
         # (a local write, or another process's commit noticed by another thread) is not cached.
         self._epoch = 0
-        self._seen_data_version: int | None = None
+        # (PRAGMA data_version, the connection's total_changes) at the last coherence check.
+        self._seen_token: tuple[int, int] | None = None
         self._seen_generation: int | None = None
         self._purger: Purger | None = None
+        self._purger_finalizer: weakref.finalize[Any, Any] | None = None
         # Set by the index when any transaction or savepoint rolls back (see _note_rollback).
         self._rolled_back = False
         index.register_schema("kv", KV_MIGRATIONS)
@@ -807,7 +813,16 @@ class KVStore:
                     f"{key!r} is encrypted and this store has no credentials",
                     hint="pass credentials=CredentialStore(...) to KVStore",
                 )
-            stored = self._keys.unseal(stored, aad=_aad(key))
+            try:
+                stored = self._keys.unseal(stored, aad=_aad(key))
+            except DecryptionError as exc:
+                # crypto's own message says neither which item nor what to do about it here.
+                raise DecryptionError(
+                    f"cannot decrypt app-data item {key!r}: {exc.message}",
+                    hint=f"its data key ({key_id}) in the keychain is not the one it was sealed"
+                    " with, or the stored value is damaged; restore that key, or delete the item"
+                    " (KVStore.delete) and save it again",
+                ) from exc
         if compressed:
             try:
                 stored = zlib.decompress(stored)
@@ -907,7 +922,7 @@ class KVStore:
             with self._lock:
                 self._clear_hot()
                 self._seen_generation = None
-                self._seen_data_version = None
+                self._seen_token = None
             raise
 
     def _bump_generation(self, cur: apsw.Cursor) -> None:
@@ -934,7 +949,7 @@ class KVStore:
             self._rolled_back = False
             self._clear_hot()
             self._seen_generation = None
-            self._seen_data_version = None
+            self._seen_token = None
 
     def _clear_hot(self) -> None:
         """Empty the hot tier (lock held); reads already in flight must not refill it."""
@@ -942,11 +957,19 @@ class KVStore:
         self._epoch += 1
 
     def _sync_with_other_processes(self) -> None:
-        """(both locks held, the index's first) Empty the tier if another process wrote kv data."""
+        """(both locks held, the index's first) Empty the tier if anyone else wrote kv data.
+
+        "Anyone else" is another connection (data_version moves when it commits) or another
+        KVStore on our own Index: its writes go through our connection, where data_version never
+        moves, so its saves and deletes were served stale from our tier until hot_ttl. The
+        connection's total_changes counts those (uncommitted ones too, as a reader in the same
+        transaction sees them); it also counts our own writes, which cost one SELECT here.
+        """
         self._forget_if_rolled_back()
         with self._index.read() as cur:
             version = int(cur.execute("PRAGMA data_version").fetchall()[0][0])
-            if version == self._seen_data_version:
+            token = (version, int(cur.connection.total_changes()))
+            if token == self._seen_token:
                 return
             gen = int(
                 cur.execute("SELECT value FROM kv_state WHERE name = 'generation'").fetchall()[0][0]
@@ -954,7 +977,7 @@ class KVStore:
         if gen != self._seen_generation:
             self._clear_hot()
             self._seen_generation = gen
-        self._seen_data_version = version
+        self._seen_token = token
 
     # -- data keys --------------------------------------------------------------------------------
 
@@ -1038,7 +1061,7 @@ class KVStore:
         """
         self.recover_keys()
         kid = self._create_key(rotate=True)
-        count, missing = self._reseal_all(kid)
+        count, missing, damaged = self._reseal_all(kid)
         retired = self._retire_unused()
         unreadable = 0
         if missing:
@@ -1056,24 +1079,35 @@ class KVStore:
                 unreadable,
                 ", ".join(sorted(missing)),
             )
+        if damaged:
+            log.warning(
+                "app-data key rotation skipped %d items that do not decrypt (damaged, or sealed "
+                "with another key than the keychain's): they keep their old data key",
+                len(damaged),
+            )
         log.info("rotated app-data key to %s: %d items re-sealed, retired %s", kid, count, retired)
-        return RotationReport(kid, count, retired, unreadable, tuple(sorted(missing)))
+        return RotationReport(
+            kid, count, retired, unreadable, tuple(sorted(missing)), tuple(sorted(damaged))
+        )
 
-    def _reseal_all(self, kid: str) -> tuple[int, set[str]]:
-        """Re-seal every item under ``kid``; return how many, and the ids of missing keys."""
+    def _reseal_all(self, kid: str) -> tuple[int, set[str], set[str]]:
+        """Re-seal every item under ``kid``; return how many, missing key ids, damaged items."""
         keys = self._require_keys()
         count = 0
         missing: set[str] = set()
+        damaged: set[str] = set()
         while True:
             skip = sorted(missing | {kid})
+            skip_keys = sorted(damaged)
             with self._index.read() as cur:
                 rows = cur.execute(
                     "SELECT key, value, key_id FROM kv_items WHERE key_id IS NOT NULL AND key_id"
-                    f" NOT IN ({','.join('?' * len(skip))}) LIMIT ?",
-                    (*skip, ROTATION_BATCH),
+                    f" NOT IN ({','.join('?' * len(skip))})"
+                    f" AND key NOT IN ({','.join('?' * len(skip_keys))}) LIMIT ?",
+                    (*skip, *skip_keys, ROTATION_BATCH),
                 ).fetchall()
             if not rows:
-                return count, missing
+                return count, missing, damaged
             resealed = []
             for k, v, old_kid in rows:
                 try:
@@ -1084,9 +1118,14 @@ class KVStore:
                     # Not in this keychain (a copied home), or retired by a concurrent rotation
                     # after our read: skipped either way; the newer rotation re-seals the latter.
                     missing.add(str(old_kid))
+                except DecryptionError:
+                    # One damaged item made every rotation fail here, half way, for good: its
+                    # old key could never be retired. It is skipped (and keeps that key).
+                    damaged.add(str(k))
             with self._write() as cur:
                 if self._current_kid(cur) != kid:
-                    return count, missing  # a newer rotation took over; it re-seals the rest
+                    # A newer rotation took over; it re-seals the rest.
+                    return count, missing, damaged
                 for new_value, new_kid, key, old_value in resealed:
                     # Compare-and-swap: a concurrent save already used the current key.
                     changed = cur.execute(
@@ -1144,6 +1183,9 @@ class KVStore:
         with self._lock:
             if self._purger is None:
                 self._purger = Purger(self, interval=interval)
+                # A store dropped without close() stops its purger when collected (the purger
+                # holds it only weakly): an app making a store per window must not leak threads.
+                self._purger_finalizer = weakref.finalize(self, self._purger.stop)
                 self._purger.start()
             return self._purger
 
@@ -1151,7 +1193,10 @@ class KVStore:
         """Stop the purger (if started) and drop the hot tier. The index stays open (not ours)."""
         with self._lock:
             purger, self._purger = self._purger, None
+            finalizer, self._purger_finalizer = self._purger_finalizer, None
             self._clear_hot()
+        if finalizer is not None:
+            finalizer.detach()
         if purger is not None:
             purger.stop()
             purger.join()
@@ -1170,7 +1215,8 @@ class Purger:
     """Background thread deleting expired app-data items every ``interval`` seconds.
 
     Lifecycle: ``start()`` once, ``stop()`` then ``join()``; ``purge_once()`` does one round
-    synchronously (tests call it instead of waiting).
+    synchronously (tests call it instead of waiting). It holds its store weakly: once the store
+    is garbage-collected the thread exits and ``purge_once()`` raises StoreClosedError.
     """
 
     def __init__(self, kv: KVStore, *, interval: float = DEFAULT_PURGE_INTERVAL_S) -> None:
@@ -1182,7 +1228,9 @@ class Purger:
                 f"the purge interval must be a positive number of seconds, not {interval!r:.40}",
                 hint=f"leave it out for the default ({DEFAULT_PURGE_INTERVAL_S:g} s)",
             )
-        self._kv = kv
+        # Weak: the thread (a GC root) held the store, so a store dropped without close() was
+        # never collected, and its purger ran for the life of the process.
+        self._kv = weakref.ref(kv)
         self._interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -1213,8 +1261,17 @@ class Purger:
                 self.state = PurgerState.STOPPED
 
     def purge_once(self) -> int:
-        """Purge synchronously; return how many items were deleted."""
-        n = self._kv.purge_expired()
+        """Purge synchronously; return how many items were deleted.
+
+        Raises StoreClosedError once the store is gone (and what purge_expired raises).
+        """
+        kv = self._kv()
+        if kv is None:
+            raise StoreClosedError(
+                "the app-data store this purger served was garbage-collected",
+                hint="keep a reference to the KVStore while you use its purger",
+            )
+        n = kv.purge_expired()
         self.purged += n
         return n
 
@@ -1231,6 +1288,11 @@ class Purger:
                 return
             except LocalStoreError as exc:  # a busy or full disk: log it and try next round
                 log.warning("app-data purge failed: %s", exc)
+            except Exception:
+                # Anything else (a bug, an app's clock that raised) ended the thread silently,
+                # its state left RUNNING, and expired items then piled up for the life of the
+                # process. Logged with its traceback; the next round tries again.
+                log.exception("app-data purge failed unexpectedly")
             with self._round_done:
                 self._rounds += 1
                 self._round_done.notify_all()

@@ -13,7 +13,14 @@ import pytest
 from localstore.config import Settings, load_settings
 from localstore.credentials import CredentialStore
 from localstore.crypto import DataKeys
-from localstore.errors import CryptoError, IndexStoreError, InvalidInputError, KVError
+from localstore.errors import (
+    CryptoError,
+    DecryptionError,
+    IndexStoreError,
+    InvalidInputError,
+    KVError,
+    StoreClosedError,
+)
 from localstore.index import Index
 from localstore.kv import KVNotFoundError, KVStore, Purger, PurgerState
 
@@ -140,6 +147,29 @@ def test_other_connections_writes_are_seen(index: Index, settings: Settings) -> 
         other_index.close()
 
 
+def test_two_stores_on_one_index_see_each_others_writes(index: Index, clock: FakeClock) -> None:
+    """An app may make a KVStore per component (or per call) on its one long-lived index. Their
+    writes share one connection, so PRAGMA data_version never moves for them: a store's hot tier
+    served a value another store on the same index had replaced or deleted (until hot_ttl)."""
+    settings_view = KVStore(index, clock=clock, hot_items=10)
+    editor = KVStore(index, clock=clock, hot_items=10)
+    settings_view.save("theme", "light")
+    assert settings_view.load("theme") == "light"  # cached
+    editor.save("theme", "dark")
+    assert settings_view.load("theme") == "dark"
+    assert settings_view.load_item("theme").value == "dark"
+    editor.delete("theme")
+    assert not settings_view.exists("theme")
+    assert settings_view.load("theme", None) is None
+    # Also inside a caller's own transaction (same thread, nothing committed yet).
+    settings_view.save("theme", "light")
+    assert settings_view.load("theme") == "light"
+    with index.write():
+        editor.save("theme", "blue")
+        assert settings_view.load("theme") == "blue"
+    assert settings_view.load("theme") == "blue"
+
+
 def test_a_dropped_store_is_not_kept_alive_by_the_index(index: Index) -> None:
     """An app making a KVStore per call on its long-lived index must not leak each one (with
     its hot tier) through the rollback listener it registered on the index."""
@@ -201,6 +231,54 @@ def test_purger_lifecycle_and_background_purge(index: Index, clock: FakeClock) -
         assert cur.execute("SELECT count(*) FROM kv_items").fetchall()[0][0] == 1
     kv.close()
     assert purger.state is PurgerState.STOPPED
+
+
+def test_a_dropped_store_stops_its_purger(index: Index, clock: FakeClock) -> None:
+    """An app making a KVStore with a purger per window (or per call) that forgets close() must
+    not keep each one alive for ever, hot tier and all, with a thread purging it: the purger's
+    thread held the store, so it was never collected and the thread never stopped."""
+    kv = KVStore(index, clock=clock, hot_items=10)
+    kv.save("k", "x" * 1000, ttl=1)
+    purger = kv.start_purger(interval=3600)
+    ref = weakref.ref(kv)
+    del kv
+    gc.collect()
+    assert ref() is None
+    purger.join(timeout=30)  # (a bound, not a timing assertion: the thread is woken at once)
+    assert purger.state is PurgerState.STOPPED
+    with pytest.raises(StoreClosedError):
+        purger.purge_once()
+
+
+def test_an_unexpected_purge_error_is_logged_and_the_purger_goes_on(
+    index: Index, clock: FakeClock, monkeypatch, caplog
+) -> None:
+    """A purge round that raised anything but a LocalStoreError ended the thread silently (its
+    state still RUNNING): expired items then stayed for the life of the process."""
+    kv = KVStore(index, clock=clock)
+    kv.save("e", 1, ttl=1)
+    clock.now += 1
+    real = KVStore.purge_expired
+    calls = 0
+
+    def fails_once(self: KVStore) -> int:  # (injects the fault; the purge itself is real)
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("injected")
+        return real(self)
+
+    monkeypatch.setattr(KVStore, "purge_expired", fails_once)
+    purger = kv.start_purger(interval=0.01)
+    try:
+        # The failed round, then one that purges (a bound, not a timing assertion).
+        assert purger.wait_rounds(2, timeout=30)
+        assert purger.purged == 1
+        assert purger.state is PurgerState.RUNNING
+    finally:
+        kv.close()
+    assert "app-data purge failed unexpectedly" in caplog.text
+    assert "RuntimeError: injected" in caplog.text
 
 
 def test_purge_once_and_bad_interval(index: Index, clock: FakeClock) -> None:
@@ -302,6 +380,38 @@ def test_crash_in_the_middle_of_resealing(
     assert old in report.retired
     assert creds.find(f"datakey:{old}") is None
     _all_readable(index, creds)
+
+
+@pytest.mark.keychain
+def test_a_damaged_item_does_not_stop_key_rotation(
+    ekv: KVStore, index: Index, creds: CredentialStore
+) -> None:
+    """One encrypted item whose ciphertext fails to decrypt (a damaged page, a bad copy) made
+    every rotate_data_key() raise DecryptionError half way: the old key could never be retired
+    and nothing said which item was at fault. It is now skipped and named in the report."""
+    old = ekv.current_key_id()
+    with index.write() as cur:  # the fault: one flipped bit in one item's ciphertext
+        value = bytearray(
+            cur.execute("SELECT value FROM kv_items WHERE key = 's/7'").fetchall()[0][0]
+        )
+        value[-1] ^= 1
+        cur.execute("UPDATE kv_items SET value = ? WHERE key = 's/7'", (bytes(value),))
+    report = ekv.rotate_data_key()
+    assert report.reencrypted == 99
+    assert report.damaged == ("s/7",)
+    assert old not in report.retired  # the damaged item still names it
+    assert creds.find(f"datakey:{old}") is not None
+    fresh = KVStore(index, credentials=creds, hot_items=0)
+    for i in range(100):
+        if i != 7:
+            assert fresh.load(f"s/{i}") == f"secret {i}"
+    with pytest.raises(DecryptionError) as info:
+        fresh.load("s/7")
+    assert "'s/7'" in str(info.value) and "delete" in (info.value.hint or "")
+    ekv.delete("s/7")  # what the hint says: then the next rotation retires the old key
+    report = ekv.rotate_data_key()
+    assert old in report.retired and report.damaged == ()
+    assert creds.find(f"datakey:{old}") is None
 
 
 @pytest.mark.keychain
