@@ -1923,7 +1923,10 @@ class BlueprintStore:
         """Read a blueprint (its YAML verbatim and its meta). Raises NotFoundError, AmbiguousRefError.
 
         If its YAML or meta file changed on disk since it was indexed (an edit not yet seen by a
-        watcher), the change is ingested first, so what is returned always matches the files.
+        watcher), the change is ingested first, so what is returned always matches the files;
+        except an empty YAML (an editor's in-place save before its write), which is left to the
+        watcher and the next reconcile: the last good revision is returned, as for a file that
+        does not parse.
         """
         self._check_open()
         with self.index.read() as cur:
@@ -1946,6 +1949,13 @@ class BlueprintStore:
             )
         )
         stale = yaml_stale or meta_stale
+        if stale and st is not None and st.st_size == 0:
+            # Most likely an editor's in-place save between its truncate and its write. An
+            # empty YAML is never a revision (it would be flagged, and load of a flagged row
+            # returns the last good revision anyway): recording it here only told the app's
+            # subscribers "invalid" for an edit about to complete. The watcher waits for the
+            # close; one left empty is flagged by it or the next reconcile (open, check).
+            return self._blueprint_from(row, self._revision_content(row.id, row.rev))
         if (
             stale
             and not row.flagged
