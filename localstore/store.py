@@ -1923,7 +1923,13 @@ class BlueprintStore:
         """Read a blueprint (its YAML verbatim and its meta). Raises NotFoundError, AmbiguousRefError.
 
         If its YAML or meta file changed on disk since it was indexed (an edit not yet seen by a
-        watcher), the change is ingested first, so what is returned always matches the files.
+        watcher), the change is ingested first, so what is returned always matches the files;
+        except an empty YAML (an editor's in-place save before its write), which is left to the
+        watcher and the next reconcile: the last good revision is returned, as for a file that
+        does not parse. While a Watcher runs on this store, a YAML that vanished is left to it
+        too (an editor's save may rename it away and write it anew; the watcher gives that a
+        grace period) and the last revision is returned; without one its delete is recorded
+        and NotFoundError raised.
         """
         self._check_open()
         with self.index.read() as cur:
@@ -1946,6 +1952,20 @@ class BlueprintStore:
             )
         )
         stale = yaml_stale or meta_stale
+        if stale and st is not None and st.st_size == 0:
+            # Most likely an editor's in-place save between its truncate and its write. An
+            # empty YAML is never a revision (it would be flagged, and load of a flagged row
+            # returns the last good revision anyway): recording it here only told the app's
+            # subscribers "invalid" for an edit about to complete. The watcher waits for the
+            # close; one left empty is flagged by it or the next reconcile (open, check).
+            return self._blueprint_from(row, self._revision_content(row.id, row.rev))
+        if st is None and self._watched():
+            # Gone for a moment in an editor's save (vim renames the file away and writes a new
+            # one; IDEs delete and create). The watcher gives a vanished file a grace period
+            # before it records a delete; load recorded it at once, and the file written next
+            # became a new blueprint with a new id. Without a watcher nothing else would see
+            # the delete before the next open, so load still records it then.
+            return self._blueprint_from(row, self._revision_content(row.id, row.rev))
         if (
             stale
             and not row.flagged
@@ -1981,6 +2001,13 @@ class BlueprintStore:
             except FileNotFoundError:
                 text = self._revision_content(row.id, row.rev)
         return self._blueprint_from(row, text)
+
+    def _watched(self) -> bool:
+        """Whether a Watcher runs on this store object (it then decides what a vanished file is)."""
+        # Imported here: the watcher module imports this one, and watchdog costs start-up time.
+        from localstore.watcher import running_watcher
+
+        return running_watcher(self) is not None
 
     def _revision_content(self, blueprint_id: str, rev: int) -> str:
         with self.index.read() as cur:

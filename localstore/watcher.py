@@ -42,6 +42,7 @@ import secrets
 import stat
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -489,6 +490,7 @@ class Watcher:
         refused = _root_watch_refused(self.root)
         if refused is not None:
             raise _watch_error(refused, self.root) from refused
+        _ignore_rewatch_warning()
         try:
             # The inotify instance is created here: EMFILE (max_user_instances) comes from this
             # line, and escaped as a bare OSError that neither start()'s callers nor the health
@@ -1677,6 +1679,26 @@ def running_watcher(store: BlueprintStore) -> Watcher | None:
         ):
             return watcher
     return None
+
+
+def _ignore_rewatch_warning() -> None:
+    """Ignore watchdog's "Callback with id ... already exists" RuntimeWarning, and only it.
+
+    watchdog 7.1 issues it in its reader thread when it adds a watch it has already (a folder
+    created with a sub-folder in it races its own recursive walk: any save into a new nested
+    folder can do it; a folder moved back in too); the watch stays right. Under ``-W error``
+    (an app's test suite, this one's) it raised there and killed the thread: an observer
+    restart and a full rescan each time, and pytest failed the app's test on the thread's
+    exception. Otherwise it printed to the app's stderr. Added in front of the filters each
+    time an observer starts (``filterwarnings`` keeps one copy), so it wins over an "error"
+    filter set before; one an app sets after the start wins over it.
+    """
+    warnings.filterwarnings(
+        "ignore",
+        message=r"Callback with id .* already exists for watch",
+        category=RuntimeWarning,
+        module=r"watchdog\.",
+    )
 
 
 def _keep_overflow_warnings() -> None:

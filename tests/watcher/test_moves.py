@@ -6,8 +6,6 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
-
 from localstore import files as fs
 from localstore.store import BlueprintStore
 from localstore.watcher import Watcher
@@ -108,9 +106,6 @@ def test_move_away_then_create_is_a_modify(
     assert [(e.kind, e.id) for e in recorder.take()] == [("modified", bp.id)]
 
 
-# watchdog 7.1 warns when a folder it still has a watch for comes back (same inode); the suite turns
-# warnings into errors, which would kill watchdog's reader thread. In real use it is only a warning.
-@pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
 def test_folder_moved_out_deletes_and_moved_in_creates(
     store: BlueprintStore, watcher: Watcher, recorder: Recorder, tmp_path: Path
 ) -> None:
@@ -132,7 +127,6 @@ def test_folder_moved_out_deletes_and_moved_in_creates(
     assert store.check().clean
 
 
-@pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
 def test_a_folder_moved_out_deletes_its_sub_folders_named_from_above_u_ffff(
     store: BlueprintStore, watcher: Watcher, recorder: Recorder, tmp_path: Path
 ) -> None:

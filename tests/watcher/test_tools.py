@@ -28,9 +28,6 @@ from .conftest import Recorder
 
 pytestmark = [
     pytest.mark.timeout(300),
-    # git re-creates folders under .git that watchdog 7.1 still watches: it warns "Callback with
-    # id ... already exists" in its own thread (harmless; see docs/watcher.md, known limits).
-    pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning"),
 ]
 
 
