@@ -429,6 +429,7 @@ OTHER_ENV_VARS = frozenset(
         "TEST_WORKERS",
         "REQUIRE_KEYCHAIN",
         "SOAK_S",
+        "EMBED_SEED",  # tests/test_embedding_app.py
         "SOAK_OUT",
         "SOAK_CYCLES",
         "CRASH_SEED",
