@@ -433,6 +433,7 @@ OTHER_ENV_VARS = frozenset(
         "SOAK_OUT",
         "SOAK_CYCLES",
         "CRASH_SEED",
+        "CRASH_KILLS",
         "FUZZ_EXAMPLES",
         "CONCURRENCY_SECONDS",
         "NEED_SYSTEMD",

@@ -1,6 +1,7 @@
 """Crash safety: SIGKILL a writer at random points; no acknowledged change is ever lost.
 
-100 kills in the default suite, 10,000 with LOCALSTORE_STRESS=1.
+100 kills in the default suite, 10,000 with LOCALSTORE_STRESS=1; LOCALSTORE_CRASH_KILLS=N runs N
+(a bounded stress run), LOCALSTORE_CRASH_SEED picks the kill schedule.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import localstore
 from localstore import files as fs
 from tests.conftest import STRESS
 
-KILLS = 10_000 if STRESS else 100
+KILLS = int(os.environ.get("LOCALSTORE_CRASH_KILLS") or (10_000 if STRESS else 100))
 CHILD = Path(__file__).with_name("crash_child.py")
 # About 0.3 s a kill on an idle 2-core machine; the stress run takes hours and gets no timeout.
 pytestmark = pytest.mark.timeout(0 if STRESS else 900)

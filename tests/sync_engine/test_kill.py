@@ -6,7 +6,8 @@ moment, landing in local saves, pushes (before or after the server committed), p
 After all kills, both devices sync cleanly; then every replica equals the server and every
 acknowledged change is there (an operation in flight at a kill may or may not have happened).
 
-24 kills by default, 300 with LOCALSTORE_STRESS=1.
+24 kills by default, 300 with LOCALSTORE_STRESS=1; LOCALSTORE_CRASH_KILLS=N runs N (a bounded stress
+run), LOCALSTORE_CRASH_SEED picks the kill schedule.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from sync.memory_remote import MemoryServer
 from .conftest import STRESS, Device, assert_converged, converge, server_snapshot
 from .file_remote import FileRemote, load_server
 
-KILLS = 300 if STRESS else 24
+KILLS = int(os.environ.get("LOCALSTORE_CRASH_KILLS") or (300 if STRESS else 24))
 DEVICES = ("a", "b")
 CHILD = Path(__file__).with_name("kill_child.py")
 ROOT = Path(__file__).parents[2]
