@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import CliRunner, Result
 
 from localstore.cli import cli
+from sync import _local as sync_local
 
 from .conftest import Device, converge
 
@@ -289,3 +293,40 @@ def test_a_merge_finished_after_another_terminal_resolved_is_kept(
     kept = Path(error["kept"])
     assert kept.read_text(encoding="utf-8") == "name: flow\nsteps: 45\n"
     assert b.store.load(ident).content == "name: flow\nsteps: 4\n"  # the other terminal's choice
+
+
+def test_two_terminals_resolving_at_once_do_not_both_win(
+    make_device: Callable[..., Device], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`resolve` checked that the conflict was open before its write transaction: another
+    terminal resolving in between was overwritten (its choice replaced, the record marked again)
+    while both said "resolved". The check is made again inside the write."""
+    _, b, ident = _conflicted(make_device)
+    real = sync_local.conflict_local_text
+
+    def other_terminal_first(store: Any, record: Any) -> str:
+        # Fault injected: the other terminal resolves between this one's check and its write.
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "localstore",
+                "--home",
+                str(b.home),
+                "conflicts",
+                "resolve",
+                "1",
+                "--take",
+                "remote",
+            ],
+            check=True,
+            env={**os.environ, "PYTHONPATH": os.getcwd()},
+        )
+        return real(store, record)
+
+    monkeypatch.setattr(sync_local, "conflict_local_text", other_terminal_first)
+    result = run(b.home, "conflicts", "resolve", "1", "--take", "local")
+    assert result.exit_code == 1 and "already resolved (take remote)" in result.stderr
+    assert b.store.load(ident).content == "name: flow\nsteps: 4\n"  # the remote, as chosen
+    (record,) = json.loads(run(b.home, "--json", "conflicts", "list", "--all").output)
+    assert record["resolution"] == "take remote"
