@@ -37,9 +37,11 @@ written: a bundle of nothing is never what a mistyped tag asked for).
 | 130 | interrupted (Ctrl-C) |
 
 An error's line on stderr reads `error: WHAT (HINT)`; with `--json` it is one JSON object,
-`{"error": {"message": ..., "hint": ..., "exit_code": ...}}`, bad usage (exit 2) included. An
-error nobody expected (a bug) is reported the same way; `--debug` (or `LOCALSTORE_DEBUG` set to
-anything but `0`, `false`, `no` or `off`) shows its Python traceback instead.
+`{"error": {"message": ..., "hint": ..., "exit_code": ...}}`, bad usage (exit 2) included (an
+error may add keys: `kept`, the file a merge `conflicts resolve --tool` could not take is kept
+in). An error nobody expected (a bug) is reported the same way; `--debug` (or
+`LOCALSTORE_DEBUG` set to anything but `0`, `false`, `no` or `off`) shows its Python traceback
+instead.
 """
 
 

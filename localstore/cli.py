@@ -159,11 +159,16 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def fail(message: str, *, code: int = EXIT_ERROR, hint: str = "") -> NoReturn:
-    """Print one line on stderr (a JSON object with --json) and exit with ``code``."""
+def fail(
+    message: str, *, code: int = EXIT_ERROR, hint: str = "", extra: dict[str, Any] | None = None
+) -> NoReturn:
+    """Print one line on stderr (a JSON object with --json) and exit with ``code``.
+
+    ``extra``: more keys of the JSON error object (the human line says them in ``message``).
+    """
     if _json_mode():
         # A script that asked for JSON parses the error too, instead of scraping a text line.
-        error = {"message": message, "hint": hint, "exit_code": code}
+        error = {"message": message, "hint": hint, "exit_code": code, **(extra or {})}
         click.echo(json.dumps({"error": error}, ensure_ascii=False), err=True)
     else:
         click.echo(f"error: {message}" + (f" ({hint})" if hint else ""), err=True)

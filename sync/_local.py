@@ -367,6 +367,13 @@ def resolve_conflict(
         raise ConflictError(f"conflict #{cid} is already resolved ({record.resolution})")
     text = content if content is not None else conflict_local_text(store, record)
     with store.index.write() as cur:
+        # Checked again where no other process can write (BEGIN IMMEDIATE): another terminal (or
+        # the daemon settling a deleted copy) may have resolved it since the check above, and
+        # going on overwrote that choice while both said "resolved".
+        now = st.get_conflict(cur, cid)
+        if now is None or not now.open:
+            how_now = now.resolution if now is not None else "and dropped"
+            raise ConflictError(f"conflict #{cid} is already resolved ({how_now})")
         own = _moved_not_copied(cur, record)
         if take != "remote" and not (own and take == "local"):
             assert text is not None

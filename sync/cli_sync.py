@@ -15,12 +15,19 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from localstore._daemon_state import PAUSED_DETAIL, daemon_running, read_pause
-from localstore.cli import EXIT_ATTENTION, CliContext, errors_to_exit, fail, pass_ctx
+from localstore.cli import (
+    EXIT_ATTENTION,
+    EXIT_NOT_FOUND,
+    CliContext,
+    errors_to_exit,
+    fail,
+    pass_ctx,
+)
 from sync._local import conflict_local_text, unaccepted_files
 from sync.engine import (
     SyncEngine,
@@ -500,7 +507,12 @@ def show_cmd(cli: CliContext, cid: int) -> None:
 )
 @pass_ctx
 def resolve_cmd(cli: CliContext, cid: int, take: str | None, tool: bool) -> None:
-    """Resolve a conflict; the result syncs like any edit and the conflict copy is removed."""
+    """Resolve a conflict; the result syncs like any edit and the conflict copy is removed.
+
+    With --tool, a merge that cannot be taken (not a valid blueprint, not UTF-8, the conflict
+    resolved meanwhile) or that the tool saved before exiting non-zero is kept in the home's
+    state folder; the error names the file, to fix and pass to --take.
+    """
     if (take is None) == (not tool):
         fail("give either --take local|remote|FILE or --tool", code=2)
     with errors_to_exit():
@@ -509,8 +521,7 @@ def resolve_cmd(cli: CliContext, cid: int, take: str | None, tool: bool) -> None
             record = get_conflict(store, cid)
             if not record.open:
                 raise ConflictError(f"conflict #{cid} is already resolved ({record.resolution})")
-            content = _run_merge_tool(cli.settings, record, conflict_local_text(store, record))
-            record = resolve_conflict(store, cid, content=content, how="merge tool")
+            record = _resolve_with_tool(cli.settings, store, record)
         elif take in ("local", "remote"):
             record = resolve_conflict(store, cid, take=take)  # type: ignore[arg-type]
         else:
@@ -529,8 +540,79 @@ def _read_take_file(name: str) -> str:
         fail(f"cannot read {name}: {exc}", hint="give a UTF-8 YAML file")
 
 
-def _run_merge_tool(settings: Settings, record: Any, local: str) -> str:
-    """Run ``settings.merge_tool`` on base/local/remote files; return what it wrote to MERGED.
+def _resolve_with_tool(settings: Settings, store: Any, record: Any) -> Any:
+    """Run the merge tool on an open conflict and resolve it with what the tool left in MERGED.
+
+    A merge the conflict cannot take (not UTF-8, not a valid blueprint, or the conflict resolved
+    from another terminal while the tool was open) is kept in the home's state folder and named
+    in the error, with the command that takes it once fixed: it was in the temp folder, deleted
+    with it, and the person's merging was lost.
+    """
+    start = conflict_local_text(store, record)
+    code, merged = _run_merge_tool(settings, record, start)
+    if code != 0:
+        note, extra = "", {}
+        if merged is not None and merged != start.encode("utf-8"):
+            # (A tool can save before it fails, or the person saved, then quit with an error.)
+            kept = _keep_merge(settings, record.cid, merged)
+            note, extra = f"; what it wrote to MERGED is kept at {kept}", {"kept": str(kept)}
+        fail(
+            f"the merge tool exited with {code}; the conflict stays open{note}",
+            code=EXIT_ATTENTION,
+            extra=extra,
+        )
+    if merged is None:
+        fail(
+            "the merge tool exited 0 but left no merged file; the conflict stays open",
+            code=EXIT_ATTENTION,
+            hint="check that merge_tool writes its result to %MERGED",
+        )
+    try:
+        text = merged.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        _fail_kept(settings, record.cid, merged, f"the merged text is not UTF-8 ({exc})", 1)
+    try:
+        return resolve_conflict(store, record.cid, content=text, how="merge tool")
+    except Exception as exc:
+        message = getattr(exc, "message", None)
+        if not isinstance(message, str):
+            # An error nobody expected: kept all the same, and reported as one (a traceback
+            # with --debug) by the CLI's catch-all.
+            kept = _keep_merge(settings, record.cid, merged)
+            click.echo(f"note: the merged text is kept at {kept}", err=True)
+            raise
+        from localstore.errors import NotFoundError
+
+        code = EXIT_NOT_FOUND if isinstance(exc, NotFoundError) else 1
+        _fail_kept(settings, record.cid, merged, message, code)
+
+
+def _keep_merge(settings: Settings, cid: int, merged: bytes) -> Path:
+    """Write a merge the conflict did not take where it outlives the temp folder; its path.
+
+    One file per conflict in the home's state folder (private to the user), overwritten by a
+    later failed attempt: the last merge is the one to carry on from.
+    """
+    folder = settings.paths.state / "merges"
+    folder.mkdir(parents=True, exist_ok=True)
+    kept = folder / f"conflict-{cid}.merged.yaml"
+    kept.write_bytes(merged)
+    return kept
+
+
+def _fail_kept(settings: Settings, cid: int, merged: bytes, message: str, code: int) -> NoReturn:
+    kept = _keep_merge(settings, cid, merged)
+    fail(
+        f"{message}; the merged text is kept at {kept}",
+        code=code,
+        hint=f"fix it, then run `localstore conflicts resolve {cid} --take {shlex.quote(str(kept))}`",
+        extra={"kept": str(kept)},
+    )
+
+
+def _run_merge_tool(settings: Settings, record: Any, local: str) -> tuple[int, bytes | None]:
+    """Run ``settings.merge_tool`` on base/local/remote files; return its exit code and the
+    bytes it left in MERGED (None when it deleted it).
 
     ``local`` is the conflict copy's current text (what ``--take local`` keeps), not the text
     recorded when the conflict happened: edits made to the copy since must reach the tool.
@@ -561,12 +643,11 @@ def _run_merge_tool(settings: Settings, record: Any, local: str) -> str:
             done = subprocess.run(argv, check=False)
         except OSError as exc:
             fail(f"cannot run the merge tool {argv[0]!r}: {exc}", hint="check merge_tool")
-        if done.returncode != 0:
-            fail(
-                f"the merge tool exited with {done.returncode}; the conflict stays open",
-                code=EXIT_ATTENTION,
-            )
-        return files["%MERGED"].read_text(encoding="utf-8")
+        try:
+            merged: bytes | None = files["%MERGED"].read_bytes()
+        except FileNotFoundError:
+            merged = None
+        return done.returncode, merged
 
 
 def _substitute(arg: str, files: dict[str, Path]) -> str:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import CliRunner, Result
 
 from localstore.cli import cli
+from sync import _local as sync_local
 
 from .conftest import Device, converge
 
@@ -211,3 +216,117 @@ def test_take_local_strips_only_the_copys_own_conflict_suffix() -> None:
     twice = f"flow (conflict b {stamp}) (conflict my (old) laptop {stamp})"
     assert _strip_copy_suffix(twice) == f"flow (conflict b {stamp})"
     assert _strip_copy_suffix("renamed by the person") == "renamed by the person"
+
+
+def _merge_tool(tmp_path: Path, body: str) -> dict[str, str]:
+    """A merge tool (a Python script run on %BASE %LOCAL %REMOTE %MERGED) doing ``body``."""
+    tool = tmp_path / "merge tool.py"  # (a space in the path: the template quotes it)
+    tool.write_text("import sys\nbase, local, remote, merged = sys.argv[1:5]\n" + body, "utf-8")
+    return {"LOCALSTORE_MERGE_TOOL": f"{sys.executable} '{tool}' %BASE %LOCAL %REMOTE %MERGED"}
+
+
+def test_a_merge_the_store_refuses_is_kept_for_take_file(
+    make_device: Callable[..., Device], tmp_path: Path
+) -> None:
+    """The merge tool exits 0 with a MERGED that is not a valid blueprint (a conflict marker left
+    in, a typo): the error was the YAML's, and the temp folder with the person's merge went with
+    it. It is kept, named in the error with the command that takes it once fixed."""
+    _, b, ident = _conflicted(make_device)
+    merged = "name: flow\n<<<<<<< mine\nsteps: 5\n=======\nsteps: 4\n>>>>>>> theirs\nnote: hours\n"
+    env = _merge_tool(tmp_path, f"open(merged, 'w', encoding='utf-8').write({merged!r})\n")
+    result = run(b.home, "--json", "conflicts", "resolve", "1", "--tool", env=env)
+    assert result.exit_code == 1 and result.stdout == ""
+    error = json.loads(result.stderr)["error"]
+    assert "YAML does not parse" in error["message"]
+    kept = Path(error["kept"])
+    assert kept.read_text(encoding="utf-8") == merged
+    assert f"localstore conflicts resolve 1 --take {shlex.quote(str(kept))}" in error["hint"]
+    assert b.store.load(ident).content == "name: flow\nsteps: 4\n"  # nothing written
+    assert len(json.loads(run(b.home, "--json", "conflicts").output)) == 1  # still open
+    kept.write_text("name: flow\nsteps: 45\nnote: hours\n", encoding="utf-8")
+    assert run(b.home, "conflicts", "resolve", "1", "--take", str(kept)).exit_code == 0
+    assert b.store.load(ident).content == "name: flow\nsteps: 45\nnote: hours\n"
+
+
+def test_a_merge_tool_that_leaves_no_readable_merged_file_is_a_clear_error(
+    make_device: Callable[..., Device], tmp_path: Path
+) -> None:
+    """MERGED deleted or not UTF-8 was 'unexpected FileNotFoundError/UnicodeDecodeError ...
+    report it', as for a bug; the bytes of one not UTF-8 were lost."""
+    _, b, _ = _conflicted(make_device)
+    remove = _merge_tool(tmp_path, "import os; os.remove(merged)\n")
+    gone = run(b.home, "conflicts", "resolve", "1", "--tool", env=remove)
+    assert gone.exit_code == 3, gone.output  # needs attention: the conflict stays open
+    assert "left no merged file" in gone.stderr and "unexpected" not in gone.stderr
+    latin = _merge_tool(tmp_path, "open(merged, 'wb').write(b'name: caf\\xe9\\n')\n")
+    bad = run(b.home, "--json", "conflicts", "resolve", "1", "--tool", env=latin)
+    assert bad.exit_code == 1
+    error = json.loads(bad.stderr)["error"]
+    assert "not UTF-8" in error["message"] and "unexpected" not in error["message"]
+    assert Path(error["kept"]).read_bytes() == b"name: caf\xe9\n"
+    # Saved, then quit with an error: open as before (exit 3), and what it saved is kept.
+    quit_ = _merge_tool(tmp_path, "open(merged, 'w').write('half: done\\n'); sys.exit(2)\n")
+    failed = run(b.home, "conflicts", "resolve", "1", "--tool", env=quit_)
+    assert failed.exit_code == 3 and "exited with 2; the conflict stays open" in failed.stderr
+    kept = failed.stderr.split("kept at ", 1)[1].strip()
+    assert Path(kept).read_text(encoding="utf-8") == "half: done\n"
+    assert len(json.loads(run(b.home, "--json", "conflicts").output)) == 1
+
+
+def test_a_merge_finished_after_another_terminal_resolved_is_kept(
+    make_device: Callable[..., Device], tmp_path: Path
+) -> None:
+    """While the tool is open, the conflict is resolved from another terminal: the merge made in
+    the tool was dropped with "already resolved"; it is kept, the other resolution stands."""
+    _, b, ident = _conflicted(make_device)
+    other = (
+        "import subprocess\n"
+        f"subprocess.run([sys.executable, '-m', 'localstore', '--home', {str(b.home)!r}, "
+        "'conflicts', 'resolve', '1', '--take', 'remote'], check=True)\n"
+        "open(merged, 'w', encoding='utf-8').write('name: flow\\nsteps: 45\\n')\n"
+    )
+    env = {**_merge_tool(tmp_path, other), "PYTHONPATH": os.getcwd()}
+    result = run(b.home, "--json", "conflicts", "resolve", "1", "--tool", env=env)
+    assert result.exit_code == 1
+    error = json.loads(result.stderr.strip().splitlines()[-1])["error"]
+    assert "already resolved (take remote)" in error["message"]
+    kept = Path(error["kept"])
+    assert kept.read_text(encoding="utf-8") == "name: flow\nsteps: 45\n"
+    assert b.store.load(ident).content == "name: flow\nsteps: 4\n"  # the other terminal's choice
+
+
+def test_two_terminals_resolving_at_once_do_not_both_win(
+    make_device: Callable[..., Device], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`resolve` checked that the conflict was open before its write transaction: another
+    terminal resolving in between was overwritten (its choice replaced, the record marked again)
+    while both said "resolved". The check is made again inside the write."""
+    _, b, ident = _conflicted(make_device)
+    real = sync_local.conflict_local_text
+
+    def other_terminal_first(store: Any, record: Any) -> str:
+        # Fault injected: the other terminal resolves between this one's check and its write.
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "localstore",
+                "--home",
+                str(b.home),
+                "conflicts",
+                "resolve",
+                "1",
+                "--take",
+                "remote",
+            ],
+            check=True,
+            env={**os.environ, "PYTHONPATH": os.getcwd()},
+        )
+        return real(store, record)
+
+    monkeypatch.setattr(sync_local, "conflict_local_text", other_terminal_first)
+    result = run(b.home, "conflicts", "resolve", "1", "--take", "local")
+    assert result.exit_code == 1 and "already resolved (take remote)" in result.stderr
+    assert b.store.load(ident).content == "name: flow\nsteps: 4\n"  # the remote, as chosen
+    (record,) = json.loads(run(b.home, "--json", "conflicts", "list", "--all").output)
+    assert record["resolution"] == "take remote"
