@@ -516,7 +516,8 @@ def resolve_cmd(cli: CliContext, cid: int, take: str | None, tool: bool) -> None
     if (take is None) == (not tool):
         fail("give either --take local|remote|FILE or --tool", code=2)
     with errors_to_exit():
-        store = cli.store()
+        # (existing: a conflict lives only in a home that exists; a mistyped --home made one.)
+        store = cli.store(existing=True)
         if tool:
             record = get_conflict(store, cid)
             if not record.open:

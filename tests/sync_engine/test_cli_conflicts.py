@@ -182,6 +182,18 @@ def test_a_missing_conflict_is_not_found_exit_4(tmp_path: Path) -> None:
         assert result.stderr == "error: there is no conflict #99 (see `localstore conflicts`)\n"
 
 
+@pytest.mark.parametrize("how", ["--take", "--tool"])
+def test_resolve_with_a_mistyped_home_makes_no_home(tmp_path: Path, how: str) -> None:
+    """A resolve in a home that does not exist says so, as list and show do; it made a new
+    empty home there (index, folders) and then reported the conflict as not found."""
+    home = tmp_path / "typo"
+    args = ("--take", "local") if how == "--take" else ("--tool",)
+    result = run(home, "conflicts", "resolve", "1", *args)
+    assert result.exit_code == 4, result.output
+    assert f"no LocalStore home at {home}" in result.stderr
+    assert not home.exists()
+
+
 def test_resolve_take_local_keeps_the_local_meta_too(
     make_device: Callable[..., Device],
 ) -> None:
