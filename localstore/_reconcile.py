@@ -1068,6 +1068,11 @@ class Reconciler:
             identity = row_at_path or self._match_moved_yaml(cur, sha256_hex(yaml_bytes))
             if identity is not None:
                 meta = identity.meta
+                if identity.path != rel:
+                    # A YAML moved alone: its meta file is still at the old name, and it may
+                    # hold edits no pass has read yet (a name or tags changed by hand). Taken
+                    # from the index instead, those were lost when that file was removed below.
+                    meta = self._meta_left_behind(identity) or meta
             else:
                 now = utc_now()
                 meta = BlueprintMeta(
@@ -1310,6 +1315,16 @@ class Reconciler:
             if not (self.store.root / row.path).exists():
                 return row
         return None
+
+    def _meta_left_behind(self, row: Row) -> BlueprintMeta | None:
+        """The meta file still at ``row``'s old path if it is valid and carries its id."""
+        meta_rel = fs.meta_path_for(row.path)
+        try:
+            raw = self._read_meta(meta_rel)
+            found = None if raw is None else decode_meta(raw, source=meta_rel)
+        except (StorageError, InvalidMetaError):
+            return None
+        return found if found is not None and found.id == row.id else None
 
     def _follow_meta(self, old_rel: str, new_rel: str) -> None:
         """The user renamed the YAML: move its meta file along (we rewrite it at the new place)."""

@@ -67,3 +67,22 @@ def test_a_new_blueprint_killed_before_its_renames_is_kept_in_a_subfolder(
     (folder,) = (home / "data/recovered").iterdir()
     assert (folder / "p/b.blueprint.yaml").read_text() == NEW
     assert not list((home / "blueprints/p").iterdir())
+
+
+def test_a_yaml_moved_alone_keeps_its_meta_edited_by_hand(home: Path) -> None:
+    # The meta was edited by hand (tags) while nothing ran, then the YAML alone was renamed.
+    # Reconcile re-paired the YAML with its blueprint by hash, wrote the new meta from the
+    # index (the old tags) and removed the edited meta file: the edit was gone.
+    with localstore.open(home=home) as s:
+        bp = s.save("a", OLD, tags=["old"])
+    root = home / "blueprints"
+    meta_file = root / "a.blueprint.meta.json"
+    meta_file.write_bytes(meta_file.read_bytes().replace(b'"old"', b'"edited"'))
+    (root / "a.blueprint.yaml").rename(root / "b.blueprint.yaml")
+    with localstore.open(home=home, reconcile=False) as s:
+        s.check(fix=True)
+        got = s.load(bp.id)
+        assert (got.path, got.meta.tags) == ("b.blueprint.yaml", ("edited",))
+        assert s.check().clean
+    assert not meta_file.exists()
+    assert b'"edited"' in (root / "b.blueprint.meta.json").read_bytes()
