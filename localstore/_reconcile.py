@@ -352,6 +352,24 @@ def stamp_inodes(
         raise map_apsw_error(exc, "record the files' inodes in the index") from exc
 
 
+def _save_temp_target(rel: str) -> str | None:
+    """The blueprint file (YAML or meta) a save's temp ``.<name>.<8 hex>.lstmp`` was written
+    for, or None for any other temp (a file set aside, the folder mark's)."""
+    folder, _, name = rel.rpartition("/")
+    stem = name.removesuffix(fs.TEMP_SUFFIX)
+    body, _, token = stem.rpartition(".")
+    if (
+        not body.startswith(".")
+        or len(token) != 8
+        or not all(c in "0123456789abcdef" for c in token)
+    ):
+        return None
+    target = body[1:]
+    if not target.endswith((fs.YAML_SUFFIX, fs.META_SUFFIX)):
+        return None
+    return f"{folder}/{target}" if folder else target
+
+
 class Reconciler:
     """One reconcile pass over a store (or one path of it)."""
 
@@ -516,8 +534,63 @@ class Reconciler:
                     self._handle_orphan(cur, rel, report)
             for rel in self._stale_temps(scan):
                 with self._isolated(rel, report):
-                    fs.remove_file(self.store.root / rel)
-                    report.fixed.append({"kind": "temp-file", "path": rel, "detail": "removed"})
+                    self.clear_stale_temp(rel, report)
+
+    def clear_stale_temp(self, rel: str, report: CheckReport) -> None:
+        """Remove a stale temp file, unless it may be the only copy of a version (kept then).
+
+        A save killed (a crash, a power cut) after its temps were flushed and before their
+        renames leaves the new version in them, and nowhere else: the index rolled back, the
+        files in place are the old ones. Removed as a leftover a minute later (the next open did
+        it, without a word), that edit was gone. A temp of a blueprint file whose bytes are not
+        the file's at its name is moved to ``<data>/recovered/`` under that file's name (so the
+        pair can be put back as it is) and reported; any other temp (ours, with nothing new in
+        it: a file set aside, a version already in place) is removed as before.
+        """
+        root = self.store.root
+        target = _save_temp_target(rel)
+        if target is not None:
+            try:
+                data = fs.read_regular(root / rel)
+            except FileNotFoundError:
+                return  # gone since the scan (another pass took it)
+            try:
+                current: bytes | None = fs.read_regular(root / target)
+            except FileNotFoundError:
+                current = None
+            if data and data != current:
+                kept = self._keep_recovered(target, data)
+                fs.remove_file(root / rel)
+                log.warning("%s: kept an interrupted save's version at %s", rel, kept)
+                detail = (
+                    f"kept: a save that was interrupted (a crash) left this version of "
+                    f"{fs.printable(target)}, which is not in the store; it is now {kept} "
+                    "(copy it into the blueprints folder, or save its content, to use it; "
+                    "delete it otherwise)"
+                )
+                report.fixed.append({"kind": "temp-kept", "path": rel, "detail": detail})
+                return
+        fs.remove_file(root / rel)
+        report.fixed.append({"kind": "temp-file", "path": rel, "detail": "removed"})
+
+    def _keep_recovered(self, target: str, data: bytes) -> Path:
+        """Write ``data`` durably to a new file named like ``target`` under <data>/recovered/.
+
+        Copied, not renamed: the data folder may be on another disk than the blueprints folder.
+        Outside the blueprints folder so that the scan never takes it for a blueprint. The temps
+        of one save (its YAML and meta) go to the same folder, under their files' names.
+        """
+        base = self.store.paths.data / "recovered"
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        for n in range(1000):
+            folder = base / (stamp if n == 0 else f"{stamp}-{n}")
+            dest = folder / target
+            if not dest.exists():
+                break
+        fs.ensure_dir(dest.parent)
+        if not fs.create_file(dest, data):
+            raise StorageError(f"cannot keep a recovered file at {dest}: the name is taken")
+        return dest
 
     def _still_on_disk(self, row: Row | _Listed, scan: _Scan) -> dict[str, str] | None:
         """The problem to report instead of deleting ``row`` if its file is still there.
@@ -995,6 +1068,11 @@ class Reconciler:
             identity = row_at_path or self._match_moved_yaml(cur, sha256_hex(yaml_bytes))
             if identity is not None:
                 meta = identity.meta
+                if identity.path != rel:
+                    # A YAML moved alone: its meta file is still at the old name, and it may
+                    # hold edits no pass has read yet (a name or tags changed by hand). Taken
+                    # from the index instead, those were lost when that file was removed below.
+                    meta = self._meta_left_behind(identity) or meta
             else:
                 now = utc_now()
                 meta = BlueprintMeta(
@@ -1237,6 +1315,16 @@ class Reconciler:
             if not (self.store.root / row.path).exists():
                 return row
         return None
+
+    def _meta_left_behind(self, row: Row) -> BlueprintMeta | None:
+        """The meta file still at ``row``'s old path if it is valid and carries its id."""
+        meta_rel = fs.meta_path_for(row.path)
+        try:
+            raw = self._read_meta(meta_rel)
+            found = None if raw is None else decode_meta(raw, source=meta_rel)
+        except (StorageError, InvalidMetaError):
+            return None
+        return found if found is not None and found.id == row.id else None
 
     def _follow_meta(self, old_rel: str, new_rel: str) -> None:
         """The user renamed the YAML: move its meta file along (we rewrite it at the new place)."""

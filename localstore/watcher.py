@@ -1506,8 +1506,13 @@ class Watcher:
         for rel in [k for k in self._failing if k not in self._pending]:
             self._forget_failure(rel)
         self._update_ingest_problem()
-        for rel in diff.stale:
-            fs.remove_file(self.root / rel)
+        if diff.stale:
+            from localstore.store import CheckReport
+
+            # (Kept aside, not removed, if one holds an interrupted save's only copy.)
+            sweeper, swept = Reconciler(self.store), CheckReport()
+            for rel in diff.stale:
+                sweeper.clear_stale_temp(rel, swept)
         if diff.orphans:
             log.info("meta files without their YAML: %s", ", ".join(diff.orphans[:10]))
         readable = [
