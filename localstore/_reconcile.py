@@ -28,6 +28,7 @@ import apsw
 
 from localstore import _late_meta as late_meta
 from localstore import files as fs
+from localstore._revisions import revision_text
 from localstore.blueprint import (
     MAX_META_BYTES,
     BlueprintMeta,
@@ -1316,6 +1317,24 @@ class Reconciler:
                 return row
         return None
 
+    @staticmethod
+    def _meta_known(cur: Any, blueprint_id: str, raw: bytes) -> bool:
+        """Whether ``raw`` is a meta file the store has: the live one, or one in history."""
+        digest = sha256_hex(raw)
+        live = cur.execute(
+            "SELECT 1 FROM blueprints WHERE id = ? AND meta_sha256 = ?", (blueprint_id, digest)
+        ).fetchall()
+        if live:
+            return True
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        for (value,) in cur.execute("SELECT meta FROM revisions WHERE id = ?", (blueprint_id,)):
+            if revision_text(value) == text:
+                return True
+        return False
+
     def _meta_left_behind(self, row: Row) -> BlueprintMeta | None:
         """The meta file still at ``row``'s old path if it is valid and carries its id."""
         meta_rel = fs.meta_path_for(row.path)
@@ -1461,7 +1480,20 @@ class Reconciler:
                 "SELECT path FROM blueprints WHERE id = ? AND deleted = 0", (meta.id,)
             ).fetchall()
             if rows and rows[0][0] != fs.yaml_path_for(rel):
-                # Leftover of an interrupted move: the blueprint lives elsewhere now.
+                # The blueprint lives elsewhere now: a leftover of an interrupted move, removed
+                # when its bytes are a version the store has. Otherwise it may hold edits made
+                # by hand (a pair's meta copied here and changed): removing it lost them, so it
+                # is kept in <data>/recovered/ and reported.
+                if raw is not None and not self._meta_known(cur, meta.id, raw):
+                    kept = self._keep_recovered(rel, raw)
+                    fs.remove_file(self.store.root / rel)
+                    detail = (
+                        f"kept: a meta file of a blueprint that lives at {fs.printable(rows[0][0])}"
+                        f", with changes the store does not have; it is now {kept} (copy what"
+                        " you want from it into that blueprint's meta; delete it otherwise)"
+                    )
+                    report.fixed.append({"kind": "orphan-meta", "path": rel, "detail": detail})
+                    return
                 fs.remove_file(self.store.root / rel)
                 report.fixed.append({"kind": "orphan-meta", "path": rel, "detail": "removed"})
                 return

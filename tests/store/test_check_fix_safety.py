@@ -86,3 +86,27 @@ def test_a_yaml_moved_alone_keeps_its_meta_edited_by_hand(home: Path) -> None:
         assert s.check().clean
     assert not meta_file.exists()
     assert b'"edited"' in (root / "b.blueprint.meta.json").read_bytes()
+
+
+def test_a_copied_meta_edited_by_hand_without_its_yaml_is_kept(home: Path) -> None:
+    # A meta file whose id lives at another path was removed as the leftover of an interrupted
+    # move, whatever it held: a copy of a pair's meta with tags changed by hand lost them.
+    with localstore.open(home=home) as s:
+        s.save("a", OLD, tags=["one"])
+        meta_bytes = s.abspath("a.blueprint.meta.json").read_bytes()
+    root = home / "blueprints"
+    edited = meta_bytes.replace(b'"one"', b'"one", "edited"')
+    assert edited != meta_bytes
+    (root / "z.blueprint.meta.json").write_bytes(edited)
+    # The same bytes as the live meta: a leftover, removed as before.
+    (root / "y.blueprint.meta.json").write_bytes(meta_bytes)
+    with localstore.open(home=home, reconcile=False) as s:
+        report = s.check(fix=True)
+        assert s.check().clean
+    assert not (root / "z.blueprint.meta.json").exists()
+    assert not (root / "y.blueprint.meta.json").exists()
+    fixed = {f["path"]: f["detail"] for f in report.fixed if f["kind"] == "orphan-meta"}
+    assert fixed["y.blueprint.meta.json"] == "removed"
+    assert fixed["z.blueprint.meta.json"].startswith("kept: ")
+    kept = list((home / "data" / "recovered").rglob("z.blueprint.meta.json"))
+    assert [p.read_bytes() for p in kept] == [edited]
