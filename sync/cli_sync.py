@@ -298,7 +298,13 @@ def _daemon_verify(settings: Settings) -> dict[str, Any] | None:
     except ImportError:
         return None
     try:
-        with control.ControlClient.connect(settings, timeout=10.0) as client:
+        client = control.ControlClient.connect(settings, timeout=10.0)
+    except Exception as exc:  # noqa: BLE001 - (a hung daemon's handshake too): verify here
+        click.echo(f"note: the daemon did not verify ({exc}); verifying here", err=True)
+        return None
+    try:
+        # (Connected apart: a handshake that timed out is no verify still running there.)
+        with client:
             answer = client.verify(timeout=DAEMON_SYNC_WAIT_S)
     except control.ControlRequestError as exc:
         if exc.code == "unknown_op":  # a daemon from before the op
