@@ -140,8 +140,18 @@ def _open_remote(settings: Settings) -> Remote:
 def sync_cmd(cli: CliContext, verify: bool, retry_quarantined: bool) -> None:
     """Run one sync cycle (push, pull, merge). Exit 3 when something needs attention.
 
-    When a daemon syncs this home, the cycle runs there (one syncing process per home).
+    When a daemon syncs this home, the cycle runs there (one syncing process per home), and so
+    does --verify.
     """
+    if verify:
+        # The daemon holds the home's lock: un-parking here failed with "another process is
+        # syncing this home". It un-parks them and runs the cycle that retries them.
+        if retry_quarantined and _daemon_sync(cli.settings, retry_quarantined=True) is not None:
+            retry_quarantined = False
+        verified = _daemon_verify(cli.settings)
+        if verified is not None:
+            _emit_verify(cli, verified)
+            return
     delegated = None if verify else _daemon_sync(cli.settings, retry_quarantined)
     if delegated is not None:
         report = _report_from(delegated["report"])
@@ -274,21 +284,69 @@ def _daemon_sync(settings: Settings, retry_quarantined: bool = False) -> dict[st
     return answer
 
 
+def _daemon_verify(settings: Settings) -> dict[str, Any] | None:
+    """Run ``verify`` in this home's daemon; None when none runs, it cannot be reached, or it
+    is too old for the op (then it runs here: it takes no lock and writes nothing).
+
+    In the daemon it runs between two of its cycles: here, a push of the daemon's between the
+    read of the server and the read of the index showed as a difference that was not one.
+    """
+    if daemon_state(settings) is None:
+        return None
+    try:
+        control = importlib.import_module("sync.control")
+    except ImportError:
+        return None
+    try:
+        client = control.ControlClient.connect(settings, timeout=10.0)
+    except Exception as exc:  # noqa: BLE001 - (a hung daemon's handshake too): verify here
+        click.echo(f"note: the daemon did not verify ({exc}); verifying here", err=True)
+        return None
+    try:
+        # (Connected apart: a handshake that timed out is no verify still running there.)
+        with client:
+            answer = client.verify(timeout=DAEMON_SYNC_WAIT_S)
+    except control.ControlRequestError as exc:
+        if exc.code == "unknown_op":  # a daemon from before the op
+            return None
+        fail(f"the daemon could not verify: {exc.message}", hint=exc.hint)
+    except control.ControlError as exc:
+        if isinstance(exc.__cause__, TimeoutError):
+            fail(
+                f"the daemon did not finish verifying within {DAEMON_SYNC_WAIT_S:g} s",
+                hint="it may be in a long cycle: `localstore status` shows how it goes; "
+                "run this command again later",
+            )
+        click.echo(f"note: the daemon did not verify ({exc}); verifying here", err=True)
+        return None
+    except Exception as exc:  # noqa: BLE001 - any control failure: verify here instead
+        click.echo(f"note: the daemon did not verify ({exc}); verifying here", err=True)
+        return None
+    if not isinstance(answer, dict) or not isinstance(answer.get("differences"), list):
+        return None
+    return answer
+
+
 def _verify(cli: CliContext, engine: SyncEngine) -> None:
-    report = engine.verify()
+    _emit_verify(cli, engine.verify().to_dict())
+
+
+def _emit_verify(cli: CliContext, report: dict[str, Any]) -> None:
+    """Print a ``VerifyReport.to_dict()`` (this process's, or the daemon's); exit 3 if unclean."""
+    differences: list[dict[str, Any]] = report["differences"]
 
     def human() -> None:
-        click.echo(f"local {report.local}, server {report.remote} live blueprints")
-        for diff in report.differences:
-            if diff["kind"] == "flagged":
+        click.echo(f"local {report.get('local')}, server {report.get('remote')} live blueprints")
+        for diff in differences:
+            if diff.get("kind") == "flagged":
                 click.echo(f"  flagged: {diff['path']}: {diff['detail']} (not synced until fixed)")
                 continue
-            pending = " (pending upload)" if diff["pending"] else ""
-            click.echo(f"  {diff['kind']}: {diff['id']}{pending}")
-        click.echo("in sync" if report.clean else f"{len(report.differences)} difference(s)")
+            pending = " (pending upload)" if diff.get("pending") else ""
+            click.echo(f"  {diff.get('kind')}: {diff.get('id')}{pending}")
+        click.echo("in sync" if not differences else f"{len(differences)} difference(s)")
 
-    cli.emit(report.to_dict(), human)
-    if not report.clean:
+    cli.emit(report, human)
+    if differences:
         raise SystemExit(EXIT_ATTENTION)
 
 

@@ -109,6 +109,7 @@ OPS = (
     "ping",
     "status",
     "sync",
+    "verify",
     "pause",
     "resume",
     "metrics",
@@ -116,8 +117,10 @@ OPS = (
     "subscribe",
     "unsubscribe",
 )
-_HANDLER_OPS = frozenset({"status", "sync", "pause", "resume", "metrics", "stop"})
-_SYNC_OPS = frozenset({"sync"})  # run on their own pool (see ControlServer.__init__)
+_HANDLER_OPS = frozenset({"status", "sync", "verify", "pause", "resume", "metrics", "stop"})
+# Run on their own pool (see ControlServer.__init__): each waits for the server (and `verify`
+# for the cycle in progress), which must not leave `status` or `pause` unanswered meanwhile.
+_SYNC_OPS = frozenset({"sync", "verify"})
 _SYNC_WORKERS = 2
 _TOKEN_HEADERS = ("X-LocalStore-Token",)
 # The client's buffer of events that arrive while it waits for a reply; beyond it the oldest are
@@ -1011,6 +1014,13 @@ class ControlClient:
         if retry_quarantined:  # (only when asked: the op's arguments of older daemons stay valid)
             args["retry_quarantined"] = True
         result: dict[str, Any] = self.request("sync", timeout=timeout, **args)
+        return result
+
+    def verify(self, *, timeout: float = 120.0) -> dict[str, Any]:
+        """Compare the home's ids and hashes with the server's (``VerifyReport.to_dict()``), in
+        the daemon's engine, between its cycles. A daemon without the op answers ``unknown_op``.
+        """
+        result: dict[str, Any] = self.request("verify", timeout=timeout)
         return result
 
     def pause(self) -> dict[str, Any]:
