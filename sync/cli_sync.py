@@ -416,23 +416,24 @@ def daemon_state(settings: Settings) -> dict[str, Any] | None:
     return daemon_running(settings)
 
 
-def _daemon_status(settings: Settings) -> dict[str, Any] | None:
-    """Ask a running daemon for its live sync status; None when none runs or it cannot answer."""
+def _daemon_status(settings: Settings) -> tuple[dict[str, Any] | None, str | None]:
+    """Ask a running daemon for its live sync status: (that status, None), or (None, why a
+    daemon that runs did not answer), or (None, None) when none runs."""
     if daemon_state(settings) is None:
-        return None
+        return None, None
     try:
         # The daemon component's client; optional, so status works without it.
         control = importlib.import_module("sync.control")
     except ImportError:
-        return None
+        return None, None
     try:
         with control.ControlClient.connect(settings, timeout=5.0) as client:
             answer = client.status()
     except Exception as exc:  # noqa: BLE001 - any control-channel failure: fall back to the index
         click.echo(f"note: the daemon did not answer ({exc}); showing local status", err=True)
-        return None
+        return None, str(exc) or type(exc).__name__
     sync_part = answer.get("sync") if isinstance(answer, dict) else None
-    return dict(sync_part) if isinstance(sync_part, dict) else None
+    return (dict(sync_part) if isinstance(sync_part, dict) else None), None
 
 
 @click.command("status")
@@ -444,7 +445,7 @@ def status_cmd(cli: CliContext) -> None:
     cannot sync until fixed), 1 when sync is stopped by an error.
     """
     with errors_to_exit():
-        live = _daemon_status(cli.settings)
+        live, silent = _daemon_status(cli.settings)
         store = cli.store(existing=True)
         local = local_status(store)
         quarantine = [q.to_dict() for q in list_quarantine(store)]
@@ -456,6 +457,10 @@ def status_cmd(cli: CliContext) -> None:
         if data.get(key) is None:
             data[key] = value
     data["daemon"] = live is not None
+    if silent is not None:
+        # A daemon runs (its pid lives and holds the home's lock) but did not answer: hung, or
+        # overloaded. Shown as the index's "idle" alone, that looked like a healthy home.
+        data["daemon_not_answering"] = silent
     pause = read_pause(cli.settings.paths.state) if live is None else None
     if pause is not None and data.get("state") != "error":
         # No daemon runs, but the next one starts paused (docs/daemon.md, "Pause").
@@ -467,6 +472,8 @@ def status_cmd(cli: CliContext) -> None:
 
     def human() -> None:
         source = "daemon" if live is not None else "local index"
+        if silent is not None:
+            source += "; the daemon runs but did not answer (`localstore doctor` says what to do)"
         if data.get("detail"):  # why a daemon is offline or paused ("not logged in", ...)
             source += f": {data['detail']}"
         click.echo(f"state: {data.get('state')} ({source})")

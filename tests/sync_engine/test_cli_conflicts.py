@@ -165,11 +165,40 @@ def test_status_falls_back_to_the_index_without_a_live_daemon(
     state.write_text(json.dumps({"pid": 2**22 + 12345, "port": 1, "token": "t"}), encoding="utf-8")
     data = json.loads(run(a.home, "--json", "status").output)
     assert data["daemon"] is False and data["pending"] == 1
+    assert "daemon_not_answering" not in data  # (none runs: nothing to report)
     # A live pid whose control port does not answer: a note on stderr, the local status on stdout.
     state.write_text(json.dumps({"pid": os.getpid(), "port": 1, "token": "t"}), encoding="utf-8")
     result = run(a.home, "--json", "status")
     assert result.exit_code == 0
     assert json.loads(result.stdout)["daemon"] is False
+
+
+def test_status_says_when_a_running_daemon_does_not_answer(
+    make_device: Callable[..., Device],
+) -> None:
+    """A daemon that runs (its pid alive and holding the home's lock) but does not answer was
+    shown as the index's state alone ("idle (local index)"), like a healthy home with no
+    daemon; only a note on stderr told of it."""
+    from sync.embed import HomeLock
+
+    a = make_device("a")
+    a.store.save("s/x", "v: 1\n")
+    lock = HomeLock.for_settings(a.store.settings)  # (this process plays the hung daemon)
+    assert lock.acquire()
+    try:
+        state = a.home / "state" / "daemon.json"
+        state.write_text(json.dumps({"pid": os.getpid(), "port": 1, "token": "t"}), "utf-8")
+        result = run(a.home, "--json", "status")
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+        assert data["daemon"] is False and data["pending"] == 1
+        assert data["daemon_not_answering"]
+        human = run(a.home, "status")
+        assert "the daemon runs but did not answer" in human.stdout.splitlines()[0]
+    finally:
+        lock.release()
+    data = json.loads(run(a.home, "--json", "status").stdout)
+    assert "daemon_not_answering" not in data  # (none runs now: nothing to report)
 
 
 def test_a_missing_conflict_is_not_found_exit_4(tmp_path: Path) -> None:
