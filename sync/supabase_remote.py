@@ -1612,12 +1612,14 @@ def logout(
             creds, session_credential_name(settings), lock_path=refresh_lock_path(settings)
         )
         revoked = False
-        session = storage.durable_session()
         project = _stored_project(creds, settings)
-        if revoke and session is not None and project is not None:
-            revoked = _revoke(project, session, timeout_s)
-        # Under the refresh lock: a refresh in flight elsewhere must not write the session back.
+        # Under the refresh lock: a refresh in flight elsewhere must not write the session back,
+        # and the revocation (which may refresh first, see _revoke) must not race a daemon's
+        # refresh of the same token: it starts from the newest session.
         with storage.refresh_guard():
+            session = _parse_session(storage.reload())
+            if revoke and session is not None and project is not None:
+                revoked = _revoke(project, session, timeout_s)
             storage.forget()
         try:
             creds.delete(project_credential_name(settings))
@@ -1638,8 +1640,22 @@ def _revoke(project: CloudProject, session: Session, timeout_s: float) -> bool:
             project.anon_key,
             _client_options(_MemoryStorage(), http, auto_refresh=False),
         )
+        access_token = session.access_token
+        if (session.expires_at or 0) <= time.time() + EXPIRY_MARGIN:
+            # /logout wants a live access token, and the stored one has usually expired (no
+            # sync ran for an hour): it answered 403 bad_jwt and the session, refresh token
+            # included, stayed valid on the server. The refresh token gets a live one.
+            try:
+                fresh = client.auth.refresh_session(session.refresh_token).session
+            except auth_errors.AuthApiError as exc:
+                if exc.code in _REVOKED_AUTH_CODES:
+                    return True  # already ended on the server: nothing left to revoke
+                raise
+            if fresh is None:
+                raise AuthError("the server returned no session")
+            access_token = fresh.access_token
         # scope=local revokes this session only; other devices stay signed in.
-        client.auth.admin.sign_out(session.access_token, "local")
+        client.auth.admin.sign_out(access_token, "local")
         return True
     except Exception as exc:  # noqa: BLE001 - logout proceeds locally whatever the server says
         log.warning(

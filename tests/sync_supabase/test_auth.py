@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import jwt
 import psycopg
 import pytest
@@ -228,3 +229,40 @@ def test_a_remote_opened_offline_with_an_expired_session_syncs_once_online(
     page = remote.pull(0)
     assert page.changes == [] and not page.reset_required
     assert remote.server_info().protocol == 1
+
+
+def _refresh_grant(cloud: LocalCloud, refresh_token: str) -> httpx.Response:
+    return httpx.post(
+        f"{cloud.url}/auth/v1/token?grant_type=refresh_token",
+        headers={"apikey": cloud.anon_key},
+        json={"refresh_token": refresh_token},
+        timeout=10,
+    )
+
+
+def test_logout_revokes_a_session_whose_access_token_expired(
+    cloud: LocalCloud, tmp_path: Path
+) -> None:
+    """The usual logout (no daemon ran for an hour) holds an expired access token, which the
+    server's /logout refuses: the session stayed valid on the server, "could not confirm"."""
+    settings = load_settings(home=tmp_path / "h", environ={})
+    login(settings, cloud.url, cloud.anon_key, new_email(), PASSWORD, signup=True)
+    raw = _stored_session(tmp_path / "h")
+    assert raw is not None
+    session = json.loads(raw)
+    # Fault injection: the stored access token expired an hour ago (as after a night's sleep).
+    claims = jwt.decode(session["access_token"], options={"verify_signature": False})
+    claims.update(iat=int(time.time()) - 7200, exp=int(time.time()) - 3600)
+    session["access_token"] = jwt.encode(claims, cloud.jwt_secret, algorithm="HS256")
+    session["expires_at"] = claims["exp"]
+    index = Index(settings.paths.index_db)
+    try:
+        CredentialStore(index, settings).set(session_credential_name(settings), json.dumps(session))
+    finally:
+        index.close()
+
+    assert logout(settings) is True
+    assert _stored_session(tmp_path / "h") is None
+    # The session is gone on the server: its refresh token (and any rotated from it) is refused.
+    refused = _refresh_grant(cloud, session["refresh_token"])
+    assert refused.status_code == 400, refused.text
