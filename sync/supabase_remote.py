@@ -1634,6 +1634,9 @@ def logout(
 
 def _revoke(project: CloudProject, session: Session, timeout_s: float) -> bool:
     http = _http_client(timeout_s)
+    # What the requests carry: a server or proxy that echoes a request in its error put the
+    # access token in logout's warning (map_error replaces them by ***).
+    secrets: list[str | None] = [project.anon_key, session.access_token, session.refresh_token]
     try:
         client = create_client(
             project.url,
@@ -1653,14 +1656,16 @@ def _revoke(project: CloudProject, session: Session, timeout_s: float) -> bool:
                 raise
             if fresh is None:
                 raise AuthError("the server returned no session")
+            secrets += [fresh.access_token, fresh.refresh_token]
             access_token = fresh.access_token
         # scope=local revokes this session only; other devices stay signed in.
         client.auth.admin.sign_out(access_token, "local")
         return True
     except Exception as exc:  # noqa: BLE001 - logout proceeds locally whatever the server says
+        # quiet: nothing retries a logout (no "will retry" line, no "sync retries" hint).
+        err = map_error(exc, what="revoke the session", quiet=True, secrets=secrets)
         log.warning(
-            "logout: the server did not confirm (%s); forgetting the session locally",
-            map_error(exc, what="revoke the session"),
+            "logout: the server did not confirm (%s); forgetting the session locally", err.message
         )
         return False
     finally:

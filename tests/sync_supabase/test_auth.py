@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +13,8 @@ import httpx
 import jwt
 import psycopg
 import pytest
+from supabase_auth._sync.gotrue_admin_api import SyncGoTrueAdminAPI
+from supabase_auth.errors import AuthApiError
 
 from localstore.config import load_settings
 from localstore.credentials import CredentialStore
@@ -266,3 +269,29 @@ def test_logout_revokes_a_session_whose_access_token_expired(
     # The session is gone on the server: its refresh token (and any rotated from it) is refused.
     refused = _refresh_grant(cloud, session["refresh_token"])
     assert refused.status_code == 400, refused.text
+
+
+def test_logout_never_logs_the_session_tokens(
+    cloud: LocalCloud,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server (or proxy) that echoes the request in its error put the access token in the
+    "server did not confirm" warning of logout."""
+    settings = load_settings(home=tmp_path / "h", environ={})
+    login(settings, cloud.url, cloud.anon_key, new_email(), PASSWORD, signup=True)
+    raw = _stored_session(tmp_path / "h")
+    assert raw is not None
+    session = json.loads(raw)
+
+    def echoing_sign_out(self: SyncGoTrueAdminAPI, jwt: str, scope: str = "global") -> None:
+        # Fault injection: the server's refusal quotes the token it was sent.
+        raise AuthApiError(f"refused token {jwt} (refresh {session['refresh_token']})", 400, None)
+
+    monkeypatch.setattr(SyncGoTrueAdminAPI, "sign_out", echoing_sign_out)
+    with caplog.at_level(logging.DEBUG):
+        assert logout(settings) is False
+    assert "did not confirm" in caplog.text
+    assert session["access_token"] not in caplog.text
+    assert session["refresh_token"] not in caplog.text
