@@ -1724,9 +1724,22 @@ def remote_from_settings(
         # Looked at before the keychain: a login or logout after this read changes the marker.
         marker = session_marker.SessionMarker.for_settings(settings)
         try:
-            storage.durable_value()
+            stored = _parse_session(storage.durable_value())
         except CredentialError as exc:
             raise map_error(exc, what="read the cloud session") from exc
+        # login writes the session, then the project: a project write that failed (a keychain
+        # locked in between) left one project's session under another's URL, and opening it sent
+        # its tokens to the wrong server. (A project stored before user ids were kept has none.)
+        if (
+            stored is not None
+            and project is not None
+            and project.user_id not in ("", stored.user.id)
+        ):
+            raise NotLoggedInError(
+                f"the stored cloud session is not the one of the stored project "
+                f"({project.url}, {project.email or project.user_id}): a login did not finish",
+                hint="log in again with `localstore login`",
+            )
         return SupabaseRemote(
             url,
             key,

@@ -18,8 +18,9 @@ from supabase_auth.errors import AuthApiError
 
 from localstore.config import load_settings
 from localstore.credentials import CredentialStore
+from localstore.errors import CredentialError
 from localstore.index import Index
-from sync.errors import AuthRevokedError, NotLoggedInError, SessionChangedError
+from sync.errors import AuthError, AuthRevokedError, NotLoggedInError, SessionChangedError
 from sync.localcloud.stack import LocalCloud
 from sync.supabase_remote import (
     login,
@@ -295,3 +296,29 @@ def test_logout_never_logs_the_session_tokens(
     assert "did not confirm" in caplog.text
     assert session["access_token"] not in caplog.text
     assert session["refresh_token"] not in caplog.text
+
+
+def test_a_login_that_could_not_store_its_project_leaves_no_mixed_session(
+    cloud: LocalCloud, proxy: FaultProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """login stores the session, then the project. When the second write failed, the home held
+    the new project's session under the old project: the next start sent its access and refresh
+    tokens to the old project's server (the wrong server, and "log in again")."""
+    settings = load_settings(home=tmp_path / "h", environ={})
+    login(settings, cloud.url, cloud.anon_key, new_email(), PASSWORD, signup=True)
+    plain_set = CredentialStore.set
+
+    def refusing_set(self: CredentialStore, name: str, value: str) -> None:
+        # Fault injection: the keychain refuses the project (locked between the two writes).
+        if name.startswith("cloud.project."):
+            raise CredentialError("the keychain is locked")
+        plain_set(self, name, value)
+
+    monkeypatch.setattr(CredentialStore, "set", refusing_set)
+    other = proxy.url  # another project URL (the same stack behind it)
+    with pytest.raises(AuthError):
+        login(settings, other, cloud.anon_key, new_email(), PASSWORD, signup=True)
+    monkeypatch.setattr(CredentialStore, "set", plain_set)
+
+    with pytest.raises(NotLoggedInError):
+        remote_from_settings(settings).close()
