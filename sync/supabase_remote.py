@@ -1612,12 +1612,14 @@ def logout(
             creds, session_credential_name(settings), lock_path=refresh_lock_path(settings)
         )
         revoked = False
-        session = storage.durable_session()
         project = _stored_project(creds, settings)
-        if revoke and session is not None and project is not None:
-            revoked = _revoke(project, session, timeout_s)
-        # Under the refresh lock: a refresh in flight elsewhere must not write the session back.
+        # Under the refresh lock: a refresh in flight elsewhere must not write the session back,
+        # and the revocation (which may refresh first, see _revoke) must not race a daemon's
+        # refresh of the same token: it starts from the newest session.
         with storage.refresh_guard():
+            session = _parse_session(storage.reload())
+            if revoke and session is not None and project is not None:
+                revoked = _revoke(project, session, timeout_s)
             storage.forget()
         try:
             creds.delete(project_credential_name(settings))
@@ -1632,19 +1634,38 @@ def logout(
 
 def _revoke(project: CloudProject, session: Session, timeout_s: float) -> bool:
     http = _http_client(timeout_s)
+    # What the requests carry: a server or proxy that echoes a request in its error put the
+    # access token in logout's warning (map_error replaces them by ***).
+    secrets: list[str | None] = [project.anon_key, session.access_token, session.refresh_token]
     try:
         client = create_client(
             project.url,
             project.anon_key,
             _client_options(_MemoryStorage(), http, auto_refresh=False),
         )
+        access_token = session.access_token
+        if (session.expires_at or 0) <= time.time() + EXPIRY_MARGIN:
+            # /logout wants a live access token, and the stored one has usually expired (no
+            # sync ran for an hour): it answered 403 bad_jwt and the session, refresh token
+            # included, stayed valid on the server. The refresh token gets a live one.
+            try:
+                fresh = client.auth.refresh_session(session.refresh_token).session
+            except auth_errors.AuthApiError as exc:
+                if exc.code in _REVOKED_AUTH_CODES:
+                    return True  # already ended on the server: nothing left to revoke
+                raise
+            if fresh is None:
+                raise AuthError("the server returned no session")
+            secrets += [fresh.access_token, fresh.refresh_token]
+            access_token = fresh.access_token
         # scope=local revokes this session only; other devices stay signed in.
-        client.auth.admin.sign_out(session.access_token, "local")
+        client.auth.admin.sign_out(access_token, "local")
         return True
     except Exception as exc:  # noqa: BLE001 - logout proceeds locally whatever the server says
+        # quiet: nothing retries a logout (no "will retry" line, no "sync retries" hint).
+        err = map_error(exc, what="revoke the session", quiet=True, secrets=secrets)
         log.warning(
-            "logout: the server did not confirm (%s); forgetting the session locally",
-            map_error(exc, what="revoke the session"),
+            "logout: the server did not confirm (%s); forgetting the session locally", err.message
         )
         return False
     finally:
@@ -1703,9 +1724,22 @@ def remote_from_settings(
         # Looked at before the keychain: a login or logout after this read changes the marker.
         marker = session_marker.SessionMarker.for_settings(settings)
         try:
-            storage.durable_value()
+            stored = _parse_session(storage.durable_value())
         except CredentialError as exc:
             raise map_error(exc, what="read the cloud session") from exc
+        # login writes the session, then the project: a project write that failed (a keychain
+        # locked in between) left one project's session under another's URL, and opening it sent
+        # its tokens to the wrong server. (A project stored before user ids were kept has none.)
+        if (
+            stored is not None
+            and project is not None
+            and project.user_id not in ("", stored.user.id)
+        ):
+            raise NotLoggedInError(
+                f"the stored cloud session is not the one of the stored project "
+                f"({project.url}, {project.email or project.user_id}): a login did not finish",
+                hint="log in again with `localstore login`",
+            )
         return SupabaseRemote(
             url,
             key,

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import jwt
 import psycopg
 import pytest
+from supabase_auth._sync.gotrue_admin_api import SyncGoTrueAdminAPI
+from supabase_auth.errors import AuthApiError
 
 from localstore.config import load_settings
 from localstore.credentials import CredentialStore
+from localstore.errors import CredentialError
 from localstore.index import Index
-from sync.errors import AuthRevokedError, NotLoggedInError, SessionChangedError
+from sync.errors import AuthError, AuthRevokedError, NotLoggedInError, SessionChangedError
 from sync.localcloud.stack import LocalCloud
 from sync.supabase_remote import (
     login,
@@ -228,3 +233,92 @@ def test_a_remote_opened_offline_with_an_expired_session_syncs_once_online(
     page = remote.pull(0)
     assert page.changes == [] and not page.reset_required
     assert remote.server_info().protocol == 1
+
+
+def _refresh_grant(cloud: LocalCloud, refresh_token: str) -> httpx.Response:
+    return httpx.post(
+        f"{cloud.url}/auth/v1/token?grant_type=refresh_token",
+        headers={"apikey": cloud.anon_key},
+        json={"refresh_token": refresh_token},
+        timeout=10,
+    )
+
+
+def test_logout_revokes_a_session_whose_access_token_expired(
+    cloud: LocalCloud, tmp_path: Path
+) -> None:
+    """The usual logout (no daemon ran for an hour) holds an expired access token, which the
+    server's /logout refuses: the session stayed valid on the server, "could not confirm"."""
+    settings = load_settings(home=tmp_path / "h", environ={})
+    login(settings, cloud.url, cloud.anon_key, new_email(), PASSWORD, signup=True)
+    raw = _stored_session(tmp_path / "h")
+    assert raw is not None
+    session = json.loads(raw)
+    # Fault injection: the stored access token expired an hour ago (as after a night's sleep).
+    claims = jwt.decode(session["access_token"], options={"verify_signature": False})
+    claims.update(iat=int(time.time()) - 7200, exp=int(time.time()) - 3600)
+    session["access_token"] = jwt.encode(claims, cloud.jwt_secret, algorithm="HS256")
+    session["expires_at"] = claims["exp"]
+    index = Index(settings.paths.index_db)
+    try:
+        CredentialStore(index, settings).set(session_credential_name(settings), json.dumps(session))
+    finally:
+        index.close()
+
+    assert logout(settings) is True
+    assert _stored_session(tmp_path / "h") is None
+    # The session is gone on the server: its refresh token (and any rotated from it) is refused.
+    refused = _refresh_grant(cloud, session["refresh_token"])
+    assert refused.status_code == 400, refused.text
+
+
+def test_logout_never_logs_the_session_tokens(
+    cloud: LocalCloud,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server (or proxy) that echoes the request in its error put the access token in the
+    "server did not confirm" warning of logout."""
+    settings = load_settings(home=tmp_path / "h", environ={})
+    login(settings, cloud.url, cloud.anon_key, new_email(), PASSWORD, signup=True)
+    raw = _stored_session(tmp_path / "h")
+    assert raw is not None
+    session = json.loads(raw)
+
+    def echoing_sign_out(self: SyncGoTrueAdminAPI, jwt: str, scope: str = "global") -> None:
+        # Fault injection: the server's refusal quotes the token it was sent.
+        raise AuthApiError(f"refused token {jwt} (refresh {session['refresh_token']})", 400, None)
+
+    monkeypatch.setattr(SyncGoTrueAdminAPI, "sign_out", echoing_sign_out)
+    with caplog.at_level(logging.DEBUG):
+        assert logout(settings) is False
+    assert "did not confirm" in caplog.text
+    assert session["access_token"] not in caplog.text
+    assert session["refresh_token"] not in caplog.text
+
+
+def test_a_login_that_could_not_store_its_project_leaves_no_mixed_session(
+    cloud: LocalCloud, proxy: FaultProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """login stores the session, then the project. When the second write failed, the home held
+    the new project's session under the old project: the next start sent its access and refresh
+    tokens to the old project's server (the wrong server, and "log in again")."""
+    settings = load_settings(home=tmp_path / "h", environ={})
+    login(settings, cloud.url, cloud.anon_key, new_email(), PASSWORD, signup=True)
+    plain_set = CredentialStore.set
+
+    def refusing_set(self: CredentialStore, name: str, value: str) -> None:
+        # Fault injection: the keychain refuses the project (locked between the two writes).
+        if name.startswith("cloud.project."):
+            raise CredentialError("the keychain is locked")
+        plain_set(self, name, value)
+
+    monkeypatch.setattr(CredentialStore, "set", refusing_set)
+    other = proxy.url  # another project URL (the same stack behind it)
+    with pytest.raises(AuthError):
+        login(settings, other, cloud.anon_key, new_email(), PASSWORD, signup=True)
+    monkeypatch.setattr(CredentialStore, "set", plain_set)
+
+    with pytest.raises(NotLoggedInError):
+        remote_from_settings(settings).close()
