@@ -729,13 +729,20 @@ class ControlServer:
             raise OpError("unknown_op", f"unknown op {op[:40]!r}; known: {', '.join(OPS)}")
         if op in _SYNC_OPS:
             return await self._run_sync_op(conn, op, args)
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(
-                self._pool, self._counted, self._call_handler, op, args
-            )
+            work = self._pool.submit(self._counted, self._call_handler, op, args)
         except RuntimeError as exc:  # the pool shut down: the daemon is stopping
             raise OpError("shutting_down", "the daemon is stopping") from exc
+        done = asyncio.wrap_future(work)
+        # Not `await done`: stop() cancels the requests still queued for a worker, and awaiting
+        # the cancelled future raised CancelledError here, which ended the connection's handler
+        # without closing its socket (websockets closes after a return or an Exception only):
+        # the client was left unanswered and open. asyncio.wait raises only if this task is
+        # itself cancelled.
+        await asyncio.wait((done,))
+        if work.cancelled():
+            raise OpError("shutting_down", "the daemon is stopping")
+        return done.result()
 
     async def _run_sync_op(self, conn: _Conn, op: str, args: dict[str, Any]) -> Any:
         """A `sync` request, cancelled if its client goes away before a worker takes it.

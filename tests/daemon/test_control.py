@@ -821,3 +821,59 @@ def test_sync_requests_of_a_client_that_disconnected_are_cancelled_unless_runnin
         handler.release.set()
         for ws in (*running, gone):
             ws.close()
+
+
+class _BlockingStatusHandler:
+    """`status` holds its worker until the test releases it; other ops answer at once."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = 0
+        self._lock = threading.Lock()
+
+    def handle(self, op: str, args: dict[str, Any]) -> Any:
+        if op == "status":
+            with self._lock:
+                self.started += 1
+            self.release.wait(60)
+        return {"op": op}
+
+
+def test_a_request_still_queued_for_a_worker_when_the_server_stops_gets_its_connection_closed() -> (
+    None
+):
+    """The stop cancels the requests still waiting for a pool worker. The cancelled future
+    raised CancelledError in the connection's handler, which ended it without closing the
+    socket (websockets closes only after a handler that returns or raises an Exception), and
+    the handler had already taken the connection out of those the stop aborts: the client was
+    neither answered nor closed, and waited for its own timeout (an app polling `status` while
+    `localstore daemon --stop` ran), and the daemon's socket was never closed."""
+    token = "t" * 40
+    handler = _BlockingStatusHandler()
+    server = ControlServer(handler, token=token, workers=1)
+    server.start()
+    # No keepalive on the client: it must learn of the stop from the server, not by itself.
+    busy = raw(server.port, token, ping_interval=None)
+    queued = raw(server.port, token, ping_interval=None)
+    try:
+        busy.send(json.dumps({"id": 1, "op": "status"}))
+        assert eventually(lambda: handler.started == 1, 10)  # the only worker is taken
+        queued.send(json.dumps({"id": 2, "op": "metrics"}))
+        assert eventually(lambda: server._pool._work_queue.qsize() == 1, 10)  # waits for it
+        server.stop()
+        handler.release.set()
+        assert server.join(10)
+        # Answered `shutting_down`, or closed before the reply could go out; never left open.
+        with pytest.raises(ConnectionClosed):
+            while True:
+                msg = json.loads(queued.recv(timeout=20))
+                assert msg["id"] == 2 and msg["error"]["code"] == "shutting_down"
+        with pytest.raises(ConnectionClosed):
+            while True:
+                busy.recv(timeout=20)
+    finally:
+        handler.release.set()
+        server.stop()
+        server.join(10)
+        busy.close()
+        queued.close()
