@@ -27,7 +27,8 @@ Safety, because any local program (or a web page, through a browser) can open a 
 - connections not yet authenticated have their own small pool (``MAX_UNAUTHENTICATED``; a new
   one evicts the oldest), so clients without the token never take a token holder's slot;
 - the sockets held at once, handshakes included, are capped (a flood is closed at accept), so
-  nobody on the machine can use up the daemon's file descriptors;
+  nobody on the machine can use up the daemon's file descriptors; and so is the size of an
+  opening handshake (``MAX_HANDSHAKE_BYTES``), so nobody can make it buffer ~1 MiB for each;
 - frames above ``MAX_FRAME_BYTES`` close the connection (websockets' own limit, enforced before
   the frame is buffered); requests above ``MAX_REQUEST_BYTES``, binary frames, bad JSON, wrong
   types and unknown ops get an error reply, and the connection and the daemon go on;
@@ -77,6 +78,7 @@ __all__ = [
     "AUTH_TIMEOUT_S",
     "EVENTS_LOST",
     "MAX_FRAME_BYTES",
+    "MAX_HANDSHAKE_BYTES",
     "MAX_PENDING_EVENTS",
     "MAX_REQUEST_BYTES",
     "MAX_UNAUTHENTICATED",
@@ -97,6 +99,8 @@ HOST = "127.0.0.1"
 AUTH_TIMEOUT_S = 2.0
 MAX_UNAUTHENTICATED = 8
 MAX_FRAME_BYTES = 256 * 1024
+# An opening handshake is a few hundred bytes (a webview's cookies for 127.0.0.1, a few KiB).
+MAX_HANDSHAKE_BYTES = 32 * 1024
 MAX_REQUEST_BYTES = 64 * 1024
 DEFAULT_MAX_CONNECTIONS = 32
 DEFAULT_QUEUE_SIZE = 1000
@@ -234,6 +238,19 @@ class _CountedConnection(ServerConnection):
     def __init__(self, *args: Any, budget: _SocketBudget, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._budget = budget
+        self._handshake_bytes = 0
+
+    def data_received(self, data: bytes) -> None:
+        # websockets buffers up to 128 header lines of 8 KiB (~1 MiB) before process_request
+        # sees the handshake, for anyone, token or not: 120 such handshakes at once (within the
+        # socket budget) grew the daemon by ~130 MiB, and it kept most of it after they went.
+        if self.protocol.state is State.CONNECTING:
+            self._handshake_bytes += len(data)
+            if self._handshake_bytes > MAX_HANDSHAKE_BYTES:
+                self._budget.refused()
+                self.transport.abort()
+                return
+        super().data_received(data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._budget.open += 1

@@ -877,3 +877,42 @@ def test_a_request_still_queued_for_a_worker_when_the_server_stops_gets_its_conn
         server.join(10)
         busy.close()
         queued.close()
+
+
+def _handshake_reply(port: int, head: bytes) -> bytes:
+    """What the server sends back to an opening handshake (b"" when it closes without a word)."""
+    data = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        try:
+            sock.sendall(head)
+            while b"\r\n\r\n" not in data and (chunk := sock.recv(65536)):
+                data += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+    return data
+
+
+def test_an_oversized_opening_handshake_is_cut_before_it_is_buffered() -> None:
+    """Anyone on the machine may start a handshake, no token needed, and websockets buffers up
+    to 128 header lines of 8 KiB each (~1 MiB) before the server sees the request. 120 such
+    handshakes at once (within the socket budget) took the daemon's resident memory from 36 to
+    166 MiB, and it stayed at ~157 MiB after they had gone: a few seconds of any local process
+    left a long-running daemon much bigger for good. A handshake is a few hundred bytes; one
+    over MAX_HANDSHAKE_BYTES is closed unanswered."""
+    token = "t" * 40
+    server = ControlServer(_Handler(), token=token)
+    server.start()
+    try:
+        start = (
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        )
+        assert _handshake_reply(server.port, start + b"\r\n").startswith(b"HTTP/1.1 101 ")
+        padding = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 8000) for i in range(100))
+        assert len(padding) > control.MAX_HANDSHAKE_BYTES
+        assert _handshake_reply(server.port, start + padding + b"\r\n") == b""
+        with ControlClient(server.port, token, timeout=5) as c:  # the others go on
+            assert c.request("ping") == "pong"
+    finally:
+        server.stop()
+        assert server.join(10)
