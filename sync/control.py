@@ -77,6 +77,7 @@ from sync.errors import SyncError
 __all__ = [
     "AUTH_TIMEOUT_S",
     "EVENTS_LOST",
+    "MAX_AUTH_FRAME_BYTES",
     "MAX_FRAME_BYTES",
     "MAX_HANDSHAKE_BYTES",
     "MAX_PENDING_EVENTS",
@@ -99,6 +100,8 @@ HOST = "127.0.0.1"
 AUTH_TIMEOUT_S = 2.0
 MAX_UNAUTHENTICATED = 8
 MAX_FRAME_BYTES = 256 * 1024
+# Before authentication: an `auth` message, or a request carrying its token, is well under 1 KiB.
+MAX_AUTH_FRAME_BYTES = 8 * 1024
 # An opening handshake is a few hundred bytes (a webview's cookies for 127.0.0.1, a few KiB).
 MAX_HANDSHAKE_BYTES = 32 * 1024
 MAX_REQUEST_BYTES = 64 * 1024
@@ -239,6 +242,11 @@ class _CountedConnection(ServerConnection):
         super().__init__(*args, **kwargs)
         self._budget = budget
         self._handshake_bytes = 0
+        # Until the token is shown (see _authenticated): anyone may get this far,
+        # and each frame was buffered up to MAX_FRAME_BYTES (several in the incoming queue)
+        # before the first message was read and refused; 120 such clients at once grew the
+        # daemon by ~240 MiB, all of it kept after they went.
+        self.protocol.max_size = MAX_AUTH_FRAME_BYTES
 
     def data_received(self, data: bytes) -> None:
         # websockets buffers up to 128 header lines of 8 KiB (~1 MiB) before process_request
@@ -600,6 +608,7 @@ class ControlServer:
         if self._authed_count() >= self._max_connections:
             self.stats.refused += 1
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "too many clients\n")
+        _authenticated(connection)  # here, before the 101: the client may send at once after it
         return None
 
     async def _serve_conn(self, ws: ServerConnection) -> None:
@@ -670,6 +679,7 @@ class ControlServer:
             return False
         self._unauthed.pop(conn, None)
         conn.authed = True
+        _authenticated(conn.ws)
         if isinstance(req, dict) and req.get("op") not in (None, "auth"):
             reply = await self._dispatch(conn, raw)  # a request that carried its token
         else:
@@ -897,6 +907,11 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, str
         name, _, value = raw.decode("latin-1").partition(":")
         headers.setdefault(name.strip().lower(), value.strip())
     raise ValueError("too many header lines")
+
+
+def _authenticated(ws: ServerConnection) -> None:
+    """Lift the frame limit of a connection that showed the token (see _CountedConnection)."""
+    ws.protocol.max_size = MAX_FRAME_BYTES
 
 
 def _parse(raw: str | bytes) -> dict[str, Any] | OpError:

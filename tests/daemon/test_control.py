@@ -916,3 +916,36 @@ def test_an_oversized_opening_handshake_is_cut_before_it_is_buffered() -> None:
     finally:
         server.stop()
         assert server.join(10)
+
+
+def test_frames_before_authentication_are_limited_to_a_few_kib() -> None:
+    """A client without the token may complete the handshake and then send frames, and each
+    was buffered up to the 256 KiB frame limit (the incoming queue holds several) until the
+    first message was read and refused: 120 such clients at once (within the socket budget)
+    took the daemon from 36 to 276 MiB resident, all of it kept after they had gone. Before
+    authentication a frame is limited to MAX_AUTH_FRAME_BYTES (1009 beyond); after it, to
+    MAX_FRAME_BYTES again."""
+    token = "t" * 40
+    server = ControlServer(_Handler(), token=token)
+    server.start()
+    try:
+        big = json.dumps({"id": 1, "op": "auth", "token": token, "pad": "x" * 100_000})
+        with raw(server.port) as ws:
+            ws.send(big)
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(timeout=10)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+        # Authenticated (in the first message or a header), big requests are answered again.
+        with raw(server.port) as ws:
+            ws.send(json.dumps({"id": 1, "op": "auth", "token": token}))
+            assert reply_to(ws)["result"] == {"authenticated": True}
+            ws.send(json.dumps({"id": 2, "op": "ping", "pad": "x" * 100_000}))
+            assert reply_to(ws)["error"]["code"] == "too_large"
+            ws.send(json.dumps({"id": 3, "op": "ping"}))
+            assert reply_to(ws)["result"] == "pong"
+        with raw(server.port, token) as ws:
+            ws.send(json.dumps({"id": 4, "op": "ping", "pad": "x" * 100_000}))
+            assert reply_to(ws)["error"]["code"] == "too_large"
+    finally:
+        server.stop()
+        assert server.join(10)
