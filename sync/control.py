@@ -27,7 +27,8 @@ Safety, because any local program (or a web page, through a browser) can open a 
 - connections not yet authenticated have their own small pool (``MAX_UNAUTHENTICATED``; a new
   one evicts the oldest), so clients without the token never take a token holder's slot;
 - the sockets held at once, handshakes included, are capped (a flood is closed at accept), so
-  nobody on the machine can use up the daemon's file descriptors;
+  nobody on the machine can use up the daemon's file descriptors; and so is the size of an
+  opening handshake (``MAX_HANDSHAKE_BYTES``), so nobody can make it buffer ~1 MiB for each;
 - frames above ``MAX_FRAME_BYTES`` close the connection (websockets' own limit, enforced before
   the frame is buffered); requests above ``MAX_REQUEST_BYTES``, binary frames, bad JSON, wrong
   types and unknown ops get an error reply, and the connection and the daemon go on;
@@ -76,7 +77,9 @@ from sync.errors import SyncError
 __all__ = [
     "AUTH_TIMEOUT_S",
     "EVENTS_LOST",
+    "MAX_AUTH_FRAME_BYTES",
     "MAX_FRAME_BYTES",
+    "MAX_HANDSHAKE_BYTES",
     "MAX_PENDING_EVENTS",
     "MAX_REQUEST_BYTES",
     "MAX_UNAUTHENTICATED",
@@ -97,6 +100,10 @@ HOST = "127.0.0.1"
 AUTH_TIMEOUT_S = 2.0
 MAX_UNAUTHENTICATED = 8
 MAX_FRAME_BYTES = 256 * 1024
+# Before authentication: an `auth` message, or a request carrying its token, is well under 1 KiB.
+MAX_AUTH_FRAME_BYTES = 8 * 1024
+# An opening handshake is a few hundred bytes (a webview's cookies for 127.0.0.1, a few KiB).
+MAX_HANDSHAKE_BYTES = 32 * 1024
 MAX_REQUEST_BYTES = 64 * 1024
 DEFAULT_MAX_CONNECTIONS = 32
 DEFAULT_QUEUE_SIZE = 1000
@@ -234,6 +241,24 @@ class _CountedConnection(ServerConnection):
     def __init__(self, *args: Any, budget: _SocketBudget, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._budget = budget
+        self._handshake_bytes = 0
+        # Until the token is shown (see _authenticated): anyone may get this far,
+        # and each frame was buffered up to MAX_FRAME_BYTES (several in the incoming queue)
+        # before the first message was read and refused; 120 such clients at once grew the
+        # daemon by ~240 MiB, all of it kept after they went.
+        self.protocol.max_size = MAX_AUTH_FRAME_BYTES
+
+    def data_received(self, data: bytes) -> None:
+        # websockets buffers up to 128 header lines of 8 KiB (~1 MiB) before process_request
+        # sees the handshake, for anyone, token or not: 120 such handshakes at once (within the
+        # socket budget) grew the daemon by ~130 MiB, and it kept most of it after they went.
+        if self.protocol.state is State.CONNECTING:
+            self._handshake_bytes += len(data)
+            if self._handshake_bytes > MAX_HANDSHAKE_BYTES:
+                self._budget.refused()
+                self.transport.abort()
+                return
+        super().data_received(data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._budget.open += 1
@@ -583,6 +608,7 @@ class ControlServer:
         if self._authed_count() >= self._max_connections:
             self.stats.refused += 1
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "too many clients\n")
+        _authenticated(connection)  # here, before the 101: the client may send at once after it
         return None
 
     async def _serve_conn(self, ws: ServerConnection) -> None:
@@ -653,6 +679,7 @@ class ControlServer:
             return False
         self._unauthed.pop(conn, None)
         conn.authed = True
+        _authenticated(conn.ws)
         if isinstance(req, dict) and req.get("op") not in (None, "auth"):
             reply = await self._dispatch(conn, raw)  # a request that carried its token
         else:
@@ -729,13 +756,20 @@ class ControlServer:
             raise OpError("unknown_op", f"unknown op {op[:40]!r}; known: {', '.join(OPS)}")
         if op in _SYNC_OPS:
             return await self._run_sync_op(conn, op, args)
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(
-                self._pool, self._counted, self._call_handler, op, args
-            )
+            work = self._pool.submit(self._counted, self._call_handler, op, args)
         except RuntimeError as exc:  # the pool shut down: the daemon is stopping
             raise OpError("shutting_down", "the daemon is stopping") from exc
+        done = asyncio.wrap_future(work)
+        # Not `await done`: stop() cancels the requests still queued for a worker, and awaiting
+        # the cancelled future raised CancelledError here, which ended the connection's handler
+        # without closing its socket (websockets closes after a return or an Exception only):
+        # the client was left unanswered and open. asyncio.wait raises only if this task is
+        # itself cancelled.
+        await asyncio.wait((done,))
+        if work.cancelled():
+            raise OpError("shutting_down", "the daemon is stopping")
+        return done.result()
 
     async def _run_sync_op(self, conn: _Conn, op: str, args: dict[str, Any]) -> Any:
         """A `sync` request, cancelled if its client goes away before a worker takes it.
@@ -873,6 +907,11 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, str
         name, _, value = raw.decode("latin-1").partition(":")
         headers.setdefault(name.strip().lower(), value.strip())
     raise ValueError("too many header lines")
+
+
+def _authenticated(ws: ServerConnection) -> None:
+    """Lift the frame limit of a connection that showed the token (see _CountedConnection)."""
+    ws.protocol.max_size = MAX_FRAME_BYTES
 
 
 def _parse(raw: str | bytes) -> dict[str, Any] | OpError:

@@ -513,6 +513,9 @@ class Daemon:
         # The count of new files that never parsed (see _with_unaccepted), and the watcher's
         # (raw events, rescans) when it was taken: unchanged, no file changed since.
         self._unaccepted_mutex = threading.Lock()
+        # pause and resume one at a time: the control pool runs ops at once, and a resume that
+        # removed the file while a pause still wrote it left the file and the flag disagreeing.
+        self._pause_mutex = threading.Lock()
         self._unaccepted: tuple[tuple[int, int] | None, int] = (None, 0)
         self._status_unsub: Callable[[], None] | None = None
         # Foreign-change follower (see the module docstring), made once the store is open.
@@ -1182,46 +1185,47 @@ class Daemon:
             )
 
     def _op_pause(self, pause: bool) -> dict[str, Any]:
-        # Recorded first: a pause must outlive a restart (docs/daemon.md, "Pause"). A state/
-        # that cannot be written still pauses this daemon, as before, with a warning.
-        state_dir = self.settings.paths.state
-        try:
-            if pause:
-                self._paused_since = write_pause(state_dir)
-            else:
-                clear_pause(state_dir)
-                self._paused_since = None
-        except OSError as exc:
-            log.warning(
-                "could not %s the pause in %s (%s); it holds until the daemon stops",
-                "record" if pause else "remove",
-                state_dir,
-                exc.strerror or exc,
-            )
-            self._paused_since = time.time() if pause else None
-        self._paused = pause
-        try:
-            if self.engine is not None:
+        with self._pause_mutex:
+            # Recorded first: a pause must outlive a restart (docs/daemon.md, "Pause"). A state/
+            # that cannot be written still pauses this daemon, as before, with a warning.
+            state_dir = self.settings.paths.state
+            try:
                 if pause:
-                    self.engine.pause()
+                    self._paused_since = write_pause(state_dir)
                 else:
-                    self.engine.resume()
-            return self._sync_status()
-        except LocalStoreError as exc:
-            # Done by now (recorded, and the engine's flag set before it publishes its status):
-            # only the counts that status reads from the index failed (a locked or damaged
-            # index). An error reply said the pause or resume failed, and the user ran it again
-            # or took sync for paused when it was not.
-            word = "paused" if pause else "resumed"
-            log.warning("sync %s, but its status could not be read: %s", word, exc.message)
-            return {
-                "state": "paused" if pause else "idle",
-                "warning": {
-                    "message": f"sync {word}, but the daemon could not report its status: "
-                    f"{exc.message}",
-                    "hint": exc.hint or "see `localstore doctor` and the daemon's log",
-                },
-            }
+                    clear_pause(state_dir)
+                    self._paused_since = None
+            except OSError as exc:
+                log.warning(
+                    "could not %s the pause in %s (%s); it holds until the daemon stops",
+                    "record" if pause else "remove",
+                    state_dir,
+                    exc.strerror or exc,
+                )
+                self._paused_since = time.time() if pause else None
+            self._paused = pause
+            try:
+                if self.engine is not None:
+                    if pause:
+                        self.engine.pause()
+                    else:
+                        self.engine.resume()
+                return self._sync_status()
+            except LocalStoreError as exc:
+                # Done by now (recorded, and the engine's flag set before it publishes its status):
+                # only the counts that status reads from the index failed (a locked or damaged
+                # index). An error reply said the pause or resume failed, and the user ran it again
+                # or took sync for paused when it was not.
+                word = "paused" if pause else "resumed"
+                log.warning("sync %s, but its status could not be read: %s", word, exc.message)
+                return {
+                    "state": "paused" if pause else "idle",
+                    "warning": {
+                        "message": f"sync {word}, but the daemon could not report its status: "
+                        f"{exc.message}",
+                        "hint": exc.hint or "see `localstore doctor` and the daemon's log",
+                    },
+                }
 
     # -- metrics -----------------------------------------------------------------------------------
 

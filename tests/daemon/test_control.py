@@ -821,3 +821,131 @@ def test_sync_requests_of_a_client_that_disconnected_are_cancelled_unless_runnin
         handler.release.set()
         for ws in (*running, gone):
             ws.close()
+
+
+class _BlockingStatusHandler:
+    """`status` holds its worker until the test releases it; other ops answer at once."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = 0
+        self._lock = threading.Lock()
+
+    def handle(self, op: str, args: dict[str, Any]) -> Any:
+        if op == "status":
+            with self._lock:
+                self.started += 1
+            self.release.wait(60)
+        return {"op": op}
+
+
+def test_a_request_still_queued_for_a_worker_when_the_server_stops_gets_its_connection_closed() -> (
+    None
+):
+    """The stop cancels the requests still waiting for a pool worker. The cancelled future
+    raised CancelledError in the connection's handler, which ended it without closing the
+    socket (websockets closes only after a handler that returns or raises an Exception), and
+    the handler had already taken the connection out of those the stop aborts: the client was
+    neither answered nor closed, and waited for its own timeout (an app polling `status` while
+    `localstore daemon --stop` ran), and the daemon's socket was never closed."""
+    token = "t" * 40
+    handler = _BlockingStatusHandler()
+    server = ControlServer(handler, token=token, workers=1)
+    server.start()
+    # No keepalive on the client: it must learn of the stop from the server, not by itself.
+    busy = raw(server.port, token, ping_interval=None)
+    queued = raw(server.port, token, ping_interval=None)
+    try:
+        busy.send(json.dumps({"id": 1, "op": "status"}))
+        assert eventually(lambda: handler.started == 1, 10)  # the only worker is taken
+        queued.send(json.dumps({"id": 2, "op": "metrics"}))
+        assert eventually(lambda: server._pool._work_queue.qsize() == 1, 10)  # waits for it
+        server.stop()
+        handler.release.set()
+        assert server.join(10)
+        # Answered `shutting_down`, or closed before the reply could go out; never left open.
+        with pytest.raises(ConnectionClosed):
+            while True:
+                msg = json.loads(queued.recv(timeout=20))
+                assert msg["id"] == 2 and msg["error"]["code"] == "shutting_down"
+        with pytest.raises(ConnectionClosed):
+            while True:
+                busy.recv(timeout=20)
+    finally:
+        handler.release.set()
+        server.stop()
+        server.join(10)
+        busy.close()
+        queued.close()
+
+
+def _handshake_reply(port: int, head: bytes) -> bytes:
+    """What the server sends back to an opening handshake (b"" when it closes without a word)."""
+    data = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        try:
+            sock.sendall(head)
+            while b"\r\n\r\n" not in data and (chunk := sock.recv(65536)):
+                data += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+    return data
+
+
+def test_an_oversized_opening_handshake_is_cut_before_it_is_buffered() -> None:
+    """Anyone on the machine may start a handshake, no token needed, and websockets buffers up
+    to 128 header lines of 8 KiB each (~1 MiB) before the server sees the request. 120 such
+    handshakes at once (within the socket budget) took the daemon's resident memory from 36 to
+    166 MiB, and it stayed at ~157 MiB after they had gone: a few seconds of any local process
+    left a long-running daemon much bigger for good. A handshake is a few hundred bytes; one
+    over MAX_HANDSHAKE_BYTES is closed unanswered."""
+    token = "t" * 40
+    server = ControlServer(_Handler(), token=token)
+    server.start()
+    try:
+        start = (
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        )
+        assert _handshake_reply(server.port, start + b"\r\n").startswith(b"HTTP/1.1 101 ")
+        padding = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 8000) for i in range(100))
+        assert len(padding) > control.MAX_HANDSHAKE_BYTES
+        assert _handshake_reply(server.port, start + padding + b"\r\n") == b""
+        with ControlClient(server.port, token, timeout=5) as c:  # the others go on
+            assert c.request("ping") == "pong"
+    finally:
+        server.stop()
+        assert server.join(10)
+
+
+def test_frames_before_authentication_are_limited_to_a_few_kib() -> None:
+    """A client without the token may complete the handshake and then send frames, and each
+    was buffered up to the 256 KiB frame limit (the incoming queue holds several) until the
+    first message was read and refused: 120 such clients at once (within the socket budget)
+    took the daemon from 36 to 276 MiB resident, all of it kept after they had gone. Before
+    authentication a frame is limited to MAX_AUTH_FRAME_BYTES (1009 beyond); after it, to
+    MAX_FRAME_BYTES again."""
+    token = "t" * 40
+    server = ControlServer(_Handler(), token=token)
+    server.start()
+    try:
+        big = json.dumps({"id": 1, "op": "auth", "token": token, "pad": "x" * 100_000})
+        with raw(server.port) as ws:
+            ws.send(big)
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(timeout=10)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+        # Authenticated (in the first message or a header), big requests are answered again.
+        with raw(server.port) as ws:
+            ws.send(json.dumps({"id": 1, "op": "auth", "token": token}))
+            assert reply_to(ws)["result"] == {"authenticated": True}
+            ws.send(json.dumps({"id": 2, "op": "ping", "pad": "x" * 100_000}))
+            assert reply_to(ws)["error"]["code"] == "too_large"
+            ws.send(json.dumps({"id": 3, "op": "ping"}))
+            assert reply_to(ws)["result"] == "pong"
+        with raw(server.port, token) as ws:
+            ws.send(json.dumps({"id": 4, "op": "ping", "pad": "x" * 100_000}))
+            assert reply_to(ws)["error"]["code"] == "too_large"
+    finally:
+        server.stop()
+        assert server.join(10)

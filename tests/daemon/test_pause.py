@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,54 @@ def test_a_resume_done_by_the_daemon_is_reported_done_when_its_status_read_fails
     assert r.exit_code == 0, r.output
     assert r.stdout.startswith("sync resumed for daemon ")
     assert r.stderr.startswith("warning: sync resumed, but the daemon could not report ")
+
+
+def test_a_pause_and_a_resume_from_two_clients_at_once_leave_the_file_and_the_daemon_agreeing(
+    inproc_daemon: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Control ops run on a pool of 4 threads, so a `pause` and a `resume` from two clients (the
+    CLI and an app) ran at once. A resume that removed the file while a pause was still writing
+    it (a slow disk) left the daemon paused with no file, or the file with the daemon syncing: a
+    restart then did the opposite of what the daemon had said. They now run one at a time."""
+    d = inproc_daemon()
+    real_write, real_clear = daemon_module.write_pause, daemon_module.clear_pause
+    writing, written, cleared = threading.Event(), threading.Event(), threading.Event()
+    overlapped: list[bool] = []
+
+    def slow_write(state_dir: Path) -> float:
+        writing.set()
+        try:
+            since = real_write(state_dir)
+            # A slow disk: the pause's flush takes a while (until the resume's clear, if that
+            # comes in meanwhile). The bound only ends the wait; nothing is timed.
+            cleared.wait(5)
+            return since
+        finally:
+            written.set()
+
+    def clear_and_note(state_dir: Path) -> None:
+        overlapped.append(writing.is_set() and not written.is_set())
+        real_clear(state_dir)
+        cleared.set()
+
+    monkeypatch.setattr(daemon_module, "write_pause", slow_write)
+    monkeypatch.setattr(daemon_module, "clear_pause", clear_and_note)
+    replies: dict[str, Any] = {}
+
+    def send(op: str) -> None:
+        with d.client(timeout=30) as c:
+            replies[op] = c.request(op)
+
+    pauser = threading.Thread(target=send, args=("pause",))
+    pauser.start()
+    assert writing.wait(10)  # the pause is writing its file
+    resumer = threading.Thread(target=send, args=("resume",))
+    resumer.start()
+    pauser.join(30)
+    resumer.join(30)
+    assert set(replies) == {"pause", "resume"}
+    assert overlapped == [False], "the resume ran while the pause was still being recorded"
+    on_disk = (d.daemon.settings.paths.state / "sync-paused.json").exists()
+    assert on_disk == d.daemon._paused
+    with d.client() as c:
+        assert (c.status()["sync"]["state"] == "paused") == on_disk
