@@ -227,6 +227,23 @@ def _home_lock(settings: Settings) -> Any:
 DAEMON_SYNC_WAIT_S = 120.0
 
 
+def _daemon_client(settings: Settings, doing: str, instead: str) -> tuple[Any, Any] | None:
+    """(the control module, a connected client) of this home's running daemon, or None when
+    none runs, the control component is missing or the connection fails (a hung daemon's
+    handshake too), with a note on stderr that the CLI does it itself (``instead``)."""
+    if daemon_state(settings) is None:
+        return None
+    try:
+        control = importlib.import_module("sync.control")
+    except ImportError:
+        return None
+    try:
+        return control, control.ControlClient.connect(settings, timeout=10.0)
+    except Exception as exc:  # noqa: BLE001 - any control failure: done here instead
+        click.echo(f"note: the daemon did not {doing} ({exc}); {instead}", err=True)
+        return None
+
+
 def _daemon_sync(settings: Settings, retry_quarantined: bool = False) -> dict[str, Any] | None:
     """Run the cycle in this home's daemon; None when none runs (or it cannot be reached).
 
@@ -238,17 +255,10 @@ def _daemon_sync(settings: Settings, retry_quarantined: bool = False) -> dict[st
     syncing this home" and hide the daemon's reason. Only a control connection that fails
     falls back to syncing here.
     """
-    if daemon_state(settings) is None:
+    connected = _daemon_client(settings, "run the sync", "syncing here")
+    if connected is None:
         return None
-    try:
-        control = importlib.import_module("sync.control")
-    except ImportError:
-        return None
-    try:
-        client = control.ControlClient.connect(settings, timeout=10.0)
-    except Exception as exc:  # noqa: BLE001 - any control failure: try syncing here instead
-        click.echo(f"note: the daemon did not run the sync ({exc}); syncing here", err=True)
-        return None
+    control, client = connected
     try:
         with client:
             answer = client.sync(
@@ -291,17 +301,10 @@ def _daemon_verify(settings: Settings) -> dict[str, Any] | None:
     In the daemon it runs between two of its cycles: here, a push of the daemon's between the
     read of the server and the read of the index showed as a difference that was not one.
     """
-    if daemon_state(settings) is None:
+    connected = _daemon_client(settings, "verify", "verifying here")
+    if connected is None:
         return None
-    try:
-        control = importlib.import_module("sync.control")
-    except ImportError:
-        return None
-    try:
-        client = control.ControlClient.connect(settings, timeout=10.0)
-    except Exception as exc:  # noqa: BLE001 - (a hung daemon's handshake too): verify here
-        click.echo(f"note: the daemon did not verify ({exc}); verifying here", err=True)
-        return None
+    control, client = connected
     try:
         # (Connected apart: a handshake that timed out is no verify still running there.)
         with client:

@@ -15,6 +15,7 @@ from sync.control import ControlRequestError
 from sync.memory_remote import MemoryRemote, MemoryServer
 from sync.remote import Change, PushResult
 
+from ._refusing import RefusingRemote
 from .conftest import write_external
 
 
@@ -26,20 +27,7 @@ def test_retry_quarantined_from_the_cli_runs_in_the_daemon(
     own process and failed with "another process is syncing this home", so the change stayed
     parked until the user found out to stop the daemon first."""
     server = MemoryServer()
-    remote = MemoryRemote(server)
-    refusing = True
-    real_push = remote.push
-
-    def push(changes: list[Change], *, device: str) -> list[PushResult]:
-        # A permanent-looking rejection the server stops giving (its operator fixed it).
-        if refusing:
-            return [
-                PushResult(c.op_id, c.id, "rejected", code="invalid_path", message="refused")
-                for c in changes
-            ]
-        return real_push(changes, device=device)
-
-    monkeypatch.setattr(remote, "push", push)  # (fault injection: the server is real)
+    remote = RefusingRemote(server)  # (fault injection: the server is real)
     home = tmp_path / "home"
     d = inproc_daemon(home, remote_factory=lambda s: remote, poll_interval_s=3600)
     write_external(d.daemon.settings.paths.blueprints, "d/one.blueprint.yaml", "v: 1\n")
@@ -49,7 +37,7 @@ def test_retry_quarantined_from_the_cli_runs_in_the_daemon(
             c.request("sync", wait=True, retry_quarantined="yes")
         assert bad.value.code == "bad_request"
 
-    refusing = False
+    remote.refusing = False
     result = CliRunner().invoke(cli, ["--home", str(home), "--json", "sync", "--retry-quarantined"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)

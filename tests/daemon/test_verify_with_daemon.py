@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from localstore.cli import cli
 from sync.memory_remote import MemoryRemote, MemoryServer
-from sync.remote import Change, PushResult
 
+from ._refusing import RefusingRemote
 from .conftest import write_external
 
 
@@ -45,26 +45,13 @@ def test_verify_with_retry_quarantined_retries_in_the_daemon(
     from sync import cli_sync
 
     server = MemoryServer()
-    remote = MemoryRemote(server)
-    refusing = True
-    real_push = remote.push
-
-    def push(changes: list[Change], *, device: str) -> list[PushResult]:
-        # A permanent-looking rejection the server stops giving (its operator fixed it).
-        if refusing:
-            return [
-                PushResult(c.op_id, c.id, "rejected", code="invalid_path", message="refused")
-                for c in changes
-            ]
-        return real_push(changes, device=device)
-
-    monkeypatch.setattr(remote, "push", push)  # (fault injection: the server is real)
+    remote = RefusingRemote(server)  # (fault injection: the server is real)
     home = tmp_path / "home"
     d = inproc_daemon(home, remote_factory=lambda s: remote, poll_interval_s=3600)
     write_external(d.daemon.settings.paths.blueprints, "d/one.blueprint.yaml", "v: 1\n")
     with d.client(timeout=30) as c:
         assert c.sync(wait=True)["status"]["quarantined"] == 1
-    refusing = False
+    remote.refusing = False
     # Were the CLI to sync itself, its remote is a handle on this test's server (no keychain).
     monkeypatch.setattr(cli_sync, "_open_remote", lambda settings: MemoryRemote(server, user="u"))
     args = ["--home", str(home), "--json", "sync", "--verify", "--retry-quarantined"]
