@@ -268,6 +268,19 @@ def _refuse_root(store: BlueprintStore, live: int, what: str) -> NoReturn:
     )
 
 
+def _linked_folder(root: Path, rel: str) -> str | None:
+    """The first folder of ``rel`` below ``root`` that is a symbolic link, if any."""
+    parts = rel.split("/")[:-1]
+    for n in range(1, len(parts) + 1):
+        folder = "/".join(parts[:n])
+        try:
+            if stat.S_ISLNK(os.lstat(root / folder).st_mode):
+                return folder
+        except OSError:
+            return None
+    return None
+
+
 class _Listed(NamedTuple):
     """What the whole-tree comparison needs of a live index row.
 
@@ -627,10 +640,19 @@ class Reconciler:
         if stub is not None:
             return _evicted(row.path, stub)
         if mode is not None:
-            detail = (
-                "kept: its files exist, but under a hidden or ignored name that the scan skips; "
-                "move it to a folder the scan sees"
-            )
+            link = _linked_folder(self.store.root, row.path)
+            if link is not None:
+                # The scan never walks into a link (it could lead out of the folder); saying
+                # "hidden or ignored" sent the user looking for an ignore rule.
+                detail = (
+                    f"kept: its folder {fs.printable(link)!r} is a symbolic link, which the scan "
+                    "does not follow; put the folder itself in the link's place"
+                )
+            else:
+                detail = (
+                    "kept: its files exist, but under a hidden or ignored name that the scan "
+                    "skips; move it to a folder the scan sees"
+                )
             return {"kind": "not-scanned", "path": row.path, "detail": detail}
         renamed = self._nfc_alias(row.path) or self._unsupported_ids(scan).get(row.id)
         if renamed is None:

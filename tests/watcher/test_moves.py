@@ -147,3 +147,58 @@ def test_a_folder_moved_out_deletes_its_sub_folders_named_from_above_u_ffff(
     assert {e.id for e in events} == ids
     assert [i.id for i in store.list()] == [kept]
     assert store.check().clean
+
+
+def test_a_folder_replaced_by_a_link_keeps_its_blueprints_and_says_why(
+    store: BlueprintStore, watcher: Watcher, recorder: Recorder, tmp_path: Path
+) -> None:
+    # `mv team ~/elsewhere && ln -s ~/elsewhere team`: the scan never walks into a link (it could
+    # lead out of the folder), so the blueprints are kept, not deleted, and check says why. It
+    # said "under a hidden or ignored name", which sent the user looking for an ignore rule.
+    ids = {store.save(f"team/b{i}", f"i: {i}\n").id for i in range(5)}
+    assert watcher.wait_idle()
+    recorder.take()
+    os.rename(store.root / "team", tmp_path / "elsewhere")
+    os.symlink(tmp_path / "elsewhere", store.root / "team")
+    assert watcher.wait_idle()
+    assert recorder.take() == []
+    assert {i.id for i in store.list()} == ids
+    problems = store.check().problems
+    assert len(problems) == 5
+    for p in problems:
+        assert p["kind"] == "not-scanned"
+        assert "'team' is a symbolic link" in p["detail"]
+        assert "hidden or ignored" not in p["detail"]
+
+
+def test_a_folder_moved_out_and_back_within_the_grace_is_nothing(
+    store: BlueprintStore, watcher: Watcher, recorder: Recorder, tmp_path: Path
+) -> None:
+    ids = {store.save(f"team/b{i}", f"i: {i}\n").id for i in range(20)}
+    assert watcher.wait_idle()
+    recorder.take()
+    os.rename(store.root / "team", tmp_path / "out")
+    os.rename(tmp_path / "out", store.root / "team")
+    assert watcher.wait_idle()
+    assert recorder.take() == []
+    assert {i.id for i in store.list()} == ids
+    assert store.check().clean
+
+
+def test_a_folder_deleted_and_recreated_at_once_keeps_ids(
+    store: BlueprintStore, watcher: Watcher, recorder: Recorder, tmp_path: Path
+) -> None:
+    # `rm -rf team && cp -r backup/team .` (or a checkout of a branch that had the folder):
+    # new inodes and mtimes, the same metas: one `modified` for the changed file, nothing else.
+    bps = {i: store.save(f"team/b{i}", f"i: {i}\n") for i in range(20)}
+    assert watcher.wait_idle()
+    recorder.take()
+    shutil.copytree(store.root / "team", tmp_path / "backup", copy_function=shutil.copy)
+    (tmp_path / "backup" / "b3.blueprint.yaml").write_text("i: changed\n")
+    shutil.rmtree(store.root / "team")
+    shutil.copytree(tmp_path / "backup", store.root / "team", copy_function=shutil.copy)
+    assert watcher.wait_idle()
+    assert [(e.kind, e.id) for e in recorder.take()] == [("modified", bps[3].id)]
+    assert {i.id for i in store.list()} == {bp.id for bp in bps.values()}
+    assert store.load(bps[3].id).content == "i: changed\n"
+    assert store.check().clean
