@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from sync.memory_remote import MemoryRemote, MemoryServer
 from sync.remote import Change, PushResult
+
+from .conftest import write_external
 
 
 class RefusingRemote(MemoryRemote):
@@ -24,3 +28,14 @@ class RefusingRemote(MemoryRemote):
                 for c in changes
             ]
         return super().push(changes, device=device)
+
+
+def daemon_with_a_quarantined_change(inproc_daemon: Any, home: Path) -> tuple[Any, RefusingRemote]:
+    """An in-process daemon on ``home`` whose server refused its one change (quarantined), and
+    that remote (set ``refusing`` to False for the server to take it)."""
+    remote = RefusingRemote(MemoryServer())  # (fault injection: the server is real)
+    d = inproc_daemon(home, remote_factory=lambda s: remote, poll_interval_s=3600)
+    write_external(d.daemon.settings.paths.blueprints, "d/one.blueprint.yaml", "v: 1\n")
+    with d.client(timeout=30) as c:
+        assert c.sync(wait=True)["status"]["quarantined"] == 1
+    return d, remote

@@ -15,7 +15,7 @@ from sync.control import ControlRequestError
 from sync.memory_remote import MemoryRemote, MemoryServer
 from sync.remote import Change, PushResult
 
-from ._refusing import RefusingRemote
+from ._refusing import daemon_with_a_quarantined_change
 from .conftest import write_external
 
 
@@ -26,13 +26,10 @@ def test_retry_quarantined_from_the_cli_runs_in_the_daemon(
     the daemon (the README's set-up) holds the home's lock: the command retried in the CLI's
     own process and failed with "another process is syncing this home", so the change stayed
     parked until the user found out to stop the daemon first."""
-    server = MemoryServer()
-    remote = RefusingRemote(server)  # (fault injection: the server is real)
     home = tmp_path / "home"
-    d = inproc_daemon(home, remote_factory=lambda s: remote, poll_interval_s=3600)
-    write_external(d.daemon.settings.paths.blueprints, "d/one.blueprint.yaml", "v: 1\n")
+    d, remote = daemon_with_a_quarantined_change(inproc_daemon, home)
+    server = remote.server
     with d.client(timeout=30) as c:
-        assert c.sync(wait=True)["status"]["quarantined"] == 1
         with pytest.raises(ControlRequestError) as bad:
             c.request("sync", wait=True, retry_quarantined="yes")
         assert bad.value.code == "bad_request"

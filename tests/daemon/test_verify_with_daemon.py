@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from localstore.cli import cli
 from sync.memory_remote import MemoryRemote, MemoryServer
 
-from ._refusing import RefusingRemote
+from ._refusing import daemon_with_a_quarantined_change
 from .conftest import write_external
 
 
@@ -44,13 +44,9 @@ def test_verify_with_retry_quarantined_retries_in_the_daemon(
     with "another process is syncing this home" whenever the daemon ran."""
     from sync import cli_sync
 
-    server = MemoryServer()
-    remote = RefusingRemote(server)  # (fault injection: the server is real)
     home = tmp_path / "home"
-    d = inproc_daemon(home, remote_factory=lambda s: remote, poll_interval_s=3600)
-    write_external(d.daemon.settings.paths.blueprints, "d/one.blueprint.yaml", "v: 1\n")
-    with d.client(timeout=30) as c:
-        assert c.sync(wait=True)["status"]["quarantined"] == 1
+    d, remote = daemon_with_a_quarantined_change(inproc_daemon, home)
+    server = remote.server
     remote.refusing = False
     # Were the CLI to sync itself, its remote is a handle on this test's server (no keychain).
     monkeypatch.setattr(cli_sync, "_open_remote", lambda settings: MemoryRemote(server, user="u"))

@@ -149,15 +149,21 @@ def test_a_folder_moved_out_deletes_its_sub_folders_named_from_above_u_ffff(
     assert store.check().clean
 
 
+def _settled_team(store: BlueprintStore, watcher: Watcher, recorder: Recorder, n: int) -> dict:
+    """``n`` blueprints saved under ``team/`` (by index), the watcher idle, no events pending."""
+    bps = {i: store.save(f"team/b{i}", f"i: {i}\n") for i in range(n)}
+    assert watcher.wait_idle()
+    recorder.take()
+    return bps
+
+
 def test_a_folder_replaced_by_a_link_keeps_its_blueprints_and_says_why(
     store: BlueprintStore, watcher: Watcher, recorder: Recorder, tmp_path: Path
 ) -> None:
     # `mv team ~/elsewhere && ln -s ~/elsewhere team`: the scan never walks into a link (it could
     # lead out of the folder), so the blueprints are kept, not deleted, and check says why. It
     # said "under a hidden or ignored name", which sent the user looking for an ignore rule.
-    ids = {store.save(f"team/b{i}", f"i: {i}\n").id for i in range(5)}
-    assert watcher.wait_idle()
-    recorder.take()
+    ids = {bp.id for bp in _settled_team(store, watcher, recorder, 5).values()}
     os.rename(store.root / "team", tmp_path / "elsewhere")
     os.symlink(tmp_path / "elsewhere", store.root / "team")
     assert watcher.wait_idle()
@@ -174,9 +180,7 @@ def test_a_folder_replaced_by_a_link_keeps_its_blueprints_and_says_why(
 def test_a_folder_moved_out_and_back_within_the_grace_is_nothing(
     store: BlueprintStore, watcher: Watcher, recorder: Recorder, tmp_path: Path
 ) -> None:
-    ids = {store.save(f"team/b{i}", f"i: {i}\n").id for i in range(20)}
-    assert watcher.wait_idle()
-    recorder.take()
+    ids = {bp.id for bp in _settled_team(store, watcher, recorder, 20).values()}
     os.rename(store.root / "team", tmp_path / "out")
     os.rename(tmp_path / "out", store.root / "team")
     assert watcher.wait_idle()
@@ -190,9 +194,7 @@ def test_a_folder_deleted_and_recreated_at_once_keeps_ids(
 ) -> None:
     # `rm -rf team && cp -r backup/team .` (or a checkout of a branch that had the folder):
     # new inodes and mtimes, the same metas: one `modified` for the changed file, nothing else.
-    bps = {i: store.save(f"team/b{i}", f"i: {i}\n") for i in range(20)}
-    assert watcher.wait_idle()
-    recorder.take()
+    bps = _settled_team(store, watcher, recorder, 20)
     shutil.copytree(store.root / "team", tmp_path / "backup", copy_function=shutil.copy)
     (tmp_path / "backup" / "b3.blueprint.yaml").write_text("i: changed\n")
     shutil.rmtree(store.root / "team")
