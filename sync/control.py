@@ -522,15 +522,30 @@ class ControlServer:
                 self._ops_cond.wait(remaining)
             return True
 
-    def _counted(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _submit(
+        self, pool: concurrent.futures.ThreadPoolExecutor, fn: Callable[..., Any], *args: Any
+    ) -> concurrent.futures.Future[Any]:
+        """Submit a handler call, counted for wait_ops from now until it is done or cancelled.
+
+        Counted at submission, not when a worker starts it: a worker that had taken the call off
+        the queue but not yet started it was invisible to wait_ops, so the daemon could close
+        the store under a call that started a moment later. Raises RuntimeError once the pool
+        has shut down (the daemon is stopping).
+        """
         with self._ops_cond:
             self._ops_running += 1
         try:
-            return fn(*args)
-        finally:
-            with self._ops_cond:
-                self._ops_running -= 1
-                self._ops_cond.notify_all()
+            work = pool.submit(fn, *args)
+        except BaseException:
+            self._op_done(None)
+            raise
+        work.add_done_callback(self._op_done)  # runs at once if already done
+        return work
+
+    def _op_done(self, _work: object) -> None:
+        with self._ops_cond:
+            self._ops_running -= 1
+            self._ops_cond.notify_all()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the server thread to exit; True when it has."""
@@ -546,14 +561,19 @@ class ControlServer:
         loop = self._loop
         if loop is None or self._stopping or not self._conns:
             return
-        message = self._event_message(event, data)
+        ts = _now()
         with contextlib.suppress(RuntimeError):  # the loop is closing: nobody to tell
-            loop.call_soon_threadsafe(self._fanout, message)
+            loop.call_soon_threadsafe(self._fanout, event, ts, data)
 
-    def _event_message(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
-        return {"event": event, "seq": next(self._seq), "ts": _now(), "data": data}
+    def _event_message(self, event: str, data: dict[str, Any], ts: str = "") -> dict[str, Any]:
+        """An event with the next sequence number; called on the loop's thread only."""
+        return {"event": event, "seq": next(self._seq), "ts": ts or _now(), "data": data}
 
-    def _fanout(self, message: dict[str, Any]) -> None:
+    def _fanout(self, event: str, ts: str, data: dict[str, Any]) -> None:
+        # The sequence number is drawn here, on the loop's thread, in the order the events are
+        # queued to subscribers: drawn in each publishing thread, two threads' events could
+        # reach a subscriber with their numbers out of order.
+        message = self._event_message(event, data, ts)
         self.stats.events_published += 1
         for conn in self._conns:
             if not conn.subscribed or (
@@ -757,7 +777,7 @@ class ControlServer:
         if op in _SYNC_OPS:
             return await self._run_sync_op(conn, op, args)
         try:
-            work = self._pool.submit(self._counted, self._call_handler, op, args)
+            work = self._submit(self._pool, self._call_handler, op, args)
         except RuntimeError as exc:  # the pool shut down: the daemon is stopping
             raise OpError("shutting_down", "the daemon is stopping") from exc
         done = asyncio.wrap_future(work)
@@ -783,7 +803,7 @@ class ControlServer:
             self.stats.syncs_cancelled += 1
             raise OpError("cancelled", "the client disconnected")
         try:
-            work = self._sync_pool.submit(self._counted, self._call_handler, op, args)
+            work = self._submit(self._sync_pool, self._call_handler, op, args)
         except RuntimeError as exc:  # the pool shut down: the daemon is stopping
             raise OpError("shutting_down", "the daemon is stopping") from exc
         done = asyncio.wrap_future(work)
@@ -863,8 +883,7 @@ class ControlServer:
                 body, status, ctype = b"wrong host\n", "421 Misdirected Request", "text/plain"
             elif len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
                 assert self._metrics_text is not None
-                loop = asyncio.get_running_loop()
-                text = await loop.run_in_executor(self._pool, self._counted, self._metrics_text)
+                text = await asyncio.wrap_future(self._submit(self._pool, self._metrics_text))
                 body = text.encode()
                 status, ctype = "200 OK", "text/plain; version=0.0.4; charset=utf-8"
             else:

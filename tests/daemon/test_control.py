@@ -949,3 +949,99 @@ def test_frames_before_authentication_are_limited_to_a_few_kib() -> None:
     finally:
         server.stop()
         assert server.join(10)
+
+
+class _RecordingHandler:
+    """Records whether each call started after the server's `wait_ops` had said none runs."""
+
+    def __init__(self) -> None:
+        self.ops_waited = threading.Event()
+        self.started_after_wait = 0
+        self.calls = 0
+
+    def handle(self, op: str, args: dict[str, Any]) -> Any:
+        self.calls += 1
+        if self.ops_waited.is_set():
+            self.started_after_wait += 1
+        return {"op": op}
+
+
+def test_a_request_a_worker_has_taken_but_not_started_is_waited_for_at_stop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The daemon closes the store once `wait_ops` says no handler call runs. A call was counted
+    only when its function began, so one a worker had taken off the queue but not yet started
+    (a thread switch) was invisible: `wait_ops` returned and the call ran a moment later, on a
+    closed store. The fault injected is that thread switch, stretched: a pause in the worker
+    between taking the call and starting it."""
+    import concurrent.futures.thread as cft
+
+    taken = threading.Event()
+    original_run = cft._WorkItem.run
+
+    def run_after_a_pause(item: Any) -> None:
+        taken.set()
+        time.sleep(0.5)
+        original_run(item)
+
+    monkeypatch.setattr(cft._WorkItem, "run", run_after_a_pause)
+    token = "t" * 40
+    handler = _RecordingHandler()
+    server = ControlServer(handler, token=token, workers=1)
+    server.start()
+    ws = raw(server.port, token, ping_interval=None)
+    try:
+        ws.send(json.dumps({"id": 1, "op": "status"}))
+        assert taken.wait(10)  # a worker holds the call and has not started it
+        server.stop()
+        assert server.wait_ops(10)
+        handler.ops_waited.set()
+        assert server.join(10)
+        time.sleep(1.0)  # (long enough for a call still on its way to start)
+        assert handler.calls == 1 and handler.started_after_wait == 0
+    finally:
+        server.stop()
+        server.join(10)
+        ws.close()
+
+
+def test_event_numbers_reach_a_subscriber_in_order_when_several_threads_publish(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each publishing thread drew its event's number, then queued the event for the server's
+    loop: a thread switch between the two (injected here as a random pause in the timestamp)
+    sent a subscriber 13 before 12. The number is now drawn on the loop, in queue order."""
+    real_now = control._now
+    rng = random.Random(16)
+
+    def slow_now() -> str:
+        time.sleep(rng.random() * 0.002)
+        return real_now()
+
+    monkeypatch.setattr(control, "_now", slow_now)
+    token = "t" * 40
+    server = ControlServer(_Handler(), token=token)
+    server.start()
+    try:
+        with ControlClient(server.port, token, timeout=10) as client:
+            client.subscribe()
+            per_thread = 100
+
+            def publish(n: int) -> None:
+                for i in range(per_thread):
+                    server.publish("saved", {"thread": n, "i": i})
+
+            threads = [threading.Thread(target=publish, args=(n,)) for n in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            seqs = []
+            for event in client.events(timeout=10):
+                seqs.append(event["seq"])
+                if len(seqs) == 4 * per_thread:
+                    break
+            assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    finally:
+        server.stop()
+        assert server.join(10)
