@@ -1128,18 +1128,24 @@ class KVStore:
         count = 0
         missing: set[str] = set()
         damaged: set[str] = set()
+        # Paged by key: each batch starts after the last key the previous one saw, so a skipped
+        # item (damaged, or its key missing) is passed once and needs no variable of its own.
+        # (A `key NOT IN (?, ...)` list of the damaged ones failed past SQLite's variable limit,
+        # 32,766.) Items before `after` need no second look: they were re-sealed, skipped, or
+        # changed by a save, which seals with the current key, `kid`, since before this started.
+        after = ""
         while True:
+            # One variable per data key id (a handful), not per item.
             skip = sorted(missing | {kid})
-            skip_keys = sorted(damaged)
             with self._index.read() as cur:
                 rows = cur.execute(
-                    "SELECT key, value, key_id FROM kv_items WHERE key_id IS NOT NULL AND key_id"
-                    f" NOT IN ({','.join('?' * len(skip))})"
-                    f" AND key NOT IN ({','.join('?' * len(skip_keys))}) LIMIT ?",
-                    (*skip, *skip_keys, ROTATION_BATCH),
+                    "SELECT key, value, key_id FROM kv_items WHERE key > ? AND key_id IS NOT NULL"
+                    f" AND key_id NOT IN ({','.join('?' * len(skip))}) ORDER BY key LIMIT ?",
+                    (after, *skip, ROTATION_BATCH),
                 ).fetchall()
             if not rows:
                 return count, missing, damaged
+            after = str(rows[-1][0])
             resealed = []
             for k, v, old_kid in rows:
                 try:

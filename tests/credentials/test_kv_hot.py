@@ -8,6 +8,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
+import apsw
 import pytest
 
 from localstore.config import Settings, load_settings
@@ -483,6 +484,36 @@ def test_a_damaged_item_does_not_stop_key_rotation(
     report = ekv.rotate_data_key()
     assert old in report.retired and report.damaged == ()
     assert creds.find(f"datakey:{old}") is None
+
+
+@pytest.mark.keychain
+def test_more_damaged_items_than_sqlite_takes_variables_do_not_stop_rotation(
+    ekv: KVStore, index: Index, creds: CredentialStore
+) -> None:
+    """Rotation skipped damaged items with ``key NOT IN (?, ?, ...)``, one variable per item: past
+    SQLite's variable limit (32,766; a keychain entry that is the wrong key for tens of thousands
+    of items) every rotation failed. The limit is lowered here so a few dozen items show it."""
+    old = ekv.current_key_id()
+    with index.write() as cur:  # the fault: every even item's ciphertext has one flipped bit
+        for i in range(0, 100, 2):
+            value = bytearray(
+                cur.execute("SELECT value FROM kv_items WHERE key = ?", (f"s/{i}",)).fetchall()[0][
+                    0
+                ]
+            )
+            value[-1] ^= 1
+            cur.execute("UPDATE kv_items SET value = ? WHERE key = ?", (bytes(value), f"s/{i}"))
+        cur.connection.limit(apsw.SQLITE_LIMIT_VARIABLE_NUMBER, 16)  # 50 damaged items > 16
+    report = ekv.rotate_data_key()
+    assert report.reencrypted == 50
+    assert report.damaged == tuple(sorted(f"s/{i}" for i in range(0, 100, 2)))
+    assert old not in report.retired and creds.find(f"datakey:{old}") is not None
+    fresh = KVStore(index, credentials=creds, hot_items=0)
+    for i in range(1, 100, 2):
+        assert fresh.load(f"s/{i}") == f"secret {i}"
+    # Run again: the damaged ones are skipped again, nothing else is left to re-seal.
+    again = ekv.rotate_data_key()
+    assert (again.reencrypted, again.damaged) == (50, report.damaged)
 
 
 @pytest.mark.keychain
