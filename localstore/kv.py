@@ -494,6 +494,8 @@ class _StaleKey(Exception):
 class KVStore:
     """App data in the index, with an LRU hot tier in front (``hot_items=0`` turns it off).
 
+    :meth:`close` is final: every operation after it raises StoreClosedError.
+
     The tier's bounds: ``hot_items`` / ``hot_bytes`` if given, else ``settings.kv_hot_items`` /
     ``kv_hot_bytes`` (config.yaml, ``LOCALSTORE_KV_HOT_*``) if settings are given, else the
     defaults.
@@ -531,6 +533,8 @@ class KVStore:
         self._seen_generation: int | None = None
         self._purger: Purger | None = None
         self._purger_finalizer: weakref.finalize[Any, Any] | None = None
+        # Set once by close() under self._lock; never cleared (a closed store stays closed).
+        self._closed = False
         # Set by the index when any transaction or savepoint rolls back (see _note_rollback).
         self._rolled_back = False
         index.register_schema("kv", KV_MIGRATIONS)
@@ -538,10 +542,24 @@ class KVStore:
         # keep every KVStore ever made on a long-lived index alive, hot tier and all.
         listener = _WeakCall(self._note_rollback)
         index.on_rollback(listener)
-        weakref.finalize(self, index.remove_rollback_listener, listener)
+        self._listener_finalizer = weakref.finalize(self, index.remove_rollback_listener, listener)
 
     def __repr__(self) -> str:
-        return f"KVStore({str(self._index.path)!r})"
+        closed = ", closed" if self._closed else ""
+        return f"KVStore({str(self._index.path)!r}{closed})"
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        """Raise StoreClosedError after close() (every public operation calls this first)."""
+        if self._closed:
+            raise StoreClosedError(
+                "this KVStore was closed",
+                hint="make a new KVStore(index, ...) to use app data again; the data is kept",
+            )
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -564,6 +582,7 @@ class KVStore:
         KVFormatError (cannot encode), InvalidInputError, KVError (encrypt without credentials),
         CredentialError/KeychainUnavailableError (data key), IndexStoreError.
         """
+        self._check_open()
         _check_key(key)
         if not isinstance(format, str) or format not in FORMATS:
             raise InvalidInputError(
@@ -697,6 +716,7 @@ class KVStore:
 
     def delete(self, key: str) -> bool:
         """Delete ``key``; return whether a (live or expired) item was there."""
+        self._check_open()
         _check_key(key)
         with self._write() as cur:
             gone = cur.execute(
@@ -709,6 +729,7 @@ class KVStore:
 
     def purge_expired(self) -> int:
         """Delete every expired item now; return how many. (The Purger calls this.)"""
+        self._check_open()
         now = self._clock()
         total = 0
         while True:
@@ -737,6 +758,7 @@ class KVStore:
 
         Raises KVNotFoundError, KVFormatError, DecryptionError, KeyNotFoundError.
         """
+        self._check_open()
         try:
             item, plain = self._load(key)
         except KVNotFoundError:
@@ -747,6 +769,7 @@ class KVStore:
 
     def load_item(self, key: str) -> KVItem:
         """Return the item (value, metadata, tags, times). Raises like :meth:`load`."""
+        self._check_open()
         item, plain = self._load(key)
         # The item may be the hot tier's: a caller mutating its metadata must not change what
         # later reads return. (Tags are a tuple; the value is decoded afresh.)
@@ -832,6 +855,7 @@ class KVStore:
 
     def exists(self, key: str) -> bool:
         """Return whether a live (unexpired) item has ``key``."""
+        self._check_open()
         _check_key(key)
         now = self._clock()
         if self._hot_lookup(key, now)[0] is not None:
@@ -848,6 +872,7 @@ class KVStore:
 
         Raises InvalidInputError for a prefix or tag that is not encodable text.
         """
+        self._check_open()
         if not isinstance(prefix, str):
             raise wrong_type(
                 "prefix", prefix, "a string", hint="pass prefix='' (the default) for every key"
@@ -875,6 +900,7 @@ class KVStore:
 
     def find_by_tag(self, tag: str) -> list[str]:
         """Live keys carrying ``tag``, sorted."""
+        self._check_open()
         if not isinstance(tag, str):  # (None listed every key)
             raise wrong_type(
                 "tag", tag, "a string", hint="pass one tag as text; keys() lists every key"
@@ -883,6 +909,7 @@ class KVStore:
 
     def hot_stats(self) -> dict[str, int]:
         """Hot-tier counters: items, bytes, hits, misses."""
+        self._check_open()
         with self._lock:
             return self._hot.stats()
 
@@ -916,6 +943,9 @@ class KVStore:
             # is released just before COMMIT; nothing reads the tier without the index's lock
             # meanwhile, except a read's own fill, which the epoch bumped here refuses.
             with self._index.write() as cur, self._lock:
+                # Checked again under the lock close() takes: a write that passed its caller's
+                # check before close() must not land (and refill the tier) after close() returned.
+                self._check_open()
                 self._forget_if_rolled_back()
                 yield cur
         except BaseException:
@@ -1047,6 +1077,7 @@ class KVStore:
 
     def current_key_id(self) -> str | None:
         """Id of the data key new encrypted items use (None before the first one)."""
+        self._check_open()
         with self._index.read() as cur:
             return self._current_kid(cur)
 
@@ -1059,6 +1090,7 @@ class KVStore:
         ``unreadable`` and ``missing_keys``; their key stays listed, and once it is restored the
         next rotation re-seals them. New saves use the new key either way.
         """
+        self._check_open()
         self.recover_keys()
         kid = self._create_key(rotate=True)
         count, missing, damaged = self._reseal_all(kid)
@@ -1096,18 +1128,24 @@ class KVStore:
         count = 0
         missing: set[str] = set()
         damaged: set[str] = set()
+        # Paged by key: each batch starts after the last key the previous one saw, so a skipped
+        # item (damaged, or its key missing) is passed once and needs no variable of its own.
+        # (A `key NOT IN (?, ...)` list of the damaged ones failed past SQLite's variable limit,
+        # 32,766.) Items before `after` need no second look: they were re-sealed, skipped, or
+        # changed by a save, which seals with the current key, `kid`, since before this started.
+        after = ""
         while True:
+            # One variable per data key id (a handful), not per item.
             skip = sorted(missing | {kid})
-            skip_keys = sorted(damaged)
             with self._index.read() as cur:
                 rows = cur.execute(
-                    "SELECT key, value, key_id FROM kv_items WHERE key_id IS NOT NULL AND key_id"
-                    f" NOT IN ({','.join('?' * len(skip))})"
-                    f" AND key NOT IN ({','.join('?' * len(skip_keys))}) LIMIT ?",
-                    (*skip, *skip_keys, ROTATION_BATCH),
+                    "SELECT key, value, key_id FROM kv_items WHERE key > ? AND key_id IS NOT NULL"
+                    f" AND key_id NOT IN ({','.join('?' * len(skip))}) ORDER BY key LIMIT ?",
+                    (after, *skip, ROTATION_BATCH),
                 ).fetchall()
             if not rows:
                 return count, missing, damaged
+            after = str(rows[-1][0])
             resealed = []
             for k, v, old_kid in rows:
                 try:
@@ -1167,6 +1205,7 @@ class KVStore:
 
     def recover_keys(self) -> None:
         """Finish what a crash interrupted: drop stale pending keys, delete retired ones."""
+        self._check_open()
         if self._keys is None:
             return
         with self._index.write() as cur:
@@ -1181,6 +1220,9 @@ class KVStore:
     def start_purger(self, *, interval: float = DEFAULT_PURGE_INTERVAL_S) -> Purger:
         """Start (once) a background thread that purges expired items every ``interval`` s."""
         with self._lock:
+            # Under the lock close() sets the flag under: a purger started after close() took
+            # the last one would run for a closed store.
+            self._check_open()
             if self._purger is None:
                 self._purger = Purger(self, interval=interval)
                 # A store dropped without close() stops its purger when collected (the purger
@@ -1190,13 +1232,25 @@ class KVStore:
             return self._purger
 
     def close(self) -> None:
-        """Stop the purger (if started) and drop the hot tier. The index stays open (not ours)."""
+        """Close for good: stop the purger (if started) and drop the hot tier. Idempotent.
+
+        Every later operation raises StoreClosedError (before, the store kept working: a save
+        refilled the tier with no purger left). A save or delete already under way in another
+        thread either took the store's lock first, and goes through, or raises StoreClosedError;
+        none refills the tier afterwards. The index stays open (it is the caller's) and the data
+        stays in it: a new KVStore reads it.
+        """
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             purger, self._purger = self._purger, None
             finalizer, self._purger_finalizer = self._purger_finalizer, None
             self._clear_hot()
         if finalizer is not None:
             finalizer.detach()
+        # The index outlives us: stop its rollback callbacks now rather than at collection.
+        self._listener_finalizer()
         if purger is not None:
             purger.stop()
             purger.join()
@@ -1216,7 +1270,7 @@ class Purger:
 
     Lifecycle: ``start()`` once, ``stop()`` then ``join()``; ``purge_once()`` does one round
     synchronously (tests call it instead of waiting). It holds its store weakly: once the store
-    is garbage-collected the thread exits and ``purge_once()`` raises StoreClosedError.
+    is closed or garbage-collected the thread exits and ``purge_once()`` raises StoreClosedError.
     """
 
     def __init__(self, kv: KVStore, *, interval: float = DEFAULT_PURGE_INTERVAL_S) -> None:
@@ -1263,7 +1317,7 @@ class Purger:
     def purge_once(self) -> int:
         """Purge synchronously; return how many items were deleted.
 
-        Raises StoreClosedError once the store is gone (and what purge_expired raises).
+        Raises StoreClosedError once the store is closed or gone (and what purge_expired raises).
         """
         kv = self._kv()
         if kv is None:

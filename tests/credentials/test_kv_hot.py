@@ -8,6 +8,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
+import apsw
 import pytest
 
 from localstore.config import Settings, load_settings
@@ -233,6 +234,77 @@ def test_purger_lifecycle_and_background_purge(index: Index, clock: FakeClock) -
     assert purger.state is PurgerState.STOPPED
 
 
+def test_a_closed_store_refuses_every_operation(index: Index, clock: FakeClock) -> None:
+    """close() stopped the purger and emptied the hot tier, but the store went on working: a
+    later save refilled the tier with no purger left to expire anything, and nothing told the
+    app it was using a store it had closed. Every operation now raises StoreClosedError."""
+    kv = KVStore(index, clock=clock, hot_items=10)
+    kv.save("k", 1, ttl=5, tags=["t"])
+    purger = kv.start_purger(interval=3600)
+    kv.close()
+    assert purger.state is PurgerState.STOPPED
+    kv.close()  # a second close is a no-op
+    calls: dict[str, Any] = {
+        "save": lambda: kv.save("k", 2),
+        "delete": lambda: kv.delete("k"),
+        "purge_expired": kv.purge_expired,
+        "load": lambda: kv.load("k"),
+        "load with a default": lambda: kv.load("absent", None),
+        "load_item": lambda: kv.load_item("k"),
+        "exists": lambda: kv.exists("k"),
+        "keys": kv.keys,
+        "find_by_tag": lambda: kv.find_by_tag("t"),
+        "hot_stats": kv.hot_stats,
+        "start_purger": kv.start_purger,
+        "current_key_id": kv.current_key_id,
+        "rotate_data_key": kv.rotate_data_key,
+        "recover_keys": kv.recover_keys,
+    }
+    for name, call in calls.items():
+        with pytest.raises(StoreClosedError) as info:
+            call()
+        assert "KVStore was closed" in str(info.value), name
+        assert "new KVStore" in info.value.hint, name
+    with pytest.raises(StoreClosedError):  # a purger the app made itself stops too
+        Purger(kv).purge_once()
+    assert kv.closed and not KVStore(index).closed
+    # The data is untouched and another store on the same index reads it.
+    assert KVStore(index, clock=clock).load_item("k").tags == ("t",)
+
+
+def test_a_save_racing_close_does_not_land_after_it(
+    index: Index, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A save that passed its closed check before close() and reached its write after: it
+    wrote, and refilled the emptied tier of a closed store. The write itself checks again."""
+    kv = KVStore(index, clock=clock, hot_items=10)
+    in_save, closed = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+    real_expiry = kv._expiry
+
+    def paused_expiry(*args: Any) -> Any:  # runs after the closed check, before the write
+        in_save.set()
+        assert closed.wait(30)
+        return real_expiry(*args)
+
+    monkeypatch.setattr(kv, "_expiry", paused_expiry)
+
+    def save() -> None:
+        try:
+            kv.save("k", 1)
+        except BaseException as exc:
+            errors.append(exc)
+
+    saver = threading.Thread(target=save)
+    saver.start()
+    assert in_save.wait(30)
+    kv.close()
+    closed.set()
+    saver.join()
+    assert len(errors) == 1 and isinstance(errors[0], StoreClosedError)
+    assert not KVStore(index, clock=clock).exists("k")
+
+
 def test_a_dropped_store_stops_its_purger(index: Index, clock: FakeClock) -> None:
     """An app making a KVStore with a purger per window (or per call) that forgets close() must
     not keep each one alive for ever, hot tier and all, with a thread purging it: the purger's
@@ -415,6 +487,36 @@ def test_a_damaged_item_does_not_stop_key_rotation(
 
 
 @pytest.mark.keychain
+def test_more_damaged_items_than_sqlite_takes_variables_do_not_stop_rotation(
+    ekv: KVStore, index: Index, creds: CredentialStore
+) -> None:
+    """Rotation skipped damaged items with ``key NOT IN (?, ?, ...)``, one variable per item: past
+    SQLite's variable limit (32,766; a keychain entry that is the wrong key for tens of thousands
+    of items) every rotation failed. The limit is lowered here so a few dozen items show it."""
+    old = ekv.current_key_id()
+    with index.write() as cur:  # the fault: every even item's ciphertext has one flipped bit
+        for i in range(0, 100, 2):
+            value = bytearray(
+                cur.execute("SELECT value FROM kv_items WHERE key = ?", (f"s/{i}",)).fetchall()[0][
+                    0
+                ]
+            )
+            value[-1] ^= 1
+            cur.execute("UPDATE kv_items SET value = ? WHERE key = ?", (bytes(value), f"s/{i}"))
+        cur.connection.limit(apsw.SQLITE_LIMIT_VARIABLE_NUMBER, 16)  # 50 damaged items > 16
+    report = ekv.rotate_data_key()
+    assert report.reencrypted == 50
+    assert report.damaged == tuple(sorted(f"s/{i}" for i in range(0, 100, 2)))
+    assert old not in report.retired and creds.find(f"datakey:{old}") is not None
+    fresh = KVStore(index, credentials=creds, hot_items=0)
+    for i in range(1, 100, 2):
+        assert fresh.load(f"s/{i}") == f"secret {i}"
+    # Run again: the damaged ones are skipped again, nothing else is left to re-seal.
+    again = ekv.rotate_data_key()
+    assert (again.reencrypted, again.damaged) == (50, report.damaged)
+
+
+@pytest.mark.keychain
 def test_crash_before_deleting_a_retired_key(
     ekv: KVStore, index: Index, creds: CredentialStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -539,10 +641,10 @@ def test_a_racing_write_is_not_undone_by_an_older_save(
 def test_a_read_that_raced_another_process_write_is_not_cached(
     index: Index, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mine = KVStore(index, hot_items=10)
-    mine.save("k", "v1")
-    mine.save("other", 0)
-    mine.close()  # empty the tier so the next load of k reads the index
+    writer = KVStore(index, hot_items=0)
+    writer.save("k", "v1")
+    writer.save("other", 0)
+    mine = KVStore(index, hot_items=10)  # its tier is empty: the next load of k reads the index
     other_index = Index(settings.paths.index_db)
     try:
         theirs = KVStore(other_index, hot_items=0)
