@@ -1231,6 +1231,12 @@ class KVStore:
                 self._purger.start()
             return self._purger
 
+    def __enter__(self) -> KVStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Close for good: stop the purger (if started) and drop the hot tier. Idempotent.
 

@@ -270,6 +270,9 @@ def test_a_closed_store_refuses_every_operation(index: Index, clock: FakeClock) 
     assert kv.closed and not KVStore(index).closed
     # The data is untouched and another store on the same index reads it.
     assert KVStore(index, clock=clock).load_item("k").tags == ("t",)
+    with KVStore(index, clock=clock) as scoped:  # a `with` block closes it as close() does
+        assert scoped.load("k") == 1
+    assert scoped.closed
 
 
 def test_a_save_racing_close_does_not_land_after_it(
