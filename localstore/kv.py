@@ -1341,6 +1341,14 @@ class Purger:
             return self._round_done.wait_for(lambda: self._rounds >= n, timeout)
 
     def _run(self) -> None:
+        try:
+            self._rounds_until_stopped()
+        finally:
+            # The thread ends (stopped, or its store closed or gone): say so, rather than
+            # leave an app's status page showing "running" for a purger that no longer runs.
+            self.state = PurgerState.STOPPED
+
+    def _rounds_until_stopped(self) -> None:
         while not self._stop.wait(self._interval):
             try:
                 self.purge_once()

@@ -369,6 +369,20 @@ def test_purge_once_and_bad_interval(index: Index, clock: FakeClock) -> None:
         Purger(kv, interval=0)
 
 
+def test_a_purger_whose_store_was_closed_ends_as_stopped(index: Index) -> None:
+    """An app-made purger's thread ended at its first round after the store's close, but its
+    state still said RUNNING, so an app's status page showed a purger that no longer ran."""
+    kv = KVStore(index)
+    purger = Purger(kv, interval=0.05)
+    purger.start()
+    assert purger.state is PurgerState.RUNNING
+    kv.close()
+    assert purger._thread is not None
+    purger._thread.join(30)  # not purger.join(): that sets the state itself
+    assert not purger._thread.is_alive()
+    assert purger.state is PurgerState.STOPPED
+
+
 @pytest.mark.parametrize("interval", [float("nan"), float("inf"), 1e300, "60", None, True])
 def test_a_purge_interval_that_is_not_a_usable_number_is_refused(
     index: Index, interval: Any
