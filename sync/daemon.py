@@ -91,6 +91,8 @@ RELOGIN_CHECK_S = 60.0
 SYNC_RESTART_S = 5.0
 SYNC_RESTART_MAX_S = 300.0
 TICK_S = 0.5
+# Distinct errors of one tick check logged in full before the rest go to DEBUG (_check_failed).
+TICK_ERRORS_KEPT = 32
 REMOTE_TIMEOUT_S = 15.0
 SYNC_WAIT_IDLE_S = 10.0
 # Store event kind -> control API event name (created and modified are both "saved").
@@ -828,11 +830,24 @@ class Daemon:
             return
         seen = self._tick_errors.setdefault(what, set())
         key = f"{type(exc).__qualname__}: {exc}"
-        if key in seen:
+        if key in seen or len(seen) > TICK_ERRORS_KEPT:
             log.debug("%s: still failing: %s", what, key)
             return
-        if len(seen) < 32:  # (an error text that changes every time must not grow this forever)
-            seen.add(key)
+        if len(seen) == TICK_ERRORS_KEPT:
+            # An error text that changes every time (it names a count, a temporary file, a
+            # time) must neither grow this set forever nor, once it is full, log every tick
+            # for as long as it lasts: one line says so, the rest go to DEBUG until the check
+            # works again. The marker ("" is no error's key) makes the set one larger.
+            seen.add("")
+            log.warning(
+                "%s keeps failing with other errors (%d different ones so far); the rest are "
+                "logged at DEBUG until it works again: %s",
+                what,
+                TICK_ERRORS_KEPT + 1,
+                key,
+            )
+            return
+        seen.add(key)
         # A known error (a locked or full index...) names its cause: a warning, as before; an
         # unexpected one is an ERROR with its traceback (and an `error` event for clients).
         known = isinstance(exc, (LocalStoreError, SyncError))

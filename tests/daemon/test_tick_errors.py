@@ -74,3 +74,42 @@ def test_an_error_while_the_homes_index_is_gone_stops_the_daemon(
     assert d.daemon.exit_code == EXIT_HOME_GONE
     gone = [r.getMessage() for r in caplog.records if "is gone" in r.getMessage()]
     assert gone and str(index) in gone[0]
+
+
+def test_an_error_whose_text_changes_every_time_is_not_logged_every_tick(
+    inproc_daemon: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each distinct error of a check is remembered (to log it once), at most 32 of them. Past
+    those, every new text was logged in full: an error that names something changing (a count,
+    a temporary file, a time) was an ERROR with its traceback twice a second for as long as it
+    lasted (months, for a daemon), rotating everything else out of daemon.log."""
+    caplog.set_level(logging.DEBUG)
+    d = inproc_daemon()
+    calls = iter(range(1_000_000))
+
+    def changing() -> None:
+        raise RuntimeError(f"failed on attempt {next(calls)}")
+
+    # The tick's own code path, driven directly: 1,000 ticks (over 8 minutes of real ticks).
+    for _ in range(1000):
+        d.daemon._guarded("a check under test", changing)
+    logged = [
+        r
+        for r in caplog.records
+        if r.name == "sync.daemon"
+        and r.levelno >= logging.WARNING
+        and "a check under test" in r.getMessage()
+    ]
+    # The first 32 texts in full, then one line saying the rest go to DEBUG.
+    assert len(logged) == 33, len(logged)
+    assert "logged at DEBUG" in logged[-1].getMessage()
+    assert len(d.daemon._tick_errors["a check under test"]) <= 33  # (32 and a marker)
+    # Recovery forgets them all: the next failure is news again.
+    d.daemon._guarded("a check under test", lambda: None)
+    assert "a check under test" not in d.daemon._tick_errors
+    d.daemon._guarded("a check under test", changing)
+    assert (
+        [r for r in caplog.records if r.levelno >= logging.ERROR][-1]
+        .getMessage()
+        .endswith("failed on attempt 1000")
+    )
