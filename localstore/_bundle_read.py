@@ -62,7 +62,8 @@ if TYPE_CHECKING:
 
 FORMAT_NAME = "localstore-bundle"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+# 1.1 added each blueprint's optional "ancestors" (docs/bundle-format.md, section 2).
+FORMAT_MINOR = 1
 FORMAT_VERSION = f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
 MANIFEST_NAME = "manifest.json"
 ENTRY_PREFIX = "blueprints/"
@@ -80,6 +81,12 @@ MAX_ENTRY_NAME_CHARS = (
     len(ENTRY_PREFIX) + fs.MAX_PATH_CHARS + len(fs.META_SUFFIX) - len(fs.YAML_SUFFIX)
 )
 _CHUNK = 64 * 1024
+# Earlier content hashes a writer lists per blueprint ("ancestors"), and the most a reader takes.
+# The manifest's value budget (_too_many_values counts commas) is 16 per blueprint in every reader
+# since 1.0; an entry's own fields take 6 and each hash one more, so 10 is what keeps a bundle of
+# the most blueprints readable by a 1.0 reader, and the writer stays 2 under it.
+ANCESTORS_WRITTEN = 8
+MAX_ANCESTORS = 10
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _VERSION_RE = re.compile(r"^(\d{1,6})\.(\d{1,6})$")
 # As in blueprint paths (files.py): ':' would also name an NTFS alternate stream.
@@ -250,6 +257,9 @@ class BundleEntry:
     content_hash: str
     _spool: _Spool = field(repr=False, compare=False)
     _offset: int = field(repr=False, compare=False)
+    # Content hashes of earlier versions of this blueprint at the exporter (newest first; empty
+    # in a format 1.0 bundle): a version here among them is one the bundle's version was made from.
+    ancestors: tuple[str, ...] = ()
 
     def read_yaml(self) -> bytes:
         """The YAML bytes exactly as in the bundle (only inside :func:`open_bundle`)."""
@@ -882,6 +892,7 @@ class _Wanted:
     yaml_sha256: str
     meta_size: int
     meta_sha256: str
+    ancestors: tuple[str, ...] = ()
 
 
 def _parse_manifest(data: Any, limits: BundleLimits) -> tuple[dict[str, Any], list[_Wanted]]:
@@ -966,6 +977,7 @@ def _parse_entry(entry: Any, index: int) -> _Wanted:
         raise UnsafeBundleError(f"{where}: path {path[:80]!r} is not a canonical blueprint path")
     yaml_size, yaml_sha = _parse_file(entry, "yaml", where)
     meta_size, meta_sha = _parse_file(entry, "meta", where)
+    ancestors = _parse_ancestors(entry.get("ancestors", []), where)
     return _Wanted(
         id=bp_id,
         path=path,
@@ -975,7 +987,23 @@ def _parse_entry(entry: Any, index: int) -> _Wanted:
         yaml_sha256=yaml_sha,
         meta_size=meta_size,
         meta_sha256=meta_sha,
+        ancestors=ancestors,
     )
+
+
+def _parse_ancestors(value: Any, where: str) -> tuple[str, ...]:
+    """The entry's "ancestors" (format 1.1), checked like the hashes next to them: a malformed list
+    refuses the bundle rather than being half-believed, as it decides whether import overwrites."""
+    if not isinstance(value, list):
+        raise BundleFormatError(f"{where}: 'ancestors' must be a list of content hashes")
+    if len(value) > MAX_ANCESTORS:
+        raise BundleFormatError(
+            f"{where}: 'ancestors' lists {len(value)} hashes, more than {MAX_ANCESTORS}"
+        )
+    for digest in value:
+        if not isinstance(digest, str) or not _SHA256_RE.match(digest):
+            raise BundleFormatError(f"{where}: 'ancestors' must hold 64 lowercase hex digits each")
+    return tuple(value)
 
 
 def _check_unique(wanted: Sequence[_Wanted]) -> None:
@@ -1074,6 +1102,7 @@ def _extract_one(
         content_hash=content_hash(yaml_bytes, meta),
         _spool=spool,
         _offset=spool.append(yaml_bytes),
+        ancestors=w.ancestors,
     )
 
 

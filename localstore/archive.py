@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from localstore import crypto
 from localstore import files as fs
 from localstore._bundle_read import (
+    ANCESTORS_WRITTEN,
     ENCRYPTED_MAGIC,
     ENTRY_PREFIX,
     EXPORT_TEMP_PREFIX,
@@ -134,6 +135,10 @@ _ARCHIVE_MIGRATIONS = (
         PRIMARY KEY (src_id, src_hash)
     ) WITHOUT ROWID;
     """,
+    # The path the bundle had the blueprint at: a blueprint keep-both put aside with its own id
+    # (another one held that path here) is known by it, so a later import does not take that path
+    # for a rename at the source.
+    "ALTER TABLE archive_imports ADD COLUMN src_path TEXT NOT NULL DEFAULT ''",
 )
 
 
@@ -506,7 +511,9 @@ def _write_zip(
             ):
                 method = zipfile.ZIP_STORED if name in stored else zipfile.ZIP_DEFLATED
                 zf.writestr(_zip_info(name, when, method), data, compresslevel=6)
-            entries.append(_manifest_entry(bp.id, bp.path, yaml_bytes, meta_bytes))
+            entry = _manifest_entry(bp.id, bp.path, yaml_bytes, meta_bytes)
+            entry["ancestors"] = _ancestors(store, bp.id, bp.rev, bp.content_hash)
+            entries.append(entry)
             ids.append(bp.id)
             if progress is not None:
                 progress("export", i + 1, len(infos))
@@ -572,6 +579,26 @@ def _manifest_entry(bp_id: str, path: str, yaml_bytes: bytes, meta_bytes: bytes)
         "yaml": {"size": len(yaml_bytes), "sha256": hashlib.sha256(yaml_bytes).hexdigest()},
         "meta": {"size": len(meta_bytes), "sha256": hashlib.sha256(meta_bytes).hexdigest()},
     }
+
+
+def _ancestors(store: BlueprintStore, bp_id: str, rev: int, current: str) -> list[str]:
+    """The content hashes of this blueprint's versions before revision ``rev`` here, newest first,
+    each once, at most ANCESTORS_WRITTEN: an importer whose version is among them holds one this
+    version was made from, and takes it without a conflict. (Moves and deletions add no content
+    state; the exported version's own hash is left out, as the entry's files give it.)"""
+    with store.index.read() as cur:
+        rows = cur.execute(
+            "SELECT content_hash FROM revisions WHERE id = ? AND rev < ? AND deleted = 0 "
+            "ORDER BY rev DESC",
+            (bp_id, rev),
+        )
+        out: list[str] = []
+        for (digest,) in rows:
+            if digest != current and digest not in out:
+                out.append(str(digest))
+                if len(out) == ANCESTORS_WRITTEN:
+                    break
+    return out
 
 
 def _package_version() -> str:
@@ -882,7 +909,26 @@ class _Planner:
         row = _row(self.store, bp_id) if entry is not None else None
         if entry is None or row is None or row.content_hash != _hash_as_saved(entry, row):
             return False
-        return _renamed_at_source(entry, row, self.store.history(bp_id))
+        return self._renamed(entry, row, self.store.history(bp_id))
+
+    def _put_aside_from(self, bp_id: str) -> set[str]:
+        """The bundle paths an earlier import put blueprint ``bp_id`` aside from: keep-both saved
+        it, with its own id, at a free path because another blueprint held that one here."""
+        with self.store.index.read() as cur:
+            rows = cur.execute(
+                "SELECT src_path FROM archive_imports WHERE src_id = ? AND result_id = src_id "
+                "AND action = 'keep-both'",
+                (bp_id,),
+            ).fetchall()
+        return {str(r[0]) for r in rows if r[0]}
+
+    def _renamed(self, entry: BundleEntry, row: Row, history: Sequence[Revision]) -> bool:
+        """True when the bundle's path for this blueprint is a rename at the source: a path it
+        never had here, and not the one an import put it aside from (that path is still the
+        source's, not a new one)."""
+        return _renamed_at_source(entry, row, history) and (
+            entry.path not in self._put_aside_from(row.id)
+        )
 
     def _path_holder(self, path: str) -> str:
         """Who keeps ``path`` from being free: a blueprint here, or this bundle's own plan."""
@@ -900,6 +946,11 @@ class _Planner:
         history = self.store.history(row.id)
         known = {r.content_hash for r in history}
         stale = incoming in known
+        if not row.deleted and not stale and row.content_hash in entry.ancestors:
+            # The bundle's version was made from the one here (the exporter's history holds it)
+            # and this one was not edited since: no conflict, under every policy.
+            self._plan_update(item, entry, row, history)
+            return
         if self.policy == "overwrite":
             target = entry.path if self._path_free(entry.path, row.id) else row.path
             if row.deleted and not self._path_free(target, row.id):
@@ -909,7 +960,7 @@ class _Planner:
             return
         if stale:
             reason = "deleted here" if row.deleted else "this version is already in history"
-            if not row.deleted and _renamed_at_source(entry, row, history):
+            if not row.deleted and self._renamed(entry, row, history):
                 # The source only renamed it, but it was edited here since: the local version
                 # stays where it is (the content decides), and the report says the move waits.
                 reason += f"; edited here since, so its move to {entry.path} is not applied"
@@ -926,10 +977,32 @@ class _Planner:
             return
         self._plan_conflict(item, entry, row, "changed on both sides")
 
+    def _plan_update(
+        self, item: ImportItem, entry: BundleEntry, row: Row, history: Sequence[Revision]
+    ) -> None:
+        """A fast-forward: the bundle's content and fields replace the version it was made from.
+        Its path is taken as a merge takes it: a rename at the source when that path is free;
+        otherwise (moved here since, put aside by an import, or held) it stays where it is."""
+        renamed = entry.path != row.path and self._renamed(entry, row, history)
+        target = entry.path if renamed and self._path_free(entry.path, row.id) else row.path
+        reason = "made from the version here"
+        if renamed and target != entry.path:
+            reason += f"; {self._not_at(entry, target)}"
+        self._set(item, "update", row.id, target, entry, row.rev, reason)
+
     def _plan_move(self, item: ImportItem, entry: BundleEntry, row: Row) -> None:
         """Same id and content, another path: the source renamed it. No conflict under any
         policy: the blueprint moves here too, keeping its id, with a revision as a move gets."""
         history = self.store.history(row.id)
+        if entry.path in self._put_aside_from(row.id) and (
+            self.policy != "overwrite" or not self._path_free(entry.path, row.id)
+        ):
+            # An earlier import put it here because another blueprint held the bundle's path:
+            # that is no rename (neither here nor at the source), so nothing is to be done, and
+            # moving it back onto the path (overwrite, once free) is overwrite's alone.
+            reason = f"put aside here by an earlier import ({entry.path} was taken)"
+            self._set(item, "unchanged", row.id, row.path, None, None, reason)
+            return
         if self.policy != "overwrite" and not _renamed_at_source(entry, row, history):
             # The bundle has a path this blueprint had here before: it was moved here since,
             # and the bundle is older (overwrite alone takes the bundle's side, moving it back).
@@ -990,6 +1063,13 @@ class _Planner:
             reason += "; merge not clean"
         elif self.policy == "merge":
             reason += "; no merger available" if self.merger is None else "; different ids"
+        if row.id != entry.id:
+            # Its path is taken here by another blueprint, and its id by none: it is put aside
+            # at a free path with its own id and fields. A copy under a new id instead made every
+            # later version of it one more copy, and came back to the source as new blueprints.
+            target = self._free_variant(entry.path)
+            self._set(item, "keep-both", entry.id, target, entry, 0, reason)
+            return
         self._plan_keep_both(item, entry, reason)
 
     def _plan_merge(self, item: ImportItem, entry: BundleEntry, row: Row, reason: str) -> bool:
@@ -1013,7 +1093,7 @@ class _Planner:
         target = row.path
         if (
             entry.path != row.path
-            and _renamed_at_source(entry, row, self.store.history(row.id))
+            and self._renamed(entry, row, self.store.history(row.id))
             and self._path_free(entry.path, row.id)
         ):
             target = entry.path
@@ -1108,8 +1188,9 @@ def plan_import(
 def _recorder(item: ImportItem) -> Callable[[Any, Any], None]:
     def record(cur: Any, bp: Any) -> None:
         cur.execute(
-            "INSERT OR REPLACE INTO archive_imports VALUES (?, ?, ?, ?, ?)",
-            (item.id, item._src_hash, bp.id, item.action, utc_now()),
+            "INSERT OR REPLACE INTO archive_imports "
+            "(src_id, src_hash, result_id, action, ts, src_path) VALUES (?, ?, ?, ?, ?, ?)",
+            (item.id, item._src_hash, bp.id, item.action, utc_now(), item.path),
         )
 
     return record
@@ -1172,7 +1253,7 @@ def _landed_meanwhile(store: BlueprintStore, item: ImportItem, req: SaveRequest)
     row = _row(store, item.target_id, include_deleted=True)
     if row is None:
         return ""
-    if item.action == "keep-both":
+    if item.action == "keep-both" and item.target_id != item.id:
         # The copy's id names this bundle version (_copy_id): another import made it.
         return f"already imported as {row.id}"
     if row.deleted or not isinstance(req.content, bytes) or not isinstance(req.meta, BlueprintMeta):

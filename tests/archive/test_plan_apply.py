@@ -301,7 +301,8 @@ def test_a_blueprint_the_bundle_updates_is_never_given_another_ones_content(
     actions = {i.id: (i.action, i.target_id, i.target_path, i.status) for i in result.items}
     assert actions[a.id] == ("overwrite", a.id, "p/x.blueprint.yaml", "done")
     assert actions[b.id][0] == "keep-both" and actions[b.id][3] == "done"
-    assert actions[b.id][1] not in (a.id, b.id, c.id)
+    # B is put aside at a free path with its own id (no blueprint here has it), never A's or C's.
+    assert actions[b.id][1] == b.id and actions[b.id][2] != "p/x.blueprint.yaml"
     assert (dst.load(a.id).content, dst.load(a.id).name) == ("who: A\n", "A")
     assert dst.load(actions[b.id][1]).content == "who: B\n"
     assert dst.load(c.id).content == "who: C\n"

@@ -16,6 +16,7 @@ def test_an_overwrite_or_restore_away_from_the_bundle_path_names_the_holder(
     archive.export_bundle(src, tmp_path / "v1.lsbundle")
     dst = stores("dst")
     archive.import_bundle(dst, tmp_path / "v1.lsbundle")
+    dst.save("p/old", "v: 1, edited here\n", id=x)  # (unedited, v2 would be an update)
     src.move(x, "p/new")
     src.save("p/new", "v: 2\n", id=x)  # renamed and edited at the source
     archive.export_bundle(src, tmp_path / "v2.lsbundle")
@@ -30,7 +31,20 @@ def test_an_overwrite_or_restore_away_from_the_bundle_path_names_the_holder(
     )
     src.save("p/new", "v: 3\n", id=x)
     archive.export_bundle(src, tmp_path / "v3.lsbundle")
+    src.save("p/new", "v: 4\n", id=x)
+    archive.export_bundle(src, tmp_path / "v4.lsbundle")
+    # Made from the version here (v3 imported above, not edited since): an update under every
+    # policy, which names the holder too.
+    archive.import_bundle(dst, tmp_path / "v3.lsbundle", on_conflict="overwrite")
+    (item,) = archive.import_bundle(dst, tmp_path / "v4.lsbundle").items
+    assert (item.action, item.target_path, item.reason) == (
+        "update",
+        "p/old.blueprint.yaml",
+        f"made from the version here; {why}",
+    )
+    src.save("p/new", "v: 5\n", id=x)
+    archive.export_bundle(src, tmp_path / "v5.lsbundle")
     dst.delete(x)
-    (item,) = archive.import_bundle(dst, tmp_path / "v3.lsbundle", on_conflict="keep-both").items
+    (item,) = archive.import_bundle(dst, tmp_path / "v5.lsbundle", on_conflict="keep-both").items
     assert (item.action, item.reason) == ("restore", why)
     assert item.target_path.startswith("p/new (import ")

@@ -221,9 +221,11 @@ def test_a_rename_with_an_edit_follows_the_policy_and_merge_takes_the_rename(
     x = src.save("a/old", "steps:\n  - one\n").id
     archive.export_bundle(src, tmp_path / "v1.lsbundle")
 
-    def fresh(name: str) -> BlueprintStore:
+    def fresh(name: str, edit: bool = True) -> BlueprintStore:
         s = stores(name)
         archive.import_bundle(s, tmp_path / "v1.lsbundle")
+        if edit:  # changed on both sides (unedited, the bundle's version is an update)
+            s.save(OLD, "steps:\n  - one\n  - here\n", id=x)
         return s
 
     src.move(x, "b/new")
@@ -253,7 +255,13 @@ def test_a_rename_with_an_edit_follows_the_policy_and_merge_takes_the_rename(
     ).items
     assert (it.action, it.target_path, it.status) == ("merge", NEW, "done")
     assert (dst.load(x).path, dst.load(x).content) == (NEW, "steps:\n  - one\n  - two\n")
-    assert [r.path for r in dst.history(x)] == [NEW, OLD]
+    assert [r.path for r in dst.history(x)] == [NEW, OLD, OLD]
+
+    # Not edited here: the bundle's version was made from this one, so it is taken, rename and all.
+    dst = fresh("untouched", edit=False)
+    (it,) = archive.import_bundle(dst, bundle).items
+    assert (it.action, it.target_path, it.status) == ("update", NEW, "done")
+    assert (dst.load(x).path, dst.load(x).content) == (NEW, "steps:\n  - one\n  - two\n")
 
 
 def test_the_cli_plan_shows_the_move_and_a_blocked_move_needs_attention(
