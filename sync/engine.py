@@ -1101,6 +1101,28 @@ class SyncEngine:
             refresh()
             return fn(*args, **kwargs)
 
+    def _fetch(self, ids: Sequence[str]) -> list[ServerRow]:
+        """The user's rows for ``ids``, in as many calls as the server needs.
+
+        ``fetch_rows`` answers in one jsonb with no paging: 200 ids of large blueprints are over
+        jsonb's 256 MiB (54000) or the statement timeout (57014), and the same call failed on
+        every retry, so a full reconcile never finished. A call refused so (``SPLIT_CODES``) is
+        asked again in halves; one id alone is at most one row (18 MiB), which the server
+        answers, so a lone refusal is a real failure and raised.
+        """
+        try:
+            return self._call(self.remote.fetch, ids)
+        except TransientError as exc:
+            if exc.code not in SPLIT_CODES or len(ids) < 2:
+                raise
+            log.info(
+                "sync: the server refused a fetch of %d rows (%s); fetching it in halves",
+                len(ids),
+                exc,
+            )
+            half = len(ids) // 2
+            return self._fetch(ids[:half]) + self._fetch(ids[half:])
+
     def _record_success(self) -> None:
         self._last_error = None
         with self.store.index.write() as cur:
@@ -1920,7 +1942,7 @@ class SyncEngine:
             v.id for v in server.values() if v.seq <= horizon and seen.get(v.id) != v.seq
         )
         for i in range(0, len(stale), FETCH_CHUNK):
-            rows = self._call(self.remote.fetch, stale[i : i + FETCH_CHUNK])
+            rows = self._fetch(stale[i : i + FETCH_CHUNK])
             self._apply_rows(rows, report)
             report.pulled += len(rows)
         with self.store.index.write() as cur:
@@ -2013,7 +2035,7 @@ class SyncEngine:
             report = SyncReport()
             for i in range(0, len(pulls), FETCH_CHUNK):
                 part = pulls[i : i + FETCH_CHUNK]
-                rows = self._call(self.remote.fetch, part)
+                rows = self._fetch(part)
                 # Ids the server no longer has are un-parked too: there is nothing to apply.
                 self._apply_rows(rows, report, unpark=part)
                 if rows:

@@ -32,6 +32,7 @@ RELEASED = {
     "20261122000800_op_fingerprint.sql": "4b2512b6fbcc4ba9",
     "20261122000900_schema_version.sql": "bc61ef0ced05e4a4",
     "20261122001000_purge_revisions.sql": "c7c0fc3fb7ea1a7a",
+    "20261122001100_pull_page_bytes.sql": "5ff3f032553e1b6c",
 }
 
 
