@@ -370,6 +370,16 @@ def _unclassified(
     return TransientError(text)
 
 
+def _too_big_hint(what: str) -> str:
+    """What sync does about a call the server found too large or too slow (by the RPC's name)."""
+    if what == "push_changes":
+        return "sync pushes smaller batches by itself; nothing is lost"
+    if what == "fetch_rows":
+        return "sync asks for fewer rows at a time by itself; nothing is lost"
+    # A pull page is bounded by the server (rows and bytes); this is a busy or limited server.
+    return "sync tries again later by itself; nothing is lost"
+
+
 def _map_api_error(
     exc: APIError, what: str, quiet: bool = False, redact: Callable[[str], str] = str
 ) -> SyncError:
@@ -396,9 +406,7 @@ def _map_api_error(
     if code == "429":
         return RateLimitedError(text, code=code)
     if code in _TOO_BIG_CODES:
-        return TransientError(
-            text, code=code, hint="sync pushes smaller batches by itself; nothing is lost"
-        )
+        return TransientError(text, code=code, hint=_too_big_hint(what))
     if code in _TRANSIENT_SQLSTATES or code.startswith(_TRANSIENT_PREFIXES):
         return TransientError(text, code=code)
     return _unclassified(exc, what, quiet, redact)

@@ -218,3 +218,22 @@ def test_memory_remote_fails_a_push_as_supabase_remote_maps_the_server(
     if isinstance(supabase, TransientError):
         # The engine splits such a push instead of sending it again as it was.
         assert supabase.code in SPLIT_CODES
+
+
+@pytest.mark.parametrize("code", ["54000", "57014", "413"])
+@pytest.mark.parametrize(
+    ("rpc", "says"),
+    [
+        ("push_changes", "pushes smaller batches"),
+        ("fetch_rows", "asks for fewer rows"),
+        ("pull_changes", "tries again later"),
+    ],
+)
+def test_a_call_too_large_or_too_slow_is_hinted_for_what_sync_does_with_that_call(
+    code: str, rpc: str, says: str
+) -> None:
+    """Every such error said "sync pushes smaller batches by itself", also for a pull or a fetch,
+    where nothing is pushed: the user was told of a remedy that was not the one under way."""
+    mapped = map_error(APIError({"code": code, "message": "too big"}), what=rpc)
+    assert isinstance(mapped, TransientError)
+    assert says in mapped.hint and "nothing is lost" in mapped.hint
