@@ -58,6 +58,7 @@ from sync.remote import (
     VerifyPage,
     VerifyRow,
     canonical_uuid,
+    checked_fetch_ids,
     checked_probes,
 )
 
@@ -287,12 +288,7 @@ class MemoryRemote:
 
     def fetch(self, ids: Sequence[str]) -> list[ServerRow]:
         """Return the user's rows for ``ids``, ordered by id; see sync.remote.Remote.fetch."""
-        wanted: set[str] = set()
-        for raw in ids:
-            rid = canonical_uuid(raw)
-            if rid is None:
-                raise ProtocolError(f"fetch: {raw!r} is not a uuid")
-            wanted.add(rid)
+        wanted = set(checked_fetch_ids(ids))
         with self._call("fetch"):
             found = [
                 _copy_row(o.row)

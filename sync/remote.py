@@ -56,6 +56,7 @@ MAX_VERIFY_LIMIT = 1000
 DEFAULT_PULL_LIMIT = 500
 DEFAULT_VERIFY_LIMIT = 1000
 MAX_MATCH_PROBES = 1000
+MAX_FETCH_IDS = 1000  # fetch_rows refuses more (migration 20261122001200)
 
 PushStatus = Literal["applied", "conflict", "rejected"]
 ConflictReason = Literal["rev_mismatch", "exists", "missing", "path_taken"]
@@ -351,6 +352,24 @@ def canonical_uuid(value: object) -> str | None:
         return None
 
 
+def checked_fetch_ids(ids: Sequence[str]) -> list[str]:
+    """The canonical form of each id, as both remotes check them before asking.
+
+    Raises ProtocolError for more than MAX_FETCH_IDS ids or an id that is not a uuid.
+    """
+    if len(ids) > MAX_FETCH_IDS:
+        raise ProtocolError(
+            f"fetch: too many ids: {len(ids)} > {MAX_FETCH_IDS}", hint="ask in smaller batches"
+        )
+    wanted: list[str] = []
+    for raw in ids:
+        rid = canonical_uuid(raw)
+        if rid is None:
+            raise ProtocolError(f"fetch: {raw!r} is not a uuid")
+        wanted.append(rid)
+    return wanted
+
+
 def checked_probes(probes: Sequence[RevisionProbe]) -> list[tuple[str, RevisionProbe]]:
     """Each probe with its canonical id, as both remotes check them before asking.
 
@@ -463,7 +482,8 @@ class Remote(Protocol):
     def fetch(self, ids: Sequence[str]) -> list[ServerRow]:
         """Return the full rows of those ids that exist and belong to the user (others are omitted).
 
-        Raises like ``push``; a malformed id raises ProtocolError.
+        Raises like ``push``; a malformed id, or more than ``MAX_FETCH_IDS`` ids, raises
+        ProtocolError.
         """
         ...
 

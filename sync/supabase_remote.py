@@ -114,6 +114,7 @@ from sync.remote import (
     Unsubscribe,
     VerifyPage,
     canonical_uuid,
+    checked_fetch_ids,
     checked_probes,
 )
 
@@ -1243,12 +1244,7 @@ class SupabaseRemote:
 
     def fetch(self, ids: Sequence[str]) -> list[ServerRow]:
         """Return the user's rows for ``ids``; see sync.remote.Remote.fetch."""
-        wanted: list[str] = []
-        for raw in ids:
-            rid = canonical_uuid(raw)
-            if rid is None:
-                raise ProtocolError(f"fetch: {raw!r} is not a uuid")
-            wanted.append(rid)
+        wanted = checked_fetch_ids(ids)
         if not wanted:
             return []
         data = self._rpc("fetch_rows", {"ids": wanted})

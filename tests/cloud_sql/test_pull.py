@@ -186,3 +186,17 @@ def test_deleting_a_user_cascades_without_errors(db: Db) -> None:
             {"u": uid},
         ).fetchone()
     assert left == (0,)
+
+
+def test_fetch_rows_refuses_more_than_1000_ids(db: Db) -> None:
+    """A client that bypasses the library could send any number of ids, and the server looked
+    each one up and built its rows into one jsonb, as often as it liked."""
+    api = db.api(db.new_user())
+    made = change(1)
+    assert api.push([made])[0]["status"] == "applied"
+    ids = [str(uuid.uuid4()) for _ in range(1000)]
+    with pytest.raises(psycopg.Error) as info:
+        api.fetch([*ids, made["id"]])
+    assert info.value.sqlstate == "22023"
+    assert "too many ids" in str(info.value)
+    assert [r["id"] for r in api.fetch([*ids[1:], made["id"]])] == [made["id"]]

@@ -28,6 +28,7 @@ import pytest
 from sync.errors import ProtocolError
 from sync.remote import (
     MAX_CONTENT_BYTES,
+    MAX_FETCH_IDS,
     MAX_MATCH_PROBES,
     AncestryRemote,
     Change,
@@ -622,6 +623,18 @@ class RemoteContract:
         assert sorted(r.id for r in rows) == sorted([a1.id, a2.id])
         assert {r.id: r for r in rows} == latest(pull_all(alice.remote)[0])
         assert alice.remote.fetch([]) == []
+
+    def test_fetch_refuses_too_many_ids_and_bad_ids(self, alice: Writer) -> None:
+        """Any number of ids was sent, and the server looked up and built every row asked for
+        (the server refuses more than 1000 since migration 20261122001200)."""
+        a1, _ = alice.create(path="a1.yaml")
+        many = [str(uuid.uuid4()) for _ in range(MAX_FETCH_IDS)]
+        with pytest.raises(ProtocolError) as info:
+            alice.remote.fetch([*many, a1.id])
+        assert "too many ids" in info.value.message
+        assert [r.id for r in alice.remote.fetch([*many[1:], a1.id])] == [a1.id]
+        with pytest.raises(ProtocolError):
+            alice.remote.fetch(["not-a-uuid"])
 
     # -- the revision history (AncestryRemote) ----------------------------------------------------
 
