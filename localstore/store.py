@@ -1929,7 +1929,11 @@ class BlueprintStore:
         does not parse. While a Watcher runs on this store, a YAML that vanished is left to it
         too (an editor's save may rename it away and write it anew; the watcher gives that a
         grace period) and the last revision is returned; without one its delete is recorded
-        and NotFoundError raised.
+        and NotFoundError raised. While a Watcher runs, a change it has pending or younger than
+        its write-quiet period (1 s) is left to it as well (it waits for the write to end; half
+        an in-place save that parses was recorded): the file's current text is returned with
+        the last recorded ``rev`` and meta, unrecorded (the last revision if it does not parse).
+        Without a watcher nothing tells when a write ends: the change is recorded at once.
         """
         self._check_open()
         with self.index.read() as cur:
@@ -1987,6 +1991,13 @@ class BlueprintStore:
                 same = False
             if same:
                 return self._blueprint_from(row, data.decode("utf-8"))
+        if stale and st is not None and self._settling(row.path, st, m_st):
+            # A change this fresh is the running watcher's to record: it waits for the write's
+            # close. An in-place save is truncate then write, maybe in chunks; read in a pause,
+            # half a file cut at a line often parses, and was recorded as a revision (an event,
+            # history, a sync push of a blueprint nobody saved). The file as it is now is
+            # returned, unrecorded; one that does not parse (yet) gives the last revision.
+            return self._unrecorded(row, yaml_abs)
         if stale:
             from localstore._reconcile import Reconciler
 
@@ -2001,6 +2012,27 @@ class BlueprintStore:
             except FileNotFoundError:
                 text = self._revision_content(row.id, row.rev)
         return self._blueprint_from(row, text)
+
+    def _settling(self, rel: str, st: os.stat_result, m_st: os.stat_result | None) -> bool:
+        """Whether a running Watcher of this store is still to record the change at ``rel``."""
+        from localstore.watcher import change_settling, running_watcher
+
+        watcher = running_watcher(self)
+        stats = [st] if m_st is None else [st, m_st]
+        return watcher is not None and change_settling(watcher, rel, stats)
+
+    def _unrecorded(self, row: Row, yaml_abs: str) -> Blueprint:
+        """The blueprint with its YAML as the file holds it now, not recorded: the recorded
+        revision's number and meta, the content's own hash. The last revision if the file does
+        not read or parse as a blueprint (as for an empty one)."""
+        try:
+            data = fs.read_regular(yaml_abs, self.limits.max_bytes)
+            text = data.decode("utf-8")
+            check_yaml(data, self.limits)
+        except (OSError, UnicodeDecodeError, LocalStoreError):
+            return self._blueprint_from(row, self._revision_content(row.id, row.rev))
+        bp = self._blueprint_from(row, text)
+        return dataclasses.replace(bp, content_hash=content_hash(data, row.meta))
 
     def _watched(self) -> bool:
         """Whether a Watcher runs on this store object (it then decides what a vanished file is)."""

@@ -1673,6 +1673,26 @@ class Watcher:
         return self._report(diff, started)
 
 
+def change_settling(watcher: Watcher, key: str, stats: Sequence[os.stat_result]) -> bool:
+    """Whether a change to ``key`` (a YAML path; ``stats``: its files' ``lstat``s) is still the
+    watcher's to record: it has the path pending, or the change is younger than its write-quiet
+    period (a write without a close waits that long there; its events may not have reached the
+    worker yet). ``BlueprintStore.load`` then leaves the revision to it: read in an in-place
+    save's pause, half a file that parses was recorded as a revision."""
+    # (``_pending`` is the worker's; a membership test from another thread is one atomic dict
+    # lookup, and a stale answer only moves the decision to the age test below.)
+    if key in watcher._pending:
+        return True
+    wall = time.time()
+    for st in stats:
+        # As the worker's age of a lone YAML: a rename sets the change time; an mtime in the
+        # future (a sync tool's clock) says nothing of when the file changed here.
+        changed = st.st_ctime if st.st_mtime > wall else max(st.st_mtime, st.st_ctime)
+        if 0 <= wall - changed < watcher.write_quiet_s:
+            return True
+    return False
+
+
 def running_watcher(store: BlueprintStore) -> Watcher | None:
     """A started, not stopped and not failed Watcher of ``store`` (this store object), or None."""
     with _STARTED_LOCK:

@@ -10,6 +10,7 @@ that cannot sync until fixed, or differences found by ``sync --verify``), 4 not 
 from __future__ import annotations
 
 import importlib
+import re
 import shlex
 import subprocess
 import sys
@@ -577,9 +578,11 @@ def show_cmd(cli: CliContext, cid: int) -> None:
 def resolve_cmd(cli: CliContext, cid: int, take: str | None, tool: bool) -> None:
     """Resolve a conflict; the result syncs like any edit and the conflict copy is removed.
 
-    With --tool, a merge that cannot be taken (not a valid blueprint, not UTF-8, the conflict
-    resolved meanwhile) or that the tool saved before exiting non-zero is kept in the home's
-    state folder; the error names the file, to fix and pass to --take.
+    With --tool, a merge that cannot be taken (not a valid blueprint, not UTF-8, conflict
+    markers left in, the conflict resolved meanwhile) or that the tool saved before exiting
+    non-zero is kept in the home's state folder; the error names the file, to fix and pass to
+    --take. A tool that exits 0 leaving MERGED as it was written (closed without saving)
+    resolves nothing: exit 3, the conflict stays open (--take local keeps that side).
     """
     if (take is None) == (not tool):
         fail("give either --take local|remote|FILE or --tool", code=2)
@@ -612,8 +615,8 @@ def _read_take_file(name: str) -> str:
 def _resolve_with_tool(settings: Settings, store: Any, record: Any) -> Any:
     """Run the merge tool on an open conflict and resolve it with what the tool left in MERGED.
 
-    A merge the conflict cannot take (not UTF-8, not a valid blueprint, or the conflict resolved
-    from another terminal while the tool was open) is kept in the home's state folder and named
+    A merge the conflict cannot take (not UTF-8, conflict markers left in, not a valid blueprint,
+    or the conflict resolved from another terminal while the tool was open) is kept in the home's state folder and named
     in the error, with the command that takes it once fixed: it was in the temp folder, deleted
     with it, and the person's merging was lost.
     """
@@ -636,6 +639,22 @@ def _resolve_with_tool(settings: Settings, store: Any, record: Any) -> Any:
             code=EXIT_ATTENTION,
             hint="check that merge_tool writes its result to %MERGED",
         )
+    if merged == start.encode("utf-8"):
+        # Many tools exit 0 when closed without saving (git's mergetool, trustExitCode=false,
+        # asks "was the merge successful?" then). Taking MERGED as written silently dropped the
+        # remote side's edit from the files. The same bytes saved again are refused too (they
+        # cannot be told apart): that is exactly `--take local`, which the hint names.
+        fail(
+            "the merge tool exited without saving a merge (MERGED is unchanged); "
+            "the conflict stays open",
+            code=EXIT_ATTENTION,
+            hint="merge and save in the tool, or keep one side with "
+            f"`localstore conflicts resolve {record.cid} --take local|remote`",
+        )
+    if _has_conflict_markers(merged):
+        # Markers where YAML allows them (a block scalar) passed validation: a merge left
+        # unfinished became the blueprint. Named as such, not as the YAML error they often cause.
+        _fail_kept(settings, record.cid, merged, "the merged text still holds conflict markers", 1)
     try:
         text = merged.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -654,6 +673,18 @@ def _resolve_with_tool(settings: Settings, store: Any, record: Any) -> Any:
 
         code = EXIT_NOT_FOUND if isinstance(exc, NotFoundError) else 1
         _fail_kept(settings, record.cid, merged, message, code)
+
+
+# A conflict-marker block as merge tools write it (git, diff3): "<<<<<<<", "=======" and
+# ">>>>>>>" lines in that order, at any indentation (a block scalar indents them).
+_MARKERS = re.compile(
+    rb"^[ \t]*<{7}(?:[ \t].*)?$.*?^[ \t]*={7}[ \t]*$.*?^[ \t]*>{7}(?:[ \t].*)?$",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+def _has_conflict_markers(merged: bytes) -> bool:
+    return _MARKERS.search(merged) is not None
 
 
 def _keep_merge(settings: Settings, cid: int, merged: bytes) -> Path:

@@ -11,6 +11,7 @@ load leaves an empty file to the watcher (which waits for the close) and the nex
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 
@@ -96,3 +97,94 @@ def test_without_a_watcher_load_of_a_vanished_file_records_the_delete(
         store.load(bp.id)
     assert "restore" in (info.value.hint or "")
     assert not store.exists(bp.id)
+
+
+OLD = "name: deploy\nsteps:\n  - run: make\n"
+HALF = "name: deploy\nsteps:\n  - run: make\n  - run: make test\n"  # parses on its own
+FULL = HALF + "  - run: make deploy\nowner: ops\n"
+
+
+def _in_place_save(
+    path: os.PathLike[str], half_written: threading.Event, go_on: threading.Event
+) -> None:
+    """An editor's in-place save in two chunks: truncate, write a part, pause, write the rest."""
+    with open(path, "r+", encoding="utf-8") as f:
+        f.truncate(0)
+        f.write(HALF)
+        f.flush()
+        os.fsync(f.fileno())
+        half_written.set()
+        assert go_on.wait(30)
+        f.write(FULL[len(HALF) :])
+
+
+def test_load_of_half_a_save_that_parses_leaves_the_revision_to_the_watcher(
+    store: localstore.BlueprintStore,
+) -> None:
+    """Half an in-place save, cut at a line, often parses. load() in the pause recorded it as a
+    revision (a `modified` event, history and sync got a blueprint its author never saved); the
+    watcher then recorded the whole file as the next. While a watcher runs, a change that fresh is
+    the watcher's to record (it waits for the close): load returns what the file holds now and
+    records nothing."""
+    bp = store.save("team/deploy", OLD)
+    # A long write-quiet: the watcher records only on the close (no timing in this test).
+    watcher = Watcher(store, write_quiet_ms=120_000)
+    watcher.start()
+    try:
+        assert watcher.wait_idle(30)
+        heard: list[Event] = []
+        store.subscribe(heard.append)
+        half_written, go_on = threading.Event(), threading.Event()
+        writer = threading.Thread(
+            target=_in_place_save, args=(store.abspath(bp.path), half_written, go_on)
+        )
+        writer.start()
+        try:
+            assert half_written.wait(30)
+            during = store.load(bp.id)  # the app's UI thread, in the editor's pause
+            assert (during.content, during.rev) == (HALF, bp.rev)
+            assert heard == []
+            assert [r.rev for r in store.history(bp.id)] == [bp.rev]
+        finally:
+            go_on.set()
+            writer.join(30)
+        assert watcher.wait_idle(30)
+        after = store.load(bp.id)
+        assert (after.content, after.rev) == (FULL, bp.rev + 1)
+        assert [(e.kind, e.origin, e.rev) for e in heard] == [("modified", "external", bp.rev + 1)]
+        texts = [store.load_revision(bp.id, r.rev).content for r in store.history(bp.id)]
+        assert texts == [FULL, OLD]  # newest first: no half save in between
+    finally:
+        watcher.stop()
+        watcher.join(10)
+
+
+def test_a_save_in_the_pause_still_records_the_unseen_half_first(
+    store: localstore.BlueprintStore,
+) -> None:
+    """load leaves the half to the watcher; a save cannot: it must never overwrite content
+    nobody recorded, so the half is recorded (external) before the app's version."""
+    bp = store.save("team/deploy", OLD)
+    watcher = Watcher(store, write_quiet_ms=120_000)
+    watcher.start()
+    try:
+        assert watcher.wait_idle(30)
+        half_written, go_on = threading.Event(), threading.Event()
+        writer = threading.Thread(
+            target=_in_place_save, args=(store.abspath(bp.path), half_written, go_on)
+        )
+        writer.start()
+        try:
+            assert half_written.wait(30)
+            assert store.load(bp.id).rev == bp.rev  # left to the watcher
+            saved = store.save("team/deploy", "name: deploy\nsteps: []\n")
+        finally:
+            go_on.set()
+            writer.join(30)
+        assert saved.rev == bp.rev + 2
+        kinds = [(r.rev, r.origin) for r in store.history(bp.id)]
+        assert kinds[:2] == [(bp.rev + 2, "local"), (bp.rev + 1, "external")]
+        assert store.load_revision(bp.id, bp.rev + 1).content == HALF
+    finally:
+        watcher.stop()
+        watcher.join(10)

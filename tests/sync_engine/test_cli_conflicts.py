@@ -132,15 +132,18 @@ def test_merge_tool_starts_from_the_copy_as_edited_since_like_take_local(
     edited = "name: flow\nsteps: 5\nnote: edited in the copy\n"
     b.store.save(record.copy_path or "", edited, id=record.copy_id)
     seen = tmp_path / "seen-local.yaml"
-    tool = tmp_path / "keep.py"  # saves MERGED untouched; notes what LOCAL held
+    tool = tmp_path / "keep.py"  # notes what LOCAL held; adds a line to MERGED as it opened
     tool.write_text(
-        "import shutil, sys\nshutil.copyfile(sys.argv[1], sys.argv[2])\n", encoding="utf-8"
+        "import shutil, sys\n"
+        "shutil.copyfile(sys.argv[1], sys.argv[3])\n"
+        "open(sys.argv[2], 'a').write('merged: yes\\n')\n",
+        encoding="utf-8",
     )
-    env = {"LOCALSTORE_MERGE_TOOL": f"{sys.executable} {tool} %LOCAL {seen}"}
+    env = {"LOCALSTORE_MERGE_TOOL": f"{sys.executable} {tool} %LOCAL %MERGED {seen}"}
     result = run(b.home, "conflicts", "resolve", "1", "--tool", env=env)
     assert result.exit_code == 0, result.output
     assert seen.read_text(encoding="utf-8") == edited
-    assert b.store.load(ident).content == edited
+    assert b.store.load(ident).content == edited + "merged: yes\n"
     assert len(b.store.list()) == 1  # the copy is gone, its edit kept
 
 
@@ -278,7 +281,7 @@ def test_a_merge_the_store_refuses_is_kept_for_take_file(
     result = run(b.home, "--json", "conflicts", "resolve", "1", "--tool", env=env)
     assert result.exit_code == 1 and result.stdout == ""
     error = json.loads(result.stderr)["error"]
-    assert "YAML does not parse" in error["message"]
+    assert "still holds conflict markers" in error["message"]
     kept = Path(error["kept"])
     assert kept.read_text(encoding="utf-8") == merged
     assert f"localstore conflicts resolve 1 --take {shlex.quote(str(kept))}" in error["hint"]
@@ -371,3 +374,61 @@ def test_two_terminals_resolving_at_once_do_not_both_win(
     assert b.store.load(ident).content == "name: flow\nsteps: 4\n"  # the remote, as chosen
     (record,) = json.loads(run(b.home, "--json", "conflicts", "list", "--all").output)
     assert record["resolution"] == "take remote"
+
+
+def test_a_merge_tool_that_exits_0_without_saving_keeps_the_conflict_open(
+    make_device: Callable[..., Device], tmp_path: Path
+) -> None:
+    """A merge tool closed without saving (exit 0, MERGED as it was written) resolved the
+    conflict as "merge tool" with the local text: the remote side's edit was silently dropped
+    from the files while the person believed they had merged. Now the conflict stays open
+    (exit 3) and the error says how to resolve it; nothing is written."""
+    _, b, ident = _conflicted(make_device)
+    (record,) = b.engine.conflicts()
+    untouched = _merge_tool(tmp_path, "open(local).read()  # looked, closed without saving\n")
+    result = run(b.home, "conflicts", "resolve", "1", "--tool", env=untouched)
+    assert result.exit_code == 3, result.output
+    assert "exited without saving a merge" in result.stderr
+    assert "--take local" in result.stderr and "the conflict stays open" in result.stderr
+    assert b.store.load(ident).content == "name: flow\nsteps: 4\n"  # the remote, untouched
+    assert record.copy_id is not None and b.store.exists(record.copy_id)
+    # The same bytes saved again are no merge either (`--take local` keeps that side).
+    resaved = _merge_tool(tmp_path, "open(merged, 'w').write(open(local).read())\n")
+    again = run(b.home, "--json", "conflicts", "resolve", "1", "--tool", env=resaved)
+    assert again.exit_code == 3 and again.stdout == ""
+    error = json.loads(again.stderr)["error"]
+    assert error["exit_code"] == 3 and "kept" not in error  # nothing of the person's to keep
+    assert "--take local" in error["hint"]
+    (still,) = json.loads(run(b.home, "--json", "conflicts").output)
+    assert still["cid"] == 1
+    assert b.store.load(ident).content == "name: flow\nsteps: 4\n"
+
+
+def test_a_merge_that_still_holds_conflict_markers_keeps_the_conflict_open(
+    make_device: Callable[..., Device], tmp_path: Path
+) -> None:
+    """The copy holds conflict markers where YAML allows them (a block scalar the person was
+    merging by hand). A tool that exits 0 leaving them in, saved or not, resolved with the
+    markers as the blueprint's text. The conflict stays open; a changed MERGED is kept, as any
+    merge the conflict cannot take."""
+    _, b, ident = _conflicted(make_device)
+    (record,) = b.engine.conflicts()
+    assert record.copy_id is not None
+    marked = (
+        "name: flow\nsteps: 5\nnotes: |\n  <<<<<<< mine\n  five\n  =======\n  four\n"
+        "  >>>>>>> theirs\n"
+    )
+    b.store.save(record.copy_path or "", marked, id=record.copy_id)
+    untouched = _merge_tool(tmp_path, "pass\n")
+    result = run(b.home, "conflicts", "resolve", "1", "--tool", env=untouched)
+    assert result.exit_code == 3, result.output
+    assert b.store.load(ident).content == "name: flow\nsteps: 4\n"
+    edited = _merge_tool(tmp_path, "open(merged, 'a').write('owner: me\\n')\n")
+    half = run(b.home, "--json", "conflicts", "resolve", "1", "--tool", env=edited)
+    assert half.exit_code == 1, half.output
+    error = json.loads(half.stderr)["error"]
+    assert "conflict markers" in error["message"]
+    kept = Path(error["kept"])
+    assert kept.read_text(encoding="utf-8") == marked + "owner: me\n"
+    assert b.store.load(ident).content == "name: flow\nsteps: 4\n"
+    assert len(json.loads(run(b.home, "--json", "conflicts").output)) == 1
