@@ -62,8 +62,9 @@ if TYPE_CHECKING:
 
 FORMAT_NAME = "localstore-bundle"
 FORMAT_MAJOR = 1
-# 1.1 added each blueprint's optional "ancestors" (docs/bundle-format.md, section 2).
-FORMAT_MINOR = 1
+# 1.1 added each blueprint's optional "ancestors", 1.2 its optional "put_aside_from"
+# (docs/bundle-format.md, section 2).
+FORMAT_MINOR = 2
 FORMAT_VERSION = f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
 MANIFEST_NAME = "manifest.json"
 ENTRY_PREFIX = "blueprints/"
@@ -84,7 +85,8 @@ _CHUNK = 64 * 1024
 # Earlier content hashes a writer lists per blueprint ("ancestors"), and the most a reader takes.
 # The manifest's value budget (_too_many_values counts commas) is 16 per blueprint in every reader
 # since 1.0; an entry's own fields take 6 and each hash one more, so 10 is what keeps a bundle of
-# the most blueprints readable by a 1.0 reader, and the writer stays 2 under it.
+# the most blueprints readable by a 1.0 reader, and the writer stays 2 under it. (An entry's
+# "put_aside_from", 1.2, takes one of those 2: 15 values, still within every reader's budget.)
 ANCESTORS_WRITTEN = 8
 MAX_ANCESTORS = 10
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -260,6 +262,10 @@ class BundleEntry:
     # Content hashes of earlier versions of this blueprint at the exporter (newest first; empty
     # in a format 1.0 bundle): a version here among them is one the bundle's version was made from.
     ancestors: tuple[str, ...] = ()
+    # The path an import at the exporter put this blueprint aside from (another blueprint held it
+    # there), when it is still where that import put it; empty when not (and before format 1.2).
+    # An importer that has it at that path takes the bundle's path for no rename.
+    put_aside_from: str = ""
 
     def read_yaml(self) -> bytes:
         """The YAML bytes exactly as in the bundle (only inside :func:`open_bundle`)."""
@@ -893,6 +899,7 @@ class _Wanted:
     meta_size: int
     meta_sha256: str
     ancestors: tuple[str, ...] = ()
+    put_aside_from: str = ""
 
 
 def _parse_manifest(data: Any, limits: BundleLimits) -> tuple[dict[str, Any], list[_Wanted]]:
@@ -969,15 +976,17 @@ def _parse_entry(entry: Any, index: int) -> _Wanted:
         raise BundleFormatError(f"{where}: 'id' must be a lowercase UUID")
     if not isinstance(path, str):
         raise BundleFormatError(f"{where}: 'path' must be a string")
-    try:
-        canonical = fs.normalize_path(path)
-    except UnsafePathError as exc:
-        raise UnsafeBundleError(f"{where}: unsafe path: {exc.message}") from exc
-    if canonical != path:
-        raise UnsafeBundleError(f"{where}: path {path[:80]!r} is not a canonical blueprint path")
+    _check_canonical(path, where, "path")
     yaml_size, yaml_sha = _parse_file(entry, "yaml", where)
     meta_size, meta_sha = _parse_file(entry, "meta", where)
     ancestors = _parse_ancestors(entry.get("ancestors", []), where)
+    aside = entry.get("put_aside_from", "")
+    if "put_aside_from" in entry:
+        # Checked as the entry's own path is: it may decide where a blueprint stays, and an
+        # importer compares it with paths here, so a malformed one refuses the bundle.
+        if not isinstance(aside, str):
+            raise BundleFormatError(f"{where}: 'put_aside_from' must be a string (a path)")
+        _check_canonical(aside, where, "put_aside_from")
     return _Wanted(
         id=bp_id,
         path=path,
@@ -988,7 +997,20 @@ def _parse_entry(entry: Any, index: int) -> _Wanted:
         meta_size=meta_size,
         meta_sha256=meta_sha,
         ancestors=ancestors,
+        put_aside_from=aside,
     )
+
+
+def _check_canonical(path: str, where: str, key: str) -> None:
+    """Refuse a manifest path that is unsafe or not in the canonical form a writer gives it."""
+    try:
+        canonical = fs.normalize_path(path)
+    except UnsafePathError as exc:
+        what = "unsafe path" if key == "path" else f"{key!r} is unsafe"
+        raise UnsafeBundleError(f"{where}: {what}: {exc.message}") from exc
+    if canonical != path:
+        what = "path" if key == "path" else f"{key!r} path"
+        raise UnsafeBundleError(f"{where}: {what} {path[:80]!r} is not a canonical blueprint path")
 
 
 def _parse_ancestors(value: Any, where: str) -> tuple[str, ...]:
@@ -1103,6 +1125,7 @@ def _extract_one(
         _spool=spool,
         _offset=spool.append(yaml_bytes),
         ancestors=w.ancestors,
+        put_aside_from=w.put_aside_from,
     )
 
 

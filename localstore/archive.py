@@ -29,7 +29,7 @@ import tempfile
 import uuid
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -481,6 +481,7 @@ def _write_zip(
     now = datetime.now(UTC)
     when = (now.year, now.month, now.day, now.hour, now.minute, now.second)
     entries: list[dict[str, Any]] = []
+    put_aside = _put_aside_here(store)
     ids: list[str] = []
     paths: dict[str, str] = {}
     total = 0
@@ -513,6 +514,12 @@ def _write_zip(
                 zf.writestr(_zip_info(name, when, method), data, compresslevel=6)
             entry = _manifest_entry(bp.id, bp.path, yaml_bytes, meta_bytes)
             entry["ancestors"] = _ancestors(store, bp.id, bp.rev, bp.content_hash)
+            placed, aside_from = put_aside.get(bp.id, ("", ""))
+            if placed == bp.path:
+                # Still where an import put it aside: that path is no name anyone gave it, and
+                # the source (which has it at aside_from) must not take it for a rename. Moved
+                # since, it is a rename here, and the bundle says nothing more.
+                entry["put_aside_from"] = aside_from
             entries.append(entry)
             ids.append(bp.id)
             if progress is not None:
@@ -599,6 +606,25 @@ def _ancestors(store: BlueprintStore, bp_id: str, rev: int, current: str) -> lis
                 if len(out) == ANCESTORS_WRITTEN:
                     break
     return out
+
+
+def _put_aside_here(store: BlueprintStore) -> dict[str, tuple[str, str]]:
+    """For each blueprint an import here put aside (keep-both kept its own id but another
+    blueprint held its path): the path that import saved it at, and the path it was put aside
+    from. The import created the blueprint (its id was not here), so the first revision here is
+    that import's and holds the path it was put at; the record holds the other."""
+    with store.index.read() as cur:
+        columns = {str(r[1]) for r in cur.execute("PRAGMA table_info(archive_imports)")}
+        if "src_path" not in columns:  # no import here yet (or only before it kept the path)
+            return {}
+        rows = cur.execute(
+            "SELECT a.src_id, r.path, a.src_path, r.origin FROM archive_imports a "
+            "JOIN revisions r ON r.id = a.src_id "
+            "AND r.rev = (SELECT MIN(rev) FROM revisions WHERE id = a.src_id) "
+            "WHERE a.result_id = a.src_id AND a.action = 'keep-both' AND a.src_path != '' "
+            "ORDER BY a.ts"
+        ).fetchall()
+    return {str(i): (str(placed), str(src)) for i, placed, src, origin in rows if origin == ORIGIN}
 
 
 def _package_version() -> str:
@@ -771,8 +797,11 @@ class _Planner:
         merger: Merger | None,
         stamp: str,
         entries: Sequence[BundleEntry],
+        bundle_path: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
+        # The bundle's own path of each entry planned at its put_aside_from path instead.
+        self.bundle_path: Mapping[str, str] = bundle_path or {}
         self.policy = policy
         self.merger = merger
         self.stamp = stamp
@@ -788,8 +817,9 @@ class _Planner:
         self.rules = fs.IgnoreRules.for_root(store.root)  # read once for the whole plan
 
     def plan(self, entry: BundleEntry) -> ImportItem:
+        bundle_path = self.bundle_path.get(entry.id, entry.path)
         item = ImportItem(
-            id=entry.id, path=entry.path, action="create", _src_hash=entry.content_hash
+            id=entry.id, path=bundle_path, action="create", _src_hash=entry.content_hash
         )
         item._meta = entry.meta
         row = other = None
@@ -824,6 +854,9 @@ class _Planner:
         if item.target_path and item.action != "refused":
             self.claimed.add(fs.path_key(item.target_path))
         self.planned.add(entry.id)
+        if bundle_path != entry.path:
+            why = f"put aside at {bundle_path} by an import there ({entry.path} was taken)"
+            item.reason = f"{item.reason}; {why}" if item.reason else why
         return item
 
     def _holder(self, entry: BundleEntry) -> Row | None:
@@ -1165,12 +1198,13 @@ def plan_import(
     callable_arg("merger", merger)
     _ensure_schema(store)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    planner = _Planner(store, on_conflict, merger, stamp, bundle.entries)
+    entries, bundle_path = _at_put_aside_paths(store, bundle.entries)
+    planner = _Planner(store, on_conflict, merger, stamp, entries, bundle_path)
     # Items are applied in this order: an entry waiting for the holder of its path comes right
     # after the holder's own item, whose move frees the path.
     items: list[ImportItem] = []
     waiting: dict[str, list[BundleEntry]] = {}
-    for entry in bundle.entries:
+    for entry in entries:
         holder = planner.waits_for(entry)
         if holder is not None:
             waiting.setdefault(holder, []).append(entry)
@@ -1179,6 +1213,32 @@ def plan_import(
         items.extend(planner.plan(e) for e in waiting.pop(entry.id, ()))
     items.extend(planner.plan(e) for rest in waiting.values() for e in rest)
     return items
+
+
+def _at_put_aside_paths(
+    store: BlueprintStore, entries: Sequence[BundleEntry]
+) -> tuple[list[BundleEntry], dict[str, str]]:
+    """The entries as the plan takes them, and the bundle's path of each one changed.
+
+    An entry put aside at the exporter (``put_aside_from``, format 1.2) whose blueprint is here at
+    that path, or was before, is planned at that path: the exporter's path is one its import made
+    up because another blueprint held this one there, and nobody renamed it. So the plan sees no
+    rename (the blueprint stays, or its move here since stands), and the rest of the bundle sees
+    the path as this blueprint's (the exporter's own blueprint at that path is a path conflict
+    here, as this one was there). A blueprint never at that path here keeps the bundle's path."""
+    out: list[BundleEntry] = []
+    bundle_path: dict[str, str] = {}
+    for entry in entries:
+        aside = entry.put_aside_from
+        if aside and aside != entry.path:
+            row = _row(store, entry.id, include_deleted=True)
+            if row is not None and (
+                row.path == aside or any(r.path == aside for r in store.history(row.id))
+            ):
+                bundle_path[entry.id] = entry.path
+                entry = replace(entry, path=aside)
+        out.append(entry)
+    return out, bundle_path
 
 
 # ---------------------------------------------------------------------------------------------------

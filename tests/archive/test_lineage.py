@@ -75,17 +75,18 @@ def test_keep_both_over_another_ids_path_keeps_the_source_id(
         assert [(i.action, i.status) for i in items] == [("unchanged", "done")]
     assert _contents(dst) == {theirs: "other: here\n", mine: "v: 2\n"}
 
-    # Exported back, the source gets its own blueprint back (its id, its content: no new copy)
-    # and the other home's blueprint as the new one it is.
+    # Exported back, the source gets its own blueprint back (its id, its content: no new copy),
+    # where it had it (the other home's path for it is no rename), and the other home's blueprint
+    # as the new one it is, put aside here in turn (its path is this one's).
     back = tmp_path / "back.lsbundle"
     archive.export_bundle(dst, back)
     before = src.history(mine)
-    result = archive.import_bundle(src, back)
+    result = archive.import_bundle(src, back, on_conflict=policy)
     assert result.conflicts_skipped == 0 and result.failed == 0
     assert _contents(src) == {theirs: "other: here\n", mine: "v: 2\n"}
-    after = src.history(mine)
-    # (It may move to where the other home keeps it, as a rename there would; its content stays.)
-    assert all(r.content_hash == before[0].content_hash for r in after[: len(after) - len(before)])
+    assert src.history(mine) == before
+    assert src.load(mine).path == "team/flow.blueprint.yaml"
+    assert src.load(theirs).path.startswith("team/flow (import ")
     assert src.count() == 2
 
 

@@ -157,7 +157,7 @@ def test_plain_bundle_layout_and_manifest(stores: StoreFactory, tmp_path: Path) 
     with zipfile.ZipFile(out) as zf:
         names = zf.namelist()
         manifest = json.loads(zf.read("manifest.json"))
-    assert manifest["format"] == "localstore-bundle" and manifest["version"] == "1.1"
+    assert manifest["format"] == "localstore-bundle" and manifest["version"] == "1.2"
     assert manifest["source_device"]["id"] == src.device_id
     assert {e["id"] for e in manifest["blueprints"]} == set(ids)
     for e in manifest["blueprints"]:
