@@ -31,6 +31,7 @@ Deletes are not merged here: the engine applies "an edit beats a delete" before 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -69,6 +70,9 @@ class _Missing:
 
 
 MISSING: Any = _Missing()
+# The line step's check: a value no line result can be (``_filled``), so the check refuses it.
+_REFUSED: Any = _Missing()
+_NO_FILL: Any = _Missing()  # a structural merge proper, not the line step's check
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,15 +484,17 @@ def _made_duplicate_items(merged: Any, local: str, remote: str, loads: _Loads) -
 
 
 def _loses_a_change(merged: Any, base: str | None, local: str, remote: str, loads: _Loads) -> bool:
-    """True when the line merge's data (``merged``, loaded) is not the structural merge's, where
-    that one is clean.
+    """True when the line merge's data (``merged``, loaded) is not the structural merge's on
+    every path that one settles, or writes an item both sides added to a list twice.
 
     diff3 sees a moved key as a deleted line and an added one: with the key moved on one side
     and deleted on the other, both deletions agree and the added line stays, so the deleted key
     came back (a side's change silently undone). Where the data merges key by key without a
     conflict, that merge is what both sides' changes add up to; a line result with other data
     is refused and the structural step settles it. Where the data conflicts (both sides edited
-    one ``|`` scalar or one list without ids, on different lines), diff3 is all there is.
+    one ``|`` scalar or one list without ids, on different lines), diff3 is all there is: the
+    line result's value stands there (``fill``), and only there. Before session 16 one such
+    conflict anywhere let every other path through unchecked.
     """
     try:
         docs = [
@@ -498,8 +504,8 @@ def _loses_a_change(merged: Any, base: str | None, local: str, remote: str, load
         ]
     except LocalStoreError:
         return False  # a side the structural step cannot read: the line merge is all there is
-    structural, conflicts = _merge_node(docs[0], docs[1], docs[2], "")
-    return not conflicts and not _same(merged, structural)
+    structural, _ = _merge_node(docs[0], docs[1], docs[2], "", fill=merged)
+    return not _same(merged, structural)
 
 
 def _duplicate_items(doc: Any, where: str = "") -> set[tuple[str, str, Any]]:
@@ -623,8 +629,15 @@ def _block_text(
     return text
 
 
-def _merge_node(base: Any, local: Any, remote: Any, where: str) -> tuple[Any, list[str]]:
-    """3-way merge of one value; returns (merged or MISSING, conflicting paths)."""
+def _merge_node(
+    base: Any, local: Any, remote: Any, where: str, fill: Any = _NO_FILL
+) -> tuple[Any, list[str]]:
+    """3-way merge of one value; returns (merged or MISSING, conflicting paths).
+
+    ``fill``, when given (the line step's check), is a line result's data at this path: where
+    the merge conflicts, its value is taken instead of MISSING (``_filled``), so the result is
+    the structural merge where that one settles and the line result's value where it conflicts.
+    """
     if _same(local, remote):
         return local, []
     if _same(local, base):
@@ -632,14 +645,18 @@ def _merge_node(base: Any, local: Any, remote: Any, where: str) -> tuple[Any, li
     if _same(remote, base):
         return local, []
     if isinstance(local, dict) and isinstance(remote, dict) and _dict_or_missing(base):
-        return _merge_dicts({} if base is MISSING else base, local, remote, where)
+        return _merge_dicts({} if base is MISSING else base, local, remote, where, fill)
     if isinstance(local, list) and isinstance(remote, list) and _list_or_missing(base):
-        return _merge_lists([] if base is MISSING else base, local, remote, where)
-    return MISSING, [where or "<document>"]
+        return _merge_lists([] if base is MISSING else base, local, remote, where, fill)
+    return _filled(local, remote, fill), [where or "<document>"]
 
 
 def _merge_dicts(
-    base: dict[Any, Any], local: dict[Any, Any], remote: dict[Any, Any], where: str
+    base: dict[Any, Any],
+    local: dict[Any, Any],
+    remote: dict[Any, Any],
+    where: str,
+    fill: Any = _NO_FILL,
 ) -> tuple[Any, list[str]]:
     merged: dict[Any, Any] = {}
     conflicts: list[str] = []
@@ -649,6 +666,7 @@ def _merge_dicts(
             local.get(key, MISSING),
             remote.get(key, MISSING),
             _join(where, str(key)),
+            _fill_at(fill, key),
         )
         conflicts.extend(found)
         if value is not MISSING:
@@ -659,18 +677,27 @@ def _merge_dicts(
 
 
 def _merge_lists(
-    base: list[Any], local: list[Any], remote: list[Any], where: str
+    base: list[Any], local: list[Any], remote: list[Any], where: str, fill: Any = _NO_FILL
 ) -> tuple[Any, list[str]]:
     for match in LIST_MATCH_KEYS:
         if all(_keyed_by(items, match) for items in (base, local, remote)):
-            return _merge_keyed(base, local, remote, match, where)
-    return MISSING, [where or "<document>"]
+            return _merge_keyed(base, local, remote, match, where, fill)
+    return _filled(local, remote, fill), [where or "<document>"]
 
 
 def _merge_keyed(
-    base: list[Any], local: list[Any], remote: list[Any], match: str, where: str
+    base: list[Any],
+    local: list[Any],
+    remote: list[Any],
+    match: str,
+    where: str,
+    fill: Any = _NO_FILL,
 ) -> tuple[Any, list[str]]:
     by = [{item[match]: item for item in items} for items in (base, local, remote)]
+    filled: Any = None
+    if fill is not _NO_FILL:
+        keyed = isinstance(fill, list) and _keyed_by(fill, match)
+        filled = {item[match]: item for item in fill} if keyed else {}
     merged: dict[Hashable, Any] = {}
     conflicts: list[str] = []
     for key in _ordered_union(by[1], by[2]):
@@ -679,6 +706,7 @@ def _merge_keyed(
             by[1].get(key, MISSING),
             by[2].get(key, MISSING),
             f"{where}[{match}={key!r}]",
+            _NO_FILL if filled is None else filled.get(key, MISSING),
         )
         conflicts.extend(found)
         if value is not MISSING:
@@ -686,7 +714,52 @@ def _merge_keyed(
     order, order_conflict = _merge_order(list(by[0]), list(by[1]), list(by[2]), set(merged), where)
     if order_conflict:
         conflicts.append(f"{where or '<document>'}: both sides reordered the list differently")
+        if filled is not None:
+            # No order settles here: the line result's, when it holds exactly the merged items.
+            if set(filled) != set(merged):
+                return _REFUSED, conflicts
+            order = list(filled)
     return [merged[key] for key in order], conflicts
+
+
+def _fill_at(fill: Any, key: Any) -> Any:
+    """The line result's value under ``key`` (MISSING when it has none)."""
+    if fill is _NO_FILL:
+        return _NO_FILL
+    return fill.get(key, MISSING) if isinstance(fill, dict) else MISSING
+
+
+def _filled(local: Any, remote: Any, fill: Any) -> Any:
+    """What a conflicting path holds: MISSING in a merge, the line result's value in its check,
+    unless that holds an item both sides added to a list as many times as it has it.
+
+    diff3 takes both sides' insertions of an equal item at different places in a list without
+    ids: the item was in the result twice (a step run twice) though no side had it twice.
+    Lines of a multi-line string are not counted: two sides adding ``fi`` or ``}`` to one
+    script is ordinary, and the text merge of a scalar is diff3's by design.
+    """
+    if fill is _NO_FILL:
+        return MISSING
+    if isinstance(fill, list) and isinstance(local, list) and isinstance(remote, list):
+        counts = [Counter(_canon(item) for item in items) for items in (fill, local, remote)]
+        if any(n > max(counts[1][c], counts[2][c]) for c, n in counts[0].items()):
+            return _REFUSED
+    return fill
+
+
+def _canon(value: Any) -> Hashable:
+    """A hashable stand-in for a loaded value, equal exactly when ``_same`` says so."""
+    if isinstance(value, dict):
+        return ("map", frozenset((_canon(k), _canon(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return ("seq", tuple(_canon(v) for v in value))
+    if isinstance(value, float) and math.isnan(value):
+        return ("nan",)
+    try:
+        hash(value)
+    except TypeError:
+        return ("other", repr(value))
+    return (type(value), value)
 
 
 def _merge_order(
