@@ -18,7 +18,8 @@ Global options go before the command: `--home PATH` keeps everything under one f
 `LOCALSTORE_HOME`), `--json` prints machine-readable output on stdout (one JSON document, or one per line
 for streams such as `watch`). REF is an id, a unique id prefix, or a path relative to the blueprints folder.
 A command that writes (`init`, `save`, `import`, `sync`, ...) creates the home if it does not exist; one
-that only reads (`ls`, `show`, `search`, `history`, `check`, `export`, `status`, `conflicts`) says
+that only reads (`ls`, `show`, `search`, `history`, `check`, `export`, `status`, `conflicts`, `watch`)
+or changes a blueprint that must already be there (`rm`, `mv`, `restore`) says
 `no LocalStore home at PATH` and exits 4, so that a mistyped `--home` is not an empty home.
 Lists (`ls`, `search`, `history`, ...) are tables on a terminal; piped or redirected they are plain
 aligned lines with every cell whole (a table folded long paths mid-word), under the same title.

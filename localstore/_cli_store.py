@@ -357,7 +357,9 @@ def search_cmd(
 def rm_cmd(ctx: CliContext, ref: str) -> None:
     """Delete a blueprint; 'localstore history' and 'restore' bring it back."""
     with errors_to_exit():
-        rev = ctx.store().delete(ref)
+        # existing=True: in a home that does not exist there is no blueprint to delete, and a
+        # mistyped --home must not be left behind as a new, empty home.
+        rev = ctx.store(existing=True).delete(ref)
         ctx.emit(
             rev.to_dict(),
             lambda: click.echo(
@@ -373,7 +375,7 @@ def rm_cmd(ctx: CliContext, ref: str) -> None:
 def mv_cmd(ctx: CliContext, ref: str, new_path: str) -> None:
     """Move or rename a blueprint; its id and history are kept."""
     with errors_to_exit():
-        bp = ctx.store().move(ref, new_path)
+        bp = ctx.store(existing=True).move(ref, new_path)  # (as rm)
         ctx.emit(
             {k: v for k, v in bp.to_dict().items() if k != "content"},
             lambda: click.echo(f"moved to {bp.path} (id {bp.id})"),
@@ -414,7 +416,7 @@ def history_cmd(ctx: CliContext, ref: str) -> None:
 def restore_cmd(ctx: CliContext, ref: str, rev: int, target: str | None) -> None:
     """Make revision REV current again (also undeletes)."""
     with errors_to_exit():
-        bp = ctx.store().restore(ref, rev, path=target)
+        bp = ctx.store(existing=True).restore(ref, rev, path=target)  # (as rm)
         ctx.emit(
             {k: v for k, v in bp.to_dict().items() if k != "content"},
             lambda: click.echo(

@@ -57,7 +57,8 @@ def watch_cmd(ctx: CliContext) -> None:
 
     with errors_to_exit():
         # The watcher's start-up rescan records (and prints) what changed while nothing ran.
-        store = ctx.store(reconcile=False)
+        # existing=True: a mistyped --home was made into a new home, watched for ever.
+        store = ctx.store(existing=True, reconcile=False)
         q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         watcher = Watcher(store)
         unsubscribe = store.subscribe(q.put)

@@ -419,6 +419,18 @@ def _check_dest_folder(dest: Path) -> None:
         raise InvalidInputError(
             f"cannot write {dest}: {folder} is not a folder", hint="check the path"
         )
+    try:
+        mode = dest.stat().st_mode
+    except OSError:  # nothing there yet (or unreadable: writing says why)
+        return
+    if not stat.S_ISREG(mode):
+        # The file is written beside dest and renamed over it: a pipe or a device there
+        # (`-o /dev/stdout`, or `/dev/full` as root) was replaced by a regular file.
+        what = "a folder" if stat.S_ISDIR(mode) else "a pipe, device or socket"
+        raise InvalidInputError(
+            f"cannot write {dest}: it is not a regular file ({what})",
+            hint="give the path of a file to write (--yaml -o - writes to stdout)",
+        )
 
 
 def _dest_error(exc: OSError, dest: Path) -> StorageError:

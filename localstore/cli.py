@@ -160,13 +160,19 @@ def _json_default(value: Any) -> Any:
 
 
 def fail(
-    message: str, *, code: int = EXIT_ERROR, hint: str = "", extra: dict[str, Any] | None = None
+    message: str,
+    *,
+    code: int = EXIT_ERROR,
+    hint: str = "",
+    extra: dict[str, Any] | None = None,
+    json_mode: bool | None = None,
 ) -> NoReturn:
     """Print one line on stderr (a JSON object with --json) and exit with ``code``.
 
     ``extra``: more keys of the JSON error object (the human line says them in ``message``).
+    ``json_mode``: whether --json was given, for a caller that knows it before the context does.
     """
-    if _json_mode():
+    if _json_mode() if json_mode is None else json_mode:
         # A script that asked for JSON parses the error too, instead of scraping a text line.
         error = {"message": message, "hint": hint, "exit_code": code, **(extra or {})}
         click.echo(json.dumps({"error": error}, ensure_ascii=False), err=True)
@@ -308,7 +314,37 @@ def _usage_hint(exc: click.UsageError, args: list[str]) -> str:
     return ""
 
 
+def _asks_for_json(args: list[str]) -> bool:
+    """Whether the group's options in ``args`` (the words before the command) include --json."""
+    words = iter(args)
+    for word in words:
+        if word == "--json":
+            return True
+        if word == "--home":
+            next(words, None)  # its value, whatever it is
+        elif word == "--" or not word.startswith("-"):
+            return False  # the command: its own words are not the group's
+    return False
+
+
 class _LazyGroup(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        words = list(args)  # (click's parser consumes the list it is given)
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            # The group's own options (a --home that is a file, an unknown global option) are
+            # parsed here, before invoke() and its CliContext: with --json that error was click's
+            # usage text, which a script that asked for JSON cannot parse.
+            if _asks_for_json(words):
+                fail(
+                    exc.format_message(),
+                    code=EXIT_USAGE,
+                    hint="see 'localstore --help'",
+                    json_mode=True,
+                )
+            raise
+
     def invoke(self, ctx: click.Context) -> Any:
         args = list(ctx.args)  # (the words after the command's name, before click parses them)
         # One catch for every command: a library error read outside a command's own

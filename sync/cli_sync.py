@@ -82,6 +82,12 @@ def login_cmd(
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
+        with errors_to_exit():
+            from sync.supabase_remote import check_keychain
+
+            # Before the prompt: nobody types a password only to learn that there is no
+            # keychain to keep the session in (login() checks again, before signing in).
+            check_keychain(cli.settings)
         password = click.prompt("Password", hide_input=True)
     with errors_to_exit():
         from sync.supabase_remote import login

@@ -1439,6 +1439,23 @@ def _credentials(settings: Settings) -> tuple[CredentialStore, Index]:
     return CredentialStore(index, settings), index
 
 
+def _ensure_keychain(creds: CredentialStore) -> None:
+    try:
+        creds.ensure_backend()
+    except CredentialError as exc:
+        raise map_error(exc, what="keep the cloud session") from exc
+
+
+def check_keychain(settings: Settings) -> None:
+    """Raise AuthError naming the fix when no keychain can keep a cloud session (for ``login``
+    to call before it asks for a password). Stores and reads no secret."""
+    creds, index = _credentials(settings)
+    try:
+        _ensure_keychain(creds)
+    finally:
+        index.close()
+
+
 def login(
     settings: Settings,
     url: str,
@@ -1461,6 +1478,10 @@ def login(
     """
     creds, index = _credentials(settings)
     try:
+        # Before the sign-in: with no keychain to keep the session in, signing in left a
+        # session on the server nobody revokes and the home's account claimed (below), and a
+        # server that did not answer hid the keychain's error behind its own.
+        _ensure_keychain(creds)
         url = url.rstrip("/")
         session, signed_up = _sign_in(url, anon_key, email, password, signup, timeout_s)
         project = CloudProject(url, anon_key, session.user.id, email)

@@ -145,7 +145,9 @@ def test_ctrl_c_exits_130_without_a_traceback(home: Path, monkeypatch: pytest.Mo
     assert result.stderr.strip() == "error: interrupted"
 
 
-def interrupt_while_reading_stdin(home: Path, *args: str) -> tuple[int, str]:
+def interrupt_while_reading_stdin(
+    home: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[int, str]:
     """Run the CLI, send it SIGINT once it waits on its stdin (a pipe); its exit code and stderr."""
     argv = [sys.executable, "-c", "from localstore.cli import main; main()", "--home", str(home)]
     proc = subprocess.Popen(
@@ -155,6 +157,7 @@ def interrupt_while_reading_stdin(home: Path, *args: str) -> tuple[int, str]:
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
+        env={**os.environ, **(env or {})},
     )
     try:
         deadline = time.monotonic() + 30
@@ -181,8 +184,13 @@ def test_sigint_to_a_running_command_exits_130(home: Path) -> None:
 
 def test_sigint_at_a_prompt_exits_130(home: Path) -> None:
     """At a prompt click turns Ctrl-C into Abort ('Aborted!', exit 1), as it does end of input."""
+    # `login` checks for a keychain before it prompts: the opt-in file backend is one whether
+    # or not this test runs in a keyring session.
+    fallback = {"LOCALSTORE_KEYCHAIN_FILE_FALLBACK": "1", "LOCALSTORE_KEYCHAIN_PASSPHRASE": "pw"}
     code, err = interrupt_while_reading_stdin(
-        home, "login", "--url", "http://127.0.0.1:9", "--anon-key", "k", "--email", "e@x.test"
+        home,
+        *("login", "--url", "http://127.0.0.1:9", "--anon-key", "k", "--email", "e@x.test"),
+        env=fallback,
     )
     assert code == 130, err
     assert "Aborted" not in err and err.rstrip().endswith("error: interrupted")
