@@ -243,6 +243,21 @@ def test_connections_cap_a_started_over_wal(tmp_path: Path) -> None:
         assert cur.execute("PRAGMA journal_size_limit").fetchall()[0][0] == WAL_SIZE_LIMIT
 
 
+def test_connections_run_wal_with_synchronous_full(tmp_path: Path) -> None:
+    """An acknowledged save survives a power cut only with synchronous=FULL on every connection
+    that commits. The field notes' trap: a pragma in a multi-statement execute is not applied
+    until its cursor is consumed, and nothing else would notice a connection left on NORMAL."""
+    with localstore.open(home=tmp_path / "home") as store:
+        with store.index.read() as cur:
+            assert cur.execute("PRAGMA journal_mode").fetchall()[0][0] == "wal"
+            assert cur.execute("PRAGMA synchronous").fetchall()[0][0] == 2  # FULL
+        upkeep = Maintainer(store.index.path, busy_timeout_ms=1000)._open()
+        try:  # the maintainer's own connection commits FTS merges and compacted history
+            assert upkeep.execute("PRAGMA synchronous").fetchall()[0][0] == 2
+        finally:
+            upkeep.close()
+
+
 def test_an_idle_round_gives_back_what_a_burst_left_in_the_wal(tmp_path: Path) -> None:
     store = localstore.open(home=tmp_path / "home", maintenance=False)
     try:

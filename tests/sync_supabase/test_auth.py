@@ -322,3 +322,51 @@ def test_a_login_that_could_not_store_its_project_leaves_no_mixed_session(
 
     with pytest.raises(NotLoggedInError):
         remote_from_settings(settings).close()
+
+
+def test_realtime_hints_keep_arriving_on_the_live_channel_after_its_token_expired(
+    short_cloud: LocalCloud, tmp_path: Path
+) -> None:
+    """Field notes: token expiry in long-running processes breaks sync, and realtime is one of
+    the places it does so. B's channel joined with an access token that has since expired;
+    Realtime shuts such a channel when it next has a change for it. Every refresh must reach
+    the live channel, so A's save arrives on the same channel, without a rebuild."""
+    email = new_email()
+    a = open_device(tmp_path, "a", short_cloud.url, short_cloud.anon_key, email)
+    try:
+        b = open_device(tmp_path, "b", short_cloud.url, short_cloud.anon_key, email)
+    except BaseException:
+        a.close()
+        raise
+    try:
+        refreshes = [0]
+
+        def on_event(event: str, session: object) -> None:
+            if event == "TOKEN_REFRESHED":
+                refreshes[0] += 1
+
+        sub = b.remote._client.auth.on_auth_state_change(on_event)
+        b.engine.start()
+        state = b.remote.realtime_state
+        assert state["subscribed"]
+        subscribes, rebuilds = state["subscribes"], state["rebuilds"]
+        joined = b.remote._hints._token  # type: ignore[union-attr]
+        expires = jwt.decode(joined, options={"verify_signature": False})["exp"]
+        got = threading.Event()
+        b.store.subscribe(lambda ev: got.set() if ev.origin == "remote" else None)
+        # Past the join token's expiry, with at least one refresh since (the timer runs
+        # about 0.5 s before each expiry).
+        deadline = time.monotonic() + 10 * TTL_S
+        while (time.time() <= expires + 1 or refreshes[0] < 1) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        sub.unsubscribe()
+        assert time.time() > expires + 1 and refreshes[0] >= 1, refreshes
+        a.store.save("rt/after-refresh.blueprint.yaml", "r: 1\n", name="after-refresh")
+        assert a.sync() is None
+        assert got.wait(10), f"no hint after the token refresh: {b.remote.realtime_state}"
+        state = b.remote.realtime_state
+        assert (state["subscribes"], state["rebuilds"]) == (subscribes, rebuilds), state
+        assert (b.store.root / "rt/after-refresh.blueprint.yaml").read_text() == "r: 1\n"
+    finally:
+        b.close()
+        a.close()

@@ -153,3 +153,53 @@ def test_reconnects_back_off_while_offline_and_retry_once_the_network_is_back(
         assert remote.server_info().protocol == 1  # the engine's next call gets through
         assert _wait_for(lambda: remote.realtime_state["subscribed"], 1.5), remote.realtime_state
         assert remote.realtime_state["failures"] == 0
+
+
+def _quiet(dev: Device) -> bool:
+    """Whether dev's engine is idle with nothing due before its hourly poll: no hint waiting to
+    be dispatched, no wake-up pending, no failed sync being retried."""
+    engine, hints = dev.engine, dev.remote._hints
+    return (
+        hints is not None
+        and not hints._pending.is_set()
+        and engine._wake_at is None
+        and engine._failures == 0
+        and engine.status().state == "idle"
+    )
+
+
+def test_a_save_made_while_the_channel_was_down_arrives_through_the_resubscribe_pull(
+    pair: tuple[Device, Device], proxy: FaultProxy
+) -> None:
+    """Field notes: realtime has no replay after a reconnect. A's save is committed, and its
+    change event sent, while B has no channel; B polls only hourly, has nothing to push and
+    no failed sync to retry, so only the pull that follows the resubscribe can bring it."""
+    a, b = pair
+    # A listens too, so the gateway hands each change out as it reads it (as Realtime does),
+    # and A's event count says when this one has gone by.
+    a.remote.subscribe(lambda: None)
+    assert b.sync() is None  # B's first sync done, so the loop's start has nothing to fetch
+    b.engine.start()
+    assert a.remote.realtime_state["subscribed"] and b.remote.realtime_state["subscribed"]
+    # The start's sync and the subscribe's hint run their course (both reach the server): after
+    # that B tries nothing during the outage below.
+    assert _wait_for(lambda: _quiet(b) and _quiet(b), 15)
+    got, seen = _arrivals(b)
+    before = b.remote.realtime_state["subscribes"]
+    proxy.refuse()  # B is offline: its channel dies and cannot come back yet
+    proxy.reset_all()
+    assert _wait_for(lambda: not b.remote.realtime_state["subscribed"], 15), b.remote.realtime_state
+    events = a.remote.realtime_state["events"]
+    a.store.save("rt/while-down.blueprint.yaml", "z: 3\n", name="while-down")
+    assert a.sync() is None  # A talks to the stack directly: the row exists now
+    # Its change event has been sent (to A, which skips its own): nothing will replay it.
+    assert _wait_for(lambda: a.remote.realtime_state["events"] > events, 15)
+    assert not got.is_set()
+    assert _quiet(b), "B tried to sync during the outage: a retry, not the resubscribe, would pull"
+    proxy.heal()
+    assert _wait_for(lambda: b.remote.realtime_state["subscribes"] > before, 15), (
+        b.remote.realtime_state
+    )
+    assert got.wait(10), f"the save made while down never reached B: {b.remote.realtime_state}"
+    assert seen == ["rt/while-down.blueprint.yaml"]
+    assert (b.store.root / "rt/while-down.blueprint.yaml").read_text() == "z: 3\n"
