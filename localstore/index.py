@@ -577,6 +577,22 @@ def set_aside(path: Path) -> Path:
     return target
 
 
+def _durable_commits(conn: apsw.Connection) -> None:
+    """The flush settings of every connection that commits or checkpoints (one pragma per call).
+
+    The maintainer's connection needs them as much as the store's: it commits compacted history
+    and FTS merges, and it runs the checkpoints that copy acknowledged commits into the database
+    file (after which the WAL may be started over). Left to SQLite's defaults it ran without
+    F_FULLFSYNC on macOS, so a checkpointed page could still sit in the drive's cache.
+    """
+    conn.execute("PRAGMA synchronous=FULL").fetchall()
+    if sys.platform == "darwin":
+        # macOS's fsync leaves the data in the drive's cache: without F_FULLFSYNC a power cut
+        # can lose a commit that synchronous=FULL acknowledged (and a checkpointed page).
+        conn.execute("PRAGMA fullfsync=ON").fetchall()
+        conn.execute("PRAGMA checkpoint_fullfsync=ON").fetchall()
+
+
 def _connect(path: Path, busy_timeout_ms: int) -> apsw.Connection:
     conn: apsw.Connection | None = None
     _create_private(path)
@@ -603,12 +619,7 @@ def _connect(path: Path, busy_timeout_ms: int) -> apsw.Connection:
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()
         if not mode or str(mode[0][0]).lower() != "wal":
             raise IndexStoreError(f"cannot switch {path} to WAL mode (got {mode})")
-        conn.execute("PRAGMA synchronous=FULL").fetchall()
-        if sys.platform == "darwin":
-            # macOS's fsync leaves the data in the drive's cache: without F_FULLFSYNC a power cut
-            # can lose a commit that synchronous=FULL acknowledged (and a checkpointed page).
-            conn.execute("PRAGMA fullfsync=ON").fetchall()
-            conn.execute("PRAGMA checkpoint_fullfsync=ON").fetchall()
+        _durable_commits(conn)
         conn.execute("PRAGMA foreign_keys=ON").fetchall()
         conn.execute("PRAGMA wal_autocheckpoint=0").fetchall()
         conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}").fetchall()
@@ -1554,6 +1565,7 @@ class Maintainer:
         conn = apsw.Connection(str(self._path))
         try:
             conn.setbusytimeout(self._busy_timeout_ms)
+            _durable_commits(conn)
             # Its FTS merges commit too: the first commit after a WAL restart may be this one's.
             conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}").fetchall()
         except BaseException:

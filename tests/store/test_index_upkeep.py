@@ -258,6 +258,33 @@ def test_connections_run_wal_with_synchronous_full(tmp_path: Path) -> None:
             upkeep.close()
 
 
+def test_the_maintainers_connection_flushes_as_the_stores_does_on_macos(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On macOS the store's connection asks for F_FULLFSYNC (fsync there leaves data in the
+    drive's cache), but the maintainer's did not, and it runs the checkpoints: a page copied into
+    the database file, the WAL then started over, could be lost to a power cut. (SQLite accepts
+    and reports these pragmas on Linux too, so the settings are checked here as macOS gets them.)"""
+    with localstore.open(home=tmp_path / "home") as store:
+        path = store.index.path
+    # Only while the two connections are made: sys is every module's, and the rest of the
+    # store would take macOS-only paths (F_FULLFSYNC) that Linux does not have.
+    monkeypatch.setattr(index_mod.sys, "platform", "darwin")
+    try:
+        own = index_mod._connect(path, 1000)
+        upkeep = Maintainer(path, busy_timeout_ms=1000)._open()
+    finally:
+        monkeypatch.undo()
+    try:
+        for pragma in ("synchronous", "fullfsync", "checkpoint_fullfsync"):
+            theirs = own.execute(f"PRAGMA {pragma}").fetchall()[0][0]
+            assert upkeep.execute(f"PRAGMA {pragma}").fetchall()[0][0] == theirs, pragma
+        assert upkeep.execute("PRAGMA checkpoint_fullfsync").fetchall()[0][0] == 1
+    finally:
+        upkeep.close()
+        own.close()
+
+
 def test_an_idle_round_gives_back_what_a_burst_left_in_the_wal(tmp_path: Path) -> None:
     store = localstore.open(home=tmp_path / "home", maintenance=False)
     try:
