@@ -731,7 +731,8 @@ def _fill_at(fill: Any, key: Any) -> Any:
 
 def _filled(local: Any, remote: Any, fill: Any) -> Any:
     """What a conflicting path holds: MISSING in a merge, the line result's value in its check,
-    unless that holds an item both sides added to a list as many times as it has it.
+    when both sides hold a string or a list there (lines of one value diff3 merged), unless that
+    holds an item both sides added to a list as many times as it has it.
 
     diff3 takes both sides' insertions of an equal item at different places in a list without
     ids: the item was in the result twice (a step run twice) though no side had it twice.
@@ -740,11 +741,21 @@ def _filled(local: Any, remote: Any, fill: Any) -> Any:
     """
     if fill is _NO_FILL:
         return MISSING
+    if not (_both(str, local, remote) or _both(list, local, remote)):
+        # Not lines of one value that diff3 merged: an edit against a delete (diff3 saw a key
+        # or step moved and edited on one side, deleted on the other, as two agreeing deletes
+        # and one added text, and brought it back), or a value of another type changed on
+        # both sides. The structural conflict stands.
+        return _REFUSED
     if isinstance(fill, list) and isinstance(local, list) and isinstance(remote, list):
         counts = [Counter(_canon(item) for item in items) for items in (fill, local, remote)]
         if any(n > max(counts[1][c], counts[2][c]) for c, n in counts[0].items()):
             return _REFUSED
     return fill
+
+
+def _both(kind: type, local: Any, remote: Any) -> bool:
+    return isinstance(local, kind) and isinstance(remote, kind)
 
 
 def _canon(value: Any) -> Hashable:
