@@ -71,6 +71,48 @@ def test_different_lines_of_one_block_scalar_still_merge_line_by_line() -> None:
     assert yaml.safe_load(out.content or "") == {"k": "ONE\ntwo\nthree\nFOUR\n", "z": 1}
 
 
+_DEFAULTS = "defaults: &d\n  timeout: 10\n  retries: 1\n\nnote: x\n\njob:\n  <<: *d\n"
+
+
+@pytest.mark.parametrize(
+    ("base", "anchor_edited", "aliases_changed"),
+    [
+        (  # a merged key pinned to the value it had, beside `<<: *d`
+            _DEFAULTS + "  name: x\n",
+            _DEFAULTS.replace("timeout: 10", "timeout: 20") + "  name: x\n",
+            _DEFAULTS + "  timeout: 10\n  name: x\n",
+        ),
+        (  # an alias written out as the value it had
+            "a: &x\n  - 1\n  - 2\nm: 1\nb: *x\n",
+            "a: &x\n  - 1\n  - 2\n  - 5\nm: 1\nb: *x\n",
+            "a: &x\n  - 1\n  - 2\nm: 1\nb: [1, 2]\n",
+        ),
+        (  # a copy made an alias of the value it equals
+            "a:\n  - 1\n  - 2\nm: 1\nb: [1, 2]\n",
+            "a:\n  - 1\n  - 2\n  - 5\nm: 1\nb: [1, 2]\n",
+            "a: &x\n  - 1\n  - 2\nm: 1\nb: *x\n",
+        ),
+    ],
+)
+def test_a_change_of_what_follows_an_anchor_is_not_dropped(
+    base: str, anchor_edited: str, aliases_changed: str
+) -> None:
+    """The aliases' side changed no loaded data, so the data merge took the other side's anchor
+    edit into that place too and dropped the change (before session 16, a clean merge)."""
+    for out in (
+        merge3_text(base, anchor_edited, aliases_changed),
+        merge3_text(base, aliases_changed, anchor_edited),
+    ):
+        assert (out.status, out.content) == ("conflict", None)
+
+
+def test_an_anchor_edit_beside_unchanged_aliases_still_merges() -> None:
+    base = _DEFAULTS + "  name: x\n"
+    out = merge3_text(base, base.replace("timeout: 10", "timeout: 20"), base + "other: 1\n")
+    assert (out.status, out.step) == ("clean", "line")
+    assert out.content == _DEFAULTS.replace("timeout: 10", "timeout: 20") + "  name: x\nother: 1\n"
+
+
 # ---------------------------------------------------------------------------------------------------
 # Hypothesis: random edits of a nested document with lists of steps, by both sides
 
