@@ -56,6 +56,10 @@ POLICIES: tuple[PolicyName, ...] = ("merge", "keep-both", "prefer-local", "prefe
 LIST_MATCH_KEYS = ("id", "name")
 _STEP_RANK = {"one_sided": 1, "line": 2, "structural": 3}
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+ALIASES_CHANGED = (
+    "content: a side changed which values are aliases (*name) or merged in (<<) on a document"
+    " both sides changed; the merge of the loaded data cannot tell what follows an anchor"
+)
 TOO_LARGE = (
     "content: too many edits on both sides of a large document to merge automatically"
     " (the line diffs' work is over the merge budget); both versions are kept"
@@ -564,6 +568,9 @@ def _structural_merge(
             docs.append(loads(text))
         except LocalStoreError as exc:
             return MergeOutcome.conflict([f"{side} YAML does not parse: {exc.message}"])
+    shapes = [_alias_shape(text) for text in (base or "", local, remote)]
+    if shapes[1] != shapes[0] or shapes[2] != shapes[0]:
+        return MergeOutcome.conflict([ALIASES_CHANGED])
     merged, conflicts = _merge_node(docs[0], docs[1], docs[2], "")
     if conflicts:
         return MergeOutcome.conflict(conflicts)
@@ -586,6 +593,43 @@ def _structural_merge(
     if problems:
         return MergeOutcome.conflict(problems)
     return MergeOutcome.clean(content, "structural")
+
+
+def _alias_shape(text: str) -> frozenset[tuple[Any, ...]]:
+    """Where a text's values are aliases of which others, and its mappings' merge keys (``<<``)
+    with the keys they set themselves (which override the merged ones).
+
+    The structural step merges loaded data, where an alias is a copy: a side that pins a merged
+    key to the value it had (``timeout: 10`` beside ``<<: *defaults``), writes out an alias's
+    value, or makes a copy an alias, changed no data, and the other side's edit of the anchor
+    flowed into that place in the merge: the change was dropped without a word. Empty for the
+    texts without ``&`` (no anchor, no alias) and ``<<``, which are most, without composing.
+    """
+    if "&" not in text and "<<" not in text:
+        return frozenset()
+    try:
+        root = yaml.compose(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return frozenset({("unreadable",)})
+    shape: set[tuple[Any, ...]] = set()
+    first: dict[int, tuple[Any, ...]] = {}
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), root)] if root is not None else []
+    while stack:
+        path, node = stack.pop()
+        if id(node) in first:  # composed aliases are the anchor's node itself
+            shape.add(("alias", path, first[id(node)]))
+            continue
+        first[id(node)] = path
+        if isinstance(node, yaml.MappingNode):
+            keys = [k.value if isinstance(k, yaml.ScalarNode) else id(k) for k, _ in node.value]
+            merge = [k.tag == "tag:yaml.org,2002:merge" for k, _ in node.value]
+            if any(merge):
+                own = frozenset(k for k, m in zip(keys, merge, strict=True) if not m)
+                shape.add(("merge", path, own))
+            stack.extend(((*path, k), v) for k, (_, v) in zip(keys, node.value, strict=True))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(((*path, i), v) for i, v in enumerate(node.value))
+    return frozenset(shape)
 
 
 def _block_text(
@@ -731,7 +775,8 @@ def _fill_at(fill: Any, key: Any) -> Any:
 
 def _filled(local: Any, remote: Any, fill: Any) -> Any:
     """What a conflicting path holds: MISSING in a merge, the line result's value in its check,
-    unless that holds an item both sides added to a list as many times as it has it.
+    when both sides hold a string or a list there (lines of one value diff3 merged), unless that
+    holds an item both sides added to a list as many times as it has it.
 
     diff3 takes both sides' insertions of an equal item at different places in a list without
     ids: the item was in the result twice (a step run twice) though no side had it twice.
@@ -740,11 +785,21 @@ def _filled(local: Any, remote: Any, fill: Any) -> Any:
     """
     if fill is _NO_FILL:
         return MISSING
+    if not (_both(str, local, remote) or _both(list, local, remote)):
+        # Not lines of one value that diff3 merged: an edit against a delete (diff3 saw a key
+        # or step moved and edited on one side, deleted on the other, as two agreeing deletes
+        # and one added text, and brought it back), or a value of another type changed on
+        # both sides. The structural conflict stands.
+        return _REFUSED
     if isinstance(fill, list) and isinstance(local, list) and isinstance(remote, list):
         counts = [Counter(_canon(item) for item in items) for items in (fill, local, remote)]
         if any(n > max(counts[1][c], counts[2][c]) for c, n in counts[0].items()):
             return _REFUSED
     return fill
+
+
+def _both(kind: type, local: Any, remote: Any) -> bool:
+    return isinstance(local, kind) and isinstance(remote, kind)
 
 
 def _canon(value: Any) -> Hashable:
