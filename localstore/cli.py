@@ -99,6 +99,17 @@ class CliContext:
         home = self.settings.home
         return str(home) if home is not None else None
 
+    def require_home(self) -> None:
+        """Raise NotFoundError when the selected home does not exist (neither an index nor a
+        blueprints folder): for a command that can only read or change what a home holds, so
+        that a mistyped ``--home`` is an error, not a new empty home left behind."""
+        paths = self.settings.paths
+        if not any(p.exists() for p in (paths.index_db, paths.data, paths.blueprints)):
+            raise NotFoundError(
+                f"no LocalStore home at {paths.blueprints.parent}",
+                hint="check --home or LOCALSTORE_HOME; `localstore init` creates a home",
+            )
+
     def store(self, *, existing: bool = False, **kwargs: Any) -> BlueprintStore:
         """Open (once) the store of the selected home.
 
@@ -107,14 +118,7 @@ class CliContext:
         an empty listing that looked like lost work).
         """
         if self._store is None and existing:
-            paths = self.settings.paths
-            if not any(p.exists() for p in (paths.index_db, paths.data, paths.blueprints)):
-                from localstore.errors import NotFoundError
-
-                raise NotFoundError(
-                    f"no LocalStore home at {paths.blueprints.parent}",
-                    hint="check --home or LOCALSTORE_HOME; `localstore init` creates a home",
-                )
+            self.require_home()
         if self._store is None:
             from localstore.store import BlueprintStore
 

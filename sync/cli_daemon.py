@@ -370,6 +370,10 @@ def _pause_daemon(ctx: CliContext, pause: bool) -> None:
     """Pause or resume the running daemon's sync; with none running, record it for the next."""
     from sync.control import ControlClient, ControlError, ControlRequestError
 
+    with errors_to_exit():
+        # The pause is recorded in the home's state folder: at a mistyped --home it made that
+        # folder and said "paused" for a home that does not exist.
+        ctx.require_home()
     settings = ctx.settings
     state = daemon_running(settings)
     warning: dict[str, Any] | None = None

@@ -1,0 +1,71 @@
+"""A new user's first run, second pass (session 16): real `localstore` processes.
+
+What tests/test_cli_firstrun.py left: more commands that made a home at a mistyped --home, a
+status that said "idle" for a home that cannot sync, and error messages that named no file, no
+minimum or no fix. Each test failed before its fix.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+# keyring's own "no backend" choice: what a plain shell without a D-Bus session gets.
+NO_KEYCHAIN = {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
+
+
+def cli(
+    home: Path, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return run_cli(home, *args, env=env, stdin=stdin)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    h = tmp_path / "home"
+    saved = cli(h, "save", "a/x", stdin="n: 1\n")
+    assert saved.returncode == 0, saved.stderr
+    return h
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("logout",),
+        ("cred", "ls"),
+        ("cred", "get", "x"),
+        ("cred", "rm", "x"),
+        ("daemon", "--pause"),
+        ("daemon", "--resume"),
+        ("sync",),
+        ("sync", "--verify"),
+        ("conflicts",),
+        ("status",),
+        ("history", "a/x"),
+        ("check",),
+    ],
+)
+def test_a_command_that_needs_a_home_does_not_make_one_at_a_typo(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """`logout`, `cred ls/get/rm`, `daemon --pause/--resume` and `sync` at a mistyped --home
+    made a home there (folders, an index, a pause record), then answered for that empty home:
+    "logged out", an empty list, "paused", or a keychain error. None of them can do anything
+    for a home that does not exist (only `login` makes a home syncable)."""
+    typo = tmp_path / "homee"
+    done = cli(typo, *args, env=NO_KEYCHAIN)
+    assert done.returncode == 4, done.stderr
+    assert f"no LocalStore home at {typo}" in done.stderr
+    assert not typo.exists(), sorted(str(p) for p in typo.rglob("*"))
+
+
+@pytest.mark.parametrize("args", [("init",), ("save", "a/x")])
+def test_the_commands_that_make_a_home_still_do(tmp_path: Path, args: tuple[str, ...]) -> None:
+    fresh = tmp_path / "fresh"
+    done = cli(fresh, *args, stdin="n: 1\n")
+    assert done.returncode == 0, done.stderr
+    assert (fresh / "blueprints").is_dir()
