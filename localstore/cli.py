@@ -463,7 +463,8 @@ def _version() -> str:
 def cli(ctx: click.Context, home: str | None, as_json: bool, debug: bool) -> None:
     """LocalStore keeps blueprints as plain files, indexed, versioned and synced.
 
-    REF is an id, a unique id prefix, or a path relative to the blueprints folder.
+    REF is an id, a unique id prefix (at least 4 characters), or a path relative to the
+    blueprints folder.
     Exit codes: 0 ok, 1 error, 2 usage, 3 needs attention, 4 not found, 130 interrupted.
     """
     ctx.obj = CliContext(home_flag=home, json=as_json, debug=debug)

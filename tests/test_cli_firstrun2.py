@@ -7,6 +7,7 @@ minimum or no fix. Each test failed before its fix.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -69,3 +70,17 @@ def test_the_commands_that_make_a_home_still_do(tmp_path: Path, args: tuple[str,
     done = cli(fresh, *args, stdin="n: 1\n")
     assert done.returncode == 0, done.stderr
     assert (fresh / "blueprints").is_dir()
+
+
+def test_a_short_id_prefix_says_the_minimum(home: Path) -> None:
+    """`show 3f` said "no blueprint matches '3f'" while an id started with 3f: a prefix needs 4
+    characters, which nothing said (not the error, not --help)."""
+    bp_id = json.loads(cli(home, "--json", "show", "a/x", "--meta").stdout)["id"]
+    done = cli(home, "show", bp_id[:2])
+    assert done.returncode == 4, done.stderr
+    assert "an id prefix needs at least 4 characters" in done.stderr, done.stderr
+    assert cli(home, "show", bp_id[:4]).returncode == 0
+    assert "at least 4 characters" in cli(home, "--help").stdout
+    # A path that is not there is still "no blueprint matches", with no word of prefixes.
+    missing = cli(home, "show", "a/nothing")
+    assert missing.returncode == 4 and "prefix" not in missing.stderr
