@@ -8,7 +8,9 @@ minimum or no fix. Each test failed before its fix.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,28 @@ def test_a_short_id_prefix_says_the_minimum(home: Path) -> None:
     # A path that is not there is still "no blueprint matches", with no word of prefixes.
     missing = cli(home, "show", "a/nothing")
     assert missing.returncode == 4 and "prefix" not in missing.stderr
+
+
+def test_a_localstore_home_that_is_a_file_is_said_as_for_the_flag(tmp_path: Path) -> None:
+    """`--home FILE` says the home is a file; LOCALSTORE_HOME=FILE said "cannot read
+    FILE/config/config.yaml: Not a directory (check that this user may read it...)", a
+    permissions hunt for a variable set to the wrong path."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a home\n")
+    done = subprocess.run(
+        [sys.executable, "-c", "from localstore.cli import main; main()", "ls"],
+        capture_output=True,
+        text=True,
+        env={**_env_without_localstore(), "LOCALSTORE_HOME": str(a_file)},
+        check=False,
+    )
+    # Exit 1, as for every other bad LOCALSTORE_* value (a relative LOCALSTORE_HOME included):
+    # the command line itself is right (exit 2 is for that).
+    assert done.returncode == 1, done.stderr
+    assert f"LOCALSTORE_HOME ({a_file}) is a file, not a folder" in done.stderr, done.stderr
+    assert "Not a directory" not in done.stderr
+    assert a_file.read_text() == "not a home\n"
+
+
+def _env_without_localstore() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
