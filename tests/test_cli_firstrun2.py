@@ -111,3 +111,16 @@ def test_a_localstore_home_that_is_a_file_is_said_as_for_the_flag(tmp_path: Path
 
 def _env_without_localstore() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
+
+
+def test_a_truncated_bundle_is_named_and_said_to_be_damaged(home: Path, tmp_path: Path) -> None:
+    """An import of a bundle cut short (a download or copy interrupted) said only "not a zip
+    file (no end of central directory)": no file named, no word of what to do."""
+    bundle = tmp_path / "all.lsbundle"
+    assert cli(home, "export", "-o", str(bundle)).returncode == 0
+    cut = tmp_path / "cut.lsbundle"
+    cut.write_bytes(bundle.read_bytes()[: bundle.stat().st_size // 2])
+    done = cli(tmp_path / "other", "import", str(cut))
+    assert done.returncode == 1, done.stderr
+    assert f"{cut} is damaged or truncated" in done.stderr, done.stderr
+    assert "interrupted" in done.stderr and "central directory" not in done.stderr
