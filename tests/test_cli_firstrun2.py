@@ -124,3 +124,14 @@ def test_a_truncated_bundle_is_named_and_said_to_be_damaged(home: Path, tmp_path
     assert done.returncode == 1, done.stderr
     assert f"{cut} is damaged or truncated" in done.stderr, done.stderr
     assert "interrupted" in done.stderr and "central directory" not in done.stderr
+
+
+def test_a_nul_in_the_yaml_is_said_with_its_line_and_column(home: Path) -> None:
+    """`save` of YAML holding a NUL said PyYAML's 'unacceptable character #x0000: control
+    characters are not allowed in "<unicode string>", position 5': a source name that means
+    nothing to the user and a position nobody can open a file at."""
+    done = cli(home, "save", "a/y", stdin="a: 1\nb: x\x00y\n")
+    assert done.returncode == 1, done.stderr
+    assert "control character (NUL, U+0000) at line 2, column 5" in done.stderr, done.stderr
+    assert "blueprints must be text" in done.stderr
+    assert "<unicode string>" not in done.stderr and "position" not in done.stderr
