@@ -135,3 +135,19 @@ def test_a_nul_in_the_yaml_is_said_with_its_line_and_column(home: Path) -> None:
     assert "control character (NUL, U+0000) at line 2, column 5" in done.stderr, done.stderr
     assert "blueprints must be text" in done.stderr
     assert "<unicode string>" not in done.stderr and "position" not in done.stderr
+
+
+def test_doctor_names_a_file_in_the_way_of_the_home(tmp_path: Path) -> None:
+    """With `data` a regular file, doctor said to make data/credentials.backend readable and to
+    run `init`, which then failed on the very file: it names the file and says to move it."""
+    h = tmp_path / "h"
+    h.mkdir()
+    (h / "data").write_text("in the way\n")
+    done = cli(h, "--json", "doctor", env=NO_KEYCHAIN)
+    assert done.returncode == 3, done.stderr
+    findings = {f["check"]: f for f in json.loads(done.stdout)["checks"]}
+    for name in ("keychain", "index"):
+        assert f"{h / 'data'} is a file where the home needs a folder" in findings[name]["detail"]
+        assert "move that file away" in findings[name]["fix"], findings[name]
+    assert "credentials.backend" not in done.stdout
+    assert (h / "data").read_text() == "in the way\n"
