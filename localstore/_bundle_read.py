@@ -328,7 +328,7 @@ def open_bundle(
             zip_path = staging.path() / "bundle.zip"
             _decrypt_file(src, zip_path, passphrase, limits, progress)
         with open(zip_path, "rb") as fh:
-            yield _verify_zip(fh, staging, limits, encrypted, progress)
+            yield _verify_zip(fh, staging, limits, encrypted, progress, name=os.fspath(src))
     finally:
         staging.remove()
 
@@ -505,9 +505,12 @@ def _verify_zip(
     limits: BundleLimits,
     encrypted: bool,
     progress: ProgressCallback | None,
+    *,
+    name: str,
 ) -> VerifiedBundle:
-    cd_start = _precheck_directory(fh, limits)
-    zf = _open_zipfile(fh)
+    """``name``: the bundle's file as the user gave it, for errors that are about the whole file."""
+    cd_start = _precheck_directory(fh, limits, name)
+    zf = _open_zipfile(fh, name)
     with zf:
         infos, reader = _check_listing(zf, fh, cd_start, limits)
         manifest_info = infos.get(MANIFEST_NAME)
@@ -529,7 +532,7 @@ _EOCD64 = struct.Struct("<4sQ2H2L4Q")
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
 
 
-def _precheck_directory(fh: IO[bytes], limits: BundleLimits) -> int:
+def _precheck_directory(fh: IO[bytes], limits: BundleLimits, name: str) -> int:
     """Bound the central directory before zipfile reads it whole; return where it starts.
 
     zipfile trusts the end record's directory size and reads that many bytes, then builds one
@@ -542,7 +545,12 @@ def _precheck_directory(fh: IO[bytes], limits: BundleLimits) -> int:
     tail = fh.read(tail_len)
     pos = tail.rfind(b"PK\x05\x06")
     if pos < 0 or pos + _EOCD.size > len(tail):
-        raise BundleFormatError("not a zip file (no end of central directory)")
+        # It starts as a bundle (is_encrypted saw the zip magic) but has no end: almost always a
+        # download or copy cut short. zipfile's words for it named no file and no way out.
+        raise BundleFormatError(
+            f"{name} is damaged or truncated: it starts as a .lsbundle but its end is missing",
+            hint="an interrupted download or copy leaves this: copy (or export) it again",
+        )
     fields = _EOCD.unpack(tail[pos : pos + _EOCD.size])
     count, cd_size, record_at = fields[4], fields[5], size - tail_len + pos
     locator_at = pos - _EOCD64_LOCATOR.size
@@ -607,15 +615,18 @@ def _zip64_directory(fh: IO[bytes], tail: bytes, pos: int, tail_at: int) -> tupl
     return int(rec[7]), int(rec[8]), at
 
 
-def _open_zipfile(fh: IO[bytes]) -> zipfile.ZipFile:
+def _open_zipfile(fh: IO[bytes], name: str) -> zipfile.ZipFile:
     fh.seek(0)
+    damaged = "it may be damaged: copy (or export) it again"
     try:
         return zipfile.ZipFile(fh)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, struct.error) as exc:
-        raise BundleFormatError(f"not a readable zip file: {exc}") from exc
+        raise BundleFormatError(f"{name} is not a readable zip file: {exc}", hint=damaged) from exc
     except (ValueError, OverflowError, NotImplementedError) as exc:
         # zipfile raises these for malformed names (bad UTF-8) and impossible field values.
-        raise BundleFormatError(f"not a readable zip file: {type(exc).__name__}: {exc}") from exc
+        raise BundleFormatError(
+            f"{name} is not a readable zip file: {type(exc).__name__}: {exc}", hint=damaged
+        ) from exc
 
 
 def _check_name(name: str, limits: BundleLimits) -> str:

@@ -21,7 +21,15 @@ from localstore.errors import CredentialNotFoundError, InvalidInputError
 from localstore.index import Index
 
 
-def _open(ctx: CliContext) -> CredentialStore:
+def _open(ctx: CliContext, *, existing: bool = True) -> CredentialStore:
+    """The credential store of the selected home.
+
+    ``existing``: a home that does not exist holds no credential names (its `ls` listed none,
+    `get` and `rm` found nothing), and opening it made the home at a mistyped --home; only
+    `set` (existing=False) creates one.
+    """
+    if existing:
+        ctx.require_home()
     settings = ctx.settings
     settings.paths.ensure()
     index = Index(settings.paths.index_db, busy_timeout_ms=settings.busy_timeout_ms)
@@ -83,7 +91,7 @@ def set_cmd(ctx: CliContext, name: str) -> None:
     """Store NAME; the value comes from stdin when piped, else from a hidden prompt."""
     with _cred_errors():
         _refuse_internal(name)
-        store = _open(ctx)
+        store = _open(ctx, existing=False)
         # At a terminal the backend is chosen before the prompt: with no usable keychain the
         # typed error comes at once, not after the secret was typed twice. Piped input is read
         # first, as before: that costs nobody anything, and an oversized value is refused first.

@@ -16,11 +16,14 @@ Generated from the commands themselves (`python -m localstore._cli_docs > docs/c
 
 Global options go before the command: `--home PATH` keeps everything under one folder (also
 `LOCALSTORE_HOME`), `--json` prints machine-readable output on stdout (one JSON document, or one per line
-for streams such as `watch`). REF is an id, a unique id prefix, or a path relative to the blueprints folder.
-A command that writes (`init`, `save`, `import`, `sync`, ...) creates the home if it does not exist; one
-that only reads (`ls`, `show`, `search`, `history`, `check`, `export`, `status`, `conflicts`, `watch`)
-or changes a blueprint that must already be there (`rm`, `mv`, `restore`) says
-`no LocalStore home at PATH` and exits 4, so that a mistyped `--home` is not an empty home.
+for streams such as `watch`). REF is an id, a unique id prefix (at least 4 characters), or a path
+relative to the blueprints folder.
+A command that starts a home's content (`init`, `save`, `import`, `login`, `cred set`, `daemon`)
+creates the home if it does not exist; one that only reads (`ls`, `show`, `search`, `history`,
+`check`, `export`, `status`, `conflicts`, `watch`, `cred ls`, `cred get`), changes what must already
+be there (`rm`, `mv`, `restore`, `cred rm`, `logout`, `daemon --pause`/`--resume`) or needs a login
+(`sync`) says `no LocalStore home at PATH` and exits 4, so that a mistyped `--home` is not an empty
+home.
 Lists (`ls`, `search`, `history`, ...) are tables on a terminal; piped or redirected they are plain
 aligned lines with every cell whole (a table folded long paths mid-word), under the same title.
 Filters: an empty `--folder` or `--tag` is bad usage (exit 2), not "no filter". One that matches
@@ -34,7 +37,7 @@ written: a bundle of nothing is never what a mistyped tag asked for).
 | 1 | error (one line on stderr saying what and how to fix; also a home whose index a newer localstore wrote: upgrade. `localstore daemon` has its own codes for the cases a service must not restart: 66, 75, 78, see docs/daemon.md) |
 | 2 | usage |
 | 3 | needs attention (conflicts, quarantine, check problems; `import --dry-run` when the import would skip conflicts) |
-| 4 | not found (also a home that does not exist, for a command that only reads; an `export` filter that matches nothing) |
+| 4 | not found (also a home that does not exist, for a command that needs one (above); an `export` filter that matches nothing) |
 | 130 | interrupted (Ctrl-C) |
 
 An error's line on stderr reads `error: WHAT (HINT)`; with `--json` it is one JSON object,

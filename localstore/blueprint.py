@@ -165,7 +165,7 @@ def parse_yaml(text: str | bytes, limits: YamlLimits | None = None) -> dict[str,
         _measure(node, limits)
         data = loader.construct_document(node)
     except yaml.YAMLError as exc:
-        raise _unparsable(exc) from exc
+        raise _unparsable(exc, source) from exc
     except ValueError as exc:  # SafeConstructor on 2024-13-45 or 0b_: a scalar it cannot build
         raise InvalidYAMLError(f"YAML does not parse: a scalar cannot be read ({exc})") from exc
     except RecursionError as exc:
@@ -220,7 +220,7 @@ def check_yaml(text: str | bytes, limits: YamlLimits | None = None) -> None:
     try:
         unusual = _scan_events(parser, limits)
     except yaml.YAMLError as exc:
-        raise _unparsable(exc) from exc
+        raise _unparsable(exc, source) from exc
     finally:
         parser.dispose()
     if unusual:
@@ -437,13 +437,33 @@ def _short(exc: yaml.YAMLError) -> str:
     return text[:300]
 
 
-def _unparsable(exc: yaml.YAMLError) -> InvalidYAMLError:
+def _unparsable(exc: yaml.YAMLError, source: str) -> InvalidYAMLError:
     """The parser's complaint with the line and column a person opens the file at.
 
     str() of PyYAML's error reads 'while parsing a flow sequence in "<unicode string>", line 1,
     column 4 did not find expected ...': its source name means nothing to the user, and the line
-    that is wrong comes last.
+    that is wrong comes last. ``source``: the text parsed, to place a reader error (which has
+    only a character offset) at its line and column.
     """
+    if isinstance(exc, yaml.reader.ReaderError):
+        # A NUL or other control character (a binary file piped to `save`): PyYAML said
+        # '"<unicode string>", position 5', a name and an offset nobody can open a file at.
+        # libyaml gives the character as a number and the offset in UTF-8 bytes; PyYAML's own
+        # reader gives a str and a character offset.
+        char, pos = exc.character, exc.position
+        if isinstance(char, int):
+            before = source.encode("utf-8")[:pos].decode("utf-8", errors="replace")
+        else:
+            before = source[:pos]
+        line = before.count("\n") + 1
+        column = len(before) - (before.rfind("\n") + 1) + 1
+        code = char if isinstance(char, int) else ord(char)
+        what = f"NUL, U+{code:04X}" if code == 0 else f"U+{code:04X}"
+        return InvalidYAMLError(
+            f"YAML holds a control character ({what}) at line {line}, column {column}; "
+            "blueprints must be text",
+            hint="remove it: it comes from a binary file, or text pasted from one",
+        )
     problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
     if not isinstance(exc, yaml.MarkedYAMLError) or not problem or mark is None:
         return InvalidYAMLError(f"YAML does not parse: {_short(exc)}", hint=_FIX_YAML)

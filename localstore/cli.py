@@ -99,6 +99,17 @@ class CliContext:
         home = self.settings.home
         return str(home) if home is not None else None
 
+    def require_home(self) -> None:
+        """Raise NotFoundError when the selected home does not exist (neither an index nor a
+        blueprints folder): for a command that can only read or change what a home holds, so
+        that a mistyped ``--home`` is an error, not a new empty home left behind."""
+        paths = self.settings.paths
+        if not any(p.exists() for p in (paths.index_db, paths.data, paths.blueprints)):
+            raise NotFoundError(
+                f"no LocalStore home at {paths.blueprints.parent}",
+                hint="check --home or LOCALSTORE_HOME; `localstore init` creates a home",
+            )
+
     def store(self, *, existing: bool = False, **kwargs: Any) -> BlueprintStore:
         """Open (once) the store of the selected home.
 
@@ -107,14 +118,7 @@ class CliContext:
         an empty listing that looked like lost work).
         """
         if self._store is None and existing:
-            paths = self.settings.paths
-            if not any(p.exists() for p in (paths.index_db, paths.data, paths.blueprints)):
-                from localstore.errors import NotFoundError
-
-                raise NotFoundError(
-                    f"no LocalStore home at {paths.blueprints.parent}",
-                    hint="check --home or LOCALSTORE_HOME; `localstore init` creates a home",
-                )
+            self.require_home()
         if self._store is None:
             from localstore.store import BlueprintStore
 
@@ -459,7 +463,8 @@ def _version() -> str:
 def cli(ctx: click.Context, home: str | None, as_json: bool, debug: bool) -> None:
     """LocalStore keeps blueprints as plain files, indexed, versioned and synced.
 
-    REF is an id, a unique id prefix, or a path relative to the blueprints folder.
+    REF is an id, a unique id prefix (at least 4 characters), or a path relative to the
+    blueprints folder.
     Exit codes: 0 ok, 1 error, 2 usage, 3 needs attention, 4 not found, 130 interrupted.
     """
     ctx.obj = CliContext(home_flag=home, json=as_json, debug=debug)

@@ -541,6 +541,17 @@ def load_settings(
         )
     home_value = resolve(home, env_home, None, None)
     home_path = Path(home_value).expanduser().resolve() if home_value is not None else None
+    if home_path is not None and home_path.exists() and not home_path.is_dir():
+        # Read as a folder, it failed at the config file with "Not a directory (check that this
+        # user may read it...)": a permissions hunt for a home set to the wrong path. Said as
+        # the CLI says it for --home (click refuses that one first, as bad usage).
+        source = f"{HOME_ENV} ({home_path})" if home is None else f"the home {home_path}"
+        raise ConfigError(
+            f"{source} is a file, not a folder",
+            hint=f"set {HOME_ENV} to a folder, or pass --home"
+            if home is None
+            else "pass a folder (a new one is created)",
+        )
     paths = _paths_for(home_path)
     config_file = paths.config / CONFIG_FILE_NAME
     file_values = _read_config_file(config_file)

@@ -92,6 +92,8 @@ from localstore.index import (
 log = logging.getLogger("localstore.store")
 E = TypeVar("E", bound=LocalStoreError)
 
+# The shortest id prefix a REF may be: shorter ones match too many ids to be worth a lookup.
+MIN_ID_PREFIX = 4
 SORT_COLUMNS = {"path": "path", "name": "name", "modified": "modified", "created": "created"}
 # Where a change came from, as history records it (docs/architecture.md, "History"); sync tells its
 # own writes ("remote") from the user's by it, so a typo must not become a new origin.
@@ -724,7 +726,8 @@ class BlueprintStore:
                 )
                 if row:
                     return row
-        if len(ref) >= 4 and all(c in "0123456789abcdef-" for c in ref.lower()):
+        looks_like_id = all(c in "0123456789abcdef-" for c in ref.lower())
+        if len(ref) >= MIN_ID_PREFIX and looks_like_id:
             rows = cur.execute(
                 f"SELECT {_ROW_COLUMNS} FROM blueprints WHERE id >= ? AND id < ?{live} LIMIT 2",
                 (ref.lower(), ref.lower() + "\uffff"),
@@ -744,6 +747,15 @@ class BlueprintStore:
                 hint=f"'localstore history {gone.id}' lists its revisions; 'localstore restore "
                 f"{gone.id} {gone.rev - 1}' brings it back",
             )
+        if looks_like_id and len(ref) < MIN_ID_PREFIX:
+            # `show 3f` said "no blueprint matches" even when an id starts with 3f: a shorter
+            # prefix is never looked up (it would match too many), which nothing said.
+            raise NotFoundError(
+                f"no blueprint matches {ref!r}: an id prefix needs at least "
+                f"{MIN_ID_PREFIX} characters",
+                hint=f"give {MIN_ID_PREFIX} or more characters of the id, or the path "
+                "(see 'localstore ls')",
+            )
         raise NotFoundError(f"no blueprint matches {ref!r}", hint="see 'localstore ls'")
 
     def _deleted_by(self, cur: Any, ref: str, rel: str | None) -> Row | None:
@@ -759,7 +771,10 @@ class BlueprintStore:
         )
 
     def resolve(self, ref: str, *, include_deleted: bool = False) -> BlueprintInfo:
-        """Find a blueprint by id, unique id prefix or path. Raises NotFoundError, AmbiguousRefError."""
+        """Find a blueprint by id, unique id prefix (at least MIN_ID_PREFIX characters) or path.
+
+        Raises NotFoundError, AmbiguousRefError.
+        """
         self._check_open()
         _flag_arg("include_deleted", include_deleted)
         with self.index.read() as cur:

@@ -370,6 +370,10 @@ def _pause_daemon(ctx: CliContext, pause: bool) -> None:
     """Pause or resume the running daemon's sync; with none running, record it for the next."""
     from sync.control import ControlClient, ControlError, ControlRequestError
 
+    with errors_to_exit():
+        # The pause is recorded in the home's state folder: at a mistyped --home it made that
+        # folder and said "paused" for a home that does not exist.
+        ctx.require_home()
     settings = ctx.settings
     state = daemon_running(settings)
     warning: dict[str, Any] | None = None
@@ -816,10 +820,35 @@ class Finding:
         return {"check": self.check, "status": self.status, "detail": self.detail, "fix": self.fix}
 
 
+def _in_the_way(settings: Settings, check: str) -> Finding | None:
+    """A problem naming a file where the home needs one of its folders, or None.
+
+    With `data` a regular file, the keychain check said to make data/credentials.backend
+    readable and the index check to run `init`, which then failed on that very file.
+    """
+    paths = settings.paths
+    for folder in (paths.data, paths.config, paths.cache, paths.state, paths.blueprints):
+        for p in (folder, *folder.parents):
+            if p.exists() and not p.is_dir():
+                return Finding(
+                    check,
+                    "problem",
+                    f"{p} is a file where the home needs a folder",
+                    "move that file away (or choose another --home or LOCALSTORE_HOME), "
+                    "then run `localstore init`",
+                )
+            if p == settings.home or p.exists():
+                break  # (a folder: the ones above it are folders too)
+    return None
+
+
 def check_keychain(settings: Settings) -> Finding:
     """The credential backend works (a real set/get/delete probe)."""
     from localstore.credentials import keychain_report
 
+    in_the_way = _in_the_way(settings, "keychain")
+    if in_the_way is not None:
+        return in_the_way
     report = keychain_report(settings)
     if report.get("ok"):
         return Finding("keychain", "ok", f"{report['active']} ({report['keyring_backend']})")
@@ -833,6 +862,9 @@ def check_keychain(settings: Settings) -> Finding:
 
 def check_index(settings: Settings) -> Finding:
     """The index opens, passes SQLite's quick_check and agrees with the files."""
+    in_the_way = _in_the_way(settings, "index")
+    if in_the_way is not None:
+        return in_the_way
     if not settings.paths.index_db.exists():
         return Finding("index", "problem", "this home has no index yet", "run `localstore init`")
     from localstore.errors import LocalStoreError

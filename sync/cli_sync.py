@@ -113,6 +113,9 @@ def login_cmd(
 def logout_cmd(cli: CliContext) -> None:
     """Sign out: revoke this machine's session and delete it from the keychain."""
     with errors_to_exit():
+        # A home that does not exist was never logged in: opening its credentials made the
+        # home at a mistyped --home (and said "logged out").
+        cli.require_home()
         from sync.supabase_remote import has_login, logout
 
         # Asked first: logging out of a home never logged in said "the server could not
@@ -150,6 +153,10 @@ def sync_cmd(cli: CliContext, verify: bool, retry_quarantined: bool) -> None:
     When a daemon syncs this home, the cycle runs there (one syncing process per home), and so
     does --verify.
     """
+    with errors_to_exit():
+        # Only `login` makes a home syncable: at a mistyped --home this made a whole new home
+        # and then failed on the missing login (or the keychain), leaving it behind.
+        cli.require_home()
     if verify:
         # The daemon holds the home's lock: un-parking here failed with "another process is
         # syncing this home". It un-parks them and runs the cycle that retries them.
