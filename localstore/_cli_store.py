@@ -414,15 +414,26 @@ def history_cmd(ctx: CliContext, ref: str) -> None:
 @click.option("--path", "target", help="Restore to another path (when the old one is taken).")
 @pass_ctx
 def restore_cmd(ctx: CliContext, ref: str, rev: int, target: str | None) -> None:
-    """Make revision REV current again (also undeletes)."""
+    """Make revision REV current again (also undeletes).
+
+    The restore is recorded as a new revision; history keeps every revision. The blueprint
+    stays at its path (a deleted one comes back where it was deleted); --path puts it
+    elsewhere. REF may be the id of a deleted blueprint ('localstore rm' prints it).
+    """
     with errors_to_exit():
-        bp = ctx.store(existing=True).restore(ref, rev, path=target)  # (as rm)
-        ctx.emit(
-            {k: v for k, v in bp.to_dict().items() if k != "content"},
-            lambda: click.echo(
-                f"restored {bp.path} to the content of rev {rev} (now rev {bp.rev})"
-            ),
-        )
+        store = ctx.store(existing=True)  # (as rm)
+        before = store.row(ref, include_deleted=True)
+        bp = store.restore(ref, rev, path=target)
+
+        def human() -> None:
+            if bp.rev == before.rev and not before.deleted:
+                # (Same content already: nothing recorded. "restored ... (now rev 3)" read
+                # as if a revision had been added.)
+                click.echo(f"{bp.path} already has the content of rev {rev} (rev {bp.rev})")
+            else:
+                click.echo(f"restored {bp.path} to the content of rev {rev} (now rev {bp.rev})")
+
+        ctx.emit({k: v for k, v in bp.to_dict().items() if k != "content"}, human)
 
 
 @click.command("check")

@@ -2453,31 +2453,61 @@ class BlueprintStore:
         )
 
     def restore(
-        self, ref: str, rev: int, *, path: str | None = None, origin: str = "local"
+        self,
+        ref: str,
+        rev: int,
+        *,
+        path: str | None = None,
+        origin: str = "local",
+        expected_rev: int | None = None,
     ) -> Blueprint:
         """Make a past revision current again (also brings back a deleted blueprint).
 
-        Raises RevisionNotFoundError, AlreadyExistsError or UnsafePathError (its old path is taken
-        or collides by case: pass ``path``), InvalidInputError for a revision that is not an int.
+        The blueprint stays where it is, or comes back where it was deleted (a restore brings
+        back content and meta, it does not undo a move); ``path`` puts it elsewhere. Restoring
+        the content it already has records nothing and returns the current revision.
+
+        Raises RevisionNotFoundError, AlreadyExistsError or UnsafePathError (its path is taken
+        or collides by case: pass ``path``), RevisionConflictError (``expected_rev`` is given
+        and the blueprint is no longer at that revision, deleted counting as one),
+        InvalidInputError for a revision that is not an int.
         """
         _origin_arg(origin)
+        if expected_rev is not None:
+            _rev_arg("expected_rev", expected_rev)
         old = self.load_revision(ref, rev)
-        current = self.row(old.id, include_deleted=True)
-        target = path or (current.path if not current.deleted else old.path)
         meta = old.meta.replace(modified="")
-        try:
-            return self.save(target, old.content, meta=meta, id=old.id, origin=origin)
-        except (AlreadyExistsError, UnsafePathError) as exc:
-            if path is not None:
-                raise
-            # The old path is taken (or now collides or is ignored). The save's hint ("... or
+        failed: LocalStoreError | None = None
+        # One write transaction from reading where the blueprint is to the save: otherwise a
+        # move committed in between (another thread or process) was undone by saving at the
+        # path read before it.
+        with self.index.write():
+            current = self.row(old.id, include_deleted=True)
+            try:
+                bp = self.save(
+                    path or current.path,
+                    old.content,
+                    meta=meta,
+                    id=old.id,
+                    origin=origin,
+                    expected_rev=expected_rev,
+                )
+            except LocalStoreError as exc:
+                # Raised once the transaction commits: a save that refuses still keeps an
+                # edit it found unrecorded on disk (see save), so this must not roll back.
+                failed = exc
+        if failed is None:
+            return bp
+        if isinstance(failed, (AlreadyExistsError, UnsafePathError)) and path is None:
+            # The path is taken (or now collides or is ignored). The save's hint ("... or
             # save with that blueprint's id") would overwrite the other blueprint: a restore's
             # way out is another path.
-            raise type(exc)(
-                exc.message,
+            raise type(failed)(
+                failed.message,
                 hint="restore it to another path: restore(ref, rev, path=...), "
                 "'localstore restore REF REV --path NEWPATH'",
-            ) from exc
+            ) from failed
+        raise failed
 
     # -- reconcile / check -------------------------------------------------------------------------
 

@@ -54,6 +54,20 @@ def test_mv_rm_history_restore(run) -> None:
     assert run("show", "b/c").output == DOC
 
 
+def test_restore_says_when_there_was_nothing_to_restore(run) -> None:
+    ident = json.loads(run("save", "a", input=DOC, json_out=True).output)["id"]
+    run("save", "a", input=DOC + "# two\n")
+    run("mv", ident, "b/c")
+    run("rm", "b/c")
+    r = run("restore", ident, "1")  # from before the move: back where it was deleted
+    assert r.exit_code == 0
+    assert r.output == "restored b/c.blueprint.yaml to the content of rev 1 (now rev 5)\n"
+    r = run("restore", ident, "1")  # the same content again: nothing recorded
+    assert r.exit_code == 0
+    assert r.output == "b/c.blueprint.yaml already has the content of rev 1 (rev 5)\n"
+    assert json.loads(run("history", ident, json_out=True).output)[0]["rev"] == 5
+
+
 def test_exit_codes_and_one_line_errors(run) -> None:
     r = run("show", "missing")
     assert r.exit_code == 4
