@@ -94,14 +94,19 @@ def _safe_device(name: str) -> str:
     return (cleaned or "device")[:_MAX_DEVICE_CHARS]
 
 
-def conflict_path(path: str, device: str, stamp: str, taken: Callable[[str], bool]) -> str:
-    """A free sibling path: ``folder/stem (conflict <device> <stamp>).blueprint.yaml``."""
+def conflict_path(
+    path: str, device: str, stamp: str, taken: Callable[[str], bool], *, word: str = "conflict"
+) -> str:
+    """A free sibling path: ``folder/stem (conflict <device> <stamp>).blueprint.yaml``.
+
+    ``word`` replaces "conflict" (a rename cycle's passing path says "moving").
+    """
     folder = fs.folder_of(path)
     stem = fs.display_name(path)
     dev = _safe_device(device)
     n = 1
     while True:
-        tail = f" (conflict {dev} {stamp}{'' if n == 1 else f' {n}'})"
+        tail = f" ({word} {dev} {stamp}{'' if n == 1 else f' {n}'})"
         room = fs.MAX_SEGMENT_BYTES - len((tail + fs.YAML_SUFFIX).encode("utf-8"))
         short = stem.encode("utf-8")[: max(room, 1)].decode("utf-8", "ignore").rstrip(" .")
         candidate = fs.normalize_path(f"{folder}/{short}{tail}" if folder else f"{short}{tail}")

@@ -736,6 +736,17 @@ def renew_push_op(cur: Any, blueprint_id: str, op_id: int) -> None:
     _unsettle(cur, blueprint_id)
 
 
+def server_holder(cur: Any, path: str) -> str | None:
+    """The id this device last synced as live at ``path`` on the server (case-insensitive, as
+    the server's ``lower(path)``, for ASCII), or None. A scan: asked only for rename cycles."""
+    rows = cur.execute(
+        "SELECT id FROM sync_items WHERE base_rev IS NOT NULL AND base_deleted = 0 "
+        "AND base_path = ? COLLATE NOCASE LIMIT 1",
+        (path,),
+    ).fetchall()
+    return str(rows[0][0]) if rows else None
+
+
 def mark_synced(cur: Any, blueprint_id: str, op_id: int) -> None:
     """Record that the local copy at ``op_id`` needs no push (keeps any base)."""
     cur.execute(

@@ -76,9 +76,11 @@ from sync._apply import (
     ApplyStats,
     Prefetched,
     ancestor_probes,
+    conflict_path,
     drop_known,
     is_known,
     is_path_shape_error,
+    utc_stamp,
 )
 from sync._local import (
     LAST_ERROR_STATE_KEY,
@@ -373,6 +375,9 @@ class SyncEngine:
         # alone: keyed by (id, op id), a change edited again before it was parked left its old
         # count behind for the life of the engine, one entry per such edit.
         self._lone_timeouts: dict[str, tuple[int, int]] = {}
+        # id -> (passing path, op id) of its next push, instead of its own path and push op id:
+        # one rename of a cycle (a swap) that no order of a batch can apply (see _path_taken).
+        self._detours: dict[str, tuple[str, int]] = {}
         self.pull_limit = pull_limit
         # An explicit batch_size also sizes the apply chunks (tests use tiny ones to get many).
         self.apply_batch = max(1, apply_batch or batch_size or DEFAULT_APPLY_BATCH)
@@ -1325,13 +1330,16 @@ class SyncEngine:
             elif not item.deleted and not item.valid:
                 continue  # fails the app's validator: held back, never pushed as if valid
             else:
+                path, op_id = item.path, item.push_op_id
+                if not item.deleted and item.id in self._detours:
+                    path, op_id = self._detours[item.id]
                 changes.append(
                     (
                         Change(
-                            op_id=item.push_op_id,
+                            op_id=op_id,
                             id=item.id,
                             base_rev=item.base_rev,
-                            path=item.path,
+                            path=path,
                             content="" if item.deleted else item.content,
                             meta=item.meta,
                             content_hash=item.content_hash,
@@ -1377,6 +1385,15 @@ class SyncEngine:
             ]
             st.record_accepted(cur, accepted)
             report.pushed += len(accepted)
+            for (change, item), result in zip(pairs, results, strict=True):
+                detoured = self._detours.pop(change.id, None) is not None
+                if detoured and result.status == "applied" and change.path != item.path:
+                    # The detour is used up either way. Applied, the blueprint is at its
+                    # passing path on the server: still dirty, its own path goes up in the next
+                    # round under its own push op id (the detour had one of its own, so a kill
+                    # before this commit leaves that one unused: the push of the own path then
+                    # meets the detour's row, this device's write, and keeps its path).
+                    st.mark_unsynced(cur, change.id)
             for (change, item), result in zip(pairs, results, strict=True):
                 if result.status == "applied":
                     continue
@@ -1482,7 +1499,19 @@ class SyncEngine:
         leaving = holder is not None and (
             holder.deleted or holder.path.casefold() != change.path.casefold()
         )
+        local = _row_or_none(self.store, change.id)
+        if local is not None and not local.deleted and change.path != local.path:
+            # A passing path (below) someone else took first: try again without it, nothing
+            # is moved (the blueprint is not at that path here).
+            self._renew(cur, change.id)
+            return
         if leaving and st.pushable(cur, winner.id):
+            if winner.id not in self._detours and self._rename_cycle(cur, change.id, winner.id):
+                # Each rename of the cycle waits for the next to leave its path: none ever
+                # goes up. This one passes through a free path first; the others then follow
+                # in order, and it goes to its own path last.
+                passing = self._passing_path(change.path)
+                self._detours[change.id] = (passing, self.store.index.next_op_id(cur))
             self._renew(cur, change.id)
             return
         # (Not when the holder is live here at another path, its move held back: the server's
@@ -1492,6 +1521,36 @@ class SyncEngine:
         if not live_here and self._arrived_early(cur, applier, change, winner):
             return
         applier.move_for_path_conflict(cur, change.id, winner)
+
+    def _rename_cycle(self, cur: Any, start: str, holder: str) -> bool:
+        """True when the renames of this device lead from ``holder`` back to ``start``.
+
+        ``start`` wants the path the server gives ``holder``; ``holder`` wants the path the
+        server gives the next one (as this device last synced it), and so on. A chain that ends
+        at a free path or at a blueprint staying where it is resolves by itself, in order.
+        """
+        seen = {start}
+        current = holder
+        while current not in seen:
+            seen.add(current)
+            row = self.store.row_by_id(current, cur)
+            if row is None or row.deleted or not st.pushable(cur, current):
+                return False
+            nxt = st.server_holder(cur, row.path)
+            if nxt is None or nxt == current:
+                return False
+            current = nxt
+        return current == start
+
+    def _passing_path(self, path: str) -> str:
+        """A free path next to ``path`` for one push: ``stem (moving <device> <stamp>)``."""
+        return conflict_path(
+            path,
+            self.store.device_name,
+            utc_stamp(self.now()),
+            lambda p: self.store.exists(p) or p in {d[0] for d in self._detours.values()},
+            word="moving",
+        )
 
     def _arrived_early(self, cur: Any, applier: Applier, change: Change, winner: ServerRow) -> bool:
         """Give the server's identity to a blueprint that is the server's own, come early.

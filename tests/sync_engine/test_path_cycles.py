@@ -1,0 +1,131 @@
+"""Renames that trade paths (a swap, a rotation) go up although no order of them is valid alone.
+
+The server answers a batch's changes one after another and keeps paths unique at each step, so
+x p -> q with y q -> p is refused whichever goes first: each finds the other still at its target.
+Each was retried round after round as "the holder is leaving" and neither ever went up: the
+renames, and every later edit of those blueprints on this device, stayed pending for good.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from sync.engine import SyncEngine
+from sync.errors import TransientError
+from sync.memory_remote import MemoryServer
+from sync.remote import Change, PushResult
+
+from .conftest import Device, assert_converged, converge, server_snapshot
+
+
+def test_a_swap_of_two_paths_is_pushed(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    a, b = make_device("a"), make_device("b")
+    x = a.store.save("s/p", "x: 0\n").id
+    y = a.store.save("s/q", "y: 0\n").id
+    converge(a, b)
+    a.store.move(x, "s/tmp")
+    a.store.move(y, "s/p")
+    a.store.move(x, "s/q")
+    report = a.sync()
+    assert report.pushed >= 2 and report.conflicts == 0 and not report.errors
+    assert a.engine.status().pending == 0
+    assert server_snapshot(server) == {
+        x: ("s/q.blueprint.yaml", "x: 0\n"),
+        y: ("s/p.blueprint.yaml", "y: 0\n"),
+    }
+    converge(a, b)
+    assert_converged(server, a, b)
+    assert a.engine.conflicts() == [] and b.engine.conflicts() == []
+
+
+def test_a_rotation_of_three_paths_is_pushed(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    a, b = make_device("a"), make_device("b")
+    ids = [a.store.save(f"r/{n}", f"v: {n}\n").id for n in "abc"]
+    converge(a, b)
+    a.store.move(ids[0], "r/tmp")
+    a.store.move(ids[2], "r/a")
+    a.store.move(ids[1], "r/c")
+    a.store.move(ids[0], "r/b")
+    a.sync()
+    assert a.engine.status().pending == 0
+    assert server_snapshot(server) == {
+        ids[0]: ("r/b.blueprint.yaml", "v: a\n"),
+        ids[1]: ("r/c.blueprint.yaml", "v: b\n"),
+        ids[2]: ("r/a.blueprint.yaml", "v: c\n"),
+    }
+    converge(a, b)
+    assert_converged(server, a, b)
+
+
+def test_a_swap_meets_an_edit_made_elsewhere(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """b edits x while a swaps x and y: the edit and the swap both end on every device."""
+    a, b = make_device("a"), make_device("b")
+    x = a.store.save("s/p", "x: 0\nk: 0\n").id
+    y = a.store.save("s/q", "y: 0\n").id
+    converge(a, b)
+    a.store.move(x, "s/tmp")
+    a.store.move(y, "s/p")
+    a.store.move(x, "s/q")
+    b.store.save("s/p", "x: 0\nk: 9\n")
+    b.sync()
+    a.sync()
+    converge(a, b)
+    assert_converged(server, a, b)
+    assert server_snapshot(server) == {
+        x: ("s/q.blueprint.yaml", "x: 0\nk: 9\n"),
+        y: ("s/p.blueprint.yaml", "y: 0\n"),
+    }
+    assert a.engine.conflicts() == [] and b.engine.conflicts() == []
+
+
+@pytest.mark.parametrize("then", ["retry", "restart"])
+def test_a_lost_answer_to_the_passing_push_keeps_the_swap(
+    make_device: Callable[..., Device],
+    server: MemoryServer,
+    monkeypatch: pytest.MonkeyPatch,
+    then: str,
+) -> None:
+    """The push to the passing path is applied but its answer lost: the retry (same engine) or
+    a new engine (a kill: the passing path was only in memory) still ends at the swapped
+    paths, with no conflict and the same device id."""
+    a, b = make_device("a"), make_device("b")
+    x = a.store.save("s/p", "x: 0\n").id
+    y = a.store.save("s/q", "y: 0\n").id
+    converge(a, b)
+    device = a.store.device_id
+    a.store.move(x, "s/tmp")
+    a.store.move(y, "s/p")
+    a.store.move(x, "s/q")
+    real = a.remote.push
+    calls: list[list[str]] = []
+
+    def push(changes: list[Change], *, device: str) -> list[PushResult]:
+        calls.append([c.path for c in changes])
+        if any("(moving a " in c.path for c in changes):
+            a.remote.drop_response_next()
+        return real(changes, device=device)
+
+    monkeypatch.setattr(a.remote, "push", push)
+    with pytest.raises(TransientError):
+        a.sync()
+    assert any("(moving a " in p for p in calls[-1])
+    monkeypatch.undo()
+    if then == "restart":
+        a.engine = SyncEngine(a.store, a.remote)
+    a.sync()
+    assert a.engine.status().pending == 0
+    assert server_snapshot(server) == {
+        x: ("s/q.blueprint.yaml", "x: 0\n"),
+        y: ("s/p.blueprint.yaml", "y: 0\n"),
+    }
+    converge(a, b)
+    assert_converged(server, a, b)
+    assert a.engine.conflicts() == [] and a.store.device_id == device
