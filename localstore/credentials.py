@@ -46,6 +46,7 @@ import keyring.errors
 from keyring.backends import chainer, fail, null
 
 from localstore import _durable, crypto
+from localstore._credential_names import service_name
 from localstore.config import Settings, settings_arg
 from localstore.errors import (
     ConfigError,
@@ -90,7 +91,6 @@ _T = TypeVar("_T")
 # Secret Service daemon answers again within a few tens of ms).
 _INIT_RETRY_S = 0.2
 
-SERVICE_PREFIX = "localstore:"
 PASSPHRASE_ENV = "LOCALSTORE_KEYCHAIN_PASSPHRASE"
 FALLBACK_FILE_NAME = "credentials.enc"
 BACKEND_RECORD_NAME = "credentials.backend"
@@ -122,11 +122,6 @@ INSTALL_HINT = (
     "backend; or opt in to the encrypted file with LOCALSTORE_KEYCHAIN_FILE_FALLBACK=1 and "
     f"{PASSPHRASE_ENV}=<passphrase>"
 )
-
-
-def service_name(profile: str) -> str:
-    """Keychain service name of a profile."""
-    return SERVICE_PREFIX + profile
 
 
 # A profile's name is part of its keychain service: a trailing space (`LOCALSTORE_PROFILE="work "`)

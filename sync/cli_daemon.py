@@ -1051,21 +1051,19 @@ def check_cloud(settings: Settings) -> Finding:
 
 def _login_listed(settings: Settings) -> bool:
     """Whether the index lists this home's cloud session or project (True when it cannot tell)."""
-    from localstore.credentials import CredentialStore
     from localstore.index import Index
-    from sync.supabase_remote import project_credential_name, session_credential_name
+    from sync.login_names import login_listed
 
     try:
         index = Index(settings.paths.index_db, busy_timeout_ms=settings.busy_timeout_ms)
     except LocalStoreError:
         return True
     try:
-        names = CredentialStore(index, settings).list_names(include_internal=True)
+        return login_listed(index, settings)
     except LocalStoreError:
         return True
     finally:
         index.close()
-    return bool({session_credential_name(settings), project_credential_name(settings)} & set(names))
 
 
 def check_daemon(settings: Settings) -> Finding:

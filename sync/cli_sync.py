@@ -453,13 +453,48 @@ def _daemon_status(settings: Settings) -> tuple[dict[str, Any] | None, str | Non
     return (dict(sync_part) if isinstance(sync_part, dict) else None), None
 
 
+def _login_state(settings: Settings, store: Any) -> dict[str, Any] | None:
+    """Whether this home can sync for its login, when no daemon answered: ``logged_in``, and
+    when False the ``detail`` (why) and ``hint`` (what to do). None when nobody can tell here.
+
+    Read from the index's list of stored credential names, not the keychain (no prompt, no
+    D-Bus round trip), and without the supabase client (half a second to import). Without it a
+    new home said "idle" after `init`, and nothing told the user that sync needs a login.
+    """
+    from localstore._daemon_state import lock_is_held
+    from localstore.errors import LocalStoreError
+    from sync.errors import NotLoggedInError
+    from sync.login_names import login_listed
+
+    if lock_is_held(settings.paths.state):
+        # Someone syncs this home: a daemon that did not answer, `localstore sync`, or an app
+        # syncing in-process, maybe with a remote of its own that needs no login here.
+        return None
+    try:
+        listed = login_listed(store.index, settings)
+    except LocalStoreError:
+        return None  # (the list of names cannot be read: cannot tell)
+    if not listed:
+        return {"logged_in": False, "detail": "not logged in", "hint": NotLoggedInError.hint}
+    from localstore.credentials import CredentialStore  # (keyring: only for a home logged in)
+
+    try:
+        # Logged in, but the session is out of reach when the keychain is (a headless session,
+        # a keyring config that selects no backend): name that, as a daemon would.
+        CredentialStore(store.index, settings).ensure_backend()
+    except LocalStoreError as exc:
+        return {"logged_in": False, "detail": exc.message, "hint": exc.hint}
+    return {"logged_in": True}
+
+
 @click.command("status")
 @pass_ctx
 def status_cmd(cli: CliContext) -> None:
     """Show sync status: pending uploads, conflicts, quarantine, last sync, cursor.
 
     Exit 3 when something needs attention (conflicts, quarantined changes, local edits that
-    cannot sync until fixed), 1 when sync is stopped by an error.
+    cannot sync until fixed), 1 when sync is stopped by an error. A home that is not logged in
+    (or whose keychain cannot be read) is said so, with what to do, and exits 0.
     """
     with errors_to_exit():
         live, silent = _daemon_status(cli.settings)
@@ -474,6 +509,13 @@ def status_cmd(cli: CliContext) -> None:
         if data.get(key) is None:
             data[key] = value
     data["daemon"] = live is not None
+    login = _login_state(cli.settings, store) if live is None else None
+    if login is not None:
+        data.update(login)
+        if data.get("state") == "idle" and not login["logged_in"]:
+            # As a daemon says it: nothing syncs. (An "error" or "offline" the last sync left
+            # stays, with its exit code.)
+            data["state"] = "offline"
     if silent is not None:
         # A daemon runs (its pid lives and holds the home's lock) but did not answer: hung, or
         # overloaded. Shown as the index's "idle" alone, that looked like a healthy home.
@@ -481,7 +523,8 @@ def status_cmd(cli: CliContext) -> None:
     pause = read_pause(cli.settings.paths.state) if live is None else None
     if pause is not None and data.get("state") != "error":
         # No daemon runs, but the next one starts paused (docs/daemon.md, "Pause").
-        data.update(state="paused", detail=PAUSED_DETAIL, paused_since=pause.get("since"))
+        detail = "; ".join(d for d in (data.get("detail"), PAUSED_DETAIL) if d)
+        data.update(state="paused", detail=detail, paused_since=pause.get("since"))
     data["quarantine"] = quarantine
     data["flagged_files"] = flagged
     # New files that never parsed have no index row, so no count has them: the list does.
@@ -494,6 +537,8 @@ def status_cmd(cli: CliContext) -> None:
         if data.get("detail"):  # why a daemon is offline or paused ("not logged in", ...)
             source += f": {data['detail']}"
         click.echo(f"state: {data.get('state')} ({source})")
+        if data.get("logged_in") is False and data.get("hint"):
+            click.echo(f"  to sync: {data['hint']}")
         click.echo(f"pending uploads: {data.get('pending')}")
         if data.get("held"):
             click.echo(f"held back (invalid): {data.get('held')}")

@@ -55,7 +55,7 @@ from localstore._daemon_state import (
     write_pause,
 )
 from localstore.config import Settings
-from localstore.errors import LocalStoreError, WatcherError
+from localstore.errors import CredentialError, LocalStoreError, WatcherError
 from localstore.events import Event
 from localstore.store import BlueprintStore
 from localstore.watcher import Watcher, WatcherState
@@ -74,6 +74,7 @@ from sync.control import ControlServer, OpError
 from sync.embed import STATE_FILE, HomeLock, lock_holder, remove_state, write_state
 from sync.engine import SyncEngine, SyncReport, SyncStatus, WorkerState
 from sync.errors import NotLoggedInError, SyncError
+from sync.login_names import login_listed
 from sync.remote import Remote
 from sync.session_marker import SessionMarker
 
@@ -502,6 +503,7 @@ class Daemon:
         self.remote: Remote | None = None
         self.server: ControlServer | None = None
         self._offline_reason = ""
+        self._offline_hint = ""
         self._next_relogin = 0.0
         # Changes on every login/logout of this home (sync/session_marker.py); see _check_session.
         self._session_marker = SessionMarker.for_settings(settings)
@@ -703,6 +705,11 @@ class Daemon:
             except NotLoggedInError as exc:
                 return self._go_offline("not logged in", exc)
             except (SyncError, LocalStoreError) as exc:
+                if self._keychain_failure_without_login(exc):
+                    # A keychain that cannot be read on a home that never logged in (the index
+                    # lists every name stored): not logged in, as `status` and `doctor` say. Its
+                    # error sent a new user to fix a keychain they had no use for yet.
+                    return self._go_offline("not logged in", exc)
                 return self._go_offline(exc.message, exc)
             kwargs: dict[str, Any] = {}
             if self._poll_interval_s is not None:
@@ -720,7 +727,7 @@ class Daemon:
                 engine.pause()
             elif paused and not self._paused:
                 engine.resume()
-            self._offline_reason = ""
+            self._offline_reason = self._offline_hint = ""
             if self.server is not None:
                 self._follow_status(self.server.subscribers)
             log.info("sync started for %s", getattr(remote, "identity", "the cloud"))
@@ -768,10 +775,26 @@ class Daemon:
         if self.server is not None:
             self.server.publish("sync", self._sync_status())
 
+    def _keychain_failure_without_login(self, exc: BaseException) -> bool:
+        """Whether opening the remote failed on the keychain while no login is listed."""
+        keychain = isinstance(exc, CredentialError) or isinstance(exc.__cause__, CredentialError)
+        if not keychain or self.store is None:
+            return False
+        try:
+            return not login_listed(self.store.index, self.settings)
+        except LocalStoreError:
+            return False  # (cannot tell: the keychain's own error is the better guess)
+
     def _go_offline(self, reason: str, exc: BaseException) -> bool:
         if reason != self._offline_reason:
             log.warning("sync is off: %s", exc)
         self._offline_reason = reason
+        # What to do about it, shown by `localstore status` under the reason. Not logged in is
+        # always the login hint: a logout that stopped the engine raised SessionChangedError,
+        # whose hint ("starts again from the new login") is for the remote's caller.
+        self._offline_hint = (
+            NotLoggedInError.hint if reason == "not logged in" else getattr(exc, "hint", "")
+        )
         self._next_relogin = time.monotonic() + RELOGIN_CHECK_S
         return False
 
@@ -1065,7 +1088,7 @@ class Daemon:
                 out = local_status(self.store, state=state).to_dict()
             except LocalStoreError as exc:  # (a locked or damaged index: say so, do not fail)
                 out = {"state": state, "last_error": str(exc)}
-            out.update(detail=self._offline_reason, logged_in=False)
+            out.update(detail=self._offline_reason, hint=self._offline_hint, logged_in=False)
             return out
         out = self.engine.status().to_dict()
         out["logged_in"] = True

@@ -53,7 +53,6 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import functools
-import hashlib
 import itertools
 import json
 import logging
@@ -99,6 +98,7 @@ from sync.errors import (
     SyncError,
     TransientError,
 )
+from sync.login_names import project_credential_name, session_credential_name
 from sync.remote import (
     DEFAULT_PULL_LIMIT,
     DEFAULT_VERIFY_LIMIT,
@@ -136,8 +136,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 30.0
-SESSION_NAME_PREFIX = "cloud.session."
-PROJECT_NAME_PREFIX = "cloud.project."
 
 # -- the cloud schema this client needs ---------------------------------------------------------
 
@@ -500,25 +498,9 @@ def _map_auth_error(
 # -- keychain-backed session storage --------------------------------------------------------------
 
 
-def _home_key(settings: Settings) -> str:
-    # One login per home: two homes of one profile share a keychain service, and a refresh token
-    # rotated by one must never be reused by the other (that reads as "revoked").
-    return hashlib.sha256(str(settings.paths.data).encode()).hexdigest()[:12]
-
-
-def session_credential_name(settings: Settings) -> str:
-    """Keychain name of this home's cloud session."""
-    return SESSION_NAME_PREFIX + _home_key(settings)
-
-
 def refresh_lock_path(settings: Settings) -> Path:
     """The lock file that serializes session refreshes of this home across processes."""
     return settings.paths.state / "cloud-session.lock"
-
-
-def project_credential_name(settings: Settings) -> str:
-    """Keychain name of this home's cloud project (url, anon key, user)."""
-    return PROJECT_NAME_PREFIX + _home_key(settings)
 
 
 class KeychainSessionStorage(SyncSupportedStorage):
