@@ -338,15 +338,21 @@ def resolve_conflict(
     take: Literal["local", "remote"] | None = None,
     content: str | None = None,
     how: str = "",
+    merged_with: str | None = None,
 ) -> ConflictRecord:
     """Settle a conflict record: keep the remote version, the local one, or given content.
 
     The blueprint that holds the server's version gets the chosen text (a normal local save that
     syncs); the conflict copy, if any, is deleted (it stays in history). A path collision whose
     moved blueprint has a server row of its own made no copy: that blueprint is kept as it is
-    (``take="local"`` keeps it and writes nothing). Raises ConflictError (unknown or already
-    resolved), InvalidInputError (take not "local"/"remote", cid not an int, content or how
-    not a str), and the store's errors for invalid content.
+    (``take="local"`` keeps it and writes nothing). When the blueprint's YAML changed since the
+    conflict (another device edited it again and that arrived, or it was edited here), what is
+    written replaces that change: the resolution says so, with the revision history keeps it
+    as (``ConflictRecord.replaced_rev``). ``merged_with`` is the blueprint text ``content``
+    was merged against (a merge tool's %REMOTE): replacing exactly that replaces nothing
+    unseen. Raises ConflictError (unknown or already resolved), InvalidInputError (take not
+    "local"/"remote", cid not an int, content, how or merged_with not a str), and the store's
+    errors for invalid content.
     """
     if (take is None) == (content is None):
         raise ConflictError("give exactly one of take= or content=", hint="see --help")
@@ -362,6 +368,10 @@ def resolve_conflict(
         raise wrong_type(
             "how", how, "a string", hint="a short note of how it was resolved, or leave it out"
         )
+    if merged_with is not None and not isinstance(merged_with, str):
+        raise wrong_type(
+            "merged_with", merged_with, "YAML text", hint="the text content was merged against"
+        )
     record = get_conflict(store, cid)
     if not record.open:
         raise ConflictError(f"conflict #{cid} is already resolved ({record.resolution})")
@@ -375,8 +385,14 @@ def resolve_conflict(
             how_now = now.resolution if now is not None else "and dropped"
             raise ConflictError(f"conflict #{cid} is already resolved ({how_now})")
         own = _moved_not_copied(cur, record)
+        replaced: int | None = None
         if take != "remote" and not (own and take == "local"):
             assert text is not None
+            # Written over the blueprint as it is NOW, which is not always the "remote" side
+            # the person saw in `conflicts show`: another device may have edited it again since
+            # (pulled here before this resolve). `--take local` replaced that newer edit with
+            # nothing said; history keeps it, and the resolution names its revision.
+            replaced = _changed_since(store, cur, record, merged_with)
             # "Local" is the whole local version: a conflict can be in the meta alone (both
             # sides changed the description), and writing only the copy's YAML kept the
             # server's meta while the copy, holding the local one, was deleted.
@@ -384,10 +400,47 @@ def resolve_conflict(
             _write_main(store, record, text, meta)
         if record.copy_id and not own and store.exists(record.copy_id):
             store.delete(record.copy_id, origin="local")
-        st.resolve_conflict(cur, cid, how or (f"take {take}" if take else "content"))
+        how = how or (f"take {take}" if take else "content")
+        if replaced is not None:
+            how += _REPLACED.format(rev=replaced)
+        st.resolve_conflict(cur, cid, how)
         resolved = st.get_conflict(cur, cid)
     assert resolved is not None
     return resolved
+
+
+# Appended to a resolution that replaced a change made since the conflict (parsed back by
+# ConflictRecord.replaced_rev; keep the two in step).
+_REPLACED = "; replaced rev {rev}, changed since the conflict"
+
+
+def _changed_since(
+    store: BlueprintStore, cur: Any, record: ConflictRecord, merged_with: str | None
+) -> int | None:
+    """The local revision of the blueprint a resolve is about to replace, when its YAML is no
+    longer the record's remote side (nor ``merged_with``, what a merge was made against);
+    None when it is, or when the blueprint is not live here (nothing is replaced)."""
+    row = store.row_by_id(record.id, cur)
+    if row is None or row.deleted:
+        return None
+    now = store.load(record.id).content
+    if now == record.remote or (merged_with is not None and now == merged_with):
+        return None
+    return row.rev
+
+
+def conflict_remote_text(store: BlueprintStore, record: ConflictRecord) -> str:
+    """The remote side of a conflict as it is now: the blueprint's current text if it is live.
+
+    What ``resolve --take remote`` keeps, which is not ``record.remote`` once another device
+    edited the blueprint again (or it was edited here) since the conflict. The merge tool's
+    %REMOTE starts from it, so a merge cannot drop that newer edit unseen.
+    """
+    try:
+        row = store.row(record.id)
+    except NotFoundError:
+        return record.remote
+    return store.load(row.id).content
 
 
 def _moved_not_copied(cur: Any, record: ConflictRecord) -> bool:

@@ -52,6 +52,7 @@ below it until it becomes valid, so the scans then cover the changes made since.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -193,6 +194,11 @@ class QuarantineEntry:
         }
 
 
+# The end sync._local.resolve_conflict appends to a resolution that replaced a newer change
+# (its _REPLACED): the revision history keeps that change as.
+_REPLACED_REV = re.compile(r"; replaced rev (\d+), changed since the conflict\Z")
+
+
 @dataclass(frozen=True, slots=True)
 class ConflictRecord:
     """A conflict kept for the user: base, local and remote text of one blueprint.
@@ -224,8 +230,16 @@ class ConflictRecord:
         """True until the conflict is resolved."""
         return self.resolved is None
 
+    @property
+    def replaced_rev(self) -> int | None:
+        """The local revision of the blueprint this resolve wrote over although it had changed
+        since the conflict (a newer edit; ``localstore restore ID REV`` brings it back)."""
+        found = _REPLACED_REV.search(self.resolution or "")
+        return int(found.group(1)) if found else None
+
     def to_dict(self, *, texts: bool = False) -> dict[str, Any]:
         """A JSON-friendly view; ``texts`` adds base, local and remote."""
+        rev = self.replaced_rev
         out: dict[str, Any] = {
             "cid": self.cid,
             "id": self.id,
@@ -239,6 +253,7 @@ class ConflictRecord:
             "resolved": self.resolved,
             "resolution": self.resolution,
             "copy_synced": self.copy_synced,
+            "replaced": None if rev is None else {"id": self.id, "rev": rev},
         }
         if texts:
             out.update(base=self.base, local=self.local, remote=self.remote)

@@ -29,7 +29,7 @@ from localstore.cli import (
     fail,
     pass_ctx,
 )
-from sync._local import conflict_local_text, unaccepted_files
+from sync._local import _udiff, conflict_local_text, conflict_remote_text, unaccepted_files
 from sync.engine import (
     SyncEngine,
     SyncReport,
@@ -606,16 +606,30 @@ def list_cmd(cli: CliContext, show_all: bool = False) -> None:
 def show_cmd(cli: CliContext, cid: int) -> None:
     """Show one conflict: base, local and remote, with unified diffs."""
     with errors_to_exit():
-        record = get_conflict(cli.store(existing=True), cid)
+        store = cli.store(existing=True)
+        record = get_conflict(store, cid)
+        # The blueprint as it is now: another device may have edited it again since the
+        # conflict, and that is what `--take remote` keeps and `--take local` replaces.
+        current = conflict_remote_text(store, record) if record.open else None
+    changed = current is not None and current != record.remote
 
     def human() -> None:
         click.echo(f"#{record.cid} {record.path} ({record.reason})")
         if record.copy_path:
             click.echo(f"local version kept as {record.copy_path}")
         click.echo(conflict_diff(record), nl=False)
+        if changed:
+            assert current is not None
+            click.echo(
+                f"note: {record.path} changed since this conflict; `--take remote` keeps it "
+                "as it is now, `--take local` replaces it (remote as recorded -> now):"
+            )
+            click.echo(_udiff(record.remote, current, "remote", "now"), nl=False)
 
     data = record.to_dict(texts=True)
     data["diff"] = conflict_diff(record)
+    data["current"] = current
+    data["changed_since"] = changed
     cli.emit(data, human)
 
 
@@ -641,6 +655,9 @@ def resolve_cmd(cli: CliContext, cid: int, take: str | None, tool: bool) -> None
     non-zero is kept in the home's state folder; the error names the file, to fix and pass to
     --take. A tool that exits 0 leaving MERGED as it was written (closed without saving)
     resolves nothing: exit 3, the conflict stays open (--take local keeps that side).
+    When the blueprint changed since the conflict (another device edited it again), --take
+    local or FILE replaces that version and says so (history keeps it); --tool gets it as
+    REMOTE.
     """
     if (take is None) == (not tool):
         fail("give either --take local|remote|FILE or --tool", code=2)
@@ -658,6 +675,17 @@ def resolve_cmd(cli: CliContext, cid: int, take: str | None, tool: bool) -> None
             assert take is not None
             text = _read_take_file(take)
             record = resolve_conflict(store, cid, content=text, how=f"file {take}")
+    if record.replaced_rev is not None:
+        # (stderr, with or without --json: the JSON carries it as "replaced".) Said, not only
+        # done: the blueprint held an edit made since the conflict, which the person may never
+        # have seen, and it is now replaced on every device.
+        click.echo(
+            f"note: {record.path} changed since conflict #{cid} was recorded (an edit from "
+            f"another device, or made here); that version (rev {record.replaced_rev}) is "
+            "replaced and kept in history: "
+            f"`localstore restore {record.id} {record.replaced_rev}` brings it back",
+            err=True,
+        )
     cli.emit(record.to_dict(), lambda: click.echo(f"#{cid} resolved: {record.resolution}"))
 
 
@@ -679,7 +707,8 @@ def _resolve_with_tool(settings: Settings, store: Any, record: Any) -> Any:
     with it, and the person's merging was lost.
     """
     start = conflict_local_text(store, record)
-    code, merged = _run_merge_tool(settings, record, start)
+    remote = conflict_remote_text(store, record)
+    code, merged = _run_merge_tool(settings, record, start, remote)
     if code != 0:
         note, extra = "", {}
         if merged is not None and merged != start.encode("utf-8"):
@@ -718,7 +747,9 @@ def _resolve_with_tool(settings: Settings, store: Any, record: Any) -> Any:
     except UnicodeDecodeError as exc:
         _fail_kept(settings, record.cid, merged, f"the merged text is not UTF-8 ({exc})", 1)
     try:
-        return resolve_conflict(store, record.cid, content=text, how="merge tool")
+        return resolve_conflict(
+            store, record.cid, content=text, how="merge tool", merged_with=remote
+        )
     except Exception as exc:
         message = getattr(exc, "message", None)
         if not isinstance(message, str):
@@ -768,12 +799,16 @@ def _fail_kept(settings: Settings, cid: int, merged: bytes, message: str, code: 
     )
 
 
-def _run_merge_tool(settings: Settings, record: Any, local: str) -> tuple[int, bytes | None]:
+def _run_merge_tool(
+    settings: Settings, record: Any, local: str, remote: str
+) -> tuple[int, bytes | None]:
     """Run ``settings.merge_tool`` on base/local/remote files; return its exit code and the
     bytes it left in MERGED (None when it deleted it).
 
     ``local`` is the conflict copy's current text (what ``--take local`` keeps), not the text
     recorded when the conflict happened: edits made to the copy since must reach the tool.
+    ``remote`` is the blueprint's current text (what ``--take remote`` keeps), for the same
+    reason: another device's edit made since must reach it, or the merge dropped it unseen.
     """
     template = settings.merge_tool.strip()
     if not template:
@@ -791,7 +826,7 @@ def _run_merge_tool(settings: Settings, record: Any, local: str) -> tuple[int, b
         texts = {
             "%BASE": record.base or "",
             "%LOCAL": local,
-            "%REMOTE": record.remote,
+            "%REMOTE": remote,
             "%MERGED": local,
         }
         for key, path in files.items():
