@@ -454,8 +454,10 @@ def _file_log_only(args: list[str]) -> list[str]:
 
 
 def systemd_escape(arg: str) -> str:
-    """Quote one ExecStart argument: systemd expands ``%`` specifiers and ``$`` variables."""
-    return shlex.quote(arg.replace("%", "%%").replace("$", "$$"))
+    """Quote one ExecStart argument: systemd expands ``%`` specifiers and ``$`` variables, and
+    unescapes C escapes (``\\s``, ``\\t``, ``\\x41``) inside quotes too, so a backslash is
+    doubled (a home with one reached the daemon as another path, made as a new, empty home)."""
+    return shlex.quote(arg.replace("\\", "\\\\").replace("%", "%%").replace("$", "$$"))
 
 
 def render_systemd_unit(args: list[str]) -> str:

@@ -46,6 +46,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from localstore import files as fs
 from localstore._daemon_state import (
     EXIT_HOME_GONE,
     PAUSED_DETAIL,
@@ -234,7 +235,10 @@ class _LogFileHandler(logging.handlers.RotatingFileHandler):
             try:
                 self.stream.close()
                 self.stream = None  # (reopened just below)
-                Path(self.baseFilename).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                # state/ only, not the folders above it: with the home deleted or moved away,
+                # making them again left a home at the old path (the daemon stops then: its
+                # last lines go to stderr, and the failed write is one line there).
+                Path(self.baseFilename).parent.mkdir(mode=0o700, exist_ok=True)
                 self.stream = self._open()
             except OSError:
                 self.handleError(record)
@@ -802,6 +806,14 @@ class Daemon:
         return TICK_S
 
     def _tick(self) -> None:
+        # First, and on its own: with the home deleted or moved away, the lock check below
+        # "restored" state/ at the old path (a home made again, holding only this daemon's
+        # files), and nothing else failed, so the daemon ran on for ever on an index no path
+        # names. One stat.
+        gone = self._home_gone()
+        if gone:
+            self._stop_home_gone(gone, "the home was deleted or moved, or its disk unmounted")
+            return
         if not self._guarded("the home's lock", self._check_lock, default=True):
             return
         self._guarded("the watcher", self._check_watcher)
@@ -840,16 +852,7 @@ class Daemon:
     def _check_failed(self, what: str, exc: Exception) -> None:
         gone = self._home_gone()
         if gone:
-            log.error(
-                "stopping: the home's index %s is gone (%s), so every change would be lost at "
-                "exit; the check of %s failed with: %s",
-                self.settings.paths.index_db,
-                gone,
-                what,
-                exc,
-            )
-            self.exit_code = EXIT_HOME_GONE
-            self._stop.set()
+            self._stop_home_gone(gone, f"the check of {what} failed with: {exc}")
             return
         seen = self._tick_errors.setdefault(what, set())
         key = f"{type(exc).__qualname__}: {exc}"
@@ -882,6 +885,17 @@ class Daemon:
             key,
             exc_info=None if known else exc,
         )
+
+    def _stop_home_gone(self, gone: str, why: str) -> None:
+        """Stop with EXIT_HOME_GONE (which the service files do not restart), saying why."""
+        log.error(
+            "stopping: the home's index %s is gone (%s), so every change would be lost at exit; %s",
+            self.settings.paths.index_db,
+            gone,
+            why,
+        )
+        self.exit_code = EXIT_HOME_GONE
+        self._stop.set()
 
     def _home_gone(self) -> str:
         """Why the home's index is not at its path any more ("" when it is, or when unsure).
@@ -916,8 +930,12 @@ class Daemon:
                 log.warning("state/daemon.json was deleted; writing it again")
                 write_state(state_dir, self._state_record())
         except OSError as exc:
-            log.error("cannot restore the home's lock in %s: %s; retrying", state_dir, exc)
-            return True
+            # Raised to _guarded (which goes on with the tick): logged once, then at DEBUG, and
+            # its recovery once. Logged here, a full disk or an unwritable state/ wrote an ERROR
+            # every tick, two a second, for as long as it lasted.
+            raise fs.map_os_error(
+                exc, "cannot restore the home's lock or daemon.json in", state_dir
+            ) from exc
         if held:
             return True
         pid = lock_holder(state_dir)

@@ -24,6 +24,7 @@ from sync.cli_daemon import (
     render_systemd_unit,
     render_task_xml,
     service_plan,
+    systemd_escape,
 )
 from sync.embed import daemon_running
 from tests.conftest import SLOW
@@ -297,3 +298,24 @@ def test_service_commands_exit_with_a_no_restart_code_when_the_home_is_held(
     assert done.returncode == 0, done.stderr
     log = (settings.paths.state / "daemon.log").read_text()
     assert log.count("already syncs this home") == 2  # said in the log, where launchd users look
+
+
+@pytest.mark.parametrize("name", ["back\\slash", "tab\\tand \\x41", 'quote\'s "both" é'])
+def test_systemd_reads_back_the_exact_path_the_installer_wrote(tmp_path: Path, name: str) -> None:
+    """systemd unescapes C escapes in ExecStart, inside quotes too: a home with a backslash
+    (`\\s`, `\\t`, `\\x41`) reached the daemon as another path (`back lash`), which it then
+    made as a new, empty home. Checked on the executable, the one word `systemd-analyze` reads
+    back (and names when it refuses it)."""
+    folder = tmp_path / name
+    folder.mkdir()
+    exe = folder / "localstore"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    unit = tmp_path / "t.service"
+    unit.write_text(render_systemd_unit([systemd_escape(str(exe)), "daemon"]))
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
+    )
+    # Accepted, or refused for its characters (systemd allows none of `\\ ' "` in an
+    # executable's name, unlike in an argument such as the home): either way it read our path.
+    assert done.returncode == 0 or f"special characters: {exe}\n" in done.stderr, done.stderr
