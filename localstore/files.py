@@ -733,15 +733,17 @@ def create_file(path: Path, data: bytes, *, mode: int = 0o644) -> bool:
     return True
 
 
-def ensure_dir(directory: Path, *, mode: int = 0o777) -> None:
+def ensure_dir(directory: Path, *, mode: int = 0o777, parents: bool = True) -> None:
     """Create a directory and its parents durably (``mode`` is the last one's, as mkdir's).
 
-    Raises StorageError."""
+    ``parents=False``: only the directory itself, in a parent that must exist (a home's
+    ``state/``, written by a running process: a home deleted or moved away meanwhile must not
+    be made again at its old path). Raises StorageError."""
     missing = missing_dirs(directory)
     if not missing:
         return
     try:
-        directory.mkdir(mode=mode, parents=True, exist_ok=True)
+        directory.mkdir(mode=mode, parents=parents, exist_ok=True)
     except OSError as exc:
         raise map_os_error(exc, "cannot create folder", directory) from exc
     for created in reversed(missing):

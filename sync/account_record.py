@@ -69,7 +69,8 @@ def read(state_dir: Path) -> AccountRecord | None:
 
 def write(state_dir: Path, record: AccountRecord) -> None:
     """Durably replace the record. Raises StorageError (DiskFullError, PermissionDeniedError)."""
-    fs.ensure_dir(state_dir)
+    # state/ only: with the home deleted or moved away, its folders are not made again here.
+    fs.ensure_dir(state_dir, mode=0o700, parents=False)
     body = {"identity": record.identity, "email": record.email}
     data = (json.dumps(body, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
     fs.atomic_write(record_path(state_dir), data, mode=0o600)

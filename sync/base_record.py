@@ -137,7 +137,8 @@ def read(state_dir: Path, identity: str) -> dict[str, BaseEntry] | None:
 
 def rewrite(state_dir: Path, identity: str, entries: Iterable[BaseEntry]) -> None:
     """Durably replace the record with ``entries``. Raises StorageError."""
-    fs.ensure_dir(state_dir)
+    # state/ only: with the home deleted or moved away, its folders are not made again here.
+    fs.ensure_dir(state_dir, mode=0o700, parents=False)
     body = "\n".join([_header(identity), *(e.line() for e in entries)]) + "\n"
     fs.atomic_write(record_path(state_dir), body.encode("utf-8"), mode=0o600)
 

@@ -72,7 +72,7 @@ from sync._local import SyncStateName, list_flagged, local_status, unaccepted_fi
 from sync._log_hooks import ProcessHooks
 from sync._shown import CredentialFilter
 from sync.control import ControlServer, OpError
-from sync.embed import STATE_FILE, HomeLock, lock_holder, remove_state, write_state
+from sync.embed import STATE_FILE, HomeLock, home_gone, lock_holder, remove_state, write_state
 from sync.engine import SyncEngine, SyncReport, SyncStatus, WorkerState
 from sync.errors import NotLoggedInError, SyncError
 from sync.login_names import login_listed
@@ -907,13 +907,7 @@ class Daemon:
         Anything else (permissions, a full disk, a locked index) may heal, and the daemon's
         other work goes on meanwhile.
         """
-        try:
-            os.stat(self.settings.paths.index_db)
-        except (FileNotFoundError, NotADirectoryError) as exc:
-            return exc.strerror or type(exc).__name__
-        except OSError:
-            return ""  # (cannot tell, e.g. no permission: not "gone")
-        return ""
+        return home_gone(self.settings.paths.index_db)
 
     def _check_lock(self) -> bool:
         """Keep the home's lock and daemon.json in place; False (and stop, exit 1) if lost.

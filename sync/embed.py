@@ -79,6 +79,22 @@ log = logging.getLogger("sync.embed")
 _HELD: weakref.WeakSet[HomeLock] = weakref.WeakSet()
 
 
+def home_gone(index_db: Path) -> str:
+    """Why the home's index is not at its path any more ("" when it is, or when unsure).
+
+    Deleted with the data folder, moved away with the home, or its disk unmounted: the store
+    then writes to a file no path names, and everything saved or pulled is lost at exit.
+    Anything else (no permission, say) may heal: "" then, not "gone".
+    """
+    try:
+        os.stat(index_db)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        return exc.strerror or type(exc).__name__
+    except OSError:
+        return ""
+    return ""
+
+
 class HomeLock:
     """The single-sync-process lock of a home: ``flock(LOCK_EX)`` on ``state/daemon.lock``.
 
@@ -312,6 +328,7 @@ class EmbeddedSync:
         self._mutex = threading.Lock()
         # True once another process took the home's lock (see _check_lock): sync stopped.
         self.lost_lock = False
+        self.home_gone = False  # the home's index vanished from its path: sync stopped
         # Why no engine syncs ("not logged in", ...), None while one does.
         self.offline: str | None = None
         self._next_relogin = 0.0
@@ -376,8 +393,22 @@ class EmbeddedSync:
 
         Deleting ``state/`` takes the lock file with it; another process could then lock a new
         file at the same path and sync the same home alongside this app. A vanished file is
-        locked again; a file another process holds now stops this engine.
+        locked again; a file another process holds now stops this engine. A home deleted or
+        moved away as a whole stops it too, as it stops the daemon: locking "again" made
+        ``state/`` anew at the old path, and the engine went on syncing into an index no path
+        names (everything it pulled lost when the app closed).
         """
+        gone = home_gone(self.store.settings.paths.index_db)
+        if gone:
+            log.error(
+                "stopping this app's sync: the home's index %s is gone (%s): the home was "
+                "deleted or moved, or its disk unmounted; open the store where it is now",
+                self.store.settings.paths.index_db,
+                gone,
+            )
+            self.home_gone = True
+            self.engine.stop()
+            return False
         try:
             held = self._lock.still_held()
         except OSError as exc:
@@ -602,7 +633,12 @@ class EmbeddedSync:
         out["logged_in"] = offline is None
         details = [offline] if offline else []
         ended: str | None = None
-        if self.lost_lock:
+        if self.home_gone:
+            ended = (
+                "the home was deleted or moved away, so this app no longer syncs it: "
+                "open the store where the home is now and start sync there"
+            )
+        elif self.lost_lock:
             ended = (
                 "another process took this home's lock, so this app no longer syncs: "
                 "leave sync to it, or stop it and start sync again"

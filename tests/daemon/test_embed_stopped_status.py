@@ -50,3 +50,24 @@ def test_status_says_sync_stopped_when_the_engine_thread_ended(
     status = handle.status()
     assert status["state"] == "error" and status["running"] is False
     assert "stopped" in status["detail"]
+
+
+def test_an_apps_sync_stops_when_its_home_is_deleted_and_does_not_make_it_again(
+    stores: StoreOpener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon stops when its home is deleted or moved away; an app syncing in-process
+    "restored" its lock file instead, making ``state/`` (and the folders above it) again at the
+    old path, and its engine synced on into an index no path named."""
+    monkeypatch.setattr(embed_module, "LOCK_CHECK_S", 0.05)
+    home = tmp_path / "h"
+    store = stores(home=home)
+    handle = start_sync(store, remote=MemoryRemote(MemoryServer()), poll_interval_s=3600)
+    assert eventually(lambda: lock_holder(handle._lock.path.parent) == os.getpid(), 10)
+    moved = tmp_path / "moved"
+    home.rename(moved)  # the user moves the home away while the app runs
+    assert eventually(lambda: handle.home_gone, 10)
+    assert handle.engine.join(10)
+    assert not home.exists(), sorted(map(str, home.rglob("*")))  # nothing made at the old path
+    status = handle.status()
+    assert status["state"] == "error" and status["running"] is False
+    assert "deleted or moved away" in status["detail"]
