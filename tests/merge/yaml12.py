@@ -49,7 +49,7 @@ def plain12(text: str) -> Any:
 
 def load12(text: str) -> Any:
     """The document as a YAML 1.2 core-schema parser loads it (merge keys ``<<`` applied)."""
-    return _build(yaml.compose(text, Loader=yaml.SafeLoader), {})
+    return _build(yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)), {})
 
 
 def _build(node: yaml.Node | None, done: dict[int, Any]) -> Any:
@@ -58,7 +58,8 @@ def _build(node: yaml.Node | None, done: dict[int, Any]) -> Any:
     if id(node) in done:  # an alias: the anchor's value
         return done[id(node)]
     if isinstance(node, yaml.ScalarNode):
-        return plain12(node.value) if node.style is None else node.value
+        # libyaml says "" for a plain scalar where PyYAML says None.
+        return plain12(node.value) if not node.style else node.value
     if isinstance(node, yaml.SequenceNode):
         items: list[Any] = []
         done[id(node)] = items
