@@ -9,7 +9,8 @@ The ladder (DESIGN.md section 5), tried in order, each step only when the one be
 3. ``structural``: the three documents parsed and merged key by key; lists of mappings matched by
    ``id``, else by ``name``, else they must be equal. Clean means no key was changed differently
    on both sides. Its text is the sides' key blocks merged (``sync._blockmerge``), else a side's
-   text when the result is that side's data, else a dump that loses comments and formatting:
+   text when the result is that side's data, else a dump that loses comments and layout (keys
+   and scalars keep their spelling, ``sync._spelling``):
    that is why it comes after the line step, and why the step that produced a result is recorded.
 4. Otherwise a conflict, listing the conflicting keys; the policy decides.
 
@@ -44,6 +45,7 @@ from localstore.blueprint import Validator, dump_yaml, parse_yaml, run_validator
 from localstore.errors import LocalStoreError
 from sync._blockmerge import merge_blocks
 from sync._diffbudget import DiffBudget, DiffBudgetExceeded
+from sync._spelling import dump_spelled
 from sync.errors import MergeError
 
 Step = Literal["identical", "one_sided", "line", "structural"]
@@ -586,13 +588,35 @@ def _structural_merge(
         pairs = ((remote, docs[2]), (local, docs[1]))
         text = next((t for t, d in pairs if _same(merged, d)), None)
     try:
-        content = text if text is not None else dump_yaml(merged)
+        content = text if text is not None else _dumped(merged, (base, local, remote), docs, loads)
     except LocalStoreError as exc:
         return MergeOutcome.conflict([f"merged document cannot be written: {exc.message}"])
     problems = _problems(content, validator, loads)
     if problems:
         return MergeOutcome.conflict(problems)
     return MergeOutcome.clean(content, "structural")
+
+
+def _dumped(
+    merged: dict[Any, Any],
+    texts: tuple[str | None, str, str],
+    docs: list[Any],
+    loads: _Loads,
+) -> str:
+    """The merged data dumped with each key and scalar written as a side wrote it
+    (``sync._spelling``): ``on:`` stays ``on:`` and ``0755`` stays ``0755``, where a dump of the
+    data wrote ``true:`` and ``493``, which a YAML 1.2 reader (GitHub Actions) reads otherwise.
+    Taken only when it loads to exactly the merged data; else the plain dump.
+    Raises LocalStoreError when the data cannot be dumped at all.
+    """
+    sides = [None if t is None else (t, d) for t, d in zip(texts, docs, strict=True)]
+    try:
+        text = dump_spelled(merged, sides, same=_same)
+        if _same_in_order(loads(text), merged):
+            return text
+    except (yaml.YAMLError, LocalStoreError, RecursionError):
+        pass  # the plain dump below says what is wrong, if anything is
+    return dump_yaml(merged)
 
 
 def _alias_shape(text: str) -> frozenset[tuple[Any, ...]]:
