@@ -376,6 +376,7 @@ def export_bundle(
             _encrypt_file(tmp_zip, final_tmp, passphrase, scrypt_params, progress)
         else:
             final_tmp, tmp_zip = tmp_zip, None
+        _keep_mode(final_tmp, dest_path)
         _replace_durably(final_tmp, dest_path)
         final_tmp = None
     except OSError as exc:  # the temp file beside the destination: an unwritable place
@@ -672,6 +673,27 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _keep_mode(tmp: Path, dest: Path) -> None:
+    """Give the new bundle the permissions of the file it replaces, as a blueprint save does.
+
+    Without this a bundle its owner made private (chmod 600) was readable by every local user
+    after the next export to the same name: the plaintext of a plain bundle, the ciphertext of an
+    encrypted one to guess its passphrase against. A new bundle keeps the umask's mode.
+    """
+    if os.name == "nt":  # pragma: no cover - no POSIX modes
+        return
+    try:
+        st = os.lstat(dest)
+    except OSError:  # nothing there yet (or unreadable: the rename says why)
+        return
+    if not stat.S_ISREG(st.st_mode):  # a symlink's 0777 is no choice: the link is replaced
+        return
+    try:
+        os.chmod(tmp, st.st_mode & 0o777)  # permission bits only, never setuid/setgid/sticky
+    except OSError:  # a file system without modes (FAT, some shares): nothing to keep there
+        pass
 
 
 def _replace_durably(tmp: Path, dest: Path) -> None:
