@@ -474,6 +474,15 @@ _STREAM_FIXED = struct.Struct(
 )  # crypto's stream header: magic, version, log2n, r, p, salt
 
 
+def scrypt_within_limits(log2n: int, r: int, p: int, limits: BundleLimits) -> bool:
+    """Whether an import under ``limits`` derives a key with these scrypt parameters.
+
+    Counted as 128 * r * N * p bytes: scrypt's memory is 128 * r * N, and p multiplies its work,
+    so counting it bounds both. Export checks the same, so it never writes a bundle import refuses.
+    """
+    return log2n <= 40 and 128 * r * (2**log2n) * max(p, 1) <= limits.max_scrypt_bytes
+
+
 def _check_stream_cost(fin: IO[bytes], limits: BundleLimits) -> None:
     """Refuse scrypt parameters that would cost more memory than we allow, before deriving.
 
@@ -486,7 +495,7 @@ def _check_stream_cost(fin: IO[bytes], limits: BundleLimits) -> None:
     if len(fixed) != _STREAM_FIXED.size:
         raise DecryptionError("encrypted bundle is truncated", hint="the file is incomplete")
     _magic, _version, log2n, r, p, _salt = _STREAM_FIXED.unpack(fixed)
-    if log2n > 40 or 128 * r * (2**log2n) * max(p, 1) > limits.max_scrypt_bytes:
+    if not scrypt_within_limits(log2n, r, p, limits):
         raise BundleLimitError(
             "the bundle's key derivation parameters are too costly",
             hint="re-export it with default settings",

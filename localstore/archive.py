@@ -55,6 +55,7 @@ from localstore._bundle_read import (
     options_arg,
     path_arg,
     private_cache,
+    scrypt_within_limits,
     sweep_stale_temps,
 )
 from localstore._durable import WIN_IN_USE_ERRORS
@@ -362,6 +363,8 @@ def export_bundle(
             hint="leave scrypt_params out for the default strength",
         )
     limits = limits or BundleLimits.for_store(store)
+    if passphrase is not None and scrypt_params is not None:
+        _check_scrypt_params(scrypt_params, limits)
     infos = check_export(store, dest_path, refs=refs, folder=folder, tag=tag, limits=limits)
     tmp_zip: Path | None = _temp_beside(dest_path) if passphrase is None else _private_temp(store)
     final_tmp: Path | None = None
@@ -373,6 +376,7 @@ def export_bundle(
             _encrypt_file(tmp_zip, final_tmp, passphrase, scrypt_params, progress)
         else:
             final_tmp, tmp_zip = tmp_zip, None
+        _keep_mode(final_tmp, dest_path)
         _replace_durably(final_tmp, dest_path)
         final_tmp = None
     except OSError as exc:  # the temp file beside the destination: an unwritable place
@@ -441,6 +445,24 @@ def _dest_error(exc: OSError, dest: Path) -> StorageError:
 
 
 _SPLIT_HINT = "export in parts (by --folder or --tag)"
+
+
+def _check_scrypt_params(params: crypto.ScryptParams, limits: BundleLimits) -> None:
+    # Before anything is written or derived: past crypto's bounds, deriving failed only after the
+    # plaintext zip was written, as a DecryptionError about corrupt data; past the reader's
+    # limits, the bundle was written and no import under those limits would read it.
+    if not params.within_bounds():
+        raise InvalidInputError(
+            f"scrypt_params {params!r} are outside what a reader accepts ({crypto.SCRYPT_BOUNDS})",
+            hint="leave scrypt_params out for the default strength",
+        )
+    if not scrypt_within_limits(params.log2_n, params.r, params.p, limits):
+        raise BundleLimitError(
+            f"scrypt parameters {params!r} cost 128*r*N*p = "
+            f"{128 * params.r * 2**params.log2_n * params.p >> 20} MiB, more than an import "
+            f"allows ({limits.max_scrypt_bytes >> 20} MiB)",
+            hint="lower r, N or p (the default, N=2**17, r=8, p=1, costs 128 MiB)",
+        )
 
 
 def _check_export_count(count: int, limits: BundleLimits) -> None:
@@ -651,6 +673,27 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _keep_mode(tmp: Path, dest: Path) -> None:
+    """Give the new bundle the permissions of the file it replaces, as a blueprint save does.
+
+    Without this a bundle its owner made private (chmod 600) was readable by every local user
+    after the next export to the same name: the plaintext of a plain bundle, the ciphertext of an
+    encrypted one to guess its passphrase against. A new bundle keeps the umask's mode.
+    """
+    if os.name == "nt":  # pragma: no cover - no POSIX modes
+        return
+    try:
+        st = os.lstat(dest)
+    except OSError:  # nothing there yet (or unreadable: the rename says why)
+        return
+    if not stat.S_ISREG(st.st_mode):  # a symlink's 0777 is no choice: the link is replaced
+        return
+    try:
+        os.chmod(tmp, st.st_mode & 0o777)  # permission bits only, never setuid/setgid/sticky
+    except OSError:  # a file system without modes (FAT, some shares): nothing to keep there
+        pass
 
 
 def _replace_durably(tmp: Path, dest: Path) -> None:

@@ -54,6 +54,7 @@ from localstore.errors import (
 __all__ = [
     "DATA_KEY_PREFIX",
     "DEFAULT_CHUNK_SIZE",
+    "SCRYPT_BOUNDS",
     "DataKeys",
     "EnvelopeHeader",
     "PassphraseKey",
@@ -98,6 +99,12 @@ _MIN_LOG2_N, _MAX_LOG2_N = 10, 20
 _MAX_R, _MAX_P = 32, 16
 _MAX_SCRYPT_MEMORY = 256 * 1024 * 1024
 _MAX_SCRYPT_WORK = 2**23
+SCRYPT_BOUNDS = (
+    f"log2_n {_MIN_LOG2_N}..{_MAX_LOG2_N}, r 1..{_MAX_R}, p 1..{_MAX_P}, "
+    f"memory 128*r*N at most {_MAX_SCRYPT_MEMORY >> 20} MiB, work p*r*N at most "
+    f"2**{_MAX_SCRYPT_WORK.bit_length() - 1}"
+)
+"""The bounds above in words, for errors refusing parameters a caller chose."""
 _KEY_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -109,15 +116,19 @@ class ScryptParams:
     r: int = 8
     p: int = 1
 
-    def check(self) -> None:
-        """Raise DecryptionError unless the parameters are within the accepted bounds."""
-        if not (
+    def within_bounds(self) -> bool:
+        """Whether a reader accepts these parameters (see :data:`SCRYPT_BOUNDS`)."""
+        return (
             _MIN_LOG2_N <= self.log2_n <= _MAX_LOG2_N
             and 1 <= self.r <= _MAX_R
             and 1 <= self.p <= _MAX_P
             and 128 * self.r * 2**self.log2_n <= _MAX_SCRYPT_MEMORY
             and self.p * self.r * 2**self.log2_n <= _MAX_SCRYPT_WORK
-        ):
+        )
+
+    def check(self) -> None:
+        """Raise DecryptionError unless the parameters are within the accepted bounds."""
+        if not self.within_bounds():
             raise DecryptionError(
                 "scrypt parameters out of bounds", hint="the data is corrupt or not ours"
             )
