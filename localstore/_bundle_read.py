@@ -304,8 +304,14 @@ def open_bundle(
     passphrase: str | None = None,
     limits: BundleLimits | None = None,
     progress: ProgressCallback | None = None,
+    require_encrypted: bool = False,
 ) -> Iterator[VerifiedBundle]:
     """Verify a bundle completely and yield it; its staging folder is removed on exit.
+
+    ``require_encrypted``: refuse a plain bundle (UnsafeBundleError). Only an encrypted bundle
+    proves it was written by someone who knows the passphrase: whoever can replace the file
+    can put a plain one, with any content, in its place, and a passphrase alone did not stop it
+    (a plain bundle needs none, so it was not asked for).
 
     Raises BundleFormatError, BundleIntegrityError, BundleLimitError, UnsafeBundleError,
     DecryptionError (wrong passphrase or tampered encrypted bundle).
@@ -323,6 +329,12 @@ def open_bundle(
     staging = _Staging(staging_root)
     try:
         encrypted = is_encrypted(src)
+        if require_encrypted and not encrypted:
+            raise UnsafeBundleError(
+                f"{os.fspath(src)} is not encrypted, and an encrypted bundle was required",
+                hint="anyone who can write a file can make a plain bundle: ask for an encrypted "
+                "one, or import without requiring encryption if you trust where it came from",
+            )
         zip_path = src
         if encrypted:
             zip_path = staging.path() / "bundle.zip"

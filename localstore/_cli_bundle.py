@@ -208,8 +208,16 @@ def _export_yaml(
     help="What to do when a blueprint differs here and in the bundle.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option(
+    "--require-encrypted",
+    is_flag=True,
+    help="Refuse a bundle that is not encrypted (only an encrypted one proves its writer "
+    "knew the passphrase).",
+)
 @pass_ctx
-def import_cmd(ctx: CliContext, file: str, on_conflict: str, dry_run: bool) -> None:
+def import_cmd(
+    ctx: CliContext, file: str, on_conflict: str, dry_run: bool, require_encrypted: bool
+) -> None:
     """Import a .lsbundle: verify it completely, then save each blueprint (origin 'import').
 
     An encrypted bundle's passphrase is asked on the terminal (in a script:
@@ -217,7 +225,16 @@ def import_cmd(ctx: CliContext, file: str, on_conflict: str, dry_run: bool) -> N
     1 when some blueprint could not be saved.
     """
     with errors_to_exit():
-        passphrase = _passphrase(confirm=False) if is_encrypted(file) else None
+        encrypted = is_encrypted(file)
+        if not encrypted and not require_encrypted and os.environ.get(PASSPHRASE_ENV):
+            # A script that sets the passphrase expects encrypted bundles; a plain one in its
+            # place (anyone who can write the file can make one) went through without a word.
+            click.echo(
+                f"note: {file} is not encrypted, so {PASSPHRASE_ENV} was not used and nothing "
+                "proves who wrote it (--require-encrypted refuses such bundles)",
+                err=True,
+            )
+        passphrase = _passphrase(confirm=False) if encrypted else None
         store = ctx.store()
         merger = _sync_merger() if on_conflict == "merge" else None
         with _progress_bars() as progress:
@@ -229,6 +246,7 @@ def import_cmd(ctx: CliContext, file: str, on_conflict: str, dry_run: bool) -> N
                 passphrase=passphrase,
                 merger=merger,
                 progress=progress,
+                require_encrypted=require_encrypted,
             )
     ctx.emit(result.to_dict(), lambda: _print_result(result))
     if result.failed:

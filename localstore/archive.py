@@ -1389,6 +1389,7 @@ def import_bundle(
     limits: BundleLimits | None = None,
     progress: ProgressCallback | None = None,
     batch_size: int = APPLY_CHUNK,
+    require_encrypted: bool = False,
 ) -> ImportResult:
     """Verify a bundle, plan, and (unless ``dry_run``) save each blueprint with origin "import".
 
@@ -1398,13 +1399,16 @@ def import_bundle(
     Conflict policies: skip (leave the local one), overwrite (the bundle's content replaces it; the
     old stays in history), keep-both (the bundle's version becomes a new blueprint), merge (the
     ``merger`` callable; keep-both when it cannot merge). A blueprint the source only renamed is
-    no conflict: it moves here under every policy. Raises the Bundle* errors and
-    DecryptionError before anything is written; StorageError stops an import between blueprints.
+    no conflict: it moves here under every policy. ``require_encrypted``: refuse a plain bundle
+    (UnsafeBundleError): only an encrypted one proves its writer knew the passphrase. Raises the
+    Bundle* errors and DecryptionError before anything is written; StorageError stops an import
+    between blueprints.
     """
     _store_arg(store)
     path = path_arg("path", path)
     _policy_arg(on_conflict)
     _flag_arg("dry_run", dry_run)
+    _flag_arg("require_encrypted", require_encrypted)
     callable_arg("merger", merger)
     options_arg(passphrase, limits)
     if _count_arg("batch_size", batch_size) < 1:  # (0 was taken as 1)
@@ -1419,6 +1423,7 @@ def import_bundle(
         passphrase=passphrase,
         limits=limits,
         progress=progress,
+        require_encrypted=require_encrypted,
     ) as bundle:
         items = plan_import(store, bundle, on_conflict=on_conflict, merger=merger)
         _check_yaml(items, store)

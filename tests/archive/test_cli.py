@@ -97,6 +97,39 @@ def test_encrypted_bundle_passphrase_from_env_only(src: Path, tmp_path: Path) ->
     assert code == 0 and _files(dst) == _files(src)
 
 
+def test_a_plain_bundle_in_place_of_an_encrypted_one_is_said_or_refused(
+    src: Path, tmp_path: Path
+) -> None:
+    """Whoever can replace a bundle file can put a plain one, with any content, in place of an
+    encrypted one; a script that sets the passphrase imported it without a word (a plain bundle
+    needs no passphrase, so none was asked for). It is now said, and --require-encrypted
+    refuses it before anything is written."""
+    plain = tmp_path / "p.lsbundle"
+    code, _, err = run(src, "export", "-o", str(plain))
+    assert code == 0, err
+    dst = tmp_path / "dst"
+    code, _, _ = run(dst, "init")
+    assert code == 0
+    env = {"LOCALSTORE_PASSPHRASE": "s3"}
+    code, _, err = run(dst, "import", "--require-encrypted", str(plain), env=env)
+    assert code == 1 and "is not encrypted, and an encrypted bundle was required" in err
+    empty = _files(dst)
+    assert not [name for name in empty if name.endswith(".yaml")]
+    code, _, err = run(dst, "--json", "import", "--require-encrypted", str(plain))
+    assert code == 1 and "not encrypted" in json.loads(err)["error"]["message"]
+    code, _, err = run(dst, "import", str(plain), env=env)
+    assert code == 0 and "is not encrypted, so LOCALSTORE_PASSPHRASE was not used" in err
+    assert _files(dst) == {**empty, **_files(src)}
+    code, _, err = run(dst, "import", str(plain))  # no passphrase set: nothing to say
+    assert code == 0 and "not encrypted" not in err
+    sealed = tmp_path / "e.lsbundle"
+    code, _, _ = run(src, "export", "--encrypt", "-o", str(sealed), env=env)
+    assert code == 0
+    code, _, err = run(tmp_path / "dst2", "import", "--require-encrypted", str(sealed), env=env)
+    assert code == 0, err
+    assert _files(tmp_path / "dst2") == {**empty, **_files(src)}
+
+
 def test_yaml_export(src: Path, tmp_path: Path) -> None:
     code, stdout, _ = run(src, "export", "a/bp-0", "--yaml", "-o", "-")
     assert code == 0 and stdout == (src / "blueprints/a/bp-0.blueprint.yaml").read_text()
