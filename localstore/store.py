@@ -2264,7 +2264,8 @@ class BlueprintStore:
         offset = _count_arg("offset", offset)
         _flag_arg("descending", descending)
         _flag_arg("recursive", recursive)
-        if sort not in SORT_COLUMNS:
+        # (isinstance first: a list or dict as the sort was a raw "unhashable type" TypeError.)
+        if not isinstance(sort, str) or sort not in SORT_COLUMNS:
             raise InvalidInputError(
                 f"cannot sort by {sort!r}", hint=f"use one of {', '.join(SORT_COLUMNS)}"
             )
