@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import localstore
+from localstore._fts_text import GAP_MAX, HIT_CLOSE, HIT_OPEN, shown
 from localstore.cli import cli
 from localstore.errors import InvalidInputError
 from localstore.store import SearchHit
@@ -34,6 +35,10 @@ SETTINGS = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 CLI_SETTINGS = settings(SETTINGS, max_examples=1000 if STRESS else 40)
+
+# A snippet is a fragment around the hits (FTS5's 12 tokens), not the blueprint: whatever the
+# text, a hit's snippet stays well under this.
+SNIPPET_MAX = 4096
 
 CORPUS = {
     "plain/kube-deploy": "steps:\n  - run: kubectl apply -f config.yaml\n  - notify: ops@example.com\n",
@@ -120,10 +125,10 @@ def _check_hits(store: Any, hits: list[SearchHit]) -> None:
     assert len({h.info.id for h in hits}) == len(hits)
     for hit in hits:
         assert live.get(hit.info.id) == hit.info
-        assert isinstance(hit.snippet, str)
+        assert isinstance(hit.snippet, str) and len(hit.snippet) <= SNIPPET_MAX, len(hit.snippet)
         assert isinstance(hit.score, float)
-        for text, is_hit in hit.snippet_parts:
-            assert isinstance(text, str) and isinstance(is_hit, bool)
+        shown = "".join(f"[{text}]" if is_hit else text for text, is_hit in hit.snippet_parts)
+        assert shown == hit.snippet
 
 
 def _refused_with_a_hint(exc: InvalidInputError) -> None:
@@ -132,6 +137,8 @@ def _refused_with_a_hint(exc: InvalidInputError) -> None:
 
 @SETTINGS
 @example(query='"kube')
+@example(query="alpha")
+@example(query="gamma")
 @example(query='"東京都の天気" NEAR(a b')
 @example(query="{name content}: deploy")
 @example(query="-name: kube*")
@@ -206,6 +213,31 @@ def test_list_with_any_filters_sort_and_paging(
     assert {i.id for i in whole} <= live
     if folder is None and tag is None:
         assert len(whole) == len(CORPUS)
+
+
+@pytest.mark.parametrize(
+    ("query", "path"),
+    [("omega", "long/token"), ("gamma", "long/gap")],
+)
+def test_a_snippet_is_a_fragment_around_its_hits_not_a_whole_long_line(
+    corpus: Any, query: str, path: str
+) -> None:
+    """FTS5's snippet() keeps all the text between the 12 tokens it picks: 'gamma' after 20,000
+    dashes gave a snippet of 20 KB. The long part is cut, an ellipsis where text was left out."""
+    (hit,) = corpus.search(query)
+    assert hit.info.path == f"{path}.blueprint.yaml"
+    assert len(hit.snippet) < 300 and "…" in hit.snippet
+    assert [text for text, is_hit in hit.snippet_parts if is_hit] == [query]
+
+
+def test_a_hit_of_one_long_token_is_cut_too() -> None:
+    text, parts = shown(f"k: {HIT_OPEN}{'x' * 20_000}{HIT_CLOSE} {'-' * 20_000} end")
+    assert parts == (
+        ("k: ", False),
+        ("x" * GAP_MAX, True),
+        ("… " + "-" * (GAP_MAX - 1) + "…", False),
+    )
+    assert text == f"k: [{'x' * GAP_MAX}]… {'-' * (GAP_MAX - 1)}…"
 
 
 def _cli(home: Path, *args: str) -> Any:
