@@ -2804,7 +2804,9 @@ def _fts_query(query: str, *, prefix: bool = True) -> str:
     tokens = query.split('"')
     for i, chunk in enumerate(tokens):
         if i % 2 == 1:
-            words += sum(_terms(w) for w in _query_words(chunk))
+            # Counted as indexed, as unquoted words are: each character of a run written without
+            # spaces is a term of the phrase (a quoted paragraph of Chinese counted one word).
+            words += sum(_terms(indexed_text(w)) for w in _query_words(chunk))
             if chunk.strip():
                 parts.append('"' + indexed_text(chunk) + '"')
             continue
