@@ -2830,9 +2830,13 @@ def _fts_query(query: str, *, prefix: bool = True) -> str:
 
 
 def _terms(word: str) -> int:
-    """The FTS5 terms of one query word: one, or one a character of a run written without
-    spaces (``東京`` is the phrase of two; see localstore._fts_text)."""
-    return sum(1 for t in word.split(SPLIT) if t) if SPLIT in word else 1
+    """The FTS5 terms of one query word (as indexed): one, or as many as the tokenizer cuts it
+    into: one a character of a run written without spaces (``東京`` is the phrase of two; see
+    localstore._fts_text), three for ``हिन्दी`` (cut at its vowel signs). Counted as one, 'हिन्दी'
+    pasted 700 times (2,100 terms) held the index for 5 s on 5,000 blueprints."""
+    if word.isascii():  # (the query's words are letters and digits: one token)
+        return 1
+    return max(1, _snippets.terms(word))
 
 
 def _query_words(text: str) -> builtins.list[str]:
