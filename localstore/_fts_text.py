@@ -27,6 +27,11 @@ import re
 SPLIT = "\uffff"
 # What snippet() puts around a hit (the interlinear annotation anchor and terminator).
 HIT_OPEN, HIT_CLOSE = "\ufff9", "\ufffb"
+# The most characters of one part of a snippet (the text before, between or after its hits, or
+# one hit). FTS5's snippet() picks 12 tokens but keeps all the text between them: a line of
+# 20,000 dashes, or one 20,000-letter token, made a snippet of 20 KB for three words (a big
+# blueprint's window snippet, localstore._snippets, was cut at its window's 4 KB instead).
+GAP_MAX = 120
 # The characters above plus two other noncharacter/annotation separators; blanked in indexed text.
 _RESERVED = "\ufff9-\ufffb\ufffe\uffff"
 # Scripts written without spaces between words, one token per character: Thai, Lao, Myanmar,
@@ -81,10 +86,40 @@ def indexed_text(text: str) -> str:
 
 def shown(snippet: str) -> tuple[str, tuple[tuple[str, bool], ...]]:
     """A snippet made with HIT_OPEN/HIT_CLOSE as it is shown: the text with hits marked ``[``
-    and ``]``, and the same as parts (text, is a hit), which no bracket in the text confuses."""
+    and ``]``, and the same as parts (text, is a hit), which no bracket in the text confuses.
+    A part longer than GAP_MAX is cut (see _trimmed)."""
     if SPLIT in snippet:
         snippet = snippet.replace(SPLIT, "")
     # With its group, split() alternates text between hits and hits (FTS5 closes each it opens).
     pieces = _HIT.split(snippet)
     parts = tuple((piece, i % 2 == 1) for i, piece in enumerate(pieces) if piece)
+    if any(len(text) > GAP_MAX for text, _ in parts):
+        parts = _trimmed(parts)
+        return "".join(f"[{text}]" if hit else text for text, hit in parts), parts
     return snippet.replace(HIT_OPEN, "[").replace(HIT_CLOSE, "]"), parts
+
+
+def _trimmed(parts: tuple[tuple[str, bool], ...]) -> tuple[tuple[str, bool], ...]:
+    """``parts`` with each one over GAP_MAX characters cut, an ellipsis where text was left out:
+    the text before the first hit keeps its end, the text after the last its start, text between
+    two hits both, and a hit (one long token) its start."""
+    half, last = GAP_MAX // 2, len(parts) - 1
+    cut: list[tuple[str, bool]] = []
+    for i, (text, hit) in enumerate(parts):
+        if len(text) <= GAP_MAX:
+            cut.append((text, hit))
+        elif hit:
+            cut += [(text[:GAP_MAX], True), ("…", False)]
+        elif i == 0 and last > 0:
+            cut.append(("…" + text[-GAP_MAX:], False))
+        elif i == last:
+            cut.append((text[:GAP_MAX] + "…", False))
+        else:
+            cut.append((text[:half] + "…" + text[-half:], False))
+    merged: list[tuple[str, bool]] = []
+    for text, hit in cut:  # (the ellipsis after a cut hit joins the text that follows it)
+        if merged and not hit and not merged[-1][1]:
+            merged[-1] = (merged[-1][0] + text, False)
+        else:
+            merged.append((text, hit))
+    return tuple(merged)

@@ -194,6 +194,25 @@ def _window(content: str, at: int) -> tuple[int, int]:
     return start, end
 
 
+def terms(text: str) -> int:
+    """How many terms FTS5 makes of ``text`` (indexed text, see localstore._fts_text) in a query:
+    the index's tokenizer's count, which is not Python's count of words (unicode61 also cuts at
+    Devanagari's vowel signs, letters Python's isalnum() keeps in a word)."""
+    tokenize = getattr(_local, "tokenize", None)
+    if tokenize is None:
+        tokenize = _local.tokenize = _scratch().fts5_tokenizer(
+            "unicode61", ["remove_diacritics", "2"]
+        )
+    found = tokenize(
+        text.encode("utf-8"),
+        apsw.FTS5_TOKENIZE_QUERY,
+        None,
+        include_offsets=False,
+        include_colocated=False,
+    )
+    return sum(1 for _ in found)
+
+
 def _scratch() -> apsw.Connection:
     """This thread's in-memory database with the FTS5 tables a window (w) and the slices of a
     content (s) are indexed in (deleted after use)."""

@@ -67,6 +67,20 @@ def test_a_long_run_counts_its_characters_against_the_word_limit(store) -> None:
     assert store.search("東京")[0].info.path == "w/a.blueprint.yaml"
 
 
+@pytest.mark.parametrize(
+    "query", ['"' + "東" * 65 + '"', '"東京 ' + "東" * 64, 'a "' + "天気" * 40]
+)
+def test_a_quoted_run_counts_its_characters_against_the_word_limit(store, query: str) -> None:
+    """A quoted phrase counted each run as one word, so quoting a pasted paragraph of Chinese
+    (5,000 characters: 5,000 terms of one phrase) took it past the limit unquoted text meets."""
+    store.save("w/a", "steps: []\n", description="東京")
+    with pytest.raises(LimitExceededError) as info:
+        store.search(query)
+    assert "more than the 64" in info.value.message
+    assert store.search('"' + "東" * 62 + '" 東京') == []  # (64 terms: at the limit)
+    assert [h.info.path for h in store.search('"東京"')] == ["w/a.blueprint.yaml"]
+
+
 def test_an_index_of_schema_v3_is_split_by_its_migration(home: Path) -> None:
     """Opening an index whose CJK text was indexed whole re-indexes those blueprints (and only
     those need it): the search finds them, and the index passes FTS5's check against the view."""

@@ -83,6 +83,21 @@ def test_a_query_of_too_many_words_is_refused_at_once(seeded) -> None:
         seeded.search('"' + " ".join(f"w{i}" for i in range(65)) + '"')
 
 
+@pytest.mark.parametrize("query", ["हिन्दी" * 22, '"' + "हिन्दी " * 22 + '"', "कि" * 65])
+def test_a_word_the_tokenizer_cuts_in_many_counts_each_against_the_word_limit(
+    seeded, query: str
+) -> None:
+    """SQLite's tokenizer cuts Devanagari at its vowel signs (हिन्दी is three terms) where Python
+    sees one word: counted as one, 'हिन्दी' pasted 700 times (2,100 terms) passed the 64-word
+    limit and held the index for 5 s on 5,000 blueprints."""
+    with pytest.raises(LimitExceededError, match="more than the 64") as info:
+        seeded.search(query)
+    assert info.value.hint
+    seeded.save("lang/hi", "title: हिन्दी भाषा\n")
+    assert [h.info.path for h in seeded.search("हिन्दी" * 21)] == []  # (63 terms: searched)
+    assert [h.info.path for h in seeded.search("हिन्दी")] == ["lang/hi.blueprint.yaml"]
+
+
 def test_a_query_at_the_word_limit_still_searches(seeded) -> None:
     from localstore.store import SEARCH_MAX_WORDS
 
