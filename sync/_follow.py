@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from sync.remote import Remote
 
 __all__ = [
-    "FOLLOW_WINDOW_S",
     "LOOK_ROWS",
     "WATCHER_RESTART_MAX_S",
     "WATCHER_RESTART_S",
@@ -49,7 +48,6 @@ __all__ = [
 
 log = logging.getLogger("sync.follow")
 
-FOLLOW_WINDOW_S = 3.0
 # At most this many index rows a look: it holds the store's lock while it reads their history,
 # so another process's import of 100,000 blueprints must not hold every thread of the app for
 # seconds. The rows after them are read by the next tick's look.
@@ -134,8 +132,6 @@ class ForeignChanges:
         self._last_look = 0  # the last look that succeeded
         self._polls = 0
         self._candidates: list[_Pending] = []
-        self._raw_seen = 0
-        self._follow_until = 0.0
         self._data_version: int | None = None
         # The data_version at the last look: before_own looks again only when it moved.
         self._look_version: int | None = None
@@ -191,7 +187,7 @@ class ForeignChanges:
         """The changes earlier looks found; then, if ``active``, look again.
 
         ``active`` says whether another process may have committed since the last tick
-        (:meth:`files_were_active`, :meth:`index_changed`): while it is False and nothing
+        (:meth:`index_changed`): while it is False and nothing
         waits, this costs nothing. Raises the index's LocalStoreError (what was found stays
         for the next poll, and the next poll looks whatever ``active`` says).
         """
@@ -401,25 +397,14 @@ class ForeignChanges:
             start = None
         return out
 
-    def files_were_active(self, watcher: Watcher) -> bool:
-        """Whether file events arrived within the last ``FOLLOW_WINDOW_S`` (then look at the index).
-
-        The other process holds the index write lock from before it touches the files until its
-        commit, so its rows become visible shortly after the file events; looking for a short
-        window after the last event covers that without querying while nothing happens.
-        """
-        now = time.monotonic()
-        if watcher.stats.raw_events != self._raw_seen:
-            self._raw_seen = watcher.stats.raw_events
-            self._follow_until = now + FOLLOW_WINDOW_S
-        return now <= self._follow_until
-
     def index_changed(self) -> bool:
         """Whether another connection committed to the index since the last call.
 
-        ``PRAGMA data_version`` of the store's connection (no file I/O in WAL mode): for an app
-        that runs no watcher of its own, where file activity cannot tell. It also moves for the
-        index maintainer's commits, which costs one needless indexed query, never a missed row.
+        ``PRAGMA data_version`` of the store's connection (no file I/O in WAL mode): the
+        trigger of both the daemon and an app's in-process sync. Not the watcher's file events
+        (the daemon's trigger before session 16): a rescan-only watcher reports none, and a
+        commit can come long after the writer's last file event. It also moves for the index
+        maintainer's commits, which costs one needless indexed query, never a missed row.
         """
         with self.store.index.read() as cur:
             version = _data_version(cur)

@@ -18,10 +18,11 @@
 Store events (saved, deleted, moved, invalid, conflict), sync status changes and error log
 records are forwarded to control API subscribers. Saves that other processes make through their own
 ``localstore.open()`` (an app next to the daemon) raise no event in the daemon's store, and its
-watcher rightly sees them as echoes (the index already has them); so after file activity the
-daemon looks for index rows with a newer op id than it has seen, publishes those it did not
-publish itself, and wakes the engine to push them. This costs one indexed query per tick for a
-few seconds after file activity, and nothing while the folder is quiet. Metrics are counters kept here plus gauges read
+watcher rightly sees them as echoes (the index already has them); so when another connection
+committed (the index's ``data_version`` moved) the daemon looks for index rows with a newer op id
+than it has seen, publishes those it did not publish itself, and wakes the engine to push them.
+This costs one ``PRAGMA data_version`` per tick (no file I/O) and one indexed query per tick after
+another connection's commit. Metrics are counters kept here plus gauges read
 from the engine, the watcher and the server.
 """
 
@@ -999,11 +1000,18 @@ class Daemon:
     # -- changes made by other processes -------------------------------------------------------
 
     def _follow_foreign_changes(self) -> None:
-        """Publish rows other processes changed; candidates wait one tick for our own events."""
-        watcher, foreign, store = self.watcher, self._foreign, self.store
+        """Publish rows other processes changed; candidates wait one tick for our own events.
+
+        The trigger is the index's ``data_version``, which moves on every commit of another
+        connection, as for an app's in-process sync. It was file activity seen by the watcher
+        in the last 3 s: a watcher in rescan-only mode (the inotify limit taken) reports none,
+        and clients never heard another process's saves; a commit that came more than 3 s after
+        the writer's last file event (a large import's full-text flush) waited for the next one.
+        """
+        foreign, store = self._foreign, self.store
         if foreign is None or store is None:
             return
-        rows = foreign.poll(watcher is not None and foreign.files_were_active(watcher))
+        rows = foreign.poll(foreign.index_changed())
         for row in rows:
             # Counted before it is sent: a subscriber that reads the metrics once it has the
             # event must find the event counted (the fan-out runs on the server's own thread).
