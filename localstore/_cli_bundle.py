@@ -277,7 +277,8 @@ def _print_result(result: ImportResult) -> None:
     if result.conflicts_skipped:
         # Exit 3 said something needs attention; this says what to do about it.
         click.echo(
-            f"note: {result.conflicts_skipped} blueprint(s) changed both here and in the bundle "
+            f"note: {result.conflicts_skipped} blueprint(s) in conflict (changed both here and "
+            "in the bundle, or at a path another blueprint holds here; each line says which) "
             + ("would be" if result.dry_run else "were")
             + " left as they are here; to take the bundle's, import with --on-conflict merge "
             "(3-way; keeps both where it cannot merge), keep-both or overwrite",

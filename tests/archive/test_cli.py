@@ -80,6 +80,20 @@ def test_skipped_conflicts_exit_3(src: Path, tmp_path: Path) -> None:
     assert code == 0
 
 
+def test_a_skipped_path_conflict_is_not_called_a_change_on_both_sides(
+    src: Path, tmp_path: Path
+) -> None:
+    """The closing note said every skipped conflict had "changed both here and in the bundle",
+    also when another blueprint simply held the path here (nothing was changed on both sides)."""
+    out = tmp_path / "b.lsbundle"
+    assert run(src, "export", "-o", str(out))[0] == 0
+    dst = tmp_path / "dst"
+    assert run(dst, "save", "a/bp-0", "-f", "-", stdin="another: 1\n")[0] == 0
+    code, stdout, err = run(dst, "import", str(out))
+    assert code == 3 and "path taken by" in stdout
+    assert "at a path another blueprint holds here" in err
+
+
 def test_encrypted_bundle_passphrase_from_env_only(src: Path, tmp_path: Path) -> None:
     out = tmp_path / "e.lsbundle"
     code, _, err = run(src, "export", "--encrypt", "-o", str(out))
