@@ -45,6 +45,13 @@ except ImportError:
 else:
     STORE_ONLY = False
 
+try:  # (bundles came with the daemon; fixtures made before imports were added have none)
+    from localstore.archive import export_bundle, import_bundle
+except ImportError:
+    HAS_IMPORT = False
+else:
+    HAS_IMPORT = True
+
 SERVER_NAME = "upgrade-fixture"
 
 
@@ -121,6 +128,29 @@ def _server_dump(server: MemoryServer) -> dict[str, Any]:
     }
 
 
+def _imports(a: BlueprintStore, work: Path) -> dict[str, Any]:
+    """Import two bundles made by another home (device C, not kept) into ``a``: a create, an
+    update of it, and a keep-both (C's blueprint at a path ``a`` holds with another id). The
+    second bundle is kept as ``bundle-old.lsbundle``, for the tests to import again."""
+    c = open_store(work / "third")
+    c.save("imported/one", "one: 1\n", name="One")
+    c.save("shared/plan", "from: c\n", name="C's plan")
+    export_bundle(c, work / "first.lsbundle", folder="imported")
+    import_bundle(a, work / "first.lsbundle", on_conflict="keep-both")
+    c.save("imported/one", "one: 2\n", name="One")
+    export_bundle(c, work / "bundle-old.lsbundle")
+    result = import_bundle(a, work / "bundle-old.lsbundle", on_conflict="keep-both")
+    c.close()
+    with a.index.read() as cur:
+        rows = cur.execute(
+            "SELECT src_id, src_hash, result_id, action FROM archive_imports ORDER BY ts, src_id"
+        ).fetchall()
+    return {
+        "actions": {i.path: i.action for i in result.items},
+        "records": sorted([str(v) for v in row] for row in rows),
+    }
+
+
 def build(work: Path) -> dict[str, Any]:
     server = MemoryServer(name=SERVER_NAME)
     home_a, home_b = work / "home", work / "other"
@@ -137,6 +167,8 @@ def build(work: Path) -> dict[str, Any]:
     kv.save("prefs", {"theme": "dark", "size": 12})
     kv.save("notes.yaml", {"x": [1, 2]}, format="yaml", tags=["t1"])
     kv.save("blob", b"\x00\x01binary", format="binary", compress=True)
+    # Imported before the first sync, so the changes waiting to be pushed stay the same four.
+    imports = _imports(a, work) if HAS_IMPORT else None
 
     engine_a = SyncEngine(a, MemoryRemote(server), policy="keep-both")
     engine_a.sync_once()
@@ -170,6 +202,8 @@ def build(work: Path) -> dict[str, Any]:
         "kv": {"prefs": kv.load("prefs"), "notes.yaml": kv.load("notes.yaml")},
         "kv_blob": kv.load("blob").hex(),
     }
+    if imports is not None:
+        expected["imports"] = imports
     for closer in (engine_a, engine_b):
         getattr(closer, "close", lambda: None)()
     kv.close()
@@ -211,6 +245,8 @@ def main() -> None:
                 tar.addfile(info, io.BytesIO(data))
             # Caches are not part of what an upgrade must keep; the index, state and config are.
             tar.add(work / "home", arcname="home", filter=_no_cache)
+            if (work / "bundle-old.lsbundle").exists():
+                tar.add(work / "bundle-old.lsbundle", arcname="bundle-old.lsbundle")
     print(out, out.stat().st_size)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import apsw
 import pytest
 
+from localstore.archive import _ARCHIVE_MIGRATIONS, _ensure_schema, export_bundle, import_bundle
 from localstore.errors import IndexStoreError
 from localstore.index import CORE_MIGRATIONS
 from localstore.kv import KVStore
@@ -38,7 +39,17 @@ SYNCED = [p for p in HOMES if p.name not in STORE_ONLY]
 # Homes made by builds that record where the home lives (localstore._identity, session 9): once
 # unpacked somewhere else they are a copied home, and a copy takes a new device id (its edits
 # would otherwise reuse the original's op ids); everything else is kept.
-FINGERPRINTED = {"home-26c933b.tar.gz", "home-fad19a0.tar.gz"}
+FINGERPRINTED = {"home-26c933b.tar.gz", "home-fad19a0.tar.gz", "home-7597df6.tar.gz"}
+
+
+def _has_imports(fixture: Path) -> bool:
+    """Fixtures made since make_fixture.py imports bundles: an archive table, and the old code's
+    second bundle (``bundle-old.lsbundle``) to import again."""
+    with tarfile.open(fixture) as tar:
+        return "bundle-old.lsbundle" in tar.getnames()
+
+
+IMPORTED = [p for p in SYNCED if _has_imports(p)]
 
 
 @dataclass
@@ -90,6 +101,12 @@ def synced(request: pytest.FixtureRequest, tmp_path: Path) -> OldHome:
     return _unpack(request.param, tmp_path)
 
 
+@pytest.fixture(params=IMPORTED, ids=_ids(IMPORTED))
+def imported(request: pytest.FixtureRequest, tmp_path: Path) -> OldHome:
+    """The old homes that imported bundles (archive records of the old code's shape)."""
+    return _unpack(request.param, tmp_path)
+
+
 @pytest.fixture
 def store(old: OldHome) -> Iterator[BlueprintStore]:
     s = open_store(old.home)
@@ -109,7 +126,76 @@ def _history(store: BlueprintStore, rid: str) -> list[list[Any]]:
 
 
 def test_fixtures_are_there() -> None:
-    assert len(HOMES) >= 4 and len(SYNCED) >= 3
+    assert len(HOMES) >= 4 and len(SYNCED) >= 3 and len(IMPORTED) >= 1
+
+
+def _versions(store: BlueprintStore) -> dict[str, int]:
+    with store.index.read() as cur:
+        return {
+            str(c): int(v)
+            for c, v in cur.execute("SELECT component, version FROM component_versions")
+        }
+
+
+def _import_records(store: BlueprintStore) -> list[list[str]]:
+    with store.index.read() as cur:
+        rows = cur.execute("SELECT src_id, src_hash, result_id, action FROM archive_imports")
+        return sorted([str(v) for v in row] for row in rows)
+
+
+def test_import_records_are_kept_and_the_archive_tables_upgraded_once(imported: OldHome) -> None:
+    """The old code's import records stay (a bundle it imported is still "already imported"),
+    and the archive tables reach today's version on the first import, once."""
+    exp = imported.expected["imports"]
+    store = open_store(imported.home)
+    try:
+        assert _versions(store)["archive"] < len(_ARCHIVE_MIGRATIONS)  # made before src_path
+        before = {i.path: i.id for i in store.list()}
+        # (Under keep-both, as it was imported: a copy made before is found by its record.)
+        again = import_bundle(
+            store, imported.home.parent / "bundle-old.lsbundle", on_conflict="keep-both"
+        )
+        assert {i.path: i.action for i in again.items} == dict.fromkeys(exp["actions"], "unchanged")
+        assert all("already imported" in i.reason for i in again.items), again.items
+        assert {i.path: i.id for i in store.list()} == before
+        assert _import_records(store) == exp["records"]
+        assert _versions(store)["archive"] == len(_ARCHIVE_MIGRATIONS)
+        with store.index.read() as cur:
+            assert {str(r[0]) for r in cur.execute("SELECT src_path FROM archive_imports")} == {""}
+        assert store.check().clean
+    finally:
+        store.close()
+    # Opened again: up to date, so no migration and no write.
+    files = _index_files(imported.home)
+    store = open_store(imported.home)
+    try:
+        import_bundle(store, imported.home.parent / "bundle-old.lsbundle", on_conflict="keep-both")
+        assert _versions(store)["archive"] == len(_ARCHIVE_MIGRATIONS)
+    finally:
+        store.close()
+    assert _index_files(imported.home) == files
+
+
+def test_bundles_of_today_go_both_ways(imported: OldHome, tmp_path: Path) -> None:
+    """Today's bundle imports into the upgraded home, and the upgraded home's export (its old
+    imports and put-aside copies included) imports whole into a new home, both checking clean."""
+    store = open_store(imported.home)
+    fresh = open_store(tmp_path / "fresh")
+    try:
+        fresh.save("new/one", "made: today\n", name="New")
+        export_bundle(fresh, tmp_path / "today.lsbundle")
+        got = import_bundle(store, tmp_path / "today.lsbundle")
+        assert [(i.path, i.action) for i in got.items] == [("new/one.blueprint.yaml", "create")]
+        out = export_bundle(store, tmp_path / "upgraded.lsbundle")
+        back = import_bundle(fresh, tmp_path / "upgraded.lsbundle", on_conflict="keep-both")
+        assert back.counts() == {"create": out.count - 1, "unchanged": 1}, back.counts()
+        assert {i.path: i.content_hash for i in fresh.list()} == {
+            i.path: i.content_hash for i in store.list()
+        }
+        assert store.check().clean and fresh.check().clean
+    finally:
+        fresh.close()
+        store.close()
 
 
 def test_blueprints_history_and_identity_are_kept(old: OldHome, store: BlueprintStore) -> None:
@@ -276,6 +362,7 @@ def _schema(store: BlueprintStore, *, synced: bool) -> dict[tuple[str, str], str
     if synced:
         KVStore(store.index).close()
         _local.ensure_schema(store)
+        _ensure_schema(store)  # the archive's tables (an import makes them)
     with store.index.read() as cur:
         return {
             (str(t), str(n)): " ".join(str(sql or "").split())
@@ -324,3 +411,27 @@ def test_newer_index_is_refused_while_its_writer_holds_the_lock(old: OldHome) ->
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_a_newer_archive_refuses_import_only(imported: OldHome, tmp_path: Path) -> None:
+    """Components are checked when first used: a home whose archive tables a newer LocalStore
+    made (as an earlier build meets a home today's import upgraded) refuses import, untouched,
+    and still lists, reads app data, exports and checks clean."""
+    store = open_store(imported.home)
+    _ensure_schema(store)
+    store.close()
+    _make_newer(imported.home, "archive")
+    store = open_store(imported.home)
+    try:
+        before = (_versions(store), _import_records(store), store.list())
+        with pytest.raises(IndexStoreError, match="newer localstore") as err:
+            import_bundle(store, imported.home.parent / "bundle-old.lsbundle")
+        assert "upgrade localstore" in (err.value.hint or "").lower()
+        assert (_versions(store), _import_records(store), store.list()) == before
+        assert {i.path for i in store.list()} == set(imported.expected["live"])
+        with KVStore(store.index) as kv:
+            assert kv.load("prefs") == imported.expected["kv"]["prefs"]
+        assert export_bundle(store, tmp_path / "out.lsbundle").count == len(store.list())
+        assert store.check().clean
+    finally:
+        store.close()
