@@ -54,6 +54,13 @@ META_FIELDS = (
 Validator = Callable[[Mapping[str, Any]], Sequence[str]]
 """An app's validator: returns a list of problems (empty when valid)."""
 
+# What a validator says is kept in the blueprint's index row (read with every list) and sent in
+# each `invalid` event, also to apps over the daemon's control API (frames up to 256 KiB). One
+# that reported a problem per node of a big document, or a whole dump, stored megabytes there
+# and made an event larger than a frame. 20 problems of 500 characters tell a person what to fix.
+MAX_PROBLEMS = 20
+MAX_PROBLEM_CHARS = 500
+
 
 _SECOND: tuple[int, str] = (-1, "")  # the last whole second formatted, reused within it
 
@@ -801,9 +808,22 @@ def run_validator(validator: Validator | None, data: Mapping[str, Any]) -> tuple
         if problems is None:
             return ()
         if isinstance(problems, str):
-            return (problems,) if problems else ()
+            return _bounded([problems]) if problems else ()
         if isinstance(problems, bytes | bytearray | Mapping) or not isinstance(problems, Iterable):
             return (f"validator returned {type(problems).__name__}, not a list of problems",)
-        return tuple(str(p) for p in problems)
+        return _bounded([str(p) for p in problems])
     except Exception as exc:  # noqa: BLE001 - an app's validator is foreign code: report its failure as a problem
-        return (f"validator raised {type(exc).__name__}: {exc}",)
+        return _bounded([f"validator raised {type(exc).__name__}: {exc}"])
+
+
+def _bounded(problems: list[str]) -> tuple[str, ...]:
+    """At most MAX_PROBLEMS problems of about MAX_PROBLEM_CHARS, each cut saying what was left out."""
+    kept = tuple(
+        p
+        if len(p) <= MAX_PROBLEM_CHARS
+        else f"{p[:MAX_PROBLEM_CHARS]}... ({len(p) - MAX_PROBLEM_CHARS:,} more characters)"
+        for p in problems[:MAX_PROBLEMS]
+    )
+    if len(problems) > MAX_PROBLEMS:
+        kept += (f"... and {len(problems) - MAX_PROBLEMS:,} more problems",)
+    return kept

@@ -1060,7 +1060,12 @@ def add_conflict(
     remote_rev: int | None,
     copy_synced: bool = False,
 ) -> int:
-    """Store a conflict record; returns its number."""
+    """Store a conflict record; returns its number.
+
+    The reason is stored escaped and cut (sync._shown), as a quarantine message is: `localstore
+    conflicts` prints it, and it quotes what nobody here wrote (the app's validator, a YAML error
+    naming a synced file's text, a server path)."""
+    reason = shown(reason, 4 * MAX_SHOWN)
     cur.execute(
         "INSERT INTO sync_conflicts (id, path, copy_id, copy_path, reason, base, local, remote, "
         "base_rev, remote_rev, created, copy_synced) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -1090,7 +1095,7 @@ def _conflict_from(r: Iterable[Any]) -> ConflictRecord:
         path=str(t[2]),
         copy_id=None if t[3] is None else str(t[3]),
         copy_path=None if t[4] is None else str(t[4]),
-        reason=str(t[5]),
+        reason=shown(str(t[5]), 4 * MAX_SHOWN),  # (records stored before were raw)
         base=None if t[6] is None else str(t[6]),
         local=str(t[7]),
         remote=str(t[8]),
