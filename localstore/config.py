@@ -12,8 +12,11 @@ import difflib
 import logging
 import math
 import os
+import reprlib
 import socket
+import stat
 import threading
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +26,8 @@ import platformdirs
 import yaml
 
 from localstore import files as fs
-from localstore.errors import ConfigError, StorageError, wrong_type
+from localstore.blueprint import YamlLimits, _measure
+from localstore.errors import ConfigError, LimitExceededError, StorageError, wrong_type
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,16 @@ APP_NAME = "LocalStore"
 ENV_PREFIX = "LOCALSTORE_"
 HOME_ENV = ENV_PREFIX + "HOME"
 CONFIG_FILE_NAME = "config.yaml"
+# config.yaml holds a few flat settings. Read with the blueprint loader's bounds (size read, then
+# the composed graph measured before anything is built): a 400-byte alias or merge-key bomb in a
+# setting expanded to millions of entries when the error quoted it.
+CONFIG_LIMITS = YamlLimits(max_bytes=1024 * 1024, max_depth=16, max_nodes=10_000)
+# The largest whole number a setting takes: busy_timeout_ms goes to SQLite as a C int (3e9 was an
+# OverflowError at open), max_depth into a regex repeat count.
+MAX_WHOLE = 2**31 - 1
+# The longest period in seconds: waits past threading.TIMEOUT_MAX (about 49 days on Windows)
+# raise OverflowError inside the worker thread. 31 days.
+MAX_SECONDS = 31 * 24 * 3600.0
 
 DEFAULT_PROFILE = "default"
 DEFAULT_MAX_YAML_BYTES = 8 * 1024 * 1024
@@ -269,27 +283,30 @@ _ConfigLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _u
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read {path}: {exc.strerror}",
-            hint="check that this user may read it and the folders above it",
-        ) from exc
+    raw = _config_bytes(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"{path} is not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8"
         ) from exc
+    loader = _ConfigLoader(text)  # a SafeLoader subclass
     try:
-        data = yaml.load(text, Loader=_ConfigLoader) or {}  # a SafeLoader subclass
+        node = loader.get_single_node()
+        if node is not None:
+            _measure(node, CONFIG_LIMITS)
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         raise ConfigError(
             f"{path} is not valid YAML: {_yaml_problem(exc)}", hint="fix or delete the file"
         ) from exc
+    except LimitExceededError as exc:
+        raise ConfigError(
+            f"{path}: {exc.message}", hint="a config.yaml holds a few settings: fix it"
+        ) from exc
+    finally:
+        loader.dispose()
+    data = data or {}
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path} must hold a mapping of settings", hint="see docs/configuration.md"
@@ -299,10 +316,67 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     unknown = sorted(str(k) if isinstance(k, str) else repr(k) for k in data if k not in _TUNABLES)
     if unknown:
         raise ConfigError(
-            f"{path}: unknown setting(s) {', '.join(unknown)}",
+            f"{path}: unknown setting(s) {_shown(', '.join(unknown))[1:-1]}",
             hint=_known_hint(unknown),
         )
     return data
+
+
+def _config_bytes(path: Path) -> bytes:
+    """The bytes of config.yaml, read up to its limit; empty when there is none.
+
+    Raises ConfigError for a file that cannot be read, that is no regular file (a folder, a
+    FIFO that would block), a link to nothing, or one over the size limit.
+    """
+    try:
+        # O_NONBLOCK: opening a FIFO put there would wait for a writer forever.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        if path.is_symlink():
+            # Read as absent, every setting of the file it was meant to point to was dropped.
+            raise ConfigError(
+                f"{path} is a link to {os.readlink(path)}, which does not exist",
+                hint="point the link at your config file, or remove it",
+            ) from None
+        return b""
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(
+                f"{path} is not a file", hint="remove it, or replace it with a config.yaml file"
+            )
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(CONFIG_LIMITS.max_bytes + 1)
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+    finally:
+        os.close(fd)
+    if len(raw) > CONFIG_LIMITS.max_bytes:
+        raise ConfigError(
+            f"{path} is over the limit of {CONFIG_LIMITS.max_bytes} bytes",
+            hint="a config.yaml holds a few settings: fix it (see docs/configuration.md)",
+        )
+    return raw
+
+
+def _unreadable(path: Path, exc: OSError) -> ConfigError:
+    return ConfigError(
+        f"cannot read {path}: {exc.strerror or exc}",
+        hint="check that this user may read it and the folders above it",
+    )
+
+
+# Values quoted in errors are cut: one from a config.yaml could be megabytes, or an alias graph
+# whose full repr is exponentially long. reprlib walks only what it shows.
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = 60
+_SHOW.maxother = 60
+_SHOW.maxlevel = 2
+
+
+def _shown(value: Any) -> str:
+    return _SHOW.repr(value)
 
 
 def _known_hint(unknown: list[str]) -> str:
@@ -348,7 +422,7 @@ def _typed(name: str, value: Any, where: str) -> Any:
         value = float(value)
     if type(value) is not kind:
         raise ConfigError(
-            f"{where}: setting {name!r} must be {_KIND_NAMES[kind]}, got {value!r}",
+            f"{where}: setting {name!r} must be {_KIND_NAMES[kind]}, got {_shown(value)}",
             hint="see docs/configuration.md",
         )
     return _in_range(name, value, where)
@@ -359,7 +433,7 @@ def _in_range(name: str, value: Any, where: str) -> Any:
     if choices is not None and value not in choices:
         close = difflib.get_close_matches(str(value), choices, n=1)
         raise ConfigError(
-            f"{where}: setting {name!r} must be one of {', '.join(choices)}, got {value!r}",
+            f"{where}: setting {name!r} must be one of {', '.join(choices)}, got {_shown(value)}",
             hint=(f"did you mean {close[0]!r}? " if close else "") + "see docs/configuration.md",
         )
     if isinstance(value, str) and "\x00" in value:
@@ -369,17 +443,35 @@ def _in_range(name: str, value: Any, where: str) -> Any:
             f"{where}: setting {name!r} contains a NUL character",
             hint="remove it; see docs/configuration.md",
         )
+    if name == "device_name" and any(unicodedata.category(c) == "Cc" for c in value):
+        # It is written into conflict copies' names, bundle manifests and the server's rows,
+        # and shown by status: a newline or a terminal escape there is no name.
+        raise ConfigError(
+            f"{where}: setting 'device_name' contains a control character ({_shown(value)})",
+            hint="use letters, digits, spaces and punctuation only",
+        )
     if isinstance(value, bool | str):
         return value
     low = 1 if name in _AT_LEAST_ONE else 0
     if isinstance(value, float) and not (math.isfinite(value) and value > 0):
         raise ConfigError(
-            f"{where}: setting {name!r} must be a number above 0, got {value!r}",
+            f"{where}: setting {name!r} must be a number above 0, got {_shown(value)}",
+            hint="see docs/configuration.md",
+        )
+    if isinstance(value, float) and value > MAX_SECONDS:
+        raise ConfigError(
+            f"{where}: setting {name!r} must be at most {MAX_SECONDS:.0f} (31 days), "
+            f"got {_shown(value)}",
             hint="see docs/configuration.md",
         )
     if isinstance(value, int) and value < low:
         raise ConfigError(
-            f"{where}: setting {name!r} must be at least {low}, got {value!r}",
+            f"{where}: setting {name!r} must be at least {low}, got {_shown(value)}",
+            hint="see docs/configuration.md",
+        )
+    if isinstance(value, int) and value > MAX_WHOLE:
+        raise ConfigError(
+            f"{where}: setting {name!r} must be at most {MAX_WHOLE}, got {_shown(value)}",
             hint="see docs/configuration.md",
         )
     return value
@@ -404,7 +496,7 @@ def _parse(name: str, text: str | None, where: str) -> Any:
         value = kind(text.strip()) if kind is not str else text
     except ValueError as exc:
         raise ConfigError(
-            f"{where}: setting {name!r} must be {_KIND_NAMES[kind]}, got {text!r}",
+            f"{where}: setting {name!r} must be {_KIND_NAMES[kind]}, got {_shown(text)}",
             hint=f"set {where} to a valid value",
         ) from exc
     return _in_range(name, value, where)
