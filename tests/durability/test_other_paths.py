@@ -116,13 +116,17 @@ def test_service_install(
 
 
 def test_account_record(tmp_path: Path, recorder: DurabilityRecorder) -> None:
-    state = tmp_path / "home" / "state" / "sync"
+    # The home exists (the store made it); the record makes state/ in it if needed, never the
+    # home itself (a home deleted or moved away while sync runs is not made again).
+    (tmp_path / "home").mkdir()
+    state = tmp_path / "home" / "state"
     with recorder.acknowledged(under=tmp_path, what="account record"):
         account_record.write(state, account_record.AccountRecord(identity="p|u", email="a@b.c"))
 
 
 def test_record_of_synced_bases(tmp_path: Path, recorder: DurabilityRecorder) -> None:
-    state = tmp_path / "home" / "state" / "sync"
+    (tmp_path / "home").mkdir()
+    state = tmp_path / "home" / "state"
     entry = base_record.BaseEntry(
         id="0" * 32, rev=1, seq=1, content_hash="h", path="p", deleted=False
     )

@@ -38,6 +38,7 @@ def test_login_to_an_account_that_does_not_exist_mentions_signup(
 def test_logout_of_a_home_never_logged_in_says_so(cloud: LocalCloud, tmp_path: Path) -> None:
     """It said "the server could not confirm; the local session is gone", a network failure."""
     home = tmp_path / "h"
+    assert _run(home, "init").exit_code == 0  # (a home that does not exist is exit 4)
     r = _run(home, "logout")
     assert r.exit_code == 0
     assert "not logged in" in r.stdout and "could not confirm" not in r.stdout

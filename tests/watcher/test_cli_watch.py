@@ -64,6 +64,7 @@ def test_watch_json_prints_events_and_stops_on_sigterm(home: Path) -> None:
 
 
 def test_watch_human_lines_and_ctrl_c(home: Path) -> None:
+    (home / "blueprints").mkdir(parents=True)  # a home (watch refuses a mistyped --home)
     proc = _start(home)
     try:
         assert "watching" in _read_line(proc, "stderr", 60)
