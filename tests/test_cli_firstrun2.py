@@ -15,16 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
-
-# keyring's own "no backend" choice: what a plain shell without a D-Bus session gets.
-NO_KEYCHAIN = {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
-
-
-def cli(
-    home: Path, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return run_cli(home, *args, env=env, stdin=stdin)
+# The first pass's helpers: a real `localstore` process per call, keyring's "no backend" choice.
+from tests.test_cli_firstrun import NO_KEYCHAIN, cli
 
 
 @pytest.fixture

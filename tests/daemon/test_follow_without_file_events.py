@@ -11,34 +11,14 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from watchdog.observers import inotify_c
 
 from localstore import watcher as watcher_mod
 
-from .conftest import REPO
-
-
-def _other_process(home: Path, code: str) -> dict[str, Any]:
-    """Run ``code`` with ``s = localstore.open(home)`` in a fresh process; its printed JSON."""
-    script = (
-        "import json, localstore\n"
-        f"s = localstore.open(home={str(home)!r})\n"
-        "try:\n"
-        + "".join(f"    {line}\n" for line in code.splitlines())
-        + "finally:\n    s.close()\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO
-    )
-    assert done.returncode == 0, done.stderr
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+from .test_embed_foreign_events import _other_process
 
 
 def test_another_processs_changes_reach_clients_of_a_daemon_whose_watcher_sees_no_events(
