@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import apsw
 from click.testing import CliRunner, Result
 
 from localstore.cli import cli
 
-from .conftest import process_holding_home_lock
+from .conftest import eventually, process_holding_home_lock
 
 
 def _cli(home: Path, *args: str, input: str | None = None) -> Result:
@@ -57,3 +59,43 @@ def test_check_fix_refuses_to_rebuild_while_another_process_holds_the_home(
     fixed = json.loads(r.stdout)["fixed"]
     assert [f["kind"] for f in fixed].count("index-rebuilt") == 1
     assert len(json.loads(_cli(home, "--json", "ls").stdout)) == 3
+
+
+def _checkpointed(db: Path) -> bool:
+    """Empty the WAL into the main file (True when done), so that damaged main-file pages are
+    what a reader meets."""
+    conn = apsw.Connection(str(db))
+    try:
+        conn.setbusytimeout(1000)
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0]
+        return busy == 0
+    finally:
+        conn.close()
+
+
+def test_check_fix_refuses_to_rebuild_under_a_running_daemon(
+    spawn_daemon: Any, tmp_path: Path
+) -> None:
+    """The index damaged while the daemon runs on it (the case that lost history): the daemon is
+    named, with its pid, and nothing is moved."""
+    home = tmp_path / "h"
+    for i in range(3):
+        assert _cli(home, "save", f"b{i}", input=f"k: {i}\n").exit_code == 0
+    d = spawn_daemon(home)
+    d.wait_ready()
+    db = home / "data" / "index.db"
+    assert eventually(lambda: _checkpointed(db), 10)
+    # In place (same inode): the daemon's connection stays on this file.
+    with open(db, "r+b") as f:
+        data = f.read()
+        page = int.from_bytes(data[16:18], "big") or 65536
+        f.seek(page)
+        f.write(b"\xa5" * (len(data) - page))
+
+    r = _cli(home, "--json", "check", "--fix")
+    assert r.exit_code == 1, r.output
+    err = json.loads(r.stderr)["error"]
+    assert f"the daemon, pid {d.proc.pid}" in err["message"], err
+    assert "daemon --stop" in err["hint"]
+    assert sorted(p.name for p in db.parent.iterdir() if "damaged" in p.name) == []
+    assert d.proc.poll() is None, d.output()
