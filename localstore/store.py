@@ -70,6 +70,7 @@ from localstore.errors import (
     InvalidRefError,
     LimitExceededError,
     LocalStoreError,
+    LockHeldError,
     NotFoundError,
     RevisionConflictError,
     RevisionNotFoundError,
@@ -419,7 +420,8 @@ class BlueprintStore:
 
         ``recover_index`` (for ``check --fix``): an index too damaged to open is moved aside to a
         timestamped name in data/ and rebuilt from the files; ``recovered_index`` is then its new
-        path. A plain open refuses a damaged index with an error saying so. Raises
+        path; it raises LockHeldError instead, moving nothing, while another process holds the home's
+        lock. A plain open refuses a damaged index with an error saying so. Raises
         InvalidInputError for a validator that is not callable.
         """
         check_validator(validator)
@@ -519,6 +521,7 @@ class BlueprintStore:
             if not recover or not index_damaged(exc):
                 raise
             damage = exc
+        self._refuse_rebuild_while_held()
         # Files are the truth, the index is derived: set the damaged one aside (its history may be
         # salvageable) and let the open build a fresh one that the reconcile fills from the files.
         self.recovered_index = set_aside(path)
@@ -529,6 +532,35 @@ class BlueprintStore:
             self.recovered_index,
         )
         return attempt()
+
+    def _refuse_rebuild_while_held(self) -> None:
+        """Raise LockHeldError when another process (the daemon, an app syncing in-process) holds
+        the home's lock, before a damaged index is moved aside.
+
+        Such a process keeps its connection to the moved file and goes on writing there: the files
+        stay right and its next open reconciles them, but the history it writes meanwhile lands in
+        the file set aside. SQLite offers no documented way to ask whether other connections have
+        a database open (an app that opened the store without syncing is not seen), so the home's
+        lock is the test; the repair itself is not attempted until it is free.
+        """
+        from localstore._daemon_state import _lock_file_pid, lock_is_held, read_state
+
+        state = self.paths.state
+        if not lock_is_held(state):
+            return
+        pid = _lock_file_pid(state)
+        daemon = read_state(state)
+        if pid is not None and daemon is not None and daemon.get("pid") == pid:
+            who = f"the daemon, pid {pid}"
+        elif pid is not None:
+            who = f"pid {pid}: the daemon or an app syncing it"
+        else:
+            who = "the daemon or an app syncing it"
+        raise LockHeldError(
+            f"cannot rebuild the damaged index: another process has this home open ({who})",
+            hint="stop it (`localstore daemon --stop` for the daemon, or quit the app), then run "
+            "'localstore check --fix' again; it would go on writing to the index moved aside",
+        )
 
     def index_health(self) -> dict[str, Any]:
         """The index's upkeep, for status reports: ``wal_bytes`` and ``maintainer`` (its

@@ -1,0 +1,101 @@
+"""`check --fix` must not move a damaged index aside while another process has the home open.
+
+That process (the daemon, an app syncing in-process) keeps its connection to the moved file and
+goes on writing there: the files stay right, but the history it writes meanwhile is lost.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import apsw
+from click.testing import CliRunner, Result
+
+from localstore.cli import cli
+
+from .conftest import eventually, process_holding_home_lock
+
+
+def _cli(home: Path, *args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(cli, ["--home", str(home), *args], input=input)
+
+
+def _damage_pages(db: Path) -> None:
+    """Overwrite every page after the header page with garbage: the header still opens."""
+    data = bytearray(db.read_bytes())
+    page = int.from_bytes(data[16:18], "big") or 65536
+    data[page:] = b"\xa5" * (len(data) - page)
+    db.write_bytes(bytes(data))
+
+
+def test_check_fix_refuses_to_rebuild_while_another_process_holds_the_home(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "h"
+    for i in range(3):
+        assert _cli(home, "save", f"b{i}", input=f"k: {i}\n").exit_code == 0
+    data = home / "data"
+    for side in ("index.db-wal", "index.db-shm"):
+        (data / side).unlink(missing_ok=True)
+    _damage_pages(data / "index.db")
+    before = (data / "index.db").read_bytes()
+
+    with process_holding_home_lock(home / "state") as holder:
+        r = _cli(home, "--json", "check", "--fix")
+        assert r.exit_code == 1, r.output  # an error (docs/cli.md), not "problems remain"
+        err = json.loads(r.stderr)["error"]
+        assert "another process has this home open" in err["message"]
+        assert f"pid {holder.pid}" in err["message"]
+        assert "stop it" in err["hint"] and "check --fix" in err["hint"]
+        # Nothing moved: the index is where it was, as it was, and no copy was set aside.
+        assert sorted(p.name for p in data.iterdir() if "damaged" in p.name) == []
+        assert (data / "index.db").read_bytes() == before
+
+    # The holder gone, the same command rebuilds the index.
+    r = _cli(home, "--json", "check", "--fix")
+    assert r.exit_code == 0, r.output
+    fixed = json.loads(r.stdout)["fixed"]
+    assert [f["kind"] for f in fixed].count("index-rebuilt") == 1
+    assert len(json.loads(_cli(home, "--json", "ls").stdout)) == 3
+
+
+def _checkpointed(db: Path) -> bool:
+    """Empty the WAL into the main file (True when done), so that damaged main-file pages are
+    what a reader meets."""
+    conn = apsw.Connection(str(db))
+    try:
+        conn.setbusytimeout(1000)
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0]
+        return busy == 0
+    finally:
+        conn.close()
+
+
+def test_check_fix_refuses_to_rebuild_under_a_running_daemon(
+    spawn_daemon: Any, tmp_path: Path
+) -> None:
+    """The index damaged while the daemon runs on it (the case that lost history): the daemon is
+    named, with its pid, and nothing is moved."""
+    home = tmp_path / "h"
+    for i in range(3):
+        assert _cli(home, "save", f"b{i}", input=f"k: {i}\n").exit_code == 0
+    d = spawn_daemon(home)
+    d.wait_ready()
+    db = home / "data" / "index.db"
+    assert eventually(lambda: _checkpointed(db), 10)
+    # In place (same inode): the daemon's connection stays on this file.
+    with open(db, "r+b") as f:
+        data = f.read()
+        page = int.from_bytes(data[16:18], "big") or 65536
+        f.seek(page)
+        f.write(b"\xa5" * (len(data) - page))
+
+    r = _cli(home, "--json", "check", "--fix")
+    assert r.exit_code == 1, r.output
+    err = json.loads(r.stderr)["error"]
+    assert f"the daemon, pid {d.proc.pid}" in err["message"], err
+    assert "daemon --stop" in err["hint"]
+    assert sorted(p.name for p in db.parent.iterdir() if "damaged" in p.name) == []
+    assert d.proc.poll() is None, d.output()
