@@ -235,3 +235,30 @@ def daemon_running(settings: Settings) -> dict[str, Any] | None:
     if _lock_file_pid(state_dir) != pid:
         return None
     return state
+
+
+# The daemon's watcher's write-quiet period when daemon.json does not say (written by a daemon
+# before session 16): the watcher's default (watcher.DEFAULT_WRITE_QUIET_MS, not imported: this
+# module is standard library only), which the daemon always used.
+_DEFAULT_WRITE_QUIET_MS = 1000
+
+
+def daemon_write_quiet_s(settings: Settings) -> float | None:
+    """The write-quiet period (seconds) of the watcher a daemon in ANOTHER process runs on this
+    home, or None when no such daemon runs (or this process is the daemon: its own watcher
+    answers for itself).
+
+    A daemon always runs a watcher (docs/daemon.md), and records its write-quiet period in
+    daemon.json as ``write_quiet_ms``. ``BlueprintStore.load`` and the open's reconcile leave a
+    change younger than that to it: read in an editor's pause, half an in-place save that parses
+    was recorded as a revision by a CLI command while the daemon watched (the daemon's watcher
+    waits for the write's close). A few syscalls (no network); called only when a change is
+    to be recorded and no watcher runs on the store object.
+    """
+    state = daemon_running(settings)
+    if state is None or state.get("pid") == os.getpid():
+        return None
+    quiet = state.get("write_quiet_ms", _DEFAULT_WRITE_QUIET_MS)
+    if not isinstance(quiet, int | float) or isinstance(quiet, bool) or quiet < 0:
+        quiet = _DEFAULT_WRITE_QUIET_MS
+    return float(quiet) / 1000

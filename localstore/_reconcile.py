@@ -384,6 +384,12 @@ def _save_temp_target(rel: str) -> str | None:
     return f"{folder}/{target}" if folder else target
 
 
+def _pair_stats(scan: _Scan, rel: str) -> list[fs.FileStat]:
+    """The scanned stats of the YAML at ``rel`` and of its meta file (if scanned)."""
+    m = scan.metas.get(fs.meta_path_for(rel))
+    return [scan.yamls[rel]] if m is None else [scan.yamls[rel], m]
+
+
 class Reconciler:
     """One reconcile pass over a store (or one path of it)."""
 
@@ -526,7 +532,16 @@ class Reconciler:
             scan = self.scan(by_path)
             changed, missing = self._candidates(scan, by_path)
             self._changed = changed
+            quiet_s: float | None = None
             for rel in changed:
+                if rel in by_path:
+                    if quiet_s is None:
+                        quiet_s = self._daemon_quiet_s()
+                    if quiet_s > 0 and fs.changed_within(_pair_stats(scan, rel), quiet_s):
+                        # The daemon's watcher (another process) waits for this write's close:
+                        # read now, half an editor's in-place save that parses was recorded as
+                        # a revision by any CLI command's open. Its watcher records the file.
+                        continue
                 with self._isolated(rel, report):
                     if not self._restamp(cur, rel, scan):
                         self._ingest_locked(cur, rel, scan, report)
@@ -549,6 +564,13 @@ class Reconciler:
             for rel in self._stale_temps(scan):
                 with self._isolated(rel, report):
                     self.clear_stale_temp(rel, report)
+
+    def _daemon_quiet_s(self) -> float:
+        """The write-quiet period of a daemon watching this home from another process, when no
+        watcher runs on this store object (its own rescans and events decide), else 0."""
+        if self.store._watched():
+            return 0.0
+        return self.store._daemon_write_quiet_s() or 0.0
 
     def clear_stale_temp(self, rel: str, report: CheckReport) -> None:
         """Remove a stale temp file, unless it may be the only copy of a version (kept then).

@@ -1209,6 +1209,22 @@ class FileStat(NamedTuple):
         return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
+def changed_within(stats: Iterable[FileStat | os.stat_result], seconds: float) -> bool:
+    """Whether any of these files changed less than ``seconds`` ago (by the wall clock).
+
+    As a watcher ages a file being written: a rename sets the change time; an mtime in the
+    future (a sync tool's clock) says nothing of when the file changed here.
+    """
+    wall_ns = time.time_ns()
+    for st in stats:
+        changed = (
+            st.st_ctime_ns if st.st_mtime_ns > wall_ns else max(st.st_mtime_ns, st.st_ctime_ns)
+        )
+        if 0 <= wall_ns - changed < seconds * 1e9:
+            return True
+    return False
+
+
 class _Stat(Protocol):
     @property
     def st_size(self) -> int: ...

@@ -1980,7 +1980,9 @@ class BlueprintStore:
         its write-quiet period (1 s) is left to it as well (it waits for the write to end; half
         an in-place save that parses was recorded): the file's current text is returned with
         the last recorded ``rev`` and meta, unrecorded (the last revision if it does not parse).
-        Without a watcher nothing tells when a write ends: the change is recorded at once.
+        Without a watcher nothing tells when a write ends: the change is recorded at once;
+        unless the daemon watches this home from another process (a CLI command while it
+        runs): a change younger than its watcher's write-quiet period is then left to it too.
         """
         self._check_open()
         with self.index.read() as cur:
@@ -2061,12 +2063,25 @@ class BlueprintStore:
         return self._blueprint_from(row, text)
 
     def _settling(self, rel: str, st: os.stat_result, m_st: os.stat_result | None) -> bool:
-        """Whether a running Watcher of this store is still to record the change at ``rel``."""
+        """Whether a running Watcher of this store, or the daemon's watching this home from
+        another process, is still to record the change at ``rel``."""
         from localstore.watcher import change_settling, running_watcher
 
         watcher = running_watcher(self)
         stats = [st] if m_st is None else [st, m_st]
-        return watcher is not None and change_settling(watcher, rel, stats)
+        if watcher is not None:
+            return change_settling(watcher, rel, stats)
+        # No watcher here, but the daemon may watch this home from its own process (a CLI
+        # command while it runs): the same age rule, without its pending set. Asked only for a
+        # change that would be recorded now (a few syscalls, no network).
+        quiet_s = self._daemon_write_quiet_s()
+        return quiet_s is not None and fs.changed_within(stats, quiet_s)
+
+    def _daemon_write_quiet_s(self) -> float | None:
+        """The write-quiet period of a daemon watching this home from another process, or None."""
+        from localstore._daemon_state import daemon_write_quiet_s
+
+        return daemon_write_quiet_s(self.settings)
 
     def _unrecorded(self, row: Row, yaml_abs: str) -> Blueprint:
         """The blueprint with its YAML as the file holds it now, not recorded: the recorded

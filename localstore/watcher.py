@@ -1681,16 +1681,9 @@ def change_settling(watcher: Watcher, key: str, stats: Sequence[os.stat_result])
     save's pause, half a file that parses was recorded as a revision."""
     # (``_pending`` is the worker's; a membership test from another thread is one atomic dict
     # lookup, and a stale answer only moves the decision to the age test below.)
-    if key in watcher._pending:
-        return True
-    wall = time.time()
-    for st in stats:
-        # As the worker's age of a lone YAML: a rename sets the change time; an mtime in the
-        # future (a sync tool's clock) says nothing of when the file changed here.
-        changed = st.st_ctime if st.st_mtime > wall else max(st.st_mtime, st.st_ctime)
-        if 0 <= wall - changed < watcher.write_quiet_s:
-            return True
-    return False
+    # (As the worker ages a lone YAML; a daemon's watcher is judged the same way from another
+    # process, by BlueprintStore.load and the open's reconcile: fs.changed_within.)
+    return key in watcher._pending or fs.changed_within(stats, watcher.write_quiet_s)
 
 
 def running_watcher(store: BlueprintStore) -> Watcher | None:

@@ -60,7 +60,7 @@ from localstore.config import Settings
 from localstore.errors import CredentialError, LocalStoreError, WatcherError
 from localstore.events import Event
 from localstore.store import BlueprintStore
-from localstore.watcher import Watcher, WatcherState
+from localstore.watcher import DEFAULT_WRITE_QUIET_MS, Watcher, WatcherState
 from sync._follow import (
     ForeignChanges,
     WatcherKeeper,
@@ -646,6 +646,11 @@ class Daemon:
             "version": __version__,
             "metrics_port": self.server.metrics_bound_port,
             "log": str(self.settings.paths.state / LOG_FILE),
+            # The CLI's store in another process leaves a change younger than this to the
+            # watcher (daemon_write_quiet_s): it would record half an editor's in-place save.
+            "write_quiet_ms": round(self.watcher.write_quiet_s * 1000)
+            if self.watcher is not None
+            else DEFAULT_WRITE_QUIET_MS,
         }
 
     def _shutdown(self) -> None:
