@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import logging
 import math
 import os
@@ -21,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import platformdirs
 import yaml
@@ -450,6 +452,8 @@ def _in_range(name: str, value: Any, where: str) -> Any:
             f"{where}: setting 'device_name' contains a control character ({_shown(value)})",
             hint="use letters, digits, spaces and punctuation only",
         )
+    if name == "cloud_url" and value:
+        check_cloud_url(value, where)
     if isinstance(value, bool | str):
         return value
     low = 1 if name in _AT_LEAST_ONE else 0
@@ -475,6 +479,85 @@ def _in_range(name: str, value: Any, where: str) -> Any:
             hint="see docs/configuration.md",
         )
     return value
+
+
+def check_cloud_url(url: str, where: str, *, name: str = "cloud_url") -> None:
+    """Refuse a project URL sync could not use: only an absolute http(s) URL with a host.
+
+    ``ftp://x`` or ``not a url`` loaded fine and failed first when sync started, with an error
+    about the request. Credentials in the URL are refused (and not quoted): the URL is logged
+    and shown by ``status`` and ``doctor``. A query or fragment would be sent with every request.
+
+    Raises ConfigError naming the setting and ``where`` it came from (a file, a variable, a flag).
+    """
+    problem = _cloud_url_problem(url)
+    if problem is None:
+        return
+    shown = "" if problem.startswith("holds a user name") else f" ({_shown(url)})"
+    subject = f"setting {name!r}" if name == "cloud_url" else "the project URL"
+    raise ConfigError(
+        f"{where}: {subject} {problem}{shown}",
+        hint="give the project URL as https://<host>[:<port>], e.g. "
+        "https://abcdefgh.supabase.co; see docs/configuration.md",
+    )
+
+
+def _cloud_url_problem(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError for a port that is no number or out of range
+    except ValueError as exc:
+        return f"is not a valid URL: {exc}"
+    del port
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "must be an absolute http:// or https:// URL"
+    if any(c.isspace() or unicodedata.category(c) == "Cc" for c in url):
+        return "must be a URL without spaces or control characters"
+    if parts.username is not None or parts.password is not None:
+        return (
+            "holds a user name or password (user:pass@host), which would be written to logs; "
+            "the project URL takes none (you sign in with `localstore login`)"
+        )
+    if not parts.hostname:
+        return "has no host name"
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        return "must have no query (?...) or fragment (#...)"
+    return None
+
+
+def cleartext_url_warning(url: str) -> str | None:
+    """A warning for a project URL that is plain http to another machine, else None.
+
+    Over it the anon key, the password at login and every session token cross the network
+    unencrypted. Self-hosted Supabase on a LAN over http is a real setup, so this is said, not
+    refused. Loopback (localhost, 127.0.0.0/8, ::1; the ``localstore cloud`` stack) never leaves
+    this machine.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme != "http" or not parts.hostname or _is_loopback(parts.hostname):
+        return None
+    return (
+        f"{url} is plain http to {parts.hostname}, not this machine: the anon key, your "
+        "password at login and the session tokens cross the network unencrypted, readable "
+        "and replayable by anyone on the way; use https (put the server behind TLS, e.g. a "
+        "reverse proxy with a certificate)"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.rstrip(".").lower()
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def _parse(name: str, text: str | None, where: str) -> Any:

@@ -48,7 +48,7 @@ from localstore.cli import (
     fail,
     pass_ctx,
 )
-from localstore.config import Settings
+from localstore.config import Settings, cleartext_url_warning
 from localstore.errors import LocalStoreError, LockHeldError, NewerIndexError, StorageError
 from sync.embed import daemon_running, lock_holder, read_state
 from sync.errors import SyncError
@@ -1012,7 +1012,24 @@ def _check_inotify_limits(settings: Settings) -> Finding:
 
 
 def check_cloud(settings: Settings) -> Finding:
-    """Login and reachability of the configured cloud project (skipped when not logged in)."""
+    """Login and reachability of the configured cloud project (skipped when not logged in), and
+    a warning when its URL is plain http to another machine."""
+    finding, url = _cloud_reach(settings)
+    warning = cleartext_url_warning(url) if url else None
+    if warning is None:
+        return finding
+    # Said, not a problem (no exit 3): self-hosted Supabase over http on a LAN is a real setup.
+    fix = "serve the project over https and log in to its https:// URL"
+    return Finding(
+        "cloud",
+        "info" if finding.status == "ok" else finding.status,
+        f"{finding.detail}; warning: {warning}",
+        f"{finding.fix}; {fix}" if finding.fix else fix,
+    )
+
+
+def _cloud_reach(settings: Settings) -> tuple[Finding, str]:
+    """check_cloud's finding without the URL warning, and the project URL seen ("" if none)."""
     from sync.errors import NotLoggedInError, SyncError
     from sync.supabase_remote import remote_from_settings
 
@@ -1025,11 +1042,11 @@ def check_cloud(settings: Settings) -> Finding:
             "info",
             "sync is off: this home has no index yet, so it is not logged in",
             "run `localstore init`, then `localstore login`",
-        )
+        ), settings.cloud_url
     try:
         remote = remote_from_settings(settings, timeout_s=10.0)
     except NotLoggedInError as exc:
-        return Finding("cloud", "info", f"sync is off: {exc.message}", exc.hint)
+        return Finding("cloud", "info", f"sync is off: {exc.message}", exc.hint), settings.cloud_url
     except SyncError as exc:
         if not _login_listed(settings):
             # The keychain could not be read, but this home never logged in (the index lists
@@ -1040,13 +1057,14 @@ def check_cloud(settings: Settings) -> Finding:
                 "info",
                 "sync is off: this home is not logged in to a cloud project",
                 NotLoggedInError.hint,
-            )
-        return Finding("cloud", "problem", exc.message, exc.hint)
+            ), settings.cloud_url
+        return Finding("cloud", "problem", exc.message, exc.hint), settings.cloud_url
     try:
         info = remote.server_info()
-        return Finding("cloud", "ok", f"{remote.url} answers (protocol {info.protocol}); logged in")
+        detail = f"{remote.url} answers (protocol {info.protocol}); logged in"
+        return Finding("cloud", "ok", detail), remote.url
     except SyncError as exc:
-        return Finding("cloud", "problem", f"{remote.url}: {exc.message}", exc.hint)
+        return Finding("cloud", "problem", f"{remote.url}: {exc.message}", exc.hint), remote.url
     finally:
         remote.close()
 

@@ -29,6 +29,7 @@ from localstore.cli import (
     fail,
     pass_ctx,
 )
+from localstore.config import check_cloud_url, cleartext_url_warning
 from sync._local import _udiff, conflict_local_text, conflict_remote_text, unaccepted_files
 from sync.engine import (
     SyncEngine,
@@ -79,6 +80,12 @@ def login_cmd(
     A home belongs to the account it synced with: logging in as another user of the same
     project is refused (use another home with --home), unless --switch-user is given.
     """
+    with errors_to_exit():
+        check_cloud_url(url, "--url", name="url")
+    # Said before the password is read or sent, so it can be stopped with Ctrl-C.
+    cleartext = cleartext_url_warning(url.rstrip("/"))
+    if cleartext:
+        click.echo(f"warning: {cleartext}", err=True)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:

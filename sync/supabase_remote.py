@@ -75,7 +75,7 @@ from supabase_auth.constants import EXPIRY_MARGIN, STORAGE_KEY
 from supabase_auth.types import AuthChangeEvent, AuthResponse, Session
 
 from localstore import _durable
-from localstore.config import Settings
+from localstore.config import Settings, check_cloud_url
 from localstore.credentials import CredentialStore
 from localstore.errors import CredentialError, CredentialNotFoundError
 from localstore.index import Index
@@ -1456,8 +1456,12 @@ def login(
     project is refused (AccountMismatchError; nothing is stored and the new session is revoked)
     unless ``switch_user``: then its blueprints are uploaded to the new account at the next sync
     (docs/sync-engine.md, "Identity"). Raises AuthError (wrong password, weak password, e-mail not
-    confirmed), RemoteConfigError, TransientError, and AuthError for keychain failures.
+    confirmed), RemoteConfigError, TransientError, AuthError for keychain failures, and
+    ConfigError for a ``url`` that is no http(s) URL with a host (see check_cloud_url).
     """
+    # The url of `localstore login --url` passes no load_settings check; before the keychain
+    # is opened, which makes the home's folders.
+    check_cloud_url(url, "login", name="url")
     creds, index = _credentials(settings)
     try:
         # Before the sign-in: with no keychain to keep the session in, signing in left a

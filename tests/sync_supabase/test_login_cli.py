@@ -52,3 +52,16 @@ def test_logout_of_a_home_never_logged_in_says_so(cloud: LocalCloud, tmp_path: P
         "revoked": True,
         "was_logged_in": True,
     }
+
+
+def test_the_local_stack_over_http_is_not_warned_about(cloud: LocalCloud, tmp_path: Path) -> None:
+    """`localstore cloud` serves http://127.0.0.1: plain http that never leaves this machine."""
+    home = tmp_path / "h"
+    assert cloud.url.startswith("http://127.")
+    args = ("login", "--url", cloud.url, "--anon-key", cloud.anon_key, "--email", new_email())
+    r = _run(home, *args, "--password-stdin", "--signup", input=PASSWORD + "\n")
+    assert r.exit_code == 0, r.stderr
+    assert "warning" not in r.stderr, r.stderr
+    r = _run(home, "doctor")
+    cloud_line = next(line for line in r.stdout.splitlines() if "] cloud:" in line)
+    assert cloud_line.startswith("[ok  ]") and "warning" not in cloud_line, r.stdout
