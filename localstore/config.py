@@ -537,7 +537,7 @@ def cleartext_url_warning(url: str) -> str | None:
         parts = urlsplit(url)
     except ValueError:
         return None
-    if parts.scheme != "http" or not parts.hostname or _is_loopback(parts.hostname):
+    if parts.scheme != "http" or not parts.hostname or is_loopback_host(parts.hostname):
         return None
     return (
         f"{url} is plain http to {parts.hostname}, not this machine: the anon key, your "
@@ -547,12 +547,18 @@ def cleartext_url_warning(url: str) -> str | None:
     )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """True for a name or address of this machine: ``localhost`` or a loopback address."""
     host = host.rstrip(".").lower()
-    if host == "localhost":
-        return True
+    return host == "localhost" or is_loopback_address(host)
+
+
+def is_loopback_address(text: str) -> bool:
+    """True for a loopback IP address (127.0.0.0/8, ``::1``, IPv4 loopback written as IPv6, with
+    or without a zone); a name is not an address. The daemon's control server checks its socket
+    peers with it."""
     try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
+        address = ipaddress.ip_address(text.split("%", 1)[0])
     except ValueError:
         return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

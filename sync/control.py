@@ -51,7 +51,6 @@ import contextlib
 import functools
 import hmac
 import http
-import ipaddress
 import itertools
 import json
 import logging
@@ -71,7 +70,7 @@ from websockets.protocol import State
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
-from localstore.config import Settings, load_settings
+from localstore.config import Settings, is_loopback_address, load_settings
 from sync.errors import SyncError
 
 __all__ = [
@@ -181,15 +180,7 @@ class ControlHandler(Protocol):
 def is_loopback_peer(address: Any) -> bool:
     """True when a socket peer address (``(host, port, ...)`` or a host string) is loopback."""
     host = address[0] if isinstance(address, tuple | list) and address else address
-    if not isinstance(host, str):
-        return False
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped.is_loopback
-    return ip.is_loopback
+    return isinstance(host, str) and is_loopback_address(host)
 
 
 def token_matches(expected: str, given: object) -> bool:
