@@ -3,15 +3,14 @@ warned about when plain http goes to another machine. Real files, the real CLI, 
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from localstore.config import load_settings
 from localstore.errors import ConfigError
+from tests.conftest import run_cli
 
 # Each is refused before any request: before, they loaded and failed first when sync started.
 BAD_URLS = [
@@ -76,16 +75,7 @@ def test_a_good_cloud_url_loads(tmp_path: Path, url: str) -> None:
 
 
 def _cli(home: Path, *args: str, input: str = "", **env: str) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
-    full.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "localstore", "--home", str(home), *args],
-        capture_output=True,
-        text=True,
-        env=full,
-        input=input,
-        timeout=120,
-    )
+    return run_cli(home, *args, env=env, stdin=input or None)
 
 
 def test_the_cli_names_the_config_file_with_a_bad_cloud_url(tmp_path: Path) -> None:

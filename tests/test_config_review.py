@@ -5,9 +5,7 @@ Real files in temporary homes and the real CLI in a subprocess (its own environm
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import pytest
 import localstore
 from localstore.config import _TUNABLES, load_settings
 from localstore.errors import ConfigError
+from tests.conftest import run_cli
 
 # One row per setting: a value for config.yaml (as YAML text), one for the environment (as text),
 # one for the argument (a keyword to open() / load_settings()), and what each of them reads as.
@@ -76,15 +75,7 @@ def test_each_setting_from_each_source_in_order(tmp_path: Path, name: str) -> No
 
 
 def _cli(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
-    full.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "localstore", "--home", str(home), *args],
-        capture_output=True,
-        text=True,
-        env=full,
-        timeout=120,
-    )
+    return run_cli(home, *args, env=env)
 
 
 def test_the_cli_reads_the_environment_over_the_file(tmp_path: Path) -> None:

@@ -4,8 +4,6 @@ elsewhere fast-forwards instead of conflicting; a blueprint put aside by keep-bo
 from __future__ import annotations
 
 import json
-import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +16,7 @@ from localstore.errors import BundleFormatError
 from localstore.store import BlueprintStore
 
 from .conftest import StoreFactory
-
-
-def _rewrite_manifest(bundle: Path, change: Callable[[dict[str, Any]], None]) -> None:
-    """Rewrite a plain bundle with its manifest changed (the listed files are left as they are)."""
-    with zipfile.ZipFile(bundle) as zf:
-        files = {i.filename: zf.read(i) for i in zf.infolist()}
-    manifest = json.loads(files["manifest.json"])
-    change(manifest)
-    files["manifest.json"] = json.dumps(manifest).encode("utf-8")
-    with zipfile.ZipFile(bundle, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
+from .zipcraft import rewrite_manifest as _rewrite_manifest
 
 
 def _as_format_1_0(manifest: dict[str, Any]) -> None:

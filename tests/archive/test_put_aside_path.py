@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from localstore.errors import BundleFormatError, UnsafeBundleError
 from localstore.store import BlueprintStore
 
 from .conftest import StoreFactory
+from .zipcraft import rewrite_manifest as _rewrite_manifest
 
 P = "team/flow.blueprint.yaml"
 
@@ -27,18 +27,6 @@ P = "team/flow.blueprint.yaml"
 def _manifest(bundle: Path) -> dict[str, Any]:
     with zipfile.ZipFile(bundle) as zf:
         return dict(json.loads(zf.read("manifest.json")))
-
-
-def _rewrite_manifest(bundle: Path, change: Callable[[dict[str, Any]], None]) -> None:
-    """Rewrite a plain bundle with its manifest changed (the listed files are left as they are)."""
-    with zipfile.ZipFile(bundle) as zf:
-        files = {i.filename: zf.read(i) for i in zf.infolist()}
-    manifest = json.loads(files["manifest.json"])
-    change(manifest)
-    files["manifest.json"] = json.dumps(manifest).encode("utf-8")
-    with zipfile.ZipFile(bundle, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
 
 
 def _paths(store: BlueprintStore) -> dict[str, str]:

@@ -11,8 +11,12 @@ import json
 import stat
 import struct
 import uuid
+import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 from localstore.blueprint import BlueprintMeta, encode_meta
 
@@ -177,3 +181,15 @@ def with_entry(entries: list[RawEntry], index: int, **changes: object) -> list[R
     out = list(entries)
     out[index] = replace(out[index], **changes)  # type: ignore[arg-type]
     return out
+
+
+def rewrite_manifest(bundle: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Rewrite a plain bundle with its manifest changed (the listed files are left as they are)."""
+    with zipfile.ZipFile(bundle) as zf:
+        files = {i.filename: zf.read(i) for i in zf.infolist()}
+    manifest = json.loads(files["manifest.json"])
+    change(manifest)
+    files["manifest.json"] = json.dumps(manifest).encode("utf-8")
+    with zipfile.ZipFile(bundle, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)

@@ -10,12 +10,12 @@ whole file as the next. Now a change younger than the daemon's watcher's write-q
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 from localstore.store import BlueprintStore
+from tests.conftest import run_cli
 
-from .conftest import REPO, home_settings
+from .conftest import home_settings
 
 OLD = "name: deploy\nsteps:\n  - run: make\n"
 HALF = "name: deploy\nsteps:\n  - run: make\n  - run: make test\n"  # parses on its own
@@ -29,21 +29,7 @@ LONG_QUIET = (
 
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from localstore.cli import main; main()",
-            "--home",
-            str(home),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(home, *args, keep_localstore_env=True)
 
 
 def _history_texts(home: Path, ref: str) -> list[str]:
