@@ -82,3 +82,24 @@ def test_a_process_killed_after_the_server_rotated_the_token_does_not_log_the_ho
     remote.refresh_auth()  # and the session keeps rotating normally
     assert _stored_token(settings) not in (before, rotated)
     assert remote.server_info().protocol >= 1
+
+
+def test_a_process_killed_while_the_keychain_refused_its_refreshed_sessions_does_not_log_out(
+    cloud: LocalCloud, homes: Homes
+) -> None:
+    """The keychain refused every rotated session (locked), the process kept refreshing with
+    the one in memory and was killed. Each refresh rotated the chain one further from what the
+    keychain holds: two rotations behind, the stored token is taken as stolen and the session
+    revoked. While a rotated session is unsaved, refreshes start from the stored token: the
+    server hands the same active token back and the chain stays one rotation ahead."""
+    settings = homes.home()
+    homes.login(settings, cloud.url, cloud.anon_key, new_email())
+    before = _stored_token(settings)
+    _killed_while_refreshing(settings, "refused")
+    assert _stored_token(settings) == before
+    rotated = _active_child(cloud, before)
+    assert rotated is not None  # the keychain's token is the parent of the active one
+    remote = homes.remote(settings)
+    remote.refresh_auth()
+    assert remote.server_info().protocol >= 1
+    assert _stored_token(settings) == rotated
