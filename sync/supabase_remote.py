@@ -518,6 +518,12 @@ class KeychainSessionStorage(SyncSupportedStorage):
     refresh token it was rotated from, already used up on the server. :meth:`retry_unsaved`
     stores it later. It stops being preferred once the keychain holds anything else than what it
     held when the write failed: that was stored after it (a new login), so it is newer.
+
+    While a session is unsaved, refreshes start from the token the keychain holds
+    (:meth:`stored_refresh_token`), not from the unsaved one: GoTrue answers that token, the
+    parent of the active one, with the active token again, so the server never gets more than
+    one rotation ahead of the keychain and a process killed meanwhile leaves a token the next
+    process can still use (docs/credentials.md, "The cloud session across a crash").
     """
 
     def __init__(
@@ -579,7 +585,7 @@ class KeychainSessionStorage(SyncSupportedStorage):
                     log.warning(
                         "could not store the refreshed cloud session in the keychain (%s); "
                         "keeping it in memory and retrying. Unlock the keychain or free disk "
-                        "space: if this process ends first, this home must log in again",
+                        "space",
                         exc.message if isinstance(exc, CredentialError) else exc,
                     )
 
@@ -595,6 +601,16 @@ class KeychainSessionStorage(SyncSupportedStorage):
             except CredentialError:
                 return  # the keychain cannot even be read yet: try again at the next point
             self.store_unsaved()
+
+    def stored_refresh_token(self) -> str | None:
+        """While a rotated session is unsaved: the refresh token the keychain holds, the one the
+        unsaved session's token was rotated from (None when nothing is unsaved, or the keychain
+        held no readable session then). Refreshing with it gets the same active token back."""
+        with self._lock:
+            if self._unsaved is None:
+                return None
+            held = _parse_session(self._unsaved_over)
+            return None if held is None else held.refresh_token
 
     @property
     def has_unsaved(self) -> bool:
@@ -1333,12 +1349,14 @@ class SupabaseRemote:
         _stop_refresh_timer(self._client)
         self._auth_sub.unsubscribe()
         # The last chance for a rotated session the keychain refused: after this process ends,
-        # only the spent token it was rotated from would be left.
+        # only the token it was rotated from is left, which the server trades for the new one
+        # at the next start (the parent of the active token; see _guard_refreshes).
         self._storage.retry_unsaved()
         if self._storage.has_unsaved:
-            log.error(
+            log.warning(
                 "the refreshed cloud session could not be stored in the keychain before "
-                "closing; this home will probably have to log in again (`localstore login`)"
+                "closing; the next start refreshes from the one stored before it (if the "
+                "server refuses that one, log in again with `localstore login`)"
             )
         self._http.close()
         if self._on_close is not None:
@@ -1382,6 +1400,13 @@ def _guard_refreshes(
                 if (latest.expires_at or 0) > time.time() + EXPIRY_MARGIN:
                     return AuthResponse(session=latest, user=latest.user)
                 refresh_token = latest.refresh_token
+            # Still unsaved (the keychain refused it again): refresh from the keychain's token,
+            # the parent of the active one, which GoTrue trades for the same active token.
+            # Rotating from the unsaved one put the keychain two rotations behind: a process
+            # killed then left only a token the server takes as stolen (the session revoked).
+            stored = storage.stored_refresh_token()
+            if stored is not None:
+                refresh_token = stored
             response = plain(refresh_token)
             if response.session is not None:
                 # Persist before the lock is released: the next refresher must see this token.

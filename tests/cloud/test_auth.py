@@ -41,23 +41,52 @@ def test_sign_in_with_wrong_password_is_invalid_credentials(new_client, user):
     assert err.value.status == 400
 
 
-def test_refresh_rotates_and_the_old_token_is_refused(new_client, user):
+def test_refresh_rotates_and_a_token_rotated_twice_since_is_refused(new_client, user):
     client = new_client(sign_in=user)
     first = client.auth.get_session()
     assert first is not None
     second = client.auth.refresh_session().session
     assert second is not None and second.refresh_token != first.refresh_token
     assert second.user.id == user.id
+    third = client.auth.refresh_session().session
+    assert third is not None and third.refresh_token not in (
+        first.refresh_token,
+        second.refresh_token,
+    )
     with pytest.raises(AuthApiError) as err:
         new_client().auth.refresh_session(first.refresh_token)
     assert err.value.code == "refresh_token_already_used"
     # Reuse means a leak: GoTrue ends the whole session, so the newest token dies too.
     with pytest.raises(AuthApiError) as err:
-        new_client().auth.refresh_session(second.refresh_token)
+        new_client().auth.refresh_session(third.refresh_token)
     assert err.value.code == "refresh_token_already_used"
     with pytest.raises(AuthApiError) as err:
         new_client().auth.refresh_session("never-issued")
     assert err.value.code == "refresh_token_not_found"
+
+
+def test_the_token_the_active_one_was_rotated_from_gets_the_active_one_back(new_client, user):
+    """GoTrue >= v2.105.0 (supabase/auth #1278): a client that lost the answer to its refresh
+    (it crashed before storing it, the connection dropped) asks again with the old token and
+    gets the active token back, with a new access token; nothing rotates, nothing is revoked."""
+    client = new_client(sign_in=user)
+    first = client.auth.get_session()
+    assert first is not None
+    second = client.auth.refresh_session().session
+    assert second is not None
+    for _ in range(2):  # asking again any number of times converges on the one token
+        again = new_client().auth.refresh_session(first.refresh_token).session
+        assert again is not None and again.refresh_token == second.refresh_token
+        assert again.user.id == user.id
+    third = new_client().auth.refresh_session(second.refresh_token).session
+    assert third is not None and third.refresh_token != second.refresh_token
+    # Now first is two rotations behind: a leak, the session ends.
+    with pytest.raises(AuthApiError) as err:
+        new_client().auth.refresh_session(first.refresh_token)
+    assert err.value.code == "refresh_token_already_used"
+    with pytest.raises(AuthApiError) as err:
+        new_client().auth.refresh_session(third.refresh_token)
+    assert err.value.code == "refresh_token_already_used"
 
 
 def test_session_restores_from_storage(new_client, user):

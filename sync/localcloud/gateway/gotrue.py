@@ -5,7 +5,9 @@ Users, sessions and refresh tokens live in the same database (``auth.users``, ``
 it behave as on Supabase. Passwords are bcrypt via pgcrypto's ``crypt(pw, gen_salt('bf'))``, as GoTrue
 stores them. Refresh tokens rotate on every use; presenting a revoked one revokes the whole session's
 tokens and answers ``refresh_token_already_used`` (GoTrue's reuse detection, without its reuse window
-unless one is configured). Errors use the 2024-01-01 API shape ``{"code","message"}``.
+unless one is configured), except for the parent of the session's active token: it gets the active
+token back, as GoTrue >= v2.105.0 answers a client that lost the answer to its last refresh. Errors
+use the 2024-01-01 API shape ``{"code","message"}``.
 """
 
 from __future__ import annotations
@@ -256,6 +258,14 @@ class GoTrueHandler:
                     "Invalid Refresh Token: Refresh Token Not Found",
                 )
             token_id, revoked, session_id, user_id, updated_at = row
+            if revoked:
+                active = await _active_child(conn, session_id, token)
+                if active is not None:
+                    # The parent of the session's active token: its client lost the answer to
+                    # its last refresh (a crash before storing it, a dropped connection). GoTrue
+                    # (>= v2.105.0) hands the active token back and rotates nothing, so asking
+                    # again any number of times converges on the one token.
+                    return await self._reissue(conn, session_id, user_id, active)
             if revoked and not self._within_reuse_window(updated_at):
                 # Reuse of a rotated token: assume it leaked and end the session (GoTrue
                 # revokes the token family); the error is answered after the commit.
@@ -267,6 +277,21 @@ class GoTrueHandler:
             else:
                 return await self._rotate(conn, token_id, token, session_id, user_id)
         raise AuthError(400, "refresh_token_already_used", "Invalid Refresh Token: Already Used")
+
+    async def _reissue(
+        self, conn: psycopg.AsyncConnection[Any], session_id: str, user_id: str, active: str
+    ) -> dict[str, Any]:
+        await conn.execute(
+            "update auth.sessions set refreshed_at = now() at time zone 'utc', updated_at = now()"
+            " where id = %s::uuid",
+            (session_id,),
+        )
+        user = await _load_user(conn, user_id)
+        if user is None:
+            raise AuthError(
+                400, "refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found"
+            )
+        return self._session_json(user, session_id, active)
 
     def _within_reuse_window(self, updated_at: datetime) -> bool:
         interval = self.settings.refresh_reuse_interval
@@ -458,6 +483,23 @@ async def _load_user(conn: psycopg.AsyncConnection[Any], user_id: str) -> dict[s
         (user_id,),
     )
     return await cur.fetchone()
+
+
+async def _active_child(
+    conn: psycopg.AsyncConnection[Any], session_id: str, parent: str
+) -> str | None:
+    """The session's active (newest unrevoked) refresh token if it was rotated from ``parent``.
+
+    GoTrue's ``FindCurrentlyActiveRefreshToken`` and its parent check."""
+    cur = await conn.execute(
+        """select token, parent from auth.refresh_tokens
+               where session_id = %s::uuid and not revoked order by id desc limit 1""",
+        (session_id,),
+    )
+    row = await cur.fetchone()
+    if row is None or row[1] != parent:
+        return None
+    return str(row[0])
 
 
 async def _insert_refresh_token(
