@@ -465,9 +465,13 @@ WAL_SIZE_LIMIT = 32 * 1024 * 1024
 # after each further WAL_FALLBACK_STEP. The maintainer's checkpoints run beside the writes, so
 # under steady writing they never catch up with the WAL's end, and SQLite starts a WAL over only
 # when it is wholly checkpointed: without this it grew by every save (240 MB after 3,000 saves in
-# 35 s), and without bound when the maintainer failed or was not running. The maintainer has
-# copied most of it already, so this costs a save about one maintainer round, once per 64 MB.
-WAL_HARD_LIMIT = 64 * 1024 * 1024
+# 35 s), and without bound when the maintainer failed or was not running. At most WAL_SIZE_LIMIT,
+# so the started-over file is not cut: the commits after it write over blocks the file has, and
+# one that appends pays in its flush for new blocks and the file's size (a save's commit: 331 us
+# appending against 189 us writing over, on the benchmark VM). It was 64 MB: steady saves then
+# appended for the first 32 MB of every 64. A save that checkpoints here pays 3-6 ms, about one
+# save in 170 of ~20 pages (docs/benchmarks/store.md).
+WAL_HARD_LIMIT = 16 * 1024 * 1024
 WAL_FALLBACK_STEP = 16 * 1024 * 1024
 # A maintainer round that finds no commit since the previous one (idle for MAINTENANCE_INTERVAL_S)
 # truncates a WAL larger than this to nothing.

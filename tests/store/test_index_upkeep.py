@@ -9,6 +9,7 @@ what happened while the lock was held, not how fast.
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,14 @@ import pytest
 import localstore
 from localstore import index as index_mod
 from localstore.errors import IndexStoreError, StoreClosedError
-from localstore.index import WAL_IDLE_TRUNCATE, WAL_SIZE_LIMIT, Index, Maintainer, wal_size
+from localstore.index import (
+    WAL_HARD_LIMIT,
+    WAL_IDLE_TRUNCATE,
+    WAL_SIZE_LIMIT,
+    Index,
+    Maintainer,
+    wal_size,
+)
 from localstore.store import SaveRequest
 from tests.conftest import eventually
 from tests.store.lockholder import LockHolder, holders, waiting_for_lock
@@ -300,6 +308,36 @@ def test_an_idle_round_gives_back_what_a_burst_left_in_the_wal(tmp_path: Path) -
         assert wal_size(store.paths.index_db) == 0
         assert store.load("imp/bp999").data()["name"] == "bp999"
         store.save("after", "name: after\n")
+        assert store.index.integrity_check() == []
+    finally:
+        store.close()
+
+
+def _wal_starts(index_db: Path) -> int:
+    """How many times SQLite has started this WAL over (its header's checkpoint sequence)."""
+    with open(f"{index_db}-wal", "rb") as wal:
+        return int(struct.unpack(">I", wal.read(16)[12:16])[0])
+
+
+def test_steady_saves_write_over_a_started_over_wal_instead_of_growing_it(
+    tmp_path: Path,
+) -> None:
+    """Under steady saving the WAL is started over every WAL_HARD_LIMIT, and its file is not
+    cut when it is (so the next commits write over blocks it has instead of appending: a
+    commit that grows the file pays for the new blocks and size in its flush). With no
+    maintainer: the writer's own checkpoints alone keep it so."""
+    assert WAL_HARD_LIMIT <= WAL_SIZE_LIMIT
+    store = localstore.open(home=tmp_path / "home", maintenance=False)
+    try:
+        largest = 0
+        # ~20 pages a save: about 2.5 times the limit in WAL frames.
+        saves = 5 * WAL_HARD_LIMIT // (2 * 20 * 4096)
+        for i in range(saves):
+            store.save(f"p/bp{i % 10}", _blueprint(i % 10, salt=str(i)))
+            largest = max(largest, wal_size(store.paths.index_db))
+        assert _wal_starts(store.paths.index_db) >= 2
+        # (One commit past the limit before the writer's checkpoint, and the page padding.)
+        assert largest <= WAL_HARD_LIMIT + 1024 * 1024
         assert store.index.integrity_check() == []
     finally:
         store.close()
