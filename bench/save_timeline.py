@@ -44,6 +44,7 @@ from bench_store import bare_pair_write, make_doc
 
 import localstore
 from localstore import files as fs
+from localstore.index import _WalGuard
 from localstore.store import SaveRequest
 
 _events: list[tuple[str, int]] = []
@@ -80,10 +81,14 @@ def _instrument() -> None:
     fs.PendingWrites.start_flush = start_flush_marked  # type: ignore[method-assign]
 
 
-def _wal_hook(_conn: Any, _dbname: str, _pages: int) -> int:
-    # Replaces the store's fallback checkpoint hook (only past 64 MB of WAL: not reached here).
-    _mark("COMMIT done")
-    return apsw.SQLITE_OK
+def _wal_hook(guard: _WalGuard) -> Callable[[apsw.Connection, str, int], int]:
+    """The store's WAL hook (its writer's checkpoint past WAL_HARD_LIMIT), timestamped."""
+
+    def hook(conn: apsw.Connection, dbname: str, pages: int) -> int:
+        _mark("COMMIT done")
+        return guard(conn, dbname, pages)
+
+    return hook
 
 
 def _trace(_cursor: Any, sql: str, _bindings: Any) -> bool:
@@ -131,7 +136,8 @@ def main() -> None:
                 [SaveRequest(path=f"f{i % 50}/w{i}", content=docs[i]) for i in range(300)]
             )
             store.index.conn.exec_trace = _trace
-            store.index.conn.setwalhook(_wal_hook)
+            page_size = int(str(store.index.conn.execute("PRAGMA page_size").fetchall()[0][0]))
+            store.index.conn.setwalhook(_wal_hook(_WalGuard(store.paths.index_db, page_size)))
             for k in range(args.saves):
                 i = rng.randrange(300)
                 text = docs[i] + f"# edit {k}\n"
