@@ -125,6 +125,7 @@ from sync.remote import (
     MAX_MATCH_PROBES,
     PROTOCOL_VERSION,
     Change,
+    PagedFetchRemote,
     PushResult,
     Remote,
     RevisionMatch,
@@ -1106,27 +1107,41 @@ class SyncEngine:
             refresh()
             return fn(*args, **kwargs)
 
-    def _fetch(self, ids: Sequence[str]) -> list[ServerRow]:
-        """The user's rows for ``ids``, in as many calls as the server needs.
+    def _fetch_pages(self, ids: Sequence[str]) -> Iterator[list[ServerRow]]:
+        """The user's rows for ``ids``, one server answer at a time, for the caller to apply
+        each before the next is asked for.
 
-        ``fetch_rows`` answers in one jsonb with no paging: 200 ids of large blueprints are over
-        jsonb's 256 MiB (54000) or the statement timeout (57014), and the same call failed on
-        every retry, so a full reconcile never finished. A call refused so (``SPLIT_CODES``) is
-        asked again in halves; one id alone is at most one row (18 MiB), which the server
-        answers, so a lone refusal is a real failure and raised.
+        A remote with ``fetch_page`` (PagedFetchRemote) answers at most its byte budget (16 MiB
+        and one row) and names the ids left, which are asked for next: all the rows of a chunk
+        at once were up to 200 large blueprints in memory here, and on the server one jsonb
+        over its 256 MiB (54000) or the statement timeout (57014). A call still refused so
+        (``SPLIT_CODES``: a server without fetch_rows_page, whose fetch_rows refuses an answer
+        over the budget, or a slow one) is asked again in halves; one id alone is at most one
+        row (18 MiB), which the server answers, so a lone refusal is a real failure and raised.
         """
-        try:
-            return self._call(self.remote.fetch, ids)
-        except TransientError as exc:
-            if exc.code not in SPLIT_CODES or len(ids) < 2:
-                raise
-            log.info(
-                "sync: the server refused a fetch of %d rows (%s); fetching it in halves",
-                len(ids),
-                exc,
-            )
-            half = len(ids) // 2
-            return self._fetch(ids[:half]) + self._fetch(ids[half:])
+        paged = self.remote if isinstance(self.remote, PagedFetchRemote) else None
+        asked: Sequence[str] = ids
+        while asked:
+            try:
+                if paged is None:
+                    rows, rest = self._call(self.remote.fetch, asked), []
+                else:
+                    page = self._call(paged.fetch_page, asked)
+                    rows, rest = page.rows, page.rest
+            except TransientError as exc:
+                if exc.code not in SPLIT_CODES or len(asked) < 2:
+                    raise
+                log.info(
+                    "sync: the server refused a fetch of %d rows (%s); fetching it in halves",
+                    len(asked),
+                    exc,
+                )
+                half = len(asked) // 2
+                yield from self._fetch_pages(asked[:half])
+                yield from self._fetch_pages(asked[half:])
+                return
+            yield rows
+            asked = rest
 
     def _record_success(self) -> None:
         self._last_error = None
@@ -1352,6 +1367,10 @@ class SyncEngine:
             with self.store.index.write() as cur:
                 for item in settled:
                     st.mark_synced(cur, item.id, item.op_id)
+            for item in settled:
+                # Settled without a push: no push result or park will drop its count (a new
+                # blueprint that timed out alone and was then deleted kept it for good).
+                self._lone_timeouts.pop(item.id, None)
         return changes
 
     def _handle_results(
@@ -2001,9 +2020,9 @@ class SyncEngine:
             v.id for v in server.values() if v.seq <= horizon and seen.get(v.id) != v.seq
         )
         for i in range(0, len(stale), FETCH_CHUNK):
-            rows = self._fetch(stale[i : i + FETCH_CHUNK])
-            self._apply_rows(rows, report)
-            report.pulled += len(rows)
+            for rows in self._fetch_pages(stale[i : i + FETCH_CHUNK]):
+                self._apply_rows(rows, report)
+                report.pulled += len(rows)
         with self.store.index.write() as cur:
             st.set_state(cur, "cursor", str(horizon))
             st.set_state(cur, "horizon", str(horizon))
@@ -2094,13 +2113,20 @@ class SyncEngine:
             report = SyncReport()
             for i in range(0, len(pulls), FETCH_CHUNK):
                 part = pulls[i : i + FETCH_CHUNK]
-                rows = self._fetch(part)
-                # Ids the server no longer has are un-parked too: there is nothing to apply.
-                self._apply_rows(rows, report, unpark=part)
-                if rows:
-                    # These rows are below the cursor: the next record append must reach them.
+                left = set(part)
+                for rows in self._fetch_pages(part):
+                    if not rows:
+                        continue
+                    # Each answer's rows un-parked as they are applied (one that fails again
+                    # is parked again); a later answer that fails leaves the rest parked.
+                    self._apply_rows(rows, report, unpark=[r.id for r in rows])
+                    left.difference_update(r.id for r in rows)
+                    # Below the cursor: the next record append must reach them.
                     with self.store.index.write() as cur:
                         st.lower_base_record_mark(cur, min(r.seq for r in rows) - 1)
+                if left:
+                    # Ids the server no longer has are un-parked too: there is nothing to apply.
+                    self._apply_rows([], report, unpark=sorted(left))
         self.request_sync()
         return len(entries)
 

@@ -40,6 +40,7 @@ from sync.errors import ProtocolError, SyncError, TransientError
 from sync.remote import (
     DEFAULT_PULL_LIMIT,
     DEFAULT_VERIFY_LIMIT,
+    FETCH_PAGE_BYTES,
     MAX_BATCH,
     MAX_CONTENT_BYTES,
     MAX_PATH_CHARS,
@@ -47,6 +48,7 @@ from sync.remote import (
     MAX_VERIFY_LIMIT,
     PROTOCOL_VERSION,
     Change,
+    FetchPage,
     HintCallback,
     PullPage,
     PushResult,
@@ -60,6 +62,7 @@ from sync.remote import (
     canonical_uuid,
     checked_fetch_ids,
     checked_probes,
+    fetch_in_pages,
 )
 
 _server_ids = itertools.count(1)
@@ -119,6 +122,9 @@ class MemoryServer:
     # more (a test lowers it to play a server restored or upgraded with another limit).
     protocol: int = PROTOCOL_VERSION
     max_batch: int = MAX_BATCH
+    # Content and meta bytes after which fetch_page ends an answer (a test lowers it to page
+    # with small rows; the SQL's budget is FETCH_PAGE_BYTES).
+    fetch_page_bytes: int = FETCH_PAGE_BYTES
     # Keys server_info announces besides the standard ones (a test's server may announce more,
     # e.g. ``max_batch_bytes``).
     announce: dict[str, Any] = field(
@@ -287,15 +293,32 @@ class MemoryRemote:
         return VerifyPage(rows, rows[-1].id if rows else None, more)
 
     def fetch(self, ids: Sequence[str]) -> list[ServerRow]:
-        """Return the user's rows for ``ids``, ordered by id; see sync.remote.Remote.fetch."""
-        wanted = set(checked_fetch_ids(ids))
+        """Return the user's rows for ``ids``, ordered by id; see sync.remote.Remote.fetch.
+
+        As SupabaseRemote: ``fetch_page`` asked again for each answer's rest."""
+        return fetch_in_pages(self.fetch_page, ids)
+
+    def fetch_page(self, ids: Sequence[str]) -> FetchPage:
+        """Return the user's rows for ``ids`` up to the byte budget, and the ids left; see
+        sync.remote.PagedFetchRemote.fetch_page (the SQL's fetch_rows_page)."""
+        wanted = sorted(set(checked_fetch_ids(ids)))
         with self._call("fetch"):
             found = [
-                _copy_row(o.row)
-                for rid in sorted(wanted)
+                o.row
+                for rid in wanted
                 if (o := self.server.rows.get(rid)) is not None and o.owner == self.user
             ]
-        return found
+            page: list[ServerRow] = []
+            taken = 0
+            for row in found:
+                if taken >= self.server.fetch_page_bytes:
+                    break
+                page.append(_copy_row(row))
+                taken += _fetch_bytes(row)
+        if len(page) == len(found):
+            return FetchPage(page, [])
+        last = page[-1].id
+        return FetchPage(page, [rid for rid in wanted if rid > last])
 
     def match_revisions(self, probes: Sequence[RevisionProbe]) -> list[RevisionMatch]:
         """Find accepted revisions by content hash; see sync.remote.AncestryRemote."""
@@ -626,6 +649,14 @@ def _json_copy(meta: dict[str, Any]) -> dict[str, Any]:
 
 def _copy_row(row: ServerRow) -> ServerRow:
     return replace(row, meta=_json_copy(row.meta))
+
+
+def _fetch_bytes(row: ServerRow) -> int:
+    """What fetch_rows_page counts of a row: its content's bytes and its meta's as text (the
+    meta's text here is json.dumps', which can differ from jsonb's by its spacing and key order:
+    close to, not exactly, the SQL's count)."""
+    meta = json.dumps(row.meta, ensure_ascii=False)
+    return len(row.content.encode("utf-8")) + len(meta.encode("utf-8"))
 
 
 def _fingerprint(row: ServerRow) -> VerifyRow:

@@ -1,8 +1,9 @@
 """The Remote protocol: the contract every cloud backend meets.
 
 A ``Remote`` is one signed-in user's view of one cloud. It speaks the sync RPCs (push_changes,
-pull_changes, verify_rows, fetch_rows, server_info) and, optionally (``AncestryRemote``),
-match_revisions; the engine holds all client state (outbox, cursor, bases). Two backends exist: ``MemoryRemote`` (in-process, for fast tests)
+pull_changes, verify_rows, fetch_rows, server_info) and, optionally, match_revisions
+(``AncestryRemote``) and fetch_rows_page (``PagedFetchRemote``); the engine holds all client
+state (outbox, cursor, bases). Two backends exist: ``MemoryRemote`` (in-process, for fast tests)
 and the Supabase remote; both pass the one contract suite in ``tests/sync_contract``.
 
 The dataclasses below are the wire shapes. ``from_json`` validates a decoded reply and raises
@@ -57,6 +58,9 @@ DEFAULT_PULL_LIMIT = 500
 DEFAULT_VERIFY_LIMIT = 1000
 MAX_MATCH_PROBES = 1000
 MAX_FETCH_IDS = 1000  # fetch_rows refuses more (migration 20261122001200)
+# Content and meta bytes after which fetch_rows_page ends an answer (at least one row goes), as
+# pull_changes ends a page (migration 20261122001300; MemoryServer.fetch_page_bytes plays it).
+FETCH_PAGE_BYTES = 16 * 1024 * 1024
 
 PushStatus = Literal["applied", "conflict", "rejected"]
 ConflictReason = Literal["rev_mismatch", "exists", "missing", "path_taken"]
@@ -280,6 +284,61 @@ class PullPage:
             horizon=_get(m, "horizon", int, w),
             reset_required=_get(m, "reset_required", bool, w),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class FetchPage:
+    """One answer to a fetch: rows in id order, and the asked ids still to ask for.
+
+    ``rest`` is empty when the answer holds every asked row there is; otherwise the server cut
+    the answer at its byte budget and ``rest`` holds the asked ids after the last row sent.
+    """
+
+    rows: list[ServerRow]
+    rest: list[str]
+
+    @classmethod
+    def from_json(cls, obj: object, asked: Sequence[str]) -> FetchPage:
+        """Parse a fetch_rows_page reply to a call for ``asked`` (canonical ids).
+
+        Raises ProtocolError for a malformed reply, and for one the client could loop on for
+        ever: a row or a rest id that was not asked for, a rest id that came as a row, rows out
+        of id order, or a rest with no row (each further call must ask for fewer ids).
+        """
+        m = _mapping(obj, "fetch page")
+        w = "fetch page"
+        rows = [ServerRow.from_json(r) for r in _list(m.get("rows"), w)]
+        rest_raw = _list(m.get("rest"), w)
+        wanted = set(asked)
+        rest: list[str] = []
+        for raw in rest_raw:
+            rid = canonical_uuid(raw)
+            if rid is None or rid not in wanted:
+                raise ProtocolError(f"{w}: rest holds {raw!r}, which was not asked for")
+            rest.append(rid)
+        ids = [r.id for r in rows]
+        if any(a >= b for a, b in itertools.pairwise(ids)):
+            raise ProtocolError(f"{w}: rows are not in ascending id order")
+        if not wanted.issuperset(ids):
+            raise ProtocolError(f"{w}: a row was not asked for")
+        if set(ids) & set(rest):
+            raise ProtocolError(f"{w}: an id is both a row and in rest")
+        if rest and not rows:
+            raise ProtocolError(f"{w}: rest without any row (the fetch would never end)")
+        return cls(rows=rows, rest=rest)
+
+
+def fetch_in_pages(
+    fetch_page: Callable[[Sequence[str]], FetchPage], ids: Sequence[str]
+) -> list[ServerRow]:
+    """Every row ``fetch_page`` gives for ``ids``, asking again for each answer's rest."""
+    rows: list[ServerRow] = []
+    asked: Sequence[str] = ids
+    while asked:
+        page = fetch_page(asked)
+        rows.extend(page.rows)
+        asked = page.rest
+    return rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,6 +567,25 @@ class Remote(Protocol):
 
     def close(self) -> None:
         """Release connections and subscriptions. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class PagedFetchRemote(Protocol):
+    """An optional capability of a Remote: fetching rows in answers bounded by bytes.
+
+    Not part of :class:`Remote` (a backend without it still syncs: the engine then takes each
+    ``fetch`` whole, and halves one the server refuses as too large). Both backends of this
+    package have it, and their ``fetch`` is ``fetch_page`` asked again until the rest is empty.
+    """
+
+    def fetch_page(self, ids: Sequence[str]) -> FetchPage:
+        """The user's rows for ``ids`` in id order, ending after ``FETCH_PAGE_BYTES`` of content
+        and meta (at least one row when any exists), and the asked ids left to ask for.
+
+        Unknown and foreign ids are absent, as in ``fetch``; each further call for ``rest`` asks
+        for fewer ids, so asking again until ``rest`` is empty ends. Raises like ``fetch``.
+        """
         ...
 
 

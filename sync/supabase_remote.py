@@ -1,7 +1,7 @@
 """The Remote protocol over the official ``supabase`` client: RPC sync, keychain sessions, hints.
 
 ``SupabaseRemote`` speaks the sync RPCs (``push_changes``, ``pull_changes``, ``verify_rows``,
-``fetch_rows``, ``match_revisions``, ``server_info``) through ``client.rpc(...).execute()`` of
+``fetch_rows_page`` or ``fetch_rows``, ``match_revisions``, ``server_info``) through ``client.rpc(...).execute()`` of
 a sync ``supabase.Client``. Everything the client can raise (postgrest ``APIError``, httpx transport
 errors, ``supabase_auth`` errors, malformed bodies) is translated at this boundary by
 :func:`map_error` into the ``sync.errors`` tree, so the engine acts on ``.action`` alone:
@@ -104,6 +104,7 @@ from sync.remote import (
     DEFAULT_VERIFY_LIMIT,
     MAX_BATCH,
     Change,
+    FetchPage,
     HintCallback,
     PullPage,
     PushResult,
@@ -116,6 +117,7 @@ from sync.remote import (
     canonical_uuid,
     checked_fetch_ids,
     checked_probes,
+    fetch_in_pages,
 )
 
 __all__ = [
@@ -373,7 +375,7 @@ def _too_big_hint(what: str) -> str:
     """What sync does about a call the server found too large or too slow (by the RPC's name)."""
     if what == "push_changes":
         return "sync pushes smaller batches by itself; nothing is lost"
-    if what == "fetch_rows":
+    if what in ("fetch_rows", "fetch_rows_page"):
         return "sync asks for fewer rows at a time by itself; nothing is lost"
     # A pull page is bounded by the server (rows and bytes); this is a busy or limited server.
     return "sync tries again later by itself; nothing is lost"
@@ -909,6 +911,10 @@ class SupabaseRemote:
         self._epochs = itertools.count(1)
         self._epoch = 0
         self._schema_ok_epoch = -1
+        # The server epoch at which fetch_rows_page was found missing (a project without
+        # migration 20261122001300): fetches then go to fetch_rows until the epoch moves, instead
+        # of asking for the missing function before each one.
+        self._no_fetch_page_epoch = -1
         self._hints: RealtimeHints | None = None
         self._callbacks: dict[int, HintCallback] = {}
         self._next_cb = 0
@@ -1241,14 +1247,38 @@ class SupabaseRemote:
         return VerifyPage.from_json(self._rpc("verify_rows", {"after": after, "lim": limit}))
 
     def fetch(self, ids: Sequence[str]) -> list[ServerRow]:
-        """Return the user's rows for ``ids``; see sync.remote.Remote.fetch."""
+        """Return the user's rows for ``ids``; see sync.remote.Remote.fetch.
+
+        ``fetch_page`` asked again for each answer's rest: one call unless the rows are over
+        the server's byte budget."""
+        return fetch_in_pages(self.fetch_page, ids)
+
+    def fetch_page(self, ids: Sequence[str]) -> FetchPage:
+        """The user's rows for ``ids`` up to the server's byte budget, and the ids left; see
+        sync.remote.PagedFetchRemote.fetch_page.
+
+        One ``fetch_rows_page`` RPC. A project without it (migration 20261122001300 not
+        deployed: PGRST202) is asked ``fetch_rows`` instead, whose whole answer comes with an
+        empty rest (the engine halves one it refuses as too large), until the server may have
+        changed (``server_epoch``).
+        """
         wanted = checked_fetch_ids(ids)
         if not wanted:
-            return []
+            return FetchPage([], [])
+        epoch = self._epoch
+        if self._no_fetch_page_epoch != epoch:
+            try:
+                data = self._rpc("fetch_rows_page", {"ids": wanted})
+            except RemoteConfigError as exc:
+                if exc.code not in ("PGRST202", "42883"):
+                    raise
+                self._no_fetch_page_epoch = epoch
+            else:
+                return FetchPage.from_json(data, wanted)
         data = self._rpc("fetch_rows", {"ids": wanted})
         if not isinstance(data, list):
             raise ProtocolError("fetch_rows: expected an array")
-        return [ServerRow.from_json(r) for r in data]
+        return FetchPage([ServerRow.from_json(r) for r in data], [])
 
     def match_revisions(self, probes: Sequence[RevisionProbe]) -> list[RevisionMatch] | None:
         """Find accepted revisions by content hash; see sync.remote.AncestryRemote.

@@ -123,6 +123,9 @@ class Api:
     def fetch(self, ids: list[str]) -> list[dict[str, Any]]:
         return self.scalar("select public.fetch_rows(ids := %s::uuid[])", (ids,))
 
+    def fetch_page(self, ids: list[str]) -> dict[str, Any]:
+        return self.scalar("select public.fetch_rows_page(ids := %s::uuid[])", (ids,))
+
     def purge(self, older_than: timedelta = timedelta(0)) -> int:
         return self.scalar("select public.purge_tombstones(older_than := %s)", (older_than,))
 

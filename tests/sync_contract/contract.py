@@ -27,11 +27,14 @@ import pytest
 
 from sync.errors import ProtocolError
 from sync.remote import (
+    FETCH_PAGE_BYTES,
     MAX_CONTENT_BYTES,
     MAX_FETCH_IDS,
     MAX_MATCH_PROBES,
     AncestryRemote,
     Change,
+    FetchPage,
+    PagedFetchRemote,
     PullPage,
     PushResult,
     Remote,
@@ -635,6 +638,37 @@ class RemoteContract:
         assert [r.id for r in alice.remote.fetch([*many[1:], a1.id])] == [a1.id]
         with pytest.raises(ProtocolError):
             alice.remote.fetch(["not-a-uuid"])
+
+    def test_fetch_answers_in_pieces_of_the_byte_budget(self, alice: Writer, bob: Writer) -> None:
+        """fetch_rows built every row asked for into one answer (up to 1000 rows of 18 MiB);
+        fetch_rows_page ends one after FETCH_PAGE_BYTES and names the ids left (migration
+        20261122001300), and ``fetch`` asks again for them."""
+        remote = alice.remote
+        assert isinstance(remote, PagedFetchRemote)
+        # Two rows of 9 MiB: the first is under the budget, so the second goes too (as a pull
+        # page, a row goes while the ones before it hold less); the third is cut off.
+        big = "x" * (9 * 2**20)
+        assert 2 * len(big) > FETCH_PAGE_BYTES > len(big)
+        ids = sorted(str(uuid.uuid4()) for _ in range(3))
+        for n, rid in enumerate(ids[:2]):
+            alice.create(id=rid, path=f"big{n}.yaml", content=big)
+        alice.create(id=ids[2], path="small.yaml")
+        theirs, _ = bob.create(path="b1.yaml")
+        unknown = str(uuid.uuid4())
+        first = remote.fetch_page([ids[2], theirs.id, ids[0], unknown, ids[1], ids[0]])
+        assert [r.id for r in first.rows] == ids[:2]
+        assert first.rows[0].content == big
+        assert first.rest == sorted(i for i in {ids[2], theirs.id, unknown} if i > ids[1])
+        second = remote.fetch_page(first.rest)
+        assert ([r.id for r in second.rows], second.rest) == ([ids[2]], [])
+        rows = remote.fetch([unknown, *reversed(ids), theirs.id])
+        assert [r.id for r in rows] == ids
+        assert {r.id: r for r in rows} == latest(pull_all(remote)[0])
+        small = remote.fetch_page([ids[2], unknown])
+        assert ([r.id for r in small.rows], small.rest) == ([ids[2]], [])
+        assert remote.fetch_page([]) == FetchPage([], [])
+        with pytest.raises(ProtocolError):
+            remote.fetch_page(["not-a-uuid"])
 
     # -- the revision history (AncestryRemote) ----------------------------------------------------
 

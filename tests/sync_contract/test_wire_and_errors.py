@@ -15,7 +15,15 @@ import sync.errors as errors_module
 from sync.engine import SPLIT_CODES
 from sync.errors import ACTIONS, ProtocolError, SyncError, TransientError
 from sync.memory_remote import MemoryRemote, MemoryServer
-from sync.remote import Change, PullPage, PushResult, ServerInfo, ServerRow, VerifyPage
+from sync.remote import (
+    Change,
+    FetchPage,
+    PullPage,
+    PushResult,
+    ServerInfo,
+    ServerRow,
+    VerifyPage,
+)
 from sync.supabase_remote import map_error
 
 ROW = {
@@ -226,6 +234,7 @@ def test_memory_remote_fails_a_push_as_supabase_remote_maps_the_server(
     [
         ("push_changes", "pushes smaller batches"),
         ("fetch_rows", "asks for fewer rows"),
+        ("fetch_rows_page", "asks for fewer rows"),
         ("pull_changes", "tries again later"),
     ],
 )
@@ -237,3 +246,35 @@ def test_a_call_too_large_or_too_slow_is_hinted_for_what_sync_does_with_that_cal
     mapped = map_error(APIError({"code": code, "message": "too big"}), what=rpc)
     assert isinstance(mapped, TransientError)
     assert says in mapped.hint and "nothing is lost" in mapped.hint
+
+
+def _fetched_row(rid: str) -> dict[str, Any]:
+    """One row as fetch_rows_page sends it, written by a MemoryServer."""
+    remote = MemoryRemote(MemoryServer())
+    change = Change(1, rid, None, f"{rid}.yaml", "a: 1\n", {}, "h", False)
+    assert remote.push([change], device="d")[0].status == "applied"
+    return remote.fetch([rid])[0].to_json()
+
+
+@pytest.mark.parametrize(
+    ("rows", "rest", "says"),
+    [
+        ([], ["b"], "rest without any row"),
+        (["a"], ["a"], "both a row and in rest"),
+        (["a"], ["z"], "not asked for"),
+        (["z"], [], "a row was not asked for"),
+        (["b", "a"], [], "ascending id order"),
+    ],
+)
+def test_a_fetch_answer_the_client_could_loop_on_is_refused(
+    rows: list[str], rest: list[str], says: str
+) -> None:
+    """A server that answered a rest with no row, or the same ids again, would have the client
+    ask for ever; one that sends what was not asked for is broken."""
+    ids = {k: str(uuid.UUID(int=n + 1, version=4)) for n, k in enumerate("abz")}
+    asked = [ids["a"], ids["b"]]
+    reply = {"rows": [_fetched_row(ids[k]) for k in rows], "rest": [ids[k] for k in rest]}
+    with pytest.raises(ProtocolError, match=says):
+        FetchPage.from_json(reply, asked)
+    ok = FetchPage.from_json({"rows": [_fetched_row(ids["a"])], "rest": [ids["b"]]}, asked)
+    assert ([r.id for r in ok.rows], ok.rest) == ([ids["a"]], [ids["b"]])
