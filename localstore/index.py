@@ -1518,9 +1518,12 @@ class Maintainer:
         try:
             while not self._stop.is_set():
                 # After a failure: 1, 2, 4 ... s up to the interval (space may be freed soon).
+                # The exponent is bounded: 2.0 ** 1024 overflows, and the OverflowError ended
+                # the thread at the 1,025th failed round in a row (8.5 hours of a full disk),
+                # then each restart by a later commit at once, so nothing checkpointed any more.
                 wait = self._interval
                 if self._failures:
-                    wait = min(wait, 2.0 ** (self._failures - 1))
+                    wait = min(wait, 2.0 ** min(self._failures - 1, 30))
                 self._wake.wait(timeout=wait)
                 self._wake.clear()
                 if self._stop.is_set():

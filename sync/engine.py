@@ -1207,7 +1207,25 @@ class SyncEngine:
             if pairs:
                 self._set_state("pushing", progress=(min(done, total), max(total, done)))
                 conflicts += self._push(pairs, report)
+        self._forget_lone_timeouts()
         return conflicts
+
+    def _forget_lone_timeouts(self) -> None:
+        """Drop the timeout counts of changes there is nothing left to push for.
+
+        A count goes when its change is pushed, but a change can stop being one without a push:
+        a new blueprint deleted before it reached the server (its delete settles without a
+        call), an edit that became invalid, a pull that left nothing to send. Each such count
+        stayed for the life of the engine (months in a daemon). Run after a pass that pushed
+        everything it had: any change timing out alone raised before here. The dict holds only
+        large changes that timed out, so a lookup each is cheap.
+        """
+        if not self._lone_timeouts:
+            return
+        with self.store.index.read() as cur:
+            gone = [i for i in self._lone_timeouts if not st.pushable(cur, i)]
+        for blueprint_id in gone:
+            del self._lone_timeouts[blueprint_id]
 
     def _push(self, pairs: Sequence[tuple[Change, st.OutboxItem]], report: SyncReport) -> int:
         """Push one batch and handle its results; returns how many conflicted.

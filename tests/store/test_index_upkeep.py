@@ -215,6 +215,42 @@ def test_the_maintainer_survives_a_full_disk(
         store.close()
 
 
+def test_the_maintainer_survives_a_fault_that_lasts_more_than_a_thousand_rounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its back-off after failed rounds was 2.0 ** (failures - 1): at the 1,025th failed round
+    in a row (about 8.5 hours of a full disk at one round every 30 s) the float overflowed, the
+    OverflowError ended the thread, and each restart by a later commit died the same way at
+    once, so nothing checkpointed the WAL again until the process restarted. Many fast rounds
+    here (a 1 ms interval); the fault is injected, the index and its rounds are real."""
+    store = localstore.open(home=tmp_path / "home", maintenance=False)
+    store.save("a", "name: a\n")
+    calls: list[int] = []
+    failing = 1100
+    real = Maintainer._round
+
+    def full_disk_for_a_while(self: Maintainer, conn: apsw.Connection) -> None:
+        calls.append(1)
+        if len(calls) <= failing:
+            raise apsw.FullError("database or disk is full")
+        real(self, conn)
+
+    monkeypatch.setattr(Maintainer, "_round", full_disk_for_a_while)
+    m = Maintainer(store.paths.index_db, interval_s=0.001)
+    m.start()
+    try:
+        assert eventually(lambda: m.health()["rounds"] >= 1, 60), (
+            f"no round succeeded after the fault: {len(calls)} round(s) ran, {m.health()}"
+        )
+        health = m.health()
+        assert health["running"] and health["failed_rounds"] == 0 and health["restarts"] == 0
+        assert len(calls) > failing
+    finally:
+        m.stop()
+        m.join(10)
+        store.close()
+
+
 class _Fatal(BaseException):
     """Ends the maintainer thread (an error no per-round boundary catches)."""
 

@@ -187,3 +187,32 @@ def test_a_conflict_whose_copy_was_deleted_is_resolved(
         assert st.open_conflict_count(cur) == 0
     assert settled is not None and settled.resolution == "copy deleted"
     assert b.store.load("c/flow").content  # the main one stays
+
+
+def test_lone_timeout_counts_of_blueprints_deleted_before_they_reached_the_server_go(
+    make_device: Callable[..., Device], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new blueprint whose push timed out alone, then deleted before it reached the server,
+    is never pushed again (its delete settles without a call): its count stayed for the life of
+    the engine, one entry per such blueprint."""
+    dev = make_device("a")
+    real = dev.remote.push
+    timing_out = {"on": True}
+
+    def push(changes: list[Change], *, device: str) -> list[PushResult]:
+        if timing_out["on"]:
+            raise TransientError("canceling statement due to statement timeout", code="57014")
+        return real(changes, device=device)
+
+    monkeypatch.setattr(dev.remote, "push", push)
+    big = "data: " + "x" * engine_mod.LONE_TIMEOUT_MIN_BYTES + "\n"
+    for n in range(CYCLES):
+        timing_out["on"] = True
+        dev.store.save(f"big/{n}", big)
+        with pytest.raises(TransientError):
+            dev.sync()
+        dev.store.delete(f"big/{n}")
+        timing_out["on"] = False
+        dev.sync()
+        assert len(dev.engine._lone_timeouts) == 0, n
+    assert dev.engine.status().pending == 0
