@@ -1385,10 +1385,6 @@ class SyncEngine:
             with self.store.index.write() as cur:
                 for item in settled:
                     st.mark_synced(cur, item.id, item.op_id)
-            for item in settled:
-                # Settled without a push: no push result or park will drop its count (a new
-                # blueprint that timed out alone and was then deleted kept it for good).
-                self._lone_timeouts.pop(item.id, None)
         return changes
 
     def _handle_results(

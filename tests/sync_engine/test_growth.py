@@ -130,33 +130,6 @@ def test_lone_timeout_counts_do_not_pile_up(
     assert dev.engine.status().pending == 0
 
 
-def test_a_lone_timeout_count_goes_with_a_blueprint_deleted_before_it_was_pushed(
-    make_device: Callable[..., Device], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A new blueprint that timed out alone and was deleted before any push of it went through
-    is settled without a push (the server never had it), and its count was only dropped by a
-    push or a park: it stayed for the life of the engine, one entry per such blueprint."""
-    dev = make_device("a")
-    real = dev.remote.push
-
-    def push(changes: list[Change], *, device: str) -> list[PushResult]:
-        if any(c.path.startswith("big") for c in changes):
-            raise TransientError("canceling statement due to statement timeout", code="57014")
-        return real(changes, device=device)
-
-    monkeypatch.setattr(dev.remote, "push", push)
-    big = "data: " + "x" * engine_mod.LONE_TIMEOUT_MIN_BYTES + "\n"
-    for n in range(CYCLES):
-        made = dev.store.save(f"big{n}", big)
-        with pytest.raises(TransientError):
-            dev.sync()
-        assert set(dev.engine._lone_timeouts) == {made.id}
-        dev.store.delete(made.id)
-        dev.sync()  # the delete of a blueprint the server never had: nothing to push
-        assert dev.engine._lone_timeouts == {}
-    assert dev.engine.status().pending == 0
-
-
 @pytest.mark.parametrize("where", ["here", "on the other device"])
 def test_a_conflict_whose_copy_was_deleted_is_resolved(
     make_device: Callable[..., Device], where: str
