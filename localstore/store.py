@@ -449,7 +449,11 @@ class BlueprintStore:
             raise root_loop_error(self.root) from exc
         self._root_str = str(self.root)
         self.validator = validator
-        self._checked: set[bytes] = set()  # digests of YAML check_yaml() passed, not yet saved
+        # Verdicts reached before a write took the lock (check_yaml, _prejudge), by the YAML's
+        # sha256, not yet used by a save: the validator that reached each, and its problems.
+        # A save of exactly those bytes under that validator takes the verdict instead of parsing
+        # and judging inside the index transaction (see _prepare).
+        self._judged: dict[bytes, tuple[Validator | None, tuple[str, ...]]] = {}
         self.limits = YamlLimits(
             max_bytes=self.settings.max_yaml_bytes,
             max_depth=self.settings.max_depth,
@@ -716,13 +720,63 @@ class BlueprintStore:
                 "YAML bytes or text",
                 hint="pass the YAML file's bytes (or its text)",
             )
-        digest = hashlib.sha256(content).digest()
-        if digest in self._checked:
+        self._judge_ahead(bytes(content))
+
+    def _judge_ahead(self, raw: bytes) -> None:
+        """Check ``raw`` and run the validator on it now, remembering the verdict for a save of
+        the same bytes (raises what the save would for bad YAML).
+
+        Callers do this before they take the index's write lock: a slow validator inside the
+        write transaction made every other process's write wait for it (and past the busy
+        timeout fail). The verdict is keyed by the bytes, so a save of anything else (the file
+        changed in between) is judged again inside the lock: nothing stale is recorded.
+        """
+        digest = hashlib.sha256(raw).digest()
+        validator = self.validator
+        known = self._judged.get(digest)
+        if known is not None and known[0] is validator:
             return
-        check_yaml(content, self.limits)
-        if len(self._checked) >= 65_536:
-            self._checked.clear()
-        self._checked.add(digest)
+        if validator is None:
+            # Nothing will look at the parsed document: check it without building it.
+            check_yaml(raw, self.limits)
+            problems: tuple[str, ...] = ()
+        else:
+            problems = run_validator(validator, parse_yaml(raw, self.limits))
+        # Bounded: an import checks a whole bundle ahead; a verdict's problems are at most
+        # MAX_PROBLEMS texts of MAX_PROBLEM_CHARS, so a full memo is some tens of MB at worst.
+        if len(self._judged) >= (65_536 if validator is None else 4_096):
+            self._judged.clear()
+        self._judged[digest] = (validator, problems)
+
+    def _prejudge(self, requests: Sequence[SaveRequest]) -> None:
+        """Judge the YAML of a batch's requests with the app's validator before the write lock
+        (see _judge_ahead); a request whose YAML is bad or cannot be found is left to the save,
+        which refuses it with the same error inside the lock."""
+        if self.validator is None:
+            return  # the YAML check alone is fast (~0.2 ms): not worth a second dump or read
+        for req in requests:
+            try:
+                if req.content is None:
+                    row = self._current_row(req)
+                    if row is None:
+                        continue
+                    raw = self._read_current_yaml(row)
+                else:
+                    raw = _content_bytes(req.content)
+                self._judge_ahead(raw)
+            except (LocalStoreError, ValueError, TypeError, OSError):
+                continue
+
+    def _current_row(self, req: SaveRequest) -> Row | None:
+        """The live row a meta-only save request is likely to update (read without the lock;
+        the save finds it again inside)."""
+        with self.index.read() as cur:
+            if isinstance(req.id, str) and is_uuid(req.id.lower()):
+                row = self._row_by(cur, "id = ? AND deleted = 0", (req.id.lower(),))
+            else:
+                rel = fs.normalize_path(req.path)
+                row = self._row_by(cur, "path_key = ? AND deleted = 0", (fs.path_key(rel),))
+        return row
 
     def _row_by(self, cur: Any, where: str, args: Sequence[Any]) -> Row | None:
         rows = cur.execute(f"SELECT {_ROW_COLUMNS} FROM blueprints WHERE {where}", args).fetchall()
@@ -845,32 +899,20 @@ class BlueprintStore:
         meta: BlueprintMeta,
     ) -> _Prepared:
         try:
-            if isinstance(content, Mapping):
-                raw = dump_yaml(content).encode("utf-8")
-            elif isinstance(content, bytes):
-                raw = content
-            elif isinstance(content, str):
-                raw = content.encode("utf-8")
-            else:
-                raise wrong_type(
-                    "content",
-                    content,
-                    "YAML text or a mapping",
-                    hint="pass the YAML as a str or bytes, or the document as a dict",
-                )
+            raw = _content_bytes(content)
         except UnicodeEncodeError as exc:
             raise _not_unicode(f"{rel}: the content", exc, InvalidInputError) from exc
-        if self.validator is None:
+        validator = self.validator
+        known = self._judged.pop(hashlib.sha256(raw).digest(), None)
+        if known is not None and known[0] is validator:
+            problems = known[1]  # judged before the lock (_judge_ahead): these very bytes
+        elif validator is None:
             # Nothing will look at the parsed document: check it without building it (most of a
             # save's CPU time went into constructing Python objects nobody used).
-            digest = hashlib.sha256(raw).digest()
-            if digest in self._checked:
-                self._checked.discard(digest)
-            else:
-                check_yaml(raw, self.limits)
-            problems: tuple[str, ...] = ()
+            check_yaml(raw, self.limits)
+            problems = ()
         else:
-            problems = run_validator(self.validator, parse_yaml(raw, self.limits))
+            problems = run_validator(validator, parse_yaml(raw, self.limits))
         try:
             meta_bytes = encode_meta(meta)
         except UnicodeEncodeError as exc:
@@ -1027,6 +1069,8 @@ class BlueprintStore:
             # search word typed on another device finds it. Not what sync, merge or import
             # apply: those carry another device's content hash, which a change would break.
             requests = [_composed_request(r) for r in requests]
+        # Before the write lock: a slow validator must not hold every other writer up.
+        self._prejudge(requests)
         refused: dict[int, LocalStoreError] = {}
         while True:
             try:
@@ -3201,6 +3245,23 @@ def _composed_meta(meta: Any) -> Any:
             out["tags"] = [_nfc(t) for t in out["tags"]]
         return out
     return meta
+
+
+def _content_bytes(content: str | bytes | Mapping[str, Any]) -> bytes:
+    """The YAML bytes a save writes for ``content`` (raises UnicodeEncodeError for a lone
+    surrogate, InvalidInputError for another type)."""
+    if isinstance(content, Mapping):
+        return dump_yaml(content).encode("utf-8")
+    if isinstance(content, bytes):
+        return content
+    if isinstance(content, str):
+        return content.encode("utf-8")
+    raise wrong_type(
+        "content",
+        content,
+        "YAML text or a mapping",
+        hint="pass the YAML as a str or bytes, or the document as a dict",
+    )
 
 
 def _composed_request(req: SaveRequest) -> SaveRequest:
