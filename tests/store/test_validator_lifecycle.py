@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import localstore
-from localstore.errors import InvalidYAMLError
+from localstore.errors import InvalidInputError, InvalidYAMLError
 from localstore.watcher import Watcher
 
 
@@ -126,3 +126,76 @@ def test_the_watcher_judges_an_edit_before_the_lock(home: Path, gate: _Gate) -> 
             watcher.join()
         got = app.load("a/one")
         assert got.content == "slow: true\nok: false\n" and got.problems == ("ok is false",)
+
+
+def _no_debug(doc: Mapping[str, Any]) -> list[str]:
+    return ["debug must be off"] if doc.get("debug") else []
+
+
+def _no_beta(doc: Mapping[str, Any]) -> list[str]:
+    return ["beta is not allowed"] if doc.get("beta") else []
+
+
+def _stamps(store: localstore.BlueprintStore) -> dict[str, tuple[int, int]]:
+    """Each blueprint's revision and its YAML file's mtime: what a re-judging must not change."""
+    return {i.path: (i.rev, (store.root / i.path).stat().st_mtime_ns) for i in store.list()}
+
+
+def test_a_validator_registered_later_judges_the_blueprints_saved_before(home: Path) -> None:
+    """Blueprints saved before a validator was registered stayed valid under rules they break;
+    opening with it judges them, without a revision or a file write."""
+    with localstore.open(home=home) as plain:
+        plain.save("a/on", "debug: true\n")
+        plain.save("a/off", "debug: false\n")
+        before = _stamps(plain)
+    with localstore.open(home=home, validator=_no_debug) as app:
+        assert app.load("a/on").problems == ("debug must be off",)
+        assert not app.resolve("a/on").valid and app.resolve("a/off").valid
+        assert {i.path: i.valid for i in app.list()} == {
+            "a/on.blueprint.yaml": False,
+            "a/off.blueprint.yaml": True,
+        }
+        assert _stamps(app) == before
+        assert app.revalidate().judged == 0  # all judged by this validator already
+
+
+def test_new_rules_under_a_new_name_are_applied_at_open(home: Path) -> None:
+    with localstore.open(home=home, validator=_no_debug, validator_name="rules-1") as app:
+        app.save("a/one", "debug: true\nbeta: true\n")
+        assert app.load("a/one").problems == ("debug must be off",)
+    with localstore.open(home=home, validator=_no_beta, validator_name="rules-1") as same:
+        # The same name says the same rules: nothing is judged again until asked.
+        assert same.load("a/one").problems == ("debug must be off",)
+        report = same.revalidate(every=True)
+        assert report.judged == 1 and report.now_invalid == report.now_valid == []
+        assert same.load("a/one").problems == ("beta is not allowed",)
+    with localstore.open(home=home, validator=_no_beta, validator_name="rules-2") as other:
+        assert other.load("a/one").problems == ("beta is not allowed",)
+
+
+def test_revalidate_without_a_validator_drops_the_rules(home: Path) -> None:
+    with localstore.open(home=home, validator=_no_debug) as app:
+        app.save("a/on", "debug: true\n")
+    with localstore.open(home=home) as plain:
+        assert not plain.resolve("a/on").valid  # opening without one changes nothing
+        report = plain.revalidate()
+        assert report.now_valid == ["a/on.blueprint.yaml"] and report.judged == 1
+        assert plain.resolve("a/on").valid
+
+
+def test_an_edit_recorded_without_the_validator_is_judged_when_the_app_opens(home: Path) -> None:
+    """The daemon and the CLI have no validator: what they record is judged by the app later."""
+    with localstore.open(home=home, validator=_no_debug) as app:
+        app.save("a/one", "debug: false\n")
+    with localstore.open(home=home) as cli:
+        cli.save("a/one", "debug: true\n")
+        assert cli.resolve("a/one").valid  # (no validator here to say otherwise)
+    with localstore.open(home=home, validator=_no_debug) as app:
+        assert app.load("a/one").problems == ("debug must be off",)
+        assert [r.rev for r in app.history("a/one")] == [2, 1]
+
+
+def test_validator_name_needs_a_validator(home: Path) -> None:
+    with pytest.raises(InvalidInputError, match="validator_name") as info:
+        localstore.open(home=home, validator_name="rules-1")
+    assert info.value.hint
