@@ -32,7 +32,14 @@ from localstore.errors import (
     UnsafePathError,
 )
 from localstore.events import Event
-from localstore.store import BlueprintStore, CheckReport, Revision, SaveRequest, SearchHit
+from localstore.store import (
+    BlueprintStore,
+    CheckReport,
+    RevalidateReport,
+    Revision,
+    SaveRequest,
+    SearchHit,
+)
 from localstore.store import open_store as open
 
 __version__ = "0.1.0"
@@ -75,6 +82,7 @@ __all__ = [
     "LocalStoreError",
     "LockHeldError",
     "NotFoundError",
+    "RevalidateReport",
     "Revision",
     "RevisionConflictError",
     "SaveRequest",

@@ -84,9 +84,16 @@ _V9_INODE_COLUMNS = """
     ALTER TABLE blueprints ADD COLUMN yaml_ino INTEGER;
     ALTER TABLE blueprints ADD COLUMN meta_ino INTEGER;
 """
+_V10_JUDGED_BY = """
+    ALTER TABLE blueprints ADD COLUMN judged_by TEXT;
+"""
 # The migrations that add columns, by the first column they add: ADD COLUMN has no IF NOT EXISTS,
 # and an index set back by hand (tests do) already has them.
-_ADDS_COLUMN = {_V8_CTIME_COLUMNS: "yaml_ctime_ns", _V9_INODE_COLUMNS: "yaml_ino"}
+_ADDS_COLUMN = {
+    _V8_CTIME_COLUMNS: "yaml_ctime_ns",
+    _V9_INODE_COLUMNS: "yaml_ino",
+    _V10_JUDGED_BY: "judged_by",
+}
 
 CORE_MIGRATIONS: tuple[str, ...] = (
     # v1: blueprints, revisions, full-text search, settings, counters.
@@ -285,6 +292,13 @@ CORE_MIGRATIONS: tuple[str, ...] = (
     # and change time match, without reading them (Reconciler.run); 0 means "unknown here"
     # (Windows' scandir gives none) and matches any inode, as NULL does (files.stat_unchanged).
     _V9_INODE_COLUMNS,
+    # v10: which validator gave each row its verdict (``valid``, ``problems``): the name of the
+    # app's validator (BlueprintStore.validator_name), '' when the writing process had none (the
+    # daemon, the CLI), NULL in the rows of an older index (unknown). With the home's validator
+    # (settings key ``validator``), it tells a verdict that no longer applies: the app re-judges
+    # those rows when it opens the store or calls revalidate(), and sync holds them back until
+    # then (docs/architecture.md, "The app's validator").
+    _V10_JUDGED_BY,
 )
 # Core schema v1 was edited in place seven times (commits 98605c6 to fab1650) instead of getting
 # new versions: a home made by an earlier build has core v1 in an older shape, with the same

@@ -129,7 +129,7 @@ _ROW_COLUMNS = (
     "rid, id, path, name, description, author, version, tags, created, modified, yaml_sha256, "
     "meta_sha256, content_hash, yaml_size, yaml_mtime_ns, meta_size, meta_mtime_ns, valid, "
     "problems, meta_json, flagged, rev, op_id, deleted, yaml_ctime_ns, meta_ctime_ns, yaml_ino, "
-    "meta_ino"
+    "meta_ino, judged_by"
 )
 
 
@@ -162,6 +162,7 @@ _ROW_WRITE = (
     "meta_ctime_ns",
     "yaml_ino",
     "meta_ino",
+    "judged_by",
 )
 
 
@@ -200,6 +201,9 @@ class Row:
     # core v9 until the first open stamps them, 0 where the filesystem gave none.
     yaml_ino: int | None = None
     meta_ino: int | None = None
+    # The name of the validator that gave ``valid`` and ``problems`` ('' none, None unknown:
+    # a row of an index older than core v10).
+    judged_by: str | None = None
 
     @classmethod
     def from_tuple(cls, t: Sequence[Any]) -> Row:
@@ -233,6 +237,7 @@ class Row:
             meta_ctime_ns=t[25],
             yaml_ino=t[26],
             meta_ino=t[27],
+            judged_by=t[28],
         )
 
     def holds(self, rel: str, chash: str) -> bool:
@@ -319,6 +324,36 @@ class SearchHit:
 
 
 @dataclass(slots=True)
+class RevalidateReport:
+    """What :meth:`BlueprintStore.revalidate` did: how many blueprints it judged, the paths
+    whose verdict changed, and how many changed while it ran (their writer judged them)."""
+
+    judged: int = 0
+    now_invalid: list[str] = field(default_factory=list)
+    now_valid: list[str] = field(default_factory=list)
+    skipped: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict."""
+        return dataclasses.asdict(self)
+
+
+# The settings key of the home's validator: the name of the one the app last opened it with.
+HOME_VALIDATOR_KEY = "validator"
+# Blueprints judged per revalidate round: read, judged without the lock, then written at once.
+_REJUDGE_ROWS = 200
+
+
+def validator_name_of(validator: Validator | None) -> str:
+    """The name a validator is recorded under by default: its module and qualified name ('' for
+    none). An app whose rules change under the same function passes ``validator_name``."""
+    if validator is None:
+        return ""
+    kind = validator if hasattr(validator, "__qualname__") else type(validator)
+    return f"{getattr(kind, '__module__', '')}.{getattr(kind, '__qualname__', '')}"
+
+
+@dataclass(slots=True)
 class CheckReport:
     """What check() found and, with fix=True, repaired."""
 
@@ -402,6 +437,7 @@ class _Prepared:
     content_hash: str
     valid: bool
     problems: tuple[str, ...]
+    judged_by: str  # the validator that judged it (see Row.judged_by)
 
 
 class BlueprintStore:
@@ -412,6 +448,7 @@ class BlueprintStore:
         settings: Settings | None = None,
         *,
         validator: Validator | None = None,
+        validator_name: str | None = None,
         reconcile: bool = True,
         maintenance: bool = True,
         recover_index: bool = False,
@@ -423,8 +460,21 @@ class BlueprintStore:
         path; it raises LockHeldError instead, moving nothing, while another process holds the home's
         lock. A plain open refuses a damaged index with an error saying so. Raises
         InvalidInputError for a validator that is not callable.
+
+        With a ``validator``, its name (``validator_name``, by default the function's module and
+        qualified name: give a new one when the rules change) becomes the home's validator, and
+        the blueprints judged by none or another are judged again (:meth:`revalidate`).
         """
         check_validator(validator)
+        if validator_name is not None and (
+            not isinstance(validator_name, str) or not validator_name or validator is None
+        ):
+            raise InvalidInputError(
+                f"validator_name must be non-empty text given with a validator, not "
+                f"{validator_name!r}",
+                hint="name the rules of the validator you pass (e.g. 'myapp-rules-3'), or "
+                "leave validator_name out",
+            )
         if settings is not None:
             settings_arg(
                 settings,
@@ -449,7 +499,12 @@ class BlueprintStore:
             raise root_loop_error(self.root) from exc
         self._root_str = str(self.root)
         self.validator = validator
-        self._checked: set[bytes] = set()  # digests of YAML check_yaml() passed, not yet saved
+        self.validator_name = validator_name or validator_name_of(validator)
+        # Verdicts reached before a write took the lock (check_yaml, _prejudge), by the YAML's
+        # sha256, not yet used by a save: the validator that reached each, and its problems.
+        # A save of exactly those bytes under that validator takes the verdict instead of parsing
+        # and judging inside the index transaction (see _prepare).
+        self._judged: dict[bytes, tuple[Validator | None, tuple[str, ...]]] = {}
         self.limits = YamlLimits(
             max_bytes=self.settings.max_yaml_bytes,
             max_depth=self.settings.max_depth,
@@ -498,6 +553,11 @@ class BlueprintStore:
             check_root(self)
             if reconcile:
                 Reconciler(self).run(fix=True)
+            if validator is not None:
+                # What the daemon's watcher or the CLI recorded while the app was closed, and
+                # what an older or other validator judged, is judged by this one now, so that
+                # list, load and sync see its verdicts (and sync stops holding them back).
+                self.revalidate()
         except BaseException:
             self.close()  # a failed open must not leave its maintainer thread running
             raise
@@ -716,13 +776,63 @@ class BlueprintStore:
                 "YAML bytes or text",
                 hint="pass the YAML file's bytes (or its text)",
             )
-        digest = hashlib.sha256(content).digest()
-        if digest in self._checked:
+        self._judge_ahead(bytes(content))
+
+    def _judge_ahead(self, raw: bytes) -> None:
+        """Check ``raw`` and run the validator on it now, remembering the verdict for a save of
+        the same bytes (raises what the save would for bad YAML).
+
+        Callers do this before they take the index's write lock: a slow validator inside the
+        write transaction made every other process's write wait for it (and past the busy
+        timeout fail). The verdict is keyed by the bytes, so a save of anything else (the file
+        changed in between) is judged again inside the lock: nothing stale is recorded.
+        """
+        digest = hashlib.sha256(raw).digest()
+        validator = self.validator
+        known = self._judged.get(digest)
+        if known is not None and known[0] is validator:
             return
-        check_yaml(content, self.limits)
-        if len(self._checked) >= 65_536:
-            self._checked.clear()
-        self._checked.add(digest)
+        if validator is None:
+            # Nothing will look at the parsed document: check it without building it.
+            check_yaml(raw, self.limits)
+            problems: tuple[str, ...] = ()
+        else:
+            problems = run_validator(validator, parse_yaml(raw, self.limits))
+        # Bounded: an import checks a whole bundle ahead; a verdict's problems are at most
+        # MAX_PROBLEMS texts of MAX_PROBLEM_CHARS, so a full memo is some tens of MB at worst.
+        if len(self._judged) >= (65_536 if validator is None else 4_096):
+            self._judged.clear()
+        self._judged[digest] = (validator, problems)
+
+    def _prejudge(self, requests: Sequence[SaveRequest]) -> None:
+        """Judge the YAML of a batch's requests with the app's validator before the write lock
+        (see _judge_ahead); a request whose YAML is bad or cannot be found is left to the save,
+        which refuses it with the same error inside the lock."""
+        if self.validator is None:
+            return  # the YAML check alone is fast (~0.2 ms): not worth a second dump or read
+        for req in requests:
+            try:
+                if req.content is None:
+                    row = self._current_row(req)
+                    if row is None:
+                        continue
+                    raw = self._read_current_yaml(row)
+                else:
+                    raw = _content_bytes(req.content)
+                self._judge_ahead(raw)
+            except (LocalStoreError, ValueError, TypeError, OSError):
+                continue
+
+    def _current_row(self, req: SaveRequest) -> Row | None:
+        """The live row a meta-only save request is likely to update (read without the lock;
+        the save finds it again inside)."""
+        with self.index.read() as cur:
+            if isinstance(req.id, str) and is_uuid(req.id.lower()):
+                row = self._row_by(cur, "id = ? AND deleted = 0", (req.id.lower(),))
+            else:
+                rel = fs.normalize_path(req.path)
+                row = self._row_by(cur, "path_key = ? AND deleted = 0", (fs.path_key(rel),))
+        return row
 
     def _row_by(self, cur: Any, where: str, args: Sequence[Any]) -> Row | None:
         rows = cur.execute(f"SELECT {_ROW_COLUMNS} FROM blueprints WHERE {where}", args).fetchall()
@@ -845,32 +955,20 @@ class BlueprintStore:
         meta: BlueprintMeta,
     ) -> _Prepared:
         try:
-            if isinstance(content, Mapping):
-                raw = dump_yaml(content).encode("utf-8")
-            elif isinstance(content, bytes):
-                raw = content
-            elif isinstance(content, str):
-                raw = content.encode("utf-8")
-            else:
-                raise wrong_type(
-                    "content",
-                    content,
-                    "YAML text or a mapping",
-                    hint="pass the YAML as a str or bytes, or the document as a dict",
-                )
+            raw = _content_bytes(content)
         except UnicodeEncodeError as exc:
             raise _not_unicode(f"{rel}: the content", exc, InvalidInputError) from exc
-        if self.validator is None:
+        validator = self.validator
+        known = self._judged.pop(hashlib.sha256(raw).digest(), None)
+        if known is not None and known[0] is validator:
+            problems = known[1]  # judged before the lock (_judge_ahead): these very bytes
+        elif validator is None:
             # Nothing will look at the parsed document: check it without building it (most of a
             # save's CPU time went into constructing Python objects nobody used).
-            digest = hashlib.sha256(raw).digest()
-            if digest in self._checked:
-                self._checked.discard(digest)
-            else:
-                check_yaml(raw, self.limits)
-            problems: tuple[str, ...] = ()
+            check_yaml(raw, self.limits)
+            problems = ()
         else:
-            problems = run_validator(self.validator, parse_yaml(raw, self.limits))
+            problems = run_validator(validator, parse_yaml(raw, self.limits))
         try:
             meta_bytes = encode_meta(meta)
         except UnicodeEncodeError as exc:
@@ -891,6 +989,7 @@ class BlueprintStore:
             content_hash=content_hash(raw, meta),
             valid=not problems,
             problems=problems,
+            judged_by=self.validator_name,
         )
 
     def _merge_meta(
@@ -1027,6 +1126,8 @@ class BlueprintStore:
             # search word typed on another device finds it. Not what sync, merge or import
             # apply: those carry another device's content hash, which a change would break.
             requests = [_composed_request(r) for r in requests]
+        # Before the write lock: a slow validator must not hold every other writer up.
+        self._prejudge(requests)
         refused: dict[int, LocalStoreError] = {}
         while True:
             try:
@@ -1268,6 +1369,82 @@ class BlueprintStore:
             except _ITEM_ERRORS as exc:
                 raise _ItemRefused(exc) from exc
         return bp
+
+    def revalidate(self, *, every: bool = False) -> RevalidateReport:
+        """Judge blueprints again with this store's validator, and make it the home's.
+
+        By default only those judged by another validator, or by none (an edit the daemon's
+        watcher or the CLI recorded: they have no validator); ``every`` judges all (rules that
+        changed under the same ``validator_name``). Records no revision and writes no file: a
+        blueprint's current text is judged, and its ``valid`` and ``problems`` updated, also of
+        a flagged one (its last good revision). A store without a validator makes the home
+        have none: every blueprint counts as valid again (how an app drops its rules).
+
+        The validator runs outside the write lock, a few hundred blueprints at a time; one
+        changed meanwhile is left to the verdict its writer gave (counted in ``skipped``).
+        Raises InvalidInputError for a non-bool ``every``.
+        """
+        self._check_open()
+        _flag_arg("every", every)
+        with self.index.write() as cur:
+            if self.validator is None:
+                cur.execute("DELETE FROM settings WHERE key = ?", (HOME_VALIDATOR_KEY,))
+            else:
+                cur.execute(
+                    "INSERT INTO settings VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                    "value = excluded.value WHERE value != excluded.value",
+                    (HOME_VALIDATOR_KEY, self.validator_name),
+                )
+        return self._rejudge(
+            "1" if every else "b.judged_by IS NOT ?", () if every else (self.validator_name,)
+        )
+
+    def _rejudge(self, where: str, args: Sequence[Any]) -> RevalidateReport:
+        """Judge the live rows matching ``where`` (over ``b``) again, in rounds."""
+        report = RevalidateReport()
+        after = 0
+        while True:
+            with self.index.read() as cur:
+                rows = cur.execute(
+                    "SELECT b.rid, b.path, b.rev, b.content_hash, b.valid, r.content "
+                    "FROM blueprints b JOIN revisions r ON r.id = b.id AND r.rev = b.rev "
+                    f"WHERE b.deleted = 0 AND b.rid > ? AND ({where}) ORDER BY b.rid LIMIT ?",
+                    (after, *args, _REJUDGE_ROWS),
+                ).fetchall()
+            if not rows:
+                return report
+            after = int(rows[-1][0])
+            verdicts = [(r, self._verdict(revision_text(r[5]).encode("utf-8"))) for r in rows]
+            with self.index.write() as cur:
+                for (rid, path, rev, chash, was_valid, _), problems in verdicts:
+                    cur.execute(
+                        "UPDATE blueprints SET valid = ?, problems = ?, judged_by = ? "
+                        "WHERE rid = ? AND rev = ? AND content_hash = ? AND deleted = 0",
+                        (
+                            int(not problems),
+                            json.dumps(list(problems), ensure_ascii=False),
+                            self.validator_name,
+                            rid,
+                            rev,
+                            chash,
+                        ),
+                    )
+                    if not cur.connection.changes():
+                        report.skipped += 1  # written meanwhile: judged by its writer
+                        continue
+                    report.judged += 1
+                    if bool(was_valid) != (not problems):
+                        (report.now_valid if not problems else report.now_invalid).append(path)
+
+    def _verdict(self, raw: bytes) -> tuple[str, ...]:
+        """The problems this store's validator finds in a recorded revision's text."""
+        if self.validator is None:
+            return ()
+        try:
+            return run_validator(self.validator, parse_yaml(raw, self.limits))
+        except LocalStoreError as exc:
+            # A revision that no longer loads under this store's limits (lowered since).
+            return (exc.message,)
 
     def _check_id_free(self, cur: Any, rel: str, blueprint_id: str) -> None:
         """Refuse a new blueprint whose meta carries an id the index already has (a copied meta
@@ -1756,6 +1933,7 @@ class BlueprintStore:
             # checks before it records the change times.)
             fs.ino_key(y_st.st_ino),
             fs.ino_key(m_st.st_ino),
+            p.judged_by,
         )
         if existing is None:
             cur.execute(
@@ -1796,6 +1974,7 @@ class BlueprintStore:
                 existing.meta_ctime_ns,
                 existing.yaml_ino,
                 existing.meta_ino,
+                existing.judged_by,
             )
             changed = [
                 (c, v) for c, v, old in zip(_ROW_WRITE, values, before, strict=True) if v != old
@@ -3203,6 +3382,23 @@ def _composed_meta(meta: Any) -> Any:
     return meta
 
 
+def _content_bytes(content: str | bytes | Mapping[str, Any]) -> bytes:
+    """The YAML bytes a save writes for ``content`` (raises UnicodeEncodeError for a lone
+    surrogate, InvalidInputError for another type)."""
+    if isinstance(content, Mapping):
+        return dump_yaml(content).encode("utf-8")
+    if isinstance(content, bytes):
+        return content
+    if isinstance(content, str):
+        return content.encode("utf-8")
+    raise wrong_type(
+        "content",
+        content,
+        "YAML text or a mapping",
+        hint="pass the YAML as a str or bytes, or the document as a dict",
+    )
+
+
 def _composed_request(req: SaveRequest) -> SaveRequest:
     """A save request with the meta text it sets in NFC (see BlueprintStore._save_batch)."""
     fields = dict(req.fields)
@@ -3247,6 +3443,7 @@ def open_store(
     home: str | os.PathLike[str] | None = None,
     *,
     validator: Validator | None = None,
+    validator_name: str | None = None,
     settings: Settings | None = None,
     reconcile: bool = True,
     maintenance: bool = True,
@@ -3269,5 +3466,9 @@ def open_store(
     else:
         settings = load_settings(home=home, **overrides)
     return BlueprintStore(
-        settings, validator=validator, reconcile=reconcile, maintenance=maintenance
+        settings,
+        validator=validator,
+        validator_name=validator_name,
+        reconcile=reconcile,
+        maintenance=maintenance,
     )

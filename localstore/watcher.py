@@ -1261,6 +1261,21 @@ class Watcher:
                 return "wait"
         return "present"
 
+    def _judge_ahead(self, items: Sequence[tuple[str, bool]]) -> None:
+        """Run the app's validator on the due files before the batch takes the write lock (a
+        slow validator held every other process's writes up). A file that changes before its
+        ingest reads it is judged again there (the verdict is kept by the bytes judged); one
+        that cannot be read or parsed here is left to the ingest, which reports it."""
+        store = self.store
+        if store.validator is None:
+            return
+        for rel, _ in items:
+            try:
+                raw = fs.read_regular(self.root / rel, store.limits.max_bytes)
+                store._judge_ahead(raw)
+            except (LocalStoreError, OSError):
+                continue
+
     def _indexed(self, key: str) -> bool:
         with self.store.index.read() as cur:
             rows = cur.execute(
@@ -1273,6 +1288,7 @@ class Watcher:
         rec = Reconciler(self.store)
         failed: list[tuple[str, BaseException]] = []
         vanished: list[str] = []
+        self._judge_ahead(items)
         try:
             with self.store.index.write():
                 for rel, may_delete in items:

@@ -123,6 +123,15 @@ _DIRTY_WHERE = (
     "AND NOT EXISTS (SELECT 1 FROM sync_quarantine q WHERE q.id = b.id AND q.op_id = b.op_id)"
 )
 
+# Valid for sync: the row passed its validator, and that validator is the home's. With a
+# validator recorded for the home (settings key ``validator``: the app opened the store with
+# one), a row judged by none (the daemon's watcher or the CLI recorded it: they have no
+# validator) or by another is held like an invalid one until the app judges it (at its next
+# open, in its own sync's push, or with revalidate()). Before, such an edit went up as valid
+# although the app would refuse it (docs/architecture.md, "The app's validator").
+_HOME_VALIDATOR = "(SELECT value FROM settings WHERE key = 'validator')"
+_VALID = f"(b.valid = 1 AND ({_HOME_VALIDATOR} IS NULL OR b.judged_by IS {_HOME_VALIDATOR}))"
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
@@ -414,7 +423,7 @@ def outbox_batch(
     upto: int | None = None
     if max_bytes is not None:
         sizes = cur.execute(
-            "SELECT b.op_id, CASE WHEN b.deleted = 0 AND b.valid = 1 "
+            f"SELECT b.op_id, CASE WHEN b.deleted = 0 AND {_VALID} "
             "THEN coalesce(octet_length(r.content), 0) ELSE 0 END "
             "+ coalesce(octet_length(r.meta), 0) "
             "FROM blueprints b LEFT JOIN sync_items s ON s.id = b.id "
@@ -431,7 +440,7 @@ def outbox_batch(
         limit = count
     rows = cur.execute(
         "SELECT b.id, b.path, b.content_hash, b.rev, b.op_id, "
-        "max(b.op_id, coalesce(s.push_op_id, 0)), b.deleted, b.valid, "
+        f"max(b.op_id, coalesce(s.push_op_id, 0)), b.deleted, {_VALID}, "
         "s.base_rev, coalesce(s.base_deleted, 0), r.content, r.meta "
         "FROM blueprints b LEFT JOIN sync_items s ON s.id = b.id "
         "LEFT JOIN revisions r ON r.id = b.id AND r.rev = b.rev "
@@ -487,7 +496,7 @@ def pushable(cur: Any, blueprint_id: str) -> bool:
     the server needs)."""
     row = cur.execute(
         "SELECT 1 FROM blueprints b LEFT JOIN sync_items s ON s.id = b.id "
-        f"WHERE b.id = ? AND {_DIRTY_WHERE} AND (b.deleted = 0 AND b.valid = 1 "
+        f"WHERE b.id = ? AND {_DIRTY_WHERE} AND (b.deleted = 0 AND {_VALID} "
         "OR b.deleted = 1 AND s.base_rev IS NOT NULL AND s.base_deleted = 0)",
         (blueprint_id,),
     ).fetchall()
@@ -495,10 +504,11 @@ def pushable(cur: Any, blueprint_id: str) -> bool:
 
 
 def held_count(cur: Any, *, scan_all: bool = False) -> int:
-    """Dirty live items that fail the app's validator (held back until they are valid)."""
+    """Dirty live items that fail the app's validator, or that it has not judged yet (held
+    back until they are valid)."""
     row = cur.execute(
         "SELECT count(*) FROM blueprints b LEFT JOIN sync_items s ON s.id = b.id "
-        f"WHERE b.op_id > ? AND {_DIRTY_WHERE} AND b.deleted = 0 AND b.valid = 0",
+        f"WHERE b.op_id > ? AND {_DIRTY_WHERE} AND b.deleted = 0 AND NOT {_VALID}",
         (0 if scan_all else settled_op_id(cur),),
     ).fetchall()
     return int(row[0][0])

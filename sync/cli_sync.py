@@ -412,7 +412,10 @@ def _print_report(
     for error in report.errors:
         click.echo(f"  problem: {error}")
     if status.get("held"):
-        click.echo(f"{status['held']} blueprint(s) fail validation and are held back until fixed")
+        click.echo(
+            f"{status['held']} blueprint(s) fail the app's validation, or await it (edited "
+            "while the app was closed), and are held back until fixed or judged"
+        )
     if status.get("flagged"):
         click.echo(
             f"{status['flagged']} file(s) cannot be read as blueprints; their edits stay here "
@@ -548,7 +551,7 @@ def status_cmd(cli: CliContext) -> None:
             click.echo(f"  to sync: {data['hint']}")
         click.echo(f"pending uploads: {data.get('pending')}")
         if data.get("held"):
-            click.echo(f"held back (invalid): {data.get('held')}")
+            click.echo(f"held back (invalid or not judged): {data.get('held')}")
         if data.get("flagged") or flagged:
             click.echo(
                 f"not synced, file cannot be read (fix it; `localstore check`): {len(flagged)}"

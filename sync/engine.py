@@ -68,7 +68,7 @@ from localstore.errors import (
 )
 from localstore.events import Event
 from localstore.index import index_damaged, map_apsw_error
-from localstore.store import BlueprintStore, _count_arg
+from localstore.store import HOME_VALIDATOR_KEY, BlueprintStore, _count_arg
 from sync import _state as st
 from sync import account_record, base_record
 from sync._apply import (
@@ -1186,6 +1186,7 @@ class SyncEngine:
 
     def _push_pass(self, report: SyncReport) -> int:
         """Push every item dirty at the start of the pass; returns how many conflicted."""
+        self._judge_dirty()
         with self.store.index.read() as cur:
             limit = st.max_op_id(cur)
             total = st.pending_count(cur)
@@ -1226,6 +1227,23 @@ class SyncEngine:
             gone = [i for i in self._lone_timeouts if not st.pushable(cur, i)]
         for blueprint_id in gone:
             del self._lone_timeouts[blueprint_id]
+
+    def _judge_dirty(self) -> None:
+        """Judge with this store's validator the dirty rows it has not judged (the daemon's
+        watcher or the CLI recorded them while the app was open), if it is the home's: they
+        are held otherwise (st._VALID). Outside any transaction, so the validator runs before
+        the write lock (BlueprintStore._rejudge); the daemon, with no validator, leaves them."""
+        store = self.store
+        if store.validator is None:
+            return
+        with store.index.read() as cur:
+            home = cur.execute(
+                "SELECT value FROM settings WHERE key = ?", (HOME_VALIDATOR_KEY,)
+            ).fetchall()
+            if not home or home[0][0] != store.validator_name:
+                return  # another app's rules are the home's now: not ours to judge by
+            after = st.settled_op_id(cur)
+        store._rejudge("b.op_id > ? AND b.judged_by IS NOT ?", (after, store.validator_name))
 
     def _push(self, pairs: Sequence[tuple[Change, st.OutboxItem]], report: SyncReport) -> int:
         """Push one batch and handle its results; returns how many conflicted.

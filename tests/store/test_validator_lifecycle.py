@@ -1,0 +1,201 @@
+"""An app's validator over a store's life: where it runs, and when blueprints are judged again."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import localstore
+from localstore.errors import InvalidInputError, InvalidYAMLError
+from localstore.watcher import Watcher
+
+
+class _Gate:
+    """A validator that stops inside its call until released (no timing: two events)."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.armed = True
+
+    def __call__(self, doc: Mapping[str, Any]) -> list[str]:
+        if doc.get("slow") and self.armed:
+            self.entered.set()
+            assert self.release.wait(30), "the test never released the validator"
+        return [] if doc.get("ok", True) else ["ok is false"]
+
+
+@pytest.fixture
+def gate() -> Iterator[_Gate]:
+    g = _Gate()
+    yield g
+    g.release.set()  # a failing test must not leave a thread parked in the validator
+
+
+def _in_thread(work: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    out: list[object] = []
+
+    def run() -> None:
+        try:
+            out.append(work())
+        except BaseException as exc:  # handed to the test thread to assert on
+            out.append(exc)
+
+    t = threading.Thread(target=run, name="slow-save")
+    t.start()
+    return t, out
+
+
+def test_another_connection_writes_while_a_slow_validator_runs(home: Path, gate: _Gate) -> None:
+    """A validator that took 2 s held the home's write lock for 2 s: every other writer (the
+    daemon, the CLI) waited, and past its busy timeout failed. It runs before the lock now."""
+    with (
+        localstore.open(home=home, validator=gate) as app,
+        # Another connection to the same index, with a short busy timeout: if the app's save
+        # held the write lock while its validator runs, this save fails with a busy error
+        # instead of waiting (the assertion is on the outcome, not on a duration).
+        localstore.open(home=home, busy_timeout_ms=200, reconcile=False) as other,
+    ):
+        worker, out = _in_thread(lambda: app.save("a/slow", "slow: true\nok: false\n"))
+        assert gate.entered.wait(30)
+        try:
+            other.save("b/meanwhile", "x: 1\n")  # must not wait for the validator
+        finally:
+            gate.release.set()
+            worker.join()
+        saved = out[0]
+        assert isinstance(saved, localstore.Blueprint), saved
+        assert saved.valid is False and saved.problems == ("ok is false",)
+        assert app.load("a/slow").valid is False
+        assert {i.path for i in app.list()} == {
+            "a/slow.blueprint.yaml",
+            "b/meanwhile.blueprint.yaml",
+        }
+
+
+def test_a_meta_only_save_is_judged_before_the_lock_too(home: Path, gate: _Gate) -> None:
+    """``content=None`` keeps the current YAML: it is read and judged before the lock."""
+    with localstore.open(home=home, validator=gate) as app:
+        gate.armed = False
+        app.save("a/slow", "slow: true\n")
+        gate.armed = True
+        with localstore.open(home=home, busy_timeout_ms=200, reconcile=False) as other:
+            worker, out = _in_thread(lambda: app.save("a/slow", name="renamed"))
+            assert gate.entered.wait(30)
+            try:
+                other.save("b/meanwhile", "x: 1\n")
+            finally:
+                gate.release.set()
+                worker.join()
+        assert isinstance(out[0], localstore.Blueprint), out[0]
+        assert app.load("a/slow").meta.name == "renamed"
+
+
+def test_bad_yaml_found_before_the_lock_still_changes_nothing(home: Path, gate: _Gate) -> None:
+    with localstore.open(home=home, validator=gate) as app:
+        app.save("a/one", "x: 1\n")
+        with pytest.raises(InvalidYAMLError):
+            app.save("a/one", "x: [1\n")
+        assert app.load("a/one").content == "x: 1\n"
+        assert [r.rev for r in app.history("a/one")] == [1]
+
+
+def test_the_watcher_judges_an_edit_before_the_lock(home: Path, gate: _Gate) -> None:
+    """An editor's change the watcher ingests: the app's validator runs before the batch's
+    write transaction, so the daemon or the CLI can write meanwhile."""
+    with localstore.open(home=home, validator=gate) as app:
+        app.save("a/one", "x: 1\n")
+        watcher = Watcher(app)
+        watcher.start()
+        try:
+            (app.root / "a" / "one.blueprint.yaml").write_text("slow: true\nok: false\n")
+            assert gate.entered.wait(30)
+            with localstore.open(home=home, busy_timeout_ms=200, reconcile=False) as other:
+                try:
+                    other.save("b/meanwhile", "x: 1\n")
+                finally:
+                    gate.release.set()
+            assert watcher.wait_idle()
+        finally:
+            gate.release.set()
+            watcher.stop()
+            watcher.join()
+        got = app.load("a/one")
+        assert got.content == "slow: true\nok: false\n" and got.problems == ("ok is false",)
+
+
+def _no_debug(doc: Mapping[str, Any]) -> list[str]:
+    return ["debug must be off"] if doc.get("debug") else []
+
+
+def _no_beta(doc: Mapping[str, Any]) -> list[str]:
+    return ["beta is not allowed"] if doc.get("beta") else []
+
+
+def _stamps(store: localstore.BlueprintStore) -> dict[str, tuple[int, int]]:
+    """Each blueprint's revision and its YAML file's mtime: what a re-judging must not change."""
+    return {i.path: (i.rev, (store.root / i.path).stat().st_mtime_ns) for i in store.list()}
+
+
+def test_a_validator_registered_later_judges_the_blueprints_saved_before(home: Path) -> None:
+    """Blueprints saved before a validator was registered stayed valid under rules they break;
+    opening with it judges them, without a revision or a file write."""
+    with localstore.open(home=home) as plain:
+        plain.save("a/on", "debug: true\n")
+        plain.save("a/off", "debug: false\n")
+        before = _stamps(plain)
+    with localstore.open(home=home, validator=_no_debug) as app:
+        assert app.load("a/on").problems == ("debug must be off",)
+        assert not app.resolve("a/on").valid and app.resolve("a/off").valid
+        assert {i.path: i.valid for i in app.list()} == {
+            "a/on.blueprint.yaml": False,
+            "a/off.blueprint.yaml": True,
+        }
+        assert _stamps(app) == before
+        assert app.revalidate().judged == 0  # all judged by this validator already
+
+
+def test_new_rules_under_a_new_name_are_applied_at_open(home: Path) -> None:
+    with localstore.open(home=home, validator=_no_debug, validator_name="rules-1") as app:
+        app.save("a/one", "debug: true\nbeta: true\n")
+        assert app.load("a/one").problems == ("debug must be off",)
+    with localstore.open(home=home, validator=_no_beta, validator_name="rules-1") as same:
+        # The same name says the same rules: nothing is judged again until asked.
+        assert same.load("a/one").problems == ("debug must be off",)
+        report = same.revalidate(every=True)
+        assert report.judged == 1 and report.now_invalid == report.now_valid == []
+        assert same.load("a/one").problems == ("beta is not allowed",)
+    with localstore.open(home=home, validator=_no_beta, validator_name="rules-2") as other:
+        assert other.load("a/one").problems == ("beta is not allowed",)
+
+
+def test_revalidate_without_a_validator_drops_the_rules(home: Path) -> None:
+    with localstore.open(home=home, validator=_no_debug) as app:
+        app.save("a/on", "debug: true\n")
+    with localstore.open(home=home) as plain:
+        assert not plain.resolve("a/on").valid  # opening without one changes nothing
+        report = plain.revalidate()
+        assert report.now_valid == ["a/on.blueprint.yaml"] and report.judged == 1
+        assert plain.resolve("a/on").valid
+
+
+def test_an_edit_recorded_without_the_validator_is_judged_when_the_app_opens(home: Path) -> None:
+    """The daemon and the CLI have no validator: what they record is judged by the app later."""
+    with localstore.open(home=home, validator=_no_debug) as app:
+        app.save("a/one", "debug: false\n")
+    with localstore.open(home=home) as cli:
+        cli.save("a/one", "debug: true\n")
+        assert cli.resolve("a/one").valid  # (no validator here to say otherwise)
+    with localstore.open(home=home, validator=_no_debug) as app:
+        assert app.load("a/one").problems == ("debug must be off",)
+        assert [r.rev for r in app.history("a/one")] == [2, 1]
+
+
+def test_validator_name_needs_a_validator(home: Path) -> None:
+    with pytest.raises(InvalidInputError, match="validator_name") as info:
+        localstore.open(home=home, validator_name="rules-1")
+    assert info.value.hint

@@ -1,0 +1,83 @@
+"""An edit recorded by a process without the app's validator (the daemon's watcher, the CLI) is
+not pushed as valid: it waits until the app's validator judges it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from localstore.config import load_settings
+from localstore.store import BlueprintStore
+from sync.engine import SyncEngine
+from sync.memory_remote import MemoryRemote, MemoryServer
+
+
+def _no_debug(doc: Mapping[str, Any]) -> list[str]:
+    return ["debug must be off"] if doc.get("debug") else []
+
+
+def _open(home: Path, **kwargs: Any) -> BlueprintStore:
+    return BlueprintStore(load_settings(home=home), maintenance=False, **kwargs)
+
+
+def test_the_daemon_holds_what_the_app_would_refuse_until_the_app_judges_it(
+    tmp_path: Path, server: MemoryServer
+) -> None:
+    home = tmp_path / "h"
+    app = _open(home, validator=_no_debug)  # the app registered its rules for this home
+    app.save("a/bad", "debug: false\n")
+    app.save("a/good", "x: 1\n")
+    app.close()
+    daemon = _open(home)  # no validator: what its watcher or sync records is judged by none
+    remote = MemoryRemote(server, user="u")
+    engine = SyncEngine(daemon, remote)
+    try:
+        assert engine.sync_once().pushed == 2
+        # Edits made in an editor while the app is closed, recorded by the daemon.
+        (daemon.root / "a" / "bad.blueprint.yaml").write_text("debug: true\n")
+        (daemon.root / "a" / "good.blueprint.yaml").write_text("x: 2\n")
+        daemon.check(fix=True)
+        report = engine.sync_once()
+        # Before: both went up as valid, the debug one breaking the app's rules on every device.
+        assert report.pushed == 0 and report.held == 2
+        assert engine.status().held == 2
+        pushed = {r.row.path: r.row.content for r in server.rows.values()}
+        assert pushed["a/bad.blueprint.yaml"] == "debug: false\n"
+        # The app opens: it judges both; the daemon's next pass pushes the valid one only.
+        app = _open(home, validator=_no_debug)
+        assert not app.resolve("a/bad").valid and app.resolve("a/good").valid
+        app.close()
+        report = engine.sync_once()
+        assert report.pushed == 1 and report.held == 1
+        pushed = {r.row.path: r.row.content for r in server.rows.values()}
+        assert pushed == {
+            "a/bad.blueprint.yaml": "debug: false\n",
+            "a/good.blueprint.yaml": "x: 2\n",
+        }
+    finally:
+        remote.close()
+        daemon.close()
+
+
+def test_the_apps_own_sync_judges_what_another_process_recorded(
+    tmp_path: Path, server: MemoryServer
+) -> None:
+    """An app syncing in-process (sync.embed) judges, before pushing, what the daemon's
+    watcher or the CLI recorded while it was open."""
+    home = tmp_path / "h"
+    app = _open(home, validator=_no_debug)
+    remote = MemoryRemote(server, user="u")
+    engine = SyncEngine(app, remote)
+    cli = _open(home)
+    try:
+        cli.save("a/bad", "debug: true\n")
+        cli.save("a/good", "x: 1\n")
+        report = engine.sync_once()
+        assert report.pushed == 1 and report.held == 1
+        assert {r.row.path for r in server.rows.values()} == {"a/good.blueprint.yaml"}
+        assert app.load("a/bad").problems == ("debug must be off",)
+    finally:
+        cli.close()
+        remote.close()
+        app.close()
