@@ -36,7 +36,7 @@ from localstore import files as fs
 from localstore._fts_text import SPLIT, indexed_text, shown
 from localstore._identity import ensure_device_id
 from localstore._listing import INFO_COLUMNS, ListingCache, below, collector_paused, infos
-from localstore._presence import OpenMark, describe_pid
+from localstore._presence import OpenMark, WatchPeriods, describe_pid
 from localstore._revisions import revision_text
 from localstore.blueprint import (
     MAX_META_BYTES,
@@ -2002,8 +2002,9 @@ class BlueprintStore:
         an in-place save that parses was recorded): the file's current text is returned with
         the last recorded ``rev`` and meta, unrecorded (the last revision if it does not parse).
         Without a watcher nothing tells when a write ends: the change is recorded at once;
-        unless the daemon watches this home from another process (a CLI command while it
-        runs): a change younger than its watcher's write-quiet period is then left to it too.
+        unless another process (the daemon, an app) runs a watcher on this home (a CLI command
+        beside it): a change younger than that watcher's write-quiet period is then left to it
+        too, and so is a vanished YAML whose folder changed within its delete grace.
         """
         self._check_open()
         with self.index.read() as cur:
@@ -2033,12 +2034,14 @@ class BlueprintStore:
             # subscribers "invalid" for an edit about to complete. The watcher waits for the
             # close; one left empty is flagged by it or the next reconcile (open, check).
             return self._blueprint_from(row, self._revision_content(row.id, row.rev))
-        if st is None and self._watched():
+        if st is None and self._vanish_settling(row.path):
             # Gone for a moment in an editor's save (vim renames the file away and writes a new
             # one; IDEs delete and create). The watcher gives a vanished file a grace period
             # before it records a delete; load recorded it at once, and the file written next
             # became a new blueprint with a new id. Without a watcher nothing else would see
-            # the delete before the next open, so load still records it then.
+            # the delete before the next open, so load still records it then (so it does when
+            # the watcher is another process's and the file's folder has been still longer
+            # than its grace: that watcher would have recorded the delete by now).
             return self._blueprint_from(row, self._revision_content(row.id, row.rev))
         if (
             stale
@@ -2092,17 +2095,26 @@ class BlueprintStore:
         stats = [st] if m_st is None else [st, m_st]
         if watcher is not None:
             return change_settling(watcher, rel, stats)
-        # No watcher here, but the daemon may watch this home from its own process (a CLI
-        # command while it runs): the same age rule, without its pending set. Asked only for a
+        # No watcher here, but the daemon or an app may watch this home from its own process (a
+        # CLI command beside it): the same age rule, without its pending set. Asked only for a
         # change that would be recorded now (a few syscalls, no network).
-        quiet_s = self._daemon_write_quiet_s()
-        return quiet_s is not None and fs.changed_within(stats, quiet_s)
+        periods = self._watching_elsewhere()
+        return periods is not None and fs.changed_within(stats, periods.write_quiet_s)
 
-    def _daemon_write_quiet_s(self) -> float | None:
-        """The write-quiet period of a daemon watching this home from another process, or None."""
-        from localstore._daemon_state import daemon_write_quiet_s
+    def _watching_elsewhere(self) -> WatchPeriods | None:
+        """The periods of the watchers other processes run on this home (the daemon's, an app's),
+        or None when none runs."""
+        from localstore._presence import watching_elsewhere
 
-        return daemon_write_quiet_s(self.settings)
+        return watching_elsewhere(self.settings)
+
+    def _vanish_settling(self, rel: str) -> bool:
+        """Whether the YAML at ``rel``, gone, is a watcher's to judge: one runs on this store, or
+        in another process and its folder changed within that watcher's delete grace."""
+        if self._watched():
+            return True
+        periods = self._watching_elsewhere()
+        return periods is not None and fs.folder_changed_within(self.root, rel, periods.grace_s)
 
     def _unrecorded(self, row: Row, yaml_abs: str) -> Blueprint:
         """The blueprint with its YAML as the file holds it now, not recorded: the recorded
