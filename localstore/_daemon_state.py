@@ -250,10 +250,10 @@ def daemon_write_quiet_s(settings: Settings) -> float | None:
 
     A daemon always runs a watcher (docs/daemon.md), and records its write-quiet period in
     daemon.json as ``write_quiet_ms``. ``BlueprintStore.load`` and the open's reconcile leave a
-    change younger than that to it: read in an editor's pause, half an in-place save that parses
-    was recorded as a revision by a CLI command while the daemon watched (the daemon's watcher
-    waits for the write's close). A few syscalls (no network); called only when a change is
-    to be recorded and no watcher runs on the store object.
+    change younger than that to it (through ``localstore._presence.watching_elsewhere``, which
+    also reads the marks every running watcher holds; daemon.json still answers where there are
+    none: Windows). A few syscalls (no network); called only when a change is to be recorded and
+    no watcher runs on the store object.
     """
     state = daemon_running(settings)
     if state is None or state.get("pid") == os.getpid():

@@ -50,6 +50,7 @@ from localstore.events import Event
 from localstore.index import map_apsw_error
 
 if TYPE_CHECKING:
+    from localstore._presence import WatchPeriods
     from localstore.store import BlueprintStore, CheckReport, Row
 
 log = logging.getLogger("localstore.reconcile")
@@ -531,17 +532,29 @@ class Reconciler:
             by_path = self._live_rows(cur)
             scan = self.scan(by_path)
             changed, missing = self._candidates(scan, by_path)
+            # A watcher of another process (the daemon's, an app's) waits for a write's close
+            # and gives a vanished file a grace period: read now, half an editor's in-place save
+            # that parses was recorded as a revision by any CLI command's open, and a file gone
+            # for a moment in a save dance was recorded deleted (its new file then a new
+            # blueprint). What it is still to record is its: left alone here, files new,
+            # changed or gone alike.
+            elsewhere = self._watching_elsewhere() if changed or missing else None
+            left: set[str] = set()
+            if elsewhere is not None:
+                left = {
+                    rel
+                    for rel in changed
+                    if fs.changed_within(_pair_stats(scan, rel), elsewhere.write_quiet_s)
+                }
+                left.update(
+                    row.path
+                    for row in missing
+                    if fs.folder_changed_within(self.store.root, row.path, elsewhere.grace_s)
+                )
+                changed = [rel for rel in changed if rel not in left]
+                missing = [row for row in missing if row.path not in left]
             self._changed = changed
-            quiet_s: float | None = None
             for rel in changed:
-                if rel in by_path:
-                    if quiet_s is None:
-                        quiet_s = self._daemon_quiet_s()
-                    if quiet_s > 0 and fs.changed_within(_pair_stats(scan, rel), quiet_s):
-                        # The daemon's watcher (another process) waits for this write's close:
-                        # read now, half an editor's in-place save that parses was recorded as
-                        # a revision by any CLI command's open. Its watcher records the file.
-                        continue
                 with self._isolated(rel, report):
                     if not self._restamp(cur, rel, scan):
                         self._ingest_locked(cur, rel, scan, report)
@@ -559,18 +572,20 @@ class Reconciler:
                     else:
                         self._delete_locked(cur, current, report)
             for rel in self._orphan_metas(self.scan()):
+                if fs.yaml_path_for(rel) in left:
+                    continue  # (its YAML, gone for a moment, is the watcher's to judge)
                 with self._isolated(rel, report):
                     self._handle_orphan(cur, rel, report)
             for rel in self._stale_temps(scan):
                 with self._isolated(rel, report):
                     self.clear_stale_temp(rel, report)
 
-    def _daemon_quiet_s(self) -> float:
-        """The write-quiet period of a daemon watching this home from another process, when no
-        watcher runs on this store object (its own rescans and events decide), else 0."""
+    def _watching_elsewhere(self) -> WatchPeriods | None:
+        """The periods of the watchers other processes run on this home, when no watcher runs
+        on this store object (its own rescans and events decide then), else None."""
         if self.store._watched():
-            return 0.0
-        return self.store._daemon_write_quiet_s() or 0.0
+            return None
+        return self.store._watching_elsewhere()
 
     def clear_stale_temp(self, rel: str, report: CheckReport) -> None:
         """Remove a stale temp file, unless it may be the only copy of a version (kept then).

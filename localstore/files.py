@@ -1225,6 +1225,26 @@ def changed_within(stats: Iterable[FileStat | os.stat_result], seconds: float) -
     return False
 
 
+def folder_changed_within(root: Path, rel: str, seconds: float) -> bool:
+    """Whether the folder that held the vanished file ``rel`` (or the nearest one of its
+    folders still there, up to ``root``) changed less than ``seconds`` ago.
+
+    A file gone has no times of its own; its removal or rename set its folder's. That ages a
+    vanish as a watcher's delete grace does, from another process (a busier folder only waits
+    longer: the watcher records the delete then).
+    """
+    folder = (root / rel).parent
+    while True:
+        try:
+            st = os.lstat(folder)
+        except FileNotFoundError:
+            if folder == root or folder == folder.parent:
+                return False
+            folder = folder.parent
+            continue
+        return changed_within([st], seconds)
+
+
 class _Stat(Protocol):
     @property
     def st_size(self) -> int: ...

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import apsw
 
@@ -36,6 +36,7 @@ from localstore import files as fs
 from localstore._fts_text import SPLIT, indexed_text, shown
 from localstore._identity import ensure_device_id
 from localstore._listing import INFO_COLUMNS, ListingCache, below, collector_paused, infos
+from localstore._presence import OpenMark, WatchPeriods, describe_pid
 from localstore._revisions import revision_text
 from localstore.blueprint import (
     MAX_META_BYTES,
@@ -457,8 +458,8 @@ class BlueprintStore:
 
         ``recover_index`` (for ``check --fix``): an index too damaged to open is moved aside to a
         timestamped name in data/ and rebuilt from the files; ``recovered_index`` is then its new
-        path; it raises LockHeldError instead, moving nothing, while another process holds the home's
-        lock. A plain open refuses a damaged index with an error saying so. Raises
+        path; it raises LockHeldError instead, moving nothing, while another store (of this process
+        or another) has the home open. A plain open refuses a damaged index with an error saying so. Raises
         InvalidInputError for a validator that is not callable.
 
         With a ``validator``, its name (``validator_name``, by default the function's module and
@@ -516,11 +517,15 @@ class BlueprintStore:
         # (An earlier run had found one faster; the disk's queue, not the filesystem, decides.)
         self._flusher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="localstore-flush")
         self.recovered_index: Path | None = None
+        # Held until close(), taken before the index opens: a 'check --fix' in another process
+        # must see this store before it could move the index from under its connection.
+        self._open_mark = OpenMark.take(self.paths.state)
         try:
             self.index = self._open_index(recover_index)
             self._listing = ListingCache(self.index)
         except BaseException:
             self._flusher.shutdown(wait=False)
+            self._open_mark.close()
             raise
         # Events wait for the commit of the publishing thread's open transaction (the sync
         # engine saves inside its own): see Index.after_commit.
@@ -540,7 +545,12 @@ class BlueprintStore:
         # maintainer checkpointed a home nobody used, one thread and connection per such store,
         # for the life of the process); not at exit, where daemon threads end with it anyway.
         self._unclosed = weakref.finalize(
-            self, _collected_unclosed, self._maintainer, self._flusher, self._root_str
+            self,
+            _collected_unclosed,
+            self._maintainer,
+            self._flusher,
+            self._open_mark,
+            self._root_str,
         )
         self._unclosed.atexit = False
         # The process that opened the store: a forked child must not use it (see _check_open).
@@ -582,44 +592,54 @@ class BlueprintStore:
                 raise
             damage = exc
         self._refuse_rebuild_while_held()
-        # Files are the truth, the index is derived: set the damaged one aside (its history may be
-        # salvageable) and let the open build a fresh one that the reconcile fills from the files.
-        self.recovered_index = set_aside(path)
-        log.warning(
-            "the index was damaged (%s); moved it to %s and rebuilt it from the files "
-            "(history before this point was not recovered)",
-            damage.args[0] if damage.args else damage,
-            self.recovered_index,
-        )
-        return attempt()
+        try:
+            # Files are the truth, the index is derived: set the damaged one aside (its history
+            # may be salvageable) and let the open build a fresh one that the reconcile fills
+            # from the files. Other stores' opens wait on the mark meanwhile (a moment).
+            self.recovered_index = set_aside(path)
+            log.warning(
+                "the index was damaged (%s); moved it to %s and rebuilt it from the files "
+                "(history before this point was not recovered)",
+                damage.args[0] if damage.args else damage,
+                self.recovered_index,
+            )
+            return attempt()
+        finally:
+            self._open_mark.share()
 
     def _refuse_rebuild_while_held(self) -> None:
-        """Raise LockHeldError when another process (the daemon, an app syncing in-process) holds
-        the home's lock, before a damaged index is moved aside.
+        """Raise LockHeldError when another process or store has this home open, before a damaged
+        index is moved aside; else hold the open-store mark exclusively (share() gives it back).
 
-        Such a process keeps its connection to the moved file and goes on writing there: the files
+        Such a store keeps its connection to the moved file and goes on writing there: the files
         stay right and its next open reconciles them, but the history it writes meanwhile lands in
-        the file set aside. SQLite offers no documented way to ask whether other connections have
-        a database open (an app that opened the store without syncing is not seen), so the home's
-        lock is the test; the repair itself is not attempted until it is free.
+        the file set aside. The daemon and an app syncing in-process are named from the home's
+        lock; any other open store (an app that opened it without syncing, `localstore watch`, a
+        command under way) from the open-store mark every store holds (localstore._presence).
+        The repair itself is not attempted until they are gone.
         """
-        from localstore._daemon_state import _lock_file_pid, lock_is_held, read_state
+        from localstore._daemon_state import _lock_file_pid, daemon_running, lock_is_held
 
-        state = self.paths.state
-        if not lock_is_held(state):
-            return
-        pid = _lock_file_pid(state)
-        daemon = read_state(state)
-        if pid is not None and daemon is not None and daemon.get("pid") == pid:
-            who = f"the daemon, pid {pid}"
-        elif pid is not None:
-            who = f"pid {pid}: the daemon or an app syncing it"
-        else:
-            who = "the daemon or an app syncing it"
+        daemon = daemon_running(self.settings)
+        if daemon is not None:
+            self._refuse_rebuild(f"the daemon, pid {daemon['pid']}")
+        if lock_is_held(self.paths.state):
+            holder = _lock_file_pid(self.paths.state)
+            self._refuse_rebuild(f"{'' if holder is None else f'pid {holder}, '}an app syncing it")
+        if not self._open_mark.try_exclusive():
+            pids = ", ".join(describe_pid(pid) for pid in self._open_mark.holders())
+            self._refuse_rebuild(
+                f"{pids or 'another process'}: an app with the store open, `localstore watch` "
+                "or another localstore command"
+            )
+
+    @staticmethod
+    def _refuse_rebuild(who: str) -> NoReturn:
         raise LockHeldError(
             f"cannot rebuild the damaged index: another process has this home open ({who})",
-            hint="stop it (`localstore daemon --stop` for the daemon, or quit the app), then run "
-            "'localstore check --fix' again; it would go on writing to the index moved aside",
+            hint="stop it (`localstore daemon --stop` for the daemon, quit the app, or let the "
+            "command end), then run 'localstore check --fix' again; it would go on writing to the "
+            "index moved aside",
         )
 
     def index_health(self) -> dict[str, Any]:
@@ -662,6 +682,7 @@ class BlueprintStore:
             self._maintainer.join(10)
         self._flusher.shutdown(wait=True)
         self.index.close()
+        self._open_mark.close()  # (after the index: a rebuild may not start under its connection)
 
     def on_close(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Run ``callback`` when the store closes (components stop their threads here).
@@ -2160,8 +2181,9 @@ class BlueprintStore:
         an in-place save that parses was recorded): the file's current text is returned with
         the last recorded ``rev`` and meta, unrecorded (the last revision if it does not parse).
         Without a watcher nothing tells when a write ends: the change is recorded at once;
-        unless the daemon watches this home from another process (a CLI command while it
-        runs): a change younger than its watcher's write-quiet period is then left to it too.
+        unless another process (the daemon, an app) runs a watcher on this home (a CLI command
+        beside it): a change younger than that watcher's write-quiet period is then left to it
+        too, and so is a vanished YAML whose folder changed within its delete grace.
         """
         self._check_open()
         with self.index.read() as cur:
@@ -2191,12 +2213,14 @@ class BlueprintStore:
             # subscribers "invalid" for an edit about to complete. The watcher waits for the
             # close; one left empty is flagged by it or the next reconcile (open, check).
             return self._blueprint_from(row, self._revision_content(row.id, row.rev))
-        if st is None and self._watched():
+        if st is None and self._vanish_settling(row.path):
             # Gone for a moment in an editor's save (vim renames the file away and writes a new
             # one; IDEs delete and create). The watcher gives a vanished file a grace period
             # before it records a delete; load recorded it at once, and the file written next
             # became a new blueprint with a new id. Without a watcher nothing else would see
-            # the delete before the next open, so load still records it then.
+            # the delete before the next open, so load still records it then (so it does when
+            # the watcher is another process's and the file's folder has been still longer
+            # than its grace: that watcher would have recorded the delete by now).
             return self._blueprint_from(row, self._revision_content(row.id, row.rev))
         if (
             stale
@@ -2250,17 +2274,26 @@ class BlueprintStore:
         stats = [st] if m_st is None else [st, m_st]
         if watcher is not None:
             return change_settling(watcher, rel, stats)
-        # No watcher here, but the daemon may watch this home from its own process (a CLI
-        # command while it runs): the same age rule, without its pending set. Asked only for a
+        # No watcher here, but the daemon or an app may watch this home from its own process (a
+        # CLI command beside it): the same age rule, without its pending set. Asked only for a
         # change that would be recorded now (a few syscalls, no network).
-        quiet_s = self._daemon_write_quiet_s()
-        return quiet_s is not None and fs.changed_within(stats, quiet_s)
+        periods = self._watching_elsewhere()
+        return periods is not None and fs.changed_within(stats, periods.write_quiet_s)
 
-    def _daemon_write_quiet_s(self) -> float | None:
-        """The write-quiet period of a daemon watching this home from another process, or None."""
-        from localstore._daemon_state import daemon_write_quiet_s
+    def _watching_elsewhere(self) -> WatchPeriods | None:
+        """The periods of the watchers other processes run on this home (the daemon's, an app's),
+        or None when none runs."""
+        from localstore._presence import watching_elsewhere
 
-        return daemon_write_quiet_s(self.settings)
+        return watching_elsewhere(self.settings)
+
+    def _vanish_settling(self, rel: str) -> bool:
+        """Whether the YAML at ``rel``, gone, is a watcher's to judge: one runs on this store, or
+        in another process and its folder changed within that watcher's delete grace."""
+        if self._watched():
+            return True
+        periods = self._watching_elsewhere()
+        return periods is not None and fs.folder_changed_within(self.root, rel, periods.grace_s)
 
     def _unrecorded(self, row: Row, yaml_abs: str) -> Blueprint:
         """The blueprint with its YAML as the file holds it now, not recorded: the recorded
@@ -3081,12 +3114,15 @@ def _query_words(text: str) -> builtins.list[str]:
 
 
 def _collected_unclosed(
-    maintainer: Maintainer | None, flusher: ThreadPoolExecutor, root: str
+    maintainer: Maintainer | None, flusher: ThreadPoolExecutor, mark: OpenMark, root: str
 ) -> None:
     """Stop the threads of a store collected without close() (its finalizer: holds no store)."""
     if maintainer is not None:
         maintainer.stop()
     flusher.shutdown(wait=False)
+    # (Its index connection is closed by its own collection; the mark would keep 'check --fix'
+    # from rebuilding for the life of the process.)
+    mark.close()
     warnings.warn(
         f"a LocalStore store of {root} was never closed: call store.close() (or open it in a "
         "with block) when the app is done with it",

@@ -56,6 +56,7 @@ from watchdog.observers import Observer
 
 from localstore import files as fs
 from localstore._listing import below
+from localstore._presence import WatchMark, WatchPeriods
 from localstore._reconcile import (
     ROOT_MARK_SETTING,
     Reconciler,
@@ -325,6 +326,7 @@ class Watcher:
         self._worker: threading.Thread | None = None
         self._unhook_close: Callable[[], None] | None = None
         self._hook = _OverflowHook(self._on_overflow)
+        self._mark = WatchMark(None, None)  # (taken by start(); see localstore._presence)
         self._failure: BaseException | None = None
         # Health (see WatcherState.DEGRADED); written by the worker only.
         self._root_problem: str | None = None
@@ -473,6 +475,11 @@ class Watcher:
             self._state = WatcherState.RUNNING
         with _STARTED_LOCK:
             _STARTED.add(self)
+        # Seen by other processes' stores (a CLI command beside an app): they leave to this
+        # watcher a change younger than its periods (localstore._presence).
+        self._mark = WatchMark.take(
+            self.store.paths.state, WatchPeriods(self.write_quiet_s, self.grace_s)
+        )
         _keep_overflow_warnings()
         for name in OVERFLOW_LOGGERS:
             logging.getLogger(name).addHandler(self._hook)
@@ -519,6 +526,7 @@ class Watcher:
             self._state = WatcherState.STOPPING
         with _STARTED_LOCK:
             _STARTED.discard(self)
+        self._mark.close()  # (what it has pending now is for the next look, not for it)
         for name in OVERFLOW_LOGGERS:
             logging.getLogger(name).removeHandler(self._hook)
         if self._unhook_close is not None:
@@ -668,6 +676,7 @@ class Watcher:
             self._failure = exc
             log.exception("the watcher worker failed")
         finally:
+            self._mark.close()  # (a failed worker records nothing more)
             with self._cond:
                 self._idle = False
                 self._cond.notify_all()

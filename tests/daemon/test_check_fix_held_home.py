@@ -1,12 +1,17 @@
 """`check --fix` must not move a damaged index aside while another process has the home open.
 
-That process (the daemon, an app syncing in-process) keeps its connection to the moved file and
-goes on writing there: the files stay right, but the history it writes meanwhile is lost.
+That process (the daemon, an app syncing in-process or only with the store open) keeps its
+connection to the moved file and goes on writing there: the files stay right, but the history it
+writes meanwhile is lost.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +20,7 @@ from click.testing import CliRunner, Result
 
 from localstore.cli import cli
 
-from .conftest import eventually, process_holding_home_lock
+from .conftest import REPO, eventually, process_holding_home_lock
 
 
 def _cli(home: Path, *args: str, input: str | None = None) -> Result:
@@ -73,6 +78,15 @@ def _checkpointed(db: Path) -> bool:
         conn.close()
 
 
+def _damage_in_place(db: Path) -> None:
+    """Garbage after the header page, written in place (same inode: open connections stay on it)."""
+    with open(db, "r+b") as f:
+        data = f.read()
+        page = int.from_bytes(data[16:18], "big") or 65536
+        f.seek(page)
+        f.write(b"\xa5" * (len(data) - page))
+
+
 def test_check_fix_refuses_to_rebuild_under_a_running_daemon(
     spawn_daemon: Any, tmp_path: Path
 ) -> None:
@@ -85,12 +99,7 @@ def test_check_fix_refuses_to_rebuild_under_a_running_daemon(
     d.wait_ready()
     db = home / "data" / "index.db"
     assert eventually(lambda: _checkpointed(db), 10)
-    # In place (same inode): the daemon's connection stays on this file.
-    with open(db, "r+b") as f:
-        data = f.read()
-        page = int.from_bytes(data[16:18], "big") or 65536
-        f.seek(page)
-        f.write(b"\xa5" * (len(data) - page))
+    _damage_in_place(db)  # the daemon's connection stays on this file
 
     r = _cli(home, "--json", "check", "--fix")
     assert r.exit_code == 1, r.output
@@ -99,3 +108,54 @@ def test_check_fix_refuses_to_rebuild_under_a_running_daemon(
     assert "daemon --stop" in err["hint"]
     assert sorted(p.name for p in db.parent.iterdir() if "damaged" in p.name) == []
     assert d.proc.poll() is None, d.output()
+
+
+@contextmanager
+def _app_with_the_store_open(home: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process with the home's store open and no sync (an embedded app): it holds no
+    home lock. Killed after."""
+    code = (
+        "import time, localstore; "
+        f"store = localstore.open({str(home)!r}); print('open', flush=True); time.sleep(600)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "open"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_check_fix_refuses_to_rebuild_under_an_app_that_has_the_store_open(
+    tmp_path: Path,
+) -> None:
+    """An app that opened the store without syncing holds no home lock: the rebuild went ahead
+    under it, and the history it wrote afterwards went into the index moved aside."""
+    home = tmp_path / "h"
+    for i in range(3):
+        assert _cli(home, "save", f"b{i}", input=f"k: {i}\n").exit_code == 0
+    db = home / "data" / "index.db"
+    with _app_with_the_store_open(home) as app:
+        assert _checkpointed(db)
+        _damage_in_place(db)  # its connection stays on this file
+        r = _cli(home, "--json", "check", "--fix")
+        assert r.exit_code == 1, r.output
+        err = json.loads(r.stderr)["error"]
+        assert "another process has this home open" in err["message"], err
+        assert "an app with the store open" in err["message"], err
+        if Path("/proc/locks").exists():  # (the pids come from there; the refusal does not)
+            assert f"pid {app.pid} " in err["message"], err
+        assert "quit the app" in err["hint"] and "check --fix" in err["hint"]
+        assert sorted(p.name for p in db.parent.iterdir() if "damaged" in p.name) == []
+        assert app.poll() is None
+
+    # The app gone, the same command rebuilds the index.
+    r = _cli(home, "--json", "check", "--fix")
+    assert r.exit_code == 0, r.output
+    assert [f["kind"] for f in json.loads(r.stdout)["fixed"]].count("index-rebuilt") == 1
+    assert len(json.loads(_cli(home, "--json", "ls").stdout)) == 3
