@@ -10,6 +10,7 @@ import click
 
 from localstore.cli import (
     EXIT_ATTENTION,
+    EXIT_USAGE,
     FILTER,
     TEXT,
     CliContext,
@@ -331,9 +332,16 @@ def search_cmd(
     match it exactly ('"make deploy"'). Punctuation only separates words: c++ searches c, and
     AND, OR, NOT and NEAR are words. A query starting with '-' goes after '--'.
     """
+    from localstore.errors import InvalidInputError
+
     with errors_to_exit():
         store = ctx.store(existing=True)
-        hits = store.search(query, limit=limit, offset=offset, folder=folder, tag=tag)
+        try:
+            hits = store.search(query, limit=limit, offset=offset, folder=folder, tag=tag)
+        except InvalidInputError as exc:
+            # A search reads no file: whatever it refuses is the query or an option, bad usage,
+            # its word limit (a LimitExceededError, which for a saved document is exit 1) too.
+            fail(exc.message, code=EXIT_USAGE, hint=exc.hint)
 
         def show() -> None:
             from rich.console import Console
