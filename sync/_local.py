@@ -385,6 +385,10 @@ def resolve_conflict(
             how_now = now.resolution if now is not None else "and dropped"
             raise ConflictError(f"conflict #{cid} is already resolved ({how_now})")
         own = _moved_not_copied(cur, record)
+        if take == "local" and not own:
+            # Here, where no other process writes: a copy deleted after the text was read
+            # must not be taken either.
+            refuse_deleted_copy(store, record)
         replaced: int | None = None
         if take != "remote" and not (own and take == "local"):
             assert text is not None
@@ -464,6 +468,36 @@ def _moved_not_copied(cur: Any, record: ConflictRecord) -> bool:
     )
 
 
+def refuse_deleted_copy(store: BlueprintStore, record: ConflictRecord) -> None:
+    """Raise ConflictError when the conflict copy, the local side, was deleted.
+
+    ``record.local`` is the copy's text when the conflict happened: taking it wrote that stale
+    text back, dropping the edits made to the copy before it was deleted, with nothing said.
+    A deleted copy means "keep the other version" (the next sync settles the record so), but
+    it may have been deleted by mistake, so the person chooses: the remote version, the copy
+    brought back from history, or a file. (A record without a copy, where the local side is
+    the recorded text alone, and one whose "copy" is a blueprint of its own are not refused.)
+    """
+    if not record.copy_id or record.copy_synced:
+        return
+    row = store.row_by_id(record.copy_id)
+    if row is not None and not row.deleted:
+        return
+    back = ""
+    if row is not None:
+        last = next((r for r in store.history(row.id) if not r.deleted), None)
+        if last is not None:
+            back = f"bring the copy back with `localstore restore {row.id} {last.rev}`, then "
+    raise ConflictError(
+        f"the conflict copy {record.copy_path} was deleted, so there is no local side to take "
+        f"(deleting it keeps the remote version: the next sync settles conflict #{record.cid} "
+        "so)",
+        hint=f"keep the remote version with `localstore conflicts resolve {record.cid} --take "
+        f"remote`; or {back or 'give the text you want with '}"
+        + ("--take local" if back else "--take FILE"),
+    )
+
+
 def conflict_local_text(store: BlueprintStore, record: ConflictRecord) -> str:
     """The local side of a conflict as it is now: the conflict copy's current text if it exists.
 
@@ -472,7 +506,10 @@ def conflict_local_text(store: BlueprintStore, record: ConflictRecord) -> str:
     and the merge tool's %LOCAL/%MERGED both start from this text, so neither drops those edits.
     """
     if record.copy_id and store.exists(record.copy_id):
-        return store.load(record.copy_id).content
+        try:
+            return store.load(record.copy_id).content
+        except NotFoundError:
+            pass  # (its file went since the index saw it; the load recorded the delete)
     return record.local
 
 

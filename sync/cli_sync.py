@@ -30,7 +30,13 @@ from localstore.cli import (
     pass_ctx,
 )
 from localstore.config import check_cloud_url, cleartext_url_warning
-from sync._local import _udiff, conflict_local_text, conflict_remote_text, unaccepted_files
+from sync._local import (
+    _udiff,
+    conflict_local_text,
+    conflict_remote_text,
+    refuse_deleted_copy,
+    unaccepted_files,
+)
 from sync.engine import (
     SyncEngine,
     SyncReport,
@@ -714,6 +720,10 @@ def _resolve_with_tool(settings: Settings, store: Any, record: Any) -> Any:
     with it, and the person's merging was lost.
     """
     start = conflict_local_text(store, record)
+    # (LOCAL and MERGED start from the copy: a deleted one left the text recorded at the
+    # conflict, older than the copy's last edits, as what the person was to merge. Checked
+    # after the read, which records a delete the index had not seen yet.)
+    refuse_deleted_copy(store, record)
     remote = conflict_remote_text(store, record)
     code, merged = _run_merge_tool(settings, record, start, remote)
     if code != 0:
