@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -24,7 +25,7 @@ from localstore.errors import (
 from localstore.store import BlueprintStore, _count_arg, _flag_arg
 from sync import _state as st
 from sync._state import ConflictRecord, QuarantineEntry
-from sync.errors import ConflictError, ConflictNotFoundError
+from sync.errors import ConflictError, ConflictNotFoundError, NotLoggedInError
 
 SyncStateName = Literal["offline", "connecting", "idle", "pushing", "pulling", "paused", "error"]
 # sync_state key: the state a failed cycle left ("offline" or "error"), beside "last_error".
@@ -220,6 +221,41 @@ def _why_not_taken(store: BlueprintStore, rel: str, meta_limit: int) -> str | No
     except LocalStoreError as exc:
         return exc.message
     return None
+
+
+def attention_hints(status: Mapping[str, Any]) -> dict[str, str]:
+    """What a person should do about each thing in ``status`` (a SyncStatus dict) that needs
+    attention, by its count's key (held, flagged, conflicts, quarantined), one line each: the
+    lines `localstore sync` prints under its summary, and the ``hint`` of `localstore status`
+    and ``EmbeddedSync.status()`` (one wording for all three)."""
+    lines = {
+        "held": f"{status.get('held')} blueprint(s) fail validation and are held back until fixed",
+        "flagged": f"{status.get('flagged')} file(s) cannot be read as blueprints; their edits "
+        "stay here until fixed: see `localstore status`",
+        "conflicts": f"{status.get('conflicts')} open conflict(s): see `localstore conflicts`, "
+        "then `localstore conflicts resolve ID --take local|remote|FILE`",
+        "quarantined": f"{status.get('quarantined')} change(s) quarantined: see `localstore "
+        "status`; fix them, or retry with `localstore sync --retry-quarantined`",
+    }
+    return {key: line for key, line in lines.items() if status.get(key)}
+
+
+def status_hint(status: Mapping[str, Any], first: str | None = None) -> str | None:
+    """The ``hint`` of a status: ``first`` (why nothing syncs, what to do: a login), then the
+    attention hints; None when there is nothing to do. A line ``first`` holds already (a
+    daemon's status that carries them) is not repeated."""
+    parts = [first] if first else []
+    parts += [line for line in attention_hints(status).values() if not first or line not in first]
+    return "; ".join(parts) or None
+
+
+def offline_hint(reason: str, exc: BaseException) -> str:
+    """What to do when sync went offline for ``reason`` (the daemon's and an app's sync).
+
+    Not logged in is always the login hint: a logout that stopped the engine raised
+    SessionChangedError, whose hint ("starts again from the new login") is for the remote's
+    caller."""
+    return NotLoggedInError.hint if reason == "not logged in" else getattr(exc, "hint", "")
 
 
 def store_arg(store: Any) -> None:
