@@ -10,6 +10,7 @@ import click
 
 from localstore.cli import (
     EXIT_ATTENTION,
+    EXIT_USAGE,
     FILTER,
     TEXT,
     CliContext,
@@ -331,9 +332,16 @@ def search_cmd(
     match it exactly ('"make deploy"'). Punctuation only separates words: c++ searches c, and
     AND, OR, NOT and NEAR are words. A query starting with '-' goes after '--'.
     """
+    from localstore.errors import InvalidInputError
+
     with errors_to_exit():
         store = ctx.store(existing=True)
-        hits = store.search(query, limit=limit, offset=offset, folder=folder, tag=tag)
+        try:
+            hits = store.search(query, limit=limit, offset=offset, folder=folder, tag=tag)
+        except InvalidInputError as exc:
+            # A search reads no file: whatever it refuses is the query or an option, bad usage,
+            # its word limit (a LimitExceededError, which for a saved document is exit 1) too.
+            fail(exc.message, code=EXIT_USAGE, hint=exc.hint)
 
         def show() -> None:
             from rich.console import Console
@@ -384,28 +392,60 @@ def mv_cmd(ctx: CliContext, ref: str, new_path: str) -> None:
 
 @click.command("history")
 @click.argument("ref")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    help="At most this many revisions (default: all of them).",
+)
+@click.option(
+    "--before",
+    type=int,
+    metavar="REV",
+    help="Only revisions older than REV: the next page is --before the last rev listed.",
+)
 @pass_ctx
-def history_cmd(ctx: CliContext, ref: str) -> None:
-    """List a blueprint's revisions, newest first."""
+def history_cmd(ctx: CliContext, ref: str, limit: int | None, before: int | None) -> None:
+    """List a blueprint's revisions, newest first.
+
+    --limit N shows the N newest; --before REV starts below revision REV. A page cut by --limit
+    ends with a note on stderr naming the command for the next page; with --json the next page
+    is --before the last item's "rev", and a page shorter than --limit is the last.
+    """
     with errors_to_exit():
-        revs = ctx.store(existing=True).history(ref)
-        ctx.emit(
-            [r.to_dict() for r in revs],
-            lambda: _table(
-                "history",
-                ["rev", "when", "origin", "path", "hash"],
+        store = ctx.store(existing=True)
+        # One more than asked: whether older revisions remain, for the note (asking again with
+        # --before would say it too, but a second read could race a save).
+        revs = store.history(ref, limit=None if limit is None else limit + 1, before=before)
+        more = limit is not None and len(revs) > limit
+        revs = revs[:limit]
+
+        def human() -> None:
+            rows = [
                 [
-                    [
-                        str(r.rev) + (" (deleted)" if r.deleted else ""),
-                        r.ts[:19],
-                        r.origin,
-                        r.path,
-                        r.content_hash[:10],
-                    ]
-                    for r in revs
-                ],
-            ),
-        )
+                    str(r.rev) + (" (deleted)" if r.deleted else ""),
+                    r.ts[:19],
+                    r.origin,
+                    r.path,
+                    r.content_hash[:10],
+                ]
+                for r in revs
+            ]
+            columns = ["rev", "when", "origin", "path", "hash"]
+            if len(rows) <= TABLE_MAX_ROWS:
+                _table("history", columns, rows)
+            else:  # (as ls: rich lays out a whole table in memory first)
+                click.echo("history")
+                _stream(_plain_rows(columns, rows))
+            if more and revs:
+                import shlex
+
+                click.echo(
+                    f"note: older revisions remain: localstore history {shlex.quote(ref)} "
+                    f"--limit {limit} --before {revs[-1].rev}",
+                    err=True,
+                )
+
+        ctx.emit([r.to_dict() for r in revs], human)
 
 
 @click.command("restore")

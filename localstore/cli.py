@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from localstore.errors import LocalStoreError, NotFoundError
+from localstore.errors import (
+    InvalidInputError,
+    InvalidMetaError,
+    InvalidYAMLError,
+    LimitExceededError,
+    LocalStoreError,
+    NotFoundError,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -205,15 +212,31 @@ def _debug_mode() -> bool:
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in _DEBUG_OFF
 
 
+# Refusals of what a file or stdin held (YAML that does not parse, a malformed meta, a document
+# over a size or depth limit): the command line was right and the content was not, an error
+# (exit 1) like a bundle that fails its check. Every other InvalidInputError refuses what was
+# typed (a query with nothing to search for, an unsafe path, a malformed REF or name, an -o
+# folder that does not exist): bad usage, exit 2, as click's own refusals of an option. It was
+# exit 1, which a script could not tell from a failure worth retrying.
+_CONTENT_ERRORS = (InvalidYAMLError, InvalidMetaError, LimitExceededError)
+
+
+def exit_code_of(exc: LocalStoreError) -> int:
+    """The documented exit code of a library error (docs/cli.md)."""
+    if isinstance(exc, NotFoundError):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, InvalidInputError) and not isinstance(exc, _CONTENT_ERRORS):
+        return EXIT_USAGE
+    return EXIT_ERROR
+
+
 @contextmanager
 def errors_to_exit() -> Iterator[None]:
     """Turn LocalStoreError (and sync errors) into one stderr line and the documented exit code."""
     try:
         yield
-    except NotFoundError as exc:
-        fail(exc.message, code=EXIT_NOT_FOUND, hint=exc.hint)
     except LocalStoreError as exc:
-        fail(exc.message, hint=exc.hint)
+        fail(exc.message, code=exit_code_of(exc), hint=exc.hint)
     except Exception as exc:
         # Sync errors live in the sync package, which this module must not import eagerly.
         if type(exc).__module__.startswith("sync") and hasattr(exc, "hint"):

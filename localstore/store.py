@@ -2679,15 +2679,33 @@ class BlueprintStore:
 
     # -- history -----------------------------------------------------------------------------------
 
-    def history(self, ref: str) -> builtins.list[Revision]:
-        """All revisions of a blueprint (deleted ones too), newest first."""
+    def history(
+        self, ref: str, *, limit: int | None = None, before: int | None = None
+    ) -> builtins.list[Revision]:
+        """A blueprint's revisions (deleted ones too), newest first.
+
+        ``limit``: at most this many (``None``, the default, is every revision: a caller that
+        checks a whole lineage, such as import, must not get a silently cut list). ``before``:
+        only revisions older than this revision number. Page through a long history by passing
+        the last revision's ``rev`` as ``before`` for the next page (a cursor, not an offset:
+        a save between two pages neither repeats nor skips a revision); a page shorter than
+        ``limit`` is the last. Raises NotFoundError, InvalidInputError for a limit that is not
+        a whole number >= 0 or a ``before`` that is not an int.
+        """
         self._check_open()
+        limit = None if limit is None else _count_arg("limit", limit)
+        before = None if before is None else _rev_arg("before", before)
         with self.index.read() as cur:
             row = self._resolve(cur, ref, include_deleted=True)
             rows = cur.execute(
                 "SELECT id, rev, origin, device, ts, path, content_hash, deleted FROM revisions "
-                "WHERE id = ? ORDER BY rev DESC",
-                (row.id,),
+                "WHERE id = ? AND rev < ? ORDER BY rev DESC LIMIT ?",
+                (
+                    row.id,
+                    # (SQLite's integers are 64-bit; LIMIT -1 is no limit)
+                    _SQL_INT_MAX if before is None else max(min(before, _SQL_INT_MAX), -1),
+                    -1 if limit is None else limit,
+                ),
             ).fetchall()
         return [Revision(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in rows]
 

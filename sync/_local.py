@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -24,7 +25,7 @@ from localstore.errors import (
 from localstore.store import BlueprintStore, _count_arg, _flag_arg
 from sync import _state as st
 from sync._state import ConflictRecord, QuarantineEntry
-from sync.errors import ConflictError, ConflictNotFoundError
+from sync.errors import ConflictError, ConflictNotFoundError, NotLoggedInError
 
 SyncStateName = Literal["offline", "connecting", "idle", "pushing", "pulling", "paused", "error"]
 # sync_state key: the state a failed cycle left ("offline" or "error"), beside "last_error".
@@ -222,6 +223,44 @@ def _why_not_taken(store: BlueprintStore, rel: str, meta_limit: int) -> str | No
     return None
 
 
+def attention_hints(status: Mapping[str, Any]) -> dict[str, str]:
+    """What a person should do about each thing in ``status`` (a SyncStatus dict) that needs
+    attention, by its count's key (held, flagged, conflicts, quarantined), one line each: the
+    lines `localstore sync` prints under its summary, and the ``hint`` of `localstore status`
+    and ``EmbeddedSync.status()`` (one wording for all three)."""
+    lines = {
+        "held": (
+            f"{status.get('held')} blueprint(s) fail the app's validation, or await it (edited "
+            "while the app was closed), and are held back until fixed or judged"
+        ),
+        "flagged": f"{status.get('flagged')} file(s) cannot be read as blueprints; their edits "
+        "stay here until fixed: see `localstore status`",
+        "conflicts": f"{status.get('conflicts')} open conflict(s): see `localstore conflicts`, "
+        "then `localstore conflicts resolve ID --take local|remote|FILE`",
+        "quarantined": f"{status.get('quarantined')} change(s) quarantined: see `localstore "
+        "status`; fix them, or retry with `localstore sync --retry-quarantined`",
+    }
+    return {key: line for key, line in lines.items() if status.get(key)}
+
+
+def status_hint(status: Mapping[str, Any], first: str | None = None) -> str | None:
+    """The ``hint`` of a status: ``first`` (why nothing syncs, what to do: a login), then the
+    attention hints; None when there is nothing to do. A line ``first`` holds already (a
+    daemon's status that carries them) is not repeated."""
+    parts = [first] if first else []
+    parts += [line for line in attention_hints(status).values() if not first or line not in first]
+    return "; ".join(parts) or None
+
+
+def offline_hint(reason: str, exc: BaseException) -> str:
+    """What to do when sync went offline for ``reason`` (the daemon's and an app's sync).
+
+    Not logged in is always the login hint: a logout that stopped the engine raised
+    SessionChangedError, whose hint ("starts again from the new login") is for the remote's
+    caller."""
+    return NotLoggedInError.hint if reason == "not logged in" else getattr(exc, "hint", "")
+
+
 def store_arg(store: Any) -> None:
     """The store argument of the sync API (anything else failed deep inside)."""
     if not isinstance(store, BlueprintStore):
@@ -385,6 +424,10 @@ def resolve_conflict(
             how_now = now.resolution if now is not None else "and dropped"
             raise ConflictError(f"conflict #{cid} is already resolved ({how_now})")
         own = _moved_not_copied(cur, record)
+        if take == "local" and not own:
+            # Here, where no other process writes: a copy deleted after the text was read
+            # must not be taken either.
+            refuse_deleted_copy(store, record)
         replaced: int | None = None
         if take != "remote" and not (own and take == "local"):
             assert text is not None
@@ -464,6 +507,36 @@ def _moved_not_copied(cur: Any, record: ConflictRecord) -> bool:
     )
 
 
+def refuse_deleted_copy(store: BlueprintStore, record: ConflictRecord) -> None:
+    """Raise ConflictError when the conflict copy, the local side, was deleted.
+
+    ``record.local`` is the copy's text when the conflict happened: taking it wrote that stale
+    text back, dropping the edits made to the copy before it was deleted, with nothing said.
+    A deleted copy means "keep the other version" (the next sync settles the record so), but
+    it may have been deleted by mistake, so the person chooses: the remote version, the copy
+    brought back from history, or a file. (A record without a copy, where the local side is
+    the recorded text alone, and one whose "copy" is a blueprint of its own are not refused.)
+    """
+    if not record.copy_id or record.copy_synced:
+        return
+    row = store.row_by_id(record.copy_id)
+    if row is not None and not row.deleted:
+        return
+    back = ""
+    if row is not None:
+        last = next((r for r in store.history(row.id) if not r.deleted), None)
+        if last is not None:
+            back = f"bring the copy back with `localstore restore {row.id} {last.rev}`, then "
+    raise ConflictError(
+        f"the conflict copy {record.copy_path} was deleted, so there is no local side to take "
+        f"(deleting it keeps the remote version: the next sync settles conflict #{record.cid} "
+        "so)",
+        hint=f"keep the remote version with `localstore conflicts resolve {record.cid} --take "
+        f"remote`; or {back or 'give the text you want with '}"
+        + ("--take local" if back else "--take FILE"),
+    )
+
+
 def conflict_local_text(store: BlueprintStore, record: ConflictRecord) -> str:
     """The local side of a conflict as it is now: the conflict copy's current text if it exists.
 
@@ -472,7 +545,10 @@ def conflict_local_text(store: BlueprintStore, record: ConflictRecord) -> str:
     and the merge tool's %LOCAL/%MERGED both start from this text, so neither drops those edits.
     """
     if record.copy_id and store.exists(record.copy_id):
-        return store.load(record.copy_id).content
+        try:
+            return store.load(record.copy_id).content
+        except NotFoundError:
+            pass  # (its file went since the index saw it; the load recorded the delete)
     return record.local
 
 

@@ -30,7 +30,15 @@ from localstore.cli import (
     pass_ctx,
 )
 from localstore.config import check_cloud_url, cleartext_url_warning
-from sync._local import _udiff, conflict_local_text, conflict_remote_text, unaccepted_files
+from sync._local import (
+    _udiff,
+    attention_hints,
+    conflict_local_text,
+    conflict_remote_text,
+    refuse_deleted_copy,
+    status_hint,
+    unaccepted_files,
+)
 from sync.engine import (
     SyncEngine,
     SyncReport,
@@ -411,28 +419,11 @@ def _print_report(
     )
     for error in report.errors:
         click.echo(f"  problem: {error}")
-    if status.get("held"):
-        click.echo(
-            f"{status['held']} blueprint(s) fail the app's validation, or await it (edited "
-            "while the app was closed), and are held back until fixed or judged"
-        )
-    if status.get("flagged"):
-        click.echo(
-            f"{status['flagged']} file(s) cannot be read as blueprints; their edits stay here "
-            "until fixed: see `localstore status`"
-        )
-        for f in flagged:
-            click.echo(f"  {f['path']}: {f['reason']}")
-    if status.get("conflicts"):
-        click.echo(
-            f"{status['conflicts']} open conflict(s): see `localstore conflicts`, then "
-            "`localstore conflicts resolve ID --take local|remote|FILE`"
-        )
-    if status.get("quarantined"):
-        click.echo(
-            f"{status['quarantined']} change(s) quarantined: see `localstore status`; fix them, "
-            "or retry with `localstore sync --retry-quarantined`"
-        )
+    for key, line in attention_hints(status).items():
+        click.echo(line)
+        if key == "flagged":
+            for f in flagged:
+                click.echo(f"  {f['path']}: {f['reason']}")
 
 
 # -- status ---------------------------------------------------------------------------------------
@@ -539,6 +530,12 @@ def status_cmd(cli: CliContext) -> None:
     data["flagged_files"] = flagged
     # New files that never parsed have no index row, so no count has them: the list does.
     data["flagged"] = len(flagged)
+    # What to do: the login's (or a daemon's) hint, then what needs attention, as an app's
+    # EmbeddedSync.status() says it (sync._local.status_hint: one wording).
+    to_sync = data.get("hint") if data.get("logged_in") is False else None
+    hint = status_hint(data, data.get("hint"))
+    if hint is not None:  # (no key when there is nothing to do, as before)
+        data["hint"] = hint
 
     def human() -> None:
         source = "daemon" if live is not None else "local index"
@@ -547,8 +544,8 @@ def status_cmd(cli: CliContext) -> None:
         if data.get("detail"):  # why a daemon is offline or paused ("not logged in", ...)
             source += f": {data['detail']}"
         click.echo(f"state: {data.get('state')} ({source})")
-        if data.get("logged_in") is False and data.get("hint"):
-            click.echo(f"  to sync: {data['hint']}")
+        if to_sync:
+            click.echo(f"  to sync: {to_sync}")
         click.echo(f"pending uploads: {data.get('pending')}")
         if data.get("held"):
             click.echo(f"held back (invalid or not judged): {data.get('held')}")
@@ -566,6 +563,8 @@ def status_cmd(cli: CliContext) -> None:
         if data.get("last_error"):
             click.echo(f"last error: {data.get('last_error')}")
         click.echo(f"cursor: {data.get('cursor')}")
+        for line in attention_hints(data).values():
+            click.echo(line)
 
     cli.emit(data, human)
     if data.get("state") == "error":
@@ -717,6 +716,10 @@ def _resolve_with_tool(settings: Settings, store: Any, record: Any) -> Any:
     with it, and the person's merging was lost.
     """
     start = conflict_local_text(store, record)
+    # (LOCAL and MERGED start from the copy: a deleted one left the text recorded at the
+    # conflict, older than the copy's last edits, as what the person was to merge. Checked
+    # after the read, which records a delete the index had not seen yet.)
+    refuse_deleted_copy(store, record)
     remote = conflict_remote_text(store, record)
     code, merged = _run_merge_tool(settings, record, start, remote)
     if code != 0:

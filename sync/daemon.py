@@ -69,7 +69,13 @@ from sync._follow import (
     session_lost,
     watcher_health,
 )
-from sync._local import SyncStateName, list_flagged, local_status, unaccepted_files
+from sync._local import (
+    SyncStateName,
+    list_flagged,
+    local_status,
+    offline_hint,
+    unaccepted_files,
+)
 from sync._log_hooks import ProcessHooks
 from sync._shown import CredentialFilter
 from sync.control import ControlServer, OpError
@@ -799,12 +805,8 @@ class Daemon:
         if reason != self._offline_reason:
             log.warning("sync is off: %s", exc)
         self._offline_reason = reason
-        # What to do about it, shown by `localstore status` under the reason. Not logged in is
-        # always the login hint: a logout that stopped the engine raised SessionChangedError,
-        # whose hint ("starts again from the new login") is for the remote's caller.
-        self._offline_hint = (
-            NotLoggedInError.hint if reason == "not logged in" else getattr(exc, "hint", "")
-        )
+        # What to do about it, shown by `localstore status` under the reason.
+        self._offline_hint = offline_hint(reason, exc)
         self._next_relogin = time.monotonic() + RELOGIN_CHECK_S
         return False
 

@@ -50,6 +50,7 @@ from sync._follow import (
     session_lost,
     watcher_health,
 )
+from sync._local import offline_hint, status_hint
 from sync.errors import NotLoggedInError, SyncError, SyncLockedError
 from sync.session_marker import SessionMarker
 
@@ -331,6 +332,7 @@ class EmbeddedSync:
         self.home_gone = False  # the home's index vanished from its path: sync stopped
         # Why no engine syncs ("not logged in", ...), None while one does.
         self.offline: str | None = None
+        self._offline_hint = ""  # (what to do about ``offline``)
         self._next_relogin = 0.0
         self._status_listeners: dict[int, Callable[[SyncStatus], None]] = {}
         self._status_unsubs: dict[int, Callable[[], None]] = {}
@@ -504,6 +506,7 @@ class EmbeddedSync:
             engine, remote = self.engine, self._remote
             self._remote = None
             self.offline = "not logged in"
+            self._offline_hint = offline_hint(self.offline, exc)
         log.warning("sync stopped: %s", exc.message)
         engine.stop()
         if not engine.join(REPLACE_JOIN_S):
@@ -548,6 +551,7 @@ class EmbeddedSync:
         if reason != self.offline:
             log.warning("sync is off: %s", exc)
         self.offline = reason
+        self._offline_hint = offline_hint(reason, exc)
 
     def _follow_pause(self) -> None:
         """Follow a pause or resume another process recorded for the home (the CLI)."""
@@ -617,15 +621,18 @@ class EmbeddedSync:
     def status(self) -> dict[str, Any]:
         """Sync status as the daemon's ``status`` op shows it (``sync``): the engine's
         ``SyncStatus`` fields plus ``logged_in``, ``detail`` (why nothing syncs, with what to do),
-        ``paused_since`` while paused, and ``running``: False once this sync ended, by ``stop()``
-        or on its own (state ``error``: another process took the home's lock, or the engine's
-        thread ended; the engine's own status keeps its last state). Reads the index."""
+        ``hint`` (what the person should do, as `localstore status` says it: log in, resolve
+        the conflicts, fix the quarantined changes...; None when nothing), ``paused_since``
+        while paused, and ``running``: False once this sync ended, by ``stop()`` or on its own
+        (state ``error``: another process took the home's lock, or the engine's thread ended;
+        the engine's own status keeps its last state). Reads the index."""
         from sync.engine import WorkerState
 
         with self._mutex:
-            engine, offline, paused, stopped = (
+            engine, offline, hint, paused, stopped = (
                 self.engine,
                 self.offline,
+                self._offline_hint,
                 self._paused,
                 self._stopped,
             )
@@ -656,6 +663,8 @@ class EmbeddedSync:
             out["state"] = "error"
             details.append(ended)
         out["detail"] = "; ".join(details) or None
+        # (An app showed the counts with nothing to tell the person what to do about them.)
+        out["hint"] = status_hint(out, hint if offline else None)
         return out
 
     def subscribe_status(self, callback: Callable[[SyncStatus], None]) -> Callable[[], None]:

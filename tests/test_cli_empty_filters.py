@@ -146,7 +146,7 @@ def test_an_encrypted_export_refuses_a_missing_destination_folder_before_asking(
     out = tmp_path / "no-such-folder" / "out.lsbundle"
     done = run_cli(home, "export", "--encrypt", "-o", str(out), stdin="")
     assert "passphrase" not in done.stderr, done.stderr
-    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.returncode == 2, (done.stdout, done.stderr)  # (a mistyped -o: bad usage)
     assert "does not exist" in done.stderr
     assert not out.parent.exists()
 

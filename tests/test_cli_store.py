@@ -75,7 +75,7 @@ def test_exit_codes_and_one_line_errors(run) -> None:
     r = run("save", "bad", input="a: [")
     assert r.exit_code == 1 and "YAML does not parse" in r.stderr
     r = run("save", "../escape", input=DOC)
-    assert r.exit_code == 1 and "relative" in r.stderr
+    assert r.exit_code == 2 and "relative" in r.stderr  # (a path argument refused: bad usage)
     r = run("restore", "x")
     assert r.exit_code == 2
     r = run("no-such-command")
@@ -376,7 +376,7 @@ def test_search_table_on_a_terminal_marks_hits_not_brackets(home: Path) -> None:
 def test_a_folder_filter_save_would_refuse_is_an_error_not_nothing(run, cmd: list[str]) -> None:
     assert run("save", "a/b/x", input="a: 1\n").exit_code == 0
     r = run(*cmd, "--folder", "a\\b")
-    assert r.exit_code == 1 and r.stderr.startswith("error: ") and "backslash" in r.stderr
+    assert r.exit_code == 2 and r.stderr.startswith("error: ") and "backslash" in r.stderr
     assert "'/'" in r.stderr
 
 

@@ -251,7 +251,7 @@ def test_cli_set_refuses_an_oversized_value_without_reading_it_to_the_end(home: 
     finally:
         os.close(write_end)  # EOF: lets a reader that waited for it finish, and the producer
         producer.join()
-    assert proc.returncode == 1, err
+    assert proc.returncode == 2, err  # (a refused value: bad usage)
     assert out == b""
     assert b"over" in err and str(credentials.MAX_VALUE_BYTES).encode() in err
     assert b"sss" not in err
@@ -511,9 +511,9 @@ def test_cli_set_get_ls_rm(creds: CredentialStore, settings: Settings) -> None:
 @pytest.mark.keychain
 def test_cli_refuses_bad_input(creds: CredentialStore, settings: Settings) -> None:
     code, _, err = _invoke(settings, "cred", "set", "datakey:abc", stdin="v")
-    assert code == 1 and "data key" in err
+    assert code == 2 and "data key" in err  # (refused input: bad usage, docs/cli.md)
     code, _, err = _invoke(settings, "cred", "set", "empty", stdin="")
-    assert code == 1 and "empty" in err
+    assert code == 2 and "empty" in err
     assert creds.list_names(include_internal=True) == []
 
 

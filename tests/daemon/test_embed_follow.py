@@ -17,7 +17,7 @@ from localstore.events import Event
 from localstore.watcher import Watcher, WatcherState
 from sync.embed import HomeLock, lock_holder, start_sync
 from sync.engine import SyncEngine, SyncStatus, WorkerState
-from sync.errors import SyncLockedError
+from sync.errors import NotLoggedInError, SyncLockedError
 from sync.memory_remote import MemoryRemote, MemoryServer
 from sync.supabase_remote import logout, remote_from_settings
 
@@ -214,6 +214,8 @@ def test_sync_starts_again_after_a_logout_and_a_new_login(
         handle.subscribe_status(statuses.append)
         logout(settings)
         assert eventually(lambda: handle.offline == "not logged in", 10)
+        # What to do, as `localstore status` and the daemon say it (it said only "not logged in").
+        assert handle.status()["hint"] == NotLoggedInError.hint
         second = handle.engine
         log_in(settings, cloud, email)
         assert eventually(lambda: handle.engine is not second, 10)
