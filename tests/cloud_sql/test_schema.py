@@ -266,6 +266,46 @@ def test_wrong_authenticator_password_is_refused(db: Db, cluster: PostgresCluste
     psycopg.connect(db.authenticator_dsn).close()
 
 
+# What a project's supabase_realtime may be: Supabase's empty one (the bootstrap's), none (a
+# self-hosted stack without Realtime, or one an operator dropped), or FOR ALL TABLES (what some
+# guides tell people to create).
+_PUBLICATIONS = {
+    "empty": "",
+    "absent": "drop publication supabase_realtime",
+    "for all tables": "drop publication supabase_realtime;"
+    " create publication supabase_realtime for all tables",
+}
+
+
+@pytest.mark.parametrize("publication", list(_PUBLICATIONS))
+def test_the_migrations_deploy_whatever_the_realtime_publication(
+    fresh_db: str, publication: str
+) -> None:
+    """Realtime is only a hint: no publication leaves it off (a notice), a FOR ALL TABLES one
+    already carries blueprints, and running the files again changes neither."""
+    apply_bootstrap(fresh_db)
+    if _PUBLICATIONS[publication]:
+        with psycopg.connect(fresh_db, autocommit=True) as conn:
+            conn.execute(_PUBLICATIONS[publication].encode())
+    apply_migrations(fresh_db)
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        for path in migration_files():  # safe to run again, whatever the publication
+            with conn.transaction():
+                for statement in split_statements(path.read_text(encoding="utf-8")):
+                    conn.cursor().execute(statement.encode(), binary=True)
+        carried = conn.execute(
+            "select p.puballtables, exists (select 1 from pg_publication_tables t"
+            " where t.pubname = p.pubname and t.schemaname = 'public' and t.tablename ="
+            " 'blueprints') from pg_publication p where p.pubname = 'supabase_realtime'"
+        ).fetchall()
+        explicit = conn.execute(
+            "select count(*) from pg_publication_rel where prrelid = 'public.blueprints'::regclass"
+        ).fetchone()
+    expected = {"empty": [(False, True)], "absent": [], "for all tables": [(True, True)]}
+    assert carried == expected[publication]
+    assert explicit == ((1,) if publication == "empty" else (0,))
+
+
 def test_blueprints_changes_reach_a_wal2json_slot(db: Db) -> None:
     """What the gateway's realtime does: the publication's table streams through wal2json."""
     uid = db.new_user()
