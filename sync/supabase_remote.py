@@ -162,13 +162,17 @@ def _schema_hint(first: str) -> str:
     """How to apply the migrations from ``first`` on, with commands that run as written.
 
     The folder is this client's own (an installed package has no checkout), and the Supabase
-    CLI needs ``--workdir``: a bare ``supabase db push`` looks in ./supabase/migrations."""
+    CLI needs ``--workdir``: a bare ``supabase db push`` looks in ./supabase/migrations. It also
+    needs ``--db-url``: without it, it pushes to the project linked in that folder, and nobody
+    ran ``supabase link`` in an installed package ("Cannot find project ref. Have you run
+    supabase link?"). Both commands take the same connection string."""
     package = Path(__file__).parent
     folder = package / "supabase" / "migrations"
     return (
         f"apply the migrations from {first} on, in order (applying one again is safe), from "
-        f"{folder}: `supabase --workdir {package} db push`, or for each file "
-        '`psql "$DATABASE_URL" -v ON_ERROR_STOP=1 --single-transaction -f <file>` '
+        f'{folder}: `supabase --workdir {package} db push --db-url "$DATABASE_URL"`, or for '
+        'each file `psql "$DATABASE_URL" -v ON_ERROR_STOP=1 --single-transaction -f <file>`, '
+        "with DATABASE_URL the project's Postgres connection string (dashboard: Connect) "
         '(docs/sync-protocol.md, "Deploying"); local edits wait and sync resumes by itself'
     )
 

@@ -8,7 +8,11 @@ prepared here and one pushed with the CLI agree on what has been applied. It als
 CLI refuses (supabase/cli ``pkg/migration`` ``FindPendingMigrations``): a recorded version with no
 file (a migration renamed or removed after a project applied it), and a new file older than the
 newest recorded version (unless ``include_all``, the CLI's ``--include-all``). Without that the
-local stack applied both silently, and only the operator's ``db push`` found out.
+local stack applied both silently, and only the operator's ``db push`` found out. And it runs each
+file as the CLI does: ``RESET ALL`` first, then the statements ``sqlsplit.split_statements`` cuts
+it into, one extended-protocol query each, in one transaction with the history row (supabase/cli
+``pkg/migration`` ``ApplyMigrations``, ``ExecBatch``). Sending a file whole, as ``psql -f`` does,
+accepted SQL that ``db push`` cuts in the wrong place.
 
 Both take a session-level advisory lock, so two processes preparing the same database at once
 (two test workers, a gateway and a test) serialise instead of racing on CREATE statements.
@@ -24,6 +28,7 @@ import psycopg
 from psycopg import sql
 
 from sync.localcloud.cluster import LocalCloudError
+from sync.localcloud.sqlsplit import split_statements
 
 __all__ = [
     "BOOTSTRAP_PATH",
@@ -103,7 +108,7 @@ def apply_migrations(
             version = migration_version(path)
             if version in done:
                 continue
-            _run_file(conn, path, record=version)
+            _push_file(conn, path, version)
             applied_now.append(version)
     return applied_now
 
@@ -183,27 +188,50 @@ def _check_history(done: set[str], local: list[str], *, include_all: bool) -> No
         )
 
 
-def _run_file(
-    conn: psycopg.Connection[tuple[object, ...]], path: Path, *, record: str | None = None
-) -> None:
-    """Execute one SQL file (several statements, no parameters) in a transaction."""
+def _run_file(conn: psycopg.Connection[tuple[object, ...]], path: Path) -> None:
+    """Execute the bootstrap (several statements, no parameters) in one transaction."""
     text = path.read_text(encoding="utf-8")
     try:
         with conn.transaction():
             # No parameters: psycopg sends the file with the simple query protocol, so it may hold
-            # many statements, exactly as psql -f or the CLI's batch would.
+            # many statements, as psql -f would. Supabase's own setup is not pushed by the CLI.
             conn.execute(text.encode("utf-8"))
-            if record is not None:
-                name = path.stem.partition("_")[2]
-                conn.execute(
-                    "insert into supabase_migrations.schema_migrations (version, statements, name)"
-                    " values (%s, %s, %s)",
-                    (record, [text], name),
-                )
     except psycopg.Error as exc:
         raise MigrationError(
             f"{path.name} failed: {_describe(exc)}",
             hint="fix the SQL; the file was rolled back, so it is safe to run again",
+        ) from exc
+
+
+def _push_file(conn: psycopg.Connection[tuple[object, ...]], path: Path, version: str) -> None:
+    """Apply one migration file and record it, as ``supabase db push`` does."""
+    statements = split_statements(path.read_text(encoding="utf-8"))
+    # The CLI resets the session first: a SET in one file does not reach the next.
+    conn.execute("reset all")
+    done = 0
+    try:
+        with conn.transaction():
+            for statement in statements:
+                # binary=True makes psycopg use the extended protocol, as the CLI's batch does:
+                # a piece that still holds two statements fails here as it fails there.
+                conn.cursor().execute(statement.encode("utf-8"), binary=True)
+                done += 1
+            conn.execute(
+                "insert into supabase_migrations.schema_migrations (version, name, statements)"
+                " values (%s, %s, %s)",
+                (version, path.stem.partition("_")[2], statements),
+            )
+    except psycopg.Error as exc:
+        where = (
+            f"statement {done + 1} of {len(statements)}: {statements[done][:200]!r}"
+            if done < len(statements)
+            else "recording it in supabase_migrations.schema_migrations"
+        )
+        raise MigrationError(
+            f"{path.name} failed: {_describe(exc)}; at {where}",
+            hint="fix the SQL (the Supabase CLI cuts a file at each ';' outside quotes, comments,"
+            " dollar quotes and parentheses, and sends each piece alone); the file was rolled"
+            " back, so it is safe to run again",
         ) from exc
 
 

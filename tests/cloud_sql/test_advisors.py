@@ -21,6 +21,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from sync.localcloud.cluster import PostgresCluster
 from sync.localcloud.schema import apply_bootstrap, apply_migrations, migration_files
+from sync.localcloud.sqlsplit import split_statements
 
 from .advisors import LINTS, findings, graphql_visible
 from .conftest import new_database
@@ -128,11 +129,9 @@ def test_every_lint_reports_the_mistake_it_is_about(fresh_db: str) -> None:
     assert "public.m_owned m_per_row" in found["0003_auth_rls_initplan"]
 
 
-def test_no_function_of_the_schema_is_executable_by_anon_or_public(
-    deployed: psycopg.Connection[Any],
-) -> None:
-    conn = deployed
-    open_to_all = conn.execute(
+def _open_to_anon_or_public(conn: psycopg.Connection[Any]) -> list[tuple[str]]:
+    """The schema's functions that anon, or every role through PUBLIC, may execute."""
+    return conn.execute(
         """
         select p.oid::regprocedure::text from pg_proc p
         join pg_namespace n on n.oid = p.pronamespace
@@ -143,6 +142,13 @@ def test_no_function_of_the_schema_is_executable_by_anon_or_public(
                           where a.grantee = 0))
         """
     ).fetchall()
+
+
+def test_no_function_of_the_schema_is_executable_by_anon_or_public(
+    deployed: psycopg.Connection[Any],
+) -> None:
+    conn = deployed
+    open_to_all = _open_to_anon_or_public(conn)
     # Trigger functions run as the table's triggers only; nobody calls them.
     callable_triggers = conn.execute(
         """
@@ -258,6 +264,14 @@ def _state(dsn: str) -> dict[str, Any]:
         }
 
 
+def _run_again(dsn: str, path: Path) -> None:
+    """Run a migration file once more without recording it, as the Supabase CLI sends it."""
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+        conn.execute("reset all")
+        for statement in split_statements(path.read_text(encoding="utf-8")):
+            conn.cursor().execute(statement.encode(), binary=True)
+
+
 def _write_some(conn: psycopg.Connection[Any], users: list[str], stage: int) -> None:
     """Creates, edits, deletes and a purge, through whatever the schema offers at this stage."""
     has_rpcs = conn.execute("select to_regprocedure('public.push_changes(jsonb,text)')").fetchone()
@@ -298,8 +312,20 @@ def test_each_migration_applies_on_top_of_a_project_holding_data(
         assert apply_migrations(fresh_db, directory=tmp_path) == [path.stem.partition("_")[0]]
         if before is not None:
             assert _state(fresh_db) == before, f"{path.name} changed existing data"
+        # Every file says it is safe to run again (someone ran it by hand in the SQL editor
+        # first, or a lost history): right after itself, it changes no data and no definition.
+        once = (_state(fresh_db), catalog_fingerprint(fresh_db))
+        _run_again(fresh_db, path)
+        assert (_state(fresh_db), catalog_fingerprint(fresh_db)) == once, f"{path.name} again"
         with psycopg.connect(fresh_db, autocommit=True) as conn:
             _write_some(conn, users, stage)
+
+    # A project deployed with psql has no history: a later `db push` runs every file again, in
+    # order, over the users' data.
+    once = (_state(fresh_db), catalog_fingerprint(fresh_db))
+    for path in migration_files():
+        _run_again(fresh_db, path)
+    assert (_state(fresh_db), catalog_fingerprint(fresh_db)) == once
 
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         assert findings(conn) == {}
@@ -372,6 +398,14 @@ def test_the_migrations_deploy_as_a_role_that_is_not_a_superuser(fresh_db: str) 
         ).fetchall()
         assert owners == [("hosted_postgres",)]
         assert findings(conn) == {}
+        # Supabase's default privileges for postgres grant EXECUTE on every new function in
+        # public to anon; each file takes it back (and PUBLIC's) for what it creates.
+        assert _open_to_anon_or_public(conn) == []
+        has_defaults = conn.execute(
+            "select count(*) from pg_default_acl d where d.defaclrole = 'hosted_postgres'::regrole"
+            " and d.defaclobjtype = 'f' and d.defaclacl::text like '%anon=X%'"
+        ).fetchone()
+        assert has_defaults == (1,)  # so the check above saw them at work
         conn.execute("insert into auth.users (id, email) values (%s, 'h@x.test')", (user,))
     with psycopg.connect(as_hosted_postgres, autocommit=True) as conn:
         api = Api(conn, user, "authenticated")

@@ -21,6 +21,7 @@ from sync.localcloud.schema import (
     migration_version,
     set_authenticator_password,
 )
+from sync.localcloud.sqlsplit import split_statements
 
 from .helpers import Db, catalog_fingerprint, change
 
@@ -55,7 +56,40 @@ def test_history_is_recorded_like_the_supabase_cli(fresh_db: str) -> None:
     files = migration_files()
     assert [r[0] for r in rows] == [migration_version(p) for p in files]
     assert [r[1] for r in rows] == [p.stem.partition("_")[2] for p in files]
-    assert rows[0][2] == [files[0].read_text(encoding="utf-8")]
+    # The statements the CLI sent, as it records them (not the file's text).
+    assert [r[2] for r in rows] == [split_statements(p.read_text(encoding="utf-8")) for p in files]
+
+
+def test_a_file_the_supabase_cli_cuts_inside_a_string_is_refused(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    """`db push` cuts at this ';' (a backslash does not escape a quote for its splitter) and
+    fails; `psql -f`, and this runner before it cut files like the CLI, applied it."""
+    apply_bootstrap(fresh_db)
+    (tmp_path / "20990101000000_escape.sql").write_text(
+        "comment on schema public is E'it\\'s; fine';\n", encoding="utf-8"
+    )
+    with pytest.raises(MigrationError, match=r"20990101000000_escape\.sql failed: 42601") as info:
+        apply_migrations(fresh_db, directory=tmp_path)
+    assert "at statement 1 of 2" in str(info.value)
+    assert applied_migrations(fresh_db) == []
+
+
+def test_a_setting_made_by_one_file_does_not_reach_the_next(fresh_db: str, tmp_path: Path) -> None:
+    """The CLI runs RESET ALL before each file: a file that leaves a session setting behind
+    (here a search_path with no schema in it) changes nothing for the files after it."""
+    apply_bootstrap(fresh_db)
+    (tmp_path / "20990101000000_sets.sql").write_text(
+        "select pg_catalog.set_config('search_path', 'nowhere', false);", encoding="utf-8"
+    )
+    (tmp_path / "20990101000001_creates.sql").write_text(
+        "create table unqualified (x int);", encoding="utf-8"
+    )
+    assert apply_migrations(fresh_db, directory=tmp_path) == ["20990101000000", "20990101000001"]
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute("select to_regclass('public.unqualified')").fetchone() == (
+            "unqualified",
+        )
 
 
 def test_concurrent_appliers_serialise(fresh_db: str) -> None:
@@ -230,6 +264,46 @@ def test_wrong_authenticator_password_is_refused(db: Db, cluster: PostgresCluste
         psycopg.connect(cluster.dsn("authenticator", "not-the-password")).close()
     set_authenticator_password(db.superuser_dsn, db.password)  # unchanged, still works
     psycopg.connect(db.authenticator_dsn).close()
+
+
+# What a project's supabase_realtime may be: Supabase's empty one (the bootstrap's), none (a
+# self-hosted stack without Realtime, or one an operator dropped), or FOR ALL TABLES (what some
+# guides tell people to create).
+_PUBLICATIONS = {
+    "empty": "",
+    "absent": "drop publication supabase_realtime",
+    "for all tables": "drop publication supabase_realtime;"
+    " create publication supabase_realtime for all tables",
+}
+
+
+@pytest.mark.parametrize("publication", list(_PUBLICATIONS))
+def test_the_migrations_deploy_whatever_the_realtime_publication(
+    fresh_db: str, publication: str
+) -> None:
+    """Realtime is only a hint: no publication leaves it off (a notice), a FOR ALL TABLES one
+    already carries blueprints, and running the files again changes neither."""
+    apply_bootstrap(fresh_db)
+    if _PUBLICATIONS[publication]:
+        with psycopg.connect(fresh_db, autocommit=True) as conn:
+            conn.execute(_PUBLICATIONS[publication].encode())
+    apply_migrations(fresh_db)
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        for path in migration_files():  # safe to run again, whatever the publication
+            with conn.transaction():
+                for statement in split_statements(path.read_text(encoding="utf-8")):
+                    conn.cursor().execute(statement.encode(), binary=True)
+        carried = conn.execute(
+            "select p.puballtables, exists (select 1 from pg_publication_tables t"
+            " where t.pubname = p.pubname and t.schemaname = 'public' and t.tablename ="
+            " 'blueprints') from pg_publication p where p.pubname = 'supabase_realtime'"
+        ).fetchall()
+        explicit = conn.execute(
+            "select count(*) from pg_publication_rel where prrelid = 'public.blueprints'::regclass"
+        ).fetchone()
+    expected = {"empty": [(False, True)], "absent": [], "for all tables": [(True, True)]}
+    assert carried == expected[publication]
+    assert explicit == ((1,) if publication == "empty" else (0,))
 
 
 def test_blueprints_changes_reach_a_wal2json_slot(db: Db) -> None:

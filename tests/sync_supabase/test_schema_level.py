@@ -62,10 +62,12 @@ def _refused(dev: Device, missing: str, content: str, path: Path) -> SchemaTooOl
     assert err.action == "tell_user"  # the daemon waits for a person, retrying about once a minute
     # The hint says what to apply and how, with commands that run as written: where this
     # client's migration files are (an installed package has no checkout), the CLI's --workdir
-    # (a bare `supabase db push` looks in ./supabase/migrations and finds nothing), or psql.
+    # (a bare `supabase db push` looks in ./supabase/migrations and finds nothing) and --db-url
+    # (without it the CLI wants a project linked in that folder: nobody linked site-packages),
+    # or psql.
     folder = Path(sync.__file__).parent
     assert f"from {missing} on" in err.hint, err.hint
-    assert f"`supabase --workdir {folder} db push`" in err.hint, err.hint
+    assert f'`supabase --workdir {folder} db push --db-url "$DATABASE_URL"`' in err.hint, err.hint
     assert "psql" in err.hint and str(folder / "supabase" / "migrations") in err.hint, err.hint
     status = dev.engine.status()
     assert (status.pending, status.quarantined, status.state) == (1, 0, "error")
@@ -150,8 +152,45 @@ def test_a_server_behind_a_newer_client_is_named_by_its_version(
             assert dev.sync() is None
             assert dev.engine.status().pending == 0
             assert _server_rows(cloud) == 1
+
+            # The project is now ahead of a client that needs only the project's own files
+            # (this LocalStore): a newer client's migration is no reason to refuse it.
+            monkeypatch.undo()
+            assert supabase_remote.NEEDED_MIGRATIONS[-1] < future
+            older = open_device(tmp_path, "b", cloud.url, cloud.anon_key, new_email())
+            try:
+                older.store.save("notes/z", "name: z\n")
+                assert older.sync() is None
+                assert older.engine.status().pending == 0
+                assert _server_rows(cloud) == 2
+            finally:
+                older.close()
         finally:
             dev.close()
+
+
+def test_only_a_schema_older_than_the_newest_needed_migration_is_refused() -> None:
+    """What _check_schema decides for each answer of localstore_schema_version()."""
+    needed = supabase_remote.NEEDED_MIGRATIONS
+    newest = int(needed[-1].partition("_")[0])
+    assert supabase_remote._schema_too_old(newest) is None
+    assert supabase_remote._schema_too_old(20991231000000) is None  # a project ahead
+    behind = supabase_remote._schema_too_old(newest - 1)
+    assert behind is not None and (behind.missing, behind.server_version) == (
+        needed[-1],
+        newest - 1,
+    )
+    assert (
+        f"migration {needed[-1]} and later are missing (the server's schema is at {newest - 1})"
+        in str(behind)
+    )
+    unknown = supabase_remote._schema_too_old(None)  # no version function at all
+    assert unknown is not None and unknown.missing == needed[0]
+    # Commands that run as written on a machine where only the package is installed.
+    package = Path(sync.__file__).parent
+    assert unknown.hint is not None
+    assert f'`supabase --workdir {package} db push --db-url "$DATABASE_URL"`' in unknown.hint
+    assert 'psql "$DATABASE_URL" -v ON_ERROR_STOP=1 --single-transaction -f' in unknown.hint
 
 
 # -- the check is made again when the server may have changed ------------------------------------
