@@ -616,7 +616,12 @@ def _key_order(key: str) -> tuple[int, bytes]:
 
 
 def _numeric_size(number: float) -> int:
-    """The bytes of a numeric datum (short header): 4 + 2, and 2 per base-10000 digit kept."""
+    """The bytes of a numeric datum: 4 + 2 (short header), and 2 per base-10000 digit kept.
+
+    A number whose display scale is over 63 or whose weight (the position of its first
+    base-10000 digit) is outside -64..63 takes numeric's long header, 2 bytes more (PostgreSQL's
+    NUMERIC_CAN_BE_SHORT): 1e300 and 5e-324 did, and their size was 2 bytes short.
+    """
     d = Decimal(repr(number)) if isinstance(number, float) else Decimal(number)
     if not d.is_finite() or d.is_zero():
         return 6
@@ -634,11 +639,15 @@ def _numeric_size(number: float) -> int:
     frac = frac.ljust(-(-len(frac) // 4) * 4, "0")
     groups = [whole[i : i + 4] for i in range(0, len(whole), 4)]
     groups += [frac[i : i + 4] for i in range(0, len(frac), 4)]
+    weight = len(whole) // 4 - 1
     while groups and groups[0] == "0000":
         groups.pop(0)
+        weight -= 1
     while groups and groups[-1] == "0000":
         groups.pop()
-    return 6 + 2 * len(groups)
+    scale = max(0, -exp)
+    header = 6 if scale <= 63 and -64 <= weight <= 63 else 8
+    return header + 2 * len(groups)
 
 
 def _json_copy(meta: dict[str, Any]) -> dict[str, Any]:

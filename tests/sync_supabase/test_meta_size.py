@@ -40,10 +40,10 @@ def _value(rng: random.Random, depth: int = 0) -> Any:
     }
 
 
-def test_jsonb_size_equals_pg_column_size(cloud: LocalCloud) -> None:
+def _values() -> list[Any]:
     rng = random.Random(20261122)
-    values: list[Any] = [_value(rng) for _ in range(1500)]
-    values += [
+    return [
+        *(_value(rng) for _ in range(1500)),
         {},
         [],
         "s",
@@ -57,7 +57,14 @@ def test_jsonb_size_equals_pg_column_size(cloud: LocalCloud) -> None:
         {"id": "a", "name": "Flow", "tags": ["x", "y"], "n": [1.5, 0.0001, 123456789]},
         {"note": "x" * 2**20},
         {"note": "x" * (2**20 - 4096)},
+        {"ctl": "\x01\x1f\x7f\t\b\f\r", "e": [1e16, 1.5e-7, -0.0, 1e300, 5e-324]},
+        # Around numeric's short header: weight -64..63 and display scale up to 63.
+        [1e252, 1e255, 1e256, 10**255, 10**256, 1e-63, 1e-64, 1.5e-61, 1.5e-62, 5.5e-255],
     ]
+
+
+def test_jsonb_size_equals_pg_column_size(cloud: LocalCloud) -> None:
+    values = _values()
     with psycopg.connect(cloud.superuser_dsn, autocommit=True) as conn:
         wrong = []
         for value in values:
