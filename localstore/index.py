@@ -33,6 +33,7 @@ import apsw
 
 from localstore import files as fs
 from localstore._durable import WIN_IN_USE_ERRORS
+from localstore._failure_streak import FAILURE_LOG_EVERY_S, FailureStreak
 from localstore._fts_text import indexed_text
 from localstore._revisions import compact_superseded
 from localstore.errors import (
@@ -493,7 +494,7 @@ WAL_IDLE_TRUNCATE = 4 * 1024 * 1024
 # How often a maintainer round runs when few commits wake it, and the most a failing one waits.
 MAINTENANCE_INTERVAL_S = 30.0
 # A maintainer whose rounds keep failing says so again at most this often (first failure: at once).
-MAINTENANCE_LOG_EVERY_S = 600.0
+MAINTENANCE_LOG_EVERY_S = FAILURE_LOG_EVERY_S
 # Free pages (deleted rows, compacted revisions, merged FTS segments) stay in index.db for reuse;
 # SQLite gives none back without a vacuum. A new index is made with auto_vacuum=INCREMENTAL, and
 # a maintainer round hands free pages back to the filesystem once they are more than
@@ -1465,11 +1466,10 @@ class Maintainer:
         self._lock = threading.Lock()
         # Health (written by the thread only; read unlocked, each value on its own).
         self._rounds = 0
-        self._failures = 0  # consecutive failed rounds
+        self._streak = FailureStreak(every=MAINTENANCE_LOG_EVERY_S)  # consecutive failed rounds
         self._last_error: str | None = None
         self._last_ok: float | None = None  # wall-clock time of the last good round
         self._restarts = 0
-        self._logged = float("-inf")
 
     def notify_commit(self) -> None:
         """Count a commit; wake the thread when enough have accumulated (restart it if dead)."""
@@ -1521,7 +1521,7 @@ class Maintainer:
         return {
             "running": thread is not None and thread.is_alive(),
             "rounds": self._rounds,
-            "failed_rounds": self._failures,
+            "failed_rounds": self._streak.count,
             "last_error": self._last_error,
             "last_ok": self._last_ok,
             "restarts": self._restarts,
@@ -1536,8 +1536,8 @@ class Maintainer:
                 # the thread at the 1,025th failed round in a row (8.5 hours of a full disk),
                 # then each restart by a later commit at once, so nothing checkpointed any more.
                 wait = self._interval
-                if self._failures:
-                    wait = min(wait, 2.0 ** min(self._failures - 1, 30))
+                if self._streak.count:
+                    wait = min(wait, 2.0 ** min(self._streak.count - 1, 30))
                 self._wake.wait(timeout=wait)
                 self._wake.clear()
                 if self._stop.is_set():
@@ -1561,15 +1561,12 @@ class Maintainer:
                 _close_quietly(conn)
 
     def _failed(self, exc: Exception) -> None:
-        self._failures += 1
         self._last_error = f"{type(exc).__name__}: {exc}"
-        now = time.monotonic()
-        if self._failures == 1 or now - self._logged >= MAINTENANCE_LOG_EVERY_S:
-            self._logged = now
+        if self._streak.failed():
             log.warning(
                 "index maintenance failed (%s round(s) in a row: %s); the write-ahead log is not "
                 "checkpointed and grows until a round succeeds (retrying)",
-                self._failures,
+                self._streak.count,
                 self._last_error,
                 exc_info=not isinstance(exc, apsw.Error),
             )
@@ -1577,10 +1574,9 @@ class Maintainer:
     def _succeeded(self) -> None:
         self._rounds += 1
         self._last_ok = time.time()
-        if self._failures:
-            log.warning("index maintenance works again after %d failed round(s)", self._failures)
-            self._failures = 0
-            self._logged = float("-inf")
+        failed = self._streak.succeeded()
+        if failed:
+            log.warning("index maintenance works again after %d failed round(s)", failed)
 
     def _open(self) -> apsw.Connection:
         conn = apsw.Connection(str(self._path))

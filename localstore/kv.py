@@ -40,6 +40,7 @@ from typing import Any
 import apsw
 import yaml
 
+from localstore._failure_streak import FailureStreak
 from localstore.config import DEFAULT_KV_HOT_BYTES, DEFAULT_KV_HOT_ITEMS, Settings, settings_arg
 from localstore.crypto import DataKeys, SecretStore, new_key_id
 from localstore.errors import (
@@ -1277,6 +1278,8 @@ class Purger:
     Lifecycle: ``start()`` once, ``stop()`` then ``join()``; ``purge_once()`` does one round
     synchronously (tests call it instead of waiting). It holds its store weakly: once the store
     is closed or garbage-collected the thread exits and ``purge_once()`` raises StoreClosedError.
+    A failed round is logged as the index maintainer logs one: the first of a streak at once,
+    then at most every 10 minutes, and the round that works again says so.
     """
 
     def __init__(self, kv: KVStore, *, interval: float = DEFAULT_PURGE_INTERVAL_S) -> None:
@@ -1296,6 +1299,7 @@ class Purger:
         self._thread: threading.Thread | None = None
         self._rounds = 0
         self._round_done = threading.Condition()
+        self._streak = FailureStreak()
         self.state = PurgerState.NEW
         self.purged = 0
 
@@ -1355,12 +1359,32 @@ class Purger:
             except StoreClosedError:
                 return
             except LocalStoreError as exc:  # a busy or full disk: log it and try next round
-                log.warning("app-data purge failed: %s", exc)
-            except Exception:
+                self._failed(exc, expected=True)
+            except Exception as exc:  # noqa: BLE001 (why: below)
                 # Anything else (a bug, an app's clock that raised) ended the thread silently,
                 # its state left RUNNING, and expired items then piled up for the life of the
                 # process. Logged with its traceback; the next round tries again.
-                log.exception("app-data purge failed unexpectedly")
+                self._failed(exc, expected=False)
+            else:
+                failed = self._streak.succeeded()
+                if failed:
+                    log.warning("app-data purge works again after %d failed round(s)", failed)
             with self._round_done:
                 self._rounds += 1
                 self._round_done.notify_all()
+
+    def _failed(self, exc: Exception, *, expected: bool) -> None:
+        # Rate-limited: a WARNING every round (each minute) for as long as a disk stayed full
+        # buried everything else in an app's log; the streak's length tells it has gone on.
+        if not self._streak.failed():
+            return
+        log.log(
+            logging.WARNING if expected else logging.ERROR,
+            "app-data purge failed%s (%d round(s) in a row: %s); expired items stay until a "
+            "round succeeds (retrying every %g s)",
+            "" if expected else " unexpectedly",
+            self._streak.count,
+            exc,
+            self._interval,
+            exc_info=not expected,
+        )

@@ -22,6 +22,11 @@ hash over 128 characters included), ``invalid_id``, ``invalid_path``, ``too_larg
 10 MiB, meta over 1 MiB as ``pg_column_size`` of its jsonb counts it: :func:`jsonb_size`),
 ``not_owner``, then the compare-and-swap (``exists`` / ``missing`` / ``rev_mismatch``) and
 finally ``path_taken``.
+
+It pages as the SQL does too: ``pull`` ends a page and ``fetch_page`` an answer at the first row
+after 16 MiB of content and meta (migrations 20261122001100 and 20261122001300), counted as
+PostgreSQL counts them (:func:`jsonb_text_bytes`); ``MemoryServer.pull_page_bytes`` and
+``fetch_page_bytes`` lower the budgets for tests.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from sync.remote import (
     MAX_PULL_LIMIT,
     MAX_VERIFY_LIMIT,
     PROTOCOL_VERSION,
+    PULL_PAGE_BYTES,
     Change,
     FetchPage,
     HintCallback,
@@ -122,8 +128,9 @@ class MemoryServer:
     # more (a test lowers it to play a server restored or upgraded with another limit).
     protocol: int = PROTOCOL_VERSION
     max_batch: int = MAX_BATCH
-    # Content and meta bytes after which fetch_page ends an answer (a test lowers it to page
-    # with small rows; the SQL's budget is FETCH_PAGE_BYTES).
+    # Content and meta bytes after which pull ends a page and fetch_page an answer (a test lowers
+    # them to page with small rows; the SQL's budgets are PULL_PAGE_BYTES and FETCH_PAGE_BYTES).
+    pull_page_bytes: int = PULL_PAGE_BYTES
     fetch_page_bytes: int = FETCH_PAGE_BYTES
     # Keys server_info announces besides the standard ones (a test's server may announce more,
     # e.g. ``max_batch_bytes``).
@@ -260,7 +267,8 @@ class MemoryRemote:
         return results
 
     def pull(self, since: int, *, limit: int = DEFAULT_PULL_LIMIT) -> PullPage:
-        """Return rows after ``since`` in seq order; see sync.remote.Remote.pull."""
+        """Return rows after ``since`` in seq order, at most ``limit`` and the byte budget; see
+        sync.remote.Remote.pull (the SQL's pull_changes)."""
         lim = max(1, min(limit, MAX_PULL_LIMIT))
         with self._call("pull"):
             horizon = self.server.horizons.get(self.user, 0)
@@ -274,9 +282,17 @@ class MemoryRemote:
                 ),
                 key=lambda r: r.seq,
             )
-            page = [_copy_row(r) for r in newer[:lim]]
+            # pull_changes' cut: a row goes while the ones already taken hold less than the
+            # budget, so the first always goes (a row over the budget alone must still arrive).
+            page: list[ServerRow] = []
+            taken = 0
+            for row in newer[:lim]:
+                if taken >= self.server.pull_page_bytes:
+                    break
+                page.append(_copy_row(row))
+                taken += _row_bytes(row)
             nxt = page[-1].seq if page else since
-            return PullPage(page, nxt, len(newer) > lim, horizon, False)
+            return PullPage(page, nxt, len(newer) > len(page), horizon, False)
 
     def verify(self, after: str | None = None, *, limit: int = DEFAULT_VERIFY_LIMIT) -> VerifyPage:
         """Return row fingerprints by id after ``after``; see sync.remote.Remote.verify."""
@@ -314,7 +330,7 @@ class MemoryRemote:
                 if taken >= self.server.fetch_page_bytes:
                     break
                 page.append(_copy_row(row))
-                taken += _fetch_bytes(row)
+                taken += _row_bytes(row)
         if len(page) == len(found):
             return FetchPage(page, [])
         last = page[-1].id
@@ -616,7 +632,12 @@ def _key_order(key: str) -> tuple[int, bytes]:
 
 
 def _numeric_size(number: float) -> int:
-    """The bytes of a numeric datum (short header): 4 + 2, and 2 per base-10000 digit kept."""
+    """The bytes of a numeric datum: 4 + 2 (short header), and 2 per base-10000 digit kept.
+
+    A number whose display scale is over 63 or whose weight (the position of its first
+    base-10000 digit) is outside -64..63 takes numeric's long header, 2 bytes more (PostgreSQL's
+    NUMERIC_CAN_BE_SHORT): 1e300 and 5e-324 did, and their size was 2 bytes short.
+    """
     d = Decimal(repr(number)) if isinstance(number, float) else Decimal(number)
     if not d.is_finite() or d.is_zero():
         return 6
@@ -634,11 +655,15 @@ def _numeric_size(number: float) -> int:
     frac = frac.ljust(-(-len(frac) // 4) * 4, "0")
     groups = [whole[i : i + 4] for i in range(0, len(whole), 4)]
     groups += [frac[i : i + 4] for i in range(0, len(frac), 4)]
+    weight = len(whole) // 4 - 1
     while groups and groups[0] == "0000":
         groups.pop(0)
+        weight -= 1
     while groups and groups[-1] == "0000":
         groups.pop()
-    return 6 + 2 * len(groups)
+    scale = max(0, -exp)
+    header = 6 if scale <= 63 and -64 <= weight <= 63 else 8
+    return header + 2 * len(groups)
 
 
 def _json_copy(meta: dict[str, Any]) -> dict[str, Any]:
@@ -651,12 +676,32 @@ def _copy_row(row: ServerRow) -> ServerRow:
     return replace(row, meta=_json_copy(row.meta))
 
 
-def _fetch_bytes(row: ServerRow) -> int:
-    """What fetch_rows_page counts of a row: its content's bytes and its meta's as text (the
-    meta's text here is json.dumps', which can differ from jsonb's by its spacing and key order:
-    close to, not exactly, the SQL's count)."""
-    meta = json.dumps(row.meta, ensure_ascii=False)
-    return len(row.content.encode("utf-8")) + len(meta.encode("utf-8"))
+def _row_bytes(row: ServerRow) -> int:
+    """What pull_changes and fetch_rows_page count of a row against their budget:
+    ``octet_length(content) + octet_length(meta::text)``."""
+    return len(row.content.encode("utf-8")) + jsonb_text_bytes(row.meta)
+
+
+def jsonb_text_bytes(value: object) -> int:
+    """The bytes of ``value`` as PostgreSQL prints it as jsonb (``octet_length(meta::text)``).
+
+    jsonb's text is json.dumps' with ``ensure_ascii=False`` (the same ", " and ": " separators
+    and the same string escapes; its key order does not change the length) except for numbers:
+    jsonb keeps a number as numeric, which prints without an exponent (``1e+20`` comes back as
+    ``100000000000000000000``) and without a minus on zero. json.dumps' text alone was off by
+    those digits, and a page cut so could differ from the server's.
+    """
+    if isinstance(value, dict):
+        inner = sum(jsonb_text_bytes(k) + 2 + jsonb_text_bytes(v) for k, v in value.items())
+        return 2 + inner + 2 * max(len(value) - 1, 0)
+    if isinstance(value, list):
+        inner = sum(jsonb_text_bytes(v) for v in value)
+        return 2 + inner + 2 * max(len(value) - 1, 0)
+    if isinstance(value, float):
+        number = Decimal(repr(value))
+        # numeric has no negative zero: -0.0 prints as 0.0.
+        return len(format(abs(number) if number.is_zero() else number, "f"))
+    return len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
 
 
 def _fingerprint(row: ServerRow) -> VerifyRow:

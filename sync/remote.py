@@ -58,9 +58,12 @@ DEFAULT_PULL_LIMIT = 500
 DEFAULT_VERIFY_LIMIT = 1000
 MAX_MATCH_PROBES = 1000
 MAX_FETCH_IDS = 1000  # fetch_rows refuses more (migration 20261122001200)
-# Content and meta bytes after which fetch_rows_page ends an answer (at least one row goes), as
-# pull_changes ends a page (migration 20261122001300; MemoryServer.fetch_page_bytes plays it).
-FETCH_PAGE_BYTES = 16 * 1024 * 1024
+# Content and meta bytes after which pull_changes ends a page (at least one row goes; migration
+# 20261122001100; MemoryServer.pull_page_bytes plays it).
+PULL_PAGE_BYTES = 16 * 1024 * 1024
+# The same budget and rule for fetch_rows_page's answers (migration 20261122001300;
+# MemoryServer.fetch_page_bytes plays it).
+FETCH_PAGE_BYTES = PULL_PAGE_BYTES
 
 PushStatus = Literal["applied", "conflict", "rejected"]
 ConflictReason = Literal["rev_mismatch", "exists", "missing", "path_taken"]
@@ -525,6 +528,8 @@ class Remote(Protocol):
     def pull(self, since: int, *, limit: int = DEFAULT_PULL_LIMIT) -> PullPage:
         """Return the user's rows with ``seq > since`` in ascending seq, at most min(limit, 1000).
 
+        A page also ends at the first row that would come after ``PULL_PAGE_BYTES`` of content
+        and meta (the first row always comes), so a page may be short with ``more`` true.
         ``next`` is the cursor for the next call (``since`` when nothing came), ``more`` says
         whether to call again. ``since < horizon`` returns ``reset_required=True`` and no
         changes. Never skips a row that commits late. Raises like ``push``.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 import weakref
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 import apsw
 import pytest
 
+from localstore._failure_streak import FAILURE_LOG_EVERY_S, FailureStreak
 from localstore.config import Settings, load_settings
 from localstore.credentials import CredentialStore
 from localstore.crypto import DataKeys
@@ -22,7 +24,7 @@ from localstore.errors import (
     KVError,
     StoreClosedError,
 )
-from localstore.index import Index
+from localstore.index import MAINTENANCE_LOG_EVERY_S, Index
 from localstore.kv import KVNotFoundError, KVStore, Purger, PurgerState
 
 
@@ -354,6 +356,59 @@ def test_an_unexpected_purge_error_is_logged_and_the_purger_goes_on(
         kv.close()
     assert "app-data purge failed unexpectedly" in caplog.text
     assert "RuntimeError: injected" in caplog.text
+
+
+def test_a_purge_failing_round_after_round_is_logged_once_and_its_recovery_too(
+    index: Index,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The purger logged a WARNING every round (each minute) for as long as purges failed: a day
+    of a full disk was 1,440 of them. Now as the index maintainer: the first failure of a streak
+    at once, then at most every 10 minutes, and the round that works again says so."""
+    kv = KVStore(index, clock=clock)
+    kv.save("e", 1, ttl=1)
+    clock.now += 1
+    real = KVStore.purge_expired
+    calls = 0
+
+    def full_disk_twice(self: KVStore) -> int:  # (injects the fault; the purge itself is real)
+        nonlocal calls
+        calls += 1
+        if calls <= 5 or calls == 7:  # a streak of 5 failed rounds, one good round, then 1
+            raise IndexStoreError("database or disk is full")
+        return real(self)
+
+    monkeypatch.setattr(KVStore, "purge_expired", full_disk_twice)
+    caplog.set_level(logging.WARNING, logger="localstore.kv")
+    purger = kv.start_purger(interval=0.01)
+    try:
+        assert purger.wait_rounds(8, timeout=30)  # (a bound, not a timing assertion)
+    finally:
+        kv.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "localstore.kv"]
+    assert len(said) == 4, said
+    assert said[0].startswith("app-data purge failed (1 round(s) in a row: database or disk")
+    assert said[1] == "app-data purge works again after 5 failed round(s)"
+    assert said[2].startswith("app-data purge failed (1 round(s) in a row")  # a new streak
+    assert said[3] == "app-data purge works again after 1 failed round(s)"
+    assert purger.purged == 1
+
+
+def test_a_failure_streak_is_logged_again_every_ten_minutes() -> None:
+    """The rule the purger and the index maintainer share (one helper, one clock to drive)."""
+    assert FAILURE_LOG_EVERY_S == MAINTENANCE_LOG_EVERY_S == 600
+    now = 0.0
+    streak = FailureStreak(clock=lambda: now)
+    logged = []
+    for second in range(0, 1800, 60):  # a failed round a minute for 30 minutes
+        now = float(second)
+        if streak.failed():
+            logged.append(second)
+    assert logged == [0, 600, 1200] and streak.count == 30
+    assert streak.succeeded() == 30 and streak.succeeded() == 0
+    assert streak.failed()  # the next failure starts a new streak: logged at once
 
 
 def test_purge_once_and_bad_interval(index: Index, clock: FakeClock) -> None:

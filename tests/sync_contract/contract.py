@@ -31,6 +31,7 @@ from sync.remote import (
     MAX_CONTENT_BYTES,
     MAX_FETCH_IDS,
     MAX_MATCH_PROBES,
+    PULL_PAGE_BYTES,
     AncestryRemote,
     Change,
     FetchPage,
@@ -524,6 +525,38 @@ class RemoteContract:
         assert len(page.changes) == 1000 and page.more
         rest = alice.remote.pull(page.next, limit=100_000)
         assert len(rest.changes) == 1 and not rest.more
+
+    def test_pull_pages_rows_over_the_byte_budget(self, alice: Writer) -> None:
+        """pull_changes ends a page at PULL_PAGE_BYTES of content and meta, plus one row
+        (migration 20261122001100); the rows come in pages, each once, none lost."""
+        # Rows of 9 MiB: the first is under the budget, so the second goes too; after them the
+        # page holds 18 MiB and ends, though the limit (500) would take every row.
+        big = "x" * (9 * 2**20)
+        assert 2 * len(big) > PULL_PAGE_BYTES > len(big)
+        made = [
+            alice.create(path="big0.yaml", content=big)[0],
+            alice.create(path="big1.yaml", content=big)[0],
+            alice.create(path="small0.yaml")[0],
+            alice.create(path="big2.yaml", content=big)[0],
+            alice.create(path="small1.yaml")[0],
+        ]
+        pages: list[PullPage] = []
+        cursor = 0
+        while True:
+            page = alice.remote.pull(cursor)
+            pages.append(page)
+            assert page.changes and page.next == page.changes[-1].seq
+            cursor = page.next
+            if not page.more:
+                break
+        assert [[r.path for r in p.changes] for p in pages] == [
+            ["big0.yaml", "big1.yaml"],
+            ["small0.yaml", "big2.yaml", "small1.yaml"],
+        ]
+        rows = [r for p in pages for r in p.changes]
+        assert [r.id for r in rows] == [c.id for c in made]
+        assert [r.content for r in rows] == [c.content for c in made]
+        assert [r.seq for r in rows] == sorted({r.seq for r in rows})
 
     def test_concurrent_pushers_are_never_skipped(self, remote_factory: RemoteFactory) -> None:
         writers = [

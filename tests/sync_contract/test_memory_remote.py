@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from sync.errors import AuthExpiredError, ProtocolError, SyncError, TransientError
-from sync.memory_remote import MemoryRemote, MemoryServer
+from sync.memory_remote import MemoryRemote, MemoryServer, jsonb_text_bytes
 from sync.remote import Remote
 
 from .contract import RemoteContract, Writer, pull_all
@@ -190,3 +190,27 @@ def test_text_jsonb_cannot_hold_is_rejected(dev: Writer, content: str, meta: dic
 
 def test_a_literal_backslash_u0000_in_content_is_fine(dev: Writer) -> None:
     dev.create(content='s: "\\u0000"\n')
+
+
+def test_a_lowered_pull_budget_pages_by_bytes_as_the_sql_does(
+    dev: Writer, server: MemoryServer
+) -> None:
+    # pull_changes' rule with a budget a test can reach with small rows: a row goes while the
+    # ones already taken hold less than the budget, the first always.
+    made = [dev.create(path=f"f{i}.yaml", content="x" * 10)[0] for i in range(5)]
+    one = len(made[0].content) + jsonb_text_bytes(made[0].meta)
+    server.pull_page_bytes = 2 * one
+    sizes = []
+    cursor = 0
+    while True:
+        page = dev.remote.pull(cursor)
+        sizes.append(len(page.changes))
+        cursor = page.next
+        if not page.more:
+            break
+    assert sizes == [2, 2, 1]
+    server.pull_page_bytes = 2 * one + 1  # two rows hold less than this: a third goes
+    assert len(dev.remote.pull(0).changes) == 3
+    server.pull_page_bytes = 1  # one row alone is over it, and still comes
+    page = dev.remote.pull(0, limit=3)
+    assert [r.id for r in page.changes] == [made[0].id] and page.more

@@ -4,6 +4,13 @@ Over 256 MiB of blueprints (33 of just under 8 MiB, the local YAML limit; each o
 as the push byte budget does) were one pull page, and one ``fetch_rows`` call in a full
 reconcile (200 ids a call): both over jsonb's 256 MiB, so the server failed them with 54000 on
 every retry and a new device of that user never got the blueprints.
+
+Both are bounded by bytes now. ``pull_changes`` ends a page at 16 MiB of content and meta plus
+one row (migration 20261122001100), and the engine pulls on from ``next``. A full reconcile still
+takes the ids 200 at a time, but asks ``fetch_rows_page`` for each chunk (migration
+20261122001300): an answer ends at the same budget and names the ids left, which the engine asks
+for next, applying each answer first (``SyncEngine._fetch_pages``), so the 33 rows come in
+several byte-bounded answers, not one call.
 """
 
 from __future__ import annotations
@@ -52,7 +59,8 @@ def test_a_new_device_gets_over_256_mib_by_pull_and_by_full_reconcile(
         _assert_has_all(b, ids)
 
         # A purged tombstone above every big row: a new device's cursor (0) is below the
-        # horizon, so it does a full reconcile and fetches all of them by id.
+        # horizon, so it does a full reconcile and fetches all of them by id, in pages of
+        # fetch_rows_page (migration 20261122001300).
         gone = a.store.save("small/gone", "name: gone\n").id
         a.engine.sync_once()
         a.store.delete(gone)
