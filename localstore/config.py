@@ -47,6 +47,8 @@ MAX_WHOLE = 2**31 - 1
 # The longest period in seconds: waits past threading.TIMEOUT_MAX (about 49 days on Windows)
 # raise OverflowError inside the worker thread. 31 days.
 MAX_SECONDS = 31 * 24 * 3600.0
+# The longest daemon_validator_name: it is recorded in every index row it judges.
+MAX_VALIDATOR_NAME = 200
 
 DEFAULT_PROFILE = "default"
 DEFAULT_MAX_YAML_BYTES = 8 * 1024 * 1024
@@ -192,6 +194,10 @@ class Settings:
     keychain_file_fallback: bool = False
     cloud_url: str = ""
     cloud_anon_key: str = ""
+    # The app's validator for the daemon to judge with (docs/daemon.md, "The app's validator in
+    # the daemon"): `module:function`, and the name the app records it under.
+    daemon_validator: str = ""
+    daemon_validator_name: str = ""
 
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with some settings changed, each checked as in config.yaml.
@@ -222,7 +228,9 @@ class Settings:
                     hint="see docs/configuration.md",
                 )
         checked = {name: _typed(name, value, where) for name, value in changes.items()}
-        return dataclasses.replace(self, **checked)
+        out = dataclasses.replace(self, **checked)
+        _check_validator_pair(out, where)
+        return out
 
 
 _TUNABLES = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("paths", "home")}
@@ -454,6 +462,20 @@ def _in_range(name: str, value: Any, where: str) -> Any:
         )
     if name == "cloud_url" and value:
         check_cloud_url(value, where)
+    if name == "daemon_validator" and value:
+        _check_validator_spec(value, where)
+    if name == "daemon_validator_name" and len(value) > MAX_VALIDATOR_NAME:
+        # Recorded in every row it judges (judged_by) and compared on every push.
+        raise ConfigError(
+            f"{where}: setting 'daemon_validator_name' is over {MAX_VALIDATOR_NAME} characters",
+            hint="give the rules a short name, the one the app passes as validator_name",
+        )
+    if name == "daemon_validator_name" and any(unicodedata.category(c) == "Cc" for c in value):
+        raise ConfigError(
+            f"{where}: setting 'daemon_validator_name' contains a control character "
+            f"({_shown(value)})",
+            hint="give the name the app passes as validator_name, e.g. 'myapp-rules-3'",
+        )
     if isinstance(value, bool | str):
         return value
     low = 1 if name in _AT_LEAST_ONE else 0
@@ -479,6 +501,32 @@ def _in_range(name: str, value: Any, where: str) -> Any:
             hint="see docs/configuration.md",
         )
     return value
+
+
+def _check_validator_spec(spec: str, where: str) -> None:
+    """Refuse a ``daemon_validator`` that is no ``module:function`` (checked at load, not
+    first when the daemon starts and imports it)."""
+    module, colon, attr = spec.partition(":")
+    parts = [*module.split("."), *attr.split(".")]
+    if colon and all(p.isidentifier() for p in parts):
+        return
+    raise ConfigError(
+        f"{where}: setting 'daemon_validator' must name a function as module:function, "
+        f"got {_shown(spec)}",
+        hint='e.g. daemon_validator: "myapp.rules:validate" (dotted module path, a colon, the '
+        "function's name); see docs/configuration.md",
+    )
+
+
+def _check_validator_pair(settings: Settings, where: str) -> None:
+    """Refuse a ``daemon_validator_name`` without the ``daemon_validator`` it names."""
+    if settings.daemon_validator_name and not settings.daemon_validator:
+        raise ConfigError(
+            f"{where}: setting 'daemon_validator_name' "
+            f"({_shown(settings.daemon_validator_name)}) is given without 'daemon_validator'",
+            hint='add daemon_validator: "module:function" (the app\'s validator), or remove '
+            "daemon_validator_name; see docs/configuration.md",
+        )
 
 
 def check_cloud_url(url: str, where: str, *, name: str = "cloud_url") -> None:
@@ -752,7 +800,26 @@ def load_settings(
             _typed(name, file_values.get(name), str(config_file)),
             default,
         )
-    return Settings(paths=paths, home=home_path, **values)
+    settings = Settings(paths=paths, home=home_path, **values)
+    _check_validator_pair(
+        settings, _source_of("daemon_validator_name", overrides, env, file_values, config_file)
+    )
+    return settings
+
+
+def _source_of(
+    name: str,
+    overrides: Mapping[str, Any],
+    env: Mapping[str, str],
+    file_values: Mapping[str, Any],
+    config_file: Path,
+) -> str:
+    """Where a setting's value came from, as errors name it (see :func:`resolve`)."""
+    if overrides.get(name) not in (None, ""):
+        return "argument"
+    if env.get(ENV_PREFIX + name.upper()):
+        return ENV_PREFIX + name.upper()
+    return str(config_file)
 
 
 def settings_arg(settings: Any, hint: str = "") -> None:

@@ -450,6 +450,7 @@ class BlueprintStore:
         *,
         validator: Validator | None = None,
         validator_name: str | None = None,
+        replace_home_validator: bool = True,
         reconcile: bool = True,
         maintenance: bool = True,
         recover_index: bool = False,
@@ -465,6 +466,10 @@ class BlueprintStore:
         With a ``validator``, its name (``validator_name``, by default the function's module and
         qualified name: give a new one when the rules change) becomes the home's validator, and
         the blueprints judged by none or another are judged again (:meth:`revalidate`).
+        ``replace_home_validator=False`` (the daemon, judging with the validator its config
+        names) does that only when the home records no validator or this one: when it records
+        another, the home's validator and every verdict stay as they are, and this store's own
+        writes, judged by its validator, are held by sync until the home's validator judges them.
         """
         check_validator(validator)
         if validator_name is not None and (
@@ -483,6 +488,7 @@ class BlueprintStore:
                 "localstore.open instead",
             )
         for flag, value in (
+            ("replace_home_validator", replace_home_validator),
             ("reconcile", reconcile),
             ("maintenance", maintenance),
             ("recover_index", recover_index),
@@ -563,7 +569,7 @@ class BlueprintStore:
             check_root(self)
             if reconcile:
                 Reconciler(self).run(fix=True)
-            if validator is not None:
+            if validator is not None and (replace_home_validator or self._may_claim_home()):
                 # What the daemon's watcher or the CLI recorded while the app was closed, and
                 # what an older or other validator judged, is judged by this one now, so that
                 # list, load and sync see its verdicts (and sync stops holding them back).
@@ -1419,6 +1425,32 @@ class BlueprintStore:
         return self._rejudge(
             "1" if every else "b.judged_by IS NOT ?", () if every else (self.validator_name,)
         )
+
+    def home_validator(self) -> str | None:
+        """The name of the home's validator (the one the app last opened it with), or None."""
+        self._check_open()
+        with self.index.read() as cur:
+            row = cur.execute(
+                "SELECT value FROM settings WHERE key = ?", (HOME_VALIDATOR_KEY,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def _may_claim_home(self) -> bool:
+        """Claim the home's validator for this store's if it has none; whether it is ours now.
+
+        In one write, so an app that registers its validator meanwhile is never overwritten:
+        the daemon's config may name the rules of an older (or newer) version of the app, and
+        replacing the app's name would judge everything by them and hold the app's own edits.
+        """
+        with self.index.write() as cur:
+            cur.execute(
+                "INSERT INTO settings VALUES (?, ?) ON CONFLICT(key) DO NOTHING",
+                (HOME_VALIDATOR_KEY, self.validator_name),
+            )
+            row = cur.execute(
+                "SELECT value FROM settings WHERE key = ?", (HOME_VALIDATOR_KEY,)
+            ).fetchone()
+        return row is not None and row[0] == self.validator_name
 
     def _rejudge(self, where: str, args: Sequence[Any]) -> RevalidateReport:
         """Judge the live rows matching ``where`` (over ``b``) again, in rounds."""

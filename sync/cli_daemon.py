@@ -1140,6 +1140,57 @@ def check_daemon(settings: Settings) -> Finding:
     return Finding("daemon", "ok", f"pid {state['pid']}, sync {sync.get('state')}")
 
 
+def check_validator(settings: Settings) -> Finding:
+    """Whether the daemon judges with the app's validator (daemon_validator in config.yaml), so
+    edits made while the app is closed sync; a problem when it names one the daemon cannot use."""
+    from sync._app_validator import AppValidator, not_the_homes
+
+    if not settings.paths.index_db.exists() or _in_the_way(settings, "validator") is not None:
+        return Finding("validator", "info", "this home has no index yet (see the index check)")
+    from localstore.store import BlueprintStore
+
+    with BlueprintStore(settings, reconcile=False, maintenance=False) as store:
+        home = store.home_validator()
+    status = _daemon_validator_status(settings)
+    spec, name = settings.daemon_validator, settings.daemon_validator_name
+    if status is None and spec:
+        # No daemon answers: only what the settings say is checked here (importing the app's
+        # module is the daemon's to do, in its own environment).
+        if name and home is not None and name != home:
+            return Finding("validator", "problem", *not_the_homes(spec, name, home))
+        return Finding(
+            "validator",
+            "info",
+            f"the daemon imports {spec} when it starts (no daemon runs to ask)",
+            "start it: `localstore daemon --detach`",
+        )
+    if status is None:
+        status = AppValidator().status(home)
+    if status.get("problem"):
+        return Finding("validator", "problem", str(status["detail"]), str(status["hint"]))
+    if status.get("state") == "none":
+        if home is None:
+            return Finding("validator", "ok", "the app registered no validator for this home")
+        return Finding("validator", "info", str(status["detail"]), str(status["hint"]))
+    return Finding("validator", "ok", str(status["detail"]))
+
+
+def _daemon_validator_status(settings: Settings) -> dict[str, Any] | None:
+    """The running daemon's account of its validator, or None (none runs, or none answers:
+    the daemon check says so)."""
+    from sync.control import ControlClient, ControlError
+
+    state = daemon_running(settings)
+    if state is None:
+        return None
+    try:
+        with ControlClient(int(state["port"]), str(state["token"]), timeout=5.0) as client:
+            validator = client.status().get("validator")
+    except ControlError:
+        return None
+    return validator if isinstance(validator, dict) else None
+
+
 CHECKS: tuple[Callable[[Settings], Finding], ...] = (
     check_keychain,
     check_index,
@@ -1147,6 +1198,7 @@ CHECKS: tuple[Callable[[Settings], Finding], ...] = (
     check_watch_limits,
     check_cloud,
     check_daemon,
+    check_validator,
 )
 
 
@@ -1169,7 +1221,8 @@ def run_checks(settings: Settings) -> list[Finding]:
 @click.command("doctor")
 @pass_ctx
 def doctor_cmd(ctx: CliContext) -> None:
-    """Check keychain, index, disk, watcher limits, cloud and daemon; say how to fix problems.
+    """Check keychain, index, disk, watcher limits, cloud, daemon and the
+    daemon's validator; say how to fix problems.
 
     Exit 3 when any problem is found.
     """

@@ -235,7 +235,10 @@ def _flagged_files(store: Any) -> list[dict[str, Any]]:
 
 def _needs_attention(status: dict[str, Any]) -> bool:
     """SyncStatus.needs_attention for a status dict (possibly a daemon's, possibly older)."""
-    return any(status.get(k) for k in ("conflicts", "quarantined", "held", "flagged"))
+    validator = status.get("validator")
+    # A daemon that cannot judge with the validator its config names holds every edit.
+    broken = isinstance(validator, dict) and validator.get("problem") is True
+    return broken or any(status.get(k) for k in ("conflicts", "quarantined", "held", "flagged"))
 
 
 def _report_from(data: dict[str, Any]) -> SyncReport:
@@ -451,7 +454,13 @@ def _daemon_status(settings: Settings) -> tuple[dict[str, Any] | None, str | Non
         click.echo(f"note: the daemon did not answer ({exc}); showing local status", err=True)
         return None, str(exc) or type(exc).__name__
     sync_part = answer.get("sync") if isinstance(answer, dict) else None
-    return (dict(sync_part) if isinstance(sync_part, dict) else None), None
+    if not isinstance(sync_part, dict):
+        return None, None
+    out = dict(sync_part)
+    validator = answer.get("validator")
+    if isinstance(validator, dict):  # (an older daemon sends none)
+        out["validator"] = validator
+    return out, None
 
 
 def _login_state(settings: Settings, store: Any) -> dict[str, Any] | None:
@@ -549,6 +558,7 @@ def status_cmd(cli: CliContext) -> None:
         click.echo(f"pending uploads: {data.get('pending')}")
         if data.get("held"):
             click.echo(f"held back (invalid or not judged): {data.get('held')}")
+        _print_validator(data.get("validator"))
         if data.get("flagged") or flagged:
             click.echo(
                 f"not synced, file cannot be read (fix it; `localstore check`): {len(flagged)}"
@@ -572,6 +582,15 @@ def status_cmd(cli: CliContext) -> None:
         fail(f"sync is stopped: {data.get('last_error') or 'see the daemon log'}")
     if _needs_attention(data):
         raise SystemExit(EXIT_ATTENTION)
+
+
+def _print_validator(validator: Any) -> None:
+    """The daemon's account of the app's validator, when it judges with it or should."""
+    if not isinstance(validator, dict) or not validator.get("detail"):
+        return
+    click.echo(f"validator: {validator['detail']}")
+    if validator.get("hint"):
+        click.echo(f"  fix: {validator['hint']}")
 
 
 # -- conflicts ------------------------------------------------------------------------------------

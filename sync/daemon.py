@@ -61,6 +61,7 @@ from localstore.errors import CredentialError, LocalStoreError, WatcherError
 from localstore.events import Event
 from localstore.store import BlueprintStore
 from localstore.watcher import DEFAULT_WRITE_QUIET_MS, Watcher, WatcherState
+from sync._app_validator import AppValidator, load_app_validator
 from sync._follow import (
     ForeignChanges,
     WatcherKeeper,
@@ -509,6 +510,8 @@ class Daemon:
         self._ready = threading.Event()
         self._engine_mutex = threading.Lock()
         self.store: BlueprintStore | None = None
+        # The app's validator its config names (daemon_validator), imported in _start.
+        self.validator = AppValidator()
         self.watcher: Watcher | None = None
         self.engine: _MeteredEngine | None = None
         self.remote: Remote | None = None
@@ -591,7 +594,8 @@ class Daemon:
         previous: dict[int, Any] = {}
         # SIGHUP too: a foreground daemon whose terminal closes gets one, and its default action
         # killed the process without removing daemon.json or giving the sync cycle its budget.
-        # (No reload is attached to it: the daemon reads no configuration file to reload.)
+        # (No reload is attached to it: settings, daemon_validator among them, are read at
+        # start; a changed config.yaml takes a restart.)
         hup = getattr(signal, "SIGHUP", None)  # (none on Windows)
         # SIGBREAK: Ctrl-Break in the console of a Windows daemon (Windows only); untrapped it
         # ended the process at once, as SIGHUP did here.
@@ -608,7 +612,7 @@ class Daemon:
 
     def _start(self) -> None:
         started = time.monotonic()
-        self.store = BlueprintStore(self.settings)
+        self.store = self._open_store()
         self.metrics.startup_reconcile_seconds = time.monotonic() - started
         self._foreign = ForeignChanges(self.store)
         self._unsubs.append(self.store.events.observe(self._claim))
@@ -637,6 +641,47 @@ class Daemon:
         self._forwarder = _ErrorForwarder(self.server.publish)
         logging.getLogger().addHandler(self._forwarder)
         write_state(self.settings.paths.state, self._state_record())
+
+    def _open_store(self) -> BlueprintStore:
+        """The home's store, judging with the app's validator when the config names one.
+
+        Without one its watcher's edits are judged by none, and sync holds them until the app
+        opens (docs/daemon.md, "The app's validator in the daemon"). The validator never takes
+        the home over from another the app recorded (replace_home_validator=False): a config
+        left naming an older version's rules would judge everything by them.
+        """
+        self.validator = load_app_validator(self.settings)
+        if self.validator.function is None:
+            if self.validator.spec:
+                log.error(
+                    "the app's validator is not used: %s (fix: %s)",
+                    self.validator.error,
+                    self.validator.hint,
+                )
+            return BlueprintStore(self.settings)
+        store = BlueprintStore(
+            self.settings,
+            validator=self.validator.function,
+            validator_name=self.validator.name,
+            replace_home_validator=False,
+        )
+        status = self.validator.status(store.home_validator())
+        if status["problem"]:
+            log.warning("%s (fix: %s)", status["detail"], status["hint"])
+        else:
+            log.info("the app's validator: %s", status["detail"])
+        return store
+
+    def _validator_status(self) -> dict[str, Any]:
+        home = None
+        if self.store is not None:
+            try:
+                home = self.store.home_validator()
+            except LocalStoreError as exc:  # (a locked or damaged index: say so, do not fail)
+                out = self.validator.status(None)
+                out["home_error"] = str(exc)
+                return out
+        return self.validator.status(home)
 
     def _state_record(self) -> dict[str, Any]:
         from localstore import __version__
@@ -1144,6 +1189,7 @@ class Daemon:
                 "stats": asdict(watcher.stats) if watcher else {},
             },
             "index": self.store.index_health() if self.store else None,
+            "validator": self._validator_status(),
         }
 
     def _with_unaccepted(self, sync: dict[str, Any]) -> dict[str, Any]:

@@ -477,3 +477,42 @@ def test_a_text_setting_with_a_nul_is_refused_wherever_it_comes_from(tmp_path: P
     with pytest.raises(ConfigError, match=r"LOCALSTORE_DEVICE_NAME.*NUL"):
         load_settings(home=home, environ={"LOCALSTORE_DEVICE_NAME": "lap\x00top"})
     assert load_settings(home=home, environ={}, device_name="laptop").device_name == "laptop"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["myapp.rules", "myapp.rules:", ":check", "my-app.rules:check", "myapp:check()", "a:b c"],
+)
+def test_daemon_validator_must_be_module_colon_function(tmp_path: Path, text: str) -> None:
+    """Checked when the settings load, naming the file, not first when the daemon imports it."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/config.yaml").write_text(f"daemon_validator: {json.dumps(text)}\n")
+    with pytest.raises(ConfigError, match="module:function") as info:
+        load_settings(home=tmp_path, environ={})
+    assert "config.yaml" in info.value.message and "myapp.rules:validate" in (info.value.hint or "")
+
+
+def test_daemon_validator_name_needs_a_validator_and_is_a_short_name(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    config = tmp_path / "config/config.yaml"
+    config.write_text("daemon_validator_name: rules-1\n")
+    with pytest.raises(ConfigError, match="without 'daemon_validator'") as info:
+        load_settings(home=tmp_path, environ={})
+    assert str(config) in info.value.message
+    with pytest.raises(ConfigError, match="without 'daemon_validator'") as info:
+        load_settings(home=tmp_path / "other", environ={"LOCALSTORE_DAEMON_VALIDATOR_NAME": "r"})
+    assert "LOCALSTORE_DAEMON_VALIDATOR_NAME" in info.value.message
+    config.write_text('daemon_validator: "app.rules:check"\ndaemon_validator_name: "a\\tb"\n')
+    with pytest.raises(ConfigError, match="control character"):
+        load_settings(home=tmp_path, environ={})
+    config.write_text(f'daemon_validator: "app.rules:check"\ndaemon_validator_name: {"r" * 201}\n')
+    with pytest.raises(ConfigError, match="over 200 characters"):
+        load_settings(home=tmp_path, environ={})
+    config.write_text('daemon_validator: "app.rules:Rules.check"\ndaemon_validator_name: r-1\n')
+    settings = load_settings(home=tmp_path, environ={})
+    assert (settings.daemon_validator, settings.daemon_validator_name) == (
+        "app.rules:Rules.check",
+        "r-1",
+    )
+    with pytest.raises(ConfigError, match="without 'daemon_validator'"):
+        settings.replace(daemon_validator="")

@@ -47,7 +47,11 @@ PRECEDENCE: dict[str, tuple[str, Any, str, Any, Any]] = {
         "https://arg.example.com",
     ),
     "cloud_anon_key": ("filekey", "filekey", "envkey", "envkey", "argkey"),
+    "daemon_validator": ("'file.rules:check'", "file.rules:check", "env:check", "env:check", "a:b"),
+    "daemon_validator_name": ("file-rules", "file-rules", "env-rules", "env-rules", "arg-rules"),
 }
+# Lines a setting's config.yaml needs besides its own (a validator name names a validator).
+NEEDS = {"daemon_validator_name": "daemon_validator: 'app.rules:check'\n"}
 
 
 def test_the_precedence_table_names_every_setting() -> None:
@@ -65,7 +69,7 @@ def test_each_setting_from_each_source_in_order(tmp_path: Path, name: str) -> No
     file_yaml, file_value, env_text, env_value, arg = PRECEDENCE[name]
     env = {"LOCALSTORE_" + name.upper(): env_text}
     default = getattr(load_settings(home=tmp_path / "none", environ={}), name)
-    home = _home_with(tmp_path / "h", f"{name}: {file_yaml}\n")
+    home = _home_with(tmp_path / "h", f"{NEEDS.get(name, '')}{name}: {file_yaml}\n")
     assert getattr(load_settings(home=home, environ={}), name) == file_value != default
     assert getattr(load_settings(home=home, environ=env), name) == env_value
     assert getattr(load_settings(home=home, environ=env, **{name: arg}), name) == arg

@@ -47,7 +47,8 @@ def test_a_healthy_offline_home_has_no_problems(tmp_path: Path) -> None:
     done = doctor(home, "--json")
     checks = by_check(done.stdout)
     assert done.returncode == 0, done.stdout
-    assert set(checks) == {"keychain", "index", "disk", "watcher", "cloud", "daemon"}
+    assert set(checks) == {"keychain", "index", "disk", "watcher", "cloud", "daemon", "validator"}
+    assert checks["validator"]["status"] == "ok"
     assert checks["keychain"]["status"] == "ok"
     assert checks["index"]["status"] == "ok"
     assert checks["cloud"]["status"] == "info" and "localstore login" in checks["cloud"]["fix"]

@@ -11,6 +11,7 @@ import pytest
 
 import localstore
 from localstore.errors import InvalidInputError, InvalidYAMLError
+from localstore.store import BlueprintStore
 from localstore.watcher import Watcher
 
 
@@ -199,3 +200,50 @@ def test_validator_name_needs_a_validator(home: Path) -> None:
     with pytest.raises(InvalidInputError, match="validator_name") as info:
         localstore.open(home=home, validator_name="rules-1")
     assert info.value.hint
+
+
+def _row_of(store: BlueprintStore, path: str) -> tuple[bool, str | None]:
+    with store.index.read() as cur:
+        valid, judged_by = cur.execute(
+            "SELECT valid, judged_by FROM blueprints WHERE path = ? AND deleted = 0",
+            (f"{path}.blueprint.yaml",),
+        ).fetchone()
+    return bool(valid), judged_by
+
+
+def test_a_store_that_defers_leaves_another_home_validator_and_its_verdicts(home: Path) -> None:
+    """The daemon judges with the validator its config names; when the app has since registered
+    other rules (a newer version), opening it must not make the old rules the home's again and
+    judge everything by them: the app's verdicts stay, and the daemon's own edits are held."""
+    settings = localstore.load_settings(home=home)
+    with localstore.open(home=home, validator=_no_beta, validator_name="rules-2") as app:
+        app.save("a/one", "debug: true\n")
+    with BlueprintStore(
+        settings, validator=_no_debug, validator_name="rules-1", replace_home_validator=False
+    ) as daemon:
+        assert daemon.home_validator() == "rules-2"
+        assert _row_of(daemon, "a/one") == (True, "rules-2")  # not judged again
+        daemon.save("a/two", "beta: true\n")
+        assert _row_of(daemon, "a/two") == (True, "rules-1")  # its own rules, not the home's
+    with localstore.open(home=home, validator=_no_beta, validator_name="rules-2") as app:
+        assert _row_of(app, "a/two") == (False, "rules-2")
+
+
+def test_a_store_that_defers_claims_a_home_without_a_validator(home: Path) -> None:
+    with localstore.open(home=home) as cli:
+        cli.save("a/one", "debug: true\n")
+    with BlueprintStore(
+        localstore.load_settings(home=home),
+        validator=_no_debug,
+        validator_name="rules-1",
+        replace_home_validator=False,
+    ) as daemon:
+        assert daemon.home_validator() == "rules-1"
+        assert _row_of(daemon, "a/one") == (False, "rules-1")
+    with BlueprintStore(
+        localstore.load_settings(home=home),
+        validator=_no_debug,
+        validator_name="rules-1",
+        replace_home_validator=False,
+    ) as again:
+        assert again.revalidate().judged == 0

@@ -1,0 +1,146 @@
+"""The app's validator in the daemon: imported from the ``module:function`` its config names.
+
+An app registers its validator when it opens the store (``localstore.open(validator=...)``); the
+home records its name, and sync holds back every edit that validator has not judged. The daemon
+runs without the app, so with nothing here an edit made in an editor while the app was closed
+waited until the app ran. ``daemon_validator`` (and ``daemon_validator_name``, the name the app
+records it under) in config.yaml name it for the daemon, which imports it when it starts.
+
+Nothing here stops the daemon: a validator that cannot be imported leaves it judging with none
+(its watcher's edits are held, as before), and says why in its log, ``status`` and ``doctor``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from localstore.blueprint import Validator
+from localstore.config import Settings
+from localstore.store import validator_name_of
+
+__all__ = ["AppValidator", "ValidatorState", "load_app_validator", "not_the_homes"]
+
+log = logging.getLogger("sync.daemon")
+
+ValidatorState = Literal["none", "not_loaded", "judging", "not_the_homes"]
+# States in which the daemon's edits are held for a reason a person can fix.
+PROBLEM_STATES: frozenset[str] = frozenset({"not_loaded", "not_the_homes"})
+
+_RESTART = "then restart the daemon (`localstore daemon --stop`, then start it again)"
+_HELD = "until then edits made while the app is closed are held on this device, not lost"
+
+
+@dataclass(frozen=True, slots=True)
+class AppValidator:
+    """What the daemon judges with: the validator its config names, or why it has none."""
+
+    spec: str = ""  # daemon_validator as configured ('' none)
+    name: str = ""  # the name its verdicts are recorded under
+    function: Validator | None = None
+    error: str = ""  # why it could not be loaded
+    hint: str = ""
+
+    def status(self, home: str | None) -> dict[str, Any]:
+        """A JSON-friendly account of it against ``home``, the home's recorded validator."""
+        state, detail, hint = self._judge(home)
+        return {
+            "state": state,
+            "configured": self.spec,
+            "name": self.name,
+            "home": home,
+            "detail": detail,
+            "hint": hint,
+            "problem": state in PROBLEM_STATES,
+        }
+
+    def _judge(self, home: str | None) -> tuple[ValidatorState, str, str]:
+        if not self.spec:
+            if home is None:
+                return "none", "", ""
+            return (
+                "none",
+                f"the daemon has no validator, and the app's ({home!r}) judges what it "
+                "records: edits made while the app is closed are held until the app opens",
+                f'name it in config.yaml: daemon_validator: "module:function" and '
+                f'daemon_validator_name: "{home}"; {_RESTART}',
+            )
+        if self.function is None:
+            return "not_loaded", self.error, self.hint
+        if home is not None and home != self.name:
+            return ("not_the_homes", *not_the_homes(self.spec, self.name, home))
+        return "judging", f"judging with {self.spec} as {self.name!r}", ""
+
+
+def not_the_homes(spec: str, name: str, home: str) -> tuple[str, str]:
+    """What to say (detail, hint) when the daemon's validator is recorded under ``name`` but
+    the home's is ``home``: the daemon's edits are held as not judged by the home's."""
+    return (
+        f"the daemon judges with {spec} as {name!r}, but the home's validator is {home!r} "
+        "(the app's current rules): edits made while the app is closed are held until the "
+        "app opens",
+        f'if {spec} implements those rules, set daemon_validator_name: "{home}" in '
+        "config.yaml; if not, point daemon_validator at the app's current validator; "
+        f"{_RESTART}",
+    )
+
+
+def load_app_validator(settings: Settings) -> AppValidator:
+    """Import the validator ``settings.daemon_validator`` names; an AppValidator saying why
+    not when it cannot be (never raises: the daemon runs on without it)."""
+    spec = settings.daemon_validator
+    if not spec:
+        return AppValidator()
+    module_name, _, attr = spec.partition(":")
+    try:
+        found: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        return _failed(
+            spec,
+            settings,
+            f"cannot import {module_name!r} (daemon_validator {spec!r}): {exc}",
+            f"install the app's package into the Python the daemon runs ({sys.executable}), "
+            "or add its folder to PYTHONPATH in the daemon's environment, or fix "
+            f"daemon_validator in config.yaml; {_RESTART}; {_HELD}",
+        )
+    except (Exception, SystemExit) as exc:
+        # The app's module may raise anything at import (a process boundary): the daemon goes
+        # on without it, the traceback in its log. SystemExit too: it would end the daemon.
+        log.error("importing %r for daemon_validator raised", module_name, exc_info=True)
+        return _failed(
+            spec,
+            settings,
+            f"importing {module_name!r} (daemon_validator {spec!r}) raised "
+            f"{type(exc).__name__}: {exc}",
+            f"fix the module (the daemon's log has the traceback); {_RESTART}; {_HELD}",
+        )
+    for part in attr.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            return _failed(
+                spec,
+                settings,
+                f"{module_name!r} has no {attr!r} (daemon_validator {spec!r})",
+                f"name the app's validator function in daemon_validator in config.yaml; "
+                f"{_RESTART}; {_HELD}",
+            )
+    if not callable(found):
+        return _failed(
+            spec,
+            settings,
+            f"daemon_validator {spec!r} is a {type(found).__name__}, not a function",
+            "name a function from a blueprint's mapping to a list of problems; "
+            f"{_RESTART}; {_HELD}",
+        )
+    name = settings.daemon_validator_name or validator_name_of(found)
+    return AppValidator(spec=spec, name=name, function=found)
+
+
+def _failed(spec: str, settings: Settings, error: str, hint: str) -> AppValidator:
+    return AppValidator(
+        spec=spec, name=settings.daemon_validator_name, function=None, error=error, hint=hint
+    )

@@ -1,0 +1,201 @@
+"""The daemon judges with the app's validator named in config.yaml (daemon_validator), so an edit
+made in an editor while the app is closed is judged and pushed (or held) by the daemon alone.
+
+Real daemon processes with a validator module written into a temporary folder on their
+PYTHONPATH; the app is this test process, opening the store with the same module's function.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from localstore.blueprint import Validator
+from localstore.store import BlueprintStore
+from sync.supabase_remote import remote_from_settings
+from tests.conftest import run_cli
+
+from .conftest import eventually, home_settings, log_in, new_email, write_external
+
+RULES = """
+def check(doc):
+    if doc.get("boom"):
+        raise ValueError("the rules cannot read this")
+    return ["debug must be off"] if doc.get("debug") else []
+"""
+
+
+def _rules_module(folder: Path, name: str) -> Validator:
+    """Write the app's rules as module ``name`` in ``folder``; its ``check`` for this process."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.py"
+    path.write_text(RULES, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    check: Validator = module.check
+    return check
+
+
+def _pythonpath(folder: Path) -> dict[str, str]:
+    return {"PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])}
+
+
+def _configure(home: Path, spec: str, name: str) -> None:
+    (home / "config").mkdir(parents=True, exist_ok=True)
+    (home / "config" / "config.yaml").write_text(
+        f'daemon_validator: "{spec}"\ndaemon_validator_name: "{name}"\n', encoding="utf-8"
+    )
+
+
+def _app_registers(home: Path, check: Validator, name: str) -> None:
+    """The app opens the home with its validator once (and closes: it is not running)."""
+    with BlueprintStore(home_settings(home), validator=check, validator_name=name):
+        pass
+
+
+def _verdict(home: Path, path: str) -> tuple[bool, str | None, list[str]] | None:
+    """(valid, judged_by, problems) of the live row at ``path``, read from the index."""
+    with (
+        BlueprintStore(home_settings(home), reconcile=False, maintenance=False) as store,
+        store.index.read() as cur,
+    ):
+        row = cur.execute(
+            "SELECT valid, judged_by, problems FROM blueprints WHERE path = ? AND deleted = 0",
+            (path,),
+        ).fetchone()
+    return None if row is None else (bool(row[0]), row[1], json.loads(row[2] or "[]"))
+
+
+def _status(home: Path, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    done = run_cli(home, "--json", "status", env=env)
+    return done.returncode, json.loads(done.stdout)
+
+
+def _server_contents(cloud: Any, home: Path, email: str) -> dict[str, str]:
+    """The live rows in ``email``'s account, read through a fresh home of that user."""
+    settings = home_settings(home)
+    log_in(settings, cloud, email)
+    remote = remote_from_settings(settings)
+    try:
+        return {r.path: r.content for r in remote.pull(0, limit=1000).changes if not r.deleted}
+    finally:
+        remote.close()
+
+
+def test_the_daemon_judges_an_editor_edit_with_the_apps_validator_and_pushes_or_holds_it(
+    cloud: Any, spawn_daemon: Any, tmp_path: Path
+) -> None:
+    """Before, every edit the daemon's watcher recorded was judged by none and held until the
+    app opened: with the app closed nothing synced, which is the daemon's purpose."""
+    home, modules, email = tmp_path / "h", tmp_path / "mods", new_email()
+    check = _rules_module(modules, "app_rules_sync")
+    log_in(home_settings(home), cloud, email)
+    _app_registers(home, check, "rules-1")
+    _configure(home, "app_rules_sync:check", "rules-1")
+    d = spawn_daemon(home, env=_pythonpath(modules))
+    d.wait_ready()
+    c = d.client()
+    blueprints = home / "blueprints"
+    write_external(blueprints, "a/good.blueprint.yaml", "debug: false\n")
+    write_external(blueprints, "a/bad.blueprint.yaml", "debug: true\n")
+    write_external(blueprints, "a/boom.blueprint.yaml", "boom: true\n")
+    paths = [f"a/{n}.blueprint.yaml" for n in ("good", "bad", "boom")]
+    assert eventually(lambda: all(_verdict(home, p) for p in paths), 30), d.output()
+
+    def synced(held: int) -> bool:
+        """A cycle ran after the watcher recorded the edits, and only ``held`` are left."""
+        c.sync()
+        sync = c.status()["sync"]
+        return sync["pending"] == held and sync["held"] == held
+
+    assert eventually(lambda: synced(2), 60), c.status()
+    assert _verdict(home, "a/good.blueprint.yaml") == (True, "rules-1", [])
+    assert _verdict(home, "a/bad.blueprint.yaml") == (False, "rules-1", ["debug must be off"])
+    boom = _verdict(home, "a/boom.blueprint.yaml")
+    assert boom is not None and boom[:2] == (False, "rules-1")
+    assert "validator raised ValueError: the rules cannot read this" in boom[2][0]
+    assert d.proc.poll() is None  # a validator that raises stops nothing
+    assert _server_contents(cloud, tmp_path / "reader", email) == {
+        "a/good.blueprint.yaml": "debug: false\n"
+    }
+    # The held ones go up once fixed, still with the app closed.
+    write_external(blueprints, "a/bad.blueprint.yaml", "debug: false\n")
+    assert eventually(lambda: synced(1), 60), c.status()
+    assert _server_contents(cloud, tmp_path / "reader2", email)["a/bad.blueprint.yaml"] == (
+        "debug: false\n"
+    )
+    assert c.status()["validator"]["state"] == "judging"
+    assert d.stop() == 0
+
+
+def test_a_validator_that_cannot_be_imported_is_said_and_loses_nothing(
+    spawn_daemon: Any, tmp_path: Path
+) -> None:
+    home, modules = tmp_path / "h", tmp_path / "mods"
+    check = _rules_module(tmp_path / "app", "app_rules_missing")  # the app's, not on the path
+    _app_registers(home, check, "rules-1")
+    _configure(home, "app_rules_missing:check", "rules-1")
+    d = spawn_daemon(home, env=_pythonpath(modules))
+    d.wait_ready()  # it runs: the watcher keeps recording edits
+    write_external(home / "blueprints", "a/bad.blueprint.yaml", "debug: true\n")
+    assert eventually(lambda: _verdict(home, "a/bad.blueprint.yaml") is not None, 30)
+    assert _verdict(home, "a/bad.blueprint.yaml") == (True, "", [])  # judged by none: held
+
+    code, data = _status(home)
+    assert code == 3 and data["held"] == 1
+    validator = data["validator"]
+    assert validator["state"] == "not_loaded" and validator["problem"] is True
+    assert "cannot import 'app_rules_missing'" in validator["detail"]
+    assert "PYTHONPATH" in validator["hint"] and "restart the daemon" in validator["hint"]
+    human = run_cli(home, "status")
+    assert f"validator: {validator['detail']}" in human.stdout
+    assert f"  fix: {validator['hint']}" in human.stdout
+    doctor = json.loads(run_cli(home, "--json", "doctor").stdout)
+    finding = next(c for c in doctor["checks"] if c["check"] == "validator")
+    assert finding["status"] == "problem" and finding["detail"] == validator["detail"]
+    assert "cannot import" in (home / "state" / "daemon.log").read_text()
+    assert d.stop() == 0
+
+    # Fixed (the module where the daemon finds it), the next daemon judges what was recorded.
+    _rules_module(modules, "app_rules_missing")
+    d = spawn_daemon(home, env=_pythonpath(modules))
+    d.wait_ready()
+    assert _verdict(home, "a/bad.blueprint.yaml") == (False, "rules-1", ["debug must be off"])
+    code, data = _status(home)
+    assert data["validator"]["state"] == "judging" and data["held"] == 1
+    assert d.stop() == 0
+
+
+def test_a_validator_name_that_is_not_the_homes_keeps_holding_and_says_so(
+    spawn_daemon: Any, tmp_path: Path
+) -> None:
+    """The app registered newer rules (rules-2) than the config names: the daemon must not make
+    its own the home's again, and its edits wait for the app."""
+    home, modules = tmp_path / "h", tmp_path / "mods"
+    check = _rules_module(modules, "app_rules_old")
+    _app_registers(home, check, "rules-2")
+    _configure(home, "app_rules_old:check", "rules-1")
+    d = spawn_daemon(home, env=_pythonpath(modules))
+    d.wait_ready()
+    write_external(home / "blueprints", "a/one.blueprint.yaml", "debug: false\n")
+    assert eventually(lambda: _verdict(home, "a/one.blueprint.yaml") is not None, 30)
+    code, data = _status(home)
+    assert code == 3 and data["held"] == 1
+    validator = data["validator"]
+    assert validator["state"] == "not_the_homes" and validator["home"] == "rules-2"
+    assert 'daemon_validator_name: "rules-2"' in validator["hint"]
+    doctor = json.loads(run_cli(home, "--json", "doctor").stdout)
+    finding = next(c for c in doctor["checks"] if c["check"] == "validator")
+    assert finding["status"] == "problem" and "rules-2" in finding["fix"]
+    assert d.stop() == 0
+    with BlueprintStore(home_settings(home), reconcile=False, maintenance=False) as store:
+        assert store.home_validator() == "rules-2"  # still the app's
+    # Without a daemon, doctor reads the mismatch from the settings.
+    doctor = json.loads(run_cli(home, "--json", "doctor").stdout)
+    finding = next(c for c in doctor["checks"] if c["check"] == "validator")
+    assert finding["status"] == "problem" and "rules-2" in finding["fix"]
