@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import stat
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from localstore.blueprint import Validator
-from localstore.config import Settings
+from localstore.config import CONFIG_FILE_NAME, ENV_PREFIX, Settings
 from localstore.store import validator_name_of
 
 __all__ = ["AppValidator", "ValidatorState", "load_app_validator", "not_the_homes"]
@@ -94,6 +97,18 @@ def load_app_validator(settings: Settings) -> AppValidator:
     spec = settings.daemon_validator
     if not spec:
         return AppValidator()
+    if not os.environ.get(ENV_PREFIX + "DAEMON_VALIDATOR"):
+        unsafe = _writable_by_others(settings.paths.config / CONFIG_FILE_NAME)
+        if unsafe:
+            # The daemon imports and runs what the file names: a file (or folder) someone else
+            # may write would let them choose code this user's daemon runs.
+            return _failed(
+                spec,
+                settings,
+                f"daemon_validator is not used: {unsafe}, so another user could choose the code "
+                "the daemon runs",
+                f"make it yours and writable only by you (chmod go-w), {_RESTART}; {_HELD}",
+            )
     module_name, _, attr = spec.partition(":")
     try:
         found: Any = importlib.import_module(module_name)
@@ -138,6 +153,23 @@ def load_app_validator(settings: Settings) -> AppValidator:
         )
     name = settings.daemon_validator_name or validator_name_of(found)
     return AppValidator(spec=spec, name=name, function=found)
+
+
+def _writable_by_others(config_file: Path) -> str:
+    """Why ``config_file`` (the one naming daemon_validator) is not this user's alone to write,
+    or '' (POSIX owners and modes; '' on Windows, whose ACLs this does not read)."""
+    if os.name == "nt":  # pragma: no cover - no POSIX modes
+        return ""
+    for path in (config_file, config_file.parent):
+        try:
+            st = path.stat()
+        except OSError:
+            continue  # (no file: the value came from elsewhere)
+        if st.st_uid != os.geteuid():
+            return f"{path} belongs to another user (uid {st.st_uid})"
+        if st.st_mode & 0o022:
+            return f"{path} may be written by others (mode {stat.S_IMODE(st.st_mode):o})"
+    return ""
 
 
 def _failed(spec: str, settings: Settings, error: str, hint: str) -> AppValidator:

@@ -13,8 +13,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from localstore.blueprint import Validator
+from localstore.config import load_settings
 from localstore.store import BlueprintStore
+from sync._app_validator import load_app_validator
 from sync.supabase_remote import remote_from_settings
 from tests.conftest import run_cli
 
@@ -199,3 +203,37 @@ def test_a_validator_name_that_is_not_the_homes_keeps_holding_and_says_so(
     doctor = json.loads(run_cli(home, "--json", "doctor").stdout)
     finding = next(c for c in doctor["checks"] if c["check"] == "validator")
     assert finding["status"] == "problem" and "rules-2" in finding["fix"]
+
+
+def test_a_daemon_validator_named_by_a_config_file_others_may_write_is_not_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon imports and runs the function config.yaml names: a config file (or its
+    folder) another user may write would let them choose the code this user's daemon runs."""
+    monkeypatch.delenv("LOCALSTORE_DAEMON_VALIDATOR", raising=False)
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    marker = tmp_path / "imported"
+    module = f"lsval_perm_{os.getpid()}"
+    (mods / f"{module}.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\n\ndef validate(doc):\n    return []\n"
+    )
+    monkeypatch.syspath_prepend(str(mods))
+    home = tmp_path / "home"
+    config = home / "config"
+    config.mkdir(parents=True, mode=0o700)
+    config_file = config / "config.yaml"
+    config_file.write_text(f'daemon_validator: "{module}:validate"\n')
+    config_file.chmod(0o666)
+    refused = load_app_validator(load_settings(home=home))
+    assert refused.function is None
+    assert "may be written by others" in refused.error and str(config_file) in refused.error
+    assert "chmod go-w" in refused.hint
+    assert not marker.exists()  # never imported
+    config_file.chmod(0o600)
+    config.chmod(0o777)
+    assert "may be written by others" in load_app_validator(load_settings(home=home)).error
+    config.chmod(0o700)
+    loaded = load_app_validator(load_settings(home=home))
+    assert loaded.function is not None and loaded.error == ""
+    assert marker.exists()
