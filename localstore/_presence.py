@@ -34,6 +34,7 @@ from pathlib import Path
 
 from localstore import _durable
 from localstore.config import Settings
+from localstore.files import unlink_file
 
 OPEN_LOCK_FILE = "store-open.lock"
 WATCHERS_DIR = "watchers"
@@ -211,7 +212,7 @@ class WatchMark:
         if fd is None or self.path is None:
             return
         with contextlib.suppress(OSError):  # (state/ deleted under it: nothing to remove)
-            os.unlink(self.path)
+            unlink_file(self.path)
         os.close(fd)
 
 
@@ -260,7 +261,7 @@ def _read_live_mark(path: Path) -> WatchPeriods | None:
     try:
         if not _durable.lock_taken(fd):
             with contextlib.suppress(OSError):
-                os.unlink(path)  # a dead watcher's (the name is never used again)
+                unlink_file(path)  # a dead watcher's (the name is never used again)
             return None
         data = json.loads(os.read(fd, 4096) or b"{}")
     except (OSError, ValueError):
@@ -286,4 +287,4 @@ def _remove_stale_temp(path: Path) -> None:
         return
     if time.time() - max(st.st_mtime, st.st_ctime) > _STALE_MARK_TEMP_S:
         with contextlib.suppress(OSError):
-            os.unlink(path)
+            unlink_file(path)
