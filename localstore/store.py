@@ -402,6 +402,10 @@ class _Prepared:
     content_hash: str
     valid: bool
     problems: tuple[str, ...]
+    # Derived once here, not again by each step of the save that needs them (the row, its
+    # search entries, the revision and the returned Blueprint).
+    text: str  # yaml_bytes decoded (UTF-8, checked by the parse above)
+    yaml_sha256: str  # sha256_hex(yaml_bytes)
 
 
 class BlueprintStore:
@@ -844,13 +848,16 @@ class BlueprintStore:
         content: str | bytes | Mapping[str, Any],
         meta: BlueprintMeta,
     ) -> _Prepared:
+        text: str | None = None  # the content as text, when it came as text (or was dumped)
         try:
             if isinstance(content, Mapping):
-                raw = dump_yaml(content).encode("utf-8")
+                text = dump_yaml(content)
+                raw = text.encode("utf-8")
             elif isinstance(content, bytes):
                 raw = content
             elif isinstance(content, str):
                 raw = content.encode("utf-8")
+                text = content
             else:
                 raise wrong_type(
                     "content",
@@ -863,14 +870,18 @@ class BlueprintStore:
         if self.validator is None:
             # Nothing will look at the parsed document: check it without building it (most of a
             # save's CPU time went into constructing Python objects nobody used).
-            digest = hashlib.sha256(raw).digest()
+            digest = hashlib.sha256(raw).digest()  # (the YAML's sha256 too: the row keeps it)
             if digest in self._checked:
                 self._checked.discard(digest)
             else:
                 check_yaml(raw, self.limits)
             problems: tuple[str, ...] = ()
+            yaml_sha256 = digest.hex()
         else:
             problems = run_validator(self.validator, parse_yaml(raw, self.limits))
+            yaml_sha256 = sha256_hex(raw)
+        if text is None:
+            text = raw.decode("utf-8")  # (cannot fail: both checks refuse bytes that are not UTF-8)
         try:
             meta_bytes = encode_meta(meta)
         except UnicodeEncodeError as exc:
@@ -891,6 +902,8 @@ class BlueprintStore:
             content_hash=content_hash(raw, meta),
             valid=not problems,
             problems=problems,
+            text=text,
+            yaml_sha256=yaml_sha256,
         )
 
     def _merge_meta(
@@ -902,7 +915,8 @@ class BlueprintStore:
         fields: Mapping[str, Any],
         keep_modified: bool,
     ) -> BlueprintMeta:
-        now = utc_now()
+        # The clock is read only when a time is filled in (a download's metas carry both), once.
+        now = ""
         if meta is not None:
             if not isinstance(meta, BlueprintMeta | Mapping):
                 raise InvalidMetaError(
@@ -927,6 +941,7 @@ class BlueprintStore:
         elif base is not None:
             m = base
         else:
+            now = utc_now()
             m = BlueprintMeta(
                 id=blueprint_id or new_id(), name=fs.display_name(rel), created=now, modified=now
             )
@@ -944,9 +959,10 @@ class BlueprintStore:
         if changes:
             m = m.replace(**changes)
         if not m.created:
+            now = now or utc_now()
             m = m.replace(created=(base.created if base and base.created else now))
         if not (keep_modified and m.modified):
-            m = m.replace(modified=now)
+            m = m.replace(modified=now or utc_now())
         return m
 
     def save(
@@ -1255,7 +1271,7 @@ class BlueprintStore:
             self._check_id_free(cur, rel, new_meta.id)
         prepared = self._prepare(rel, content, new_meta)
         if existing is not None and existing.holds(rel, prepared.content_hash):
-            bp = self._blueprint_from(existing, prepared.yaml_bytes.decode("utf-8"))
+            bp = self._blueprint_from(existing, prepared.text)
         else:
             batch.touched.append((existing, rel))
             batch.keys.update((fs.path_key(rel), new_meta.id))
@@ -1571,10 +1587,11 @@ class BlueprintStore:
             False,
             meta_bytes=p.meta_bytes,
             chash=p.content_hash,
+            text=p.text,
         )
         bp = Blueprint(
             path=p.path,
-            content=p.yaml_bytes.decode("utf-8"),
+            content=p.text,
             meta=p.meta,
             rev=rev,
             content_hash=p.content_hash,
@@ -1724,7 +1741,7 @@ class BlueprintStore:
         """Insert or update the blueprint's row; returns the sha256 of its YAML and meta bytes,
         and the row's rid."""
         m = p.meta
-        yaml_sha, meta_sha = sha256_hex(p.yaml_bytes), sha256_hex(p.meta_bytes)
+        yaml_sha, meta_sha = p.yaml_sha256, sha256_hex(p.meta_bytes)
         values = (
             m.id,
             p.path,
@@ -1815,7 +1832,7 @@ class BlueprintStore:
             existing if existing is not None and not existing.deleted else None,
             m,
             p.path,
-            p.yaml_bytes.decode("utf-8"),
+            p.text,
             tags_indexed=same_tags,
             new_row=existing is None,
         )
@@ -1933,8 +1950,10 @@ class BlueprintStore:
         *,
         meta_bytes: bytes | None = None,
         chash: str | None = None,
+        text: str | None = None,
     ) -> None:
-        """Record one revision; ``meta_bytes``/``chash`` when the caller has them already."""
+        """Record one revision; ``meta_bytes``/``chash``/``text`` (``yaml_bytes`` decoded) when
+        the caller has them already."""
         cur.execute(
             "INSERT INTO revisions (id, rev, op_id, origin, device, ts, path, content, meta, "
             "content_hash, deleted) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -1946,7 +1965,7 @@ class BlueprintStore:
                 self.device_id,
                 utc_now(),
                 rel,
-                yaml_bytes.decode("utf-8"),
+                text if text is not None else yaml_bytes.decode("utf-8"),
                 (meta_bytes if meta_bytes is not None else encode_meta(meta)).decode("utf-8"),
                 chash if chash is not None else content_hash(yaml_bytes, meta),
                 int(deleted),
