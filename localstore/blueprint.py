@@ -577,8 +577,12 @@ class BlueprintMeta:
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise InvalidMetaError(f"{source}: 'tags' must be a list of strings")
         kwargs["tags"] = normalize_tags(tags)
-        kwargs["extra"] = {k: v for k, v in data.items() if k not in META_FIELDS}
+        kwargs["extra"] = {k: v for k, v in data.items() if k not in _META_FIELD_SET}
         return cls(**kwargs)
+
+
+# (A set for from_dict's test of each key: a tuple was scanned key by key, per blueprint.)
+_META_FIELD_SET = frozenset(META_FIELDS)
 
 
 def normalize_tags(tags: Sequence[str] | str | None) -> tuple[str, ...]:

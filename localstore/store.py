@@ -439,6 +439,10 @@ class _Prepared:
     valid: bool
     problems: tuple[str, ...]
     judged_by: str  # the validator that judged it (see Row.judged_by)
+    # Derived once here, not again by each step of the save that needs them (the row, its
+    # search entries, the revision and the returned Blueprint).
+    text: str  # yaml_bytes decoded (UTF-8, checked by the parse above)
+    yaml_sha256: str  # sha256_hex(yaml_bytes)
 
 
 class BlueprintStore:
@@ -981,12 +985,18 @@ class BlueprintStore:
         content: str | bytes | Mapping[str, Any],
         meta: BlueprintMeta,
     ) -> _Prepared:
+        text: str | None = None  # the content as text, when it came as text (or was dumped)
         try:
-            raw = _content_bytes(content)
+            if isinstance(content, str):
+                text = content
+            elif isinstance(content, Mapping):
+                text = dump_yaml(content)
+            raw = text.encode("utf-8") if text is not None else _content_bytes(content)
         except UnicodeEncodeError as exc:
             raise _not_unicode(f"{rel}: the content", exc, InvalidInputError) from exc
         validator = self.validator
-        known = self._judged.pop(hashlib.sha256(raw).digest(), None)
+        digest = hashlib.sha256(raw).digest()  # (the YAML's sha256 too: the row keeps it)
+        known = self._judged.pop(digest, None)
         if known is not None and known[0] is validator:
             problems = known[1]  # judged before the lock (_judge_ahead): these very bytes
         elif validator is None:
@@ -996,6 +1006,9 @@ class BlueprintStore:
             problems = ()
         else:
             problems = run_validator(validator, parse_yaml(raw, self.limits))
+        if text is None:
+            # (Cannot fail: the checks, here or in _judge_ahead, refuse bytes that are not UTF-8.)
+            text = raw.decode("utf-8")
         try:
             meta_bytes = encode_meta(meta)
         except UnicodeEncodeError as exc:
@@ -1017,6 +1030,8 @@ class BlueprintStore:
             valid=not problems,
             problems=problems,
             judged_by=self.validator_name,
+            text=text,
+            yaml_sha256=digest.hex(),
         )
 
     def _merge_meta(
@@ -1028,7 +1043,8 @@ class BlueprintStore:
         fields: Mapping[str, Any],
         keep_modified: bool,
     ) -> BlueprintMeta:
-        now = utc_now()
+        # The clock is read only when a time is filled in (a download's metas carry both), once.
+        now = ""
         if meta is not None:
             if not isinstance(meta, BlueprintMeta | Mapping):
                 raise InvalidMetaError(
@@ -1053,6 +1069,7 @@ class BlueprintStore:
         elif base is not None:
             m = base
         else:
+            now = utc_now()
             m = BlueprintMeta(
                 id=blueprint_id or new_id(), name=fs.display_name(rel), created=now, modified=now
             )
@@ -1070,9 +1087,10 @@ class BlueprintStore:
         if changes:
             m = m.replace(**changes)
         if not m.created:
+            now = now or utc_now()
             m = m.replace(created=(base.created if base and base.created else now))
         if not (keep_modified and m.modified):
-            m = m.replace(modified=now)
+            m = m.replace(modified=now or utc_now())
         return m
 
     def save(
@@ -1383,7 +1401,7 @@ class BlueprintStore:
             self._check_id_free(cur, rel, new_meta.id)
         prepared = self._prepare(rel, content, new_meta)
         if existing is not None and existing.holds(rel, prepared.content_hash):
-            bp = self._blueprint_from(existing, prepared.yaml_bytes.decode("utf-8"))
+            bp = self._blueprint_from(existing, prepared.text)
         else:
             batch.touched.append((existing, rel))
             batch.keys.update((fs.path_key(rel), new_meta.id))
@@ -1801,10 +1819,11 @@ class BlueprintStore:
             False,
             meta_bytes=p.meta_bytes,
             chash=p.content_hash,
+            text=p.text,
         )
         bp = Blueprint(
             path=p.path,
-            content=p.yaml_bytes.decode("utf-8"),
+            content=p.text,
             meta=p.meta,
             rev=rev,
             content_hash=p.content_hash,
@@ -1954,7 +1973,7 @@ class BlueprintStore:
         """Insert or update the blueprint's row; returns the sha256 of its YAML and meta bytes,
         and the row's rid."""
         m = p.meta
-        yaml_sha, meta_sha = sha256_hex(p.yaml_bytes), sha256_hex(p.meta_bytes)
+        yaml_sha, meta_sha = p.yaml_sha256, sha256_hex(p.meta_bytes)
         values = (
             m.id,
             p.path,
@@ -2047,7 +2066,7 @@ class BlueprintStore:
             existing if existing is not None and not existing.deleted else None,
             m,
             p.path,
-            p.yaml_bytes.decode("utf-8"),
+            p.text,
             tags_indexed=same_tags,
             new_row=existing is None,
         )
@@ -2165,8 +2184,10 @@ class BlueprintStore:
         *,
         meta_bytes: bytes | None = None,
         chash: str | None = None,
+        text: str | None = None,
     ) -> None:
-        """Record one revision; ``meta_bytes``/``chash`` when the caller has them already."""
+        """Record one revision; ``meta_bytes``/``chash``/``text`` (``yaml_bytes`` decoded) when
+        the caller has them already."""
         cur.execute(
             "INSERT INTO revisions (id, rev, op_id, origin, device, ts, path, content, meta, "
             "content_hash, deleted) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -2178,7 +2199,7 @@ class BlueprintStore:
                 self.device_id,
                 utc_now(),
                 rel,
-                yaml_bytes.decode("utf-8"),
+                text if text is not None else yaml_bytes.decode("utf-8"),
                 (meta_bytes if meta_bytes is not None else encode_meta(meta)).decode("utf-8"),
                 chash if chash is not None else content_hash(yaml_bytes, meta),
                 int(deleted),

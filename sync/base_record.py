@@ -34,6 +34,7 @@ import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from json.encoder import encode_basestring as _json_str  # C, as json.dumps uses
 from pathlib import Path
 
 from localstore import files as fs
@@ -67,10 +68,30 @@ class BaseEntry:
     deleted: bool
 
     def line(self) -> str:
-        return json.dumps(
-            [self.id, self.rev, self.seq, self.content_hash, self.path, self.deleted],
-            ensure_ascii=False,
+        bid, rev, seq, digest, path, deleted = (
+            self.id,
+            self.rev,
+            self.seq,
+            self.content_hash,
+            self.path,
+            self.deleted,
         )
+        if (
+            type(rev) is int
+            and type(seq) is int
+            and type(deleted) is bool
+            and type(bid) is str
+            and type(digest) is str
+            and type(path) is str
+        ):
+            # What json.dumps writes, written out (a download appends a line per blueprint, and
+            # json.dumps with an argument builds an encoder per call).
+            q = _json_str
+            return (
+                f"[{q(bid)}, {rev}, {seq}, {q(digest)}, {q(path)}, "
+                f"{'true' if deleted else 'false'}]"
+            )
+        return json.dumps([bid, rev, seq, digest, path, deleted], ensure_ascii=False)
 
 
 def record_path(state_dir: Path) -> Path:

@@ -28,6 +28,7 @@ from localstore.archive import export_bundle, import_bundle
 from localstore.cli import cli
 from localstore.config import load_settings
 from localstore.store import BlueprintStore
+from sync import base_record
 from sync.engine import SyncEngine
 from sync.errors import AccountMismatchError, RemoteConfigError
 from sync.memory_remote import MemoryServer
@@ -421,6 +422,7 @@ import os, signal, sys
 from pathlib import Path
 from localstore.config import load_settings
 from localstore.store import BlueprintStore
+from sync import base_record
 from sync.engine import SyncEngine
 from tests.sync_engine.file_remote import FileRemote
 
@@ -509,6 +511,7 @@ import os, signal, sys
 from pathlib import Path
 from localstore.config import load_settings
 from localstore.store import BlueprintStore
+from sync import base_record
 from sync import base_record
 from sync.engine import SyncEngine
 from tests.sync_engine.file_remote import FileRemote
@@ -702,3 +705,24 @@ def test_deletes_lost_with_the_index_go_in_batches_of_the_servers_lowered_limit(
     assert not any(rid in server_snapshot(server) for rid in gone)
     assert not any(a.store.exists(rid) or b.store.exists(rid) for rid in gone)
     assert_converged(server, a, b)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        base_record.BaseEntry(
+            "3f2a1b4c-1234-4abc-9def-0123456789ab", 3, 41, "ab" * 32, "a/b", False
+        ),
+        # Escapes json.dumps writes: quotes, backslashes, controls, non-ASCII kept as is (and
+        # U+2028, which JSON allows raw), a seq past 64 bits, a deleted base.
+        base_record.BaseEntry('q"\\\x01\u2028', 1, 2**70, "h\n", "é/日本\t.blueprint.yaml", True),
+        # Not the declared types (no writer makes them): json.dumps words them.
+        base_record.BaseEntry("i", True, 2, "h", "p", 0),  # type: ignore[arg-type]
+    ],
+)
+def test_a_base_line_is_what_json_dumps_writes(entry: base_record.BaseEntry) -> None:
+    # BaseEntry.line writes the JSON out by hand (a line per downloaded blueprint): the record
+    # must stay byte for byte what json.dumps wrote, and read back as the same entry.
+    fields = [entry.id, entry.rev, entry.seq, entry.content_hash, entry.path, entry.deleted]
+    assert entry.line() == json.dumps(fields, ensure_ascii=False)
+    assert json.loads(entry.line()) == fields
