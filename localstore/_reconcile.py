@@ -501,12 +501,50 @@ class Reconciler:
         if not fix:
             self._describe(scan, by_path, changed, missing, orphans, stale, report)
             return report
+        self._judge_ahead(changed)
         try:
             self._fix(report)
         except apsw.Error as exc:  # never leaks out of the public API (open, reconcile, check)
             raise map_apsw_error(exc, "reconcile the index with the files") from exc
         self.store.events.publish(self.events)
         return report
+
+    def _judge_ahead(self, changed: list[str]) -> None:
+        """Run the app's validator on the changed files before _fix takes the write lock, as
+        the watcher does for its batch: inside it, a slow validator held every other process's
+        writes to the home up (at open, after the app was closed a while: many files).
+
+        The ingest inside uses a verdict only for the very bytes judged (BlueprintStore.
+        _judge_ahead), so a file changed in between is judged again there; one that cannot be
+        read or parsed here is left to the ingest, which reports it. A pair whose bytes are the
+        row's (a touch: _restamp records its stats, nothing is judged) is not judged here either.
+        At most JUDGED_AHEAD files are read: past that (a first open of a copied home) the rest
+        are judged inside, as before, rather than every pair read twice.
+        """
+        from localstore.store import JUDGED_AHEAD
+
+        store = self.store
+        if store.validator is None or not changed:
+            return
+        texts: list[bytes] = []
+        with store.index.read() as cur:
+            for rel in changed[:JUDGED_AHEAD]:
+                try:
+                    yaml_bytes = self._read(rel)
+                    if yaml_bytes is None:
+                        continue
+                    row = self._at_path(cur, rel)
+                    if (
+                        row is not None
+                        and row.flagged is None
+                        and sha256_hex(yaml_bytes) == row.yaml_sha256
+                        and self._holds(row, rel, fs.meta_path_for(rel))
+                    ):
+                        continue  # a restamp
+                except (LocalStoreError, OSError):
+                    continue
+                texts.append(yaml_bytes)
+        store._judge_texts_ahead(texts)
 
     def _stamp_inodes(self, scan: _Scan, by_path: dict[str, _Listed], changed: list[str]) -> None:
         """Record the scanned inodes of unchanged pairs whose rows have none (core v8 rows).

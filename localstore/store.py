@@ -14,6 +14,7 @@ import dataclasses
 import errno
 import fnmatch
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -343,6 +344,10 @@ class RevalidateReport:
 HOME_VALIDATOR_KEY = "validator"
 # Blueprints judged per revalidate round: read, judged without the lock, then written at once.
 _REJUDGE_ROWS = 200
+# The most texts one write judges ahead of its lock (_judge_texts_ahead): half the memo of an
+# app's validator, which drops only its older half when full, so none of them is lost before
+# the write uses it.
+JUDGED_AHEAD = 2_048
 
 
 def validator_name_of(validator: Validator | None) -> str:
@@ -516,6 +521,8 @@ class BlueprintStore:
         # A save of exactly those bytes under that validator takes the verdict instead of parsing
         # and judging inside the index transaction (see _prepare).
         self._judged: dict[bytes, tuple[Validator | None, tuple[str, ...]]] = {}
+        self._judged_lock = threading.Lock()  # (the app's thread, the watcher's, sync's)
+        self._judged_count = 0  # verdicts remembered so far (see _judge_texts_ahead)
         self.limits = YamlLimits(
             max_bytes=self.settings.max_yaml_bytes,
             max_depth=self.settings.max_depth,
@@ -820,8 +827,7 @@ class BlueprintStore:
         """
         digest = hashlib.sha256(raw).digest()
         validator = self.validator
-        known = self._judged.get(digest)
-        if known is not None and known[0] is validator:
+        if self._known_verdict(digest, validator) is not None:
             return
         if validator is None:
             # Nothing will look at the parsed document: check it without building it.
@@ -829,11 +835,80 @@ class BlueprintStore:
             problems: tuple[str, ...] = ()
         else:
             problems = run_validator(validator, parse_yaml(raw, self.limits))
+        self._remember_verdict(digest, validator, problems)
+
+    def _known_verdict(self, digest: bytes, validator: Validator | None) -> tuple[str, ...] | None:
+        """The remembered verdict of ``validator`` on the bytes with this sha256, or None; kept
+        as the newest (a verdict looked up ahead again is about to be used)."""
+        with self._judged_lock:
+            known = self._judged.pop(digest, None)
+            if known is None or known[0] is not validator:
+                return None
+            self._judged[digest] = known
+            return known[1]
+
+    def _remember_verdict(
+        self, digest: bytes, validator: Validator | None, problems: tuple[str, ...]
+    ) -> None:
         # Bounded: an import checks a whole bundle ahead; a verdict's problems are at most
         # MAX_PROBLEMS texts of MAX_PROBLEM_CHARS, so a full memo is some tens of MB at worst.
-        if len(self._judged) >= (65_536 if validator is None else 4_096):
-            self._judged.clear()
-        self._judged[digest] = (validator, problems)
+        # Full, the older half goes (not all of it): a write that judged up to JUDGED_AHEAD
+        # texts ahead keeps every one of them (a sync page, a reconcile), where clearing the
+        # memo lost the verdicts judged just before and judged them again inside the lock.
+        with self._judged_lock:
+            limit = 65_536 if validator is None else 4_096
+            if len(self._judged) >= limit:
+                for old in list(itertools.islice(self._judged, limit // 2)):
+                    del self._judged[old]
+            self._judged[digest] = (validator, problems)
+            self._judged_count += 1
+
+    def _judge_texts_ahead(self, contents: Iterable[str | bytes]) -> int:
+        """Judge YAML texts a write is about to save with the app's validator, before it takes
+        the write lock (see _judge_ahead); returns how many verdicts that remembered.
+
+        For writes whose texts are known ahead but not as save requests: a sync pass's pulled
+        rows and merge results (sync._apply.Applier.judge_ahead), the open-time reconcile's
+        changed files. Bad YAML is left to the save, which refuses it inside as before. At most
+        JUDGED_AHEAD texts: the memo keeps no more for certain; the rest are judged inside.
+        """
+        if self.validator is None:
+            return 0  # the YAML check alone is fast: not worth a second one
+        start = self._judged_count
+        for n, content in enumerate(contents):
+            if n >= JUDGED_AHEAD:
+                break
+            try:
+                self._judge_ahead(_content_bytes(content))
+            except (LocalStoreError, ValueError, TypeError):
+                continue
+        return self._judged_count - start
+
+    def _merge_verdict(self, text: str, document: Mapping[str, Any]) -> tuple[str, ...]:
+        """The validator's problems with a text a merge made (``document`` is its loaded data),
+        remembered for the save of those bytes (sync.merge's ``judge``).
+
+        A merge run before the write lock (Applier.judge_ahead) judges its results here; the
+        same merge inside the lock, and the save of its result, then find the verdicts instead
+        of running the validator in the transaction. Remembered only when the save's own check
+        of the bytes (this store's limits) passes: a hit skips that check.
+        """
+        validator = self.validator
+        try:
+            raw = text.encode("utf-8")
+        except UnicodeEncodeError:
+            return run_validator(validator, document)  # (no save takes it either)
+        digest = hashlib.sha256(raw).digest()
+        known = self._known_verdict(digest, validator)
+        if known is not None:
+            return known
+        problems = run_validator(validator, document)
+        try:
+            check_yaml(raw, self.limits)
+        except LocalStoreError:
+            return problems
+        self._remember_verdict(digest, validator, problems)
+        return problems
 
     def _prejudge(self, requests: Sequence[SaveRequest]) -> None:
         """Judge the YAML of a batch's requests with the app's validator before the write lock
@@ -996,7 +1071,8 @@ class BlueprintStore:
             raise _not_unicode(f"{rel}: the content", exc, InvalidInputError) from exc
         validator = self.validator
         digest = hashlib.sha256(raw).digest()  # (the YAML's sha256 too: the row keeps it)
-        known = self._judged.pop(digest, None)
+        with self._judged_lock:
+            known = self._judged.pop(digest, None)
         if known is not None and known[0] is validator:
             problems = known[1]  # judged before the lock (_judge_ahead): these very bytes
         elif validator is None:

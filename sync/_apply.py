@@ -52,9 +52,18 @@ from localstore.errors import (
     UnsafePathError,
 )
 from localstore.events import Event
-from localstore.store import Row
+from localstore.store import JUDGED_AHEAD, Row
 from sync import _state as st
-from sync.merge import ConflictCase, ConflictPolicy, Resolution, Version, _checked, resolve
+from sync.merge import (
+    ConflictCase,
+    ConflictPolicy,
+    Judge,
+    Resolution,
+    Version,
+    _checked,
+    merge,
+    resolve,
+)
 from sync.remote import RevisionMatch, RevisionProbe, ServerRow
 
 if TYPE_CHECKING:
@@ -68,6 +77,9 @@ log = logging.getLogger("sync.engine")
 # copy instead of making a second one.
 _COPY_NAMESPACE = uuid.UUID("9c6d1f0e-3b7a-4e55-9a8e-5c2f4b1d7e21")
 _MAX_DEVICE_CHARS = 40
+# The most verdicts one merge remembers: the line step's result, the block merge's, the
+# structural result (Applier.judge_ahead stops before one could push out another's).
+_MERGE_VERDICTS = 3
 
 
 @dataclass
@@ -325,8 +337,62 @@ class Applier:
         # The home's ignore rules, read once per pass (one Applier per pass) when a new path
         # needs them, as a save batch does.
         self._ignore_rules: fs.IgnoreRules | None = None
+        # The merges' verdicts, by the text's bytes, from the store's memo: those judge_ahead
+        # reached before the write lock are found there instead of being reached again inside.
+        self._judge: Judge | None = store._merge_verdict if store.validator is not None else None
 
     # -- entry points --------------------------------------------------------------------------
+
+    def judge_ahead(self, rows: Sequence[ServerRow]) -> None:
+        """Run the app's validator on what applying ``rows`` will save, before the caller takes
+        the write lock: a slow validator inside the pass's transaction held every other
+        process's writes to the home up (and past their busy timeout they failed).
+
+        Judged: each live row's text (a clean take's save, the server's side of a merge), and
+        for a row whose local copy has unpushed edits, the local text (kept by a merge or as a
+        conflict copy) and what the merge ladder makes of the three versions, read here as
+        ``_three_way`` will read them inside. The verdicts are remembered by the bytes judged
+        (BlueprintStore._judge_ahead), so the saves and the merge inside use them only for the
+        very same texts: anything changed in between is judged again inside, as before. A
+        callable policy is not asked here (it is the app's code, asked once, inside); what it
+        returns of its own is judged inside.
+        """
+        store = self.store
+        live = [r for r in rows if not r.deleted]
+        if self._judge is None or not live:
+            return
+        texts: list[str] = []
+        merges: list[tuple[Version | None, Version, Version]] = []
+        with store.index.read() as cur:
+            items = st.items_for(cur, [r.id for r in live])
+            for r in live:
+                item = items.get(r.id)
+                if is_known(item, r):
+                    continue  # apply_row skips it
+                texts.append(r.content)
+                local = self._local_row(r.id, cur)
+                synced = item.synced_op_id if item is not None else 0
+                if local is None or local.deleted or local.flagged or local.op_id <= synced:
+                    continue  # a clean take: only the server's text is saved
+                local_v = Version(self._text(cur, local), json.loads(local.meta_json))
+                texts.append(local_v.content)
+                match = self._ancestor(local, item, r)
+                base = (
+                    st.Base(match.rev, match.path, local_v.content, dict(local_v.meta))
+                    if match is not None
+                    else self._find_base(cur, local.id, item, r)
+                )
+                base_v = Version(base.content, dict(base.meta)) if base is not None else None
+                merges.append((base_v, local_v, Version(r.content, dict(r.meta))))
+        room = JUDGED_AHEAD - store._judge_texts_ahead(texts)
+        if not (callable(self.policy) or self.policy == "merge"):
+            return  # the other policies never run the ladder past "one side changed"
+        for base_v, local_v, remote_v in merges:
+            if room < _MERGE_VERDICTS:
+                break  # the memo keeps no more for certain: the rest are judged inside
+            before = store._judged_count
+            merge(base_v, local_v, remote_v, validator=store.validator, judge=self._judge)
+            room -= store._judged_count - before
 
     def apply_row(self, cur: Any, r: ServerRow, *, force: bool = False) -> None:
         """Bring one server row into the store (a pulled row or a push conflict's current row).
@@ -542,7 +608,14 @@ class Applier:
             cur, local.id, item, r
         )
         base_v = Version(base.content, dict(base.meta)) if base is not None else None
-        resolution = resolve(self.policy, base_v, local_v, remote_v, validator=self.store.validator)
+        resolution = resolve(
+            self.policy,
+            base_v,
+            local_v,
+            remote_v,
+            validator=self.store.validator,
+            judge=self._judge,
+        )
         if resolution.action == "keep_both":
             base_rev = item.base_rev if item is not None else None
             self._keep_both(cur, local, local_v, base_v, base_rev, r, resolution)

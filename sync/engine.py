@@ -1424,7 +1424,10 @@ class SyncEngine:
         conflicts = 0
         foreign: list[tuple[Change, st.OutboxItem]] = []
         reused = False
-        self._journal([r.current for r in results if r.current is not None])
+        current = [r.current for r in results if r.current is not None]
+        # The app's validator on the conflicts' rows and merges, before the write lock.
+        applier.judge_ahead(current)
+        self._journal(current)
         with self.store.index.write() as cur:
             st.journal_clear(cur)
             # Accepted changes first, in three statements for the batch: they touch only their
@@ -1785,6 +1788,9 @@ class SyncEngine:
         if ancestors is None:
             ancestors = self._ancestors(rows)
         applier = Applier(self.store, self.policy, now=self.now, stats=stats, ancestors=ancestors)
+        # The app's validator on what the rows save (their texts, merges' results) runs here,
+        # before the write lock: inside, a slow one held every other process's writes up.
+        applier.judge_ahead(rows)
         self._journal(rows)
         with self.store.index.write() as cur:
             for blueprint_id in unpark:

@@ -154,6 +154,11 @@ class Resolution:
 
 
 ConflictPolicy = PolicyName | Callable[[ConflictCase], Resolution]
+# The validator's verdict on a text the merge made, given the text and its loaded document: by
+# default the validator run on the document; the sync engine passes the store's, which remembers
+# verdicts by the text's bytes so that the merge it runs ahead of the write lock spares the one
+# inside (and the save of its result) running the validator again (BlueprintStore._merge_verdict).
+Judge = Callable[[str, Mapping[str, Any]], Sequence[str]]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -167,11 +172,13 @@ def merge3_text(
     *,
     validator: Validator | None = None,
     max_step: MaxStep = "structural",
+    judge: Judge | None = None,
 ) -> MergeOutcome:
     """Merge three YAML texts with the ladder (steps up to ``max_step``); meta is left None.
 
     ``base`` None means no common ancestor: only identical texts settle at step 1, and the other
     steps merge against an empty document. Never raises for bad input: it is a conflict.
+    ``judge``, when given, gives the validator's verdicts instead of ``validator`` (see Judge).
     """
     if local == remote:
         return MergeOutcome.clean(local, "identical")
@@ -182,8 +189,10 @@ def merge3_text(
     if _STEP_RANK[max_step] < _STEP_RANK["line"]:
         return MergeOutcome.conflict(["content: both sides changed"])
     budget = DiffBudget()
+    if judge is None:
+        judge = _validator_judge(validator)
     try:
-        return _merge_steps(base, local, remote, validator, max_step, budget, _Loads())
+        return _merge_steps(base, local, remote, judge, max_step, budget, _Loads())
     except DiffBudgetExceeded:
         # Thousands of edits on each side of a document of thousands of repeated lines made the
         # line diffs quadratic: minutes inline in a sync cycle. Past the (deterministic) budget
@@ -191,18 +200,25 @@ def merge3_text(
         return MergeOutcome.conflict([TOO_LARGE])
 
 
+def _validator_judge(validator: Validator | None) -> Judge:
+    def judge(text: str, document: Mapping[str, Any]) -> Sequence[str]:
+        return run_validator(validator, document)
+
+    return judge
+
+
 def _merge_steps(
     base: str | None,
     local: str,
     remote: str,
-    validator: Validator | None,
+    judge: Judge,
     max_step: MaxStep,
     budget: DiffBudget,
     loads: _Loads,
 ) -> MergeOutcome:
     """The line step, then the structural one (up to ``max_step``); raises DiffBudgetExceeded."""
     merged = _line_merge_styled(base, local, remote, budget)
-    if merged is not None and not _problems(merged, validator, loads):
+    if merged is not None and not _problems(merged, judge, loads):
         data = loads(merged)  # (it loads: _problems said so) read once for both checks
         if not _made_duplicate_items(data, local, remote, loads) and not _loses_a_change(
             data, base, local, remote, loads
@@ -210,7 +226,7 @@ def _merge_steps(
             return MergeOutcome.clean(merged, "line")
     if _STEP_RANK[max_step] < _STEP_RANK["structural"]:
         return MergeOutcome.conflict(["content: the line merge is not clean"])
-    return _structural_merge(base, local, remote, validator, budget, loads)
+    return _structural_merge(base, local, remote, judge, budget, loads)
 
 
 def merge(
@@ -220,6 +236,7 @@ def merge(
     *,
     validator: Validator | None = None,
     max_step: MaxStep = "structural",
+    judge: Judge | None = None,
 ) -> MergeOutcome:
     """Merge two versions of a blueprint (content with the ladder, meta key by key)."""
     text = merge3_text(
@@ -228,6 +245,7 @@ def merge(
         remote.content,
         validator=validator,
         max_step=max_step,
+        judge=judge,
     )
     meta, meta_conflicts = merge_meta(base.meta if base else None, local.meta, remote.meta)
     if text.status == "conflict" or meta_conflicts:
@@ -277,6 +295,7 @@ def resolve(
     remote: Version,
     *,
     validator: Validator | None = None,
+    judge: Judge | None = None,
 ) -> Resolution:
     """Decide what to do with diverged versions under ``policy``.
 
@@ -289,7 +308,7 @@ def resolve(
         raise MergeError(f"unknown conflict policy {policy!r}", hint=f"use one of {POLICIES}")
     full = callable(policy) or policy == "merge"
     max_step: MaxStep = "structural" if full else "one_sided"
-    outcome = merge(base, local, remote, validator=validator, max_step=max_step)
+    outcome = merge(base, local, remote, validator=validator, max_step=max_step, judge=judge)
     if outcome.status == "clean":
         return _settled(outcome, local, remote)
     if policy in ("merge", "keep-both"):
@@ -416,7 +435,7 @@ class _Loads:
         return data
 
 
-def _problems(text: str, validator: Validator | None, loads: _Loads) -> list[str]:
+def _problems(text: str, judge: Judge, loads: _Loads) -> list[str]:
     """Why ``text`` is not an acceptable merge result (empty when it is)."""
     try:
         data = loads(text)
@@ -425,7 +444,7 @@ def _problems(text: str, validator: Validator | None, loads: _Loads) -> list[str
     duplicates = _duplicate_keys(text)
     if duplicates:
         return [f"merged YAML repeats key {key!r}" for key in duplicates]
-    return [f"merged blueprint fails validation: {p}" for p in run_validator(validator, data)]
+    return [f"merged blueprint fails validation: {p}" for p in judge(text, data)]
 
 
 def _duplicate_keys(text: str) -> list[str]:
@@ -557,7 +576,7 @@ def _structural_merge(
     base: str | None,
     local: str,
     remote: str,
-    validator: Validator | None,
+    judge: Judge,
     budget: DiffBudget,
     loads: _Loads,
 ) -> MergeOutcome:
@@ -582,7 +601,7 @@ def _structural_merge(
     # first side's edits; that side's text is the result as written (the server's side first,
     # as with renames). Only data that is neither is dumped.
     text = _block_text(
-        base, local, remote, (docs[0], docs[1], docs[2]), merged, validator, budget, loads
+        base, local, remote, (docs[0], docs[1], docs[2]), merged, judge, budget, loads
     )
     if text is None:
         pairs = ((remote, docs[2]), (local, docs[1]))
@@ -591,7 +610,7 @@ def _structural_merge(
         content = text if text is not None else _dumped(merged, (base, local, remote), docs, loads)
     except LocalStoreError as exc:
         return MergeOutcome.conflict([f"merged document cannot be written: {exc.message}"])
-    problems = _problems(content, validator, loads)
+    problems = _problems(content, judge, loads)
     if problems:
         return MergeOutcome.conflict(problems)
     return MergeOutcome.clean(content, "structural")
@@ -662,7 +681,7 @@ def _block_text(
     remote: str,
     docs: tuple[Any, Any, Any],
     merged: dict[Any, Any],
-    validator: Validator | None,
+    judge: Judge,
     budget: DiffBudget,
     loads: _Loads,
 ) -> str | None:
@@ -692,7 +711,7 @@ def _block_text(
         loaded = loads(text)
     except LocalStoreError:
         return None
-    if not _same_in_order(loaded, merged) or _problems(text, validator, loads):
+    if not _same_in_order(loaded, merged) or _problems(text, judge, loads):
         return None
     return text
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -22,8 +23,10 @@ class _Gate:
         self.entered = threading.Event()
         self.release = threading.Event()
         self.armed = True
+        self.judged: list[dict[str, Any]] = []
 
     def __call__(self, doc: Mapping[str, Any]) -> list[str]:
+        self.judged.append(dict(doc))
         if doc.get("slow") and self.armed:
             self.entered.set()
             assert self.release.wait(30), "the test never released the validator"
@@ -127,6 +130,49 @@ def test_the_watcher_judges_an_edit_before_the_lock(home: Path, gate: _Gate) -> 
             watcher.join()
         got = app.load("a/one")
         assert got.content == "slow: true\nok: false\n" and got.problems == ("ok is false",)
+
+
+def _close_stores(things: list[object]) -> None:
+    for thing in things:
+        if isinstance(thing, BlueprintStore):
+            thing.close()
+
+
+def test_the_open_time_reconcile_judges_the_files_before_the_lock(home: Path, gate: _Gate) -> None:
+    """Files edited or added while the app was closed: opening it ingests them, and runs its
+    validator on them before the reconcile's write transaction (many files after a while
+    closed held every other process's writes up for as long)."""
+    with localstore.open(home=home, validator=gate) as app:
+        app.save("a/one", "x: 1\n")
+        root = app.root
+    (root / "a" / "one.blueprint.yaml").write_text("slow: true\nok: false\n")
+    (root / "a" / "two.blueprint.yaml").write_text("slow: true\nnew: 1\n")
+    gate.judged.clear()
+    with contextlib.ExitStack() as cleanup:
+        # Opened first: its own open must not wait for the app's reconcile either.
+        other = cleanup.enter_context(
+            localstore.open(home=home, busy_timeout_ms=200, reconcile=False)
+        )
+        worker, out = _in_thread(lambda: localstore.open(home=home, validator=gate))
+        # (Last out, a failed test's: the store opened on the thread, once the thread is done.)
+        cleanup.callback(_close_stores, out)
+        cleanup.callback(worker.join)
+        cleanup.callback(gate.release.set)
+        assert gate.entered.wait(30)
+        other.save("b/meanwhile", "x: 1\n")  # before: IndexStoreError, the index is locked
+        gate.release.set()
+        worker.join()
+        opened = out.pop()
+    assert isinstance(opened, BlueprintStore), opened
+    with opened as app:
+        one, two = app.load("a/one"), app.load("a/two")
+        # Recorded as before: the validator's verdicts, one revision each.
+        assert one.content == "slow: true\nok: false\n" and one.problems == ("ok is false",)
+        assert two.valid and [r.rev for r in app.history("a/two")] == [1]
+        assert [r.rev for r in app.history("a/one")] == [2, 1]
+        assert app.resolve("b/meanwhile").valid
+    # Each file judged once, ahead: the ingest inside took those verdicts.
+    assert sorted(d.get("new", 0) for d in gate.judged if d.get("slow")) == [0, 1]
 
 
 def _no_debug(doc: Mapping[str, Any]) -> list[str]:
