@@ -68,7 +68,7 @@ from localstore.errors import (
 )
 from localstore.events import Event
 from localstore.index import index_damaged, map_apsw_error
-from localstore.store import HOME_VALIDATOR_KEY, BlueprintStore, _count_arg
+from localstore.store import BlueprintStore, _count_arg
 from sync import _state as st
 from sync import account_record, base_record
 from sync._apply import (
@@ -1234,14 +1234,9 @@ class SyncEngine:
         are held otherwise (st._VALID). Outside any transaction, so the validator runs before
         the write lock (BlueprintStore._rejudge); the daemon, with no validator, leaves them."""
         store = self.store
-        if store.validator is None:
-            return
+        if store.validator is None or store.home_validator() != store.validator_name:
+            return  # none, or another app's rules are the home's now: not ours to judge by
         with store.index.read() as cur:
-            home = cur.execute(
-                "SELECT value FROM settings WHERE key = ?", (HOME_VALIDATOR_KEY,)
-            ).fetchall()
-            if not home or home[0][0] != store.validator_name:
-                return  # another app's rules are the home's now: not ours to judge by
             after = st.settled_op_id(cur)
         store._rejudge("b.op_id > ? AND b.judged_by IS NOT ?", (after, store.validator_name))
 

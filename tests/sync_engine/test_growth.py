@@ -102,13 +102,9 @@ def test_old_resolved_conflicts_go_open_ones_stay(make_device: Callable[..., Dev
     assert left == {second: True, third: False}
 
 
-def test_lone_timeout_counts_do_not_pile_up(
-    make_device: Callable[..., Device], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The engine counts, per (id, op id), how often a large change timed out alone. A change
-    edited again before its count reached LONE_TIMEOUTS left its old count behind for the life
-    of the engine: one entry per such edit, in a process that runs for months."""
-    dev = make_device("a")
+def _time_out_pushes(dev: Device, monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
+    """Make every push of ``dev`` time out on the server (57014) while the returned switch's
+    ``"on"`` is true (it starts on)."""
     real = dev.remote.push
     timing_out = {"on": True}
 
@@ -118,6 +114,17 @@ def test_lone_timeout_counts_do_not_pile_up(
         return real(changes, device=device)
 
     monkeypatch.setattr(dev.remote, "push", push)
+    return timing_out
+
+
+def test_lone_timeout_counts_do_not_pile_up(
+    make_device: Callable[..., Device], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine counts, per (id, op id), how often a large change timed out alone. A change
+    edited again before its count reached LONE_TIMEOUTS left its old count behind for the life
+    of the engine: one entry per such edit, in a process that runs for months."""
+    dev = make_device("a")
+    timing_out = _time_out_pushes(dev, monkeypatch)
     big = "data: " + "x" * engine_mod.LONE_TIMEOUT_MIN_BYTES + "\n"
     for n in range(CYCLES):
         dev.store.save("big", big + f"n: {n}\n")
@@ -169,15 +176,7 @@ def test_lone_timeout_counts_of_blueprints_deleted_before_they_reached_the_serve
     is never pushed again (its delete settles without a call): its count stayed for the life of
     the engine, one entry per such blueprint."""
     dev = make_device("a")
-    real = dev.remote.push
-    timing_out = {"on": True}
-
-    def push(changes: list[Change], *, device: str) -> list[PushResult]:
-        if timing_out["on"]:
-            raise TransientError("canceling statement due to statement timeout", code="57014")
-        return real(changes, device=device)
-
-    monkeypatch.setattr(dev.remote, "push", push)
+    timing_out = _time_out_pushes(dev, monkeypatch)
     big = "data: " + "x" * engine_mod.LONE_TIMEOUT_MIN_BYTES + "\n"
     for n in range(CYCLES):
         timing_out["on"] = True

@@ -281,16 +281,7 @@ class GoTrueHandler:
     async def _reissue(
         self, conn: psycopg.AsyncConnection[Any], session_id: str, user_id: str, active: str
     ) -> dict[str, Any]:
-        await conn.execute(
-            "update auth.sessions set refreshed_at = now() at time zone 'utc', updated_at = now()"
-            " where id = %s::uuid",
-            (session_id,),
-        )
-        user = await _load_user(conn, user_id)
-        if user is None:
-            raise AuthError(
-                400, "refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found"
-            )
+        user = await _refreshed_session_user(conn, session_id, user_id)
         return self._session_json(user, session_id, active)
 
     def _within_reuse_window(self, updated_at: datetime) -> bool:
@@ -309,16 +300,7 @@ class GoTrueHandler:
             "update auth.refresh_tokens set revoked = true, updated_at = now() where id = %s",
             (token_id,),
         )
-        await conn.execute(
-            "update auth.sessions set refreshed_at = now() at time zone 'utc', updated_at = now()"
-            " where id = %s::uuid",
-            (session_id,),
-        )
-        user = await _load_user(conn, user_id)
-        if user is None:
-            raise AuthError(
-                400, "refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found"
-            )
+        user = await _refreshed_session_user(conn, session_id, user_id)
         new_token = await _insert_refresh_token(conn, user["id"], session_id, parent=token)
         return self._session_json(user, session_id, new_token)
 
@@ -483,6 +465,25 @@ async def _load_user(conn: psycopg.AsyncConnection[Any], user_id: str) -> dict[s
         (user_id,),
     )
     return await cur.fetchone()
+
+
+async def _refreshed_session_user(
+    conn: psycopg.AsyncConnection[Any], session_id: str, user_id: str
+) -> dict[str, Any]:
+    """Mark the session refreshed now and return its user, for a refresh grant that answers
+    (a rotation or the active token handed back); a user deleted meanwhile is answered as
+    GoTrue answers a token it cannot find (the caller's transaction rolls back)."""
+    await conn.execute(
+        "update auth.sessions set refreshed_at = now() at time zone 'utc', updated_at = now()"
+        " where id = %s::uuid",
+        (session_id,),
+    )
+    user = await _load_user(conn, user_id)
+    if user is None:
+        raise AuthError(
+            400, "refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found"
+        )
+    return user
 
 
 async def _active_child(
