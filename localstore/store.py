@@ -3198,10 +3198,11 @@ class _CloseHook:
 
 
 def _lstat_or_none(path: str) -> os.stat_result | None:
-    """The file's own stat (a link's, not its target's), or None if nothing has the name."""
+    """The file's own stat (a link's, not its target's), or None if nothing has the name
+    (also when one of its folders is a file now: ENOTDIR, the file is gone as surely)."""
     try:
         return os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 

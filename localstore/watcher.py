@@ -1232,7 +1232,7 @@ class Watcher:
         """'present', 'gone' (grace over), 'drop' (nothing to do) or 'wait' (rescheduled)."""
         try:
             y = os.stat(self.root / key, follow_symlinks=False)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # (ENOTDIR: a folder of it is a file)
             if not self._indexed(key):
                 # Nothing indexed here (our own delete's echo, a temp that came and went): no
                 # delete to hold back; if the file comes back, its event schedules it again.
