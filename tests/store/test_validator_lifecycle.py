@@ -264,3 +264,27 @@ def test_revalidate_every_forgets_verdicts_reached_ahead_under_the_old_rules(hom
         app.revalidate(every=True)
         app.save("a/one", "debug: true\n")
         assert _row_of(app, "a/one") == (False, "rules")
+
+
+def test_the_watcher_does_not_judge_the_echo_of_a_save_again(home: Path) -> None:
+    """The watcher hears every save of its store (the file written): its ingest finds the bytes
+    recorded and judges nothing, but judging ahead of its batch ran the validator (a parse and
+    the app's rules) on each, once more per save, and kept a verdict no save would take."""
+    calls: list[Mapping[str, Any]] = []
+
+    def counting(doc: Mapping[str, Any]) -> list[str]:
+        calls.append(doc)
+        return []
+
+    with localstore.open(home=home, validator=counting) as app:
+        watcher = Watcher(app)
+        watcher.start()
+        try:
+            assert watcher.wait_idle(30)
+            app.save("a/one", "k: 1\n")
+            assert watcher.wait_idle(30)
+            assert calls == [{"k": 1}]
+            assert app._judged == {}
+        finally:
+            watcher.stop()
+            watcher.join(10)
