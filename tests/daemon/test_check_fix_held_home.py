@@ -24,7 +24,13 @@ from click.testing import CliRunner, Result
 from localstore.cli import cli
 from localstore.store import BlueprintStore
 
-from .conftest import REPO, eventually, home_settings, process_holding_home_lock
+from .conftest import (
+    REPO,
+    eventually,
+    home_settings,
+    process_holding_home_lock,
+    python_process,
+)
 from .test_embed_fork import _fork_sleeper
 
 
@@ -123,17 +129,8 @@ def _app_with_the_store_open(home: Path) -> Iterator[subprocess.Popen[str]]:
         "import time, localstore; "
         f"store = localstore.open({str(home)!r}); print('open', flush=True); time.sleep(600)"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO
-    )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "open"
+    with python_process(code, ready="open") as proc:
         yield proc
-    finally:
-        proc.kill()
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def test_check_fix_refuses_to_rebuild_under_an_app_that_has_the_store_open(
