@@ -15,7 +15,8 @@ would be one holder, and closing any descriptor of the file drops it: the field-
 an flock belongs to one open file description, so a second store in the same process is seen too.
 Windows has no shared lock in ``msvcrt``; there the mark is not taken, and Windows itself refuses
 to rename an index another process has open (SQLite opens it without FILE_SHARE_DELETE), so the
-rebuild fails there with a storage error instead of losing history.
+rebuild fails there with a storage error instead of losing history. A forked child closes its
+inherited copies of this process's marks at once (``_forget_marks_in_child``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import secrets
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,20 @@ WATCHERS_DIR = "watchers"
 _STALE_MARK_TEMP_S = 60.0
 
 log = logging.getLogger("localstore.store")
+
+# The marks this process holds, for _forget_marks_in_child (a forked child must not keep them).
+_HELD: weakref.WeakSet[OpenMark | WatchMark] = weakref.WeakSet()
+_HELD_LOCK = threading.Lock()
+
+
+def _held(mark: OpenMark | WatchMark) -> None:
+    with _HELD_LOCK:
+        _HELD.add(mark)
+
+
+def _let_go(mark: OpenMark | WatchMark) -> None:
+    with _HELD_LOCK:
+        _HELD.discard(mark)
 
 
 class OpenMark:
@@ -76,7 +92,9 @@ class OpenMark:
             os.close(fd)
             log.debug("cannot lock the open-store mark %s: %s", path, exc)
             return cls(path, None)
-        return cls(path, fd)
+        mark = cls(path, fd)
+        _held(mark)
+        return mark
 
     @property
     def held(self) -> bool:
@@ -128,8 +146,35 @@ class OpenMark:
     def close(self) -> None:
         """Let go of the mark (idempotent). The file stays: removing it would race a new store."""
         fd, self._fd = self._fd, None
+        _let_go(self)
         if fd is not None:
             os.close(fd)
+
+
+def _forget_marks_in_child() -> None:
+    """In a forked child: let go of the parent's marks without unlocking or removing them.
+
+    A child inherits each mark's open file description, and an flock belongs to the description:
+    a child that outlived the parent's store (a ``multiprocessing`` worker pool) kept the home
+    marked open, so ``check --fix`` refused after the app had closed it, and kept a watcher
+    marked after the app died, so commands left fresh changes to no one. Closing the child's copy
+    drops only its reference (``LOCK_UN`` would unlock the parent's too, and a WatchMark's close
+    would remove the parent's file); the child cannot use the parent's store anyway.
+    """
+    global _HELD_LOCK
+    _HELD_LOCK = threading.Lock()  # (another thread of the parent may have held it)
+    for mark in list(_HELD):
+        fd, mark._fd = mark._fd, None
+        if isinstance(mark, WatchMark):
+            mark._lock = threading.Lock()
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):  # (no fork on Windows)
+    os.register_at_fork(after_in_child=_forget_marks_in_child)
 
 
 def describe_pid(pid: int) -> str:
@@ -203,12 +248,15 @@ class WatchMark:
                     os.unlink(tmp)
             log.debug("cannot mark the watcher in %s: %s", folder, exc)
             return cls(None, None)
-        return cls(path, fd)
+        mark = cls(path, fd)
+        _held(mark)
+        return mark
 
     def close(self) -> None:
         """Remove the mark and let go of it (idempotent)."""
         with self._lock:
             fd, self._fd = self._fd, None
+        _let_go(self)
         if fd is None or self.path is None:
             return
         with contextlib.suppress(OSError):  # (state/ deleted under it: nothing to remove)

@@ -982,7 +982,7 @@ class Reconciler:
         report = CheckReport()
         try:
             y_st = os.stat(self.store.root / rel, follow_symlinks=False)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # (ENOTDIR: a folder of it is a file)
             if not may_delete:
                 return False
             row = self._at_path(cur, rel)

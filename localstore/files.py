@@ -1251,7 +1251,8 @@ def folder_changed_within(root: Path, rel: str, seconds: float) -> bool:
     while True:
         try:
             st = os.lstat(folder)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            # (NotADirectoryError: a folder above it is a file now; that file is the nearest.)
             if folder == root or folder == folder.parent:
                 return False
             folder = folder.parent

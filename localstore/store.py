@@ -1496,7 +1496,8 @@ class BlueprintStore:
 
         By default only those judged by another validator, or by none (an edit the daemon's
         watcher or the CLI recorded: they have no validator); ``every`` judges all (rules that
-        changed under the same ``validator_name``). Records no revision and writes no file: a
+        changed under the same ``validator_name``; verdicts reached ahead of a save, by
+        ``check_yaml``, are forgotten too). Records no revision and writes no file: a
         blueprint's current text is judged, and its ``valid`` and ``problems`` updated, also of
         a flagged one (its last good revision). A store without a validator makes the home
         have none: every blueprint counts as valid again (how an app drops its rules).
@@ -1507,6 +1508,10 @@ class BlueprintStore:
         """
         self._check_open()
         _flag_arg("every", every)
+        if every:
+            # The rules changed under the same validator: a verdict reached ahead of a save
+            # (check_yaml, _prejudge) is by the old ones, and would be taken for those bytes.
+            self._judged.clear()
         with self.index.write() as cur:
             if self.validator is None:
                 cur.execute("DELETE FROM settings WHERE key = ?", (HOME_VALIDATOR_KEY,))
@@ -3295,10 +3300,11 @@ class _CloseHook:
 
 
 def _lstat_or_none(path: str) -> os.stat_result | None:
-    """The file's own stat (a link's, not its target's), or None if nothing has the name."""
+    """The file's own stat (a link's, not its target's), or None if nothing has the name
+    (also when one of its folders is a file now: ENOTDIR, the file is gone as surely)."""
     try:
         return os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 

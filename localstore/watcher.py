@@ -65,6 +65,7 @@ from localstore._reconcile import (
     read_root_mark,
     stamp_inodes,
 )
+from localstore.blueprint import sha256_hex
 from localstore.errors import LocalStoreError, StoreClosedError, WatcherError
 from localstore.events import Event
 from localstore.index import map_apsw_error
@@ -1232,7 +1233,7 @@ class Watcher:
         """'present', 'gone' (grace over), 'drop' (nothing to do) or 'wait' (rescheduled)."""
         try:
             y = os.stat(self.root / key, follow_symlinks=False)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # (ENOTDIR: a folder of it is a file)
             if not self._indexed(key):
                 # Nothing indexed here (our own delete's echo, a temp that came and went): no
                 # delete to hold back; if the file comes back, its event schedules it again.
@@ -1274,16 +1275,27 @@ class Watcher:
         """Run the app's validator on the due files before the batch takes the write lock (a
         slow validator held every other process's writes up). A file that changes before its
         ingest reads it is judged again there (the verdict is kept by the bytes judged); one
-        that cannot be read or parsed here is left to the ingest, which reports it."""
+        that cannot be read or parsed here is left to the ingest, which reports it. A file
+        whose bytes are the ones recorded (the echo of this store's own save, a touch) is not
+        judged: its ingest judges nothing either."""
         store = self.store
         if store.validator is None:
             return
         for rel, _ in items:
             try:
                 raw = fs.read_regular(self.root / rel, store.limits.max_bytes)
-                store._judge_ahead(raw)
+                if sha256_hex(raw) != self._recorded_yaml_sha256(rel):
+                    store._judge_ahead(raw)
             except (LocalStoreError, OSError):
                 continue
+
+    def _recorded_yaml_sha256(self, key: str) -> str | None:
+        with self.store.index.read() as cur:
+            rows = cur.execute(
+                "SELECT yaml_sha256 FROM blueprints WHERE path_key = ? AND path = ? AND deleted = 0",
+                (fs.path_key(key), key),
+            ).fetchall()
+        return str(rows[0][0]) if rows else None
 
     def _indexed(self, key: str) -> bool:
         with self.store.index.read() as cur:

@@ -123,21 +123,37 @@ class DaemonProc:
 
 
 @contextmanager
+def python_process(code: str, *args: str, ready: str) -> Iterator[subprocess.Popen[str]]:
+    """A Python process running ``code`` (``args`` its sys.argv[1:]) in the repository, once it
+    has printed the line ``ready``; killed after, its pipes closed (stdin too: a process may
+    wait on it)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == ready
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(10)
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+@contextmanager
 def process_holding_home_lock(state_dir: Path) -> Iterator[subprocess.Popen[str]]:
     """Another process holding the home's lock (as an app's start_sync does); killed after."""
     code = (
         "import time; from sync.embed import HomeLock; "
         f"HomeLock({str(state_dir)!r}).acquire(); print('held', flush=True); time.sleep(600)"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    with python_process(code, ready="held") as proc:
         yield proc
-    finally:
-        proc.kill()
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def daemon_command(home: Path, *extra: str, prelude: str = "") -> list[str]:

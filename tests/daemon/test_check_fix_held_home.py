@@ -7,7 +7,10 @@ writes meanwhile is lost.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,8 +22,16 @@ import apsw
 from click.testing import CliRunner, Result
 
 from localstore.cli import cli
+from localstore.store import BlueprintStore
 
-from .conftest import REPO, eventually, process_holding_home_lock
+from .conftest import (
+    REPO,
+    eventually,
+    home_settings,
+    process_holding_home_lock,
+    python_process,
+)
+from .test_embed_fork import _fork_sleeper
 
 
 def _cli(home: Path, *args: str, input: str | None = None) -> Result:
@@ -118,17 +129,8 @@ def _app_with_the_store_open(home: Path) -> Iterator[subprocess.Popen[str]]:
         "import time, localstore; "
         f"store = localstore.open({str(home)!r}); print('open', flush=True); time.sleep(600)"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO
-    )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "open"
+    with python_process(code, ready="open") as proc:
         yield proc
-    finally:
-        proc.kill()
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def test_check_fix_refuses_to_rebuild_under_an_app_that_has_the_store_open(
@@ -159,3 +161,58 @@ def test_check_fix_refuses_to_rebuild_under_an_app_that_has_the_store_open(
     assert r.exit_code == 0, r.output
     assert [f["kind"] for f in json.loads(r.stdout)["fixed"]].count("index-rebuilt") == 1
     assert len(json.loads(_cli(home, "--json", "ls").stdout)) == 3
+
+
+def test_a_forked_child_does_not_keep_the_store_marked_open(tmp_path: Path) -> None:
+    """A child forked while the app had the store open (a ``multiprocessing`` worker pool)
+    inherited the open-store mark's file description, and an flock belongs to the description:
+    after the app closed its store, ``check --fix`` still refused, for as long as the child lived
+    (the sync home lock had the same trap: tests/daemon/test_embed_fork.py)."""
+    home = tmp_path / "h"
+    for i in range(3):
+        assert _cli(home, "save", f"b{i}", input=f"k: {i}\n").exit_code == 0
+    store = BlueprintStore(home_settings(home))
+    pid, pipe = _fork_sleeper()
+    try:
+        store.close()
+        data = home / "data"
+        for side in ("index.db-wal", "index.db-shm"):
+            (data / side).unlink(missing_ok=True)
+        _damage_pages(data / "index.db")
+        r = _cli(home, "--json", "check", "--fix")
+        assert r.exit_code == 0, r.output
+        assert [f["kind"] for f in json.loads(r.stdout)["fixed"]].count("index-rebuilt") == 1
+    finally:
+        os.close(pipe)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+def test_a_forked_child_does_not_keep_a_dead_apps_watcher_marked(tmp_path: Path) -> None:
+    """The running watcher's mark too: an app killed while a child it forked lives on left its
+    watcher marked, and every command beside the child left fresh changes to no one."""
+    from localstore._presence import watching_elsewhere
+
+    home = tmp_path / "h"
+    code = (
+        "import os, sys, time, localstore; from localstore.watcher import Watcher; "
+        "store = localstore.open(sys.argv[1]); Watcher(store).start(); child = os.fork()\n"
+        "if child == 0:\n"
+        "    os.close(1); os.close(2); time.sleep(600); os._exit(0)  # (killed by the test)\n"
+        "print(child, flush=True); os._exit(0)  # (as if killed: no stop, no close)"
+    )
+    app = subprocess.run(
+        [sys.executable, "-c", code, str(home)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=True,
+    )
+    child = int(app.stdout)
+    try:
+        assert watching_elsewhere(home_settings(home)) is None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ from localstore import files as fs
 from localstore.store import BlueprintStore
 from tests.conftest import run_cli
 
-from .conftest import REPO, home_settings
+from .conftest import REPO, home_settings, python_process
 from .test_cli_during_editor_write import FULL, HALF, LONG_QUIET, OLD
 
 # The watchers here decide only on events (no timing in these tests): periods longer than them.
@@ -211,23 +212,42 @@ def test_a_watcher_marks_itself_while_it_runs_and_a_dead_ones_mark_is_removed(
         "store = localstore.open(sys.argv[1]); Watcher(store, write_quiet_ms=4321).start(); "
         "print('watching', flush=True); sys.stdin.read()"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(home)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "watching"
+    with python_process(code, str(home), ready="watching"):
         periods = watching_elsewhere(settings)
         assert periods is not None and periods.write_quiet_s == 4.321
-    finally:
-        proc.kill()
-        proc.wait(10)
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                pipe.close()
     assert len(list(marks.iterdir())) == 1  # killed: nothing removed it
     assert watching_elsewhere(settings) is None
     assert list(marks.iterdir()) == []  # the reader removed it
+
+
+@contextmanager
+def _another_process_watching(home: Path) -> Iterator[None]:
+    """Another process holding a running watcher's mark on ``home`` (long periods: whatever it is
+    still to record stays its to record throughout the test)."""
+    code = (
+        "import sys; from pathlib import Path; "
+        "from localstore._presence import WatchMark, WatchPeriods; "
+        "WatchMark.take(Path(sys.argv[1]), WatchPeriods(600.0, 600.0)); "
+        "print('watching', flush=True); sys.stdin.read()"
+    )
+    with python_process(code, str(home / "state"), ready="watching"):
+        yield
+
+
+def test_a_folder_replaced_by_a_file_beside_a_watcher_leaves_the_open_working(
+    tmp_path: Path,
+) -> None:
+    """The vanished YAML's folder is aged by its nearest folder still there; a file in the place
+    of one of them ended that walk with NotADirectoryError, raised out of every open (any CLI
+    command) for as long as the other process watched."""
+    home = tmp_path / "h"
+    with BlueprintStore(home_settings(home)) as store:
+        bp = store.save("team/sub/deploy", OLD)
+        root = store.root
+    with _another_process_watching(home):
+        shutil.rmtree(root / "team")
+        (root / "team").write_text("not a folder\n", encoding="utf-8")
+        with BlueprintStore(home_settings(home)) as store:
+            # Changed just now (the file 'team' is new): the watcher's to judge, not recorded.
+            assert store.load(bp.id).content == OLD
+        assert _history(home, bp.id) == [(OLD, False)]

@@ -8,8 +8,6 @@ import os
 import random
 import socket
 import stat
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -37,7 +35,7 @@ from sync.control import (
     is_loopback_peer,
 )
 
-from .conftest import eventually, write_external
+from .conftest import eventually, python_process, write_external
 
 
 def raw(port: int, token: str | None = None, **kw: Any) -> ClientConnection:
@@ -660,21 +658,11 @@ def test_a_flood_of_idle_sockets_cannot_take_the_daemons_file_descriptors(
     )
     try:
         before = _open_sockets()
-        attacker = subprocess.Popen(
-            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        try:
-            assert attacker.stdout is not None and attacker.stdout.readline().strip() == "open"
+        with python_process(code, ready="open"):  # (the attacker)
             budget = 2 * (32 + MAX_UNAUTHENTICATED) + 48
             # (Once the sockets accepted in the last turns of the server's loop are closed.)
             settled = eventually(lambda: _open_sockets() - before <= budget, 10)
             held = _open_sockets() - before
-        finally:
-            attacker.kill()
-            attacker.wait(10)
-            for stream in (attacker.stdin, attacker.stdout):
-                if stream is not None:
-                    stream.close()
         assert settled, f"the server holds {held} sockets"
         assert eventually(lambda: _open_sockets() <= before, 10)
         with ControlClient(server.port, token, timeout=5) as c:

@@ -11,6 +11,7 @@ load leaves an empty file to the watcher (which waits for the close) and the nex
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 
 import pytest
@@ -96,6 +97,19 @@ def test_without_a_watcher_load_of_a_vanished_file_records_the_delete(
     with pytest.raises(localstore.NotFoundError) as info:
         store.load(bp.id)
     assert "restore" in (info.value.hint or "")
+    assert not store.exists(bp.id)
+
+
+def test_load_of_a_file_whose_folder_became_a_file_records_the_delete(
+    store: localstore.BlueprintStore,
+) -> None:
+    """A folder of its path replaced by a file: the blueprint is gone as when its file is. The
+    lstat failed with NotADirectoryError, which load let out raw (no LocalStoreError)."""
+    bp = store.save("team/sub/deploy", "steps: []\n")
+    shutil.rmtree(store.root / "team")
+    (store.root / "team").write_text("not a folder\n", encoding="utf-8")
+    with pytest.raises(localstore.NotFoundError):
+        store.load(bp.id)
     assert not store.exists(bp.id)
 
 

@@ -293,3 +293,44 @@ def test_a_store_that_defers_claims_a_home_without_a_validator(home: Path) -> No
         replace_home_validator=False,
     ) as again:
         assert again.revalidate().judged == 0
+
+
+def test_revalidate_every_forgets_verdicts_reached_ahead_under_the_old_rules(home: Path) -> None:
+    """``revalidate(every=True)`` is how an app says its rules changed under the same name; a
+    verdict reached before that (``check_yaml``, as an import checks its bundle first) was still
+    taken by a later save of the same bytes: stored valid by rules that no longer held."""
+    banned: set[str] = set()
+
+    def rules(doc: Mapping[str, Any]) -> list[str]:
+        return [f"{key} is not allowed" for key in doc if key in banned]
+
+    with localstore.open(home=home, validator=rules, validator_name="rules") as app:
+        app.check_yaml("debug: true\n")
+        banned.add("debug")
+        app.revalidate(every=True)
+        app.save("a/one", "debug: true\n")
+        assert _row_of(app, "a/one") == (False, "rules")
+
+
+def test_the_watcher_does_not_judge_the_echo_of_a_save_again(home: Path) -> None:
+    """The watcher hears every save of its store (the file written): its ingest finds the bytes
+    recorded and judges nothing, but judging ahead of its batch ran the validator (a parse and
+    the app's rules) on each, once more per save, and kept a verdict no save would take."""
+    calls: list[Mapping[str, Any]] = []
+
+    def counting(doc: Mapping[str, Any]) -> list[str]:
+        calls.append(doc)
+        return []
+
+    with localstore.open(home=home, validator=counting) as app:
+        watcher = Watcher(app)
+        watcher.start()
+        try:
+            assert watcher.wait_idle(30)
+            app.save("a/one", "k: 1\n")
+            assert watcher.wait_idle(30)
+            assert calls == [{"k": 1}]
+            assert app._judged == {}
+        finally:
+            watcher.stop()
+            watcher.join(10)

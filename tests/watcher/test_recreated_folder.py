@@ -50,3 +50,21 @@ def test_folder_recreated_empty_with_the_old_inode_keeps_its_blueprints(
     assert w.wait_idle(10)
     assert (store.root / ROOT_MARK_NAME).is_file()
     assert live_paths(store) == ["f/b0.blueprint.yaml"]
+
+
+def test_a_folder_replaced_by_a_file_deletes_its_blueprints(
+    store: BlueprintStore, make_watcher
+) -> None:
+    """A stat of the vanished YAML fails with NotADirectoryError when one of its folders is a
+    file now: it was taken for a file present but unreadable, so the delete was never recorded
+    (the ingest failed and was retried, or found nothing and the path was checked again at once,
+    for ever)."""
+    w: Watcher = make_watcher(store, delete_grace_ms=50)
+    w.start()
+    bp = store.save("team/sub/deploy", "name: deploy\n")
+    assert w.wait_idle(10)
+    shutil.rmtree(store.root / "team")
+    (store.root / "team").write_text("not a folder\n", encoding="utf-8")
+    assert w.wait_idle(10)
+    assert not store.exists(bp.id)
+    assert w.problem is None
