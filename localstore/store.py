@@ -1511,7 +1511,8 @@ class BlueprintStore:
         if every:
             # The rules changed under the same validator: a verdict reached ahead of a save
             # (check_yaml, _prejudge) is by the old ones, and would be taken for those bytes.
-            self._judged.clear()
+            with self._judged_lock:
+                self._judged.clear()
         with self.index.write() as cur:
             if self.validator is None:
                 cur.execute("DELETE FROM settings WHERE key = ?", (HOME_VALIDATOR_KEY,))
