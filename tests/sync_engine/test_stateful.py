@@ -63,7 +63,7 @@ class MultiDevice(RuleBasedStateMachine):
 
     def _path_free(self, dev: Device, path: str) -> bool:
         taken = {i.path.casefold() for i in dev.store.list()}
-        return f"{path}.blueprint.yaml".casefold() not in taken
+        return f"{path}.blueprint.yaml".casefold() not in taken and not _folder_clash(dev, path)
 
     # -- rules -----------------------------------------------------------------------------------
 
@@ -148,6 +148,24 @@ class MultiDevice(RuleBasedStateMachine):
         assert not lost, f"acknowledged edits lost: {sorted(lost)}"
         copies = sum(len(d.engine.conflicts(include_resolved=True)) for d in devices)
         assert len(expected) <= self.creates + copies, "more blueprints than creates + copies"
+
+
+def _folder_clash(dev: Device, path: str) -> bool:
+    """Whether a folder of ``path`` differs only by case from one on disk (``q/three`` beside a
+    ``Q/`` that holds a conflict copy of ``Q/Three``): the store refuses such a save or move
+    (UnsafePathError), as it must, so the model does not try it."""
+    parent = dev.store.paths.blueprints
+    for seg in path.split("/")[:-1]:
+        if not parent.is_dir():
+            return False
+        names = {p.name.casefold(): p.name for p in parent.iterdir()}
+        existing = names.get(seg.casefold())
+        if existing is None:
+            return False
+        if existing != seg:
+            return True
+        parent = parent / seg
+    return False
 
 
 def _markers(text: str) -> set[str]:
