@@ -607,6 +607,7 @@ class SyncEngine:
         self._check_identity()
         self._recover_journal()
         self._recover_bases()
+        self._reconcile_before_push(report)
         self._push_pass(report)
         self._pull_all(report)
         report.rounds = 1
@@ -1710,6 +1711,24 @@ class SyncEngine:
 
     def _renew(self, cur: Any, blueprint_id: str) -> None:
         st.renew_push_op(cur, blueprint_id, self.store.index.next_op_id(cur))
+
+    def _reconcile_before_push(self, report: SyncReport) -> None:
+        """Pull first (full reconcile, then the delta) when the cursor is below the horizon and
+        there is something to push.
+
+        A push's compare-and-swap is by rev, and a row re-created after its tombstone was purged
+        starts again at rev 1: an edit based on the old row's rev N, pushed before this device
+        learnt of the purge, was applied over the new row's rev N, whose content was lost (left
+        only in the server's history). Pulled first, the new row meets the edit in a merge and
+        the push builds on it. One pull of one row per cycle that has changes to push; nothing
+        when the cursor is above the horizon.
+        """
+        if self._pushable() == 0:
+            return
+        with self.store.index.read() as cur:
+            cursor = st.get_cursor(cur)
+        if self._call(self.remote.pull, cursor, limit=1).reset_required:
+            self._pull_all(report)
 
     # -- pull --------------------------------------------------------------------------------------
 

@@ -26,7 +26,8 @@ finally ``path_taken``.
 It pages as the SQL does too: ``pull`` ends a page and ``fetch_page`` an answer at the first row
 after 16 MiB of content and meta (migrations 20261122001100 and 20261122001300), counted as
 PostgreSQL counts them (:func:`jsonb_text_bytes`); ``MemoryServer.pull_page_bytes`` and
-``fetch_page_bytes`` lower the budgets for tests.
+``fetch_page_bytes`` lower the budgets for tests, and ``verify_page_rows`` caps a verify page below
+the 1000 rows the SQL allows.
 """
 
 from __future__ import annotations
@@ -132,6 +133,9 @@ class MemoryServer:
     # them to page with small rows; the SQL's budgets are PULL_PAGE_BYTES and FETCH_PAGE_BYTES).
     pull_page_bytes: int = PULL_PAGE_BYTES
     fetch_page_bytes: int = FETCH_PAGE_BYTES
+    # The most fingerprints a verify page holds, whatever limit the caller asks (the SQL caps it
+    # at MAX_VERIFY_LIMIT); a test lowers it to make a full reconcile follow verify's pages.
+    verify_page_rows: int = MAX_VERIFY_LIMIT
     # Keys server_info announces besides the standard ones (a test's server may announce more,
     # e.g. ``max_batch_bytes``).
     announce: dict[str, Any] = field(
@@ -296,7 +300,7 @@ class MemoryRemote:
 
     def verify(self, after: str | None = None, *, limit: int = DEFAULT_VERIFY_LIMIT) -> VerifyPage:
         """Return row fingerprints by id after ``after``; see sync.remote.Remote.verify."""
-        lim = max(1, min(limit, MAX_VERIFY_LIMIT))
+        lim = max(1, min(limit, MAX_VERIFY_LIMIT, self.server.verify_page_rows))
         start = "" if after is None else canonical_uuid(after)
         if start is None:
             raise ProtocolError(f"verify: {after!r} is not a uuid")

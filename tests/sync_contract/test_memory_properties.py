@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from sync.memory_remote import MemoryRemote, MemoryServer
+from sync.memory_remote import MemoryRemote, MemoryServer, jsonb_text_bytes
 from sync.remote import Change, PushResult, ServerRow
 
 from .contract import pull_all, verify_all
@@ -198,3 +198,50 @@ def _model(row: ServerRow) -> ModelRow:
 
 RemoteMachine.TestCase.settings = settings(settings.get_profile("localstore-sync"))
 TestRemoteMachine = RemoteMachine.TestCase
+
+
+class SmallPagesRemoteMachine(RemoteMachine):
+    """The same model through a server whose pull pages, fetch answers and verify pages end after
+    a row or two (the default 16 MiB budgets never cut a page of these rows): following ``more``,
+    ``next`` and ``rest`` must still give every row exactly once."""
+
+    @initialize(
+        pull_bytes=st.sampled_from([1, 100, 250]),
+        fetch_bytes=st.sampled_from([1, 100, 250]),
+        verify_rows=st.integers(1, 3),
+    )
+    def small_pages(self, pull_bytes: int, fetch_bytes: int, verify_rows: int) -> None:
+        self.server.pull_page_bytes = pull_bytes
+        self.server.fetch_page_bytes = fetch_bytes
+        self.server.verify_page_rows = verify_rows
+
+    @invariant()
+    def pages_are_cut_where_the_budget_says(self) -> None:
+        remote = self.remotes["d1"]
+        page = remote.pull(self.horizon, limit=1000)
+        _assert_cut(page.changes, page.more, self.server.pull_page_bytes)
+        newer = sum(1 for r in self.rows.values() if r.seq > self.horizon)
+        assert page.more == (len(page.changes) < newer)
+        ids = sorted([*self.rows, self.bystander_id])
+        answer = remote.fetch_page(ids)
+        _assert_cut(answer.rows, bool(answer.rest), self.server.fetch_page_bytes)
+        # The ids after the last row are left when rows of this user are (the bystander's and
+        # purged ids are never found, so they are left only behind a cut).
+        cut = len(answer.rows) < len(self.rows)
+        assert answer.rest == ([i for i in ids if i > answer.rows[-1].id] if cut else [])
+        verify = remote.verify(None, limit=1000)
+        assert len(verify.rows) == min(len(self.rows), self.server.verify_page_rows)
+
+
+def _assert_cut(rows: list[ServerRow], cut: bool, budget: int) -> None:
+    """Every row but the last went while the rows before it held less than the budget, and a
+    cut page ends only once the budget is reached (the first row always goes)."""
+    # What the SQL counts of a row: octet_length(content) + octet_length(meta::text).
+    sizes = [len(r.content.encode("utf-8")) + jsonb_text_bytes(r.meta) for r in rows]
+    assert len(rows) <= 1 or sum(sizes[:-1]) < budget
+    if cut:
+        assert sum(sizes) >= budget
+
+
+SmallPagesRemoteMachine.TestCase.settings = settings(settings.get_profile("localstore-sync"))
+TestSmallPagesRemoteMachine = SmallPagesRemoteMachine.TestCase

@@ -502,6 +502,31 @@ def test_tombstone_horizon_breach_triggers_full_reconcile(
     assert a.store.load(edited).content == "v: 2 edited offline\n"
 
 
+def test_an_edit_behind_the_horizon_does_not_overwrite_a_re_created_row(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """b deletes x; its tombstone is purged; c, which had edited x, pushes it again as a create:
+    rev 1 again. a, offline since x's rev 1, then edits x and syncs. Its push (base rev 1) must
+    not be applied over c's re-creation, whose rev is 1 too: a pushed before it pulled and so
+    before it learnt of the horizon, and c's edit was overwritten, left only in the history.
+    """
+    a, b, c = make_device("a"), make_device("b"), make_device("c")
+    ident = a.store.save("r/x", "base: 1\n").id
+    converge(a, b, c)
+    b.store.delete(ident)
+    b.sync()
+    assert server.purge_tombstones("u") == 1
+    c.store.save("r/x", "base: 1\nfrom_c: 1\n")  # c edited x without seeing the delete
+    assert c.sync().reset  # edit beats delete: x pushed again as a create, rev 1
+    assert server.rows[ident].row.rev == 1
+    a.store.save("r/x", "base: 1\nfrom_a: 1\n")
+    assert a.sync().reset
+    converge(a, b, c)
+    assert_converged(server, a, b, c)
+    text = a.store.load(ident).content
+    assert "from_c: 1" in text and "from_a: 1" in text
+
+
 def test_verify_reports_differences(
     make_device: Callable[..., Device], server: MemoryServer
 ) -> None:

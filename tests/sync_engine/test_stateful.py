@@ -13,12 +13,13 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from sync.memory_remote import MemoryServer
 
@@ -45,11 +46,20 @@ class MultiDevice(RuleBasedStateMachine):
         super().__init__()
         self.root = Path(tempfile.mkdtemp(prefix="ls-stateful-"))
         self.server = MemoryServer()
-        self.devices = {name: open_device(self.root, name, self.server) for name in DEVICES}
+        self.devices: dict[str, Device] = {}
         self.marker = 0
         self.acked: set[str] = set()
         self.exempt: set[str] = set()
         self.creates = 0
+
+    @initialize()
+    def open_devices(self) -> None:
+        self._open_devices()
+
+    def _open_devices(self, **engine_kw: Any) -> None:
+        self.devices = {
+            name: open_device(self.root, name, self.server, **engine_kw) for name in DEVICES
+        }
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -63,7 +73,7 @@ class MultiDevice(RuleBasedStateMachine):
 
     def _path_free(self, dev: Device, path: str) -> bool:
         taken = {i.path.casefold() for i in dev.store.list()}
-        return f"{path}.blueprint.yaml".casefold() not in taken
+        return f"{path}.blueprint.yaml".casefold() not in taken and not _folder_clash(dev, path)
 
     # -- rules -----------------------------------------------------------------------------------
 
@@ -150,6 +160,29 @@ class MultiDevice(RuleBasedStateMachine):
         assert len(expected) <= self.creates + copies, "more blueprints than creates + copies"
 
 
+def _folder_clash(dev: Device, path: str) -> bool:
+    """Whether a folder of ``path`` differs only by case from one on disk (``q/three`` beside a
+    ``Q/`` that holds a conflict copy of ``Q/Three``): the store refuses such a save or move
+    (UnsafePathError), as it must, so the model does not try it."""
+    parent = dev.store.paths.blueprints
+    for seg in path.split("/")[:-1]:
+        if not parent.is_dir():
+            return False
+        names = {p.name.casefold(): p.name for p in parent.iterdir()}
+        existing = names.get(seg.casefold())
+        if existing is None:
+            return False
+        if existing != seg:
+            return True
+        parent = parent / seg
+    return False
+
+
+def _has_tombstone(server: MemoryServer) -> bool:
+    with server.lock:
+        return any(o.row.deleted for o in server.rows.values())
+
+
 def _markers(text: str) -> set[str]:
     data = yaml.safe_load(text) or {}
     return {k for k in data if isinstance(k, str) and k.startswith("m") and k[1:].isdigit()}
@@ -157,3 +190,40 @@ def _markers(text: str) -> set[str]:
 
 MultiDevice.TestCase.settings = settings.get_profile("localstore-sync-engine")
 TestMultiDevice = MultiDevice.TestCase
+
+
+class MultiDeviceSmallPages(MultiDevice):
+    """The same three homes through a server whose pages are cut after a row or two.
+
+    The default budgets (16 MiB) and row limits never cut a page of these small blueprints, so
+    the paths that follow a cut went untested here: pull pages ending at the byte budget or the
+    row limit (the cursor then moves page by page), fetch answers naming the ids left in
+    ``rest`` (asked again), verify pages of a few rows, and full reconciles after tombstones are
+    purged (pull answers ``reset_required``; verify and fetch rebuild the rows below the horizon).
+    """
+
+    @initialize(
+        pull_bytes=st.sampled_from([1, 150, 300, 600]),
+        fetch_bytes=st.sampled_from([1, 150, 300, 600]),
+        verify_rows=st.integers(1, 3),
+        pull_limit=st.integers(1, 3),
+        apply_batch=st.integers(1, 2),
+    )
+    def open_devices(
+        self, pull_bytes: int, fetch_bytes: int, verify_rows: int, pull_limit: int, apply_batch: int
+    ) -> None:
+        self.server.pull_page_bytes = pull_bytes
+        self.server.fetch_page_bytes = fetch_bytes
+        self.server.verify_page_rows = verify_rows
+        self._open_devices(pull_limit=pull_limit, apply_batch=apply_batch, batch_size=2)
+
+    @precondition(lambda self: _has_tombstone(self.server))
+    @rule(upto=st.integers(0, 200))
+    def purge(self, upto: int) -> None:
+        # The tombstones up to a seq go (and the horizon rises): a device whose cursor is below
+        # it gets reset_required and reconciles through verify and fetch pages.
+        self.server.purge_tombstones("u", max_seq=upto)
+
+
+MultiDeviceSmallPages.TestCase.settings = settings.get_profile("localstore-sync-engine")
+TestMultiDeviceSmallPages = MultiDeviceSmallPages.TestCase
