@@ -107,6 +107,7 @@ from sync._state import ConflictRecord, QuarantineEntry
 from sync._timefmt import span
 from sync.errors import (
     AccountMismatchError,
+    AuthError,
     AuthExpiredError,
     EngineStateError,
     MergeError,
@@ -1727,7 +1728,17 @@ class SyncEngine:
             return
         with self.store.index.read() as cur:
             cursor = st.get_cursor(cur)
-        if self._call(self.remote.pull, cursor, limit=1).reset_required:
+        try:
+            probe = self._call(self.remote.pull, cursor, limit=1)
+        except AuthError:
+            raise  # the push would fail the same way: say so now
+        except SyncError as exc:
+            # A pull that fails must not keep the edits from going up, as they did before this
+            # check (push, then pull): the push goes ahead, and the pull after it fails and
+            # says why. Below the horizon that push may still meet the race above.
+            log.debug("sync: the check before the push failed (%s); pushing anyway", exc)
+            return
+        if probe.reset_required:
             self._pull_all(report)
 
     # -- pull --------------------------------------------------------------------------------------
