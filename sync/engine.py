@@ -1730,12 +1730,12 @@ class SyncEngine:
             cursor = st.get_cursor(cur)
         try:
             probe = self._call(self.remote.pull, cursor, limit=1)
-        except AuthError:
-            raise  # the push would fail the same way: say so now
+        except (AuthError, TransientError):
+            raise  # the push would fail the same way (offline, logged out): say so now
         except SyncError as exc:
-            # A pull that fails must not keep the edits from going up, as they did before this
-            # check (push, then pull): the push goes ahead, and the pull after it fails and
-            # says why. Below the horizon that push may still meet the race above.
+            # A pull the server refuses must not keep the edits from going up, as they did
+            # before this check (push, then pull): the push goes ahead, and the pull after it
+            # fails and says why. Below the horizon that push may still meet the race above.
             log.debug("sync: the check before the push failed (%s); pushing anyway", exc)
             return
         if probe.reset_required:
