@@ -257,16 +257,23 @@ def _row_of(store: BlueprintStore, path: str) -> tuple[bool, str | None]:
     return bool(valid), judged_by
 
 
+def _deferring_store(home: Path) -> BlueprintStore:
+    """A store as the daemon opens it: judging with "rules-1", never taking the home over."""
+    return BlueprintStore(
+        localstore.load_settings(home=home),
+        validator=_no_debug,
+        validator_name="rules-1",
+        replace_home_validator=False,
+    )
+
+
 def test_a_store_that_defers_leaves_another_home_validator_and_its_verdicts(home: Path) -> None:
     """The daemon judges with the validator its config names; when the app has since registered
     other rules (a newer version), opening it must not make the old rules the home's again and
     judge everything by them: the app's verdicts stay, and the daemon's own edits are held."""
-    settings = localstore.load_settings(home=home)
     with localstore.open(home=home, validator=_no_beta, validator_name="rules-2") as app:
         app.save("a/one", "debug: true\n")
-    with BlueprintStore(
-        settings, validator=_no_debug, validator_name="rules-1", replace_home_validator=False
-    ) as daemon:
+    with _deferring_store(home) as daemon:
         assert daemon.home_validator() == "rules-2"
         assert _row_of(daemon, "a/one") == (True, "rules-2")  # not judged again
         daemon.save("a/two", "beta: true\n")
@@ -278,20 +285,10 @@ def test_a_store_that_defers_leaves_another_home_validator_and_its_verdicts(home
 def test_a_store_that_defers_claims_a_home_without_a_validator(home: Path) -> None:
     with localstore.open(home=home) as cli:
         cli.save("a/one", "debug: true\n")
-    with BlueprintStore(
-        localstore.load_settings(home=home),
-        validator=_no_debug,
-        validator_name="rules-1",
-        replace_home_validator=False,
-    ) as daemon:
+    with _deferring_store(home) as daemon:
         assert daemon.home_validator() == "rules-1"
         assert _row_of(daemon, "a/one") == (False, "rules-1")
-    with BlueprintStore(
-        localstore.load_settings(home=home),
-        validator=_no_debug,
-        validator_name="rules-1",
-        replace_home_validator=False,
-    ) as again:
+    with _deferring_store(home) as again:
         assert again.revalidate().judged == 0
 
 
