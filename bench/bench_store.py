@@ -157,8 +157,11 @@ def row(name: str, samples: list[float], goal: str = "") -> dict[str, object]:
     return r
 
 
-def bare_pair_write(directory: Path, yaml_bytes: bytes, meta_bytes: bytes, name: str) -> None:
-    """The peer: a plain durable atomic write of the same two files, nothing else."""
+def bare_pair_write(
+    directory: Path, yaml_bytes: bytes, meta_bytes: bytes, name: str, *, flush_folder: bool = True
+) -> None:
+    """The peer: a plain durable atomic write of the same two files, nothing else (without the
+    folder's fsync when ``flush_folder`` is False: bench_save_floor.py flushes it otherwise)."""
     temps = []
     for suffix, data in ((".blueprint.yaml", yaml_bytes), (".blueprint.meta.json", meta_bytes)):
         target = directory / f"{name}{suffix}"
@@ -170,6 +173,8 @@ def bare_pair_write(directory: Path, yaml_bytes: bytes, meta_bytes: bytes, name:
         temps.append((tmp, target))
     for tmp, target in temps:
         os.replace(tmp, target)
+    if not flush_folder:
+        return
     dfd = os.open(directory, os.O_RDONLY)
     os.fsync(dfd)
     os.close(dfd)
