@@ -81,3 +81,46 @@ def test_the_apps_own_sync_judges_what_another_process_recorded(
         cli.close()
         remote.close()
         app.close()
+
+
+def test_an_unjudged_edit_behind_the_horizon_does_not_overwrite_a_re_created_row(
+    tmp_path: Path, server: MemoryServer
+) -> None:
+    """As test_engine's test of the horizon check, with a's edit recorded by a process without
+    the app's validator (the CLI beside the app): held until the push pass judges it, it was not
+    counted when the cycle asked whether it had anything to push, so the cycle skipped its
+    check of the cursor, pushed the edit (base rev 1) over c's re-creation (rev 1 again) and
+    c's edit was lost."""
+    ids: dict[str, str] = {}
+    apps = {n: _open(tmp_path / n, validator=_no_debug) for n in ("a", "b", "c")}
+    remotes = {n: MemoryRemote(server, user="u") for n in apps}
+    engines = {n: SyncEngine(apps[n], remotes[n]) for n in apps}
+    try:
+        ids["x"] = apps["a"].save("r/x", "base: 1\n").id
+        for _ in range(2):
+            for n in ("a", "b", "c"):
+                engines[n].sync_once()
+        apps["b"].delete(ids["x"])
+        engines["b"].sync_once()
+        assert server.purge_tombstones("u") == 1
+        apps["c"].save("r/x", "base: 1\nfrom_c: 1\n")  # c edited x without seeing the delete
+        assert engines["c"].sync_once().reset  # edit beats delete: a create again, rev 1
+        assert server.rows[ids["x"]].row.rev == 1
+        cli = _open(tmp_path / "a")  # no validator: its save waits for the app's judgement
+        try:
+            cli.save("r/x", "base: 1\nfrom_a: 1\n")
+        finally:
+            cli.close()
+        engines["a"].sync_once()
+        for _ in range(2):
+            for n in ("a", "b", "c"):
+                engines[n].sync_once()
+        text = apps["a"].load(ids["x"]).content
+        assert "from_c: 1" in text and "from_a: 1" in text
+        assert server.rows[ids["x"]].row.content == text
+    finally:
+        for n in apps:
+            engines[n].stop()
+            engines[n].join(10)
+            remotes[n].close()
+            apps[n].close()
