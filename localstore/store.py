@@ -580,11 +580,15 @@ class BlueprintStore:
             check_root(self)
             if reconcile:
                 Reconciler(self).run(fix=True)
-            if validator is not None and (replace_home_validator or self._may_claim_home()):
-                # What the daemon's watcher or the CLI recorded while the app was closed, and
-                # what an older or other validator judged, is judged by this one now, so that
-                # list, load and sync see its verdicts (and sync stops holding them back).
+            # What the daemon's watcher or the CLI recorded while the app was closed, and what
+            # an older or other validator judged, is judged by this one now, so that list, load
+            # and sync see its verdicts (and sync stops holding them back).
+            if validator is not None and replace_home_validator:
                 self.revalidate()
+            elif validator is not None and self._may_claim_home():
+                # Not revalidate(), which writes this store's validator as the home's: over one
+                # an app registered after the claim (its rules lost to the daemon's config).
+                self._rejudge("b.judged_by IS NOT ?", (self.validator_name,))
         except BaseException:
             self.close()  # a failed open must not leave its maintainer thread running
             raise
