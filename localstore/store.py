@@ -580,11 +580,15 @@ class BlueprintStore:
             check_root(self)
             if reconcile:
                 Reconciler(self).run(fix=True)
-            if validator is not None and (replace_home_validator or self._may_claim_home()):
-                # What the daemon's watcher or the CLI recorded while the app was closed, and
-                # what an older or other validator judged, is judged by this one now, so that
-                # list, load and sync see its verdicts (and sync stops holding them back).
+            # What the daemon's watcher or the CLI recorded while the app was closed, and what
+            # an older or other validator judged, is judged by this one now, so that list, load
+            # and sync see its verdicts (and sync stops holding them back).
+            if validator is not None and replace_home_validator:
                 self.revalidate()
+            elif validator is not None and self._may_claim_home():
+                # Not revalidate(), which writes this store's validator as the home's: over one
+                # an app registered after the claim (its rules lost to the daemon's config).
+                self._rejudge("b.judged_by IS NOT ?", (self.validator_name,))
         except BaseException:
             self.close()  # a failed open must not leave its maintainer thread running
             raise
@@ -1503,7 +1507,8 @@ class BlueprintStore:
         have none: every blueprint counts as valid again (how an app drops its rules).
 
         The validator runs outside the write lock, a few hundred blueprints at a time; one
-        changed meanwhile is left to the verdict its writer gave (counted in ``skipped``).
+        changed meanwhile is left to the verdict its writer gave (counted in ``skipped``), and
+        so is every one left when another store makes its validator the home's meanwhile.
         Raises InvalidInputError for a non-bool ``every``.
         """
         self._check_open()
@@ -1569,6 +1574,16 @@ class BlueprintStore:
             after = int(rows[-1][0])
             verdicts = [(r, self._verdict(revision_text(r[5]).encode("utf-8"))) for r in rows]
             with self.index.write() as cur:
+                home = cur.execute(
+                    "SELECT value FROM settings WHERE key = ?", (HOME_VALIDATOR_KEY,)
+                ).fetchone()
+                if (home[0] if home is not None else "") != self.validator_name:
+                    # Another store made its validator the home's while this one judged (an
+                    # app opening beside the daemon's sync pass) and may have judged these
+                    # rows already: written now, these verdicts by rules no longer the home's
+                    # made the rows held again, the app's verdicts lost until its next open.
+                    report.skipped += len(verdicts)
+                    return report
                 for (rid, path, rev, chash, was_valid, _), problems in verdicts:
                     cur.execute(
                         "UPDATE blueprints SET valid = ?, problems = ?, judged_by = ? "

@@ -608,6 +608,10 @@ class SyncEngine:
         self._check_identity()
         self._recover_journal()
         self._recover_bases()
+        # Before the check below asks whether there is anything to push: an edit another process
+        # recorded unjudged is held until judged, and uncounted there it skipped the check and
+        # went up in the push pass (which judges it too, for the later rounds' passes).
+        self._judge_dirty()
         self._reconcile_before_push(report)
         self._push_pass(report)
         self._pull_all(report)

@@ -292,6 +292,30 @@ def test_a_store_that_defers_claims_a_home_without_a_validator(home: Path) -> No
         assert again.revalidate().judged == 0
 
 
+def test_a_store_that_defers_does_not_take_over_a_home_claimed_by_the_app_after_its_claim(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's open claims a home without a validator in one write, so that an app
+    registering its own meanwhile is not overwritten; but the re-judging that followed the claim
+    was revalidate(), which writes this store's validator as the home's again: an app that
+    opened between the two lost its rules to the daemon's (its own edits then held as judged
+    by another). The app's open is put in that gap here."""
+    with localstore.open(home=home) as cli:
+        cli.save("a/one", "beta: true\n")
+    claim = BlueprintStore._may_claim_home
+
+    def claim_then_the_app_opens(store: BlueprintStore) -> bool:
+        claimed = claim(store)
+        with localstore.open(home=home, validator=_no_beta, validator_name="rules-2") as app:
+            assert app.home_validator() == "rules-2"
+        return claimed
+
+    monkeypatch.setattr(BlueprintStore, "_may_claim_home", claim_then_the_app_opens)
+    with _deferring_store(home) as daemon:
+        assert daemon.home_validator() == "rules-2"
+        assert _row_of(daemon, "a/one") == (False, "rules-2")  # the app's verdict stays
+
+
 def test_revalidate_every_forgets_verdicts_reached_ahead_under_the_old_rules(home: Path) -> None:
     """``revalidate(every=True)`` is how an app says its rules changed under the same name; a
     verdict reached before that (``check_yaml``, as an import checks its bundle first) was still
