@@ -188,8 +188,9 @@ def describe_pid(pid: int) -> str:
 
 # -- running watchers --------------------------------------------------------------------------------
 #
-# A store with no watcher of its own (a CLI command; an app's second store) must leave a change
-# that a watcher elsewhere is still to record to that watcher: read in an editor's pause, half an
+# A store with no watcher of its own (a CLI command; an app's store in another process: watchers
+# of this process are not asked, see docs/architecture.md) must leave a change that a watcher
+# elsewhere is still to record to that watcher: read in an editor's pause, half an
 # in-place save that parses was recorded as a revision, and a file gone for a moment in a save
 # dance was recorded deleted. The daemon's write-quiet period was found in daemon.json, but an
 # app syncing in-process (start_sync runs a Watcher) or running a Watcher of its own writes none:
