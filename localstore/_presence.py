@@ -251,6 +251,10 @@ class WatchMark:
             return cls(None, None)
         mark = cls(path, fd)
         _held(mark)
+        # The marks of dead watchers go here too, not only when another process reads them: a
+        # daemon alone on its home (nothing else records a change there) left one a death
+        # (SIGKILL, OOM, a power cut), for good. A few syscalls a mark, once per watcher start.
+        _marked_watchers(folder)
         return mark
 
     def close(self) -> None:

@@ -82,6 +82,7 @@ from sync._apply import (
     is_path_shape_error,
     utc_stamp,
 )
+from sync._kept_merges import sweep_kept_merges
 from sync._local import (
     LAST_ERROR_STATE_KEY,
     SYNC_STATES,
@@ -602,6 +603,9 @@ class SyncEngine:
         self._push_count, self._push_bytes = self.batch_size, self.batch_bytes
         self._reasked_for_refusal = False
         self._record_held_bases()  # before anything can fail on the network
+        # Local upkeep, here so that a daemon offline for weeks does it too: old merges kept
+        # for conflicts resolved since (an empty listing in the usual case).
+        sweep_kept_merges(self.store, now=self.now())
         self._set_state("connecting")
         self._check_session()
         self._check_server()

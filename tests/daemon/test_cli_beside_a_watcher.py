@@ -10,6 +10,7 @@ moment in a save dance was recorded deleted, by any command's open.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import shutil
 import subprocess
@@ -251,3 +252,31 @@ def test_a_folder_replaced_by_a_file_beside_a_watcher_leaves_the_open_working(
             # Changed just now (the file 'team' is new): the watcher's to judge, not recorded.
             assert store.load(bp.id).content == OLD
         assert _history(home, bp.id) == [(OLD, False)]
+
+
+def test_a_watcher_that_starts_removes_the_marks_of_dead_ones(tmp_path: Path) -> None:
+    """A dead watcher's mark was removed only by another process's reader (a store without a
+    watcher recording a change: a CLI command). A daemon alone on its home, killed now and then
+    (SIGKILL, OOM, a power cut) left one mark a death, for good. A watcher starting removes them."""
+    from localstore._presence import WATCHERS_DIR
+    from localstore.watcher import Watcher
+
+    home = tmp_path / "h"
+    settings = home_settings(home)
+    marks = settings.paths.state / WATCHERS_DIR
+    code = (
+        "import sys, localstore; from localstore.watcher import Watcher; "
+        "store = localstore.open(sys.argv[1]); Watcher(store).start(); "
+        "print('watching', flush=True); sys.stdin.read()"
+    )
+    left = []
+    for _ in range(2):
+        with python_process(code, str(home), ready="watching"):
+            pass
+        left.append(sorted(p.name for p in marks.iterdir()))
+    # Each killed with its mark in place; the second, starting, removed the first one's.
+    assert len(left[0]) == 1 and len(left[1]) == 1 and left[0] != left[1]
+    with BlueprintStore(settings) as store, Watcher(store):
+        (mark,) = marks.iterdir()
+        assert mark.name.startswith(f"{os.getpid()}-")
+    assert list(marks.iterdir()) == []

@@ -432,3 +432,26 @@ def test_a_merge_that_still_holds_conflict_markers_keeps_the_conflict_open(
     assert kept.read_text(encoding="utf-8") == marked + "owner: me\n"
     assert b.store.load(ident).content == "name: flow\nsteps: 4\n"
     assert len(json.loads(run(b.home, "--json", "conflicts").output)) == 1
+
+
+def test_the_marker_check_reads_a_large_merge_in_one_pass() -> None:
+    """A label after `<<<<<<<` was matched with `.*` under DOTALL, which ran to the end of the
+    text and backed off one line end at a time, each try scanning the rest for `=======`: the
+    check took time in the square of the merge's lines (160 KB: 9 s; a 2 MB blueprint's merge
+    hung `resolve --tool` for an hour). Run in a child, so that the old behaviour fails by the
+    timeout instead of hanging the suite; the check itself takes milliseconds."""
+    probe = (
+        "from sync.cli_sync import _has_conflict_markers\n"
+        "head = b'name: flow\\n<<<<<<< mine\\nsteps: 5\\n=======\\nsteps: 4\\n>>>>>>> theirs\\n'\n"
+        "print(_has_conflict_markers(head + b'# padding\\n' * 200_000), "
+        "_has_conflict_markers(b'<<<<<<< mine\\n' + b'# padding\\n' * 200_000))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.split() == ["True", "False"]
