@@ -293,13 +293,19 @@ def _marked_watchers(folder: Path) -> list[WatchPeriods]:
     except OSError:
         return []
     found: list[WatchPeriods] = []
+    # This process's own watchers answer for their stores themselves. Known by the marks it
+    # holds, not by the pid in a name: a daemon in a container runs as the same pid after every
+    # restart (its dead marks were skipped, and never removed), and two pid namespaces sharing
+    # a home both have a pid 1 (a command skipped the other one's live watcher).
+    with _HELD_LOCK:
+        own = {m.path.name for m in _HELD if isinstance(m, WatchMark) and m.path is not None}
     for name in names:
         path = folder / name
         if name.startswith("."):
             _remove_stale_temp(path)
             continue
-        if not name.endswith(".json") or name.startswith(f"{os.getpid()}-"):
-            continue  # (this process's own watchers answer for their stores themselves)
+        if not name.endswith(".json") or name in own:
+            continue
         periods = _read_live_mark(path)
         if periods is not None:
             found.append(periods)

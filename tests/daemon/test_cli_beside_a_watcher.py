@@ -280,3 +280,37 @@ def test_a_watcher_that_starts_removes_the_marks_of_dead_ones(tmp_path: Path) ->
         (mark,) = marks.iterdir()
         assert mark.name.startswith(f"{os.getpid()}-")
     assert list(marks.iterdir()) == []
+
+
+def test_marks_named_with_this_processs_pid_are_judged_by_their_lock_not_their_name(
+    tmp_path: Path,
+) -> None:
+    """Own marks were told by the pid in their names. A daemon in a container has the same pid
+    after every restart: its dead marks were skipped as its own, for good; and in two pid
+    namespaces sharing a home (both pid 1) a command skipped the other one's live watcher."""
+    from localstore._presence import WATCHERS_DIR, watching_elsewhere
+
+    home = tmp_path / "h"
+    settings = home_settings(home)
+    BlueprintStore(settings).close()
+    marks = settings.paths.state / WATCHERS_DIR
+    marks.mkdir(mode=0o700, exist_ok=True)
+    # A watcher of an earlier life of this pid, killed: nobody holds its mark.
+    dead = marks / f"{os.getpid()}-0badc0de.json"
+    dead.write_text(json.dumps({"write_quiet_ms": 9000, "delete_grace_ms": 9000}))
+    assert watching_elsewhere(settings) is None
+    assert not dead.exists()  # removed like any dead watcher's mark
+
+    # A live watcher in another pid namespace that has this pid there: its mark, held.
+    live = marks / f"{os.getpid()}-1ivec0de.json"
+    code = (
+        "import fcntl, json, os, sys; "
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); "
+        "os.write(fd, json.dumps({'write_quiet_ms': 4321, 'delete_grace_ms': 765}).encode()); "
+        "print('watching', flush=True); sys.stdin.read()"
+    )
+    with python_process(code, str(live), ready="watching"):
+        periods = watching_elsewhere(settings)
+        assert periods is not None
+        assert (periods.write_quiet_s, periods.grace_s) == (4.321, 0.765)
