@@ -148,14 +148,17 @@ def _instance_name(obj: Any, depth: int, seen: frozenset[int]) -> str:
         if not klass.__flags__ & _HEAPTYPE:
             # A C type (list, a lock, an extension's object) keeps state its attributes do not
             # show: two instances with one name could hold different rules.
-            raise _Unnamed(f"it holds {_short_repr(obj)}, whose state has no stable repr")
+            raise _Unnamed(f"{_short_repr(obj)} keeps state that has no stable repr")
     state: dict[str, Any] = dict(getattr(obj, "__dict__", {}))
     slots: list[str] = []
     for klass in cls.__mro__[:-1]:
         declared = klass.__dict__.get("__slots__", ())
         slots += [declared] if isinstance(declared, str) else list(declared)
-    if not slots and not hasattr(obj, "__dict__"):
-        raise _Unnamed(f"it holds {_short_repr(obj)}, whose state has no stable repr")
+    if not hasattr(obj, "__dict__") and any(
+        "__slots__" not in k.__dict__ for k in cls.__mro__[:-1]
+    ):
+        # (Neither a dict nor slots: an extension type's object, which keeps its state in C.)
+        raise _Unnamed(f"{_short_repr(obj)} keeps state that has no stable repr")
     for slot in slots:
         if slot not in ("__dict__", "__weakref__") and hasattr(obj, slot):
             state[slot] = getattr(obj, slot)

@@ -84,6 +84,18 @@ class Stateless:
         return check(doc)
 
 
+class Slotted:
+    """Rules whose setting is in a slot, not in a ``__dict__``."""
+
+    __slots__ = ("limit",)
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def __call__(self, doc: Mapping[str, Any]) -> list[str]:
+        return ["too many keys"] if len(doc) > self.limit else []
+
+
 @functools.cache
 def cached(doc: Any) -> list[str]:
     return []
@@ -136,6 +148,7 @@ def test_plain_functions_keep_the_names_homes_recorded(home: Path) -> None:
 def test_bound_values_are_part_of_the_name() -> None:
     here = __name__
     assert validator_name_of(functools.partial(check)) == f"{here}.check"  # (binds nothing)
+    assert validator_name_of(Slotted(3)) == f"{here}.Slotted(limit=3)"
     assert validator_name_of(KINDS["partial"][1]) == f"{here}.check(strict=True)"
     assert (
         validator_name_of(KINDS["closure"][1]) == f"{here}.make_check.<locals>.closed(strict=True)"
