@@ -39,6 +39,7 @@ from localstore._identity import ensure_device_id
 from localstore._listing import INFO_COLUMNS, ListingCache, below, collector_paused, infos
 from localstore._presence import OpenMark, WatchPeriods, describe_pid
 from localstore._revisions import revision_text
+from localstore._validator_name import validator_name_of
 from localstore.blueprint import (
     MAX_META_BYTES,
     Blueprint,
@@ -350,15 +351,6 @@ _REJUDGE_ROWS = 200
 JUDGED_AHEAD = 2_048
 
 
-def validator_name_of(validator: Validator | None) -> str:
-    """The name a validator is recorded under by default: its module and qualified name ('' for
-    none). An app whose rules change under the same function passes ``validator_name``."""
-    if validator is None:
-        return ""
-    kind = validator if hasattr(validator, "__qualname__") else type(validator)
-    return f"{getattr(kind, '__module__', '')}.{getattr(kind, '__qualname__', '')}"
-
-
 @dataclass(slots=True)
 class CheckReport:
     """What check() found and, with fix=True, repaired."""
@@ -470,10 +462,12 @@ class BlueprintStore:
         timestamped name in data/ and rebuilt from the files; ``recovered_index`` is then its new
         path; it raises LockHeldError instead, moving nothing, while another store (of this process
         or another) has the home open. A plain open refuses a damaged index with an error saying so. Raises
-        InvalidInputError for a validator that is not callable.
+        InvalidInputError for a validator that is not callable, or that has no ``validator_name``
+        and no default one (a lambda; see validator_name_of).
 
         With a ``validator``, its name (``validator_name``, by default the function's module and
-        qualified name: give a new one when the rules change) becomes the home's validator, and
+        qualified name, with the values a partial, closure or instance holds: give a new one when
+        the rules change; see validator_name_of) becomes the home's validator, and
         the blueprints judged by none or another are judged again (:meth:`revalidate`).
         ``replace_home_validator=False`` (the daemon, judging with the validator its config
         names) does that only when the home records no validator or this one: when it records
@@ -490,6 +484,8 @@ class BlueprintStore:
                 hint="name the rules of the validator you pass (e.g. 'myapp-rules-3'), or "
                 "leave validator_name out",
             )
+        # Before anything opens: a validator that cannot be named by default is refused.
+        name = validator_name or validator_name_of(validator)
         if settings is not None:
             settings_arg(
                 settings,
@@ -515,7 +511,7 @@ class BlueprintStore:
             raise root_loop_error(self.root) from exc
         self._root_str = str(self.root)
         self.validator = validator
-        self.validator_name = validator_name or validator_name_of(validator)
+        self.validator_name = name
         # Verdicts reached before a write took the lock (check_yaml, _prejudge), by the YAML's
         # sha256, not yet used by a save: the validator that reached each, and its problems.
         # A save of exactly those bytes under that validator takes the verdict instead of parsing

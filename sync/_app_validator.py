@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from localstore.blueprint import Validator
 from localstore.config import CONFIG_FILE_NAME, ENV_PREFIX, Settings
+from localstore.errors import InvalidInputError
 from localstore.store import validator_name_of
 
 __all__ = ["AppValidator", "ValidatorState", "load_app_validator", "not_the_homes"]
@@ -151,7 +152,19 @@ def load_app_validator(settings: Settings) -> AppValidator:
             "name a function from a blueprint's mapping to a list of problems; "
             f"{_RESTART}; {_HELD}",
         )
-    name = settings.daemon_validator_name or validator_name_of(found)
+    if settings.daemon_validator_name:
+        return AppValidator(spec=spec, name=settings.daemon_validator_name, function=found)
+    try:
+        name = validator_name_of(found)
+    except InvalidInputError as exc:
+        # (A lambda, a partial holding a lock: the app had to pass validator_name for it too.)
+        return _failed(
+            spec,
+            settings,
+            f"daemon_validator {spec!r} has no name of its own: {exc.message}",
+            "set daemon_validator_name in config.yaml to the validator_name the app passes "
+            f"with it; {_RESTART}; {_HELD}",
+        )
     return AppValidator(spec=spec, name=name, function=found)
 
 

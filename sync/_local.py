@@ -252,6 +252,22 @@ def status_hint(status: Mapping[str, Any], first: str | None = None) -> str | No
     return "; ".join(parts) or None
 
 
+def first_hint(status: Mapping[str, Any]) -> str | None:
+    """The ``first`` that :func:`status_hint` put before the attention lines of ``status``'s
+    ``hint`` (what to do so that sync runs at all: log in), or None; all of a hint without those
+    lines (an older daemon's, which carried only that).
+
+    For a client that counts again (`localstore status` lists the unreadable files itself) and
+    builds the hint from its own counts: the daemon's lines would say the daemon's counts."""
+    hint = status.get("hint")
+    if not isinstance(hint, str) or not hint:
+        return None
+    lines = "; ".join(attention_hints(status).values())
+    if lines and hint.endswith(lines):  # (status_hint: first + "; " + lines, or lines alone)
+        hint = hint[: -len(lines)].removesuffix("; ")
+    return hint or None
+
+
 def offline_hint(reason: str, exc: BaseException) -> str:
     """What to do when sync went offline for ``reason`` (the daemon's and an app's sync).
 

@@ -37,6 +37,7 @@ from sync._local import (
     attention_hints,
     conflict_local_text,
     conflict_remote_text,
+    first_hint,
     refuse_deleted_copy,
     status_hint,
     unaccepted_files,
@@ -515,6 +516,10 @@ def status_cmd(cli: CliContext) -> None:
         quarantine = [q.to_dict() for q in list_quarantine(store)]
         flagged = _flagged_files(store)
     data = dict(live) if live is not None else local.to_dict()
+    # What to do so that sync runs at all (a login): the daemon's, without the attention lines
+    # it adds by its own counts; they are made again below by this status's (one builder,
+    # sync._local.status_hint, for both ways and for an app's EmbeddedSync.status()).
+    first = first_hint(live) if live is not None else None
     for key, value in local.to_dict().items():
         # A daemon that is not syncing reported only its state (older ones still do), and a
         # missing or null count printed as "pending uploads: None". The index has them all.
@@ -524,6 +529,7 @@ def status_cmd(cli: CliContext) -> None:
     login = _login_state(cli.settings, store) if live is None else None
     if login is not None:
         data.update(login)
+        first = login.get("hint")
         if data.get("state") == "idle" and not login["logged_in"]:
             # As a daemon says it: nothing syncs. (An "error" or "offline" the last sync left
             # stays, with its exit code.)
@@ -541,10 +547,11 @@ def status_cmd(cli: CliContext) -> None:
     data["flagged_files"] = flagged
     # New files that never parsed have no index row, so no count has them: the list does.
     data["flagged"] = len(flagged)
-    # What to do: the login's (or a daemon's) hint, then what needs attention, as an app's
-    # EmbeddedSync.status() says it (sync._local.status_hint: one wording).
-    to_sync = data.get("hint") if data.get("logged_in") is False else None
-    hint = status_hint(data, data.get("hint"))
+    # What to do: the login's hint, then what needs attention, as an app's
+    # EmbeddedSync.status() and the daemon's status say it (sync._local.status_hint).
+    to_sync = first if data.get("logged_in") is False else None
+    hint = status_hint(data, first)
+    data.pop("hint", None)
     if hint is not None:  # (no key when there is nothing to do, as before)
         data["hint"] = hint
 

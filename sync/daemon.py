@@ -75,6 +75,7 @@ from sync._local import (
     list_flagged,
     local_status,
     offline_hint,
+    status_hint,
     unaccepted_files,
 )
 from sync._log_hooks import ProcessHooks
@@ -1180,7 +1181,7 @@ class Daemon:
                 "device_id": self.store.device_id if self.store else "",
                 "device_name": self.settings.device_name,
             },
-            "sync": self._with_unaccepted(self._sync_status()),
+            "sync": self._with_hint(self._with_unaccepted(self._sync_status())),
             "watcher": {
                 "state": watcher_state,
                 "problem": problem,
@@ -1191,6 +1192,14 @@ class Daemon:
             "index": self.store.index_health() if self.store else None,
             "validator": self._validator_status(),
         }
+
+    def _with_hint(self, sync: dict[str, Any]) -> dict[str, Any]:
+        """Make ``hint`` what the person should do, as EmbeddedSync.status() and `localstore
+        status` say it (sync._local.status_hint): the login's hint while offline for want of
+        one, then a line for each thing that needs attention; None when nothing. It carried only
+        the login's, so a client of the control API had counts and nothing saying what to do."""
+        sync["hint"] = status_hint(sync, sync.get("hint") or None)
+        return sync
 
     def _with_unaccepted(self, sync: dict[str, Any]) -> dict[str, Any]:
         """Count new files that never parsed among the flagged ones, as `localstore status` does.

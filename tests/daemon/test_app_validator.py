@@ -237,3 +237,80 @@ def test_a_daemon_validator_named_by_a_config_file_others_may_write_is_not_impor
     loaded = load_app_validator(load_settings(home=home))
     assert loaded.function is not None and loaded.error == ""
     assert marker.exists()
+
+
+RULES_BUILT = """
+import functools
+
+def check(doc, strict=False):
+    return ["debug must be off"] if strict and doc.get("debug") else []
+
+STRICT = functools.partial(check, strict=True)
+LENIENT = functools.partial(check, strict=False)
+ANONYMOUS = lambda doc: []  # noqa: E731
+"""
+
+
+def _built_rules_module(folder: Path, name: str) -> Any:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.py").write_text(RULES_BUILT, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_daemon_validator_built_with_a_partial_is_named_as_the_app_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every partial was named 'functools.partial', so a daemon configured with the lenient
+    rules judged as the home's validator after the app registered the strict ones."""
+    monkeypatch.delenv("LOCALSTORE_DAEMON_VALIDATOR", raising=False)
+    module = f"lsval_built_{os.getpid()}"
+    _built_rules_module(tmp_path / "mods", module)
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+    home = tmp_path / "home"
+    (home / "config").mkdir(parents=True, mode=0o700)
+    config_file = home / "config" / "config.yaml"
+
+    config_file.write_text(f'daemon_validator: "{module}:STRICT"\n')
+    strict = load_app_validator(load_settings(home=home))
+    config_file.write_text(f'daemon_validator: "{module}:LENIENT"\n')
+    lenient = load_app_validator(load_settings(home=home))
+    assert strict.function is not None and lenient.function is not None
+    assert strict.name == f"{module}.check(strict=True)" != lenient.name
+
+    # A lambda has no name of its own: said, with the setting that gives it one.
+    config_file.write_text(f'daemon_validator: "{module}:ANONYMOUS"\n')
+    refused = load_app_validator(load_settings(home=home))
+    assert refused.function is None and "a lambda has no name of its own" in refused.error
+    assert "daemon_validator_name" in refused.hint and "restart the daemon" in refused.hint
+    config_file.write_text(
+        f'daemon_validator: "{module}:ANONYMOUS"\ndaemon_validator_name: "rules-1"\n'
+    )
+    named = load_app_validator(load_settings(home=home))
+    assert named.function is not None and named.name == "rules-1"
+
+
+def test_a_daemon_judges_with_a_partial_under_the_name_the_app_recorded(
+    spawn_daemon: Any, tmp_path: Path
+) -> None:
+    """The daemon_validator path end to end with a derived name (no daemon_validator_name): the
+    app registers the module's partial, the daemon imports the same one and judges as the home's
+    validator."""
+    home, modules = tmp_path / "h", tmp_path / "mods"
+    module = _built_rules_module(modules, "app_rules_built")
+    with BlueprintStore(home_settings(home), validator=module.STRICT) as app:
+        name = app.validator_name
+    assert name == "app_rules_built.check(strict=True)"
+    (home / "config").mkdir(parents=True, exist_ok=True)
+    (home / "config" / "config.yaml").write_text('daemon_validator: "app_rules_built:STRICT"\n')
+    d = spawn_daemon(home, env=_pythonpath(modules))
+    d.wait_ready()
+    write_external(home / "blueprints", "a/bad.blueprint.yaml", "debug: true\n")
+    assert eventually(lambda: _verdict(home, "a/bad.blueprint.yaml") is not None, 30), d.output()
+    assert _verdict(home, "a/bad.blueprint.yaml") == (False, name, ["debug must be off"])
+    _, data = _status(home)
+    assert data["validator"]["state"] == "judging" and data["validator"]["name"] == name
+    assert d.stop() == 0

@@ -26,7 +26,8 @@ from localstore.errors import InvalidInputError
 def test_what_a_validator_returns_is_read_as_problems(
     home: Path, validator: Any, problems: tuple[str, ...]
 ) -> None:
-    with localstore.open(home=home, validator=validator) as s:
+    # (A lambda has no name of its own: the test names it.)
+    with localstore.open(home=home, validator=validator, validator_name="returns") as s:
         bp = s.save("v/one", "x: 1\n")
         assert bp.problems == problems and bp.valid is (not problems)
 
@@ -68,6 +69,6 @@ def test_a_raising_validators_message_is_bounded(home: Path) -> None:
 
 
 def test_a_single_long_problem_string_is_bounded(home: Path) -> None:
-    with localstore.open(home=home, validator=lambda doc: "z" * 100_000) as s:
+    with localstore.open(home=home, validator=lambda doc: "z" * 100_000, validator_name="z") as s:
         (problem,) = s.save("v/one", "x: 1\n").problems
     assert len(problem) < MAX_PROBLEM_CHARS + 40

@@ -58,7 +58,7 @@ def test_another_connection_writes_while_a_slow_validator_runs(home: Path, gate:
     """A validator that took 2 s held the home's write lock for 2 s: every other writer (the
     daemon, the CLI) waited, and past its busy timeout failed. It runs before the lock now."""
     with (
-        localstore.open(home=home, validator=gate) as app,
+        localstore.open(home=home, validator=gate, validator_name="gate") as app,
         # Another connection to the same index, with a short busy timeout: if the app's save
         # held the write lock while its validator runs, this save fails with a busy error
         # instead of waiting (the assertion is on the outcome, not on a duration).
@@ -83,7 +83,7 @@ def test_another_connection_writes_while_a_slow_validator_runs(home: Path, gate:
 
 def test_a_meta_only_save_is_judged_before_the_lock_too(home: Path, gate: _Gate) -> None:
     """``content=None`` keeps the current YAML: it is read and judged before the lock."""
-    with localstore.open(home=home, validator=gate) as app:
+    with localstore.open(home=home, validator=gate, validator_name="gate") as app:
         gate.armed = False
         app.save("a/slow", "slow: true\n")
         gate.armed = True
@@ -100,7 +100,7 @@ def test_a_meta_only_save_is_judged_before_the_lock_too(home: Path, gate: _Gate)
 
 
 def test_bad_yaml_found_before_the_lock_still_changes_nothing(home: Path, gate: _Gate) -> None:
-    with localstore.open(home=home, validator=gate) as app:
+    with localstore.open(home=home, validator=gate, validator_name="gate") as app:
         app.save("a/one", "x: 1\n")
         with pytest.raises(InvalidYAMLError):
             app.save("a/one", "x: [1\n")
@@ -111,7 +111,7 @@ def test_bad_yaml_found_before_the_lock_still_changes_nothing(home: Path, gate: 
 def test_the_watcher_judges_an_edit_before_the_lock(home: Path, gate: _Gate) -> None:
     """An editor's change the watcher ingests: the app's validator runs before the batch's
     write transaction, so the daemon or the CLI can write meanwhile."""
-    with localstore.open(home=home, validator=gate) as app:
+    with localstore.open(home=home, validator=gate, validator_name="gate") as app:
         app.save("a/one", "x: 1\n")
         watcher = Watcher(app)
         watcher.start()
@@ -142,7 +142,7 @@ def test_the_open_time_reconcile_judges_the_files_before_the_lock(home: Path, ga
     """Files edited or added while the app was closed: opening it ingests them, and runs its
     validator on them before the reconcile's write transaction (many files after a while
     closed held every other process's writes up for as long)."""
-    with localstore.open(home=home, validator=gate) as app:
+    with localstore.open(home=home, validator=gate, validator_name="gate") as app:
         app.save("a/one", "x: 1\n")
         root = app.root
     (root / "a" / "one.blueprint.yaml").write_text("slow: true\nok: false\n")
@@ -153,7 +153,9 @@ def test_the_open_time_reconcile_judges_the_files_before_the_lock(home: Path, ga
         other = cleanup.enter_context(
             localstore.open(home=home, busy_timeout_ms=200, reconcile=False)
         )
-        worker, out = _in_thread(lambda: localstore.open(home=home, validator=gate))
+        worker, out = _in_thread(
+            lambda: localstore.open(home=home, validator=gate, validator_name="gate")
+        )
         # (Last out, a failed test's: the store opened on the thread, once the thread is done.)
         cleanup.callback(_close_stores, out)
         cleanup.callback(worker.join)

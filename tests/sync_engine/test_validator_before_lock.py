@@ -99,7 +99,7 @@ def test_a_pulled_blueprint_is_judged_before_the_pass_takes_the_lock(
     gate = _Gate(lambda doc: bool(doc.get("slow")))
     stores.append(gate)
     home = tmp_path / "app"
-    app = _open(home, stores, validator=gate)
+    app = _open(home, stores, validator=gate, validator_name="gate")
     report = _sync_while_parked(_engine(app, server, stores), gate, home)
 
     assert report.pulled == 1 and not report.errors
@@ -121,7 +121,7 @@ def test_a_merge_result_is_judged_before_the_pass_takes_the_lock(
     gate = _Gate(lambda doc: doc == merged)
     stores.append(gate)
     home = tmp_path / "app"
-    app = _open(home, stores, validator=gate)
+    app = _open(home, stores, validator=gate, validator_name="gate")
     app_engine = _engine(app, server, stores)
     app.save("a/doc", "x: 1\nw: 0\ny: 1\n")
     assert app_engine.sync_once().pushed == 1
