@@ -8,8 +8,8 @@ and one rule set must keep its name from run to run and between the app and the 
 imports it by the dotted name in config.yaml), or every open would judge everything again.
 
 A function defined at a module's top level (or in a class there) keeps the name it had since
-core v10, its module and qualified name: homes in the field record those names. Before session
-18 everything else was named the same way too, so every ``functools.partial`` was
+core v10, its module and qualified name: homes in the field record those names. Everything else
+was once named the same way too, so every ``functools.partial`` was
 ``functools.partial``, every lambda of a module ``module.<lambda>``, every instance of a
 callable class that class. Now a callable made of code and values (a partial, a function made
 inside another, a method of an instance, an instance with ``__call__``) is named after its code
