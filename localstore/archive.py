@@ -741,12 +741,19 @@ def _check_yaml(items: Sequence[ImportItem], store: BlueprintStore) -> None:
     for item in items:
         if item._entry is None or item._content is not None:
             continue
-        try:
-            store.check_yaml(item._entry.read_yaml())  # the save then skips its own check
-        except LimitExceededError as exc:
-            raise BundleLimitError(f"{item.path[:100]!r}: {exc.message}", hint=exc.hint) from exc
-        except InvalidYAMLError as exc:
-            raise BundleFormatError(f"{item.path[:100]!r}: {exc.message}") from exc
+        _check_entry_yaml(store, item._entry)  # the save then skips its own check
+
+
+def _check_entry_yaml(store: BlueprintStore, entry: BundleEntry) -> bytes:
+    """The entry's YAML once the store's own check passed it; refuses the bundle otherwise."""
+    raw = entry.read_yaml()
+    try:
+        store.check_yaml(raw)
+    except LimitExceededError as exc:
+        raise BundleLimitError(f"{entry.path[:100]!r}: {exc.message}", hint=exc.hint) from exc
+    except InvalidYAMLError as exc:
+        raise BundleFormatError(f"{entry.path[:100]!r}: {exc.message}") from exc
+    return raw
 
 
 def _ensure_schema(store: BlueprintStore) -> None:
@@ -1163,7 +1170,11 @@ class _Planner:
     def _plan_merge(self, item: ImportItem, entry: BundleEntry, row: Row, reason: str) -> bool:
         assert self.merger is not None
         local = self.store.load(row.id)
-        incoming = entry.read_yaml().decode("utf-8")
+        # Checked before the merger sees it, not after the plan as the rest: a merge's text is
+        # what gets saved, so the bundle's own was never checked, and its bytes went into
+        # decode() (a non-UTF-8 YAML raised UnicodeDecodeError out of the import) and into a
+        # caller's merger as they came.
+        incoming = _check_entry_yaml(self.store, entry).decode("utf-8")
         merged = self.merger(None, local.content, incoming)
         if merged is None:
             return False
