@@ -952,6 +952,13 @@ def _parse_manifest(data: Any, limits: BundleLimits) -> tuple[dict[str, Any], li
         isinstance(device.get(k, ""), str) for k in ("id", "name")
     ):
         raise BundleFormatError("manifest 'source_device' must be an object of strings")
+    for what, text in (
+        ("created", created),
+        ("generator", generator),
+        ("source_device.id", device.get("id", "")),
+        ("source_device.name", device.get("name", "")),
+    ):
+        _check_text(what, text)
     raw_entries = data.get("blueprints")
     if not isinstance(raw_entries, list):
         raise BundleFormatError("manifest 'blueprints' must be a list")
@@ -969,6 +976,19 @@ def _parse_manifest(data: Any, limits: BundleLimits) -> tuple[dict[str, Any], li
         "generator": generator,
     }
     return header, wanted
+
+
+def _check_text(what: str, text: str) -> None:
+    """Refuse a header string holding a lone surrogate (a ``\\uD800`` escape): these strings go
+    out with the plan, and no UTF-8 writer takes one (``import --json`` failed with an error to
+    report). Paths are refused for it by their own check; ids and hashes are ASCII."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BundleFormatError(
+            f"manifest {what!r} holds a lone UTF-16 surrogate escape, which is no character",
+            hint="the bundle was not written by localstore, or was modified; export it again",
+        ) from exc
 
 
 def _check_version(version: Any) -> str:

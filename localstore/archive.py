@@ -741,12 +741,19 @@ def _check_yaml(items: Sequence[ImportItem], store: BlueprintStore) -> None:
     for item in items:
         if item._entry is None or item._content is not None:
             continue
-        try:
-            store.check_yaml(item._entry.read_yaml())  # the save then skips its own check
-        except LimitExceededError as exc:
-            raise BundleLimitError(f"{item.path[:100]!r}: {exc.message}", hint=exc.hint) from exc
-        except InvalidYAMLError as exc:
-            raise BundleFormatError(f"{item.path[:100]!r}: {exc.message}") from exc
+        _check_entry_yaml(store, item._entry)  # the save then skips its own check
+
+
+def _check_entry_yaml(store: BlueprintStore, entry: BundleEntry) -> bytes:
+    """The entry's YAML once the store's own check passed it; refuses the bundle otherwise."""
+    raw = entry.read_yaml()
+    try:
+        store.check_yaml(raw)
+    except LimitExceededError as exc:
+        raise BundleLimitError(f"{entry.path[:100]!r}: {exc.message}", hint=exc.hint) from exc
+    except InvalidYAMLError as exc:
+        raise BundleFormatError(f"{entry.path[:100]!r}: {exc.message}") from exc
+    return raw
 
 
 def _ensure_schema(store: BlueprintStore) -> None:
@@ -891,6 +898,13 @@ class _Planner:
                 # plan and apply then fails this item instead of being overwritten unseen.
                 self._set(item, "create", entry.id, entry.path, entry, 0)
         current = next((r for r in (row, other) if r is not None and r.id == item.target_id), None)
+        if (
+            current is not None
+            and not current.deleted
+            and current.flagged
+            and item.action not in ("unchanged", "skip", "refused")
+        ):
+            self._wait_for_parse(item, current)
         acts = item.action not in ("unchanged", "skip")
         if acts and (current is None or current.deleted or current.path != item.target_path):
             self._check_target(item)
@@ -913,6 +927,24 @@ class _Planner:
             why = f"put aside at {bundle_path} by an import there ({entry.path} was taken)"
             item.reason = f"{item.reason}; {why}" if item.reason else why
         return item
+
+    def _wait_for_parse(self, item: ImportItem, current: Row) -> None:
+        """Skip a write over a blueprint whose file here does not parse (an edit in progress).
+
+        The index holds its last good revision, not the file: writing the bundle's version (an
+        update, an overwrite, a merge with the last good text, a move) replaced the person's
+        bytes, kept nowhere, even under skip for a bundle made from the version here. As sync
+        parks such a row, the file is left as it is under every policy, and the reason says
+        how to go on."""
+        flag = str(current.flagged)
+        why = flag if len(flag) <= 160 else flag[:160] + "..."
+        reason = (
+            f"{current.path} does not parse here ({why}); left as it is: fix the file or "
+            "delete it, then import again"
+        )
+        self._set(item, "skip", current.id, current.path, None, None, reason)
+        item._content = None
+        item._meta = None
 
     def _holder(self, entry: BundleEntry) -> Row | None:
         """The live blueprint holding the entry's path here, unless a planned move vacates it."""
@@ -1163,7 +1195,11 @@ class _Planner:
     def _plan_merge(self, item: ImportItem, entry: BundleEntry, row: Row, reason: str) -> bool:
         assert self.merger is not None
         local = self.store.load(row.id)
-        incoming = entry.read_yaml().decode("utf-8")
+        # Checked before the merger sees it, not after the plan as the rest: a merge's text is
+        # what gets saved, so the bundle's own was never checked, and its bytes went into
+        # decode() (a non-UTF-8 YAML raised UnicodeDecodeError out of the import) and into a
+        # caller's merger as they came.
+        incoming = _check_entry_yaml(self.store, entry).decode("utf-8")
         merged = self.merger(None, local.content, incoming)
         if merged is None:
             return False

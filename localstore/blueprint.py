@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -577,7 +579,14 @@ class BlueprintMeta:
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise InvalidMetaError(f"{source}: 'tags' must be a list of strings")
         kwargs["tags"] = normalize_tags(tags)
-        kwargs["extra"] = {k: v for k, v in data.items() if k not in _META_FIELD_SET}
+        extra = {k: v for k, v in data.items() if k not in _META_FIELD_SET}
+        # The meta object is level 1, so its values may nest MAX_META_DEPTH - 1 more.
+        if extra and _nested_too_deep(extra.values(), MAX_META_DEPTH - 1):
+            raise InvalidMetaError(
+                f"{source}: nested deeper than {MAX_META_DEPTH} levels",
+                hint="flatten the extra keys of the meta file",
+            )
+        kwargs["extra"] = extra
         return cls(**kwargs)
 
 
@@ -652,18 +661,78 @@ def encode_meta(meta: BlueprintMeta) -> bytes:
     ).encode()
 
 
+# The deepest nesting a meta file may hold (the object itself is level 1), as YAML's max_depth.
+# json recurses per level in C and in Python: a meta of 100,000 brackets raised RecursionError out
+# of every read (an import, opening the store), and one just under the interpreter's limit read
+# at a shallow stack failed later, encoded or loaded from the index at a deeper one.
+MAX_META_DEPTH = 64
+# A \uD800-\uDFFF escape: a lone one decodes to a str no UTF-8 encoder takes (pairs are fine).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_META_HINT = "fix the JSON, or delete the meta file so a new one is created"
+
+
 def decode_meta(raw: bytes, *, source: str = "meta file") -> BlueprintMeta:
-    """Parse meta file bytes. Raises InvalidMetaError."""
+    """Parse meta file bytes. Raises InvalidMetaError.
+
+    Only what RFC 8259 calls JSON and UTF-8 can hold is taken: NaN and Infinity (which Python's
+    json accepts) cannot be stored by the cloud tier nor sent by its client, and a lone surrogate
+    escape failed the first time the meta was hashed or written, as an error outside the tree.
+    """
     if len(raw) > MAX_META_BYTES:
         raise InvalidMetaError(f"{source}: larger than 1 MiB")
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(
+            raw.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float
+        )
+    except RecursionError as exc:
         raise InvalidMetaError(
-            f"{source}: not valid JSON ({exc})",
-            hint="fix the JSON, or delete the meta file so a new one is created",
+            f"{source}: nested deeper than {MAX_META_DEPTH} levels", hint=_META_HINT
         ) from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, _NotJSON) as exc:
+        raise InvalidMetaError(f"{source}: not valid JSON ({exc})", hint=_META_HINT) from exc
+    except ValueError as exc:  # json's only other one: an integer int() refuses to convert
+        raise InvalidMetaError(
+            f"{source}: holds a number of more than {sys.get_int_max_str_digits()} digits",
+            hint=_META_HINT,
+        ) from exc
+    if _SURROGATE_ESCAPE.search(raw) is not None:
+        try:  # rare (an escaped emoji is a pair): only then is the whole object re-encoded
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidMetaError(
+                f"{source}: holds a lone UTF-16 surrogate escape (\\u{ord(exc.object[exc.start]):04x}), "
+                "which is no character",
+                hint=_META_HINT,
+            ) from exc
     return BlueprintMeta.from_dict(data, source=source)
+
+
+class _NotJSON(ValueError):
+    """What Python's json reads but JSON has not: NaN, Infinity, a number past a double's range."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotJSON(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise _NotJSON(f"{text[:40]} is out of range for a JSON number")
+    return value
+
+
+def _nested_too_deep(values: Iterable[Any], limit: int) -> bool:
+    """True if any of ``values`` nests more than ``limit`` levels of lists and objects."""
+    stack = [(v, 1) for v in values]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > limit:
+                return True
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((c, depth + 1) for c in children)
+    return False
 
 
 # ---------------------------------------------------------------------------------------------------

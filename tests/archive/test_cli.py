@@ -211,3 +211,20 @@ def test_export_into_a_missing_folder_is_refused(src: Path, tmp_path: Path, yaml
     code, _, err = run(src, "export", *(["a/bp-0", "--yaml"] if yaml else []), "-o", str(dest))
     assert code == 2 and err.count("\n") == 1 and "does not exist" in err, err  # (bad usage)
     assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize("field", ["created", "generator", "source_device"])
+def test_a_manifest_string_that_is_no_text_is_refused(tmp_path: Path, field: str) -> None:
+    # The manifest's header goes out with the plan (--json): a lone surrogate escape in it made
+    # the import end in "unexpected UnicodeEncodeError ... report it", exit 1, once the plan was
+    # printed, that is after the blueprints were imported: a failure that had changed the store.
+    bp = z.Blueprint("f/a.blueprint.yaml")
+    value: object = {"id": "x", "name": "lap\ud800top"} if field == "source_device" else "\udfff"
+    man = z.manifest([bp], **{field: value})
+    bundle = tmp_path / "odd.lsbundle"
+    bundle.write_bytes(z.build(z.bundle_entries([bp], man)))
+    for args in (["--dry-run"], []):
+        code, out, err = run(tmp_path / "dst", "--json", "import", str(bundle), *args)
+        assert code == 1, (out, err)
+        assert out == "" and "lone UTF-16 surrogate" in json.loads(err)["error"]["message"]
+    assert not (tmp_path / "dst" / "blueprints" / "f").exists()

@@ -8,9 +8,11 @@ import pytest
 
 from localstore import archive
 from localstore._cli_bundle import _sync_merger
+from localstore.errors import BundleFormatError, BundleLimitError
 from localstore.events import Event
 from localstore.store import BlueprintStore
 
+from . import zipcraft as z
 from .conftest import StoreFactory, tree
 
 BASE = "# shared\nname: demo\nsteps:\n  - id: a\n    run: one\n"
@@ -229,3 +231,38 @@ def test_unknown_policy_is_refused(stores: StoreFactory, tmp_path: Path) -> None
 
     with pytest.raises(InvalidInputError):
         archive.import_bundle(stores("dst"), bundle, on_conflict="prefer-mine")
+
+
+_ALIAS_BOMB = "".join(
+    f"l{i}: &l{i} [{', '.join([f'*l{i - 1}' if i else 'x'] * 10)}]\n" for i in range(10)
+).encode()
+
+
+@pytest.mark.parametrize(
+    ("yaml", "error"),
+    [
+        (b"name: demo\nrun: \xff\xfe\n", BundleFormatError),  # raised UnicodeDecodeError
+        (b"- a list\n- not a mapping\n", BundleFormatError),
+        (_ALIAS_BOMB, BundleLimitError),  # ten levels of ten: 10**10 nodes if expanded
+    ],
+)
+def test_merge_checks_the_bundle_yaml_before_the_merger_sees_it(
+    stores: StoreFactory, tmp_path: Path, yaml: bytes, error: type[Exception]
+) -> None:
+    # A crafted bundle with a blueprint in conflict here: under merge its YAML went to the
+    # merger unchecked (the plan's check covers only what is saved as the bundle has it).
+    dst = stores("dst")
+    bp = dst.save("team/flow", LOCAL)
+    crafted = z.Blueprint("team/flow.blueprint.yaml", yaml=yaml, id=bp.id)
+    bundle = tmp_path / "crafted.lsbundle"
+    bundle.write_bytes(z.build(z.bundle_entries([crafted])))
+    seen: list[str] = []
+
+    def merger(base: str | None, local: str, incoming: str) -> str | None:
+        seen.append(incoming)
+        return None
+
+    before = tree(dst)
+    with pytest.raises(error, match="team/flow"):
+        archive.import_bundle(dst, bundle, on_conflict="merge", merger=merger)
+    assert seen == [] and tree(dst) == before
