@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localstore import files as fs
-from localstore.blueprint import sha256_hex, utc_now
+from localstore.blueprint import sha256_hex
 
 if TYPE_CHECKING:
     from localstore.store import BlueprintStore, CheckReport, Row
@@ -45,9 +45,9 @@ def keep_flagged(
     doing: str,
 ) -> str:
     """Copy the files of flagged ``row`` (their bytes as read now) that no revision holds to
-    <data>/recovered/, durably, before ``doing`` replaces them; returns the sentence for the
-    write's event ('' when every file is a recorded version). Raises StorageError (the write
-    then fails and nothing is replaced)."""
+    <data>/recovered/, durably, before the write (``doing``: "a save replaced", "a delete
+    removed") goes on; returns the sentence for the write's event ('' when every file is a
+    recorded version). Raises StorageError (the write then fails and nothing is replaced)."""
     from localstore._reconcile import keep_recovered
 
     meta_rel = fs.meta_path_for(row.path)
@@ -66,11 +66,11 @@ def keep_flagged(
     reason = row.flagged or "it does not parse"
     for (rel, _), dest in zip(files, kept, strict=True):
         detail = (
-            f"kept: this file did not parse ({reason}) when a {doing} replaced it, so no "
-            f"revision holds it; it is now {dest} (copy what you want from it into the "
-            "blueprint, then delete it there; check stops reporting it then)"
+            f"kept: this file did not parse ({reason}) when {doing} it, so no revision "
+            f"holds it; it is now {dest} (copy what you want from it into the blueprint, "
+            "then remove that copy: check reports it until then)"
         )
-        note = {"path": rel, "detail": detail, "ts": utc_now()}
+        note = {"path": rel, "detail": detail}
         cur.execute(
             "INSERT INTO settings VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = "
             "excluded.value",
@@ -78,8 +78,7 @@ def keep_flagged(
         )
     where = ", ".join(str(dest) for dest in kept)
     log.warning(
-        "%s did not parse (%s); its bytes, in no revision, were kept at %s before a %s "
-        "replaced them",
+        "%s did not parse (%s); its bytes, in no revision, were kept at %s before %s them",
         row.path,
         reason,
         where,

@@ -1509,7 +1509,7 @@ class BlueprintStore:
         yaml_bytes, meta_bytes = self._read_pair(row.path)
         if yaml_bytes is not None:
             batch.ingested.setdefault(row.path, (yaml_bytes, meta_bytes))
-        return keep_flagged(self, cur, row, yaml_bytes, meta_bytes, "save")
+        return keep_flagged(self, cur, row, yaml_bytes, meta_bytes, "a save replaced")
 
     def revalidate(self, *, every: bool = False) -> RevalidateReport:
         """Judge blueprints again with this store's validator, and make it the home's.
@@ -2530,7 +2530,9 @@ class BlueprintStore:
                         content = self._revision_content(row.id, row.rev).encode("utf-8")
                         if row.flagged:
                             # The file that does not parse goes with the delete: kept first.
-                            kept = keep_flagged(self, cur, row, yaml_bytes, meta_bytes, "delete")
+                            kept = keep_flagged(
+                                self, cur, row, yaml_bytes, meta_bytes, "a delete removed"
+                            )
                     else:
                         content = yaml_bytes
                     rev = self._mark_deleted(cur, row, content, origin)
