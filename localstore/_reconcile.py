@@ -19,7 +19,7 @@ import os
 import stat
 import time
 import unicodedata
-from collections.abc import Container, Iterator
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
@@ -367,6 +367,33 @@ def stamp_inodes(
         raise map_apsw_error(exc, "record the files' inodes in the index") from exc
 
 
+def keep_recovered(data_dir: Path, files: Sequence[tuple[str, bytes]]) -> list[Path]:
+    """Write each ``(target, data)`` durably to a new file named like ``target`` in one new
+    folder under <data>/recovered/ (a UTC time); returns their paths, in order.
+
+    For bytes nothing else holds that LocalStore must move out of the way (an interrupted save's
+    temp, a hand-edited orphan meta, an unparsable edit a save or delete replaces). Copied, not
+    renamed: the data folder may be on another disk than the blueprints folder. Outside the
+    blueprints folder so that the scan never takes it for a blueprint. The files of one pair
+    (its YAML and meta) go to the same folder, under their files' names, ready to be put back
+    as a pair. Raises StorageError.
+    """
+    base = data_dir / "recovered"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for n in range(1000):
+        folder = base / (stamp if n == 0 else f"{stamp}-{n}")
+        if not any((folder / target).exists() for target, _ in files):
+            break
+    kept: list[Path] = []
+    for target, data in files:
+        dest = folder / target
+        fs.ensure_dir(dest.parent)
+        if not fs.create_file(dest, data):
+            raise StorageError(f"cannot keep a recovered file at {dest}: the name is taken")
+        kept.append(dest)
+    return kept
+
+
 def _save_temp_target(rel: str) -> str | None:
     """The blueprint file (YAML or meta) a save's temp ``.<name>.<8 hex>.lstmp`` was written
     for, or None for any other temp (a file set aside, the folder mark's)."""
@@ -648,7 +675,7 @@ class Reconciler:
             except FileNotFoundError:
                 current = None
             if data and data != current:
-                kept = self._keep_recovered(target, data)
+                (kept,) = keep_recovered(self.store.paths.data, [(target, data)])
                 fs.remove_file(root / rel)
                 log.warning("%s: kept an interrupted save's version at %s", rel, kept)
                 detail = (
@@ -661,25 +688,6 @@ class Reconciler:
                 return
         fs.remove_file(root / rel)
         report.fixed.append({"kind": "temp-file", "path": rel, "detail": "removed"})
-
-    def _keep_recovered(self, target: str, data: bytes) -> Path:
-        """Write ``data`` durably to a new file named like ``target`` under <data>/recovered/.
-
-        Copied, not renamed: the data folder may be on another disk than the blueprints folder.
-        Outside the blueprints folder so that the scan never takes it for a blueprint. The temps
-        of one save (its YAML and meta) go to the same folder, under their files' names.
-        """
-        base = self.store.paths.data / "recovered"
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        for n in range(1000):
-            folder = base / (stamp if n == 0 else f"{stamp}-{n}")
-            dest = folder / target
-            if not dest.exists():
-                break
-        fs.ensure_dir(dest.parent)
-        if not fs.create_file(dest, data):
-            raise StorageError(f"cannot keep a recovered file at {dest}: the name is taken")
-        return dest
 
     def _still_on_disk(self, row: Row | _Listed, scan: _Scan) -> dict[str, str] | None:
         """The problem to report instead of deleting ``row`` if its file is still there.
@@ -1582,7 +1590,7 @@ class Reconciler:
                 # by hand (a pair's meta copied here and changed): removing it lost them, so it
                 # is kept in <data>/recovered/ and reported.
                 if raw is not None and not self._meta_known(cur, meta.id, raw):
-                    kept = self._keep_recovered(rel, raw)
+                    (kept,) = keep_recovered(self.store.paths.data, [(rel, raw)])
                     fs.remove_file(self.store.root / rel)
                     detail = (
                         f"kept: a meta file of a blueprint that lives at {fs.printable(rows[0][0])}"

@@ -36,6 +36,7 @@ from localstore import _snippets
 from localstore import files as fs
 from localstore._fts_text import SPLIT, indexed_text, shown
 from localstore._identity import ensure_device_id
+from localstore._kept_edits import keep_flagged, report_kept
 from localstore._listing import INFO_COLUMNS, ListingCache, below, collector_paused, infos
 from localstore._presence import OpenMark, WatchPeriods, describe_pid
 from localstore._revisions import revision_text
@@ -1483,13 +1484,32 @@ class BlueprintStore:
             batch.keys.update((fs.path_key(rel), new_meta.id))
             if existing is not None:
                 batch.keys.add(fs.path_key(existing.path))
+            # (A flagged row's attribute: no file is read for any other save.)
+            kept = self._keep_flagged(cur, existing, batch) if existing and existing.flagged else ""
+            mark = len(batch.events)
             bp = self._commit_pair(cur, existing, prepared, origin, batch, target)
+            if kept:
+                batch.events[mark:] = [
+                    dataclasses.replace(e, detail=e.detail or kept) for e in batch.events[mark:]
+                ]
         if req.tx_hook is not None:
             try:
                 req.tx_hook(cur, bp)
             except _ITEM_ERRORS as exc:
                 raise _ItemRefused(exc) from exc
         return bp
+
+    def _keep_flagged(self, cur: Any, row: Row, batch: _Batch) -> str:
+        """Before a save replaces a flagged pair (a file that does not parse: its bytes are in
+        no revision), keep them in <data>/recovered/ (see _kept_edits); returns the event's note.
+
+        The bytes also become the batch's to put back: a failed save's undo otherwise wrote the
+        last good revision over the person's file (it differs from the row's hashes)."""
+        # (A link or folder in a file's place reads as missing: the save replaces the name.)
+        yaml_bytes, meta_bytes = self._read_pair(row.path)
+        if yaml_bytes is not None:
+            batch.ingested.setdefault(row.path, (yaml_bytes, meta_bytes))
+        return keep_flagged(self, cur, row, yaml_bytes, meta_bytes, "a save replaced")
 
     def revalidate(self, *, every: bool = False) -> RevalidateReport:
         """Judge blueprints again with this store's validator, and make it the home's.
@@ -2504,9 +2524,15 @@ class BlueprintStore:
                     # edit is committed, not rolled back, so the error's "recorded" holds.
                     refused = row.path
                 else:
-                    yaml_bytes, _ = self._read_pair(row.path)
+                    yaml_bytes, meta_bytes = self._read_pair(row.path)
+                    kept = ""
                     if row.flagged or yaml_bytes is None:
                         content = self._revision_content(row.id, row.rev).encode("utf-8")
+                        if row.flagged:
+                            # The file that does not parse goes with the delete: kept first.
+                            kept = keep_flagged(
+                                self, cur, row, yaml_bytes, meta_bytes, "a delete removed"
+                            )
                     else:
                         content = yaml_bytes
                     rev = self._mark_deleted(cur, row, content, origin)
@@ -2522,6 +2548,7 @@ class BlueprintStore:
                             origin=origin,
                             rev=rev,
                             content_hash=row.content_hash,
+                            detail=kept,
                         )
                     )
                     # The files go last, once the index statements and the hook succeeded:
@@ -2949,6 +2976,7 @@ class BlueprintStore:
         from localstore._reconcile import Reconciler
 
         report = Reconciler(self).run(fix=fix)
+        report_kept(self, report, fix=fix)
         if self.recovered_index is not None:
             report.fixed.insert(
                 0,

@@ -68,3 +68,19 @@ def test_delete_and_restore(store, home: Path, recorder: DurabilityRecorder) -> 
         store.delete("a/x/plan")
     with recorder.acknowledged(under=home, what="restore"):
         store.restore(info.id, 1)
+
+
+@pytest.mark.parametrize("write", ["save", "delete"])
+def test_write_over_a_file_that_does_not_parse(
+    store, home: Path, recorder: DurabilityRecorder, write: str
+) -> None:
+    # The person's unparsable bytes are copied to data/recovered/ first: that copy (and its new
+    # folders) must be as durable as the write that replaced them.
+    store.save("a/plan", DOC)
+    (home / "blueprints/a/plan.blueprint.yaml").write_text("steps: [half\n")
+    with recorder.acknowledged(under=home, what=f"{write} over an unparsable file"):
+        if write == "save":
+            store.save("a/plan", "steps: [b]\n")
+        else:
+            store.delete("a/plan")
+    assert list((home / "data/recovered").rglob("plan.blueprint.yaml"))

@@ -1,0 +1,117 @@
+"""Unparsable edits a write replaces: kept in <data>/recovered/ first, and reported until removed.
+
+A blueprint whose file (or meta file) does not parse is flagged: the index keeps its last good
+revision, and the bytes on disk are in no revision (they cannot be one). A save, move, restore or
+delete of that blueprint replaces or removes those files; the person's half-done edit was then
+gone without a trace. The write still goes ahead (it is what the app asked for, and a restore is
+how a person gets out of a broken file), but first the files whose bytes no revision holds are
+copied durably to ``<data>/recovered/<UTC time>/<their paths>`` (as reconcile keeps a killed
+save's temp), a warning is logged, the write's event says where they went, and ``check`` reports
+each one as ``edit-kept`` until the person removes it from there. Refusing the write instead was
+rejected: the app could not get past a file it cannot see (``load`` gives the last good
+revision), nor could a restore repair it (see docs/architecture.md, "Unparsable edits").
+
+The notes live in the index's ``settings`` table (``kept-edit:<file under recovered/>``), written
+in the write's own transaction: a write that rolls back leaves no note (its put-back restores the
+file, so the copy is only a spare).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from localstore import files as fs
+from localstore.blueprint import sha256_hex
+
+if TYPE_CHECKING:
+    from localstore.store import BlueprintStore, CheckReport, Row
+
+log = logging.getLogger("localstore.store")
+
+NOTE_PREFIX = "kept-edit:"
+# The key range of the notes (';' follows ':'): an index range scan, not a scan of settings.
+_NOTE_END = "kept-edit;"
+
+
+def keep_flagged(
+    store: BlueprintStore,
+    cur: Any,
+    row: Row,
+    yaml_bytes: bytes | None,
+    meta_bytes: bytes | None,
+    doing: str,
+) -> str:
+    """Copy the files of flagged ``row`` (their bytes as read now) that no revision holds to
+    <data>/recovered/, durably, before the write (``doing``: "a save replaced", "a delete
+    removed") goes on; returns the sentence for the write's event ('' when every file is a
+    recorded version). Raises StorageError (the write then fails and nothing is replaced)."""
+    from localstore._reconcile import keep_recovered
+
+    meta_rel = fs.meta_path_for(row.path)
+    files = [
+        (rel, data)
+        for rel, data, recorded in (
+            (row.path, yaml_bytes, row.yaml_sha256),
+            (meta_rel, meta_bytes, row.meta_sha256),
+        )
+        if data is not None and sha256_hex(data) != recorded
+    ]
+    if not files:
+        return ""
+    kept = keep_recovered(store.paths.data, files)
+    recovered = store.paths.data / "recovered"
+    reason = row.flagged or "it does not parse"
+    for (rel, _), dest in zip(files, kept, strict=True):
+        detail = (
+            f"kept: this file did not parse ({reason}) when {doing} it, so no revision "
+            f"holds it; it is now {dest} (copy what you want from it into the blueprint, "
+            "then remove that copy: check reports it until then)"
+        )
+        note = {"path": rel, "detail": detail}
+        cur.execute(
+            "INSERT INTO settings VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = "
+            "excluded.value",
+            (NOTE_PREFIX + dest.relative_to(recovered).as_posix(), json.dumps(note)),
+        )
+    where = ", ".join(str(dest) for dest in kept)
+    log.warning(
+        "%s did not parse (%s); its bytes, in no revision, were kept at %s before %s them",
+        row.path,
+        reason,
+        where,
+        doing,
+    )
+    return f"the version on disk did not parse ({reason}); kept at {where}"
+
+
+def report_kept(store: BlueprintStore, report: CheckReport, *, fix: bool) -> None:
+    """Report each kept edit still in <data>/recovered/ as ``edit-kept``; with ``fix`` forget
+    the notes of those the person has removed (nothing else is done to them: they are theirs)."""
+    recovered = store.paths.data / "recovered"
+    with store.index.read() as cur:
+        notes = cur.execute(
+            "SELECT key, value FROM settings WHERE key >= ? AND key < ? ORDER BY key",
+            (NOTE_PREFIX, _NOTE_END),
+        ).fetchall()
+    gone: list[str] = []
+    for key, value in notes:
+        if not _exists(recovered / str(key)[len(NOTE_PREFIX) :]):
+            gone.append(str(key))
+            continue
+        note = json.loads(value)
+        report.problems.append(
+            {"kind": "edit-kept", "path": str(note["path"]), "detail": str(note["detail"])}
+        )
+    if fix and gone:
+        with store.index.write() as cur:
+            cur.executemany("DELETE FROM settings WHERE key = ?", [(key,) for key in gone])
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # (an unreadable folder: still there as far as anyone can tell)
+        return True
