@@ -888,11 +888,19 @@ def check_index(settings: Settings) -> Finding:
         )
     if not report.clean:
         kinds = sorted({p["kind"] for p in report.problems})
+        # An edit kept in data/recovered/ is the person's to look at and delete: check --fix
+        # cannot clear it, so sending them there alone would leave the problem standing.
+        steps = ["run `localstore check --fix`"] if set(kinds) - {"edit-kept"} else []
+        if "edit-kept" in kinds:
+            steps.append(
+                "look at the edits `localstore check` lists as kept under data/recovered/, take "
+                "what you need, then delete those copies"
+            )
         return Finding(
             "index",
             "problem",
             f"{len(report.problems)} difference(s) between files and index ({', '.join(kinds)})",
-            "run `localstore check --fix`",
+            "; then ".join(steps),
         )
     return Finding("index", "ok", "quick_check ok; files and index agree")
 

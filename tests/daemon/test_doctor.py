@@ -238,3 +238,20 @@ def test_doctor_leaves_a_home_that_was_never_made_as_it_found_it(
         assert checks["index"]["status"] == "problem" and "no index" in checks["index"]["detail"]
         assert checks["cloud"]["status"] == "info", checks["cloud"]
         assert "localstore init" in checks["cloud"]["fix"]
+
+
+def test_doctor_sends_a_kept_edit_to_its_copy_not_only_to_check_fix(tmp_path: Path) -> None:
+    """A save over a file that did not parse keeps it in data/recovered/ (``edit-kept`` in
+    check); doctor said only "run `localstore check --fix`", which cannot clear it."""
+    home = tmp_path / "h"
+    with BlueprintStore(home_settings(home)) as store:
+        store.save("team/deploy", "steps: [build]\n")
+        (store.root / "team" / "deploy.blueprint.yaml").write_text("steps: [build\n")
+        store.save("team/deploy", "steps: [ship]\n")
+    fix = by_check(doctor(home, "--json").stdout)["index"]["fix"]
+    assert "data/recovered/" in fix and "check --fix" not in fix, fix
+
+    # Beside a problem check --fix repairs, both steps.
+    (home / "blueprints" / "team" / "deploy.blueprint.meta.json").unlink()
+    fix = by_check(doctor(home, "--json").stdout)["index"]["fix"]
+    assert fix.startswith("run `localstore check --fix`; then look at") and "recovered" in fix
