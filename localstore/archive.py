@@ -972,7 +972,9 @@ class _Planner:
         hidden folder, matching this store's ignore rules): the dry run shows it, and it is not
         found out item by item after others were written."""
         try:
-            self.store.check_scanned(fs.normalize_path(item.target_path), self.rules)
+            target = fs.normalize_path(item.target_path)
+            self.store.check_scanned(target, self.rules)
+            fs.check_new_name(target)
         except UnsafePathError as exc:
             item.action, item.status, item._entry = "refused", "failed", None
             item.error = f"{exc.message} ({exc.hint})" if exc.hint else exc.message

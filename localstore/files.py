@@ -91,6 +91,18 @@ DEFAULT_IGNORE_PATTERNS: tuple[str, ...] = (
 IGNORE_FILE_NAME = ".localstoreignore"
 
 _RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])(\..*)?$", re.IGNORECASE)
+# The stricter rule for a name new on this device (see check_new_name). Microsoft's "Naming Files,
+# Paths, and Namespaces" (learn.microsoft.com/windows/win32/fileio/naming-a-file) reserves CON,
+# PRN, AUX, NUL, COM1-9, LPT1-9 and COM/LPT with the superscript digits ¹ ² ³ "in every
+# directory", also "followed immediately by an extension" (NUL.txt and NUL.tar.gz are NUL);
+# "Console Handles" (learn.microsoft.com/windows/console/console-handles) names CONIN$ and
+# CONOUT$, which CreateFile opens as the console. Win32's path conversion also drops the spaces
+# that end the part before the first dot, so `CON .yaml` is CON too (CPython's
+# ntpath.isreserved tests ``name.partition('.')[0].rstrip(' ')`` for the same reason). COM0 and
+# LPT0 stay refused as before (the page listed them for a while).
+_DEVICE_STEM = re.compile(
+    r"(con|prn|aux|nul|conin\$|conout\$|com[0-9¹²³]|lpt[0-9¹²³])", re.IGNORECASE
+)
 _FORBIDDEN_CHARS = set('<>:"|?*\\')
 _CONTROL_CHAR = re.compile(r"[\x00-\x1f\x7f]")
 _DRIVE = re.compile(r"[A-Za-z]:")
@@ -951,6 +963,8 @@ def _check_segment(seg: str, raw: str, controls: bool = True) -> None:
             f"path part {seg!r} ends with a space or dot",
             hint="remove the trailing space or dot (Windows drops it, so two names would clash)",
         )
+    # The rule older versions applied, kept here for names already held (a stricter one here
+    # would flag them on the next open and refuse them in sync); new names get check_new_name.
     stem = seg.split(".", 1)[0]
     if _RESERVED.match(stem) or _RESERVED.match(seg):
         raise UnsafePathError(
@@ -973,6 +987,30 @@ def _check_segment(seg: str, raw: str, controls: bool = True) -> None:
             hint=f"shorten it: the meta and temporary file names beside it must fit in "
             f"{MAX_NAME_BYTES} bytes",
         )
+
+
+def windows_device_name(segment: str) -> bool:
+    """True if Windows opens a device, not a file, for this path part (see _DEVICE_STEM)."""
+    return _DEVICE_STEM.fullmatch(segment.partition(".")[0].rstrip(" ")) is not None
+
+
+def check_new_name(rel: str) -> None:
+    """Refuse a canonical path that is new here (a save to a new path, a move, an import, a
+    server row this device does not hold yet) if a part of it is a Windows device name.
+
+    Stricter than normalize_path, which keeps the rule older versions applied: a blueprint
+    already held under such a name still opens, lists, reconciles and syncs (refusing it there
+    would flag it or hide it), but no new one is made, here or by sync, that a Windows device
+    could only write to a console or printer. Raises UnsafePathError.
+    """
+    for seg in rel.split("/"):
+        if windows_device_name(seg):
+            raise UnsafePathError(
+                f"path part {seg!r} is a reserved device name on Windows",
+                hint="rename it: CON, PRN, AUX, NUL, CONIN$, CONOUT$ and COM or LPT with a "
+                "digit cannot be file or folder names there, with any extension and with spaces "
+                "before the first dot",
+            )
 
 
 def printable(name: str) -> str:

@@ -1417,6 +1417,7 @@ class BlueprintStore:
             if batch.rules is None:
                 batch.rules = fs.IgnoreRules.for_root(self.root)
             self._check_scanned(rel, batch.rules)
+            fs.check_new_name(rel)
         target = self._abspath_in(rel, batch)
         if existing is not None and not existing.deleted:
             yaml_abs = target if existing.path == rel else self._abspath_in(existing.path, batch)

@@ -793,6 +793,10 @@ class Applier:
             # The store refuses a hidden or ignored new path (an older client's row, or another
             # device's .localstoreignore) only in the save, after a conflict copy is written.
             away = self._unscanned(path)
+            if away is None:
+                # A name new here that Windows reserves (an older client made it): refused,
+                # so the row is quarantined and any copy this device holds stays as it is.
+                fs.check_new_name(path)
         if away is None:
             self._check_path_shape(path)
         self.store.check_yaml(r.content.encode("utf-8"))  # remembered: the save skips it
