@@ -760,6 +760,15 @@ def _ensure_schema(store: BlueprintStore) -> None:
     store.index.register_schema("archive", _ARCHIVE_MIGRATIONS)
 
 
+def _records_version(store: BlueprintStore) -> int:
+    """The version of the import records here, without creating them (0: no import ran here).
+
+    A plan only reads them: creating the table (and its version row) there made a dry run, the
+    one promise of which is to change nothing, write to the index, and fail on a home this user
+    may read but not write. Raises NewerIndexError when a newer version wrote them."""
+    return store.index.schema_version("archive", _ARCHIVE_MIGRATIONS)
+
+
 def _row(store: BlueprintStore, ref: str, *, include_deleted: bool = False) -> Row | None:
     try:
         return store.row(ref, include_deleted=include_deleted)
@@ -794,7 +803,11 @@ def _present(
     return known, taken
 
 
-def _already_imported(store: BlueprintStore, src_id: str, src_hash: str) -> str | None:
+def _already_imported(
+    store: BlueprintStore, src_id: str, src_hash: str, records: int
+) -> str | None:
+    if records == 0:  # no import here yet, so no record (nor its table)
+        return None
     with store.index.read() as cur:
         rows = cur.execute(
             "SELECT result_id FROM archive_imports WHERE src_id = ? AND src_hash = ?",
@@ -877,6 +890,7 @@ class _Planner:
         self.targets: set[str] = set()
         self.released: set[str] = set()
         self.rules = fs.IgnoreRules.for_root(store.root)  # read once for the whole plan
+        self.records = _records_version(store)
 
     def plan(self, entry: BundleEntry) -> ImportItem:
         bundle_path = self.bundle_path.get(entry.id, entry.path)
@@ -1034,6 +1048,8 @@ class _Planner:
     def _put_aside_from(self, bp_id: str) -> set[str]:
         """The bundle paths an earlier import put blueprint ``bp_id`` aside from: keep-both saved
         it, with its own id, at a free path because another blueprint held that one here."""
+        if self.records < 2:  # no import here kept its paths yet (src_path came with v2)
+            return set()
         with self.store.index.read() as cur:
             rows = cur.execute(
                 "SELECT src_path FROM archive_imports WHERE src_id = ? AND result_id = src_id "
@@ -1168,7 +1184,7 @@ class _Planner:
         if self.policy == "skip":
             self._set(item, "skip", row.id, row.path, None, None, reason)
             return
-        done = _already_imported(self.store, entry.id, entry.content_hash)
+        done = _already_imported(self.store, entry.id, entry.content_hash, self.records)
         if done is None:
             # The import record is written with the copy, in one transaction; a copy whose files
             # a kill left behind is adopted by reconcile without it, and recognised by its id.
@@ -1283,11 +1299,11 @@ def plan_import(
 ) -> list[ImportItem]:
     """Decide what importing ``bundle`` would do to each blueprint; changes nothing.
 
-    Raises InvalidInputError for an unknown policy.
+    Nothing in the index either: the import records are read where they exist, never created.
+    Raises InvalidInputError for an unknown policy, NewerIndexError for a newer version's records.
     """
     _policy_arg(on_conflict)
     callable_arg("merger", merger)
-    _ensure_schema(store)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     entries, bundle_path = _at_put_aside_paths(store, bundle.entries)
     planner = _Planner(store, on_conflict, merger, stamp, entries, bundle_path)
@@ -1461,6 +1477,9 @@ def import_bundle(
         progress=progress,
         require_encrypted=require_encrypted,
     ) as bundle:
+        if not dry_run:
+            # Before the plan, which then reads the records the import writes with each save.
+            _ensure_schema(store)
         items = plan_import(store, bundle, on_conflict=on_conflict, merger=merger)
         _check_yaml(items, store)
         result = ImportResult(bundle.summary(), on_conflict, dry_run, items)
