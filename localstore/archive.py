@@ -96,6 +96,7 @@ __all__ = [
     "ENCRYPTED_MAGIC",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "SKIP_CAUSES",
     "BundleEntry",
     "BundleLimits",
     "ExportResult",
@@ -116,6 +117,10 @@ __all__ = [
 
 
 CONFLICT_POLICIES = ("skip", "overwrite", "keep-both", "merge")
+# Why an item is skipped, which says what lets the next import take it. A conflict: another
+# --on-conflict policy. A file here that does not parse, or a rename onto a path another blueprint
+# holds here: no policy; fixing the file, or moving one of the two, does.
+SKIP_CAUSES = ("conflict", "unparsable", "path-held")
 ORIGIN = "import"
 
 Merger = Callable[[str | None, str, str], str | None]
@@ -186,6 +191,7 @@ class ImportItem:
     status: str = "planned"  # planned | done | failed
     error: str = ""
     rev: int = 0
+    skip_cause: str = ""  # one of SKIP_CAUSES for a skip, else empty
     # Private to apply: where the content comes from and the revision the plan was made against.
     _entry: BundleEntry | None = field(default=None, repr=False)
     _content: bytes | None = field(default=None, repr=False)
@@ -205,6 +211,7 @@ class ImportItem:
             "status": self.status,
             "error": self.error,
             "rev": self.rev,
+            "skip_cause": self.skip_cause,
         }
 
 
@@ -236,8 +243,16 @@ class ImportResult:
 
     @property
     def conflicts_skipped(self) -> int:
-        """Conflicts left as they were (policy skip): they need a person's attention."""
+        """Blueprints left as they were (skipped, for any cause): they need a person's attention."""
         return sum(1 for it in self.items if it.action == "skip")
+
+    def skipped(self) -> dict[str, int]:
+        """Number of skipped items per cause (SKIP_CAUSES), causes with none left out."""
+        out: dict[str, int] = {}
+        for it in self.items:
+            if it.action == "skip":
+                out[it.skip_cause] = out.get(it.skip_cause, 0) + 1
+        return out
 
     @property
     def failed(self) -> int:
@@ -956,7 +971,7 @@ class _Planner:
             f"{current.path} does not parse here ({why}); left as it is: fix the file or "
             "delete it, then import again"
         )
-        self._set(item, "skip", current.id, current.path, None, None, reason)
+        self._set(item, "skip", current.id, current.path, None, None, reason, cause="unparsable")
         item._content = None
         item._meta = None
 
@@ -1000,9 +1015,12 @@ class _Planner:
         entry: BundleEntry | None,
         expected_rev: int | None,
         reason: str = "",
+        *,
+        cause: str = "",
     ) -> None:
+        assert (action == "skip") == (cause in SKIP_CAUSES), (action, cause)
         item.action, item.target_id, item.target_path = action, target_id, target_path
-        item.reason = reason
+        item.reason, item.skip_cause = reason, cause
         item._expected_rev = expected_rev
         item._entry = entry
 
@@ -1105,7 +1123,9 @@ class _Planner:
         if row.deleted:
             # A newer version than the one deleted here: an edit beats a delete (as in sync).
             if self.policy == "skip":
-                self._set(item, "skip", row.id, row.path, None, None, "deleted here")
+                self._set(
+                    item, "skip", row.id, row.path, None, None, "deleted here", cause="conflict"
+                )
                 return
             back = entry.path if self._path_free(entry.path, row.id) else None
             target = back or self._free_variant(entry.path)
@@ -1160,7 +1180,7 @@ class _Planner:
                     f"; the bundle {what} {holder}, which import does not carry out: move one "
                     "of them to another path here ('localstore mv'), then import again"
                 )
-            self._set(item, "skip", row.id, row.path, None, None, reason)
+            self._set(item, "skip", row.id, row.path, None, None, reason, cause="path-held")
             return
         # Only the path changes: the current YAML is kept (content None), the bundle's meta
         # brings its fields, modified included, as any import does.
@@ -1182,7 +1202,7 @@ class _Planner:
 
     def _plan_conflict(self, item: ImportItem, entry: BundleEntry, row: Row, reason: str) -> None:
         if self.policy == "skip":
-            self._set(item, "skip", row.id, row.path, None, None, reason)
+            self._set(item, "skip", row.id, row.path, None, None, reason, cause="conflict")
             return
         done = _already_imported(self.store, entry.id, entry.content_hash, self.records)
         if done is None:
