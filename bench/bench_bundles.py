@@ -134,6 +134,7 @@ def import_phases(home: Path, bundle: Path, pw: str | None, n: int, title: str) 
             bundle, staging_root=dst.paths.cache, passphrase=pw, limits=limits
         ) as verified:
             ph.add("read, decrypt, verify (archive)", since)
+            archive._ensure_schema(dst)  # (import_bundle's, before the plan: it never writes)
             with ph("plan (archive)"):
                 items = archive.plan_import(dst, verified)
             with ph("YAML check (archive)"):

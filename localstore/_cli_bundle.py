@@ -21,6 +21,7 @@ import click
 from localstore.archive import (
     CONFLICT_POLICIES,
     ExportResult,
+    ImportItem,
     ImportResult,
     Merger,
     ProgressCallback,
@@ -221,8 +222,9 @@ def import_cmd(
     """Import a .lsbundle: verify it completely, then save each blueprint (origin 'import').
 
     An encrypted bundle's passphrase is asked on the terminal (in a script:
-    LOCALSTORE_PASSPHRASE). Exit code 3 when conflicts were skipped (with --dry-run: would be),
-    1 when some blueprint could not be saved.
+    LOCALSTORE_PASSPHRASE). Exit code 3 when blueprints were left as they are here (conflicts,
+    files here that do not parse; with --dry-run: would be), 1 when some blueprint was refused or
+    could not be saved. The closing notes say what to do about each kind.
     """
     with errors_to_exit():
         encrypted = is_encrypted(file)
@@ -248,7 +250,8 @@ def import_cmd(
                 progress=progress,
                 require_encrypted=require_encrypted,
             )
-    ctx.emit(result.to_dict(), lambda: _print_result(result))
+    notes = _closing_notes(result)
+    ctx.emit({**result.to_dict(), "notes": notes}, lambda: _print_result(result, notes))
     if result.failed:
         raise SystemExit(EXIT_ERROR)
     if result.conflicts_skipped:
@@ -257,30 +260,86 @@ def import_cmd(
         raise SystemExit(EXIT_ATTENTION)
 
 
-def _print_result(result: ImportResult) -> None:
+def _print_result(result: ImportResult, notes: list[str]) -> None:
     verb = "would" if result.dry_run else "did"
     for it in result.items:
-        if it.action == "unchanged" and it.status != "failed":
-            continue
-        line = f"{it.action:<10} {it.path}"
-        if it.target_path and it.target_path != it.path:
-            line += f" -> {it.target_path}"
-        if it.reason:
-            line += f"  ({it.reason})"
-        if it.status == "failed":
-            line += f"  FAILED: {it.error}"
-        click.echo(line)
-    counts = ", ".join(f"{n} {k}" for k, n in sorted(result.counts().items()))
+        if it.action != "unchanged" or it.status == "failed":
+            click.echo(_item_line(it))
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(_summary_counts(result).items()))
     # "would: nothing" read the same for an empty bundle (an export of an empty home) as for
     # one whose blueprints are all here already.
     click.echo(f"{verb}: {counts or 'nothing (the bundle holds no blueprints)'}", err=True)
-    if result.conflicts_skipped:
-        # Exit 3 said something needs attention; this says what to do about it.
-        click.echo(
-            f"note: {result.conflicts_skipped} blueprint(s) in conflict (changed both here and "
-            "in the bundle, or at a path another blueprint holds here; each line says which) "
-            + ("would be" if result.dry_run else "were")
-            + " left as they are here; to take the bundle's, import with --on-conflict merge "
-            "(3-way; keeps both where it cannot merge), keep-both or overwrite",
-            err=True,
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+
+
+def _item_line(it: ImportItem) -> str:
+    why = [it.reason] if it.reason else []
+    line = f"{it.action:<10} {it.path}"
+    if it.action == "skip":
+        # A skipped blueprint stays where it is: "a -> b" read as a move this import makes.
+        if it.target_path and it.target_path != it.path:
+            why.insert(0, f"stays at {it.target_path} here")
+    elif it.target_path and it.target_path != it.path:
+        line += f" -> {it.target_path}"
+    if it.action == "refused":
+        # Refused by the plan, never attempted: "FAILED" read as a write gone wrong, and in a
+        # dry run as one already made.
+        why.append(it.error)
+    if why:
+        line += f"  ({'; '.join(why)})"
+    if it.status == "failed" and it.action != "refused":
+        line += f"  FAILED: {it.error}"
+    return line
+
+
+def _summary_counts(result: ImportResult) -> dict[str, int]:
+    """Items per action, as ``counts()`` but a refused item counted as refused: "failed" is kept
+    for a save that went wrong ("would: 1 failed" in a dry run read as an attempt made)."""
+    out: dict[str, int] = {}
+    for it in result.items:
+        key = "failed" if it.status == "failed" and it.action != "refused" else it.action
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def _closing_notes(result: ImportResult) -> list[str]:
+    """What to do about the items left as they are, by why each was: advice that cannot help
+    (--on-conflict overwrite for a file that does not parse, which no policy writes over) sent
+    the person round in circles. Exit 3 says something needs attention; these say what."""
+    left = "would be left" if result.dry_run else "were left"
+    skipped = result.skipped()
+    notes: list[str] = []
+    if skipped.get("conflict"):
+        notes.append(
+            f"{skipped['conflict']} blueprint(s) in conflict (changed both here and in the "
+            "bundle, deleted here, or at a path another blueprint holds here; each line says "
+            f"which) {left} as they are here; to take the bundle's, import with --on-conflict "
+            "merge (3-way; keeps both where it cannot merge), keep-both or overwrite"
         )
+    if skipped.get("unparsable"):
+        notes.append(
+            f"{skipped['unparsable']} blueprint(s) whose file here does not parse {left} as "
+            "they are under every --on-conflict policy (the file holds an edit no revision "
+            "has); fix or delete each file named above, then import again"
+        )
+    if skipped.get("path-held"):
+        notes.append(
+            f"{skipped['path-held']} blueprint(s) renamed in the bundle to a path another "
+            f"blueprint holds here {left} where they are under every --on-conflict policy; "
+            "move one of the two to another path ('localstore mv'), then import again"
+        )
+    refused = sum(1 for it in result.items if it.action == "refused")
+    if refused:
+        notes.append(
+            f"{refused} blueprint(s) this home cannot save where the bundle puts them "
+            + ("would be refused" if result.dry_run else "were refused")
+            + " (each line says why, and what to change to import them)"
+        )
+    failed = result.failed - refused
+    if failed:
+        notes.append(
+            f"{failed} blueprint(s) could not be saved (each FAILED line says why); importing "
+            "the bundle again retries them"
+        )
+    return notes

@@ -96,6 +96,7 @@ __all__ = [
     "ENCRYPTED_MAGIC",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "SKIP_CAUSES",
     "BundleEntry",
     "BundleLimits",
     "ExportResult",
@@ -116,6 +117,10 @@ __all__ = [
 
 
 CONFLICT_POLICIES = ("skip", "overwrite", "keep-both", "merge")
+# Why an item is skipped, which says what lets the next import take it. A conflict: another
+# --on-conflict policy. A file here that does not parse, or a rename onto a path another blueprint
+# holds here: no policy; fixing the file, or moving one of the two, does.
+SKIP_CAUSES = ("conflict", "unparsable", "path-held")
 ORIGIN = "import"
 
 Merger = Callable[[str | None, str, str], str | None]
@@ -186,6 +191,7 @@ class ImportItem:
     status: str = "planned"  # planned | done | failed
     error: str = ""
     rev: int = 0
+    skip_cause: str = ""  # one of SKIP_CAUSES for a skip, else empty
     # Private to apply: where the content comes from and the revision the plan was made against.
     _entry: BundleEntry | None = field(default=None, repr=False)
     _content: bytes | None = field(default=None, repr=False)
@@ -205,6 +211,7 @@ class ImportItem:
             "status": self.status,
             "error": self.error,
             "rev": self.rev,
+            "skip_cause": self.skip_cause,
         }
 
 
@@ -236,8 +243,16 @@ class ImportResult:
 
     @property
     def conflicts_skipped(self) -> int:
-        """Conflicts left as they were (policy skip): they need a person's attention."""
+        """Blueprints left as they were (skipped, for any cause): they need a person's attention."""
         return sum(1 for it in self.items if it.action == "skip")
+
+    def skipped(self) -> dict[str, int]:
+        """Number of skipped items per cause (SKIP_CAUSES), causes with none left out."""
+        out: dict[str, int] = {}
+        for it in self.items:
+            if it.action == "skip":
+                out[it.skip_cause] = out.get(it.skip_cause, 0) + 1
+        return out
 
     @property
     def failed(self) -> int:
@@ -760,6 +775,15 @@ def _ensure_schema(store: BlueprintStore) -> None:
     store.index.register_schema("archive", _ARCHIVE_MIGRATIONS)
 
 
+def _records_version(store: BlueprintStore) -> int:
+    """The version of the import records here, without creating them (0: no import ran here).
+
+    A plan only reads them: creating the table (and its version row) there made a dry run, the
+    one promise of which is to change nothing, write to the index, and fail on a home this user
+    may read but not write. Raises NewerIndexError when a newer version wrote them."""
+    return store.index.schema_version("archive", _ARCHIVE_MIGRATIONS)
+
+
 def _row(store: BlueprintStore, ref: str, *, include_deleted: bool = False) -> Row | None:
     try:
         return store.row(ref, include_deleted=include_deleted)
@@ -794,7 +818,11 @@ def _present(
     return known, taken
 
 
-def _already_imported(store: BlueprintStore, src_id: str, src_hash: str) -> str | None:
+def _already_imported(
+    store: BlueprintStore, src_id: str, src_hash: str, records: int
+) -> str | None:
+    if records == 0:  # no import here yet, so no record (nor its table)
+        return None
     with store.index.read() as cur:
         rows = cur.execute(
             "SELECT result_id FROM archive_imports WHERE src_id = ? AND src_hash = ?",
@@ -877,6 +905,7 @@ class _Planner:
         self.targets: set[str] = set()
         self.released: set[str] = set()
         self.rules = fs.IgnoreRules.for_root(store.root)  # read once for the whole plan
+        self.records = _records_version(store)
 
     def plan(self, entry: BundleEntry) -> ImportItem:
         bundle_path = self.bundle_path.get(entry.id, entry.path)
@@ -942,7 +971,7 @@ class _Planner:
             f"{current.path} does not parse here ({why}); left as it is: fix the file or "
             "delete it, then import again"
         )
-        self._set(item, "skip", current.id, current.path, None, None, reason)
+        self._set(item, "skip", current.id, current.path, None, None, reason, cause="unparsable")
         item._content = None
         item._meta = None
 
@@ -988,9 +1017,12 @@ class _Planner:
         entry: BundleEntry | None,
         expected_rev: int | None,
         reason: str = "",
+        *,
+        cause: str = "",
     ) -> None:
+        assert (action == "skip") == (cause in SKIP_CAUSES), (action, cause)
         item.action, item.target_id, item.target_path = action, target_id, target_path
-        item.reason = reason
+        item.reason, item.skip_cause = reason, cause
         item._expected_rev = expected_rev
         item._entry = entry
 
@@ -1036,6 +1068,8 @@ class _Planner:
     def _put_aside_from(self, bp_id: str) -> set[str]:
         """The bundle paths an earlier import put blueprint ``bp_id`` aside from: keep-both saved
         it, with its own id, at a free path because another blueprint held that one here."""
+        if self.records < 2:  # no import here kept its paths yet (src_path came with v2)
+            return set()
         with self.store.index.read() as cur:
             rows = cur.execute(
                 "SELECT src_path FROM archive_imports WHERE src_id = ? AND result_id = src_id "
@@ -1091,7 +1125,9 @@ class _Planner:
         if row.deleted:
             # A newer version than the one deleted here: an edit beats a delete (as in sync).
             if self.policy == "skip":
-                self._set(item, "skip", row.id, row.path, None, None, "deleted here")
+                self._set(
+                    item, "skip", row.id, row.path, None, None, "deleted here", cause="conflict"
+                )
                 return
             back = entry.path if self._path_free(entry.path, row.id) else None
             target = back or self._free_variant(entry.path)
@@ -1146,7 +1182,7 @@ class _Planner:
                     f"; the bundle {what} {holder}, which import does not carry out: move one "
                     "of them to another path here ('localstore mv'), then import again"
                 )
-            self._set(item, "skip", row.id, row.path, None, None, reason)
+            self._set(item, "skip", row.id, row.path, None, None, reason, cause="path-held")
             return
         # Only the path changes: the current YAML is kept (content None), the bundle's meta
         # brings its fields, modified included, as any import does.
@@ -1168,9 +1204,9 @@ class _Planner:
 
     def _plan_conflict(self, item: ImportItem, entry: BundleEntry, row: Row, reason: str) -> None:
         if self.policy == "skip":
-            self._set(item, "skip", row.id, row.path, None, None, reason)
+            self._set(item, "skip", row.id, row.path, None, None, reason, cause="conflict")
             return
-        done = _already_imported(self.store, entry.id, entry.content_hash)
+        done = _already_imported(self.store, entry.id, entry.content_hash, self.records)
         if done is None:
             # The import record is written with the copy, in one transaction; a copy whose files
             # a kill left behind is adopted by reconcile without it, and recognised by its id.
@@ -1285,11 +1321,11 @@ def plan_import(
 ) -> list[ImportItem]:
     """Decide what importing ``bundle`` would do to each blueprint; changes nothing.
 
-    Raises InvalidInputError for an unknown policy.
+    Nothing in the index either: the import records are read where they exist, never created.
+    Raises InvalidInputError for an unknown policy, NewerIndexError for a newer version's records.
     """
     _policy_arg(on_conflict)
     callable_arg("merger", merger)
-    _ensure_schema(store)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     entries, bundle_path = _at_put_aside_paths(store, bundle.entries)
     planner = _Planner(store, on_conflict, merger, stamp, entries, bundle_path)
@@ -1463,6 +1499,9 @@ def import_bundle(
         progress=progress,
         require_encrypted=require_encrypted,
     ) as bundle:
+        if not dry_run:
+            # Before the plan, which then reads the records the import writes with each save.
+            _ensure_schema(store)
         items = plan_import(store, bundle, on_conflict=on_conflict, merger=merger)
         _check_yaml(items, store)
         result = ImportResult(bundle.summary(), on_conflict, dry_run, items)

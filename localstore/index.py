@@ -1234,6 +1234,17 @@ class Index:
             # index.db reached `localstore status` as a raw apsw.ReadOnlyError traceback.
             raise map_apsw_error(exc, f"update the {component} tables of {self.path}") from exc
 
+    def schema_version(self, component: str, migrations: Sequence[str]) -> int:
+        """The component's schema version in this index (0: none of its tables yet), read only.
+
+        For a caller that only reads the component's tables (a dry run) and must not create
+        them: register_schema would. Raises NewerIndexError when a newer version wrote them.
+        """
+        version = self._schema_version(component)
+        if version is not None and version > len(migrations):
+            raise self._newer_error(component, version, len(migrations))
+        return version or 0
+
     def _newer_error(self, component: str, version: int, known: int) -> NewerIndexError:
         return NewerIndexError(
             f"the index {self.path} was written by a newer localstore ({component} schema "

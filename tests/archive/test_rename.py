@@ -290,8 +290,10 @@ def test_the_cli_plan_shows_the_move_and_a_blocked_move_needs_attention(
     assert code == 0, err
     code, out, err = run("import", str(renamed.v2))
     assert code == 3, (out, err)
-    assert out.startswith(f"skip       {NEW} -> {OLD}  (renamed to {NEW} in the bundle, a path ")
-    assert "did: 1 skip" in err
+    # (Not "{NEW} -> {OLD}": the blueprint stays where it is.)
+    assert out.startswith(f"skip       {NEW}  (stays at {OLD} here; renamed to {NEW} in the bundle")
+    assert "did: 1 skip" in err and "'localstore mv'" in err
+    assert "import with --on-conflict" not in err  # no policy moves it
 
 
 def test_a_move_does_not_overwrite_an_edit_made_after_the_plan(

@@ -176,6 +176,26 @@ def test_import_records_are_kept_and_the_archive_tables_upgraded_once(imported: 
     assert _index_files(imported.home) == files
 
 
+def test_a_dry_run_reads_old_import_records_without_upgrading_them(imported: OldHome) -> None:
+    """The plan reads the records as the old code left them (no src_path yet): a dry run finds
+    what it imported, and leaves the tables at their version (it upgraded them, a write)."""
+    exp = imported.expected["imports"]
+    store = open_store(imported.home)
+    try:
+        old_version = _versions(store)["archive"]
+        plan = import_bundle(
+            store,
+            imported.home.parent / "bundle-old.lsbundle",
+            on_conflict="keep-both",
+            dry_run=True,
+        )
+        assert {i.path: i.action for i in plan.items} == dict.fromkeys(exp["actions"], "unchanged")
+        assert all("already imported" in i.reason for i in plan.items), plan.items
+        assert _versions(store)["archive"] == old_version < len(_ARCHIVE_MIGRATIONS)
+    finally:
+        store.close()
+
+
 def test_bundles_of_today_go_both_ways(imported: OldHome, tmp_path: Path) -> None:
     """Today's bundle imports into the upgraded home, and the upgraded home's export (its old
     imports and put-aside copies included) imports whole into a new home, both checking clean."""
