@@ -1475,6 +1475,9 @@ class Maintainer:
         self._every = every_commits
         self._interval = interval_s
         self._pending = 0
+        # The home's op counter at the last round: a round is idle only if no process changed
+        # anything since (see _round).
+        self._last_op: int | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -1616,7 +1619,14 @@ class Maintainer:
 
     def _round(self, conn: apsw.Connection) -> None:
         with self._lock:
-            idle = self._pending == 0  # no commit here since the last round
+            # Idle: no commit here since the last round, and no change by any other process
+            # either (the op counter is the home's). Judged by this process's commits alone, a
+            # daemon that does not save took every timer round for idle while the app saved
+            # beside it, and then tried the WAL truncate and started FTS optimizes, which only
+            # an idle round is to do (docs/architecture.md, upkeep under steady saving).
+            op = int(str(conn.execute(_LAST_OP).fetchall()[0][0]))
+            idle = self._pending == 0 and self._last_op in (None, op)
+            self._last_op = op
             self._pending = 0
             failure: apsw.Error | None = None
             try:

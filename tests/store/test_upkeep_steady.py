@@ -241,3 +241,36 @@ def _in_function(thread: threading.Thread, name: str) -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+def test_a_round_is_not_idle_while_another_process_saves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idle was judged by the maintainer's own process's commits: a daemon that does not save
+    took every timer round for idle while the app saved beside it, and started the FTS
+    optimizes (and WAL truncates) that only an idle round is to do."""
+    monkeypatch.setattr(index_mod, "FTS_OPTIMIZE_EVERY_OPS", 5)
+    home = tmp_path / "h"
+    app = localstore.open(home=home, maintenance=False)
+    daemon = Maintainer(app.paths.index_db)  # (no commits of its own: notify_commit never runs)
+    conn = daemon._open()
+
+    def optimized_at() -> str | None:
+        rows = app.index.conn.execute(
+            "SELECT value FROM settings WHERE key = ?", (index_mod.FTS_OPTIMIZED_KEY,)
+        ).fetchall()
+        return str(rows[0][0]) if rows else None
+
+    try:
+        daemon._round(conn)  # the first round: nothing seen yet, as before
+        first = optimized_at()
+        for round_no in range(3):
+            for i in range(10):  # the app saves between the daemon's rounds
+                app.save(f"r{round_no}/b{i}", f"name: b{i}\nround: {round_no}\n")
+            daemon._round(conn)
+            assert optimized_at() == first, f"optimize started while the app saved ({round_no})"
+        daemon._round(conn)  # nobody changed anything since the last round: idle
+        assert optimized_at() not in (None, first)
+    finally:
+        conn.close()
+        app.close()
