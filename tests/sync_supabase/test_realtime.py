@@ -3,6 +3,8 @@ engine (which polls only hourly here, so only the hint can wake it), also after 
 
 from __future__ import annotations
 
+import asyncio
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +19,7 @@ from sync import _realtime
 from sync.localcloud.stack import LocalCloud
 from sync.supabase_remote import SupabaseRemote, _stop_refresh_timer
 
-from .conftest import Homes, new_email
+from .conftest import STRESS, Homes, new_email
 from .devices import Device, open_device
 from .faultproxy import FaultProxy
 
@@ -203,3 +205,55 @@ def test_a_save_made_while_the_channel_was_down_arrives_through_the_resubscribe_
     assert got.wait(10), f"the save made while down never reached B: {b.remote.realtime_state}"
     assert seen == ["rt/while-down.blueprint.yaml"]
     assert (b.store.root / "rt/while-down.blueprint.yaml").read_text() == "z: 3\n"
+
+
+# Channel rebuilds measured after the warm-up (a daemon on a laptop rebuilds a few a day, for
+# months); enough for a leak of one task, socket or thread per rebuild to stand out.
+REBUILDS = 300 if STRESS else 25
+
+
+def _realtime_resources(remote: SupabaseRemote, proxy: FaultProxy) -> dict[str, int]:
+    hints = remote._hints
+    assert hints is not None and hints._loop is not None
+    return {
+        "tasks": len(asyncio.all_tasks(hints._loop)),
+        "threads": threading.active_count(),
+        "fds": len(os.listdir("/proc/self/fd")),
+        # The client's sockets: the proxy closes both sides of each connection it resets.
+        "proxy_connections": len(proxy._conns),
+    }
+
+
+def test_channel_rebuilds_leave_no_tasks_sockets_or_threads_behind(
+    cloud: LocalCloud, homes: Homes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Realtime builds a new client and channel for every rebuild (a reset, a gateway restart):
+    the old one's socket, its listen, heartbeat and keepalive tasks, and no thread may outlive
+    it. Neither soak covers this (both sync with a MemoryRemote or without faults)."""
+    monkeypatch.setattr(_realtime, "_BACKOFF_START_S", 0.01)
+    monkeypatch.setattr(_realtime, "_BACKOFF_MAX_S", 0.05)
+    with FaultProxy(cloud.port) as proxy:
+        _, remote = homes.device(
+            proxy.url, cloud.anon_key, new_email(), realtime_health_s=0.1, timeout_s=2.0
+        )
+        remote.subscribe(lambda: None)
+        assert remote.realtime_state["subscribed"]
+
+        def rebuild() -> None:
+            before = remote.realtime_state["subscribes"]
+            proxy.reset_all()
+            assert _wait_for(lambda: remote.realtime_state["subscribes"] > before, 15), (
+                remote.realtime_state
+            )
+
+        for _ in range(5):
+            rebuild()
+        first = _realtime_resources(remote, proxy)
+        for _ in range(REBUILDS):
+            rebuild()
+        last = _realtime_resources(remote, proxy)
+    report = f"after the warm-up: {first}; after {REBUILDS} more rebuilds: {last}"
+    assert last["tasks"] <= first["tasks"] + 2, report
+    assert last["threads"] <= first["threads"] + 1, report
+    assert last["fds"] <= first["fds"] + 4, report
+    assert last["proxy_connections"] <= 2, report
