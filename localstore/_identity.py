@@ -134,6 +134,15 @@ def ensure_device_id(index: Any, index_path: Path, new_id: Callable[[], str]) ->
     return device
 
 
+def recorded_device_id(index: Any, new_id: Callable[[], str]) -> str:
+    """The device id the index records, for a read-only store: neither a copy's new id nor a
+    first one is written (a snapshot is a copy, but nothing it writes would keep the id). A
+    fresh id, unrecorded, when there is none."""
+    with index.read() as cur:
+        device = _read(cur, DEVICE_KEY)
+    return device if device is not None else new_id()
+
+
 def replace_device_id(index: Any, new_id: Callable[[], str]) -> str:
     """Give this home a new device id now and return it (the fingerprint stays as it is).
 
