@@ -1,4 +1,4 @@
-"""Read-only homes: why a store writes nothing, how its index opens, what load returns.
+"""Read-only homes: why a store writes nothing, and how its index opens.
 
 A backup snapshot (btrfs, ZFS), a disk mounted ``-o ro``, a restic or borg FUSE mount, another
 user's home shared by group: the index there is a WAL-mode database in a folder nobody may write.
@@ -22,9 +22,10 @@ the daemon or an app had the home open) were silently not there. The ways, tried
     the whole database. Also lockless: a home another process opens and writes meanwhile is
     read as of the open (a later checkpoint into the main file could make a read fail).
 
-None of them writes a byte into a home this user may not write (the tests check every file's bytes and times, and the
-folder listings). A read that fails because a side file cannot be made moves to the next way;
-any other error is the index's own and is raised (mapped).
+None of them writes a byte into a home this user may not write (tests/store/test_read_only_home.py
+compares every file's bytes and times, and the folder listings). A read that fails because a side
+file cannot be opened or made moves to the next way; any other error is the index's own and is
+raised (mapped).
 """
 
 from __future__ import annotations

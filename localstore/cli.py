@@ -128,8 +128,8 @@ class CliContext:
 
         ``read_only_ok``: for a command that only reads (ls, show, search, history, export), a
         home this user cannot write (a backup snapshot, a read-only disk, another user's home)
-        is opened read-only instead, with a note on stderr; when that fails too, the error of
-        the usual open is raised. The usual open comes first, so a writable home is opened
+        is opened read-only instead, with a note on stderr; when that fails too, its error is
+        raised. The usual open comes first, so a writable home is opened
         (and reconciled) exactly as before.
         """
         if self._store is None and existing:
@@ -152,8 +152,10 @@ class CliContext:
 
         try:
             store = BlueprintStore(self.settings, read_only=True)
-        except LocalStoreError:
-            raise refused from None  # (what this user cannot do here is the first error)
+        except LocalStoreError as exc:
+            # Its error, not the usual open's "cannot write": a command that only reads fails
+            # for what stops the read (an index it cannot read, or cannot read as it is).
+            raise exc from refused
         click.echo(
             f"note: opened {self.settings.paths.data.parent} read-only "
             f"({store.read_only_reason}); what the index lists is as of its last save",

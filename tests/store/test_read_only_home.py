@@ -25,6 +25,7 @@ import pytest
 
 import localstore
 from localstore.errors import ReadOnlyStoreError
+from localstore.index import CORE_MIGRATIONS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -158,6 +159,36 @@ def test_a_snapshot_without_the_cache_folder_is_read(snapshot: Path) -> None:
     done = cli(snapshot, "show", "notes/readme")
     assert (done.returncode, done.stdout) == (0, "text: hello snapshot\n"), done.stderr
     assert not (snapshot / "cache").exists()
+
+
+def test_an_encrypted_export_from_a_read_only_home_says_why_it_cannot(snapshot: Path) -> None:
+    """Its plaintext zip goes to the home's cache first: a raw PermissionError ("unexpected")."""
+    freeze(snapshot)
+    out = snapshot.parent / "enc.lsbundle"
+    env_code = (
+        "import os; os.environ['LOCALSTORE_PASSPHRASE'] = 'pw'\n"
+        "from localstore.cli import main; main()"
+    )
+    done = as_reader("-c", env_code, "--home", str(snapshot), "export", "--encrypt", "-o", str(out))
+    assert done.returncode == 1
+    assert "unexpected" not in done.stderr and "open read-only" in done.stderr, done.stderr
+    assert not out.exists()
+
+
+def test_a_home_an_older_localstore_made_is_refused_read_only(snapshot: Path) -> None:
+    """A read-only open cannot migrate the index: it says so rather than run queries its
+    tables do not fit."""
+    from tests.store.older_index import set_core_back
+
+    thaw(snapshot)
+    set_core_back(snapshot, len(CORE_MIGRATIONS) - 1, ())
+    freeze(snapshot)
+    before = fingerprint(snapshot)
+    done = cli(snapshot, "ls")
+    assert done.returncode == 1
+    assert "error: the index" in done.stderr and "made by an older localstore" in done.stderr
+    assert "copy the home to a folder you may write" in done.stderr, done.stderr
+    assert fingerprint(snapshot) == before
 
 
 def test_a_write_command_on_a_read_only_home_still_fails_without_a_fallback(
