@@ -136,7 +136,7 @@ def export_cmd(
     if output == "-":
         fail("a bundle cannot go to stdout", code=EXIT_USAGE, hint="give a file with -o")
     with errors_to_exit():
-        store = ctx.store(existing=True)
+        store = ctx.store(existing=True, read_only_ok=True)
         if encrypt:
             # What the export would refuse (a missing home, a ref or filter that matches
             # nothing, a destination folder that does not exist, too many blueprints) is
@@ -188,7 +188,9 @@ def _export_yaml(
     if output == "-" and ctx.json:
         fail("--yaml -o - writes raw YAML to stdout; drop --json", code=EXIT_USAGE)
     with errors_to_exit():
-        data = export_yaml(ctx.store(existing=True), refs[0], None if output == "-" else output)
+        data = export_yaml(
+            ctx.store(existing=True, read_only_ok=True), refs[0], None if output == "-" else output
+        )
     if output == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.flush()

@@ -242,7 +242,7 @@ def show_cmd(ctx: CliContext, ref: str, meta: bool, rev: int | None) -> None:
     import json
 
     with errors_to_exit():
-        store = ctx.store(existing=True)
+        store = ctx.store(existing=True, read_only_ok=True)
         bp = store.load_revision(ref, rev) if rev is not None else store.load(ref)
         if ctx.json:
             ctx.emit(bp.to_dict())
@@ -280,7 +280,7 @@ def ls_cmd(
     from localstore.cli import _json_default
 
     with errors_to_exit():
-        store = ctx.store(existing=True)
+        store = ctx.store(existing=True, read_only_ok=True)
         items = store.list(
             folder=folder, tag=tag, sort=sort, descending=desc, limit=limit, offset=offset
         )
@@ -335,7 +335,7 @@ def search_cmd(
     from localstore.errors import InvalidInputError
 
     with errors_to_exit():
-        store = ctx.store(existing=True)
+        store = ctx.store(existing=True, read_only_ok=True)
         try:
             hits = store.search(query, limit=limit, offset=offset, folder=folder, tag=tag)
         except InvalidInputError as exc:
@@ -412,7 +412,7 @@ def history_cmd(ctx: CliContext, ref: str, limit: int | None, before: int | None
     is --before the last item's "rev", and a page shorter than --limit is the last.
     """
     with errors_to_exit():
-        store = ctx.store(existing=True)
+        store = ctx.store(existing=True, read_only_ok=True)
         # One more than asked: whether older revisions remain, for the note (asking again with
         # --before would say it too, but a second read could race a save).
         revs = store.history(ref, limit=None if limit is None else limit + 1, before=before)

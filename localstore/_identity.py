@@ -37,6 +37,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import apsw
+
 __all__ = [
     "DEVICE_KEY",
     "FINGERPRINT_KEY",
@@ -114,24 +116,41 @@ def ensure_device_id(index: Any, index_path: Path, new_id: Callable[[], str]) ->
         device, seen = _read(cur, DEVICE_KEY), _read(cur, FINGERPRINT_KEY)
     if device is not None and (seen == here or here is None):
         return device
-    with index.write() as cur:
-        device, seen = _read(cur, DEVICE_KEY), _read(cur, FINGERPRINT_KEY)
-        if device is None:
-            device = new_id()
-            _put(cur, DEVICE_KEY, device)
-        elif here is not None and seen is not None and seen != here:
-            old, device = device, new_id()
-            _put(cur, DEVICE_KEY, device)
-            log.info(
-                "this home was copied or moved (%s); device id %s replaces %s, nothing else "
-                "changes",
-                index_path,
-                device,
-                old,
-            )
-        if here is not None and seen != here:
-            _put(cur, FINGERPRINT_KEY, here)
-    return device
+    try:
+        with index.write() as cur:
+            device, seen = _read(cur, DEVICE_KEY), _read(cur, FINGERPRINT_KEY)
+            if device is None:
+                device = new_id()
+                _put(cur, DEVICE_KEY, device)
+            elif here is not None and seen is not None and seen != here:
+                old, device = device, new_id()
+                _put(cur, DEVICE_KEY, device)
+                log.info(
+                    "this home was copied or moved (%s); device id %s replaces %s, nothing else "
+                    "changes",
+                    index_path,
+                    device,
+                    old,
+                )
+            if here is not None and seen != here:
+                _put(cur, FINGERPRINT_KEY, here)
+        return device
+    except apsw.Error as exc:
+        from localstore.index import map_apsw_error
+
+        # (write() leaves its body's errors to the caller.) A home that cannot be written, a
+        # snapshot whose index SQLite opened read-only by itself, reached the user as a raw
+        # apsw.ReadOnlyError traceback instead of PermissionDeniedError.
+        raise map_apsw_error(exc, f"record this home's device id in {index_path}") from exc
+
+
+def recorded_device_id(index: Any, new_id: Callable[[], str]) -> str:
+    """The device id the index records, for a read-only store: neither a copy's new id nor a
+    first one is written (a snapshot is a copy, but nothing it writes would keep the id). A
+    fresh id, unrecorded, when there is none."""
+    with index.read() as cur:
+        device = _read(cur, DEVICE_KEY)
+    return device if device is not None else new_id()
 
 
 def replace_device_id(index: Any, new_id: Callable[[], str]) -> str:

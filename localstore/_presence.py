@@ -69,20 +69,23 @@ class OpenMark:
         self._fd = fd
 
     @classmethod
-    def take(cls, state_dir: Path) -> OpenMark:
+    def take(cls, state_dir: Path, *, create: bool = True) -> OpenMark:
         """Open (creating) the mark file and take its shared lock; waits only while a
         ``check --fix`` rebuild holds it exclusively (a rename and an empty index's creation).
 
         A mark that cannot be taken (a read-only state folder, Windows) is no reason to refuse
         the open: the store opens unmarked, and a rebuild then cannot see it (as before marks).
+        ``create=False`` (a read-only store, which writes nothing in the home): only an existing
+        mark file is opened, for reading (an flock needs no write access).
         """
         path = Path(state_dir) / OPEN_LOCK_FILE
         if os.name == "nt":  # pragma: no cover - see the module doc
             return cls(path, None)
         import fcntl
 
+        flags = os.O_RDWR | os.O_CREAT if create else os.O_RDONLY
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | _durable.O_CLOEXEC, 0o600)
+            fd = os.open(path, flags | _durable.O_CLOEXEC, 0o600)
         except OSError as exc:
             log.debug("cannot take the open-store mark %s: %s", path, exc)
             return cls(path, None)

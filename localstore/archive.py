@@ -499,11 +499,20 @@ def _private_temp(store: BlueprintStore) -> Path:
     # shared folder): it lives in the home's cache, readable by the user only, and is deleted.
     # Its name carries the pid, so the next export or import removes one a killed export left
     # behind (and this export, the decrypted copy a killed import of an encrypted bundle left).
+    if store.read_only_reason is not None:
+        # Nowhere private to put it: the home's cache may not be written, and the system's temp
+        # folder or the destination's would hold the plaintext where the user did not choose.
+        raise store.index.read_only_error(
+            "write the encrypted bundle's plaintext zip to the home's cache"
+        )
     cache = store.paths.cache
     private_cache(cache)
     sweep_stale_temps(cache)
     prefix = f"{EXPORT_TEMP_PREFIX}{os.getpid()}-"
-    fd, name = tempfile.mkstemp(prefix=prefix, suffix=fs.TEMP_SUFFIX, dir=cache)
+    try:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=fs.TEMP_SUFFIX, dir=cache)
+    except OSError as exc:  # (a raw PermissionError reached the CLI as "unexpected")
+        raise fs.map_os_error(exc, "cannot write the export's temporary file in", cache) from exc
     os.close(fd)
     return Path(name)
 

@@ -117,21 +117,51 @@ class CliContext:
                 hint="check --home or LOCALSTORE_HOME; `localstore init` creates a home",
             )
 
-    def store(self, *, existing: bool = False, **kwargs: Any) -> BlueprintStore:
+    def store(
+        self, *, existing: bool = False, read_only_ok: bool = False, **kwargs: Any
+    ) -> BlueprintStore:
         """Open (once) the store of the selected home.
 
         ``existing``: for a command that only reads, a home with neither an index nor a
         blueprints folder is an error, not a new empty home (a mistyped ``--home`` made one, and
         an empty listing that looked like lost work).
+
+        ``read_only_ok``: for a command that only reads (ls, show, search, history, export), a
+        home this user cannot write (a backup snapshot, a read-only disk, another user's home)
+        is opened read-only instead, with a note on stderr; when that fails too, its error is
+        raised. The usual open comes first, so a writable home is opened
+        (and reconciled) exactly as before.
         """
         if self._store is None and existing:
             self.require_home()
         if self._store is None:
+            from localstore.errors import PermissionDeniedError
             from localstore.store import BlueprintStore
 
-            self._store = BlueprintStore(self.settings, **kwargs)
+            try:
+                self._store = BlueprintStore(self.settings, **kwargs)
+            except PermissionDeniedError as exc:
+                if not read_only_ok:
+                    raise
+                self._store = self._read_only_store(exc)
             click.get_current_context().call_on_close(self._store.close)
         return self._store
+
+    def _read_only_store(self, refused: LocalStoreError) -> BlueprintStore:
+        from localstore.store import BlueprintStore
+
+        try:
+            store = BlueprintStore(self.settings, read_only=True)
+        except LocalStoreError as exc:
+            # Its error, not the usual open's "cannot write": a command that only reads fails
+            # for what stops the read (an index it cannot read, or cannot read as it is).
+            raise exc from refused
+        click.echo(
+            f"note: opened {self.settings.paths.data.parent} read-only "
+            f"({store.read_only_reason}); what the index lists is as of its last save",
+            err=True,
+        )
+        return store
 
     def console(self, *, stderr: bool = False) -> Console:
         """A rich console for human output."""

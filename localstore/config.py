@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import errno
 import ipaddress
 import logging
 import math
@@ -29,7 +30,13 @@ import yaml
 
 from localstore import files as fs
 from localstore.blueprint import YamlLimits, _measure
-from localstore.errors import ConfigError, LimitExceededError, StorageError, wrong_type
+from localstore.errors import (
+    ConfigError,
+    LimitExceededError,
+    PermissionDeniedError,
+    StorageError,
+    wrong_type,
+)
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +169,14 @@ def _mkdir_error(folder: Path, exc: OSError) -> StorageError:
             f"cannot create folder {folder}: a file is in the way ({exc.strerror})",
             hint="move that file away, or choose another --home or LOCALSTORE_HOME",
         )
-    return StorageError(
+    # A PermissionDeniedError where the folder may not be written (a read-only disk, another
+    # user's home): the CLI's reading commands then open the home read-only instead.
+    kind = (
+        PermissionDeniedError
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+        else StorageError
+    )
+    return kind(
         f"cannot create folder {folder}: {exc.strerror or exc}",
         hint="make it writable, or choose another --home or LOCALSTORE_HOME",
     )

@@ -24,6 +24,7 @@ translated at the boundary with ``raise ... from exc`` and never leak out of the
     ├── StorageError
     │   ├── DiskFullError
     │   ├── PermissionDeniedError
+    │   │   └── ReadOnlyStoreError (a write to a store opened read-only)
     │   └── IndexStoreError
     │       └── NewerIndexError (written by a newer localstore: upgrade)
     ├── CredentialError
@@ -137,6 +138,14 @@ class DiskFullError(StorageError):
 
 class PermissionDeniedError(StorageError):
     """The operating system refused access to a file or folder."""
+
+
+class ReadOnlyStoreError(PermissionDeniedError):
+    """A write was asked of a store opened read-only; nothing was changed.
+
+    A PermissionDeniedError too: what refused it is the home's (a snapshot, a read-only disk,
+    another user's folder) or the app's own ``read_only=True``; its message says which.
+    """
 
 
 class IndexStoreError(StorageError):

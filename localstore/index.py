@@ -42,6 +42,7 @@ from localstore.errors import (
     LocalStoreError,
     NewerIndexError,
     PermissionDeniedError,
+    ReadOnlyStoreError,
     StorageError,
     StoreClosedError,
 )
@@ -767,16 +768,30 @@ def forked_error(pid: int) -> StoreClosedError:
 class Index:
     """One apsw connection to index.db, safe to share between threads."""
 
-    def __init__(self, path: Path, *, busy_timeout_ms: int = 30_000) -> None:
+    def __init__(
+        self, path: Path, *, busy_timeout_ms: int = 30_000, read_only: str | None = None
+    ) -> None:
+        """Open the index at ``path``; ``read_only``: why it must not be written (a write then
+        raises ReadOnlyStoreError saying so), None for the usual writable open."""
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms
+        self.read_only = read_only
+        # How a read-only index was opened (localstore._read_only: shared, private-wal,
+        # immutable); None for a writable one.
+        self.read_access: str | None = None
         self._lock = threading.RLock()
         # The process that opened the connection: a forked child must not use it (forked_error).
         self._pid = os.getpid()
         # Set by interrupt_lock_waits(): a write finding another process's write lock gives up.
         self._no_lock_waits = False
         self._depth = 0
-        self._conn: apsw.Connection | None = _connect(self.path, busy_timeout_ms)
+        self._conn: apsw.Connection | None
+        if read_only is None:
+            self._conn = _connect(self.path, busy_timeout_ms)
+        else:
+            from localstore._read_only import connect_read_only
+
+            self._conn, self.read_access = connect_read_only(self.path, busy_timeout_ms)
         self._commits = 0
         self._commit_listeners: list[Any] = []
         self._rollback_listeners: list[Callable[[], None]] = []
@@ -813,7 +828,10 @@ class Index:
         self.conn.set_rollback_hook(self._on_sqlite_rollback)
         self.conn.set_update_hook(self._on_row_change)
         try:
-            self.register_schema("core", CORE_MIGRATIONS)
+            if read_only is None:
+                self.register_schema("core", CORE_MIGRATIONS)
+            else:
+                self._check_schema_read_only()
         except BaseException:
             # An index this code refuses (a newer version's) must be left as it was: the open
             # connection kept the -wal and -shm files it had made until the process ended. No
@@ -854,10 +872,11 @@ class Index:
         self._close_pending = False
         if conn is None:
             return
-        try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except apsw.Error:  # another process holds the WAL busy; its maintainer will do it
-            pass
+        if self.read_only is None:  # (a read-only connection may not checkpoint)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except apsw.Error:  # another process holds the WAL busy; its maintainer will do it
+                pass
         conn.close()
 
     @property
@@ -960,6 +979,8 @@ class Index:
         """
         if os.getpid() != self._pid:
             raise forked_error(self._pid)
+        if self.read_only is not None:
+            raise self.read_only_error()
         with self._lock:
             conn = self.conn
             cur = conn.cursor()
@@ -1238,6 +1259,32 @@ class Index:
             # Not inside write(), which leaves errors of its body to the caller: a read-only
             # index.db reached `localstore status` as a raw apsw.ReadOnlyError traceback.
             raise map_apsw_error(exc, f"update the {component} tables of {self.path}") from exc
+
+    def read_only_error(self, action: str = "write to the index") -> ReadOnlyStoreError:
+        """The refusal of a write to this read-only index, naming why it is read-only."""
+        return ReadOnlyStoreError(
+            f"cannot {action}: this store is open read-only ({self.read_only})",
+            hint="open the home without read_only where it may be written (copy a snapshot "
+            "to a writable folder first); 'localstore export' copies blueprints out",
+        )
+
+    def _check_schema_read_only(self) -> None:
+        """Refuse an index whose core tables this version cannot read as they are.
+
+        A read-only open cannot migrate: an older localstore's index (a backup made before an
+        upgrade) is refused with what to do, never read with queries its tables do not fit.
+        """
+        version = self._schema_version("core") or 0
+        known = len(CORE_MIGRATIONS)
+        if version > known:
+            raise self._newer_error("core", version, known)
+        if version < known or self._core_v1_is_old():
+            raise IndexStoreError(
+                f"the index {self.path} was made by an older localstore (core schema "
+                f"v{version}; this version reads v{known}) and a read-only open cannot update it",
+                hint="copy the home to a folder you may write and open the copy once (that "
+                "updates its index), or read it with the localstore version that made it",
+            )
 
     def schema_version(self, component: str, migrations: Sequence[str]) -> int:
         """The component's schema version in this index (0: none of its tables yet), read only.

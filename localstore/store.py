@@ -35,10 +35,11 @@ import apsw
 from localstore import _snippets
 from localstore import files as fs
 from localstore._fts_text import SPLIT, indexed_text, shown
-from localstore._identity import ensure_device_id
+from localstore._identity import ensure_device_id, recorded_device_id
 from localstore._kept_edits import keep_flagged, report_kept
 from localstore._listing import INFO_COLUMNS, ListingCache, below, collector_paused, infos
 from localstore._presence import OpenMark, WatchPeriods, describe_pid
+from localstore._read_only import unwritable_reason
 from localstore._revisions import revision_text
 from localstore._validator_name import validator_name_of
 from localstore.blueprint import (
@@ -51,6 +52,7 @@ from localstore.blueprint import (
     check_validator,
     check_yaml,
     content_hash,
+    decode_meta,
     dump_yaml,
     encode_meta,
     is_uuid,
@@ -456,6 +458,7 @@ class BlueprintStore:
         reconcile: bool = True,
         maintenance: bool = True,
         recover_index: bool = False,
+        read_only: bool = False,
     ) -> None:
         """Open the store of ``settings``' home.
 
@@ -474,6 +477,13 @@ class BlueprintStore:
         names) does that only when the home records no validator or this one: when it records
         another, the home's validator and every verdict stay as they are, and this store's own
         writes, judged by its validator, are held by sync until the home's validator judges them.
+
+        ``read_only``: open a home without writing anything in it (a backup snapshot, a disk
+        mounted read-only, another user's home): no reconcile, no maintainer, no marks, no
+        revalidation; every write raises ReadOnlyStoreError. What the index says may be older
+        than the files (see docs/architecture.md, "Read-only homes"): :meth:`load` returns what
+        the files hold. ``read_only_reason`` says why it is read-only. Raises IndexStoreError
+        for a home without an index, or one an older localstore made (it cannot be updated).
         """
         check_validator(validator)
         if validator_name is not None and (
@@ -498,11 +508,20 @@ class BlueprintStore:
             ("reconcile", reconcile),
             ("maintenance", maintenance),
             ("recover_index", recover_index),
+            ("read_only", read_only),
         ):
             _flag_arg(flag, value)
+        if read_only and recover_index:
+            raise InvalidInputError(
+                "recover_index rebuilds the index: a read-only store cannot",
+                hint="leave out read_only (the home must be writable) or recover_index",
+            )
         self.settings = settings or load_settings()
         self.paths = self.settings.paths
-        self.paths.ensure()
+        # Why this store writes nothing (None: it may write). Worked out before anything opens.
+        self.read_only_reason: str | None = unwritable_reason(self.paths) if read_only else None
+        if not read_only:
+            self.paths.ensure()
         self.root = self.paths.blueprints
         try:
             self._real_root = self.root.resolve()  # (not strict: check_root below may create it)
@@ -533,7 +552,7 @@ class BlueprintStore:
         self.recovered_index: Path | None = None
         # Held until close(), taken before the index opens: a 'check --fix' in another process
         # must see this store before it could move the index from under its connection.
-        self._open_mark = OpenMark.take(self.paths.state)
+        self._open_mark = OpenMark.take(self.paths.state, create=not read_only)
         try:
             self.index = self._open_index(recover_index)
             self._listing = ListingCache(self.index)
@@ -548,10 +567,13 @@ class BlueprintStore:
         self._close_lock = threading.Lock()
         self._on_close: list[Callable[[], None]] = []
         # A copied or moved home takes a new device id here (see localstore._identity).
-        self.device_id = ensure_device_id(self.index, self.paths.index_db, new_id)
+        if read_only:
+            self.device_id = recorded_device_id(self.index, new_id)
+        else:
+            self.device_id = ensure_device_id(self.index, self.paths.index_db, new_id)
         self.device_name = self.settings.device_name
         self._maintainer: Maintainer | None = None
-        if maintenance:
+        if maintenance and not read_only:
             self._maintainer = Maintainer(self.paths.index_db)
             self.index.on_commit(self._maintainer.notify_commit)
             self._maintainer.start()
@@ -569,6 +591,8 @@ class BlueprintStore:
         self._unclosed.atexit = False
         # The process that opened the store: a forked child must not use it (see _check_open).
         self._pid = os.getpid()
+        if read_only:
+            return  # (what follows writes: the folder's identity, the reconcile, verdicts)
         from localstore._reconcile import Reconciler, check_root
 
         try:
@@ -594,7 +618,9 @@ class BlueprintStore:
         path = self.paths.index_db
 
         def attempt() -> Index:
-            index = Index(path, busy_timeout_ms=self.settings.busy_timeout_ms)
+            index = Index(
+                path, busy_timeout_ms=self.settings.busy_timeout_ms, read_only=self.read_only_reason
+            )
             if recover:
                 try:
                     index.quick_check()  # damaged pages, not only a damaged header
@@ -747,7 +773,7 @@ class BlueprintStore:
         ``sync.SyncLockedError``, a subclass) when a daemon (or another app, or another store
         in this process) already syncs this home, ConfigError when the sync package is missing.
         """
-        self._check_open()
+        self._check_writable("sync")
         try:
             # Imported here, never at module level: localstore must not depend on sync.
             from sync.embed import start_sync
@@ -763,6 +789,18 @@ class BlueprintStore:
             raise StoreClosedError("the store is closed", hint="open it again")
         if os.getpid() != self._pid:
             raise forked_error(self._pid)
+
+    def _check_writable(self, action: str) -> None:
+        """Raise ReadOnlyStoreError on a read-only store, before anything (a file) is written:
+        the index refuses every write too, but a save writes its files first."""
+        self._check_open()
+        if self.read_only_reason is not None:
+            raise self.index.read_only_error(action)
+
+    @property
+    def read_only(self) -> bool:
+        """True for a store opened read-only (``read_only_reason`` says why)."""
+        return self.read_only_reason is not None
 
     def subscribe(
         self, callback: Callable[[Event], None], *, kinds: Iterable[str] | None = None
@@ -1242,6 +1280,7 @@ class BlueprintStore:
     def _save_batch(
         self, requests: Sequence[SaveRequest], origin: str, *, strict: bool
     ) -> builtins.list[Blueprint | LocalStoreError]:
+        self._check_writable("save")
         if origin == "local":
             # What the app hands in, typed on any system: macOS text fields and file names give
             # decomposed (NFD) text, others composed (NFC). Stored as one form, a tag filter or a
@@ -1528,7 +1567,7 @@ class BlueprintStore:
         so is every one left when another store makes its validator the home's meanwhile.
         Raises InvalidInputError for a non-bool ``every``.
         """
-        self._check_open()
+        self._check_writable("judge blueprints again")
         _flag_arg("every", every)
         if every:
             # The rules changed under the same validator: a verdict reached ahead of a save
@@ -2373,6 +2412,9 @@ class BlueprintStore:
             )
         )
         stale = yaml_stale or meta_stale
+        if stale and self.read_only_reason is not None:
+            # Nothing may be recorded: what the files hold now, as the reconcile would read it.
+            return self._as_files_hold(row, yaml_abs, meta_abs, gone=st is None)
         if stale and st is not None and st.st_size == 0:
             # Most likely an editor's in-place save between its truncate and its write. An
             # empty YAML is never a revision (it would be flagged, and load of a flagged row
@@ -2431,6 +2473,38 @@ class BlueprintStore:
             except FileNotFoundError:
                 text = self._revision_content(row.id, row.rev)
         return self._blueprint_from(row, text)
+
+    def _as_files_hold(self, row: Row, yaml_abs: str, meta_abs: str, *, gone: bool) -> Blueprint:
+        """load() on a read-only store of a blueprint whose files changed after the index's last
+        commit (a snapshot that caught a save between its files' rename and its commit, or an
+        edit nobody recorded): the YAML and meta the files hold, unrecorded, with the recorded
+        ``rev`` and verdict. The last revision when the YAML does not read or parse, or when
+        the blueprints folder itself is not there (a copy of data/ alone). Raises NotFoundError
+        when the YAML is gone from a folder that is there: deleted after the last commit.
+        """
+        if gone and os.path.isdir(self._root_str):
+            raise NotFoundError(
+                f"{row.path} is no longer in {self._root_str}: it was deleted after the index's "
+                "last save (this store is read-only, so the index still lists it)",
+                hint=f"'localstore history {row.id}' lists its revisions; 'localstore show "
+                f"{row.id} --rev {row.rev}' prints the last one",
+            )
+        try:
+            data = fs.read_regular(yaml_abs, self.limits.max_bytes)
+            text = data.decode("utf-8")
+            check_yaml(data, self.limits)
+        except (OSError, UnicodeDecodeError, LocalStoreError):
+            return self._blueprint_from(row, self._revision_content(row.id, row.rev))
+        meta = row.meta
+        try:
+            found: BlueprintMeta | None = decode_meta(fs.read_regular(meta_abs, MAX_META_BYTES))
+        except (OSError, LocalStoreError):
+            found = None  # (missing or damaged: the reconcile would keep the indexed meta too)
+        if found is not None and found.id == row.id:
+            meta = found
+        return dataclasses.replace(
+            self._blueprint_from(row, text), meta=meta, content_hash=content_hash(data, meta)
+        )
 
     def _settling(self, rel: str, st: os.stat_result, m_st: os.stat_result | None) -> bool:
         """Whether a running Watcher of this store, or the daemon's watching this home from
@@ -2508,7 +2582,7 @@ class BlueprintStore:
         ChangedOnDiskError for a remote delete of a blueprint with an edit not recorded yet (the
         edit is recorded and nothing is deleted: an edit beats a delete).
         """
-        self._check_open()
+        self._check_writable("delete")
         _origin_arg(origin)
         if tx_hook is not None:
             _hook_arg(tx_hook)
@@ -2660,7 +2734,7 @@ class BlueprintStore:
 
         Raises NotFoundError, UnsafePathError, AlreadyExistsError, StorageError.
         """
-        self._check_open()
+        self._check_writable("move")
         _origin_arg(origin)
         with self.index.read() as cur:
             row = self._resolve(cur, ref)
@@ -2924,6 +2998,7 @@ class BlueprintStore:
         and the blueprint is no longer at that revision, deleted counting as one),
         InvalidInputError for a revision that is not an int.
         """
+        self._check_writable("restore")
         _origin_arg(origin)
         if expected_rev is not None:
             _rev_arg("expected_rev", expected_rev)
@@ -2965,7 +3040,7 @@ class BlueprintStore:
 
     def reconcile(self) -> CheckReport:
         """Bring the index in line with the files (files are the truth); returns what changed."""
-        self._check_open()
+        self._check_writable("reconcile")
         from localstore._reconcile import Reconciler
 
         return Reconciler(self).run(fix=True)
@@ -2974,6 +3049,8 @@ class BlueprintStore:
         """Compare index and files; with ``fix`` repair what can be repaired safely."""
         self._check_open()
         _flag_arg("fix", fix)
+        if fix:
+            self._check_writable("repair")
         from localstore._reconcile import Reconciler
 
         report = Reconciler(self).run(fix=fix)
@@ -3677,12 +3754,18 @@ def open_store(
     settings: Settings | None = None,
     reconcile: bool = True,
     maintenance: bool = True,
+    read_only: bool = False,
     **overrides: Any,
 ) -> BlueprintStore:
     """Open the store of a home (``LOCALSTORE_HOME`` or the platform folders when None).
 
     ``overrides`` are settings (see :class:`localstore.config.Settings`). Give either ready
-    ``settings`` or ``home`` and ``overrides``, not both (they would be ignored). Raises
+    ``settings`` or ``home`` and ``overrides``, not both (they would be ignored).
+    ``read_only=True`` opens a home this user cannot write (a backup snapshot, a read-only
+    disk, another user's home) and writes nothing there; every write then raises
+    ReadOnlyStoreError (see :class:`BlueprintStore`). An open without it never falls back to
+    read-only by itself: a home that cannot be written fails with PermissionDeniedError, which
+    an app that only reads may answer by opening again with ``read_only=True``. Raises
     ConfigError.
     """
     if settings is not None:
@@ -3701,4 +3784,5 @@ def open_store(
         validator_name=validator_name,
         reconcile=reconcile,
         maintenance=maintenance,
+        read_only=read_only,
     )

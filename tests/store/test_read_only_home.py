@@ -1,0 +1,330 @@
+"""A home this user cannot write: a backup snapshot, a read-only disk, another user's home.
+
+Nothing could open one: SQLite needs the index's -shm in data/, the open reconciles into the
+index and writes its marks. Here the homes are really read-only: every folder and file loses its
+write bits, and as root (the CI container) the readers run under ``setpriv`` without
+CAP_DAC_OVERRIDE, so the modes bind them as they bind a user. A snapshot is the home copied while
+a store had it open, so its index's last commits are in the -wal only (as a btrfs or ZFS snapshot
+of a running daemon's home has them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import apsw
+import pytest
+
+import localstore
+from localstore.errors import ReadOnlyStoreError
+from localstore.index import CORE_MIGRATIONS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def as_reader(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python argv...`` in a process that file modes bind, even when the tests run as root."""
+    cmd = [sys.executable, *argv]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.fail("as root these tests need setpriv (util-linux) to drop CAP_DAC_OVERRIDE")
+        cmd = [setpriv, "--bounding-set", "-dac_override,-dac_read_search,-fowner", *cmd]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+
+
+def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return as_reader("-c", "from localstore.cli import main; main()", "--home", str(home), *args)
+
+
+def freeze(root: Path) -> None:
+    """Take every write bit off, as a read-only mount or snapshot has them."""
+    for here, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            p = Path(here, name)
+            p.chmod(stat.S_IMODE(p.lstat().st_mode) & ~0o222)
+    root.chmod(stat.S_IMODE(root.stat().st_mode) & ~0o222)
+
+
+def thaw(root: Path) -> None:
+    root.chmod(0o755)
+    for here, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            Path(here, name).chmod(0o755 if name in dirs else 0o644)
+
+
+def fingerprint(root: Path) -> dict[str, tuple[int, int, str]]:
+    """Every file and folder under ``root``: size, modification time and content hash."""
+    out: dict[str, tuple[int, int, str]] = {}
+    for here, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            p = Path(here, name)
+            st = p.lstat()
+            digest = hashlib.sha256(p.read_bytes()).hexdigest() if name in files else "dir"
+            out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns, digest)
+    return out
+
+
+@pytest.fixture
+def snapshot(tmp_path: Path) -> Iterator[Path]:
+    """A copy of a home taken while a store had it open, its last commits in the -wal only."""
+    live = tmp_path / "live"
+    store = localstore.open(home=live, maintenance=False)  # (no checkpoint behind the test's back)
+    try:
+        store.save("team/deploy", "steps: [build, ship]\n", tags=["ops"], name="Deploy")
+        store.save("team/deploy", "steps: [build, test, ship]\n")
+        store.save("notes/readme", "text: hello snapshot\n")
+        snap = tmp_path / "snap"
+        shutil.copytree(live, snap)
+    finally:
+        store.close()
+    assert (snap / "data" / "index.db-wal").stat().st_size > 0
+    yield snap
+    thaw(snap)
+
+
+def blueprints_in_main_file(index: Path) -> int:
+    """The live blueprints an immutable open sees: the main file's, the -wal ignored."""
+    conn = apsw.Connection(
+        Path(index).as_uri() + "?mode=ro&immutable=1",
+        flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI,
+    )
+    try:
+        cur = conn.execute("SELECT 1 FROM sqlite_schema WHERE name = 'blueprints'")
+        if not cur.fetchall():
+            return 0  # (the whole index is still in the -wal)
+        rows = conn.execute("SELECT count(*) FROM blueprints WHERE deleted = 0").fetchall()
+        return int(str(rows[0][0]))
+    finally:
+        conn.close()
+
+
+# -- the CLI's reading commands ------------------------------------------------------------------
+
+
+def test_reading_commands_work_on_a_snapshot_and_write_nothing(snapshot: Path) -> None:
+    """Every one failed with "cannot write the index (attempt to write a readonly database)"."""
+    freeze(snapshot)
+    before = fingerprint(snapshot)
+    out = snapshot.parent / "out"
+    out.mkdir()
+    done = cli(snapshot, "--json", "ls")
+    assert done.returncode == 0, done.stderr
+    assert sorted(i["path"] for i in json.loads(done.stdout)) == [
+        "notes/readme.blueprint.yaml",
+        "team/deploy.blueprint.yaml",
+    ]
+    note = done.stderr.strip().splitlines()
+    assert len(note) == 1 and note[0].startswith("note: opened ") and "read-only" in note[0]
+    assert "may not write" in note[0], note
+    done = cli(snapshot, "show", "team/deploy")
+    assert (done.returncode, done.stdout) == (0, "steps: [build, test, ship]\n"), done.stderr
+    done = cli(snapshot, "--json", "search", "snapshot")
+    assert done.returncode == 0, done.stderr
+    assert [h["path"] for h in json.loads(done.stdout)] == ["notes/readme.blueprint.yaml"]
+    done = cli(snapshot, "--json", "history", "team/deploy")
+    assert done.returncode == 0, done.stderr
+    assert [r["rev"] for r in json.loads(done.stdout)] == [2, 1]
+    done = cli(snapshot, "show", "team/deploy", "--rev", "1")
+    assert (done.returncode, done.stdout) == (0, "steps: [build, ship]\n"), done.stderr
+    done = cli(snapshot, "export", "-o", str(out / "all.lsbundle"))
+    assert done.returncode == 0, done.stderr
+    done = cli(snapshot, "export", "team/deploy", "--yaml", "-o", str(out / "deploy.yaml"))
+    assert done.returncode == 0, done.stderr
+    assert (out / "deploy.yaml").read_text() == "steps: [build, test, ship]\n"
+    assert fingerprint(snapshot) == before
+    # The bundle restores the blueprint into a writable home, with its meta.
+    with localstore.open(home=snapshot.parent / "restored") as target:
+        from localstore.archive import import_bundle
+
+        import_bundle(target, out / "all.lsbundle")
+        assert target.load("team/deploy").meta.name == "Deploy"
+
+
+def test_a_snapshot_without_the_cache_folder_is_read(snapshot: Path) -> None:
+    """A backup that left cache/ out: the usual open failed making it with a plain StorageError
+    ("cannot create folder"), which the reading commands did not take for a read-only home."""
+    shutil.rmtree(snapshot / "cache")
+    freeze(snapshot)
+    done = cli(snapshot, "show", "notes/readme")
+    assert (done.returncode, done.stdout) == (0, "text: hello snapshot\n"), done.stderr
+    assert not (snapshot / "cache").exists()
+
+
+def test_an_encrypted_export_from_a_read_only_home_says_why_it_cannot(snapshot: Path) -> None:
+    """Its plaintext zip goes to the home's cache first: a raw PermissionError ("unexpected")."""
+    freeze(snapshot)
+    out = snapshot.parent / "enc.lsbundle"
+    env_code = (
+        "import os; os.environ['LOCALSTORE_PASSPHRASE'] = 'pw'\n"
+        "from localstore.cli import main; main()"
+    )
+    done = as_reader("-c", env_code, "--home", str(snapshot), "export", "--encrypt", "-o", str(out))
+    assert done.returncode == 1
+    assert "unexpected" not in done.stderr and "open read-only" in done.stderr, done.stderr
+    assert not out.exists()
+
+
+def test_a_home_an_older_localstore_made_is_refused_read_only(snapshot: Path) -> None:
+    """A read-only open cannot migrate the index: it says so rather than run queries its
+    tables do not fit."""
+    from tests.store.older_index import set_core_back
+
+    thaw(snapshot)
+    set_core_back(snapshot, len(CORE_MIGRATIONS) - 1, ())
+    freeze(snapshot)
+    before = fingerprint(snapshot)
+    done = cli(snapshot, "ls")
+    assert done.returncode == 1
+    assert "error: the index" in done.stderr and "made by an older localstore" in done.stderr
+    assert "copy the home to a folder you may write" in done.stderr, done.stderr
+    assert fingerprint(snapshot) == before
+
+
+def test_a_write_command_on_a_read_only_home_still_fails_without_a_fallback(
+    snapshot: Path,
+) -> None:
+    freeze(snapshot)
+    before = fingerprint(snapshot)
+    done = cli(snapshot, "rm", "team/deploy")
+    assert done.returncode == 1
+    assert "read-only" not in done.stderr and "cannot write the index" in done.stderr
+    assert fingerprint(snapshot) == before
+
+
+# -- the index's last commits, in the -wal ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("keep_shm", [True, False], ids=["with-shm", "without-shm"])
+def test_commits_only_in_the_wal_are_read(snapshot: Path, keep_shm: bool) -> None:
+    """An immutable open (the obvious way to read a read-only WAL database) ignores the -wal:
+    the blueprints saved last were not there. A backup that left the -shm out (or a -shm that
+    cannot be made) is read through a private wal-index."""
+    index = snapshot / "data" / "index.db"
+    if not keep_shm:
+        index.with_name("index.db-shm").unlink()
+    assert blueprints_in_main_file(index) < 2  # (the scenario is real)
+    freeze(snapshot)
+    before = fingerprint(snapshot)
+    code = (
+        "import json, sys, localstore\n"
+        "with localstore.open(home=sys.argv[1], read_only=True) as s:\n"
+        "    print(json.dumps([sorted(i.path for i in s.list()), s.index.read_access,\n"
+        "                      s.load('notes/readme').content]))\n"
+    )
+    done = as_reader("-c", code, str(snapshot))
+    assert done.returncode == 0, done.stderr
+    paths, access, content = json.loads(done.stdout)
+    assert paths == ["notes/readme.blueprint.yaml", "team/deploy.blueprint.yaml"]
+    assert access == ("shared" if keep_shm else "private-wal")
+    assert content == "text: hello snapshot\n"
+    assert fingerprint(snapshot) == before
+
+
+def test_a_home_closed_cleanly_opens_immutable(snapshot: Path) -> None:
+    """No -wal at all (the store had closed before the backup): SQLite can make no -shm in a
+    read-only folder, and the main file is the whole index."""
+    thaw(snapshot)
+    localstore.open(home=snapshot).close()  # (its close checkpoints and removes the -wal)
+    assert not (snapshot / "data" / "index.db-wal").exists()
+    freeze(snapshot)
+    code = (
+        "import json, sys, localstore\n"
+        "with localstore.open(home=sys.argv[1], read_only=True) as s:\n"
+        "    print(json.dumps([s.count(), s.index.read_access, s.read_only_reason]))\n"
+    )
+    done = as_reader("-c", code, str(snapshot))
+    assert done.returncode == 0, done.stderr
+    count, access, reason = json.loads(done.stdout)
+    assert (count, access) == (2, "immutable")
+    assert reason == f"this user may not write {snapshot / 'data'}"
+
+
+# -- files are the truth ---------------------------------------------------------------------------
+
+
+def test_show_reads_what_the_files_hold_after_the_index_s_last_commit(snapshot: Path) -> None:
+    """The snapshot caught a save between its files' rename and its index commit (or an edit
+    nobody recorded): show prints the files, the index cannot be told."""
+    root = snapshot / "blueprints"
+    (root / "team" / "deploy.blueprint.yaml").write_text("steps: [edited]\n")
+    meta_path = root / "team" / "deploy.blueprint.meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["name"] = "Deploy, edited"
+    meta_path.write_text(json.dumps(meta))
+    (root / "notes" / "readme.blueprint.yaml").unlink()
+    freeze(snapshot)
+    done = cli(snapshot, "--json", "show", "team/deploy")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert (shown["content"], shown["meta"]["name"]) == ("steps: [edited]\n", "Deploy, edited")
+    assert shown["rev"] == 2  # (the last one recorded; the edit is no revision)
+    done = cli(snapshot, "show", "notes/readme")
+    assert done.returncode == 4, done.stderr
+    assert "deleted after the index's last save" in done.stderr
+    done = cli(snapshot, "show", "notes/readme", "--rev", "1")
+    assert (done.returncode, done.stdout) == (0, "text: hello snapshot\n"), done.stderr
+
+
+# -- the library ---------------------------------------------------------------------------------
+
+
+def test_writes_on_a_read_only_store_say_why_and_change_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with localstore.open(home=home) as s:
+        s.save("a/x", "v: 1\n")
+    before = fingerprint(home / "blueprints")
+    with localstore.open(home=home, read_only=True) as s:
+        assert s.read_only and s.read_only_reason == "opened with read_only=True"
+        for write in (
+            lambda: s.save("a/x", "v: 2\n"),
+            lambda: s.save("b/new", "v: 1\n"),
+            lambda: s.delete("a/x"),
+            lambda: s.move("a/x", "b/x"),
+            lambda: s.restore("a/x", 1),
+            lambda: s.check(fix=True),
+            lambda: s.reconcile(),
+            lambda: s.index.set_setting("k", "v"),
+        ):
+            with pytest.raises(ReadOnlyStoreError, match=r"open read-only \(opened with read_only"):
+                write()
+        assert s.load("a/x").content == "v: 1\n"
+    assert fingerprint(home / "blueprints") == before
+
+
+def test_an_edit_made_meanwhile_is_shown_not_recorded(tmp_path: Path) -> None:
+    """A read-only store neither reconciles at open nor records what load finds changed."""
+    home = tmp_path / "home"
+    with localstore.open(home=home) as s:
+        s.save("a/x", "v: 1\n")
+    (home / "blueprints" / "a" / "x.blueprint.yaml").write_text("v: 2\n")
+    with localstore.open(home=home, read_only=True) as s:
+        assert s.load("a/x").content == "v: 2\n"
+        assert [r.rev for r in s.history("a/x")] == [1]
+    with localstore.open(home=home) as s:  # (the next writable open records it)
+        assert [r.rev for r in s.history("a/x")] == [2, 1]
+
+
+def test_read_only_refuses_recover_index(tmp_path: Path) -> None:
+    with pytest.raises(localstore.InvalidInputError, match="recover_index"):
+        localstore.BlueprintStore(
+            localstore.load_settings(home=tmp_path / "h"), read_only=True, recover_index=True
+        )
+
+
+def test_a_home_without_an_index_is_refused_read_only(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "blueprints").mkdir(parents=True)
+    with pytest.raises(localstore.StorageError, match="a read-only open cannot build one"):
+        localstore.open(home=home, read_only=True)
+    assert sorted(p.name for p in home.iterdir()) == ["blueprints"]  # (no folders made)
