@@ -2489,12 +2489,10 @@ class BlueprintStore:
                 hint=f"'localstore history {row.id}' lists its revisions; 'localstore show "
                 f"{row.id} --rev {row.rev}' prints the last one",
             )
-        try:
-            data = fs.read_regular(yaml_abs, self.limits.max_bytes)
-            text = data.decode("utf-8")
-            check_yaml(data, self.limits)
-        except (OSError, UnicodeDecodeError, LocalStoreError):
+        read = self._checked_file(yaml_abs)
+        if read is None:
             return self._blueprint_from(row, self._revision_content(row.id, row.rev))
+        data, text = read
         meta = row.meta
         try:
             found: BlueprintMeta | None = decode_meta(fs.read_regular(meta_abs, MAX_META_BYTES))
@@ -2540,14 +2538,22 @@ class BlueprintStore:
         """The blueprint with its YAML as the file holds it now, not recorded: the recorded
         revision's number and meta, the content's own hash. The last revision if the file does
         not read or parse as a blueprint (as for an empty one)."""
+        read = self._checked_file(yaml_abs)
+        if read is None:
+            return self._blueprint_from(row, self._revision_content(row.id, row.rev))
+        data, text = read
+        bp = self._blueprint_from(row, text)
+        return dataclasses.replace(bp, content_hash=content_hash(data, row.meta))
+
+    def _checked_file(self, yaml_abs: str) -> tuple[bytes, str] | None:
+        """The YAML file's bytes and text when it reads and parses as a blueprint, else None."""
         try:
             data = fs.read_regular(yaml_abs, self.limits.max_bytes)
             text = data.decode("utf-8")
             check_yaml(data, self.limits)
         except (OSError, UnicodeDecodeError, LocalStoreError):
-            return self._blueprint_from(row, self._revision_content(row.id, row.rev))
-        bp = self._blueprint_from(row, text)
-        return dataclasses.replace(bp, content_hash=content_hash(data, row.meta))
+            return None
+        return data, text
 
     def _watched(self) -> bool:
         """Whether a Watcher runs on this store object (it then decides what a vanished file is)."""

@@ -6,6 +6,7 @@ Knobs: LOCALSTORE_STRESS=1 runs the long stress variants, LOCALSTORE_SLOW=1 the 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -140,6 +141,17 @@ def rename_in_same_tick(store: Any, rel: str, text: str) -> None:
 
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def bound_by_file_modes(argv: list[str]) -> list[str]:
+    """``argv`` run so that file permissions bind it even when the tests run as root (setpriv
+    drops the capabilities that override them), for tests of homes a user cannot write."""
+    if os.geteuid() != 0:
+        return argv
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.fail("as root these tests need setpriv (util-linux) to drop CAP_DAC_OVERRIDE")
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search,-fowner", *argv]
 
 
 def run_cli(

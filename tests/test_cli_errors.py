@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from click.testing import CliRunner, Result
 
 from localstore.cli import EXIT_INTERRUPTED, cli
 from localstore.store import BlueprintStore
+from tests.conftest import bound_by_file_modes
 from tests.store.lockholder import LockHolder, holders
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,12 +39,9 @@ def run(
 
 def unprivileged(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the CLI in a subprocess that file permissions bind, even when the tests run as root."""
-    argv = [sys.executable, "-c", "from localstore.cli import main; main()", "--home", str(home)]
-    if os.geteuid() == 0:
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            pytest.fail("as root these tests need setpriv (util-linux) to drop CAP_DAC_OVERRIDE")
-        argv = [setpriv, "--bounding-set", "-dac_override,-dac_read_search,-fowner", *argv]
+    argv = bound_by_file_modes(
+        [sys.executable, "-c", "from localstore.cli import main; main()", "--home", str(home)]
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
     return subprocess.run(
         [*argv, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=60

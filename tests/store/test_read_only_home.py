@@ -26,18 +26,14 @@ import pytest
 import localstore
 from localstore.errors import ReadOnlyStoreError
 from localstore.index import CORE_MIGRATIONS
+from tests.conftest import bound_by_file_modes
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def as_reader(*argv: str) -> subprocess.CompletedProcess[str]:
     """Run ``python argv...`` in a process that file modes bind, even when the tests run as root."""
-    cmd = [sys.executable, *argv]
-    if os.geteuid() == 0:
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            pytest.fail("as root these tests need setpriv (util-linux) to drop CAP_DAC_OVERRIDE")
-        cmd = [setpriv, "--bounding-set", "-dac_override,-dac_read_search,-fowner", *cmd]
+    cmd = bound_by_file_modes([sys.executable, *argv])
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
     env["PYTHONPATH"] = str(REPO)
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
