@@ -19,6 +19,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
@@ -37,6 +38,19 @@ def as_reader(*argv: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
     env["PYTHONPATH"] = str(REPO)
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+
+
+def read_only_answer(home: Path, expression: str) -> Any:
+    """What ``expression`` (over ``s``, the home opened read-only) gives, as JSON, in a process
+    that file modes bind."""
+    code = (
+        "import json, sys, localstore\n"
+        "with localstore.open(home=sys.argv[1], read_only=True) as s:\n"
+        f"    print(json.dumps({expression}))\n"
+    )
+    done = as_reader("-c", code, str(home))
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -212,15 +226,10 @@ def test_commits_only_in_the_wal_are_read(snapshot: Path, keep_shm: bool) -> Non
     assert blueprints_in_main_file(index) < 2  # (the scenario is real)
     freeze(snapshot)
     before = fingerprint(snapshot)
-    code = (
-        "import json, sys, localstore\n"
-        "with localstore.open(home=sys.argv[1], read_only=True) as s:\n"
-        "    print(json.dumps([sorted(i.path for i in s.list()), s.index.read_access,\n"
-        "                      s.load('notes/readme').content]))\n"
+    paths, access, content = read_only_answer(
+        snapshot,
+        "[sorted(i.path for i in s.list()), s.index.read_access, s.load('notes/readme').content]",
     )
-    done = as_reader("-c", code, str(snapshot))
-    assert done.returncode == 0, done.stderr
-    paths, access, content = json.loads(done.stdout)
     assert paths == ["notes/readme.blueprint.yaml", "team/deploy.blueprint.yaml"]
     assert access == ("shared" if keep_shm else "private-wal")
     assert content == "text: hello snapshot\n"
@@ -234,14 +243,9 @@ def test_a_home_closed_cleanly_opens_immutable(snapshot: Path) -> None:
     localstore.open(home=snapshot).close()  # (its close checkpoints and removes the -wal)
     assert not (snapshot / "data" / "index.db-wal").exists()
     freeze(snapshot)
-    code = (
-        "import json, sys, localstore\n"
-        "with localstore.open(home=sys.argv[1], read_only=True) as s:\n"
-        "    print(json.dumps([s.count(), s.index.read_access, s.read_only_reason]))\n"
+    count, access, reason = read_only_answer(
+        snapshot, "[s.count(), s.index.read_access, s.read_only_reason]"
     )
-    done = as_reader("-c", code, str(snapshot))
-    assert done.returncode == 0, done.stderr
-    count, access, reason = json.loads(done.stdout)
     assert (count, access) == (2, "immutable")
     assert reason == f"this user may not write {snapshot / 'data'}"
 
