@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import apsw
 
@@ -1407,20 +1407,40 @@ class Index:
     def quick_check(self) -> None:
         """Raise the damaged-index error when SQLite's quick check finds damaged pages."""
         try:
-            with self.read() as cur:
-                rows = cur.execute("PRAGMA quick_check").fetchall()
+            problems = self.pragma_check("quick_check")
         except apsw.Error as exc:
             raise map_apsw_error(exc, f"check {self.path}") from exc
-        problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
         if problems:
             cause = apsw.CorruptError("; ".join(problems[:3]))
             raise map_apsw_error(cause, f"check {self.path}") from cause
 
+    def pragma_check(self, pragma: Literal["quick_check", "integrity_check"]) -> list[str]:
+        """What SQLite's ``PRAGMA quick_check`` or ``integrity_check`` finds; [] when healthy.
+
+        FTS5 keeps each full-text table's list of segments cached on the connection, and reads
+        it again only when a statement opens a cursor on the table after another connection
+        committed. The pragmas call FTS5's own check without that step (SQLite 3.54): on a
+        connection that last read the search tables before another connection merged them (this
+        process's maintainer, another process's), the check read segments the merge had deleted
+        and reported "fts5: corruption found reading blob" on a healthy index; at open, that
+        would have set a healthy index aside and lost its history. So a cursor is opened on each
+        first, in the read transaction the pragma then runs in.
+        """
+        with self.read() as cur:
+            cur.execute("SAVEPOINT pragma_check")
+            try:
+                for table in FTS_TABLES:
+                    cur.execute(f"SELECT 1 FROM {table} WHERE rowid = 0").fetchall()
+                rows = cur.execute(f"PRAGMA {pragma}").fetchall()
+            finally:
+                # (An I/O error may have rolled the transaction back already.)
+                if cur.connection.in_transaction:
+                    cur.execute("RELEASE pragma_check")
+        return [str(r[0]) for r in rows if str(r[0]) != "ok"]
+
     def integrity_check(self) -> list[str]:
         """SQLite's integrity check; an empty list means healthy."""
-        with self.read() as cur:
-            rows = cur.execute("PRAGMA integrity_check").fetchall()
-            problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
+        problems = self.pragma_check("integrity_check")
         # The search indexes against the text they were built from (external content: a save
         # removes an entry by giving back the values it indexed, so drift would show here).
         problems += [f"search index ({t}): {why}" for t, why in self.search_index_problems()]

@@ -874,12 +874,11 @@ def check_index(settings: Settings) -> Finding:
 
     try:
         with BlueprintStore(settings, reconcile=False, maintenance=False) as store:
-            with store.index.read() as cur:
-                quick = [str(r[0]) for r in cur.execute("PRAGMA quick_check")]
+            quick = store.index.pragma_check("quick_check")
             report = store.check()
     except LocalStoreError as exc:
         return Finding("index", "problem", exc.message, exc.hint or "run `localstore check --fix`")
-    if quick != ["ok"]:
+    if quick:
         return Finding(
             "index",
             "problem",
