@@ -64,19 +64,22 @@ def keep_flagged(
     kept = keep_recovered(store.paths.data, files)
     recovered = store.paths.data / "recovered"
     reason = row.flagged or "it does not parse"
+    where = ", ".join(str(dest) for dest in kept)
+    said = f"the version on disk did not parse ({reason}); kept at {where}"
     for (rel, _), dest in zip(files, kept, strict=True):
         detail = (
             f"kept: this file did not parse ({reason}) when {doing} it, so no revision "
             f"holds it; it is now {dest} (copy what you want from it into the blueprint, "
             "then remove that copy: check reports it until then)"
         )
-        note = {"path": rel, "detail": detail}
+        # With the blueprint, the revision the write followed and the event's sentence: another
+        # process hears of this write from the index alone (sync._follow), and says it as well.
+        note = {"path": rel, "detail": detail, "id": row.id, "after": row.rev, "event": said}
         cur.execute(
             "INSERT INTO settings VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = "
             "excluded.value",
             (NOTE_PREFIX + dest.relative_to(recovered).as_posix(), json.dumps(note)),
         )
-    where = ", ".join(str(dest) for dest in kept)
     log.warning(
         "%s did not parse (%s); its bytes, in no revision, were kept at %s before %s them",
         row.path,
@@ -84,7 +87,31 @@ def keep_flagged(
         where,
         doing,
     )
-    return f"the version on disk did not parse ({reason}); kept at {where}"
+    return said
+
+
+def kept_by_writes(cur: Any, blueprint_id: str, *, since: int, upto: int) -> str:
+    """What the events of the writes of ``blueprint_id`` after revision ``since`` up to ``upto``
+    said of the edits they kept ('' when none kept any): for a change another process committed.
+
+    Read from the notes, so a kept file the person removed (and ``check --fix`` forgot) is no
+    longer told; notes written before they named their write tell nothing. One range scan of
+    the notes, which are few (each until its file is removed)."""
+    said: list[str] = []
+    for (value,) in cur.execute(
+        "SELECT value FROM settings WHERE key >= ? AND key < ? ORDER BY key",
+        (NOTE_PREFIX, _NOTE_END),
+    ):
+        try:
+            note = json.loads(value)
+            after = int(note["after"])
+            mine = note["id"] == blueprint_id and since <= after < upto
+            sentence = str(note["event"])
+        except (ValueError, TypeError, KeyError):
+            continue  # (an older note: no write named)
+        if mine and sentence not in said:  # (the pair's two files: one sentence)
+            said.append(sentence)
+    return "; ".join(said)
 
 
 def report_kept(store: BlueprintStore, report: CheckReport, *, fix: bool) -> None:

@@ -54,6 +54,7 @@ from localstore.errors import (
 from localstore.events import Event
 from localstore.store import JUDGED_AHEAD, Row
 from sync import _state as st
+from sync._kept_merges import highest_kept
 from sync.merge import (
     ConflictCase,
     ConflictPolicy,
@@ -546,6 +547,7 @@ class Applier:
             base_rev=None,
             remote_rev=winner.rev,
             copy_synced=synced,
+            above=highest_kept(self.store.paths.state),
         )
         self._conflict_event(
             local.id, new_path, f"{local.path} is taken on the server by {winner.id}; moved here"
@@ -654,6 +656,7 @@ class Applier:
             remote=r.content,
             base_rev=base_rev,
             remote_rev=r.rev,
+            above=highest_kept(self.store.paths.state),
         )
         self._conflict_event(r.id, r.path, f"conflict #{cid}: local version kept at {copy_path}")
 
@@ -737,6 +740,7 @@ class Applier:
             remote=r.content,
             base_rev=item.base_rev if item is not None else None,
             remote_rev=r.rev,
+            above=highest_kept(self.store.paths.state),
         )
         self._conflict_event(r.id, copy_path, f"conflict #{cid}: local edit kept at {copy_path}")
         return copy_id, copy_path, cid

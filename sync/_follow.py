@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from localstore._kept_edits import kept_by_writes
 from localstore.errors import LocalStoreError
 from localstore.events import Event
 from sync.errors import SyncError
@@ -451,7 +452,9 @@ def foreign_events(store: BlueprintStore, row: Row | ForeignRow) -> list[Event]:
     one change (coalesced: the rev, path and content hash of the row as found), and an app that
     relabels on ``moved`` and re-reads on ``modified`` is never left with a stale view. A row
     the writing store's validator refused is followed by ``invalid`` (its problems in
-    ``detail``), as that store announced it. The origin and time are the row's revision's; ``process`` is ``"other"``. When the history
+    ``detail``), as that store announced it; a write that kept an unparsable edit in
+    <data>/recovered/ says where in ``detail``, as that store's event did. The origin and time
+    are the row's revision's; ``process`` is ``"other"``. When the history
     cannot be read, one event is made from the row alone (``created`` or ``modified`` by its
     rev, no ``old_path``).
     """
@@ -465,6 +468,7 @@ def foreign_events(store: BlueprintStore, row: Row | ForeignRow) -> list[Event]:
     top: tuple[Any, ...] | None = None
     base: tuple[Any, ...] | None = None
     lowest = rev
+    kept = ""
     try:
         with store.index.read() as cur:
             # Newest first, from the row's rev (a later commit, not yet polled, gets its own
@@ -482,6 +486,11 @@ def foreign_events(store: BlueprintStore, row: Row | ForeignRow) -> list[Event]:
                 if int(r[1]) <= seen_op or (known is not None and lowest <= known):
                     base = tuple(r)
                     break
+            if top is not None:
+                # An unparsable edit a write of this change moved to <data>/recovered/: its
+                # writer's own event said where, and an app hearing of it here must learn it too.
+                since = lowest if base is not None else lowest - 1
+                kept = kept_by_writes(cur, blueprint_id, since=since, upto=rev)
     except LocalStoreError as exc:
         # The row is claimed already (poll): an event from the row alone, not none at all.
         log.warning("reading the history of %s for its event: %s", path, exc)
@@ -491,7 +500,16 @@ def foreign_events(store: BlueprintStore, row: Row | ForeignRow) -> list[Event]:
 
     def event(kind: str, old_path: str | None = None) -> Event:
         return Event(
-            kind, blueprint_id, path, origin, rev, old_path, content_hash, process="other", **extra
+            kind,
+            blueprint_id,
+            path,
+            origin,
+            rev,
+            old_path,
+            content_hash,
+            detail=kept,
+            process="other",
+            **extra,
         )
 
     if deleted:

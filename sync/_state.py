@@ -31,7 +31,8 @@ from the index's op counter in the same transaction.
   If that revision were ever gone, the merge runs without a base (a conflict copy, never a loss).
 * ``sync_state(key, value)``: ``identity``, ``accepted_identity``, ``cursor``, ``horizon``,
   ``last_synced_at``, ``last_error``, ``settled_op_id``, ``base_record`` (identity and cursor of
-  the last append to ``state/sync-bases.jsonl``, ``sync.base_record``).
+  the last append to ``state/sync-bases.jsonl``, ``sync.base_record``), ``conflicts_from`` (the
+  first conflict number this index gave: :func:`add_conflict`).
 
 The settled watermark: ``settled_op_id`` = W promises that no blueprint with ``op_id <= W`` is
 dirty (the outbox condition below). The outbox, ``pending_count`` and ``held_count`` therefore
@@ -1054,6 +1055,9 @@ def clear_quarantine(cur: Any, direction: str | None = None) -> list[QuarantineE
 
 # -- conflicts ----------------------------------------------------------------------------------
 
+# sync_state key: the first conflict number this index gave (add_conflict, conflicts_from).
+CONFLICTS_FROM_KEY = "conflicts_from"
+
 
 def add_conflict(
     cur: Any,
@@ -1069,17 +1073,28 @@ def add_conflict(
     base_rev: int | None,
     remote_rev: int | None,
     copy_synced: bool = False,
+    above: int = 0,
 ) -> int:
-    """Store a conflict record; returns its number.
+    """Store a conflict record; returns its number, the next after this index's last and after
+    ``above`` (the highest number a file kept for a conflict bears: sync._kept_merges).
 
     The reason is stored escaped and cut (sync._shown), as a quarantine message is: `localstore
     conflicts` prints it, and it quotes what nobody here wrote (the app's validator, a YAML error
     naming a synced file's text, a server path)."""
     reason = shown(reason, 4 * MAX_SHOWN)
+    last = cur.execute("SELECT max(cid) FROM sync_conflicts").fetchall()[0][0]
+    # A rebuilt index numbers from 1 again, and a merge kept in STATE/merges/ for the lost
+    # index's conflict N would be taken for the new conflict N's (and replaced by its merge).
+    cid = max(int(last or 0), above) + 1
+    if last is None:
+        # This index's first conflict: a kept merge numbered below it, and without a record,
+        # belongs to a conflict of an index lost before (sync._kept_merges keeps it).
+        set_state(cur, CONFLICTS_FROM_KEY, str(cid))
     cur.execute(
-        "INSERT INTO sync_conflicts (id, path, copy_id, copy_path, reason, base, local, remote, "
-        "base_rev, remote_rev, created, copy_synced) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        "INSERT INTO sync_conflicts (cid, id, path, copy_id, copy_path, reason, base, local, "
+        "remote, base_rev, remote_rev, created, copy_synced) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
+            cid,
             blueprint_id,
             path,
             copy_id,
@@ -1094,7 +1109,18 @@ def add_conflict(
             int(copy_synced),
         ),
     )
-    return int(cur.execute("SELECT last_insert_rowid()").fetchall()[0][0])
+    return cid
+
+
+def conflicts_from(cur: Any) -> int | None:
+    """The first conflict number this index gave, None when it gave none yet (a conflict record
+    is never dropped while it is the highest, so a table with none never had one) or gave them
+    before it recorded the first (an index older than this record: 0)."""
+    first = get_state(cur, CONFLICTS_FROM_KEY)
+    if first is not None:
+        return int(first)
+    has_any = cur.execute("SELECT 1 FROM sync_conflicts LIMIT 1").fetchall()
+    return 0 if has_any else None
 
 
 def _conflict_from(r: Iterable[Any]) -> ConflictRecord:

@@ -755,11 +755,11 @@ def _resolve_with_tool(settings: Settings, store: Any, record: Any) -> Any:
     remote = conflict_remote_text(store, record)
     code, merged = _run_merge_tool(settings, record, start, remote)
     if code != 0:
-        note, extra = "", {}
+        note, extra = "", dict[str, str]()
         if merged is not None and merged != start.encode("utf-8"):
             # (A tool can save before it fails, or the person saved, then quit with an error.)
-            kept = _keep_merge(settings, record.cid, merged)
-            note, extra = f"; what it wrote to MERGED is kept at {kept}", {"kept": str(kept)}
+            kept, extra = _keep_merge(settings, record.cid, merged)
+            note = f"{_earlier_note(extra)}; what it wrote to MERGED is kept at {kept}"
         fail(
             f"the merge tool exited with {code}; the conflict stays open{note}",
             code=EXIT_ATTENTION,
@@ -800,8 +800,8 @@ def _resolve_with_tool(settings: Settings, store: Any, record: Any) -> Any:
         if not isinstance(message, str):
             # An error nobody expected: kept all the same, and reported as one (a traceback
             # with --debug) by the CLI's catch-all.
-            kept = _keep_merge(settings, record.cid, merged)
-            click.echo(f"note: the merged text is kept at {kept}", err=True)
+            kept, extra = _keep_merge(settings, record.cid, merged)
+            click.echo(f"note{_earlier_note(extra)}; the merged text is kept at {kept}", err=True)
             raise
         from localstore.errors import NotFoundError
 
@@ -823,23 +823,36 @@ def _has_conflict_markers(merged: bytes) -> bool:
     return _MARKERS.search(merged) is not None
 
 
-def _keep_merge(settings: Settings, cid: int, merged: bytes) -> Path:
-    """Write a merge the conflict did not take where it outlives the temp folder; its path.
+def _keep_merge(settings: Settings, cid: int, merged: bytes) -> tuple[Path, dict[str, str]]:
+    """Write a merge the conflict did not take where it outlives the temp folder; its path, and
+    the error's JSON fields: ``kept``, and ``earlier`` when the merge a failed attempt kept
+    before moved to make room.
 
-    One file per conflict in the home's state folder (private to the user), overwritten by a
-    later failed attempt: the last merge is the one to carry on from. When it goes:
-    sync._kept_merges.
+    In the home's state folder (private to the user). A later failed attempt takes the name
+    (the last merge is the one to carry on from); the earlier one is kept beside it, not
+    overwritten. When they go: sync._kept_merges.
     """
-    return keep_merge(settings.paths.state, cid, merged)
+    kept, earlier = keep_merge(settings.paths.state, cid, merged)
+    extra = {"kept": str(kept)}
+    if earlier is not None:
+        extra["earlier"] = str(earlier)
+    return kept, extra
+
+
+def _earlier_note(extra: dict[str, str]) -> str:
+    """A clause naming where the merge kept before went, if it moved; put before the "kept at"
+    clause, which ends the message as it always did (scripts take the path from there)."""
+    earlier = extra.get("earlier")
+    return "" if earlier is None else f"; the merge kept before is now at {earlier}"
 
 
 def _fail_kept(settings: Settings, cid: int, merged: bytes, message: str, code: int) -> NoReturn:
-    kept = _keep_merge(settings, cid, merged)
+    kept, extra = _keep_merge(settings, cid, merged)
     fail(
-        f"{message}; the merged text is kept at {kept}",
+        f"{message}{_earlier_note(extra)}; the merged text is kept at {kept}",
         code=code,
         hint=f"fix it, then run `localstore conflicts resolve {cid} --take {shlex.quote(str(kept))}`",
-        extra={"kept": str(kept)},
+        extra=extra,
     )
 
 

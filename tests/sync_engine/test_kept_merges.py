@@ -19,10 +19,12 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 
 from localstore.cli import cli
+from sync import _state as st
 from sync._kept_merges import KEPT_MERGE_DAYS, kept_merge_path, sweep_kept_merges
 
-from .conftest import Device
+from .conftest import Device, close_device, converge
 from .test_cli_conflicts import _conflicted, _merge_tool
+from .test_index_recovery import _check_fix, _damage_pages
 
 MARKED = "name: flow\n<<<<<<< mine\nsteps: 5\n=======\nsteps: 4\n>>>>>>> theirs\n"
 PAST = KEPT_MERGE_DAYS + 1
@@ -116,29 +118,53 @@ def test_an_open_conflicts_kept_merge_is_never_removed(
     assert len(json.loads(run(b.home, "--json", "conflicts").output)) == 1
 
 
+def _record(b: Device, *, above: int = 0) -> int:
+    """A conflict record in b's index, numbered as the engine numbers them."""
+    with b.store.index.write() as cur:
+        return st.add_conflict(
+            cur,
+            blueprint_id="x",
+            path="x",
+            copy_id=None,
+            copy_path=None,
+            reason="content",
+            base=None,
+            local="a: 1\n",
+            remote="a: 2\n",
+            base_rev=None,
+            remote_rev=None,
+            above=above,
+        )
+
+
 def test_the_sweep_takes_orphans_and_stale_temps_and_leaves_other_files(
     make_device: Callable[..., Device],
 ) -> None:
-    """A kept merge whose record is gone (dropped past the retention, or lost with a rebuilt
-    index) goes by its own age; a temp its write left (a kill) once stale; a file the person put
-    there is not ours."""
+    """A kept merge (the last or an earlier one) whose record this index dropped past the
+    retention goes by its own age; one numbered below this index's first conflict (its record
+    lost with an index rebuilt since) never goes; a temp its write left (a kill) once stale; a
+    file the person put there is not ours."""
     b = make_device("b")
     b.sync()  # (the sync tables)
-    folder = kept_merge_path(b.store.paths.state, 77).parent
+    state = b.store.paths.state
+    assert _record(b, above=76) == 77 and _record(b) == 78
+    later = (datetime.now(UTC) + timedelta(days=PAST)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    with b.store.index.write() as cur:
+        st.resolve_conflict(cur, 77, "local")
+        assert st.prune_resolved_conflicts(cur, now=later) == 1
+    folder = kept_merge_path(state, 77).parent
     folder.mkdir(parents=True)
-    orphan, fresh = (
-        kept_merge_path(b.store.paths.state, 77),
-        kept_merge_path(b.store.paths.state, 78),
-    )
+    orphan, fresh, lost = (kept_merge_path(state, n) for n in (77, 78, 5))
+    earlier = folder / "conflict-77.merged.2.yaml"
     temp = folder / ".conflict-79.merged.yaml.0123abcd.lstmp"
     mine = folder / "notes.txt"
-    for path in (orphan, fresh, temp, mine):
+    for path in (orphan, earlier, fresh, lost, temp, mine):
         path.write_text("x: 1\n", encoding="utf-8")
-    for path in (orphan, temp, mine):
+    for path in (orphan, earlier, lost, temp, mine):
         _age(path, PAST)
     removed = sweep_kept_merges(b.store, now=datetime.now(UTC))
-    assert sorted(removed) == sorted([orphan, temp])
-    assert fresh.exists() and mine.exists()
+    assert sorted(removed) == sorted([orphan, earlier, temp])
+    assert fresh.exists() and lost.exists() and mine.exists()
 
 
 def test_a_failed_write_of_a_later_merge_leaves_the_kept_one_whole(
@@ -177,3 +203,73 @@ def test_a_failed_write_of_a_later_merge_leaves_the_kept_one_whole(
     assert done.returncode == 1, done.stderr
     assert kept.read_text(encoding="utf-8") == MARKED
     assert os.listdir(kept.parent) == [kept.name]  # (no temp left behind)
+
+
+def test_a_kept_merge_outlives_a_rebuilt_index_that_numbers_conflicts_from_one_again(
+    make_device: Callable[..., Device], tmp_path: Path
+) -> None:
+    """Conflict numbers come from the index. A damaged index rebuilt by `check --fix` (real
+    damage, the real rebuild) knows no conflict, and numbered the next one #1 again: its kept
+    merge replaced conflict-1.merged.yaml, the merge of the old #1, the only copy of that work.
+    And the sweep took such an orphan by its own age, though nothing says its conflict was ever
+    settled: the record went with the index, not with a resolution."""
+    when, now = _clock()
+    a, b, _ = _conflicted(lambda name: make_device(name, now=now))
+    old = _keep_a_merge(b, tmp_path)
+    close_device(b)
+    data = b.home / "data"
+    for side in ("index.db-wal", "index.db-shm"):
+        (data / side).unlink(missing_ok=True)
+    _damage_pages(data / "index.db")
+    assert "index-rebuilt" in [f["kind"] for f in _check_fix(b.home)]
+
+    b = make_device("b", now=now)  # the same home, on the rebuilt index
+    converge(a, b)
+    a.store.save("c/flow", "name: flow\nsteps: 6\n")
+    b.store.save("c/flow", "name: flow\nsteps: 7\n")
+    a.sync()
+    b.sync()
+    (conflict,) = json.loads(run(b.home, "--json", "conflicts").output)
+    assert conflict["cid"] > 1  # numbered past the kept merge of the old #1
+    env = _merge_tool(tmp_path, "open(merged, 'w', encoding='utf-8').write('x: [\\n')\n")
+    result = run(b.home, "--json", "conflicts", "resolve", str(conflict["cid"]), "--tool", env=env)
+    assert result.exit_code == 1, result.output
+    new = Path(json.loads(result.stderr)["error"]["kept"])
+    assert new != old and new.read_text(encoding="utf-8") == "x: [\n"
+    assert old.read_text(encoding="utf-8") == MARKED
+
+    # Its conflict is unknown to this index, resolved or not: the sweep leaves it, however old.
+    _age(old, 10 * PAST)
+    when[0] += timedelta(days=10 * PAST)
+    b.sync()
+    assert old.read_text(encoding="utf-8") == MARKED
+
+
+def test_a_second_failed_merge_keeps_the_first_one_beside_it(
+    make_device: Callable[..., Device], tmp_path: Path
+) -> None:
+    """The error says to fix the kept merge and take it; a person who fixed part of it and ran
+    the tool again (which starts from the local side, not from that file) lost the fixes when
+    that attempt failed too: its merge was written over the file. Both are kept now, under the
+    sweep's rules, and `--take` of the earlier one removes it as it does the last one."""
+    _, b, ident = _conflicted(make_device)
+    kept = _keep_a_merge(b, tmp_path)
+    fixing = MARKED.replace("<<<<<<< mine\n", "<<<<<<< mine\n# checked the 5 steps\n")
+    kept.write_text(fixing, encoding="utf-8")
+    env = _merge_tool(tmp_path, "open(merged, 'w', encoding='utf-8').write('x: [\\n')\n")
+    result = run(b.home, "--json", "conflicts", "resolve", "1", "--tool", env=env)
+    assert result.exit_code == 1, result.output
+    error = json.loads(result.stderr)["error"]
+    assert Path(error["kept"]) == kept and kept.read_text(encoding="utf-8") == "x: [\n"
+    earlier = Path(error["earlier"])
+    assert earlier.read_text(encoding="utf-8") == fixing
+    assert str(earlier) in error["message"]
+    # The same merge again moves nothing (no copy per identical attempt).
+    result = run(b.home, "--json", "conflicts", "resolve", "1", "--tool", env=env)
+    assert "earlier" not in json.loads(result.stderr)["error"]
+    assert sorted(os.listdir(kept.parent)) == sorted([kept.name, earlier.name])
+
+    earlier.write_text("name: flow\nsteps: 45\n", encoding="utf-8")
+    assert run(b.home, "conflicts", "resolve", "1", "--take", str(earlier)).exit_code == 0
+    assert b.store.load(ident).content == "name: flow\nsteps: 45\n"
+    assert not earlier.exists() and kept.exists()  # (the other goes by the sweep's rules)
