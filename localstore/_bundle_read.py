@@ -26,7 +26,6 @@ import stat
 import struct
 import sys
 import tempfile
-import unicodedata
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -702,7 +701,7 @@ def _check_listing(
     for info in listing:
         bare = _check_name(info.orig_filename, limits)
         _check_type(info)
-        key = unicodedata.normalize("NFC", bare).casefold()
+        key = fs.path_key(bare)
         if key in seen:
             what = "twice" if seen[key] == bare else f"as {seen[key]!r} too (names differ by case)"
             raise UnsafeBundleError(f"entry {bare[:80]!r} appears {what}")

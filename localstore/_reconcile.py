@@ -511,6 +511,12 @@ class Reconciler:
         from localstore.store import CheckReport
 
         report = CheckReport()
+        self._compare(report, fix=fix)
+        self._parked_pairs(report, fix=fix)
+        return report
+
+    def _compare(self, report: CheckReport, *, fix: bool) -> None:
+        """Compare the files with the index; with ``fix`` apply the differences."""
         if fix:
             check_root(self.store)  # the folder may have gone since the open checked it
         with self.store.index.read() as cur:
@@ -524,17 +530,56 @@ class Reconciler:
         if fix:
             self._stamp_inodes(scan, by_path, changed)
         if not (changed or missing or orphans or stale):
-            return report
+            return
         if not fix:
             self._describe(scan, by_path, changed, missing, orphans, stale, report)
-            return report
+            return
         self._judge_ahead(changed)
         try:
             self._fix(report)
         except apsw.Error as exc:  # never leaks out of the public API (open, reconcile, check)
             raise map_apsw_error(exc, "reconcile the index with the files") from exc
         self.store.events.publish(self.events)
-        return report
+
+    def _parked_pairs(self, report: CheckReport, *, fix: bool) -> None:
+        """Report each blueprint core v11 kept under a key of its own (index._v11_path_keys)
+        beside the one holding its path's key; with ``fix``, give it that key once it is free.
+
+        Such a pair is one file on macOS and Windows, so it stays reported until one of the two
+        is renamed. A rename of the kept one gives it its new path's key; a rename (or delete)
+        of the other frees the key, which the next full pass gives back here, so that the
+        blueprint is again found by its key and blocks the names it collides with.
+        """
+        parked: list[tuple[int, str, str, Row | None]] = []
+        with self.store.index.read() as cur:
+            # Keys that start with NUL, through the live-path index: no row, no cost. (Sorted
+            # here: ORDER BY path made SQLite scan the whole listing index in path order.)
+            for rid, path in sorted(
+                cur.execute(
+                    "SELECT rid, path FROM blueprints WHERE path_key < char(1) AND deleted = 0"
+                ).fetchall(),
+                key=lambda r: str(r[1]),
+            ):
+                key = fs.path_key(str(path))
+                holder = self.store._row_by(cur, "path_key = ? AND deleted = 0", (key,))
+                parked.append((int(rid), str(path), key, holder))
+        for rid, path, key, holder in parked:
+            if holder is not None:
+                detail = f"differs only by case from {holder.path}; rename one of them"
+                report.problems.append({"kind": "case-collision", "path": path, "detail": detail})
+                continue
+            if not fix:
+                continue
+            try:
+                with self.store.index.write() as cur:
+                    # (Taken meanwhile by another process's save: reported next time instead.)
+                    cur.execute(
+                        "UPDATE blueprints SET path_key = ? WHERE rid = ? AND deleted = 0 AND "
+                        "NOT EXISTS (SELECT 1 FROM blueprints WHERE path_key = ? AND deleted = 0)",
+                        (key, rid, key),
+                    )
+            except apsw.Error as exc:  # never leaks out of the public API (open, check)
+                raise map_apsw_error(exc, "reconcile the index with the files") from exc
 
     def _judge_ahead(self, changed: list[str]) -> None:
         """Run the app's validator on the changed files before _fix takes the write lock, as
@@ -1337,6 +1382,11 @@ class Reconciler:
         per case-folded key so that the store works on macOS and Windows folders too: the file
         already indexed keeps it, the other one is left alone (no meta written) and reported.
         """
+        if identity is not None and not identity.deleted and identity.path == rel:
+            # Indexed at this very path already: a pair core v11 found to be one name was
+            # kept as it was (index._v11_path_keys), and its edits are recorded as any other's.
+            # _parked_pairs reports it.
+            return False
         holder = self.store._row_by(
             cur, "path_key = ? AND deleted = 0 AND path != ?", (fs.path_key(rel), rel)
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fnmatch
+import functools
 import logging
 import os
 import re
@@ -1019,8 +1020,26 @@ def printable(name: str) -> str:
 
 
 def path_key(rel_path: str) -> str:
-    """The case-folded key two paths collide on (macOS and Windows folders ignore case)."""
-    return unicodedata.normalize("NFC", rel_path).casefold()
+    """The key two paths collide on: one name on a case-insensitive Mac (APFS) or Windows (NTFS).
+
+    The Unicode canonical caseless match (D145), stored composed: NFD, full case folding, then
+    normalized again, which is what APFS compares (docs/portability.md, "Case and Unicode form
+    of names"). ``casefold(NFC(path))``, the key before core v11, skipped the second
+    normalization: casefold can leave marks out of order or uncomposed (Greek with dialytika and
+    perispomeni), so ``ΐ`` (U+1FD3) and U+03AA U+0301, one name on a Mac, got two keys.
+    """
+    if rel_path.isascii():
+        # Nearly every path (called per save and per lookup): for ASCII the three steps are
+        # lower() and cost nothing more.
+        return rel_path.lower()
+    return _unicode_path_key(rel_path)
+
+
+@functools.lru_cache(maxsize=4096)
+def _unicode_path_key(rel_path: str) -> str:
+    # Cached: the two normalizations cost 0.8 us a path against 0.2 us for the old key, and a
+    # save or a sync round asks for the same few paths' keys several times.
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFD", rel_path).casefold())
 
 
 def meta_path_for(yaml_rel: str) -> str:

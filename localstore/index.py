@@ -97,7 +97,59 @@ _ADDS_COLUMN = {
     _V10_JUDGED_BY: "judged_by",
 }
 
-CORE_MIGRATIONS: tuple[str, ...] = (
+
+def _v11_path_keys(cur: Any) -> None:
+    """Core v11: give every row the key files.path_key makes now (the D145 caseless form).
+
+    A step in Python, not SQL: the key is Python's Unicode normalization and case folding (an
+    SQL function for this one step was the alternative; it would have to be registered on every
+    connection for a statement that runs once). Only non-ASCII paths can get another key (for
+    ASCII both keys are lower()), so 10,000 ASCII paths cost one scan of the table and no write.
+
+    Two live rows whose paths were two names to the old key and are one name now (``ΐ`` and
+    ``Ϊ́``) were both indexed, with both files on disk: neither may be lost or renamed behind
+    the user's back. The row that holds the key first keeps it (a row whose key did not change,
+    else the older row); the other keeps its path and gets a key no real path has, NUL and its
+    id, as Reconciler._park gives one. Lookups by path reach it by its exact path, and check
+    reports the pair until one is renamed (Reconciler._parked_pairs gives it its key back then).
+    """
+    rows = cur.execute(
+        "SELECT rid, path, path_key, deleted FROM blueprints "
+        "WHERE octet_length(path) != length(path) ORDER BY rid"
+    ).fetchall()
+    moving = [
+        (rid, path, key, deleted)
+        for rid, path, old, deleted in rows
+        if (key := fs.path_key(path)) != old
+    ]
+    # Every changing row steps off its old key first: the live-path index is checked row by
+    # row, so a key passed on from one row to another would clash on the way.
+    cur.executemany(
+        "UPDATE blueprints SET path_key = char(0) || id WHERE rid = ?",
+        [(rid,) for rid, *_ in moving],
+    )
+    for rid, path, key, deleted in moving:
+        taken = (
+            not deleted
+            and cur.execute(
+                "SELECT path FROM blueprints WHERE path_key = ? AND deleted = 0", (key,)
+            ).fetchall()
+        )
+        if taken:
+            log.warning(
+                "%s and %s are one name on macOS and Windows; both are kept, and "
+                "'localstore check' reports them until one is renamed",
+                path,
+                taken[0][0],
+            )
+            continue
+        cur.execute("UPDATE blueprints SET path_key = ? WHERE rid = ?", (key, rid))
+
+
+# One step of a component's schema: SQL, or a function of the migrating cursor (core v11).
+Migration = str | Callable[[Any], None]
+
+CORE_MIGRATIONS: tuple[Migration, ...] = (
     # v1: blueprints, revisions, full-text search, settings, counters.
     """
     CREATE TABLE blueprints (
@@ -301,6 +353,11 @@ CORE_MIGRATIONS: tuple[str, ...] = (
     # those rows when it opens the store or calls revalidate(), and sync holds them back until
     # then (docs/architecture.md, "The app's validator").
     _V10_JUDGED_BY,
+    # v11: the path key is the Unicode canonical caseless form, NFC(casefold(NFD(path))), which
+    # APFS compares, instead of casefold(NFC(path)), which missed real collisions of Greek
+    # names with stacked marks (docs/portability.md, "Case and Unicode form of names"). The
+    # bump also keeps out an older localstore, which would look rows up by the old key.
+    _v11_path_keys,
 )
 # Core schema v1 was edited in place seven times (commits 98605c6 to fab1650) instead of getting
 # new versions: a home made by an earlier build has core v1 in an older shape, with the same
@@ -1238,10 +1295,11 @@ class Index:
 
     # -- schema ------------------------------------------------------------------------------------
 
-    def register_schema(self, component: str, migrations: Sequence[str]) -> None:
+    def register_schema(self, component: str, migrations: Sequence[Migration]) -> None:
         """Bring one component's tables to the newest version (idempotent, multi-process safe).
 
-        ``migrations[i]`` is the SQL that takes the component from version i to i+1.
+        ``migrations[i]`` is the SQL (or the function of the cursor) that takes the component from
+        version i to i+1.
         """
         version = self._schema_version(component)
         if version is not None and version > len(migrations):
@@ -1286,7 +1344,7 @@ class Index:
                 "updates its index), or read it with the localstore version that made it",
             )
 
-    def schema_version(self, component: str, migrations: Sequence[str]) -> int:
+    def schema_version(self, component: str, migrations: Sequence[Migration]) -> int:
         """The component's schema version in this index (0: none of its tables yet), read only.
 
         For a caller that only reads the component's tables (a dry run) and must not create
@@ -1327,7 +1385,7 @@ class Index:
         with self.read() as cur:
             return bool(_old_v1_pieces(cur))
 
-    def _migrate(self, component: str, migrations: Sequence[str]) -> None:
+    def _migrate(self, component: str, migrations: Sequence[Migration]) -> None:
         with self.write() as cur:
             cur.execute(
                 "CREATE TABLE IF NOT EXISTS component_versions ("
@@ -1342,10 +1400,14 @@ class Index:
             if component == "core" and current >= 1:
                 _reshape_core_v1(cur, _old_v1_pieces(cur))
             for version in range(current, len(migrations)):
-                adds = _ADDS_COLUMN.get(migrations[version])
+                step = migrations[version]
+                if not isinstance(step, str):
+                    step(cur)
+                    continue
+                adds = _ADDS_COLUMN.get(step)
                 if adds is not None and _has_column(cur, "blueprints", adds):
                     continue  # (ADD COLUMN has no IF NOT EXISTS)
-                cur.execute(migrations[version])
+                cur.execute(step)
             if current != len(migrations):
                 cur.execute(
                     "INSERT INTO component_versions VALUES (?, ?) ON CONFLICT(component) "

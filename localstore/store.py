@@ -976,12 +976,29 @@ class BlueprintStore:
                 row = self._row_by(cur, "id = ? AND deleted = 0", (req.id.lower(),))
             else:
                 rel = fs.normalize_path(req.path)
-                row = self._row_by(cur, "path_key = ? AND deleted = 0", (fs.path_key(rel),))
+                row = self._live_at(cur, rel)
         return row
 
     def _row_by(self, cur: Any, where: str, args: Sequence[Any]) -> Row | None:
         rows = cur.execute(f"SELECT {_ROW_COLUMNS} FROM blueprints WHERE {where}", args).fetchall()
         return Row.from_tuple(rows[0]) if rows else None
+
+    def _live_at(self, cur: Any, rel: str) -> Row | None:
+        """The live row at exactly ``rel``, else the one holding its key (``rel`` in other case)."""
+        holder = self._row_by(cur, "path_key = ? AND deleted = 0", (fs.path_key(rel),))
+        if holder is not None and holder.path == rel:
+            return holder
+        return self._exact_row(cur, rel) or holder
+
+    def _exact_row(self, cur: Any, rel: str) -> Row | None:
+        """The live row at exactly ``rel`` when another row holds its key, or none does.
+
+        Core v11 changed the key: two blueprints whose names it now makes one (``ΐ`` beside
+        ``Ϊ́``) are both kept, the second under a key no path has (index._v11_path_keys), and
+        the key alone finds only the first. Asked only when the key lookup did not find ``rel``
+        itself (a new path, or another case of it): one more indexed lookup there.
+        """
+        return self._row_by(cur, "path = ? AND deleted = 0", (rel,))
 
     def _resolve(self, cur: Any, ref: str, *, include_deleted: bool = False) -> Row:
         if not isinstance(ref, str):
@@ -1002,7 +1019,7 @@ class BlueprintStore:
         except UnsafePathError:
             rel = None
         if rel is not None:
-            row = self._row_by(cur, "path_key = ? AND deleted = 0", (fs.path_key(rel),))
+            row = self._live_at(cur, rel)
             if row:
                 return row
             if include_deleted:
@@ -1827,7 +1844,9 @@ class BlueprintStore:
         # not a rename (renames go through move(), which passes the id). One lookup by the
         # case-folded key answers both questions.
         holder = self._row_by(cur, "path_key = ? AND deleted = 0", (fs.path_key(rel),))
-        return (holder if holder is not None and holder.path == rel else None), holder
+        if holder is not None and holder.path == rel:
+            return holder, holder
+        return self._exact_row(cur, rel), holder
 
     def _check_path_free(
         self,
@@ -1858,7 +1877,7 @@ class BlueprintStore:
         # A file on disk that the index does not know yet (e.g. created while nothing ran).
         folder, name = os.path.split(target or str(self.abspath(rel)))
         names = self._folder_names(folder, batch)
-        existing = names.get(name.casefold())
+        existing = names.get(fs.path_key(name))
         if existing is not None and existing != name:
             raise UnsafePathError(
                 f"{rel} differs only by case from the file {existing} in the same folder",
@@ -1884,7 +1903,7 @@ class BlueprintStore:
         parent = str(self.paths.blueprints)
         for seg in folder.split("/"):
             names = self._folder_names(parent, batch)
-            existing = names.get(seg.casefold())
+            existing = names.get(fs.path_key(seg))
             if existing is not None and existing != seg:
                 raise UnsafePathError(
                     f"{rel}: the folder {seg!r} differs only by case from the folder"
@@ -1892,17 +1911,19 @@ class BlueprintStore:
                     hint=f"use {existing!r}, or rename that folder first",
                 )
             if existing is None:
-                names[seg.casefold()] = seg  # (made by this save: a later one in the batch sees it)
+                names[fs.path_key(seg)] = (
+                    seg  # (made by this save: a later one in the batch sees it)
+                )
             parent = os.path.join(parent, seg)
 
     @staticmethod
     def _folder_names(folder: str, batch: _Batch | None) -> dict[str, str]:
-        """Case-folded name -> name of a folder's entries; listed once per batch (the batch holds
-        the write lock, and adds what it stages), so a batch into one folder stays linear."""
+        """Key (files.path_key) -> name of a folder's entries; listed once per batch (the batch
+        holds the write lock, and adds what it stages), so a batch into one folder stays linear."""
         if batch is not None and folder in batch.folders:
             return batch.folders[folder]
         try:
-            names = {n.casefold(): n for n in os.listdir(folder)}
+            names = {fs.path_key(n): n for n in os.listdir(folder)}
         except OSError:
             names = {}
         if batch is not None:
@@ -1954,7 +1975,7 @@ class BlueprintStore:
         listed = batch.folders.get(folder)
         if listed is not None:
             for name in (yaml_name, meta_name):
-                listed[name.casefold()] = name
+                listed[fs.path_key(name)] = name
         rev = (existing.rev if existing else 0) + 1
         op_id = self.index.next_op_id(cur)
         yaml_sha, meta_sha, rid = self._upsert_row(cur, existing, p, rev, op_id, y_st, m_st)
@@ -2725,9 +2746,13 @@ class BlueprintStore:
     def _mark_deleted(self, cur: Any, row: Row, content: bytes, origin: str) -> int:
         rev = row.rev + 1
         op_id = self.index.next_op_id(cur)
+        # The path's key too: a row core v11 kept under a key of its own (see _exact_row) is
+        # found by its path once deleted, like any other (restore, history by path). It costs
+        # nothing: the only index on path_key holds live rows, which this row leaves anyway.
         cur.execute(
-            "UPDATE blueprints SET deleted = 1, rev = ?, op_id = ?, flagged = NULL WHERE rid = ?",
-            (rev, op_id, row.rid),
+            "UPDATE blueprints SET deleted = 1, rev = ?, op_id = ?, flagged = NULL, path_key = ? "
+            "WHERE rid = ?",
+            (rev, op_id, fs.path_key(row.path), row.rid),
         )
         self._reindex_text(cur, row.rid, row, row.meta, row.path, None)
         self._add_revision(cur, row.id, rev, op_id, origin, row.path, content, row.meta, True)

@@ -1292,16 +1292,18 @@ class Watcher:
     def _recorded_yaml_sha256(self, key: str) -> str | None:
         with self.store.index.read() as cur:
             rows = cur.execute(
-                "SELECT yaml_sha256 FROM blueprints WHERE path_key = ? AND path = ? AND deleted = 0",
-                (fs.path_key(key), key),
+                "SELECT yaml_sha256 FROM blueprints WHERE path = ? AND deleted = 0",
+                (key,),
             ).fetchall()
         return str(rows[0][0]) if rows else None
 
     def _indexed(self, key: str) -> bool:
+        # By the path itself, not its key: a row core v11 kept under a key of its own
+        # (index._v11_path_keys) is indexed at its path all the same.
         with self.store.index.read() as cur:
             rows = cur.execute(
-                "SELECT 1 FROM blueprints WHERE path_key = ? AND path = ? AND deleted = 0",
-                (fs.path_key(key), key),
+                "SELECT 1 FROM blueprints WHERE path = ? AND deleted = 0",
+                (key,),
             ).fetchall()
         return bool(rows)
 

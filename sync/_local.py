@@ -519,7 +519,7 @@ def _moved_not_copied(cur: Any, record: ConflictRecord) -> bool:
         and item is not None
         and item.base_rev is not None
         and not item.base_deleted
-        and item.base_path.casefold() != (record.copy_path or "").casefold()
+        and fs.path_key(item.base_path) != fs.path_key(record.copy_path or "")
     )
 
 

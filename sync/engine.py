@@ -1556,7 +1556,7 @@ class SyncEngine:
         # would refuse this change every round of every cycle with nothing to show for it.
         holder = _row_or_none(self.store, winner.id)
         leaving = holder is not None and (
-            holder.deleted or holder.path.casefold() != change.path.casefold()
+            holder.deleted or fs.path_key(holder.path) != fs.path_key(change.path)
         )
         local = _row_or_none(self.store, change.id)
         if local is not None and not local.deleted and change.path != local.path:

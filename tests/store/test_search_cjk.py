@@ -219,9 +219,9 @@ def test_an_index_of_schema_v5_gets_its_plain_list(home: Path) -> None:
     rest: searches find both kinds and the index passes FTS5's check against the view."""
     from localstore.index import CORE_MIGRATIONS as migrations
 
-    v4_view = migrations[3][
-        migrations[3].index("CREATE VIEW") : migrations[3].index("INSERT INTO blueprints_fts(rowid")
-    ]
+    v4 = migrations[3]
+    assert isinstance(v4, str)
+    v4_view = v4[v4.index("CREATE VIEW") : v4.index("INSERT INTO blueprints_fts(rowid")]
     with localstore.open(home=home) as store:
         store.save("w/cjk", "title: 東京都の天気\n", name="weather")
         store.save("w/latin", "steps:\n  - run: deploy\n", name="deploy")
