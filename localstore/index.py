@@ -5,7 +5,9 @@ and app data. One :class:`Index` owns one apsw connection guarded by an RLock, s
 it from many threads. Several processes may open the same file: WAL mode, a busy timeout, and writes
 that start with ``BEGIN IMMEDIATE`` (so a read never has to be upgraded to a write, which SQLite can
 refuse at once with SQLITE_BUSY regardless of the timeout). A write waits for another process's
-write lock with the RLock released, so the process's reads never wait for that lock.
+write lock with the RLock released, so the process's reads never wait for that lock, and the
+writers take turns (localstore/_write_turn.py): one saving back to back leaves the lock to another
+process that waits for it.
 
 Checkpoints and FTS merges are kept off the save path: automatic checkpoints are off and a
 :class:`Maintainer` thread with its own connection runs them in the background (a commit checkpoints
@@ -36,6 +38,7 @@ from localstore._durable import WIN_IN_USE_ERRORS
 from localstore._failure_streak import FAILURE_LOG_EVERY_S, FailureStreak
 from localstore._fts_text import indexed_text
 from localstore._revisions import compact_superseded
+from localstore._write_turn import WriteTurn
 from localstore.errors import (
     DiskFullError,
     IndexStoreError,
@@ -495,6 +498,13 @@ def _reshape_core_v1(cur: Any, old: set[str]) -> None:
 # The most changed blueprint rows an Index notes between two blueprint_changes() calls: past it,
 # the listing cache reads everything again anyway (cheaper than patching that many rows).
 CHANGED_ROWS_KEPT = 2000
+# A write waiting for another process's lock polls at most this far apart when the home has a
+# turn file (it announces itself at each poll, and the holder leaves it the lock: a short poll
+# keeps the holder's pause short). Without one, 50 ms, as before turns.
+TURN_POLL_S = 0.002
+# The longest a writer leaves the lock to one waiter that does not take it (scheduling delays;
+# a waiter stuck without polling is forgotten after _write_turn.FRESH_NS anyway).
+GIVE_WAY_MAX_S = 0.1
 # Run by Index.write() before the COMMIT of a transaction that changed blueprint rows.
 _LAST_OP = "SELECT value FROM counters WHERE name = 'op_id'"
 _COUNT_BLUEPRINT_COMMIT = "UPDATE counters SET value = value + 1 WHERE name = 'blueprints_gen'"
@@ -842,6 +852,9 @@ class Index:
         # Set by interrupt_lock_waits(): a write finding another process's write lock gives up.
         self._no_lock_waits = False
         self._depth = 0
+        # The turn file shared with the other processes writing this index (_write_turn): set
+        # once the index is accepted, None for a read-only one or where it cannot be made.
+        self._turn: WriteTurn | None = None
         self._conn: apsw.Connection | None
         if read_only is None:
             self._conn = _connect(self.path, busy_timeout_ms)
@@ -887,6 +900,8 @@ class Index:
         try:
             if read_only is None:
                 self.register_schema("core", CORE_MIGRATIONS)
+                # (After the schema check: a refused newer index gets no file beside it.)
+                self._turn = WriteTurn.open(self.path)
             else:
                 self._check_schema_read_only()
         except BaseException:
@@ -929,6 +944,8 @@ class Index:
         self._close_pending = False
         if conn is None:
             return
+        if self._turn is not None:
+            self._turn.close()
         if self.read_only is None:  # (a read-only connection may not checkpoint)
             try:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
@@ -1237,32 +1254,63 @@ class Index:
         # here, same overall timeout and same error when it expires. (Under an enclosing read()
         # of the same thread the release only lowers the count: that thread waits holding the
         # lock, as before.) Reads keep the busy timeout: they never wait for a writer in WAL.
+        #
+        # Turns (_write_turn): a waiter announces itself at every poll, and a writer that finds
+        # another process waiting leaves it the lock first. Without them a process saving back
+        # to back took the lock again microseconds after each commit and a waiter polling every
+        # 50 ms rarely found it free (seconds of waiting; past a short busy timeout, failures).
         conn = cur.connection
         deadline = time.monotonic() + self.busy_timeout_ms / 1000
-        delay = 0.001
-        while True:
-            conn.setbusytimeout(0)
-            try:
-                cur.execute("BEGIN IMMEDIATE")
+        turn = self._turn
+        if turn is not None and not self._no_lock_waits and turn.other_waiting():
+            self._give_way(turn, deadline)
+        delay = 0.001 if turn is None else TURN_POLL_S / 4
+        cap = 0.05 if turn is None else TURN_POLL_S
+        announced = False
+        try:
+            while True:
+                conn.setbusytimeout(0)
+                try:
+                    cur.execute("BEGIN IMMEDIATE")
+                    return
+                except apsw.BusyError:
+                    if self._no_lock_waits or time.monotonic() >= deadline:
+                        raise
+                finally:
+                    conn.setbusytimeout(self.busy_timeout_ms)
+                if turn is not None:
+                    turn.announce()
+                    announced = True
+                self._wait_unlocked(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, cap)
+        finally:
+            if announced and turn is not None:
+                turn.withdraw()  # (a no-op once the turn is closed)
+
+    def _give_way(self, turn: WriteTurn, deadline: float) -> None:
+        """Leave the write lock to another process that waits for it: wait (this index's lock
+        released) until that process has it, stops polling, or GIVE_WAY_MAX_S have passed."""
+        until = min(deadline, time.monotonic() + GIVE_WAY_MAX_S)
+        while not self._no_lock_waits and turn.other_waiting():
+            left = until - time.monotonic()
+            if left <= 0:
                 return
-            except apsw.BusyError:
-                if self._no_lock_waits or time.monotonic() >= deadline:
-                    raise
-            finally:
-                conn.setbusytimeout(self.busy_timeout_ms)
-            self._lock.release()
-            try:
-                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            finally:
-                self._lock.acquire()
-            # Any other thread's transaction ended before the lock came back (each holds it
-            # throughout), so this is still the outermost level; but the index may be closed.
-            if self._conn is None:
-                raise StoreClosedError(
-                    "the index was closed while a write waited for it",
-                    hint="open the store again",
-                )
-            delay = min(delay * 2, 0.05)
+            self._wait_unlocked(min(TURN_POLL_S / 8, left))
+
+    def _wait_unlocked(self, seconds: float) -> None:
+        """Sleep with this index's lock released; raise if the index was closed meanwhile."""
+        self._lock.release()
+        try:
+            time.sleep(seconds)
+        finally:
+            self._lock.acquire()
+        # Any other thread's transaction ended before the lock came back (each holds it
+        # throughout), so this is still the outermost level; but the index may be closed.
+        if self._conn is None:
+            raise StoreClosedError(
+                "the index was closed while a write waited for it",
+                hint="open the store again",
+            )
 
     def interrupt_lock_waits(self) -> None:
         """Make writes give up at once on another process's write lock, from now on.

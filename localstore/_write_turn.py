@@ -1,0 +1,119 @@
+"""A writer's turn: processes waiting for the index's write lock say so, and the holder lets them in.
+
+SQLite has no queue for its write lock. A process that waits polls ``BEGIN IMMEDIATE``
+(``Index._begin_immediate``), and one that saves back to back takes the lock again a few
+microseconds after each commit, so the poll nearly always finds it taken: beside an app saving
+in a loop another process made 17 saves in the app's 6,000, and with a short busy timeout its
+saves failed (``bench/writer_fairness.py``).
+
+So a waiter announces itself in a small file next to the index (``index.turn``), mapped into
+memory by every process that writes the index: two 64-bit words, the time of the waiter's latest
+poll (``time.monotonic_ns()``, one clock for every process of the machine) and the token of the
+:class:`WriteTurn` that wrote it. A process about to begin a write reads the first word (a memory
+load, no system call: nothing more when nobody waits) and, if another process waits and polled
+recently, gives way: it leaves the lock free until that waiter has it (the waiter clears the
+word) or stops polling.
+
+Advisory only: the SQLite lock is still what serializes writers. A torn or lost word, a waiter
+killed while announced (its word is ignored once ``FRESH_NS`` old), a file that cannot be made
+(a read-only folder, a full disk): at worst a writer gives way for nothing, up to ``FRESH_NS``,
+or does not give way, as before this existed.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import secrets
+import time
+from pathlib import Path
+
+from localstore import _durable
+
+log = logging.getLogger("localstore.index")
+
+# An announcement older than this is a waiter that stopped polling (gave up, was killed): ignored.
+# Well above a waiter's poll interval (Index: at most TURN_POLL_S) and scheduling delays.
+FRESH_NS = 100_000_000
+# The mapped words: the announcing waiter's latest poll, and its token.
+_SIZE = 16
+
+
+def turn_path(index_path: Path) -> Path:
+    """The turn file of the index at ``index_path`` (``data/index.turn``). Not ``index.db-*``:
+    what matches that belongs to SQLite, and is compared by tests of a refused index."""
+    return index_path.with_suffix(".turn")
+
+
+class WriteTurn:
+    """This index connection's view of the shared turn file (see the module doc)."""
+
+    def __init__(self, mapped: mmap.mmap) -> None:
+        self._map = mapped
+        self._words = memoryview(mapped).cast("q")
+        # Tells this connection's own announcement from another's (a pid would not: two stores
+        # of one home in one process, or a thread of this one waiting, are not to be given way).
+        self.token = secrets.randbits(62) + 1
+        self.closed = False
+
+    @classmethod
+    def open(cls, index_path: Path) -> WriteTurn | None:
+        """Map the turn file of the index at ``index_path``, creating it; None where it cannot
+        be (the writes then go without turns, as before)."""
+        path = turn_path(index_path)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | _durable.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            log.debug("cannot open the write-turn file %s: %s", path, exc)
+            return None
+        try:
+            if os.fstat(fd).st_size < _SIZE:
+                # Written, not ftruncate()d: a shared mapping of a hole that the disk cannot
+                # fill later (a full disk) kills the process with SIGBUS at the store.
+                # (From offset 0, where the file was opened.)
+                os.write(fd, bytes(_SIZE))
+            return cls(mmap.mmap(fd, _SIZE))
+        except (OSError, ValueError) as exc:
+            log.debug("cannot map the write-turn file %s: %s", path, exc)
+            return None
+        finally:
+            os.close(fd)  # (the mapping keeps its own reference)
+
+    def other_waiting(self) -> bool:
+        """Whether another connection announced that it waits for the write lock and polled
+        within FRESH_NS. Costs one memory load when nobody waits."""
+        words = self._words
+        polled = words[0]
+        if not polled:
+            return False
+        if words[1] == self.token:
+            return False
+        if 0 <= time.monotonic_ns() - polled < FRESH_NS:
+            return True
+        if words[0] == polled:  # a waiter that stopped polling: forget it
+            words[0] = 0
+        return False
+
+    def announce(self) -> None:
+        """Say that this connection waits for the write lock (again at every poll)."""
+        words = self._words
+        words[1] = self.token
+        words[0] = time.monotonic_ns()
+
+    def withdraw(self) -> None:
+        """This connection no longer waits (it has the lock, or gave up): clear its announcement
+        (another waiter's, written since, stays)."""
+        if self.closed:
+            return
+        words = self._words
+        if words[1] == self.token:
+            words[0] = 0
+
+    def close(self) -> None:
+        """Unmap the file (the index is closing)."""
+        if not self.closed:
+            self.withdraw()
+            self.closed = True
+            self._words.release()
+            self._map.close()
