@@ -29,6 +29,7 @@ def _other_process(home: Path, body: str) -> None:
         """
         import sys
         import localstore
+        import localstore.index
         s = localstore.open(home=sys.argv[1], maintenance=False)
         try:
         {body}
@@ -124,3 +125,37 @@ def test_search_and_saves_after_another_connection_rewrote_the_search_tables(
         assert not store.search("bp4")
     finally:
         store.close()
+
+
+# -- a newer localstore's migration while this one has the home open -------------------------------
+
+
+def test_no_write_after_a_newer_localstore_upgraded_the_index_under_an_open_store(
+    tmp_path: Path,
+) -> None:
+    """The core schema version is checked when a store opens. A newer localstore that upgraded
+    the index meanwhile (the app updated while the daemon ran) changed what its rows mean (a
+    version bump is what keeps an older localstore out: v3 "would change rows without counting
+    them", v5 "would read such a revision as the text of its bytes"); before, the store that was
+    open went on writing as before. Its writes are now refused as at open, with the same error."""
+    home = tmp_path / "home"
+    app = localstore.open(home=home, maintenance=False)
+    try:
+        app.save("a/one", "v: 1\n")
+        _other_process(
+            home,
+            # A newer localstore: one core version more, as its open would migrate it.
+            """
+            with s.index.write() as cur:
+                n = len(localstore.index.CORE_MIGRATIONS) + 1
+                cur.execute("UPDATE component_versions SET version = ? WHERE component = 'core'",
+                            (n,))
+                cur.execute(f"PRAGMA user_version = {n}")
+            """,
+        )
+        with pytest.raises(localstore.errors.NewerIndexError, match="newer localstore"):
+            app.save("a/two", "v: 2\n")
+        assert [b.path for b in app.list()] == ["a/one.blueprint.yaml"]  # (reads go on)
+    finally:
+        app.close()
+    assert not (home / "blueprints" / "a" / "two.blueprint.yaml").exists()
