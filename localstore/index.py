@@ -1065,6 +1065,7 @@ class Index:
             try:
                 if outer:
                     self._begin_immediate(cur)
+                    newer = int(str(cur.execute("PRAGMA user_version").fetchall()[0][0]))
                 else:
                     cur.execute(f"SAVEPOINT {name}")
             except apsw.Error as exc:
@@ -1072,6 +1073,13 @@ class Index:
                 if not outer and self._note_lost(conn, exc):
                     self._raise_lost(outer, self._lost_cause)
                 raise map_apsw_error(exc, "start a write") from exc
+            if outer and newer > len(CORE_MIGRATIONS):
+                # A newer localstore upgraded the index since this one opened it (the app
+                # updated while the daemon ran): its rows may mean what this code does not
+                # write (the bump is what keeps an older version out at open), so no write,
+                # as at open. (The version is in the file's header: no page is read for it.)
+                cur.execute("ROLLBACK")
+                raise self._newer_error("core", newer, len(CORE_MIGRATIONS))
             self._depth += 1
             if outer:
                 self._owner = threading.get_ident()

@@ -35,7 +35,7 @@ import apsw
 from localstore import _snippets
 from localstore import files as fs
 from localstore._fts_text import SPLIT, indexed_text, shown
-from localstore._identity import ensure_device_id, recorded_device_id
+from localstore._identity import DEVICE_KEY, ensure_device_id, recorded_device_id
 from localstore._kept_edits import keep_flagged, report_kept
 from localstore._listing import INFO_COLUMNS, ListingCache, below, collector_paused, infos
 from localstore._presence import OpenMark, WatchPeriods, describe_pid
@@ -346,6 +346,7 @@ class RevalidateReport:
 
 # The settings key of the home's validator: the name of the one the app last opened it with.
 HOME_VALIDATOR_KEY = "validator"
+_DEVICE_ID_SQL = f"SELECT value FROM settings WHERE key = '{DEVICE_KEY}'"
 # Blueprints judged per revalidate round: read, judged without the lock, then written at once.
 _REJUDGE_ROWS = 200
 # The most texts one write judges ahead of its lock (_judge_texts_ahead): half the memo of an
@@ -567,10 +568,11 @@ class BlueprintStore:
         self._close_lock = threading.Lock()
         self._on_close: list[Callable[[], None]] = []
         # A copied or moved home takes a new device id here (see localstore._identity).
+        # (The id as last read: see device_id.)
         if read_only:
-            self.device_id = recorded_device_id(self.index, new_id)
+            self._device_id = recorded_device_id(self.index, new_id)
         else:
-            self.device_id = ensure_device_id(self.index, self.paths.index_db, new_id)
+            self._device_id = ensure_device_id(self.index, self.paths.index_db, new_id)
         self.device_name = self.settings.device_name
         self._maintainer: Maintainer | None = None
         if maintenance and not read_only:
@@ -759,6 +761,26 @@ class BlueprintStore:
     def closed(self) -> bool:
         """True after close()."""
         return self._closed
+
+    @property
+    def device_id(self) -> str:
+        """This home's device id (docs/sync-engine.md, "Device identity").
+
+        Read from the index at each use (one primary-key lookup): another process's sync engine
+        may replace it (``SyncEngine._new_device_id``, when the server shows another home
+        pushing under it). Kept as read at open, this store's revisions went on naming the id
+        given up, and a sync started here once that process had stopped pushed under it again,
+        taking the other home's rows for its own writes. After close(), or when the index holds
+        none (a read-only store of a home that never had one), the id as last read.
+        """
+        try:
+            with self.index.read() as cur:
+                rows = cur.execute(_DEVICE_ID_SQL).fetchall()
+        except StoreClosedError:  # (closed, or a forked child's copy)
+            return self._device_id
+        if rows:
+            self._device_id = str(rows[0][0])
+        return self._device_id
 
     def daemon(self) -> dict[str, Any] | None:
         """The daemon serving this home (pid, port, ...), or None: then the app may sync itself."""

@@ -120,6 +120,12 @@ class ForeignChanges:
     A claim is kept until a look that started after it has had its rows checked, or while a
     change found waits for it (otherwise it is needed only by a change found later, which
     waits one tick more without it). A blueprint's later changes wait for its earlier ones.
+    While claims are kept, each poll looks whatever ``active`` says (two looks after a run of
+    this store's own saves): with no other connection committing (an app syncing in-process
+    with ``maintenance=False``, whose maintainer's commits had moved ``data_version``), no look
+    came, every id the app saved stayed claimed for the life of the store, and the looks that
+    another process's next commit started read this store's own rows LOOK_ROWS a tick before
+    they reached its change.
     """
 
     def __init__(self, store: BlueprintStore) -> None:
@@ -194,6 +200,10 @@ class ForeignChanges:
         """
         if active:
             self._look_again = True  # (until a look succeeds: the trigger is used up now)
+        with self._published_lock:
+            # Own changes since the looks before the last (see the class): looked past now,
+            # so their claims go and the next look starts above their rows.
+            claimed = bool(self._published)
         with self.store.index.read() as cur, self._state:
             self._polls += 1
             out: list[ForeignRow] = []
@@ -210,7 +220,7 @@ class ForeignChanges:
                     held.add(row.id)  # (a blueprint's later changes wait for this one)
                     keep.append(p)
             self._candidates = keep
-            if self._look_again:
+            if self._look_again or claimed:
                 try:
                     self._look(cur)
                 except BaseException:

@@ -1710,7 +1710,7 @@ class SyncEngine:
         the id as it was.
         """
         old = self.store.device_id
-        self.store.device_id = replace_device_id(self.store.index, new_id)
+        replace_device_id(self.store.index, new_id)  # (store.device_id reads it from the index)
         log.warning(
             "sync: the server holds other changes under this home's device id %s (a home "
             "restored from a backup, or a copy of another home); it pushes as %s from now on",
