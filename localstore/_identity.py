@@ -162,4 +162,6 @@ def replace_device_id(index: Any, new_id: Callable[[], str]) -> str:
     device = new_id()
     with index.write() as cur:
         _put(cur, DEVICE_KEY, device)
+        # (A store caches the id per write transaction: under an enclosing one, not anew.)
+        index.write_serial += 1
     return device

@@ -863,6 +863,10 @@ class Index:
 
             self._conn, self.read_access = connect_read_only(self.path, busy_timeout_ms)
         self._commits = 0
+        # Write transactions begun on this connection: what was read inside one holds until it
+        # ends (no other writer commits meanwhile), so a value read once per transaction is
+        # cached against this (BlueprintStore._revision_device).
+        self.write_serial = 0
         self._commit_listeners: list[Any] = []
         self._rollback_listeners: list[Callable[[], None]] = []
         # The thread whose transaction is open (set and cleared under the lock by that thread),
@@ -1065,6 +1069,7 @@ class Index:
             try:
                 if outer:
                     self._begin_immediate(cur)
+                    self.write_serial += 1
                     newer = int(str(cur.execute("PRAGMA user_version").fetchall()[0][0]))
                 else:
                     cur.execute(f"SAVEPOINT {name}")

@@ -568,7 +568,8 @@ class BlueprintStore:
         self._close_lock = threading.Lock()
         self._on_close: list[Callable[[], None]] = []
         # A copied or moved home takes a new device id here (see localstore._identity).
-        # (The id as last read: see device_id.)
+        # (The id as last read: see device_id; and the write transaction it was read in.)
+        self._device_serial = -1
         if read_only:
             self._device_id = recorded_device_id(self.index, new_id)
         else:
@@ -780,6 +781,17 @@ class BlueprintStore:
             return self._device_id
         if rows:
             self._device_id = str(rows[0][0])
+        return self._device_id
+
+    def _revision_device(self, cur: Any) -> str:
+        """The device id a revision recorded in the current write transaction names: read once
+        per transaction (device_id's own read, once per revision, was ~2 % of a download)."""
+        serial = self.index.write_serial
+        if self._device_serial != serial:
+            rows = cur.execute(_DEVICE_ID_SQL).fetchall()
+            if rows:
+                self._device_id = str(rows[0][0])
+            self._device_serial = serial
         return self._device_id
 
     def daemon(self) -> dict[str, Any] | None:
@@ -2392,7 +2404,7 @@ class BlueprintStore:
                 rev,
                 op_id,
                 origin,
-                self.device_id,
+                self._revision_device(cur),
                 utc_now(),
                 rel,
                 text if text is not None else yaml_bytes.decode("utf-8"),
