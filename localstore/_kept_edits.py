@@ -13,7 +13,9 @@ revision), nor could a restore repair it (see docs/architecture.md, "Unparsable 
 
 The notes live in the index's ``settings`` table (``kept-edit:<file under recovered/>``), written
 in the write's own transaction: a write that rolls back leaves no note (its put-back restores the
-file, so the copy is only a spare).
+file, so the copy is only a spare). Reconcile's own keeps (a killed save's temp, an orphan meta
+file edited by hand) leave the same notes (``note_kept``), so that ``check`` and ``doctor`` tell of
+every file LocalStore put in <data>/recovered/ until the person removes it.
 """
 
 from __future__ import annotations
@@ -75,11 +77,7 @@ def keep_flagged(
         # With the blueprint, the revision the write followed and the event's sentence: another
         # process hears of this write from the index alone (sync._follow), and says it as well.
         note = {"path": rel, "detail": detail, "id": row.id, "after": row.rev, "event": said}
-        cur.execute(
-            "INSERT INTO settings VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = "
-            "excluded.value",
-            (NOTE_PREFIX + dest.relative_to(recovered).as_posix(), json.dumps(note)),
-        )
+        _write_note(cur, recovered, dest, note)
     log.warning(
         "%s did not parse (%s); its bytes, in no revision, were kept at %s before %s them",
         row.path,
@@ -88,6 +86,26 @@ def keep_flagged(
         doing,
     )
     return said
+
+
+def note_kept(cur: Any, data_dir: Path, dest: Path, rel: str, detail: str) -> None:
+    """Record that reconcile kept bytes of ``rel`` (the file they were, or were a version of)
+    at ``dest`` under <data>/recovered/, in ``cur``'s transaction: ``check`` reports it as
+    ``edit-kept`` (``detail``) until the person removes it, as a write's kept edit.
+
+    For reconcile's own keeps (an interrupted save's temp, a hand-edited orphan meta file):
+    told only in that pass's report, which an app's open or a watcher's rescan shows no one,
+    they were never heard of again. The note names no write (kept_by_writes passes it by):
+    no blueprint's change moved these bytes. The caller removes the original only once this
+    is committed, so that a pass that rolls back leaves it to be kept (and noted) again."""
+    _write_note(cur, data_dir / "recovered", dest, {"path": rel, "detail": detail})
+
+
+def _write_note(cur: Any, recovered: Path, dest: Path, note: dict[str, Any]) -> None:
+    cur.execute(
+        "INSERT INTO settings VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (NOTE_PREFIX + dest.relative_to(recovered).as_posix(), json.dumps(note)),
+    )
 
 
 def kept_by_writes(cur: Any, blueprint_id: str, *, since: int, upto: int) -> str:
@@ -115,7 +133,8 @@ def kept_by_writes(cur: Any, blueprint_id: str, *, since: int, upto: int) -> str
 
 
 def report_kept(store: BlueprintStore, report: CheckReport, *, fix: bool) -> None:
-    """Report each kept edit still in <data>/recovered/ as ``edit-kept``; with ``fix`` forget
+    """Report each kept edit still in <data>/recovered/ as ``edit-kept`` (a write's, or one
+    reconcile kept: see note_kept); with ``fix`` forget
     the notes of those the person has removed (nothing else is done to them: they are theirs)."""
     recovered = store.paths.data / "recovered"
     with store.index.read() as cur:
