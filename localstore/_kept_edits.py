@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localstore import files as fs
 from localstore.blueprint import sha256_hex
+from localstore.errors import LocalStoreError
 
 if TYPE_CHECKING:
     from localstore.store import BlueprintStore, CheckReport, Row
@@ -133,9 +135,17 @@ def kept_by_writes(cur: Any, blueprint_id: str, *, since: int, upto: int) -> str
 
 
 def report_kept(store: BlueprintStore, report: CheckReport, *, fix: bool) -> None:
-    """Report each kept edit still in <data>/recovered/ as ``edit-kept`` (a write's, or one
-    reconcile kept: see note_kept); with ``fix`` forget
-    the notes of those the person has removed (nothing else is done to them: they are theirs)."""
+    """Report each file still in <data>/recovered/ as ``edit-kept``: with its note's words (a
+    write's, or one reconcile kept: see note_kept), or plainly for one without a note; with
+    ``fix`` forget the notes of those the person has removed (nothing else is done to them:
+    they are theirs).
+
+    A file without a note is one whose note was lost: a write killed after keeping it and
+    after its renames, but before its index commit (the note rolled back with it, the file it
+    copied already replaced: the copy is then the only one), or one kept by a LocalStore from
+    before the notes. Reported all the same, unless it is only a spare (see _spare): the
+    folder holds nothing else, and a walk of it (few files, each until its person removes it)
+    is all it costs."""
     recovered = store.paths.data / "recovered"
     with store.index.read() as cur:
         notes = cur.execute(
@@ -151,9 +161,60 @@ def report_kept(store: BlueprintStore, report: CheckReport, *, fix: bool) -> Non
         report.problems.append(
             {"kind": "edit-kept", "path": str(note["path"]), "detail": str(note["detail"])}
         )
+    noted = {str(key)[len(NOTE_PREFIX) :] for key, _ in notes}
+    for rel in _files_under(recovered):
+        if rel in noted:
+            continue
+        # <UTC time>/<the file's path in the blueprints folder>, as keep_recovered names it.
+        was = rel.partition("/")[2] or rel
+        if _spare(store, recovered, rel, was, noted):
+            continue
+        detail = (
+            f"kept: {recovered / rel} is in data/recovered/ with no record of why (a write or "
+            "a reconcile interrupted after keeping it, or an older LocalStore kept it); it may "
+            "be the only copy of a version of this file: take what you need from it, then "
+            "delete it (check reports it until then)"
+        )
+        report.problems.append({"kind": "edit-kept", "path": was, "detail": detail})
     if fix and gone:
         with store.index.write() as cur:
             cur.executemany("DELETE FROM settings WHERE key = ?", [(key,) for key in gone])
+
+
+def _spare(store: BlueprintStore, recovered: Path, rel: str, was: str, noted: set[str]) -> bool:
+    """Whether the unnoted kept file ``rel`` is only a spare: its bytes are the file's at its
+    path now (a write that rolled back put that file back), or a noted kept file's of the same
+    path (a pass that rolled back kept it, the next one kept it again). Read only for the few
+    files without a note."""
+    try:
+        data = fs.read_regular(recovered / rel)
+    except (OSError, LocalStoreError):
+        return False  # (unreadable: reported, the person can look)
+    others = [store.root / was] + [
+        recovered / key for key in noted if key.partition("/")[2] == was and key != rel
+    ]
+    for other in others:
+        try:
+            if fs.read_regular(other) == data:
+                return True
+        except (OSError, LocalStoreError):
+            continue
+    return False
+
+
+def _files_under(folder: Path) -> list[str]:
+    """The files under ``folder`` (paths relative to it, '/'-separated, sorted); hidden ones
+    (a file manager's .DS_Store) left out. An unreadable subfolder is passed by."""
+    found: list[str] = []
+    for parent, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        base = Path(parent).relative_to(folder)
+        found.extend(
+            (base / name).as_posix()
+            for name in names
+            if not name.startswith(".") and os.path.isfile(os.path.join(parent, name))
+        )
+    return sorted(found)
 
 
 def _exists(path: Path) -> bool:

@@ -6,7 +6,8 @@ without its YAML whose blueprint lives elsewhere, edited by hand. Each was told 
 pass's report (the orphan meta not even logged): an app's open, which reconciles, shows its
 report to no one, and later ``check`` runs listed nothing, so the person never learned their
 bytes had moved. Now each such move records a note, as a save over an unparsable file does,
-and ``check`` reports it as ``edit-kept`` until the copy is deleted.
+and ``check`` reports it as ``edit-kept`` until the copy is deleted. A copy whose note a kill
+rolled back is reported too (unless it is only a spare).
 
 Real homes; the files are made as a crash or a person leaves them; only the clock is moved
 (a file's change time cannot be set back, and a temp is swept once a minute old).
@@ -15,6 +16,8 @@ Real homes; the files are made as a crash or a person leaves them; only the cloc
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -150,3 +153,49 @@ def test_a_pass_that_fails_after_keeping_leaves_the_temp_to_keep_again(
         (note,) = _notes(s)
         noted = home / "data" / "recovered" / note[len(NOTE_PREFIX) :]
         assert noted.read_text() == NEW and str(noted) in problems[0]["detail"]
+
+
+_KILLED_SAVE = """
+import os, sys
+from localstore.store import BlueprintStore
+import localstore
+
+real = BlueprintStore._place_files
+
+def placed_then_killed(cur, batch):
+    real(cur, batch)
+    os._exit(9)  # (the fault: killed after the renames, before the index commit)
+
+with localstore.open(home=sys.argv[1]) as s:
+    BlueprintStore._place_files = staticmethod(placed_then_killed)
+    s.save("a", "steps: [the app's version]\\n")
+"""
+
+
+def test_a_copy_whose_note_a_kill_lost_is_still_reported(home: Path) -> None:
+    """A save over an unparsable file keeps it, then renames the new version over it; killed
+    before the index commits, its note is rolled back while the file is already replaced. The
+    copy is then the only one, and nothing noted it: check lists what is in data/recovered/
+    without a note too."""
+    with localstore.open(home=home) as s:
+        s.save("a", OLD)
+    bad = b"steps: [half-typed\n"
+    yaml = home / "blueprints" / "a.blueprint.yaml"
+    yaml.write_bytes(bad)
+    with localstore.open(home=home) as s:  # (flags it)
+        assert s.row("a").flagged
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_SAVE, str(home)], capture_output=True, timeout=120
+    )
+    assert child.returncode == 9, child.stderr
+    assert yaml.read_bytes() != bad
+    (kept,) = (home / "data" / "recovered").rglob("a.blueprint.yaml")
+    assert kept.read_bytes() == bad
+    with localstore.open(home=home) as s:
+        assert not _notes(s)  # (rolled back with the save)
+        problems = _kept_problems(s.check())
+        assert [p["path"] for p in problems] == ["a.blueprint.yaml"]
+        assert str(kept) in problems[0]["detail"]
+        assert _kept_problems(s.check(fix=True)) == problems
+        kept.unlink()
+        assert s.check(fix=True).clean
