@@ -13,18 +13,22 @@ revision), nor could a restore repair it (see docs/architecture.md, "Unparsable 
 
 The notes live in the index's ``settings`` table (``kept-edit:<file under recovered/>``), written
 in the write's own transaction: a write that rolls back leaves no note (its put-back restores the
-file, so the copy is only a spare).
+file, so the copy is only a spare). Reconcile's own keeps (a killed save's temp, an orphan meta
+file edited by hand) leave the same notes (``note_kept``), so that ``check`` and ``doctor`` tell of
+every file LocalStore put in <data>/recovered/ until the person removes it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localstore import files as fs
 from localstore.blueprint import sha256_hex
+from localstore.errors import LocalStoreError
 
 if TYPE_CHECKING:
     from localstore.store import BlueprintStore, CheckReport, Row
@@ -75,11 +79,7 @@ def keep_flagged(
         # With the blueprint, the revision the write followed and the event's sentence: another
         # process hears of this write from the index alone (sync._follow), and says it as well.
         note = {"path": rel, "detail": detail, "id": row.id, "after": row.rev, "event": said}
-        cur.execute(
-            "INSERT INTO settings VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = "
-            "excluded.value",
-            (NOTE_PREFIX + dest.relative_to(recovered).as_posix(), json.dumps(note)),
-        )
+        _write_note(cur, recovered, dest, note)
     log.warning(
         "%s did not parse (%s); its bytes, in no revision, were kept at %s before %s them",
         row.path,
@@ -88,6 +88,26 @@ def keep_flagged(
         doing,
     )
     return said
+
+
+def note_kept(cur: Any, data_dir: Path, dest: Path, rel: str, detail: str) -> None:
+    """Record that reconcile kept bytes of ``rel`` (the file they were, or were a version of)
+    at ``dest`` under <data>/recovered/, in ``cur``'s transaction: ``check`` reports it as
+    ``edit-kept`` (``detail``) until the person removes it, as a write's kept edit.
+
+    For reconcile's own keeps (an interrupted save's temp, a hand-edited orphan meta file):
+    told only in that pass's report, which an app's open or a watcher's rescan shows no one,
+    they were never heard of again. The note names no write (kept_by_writes passes it by):
+    no blueprint's change moved these bytes. The caller removes the original only once this
+    is committed, so that a pass that rolls back leaves it to be kept (and noted) again."""
+    _write_note(cur, data_dir / "recovered", dest, {"path": rel, "detail": detail})
+
+
+def _write_note(cur: Any, recovered: Path, dest: Path, note: dict[str, Any]) -> None:
+    cur.execute(
+        "INSERT INTO settings VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (NOTE_PREFIX + dest.relative_to(recovered).as_posix(), json.dumps(note)),
+    )
 
 
 def kept_by_writes(cur: Any, blueprint_id: str, *, since: int, upto: int) -> str:
@@ -115,8 +135,17 @@ def kept_by_writes(cur: Any, blueprint_id: str, *, since: int, upto: int) -> str
 
 
 def report_kept(store: BlueprintStore, report: CheckReport, *, fix: bool) -> None:
-    """Report each kept edit still in <data>/recovered/ as ``edit-kept``; with ``fix`` forget
-    the notes of those the person has removed (nothing else is done to them: they are theirs)."""
+    """Report each file still in <data>/recovered/ as ``edit-kept``: with its note's words (a
+    write's, or one reconcile kept: see note_kept), or plainly for one without a note; with
+    ``fix`` forget the notes of those the person has removed (nothing else is done to them:
+    they are theirs).
+
+    A file without a note is one whose note was lost: a write killed after keeping it and
+    after its renames, but before its index commit (the note rolled back with it, the file it
+    copied already replaced: the copy is then the only one), or one kept by a LocalStore from
+    before the notes. Reported all the same, unless it is only a spare (see _spare): the
+    folder holds nothing else, and a walk of it (few files, each until its person removes it)
+    is all it costs."""
     recovered = store.paths.data / "recovered"
     with store.index.read() as cur:
         notes = cur.execute(
@@ -132,9 +161,60 @@ def report_kept(store: BlueprintStore, report: CheckReport, *, fix: bool) -> Non
         report.problems.append(
             {"kind": "edit-kept", "path": str(note["path"]), "detail": str(note["detail"])}
         )
+    noted = {str(key)[len(NOTE_PREFIX) :] for key, _ in notes}
+    for rel in _files_under(recovered):
+        if rel in noted:
+            continue
+        # <UTC time>/<the file's path in the blueprints folder>, as keep_recovered names it.
+        was = rel.partition("/")[2] or rel
+        if _spare(store, recovered, rel, was, noted):
+            continue
+        detail = (
+            f"kept: {recovered / rel} is in data/recovered/ with no record of why (a write or "
+            "a reconcile interrupted after keeping it, or an older LocalStore kept it); it may "
+            "be the only copy of a version of this file: take what you need from it, then "
+            "delete it (check reports it until then)"
+        )
+        report.problems.append({"kind": "edit-kept", "path": was, "detail": detail})
     if fix and gone:
         with store.index.write() as cur:
             cur.executemany("DELETE FROM settings WHERE key = ?", [(key,) for key in gone])
+
+
+def _spare(store: BlueprintStore, recovered: Path, rel: str, was: str, noted: set[str]) -> bool:
+    """Whether the unnoted kept file ``rel`` is only a spare: its bytes are the file's at its
+    path now (a write that rolled back put that file back), or a noted kept file's of the same
+    path (a pass that rolled back kept it, the next one kept it again). Read only for the few
+    files without a note."""
+    try:
+        data = fs.read_regular(recovered / rel)
+    except (OSError, LocalStoreError):
+        return False  # (unreadable: reported, the person can look)
+    others = [store.root / was] + [
+        recovered / key for key in noted if key.partition("/")[2] == was and key != rel
+    ]
+    for other in others:
+        try:
+            if fs.read_regular(other) == data:
+                return True
+        except (OSError, LocalStoreError):
+            continue
+    return False
+
+
+def _files_under(folder: Path) -> list[str]:
+    """The files under ``folder`` (paths relative to it, '/'-separated, sorted); hidden ones
+    (a file manager's .DS_Store) left out. An unreadable subfolder is passed by."""
+    found: list[str] = []
+    for parent, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        base = Path(parent).relative_to(folder)
+        found.extend(
+            (base / name).as_posix()
+            for name in names
+            if not name.startswith(".") and os.path.isfile(os.path.join(parent, name))
+        )
+    return sorted(found)
 
 
 def _exists(path: Path) -> bool:

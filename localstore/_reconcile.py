@@ -28,6 +28,7 @@ import apsw
 
 from localstore import _late_meta as late_meta
 from localstore import files as fs
+from localstore._kept_edits import note_kept
 from localstore._revisions import revision_text
 from localstore.blueprint import (
     MAX_META_BYTES,
@@ -705,8 +706,10 @@ class Reconciler:
         files in place are the old ones. Removed as a leftover a minute later (the next open did
         it, without a word), that edit was gone. A temp of a blueprint file whose bytes are not
         the file's at its name is moved to ``<data>/recovered/`` under that file's name (so the
-        pair can be put back as it is) and reported; any other temp (ours, with nothing new in
-        it: a file set aside, a version already in place) is removed as before.
+        pair can be put back as it is) and reported, here and by every ``check`` until the person
+        removes it (a note, see _kept_edits.note_kept: an open's or a rescan's report is shown to
+        no one); any other temp (ours, with nothing new in it: a file set aside, a version
+        already in place) is removed as before.
         """
         root = self.store.root
         target = _save_temp_target(rel)
@@ -720,8 +723,23 @@ class Reconciler:
             except FileNotFoundError:
                 current = None
             if data and data != current:
-                (kept,) = keep_recovered(self.store.paths.data, [(target, data)])
-                fs.remove_file(root / rel)
+                temp = root / rel
+                with self.store.index.write() as cur:
+                    (kept,) = keep_recovered(self.store.paths.data, [(target, data)])
+                    note_kept(
+                        cur,
+                        self.store.paths.data,
+                        kept,
+                        target,
+                        f"kept: a save that was interrupted (a crash) left a version of this "
+                        f"file that is not in the store (in {fs.printable(rel)}); it is now "
+                        f"{kept} (copy it into the blueprints folder, or save its content, to "
+                        "use it; then delete that copy: check reports it until then)",
+                    )
+                    # Removed once the note is committed (the pass's commit, when inside
+                    # one): a pass that rolls back leaves the temp, kept and noted next time,
+                    # not a copy nothing tells of.
+                    self.store.index.after_commit(lambda: fs.remove_file(temp))
                 log.warning("%s: kept an interrupted save's version at %s", rel, kept)
                 detail = (
                     f"kept: a save that was interrupted (a crash) left this version of "
@@ -1638,14 +1656,26 @@ class Reconciler:
                 # The blueprint lives elsewhere now: a leftover of an interrupted move, removed
                 # when its bytes are a version the store has. Otherwise it may hold edits made
                 # by hand (a pair's meta copied here and changed): removing it lost them, so it
-                # is kept in <data>/recovered/ and reported.
+                # is kept in <data>/recovered/ and reported, by every check until removed.
                 if raw is not None and not self._meta_known(cur, meta.id, raw):
                     (kept,) = keep_recovered(self.store.paths.data, [(rel, raw)])
-                    fs.remove_file(self.store.root / rel)
+                    lives = fs.printable(rows[0][0])
                     detail = (
-                        f"kept: a meta file of a blueprint that lives at {fs.printable(rows[0][0])}"
-                        f", with changes the store does not have; it is now {kept} (copy what"
-                        " you want from it into that blueprint's meta; delete it otherwise)"
+                        f"kept: a meta file of a blueprint that lives at {lives}, with changes "
+                        f"the store does not have; it is now {kept} (copy what you want from "
+                        "it into that blueprint's meta, then delete that copy: check reports it "
+                        "until then)"
+                    )
+                    note_kept(cur, self.store.paths.data, kept, rel, detail)
+                    # (Removed once the note is committed: see clear_stale_temp.)
+                    orphan = self.store.root / rel
+                    self.store.index.after_commit(lambda: fs.remove_file(orphan))
+                    log.warning(
+                        "%s: a meta file without its YAML, with changes the store does not "
+                        "have (its blueprint lives at %s); kept at %s",
+                        rel,
+                        lives,
+                        kept,
                     )
                     report.fixed.append({"kind": "orphan-meta", "path": rel, "detail": detail})
                     return

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -255,3 +256,22 @@ def test_doctor_sends_a_kept_edit_to_its_copy_not_only_to_check_fix(tmp_path: Pa
     (home / "blueprints" / "team" / "deploy.blueprint.meta.json").unlink()
     fix = by_check(doctor(home, "--json").stdout)["index"]["fix"]
     assert fix.startswith("run `localstore check --fix`; then look at") and "recovered" in fix
+
+
+def test_doctor_sends_an_interrupted_saves_kept_version_to_its_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The open's reconcile moved a killed save's temp (a version nothing else held) to
+    data/recovered/ and told only that open's report: doctor, later, said all was well."""
+    home = tmp_path / "h"
+    with BlueprintStore(home_settings(home)) as store:
+        store.save("team/deploy", "steps: [build]\n")
+    temp = home / "blueprints" / "team" / ".deploy.blueprint.yaml.0badf00d.lstmp"
+    temp.write_text("steps: [ship]\n")  # (a save killed before its rename)
+    later = time.time_ns() + 3600 * 10**9  # (a change time cannot be set back)
+    monkeypatch.setattr("localstore._reconcile.time.time_ns", lambda: later)
+    BlueprintStore(home_settings(home)).close()  # (its open keeps the temp)
+    assert not temp.exists()
+    found = by_check(doctor(home, "--json").stdout)["index"]
+    assert found["status"] == "problem" and "edit-kept" in found["detail"], found
+    assert "data/recovered/" in found["fix"] and "check --fix" not in found["fix"], found
