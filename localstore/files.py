@@ -416,9 +416,10 @@ class PendingWrites:
     def __len__(self) -> int:
         return len(self._temps)
 
-    def add(self, target: Path | str, data: bytes) -> os.stat_result:
+    def add(self, target: Path | str, data: bytes, *, new: bool = False) -> os.stat_result:
         """Write ``data`` to a temp file beside ``target``; returns the stat it will have (but
-        for its change time, which the rename sets: see ``take_placed``)."""
+        for its change time, which the rename sets: see ``take_placed``). ``new``: the caller
+        knows nothing is at ``target`` (the default mode then, without looking)."""
         target = os.fspath(target)  # strings inside: pathlib cost more than the write itself
         folder, name = os.path.split(target)
         tmp = os.path.join(folder, f".{name}.{self._token()}{TEMP_SUFFIX}")
@@ -432,7 +433,7 @@ class PendingWrites:
                 n = os.write(fd, view)
                 view = view[n:]
             st = os.fstat(fd)
-            if _FCHMOD is not None:
+            if _FCHMOD is not None and not new:
                 # The replaced file's permissions, as editors keep them: a blueprint its owner
                 # made private (chmod 600) was readable by everyone again after its next save,
                 # sync or restore (the new file got the default mode).

@@ -1523,8 +1523,8 @@ class BlueprintStore:
                     self._refuse_remote(on_disk)
                 self._refuse_not_files(on_disk)  # (here: a stat pair differed, no cost per save)
                 existing, holder = self._find_for_save(cur, rel, req.id)
-        if (existing is None or existing.deleted or existing.path != rel) and os.path.lexists(
-            target
+        if (existing is None or existing.deleted or existing.path != rel) and self._may_exist(
+            target, batch
         ):
             # A file the index has not seen yet (an editor was faster than the watcher, or it
             # was created where a deleted blueprint lived): record it in history before anything
@@ -1951,6 +1951,21 @@ class BlueprintStore:
             parent = os.path.join(parent, seg)
 
     @staticmethod
+    def _may_exist(target: str, batch: _Batch) -> bool:
+        """Whether something may be at ``target``: False when this batch listed its folder and
+        no name there has the target's key (the listing holds what the batch staged since), else
+        an lstat. A download creates thousands of new names in a few folders: one listing per
+        folder and batch replaces an lstat of a missing name per blueprint (each a search of the
+        whole folder). The listing is as old as the batch, which holds the write lock; an editor
+        creating the name later in the batch is the race the rename at the batch's end has
+        anyway."""
+        folder, _, name = target.rpartition(os.sep)
+        listed = batch.folders.get(folder)
+        if listed is not None and fs.path_key(name) not in listed:
+            return False
+        return os.path.lexists(target)
+
+    @staticmethod
     def _folder_names(folder: str, batch: _Batch | None) -> dict[str, str]:
         """Key (files.path_key) -> name of a folder's entries; listed once per batch (the batch
         holds the write lock, and adds what it stages), so a batch into one folder stays linear."""
@@ -2001,15 +2016,21 @@ class BlueprintStore:
             assert old_path is not None
             self._rename_pair(old_path, p.path)
             batch.made_dirs.clear()  # the move may have removed the folder it left
+            batch.folders.clear()  # (and put names the listings do not hold: read them again)
+        # Names this batch's listing of the folder does not hold are new: no replaced file's
+        # mode to keep, so no lstat for it (see _may_exist).
+        listed = batch.folders.get(folder)
+        yaml_new = meta_new = False
+        if listed is not None:
+            yaml_key, meta_key = fs.path_key(yaml_name), fs.path_key(meta_name)
+            yaml_new, meta_new = yaml_key not in listed, meta_key not in listed
+            listed[yaml_key] = yaml_name
+            listed[meta_key] = meta_name
         # A rename keeps size and mtime, so the temp files' stats are the final files' stats (but
         # for the change time, which the rename sets: _place_files records it).
-        y_st = batch.pending.add(yaml_abs, p.yaml_bytes)
-        m_st = batch.pending.add(meta_abs, p.meta_bytes)
+        y_st = batch.pending.add(yaml_abs, p.yaml_bytes, new=yaml_new)
+        m_st = batch.pending.add(meta_abs, p.meta_bytes, new=meta_new)
         batch.pending.start_flush()  # both fsyncs run while the index statements below do
-        listed = batch.folders.get(folder)
-        if listed is not None:
-            for name in (yaml_name, meta_name):
-                listed[fs.path_key(name)] = name
         rev = (existing.rev if existing else 0) + 1
         op_id = self.index.next_op_id(cur)
         yaml_sha, meta_sha, rid = self._upsert_row(cur, existing, p, rev, op_id, y_st, m_st)

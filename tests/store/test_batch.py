@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -269,3 +271,60 @@ def test_a_batch_flushes_every_filesystem_it_wrote_to(tmp_path: Path, monkeypatc
         assert all(t.read_bytes() == b"x" for t in targets)
     finally:
         shutil.rmtree(other, ignore_errors=True)
+
+
+def test_a_batch_of_new_names_looks_each_up_in_its_folders_listing(
+    store, home: Path, monkeypatch
+) -> None:
+    """A download's batch creates many new names in a few folders: the folder's listing, read
+    once by the batch, says they are free, instead of an lstat of each missing name (three per
+    blueprint: the existence check and each file's mode to keep)."""
+    store.save("f/old", "v: 0\n")
+    root = str(home / "blueprints")
+    missing: list[str] = []
+    real_lstat = os.lstat
+
+    def spying_lstat(path, *args, **kwargs):
+        try:
+            return real_lstat(path, *args, **kwargs)
+        except FileNotFoundError:
+            name = os.fspath(path)
+            if name.startswith(root) and not name.endswith(fs.TEMP_SUFFIX):
+                missing.append(name)
+            raise
+
+    monkeypatch.setattr(os, "lstat", spying_lstat)
+    results = store.save_many([SaveRequest(path=f"f/new-{i}", content="v: 1\n") for i in range(20)])
+    monkeypatch.undo()
+    assert not any(isinstance(r, Exception) for r in results)
+    # (The first new name is looked up before the batch lists its folder.)
+    assert len(missing) <= 1, missing
+    assert store.check().clean
+
+
+def test_a_listed_folder_keeps_a_replaced_files_mode_and_an_unindexed_file(
+    store, home: Path
+) -> None:
+    """What the listing stands in for still holds: a file the batch replaces keeps its mode,
+    and a file the index has not seen (written while nothing ran) is recorded before the batch
+    saves over it, both after the batch listed their folder for a new name."""
+    kept = store.save("f/kept", "v: 0\n")
+    kept_file = store.abspath(kept.path)
+    kept_file.chmod(0o600)
+    stray = home / "blueprints" / "f" / ("stray" + fs.YAML_SUFFIX)
+    stray.write_text("by: hand\n")
+    results = store.save_many(
+        [
+            SaveRequest(path="f/new", content="v: 1\n"),  # lists f/
+            SaveRequest(path="f/kept", content="v: 1\n", id=kept.id),
+            SaveRequest(path="f/stray", content="v: 1\n"),
+        ]
+    )
+    assert not any(isinstance(r, Exception) for r in results)
+    assert stat.S_IMODE(kept_file.stat().st_mode) == 0o600
+    new_mode = stat.S_IMODE(store.abspath("f/new.blueprint.yaml").stat().st_mode)
+    assert new_mode == stat.S_IMODE(store.abspath("f/stray.blueprint.yaml").stat().st_mode)
+    first = store.history("f/stray")[-1]
+    assert store.load_revision("f/stray", first.rev).content == "by: hand\n"
+    assert store.load("f/stray").content == "v: 1\n"
+    assert store.check().clean
