@@ -336,8 +336,26 @@ def check_export(
     options_arg(None, limits)
     infos = select_blueprints(store, refs, folder=folder, tag=tag)
     _check_export_count(len(infos), limits or BundleLimits.for_store(store))
+    _check_one_name_pairs(infos)
     _check_dest_folder(dest_path)
     return infos
+
+
+def _check_one_name_pairs(infos: Sequence[BlueprintInfo]) -> None:
+    """Refuse a selection holding two blueprints whose paths are one name on macOS and Windows:
+    a pair core v11 kept whole (index._v11_path_keys) until one is renamed. A bundle import
+    refuses such a bundle whole (_bundle_read._check_listing), and _write_zip's own check took
+    the pair for a store changing under the export ("export again", which never helped)."""
+    seen: dict[str, str] = {}
+    for info in infos:
+        other = seen.setdefault(fs.path_key(info.path), info.path)
+        if other != info.path:
+            raise UnsafePathError(
+                f"{info.path} and {other} are one name on macOS and Windows: a bundle cannot "
+                "hold both (an import would refuse it whole)",
+                hint="rename one of them ('localstore check' reports such pairs), or leave one "
+                "out of the export",
+            )
 
 
 def export_bundle(

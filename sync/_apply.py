@@ -1067,19 +1067,11 @@ class Applier:
         return stored.local_rev is not None and seen.rev > stored.local_rev
 
     def _live_at(self, cur: Any, path: str) -> str | None:
-        """The blueprint at exactly ``path``, else the one holding its key (another case)."""
-        rows = cur.execute(
-            "SELECT id, path FROM blueprints WHERE path_key = ? AND deleted = 0",
-            (fs.path_key(path),),
-        ).fetchall()
-        if rows and rows[0][1] == path:
-            return str(rows[0][0])
-        # A blueprint core v11 kept under a key of its own beside one that is the same name on
-        # macOS and Windows (index._v11_path_keys): a row for it updates it where it is.
-        exact = cur.execute(
-            "SELECT id FROM blueprints WHERE path = ? AND deleted = 0", (path,)
-        ).fetchall()
-        return str((exact or rows)[0][0]) if exact or rows else None
+        """The blueprint at exactly ``path``, else the one holding its key (another case); the
+        store's own lookup, so that a blueprint core v11 kept under a key of its own beside one
+        that is the same name on macOS and Windows (index._v11_path_keys) is updated where it is."""
+        row = self.store._live_at(cur, path)
+        return None if row is None else row.id
 
     def _taken(self, path: str, owner: str | None = None) -> bool:
         with self.store.index.read() as cur:

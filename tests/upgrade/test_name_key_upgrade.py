@@ -15,6 +15,7 @@ from typing import Any
 import apsw
 import pytest
 
+from localstore import archive
 from localstore import files as fs
 from localstore.errors import UnsafePathError
 from localstore.index import CORE_MIGRATIONS
@@ -121,3 +122,32 @@ def test_an_old_index_without_pairs_migrates_with_no_visible_change(
     assert (_raw(home, count), _raw(home, op)) == before
     for path, key in _raw(home, "SELECT path, path_key FROM blueprints"):
         assert key == fs.path_key(path)
+
+
+def test_an_export_holding_a_pair_is_refused_with_the_pair_named(
+    unpacked: tuple[Path, dict[str, Any]],
+) -> None:
+    """A bundle cannot hold both names of a pair (an import refuses such a bundle whole). The
+    export said "the store changed during the export (export again)", which no retry cures:
+    it names the pair now, before anything is written, and exports once one is renamed."""
+    root, _ = unpacked
+    dest = root / "all.lsbundle"
+    with open_store(root / "pairs") as store:
+        held, kept = PAIRS[0]
+        with pytest.raises(UnsafePathError, match="one name on macOS and Windows") as refused:
+            archive.export_bundle(store, dest)
+        assert f"{kept} and {held}" in refused.value.message
+        assert "rename one of them" in (refused.value.hint or "")
+        assert not dest.exists()
+        # (The same before a passphrase is asked for.)
+        with pytest.raises(UnsafePathError, match="one name on macOS and Windows"):
+            archive.check_export(store, dest)
+        # One of a pair alone is a bundle like any other.
+        assert archive.export_bundle(store, dest, refs=[kept]).count == 1
+        for _, second in PAIRS:
+            store.move(second, second.replace("greek/", "greek/renamed-"))
+        exported = archive.export_bundle(store, dest)
+    with open_store(root / "imported") as other:
+        report = archive.import_bundle(other, dest)
+        assert report.failed == 0
+        assert len(other.list()) == exported.count
