@@ -262,3 +262,35 @@ def daemon_write_quiet_s(settings: Settings) -> float | None:
     if not isinstance(quiet, int | float) or isinstance(quiet, bool) or quiet < 0:
         quiet = _DEFAULT_WRITE_QUIET_MS
     return float(quiet) / 1000
+
+
+# What to do about a daemon older than the home's index: only a daemon running this (newer)
+# localstore can write to it (docs/daemon.md, "A newer localstore upgraded the home").
+OUTDATED_DAEMON_FIX = (
+    "restart the daemon, so that this localstore serves the home: `localstore daemon --stop`, "
+    "then `localstore daemon --detach` (as a service: `systemctl --user restart localstore`, "
+    "or log out and in)"
+)
+
+
+def outdated_daemon(state: dict[str, Any], index_core: int) -> str | None:
+    """Why the running daemon of ``state`` (its daemon.json) cannot write to this home's index,
+    whose core schema is ``index_core``, or None when it can.
+
+    A daemon records the core schema it writes (``core_schema``); one that records none is from
+    a localstore older than the version that added it, so older than any that asks.
+    """
+    pid, version = state.get("pid", "?"), state.get("version", "?")
+    known = state.get("core_schema")
+    if isinstance(known, int) and not isinstance(known, bool):
+        if known >= index_core:
+            return None
+        return (
+            f"the daemon (pid {pid}) runs localstore {version}, older than this home's index "
+            f"(core schema v{index_core}; it writes up to v{known}): it can no longer record "
+            "edits or sync them"
+        )
+    return (
+        f"the daemon (pid {pid}) runs an older localstore ({version}), which can no longer "
+        "record edits or sync them once a newer one has upgraded the home's index"
+    )

@@ -20,6 +20,7 @@ tracked per component in ``component_versions`` and the core's version is mirror
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -899,6 +900,11 @@ class Index:
         # CHANGED_ROWS_KEPT), written to the change log at its commit (core v7).
         self._txn_rids: set[int] | None = set()
         self.blueprint_commits = 0
+        # The schema version of each component this connection brought up to date (what its
+        # code knows), for newer_version(); and the refusal of a write because a newer
+        # localstore upgraded the core meanwhile, once one was refused (None until then).
+        self._known_versions: dict[str, int] = {}
+        self.newer: NewerIndexError | None = None
         self.conn.set_rollback_hook(self._on_sqlite_rollback)
         self.conn.set_update_hook(self._on_row_change)
         try:
@@ -1084,7 +1090,10 @@ class Index:
                 # write (the bump is what keeps an older version out at open), so no write,
                 # as at open. (The version is in the file's header: no page is read for it.)
                 cur.execute("ROLLBACK")
-                raise self._newer_error("core", newer, len(CORE_MIGRATIONS))
+                # Kept: a long-running owner (the daemon's tick) stops on it, whichever of its
+                # threads met it first (docs/daemon.md, "A newer localstore upgraded the home").
+                self.newer = self._newer_error("core", newer, len(CORE_MIGRATIONS))
+                raise self.newer
             self._depth += 1
             if outer:
                 self._owner = threading.get_ident()
@@ -1367,6 +1376,9 @@ class Index:
             # Refused on a read, before any write lock: nothing of a newer version's index is
             # changed, and a newer process holding the lock does not make this a 30 s wait.
             raise self._newer_error(component, version, len(migrations))
+        # (Only a component in use: a newer version's archive tables refused above leave the
+        # rest of the home usable, as at open.)
+        self._known_versions[component] = len(migrations)
         if version == len(migrations) and not (component == "core" and self._core_v1_is_old()):
             # Up to date, the common case: no write transaction. Taking one cost every
             # `localstore status` a wait for the write lock while another process held it, and
@@ -1415,6 +1427,26 @@ class Index:
         if version is not None and version > len(migrations):
             raise self._newer_error(component, version, len(migrations))
         return version or 0
+
+    def newer_version(self) -> NewerIndexError | None:
+        """The refusal a write would meet because a newer localstore upgraded the index since
+        this connection opened it (any component it brought up to date), or None.
+
+        For a process that runs for days (the daemon's tick): it stops serving the home then,
+        instead of having each write refused. A read: the core's version is in the file's
+        header, the others one small table.
+        """
+        if self.newer is not None:
+            return self.newer
+        with self.read() as cur:
+            core = int(str(cur.execute("PRAGMA user_version").fetchall()[0][0]))
+            rows = cur.execute("SELECT component, version FROM component_versions").fetchall()
+        versions = {str(c): int(str(v)) for c, v in rows}
+        versions["core"] = max(core, versions.get("core", 0))
+        for component, known in sorted(self._known_versions.items()):
+            if versions.get(component, 0) > known:
+                return self._newer_error(component, versions[component], known)
+        return None
 
     def _newer_error(self, component: str, version: int, known: int) -> NewerIndexError:
         return NewerIndexError(
@@ -1818,6 +1850,17 @@ class Maintainer:
             idle = self._pending == 0 and self._last_op in (None, op)
             self._last_op = op
             self._pending = 0
+            if int(str(conn.execute("PRAGMA user_version").fetchall()[0][0])) > len(
+                CORE_MIGRATIONS
+            ):
+                # A newer localstore upgraded the index under this process: the revisions,
+                # change log and search tables are now laid out as it means them (compacted
+                # history read as the wrong type is what core v5 keeps older versions from), so
+                # none of them is rewritten here (Index.write refuses for the same reason). The
+                # checkpoint copies pages, whatever they mean: a WAL left to grow helps no one.
+                with contextlib.suppress(apsw.BusyError):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                return
             failure: apsw.Error | None = None
             try:
                 # Superseded revisions stored compacted (before the checkpoint, which then

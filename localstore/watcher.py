@@ -66,7 +66,7 @@ from localstore._reconcile import (
     stamp_inodes,
 )
 from localstore.blueprint import sha256_hex
-from localstore.errors import LocalStoreError, StoreClosedError, WatcherError
+from localstore.errors import LocalStoreError, NewerIndexError, StoreClosedError, WatcherError
 from localstore.events import Event
 from localstore.index import map_apsw_error
 
@@ -1376,6 +1376,22 @@ class Watcher:
         failing = self._failing.setdefault(rel, _Failing())
         failing.tries += 1
         failing.error = _describe(exc)
+        if isinstance(exc, NewerIndexError):
+            # A newer localstore upgraded the index under this process: no write of this code
+            # will be taken again, so no retry (five tries per edit, then a rescan every 30 s
+            # to 5 min, each logged, for as long as the process ran). The edit stays in the
+            # file, and the newer version's reconcile records it; the owner of the store stops
+            # on it (the daemon's tick: Index.newer_version()). A later change or rescan still
+            # tries, at most one line a minute.
+            failing.tries = max(failing.tries, MAX_FAILURES)
+            self._log_failure(
+                "newer",
+                "cannot index %s: %s; it stays in the file for the newer version to record",
+                rel,
+                failing.error,
+                exc=exc,
+            )
+            return
         if failing.tries < MAX_FAILURES:
             first, most = RETRY_S
             delay = _doubling(first, most, failing.tries - 1)

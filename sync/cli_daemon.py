@@ -33,10 +33,12 @@ from localstore._daemon_state import (
     EXIT_HOME_GONE,
     EXIT_HOME_LOCKED,
     EXIT_INDEX_NEWER,
+    OUTDATED_DAEMON_FIX,
     background_popen_options,
     clear_pause,
     make_output_private,
     open_private_append,
+    outdated_daemon,
     write_pause,
 )
 from localstore.cli import (
@@ -1076,6 +1078,23 @@ def _cloud_reach(settings: Settings) -> tuple[Finding, str]:
         remote.close()
 
 
+def _index_core_version(settings: Settings) -> int | None:
+    """The core schema version of the home's index (None when it cannot be read)."""
+    from localstore.index import Index
+
+    try:
+        index = Index(settings.paths.index_db, busy_timeout_ms=settings.busy_timeout_ms)
+    except LocalStoreError:
+        return None
+    try:
+        with index.read() as cur:
+            return int(cur.execute("PRAGMA user_version").fetchall()[0][0])
+    except LocalStoreError:
+        return None
+    finally:
+        index.close()
+
+
 def _login_listed(settings: Settings) -> bool:
     """Whether the index lists this home's cloud session or project (True when it cannot tell)."""
     from localstore.index import Index
@@ -1104,6 +1123,12 @@ def check_daemon(settings: Settings) -> Finding:
             " (a stale daemon.json from a dead daemon is ignored)" if stale else ""
         )
         return Finding("daemon", "info", detail, "start it: `localstore daemon --detach`")
+    core = _index_core_version(settings)
+    outdated = outdated_daemon(state, core) if core is not None else None
+    if outdated is not None:
+        # Checked before asking it: its watcher and sync errors would say "upgrade localstore"
+        # (the old code's words for a newer index), the opposite of what to do.
+        return Finding("daemon", "problem", outdated, OUTDATED_DAEMON_FIX)
     try:
         with ControlClient(int(state["port"]), str(state["token"]), timeout=5.0) as client:
             status = client.status()

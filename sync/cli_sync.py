@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from localstore._daemon_state import PAUSED_DETAIL, daemon_running, read_pause
+from localstore._daemon_state import (
+    OUTDATED_DAEMON_FIX,
+    PAUSED_DETAIL,
+    daemon_running,
+    outdated_daemon,
+    read_pause,
+)
 from localstore.cli import (
     EXIT_ATTENTION,
     EXIT_NOT_FOUND,
@@ -512,6 +518,7 @@ def status_cmd(cli: CliContext) -> None:
     with errors_to_exit():
         live, silent = _daemon_status(cli.settings)
         store = cli.store(existing=True)
+        outdated = _outdated_daemon(cli.settings, store)
         local = local_status(store)
         quarantine = [q.to_dict() for q in list_quarantine(store)]
         flagged = _flagged_files(store)
@@ -543,6 +550,11 @@ def status_cmd(cli: CliContext) -> None:
         # No daemon runs, but the next one starts paused (docs/daemon.md, "Pause").
         detail = "; ".join(d for d in (data.get("detail"), PAUSED_DETAIL) if d)
         data.update(state="paused", detail=detail, paused_since=pause.get("since"))
+    if outdated is not None:
+        # An older daemon on an index this version upgraded: every write of it is refused
+        # (it stops by itself once it sees that, from the version that added the check).
+        data["daemon_outdated"] = outdated
+        first = "; ".join(h for h in (OUTDATED_DAEMON_FIX, first) if h)
     data["quarantine"] = quarantine
     data["flagged_files"] = flagged
     # New files that never parsed have no index row, so no count has them: the list does.
@@ -562,6 +574,9 @@ def status_cmd(cli: CliContext) -> None:
         if data.get("detail"):  # why a daemon is offline or paused ("not logged in", ...)
             source += f": {data['detail']}"
         click.echo(f"state: {data.get('state')} ({source})")
+        if outdated is not None:
+            click.echo(f"  daemon: {outdated}")
+            click.echo(f"  fix: {OUTDATED_DAEMON_FIX}")
         if to_sync:
             click.echo(f"  to sync: {to_sync}")
         click.echo(f"pending uploads: {data.get('pending')}")
@@ -589,8 +604,18 @@ def status_cmd(cli: CliContext) -> None:
     if data.get("state") == "error":
         # Documented: exit 1 is an error with one line on stderr saying what to do.
         fail(f"sync is stopped: {data.get('last_error') or 'see the daemon log'}")
-    if _needs_attention(data):
+    if _needs_attention(data) or outdated is not None:
         raise SystemExit(EXIT_ATTENTION)
+
+
+def _outdated_daemon(settings: Settings, store: Any) -> str | None:
+    """Why the running daemon cannot write to this home's index (older than it), or None."""
+    state = daemon_state(settings)
+    if state is None:
+        return None
+    with store.index.read() as cur:
+        core = int(cur.execute("PRAGMA user_version").fetchall()[0][0])
+    return outdated_daemon(state, core)
 
 
 def _print_validator(validator: Any) -> None:

@@ -57,8 +57,9 @@ from localstore._daemon_state import (
     write_pause,
 )
 from localstore.config import Settings
-from localstore.errors import CredentialError, LocalStoreError, WatcherError
+from localstore.errors import CredentialError, LocalStoreError, NewerIndexError, WatcherError
 from localstore.events import Event
+from localstore.index import CORE_MIGRATIONS
 from localstore.store import BlueprintStore
 from localstore.watcher import DEFAULT_WRITE_QUIET_MS, Watcher, WatcherState
 from sync._app_validator import AppValidator, load_app_validator
@@ -696,6 +697,9 @@ class Daemon:
             "home": str(self.settings.paths.state.parent),
             "started_at": self.started_at,
             "version": __version__,
+            # The core schema this daemon writes: a newer localstore's `status` and `doctor`
+            # tell by it that this daemon is older than the index they upgraded (restart it).
+            "core_schema": len(CORE_MIGRATIONS),
             "metrics_port": self.server.metrics_bound_port,
             "log": str(self.settings.paths.state / LOG_FILE),
             # The CLI's store in another process leaves a change younger than this to the
@@ -870,6 +874,10 @@ class Daemon:
             return
         if not self._guarded("the home's lock", self._check_lock, default=True):
             return
+        newer = self._guarded("the index's schema version", self._newer_index)
+        if newer is not None:
+            self._stop_upgraded(newer)
+            return
         self._guarded("the watcher", self._check_watcher)
         self._guarded("the sync loop", self._check_sync_loop)
         # (Distinct names: a check's success clears only its own logged errors.)
@@ -949,6 +957,39 @@ class Daemon:
             why,
         )
         self.exit_code = EXIT_HOME_GONE
+        self._stop.set()
+
+    def _newer_index(self) -> NewerIndexError | None:
+        """The refusal every write now meets if a newer localstore upgraded the index since
+        this daemon opened it (one of its threads met it, or this tick's read), else None."""
+        return self.store.index.newer_version() if self.store is not None else None
+
+    def _stop_upgraded(self, exc: NewerIndexError) -> None:
+        """Stop (exit 1: the service restarts it, as the installed localstore) after a newer
+        localstore upgraded the home's index under this daemon, saying why and what to do.
+
+        Every write of this daemon is refused from then on (its rows could mean what the newer
+        version does not): the watcher could record no edit, sync could not apply or push. It
+        went on for days (the app updated, the daemon started by the old one still running),
+        retrying each edit, failing each sync cycle with a traceback, and holding the home's
+        lock, so the newer app could not sync the home itself. Nothing is lost by stopping:
+        the edits are in the files, and the newer version's reconcile records them. Exit 1, not
+        EXIT_INDEX_NEWER (78, which the service files do not restart): a restart runs the
+        installed localstore, the newer one after an upgrade in place, which then serves the
+        home; one that is still this version refuses the index at start with 78 and stays down.
+        """
+        from localstore import __version__
+
+        log.error(
+            "stopping: a newer localstore upgraded this home's index while this daemon "
+            "(localstore %s) ran, so it can no longer write to it: %s; edits made meanwhile "
+            "are in the files, and the newer version records them when it opens the home "
+            "(fix: start the daemon again, so that the newer localstore serves the home: "
+            "a service restarts it by itself; otherwise `localstore daemon --detach`)",
+            __version__,
+            exc.message,
+        )
+        self.exit_code = 1
         self._stop.set()
 
     def _home_gone(self) -> str:

@@ -59,6 +59,7 @@ from localstore.errors import (
     IndexStoreError,
     InvalidInputError,
     LocalStoreError,
+    NewerIndexError,
     NotFoundError,
     PermissionDeniedError,
     StorageError,
@@ -297,6 +298,17 @@ def _local_condition(exc: BaseException) -> _LocalCondition | None:
         # The write lock wait of localstore.index ran out (or close() cut it short).
         return _INDEX_LOCKED
     return None
+
+
+def newer_index_detail(exc: NewerIndexError) -> str:
+    """What a process that a newer localstore's upgrade of its index stopped says, with the
+    fix: only a process running the newer version can write to the home now."""
+    return (
+        f"a newer localstore upgraded this home's index while this process ran, so this "
+        f"version can no longer write to it ({exc.message}); edits stay in the files until "
+        f"the newer version records them: restart this program (or the daemon) with the "
+        f"newer localstore"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1165,6 +1177,11 @@ class SyncEngine:
     def _record_error(self, exc: BaseException) -> None:
         if not isinstance(exc, Exception) or self._store_gone(exc):
             return  # KeyboardInterrupt / SystemExit, or a closed store: nothing to record
+        if isinstance(exc, NewerIndexError):
+            # Not written to the index: the write would be refused too.
+            self._last_error = newer_index_detail(exc)
+            self._set_state("error", progress=None)
+            return
         condition = _local_condition(exc)
         if condition is not None:
             self._last_error = condition.describe(exc)
@@ -2375,6 +2392,15 @@ class SyncEngine:
         if self._worker is not WorkerState.RUNNING:
             log.debug("sync: the cycle cut short by stop(): %s", exc)
             return  # (the daemon's shutdown interrupts lock waits; the loop ends anyway)
+        if isinstance(exc, NewerIndexError):
+            # A newer localstore upgraded the index under this process: every write of this
+            # code is refused from now on, so every retry would fail. It was an "unexpected
+            # failure" with a traceback, retried with backoff for as long as the process ran.
+            # The loop stops (each of the cycle's steps is a transaction, refused whole at its
+            # BEGIN, and the next cycle resumes: sync_once), and the status says what to do.
+            log.error("sync stopped: %s", self._last_error)
+            self.stop()
+            return
         if isinstance(exc, SyncError):
             self._after_failure(exc, exc.action)
             return

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import apsw
 import pytest
 
 import localstore
-from localstore.index import Maintainer
+from localstore.index import CORE_MIGRATIONS, Maintainer
 from localstore.store import BlueprintStore
 from sync import _state as sync_state
 
@@ -125,3 +126,24 @@ def test_compaction_runs_once_per_revision_and_shrinks_history(store: BlueprintS
     types = stored_types(store, ident)
     assert [rev for rev, t in types.items() if t[0] == "text"] == [310]
     assert store.load_revision(ident, 306).content == text(305)
+
+
+def test_no_compaction_once_a_newer_localstore_upgraded_the_index(store: BlueprintStore) -> None:
+    """The maintainer writes with its own connection, which `Index.write`'s refusal of an index
+    a newer localstore upgraded (the app updated while the daemon ran) did not cover: it went on
+    rewriting history rows in this version's format, which the newer one may read otherwise."""
+    ident = store.save("deploy", text(0)).id
+    for n in range(1, 4):
+        store.save("deploy", text(n))
+    newer = len(CORE_MIGRATIONS) + 1
+    other = apsw.Connection(str(store.paths.index_db))  # the newer localstore's open
+    with other:
+        other.execute(
+            "UPDATE component_versions SET version = ? WHERE component = 'core'", (newer,)
+        )
+        other.execute(f"PRAGMA user_version = {newer}")
+    other.close()
+    before = stored_types(store, ident)
+    compact(store)
+    assert stored_types(store, ident) == before
+    assert {t for t, _ in before.values()} == {"text"}
