@@ -749,8 +749,91 @@ class Reconciler:
                 )
                 report.fixed.append({"kind": "temp-kept", "path": rel, "detail": detail})
                 return
+        elif rel.rpartition("/")[2].startswith(fs.ASIDE_PREFIX) and self._kept_aside(rel, report):
+            return
         fs.remove_file(root / rel)
         report.fixed.append({"kind": "temp-file", "path": rel, "detail": "removed"})
+
+    def _kept_aside(self, rel: str, report: CheckReport) -> bool:
+        """Keep a file set aside (a delete's pair, a replaced file a save kept) in
+        ``<data>/recovered/`` if its bytes are a version the store does not have; True if kept
+        (or gone since the scan), False if it is only a leftover to remove.
+
+        A write that found an edit nobody had recorded records it inside its own transaction,
+        then sets the pair aside (a delete) or keeps the file it replaces (a save on a nearly
+        full disk). Killed before the commit, the edit's revision rolled back, and the file set
+        aside was its only copy: removed as a stale temp (as every leftover was), the edit was
+        gone. Its target's name is not in the aside name, so its bytes are compared with every
+        version of the blueprints whose files were in its folder.
+        """
+        temp = self.store.root / rel
+        try:
+            data = fs.read_regular(temp)
+        except FileNotFoundError:
+            return True  # gone since the scan (another pass took it)
+        if not data:
+            return False
+        data_dir = self.store.paths.data
+        with self.store.index.write() as cur:
+            if self._version_known(cur, fs.folder_of(rel), data):
+                return False
+            name = self._aside_keep_name(cur, rel, data)
+            (kept,) = keep_recovered(data_dir, [(name, data)])
+            detail = (
+                f"kept: a delete or save that was interrupted (a crash) had set aside a file "
+                f"of {fs.printable(fs.folder_of(rel)) or 'the top folder'} holding a version "
+                f"the store does not have (an edit not recorded yet); it is now {kept} (copy "
+                "it into the blueprints folder, or save its content, to use it; then delete "
+                "that copy: check reports it until then)"
+            )
+            note_kept(cur, data_dir, kept, name, detail)
+            # (Removed once the note is committed: see clear_stale_temp.)
+            self.store.index.after_commit(lambda: fs.remove_file(temp))
+        log.warning("%s: kept a file an interrupted write had set aside at %s", rel, kept)
+        report.fixed.append({"kind": "temp-kept", "path": rel, "detail": detail})
+        return True
+
+    @staticmethod
+    def _version_known(cur: Any, folder: str, data: bytes) -> bool:
+        """Whether ``data`` is a YAML or meta file of a blueprint (live or deleted) last in
+        ``folder``: its recorded file, or a version in its history. Read only for a file set
+        aside that a kill left (rare): the blueprints are found without an index (deleted rows
+        too), and their revisions by id."""
+        digest = sha256_hex(data)
+        rows = cur.execute(
+            "SELECT id, yaml_sha256, meta_sha256 FROM blueprints WHERE folder = ?", (folder,)
+        ).fetchall()
+        if any(digest in (y, m) for _, y, m in rows):
+            return True
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return False  # (no revision holds bytes that are not UTF-8)
+        for bp_id, _, _ in rows:
+            for content, meta in cur.execute(
+                "SELECT content, meta FROM revisions WHERE id = ?", (bp_id,)
+            ):
+                if text in (revision_text(content), revision_text(meta)):
+                    return True
+        return False
+
+    @staticmethod
+    def _aside_keep_name(cur: Any, rel: str, data: bytes) -> str:
+        """The name to keep a file set aside under: its blueprint's meta name when it is a
+        meta file of a known blueprint, else one made from the aside name (the target's name is
+        not in it) that says which kind of file it is."""
+        folder, _, name = rel.rpartition("/")
+        stem = name.removeprefix(fs.ASIDE_PREFIX).removesuffix(fs.TEMP_SUFFIX)
+        try:
+            meta = decode_meta(data, source=rel)
+        except InvalidMetaError:
+            kept = f"set-aside-{stem}{fs.YAML_SUFFIX}"
+        else:
+            found = cur.execute("SELECT path FROM blueprints WHERE id = ?", (meta.id,)).fetchall()
+            if found:
+                return fs.meta_path_for(str(found[0][0]))
+            kept = f"set-aside-{stem}{fs.META_SUFFIX}"
+        return f"{folder}/{kept}" if folder else kept
 
     def _still_on_disk(self, row: Row | _Listed, scan: _Scan) -> dict[str, str] | None:
         """The problem to report instead of deleting ``row`` if its file is still there.

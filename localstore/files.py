@@ -392,6 +392,7 @@ class PendingWrites:
         self._mode = mode
         self._temps: list[tuple[str, str]] = []
         self._keep_previous = keep_previous
+        self._keep_targets: set[str] = set()  # (see keep_before_replacing)
         self.kept: list[tuple[str, str]] = []  # (kept copy, target)
         # With a flusher, each temp's fsync runs on its thread while the caller goes on (the
         # store's index statements); commit() waits for them before the first rename. (A batch
@@ -533,7 +534,7 @@ class PendingWrites:
         hold = self._flusher is not None and len(self._temps) < SYNCFS_MIN_FILES
         for i, (tmp, target) in enumerate(self._temps):
             try:
-                if self._keep_previous:
+                if self._keep_previous or target in self._keep_targets:
                     self._keep(target)
                 elif hold:
                     _hold(target, held)
@@ -577,6 +578,12 @@ class PendingWrites:
         file at the target was replaced by someone else at once; it is then read again)."""
         placed, self._placed = self._placed, {}
         return placed
+
+    def keep_before_replacing(self, target: str) -> None:
+        """Keep ``target`` (as ``keep_previous`` does) when a temp replaces it: the caller's
+        transaction holds its only record (an edit recorded in it), so a kill before the
+        commit would leave its bytes nowhere but in the kept file (which reconcile keeps)."""
+        self._keep_targets.add(target)
 
     def _keep(self, target: str) -> None:
         kept = aside_name(target)

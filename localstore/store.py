@@ -10,6 +10,7 @@ reconcile pass on the next open records them.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import dataclasses
 import errno
 import fnmatch
@@ -397,6 +398,16 @@ class _ItemRefused(Exception):
         self.position = -1
 
 
+class _RecordFirst(Exception):
+    """A batch item found an edit nobody recorded in a file it would replace: the attempt is
+    undone, the edit committed in a transaction of its own, and the attempt run again
+    (internal to the save path; never leaves the store)."""
+
+    def __init__(self, rel: str) -> None:
+        super().__init__(rel)
+        self.rel = rel
+
+
 class _Unknown:
     """Marks a lookup not made yet (None already means "looked up, nothing there")."""
 
@@ -426,6 +437,13 @@ class _Batch:
     # with a failed batch, so an undo puts back these instead of the last committed revision.
     ingested: dict[str, tuple[bytes, bytes | None]] = field(default_factory=dict)
     rules: fs.IgnoreRules | None = None  # read once per batch, when a new path needs them
+    # The paths whose unrecorded edit was committed before this attempt (see _record_first);
+    # None when this batch cannot commit one first (inside a caller's transaction, or a remote
+    # write, which refuses an edit instead of replacing it).
+    recorded_first: set[str] | None = None
+    # The paths whose edit this transaction records (it could not be committed first): their
+    # files are kept when replaced (see _commit_pair).
+    recorded_here: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1341,10 +1359,15 @@ class BlueprintStore:
         # Before the write lock: a slow validator must not hold every other writer up.
         self._prejudge(requests)
         refused: dict[int, LocalStoreError] = {}
+        recorded_first = None if origin == "remote" or self.index.write_open else set[str]()
         while True:
             try:
-                results = self._save_attempt(requests, origin, refused)
+                results = self._save_attempt(requests, origin, refused, recorded_first)
                 break
+            except _RecordFirst as first:
+                assert recorded_first is not None  # (raised only when it is a set)
+                recorded_first.add(first.rel)
+                self._commit_ingest([first.rel])
             except _ItemRefused as refusal:
                 # A hook refused its item after the item was written: the attempt was undone
                 # (index and files), and runs again without that item, so the refused item
@@ -1356,7 +1379,11 @@ class BlueprintStore:
         return results
 
     def _save_attempt(
-        self, requests: Sequence[SaveRequest], origin: str, refused: Mapping[int, LocalStoreError]
+        self,
+        requests: Sequence[SaveRequest],
+        origin: str,
+        refused: Mapping[int, LocalStoreError],
+        recorded_first: set[str] | None = None,
     ) -> builtins.list[Blueprint | LocalStoreError]:
         pending = fs.PendingWrites(
             expected_files=2 * len(requests),
@@ -1365,7 +1392,7 @@ class BlueprintStore:
             # is then undone by renames, where rewriting from history would need free space.
             keep_previous=fs.space_is_low(self._root_str),
         )
-        batch = _Batch(pending)
+        batch = _Batch(pending, recorded_first=recorded_first)
         results: builtins.list[Blueprint | LocalStoreError] = []
         try:
             with self.index.write() as cur:
@@ -1518,6 +1545,7 @@ class BlueprintStore:
                 # unseen. A stat pair per save; reading the files every time was the rejected
                 # alternative.
                 on_disk = existing.path
+                self._record_first(batch, on_disk)
                 recorded = self._ingest_first(cur, on_disk, batch)
                 if recorded and origin == "remote":
                     self._refuse_remote(on_disk)
@@ -1529,6 +1557,7 @@ class BlueprintStore:
             # A file the index has not seen yet (an editor was faster than the watcher, or it
             # was created where a deleted blueprint lived): record it in history before anything
             # is decided, so the path check below sees it and nothing is overwritten unseen.
+            self._record_first(batch, rel)
             recorded = self._ingest_first(cur, rel, batch)
             existing, holder = self._find_for_save(cur, rel, req.id)
             if recorded and holder is not None and origin == "remote":
@@ -1820,6 +1849,52 @@ class BlueprintStore:
             m, row.meta_size, row.meta_mtime_ns, row.meta_ctime_ns, row.meta_ino
         )
 
+    @staticmethod
+    def _record_first(batch: _Batch, rel: str) -> None:
+        """Have the pair at ``rel`` (an edit nobody recorded) committed before this batch
+        replaces it, when the batch can (raises _RecordFirst, once a path).
+
+        Recorded inside the batch's transaction only, the edit's revision rolled back with a
+        save killed after its renames and before its commit: the file it replaced was the
+        edit's only copy, and the next open recorded the save's version over the older one.
+        Committed first, a kill leaves the edit in history. A batch inside a caller's
+        transaction cannot commit on its own, nor can an editor still writing be caught up
+        with forever: those record it in the batch, as before."""
+        if batch.recorded_first is not None and rel not in batch.recorded_first:
+            raise _RecordFirst(rel)
+
+    def _commit_ingest(self, rels: Iterable[str]) -> None:
+        """Record the pairs at ``rels`` as external changes in a transaction of their own, and
+        publish their events (see _record_first)."""
+        from localstore._reconcile import Reconciler
+
+        reconciler = Reconciler(self)
+        with self.index.write() as cur:
+            for rel in rels:
+                reconciler.ingest_locked(cur, rel, may_delete=False)
+        self.events.publish(reconciler.events)
+
+    def _record_edits_first(self, rels: Iterable[str], origin: str) -> None:
+        """Commit, before a write that replaces or removes the pairs at ``rels``, what they hold
+        that the index has not recorded (an edit, or a file where no live blueprint is): see
+        _record_first. Nothing for a remote write (it refuses an edit) or inside a caller's
+        transaction (reconcile keeps what a kill leaves set aside)."""
+        if origin == "remote" or self.index.write_open:
+            return
+        todo = []
+        with self.index.read() as cur:
+            for rel in dict.fromkeys(rels):
+                row = self._row_by(cur, "path = ? AND deleted = 0", (rel,))
+                yaml_abs = str(self.abspath(rel))
+                if (
+                    self._edited_on_disk(row, yaml_abs)
+                    if row is not None
+                    else os.path.lexists(yaml_abs)
+                ):
+                    todo.append(rel)
+        if todo:
+            self._commit_ingest(todo)
+
     def _ingest_first(self, cur: Any, rel: str, batch: _Batch) -> bool:
         """Record the pair at ``rel`` as an external change inside this transaction (its events
         are published with the batch's), keeping its bytes for an undo of the batch.
@@ -1842,6 +1917,8 @@ class BlueprintStore:
         except (FileNotFoundError, StorageError):
             meta_bytes = None
         batch.ingested.setdefault(rel, (yaml_bytes, meta_bytes))
+        if reconciler.events:
+            batch.recorded_here.add(rel)
         return bool(reconciler.events)
 
     @staticmethod
@@ -2028,6 +2105,12 @@ class BlueprintStore:
             listed[meta_key] = meta_name
         # A rename keeps size and mtime, so the temp files' stats are the final files' stats (but
         # for the change time, which the rename sets: _place_files records it).
+        if old_path is not None and old_path in batch.recorded_here:
+            # The pair holds an edit only this transaction records: kept when replaced, a kill
+            # before the commit leaves its bytes set aside, for reconcile to keep, rather than
+            # nowhere (moved, the pair now holds them at the new path).
+            batch.pending.keep_before_replacing(yaml_abs)
+            batch.pending.keep_before_replacing(meta_abs)
         y_st = batch.pending.add(yaml_abs, p.yaml_bytes, new=yaml_new)
         m_st = batch.pending.add(meta_abs, p.meta_bytes, new=meta_new)
         batch.pending.start_flush()  # both fsyncs run while the index statements below do
@@ -2668,6 +2751,12 @@ class BlueprintStore:
         _origin_arg(origin)
         if tx_hook is not None:
             _hook_arg(tx_hook)
+        with self.index.read() as cur:
+            path = self._resolve(cur, ref).path
+        # The edit must be in history before the pair is set aside: recorded only in the
+        # delete's transaction, a kill before its commit rolled the edit back, and the next open
+        # recorded the delete with the older version (and swept the file set aside).
+        self._record_edits_first([path], origin)
         events: list[Event] = []
         removing: tuple[str, list[tuple[str, str]]] | None = None
         aside: list[tuple[str, str]] = []  # (temp name, file) of the pair's files set aside
@@ -3091,6 +3180,9 @@ class BlueprintStore:
         old = self.load_revision(ref, rev)
         meta = old.meta.replace(modified="")
         failed: LocalStoreError | None = None
+        # Its save runs inside the transaction below, so it cannot commit an edit it replaces
+        # first (see _record_first): the blueprint's pair and the target are done here.
+        self._record_edits_first(self._restore_targets(old.id, path), origin)
         # One write transaction from reading where the blueprint is to the save: otherwise a
         # move committed in between (another thread or process) was undone by saving at the
         # path read before it.
@@ -3121,6 +3213,17 @@ class BlueprintStore:
                 "'localstore restore REF REV --path NEWPATH'",
             ) from failed
         raise failed
+
+    def _restore_targets(self, blueprint_id: str, path: str | None) -> builtins.list[str]:
+        """The paths a restore may replace: the blueprint's (live or where it was deleted) and
+        ``path`` (when it is one a save takes: a bad one is the save's to refuse)."""
+        with self.index.read() as cur:
+            row = self._row_by(cur, "id = ?", (blueprint_id,))
+        rels = [] if row is None else [row.path]
+        if path is not None:
+            with contextlib.suppress(LocalStoreError):
+                rels.append(fs.normalize_path(path))
+        return rels
 
     # -- reconcile / check -------------------------------------------------------------------------
 
