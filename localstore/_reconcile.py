@@ -706,9 +706,10 @@ class Reconciler:
         files in place are the old ones. Removed as a leftover a minute later (the next open did
         it, without a word), that edit was gone. A temp of a blueprint file whose bytes are not
         the file's at its name is moved to ``<data>/recovered/`` under that file's name (so the
-        pair can be put back as it is) and reported, here and by every ``check`` until the person
-        removes it (a note, see _kept_edits.note_kept: an open's or a rescan's report is shown to
-        no one); any other temp (ours, with nothing new in it: a file set aside, a version
+        pair can be put back as it is), reported here and logged, and listed by ``doctor`` until
+        the person removes it (a note, see _kept_edits.note_kept: an open's or a rescan's report
+        is shown to no one); not a problem of ``check``'s, as that save never returned: nothing
+        acknowledged is missing, and a crash must leave check clean. Any other temp (ours, with nothing new in it: a file set aside, a version
         already in place) is removed as before.
         """
         root = self.store.root
@@ -733,8 +734,10 @@ class Reconciler:
                         target,
                         f"kept: a save that was interrupted (a crash) left a version of this "
                         f"file that is not in the store (in {fs.printable(rel)}); it is now "
-                        f"{kept} (copy it into the blueprints folder, or save its content, to "
-                        "use it; then delete that copy: check reports it until then)",
+                        f"{kept} (the save never returned, so nothing was promised: copy it "
+                        "into the blueprints folder, or save its content, to use it; delete "
+                        "it otherwise)",
+                        acknowledged=False,
                     )
                     # Removed once the note is committed (the pass's commit, when inside
                     # one): a pass that rolls back leaves the temp, kept and noted next time,

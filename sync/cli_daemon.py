@@ -871,6 +871,7 @@ def check_index(settings: Settings) -> Finding:
         return in_the_way
     if not settings.paths.index_db.exists():
         return Finding("index", "problem", "this home has no index yet", "run `localstore init`")
+    from localstore._kept_edits import unacknowledged_kept
     from localstore.errors import LocalStoreError
     from localstore.store import BlueprintStore
 
@@ -878,6 +879,7 @@ def check_index(settings: Settings) -> Finding:
         with BlueprintStore(settings, reconcile=False, maintenance=False) as store:
             quick = store.index.pragma_check("quick_check")
             report = store.check()
+            unacknowledged = unacknowledged_kept(store)
     except LocalStoreError as exc:
         return Finding("index", "problem", exc.message, exc.hint or "run `localstore check --fix`")
     if quick:
@@ -902,6 +904,18 @@ def check_index(settings: Settings) -> Finding:
             "problem",
             f"{len(report.problems)} difference(s) between files and index ({', '.join(kinds)})",
             "; then ".join(steps),
+        )
+    if unacknowledged:
+        # Not a problem (no save that returned lost anything), but the person may want the
+        # work an interrupted save was writing: told here, as check does not list it.
+        shown = ", ".join(unacknowledged[:3]) + (" ..." if len(unacknowledged) > 3 else "")
+        return Finding(
+            "index",
+            "info",
+            f"quick_check ok; files and index agree; {len(unacknowledged)} version(s) that "
+            f"interrupted saves were writing are kept in the data folder ({shown})",
+            "look at them, copy what you need into the blueprints folder, then delete them "
+            "(no save that returned lost anything)",
         )
     return Finding("index", "ok", "quick_check ok; files and index agree")
 
