@@ -7,6 +7,8 @@ Linux, a launchd agent on macOS, a scheduled task (XML for ``schtasks``) on Wind
 
 from __future__ import annotations
 
+import calendar
+import contextlib
 import errno
 import getpass
 import hashlib
@@ -14,6 +16,7 @@ import json
 import logging
 import os
 import plistlib
+import re
 import shlex
 import shutil
 import signal
@@ -52,6 +55,7 @@ from localstore.cli import (
 )
 from localstore.config import Settings, cleartext_url_warning
 from localstore.errors import LocalStoreError, LockHeldError, NewerIndexError, StorageError
+from sync._timefmt import span
 from sync.embed import daemon_running, lock_holder, read_state
 from sync.errors import SyncError
 
@@ -920,6 +924,77 @@ def check_index(settings: Settings) -> Finding:
     return Finding("index", "ok", "quick_check ok; files and index agree")
 
 
+# A damaged index's name once set aside (localstore.index.set_aside): the UTC time of the
+# rebuild, then "-N" when two came in one second, then "-wal"/"-shm" for its side files.
+_SET_ASIDE_RE = re.compile(r"\.damaged-(\d{8}T\d{6}Z)(?:-\d+)?$")
+
+
+def _set_aside_indexes(index_db: Path) -> list[tuple[Path, float, int]]:
+    """The damaged indexes set aside next to ``index_db``: (path, when set aside as a Unix
+    time, bytes with its -wal and -shm), oldest first."""
+    found = []
+    for path in sorted(index_db.parent.glob(f"{index_db.name}.damaged-*")):
+        match = _SET_ASIDE_RE.search(path.name)
+        if match is None:
+            continue  # (a side file, counted with its index below; or not one of ours)
+        try:
+            st = path.stat()
+        except OSError:
+            continue  # (deleted since the listing)
+        size = st.st_size
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                size += path.with_name(path.name + suffix).stat().st_size
+        try:
+            when = float(calendar.timegm(time.strptime(match.group(1), "%Y%m%dT%H%M%SZ")))
+        except ValueError:
+            when = st.st_mtime
+        found.append((path, when, size))
+    return sorted(found, key=lambda f: (f[1], str(f[0])))
+
+
+def _age(seconds: float) -> str:
+    if seconds < 2 * 86400:
+        return span(max(0.0, seconds))
+    return f"{seconds / 86400:.0f} days"
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1_000_000 else f"{max(1, round(n / 1000))} kB"
+
+
+def check_old_index(settings: Settings) -> Finding:
+    """The damaged indexes set aside when the index was rebuilt from the files (information).
+
+    Only the store object that rebuilt the index reported it (``index-rebuilt``); later
+    `check` and `doctor` runs never mentioned the file, which holds the history the rebuilt
+    index lacks: it was never looked at, or deleted without knowing what it held. Not a
+    problem: nothing in it is to be fixed, and no exit code changes for it.
+    """
+    found = _set_aside_indexes(settings.paths.index_db)
+    if not found:
+        return Finding("old-index", "ok", "no damaged index set aside")
+    now = time.time()
+    named = ", ".join(
+        f"{path} (set aside {_age(now - when)} ago, {_size(size)})" for path, when, size in found
+    )
+    one = len(found) == 1
+    return Finding(
+        "old-index",
+        "info",
+        f"{len(found)} damaged {'index' if one else 'indexes'} set aside when the index was "
+        f"rebuilt from the files: {named}; {'it holds' if one else 'they hold'} the history "
+        "(revisions, deletions), sync records and app data from before the rebuild, which the "
+        "rebuilt index does not have (the blueprints themselves are in the files)",
+        f"nothing to fix; keep {'it' if one else 'them'} while you may want that history or app "
+        "data (LocalStore cannot read it back: open a copy with an SQLite tool, e.g. the sqlite3 "
+        "shell's `.recover`, which rescues what the damage spared); delete "
+        f"{'it' if one else 'them'} (with any -wal and -shm file beside "
+        f"{'it' if one else 'them'}) once you do not and, for a home that syncs, once it has "
+        "synced since the rebuild (its first sync after a rebuild looks for such a file)",
+    )
+
+
 def _existing_parent(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -1240,6 +1315,7 @@ def _daemon_validator_status(settings: Settings) -> dict[str, Any] | None:
 CHECKS: tuple[Callable[[Settings], Finding], ...] = (
     check_keychain,
     check_index,
+    check_old_index,
     check_disk,
     check_watch_limits,
     check_cloud,
@@ -1267,8 +1343,8 @@ def run_checks(settings: Settings) -> list[Finding]:
 @click.command("doctor")
 @pass_ctx
 def doctor_cmd(ctx: CliContext) -> None:
-    """Check keychain, index, disk, watcher limits, cloud, daemon and the
-    daemon's validator; say how to fix problems.
+    """Check keychain, index (and damaged ones set aside), disk, watcher
+    limits, cloud, daemon and the daemon's validator; say how to fix problems.
 
     Exit 3 when any problem is found.
     """

@@ -41,7 +41,13 @@ from localstore._daemon_state import (
     write_pause,
 )
 from localstore.config import Settings
-from localstore.errors import InvalidInputError, LocalStoreError, LockHeldError, wrong_type
+from localstore.errors import (
+    InvalidInputError,
+    LocalStoreError,
+    LockHeldError,
+    NewerIndexError,
+    wrong_type,
+)
 from sync._follow import (
     ForeignChanges,
     WatcherKeeper,
@@ -279,6 +285,17 @@ REPLACE_JOIN_S = 10.0
 
 RemoteFactory = Callable[[Settings], "Remote"]
 
+# What EmbeddedSync.status() says once a newer localstore upgraded the home under the app.
+UPGRADED_DETAIL = (
+    "a newer localstore upgraded this home's index while this app ran, so this app can no "
+    "longer write to it: its sync stopped and left the home to the newer version (edits stay "
+    "in the files until that version records them)"
+)
+UPGRADED_FIX = (
+    "restart this app, so that it runs the newer localstore (one that still runs this version "
+    "cannot open the home: update the app)"
+)
+
 
 class EmbeddedSync:
     """An app's in-process sync: the engine, the home lock, and what the daemon would follow.
@@ -330,6 +347,9 @@ class EmbeddedSync:
         # True once another process took the home's lock (see _check_lock): sync stopped.
         self.lost_lock = False
         self.home_gone = False  # the home's index vanished from its path: sync stopped
+        # A newer localstore upgraded the home's index while this app ran: sync stopped and the
+        # home's lock released, for the newer version (see _stop_upgraded).
+        self.upgraded: NewerIndexError | None = None
         # Why no engine syncs ("not logged in", ...), None while one does.
         self.offline: str | None = None
         self._offline_hint = ""  # (what to do about ``offline``)
@@ -368,7 +388,7 @@ class EmbeddedSync:
             now = time.monotonic()
             if now >= next_lock_check:
                 next_lock_check = now + LOCK_CHECK_S
-                if not self._check_lock():
+                if not self._check_lock() or not self._check_index_version():
                     return
             for step in (
                 self._follow_pause,
@@ -426,6 +446,47 @@ class EmbeddedSync:
         self.lost_lock = True
         self.engine.stop()
         return False
+
+    def _check_index_version(self) -> bool:
+        """False (sync stopped, the home let go) once a newer localstore upgraded the home's
+        index under this app, as the daemon's tick stops it (docs/daemon.md, "A newer
+        localstore upgraded the home"). A read: the core's version is in the file's header."""
+        try:
+            newer = self.store.index.newer_version()
+        except LocalStoreError as exc:  # (the next check asks again; the lock check logs)
+            log.debug("cannot read the index's schema version: %s", exc)
+            return True
+        if newer is None:
+            return True
+        self._stop_upgraded(newer)
+        return False
+
+    def _stop_upgraded(self, exc: NewerIndexError) -> None:
+        """Stop this sync for good and release the home's lock: every write of this localstore
+        is refused now (its rows could mean what the newer version does not).
+
+        Before, the engine's loop stopped at its first refused write, but this handle kept the
+        home's lock (and its watcher, each edit given up) for as long as the app ran: the newer
+        version's daemon exited 75 and the newer app's ``start_sync`` was refused, so nothing
+        synced the home until this app quit, and its status said to start sync again, which
+        changes nothing. Nothing is lost: edits stay in the files until the newer version
+        records them. The store stays open (the app's): its reads go on.
+        """
+        from localstore import __version__
+
+        log.error(
+            "stopping this app's sync: a newer localstore upgraded this home's index while this "
+            "app (localstore %s) ran, so it can no longer write to it: %s; the home is left to "
+            "the newer version (its daemon, or an app running it), and edits made meanwhile "
+            "stay in the files until it records them (fix: restart this app, so that it runs "
+            "the newer localstore)",
+            __version__,
+            exc.message,
+        )
+        self.upgraded = exc
+        self.stop()  # (on this thread: waits for the engine, then releases the lock)
+        # After the loop ended: a cycle finishing meanwhile does not set the state back.
+        self.engine.record_newer_index(exc)
 
     def _claim(self, events: Sequence[Event]) -> None:
         # Before any subscriber hears this commit: what other processes changed before it in
@@ -640,7 +701,9 @@ class EmbeddedSync:
         out["logged_in"] = offline is None
         details = [offline] if offline else []
         ended: str | None = None
-        if self.home_gone:
+        if self.upgraded is not None:
+            ended = UPGRADED_DETAIL
+        elif self.home_gone:
             ended = (
                 "the home was deleted or moved away, so this app no longer syncs it: "
                 "open the store where the home is now and start sync there"
@@ -664,7 +727,9 @@ class EmbeddedSync:
             details.append(ended)
         out["detail"] = "; ".join(details) or None
         # (An app showed the counts with nothing to tell the person what to do about them.)
-        out["hint"] = status_hint(out, hint if offline else None)
+        out["hint"] = status_hint(
+            out, UPGRADED_FIX if self.upgraded is not None else hint if offline else None
+        )
         return out
 
     def subscribe_status(self, callback: Callable[[SyncStatus], None]) -> Callable[[], None]:

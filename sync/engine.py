@@ -2243,6 +2243,14 @@ class SyncEngine:
                 self._worker = WorkerState.STOPPING
             self._cond.notify_all()
 
+    def record_newer_index(self, exc: NewerIndexError) -> None:
+        """Show in the status that a newer localstore upgraded the index under this process
+        (state ``error``, ``last_error`` saying to restart with the newer localstore; its status
+        listeners hear it), for an owner that saw it before a cycle met a refused write: an
+        app's in-process sync, which stops this engine then. Nothing is written (it would be
+        refused)."""
+        self._record_error(exc)
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the background loop to exit; True when it has (or never ran)."""
         if timeout is not None:

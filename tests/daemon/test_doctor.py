@@ -48,7 +48,17 @@ def test_a_healthy_offline_home_has_no_problems(tmp_path: Path) -> None:
     done = doctor(home, "--json")
     checks = by_check(done.stdout)
     assert done.returncode == 0, done.stdout
-    assert set(checks) == {"keychain", "index", "disk", "watcher", "cloud", "daemon", "validator"}
+    assert set(checks) == {
+        "keychain",
+        "index",
+        "old-index",
+        "disk",
+        "watcher",
+        "cloud",
+        "daemon",
+        "validator",
+    }
+    assert checks["old-index"]["status"] == "ok"
     assert checks["validator"]["status"] == "ok"
     assert checks["keychain"]["status"] == "ok"
     assert checks["index"]["status"] == "ok"
@@ -276,3 +286,53 @@ def test_doctor_sends_an_interrupted_saves_kept_version_to_its_copy(
     # Said, not a problem: that save never returned (check stays clean after a crash).
     assert found["status"] == "info" and "recovered/" in found["detail"], found
     assert "interrupted saves" in found["detail"] and "delete" in found["fix"], found
+
+
+
+def test_doctor_names_a_damaged_index_set_aside_as_information(tmp_path: Path) -> None:
+    """A damaged index set aside (``data/index.db.damaged-<time>``, by `check --fix` or an
+    open's quick check) holds the history the rebuilt index lacks. Only the store object that
+    rebuilt it said so (``index-rebuilt``); every later `check` and `doctor` was silent, so the
+    file was either never looked at or deleted without knowing what it held. Not a problem:
+    nothing is to be fixed, and the exit codes stay 0."""
+    home = tmp_path / "h"
+    cli = [LOCALSTORE, "--home", str(home)]
+    subprocess.run([*cli, "init"], check=True, capture_output=True)
+    for n in range(2):
+        subprocess.run(
+            [*cli, "save", "team/deploy", "-f", "-"],
+            input=f"steps: [{n}]\n".encode(),
+            check=True,
+            capture_output=True,
+        )
+    data = home / "data"
+    (data / "index.db").write_bytes(b"not a database, " * 512)
+    for side in ("-wal", "-shm"):
+        (data / f"index.db{side}").unlink(missing_ok=True)
+    fixed = subprocess.run([*cli, "check", "--fix"], capture_output=True, text=True, check=False)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    (aside,) = [p for p in data.glob("index.db.damaged-*") if not p.name.endswith(("-wal", "-shm"))]
+
+    done = doctor(home, "--json")
+    assert done.returncode == 0, done.stdout
+    found = by_check(done.stdout)["old-index"]
+    assert found["status"] == "info", found
+    assert str(aside) in found["detail"]
+    assert "8 kB" in found["detail"]  # (its size: the 8,192 bytes set aside)
+    assert "history (revisions, deletions)" in found["detail"]
+    assert "delete it" in found["fix"] and "synced since the rebuild" in found["fix"]
+    assert subprocess.run([*cli, "check"], capture_output=True, check=False).returncode == 0
+
+    # Its age, from the time in its name (set aside long ago), and a second one beside it.
+    old = aside.with_name("index.db.damaged-20200102T030405Z")
+    aside.rename(old)
+    (data / "index.db.damaged-20200102T030405Z-wal").write_bytes(b"w" * 2000)
+    newer = data / "index.db.damaged-20250101T000000Z-2"
+    newer.write_bytes(b"x" * 3_000_000)
+    human = doctor(home)
+    assert human.returncode == 0 and "no problems found" in human.stdout, human.stdout
+    line = next(x for x in human.stdout.splitlines() if "old-index" in x)
+    assert line.startswith("[info] old-index: 2 damaged indexes set aside"), line
+    assert f"{old} (set aside " in line and " days ago, 10 kB)" in line, line
+    assert f"{newer} (set aside " in line and "3.0 MB)" in line, line
+    assert "-wal" not in line  # (a side file is counted with its index, not named)
