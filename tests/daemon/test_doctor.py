@@ -288,7 +288,6 @@ def test_doctor_sends_an_interrupted_saves_kept_version_to_its_copy(
     assert "interrupted saves" in found["detail"] and "delete" in found["fix"], found
 
 
-
 def test_doctor_names_a_damaged_index_set_aside_as_information(tmp_path: Path) -> None:
     """A damaged index set aside (``data/index.db.damaged-<time>``, by `check --fix` or an
     open's quick check) holds the history the rebuilt index lacks. Only the store object that
