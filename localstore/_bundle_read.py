@@ -76,6 +76,9 @@ log = logging.getLogger(__name__)
 STAGING_PREFIX = "import-staging-"
 # The plaintext zip of an encrypted export, in the cache: export-<pid>-XXXX.lstmp.
 EXPORT_TEMP_PREFIX = "export-"
+# A read-only home's encrypted export: its plaintext zip in a folder of its own in the user's temp
+# folder, localstore-export-<pid>-XXXX/ (archive._read_only_export_temp).
+READ_ONLY_EXPORT_PREFIX = "localstore-export-"
 MAX_META_BYTES = 1024 * 1024
 MAX_ENTRY_NAME_CHARS = (
     len(ENTRY_PREFIX) + fs.MAX_PATH_CHARS + len(fs.META_SUFFIX) - len(fs.YAML_SUFFIX)
@@ -422,18 +425,18 @@ def sweep_stale_temps(root: Path) -> None:
     """
     for leftover in root.glob(f"{STAGING_PREFIX}*"):
         pid_text = leftover.name[len(STAGING_PREFIX) :].split("-", 1)[0]
-        if pid_text.isdigit() and not _process_alive(int(pid_text)):
+        if pid_text.isdigit() and not process_alive(int(pid_text)):
             shutil.rmtree(leftover, ignore_errors=True)
     for leftover in root.glob(f"{EXPORT_TEMP_PREFIX}*{fs.TEMP_SUFFIX}"):
         pid_text = leftover.name[len(EXPORT_TEMP_PREFIX) :].split("-", 1)[0]
-        if pid_text.isdigit() and not _process_alive(int(pid_text)):
+        if pid_text.isdigit() and not process_alive(int(pid_text)):
             try:
                 leftover.unlink()
             except OSError:  # removed by another export or import meanwhile
                 pass
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     if sys.platform == "win32":

@@ -488,7 +488,9 @@ def restore_cmd(ctx: CliContext, ref: str, rev: int, target: str | None) -> None
 def check_cmd(ctx: CliContext, fix: bool) -> None:
     """Compare the index with the files; exit 3 if problems remain."""
     with errors_to_exit():
-        store = ctx.store(existing=True, reconcile=False, recover_index=fix)
+        # Without --fix it only reads: a home this user cannot write is checked read-only
+        # (reported, nothing fixed); --fix there fails as any write does.
+        store = ctx.store(existing=True, read_only_ok=not fix, reconcile=False, recover_index=fix)
         report = store.check(fix=fix)
 
         def human() -> None:
@@ -498,6 +500,13 @@ def check_cmd(ctx: CliContext, fix: bool) -> None:
                 click.echo(f"problem {p['kind']:<14} {p['path']}  {p['detail']}")
             if report.clean:
                 click.echo("index and files agree")
+            elif store.read_only:
+                # (--fix cannot run here: it would fail as any write does.)
+                click.echo(
+                    f"{len(report.problems)} problem(s); this home is read-only: copy it to a "
+                    "folder you may write and run 'localstore check --fix' on the copy",
+                    err=True,
+                )
             else:
                 click.echo(
                     f"{len(report.problems)} problem(s); 'localstore check --fix' repairs "

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import stat
 import tempfile
 import uuid
@@ -44,6 +45,7 @@ from localstore._bundle_read import (
     FORMAT_NAME,
     FORMAT_VERSION,
     MANIFEST_NAME,
+    READ_ONLY_EXPORT_PREFIX,
     BundleEntry,
     BundleLimits,
     ProgressCallback,
@@ -55,6 +57,7 @@ from localstore._bundle_read import (
     options_arg,
     path_arg,
     private_cache,
+    process_alive,
     scrypt_within_limits,
     sweep_stale_temps,
 )
@@ -399,7 +402,11 @@ def export_bundle(
     if passphrase is not None and scrypt_params is not None:
         _check_scrypt_params(scrypt_params, limits)
     infos = check_export(store, dest_path, refs=refs, folder=folder, tag=tag, limits=limits)
-    tmp_zip: Path | None = _temp_beside(dest_path) if passphrase is None else _private_temp(store)
+    private_folder: Path | None = None
+    if passphrase is None:
+        tmp_zip: Path | None = _temp_beside(dest_path)
+    else:
+        tmp_zip, private_folder = _private_temp(store)
     final_tmp: Path | None = None
     try:
         assert tmp_zip is not None
@@ -422,6 +429,8 @@ def export_bundle(
                     fs.unlink_file(leftover)
                 except OSError:  # never created there (the error above says why); nothing to undo
                     pass
+        if private_folder is not None:
+            shutil.rmtree(private_folder, ignore_errors=True)
     size = dest_path.stat().st_size
     flagged = tuple(i.id for i in infos if not i.valid and _is_flagged(store, i.id))
     return ExportResult(dest_path, len(ids), size, passphrase is not None, tuple(ids), flagged)
@@ -512,17 +521,15 @@ def _temp_beside(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.{secrets.token_hex(4)}{fs.TEMP_SUFFIX}")
 
 
-def _private_temp(store: BlueprintStore) -> Path:
+def _private_temp(store: BlueprintStore) -> tuple[Path, Path | None]:
     # The plaintext zip of an encrypted export never goes next to the destination (a USB stick, a
     # shared folder): it lives in the home's cache, readable by the user only, and is deleted.
     # Its name carries the pid, so the next export or import removes one a killed export left
     # behind (and this export, the decrypted copy a killed import of an encrypted bundle left).
+    # Returns the file and, for a read-only home, the folder made for it (removed with it).
     if store.read_only_reason is not None:
-        # Nowhere private to put it: the home's cache may not be written, and the system's temp
-        # folder or the destination's would hold the plaintext where the user did not choose.
-        raise store.index.read_only_error(
-            "write the encrypted bundle's plaintext zip to the home's cache"
-        )
+        folder = _read_only_export_temp()
+        return folder / f"plaintext{fs.TEMP_SUFFIX}", folder
     cache = store.paths.cache
     private_cache(cache)
     sweep_stale_temps(cache)
@@ -532,7 +539,38 @@ def _private_temp(store: BlueprintStore) -> Path:
     except OSError as exc:  # (a raw PermissionError reached the CLI as "unexpected")
         raise fs.map_os_error(exc, "cannot write the export's temporary file in", cache) from exc
     os.close(fd)
-    return Path(name)
+    return Path(name), None
+
+
+def _read_only_export_temp() -> Path:
+    """The plaintext zip's place for a read-only home, whose cache may not be written: a folder
+    of its own (0700, a random name: mkdtemp) in the user's temp folder (TMPDIR).
+
+    Not the temp folder itself: a name there another user may have taken first, or may swap in
+    a folder they own (/tmp is sticky, but a folder's owner may rename what is in it). Not the
+    destination's folder (a USB stick, a shared folder). Refusing the export (as once) left a
+    backup snapshot's blueprints no way out but in plaintext. The pid in the name lets the next
+    such export remove what a killed one left (``_sweep_read_only_temps``).
+    """
+    root = Path(tempfile.gettempdir())
+    _sweep_read_only_temps(root)
+    try:
+        folder = tempfile.mkdtemp(prefix=f"{READ_ONLY_EXPORT_PREFIX}{os.getpid()}-", dir=root)
+    except OSError as exc:
+        raise fs.map_os_error(exc, "cannot write the export's temporary file in", root) from exc
+    return Path(folder)
+
+
+def _sweep_read_only_temps(root: Path) -> None:
+    """Remove this user's folders of killed read-only encrypted exports (their pid is gone)."""
+    for leftover in root.glob(f"{READ_ONLY_EXPORT_PREFIX}*"):
+        pid_text = leftover.name[len(READ_ONLY_EXPORT_PREFIX) :].split("-", 1)[0]
+        try:
+            mine = os.name == "nt" or leftover.lstat().st_uid == os.getuid()
+        except OSError:  # removed by another export meanwhile
+            continue
+        if mine and pid_text.isdigit() and not process_alive(int(pid_text)):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _zip_info(

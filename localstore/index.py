@@ -1384,6 +1384,8 @@ class Index:
             # `localstore status` a wait for the write lock while another process held it, and
             # failed on an index this user may read but not write.
             return
+        if self.read_only is not None:
+            raise self._read_only_schema_error(component, version or 0, len(migrations))
         try:
             self._migrate(component, migrations)
         except apsw.Error as exc:
@@ -1397,6 +1399,20 @@ class Index:
             f"cannot {action}: this store is open read-only ({self.read_only})",
             hint="open the home without read_only where it may be written (copy a snapshot "
             "to a writable folder first); 'localstore export' copies blueprints out",
+        )
+
+    def _read_only_schema_error(self, component: str, version: int, known: int) -> LocalStoreError:
+        """Why a read-only index cannot be used for a component whose tables are missing or
+        older than this version's (it cannot create or update them)."""
+        if version == 0:
+            return self.read_only_error(
+                f"create the {component} tables (this home has never had them)"
+            )
+        return IndexStoreError(
+            f"the {component} tables of {self.path} were made by an older localstore "
+            f"(v{version}; this version reads v{known}) and a read-only open cannot update them",
+            hint="copy the home to a folder you may write and open the copy once (that updates "
+            "its index), or read it with the localstore version that made it",
         )
 
     def _check_schema_read_only(self) -> None:
@@ -1596,6 +1612,12 @@ class Index:
     def integrity_check(self) -> list[str]:
         """SQLite's integrity check; an empty list means healthy."""
         problems = self.pragma_check("integrity_check")
+        if self.read_only is not None:
+            # FTS5's full check is an INSERT, which a read-only connection refuses (check failed
+            # with "cannot write the index" on a snapshot). The pragma above checks the search
+            # tables' own structure, not their agreement with the text (docs/architecture.md,
+            # "Read-only homes"); a writable copy's 'check' does that.
+            return problems
         # The search indexes against the text they were built from (external content: a save
         # removes an entry by giving back the values it indexed, so drift would show here).
         problems += [f"search index ({t}): {why}" for t, why in self.search_index_problems()]

@@ -521,6 +521,15 @@ class KVStore:
             hot_items = DEFAULT_KV_HOT_ITEMS if settings is None else settings.kv_hot_items
         if hot_bytes is None:
             hot_bytes = DEFAULT_KV_HOT_BYTES if settings is None else settings.kv_hot_bytes
+        # A read-only index (a backup snapshot, another user's home) cannot take the app-data
+        # tables: one without them reads as empty (the app never saved any there), every write
+        # raising ReadOnlyStoreError. Made, register_schema failed for it, so an app could not
+        # even ask whether a key was there.
+        self._no_tables = index.read_only is not None and not index.schema_version(
+            "kv", KV_MIGRATIONS
+        )
+        if self._no_tables:
+            hot_items = 0  # (the tier's coherence check reads a table that is not there)
         self._hot = _HotTier(hot_items, hot_bytes, hot_ttl)
         # One lock for the hot tier and the coherence counters. Lock order: the index's lock
         # first, then this one (see _hot_lookup and _write), never the reverse: a caller may hold
@@ -538,7 +547,8 @@ class KVStore:
         self._closed = False
         # Set by the index when any transaction or savepoint rolls back (see _note_rollback).
         self._rolled_back = False
-        index.register_schema("kv", KV_MIGRATIONS)
+        if not self._no_tables:
+            index.register_schema("kv", KV_MIGRATIONS)
         # Through a weak reference, removed when this store is collected: a bound method would
         # keep every KVStore ever made on a long-lived index alive, hot tier and all.
         listener = _WeakCall(self._note_rollback)
@@ -561,6 +571,12 @@ class KVStore:
                 "this KVStore was closed",
                 hint="make a new KVStore(index, ...) to use app data again; the data is kept",
             )
+
+    def _check_writable(self, action: str) -> None:
+        """Raise ReadOnlyStoreError, naming ``action`` and why, on a read-only index: before a
+        keychain read or a data key is made for a write that cannot land."""
+        if self._index.read_only is not None:
+            raise self._index.read_only_error(action)
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -585,6 +601,7 @@ class KVStore:
         """
         self._check_open()
         _check_key(key)
+        self._check_writable(f"save app-data item {key!r}")
         if not isinstance(format, str) or format not in FORMATS:
             raise InvalidInputError(
                 f"format must be one of {', '.join(FORMATS)}, not {format!r}",
@@ -719,6 +736,7 @@ class KVStore:
         """Delete ``key``; return whether a (live or expired) item was there."""
         self._check_open()
         _check_key(key)
+        self._check_writable(f"delete app-data item {key!r}")
         with self._write() as cur:
             gone = cur.execute(
                 "DELETE FROM kv_items WHERE key = ? RETURNING key", (key,)
@@ -731,6 +749,7 @@ class KVStore:
     def purge_expired(self) -> int:
         """Delete every expired item now; return how many. (The Purger calls this.)"""
         self._check_open()
+        self._check_writable("purge expired app data")
         now = self._clock()
         total = 0
         while True:
@@ -804,12 +823,16 @@ class KVStore:
 
     def _fetch_row(self, key: str, now: float) -> tuple[KVItem, bytes, bool, str | None]:
         with self._index.read() as cur:
-            rows = cur.execute(
-                "SELECT value, format, compressed, key_id, metadata, tags, created, updated,"
-                " expires, size FROM kv_items WHERE key = ?"
-                " AND (expires IS NULL OR expires > ?)",
-                (key, now),
-            ).fetchall()
+            rows = (
+                []
+                if self._no_tables
+                else cur.execute(
+                    "SELECT value, format, compressed, key_id, metadata, tags, created, updated,"
+                    " expires, size FROM kv_items WHERE key = ?"
+                    " AND (expires IS NULL OR expires > ?)",
+                    (key, now),
+                ).fetchall()
+            )
         if not rows:
             raise KVNotFoundError(
                 f"no app-data item {key!r}", hint="it was never saved, deleted or has expired"
@@ -861,6 +884,8 @@ class KVStore:
         now = self._clock()
         if self._hot_lookup(key, now)[0] is not None:
             return True
+        if self._no_tables:
+            return False
         with self._index.read() as cur:
             rows = cur.execute(
                 "SELECT 1 FROM kv_items WHERE key = ? AND (expires IS NULL OR expires > ?)",
@@ -895,6 +920,8 @@ class KVStore:
             sql.append("AND i.key < ?")
             args.append(high)
         sql.append("ORDER BY i.key")
+        if self._no_tables:
+            return []
         with self._index.read() as cur:
             rows = cur.execute(" ".join(sql), args).fetchall()
         return [str(r[0]) for r in rows if str(r[0]).startswith(prefix)]
@@ -1079,6 +1106,8 @@ class KVStore:
     def current_key_id(self) -> str | None:
         """Id of the data key new encrypted items use (None before the first one)."""
         self._check_open()
+        if self._no_tables:
+            return None
         with self._index.read() as cur:
             return self._current_kid(cur)
 
@@ -1092,6 +1121,7 @@ class KVStore:
         next rotation re-seals them. New saves use the new key either way.
         """
         self._check_open()
+        self._check_writable("rotate the app-data key")
         self.recover_keys()
         kid = self._create_key(rotate=True)
         count, missing, damaged = self._reseal_all(kid)
@@ -1209,6 +1239,7 @@ class KVStore:
         self._check_open()
         if self._keys is None:
             return
+        self._check_writable("recover app-data keys")
         with self._index.write() as cur:
             cur.execute(
                 "UPDATE kv_keys SET state = 'retired' WHERE state = 'pending' AND created < ?",
@@ -1224,6 +1255,8 @@ class KVStore:
             # Under the lock close() sets the flag under: a purger started after close() took
             # the last one would run for a closed store.
             self._check_open()
+            # (It retried its refused purge every interval, for ever, logging each failure.)
+            self._check_writable("purge expired app data")
             if self._purger is None:
                 self._purger = Purger(self, interval=interval)
                 # A store dropped without close() stops its purger when collected (the purger

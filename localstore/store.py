@@ -2552,7 +2552,12 @@ class BlueprintStore:
         """
         self._check_open()
         with self.index.read() as cur:
-            row = self._resolve(cur, ref)
+            try:
+                row = self._resolve(cur, ref)
+            except NotFoundError:
+                if self.read_only_reason is not None:
+                    self._refuse_unindexed(ref)
+                raise
         yaml_abs = str(self.abspath(row.path))
         meta_abs = yaml_abs[: -len(fs.YAML_SUFFIX)] + fs.META_SUFFIX
         # Both files' stats, taken before any read: an edit landing after them is seen by the
@@ -2632,6 +2637,24 @@ class BlueprintStore:
             except FileNotFoundError:
                 text = self._revision_content(row.id, row.rev)
         return self._blueprint_from(row, text)
+
+    def _refuse_unindexed(self, ref: str) -> None:
+        """load() on a read-only store of a path the index does not hold: when a blueprint file
+        is there (added after the index's last commit), raise NotFoundError saying so; it said
+        only "no blueprint matches" of a file the user could see. (Not read as a blueprint: it
+        has no recorded id, and a meta, if any, no revision.)"""
+        try:
+            rel = fs.normalize_path(ref)
+            path = self.abspath(rel)
+        except LocalStoreError:  # (not a path: an id or id prefix the index does not hold)
+            return
+        if os.path.isfile(path):
+            raise NotFoundError(
+                f"{rel} is in {self._root_str} but not in the index: it was added after the "
+                "index's last save, and this store is read-only, so it cannot record it",
+                hint=f"read the file itself ({path}), or copy the home to a folder you may "
+                "write and open the copy (that records it); 'localstore check' lists such files",
+            ) from None
 
     def _as_files_hold(self, row: Row, yaml_abs: str, meta_abs: str, *, gone: bool) -> Blueprint:
         """load() on a read-only store of a blueprint whose files changed after the index's last

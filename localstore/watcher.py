@@ -443,7 +443,8 @@ class Watcher:
     def start(self) -> None:
         """Watch the folder and start the worker (an initial rescan runs first).
 
-        Raises WatcherError if already started, or if the folder cannot be watched for a reason
+        Raises ReadOnlyStoreError for a store opened read-only (a watcher records what
+        changes). Raises WatcherError if already started, or if the folder cannot be watched for a reason
         other than inotify's per-user limits (it is missing, say). When a limit refuses the
         folder's watch (max_user_watches, max_user_instances, or ENOMEM: a memory limit) the
         watcher starts DEGRADED in rescan-only mode instead: ``problem`` names the fix, rescans
@@ -460,6 +461,11 @@ class Watcher:
                 )
             if self.store.closed:
                 raise StoreClosedError("the store is closed", hint="open it again")
+            if self.store.read_only:
+                # A watcher records what changes, and lays its fences in the folder: on a
+                # read-only store it started, then failed in wait_idle ("cannot lay a fence ...
+                # check that the blueprints folder exists"), and recorded nothing.
+                raise self.store.index.read_only_error("watch the blueprints folder")
             try:
                 self._root_id = _identity(self.root)
             except OSError as exc:

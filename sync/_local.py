@@ -294,9 +294,21 @@ def _cid_arg(cid: Any) -> int:
 
 
 def ensure_schema(store: BlueprintStore) -> None:
-    """Create or migrate the sync tables in this store's index."""
+    """Create or migrate the sync tables in this store's index.
+
+    A read-only store cannot: ReadOnlyStoreError when they are missing, IndexStoreError when an
+    older localstore made them. (Only an index, not the sync tables, is left out for it: the
+    index is for speed, and a read-only store reads the same rows without it.)
+    """
     store.index.register_schema("sync", st.SYNC_MIGRATIONS)
-    store.index.register_schema("sync_status", STATUS_MIGRATIONS)
+    if not store.read_only:
+        store.index.register_schema("sync_status", STATUS_MIGRATIONS)
+
+
+def _never_synced_read_only(store: BlueprintStore) -> bool:
+    """A read-only store of a home that never synced: no sync tables, and none can be made
+    there; what its status and quarantine read is then known without them."""
+    return store.read_only and store.index.schema_version("sync", st.SYNC_MIGRATIONS) == 0
 
 
 def local_status(store: BlueprintStore, *, state: SyncStateName | None = None) -> SyncStatus:
@@ -307,6 +319,20 @@ def local_status(store: BlueprintStore, *, state: SyncStateName | None = None) -
         raise InvalidInputError(
             f"unknown sync state {state!r}",
             hint=f"use one of {', '.join(SYNC_STATES)}, or leave state out",
+        )
+    if _never_synced_read_only(store):
+        with store.index.read() as cur:
+            pending, held = st.never_synced_counts(cur)
+            flagged = _flagged_count(cur)
+        return SyncStatus(
+            state=state or "idle",
+            pending=pending,
+            conflicts=0,
+            quarantined=0,
+            last_synced_at=None,
+            last_error=None,
+            held=held,
+            flagged=flagged,
         )
     ensure_schema(store)
     return read_status(store, state=state)
@@ -381,6 +407,8 @@ def _udiff(a: str, b: str, a_name: str, b_name: str) -> str:
 def list_quarantine(store: BlueprintStore) -> list[QuarantineEntry]:
     """Changes parked after a permanent refusal, oldest first."""
     store_arg(store)
+    if _never_synced_read_only(store):
+        return []
     ensure_schema(store)
     with store.index.read() as cur:
         return st.quarantined(cur)

@@ -515,6 +515,16 @@ def held_count(cur: Any, *, scan_all: bool = False) -> int:
     return int(row[0][0])
 
 
+def never_synced_counts(cur: Any) -> tuple[int, int]:
+    """(pending, held) of a home without sync tables (it never synced): every live blueprint
+    is to push; the ones its validator does not pass are held. For a read-only store, which
+    cannot create the tables that pending_count and held_count read."""
+    row = cur.execute(
+        f"SELECT count(*), coalesce(sum(NOT {_VALID}), 0) FROM blueprints b WHERE b.deleted = 0"
+    ).fetchall()
+    return int(row[0][0]), int(row[0][1])
+
+
 def max_op_id(cur: Any) -> int:
     """The highest op id handed out so far."""
     row = cur.execute("SELECT value FROM counters WHERE name = 'op_id'").fetchall()

@@ -517,7 +517,9 @@ def status_cmd(cli: CliContext) -> None:
     """
     with errors_to_exit():
         live, silent = _daemon_status(cli.settings)
-        store = cli.store(existing=True)
+        # It only reads: a home this user cannot write (a snapshot, another user's) says what
+        # its index holds, as ls does.
+        store = cli.store(existing=True, read_only_ok=True)
         outdated = _outdated_daemon(cli.settings, store)
         local = local_status(store)
         quarantine = [q.to_dict() for q in list_quarantine(store)]

@@ -396,6 +396,10 @@ class SyncEngine:
         self.pull_limit = pull_limit
         # An explicit batch_size also sizes the apply chunks (tests use tiny ones to get many).
         self.apply_batch = max(1, apply_batch or batch_size or DEFAULT_APPLY_BATCH)
+        if store.read_only:
+            # Before any table is made or any cycle starts: a read-only store's first write
+            # would fail in the middle of a pull, as one more retryable error, for ever.
+            raise store.index.read_only_error("sync")
         ensure_schema(store)
         self._cycle_lock = threading.Lock()
         self._cycle_thread: int | None = None  # the thread holding _cycle_lock (see _cycle_held)

@@ -171,18 +171,64 @@ def test_a_snapshot_without_the_cache_folder_is_read(snapshot: Path) -> None:
     assert not (snapshot / "cache").exists()
 
 
-def test_an_encrypted_export_from_a_read_only_home_says_why_it_cannot(snapshot: Path) -> None:
-    """Its plaintext zip goes to the home's cache first: a raw PermissionError ("unexpected")."""
+def test_an_encrypted_export_from_a_read_only_home_is_written(snapshot: Path) -> None:
+    """Its plaintext zip went to the home's cache first: refused with ReadOnlyStoreError, which
+    left a snapshot's blueprints no way out but in plaintext. It goes to a folder of its own in
+    the user's temp folder now, removed after."""
     freeze(snapshot)
+    before = fingerprint(snapshot)
+    tmp = snapshot.parent / "usertmp"
+    tmp.mkdir()
+    tmp.chmod(0o1777)  # (as /tmp: the reader keeps root's uid but not its overrides)
     out = snapshot.parent / "enc.lsbundle"
     env_code = (
-        "import os; os.environ['LOCALSTORE_PASSPHRASE'] = 'pw'\n"
+        "import os; os.environ['LOCALSTORE_PASSPHRASE'] = 'pw'; "
+        f"os.environ['TMPDIR'] = {str(tmp)!r}\n"
         "from localstore.cli import main; main()"
     )
     done = as_reader("-c", env_code, "--home", str(snapshot), "export", "--encrypt", "-o", str(out))
-    assert done.returncode == 1
-    assert "unexpected" not in done.stderr and "open read-only" in done.stderr, done.stderr
-    assert not out.exists()
+    assert done.returncode == 0, done.stderr
+    assert "(encrypted)" in done.stderr
+    assert fingerprint(snapshot) == before
+    assert list(tmp.iterdir()) == []  # (no plaintext left behind)
+    assert not out.read_bytes().startswith(b"PK")  # (not a plain zip)
+    with localstore.open(home=snapshot.parent / "restored") as target:
+        from localstore.archive import import_bundle
+
+        import_bundle(target, out, passphrase="pw")
+        assert target.load("team/deploy").content == "steps: [build, test, ship]\n"
+
+
+def test_a_killed_read_only_export_s_plaintext_is_removed_by_the_next(tmp_path: Path) -> None:
+    """A finally cannot run after SIGKILL: the next read-only encrypted export removes the
+    folder a dead process left in the temp folder (and never one of a live process)."""
+    from localstore.archive import export_bundle
+
+    home = tmp_path / "home"
+    with localstore.open(home=home) as s:
+        s.save("a/x", "v: 1\n")
+    prefix = "localstore-export-"  # (_bundle_read.READ_ONLY_EXPORT_PREFIX)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], stdout=-1)
+    tmp = tmp_path / "usertmp"
+    (tmp / f"{prefix}{int(dead.stdout)}-abcd").mkdir(parents=True)
+    (tmp / f"{prefix}{int(dead.stdout)}-abcd" / "plaintext.lstmp").write_text("x")
+    live = tmp / f"{prefix}{os.getppid()}-efgh"
+    live.mkdir()
+    old_tmp = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(tmp)
+    import tempfile
+
+    tempfile.tempdir = None  # (it caches the folder it chose)
+    try:
+        with localstore.open(home=home, read_only=True) as s:
+            export_bundle(s, tmp_path / "out.lsbundle", passphrase="pw")
+    finally:
+        if old_tmp is None:
+            os.environ.pop("TMPDIR")
+        else:
+            os.environ["TMPDIR"] = old_tmp
+        tempfile.tempdir = None
+    assert [p.name for p in tmp.iterdir()] == [live.name]
 
 
 def test_a_home_an_older_localstore_made_is_refused_read_only(snapshot: Path) -> None:
@@ -328,3 +374,177 @@ def test_a_home_without_an_index_is_refused_read_only(tmp_path: Path) -> None:
     with pytest.raises(localstore.StorageError, match="a read-only open cannot build one"):
         localstore.open(home=home, read_only=True)
     assert sorted(p.name for p in home.iterdir()) == ["blueprints"]  # (no folders made)
+
+
+# -- what the index has not recorded ---------------------------------------------------------------
+
+
+def _edit_after_the_last_commit(snapshot: Path) -> None:
+    """A file added and one changed after the index's last commit (nobody recorded either)."""
+    root = snapshot / "blueprints"
+    (root / "new").mkdir()
+    (root / "new" / "added.blueprint.yaml").write_text("a: 1\n")
+    (root / "team" / "deploy.blueprint.yaml").write_text("steps: [edited]\n")
+
+
+def test_check_reports_what_the_index_has_not_recorded_and_fixes_nothing(
+    snapshot: Path,
+) -> None:
+    """check failed on a read-only home: the CLI's usual open with "cannot write the index",
+    the library's check() in FTS5's integrity check (an INSERT)."""
+    _edit_after_the_last_commit(snapshot)
+    freeze(snapshot)
+    before = fingerprint(snapshot)
+    problems = read_only_answer(snapshot, "[(p['kind'], p['path']) for p in s.check().problems]")
+    expected = [
+        ["changed", "team/deploy.blueprint.yaml"],
+        ["unindexed", "new/added.blueprint.yaml"],
+    ]
+    assert sorted(problems) == expected
+    done = cli(snapshot, "--json", "check")
+    assert done.returncode == 3, done.stderr
+    report = json.loads(done.stdout)
+    assert sorted([p["kind"], p["path"]] for p in report["problems"]) == expected
+    assert report["fixed"] == []
+    done = cli(snapshot, "check")
+    assert done.returncode == 3, done.stderr
+    assert "this home is read-only: copy it to a folder you may write" in done.stderr
+    assert fingerprint(snapshot) == before
+    done = cli(snapshot, "check", "--fix")  # (a write: no read-only fallback)
+    assert done.returncode == 1 and "cannot write the index" in done.stderr, done.stderr
+    assert fingerprint(snapshot) == before
+
+
+def test_load_of_a_file_the_index_never_saw_says_so(snapshot: Path) -> None:
+    """It said "no blueprint matches" of a file the user can see in the folder."""
+    _edit_after_the_last_commit(snapshot)
+    freeze(snapshot)
+    done = cli(snapshot, "show", "new/added")
+    assert done.returncode == 4, done.stderr
+    assert "new/added.blueprint.yaml is in" in done.stderr
+    assert "not in the index: it was added after the index's last save" in done.stderr
+    done = cli(snapshot, "show", "team/deploy")  # (changed: what the file holds)
+    assert (done.returncode, done.stdout) == (0, "steps: [edited]\n"), done.stderr
+    done = cli(snapshot, "show", "new/other")  # (nothing there: as before)
+    assert done.returncode == 4 and "no blueprint matches" in done.stderr, done.stderr
+
+
+# -- status, the watcher, sync ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("synced", [False, True], ids=["never-synced", "sync-tables"])
+def test_status_of_a_read_only_home(tmp_path: Path, synced: bool) -> None:
+    """status failed with "record this home's device id ... cannot write the index"; a home
+    that never synced has no sync tables, which a read-only store cannot make."""
+    from sync._local import ensure_schema
+
+    home = tmp_path / "home"
+    with localstore.open(home=home) as s:
+        s.save("a/x", "v: 1\n")
+        s.save("a/y", "v: 1\n")
+        if synced:
+            ensure_schema(s)
+    freeze(home)
+    before = fingerprint(home)
+    done = cli(home, "--json", "status")
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    assert (status["pending"], status["conflicts"], status["quarantined"]) == (2, 0, 0)
+    assert status["quarantine"] == [] and status["last_synced_at"] is None
+    assert "read-only" in done.stderr
+    assert fingerprint(home) == before
+
+
+@pytest.fixture
+def synced_home(tmp_path: Path) -> Path:
+    """A home with a blueprint and the sync tables (it synced once)."""
+    from sync._local import ensure_schema
+
+    home = tmp_path / "home"
+    with localstore.open(home=home) as s:
+        s.save("a/x", "v: 1\n")
+        ensure_schema(s)
+    return home
+
+
+def test_a_watcher_on_a_read_only_store_is_refused(synced_home: Path) -> None:
+    """It started, then failed in wait_idle ("cannot lay a fence ... check that the blueprints
+    folder exists"), and recorded nothing."""
+    from localstore.watcher import Watcher
+
+    before = fingerprint(synced_home / "blueprints")
+    with (
+        localstore.open(home=synced_home, read_only=True) as s,
+        pytest.raises(ReadOnlyStoreError, match="cannot watch the blueprints folder"),
+    ):
+        Watcher(s).start()
+    assert fingerprint(synced_home / "blueprints") == before
+
+
+def test_a_sync_engine_of_a_read_only_store_is_refused(synced_home: Path) -> None:
+    """It was made (the sync tables were there), and failed at its first write of every cycle,
+    as one more retryable error."""
+    from sync.engine import SyncEngine
+    from sync.memory_remote import MemoryRemote
+
+    with (
+        localstore.open(home=synced_home, read_only=True) as s,
+        pytest.raises(ReadOnlyStoreError, match="cannot sync: this store is open read-only"),
+    ):
+        SyncEngine(s, MemoryRemote())
+
+
+# -- app data (KVStore) ----------------------------------------------------------------------------
+
+
+def test_app_data_of_a_read_only_home_is_read(snapshot: Path) -> None:
+    thaw(snapshot)
+    with localstore.open(home=snapshot, maintenance=False) as s:
+        from localstore.kv import KVStore
+
+        with KVStore(s.index) as kv:
+            kv.save("prefs/theme", {"dark": True}, tags=["ui"])
+            kv.save("gone", 1, expires_at=1.0)
+    freeze(snapshot)
+    before = fingerprint(snapshot)
+    answer = read_only_answer(
+        snapshot,
+        "(lambda kv: [kv.load('prefs/theme'), kv.keys(), kv.find_by_tag('ui'), "
+        "kv.exists('gone'), kv.load('gone', None)])(__import__('localstore.kv').kv.KVStore(s.index))",
+    )
+    assert answer == [{"dark": True}, ["prefs/theme"], ["prefs/theme"], False, None]
+    assert fingerprint(snapshot) == before
+
+
+def test_app_data_tables_a_read_only_home_never_had_read_as_empty(snapshot: Path) -> None:
+    """KVStore(index) raised ReadOnlyStoreError ("cannot write to the index"): it could not
+    make its tables, and an app could not even ask whether a key was there."""
+    freeze(snapshot)
+    before = fingerprint(snapshot)
+    answer = read_only_answer(
+        snapshot,
+        "(lambda kv: [kv.keys(), kv.exists('k'), kv.load('k', 'default'), kv.current_key_id()])"
+        "(__import__('localstore.kv').kv.KVStore(s.index))",
+    )
+    assert answer == [[], False, "default", None]
+    assert fingerprint(snapshot) == before
+
+
+def test_app_data_writes_on_a_read_only_store_say_what_and_why(tmp_path: Path) -> None:
+    """Each failed inside the index's write with "cannot write to the index"; start_purger
+    started a thread whose every round failed, logged, for ever."""
+    from localstore.kv import KVStore
+
+    home = tmp_path / "home"
+    with localstore.open(home=home) as s, KVStore(s.index) as kv:
+        kv.save("k", 1)
+    with localstore.open(home=home, read_only=True) as s, KVStore(s.index) as kv:
+        for write, action in (
+            (lambda: kv.save("k", 2), "save app-data item 'k'"),
+            (lambda: kv.delete("k"), "delete app-data item 'k'"),
+            (kv.purge_expired, "purge expired app data"),
+            (kv.start_purger, "purge expired app data"),
+        ):
+            with pytest.raises(ReadOnlyStoreError, match=f"cannot {action}: this store is open"):
+                write()
+        assert kv.load("k") == 1
