@@ -159,11 +159,7 @@ def report_kept(store: BlueprintStore, report: CheckReport, *, fix: bool) -> Non
     folder holds nothing else, and a walk of it (few files, each until its person removes it)
     is all it costs."""
     recovered = store.paths.data / "recovered"
-    with store.index.read() as cur:
-        notes = cur.execute(
-            "SELECT key, value FROM settings WHERE key >= ? AND key < ? ORDER BY key",
-            (NOTE_PREFIX, _NOTE_END),
-        ).fetchall()
+    notes = _all_notes(store)
     gone: list[str] = []
     for key, value in notes:
         if not _exists(recovered / str(key)[len(NOTE_PREFIX) :]):
@@ -195,15 +191,20 @@ def report_kept(store: BlueprintStore, report: CheckReport, *, fix: bool) -> Non
             cur.executemany("DELETE FROM settings WHERE key = ?", [(key,) for key in gone])
 
 
+def _all_notes(store: BlueprintStore) -> list[tuple[Any, Any]]:
+    """Every kept-edit note of the home: (settings key, JSON value), by key."""
+    with store.index.read() as cur:
+        return cur.execute(
+            "SELECT key, value FROM settings WHERE key >= ? AND key < ? ORDER BY key",
+            (NOTE_PREFIX, _NOTE_END),
+        ).fetchall()
+
+
 def unacknowledged_kept(store: BlueprintStore) -> list[str]:
     """The copies in <data>/recovered/ of versions no save acknowledged (interrupted saves'
     temps, see note_kept), still there: paths relative to the home's data folder."""
     recovered = store.paths.data / "recovered"
-    with store.index.read() as cur:
-        notes = cur.execute(
-            "SELECT key, value FROM settings WHERE key >= ? AND key < ? ORDER BY key",
-            (NOTE_PREFIX, _NOTE_END),
-        ).fetchall()
+    notes = _all_notes(store)
     found = []
     for key, value in notes:
         rel = str(key)[len(NOTE_PREFIX) :]
