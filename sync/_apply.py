@@ -360,17 +360,22 @@ class Applier:
         returns of its own is judged inside.
         """
         store = self.store
-        live = [r for r in rows if not r.deleted]
-        if self._judge is None or not live:
+        if self._judge is None or not rows:
             return
         texts: list[str] = []
         merges: list[tuple[Version | None, Version, Version]] = []
         with store.index.read() as cur:
-            items = st.items_for(cur, [r.id for r in live])
-            for r in live:
+            items = st.items_for(cur, [r.id for r in rows])
+            for r in rows:
                 item = items.get(r.id)
                 if is_known(item, r):
                     continue  # apply_row skips it
+                if r.deleted:
+                    # A delete meets an edit no watcher recorded: the edit is ingested (and
+                    # kept) first; nothing else of the row is saved.
+                    gone = self._unrecorded_text(self._local_row(r.id, cur))
+                    texts.extend([gone] if gone is not None else [])
+                    continue
                 texts.append(r.content)
                 local = self._local_row(r.id, cur)
                 # An edit on disk no watcher has recorded yet: apply_row ingests it first (see

@@ -148,6 +148,26 @@ def test_an_edit_the_pass_finds_unrecorded_is_judged_and_merged_ahead(
     assert probe.under_lock() == []
 
 
+def test_an_edit_the_pass_finds_unrecorded_under_a_remote_delete_is_judged_ahead(
+    make_device: Callable[..., Device], app_device: Callable[[str, LockProbe], Device]
+) -> None:
+    """A delete pulled over an editor's unrecorded edit: the edit is recorded first (and beats
+    the delete); its ingest judged it inside the lock."""
+    probe = LockProbe()
+    app = app_device("app", probe)
+    other = make_device("other")
+    x = app.store.save("x", "v: 1\n").id
+    app.sync()
+    other.sync()
+    other.store.delete(x)
+    other.sync()
+    _edit_on_disk(app, "x", "v: 1\nlocal: important\n")
+    report = app.sync()
+    assert not report.errors and app.text(x) == "v: 1\nlocal: important\n"
+    assert ({"v": 1, "local": "important"}, False) in probe.calls
+    assert probe.under_lock() == []
+
+
 def test_a_raising_validator_on_an_unrecorded_edit_loses_nothing(
     make_device: Callable[..., Device], app_device: Callable[[str, LockProbe], Device]
 ) -> None:
