@@ -1119,6 +1119,10 @@ class Reconciler:
         """
         if rel.endswith(fs.META_SUFFIX):
             rel = fs.yaml_path_for(rel)
+        if not self.store.index.write_open:
+            # Judged before the lock (the ingest takes the verdict for the very bytes judged):
+            # inside a caller's transaction that would gain nothing, and read the file twice.
+            self.store._judge_files_ahead([rel])
         with self.store.index.write() as cur:
             self.ingest_locked(cur, rel)
         self.store.events.publish(self.events)
@@ -1350,7 +1354,7 @@ class Reconciler:
             else:
                 self._delete_locked(cur, replaced, report)
         try:
-            prepared = store._prepare(rel, yaml_bytes, meta)
+            prepared = store._prepare(rel, yaml_bytes, meta, identity)
         except InvalidInputError as exc:
             report.problems.append({"kind": "invalid-yaml", "path": rel, "detail": str(exc)})
             if identity is not None and not identity.deleted:

@@ -1001,6 +1001,18 @@ class BlueprintStore:
         self._remember_verdict(digest, validator, problems)
         return problems
 
+    def _row_verdict_holds(self, row: Row | None, digest: bytes) -> bool:
+        """Whether ``row`` records this store's validator's verdict on the YAML with this sha256
+        (by its name: a rule set has one name, and rules changed under it are judged again with
+        revalidate(every=True), which rewrites every row)."""
+        return (
+            row is not None
+            and not row.deleted
+            and row.flagged is None
+            and row.judged_by == self.validator_name
+            and row.yaml_sha256 == digest.hex()
+        )
+
     def _prejudge(self, requests: Sequence[SaveRequest]) -> None:
         """Judge the YAML of a batch's requests with the app's validator before the write lock
         (see _judge_ahead); a request whose YAML is bad or cannot be found is left to the save,
@@ -1011,7 +1023,12 @@ class BlueprintStore:
             try:
                 if req.content is None:
                     row = self._current_row(req)
-                    if row is None:
+                    if row is None or (
+                        row.flagged is None and row.judged_by == self.validator_name
+                    ):
+                        # The save keeps the row's own verdict for the bytes it recorded (see
+                        # _row_verdict_holds); a file edited since is recorded (and judged)
+                        # first, inside.
                         continue
                     raw = self._read_current_yaml(row)
                 else:
@@ -1167,6 +1184,7 @@ class BlueprintStore:
         rel: str,
         content: str | bytes | Mapping[str, Any],
         meta: BlueprintMeta,
+        prior: Row | None = None,
     ) -> _Prepared:
         text: str | None = None  # the content as text, when it came as text (or was dumped)
         try:
@@ -1179,10 +1197,20 @@ class BlueprintStore:
             raise _not_unicode(f"{rel}: the content", exc, InvalidInputError) from exc
         validator = self.validator
         digest = hashlib.sha256(raw).digest()  # (the YAML's sha256 too: the row keeps it)
-        with self._judged_lock:
-            known = self._judged.pop(digest, None)
-        if known is not None and known[0] is validator:
-            problems = known[1]  # judged before the lock (_judge_ahead): these very bytes
+        # Looked up, not taken out: another item of the same write may save the same bytes (a
+        # pulled page or an import of blueprints made from one template). Taken out, the first
+        # used the verdict reached ahead and every other was judged again inside the lock.
+        known = self._known_verdict(digest, validator)
+        if known is not None:
+            problems = known  # judged before the lock (_judge_ahead): these very bytes
+        elif validator is not None and self._row_verdict_holds(prior, digest):
+            # The row's own verdict on these very bytes, by this validator's name (a move, a
+            # meta-only save, a conflict's blueprint moved aside): judging them again inside
+            # the lock would only make every other writer wait. Still checked against this
+            # store's limits, as any save is.
+            assert prior is not None
+            check_yaml(raw, self.limits)
+            problems = prior.problems
         elif validator is None:
             # Nothing will look at the parsed document: check it without building it (most of a
             # save's CPU time went into constructing Python objects nobody used).
@@ -1596,7 +1624,7 @@ class BlueprintStore:
         new_meta = self._merge_meta(base_meta, rel, req.id, req.meta, req.fields, keep_modified)
         if existing is None and req.meta is not None and new_meta.id != (req.id or "").lower():
             self._check_id_free(cur, rel, new_meta.id)
-        prepared = self._prepare(rel, content, new_meta)
+        prepared = self._prepare(rel, content, new_meta, existing)
         if existing is not None and existing.holds(rel, prepared.content_hash):
             bp = self._blueprint_from(existing, prepared.text)
         else:
@@ -1868,11 +1896,28 @@ class BlueprintStore:
         publish their events (see _record_first)."""
         from localstore._reconcile import Reconciler
 
+        rels = list(rels)
+        self._judge_files_ahead(rels)
         reconciler = Reconciler(self)
         with self.index.write() as cur:
             for rel in rels:
                 reconciler.ingest_locked(cur, rel, may_delete=False)
         self.events.publish(reconciler.events)
+
+    def _judge_files_ahead(self, rels: Iterable[str]) -> None:
+        """Run the validator on the YAML files at ``rels`` before a write ingests them (an edit
+        found unrecorded by a save, a delete or a restore, or by a sync pass): the ingest
+        inside the lock uses the verdict only if it reads the very same bytes. A file that
+        cannot be read here is left to the ingest, which reports it."""
+        if self.validator is None:
+            return
+        texts: list[bytes] = []
+        for rel in rels:
+            try:
+                texts.append(fs.read_regular(self.abspath(rel), self.limits.max_bytes))
+            except (LocalStoreError, OSError):
+                continue
+        self._judge_texts_ahead(texts)
 
     def _record_edits_first(self, rels: Iterable[str], origin: str) -> None:
         """Commit, before a write that replaces or removes the pairs at ``rels``, what they hold
@@ -3206,6 +3251,9 @@ class BlueprintStore:
         # Its save runs inside the transaction below, so it cannot commit an edit it replaces
         # first (see _record_first): the blueprint's pair and the target are done here.
         self._record_edits_first(self._restore_targets(old.id, path), origin)
+        # Judged before the write lock below (its save runs inside it): a revision that no longer
+        # loads is left to the save, which refuses it there as before.
+        self._judge_texts_ahead([old.content])
         # One write transaction from reading where the blueprint is to the save: otherwise a
         # move committed in between (another thread or process) was undone by saving at the
         # path read before it.

@@ -46,6 +46,7 @@ from localstore.errors import (
     DiskFullError,
     IndexStoreError,
     InvalidInputError,
+    LocalStoreError,
     NotFoundError,
     PermissionDeniedError,
     StorageError,
@@ -359,23 +360,37 @@ class Applier:
         returns of its own is judged inside.
         """
         store = self.store
-        live = [r for r in rows if not r.deleted]
-        if self._judge is None or not live:
+        if self._judge is None or not rows:
             return
         texts: list[str] = []
         merges: list[tuple[Version | None, Version, Version]] = []
         with store.index.read() as cur:
-            items = st.items_for(cur, [r.id for r in live])
-            for r in live:
+            items = st.items_for(cur, [r.id for r in rows])
+            for r in rows:
                 item = items.get(r.id)
                 if is_known(item, r):
                     continue  # apply_row skips it
+                if r.deleted:
+                    # A delete meets an edit no watcher recorded: the edit is ingested (and
+                    # kept) first; nothing else of the row is saved.
+                    gone = self._unrecorded_text(self._local_row(r.id, cur))
+                    texts.extend([gone] if gone is not None else [])
+                    continue
                 texts.append(r.content)
                 local = self._local_row(r.id, cur)
+                # An edit on disk no watcher has recorded yet: apply_row ingests it first (see
+                # _fresh), and a blueprint in the row's way is moved aside with its edit.
+                unrecorded = self._unrecorded_text(local)
+                holder = self._live_row_at(cur, r.path)
+                if holder is not None and (local is None or holder.id != local.id):
+                    texts.extend(t for t in [self._unrecorded_text(holder)] if t is not None)
                 synced = item.synced_op_id if item is not None else 0
-                if local is None or local.deleted or local.flagged or local.op_id <= synced:
+                if unrecorded is not None and local is not None:
+                    texts.append(unrecorded)
+                elif local is None or local.deleted or local.flagged or local.op_id <= synced:
                     continue  # a clean take: only the server's text is saved
-                local_v = Version(self._text(cur, local), json.loads(local.meta_json))
+                local_text = unrecorded if unrecorded is not None else self._text(cur, local)
+                local_v = Version(local_text, json.loads(local.meta_json))
                 texts.append(local_v.content)
                 match = self._ancestor(local, item, r)
                 base = (
@@ -974,6 +989,27 @@ class Applier:
         reconciler = Reconciler(self.store, origin="external")
         reconciler.ingest_path(local.path)
         return self._local_row(local.id) or local
+
+    def _unrecorded_text(self, local: Row | None) -> str | None:
+        """The YAML on disk of a live, parsed ``local`` whose files the index has not recorded
+        (what _fresh would ingest), read for judging ahead; None when they are as recorded or
+        it cannot be read (the ingest inside reports that)."""
+        if local is None or local.deleted or local.flagged:
+            return None
+        try:
+            if self._fresh(local, ingest=False) is local:
+                return None
+            raw = fs.read_regular(self.store.abspath(local.path), self.store.limits.max_bytes)
+            return raw.decode("utf-8")
+        except (LocalStoreError, OSError, UnicodeDecodeError):
+            return None
+
+    def _live_row_at(self, cur: Any, path: str) -> Row | None:
+        """The live row at ``path`` (read ahead of the lock: apply_row looks again inside)."""
+        try:
+            return self.store._live_at(cur, fs.normalize_path(path))
+        except LocalStoreError:
+            return None
 
     def _text(self, cur: Any, local: Row) -> str:
         rows = cur.execute(

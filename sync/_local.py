@@ -459,6 +459,10 @@ def resolve_conflict(
     if not record.open:
         raise ConflictError(f"conflict #{cid} is already resolved ({record.resolution})")
     text = content if content is not None else conflict_local_text(store, record)
+    if text is not None and take != "remote":
+        # Its save runs inside the write lock below: judged before it, the save takes the
+        # verdict for these very bytes (BlueprintStore._judge_ahead).
+        store._judge_texts_ahead([text])
     with store.index.write() as cur:
         # Checked again where no other process can write (BEGIN IMMEDIATE): another terminal (or
         # the daemon settling a deleted copy) may have resolved it since the check above, and

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -82,12 +83,11 @@ def test_another_connection_writes_while_a_slow_validator_runs(home: Path, gate:
 
 
 def test_a_meta_only_save_is_judged_before_the_lock_too(home: Path, gate: _Gate) -> None:
-    """``content=None`` keeps the current YAML: it is read and judged before the lock."""
+    """``content=None`` keeps the current YAML: one another process recorded (judged by no
+    validator) is read and judged before the lock."""
     with localstore.open(home=home, validator=gate, validator_name="gate") as app:
-        gate.armed = False
-        app.save("a/slow", "slow: true\n")
-        gate.armed = True
         with localstore.open(home=home, busy_timeout_ms=200, reconcile=False) as other:
+            other.save("a/slow", "slow: true\n")  # the CLI's save: judged by none
             worker, out = _in_thread(lambda: app.save("a/slow", name="renamed"))
             assert gate.entered.wait(30)
             try:
@@ -97,6 +97,22 @@ def test_a_meta_only_save_is_judged_before_the_lock_too(home: Path, gate: _Gate)
                 worker.join()
         assert isinstance(out[0], localstore.Blueprint), out[0]
         assert app.load("a/slow").meta.name == "renamed"
+
+
+def test_a_meta_only_save_or_move_keeps_the_rows_verdict(home: Path, gate: _Gate) -> None:
+    """The YAML of a meta-only save or a move is the one the row's verdict was given on, by this
+    validator's name: it is not judged again (before, a move inside a sync pass's transaction,
+    a blueprint moved off a path the server gave to another, ran the validator in the lock)."""
+    with localstore.open(home=home, validator=gate, validator_name="gate") as app:
+        app.save("a/one", "x: 1\nok: false\n")
+    gate.judged.clear()
+    # Reopened: no verdict of the save is remembered, the row's stands.
+    with localstore.open(home=home, validator=gate, validator_name="gate") as app:
+        app.save("a/one", name="renamed")
+        moved = app.move("a/one", "b/one")
+        assert gate.judged == []
+        assert moved.problems == ("ok is false",) and not moved.valid
+        assert app.load("b/one").meta.name == "renamed"
 
 
 def test_bad_yaml_found_before_the_lock_still_changes_nothing(home: Path, gate: _Gate) -> None:
@@ -338,7 +354,8 @@ def test_revalidate_every_forgets_verdicts_reached_ahead_under_the_old_rules(hom
 def test_the_watcher_does_not_judge_the_echo_of_a_save_again(home: Path) -> None:
     """The watcher hears every save of its store (the file written): its ingest finds the bytes
     recorded and judges nothing, but judging ahead of its batch ran the validator (a parse and
-    the app's rules) on each, once more per save, and kept a verdict no save would take."""
+    the app's rules) on each, once more per save, and kept a verdict no save would take (the
+    save's own verdict stays remembered, for another save of the same bytes)."""
     calls: list[Mapping[str, Any]] = []
 
     def counting(doc: Mapping[str, Any]) -> list[str]:
@@ -353,7 +370,7 @@ def test_the_watcher_does_not_judge_the_echo_of_a_save_again(home: Path) -> None
             app.save("a/one", "k: 1\n")
             assert watcher.wait_idle(30)
             assert calls == [{"k": 1}]
-            assert app._judged == {}
+            assert list(app._judged) == [hashlib.sha256(b"k: 1\n").digest()]
         finally:
             watcher.stop()
             watcher.join(10)

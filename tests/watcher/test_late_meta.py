@@ -166,8 +166,8 @@ def test_a_meta_landing_while_reconcile_writes_one_is_not_replaced(
     (store.root / YAML).write_bytes(yaml_bytes)
     real_prepare = BlueprintStore._prepare
 
-    def prepare(self: BlueprintStore, rel: str, content: Any, meta: Any) -> Any:
-        prepared = real_prepare(self, rel, content, meta)
+    def prepare(self: BlueprintStore, rel: str, content: Any, meta: Any, *rest: Any) -> Any:
+        prepared = real_prepare(self, rel, content, meta, *rest)
         if not (self.root / META).exists():
             (self.root / META).write_bytes(meta_bytes)  # (the tool's write, injected here)
         return prepared
