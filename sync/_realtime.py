@@ -97,6 +97,9 @@ class RealtimeHints:
         self._rt: AsyncRealtimeClient | None = None
         self._channel: AsyncRealtimeChannel | None = None
         self._pending = threading.Event()
+        # A hint taken and being handed to the engine (between _pending's clearing and the
+        # engine's wake-up): a reader of _pending, then this, misses no hint in flight.
+        self.dispatching = False
         self._first_attempt = threading.Event()
         self._stopping = False
         self._start_lock = threading.Lock()
@@ -221,11 +224,14 @@ class RealtimeHints:
             self._pending.wait()
             if self._stopping:
                 return
+            self.dispatching = True
             self._pending.clear()
             try:
                 self._on_hint()
             except Exception:  # a subscriber bug must not stop later hints
                 log.exception("a realtime hint callback failed")
+            finally:
+                self.dispatching = False
 
     def _hint(self) -> None:
         self._pending.set()
@@ -263,12 +269,16 @@ class RealtimeHints:
             with self._state_lock:
                 self._failures = 0
                 self._subscribes += 1
+            # A pull after every (re)subscribe: events while down are never replayed. Asked
+            # before the state says subscribed, so whoever sees "subscribed" sees that pull
+            # asked for too: a status read between the two took the engine for settled, and
+            # the pull then came unannounced (tests/sync_supabase/test_realtime.py).
+            self._hint()
             self._mark(True, "")
             if self._down_since is not None:
                 log.info("realtime reconnected after %s", span(loop.time() - self._down_since))
                 self._down_since = None
             self._first_attempt.set()
-            self._hint()  # pull after every (re)subscribe: events while down are never replayed
             reason = await self._watch()
             self._mark(False, reason)
             with self._state_lock:

@@ -408,6 +408,9 @@ class SyncEngine:
         self._thread: threading.Thread | None = None
         self._paused = False
         self._wake_at: float | None = None
+        # The loop is in a cycle: set with _wake_at's clearing, under _cond, so that a reader
+        # of the two (in that order) never finds the loop between them looking settled.
+        self.cycle_running = False
         self._urgent = False
         self._next_at = 0.0
         self._failures = 0
@@ -2284,7 +2287,10 @@ class SyncEngine:
     def _loop(self) -> None:
         try:
             while self._wait_until_due():
-                self._attempt()
+                try:
+                    self._attempt()
+                finally:
+                    self.cycle_running = False
         except BaseException as exc:
             # Only a bug gets here (_attempt catches each cycle's errors). Logged, so the log
             # file says why syncing stopped (the thread's own report goes to stderr only), and
@@ -2361,6 +2367,7 @@ class SyncEngine:
                 now = self.clock()
                 due = self._due()
                 if due <= now:
+                    self.cycle_running = True
                     self._wake_at = None
                     self._urgent = False
                     return True

@@ -159,12 +159,19 @@ def test_reconnects_back_off_while_offline_and_retry_once_the_network_is_back(
 
 def _quiet(dev: Device) -> bool:
     """Whether dev's engine is idle with nothing due before its hourly poll: no hint waiting to
-    be dispatched, no wake-up pending, no failed sync being retried."""
+    be dispatched or being dispatched, no wake-up pending, no cycle running, no failed sync
+    being retried. Read in the order a hint goes through them, so that one in flight is never
+    between two reads unseen (before dispatching and cycle_running, a read between the
+    dispatcher's clearing of the hint and the engine's wake-up, or between the wake-up's
+    clearing and the cycle's start, found B settled under load, and its pull then met the
+    outage: a failed sync whose retry, not the resubscribe, would pull)."""
     engine, hints = dev.engine, dev.remote._hints
     return (
         hints is not None
         and not hints._pending.is_set()
+        and not hints.dispatching
         and engine._wake_at is None
+        and not engine.cycle_running
         and engine._failures == 0
         and engine.status().state == "idle"
     )
