@@ -905,6 +905,10 @@ class Index:
         # localstore upgraded the core meanwhile, once one was refused (None until then).
         self._known_versions: dict[str, int] = {}
         self.newer: NewerIndexError | None = None
+        # This connection's ``PRAGMA data_version`` when newer_version() last read the versions
+        # and found none newer (None: read them next time). Only another connection's commit
+        # can upgrade the index, and every such commit moves data_version.
+        self._versions_checked_at: int | None = None
         self.conn.set_rollback_hook(self._on_sqlite_rollback)
         self.conn.set_update_hook(self._on_row_change)
         try:
@@ -1378,7 +1382,9 @@ class Index:
             raise self._newer_error(component, version, len(migrations))
         # (Only a component in use: a newer version's archive tables refused above leave the
         # rest of the home usable, as at open.)
-        self._known_versions[component] = len(migrations)
+        with self._lock:  # (newer_version() compares and notes under it)
+            self._known_versions[component] = len(migrations)
+            self._versions_checked_at = None  # (one more component to compare)
         if version == len(migrations) and not (component == "core" and self._core_v1_is_old()):
             # Up to date, the common case: no write transaction. Taking one cost every
             # `localstore status` a wait for the write lock while another process held it, and
@@ -1448,20 +1454,29 @@ class Index:
         """The refusal a write would meet because a newer localstore upgraded the index since
         this connection opened it (any component it brought up to date), or None.
 
-        For a process that runs for days (the daemon's tick): it stops serving the home then,
-        instead of having each write refused. A read: the core's version is in the file's
-        header, the others one small table.
+        For a process that runs for days (the daemon's tick, twice a second; an app's sync,
+        every 2 s): it stops serving the home then, instead of having each write refused. The
+        versions are read only after another connection committed (``PRAGMA data_version``
+        moved: an upgrade is such a commit); otherwise this is that one pragma, no file I/O. An
+        idle daemon read them at every tick: two statements more per tick, three times the
+        SQL of its idle tick before it checked (bench/idle_daemon.py).
         """
         if self.newer is not None:
             return self.newer
-        with self.read() as cur:
+        with self.read() as cur:  # (holds the lock throughout: see register_schema)
+            # Read before the versions: a commit after this read moves it again, so the next
+            # call reads them.
+            seen = int(str(cur.execute("PRAGMA data_version").fetchall()[0][0]))
+            if seen == self._versions_checked_at:
+                return None
             core = int(str(cur.execute("PRAGMA user_version").fetchall()[0][0]))
             rows = cur.execute("SELECT component, version FROM component_versions").fetchall()
-        versions = {str(c): int(str(v)) for c, v in rows}
-        versions["core"] = max(core, versions.get("core", 0))
-        for component, known in sorted(self._known_versions.items()):
-            if versions.get(component, 0) > known:
-                return self._newer_error(component, versions[component], known)
+            versions = {str(c): int(str(v)) for c, v in rows}
+            versions["core"] = max(core, versions.get("core", 0))
+            for component, known in sorted(self._known_versions.items()):
+                if versions.get(component, 0) > known:
+                    return self._newer_error(component, versions[component], known)
+            self._versions_checked_at = seen
         return None
 
     def _newer_error(self, component: str, version: int, known: int) -> NewerIndexError:
