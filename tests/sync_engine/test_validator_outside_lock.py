@@ -127,12 +127,13 @@ def test_a_conflict_copy_and_its_resolution_are_judged_outside_the_lock(
     assert probe.under_lock() == []
 
 
-def test_an_edit_the_pass_finds_unrecorded_is_judged_and_merged_ahead(
-    make_device: Callable[..., Device], app_device: Callable[[str, LockProbe], Device]
-) -> None:
-    """apply_row ingests an editor's edit no watcher recorded before it decides: that ingest,
-    and the merge of the edit with the pulled row, judged inside the lock."""
-    probe = LockProbe()
+def _edited_here_and_there(
+    make_device: Callable[..., Device],
+    app_device: Callable[[str, LockProbe], Device],
+    probe: LockProbe,
+) -> Device:
+    """An app device whose a/doc another device edited (pushed) while an editor edited it here,
+    unrecorded (no watcher): its next sync ingests that edit and merges it with the pull."""
     app = app_device("app", probe)
     other = make_device("other")
     app.store.save("a/doc", "x: 1\nw: 0\ny: 1\n")
@@ -141,6 +142,16 @@ def test_an_edit_the_pass_finds_unrecorded_is_judged_and_merged_ahead(
     other.store.save("a/doc", "x: 1\nw: 0\ny: 2\n")
     other.sync()
     _edit_on_disk(app, "a/doc", "x: 2\nw: 0\ny: 1\n")
+    return app
+
+
+def test_an_edit_the_pass_finds_unrecorded_is_judged_and_merged_ahead(
+    make_device: Callable[..., Device], app_device: Callable[[str, LockProbe], Device]
+) -> None:
+    """apply_row ingests an editor's edit no watcher recorded before it decides: that ingest,
+    and the merge of the edit with the pulled row, judged inside the lock."""
+    probe = LockProbe()
+    app = _edited_here_and_there(make_device, app_device, probe)
     report = app.sync()
     assert report.merged == 1 and report.conflicts == 0 and not report.errors
     assert app.text("a/doc") == "x: 2\nw: 0\ny: 2\n"
@@ -174,14 +185,7 @@ def test_a_raising_validator_on_an_unrecorded_edit_loses_nothing(
     """Raising ahead of the lock counts as a problem, as inside: the edit is recorded, the merge
     is refused (a conflict, both versions kept), and the store is whole."""
     probe = LockProbe()
-    app = app_device("app", probe)
-    other = make_device("other")
-    app.store.save("a/doc", "x: 1\nw: 0\ny: 1\n")
-    app.sync()
-    other.sync()
-    other.store.save("a/doc", "x: 1\nw: 0\ny: 2\n")
-    other.sync()
-    _edit_on_disk(app, "a/doc", "x: 2\nw: 0\ny: 1\n")
+    app = _edited_here_and_there(make_device, app_device, probe)
     probe.fail = True
     report = app.sync()
     assert not report.errors
