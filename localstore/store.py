@@ -1394,8 +1394,19 @@ class BlueprintStore:
                 break
             except _RecordFirst as first:
                 assert recorded_first is not None  # (raised only when it is a set)
-                recorded_first.add(first.rel)
-                self._commit_ingest([first.rel])
+                # Every path of the batch that holds an unrecorded edit, not only the one met:
+                # one at a time, a batch over N edited files (a git pull with no watcher, then
+                # the app rewriting them) ran N+1 attempts, each writing and undoing the files
+                # of every item before the one that stopped it (N squared file writes).
+                todo = [first.rel] + [
+                    rel
+                    for rel in self._unrecorded_paths(
+                        self._request_paths(requests), new_files=self._new_path_check()
+                    )
+                    if rel not in recorded_first and rel != first.rel
+                ]
+                recorded_first.update(todo)
+                self._commit_ingest(todo)
             except _ItemRefused as refusal:
                 # A hook refused its item after the item was written: the attempt was undone
                 # (index and files), and runs again without that item, so the refused item
@@ -1926,6 +1937,16 @@ class BlueprintStore:
         transaction (reconcile keeps what a kill leaves set aside)."""
         if origin == "remote" or self.index.write_open:
             return
+        todo = self._unrecorded_paths(rels)
+        if todo:
+            self._commit_ingest(todo)
+
+    def _unrecorded_paths(
+        self, rels: Iterable[str], new_files: Callable[[str], bool] | None = None
+    ) -> builtins.list[str]:
+        """The paths of ``rels`` whose pair holds what the index has not recorded (its stats
+        differ from the live row's, or a file is where no live blueprint is, when ``new_files``
+        passes that path)."""
         todo = []
         with self.index.read() as cur:
             for rel in dict.fromkeys(rels):
@@ -1934,11 +1955,44 @@ class BlueprintStore:
                 if (
                     self._edited_on_disk(row, yaml_abs)
                     if row is not None
-                    else os.path.lexists(yaml_abs)
+                    else os.path.lexists(yaml_abs) and (new_files is None or new_files(rel))
                 ):
                     todo.append(rel)
-        if todo:
-            self._commit_ingest(todo)
+        return todo
+
+    def _new_path_check(self) -> Callable[[str], bool]:
+        """Whether a save may create a path (not ignored, a valid new name): only such a path of
+        a batch is recorded ahead (an ingest does not look at the ignore rules; the save refuses
+        the others before it records anything there). The rules are read once."""
+        rules = fs.IgnoreRules.for_root(self.root)
+
+        def may_create(rel: str) -> bool:
+            try:
+                self._check_scanned(rel, rules)
+                fs.check_new_name(rel)
+            except LocalStoreError:
+                return False
+            return True
+
+        return may_create
+
+    def _request_paths(self, requests: Sequence[SaveRequest]) -> builtins.list[str]:
+        """The paths a batch's requests may replace: each one's path, and the path of the
+        blueprint its id names (a move). A path that is not one is the save's to refuse."""
+        rels: list[str] = []
+        ids: list[str] = []
+        for req in requests:
+            with contextlib.suppress(LocalStoreError, TypeError, AttributeError):
+                rels.append(fs.normalize_path(req.path))
+            if isinstance(req.id, str) and is_uuid(req.id.lower()):
+                ids.append(req.id.lower())
+        if ids:
+            with self.index.read() as cur:
+                for bp_id in ids:
+                    row = self._row_by(cur, "id = ? AND deleted = 0", (bp_id,))
+                    if row is not None:
+                        rels.append(row.path)
+        return rels
 
     def _ingest_first(self, cur: Any, rel: str, batch: _Batch) -> bool:
         """Record the pair at ``rel`` as an external change inside this transaction (its events
