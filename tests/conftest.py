@@ -161,8 +161,12 @@ def run_cli(
     stdin: str | None = None,
     keep_localstore_env: bool = False,
     unset: tuple[str, ...] = (),
+    prelude: str = "",
 ) -> subprocess.CompletedProcess[str]:
     """Run the `localstore` CLI in a process of its own (what a user's shell runs), on ``home``.
+
+    ``prelude``: Python run before the CLI in that process (a test's stand-in for another
+    version, e.g. one more core migration).
 
     The test's own LOCALSTORE_* variables are dropped unless ``keep_localstore_env`` (then only
     LOCALSTORE_HOME is), and so are the variables named in ``unset``; ``env`` is added on top.
@@ -178,7 +182,7 @@ def run_cli(
         [
             sys.executable,
             "-c",
-            "from localstore.cli import main; main()",
+            f"{prelude}from localstore.cli import main; main()",
             "--home",
             str(home),
             *args,

@@ -15,6 +15,7 @@ from typing import Any
 from localstore._daemon_state import EXIT_INDEX_NEWER
 from localstore.index import CORE_MIGRATIONS
 from sync.embed import STATE_FILE, daemon_running, lock_holder, write_state
+from tests.conftest import run_cli
 
 from .conftest import REPO, DaemonProc, eventually, home_settings
 
@@ -32,19 +33,7 @@ OFFLINE = {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}  # no keyc
 
 def _cli(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """The newer localstore's CLI on ``home`` (its first open upgrades the index)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
-    env.update(OFFLINE)
-    code = f"{NEWER}from localstore.cli import main; main()"
-    return subprocess.run(
-        [sys.executable, "-c", code, "--home", str(home), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(home, *args, stdin=stdin, env=OFFLINE, prelude=NEWER)
 
 
 def _home(home: Path) -> None:

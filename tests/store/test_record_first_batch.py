@@ -22,6 +22,28 @@ from localstore.store import BlueprintStore, SaveRequest
 N = 12
 
 
+def _save_many_counted(
+    store: BlueprintStore, monkeypatch: pytest.MonkeyPatch, prefix: str
+) -> tuple[list[object], int]:
+    """The app's save_many of N blueprints ``<prefix><i>``, and how many attempts it made."""
+    attempts = 0
+    real = BlueprintStore._save_attempt
+
+    def counted(self: BlueprintStore, *args: object, **kwargs: object) -> object:
+        nonlocal attempts
+        attempts += 1
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(BlueprintStore, "_save_attempt", counted)
+    try:
+        results = store.save_many(
+            [SaveRequest(f"{prefix}{i}.blueprint.yaml", f"steps: [app-{i}]\n") for i in range(N)]
+        )
+    finally:
+        monkeypatch.undo()
+    return list(results), attempts
+
+
 def test_save_many_over_many_unrecorded_edits_runs_two_attempts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -32,19 +54,7 @@ def test_save_many_over_many_unrecorded_edits_runs_two_attempts(
         for i in range(N):
             store.abspath(f"b{i}.blueprint.yaml").write_text(f"steps: [edited-{i}]\n")
 
-        attempts = 0
-        real = BlueprintStore._save_attempt
-
-        def counted(self: BlueprintStore, *args: object, **kwargs: object) -> object:
-            nonlocal attempts
-            attempts += 1
-            return real(self, *args, **kwargs)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(BlueprintStore, "_save_attempt", counted)
-        results = store.save_many(
-            [SaveRequest(f"b{i}.blueprint.yaml", f"steps: [app-{i}]\n") for i in range(N)]
-        )
-        monkeypatch.undo()
+        results, attempts = _save_many_counted(store, monkeypatch, "b")
 
         assert all(not isinstance(r, Exception) for r in results), results
         # One attempt met the edits, committed them all, and one more saved (not N+1).
@@ -69,19 +79,7 @@ def test_save_many_over_many_unindexed_files_runs_two_attempts(
         # Files a git pull brought, at paths the index never saw (no watcher ran).
         for i in range(N):
             store.abspath(f"n{i}.blueprint.yaml").write_text(f"steps: [pulled-{i}]\n")
-        attempts = 0
-        real = BlueprintStore._save_attempt
-
-        def counted(self: BlueprintStore, *args: object, **kwargs: object) -> object:
-            nonlocal attempts
-            attempts += 1
-            return real(self, *args, **kwargs)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(BlueprintStore, "_save_attempt", counted)
-        results = store.save_many(
-            [SaveRequest(f"n{i}.blueprint.yaml", f"steps: [app-{i}]\n") for i in range(N)]
-        )
-        monkeypatch.undo()
+        results, attempts = _save_many_counted(store, monkeypatch, "n")
         assert all(not isinstance(r, Exception) for r in results), results
         assert attempts == 2
         for i in range(N):
