@@ -58,7 +58,9 @@ def watch_cmd(ctx: CliContext) -> None:
     with errors_to_exit():
         # The watcher's start-up rescan records (and prints) what changed while nothing ran.
         # existing=True: a mistyped --home was made into a new home, watched for ever.
-        store = ctx.store(existing=True, reconcile=False)
+        # writes=: on a read-only home (a snapshot, a read-only disk) it says so, and what to
+        # do; the usual open's "cannot write the index" named neither.
+        store = ctx.store(existing=True, reconcile=False, writes="watch the blueprints folder")
         q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         watcher = Watcher(store)
         unsubscribe = store.subscribe(q.put)

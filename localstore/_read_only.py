@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import apsw
 
 from localstore import files as fs
-from localstore.errors import IndexStoreError, PermissionDeniedError
+from localstore.errors import IndexStoreError, PermissionDeniedError, ReadOnlyStoreError
 
 if TYPE_CHECKING:
     from localstore.config import Paths
@@ -53,6 +53,12 @@ _LOCKLESS_VFS = "win32-none" if os.name == "nt" else "unix-none"
 def unwritable_reason(paths: Paths) -> str:
     """Why a store of this home is read-only, in words for a person: a read-only file system,
     the first of data/ and index.db this user may not write, else that the caller asked."""
+    return home_read_only(paths) or "opened with read_only=True"
+
+
+def home_read_only(paths: Paths) -> str | None:
+    """Why this user cannot write the home (a read-only file system, data/ or index.db this
+    user may not write), in words for a person; None when nothing says so."""
     data = paths.data
     try:
         if os.statvfs(data).f_flag & os.ST_RDONLY:
@@ -63,7 +69,29 @@ def unwritable_reason(paths: Paths) -> str:
         # access(), not the modes: it answers for this user (groups, ACLs, capabilities).
         if os.path.exists(path) and not os.access(path, os.W_OK):
             return f"this user may not write {path}"
-    return "opened with read_only=True"
+    return None
+
+
+def refuse_read_only_home(paths: Paths, action: str) -> ReadOnlyStoreError | None:
+    """The refusal of ``action`` (a command that writes: watch, sync, the daemon) on a home
+    this user cannot write, or None when the home is not read-only. Its words are the CLI's:
+    the library's ReadOnlyStoreError speaks of ``read_only=True``, which no command takes."""
+    reason = home_read_only(paths)
+    if reason is None:
+        return None
+    return ReadOnlyStoreError(
+        f"cannot {action}: the home {paths.data.parent} is read-only ({reason})",
+        hint=READ_ONLY_HOME_HINT,
+    )
+
+
+# What to do about a read-only home, for the CLI's commands that cannot run on one.
+READ_ONLY_HOME_HINT = (
+    "a backup or snapshot: copy it to a folder you may write and use the copy; else make it "
+    "writable (remount it read-write; check the owner and modes of its data folder and "
+    "index.db). ls, show, search, history, status, conflicts, check, export and doctor read "
+    "it as it is"
+)
 
 
 def connect_read_only(path: Path, busy_timeout_ms: int) -> tuple[apsw.Connection, str]:

@@ -16,8 +16,14 @@ word) or stops polling.
 
 Advisory only: the SQLite lock is still what serializes writers. A torn or lost word, a waiter
 killed while announced (its word is ignored once ``FRESH_NS`` old), a file that cannot be made
-(a read-only folder, a full disk): at worst a writer gives way for nothing, up to ``FRESH_NS``,
-or does not give way, as before this existed.
+(a read-only folder, a full disk) or opened (another user's, narrower than the index): at worst
+a writer gives way for nothing, up to ``FRESH_NS``, or does not give way, as before this existed.
+
+The file has the index file's permission bits, as SQLite gives them to the index's ``-wal`` and
+``-shm``: whoever may write the index may take turns. The index is made 0600, so the file is
+too; a home whose owner made ``index.db`` group-writable (a home shared by a group) gets a
+group-writable turn file. It was always 0600: the other users' processes wrote the index but
+could not open the file, and took no turns (nor were they given way).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import logging
 import mmap
 import os
 import secrets
+import stat
 import time
 from pathlib import Path
 
@@ -46,6 +53,26 @@ def turn_path(index_path: Path) -> Path:
     return index_path.with_suffix(".turn")
 
 
+def _follow_index(fd: int, index_st: os.stat_result, path: Path) -> None:
+    """Give the turn file the index file's group and mode (and, as root, its owner), as SQLite
+    does for the -wal and -shm: the umask narrowed a new one, a process run as root (sudo) made
+    it root's, or the index's mode or group changed since the file was made (a home made
+    group-shared after its first open kept a 0600 turn file for ever). What this user may not
+    change is left as it is: turns are advisory."""
+    st = os.fstat(fd)
+    mode = stat.S_IMODE(index_st.st_mode) & 0o666
+    me = os.geteuid()
+    try:
+        if me == 0 and st.st_uid != index_st.st_uid:
+            os.fchown(fd, index_st.st_uid, index_st.st_gid)
+        elif st.st_uid == me and st.st_gid != index_st.st_gid:
+            os.fchown(fd, -1, index_st.st_gid)  # (EPERM when this user is not in that group)
+        if stat.S_IMODE(st.st_mode) != mode and (me == 0 or st.st_uid == me):
+            os.fchmod(fd, mode)
+    except OSError as exc:
+        log.debug("cannot give the write-turn file %s the index's owner and mode: %s", path, exc)
+
+
 class WriteTurn:
     """This index connection's view of the shared turn file (see the module doc)."""
 
@@ -63,11 +90,15 @@ class WriteTurn:
         be (the writes then go without turns, as before)."""
         path = turn_path(index_path)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | _durable.O_CLOEXEC, 0o600)
+            index_st = os.stat(index_path)
+            mode = stat.S_IMODE(index_st.st_mode) & 0o666
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | _durable.O_CLOEXEC, mode)
         except OSError as exc:
             log.debug("cannot open the write-turn file %s: %s", path, exc)
             return None
         try:
+            if os.name != "nt":  # (no owners or modes to follow there)
+                _follow_index(fd, index_st, path)
             if os.fstat(fd).st_size < _SIZE:
                 # Written, not ftruncate()d: a shared mapping of a hole that the disk cannot
                 # fill later (a full disk) kills the process with SIGBUS at the store.

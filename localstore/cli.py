@@ -118,7 +118,12 @@ class CliContext:
             )
 
     def store(
-        self, *, existing: bool = False, read_only_ok: bool = False, **kwargs: Any
+        self,
+        *,
+        existing: bool = False,
+        read_only_ok: bool = False,
+        writes: str | None = None,
+        **kwargs: Any,
     ) -> BlueprintStore:
         """Open (once) the store of the selected home.
 
@@ -131,6 +136,11 @@ class CliContext:
         is opened read-only instead, with a note on stderr; when that fails too, its error is
         raised. The usual open comes first, so a writable home is opened
         (and reconciled) exactly as before.
+
+        ``writes``: what a command that cannot run read-only does (``"watch the blueprints
+        folder"``): when the usual open fails on a home this user cannot write, the error says
+        that the home is read-only and what to do (ReadOnlyStoreError, exit 1), not "cannot
+        write the index (attempt to write a readonly database)".
         """
         if self._store is None and existing:
             self.require_home()
@@ -141,11 +151,23 @@ class CliContext:
             try:
                 self._store = BlueprintStore(self.settings, **kwargs)
             except PermissionDeniedError as exc:
-                if not read_only_ok:
+                if read_only_ok:
+                    self._store = self._read_only_store(exc)
+                else:
+                    self.refuse_read_only(writes, exc)
                     raise
-                self._store = self._read_only_store(exc)
             click.get_current_context().call_on_close(self._store.close)
         return self._store
+
+    def refuse_read_only(self, writes: str | None, cause: BaseException | None = None) -> None:
+        """Raise ReadOnlyStoreError saying that ``writes`` cannot run on this home when the
+        home is read-only (a read-only file system, data/ or index.db this user may not
+        write); return otherwise (``writes`` None: the caller's own error stands)."""
+        from localstore._read_only import refuse_read_only_home
+
+        refusal = refuse_read_only_home(self.settings.paths, writes) if writes else None
+        if refusal is not None:
+            raise refusal from cause
 
     def _read_only_store(self, refused: LocalStoreError) -> BlueprintStore:
         from localstore.store import BlueprintStore

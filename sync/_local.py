@@ -366,6 +366,8 @@ def list_conflicts(
     """Conflict records, oldest first."""
     store_arg(store)
     _flag_arg("include_resolved", include_resolved)
+    if _never_synced_read_only(store):
+        return []  # (ensure_schema cannot make the tables there: ReadOnlyStoreError)
     ensure_schema(store)
     with store.index.read() as cur:
         return st.conflicts(cur, include_resolved=include_resolved)
@@ -375,9 +377,12 @@ def get_conflict(store: BlueprintStore, cid: int) -> ConflictRecord:
     """One conflict record. Raises ConflictNotFoundError when there is none with that number."""
     store_arg(store)
     cid = _cid_arg(cid)
-    ensure_schema(store)
-    with store.index.read() as cur:
-        record = st.get_conflict(cur, cid)
+    if _never_synced_read_only(store):
+        record = None
+    else:
+        ensure_schema(store)
+        with store.index.read() as cur:
+            record = st.get_conflict(cur, cid)
     if record is None:
         raise ConflictNotFoundError(f"there is no conflict #{cid}")
     return record

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
 import click
@@ -58,6 +58,9 @@ from localstore.errors import LocalStoreError, LockHeldError, NewerIndexError, S
 from sync._timefmt import span
 from sync.embed import daemon_running, lock_holder, read_state
 from sync.errors import SyncError
+
+if TYPE_CHECKING:
+    from localstore.store import BlueprintStore, CheckReport
 
 DETACH_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
@@ -148,6 +151,11 @@ def daemon_cmd(
     if pause_it is not None:
         _pause_daemon(ctx, pause_it)
         return
+    with errors_to_exit():
+        # A home this user cannot write (a snapshot, a read-only disk): said so, with what to
+        # do (exit 1). It failed on the daemon's log ("a daemon once run with sudo leaves files
+        # there"), or --detach on its output file, both sending the user after another cause.
+        ctx.refuse_read_only("run the daemon")
     if detach:
         _detach(ctx, log_level, log_json, port, metrics_port)
         return
@@ -876,16 +884,52 @@ def check_index(settings: Settings) -> Finding:
     if not settings.paths.index_db.exists():
         return Finding("index", "problem", "this home has no index yet", "run `localstore init`")
     from localstore._kept_edits import unacknowledged_kept
-    from localstore.errors import LocalStoreError
-    from localstore.store import BlueprintStore
 
     try:
-        with BlueprintStore(settings, reconcile=False, maintenance=False) as store:
+        with _readable_store(settings) as store:
             quick = store.index.pragma_check("quick_check")
             report = store.check()
             unacknowledged = unacknowledged_kept(store)
+            read_only = store.read_only_reason
     except LocalStoreError as exc:
         return Finding("index", "problem", exc.message, exc.hint or "run `localstore check --fix`")
+    finding = _index_finding(quick, report, unacknowledged)
+    if read_only is None:
+        return finding
+    # Nothing can be saved, watched or synced there: a problem whatever the index holds (a
+    # home that should be writable and is not; a snapshot checked here says what it is).
+    from localstore._read_only import READ_ONLY_HOME_HINT
+
+    fix = READ_ONLY_HOME_HINT
+    if finding.status == "problem" and "check --fix" in finding.fix:
+        fix += "; `localstore check --fix` runs on a writable copy only"
+    return Finding(
+        "index",
+        "problem",
+        f"the home {settings.paths.data.parent} is read-only ({read_only}): nothing can be "
+        f"saved, watched or synced in it; {finding.detail}",
+        fix,
+    )
+
+
+def _readable_store(settings: Settings) -> BlueprintStore:
+    """The home's store as doctor reads it: the usual open (no reconcile, no maintainer), or,
+    when that is refused, read-only as the CLI's reading commands open it (a snapshot, a
+    read-only disk: it failed with "cannot write the index")."""
+    from localstore.errors import PermissionDeniedError
+    from localstore.store import BlueprintStore
+
+    try:
+        return BlueprintStore(settings, reconcile=False, maintenance=False)
+    except PermissionDeniedError as exc:
+        try:
+            return BlueprintStore(settings, read_only=True)
+        except LocalStoreError as refused:
+            raise refused from exc
+
+
+def _index_finding(quick: list[str], report: CheckReport, unacknowledged: list[str]) -> Finding:
+    """What check_index says of what the index's checks found."""
     if quick:
         return Finding(
             "index",
@@ -1128,9 +1172,20 @@ def check_cloud(settings: Settings) -> Finding:
 
 def _cloud_reach(settings: Settings) -> tuple[Finding, str]:
     """check_cloud's finding without the URL warning, and the project URL seen ("" if none)."""
+    from localstore._read_only import home_read_only
     from sync.errors import NotLoggedInError, SyncError
     from sync.supabase_remote import remote_from_settings
 
+    read_only = home_read_only(settings.paths)
+    if read_only is not None:
+        # Not opened: the credential store opens the index to write (it failed with "cannot
+        # write the index"), and no sync can run on a home that cannot record what it pulls.
+        return Finding(
+            "cloud",
+            "info",
+            f"sync is off: the home is read-only ({read_only})",
+            "see the index check",
+        ), settings.cloud_url
     if not settings.paths.index_db.exists():
         # Not opened: the credential store makes the home's folders and an empty index, so
         # `doctor` on a mistyped --home left a home there, and its next run said "index: ok".
@@ -1268,9 +1323,7 @@ def check_validator(settings: Settings) -> Finding:
 
     if not settings.paths.index_db.exists() or _in_the_way(settings, "validator") is not None:
         return Finding("validator", "info", "this home has no index yet (see the index check)")
-    from localstore.store import BlueprintStore
-
-    with BlueprintStore(settings, reconcile=False, maintenance=False) as store:
+    with _readable_store(settings) as store:
         home = store.home_validator()
     status = _daemon_validator_status(settings)
     spec, name = settings.daemon_validator, settings.daemon_validator_name

@@ -201,7 +201,7 @@ def sync_cmd(cli: CliContext, verify: bool, retry_quarantined: bool) -> None:
         _finish(cli, delegated, report, status, int(delegated["retried"]), flagged)
         return
     with errors_to_exit():
-        store = cli.store()
+        store = cli.store(writes="sync")
         remote = _open_remote(cli.settings)
         try:
             engine = SyncEngine(store, remote, lock=_home_lock(cli.settings))
@@ -651,7 +651,9 @@ def conflicts_group(ctx: click.Context) -> None:
 def list_cmd(cli: CliContext, show_all: bool = False) -> None:
     """List conflicts, oldest first."""
     with errors_to_exit():
-        records = list_conflicts(cli.store(existing=True), include_resolved=show_all)
+        # It only reads: a home this user cannot write (a snapshot) lists what its index holds.
+        store = cli.store(existing=True, read_only_ok=True)
+        records = list_conflicts(store, include_resolved=show_all)
 
     def human() -> None:
         if not records:
@@ -670,7 +672,7 @@ def list_cmd(cli: CliContext, show_all: bool = False) -> None:
 def show_cmd(cli: CliContext, cid: int) -> None:
     """Show one conflict: base, local and remote, with unified diffs."""
     with errors_to_exit():
-        store = cli.store(existing=True)
+        store = cli.store(existing=True, read_only_ok=True)
         record = get_conflict(store, cid)
         # The blueprint as it is now: another device may have edited it again since the
         # conflict, and that is what `--take remote` keeps and `--take local` replaces.
@@ -727,7 +729,7 @@ def resolve_cmd(cli: CliContext, cid: int, take: str | None, tool: bool) -> None
         fail("give either --take local|remote|FILE or --tool", code=2)
     with errors_to_exit():
         # (existing: a conflict lives only in a home that exists; a mistyped --home made one.)
-        store = cli.store(existing=True)
+        store = cli.store(existing=True, writes="resolve a conflict")
         if tool:
             record = get_conflict(store, cid)
             if not record.open:

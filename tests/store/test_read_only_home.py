@@ -548,3 +548,132 @@ def test_app_data_writes_on_a_read_only_store_say_what_and_why(tmp_path: Path) -
             with pytest.raises(ReadOnlyStoreError, match=f"cannot {action}: this store is open"):
                 write()
         assert kv.load("k") == 1
+
+
+# -- conflicts, doctor, and the commands that cannot run read-only --------------------------------
+
+
+def _add_conflict(home: Path) -> None:
+    """One open conflict record on a.x (as a sync that met edits on both sides leaves it)."""
+    from sync import _state
+
+    with localstore.open(home=home) as s, s.index.write() as cur:
+        _state.add_conflict(
+            cur,
+            blueprint_id=s.row("a/x").id,
+            path="a/x.blueprint.yaml",
+            copy_id=None,
+            copy_path=None,
+            reason="edited on both devices",
+            base="v: 1\n",
+            local="v: 2\n",
+            remote="v: 3\n",
+            base_rev=1,
+            remote_rev=2,
+        )
+
+
+@pytest.mark.parametrize("synced", [False, True], ids=["never-synced", "a-conflict"])
+def test_conflicts_of_a_read_only_home_are_listed_and_shown(tmp_path: Path, synced: bool) -> None:
+    """`conflicts` (list) and `conflicts show` failed with "cannot write the index"; and the
+    library's list_conflicts/get_conflict with ReadOnlyStoreError on a home without sync
+    tables. They only read."""
+    from sync._local import ensure_schema
+
+    home = tmp_path / "home"
+    with localstore.open(home=home) as s:
+        s.save("a/x", "v: 1\n")
+        if synced:
+            ensure_schema(s)
+    if synced:
+        _add_conflict(home)
+    freeze(home)
+    before = fingerprint(home)
+    done = cli(home, "--json", "conflicts")
+    assert done.returncode == 0, done.stderr
+    assert [(c["cid"], c["path"]) for c in json.loads(done.stdout)] == (
+        [(1, "a/x.blueprint.yaml")] if synced else []
+    )
+    assert "read-only" in done.stderr
+    done = cli(home, "conflicts", "show", "1")
+    if synced:
+        assert done.returncode == 0, done.stderr
+        assert "-v: 2\n+v: 3" in done.stdout and "--- base" in done.stdout
+    else:
+        assert done.returncode == 4 and "there is no conflict #1" in done.stderr, done.stderr
+    assert fingerprint(home) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "action"),
+    [
+        (("watch",), "watch the blueprints folder"),
+        (("sync",), "sync"),
+        (("daemon",), "run the daemon"),
+        (("daemon", "--detach"), "run the daemon"),
+        (("conflicts", "resolve", "1", "--take", "local"), "resolve a conflict"),
+    ],
+    ids=["watch", "sync", "daemon", "daemon-detach", "conflicts-resolve"],
+)
+def test_a_command_that_writes_says_the_home_is_read_only(
+    synced_home: Path, args: tuple[str, ...], action: str
+) -> None:
+    """watch, sync and conflicts resolve failed with the usual open's "cannot write the index
+    (attempt to write a readonly database)", the daemon with "cannot write the daemon's log
+    ... a daemon once run with sudo leaves files there": none said that the home is read-only,
+    nor what to do about it."""
+    _add_conflict(synced_home)
+    freeze(synced_home)
+    before = fingerprint(synced_home)
+    done = cli(synced_home, *args)
+    data = synced_home / "data"
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(
+        f"error: cannot {action}: the home {synced_home} is read-only "
+        f"(this user may not write {data}) (a backup or snapshot: copy it to a folder you may "
+        "write and use the copy; else make it writable"
+    ), done.stderr
+    assert fingerprint(synced_home) == before
+
+
+def test_a_command_that_writes_says_the_home_is_read_only_in_json(synced_home: Path) -> None:
+    freeze(synced_home)
+    done = cli(synced_home, "--json", "sync")
+    assert done.returncode == 1, done.stderr
+    error = json.loads(done.stderr)["error"]
+    assert error["exit_code"] == 1
+    assert error["message"] == (
+        f"cannot sync: the home {synced_home} is read-only "
+        f"(this user may not write {synced_home / 'data'})"
+    )
+    assert "copy it to a folder you may write" in error["hint"]
+
+
+def test_doctor_on_a_read_only_home_says_so_and_writes_nothing(snapshot: Path) -> None:
+    """Its index, cloud and validator checks failed with "cannot write the index (attempt to
+    write a readonly database)" and "check that this user may write index.db": three problems,
+    none saying that the home is read-only. The index is checked read-only now."""
+    _edit_after_the_last_commit(snapshot)
+    freeze(snapshot)
+    before = fingerprint(snapshot)
+    done = cli(snapshot, "--json", "doctor")
+    assert done.returncode == 3, done.stderr
+    checks = {c["check"]: c for c in json.loads(done.stdout)["checks"]}
+    assert not [c for c in checks.values() if "cannot write the index" in c["detail"]], checks
+    index = checks["index"]
+    assert index["status"] == "problem"
+    assert index["detail"] == (
+        f"the home {snapshot} is read-only (this user may not write {snapshot / 'data'}): "
+        "nothing can be saved, watched or synced in it; 2 difference(s) between files and "
+        "index (changed, unindexed)"
+    )
+    assert index["fix"].startswith("a backup or snapshot: copy it to a folder you may write")
+    assert index["fix"].endswith("`localstore check --fix` runs on a writable copy only")
+    assert (checks["cloud"]["status"], checks["cloud"]["detail"]) == (
+        "info",
+        f"sync is off: the home is read-only (this user may not write {snapshot / 'data'})",
+    )
+    assert checks["validator"]["status"] == "ok", checks["validator"]
+    assert fingerprint(snapshot) == before
