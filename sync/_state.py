@@ -16,7 +16,8 @@ Tables (component ``sync``):
   push_op_id)``: what this device knows of the server row (``base_rev`` NULL = never on the
   server). ``base_seq`` says which server write that was: a pulled row with ``seq <= base_seq``
   is already known (our own push coming back). Revs cannot say it: a row re-created after its
-  tombstone was purged starts again at rev 1.
+  tombstone was purged started again at rev 1 (above the owner's horizon since migration
+  20261122001400, but not on an older project or for rows re-created before it).
 
 Push op ids: a change is pushed with op id ``max(blueprints.op_id, sync_items.push_op_id)``. The
 server deduplicates by (device, op id), so a retry after a lost response or a kill replays the

@@ -1750,11 +1750,13 @@ class SyncEngine:
         there is something to push.
 
         A push's compare-and-swap is by rev, and a row re-created after its tombstone was purged
-        starts again at rev 1: an edit based on the old row's rev N, pushed before this device
+        started again at rev 1: an edit based on the old row's rev N, pushed before this device
         learnt of the purge, was applied over the new row's rev N, whose content was lost (left
         only in the server's history). Pulled first, the new row meets the edit in a merge and
         the push builds on it. One pull of one row per cycle that has changes to push; nothing
-        when the cursor is above the horizon.
+        when the cursor is above the horizon. Since migration 20261122001400 the server answers
+        such a push rev_mismatch (a create starts above the horizon); this check still guards
+        older projects and rows re-created before that migration.
         """
         if self._pushable() == 0:
             return

@@ -21,7 +21,8 @@ stored one answered another change), ``invalid_change`` (a content
 hash over 128 characters included), ``invalid_id``, ``invalid_path``, ``too_large`` (content over
 10 MiB, meta over 1 MiB as ``pg_column_size`` of its jsonb counts it: :func:`jsonb_size`),
 ``not_owner``, then the compare-and-swap (``exists`` / ``missing`` / ``rev_mismatch``) and
-finally ``path_taken``.
+finally ``path_taken``. A create's rev is its user's horizon + 1 (migration 20261122001400), so
+a purged id created again never passes a stale base rev of the purged row.
 
 It pages as the SQL does too: ``pull`` ends a page and ``fetch_page`` an answer at the first row
 after 16 MiB of content and meta (migrations 20261122001100 and 20261122001300), counted as
@@ -514,6 +515,13 @@ class MemoryRemote:
             return None
         return self.server.rows[other_id].row
 
+    def _first_rev(self) -> int:
+        """The rev of a create: above every rev a purged row of this user had (each was at most
+        its seq, so at most the horizon), as the SQL's stamping trigger since migration
+        20261122001400. Starting at 1 again let a stale device's base rev of a purged id pass
+        as a fast-forward onto the row created again under it."""
+        return self.server.horizons.get(self.user, 0) + 1
+
     def _apply(
         self, change: Change, rid: str, current: ServerRow | None, device: str
     ) -> PushResult:
@@ -524,7 +532,7 @@ class MemoryRemote:
             content="" if change.deleted else change.content,
             meta=_json_copy(change.meta),
             content_hash=change.content_hash,
-            rev=(current.rev + 1) if current is not None else 1,
+            rev=(current.rev + 1) if current is not None else self._first_rev(),
             seq=self.server.seq,
             deleted=change.deleted,
             device=device,

@@ -288,9 +288,12 @@ def _write_some(conn: psycopg.Connection[Any], users: list[str], stage: int) -> 
         op = stage * 100 + n * 10
         a = change(op + 1, path=f"s{stage}/a.yaml", content=f"a{stage}\n")
         b = change(op + 2, path=f"s{stage}/b.yaml")
-        assert [r["status"] for r in api.push([a, b], device=f"dev{n}")] == ["applied"] * 2
-        edit = change(op + 3, a["id"], base_rev=1, path=f"s{stage}/A.yaml", content="edited\n")
-        drop = change(op + 4, b["id"], base_rev=1, path=b["path"], deleted=True)
+        created = api.push([a, b], device=f"dev{n}")
+        assert [r["status"] for r in created] == ["applied"] * 2
+        # Revs of a create start above the owner's horizon since 20261122001400.
+        ra, rb = (r["rev"] for r in created)
+        edit = change(op + 3, a["id"], base_rev=ra, path=f"s{stage}/A.yaml", content="edited\n")
+        drop = change(op + 4, b["id"], base_rev=rb, path=b["path"], deleted=True)
         assert [r["status"] for r in api.push([edit, drop], device=f"dev{n}")] == ["applied"] * 2
         if stage % 2:
             assert api.purge() >= 1  # raises the horizon
@@ -417,12 +420,15 @@ def test_the_migrations_deploy_as_a_role_that_is_not_a_superuser(fresh_db: str) 
         assert api.pull(0)["reset_required"] is True
         # A pg_cron job runs as the role that scheduled it (postgres), with no JWT: the
         # project-wide purges work with that role's rights (docs/supabase-remote.md).
+        # Creates start above the horizon: the stamping trigger reads it with that role's rights.
         again = change(3, path="b.yaml")
-        api.push([again])
-        api.push([change(4, again["id"], base_rev=1, path="b.yaml", deleted=True)])
+        [made] = api.push([again])
+        assert made["rev"] == api.pull(0)["horizon"] + 1 > 1
+        api.push([change(4, again["id"], base_rev=made["rev"], path="b.yaml", deleted=True)])
         kept = change(5, path="c.yaml")
-        api.push([kept])
-        api.push([change(6, kept["id"], base_rev=1, path="c.yaml", content="edited\n")])
+        [made] = api.push([kept])
+        edit = change(6, kept["id"], base_rev=made["rev"], path="c.yaml", content="edited\n")
+        assert api.push([edit])[0]["status"] == "applied"
         with conn.transaction():
             assert conn.execute("select auth.uid()").fetchone() == (None,)
             conn.execute(

@@ -35,6 +35,7 @@ RELEASED = {
     "20261122001100_pull_page_bytes.sql": "5ff3f032553e1b6c",
     "20261122001200_fetch_rows_limit.sql": "54c12e79d08ca571",
     "20261122001300_fetch_page_bytes.sql": "ca567002d614ac5b",
+    "20261122001400_recreated_rev.sql": "fdfdaaaca1cfaaf4",
 }
 
 

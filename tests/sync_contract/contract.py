@@ -616,6 +616,33 @@ class RemoteContract:
         again = alice.push_one(alice.change(gone.id, path="gone.yaml"))
         assert again.status == "applied"
 
+    def test_a_stale_write_of_a_purged_id_is_a_conflict_with_the_row_created_again(
+        self, alice: Writer, remote_factory: RemoteFactory
+    ) -> None:
+        """An old client's edit of a purged row against the row created again under its id is a
+        rev_mismatch, however often the new row was written: its revs start above the horizon,
+        and every rev of the purged row was at most that."""
+        stale = Writer(alice.remote, "stale-device")
+        old, _ = alice.create(path="x.yaml", content="old\n")
+        alice.push_one(alice.change(old.id, base_rev=1, path="x.yaml", content="old 2\n"))
+        alice.push_one(alice.change(old.id, base_rev=2, path="x.yaml", deleted=True))
+        assert remote_factory.purge(alice.remote) == 1
+        horizon = alice.remote.pull(0).horizon
+        _, made = alice.create(id=old.id, path="x.yaml", content="new\n")
+        rev = cast(int, made.rev)
+        # Each of the purged row's revs (3 was its tombstone: an edit that beats the delete)
+        # once the new row has had as many writes (the rev it would be at, counted from 1).
+        for base in (1, 2, 3):
+            if base > 1:
+                edit = alice.change(old.id, base_rev=rev, path="x.yaml", content=f"new {base}\n")
+                rev = cast(int, alice.push_one(edit).rev)
+            res = stale.push_one(stale.change(old.id, base_rev=base, path="x.yaml", content="s\n"))
+            assert (res.status, res.reason) == ("conflict", "rev_mismatch"), res
+            assert res.current is not None and res.current.rev == rev
+        [row] = alice.remote.fetch([old.id])
+        assert (row.rev, row.content) == (rev, "new 3\n")
+        assert made.rev == horizon + 1
+
     def test_purge_without_tombstones_keeps_the_horizon(
         self, alice: Writer, remote_factory: RemoteFactory
     ) -> None:

@@ -2,7 +2,8 @@
 
 Two devices of one user (and a bystander user) push random batches of creates, updates, deletes
 and moves, with stale bases, reused and case-folded paths and bad paths, replay old batches and
-purge tombstones. After every step the model's prediction, pull, verify and fetch must agree.
+purge tombstones, and push against the revs of purged rows whose ids were created again. After
+every step the model's prediction, pull, verify and fetch must agree.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class RemoteMachine(RuleBasedStateMachine):
         self.sent: list[tuple[str, list[Change], list[PushResult]]] = []
         self.last_seq = 0
         self.horizon = 0
+        # id -> the highest rev a purged row of that id had: a base at or below it is a stale
+        # device's, and never a fast-forward onto the row created again (migration 20261122001400).
+        self.purged_revs: dict[str, int] = {}
         self.bystander_id = str(uuid.uuid4())
         self.bystander.push([_change(1, self.bystander_id, None, "a.yaml", "x")], device="z")
 
@@ -58,7 +62,9 @@ class RemoteMachine(RuleBasedStateMachine):
         device=st.sampled_from(DEVICES),
         specs=st.lists(
             st.tuples(
-                st.sampled_from(["create", "update", "delete", "stale", "foreign", "recreate"]),
+                st.sampled_from(
+                    ["create", "update", "delete", "stale", "foreign", "recreate", "purged-base"]
+                ),
                 st.integers(0, 50),
                 st.sampled_from(PATHS),
                 st.sampled_from(["x: 1\n", "x: 2\n", "# c\ny: 3\n"]),
@@ -90,6 +96,9 @@ class RemoteMachine(RuleBasedStateMachine):
         assert count == len(tombs)
         if tombs:
             self.horizon = max(self.horizon, *tombs)
+        for i, r in self.rows.items():
+            if r.deleted:
+                self.purged_revs[i] = max(self.purged_revs.get(i, 0), r.rev)
         self.rows = {i: r for i, r in self.rows.items() if not r.deleted}
 
     # -- model -----------------------------------------------------------------------------------
@@ -109,6 +118,9 @@ class RemoteMachine(RuleBasedStateMachine):
             return _change(op, rid, None, path, content)
         if kind == "stale":
             return _change(op, rid, rev + 1 + pick % 3, path, content)
+        if kind == "purged-base" and rid in self.purged_revs:
+            # What a device that never saw the purge pushes: one of the purged row's revs.
+            return _change(op, rid, 1 + pick % self.purged_revs[rid], path, content)
         return _change(op, rid, rev, path, content, deleted=kind == "delete")
 
     def _predict(self, c: Change) -> tuple[str, str | None]:
@@ -121,6 +133,8 @@ class RemoteMachine(RuleBasedStateMachine):
             return "conflict", "exists"
         if c.base_rev is not None and row is None:
             return "conflict", "missing"
+        if c.base_rev is not None and c.base_rev <= self.purged_revs.get(c.id, 0):
+            return "conflict", "rev_mismatch"  # never a rev the row created again has
         if row is not None and row.rev != c.base_rev:
             return "conflict", "rev_mismatch"
         if not c.deleted and any(
@@ -144,7 +158,8 @@ class RemoteMachine(RuleBasedStateMachine):
         assert result.seq is not None and result.seq > self.last_seq
         self.last_seq = result.seq
         prev = self.rows.get(c.id)
-        assert result.rev == (prev.rev + 1 if prev else 1)
+        # A create starts above the horizon: above every rev a purged row had.
+        assert result.rev == (prev.rev + 1 if prev else self.horizon + 1)
         self.rows[c.id] = ModelRow(
             result.rev, result.seq, c.path, "" if c.deleted else c.content, c.deleted, device
         )

@@ -505,10 +505,11 @@ def test_tombstone_horizon_breach_triggers_full_reconcile(
 def test_an_edit_behind_the_horizon_does_not_overwrite_a_re_created_row(
     make_device: Callable[..., Device], server: MemoryServer
 ) -> None:
-    """b deletes x; its tombstone is purged; c, which had edited x, pushes it again as a create:
-    rev 1 again. a, offline since x's rev 1, then edits x and syncs. Its push (base rev 1) must
-    not be applied over c's re-creation, whose rev is 1 too: a pushed before it pulled and so
-    before it learnt of the horizon, and c's edit was overwritten, left only in the history.
+    """b deletes x; its tombstone is purged; c, which had edited x, pushes it again as a create.
+    a, offline since x's rev 1, then edits x and syncs. Its push (base rev 1) must not be applied
+    over c's re-creation: a pushed before it pulled and so before it learnt of the horizon, and
+    when the server started a create at rev 1 again, c's edit was overwritten, left only in the
+    history. (The server now starts it above the horizon too: see the next test.)
     """
     a, b, c = make_device("a"), make_device("b"), make_device("c")
     ident = a.store.save("r/x", "base: 1\n").id
@@ -517,14 +518,52 @@ def test_an_edit_behind_the_horizon_does_not_overwrite_a_re_created_row(
     b.sync()
     assert server.purge_tombstones("u") == 1
     c.store.save("r/x", "base: 1\nfrom_c: 1\n")  # c edited x without seeing the delete
-    assert c.sync().reset  # edit beats delete: x pushed again as a create, rev 1
-    assert server.rows[ident].row.rev == 1
+    assert c.sync().reset  # edit beats delete: x pushed again as a create
+    assert server.rows[ident].row.rev == server.horizons["u"] + 1
     a.store.save("r/x", "base: 1\nfrom_a: 1\n")
     assert a.sync().reset
     converge(a, b, c)
     assert_converged(server, a, b, c)
     text = a.store.load(ident).content
     assert "from_c: 1" in text and "from_a: 1" in text
+
+
+@pytest.mark.parametrize("clash", [False, True], ids=["other-keys", "same-key"])
+def test_an_old_clients_edit_behind_the_horizon_is_a_conflict_not_an_overwrite(
+    make_device: Callable[..., Device],
+    server: MemoryServer,
+    monkeypatch: pytest.MonkeyPatch,
+    clash: bool,
+) -> None:
+    """As the test above, but a is a client without the check of the horizon before its push
+    (older than session 17, or a third-party one): it pushes its edit of the purged x (base rev
+    1) before it pulls. c's re-created x had been written once: were its revs to start at 1
+    again, that push was a fast-forward and c's edit was lost. The server answers rev_mismatch
+    instead, so a merges the two edits, or, when they clash, keeps its own as a conflict copy
+    and c's x stays."""
+    a, b, c = make_device("a"), make_device("b"), make_device("c")
+    ident = a.store.save("r/x", "base: 1\n").id
+    converge(a, b, c)
+    b.store.delete(ident)
+    b.sync()
+    assert server.purge_tombstones("u") == 1
+    c.store.save("r/x", "base: 1\nfrom_c: 1\n" if not clash else "base: c\n")
+    assert c.sync().reset  # edit beats delete: x pushed again as a create
+    a.store.save("r/x", "base: 1\nfrom_a: 1\n" if not clash else "base: a\n")
+    # The old client: no look at the horizon before the push.
+    monkeypatch.setattr(SyncEngine, "_reconcile_before_push", lambda self, report: None)
+    report = a.sync()
+    assert report.reset and report.conflicts == int(clash)
+    converge(a, b, c)
+    assert_converged(server, a, b, c)
+    if not clash:
+        text = a.store.load(ident).content
+        assert "from_c: 1" in text and "from_a: 1" in text
+        return
+    assert a.store.load(ident).content == "base: c\n"  # c's x keeps its id and path
+    (record,) = a.engine.conflicts()
+    assert record.local == "base: a\n" and record.copy_id is not None
+    assert a.store.load(record.copy_id).content == "base: a\n"
 
 
 def test_verify_reports_differences(
