@@ -22,6 +22,7 @@ and inject its errors as faults; the module-level names are this machine's.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import shutil
@@ -65,6 +66,9 @@ class Primitives:
     dir_fsync: bool  # whether a directory can be opened and flushed (not on Windows)
     replace: ReplaceFn  # rename over an existing file, durably where the OS can say so
     rename: ReplaceFn  # rename to a name that does not exist
+    # Rename unless the new name exists (FileExistsError then, nothing changed); None where the
+    # OS has no such call (files.py then checks the name first, or links: see place_new).
+    rename_new: ReplaceFn | None
     unlink: UnlinkFn  # remove a file
     free_bytes: Callable[[str], int]  # bytes free to this user on the folder's filesystem
     no_hard_link_errnos: frozenset[int]  # os.link errors that mean "no hard links here"
@@ -130,7 +134,6 @@ def disk_usage_free(folder: str) -> int:
 
 
 if sys.platform == "win32":
-    import ctypes
     import msvcrt
     from ctypes import wintypes
 
@@ -157,6 +160,61 @@ else:
     _native_rename = os.rename
 
 
+# renameat2(2)'s flag (<linux/fs.h>) and renamex_np(2)'s (<stdio.h>, macOS 10.12+): fail with
+# EEXIST instead of replacing the new name. Linux's AT_FDCWD: paths relative to the working folder.
+RENAME_NOREPLACE_LINUX = 1
+RENAME_EXCL_DARWIN = 0x4
+AT_FDCWD_LINUX = -100
+
+
+def c_rename_new(platform: str) -> ReplaceFn | None:
+    """The C library's rename that refuses an existing new name (renameat2 with
+    RENAME_NOREPLACE on Linux, renamex_np with RENAME_EXCL on macOS), if this machine is
+    ``platform`` and its C library has it; else None.
+
+    Python has no such call: ``os.rename`` replaces the new name on POSIX. A hard link also fails
+    on a taken name, but a new link is a create with no close-write for inotify (the watcher
+    waits out its write-quiet time), and it needs an unlink after: one call keeps a save's
+    placing exactly the rename it was (bench: within noise of os.rename).
+    """
+    if platform != sys.platform or not (platform.startswith("linux") or platform == "darwin"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if platform == "darwin":
+            darwin = libc.renamex_np
+            darwin.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint)
+            darwin.restype = ctypes.c_int
+
+            def call(src: bytes, dst: bytes) -> int:
+                return int(darwin(src, dst, RENAME_EXCL_DARWIN))
+
+        else:
+            linux = libc.renameat2  # (glibc 2.28+; musl 1.2.5+)
+            linux.argtypes = (
+                ctypes.c_int,
+                ctypes.c_char_p,
+                ctypes.c_int,
+                ctypes.c_char_p,
+                ctypes.c_uint,
+            )
+            linux.restype = ctypes.c_int
+
+            def call(src: bytes, dst: bytes) -> int:
+                return int(linux(AT_FDCWD_LINUX, src, AT_FDCWD_LINUX, dst, RENAME_NOREPLACE_LINUX))
+
+    except (OSError, AttributeError):
+        return None
+
+    def rename_new(src: str, dst: str) -> None:
+        if call(os.fsencode(src), os.fsencode(dst)) != 0:
+            err = ctypes.get_errno()
+            # (OSError picks the subclass from the number: FileExistsError for EEXIST.)
+            raise OSError(err, os.strerror(err), src, None, dst)
+
+    return rename_new
+
+
 def primitives_for(
     platform: str,
     *,
@@ -175,6 +233,8 @@ def primitives_for(
             dir_fsync=False,
             replace=retrying(replace_once or _native_replace),
             rename=retrying(replace_once or _native_rename),
+            # MoveFileExW without MOVEFILE_REPLACE_EXISTING fails on a taken name already.
+            rename_new=retrying(replace_once or _native_rename),
             # DeleteFileW meets the same sharing violation while a scanner or an editor holds
             # the file open.
             unlink=retrying(unlink_once or os.unlink),
@@ -191,6 +251,7 @@ def primitives_for(
             dir_fsync=True,
             replace=replace_once or os.replace,
             rename=replace_once or os.rename,
+            rename_new=c_rename_new(platform),
             unlink=unlink_once or os.unlink,
             free_bytes=statvfs_free,
             no_hard_link_errnos=no_links,
@@ -202,6 +263,7 @@ def primitives_for(
         dir_fsync=True,
         replace=replace_once or os.replace,
         rename=replace_once or os.rename,
+        rename_new=c_rename_new(platform),
         unlink=unlink_once or os.unlink,
         free_bytes=statvfs_free,
         no_hard_link_errnos=no_links,

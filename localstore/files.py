@@ -116,6 +116,13 @@ _os = calls_for(_PLATFORM)
 _free_bytes = None if _PLATFORM.free_bytes is statvfs_free else _PLATFORM.free_bytes
 _DIR_FSYNC = _PLATFORM.dir_fsync
 _NO_HARD_LINKS = _PLATFORM.no_hard_link_errnos
+_RENAME_NEW = _PLATFORM.rename_new
+# What the no-replace rename answers where the filesystem does not support the flag (EINVAL:
+# NFS, older FUSE; ENOTSUP on macOS), or a kernel before 3.15 or a sandbox's filter (ENOSYS,
+# EPERM): the fallbacks of place_new and rename_new take over.
+_NO_RENAME_NEW = frozenset(
+    {errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP}
+)
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_BINARY
 # (Not on Windows before Python 3.13, where a file's mode is only its read-only flag.)
@@ -378,6 +385,10 @@ class PendingWrites:
     With ``keep_previous`` each replaced target is first hard-linked to a name of its own
     (``kept``, in replacement order): ``restore_previous`` renames them back (newest first),
     ``discard_previous`` removes them. Neither writes any data, so both work on a full disk.
+
+    A target added as ``new`` (the caller found nothing at its name) is placed with
+    ``place_new``, never renamed over: if another program created the name meanwhile,
+    ``commit`` stops there and raises NameTakenError, that file left as it is.
     """
 
     def __init__(
@@ -407,6 +418,11 @@ class PendingWrites:
         # then read every file again. ``take_placed`` hands them to the caller.
         self._inodes: dict[str, int] = {}
         self._placed: dict[str, int | None] = {}
+        # The temps whose target is new (placed with place_new), and every target placed by
+        # this object: an undo removes a new file only if it is one of these (not a file that
+        # another program put at the name).
+        self._create: set[str] = set()
+        self.placed: set[str] = set()
         # The random part of the temps' names, drawn for the expected files at once: a
         # getrandom() per temp (secrets.token_hex) was ~1.5 % of a download's CPU time. The same
         # source (os.urandom) and the same 8 hex digits a name; drawn again when used up.
@@ -420,7 +436,8 @@ class PendingWrites:
     def add(self, target: Path | str, data: bytes, *, new: bool = False) -> os.stat_result:
         """Write ``data`` to a temp file beside ``target``; returns the stat it will have (but
         for its change time, which the rename sets: see ``take_placed``). ``new``: the caller
-        knows nothing is at ``target`` (the default mode then, without looking)."""
+        knows nothing is at ``target``: the default mode then, without looking, and ``commit``
+        will not replace a file another program puts there meanwhile (see the class)."""
         target = os.fspath(target)  # strings inside: pathlib cost more than the write itself
         folder, name = os.path.split(target)
         tmp = os.path.join(folder, f".{name}.{self._token()}{TEMP_SUFFIX}")
@@ -453,6 +470,8 @@ class PendingWrites:
             raise map_os_error(exc, "cannot write", target) from exc
         self._temps.append((tmp, target))
         self._inodes[tmp] = st.st_ino
+        if new:
+            self._create.add(tmp)
         if self._flusher is not None:
             self._unflushed.append((fd, target))  # start_flush() or commit() hands it over
             return st
@@ -534,19 +553,34 @@ class PendingWrites:
         hold = self._flusher is not None and len(self._temps) < SYNCFS_MIN_FILES
         for i, (tmp, target) in enumerate(self._temps):
             try:
-                if self._keep_previous or target in self._keep_targets:
-                    self._keep(target)
-                elif hold:
-                    _hold(target, held)
-                _os.replace(tmp, target)
+                if tmp in self._create:
+                    # (Nothing to keep or hold: the name was free when the caller looked.)
+                    taken = not place_new(tmp, target)
+                else:
+                    taken = False
+                    if self._keep_previous or target in self._keep_targets:
+                        self._keep(target)
+                    elif hold:
+                        _hold(target, held)
+                    _os.replace(tmp, target)
             except OSError as exc:
-                for later_tmp, _ in self._temps[i:]:
-                    _unlink_quiet(later_tmp)
-                self._temps = []
+                self._drop_from(i)
                 raise map_os_error(exc, "cannot replace", target) from exc
+            if taken:
+                self._drop_from(i)
+                raise NameTakenError(target)
             self._placed[target] = _placed_ctime(target, self._inodes.pop(tmp, None))
+            self.placed.add(target)
             dirs[os.path.dirname(target)] = None
         self._temps = []
+        self._create.clear()
+
+    def _drop_from(self, i: int) -> None:
+        """Remove the temps from the ``i``-th on (a failed placing: none of them is placed)."""
+        for later_tmp, _ in self._temps[i:]:
+            _unlink_quiet(later_tmp)
+        self._temps = []
+        self._create.clear()
 
     def _release(self, held: list[int]) -> None:
         """Close the held replaced files on the flusher thread (here if it is shut down)."""
@@ -648,6 +682,7 @@ class PendingWrites:
             _unlink_quiet(tmp)
         self._temps = []
         self._inodes.clear()
+        self._create.clear()
 
 
 def _placed_ctime(target: str, inode: int | None) -> int | None:
@@ -721,12 +756,10 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
 def create_file(path: Path, data: bytes, *, mode: int = 0o644) -> bool:
     """Durably create ``path`` unless a file of that name exists: False then, changing nothing.
 
-    The temp is hard-linked to the name (which fails if it is taken) instead of renamed over it:
-    reconcile writing a meta for a YAML that had none must not replace the pair's own meta,
-    landing between the read that found none and the write (a tool writing the pair file by
-    file); the rename replaced it and its id was lost. Without hard links (FAT, some network
-    shares) the name is checked just before the rename (a far smaller window). Raises
-    StorageError.
+    The temp is placed with ``place_new`` (which fails if the name is taken) instead of renamed
+    over it: reconcile writing a meta for a YAML that had none must not replace the pair's own
+    meta, landing between the read that found none and the write (a tool writing the pair file
+    by file); the rename replaced it and its id was lost. Raises StorageError.
     """
     target = os.fspath(path)
     folder, name = os.path.split(target)
@@ -742,29 +775,104 @@ def create_file(path: Path, data: bytes, *, mode: int = 0o644) -> bool:
                 view = view[os.write(fd, view) :]
         finally:
             _fsync_and_close(fd)
-        try:
-            os.link(tmp, target, follow_symlinks=False)
-        except FileExistsError:
+        if not place_new(tmp, target):
             return False
-        except OSError as exc:
-            if exc.errno not in _NO_HARD_LINKS:
-                raise
-            if os.path.lexists(target):
-                return False
-            replace_file(tmp, target)
     except OSError as exc:
         raise map_os_error(exc, "cannot write", target) from exc
     finally:
         _unlink_quiet(tmp)
     if sys.platform.startswith("linux"):
-        # A new hard link is a create with no close-write to inotify: the watcher took the file
-        # for one still being written and waited its write-quiet time (seconds) before the
-        # echo's check, holding a `sync`'s wait for the watcher back as long. Opened for writing
-        # and closed (nothing written: content and times unchanged) it is complete, as a rename
-        # into place says.
+        # A new hard link (place_new where the filesystem has no no-replace rename) is a create
+        # with no close-write to inotify: the watcher took the file for one still being written
+        # and waited its write-quiet time (seconds) before the echo's check, holding a `sync`'s
+        # wait for the watcher back as long. Opened for writing and closed (nothing written:
+        # content and times unchanged) it is complete, as a rename into place says.
         with suppress(OSError):
             os.close(os.open(target, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)))
     fsync_dir(folder)
+    return True
+
+
+class NameTakenError(StorageError):
+    """A name a write believed free was taken (by another program) before the file could be
+    placed there; nothing was replaced (the store finds the newcomer and writes again)."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(
+            f"{target} was created by another program while it was being written",
+            hint="try again (the file that appeared is kept)",
+        )
+        self.target = target
+
+
+def _rename_new_native(src: str, dst: str) -> bool | None:
+    """The platform's rename that refuses a taken name: True if renamed, False if ``dst`` is
+    taken, None if this OS or filesystem has none (or a sandbox refuses it)."""
+    if _RENAME_NEW is None:
+        return None
+    try:
+        _RENAME_NEW(src, dst)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno in _NO_RENAME_NEW:
+            return None
+        raise
+    return True
+
+
+def rename_new(src: Path | str, dst: Path | str) -> bool:
+    """Rename ``src`` to ``dst`` unless something has that name: False then, nothing changed.
+
+    A name that is ``src``'s own (a case-only rename on a case-insensitive filesystem, where
+    the no-replace rename finds it taken) is renamed. Without a no-replace rename the name is
+    checked just before the rename (a far smaller window than the caller's look). Raises
+    OSError.
+    """
+    src, dst = os.fspath(src), os.fspath(dst)
+    done = _rename_new_native(src, dst)
+    if done is None:
+        if os.path.lexists(dst) and not _same_file(src, dst):
+            return False
+        _os.rename(src, dst)
+        return True
+    if not done and _same_file(src, dst):
+        _os.rename(src, dst)
+        return True
+    return done
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samestat(os.lstat(a), os.lstat(b))
+    except OSError:
+        return False
+
+
+def place_new(tmp: str, target: str) -> bool:
+    """Move the temp file ``tmp`` to ``target`` unless something has that name: False then
+    (``tmp`` stays, the caller removes it).
+
+    A file another program (an editor) created at a name the caller found free must not be
+    renamed over: ``os.replace`` would lose it unrecorded. The no-replace rename where there is
+    one; else a hard link, which fails on a taken name (then the temp's name is removed); else
+    (FAT, some network shares) the name is checked just before the rename. Raises OSError.
+    """
+    done = _rename_new_native(tmp, target)
+    if done is not None:
+        return done
+    try:
+        os.link(tmp, target, follow_symlinks=False)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        if os.path.lexists(target):
+            return False
+        replace_file(tmp, target)
+        return True
+    _unlink_quiet(tmp)
     return True
 
 

@@ -25,7 +25,7 @@ import threading
 import unicodedata
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1388,25 +1388,28 @@ class BlueprintStore:
         self._prejudge(requests)
         refused: dict[int, LocalStoreError] = {}
         recorded_first = None if origin == "remote" or self.index.write_open else set[str]()
+        taken_names: set[str] = set()
         while True:
             try:
                 results = self._save_attempt(requests, origin, refused, recorded_first)
                 break
             except _RecordFirst as first:
                 assert recorded_first is not None  # (raised only when it is a set)
-                # Every path of the batch that holds an unrecorded edit, not only the one met:
-                # one at a time, a batch over N edited files (a git pull with no watcher, then
-                # the app rewriting them) ran N+1 attempts, each writing and undoing the files
-                # of every item before the one that stopped it (N squared file writes).
-                todo = [first.rel] + [
-                    rel
-                    for rel in self._unrecorded_paths(
-                        self._request_paths(requests), new_files=self._new_path_check()
-                    )
-                    if rel not in recorded_first and rel != first.rel
-                ]
-                recorded_first.update(todo)
-                self._commit_ingest(todo)
+                self._commit_batch_edits(requests, first.rel, recorded_first)
+            except fs.NameTakenError as taken:
+                # Another program (an editor, which takes no lock of ours) created a name this
+                # attempt found free, between its look and its placing the file there: nothing
+                # was replaced, the attempt was undone, and it runs again. That one finds the
+                # file, as any unrecorded file at a save's target: recorded first (or in the
+                # batch), then saved over with its version in history, or the item refused.
+                if taken.target in taken_names:
+                    # Taken again though the new attempt looked: a name the folder's listing
+                    # cannot show (a Windows short name), or an editor deleting and creating
+                    # it over and over. Reported (nothing changed) rather than tried forever.
+                    raise
+                taken_names.add(taken.target)
+                if recorded_first is not None:
+                    self._commit_batch_edits(requests, self._rel_of(taken.target), recorded_first)
             except _ItemRefused as refusal:
                 # A hook refused its item after the item was written: the attempt was undone
                 # (index and files), and runs again without that item, so the refused item
@@ -1416,6 +1419,29 @@ class BlueprintStore:
         if strict and isinstance(results[0], LocalStoreError):
             raise results[0]
         return results
+
+    def _commit_batch_edits(
+        self, requests: Sequence[SaveRequest], first: str, recorded_first: set[str]
+    ) -> None:
+        """Commit the unrecorded edit at ``first`` and at every other path of the batch that
+        holds one, before the batch runs again (see _record_first)."""
+        # Every path, not only the one met: one at a time, a batch over N edited files (a git
+        # pull with no watcher, then the app rewriting them) ran N+1 attempts, each writing and
+        # undoing the files of every item before the one that stopped it (N squared writes).
+        todo = [first] + [
+            rel
+            for rel in self._unrecorded_paths(
+                self._request_paths(requests), new_files=self._new_path_check()
+            )
+            if rel not in recorded_first and rel != first
+        ]
+        recorded_first.update(todo)
+        self._commit_ingest(todo)
+
+    def _rel_of(self, target: str) -> str:
+        """The YAML path (relative, '/'-separated) of the pair that holds the file ``target``."""
+        rel = os.path.relpath(target, self._root_str).replace(os.sep, "/")
+        return fs.yaml_path_for(rel) if rel.endswith(fs.META_SUFFIX) else rel
 
     def _save_attempt(
         self,
@@ -1455,7 +1481,7 @@ class BlueprintStore:
             # previous versions are put back so the caller's error means "nothing changed".
             batch.pending.abort()
             batch.pending.restore_previous()
-            self._undo_touched(batch.touched, batch.ingested)
+            self._undo_touched(batch.touched, batch.ingested, batch.pending.placed)
             if isinstance(exc, apsw.Error):  # never leaks out of the public API
                 raise map_apsw_error(exc, "save") from exc
             raise
@@ -1507,10 +1533,11 @@ class BlueprintStore:
         self,
         touched: Sequence[tuple[Row | None, str]],
         ingested: Mapping[str, tuple[bytes, bytes | None]],
+        placed: Container[str],
     ) -> None:
         """Put back the files of a batch's saves, newest first (see :meth:`_undo_files`)."""
         for existing, new_rel in reversed(touched):
-            self._undo_files(existing, new_rel, ingested)
+            self._undo_files(existing, new_rel, placed, ingested)
 
     def _undo_released(
         self,
@@ -1541,7 +1568,7 @@ class BlueprintStore:
                 continue
             for rel in (new_rel, fs.meta_path_for(new_rel)):
                 pending.restore_latest(str(self.abspath(rel)))
-            self._undo_files(existing, new_rel, ingested)
+            self._undo_files(existing, new_rel, pending.placed, ingested)
         pending.discard_previous()
 
     def _holds(self, rel: str, yaml_sha: str, meta_sha: str) -> bool:
@@ -2133,8 +2160,9 @@ class BlueprintStore:
         an lstat. A download creates thousands of new names in a few folders: one listing per
         folder and batch replaces an lstat of a missing name per blueprint (each a search of the
         whole folder). The listing is as old as the batch, which holds the write lock; an editor
-        creating the name later in the batch is the race the rename at the batch's end has
-        anyway."""
+        (which takes no lock of ours) creating the name later in the batch is not renamed over:
+        such a name is placed with files.place_new, and the batch runs again if it was taken
+        (see _save_batch)."""
         folder, _, name = target.rpartition(os.sep)
         listed = batch.folders.get(folder)
         if listed is not None and fs.path_key(name) not in listed:
@@ -2248,17 +2276,28 @@ class BlueprintStore:
         self,
         existing: Row | None,
         new_rel: str,
+        placed: Container[str],
         ingested_pairs: Mapping[str, tuple[bytes, bytes | None]] | None = None,
     ) -> None:
-        """Put the committed version back after a failed save (best effort; reconcile heals)."""
+        """Put the committed version back after a failed save (best effort; reconcile heals).
+
+        ``placed``: the files the save put in place. A new pair's file that is not one of them
+        was never written (the save failed first), or is another program's (an editor created
+        the name the save found free): removed, it was lost with no revision anywhere."""
         if existing is None or existing.deleted:
             try:
-                if self.abspath(new_rel).exists():
-                    self._remove_pair(new_rel)
+                for rel in (new_rel, fs.meta_path_for(new_rel)):
+                    target = self.abspath(rel)
+                    if str(target) in placed:
+                        fs.remove_file(target)
+                self._prune_empty_dirs(self.abspath(new_rel).parent)
             except (OSError, StorageError):
                 log.warning("could not remove %s after a failed save", new_rel)
             return
-        if existing.path != new_rel:
+        if existing.path != new_rel and not os.path.lexists(self.abspath(existing.path)):
+            # (A file at the old name: the move never happened, its destination was taken
+            # first, see _rename_pair; or another program made the name since. Either way
+            # nothing goes back over it.)
             self._rename_pair_quiet(new_rel, existing.path)
         ingested = ingested_pairs.get(existing.path) if ingested_pairs is not None else None
         self._restore_pair_best_effort(existing, ingested)
@@ -2311,7 +2350,11 @@ class BlueprintStore:
             log.warning("could not put back %s after a failed write", existing.path)
 
     def _rename_pair(self, old_rel: str, new_rel: str) -> None:
-        """Move both files of a pair (YAML first; reconcile re-pairs a YAML that moved alone)."""
+        """Move both files of a pair (YAML first; reconcile re-pairs a YAML that moved alone).
+
+        The new names were found free: a file another program put at one since is not renamed
+        over (it was lost, unrecorded). Raises NameTakenError then, the pair back where it was."""
+        moved: list[tuple[Path, Path]] = []
         for src, dst in (
             (old_rel, new_rel),
             (fs.meta_path_for(old_rel), fs.meta_path_for(new_rel)),
@@ -2320,7 +2363,10 @@ class BlueprintStore:
             try:
                 # (The platform's rename: on Windows written through, the folder cannot be
                 # flushed there, and retried while an editor or a scanner has the file open.)
-                fs.rename_file(src_abs, dst_abs)
+                if not fs.rename_new(src_abs, dst_abs):
+                    for back_src, back_dst in moved:
+                        fs.rename_new(back_dst, back_src)
+                    raise fs.NameTakenError(str(dst_abs))
             except FileNotFoundError:
                 continue
             except OSError as exc:
@@ -2329,6 +2375,7 @@ class BlueprintStore:
                         continue  # (Linux says EXDEV before it looks for the file: none here)
                     raise _cross_disk_error(old_rel, new_rel) from exc
                 raise fs.map_os_error(exc, "cannot move", src_abs) from exc
+            moved.append((src_abs, dst_abs))
         fs.fsync_dir(self.abspath(new_rel).parent)
         old_dir = self.abspath(old_rel).parent
         if old_dir != self.abspath(new_rel).parent:
@@ -2341,13 +2388,6 @@ class BlueprintStore:
             self._rename_pair(old_rel, new_rel)
         except StorageError:  # reconcile on the next open records wherever the pair is
             log.warning("could not move %s back to %s after a failed write", old_rel, new_rel)
-
-    def _remove_pair(self, rel: str, *, keep: str | None = None) -> None:
-        for p in (rel, fs.meta_path_for(rel)):
-            if keep is not None and p in (keep, fs.meta_path_for(keep)):
-                continue
-            fs.remove_file(self.abspath(p))
-        self._prune_empty_dirs(self.abspath(rel).parent)
 
     def _prune_empty_dirs(self, directory: Path) -> None:
         root = self.root.resolve()

@@ -2,8 +2,9 @@
 
 After a power cut, data written but not fsynced may be gone, and a create, rename, unlink or
 mkdir not followed by an fsync of its directory may be undone (ext4, XFS, APFS all allow it).
-``DurabilityRecorder`` wraps ``os.open``/``os.write``/``os.fsync``/``os.rename``/... and the
-built-in ``open`` purely to RECORD: every real call still runs, nothing is faked. It keeps what
+``DurabilityRecorder`` wraps ``os.open``/``os.write``/``os.fsync``/``os.rename``/..., the
+platform's rename that refuses a taken name (``files._RENAME_NEW``, a C call: how a save places
+a new file) and the built-in ``open`` purely to RECORD: every real call still runs, nothing is faked. It keeps what
 is still volatile:
 
 - ``content``: a file written (``os.write``, ``os.ftruncate``, ``open`` for writing) since its
@@ -222,6 +223,18 @@ class DurabilityRecorder:
                 rec(f"link {d}")
                 self._entry("link", d)
 
+        real_rename_new = fs._RENAME_NEW
+
+        def files_rename_new(src: str, dst: str) -> None:
+            s, d = _abs(src), _abs(dst)
+            assert real_rename_new is not None
+            real_rename_new(src, dst)
+            with self._lock:
+                rec(f"rename_new {s} -> {d}")
+                self._entry("rename-out", s)
+                self._entry("rename-in", d)
+                self._moved(s, d)
+
         def os_sync() -> None:
             real["sync"]()
             with self._lock:
@@ -271,6 +284,8 @@ class DurabilityRecorder:
         mp.setattr(os, "link", os_link)
         mp.setattr(os, "sync", os_sync)
         mp.setattr(fs, "syncfs", files_syncfs)
+        if real_rename_new is not None:
+            mp.setattr(fs, "_RENAME_NEW", files_rename_new)
         mp.setattr(builtins, "open", b_open)
         mp.setattr(io, "open", b_open)
 

@@ -29,10 +29,15 @@ class Injector:
     """Fail the n-th call of an os function with an OSError."""
 
     def __init__(
-        self, name: str, n: int, err: int, when: Callable[..., bool] | None = None
+        self,
+        name: str,
+        n: int,
+        err: int,
+        when: Callable[..., bool] | None = None,
+        real: Callable[..., object] | None = None,
     ) -> None:
         self.name, self.n, self.err, self.when = name, n, err, when
-        self.real = getattr(os, name)
+        self.real = real or getattr(os, name)
         self.calls = 0
 
     def __call__(self, *args, **kwargs):
@@ -63,6 +68,21 @@ FAULTS = [
     ("replace-meta", "replace", 2, errno.EACCES, PermissionDeniedError, None),
     ("edquot-write", "write", 1, errno.EDQUOT, DiskFullError, None),
 ]
+
+
+def _inject_rename_new(
+    monkeypatch: pytest.MonkeyPatch, n: int, err: int, fallback: str
+) -> Injector:
+    """Fail the n-th rename that refuses a taken name (files.place_new, files.rename_new: a new
+    file's placing, a move). The platform's call (renameat2 on Linux: not an ``os`` function),
+    or where there is none the ``os`` call files.py falls back to (``fallback``)."""
+    if fs._RENAME_NEW is None:
+        injector = Injector(fallback, n, err)
+        monkeypatch.setattr(os, fallback, injector)
+    else:
+        injector = Injector("rename_new", n, err, real=fs._RENAME_NEW)
+        monkeypatch.setattr(fs, "_RENAME_NEW", injector)
+    return injector
 
 
 def _state(home: Path) -> dict[str, bytes]:
@@ -104,7 +124,11 @@ def test_fault_during_create_leaves_nothing(
 ) -> None:
     store.save("other", OLD)
     before = _state(home)
-    monkeypatch.setattr(os, func, Injector(func, n, err, when))
+    if func == "replace":
+        # A new name is placed with a rename that refuses a taken one (files.place_new).
+        _inject_rename_new(monkeypatch, n, err, "link")
+    else:
+        monkeypatch.setattr(os, func, Injector(func, n, err, when))
     with pytest.raises(expected):
         store.save("w/new", NEW)
     monkeypatch.undo()
@@ -133,7 +157,8 @@ def test_fault_in_index_transaction_after_files_restores_files(store, home: Path
 def test_fault_during_move(store, home: Path, monkeypatch) -> None:
     bp = store.save("a/flow", OLD)
     before = _state(home)
-    monkeypatch.setattr(os, "rename", Injector("rename", 2, errno.EIO))
+    # (A move's destination was found free: renamed with files.rename_new, never over a file.)
+    _inject_rename_new(monkeypatch, 2, errno.EIO, "rename")
     with pytest.raises(StorageError):
         store.move(bp.id, "b/flow")
     monkeypatch.undo()

@@ -74,6 +74,8 @@ def hold(monkeypatch: pytest.MonkeyPatch) -> Callable[..., HeldFiles]:
         # files.py as imported on Windows, its single calls being the (refusing) os ones.
         prims = _durable.primitives_for("win32", replace_once=os.replace, unlink_once=os.unlink)
         monkeypatch.setattr(fs, "_os", _durable.calls_for(prims))
+        # (And its rename to a free name, a move's: MoveFileExW without replacing, retried.)
+        monkeypatch.setattr(fs, "_RENAME_NEW", prims.rename_new)
         return h
 
     return start
