@@ -901,13 +901,13 @@ class Index:
         self._txn_rids: set[int] | None = set()
         self.blueprint_commits = 0
         # The schema version of each component this connection brought up to date (what its
-        # code knows), for newer_version(); and the refusal of a write because a newer
-        # localstore upgraded the core meanwhile, once one was refused (None until then).
+        # code knows), for newer_version() and write(); and the refusal of a write because a
+        # newer localstore upgraded one of them meanwhile, once one was refused (None until then).
         self._known_versions: dict[str, int] = {}
         self.newer: NewerIndexError | None = None
-        # This connection's ``PRAGMA data_version`` when newer_version() last read the versions
-        # and found none newer (None: read them next time). Only another connection's commit
-        # can upgrade the index, and every such commit moves data_version.
+        # This connection's ``PRAGMA data_version`` when newer_version() or write() last read
+        # the versions and found none newer (None: read them next time). Only another
+        # connection's commit can upgrade the index, and every such commit moves data_version.
         self._versions_checked_at: int | None = None
         self.conn.set_rollback_hook(self._on_sqlite_rollback)
         self.conn.set_update_hook(self._on_row_change)
@@ -1080,7 +1080,11 @@ class Index:
                 if outer:
                     self._begin_immediate(cur)
                     self.write_serial += 1
-                    newer = int(str(cur.execute("PRAGMA user_version").fetchall()[0][0]))
+                    # The versions are read only when another connection committed since they
+                    # were last found fine (an upgrade is such a commit): one pragma per write,
+                    # no page read, as the core check alone cost before.
+                    seen = int(str(cur.execute("PRAGMA data_version").fetchall()[0][0]))
+                    newer = None if seen == self._versions_checked_at else self._newer_in(cur)
                 else:
                     cur.execute(f"SAVEPOINT {name}")
             except apsw.Error as exc:
@@ -1088,16 +1092,19 @@ class Index:
                 if not outer and self._note_lost(conn, exc):
                     self._raise_lost(outer, self._lost_cause)
                 raise map_apsw_error(exc, "start a write") from exc
-            if outer and newer > len(CORE_MIGRATIONS):
-                # A newer localstore upgraded the index since this one opened it (the app
+            if outer and newer is not None:
+                # A newer localstore upgraded the index (the core, or the tables of a component
+                # this connection uses: sync's, app data's) since this one opened it (the app
                 # updated while the daemon ran): its rows may mean what this code does not
                 # write (the bump is what keeps an older version out at open), so no write,
-                # as at open. (The version is in the file's header: no page is read for it.)
+                # as at open.
                 cur.execute("ROLLBACK")
                 # Kept: a long-running owner (the daemon's tick) stops on it, whichever of its
                 # threads met it first (docs/daemon.md, "A newer localstore upgraded the home").
-                self.newer = self._newer_error("core", newer, len(CORE_MIGRATIONS))
+                self.newer = newer
                 raise self.newer
+            if outer:
+                self._versions_checked_at = seen
             self._depth += 1
             if outer:
                 self._owner = threading.get_ident()
@@ -1469,14 +1476,25 @@ class Index:
             seen = int(str(cur.execute("PRAGMA data_version").fetchall()[0][0]))
             if seen == self._versions_checked_at:
                 return None
-            core = int(str(cur.execute("PRAGMA user_version").fetchall()[0][0]))
+            newer = self._newer_in(cur)
+            if newer is None:
+                self._versions_checked_at = seen
+        return newer
+
+    def _newer_in(self, cur: Any) -> NewerIndexError | None:
+        """The refusal for the core, or a component this connection brought up to date, whose
+        version in the index is above what this code knows (read with ``cur``); else None."""
+        core = int(str(cur.execute("PRAGMA user_version").fetchall()[0][0]))
+        versions = {"core": core}
+        if self._known_versions.keys() - {"core"}:
+            # (The table is there: the core's registration made it, before any other's.)
             rows = cur.execute("SELECT component, version FROM component_versions").fetchall()
-            versions = {str(c): int(str(v)) for c, v in rows}
-            versions["core"] = max(core, versions.get("core", 0))
-            for component, known in sorted(self._known_versions.items()):
-                if versions.get(component, 0) > known:
-                    return self._newer_error(component, versions[component], known)
-            self._versions_checked_at = seen
+            versions.update((str(c), int(str(v))) for c, v in rows)
+            versions["core"] = max(core, versions["core"])
+        known = {"core": len(CORE_MIGRATIONS), **self._known_versions}
+        for component in sorted(known, key=lambda c: (c != "core", c)):  # (the core first)
+            if versions.get(component, 0) > known[component]:
+                return self._newer_error(component, versions[component], known[component])
         return None
 
     def _newer_error(self, component: str, version: int, known: int) -> NewerIndexError:

@@ -619,6 +619,13 @@ class SyncEngine:
             self.lock.release()
 
     def _cycle(self, report: SyncReport) -> None:
+        newer = self.store.index.newer_version()
+        if newer is not None:
+            # Refused before anything goes to the server or into state/: the steps before the
+            # first write only read (an idle poll takes no write lock until its end), and this
+            # version must not push from tables a newer localstore upgraded. (One pragma when no
+            # other connection committed; the writes check again, for an upgrade mid-cycle.)
+            raise newer
         self._push_count, self._push_bytes = self.batch_size, self.batch_bytes
         self._reasked_for_refusal = False
         self._record_held_bases()  # before anything can fail on the network
@@ -718,6 +725,23 @@ class SyncEngine:
             # Once per engine: afterwards this engine is the one that writes it.
             self._account = account_record.read(state_dir)
         recorded = self._account
+        with self.store.index.read() as cur:
+            # The usual poll: the index already names this account and the watermark was
+            # recomputed, so the steps below would only read. Read without the write lock, which
+            # every other process's writer waits for (the email as the write below reads it).
+            same = self._settled and st.get_state(cur, "identity") == identity
+            email = st.get_state(cur, st.EMAIL_PREFIX + identity) if same else None
+        if not same:
+            email = self._take_identity(identity, recorded)
+        current = account_record.AccountRecord(identity, email)
+        if current != recorded and account_record.write_quietly(state_dir, current):
+            self._account = current
+
+    def _take_identity(
+        self, identity: str, recorded: account_record.AccountRecord | None
+    ) -> str | None:
+        """The writes of ``_check_identity`` (restore, refuse, reset, settle); the e-mail noted
+        for ``identity``. Raises AccountMismatchError for another user of the project."""
         with self.store.index.write() as cur:
             if recorded is not None and st.restore_identity(cur, recorded.identity, recorded.email):
                 # The index was rebuilt (`check --fix`): the account survives it.
@@ -738,9 +762,7 @@ class SyncEngine:
                 # an older version (no watermark) or copied around is never trusted blindly.
                 st.settle(cur, rescan=True)
                 self._settled = True
-        current = account_record.AccountRecord(identity, email)
-        if current != recorded and account_record.write_quietly(state_dir, current):
-            self._account = current
+        return email
 
     # -- the record of synced bases kept besides the index (sync.base_record) -------------------
 
@@ -1843,6 +1865,10 @@ class SyncEngine:
         unpark: Sequence[str] = (),
         ancestors: dict[str, RevisionMatch] | None = None,
     ) -> None:
+        if not rows and not unpark and self._cursor_kept(cursor):
+            # An empty page (an idle poll) leaves the cursor where it is: nothing to commit,
+            # so no write lock, which every other process's writer waits for.
+            return
         stats = ApplyStats()
         if ancestors is None:
             ancestors = self._ancestors(rows)
@@ -1866,6 +1892,17 @@ class SyncEngine:
                 st.set_state(cur, "cursor", str(cursor[0]))
                 st.set_state(cur, "horizon", str(cursor[1]))
         self._finish_apply(stats, report)
+
+    def _cursor_kept(self, cursor: tuple[int, int] | None) -> bool:
+        """Whether the index holds ``cursor`` (next, horizon) already (or it is None) and no
+        apply journal: then an apply of no rows would write nothing."""
+        with self.store.index.read() as cur:
+            if st.journal_read(cur):
+                return False
+            return cursor is None or (
+                st.get_state(cur, "cursor") == str(cursor[0])
+                and st.get_state(cur, "horizon") == str(cursor[1])
+            )
 
     def _apply_batched(
         self, cur: Any, applier: Applier, rows: Sequence[ServerRow], report: SyncReport
@@ -2044,6 +2081,11 @@ class SyncEngine:
 
     def _recover_journal(self) -> None:
         """Settle the rows of an apply that a kill cut short (see ``sync._state`` journal)."""
+        with self.store.index.read() as cur:
+            # Empty but after a kill: no write lock for nothing (only a sync of this home,
+            # which holds its lock, writes the journal, so none appears after this read).
+            if not st.journal_read(cur):
+                return
         with self.store.index.write() as cur:
             for entry in st.journal_read(cur):
                 self._recover_entry(cur, entry)
@@ -2573,8 +2615,9 @@ def _engine_args(
 def _record_failed(exc: BaseException) -> None:
     """Log a failed update of the base record (never raised: the index still holds the bases,
     and a later step or cycle appends them). A store closed under the cycle is no failure: the
-    loop stops quietly on its next step."""
-    if not isinstance(exc, StoreClosedError):
+    loop stops quietly on its next step; nor is an index a newer localstore upgraded meanwhile:
+    the cycle's next write is refused too, and the loop stops on it with its own line."""
+    if not isinstance(exc, StoreClosedError | NewerIndexError):
         log.warning("sync: could not update the record of synced bases: %s", exc)
 
 

@@ -18,6 +18,7 @@ import localstore
 from localstore import index as index_mod
 from localstore._identity import replace_device_id
 from localstore.index import FTS_OPTIMIZED_KEY, Maintainer
+from localstore.kv import KVStore
 from localstore.store import BlueprintStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -159,3 +160,92 @@ def test_no_write_after_a_newer_localstore_upgraded_the_index_under_an_open_stor
     finally:
         app.close()
     assert not (home / "blueprints" / "a" / "two.blueprint.yaml").exists()
+
+
+def _raise_component(home: Path, component: str) -> None:
+    """A newer localstore's migration of one component's tables only (its core unchanged)."""
+    _other_process(
+        home,
+        f"""
+        with s.index.write() as cur:
+            cur.execute("UPDATE component_versions SET version = version + 1 "
+                        "WHERE component = '{component}'")
+        """,
+    )
+
+
+def test_no_write_after_a_newer_localstore_upgraded_a_component_this_store_uses(
+    tmp_path: Path,
+) -> None:
+    """Each component's tables have their own version (app data, sync, credentials, the
+    archive), bumped without the core's when only they change. Only the core's was checked per
+    write: a store that used app data went on writing its rows as its own version means them
+    after a newer one upgraded those tables. Every write of that connection is refused then, as
+    for the core (a transaction may write any table; the daemon and an app's sync stop on it)."""
+    home = tmp_path / "home"
+    app = localstore.open(home=home, maintenance=False)
+    kv = KVStore(app.index)
+    try:
+        kv.save("k", "v1")
+        app.save("a/one", "v: 1\n")
+        _raise_component(home, "kv")
+        with pytest.raises(localstore.errors.NewerIndexError, match=r"\(kv schema v\d+;"):
+            kv.save("k", "v2")
+        with pytest.raises(localstore.errors.NewerIndexError, match="upgrade localstore"):
+            app.save("a/two", "v: 2\n")
+        assert app.index.newer_version() is app.index.newer
+        assert kv.load("k") == "v1"  # (reads go on)
+    finally:
+        kv.close()
+        app.close()
+    assert not (home / "blueprints" / "a" / "two.blueprint.yaml").exists()
+
+
+def test_a_newer_component_this_store_does_not_use_leaves_its_writes_alone(
+    tmp_path: Path,
+) -> None:
+    """As at open: an older build refuses only what uses the newer component (a home whose app
+    data a newer build upgraded still saves blueprints under an older one that never opened
+    them)."""
+    home = tmp_path / "home"
+    with localstore.open(home=home, maintenance=False) as first:
+        KVStore(first.index).close()  # (the kv tables exist, at this version)
+    app = localstore.open(home=home, maintenance=False)
+    try:
+        _raise_component(home, "kv")
+        app.save("a/one", "v: 1\n")
+        assert app.index.newer_version() is None
+    finally:
+        app.close()
+
+
+def test_the_per_write_version_check_reads_no_table_until_another_connection_commits(
+    tmp_path: Path,
+) -> None:
+    """What keeps the check cheap: the versions are read only when ``PRAGMA data_version`` says
+    another connection committed since they were last found fine (an upgrade is such a commit);
+    otherwise a write runs that one pragma, as the core check did alone before."""
+    home = tmp_path / "home"
+    app = localstore.open(home=home, maintenance=False)
+    kv = KVStore(app.index)
+    statements: list[str] = []
+
+    def trace(_cursor: object, sql: str, _bindings: object) -> bool:
+        statements.append(sql)
+        return True
+
+    try:
+        kv.save("k", "v0")
+        app.index.conn.set_exec_trace(trace)
+        kv.save("k", "v1")
+        app.save("a/one", "v: 1\n")
+        assert not [s for s in statements if "component_versions" in s or "user_version" in s]
+        _other_process(home, 's.save("b/other", "v: 1\\n")')
+        statements.clear()
+        kv.save("k", "v2")
+        kv.save("k", "v3")
+        assert len([s for s in statements if "component_versions" in s]) == 1, statements
+    finally:
+        app.index.conn.set_exec_trace(None)
+        kv.close()
+        app.close()

@@ -47,3 +47,22 @@ def test_an_idle_cycle_writes_only_its_last_synced_time(
     assert (report.pushed, report.pulled) == (0, 0)
     assert a.engine.status().last_synced_at != before
     assert len(commits) == 1, commits
+
+
+def test_an_idle_cycle_takes_the_write_lock_once(
+    make_device: Callable[..., Device],
+) -> None:
+    """Each write transaction is a BEGIN IMMEDIATE: it waits for, and holds off, every other
+    process's writer (an app saving beside the daemon). An idle poll took it four times (the
+    identity check, the apply journal's recovery, the empty pull page's unchanged cursor and the
+    last-synced time); only the last one has anything to write."""
+    a = make_device("a")
+    for i in range(5):
+        a.store.save(f"team/b{i}", f"name: b{i}\n")
+    a.sync()
+    a.sync()
+    index = a.store.index
+    before = index.write_serial  # (outermost write transactions begun on this connection)
+    report = a.sync()
+    assert (report.pushed, report.pulled) == (0, 0)
+    assert index.write_serial - before == 1
