@@ -409,8 +409,8 @@ class _FileLock:
     def hold(self, *, reading: bool = False) -> Iterator[None]:
         """Hold the lock. ``reading``: for a read only, which also runs where this user may not
         write the folder (a read-only home): the lock file is then opened read-only (a lock
-        needs no write access), or, when it was never made, not taken. Nothing this process
-        writes can race that read, and a writer replaces the file whole (atomic_write)."""
+        needs no write access), or, when it was never made, not taken: a writer replaces the
+        file whole (atomic_write), so a read without the lock still sees one version of it."""
         with self._thread_lock:
             try:
                 fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
