@@ -21,11 +21,8 @@ import json
 import logging
 import os
 import re
-import shutil
 import stat
 import struct
-import sys
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -34,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from localstore import _durable, crypto
+from localstore import crypto
 from localstore import files as fs
+from localstore._held_temps import HeldFolder, make_held_folder, process_alive, remove_if_dead
 from localstore.blueprint import (
     BlueprintMeta,
     content_hash,
@@ -74,10 +72,12 @@ _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 log = logging.getLogger(__name__)
 
 STAGING_PREFIX = "import-staging-"
-# The plaintext zip of an encrypted export, in the cache: export-<pid>-XXXX.lstmp.
+# The plaintext zip of an encrypted export, in the cache: export-<pid>-XXXX/plaintext.lstmp (an
+# older version's: the file export-<pid>-XXXX.lstmp).
 EXPORT_TEMP_PREFIX = "export-"
 # A read-only home's encrypted export: its plaintext zip in a folder of its own in the user's temp
-# folder, localstore-export-<pid>-XXXX/ (archive._read_only_export_temp).
+# folder, localstore-export-<pid>-XXXX/ (archive._read_only_export_temp). Each of these folders,
+# and the import's staging folder, is held by its maker (localstore._held_temps).
 READ_ONLY_EXPORT_PREFIX = "localstore-export-"
 MAX_META_BYTES = 1024 * 1024
 MAX_ENTRY_NAME_CHARS = (
@@ -354,6 +354,7 @@ class _Staging:
     def __init__(self, root: Path) -> None:
         self._root = root
         self._path: Path | None = None
+        self._held: HeldFolder | None = None
         self._spool: _Spool | None = None
 
     def path(self) -> Path:
@@ -361,8 +362,8 @@ class _Staging:
         if self._path is None:
             private_cache(self._root)
             sweep_stale_temps(self._root)
-            prefix = f"{STAGING_PREFIX}{os.getpid()}-"
-            self._path = Path(tempfile.mkdtemp(prefix=prefix, dir=self._root))
+            self._held = make_held_folder(self._root, STAGING_PREFIX)
+            self._path = self._held.path
         return self._path
 
     def spool(self) -> _Spool:
@@ -374,8 +375,8 @@ class _Staging:
     def remove(self) -> None:
         if self._spool is not None:
             self._spool.close()
-        if self._path is not None:
-            shutil.rmtree(self._path, ignore_errors=True)
+        if self._held is not None:
+            self._held.remove()
 
 
 def private_cache(root: Path) -> None:
@@ -418,37 +419,28 @@ def private_cache(root: Path) -> None:
 
 def sweep_stale_temps(root: Path) -> None:
     """Remove staging folders left by imports, and plaintext zips left by encrypted exports, that
-    were killed (their process is gone): both may hold what the user meant to keep encrypted.
+    were killed: both may hold what the user meant to keep encrypted.
 
-    A ``finally`` cannot run after SIGKILL or power loss; the names carry the pid, so the next
-    import or export can tell a leftover from a concurrent one that is still running.
+    A ``finally`` cannot run after SIGKILL or power loss; each folder's lock (_held_temps) tells
+    a leftover from a concurrent import or export that is still running, in any pid namespace.
     """
-    for leftover in root.glob(f"{STAGING_PREFIX}*"):
-        pid_text = leftover.name[len(STAGING_PREFIX) :].split("-", 1)[0]
-        if pid_text.isdigit() and not process_alive(int(pid_text)):
-            shutil.rmtree(leftover, ignore_errors=True)
-    for leftover in root.glob(f"{EXPORT_TEMP_PREFIX}*{fs.TEMP_SUFFIX}"):
-        pid_text = leftover.name[len(EXPORT_TEMP_PREFIX) :].split("-", 1)[0]
-        if pid_text.isdigit() and not process_alive(int(pid_text)):
-            try:
-                leftover.unlink()
-            except OSError:  # removed by another export or import meanwhile
-                pass
+    for prefix in (STAGING_PREFIX, EXPORT_TEMP_PREFIX):
+        for leftover in root.glob(f"{prefix}*"):
+            if leftover.is_dir():
+                remove_if_dead(leftover, prefix)
+            elif prefix == EXPORT_TEMP_PREFIX and leftover.name.endswith(fs.TEMP_SUFFIX):
+                _remove_old_export_temp(leftover)
 
 
-def process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    if sys.platform == "win32":
-        # kill(pid, 0) is no probe there: signal 0 is CTRL_C_EVENT, sent to the pid's group.
-        return _durable.pid_alive(pid)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):  # exists but not ours, or no signal support: keep it
-        return True
-    return True
+def _remove_old_export_temp(leftover: Path) -> None:
+    """An older version's plaintext zip, a file ``export-<pid>-XXXX.lstmp`` with no lock: its pid
+    decides, as it did."""
+    pid_text = leftover.name[len(EXPORT_TEMP_PREFIX) :].split("-", 1)[0]
+    if pid_text.isdigit() and not process_alive(int(pid_text)):
+        try:
+            leftover.unlink()
+        except OSError:  # removed by another export or import meanwhile
+            pass
 
 
 def _bundle_size(src: Path) -> int:

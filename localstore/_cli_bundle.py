@@ -239,7 +239,8 @@ def import_cmd(
                 err=True,
             )
         passphrase = _passphrase(confirm=False) if encrypted else None
-        store = ctx.store()
+        # (--dry-run too: it may stage the bundle's files in the home's cache.)
+        store = ctx.store(writes="import a bundle")
         merger = _sync_merger() if on_conflict == "merge" else None
         with _progress_bars() as progress:
             result = import_bundle(

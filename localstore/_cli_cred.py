@@ -12,29 +12,73 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
 
 from localstore.cli import EXIT_NOT_FOUND, EXIT_USAGE, CliContext, errors_to_exit, fail, pass_ctx
 from localstore.credentials import MAX_VALUE_BYTES, CredentialStore, is_internal
-from localstore.errors import CredentialNotFoundError, InvalidInputError
+from localstore.errors import (
+    CredentialNotFoundError,
+    InvalidInputError,
+    LocalStoreError,
+    PermissionDeniedError,
+)
 from localstore.index import Index
 
+if TYPE_CHECKING:
+    from localstore.config import Settings
 
-def _open(ctx: CliContext, *, existing: bool = True) -> CredentialStore:
+
+def _open(ctx: CliContext, *, existing: bool = True, writes: str | None = None) -> CredentialStore:
     """The credential store of the selected home.
 
     ``existing``: a home that does not exist holds no credential names (its `ls` listed none,
     `get` and `rm` found nothing), and opening it made the home at a mistyped --home; only
     `set` (existing=False) creates one.
+
+    ``writes``: what a command that changes credentials does (``"store a credential"``); on a
+    home this user cannot write it says that the home is read-only and what to do. Without it
+    (ls, get: they only read the index) such a home's index is opened read-only instead, with a
+    note on stderr, as ``CliContext.store(read_only_ok=True)`` does for the store's reading
+    commands. Both failed with "cannot write the index".
     """
     if existing:
         ctx.require_home()
     settings = ctx.settings
-    settings.paths.ensure()
-    index = Index(settings.paths.index_db, busy_timeout_ms=settings.busy_timeout_ms)
+    try:
+        return _credential_store(settings)
+    except PermissionDeniedError as exc:
+        if writes is not None:
+            ctx.refuse_read_only(writes, exc)
+            raise
+        refused = exc
+    from localstore._read_only import unwritable_reason
+
+    reason = unwritable_reason(settings.paths)
+    try:
+        store = _credential_store(settings, read_only=reason)
+    except LocalStoreError as exc:
+        raise exc from refused  # (what stops the read, not the usual open's "cannot write")
+    click.echo(f"note: opened {settings.paths.data.parent} read-only ({reason})", err=True)
+    return store
+
+
+def _credential_store(settings: Settings, *, read_only: str | None = None) -> CredentialStore:
+    """The home's credential store, its index closed with the command; ``read_only``: why the
+    index must not be written (it is then opened read-only, and no folder is made)."""
+    if read_only is None:
+        settings.paths.ensure()
+    index = Index(
+        settings.paths.index_db, busy_timeout_ms=settings.busy_timeout_ms, read_only=read_only
+    )
+    try:
+        store = CredentialStore(index, settings)
+    except BaseException:
+        index.close()
+        raise
     click.get_current_context().call_on_close(index.close)
-    return CredentialStore(index, settings)
+    return store
 
 
 @contextmanager
@@ -91,7 +135,7 @@ def set_cmd(ctx: CliContext, name: str) -> None:
     """Store NAME; the value comes from stdin when piped, else from a hidden prompt."""
     with _cred_errors():
         _refuse_internal(name)
-        store = _open(ctx, existing=False)
+        store = _open(ctx, existing=False, writes="store a credential")
         # At a terminal the backend is chosen before the prompt: with no usable keychain the
         # typed error comes at once, not after the secret was typed twice. Piped input is read
         # first, as before: that costs nobody anything, and an oversized value is refused first.
@@ -125,7 +169,7 @@ def rm_cmd(ctx: CliContext, name: str) -> None:
     """Delete NAME from the keychain."""
     with _cred_errors():
         _refuse_internal(name)
-        store = _open(ctx)
+        store = _open(ctx, writes="delete a credential")
         store.delete(name)
         ctx.emit(
             {"name": name, "service": store.service, "deleted": True},

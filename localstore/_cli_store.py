@@ -163,7 +163,7 @@ def _note_nothing_matched(store: BlueprintStore, folder: str | None, tag: str | 
 def init_cmd(ctx: CliContext) -> None:
     """Create the folders and index of a home (safe to run again)."""
     with errors_to_exit():
-        store = ctx.store()
+        store = ctx.store(writes="set up the home")
         p = store.paths
         data = {
             "blueprints": str(p.blueprints),
@@ -223,7 +223,7 @@ def save_cmd(
             hint="split the blueprint or raise max_yaml_bytes in config.yaml",
         )
     with errors_to_exit():
-        bp = ctx.store().save(
+        bp = ctx.store(writes="save a blueprint").save(
             path, content, tags=list(tags) or None, name=name, description=description
         )
         ctx.emit(
@@ -367,7 +367,7 @@ def rm_cmd(ctx: CliContext, ref: str) -> None:
     with errors_to_exit():
         # existing=True: in a home that does not exist there is no blueprint to delete, and a
         # mistyped --home must not be left behind as a new, empty home.
-        rev = ctx.store(existing=True).delete(ref)
+        rev = ctx.store(existing=True, writes="delete a blueprint").delete(ref)
         ctx.emit(
             rev.to_dict(),
             lambda: click.echo(
@@ -383,7 +383,7 @@ def rm_cmd(ctx: CliContext, ref: str) -> None:
 def mv_cmd(ctx: CliContext, ref: str, new_path: str) -> None:
     """Move or rename a blueprint; its id and history are kept."""
     with errors_to_exit():
-        bp = ctx.store(existing=True).move(ref, new_path)  # (as rm)
+        bp = ctx.store(existing=True, writes="move a blueprint").move(ref, new_path)  # (as rm)
         ctx.emit(
             {k: v for k, v in bp.to_dict().items() if k != "content"},
             lambda: click.echo(f"moved to {bp.path} (id {bp.id})"),
@@ -461,7 +461,7 @@ def restore_cmd(ctx: CliContext, ref: str, rev: int, target: str | None) -> None
     elsewhere. REF may be the id of a deleted blueprint ('localstore rm' prints it).
     """
     with errors_to_exit():
-        store = ctx.store(existing=True)  # (as rm)
+        store = ctx.store(existing=True, writes="restore a revision")  # (as rm)
         before = store.row(ref, include_deleted=True)
         bp = store.restore(ref, rev, path=target)
 
@@ -489,8 +489,14 @@ def check_cmd(ctx: CliContext, fix: bool) -> None:
     """Compare the index with the files; exit 3 if problems remain."""
     with errors_to_exit():
         # Without --fix it only reads: a home this user cannot write is checked read-only
-        # (reported, nothing fixed); --fix there fails as any write does.
-        store = ctx.store(existing=True, read_only_ok=not fix, reconcile=False, recover_index=fix)
+        # (reported, nothing fixed); --fix there says that the home is read-only.
+        store = ctx.store(
+            existing=True,
+            read_only_ok=not fix,
+            writes="repair the index" if fix else None,
+            reconcile=False,
+            recover_index=fix,
+        )
         report = store.check(fix=fix)
 
         def human() -> None:

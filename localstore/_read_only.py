@@ -73,7 +73,7 @@ def home_read_only(paths: Paths) -> str | None:
 
 
 def refuse_read_only_home(paths: Paths, action: str) -> ReadOnlyStoreError | None:
-    """The refusal of ``action`` (a command that writes: watch, sync, the daemon) on a home
+    """The refusal of ``action`` (a command that writes: save, watch, sync, the daemon) on a home
     this user cannot write, or None when the home is not read-only. Its words are the CLI's:
     the library's ReadOnlyStoreError speaks of ``read_only=True``, which no command takes."""
     reason = home_read_only(paths)
@@ -89,8 +89,8 @@ def refuse_read_only_home(paths: Paths, action: str) -> ReadOnlyStoreError | Non
 READ_ONLY_HOME_HINT = (
     "a backup or snapshot: copy it to a folder you may write and use the copy; else make it "
     "writable (remount it read-write; check the owner and modes of its data folder and "
-    "index.db). ls, show, search, history, status, conflicts, check, export and doctor read "
-    "it as it is"
+    "index.db). ls, show, search, history, status, conflicts, check, export, doctor, cred ls "
+    "and cred get read it as it is"
 )
 
 

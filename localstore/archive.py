@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import secrets
-import shutil
 import stat
 import tempfile
 import uuid
@@ -57,11 +56,11 @@ from localstore._bundle_read import (
     options_arg,
     path_arg,
     private_cache,
-    process_alive,
     scrypt_within_limits,
     sweep_stale_temps,
 )
 from localstore._durable import WIN_IN_USE_ERRORS
+from localstore._held_temps import HeldFolder, make_held_folder, remove_if_dead
 from localstore._listing import filter_words
 from localstore.blueprint import (
     MAX_META_BYTES,
@@ -402,11 +401,12 @@ def export_bundle(
     if passphrase is not None and scrypt_params is not None:
         _check_scrypt_params(scrypt_params, limits)
     infos = check_export(store, dest_path, refs=refs, folder=folder, tag=tag, limits=limits)
-    private_folder: Path | None = None
+    private_folder: HeldFolder | None = None
     if passphrase is None:
         tmp_zip: Path | None = _temp_beside(dest_path)
     else:
-        tmp_zip, private_folder = _private_temp(store)
+        private_folder = _private_temp(store)
+        tmp_zip = private_folder.path / f"plaintext{fs.TEMP_SUFFIX}"
     final_tmp: Path | None = None
     try:
         assert tmp_zip is not None
@@ -430,7 +430,7 @@ def export_bundle(
                 except OSError:  # never created there (the error above says why); nothing to undo
                     pass
         if private_folder is not None:
-            shutil.rmtree(private_folder, ignore_errors=True)
+            private_folder.remove()
     size = dest_path.stat().st_size
     flagged = tuple(i.id for i in infos if not i.valid and _is_flagged(store, i.id))
     return ExportResult(dest_path, len(ids), size, passphrase is not None, tuple(ids), flagged)
@@ -521,56 +521,55 @@ def _temp_beside(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.{secrets.token_hex(4)}{fs.TEMP_SUFFIX}")
 
 
-def _private_temp(store: BlueprintStore) -> tuple[Path, Path | None]:
-    # The plaintext zip of an encrypted export never goes next to the destination (a USB stick, a
-    # shared folder): it lives in the home's cache, readable by the user only, and is deleted.
-    # Its name carries the pid, so the next export or import removes one a killed export left
-    # behind (and this export, the decrypted copy a killed import of an encrypted bundle left).
-    # Returns the file and, for a read-only home, the folder made for it (removed with it).
+def _private_temp(store: BlueprintStore) -> HeldFolder:
+    """The folder for the plaintext zip of an encrypted export, held until it is removed.
+
+    Never next to the destination (a USB stick, a shared folder): in the home's cache, readable
+    by the user only, and removed after the export. What a killed export left there is removed
+    by the next export or import (and this export removes what a killed import of an encrypted
+    bundle left): each folder is held by its maker (localstore._held_temps).
+    """
     if store.read_only_reason is not None:
-        folder = _read_only_export_temp()
-        return folder / f"plaintext{fs.TEMP_SUFFIX}", folder
+        return _read_only_export_temp()
     cache = store.paths.cache
     private_cache(cache)
     sweep_stale_temps(cache)
-    prefix = f"{EXPORT_TEMP_PREFIX}{os.getpid()}-"
     try:
-        fd, name = tempfile.mkstemp(prefix=prefix, suffix=fs.TEMP_SUFFIX, dir=cache)
+        return make_held_folder(cache, EXPORT_TEMP_PREFIX)
     except OSError as exc:  # (a raw PermissionError reached the CLI as "unexpected")
         raise fs.map_os_error(exc, "cannot write the export's temporary file in", cache) from exc
-    os.close(fd)
-    return Path(name), None
 
 
-def _read_only_export_temp() -> Path:
+def _read_only_export_temp() -> HeldFolder:
     """The plaintext zip's place for a read-only home, whose cache may not be written: a folder
     of its own (0700, a random name: mkdtemp) in the user's temp folder (TMPDIR).
 
     Not the temp folder itself: a name there another user may have taken first, or may swap in
     a folder they own (/tmp is sticky, but a folder's owner may rename what is in it). Not the
     destination's folder (a USB stick, a shared folder). Refusing the export (as once) left a
-    backup snapshot's blueprints no way out but in plaintext. The pid in the name lets the next
-    such export remove what a killed one left (``_sweep_read_only_temps``).
+    backup snapshot's blueprints no way out but in plaintext. The next such export removes what
+    a killed one left (``_sweep_read_only_temps``).
     """
     root = Path(tempfile.gettempdir())
     _sweep_read_only_temps(root)
     try:
-        folder = tempfile.mkdtemp(prefix=f"{READ_ONLY_EXPORT_PREFIX}{os.getpid()}-", dir=root)
+        return make_held_folder(root, READ_ONLY_EXPORT_PREFIX)
     except OSError as exc:
         raise fs.map_os_error(exc, "cannot write the export's temporary file in", root) from exc
-    return Path(folder)
 
 
 def _sweep_read_only_temps(root: Path) -> None:
-    """Remove this user's folders of killed read-only encrypted exports (their pid is gone)."""
+    """Remove this user's folders of killed read-only encrypted exports. Their lock, not their
+    pid, tells them from live ones: the temp folder may be shared with another pid namespace (a
+    container), where a live export's pid is no process here, or another one."""
     for leftover in root.glob(f"{READ_ONLY_EXPORT_PREFIX}*"):
-        pid_text = leftover.name[len(READ_ONLY_EXPORT_PREFIX) :].split("-", 1)[0]
         try:
-            mine = os.name == "nt" or leftover.lstat().st_uid == os.getuid()
+            st = leftover.lstat()
         except OSError:  # removed by another export meanwhile
             continue
-        if mine and pid_text.isdigit() and not process_alive(int(pid_text)):
-            shutil.rmtree(leftover, ignore_errors=True)
+        mine = os.name == "nt" or st.st_uid == os.getuid()
+        if mine and stat.S_ISDIR(st.st_mode):
+            remove_if_dead(leftover, READ_ONLY_EXPORT_PREFIX)
 
 
 def _zip_info(

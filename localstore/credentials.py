@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import json
 import logging
 import os
@@ -131,18 +132,24 @@ PROFILE_NAME_RULE = "a profile name has only letters, digits, '-', '_' and '.'"
 _odd_profiles_warned: set[str] = set()
 
 
-def _check_profile(index: Index, profile: str) -> None:
+def _check_profile(index: Index, profile: str, *, listed: bool = True) -> None:
     """Refuse a profile name outside the rule, unless credentials are listed under it already.
 
     Those were stored by a version without the rule; the index lists them (the cheap way to
-    tell), and they stay usable, with a warning once per process.
+    tell), and they stay usable, with a warning once per process. ``listed`` False: the index
+    has no credentials tables (a read-only one), so nothing is listed under any name.
     """
     if _PROFILE_NAME.fullmatch(profile):
         return
-    with index.read() as cur:
-        stored = cur.execute(
-            "SELECT 1 FROM credential_names WHERE service = ? LIMIT 1", (service_name(profile),)
-        ).fetchall()
+    stored = False
+    if listed:
+        with index.read() as cur:
+            stored = bool(
+                cur.execute(
+                    "SELECT 1 FROM credential_names WHERE service = ? LIMIT 1",
+                    (service_name(profile),),
+                ).fetchall()
+            )
     if stored:
         if profile not in _odd_profiles_warned:
             _odd_profiles_warned.add(profile)
@@ -399,9 +406,22 @@ class _FileLock:
         self._thread_lock = threading.Lock()
 
     @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
+    def hold(self, *, reading: bool = False) -> Iterator[None]:
+        """Hold the lock. ``reading``: for a read only, which also runs where this user may not
+        write the folder (a read-only home): the lock file is then opened read-only (a lock
+        needs no write access), or, when it was never made, not taken: a writer replaces the
+        file whole (atomic_write), so a read without the lock still sees one version of it."""
         with self._thread_lock:
-            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                if not reading or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    raise
+                try:
+                    fd = os.open(self._path, os.O_RDONLY)
+                except FileNotFoundError:
+                    yield
+                    return
             try:
                 # (record_backend takes it on Windows too: "import fcntl" failed there.)
                 _durable.try_lock(fd, blocking=True)
@@ -501,7 +521,7 @@ class EncryptedFileBackend:
 
     def get(self, service: str, name: str) -> str | None:
         """Return the value or None."""
-        with self._lock.hold():
+        with self._lock.hold(reading=True):
             return self._load().get(service, {}).get(name)
 
     def set(self, service: str, name: str, value: str) -> None:
@@ -769,8 +789,16 @@ class CredentialStore:
         self._follow_record = backend is None
         self._recorded = False
         self._backend_lock = threading.Lock()
-        index.register_schema("credentials", CREDENTIAL_MIGRATIONS)
-        _check_profile(index, settings.profile)
+        # A read-only index (a backup snapshot, another user's home) cannot take the tables: one
+        # without them lists no names (none was ever stored there), every write is refused.
+        # Made, register_schema raised, so an app passing credentials= to KVStore could not even
+        # read its plain items there (as KVStore's own tables, see kv.KVStore).
+        self._no_tables = index.read_only is not None and not index.schema_version(
+            "credentials", CREDENTIAL_MIGRATIONS
+        )
+        if not self._no_tables:
+            index.register_schema("credentials", CREDENTIAL_MIGRATIONS)
+        _check_profile(index, settings.profile, listed=not self._no_tables)
 
     def __repr__(self) -> str:
         return f"CredentialStore(service={self.service!r})"
@@ -819,10 +847,19 @@ class CredentialStore:
         """
         _ = self._backend
 
+    def _check_writable(self, action: str) -> None:
+        """Raise ReadOnlyStoreError, naming ``action`` and why, on a read-only index: before the
+        backend is touched. After it, the index's refusal came too late: delete had removed the
+        value and left the name listed, set had replaced the value."""
+        if self._index.read_only is not None:
+            raise self._index.read_only_error(action)
+
     def set(self, name: str, value: str) -> None:
-        """Store ``value`` under ``name``. Raises CredentialError, InvalidInputError."""
+        """Store ``value`` under ``name``. Raises CredentialError, InvalidInputError,
+        ReadOnlyStoreError (a read-only index)."""
         _check_name(name)
         _check_value(name, value)
+        self._check_writable(f"store credential {name!r}")
         self._backend_for_write().set(self.service, name, value)
         now = _now()
         with self._index.write() as cur:
@@ -860,6 +897,8 @@ class CredentialStore:
         return value
 
     def _listed(self, name: str) -> bool:
+        if self._no_tables:
+            return False
         with self._index.read() as cur:
             rows = cur.execute(
                 "SELECT 1 FROM credential_names WHERE service = ? AND name = ?",
@@ -872,8 +911,10 @@ class CredentialStore:
         return self.find(name) is not None
 
     def delete(self, name: str) -> None:
-        """Delete ``name``'s value and listing. Raises CredentialNotFoundError if neither exists."""
+        """Delete ``name``'s value and listing. Raises CredentialNotFoundError if neither exists,
+        ReadOnlyStoreError on a read-only index."""
         _check_name(name)
+        self._check_writable(f"delete credential {name!r}")
         removed = self._backend.delete(self.service, name)
         with self._index.write() as cur:
             listed = cur.execute(
@@ -887,6 +928,8 @@ class CredentialStore:
     def list_names(self, *, include_internal: bool = False) -> list[str]:
         """Names stored for this profile, sorted (data keys only with ``include_internal``)."""
         _flag_arg("include_internal", include_internal)  # ("no" listed the data keys)
+        if self._no_tables:
+            return []
         with self._index.read() as cur:
             rows = cur.execute(
                 "SELECT name FROM credential_names WHERE service = ? ORDER BY name",

@@ -615,7 +615,11 @@ class BlueprintStore:
         if read_only:
             return  # (what follows writes: the folder's identity, the reconcile, verdicts)
         from localstore._reconcile import Reconciler, check_root
+        from localstore._state_temps import sweep_state_temps
 
+        # What a write killed before its rename left in state/ (daemon.json's temp holds the
+        # daemon's token): nothing else sweeps that folder.
+        sweep_state_temps(self.paths.state)
         try:
             # Whether or not this open reconciles: a later 'check --fix' or watcher rescan
             # must not take an empty stand-in folder for deleted blueprints either.

@@ -59,7 +59,7 @@ def test_the_plaintext_of_a_killed_encrypted_export_is_removed_by_the_next(
         child.wait(30)
         if child.stdout is not None:
             child.stdout.close()
-    leftovers = [p for p in cache.iterdir() if p.name.startswith("export-")]
+    leftovers = [p / "plaintext.lstmp" for p in cache.iterdir() if p.name.startswith("export-")]
     assert leftovers and all(p.read_bytes()[:4] == b"PK\x03\x04" for p in leftovers)
     with localstore.open(home=home) as store:
         if then == "export":

@@ -247,14 +247,39 @@ def test_a_home_an_older_localstore_made_is_refused_read_only(snapshot: Path) ->
     assert fingerprint(snapshot) == before
 
 
-def test_a_write_command_on_a_read_only_home_still_fails_without_a_fallback(
-    snapshot: Path,
+@pytest.mark.parametrize(
+    ("args", "action"),
+    [
+        (("init",), "set up the home"),
+        (("save", "team/new", "-f", "{out}/new.yaml"), "save a blueprint"),
+        (("rm", "team/deploy"), "delete a blueprint"),
+        (("mv", "team/deploy", "team/moved"), "move a blueprint"),
+        (("restore", "team/deploy", "1"), "restore a revision"),
+        (("import", "{out}/all.lsbundle"), "import a bundle"),
+        (("check", "--fix"), "repair the index"),
+    ],
+    ids=["init", "save", "rm", "mv", "restore", "import", "check-fix"],
+)
+def test_a_store_command_that_writes_says_the_home_is_read_only(
+    snapshot: Path, args: tuple[str, ...], action: str
 ) -> None:
+    """Each failed with the usual open's "cannot write the index (attempt to write a readonly
+    database) (check that this user may write index.db ...)": not that the home is read-only,
+    nor what to do about it. No read-only fallback either: each must write."""
+    out = snapshot.parent / "out"
+    out.mkdir()
+    (out / "new.yaml").write_text("v: 1\n")
+    assert cli(snapshot, "export", "-o", str(out / "all.lsbundle")).returncode == 0
     freeze(snapshot)
     before = fingerprint(snapshot)
-    done = cli(snapshot, "rm", "team/deploy")
-    assert done.returncode == 1
-    assert "read-only" not in done.stderr and "cannot write the index" in done.stderr
+    done = cli(snapshot, *(a.replace("{out}", str(out)) for a in args))
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(
+        f"error: cannot {action}: the home {snapshot} is read-only (this user may not write "
+        f"{snapshot / 'data'}) (a backup or snapshot: copy it to a folder you may write"
+    ), done.stderr
     assert fingerprint(snapshot) == before
 
 
@@ -411,7 +436,8 @@ def test_check_reports_what_the_index_has_not_recorded_and_fixes_nothing(
     assert "this home is read-only: copy it to a folder you may write" in done.stderr
     assert fingerprint(snapshot) == before
     done = cli(snapshot, "check", "--fix")  # (a write: no read-only fallback)
-    assert done.returncode == 1 and "cannot write the index" in done.stderr, done.stderr
+    assert done.returncode == 1, done.stderr
+    assert "cannot repair the index: the home" in done.stderr and "is read-only" in done.stderr
     assert fingerprint(snapshot) == before
 
 

@@ -53,3 +53,57 @@ def test_a_server_edit_of_the_kept_one_lands_in_it_where_it_is(tmp_path: Path) -
         engine.join(10)
         remote.close()
         store.close()
+
+
+def test_one_pull_of_both_edited_and_the_holder_renamed_lands_each_in_its_own(
+    tmp_path: Path,
+) -> None:
+    """The batched path for rows that need no decision (Applier.plan_clean_save) finds the
+    kept one's path key held (by the other blueprint) and leaves its row to apply_row, which
+    finds it by its exact path: in one pull with the holder's row (edited, or renamed away),
+    each lands in its own blueprint, with no conflict. (A check, session 20: no fix needed.)"""
+    with tarfile.open(FIXTURE) as tar:
+        tar.extractall(tmp_path, filter="data")
+    server = MemoryServer()
+    store = BlueprintStore(load_settings(home=tmp_path / "pairs"), maintenance=False)
+    remote = MemoryRemote(server, user="u")
+    engine = SyncEngine(store, remote)
+    moved = "greek/moved.blueprint.yaml"
+    try:
+        held, kept = store.load(HELD), store.load(KEPT)
+        engine.sync_once()
+        for n, path in ((1, HELD), (2, moved)):
+            other = MemoryRemote(server, user="u")
+            edits = [
+                Change(
+                    2 * n - 1,
+                    held.id,
+                    server.rows[held.id].row.rev,
+                    path,
+                    f"held: {n}\n",
+                    server.rows[held.id].row.meta,
+                    "h",
+                ),
+                Change(
+                    2 * n,
+                    kept.id,
+                    server.rows[kept.id].row.rev,
+                    KEPT,
+                    f"kept: {n}\n",
+                    server.rows[kept.id].row.meta,
+                    "h",
+                ),
+            ]
+            assert [r.status for r in other.push(edits, device="other")] == ["applied"] * 2
+            other.close()
+            report = engine.sync_once()
+            assert report.conflicts == 0 and engine.conflicts() == []
+            assert (store.load(path).id, store.load(path).content) == (held.id, f"held: {n}\n")
+            assert (store.load(KEPT).id, store.load(KEPT).content) == (kept.id, f"kept: {n}\n")
+            assert store.abspath(KEPT).read_text(encoding="utf-8") == f"kept: {n}\n"
+        assert not store.abspath(HELD).exists()
+    finally:
+        engine.stop()
+        engine.join(10)
+        remote.close()
+        store.close()
