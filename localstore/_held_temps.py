@@ -111,14 +111,20 @@ def remove_if_dead(folder: Path, prefix: str) -> bool:
     """Remove ``folder`` (named ``<prefix><pid>-...``) when its maker is gone; True if removed.
 
     A folder with ``.held`` goes when this process gets its lock (held while it goes), whatever
-    pid namespace the maker ran in; one without, when no process has its pid here.
+    pid namespace the maker ran in; one without, when no process has its pid here. One named
+    with this process's pid is left: where flock is a per-process record lock (Linux's NFS
+    client emulates it so) this process would get the lock of a folder it holds itself, and
+    removed it under a live export. (Another namespace's dead maker with that pid number waits
+    for another process's sweep.)
     """
+    pid_text = folder.name[len(prefix) :].split("-", 1)[0]
+    if pid_text == str(os.getpid()):
+        return False
     try:
         fd = os.open(folder / HOLD_FILE, os.O_RDWR | _durable.O_CLOEXEC)
     except OSError as exc:
         if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
             return False  # (not this user's to judge, or unreadable: left as it is)
-        pid_text = folder.name[len(prefix) :].split("-", 1)[0]
         if pid_text.isdigit() and not process_alive(int(pid_text)):
             shutil.rmtree(folder, ignore_errors=True)
             return True

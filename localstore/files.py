@@ -117,6 +117,7 @@ _free_bytes = None if _PLATFORM.free_bytes is statvfs_free else _PLATFORM.free_b
 _DIR_FSYNC = _PLATFORM.dir_fsync
 _NO_HARD_LINKS = _PLATFORM.no_hard_link_errnos
 _RENAME_NEW = _PLATFORM.rename_new
+_LINUX = sys.platform.startswith("linux")
 # What the no-replace rename answers where the filesystem does not support the flag (EINVAL:
 # NFS, older FUSE; ENOTSUP on macOS), or a kernel before 3.15 or a sandbox's filter (ENOSYS,
 # EPERM): the fallbacks of place_new and rename_new take over.
@@ -781,14 +782,6 @@ def create_file(path: Path, data: bytes, *, mode: int = 0o644) -> bool:
         raise map_os_error(exc, "cannot write", target) from exc
     finally:
         _unlink_quiet(tmp)
-    if sys.platform.startswith("linux"):
-        # A new hard link (place_new where the filesystem has no no-replace rename) is a create
-        # with no close-write to inotify: the watcher took the file for one still being written
-        # and waited its write-quiet time (seconds) before the echo's check, holding a `sync`'s
-        # wait for the watcher back as long. Opened for writing and closed (nothing written:
-        # content and times unchanged) it is complete, as a rename into place says.
-        with suppress(OSError):
-            os.close(os.open(target, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)))
     fsync_dir(folder)
     return True
 
@@ -873,6 +866,15 @@ def place_new(tmp: str, target: str) -> bool:
         replace_file(tmp, target)
         return True
     _unlink_quiet(tmp)
+    if _LINUX:
+        # A new hard link is a create with no close-write to inotify: the watcher took the file
+        # for one still being written and waited its write-quiet time (seconds) before the
+        # echo's check, holding a `sync`'s wait for the watcher back as long (for every new file
+        # of a save or a download here). Opened for writing and closed (nothing written: content
+        # and times unchanged) it is complete, as a rename into place says. Only here: after a
+        # rename it was an open and an event for nothing.
+        with suppress(OSError):
+            os.close(os.open(target, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)))
     return True
 
 

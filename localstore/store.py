@@ -2298,10 +2298,14 @@ class BlueprintStore:
             except (OSError, StorageError):
                 log.warning("could not remove %s after a failed save", new_rel)
             return
-        if existing.path != new_rel and not os.path.lexists(self.abspath(existing.path)):
-            # (A file at the old name: the move never happened, its destination was taken
-            # first, see _rename_pair; or another program made the name since. Either way
-            # nothing goes back over it.)
+        if existing.path != new_rel:
+            if os.path.lexists(self.abspath(existing.path)):
+                # A file at the old name: the move never happened (its destination was taken
+                # first, see _rename_pair: nothing to put back), or another program made the
+                # name since. Either way nothing goes back over it: the restore below wrote the
+                # committed revision over that program's file, lost unrecorded. Reconcile
+                # records both pairs on the next open.
+                return
             self._rename_pair_quiet(new_rel, existing.path)
         ingested = ingested_pairs.get(existing.path) if ingested_pairs is not None else None
         self._restore_pair_best_effort(existing, ingested)

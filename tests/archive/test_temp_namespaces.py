@@ -197,3 +197,35 @@ def test_a_killed_export_whose_pid_is_a_process_here_is_removed(
             s, tmp_path / "second.lsbundle", passphrase="pw", scrypt_params=FAST_SCRYPT
         )
     assert _temps(root, prefix) == []
+
+
+@pytest.mark.skipif(os.name == "nt", reason="byte-range locks there are per handle already")
+def test_a_sweep_leaves_this_processs_own_held_folders_where_locks_are_per_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On an NFS home Linux emulates flock with POSIX record locks, which belong to the process,
+    not the descriptor: a sweep's lock on a folder this very process holds (an app exporting in
+    one thread and importing in another) is granted, and the live folder was removed under its
+    export (closing the sweep's descriptor also dropped the maker's lock). Fault injected: the
+    locks made per-process, as on NFS (fcntl.lockf is that lock)."""
+    import fcntl
+
+    from localstore import _durable
+    from localstore._bundle_read import EXPORT_TEMP_PREFIX, sweep_stale_temps
+    from localstore._held_temps import make_held_folder
+
+    def per_process_lock(fd: int, *, blocking: bool) -> bool:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except OSError:
+            return False
+        return True
+
+    monkeypatch.setattr(_durable, "try_lock", per_process_lock)
+    held = make_held_folder(tmp_path, EXPORT_TEMP_PREFIX)
+    try:
+        sweep_stale_temps(tmp_path)
+        assert held.path.is_dir()
+    finally:
+        held.remove()
+    assert not held.path.exists()

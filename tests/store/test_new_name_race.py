@@ -206,3 +206,34 @@ def test_rename_new_refuses_a_taken_name(
     assert (src.read_text(), taken.read_text()) == ("ours\n", "theirs\n")
     assert fs.rename_new(src, tmp_path / "c.yaml") is True
     assert not src.exists()
+
+
+def test_a_failed_move_never_puts_its_pair_back_over_a_file_made_at_the_old_name(
+    tmp_path: Path,
+) -> None:
+    """The undo of a move that failed after its rename (here: the app's tx_hook raises) puts the
+    pair back at its old name only while that name is free. An editor's file made there since
+    (a "save as" onto the name the move just freed) had the committed revision written over it,
+    its bytes in no revision; it stays, and reconcile records both."""
+    home = tmp_path / "home"
+    with localstore.open(home=home) as store:
+        bp = store.save("a.blueprint.yaml", "steps: [a]\n")
+        old = store.abspath("a.blueprint.yaml")
+
+        def editor_then_failure(_cur: Any, _bp: Any) -> None:
+            _editor_creates(old, EDITOR)  # (the move has renamed the pair away by now)
+            raise RuntimeError("the app's hook failed")
+
+        with pytest.raises(RuntimeError):
+            store.save("b.blueprint.yaml", "steps: [a2]\n", id=bp.id, tx_hook=editor_then_failure)
+        assert old.read_text(encoding="utf-8") == EDITOR
+
+    with localstore.open(home=home) as store:
+        texts = {
+            store.load_revision(b.id, r.rev).content
+            for b in store.list()
+            for r in store.history(b.id)
+        }
+        assert EDITOR in texts
+        assert "steps: [a]\n" in texts
+        assert store.check().clean
