@@ -30,6 +30,9 @@ STATE_FILE = "daemon.json"
 # sysexits.h so they do not collide with the CLI's own codes (0-4, 130).
 EXIT_HOME_GONE = 66  # EX_NOINPUT: the home's index vanished under the running daemon
 EXIT_HOME_LOCKED = 75  # EX_TEMPFAIL: another process (an app, another daemon) syncs this home
+# EX_NOPERM: the home is read-only (a snapshot, a disk mounted or remounted read-only). Restarted
+# every 5 s, the daemon refused it again and logged it, forever; only the user's fix helps.
+EXIT_HOME_READ_ONLY = 77
 # EX_CONFIG: the home's index was written by a newer localstore (NewerIndexError). Only an
 # upgrade helps: restarted, the daemon would refuse it again every few seconds, forever.
 EXIT_INDEX_NEWER = 78

@@ -35,6 +35,7 @@ from localstore import files as fs
 from localstore._daemon_state import (
     EXIT_HOME_GONE,
     EXIT_HOME_LOCKED,
+    EXIT_HOME_READ_ONLY,
     EXIT_INDEX_NEWER,
     OUTDATED_DAEMON_FIX,
     background_popen_options,
@@ -54,7 +55,13 @@ from localstore.cli import (
     pass_ctx,
 )
 from localstore.config import Settings, cleartext_url_warning
-from localstore.errors import LocalStoreError, LockHeldError, NewerIndexError, StorageError
+from localstore.errors import (
+    LocalStoreError,
+    LockHeldError,
+    NewerIndexError,
+    ReadOnlyStoreError,
+    StorageError,
+)
 from sync._timefmt import span
 from sync.embed import daemon_running, lock_holder, read_state
 from sync.errors import SyncError
@@ -151,11 +158,20 @@ def daemon_cmd(
     if pause_it is not None:
         _pause_daemon(ctx, pause_it)
         return
-    with errors_to_exit():
+    try:
         # A home this user cannot write (a snapshot, a read-only disk): said so, with what to
-        # do (exit 1). It failed on the daemon's log ("a daemon once run with sudo leaves files
+        # do. It failed on the daemon's log ("a daemon once run with sudo leaves files
         # there"), or --detach on its output file, both sending the user after another cause.
+        # Its own code, which the service files do not restart (only the user's fix helps).
         ctx.refuse_read_only("run the daemon")
+    except ReadOnlyStoreError as exc:
+        # (--detach is a command a person runs: the CLI's code for an error, as on a newer index.)
+        code = EXIT_HOME_READ_ONLY if no_restart_code is None else no_restart_code
+        fail(
+            exc.message,
+            code=EXIT_ERROR if detach else code,
+            hint=f"{exc.hint}; then start the daemon again (its service does not restart it)",
+        )
     if detach:
         _detach(ctx, log_level, log_json, port, metrics_port)
         return
@@ -490,9 +506,10 @@ Restart=on-failure
 RestartSec=5
 # {EXIT_HOME_LOCKED}: another process (an app syncing in-process) syncs this home, so a restart
 # every 5 s changes nothing; {EXIT_HOME_GONE}: the home's index vanished, and a restart would make
-# a new, empty home at its path; {EXIT_INDEX_NEWER}: a newer localstore wrote the index (upgrade).
+# a new, empty home at its path; {EXIT_INDEX_NEWER}: a newer localstore wrote the index (upgrade);
+# {EXIT_HOME_READ_ONLY}: the home is read-only (a snapshot, a disk remounted read-only).
 # `systemctl --user restart` starts it again when that is over.
-RestartPreventExitStatus={EXIT_HOME_LOCKED} {EXIT_HOME_GONE} {EXIT_INDEX_NEWER}
+RestartPreventExitStatus={EXIT_HOME_LOCKED} {EXIT_HOME_GONE} {EXIT_INDEX_NEWER} {EXIT_HOME_READ_ONLY}
 # The daemon stops within 5 s of SIGTERM; the rest is slack before systemd sends SIGKILL.
 TimeoutStopSec=15
 KillSignal=SIGTERM

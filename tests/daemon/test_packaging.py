@@ -18,7 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from localstore._daemon_state import EXIT_HOME_GONE, EXIT_HOME_LOCKED, EXIT_INDEX_NEWER
+from localstore._daemon_state import (
+    EXIT_HOME_GONE,
+    EXIT_HOME_LOCKED,
+    EXIT_HOME_READ_ONLY,
+    EXIT_INDEX_NEWER,
+)
 from sync.cli_daemon import (
     render_launchd_plist,
     render_systemd_unit,
@@ -258,7 +263,12 @@ def test_systemd_unit_does_not_restart_a_daemon_that_cannot_sync_this_home(tmp_p
         keys = _unit_settings(text)
         assert keys["Restart"] == ["on-failure"]
         prevented = {int(code) for v in keys["RestartPreventExitStatus"] for code in v.split()}
-        assert prevented == {EXIT_HOME_LOCKED, EXIT_HOME_GONE, EXIT_INDEX_NEWER}
+        assert prevented == {
+            EXIT_HOME_LOCKED,
+            EXIT_HOME_GONE,
+            EXIT_INDEX_NEWER,
+            EXIT_HOME_READ_ONLY,
+        }
         assert EXIT_HOME_LOCKED not in (0, 1) and EXIT_HOME_GONE not in (0, 1)
         # A user manager has no network-online.target (it cannot see system units): ordering on
         # it did nothing. The daemon starts offline and syncs once the cloud answers.

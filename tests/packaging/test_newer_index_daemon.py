@@ -16,7 +16,12 @@ from pathlib import Path
 
 import apsw
 
-from localstore._daemon_state import EXIT_HOME_GONE, EXIT_HOME_LOCKED, EXIT_INDEX_NEWER
+from localstore._daemon_state import (
+    EXIT_HOME_GONE,
+    EXIT_HOME_LOCKED,
+    EXIT_HOME_READ_ONLY,
+    EXIT_INDEX_NEWER,
+)
 from localstore.cli import EXIT_ERROR
 from localstore.config import Settings, load_settings
 from localstore.index import CORE_MIGRATIONS
@@ -81,7 +86,7 @@ def test_daemon_on_a_newer_index_exits_with_a_code_no_service_restarts(tmp_path:
     assert done.returncode == EXIT_INDEX_NEWER == 78, done.stderr
     assert keys["Restart"] == ["on-failure"]
     prevented = {int(c) for v in keys["RestartPreventExitStatus"] for c in v.split()}
-    assert prevented == {EXIT_HOME_LOCKED, EXIT_HOME_GONE, EXIT_INDEX_NEWER}
+    assert prevented == {EXIT_HOME_LOCKED, EXIT_HOME_GONE, EXIT_INDEX_NEWER, EXIT_HOME_READ_ONLY}
     assert "written by a newer localstore" in done.stderr and "upgrade localstore" in done.stderr
     assert "Traceback" not in done.stderr
     logged = log.read_text()
