@@ -560,16 +560,19 @@ class PendingWrites:
                     self.abort()
                     raise map_os_error(failure[0], "cannot write", failure[1]) from failure[0]
         dirs: dict[str, None] = {}
-        # The files these renames replace, held open until the flusher closes them (see _hold).
+        # The files these renames replace, held open until the flusher closes them (see _hold),
+        # and the recorded files swapped out to a temp's name, which it unlinks (see
+        # replace_recorded: off the caller's way, as a held file's freeing).
         held: list[int] = []
+        swapped: list[str] = []
         try:
-            self._replace_all(dirs, held)
+            self._replace_all(dirs, held, swapped)
             self._flush_dirs(dirs)
         finally:
-            if held:
-                self._release(held)
+            if held or swapped:
+                self._release(held, swapped)
 
-    def _replace_all(self, dirs: dict[str, None], held: list[int]) -> None:
+    def _replace_all(self, dirs: dict[str, None], held: list[int], swapped: list[str]) -> None:
         """Rename every temp over its target (in order), noting each target's folder."""
         # (A few files only: held all at once, a big batch could take the descriptors the
         # process has left. Where syncfs works, such batches have no flusher anyway.)
@@ -586,14 +589,15 @@ class PendingWrites:
                     keep = self._keep_previous or target in self._keep_targets
                     expected = recorded.get(tmp)
                     if expected is not None:
-                        before = (
-                            functools.partial(self._keep, target)
-                            if keep
-                            else functools.partial(_hold, target, held)
-                            if hold
-                            else None
+                        # (Nothing to hold: the recorded file the swap brings out is unlinked on
+                        # the flusher thread, which frees it there.)
+                        replace_recorded(
+                            tmp,
+                            target,
+                            *expected,
+                            before=functools.partial(self._keep, target) if keep else None,
+                            swapped_out=swapped if hold else None,
                         )
-                        replace_recorded(tmp, target, *expected, before=before)
                     else:
                         if keep:
                             self._keep(target)
@@ -646,13 +650,14 @@ class PendingWrites:
         else:
             changed.set_aside.append(aside)
 
-    def _release(self, held: list[int]) -> None:
-        """Close the held replaced files on the flusher thread (here if it is shut down)."""
+    def _release(self, held: list[int], swapped: list[str]) -> None:
+        """Close the held replaced files and unlink the swapped-out ones on the flusher thread
+        (here if it is shut down)."""
         try:
             assert self._flusher is not None
-            self._flusher.submit(_close_all, held)
+            self._flusher.submit(_let_go, held, swapped)
         except RuntimeError:  # (the store is closing: its flusher takes no more work)
-            _close_all(held)
+            _let_go(held, swapped)
 
     def _flush_dirs(self, dirs: dict[str, None]) -> None:
         """Make the renames durable: each folder fsynced, or one syncfs for a spread batch."""
@@ -798,6 +803,12 @@ def _hold(target: str, held: list[int]) -> None:
         pass  # (nothing there yet, or not ours to pin: the rename frees it as before)
 
 
+def _let_go(fds: list[int], paths: list[str]) -> None:
+    for path in paths:
+        _unlink_quiet(path)
+    _close_all(fds)
+
+
 def _close_all(fds: list[int]) -> None:
     for fd in fds:
         try:
@@ -886,6 +897,7 @@ def replace_recorded(
     mine: tuple[int, int, int],
     *,
     before: Callable[[], object] | None = None,
+    swapped_out: list[str] | None = None,
 ) -> None:
     """Rename the temp file ``tmp`` over ``target`` if ``target`` is the file the index recorded;
     else raise TargetChangedError, ``target`` holding the other program's file. Raises OSError.
@@ -902,8 +914,10 @@ def replace_recorded(
     A target that is gone is placed as a new name (place_new). Without the swap (Windows, a
     filesystem that refuses the flag) ``target`` is checked by the full rule of
     stat_unchanged just before ``os.replace``: a window of microseconds instead of the batch's.
-    ``before`` runs just before the file is replaced (PendingWrites keeps or holds it then):
-    after the check, as a hard link of the file sets its change time.
+    ``before`` runs just before the file is replaced (PendingWrites keeps it then): after the
+    check, as a hard link of the file sets its change time. ``swapped_out``: where to note the
+    recorded file's new name instead of unlinking it here (PendingWrites has its flusher
+    thread unlink it, off the caller's way: that unlink frees the file, 5 us of a save's two).
     """
     exchange = _EXCHANGE
     ran_before = False
@@ -926,7 +940,10 @@ def replace_recorded(
             if _same_but_ctime(st, recorded):
                 # (Quietly: our file is in place. A leftover holds a recorded version, which
                 # reconcile removes as a stale temp.)
-                _unlink_quiet(tmp)
+                if swapped_out is None:
+                    _unlink_quiet(tmp)
+                else:
+                    swapped_out.append(tmp)
                 return
             raise TargetChangedError(target, _swap_back(exchange, tmp, target, mine))
     try:
