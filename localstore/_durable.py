@@ -69,6 +69,9 @@ class Primitives:
     # Rename unless the new name exists (FileExistsError then, nothing changed); None where the
     # OS has no such call (files.py then checks the name first, or links: see place_new).
     rename_new: ReplaceFn | None
+    # Swap two existing names in one step (each then names the other's file); None where the OS
+    # has no such call (files.replace_recorded then checks the target just before a replace).
+    exchange: ReplaceFn | None
     unlink: UnlinkFn  # remove a file
     free_bytes: Callable[[str], int]  # bytes free to this user on the folder's filesystem
     no_hard_link_errnos: frozenset[int]  # os.link errors that mean "no hard links here"
@@ -164,6 +167,9 @@ else:
 # EEXIST instead of replacing the new name. Linux's AT_FDCWD: paths relative to the working folder.
 RENAME_NOREPLACE_LINUX = 1
 RENAME_EXCL_DARWIN = 0x4
+# And the flags that swap the two names (both must exist; ENOENT otherwise).
+RENAME_EXCHANGE_LINUX = 2
+RENAME_SWAP_DARWIN = 0x2
 AT_FDCWD_LINUX = -100
 
 
@@ -177,6 +183,24 @@ def c_rename_new(platform: str) -> ReplaceFn | None:
     waits out its write-quiet time), and it needs an unlink after: one call keeps a save's
     placing exactly the rename it was (bench: within noise of os.rename).
     """
+    return _c_rename(platform, RENAME_NOREPLACE_LINUX, RENAME_EXCL_DARWIN)
+
+
+def c_exchange(platform: str) -> ReplaceFn | None:
+    """The C library's rename that swaps two existing names atomically (renameat2 with
+    RENAME_EXCHANGE on Linux 3.15+, renamex_np with RENAME_SWAP on macOS 10.12+), if this
+    machine is ``platform`` and its C library has it; else None.
+
+    A save replacing a recorded file swaps its temp in: the temp's name then holds exactly the
+    file that was at the target at that instant, so the save can tell whether it was the file
+    the index recorded or one another program put there since (files.replace_recorded).
+    ``os.replace`` gives no such answer: the file it replaced is gone.
+    """
+    return _c_rename(platform, RENAME_EXCHANGE_LINUX, RENAME_SWAP_DARWIN)
+
+
+def _c_rename(platform: str, linux_flag: int, darwin_flag: int) -> ReplaceFn | None:
+    """renameat2(``linux_flag``) or renamex_np(``darwin_flag``) as a ReplaceFn (see above)."""
     if platform != sys.platform or not (platform.startswith("linux") or platform == "darwin"):
         return None
     try:
@@ -187,7 +211,7 @@ def c_rename_new(platform: str) -> ReplaceFn | None:
             darwin.restype = ctypes.c_int
 
             def call(src: bytes, dst: bytes) -> int:
-                return int(darwin(src, dst, RENAME_EXCL_DARWIN))
+                return int(darwin(src, dst, darwin_flag))
 
         else:
             linux = libc.renameat2  # (glibc 2.28+; musl 1.2.5+)
@@ -201,18 +225,18 @@ def c_rename_new(platform: str) -> ReplaceFn | None:
             linux.restype = ctypes.c_int
 
             def call(src: bytes, dst: bytes) -> int:
-                return int(linux(AT_FDCWD_LINUX, src, AT_FDCWD_LINUX, dst, RENAME_NOREPLACE_LINUX))
+                return int(linux(AT_FDCWD_LINUX, src, AT_FDCWD_LINUX, dst, linux_flag))
 
     except (OSError, AttributeError):
         return None
 
-    def rename_new(src: str, dst: str) -> None:
+    def rename_flagged(src: str, dst: str) -> None:
         if call(os.fsencode(src), os.fsencode(dst)) != 0:
             err = ctypes.get_errno()
             # (OSError picks the subclass from the number: FileExistsError for EEXIST.)
             raise OSError(err, os.strerror(err), src, None, dst)
 
-    return rename_new
+    return rename_flagged
 
 
 def primitives_for(
@@ -235,6 +259,10 @@ def primitives_for(
             rename=retrying(replace_once or _native_rename),
             # MoveFileExW without MOVEFILE_REPLACE_EXISTING fails on a taken name already.
             rename_new=retrying(replace_once or _native_rename),
+            # No atomic swap: ReplaceFileW moves the replaced file to a backup name, but in
+            # several steps (and merges its attributes and ACL into the new file); the target
+            # is checked just before the replace instead (files.replace_recorded).
+            exchange=None,
             # DeleteFileW meets the same sharing violation while a scanner or an editor holds
             # the file open.
             unlink=retrying(unlink_once or os.unlink),
@@ -252,6 +280,7 @@ def primitives_for(
             replace=replace_once or os.replace,
             rename=replace_once or os.rename,
             rename_new=c_rename_new(platform),
+            exchange=c_exchange(platform),
             unlink=unlink_once or os.unlink,
             free_bytes=statvfs_free,
             no_hard_link_errnos=no_links,
@@ -264,6 +293,7 @@ def primitives_for(
         replace=replace_once or os.replace,
         rename=replace_once or os.rename,
         rename_new=c_rename_new(platform),
+        exchange=c_exchange(platform),
         unlink=unlink_once or os.unlink,
         free_bytes=statvfs_free,
         no_hard_link_errnos=no_links,

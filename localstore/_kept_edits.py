@@ -90,6 +90,35 @@ def keep_flagged(
     return said
 
 
+def keep_set_aside(store: BlueprintStore, aside: str, rel: str) -> None:
+    """Keep a file another program saved at ``rel`` (a YAML or meta file) that a write had to take
+    off the name (files.TargetChangedError: that program saved twice while the write was
+    putting its first save back) in <data>/recovered/, noted for ``check``, unless a revision
+    holds its bytes; then remove it from ``aside`` (once the note is committed).
+
+    Both of that program's versions are then kept: one at its name (the write records it and
+    runs again), this one here. Raises StorageError, OSError."""
+    from localstore._reconcile import Reconciler, keep_recovered
+
+    path = Path(aside)
+    try:
+        data = fs.read_regular(path)
+    except FileNotFoundError:
+        return
+    with store.index.write() as cur:
+        if data and not Reconciler._version_known(cur, fs.folder_of(rel), data):
+            (kept,) = keep_recovered(store.paths.data, [(rel, data)])
+            detail = (
+                f"kept: another program saved {fs.printable(rel)} twice while LocalStore was "
+                f"writing it; the version at its name is recorded, and this one, which no "
+                f"revision holds, is now {kept} (copy what you want from it into the "
+                "blueprint, then remove that copy: check reports it until then)"
+            )
+            note_kept(cur, store.paths.data, kept, rel, detail)
+            log.warning("%s changed twice during a write; kept a version at %s", rel, kept)
+        store.index.after_commit(lambda: fs.remove_file(path))
+
+
 def note_kept(
     cur: Any, data_dir: Path, dest: Path, rel: str, detail: str, *, acknowledged: bool = True
 ) -> None:

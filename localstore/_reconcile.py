@@ -723,7 +723,7 @@ class Reconciler:
                 current: bytes | None = fs.read_regular(root / target)
             except FileNotFoundError:
                 current = None
-            if data and data != current:
+            if data and data != current and not self._temp_version_known(target, data):
                 temp = root / rel
                 with self.store.index.write() as cur:
                     (kept,) = keep_recovered(self.store.paths.data, [(target, data)])
@@ -756,6 +756,14 @@ class Reconciler:
             return
         fs.remove_file(root / rel)
         report.fixed.append({"kind": "temp-file", "path": rel, "detail": "removed"})
+
+    def _temp_version_known(self, target: str, data: bytes) -> bool:
+        """Whether a save temp's bytes are a version the store has (see _version_known): a
+        save killed between the swap that replaces a recorded file and the unlink of that
+        file, now at the temp's name (files.replace_recorded), left the recorded version
+        there, not a new one. Read only for a stale temp whose bytes differ from its file's."""
+        with self.store.index.read() as cur:
+            return self._version_known(cur, fs.folder_of(target), data)
 
     def _kept_aside(self, rel: str, report: CheckReport) -> bool:
         """Keep a file set aside (a delete's pair, a replaced file a save kept) in

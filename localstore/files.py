@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
-from typing import NamedTuple, Protocol, cast
+from typing import NamedTuple, Protocol, TypeAlias, cast
 
 from localstore._durable import CURRENT as _PLATFORM
 from localstore._durable import O_BINARY, WIN_IN_USE_ERRORS, calls_for, statvfs_free
@@ -118,6 +118,11 @@ _DIR_FSYNC = _PLATFORM.dir_fsync
 _NO_HARD_LINKS = _PLATFORM.no_hard_link_errnos
 _RENAME_NEW = _PLATFORM.rename_new
 _LINUX = sys.platform.startswith("linux")
+# The rename that swaps two names (replace_recorded); None where the OS has none (Windows).
+_EXCHANGE = _PLATFORM.exchange
+# What the index recorded of a file a write replaces: size, mtime, change time (ns) and inode
+# (ino_key; 0 or None: unknown), as stat_unchanged takes them.
+Recorded: TypeAlias = tuple[int, int, int | None, int | None]
 # What the no-replace rename answers where the filesystem does not support the flag (EINVAL:
 # NFS, older FUSE; ENOTSUP on macOS), or a kernel before 3.15 or a sandbox's filter (ENOSYS,
 # EPERM): the fallbacks of place_new and rename_new take over.
@@ -389,7 +394,10 @@ class PendingWrites:
 
     A target added as ``new`` (the caller found nothing at its name) is placed with
     ``place_new``, never renamed over: if another program created the name meanwhile,
-    ``commit`` stops there and raises NameTakenError, that file left as it is.
+    ``commit`` stops there and raises NameTakenError, that file left as it is. A target added
+    with ``recorded`` (the stats the index has of the file the caller checked there) is
+    replaced with ``replace_recorded``: if another program saved over it meanwhile, ``commit``
+    stops there and raises TargetChangedError, that program's file put back.
     """
 
     def __init__(
@@ -424,6 +432,9 @@ class PendingWrites:
         # another program put at the name).
         self._create: set[str] = set()
         self.placed: set[str] = set()
+        # The temps that replace a recorded file: (what the index recorded of it, the temp's
+        # own inode, size and mtime), for replace_recorded.
+        self._recorded: dict[str, tuple[Recorded, tuple[int, int, int]]] = {}
         # The random part of the temps' names, drawn for the expected files at once: a
         # getrandom() per temp (secrets.token_hex) was ~1.5 % of a download's CPU time. The same
         # source (os.urandom) and the same 8 hex digits a name; drawn again when used up.
@@ -434,11 +445,20 @@ class PendingWrites:
     def __len__(self) -> int:
         return len(self._temps)
 
-    def add(self, target: Path | str, data: bytes, *, new: bool = False) -> os.stat_result:
+    def add(
+        self,
+        target: Path | str,
+        data: bytes,
+        *,
+        new: bool = False,
+        recorded: Recorded | None = None,
+    ) -> os.stat_result:
         """Write ``data`` to a temp file beside ``target``; returns the stat it will have (but
         for its change time, which the rename sets: see ``take_placed``). ``new``: the caller
         knows nothing is at ``target``: the default mode then, without looking, and ``commit``
-        will not replace a file another program puts there meanwhile (see the class)."""
+        will not replace a file another program puts there meanwhile (see the class).
+        ``recorded``: the caller found the file the index recorded at ``target`` (its size,
+        mtime, change time and inode), and ``commit`` replaces only that file."""
         target = os.fspath(target)  # strings inside: pathlib cost more than the write itself
         folder, name = os.path.split(target)
         tmp = os.path.join(folder, f".{name}.{self._token()}{TEMP_SUFFIX}")
@@ -473,6 +493,8 @@ class PendingWrites:
         self._inodes[tmp] = st.st_ino
         if new:
             self._create.add(tmp)
+        elif recorded is not None:
+            self._recorded[tmp] = (recorded, (st.st_ino, st.st_size, st.st_mtime_ns))
         if self._flusher is not None:
             self._unflushed.append((fd, target))  # start_flush() or commit() hands it over
             return st
@@ -538,32 +560,55 @@ class PendingWrites:
                     self.abort()
                     raise map_os_error(failure[0], "cannot write", failure[1]) from failure[0]
         dirs: dict[str, None] = {}
-        # The files these renames replace, held open until the flusher closes them (see _hold).
+        # The files these renames replace, held open until the flusher closes them (see _hold),
+        # and the recorded files swapped out to a temp's name, which it unlinks (see
+        # replace_recorded: off the caller's way, as a held file's freeing).
         held: list[int] = []
+        swapped: list[str] = []
         try:
-            self._replace_all(dirs, held)
+            self._replace_all(dirs, held, swapped)
             self._flush_dirs(dirs)
         finally:
-            if held:
-                self._release(held)
+            if held or swapped:
+                self._release(held, swapped)
 
-    def _replace_all(self, dirs: dict[str, None], held: list[int]) -> None:
+    def _replace_all(self, dirs: dict[str, None], held: list[int], swapped: list[str]) -> None:
         """Rename every temp over its target (in order), noting each target's folder."""
         # (A few files only: held all at once, a big batch could take the descriptors the
         # process has left. Where syncfs works, such batches have no flusher anyway.)
         hold = self._flusher is not None and len(self._temps) < SYNCFS_MIN_FILES
+        recorded = self._recorded
         for i, (tmp, target) in enumerate(self._temps):
+            kept = len(self.kept)
             try:
                 if tmp in self._create:
                     # (Nothing to keep or hold: the name was free when the caller looked.)
                     taken = not place_new(tmp, target)
                 else:
                     taken = False
-                    if self._keep_previous or target in self._keep_targets:
-                        self._keep(target)
-                    elif hold:
-                        _hold(target, held)
-                    _os.replace(tmp, target)
+                    keep = self._keep_previous or target in self._keep_targets
+                    expected = recorded.get(tmp)
+                    if expected is not None:
+                        # (Nothing to hold: the recorded file the swap brings out is unlinked on
+                        # the flusher thread, which frees it there.)
+                        replace_recorded(
+                            tmp,
+                            target,
+                            *expected,
+                            before=functools.partial(self._keep, target) if keep else None,
+                            swapped_out=swapped if hold else None,
+                        )
+                    else:
+                        if keep:
+                            self._keep(target)
+                        elif hold:
+                            _hold(target, held)
+                        _os.replace(tmp, target)
+            except TargetChangedError as changed:
+                self._changed(changed, kept)
+                # (A file of that program's left at the temp's name is the store's to keep.)
+                self._drop_from(i, spare=changed.set_aside)
+                raise
             except OSError as exc:
                 self._drop_from(i)
                 raise map_os_error(exc, "cannot replace", target) from exc
@@ -575,21 +620,44 @@ class PendingWrites:
             dirs[os.path.dirname(target)] = None
         self._temps = []
         self._create.clear()
+        recorded.clear()
 
-    def _drop_from(self, i: int) -> None:
-        """Remove the temps from the ``i``-th on (a failed placing: none of them is placed)."""
+    def _drop_from(self, i: int, spare: Sequence[str] = ()) -> None:
+        """Remove the temps from the ``i``-th on (a failed placing: none of them is placed),
+        but for those in ``spare``."""
         for later_tmp, _ in self._temps[i:]:
-            _unlink_quiet(later_tmp)
+            if later_tmp not in spare:
+                _unlink_quiet(later_tmp)
         self._temps = []
         self._create.clear()
+        self._recorded.clear()
 
-    def _release(self, held: list[int]) -> None:
-        """Close the held replaced files on the flusher thread (here if it is shut down)."""
+    def _changed(self, changed: TargetChangedError, kept: int) -> None:
+        """A target changed under the commit (its other program's file is back in place): the
+        copy ``_keep`` made of it just before is not put back over that file by
+        ``restore_previous``. It is the recorded version, or the same file that is back: the
+        former goes with the set-aside files (the store keeps it if no revision holds it: an
+        edit recorded only in the rolled-back transaction), the latter is only a spare."""
+        if len(self.kept) == kept:
+            return
+        aside, target = self.kept.pop()
+        try:
+            spare = os.path.samestat(os.lstat(aside), os.lstat(target))
+        except OSError:
+            spare = False
+        if spare:
+            discard(aside)
+        else:
+            changed.set_aside.append(aside)
+
+    def _release(self, held: list[int], swapped: list[str]) -> None:
+        """Close the held replaced files and unlink the swapped-out ones on the flusher thread
+        (here if it is shut down)."""
         try:
             assert self._flusher is not None
-            self._flusher.submit(_close_all, held)
+            self._flusher.submit(_let_go, held, swapped)
         except RuntimeError:  # (the store is closing: its flusher takes no more work)
-            _close_all(held)
+            _let_go(held, swapped)
 
     def _flush_dirs(self, dirs: dict[str, None]) -> None:
         """Make the renames durable: each folder fsynced, or one syncfs for a spread batch."""
@@ -684,6 +752,7 @@ class PendingWrites:
         self._temps = []
         self._inodes.clear()
         self._create.clear()
+        self._recorded.clear()
 
 
 def _placed_ctime(target: str, inode: int | None) -> int | None:
@@ -732,6 +801,12 @@ def _hold(target: str, held: list[int]) -> None:
         held.append(os.open(target, _O_HOLD | os.O_NOFOLLOW | os.O_CLOEXEC))
     except OSError:
         pass  # (nothing there yet, or not ours to pin: the rename frees it as before)
+
+
+def _let_go(fds: list[int], paths: list[str]) -> None:
+    for path in paths:
+        _unlink_quiet(path)
+    _close_all(fds)
 
 
 def _close_all(fds: list[int]) -> None:
@@ -790,12 +865,188 @@ class NameTakenError(StorageError):
     """A name a write believed free was taken (by another program) before the file could be
     placed there; nothing was replaced (the store finds the newcomer and writes again)."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, message: str = "", *, hint: str = "") -> None:
         super().__init__(
-            f"{target} was created by another program while it was being written",
-            hint="try again (the file that appeared is kept)",
+            message or f"{target} was created by another program while it was being written",
+            hint=hint or "try again (the file that appeared is kept)",
         )
         self.target = target
+
+
+class TargetChangedError(NameTakenError):
+    """A file a write was replacing was no longer the one the index recorded: another program
+    (an editor) saved over it after the write checked it. That program's file is in place
+    again (nothing of it replaced), and the store records it and writes again, as for a name
+    found taken. ``set_aside``: files of that program's the write had to take off the name (it
+    saved again between the write's two swaps, see replace_recorded) or had kept beside it;
+    the store keeps those whose bytes no revision holds in <data>/recovered/."""
+
+    def __init__(self, target: str, set_aside: Sequence[str] = ()) -> None:
+        super().__init__(
+            target,
+            f"{target} was changed by another program while it was being written",
+            hint="try again (the version that program saved is kept)",
+        )
+        self.set_aside = list(set_aside)
+
+
+def replace_recorded(
+    tmp: str,
+    target: str,
+    recorded: Recorded,
+    mine: tuple[int, int, int],
+    *,
+    before: Callable[[], object] | None = None,
+    swapped_out: list[str] | None = None,
+) -> None:
+    """Rename the temp file ``tmp`` over ``target`` if ``target`` is the file the index recorded;
+    else raise TargetChangedError, ``target`` holding the other program's file. Raises OSError.
+
+    The caller checked ``target`` against ``recorded`` when it reached the item, but places its
+    files later (a batch of 500: a second or more): an editor's save in between, renamed in or
+    written in place, was replaced by ``os.replace`` and lost, in no revision. Here the temp is
+    swapped in (``_EXCHANGE``, one call like the rename): its name then holds exactly the file
+    that was at ``target`` at that instant. The recorded one (its inode, size and mtime; not
+    its change time, which the swap itself sets) is unlinked. Another one is swapped back
+    (``mine``: the temp's inode, size and mtime, to tell that the file the second swap brings
+    back is still ours): if that program saved yet again between the two swaps, the file the
+    second swap brings out is one of its versions too, and is set aside for the store to keep.
+    A target that is gone is placed as a new name (place_new). Without the swap (Windows, a
+    filesystem that refuses the flag) ``target`` is checked by the full rule of
+    stat_unchanged just before ``os.replace``: a window of microseconds instead of the batch's.
+    ``before`` runs just before the file is replaced (PendingWrites keeps it then): after the
+    check, as a hard link of the file sets its change time. ``swapped_out``: where to note the
+    recorded file's new name instead of unlinking it here (PendingWrites has its flusher
+    thread unlink it, off the caller's way: that unlink frees the file, 5 us of a save's two).
+    """
+    exchange = _EXCHANGE
+    ran_before = False
+    if exchange is not None:
+        try:
+            if before is not None:
+                before()
+                before, ran_before = None, True
+            exchange(tmp, target)
+        except FileNotFoundError:
+            return _place_anew(tmp, target)
+        except OSError as exc:
+            if exc.errno not in _NO_RENAME_NEW:
+                raise
+        else:
+            try:
+                st = os.lstat(tmp)
+            except FileNotFoundError:
+                return  # (nothing was there after all: a name no one else knows)
+            if _same_but_ctime(st, recorded):
+                # (Quietly: our file is in place. A leftover holds a recorded version, which
+                # reconcile removes as a stale temp.)
+                if swapped_out is None:
+                    _unlink_quiet(tmp)
+                else:
+                    swapped_out.append(tmp)
+                return
+            raise TargetChangedError(target, _swap_back(exchange, tmp, target, mine))
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return _place_anew(tmp, target)
+    # (Where the filesystem refused the swap after ``before`` ran, the hard link that keeps the
+    # file set its change time: the other three decide then.)
+    if not (_same_but_ctime(st, recorded) if ran_before else stat_unchanged(st, *recorded)):
+        raise TargetChangedError(target)
+    if before is not None:
+        before()
+    _os.replace(tmp, target)
+
+
+def _same_but_ctime(st: os.stat_result, recorded: Recorded) -> bool:
+    """stat_unchanged but for the change time, which a swap (or a hard link) sets."""
+    size, mtime_ns, ctime_ns, ino = recorded
+    return (
+        ctime_ns is not None
+        and st.st_size == size
+        and st.st_mtime_ns == mtime_ns
+        and (not ino or not st.st_ino or ino_key(st.st_ino) == ino)
+    )
+
+
+def swapped_out(src: str, dest: str) -> bool:
+    """Whether a rename of ``src`` to ``dest`` is the second half of replace_recorded's swap: the
+    replaced file moved to the save's temp name (``.<name>.<8 hex digits>.lstmp`` beside it).
+    The file at ``src`` did not go away (the new version took its place in the same step),
+    which a watcher must not take for a delete (it waited out its delete grace)."""
+    folder, name = os.path.split(src)
+    dest_folder, temp = os.path.split(dest)
+    body = temp[len(name) + 1 : -len(TEMP_SUFFIX)]
+    return (
+        folder == dest_folder
+        and temp.startswith(name, 1)
+        and temp.startswith(".")
+        and temp.endswith(TEMP_SUFFIX)
+        and len(body) == 9
+        and body[0] == "."
+        and all(c in "0123456789abcdef" for c in body[1:])
+    )
+
+
+def _place_anew(tmp: str, target: str) -> None:
+    """The recorded file was gone from ``target`` (an editor deleting it, or mid-save): placed
+    as a new name, never over a file that program puts there meanwhile."""
+    if not place_new(tmp, target):
+        raise TargetChangedError(target)
+
+
+def _swap_back(
+    exchange: Callable[[str, str], None], tmp: str, target: str, mine: tuple[int, int, int]
+) -> list[str]:
+    """Put back the file a swap took off ``target`` (now at ``tmp``), which is not the one the
+    index recorded; the files of that program's this had to set aside (see replace_recorded)."""
+    set_aside: list[str] = []
+    try:
+        exchange(tmp, target)
+    except FileNotFoundError:
+        # That program moved or removed ``target`` (our file) meanwhile: its earlier file goes
+        # back to the name, unless that program has made the name again.
+        try:
+            placed = place_new(tmp, target)
+        except OSError:
+            placed = False
+        if not placed:
+            set_aside.append(_set_aside(tmp, target))
+    except OSError:
+        # (The second swap failed where the first worked: an I/O error. That program's file
+        # is kept all the same; ours stays at the name, which the store then records.)
+        set_aside.append(_set_aside(tmp, target))
+    else:
+        try:
+            st = os.lstat(tmp)
+            ours = (st.st_ino, st.st_size, st.st_mtime_ns) == mine
+        except FileNotFoundError:
+            ours = True  # (gone: nothing to keep)
+        if ours:
+            _unlink_quiet(tmp)
+        else:
+            # It saved again between the two swaps (renamed in: another file; written in
+            # place: ours, changed). The file back at ``target`` is a version of its, and so
+            # is this one: neither is lost.
+            set_aside.append(_set_aside(tmp, target))
+    with suppress(OSError, StorageError):
+        # (Best effort: that program's own rename was not flushed either, and the write's
+        # error, with the files to keep, must reach the store.)
+        fsync_dir(os.path.dirname(target))
+    return set_aside
+
+
+def _set_aside(tmp: str, target: str) -> str:
+    """Move another program's file from our temp's name to an aside name of ``target``'s (which
+    reconcile keeps, if a kill comes before the store does); where it is now."""
+    aside = aside_name(target)
+    try:
+        if rename_new(tmp, aside):
+            return aside
+    except OSError:
+        pass
+    return tmp  # (left at the temp's name, which reconcile keeps too: see clear_stale_temp)
 
 
 def _rename_new_native(src: str, dst: str) -> bool | None:

@@ -37,7 +37,7 @@ from localstore import _snippets
 from localstore import files as fs
 from localstore._fts_text import SPLIT, indexed_text, shown
 from localstore._identity import DEVICE_KEY, ensure_device_id, recorded_device_id
-from localstore._kept_edits import keep_flagged, report_kept
+from localstore._kept_edits import keep_flagged, keep_set_aside, report_kept
 from localstore._listing import INFO_COLUMNS, ListingCache, below, collector_paused, infos
 from localstore._presence import OpenMark, WatchPeriods, describe_pid
 from localstore._read_only import unwritable_reason
@@ -444,6 +444,15 @@ class _Batch:
     # The paths whose edit this transaction records (it could not be committed first): their
     # files are kept when replaced (see _commit_pair).
     recorded_here: set[str] = field(default_factory=set)
+
+
+def _recorded_now(path: str) -> fs.Recorded | None:
+    """The stats of the file at ``path`` as a write's ``recorded`` (None: no file there)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, fs.ino_key(st.st_ino))
 
 
 @dataclass(frozen=True, slots=True)
@@ -1402,10 +1411,14 @@ class BlueprintStore:
                 self._commit_batch_edits(requests, first.rel, recorded_first)
             except fs.NameTakenError as taken:
                 # Another program (an editor, which takes no lock of ours) created a name this
-                # attempt found free, between its look and its placing the file there: nothing
-                # was replaced, the attempt was undone, and it runs again. That one finds the
-                # file, as any unrecorded file at a save's target: recorded first (or in the
-                # batch), then saved over with its version in history, or the item refused.
+                # attempt found free, or saved over a file it had checked, between its look and
+                # its placing the file there: nothing of it was replaced (a changed file is
+                # back in place, see files.replace_recorded), the attempt was undone, and it
+                # runs again. That one finds the file, as any unrecorded file at a save's
+                # target: recorded first (or in the batch), then saved over with its version in
+                # history, or the item refused.
+                if isinstance(taken, fs.TargetChangedError) and taken.set_aside:
+                    self._keep_set_aside(taken.set_aside, taken.target)
                 if taken.target in taken_names:
                     # Taken again though the new attempt looked: a name the folder's listing
                     # cannot show (a Windows short name), or an editor deleting and creating
@@ -1441,6 +1454,17 @@ class BlueprintStore:
         ]
         recorded_first.update(todo)
         self._commit_ingest(todo)
+
+    def _keep_set_aside(self, files: Sequence[str], target: str) -> None:
+        """Keep in <data>/recovered/ the files of another program's that a write took off
+        ``target`` (see files.TargetChangedError) and no revision holds; remove the rest."""
+        rel = os.path.relpath(target, self._root_str).replace(os.sep, "/")
+        for aside in files:
+            try:
+                keep_set_aside(self, aside, rel)
+            except (OSError, LocalStoreError) as exc:
+                # (Left where it is, in the blueprints folder: reconcile keeps it later.)
+                log.warning("could not keep %s (a version of %s): %s", aside, rel, exc)
 
     def _rel_of(self, target: str) -> str:
         """The YAML path (relative, '/'-separated) of the pair that holds the file ``target``."""
@@ -2217,6 +2241,24 @@ class BlueprintStore:
             batch.made_dirs.add(folder)
         old_path = existing.path if existing is not None and not existing.deleted else None
         moved = old_path is not None and old_path != p.path
+        # What the index recorded of the files this save replaces, checked when the save
+        # reached them (_edited_on_disk): the batch places its files later, and replaces only
+        # those (an editor's save in between is put back, see files.replace_recorded).
+        yaml_was: fs.Recorded | None = None
+        meta_was: fs.Recorded | None = None
+        if existing is not None and old_path is not None:
+            yaml_was = (
+                existing.yaml_size,
+                existing.yaml_mtime_ns,
+                existing.yaml_ctime_ns,
+                existing.yaml_ino,
+            )
+            meta_was = (
+                existing.meta_size,
+                existing.meta_mtime_ns,
+                existing.meta_ctime_ns,
+                existing.meta_ino,
+            )
         if moved:
             # Rename first, then write: a crash in between leaves one pair with one id (a move
             # that reconcile recognises). Writing the new pair before removing the old one would
@@ -2225,6 +2267,8 @@ class BlueprintStore:
             self._rename_pair(old_path, p.path)
             batch.made_dirs.clear()  # the move may have removed the folder it left
             batch.folders.clear()  # (and put names the listings do not hold: read them again)
+            # (The renames set the files' change times: the stats to replace are taken again.)
+            yaml_was, meta_was = _recorded_now(yaml_abs), _recorded_now(meta_abs)
         # Names this batch's listing of the folder does not hold are new: no replaced file's
         # mode to keep, so no lstat for it (see _may_exist).
         listed = batch.folders.get(folder)
@@ -2242,8 +2286,11 @@ class BlueprintStore:
             # nowhere (moved, the pair now holds them at the new path).
             batch.pending.keep_before_replacing(yaml_abs)
             batch.pending.keep_before_replacing(meta_abs)
-        y_st = batch.pending.add(yaml_abs, p.yaml_bytes, new=yaml_new)
-        m_st = batch.pending.add(meta_abs, p.meta_bytes, new=meta_new)
+        if moved:
+            # (A file the move did not bring, gone since: its name is placed as a new one.)
+            yaml_new, meta_new = yaml_was is None, meta_was is None
+        y_st = batch.pending.add(yaml_abs, p.yaml_bytes, new=yaml_new, recorded=yaml_was)
+        m_st = batch.pending.add(meta_abs, p.meta_bytes, new=meta_new, recorded=meta_was)
         batch.pending.start_flush()  # both fsyncs run while the index statements below do
         rev = (existing.rev if existing else 0) + 1
         op_id = self.index.next_op_id(cur)
@@ -2298,6 +2345,14 @@ class BlueprintStore:
             except (OSError, StorageError):
                 log.warning("could not remove %s after a failed save", new_rel)
             return
+        # Only the files the save put in place go back. One it never placed holds what it held
+        # (the save failed first), or another program's file: one it saved over the recorded
+        # version after the save checked it, put back in place by files.replace_recorded.
+        # Written over with the recorded version, that program's save was lost.
+        written = (
+            str(self.abspath(new_rel)) in placed,
+            str(self.abspath(fs.meta_path_for(new_rel))) in placed,
+        )
         if existing.path != new_rel:
             if os.path.lexists(self.abspath(existing.path)):
                 # A file at the old name: the move never happened (its destination was taken
@@ -2307,15 +2362,21 @@ class BlueprintStore:
                 # records both pairs on the next open.
                 return
             self._rename_pair_quiet(new_rel, existing.path)
+        if not any(written):
+            return
         ingested = ingested_pairs.get(existing.path) if ingested_pairs is not None else None
-        self._restore_pair_best_effort(existing, ingested)
+        self._restore_pair_best_effort(existing, ingested, written)
 
     def _restore_pair_best_effort(
-        self, existing: Row, ingested: tuple[bytes, bytes | None] | None = None
+        self,
+        existing: Row,
+        ingested: tuple[bytes, bytes | None] | None = None,
+        written: tuple[bool, bool] = (True, True),
     ) -> None:
         """After a failed write, put back the committed version if a file was already replaced
         (``ingested``: the bytes of an edit recorded in the failed transaction, which rolled its
-        revision back; the disk is the truth, so those bytes go back, not the older revision)."""
+        revision back; the disk is the truth, so those bytes go back, not the older revision).
+        ``written``: whether the write placed the YAML, the meta file: only those go back."""
         yaml_abs = self.abspath(existing.path)
         meta_abs = self.abspath(fs.meta_path_for(existing.path))
         if ingested is not None:
@@ -2327,8 +2388,8 @@ class BlueprintStore:
             except (OSError, StorageError):
                 pass
             try:
-                items = [(yaml_abs, ingested[0])]
-                if ingested[1] is not None:
+                items = [(yaml_abs, ingested[0])] if written[0] else []
+                if ingested[1] is not None and written[1]:
                     items.append((meta_abs, ingested[1]))
                 fs.atomic_write_many(items)
             except (OSError, StorageError):
@@ -2350,8 +2411,12 @@ class BlueprintStore:
             if rows:
                 fs.atomic_write_many(
                     [
-                        (yaml_abs, revision_text(rows[0][0]).encode()),
-                        (meta_abs, revision_text(rows[0][1]).encode()),
+                        (path, revision_text(text).encode())
+                        for path, text, put in (
+                            (yaml_abs, rows[0][0], written[0]),
+                            (meta_abs, rows[0][1], written[1]),
+                        )
+                        if put
                     ]
                 )
         except (OSError, StorageError):  # reconcile on the next open records what is on disk

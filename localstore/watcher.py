@@ -971,7 +971,11 @@ class Watcher:
                 self._on_dir_event(ev, src, dest, now)
             return
         if ev.event_type == wd_events.EVENT_TYPE_MOVED:
-            self._vanish(self._key(src), now)
+            if not fs.swapped_out(src, dest):
+                # (A save that replaced the file swaps it out to its temp's name while the new
+                # version takes its place, the other half of that swap: never a vanish, whose
+                # grace would hold the echo's check back 400 ms instead of the settle's 40.)
+                self._vanish(self._key(src), now)
             self._appear(self._key(dest), now)
         elif ev.event_type == wd_events.EVENT_TYPE_DELETED:
             self._vanish(self._key(src), now)

@@ -4,7 +4,8 @@ After a power cut, data written but not fsynced may be gone, and a create, renam
 mkdir not followed by an fsync of its directory may be undone (ext4, XFS, APFS all allow it).
 ``DurabilityRecorder`` wraps ``os.open``/``os.write``/``os.fsync``/``os.rename``/..., the
 platform's rename that refuses a taken name (``files._RENAME_NEW``, a C call: how a save places
-a new file) and the built-in ``open`` purely to RECORD: every real call still runs, nothing is faked. It keeps what
+a new file), its rename that swaps two names (``files._EXCHANGE``: how a save replaces a
+recorded file) and the built-in ``open`` purely to RECORD: every real call still runs, nothing is faked. It keeps what
 is still volatile:
 
 - ``content``: a file written (``os.write``, ``os.ftruncate``, ``open`` for writing) since its
@@ -107,6 +108,15 @@ class DurabilityRecorder:
             self.content.add(dst + p[len(src) :])
         for d in [d for d in self.entries if d == src or d.startswith(prefix)]:
             self.entries[dst + d[len(src) :]] = self.entries.pop(d)
+
+    def _swapped(self, a: str, b: str) -> None:
+        """Two files swapped names (each carries its volatile content to the other name)."""
+        in_a, in_b = a in self.content, b in self.content
+        self.content.difference_update((a, b))
+        if in_a:
+            self.content.add(b)
+        if in_b:
+            self.content.add(a)
 
     def _synced_fs(self, dev: int | None) -> None:
         def on_fs(p: str) -> bool:
@@ -235,6 +245,18 @@ class DurabilityRecorder:
                 self._entry("rename-in", d)
                 self._moved(s, d)
 
+        real_exchange = fs._EXCHANGE
+
+        def files_exchange(src: str, dst: str) -> None:
+            s, d = _abs(src), _abs(dst)
+            assert real_exchange is not None
+            real_exchange(src, dst)
+            with self._lock:
+                rec(f"exchange {s} <-> {d}")
+                self._entry("exchange", s)
+                self._entry("exchange", d)
+                self._swapped(s, d)
+
         def os_sync() -> None:
             real["sync"]()
             with self._lock:
@@ -286,6 +308,8 @@ class DurabilityRecorder:
         mp.setattr(fs, "syncfs", files_syncfs)
         if real_rename_new is not None:
             mp.setattr(fs, "_RENAME_NEW", files_rename_new)
+        if real_exchange is not None:
+            mp.setattr(fs, "_EXCHANGE", files_exchange)
         mp.setattr(builtins, "open", b_open)
         mp.setattr(io, "open", b_open)
 

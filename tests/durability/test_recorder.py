@@ -52,6 +52,26 @@ def test_a_missing_file_flush_is_reported(
     assert not left.entries
 
 
+@pytest.mark.skipif(fs._EXCHANGE is None, reason="no rename that swaps names on this system")
+def test_an_update_swapped_in_without_a_directory_flush_is_reported(
+    home: Path, recorder: DurabilityRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A save replaces a recorded file by swapping its temp in (files.replace_recorded, a C
+    # call): the recorder sees it, and the directory entries it changed need a flush.
+    with localstore.open(home=home, maintenance=False) as s:
+        s.save("a/p", DOC)
+        monkeypatch.setattr(fs, "fsync_dir", lambda directory: None)
+        recorder.reset()
+        s.save("a/p", "steps: [b]\n")
+        left = recorder.volatile(under=home, temps=True)
+        swaps = [line for line in recorder.log if line.startswith("exchange ")]
+    folder = os.path.realpath(home / "blueprints" / "a")
+    assert len(swaps) == 2, recorder.log
+    ops = left.entries[folder]
+    assert "exchange p.blueprint.yaml" in ops and "exchange p.blueprint.meta.json" in ops, ops
+    assert not left.content
+
+
 @pytest.mark.skipif(fs._SYNCFS is None, reason="no syncfs on this kernel")
 def test_a_batch_flushed_by_syncfs_needs_no_directory_fsync(
     home: Path, recorder: DurabilityRecorder, monkeypatch: pytest.MonkeyPatch

@@ -85,6 +85,19 @@ def _inject_rename_new(
     return injector
 
 
+def _inject_replace(monkeypatch: pytest.MonkeyPatch, n: int, err: int) -> Injector:
+    """Fail the n-th replace of a recorded file (files.replace_recorded): the platform's swap
+    (renameat2 RENAME_EXCHANGE on Linux: not an ``os`` function), or ``os.replace`` where there
+    is none."""
+    if fs._EXCHANGE is None:
+        injector = Injector("replace", n, err)
+        monkeypatch.setattr(os, "replace", injector)
+    else:
+        injector = Injector("exchange", n, err, real=fs._EXCHANGE)
+        monkeypatch.setattr(fs, "_EXCHANGE", injector)
+    return injector
+
+
 def _state(home: Path) -> dict[str, bytes]:
     root = home / "blueprints"
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
@@ -98,8 +111,12 @@ def test_fault_during_update_keeps_previous_version(
 ) -> None:
     bp = store.save("w/flow", OLD)
     before = _state(home)
-    injector = Injector(func, n, err, when)
-    monkeypatch.setattr(os, func, injector)
+    if func == "replace":
+        # A recorded file is replaced by a swap that shows what it replaced (see files.py).
+        injector = _inject_replace(monkeypatch, n, err)
+    else:
+        injector = Injector(func, n, err, when)
+        monkeypatch.setattr(os, func, injector)
     with pytest.raises(expected) as info:
         store.save("w/flow", NEW)
     monkeypatch.undo()

@@ -62,6 +62,8 @@ def _as_platform(
     prims = _durable.primitives_for(platform, replace_once=replace_once)
     monkeypatch.setattr(fs, "_os", _durable.calls_for(prims))
     monkeypatch.setattr(fs, "_DIR_FSYNC", prims.dir_fsync)
+    # (None off its own system: a recorded file is then checked just before the replace.)
+    monkeypatch.setattr(fs, "_EXCHANGE", prims.exchange)
     free = None if prims.free_bytes is _durable.statvfs_free else prims.free_bytes
     monkeypatch.setattr(fs, "_free_bytes", free)
     return prims

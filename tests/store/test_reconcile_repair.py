@@ -18,6 +18,8 @@ from localstore import files as fs
 from localstore.blueprint import encode_meta
 from localstore.errors import StorageError, UnsafePathError
 
+from .swap_leftover import sweep_replaced_version
+
 DOC = "steps: [a]\n"
 
 
@@ -257,11 +259,16 @@ _KILLED_BETWEEN_RENAMES = """
 import os, sys
 import localstore
 store = localstore.open(home=sys.argv[1], maintenance=False)
-real_replace = os.replace
+# (A recorded file is replaced by a swap where there is one: files.replace_recorded.)
+from localstore import files as _fs
+real_replace = _fs._EXCHANGE or os.replace
 def replace(src, dst):
     real_replace(src, dst)
     os._exit(9)  # power cut right after the first rename of the save (its YAML)
-os.replace = replace
+if _fs._EXCHANGE is None:
+    os.replace = replace
+else:
+    _fs._EXCHANGE = replace
 store.save("a", "v: 2\\n", tags=["new"], description="new desc")
 """
 
@@ -285,6 +292,7 @@ def test_update_killed_between_its_renames_gets_its_new_meta(home: Path) -> None
         )
         assert s.history(bp.id)[0].rev == 2
         assert s.check().clean
+    sweep_replaced_version(home, ".a.blueprint.yaml.*.lstmp", "v: 1\n")
     assert not list(root.glob("*.lstmp")) and not list(root.glob(".*.lstmp"))
 
 

@@ -3,8 +3,10 @@
 Renaming over a file's last link frees its inode inside the rename: most of the ~95 us such a
 rename took on the benchmark VM, twice per save, on the way to the acknowledgement. On Linux the
 store holds each replaced file open (``O_PATH``) across its rename and the flusher thread closes
-it beside the index commit (files._hold). These tests pin that, and that every held file is let
-go: after the save, after a failed rename, and when the store closes.
+it beside the index commit (files._hold). Where the save swaps its temp in instead
+(files.replace_recorded), the unlink of the file the swap brought out would free it: held, it
+does not. These tests pin that, and that every held file is let go: after the save, after a
+failed rename, and when the store closes.
 
 Nothing is faked: a spy wraps the real rename only to look at the process's open files.
 """
@@ -13,11 +15,13 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from localstore import files as fs
 from localstore.errors import StorageError
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "O_PATH"), reason="Linux only (O_PATH)")
@@ -61,20 +65,40 @@ def test_the_replaced_files_are_held_across_their_renames_then_let_go(
     store.save("w/flow", OLD)
     yaml, meta = _pair(home, "w/flow")
     old = {str(yaml): os.lstat(yaml), str(meta): os.lstat(meta)}
-    held_at_rename: dict[str, list[int]] = {}
-    real_replace = os.replace
+    # Per replaced file: whether it was kept from being freed on the caller's thread when it
+    # lost its last name there (held open), or lost it on another thread (the flusher's).
+    spared: dict[str, bool] = {}
+    caller = threading.get_ident()
+    real_replace, real_unlink = os.replace, os.unlink
 
     def spy(src, dst, *args, **kwargs):
         real_replace(src, dst, *args, **kwargs)
         if os.fspath(dst) in old:
-            held_at_rename[os.fspath(dst)] = _fds_on(old[os.fspath(dst)])
+            spared[os.fspath(dst)] = bool(_fds_on(old[os.fspath(dst)]))
+
+    def unlink_spy(path, *args, **kwargs):
+        # (Where the save swaps its temp in, files.replace_recorded, the replaced file is
+        # unlinked from the temp's name after the swap: that unlink frees it.)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            st = None
+        real_unlink(path, *args, **kwargs)
+        for target, was in old.items():
+            if st is not None and (st.st_ino, st.st_dev) == (was.st_ino, was.st_dev):
+                spared[target] = threading.get_ident() != caller or bool(_fds_on(was))
 
     monkeypatch.setattr(os, "replace", spy)
+    monkeypatch.setattr(os, "unlink", unlink_spy)
     store.save("w/flow", NEW)
+    # (The flusher's unlinks come right after the save returns: waited for, never timed.)
+    deadline = time.monotonic() + 10
+    while set(spared) != set(old) and time.monotonic() < deadline:
+        time.sleep(0.01)
     monkeypatch.undo()
-    # Each replaced file was still open when its rename returned: the rename did not free it.
-    assert set(held_at_rename) == set(old)
-    assert all(held_at_rename.values()), held_at_rename
+    # Each replaced file lost its last name without being freed on the caller's way.
+    assert set(spared) == set(old), spared
+    assert all(spared.values()), spared
     assert _released(*old.values()), "a replaced file is still held after the save"
     assert store.load(store.list()[0].id).content == NEW
 
@@ -93,7 +117,12 @@ def test_a_failed_rename_lets_the_held_files_go(store, home: Path, monkeypatch) 
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         return real_replace(src, dst, *args, **kwargs)
 
-    monkeypatch.setattr(os, "replace", second_fails)
+    if fs._EXCHANGE is None:
+        monkeypatch.setattr(os, "replace", second_fails)
+    else:
+        # (A recorded file is replaced by a swap there: files.replace_recorded.)
+        real_replace = fs._EXCHANGE  # type: ignore[assignment]  # (same call shape)
+        monkeypatch.setattr(fs, "_EXCHANGE", second_fails)
     with pytest.raises(StorageError):
         store.save("w/flow", NEW)
     monkeypatch.undo()

@@ -1,0 +1,260 @@
+"""An editor's save over a recorded file while a write is replacing it is never lost.
+
+A write checks each file it replaces against the index row (``_edited_on_disk``) when it reaches
+that item, and places its files later: at the end of a ``save_many`` batch (a download of 500
+updates takes a second or more), after the temps' fsyncs for a single save. An editor takes no
+lock of ours: its save in between (renamed over the file, as most editors do, or written in
+place) was renamed over by ``os.replace``, the person's version lost, in no revision. Now the
+write swaps its temp in (files.replace_recorded): the file the swap brings out is checked, and
+one that is not the recorded version is swapped back and recorded before the write runs again
+(both versions in history). If the editor saves yet again between the two swaps, that version is
+kept in <data>/recovered/ and reported by ``check``: neither is lost.
+
+Real home, real files; the editor is a real process. The one fault injected is its timing: the
+batch's placing (``PendingWrites.commit``) or the write's swap is wrapped so that the editor
+saves just before it.
+"""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import localstore
+from localstore import files as fs
+from localstore.store import BlueprintStore, SaveRequest
+
+EDITOR = "steps: [typed in an editor, a longer line than the app's]\n"
+AGAIN = "steps: [typed again, saved while the write put the first one back]\n"
+
+# The editor's two ways of saving: a temp renamed over the file (vim, VS Code, most), or the
+# file truncated and written in place (nano, some IDEs): the same inode, a new size and mtime.
+_EDITOR_SCRIPT = """
+import os, sys
+path, text, how = sys.argv[1], sys.argv[2], sys.argv[3]
+if how == "rename":
+    tmp = path + ".editor-swp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+else:
+    with open(path, "r+", encoding="utf-8") as fh:
+        fh.truncate(0)
+        fh.write(text)
+"""
+
+
+def _editor_saves(path: Path, text: str, how: str) -> None:
+    """Another program (no lock of ours) saves ``text`` at ``path``, ``how`` it does."""
+    subprocess.run([sys.executable, "-c", _EDITOR_SCRIPT, str(path), text, how], check=True)
+
+
+def _before_first(
+    monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, act: Callable[[], None]
+) -> list[int]:
+    """Run ``act`` once, just before the first call of ``owner.name``; returns its call count."""
+    real = getattr(owner, name)
+    calls: list[int] = []
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            act()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapped)
+    return calls
+
+
+def _contents(store: BlueprintStore, rel: str) -> list[str]:
+    """The YAML of every revision of the blueprint at ``rel``, oldest first."""
+    return [store.load_revision(rel, r.rev).content for r in reversed(store.history(rel))]
+
+
+def _recovered(store: BlueprintStore) -> list[Path]:
+    return sorted(p for p in (store.paths.data / "recovered").rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("how", ["rename", "in place"])
+def test_save_many_keeps_an_edit_saved_over_a_file_it_is_replacing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    with localstore.open(home=tmp_path / "home") as store:
+        store.save_many([SaveRequest(f"n{i}", f"steps: [old-{i}]\n") for i in range(12)])
+        target = store.abspath("n3.blueprint.yaml")
+        calls = _before_first(
+            monkeypatch, fs.PendingWrites, "commit", lambda: _editor_saves(target, EDITOR, how)
+        )
+        results = store.save_many([SaveRequest(f"n{i}", f"steps: [app-{i}]\n") for i in range(12)])
+        monkeypatch.undo()
+
+        assert calls  # (the batch did reach its placing: the editor saved inside the window)
+        assert all(not isinstance(r, Exception) for r in results), results
+        # The editor's version was recorded, then the app's save went over it: all three kept.
+        assert _contents(store, "n3.blueprint.yaml") == [
+            "steps: [old-3]\n",
+            EDITOR,
+            "steps: [app-3]\n",
+        ]
+        for i in range(12):
+            assert store.load(f"n{i}").content == f"steps: [app-{i}]\n"
+        assert store.count() == 12
+        assert not _recovered(store)
+        assert store.check().clean
+
+
+@pytest.mark.parametrize("how", ["rename", "in place"])
+def test_a_single_save_keeps_an_edit_saved_over_its_file_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    with localstore.open(home=tmp_path / "home") as store:
+        store.save("x", "steps: [old]\n")
+        target = store.abspath("x.blueprint.yaml")
+        # (After the temps are written and flushing: the ~0.5 ms a single save leaves.)
+        _before_first(
+            monkeypatch, fs.PendingWrites, "commit", lambda: _editor_saves(target, EDITOR, how)
+        )
+        saved = store.save("x", "steps: [app]\n")
+        monkeypatch.undo()
+
+        assert saved.content == "steps: [app]\n"
+        assert _contents(store, "x.blueprint.yaml") == ["steps: [old]\n", EDITOR, "steps: [app]\n"]
+        assert target.read_text(encoding="utf-8") == "steps: [app]\n"
+        assert store.check().clean
+
+
+def test_an_edit_to_the_meta_file_meanwhile_is_kept_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The YAML is swapped in (and put back by the undo); the meta file's swap finds the edit."""
+    with localstore.open(home=tmp_path / "home") as store:
+        bp = store.save("x", "steps: [old]\n", tags=["old"])
+        meta = store.abspath("x.blueprint.meta.json")
+        edited = meta.read_text(encoding="utf-8").replace('"old"', '"by-hand"')
+        _before_first(
+            monkeypatch, fs.PendingWrites, "commit", lambda: _editor_saves(meta, edited, "rename")
+        )
+        store.save("x", "steps: [app]\n")
+        monkeypatch.undo()
+
+        tags = [store.load_revision(bp.id, r.rev).meta.tags for r in reversed(store.history(bp.id))]
+        assert tags == [("old",), ("by-hand",), ("by-hand",)]
+        assert store.load(bp.id).content == "steps: [app]\n"
+        assert store.check().clean
+
+
+@pytest.mark.parametrize("how", ["rename", "in place"])
+def test_an_editor_saving_again_between_the_two_swaps_loses_neither_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """The second-order case: the editor saved before the write's swap (its first version was
+    swapped out), then again before the swap that puts that version back. The first version is
+    back at its name and recorded; the second, which the second swap brings out, is kept in
+    <data>/recovered/ (and reported by check until the person removes it)."""
+    with localstore.open(home=tmp_path / "home") as store:
+        store.save("x", "steps: [old]\n")
+        target = store.abspath("x.blueprint.yaml")
+        _before_first(
+            monkeypatch, fs.PendingWrites, "commit", lambda: _editor_saves(target, EDITOR, "rename")
+        )
+        swaps: list[int] = []
+        real_swap = getattr(fs, "_EXCHANGE", None)
+
+        def second_save_before_the_put_back(src: str, dst: str) -> None:
+            if dst == str(target):
+                swaps.append(1)
+                if len(swaps) == 2:  # (the first swapped the write's file in)
+                    _editor_saves(target, AGAIN, how)
+            assert real_swap is not None
+            real_swap(src, dst)
+
+        # (raising=False: where there is no swap, the first save is lost to os.replace.)
+        monkeypatch.setattr(fs, "_EXCHANGE", second_save_before_the_put_back, raising=False)
+        saved = store.save("x", "steps: [app]\n")
+        monkeypatch.undo()
+
+        assert saved.content == "steps: [app]\n"
+        assert _contents(store, "x.blueprint.yaml") == ["steps: [old]\n", EDITOR, "steps: [app]\n"]
+        kept = _recovered(store)
+        assert [p.read_text(encoding="utf-8") for p in kept] == [AGAIN]
+        assert kept[0].name == "x.blueprint.yaml"
+        report = store.check()
+        assert [(p["kind"], p["path"]) for p in report.problems] == [
+            ("edit-kept", "x.blueprint.yaml")
+        ]
+        # Nothing of it is left in the blueprints folder; once the person has taken the kept
+        # version, check is clean.
+        assert not list(store.root.glob("*" + fs.TEMP_SUFFIX))
+        kept[0].unlink()
+        assert store.check().clean
+
+
+def test_a_file_deleted_meanwhile_is_saved_as_new(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An editor's delete (or the first half of a save that moves the file away) between the
+    check and the placing: nothing to keep, the write places its file at the free name."""
+    with localstore.open(home=tmp_path / "home") as store:
+        store.save("x", "steps: [old]\n")
+        target = store.abspath("x.blueprint.yaml")
+        _before_first(monkeypatch, fs.PendingWrites, "commit", target.unlink)
+        store.save("x", "steps: [app]\n")
+        monkeypatch.undo()
+        assert _contents(store, "x.blueprint.yaml") == ["steps: [old]\n", "steps: [app]\n"]
+        assert target.read_text(encoding="utf-8") == "steps: [app]\n"
+        assert store.check().clean
+
+
+def test_without_a_swap_the_target_is_checked_just_before_the_replace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the system has no swap (Windows) or the filesystem refuses it, the file is checked
+    by the full rule (size, mtime, change time, inode) just before ``os.replace``."""
+    monkeypatch.setattr(fs, "_EXCHANGE", None, raising=False)
+    with localstore.open(home=tmp_path / "home") as store:
+        store.save("x", "steps: [old]\n")
+        target = store.abspath("x.blueprint.yaml")
+        _before_first(
+            monkeypatch, fs.PendingWrites, "commit", lambda: _editor_saves(target, EDITOR, "rename")
+        )
+        store.save("x", "steps: [app]\n")
+        assert _contents(store, "x.blueprint.yaml") == ["steps: [old]\n", EDITOR, "steps: [app]\n"]
+        assert store.check().clean
+
+
+@pytest.mark.parametrize("low_space", [False, True])
+def test_a_filesystem_that_refuses_the_swap_gets_the_last_moment_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, low_space: bool
+) -> None:
+    """EINVAL from the swap (NFS, older FUSE): the file is checked just before ``os.replace``,
+    also when the save keeps the replaced file first (a nearly full disk: its hard link sets
+    the change time, which the check then leaves out)."""
+
+    def refused(src: str, dst: str) -> None:
+        raise OSError(errno.EINVAL, "not supported by this filesystem")
+
+    monkeypatch.setattr(fs, "_EXCHANGE", refused, raising=False)
+    if low_space:
+        monkeypatch.setattr(fs, "space_is_low", lambda folder: True)
+    with localstore.open(home=tmp_path / "home") as store:
+        store.save("x", "steps: [old]\n")
+        assert store.save("x", "steps: [plain]\n").rev == 2  # (nothing raced: replaced)
+        target = store.abspath("x.blueprint.yaml")
+        _before_first(
+            monkeypatch, fs.PendingWrites, "commit", lambda: _editor_saves(target, EDITOR, "rename")
+        )
+        store.save("x", "steps: [app]\n")
+        assert _contents(store, "x.blueprint.yaml") == [
+            "steps: [old]\n",
+            "steps: [plain]\n",
+            EDITOR,
+            "steps: [app]\n",
+        ]
+        assert not list(store.root.glob("*" + fs.TEMP_SUFFIX))
+        assert store.check().clean
