@@ -1416,6 +1416,10 @@ class BlueprintStore:
                 taken_names.add(taken.target)
                 if recorded_first is not None:
                     self._commit_batch_edits(requests, self._rel_of(taken.target), recorded_first)
+                elif origin == "remote":
+                    # The next attempt records that file inside and refuses its item: judged
+                    # now, between the attempts, its ingest takes the verdict.
+                    self._judge_unrecorded_ahead([self._rel_of(taken.target)])
             except _ItemRefused as refusal:
                 # A hook refused its item after the item was written: the attempt was undone
                 # (index and files), and runs again without that item, so the refused item

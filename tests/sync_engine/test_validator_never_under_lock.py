@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 import localstore
+from localstore import files as fs
 from localstore.archive import export_bundle, import_bundle
 from localstore.config import load_settings
 from localstore.errors import ChangedOnDiskError
@@ -145,6 +146,32 @@ def remote_save_over_an_unrecorded_edit(w: World) -> None:
         [SaveRequest("a/one", "v: remote\n", id=bp.id)], origin="remote"
     )
     assert isinstance(refused, ChangedOnDiskError)
+
+
+def remote_save_meeting_a_file_created_during_it(w: World) -> None:
+    """An editor creates a file at a name the remote batch found free, just before it places
+    its files (the one fault injected: the editor's timing). The batch runs again, and that
+    attempt records the file and refuses its item, inside its transaction."""
+    app = w.app()
+    target = app.store.abspath("d/n1.blueprint.yaml")
+    real = fs.PendingWrites.commit
+    calls: list[int] = []
+
+    def commit(self: fs.PendingWrites, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            with open(target, "x", encoding="utf-8") as editor:  # (an editor's "save as")
+                editor.write(BAD_TEXT)
+        return real(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fs.PendingWrites, "commit", commit)
+        results = app.store.save_many(
+            [SaveRequest(f"d/n{i}.blueprint.yaml", "v: remote\n") for i in range(3)],
+            origin="remote",
+        )
+    assert len(calls) == 2 and isinstance(results[1], ChangedOnDiskError)
+    assert target.read_text(encoding="utf-8") == BAD_TEXT
 
 
 def remote_delete_of_an_unrecorded_edit(w: World) -> None:
@@ -344,6 +371,7 @@ PATHS: list[Callable[[World], dict[str, Any] | None]] = [
     save_over_an_unrecorded_edit,
     delete_of_an_unrecorded_edit,
     remote_save_over_an_unrecorded_edit,
+    remote_save_meeting_a_file_created_during_it,
     remote_delete_of_an_unrecorded_edit,
     load_of_an_unrecorded_edit,
     import_of_a_bundle,
