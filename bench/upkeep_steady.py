@@ -35,6 +35,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -109,6 +110,9 @@ def build(home: Path, blueprints: int, history: int) -> None:
 
 _stats: dict[str, Any] = {"holds": defaultdict(list), "turns": Counter(), "rounds": []}
 _waited = [0.0]  # seconds the maintainer's busy handler slept, in all
+# Seconds its writes waited for their turn (index.begin_taking_turns: polls with no busy
+# handler, between statements, so a hold's start needs no correction for them).
+_turn_waited = [0.0]
 
 
 def _busy_handler(tries: int) -> bool:
@@ -130,29 +134,38 @@ class _HoldTracer:
         self.start: float | None = None  # when the write lock was taken
         self.kind = ""
         self.explicit = False
+        self.begun = False  # (by BEGIN IMMEDIATE: only its COMMIT or ROLLBACK ends it)
         self.wait_mark = 0.0
 
     def __call__(self, event: dict[str, Any]) -> None:
         if event.get("code") != apsw.SQLITE_TRACE_PROFILE:
             return
         end = time.perf_counter()
-        sql = " ".join(str(event.get("sql", "")).split())[:60]
+        full = " ".join(str(event.get("sql", "")).split()).upper()
+        head = full[:60]
         took = event["nanoseconds"] / 1e9
         waited, self.wait_mark = _waited[0] - self.wait_mark, _waited[0]
-        head = sql.upper()
-        writes = head.startswith(("BEGIN IMMEDIATE", "INSERT", "DELETE", "UPDATE")) or (
+        if head.startswith("BEGIN IMMEDIATE"):
+            # Every write of the maintainer begins so since it takes turns (a busy attempt
+            # too: the one that succeeds starts the hold). Named after what it then writes.
+            self.start, self.kind, self.explicit, self.begun = end - took, "", True, True
+            return
+        writes = head.startswith(("INSERT", "DELETE", "UPDATE")) or (
             "INCREMENTAL_VACUUM" in head or "CHECKPOINT(TRUNCATE)" in head
         )
         if self.start is None and writes:
             # The lock was taken after the waits of this statement.
             self.start = end - took + waited
-            self.kind = _kind(head)
-            self.explicit = head.startswith("BEGIN") or _in_savepoint[0]
+            self.kind = _kind(full)
+            self.explicit, self.begun = _in_savepoint[0], False
         if self.start is None:
             return
-        if self.explicit and not head.startswith(("COMMIT", "ROLLBACK", "RELEASE")):
+        if not self.kind and (writes or "REVISIONS" in full):
+            self.kind = _kind(full)
+        ends = ("COMMIT", "ROLLBACK") if self.begun else ("COMMIT", "ROLLBACK", "RELEASE")
+        if self.explicit and not head.startswith(ends):
             return
-        _stats["holds"][self.kind].append(end - self.start)
+        _stats["holds"][self.kind or "?"].append(end - self.start)
         self.start = None
 
 
@@ -160,8 +173,8 @@ _in_savepoint = [False]
 
 
 def _kind(head: str) -> str:
-    if "REVISIONS" in head or head.startswith("BEGIN IMMEDIATE"):
-        return "compaction chunk"
+    if "REVISIONS" in head or head.startswith("INSERT INTO SETTINGS VALUES"):
+        return "compaction chunk"  # (the second: a chunk that only moves the watermark)
     if "MERGE" in head or "_FTS" in head or "DESCRIBED" in head:
         return "fts merge"
     if "BLUEPRINT_CHANGES" in head:
@@ -183,6 +196,18 @@ def instrument(db: Path) -> None:
         return conn
 
     index.Maintainer._open = _open  # type: ignore[method-assign]
+
+    orig_begin = index.begin_taking_turns
+
+    def begin(*args: Any, **kw: Any) -> None:
+        started = time.perf_counter()
+        try:
+            orig_begin(*args, **kw)
+        finally:
+            if threading.current_thread().name == "localstore-maintainer":
+                _turn_waited[0] += time.perf_counter() - started
+
+    index.begin_taking_turns = begin
 
     orig_compact = _revisions.compact_superseded
 
@@ -214,8 +239,8 @@ def instrument(db: Path) -> None:
 
     orig_release = index.release_free_pages
 
-    def release(conn: apsw.Connection) -> int:
-        n = orig_release(conn)
+    def release(conn: apsw.Connection, **kw: Any) -> int:
+        n = orig_release(conn, **kw)
         _stats["turns"]["free pages given back"] += n
         return n
 
@@ -329,7 +354,7 @@ def writer(home: Path, seconds: float, gap: tuple[float, float], burst: int, out
                 "holds": holds,
                 "turns": _stats["turns"],
                 "rounds": _stats["rounds"],
-                "waited": _waited[0],
+                "waited": _waited[0] + _turn_waited[0],
                 "purger_rounds": None if purger is None else purger._rounds,
                 "health": health,
             },

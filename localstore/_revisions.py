@@ -19,6 +19,7 @@ would read a BLOB as its bytes, out of an index that may hold one.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import apsw
@@ -49,13 +50,19 @@ def _compress(plain: bytes) -> bytes:
     return zlib.compress(plain, _LEVEL)
 
 
-def compact_superseded(conn: apsw.Connection, *, limit: int | None = None) -> int:
+def compact_superseded(
+    conn: apsw.Connection,
+    *,
+    limit: int | None = None,
+    begin: Callable[[apsw.Connection], None] | None = None,
+) -> int:
     """Compact the revisions superseded since the last call (up to ``limit`` new revisions
     looked at); returns how many were compacted. Raises apsw.Error (BusyError: try later).
 
     Reads and compresses outside any write transaction; each chunk's UPDATEs run in a short
-    ``BEGIN IMMEDIATE`` that re-checks, per row, that it is still plain text and older than its
-    blueprint's current revision.
+    ``BEGIN IMMEDIATE`` (``begin(conn)`` when given: the maintainer's takes turns) that
+    re-checks, per row, that it is still plain text and older than its blueprint's current
+    revision.
     """
     # (Any: apsw's stubs type each row value as a wide union; every value is converted here.)
     db: Any = conn
@@ -86,10 +93,10 @@ def compact_superseded(conn: apsw.Connection, *, limit: int | None = None) -> in
                 size += len(plain[0]) + len(plain[1])
             if size >= COMPACT_CHUNK_BYTES:  # (see COMPACT_CHUNK_BYTES) this chunk ends here
                 marked = int(fresh_seq)
-                done += _apply(conn, updates, marked)
+                done += _apply(conn, updates, marked, begin)
                 updates, size = [], 0
         if marked != int(fresh[-1][0]):  # (the watermark moves even when nothing was compacted)
-            done += _apply(conn, updates, int(fresh[-1][0]))
+            done += _apply(conn, updates, int(fresh[-1][0]), begin)
         left -= len(fresh)
     return done
 
@@ -97,7 +104,12 @@ def compact_superseded(conn: apsw.Connection, *, limit: int | None = None) -> in
 _COLUMNS = "seq, id, rev, op_id, origin, device, ts, path, content, meta, content_hash, deleted"
 
 
-def _apply(conn: apsw.Connection, updates: list[tuple[bytes, bytes, int]], mark: int) -> int:
+def _apply(
+    conn: apsw.Connection,
+    updates: list[tuple[bytes, bytes, int]],
+    mark: int,
+    begin: Callable[[apsw.Connection], None] | None = None,
+) -> int:
     """Rewrite the rows, still plain and superseded, with their compacted values.
 
     DELETE and INSERT (same ``seq``), not UPDATE: SQLite rebalances a b-tree page that a delete
@@ -105,7 +117,10 @@ def _apply(conn: apsw.Connection, updates: list[tuple[bytes, bytes, int]], mark:
     kept its own 4 KB page and the index did not shrink at all (measured: 1.37 -> 1.36 MB).
     """
     db: Any = conn
-    db.execute("BEGIN IMMEDIATE")
+    if begin is None:
+        db.execute("BEGIN IMMEDIATE")
+    else:
+        begin(conn)
     try:
         changed = 0
         for content, meta, seq in updates:

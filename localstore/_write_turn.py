@@ -1,7 +1,8 @@
 """A writer's turn: processes waiting for the index's write lock say so, and the holder lets them in.
 
 SQLite has no queue for its write lock. A process that waits polls ``BEGIN IMMEDIATE``
-(``Index._begin_immediate``), and one that saves back to back takes the lock again a few
+(``index.begin_taking_turns``: every write of ``Index.write()`` and of the maintainer threads
+begins there), and one that saves back to back takes the lock again a few
 microseconds after each commit, so the poll nearly always finds it taken: beside an app saving
 in a loop another process made 17 saves in the app's 6,000, and with a short busy timeout its
 saves failed (``bench/writer_fairness.py``).

@@ -1287,48 +1287,13 @@ class Index:
         # here, same overall timeout and same error when it expires. (Under an enclosing read()
         # of the same thread the release only lowers the count: that thread waits holding the
         # lock, as before.) Reads keep the busy timeout: they never wait for a writer in WAL.
-        #
-        # Turns (_write_turn): a waiter announces itself at every poll, and a writer that finds
-        # another process waiting leaves it the lock first. Without them a process saving back
-        # to back took the lock again microseconds after each commit and a waiter polling every
-        # 50 ms rarely found it free (seconds of waiting; past a short busy timeout, failures).
-        conn = cur.connection
-        deadline = time.monotonic() + self.busy_timeout_ms / 1000
-        turn = self._turn
-        if turn is not None and not self._no_lock_waits and turn.other_waiting():
-            self._give_way(turn, deadline)
-        delay = 0.001 if turn is None else TURN_POLL_S / 4
-        cap = 0.05 if turn is None else TURN_POLL_S
-        announced = False
-        try:
-            while True:
-                conn.setbusytimeout(0)
-                try:
-                    cur.execute("BEGIN IMMEDIATE")
-                    return
-                except apsw.BusyError:
-                    if self._no_lock_waits or time.monotonic() >= deadline:
-                        raise
-                finally:
-                    conn.setbusytimeout(self.busy_timeout_ms)
-                if turn is not None:
-                    turn.announce()
-                    announced = True
-                self._wait_unlocked(min(delay, max(0.0, deadline - time.monotonic())))
-                delay = min(delay * 2, cap)
-        finally:
-            if announced and turn is not None:
-                turn.withdraw()  # (a no-op once the turn is closed)
-
-    def _give_way(self, turn: WriteTurn, deadline: float) -> None:
-        """Leave the write lock to another process that waits for it: wait (this index's lock
-        released) until that process has it, stops polling, or GIVE_WAY_MAX_S have passed."""
-        until = min(deadline, time.monotonic() + GIVE_WAY_MAX_S)
-        while not self._no_lock_waits and turn.other_waiting():
-            left = until - time.monotonic()
-            if left <= 0:
-                return
-            self._wait_unlocked(min(TURN_POLL_S / 8, left))
+        begin_taking_turns(
+            cur,
+            self._turn,
+            self.busy_timeout_ms,
+            wait=self._wait_unlocked,
+            interrupted=lambda: self._no_lock_waits,
+        )
 
     def _wait_unlocked(self, seconds: float) -> None:
         """Sleep with this index's lock released; raise if the index was closed meanwhile."""
@@ -1728,6 +1693,71 @@ class Index:
         return broken
 
 
+def begin_taking_turns(
+    cur: apsw.Cursor,
+    turn: WriteTurn | None,
+    busy_timeout_ms: int,
+    *,
+    wait: Callable[[float], None] = time.sleep,
+    interrupted: Callable[[], bool] = lambda: False,
+) -> None:
+    """``BEGIN IMMEDIATE`` on ``cur``'s connection, taking turns with the other writers of the
+    home (_write_turn): give way first to one that waits, and announce this one while waiting.
+
+    ``wait(seconds)`` sleeps between polls (Index: with its lock released); ``interrupted()``
+    makes a busy lock fail at once (a shutdown). Raises apsw.BusyError once ``busy_timeout_ms``
+    has passed; the connection's busy timeout is ``busy_timeout_ms`` again afterwards.
+
+    Without turns a process saving back to back took the lock again microseconds after each
+    commit, and a waiter polling for it rarely found it free (seconds of waiting; past a short
+    busy timeout, failures). Index.write() and the Maintainer's writes both begin here: the
+    maintainer waited with SQLite's busy handler, never announcing, so a stream of saves kept
+    its compaction and search-index merges out for as long as it lasted.
+    """
+    conn = cur.connection
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    if turn is not None and not interrupted() and turn.other_waiting():
+        _give_way(turn, deadline, wait, interrupted)
+    delay = 0.001 if turn is None else TURN_POLL_S / 4
+    cap = 0.05 if turn is None else TURN_POLL_S
+    announced = False
+    try:
+        while True:
+            conn.setbusytimeout(0)
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                return
+            except apsw.BusyError:
+                if interrupted() or time.monotonic() >= deadline:
+                    raise
+            finally:
+                conn.setbusytimeout(busy_timeout_ms)
+            if turn is not None:
+                turn.announce()
+                announced = True
+            wait(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, cap)
+    finally:
+        if announced and turn is not None:
+            turn.withdraw()  # (a no-op once the turn is closed)
+
+
+def _give_way(
+    turn: WriteTurn,
+    deadline: float,
+    wait: Callable[[float], None],
+    interrupted: Callable[[], bool],
+) -> None:
+    """Leave the write lock to another connection that waits for it: wait until that one has
+    it, stops polling, or GIVE_WAY_MAX_S have passed."""
+    until = min(deadline, time.monotonic() + GIVE_WAY_MAX_S)
+    while not interrupted() and turn.other_waiting():
+        left = until - time.monotonic()
+        if left <= 0:
+            return
+        wait(min(TURN_POLL_S / 8, left))
+
+
 class Maintainer:
     """Background thread that checkpoints the WAL, merges FTS segments and compacts superseded
     revisions (localstore._revisions), all off the save path.
@@ -1895,6 +1925,31 @@ class Maintainer:
             conn.close()
 
     def _round(self, conn: apsw.Connection) -> None:
+        # Its writes take turns with the home's other writers (begin_taking_turns): announced
+        # while they wait, a process saving back to back gives way to them, where SQLite's busy
+        # handler alone left them out for as long as the saves went on (a daemon pulling a
+        # large download, an app importing); and they give way to a saver that waits, which
+        # waited for every write of the round in a row. Mapped for the round only: a few
+        # system calls a round, and nothing held between rounds.
+        turn = WriteTurn.open(self._path)
+        try:
+            self._round_in_turn(conn, turn)
+        finally:
+            if turn is not None:
+                turn.close()
+
+    def _begin(self, turn: WriteTurn | None) -> Callable[[apsw.Connection], None]:
+        """How the round's writes begin: in turn, given up at once once the thread is stopped."""
+
+        def begin(conn: apsw.Connection) -> None:
+            begin_taking_turns(
+                conn.cursor(), turn, self._busy_timeout_ms, interrupted=self._stop.is_set
+            )
+
+        return begin
+
+    def _round_in_turn(self, conn: apsw.Connection, turn: WriteTurn | None) -> None:
+        begin = self._begin(turn)
         with self._lock:
             # Idle: no commit here since the last round, and no change by any other process
             # either (the op counter is the home's). Judged by this process's commits alone, a
@@ -1921,20 +1976,29 @@ class Maintainer:
                 # Superseded revisions stored compacted (before the checkpoint, which then
                 # copies those pages too). Its failure (a full disk), or that of giving free
                 # pages back, must not cost the checkpoint: raised after it.
-                compact_superseded(conn)
+                compact_superseded(conn, begin=begin)
             except apsw.BusyError:
                 pass  # the app is writing: the next round goes on from the same watermark
             except apsw.Error as exc:
                 failure = exc
             try:
-                # Bounded FTS merge work per round, then a PASSIVE checkpoint (never blocks writers).
-                _merge_search_indexes(conn, idle=idle)
-                conn.execute(_TRIM_CHANGE_LOG)
+                # Bounded FTS merge work per round, then a PASSIVE checkpoint (never blocks
+                # writers). One write with the change log's trim (its `with conn` is then a
+                # savepoint): one turn for both.
+                begin(conn)
+                try:
+                    _merge_search_indexes(conn, idle=idle)
+                    conn.execute(_TRIM_CHANGE_LOG)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if not conn.getautocommit():
+                        conn.execute("ROLLBACK")
+                    raise
             except apsw.BusyError:  # another process writes or checkpoints: the next round
                 return
             try:
                 # Before the checkpoint, which is what shortens the file.
-                release_free_pages(conn)
+                release_free_pages(conn, begin=begin)
             except apsw.BusyError:
                 pass  # the app is writing: the next round
             except apsw.Error as exc:
@@ -2001,11 +2065,15 @@ def page_usage(conn: apsw.Connection) -> dict[str, int]:
     }
 
 
-def release_free_pages(conn: apsw.Connection) -> int:
+def release_free_pages(
+    conn: apsw.Connection, *, begin: Callable[[apsw.Connection], None] | None = None
+) -> int:
     """Give free pages back to the filesystem when they are a large share of the file (see
     FREE_PAGES_SHARE), a bounded number per call; returns how many pages went. Only for an index
     in incremental auto_vacuum mode (a new one, or one ``check --fix`` converted). Raises
-    apsw.Error (BusyError: someone writes; try later)."""
+    apsw.Error (BusyError: someone writes; try later). Each step is
+    a transaction of its own (``begin(conn)`` starts it when given: the maintainer's takes
+    turns; else the pragma alone is one)."""
     usage = page_usage(conn)
     pages, free, size = usage["pages"], usage["free_pages"], usage["page_size"]
     if (
@@ -2022,9 +2090,28 @@ def release_free_pages(conn: apsw.Connection) -> int:
         # Each pragma outside a transaction is one (see FREE_PAGES_PER_STEP); stepped to the
         # end: each step of the pragma moves one page (fetchall runs them all).
         n = min(step, count - done)
-        conn.execute(f"PRAGMA incremental_vacuum({n})").fetchall()
+        if begin is None:
+            conn.execute(f"PRAGMA incremental_vacuum({n})").fetchall()
+        else:
+            _in_transaction(conn, begin, f"PRAGMA incremental_vacuum({n})")
         done += n
     return count
+
+
+def _in_transaction(
+    conn: apsw.Connection, begin: Callable[[apsw.Connection], None], *sql: str
+) -> None:
+    """Run ``sql`` (each statement stepped to its end) in one transaction started by
+    ``begin(conn)``; rolled back on any error."""
+    begin(conn)
+    try:
+        for statement in sql:
+            conn.execute(statement).fetchall()
+        conn.execute("COMMIT")
+    except BaseException:
+        if not conn.getautocommit():
+            conn.execute("ROLLBACK")
+        raise
 
 
 def wal_size(path: Path) -> int:

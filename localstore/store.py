@@ -1399,6 +1399,8 @@ class BlueprintStore:
             requests = [_composed_request(r) for r in requests]
         # Before the write lock: a slow validator must not hold every other writer up.
         self._prejudge(requests)
+        if origin == "remote" and self.validator is not None:
+            self._judge_unrecorded_ahead(self._request_paths(requests), self._new_path_check())
         refused: dict[int, LocalStoreError] = {}
         recorded_first = None if origin == "remote" or self.index.write_open else set[str]()
         taken_names: set[str] = set()
@@ -1427,6 +1429,10 @@ class BlueprintStore:
                 taken_names.add(taken.target)
                 if recorded_first is not None:
                     self._commit_batch_edits(requests, self._rel_of(taken.target), recorded_first)
+                elif origin == "remote":
+                    # The next attempt records that file inside and refuses its item: judged
+                    # now, between the attempts, its ingest takes the verdict.
+                    self._judge_unrecorded_ahead([self._rel_of(taken.target)])
             except _ItemRefused as refusal:
                 # A hook refused its item after the item was written: the attempt was undone
                 # (index and files), and runs again without that item, so the refused item
@@ -1989,12 +1995,32 @@ class BlueprintStore:
         """Commit, before a write that replaces or removes the pairs at ``rels``, what they hold
         that the index has not recorded (an edit, or a file where no live blueprint is): see
         _record_first. Nothing for a remote write (it refuses an edit) or inside a caller's
-        transaction (reconcile keeps what a kill leaves set aside)."""
-        if origin == "remote" or self.index.write_open:
+        transaction (reconcile keeps what a kill leaves set aside); a remote write's are judged
+        ahead instead (see _judge_unrecorded_ahead)."""
+        if self.index.write_open:
+            return
+        if origin == "remote":
+            self._judge_unrecorded_ahead(rels)
             return
         todo = self._unrecorded_paths(rels)
         if todo:
             self._commit_ingest(todo)
+
+    def _judge_unrecorded_ahead(
+        self, rels: Iterable[str], new_files: Callable[[str], bool] | None = None
+    ) -> None:
+        """Run the validator, before a remote write takes the lock, on what the pairs at
+        ``rels`` hold that the index has not recorded.
+
+        A remote write records such an edit inside its own transaction and refuses itself (an
+        edit beats a remote write); it cannot commit the edit first, as a local one does: the
+        write would then no longer see it, and replace it. That ingest judged the edit inside
+        the lock; it now takes this verdict for the very bytes. Stats only, and only with a
+        validator and outside a caller's transaction (a sync pass judges its rows' edits ahead
+        itself, sync._apply.Applier.judge_ahead)."""
+        if self.validator is None or self.index.write_open:
+            return
+        self._judge_files_ahead(self._unrecorded_paths(rels, new_files))
 
     def _unrecorded_paths(
         self, rels: Iterable[str], new_files: Callable[[str], bool] | None = None

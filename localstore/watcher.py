@@ -1287,23 +1287,29 @@ class Watcher:
         ingest reads it is judged again there (the verdict is kept by the bytes judged); one
         that cannot be read or parsed here is left to the ingest, which reports it. A file
         whose bytes are the ones recorded (the echo of this store's own save, a touch) is not
-        judged: its ingest judges nothing either."""
+        judged, when the row holds this validator's verdict on them: its ingest keeps that
+        verdict. Only then: a touch or a hand edit of the meta file alone of a blueprint another
+        process recorded (the CLI, a daemon without the validator: judged by none) was judged
+        inside the batch's transaction, the YAML being the one recorded."""
         store = self.store
         if store.validator is None:
             return
         for rel, _ in items:
             try:
                 raw = fs.read_regular(self.root / rel, store.limits.max_bytes)
-                if sha256_hex(raw) != self._recorded_yaml_sha256(rel):
+                if sha256_hex(raw) != self._recorded_verdict_on(rel):
                     store._judge_ahead(raw)
             except (LocalStoreError, OSError):
                 continue
 
-    def _recorded_yaml_sha256(self, key: str) -> str | None:
+    def _recorded_verdict_on(self, key: str) -> str | None:
+        """The sha256 of the YAML the live row at ``key`` recorded when that row holds this
+        store's validator's verdict on it (BlueprintStore._row_verdict_holds), else None."""
         with self.store.index.read() as cur:
             rows = cur.execute(
-                "SELECT yaml_sha256 FROM blueprints WHERE path = ? AND deleted = 0",
-                (key,),
+                "SELECT yaml_sha256 FROM blueprints WHERE path = ? AND deleted = 0 "
+                "AND flagged IS NULL AND judged_by IS ?",
+                (key, self.store.validator_name),
             ).fetchall()
         return str(rows[0][0]) if rows else None
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -463,6 +463,11 @@ def resolve_conflict(
     record = get_conflict(store, cid)
     if not record.open:
         raise ConflictError(f"conflict #{cid} is already resolved ({record.resolution})")
+    # An editor's edit of the blueprint or of its copy that no watcher has recorded: committed
+    # now, judged before its own write, as a save or a delete does (_record_edits_first).
+    # Found inside the write below (reading what the resolve replaces, deleting the copy),
+    # it was recorded there, and the app's validator judged it holding the write lock.
+    store._record_edits_first(_live_paths(store, (record.id, record.copy_id)), "local")
     text = content if content is not None else conflict_local_text(store, record)
     if text is not None and take != "remote":
         # Its save runs inside the write lock below: judged before it, the save takes the
@@ -503,6 +508,16 @@ def resolve_conflict(
         resolved = st.get_conflict(cur, cid)
     assert resolved is not None
     return resolved
+
+
+def _live_paths(store: BlueprintStore, ids: Sequence[str | None]) -> list[str]:
+    """The paths of the live blueprints among ``ids`` (None and unknown ids skipped)."""
+    paths = []
+    for blueprint_id in ids:
+        row = store.row_by_id(blueprint_id) if blueprint_id is not None else None
+        if row is not None and not row.deleted:
+            paths.append(row.path)
+    return paths
 
 
 # Appended to a resolution that replaced a change made since the conflict (parsed back by

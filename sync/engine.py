@@ -2167,6 +2167,15 @@ class SyncEngine:
             st.set_state(cur, "horizon", str(horizon))
 
     def _vanished(self, ids: Sequence[str], report: SyncReport) -> None:
+        # An edit of one of them that no watcher recorded beats the delete: committed first,
+        # judged before its own write (BlueprintStore._record_edits_first), its row is dirty
+        # below and pushed again as a create. Met by the delete inside this transaction, it was
+        # judged holding the write lock, and the delete's refusal (ChangedOnDiskError) undid
+        # the whole transaction, the edit's recording with it: every later pass failed so.
+        rows = [_row_or_none(self.store, blueprint_id) for blueprint_id in ids]
+        self.store._record_edits_first(
+            [row.path for row in rows if row is not None and not row.deleted], "external"
+        )
         with self.store.index.write() as cur:
             known = len(st.known_server_ids(cur))
             # Safety valve: a server that lost most rows at once (restored, wiped) must not

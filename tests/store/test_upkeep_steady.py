@@ -139,8 +139,8 @@ def test_every_upkeep_task_gets_its_turn_under_steady_saves_from_two_processes(
     """An app saving back to back while another process (a daemon) saves every 20 ms: the
     maintainer's rounds still compact history (a backlog left by a burst included), merge the
     search indexes and checkpoint, none of them fails or is skipped for a busy lock, and the
-    WAL stays bounded. (The maintainer waits for the write lock with SQLite's busy
-    handler, up to 5 s, polling at most every 100 ms: giving up at once would starve it.)"""
+    WAL stays bounded. (The maintainer waits for the write lock up to 5 s, taking turns as a
+    save does (tests/store/test_maintainer_turns.py): giving up at once would starve it.)"""
     merges: list[bool] = []
     real_merge = index_mod._merge_search_indexes
 
