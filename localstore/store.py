@@ -2037,12 +2037,16 @@ class BlueprintStore:
     ) -> builtins.list[str]:
         """The paths of ``rels`` whose pair holds what the index has not recorded (its stats
         differ from the live row's, or a file is where no live blueprint is, when ``new_files``
-        passes that path)."""
+        passes that path). A path that leads out of the blueprints folder is left out: the write
+        refuses it (an item's error), where raised here it failed the whole batch."""
         todo = []
         with self.index.read() as cur:
             for rel in dict.fromkeys(rels):
+                try:
+                    yaml_abs = str(self.abspath(rel))
+                except LocalStoreError:
+                    continue
                 row = self._row_by(cur, "path = ? AND deleted = 0", (rel,))
-                yaml_abs = str(self.abspath(rel))
                 if (
                     self._edited_on_disk(row, yaml_abs)
                     if row is not None
