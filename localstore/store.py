@@ -455,6 +455,16 @@ def _recorded_now(path: str) -> fs.Recorded | None:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, fs.ino_key(st.st_ino))
 
 
+def _moved_recorded(was: fs.Recorded | None, path: str) -> fs.Recorded | None:
+    """What a write is to replace at ``path``, where a move just renamed the file the index
+    recorded as ``was``: its stats but the change time, which the rename set (None: no file
+    there)."""
+    now = _recorded_now(path)
+    if now is None or was is None:
+        return now
+    return (was[0], was[1], now[2], was[3])
+
+
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     """A pair ready to write: bytes, meta and derived facts."""
@@ -2027,12 +2037,16 @@ class BlueprintStore:
     ) -> builtins.list[str]:
         """The paths of ``rels`` whose pair holds what the index has not recorded (its stats
         differ from the live row's, or a file is where no live blueprint is, when ``new_files``
-        passes that path)."""
+        passes that path). A path that leads out of the blueprints folder is left out: the write
+        refuses it (an item's error), where raised here it failed the whole batch."""
         todo = []
         with self.index.read() as cur:
             for rel in dict.fromkeys(rels):
+                try:
+                    yaml_abs = str(self.abspath(rel))
+                except LocalStoreError:
+                    continue
                 row = self._row_by(cur, "path = ? AND deleted = 0", (rel,))
-                yaml_abs = str(self.abspath(rel))
                 if (
                     self._edited_on_disk(row, yaml_abs)
                     if row is not None
@@ -2293,8 +2307,11 @@ class BlueprintStore:
             self._rename_pair(old_path, p.path)
             batch.made_dirs.clear()  # the move may have removed the folder it left
             batch.folders.clear()  # (and put names the listings do not hold: read them again)
-            # (The renames set the files' change times: the stats to replace are taken again.)
-            yaml_was, meta_was = _recorded_now(yaml_abs), _recorded_now(meta_abs)
+            # The renames set the files' change times (taken again); size, mtime and inode stay
+            # the row's: a file an editor saved at the old name after the check moved with the
+            # pair, and taken again whole it counted as the recorded file, unlinked unrecorded.
+            yaml_was = _moved_recorded(yaml_was, yaml_abs)
+            meta_was = _moved_recorded(meta_was, meta_abs)
         # Names this batch's listing of the folder does not hold are new: no replaced file's
         # mode to keep, so no lstat for it (see _may_exist).
         listed = batch.folders.get(folder)

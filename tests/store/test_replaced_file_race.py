@@ -258,3 +258,32 @@ def test_a_filesystem_that_refuses_the_swap_gets_the_last_moment_check(
         ]
         assert not list(store.root.glob("*" + fs.TEMP_SUFFIX))
         assert store.check().clean
+
+
+@pytest.mark.parametrize("swap", [True, False])
+@pytest.mark.parametrize("how", ["rename", "in place"])
+def test_an_edit_saved_just_before_a_move_is_not_taken_for_the_recorded_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str, swap: bool
+) -> None:
+    """A save that moves a blueprint checks the pair at its old name, renames it, then swaps
+    its new files in over the moved ones. The stats those swaps compare with were taken again
+    after the renames (which set the change time): an editor's save at the old name between the
+    check and the renames moved with the pair, was taken for the recorded file, and was
+    unlinked, in no revision. Where there is no swap, the same stats are checked just before
+    the replace."""
+    if not swap:
+        monkeypatch.setattr(fs, "_EXCHANGE", None, raising=False)
+    with localstore.open(home=tmp_path / "home") as store:
+        bp = store.save("x", "steps: [old]\n")
+        old = store.abspath("x.blueprint.yaml")
+        _before_first(
+            monkeypatch, BlueprintStore, "_rename_pair", lambda: _editor_saves(old, EDITOR, how)
+        )
+        saved = store.save("y", "steps: [app]\n", id=bp.id)
+        monkeypatch.undo()  # (the swap, when made absent, too: the check below reads only)
+
+        assert saved.path == "y.blueprint.yaml"
+        assert saved.content == "steps: [app]\n"
+        assert EDITOR in _contents(store, "y.blueprint.yaml")
+        assert not old.exists()
+        assert store.check().clean

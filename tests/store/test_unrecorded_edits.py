@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from localstore.errors import AlreadyExistsError, ChangedOnDiskError, RevisionConflictError
+import localstore
+from localstore.errors import (
+    AlreadyExistsError,
+    ChangedOnDiskError,
+    RevisionConflictError,
+    UnsafePathError,
+)
 from localstore.store import SaveRequest
 
 V1 = "v: 1\n"
@@ -172,3 +178,33 @@ def test_a_remote_save_over_an_unrecorded_edit_records_it_and_writes_nothing(
     # A touch (same bytes, new mtime) is no edit: the remote save goes through.
     _edit(yaml_file, EDIT + "more: 1\n")
     assert store.save("a", remote, id=a.id, origin="remote").content == remote
+
+
+@pytest.mark.parametrize("origin", ["local", "remote"])
+def test_a_batch_item_through_a_link_is_refused_alone_while_edits_are_looked_for(
+    tmp_path: Path, origin: str
+) -> None:
+    """Before a batch takes the lock it looks at what its paths hold that the index has not
+    recorded (a local batch commits such an edit first; a remote one, with a validator, judges
+    it ahead). A path that leads out of the blueprints folder through a link is the item's to
+    refuse (UnsafePathError, the other items saved): looked at there, it raised out of the whole
+    batch (a remote batch with a validator, every time; a local one once an edit was found)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    with localstore.open(
+        home=tmp_path / "home", validator=lambda text: [], validator_name="rules"
+    ) as store:
+        store.save("a", V1)
+        (store.root / "linked").symlink_to(outside, target_is_directory=True)
+        _edit(store.abspath("a.blueprint.yaml"), EDIT)
+        results = store.save_many(
+            [SaveRequest("a", "v: 2\n"), SaveRequest("linked/x", "v: 3\n")], origin=origin
+        )
+        assert isinstance(results[1], UnsafePathError)
+        assert not list(outside.iterdir())
+        if origin == "local":
+            assert [c for _, c in _contents(store, "a")] == [V1, EDIT, "v: 2\n"]
+        else:
+            # (An edit beats a remote write: recorded, and the item refused.)
+            assert isinstance(results[0], ChangedOnDiskError)
+            assert [c for _, c in _contents(store, "a")] == [V1, EDIT]
