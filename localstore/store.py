@@ -1523,12 +1523,14 @@ class BlueprintStore:
         except BaseException as exc:
             # Whatever failed after files were written (a flush, the index commit, a hook), the
             # previous versions are put back so the caller's error means "nothing changed".
+            pending.settle()
             batch.pending.abort()
             batch.pending.restore_previous()
             self._undo_touched(batch.touched, batch.ingested, batch.pending.placed)
             if isinstance(exc, apsw.Error):  # never leaks out of the public API
                 raise map_apsw_error(exc, "save") from exc
             raise
+        pending.settle()  # (after the commit: the unlinks ran beside it)
         if batch.touched:
             # Inside a caller's transaction (the sync engine's pass) this write was only a
             # savepoint: if that transaction rolls back later, these files must go back too, or
