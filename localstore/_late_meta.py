@@ -33,14 +33,16 @@ live pair's meta (reconcile gives the copy a new id; it is no YAML's own meta co
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from localstore import files as fs
 from localstore._revisions import revision_text
 from localstore.blueprint import BlueprintMeta, decode_meta
-from localstore.errors import InvalidInputError, UnsafePathError
+from localstore.errors import InvalidInputError, StorageError, UnsafePathError
 
 if TYPE_CHECKING:
     from localstore._reconcile import Reconciler
@@ -112,14 +114,12 @@ def _keep_beside(
     """Move the blueprint the user described to a path of its own, as it is indexed."""
     store = rec.store
     content = store._revision_content(row.id, row.rev)
-    target = _kept_path(rec, cur, row)
-    prepared = store._prepare(target, content, row.meta)
-    fs.atomic_write_many(
-        [
-            (store.root / fs.meta_path_for(target), prepared.meta_bytes),
-            (store.root / target, prepared.yaml_bytes),
-        ]
-    )
+    for target in _kept_paths(rec, cur, row):
+        prepared = store._prepare(target, content, row.meta)
+        if _place_pair(store.root, target, prepared.meta_bytes, prepared.yaml_bytes):
+            break
+    else:
+        raise fs.NameTakenError(str(store.root / target))
     from localstore._reconcile import _Scan
 
     mark = len(rec.events)
@@ -176,13 +176,42 @@ def _candidates(row: Row) -> list[str]:
     return out
 
 
-def _kept_path(rec: Reconciler, cur: Any, row: Row) -> str:
-    """A free path beside ``row``'s for the kept blueprint: ``<stem> (kept <id>)``."""
+def _kept_paths(rec: Reconciler, cur: Any, row: Row) -> list[str]:
+    """The free paths beside ``row``'s for the kept blueprint, best first: ``<stem> (kept
+    <id>)``, then the id's own name (tried even if a file has it: see _place_pair)."""
     *free, last = _candidates(row)
+    out = []
     for rel in free:
         taken = cur.execute(
             "SELECT 1 FROM blueprints WHERE path_key = ? AND deleted = 0", (fs.path_key(rel),)
         ).fetchall()
         if not taken and not (rec.store.root / rel).exists():
-            return rel
-    return last
+            out.append(rel)
+    return [*out, last]
+
+
+def _place_pair(root: Path, target: str, meta_bytes: bytes, yaml_bytes: bytes) -> bool:
+    """Write the kept pair at ``target``, both names new; False (nothing of it left) if a file
+    took one of them since the look (then the next candidate is tried). Raises StorageError.
+
+    ``atomic_write_many`` renamed over such a file (a tool copying a folder in, an editor's
+    new file): lost, in no revision."""
+    pending = fs.PendingWrites(expected_files=2)
+    try:
+        for path, data in (
+            (root / fs.meta_path_for(target), meta_bytes),
+            (root / target, yaml_bytes),
+        ):
+            pending.add(path, data, new=True)
+        pending.commit()
+    except fs.NameTakenError:
+        for placed, seen in pending.placed.items():
+            # (Ours just placed: removed, unless that program saved over it too: that file
+            # goes back, or stays under an aside name, which reconcile keeps.)
+            with contextlib.suppress(OSError):
+                fs.remove_placed(placed, seen)
+        return False
+    except StorageError:
+        pending.abort()
+        raise
+    return True

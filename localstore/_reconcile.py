@@ -64,6 +64,11 @@ STALE_TEMP_SECONDS = 60.0
 META_READ_LIMIT = MAX_META_BYTES
 
 
+class _MetaChanged(Exception):
+    """Another program saved a meta file between an ingest's read of it and the rename that
+    was to put a flushed temp in its place (nothing replaced): the ingest reads it again."""
+
+
 @dataclass
 class _Scan:
     yamls: dict[str, fs.FileStat] = field(default_factory=dict)
@@ -435,6 +440,9 @@ class Reconciler:
         # Whether the ingest under way put the meta file in place itself (written, or a
         # flushed temp renamed): its stat is then taken after that, not the scan's (_record).
         self._meta_placed = False
+        # The meta file the ingest under way read (what fs.write_checked compares; None: none
+        # was there): its rewrite replaces only that file, not an edit saved since the read.
+        self._meta_seen: fs.Recorded | None = None
 
     # -- scanning ----------------------------------------------------------------------------------
 
@@ -1242,15 +1250,36 @@ class Reconciler:
         *,
         retried: bool = False,
     ) -> None:
+        try:
+            self._ingest_once(cur, rel, scan, report, retried=retried)
+        except _MetaChanged:
+            # Another program saved the meta file after it was read and before a flushed temp
+            # was renamed over it (nothing recorded yet): read the pair again, once (a later
+            # race is the watcher's next event, or the next open).
+            if not retried:
+                self._ingest_locked(cur, rel, scan, report, retried=True)
+
+    def _ingest_once(
+        self,
+        cur: Any,
+        rel: str,
+        scan: _Scan,
+        report: CheckReport,
+        *,
+        retried: bool = False,
+    ) -> None:
         store = self.store
         self._meta_placed = False
+        self._meta_seen = None
         # (The stats _record records are the scan's, taken before these reads.)
         yaml_bytes = self._read(rel)
         if yaml_bytes is None:
             return
         meta_rel = fs.meta_path_for(rel)
         try:
-            meta_bytes = fs.read_regular(store.root / meta_rel, META_READ_LIMIT)
+            meta_bytes, self._meta_seen = fs.read_regular_seen(
+                store.root / meta_rel, META_READ_LIMIT
+            )
         except fs.NotAFileError as exc:
             # A link (or folder) in the meta file's place: read through, a JSON file elsewhere
             # became this blueprint's meta (its id, name and tags), in history and synced; nor
@@ -1380,7 +1409,13 @@ class Reconciler:
             self._follow_meta(identity.path, rel)
         if write_meta:
             if meta_bytes is not None:
-                fs.atomic_write(store.root / meta_rel, prepared.meta_bytes)
+                # Only over the meta file read (or the temp recovered into its place): another
+                # program's save since (a tool finishing the pair it was copying, the person
+                # typing a name) was replaced unrecorded by a plain rename.
+                if not self._write_meta_over(meta_rel, prepared.meta_bytes):
+                    if not retried:
+                        self._ingest_locked(cur, rel, scan, report, retried=True)
+                    return
             elif not fs.create_file(store.root / meta_rel, prepared.meta_bytes):
                 # The pair's own meta came since it was read (a tool writing the pair file by
                 # file): replacing it lost its id for good. Read the pair again, once (a later
@@ -1570,12 +1605,59 @@ class Reconciler:
                 continue
             if same_id is not None and found.id != same_id:
                 continue
-            fs.replace_file(entry.path, target)
+            self._move_temp_in(entry.path, meta_rel)
             fs.fsync_dir(target.parent)
             self._meta_placed = True
             report.fixed.append({"kind": "meta-recovered", "path": meta_rel, "detail": entry.name})
             return raw
         return None
+
+    def _move_temp_in(self, temp: str, meta_rel: str) -> None:
+        """Rename a flushed meta temp to ``meta_rel``, only over the meta file this ingest read
+        (none: only to a free name). Raises _MetaChanged if another program saved the meta file
+        since (it stays; a version of its taken off the name is kept), OSError.
+
+        The plain rename replaced a meta file saved between the read and the rename (a sync
+        client's download of the pair, the person's edit), lost in no revision."""
+        target = str(self.store.root / meta_rel)
+        seen = self._meta_seen
+        if seen is None:
+            if not fs.place_new(temp, target):
+                raise _MetaChanged(meta_rel)
+        else:
+            st = os.lstat(temp)
+            try:
+                fs.replace_recorded(temp, target, seen, (st.st_ino, st.st_size, st.st_mtime_ns))
+            except fs.TargetChangedError as changed:
+                self._keep_taken_off(changed.set_aside, meta_rel)
+                raise _MetaChanged(meta_rel) from changed
+        with contextlib.suppress(OSError):
+            self._meta_seen = fs.recorded_of(os.lstat(target))
+
+    def _write_meta_over(self, meta_rel: str, data: bytes) -> bool:
+        """Write ``data`` to ``meta_rel`` if it is still the meta file this ingest read (or a
+        temp recovered into its place); False, changing nothing, if another program saved it
+        since (a version of its taken off the name is kept). Raises StorageError."""
+        try:
+            fs.write_checked(self.store.root / meta_rel, data, self._meta_seen)
+        except fs.TargetChangedError as changed:
+            self._keep_taken_off(changed.set_aside, meta_rel)
+            return False
+        except fs.NameTakenError:
+            return False
+        return True
+
+    def _keep_taken_off(self, files: Sequence[str], rel: str) -> None:
+        """Keep the versions of another program's a checked write took off ``rel`` (it saved
+        twice during the write, see files.TargetChangedError) unless a revision holds them."""
+        from localstore._kept_edits import keep_set_aside
+
+        for aside in files:
+            try:
+                keep_set_aside(self.store, aside, rel)
+            except (OSError, LocalStoreError) as exc:
+                # (Left beside it under an aside name: a later pass keeps it, see _kept_aside.)
+                log.warning("could not keep %s (a version of %s): %s", aside, rel, exc)
 
     def _match_moved_yaml(self, cur: Any, digest: str) -> Row | None:
         """A YAML moved without its meta: the live blueprint with that hash whose file is gone."""

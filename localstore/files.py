@@ -21,7 +21,7 @@ import stat
 import sys
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
@@ -123,6 +123,9 @@ _EXCHANGE = _PLATFORM.exchange
 # What the index recorded of a file a write replaces: size, mtime, change time (ns) and inode
 # (ino_key; 0 or None: unknown), as stat_unchanged takes them.
 Recorded: TypeAlias = tuple[int, int, int | None, int | None]
+# The files a write placed, with the stats of each just after its rename (None: not the
+# write's file by then): PendingWrites.placed.
+PlacedFiles: TypeAlias = Mapping[str, Recorded | None]
 # What the no-replace rename answers where the filesystem does not support the flag (EINVAL:
 # NFS, older FUSE; ENOTSUP on macOS), or a kernel before 3.15 or a sandbox's filter (ENOSYS,
 # EPERM): the fallbacks of place_new and rename_new take over.
@@ -431,7 +434,15 @@ class PendingWrites:
         # this object: an undo removes a new file only if it is one of these (not a file that
         # another program put at the name).
         self._create: set[str] = set()
-        self.placed: set[str] = set()
+        # Each target placed, with the stats of the file placed there (None: already not ours
+        # when looked at just after the rename): the undo of a failed write puts back or
+        # removes only that file (see restore_previous, remove_placed, write_checked), not a
+        # save another program (an editor) made over it since.
+        self.placed: dict[str, Recorded | None] = {}
+        # Files an undo took off a target or could not put back (aside name, target): another
+        # program's save, or a kept version that program's save now stands over. The caller
+        # keeps those no revision holds (keep_set_aside), as for TargetChangedError.
+        self.to_keep: list[tuple[str, str]] = []
         # The temps that replace a recorded file: (what the index recorded of it, the temp's
         # own inode, size and mtime), for replace_recorded.
         self._recorded: dict[str, tuple[Recorded, tuple[int, int, int]]] = {}
@@ -617,8 +628,9 @@ class PendingWrites:
             if taken:
                 self._drop_from(i)
                 raise NameTakenError(target)
-            self._placed[target] = _placed_ctime(target, self._inodes.pop(tmp, None))
-            self.placed.add(target)
+            now = _placed_stat(target, self._inodes.pop(tmp, None))
+            self._placed[target] = None if now is None else now[2]
+            self.placed[target] = now
             dirs[os.path.dirname(target)] = None
         self._temps = []
         self._create.clear()
@@ -721,7 +733,7 @@ class PendingWrites:
         kept, self.kept = self.kept, []
         for aside, target in reversed(kept):
             try:
-                put_back(aside, target)
+                self._put_back_kept(aside, target)
             except OSError:
                 failed.append(target)
                 discard(aside)
@@ -734,11 +746,42 @@ class PendingWrites:
             if kept_target == target:
                 del self.kept[i]
                 try:
-                    put_back(aside, target)
+                    self._put_back_kept(aside, target)
                 except OSError as exc:
                     log.warning("could not put back %s: %s", target, exc)
                     discard(aside)
                 return
+
+    def _put_back_kept(self, aside: str, target: str) -> None:
+        """Put the kept file ``aside`` back over ``target`` if the file there is still the one
+        this object placed. Raises OSError.
+
+        An editor's save over that file after the rename (the index commit that failed, or a
+        sync page's later statements, ran in between) was replaced by ``put_back`` and lost,
+        in no revision. Swapped in as a save swaps (replace_recorded): that save stays at its
+        name (reconcile records it), and the kept version goes to ``to_keep`` (it may be an
+        edit only the rolled-back transaction recorded). A target this object never placed
+        holds what it held: nothing goes back over it."""
+        placed = self.placed.get(target)
+        if placed is None:
+            try:
+                same = os.path.samestat(os.lstat(aside), os.lstat(target))
+            except OSError:
+                same = False
+            if same:
+                discard(aside)
+            else:
+                self.to_keep.append((aside, target))
+            return
+        st = os.lstat(aside)
+        try:
+            replace_recorded(aside, target, placed, (st.st_ino, st.st_size, st.st_mtime_ns))
+        except TargetChangedError as changed:
+            self.to_keep.extend((kept, target) for kept in changed.set_aside)
+            self.to_keep.append((aside, target))
+            return
+        # (What is at the name now is that kept file: a later undo of it compares with this.)
+        self.placed[target] = _placed_stat(target, st.st_ino)
 
     def discard_previous(self) -> None:
         """Remove the kept files (the change they could undo is committed)."""
@@ -770,13 +813,18 @@ class PendingWrites:
         self._recorded.clear()
 
 
-def _placed_ctime(target: str, inode: int | None) -> int | None:
-    """The change time of the file at ``target`` if it is still the temp with ``inode``."""
+def _placed_stat(target: str, inode: int | None) -> Recorded | None:
+    """The stats of the file at ``target`` if it is still the temp with ``inode``."""
     try:
         st = os.lstat(target)
     except OSError:
         return None
-    return st.st_ctime_ns if st.st_ino == inode else None
+    return recorded_of(st) if st.st_ino == inode else None
+
+
+def recorded_of(st: os.stat_result) -> Recorded:
+    """What replace_recorded compares of a file: its size, mtime, change time and inode."""
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, ino_key(st.st_ino)
 
 
 def _one_per_filesystem(folders: Iterable[str]) -> list[str]:
@@ -837,6 +885,50 @@ def _fsync_and_close(fd: int) -> None:
         _os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_checked(path: Path | str, data: bytes, seen: Recorded | None) -> None:
+    """Durably write ``data`` to ``path`` only if the file there is still the one ``seen``
+    describes (``recorded_of`` of it when the caller read it; None: there was none).
+
+    For the rare writers that rewrite a blueprint file they read (reconcile making a meta
+    file whole again, a new id given to a meta, an undo putting back a version): an editor's
+    save between that read and ``atomic_write``'s rename was replaced, in no revision. Here
+    the file is swapped in and checked (replace_recorded), or placed as a new name
+    (place_new). Raises TargetChangedError (a NameTakenError) if that file changed, the
+    other program's file left at the name (its ``set_aside``: versions to keep);
+    NameTakenError if a name found free was taken; StorageError.
+    """
+    pending = PendingWrites(expected_files=1)
+    try:
+        pending.add(path, data, new=seen is None, recorded=seen)
+    except StorageError:
+        pending.abort()
+        raise
+    pending.commit()
+
+
+def remove_placed(target: str, placed: Recorded | None) -> str | None:
+    """Remove the file a failed write placed at ``target``, unless another program saved over
+    it since; the name of such a file this had to take off ``target`` and could not put back
+    (the caller keeps it), else None. Raises OSError.
+
+    ``unlink`` of the name removed whatever was there: an editor's save made after the write's
+    rename, lost. The file is renamed aside first, then judged by its stats (``placed``: the
+    file the write placed, see PendingWrites.placed); another program's goes back as a new
+    name (place_new), or stays aside if that program made the name again meanwhile."""
+    if placed is None:
+        return None  # (not ours already when the write looked after its rename)
+    aside = aside_name(target)
+    try:
+        _os.rename(target, aside)
+    except FileNotFoundError:
+        return None
+    st = os.lstat(aside)
+    if _same_but_ctime(st, placed):
+        _unlink_quiet(aside)
+        return None
+    return None if place_new(aside, target) else aside
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
@@ -1236,6 +1328,19 @@ _READ_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | O_BINARY
 
 
 def read_regular(path: Path | str, limit: int | None = None) -> bytes:
+    """A blueprint file's bytes (up to ``limit`` + 1), only if it is a regular file (see
+    read_regular_seen). Raises NotAFileError, FileNotFoundError, StorageError."""
+    return _read_regular(path, limit)[0]
+
+
+def read_regular_seen(path: Path | str, limit: int | None = None) -> tuple[bytes, Recorded]:
+    """read_regular, with what write_checked compares of the file read (its stats taken just
+    before the read: a change during the read shows as one after it). Raises as read_regular."""
+    data, st = _read_regular(path, limit)
+    return data, recorded_of(st)
+
+
+def _read_regular(path: Path | str, limit: int | None = None) -> tuple[bytes, os.stat_result]:
     """A blueprint file's bytes (up to ``limit`` + 1), only if it is a regular file.
 
     Raises NotAFileError (a FileNotFoundError) for a folder, a link or a special file in its
@@ -1257,11 +1362,11 @@ def read_regular(path: Path | str, limit: int | None = None) -> bytes:
             raise NotAFileError(path, "symbolic link") from None
         raise map_os_error(exc, "cannot read", path) from exc
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotAFileError(path, kind_of(mode))
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotAFileError(path, kind_of(st.st_mode))
         with os.fdopen(fd, "rb", closefd=False) as fh:
-            return fh.read() if limit is None else fh.read(limit + 1)
+            return (fh.read() if limit is None else fh.read(limit + 1)), st
     except FileNotFoundError:
         raise
     except OSError as exc:

@@ -25,7 +25,7 @@ import threading
 import unicodedata
 import warnings
 import weakref
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1527,6 +1527,7 @@ class BlueprintStore:
             batch.pending.abort()
             batch.pending.restore_previous()
             self._undo_touched(batch.touched, batch.ingested, batch.pending.placed)
+            self._keep_undone(batch.pending)
             if isinstance(exc, apsw.Error):  # never leaks out of the public API
                 raise map_apsw_error(exc, "save") from exc
             raise
@@ -1579,7 +1580,7 @@ class BlueprintStore:
         self,
         touched: Sequence[tuple[Row | None, str]],
         ingested: Mapping[str, tuple[bytes, bytes | None]],
-        placed: Container[str],
+        placed: fs.PlacedFiles,
     ) -> None:
         """Put back the files of a batch's saves, newest first (see :meth:`_undo_files`)."""
         for existing, new_rel in reversed(touched):
@@ -1616,6 +1617,15 @@ class BlueprintStore:
                 pending.restore_latest(str(self.abspath(rel)))
             self._undo_files(existing, new_rel, pending.placed, ingested)
         pending.discard_previous()
+        self._keep_undone(pending)
+
+    def _keep_undone(self, pending: fs.PendingWrites) -> None:
+        """Keep the files an undo took off a name or could not put back (another program's
+        save over a file the write had placed, see PendingWrites.to_keep) that no revision
+        holds; remove the rest."""
+        to_keep, pending.to_keep = pending.to_keep, []
+        for aside, target in to_keep:
+            self._keep_set_aside([aside], target)
 
     def _holds(self, rel: str, yaml_sha: str, meta_sha: str) -> bool:
         """True if the pair at ``rel`` has exactly these bytes (by sha256)."""
@@ -2372,20 +2382,23 @@ class BlueprintStore:
         self,
         existing: Row | None,
         new_rel: str,
-        placed: Container[str],
+        placed: fs.PlacedFiles,
         ingested_pairs: Mapping[str, tuple[bytes, bytes | None]] | None = None,
     ) -> None:
         """Put the committed version back after a failed save (best effort; reconcile heals).
 
-        ``placed``: the files the save put in place. A new pair's file that is not one of them
-        was never written (the save failed first), or is another program's (an editor created
-        the name the save found free): removed, it was lost with no revision anywhere."""
+        ``placed``: the files the save put in place, with their stats. A new pair's file that
+        is not one of them was never written (the save failed first), or is another program's
+        (an editor created the name the save found free): removed, it was lost with no
+        revision anywhere; so was an editor's save over a placed file (fs.remove_placed)."""
         if existing is None or existing.deleted:
             try:
                 for rel in (new_rel, fs.meta_path_for(new_rel)):
-                    target = self.abspath(rel)
-                    if str(target) in placed:
-                        fs.remove_file(target)
+                    target = str(self.abspath(rel))
+                    if target in placed:
+                        left = fs.remove_placed(target, placed[target])
+                        if left is not None:
+                            self._keep_set_aside([left], target)
                 self._prune_empty_dirs(self.abspath(new_rel).parent)
             except (OSError, StorageError):
                 log.warning("could not remove %s after a failed save", new_rel)
@@ -2407,21 +2420,46 @@ class BlueprintStore:
                 # records both pairs on the next open.
                 return
             self._rename_pair_quiet(new_rel, existing.path)
+            placed = self._moved_back(placed, new_rel, existing.path)
         if not any(written):
             return
         ingested = ingested_pairs.get(existing.path) if ingested_pairs is not None else None
-        self._restore_pair_best_effort(existing, ingested, written)
+        self._restore_pair_best_effort(existing, ingested, written, placed)
+
+    def _moved_back(self, placed: fs.PlacedFiles, new_rel: str, old_rel: str) -> fs.PlacedFiles:
+        """``placed`` with the pair's files at ``new_rel`` taken back to ``old_rel``: each is
+        the file placed if its inode, size and mtime are (a rename sets only the change time,
+        taken anew here for the check without a swap)."""
+        moved = dict(placed)
+        for new, old in (
+            (new_rel, old_rel),
+            (fs.meta_path_for(new_rel), fs.meta_path_for(old_rel)),
+        ):
+            seen = moved.pop(str(self.abspath(new)), None)
+            if seen is None:
+                continue
+            try:
+                now = fs.recorded_of(os.lstat(self.abspath(old)))
+            except OSError:
+                continue
+            moved[str(self.abspath(old))] = (
+                now if now[:2] + now[3:] == seen[:2] + seen[3:] else None
+            )
+        return moved
 
     def _restore_pair_best_effort(
         self,
         existing: Row,
         ingested: tuple[bytes, bytes | None] | None = None,
         written: tuple[bool, bool] = (True, True),
+        placed: fs.PlacedFiles | None = None,
     ) -> None:
         """After a failed write, put back the committed version if a file was already replaced
         (``ingested``: the bytes of an edit recorded in the failed transaction, which rolled its
         revision back; the disk is the truth, so those bytes go back, not the older revision).
-        ``written``: whether the write placed the YAML, the meta file: only those go back."""
+        ``written``: whether the write placed the YAML, the meta file: only those go back.
+        ``placed``: the stats of the files the write placed: a file that is no longer the one
+        placed there is another program's save, left as it is (see _put_back)."""
         yaml_abs = self.abspath(existing.path)
         meta_abs = self.abspath(fs.meta_path_for(existing.path))
         if ingested is not None:
@@ -2432,13 +2470,10 @@ class BlueprintStore:
                     return  # (put back by a rename already: the disk may be full)
             except (OSError, StorageError):
                 pass
-            try:
-                items = [(yaml_abs, ingested[0])] if written[0] else []
-                if ingested[1] is not None and written[1]:
-                    items.append((meta_abs, ingested[1]))
-                fs.atomic_write_many(items)
-            except (OSError, StorageError):
-                log.warning("could not put back %s after a failed write", existing.path)
+            items = [(yaml_abs, ingested[0])] if written[0] else []
+            if ingested[1] is not None and written[1]:
+                items.append((meta_abs, ingested[1]))
+            self._put_back(existing.path, items, placed)
             return
         try:
             current = sha256_hex(fs.read_regular(yaml_abs))
@@ -2453,19 +2488,49 @@ class BlueprintStore:
                     "SELECT content, meta FROM revisions WHERE id = ? AND rev = ?",
                     (existing.id, existing.rev),
                 ).fetchall()
-            if rows:
-                fs.atomic_write_many(
-                    [
-                        (path, revision_text(text).encode())
-                        for path, text, put in (
-                            (yaml_abs, rows[0][0], written[0]),
-                            (meta_abs, rows[0][1], written[1]),
-                        )
-                        if put
-                    ]
-                )
         except (OSError, StorageError):  # reconcile on the next open records what is on disk
             log.warning("could not put back %s after a failed write", existing.path)
+            return
+        if rows:
+            items = [
+                (path, revision_text(text).encode())
+                for path, text, put in (
+                    (yaml_abs, rows[0][0], written[0]),
+                    (meta_abs, rows[0][1], written[1]),
+                )
+                if put
+            ]
+            self._put_back(existing.path, items, placed)
+
+    def _put_back(
+        self, rel: str, items: Sequence[tuple[Path, bytes]], placed: fs.PlacedFiles | None
+    ) -> None:
+        """Write a version back over the files a failed write placed (best effort).
+
+        Each file is written over only if it is still the one the write placed (``placed``):
+        an editor's save over it since (the failed commit, or a sync page's statements, ran
+        in between) was replaced by the plain rename, in no revision. That save stays at its
+        name, which reconcile records; a version it saved twice meanwhile is kept. (Without
+        ``placed``, the caller knows the file is its own: written over as before.)"""
+        for path, data in items:
+            target = str(path)
+            try:
+                if placed is None:
+                    fs.atomic_write(path, data)
+                    continue
+                seen = placed.get(target)
+                if seen is None:
+                    continue  # (no longer ours just after the rename: that program's)
+                fs.write_checked(path, data, seen)
+            except fs.TargetChangedError as changed:
+                log.warning(
+                    "%s changed on disk before a failed write could put it back; left "
+                    "as it is (reconcile records it)",
+                    target,
+                )
+                self._keep_set_aside(changed.set_aside, target)
+            except (OSError, StorageError):  # reconcile on the next open records the disk
+                log.warning("could not put back %s after a failed write", rel)
 
     def _rename_pair(self, old_rel: str, new_rel: str) -> None:
         """Move both files of a pair (YAML first; reconcile re-pairs a YAML that moved alone).
@@ -3154,10 +3219,10 @@ class BlueprintStore:
         while aside:
             temp, target = aside.pop()
             try:
-                if os.path.lexists(target):  # (something new took the name: keep it)
+                # Never over a file another program put at the name meanwhile (it is kept):
+                # the plain rename after a look lost one made between the two.
+                if not fs.place_new(temp, target):
                     fs.discard(temp)
-                else:
-                    fs.put_back(temp, target)
             except OSError:  # reconcile on the next open records the vanished pair
                 log.error("could not put back %s after a failed delete", rel)
 

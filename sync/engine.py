@@ -1539,12 +1539,19 @@ class SyncEngine:
         if local is not None and not local.deleted and not local.flagged:
             meta_path = self.store.abspath(fs.meta_path_for(local.path))
             try:
-                meta = decode_meta(fs.read_regular(meta_path), source=str(meta_path))
+                raw, seen = fs.read_regular_seen(meta_path)
+                meta = decode_meta(raw, source=str(meta_path))
             except (FileNotFoundError, InvalidInputError):
                 meta = None
             if meta is not None and meta.id == change.id:
                 fresh = new_id()
-                fs.atomic_write(meta_path, encode_meta(meta.replace(id=fresh)))
+                try:
+                    # Only over the meta file read: an edit saved since (a name typed in) was
+                    # replaced unrecorded by the plain rename. Being edited: quarantined below.
+                    fs.write_checked(meta_path, encode_meta(meta.replace(id=fresh)), seen)
+                except fs.TargetChangedError as changed:
+                    self.store._keep_set_aside(changed.set_aside, str(meta_path))
+                    fresh = None
                 from localstore._reconcile import Reconciler
 
                 Reconciler(self.store, origin="merge").ingest_path(local.path)
@@ -1698,7 +1705,15 @@ class SyncEngine:
             return False
         from localstore._reconcile import Reconciler
 
-        fs.atomic_write(self.store.abspath(fs.meta_path_for(local.path)), encode_meta(meta))
+        meta_abs = self.store.abspath(fs.meta_path_for(local.path))
+        recorded = (local.meta_size, local.meta_mtime_ns, local.meta_ctime_ns, local.meta_ino)
+        try:
+            # Only over the meta file as_indexed found: a name typed in after that look was
+            # replaced unrecorded by the plain rename. The collision's move records it first.
+            fs.write_checked(meta_abs, encode_meta(meta), recorded)
+        except fs.TargetChangedError as changed:
+            self.store._keep_set_aside(changed.set_aside, str(meta_abs))
+            return False
         rec = Reconciler(self.store)
         rec.ingest_locked(cur, local.path, trust_stat=False)
         self.store.events.publish(rec.events)

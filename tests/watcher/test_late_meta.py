@@ -217,14 +217,14 @@ from localstore import files
 from localstore.config import load_settings
 from localstore.store import BlueprintStore
 
-real = files.atomic_write_many
+real = files.PendingWrites.commit
 
-def write_then_die(pairs, *args, **kw):
-    real(pairs, *args, **kw)
-    if any("(kept " in str(path) for path, _ in pairs):
+def write_then_die(self):
+    real(self)
+    if any("(kept " in path for path in self.placed):
         os.kill(os.getpid(), signal.SIGKILL)  # the kept pair is on disk, nothing recorded
 
-files.atomic_write_many = write_then_die
+files.PendingWrites.commit = write_then_die
 BlueprintStore(load_settings(home=Path(sys.argv[1]), environ={}))  # its reconcile keeps beside
 """
 
