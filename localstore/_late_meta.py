@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -114,7 +115,7 @@ def _keep_beside(
     """Move the blueprint the user described to a path of its own, as it is indexed."""
     store = rec.store
     content = store._revision_content(row.id, row.rev)
-    for target in _kept_paths(rec, cur, row):
+    for target in [*_kept_paths(rec, cur, row), *_random_paths(row)]:
         prepared = store._prepare(target, content, row.meta)
         if _place_pair(store.root, target, prepared.meta_bytes, prepared.yaml_bytes):
             break
@@ -174,6 +175,15 @@ def _candidates(row: Row) -> list[str]:
     # (The id is a name no other blueprint can have.)
     out.append(f"{folder}/{row.id}{fs.YAML_SUFFIX}" if folder else row.id + fs.YAML_SUFFIX)
     return out
+
+
+def _random_paths(row: Row, count: int = 3) -> list[str]:
+    """Last resorts after every candidate's name was taken (a file named like the id itself
+    too): raising then failed this reconcile pass, and every later one while those files
+    stayed. A random mark beside the id: a name nobody else makes."""
+    folder = fs.folder_of(row.path)
+    names = [f"{row.id} {secrets.token_hex(4)}{fs.YAML_SUFFIX}" for _ in range(count)]
+    return [f"{folder}/{name}" if folder else name for name in names]
 
 
 def _kept_paths(rec: Reconciler, cur: Any, row: Row) -> list[str]:

@@ -184,3 +184,40 @@ def test_a_late_metas_kept_pair_never_replaces_a_file_made_at_its_name(
         kept_meta = store.abspath(fs.meta_path_for(kept.path))
         assert json.loads(kept_meta.read_text())["id"] == made_up
         assert store.check().clean
+
+
+def test_a_late_metas_kept_pair_finds_a_name_when_every_candidate_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files made at all three of the kept pair's names (the last one the id's own) after the
+    look: the pass raised NameTakenError, and so did every later one while those files stayed.
+    The pair takes a name with a random mark beside the id; the newcomers stay and are kept."""
+    with localstore.open(home=tmp_path / "other", maintenance=False) as other:
+        other.save("x", "steps: [x]\n", tags=["from-a"])
+        yaml_bytes = (other.root / "x.blueprint.yaml").read_bytes()
+        meta_bytes = (other.root / "x.blueprint.meta.json").read_bytes()
+    with localstore.open(home=tmp_path / "home", maintenance=False) as store:
+        (store.root / "x.blueprint.yaml").write_bytes(yaml_bytes)
+        store.check(fix=True)
+        [made_up] = [i.id for i in store.list()]
+        store.save("x.blueprint.yaml", None, id=made_up, tags=["mine"], name="My plan")
+        (store.root / "x.blueprint.meta.json").write_bytes(meta_bytes)
+        names = [f"x (kept {made_up[:8]})", f"kept {made_up[:8]}", made_up]
+        taken = [store.root / f"{name}.blueprint.yaml" for name in names]
+
+        def editor_takes_all() -> None:
+            for path in taken:
+                _editor_saves(path, EDITOR)
+
+        ran = _before_commit_to(monkeypatch, "(kept ", editor_takes_all)
+        store.check(fix=True)
+        monkeypatch.undo()
+        assert ran
+        assert [p.read_text() for p in taken] == [EDITOR] * 3  # the newcomers stay
+        store.check(fix=True)
+        kept = store.load(made_up)
+        assert (kept.meta.name, kept.meta.tags) == ("My plan", ("mine",))
+        assert kept.path.startswith(f"{made_up} ") and kept.path not in [
+            f"{n}.blueprint.yaml" for n in names
+        ]
+        assert store.check().clean
