@@ -400,6 +400,27 @@ def keep_recovered(data_dir: Path, files: Sequence[tuple[str, bytes]]) -> list[P
     return kept
 
 
+def _linked_aside(temp: Path) -> bool:
+    """Whether ``temp`` is the same file (a hard link) as a file set aside beside it (named by
+    files.aside_name). Looked for only when the file has more than one name (rare: a kill
+    between a save's swap and its flusher's unlink)."""
+    try:
+        st = os.lstat(temp)
+        if st.st_nlink < 2:
+            return False
+        with os.scandir(temp.parent) as entries:
+            for entry in entries:
+                if (
+                    entry.name.startswith(fs.ASIDE_PREFIX)
+                    and entry.name.endswith(fs.TEMP_SUFFIX)
+                    and os.path.samestat(st, entry.stat(follow_symlinks=False))
+                ):
+                    return True
+    except OSError:
+        return False  # (kept by the usual rule: a spare copy at worst, nothing lost)
+    return False
+
+
 def _save_temp_target(rel: str) -> str | None:
     """The blueprint file (YAML or meta) a save's temp ``.<name>.<8 hex>.lstmp`` was written
     for, or None for any other temp (a file set aside, the folder mark's)."""
@@ -722,7 +743,14 @@ class Reconciler:
         """
         root = self.store.root
         target = _save_temp_target(rel)
-        if target is not None:
+        if target is not None and _linked_aside(root / rel):
+            # The file a save swapped out to its temp's name (files.replace_recorded) after
+            # keeping it aside by a hard link (PendingWrites._keep), killed before its flusher
+            # unlinked this name: the aside name holds the same file, which _kept_aside keeps
+            # (or removes) by its own rule. Kept from here too, the edit was in
+            # <data>/recovered/ twice. Only this name goes: no bytes with it.
+            pass
+        elif target is not None:
             try:
                 data = fs.read_regular(root / rel)
             except FileNotFoundError:

@@ -215,3 +215,36 @@ def test_a_file_set_aside_with_a_version_nowhere_else_is_kept_not_swept(
         assert [p for p in s.check(fix=True).problems if p["kind"] == "edit-kept"] == problems
         kept.unlink()
         assert s.check(fix=True).clean
+
+
+def test_a_killed_save_whose_swapped_out_file_was_not_unlinked_yet_keeps_the_edit_once(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The save inside a caller's transaction swaps the edited file out to its temp's name
+    (files.replace_recorded), after keeping it aside by a hard link; the flusher thread unlinks
+    that temp name. Killed before the flusher got to it (a race the CI lost), the same file was
+    at two names, each a stale temp: reconcile kept it twice in data/recovered/. Kept once now
+    (under the set-aside name, which check reports), and no temp is left."""
+    with localstore.open(home=home) as s:
+        s.save("a", OLD)
+        bp_id = s.load("a").id
+    # (The fault: the flusher never lets go of the swapped-out file before the kill.)
+    never_let_go = _KILLED_SAVE.replace(
+        "with localstore.open(home=home) as s:",
+        "import localstore.files\n"
+        "localstore.files._let_go = lambda fds, paths: None\n"
+        "with localstore.open(home=home) as s:",
+        1,
+    )
+    _run_with(never_let_go.format(edit=EDIT, later=LATER), home, "inside")
+    # (The race, made certain: each file swapped out is still at its temp's name too.)
+    asides = list((home / "blueprints").glob(".lsaside-*.lstmp"))
+    swapped = list((home / "blueprints").glob(".a.blueprint.*.lstmp"))
+    assert swapped and all(any(t.samefile(a) for a in asides) for t in swapped), swapped
+    _an_hour_later(monkeypatch)
+    with localstore.open(home=home) as s:
+        assert EDIT not in _contents(s, bp_id)
+        assert list(_recovered(home).values()) == [EDIT]
+        problems = [p for p in s.check().problems if p["kind"] == "edit-kept"]
+        assert len(problems) == 1 and "set aside" in problems[0]["detail"]
+        assert not list((home / "blueprints").glob(".*.lstmp"))
