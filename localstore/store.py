@@ -22,6 +22,7 @@ import os
 import re
 import stat
 import threading
+import time
 import unicodedata
 import warnings
 import weakref
@@ -350,6 +351,21 @@ HOME_VALIDATOR_KEY = "validator"
 _DEVICE_ID_SQL = f"SELECT value FROM settings WHERE key = '{DEVICE_KEY}'"
 # Blueprints judged per revalidate round: read, judged without the lock, then written at once.
 _REJUDGE_ROWS = 200
+
+# How long a write that must record an editor's unrecorded file first waits, at most, for that
+# file to settle when a watcher runs (see BlueprintStore._await_settled), and how often it looks.
+# Bounded: an editor that keeps the file open and half written (or a watcher with a long
+# write-quiet period) must not hold the write up for long; its file is recorded as it is then.
+_SETTLE_WAIT_MAX_S = 2.0
+_SETTLE_POLL_S = 0.02
+
+
+def _settle_pause(seconds: float) -> None:
+    """Sleep between two looks at a file being written (a function of its own: a test times an
+    editor's write with it)."""
+    time.sleep(seconds)
+
+
 # The most texts one write judges ahead of its lock (_judge_texts_ahead): half the memo of an
 # app's validator, which drops only its older half when full, so none of them is lost before
 # the write uses it.
@@ -1991,12 +2007,52 @@ class BlueprintStore:
         from localstore._reconcile import Reconciler
 
         rels = list(rels)
+        self._await_settled(rels)
         self._judge_files_ahead(rels)
         reconciler = Reconciler(self)
         with self.index.write() as cur:
             for rel in rels:
                 reconciler.ingest_locked(cur, rel, may_delete=False)
         self.events.publish(reconciler.events)
+
+    def _await_settled(self, rels: Sequence[str]) -> None:
+        """Wait (outside the write lock) until the unrecorded files at ``rels`` are no longer
+        being written, when a watcher runs on this home (here or in another process), at most
+        _SETTLE_WAIT_MAX_S.
+
+        A write meets an editor's file exactly while the editor writes it: its swap
+        (files.replace_recorded) finds the file changed because the editor's truncate changed
+        it, and the write then records that file first. Read at once, it recorded the
+        truncated or half-written file as a revision (an invalid one when empty). The watcher
+        waits for such a file to settle (close-write, or its write-quiet period); the write now
+        waits by the same rule (_settling, as load uses) and stops waiting as soon as the
+        watcher has recorded the file (its row matches the disk again) or the change is older
+        than the watcher's write-quiet period. Without a watcher, no one waits for a write to
+        settle (load, reconcile), and neither does this: the file is recorded as it is, as
+        before. Rejected: leaving the recording to the watcher and retrying the write, which
+        needs the same wait (the write may not replace the edit before it is recorded) and a
+        second path through the batch."""
+        waiting = list(rels)
+        deadline = time.monotonic() + _SETTLE_WAIT_MAX_S
+        while True:
+            waiting = [rel for rel in self._unrecorded_paths(waiting) if self._being_written(rel)]
+            if not waiting or time.monotonic() >= deadline:
+                return
+            _settle_pause(_SETTLE_POLL_S)
+
+    def _being_written(self, rel: str) -> bool:
+        """Whether the pair at ``rel`` changed too recently for a running watcher to have
+        recorded it (see _settling)."""
+        try:
+            yaml_abs = self.abspath(rel)
+            st = os.lstat(yaml_abs)
+        except (LocalStoreError, OSError):
+            return False  # (gone or out of the folder: nothing to wait for, the ingest judges it)
+        try:
+            m_st: os.stat_result | None = os.lstat(self.abspath(fs.meta_path_for(rel)))
+        except OSError:
+            m_st = None
+        return self._settling(rel, st, m_st)
 
     def _judge_files_ahead(self, rels: Iterable[str]) -> None:
         """Run the validator on the YAML files at ``rels`` before a write ingests them (an edit

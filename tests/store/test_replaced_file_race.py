@@ -287,3 +287,93 @@ def test_an_edit_saved_just_before_a_move_is_not_taken_for_the_recorded_file(
         assert EDITOR in _contents(store, "y.blueprint.yaml")
         assert not old.exists()
         assert store.check().clean
+
+
+# An editor's in-place save with a pause after its truncate: it truncates when told, then holds
+# the file open and empty until told to write (as a slow editor, or one preempted there).
+_PAUSING_EDITOR = """
+import sys
+path, text = sys.argv[1], sys.argv[2]
+assert sys.stdin.readline() == "truncate\\n"
+with open(path, "r+", encoding="utf-8") as fh:
+    fh.truncate(0)
+    fh.flush()
+    print("truncated", flush=True)
+    if sys.stdin.readline() == "write\\n":
+        fh.write(text)
+"""
+
+
+def test_a_save_meeting_an_editor_mid_save_records_its_finished_file_not_the_truncated_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write's swap finds the file changed by the editor's truncate, before its write: the
+    write recorded that empty file first (an invalid revision, an ``invalid`` event) the moment
+    it met it. With a watcher running it now waits, as the watcher does, for the file to settle
+    (here: the editor's close, which the watcher records), and records the finished edit.
+
+    No timing: a watcher with a long write-quiet records only on the close; the editor truncates
+    just before the write's swap and writes only once the write waits for it."""
+    import localstore.store as store_module
+    from localstore.events import Event
+    from localstore.watcher import Watcher
+
+    with localstore.open(home=tmp_path / "home") as store:
+        bp = store.save("x", "steps: [old]\n")
+        target = store.abspath("x.blueprint.yaml")
+        watcher = Watcher(store, write_quiet_ms=120_000)
+        watcher.start()
+        editor = subprocess.Popen(
+            [sys.executable, "-c", _PAUSING_EDITOR, str(target), EDITOR],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert editor.stdin is not None and editor.stdout is not None
+        try:
+            assert watcher.wait_idle(30)
+            heard: list[Event] = []
+            store.subscribe(heard.append)
+
+            def editor_truncates() -> None:
+                editor.stdin.write("truncate\n")  # type: ignore[union-attr]
+                editor.stdin.flush()  # type: ignore[union-attr]
+                assert editor.stdout.readline() == "truncated\n"  # type: ignore[union-attr]
+
+            _before_first(monkeypatch, fs, "replace_recorded", editor_truncates)
+            real_pause = getattr(store_module, "_settle_pause", None)
+            told: list[int] = []
+
+            def editor_writes_while_the_save_waits(seconds: float) -> None:
+                if not told:
+                    told.append(1)
+                    editor.stdin.write("write\n")  # type: ignore[union-attr]
+                    editor.stdin.close()  # type: ignore[union-attr]
+                    assert editor.wait(30) == 0
+                assert real_pause is not None
+                real_pause(seconds)
+
+            # (raising=False: before the fix there was no wait, and the editor wrote after.)
+            monkeypatch.setattr(
+                store_module, "_settle_pause", editor_writes_while_the_save_waits, raising=False
+            )
+            saved = store.save("x", "steps: [app]\n")
+            monkeypatch.undo()
+        finally:
+            if editor.poll() is None:
+                editor.stdin.write("write\n")
+                editor.stdin.close()
+                editor.wait(30)
+            editor.stdout.close()
+        assert watcher.wait_idle(30)
+        watcher.stop()
+        watcher.join(10)
+
+        assert saved.content == "steps: [app]\n"
+        assert [e.kind for e in heard if e.kind == "invalid"] == []
+        assert [r.origin for r in reversed(store.history(bp.id))] == ["local", "external", "local"]
+        assert _contents(store, "x.blueprint.yaml") == ["steps: [old]\n", EDITOR, "steps: [app]\n"]
+        assert target.read_text(encoding="utf-8") == "steps: [app]\n"
+        assert not _recovered(store)
+        assert store.check().clean
+        assert told  # (the save waited for the editor)
