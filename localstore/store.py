@@ -1622,7 +1622,8 @@ class BlueprintStore:
         for (existing, new_rel), (yaml_sha, meta_sha) in reversed(
             list(zip(touched, written, strict=True))
         ):
-            if not self._holds(new_rel, yaml_sha, meta_sha):
+            seen = self._held(new_rel, yaml_sha, meta_sha)
+            if seen is None:
                 log.warning(
                     "%s changed on disk before a failed write could put it back; left as it "
                     "is (reconcile records it)",
@@ -1631,7 +1632,14 @@ class BlueprintStore:
                 continue
             for rel in (new_rel, fs.meta_path_for(new_rel)):
                 pending.restore_latest(str(self.abspath(rel)))
-            self._undo_files(existing, new_rel, pending.placed, ingested)
+            # The files the batch placed, as they are now: a later write of the same transaction
+            # undone before this one (newest first) put back what this batch wrote by a file of
+            # its own (a new inode: a move's undo, a save's put-back), which the stats of the
+            # batch's own placing no longer describe, so its put-back was refused as "changed
+            # on disk". The bytes just checked are the batch's; their stats (taken before each
+            # read) are what the put-back's swap compares: an editor's save since still shows.
+            placed = {**pending.placed, **{p: st for p, st in seen.items() if p in pending.placed}}
+            self._undo_files(existing, new_rel, placed, ingested)
         pending.discard_previous()
         self._keep_undone(pending)
 
@@ -1643,15 +1651,19 @@ class BlueprintStore:
         for aside, target in to_keep:
             self._keep_set_aside([aside], target)
 
-    def _holds(self, rel: str, yaml_sha: str, meta_sha: str) -> bool:
-        """True if the pair at ``rel`` has exactly these bytes (by sha256)."""
+    def _held(self, rel: str, yaml_sha: str, meta_sha: str) -> dict[str, fs.Recorded] | None:
+        """If the pair at ``rel`` has exactly these bytes (by sha256), each file's stats taken
+        just before its read (by absolute path); else None."""
+        seen: dict[str, fs.Recorded] = {}
         try:
-            return (
-                sha256_hex(fs.read_regular(self.abspath(rel))) == yaml_sha
-                and sha256_hex(fs.read_regular(self.abspath(fs.meta_path_for(rel)))) == meta_sha
-            )
+            for path, sha in ((rel, yaml_sha), (fs.meta_path_for(rel), meta_sha)):
+                target = str(self.abspath(path))
+                data, seen[target] = fs.read_regular_seen(target)
+                if sha256_hex(data) != sha:
+                    return None
         except (OSError, StorageError):
-            return False
+            return None
+        return seen
 
     def _save_one(self, cur: Any, req: SaveRequest, origin: str, batch: _Batch) -> Blueprint:
         rel = fs.normalize_path(req.path)
