@@ -27,11 +27,11 @@ import contextlib
 import errno
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 from localstore import _durable
+from localstore._daemon_state import pid_alive
 from localstore.errors import StorageError
 
 HOLD_FILE = ".held"
@@ -142,17 +142,7 @@ def remove_if_dead(folder: Path, prefix: str) -> bool:
 
 
 def process_alive(pid: int) -> bool:
-    """Whether a process with this pid runs in this process's pid namespace (or may: one of
-    another user's is taken to be running)."""
-    if pid == os.getpid():
-        return True
-    if sys.platform == "win32":
-        # kill(pid, 0) is no probe there: signal 0 is CTRL_C_EVENT, sent to the pid's group.
-        return _durable.pid_alive(pid)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):  # exists but not ours, or no signal support: keep it
-        return True
+    """Whether a process with this pid runs in this process's pid namespace (this process
+    included; one of another user's is taken to be running, a zombie is not)."""
+    return pid == os.getpid() or pid_alive(pid)
     return True
