@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import localstore
 from localstore import files as fs
 from localstore.errors import AlreadyExistsError, ChangedOnDiskError
 from localstore.store import BlueprintStore, SaveRequest
+from tests.editor_race import before_first, revision_contents
 
 EDITOR = "steps: [typed in an editor]\n"
 
@@ -46,34 +46,12 @@ def _editor_creates(path: Path, text: str) -> None:
     )
 
 
-def _before_first(
-    monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, act: Callable[[], None]
-) -> list[int]:
-    """Run ``act`` once, just before the first call of ``owner.name``; returns its call count."""
-    real = getattr(owner, name)
-    calls: list[int] = []
-
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        if len(calls) == 1:
-            act()
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(owner, name, wrapped)
-    return calls
-
-
-def _contents(store: BlueprintStore, rel: str) -> list[str]:
-    """The YAML of every revision of the blueprint at ``rel``, oldest first."""
-    return [store.load_revision(rel, r.rev).content for r in reversed(store.history(rel))]
-
-
 def test_save_many_keeps_a_file_an_editor_creates_at_a_new_name_meanwhile(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with localstore.open(home=tmp_path / "home") as store:
         target = store.abspath("n3.blueprint.yaml")
-        _before_first(
+        before_first(
             monkeypatch, fs.PendingWrites, "commit", lambda: _editor_creates(target, EDITOR)
         )
         results = store.save_many(
@@ -83,7 +61,7 @@ def test_save_many_keeps_a_file_an_editor_creates_at_a_new_name_meanwhile(
 
         assert all(not isinstance(r, Exception) for r in results), results
         # The editor's file was recorded first, then the app's save went over it: both kept.
-        assert _contents(store, "n3.blueprint.yaml") == [EDITOR, "steps: [app-3]\n"]
+        assert revision_contents(store, "n3.blueprint.yaml") == [EDITOR, "steps: [app-3]\n"]
         for i in range(12):
             assert store.load(f"n{i}.blueprint.yaml").content == f"steps: [app-{i}]\n"
         assert store.count() == 12
@@ -97,7 +75,7 @@ def test_a_remote_batch_leaves_the_editors_new_file_and_refuses_that_item(
     applies it through its merging path), never renamed over."""
     with localstore.open(home=tmp_path / "home") as store:
         target = store.abspath("d/n3.blueprint.yaml")
-        _before_first(
+        before_first(
             monkeypatch, fs.PendingWrites, "commit", lambda: _editor_creates(target, EDITOR)
         )
         ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(12)]
@@ -113,7 +91,7 @@ def test_a_remote_batch_leaves_the_editors_new_file_and_refuses_that_item(
         assert isinstance(results[3], ChangedOnDiskError), results[3]
         assert all(not isinstance(r, Exception) for i, r in enumerate(results) if i != 3)
         assert target.read_text(encoding="utf-8") == EDITOR
-        assert _contents(store, "d/n3.blueprint.yaml") == [EDITOR]
+        assert revision_contents(store, "d/n3.blueprint.yaml") == [EDITOR]
         assert store.load("d/n3.blueprint.yaml").id != ids[3]
         assert store.count() == 12
         assert store.check().clean
@@ -124,14 +102,14 @@ def test_a_single_save_of_a_new_name_keeps_the_editors_file(
 ) -> None:
     with localstore.open(home=tmp_path / "home") as store:
         target = store.abspath("new.blueprint.yaml")
-        _before_first(
+        before_first(
             monkeypatch, fs.PendingWrites, "commit", lambda: _editor_creates(target, EDITOR)
         )
         saved = store.save("new.blueprint.yaml", "steps: [app]\n")
         monkeypatch.undo()
 
         assert saved.content == "steps: [app]\n"
-        assert _contents(store, "new.blueprint.yaml") == [EDITOR, "steps: [app]\n"]
+        assert revision_contents(store, "new.blueprint.yaml") == [EDITOR, "steps: [app]\n"]
         assert store.check().clean
 
 
@@ -141,7 +119,7 @@ def test_a_move_keeps_a_file_an_editor_creates_at_its_destination(
     with localstore.open(home=tmp_path / "home") as store:
         moving = store.save("a.blueprint.yaml", "steps: [a]\n")
         target = store.abspath("b.blueprint.yaml")
-        calls = _before_first(
+        calls = before_first(
             monkeypatch, BlueprintStore, "_rename_pair", lambda: _editor_creates(target, EDITOR)
         )
         with pytest.raises(AlreadyExistsError):
@@ -153,7 +131,7 @@ def test_a_move_keeps_a_file_an_editor_creates_at_its_destination(
         assert store.load(moving.id).path == "a.blueprint.yaml"
         assert store.abspath("a.blueprint.yaml").read_text(encoding="utf-8") == "steps: [a]\n"
         assert target.read_text(encoding="utf-8") == EDITOR
-        assert _contents(store, "b.blueprint.yaml") == [EDITOR]
+        assert revision_contents(store, "b.blueprint.yaml") == [EDITOR]
         assert store.check().clean
 
 

@@ -20,15 +20,14 @@ from __future__ import annotations
 import errno
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import localstore
 from localstore import files as fs
 from localstore.store import BlueprintStore, SaveRequest
+from tests.editor_race import before_first, revision_contents
 
 EDITOR = "steps: [typed in an editor, a longer line than the app's]\n"
 AGAIN = "steps: [typed again, saved while the write put the first one back]\n"
@@ -55,28 +54,6 @@ def _editor_saves(path: Path, text: str, how: str) -> None:
     subprocess.run([sys.executable, "-c", _EDITOR_SCRIPT, str(path), text, how], check=True)
 
 
-def _before_first(
-    monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, act: Callable[[], None]
-) -> list[int]:
-    """Run ``act`` once, just before the first call of ``owner.name``; returns its call count."""
-    real = getattr(owner, name)
-    calls: list[int] = []
-
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        if len(calls) == 1:
-            act()
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(owner, name, wrapped)
-    return calls
-
-
-def _contents(store: BlueprintStore, rel: str) -> list[str]:
-    """The YAML of every revision of the blueprint at ``rel``, oldest first."""
-    return [store.load_revision(rel, r.rev).content for r in reversed(store.history(rel))]
-
-
 def _recovered(store: BlueprintStore) -> list[Path]:
     return sorted(p for p in (store.paths.data / "recovered").rglob("*") if p.is_file())
 
@@ -88,7 +65,7 @@ def test_save_many_keeps_an_edit_saved_over_a_file_it_is_replacing(
     with localstore.open(home=tmp_path / "home") as store:
         store.save_many([SaveRequest(f"n{i}", f"steps: [old-{i}]\n") for i in range(12)])
         target = store.abspath("n3.blueprint.yaml")
-        calls = _before_first(
+        calls = before_first(
             monkeypatch, fs.PendingWrites, "commit", lambda: _editor_saves(target, EDITOR, how)
         )
         results = store.save_many([SaveRequest(f"n{i}", f"steps: [app-{i}]\n") for i in range(12)])
@@ -97,7 +74,7 @@ def test_save_many_keeps_an_edit_saved_over_a_file_it_is_replacing(
         assert calls  # (the batch did reach its placing: the editor saved inside the window)
         assert all(not isinstance(r, Exception) for r in results), results
         # The editor's version was recorded, then the app's save went over it: all three kept.
-        assert _contents(store, "n3.blueprint.yaml") == [
+        assert revision_contents(store, "n3.blueprint.yaml") == [
             "steps: [old-3]\n",
             EDITOR,
             "steps: [app-3]\n",
@@ -117,14 +94,18 @@ def test_a_single_save_keeps_an_edit_saved_over_its_file_meanwhile(
         store.save("x", "steps: [old]\n")
         target = store.abspath("x.blueprint.yaml")
         # (After the temps are written and flushing: the ~0.5 ms a single save leaves.)
-        _before_first(
+        before_first(
             monkeypatch, fs.PendingWrites, "commit", lambda: _editor_saves(target, EDITOR, how)
         )
         saved = store.save("x", "steps: [app]\n")
         monkeypatch.undo()
 
         assert saved.content == "steps: [app]\n"
-        assert _contents(store, "x.blueprint.yaml") == ["steps: [old]\n", EDITOR, "steps: [app]\n"]
+        assert revision_contents(store, "x.blueprint.yaml") == [
+            "steps: [old]\n",
+            EDITOR,
+            "steps: [app]\n",
+        ]
         assert target.read_text(encoding="utf-8") == "steps: [app]\n"
         assert store.check().clean
 
@@ -137,7 +118,7 @@ def test_an_edit_to_the_meta_file_meanwhile_is_kept_too(
         bp = store.save("x", "steps: [old]\n", tags=["old"])
         meta = store.abspath("x.blueprint.meta.json")
         edited = meta.read_text(encoding="utf-8").replace('"old"', '"by-hand"')
-        _before_first(
+        before_first(
             monkeypatch, fs.PendingWrites, "commit", lambda: _editor_saves(meta, edited, "rename")
         )
         store.save("x", "steps: [app]\n")
@@ -160,7 +141,7 @@ def test_an_editor_saving_again_between_the_two_swaps_loses_neither_version(
     with localstore.open(home=tmp_path / "home") as store:
         store.save("x", "steps: [old]\n")
         target = store.abspath("x.blueprint.yaml")
-        _before_first(
+        before_first(
             monkeypatch, fs.PendingWrites, "commit", lambda: _editor_saves(target, EDITOR, "rename")
         )
         swaps: list[int] = []
@@ -180,7 +161,11 @@ def test_an_editor_saving_again_between_the_two_swaps_loses_neither_version(
         monkeypatch.undo()
 
         assert saved.content == "steps: [app]\n"
-        assert _contents(store, "x.blueprint.yaml") == ["steps: [old]\n", EDITOR, "steps: [app]\n"]
+        assert revision_contents(store, "x.blueprint.yaml") == [
+            "steps: [old]\n",
+            EDITOR,
+            "steps: [app]\n",
+        ]
         kept = _recovered(store)
         assert [p.read_text(encoding="utf-8") for p in kept] == [AGAIN]
         assert kept[0].name == "x.blueprint.yaml"
@@ -203,10 +188,10 @@ def test_a_file_deleted_meanwhile_is_saved_as_new(
     with localstore.open(home=tmp_path / "home") as store:
         store.save("x", "steps: [old]\n")
         target = store.abspath("x.blueprint.yaml")
-        _before_first(monkeypatch, fs.PendingWrites, "commit", target.unlink)
+        before_first(monkeypatch, fs.PendingWrites, "commit", target.unlink)
         store.save("x", "steps: [app]\n")
         monkeypatch.undo()
-        assert _contents(store, "x.blueprint.yaml") == ["steps: [old]\n", "steps: [app]\n"]
+        assert revision_contents(store, "x.blueprint.yaml") == ["steps: [old]\n", "steps: [app]\n"]
         assert target.read_text(encoding="utf-8") == "steps: [app]\n"
         assert store.check().clean
 
@@ -220,11 +205,15 @@ def test_without_a_swap_the_target_is_checked_just_before_the_replace(
     with localstore.open(home=tmp_path / "home") as store:
         store.save("x", "steps: [old]\n")
         target = store.abspath("x.blueprint.yaml")
-        _before_first(
+        before_first(
             monkeypatch, fs.PendingWrites, "commit", lambda: _editor_saves(target, EDITOR, "rename")
         )
         store.save("x", "steps: [app]\n")
-        assert _contents(store, "x.blueprint.yaml") == ["steps: [old]\n", EDITOR, "steps: [app]\n"]
+        assert revision_contents(store, "x.blueprint.yaml") == [
+            "steps: [old]\n",
+            EDITOR,
+            "steps: [app]\n",
+        ]
         assert store.check().clean
 
 
@@ -246,11 +235,11 @@ def test_a_filesystem_that_refuses_the_swap_gets_the_last_moment_check(
         store.save("x", "steps: [old]\n")
         assert store.save("x", "steps: [plain]\n").rev == 2  # (nothing raced: replaced)
         target = store.abspath("x.blueprint.yaml")
-        _before_first(
+        before_first(
             monkeypatch, fs.PendingWrites, "commit", lambda: _editor_saves(target, EDITOR, "rename")
         )
         store.save("x", "steps: [app]\n")
-        assert _contents(store, "x.blueprint.yaml") == [
+        assert revision_contents(store, "x.blueprint.yaml") == [
             "steps: [old]\n",
             "steps: [plain]\n",
             EDITOR,
@@ -276,7 +265,7 @@ def test_an_edit_saved_just_before_a_move_is_not_taken_for_the_recorded_file(
     with localstore.open(home=tmp_path / "home") as store:
         bp = store.save("x", "steps: [old]\n")
         old = store.abspath("x.blueprint.yaml")
-        _before_first(
+        before_first(
             monkeypatch, BlueprintStore, "_rename_pair", lambda: _editor_saves(old, EDITOR, how)
         )
         saved = store.save("y", "steps: [app]\n", id=bp.id)
@@ -284,7 +273,7 @@ def test_an_edit_saved_just_before_a_move_is_not_taken_for_the_recorded_file(
 
         assert saved.path == "y.blueprint.yaml"
         assert saved.content == "steps: [app]\n"
-        assert EDITOR in _contents(store, "y.blueprint.yaml")
+        assert EDITOR in revision_contents(store, "y.blueprint.yaml")
         assert not old.exists()
         assert store.check().clean
 
@@ -340,7 +329,7 @@ def test_a_save_meeting_an_editor_mid_save_records_its_finished_file_not_the_tru
                 editor.stdin.flush()  # type: ignore[union-attr]
                 assert editor.stdout.readline() == "truncated\n"  # type: ignore[union-attr]
 
-            _before_first(monkeypatch, fs, "replace_recorded", editor_truncates)
+            before_first(monkeypatch, fs, "replace_recorded", editor_truncates)
             real_pause = getattr(store_module, "_settle_pause", None)
             told: list[int] = []
 
@@ -372,7 +361,11 @@ def test_a_save_meeting_an_editor_mid_save_records_its_finished_file_not_the_tru
         assert saved.content == "steps: [app]\n"
         assert [e.kind for e in heard if e.kind == "invalid"] == []
         assert [r.origin for r in reversed(store.history(bp.id))] == ["local", "external", "local"]
-        assert _contents(store, "x.blueprint.yaml") == ["steps: [old]\n", EDITOR, "steps: [app]\n"]
+        assert revision_contents(store, "x.blueprint.yaml") == [
+            "steps: [old]\n",
+            EDITOR,
+            "steps: [app]\n",
+        ]
         assert target.read_text(encoding="utf-8") == "steps: [app]\n"
         assert not _recovered(store)
         assert store.check().clean
