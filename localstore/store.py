@@ -1456,9 +1456,15 @@ class BlueprintStore:
                 if recorded_first is not None:
                     self._commit_batch_edits(requests, self._rel_of(taken.target), recorded_first)
                 elif origin == "remote":
-                    # The next attempt records that file inside and refuses its item: judged
-                    # now, between the attempts, its ingest takes the verdict.
-                    self._judge_unrecorded_ahead([self._rel_of(taken.target)])
+                    # The next attempt records that file inside and refuses its item: settled
+                    # first (the swap meets an in-place editor at its truncate: read at once,
+                    # the empty file was recorded, an invalid revision; see _await_settled, which
+                    # inside a caller's transaction waits under its lock, at most
+                    # _SETTLE_WAIT_MAX_S, only in this race), then judged, its ingest taking
+                    # the verdict.
+                    rel = self._rel_of(taken.target)
+                    self._await_settled([rel])
+                    self._judge_unrecorded_ahead([rel])
             except _ItemRefused as refusal:
                 # A hook refused its item after the item was written: the attempt was undone
                 # (index and files), and runs again without that item, so the refused item

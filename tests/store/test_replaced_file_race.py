@@ -26,6 +26,7 @@ import pytest
 
 import localstore
 from localstore import files as fs
+from localstore.errors import ChangedOnDiskError
 from localstore.store import BlueprintStore, SaveRequest
 from tests.editor_race import before_first, revision_contents
 
@@ -293,8 +294,9 @@ with open(path, "r+", encoding="utf-8") as fh:
 """
 
 
+@pytest.mark.parametrize("origin", ["local", "remote"])
 def test_a_save_meeting_an_editor_mid_save_records_its_finished_file_not_the_truncated_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, origin: str
 ) -> None:
     """The write's swap finds the file changed by the editor's truncate, before its write: the
     write recorded that empty file first (an invalid revision, an ``invalid`` event) the moment
@@ -346,7 +348,15 @@ def test_a_save_meeting_an_editor_mid_save_records_its_finished_file_not_the_tru
             monkeypatch.setattr(
                 store_module, "_settle_pause", editor_writes_while_the_save_waits, raising=False
             )
-            saved = store.save("x", "steps: [app]\n")
+            if origin == "local":
+                saved = store.save("x", "steps: [app]\n")
+            else:
+                # A sync download, inside the engine's transaction (its lock held: the watcher
+                # cannot record meanwhile): the item is refused, the edit recorded, then merged.
+                with store.index.write():
+                    [result] = store.save_many(
+                        [SaveRequest("x", "steps: [remote]\n", id=bp.id)], origin="remote"
+                    )
             monkeypatch.undo()
         finally:
             if editor.poll() is None:
@@ -358,15 +368,25 @@ def test_a_save_meeting_an_editor_mid_save_records_its_finished_file_not_the_tru
         watcher.stop()
         watcher.join(10)
 
-        assert saved.content == "steps: [app]\n"
         assert [e.kind for e in heard if e.kind == "invalid"] == []
-        assert [r.origin for r in reversed(store.history(bp.id))] == ["local", "external", "local"]
-        assert revision_contents(store, "x.blueprint.yaml") == [
-            "steps: [old]\n",
-            EDITOR,
-            "steps: [app]\n",
-        ]
-        assert target.read_text(encoding="utf-8") == "steps: [app]\n"
+        if origin == "remote":
+            assert isinstance(result, ChangedOnDiskError), result
+            assert [r.origin for r in reversed(store.history(bp.id))] == ["local", "external"]
+            assert revision_contents(store, "x.blueprint.yaml") == ["steps: [old]\n", EDITOR]
+            assert target.read_text(encoding="utf-8") == EDITOR
+        else:
+            assert saved.content == "steps: [app]\n"
+            assert [r.origin for r in reversed(store.history(bp.id))] == [
+                "local",
+                "external",
+                "local",
+            ]
+            assert revision_contents(store, "x.blueprint.yaml") == [
+                "steps: [old]\n",
+                EDITOR,
+                "steps: [app]\n",
+            ]
+            assert target.read_text(encoding="utf-8") == "steps: [app]\n"
         assert not _recovered(store)
         assert store.check().clean
         assert told  # (the save waited for the editor)
