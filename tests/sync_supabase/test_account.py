@@ -163,11 +163,11 @@ def test_logout_stops_an_open_remote_before_its_next_cycle(
 def test_a_refresh_never_adopts_another_users_session(cloud: LocalCloud, tmp_path: Path) -> None:
     alice, bob = new_email(), new_email()
     dev = open_device(tmp_path, "a", cloud.url, cloud.anon_key, alice)
-    bob_home = load_settings(home=tmp_path / "b", environ={})
-    login(bob_home, cloud.url, cloud.anon_key, bob, PASSWORD, signup=True)
-    bob_session = _keychain(bob_home)
-    assert bob_session is not None
-    try:
+    try:  # (from the open on: a failed login below left the device's threads running)
+        bob_home = load_settings(home=tmp_path / "b", environ={})
+        login(bob_home, cloud.url, cloud.anon_key, bob, PASSWORD, signup=True)
+        bob_session = _keychain(bob_home)
+        assert bob_session is not None
         assert dev.sync() is None
         # Fault injection: bob's session lands in this home's keychain entry without the
         # session marker changing (a login by another tool, or one killed before the marker).
