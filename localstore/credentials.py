@@ -220,6 +220,18 @@ def _close_leaked_connection(exc: BaseException) -> None:
         tb = tb.tb_next
 
 
+def _service_went_away(exc: BaseException) -> bool:
+    """Whether a keychain call failed because the Secret Service could not be reached (worth
+    one more try: D-Bus activation starts the daemon again)."""
+    if isinstance(exc, keyring.errors.InitError):
+        return True
+    try:  # secretstorage exists only where the Secret Service backend can run (Linux, BSD)
+        from secretstorage.exceptions import SecretServiceNotAvailableException
+    except ImportError:
+        return False
+    return isinstance(exc, SecretServiceNotAvailableException)
+
+
 @contextlib.contextmanager
 def _keyring_boundary(action: str, name: str, secret: str | None = None) -> Iterator[None]:
     try:
@@ -344,12 +356,18 @@ class KeyringSecretBackend:
             kr = self._kr
             try:
                 return fn()
-            except keyring.errors.InitError as exc:
-                # The collection could not be opened: the pinned one is gone (the user removed
-                # or replaced the default keyring while we ran: look the default up again), or
-                # the Secret Service daemon went away mid-call ("Message recipient disconnected":
-                # gnome-keyring aborts on a race of its own, and D-Bus activation starts it
-                # again). Either way, once more.
+            except Exception as exc:
+                # The collection could not be opened (InitError): the pinned one is gone (the
+                # user removed or replaced the default keyring while we ran: look the default up
+                # again), or the Secret Service daemon went away mid-call ("Message recipient
+                # disconnected": gnome-keyring aborts on a race of its own, and D-Bus activation
+                # starts it again). The daemon can go away later in the call too (at the
+                # collection's lock check, or in the item's create or search): secretstorage
+                # then raises its SecretServiceNotAvailableException unwrapped. Either way, once
+                # more: every call here is idempotent (a set replaces; a delete that did happen
+                # before the reply was lost is then refused, and delete() looks again).
+                if not _service_went_away(exc):
+                    raise
                 _close_leaked_connection(exc)
                 if self._pinned:
                     self._repin(kr)

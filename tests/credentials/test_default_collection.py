@@ -187,3 +187,45 @@ def test_a_secret_service_that_went_away_mid_call_is_asked_once_more(
     finally:
         monkeypatch.undo()
         backend.delete(service, "item")
+
+
+@pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "named"])
+@pytest.mark.parametrize("step", ["is_locked", "create_item"])
+def test_a_secret_service_that_went_away_later_in_a_store_is_asked_once_more(
+    monkeypatch: pytest.MonkeyPatch, step: str, pinned: bool
+) -> None:
+    # The daemon can also go away after the collection is opened: at keyring's lock check or in
+    # the item's create. secretstorage then raises SecretServiceNotAvailableException itself,
+    # unwrapped ("Message recipient disconnected from message bus without replying", D-Bus's
+    # NoReply): CI's refresh of a cloud session failed so, while D-Bus activation had already
+    # started the daemon again.
+    from secretstorage.exceptions import SecretServiceNotAvailableException
+
+    kr = _plain_keyring(monkeypatch)
+    if not pinned:
+        kr.preferred_collection = _default_path()  # type: ignore[attr-defined]
+    backend = KeyringSecretBackend(kr)
+    assert backend._pinned is pinned
+    service = f"localstore-test-{uuid.uuid4().hex[:8]}"
+    real = getattr(secretstorage.Collection, step)
+    failures = [
+        SecretServiceNotAvailableException(
+            "Message recipient disconnected from message bus without replying"
+        )
+    ]
+
+    def flaky(self: secretstorage.Collection, *args: object, **kwargs: object) -> object:
+        if failures:
+            raise failures.pop()
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(secretstorage.Collection, step, flaky)
+    try:
+        backend.set(service, "item", "x")
+        assert not failures
+    finally:
+        monkeypatch.undo()
+    try:
+        assert backend.get(service, "item") == "x"
+    finally:
+        backend.delete(service, "item")
