@@ -7,8 +7,9 @@ lock of ours: its save in between (renamed over the file, as most editors do, or
 place) was renamed over by ``os.replace``, the person's version lost, in no revision. Now the
 write swaps its temp in (files.replace_recorded): the file the swap brings out is checked, and
 one that is not the recorded version is swapped back and recorded before the write runs again
-(both versions in history). If the editor saves yet again between the two swaps, that version is
-kept in <data>/recovered/ and reported by ``check``: neither is lost.
+(both versions in history). If the editor saves yet again between the two swaps, that newest
+version stays at the name (recorded), and the earlier one is kept in <data>/recovered/ and
+reported by ``check``: neither is lost.
 
 Real home, real files; the editor is a real process. The one fault injected is its timing: the
 batch's placing (``PendingWrites.commit``) or the write's swap is wrapped so that the editor
@@ -131,16 +132,21 @@ def test_an_edit_to_the_meta_file_meanwhile_is_kept_too(
         assert store.check().clean
 
 
+@pytest.mark.parametrize("origin", ["local", "remote"])
 @pytest.mark.parametrize("how", ["rename", "in place"])
-def test_an_editor_saving_again_between_the_two_swaps_loses_neither_version(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+def test_an_editor_saving_again_between_the_two_swaps_keeps_its_newest_at_the_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str, origin: str
 ) -> None:
     """The second-order case: the editor saved before the write's swap (its first version was
-    swapped out), then again before the swap that puts that version back. The first version is
-    back at its name and recorded; the second, which the second swap brings out, is kept in
-    <data>/recovered/ (and reported by check until the person removes it)."""
+    swapped out), then again before the swap that puts that version back (renamed over the name,
+    or written in place into the write's file there). That swap exchanged the newest version
+    with the first: the older was put back at the name and recorded, the newest taken off it to
+    <data>/recovered/. The file at the name is now checked first: not the write's any more, it
+    stays (the newest, recorded before the write runs again, or refused by a download), and the
+    first version goes to <data>/recovered/ (reported by check until the person removes it):
+    neither is lost."""
     with localstore.open(home=tmp_path / "home") as store:
-        store.save("x", "steps: [old]\n")
+        bp = store.save("x", "steps: [old]\n")
         target = store.abspath("x.blueprint.yaml")
         before_first(
             monkeypatch, fs.PendingWrites, "commit", lambda: _editor_saves(target, EDITOR, "rename")
@@ -149,26 +155,42 @@ def test_an_editor_saving_again_between_the_two_swaps_loses_neither_version(
         real_swap = getattr(fs, "_EXCHANGE", None)
 
         def second_save_before_the_put_back(src: str, dst: str) -> None:
+            # (The fault injected: the editor's second save at this moment. The swaps are real.)
             if dst == str(target):
                 swaps.append(1)
-                if len(swaps) == 2:  # (the first swapped the write's file in)
+                if len(swaps) == 1:  # (after the first swap, before the code that follows it)
+                    assert real_swap is not None
+                    real_swap(src, dst)
                     _editor_saves(target, AGAIN, how)
+                    return
             assert real_swap is not None
             real_swap(src, dst)
 
         # (raising=False: where there is no swap, the first save is lost to os.replace.)
         monkeypatch.setattr(fs, "_EXCHANGE", second_save_before_the_put_back, raising=False)
-        saved = store.save("x", "steps: [app]\n")
+        if origin == "local":
+            saved = store.save("x", "steps: [app]\n")
+        else:
+            with store.index.write():  # (a sync pass's download)
+                [result] = store.save_many(
+                    [SaveRequest("x", "steps: [remote]\n", id=bp.id)], origin="remote"
+                )
         monkeypatch.undo()
 
-        assert saved.content == "steps: [app]\n"
-        assert revision_contents(store, "x.blueprint.yaml") == [
-            "steps: [old]\n",
-            EDITOR,
-            "steps: [app]\n",
-        ]
+        if origin == "local":
+            assert saved.content == "steps: [app]\n"
+            assert revision_contents(store, "x.blueprint.yaml") == [
+                "steps: [old]\n",
+                AGAIN,
+                "steps: [app]\n",
+            ]
+        else:
+            # Refused (an edit beats a download): the person's newest save is at its name.
+            assert isinstance(result, ChangedOnDiskError), result
+            assert revision_contents(store, "x.blueprint.yaml") == ["steps: [old]\n", AGAIN]
+            assert target.read_text(encoding="utf-8") == AGAIN
         kept = _recovered(store)
-        assert [p.read_text(encoding="utf-8") for p in kept] == [AGAIN]
+        assert [p.read_text(encoding="utf-8") for p in kept] == [EDITOR]
         assert kept[0].name == "x.blueprint.yaml"
         report = store.check()
         assert [(p["kind"], p["path"]) for p in report.problems] == [
@@ -176,7 +198,10 @@ def test_an_editor_saving_again_between_the_two_swaps_loses_neither_version(
         ]
         # Nothing of it is left in the blueprints folder; once the person has taken the kept
         # version, check is clean.
-        assert not list(store.root.glob("*" + fs.TEMP_SUFFIX))
+        assert sorted(p.name for p in store.root.iterdir() if p.name != ".localstore-folder") == [
+            "x.blueprint.meta.json",
+            "x.blueprint.yaml",
+        ]
         kept[0].unlink()
         assert store.check().clean
 
