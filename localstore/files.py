@@ -1014,10 +1014,11 @@ def replace_recorded(
     written in place, was replaced by ``os.replace`` and lost, in no revision. Here the temp is
     swapped in (``_EXCHANGE``, one call like the rename): its name then holds exactly the file
     that was at ``target`` at that instant. The recorded one (its inode, size and mtime; not
-    its change time, which the swap itself sets) is unlinked. Another one is swapped back
-    (``mine``: the temp's inode, size and mtime, to tell that the file the second swap brings
-    back is still ours): if that program saved yet again between the two swaps, the file the
-    second swap brings out is one of its versions too, and is set aside for the store to keep.
+    its change time, which the swap itself sets) is unlinked. Another one is swapped back if the
+    name still holds ours (``mine``: the temp's inode, size and mtime): if that program saved
+    yet again between the two swaps, its newest version stays at the name, and the earlier one
+    (at the temp's name) is set aside for the store to keep; one it saves just after that check
+    is the file the second swap brings out instead, set aside the same way.
     A target that is gone is placed as a new name (place_new). Without the swap (Windows, a
     filesystem that refuses the flag) ``target`` is checked by the full rule of
     stat_unchanged just before ``os.replace``: a window of microseconds instead of the batch's.
@@ -1107,8 +1108,18 @@ def _swap_back(
     exchange: Callable[[str, str], None], tmp: str, target: str, mine: tuple[int, int, int]
 ) -> list[str]:
     """Put back the file a swap took off ``target`` (now at ``tmp``), which is not the one the
-    index recorded; the files of that program's this had to set aside (see replace_recorded)."""
+    index recorded, unless that program saved again meanwhile; the files of that program's this
+    had to set aside (see replace_recorded)."""
     set_aside: list[str] = []
+    if not _still_ours(target, mine):
+        # It saved again between the two swaps (renamed over our file, or written into it): the
+        # name holds its newest version, which the store records as any unrecorded edit. The
+        # swap back put its older one there instead, and took the newest off to be kept
+        # aside; now the older, at the temp's name, is the one set aside (and kept).
+        set_aside.append(_set_aside(tmp, target))
+        with suppress(OSError, StorageError):
+            fsync_dir(os.path.dirname(target))  # (as below)
+        return set_aside
     try:
         exchange(tmp, target)
     except FileNotFoundError:
@@ -1142,6 +1153,18 @@ def _swap_back(
         # error, with the files to keep, must reach the store.)
         fsync_dir(os.path.dirname(target))
     return set_aside
+
+
+def _still_ours(target: str, mine: tuple[int, int, int]) -> bool:
+    """Whether ``target`` is still the file replace_recorded swapped in (``mine``: its inode,
+    size and mtime; a name in the same folder, so the same device), or cannot be looked at:
+    the swap back then meets what is wrong (gone, an I/O error) and keeps every file, see
+    _swap_back."""
+    try:
+        st = os.lstat(target)
+    except OSError:
+        return True
+    return (st.st_ino, st.st_size, st.st_mtime_ns) == mine
 
 
 def _set_aside(tmp: str, target: str) -> str:

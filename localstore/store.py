@@ -460,6 +460,9 @@ class _Batch:
     # The paths whose edit this transaction records (it could not be committed first): their
     # files are kept when replaced (see _commit_pair).
     recorded_here: set[str] = field(default_factory=set)
+    # The paths whose unrecorded files a write waited for to settle (_settle_first), across its
+    # attempts: the wait is paid once a path, not again by each attempt that meets the file.
+    settled: set[str] = field(default_factory=set)
 
 
 def _recorded_now(path: str) -> fs.Recorded | None:
@@ -1430,9 +1433,10 @@ class BlueprintStore:
         refused: dict[int, LocalStoreError] = {}
         recorded_first = None if origin == "remote" or self.index.write_open else set[str]()
         taken_names: set[str] = set()
+        settled: set[str] = set()
         while True:
             try:
-                results = self._save_attempt(requests, origin, refused, recorded_first)
+                results = self._save_attempt(requests, origin, refused, recorded_first, settled)
                 break
             except _RecordFirst as first:
                 assert recorded_first is not None  # (raised only when it is a set)
@@ -1464,6 +1468,7 @@ class BlueprintStore:
                     # the verdict.
                     rel = self._rel_of(taken.target)
                     self._await_settled([rel])
+                    settled.add(rel)
                     self._judge_unrecorded_ahead([rel])
             except _ItemRefused as refusal:
                 # A hook refused its item after the item was written: the attempt was undone
@@ -1515,6 +1520,7 @@ class BlueprintStore:
         origin: str,
         refused: Mapping[int, LocalStoreError],
         recorded_first: set[str] | None = None,
+        settled: set[str] | None = None,
     ) -> builtins.list[Blueprint | LocalStoreError]:
         pending = fs.PendingWrites(
             expected_files=2 * len(requests),
@@ -1523,7 +1529,9 @@ class BlueprintStore:
             # is then undone by renames, where rewriting from history would need free space.
             keep_previous=fs.space_is_low(self._root_str),
         )
-        batch = _Batch(pending, recorded_first=recorded_first)
+        batch = _Batch(
+            pending, recorded_first=recorded_first, settled=set() if settled is None else settled
+        )
         results: builtins.list[Blueprint | LocalStoreError] = []
         try:
             with self.index.write() as cur:
@@ -1702,6 +1710,7 @@ class BlueprintStore:
                 # alternative.
                 on_disk = existing.path
                 self._record_first(batch, on_disk)
+                self._settle_first(batch, on_disk)
                 recorded = self._ingest_first(cur, on_disk, batch)
                 if recorded and origin == "remote":
                     self._refuse_remote(on_disk)
@@ -1714,6 +1723,7 @@ class BlueprintStore:
             # was created where a deleted blueprint lived): record it in history before anything
             # is decided, so the path check below sees it and nothing is overwritten unseen.
             self._record_first(batch, rel)
+            self._settle_first(batch, rel)
             recorded = self._ingest_first(cur, rel, batch)
             existing, holder = self._find_for_save(cur, rel, req.id)
             if recorded and holder is not None and origin == "remote":
@@ -2018,6 +2028,23 @@ class BlueprintStore:
         with forever: those record it in the batch, as before."""
         if batch.recorded_first is not None and rel not in batch.recorded_first:
             raise _RecordFirst(rel)
+
+    def _settle_first(self, batch: _Batch, rel: str) -> None:
+        """Wait for the unrecorded pair at ``rel`` to settle (_await_settled) before this batch
+        records it inside its transaction, where it cannot commit it first (_record_first,
+        whose commit waits the same way); once a path and write.
+
+        Met at an item's first look (a sync pass's download, a write inside an app's
+        transaction), an in-place editor's file between its truncate and its write was recorded
+        at once: the empty or half-written file as a revision (an invalid one), the finished
+        edit as another after it. Only a file found changed comes here, so an unchanged one
+        costs nothing. The wait holds the lock (at most _SETTLE_WAIT_MAX_S; the watcher cannot
+        record meanwhile, so it ends when the change is older than the watcher's write-quiet
+        period, or at the limit): rejected, undoing the attempt to wait outside it, which
+        inside a caller's transaction holds the lock all the same."""
+        if batch.recorded_first is None and rel not in batch.settled:
+            batch.settled.add(rel)
+            self._await_settled([rel])
 
     def _commit_ingest(self, rels: Iterable[str]) -> None:
         """Record the pairs at ``rels`` as external changes in a transaction of their own, and

@@ -7,8 +7,9 @@ lock of ours: its save in between (renamed over the file, as most editors do, or
 place) was renamed over by ``os.replace``, the person's version lost, in no revision. Now the
 write swaps its temp in (files.replace_recorded): the file the swap brings out is checked, and
 one that is not the recorded version is swapped back and recorded before the write runs again
-(both versions in history). If the editor saves yet again between the two swaps, that version is
-kept in <data>/recovered/ and reported by ``check``: neither is lost.
+(both versions in history). If the editor saves yet again between the two swaps, that newest
+version stays at the name (recorded), and the earlier one is kept in <data>/recovered/ and
+reported by ``check``: neither is lost.
 
 Real home, real files; the editor is a real process. The one fault injected is its timing: the
 batch's placing (``PendingWrites.commit``) or the write's swap is wrapped so that the editor
@@ -131,16 +132,21 @@ def test_an_edit_to_the_meta_file_meanwhile_is_kept_too(
         assert store.check().clean
 
 
+@pytest.mark.parametrize("origin", ["local", "remote"])
 @pytest.mark.parametrize("how", ["rename", "in place"])
-def test_an_editor_saving_again_between_the_two_swaps_loses_neither_version(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+def test_an_editor_saving_again_between_the_two_swaps_keeps_its_newest_at_the_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str, origin: str
 ) -> None:
     """The second-order case: the editor saved before the write's swap (its first version was
-    swapped out), then again before the swap that puts that version back. The first version is
-    back at its name and recorded; the second, which the second swap brings out, is kept in
-    <data>/recovered/ (and reported by check until the person removes it)."""
+    swapped out), then again before the swap that puts that version back (renamed over the name,
+    or written in place into the write's file there). That swap exchanged the newest version
+    with the first: the older was put back at the name and recorded, the newest taken off it to
+    <data>/recovered/. The file at the name is now checked first: not the write's any more, it
+    stays (the newest, recorded before the write runs again, or refused by a download), and the
+    first version goes to <data>/recovered/ (reported by check until the person removes it):
+    neither is lost."""
     with localstore.open(home=tmp_path / "home") as store:
-        store.save("x", "steps: [old]\n")
+        bp = store.save("x", "steps: [old]\n")
         target = store.abspath("x.blueprint.yaml")
         before_first(
             monkeypatch, fs.PendingWrites, "commit", lambda: _editor_saves(target, EDITOR, "rename")
@@ -149,26 +155,42 @@ def test_an_editor_saving_again_between_the_two_swaps_loses_neither_version(
         real_swap = getattr(fs, "_EXCHANGE", None)
 
         def second_save_before_the_put_back(src: str, dst: str) -> None:
+            # (The fault injected: the editor's second save at this moment. The swaps are real.)
             if dst == str(target):
                 swaps.append(1)
-                if len(swaps) == 2:  # (the first swapped the write's file in)
+                if len(swaps) == 1:  # (after the first swap, before the code that follows it)
+                    assert real_swap is not None
+                    real_swap(src, dst)
                     _editor_saves(target, AGAIN, how)
+                    return
             assert real_swap is not None
             real_swap(src, dst)
 
         # (raising=False: where there is no swap, the first save is lost to os.replace.)
         monkeypatch.setattr(fs, "_EXCHANGE", second_save_before_the_put_back, raising=False)
-        saved = store.save("x", "steps: [app]\n")
+        if origin == "local":
+            saved = store.save("x", "steps: [app]\n")
+        else:
+            with store.index.write():  # (a sync pass's download)
+                [result] = store.save_many(
+                    [SaveRequest("x", "steps: [remote]\n", id=bp.id)], origin="remote"
+                )
         monkeypatch.undo()
 
-        assert saved.content == "steps: [app]\n"
-        assert revision_contents(store, "x.blueprint.yaml") == [
-            "steps: [old]\n",
-            EDITOR,
-            "steps: [app]\n",
-        ]
+        if origin == "local":
+            assert saved.content == "steps: [app]\n"
+            assert revision_contents(store, "x.blueprint.yaml") == [
+                "steps: [old]\n",
+                AGAIN,
+                "steps: [app]\n",
+            ]
+        else:
+            # Refused (an edit beats a download): the person's newest save is at its name.
+            assert isinstance(result, ChangedOnDiskError), result
+            assert revision_contents(store, "x.blueprint.yaml") == ["steps: [old]\n", AGAIN]
+            assert target.read_text(encoding="utf-8") == AGAIN
         kept = _recovered(store)
-        assert [p.read_text(encoding="utf-8") for p in kept] == [AGAIN]
+        assert [p.read_text(encoding="utf-8") for p in kept] == [EDITOR]
         assert kept[0].name == "x.blueprint.yaml"
         report = store.check()
         assert [(p["kind"], p["path"]) for p in report.problems] == [
@@ -176,7 +198,10 @@ def test_an_editor_saving_again_between_the_two_swaps_loses_neither_version(
         ]
         # Nothing of it is left in the blueprints folder; once the person has taken the kept
         # version, check is clean.
-        assert not list(store.root.glob("*" + fs.TEMP_SUFFIX))
+        assert sorted(p.name for p in store.root.iterdir() if p.name != ".localstore-folder") == [
+            "x.blueprint.meta.json",
+            "x.blueprint.yaml",
+        ]
         kept[0].unlink()
         assert store.check().clean
 
@@ -294,6 +319,63 @@ with open(path, "r+", encoding="utf-8") as fh:
 """
 
 
+class _PausingEditor:
+    """The editor of _PAUSING_EDITOR, a real process, told when to truncate and when to write."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _PAUSING_EDITOR, str(path), text],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.wrote = False
+
+    def truncate(self) -> None:
+        """Truncate the file; returns once it is empty (and held open)."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write("truncate\n")
+        self.process.stdin.flush()
+        assert self.process.stdout.readline() == "truncated\n"
+
+    def write(self) -> None:
+        """Write the text and close the file (once); returns when the editor has exited."""
+        if self.wrote:
+            return
+        self.wrote = True
+        assert self.process.stdin is not None
+        if self.process.poll() is None:
+            self.process.stdin.write("write\n")
+            self.process.stdin.close()
+        assert self.process.wait(30) == 0
+
+    def writes_in(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Have the editor write while a write waits for the file to settle (its first pause),
+        which is the only moment it writes: a write that does not wait records it truncated."""
+        import localstore.store as store_module
+
+        real_pause = getattr(store_module, "_settle_pause", None)
+
+        def editor_writes_while_the_save_waits(seconds: float) -> None:
+            self.write()
+            assert real_pause is not None
+            real_pause(seconds)
+
+        # (raising=False: before the wait existed, there was no pause, and the editor wrote after.)
+        monkeypatch.setattr(
+            store_module, "_settle_pause", editor_writes_while_the_save_waits, raising=False
+        )
+
+    def close(self) -> None:
+        """Let the editor finish (if the test did not) and release its pipes."""
+        try:
+            if self.process.poll() is None:
+                self.write()
+        finally:
+            assert self.process.stdout is not None
+            self.process.stdout.close()
+
+
 @pytest.mark.parametrize("origin", ["local", "remote"])
 def test_a_save_meeting_an_editor_mid_save_records_its_finished_file_not_the_truncated_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, origin: str
@@ -305,7 +387,6 @@ def test_a_save_meeting_an_editor_mid_save_records_its_finished_file_not_the_tru
 
     No timing: a watcher with a long write-quiet records only on the close; the editor truncates
     just before the write's swap and writes only once the write waits for it."""
-    import localstore.store as store_module
     from localstore.events import Event
     from localstore.watcher import Watcher
 
@@ -314,40 +395,13 @@ def test_a_save_meeting_an_editor_mid_save_records_its_finished_file_not_the_tru
         target = store.abspath("x.blueprint.yaml")
         watcher = Watcher(store, write_quiet_ms=120_000)
         watcher.start()
-        editor = subprocess.Popen(
-            [sys.executable, "-c", _PAUSING_EDITOR, str(target), EDITOR],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert editor.stdin is not None and editor.stdout is not None
+        editor = _PausingEditor(target, EDITOR)
         try:
             assert watcher.wait_idle(30)
             heard: list[Event] = []
             store.subscribe(heard.append)
-
-            def editor_truncates() -> None:
-                editor.stdin.write("truncate\n")  # type: ignore[union-attr]
-                editor.stdin.flush()  # type: ignore[union-attr]
-                assert editor.stdout.readline() == "truncated\n"  # type: ignore[union-attr]
-
-            before_first(monkeypatch, fs, "replace_recorded", editor_truncates)
-            real_pause = getattr(store_module, "_settle_pause", None)
-            told: list[int] = []
-
-            def editor_writes_while_the_save_waits(seconds: float) -> None:
-                if not told:
-                    told.append(1)
-                    editor.stdin.write("write\n")  # type: ignore[union-attr]
-                    editor.stdin.close()  # type: ignore[union-attr]
-                    assert editor.wait(30) == 0
-                assert real_pause is not None
-                real_pause(seconds)
-
-            # (raising=False: before the fix there was no wait, and the editor wrote after.)
-            monkeypatch.setattr(
-                store_module, "_settle_pause", editor_writes_while_the_save_waits, raising=False
-            )
+            before_first(monkeypatch, fs, "replace_recorded", editor.truncate)
+            editor.writes_in(monkeypatch)
             if origin == "local":
                 saved = store.save("x", "steps: [app]\n")
             else:
@@ -359,11 +413,7 @@ def test_a_save_meeting_an_editor_mid_save_records_its_finished_file_not_the_tru
                     )
             monkeypatch.undo()
         finally:
-            if editor.poll() is None:
-                editor.stdin.write("write\n")
-                editor.stdin.close()
-                editor.wait(30)
-            editor.stdout.close()
+            editor.close()
         assert watcher.wait_idle(30)
         watcher.stop()
         watcher.join(10)
@@ -389,4 +439,63 @@ def test_a_save_meeting_an_editor_mid_save_records_its_finished_file_not_the_tru
             assert target.read_text(encoding="utf-8") == "steps: [app]\n"
         assert not _recovered(store)
         assert store.check().clean
-        assert told  # (the save waited for the editor)
+        assert editor.wrote  # (the save waited for the editor)
+
+
+@pytest.mark.parametrize("origin", ["remote", "local"])
+def test_a_batch_whose_first_look_meets_an_editor_mid_save_records_its_finished_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, origin: str
+) -> None:
+    """A batch inside a caller's transaction (a sync pass's download: ``save_many``, origin
+    remote; or an app's own transaction) looks at each item's file before writing it
+    (``_edited_on_disk``) and records an unrecorded edit it finds there, inside, at once: the
+    editor had truncated the file and not yet written it, so the empty file was recorded (an
+    invalid revision), and the finished edit after it. It now waits for the file to settle
+    there, as the swap does (_await_settled): the edit is recorded once, whole.
+
+    No timing: the editor truncates before the batch and writes only once the batch waits."""
+    from localstore.events import Event
+    from localstore.watcher import Watcher
+
+    with localstore.open(home=tmp_path / "home") as store:
+        saved = store.save_many([SaveRequest(f"n{i}", f"steps: [old-{i}]\n") for i in range(3)])
+        ids = [bp.id for bp in saved if not isinstance(bp, Exception)]
+        requests = [SaveRequest(f"n{i}", f"steps: [{origin}-{i}]\n", id=ids[i]) for i in range(3)]
+        target = store.abspath("n1.blueprint.yaml")
+        watcher = Watcher(store, write_quiet_ms=120_000)
+        watcher.start()
+        editor = _PausingEditor(target, EDITOR)
+        try:
+            assert watcher.wait_idle(30)
+            heard: list[Event] = []
+            store.subscribe(heard.append)
+            editor.truncate()
+            editor.writes_in(monkeypatch)
+            with store.index.write():
+                results = store.save_many(requests, origin=origin)
+            monkeypatch.undo()
+        finally:
+            editor.close()
+        assert watcher.wait_idle(30)
+        watcher.stop()
+        watcher.join(10)
+
+        assert [e.kind for e in heard if e.kind == "invalid"] == []
+        if origin == "remote":
+            # The download's item is refused (an edit beats it; the pass merges it later).
+            assert isinstance(results[1], ChangedOnDiskError), results
+            assert revision_contents(store, "n1.blueprint.yaml") == ["steps: [old-1]\n", EDITOR]
+            assert target.read_text(encoding="utf-8") == EDITOR
+        else:
+            assert not isinstance(results[1], Exception), results
+            assert revision_contents(store, "n1.blueprint.yaml") == [
+                "steps: [old-1]\n",
+                EDITOR,
+                "steps: [local-1]\n",
+            ]
+        assert [r.origin for r in reversed(store.history(ids[1]))][:2] == ["local", "external"]
+        for i in (0, 2):
+            assert store.load(f"n{i}").content == f"steps: [{origin}-{i}]\n"
+        assert not _recovered(store)
+        assert store.check().clean
+        assert editor.wrote  # (the batch waited for the editor)
