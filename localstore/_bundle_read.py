@@ -373,10 +373,18 @@ class _Staging:
         return self._spool
 
     def remove(self) -> None:
-        if self._spool is not None:
-            self._spool.close()
-        if self._held is not None:
-            self._held.remove()
+        """Remove the folder (the spool, and an encrypted bundle's decrypted zip, with it)."""
+        try:
+            if self._spool is not None:
+                self._spool.close()
+        except OSError:
+            # Closing flushes what the spool still buffers, and fails as its last write did on
+            # a full disk. The bytes are scratch; raised here, the folder holding them (a
+            # decrypted bundle's plaintext too) was never removed, and the error hid the import's.
+            pass
+        finally:
+            if self._held is not None:
+                self._held.remove()
 
 
 def private_cache(root: Path) -> None:
