@@ -1,5 +1,6 @@
-"""Bundles on a genuinely full disk: an import whose staging runs out of space leaves no staging
-folder.
+"""Bundles on a genuinely full disk: an import whose staging runs out of space fails typed and
+leaves no staging folder; an encrypted export whose temporary file runs out of space names the
+folder that is full, not the destination.
 
 The disk is real: the small tmpfs of tests/store/test_disk_full.py (root only; elsewhere the
 tests skip saying so).
@@ -14,6 +15,7 @@ import pytest
 
 import localstore
 from localstore import archive
+from localstore.errors import DiskFullError
 from localstore.store import BlueprintStore
 from tests.archive.conftest import FAST_SCRYPT, StoreFactory
 from tests.store.test_disk_full import LEAVE, DiskSpace, disk  # noqa: F401 (the fixture)
@@ -77,6 +79,27 @@ def test_an_import_out_of_space_removes_its_staging_folder(
         # file) until this process ends and a later import's sweep finds it: closing the
         # staging file failed as its last write had, and the folder was never removed.
         assert _staging_left(store) == []
+        _import_after_freeing(disk, store, bundles[kind])
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("kind", ["plain", "encrypted"])
+@pytest.mark.parametrize("leave", LEAVE)
+def test_an_import_out_of_space_says_which_disk_is_full(
+    disk: DiskSpace,  # noqa: F811
+    bundles: dict[str, Path],
+    kind: str,
+    leave: int,
+) -> None:
+    store = localstore.open(home=disk.root / "home")
+    try:
+        error = _import_out_of_space(disk, store, bundles[kind], leave)
+        # A DiskFullError naming the home's cache, where the import stages the bundle: a raw
+        # OSError reached the command line as "unexpected OSError ... report it".
+        assert isinstance(error, DiskFullError), repr(error)
+        assert str(store.paths.cache) in error.message, error.message
+        assert error.hint and "space" in error.hint
         _import_after_freeing(disk, store, bundles[kind])
     finally:
         store.close()
