@@ -103,3 +103,31 @@ def test_an_import_out_of_space_says_which_disk_is_full(
         _import_after_freeing(disk, store, bundles[kind])
     finally:
         store.close()
+
+
+def test_an_encrypted_export_out_of_space_in_the_cache_names_the_cache_not_the_destination(
+    disk: DiskSpace,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    store = localstore.open(home=disk.root / "home")
+    try:
+        for i in range(40):
+            store.save(f"f/bp{i}", _random_doc(i))
+        store.paths.cache.mkdir(parents=True, exist_ok=True)
+        dest = tmp_path / "out.lsbundle"  # on another disk, with room to spare
+        disk.fill()
+        with pytest.raises(DiskFullError) as info:
+            archive.export_bundle(store, dest, passphrase="pw", scrypt_params=FAST_SCRYPT)
+        # The plaintext zip is written in the home's cache first: "cannot write out.lsbundle"
+        # sent the person to free space on a disk that had plenty.
+        message = info.value.message
+        assert str(store.paths.cache) in message and str(dest) not in message, message
+        assert not dest.exists()
+        assert list(store.paths.cache.glob("export-*")) == []
+        disk.free()
+        assert (
+            archive.export_bundle(store, dest, passphrase="pw", scrypt_params=FAST_SCRYPT).count
+            == 40
+        )
+    finally:
+        store.close()
