@@ -45,6 +45,7 @@ from localstore.errors import (
     BundleIntegrityError,
     BundleLimitError,
     DecryptionError,
+    DiskFullError,
     InvalidInputError,
     InvalidMetaError,
     NotFoundError,
@@ -220,23 +221,46 @@ def is_encrypted(path: str | os.PathLike[str]) -> bool:
     )
 
 
+def _staging_error(exc: OSError, folder: Path) -> StorageError:
+    """What a failed write to an import's staging folder (in the home's cache) raises: the cache's
+    disk, not the bundle's nor the home's blueprints, is the one to free space on. (A raw OSError
+    reached the command line as "unexpected OSError ... report it".)"""
+    err = fs.map_os_error(exc, "cannot stage the bundle in", folder)
+    if isinstance(err, DiskFullError):
+        err.hint = (
+            "free some disk space there and try again: an import stages the bundle's blueprints "
+            "(and an encrypted bundle, decrypted) in the home's cache folder"
+        )
+    return err
+
+
 class _Spool:
     """Verified YAML bytes, appended to one file in staging and read back by offset."""
 
     def __init__(self, path: Path) -> None:
-        self._fh: IO[bytes] = open(path, "xb+")  # noqa: SIM115 - closed by close(), on exit
+        self._folder = path.parent
+        try:
+            self._fh: IO[bytes] = open(path, "xb+")  # noqa: SIM115 - closed by close(), on exit
+        except OSError as exc:
+            raise _staging_error(exc, self._folder) from exc
         self._end = 0
 
     def append(self, data: bytes) -> int:
-        """Write ``data`` at the end; return its offset."""
+        """Write ``data`` at the end; return its offset. Raises StorageError (DiskFullError)."""
         at = self._end
-        self._fh.write(data)
+        try:
+            self._fh.write(data)
+        except OSError as exc:
+            raise _staging_error(exc, self._folder) from exc
         self._end += len(data)
         return at
 
     def seal(self) -> None:
         """Make everything appended visible to :meth:`read` (no fsync: staging is scratch)."""
-        self._fh.flush()
+        try:
+            self._fh.flush()
+        except OSError as exc:
+            raise _staging_error(exc, self._folder) from exc
 
     def read(self, offset: int, size: int) -> bytes:
         """The ``size`` bytes stored at ``offset``."""
@@ -362,7 +386,10 @@ class _Staging:
         if self._path is None:
             private_cache(self._root)
             sweep_stale_temps(self._root)
-            self._held = make_held_folder(self._root, STAGING_PREFIX)
+            try:
+                self._held = make_held_folder(self._root, STAGING_PREFIX)
+            except OSError as exc:
+                raise _staging_error(exc, self._root) from exc
             self._path = self._held.path
         return self._path
 
@@ -373,10 +400,18 @@ class _Staging:
         return self._spool
 
     def remove(self) -> None:
-        if self._spool is not None:
-            self._spool.close()
-        if self._held is not None:
-            self._held.remove()
+        """Remove the folder (the spool, and an encrypted bundle's decrypted zip, with it)."""
+        try:
+            if self._spool is not None:
+                self._spool.close()
+        except OSError:
+            # Closing flushes what the spool still buffers, and fails as its last write did on
+            # a full disk. The bytes are scratch; raised here, the folder holding them (a
+            # decrypted bundle's plaintext too) was never removed, and the error hid the import's.
+            pass
+        finally:
+            if self._held is not None:
+                self._held.remove()
 
 
 def private_cache(root: Path) -> None:
@@ -468,11 +503,43 @@ def _decrypt_file(
             hint="set LOCALSTORE_PASSPHRASE or type it when asked",
         )
     total = src.stat().st_size
-    with open(src, "rb") as fin, open(dst, "xb") as fout:
+    with open(src, "rb") as fin, _StagingWriter(dst) as fout:
         fin.seek(len(ENCRYPTED_MAGIC))
         _check_stream_cost(fin, limits)
         reader: Any = fin if progress is None else _CountingReader(fin, total, "decrypt", progress)
-        crypto.decrypt_stream(reader, fout, passphrase, aad=ENCRYPTED_MAGIC)
+        sink: Any = fout  # (decrypt_stream only writes to it)
+        crypto.decrypt_stream(reader, sink, passphrase, aad=ENCRYPTED_MAGIC)
+
+
+class _StagingWriter:
+    """A new file in staging, written unbuffered: each write's failure (a full disk) is raised
+    there, typed, and closing has nothing left to write (a buffered file's close raised its own
+    OSError then, over the error already on its way). The bundle's decrypted zip."""
+
+    def __init__(self, path: Path) -> None:
+        self._folder = path.parent
+        try:
+            # (O_BINARY: Windows would otherwise translate newlines in the zip.)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+            self._fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
+        except OSError as exc:
+            raise _staging_error(exc, self._folder) from exc
+
+    def __enter__(self) -> _StagingWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)
+
+    def write(self, data: bytes) -> int:
+        """Write all of ``data``. Raises StorageError (DiskFullError)."""
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            raise _staging_error(exc, self._folder) from exc
+        return len(data)
 
 
 _STREAM_FIXED = struct.Struct(

@@ -76,6 +76,7 @@ from localstore.errors import (
     AlreadyExistsError,
     BundleFormatError,
     BundleLimitError,
+    DiskFullError,
     InvalidInputError,
     InvalidYAMLError,
     LimitExceededError,
@@ -410,7 +411,14 @@ def export_bundle(
     final_tmp: Path | None = None
     try:
         assert tmp_zip is not None
-        ids = _write_zip(store, infos, tmp_zip, progress, limits)
+        try:
+            ids = _write_zip(store, infos, tmp_zip, progress, limits)
+        except OSError as exc:
+            if private_folder is None:
+                raise
+            # The plaintext zip, in the home's cache (or the temp folder): the error named the
+            # destination, whose disk may have plenty of room, and not the one that was full.
+            raise _private_temp_error(exc, private_folder.path.parent) from exc
         if passphrase is not None:
             final_tmp = _temp_beside(dest_path)
             _encrypt_file(tmp_zip, final_tmp, passphrase, scrypt_params, progress)
@@ -483,6 +491,16 @@ def _dest_error(exc: OSError, dest: Path) -> StorageError:
     err = fs.map_os_error(exc, "cannot write", dest)
     if type(err) is StorageError:  # not a full disk nor a permission: a place files cannot go
         err.hint = "choose a folder on a writable disk"
+    return err
+
+
+def _private_temp_error(exc: OSError, folder: Path) -> StorageError:
+    err = fs.map_os_error(exc, "cannot write the encrypted export's temporary file in", folder)
+    if isinstance(err, DiskFullError):
+        err.hint = (
+            "free some disk space there and try again: an encrypted export writes the plain "
+            "bundle there first (about the bundle's size), then encrypts it to the destination"
+        )
     return err
 
 

@@ -896,12 +896,7 @@ def _run_merge_tool(
     ``remote`` is the blueprint's current text (what ``--take remote`` keeps), for the same
     reason: another device's edit made since must reach it, or the merge dropped it unseen.
     """
-    template = settings.merge_tool.strip()
-    if not template:
-        fail(
-            "no merge tool is configured",
-            hint="set merge_tool in config.yaml, e.g. 'meld %LOCAL %BASE %REMOTE -o %MERGED'",
-        )
+    words = _merge_tool_words(settings.merge_tool)
     with tempfile.TemporaryDirectory(prefix="localstore-merge-") as tmp:
         files = {
             "%BASE": Path(tmp, "base.yaml"),
@@ -917,7 +912,7 @@ def _run_merge_tool(
         }
         for key, path in files.items():
             path.write_text(texts[key], encoding="utf-8")
-        argv = [_substitute(arg, files) for arg in shlex.split(template)]
+        argv = [_substitute(arg, files) for arg in words]
         try:
             done = subprocess.run(argv, check=False)
         except OSError as exc:
@@ -927,6 +922,37 @@ def _run_merge_tool(
         except FileNotFoundError:
             merged = None
         return done.returncode, merged
+
+
+_TOOL_EXAMPLE = "e.g. 'meld %LOCAL %BASE %REMOTE -o %MERGED'"
+
+
+def _merge_tool_words(setting: str) -> list[str]:
+    """The merge_tool setting split into the command's words; a setting that cannot work is
+    refused before the tool runs (exit 1), saying what to change.
+
+    An unbalanced quote reached the person as "unexpected ValueError ... report it". A template
+    without %MERGED ran the tool all the same: its merge (saved to %LOCAL, as vimdiff does, or
+    nowhere) was then read from the untouched MERGED, the conflict stayed open with "merge and
+    save in the tool", and the merging was deleted with the temp folder.
+    """
+    template = setting.strip()
+    if not template:
+        fail("no merge tool is configured", hint=f"set merge_tool in config.yaml, {_TOOL_EXAMPLE}")
+    try:
+        words = shlex.split(template)
+    except ValueError as exc:
+        fail(
+            f"the merge_tool setting {template!r} is not a command line: {exc}",
+            hint=f"close each quote (a path with spaces in '...'), {_TOOL_EXAMPLE}",
+        )
+    if not any("%MERGED" in word for word in words):
+        fail(
+            f"the merge_tool setting {template!r} has no %MERGED: the merge is read from that "
+            "file, so whatever the tool saved elsewhere would be lost",
+            hint=f"add %MERGED where the tool writes its result, {_TOOL_EXAMPLE}",
+        )
+    return words
 
 
 def _substitute(arg: str, files: dict[str, Path]) -> str:

@@ -149,7 +149,7 @@ def test_merge_tool_starts_from_the_copy_as_edited_since_like_take_local(
 
 def test_merge_tool_failure_keeps_the_conflict_open(make_device: Callable[..., Device]) -> None:
     _, b, _ = _conflicted(make_device)
-    failing = {"LOCALSTORE_MERGE_TOOL": f"{sys.executable} -c 'raise SystemExit(1)'"}
+    failing = {"LOCALSTORE_MERGE_TOOL": f"{sys.executable} -c 'raise SystemExit(1)' %MERGED"}
     result = run(b.home, "conflicts", "resolve", "1", "--tool", env=failing)
     assert result.exit_code == 3
     assert len(json.loads(run(b.home, "--json", "conflicts").output)) == 1
