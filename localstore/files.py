@@ -997,6 +997,31 @@ class TargetChangedError(NameTakenError):
         self.set_aside = list(set_aside)
 
 
+class KeptChangingError(NameTakenError):
+    """A local batch met another program's save of the same file (an autosaving editor) at
+    its placing on attempt after attempt, recording each version, until the store's bound
+    (``store._RACE_REPEATS_MAX`` runs again after the first): nothing of the batch was
+    written, the file is left as that program last saved it. ``rel``: the blueprint's path;
+    ``saves``: how many of that program's saves the batch met."""
+
+    def __init__(self, target: str, rel: str, saves: int, *, recorded: bool = True) -> None:
+        kept = (
+            "each version it saved is in the blueprint's history"
+            if recorded
+            else "its last version is left in the file"
+        )
+        super().__init__(
+            target,
+            f"{rel} kept changing while it was being saved: another program (an editor's "
+            f"autosave?) saved it {saves} times in a row, each time just before the save could "
+            "replace it; nothing of this save was written",
+            hint=f"close {rel} in the program editing it (or pause its autosave), then save "
+            f"again; {kept}",
+        )
+        self.rel = rel
+        self.saves = saves
+
+
 def replace_recorded(
     tmp: str,
     target: str,

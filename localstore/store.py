@@ -26,7 +26,7 @@ import time
 import unicodedata
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -358,6 +358,26 @@ _REJUDGE_ROWS = 200
 # write-quiet period) must not hold the write up for long; its file is recorded as it is then.
 _SETTLE_WAIT_MAX_S = 2.0
 _SETTLE_POLL_S = 0.02
+
+# A local batch runs again once for each file another program saved (or created) between the
+# batch's check of it and its placing, after recording that program's version (as before), and
+# at most this many more times in all for files it meets again (an editor's autosave): then it
+# fails with files.KeptChangingError (see _save_batch). A run again places such a file right
+# after its item, so its window is one item's write (~1 ms, the temps' fsyncs), not the rest of
+# the batch: an editor saving every second meets it again only by chance, and one file saved in
+# that window 5 runs in a row is one a program keeps rewriting. (In all, not per file: a program
+# rewriting the whole folder over and over must not make a batch of N run 5N times.)
+_RACE_REPEATS_MAX = 4
+
+
+def _file_seen(path: str) -> tuple[int, int, int, int] | None:
+    """What is at ``path`` (inode, size, modification and change times), None if nothing: a
+    batch's run again compares it with the last race's to tell a new save from none."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _settle_pause(seconds: float) -> None:
@@ -1432,11 +1452,18 @@ class BlueprintStore:
             self._judge_unrecorded_ahead(self._request_paths(requests), self._new_path_check())
         refused: dict[int, LocalStoreError] = {}
         recorded_first = None if origin == "remote" or self.index.write_open else set[str]()
-        taken_names: set[str] = set()
-        settled: set[str] = set()
+        # Per file found taken or changed at its placing: how many times, and the file found
+        # there the last time (see _file_seen).
+        races: dict[str, tuple[int, tuple[int, int, int, int] | None]] = {}
+        repeats = 0  # (runs again for a file met before: bounded by _RACE_REPEATS_MAX)
+        # The path keys of those files: a run again places each right after its item.
+        place_at_once: set[str] = set()
+        settled: set[str] = set()  # (see _Batch.settled)
         while True:
             try:
-                results = self._save_attempt(requests, origin, refused, recorded_first, settled)
+                results = self._save_attempt(
+                    requests, origin, refused, recorded_first, settled, place_at_once
+                )
                 break
             except _RecordFirst as first:
                 assert recorded_first is not None  # (raised only when it is a set)
@@ -1451,14 +1478,36 @@ class BlueprintStore:
                 # history, or the item refused.
                 if isinstance(taken, fs.TargetChangedError) and taken.set_aside:
                     self._keep_set_aside(taken.set_aside, taken.target)
-                if taken.target in taken_names:
-                    # Taken again though the new attempt looked: a name the folder's listing
-                    # cannot show (a Windows short name), or an editor deleting and creating
-                    # it over and over. Reported (nothing changed) rather than tried forever.
+                rel = self._rel_of(taken.target)
+                count, before = races.get(taken.target, (0, None))
+                seen = _file_seen(taken.target)
+                if count and (origin == "remote" or seen == before):
+                    # Taken again with nothing new there: a name the folder's listing cannot
+                    # show (a Windows short name). Or a download's again, whose next attempt
+                    # refused that item (it never reaches a file it found edited). Reported
+                    # (nothing changed) rather than tried forever.
                     raise
-                taken_names.add(taken.target)
+                if count and repeats == _RACE_REPEATS_MAX:
+                    # Another program saved this file again on run after run: still saving
+                    # it. Its latest version is recorded too (as each before it), so history
+                    # holds every one, and nothing of the batch was written.
+                    if recorded_first is not None:
+                        self._commit_batch_edits(requests, rel, recorded_first)
+                    raise fs.KeptChangingError(
+                        taken.target, rel, count + 1, recorded=recorded_first is not None
+                    ) from taken
+                # Another program's save (an autosaving editor) or a new file of its since the
+                # last attempt: its version is recorded, and the batch runs again, that file
+                # placed right after its item (the window narrowed from the rest of the batch
+                # to one item), up to _RACE_REPEATS_MAX more times. Before, a second race on
+                # the same file failed the batch: an editor autosaving every second during a
+                # batch of a second or more made local saves fail almost every time.
+                repeats += 1 if count else 0
+                races[taken.target] = (count + 1, seen)
+                if origin != "remote":  # (a download's next attempt refuses that item instead)
+                    place_at_once.add(fs.path_key(rel))
                 if recorded_first is not None:
-                    self._commit_batch_edits(requests, self._rel_of(taken.target), recorded_first)
+                    self._commit_batch_edits(requests, rel, recorded_first)
                 elif origin == "remote":
                     # The next attempt records that file inside and refuses its item: settled
                     # first (the swap meets an in-place editor at its truncate: read at once,
@@ -1466,7 +1515,6 @@ class BlueprintStore:
                     # inside a caller's transaction waits under its lock, at most
                     # _SETTLE_WAIT_MAX_S, only in this race), then judged, its ingest taking
                     # the verdict.
-                    rel = self._rel_of(taken.target)
                     self._await_settled([rel])
                     settled.add(rel)
                     self._judge_unrecorded_ahead([rel])
@@ -1521,7 +1569,11 @@ class BlueprintStore:
         refused: Mapping[int, LocalStoreError],
         recorded_first: set[str] | None = None,
         settled: set[str] | None = None,
+        place_at_once: Collection[str] = frozenset(),
     ) -> builtins.list[Blueprint | LocalStoreError]:
+        """One run of a batch. ``place_at_once``: the path keys whose files another program
+        saved or created at their placing in an earlier run (see _save_batch), placed right
+        after their item's write."""
         pending = fs.PendingWrites(
             expected_files=2 * len(requests),
             flusher=self._flusher,
@@ -1540,15 +1592,20 @@ class BlueprintStore:
                         results.append(refused[position])
                         continue
                     try:
-                        results.append(self._save_one(cur, request, origin, batch))
+                        saved = self._save_one(cur, request, origin, batch)
                     except _ITEM_ERRORS as exc:
                         # Bad input is found before anything of this item touches the disk. The
                         # transaction still commits (also for a single save): an unrecorded edit
                         # ingested before the refusal must stay in history.
                         results.append(exc)
+                        continue
                     except _ItemRefused as refusal:
                         refusal.position = position
                         raise
+                    results.append(saved)
+                    if place_at_once and fs.path_key(saved.path) in place_at_once:
+                        # (Only in a run again after a race: one more flush there, none here.)
+                        self._place_files(cur, batch)
                 self._place_files(cur, batch)
         except BaseException as exc:
             # Whatever failed after files were written (a flush, the index commit, a hook), the
