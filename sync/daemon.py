@@ -761,7 +761,10 @@ class Daemon:
     # -- the engine --------------------------------------------------------------------------------
 
     def _attach_engine(self) -> bool:
-        """Open the cloud session and start the engine; False (offline) when that is impossible."""
+        """Open the cloud session and start the engine; False (offline) when that is impossible.
+
+        A remote opened for an engine that then cannot start is closed here, whatever the error.
+        """
         with self._engine_mutex:
             if self.engine is not None:
                 return True
@@ -780,12 +783,27 @@ class Daemon:
             kwargs: dict[str, Any] = {}
             if self._poll_interval_s is not None:
                 kwargs["poll_interval_s"] = self._poll_interval_s
-            engine = _MeteredEngine(self.store, remote, **kwargs)
-            engine.metrics = self.metrics
             paused = self._paused
-            if paused:
-                engine.pause()
-            engine.start()
+            try:
+                engine = _MeteredEngine(self.store, remote, **kwargs)
+                engine.metrics = self.metrics
+                if paused:
+                    engine.pause()
+                engine.start()
+            except NewerIndexError:
+                close_remote(remote)
+                raise  # (the tick stops the daemon for it; at start, its own exit code)
+            except Exception as exc:  # any error: the remote must not leak (see the docstring)
+                # The remote is open (HTTP client, refresh timer, an index connection): left
+                # to itself, and tried again at the next tick since nothing set the next try,
+                # one leaked twice a second for as long as the fault lasted (realtime unable to
+                # start a thread at the process's thread limit made it worse each time). Offline
+                # instead, with the reason in the status, tried again every RELOGIN_CHECK_S.
+                close_remote(remote)
+                reason = f"sync could not start: {exc}"
+                if reason != self._offline_reason and not isinstance(exc, LocalStoreError):
+                    log.error("sync could not start", exc_info=exc)  # (a bug: its traceback)
+                return self._go_offline(reason, exc)
             self.remote, self.engine = remote, engine
             # A `pause` (or `resume`) handled while the engine started saw no engine yet and only
             # set the flag; read it again now that _op_pause can see the engine.

@@ -2296,10 +2296,16 @@ class SyncEngine:
     # -- the background loop -----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Run the loop on a background thread (once). Raises EngineStateError, SyncLockedError."""
+        """Run the loop on a background thread (once). Raises EngineStateError, SyncLockedError,
+        and what starting the thread raised (the engine is then stopped and holds nothing)."""
         self._begin()
-        self._thread = threading.Thread(target=self._loop, name="localstore-sync", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._loop, name="localstore-sync", daemon=True)
+        try:
+            thread.start()  # (RuntimeError at the process's thread limit)
+        except BaseException:
+            self._let_go()
+            raise
+        self._thread = thread
 
     def run(self) -> None:
         """Run the loop in this thread until :meth:`stop` (from another thread or a callback).
@@ -2346,11 +2352,31 @@ class SyncEngine:
                 self._lock_held = True
             self._worker = WorkerState.RUNNING
             self._next_at = self.clock()
-        self._unsubs.append(self.store.subscribe(self._on_store_event))
         try:
-            self._unsubs.append(self.remote.subscribe(self.request_sync))
-        except SyncError as exc:  # realtime is only a hint: polling covers for it
-            log.warning("sync: realtime subscription failed (%s); polling only", exc)
+            self._unsubs.append(self.store.subscribe(self._on_store_event))
+            try:
+                self._unsubs.append(self.remote.subscribe(self.request_sync))
+            except SyncError as exc:  # realtime is only a hint: polling covers for it
+                log.warning("sync: realtime subscription failed (%s); polling only", exc)
+        except BaseException:
+            # Anything else (realtime could not start a thread at the process's limit): the
+            # engine does not run, so it lets go of what it took. Left RUNNING, subscribed to
+            # the store and holding the lock, it was one more store subscriber (and a held
+            # sync lock) for each try of an owner that tries again (the daemon, every tick).
+            self._let_go()
+            raise
+
+    def _let_go(self) -> None:
+        """Let go of what _begin took (subscriptions, the lock) and mark the engine stopped."""
+        for unsub in self._unsubs:
+            unsub()
+        self._unsubs.clear()
+        with self._cond:
+            self._worker = WorkerState.STOPPED
+            held, self._lock_held = self._lock_held, False
+            self._cond.notify_all()
+        if held and self.lock is not None:
+            self.lock.release()
 
     def _loop(self) -> None:
         try:
@@ -2369,14 +2395,7 @@ class SyncEngine:
             raise
         finally:
             # The loop's own thread lets go of what _begin took, whatever ended it.
-            for unsub in self._unsubs:
-                unsub()
-            self._unsubs.clear()
-            with self._cond:
-                self._worker = WorkerState.STOPPED
-                held, self._lock_held = self._lock_held, False
-            if held and self.lock is not None:
-                self.lock.release()
+            self._let_go()
             log.debug("sync loop stopped")
 
     def request_sync(self, delay: float = 0.0) -> None:
