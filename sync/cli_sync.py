@@ -911,7 +911,10 @@ def _run_merge_tool(
             "%MERGED": local,
         }
         for key, path in files.items():
-            path.write_text(texts[key], encoding="utf-8")
+            # Bytes, not text: on Windows write_text turns each "\n" into "\r\n", so MERGED
+            # never matched `start` below and a tool closed without saving resolved the
+            # conflict with LOCAL (the remote side's edit dropped), in CRLF.
+            path.write_bytes(texts[key].encode("utf-8"))
         argv = [_substitute(arg, files) for arg in words]
         try:
             done = subprocess.run(argv, check=False)
