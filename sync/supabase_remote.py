@@ -118,6 +118,7 @@ from sync.remote import (
     checked_fetch_ids,
     checked_probes,
     fetch_in_pages,
+    unsendable,
 )
 
 __all__ = [
@@ -1177,6 +1178,22 @@ class SupabaseRemote:
             )
         if not changes:
             return []
+        # A change the server cannot be sent (a NUL, which jsonb cannot hold; what JSON or
+        # UTF-8 cannot carry) is answered here as its own rejection, as MemoryRemote's server
+        # answers it: sent, it failed the whole call (22P05, or no request at all), so every
+        # change of its batch, on every retry, and one such blueprint stopped the home's uploads.
+        refused = {i: r for i, c in enumerate(changes) if (r := unsendable(c)) is not None}
+        sent = [c for i, c in enumerate(changes) if i not in refused]
+        answers = iter(self._push_sent(sent, device) if sent else [])
+        return [
+            PushResult(c.op_id, c.id, "rejected", code=refused[i][0], message=refused[i][1])
+            if i in refused
+            else next(answers)
+            for i, c in enumerate(changes)
+        ]
+
+    def _push_sent(self, changes: Sequence[Change], device: str) -> list[PushResult]:
+        """One push_changes RPC for ``changes``; its results, checked to be in request order."""
         self._check_schema()
         self._devices.add(device)
         data = self._rpc(
