@@ -71,6 +71,7 @@ from sync.remote import (
     checked_fetch_ids,
     checked_probes,
     fetch_in_pages,
+    text_problem,
 )
 
 _server_ids = itertools.count(1)
@@ -581,14 +582,11 @@ def _invalid_change(change: Change) -> str | None:
             return f"{name} has the wrong type"
         if not isinstance(value, kinds):
             return f"{name} has the wrong type"
-    try:
-        meta_json = json.dumps(change.meta, allow_nan=False)
-        (meta_json + change.content + change.content_hash + change.path).encode("utf-8")
-    except (TypeError, ValueError, UnicodeEncodeError):
-        return "meta or content is not representable as JSON text"
-    # jsonb holds no NUL character: refuse it per change rather than failing the whole call.
-    if "\x00" in change.content or "\x00" in change.content_hash or "\\u0000" in meta_json:
-        return "content or meta contains NUL"
+    # What jsonb cannot hold (NUL), JSON nor UTF-8 carry: this change's rejection, as the
+    # Supabase remote answers it (a backslash and "u0000" spelled in the text is no NUL).
+    problem = text_problem(change)
+    if problem is not None:
+        return problem
     if len(change.content_hash) > MAX_HASH_CHARS:
         return f"content_hash is longer than {MAX_HASH_CHARS} characters"
     return None

@@ -40,6 +40,7 @@ Per-change permanent failures are *results* (``status == "rejected"``), not exce
 from __future__ import annotations
 
 import itertools
+import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -412,6 +413,58 @@ def canonical_uuid(value: object) -> str | None:
         return str(uuid.UUID(value))
     except ValueError:
         return None
+
+
+def text_problem(change: Change) -> str | None:
+    """Why ``change`` cannot travel as JSON text into the server's jsonb (an ``invalid_change``
+    message), or None.
+
+    JSON has no NaN or infinity and UTF-8 no lone surrogate, so the client cannot even encode
+    such a change; and jsonb holds no NUL (U+0000), so PostgREST refuses a body with a
+    ``\\u0000`` escape before the function runs (22P05, the whole call). Sent, such a change
+    failed every change of its batch with it, on every retry. Both remotes answer it as this
+    change's rejection instead (SupabaseRemote without sending it).
+    A backslash followed by ``u0000`` is six ordinary characters and no NUL.
+    """
+    try:
+        json.dumps(change.to_json(), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError):  # (UnicodeEncodeError is a ValueError)
+        return "meta or content is not representable as JSON text"
+    if _holds_nul(change.content) or _holds_nul(change.content_hash) or _holds_nul(change.meta):
+        return "content or meta contains NUL"
+    return None
+
+
+def unsendable(change: Change) -> tuple[str, str] | None:
+    """The rejection (code, message) of a change no server can be sent, or None: the
+    ``text_problem`` as ``invalid_change``, and a NUL in the id or path (which no uuid or path
+    holds) as ``invalid_id`` / ``invalid_path``, the codes their checks give."""
+    problem = text_problem(change)
+    if problem is not None:
+        return "invalid_change", problem
+    if _holds_nul(change.id):
+        return "invalid_id", f"id {change.id!r} is not a uuid"
+    if _holds_nul(change.path):
+        return "invalid_path", "path contains NUL"
+    return None
+
+
+def _holds_nul(value: object) -> bool:
+    """Whether a NUL character is in ``value``, a JSON value (object keys included)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and "\x00" in key:
+                    return True
+                stack.append(child)
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
 
 
 def checked_fetch_ids(ids: Sequence[str]) -> list[str]:

@@ -15,7 +15,7 @@ session/user not found, session_expired
 no stored session (AuthSessionMissingError)     NotLoggedInError                   tell_user
 42501 (RLS / grants / not signed in)            RemoteConfigError / NotLoggedIn    tell_user
 PGRST202 / PGRST106 / 42883 / HTTP 404, bad     RemoteConfigError                  tell_user
-URL, wrong API key
+URL, wrong API key (HTTP 401 without a code)
 22023 (too many changes, bad argument)          ProtocolError                      tell_user
 HTTP 429 / over_request_rate_limit, HTTP 503    RateLimitedError (retry_after =    retry
 with Retry-After                                Retry-After, at most an hour)
@@ -118,6 +118,7 @@ from sync.remote import (
     checked_fetch_ids,
     checked_probes,
     fetch_in_pages,
+    unsendable,
 )
 
 __all__ = [
@@ -1108,6 +1109,19 @@ class SupabaseRemote:
         """map_error, refined by the HTTP status of this thread's last response; the session's
         tokens and the anon key are kept out of its text (a server may echo a request)."""
         last = self._last_response
+        if getattr(last, "status", None) == 401 and isinstance(exc, APIError) and not exc.code:
+            # A 401 without a code is the API gateway's, not PostgREST's (whose 401s, an expired
+            # or bad JWT, all carry a PGRST code): the project refused its key. Hosted Supabase
+            # says "Invalid API key", or "Legacy API keys are disabled" once a project turned
+            # its legacy keys off. No retry or refresh fixes that; it was an unclassified error,
+            # retried every cycle for good with no word about the key.
+            refused = RemoteConfigError(
+                f"{what}: the project refused its API key: {exc.message or 'HTTP 401'}",
+                hint="check the project's anon key (cloud_anon_key): the project may have "
+                "rotated it, or disabled its legacy API keys; then log in again with the key "
+                "the project's API settings show",
+            )
+            return map_error(refused, what=what, secrets=self._secrets())
         return _with_status(
             map_error(exc, what=what, secrets=self._secrets()),
             getattr(last, "status", None),
@@ -1177,6 +1191,22 @@ class SupabaseRemote:
             )
         if not changes:
             return []
+        # A change the server cannot be sent (a NUL, which jsonb cannot hold; what JSON or
+        # UTF-8 cannot carry) is answered here as its own rejection, as MemoryRemote's server
+        # answers it: sent, it failed the whole call (22P05, or no request at all), so every
+        # change of its batch, on every retry, and one such blueprint stopped the home's uploads.
+        refused = {i: r for i, c in enumerate(changes) if (r := unsendable(c)) is not None}
+        sent = [c for i, c in enumerate(changes) if i not in refused]
+        answers = iter(self._push_sent(sent, device) if sent else [])
+        return [
+            PushResult(c.op_id, c.id, "rejected", code=refused[i][0], message=refused[i][1])
+            if i in refused
+            else next(answers)
+            for i, c in enumerate(changes)
+        ]
+
+    def _push_sent(self, changes: Sequence[Change], device: str) -> list[PushResult]:
+        """One push_changes RPC for ``changes``; its results, checked to be in request order."""
         self._check_schema()
         self._devices.add(device)
         data = self._rpc(

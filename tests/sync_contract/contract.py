@@ -349,6 +349,40 @@ class RemoteContract:
         assert (result.status, result.code) == ("rejected", "invalid_change")
         assert pull_all(alice.remote)[0] == []
 
+    @pytest.mark.parametrize(
+        "content,meta",
+        [
+            ("nul \x00 here", None),
+            ("ok: 1\n", {"k": "nul \x00"}),
+            ("ok: 1\n", {"nul \x00 key": 1}),
+            ("ok: 1\n", {"deep": [{"k": ["\x00"]}]}),
+            ("\ud800", None),
+            ("ok: 1\n", {"f": float("nan")}),
+        ],
+        ids=["nul-content", "nul-meta", "nul-key", "nul-nested", "surrogate", "nan"],
+    )
+    def test_text_jsonb_cannot_hold_is_one_rejected_change(
+        self, alice: Writer, content: str, meta: dict[str, Any] | None
+    ) -> None:
+        # jsonb holds no NUL, UTF-8 no lone surrogate, JSON no NaN: PostgREST refused the whole
+        # call (22P05) or the client could not encode it, so one such blueprint failed every
+        # push of its batch, on every retry. It is that change's rejection; the others apply.
+        bad = alice.change(content=content, meta=meta)
+        fine = alice.change()
+        results = alice.push(bad, fine)
+        assert [(r.op_id, r.status, r.code) for r in results] == [
+            (bad.op_id, "rejected", "invalid_change"),
+            (fine.op_id, "applied", None),
+        ]
+        assert results[0].id == bad.id
+        assert [r.id for r in pull_all(alice.remote)[0]] == [fine.id]
+
+    def test_an_escaped_nul_spelled_in_text_is_no_nul(self, alice: Writer) -> None:
+        # A backslash followed by "u0000" is six ordinary characters, in content and meta alike.
+        alice.create(content='s: "\\u0000"\n', meta={"note": "\\u0000", "k\\u0000": "x"})
+        (row,) = pull_all(alice.remote)[0]
+        assert row.meta == {"note": "\\u0000", "k\\u0000": "x"}
+
     def test_foreign_id_is_rejected_as_not_owner(self, alice: Writer, bob: Writer) -> None:
         c1, _ = alice.create(content="secret: 1\n")
         for change in (

@@ -178,20 +178,6 @@ def test_meta_is_copied_in_and_out(dev: Writer) -> None:
     assert pull_all(dev.remote)[0][0].meta["tags"] == ["a"]
 
 
-@pytest.mark.parametrize(
-    "content,meta",
-    [("nul \x00 here", {}), ("ok", {"k": "nul \x00"}), ("\ud800", {}), ("ok", {"f": float("nan")})],
-    ids=["nul-content", "nul-meta", "surrogate", "nan"],
-)
-def test_text_jsonb_cannot_hold_is_rejected(dev: Writer, content: str, meta: dict) -> None:
-    result = dev.push_one(dev.change(content=content, meta=meta))
-    assert (result.status, result.code) == ("rejected", "invalid_change")
-
-
-def test_a_literal_backslash_u0000_in_content_is_fine(dev: Writer) -> None:
-    dev.create(content='s: "\\u0000"\n')
-
-
 def test_a_lowered_pull_budget_pages_by_bytes_as_the_sql_does(
     dev: Writer, server: MemoryServer
 ) -> None:

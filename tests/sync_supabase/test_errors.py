@@ -303,6 +303,36 @@ def test_a_gateway_asking_to_wait_gives_rate_limited_with_its_retry_after(
     assert remote.pull(0).changes == []  # the next call goes through
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Hosted Supabase's API gateway for a key it does not know (supabase/supabase-csharp#108,
+        # nuxt-modules/supabase#195), and for a legacy anon key after the project disabled the
+        # legacy keys (dyad-sh/dyad#4173): a 401, JSON without a "code".
+        b'{"message":"Invalid API key","hint":"Double check your Supabase `anon` or'
+        b' `service_role` API key."}',
+        b'{"message":"Legacy API keys are disabled"}',
+    ],
+)
+def test_the_hosted_gateway_refusing_the_key_says_so(
+    cloud: LocalCloud, homes: Homes, body: bytes
+) -> None:
+    # It was an unclassified error: "unexpected APIError", retried every cycle for good, with no
+    # word about the key. PostgREST's own 401s (an expired or bad JWT) all carry a PGRST code;
+    # one without a code is the gateway refusing the project key, which no retry fixes.
+    _, remote = homes.device(cloud.url, cloud.anon_key, new_email())
+    fault = _refuse_next_rpc(
+        remote,
+        httpx.Response(401, headers={"Content-Type": "application/json"}, content=body),
+    )
+    with pytest.raises(RemoteConfigError) as info:
+        remote.pull(0)
+    assert fault.refused == 1
+    assert info.value.action == "tell_user"
+    assert "anon key" in info.value.hint
+    assert remote.pull(0).changes == []  # a fixed key (here: the next call) goes through
+
+
 def test_retry_after_values() -> None:
     now = 1_700_000_000.0
     assert retry_after_seconds("120") == 120.0
