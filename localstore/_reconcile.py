@@ -1399,6 +1399,18 @@ class Reconciler:
                     write_meta = copied = True
                 # Otherwise the file at identity.path no longer carries this id (two pairs
                 # swapped names, or another file took the old name): the blueprint moved here.
+            elif (
+                identity is not None
+                and identity.deleted
+                and row_at_path is not None
+                and sha256_hex(yaml_bytes) == row_at_path.yaml_sha256
+                and late_meta.made_up(cur, row_at_path) is None
+            ):
+                # The same paste, of a deleted blueprint's meta: taken as that blueprint come
+                # back, the one here was recorded deleted (a delete sync pushed) and the other
+                # revived with this YAML. A lone YAML's own meta come late (its id made up by
+                # the store) is no paste: _late_meta gives the made-up id way below.
+                identity, meta, write_meta = row_at_path, row_at_path.meta, True
             if row_at_path is not None and (identity is None or row_at_path.id != identity.id):
                 # Another pair was put over this path: the blueprint that lived here is gone.
                 replaced = row_at_path

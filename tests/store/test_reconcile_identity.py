@@ -49,3 +49,27 @@ def test_a_copy_made_before_the_original_moved_does_not_take_its_identity(
         copy = s.resolve("backup/m")
         assert copy.id != bp.id
         assert s.check().clean
+
+
+def test_a_deleted_blueprints_meta_pasted_over_an_unchanged_pair_keeps_its_identity(
+    home: Path,
+) -> None:
+    """Another pair's meta pasted over a pair whose YAML did not change is replaced by that
+    pair's own (the blueprint there keeps its id), as when the meta's blueprint is live. When
+    that blueprint was deleted, the pair's own blueprint was recorded deleted (a delete sync
+    pushes to every device) and the deleted one came back under its id with this pair's YAML."""
+    with _open(home) as s:
+        gone = s.save("d", "v: d\n", tags=["d"])
+        b = s.save("b", "v: b\n", tags=["b"])
+        pasted = s.abspath("d.blueprint.meta.json").read_bytes()
+        s.delete(gone.id)
+    s.abspath("b.blueprint.meta.json").write_bytes(pasted)
+    with _open(home) as s:
+        assert s.resolve("b").id == b.id
+        assert s.load(b.id).meta.tags == ("b",)
+        assert _history(s, b.id) == [("b.blueprint.yaml", False)]
+        assert s.row(gone.id, include_deleted=True).deleted
+        assert _history(s, gone.id) == [("d.blueprint.yaml", False), ("d.blueprint.yaml", True)]
+        assert s.check().clean
+    meta = (home / "blueprints" / "b.blueprint.meta.json").read_text(encoding="utf-8")
+    assert b.id in meta and gone.id not in meta
