@@ -693,6 +693,7 @@ class Reconciler:
                 )
                 changed = [rel for rel in changed if rel not in left]
                 missing = [row for row in missing if row.path not in left]
+            self._moved_first(changed, scan, missing)
             self._changed = changed
             for rel in changed:
                 with self._isolated(rel, report):
@@ -719,6 +720,20 @@ class Reconciler:
             for rel in self._stale_temps(scan):
                 with self._isolated(rel, report):
                     self.clear_stale_temp(rel, report)
+
+    @staticmethod
+    def _moved_first(changed: list[str], scan: _Scan, missing: Sequence[_Listed]) -> None:
+        """Put first (in place, otherwise in path order) the paths whose YAML is the very file
+        a vanished pair had (the inode the index recorded for it): moved, not copied.
+
+        The first path ingested that carries a vanished blueprint's id (or its YAML's hash)
+        takes its identity as a move; a later one finds it live and is a copy. In path order,
+        ``cp m.* backup/; mv m.* z/`` gave the identity, the history and sync's record to the
+        copy, and a new id to the original. A rename keeps the inode; a copy never has it.
+        """
+        gone = {row.yaml_ino for row in missing if row.yaml_ino is not None}
+        if gone:
+            changed.sort(key=lambda rel: fs.ino_key(scan.yamls[rel].st_ino) not in gone)
 
     def _watching_elsewhere(self) -> WatchPeriods | None:
         """The periods of the watchers other processes run on this home, when no watcher runs
@@ -1384,6 +1399,18 @@ class Reconciler:
                     write_meta = copied = True
                 # Otherwise the file at identity.path no longer carries this id (two pairs
                 # swapped names, or another file took the old name): the blueprint moved here.
+            elif (
+                identity is not None
+                and identity.deleted
+                and row_at_path is not None
+                and sha256_hex(yaml_bytes) == row_at_path.yaml_sha256
+                and late_meta.made_up(cur, row_at_path) is None
+            ):
+                # The same paste, of a deleted blueprint's meta: taken as that blueprint come
+                # back, the one here was recorded deleted (a delete sync pushed) and the other
+                # revived with this YAML. A lone YAML's own meta come late (its id made up by
+                # the store) is no paste: _late_meta gives the made-up id way below.
+                identity, meta, write_meta = row_at_path, row_at_path.meta, True
             if row_at_path is not None and (identity is None or row_at_path.id != identity.id):
                 # Another pair was put over this path: the blueprint that lived here is gone.
                 replaced = row_at_path

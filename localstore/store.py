@@ -2705,8 +2705,7 @@ class BlueprintStore:
                 # (The platform's rename: on Windows written through, the folder cannot be
                 # flushed there, and retried while an editor or a scanner has the file open.)
                 if not fs.rename_new(src_abs, dst_abs):
-                    for back_src, back_dst in moved:
-                        fs.rename_new(back_dst, back_src)
+                    self._move_back(moved, old_rel, new_rel)
                     raise fs.NameTakenError(str(dst_abs))
             except FileNotFoundError:
                 continue
@@ -2722,6 +2721,41 @@ class BlueprintStore:
         if old_dir != self.abspath(new_rel).parent:
             fs.fsync_dir(old_dir)
             self._prune_empty_dirs(old_dir)
+
+    def _move_back(self, moved: Sequence[tuple[Path, Path]], old_rel: str, new_rel: str) -> None:
+        """Rename the files a failed ``_rename_pair`` moved back to their old names.
+
+        Raises StorageError if one cannot go back (another program took its old name since: that
+        file is its, and stays). The moved file is then set aside beside its new name, for
+        reconcile to remove as a version the store has, or keep in ``<data>/recovered/``. Left at
+        the new name, it was half a pair with the file that made the move fail (another program's
+        meta): the retry recorded this blueprint's YAML as a new blueprint under that meta's id,
+        and refused the move as if the name were that blueprint's.
+        """
+        stranded: list[str] = []
+        for back_src, back_dst in moved:
+            if fs.rename_new(back_dst, back_src):
+                continue
+            fs.set_aside(str(back_dst))
+            fs.fsync_dir(back_dst.parent)
+            stranded.append(
+                fs.printable(os.path.relpath(back_src, self._root_str).replace(os.sep, "/"))
+            )
+        if stranded:
+            log.error(
+                "moving %s to %s failed half way: %s was taken meanwhile; the moved file is "
+                "set aside",
+                old_rel,
+                new_rel,
+                ", ".join(stranded),
+            )
+            raise StorageError(
+                f"moving {fs.printable(old_rel)} to {fs.printable(new_rel)} failed: another "
+                f"program created files at both names meanwhile ({', '.join(stranded)} too); "
+                "nothing was moved",
+                hint="'localstore check' shows what is there now; its last version is in "
+                "'localstore history'",
+            )
 
     def _rename_pair_quiet(self, old_rel: str, new_rel: str) -> None:
         try:
