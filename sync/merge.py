@@ -331,11 +331,36 @@ def _settled(outcome: MergeOutcome, local: Version, remote: Version) -> Resoluti
     return Resolution.take_merged(outcome.content, outcome.meta, outcome.step)
 
 
+_ACTIONS: frozenset[str] = frozenset(("take_local", "take_remote", "take_merged", "keep_both"))
+
+
 def _checked(result: object) -> Resolution:
+    """``result`` if it is a Resolution the engine can carry out; else raises MergeError.
+
+    A Resolution is a plain dataclass an app can build by hand: an unknown action, a merge
+    whose content is not text, or conflicts that are not text failed deep inside the sync pass
+    (an assert, ``.encode``, ``"; ".join``) and stopped the cycle at that row.
+    """
     if not isinstance(result, Resolution):
         raise MergeError(f"the conflict policy returned {type(result).__name__}, not a Resolution")
-    if result.action == "take_merged" and (result.content is None or result.meta is None):
-        raise MergeError("the conflict policy returned take_merged without content and meta")
+    if result.action not in _ACTIONS:
+        raise MergeError(
+            f"the conflict policy returned unknown action {result.action!r}",
+            hint=f"use one of {sorted(_ACTIONS)}",
+        )
+    if result.action == "take_merged":
+        if result.content is None or result.meta is None:
+            raise MergeError("the conflict policy returned take_merged without content and meta")
+        if not isinstance(result.content, str):
+            kind = type(result.content).__name__
+            raise MergeError(f"the conflict policy returned content that is {kind}, not str")
+        if not isinstance(result.meta, Mapping):
+            kind = type(result.meta).__name__
+            raise MergeError(f"the conflict policy returned meta that is {kind}, not a mapping")
+    if not isinstance(result.conflicts, list) or not all(
+        isinstance(c, str) for c in result.conflicts
+    ):
+        raise MergeError("the conflict policy returned conflicts that are not all str")
     return result
 
 
