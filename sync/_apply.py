@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import localstore.store as _store_module
 from localstore import files as fs
 from localstore._revisions import revision_text
-from localstore.blueprint import BlueprintMeta, content_hash
+from localstore.blueprint import BlueprintMeta, content_hash, parse_yaml
 from localstore.errors import (
     DiskFullError,
     IndexStoreError,
@@ -56,6 +56,7 @@ from localstore.events import Event
 from localstore.store import JUDGED_AHEAD, Row
 from sync import _state as st
 from sync._kept_merges import highest_kept
+from sync.errors import MergeError
 from sync.merge import (
     ConflictCase,
     ConflictPolicy,
@@ -300,7 +301,7 @@ def contained(policy: Callable[[ConflictCase], Resolution]) -> Callable[[Conflic
 
     def call(case: ConflictCase) -> Resolution:
         try:
-            return _checked(policy(case))
+            return _saveable(case, _checked(policy(case)))
         except Exception as exc:  # the app's code: contained here, reported below
             log.error(
                 "sync: the conflict policy %r failed on blueprint %s; kept both versions "
@@ -313,6 +314,26 @@ def contained(policy: Callable[[ConflictCase], Resolution]) -> Callable[[Conflic
             return Resolution.keep_both([why, *case.outcome.conflicts])
 
     return call
+
+
+def _saveable(case: ConflictCase, resolution: Resolution) -> Resolution:
+    """``resolution``, when a merge it carries is one the store can save under the case's id.
+
+    Raises InvalidInputError (the YAML does not parse or is not a mapping, the meta is not
+    valid) or MergeError (the meta names another blueprint). The save refused such a merge
+    inside the pass, and the engine took that for the server's row being invalid: the row was
+    parked as ``invalid_remote``, no conflict recorded, and the same merge refused every cycle.
+    """
+    if resolution.action != "take_merged":
+        return resolution
+    assert resolution.content is not None and resolution.meta is not None  # (_checked)
+    parse_yaml(resolution.content)
+    ident = str(case.remote.meta.get("id", ""))
+    own = resolution.meta.get("id", ident)
+    if not isinstance(own, str) or own.lower() != ident.lower():
+        raise MergeError(f"the conflict policy returned the meta of blueprint {own}, not {ident}")
+    BlueprintMeta.from_dict({**resolution.meta, "id": ident}, source="the merged meta")
+    return resolution
 
 
 class Applier:

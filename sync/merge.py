@@ -331,11 +331,36 @@ def _settled(outcome: MergeOutcome, local: Version, remote: Version) -> Resoluti
     return Resolution.take_merged(outcome.content, outcome.meta, outcome.step)
 
 
+_ACTIONS: frozenset[str] = frozenset(("take_local", "take_remote", "take_merged", "keep_both"))
+
+
 def _checked(result: object) -> Resolution:
+    """``result`` if it is a Resolution the engine can carry out; else raises MergeError.
+
+    A Resolution is a plain dataclass an app can build by hand: an unknown action, a merge
+    whose content is not text, or conflicts that are not text failed deep inside the sync pass
+    (an assert, ``.encode``, ``"; ".join``) and stopped the cycle at that row.
+    """
     if not isinstance(result, Resolution):
         raise MergeError(f"the conflict policy returned {type(result).__name__}, not a Resolution")
-    if result.action == "take_merged" and (result.content is None or result.meta is None):
-        raise MergeError("the conflict policy returned take_merged without content and meta")
+    if result.action not in _ACTIONS:
+        raise MergeError(
+            f"the conflict policy returned unknown action {result.action!r}",
+            hint=f"use one of {sorted(_ACTIONS)}",
+        )
+    if result.action == "take_merged":
+        if result.content is None or result.meta is None:
+            raise MergeError("the conflict policy returned take_merged without content and meta")
+        if not isinstance(result.content, str):
+            kind = type(result.content).__name__
+            raise MergeError(f"the conflict policy returned content that is {kind}, not str")
+        if not isinstance(result.meta, Mapping):
+            kind = type(result.meta).__name__
+            raise MergeError(f"the conflict policy returned meta that is {kind}, not a mapping")
+    if not isinstance(result.conflicts, list) or not all(
+        isinstance(c, str) for c in result.conflicts
+    ):
+        raise MergeError("the conflict policy returned conflicts that are not all str")
     return result
 
 
@@ -735,7 +760,7 @@ def _merge_node(
         return _merge_dicts({} if base is MISSING else base, local, remote, where, fill)
     if isinstance(local, list) and isinstance(remote, list) and _list_or_missing(base):
         return _merge_lists([] if base is MISSING else base, local, remote, where, fill)
-    return _filled(local, remote, fill), [where or "<document>"]
+    return _filled(base, local, remote, fill), [where or "<document>"]
 
 
 def _merge_dicts(
@@ -769,7 +794,7 @@ def _merge_lists(
     for match in LIST_MATCH_KEYS:
         if all(_keyed_by(items, match) for items in (base, local, remote)):
             return _merge_keyed(base, local, remote, match, where, fill)
-    return _filled(local, remote, fill), [where or "<document>"]
+    return _filled(base, local, remote, fill), [where or "<document>"]
 
 
 def _merge_keyed(
@@ -816,27 +841,42 @@ def _fill_at(fill: Any, key: Any) -> Any:
     return fill.get(key, MISSING) if isinstance(fill, dict) else MISSING
 
 
-def _filled(local: Any, remote: Any, fill: Any) -> Any:
+def _filled(base: Any, local: Any, remote: Any, fill: Any) -> Any:
     """What a conflicting path holds: MISSING in a merge, the line result's value in its check,
-    when both sides hold a string or a list there (lines of one value diff3 merged), unless that
-    holds an item both sides added to a list as many times as it has it.
+    when both sides hold a string there, or a list (lines of one value diff3 merged) in which
+    each item is as often as the sides' changes make it.
 
     diff3 takes both sides' insertions of an equal item at different places in a list without
-    ids: the item was in the result twice (a step run twice) though no side had it twice.
-    Lines of a multi-line string are not counted: two sides adding ``fi`` or ``}`` to one
-    script is ordinary, and the text merge of a scalar is diff3's by design.
+    ids: the item was in the result twice (a step run twice) though no side had it twice. And
+    it sees an item moved on one side as a deleted line and an added one: with that item
+    deleted on the other side, both deletions agree and the added line stays, so the deleted
+    step came back (run again) in a clean merge. So an item a side holds as often as the base
+    does must be in the result as often as the other side holds it (the other side's change,
+    a delete or an addition, is kept); one both sides hold a different number of times, no
+    more often than either side. Lines of a multi-line string are not counted: two sides adding
+    ``fi`` or ``}`` to one script is ordinary, and the text merge of a scalar is diff3's by
+    design (a line moved against its delete comes back there, as in git).
     """
     if fill is _NO_FILL:
         return MISSING
-    if not (_both(str, local, remote) or _both(list, local, remote)):
+    if _both(str, local, remote):
+        return fill if isinstance(fill, str) else _REFUSED
+    if not _both(list, local, remote) or not isinstance(fill, list):
         # Not lines of one value that diff3 merged: an edit against a delete (diff3 saw a key
         # or step moved and edited on one side, deleted on the other, as two agreeing deletes
         # and one added text, and brought it back), or a value of another type changed on
         # both sides. The structural conflict stands.
         return _REFUSED
-    if isinstance(fill, list) and isinstance(local, list) and isinstance(remote, list):
-        counts = [Counter(_canon(item) for item in items) for items in (fill, local, remote)]
-        if any(n > max(counts[1][c], counts[2][c]) for c, n in counts[0].items()):
+    lists = (base if isinstance(base, list) else [], local, remote, fill)
+    b, lo, re_, got = (Counter(_canon(item) for item in items) for items in lists)
+    for item in b.keys() | lo.keys() | re_.keys() | got.keys():
+        if lo[item] == b[item]:
+            ok = got[item] == re_[item]
+        elif re_[item] == b[item]:
+            ok = got[item] == lo[item]
+        else:
+            ok = got[item] <= max(lo[item], re_[item])
+        if not ok:
             return _REFUSED
     return fill
 
