@@ -36,6 +36,7 @@ RELEASED = {
     "20261122001200_fetch_rows_limit.sql": "54c12e79d08ca571",
     "20261122001300_fetch_page_bytes.sql": "ca567002d614ac5b",
     "20261122001400_recreated_rev.sql": "fdfdaaaca1cfaaf4",
+    "20261122001500_realtime_publication_scope.sql": "9bc71b683689728b",
 }
 
 
