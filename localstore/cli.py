@@ -561,8 +561,30 @@ def _warn_unknown_env(as_json: bool) -> None:
             click.echo(f"warning: {message} ({hint})", err=True)
 
 
+def _open_closed_std_streams() -> None:
+    """Put the null device on a standard stream that was closed when this process started.
+
+    Python makes a closed stdin (`localstore save x <&-`, a bare service process) ``None``:
+    reading it failed as "unexpected AttributeError: 'NoneType' object has no attribute
+    'isatty'". It now reads as empty, like ``</dev/null``, whose refusals say what to do. The
+    descriptor is filled too, so the first file opened (the home's lock) is not taken for a
+    standard stream by a child process, such as the merge tool, that writes to or reads it.
+    """
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:  # (the lowest free descriptor is fd: the ones below are open)
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, encoding="utf-8", closefd=False))  # noqa: SIM115
+
+
 def main() -> None:
     """Console-script entry point."""
+    _open_closed_std_streams()
     try:
         cli.main(prog_name="localstore", standalone_mode=True)
     except KeyboardInterrupt:  # pragma: no cover - Ctrl-C before a command runs
