@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from localstore.cli import EXIT_NOT_FOUND, EXIT_USAGE, CliContext, errors_to_exit, fail, pass_ctx
+from localstore.cli import (
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    CliContext,
+    errors_to_exit,
+    fail,
+    pass_ctx,
+    write_bytes,
+)
 from localstore.credentials import MAX_VALUE_BYTES, CredentialStore, is_internal
 from localstore.errors import (
     CredentialNotFoundError,
@@ -156,10 +164,10 @@ def get_cmd(ctx: CliContext, name: str) -> None:
     with _cred_errors():
         _refuse_internal(name)
         value = _open(ctx).get(name)
-    out = sys.stdout
     # A trailing newline for people at a terminal; none when captured, so the value is exact.
-    out.write(value + ("\n" if out.isatty() else ""))
-    out.flush()
+    # Its UTF-8 bytes whatever the stdout's encoding: the CLI makes that escape what it cannot
+    # encode (localstore.cli.main), which must never silently change a secret.
+    write_bytes((value + ("\n" if sys.stdout.isatty() else "")).encode("utf-8"))
 
 
 @cred_group.command("rm")

@@ -46,6 +46,12 @@ error may add keys: `kept`, the file a merge `conflicts resolve --tool` could no
 in). An error nobody expected (a bug) is reported the same way; `--debug` (or
 `LOCALSTORE_DEBUG` set to anything but `0`, `false`, `no` or `off`) shows its Python traceback
 instead.
+
+Where stdout's encoding is not UTF-8 (Windows' code page when the output is redirected, a Latin-1
+locale), `--json` output is ASCII with `\\uXXXX` escapes (the same JSON), and people's text
+shows a character that encoding lacks as `\\uXXXX`; `show` and `cred get` write the document's or
+the value's UTF-8 bytes, exactly as stored. A standard stream closed at start (`<&-`) is read as
+empty.
 """
 
 

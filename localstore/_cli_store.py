@@ -16,11 +16,13 @@ from localstore.cli import (
     CliContext,
     errors_to_exit,
     fail,
+    json_text,
     pass_ctx,
+    write_bytes,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Iterable, Sequence
 
     from rich.console import Console
     from rich.text import Text
@@ -114,13 +116,12 @@ def _stream(lines: Iterable[str]) -> None:
         click.echo("\n".join(chunk))
 
 
-def _emit_json_list(items: Sequence[BlueprintInfo], default: Callable[[object], object]) -> None:
+def _emit_json_list(items: Sequence[BlueprintInfo]) -> None:
     """Print ``[item, ...]`` as ``json.dumps`` would, item by item (no whole-list string)."""
-    import json
 
     def parts() -> Iterable[str]:
         for k, i in enumerate(items):
-            text = json.dumps(i.to_dict(), ensure_ascii=False, default=default)
+            text = json_text(i.to_dict())
             yield ("[" if k == 0 else ", ") + text
         yield "[]" if not items else "]"
 
@@ -239,17 +240,18 @@ def save_cmd(
 @pass_ctx
 def show_cmd(ctx: CliContext, ref: str, meta: bool, rev: int | None) -> None:
     """Print a blueprint's YAML (exactly as stored) or its meta."""
-    import json
-
     with errors_to_exit():
         store = ctx.store(existing=True, read_only_ok=True)
         bp = store.load_revision(ref, rev) if rev is not None else store.load(ref)
         if ctx.json:
             ctx.emit(bp.to_dict())
         elif meta:
-            click.echo(json.dumps(bp.meta.to_dict(), indent=2, ensure_ascii=False))
+            click.echo(json_text(bp.meta.to_dict(), indent=2))
         else:
-            click.echo(bp.content, nl=False)
+            # Its bytes (the stored text is their UTF-8 decoding): as text, a character the
+            # stdout's encoding lacks (cp1252, Latin-1) failed or came out escaped, and
+            # Windows' text mode turned each CRLF into CR CR LF.
+            write_bytes(bp.content.encode("utf-8"))
 
 
 @click.command("ls")
@@ -277,15 +279,13 @@ def ls_cmd(
     offset: int,
 ) -> None:
     """List blueprints (more than 1,000 as plain aligned lines, printed as they come)."""
-    from localstore.cli import _json_default
-
     with errors_to_exit():
         store = ctx.store(existing=True, read_only_ok=True)
         items = store.list(
             folder=folder, tag=tag, sort=sort, descending=desc, limit=limit, offset=offset
         )
         if ctx.json:
-            _emit_json_list(items, _json_default)
+            _emit_json_list(items)
             return
         if not items:
             _note_nothing_matched(store, folder, tag)

@@ -194,7 +194,7 @@ class CliContext:
     def emit(self, data: Any, human: Callable[[], None] | None = None) -> None:
         """Print one JSON document with --json, else run the human renderer."""
         if self.json:
-            click.echo(json.dumps(data, ensure_ascii=False, default=_json_default))
+            click.echo(json_text(data))
         elif human is not None:
             human()
         else:
@@ -203,10 +203,39 @@ class CliContext:
     def emit_line(self, data: dict[str, Any], human: str) -> None:
         """Print one event of a stream: a JSON line with --json, else the human text."""
         if self.json:
-            click.echo(json.dumps(data, ensure_ascii=False, default=_json_default))
+            click.echo(json_text(data))
         else:
             click.echo(human)
         sys.stdout.flush()
+
+
+def writes_any_text(stream: Any) -> bool:
+    """Whether ``stream`` encodes every character (UTF-8, say; not cp1252 or Latin-1)."""
+    try:
+        "\U0001f680\u65e5".encode(getattr(stream, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def json_text(data: Any, *, err: bool = False, **kwargs: Any) -> str:
+    """``data`` as the JSON text the CLI prints on stdout (``err``: stderr).
+
+    Characters as they are where the stream encodes them all, else as ``\\u`` escapes: on a
+    stream that is not UTF-8 (Windows' code page when the output is redirected, a Latin-1
+    locale) a name in Japanese was a UnicodeEncodeError, and an escape Python's stderr makes
+    (``\\U0001f680``) is not JSON. Escaped, the document is ASCII and means the same.
+    """
+    ascii_only = not writes_any_text(sys.stderr if err else sys.stdout)
+    return json.dumps(data, ensure_ascii=ascii_only, default=_json_default, **kwargs)
+
+
+def write_bytes(data: bytes) -> None:
+    """Write ``data`` to stdout as they are: a document or a secret, never re-encoded (nor,
+    on Windows, its newlines translated)."""
+    sys.stdout.flush()  # (what the text layer holds goes first)
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
 
 
 def _json_default(value: Any) -> Any:
@@ -238,7 +267,7 @@ def fail(
     if _json_mode() if json_mode is None else json_mode:
         # A script that asked for JSON parses the error too, instead of scraping a text line.
         error = {"message": message, "hint": hint, "exit_code": code, **(extra or {})}
-        click.echo(json.dumps({"error": error}, ensure_ascii=False), err=True)
+        click.echo(json_text({"error": error}, err=True), err=True)
     else:
         click.echo(f"error: {message}" + (f" ({hint})" if hint else ""), err=True)
     raise SystemExit(code)
@@ -556,13 +585,49 @@ def _warn_unknown_env(as_json: bool) -> None:
     for message, hint in take_env_warnings():
         if as_json:
             warning = {"message": message, "hint": hint}
-            click.echo(json.dumps({"warning": warning}, ensure_ascii=False), err=True)
+            click.echo(json_text({"warning": warning}, err=True), err=True)
         else:
             click.echo(f"warning: {message} ({hint})", err=True)
 
 
+def _open_closed_std_streams() -> None:
+    """Put the null device on a standard stream that was closed when this process started.
+
+    Python makes a closed stdin (`localstore save x <&-`, a bare service process) ``None``:
+    reading it failed as "unexpected AttributeError: 'NoneType' object has no attribute
+    'isatty'". It now reads as empty, like ``</dev/null``, whose refusals say what to do. The
+    descriptor is filled too, so the first file opened (the home's lock) is not taken for a
+    standard stream by a child process, such as the merge tool, that writes to or reads it.
+    """
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:  # (the lowest free descriptor is fd: the ones below are open)
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, encoding="utf-8", closefd=False))  # noqa: SIM115
+
+
+def _escape_what_stdout_cannot_encode() -> None:
+    """Write a character stdout's encoding has no byte for as an escape (``\\u65e5``).
+
+    Strict, a name in Japanese made `localstore ls > list.txt` on Windows (the ANSI code page)
+    or `ls` under a Latin-1 locale fail halfway with "unexpected UnicodeEncodeError". (Stderr
+    escapes so already; JSON escapes itself there, json_text; documents and secrets go out
+    as their UTF-8 bytes, never escaped.)
+    """
+    stdout = sys.stdout
+    if not writes_any_text(stdout) and hasattr(stdout, "reconfigure"):
+        stdout.reconfigure(errors="backslashreplace")
+
+
 def main() -> None:
     """Console-script entry point."""
+    _open_closed_std_streams()
+    _escape_what_stdout_cannot_encode()
     try:
         cli.main(prog_name="localstore", standalone_mode=True)
     except KeyboardInterrupt:  # pragma: no cover - Ctrl-C before a command runs

@@ -19,7 +19,7 @@ import click
 import httpx
 
 from localstore._daemon_state import background_popen_options, pid_alive
-from localstore.cli import EXIT_ERROR, CliContext, fail, pass_ctx
+from localstore.cli import CliContext, fail, pass_ctx
 from sync.localcloud.service import LOG_FILE, STATE_FILE, read_state
 
 START_TIMEOUT_S = 90.0
@@ -153,11 +153,13 @@ def stop_cmd(ctx: CliContext) -> None:
 @_json_option
 @pass_ctx
 def status_cmd(ctx: CliContext) -> None:
-    """Show whether the stack runs and answers; exit 1 when it does not."""
-    state = _running(ctx.settings.paths.state)
+    """Show whether the stack runs and answers; exit 1 (and say what to do) when it does not."""
+    state_dir = ctx.settings.paths.state
+    state = _running(state_dir)
     if state is None:
         ctx.emit({"status": "not running"}, lambda: click.echo("not running"))
-        raise SystemExit(EXIT_ERROR)
+        # (Exit 1 is an error with its line on stderr saying what to do; it had none.)
+        fail("the local cloud is not running", hint="start it with `localstore cloud start`")
     try:
         response = httpx.get(
             f"{state['url']}/auth/v1/health", headers={"apikey": state["anon_key"]}, timeout=5
@@ -167,4 +169,8 @@ def status_cmd(ctx: CliContext) -> None:
         healthy = False
     _show(ctx, state, "running" if healthy else "not answering")
     if not healthy:
-        raise SystemExit(EXIT_ERROR)
+        fail(
+            f"the local cloud (process {state.get('pid')}) does not answer at {state['url']}",
+            hint=f"see {state_dir / LOG_FILE}; `localstore cloud stop`, then "
+            "`localstore cloud start` (a new, empty project)",
+        )

@@ -12,7 +12,6 @@ import contextlib
 import errno
 import getpass
 import hashlib
-import json
 import logging
 import os
 import plistlib
@@ -52,6 +51,7 @@ from localstore.cli import (
     CliContext,
     errors_to_exit,
     fail,
+    json_text,
     pass_ctx,
 )
 from localstore.config import Settings, cleartext_url_warning
@@ -451,7 +451,7 @@ def _warn(ctx: CliContext, message: str, hint: str) -> None:
     """One warning line on stderr (a JSON object with --json), as the CLI's other warnings."""
     if ctx.json:
         warning = {"message": message, "hint": hint}
-        click.echo(json.dumps({"warning": warning}, ensure_ascii=False), err=True)
+        click.echo(json_text({"warning": warning}, err=True), err=True)
     else:
         click.echo(f"warning: {message}" + (f" ({hint})" if hint else ""), err=True)
 

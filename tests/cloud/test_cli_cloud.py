@@ -73,3 +73,38 @@ def test_missing_postgres_is_one_clear_line(tmp_path, monkeypatch):
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "apt-get install postgresql" in lines[0]
+
+
+def test_status_of_a_stack_that_does_not_run_says_what_to_do_on_stderr(tmp_path):
+    """docs/cli.md: exit 1 is an error with one line on stderr saying what and how to fix.
+    `cloud status` exited 1 with "not running" on stdout and nothing on stderr."""
+    plain = _localstore(tmp_path, "cloud", "status")
+    assert plain.returncode == 1 and plain.stdout == "not running\n"
+    assert plain.stderr.startswith("error: ") and "localstore cloud start" in plain.stderr
+    assert len(plain.stderr.splitlines()) == 1
+    with_json = _localstore(tmp_path, "--json", "cloud", "status")
+    assert json.loads(with_json.stdout) == {"status": "not running"}
+    error = json.loads(with_json.stderr)["error"]
+    assert error["exit_code"] == 1 and "localstore cloud start" in error["hint"]
+
+
+def test_status_of_a_stack_that_does_not_answer_says_what_to_do_on_stderr(tmp_path):
+    """The same for a stack whose process lives but whose gateway does not answer."""
+    from sync.localcloud.service import write_state
+
+    # A live process that is no stack (its own, stopped below; never this test's pid, which a
+    # `cloud stop` would signal) and a port nothing listens on.
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        write_state(
+            tmp_path / "state",
+            {"pid": stand_in.pid, "url": "http://127.0.0.1:9", "anon_key": "k", "service_key": "s"},
+        )
+        done = _localstore(tmp_path, "--json", "cloud", "status")
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["status"] == "not answering"
+    error = json.loads(done.stderr)["error"]
+    assert str(stand_in.pid) in error["message"] and "localstore cloud start" in error["hint"]
