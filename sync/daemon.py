@@ -1290,10 +1290,20 @@ class Daemon:
     def _sync_engine(self) -> SyncEngine:
         """The engine, attached now if it was not yet; OpError when sync is off."""
         if self.engine is None and not self._attach_engine():
+            logged_out = self._offline_reason == "not logged in"
+            # The hint of the reason sync is off, as `status` gives it: the login's hint was
+            # given whatever the reason, so a keychain that could not be read, or an engine
+            # that could not start, sent the user to log in again, which changed nothing.
+            hint = self._offline_hint or (
+                "log in with `localstore login`; the daemon picks the session up"
+                if logged_out
+                else f"see the daemon's log ({self.settings.paths.state / LOG_FILE}) for why; "
+                f"the daemon tries again every {RELOGIN_CHECK_S:.0f} s and at each sync request"
+            )
             raise OpError(
-                "not_logged_in" if self._offline_reason == "not logged in" else "offline",
+                "not_logged_in" if logged_out else "offline",
                 f"sync is off: {self._offline_reason}",
-                hint="log in with `localstore login`; the daemon picks the session up",
+                hint=hint,
             )
         engine = self.engine
         assert engine is not None
