@@ -68,6 +68,7 @@ from sync._follow import (
     WatcherKeeper,
     close_remote,
     foreign_events,
+    realtime_health,
     session_lost,
     watcher_health,
 )
@@ -1250,6 +1251,8 @@ class Daemon:
             },
             "index": self.store.index_health() if self.store else None,
             "validator": self._validator_status(),
+            # The hint channel (docs/daemon.md, "Realtime health"); null while sync is off.
+            "realtime": realtime_health(self.remote) if self.engine is not None else None,
         }
 
     def _with_hint(self, sync: dict[str, Any]) -> dict[str, Any]:
@@ -1432,6 +1435,11 @@ class Daemon:
                 quarantine=status.quarantined,
                 held=status.held,
             )
+        realtime = realtime_health(self.remote) if self.engine is not None else None
+        if realtime is not None:
+            gauges["realtime_subscribed"] = int(realtime["state"] == "subscribed")
+            gauges["realtime_failures"] = realtime["failures"]
+            out["counters"].update({f"realtime_{k}": v for k, v in realtime["stats"].items()})
         if self.store is not None:
             index = self.store.index_health()
             gauges["index_wal_bytes"] = index["wal_bytes"]
