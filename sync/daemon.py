@@ -826,14 +826,19 @@ class Daemon:
         further cycle, refresh or realtime with that session) and a new remote is opened from
         whatever session is stored now, so the new user's first cycle runs the engine's identity
         check (a home that synced with another user of the project is refused there). The same
-        user logging in again keeps the engine. Offline, a changed marker means "try now" rather
-        than at the next RELOGIN_CHECK_S.
+        user logging in again keeps the engine (its remote takes the new session) and syncs
+        now: after a revoked session the engine waits ATTENTION_RETRY_S (or its poll interval)
+        for a person, and the person just logged in; status said "error" until that wait
+        ended. Offline, a changed marker means "try now" rather than at the next
+        RELOGIN_CHECK_S.
         """
         if not self._session_marker.changed():
             return
-        if self.engine is not None:
+        engine = self.engine
+        if engine is not None:
             lost = session_lost(self.remote)
             if lost is None:
+                engine.request_sync()
                 return
             self._detach_engine(lost)
         if self.engine is None:
