@@ -10,6 +10,8 @@ Extracted from the daemon so that both run the same code:
   daemon's control clients and an app's store subscribers.
 * :class:`WatcherKeeper`: replaces a watcher whose worker thread died, with a back-off
   (docs/daemon.md, "Watcher health").
+* :func:`realtime_health`: the remote's realtime channel for status pages (docs/daemon.md,
+  "Realtime health").
 * :func:`session_lost`: ``localstore logout`` / ``login`` made by another process under a
   running remote (docs/sync-engine.md, "Identity").
 * :func:`close_remote`: closing a remote whose failure must not stop a shutdown.
@@ -43,6 +45,7 @@ __all__ = [
     "WatcherKeeper",
     "close_remote",
     "foreign_events",
+    "realtime_health",
     "session_lost",
     "watcher_health",
 ]
@@ -648,6 +651,36 @@ def watcher_health(
     if failed is not None:
         return "failed", failed
     return watcher.state.value, watcher.problem
+
+
+def realtime_health(remote: Remote | None) -> dict[str, Any] | None:
+    """The realtime channel of ``remote`` for status pages; None when it has none (sync off, a
+    remote without realtime, or one that never subscribed).
+
+    ``state`` is ``subscribed``, ``connecting`` (the first join not answered yet) or ``down``
+    (``problem`` says why: the last error; ``retry_in_s`` is the length of the wait before the
+    next try, 0 while a try runs). Sync polls meanwhile, so a channel that is down is no error; before, it
+    showed only as a WARNING in the log.
+    """
+    raw = getattr(remote, "realtime_state", None)
+    if not isinstance(raw, dict) or not raw:
+        return None
+    subscribed = bool(raw.get("subscribed"))
+    failures = int(raw.get("failures") or 0)
+    error = str(raw.get("last_error") or "") or None
+    if subscribed:
+        state = "subscribed"
+    elif failures or raw.get("rebuilds") or error:
+        state = "down"
+    else:
+        state = "connecting"
+    return {
+        "state": state,
+        "problem": None if subscribed else error,
+        "retry_in_s": round(float(raw.get("retry_in_s") or 0.0), 3),
+        "failures": failures,
+        "stats": {k: int(raw.get(k) or 0) for k in ("subscribes", "rebuilds", "events")},
+    }
 
 
 def session_lost(remote: Remote | None) -> SyncError | None:

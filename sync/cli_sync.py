@@ -469,6 +469,8 @@ def _daemon_status(settings: Settings) -> tuple[dict[str, Any] | None, str | Non
     validator = answer.get("validator")
     if isinstance(validator, dict):  # (an older daemon sends none)
         out["validator"] = validator
+    if isinstance(answer.get("realtime"), dict):  # (none while sync is off; older daemons)
+        out["realtime"] = answer["realtime"]
     return out, None
 
 
@@ -598,6 +600,7 @@ def status_cmd(cli: CliContext) -> None:
         click.echo(f"last synced: {data.get('last_synced_at') or 'never'}")
         if data.get("last_error"):
             click.echo(f"last error: {data.get('last_error')}")
+        _print_realtime(data.get("realtime"))
         click.echo(f"cursor: {data.get('cursor')}")
         for line in attention_hints(data).values():
             click.echo(line)
@@ -618,6 +621,20 @@ def _outdated_daemon(settings: Settings, store: Any) -> str | None:
     with store.index.read() as cur:
         core = int(cur.execute("PRAGMA user_version").fetchall()[0][0])
     return outdated_daemon(state, core)
+
+
+def _print_realtime(realtime: Any) -> None:
+    """The daemon's realtime channel, when it is down (nothing when it is fine: sync works the
+    same either way, realtime only makes other devices' changes arrive sooner)."""
+    if not isinstance(realtime, dict) or realtime.get("state") != "down":
+        return
+    why = f" ({realtime['problem']})" if realtime.get("problem") else ""
+    wait = realtime.get("retry_in_s") or 0
+    when = f"next try within {wait:.0f} s" if wait >= 1 else "reconnecting"
+    click.echo(
+        f"realtime: down{why}; {when}, sync polls meanwhile (other devices' changes arrive "
+        "at the next poll)"
+    )
 
 
 def _print_validator(validator: Any) -> None:

@@ -68,6 +68,7 @@ from sync._follow import (
     WatcherKeeper,
     close_remote,
     foreign_events,
+    realtime_health,
     session_lost,
     watcher_health,
 )
@@ -825,14 +826,19 @@ class Daemon:
         further cycle, refresh or realtime with that session) and a new remote is opened from
         whatever session is stored now, so the new user's first cycle runs the engine's identity
         check (a home that synced with another user of the project is refused there). The same
-        user logging in again keeps the engine. Offline, a changed marker means "try now" rather
-        than at the next RELOGIN_CHECK_S.
+        user logging in again keeps the engine (its remote takes the new session) and syncs
+        now: after a revoked session the engine waits ATTENTION_RETRY_S (or its poll interval)
+        for a person, and the person just logged in; status said "error" until that wait
+        ended. Offline, a changed marker means "try now" rather than at the next
+        RELOGIN_CHECK_S.
         """
         if not self._session_marker.changed():
             return
-        if self.engine is not None:
+        engine = self.engine
+        if engine is not None:
             lost = session_lost(self.remote)
             if lost is None:
+                engine.request_sync()
                 return
             self._detach_engine(lost)
         if self.engine is None:
@@ -1250,6 +1256,8 @@ class Daemon:
             },
             "index": self.store.index_health() if self.store else None,
             "validator": self._validator_status(),
+            # The hint channel (docs/daemon.md, "Realtime health"); null while sync is off.
+            "realtime": realtime_health(self.remote) if self.engine is not None else None,
         }
 
     def _with_hint(self, sync: dict[str, Any]) -> dict[str, Any]:
@@ -1290,10 +1298,20 @@ class Daemon:
     def _sync_engine(self) -> SyncEngine:
         """The engine, attached now if it was not yet; OpError when sync is off."""
         if self.engine is None and not self._attach_engine():
+            logged_out = self._offline_reason == "not logged in"
+            # The hint of the reason sync is off, as `status` gives it: the login's hint was
+            # given whatever the reason, so a keychain that could not be read, or an engine
+            # that could not start, sent the user to log in again, which changed nothing.
+            hint = self._offline_hint or (
+                "log in with `localstore login`; the daemon picks the session up"
+                if logged_out
+                else f"see the daemon's log ({self.settings.paths.state / LOG_FILE}) for why; "
+                f"the daemon tries again every {RELOGIN_CHECK_S:.0f} s and at each sync request"
+            )
             raise OpError(
-                "not_logged_in" if self._offline_reason == "not logged in" else "offline",
+                "not_logged_in" if logged_out else "offline",
                 f"sync is off: {self._offline_reason}",
-                hint="log in with `localstore login`; the daemon picks the session up",
+                hint=hint,
             )
         engine = self.engine
         assert engine is not None
@@ -1422,6 +1440,11 @@ class Daemon:
                 quarantine=status.quarantined,
                 held=status.held,
             )
+        realtime = realtime_health(self.remote) if self.engine is not None else None
+        if realtime is not None:
+            gauges["realtime_subscribed"] = int(realtime["state"] == "subscribed")
+            gauges["realtime_failures"] = realtime["failures"]
+            out["counters"].update({f"realtime_{k}": v for k, v in realtime["stats"].items()})
         if self.store is not None:
             index = self.store.index_health()
             gauges["index_wal_bytes"] = index["wal_bytes"]

@@ -556,7 +556,10 @@ class EmbeddedSync:
             if self.offline is None:
                 lost = session_lost(self._remote)
                 if lost is None:
-                    return  # the same user logged in again: the engine carries on
+                    # The same user logged in again: the engine carries on, and syncs now (after
+                    # a revoked session it waits a minute or more for a person, who just acted).
+                    self.engine.request_sync()
+                    return
                 self._detach(lost)
             self._attach()
         elif self.offline is not None and time.monotonic() >= self._next_relogin:

@@ -1044,19 +1044,43 @@ class SupabaseRemote:
         this remote was opened (the engine calls this before every cycle).
 
         Cheap: one ``os.stat`` of the session marker (:mod:`sync.session_marker`); the keychain
-        is read only when the marker changed. A new login of the same user is taken as it is.
-        Also the periodic point that stores a rotated session the keychain refused earlier.
+        is read only when the marker changed. A new login of the same user is adopted
+        (:meth:`_adopt`). Also the periodic point that stores a rotated session the keychain
+        refused earlier.
         """
         if self._lost is not None:
             raise self._lost
         if self._marker is not None and self._marker.changed():
             with self._auth_lock:
                 try:
+                    before = self._storage.durable_value()
                     raw = self._storage.reload()
                 except CredentialError as exc:
                     raise map_error(exc, what="read the cloud session") from exc
-                self._require_own(_parse_session(raw))
+                session = _parse_session(raw)
+                self._require_own(session)
+                if session is not None and raw != before:
+                    self._adopt(session)
         self._storage.retry_unsaved()
+
+    def _adopt(self, session: Session) -> None:
+        """Use ``session``, a new login of this remote's user, from now on.
+
+        The login a person makes to fix a revoked session. Only reloaded, it reached nobody:
+        the client kept sending the old access token (a 401 and a refresh once it expired),
+        and realtime, whose joins the revoked session had refused into a backoff of up to
+        5 min, kept waiting. SIGNED_IN goes to the client's listener (its Authorization
+        header) and to :meth:`_on_auth_event` (realtime's token, which also cuts realtime's
+        wait short; a new server epoch). ``_save_session`` arms the library's refresh timer for
+        the new session (the revoked one's refresh failed, and a failed refresh arms none) and
+        undoes the storage's in-memory forgetting of a session revoked at open (the library
+        drops the session when its refresh at open fails)."""
+        auth = self._client.auth
+        try:
+            auth._save_session(session)  # (the storage skips the write: the value is unchanged)
+        except CredentialError as exc:
+            log.info("could not store the new cloud session again: %s", exc.message)
+        auth._notify_all_subscribers("SIGNED_IN", session)
 
     def refresh_auth(self) -> None:
         """Refresh the session now (the engine calls this for ``refresh_auth``).

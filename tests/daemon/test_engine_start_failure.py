@@ -14,6 +14,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
+
+from sync.control import ControlRequestError
 from sync.errors import NotLoggedInError
 from sync.memory_remote import MemoryRemote, MemoryServer
 
@@ -83,6 +86,14 @@ def test_a_failed_engine_start_closes_its_remote_and_waits_for_the_next_try(
         sync = c.status()["sync"]
     assert sync["state"] == "offline"
     assert "can't start new thread" in sync["detail"]
+    # A sync request is refused with the reason, and a hint that fits it: it said "log in with
+    # `localstore login`" whatever the reason, and logging in again changed nothing.
+    with d.client() as c, pytest.raises(ControlRequestError) as refused:
+        c.sync(wait=False)
+    assert refused.value.code == "offline"
+    assert "can't start new thread" in refused.value.message
+    assert "login" not in refused.value.hint and "daemon's log" in refused.value.hint
+    assert len(opened) == 2  # (the request tried again)
     assert d.thread.is_alive() and not d.errors
 
 

@@ -58,8 +58,9 @@ def _same_both_ways(without: tuple[list[str], dict[str, Any]], daemon: Any) -> d
     assert len(lines) >= 2 and lines[-2:] == list(attention_hints(data).values())
     for key in ("hint", "held", "flagged", "conflicts", "quarantined", "logged_in"):
         assert data.get(key) == without[1].get(key), key
-    # The daemon adds what only it knows (its validator, the session's identity); nothing else.
-    assert set(data) - set(without[1]) <= {"validator", "identity"}
+    # The daemon adds what only it knows (its validator, the session's identity, its realtime
+    # channel); nothing else.
+    assert set(data) - set(without[1]) <= {"validator", "identity", "realtime"}
     assert set(without[1]) - set(data) == set()
     sync = daemon.client().status()["sync"]
     assert sync["hint"] == data["hint"]  # (it was only the login's, or None)

@@ -113,3 +113,29 @@ def test_an_app_syncing_in_process_is_not_said_to_be_not_logged_in(tmp_path: Pat
         assert "not logged in" not in human.stdout and "to sync:" not in human.stdout
         data = status_json(home)
     assert "logged_in" not in data and data["state"] == "idle"
+
+
+def test_a_sync_request_to_a_daemon_without_a_keychain_gives_the_keychain_hint(
+    cloud: LocalCloud, spawn_daemon: Any, tmp_path: Path
+) -> None:
+    """A logged-in home whose daemon cannot read the keychain: `localstore sync` said "log in
+    with `localstore login`", though the login was there and only the keychain was out of
+    reach (status gave the keychain's hint)."""
+    home = tmp_path / "h"
+    login = run_cli(
+        home,
+        *("login", "--url", cloud.url, "--anon-key", cloud.anon_key, "--email", new_email()),
+        *("--password-stdin", "--signup"),
+        stdin=PASSWORD + "\n",
+    )
+    assert login.returncode == 0, login.stderr
+    d = spawn_daemon(home, env=NO_KEYCHAIN)
+    d.wait_ready()
+    data = status_json(home)
+    assert data["daemon"] is True and data["logged_in"] is False
+    assert "keychain" in data["detail"] and data["hint"]
+    result = run_cli(home, "sync")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "keychain" in result.stderr and data["hint"] in result.stderr, result.stderr
+    assert "localstore login" not in result.stderr, result.stderr
+    assert d.stop() == 0
