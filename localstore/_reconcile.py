@@ -19,7 +19,7 @@ import os
 import stat
 import time
 import unicodedata
-from collections.abc import Container, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
@@ -371,6 +371,22 @@ def stamp_inodes(
             )
     except apsw.Error as exc:
         raise map_apsw_error(exc, "record the files' inodes in the index") from exc
+
+
+def moved_first(
+    paths: list[str], ino_of: Callable[[str], int | None], gone: Container[int]
+) -> None:
+    """Put first (in place, otherwise in the order given) the paths whose YAML is the very file
+    a vanished pair had: its inode (``ino_of``, as ``fs.ino_key`` gives it) is among ``gone``,
+    the inodes the index recorded for the YAMLs no longer at their paths. Moved, not copied.
+
+    The first path ingested that carries a vanished blueprint's id (or its YAML's hash) takes
+    its identity as a move; a later one finds it live and is a copy. In path order, ``cp m.*
+    backup/; mv m.* z/`` gave the identity, the history and sync's record to the copy, and a
+    new id to the original. A rename keeps the inode; a copy never has it. Shared by the full
+    pass (Reconciler._fix) and the watcher's batches (Watcher._process_due).
+    """
+    paths.sort(key=lambda rel: ino_of(rel) not in gone)
 
 
 def keep_recovered(data_dir: Path, files: Sequence[tuple[str, bytes]]) -> list[Path]:
@@ -736,17 +752,10 @@ class Reconciler:
 
     @staticmethod
     def _moved_first(changed: list[str], scan: _Scan, missing: Sequence[_Listed]) -> None:
-        """Put first (in place, otherwise in path order) the paths whose YAML is the very file
-        a vanished pair had (the inode the index recorded for it): moved, not copied.
-
-        The first path ingested that carries a vanished blueprint's id (or its YAML's hash)
-        takes its identity as a move; a later one finds it live and is a copy. In path order,
-        ``cp m.* backup/; mv m.* z/`` gave the identity, the history and sync's record to the
-        copy, and a new id to the original. A rename keeps the inode; a copy never has it.
-        """
+        """``moved_first`` for the pass: the vanished pairs are its missing rows."""
         gone = {row.yaml_ino for row in missing if row.yaml_ino is not None}
         if gone:
-            changed.sort(key=lambda rel: fs.ino_key(scan.yamls[rel].st_ino) not in gone)
+            moved_first(changed, lambda rel: fs.ino_key(scan.yamls[rel].st_ino), gone)
 
     def _watching_elsewhere(self) -> WatchPeriods | None:
         """The periods of the watchers other processes run on this home, when no watcher runs
