@@ -19,7 +19,7 @@ import os
 import stat
 import time
 import unicodedata
-from collections.abc import Container, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
@@ -373,6 +373,22 @@ def stamp_inodes(
         raise map_apsw_error(exc, "record the files' inodes in the index") from exc
 
 
+def moved_first(
+    paths: list[str], ino_of: Callable[[str], int | None], gone: Container[int]
+) -> None:
+    """Put first (in place, otherwise in the order given) the paths whose YAML is the very file
+    a vanished pair had: its inode (``ino_of``, as ``fs.ino_key`` gives it) is among ``gone``,
+    the inodes the index recorded for the YAMLs no longer at their paths. Moved, not copied.
+
+    The first path ingested that carries a vanished blueprint's id (or its YAML's hash) takes
+    its identity as a move; a later one finds it live and is a copy. In path order, ``cp m.*
+    backup/; mv m.* z/`` gave the identity, the history and sync's record to the copy, and a
+    new id to the original. A rename keeps the inode; a copy never has it. Shared by the full
+    pass (Reconciler._fix) and the watcher's batches (Watcher._process_due).
+    """
+    paths.sort(key=lambda rel: ino_of(rel) not in gone)
+
+
 def keep_recovered(data_dir: Path, files: Sequence[tuple[str, bytes]]) -> list[Path]:
     """Write each ``(target, data)`` durably to a new file named like ``target`` in one new
     folder under <data>/recovered/ (a UTC time); returns their paths, in order.
@@ -464,6 +480,12 @@ class Reconciler:
         # The meta file the ingest under way read (what fs.write_checked compares; None: none
         # was there): its rewrite replaces only that file, not an edit saved since the read.
         self._meta_seen: fs.Recorded | None = None
+        # The blueprint the path under way is taking from another path (a move), and those
+        # whose move's ingest failed this pass: kept where they were, not recorded deleted.
+        self._moving: str | None = None
+        self._move_failed: set[str] = set()
+        # Old meta files of moves, removed once their move is committed (_follow_meta).
+        self._leaving: set[str] = set()
 
     # -- scanning ----------------------------------------------------------------------------------
 
@@ -707,6 +729,11 @@ class Reconciler:
                     current = self._with_id(cur, row.id)
                     if current is None or current.deleted or current.path != row.path:
                         continue
+                    if current.id in self._move_failed:
+                        # Its files moved to a path whose ingest failed (reported as skipped):
+                        # recorded deleted, with the meta left behind removed, the next pass
+                        # gave the moved YAML a new id and dropped that meta's hand edits.
+                        continue
                     kept = self._still_on_disk(current, scan)
                     if kept is not None:
                         report.problems.append(kept)
@@ -715,6 +742,8 @@ class Reconciler:
             for rel in self._orphan_metas(self.scan()):
                 if fs.yaml_path_for(rel) in left:
                     continue  # (its YAML, gone for a moment, is the watcher's to judge)
+                if rel in self._leaving:
+                    continue  # (a moved YAML's old meta, removed once the move is committed)
                 with self._isolated(rel, report):
                     self._handle_orphan(cur, rel, report)
             for rel in self._stale_temps(scan):
@@ -723,17 +752,10 @@ class Reconciler:
 
     @staticmethod
     def _moved_first(changed: list[str], scan: _Scan, missing: Sequence[_Listed]) -> None:
-        """Put first (in place, otherwise in path order) the paths whose YAML is the very file
-        a vanished pair had (the inode the index recorded for it): moved, not copied.
-
-        The first path ingested that carries a vanished blueprint's id (or its YAML's hash)
-        takes its identity as a move; a later one finds it live and is a copy. In path order,
-        ``cp m.* backup/; mv m.* z/`` gave the identity, the history and sync's record to the
-        copy, and a new id to the original. A rename keeps the inode; a copy never has it.
-        """
+        """``moved_first`` for the pass: the vanished pairs are its missing rows."""
         gone = {row.yaml_ino for row in missing if row.yaml_ino is not None}
         if gone:
-            changed.sort(key=lambda rel: fs.ino_key(scan.yamls[rel].st_ino) not in gone)
+            moved_first(changed, lambda rel: fs.ino_key(scan.yamls[rel].st_ino), gone)
 
     def _watching_elsewhere(self) -> WatchPeriods | None:
         """The periods of the watchers other processes run on this home, when no watcher runs
@@ -1002,7 +1024,9 @@ class Reconciler:
         """
         mark = len(self.events)
         parked = dict(self._parked)
+        leaving = set(self._leaving)
         entered = False
+        self._moving = None
         try:
             with self.store.index.write():
                 entered = True
@@ -1017,6 +1041,9 @@ class Reconciler:
                 raise
             del self.events[mark:]  # rolled back with the savepoint: nothing to announce
             self._parked = parked
+            self._leaving = leaving  # (their removals went with the savepoint)
+            if self._moving is not None:
+                self._move_failed.add(self._moving)
             log.warning("reconcile skipped %s: %s", rel, exc)
             report.problems.append({"kind": "skipped", "path": rel, "detail": str(exc)})
 
@@ -1456,6 +1483,7 @@ class Reconciler:
             return
         kept: tuple[str, str] | None = None  # (from, arriving id: a keep beside cut off)
         if identity is not None and not identity.deleted and identity.path != rel:
+            self._moving = identity.id
             arriving = late_meta.kept_before(self, cur, identity, rel)
             kept = (identity.path, arriving) if arriving is not None else None
             # A moved pair brings its meta along; only a YAML moved alone needs one written
@@ -1754,10 +1782,39 @@ class Reconciler:
         return found if found is not None and found.id == row.id else None
 
     def _follow_meta(self, old_rel: str, new_rel: str) -> None:
-        """The user renamed the YAML: move its meta file along (we rewrite it at the new place)."""
-        old_meta = self.store.root / fs.meta_path_for(old_rel)
-        if old_meta.exists() and not (self.store.root / old_rel).exists():
-            fs.remove_file(old_meta)
+        """The user renamed the YAML: move its meta file along (we rewrite it at the new place).
+
+        The old meta is removed once the move is committed, and only if it is still the file
+        seen here. Removed at once, an ingest failing after it (the new meta refused, the index
+        full) rolled the move back but not the unlink: hand edits in that meta that no pass had
+        recorded (a name, tags) were lost, and the blueprint with them.
+        """
+        meta_rel = fs.meta_path_for(old_rel)
+        old_meta = self.store.root / meta_rel
+        old_yaml = self.store.root / old_rel
+        try:
+            seen = fs.recorded_of(os.lstat(old_meta))
+        except FileNotFoundError:
+            return
+        if old_yaml.exists():
+            return
+        self._leaving.add(meta_rel)
+
+        def remove() -> None:
+            self._leaving.discard(meta_rel)
+            try:
+                st = os.lstat(old_meta)
+            except FileNotFoundError:
+                return
+            # (Saved again since, or its YAML back: another program's, not this move's.)
+            if fs.recorded_of(st) != seen or old_yaml.exists():
+                return
+            try:
+                fs.remove_file(old_meta)
+            except StorageError as exc:  # (committed: a later pass removes it as an orphan)
+                log.warning("could not remove %s after its YAML moved: %s", meta_rel, exc)
+
+        self.store.index.after_commit(remove)
 
     def _record(
         self,

@@ -62,6 +62,7 @@ from localstore._reconcile import (
     Reconciler,
     _Scan,
     mark_root,
+    moved_first,
     read_root_mark,
     stamp_inodes,
 )
@@ -1170,16 +1171,73 @@ class Watcher:
                 for key in gone:
                     self._pending[key].due = now + HEALTH_CHECK_S
                 gone = []
+            present = self._moves_first(sorted(present), now)
             if not present and not gone:
                 return
             # Existing files first: a move's new path claims the identity before its old path is
             # looked at (which then finds nothing to delete).
-            items = [(k, False) for k in sorted(present)] + [(k, True) for k in sorted(gone)]
+            items = [(k, False) for k in present] + [(k, True) for k in sorted(gone)]
             for k, _ in items:
                 del self._pending[k]
                 self._gated.discard(k)
             for i in range(0, len(items), self.batch_size):
                 self._ingest_batch(items[i : i + self.batch_size])
+
+    def _moves_first(self, present: list[str], now: float) -> list[str]:
+        """The due paths, those whose YAML has the inode the index recorded for a vanished
+        path first (``moved_first``); none while such a moved file is still settling.
+
+        ``cp m.* backup/; mv m.* z/``: in path order ``backup/m`` found ``m`` gone and took the
+        blueprint's identity as a move (its history, tags and sync record), and the original,
+        moved to ``z/``, got a new id. The copy is often due before the move (closed a moment
+        earlier): it is then held until the move is due too (at most a settle window, and only
+        while a vanished blueprint's very file is pending elsewhere), so they go in one batch,
+        the move first. Pulling the move forward instead could ingest its YAML before its meta
+        had followed it.
+        """
+        vanished = [k for k, st in self._pending.items() if st.vanished_at is not None]
+        if not present or not vanished:
+            return present
+        gone = self._recorded_inos(vanished)
+        if not gone:
+            return present
+        taken = set(present)
+        settling = [
+            st.due
+            for k, st in self._pending.items()
+            if k not in taken
+            and st.vanished_at is None
+            and not st.writing
+            and st.due > now  # (one due now was judged already: present, or rescheduled)
+            and self._yaml_ino(k) in gone
+        ]
+        if settling:
+            release = max(settling)
+            for k in present:
+                self._pending[k].due = max(self._pending[k].due, release)
+            return []
+        moved_first(present, self._yaml_ino, gone)
+        return present
+
+    def _recorded_inos(self, paths: Iterable[str]) -> set[int]:
+        """The YAML inodes the index recorded for the live blueprints at ``paths``."""
+        with self.store.index.read() as cur:
+            return {
+                int(r[0])
+                for key in paths
+                for r in cur.execute(
+                    "SELECT yaml_ino FROM blueprints WHERE path = ? AND deleted = 0 "
+                    "AND yaml_ino IS NOT NULL",
+                    (key,),
+                )
+            }
+
+    def _yaml_ino(self, key: str) -> int | None:
+        """The inode of the YAML at ``key`` as the index stores it (None: none there)."""
+        try:
+            return fs.ino_key(os.stat(self.root / key, follow_symlinks=False).st_ino)
+        except OSError:
+            return None
 
     def _gate_deletes(self, gone: list[str], now: float) -> list[str]:
         """Let a delete through only once a fence laid after its file was found gone has come back.
@@ -1516,9 +1574,12 @@ class Watcher:
             for p in indexed
             if p not in scan.yamls and not any(p.startswith(u) for u in unlistable)
         ]
+        changed.sort()
+        gone = {ino for p in missing if (ino := indexed[p][3]) is not None}
+        moved_first(changed, lambda rel: fs.ino_key(scan.yamls[rel].st_ino), gone)
         return _Diff(
             scanned=len(scan.yamls),
-            changed=sorted(changed),
+            changed=changed,
             missing=sorted(missing),
             orphans=rec._orphan_metas(scan),
             stale=[t for t in rec._stale_temps(scan) if _FENCE_PREFIX not in t],

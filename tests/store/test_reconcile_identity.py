@@ -6,6 +6,7 @@ shell would make them.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 
 import localstore
+from localstore import files as fs
+from localstore.errors import StorageError
 
 DOC = "steps: [a]\n"
 
@@ -73,3 +76,40 @@ def test_a_deleted_blueprints_meta_pasted_over_an_unchanged_pair_keeps_its_ident
         assert s.check().clean
     meta = (home / "blueprints" / "b.blueprint.meta.json").read_text(encoding="utf-8")
     assert b.id in meta and gone.id not in meta
+
+
+def test_a_yaml_moved_alone_whose_ingest_fails_keeps_its_old_meta_and_its_identity(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``mv i.blueprint.yaml j.blueprint.yaml`` while nothing ran, after tags were changed by
+    hand in ``i``'s meta; the next open cannot write ``j``'s meta (injected: a disk refusing
+    the name). The pass removed ``i``'s meta before the ingest failed, and the rollback did not
+    bring it back; the blueprint was then recorded deleted, and once the disk took the name,
+    ``j`` got a new id without the hand-made tags. Now the old meta goes only once the move is
+    committed, and a blueprint whose move failed is not recorded deleted."""
+    with _open(home) as s:
+        bp = s.save("i", DOC, tags=["mine"])
+    root = home / "blueprints"
+    old_meta = root / "i.blueprint.meta.json"
+    by_hand = json.loads(old_meta.read_text())
+    by_hand["tags"] = ["by-hand"]
+    old_meta.write_text(json.dumps(by_hand))
+    os.rename(root / "i.blueprint.yaml", root / "j.blueprint.yaml")
+    create_file = fs.create_file
+
+    def refused(path: Path, data: bytes, *, mode: int = 0o644) -> bool:
+        if path.name == "j.blueprint.meta.json":
+            raise StorageError("cannot create j.blueprint.meta.json: refused (injected)")
+        return create_file(path, data, mode=mode)
+
+    monkeypatch.setattr(fs, "create_file", refused)
+    with _open(home) as s:
+        assert s.resolve(bp.id).path == "i.blueprint.yaml"  # kept, not recorded deleted
+    assert json.loads(old_meta.read_text())["tags"] == ["by-hand"]
+    monkeypatch.setattr(fs, "create_file", create_file)
+    with _open(home) as s:
+        moved = s.resolve("j")
+        assert moved.id == bp.id
+        assert moved.tags == ("by-hand",)
+        assert not old_meta.exists()
+        assert s.check().clean
