@@ -91,3 +91,30 @@ def test_the_closed_store_error_is_exported() -> None:
 
     assert localstore.StoreClosedError is localstore.errors.StoreClosedError
     assert "StoreClosedError" in localstore.__all__
+
+
+def test_every_error_the_store_defines_is_in_the_errors_module() -> None:
+    """An app catches the store's errors by name from ``localstore.errors`` (the one tree): an
+    error class defined in another module (files.KeptChangingError, which a save_many raises
+    when an editor keeps saving one of its files) could be caught only through a private
+    module, and was missing from the tree an app reads."""
+    import inspect
+    import pkgutil
+
+    import localstore
+    import localstore.errors as errors
+
+    outside = []
+    for info in pkgutil.iter_modules(localstore.__path__):
+        if info.name.startswith("_cli"):
+            continue
+        mod = importlib.import_module(f"localstore.{info.name}")
+        for name, cls in vars(mod).items():
+            if (
+                inspect.isclass(cls)
+                and issubclass(cls, errors.LocalStoreError)
+                and not name.startswith("_")
+                and getattr(errors, name, None) is not cls
+            ):
+                outside.append(f"{info.name}.{name}")
+    assert outside == []
