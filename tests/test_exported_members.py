@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +119,47 @@ def test_every_error_the_store_defines_is_in_the_errors_module() -> None:
             ):
                 outside.append(f"{info.name}.{name}")
     assert outside == []
+
+
+def test_an_app_using_every_exported_class_type_checks_strictly(tmp_path: Path) -> None:
+    """``mypy --strict`` on an app that uses the package's exports as the docs show passes.
+
+    ``KVStore`` and ``CredentialStore`` are imported on first use (module ``__getattr__``),
+    which mypy types as its return type, ``object``: ``localstore.KVStore(store.index)`` was
+    "object" not callable, and every value it made was Any, in an app that type-checks.
+    """
+    from mypy import api
+
+    app = tmp_path / "app.py"
+    app.write_text(
+        "from __future__ import annotations\n"
+        "import localstore\n"
+        "from localstore import CredentialStore, KVStore\n"
+        "from localstore.credentials import CredentialStore as CredentialStoreClass\n"
+        "from localstore.kv import KVStore as KVStoreClass\n"
+        "\n"
+        "def app(store: localstore.BlueprintStore, settings: localstore.Settings) -> None:\n"
+        "    kv: KVStoreClass = localstore.KVStore(store.index)\n"
+        "    keys: list[str] = kv.keys()\n"
+        "    with KVStore(store.index) as other:\n"
+        "        other.delete('k')\n"
+        "    creds: CredentialStoreClass = CredentialStore(store.index, settings)\n"
+        "    creds2: CredentialStoreClass = localstore.CredentialStore(store.index, settings)\n"
+        "    print(keys, creds, creds2)\n",
+        encoding="utf-8",
+    )
+    config = tmp_path / "mypy.ini"  # (not the repo's: ignore_missing_imports would hide a miss)
+    config.write_text("[mypy]\n", encoding="utf-8")
+    out, err, status = api.run(
+        [
+            "--config-file",
+            str(config),
+            "--strict",
+            "--follow-imports=silent",
+            "--no-incremental",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            str(app),
+        ]
+    )
+    assert status == 0, out + err
