@@ -786,12 +786,18 @@ class BlueprintStore:
         self.close()
 
     def close(self) -> None:
-        """Stop background work and close the index. Idempotent."""
+        """Stop background work and close the index. Idempotent.
+
+        Once it returns no subscriber is called again, not even for the rest of a batch whose
+        delivery is under way (a subscriber that closed the store in answer to its first event).
+        """
         with self._close_lock:
             if self._closed:
                 return
             self._closed = True
         self._unclosed.detach()
+        # First: what the stopping watcher or sync commits now reaches no app that is closing.
+        self.events.close()
         if os.getpid() != self._pid:
             # A forked child: the threads, the connection and the locks are the parent's (a
             # lock a parent thread held at the fork stays taken here for ever). Nothing to do.
