@@ -30,7 +30,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import apsw
 
@@ -97,6 +97,10 @@ from localstore.index import (
     set_aside,
     wal_size,
 )
+
+if TYPE_CHECKING:
+    # For the handle start_sync returns; never at run time (localstore must not import sync).
+    from sync.embed import EmbeddedSync
 
 log = logging.getLogger("localstore.store")
 E = TypeVar("E", bound=LocalStoreError)
@@ -886,7 +890,7 @@ class BlueprintStore:
 
         return daemon_running(self.settings)
 
-    def start_sync(self, **engine_kwargs: Any) -> Any:
+    def start_sync(self, **engine_kwargs: Any) -> EmbeddedSync:
         """Run the sync engine in this process, holding the home's lock; it stops with the store.
 
         Returns the ``sync.embed.EmbeddedSync`` handle. Raises LockHeldError (precisely

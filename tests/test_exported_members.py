@@ -128,8 +128,6 @@ def test_an_app_using_every_exported_class_type_checks_strictly(tmp_path: Path) 
     which mypy types as its return type, ``object``: ``localstore.KVStore(store.index)`` was
     "object" not callable, and every value it made was Any, in an app that type-checks.
     """
-    from mypy import api
-
     app = tmp_path / "app.py"
     app.write_text(
         "from __future__ import annotations\n"
@@ -148,18 +146,41 @@ def test_an_app_using_every_exported_class_type_checks_strictly(tmp_path: Path) 
         "    print(keys, creds, creds2)\n",
         encoding="utf-8",
     )
-    config = tmp_path / "mypy.ini"  # (not the repo's: ignore_missing_imports would hide a miss)
-    config.write_text("[mypy]\n", encoding="utf-8")
-    out, err, status = api.run(
-        [
-            "--config-file",
-            str(config),
-            "--strict",
-            "--follow-imports=silent",
-            "--no-incremental",
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            str(app),
-        ]
+    out, status = _mypy_strict(app)
+    assert status == 0, out
+
+
+def test_the_handle_start_sync_returns_is_typed_for_an_app(tmp_path: Path) -> None:
+    """``store.start_sync()`` is how docs/daemon.md has an app sync in-process; its handle was
+    typed Any, so a typo in an app's use of it (``status()``, ``pause()``) passed mypy."""
+    app = tmp_path / "app.py"
+    app.write_text(
+        "from __future__ import annotations\n"
+        "import localstore\n"
+        "from sync import EmbeddedSync\n"
+        "\n"
+        "def app(store: localstore.BlueprintStore) -> None:\n"
+        "    handle: EmbeddedSync = store.start_sync(watch=False)\n"
+        "    handle.pause()\n"
+        "    store.start_sync().stauts()\n",
+        encoding="utf-8",
     )
-    assert status == 0, out + err
+    out, _ = _mypy_strict(app)
+    assert out.splitlines() == [
+        f'{app}:8: error: "EmbeddedSync" has no attribute "stauts"; maybe "status"?  '
+        "[attr-defined]",
+        "Found 1 error in 1 file (checked 1 source file)",
+    ], out
+
+
+def _mypy_strict(app: Path) -> tuple[str, int]:
+    """``mypy --strict`` on the app file ``app``: its report and exit status."""
+    from mypy import api
+
+    config = app.parent / "mypy.ini"  # (not the repo's: ignore_missing_imports would hide a miss)
+    config.write_text("[mypy]\n", encoding="utf-8")
+    args = ["--config-file", str(config), "--strict", "--follow-imports=silent"]
+    out, err, status = api.run(
+        [*args, "--no-incremental", "--cache-dir", str(app.parent / "c"), str(app)]
+    )
+    return out + err, status
