@@ -9,6 +9,8 @@ Files on disk are the truth; an SQLite index makes them fast to find; every chan
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
 from localstore._daemon_state import daemon_running
 from localstore.blueprint import Blueprint, BlueprintInfo, BlueprintMeta, Validator
 from localstore.config import Settings, load_settings
@@ -44,6 +46,12 @@ from localstore.store import (
 from localstore.store import open_store as open
 
 __version__ = "0.1.0"
+
+if _TYPE_CHECKING:
+    # For type checkers only: they type a name served by __getattr__ as its return type,
+    # object, so an app's `localstore.KVStore(index)` was "object" not callable.
+    from localstore.credentials import CredentialStore
+    from localstore.kv import KVStore
 
 # Imported on first use: the keychain and crypto stacks cost start-up time every CLI call would pay.
 _LAZY = {

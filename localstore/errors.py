@@ -25,6 +25,9 @@ translated at the boundary with ``raise ... from exc`` and never leak out of the
     │   ├── DiskFullError
     │   ├── PermissionDeniedError
     │   │   └── ReadOnlyStoreError (a write to a store opened read-only)
+    │   ├── NameTakenError (another program took a file's name during a write)
+    │   │   ├── TargetChangedError
+    │   │   └── KeptChangingError (a save_many met an editor saving again and again)
     │   └── IndexStoreError
     │       └── NewerIndexError (written by a newer localstore: upgrade)
     ├── CredentialError
@@ -46,6 +49,8 @@ translated at the boundary with ``raise ... from exc`` and never leak out of the
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class LocalStoreError(Exception):
@@ -146,6 +151,60 @@ class ReadOnlyStoreError(PermissionDeniedError):
     A PermissionDeniedError too: what refused it is the home's (a snapshot, a read-only disk,
     another user's folder) or the app's own ``read_only=True``; its message says which.
     """
+
+
+class NameTakenError(StorageError):
+    """A name a write believed free was taken (by another program) before the file could be
+    placed there; nothing was replaced (the store finds the newcomer and writes again)."""
+
+    def __init__(self, target: str, message: str = "", *, hint: str = "") -> None:
+        super().__init__(
+            message or f"{target} was created by another program while it was being written",
+            hint=hint or "try again (the file that appeared is kept)",
+        )
+        self.target = target
+
+
+class TargetChangedError(NameTakenError):
+    """A file a write was replacing was no longer the one the index recorded: another program
+    (an editor) saved over it after the write checked it. That program's file is in place
+    again (nothing of it replaced), and the store records it and writes again, as for a name
+    found taken. ``set_aside``: files of that program's the write had to take off the name (it
+    saved again between the write's two swaps, see files.replace_recorded) or had kept beside it;
+    the store keeps those whose bytes no revision holds in <data>/recovered/."""
+
+    def __init__(self, target: str, set_aside: Sequence[str] = ()) -> None:
+        super().__init__(
+            target,
+            f"{target} was changed by another program while it was being written",
+            hint="try again (the version that program saved is kept)",
+        )
+        self.set_aside = list(set_aside)
+
+
+class KeptChangingError(NameTakenError):
+    """A local batch met another program's save of the same file (an autosaving editor) at
+    its placing on attempt after attempt, recording each version, until the store's bound
+    (``store._RACE_REPEATS_MAX`` runs again after the first): nothing of the batch was
+    written, the file is left as that program last saved it. ``rel``: the blueprint's path;
+    ``saves``: how many of that program's saves the batch met."""
+
+    def __init__(self, target: str, rel: str, saves: int, *, recorded: bool = True) -> None:
+        kept = (
+            "each version it saved is in the blueprint's history"
+            if recorded
+            else "its last version is left in the file"
+        )
+        super().__init__(
+            target,
+            f"{rel} kept changing while it was being saved: another program (an editor's "
+            f"autosave?) saved it {saves} times in a row, each time just before the save could "
+            "replace it; nothing of this save was written",
+            hint=f"close {rel} in the program editing it (or pause its autosave), then save "
+            f"again; {kept}",
+        )
+        self.rel = rel
+        self.saves = saves
 
 
 class IndexStoreError(StorageError):

@@ -6,7 +6,8 @@ sync engine applies remote changes through ``store.save`` inside its own transac
 that outermost transaction commits, and dropped if it rolls back. Subscribers run synchronously on the
 committing thread, after the index lock is released, so they may read the store (from any thread or
 handle) and see the change; they must be quick. A subscriber that raises is logged and does not
-affect the change or other subscribers.
+affect the change or other subscribers. Once the store's ``close()`` returns, no subscriber is
+called again (the rest of a batch under way included), as after each one's unsubscribe.
 
 Changes committed through another connection to the home's index (the CLI, another process's
 ``localstore.open()``, or another store object of this process) raise no event by themselves.
@@ -143,6 +144,17 @@ class EventBus:
                 self._observers.pop(token, None)
 
         return unobserve
+
+    def close(self) -> None:
+        """Forget every subscriber and observer (the store closes): none is called again.
+
+        As after each one's unsubscribe: the rest of a batch under way reaches nobody (a call
+        under way on another thread may still finish). An app closing its store in answer to an
+        event tears down what its subscribers update.
+        """
+        with self._lock:
+            self._subs.clear()
+            self._observers.clear()
 
     def publish(self, events: Iterable[Event]) -> None:
         """Deliver events to every matching subscriber (when ``defer`` says: see the class)."""

@@ -30,7 +30,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import apsw
 
@@ -97,6 +97,10 @@ from localstore.index import (
     set_aside,
     wal_size,
 )
+
+if TYPE_CHECKING:
+    # For the handle start_sync returns; never at run time (localstore must not import sync).
+    from sync.embed import EmbeddedSync
 
 log = logging.getLogger("localstore.store")
 E = TypeVar("E", bound=LocalStoreError)
@@ -786,12 +790,18 @@ class BlueprintStore:
         self.close()
 
     def close(self) -> None:
-        """Stop background work and close the index. Idempotent."""
+        """Stop background work and close the index. Idempotent.
+
+        Once it returns no subscriber is called again, not even for the rest of a batch whose
+        delivery is under way (a subscriber that closed the store in answer to its first event).
+        """
         with self._close_lock:
             if self._closed:
                 return
             self._closed = True
         self._unclosed.detach()
+        # First: what the stopping watcher or sync commits now reaches no app that is closing.
+        self.events.close()
         if os.getpid() != self._pid:
             # A forked child: the threads, the connection and the locks are the parent's (a
             # lock a parent thread held at the fork stays taken here for ever). Nothing to do.
@@ -880,7 +890,7 @@ class BlueprintStore:
 
         return daemon_running(self.settings)
 
-    def start_sync(self, **engine_kwargs: Any) -> Any:
+    def start_sync(self, **engine_kwargs: Any) -> EmbeddedSync:
         """Run the sync engine in this process, holding the home's lock; it stops with the store.
 
         Returns the ``sync.embed.EmbeddedSync`` handle. Raises LockHeldError (precisely

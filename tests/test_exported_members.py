@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,95 @@ def test_the_closed_store_error_is_exported() -> None:
 
     assert localstore.StoreClosedError is localstore.errors.StoreClosedError
     assert "StoreClosedError" in localstore.__all__
+
+
+def test_every_error_the_store_defines_is_in_the_errors_module() -> None:
+    """An app catches the store's errors by name from ``localstore.errors`` (the one tree): an
+    error class defined in another module (files.KeptChangingError, which a save_many raises
+    when an editor keeps saving one of its files) could be caught only through a private
+    module, and was missing from the tree an app reads."""
+    import inspect
+    import pkgutil
+
+    import localstore
+    import localstore.errors as errors
+
+    outside = []
+    for info in pkgutil.iter_modules(localstore.__path__):
+        if info.name.startswith("_cli"):
+            continue
+        mod = importlib.import_module(f"localstore.{info.name}")
+        for name, cls in vars(mod).items():
+            if (
+                inspect.isclass(cls)
+                and issubclass(cls, errors.LocalStoreError)
+                and not name.startswith("_")
+                and getattr(errors, name, None) is not cls
+            ):
+                outside.append(f"{info.name}.{name}")
+    assert outside == []
+
+
+def test_an_app_using_every_exported_class_type_checks_strictly(tmp_path: Path) -> None:
+    """``mypy --strict`` on an app that uses the package's exports as the docs show passes.
+
+    ``KVStore`` and ``CredentialStore`` are imported on first use (module ``__getattr__``),
+    which mypy types as its return type, ``object``: ``localstore.KVStore(store.index)`` was
+    "object" not callable, and every value it made was Any, in an app that type-checks.
+    """
+    app = tmp_path / "app.py"
+    app.write_text(
+        "from __future__ import annotations\n"
+        "import localstore\n"
+        "from localstore import CredentialStore, KVStore\n"
+        "from localstore.credentials import CredentialStore as CredentialStoreClass\n"
+        "from localstore.kv import KVStore as KVStoreClass\n"
+        "\n"
+        "def app(store: localstore.BlueprintStore, settings: localstore.Settings) -> None:\n"
+        "    kv: KVStoreClass = localstore.KVStore(store.index)\n"
+        "    keys: list[str] = kv.keys()\n"
+        "    with KVStore(store.index) as other:\n"
+        "        other.delete('k')\n"
+        "    creds: CredentialStoreClass = CredentialStore(store.index, settings)\n"
+        "    creds2: CredentialStoreClass = localstore.CredentialStore(store.index, settings)\n"
+        "    print(keys, creds, creds2)\n",
+        encoding="utf-8",
+    )
+    out, status = _mypy_strict(app)
+    assert status == 0, out
+
+
+def test_the_handle_start_sync_returns_is_typed_for_an_app(tmp_path: Path) -> None:
+    """``store.start_sync()`` is how docs/daemon.md has an app sync in-process; its handle was
+    typed Any, so a typo in an app's use of it (``status()``, ``pause()``) passed mypy."""
+    app = tmp_path / "app.py"
+    app.write_text(
+        "from __future__ import annotations\n"
+        "import localstore\n"
+        "from sync import EmbeddedSync\n"
+        "\n"
+        "def app(store: localstore.BlueprintStore) -> None:\n"
+        "    handle: EmbeddedSync = store.start_sync(watch=False)\n"
+        "    handle.pause()\n"
+        "    store.start_sync().stauts()\n",
+        encoding="utf-8",
+    )
+    out, _ = _mypy_strict(app)
+    assert out.splitlines() == [
+        f'{app}:8: error: "EmbeddedSync" has no attribute "stauts"; maybe "status"?  '
+        "[attr-defined]",
+        "Found 1 error in 1 file (checked 1 source file)",
+    ], out
+
+
+def _mypy_strict(app: Path) -> tuple[str, int]:
+    """``mypy --strict`` on the app file ``app``: its report and exit status."""
+    from mypy import api
+
+    config = app.parent / "mypy.ini"  # (not the repo's: ignore_missing_imports would hide a miss)
+    config.write_text("[mypy]\n", encoding="utf-8")
+    args = ["--config-file", str(config), "--strict", "--follow-imports=silent"]
+    out, err, status = api.run(
+        [*args, "--no-incremental", "--cache-dir", str(app.parent / "c"), str(app)]
+    )
+    return out + err, status

@@ -146,3 +146,37 @@ def test_a_child_forked_during_a_save_closes_the_store_without_a_hang(
     assert result == "closed=True"
     assert not store.closed
     store.save("a/after", "k: 1\n")
+
+
+def test_no_subscriber_hears_an_event_once_close_returned(home: Path) -> None:
+    """An app that closes its store in answer to an event (the person quit, the view closed)
+    tears its model down; no subscriber is called after close() returned, as after an
+    unsubscribe. Before, the rest of the batch under way (a save_many, a pulled page, another
+    process's changes found by an in-process sync) still reached every subscriber, each call
+    for a store that was closed, the app's model already gone."""
+    store = localstore.open(home=home)
+    heard: list[tuple[str, str]] = []
+    after_close: list[str] = []
+
+    def closer(event: localstore.Event) -> None:
+        heard.append(("closer", event.path))
+        if store.closed:
+            after_close.append(f"closer {event.path}")
+        store.close()
+
+    def view(event: localstore.Event) -> None:
+        heard.append(("view", event.path))
+        if store.closed:
+            after_close.append(f"view {event.path}")
+
+    store.subscribe(closer)
+    store.subscribe(view)
+    results = store.save_many(
+        [localstore.SaveRequest(f"a/{n}", f"k: {n}\n") for n in ("one", "two", "three")]
+    )
+    assert store.closed
+    assert all(isinstance(r, localstore.Blueprint) for r in results)  # (committed: kept)
+    assert after_close == []
+    assert heard == [("closer", "a/one.blueprint.yaml")]
+    with localstore.open(home=home) as again:
+        assert again.count() == 3
