@@ -899,7 +899,7 @@ class BlueprintStore:
         and the sync package's own errors, which are ``sync.SyncError``s, not LocalStoreErrors
         (two trees, see docs/architecture.md): ``sync.NotLoggedInError`` without a cloud
         session, another ``sync.AuthError`` when the session cannot be read (no usable
-        keychain), and WatcherError when the folder cannot be watched.
+        keychain). WatcherError when the folder cannot be watched.
         """
         self._check_writable("sync")
         try:
