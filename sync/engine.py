@@ -2200,7 +2200,21 @@ class SyncEngine:
                 item = st.get_item(cur, blueprint_id)
                 row = _row_or_none(self.store, blueprint_id)
                 synced = item.synced_op_id if item else 0
-                if row is not None and not row.deleted and row.op_id <= synced and not wipe:
+                if row is not None and not row.deleted and row.flagged and not wipe:
+                    # Its file does not parse: an edit in progress (a flag bumps no op id, so
+                    # it looks clean). A delta pull parks such a delete and leaves the file
+                    # alone (Applier._wait_for_parse); deleting it here took the half-typed edit
+                    # from under the person's editor. Kept: once it parses it is an edit, and
+                    # with the server row forgotten below it goes up as new (edit beats delete).
+                    report.errors.append(
+                        _row_error(
+                            row.path,
+                            f"does not parse here ({row.flagged}) and was deleted on the "
+                            "server meanwhile; the file is kept: fix it (it then goes up again "
+                            "as new) or delete it",
+                        )
+                    )
+                elif row is not None and not row.deleted and row.op_id <= synced and not wipe:
                     self.store.delete(blueprint_id, origin="remote")
                     st.mark_synced(cur, blueprint_id, st.current_op_id(cur, blueprint_id))
                 st.forget_server_row(cur, blueprint_id)

@@ -1,5 +1,5 @@
 """Pulled rows and their recovery paths: parked rows whose server row goes away, and the full
-reconcile after a tombstone horizon breach (MemoryRemote)."""
+reconcile after a tombstone horizon breach meeting a file that does not parse (MemoryRemote)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 from sync.memory_remote import MemoryRemote, MemoryServer
 from sync.remote import Change
 
-from .conftest import Device
+from .conftest import Device, converge
 
 
 def _raw_change(
@@ -57,3 +57,40 @@ def test_a_parked_row_deleted_on_the_server_is_no_longer_parked(
     assert status.quarantined == 0 and not status.needs_attention
     assert not b.store.exists(bad)
     assert b.engine.verify().clean
+
+
+def test_a_purged_delete_does_not_remove_a_file_that_does_not_parse(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """b is editing a blueprint (its file does not parse yet) while a deletes it; the tombstone is
+    purged before b syncs, so b's cycle is a full reconcile.
+
+    A delta pull parks such a delete and leaves the file alone (Applier._wait_for_parse: an edit
+    in progress beats the delete once it parses). The full reconcile deleted the file: the
+    person's half-typed edit vanished from under their editor (its bytes only in
+    data/recovered/). It is kept now, and goes up again as new once it parses.
+    """
+    a, b = make_device("a"), make_device("b")
+    x = a.store.save("s/x", "v: 1\n").id
+    converge(a, b)
+    f = b.home / "blueprints/s/x.blueprint.yaml"
+    f.write_text("v: [2  # half-typed\n")
+    b.store.reconcile()
+    assert b.engine.status().flagged == 1
+    a.store.delete(x)
+    a.sync()
+    assert a.remote.purge_tombstones() == 1
+
+    report = b.sync()
+    assert report.reset
+    assert f.read_text() == "v: [2  # half-typed\n"  # left exactly as it is
+    assert any("s/x.blueprint.yaml" in e and "does not parse" in e for e in report.errors)
+    status = b.engine.status()
+    assert status.flagged == 1 and status.needs_attention and status.pending == 0
+
+    # Fixed: the edit beats the delete, and goes up as the blueprint again.
+    f.write_text("v: 2\n")
+    b.store.reconcile()
+    converge(a, b)
+    assert a.store.load(x).content == "v: 2\n"
+    assert b.engine.verify().clean and a.engine.verify().clean
