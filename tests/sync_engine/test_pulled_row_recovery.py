@@ -94,3 +94,28 @@ def test_a_purged_delete_does_not_remove_a_file_that_does_not_parse(
     converge(a, b)
     assert a.store.load(x).content == "v: 2\n"
     assert b.engine.verify().clean and a.engine.verify().clean
+
+
+def test_a_parked_row_whose_tombstone_was_purged_is_no_longer_parked(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """As above, but the tombstone is purged before this device pulls it: the full reconcile
+    learns of the delete only from the row's absence, and looked only at ids it held a base for
+    (a parked row has none), so the entry stayed for good."""
+    raw = MemoryRemote(server, user="u")
+    bad = str(uuid.uuid4())
+    (made,) = raw.push(
+        [_raw_change(1, bad, "p/bad.blueprint.yaml", "a: [unclosed\n")], device="raw"
+    )
+    b = make_device("b")
+    assert b.sync().quarantined == 1
+    raw.push(
+        [_raw_change(2, bad, "p/bad.blueprint.yaml", "", base_rev=made.rev, deleted=True)],
+        device="raw",
+    )
+    assert raw.purge_tombstones() == 1
+
+    report = b.sync()
+    assert report.reset and report.quarantined == 0
+    assert b.engine.quarantined() == []
+    assert not b.engine.status().needs_attention
