@@ -603,6 +603,11 @@ class Applier:
                 self.stats.applied += 1
             elif local is not None:
                 self._record(cur, r, synced=True)
+            else:
+                # Never held here: nothing to delete or record. An earlier row of it that could
+                # not be stored (parked, direction "pull") is history now, as a newer live row
+                # makes it (record_base); left, it stayed listed as needing attention for good.
+                st.drop_pull_parked(cur, r.id)
             return
         self._save_remote(cur, r)
 

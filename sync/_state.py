@@ -704,6 +704,12 @@ def record_base(
 _DROP_PULL_PARKED = "DELETE FROM sync_quarantine WHERE id = ? AND direction = 'pull'"
 
 
+def drop_pull_parked(cur: Any, blueprint_id: str) -> None:
+    """Drop a parked server row of ``blueprint_id`` (a later row of the id settled it)."""
+    cur.execute(_DROP_PULL_PARKED, (blueprint_id,))
+    _unsettle(cur, blueprint_id)
+
+
 def record_synced_bases(cur: Any, saved: Sequence[tuple[Any, str]]) -> None:
     """:func:`record_base` for many live server rows just stored as they are (clean takes).
 

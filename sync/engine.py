@@ -32,7 +32,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -2170,6 +2170,7 @@ class SyncEngine:
             known = st.known_server_ids(cur)
             seen = {i: item.base_seq for i in known if (item := st.get_item(cur, i)) is not None}
         self._vanished(sorted(known - server.keys()), report)
+        self._drop_parked_gone(server.keys())
         stale = sorted(
             v.id for v in server.values() if v.seq <= horizon and seen.get(v.id) != v.seq
         )
@@ -2180,6 +2181,21 @@ class SyncEngine:
         with self.store.index.write() as cur:
             st.set_state(cur, "cursor", str(horizon))
             st.set_state(cur, "horizon", str(horizon))
+
+    def _drop_parked_gone(self, on_server: Collection[str]) -> None:
+        """Drop parked server rows (direction ``pull``) that the server no longer has and this
+        device does not hold: deleted there, their tombstones purged, so nothing is left to
+        store or retry. A parked row has no base, so ``_vanished`` never sees it, and its
+        tombstone, which drops it in a delta pull, will not come: it stayed listed for good."""
+        with self.store.index.read() as cur:
+            parked = [
+                e.id for e in st.quarantined(cur) if e.direction == "pull" and e.id not in on_server
+            ]
+        gone = [i for i in parked if (row := _row_or_none(self.store, i)) is None or row.deleted]
+        if gone:
+            with self.store.index.write() as cur:
+                for blueprint_id in gone:
+                    st.drop_pull_parked(cur, blueprint_id)
 
     def _vanished(self, ids: Sequence[str], report: SyncReport) -> None:
         # An edit of one of them that no watcher recorded beats the delete: committed first,
@@ -2200,7 +2216,21 @@ class SyncEngine:
                 item = st.get_item(cur, blueprint_id)
                 row = _row_or_none(self.store, blueprint_id)
                 synced = item.synced_op_id if item else 0
-                if row is not None and not row.deleted and row.op_id <= synced and not wipe:
+                if row is not None and not row.deleted and row.flagged and not wipe:
+                    # Its file does not parse: an edit in progress (a flag bumps no op id, so
+                    # it looks clean). A delta pull parks such a delete and leaves the file
+                    # alone (Applier._wait_for_parse); deleting it here took the half-typed edit
+                    # from under the person's editor. Kept: once it parses it is an edit, and
+                    # with the server row forgotten below it goes up as new (edit beats delete).
+                    report.errors.append(
+                        _row_error(
+                            row.path,
+                            f"does not parse here ({row.flagged}) and was deleted on the "
+                            "server meanwhile; the file is kept: fix it (it then goes up again "
+                            "as new) or delete it",
+                        )
+                    )
+                elif row is not None and not row.deleted and row.op_id <= synced and not wipe:
                     self.store.delete(blueprint_id, origin="remote")
                     st.mark_synced(cur, blueprint_id, st.current_op_id(cur, blueprint_id))
                 st.forget_server_row(cur, blueprint_id)
