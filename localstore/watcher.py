@@ -516,7 +516,7 @@ class Watcher:
             # The inotify instance is created here: EMFILE (max_user_instances) comes from this
             # line, and escaped as a bare OSError that neither start()'s callers nor the health
             # check's restart expected.
-            observer = Observer()
+            observer = _new_observer()
         except OSError as exc:
             raise _watch_error(exc, self.root) from exc
         try:
@@ -1016,7 +1016,8 @@ class Watcher:
         if ev.event_type in (wd_events.EVENT_TYPE_CREATED, wd_events.EVENT_TYPE_MOVED):
             # watchdog watches a new folder, or silently does not (the watch limit): look.
             self._watch_check_due = True
-        if ev.event_type in (wd_events.EVENT_TYPE_DELETED, wd_events.EVENT_TYPE_MOVED):
+        if src and ev.event_type in (wd_events.EVENT_TYPE_DELETED, wd_events.EVENT_TYPE_MOVED):
+            # (No source: moved in from outside the tree; see _new_observer.)
             if os.path.abspath(src) == str(self.root):
                 log.error("the blueprints folder %s itself went away", self.root)
                 self._rescan_wanted = "root-gone"
@@ -2160,6 +2161,22 @@ def _folders(root: Path, rules: fs.IgnoreRules) -> dict[tuple[int, int], str]:
         out[(st.st_dev, st.st_ino)] = prefix.rstrip("/")
         stack.extend(subs)
     return out
+
+
+def _new_observer() -> Any:
+    """watchdog's observer for this platform; on inotify, one that reports a move's lone half
+    as a move.
+
+    A file moved in from outside the watched tree (``mv ~/Downloads/x``, a tool's temp file
+    written in another folder of the same disk) is a lone IN_MOVED_TO, which watchdog's default
+    emitter turns into a create: taken for a file being written, it waited ``write_quiet_ms``
+    (1 s) for a close-write that never comes. Reported as a move with no source, it is
+    complete (a rename lands whole) and is taken after the settle window; a lone moved-away
+    half is a move with no destination, a vanish as before.
+    """
+    if getattr(Observer, "__name__", "") == "InotifyObserver":
+        return Observer(generate_full_events=True)  # type: ignore[call-arg]
+    return Observer()
 
 
 def _ignore_file_sig(root: Path) -> tuple[int, int, int, int] | None:
