@@ -1090,6 +1090,9 @@ class Watcher:
         """At a rescan: take an ignore file changed without an event (rescan-only mode, a network
         file system, a change while stopped) once it is settled, as ``_rules_event`` would; a
         save under way keeps the rules in force until then."""
+        # The same patterns, anew: the rules cache each folder's verdict, and a long-running
+        # watcher sees folders come and go (the rescan used to read the file each time).
+        self._ignore = fs.IgnoreRules(self._ignore.patterns)
         if self._rules_at is not None:
             return  # a save is being waited out
         sig = _ignore_file_sig(self.root)
