@@ -315,6 +315,12 @@ class Watcher:
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending: dict[str, _PathState] = {}
         self._ignore = fs.IgnoreRules.for_root(self.root)
+        # The ignore file's stat when its rules were read (None: there was none), and when it is
+        # due to be read again after an editor's save (None: no save under way). Its rules are
+        # never taken from a save half done (see _rules_event).
+        self._rules_sig = _ignore_file_sig(self.root)
+        self._rules_at: float | None = None
+        self._rules_writing = False
         self._cond = threading.Condition()
         self._token = secrets.token_hex(4)
         self._fence_counter = itertools.count(1)
@@ -510,7 +516,7 @@ class Watcher:
             # The inotify instance is created here: EMFILE (max_user_instances) comes from this
             # line, and escaped as a bare OSError that neither start()'s callers nor the health
             # check's restart expected.
-            observer = Observer()
+            observer = _new_observer()
         except OSError as exc:
             raise _watch_error(exc, self.root) from exc
         try:
@@ -703,6 +709,7 @@ class Watcher:
 
     def _step(self) -> bool:
         """One round of the worker; True when asked to stop."""
+        self._rules_due(time.monotonic())
         if self._rescan_wanted is not None:
             self._rescan_into_pending(self._rescan_wanted, None)
         self._process_due()
@@ -755,6 +762,8 @@ class Watcher:
         wake = min(self._next_rescan, self._next_health)
         if self._pending:
             wake = min(wake, min(st.due for st in self._pending.values()))
+        if self._rules_at is not None:
+            wake = min(wake, self._rules_at)
         try:
             return self._q.get(timeout=max(0.0, wake - now))
         except queue.Empty:
@@ -939,7 +948,12 @@ class Watcher:
 
     def _update_idle(self) -> None:
         with self._cond:
-            self._idle = self._q.empty() and not self._pending and self._rescan_wanted is None
+            self._idle = (
+                self._q.empty()
+                and not self._pending
+                and self._rescan_wanted is None
+                and self._rules_at is None
+            )
             self._all_indexed = not self._failing
             self._cond.notify_all()
 
@@ -966,6 +980,8 @@ class Watcher:
             self._release_gated(now)
             return
         synthetic = getattr(ev, "is_synthetic", False)
+        if not ev.is_directory:
+            self._rules_event(ev.event_type, src, dest, now)
         if ev.is_directory:
             # watchdog adds synthetic events for sub-folders; the top folder's event covers them.
             if not synthetic:
@@ -1000,7 +1016,8 @@ class Watcher:
         if ev.event_type in (wd_events.EVENT_TYPE_CREATED, wd_events.EVENT_TYPE_MOVED):
             # watchdog watches a new folder, or silently does not (the watch limit): look.
             self._watch_check_due = True
-        if ev.event_type in (wd_events.EVENT_TYPE_DELETED, wd_events.EVENT_TYPE_MOVED):
+        if src and ev.event_type in (wd_events.EVENT_TYPE_DELETED, wd_events.EVENT_TYPE_MOVED):
+            # (No source: moved in from outside the tree; see _new_observer.)
             if os.path.abspath(src) == str(self.root):
                 log.error("the blueprints folder %s itself went away", self.root)
                 self._rescan_wanted = "root-gone"
@@ -1030,6 +1047,67 @@ class Watcher:
             self._idle = False
         self._release_gated(now)
 
+    def _rules_event(self, kind: str, src: str, dest: str, now: float) -> None:
+        """An event of the ignore file: read its rules again once the save is done.
+
+        Editors save it as any file: vim renames it away and writes a new one, VS Code truncates
+        it and writes. Read at the first event, the rules came from a missing or empty file
+        (the default patterns alone), and the rescan that followed took every pair in an
+        ignored folder for a new blueprint (``created`` events that sync pushed, meta files
+        written into that folder). So a save is waited out as a blueprint's is: the settle
+        window after a close or a move-in, the quiet period while written, the delete grace
+        after a vanish; the rules in force meanwhile are the old ones.
+        """
+        ignore = str(self.root / fs.IGNORE_FILE_NAME)
+        if dest == ignore:
+            delay, self._rules_writing = self.settle_s, False  # moved in: complete
+        elif src != ignore:
+            return
+        elif kind in (wd_events.EVENT_TYPE_MOVED, wd_events.EVENT_TYPE_DELETED):
+            delay, self._rules_writing = self.grace_s, False
+        elif kind in (wd_events.EVENT_TYPE_CREATED, wd_events.EVENT_TYPE_MODIFIED):
+            delay, self._rules_writing = self.write_quiet_s, True
+        elif kind == wd_events.EVENT_TYPE_CLOSED:
+            delay, self._rules_writing = self.settle_s, False
+        elif self._rules_writing:
+            return  # an attribute change mid-write: the close or the quiet period decides
+        else:
+            delay = self.settle_s
+        self._rules_at = now + delay
+
+    def _rules_due(self, now: float) -> None:
+        """Read the ignore file's rules if its save is done and the file changed; rescan then."""
+        if self._rules_at is None or now < self._rules_at:
+            return
+        self._rules_at, self._rules_writing = None, False
+        sig = _ignore_file_sig(self.root)
+        if sig != self._rules_sig:
+            self._rules_sig = sig
+            self._ignore = fs.IgnoreRules.for_root(self.root)
+            self._rescan_wanted = "ignore-rules"
+
+    def _look_at_rules(self, now: float) -> None:
+        """At a rescan: take an ignore file changed without an event (rescan-only mode, a network
+        file system, a change while stopped) once it is settled, as ``_rules_event`` would; a
+        save under way keeps the rules in force until then."""
+        # The same patterns, anew: the rules cache each folder's verdict, and a long-running
+        # watcher sees folders come and go (the rescan used to read the file each time).
+        self._ignore = fs.IgnoreRules(self._ignore.patterns)
+        if self._rules_at is not None:
+            return  # a save is being waited out
+        sig = _ignore_file_sig(self.root)
+        if sig == self._rules_sig:
+            return
+        if sig is None:
+            self._rules_at = now + self.grace_s  # gone, or renamed away by a save
+            return
+        age = time.time() - max(sig[1], sig[2]) / 1e9
+        if 0 <= age < self.write_quiet_s:
+            self._rules_at = now + (self.write_quiet_s - age)
+            return
+        self._rules_sig = sig
+        self._ignore = fs.IgnoreRules.for_root(self.root)
+
     def _key(self, abs_path: str) -> str | None:
         """The YAML path a raw event is about, or None if it is not a blueprint file we track."""
         try:
@@ -1037,9 +1115,7 @@ class Watcher:
         except ValueError:
             return None
         if rel == fs.IGNORE_FILE_NAME:
-            self._ignore = fs.IgnoreRules.for_root(self.root)
-            self._rescan_wanted = "ignore-rules"
-            return None
+            return None  # (its rules: _rules_event)
         if rel.endswith(fs.META_SUFFIX):
             yaml_rel = fs.yaml_path_for(rel)
         elif rel.endswith(fs.YAML_SUFFIX):
@@ -1299,6 +1375,10 @@ class Watcher:
 
     def _verdict(self, key: str, st: _PathState, now: float) -> str:
         """'present', 'gone' (grace over), 'drop' (nothing to do) or 'wait' (rescheduled)."""
+        if not self._ignore.scans(key) and not self._indexed(key):
+            # Pending from before the ignore rules took it out (a pattern just added): a new
+            # blueprint is never made of an ignored file.
+            return "drop"
         try:
             y = os.stat(self.root / key, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):  # (ENOTDIR: a folder of it is a file)
@@ -1595,7 +1675,9 @@ class Watcher:
         """
         errors: list[tuple[str, OSError]] = []
         scan = _Scan()
-        for rel, st in fs.walk_blueprint_files(self.root, rec.rules, unlistable=errors):
+        # (The watcher's rules, not the reconciler's fresh read of the ignore file: that file
+        # may be half saved; see _rules_event.)
+        for rel, st in fs.walk_blueprint_files(self.root, self._ignore, unlistable=errors):
             if rel.endswith(fs.TEMP_SUFFIX):
                 scan.temps[rel] = st
             elif rel.endswith(fs.YAML_SUFFIX):
@@ -1626,7 +1708,7 @@ class Watcher:
             if done is not None:
                 done.put(WatcherError(f"cannot rescan: {self._root_problem}"))
             return
-        self._ignore = fs.IgnoreRules.for_root(self.root)
+        self._look_at_rules(time.monotonic())
         diff = self._diff()
         now = time.monotonic()
         for rel in diff.changed:
@@ -2082,6 +2164,31 @@ def _folders(root: Path, rules: fs.IgnoreRules) -> dict[tuple[int, int], str]:
         out[(st.st_dev, st.st_ino)] = prefix.rstrip("/")
         stack.extend(subs)
     return out
+
+
+def _new_observer() -> Any:
+    """watchdog's observer for this platform; on inotify, one that reports a move's lone half
+    as a move.
+
+    A file moved in from outside the watched tree (``mv ~/Downloads/x``, a tool's temp file
+    written in another folder of the same disk) is a lone IN_MOVED_TO, which watchdog's default
+    emitter turns into a create: taken for a file being written, it waited ``write_quiet_ms``
+    (1 s) for a close-write that never comes. Reported as a move with no source, it is
+    complete (a rename lands whole) and is taken after the settle window; a lone moved-away
+    half is a move with no destination, a vanish as before.
+    """
+    if getattr(Observer, "__name__", "") == "InotifyObserver":
+        return Observer(generate_full_events=True)  # type: ignore[call-arg]
+    return Observer()
+
+
+def _ignore_file_sig(root: Path) -> tuple[int, int, int, int] | None:
+    """Size, mtime, change time (ns) and inode of the root's ignore file; None if it has none."""
+    try:
+        st = os.stat(root / fs.IGNORE_FILE_NAME)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def _identity(path: Path) -> tuple[int, int]:
