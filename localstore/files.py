@@ -1604,23 +1604,61 @@ def _no_links_below(root: str, rel: str) -> bool:
 # Ignore patterns
 
 
+class _IgnorePattern(NamedTuple):
+    """One line of the rules. ``text``: as written (named in errors); ``glob``: without the
+    slashes that only say where it applies; ``folders``: a trailing '/' (folders only, as in a
+    .gitignore); ``whole``: matched against the path from the blueprints folder (a '/' inside,
+    or a leading one, as in a .gitignore), else against each name."""
+
+    text: str
+    glob: str
+    folders: bool
+    whole: bool
+
+    @classmethod
+    def parse(cls, text: str) -> _IgnorePattern | None:
+        folders = text.endswith("/")
+        glob = text.rstrip("/")
+        whole = glob.startswith("/") or "/" in glob.lstrip("/")
+        glob = glob.lstrip("/")
+        return cls(text, glob, folders, whole) if glob else None
+
+    def matches(self, name: str, sub: str, *, folder: bool) -> bool:
+        """Whether this pattern ignores ``name``, at ``sub`` (its path from the root)."""
+        if self.folders and not folder:
+            return False
+        return fnmatch.fnmatchcase(sub if self.whole else name, self.glob)
+
+
+def _either(globs: Iterable[str]) -> re.Pattern[str] | None:
+    globs = list(globs)
+    return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs)) if globs else None
+
+
 class IgnoreRules:
     """Default editor/temp patterns plus the user's ``.localstoreignore`` (fnmatch, one per line).
 
-    The patterns are compiled into one regex and folder answers are cached: a rescan asks about
-    every part of every path, and fnmatch per pattern per part was most of a 10,000-file rescan.
+    A pattern is matched against each name on a path; one with a '/' inside, or a leading
+    '/', against the path from the blueprints folder; one ending in '/' matches folders only
+    (the last two as in a .gitignore: ``archive/`` matched nothing, the whole folder was
+    imported). The patterns are compiled into regexes and folder answers are cached: a rescan
+    asks about every part of every path, and fnmatch per pattern per part was most of a
+    10,000-file rescan.
     """
 
     def __init__(self, patterns: Iterable[str] = DEFAULT_IGNORE_PATTERNS) -> None:
         self.patterns = tuple(patterns)
-        self._any = re.compile(
-            "|".join(f"(?:{fnmatch.translate(p)})" for p in self.patterns) or "(?!)"
+        parsed = [q for p in self.patterns if (q := _IgnorePattern.parse(p)) is not None]
+        self._parsed = tuple(parsed)
+        # Per name, and per path from the root: for a file, and for a folder (which the
+        # folders-only patterns match too). One regex each, as before the slash rules.
+        self._file = (
+            _either(q.glob for q in parsed if not q.whole and not q.folders),
+            _either(q.glob for q in parsed if q.whole and not q.folders),
         )
-        slashed = [p for p in self.patterns if "/" in p]
-        self._sub = (
-            re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in slashed))
-            if slashed
-            else None
+        self._folder = (
+            _either(q.glob for q in parsed if not q.whole),
+            _either(q.glob for q in parsed if q.whole),
         )
         self._dirs: dict[str, bool] = {"": False}
 
@@ -1638,24 +1676,45 @@ class IgnoreRules:
                 extra.append(line)
         return cls((*DEFAULT_IGNORE_PATTERNS, *extra))
 
-    def _part(self, part: str, sub: str) -> bool:
-        return bool(self._any.match(part) or (self._sub is not None and self._sub.match(sub)))
+    def _part(self, part: str, sub: str, *, folder: bool) -> bool:
+        name_re, sub_re = self._folder if folder else self._file
+        return bool(
+            (name_re is not None and name_re.match(part))
+            or (sub_re is not None and sub_re.match(sub))
+        )
 
     def folder_ignored(self, prefix: str, name: str) -> bool:
         """Whether folder ``prefix + name`` is ignored (``prefix`` is '' or ends with '/')."""
         sub = prefix + name
         cached = self._dirs.get(sub)
         if cached is None:
-            parent = self._dirs.get(prefix.rstrip("/"))
+            parent_sub = prefix.rstrip("/")
+            parent = self._dirs.get(parent_sub)
             if parent is None:
-                parent = self.ignored(prefix.rstrip("/"))
-            cached = parent or self._part(name, sub)
+                head, _, last = parent_sub.rpartition("/")
+                parent = self.folder_ignored(f"{head}/" if head else "", last)
+            cached = parent or self._part(name, sub, folder=True)
             self._dirs[sub] = cached
         return cached
 
     def file_ignored(self, prefix: str, name: str) -> bool:
         """Whether file ``prefix + name`` is ignored, given that its folder was walked into."""
-        return self._dirs.get(prefix.rstrip("/"), False) or self._part(name, prefix + name)
+        return self._dirs.get(prefix.rstrip("/"), False) or self._part(
+            name, prefix + name, folder=False
+        )
+
+    def reason(self, rel_path: str) -> tuple[str, str] | None:
+        """The part of ``rel_path`` (a file's path) and the pattern, as written, that ignore it;
+        None if none does. For error messages: the same rules as ``ignored``, one pattern at a
+        time."""
+        parts = rel_path.split("/")
+        sub = ""
+        for i, part in enumerate(parts):
+            sub = f"{sub}/{part}" if sub else part
+            for pattern in self._parsed:
+                if pattern.matches(part, sub, folder=i < len(parts) - 1):
+                    return part, pattern.text
+        return None
 
     def ignored(self, rel_path: str) -> bool:
         """True if the path or any of its folders matches a pattern."""

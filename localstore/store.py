@@ -13,7 +13,6 @@ import builtins
 import contextlib
 import dataclasses
 import errno
-import fnmatch
 import hashlib
 import itertools
 import json
@@ -4183,17 +4182,8 @@ def _cross_disk_error(old_rel: str, new_rel: str) -> StorageError:
 
 def _ignore_match(rules: fs.IgnoreRules, rel: str) -> tuple[str, str]:
     """The part of ``rel`` and the pattern that ignore it, for the error message only (the
-    decision is IgnoreRules.ignored's: fnmatch patterns, case-sensitive, matched against each
-    part, and those containing '/' also against the path up to that part)."""
-    sub = ""
-    for part in rel.split("/"):
-        sub = f"{sub}/{part}" if sub else part
-        for pattern in rules.patterns:
-            if fnmatch.fnmatchcase(part, pattern) or (
-                "/" in pattern and fnmatch.fnmatchcase(sub, pattern)
-            ):
-                return part, pattern
-    return rel, "?"
+    decision is IgnoreRules.ignored's)."""
+    return rules.reason(rel) or (rel, "?")
 
 
 _SQL_INT_MAX = 2**63 - 1
