@@ -977,28 +977,30 @@ def _file_report(settings: Settings, env: Mapping[str, str]) -> dict[str, Any]:
 PROBE_NAME = "probe"
 
 
-def _probe(backend: SecretBackend, profile: str) -> str:
-    """Write, read back and delete a throw-away item; return '' or what failed.
+def _probe(backend: SecretBackend, profile: str) -> tuple[str, str]:
+    """Write, read back and delete a throw-away item; return ('', '') or what failed and the
+    failure's own hint ('' when it has none).
 
     The item is deleted whatever happened after it may have been stored, so a failing read-back
     does not leave a test value in the user's keychain.
     """
     service = service_name(profile) + ":doctor"
     value = secrets.token_hex(16)
-    failure = ""
+    failure, hint = "", ""
     try:
         backend.set(service, PROBE_NAME, value)
         if backend.get(service, PROBE_NAME) != value:
             failure = "the keychain returned a different value than was stored"
     except CredentialError as exc:
-        failure = exc.message
+        failure, hint = exc.message, exc.hint or ""
     finally:
         try:
             backend.delete(service, PROBE_NAME)
         except CredentialError as exc:
             # Not raised: it would hide the first failure, and the next run removes the item.
-            failure = failure or exc.message
-    return failure
+            if not failure:
+                failure, hint = exc.message, exc.hint or ""
+    return failure, hint
 
 
 def keychain_report(
@@ -1053,9 +1055,12 @@ def _check_backend(
     if report["active"] == "encrypted-file":
         report["hint"] = "secrets are in the opt-in encrypted file, not the OS keychain"
     if probe:
-        failure = _probe(backend, settings.profile)
+        failure, hint = _probe(backend, settings.profile)
         report["probe"] = failure or "ok"
         if failure:
-            report.update(problem=failure, hint=INSTALL_HINT)
+            # The failure's own fix where it has one: a wrong passphrase for the file ("check
+            # LOCALSTORE_KEYCHAIN_PASSPHRASE") or a locked keychain ("unlock it") was told to
+            # install a keychain or opt in to the file it was already using.
+            report.update(problem=failure, hint=hint or INSTALL_HINT)
             return
     report["ok"] = True
