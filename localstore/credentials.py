@@ -526,7 +526,6 @@ class EncryptedFileBackend:
                 f"cannot write {self.path}: a name or value is not valid Unicode",
                 hint="use only valid Unicode characters (no lone surrogates)",
             )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(
             self.path, crypto.seal_with_passphrase(self._key, plain, aad=_FILE_AAD), mode=0o600
         )
@@ -535,29 +534,60 @@ class EncryptedFileBackend:
         mode = stat.S_IMODE(self.path.stat().st_mode)
         if mode & 0o077:
             log.warning("tightening permissions of %s from %o to 600", self.path, mode)
-            self.path.chmod(0o600)
+            try:
+                self.path.chmod(0o600)
+            except OSError as exc:
+                # (A read-only snapshot of a home, a file another user owns: the values can still
+                # be read; refusing them would not make the file private either.)
+                log.warning("cannot tighten %s: %s; chmod 600 it", self.path, exc.strerror or exc)
+
+    def _folder_missing(self) -> bool:
+        """No folder for the file yet: nothing is stored (a link to nothing is no such case)."""
+        return not os.path.lexists(self.path.parent)
+
+    @contextlib.contextmanager
+    def _os_errors(self, action: str) -> Iterator[None]:
+        """The lock file's and the folder's OSErrors as CredentialErrors, as the SecretBackend
+        protocol promises: raw, doctor's probe (which catches CredentialError) reported "the check
+        failed ... report a bug" for a file where the data folder should be."""
+        try:
+            yield
+        except OSError as exc:
+            raise CredentialError(
+                f"cannot {action} {self.path}: {exc.strerror or exc}",
+                hint=f"check that {self.path.parent} is a folder this user may write",
+            ) from exc
 
     def get(self, service: str, name: str) -> str | None:
         """Return the value or None."""
-        with self._lock.hold(reading=True):
-            return self._load().get(service, {}).get(name)
+        with self._os_errors("read"):
+            if self._folder_missing():
+                return None  # (taking the lock would make its file there: FileNotFoundError)
+            with self._lock.hold(reading=True):
+                return self._load().get(service, {}).get(name)
 
     def set(self, service: str, name: str, value: str) -> None:
         """Store the value."""
-        with self._lock.hold():
-            services = self._load()
-            services.setdefault(service, {})[name] = value
-            self._store(services)
+        with self._os_errors("write"):
+            # Before the lock, whose file goes beside it; private, as the home's data folder.
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with self._lock.hold():
+                services = self._load()
+                services.setdefault(service, {})[name] = value
+                self._store(services)
 
     def delete(self, service: str, name: str) -> bool:
         """Delete the value; False if there was none."""
-        with self._lock.hold():
-            services = self._load()
-            if name not in services.get(service, {}):
+        with self._os_errors("write"):
+            if self._folder_missing():
                 return False
-            del services[service][name]
-            self._store(services)
-            return True
+            with self._lock.hold():
+                services = self._load()
+                if name not in services.get(service, {}):
+                    return False
+                del services[service][name]
+                self._store(services)
+                return True
 
 
 def fallback_path(settings: Settings) -> Path:
@@ -1054,6 +1084,14 @@ def _check_backend(
     report["active"] = backend_kind(backend)
     if report["active"] == "encrypted-file":
         report["hint"] = "secrets are in the opt-in encrypted file, not the OS keychain"
+        if not settings.paths.data.exists():
+            # A home not made yet (a mistyped --home): the probe would make its data folder
+            # and the file (it crashed on the missing folder), and no passphrase can be wrong
+            # for a file that does not exist. A keychain probe leaves no file behind.
+            report["hint"] += (
+                "; this home has no data folder yet (the file comes with its first secret)"
+            )
+            probe = False
     if probe:
         failure, hint = _probe(backend, settings.profile)
         report["probe"] = failure or "ok"

@@ -6,19 +6,28 @@ name every credential command refuses: what the report says and what it does to 
 
 from __future__ import annotations
 
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 from keyring.backends import fail
 
 from localstore import crypto
-from localstore.config import Settings
+from localstore.config import Settings, load_settings
 from localstore.credentials import (
     PASSPHRASE_ENV,
     EncryptedFileBackend,
     fallback_path,
     keychain_report,
 )
+from localstore.errors import CredentialError
 
 # Cheap scrypt for files these tests seal themselves (the reader takes the params from the file).
 FAST = crypto.ScryptParams(log2_n=10)
+LOCALSTORE = str(Path(sys.executable).with_name("localstore"))
 
 
 def _seal_file(settings: Settings, passphrase: str) -> None:
@@ -39,3 +48,67 @@ def test_report_on_a_wrong_passphrase_says_to_check_the_passphrase(settings: Set
     assert PASSPHRASE_ENV in report["hint"]
     assert "gnome-keyring" not in report["hint"]
     assert "CANARY" not in repr(report)
+
+
+def test_file_backend_in_a_folder_not_made_yet(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "credentials.enc"
+    backend = EncryptedFileBackend(path, "pw", params=FAST)
+    # A raw FileNotFoundError (of the lock file) before: nothing is stored there, so nothing is
+    # read or deleted, and the first value makes the folder, private as the home's data folder.
+    assert backend.get("localstore:x", "api") is None
+    assert backend.delete("localstore:x", "api") is False
+    assert not path.parent.exists()
+    backend.set("localstore:x", "api", "v")
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert EncryptedFileBackend(path, "pw").get("localstore:x", "api") == "v"
+
+
+def test_file_backend_with_a_file_in_place_of_its_folder(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("not a folder")
+    backend = EncryptedFileBackend(tmp_path / "data" / "credentials.enc", "pw", params=FAST)
+    # Raw OSErrors (NotADirectoryError) before: the backend's errors are CredentialErrors, and
+    # doctor's probe, which catches those, said "the check failed ... report a bug".
+    for call in (
+        lambda: backend.get("localstore:x", "api"),
+        lambda: backend.set("localstore:x", "api", "v"),
+        lambda: backend.delete("localstore:x", "api"),
+    ):
+        with pytest.raises(CredentialError, match=r"credentials\.enc"):
+            call()
+
+
+def test_report_on_a_home_not_made_yet_creates_nothing(tmp_path: Path, profile: str) -> None:
+    home = tmp_path / "mistyped"
+    settings = load_settings(home=home, environ={}, profile=profile, keychain_file_fallback=True)
+    report = keychain_report(
+        settings, environ={PASSPHRASE_ENV: "pw"}, keyring_backend=fail.Keyring()
+    )
+    # The probe crashed on the missing data folder ("the check failed ... report a bug"); made
+    # to work, it would leave a home at a mistyped --home. A keychain probe writes no file.
+    assert report["ok"] is True, report
+    assert report["active"] == "encrypted-file"
+    assert report["probe"] == "skipped"
+    assert not home.exists()
+
+
+def test_doctor_on_a_home_not_made_yet_with_the_file_fallback(tmp_path: Path) -> None:
+    home = tmp_path / "mistyped"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
+    env.update(
+        PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
+        LOCALSTORE_KEYCHAIN_FILE_FALLBACK="1",
+        LOCALSTORE_KEYCHAIN_PASSPHRASE="pw",
+    )
+    done = subprocess.run(
+        [LOCALSTORE, "--home", str(home), "doctor"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    keychain = next(line for line in done.stdout.splitlines() if "keychain:" in line)
+    assert keychain.startswith("[ok  ]"), done.stdout
+    assert "report a bug" not in done.stdout
+    assert not home.exists()
