@@ -80,6 +80,7 @@ __all__ = [
     "keychain_report",
     "map_keyring_error",
     "open_backend",
+    "profile_name_error",
     "record_backend",
     "recorded_backend",
     "service_name",
@@ -160,8 +161,21 @@ def _check_profile(index: Index, profile: str, *, listed: bool = True) -> None:
                 PROFILE_NAME_RULE,
             )
         return
+    error = profile_name_error(profile)
+    assert error is not None  # (the name failed the rule above)
+    raise error
+
+
+def profile_name_error(profile: str) -> ConfigError | None:
+    """The error refusing ``profile``'s name, or None when the name follows the rule.
+
+    Whether credentials already listed under it keep it usable is the caller's to ask (see
+    :class:`CredentialStore`); ``localstore doctor`` asks it too.
+    """
+    if _PROFILE_NAME.fullmatch(profile):
+        return None
     better = re.sub(r"[^A-Za-z0-9._-]+", "-", profile.strip(), flags=re.ASCII).strip("-")
-    raise ConfigError(
+    return ConfigError(
         f"invalid profile name {profile!r}",
         hint=(f"did you mean {better!r}? " if better else "")
         + f"{PROFILE_NAME_RULE}; set LOCALSTORE_PROFILE or `profile:` in config.yaml",

@@ -876,12 +876,18 @@ def _in_the_way(settings: Settings, check: str) -> Finding | None:
 
 
 def check_keychain(settings: Settings) -> Finding:
-    """The credential backend works (a real set/get/delete probe)."""
-    from localstore.credentials import keychain_report
+    """The credential backend works (a real set/get/delete probe), for a profile the
+    credential commands take."""
+    from localstore.credentials import keychain_report, profile_name_error
 
     in_the_way = _in_the_way(settings, "keychain")
     if in_the_way is not None:
         return in_the_way
+    refused = profile_name_error(settings.profile)
+    if refused is not None and not _profile_listed(settings):
+        # `cred`, `login`, sync and KVStore with credentials refuse it (its probe worked, under
+        # 'localstore:work :doctor', and doctor said "keychain: ok").
+        return Finding("keychain", "problem", refused.message, refused.hint)
     report = keychain_report(settings)
     if report.get("ok"):
         return Finding("keychain", "ok", f"{report['active']} ({report['keyring_backend']})")
@@ -891,6 +897,26 @@ def check_keychain(settings: Settings) -> Finding:
         str(report.get("problem") or "no usable keychain"),
         str(report.get("hint") or "install and unlock a Secret Service keychain"),
     )
+
+
+def _profile_listed(settings: Settings) -> bool:
+    """Whether the index lists credentials under the profile (stored before the name rule, so
+    kept usable); True when it cannot tell (the index check says why)."""
+    from localstore._credential_names import listed_names
+    from localstore.index import Index
+
+    if not settings.paths.index_db.exists():
+        return False
+    try:
+        index = Index(settings.paths.index_db, busy_timeout_ms=settings.busy_timeout_ms)
+    except LocalStoreError:
+        return True
+    try:
+        return bool(listed_names(index, settings.profile))
+    except LocalStoreError:
+        return True
+    finally:
+        index.close()
 
 
 def check_index(settings: Settings) -> Finding:

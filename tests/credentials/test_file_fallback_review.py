@@ -19,11 +19,14 @@ from localstore import crypto
 from localstore.config import Settings, load_settings
 from localstore.credentials import (
     PASSPHRASE_ENV,
+    CredentialStore,
     EncryptedFileBackend,
     fallback_path,
     keychain_report,
 )
-from localstore.errors import CredentialError
+from localstore.errors import ConfigError, CredentialError
+from localstore.index import Index
+from sync.cli_daemon import check_keychain
 
 # Cheap scrypt for files these tests seal themselves (the reader takes the params from the file).
 FAST = crypto.ScryptParams(log2_n=10)
@@ -112,3 +115,34 @@ def test_doctor_on_a_home_not_made_yet_with_the_file_fallback(tmp_path: Path) ->
     assert keychain.startswith("[ok  ]"), done.stdout
     assert "report a bug" not in done.stdout
     assert not home.exists()
+
+
+@pytest.mark.keychain
+@pytest.mark.parametrize("bad", ["work ", "a:b"])
+def test_doctor_flags_a_profile_every_credential_command_refuses(
+    settings: Settings, index: Index, bad: str
+) -> None:
+    odd = load_settings(home=settings.home, environ={}, profile=bad)
+    with pytest.raises(ConfigError, match="invalid profile name"):
+        CredentialStore(index, odd)
+    # Its probe worked (under 'localstore:work :doctor'), so doctor said "keychain: ok" while
+    # `cred`, `login` and sync all refused the profile.
+    finding = check_keychain(odd)
+    assert finding.status == "problem", finding
+    assert "invalid profile name" in finding.detail
+    assert "LOCALSTORE_PROFILE" in finding.fix
+
+
+@pytest.mark.keychain
+def test_doctor_keeps_an_old_profile_that_holds_credentials(
+    settings: Settings, index: Index
+) -> None:
+    # Stored by a version before the rule: the credential commands keep working for it (with a
+    # warning), so doctor must not call it broken.
+    CredentialStore(index, settings)  # (makes the table)
+    with index.write() as cur:
+        cur.execute("INSERT INTO credential_names VALUES ('localstore:old name', 'api', 'x', 'x')")
+    odd = load_settings(home=settings.home, environ={}, profile="old name")
+    CredentialStore(index, odd)
+    finding = check_keychain(odd)
+    assert finding.status == "ok", finding
