@@ -269,7 +269,12 @@ def _detach(
     if running is not None:
         _show_daemon(ctx, running, "already running")
         return
-    args = [*_self_command(), "--home", str(settings.paths.state.parent), "daemon"]
+    # --home only for a home folder (absolute: the child may start elsewhere). Without one the
+    # child finds the platform folders itself: given "--home <state folder's parent>" (right for
+    # a home, whose state is <home>/state) it ran on a new home at ~/.local/state, and this
+    # command waited the full timeout for a daemon.json written in that home's state folder.
+    home = [] if settings.home is None else ["--home", str(settings.home)]
+    args = [*_self_command(), *home, "daemon"]
     args += ["--log-level", log_level, "--port", str(port), "--no-stderr"]
     args += ["--log-json"] if log_json else []
     args += ["--metrics-port", str(metrics_port)] if metrics_port is not None else []
