@@ -80,6 +80,7 @@ __all__ = [
     "keychain_report",
     "map_keyring_error",
     "open_backend",
+    "profile_name_error",
     "record_backend",
     "recorded_backend",
     "service_name",
@@ -160,8 +161,21 @@ def _check_profile(index: Index, profile: str, *, listed: bool = True) -> None:
                 PROFILE_NAME_RULE,
             )
         return
+    error = profile_name_error(profile)
+    assert error is not None  # (the name failed the rule above)
+    raise error
+
+
+def profile_name_error(profile: str) -> ConfigError | None:
+    """The error refusing ``profile``'s name, or None when the name follows the rule.
+
+    Whether credentials already listed under it keep it usable is the caller's to ask (see
+    :class:`CredentialStore`); ``localstore doctor`` asks it too.
+    """
+    if _PROFILE_NAME.fullmatch(profile):
+        return None
     better = re.sub(r"[^A-Za-z0-9._-]+", "-", profile.strip(), flags=re.ASCII).strip("-")
-    raise ConfigError(
+    return ConfigError(
         f"invalid profile name {profile!r}",
         hint=(f"did you mean {better!r}? " if better else "")
         + f"{PROFILE_NAME_RULE}; set LOCALSTORE_PROFILE or `profile:` in config.yaml",
@@ -526,7 +540,6 @@ class EncryptedFileBackend:
                 f"cannot write {self.path}: a name or value is not valid Unicode",
                 hint="use only valid Unicode characters (no lone surrogates)",
             )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(
             self.path, crypto.seal_with_passphrase(self._key, plain, aad=_FILE_AAD), mode=0o600
         )
@@ -535,29 +548,60 @@ class EncryptedFileBackend:
         mode = stat.S_IMODE(self.path.stat().st_mode)
         if mode & 0o077:
             log.warning("tightening permissions of %s from %o to 600", self.path, mode)
-            self.path.chmod(0o600)
+            try:
+                self.path.chmod(0o600)
+            except OSError as exc:
+                # (A read-only snapshot of a home, a file another user owns: the values can still
+                # be read; refusing them would not make the file private either.)
+                log.warning("cannot tighten %s: %s; chmod 600 it", self.path, exc.strerror or exc)
+
+    def _folder_missing(self) -> bool:
+        """No folder for the file yet: nothing is stored (a link to nothing is no such case)."""
+        return not os.path.lexists(self.path.parent)
+
+    @contextlib.contextmanager
+    def _os_errors(self, action: str) -> Iterator[None]:
+        """The lock file's and the folder's OSErrors as CredentialErrors, as the SecretBackend
+        protocol promises: raw, doctor's probe (which catches CredentialError) reported "the check
+        failed ... report a bug" for a file where the data folder should be."""
+        try:
+            yield
+        except OSError as exc:
+            raise CredentialError(
+                f"cannot {action} {self.path}: {exc.strerror or exc}",
+                hint=f"check that {self.path.parent} is a folder this user may write",
+            ) from exc
 
     def get(self, service: str, name: str) -> str | None:
         """Return the value or None."""
-        with self._lock.hold(reading=True):
-            return self._load().get(service, {}).get(name)
+        with self._os_errors("read"):
+            if self._folder_missing():
+                return None  # (taking the lock would make its file there: FileNotFoundError)
+            with self._lock.hold(reading=True):
+                return self._load().get(service, {}).get(name)
 
     def set(self, service: str, name: str, value: str) -> None:
         """Store the value."""
-        with self._lock.hold():
-            services = self._load()
-            services.setdefault(service, {})[name] = value
-            self._store(services)
+        with self._os_errors("write"):
+            # Before the lock, whose file goes beside it; private, as the home's data folder.
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with self._lock.hold():
+                services = self._load()
+                services.setdefault(service, {})[name] = value
+                self._store(services)
 
     def delete(self, service: str, name: str) -> bool:
         """Delete the value; False if there was none."""
-        with self._lock.hold():
-            services = self._load()
-            if name not in services.get(service, {}):
+        with self._os_errors("write"):
+            if self._folder_missing():
                 return False
-            del services[service][name]
-            self._store(services)
-            return True
+            with self._lock.hold():
+                services = self._load()
+                if name not in services.get(service, {}):
+                    return False
+                del services[service][name]
+                self._store(services)
+                return True
 
 
 def fallback_path(settings: Settings) -> Path:
@@ -977,28 +1021,30 @@ def _file_report(settings: Settings, env: Mapping[str, str]) -> dict[str, Any]:
 PROBE_NAME = "probe"
 
 
-def _probe(backend: SecretBackend, profile: str) -> str:
-    """Write, read back and delete a throw-away item; return '' or what failed.
+def _probe(backend: SecretBackend, profile: str) -> tuple[str, str]:
+    """Write, read back and delete a throw-away item; return ('', '') or what failed and the
+    failure's own hint ('' when it has none).
 
     The item is deleted whatever happened after it may have been stored, so a failing read-back
     does not leave a test value in the user's keychain.
     """
     service = service_name(profile) + ":doctor"
     value = secrets.token_hex(16)
-    failure = ""
+    failure, hint = "", ""
     try:
         backend.set(service, PROBE_NAME, value)
         if backend.get(service, PROBE_NAME) != value:
             failure = "the keychain returned a different value than was stored"
     except CredentialError as exc:
-        failure = exc.message
+        failure, hint = exc.message, exc.hint or ""
     finally:
         try:
             backend.delete(service, PROBE_NAME)
         except CredentialError as exc:
             # Not raised: it would hide the first failure, and the next run removes the item.
-            failure = failure or exc.message
-    return failure
+            if not failure:
+                failure, hint = exc.message, exc.hint or ""
+    return failure, hint
 
 
 def keychain_report(
@@ -1052,10 +1098,21 @@ def _check_backend(
     report["active"] = backend_kind(backend)
     if report["active"] == "encrypted-file":
         report["hint"] = "secrets are in the opt-in encrypted file, not the OS keychain"
+        if not settings.paths.data.exists():
+            # A home not made yet (a mistyped --home): the probe would make its data folder
+            # and the file (it crashed on the missing folder), and no passphrase can be wrong
+            # for a file that does not exist. A keychain probe leaves no file behind.
+            report["hint"] += (
+                "; this home has no data folder yet (the file comes with its first secret)"
+            )
+            probe = False
     if probe:
-        failure = _probe(backend, settings.profile)
+        failure, hint = _probe(backend, settings.profile)
         report["probe"] = failure or "ok"
         if failure:
-            report.update(problem=failure, hint=INSTALL_HINT)
+            # The failure's own fix where it has one: a wrong passphrase for the file ("check
+            # LOCALSTORE_KEYCHAIN_PASSPHRASE") or a locked keychain ("unlock it") was told to
+            # install a keychain or opt in to the file it was already using.
+            report.update(problem=failure, hint=hint or INSTALL_HINT)
             return
     report["ok"] = True

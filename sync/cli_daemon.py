@@ -269,7 +269,12 @@ def _detach(
     if running is not None:
         _show_daemon(ctx, running, "already running")
         return
-    args = [*_self_command(), "--home", str(settings.paths.state.parent), "daemon"]
+    # --home only for a home folder (absolute: the child may start elsewhere). Without one the
+    # child finds the platform folders itself: given "--home <state folder's parent>" (right for
+    # a home, whose state is <home>/state) it ran on a new home at ~/.local/state, and this
+    # command waited the full timeout for a daemon.json written in that home's state folder.
+    home = [] if settings.home is None else ["--home", str(settings.home)]
+    args = [*_self_command(), *home, "daemon"]
     args += ["--log-level", log_level, "--port", str(port), "--no-stderr"]
     args += ["--log-json"] if log_json else []
     args += ["--metrics-port", str(metrics_port)] if metrics_port is not None else []
@@ -876,12 +881,18 @@ def _in_the_way(settings: Settings, check: str) -> Finding | None:
 
 
 def check_keychain(settings: Settings) -> Finding:
-    """The credential backend works (a real set/get/delete probe)."""
-    from localstore.credentials import keychain_report
+    """The credential backend works (a real set/get/delete probe), for a profile the
+    credential commands take."""
+    from localstore.credentials import keychain_report, profile_name_error
 
     in_the_way = _in_the_way(settings, "keychain")
     if in_the_way is not None:
         return in_the_way
+    refused = profile_name_error(settings.profile)
+    if refused is not None and not _profile_listed(settings):
+        # `cred`, `login`, sync and KVStore with credentials refuse it (its probe worked, under
+        # 'localstore:work :doctor', and doctor said "keychain: ok").
+        return Finding("keychain", "problem", refused.message, refused.hint)
     report = keychain_report(settings)
     if report.get("ok"):
         return Finding("keychain", "ok", f"{report['active']} ({report['keyring_backend']})")
@@ -891,6 +902,26 @@ def check_keychain(settings: Settings) -> Finding:
         str(report.get("problem") or "no usable keychain"),
         str(report.get("hint") or "install and unlock a Secret Service keychain"),
     )
+
+
+def _profile_listed(settings: Settings) -> bool:
+    """Whether the index lists credentials under the profile (stored before the name rule, so
+    kept usable); True when it cannot tell (the index check says why)."""
+    from localstore._credential_names import listed_names
+    from localstore.index import Index
+
+    if not settings.paths.index_db.exists():
+        return False
+    try:
+        index = Index(settings.paths.index_db, busy_timeout_ms=settings.busy_timeout_ms)
+    except LocalStoreError:
+        return True
+    try:
+        return bool(listed_names(index, settings.profile))
+    except LocalStoreError:
+        return True
+    finally:
+        index.close()
 
 
 def check_index(settings: Settings) -> Finding:
