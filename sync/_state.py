@@ -1036,6 +1036,19 @@ def unquarantine(cur: Any, blueprint_id: str) -> None:
     _unsettle(cur, blueprint_id)
 
 
+def parked_parsed_again(cur: Any) -> list[str]:
+    """Ids of server rows parked as ``unparsable_local`` whose local file parses now (or that
+    this device no longer holds): nothing makes them wait any more."""
+    return [
+        str(r[0])
+        for r in cur.execute(
+            "SELECT q.id FROM sync_quarantine q LEFT JOIN blueprints b ON b.id = q.id "
+            "WHERE q.direction = 'pull' AND q.code = 'unparsable_local' "
+            "AND (b.id IS NULL OR b.deleted OR b.flagged IS NULL) ORDER BY q.ts"
+        )
+    ]
+
+
 def quarantined(cur: Any) -> list[QuarantineEntry]:
     """Every parked entry, oldest first."""
     # Escaped again on the way out: a record an older version stored holds the server's text as

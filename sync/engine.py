@@ -644,6 +644,7 @@ class SyncEngine:
         self._judge_dirty()
         self._reconcile_before_push(report)
         self._push_pass(report)
+        self._rerun_parsed(report)
         self._pull_all(report)
         report.rounds = 1
         # Merges above made new local changes (merged texts, conflict copies, moved paths):
@@ -2302,26 +2303,47 @@ class SyncEngine:
                 entries = st.quarantined(cur)
                 for entry in st.clear_quarantine(cur, direction="push"):
                     self._renew(cur, entry.id)  # a replay would return the old rejection
-            pulls = [e.id for e in entries if e.direction == "pull"]
-            report = SyncReport()
-            for i in range(0, len(pulls), FETCH_CHUNK):
-                part = pulls[i : i + FETCH_CHUNK]
-                left = set(part)
-                for rows in self._fetch_pages(part):
-                    if not rows:
-                        continue
-                    # Each answer's rows un-parked as they are applied (one that fails again
-                    # is parked again); a later answer that fails leaves the rest parked.
-                    self._apply_rows(rows, report, unpark=[r.id for r in rows])
-                    left.difference_update(r.id for r in rows)
-                    # Below the cursor: the next record append must reach them.
-                    with self.store.index.write() as cur:
-                        st.lower_base_record_mark(cur, min(r.seq for r in rows) - 1)
-                if left:
-                    # Ids the server no longer has are un-parked too: there is nothing to apply.
-                    self._apply_rows([], report, unpark=sorted(left))
+            self._refetch_parked([e.id for e in entries if e.direction == "pull"], SyncReport())
         self.request_sync()
         return len(entries)
+
+    def _refetch_parked(self, ids: Sequence[str], report: SyncReport) -> None:
+        """Fetch the server rows of parked pulled rows ``ids`` again and apply them.
+
+        Each answer's rows are un-parked as they are applied (one that fails again is parked
+        again); a failed fetch raises and leaves the rest parked: the cursor is past them and
+        nothing else would fetch them. Ids the server no longer has are un-parked too.
+        """
+        for i in range(0, len(ids), FETCH_CHUNK):
+            part = ids[i : i + FETCH_CHUNK]
+            left = set(part)
+            for rows in self._fetch_pages(part):
+                if not rows:
+                    continue
+                self._apply_rows(rows, report, unpark=[r.id for r in rows])
+                left.difference_update(r.id for r in rows)
+                # Below the cursor: the next record append must reach them.
+                with self.store.index.write() as cur:
+                    st.lower_base_record_mark(cur, min(r.seq for r in rows) - 1)
+            if left:
+                # There is nothing to apply.
+                self._apply_rows([], report, unpark=sorted(left))
+
+    def _rerun_parsed(self, report: SyncReport) -> None:
+        """Apply again the server rows parked because their local file did not parse
+        (``unparsable_local``, see ``Applier._wait_for_parse``) once it parses again.
+
+        An edit made meanwhile raises the op id and its push meets the server's row (the entry
+        goes with that newer base). A file fixed back to exactly its last synced text raises
+        none: nothing is pushed, so the parked row (a delete, a newer revision) never ran again
+        and the replicas stayed apart until someone ran ``--retry-quarantined``. Re-applying it
+        here takes it as a delta pull would: the delete applies to an unedited copy, an edit
+        still beats it. One read of the quarantine per cycle; a fetch only for such rows.
+        """
+        with self.store.index.read() as cur:
+            ids = st.parked_parsed_again(cur)
+        if ids:
+            self._refetch_parked(ids, report)
 
     # -- the background loop -----------------------------------------------------------------------
 
