@@ -968,6 +968,14 @@ def local_fingerprints(cur: Any) -> dict[str, tuple[str, bool]]:
     }
 
 
+def base_revs(cur: Any) -> dict[str, int]:
+    """The server revision each blueprint builds on, for those that have one (verify)."""
+    return {
+        str(r[0]): int(r[1])
+        for r in cur.execute("SELECT id, base_rev FROM sync_items WHERE base_rev IS NOT NULL")
+    }
+
+
 # -- apply journal ------------------------------------------------------------------------------
 #
 # A kill between writing a remote row's files and committing the index leaves files that

@@ -2248,7 +2248,7 @@ class SyncEngine:
     # -- verify and quarantine retry ---------------------------------------------------------------
 
     def verify(self) -> VerifyReport:
-        """Compare local (id, content_hash, deleted) with the server's verify pages.
+        """Compare local (id, content_hash, deleted, base rev) with the server's verify pages.
 
         The index holds the last good revision of a blueprint whose file is flagged (does not
         parse, too large, bad meta), and that can match the server while the file does not:
@@ -2261,12 +2261,18 @@ class SyncEngine:
                 local = st.local_fingerprints(cur)
                 dirty = st.dirty_ids(cur)
                 flagged = flagged_files(cur)
+                base_revs = st.base_revs(cur)
+        flagged_ids = {f.id for f in flagged}
         report = VerifyReport(
             local=sum(1 for _, d in local.values() if not d),
             remote=sum(1 for v in server.values() if not v.deleted),
         )
         for blueprint_id in sorted(server.keys() | local.keys()):
-            diff = _difference(blueprint_id, server.get(blueprint_id), local.get(blueprint_id))
+            server_row = server.get(blueprint_id)
+            diff = _difference(blueprint_id, server_row, local.get(blueprint_id))
+            if diff is None and blueprint_id not in dirty and blueprint_id not in flagged_ids:
+                # (A flagged file is a difference of its own, below.)
+                diff = _behind(blueprint_id, server_row, base_revs.get(blueprint_id))
             if diff is not None:
                 diff["pending"] = blueprint_id in dirty
                 report.differences.append(diff)
@@ -2771,6 +2777,28 @@ def _row_or_none(store: BlueprintStore, blueprint_id: str) -> Any:
         return store.row(blueprint_id, include_deleted=True)
     except NotFoundError:
         return None
+
+
+def _behind(
+    blueprint_id: str, server: VerifyRow | None, base_rev: int | None
+) -> dict[str, Any] | None:
+    """A clean blueprint whose hash matches the server's but whose base is another revision.
+
+    The hash leaves out the path (and the volatile ``modified``): a rename this device never
+    applied (a row it missed) matched, and verify reported a copy at the old path clean. A clean
+    copy builds on the server's current revision once it holds it, so a base at any other rev
+    means a row of it was not applied here (or the server was restored to an older state).
+    """
+    if server is None or server.deleted or base_rev is None or base_rev == server.rev:
+        return None
+    return {
+        "id": blueprint_id,
+        "kind": "rev_differs",
+        "local_hash": server.content_hash,
+        "server_hash": server.content_hash,
+        "server_rev": server.rev,
+        "base_rev": base_rev,
+    }
 
 
 def _difference(
