@@ -968,11 +968,38 @@ def local_fingerprints(cur: Any) -> dict[str, tuple[str, bool]]:
     }
 
 
-def base_revs(cur: Any) -> dict[str, int]:
-    """The server revision each blueprint builds on, for those that have one (verify)."""
+@dataclass(frozen=True, slots=True)
+class BaseMark:
+    """The server row a blueprint builds on, and the local revision that held it (verify)."""
+
+    rev: int
+    server_hash: str
+    held_rev: int | None
+    held_hash: str | None
+
+
+def held_hash(cur: Any, blueprint_id: str, rev: int | None) -> str | None:
+    """The local content hash of the revision that stored server rev ``rev`` (None: unknown,
+    or the base is kept as text)."""
+    rows = cur.execute(
+        "SELECT hash FROM sync_bases WHERE id = ? AND rev = ?", (blueprint_id, rev)
+    ).fetchall()
+    return str(rows[0][0]) if rows and rows[0][0] else None
+
+
+def base_marks(cur: Any) -> dict[str, BaseMark]:
+    """:class:`BaseMark` of each blueprint that has a base."""
     return {
-        str(r[0]): int(r[1])
-        for r in cur.execute("SELECT id, base_rev FROM sync_items WHERE base_rev IS NOT NULL")
+        str(r[0]): BaseMark(
+            int(r[1]),
+            str(r[2] or ""),
+            None if r[3] is None else int(r[3]),
+            str(r[4]) if r[4] else None,
+        )
+        for r in cur.execute(
+            "SELECT i.id, i.base_rev, i.base_hash, b.rev, b.hash FROM sync_items i "
+            "LEFT JOIN sync_bases b ON b.id = i.id WHERE i.base_rev IS NOT NULL"
+        )
     }
 
 

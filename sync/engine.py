@@ -2261,7 +2261,7 @@ class SyncEngine:
                 local = st.local_fingerprints(cur)
                 dirty = st.dirty_ids(cur)
                 flagged = flagged_files(cur)
-                base_revs = st.base_revs(cur)
+                bases = st.base_marks(cur)
         flagged_ids = {f.id for f in flagged}
         report = VerifyReport(
             local=sum(1 for _, d in local.values() if not d),
@@ -2270,9 +2270,13 @@ class SyncEngine:
         for blueprint_id in sorted(server.keys() | local.keys()):
             server_row = server.get(blueprint_id)
             diff = _difference(blueprint_id, server_row, local.get(blueprint_id))
-            if diff is None and blueprint_id not in dirty and blueprint_id not in flagged_ids:
+            if blueprint_id not in dirty and blueprint_id not in flagged_ids:
                 # (A flagged file is a difference of its own, below.)
-                diff = _behind(blueprint_id, server_row, base_revs.get(blueprint_id))
+                base = bases.get(blueprint_id)
+                if diff is None:
+                    diff = _behind(blueprint_id, server_row, base)
+                elif diff["kind"] == "content_differs" and _holds(server_row, base, local):
+                    diff = None
             if diff is not None:
                 diff["pending"] = blueprint_id in dirty
                 report.differences.append(diff)
@@ -2779,8 +2783,30 @@ def _row_or_none(store: BlueprintStore, blueprint_id: str) -> Any:
         return None
 
 
+def _holds(
+    server: VerifyRow | None, base: st.BaseMark | None, local: dict[str, tuple[str, bool]]
+) -> bool:
+    """Whether a clean blueprint holds, unchanged, what this device stored of the server's row.
+
+    Another client's hash is its own (the server recomputes nothing), and a row's meta is
+    stored with what it lacks filled in (``sync._apply.stored_meta``): the local hash then
+    never equals the server's, and verify reported every such row as differing, for good. Like
+    is compared with like instead: the server row (rev and hash) with the one this device
+    built on, and the local hash with the revision that stored it.
+    """
+    if server is None or base is None or base.held_hash is None:
+        return False
+    here = local.get(server.id)
+    return (
+        here is not None
+        and base.rev == server.rev == base.held_rev
+        and base.server_hash == server.content_hash
+        and here[0] == base.held_hash
+    )
+
+
 def _behind(
-    blueprint_id: str, server: VerifyRow | None, base_rev: int | None
+    blueprint_id: str, server: VerifyRow | None, base: st.BaseMark | None
 ) -> dict[str, Any] | None:
     """A clean blueprint whose hash matches the server's but whose base is another revision.
 
@@ -2789,7 +2815,7 @@ def _behind(
     copy builds on the server's current revision once it holds it, so a base at any other rev
     means a row of it was not applied here (or the server was restored to an older state).
     """
-    if server is None or server.deleted or base_rev is None or base_rev == server.rev:
+    if server is None or server.deleted or base is None or base.rev == server.rev:
         return None
     return {
         "id": blueprint_id,
@@ -2797,7 +2823,7 @@ def _behind(
         "local_hash": server.content_hash,
         "server_hash": server.content_hash,
         "server_rev": server.rev,
-        "base_rev": base_rev,
+        "base_rev": base.rev,
     }
 
 
