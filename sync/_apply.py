@@ -166,6 +166,40 @@ def is_path_shape_error(exc: BaseException) -> bool:
     return False
 
 
+def _server_stamp(updated_at: str) -> str | None:
+    """``updated_at`` (the server's timestamp of a row) as a meta time, or None if unreadable."""
+    try:
+        when = datetime.fromisoformat(updated_at)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        return None  # no zone: not the server's timestamptz; no time to make up
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def stored_meta(r: ServerRow) -> dict[str, Any]:
+    """The meta a server row is stored with here: as sent, a missing ``created`` or
+    ``modified`` taken from the row's server timestamp (``updated_at``).
+
+    Another client may write rows with a minimal meta. The store fills what is missing with
+    its own clock, so each device stored other bytes (and another content hash, ``created``
+    being part of it) for the same row: replicas differed from each other for good. Filled from
+    the row alone, every device holding a revision holds the same bytes. A LocalStore device
+    always sends both, so its rows are stored as sent.
+    """
+    meta = r.meta
+    if meta.get("created") not in (None, "") and meta.get("modified") not in (None, ""):
+        return meta
+    stamp = _server_stamp(r.updated_at)
+    if stamp is None:
+        return meta
+    filled = dict(meta)
+    for key in ("created", "modified"):
+        if filled.get(key) in (None, ""):
+            filled[key] = stamp
+    return filled
+
+
 def is_known(item: st.ItemState | None, r: ServerRow) -> bool:
     """True when this device already builds on this server write (or a later one)."""
     return item is not None and item.base_rev is not None and item.base_seq >= r.seq
@@ -523,7 +557,7 @@ class Applier:
         if key in taken_keys or (holder is not None and holder != r.id):
             return None
         try:
-            meta = BlueprintMeta.from_dict(r.meta, source=f"server row {r.id}")
+            meta = BlueprintMeta.from_dict(stored_meta(r), source=f"server row {r.id}")
         except InvalidInputError:
             return None  # apply_row reports it
         if meta.id != r.id:
@@ -638,7 +672,12 @@ class Applier:
         # hash is the version that was deleted, not an edit: reviving it undid the delete on
         # every device.
         deleted_hash = item.base_hash if known and item is not None else r.content_hash
-        if local.content_hash == deleted_hash or self._ancestor(local, item, r) is not None:
+        # The base's hash is the server's, which another client computes its own way (and
+        # whose minimal meta is stored filled in, see stored_meta): the local revision that
+        # stored the base has its own hash. Only compared with the server's, a mere move of
+        # such a row was an edit, and it revived the row the other client had deleted.
+        held = st.held_hash(cur, r.id, item.base_rev) if known and item is not None else None
+        if local.content_hash in (deleted_hash, held) or self._ancestor(local, item, r) is not None:
             # (Or, with no base, a version the server had before the deleted one: no edit.)
             # Local only moved it (no edit): the remote delete applies.
             self.store.delete(local.id, origin="remote", tx_hook=self._hook(r))
@@ -816,7 +855,7 @@ class Applier:
 
     def _save_remote(self, cur: Any, r: ServerRow) -> Blueprint:
         """Write the server version (content, meta, path) under its id, with the base recorded."""
-        meta = BlueprintMeta.from_dict(r.meta, source=f"server row {r.id}")
+        meta = BlueprintMeta.from_dict(stored_meta(r), source=f"server row {r.id}")
         if meta.id != r.id:
             raise InvalidInputError(f"server row {r.id} carries meta id {meta.id}")
         path = fs.normalize_path(r.path)

@@ -110,7 +110,7 @@ class SyncReport:
 
 @dataclass(slots=True)
 class VerifyReport:
-    """Local (id, content_hash, deleted) against the server's verify pages."""
+    """Local (id, content_hash, deleted, base rev) against the server's verify pages."""
 
     local: int = 0
     remote: int = 0

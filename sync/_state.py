@@ -968,6 +968,41 @@ def local_fingerprints(cur: Any) -> dict[str, tuple[str, bool]]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class BaseMark:
+    """The server row a blueprint builds on, and the local revision that held it (verify)."""
+
+    rev: int
+    server_hash: str
+    held_rev: int | None
+    held_hash: str | None
+
+
+def held_hash(cur: Any, blueprint_id: str, rev: int | None) -> str | None:
+    """The local content hash of the revision that stored server rev ``rev`` (None: unknown,
+    or the base is kept as text)."""
+    rows = cur.execute(
+        "SELECT hash FROM sync_bases WHERE id = ? AND rev = ?", (blueprint_id, rev)
+    ).fetchall()
+    return str(rows[0][0]) if rows and rows[0][0] else None
+
+
+def base_marks(cur: Any) -> dict[str, BaseMark]:
+    """:class:`BaseMark` of each blueprint that has a base."""
+    return {
+        str(r[0]): BaseMark(
+            int(r[1]),
+            str(r[2] or ""),
+            None if r[3] is None else int(r[3]),
+            str(r[4]) if r[4] else None,
+        )
+        for r in cur.execute(
+            "SELECT i.id, i.base_rev, i.base_hash, b.rev, b.hash FROM sync_items i "
+            "LEFT JOIN sync_bases b ON b.id = i.id WHERE i.base_rev IS NOT NULL"
+        )
+    }
+
+
 # -- apply journal ------------------------------------------------------------------------------
 #
 # A kill between writing a remote row's files and committing the index leaves files that
@@ -1034,6 +1069,19 @@ def unquarantine(cur: Any, blueprint_id: str) -> None:
     """Drop a parked entry (the change went through)."""
     cur.execute("DELETE FROM sync_quarantine WHERE id = ?", (blueprint_id,))
     _unsettle(cur, blueprint_id)
+
+
+def parked_parsed_again(cur: Any) -> list[str]:
+    """Ids of server rows parked as ``unparsable_local`` whose local file parses now (or that
+    this device no longer holds): nothing makes them wait any more."""
+    return [
+        str(r[0])
+        for r in cur.execute(
+            "SELECT q.id FROM sync_quarantine q LEFT JOIN blueprints b ON b.id = q.id "
+            "WHERE q.direction = 'pull' AND q.code = 'unparsable_local' "
+            "AND (b.id IS NULL OR b.deleted OR b.flagged IS NULL) ORDER BY q.ts"
+        )
+    ]
 
 
 def quarantined(cur: Any) -> list[QuarantineEntry]:

@@ -166,7 +166,9 @@ def _open_remote(settings: Settings) -> Remote:
 
 
 @click.command("sync")
-@click.option("--verify", is_flag=True, help="Compare local ids and hashes with the server's.")
+@click.option(
+    "--verify", is_flag=True, help="Compare local ids, hashes and revisions with the server's."
+)
 @click.option(
     "--retry-quarantined", is_flag=True, help="Retry the changes the server refused before."
 )
@@ -386,6 +388,10 @@ def _emit_verify(cli: CliContext, report: dict[str, Any]) -> None:
                 click.echo(f"  flagged: {diff['path']}: {diff['detail']} (not synced until fixed)")
                 continue
             pending = " (pending upload)" if diff.get("pending") else ""
+            if diff.get("kind") == "rev_differs":
+                pending = (
+                    f" (holds rev {diff.get('base_rev')}, the server rev {diff.get('server_rev')})"
+                )
             click.echo(f"  {diff.get('kind')}: {diff.get('id')}{pending}")
         click.echo("in sync" if not differences else f"{len(differences)} difference(s)")
 

@@ -644,6 +644,7 @@ class SyncEngine:
         self._judge_dirty()
         self._reconcile_before_push(report)
         self._push_pass(report)
+        self._rerun_parsed(report)
         self._pull_all(report)
         report.rounds = 1
         # Merges above made new local changes (merged texts, conflict copies, moved paths):
@@ -2247,7 +2248,7 @@ class SyncEngine:
     # -- verify and quarantine retry ---------------------------------------------------------------
 
     def verify(self) -> VerifyReport:
-        """Compare local (id, content_hash, deleted) with the server's verify pages.
+        """Compare local (id, content_hash, deleted, base rev) with the server's verify pages.
 
         The index holds the last good revision of a blueprint whose file is flagged (does not
         parse, too large, bad meta), and that can match the server while the file does not:
@@ -2260,12 +2261,22 @@ class SyncEngine:
                 local = st.local_fingerprints(cur)
                 dirty = st.dirty_ids(cur)
                 flagged = flagged_files(cur)
+                bases = st.base_marks(cur)
+        flagged_ids = {f.id for f in flagged}
         report = VerifyReport(
             local=sum(1 for _, d in local.values() if not d),
             remote=sum(1 for v in server.values() if not v.deleted),
         )
         for blueprint_id in sorted(server.keys() | local.keys()):
-            diff = _difference(blueprint_id, server.get(blueprint_id), local.get(blueprint_id))
+            server_row = server.get(blueprint_id)
+            diff = _difference(blueprint_id, server_row, local.get(blueprint_id))
+            if blueprint_id not in dirty and blueprint_id not in flagged_ids:
+                # (A flagged file is a difference of its own, below.)
+                base = bases.get(blueprint_id)
+                if diff is None:
+                    diff = _behind(blueprint_id, server_row, base)
+                elif diff["kind"] == "content_differs" and _holds(server_row, base, local):
+                    diff = None
             if diff is not None:
                 diff["pending"] = blueprint_id in dirty
                 report.differences.append(diff)
@@ -2302,26 +2313,47 @@ class SyncEngine:
                 entries = st.quarantined(cur)
                 for entry in st.clear_quarantine(cur, direction="push"):
                     self._renew(cur, entry.id)  # a replay would return the old rejection
-            pulls = [e.id for e in entries if e.direction == "pull"]
-            report = SyncReport()
-            for i in range(0, len(pulls), FETCH_CHUNK):
-                part = pulls[i : i + FETCH_CHUNK]
-                left = set(part)
-                for rows in self._fetch_pages(part):
-                    if not rows:
-                        continue
-                    # Each answer's rows un-parked as they are applied (one that fails again
-                    # is parked again); a later answer that fails leaves the rest parked.
-                    self._apply_rows(rows, report, unpark=[r.id for r in rows])
-                    left.difference_update(r.id for r in rows)
-                    # Below the cursor: the next record append must reach them.
-                    with self.store.index.write() as cur:
-                        st.lower_base_record_mark(cur, min(r.seq for r in rows) - 1)
-                if left:
-                    # Ids the server no longer has are un-parked too: there is nothing to apply.
-                    self._apply_rows([], report, unpark=sorted(left))
+            self._refetch_parked([e.id for e in entries if e.direction == "pull"], SyncReport())
         self.request_sync()
         return len(entries)
+
+    def _refetch_parked(self, ids: Sequence[str], report: SyncReport) -> None:
+        """Fetch the server rows of parked pulled rows ``ids`` again and apply them.
+
+        Each answer's rows are un-parked as they are applied (one that fails again is parked
+        again); a failed fetch raises and leaves the rest parked: the cursor is past them and
+        nothing else would fetch them. Ids the server no longer has are un-parked too.
+        """
+        for i in range(0, len(ids), FETCH_CHUNK):
+            part = ids[i : i + FETCH_CHUNK]
+            left = set(part)
+            for rows in self._fetch_pages(part):
+                if not rows:
+                    continue
+                self._apply_rows(rows, report, unpark=[r.id for r in rows])
+                left.difference_update(r.id for r in rows)
+                # Below the cursor: the next record append must reach them.
+                with self.store.index.write() as cur:
+                    st.lower_base_record_mark(cur, min(r.seq for r in rows) - 1)
+            if left:
+                # There is nothing to apply.
+                self._apply_rows([], report, unpark=sorted(left))
+
+    def _rerun_parsed(self, report: SyncReport) -> None:
+        """Apply again the server rows parked because their local file did not parse
+        (``unparsable_local``, see ``Applier._wait_for_parse``) once it parses again.
+
+        An edit made meanwhile raises the op id and its push meets the server's row (the entry
+        goes with that newer base). A file fixed back to exactly its last synced text raises
+        none: nothing is pushed, so the parked row (a delete, a newer revision) never ran again
+        and the replicas stayed apart until someone ran ``--retry-quarantined``. Re-applying it
+        here takes it as a delta pull would: the delete applies to an unedited copy, an edit
+        still beats it. One read of the quarantine per cycle; a fetch only for such rows.
+        """
+        with self.store.index.read() as cur:
+            ids = st.parked_parsed_again(cur)
+        if ids:
+            self._refetch_parked(ids, report)
 
     # -- the background loop -----------------------------------------------------------------------
 
@@ -2749,6 +2781,50 @@ def _row_or_none(store: BlueprintStore, blueprint_id: str) -> Any:
         return store.row(blueprint_id, include_deleted=True)
     except NotFoundError:
         return None
+
+
+def _holds(
+    server: VerifyRow | None, base: st.BaseMark | None, local: dict[str, tuple[str, bool]]
+) -> bool:
+    """Whether a clean blueprint holds, unchanged, what this device stored of the server's row.
+
+    Another client's hash is its own (the server recomputes nothing), and a row's meta is
+    stored with what it lacks filled in (``sync._apply.stored_meta``): the local hash then
+    never equals the server's, and verify reported every such row as differing, for good. Like
+    is compared with like instead: the server row (rev and hash) with the one this device
+    built on, and the local hash with the revision that stored it.
+    """
+    if server is None or base is None or base.held_hash is None:
+        return False
+    here = local.get(server.id)
+    return (
+        here is not None
+        and base.rev == server.rev == base.held_rev
+        and base.server_hash == server.content_hash
+        and here[0] == base.held_hash
+    )
+
+
+def _behind(
+    blueprint_id: str, server: VerifyRow | None, base: st.BaseMark | None
+) -> dict[str, Any] | None:
+    """A clean blueprint whose hash matches the server's but whose base is another revision.
+
+    The hash leaves out the path (and the volatile ``modified``): a rename this device never
+    applied (a row it missed) matched, and verify reported a copy at the old path clean. A clean
+    copy builds on the server's current revision once it holds it, so a base at any other rev
+    means a row of it was not applied here (or the server was restored to an older state).
+    """
+    if server is None or server.deleted or base is None or base.rev == server.rev:
+        return None
+    return {
+        "id": blueprint_id,
+        "kind": "rev_differs",
+        "local_hash": server.content_hash,
+        "server_hash": server.content_hash,
+        "server_rev": server.rev,
+        "base_rev": base.rev,
+    }
 
 
 def _difference(
