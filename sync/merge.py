@@ -635,10 +635,38 @@ def _structural_merge(
         content = text if text is not None else _dumped(merged, (base, local, remote), docs, loads)
     except LocalStoreError as exc:
         return MergeOutcome.conflict([f"merged document cannot be written: {exc.message}"])
+    content = _final_newline(content, base, local, remote, loads)
     problems = _problems(content, judge, loads)
     if problems:
         return MergeOutcome.conflict(problems)
     return MergeOutcome.clean(content, "structural")
+
+
+def _final_newline(text: str, base: str | None, local: str, remote: str, loads: _Loads) -> str:
+    """``text`` ending in a line break or not as the sides' texts say, 3-way (no base: local's
+    unless both agree), as ``_restyled`` merges line endings.
+
+    The line step's diff3 keeps a side's removal (or addition) of the final newline when the
+    other side's edits are elsewhere, as a change of the last line. Where they touch it, the
+    structural step's text took the last block (or the whole text) of whichever side it came
+    from, and a side's removal was lost. Left as it is when the change would change the data
+    (a ``|`` scalar at the end holds the final line break).
+    """
+    ends = [t.endswith("\n") for t in (base or "", local, remote)]
+    b, lo, re_ = ends if base is not None else (ends[2], ends[1], ends[2])
+    want = re_ if lo == b else lo
+    if not text or text.endswith("\n") == want:
+        return text
+    if want:
+        changed = text + ("\r\n" if _style(text).crlf else "\n")
+    else:
+        changed = text.removesuffix("\r\n") if text.endswith("\r\n") else text[:-1]
+    try:
+        if _same_in_order(loads(changed), loads(text)):
+            return changed
+    except LocalStoreError:
+        pass  # (the text as it is: _problems says what is wrong with it, if anything)
+    return text
 
 
 def _dumped(
