@@ -9,17 +9,35 @@ handle) and see the change; they must be quick. A subscriber that raises is logg
 affect the change or other subscribers. Once the store's ``close()`` returns, no subscriber is
 called again (the rest of a batch under way included), as after each one's unsubscribe.
 
+Order: each thread's events reach every subscriber in the order that thread made its changes (a
+batch's in the batch's order), before the call that made the change returns (inside a
+transaction of the caller's, when it commits), so one thread's changes to a blueprint come in
+rev order. Events of different threads are not ordered
+with each other: each thread delivers its own after releasing the index lock, so while one
+thread is still delivering rev 2 of a blueprint (a slow subscriber) another can commit rev 3 and
+deliver it first; with several threads of one app saving the same blueprint, or the app saving
+one the sync engine's thread is applying a remote change to, a subscriber may hear a
+blueprint's events out of rev order. An app that keeps state from events keeps each
+blueprint's rev (a deleted one's too) and ignores an event whose rev is below the one it knows,
+or equal to it (but for ``modified``: a move with new content is ``moved`` then ``modified``,
+one rev); docs/daemon.md, "Changes made by other processes", has the whole rule. Reading the
+blueprint (``store.resolve``, ``store.load``) gives the latest whatever the order.
+
 Changes committed through another connection to the home's index (the CLI, another process's
 ``localstore.open()``, or another store object of this process) raise no event by themselves.
 While sync runs in this process (``store.start_sync()``), it looks for them twice a second and
 publishes each once, after its commit, as ordinary events with ``process="other"`` (kind
 ``created``/``modified``/``moved``/``deleted``, the revision's origin, rev and content hash; a
 move with new content is ``moved`` then ``modified``, as this store's own). Revisions committed
-between two looks come as one change, from the state last heard of to the latest, and a
-blueprint's changes come in rev order, another process's before this store's own save that
-followed them: see docs/daemon.md, "Changes made by other processes" (which also says how an app
-keeps a list from events). Without it, and for this store's own
-changes, ``process`` is ``"this"``.
+between two looks come as one change, from the state last heard of to the latest. The
+follower publishes a blueprint's changes in rev order on its own thread, once the events of this
+store's own revisions they follow are being delivered, and another process's changes that came
+before one of this store's own saves on the saving thread, ahead of that save's events. As above, that
+orders what each thread delivers, not deliveries on different threads: a subscriber that holds
+up the delivery of this store's own save can hear another process's later change of that
+blueprint first. See docs/daemon.md, "Changes made by other processes" (which also says how an
+app keeps a list from events). Without it, and for this store's own changes, ``process`` is
+``"this"``.
 """
 
 from __future__ import annotations
@@ -90,6 +108,9 @@ class EventBus:
 
     ``defer(deliver)`` decides when a publication is delivered (the store passes
     ``Index.after_commit``: at once, or after the publishing thread's open transaction commits).
+    A publication is delivered on the publishing thread, event by event, each to every
+    subscriber in turn: one thread's publications reach each subscriber in order, those of
+    different threads in no order with each other (see the module).
     """
 
     def __init__(self, *, defer: Callable[[Callable[[], None]], None] | None = None) -> None:

@@ -935,8 +935,10 @@ class BlueprintStore:
         """Receive every change event (or only ``kinds``); returns an unsubscribe function.
 
         Events come after the change is committed, on the committing thread once it released
-        the index lock (see localstore.events). Raises InvalidInputError for a callback that is
-        not callable or an unknown kind, StoreClosedError after close().
+        the index lock: one thread's in its order, different threads' in no order with each
+        other, so keep each blueprint's rev and ignore an event below it (see
+        localstore.events). Raises InvalidInputError for a callback that is not callable or an
+        unknown kind, StoreClosedError after close().
         """
         self._check_open()
         return self.events.subscribe(callback, kinds=kinds)

@@ -59,6 +59,8 @@ class _Region:
     column: int
     header: list[str]
     blocks: dict[Hashable, list[str]]
+    # Each key by itself: the side's own key where ``1`` finds its ``true:`` (1 == True).
+    keys: dict[Hashable, Hashable]
     spans: dict[Hashable, tuple[int, int]]
     values: dict[Hashable, yaml.Node]
     anchored: dict[Hashable, bool]
@@ -155,6 +157,7 @@ def _cut(lines: list[str], node: Any, start: int, end: int) -> _Region:
         column=column,
         header=lines[start : starts[0]],
         blocks={k: lines[bounds[i] : bounds[i + 1]] for i, k in enumerate(keys)},
+        keys={k: k for k in keys},
         spans={k: (bounds[i], bounds[i + 1]) for i, k in enumerate(keys)},
         values={k: v for k, (_, v) in zip(keys, node.value, strict=True)},
         anchored={k: False for k in keys},
@@ -403,7 +406,7 @@ def _merge_block(
     lo, ro = local[1].blocks.get(key), remote[1].blocks.get(key)
     if lo is None or ro is None:  # added on one side (a delete against an edit is a conflict)
         side, block = (remote, ro) if lo is None else (local, lo)
-        if block is None or not ctx.same(side[2].get(key, _ABSENT), value):
+        if block is None or not _holds(side, key, value, ctx):
             raise _Unsplittable
         return block
     if lo in (b, ro):
@@ -421,11 +424,20 @@ def _merge_block(
     # the whole block, where the comment went with whichever side's value was taken.
     top = _merge_top(b, lo, ro, ctx.matcher)
     for side, block in ((remote, ro), (local, lo)):
-        if ctx.same(side[2].get(key, _ABSENT), value):
+        if _holds(side, key, value, ctx):
             if top is not None:
                 return [*top, *block[len(_attached(block)) :]]
             return block  # the other side's edits of this block's comments are not kept
     raise _Unsplittable
+
+
+def _holds(side: _Part, key: Hashable, value: Any, ctx: _Ctx) -> bool:
+    """The side's block of ``key`` holds the merged entry: its value, under a key of the merged
+    key's type. (Both sides set one value, one also respelled ``1:`` as ``true:``: the other
+    side's block has the value, and wrote the key back as ``1``; the caller then refused the
+    text, and the dump dropped every comment.)"""
+    own = side[1].keys.get(key, _ABSENT)
+    return type(own) is type(key) and ctx.same(side[2].get(key, _ABSENT), value)
 
 
 def _merge_top(b: list[str] | None, lo: list[str], ro: list[str], matcher: Any) -> list[str] | None:

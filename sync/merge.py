@@ -635,10 +635,38 @@ def _structural_merge(
         content = text if text is not None else _dumped(merged, (base, local, remote), docs, loads)
     except LocalStoreError as exc:
         return MergeOutcome.conflict([f"merged document cannot be written: {exc.message}"])
+    content = _final_newline(content, base, local, remote, loads)
     problems = _problems(content, judge, loads)
     if problems:
         return MergeOutcome.conflict(problems)
     return MergeOutcome.clean(content, "structural")
+
+
+def _final_newline(text: str, base: str | None, local: str, remote: str, loads: _Loads) -> str:
+    """``text`` ending in a line break or not as the sides' texts say, 3-way (no base: local's
+    unless both agree), as ``_restyled`` merges line endings.
+
+    The line step's diff3 keeps a side's removal (or addition) of the final newline when the
+    other side's edits are elsewhere, as a change of the last line. Where they touch it, the
+    structural step's text took the last block (or the whole text) of whichever side it came
+    from, and a side's removal was lost. Left as it is when the change would change the data
+    (a ``|`` scalar at the end holds the final line break).
+    """
+    ends = [t.endswith("\n") for t in (base or "", local, remote)]
+    b, lo, re_ = ends if base is not None else (ends[2], ends[1], ends[2])
+    want = re_ if lo == b else lo
+    if not text or text.endswith("\n") == want:
+        return text
+    if want:
+        changed = text + ("\r\n" if _style(text).crlf else "\n")
+    else:
+        changed = text.removesuffix("\r\n") if text.endswith("\r\n") else text[:-1]
+    try:
+        if _same_in_order(loads(changed), loads(text)):
+            return changed
+    except LocalStoreError:
+        pass  # (the text as it is: _problems says what is wrong with it, if anything)
+    return text
 
 
 def _dumped(
@@ -772,20 +800,63 @@ def _merge_dicts(
 ) -> tuple[Any, list[str]]:
     merged: dict[Any, Any] = {}
     conflicts: list[str] = []
+    owns = [_own_keys(side) for side in (base, local, remote)]
     for key in _ordered_union(local, remote):
+        path = _join(where, str(key))
         value, found = _merge_node(
             base.get(key, MISSING),
             local.get(key, MISSING),
             remote.get(key, MISSING),
-            _join(where, str(key)),
+            path,
             _fill_at(fill, key),
         )
         conflicts.extend(found)
+        b_key, l_key, r_key = (own.get(key, MISSING) for own in owns)
+        spelled, clash = _merge_key(b_key, l_key, r_key, value is not MISSING)
+        if clash:
+            if path not in found:
+                conflicts.append(path)
+            # (the line step's check: no line result settles a key's type for it)
+            value = MISSING if fill is _NO_FILL else _REFUSED
         if value is not MISSING:
-            merged[key] = value
+            merged[spelled] = value
     # Mapping order carries no meaning in YAML, so two different reorders are not a conflict.
     order, _ = _merge_order(list(base), list(local), list(remote), set(merged), where)
-    return {key: merged[key] for key in order}, conflicts
+    # (the keys as merged: ``order`` holds the sides' own, and ``1`` finds ``True`` in a dict)
+    chosen = _own_keys(merged)
+    return {chosen[key]: merged[key] for key in order}, conflicts
+
+
+def _own_keys(mapping: Mapping[Any, Any]) -> dict[Any, Any]:
+    """Each key of ``mapping`` by itself: the key object a dict holds for an equal one."""
+    return {key: key for key in mapping}
+
+
+def _merge_key(base: Any, local: Any, remote: Any, kept: bool) -> tuple[Any, bool]:
+    """The key a merged entry is written with, its type merged 3-way, and whether the sides'
+    changes of it conflict.
+
+    ``1``, ``1.0`` and ``true`` are one key in a dict (``1 == 1.0 == True``) but three in YAML:
+    a side that respelled ``1:`` as ``true:`` changed the data. Before, that change was not
+    seen, and the other side's edit of the value took the other side's key with it. ``kept``:
+    the entry's value is in the merge (else a respelling against a delete is the conflict).
+    """
+    local_changed = local is not MISSING and base is not MISSING and not _same_type(local, base)
+    remote_changed = remote is not MISSING and base is not MISSING and not _same_type(remote, base)
+    if not kept:
+        return base, local_changed or remote_changed
+    differ = local is not MISSING and remote is not MISSING and not _same_type(local, remote)
+    if differ and (base is MISSING or (local_changed and remote_changed)):
+        return local, True  # two respellings (or both sides added the key, as two types)
+    if local_changed:
+        return local, False
+    if remote_changed:
+        return remote, False
+    return (local if local is not MISSING else remote), False
+
+
+def _same_type(a: Any, b: Any) -> bool:
+    return type(a) is type(b)
 
 
 def _merge_lists(
@@ -944,12 +1015,28 @@ def _same(a: Any, b: Any) -> bool:
     if type(a) is not type(b):
         return False
     if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+        return _same_keys(a, b) and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, list):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, float) and math.isnan(a):
         return math.isnan(b)
     return bool(a == b)
+
+
+def _same_keys(a: dict[Any, Any], b: dict[Any, Any]) -> bool:
+    """The same keys, each of the same type: ``keys() ==`` takes ``1``, ``1.0`` and ``true`` for
+    one key, and a side that respelled one had changed nothing for the merge."""
+    if a.keys() != b.keys():
+        return False
+    own: dict[Any, Any] | None = None
+    for key_a, key_b in zip(a, b, strict=True):
+        if key_a is key_b or (type(key_a) is type(key_b) and key_a == key_b):
+            continue  # (in the same order, as most are: no lookup)
+        if own is None:
+            own = _own_keys(b)
+        if type(own[key_a]) is not type(key_a):
+            return False
+    return True
 
 
 def _same_in_order(a: Any, b: Any) -> bool:
