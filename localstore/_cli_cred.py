@@ -62,13 +62,14 @@ def _open(ctx: CliContext, *, existing: bool = True, writes: str | None = None) 
             raise
         refused = exc
     from localstore._read_only import unwritable_reason
+    from localstore.config import home_name
 
     reason = unwritable_reason(settings.paths)
     try:
         store = _credential_store(settings, read_only=reason)
     except LocalStoreError as exc:
         raise exc from refused  # (what stops the read, not the usual open's "cannot write")
-    click.echo(f"note: opened {settings.paths.data.parent} read-only ({reason})", err=True)
+    click.echo(f"note: opened {home_name(settings)} read-only ({reason})", err=True)
     return store
 
 

@@ -37,10 +37,11 @@ from typing import TYPE_CHECKING
 import apsw
 
 from localstore import files as fs
+from localstore.config import home_name
 from localstore.errors import IndexStoreError, PermissionDeniedError, ReadOnlyStoreError
 
 if TYPE_CHECKING:
-    from localstore.config import Paths
+    from localstore.config import Paths, Settings
 
 SHARED = "shared"
 PRIVATE_WAL = "private-wal"
@@ -72,15 +73,15 @@ def home_read_only(paths: Paths) -> str | None:
     return None
 
 
-def refuse_read_only_home(paths: Paths, action: str) -> ReadOnlyStoreError | None:
+def refuse_read_only_home(settings: Settings, action: str) -> ReadOnlyStoreError | None:
     """The refusal of ``action`` (a command that writes: save, watch, sync, the daemon) on a home
     this user cannot write, or None when the home is not read-only. Its words are the CLI's:
     the library's ReadOnlyStoreError speaks of ``read_only=True``, which no command takes."""
-    reason = home_read_only(paths)
+    reason = home_read_only(settings.paths)
     if reason is None:
         return None
     return ReadOnlyStoreError(
-        f"cannot {action}: the home {paths.data.parent} is read-only ({reason})",
+        f"cannot {action}: the home {home_name(settings)} is read-only ({reason})",
         hint=READ_ONLY_HOME_HINT,
     )
 

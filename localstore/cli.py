@@ -110,10 +110,12 @@ class CliContext:
         """Raise NotFoundError when the selected home does not exist (neither an index nor a
         blueprints folder): for a command that can only read or change what a home holds, so
         that a mistyped ``--home`` is an error, not a new empty home left behind."""
+        from localstore.config import home_name
+
         paths = self.settings.paths
         if not any(p.exists() for p in (paths.index_db, paths.data, paths.blueprints)):
             raise NotFoundError(
-                f"no LocalStore home at {paths.blueprints.parent}",
+                f"no LocalStore home at {home_name(self.settings)}",
                 hint="check --home or LOCALSTORE_HOME; `localstore init` creates a home",
             )
 
@@ -165,11 +167,12 @@ class CliContext:
         write); return otherwise (``writes`` None: the caller's own error stands)."""
         from localstore._read_only import refuse_read_only_home
 
-        refusal = refuse_read_only_home(self.settings.paths, writes) if writes else None
+        refusal = refuse_read_only_home(self.settings, writes) if writes else None
         if refusal is not None:
             raise refusal from cause
 
     def _read_only_store(self, refused: LocalStoreError) -> BlueprintStore:
+        from localstore.config import home_name
         from localstore.store import BlueprintStore
 
         try:
@@ -179,7 +182,7 @@ class CliContext:
             # for what stops the read (an index it cannot read, or cannot read as it is).
             raise exc from refused
         click.echo(
-            f"note: opened {self.settings.paths.data.parent} read-only "
+            f"note: opened {home_name(self.settings)} read-only "
             f"({store.read_only_reason}); what the index lists is as of its last save",
             err=True,
         )

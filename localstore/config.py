@@ -250,6 +250,20 @@ class Settings:
 _TUNABLES = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("paths", "home")}
 
 
+def home_name(settings: Settings) -> str:
+    """The home as it is named to a person (messages, logs, daemon.json's and status' ``home``).
+
+    A home folder (``--home``, ``LOCALSTORE_HOME``) is its path. The platform folders' home has
+    no folder of its own: it is named by its blueprints folder, with where its data and state
+    are. The parent of one of its folders, used before, named an unrelated folder
+    (``~/.local/state`` for the daemon, ``~/.local/share`` for a read-only home).
+    """
+    if settings.home is not None:
+        return str(settings.home)
+    p = settings.paths
+    return f"{p.blueprints} (the default home: data in {p.data}, state in {p.state})"
+
+
 def resolve(flag: Any, env: Any, file_value: Any, default: Any) -> Any:
     """Return the first of flag, environment, config file and default that is set."""
     for value in (flag, env, file_value):

@@ -258,14 +258,34 @@ class _Handler(FileSystemEventHandler):
 
 
 class _OverflowHook(logging.Handler):
-    """Turns watchdog's 'queue overflowed' log record into a rescan request."""
+    """Turns watchdog's 'queue overflowed' log record into a rescan request, for the overflows
+    of one watcher's inotify queue only, one request per overflow.
 
-    def __init__(self, on_overflow: Callable[[], None]) -> None:
+    The loggers are the process's: every watcher's hook hears every watcher's overflow. A
+    watcher's own are told by the thread that logs them (watchdog logs the overflow in the
+    reader thread of the observer whose queue overflowed). watchdog 7.1 logs each overflow twice
+    (its reader, then the recursive watch group), from two loggers; only the logger heard first
+    counts, so that each overflow is one rescan whatever the version's order or wording.
+    """
+
+    def __init__(
+        self, on_overflow: Callable[[], None], threads: Callable[[], frozenset[int]]
+    ) -> None:
         super().__init__(level=logging.WARNING)
         self._on_overflow = on_overflow
+        self._threads = threads
+        self._logger: str | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        if "overflow" in record.getMessage().lower():
+        if "overflow" not in record.getMessage().lower():
+            return
+        # (No thread id when the app set logging.logThreads off: then every watcher rescans, as
+        # before, rather than none.)
+        if record.thread is not None and record.thread not in self._threads():
+            return
+        if self._logger is None:
+            self._logger = record.name  # (only ever set, from the reader thread)
+        if record.name == self._logger:
             self._on_overflow()
 
 
@@ -333,7 +353,7 @@ class Watcher:
         self._observer: Any = None
         self._worker: threading.Thread | None = None
         self._unhook_close: Callable[[], None] | None = None
-        self._hook = _OverflowHook(self._on_overflow)
+        self._hook = _OverflowHook(self._on_overflow, self._observer_threads)
         self._mark = WatchMark(None, None)  # (taken by start(); see localstore._presence)
         self._failure: BaseException | None = None
         # Health (see WatcherState.DEGRADED); written by the worker only.
@@ -680,6 +700,28 @@ class Watcher:
     def _on_overflow(self) -> None:
         self.stats.overflows += 1
         self._q.put(("rescan", "overflow", None))
+
+    def _observer_threads(self) -> frozenset[int]:
+        """The thread ids of this watcher's watchdog threads (none in rescan-only mode).
+
+        Where watchdog reads the kernel's queue: the observer's own inotify reader in watchdog
+        7.1, an emitter's buffer thread in older versions (which log no overflow; listed in case
+        one does).
+        """
+        obs = self._observer
+        if obs is None:
+            return frozenset()
+        try:
+            emitters = list(getattr(obs, "emitters", ()))
+        except RuntimeError:  # (the set changed: the observer is being stopped, its overflow moot)
+            emitters = []
+        readers = [getattr(obs, "_inotify_fd", None)]
+        readers += [getattr(e, "_inotify", None) for e in emitters]
+        return frozenset(
+            t.ident
+            for t in (obs, *emitters, *readers)
+            if isinstance(t, threading.Thread) and t.ident is not None
+        )
 
     def _run(self) -> None:
         try:

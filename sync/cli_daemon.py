@@ -54,7 +54,7 @@ from localstore.cli import (
     json_text,
     pass_ctx,
 )
-from localstore.config import Settings, cleartext_url_warning
+from localstore.config import Settings, cleartext_url_warning, home_name
 from localstore.errors import (
     LocalStoreError,
     LockHeldError,
@@ -954,7 +954,7 @@ def check_index(settings: Settings) -> Finding:
     return Finding(
         "index",
         "problem",
-        f"the home {settings.paths.data.parent} is read-only ({read_only}): nothing can be "
+        f"the home {home_name(settings)} is read-only ({read_only}): nothing can be "
         f"saved, watched or synced in it; {finding.detail}",
         fix,
     )

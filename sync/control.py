@@ -70,7 +70,7 @@ from websockets.protocol import State
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
-from localstore.config import Settings, is_loopback_address, load_settings
+from localstore.config import Settings, home_name, is_loopback_address, load_settings
 from sync.errors import SyncError
 
 __all__ = [
@@ -1011,7 +1011,7 @@ class ControlClient:
         settings = home if isinstance(home, Settings) else load_settings(home=home)
         state = daemon_running(settings)
         if state is None or not state.get("port") or not state.get("token"):
-            raise DaemonNotRunningError(f"no daemon runs for {settings.paths.state.parent}")
+            raise DaemonNotRunningError(f"no daemon runs for {home_name(settings)}")
         return cls(int(state["port"]), str(state["token"]), timeout=timeout)
 
     def __enter__(self) -> ControlClient:

@@ -56,7 +56,7 @@ from localstore._daemon_state import (
     read_pause,
     write_pause,
 )
-from localstore.config import Settings
+from localstore.config import Settings, home_name
 from localstore.errors import CredentialError, LocalStoreError, NewerIndexError, WatcherError
 from localstore.events import Event
 from localstore.index import CORE_MIGRATIONS
@@ -568,7 +568,7 @@ class Daemon:
                 "daemon ready: pid %d, control port %d, home %s, sync %s",
                 os.getpid(),
                 self.server.port if self.server else 0,
-                self.settings.paths.state.parent,
+                home_name(self.settings),
                 "on" if self.engine else f"offline ({self._offline_reason})",
             )
             while not self._stop.wait(self._tick_interval()):
@@ -695,7 +695,7 @@ class Daemon:
             "port": self.server.port,
             "token": self.token,
             "host": "127.0.0.1",
-            "home": str(self.settings.paths.state.parent),
+            "home": home_name(self.settings),
             "started_at": self.started_at,
             "version": __version__,
             # The core schema this daemon writes: a newer localstore's `status` and `doctor`
@@ -1240,7 +1240,7 @@ class Daemon:
         return {
             "daemon": {
                 "pid": os.getpid(),
-                "home": str(self.settings.paths.state.parent),
+                "home": home_name(self.settings),
                 "started_at": self.started_at,
                 "uptime_s": round(_uptime_clock() - self._started_up, 3),
                 "device_id": self.store.device_id if self.store else "",
