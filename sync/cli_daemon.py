@@ -325,7 +325,7 @@ def _last_line(settings: Settings) -> str:
 
 
 def _show_daemon(ctx: CliContext, state: dict[str, Any], status: str) -> None:
-    public = {k: state.get(k) for k in ("pid", "port", "home", "log")}
+    public = {k: state.get(k) for k in ("pid", "port", "home", "home_name", "log")}
     public["status"] = status
     ctx.emit(public, lambda: click.echo(f"daemon {status}: pid {state.get('pid')}"))
 

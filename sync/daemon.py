@@ -430,6 +430,11 @@ class _ErrorForwarder(logging.Handler):
 # -- metrics ---------------------------------------------------------------------------------------
 
 
+def _home_folder(settings: Settings) -> str | None:
+    """daemon.json's and status' ``home``: the home folder, None for the platform folders'."""
+    return None if settings.home is None else str(settings.home)
+
+
 @dataclass
 class DaemonMetrics:
     """Counters since the daemon started."""
@@ -695,7 +700,10 @@ class Daemon:
             "port": self.server.port,
             "token": self.token,
             "host": "127.0.0.1",
-            "home": home_name(self.settings),
+            # A script's --home: the home folder, or None for the platform folders' home (no
+            # folder of its own: pass no --home). home_name is the same said to a person.
+            "home": _home_folder(self.settings),
+            "home_name": home_name(self.settings),
             "started_at": self.started_at,
             "version": __version__,
             # The core schema this daemon writes: a newer localstore's `status` and `doctor`
@@ -1240,7 +1248,8 @@ class Daemon:
         return {
             "daemon": {
                 "pid": os.getpid(),
-                "home": home_name(self.settings),
+                "home": _home_folder(self.settings),  # (as in daemon.json)
+                "home_name": home_name(self.settings),
                 "started_at": self.started_at,
                 "uptime_s": round(_uptime_clock() - self._started_up, 3),
                 "device_id": self.store.device_id if self.store else "",

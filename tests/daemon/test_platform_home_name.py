@@ -76,13 +76,15 @@ def test_the_daemon_names_the_platform_home(user: Path, caplog: pytest.LogCaptur
     try:
         assert d.daemon.settings.paths.state == user / "state" / "LocalStore"
         with d.client() as c:
-            status = c.status()["daemon"]["home"]
+            status = c.status()["daemon"]
         ready = [r.getMessage() for r in caplog.records if "daemon ready" in r.getMessage()]
         assert len(ready) == 1, ready
         logged = re.search(r", home (.*), sync ", ready[0])
         # daemon.json's, the status', the log line's.
-        named = (d.state["home"], status, logged.group(1) if logged else ready[0])
+        named = (d.state["home_name"], status["home_name"], logged.group(1) if logged else ready[0])
         assert named == (_platform_name(user),) * 3
+        # For a script: no home folder, so no --home to pass (it was the state folder's parent).
+        assert d.state["home"] is None and status["home"] is None
     finally:
         d.daemon.stop()
         d.thread.join(30)

@@ -292,6 +292,7 @@ def test_a_text_result_loads_as_the_structural_result_or_is_not_taken(
     # (but for the final line break, which the structural step merges 3-way on whichever text
     # it takes: test_final_newline.py)
     if taken:
+        assert text is not None
         assert _body(out.content) == _body(text)
     else:
         # A side's text, or the dump (scalars spelled as the sides wrote them, test_spelling).
