@@ -31,6 +31,7 @@ import errno
 import json
 import logging
 import os
+import stat
 import unicodedata
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -164,6 +165,40 @@ def is_path_shape_error(exc: BaseException) -> bool:
             return True
         cause = cause.__cause__
     return False
+
+
+def path_unblocked(store: BlueprintStore, cur: Any, path: str) -> bool:
+    """Whether a server row parked as ``path_blocked`` at ``path`` would be stored now.
+
+    It was parked because the save found a file there that the index cannot record (its YAML or
+    meta does not parse, so writing over it would lose it) or that is no regular file (a link,
+    a special file), and refused the path (AlreadyExistsError). The same checks, read-only: the
+    path is free once nothing is there, or once an indexed blueprint holds it (the file was
+    fixed and recorded: it moves aside as any local blueprint in a pulled row's way). A link or
+    special file at either name, or an unindexed file, still blocks it. A few lstats and one
+    indexed lookup per parked row, so a cycle asks the server only when this changed (a fetch
+    that is refused again parks the row again, and this says "blocked" again).
+
+    A file fixed but not recorded yet (no watcher) waits for the reconcile that records it,
+    as an ``unparsable_local`` row waits for its file's. A path that does not normalize (a
+    stored path ``sync._shown`` escaped or cut names no file here) is left to a retry.
+    """
+    try:
+        rel = fs.normalize_path(path)
+    except LocalStoreError:
+        return False
+    for name in (rel, fs.meta_path_for(rel)):
+        try:
+            mode = os.lstat(store.root.joinpath(*name.split("/"))).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return False  # (unreadable, or a file where a folder of the path must be)
+        if not stat.S_ISREG(mode):
+            return False
+    if store._live_at(cur, rel) is not None:
+        return True
+    return not os.path.lexists(store.root.joinpath(*rel.split("/")))
 
 
 def _server_stamp(updated_at: str) -> str | None:

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -1071,16 +1071,23 @@ def unquarantine(cur: Any, blueprint_id: str) -> None:
     _unsettle(cur, blueprint_id)
 
 
-def parked_parsed_again(cur: Any) -> list[str]:
-    """Ids of server rows parked as ``unparsable_local`` whose local file parses now (or that
-    this device no longer holds): nothing makes them wait any more."""
+def parked_unblocked(cur: Any, path_free: Callable[[str], bool]) -> list[str]:
+    """Ids of server rows parked for a reason on this device that is gone, oldest first.
+
+    ``unparsable_local``: the blueprint's own file parses now (or this device no longer holds
+    it), read from the index. ``path_blocked``: a file the index cannot record (its YAML or meta
+    does not parse, a link) held the row's path; ``path_free(path)`` says whether it still does
+    (sync._apply.path_unblocked: a few lstats, the file was never indexed, so its fix, move or
+    removal leaves no trace in the index to query)."""
     return [
         str(r[0])
         for r in cur.execute(
-            "SELECT q.id FROM sync_quarantine q LEFT JOIN blueprints b ON b.id = q.id "
-            "WHERE q.direction = 'pull' AND q.code = 'unparsable_local' "
-            "AND (b.id IS NULL OR b.deleted OR b.flagged IS NULL) ORDER BY q.ts"
+            "SELECT q.id, q.code, q.path FROM sync_quarantine q "
+            "LEFT JOIN blueprints b ON b.id = q.id WHERE q.direction = 'pull' AND ("
+            "(q.code = 'unparsable_local' AND (b.id IS NULL OR b.deleted OR b.flagged IS NULL)) "
+            "OR q.code = 'path_blocked') ORDER BY q.ts"
         )
+        if r[1] != "path_blocked" or path_free(str(r[2]))
     ]
 
 

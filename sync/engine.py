@@ -81,6 +81,7 @@ from sync._apply import (
     drop_known,
     is_known,
     is_path_shape_error,
+    path_unblocked,
     utc_stamp,
 )
 from sync._kept_merges import sweep_kept_merges
@@ -644,7 +645,7 @@ class SyncEngine:
         self._judge_dirty()
         self._reconcile_before_push(report)
         self._push_pass(report)
-        self._rerun_parsed(report)
+        self._rerun_unblocked(report)
         self._pull_all(report)
         report.rounds = 1
         # Merges above made new local changes (merged texts, conflict copies, moved paths):
@@ -2039,8 +2040,9 @@ class SyncEngine:
             if isinstance(exc, StorageError) and not is_path_shape_error(exc):
                 raise  # the disk or the index: the pass stops, nothing is skipped
             # AlreadyExistsError here: a file at the path that the store cannot record (its YAML
-            # or meta does not parse) and so will not overwrite. Parked until the person fixes
-            # or moves it (`localstore sync --retry-quarantined`); raising would stop every pull.
+            # or meta does not parse) and so will not overwrite. Parked until the person fixes,
+            # moves or removes it (the next cycle then applies it: _rerun_unblocked); raising
+            # would stop every pull.
             code = (
                 "invalid_remote"
                 if isinstance(exc, InvalidInputError)
@@ -2339,19 +2341,23 @@ class SyncEngine:
                 # There is nothing to apply.
                 self._apply_rows([], report, unpark=sorted(left))
 
-    def _rerun_parsed(self, report: SyncReport) -> None:
-        """Apply again the server rows parked because their local file did not parse
-        (``unparsable_local``, see ``Applier._wait_for_parse``) once it parses again.
+    def _rerun_unblocked(self, report: SyncReport) -> None:
+        """Apply again the server rows parked for a reason on this device once it is gone: the
+        blueprint's own file did not parse (``unparsable_local``, see
+        ``Applier._wait_for_parse``) and parses again, or a file that cannot be indexed held the
+        row's path (``path_blocked``) and was fixed, moved or removed (``path_unblocked``).
 
         An edit made meanwhile raises the op id and its push meets the server's row (the entry
         goes with that newer base). A file fixed back to exactly its last synced text raises
         none: nothing is pushed, so the parked row (a delete, a newer revision) never ran again
         and the replicas stayed apart until someone ran ``--retry-quarantined``. Re-applying it
         here takes it as a delta pull would: the delete applies to an unedited copy, an edit
-        still beats it. One read of the quarantine per cycle; a fetch only for such rows.
+        still beats it. A blocked path's row had nothing else to bring it back either (the
+        cursor is past it). One read of the quarantine per cycle (and a few lstats per
+        ``path_blocked`` row); a fetch only for such rows whose reason is gone.
         """
         with self.store.index.read() as cur:
-            ids = st.parked_parsed_again(cur)
+            ids = st.parked_unblocked(cur, lambda path: path_unblocked(self.store, cur, path))
         if ids:
             self._refetch_parked(ids, report)
 
