@@ -167,6 +167,14 @@ def is_path_shape_error(exc: BaseException) -> bool:
     return False
 
 
+def copy_id_for(blueprint_id: str, local_hash: str, rev: int, device_id: str) -> str:
+    """The id of the conflict copy of ``blueprint_id``'s local version ``local_hash`` kept against
+    server rev ``rev`` on this device: derived, not random, so an apply run again after a kill
+    writes the same copy (not a second one), and the apply journal's recovery finds it
+    (``SyncEngine._recover_copy``)."""
+    return str(uuid.uuid5(_COPY_NAMESPACE, f"{blueprint_id}:{local_hash}:{rev}:{device_id}"))
+
+
 def path_unblocked(store: BlueprintStore, cur: Any, path: str) -> bool:
     """Whether a server row parked as ``path_blocked`` at ``path`` would be stored now.
 
@@ -782,11 +790,7 @@ class Applier:
     def _save_copy(self, local: Row, local_v: Version, r: ServerRow) -> tuple[str, str]:
         """Write the local version as a new blueprint next to ``local``; returns (id, path)."""
         stamp = utc_stamp(self.now())
-        copy_id = str(
-            uuid.uuid5(
-                _COPY_NAMESPACE, f"{local.id}:{local.content_hash}:{r.rev}:{self.store.device_id}"
-            )
-        )
+        copy_id = copy_id_for(local.id, local.content_hash, r.rev, self.store.device_id)
         copy_path = self._conflict_path_for(local.path, stamp=stamp, owner=copy_id)
         name = f"{local.name} (conflict {self.store.device_name} {stamp})"
         now = self.now().astimezone(UTC).isoformat().replace("+00:00", "Z")
