@@ -31,6 +31,7 @@ import errno
 import json
 import logging
 import os
+import stat
 import unicodedata
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -164,6 +165,48 @@ def is_path_shape_error(exc: BaseException) -> bool:
             return True
         cause = cause.__cause__
     return False
+
+
+def copy_id_for(blueprint_id: str, local_hash: str, rev: int, device_id: str) -> str:
+    """The id of the conflict copy of ``blueprint_id``'s local version ``local_hash`` kept against
+    server rev ``rev`` on this device: derived, not random, so an apply run again after a kill
+    writes the same copy (not a second one), and the apply journal's recovery finds it
+    (``SyncEngine._recover_copy``)."""
+    return str(uuid.uuid5(_COPY_NAMESPACE, f"{blueprint_id}:{local_hash}:{rev}:{device_id}"))
+
+
+def path_unblocked(store: BlueprintStore, cur: Any, path: str) -> bool:
+    """Whether a server row parked as ``path_blocked`` at ``path`` would be stored now.
+
+    It was parked because the save found a file there that the index cannot record (its YAML or
+    meta does not parse, so writing over it would lose it) or that is no regular file (a link,
+    a special file), and refused the path (AlreadyExistsError). The same checks, read-only: the
+    path is free once nothing is there, or once an indexed blueprint holds it (the file was
+    fixed and recorded: it moves aside as any local blueprint in a pulled row's way). A link or
+    special file at either name, or an unindexed file, still blocks it. A few lstats and one
+    indexed lookup per parked row, so a cycle asks the server only when this changed (a fetch
+    that is refused again parks the row again, and this says "blocked" again).
+
+    A file fixed but not recorded yet (no watcher) waits for the reconcile that records it,
+    as an ``unparsable_local`` row waits for its file's. A path that does not normalize (a
+    stored path ``sync._shown`` escaped or cut names no file here) is left to a retry.
+    """
+    try:
+        rel = fs.normalize_path(path)
+    except LocalStoreError:
+        return False
+    for name in (rel, fs.meta_path_for(rel)):
+        try:
+            mode = os.lstat(store.root.joinpath(*name.split("/"))).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return False  # (unreadable, or a file where a folder of the path must be)
+        if not stat.S_ISREG(mode):
+            return False
+    if store._live_at(cur, rel) is not None:
+        return True
+    return not os.path.lexists(store.root.joinpath(*rel.split("/")))
 
 
 def _server_stamp(updated_at: str) -> str | None:
@@ -747,11 +790,7 @@ class Applier:
     def _save_copy(self, local: Row, local_v: Version, r: ServerRow) -> tuple[str, str]:
         """Write the local version as a new blueprint next to ``local``; returns (id, path)."""
         stamp = utc_stamp(self.now())
-        copy_id = str(
-            uuid.uuid5(
-                _COPY_NAMESPACE, f"{local.id}:{local.content_hash}:{r.rev}:{self.store.device_id}"
-            )
-        )
+        copy_id = copy_id_for(local.id, local.content_hash, r.rev, self.store.device_id)
         copy_path = self._conflict_path_for(local.path, stamp=stamp, owner=copy_id)
         name = f"{local.name} (conflict {self.store.device_name} {stamp})"
         now = self.now().astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -1011,14 +1011,24 @@ def base_marks(cur: Any) -> dict[str, BaseMark]:
 # applied, the (id, seq, rev, path, hash, deleted) of its rows are committed here; the chunk's own
 # transaction clears them. Entries found at the next cycle name exactly the rows whose apply was
 # cut short; a dirty blueprint whose content matches its entry is the server's version.
+#
+# A row whose local copy has edits not yet pushed may be kept both ways (sync._apply._keep_both):
+# its entry also holds that copy's content hash ("local"), from which the conflict copy's id
+# follows (sync._apply.copy_id_for). A kill after the copy's files were written and before the
+# commit left the copy as an ordinary blueprint (reconcile adopts it) with no conflict record;
+# recovery finds the copy by that id and records the conflict again.
 
 JOURNAL_KEY = "apply_journal"
 
 
-def journal_write(cur: Any, rows: Iterable[Any]) -> None:
-    """Record the server rows about to be applied (ServerRow-like objects)."""
-    entries = [
-        {
+def journal_write(
+    cur: Any, rows: Iterable[Any], local_hashes: Mapping[str, str] | None = None
+) -> None:
+    """Record the server rows about to be applied (ServerRow-like objects), with the content
+    hash of each one's local copy that has unpushed edits (``local_hashes``, by id)."""
+    entries = []
+    for r in rows:
+        entry = {
             "id": r.id,
             "seq": r.seq,
             "rev": r.rev,
@@ -1026,9 +1036,28 @@ def journal_write(cur: Any, rows: Iterable[Any]) -> None:
             "hash": r.content_hash,
             "deleted": r.deleted,
         }
-        for r in rows
-    ]
+        if local_hashes and r.id in local_hashes:
+            entry["local"] = local_hashes[r.id]
+        entries.append(entry)
     set_state(cur, JOURNAL_KEY, json.dumps(entries))
+
+
+def dirty_hashes(cur: Any, ids: Sequence[str]) -> dict[str, str]:
+    """Content hash of each live, parsed blueprint of ``ids`` with edits not pushed yet (the
+    ones an apply may keep both ways), by id; one query per ``IN_CHUNK`` ids."""
+    found: dict[str, str] = {}
+    for i in range(0, len(ids), IN_CHUNK):
+        part = list(ids[i : i + IN_CHUNK])
+        found.update(
+            (str(r[0]), str(r[1]))
+            for r in cur.execute(
+                "SELECT b.id, b.content_hash FROM blueprints b "
+                "LEFT JOIN sync_items i ON i.id = b.id WHERE b.deleted = 0 AND b.flagged IS NULL "
+                f"AND b.op_id > coalesce(i.synced_op_id, 0) AND b.id IN ({','.join('?' * len(part))})",
+                part,
+            )
+        )
+    return found
 
 
 def journal_read(cur: Any) -> list[dict[str, Any]]:
@@ -1071,16 +1100,23 @@ def unquarantine(cur: Any, blueprint_id: str) -> None:
     _unsettle(cur, blueprint_id)
 
 
-def parked_parsed_again(cur: Any) -> list[str]:
-    """Ids of server rows parked as ``unparsable_local`` whose local file parses now (or that
-    this device no longer holds): nothing makes them wait any more."""
+def parked_unblocked(cur: Any, path_free: Callable[[str], bool]) -> list[str]:
+    """Ids of server rows parked for a reason on this device that is gone, oldest first.
+
+    ``unparsable_local``: the blueprint's own file parses now (or this device no longer holds
+    it), read from the index. ``path_blocked``: a file the index cannot record (its YAML or meta
+    does not parse, a link) held the row's path; ``path_free(path)`` says whether it still does
+    (sync._apply.path_unblocked: a few lstats, the file was never indexed, so its fix, move or
+    removal leaves no trace in the index to query)."""
     return [
         str(r[0])
         for r in cur.execute(
-            "SELECT q.id FROM sync_quarantine q LEFT JOIN blueprints b ON b.id = q.id "
-            "WHERE q.direction = 'pull' AND q.code = 'unparsable_local' "
-            "AND (b.id IS NULL OR b.deleted OR b.flagged IS NULL) ORDER BY q.ts"
+            "SELECT q.id, q.code, q.path FROM sync_quarantine q "
+            "LEFT JOIN blueprints b ON b.id = q.id WHERE q.direction = 'pull' AND ("
+            "(q.code = 'unparsable_local' AND (b.id IS NULL OR b.deleted OR b.flagged IS NULL)) "
+            "OR q.code = 'path_blocked') ORDER BY q.ts"
         )
+        if r[1] != "path_blocked" or path_free(str(r[2]))
     ]
 
 
@@ -1175,6 +1211,13 @@ def add_conflict(
         ),
     )
     return cid
+
+
+def has_conflict_for_copy(cur: Any, copy_id: str) -> bool:
+    """Whether a conflict record (open or resolved) names ``copy_id`` as its copy."""
+    return bool(
+        cur.execute("SELECT 1 FROM sync_conflicts WHERE copy_id = ? LIMIT 1", (copy_id,)).fetchall()
+    )
 
 
 def conflicts_from(cur: Any) -> int | None:

@@ -78,12 +78,14 @@ from sync._apply import (
     Prefetched,
     ancestor_probes,
     conflict_path,
+    copy_id_for,
     drop_known,
     is_known,
     is_path_shape_error,
+    path_unblocked,
     utc_stamp,
 )
-from sync._kept_merges import sweep_kept_merges
+from sync._kept_merges import highest_kept, sweep_kept_merges
 from sync._local import (
     LAST_ERROR_STATE_KEY,
     SYNC_STATES,
@@ -644,7 +646,7 @@ class SyncEngine:
         self._judge_dirty()
         self._reconcile_before_push(report)
         self._push_pass(report)
-        self._rerun_parsed(report)
+        self._rerun_unblocked(report)
         self._pull_all(report)
         report.rounds = 1
         # Merges above made new local changes (merged texts, conflict copies, moved paths):
@@ -2039,8 +2041,9 @@ class SyncEngine:
             if isinstance(exc, StorageError) and not is_path_shape_error(exc):
                 raise  # the disk or the index: the pass stops, nothing is skipped
             # AlreadyExistsError here: a file at the path that the store cannot record (its YAML
-            # or meta does not parse) and so will not overwrite. Parked until the person fixes
-            # or moves it (`localstore sync --retry-quarantined`); raising would stop every pull.
+            # or meta does not parse) and so will not overwrite. Parked until the person fixes,
+            # moves or removes it (the next cycle then applies it: _rerun_unblocked); raising
+            # would stop every pull.
             code = (
                 "invalid_remote"
                 if isinstance(exc, InvalidInputError)
@@ -2093,7 +2096,10 @@ class SyncEngine:
     def _journal(self, rows: Sequence[ServerRow]) -> None:
         if rows:
             with self.store.index.write() as cur:
-                st.journal_write(cur, rows)
+                # The local hashes of rows with unpushed edits: a keep-both's copy id follows
+                # from one (see _recover_copy). One query per chunk; none found on a download.
+                dirty = st.dirty_hashes(cur, [r.id for r in rows if not r.deleted])
+                st.journal_write(cur, rows, dirty)
 
     def _recover_journal(self) -> None:
         """Settle the rows of an apply that a kill cut short (see ``sync._state`` journal)."""
@@ -2102,12 +2108,15 @@ class SyncEngine:
             # which holds its lock, writes the journal, so none appears after this read).
             if not st.journal_read(cur):
                 return
+        events: list[Event] = []
         with self.store.index.write() as cur:
             for entry in st.journal_read(cur):
-                self._recover_entry(cur, entry)
+                self._recover_entry(cur, entry, events)
             st.journal_clear(cur)
+        if events:
+            self.store.events.publish(events)
 
-    def _recover_entry(self, cur: Any, entry: dict[str, Any]) -> None:
+    def _recover_entry(self, cur: Any, entry: dict[str, Any], events: list[Event]) -> None:
         row = _row_or_none(self.store, entry["id"])
         item = st.get_item(cur, entry["id"])
         if row is None or (item is not None and item.base_seq >= entry["seq"]):
@@ -2121,6 +2130,9 @@ class SyncEngine:
         text = cur.execute(
             "SELECT content, meta FROM revisions WHERE id = ? AND rev = ?", (row.id, row.rev)
         ).fetchall()
+        if not row.deleted and text and entry.get("local"):
+            # Before record_base: the record's base is the one the apply merged against.
+            self._recover_copy(cur, entry, item, revision_text(text[0][0]), events)
         st.record_base(
             cur,
             row.id,
@@ -2134,6 +2146,50 @@ class SyncEngine:
             synced_op_id=row.op_id,
             held_hash=row.content_hash,
         )
+
+    def _recover_copy(
+        self,
+        cur: Any,
+        entry: dict[str, Any],
+        item: st.ItemState | None,
+        remote: str,
+        events: list[Event],
+    ) -> None:
+        """Record again the conflict of a keep-both apply that a kill cut short.
+
+        The blueprint holds the server's version (the caller checked), so the apply got past
+        the copy: if a blueprint with the copy's id (derived from the local hash the journal
+        kept, ``copy_id_for``) is live here and no record names it, the kill came after its
+        files and before the commit, and reconcile adopted it as an ordinary blueprint: nobody
+        was told there was a conflict. Its text is the local version; the record's reason
+        cannot say what the merge found (that was decided inside, not journaled).
+        """
+        copy_id = copy_id_for(entry["id"], entry["local"], entry["rev"], self.store.device_id)
+        copy = self.store.row_by_id(copy_id, cur)
+        if copy is None or copy.deleted or st.has_conflict_for_copy(cur, copy_id):
+            return
+        local = cur.execute(
+            "SELECT content FROM revisions WHERE id = ? AND rev = ?", (copy.id, copy.rev)
+        ).fetchall()
+        known = item is not None and item.base_rev is not None
+        base = st.get_base(cur, entry["id"]) if known else None
+        cid = st.add_conflict(
+            cur,
+            blueprint_id=entry["id"],
+            path=entry["path"],
+            copy_id=copy_id,
+            copy_path=copy.path,
+            reason="content (recorded again after a sync was cut short)",
+            base=base.content if base is not None else None,
+            local=revision_text(local[0][0]) if local else "",
+            remote=remote,
+            base_rev=item.base_rev if item is not None else None,
+            remote_rev=entry["rev"],
+            above=highest_kept(self.store.paths.state),
+        )
+        detail = f"conflict #{cid}: local version kept at {copy.path}"
+        events.append(Event("conflict", entry["id"], entry["path"], "remote", detail=detail))
+        log.warning("sync: %s (recorded again after an interrupted sync)", detail)
 
     def _finish_apply(self, stats: ApplyStats, report: SyncReport) -> None:
         report.conflicts += stats.conflicts
@@ -2339,19 +2395,23 @@ class SyncEngine:
                 # There is nothing to apply.
                 self._apply_rows([], report, unpark=sorted(left))
 
-    def _rerun_parsed(self, report: SyncReport) -> None:
-        """Apply again the server rows parked because their local file did not parse
-        (``unparsable_local``, see ``Applier._wait_for_parse``) once it parses again.
+    def _rerun_unblocked(self, report: SyncReport) -> None:
+        """Apply again the server rows parked for a reason on this device once it is gone: the
+        blueprint's own file did not parse (``unparsable_local``, see
+        ``Applier._wait_for_parse``) and parses again, or a file that cannot be indexed held the
+        row's path (``path_blocked``) and was fixed, moved or removed (``path_unblocked``).
 
         An edit made meanwhile raises the op id and its push meets the server's row (the entry
         goes with that newer base). A file fixed back to exactly its last synced text raises
         none: nothing is pushed, so the parked row (a delete, a newer revision) never ran again
         and the replicas stayed apart until someone ran ``--retry-quarantined``. Re-applying it
         here takes it as a delta pull would: the delete applies to an unedited copy, an edit
-        still beats it. One read of the quarantine per cycle; a fetch only for such rows.
+        still beats it. A blocked path's row had nothing else to bring it back either (the
+        cursor is past it). One read of the quarantine per cycle (and a few lstats per
+        ``path_blocked`` row); a fetch only for such rows whose reason is gone.
         """
         with self.store.index.read() as cur:
-            ids = st.parked_parsed_again(cur)
+            ids = st.parked_unblocked(cur, lambda path: path_unblocked(self.store, cur, path))
         if ids:
             self._refetch_parked(ids, report)
 

@@ -1,6 +1,8 @@
 """A kill during a keep-both apply: the copy's files (and the server's version) written, the
 index not committed. The open's reconcile adopts the copy as a blueprint; the cycle that applies
-the row again must not make a second copy of the same local version (real process, SIGKILL)."""
+the row again must not make a second copy of the same local version, and the conflict record
+must be there after it: killed after both files were written, the copy survived as an ordinary
+blueprint with no record, so the person was never told (real process, SIGKILL)."""
 
 from __future__ import annotations
 
@@ -80,6 +82,12 @@ def test_a_kill_during_keep_both_leaves_one_copy(tmp_path: Path, where: str) -> 
     b = _file_device(tmp_path, "b", server_file)
     try:
         b.sync()
+        (record,) = b.engine.conflicts()
+        assert record.id == x and record.local == "name: x\nk: b\n"
+        assert record.remote == "name: x\nk: a\n" and record.base == "name: x\nk: 1\n"
+        assert record.copy_path == f"n/{copies[0].name}"
+        assert b.text(record.copy_id or "") == "name: x\nk: b\n"
+        assert b.engine.status().conflicts == 1
         a.sync()
         for d in (a, b):
             texts = sorted((i.path, d.text(i.id)) for i in d.store.list())
