@@ -698,10 +698,23 @@ def record_base(
     # A newer server row is now the base: an older one parked as unstorable is history (it
     # stayed listed, and counted as needing attention, after its successor was applied).
     cur.execute(_DROP_PULL_PARKED, (blueprint_id,))
+    if synced_op_id is not None:
+        cur.execute(_DROP_PUSH_SETTLED, (blueprint_id,))
     _unsettle(cur, blueprint_id)
 
 
 _DROP_PULL_PARKED = "DELETE FROM sync_quarantine WHERE id = ? AND direction = 'pull'"
+
+# A refused push whose blueprint has nothing left to push (synced at its current op id): the
+# change stopped being one without a push (a never-synced blueprint deleted, its delete settled
+# unsent; a pulled row taken over the local copy, or the copy's edit moved to a keep-both copy
+# with an id of its own). Left, the entry stayed listed as needing attention for good, with
+# nothing a retry could send. Only the accepted push (record_accepted) dropped entries before.
+_DROP_PUSH_SETTLED = (
+    "DELETE FROM sync_quarantine WHERE id = ?1 AND direction = 'push' "
+    "AND coalesce((SELECT op_id FROM blueprints WHERE id = ?1), 0) "
+    "<= coalesce((SELECT synced_op_id FROM sync_items WHERE id = ?1), 0)"
+)
 
 
 def drop_pull_parked(cur: Any, blueprint_id: str) -> None:
@@ -729,8 +742,9 @@ def record_synced_bases(cur: Any, saved: Sequence[tuple[Any, str]]) -> None:
     )
     cur.executemany(_BASE_UPSERT, [(r.id, r.rev, r.path, "", "", h) for r, h in saved])
     # As in record_base; one read first, so a download with nothing parked pays no deletes.
-    if cur.execute("SELECT 1 FROM sync_quarantine WHERE direction = 'pull' LIMIT 1").fetchall():
+    if cur.execute("SELECT 1 FROM sync_quarantine LIMIT 1").fetchall():
         cur.executemany(_DROP_PULL_PARKED, [(r.id,) for r in rows])
+        cur.executemany(_DROP_PUSH_SETTLED, [(r.id,) for r in rows])
 
 
 @dataclass(frozen=True, slots=True)
@@ -797,6 +811,7 @@ def mark_synced(cur: Any, blueprint_id: str, op_id: int) -> None:
         "synced_op_id = max(sync_items.synced_op_id, excluded.synced_op_id)",
         (blueprint_id, op_id),
     )
+    cur.execute(_DROP_PUSH_SETTLED, (blueprint_id,))  # (kept if edited since ``op_id``)
 
 
 def mark_unsynced(cur: Any, blueprint_id: str) -> None:
