@@ -296,3 +296,25 @@ def test_another_user_cannot_replace_a_blueprint_saved_under_umask_000(
         assert not (home / "blueprints" / "team").is_symlink()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_kept_copy_of_an_edit_is_private_in_a_data_folder_others_can_read(
+    tmp_path: Path, open_umask: None
+) -> None:
+    """The index is 0600 even in a data/ folder LocalStore did not make (above); the copies a
+    write keeps in data/recovered/ of a person's unparsable edit (the same text) were made in a
+    recovered/ folder of the umask's mode with 0644 files: readable by every local user, even the
+    edit of a blueprint its owner had made private (chmod 600)."""
+    import localstore
+
+    home = tmp_path / "h"
+    (home / "data").mkdir(parents=True, mode=0o755)
+    with localstore.open(home=home) as store:
+        yaml_file = store.abspath(store.save("private/plan", "steps: []\n").path)
+        yaml_file.chmod(0o600)
+        yaml_file.write_text("steps: [the secret plan\n")  # unparsable: kept before the save
+        store.save("private/plan", "steps: [a]\n")
+    recovered = home / "data" / "recovered"
+    (kept,) = [p for p in recovered.rglob("*") if p.is_file()]
+    assert kept.read_text() == "steps: [the secret plan\n"
+    assert _mode(recovered) == 0o700
