@@ -318,3 +318,23 @@ def test_a_kept_copy_of_an_edit_is_private_in_a_data_folder_others_can_read(
     (kept,) = [p for p in recovered.rglob("*") if p.is_file()]
     assert kept.read_text() == "steps: [the secret plan\n"
     assert _mode(recovered) == 0o700
+
+
+@pytest.mark.parametrize("passphrase", [None, "pw"])
+def test_a_new_bundle_is_not_writable_by_others_under_umask_000(
+    tmp_path: Path, open_umask: None, passphrase: str | None
+) -> None:
+    """A new bundle gets 0644 less the umask (docs/security.md), as a blueprint file does: its
+    temp was opened with open(), 0666 under umask 000, so another user could write their own
+    entries into the bundle the user was about to send (a plain one proves nothing about its
+    writer)."""
+    import localstore
+    from localstore import archive
+    from localstore.crypto import ScryptParams
+
+    out = tmp_path / "out.lsbundle"
+    with localstore.open(home=tmp_path / "h") as store:
+        store.save("a/plan", "v: 1\n")
+        fast = ScryptParams(log2_n=10, r=8, p=1)
+        archive.export_bundle(store, out, passphrase=passphrase, scrypt_params=fast)
+    assert _mode(out) == 0o644
