@@ -401,6 +401,10 @@ def keep_recovered(data_dir: Path, files: Sequence[tuple[str, bytes]]) -> list[P
     as a pair. Raises StorageError.
     """
     base = data_dir / "recovered"
+    # 0700 when made here: these are a person's edits (a private blueprint's too), and the index
+    # that holds the same text is 0600 even in a data/ folder others can read (one LocalStore did
+    # not make). An existing recovered/ keeps the mode its owner gave it.
+    fs.ensure_dir(base, mode=0o700)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     for n in range(1000):
         folder = base / (stamp if n == 0 else f"{stamp}-{n}")

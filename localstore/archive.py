@@ -616,7 +616,10 @@ def _write_zip(
     ids: list[str] = []
     paths: dict[str, str] = {}
     total = 0
-    with open(target, "wb") as raw, zipfile.ZipFile(raw, "w", allowZip64=True) as zf:
+    with (
+        open(target, "wb", opener=_document_opener) as raw,
+        zipfile.ZipFile(raw, "w", allowZip64=True) as zf,
+    ):
         # The manifest goes last because its hashes are known only once the files are written;
         # readers find it through the central directory, so its position does not matter.
         for i, info in enumerate(infos):
@@ -772,6 +775,13 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def _document_opener(path: str, flags: int) -> int:
+    """open()'s opener for a bundle's temps: 0644 less the umask, as a blueprint file. open()'s
+    own 0666 made a new bundle writable by every local user under umask 000 (a service
+    manager's): anyone could put their own entries in the bundle the user was about to send."""
+    return os.open(path, flags, 0o644)
+
+
 def _keep_mode(tmp: Path, dest: Path) -> None:
     """Give the new bundle the permissions of the file it replaces, as a blueprint save does.
 
@@ -814,7 +824,7 @@ def _encrypt_file(
     progress: ProgressCallback | None,
 ) -> None:
     total = src.stat().st_size
-    with open(src, "rb") as fin, open(dst, "xb") as fout:
+    with open(src, "rb") as fin, open(dst, "xb", opener=_document_opener) as fout:
         fout.write(ENCRYPTED_MAGIC)
         reader: Any = fin if progress is None else _CountingReader(fin, total, "encrypt", progress)
         crypto.encrypt_stream(reader, fout, passphrase, aad=ENCRYPTED_MAGIC, params=params)

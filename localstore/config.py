@@ -116,7 +116,8 @@ class Paths:
                 # and the daemon's pause are written in them, and a power cut that took a new
                 # data/ away took the index with every revision saved since.
                 missing = fs.missing_dirs(p)
-                p.mkdir(parents=True)
+                fs.make_parents(missing)  # (the home among them: not 0777 under umask 000)
+                p.mkdir()
                 for created in reversed(missing):
                     fs.flush_dir(created.parent)
             except FileExistsError as exc:

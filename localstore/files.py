@@ -1233,8 +1233,19 @@ def place_new(tmp: str, target: str) -> bool:
     return True
 
 
-def ensure_dir(directory: Path, *, mode: int = 0o777, parents: bool = True) -> None:
-    """Create a directory and its parents durably (``mode`` is the last one's, as mkdir's).
+# The mode of the folders LocalStore makes for the user's blueprints and for a home's parents
+# (less the umask, as mkdir applies it): never group or world writable, like the 0644 of a new
+# blueprint file. With mkdir's 0777, a daemon started under umask 000 (a service manager's) made
+# them 0777: another local user could then rename over or unlink any blueprint in them (a
+# file's own mode does not stop that, its folder's write bit does), put a link to a folder
+# outside the home in the place of one between a save's check and its write, or put their own
+# data/ or state/ in the home's place.
+FOLDER_MODE = 0o755
+
+
+def ensure_dir(directory: Path, *, mode: int = FOLDER_MODE, parents: bool = True) -> None:
+    """Create a directory and its parents durably (``mode`` is the last one's, as mkdir's; the
+    parents get FOLDER_MODE).
 
     ``parents=False``: only the directory itself, in a parent that must exist (a home's
     ``state/``, written by a running process: a home deleted or moved away meanwhile must not
@@ -1243,21 +1254,32 @@ def ensure_dir(directory: Path, *, mode: int = 0o777, parents: bool = True) -> N
     if not missing:
         return
     try:
-        directory.mkdir(mode=mode, parents=parents, exist_ok=True)
+        if parents:
+            make_parents(missing)
+        directory.mkdir(mode=mode, exist_ok=True)
     except OSError as exc:
         raise map_os_error(exc, "cannot create folder", directory) from exc
     for created in reversed(missing):
         fsync_dir(created.parent)
 
 
-def make_dirs(directory: Path, *, mode: int = 0o777) -> None:
+def make_dirs(directory: Path, *, mode: int = FOLDER_MODE) -> None:
     """``ensure_dir`` for callers whose contract is OSError. Raises OSError."""
     missing = missing_dirs(directory)
-    directory.mkdir(mode=mode, parents=True, exist_ok=True)
+    make_parents(missing)
+    directory.mkdir(mode=mode, exist_ok=True)
     # A new folder is an entry in its parent: until the parent is flushed a power cut can take
     # it away with everything written in it since, however durably (so each parent, upwards).
     for created in reversed(missing):
         flush_dir(created.parent)
+
+
+def make_parents(missing: Sequence[Path]) -> None:
+    """Make the parents among ``missing`` (``missing_dirs``' answer: the folder itself first,
+    not made here) with FOLDER_MODE, outermost first. (Path.mkdir(parents=True) makes them with
+    mkdir's 0777 whatever mode it is given.) Raises OSError."""
+    for parent in reversed(missing[1:]):
+        parent.mkdir(mode=FOLDER_MODE, exist_ok=True)
 
 
 def missing_dirs(directory: Path) -> list[Path]:

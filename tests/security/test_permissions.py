@@ -201,3 +201,140 @@ def test_the_detached_daemons_output_file_is_private(
     assert _mode(out) == 0o600
     if existing_mode is not None:
         assert out.read_text().startswith("old line\n")  # appended to, not truncated
+
+
+def _folders_from(top: Path) -> list[Path]:
+    """``top`` and every folder below it."""
+    return [top, *(Path(here, d) for here, dirs, _ in os.walk(top) for d in dirs)]
+
+
+def test_the_folders_made_for_a_home_and_its_blueprints_are_not_writable_by_others(
+    tmp_path: Path, open_umask: None
+) -> None:
+    """Under umask 000 the home (and the folders above it that did not exist), the blueprints
+    folder and every folder a save, a move or an import made were 0777: another local user
+    could rename over or unlink any blueprint in them (its file's 0644 does not stop that: the
+    folder's write bit does), put a link in the place of a folder between a save's check and
+    its write, or put their own data/ or state/ in the home's place."""
+    import localstore
+    from localstore import archive
+
+    top = tmp_path / "made"  # does not exist: LocalStore makes it as the home's parent
+    home = top / "home"
+    with localstore.open(home=home) as store:
+        store.save("team/deep/plan", "v: 1\n")
+        store.move("team/deep/plan", "moved/here/plan")
+        bundle = tmp_path / "b.lsbundle"
+        archive.export_bundle(store, bundle)
+    with localstore.open(home=top / "other") as other:  # its folders made by the import
+        archive.import_bundle(other, bundle)
+    caches = {top / name / "cache" for name in ("home", "other")}  # (see docs/security.md)
+    folders = [p for p in _folders_from(top) if p not in caches]
+    assert top / "other" / "blueprints" / "moved" / "here" in folders
+    open_to_others = {str(p): oct(_mode(p)) for p in folders if _mode(p) & 0o022}
+    assert open_to_others == {}
+    assert _mode(home) == 0o755  # readable, as the user's documents are (0644 files)
+    assert _mode(home / "blueprints" / "moved" / "here") == 0o755
+    for private in ("data", "state", "config"):
+        assert _mode(home / private) == 0o700
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0,
+    reason="needs root: the other local user's process runs under setpriv as another uid",
+)
+def test_another_user_cannot_replace_a_blueprint_saved_under_umask_000(
+    open_umask: None,
+) -> None:
+    """The attack the folder modes above allowed, by a process of another uid: put its own
+    text in the place of a blueprint the user saved (0644, so it cannot write the file itself),
+    and put a link to a folder outside the home in the place of one of the user's folders."""
+    import shutil
+    import tempfile
+
+    import localstore
+    from tests.conftest import bound_by_file_modes
+
+    # Not under tmp_path: pytest's base folder is 0700, which another uid cannot pass through.
+    base = Path(tempfile.mkdtemp(prefix="ls-other-user-"))
+    try:
+        base.chmod(0o755)
+        home = base / "home"
+        with localstore.open(home=home) as store:
+            plan = store.abspath(store.save("team/plan", "v: mine\n").path)
+        code = (
+            "import json, os, sys\n"
+            "plan = sys.argv[1]\n"
+            "team = os.path.dirname(plan)\n"
+            "done = {}\n"
+            "try:\n"
+            "    with open(team + '/.x', 'w') as f:\n"
+            "        f.write('v: theirs\\n')\n"
+            "    os.replace(team + '/.x', plan)\n"
+            "    done['replace'] = 'done'\n"
+            "except OSError as exc:\n"
+            "    done['replace'] = exc.strerror\n"
+            "try:\n"
+            "    os.rename(team, team + '.old')\n"
+            "    os.symlink('/etc', team)\n"
+            "    done['link'] = 'done'\n"
+            "except OSError as exc:\n"
+            "    done['link'] = exc.strerror\n"
+            "print(json.dumps(done))\n"
+        )
+        uid = 4242  # (an id nobody on the machine uses)
+        cmd = bound_by_file_modes([sys.executable, "-c", code, str(plan)])
+        cmd[1:1] = ["--reuid", str(uid), "--regid", str(uid), "--clear-groups"]
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, env={}, cwd="/", timeout=60, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == (
+            '{"replace": "Permission denied", "link": "Permission denied"}'
+        )
+        assert plan.read_text() == "v: mine\n"
+        assert not (home / "blueprints" / "team").is_symlink()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_kept_copy_of_an_edit_is_private_in_a_data_folder_others_can_read(
+    tmp_path: Path, open_umask: None
+) -> None:
+    """The index is 0600 even in a data/ folder LocalStore did not make (above); the copies a
+    write keeps in data/recovered/ of a person's unparsable edit (the same text) were made in a
+    recovered/ folder of the umask's mode with 0644 files: readable by every local user, even the
+    edit of a blueprint its owner had made private (chmod 600)."""
+    import localstore
+
+    home = tmp_path / "h"
+    (home / "data").mkdir(parents=True, mode=0o755)
+    with localstore.open(home=home) as store:
+        yaml_file = store.abspath(store.save("private/plan", "steps: []\n").path)
+        yaml_file.chmod(0o600)
+        yaml_file.write_text("steps: [the secret plan\n")  # unparsable: kept before the save
+        store.save("private/plan", "steps: [a]\n")
+    recovered = home / "data" / "recovered"
+    (kept,) = [p for p in recovered.rglob("*") if p.is_file()]
+    assert kept.read_text() == "steps: [the secret plan\n"
+    assert _mode(recovered) == 0o700
+
+
+@pytest.mark.parametrize("passphrase", [None, "pw"])
+def test_a_new_bundle_is_not_writable_by_others_under_umask_000(
+    tmp_path: Path, open_umask: None, passphrase: str | None
+) -> None:
+    """A new bundle gets 0644 less the umask (docs/security.md), as a blueprint file does: its
+    temp was opened with open(), 0666 under umask 000, so another user could write their own
+    entries into the bundle the user was about to send (a plain one proves nothing about its
+    writer)."""
+    import localstore
+    from localstore import archive
+    from localstore.crypto import ScryptParams
+
+    out = tmp_path / "out.lsbundle"
+    with localstore.open(home=tmp_path / "h") as store:
+        store.save("a/plan", "v: 1\n")
+        fast = ScryptParams(log2_n=10, r=8, p=1)
+        archive.export_bundle(store, out, passphrase=passphrase, scrypt_params=fast)
+    assert _mode(out) == 0o644
