@@ -44,6 +44,7 @@ from localstore import files as fs
 from localstore._revisions import revision_text
 from localstore.blueprint import BlueprintMeta, content_hash, parse_yaml
 from localstore.errors import (
+    AlreadyExistsError,
     DiskFullError,
     IndexStoreError,
     InvalidInputError,
@@ -84,6 +85,31 @@ _MAX_DEVICE_CHARS = 40
 # The most verdicts one merge remembers: the line step's result, the block merge's, the
 # structural result (Applier.judge_ahead stops before one could push out another's).
 _MERGE_VERDICTS = 3
+
+
+class UnparsedInTheWay(AlreadyExistsError):
+    """A local blueprint must leave a path (the server gives it to another), but its files do not
+    parse here: an edit in progress (a half-typed YAML), or a meta that went bad.
+
+    Moving it re-reads and re-checks its files (``store.move`` is a save at a new path), which
+    refused them (InvalidYAMLError) and stopped every sync cycle at the same blueprint until the
+    person fixed the file: nothing else synced meanwhile. Moving the pair as bytes would keep
+    them but take the file away from under the editor that has it open (its next save then
+    writes the finished text over the server's blueprint at the old path). So it is left
+    exactly as it is, as an ``unparsable_local`` row leaves it (Applier._wait_for_parse): a
+    pulled row that needs its path is parked (``path_blocked``, an AlreadyExistsError: it runs
+    again once the file parses, see :func:`path_unblocked`), and a push that met the path taken
+    is parked (``unparsable_local``, see the engine's ``_path_taken``). Once the file parses, it
+    moves aside as any blueprint in the way does.
+    """
+
+    def __init__(self, local: Row, path: str, taker: str) -> None:
+        super().__init__(
+            f"{local.path} does not parse here ({local.flagged}) and {taker} needs its path "
+            f"{path}: the file is left exactly as it is, and moves aside once it parses",
+            hint="fix the file (or move it), then sync",
+        )
+        self.local = local
 
 
 @dataclass
@@ -183,8 +209,9 @@ def path_unblocked(store: BlueprintStore, cur: Any, path: str) -> bool:
     a special file), and refused the path (AlreadyExistsError). The same checks, read-only: the
     path is free once nothing is there, or once an indexed blueprint holds it (the file was
     fixed and recorded: it moves aside as any local blueprint in a pulled row's way). A link or
-    special file at either name, or an unindexed file, still blocks it. A few lstats and one
-    indexed lookup per parked row, so a cycle asks the server only when this changed (a fetch
+    special file at either name, or an unindexed file, still blocks it, and so does an indexed
+    blueprint whose files do not parse now (flagged: :class:`UnparsedInTheWay`). A few lstats
+    and one indexed lookup per parked row, so a cycle asks the server only when this changed (a fetch
     that is refused again parks the row again, and this says "blocked" again).
 
     A file fixed but not recorded yet (no watcher) waits for the reconcile that records it,
@@ -204,8 +231,11 @@ def path_unblocked(store: BlueprintStore, cur: Any, path: str) -> bool:
             return False  # (unreadable, or a file where a folder of the path must be)
         if not stat.S_ISREG(mode):
             return False
-    if store._live_at(cur, rel) is not None:
-        return True
+    holder = store._live_at(cur, rel)
+    if holder is not None:
+        # An indexed blueprint whose files do not parse (flagged) is not moved aside either
+        # (sync._apply.UnparsedInTheWay): the row waits until they parse.
+        return holder.flagged is None
     return not os.path.lexists(store.root.joinpath(*rel.split("/")))
 
 
@@ -645,6 +675,8 @@ class Applier:
             # Nothing is left to move: moving it anyway failed this pass, and every pass after
             # it, on a deleted id.
             return None
+        if local.flagged:
+            raise UnparsedInTheWay(local, winner.path, f"the server's blueprint {winner.id}")
         text = self._text(cur, local)
         item = st.get_item(cur, local.id)
         # A blueprint the server already has is moved, not copied: resolving must keep it.
@@ -983,7 +1015,7 @@ class Applier:
         if other is None or other == owner:
             return
         if self._left_on_server(cur, other, path, r):
-            self._move_aside(cur, other)
+            self._move_aside(cur, other, r)
             return
         self.move_for_path_conflict(cur, other, r)
 
@@ -1008,7 +1040,7 @@ class Applier:
             and item.base_path.lower() == r.path.lower()
         )
 
-    def _move_aside(self, cur: Any, holder: str) -> None:
+    def _move_aside(self, cur: Any, holder: str, r: ServerRow) -> None:
         """Park a blueprint the server moved away at a free path until its own row arrives.
 
         No conflict record (it is nobody's copy: resolving one deleted the blueprint everywhere)
@@ -1021,6 +1053,10 @@ class Applier:
         # as clean); the store refuses a remote move over it (ChangedOnDiskError), which stopped
         # every cycle and rolled the recorded edit back with the row's savepoint.
         local = self._fresh(local) or local
+        if local.flagged:
+            # Its own row (which moves it away) waits for the file to parse, parked as
+            # unparsable_local; the store refused to move its files (see UnparsedInTheWay).
+            raise UnparsedInTheWay(local, r.path, f"the server's blueprint {r.id}")
         item = st.get_item(cur, holder)
         clean = local.op_id <= (item.synced_op_id if item is not None else 0)
         self.store.move(holder, self._conflict_path_for(local.path), origin="remote")

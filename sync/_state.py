@@ -1135,6 +1135,20 @@ def parked_unblocked(cur: Any, path_free: Callable[[str], bool]) -> list[str]:
     ]
 
 
+def parsed_push_parks(cur: Any) -> list[str]:
+    """Ids of pushes parked as ``unparsable_local`` (their path was taken on the server and their
+    file did not parse, so it could not move aside: sync.engine's ``_path_taken``) whose file
+    parses now, or that this device no longer holds live; read from the index."""
+    return [
+        str(r[0])
+        for r in cur.execute(
+            "SELECT q.id FROM sync_quarantine q LEFT JOIN blueprints b ON b.id = q.id "
+            "WHERE q.direction = 'push' AND q.code = 'unparsable_local' "
+            "AND (b.id IS NULL OR b.deleted OR b.flagged IS NULL) ORDER BY q.ts"
+        )
+    ]
+
+
 def quarantined(cur: Any) -> list[QuarantineEntry]:
     """Every parked entry, oldest first."""
     # Escaped again on the way out: a record an older version stored holds the server's text as

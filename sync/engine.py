@@ -76,6 +76,7 @@ from sync._apply import (
     Applier,
     ApplyStats,
     Prefetched,
+    UnparsedInTheWay,
     ancestor_probes,
     conflict_path,
     copy_id_for,
@@ -1600,11 +1601,18 @@ class SyncEngine:
         if current is None:
             raise ProtocolError(f"push conflict {result.reason!r} without the current row")
         if result.reason == "path_taken":
-            self._path_taken(cur, applier, change, current)
+            self._path_taken(cur, applier, change, current, report)
             return
         self._apply_one(cur, applier, current, report)
 
-    def _path_taken(self, cur: Any, applier: Applier, change: Change, winner: ServerRow) -> None:
+    def _path_taken(
+        self,
+        cur: Any,
+        applier: Applier,
+        change: Change,
+        winner: ServerRow,
+        report: SyncReport,
+    ) -> None:
         # If the holder is one of ours that is leaving that path (a later op of this push, or
         # the next pass), the collision is an ordering artefact: retry next round instead of
         # moving anything. Only if its move will really go up: one held back (it fails the
@@ -1635,7 +1643,18 @@ class SyncEngine:
         live_here = holder is not None and not holder.deleted
         if not live_here and self._arrived_early(cur, applier, change, winner):
             return
-        applier.move_for_path_conflict(cur, change.id, winner)
+        try:
+            applier.move_for_path_conflict(cur, change.id, winner)
+        except UnparsedInTheWay as exc:
+            # Its file does not parse here (an edit in progress): the store will not move it,
+            # and raising stopped every cycle here, nothing else synced. Parked at its current
+            # op id (a flag bumps none): an edit un-parks it, and so does the file parsing again
+            # as it was or its delete (_rerun_unblocked). It is then moved aside as usual, and
+            # the pulled row that wants its path (parked as path_blocked meanwhile) is stored.
+            op_id = st.current_op_id(cur, change.id)
+            st.quarantine(cur, change.id, op_id, change.path, "push", "unparsable_local", str(exc))
+            report.count_quarantined(change.id, _row_error(change.path, str(exc)))
+            log.warning("sync: %s quarantined: %s", shown(change.path), exc)
 
     def _rename_cycle(self, cur: Any, start: str, holder: str) -> bool:
         """True when the renames of this device lead from ``holder`` back to ``start``.
@@ -2412,6 +2431,17 @@ class SyncEngine:
         """
         with self.store.index.read() as cur:
             ids = st.parked_unblocked(cur, lambda path: path_unblocked(self.store, cur, path))
+            pushes = st.parsed_push_parks(cur)
+        if pushes:
+            # A push parked because its file did not parse where the server's blueprint wants
+            # the path (_path_taken): a file fixed back to exactly its recorded text raises no
+            # op id. The row parked for that path (below) usually moves it aside (a new op id),
+            # but not when no row is parked (the server's blueprint is held here at another
+            # path), and a file deleted instead left the entry listed for good. Un-parked, it
+            # goes up in this cycle's next push round.
+            with self.store.index.write() as cur:
+                for blueprint_id in st.parsed_push_parks(cur):
+                    st.unquarantine(cur, blueprint_id)
         if ids:
             self._refetch_parked(ids, report)
 
