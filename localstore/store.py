@@ -38,7 +38,14 @@ from localstore import files as fs
 from localstore._fts_text import SPLIT, indexed_text, shown
 from localstore._identity import DEVICE_KEY, ensure_device_id, recorded_device_id
 from localstore._kept_edits import keep_flagged, keep_set_aside, report_kept
-from localstore._listing import INFO_COLUMNS, ListingCache, below, collector_paused, infos
+from localstore._listing import (
+    INFO_COLUMNS,
+    ListingCache,
+    below,
+    collector_paused,
+    infos,
+    one_snapshot,
+)
 from localstore._presence import OpenMark, WatchPeriods, describe_pid
 from localstore._read_only import unwritable_reason
 from localstore._revisions import revision_text
@@ -3625,7 +3632,12 @@ class BlueprintStore:
         skip: int = 0,
         in_folder: tuple[str, builtins.list[str]] | None = None,
     ) -> builtins.list[SearchHit]:
-        with self.index.read() as cur:
+        # One snapshot for all of a search's statements (folder rows, counts, hits, their
+        # rows and snippets): each in its own read, another connection's commit in between
+        # (the daemon's watcher or sync next to an app) answered a hit with the row of after
+        # and the snippet of before, a deleted blueprint as a hit, and a page past the first
+        # failed with a KeyError (a hit no longer matched when its snippet was made).
+        with self.index.read() as cur, one_snapshot(cur):
             # Past the first page, snippets only for the hits kept (FTS5 tokenizes a hit's
             # text again for its snippet, ~60 us: page 50 made 1,000 of them for 20).
             rows = None if in_folder is None else _folder_rows(cur, *in_folder)
