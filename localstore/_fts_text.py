@@ -22,6 +22,7 @@ marker in a snippet is always one FTS5 put there.
 from __future__ import annotations
 
 import re
+from unicodedata import category as _category
 
 # Put around each character of a run to split (a noncharacter: never interchanged as text).
 SPLIT = "\uffff"
@@ -62,6 +63,12 @@ _RUN = re.compile(f"[{_SCRIPTS}]+")
 _WORK = re.compile(f"[{_SCRIPTS}{_RESERVED}]")
 _BLANK = re.compile(f"[{_RESERVED}]")
 _HIT = re.compile(f"{HIT_OPEN}([^{HIT_CLOSE}]*){HIT_CLOSE}")
+# What continues the character before it, for a cut (_whole): a combining mark (category M, which
+# holds the variation selectors), the zero-width joiner of emoji sequences, the skin-tone
+# modifiers; looked for this far from the cut.
+_ZWJ = "\u200d"
+_MODIFIERS = frozenset(map(chr, range(0x1F3FB, 0x1F400)))
+_WHOLE_SCAN = 32
 
 
 def _split_run(m: re.Match[str]) -> str:
@@ -99,6 +106,22 @@ def shown(snippet: str) -> tuple[str, tuple[tuple[str, bool], ...]]:
     return snippet.replace(HIT_OPEN, "[").replace(HIT_CLOSE, "]"), parts
 
 
+def _whole(text: str, at: int, step: int) -> int:
+    """``at``, or the nearest place towards ``step`` (-1: back, 1: on) within a few characters
+    where a cut keeps each character whole: not before a combining mark (NFD text, as macOS file
+    names give it: the mark was left on the "…", its letter shown bare), an emoji's skin-tone
+    modifier or a zero-width joiner, nor after a joiner. ``at`` as it is when there is none near
+    (a letter under dozens of marks)."""
+    for _ in range(_WHOLE_SCAN):
+        if at <= 0 or at >= len(text):
+            return at
+        c = text[at]
+        if not (_category(c)[0] == "M" or c == _ZWJ or c in _MODIFIERS or text[at - 1] == _ZWJ):
+            return at
+        at += step
+    return at - step * _WHOLE_SCAN
+
+
 def _trimmed(parts: tuple[tuple[str, bool], ...]) -> tuple[tuple[str, bool], ...]:
     """``parts`` with each one over GAP_MAX characters cut, an ellipsis where text was left out:
     the text before the first hit keeps its end, the text after the last its start, text between
@@ -109,13 +132,14 @@ def _trimmed(parts: tuple[tuple[str, bool], ...]) -> tuple[tuple[str, bool], ...
         if len(text) <= GAP_MAX:
             cut.append((text, hit))
         elif hit:
-            cut += [(text[:GAP_MAX], True), ("…", False)]
+            cut += [(text[: _whole(text, GAP_MAX, -1)], True), ("…", False)]
         elif i == 0 and last > 0:
-            cut.append(("…" + text[-GAP_MAX:], False))
+            cut.append(("…" + text[_whole(text, len(text) - GAP_MAX, 1) :], False))
         elif i == last:
-            cut.append((text[:GAP_MAX] + "…", False))
+            cut.append((text[: _whole(text, GAP_MAX, -1)] + "…", False))
         else:
-            cut.append((text[:half] + "…" + text[-half:], False))
+            head, tail = _whole(text, half, -1), _whole(text, len(text) - half, 1)
+            cut.append((text[:head] + "…" + text[tail:], False))
     merged: list[tuple[str, bool]] = []
     for text, hit in cut:  # (the ellipsis after a cut hit joins the text that follows it)
         if merged and not hit and not merged[-1][1]:

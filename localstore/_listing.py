@@ -45,7 +45,15 @@ from localstore.index import BLUEPRINTS_GEN
 if TYPE_CHECKING:
     from localstore.index import Index
 
-__all__ = ["INFO_COLUMNS", "ListingCache", "below", "collector_paused", "filter_words", "infos"]
+__all__ = [
+    "INFO_COLUMNS",
+    "ListingCache",
+    "below",
+    "collector_paused",
+    "filter_words",
+    "infos",
+    "one_snapshot",
+]
 
 INFO_COLUMNS = (
     "b.id, b.path, b.name, b.description, b.tags, b.author, b.version, b.created, b.modified, "
@@ -97,19 +105,8 @@ class ListingCache:
         # counter and the re-read of this connection's changed rows left a listing of two
         # moments (two blueprints at one path, when that commit moved one away and the other
         # onto it). Such a commit is then seen by the next call.
-        own_snapshot = conn.getautocommit()
-        if own_snapshot:
-            cur.execute("BEGIN")
-        try:
+        with one_snapshot(cur):
             return self._lookup(cur, sort, descending, load)
-        finally:
-            if own_snapshot and not conn.getautocommit():
-                try:
-                    cur.execute("COMMIT")  # (a read: nothing to write, cannot lose anything)
-                except BaseException:
-                    if not conn.getautocommit():
-                        cur.execute("ROLLBACK")
-                    raise
 
     def _lookup(
         self, cur: Any, sort: str, descending: bool, load: bool
@@ -206,6 +203,28 @@ def _sorted(
     if sort != "path":
         out.sort(key=_KEYS[sort], reverse=descending)  # (stable: ties keep the path order)
     return out
+
+
+@contextmanager
+def one_snapshot(cur: Any) -> Iterator[None]:
+    """Every statement of the block reads one snapshot of the index: a read transaction around
+    them, unless the connection is in a transaction already (a write's, or its caller's).
+    Outside one, each statement reads the latest commit, so another connection's commit can land
+    between two reads of one answer. Costs a BEGIN and a COMMIT (a few microseconds)."""
+    conn = cur.connection
+    own = conn.getautocommit()
+    if own:
+        cur.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if own and not conn.getautocommit():
+            try:
+                cur.execute("COMMIT")  # (a read: nothing to write, cannot lose anything)
+            except BaseException:
+                if not conn.getautocommit():
+                    cur.execute("ROLLBACK")
+                raise
 
 
 @contextmanager

@@ -38,7 +38,14 @@ from localstore import files as fs
 from localstore._fts_text import SPLIT, indexed_text, shown
 from localstore._identity import DEVICE_KEY, ensure_device_id, recorded_device_id
 from localstore._kept_edits import keep_flagged, keep_set_aside, report_kept
-from localstore._listing import INFO_COLUMNS, ListingCache, below, collector_paused, infos
+from localstore._listing import (
+    INFO_COLUMNS,
+    ListingCache,
+    below,
+    collector_paused,
+    infos,
+    one_snapshot,
+)
 from localstore._presence import OpenMark, WatchPeriods, describe_pid
 from localstore._read_only import unwritable_reason
 from localstore._revisions import revision_text
@@ -3625,7 +3632,12 @@ class BlueprintStore:
         skip: int = 0,
         in_folder: tuple[str, builtins.list[str]] | None = None,
     ) -> builtins.list[SearchHit]:
-        with self.index.read() as cur:
+        # One snapshot for all of a search's statements (folder rows, counts, hits, their
+        # rows and snippets): each in its own read, another connection's commit in between
+        # (the daemon's watcher or sync next to an app) answered a hit with the row of after
+        # and the snippet of before, a deleted blueprint as a hit, and a page past the first
+        # failed with a KeyError (a hit no longer matched when its snippet was made).
+        with self.index.read() as cur, one_snapshot(cur):
             # Past the first page, snippets only for the hits kept (FTS5 tokenizes a hit's
             # text again for its snippet, ~60 us: page 50 made 1,000 of them for 20).
             rows = None if in_folder is None else _folder_rows(cur, *in_folder)
@@ -4045,24 +4057,51 @@ def _fts_queries(query: str) -> tuple[str, str]:
     macOS hands out NFD) is searched in both, OR-ed: saves store names, descriptions and tags
     NFC, but older rows, content and meta files of other tools may hold NFD, and the tokenizer
     folds only Latin accents, not, say, Hangul jamo into syllables. (ASCII: nothing to do.)"""
-    exact, typed = _fts_query(query, prefix=False), _fts_query(query)
-    if query.isascii():
-        return exact, typed
+    if not isinstance(query, str) or query.isascii():
+        return _fts_query(query, prefix=False), _fts_query(query)
     forms = dict.fromkeys(
         (query, unicodedata.normalize("NFC", query), unicodedata.normalize("NFD", query))
     )
     if len(forms) == 1:
-        return exact, typed
+        return _fts_query(query, prefix=False), _fts_query(query)
+    # The word limit is the shortest form's (NFC's): each of the NFD form's Hangul jamo is a term
+    # of its own, so 29 Korean syllables typed (71 jamo) were refused as "71 words, more than
+    # the 64 a search takes". The cost: NFD has at most three terms a syllable, so the forms
+    # together hold up to about seven times the limit's terms (three times before, each form
+    # under it); measured, a 42-syllable query on 2,000 Korean blueprints holding every one of
+    # its syllables took 75 ms (a 64-term one 13 ms). Long pasted text is still refused.
+    words = min(_fts_words(f) for f in forms)
+    if words > SEARCH_MAX_WORDS:
+        raise _too_many_words(words)
     return (
-        " OR ".join(f"({_fts_query(f, prefix=False)})" for f in forms),
-        " OR ".join(f"({_fts_query(f)})" for f in forms),
+        " OR ".join(f"({_fts_query(f, prefix=False, counted=False)})" for f in forms),
+        " OR ".join(f"({_fts_query(f, counted=False)})" for f in forms),
     )
 
 
-def _fts_query(query: str, *, prefix: bool = True) -> str:
+def _too_many_words(words: int) -> LimitExceededError:
+    return LimitExceededError(
+        f"the search query has {words:,} words, more than the {SEARCH_MAX_WORDS} a search takes",
+        hint="search for fewer words (each character of Chinese, Japanese, Korean or Thai "
+        "counts as one): a few distinctive ones find the same blueprints",
+    )
+
+
+def _fts_words(query: str) -> int:
+    """The terms of ``query`` counted against SEARCH_MAX_WORDS, as _fts_query() counts them."""
+    # (Quoted or not, a chunk's words count the same: the quotes only split the text.)
+    return sum(
+        _terms(indexed_text(w))
+        for chunk in _UNSEARCHABLE.sub(" ", query).split('"')
+        for w in _query_words(chunk)
+    )
+
+
+def _fts_query(query: str, *, prefix: bool = True, counted: bool = True) -> str:
     """The FTS5 query for what someone typed: whole words, the last one also as a prefix (it may
     still be being typed), quoted text as a phrase. Prefixes cost: FTS5 merges the doclists of
-    every word they match before it can count or rank, so only the last word gets one."""
+    every word they match before it can count or rank, so only the last word gets one.
+    ``counted``: refuse more than SEARCH_MAX_WORDS words (else the caller counted them)."""
     if not isinstance(query, str):
         raise wrong_type(
             "the search query", query, "a string", hint="pass the words to search for as text"
@@ -4086,12 +4125,8 @@ def _fts_query(query: str, *, prefix: bool = True) -> str:
         found = [indexed_text(word) for word in _query_words(chunk)]
         words += sum(_terms(w) for w in found)
         parts.extend('"' + word + '"' for word in found)
-    if words > SEARCH_MAX_WORDS:
-        raise LimitExceededError(
-            f"the search query has {words:,} words, more than the {SEARCH_MAX_WORDS} a search takes",
-            hint="search for fewer words (each character of Chinese, Japanese, Korean or Thai "
-            "counts as one): a few distinctive ones find the same blueprints",
-        )
+    if counted and words > SEARCH_MAX_WORDS:
+        raise _too_many_words(words)
     if not parts:
         raise InvalidInputError(f"nothing to search for in {query!r}", hint="use letters or digits")
     # The last word, unless the query ends with a closed phrase or a character indexed as a

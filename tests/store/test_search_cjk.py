@@ -4,7 +4,9 @@ first. A real store in a temporary home, real SQLite."""
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
+from typing import Literal
 
 import apsw
 import pytest
@@ -79,6 +81,29 @@ def test_a_quoted_run_counts_its_characters_against_the_word_limit(store, query:
     assert "more than the 64" in info.value.message
     assert store.search('"' + "東" * 62 + '" 東京') == []  # (64 terms: at the limit)
     assert [h.info.path for h in store.search('"東京"')] == ["w/a.blueprint.yaml"]
+
+
+@pytest.mark.parametrize("form", ["NFC", "NFD"])
+def test_a_korean_query_under_the_limit_is_searched_in_either_form(
+    store, form: Literal["NFC", "NFD"]
+) -> None:
+    """Each character counts as one word (the limit's hint says so), but the query is also
+    searched in its other Unicode form, whose Hangul jamo (NFD) are two or three terms a
+    syllable, and that form was counted too: 29 syllables typed were refused as "71 words"."""
+    sentence = "서울의 날씨가 오늘은 매우 좋습니다 내일도 맑을 것 같아요 감사합니다"
+    assert len(sentence.replace(" ", "")) == 29
+    store.save("k/nfc", "steps: []\n", description=sentence)
+    store.save("k/nfd", f"t: {unicodedata.normalize('NFD', sentence)}\n")
+    store.save("k/other", "steps: []\n", description="서울")
+    query = unicodedata.normalize(form, sentence)
+    assert sorted(h.info.path for h in store.search(query)) == [
+        "k/nfc.blueprint.yaml",
+        "k/nfd.blueprint.yaml",
+    ]
+    # Still refused past the limit, counted as NFC counts (65 syllables).
+    with pytest.raises(LimitExceededError) as info:
+        store.search(unicodedata.normalize(form, "서울" * 32 + "날"))
+    assert "has 65 words" in info.value.message
 
 
 def test_an_index_of_schema_v3_is_split_by_its_migration(home: Path) -> None:
