@@ -4155,11 +4155,21 @@ def _query_words(text: str) -> builtins.list[str]:
     words = []
     for word in text.split():
         if not word.isalnum():
-            word = "".join(
-                c if c.isalnum() or unicodedata.category(c).startswith("M") else " " for c in word
-            )
-        words += [w for w in word.split() if any(c.isalnum() for c in w)]
+            word = "".join(c if c.isalnum() or _in_token(c) else " " for c in word)
+        words += [w for w in word.split() if any(c.isalnum() or _private(c) for c in w)]
     return words
+
+
+def _in_token(c: str) -> bool:
+    """A character inside a token that isalnum() does not say: a combining mark, or a private-use
+    one (unicode61's token characters are "L* N* Co": a Powerline or Nerd Font glyph glued to a
+    word, as in a branch name, is part of it; split off, the word was never found)."""
+    category = unicodedata.category(c)
+    return category.startswith("M") or category == "Co"
+
+
+def _private(c: str) -> bool:
+    return unicodedata.category(c) == "Co"
 
 
 def _collected_unclosed(
