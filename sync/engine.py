@@ -1517,9 +1517,18 @@ class SyncEngine:
                 else:
                     conflicts += 1
                     self._push_conflict(cur, applier, change, item, result, report)
+            # In the transaction that raised the op counter: committed after it, a kill in
+            # between left the counter above the server's highest op and the id as it was, and
+            # no later push met a used op id again (a home sharing the id kept it for good).
+            given_up = self._new_device_id() if reused else None
         self._finish_apply(stats, report)
-        if reused:
-            self._new_device_id()
+        if given_up is not None:
+            log.warning(
+                "sync: the server holds other changes under this home's device id %s (a home "
+                "restored from a backup, or a copy of another home); it pushes as %s from now on",
+                given_up,
+                self.store.device_id,
+            )
         for change, item in foreign:
             self._take_new_id(change, item, report)
         return conflicts
@@ -1762,7 +1771,7 @@ class SyncEngine:
             high,
         )
 
-    def _new_device_id(self) -> None:
+    def _new_device_id(self) -> str:
         """Push under a new device id from now on: another home may share this one.
 
         An ``op_id_reused`` answer means another change was pushed under this device id and op
@@ -1770,17 +1779,15 @@ class SyncEngine:
         shares its id (copied before copies took ids of their own, localstore._identity). In
         the second case the merge would also take the other home's writes for this one's own
         (its own-device checks), so the id is replaced, as a copy's would be at open; after a
-        restore that is harmless. After the commit of the batch, so a rolled-back batch leaves
-        the id as it was.
+        restore that is harmless. In the batch's own transaction, after its rows: the raised op
+        counter and the new id commit together, so a rolled-back batch leaves the id as it was,
+        and a kill cannot keep the one without the other (afterwards the counter is above the
+        server's ops and no later push meets a used op id: the shared id stayed for good).
+        Returns the id given up.
         """
         old = self.store.device_id
         replace_device_id(self.store.index, new_id)  # (store.device_id reads it from the index)
-        log.warning(
-            "sync: the server holds other changes under this home's device id %s (a home "
-            "restored from a backup, or a copy of another home); it pushes as %s from now on",
-            old,
-            self.store.device_id,
-        )
+        return old
 
     def _renew(self, cur: Any, blueprint_id: str) -> None:
         st.renew_push_op(cur, blueprint_id, self.store.index.next_op_id(cur))
