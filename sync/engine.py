@@ -1482,7 +1482,7 @@ class SyncEngine:
         # The app's validator on the conflicts' rows and merges, before the write lock.
         applier.judge_ahead(current)
         self._journal(current)
-        with self.store.index.write() as cur:
+        with self._detours_kept(), self.store.index.write() as cur:
             st.journal_clear(cur)
             # Accepted changes first, in three statements for the batch: they touch only their
             # own sync rows, so the order against the conflicts below does not matter.
@@ -1532,6 +1532,22 @@ class SyncEngine:
         for change, item in foreign:
             self._take_new_id(change, item, report)
         return conflicts
+
+    @contextmanager
+    def _detours_kept(self) -> Iterator[None]:
+        """Put the detours back as they were when the transaction around the body rolls back.
+
+        They follow the transaction: one added in it holds an op id drawn in it, which the
+        rollback hands out again (the next change of this device drew it too, and one of the
+        two pushes met ``op_id_reused``: a new device id for nothing, and one more round); one
+        used up in it is still to be pushed.
+        """
+        kept = dict(self._detours)
+        try:
+            yield
+        except BaseException:
+            self._detours = kept
+            raise
 
     def _take_new_id(self, change: Change, item: st.OutboxItem, report: SyncReport) -> None:
         """Give a blueprint the server refused as another user's (``not_owner``) an id of its own.
@@ -1633,7 +1649,8 @@ class SyncEngine:
             if winner.id not in self._detours and self._rename_cycle(cur, change.id, winner.id):
                 # Each rename of the cycle waits for the next to leave its path: none ever
                 # goes up. This one passes through a free path first; the others then follow
-                # in order, and it goes to its own path last.
+                # in order, and it goes to its own path last. (The op id is drawn in the
+                # batch's transaction: a rollback drops the detour too, _detours_kept.)
                 passing = self._passing_path(change.path)
                 self._detours[change.id] = (passing, self.store.index.next_op_id(cur))
             self._renew(cur, change.id)
