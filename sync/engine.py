@@ -1483,7 +1483,7 @@ class SyncEngine:
         # The app's validator on the conflicts' rows and merges, before the write lock.
         applier.judge_ahead(current)
         self._journal(current)
-        with self.store.index.write() as cur:
+        with self._detours_kept(), self.store.index.write() as cur:
             st.journal_clear(cur)
             # Accepted changes first, in three statements for the batch: they touch only their
             # own sync rows, so the order against the conflicts below does not matter.
@@ -1518,12 +1518,37 @@ class SyncEngine:
                 else:
                     conflicts += 1
                     self._push_conflict(cur, applier, change, item, result, report)
+            # In the transaction that raised the op counter: committed after it, a kill in
+            # between left the counter above the server's highest op and the id as it was, and
+            # no later push met a used op id again (a home sharing the id kept it for good).
+            given_up = self._new_device_id() if reused else None
         self._finish_apply(stats, report)
-        if reused:
-            self._new_device_id()
+        if given_up is not None:
+            log.warning(
+                "sync: the server holds other changes under this home's device id %s (a home "
+                "restored from a backup, or a copy of another home); it pushes as %s from now on",
+                given_up,
+                self.store.device_id,
+            )
         for change, item in foreign:
             self._take_new_id(change, item, report)
         return conflicts
+
+    @contextmanager
+    def _detours_kept(self) -> Iterator[None]:
+        """Put the detours back as they were when the transaction around the body rolls back.
+
+        They follow the transaction: one added in it holds an op id drawn in it, which the
+        rollback hands out again (the next change of this device drew it too, and one of the
+        two pushes met ``op_id_reused``: a new device id for nothing, and one more round); one
+        used up in it is still to be pushed.
+        """
+        kept = dict(self._detours)
+        try:
+            yield
+        except BaseException:
+            self._detours = kept
+            raise
 
     def _take_new_id(self, change: Change, item: st.OutboxItem, report: SyncReport) -> None:
         """Give a blueprint the server refused as another user's (``not_owner``) an id of its own.
@@ -1632,7 +1657,8 @@ class SyncEngine:
             if winner.id not in self._detours and self._rename_cycle(cur, change.id, winner.id):
                 # Each rename of the cycle waits for the next to leave its path: none ever
                 # goes up. This one passes through a free path first; the others then follow
-                # in order, and it goes to its own path last.
+                # in order, and it goes to its own path last. (The op id is drawn in the
+                # batch's transaction: a rollback drops the detour too, _detours_kept.)
                 passing = self._passing_path(change.path)
                 self._detours[change.id] = (passing, self.store.index.next_op_id(cur))
             self._renew(cur, change.id)
@@ -1781,7 +1807,7 @@ class SyncEngine:
             high,
         )
 
-    def _new_device_id(self) -> None:
+    def _new_device_id(self) -> str:
         """Push under a new device id from now on: another home may share this one.
 
         An ``op_id_reused`` answer means another change was pushed under this device id and op
@@ -1789,17 +1815,15 @@ class SyncEngine:
         shares its id (copied before copies took ids of their own, localstore._identity). In
         the second case the merge would also take the other home's writes for this one's own
         (its own-device checks), so the id is replaced, as a copy's would be at open; after a
-        restore that is harmless. After the commit of the batch, so a rolled-back batch leaves
-        the id as it was.
+        restore that is harmless. In the batch's own transaction, after its rows: the raised op
+        counter and the new id commit together, so a rolled-back batch leaves the id as it was,
+        and a kill cannot keep the one without the other (afterwards the counter is above the
+        server's ops and no later push meets a used op id: the shared id stayed for good).
+        Returns the id given up.
         """
         old = self.store.device_id
         replace_device_id(self.store.index, new_id)  # (store.device_id reads it from the index)
-        log.warning(
-            "sync: the server holds other changes under this home's device id %s (a home "
-            "restored from a backup, or a copy of another home); it pushes as %s from now on",
-            old,
-            self.store.device_id,
-        )
+        return old
 
     def _renew(self, cur: Any, blueprint_id: str) -> None:
         st.renew_push_op(cur, blueprint_id, self.store.index.next_op_id(cur))

@@ -9,9 +9,11 @@ renames, and every later edit of those blueprints on this device, stayed pending
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from localstore.errors import DiskFullError
 from sync.engine import SyncEngine
 from sync.errors import TransientError
 from sync.memory_remote import MemoryServer
@@ -129,3 +131,57 @@ def test_a_lost_answer_to_the_passing_push_keeps_the_swap(
     converge(a, b)
     assert_converged(server, a, b)
     assert a.engine.conflicts() == [] and a.store.device_id == device
+
+
+def test_a_batch_rolled_back_after_a_detour_draws_no_op_id_twice(
+    make_device: Callable[..., Device], server: MemoryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A storage error on a later row of the batch that gave a swap its passing path rolls the
+    batch back, the op counter with it. The passing path's op id, kept in memory, was then drawn
+    again by the next change of this device: one of the two pushes met ``op_id_reused`` (a new
+    device id for nothing, and one more round)."""
+    a, b = make_device("a"), make_device("b")
+    x = a.store.save("s/p", "x: 0\n").id
+    y = a.store.save("s/q", "y: 0\n").id
+    z = a.store.save("s/z", "z: 0\nk: 0\nm: 0\n").id
+    converge(a, b)
+    device = a.store.device_id
+    b.store.save("s/z", "z: 0\nk: 1\nm: 0\n")
+    b.sync()
+    a.store.move(x, "s/tmp")
+    a.store.move(y, "s/p")
+    a.store.move(x, "s/q")
+    a.store.save("s/z", "z: 0\nk: 0\nm: 1\n")  # z's push, after the swap's, meets b's edit
+    real = a.engine._push_conflict
+    failed: list[str] = []
+
+    def push_conflict(cur: Any, applier: Any, change: Change, *args: Any) -> None:
+        if change.id == z and not failed:
+            failed.append(change.id)
+            raise DiskFullError("injected: no space left for z's merge")
+        real(cur, applier, change, *args)
+
+    monkeypatch.setattr(a.engine, "_push_conflict", push_conflict)
+    reused: list[PushResult] = []
+    real_push = a.remote.push
+
+    def push(changes: list[Change], *, device: str) -> list[PushResult]:
+        results = real_push(changes, device=device)
+        reused.extend(r for r in results if r.code == "op_id_reused")
+        return results
+
+    monkeypatch.setattr(a.remote, "push", push)
+    with pytest.raises(DiskFullError):
+        a.sync()
+    assert failed == [z]
+    a.sync()
+    assert reused == []
+    assert a.store.device_id == device
+    assert a.engine.status().pending == 0
+    converge(a, b)
+    assert_converged(server, a, b)
+    assert server_snapshot(server) == {
+        x: ("s/q.blueprint.yaml", "x: 0\n"),
+        y: ("s/p.blueprint.yaml", "y: 0\n"),
+        z: ("s/z.blueprint.yaml", "z: 0\nk: 1\nm: 1\n"),
+    }
