@@ -252,7 +252,8 @@ _TUNABLES = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("
 
 
 def home_name(settings: Settings) -> str:
-    """The home as it is named to a person (messages, logs, daemon.json's and status' ``home``).
+    """The home as it is named to a person (messages, logs, daemon.json's and status'
+    ``home_name``).
 
     A home folder (``--home``, ``LOCALSTORE_HOME``) is its path. The platform folders' home has
     no folder of its own: it is named by its blueprints folder, with where its data and state
