@@ -1479,7 +1479,11 @@ class Daemon:
 
             proc = psutil.Process()
             gauges["rss_bytes"] = proc.memory_info().rss
-            gauges["open_files"] = proc.num_fds()
+            # psutil has no num_fds() on Windows (AttributeError, which metrics would raise):
+            # there the open handles are the same measure.
+            count_open = getattr(proc, "num_fds", None) or getattr(proc, "num_handles", None)
+            if count_open is not None:
+                gauges["open_files"] = count_open()
         return out
 
     def prometheus_text(self) -> str:
