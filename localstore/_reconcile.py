@@ -493,6 +493,13 @@ class Reconciler:
 
     # -- scanning ----------------------------------------------------------------------------------
 
+    @property
+    def moving(self) -> str | None:
+        """The id of the blueprint the last path given to ``ingest_locked`` was taking from
+        another path (a move), once its ingest got that far, committed or not; else None. The
+        watcher keeps such a blueprint at its old path while the move's ingest is retried."""
+        return self._moving
+
     def scan(self, indexed: Container[str] = ()) -> _Scan:
         """Stat every blueprint file under the root (no reads).
 
@@ -1231,6 +1238,7 @@ class Reconciler:
         from localstore.store import CheckReport
 
         report = CheckReport()
+        self._moving = None
         try:
             y_st = os.stat(self.store.root / rel, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):  # (ENOTDIR: a folder of it is a file)

@@ -225,6 +225,10 @@ class _Failing:
 
     tries: int = 0
     error: str = ""
+    # The blueprint this path's failed ingest was taking from another path (a move), and the
+    # paths it vanished from whose delete waits until this path is resolved (_held_for_move).
+    moving: str | None = None
+    held: set[str] = field(default_factory=set)
 
 
 class _BatchLost(Exception):
@@ -1507,6 +1511,10 @@ class Watcher:
         rec = Reconciler(self.store)
         failed: list[tuple[str, BaseException]] = []
         vanished: list[str] = []
+        # Failed paths that were taking a blueprint from another path (rel: its id), and the
+        # deletes kept back for such a move (old path, the moved path that failed).
+        moves: dict[str, str] = {}
+        held: list[tuple[str, str]] = []
         self._judge_ahead(items)
         try:
             with self.store.index.write():
@@ -1514,6 +1522,9 @@ class Watcher:
                     mark = len(rec.events)
                     try:
                         with self.store.index.write() as cur:
+                            if may_delete and (mover := self._held_for_move(cur, rel, moves)):
+                                held.append((rel, mover))
+                                continue
                             # An event (or a rescan) brought this path here: its stat alone
                             # does not prove the content is what the index holds.
                             if not rec.ingest_locked(
@@ -1525,6 +1536,8 @@ class Watcher:
                     # (Anything else too: a bug for one path must not stop the others.)
                     except Exception as exc:
                         del rec.events[mark:]
+                        if rec.moving is not None:
+                            moves[rel] = rec.moving
                         if self.store.index.conn.getautocommit():
                             # SQLite rolled the whole batch back (it does on SQLITE_FULL): the
                             # paths before this one are undone, and each one after it would
@@ -1545,6 +1558,7 @@ class Watcher:
             failed = [(rel, cause) for rel, _ in items]
             rec.events.clear()
             vanished = []
+            held = []
         self.stats.batches += 1
         self.stats.ingested += len(items) - len(failed)
         now = time.monotonic()
@@ -1556,10 +1570,46 @@ class Watcher:
             self._vanish(rel, now)
         for rel, error in failed:
             self._retry_later(rel, now, error)
+            if rel in moves:
+                self._failing[rel].moving = moves[rel]
+        for rel, mover in held:
+            failing = self._failing.get(mover)
+            if failing is None:  # (gone since: nothing holds the delete back any more)
+                self._vanish(rel, now)
+                continue
+            failing.held.add(rel)
+            log.info(
+                "keeping %s: its blueprint moved to %s, which cannot be indexed yet",
+                rel,
+                mover,
+            )
         self._update_ingest_problem()
         for ev in rec.events:
             self.stats.events[ev.kind] = self.stats.events.get(ev.kind, 0) + 1
         self.store.events.publish(rec.events)
+
+    def _held_for_move(self, cur: Any, rel: str, moves: dict[str, str]) -> str | None:
+        """The moved path whose failed ingest keeps the delete of ``rel`` back (its blueprint's
+        files moved there; ``moves`` are this batch's), None if nothing does.
+
+        Such a blueprint stays at its old path, its meta (perhaps with hand edits) with it,
+        until the move is indexed or its file is gone (``_forget_failure``; a rescan finds the
+        old path again meanwhile). Deleted after its grace, as before, its old meta was removed
+        and its id lost: the moved YAML, indexed later, got a new one without those edits.
+        """
+        rows = cur.execute(
+            "SELECT id FROM blueprints WHERE path = ? AND deleted = 0", (rel,)
+        ).fetchall()
+        if not rows:
+            return None
+        bp_id = str(rows[0][0])
+        for path, moving in moves.items():
+            if moving == bp_id:
+                return path
+        for path, failing in self._failing.items():
+            if failing.moving == bp_id and path != rel:
+                return path
+        return None
 
     def _retry_later(self, rel: str, now: float, exc: BaseException) -> None:
         """Schedule the next try of a path whose ingest failed, backing off; give up after
@@ -1620,8 +1670,14 @@ class Watcher:
 
     def _forget_failure(self, rel: str) -> bool:
         """``rel`` needs no retry any more (indexed, or nothing to index); True if it failed."""
-        if self._failing.pop(rel, None) is None:
+        failing = self._failing.pop(rel, None)
+        if failing is None:
             return False
+        # The move is resolved (indexed: its old path has nothing left to delete; or its file
+        # is gone): the deletes it held back are looked at again, after their grace.
+        now = time.monotonic()
+        for old in failing.held:
+            self._vanish(old, now)
         if not self._failing:
             log.info("indexing works again: every blueprint that failed is indexed")
         return True
