@@ -111,3 +111,42 @@ def test_a_link_in_the_way_still_blocks_and_its_removal_frees_the_path(
     a.sync()
     assert a.store.load(y).content == "from_b: 1\n" and a.engine.quarantined() == []
     assert target.read_text() == "k: 1\n"
+
+
+def test_a_merge_blocked_at_the_renamed_path_waits_and_then_merges(
+    make_device: Callable[..., Device],
+) -> None:
+    """A three-way merge (an edit here, a rename and an edit there) needs the server's new path,
+    held by a file that does not parse: the row is parked under the path that blocks it, waits
+    with no fetch per cycle, and merges once the file parses (it moves aside, kept).
+
+    The merged path differs from the row's only when the local rename wins, and then the
+    blueprint itself holds it: the path a merge is refused at is always the one recorded."""
+    a, b = make_device("a"), make_device("b")
+    x = a.store.save("p", "k: 1\nl: 1\n").id
+    a.sync()
+    b.sync()
+    (a.store.root / "p.blueprint.yaml").write_text("k: 2\nl: 1\n")
+    a.store.reconcile()
+    b.store.move(x, "q")
+    (b.store.root / "q.blueprint.yaml").write_text("k: 1\nl: 2\n")
+    b.store.reconcile()
+    b.sync()
+    broken = a.store.root / "q.blueprint.yaml"
+    broken.write_text("a: [unclosed\n")
+    a.store.reconcile()
+    a.sync()
+    assert [(q.id, q.code, q.path) for q in a.engine.quarantined()] == [
+        (x, "path_blocked", "q.blueprint.yaml")
+    ]
+    before = _fetches(a)
+    a.sync()
+    a.sync()
+    assert _fetches(a) == before
+    assert broken.read_text() == "a: [unclosed\n"
+    broken.write_text("z: 1\n")
+    a.store.reconcile()
+    a.sync()
+    assert a.engine.quarantined() == []
+    assert a.store.row(x).path == "q.blueprint.yaml" and a.text(x) == "k: 2\nl: 2\n"
+    assert "z: 1\n" in {t for _, t in a.snapshot().values()}
