@@ -12,6 +12,7 @@ from localstore.cli import (
     EXIT_ATTENTION,
     EXIT_USAGE,
     FILTER,
+    REVISION,
     TEXT,
     CliContext,
     errors_to_exit,
@@ -236,7 +237,7 @@ def save_cmd(
 @click.command("show")
 @click.argument("ref")
 @click.option("--meta", is_flag=True, help="Print the meta instead of the YAML.")
-@click.option("--rev", type=int, help="Show a past revision.")
+@click.option("--rev", type=REVISION, help="Show a past revision.")
 @pass_ctx
 def show_cmd(ctx: CliContext, ref: str, meta: bool, rev: int | None) -> None:
     """Print a blueprint's YAML (exactly as stored) or its meta."""
@@ -450,7 +451,7 @@ def history_cmd(ctx: CliContext, ref: str, limit: int | None, before: int | None
 
 @click.command("restore")
 @click.argument("ref")
-@click.argument("rev", type=int)
+@click.argument("rev", type=REVISION)
 @click.option("--path", "target", help="Restore to another path (when the old one is taken).")
 @pass_ctx
 def restore_cmd(ctx: CliContext, ref: str, rev: int, target: str | None) -> None:

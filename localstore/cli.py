@@ -383,6 +383,35 @@ class _FilterText(_Utf8Text):
 FILTER = _FilterText()
 
 
+def _revisions_hint(option: bool) -> str:
+    """Where revision numbers start, and how to name the latest (``option``: it was --rev)."""
+    latest = "leave --rev out for the latest; " if option else ""
+    return (
+        f"revisions count from 1, the first save; {latest}"
+        "'localstore history REF' lists them, the latest first"
+    )
+
+
+class _Revision(click.ParamType):
+    """A revision number: one below 1 is bad usage (exit 2), not "no revision -1" (exit 4).
+
+    Revisions count from 1; a person who typed -1 meant the latest (as Python's index), which
+    the not-found error did not tell them how to name."""
+
+    name = "integer"  # (the help's metavar, as click.INT's: docs/cli.md unchanged)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        rev = click.INT.convert(value, param, ctx)
+        if rev < 1:
+            option = isinstance(param, click.Option)
+            where = "--rev" if option else "REV"
+            raise _BadText(f"{where} {rev} is not a revision ({_revisions_hint(option)})", ctx=ctx)
+        return rev
+
+
+REVISION = _Revision()
+
+
 def _text_params(cmd: click.Command) -> None:
     """Make every plain-string parameter of a command (and of a group's commands) TEXT, in one
     place: a REF, PATH or QUERY that is not UTF-8 was 'no blueprint matches' (exit 4), an unsafe
@@ -413,12 +442,19 @@ def _usage_hint(exc: click.UsageError, args: list[str]) -> str:
         root, _, rest = path.partition(" ")
         example = f"{root} {_GLOBAL_OPTIONS[name]} {rest}"
         return f"{name} is a global option: put it before the command, as in '{example}'"
-    takes_value = any(isinstance(p, click.Argument) for p in exc.ctx.command.params)
+    arguments = [p for p in exc.ctx.command.params if isinstance(p, click.Argument)]
     word = next((a for a in args if a.startswith(name) and not a.startswith("--")), None)
-    if takes_value and word is not None and len(word) > 2 and not name.startswith("--"):
+    # A negative number is a value, never an option (no option is a digit), however short.
+    number = word is not None and word[1:].isdigit()
+    if number and any(isinstance(p.type, _Revision) for p in arguments):
+        # `localstore restore REF -1` (the latest, as in Python?): "after '--'" would only lead
+        # to the next error, as no revision is below 1.
+        return f"{word} is not a revision either: {_revisions_hint(option=False)}"
+    if arguments and word is not None and (len(word) > 2 or number) and not name.startswith("--"):
         # `localstore search -deploy` was "No such option '-d'": the query read as options.
         # (Not for a lone letter: `save -q x` is a mistyped option, and "save -- -q" would have
-        # saved a blueprint named '-q'.) The example keeps the other words, options first.
+        # saved a blueprint named '-q'; `-1` was skipped as one.) The example keeps the other
+        # words, options first.
         others = [a for a in args if a != word]
         example = " ".join([path, *others, "--", word])
         return f"a value that starts with '-' goes after '--', as in '{example}'"

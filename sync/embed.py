@@ -53,6 +53,7 @@ from sync._follow import (
     WatcherKeeper,
     close_remote,
     foreign_events,
+    realtime_health,
     session_lost,
     watcher_health,
 )
@@ -687,9 +688,12 @@ class EmbeddedSync:
         ``SyncStatus`` fields plus ``logged_in``, ``detail`` (why nothing syncs, with what to do),
         ``hint`` (what the person should do, as `localstore status` says it: log in, resolve
         the conflicts, fix the quarantined changes...; None when nothing), ``paused_since``
-        while paused, and ``running``: False once this sync ended, by ``stop()`` or on its own
+        while paused, ``running``: False once this sync ended, by ``stop()`` or on its own
         (state ``error``: another process took the home's lock, or the engine's thread ended;
-        the engine's own status keeps its last state). Reads the index."""
+        the engine's own status keeps its last state), and ``realtime``: the realtime channel's
+        health as the daemon's status has it (``state``, ``problem``, ``retry_in_s``,
+        ``failures``, ``stats``; docs/daemon.md, "Realtime health"), None while sync is off or
+        the remote has no realtime. Reads the index."""
         from sync.engine import WorkerState
 
         with self._mutex:
@@ -729,6 +733,11 @@ class EmbeddedSync:
             out["state"] = "error"
             details.append(ended)
         out["detail"] = "; ".join(details) or None
+        # The hint channel as the daemon's status has it (docs/daemon.md, "Realtime health"):
+        # None while sync is off (stopped, ended, logged out), as the daemon's null without an
+        # engine. The engine's remote, not self._remote: an app's own remote is not ours to
+        # close but is the one whose channel runs.
+        out["realtime"] = realtime_health(engine.remote) if out["running"] and not offline else None
         # (An app showed the counts with nothing to tell the person what to do about them.)
         out["hint"] = status_hint(
             out, UPGRADED_FIX if self.upgraded is not None else hint if offline else None

@@ -139,3 +139,49 @@ def test_an_import_that_skips_conflicts_says_how_to_take_them(run, tmp_path: Pat
     assert "--on-conflict merge" in r.stderr and "keep-both" in r.stderr
     r = there("--json", "import", str(second))
     assert r.exit_code == 3 and json.loads(r.stdout)["items"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("show", "x/a", "--rev", "-1"),
+        ("show", "x/a", "--rev=-1"),
+        ("show", "x/a", "--rev", "0"),
+        ("restore", "x/a", "--", "-1"),
+        ("restore", "x/a", "0"),
+    ],
+)
+def test_a_revision_below_1_is_bad_usage_that_says_where_revisions_start(
+    run, args: tuple[str, ...]
+) -> None:
+    """`show --rev -1 REF` (the latest, as a Python index?) was "x/a has no revision -1", exit 4
+    (not found), as if the blueprint had lost a revision."""
+    assert run("save", "x/a", input="a: 1\n").exit_code == 0
+    r = run(*args)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert "is not a revision (revisions count from 1" in r.stderr
+    assert "'localstore history REF' lists them" in r.stderr
+    assert ("leave --rev out for the latest" in r.stderr) == (args[0] == "show")
+    error = json.loads(run("--json", *args).stderr)["error"]
+    assert error["exit_code"] == 2 and "revisions count from 1" in error["message"]
+    assert run("show", "x/a", "--rev", "1").stdout == "a: 1\n"  # (1 is the first)
+
+
+def test_a_negative_number_read_as_an_option_gets_advice(run) -> None:
+    """`restore REF -1` and `search -1` said only "No such option '-1'.": the advice to put a
+    value that starts with '-' after '--' skipped words of two characters (for `save -q x`).
+    A negative number is never an option; for a revision, '--' would lead to the next error."""
+    assert run("save", "x/a", input="a: 1\n").exit_code == 0
+    r = run("restore", "x/a", "-1")
+    assert r.exit_code == 2
+    assert "No such option '-1'" in r.stderr
+    assert "-1 is not a revision either: revisions count from 1" in r.stderr
+    assert "'--'" not in r.stderr
+    error = json.loads(run("--json", "restore", "x/a", "-1").stderr)["error"]
+    assert error["exit_code"] == 2 and "revisions count from 1" in error["hint"]
+    r = run("search", "-1")
+    assert r.exit_code == 2
+    assert "as in 'localstore search -- -1'" in r.stderr
+    r = run("search", "--limit", "3", "-12")
+    assert "as in 'localstore search --limit 3 -- -12'" in r.stderr
