@@ -13,17 +13,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
-from localstore.config import load_settings
-from localstore.store import BlueprintStore
-from sync.engine import SyncEngine
-
-from .conftest import Device, assert_converged, assert_watermark_kept, close_device, converge
-from .file_remote import FileRemote, load_server
+from .conftest import assert_converged, assert_watermark_kept, close_device, converge
+from .file_remote import load_server
+from .test_base_recovery import _file_device
+from .test_device_identity import _forget_fingerprint
 
 _ROOT = Path(__file__).parents[2]
 BASE = "a: 1\nkeep: [1, 2, 3]\nmiddle: here\nmore: [4, 5, 6]\nb: 1\n"
@@ -54,23 +51,6 @@ SyncEngine._finish_apply = finish_apply
 store = BlueprintStore(load_settings(home=home, device_name="b"), maintenance=False)
 SyncEngine(store, FileRemote(Path(server))).sync_once()
 """
-
-
-def _file_device(root: Path, name: str, server_file: Path) -> Device:
-    home = root / name
-    store = BlueprintStore(load_settings(home=home, device_name=name), maintenance=False)
-    remote = FileRemote(server_file)
-    return Device(name, home, store, remote, SyncEngine(store, remote))  # type: ignore[arg-type]
-
-
-def _forget_fingerprint(home: Path) -> None:
-    """Make the index look as a version before fingerprints left it."""
-    db = sqlite3.connect(home / "data" / "index.db")
-    try:
-        with db:
-            db.execute("DELETE FROM settings WHERE key = 'device_fingerprint'")
-    finally:
-        db.close()
 
 
 def test_a_kill_after_a_reused_op_id_still_gives_the_home_a_device_id_of_its_own(

@@ -14,12 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from localstore.config import load_settings
-from localstore.store import BlueprintStore
-from sync.engine import SyncEngine
-
-from .conftest import Device, close_device, server_snapshot
-from .file_remote import FileRemote, load_server
+from .conftest import close_device, server_snapshot
+from .file_remote import load_server
+from .test_base_recovery import _file_device
 
 _ROOT = Path(__file__).parents[2]
 
@@ -44,13 +41,6 @@ else:
 store = BlueprintStore(load_settings(home=home, device_name="b"), maintenance=False)
 SyncEngine(store, FileRemote(Path(server))).sync_once()
 """
-
-
-def _file_device(root: Path, name: str, server_file: Path) -> Device:
-    home = root / name
-    store = BlueprintStore(load_settings(home=home, device_name=name), maintenance=False)
-    remote = FileRemote(server_file)
-    return Device(name, home, store, remote, SyncEngine(store, remote))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("where", ["save_remote", "add_conflict"])

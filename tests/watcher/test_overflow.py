@@ -61,6 +61,25 @@ def _storm(root: Path, events: int) -> None:
         p.unlink()
 
 
+def overflow(watcher: Watcher) -> None:
+    """Overflow ``watcher``'s inotify queue with a storm in its folder, its reader held meanwhile."""
+    reader = watcher._observer._inotify_fd  # watchdog's inotify reader thread (fault injection)
+    gate, held = threading.Event(), threading.Event()
+    original = reader.read_events
+
+    def held_read(*args: object, **kwargs: object) -> object:
+        held.set()
+        gate.wait(60)
+        return original(*args, **kwargs)
+
+    reader.read_events = held_read
+    (watcher.root / "wake.tmp").write_text("wake the reader so it parks in held_read")
+    assert held.wait(10)
+    _storm(watcher.root, _max_queued() + 1000)
+    reader.read_events = original
+    gate.set()
+
+
 @pytest.fixture(params=["WARNING", "ERROR"])
 def root_level(request: pytest.FixtureRequest) -> Iterator[str]:
     """The root logger's level; ERROR is what `localstore daemon --log-level ERROR` sets."""
@@ -80,21 +99,7 @@ def test_overflow_triggers_rescan_and_index_equals_disk(
     watcher: Watcher = make_watcher(store)
     watcher.start()
     assert watcher.wait_idle()
-    reader = watcher._observer._inotify_fd  # watchdog's inotify reader thread (fault injection)
-    gate, held = threading.Event(), threading.Event()
-    original = reader.read_events
-
-    def held_read(*args: object, **kwargs: object) -> object:
-        held.set()
-        gate.wait(60)
-        return original(*args, **kwargs)
-
-    reader.read_events = held_read
-    (store.root / "wake.tmp").write_text("wake the reader so it parks in held_read")
-    assert held.wait(10)
-    _storm(store.root, _max_queued() + 1000)
-    reader.read_events = original
-    gate.set()
+    overflow(watcher)
     assert watcher.wait_idle(120)
     assert watcher.stats.overflows >= 1
     assert watcher.stats.rescans >= 2

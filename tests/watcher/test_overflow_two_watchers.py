@@ -12,7 +12,6 @@ changes than the kernel queues pile up in its folder.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from localstore.config import load_settings
 from localstore.store import BlueprintStore
 from localstore.watcher import Watcher
 
-from .test_overflow import N_FILES, _assert_index_equals_disk, _max_queued, _storm
+from .test_overflow import N_FILES, _assert_index_equals_disk, overflow
 
 
 @pytest.fixture
@@ -31,25 +30,6 @@ def two_stores(tmp_path: Path) -> Iterator[tuple[BlueprintStore, BlueprintStore]
     yield stores[0], stores[1]
     for s in stores:
         s.close()
-
-
-def _overflow(watcher: Watcher) -> None:
-    """Overflow ``watcher``'s inotify queue with a storm in its folder, its reader held meanwhile."""
-    reader = watcher._observer._inotify_fd  # watchdog's inotify reader thread (fault injection)
-    gate, held = threading.Event(), threading.Event()
-    original = reader.read_events
-
-    def held_read(*args: object, **kwargs: object) -> object:
-        held.set()
-        gate.wait(60)
-        return original(*args, **kwargs)
-
-    reader.read_events = held_read
-    (watcher.root / "wake.tmp").write_text("wake the reader so it parks in held_read")
-    assert held.wait(10)
-    _storm(watcher.root, _max_queued() + 1000)
-    reader.read_events = original
-    gate.set()
 
 
 def test_overflow_rescans_only_its_own_watcher_once(
@@ -66,7 +46,7 @@ def test_overflow_rescans_only_its_own_watcher_once(
         assert w.wait_idle(30)
     rescans = (flooded.stats.rescans, quiet.stats.rescans)
 
-    _overflow(flooded)
+    overflow(flooded)
     # The flooded watcher is idle once its overflow rescan is done; a rescan request the other
     # watcher got from that overflow was queued before it, so the quiet watcher's fence (laid
     # now) comes back behind it.
