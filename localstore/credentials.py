@@ -234,16 +234,26 @@ def _close_leaked_connection(exc: BaseException) -> None:
         tb = tb.tb_next
 
 
+# The Secret Service's answer to a secret sent in a session it does not know.
+_NO_SESSION = "org.freedesktop.Secret.Error.NoSession"
+
+
 def _service_went_away(exc: BaseException) -> bool:
     """Whether a keychain call failed because the Secret Service could not be reached (worth
     one more try: D-Bus activation starts the daemon again)."""
     if isinstance(exc, keyring.errors.InitError):
         return True
     try:  # secretstorage exists only where the Secret Service backend can run (Linux, BSD)
+        from jeepney import DBusErrorResponse
         from secretstorage.exceptions import SecretServiceNotAvailableException
     except ImportError:
         return False
-    return isinstance(exc, SecretServiceNotAvailableException)
+    # NoSession: secretstorage opens its encryption session in one call and sends the secret
+    # (CreateItem, GetSecret) in the next; a daemon that went away in between, started again by
+    # activation, knows no such session. secretstorage passes the error on unwrapped.
+    return isinstance(exc, SecretServiceNotAvailableException) or (
+        isinstance(exc, DBusErrorResponse) and exc.name == _NO_SESSION
+    )
 
 
 @contextlib.contextmanager
@@ -377,7 +387,8 @@ class KeyringSecretBackend:
                 # disconnected": gnome-keyring aborts on a race of its own, and D-Bus activation
                 # starts it again). The daemon can go away later in the call too (at the
                 # collection's lock check, or in the item's create or search): secretstorage
-                # then raises its SecretServiceNotAvailableException unwrapped. Either way, once
+                # then raises its SecretServiceNotAvailableException unwrapped (or, gone between
+                # the session's opening and the secret's send, NoSession). Either way, once
                 # more: every call here is idempotent (a set replaces; a delete that did happen
                 # before the reply was lost is then refused, and delete() looks again).
                 if not _service_went_away(exc):
