@@ -465,6 +465,28 @@ def _pair_stats(scan: _Scan, rel: str) -> list[fs.FileStat]:
     return [scan.yamls[rel]] if m is None else [scan.yamls[rel], m]
 
 
+def _written_after(*stats: os.stat_result) -> int:
+    """The time (ns) a save's meta temp beside these files was written at or after: the latest
+    of their modification times that the wall clock has reached.
+
+    A time in the future says nothing of when a file was written here: a meta file synced from a
+    device whose clock runs ahead (Syncthing and rsync -t keep mtimes), restored from a backup,
+    touched by hand, or written before this clock was stepped back. Taken as the bound, it
+    refused the very temp of the update killed between its two renames, and reconcile recorded
+    the new YAML with the old meta (the update's name, tags and description lost, its temp later
+    swept as stale). Such a file counts by its change time instead (when it got here), or not at
+    all when that too lies ahead.
+    """
+    now_ns = time.time_ns()
+    bound = 0
+    for st in stats:
+        for t in (st.st_mtime_ns, st.st_ctime_ns):
+            if t <= now_ns:
+                bound = max(bound, t)
+                break
+    return bound
+
+
 class Reconciler:
     """One reconcile pass over a store (or one path of it)."""
 
@@ -1395,7 +1417,7 @@ class Reconciler:
                 meta_rel,
                 report,
                 same_id=row_at_path.id,
-                not_before=max(y_st.st_mtime_ns, m_st.st_mtime_ns),
+                not_before=_written_after(y_st, m_st),
             )
             meta_bytes = newer or meta_bytes
         meta: BlueprintMeta | None = None
@@ -1566,7 +1588,7 @@ class Reconciler:
             fs.meta_path_for(rel),
             report,
             same_id=moved.id,
-            not_before=max(y_st.st_mtime_ns, m_st.st_mtime_ns),
+            not_before=_written_after(y_st, m_st),
         )
         if newer is None:
             return None

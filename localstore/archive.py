@@ -600,6 +600,23 @@ def _zip_info(
     return info
 
 
+# What a zip entry's DOS date can hold (two-second steps, years 1980-2107).
+_ZIP_EARLIEST = (1980, 1, 1, 0, 0, 0)
+_ZIP_LATEST = (2107, 12, 31, 23, 59, 58)
+
+
+def _zip_time(now: datetime) -> tuple[int, int, int, int, int, int]:
+    """``now`` as a zip entry's date, held to the range a zip can store.
+
+    A clock outside it failed the export with zipfile's bare ValueError ("ZIP does not support
+    timestamps before 1980"): a board without a battery-backed clock starts at 1970 until NTP
+    answers, a dead CMOS battery resets a PC's clock to its firmware's year. The manifest's
+    ``created`` keeps the exact time; the entries' dates are only shown by zip tools.
+    """
+    when = (now.year, now.month, now.day, now.hour, now.minute, now.second)
+    return min(max(when, _ZIP_EARLIEST), _ZIP_LATEST)
+
+
 def _write_zip(
     store: BlueprintStore,
     infos: Sequence[BlueprintInfo],
@@ -609,8 +626,7 @@ def _write_zip(
     *,
     stored: frozenset[str] = frozenset(),
 ) -> list[str]:
-    now = datetime.now(UTC)
-    when = (now.year, now.month, now.day, now.hour, now.minute, now.second)
+    when = _zip_time(datetime.now(UTC))
     entries: list[dict[str, Any]] = []
     put_aside = _put_aside_here(store)
     ids: list[str] = []

@@ -1767,23 +1767,42 @@ def _revoke(project: CloudProject, session: Session, timeout_s: float) -> bool:
             project.anon_key,
             _client_options(_MemoryStorage(), http, auto_refresh=False),
         )
-        access_token = session.access_token
-        if (session.expires_at or 0) <= time.time() + EXPIRY_MARGIN:
-            # /logout wants a live access token, and the stored one has usually expired (no
-            # sync ran for an hour): it answered 403 bad_jwt and the session, refresh token
-            # included, stayed valid on the server. The refresh token gets a live one.
+
+        def live_token() -> str | None:
+            """A live access token from the refresh token; None if the session already ended."""
             try:
                 fresh = client.auth.refresh_session(session.refresh_token).session
             except auth_errors.AuthApiError as exc:
                 if exc.code in _REVOKED_AUTH_CODES:
-                    return True  # already ended on the server: nothing left to revoke
+                    return None  # already ended on the server: nothing left to revoke
                 raise
             if fresh is None:
                 raise AuthError("the server returned no session")
-            secrets += [fresh.access_token, fresh.refresh_token]
-            access_token = fresh.access_token
-        # scope=local revokes this session only; other devices stay signed in.
-        client.auth.admin.sign_out(access_token, "local")
+            secrets.extend([fresh.access_token, fresh.refresh_token])
+            return fresh.access_token
+
+        access_token: str | None = session.access_token
+        refreshed = (session.expires_at or 0) <= time.time() + EXPIRY_MARGIN
+        if refreshed:
+            # /logout wants a live access token, and the stored one has usually expired (no
+            # sync ran for an hour): it answered 403 bad_jwt and the session, refresh token
+            # included, stayed valid on the server. The refresh token gets a live one.
+            access_token = live_token()
+        if access_token is None:
+            return True
+        try:
+            # scope=local revokes this session only; other devices stay signed in.
+            client.auth.admin.sign_out(access_token, "local")
+        except auth_errors.AuthApiError as exc:
+            # The server judges expiry by its own clock: on a machine whose clock runs behind
+            # (NTP off, a dual boot's RTC kept in local time) a token it holds expired looked
+            # live here, /logout refused it, and the session stayed valid on the server.
+            if refreshed or not (exc.code == "bad_jwt" or exc.status == 401):
+                raise
+            access_token = live_token()
+            if access_token is None:
+                return True
+            client.auth.admin.sign_out(access_token, "local")
         return True
     except Exception as exc:  # noqa: BLE001 - logout proceeds locally whatever the server says
         # quiet: nothing retries a logout (no "will retry" line, no "sync retries" hint).

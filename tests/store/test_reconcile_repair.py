@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import unicodedata
 from pathlib import Path
 
@@ -294,6 +295,34 @@ def test_update_killed_between_its_renames_gets_its_new_meta(home: Path) -> None
         assert s.check().clean
     sweep_replaced_version(home, ".a.blueprint.yaml.*.lstmp", "v: 1\n")
     assert not list(root.glob("*.lstmp")) and not list(root.glob(".*.lstmp"))
+
+
+def test_update_killed_between_its_renames_gets_its_new_meta_despite_a_future_mtime(
+    home: Path,
+) -> None:
+    """A meta file whose mtime lies ahead (synced from a device whose clock runs fast, restored
+    from a backup, touched) does not make the killed update's own meta temp look older."""
+    with _open(home) as s:
+        bp = s.save("a", "v: 1\n", tags=["old"], description="old desc")
+    meta = home / "blueprints" / f"a{fs.META_SUFFIX}"
+    ahead = time.time_ns() + 86_400 * 10**9  # a day ahead of this clock
+    os.utime(meta, ns=(ahead, ahead))
+    with _open(home) as s:
+        assert s.check().clean  # (same bytes: only the recorded times move)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_BETWEEN_RENAMES, str(home)], env=env, check=False
+    )
+    assert child.returncode == 9
+    with _open(home) as s:
+        got = s.load(bp.id)
+        assert (got.content, got.meta.tags, got.meta.description) == (
+            "v: 2\n",
+            ("new",),
+            "new desc",
+        )
+        assert s.check().clean
+    assert not list((home / "blueprints").glob(".a.blueprint.meta.json.*.lstmp"))
 
 
 def test_older_meta_temp_is_not_taken_for_an_edit(home: Path) -> None:

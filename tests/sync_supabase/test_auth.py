@@ -20,6 +20,7 @@ from localstore.config import load_settings
 from localstore.credentials import CredentialStore
 from localstore.errors import CredentialError
 from localstore.index import Index
+from sync import supabase_remote
 from sync.errors import AuthError, AuthRevokedError, NotLoggedInError, SessionChangedError
 from sync.localcloud.stack import LocalCloud
 from sync.supabase_remote import (
@@ -268,6 +269,47 @@ def test_logout_revokes_a_session_whose_access_token_expired(
     assert logout(settings) is True
     assert _stored_session(tmp_path / "h") is None
     # The session is gone on the server: its refresh token (and any rotated from it) is refused.
+    refused = _refresh_grant(cloud, session["refresh_token"])
+    assert refused.status_code == 400, refused.text
+
+
+class _ClockBehind:
+    """A ``time`` module whose wall clock reads two hours behind the server's."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+    @staticmethod
+    def time() -> float:
+        return time.time() - 7200
+
+
+def test_logout_revokes_a_session_whose_access_token_expired_by_the_servers_clock_only(
+    cloud: LocalCloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine whose clock runs hours behind (NTP off, a dual boot's RTC in local time) took
+    a token the server holds expired for a live one: /logout refused it (bad_jwt), and the
+    session, refresh token included, stayed valid on the server ("did not confirm")."""
+    settings = load_settings(home=tmp_path / "h", environ={})
+    login(settings, cloud.url, cloud.anon_key, new_email(), PASSWORD, signup=True)
+    raw = _stored_session(tmp_path / "h")
+    assert raw is not None
+    session = json.loads(raw)
+    # The stored access token expired a minute ago by the server's clock (expires_at is its exp).
+    claims = jwt.decode(session["access_token"], options={"verify_signature": False})
+    claims.update(iat=int(time.time()) - 3660, exp=int(time.time()) - 60)
+    session["access_token"] = jwt.encode(claims, cloud.jwt_secret, algorithm="HS256")
+    session["expires_at"] = claims["exp"]
+    index = Index(settings.paths.index_db)
+    try:
+        CredentialStore(index, settings).set(session_credential_name(settings), json.dumps(session))
+    finally:
+        index.close()
+    # Fault injection: this machine's wall clock, as the logout reads it, is two hours behind.
+    monkeypatch.setattr(supabase_remote, "time", _ClockBehind())
+
+    assert logout(settings) is True
+    assert _stored_session(tmp_path / "h") is None
     refused = _refresh_grant(cloud, session["refresh_token"])
     assert refused.status_code == 400, refused.text
 
