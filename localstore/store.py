@@ -1161,17 +1161,23 @@ class BlueprintStore:
             )
         if not ref.strip():
             raise InvalidRefError("empty reference", hint="give an id, an id prefix or a path")
-        ref = ref.strip()
+        given, ref = ref, ref.strip()
         live = "" if include_deleted else " AND deleted = 0"
         if is_uuid(ref.lower()):
             row = self._row_by(cur, "id = ?" + live, (ref.lower(),))
             if row:
                 return row
-        try:
-            rel = fs.normalize_path(ref)
-        except UnsafePathError:
-            rel = None
-        if rel is not None:
+        rels: builtins.list[str] = []
+        # The path as given first: a name may start with spaces, and ``x `` is the file
+        # ``x .blueprint.yaml`` (only a part's last character may not be a space). Stripped
+        # first, ``rm " lead"`` deleted ``lead`` and `` lead`` could not be named at all. The
+        # stripped form stays the fallback (an id or path pasted with a space or newline).
+        for candidate in dict.fromkeys((given, ref)):
+            try:
+                rel = fs.normalize_path(candidate)
+            except UnsafePathError:
+                continue
+            rels.append(rel)
             row = self._live_at(cur, rel)
             if row:
                 return row
@@ -1196,7 +1202,7 @@ class BlueprintStore:
                 )
             if rows:
                 return Row.from_tuple(rows[0])
-        gone = None if include_deleted else self._deleted_by(cur, ref, rel)
+        gone = None if include_deleted else self._deleted_by(cur, ref, rels[0] if rels else None)
         if gone is not None:
             # ('localstore ls' would not show it: what helps is its history.)
             raise NotFoundError(
