@@ -1614,6 +1614,25 @@ def resolve_inside(root: Path, rel: str, *, real_root: Path | None = None) -> Pa
     return target
 
 
+def linked_folder(root: str, rel: str) -> str | None:
+    """The first folder of ``rel`` below ``root`` that is a symbolic link, if any.
+
+    The walk follows no link (walk_blueprint_files), so a blueprint under one is never seen by
+    reconcile or the watcher. A folder that is missing (the save makes it) or cannot be looked
+    at (the write says why) is none.
+    """
+    path = root
+    parts = rel.split("/")[:-1]
+    for n, part in enumerate(parts, 1):
+        path = path + os.sep + part
+        try:
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                return "/".join(parts[:n])
+        except OSError:
+            return None
+    return None
+
+
 def _no_links_below(root: str, rel: str) -> bool:
     """True if every folder of ``rel`` below ``root`` is a real directory or does not exist yet.
 
