@@ -277,15 +277,7 @@ def _refuse_root(store: BlueprintStore, live: int, what: str) -> NoReturn:
 
 def _linked_folder(root: Path, rel: str) -> str | None:
     """The first folder of ``rel`` below ``root`` that is a symbolic link, if any."""
-    parts = rel.split("/")[:-1]
-    for n in range(1, len(parts) + 1):
-        folder = "/".join(parts[:n])
-        try:
-            if stat.S_ISLNK(os.lstat(root / folder).st_mode):
-                return folder
-        except OSError:
-            return None
-    return None
+    return fs.linked_folder(os.fspath(root), rel)
 
 
 class _Listed(NamedTuple):

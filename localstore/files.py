@@ -174,6 +174,14 @@ def map_os_error(exc: OSError, action: str, path: Path | str) -> StorageError:
             f"{action} {path}: a folder has that name",
             hint="move that folder away (or rename it), or use another path",
         )
+    if exc.errno == errno.ENAMETOOLONG:
+        # The name rules bound a path's parts and characters, not its bytes after this home's
+        # own path (PATH_MAX: 4,096 on Linux): a path another device's shorter home holds can be
+        # too long here. "Check the disk" named no cause.
+        return StorageError(
+            f"{action} {path}: the path is too long for this system",
+            hint="use shorter folder and file names, or keep the home in a shorter folder",
+        )
     return StorageError(what, hint="check the disk and try again")
 
 
@@ -1250,7 +1258,13 @@ def ensure_dir(directory: Path, *, mode: int = FOLDER_MODE, parents: bool = True
     ``parents=False``: only the directory itself, in a parent that must exist (a home's
     ``state/``, written by a running process: a home deleted or moved away meanwhile must not
     be made again at its old path). Raises StorageError."""
-    missing = missing_dirs(directory)
+    try:
+        # (Inside the try: a path over the system's limit (ENAMETOOLONG, a deep home under a
+        # long path a shorter home synced) fails already in this stat, and an untyped OSError
+        # from here ended every sync pass at that one row.)
+        missing = missing_dirs(directory)
+    except OSError as exc:
+        raise map_os_error(exc, "cannot create folder", directory) from exc
     if not missing:
         return
     try:
@@ -1598,6 +1612,25 @@ def resolve_inside(root: Path, rel: str, *, real_root: Path | None = None) -> Pa
             hint="remove the symbolic link or use another folder",
         )
     return target
+
+
+def linked_folder(root: str, rel: str) -> str | None:
+    """The first folder of ``rel`` below ``root`` that is a symbolic link, if any.
+
+    The walk follows no link (walk_blueprint_files), so a blueprint under one is never seen by
+    reconcile or the watcher. A folder that is missing (the save makes it) or cannot be looked
+    at (the write says why) is none.
+    """
+    path = root
+    parts = rel.split("/")[:-1]
+    for n, part in enumerate(parts, 1):
+        path = path + os.sep + part
+        try:
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                return "/".join(parts[:n])
+        except OSError:
+            return None
+    return None
 
 
 def _no_links_below(root: str, rel: str) -> bool:

@@ -1161,17 +1161,23 @@ class BlueprintStore:
             )
         if not ref.strip():
             raise InvalidRefError("empty reference", hint="give an id, an id prefix or a path")
-        ref = ref.strip()
+        given, ref = ref, ref.strip()
         live = "" if include_deleted else " AND deleted = 0"
         if is_uuid(ref.lower()):
             row = self._row_by(cur, "id = ?" + live, (ref.lower(),))
             if row:
                 return row
-        try:
-            rel = fs.normalize_path(ref)
-        except UnsafePathError:
-            rel = None
-        if rel is not None:
+        rels: builtins.list[str] = []
+        # The path as given first: a name may start with spaces, and ``x `` is the file
+        # ``x .blueprint.yaml`` (only a part's last character may not be a space). Stripped
+        # first, ``rm " lead"`` deleted ``lead`` and `` lead`` could not be named at all. The
+        # stripped form stays the fallback (an id or path pasted with a space or newline).
+        for candidate in dict.fromkeys((given, ref)):
+            try:
+                rel = fs.normalize_path(candidate)
+            except UnsafePathError:
+                continue
+            rels.append(rel)
             row = self._live_at(cur, rel)
             if row:
                 return row
@@ -1196,7 +1202,7 @@ class BlueprintStore:
                 )
             if rows:
                 return Row.from_tuple(rows[0])
-        gone = None if include_deleted else self._deleted_by(cur, ref, rel)
+        gone = None if include_deleted else self._deleted_by(cur, ref, rels[0] if rels else None)
         if gone is not None:
             # ('localstore ls' would not show it: what helps is its history.)
             raise NotFoundError(
@@ -2020,11 +2026,11 @@ class BlueprintStore:
         rules = rules if rules is not None else fs.IgnoreRules.for_root(self.root)
         self._check_scanned(fs.normalize_path(path), rules)
 
-    @staticmethod
-    def _check_scanned(rel: str, rules: fs.IgnoreRules) -> None:
+    def _check_scanned(self, rel: str, rules: fs.IgnoreRules) -> None:
         """Refuse a path that reconcile and the watcher never look at (a hidden folder, a name
-        matching an ignore pattern): its blueprint would be recorded as deleted on the next open
-        although its files are intact. The rules are the walk's own (files.IgnoreRules).
+        matching an ignore pattern, a folder that is a symbolic link): its blueprint would be
+        recorded as deleted on the next open although its files are intact. The rules are the
+        walk's own (files.IgnoreRules).
 
         Raises UnsafePathError naming the folder or pattern."""
         hidden = next((f for f in rel.split("/")[:-1] if f.startswith(".")), None)
@@ -2033,6 +2039,18 @@ class BlueprintStore:
                 f"{rel}: the folder {hidden!r} is hidden (its name starts with '.'), and "
                 "LocalStore does not look inside hidden folders",
                 hint="use a folder name that does not start with '.'",
+            )
+        # A link to a folder inside the root passed resolve_inside, and the files landed in
+        # the link's target: the walk, which follows no link, then found them there as new
+        # blueprints (new ids: every one twice, pushed twice) and kept the saved one as
+        # not-scanned. (An lstat a folder of a new path; an indexed path is not asked.)
+        link = fs.linked_folder(self._root_str, rel)
+        if link is not None:
+            self.abspath(rel)  # (a link that leads outside, or loops, is refused as such first)
+            raise UnsafePathError(
+                f"{rel}: the folder {link!r} is a symbolic link, and LocalStore does not look "
+                "inside linked folders",
+                hint="save under the folder the link leads to, or replace the link by a folder",
             )
         for path in (rel, fs.meta_path_for(rel)):
             if rules.ignored(path):

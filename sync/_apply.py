@@ -332,9 +332,15 @@ def canonical_path(path: str) -> bool:
 
 
 def _out_of_view_message(
-    path: str, away: UnsafePathError, local: Row | None, copy: tuple[str, str, int] | None
+    path: str,
+    away: UnsafePathError,
+    local: Row | None,
+    copy: tuple[str, str, int] | None,
+    linked: str | None = None,
 ) -> str:
-    """The quarantine message of a row at a path this home never scans: why, and what to do."""
+    """The quarantine message of a row at a path this home never scans: why, and what to do.
+
+    ``linked``: the folder of ``path`` that is a symbolic link here, if that is why."""
     hidden = any(part.startswith(".") for part in path.split("/")[:-1])
     parts = [f"{away.message}; it was put there elsewhere, so this device does not keep it"]
     if local is not None and not local.deleted:
@@ -348,6 +354,11 @@ def _out_of_view_message(
         parts.append(
             ". To have it here again, move it out of the hidden folder with the client that put "
             "it there: the next sync brings it back"
+        )
+    elif linked is not None:
+        parts.append(
+            f". To have it here, replace the link {linked!r} by a folder and run `localstore "
+            "sync --retry-quarantined` (or move it elsewhere on another device)"
         )
     else:
         parts.append(
@@ -869,7 +880,8 @@ class Applier:
                 copy = self._keep_edit_out_of_view(cur, local, item, r)
             self.store.delete(local.id, origin="remote")
         self._record(cur, r, synced=True)
-        message = _out_of_view_message(r.path, away, local, copy)
+        linked = fs.linked_folder(str(self.store.root), r.path)
+        message = _out_of_view_message(r.path, away, local, copy, linked)
         st.quarantine(
             cur, r.id, st.current_op_id(cur, r.id), r.path, "pull", "unscanned_path", message
         )
