@@ -1,0 +1,82 @@
+"""Numbers on the command line that cannot mean anything (a count of 0, a revision below 1)
+are bad usage (exit 2) that says which values are allowed, not an empty answer a script takes
+for an empty store or history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from localstore.cli import cli
+
+
+@pytest.fixture
+def run(home: Path):
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None) -> Result:
+        return runner.invoke(cli, ["--home", str(home), *args], input=input, prog_name="localstore")
+
+    assert invoke("init").exit_code == 0
+    assert invoke("save", "x/a", input="a: 1\n").exit_code == 0
+    assert invoke("save", "x/a", input="a: 2\n").exit_code == 0
+    return invoke
+
+
+def _usage_error(run, args: tuple[str, ...]) -> str:
+    """The one ``error:`` line of a usage error; the same, as JSON, with --json."""
+    r = run(*args)
+    assert r.exit_code == 2, r.output
+    assert r.stdout == "" and r.stderr.startswith("error: "), r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
+    error = json.loads(run("--json", *args).stderr)["error"]
+    assert error["exit_code"] == 2 and error["message"] == r.stderr[len("error: ") : -1]
+    return r.stderr
+
+
+@pytest.mark.parametrize("before", ["-1", "0"])
+def test_history_before_a_revision_below_1_is_bad_usage(run, before: str) -> None:
+    """`history --before -1 REF` listed nothing, exit 0: an empty history, to a script paging
+    through it, where the user meant the latest (as a Python index)."""
+    for args in (("history", "--before", before, "x/a"), ("history", f"--before={before}", "x/a")):
+        stderr = _usage_error(run, args)
+        assert f"--before {before} is not a revision (revisions count from 1" in stderr
+        assert "leave --before out to start at the latest" in stderr
+    # 1 is a revision: the page below it is empty, and truly so.
+    r = run("--json", "history", "--before", "1", "x/a")
+    assert r.exit_code == 0 and json.loads(r.stdout) == []
+    r = run("--json", "history", "--before", "2", "x/a")
+    assert [item["rev"] for item in json.loads(r.stdout)] == [1]
+
+
+@pytest.mark.parametrize(
+    ("args", "unset"),
+    [
+        (("history", "x/a"), "leave --limit out for all of them"),
+        (("ls",), "leave --limit out for all of them"),
+        (("search", "a"), "leave --limit out for 20"),
+    ],
+)
+@pytest.mark.parametrize("limit", ["0", "-1"])
+def test_a_limit_below_1_is_bad_usage(run, args: tuple[str, ...], unset: str, limit: str) -> None:
+    """`--limit 0` listed nothing, exit 0: "0 blueprint(s)" to a script that computed it."""
+    stderr = _usage_error(run, (*args, "--limit", limit))
+    assert f"--limit must be 1 or more, not {limit} ({unset})" in stderr
+    r = run("--json", *args, "--limit", "1")
+    assert r.exit_code == 0 and len(json.loads(r.stdout)) == 1, r.output
+    # The range is in the help too.
+    assert "x>=1]" in run(args[0], "--help").stdout
+
+
+@pytest.mark.parametrize("args", [("history", "x/a"), ("ls",), ("search", "a")])
+def test_a_huge_limit_or_offset_is_no_error(run, args: tuple[str, ...]) -> None:
+    """One past 64 bits means the same as the largest (the store clamps it for SQLite)."""
+    huge = str(10**30)
+    r = run("--json", *args, "--limit", huge)
+    assert r.exit_code == 0 and len(json.loads(r.stdout)) >= 1, r.output
+    if args[0] != "history":
+        r = run("--json", *args, "--offset", huge)
+        assert r.exit_code == 0 and json.loads(r.stdout) == [], r.output
