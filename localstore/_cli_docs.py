@@ -35,7 +35,8 @@ Revisions count from 1 (the first save): `show --rev 0`, `restore REF -- -1` or 
 is bad usage (exit 2), not "no revision" (exit 4) or an empty history; `show` without `--rev` shows
 the latest, and `history` lists them, the latest first. A `--limit` (`ls`, `search`, `history`) is
 1 or more: `--limit 0` is bad usage, not an empty answer; leave it out for all of them (20 hits for
-`search`). A negative number click reads as an option (`search -1`) is told to go after `--`.
+`search`). Conflicts are numbered from 1 too: `conflicts show 0` is bad usage, not "no conflict".
+A negative number click reads as an option (`search -1`) is told to go after `--`.
 
 | exit code | meaning |
 |---|---|

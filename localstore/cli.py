@@ -421,6 +421,13 @@ REVISION = _Ordinal("revision", *_REVISIONS, latest="for the latest")
 # `history --before 0` (or -1) listed nothing, exit 0: an empty history, to a script paging
 # through it. (--before 1 stays an empty page: nothing is older than the first revision.)
 BEFORE_REVISION = _Ordinal("revision", *_REVISIONS, latest="to start at the latest")
+# `conflicts show -- -1` was the library's "cid must be >= 0", and `conflicts show 0` "there is
+# no conflict #0" (exit 4): conflicts are numbered from 1, as a new index's first one is.
+CONFLICT_NUMBER = _Ordinal(
+    "conflict number",
+    "conflicts are numbered from 1",
+    "'localstore conflicts list --all' lists them",
+)
 
 
 class _Count(click.IntRange):
@@ -494,10 +501,22 @@ def _usage_hint(exc: click.UsageError, args: list[str]) -> str:
         # (Not for a lone letter: `save -q x` is a mistyped option, and "save -- -q" would have
         # saved a blueprint named '-q'; `-1` was skipped as one.) The example keeps the other
         # words, options first.
-        others = [a for a in args if a != word]
+        # (args start after the top command: a subcommand's name, which the path holds, is
+        # not repeated: 'localstore conflicts show show -- -1'.)
+        others = [a for a in _after_subcommands(args, path) if a != word]
         example = " ".join([path, *others, "--", word])
         return f"a value that starts with '-' goes after '--', as in '{example}'"
     return ""
+
+
+def _after_subcommands(args: list[str], path: str) -> list[str]:
+    """``args`` (the words after the top command) without the names of the subcommands in
+    ``path`` ('localstore conflicts show': 'show'), each the first word so named."""
+    words = list(args)
+    for name in path.split()[2:]:
+        if name in words:
+            words.remove(name)
+    return words
 
 
 def _asks_for_json(args: list[str]) -> bool:

@@ -80,3 +80,43 @@ def test_a_huge_limit_or_offset_is_no_error(run, args: tuple[str, ...]) -> None:
     if args[0] != "history":
         r = run("--json", *args, "--offset", huge)
         assert r.exit_code == 0 and json.loads(r.stdout) == [], r.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("conflicts", "show", "0"),
+        ("conflicts", "show", "--", "-1"),
+        ("conflicts", "resolve", "0", "--take", "local"),
+        ("conflicts", "resolve", "--take", "local", "--", "-2"),
+    ],
+)
+def test_a_conflict_number_below_1_is_bad_usage(run, args: tuple[str, ...]) -> None:
+    """`conflicts show -- -1` was the library's "cid must be >= 0, not -1 (pass 0 or more as
+    cid)" and `conflicts show 0` "there is no conflict #0", exit 4: conflicts count from 1."""
+    number = next(a for a in args if a.lstrip("-").isdigit())
+    stderr = _usage_error(run, args)
+    assert f"CID {number} is not a conflict number (conflicts are numbered from 1" in stderr
+    assert "'localstore conflicts list --all' lists them" in stderr
+    assert run("conflicts", "list", "--all").exit_code == 0  # (the command it names exists)
+
+
+def test_a_negative_conflict_number_read_as_an_option_gets_advice(run) -> None:
+    """`conflicts show -1` advised "as in 'localstore conflicts show show -- -1'": the word after
+    `conflicts` was the subcommand's own name, repeated; and '--' only led to the next error."""
+    r = run("conflicts", "show", "-1")
+    assert r.exit_code == 2
+    assert "-1 is not a conflict number either: conflicts are numbered from 1" in r.stderr
+    assert "show show" not in r.stderr
+    r = run("cred", "get", "-xy")
+    assert r.exit_code == 2
+    assert "as in 'localstore cred get -- -xy'" in r.stderr, r.stderr
+
+
+def test_a_conflict_number_past_64_bits_is_not_found_as_typed(run) -> None:
+    """It was looked up as the largest 64-bit number, and the error named that one:
+    "there is no conflict #9223372036854775807"."""
+    huge = str(10**30)
+    r = run("conflicts", "show", huge)
+    assert r.exit_code == 4
+    assert r.stderr == f"error: there is no conflict #{huge} (see `localstore conflicts`)\n"
