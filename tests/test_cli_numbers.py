@@ -5,8 +5,10 @@ for an empty store or history."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -120,3 +122,48 @@ def test_a_conflict_number_past_64_bits_is_not_found_as_typed(run) -> None:
     r = run("conflicts", "show", huge)
     assert r.exit_code == 4
     assert r.stderr == f"error: there is no conflict #{huge} (see `localstore conflicts`)\n"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "allowed"),
+    [
+        ("--port", "-1", "0<=x<=65535"),
+        ("--port", "70000", "0<=x<=65535"),
+        ("--ttl", "0", "1<=x<=604800"),
+        ("--ttl", "-100", "1<=x<=604800"),
+        ("--ttl", "1000000000000", "1<=x<=604800"),
+    ],
+)
+def test_cloud_start_refuses_a_port_or_ttl_out_of_range_before_starting(
+    run, home: Path, option: str, value: str, allowed: str
+) -> None:
+    """`--port 70000` started PostgreSQL before the gateway's bind() failed (exit 1); a --ttl
+    below 1 gave tokens expired when issued ("JWT expired" at the first sync), and one of
+    10**12 s killed the client's refresh-timer thread with an OverflowError at login."""
+    r = run("cloud", "start", option, value)
+    if r.exit_code == 0:  # (a regression started the stack: stop it, then fail)
+        run("cloud", "stop")
+    assert r.exit_code == 2, r.output
+    assert f"Invalid value for '{option}': {value} is not in the range {allowed}" in r.stderr
+    assert not (home / "state" / "localcloud.log").exists()  # (nothing was started)
+
+
+def _commands(group: click.Group, ctx: click.Context) -> Iterator[click.Command]:
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None, name
+        yield command
+        if isinstance(command, click.Group):
+            yield from _commands(command, click.Context(command, parent=ctx, info_name=name))
+
+
+def test_every_number_the_cli_takes_has_a_range() -> None:
+    """A bare int took -1, 0 and 10**30 alike: `history --before -1` listed nothing, exit 0.
+    Each number is a range (IntRange, or a revision or conflict number, which start at 1)."""
+    bare = [
+        f"{command.name} {param.name}"
+        for command in _commands(cli, click.Context(cli, info_name="localstore"))
+        for param in command.params
+        if param.type is click.INT or param.type is click.FLOAT
+    ]
+    assert bare == []
