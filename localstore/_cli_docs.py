@@ -31,9 +31,12 @@ nothing is an empty answer for `ls` and `search` (exit 0; the title names the fi
 stderr says nothing matched, `--json` prints `[]`), and an error for `export` (exit 4, no file
 written: a bundle of nothing is never what a mistyped tag asked for).
 
-Revisions count from 1 (the first save): `show --rev 0` or `restore REF -- -1` is bad usage (exit 2),
-not "no revision" (exit 4); `show` without `--rev` shows the latest, and `history` lists them, the
-latest first. A negative number click reads as an option (`search -1`) is told to go after `--`.
+Revisions count from 1 (the first save): `show --rev 0`, `restore REF -- -1` or `history --before 0`
+is bad usage (exit 2), not "no revision" (exit 4) or an empty history; `show` without `--rev` shows
+the latest, and `history` lists them, the latest first. A `--limit` (`ls`, `search`, `history`) is
+1 or more: `--limit 0` is bad usage, not an empty answer; leave it out for all of them (20 hits for
+`search`). Conflicts are numbered from 1 too: `conflicts show 0` is bad usage, not "no conflict".
+A negative number click reads as an option (`search -1`) is told to go after `--`.
 
 | exit code | meaning |
 |---|---|

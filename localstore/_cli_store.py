@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from localstore.cli import (
+    BEFORE_REVISION,
     EXIT_ATTENTION,
     EXIT_USAGE,
     FILTER,
@@ -18,6 +19,7 @@ from localstore.cli import (
     errors_to_exit,
     fail,
     json_text,
+    limit_count,
     pass_ctx,
     write_bytes,
 )
@@ -148,7 +150,7 @@ def _note_nothing_matched(store: BlueprintStore, folder: str | None, tag: str | 
     The title alone ("0 blueprint(s)") read the same for a typo in a tag or folder as for an
     empty folder; this names what was asked and where to look. Only when no blueprint at all
     matches the filter: an empty answer for other reasons (a search whose words found nothing
-    among the blueprints tagged so, --limit 0, an --offset past the end) is no typo in it, and
+    among the blueprints tagged so, an --offset past the end) is no typo in it, and
     the note sent the user looking for one."""
     from localstore._listing import filter_words
 
@@ -266,8 +268,10 @@ def show_cmd(ctx: CliContext, ref: str, meta: bool, rev: int | None) -> None:
     help="Order by path, name, modified or created.",
 )
 @click.option("--desc", is_flag=True, help="Reverse the order.")
-# IntRange: a negative count is bad usage (exit 2), not a failure (it was exit 1).
-@click.option("--limit", type=click.IntRange(min=0), help="At most this many.")
+# A range: a count below it is bad usage (exit 2), not a failure (it was exit 1).
+@click.option(
+    "--limit", type=limit_count("leave --limit out for all of them"), help="At most this many."
+)
 @click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip this many.")
 @pass_ctx
 def ls_cmd(
@@ -313,7 +317,7 @@ def ls_cmd(
 @click.argument("query")
 @click.option(
     "--limit",
-    type=click.IntRange(min=0),
+    type=limit_count("leave --limit out for 20"),
     default=20,
     show_default=True,
     help="At most this many hits.",
@@ -395,12 +399,12 @@ def mv_cmd(ctx: CliContext, ref: str, new_path: str) -> None:
 @click.argument("ref")
 @click.option(
     "--limit",
-    type=click.IntRange(min=0),
+    type=limit_count("leave --limit out for all of them"),
     help="At most this many revisions (default: all of them).",
 )
 @click.option(
     "--before",
-    type=int,
+    type=BEFORE_REVISION,
     metavar="REV",
     help="Only revisions older than REV: the next page is --before the last rev listed.",
 )

@@ -1354,6 +1354,37 @@ class Reconciler:
             # race is the watcher's next event, or the next open).
             if not retried:
                 self._ingest_locked(cur, rel, scan, report, retried=True)
+        except (OSError, StorageError) as exc:
+            if self._moving is None and not _from_index(exc):
+                # Failed before its content could say whose it is (its YAML or meta cannot be
+                # read): its inode can. The caller then keeps the old path's blueprint (see
+                # ``moving``); without it, the old path was recorded deleted and its meta
+                # removed, and the YAML, readable again, got a new id.
+                self._moving = self._moved_here(cur, rel, scan)
+            raise
+
+    def _moved_here(self, cur: Any, rel: str, scan: _Scan) -> str | None:
+        """The id of the live blueprint whose YAML ``rel`` is by inode: the one the index
+        recorded at another path, which no longer holds that file (a rename keeps the inode;
+        a copy does not, nor does a hard link left at both paths). None if there is none."""
+        y = scan.yamls.get(rel)
+        if y is None:
+            return None
+        ino = fs.ino_key(y.st_ino)
+        rows = cur.execute(
+            "SELECT id, path FROM blueprints WHERE yaml_ino = ? AND deleted = 0 AND path != ?",
+            (ino, rel),
+        ).fetchall()
+        for bp_id, path in rows:
+            try:
+                there = os.stat(self.store.root / str(path), follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
+                return str(bp_id)
+            except OSError:
+                continue  # (cannot tell: not taken as moved)
+            if fs.ino_key(there.st_ino) != ino:
+                return str(bp_id)
+        return None
 
     def _ingest_once(
         self,

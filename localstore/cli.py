@@ -383,33 +383,78 @@ class _FilterText(_Utf8Text):
 FILTER = _FilterText()
 
 
-def _revisions_hint(option: bool) -> str:
-    """Where revision numbers start, and how to name the latest (``option``: it was --rev)."""
-    latest = "leave --rev out for the latest; " if option else ""
-    return (
-        f"revisions count from 1, the first save; {latest}"
-        "'localstore history REF' lists them, the latest first"
-    )
+class _Ordinal(click.ParamType):
+    """A number that counts from 1 (a revision, a conflict): one below 1 is bad usage (exit 2)
+    that says where the numbers start, not "no revision -1" (exit 4) or an empty answer.
 
-
-class _Revision(click.ParamType):
-    """A revision number: one below 1 is bad usage (exit 2), not "no revision -1" (exit 4).
-
-    Revisions count from 1; a person who typed -1 meant the latest (as Python's index), which
-    the not-found error did not tell them how to name."""
+    A person who typed -1 meant the latest (as Python's index), which the not-found error did
+    not tell them how to name. ``latest``: what leaving the option out means ("" for none)."""
 
     name = "integer"  # (the help's metavar, as click.INT's: docs/cli.md unchanged)
 
+    def __init__(self, noun: str, counts: str, listed: str, latest: str = "") -> None:
+        self.noun, self.counts, self.listed, self.latest = noun, counts, listed, latest
+
+    def advice(self, param: click.Parameter | None) -> str:
+        """Where the numbers start, how to leave ``param`` out (an option), where to list them."""
+        latest = ""
+        if isinstance(param, click.Option) and self.latest:
+            latest = f"leave {param.opts[0]} out {self.latest}; "
+        return f"{self.counts}; {latest}{self.listed}"
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        rev = click.INT.convert(value, param, ctx)
-        if rev < 1:
-            option = isinstance(param, click.Option)
-            where = "--rev" if option else "REV"
-            raise _BadText(f"{where} {rev} is not a revision ({_revisions_hint(option)})", ctx=ctx)
-        return rev
+        number = click.INT.convert(value, param, ctx)
+        if number < 1:
+            if isinstance(param, click.Option):
+                where = param.opts[0]
+            else:
+                where = param.human_readable_name if param is not None else self.noun
+            raise _BadText(f"{where} {number} is not a {self.noun} ({self.advice(param)})", ctx=ctx)
+        return number
 
 
-REVISION = _Revision()
+_REVISIONS = (
+    "revisions count from 1, the first save",
+    "'localstore history REF' lists them, the latest first",
+)
+REVISION = _Ordinal("revision", *_REVISIONS, latest="for the latest")
+# `history --before 0` (or -1) listed nothing, exit 0: an empty history, to a script paging
+# through it. (--before 1 stays an empty page: nothing is older than the first revision.)
+BEFORE_REVISION = _Ordinal("revision", *_REVISIONS, latest="to start at the latest")
+# `conflicts show -- -1` was the library's "cid must be >= 0", and `conflicts show 0` "there is
+# no conflict #0" (exit 4): conflicts are numbered from 1, as a new index's first one is.
+CONFLICT_NUMBER = _Ordinal(
+    "conflict number",
+    "conflicts are numbered from 1",
+    "'localstore conflicts list --all' lists them",
+)
+
+
+class _Count(click.IntRange):
+    """A count of items (--limit): below ``minimum`` is bad usage that says what to give and
+    what leaving the option out does (click's "0 is not in the range x>=1." said neither).
+
+    An IntRange still, so the help shows the range."""
+
+    def __init__(self, minimum: int, unset: str) -> None:
+        super().__init__(min=minimum)
+        self.unset = unset
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        count = click.INT.convert(value, param, ctx)
+        if self.min is not None and count < self.min:
+            where = param.opts[0] if isinstance(param, click.Option) else "the count"
+            raise _BadText(
+                f"{where} must be {self.min} or more, not {count} ({self.unset})", ctx=ctx
+            )
+        result: int = super().convert(count, param, ctx)
+        return result
+
+
+def limit_count(unset: str) -> click.ParamType:
+    """The type of a --limit: 1 or more. (--limit 0 listed nothing, exit 0: to a script that
+    computed it, an empty store or an empty history; -1 was click's bare "not in the range".)"""
+    return _Count(1, unset)
 
 
 def _text_params(cmd: click.Command) -> None:
@@ -446,19 +491,32 @@ def _usage_hint(exc: click.UsageError, args: list[str]) -> str:
     word = next((a for a in args if a.startswith(name) and not a.startswith("--")), None)
     # A negative number is a value, never an option (no option is a digit), however short.
     number = word is not None and word[1:].isdigit()
-    if number and any(isinstance(p.type, _Revision) for p in arguments):
+    ordinal = next((p.type for p in arguments if isinstance(p.type, _Ordinal)), None)
+    if number and ordinal is not None:
         # `localstore restore REF -1` (the latest, as in Python?): "after '--'" would only lead
-        # to the next error, as no revision is below 1.
-        return f"{word} is not a revision either: {_revisions_hint(option=False)}"
+        # to the next error, as no revision (or conflict) is numbered below 1.
+        return f"{word} is not a {ordinal.noun} either: {ordinal.advice(None)}"
     if arguments and word is not None and (len(word) > 2 or number) and not name.startswith("--"):
         # `localstore search -deploy` was "No such option '-d'": the query read as options.
         # (Not for a lone letter: `save -q x` is a mistyped option, and "save -- -q" would have
         # saved a blueprint named '-q'; `-1` was skipped as one.) The example keeps the other
         # words, options first.
-        others = [a for a in args if a != word]
+        # (args start after the top command: a subcommand's name, which the path holds, is
+        # not repeated: 'localstore conflicts show show -- -1'.)
+        others = [a for a in _after_subcommands(args, path) if a != word]
         example = " ".join([path, *others, "--", word])
         return f"a value that starts with '-' goes after '--', as in '{example}'"
     return ""
+
+
+def _after_subcommands(args: list[str], path: str) -> list[str]:
+    """``args`` (the words after the top command) without the names of the subcommands in
+    ``path`` ('localstore conflicts show': 'show'), each the first word so named."""
+    words = list(args)
+    for name in path.split()[2:]:
+        if name in words:
+            words.remove(name)
+    return words
 
 
 def _asks_for_json(args: list[str]) -> bool:

@@ -376,13 +376,15 @@ def list_conflicts(
 def get_conflict(store: BlueprintStore, cid: int) -> ConflictRecord:
     """One conflict record. Raises ConflictNotFoundError when there is none with that number."""
     store_arg(store)
-    cid = _cid_arg(cid)
+    # (The number as asked in the error: one past 64 bits is looked up as the largest, and
+    # "no conflict #9223372036854775807" named a number nobody typed.)
+    number = _cid_arg(cid)
     if _never_synced_read_only(store):
         record = None
     else:
         ensure_schema(store)
         with store.index.read() as cur:
-            record = st.get_conflict(cur, cid)
+            record = st.get_conflict(cur, number)
     if record is None:
         raise ConflictNotFoundError(f"there is no conflict #{cid}")
     return record

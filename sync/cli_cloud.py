@@ -24,6 +24,8 @@ from sync.localcloud.service import LOG_FILE, STATE_FILE, read_state
 
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
+# The longest access-token lifetime `cloud start --ttl` takes: a week.
+MAX_TTL_S = 7 * 24 * 3600
 
 
 @click.group(name="cloud")
@@ -65,8 +67,23 @@ def _show(ctx: CliContext, state: dict[str, Any], status: str) -> None:
 
 
 @cloud_group.command("start")
-@click.option("--port", type=int, default=0, help="Gateway port (default: a free one).")
-@click.option("--ttl", type=int, default=3600, help="Access-token lifetime in seconds.")
+# Ranges, checked before anything starts: `--port 70000` started PostgreSQL, then the gateway's
+# bind() failed ("the local cloud did not start", exit 1); `--ttl -100` made every session
+# token expired when issued (sync failed "JWT expired"), and `--ttl 1000000000000` killed the
+# supabase client's refresh-timer thread (OverflowError) at login. A week is more than any
+# test of the throw-away stack waits for.
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    help="Gateway port (default: a free one).",
+)
+@click.option(
+    "--ttl",
+    type=click.IntRange(1, MAX_TTL_S),
+    default=3600,
+    help="Access-token lifetime in seconds (at most a week).",
+)
 @_json_option
 @pass_ctx
 def start_cmd(ctx: CliContext, port: int, ttl: int) -> None:

@@ -29,6 +29,7 @@ from localstore._daemon_state import (
     read_pause,
 )
 from localstore.cli import (
+    CONFLICT_NUMBER,
     EXIT_ATTENTION,
     EXIT_NOT_FOUND,
     CliContext,
@@ -690,7 +691,7 @@ def list_cmd(cli: CliContext, show_all: bool = False) -> None:
 
 
 @conflicts_group.command("show")
-@click.argument("cid", type=int)
+@click.argument("cid", type=CONFLICT_NUMBER)
 @pass_ctx
 def show_cmd(cli: CliContext, cid: int) -> None:
     """Show one conflict: base, local and remote, with unified diffs."""
@@ -723,7 +724,7 @@ def show_cmd(cli: CliContext, cid: int) -> None:
 
 
 @conflicts_group.command("resolve")
-@click.argument("cid", type=int)
+@click.argument("cid", type=CONFLICT_NUMBER)
 # UNPROCESSED, not the default string type the CLI makes UTF-8-only text: a FILE's name may be
 # any bytes (localstore.cli._text_params).
 @click.option(

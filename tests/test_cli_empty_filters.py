@@ -265,15 +265,16 @@ def test_show_and_history_of_a_deleted_blueprint(home: Path) -> None:
     [
         ["search", "nosuchword", "--tag", "t1"],
         ["search", "nosuchword", "--folder", "team"],
-        ["search", "a", "--folder", "team", "--limit", "0"],
-        ["ls", "--tag", "t1", "--limit", "0"],
+        ["search", "a", "--folder", "team", "--offset", "5"],
+        ["ls", "--tag", "t1", "--offset", "5"],
         ["ls", "--folder", "team", "--offset", "5"],
     ],
 )
 def test_no_note_blames_a_filter_that_matches_blueprints(home: Path, args: list[str]) -> None:
     """The note said "no blueprint with tag 't1' (check the spelling)" whenever the answer was
-    empty: for a search whose words found nothing among the blueprints tagged t1, and for a
-    --limit 0, the tag was right and the user was sent to look for a typo that was not there."""
+    empty: for a search whose words found nothing among the blueprints tagged t1, and for an
+    --offset past the end, the tag was right and the user was sent to look for a typo that was
+    not there."""
     done = run_cli(home, *args)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0].startswith("0 "), done.stdout

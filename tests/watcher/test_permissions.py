@@ -42,14 +42,14 @@ def _drop_dac_capabilities() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
-def run_child(home: Path, which: str) -> dict[str, dict[str, Any]]:
+def run_child(home: Path, which: str, child: Path = CHILD) -> dict[str, dict[str, Any]]:
     as_root = hasattr(os, "geteuid") and os.geteuid() == 0
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
     }
     proc = subprocess.run(
-        [sys.executable, str(CHILD), str(home), which],
+        [sys.executable, str(child), str(home), which],
         capture_output=True,
         text=True,
         timeout=120,
