@@ -189,7 +189,9 @@ def _first_bad_key(value: Any, ok: Callable[[Any], bool], *, sets: bool) -> tupl
     shared and cyclic containers are visited once (the encoders refuse the cycle themselves).
     Only the type and depth are reported, never key text: the value may be a secret.
     """
-    kinds: tuple[type[Any], ...] = (dict, list, tuple, set, frozenset) if sets else (dict, list, tuple)
+    kinds: tuple[type[Any], ...] = (
+        (dict, list, tuple, set, frozenset) if sets else (dict, list, tuple)
+    )
     stack: list[tuple[Any, int]] = [(value, 0)]
     seen: set[int] = set()
     while stack:
@@ -1308,6 +1310,10 @@ class KVStore:
     def close(self) -> None:
         """Close for good: stop the purger (if started) and drop the hot tier. Idempotent.
 
+        Waits for a purge round under way, except when called inside the caller's own
+        ``index.write()`` or ``index.read()`` (the round may wait for that transaction): the
+        purger's thread then ends once the transaction does.
+
         Every later operation raises StoreClosedError (before, the store kept working: a save
         refilled the tier with no purger left). A save or delete already under way in another
         thread either took the store's lock first, and goes through, or raises StoreClosedError;
@@ -1327,7 +1333,12 @@ class KVStore:
         self._listener_finalizer()
         if purger is not None:
             purger.stop()
-            purger.join()
+            # Not joined from inside the app's own index.write() (or read()): a round waiting
+            # for the index's lock then waited for this thread, which waited for it: a hang
+            # for good. Such a round gets the lock when the app's transaction ends, finds the
+            # store closed and ends the thread (state STOPPED) without purging.
+            if not self._index.lock_held:
+                purger.join()
 
 
 class PurgerState(enum.Enum):

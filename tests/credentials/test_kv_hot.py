@@ -310,6 +310,47 @@ def test_a_save_racing_close_does_not_land_after_it(
     assert not KVStore(index, clock=clock).exists("k")
 
 
+@pytest.mark.parametrize("held", ["write", "read"])
+def test_close_inside_the_callers_transaction_does_not_wait_for_a_purge_round(
+    settings: Settings, held: str
+) -> None:
+    """close() joined the purger; called inside the app's own index.write() (or read()) while a
+    purge round waited for the index's lock, each thread waited for the other, for good."""
+    in_round = threading.Event()
+    lock_taken = threading.Event()
+
+    def clock() -> float:
+        # purge_expired reads the clock just before it takes the index's lock: the round is
+        # held here until the app's transaction has the lock.
+        if threading.current_thread().name == "localstore-kv-purger" and not in_round.is_set():
+            in_round.set()
+            assert lock_taken.wait(30)
+        return 1_000_000.0
+
+    # An index of its own: on a hang its lock stays taken, and the fixture's close would hang too.
+    index = Index(settings.paths.index_db)
+    kv = KVStore(index, clock=clock)
+    purger = kv.start_purger(interval=0.001)
+    assert in_round.wait(30)
+
+    def app_closes_inside_its_transaction() -> None:
+        with index.write() if held == "write" else index.read():
+            lock_taken.set()
+            kv.close()
+
+    app = threading.Thread(target=app_closes_inside_its_transaction, daemon=True)
+    app.start()
+    app.join(30)
+    if app.is_alive():  # (the index is left open: closing it would wait for the hung thread)
+        pytest.fail("close() waited for a purge round that waited for the index's lock")
+    purger.join(30)  # the round got the lock once the transaction ended, found the store closed
+    assert purger.state is PurgerState.STOPPED
+    assert purger.purged == 0
+    with pytest.raises(StoreClosedError):
+        kv.load("x")
+    index.close()
+
+
 def test_a_dropped_store_stops_its_purger(index: Index, clock: FakeClock) -> None:
     """An app making a KVStore with a purger per window (or per call) that forgets close() must
     not keep each one alive for ever, hot tier and all, with a thread purging it: the purger's
