@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gc
 import logging
 import threading
@@ -21,6 +22,7 @@ from localstore.errors import (
     DecryptionError,
     IndexStoreError,
     InvalidInputError,
+    KeyNotFoundError,
     KVError,
     StoreClosedError,
 )
@@ -597,6 +599,38 @@ def test_a_damaged_item_does_not_stop_key_rotation(
     report = ekv.rotate_data_key()
     assert old in report.retired and report.damaged == ()
     assert creds.find(f"datakey:{old}") is None
+
+
+@pytest.mark.keychain
+@pytest.mark.parametrize(
+    "held", ["not a key", base64.urlsafe_b64encode(b"k" * 16).decode()], ids=["text", "short"]
+)
+def test_a_malformed_data_key_in_the_keychain_does_not_stop_key_rotation(
+    ekv: KVStore, index: Index, creds: CredentialStore, held: str
+) -> None:
+    """A data key's keychain item changed outside LocalStore (not a base64url 256-bit key) made
+    every load raise a CryptoError with no hint, and every rotate_data_key() raise it half way,
+    each attempt leaving one more key behind. It counts as a missing key now."""
+    old = ekv.current_key_id()
+    assert old is not None
+    name = f"datakey:{old}"
+    original = creds.get(name)
+    creds.set(name, held)
+    fresh = KVStore(index, credentials=creds, hot_items=0)  # a new process: no cached keys
+    with pytest.raises(KeyNotFoundError) as info:
+        fresh.load("s/1")
+    assert old in str(info.value) and "restore" in (info.value.hint or "")
+    report = fresh.rotate_data_key()
+    assert (report.reencrypted, report.unreadable, report.missing_keys) == (0, 100, (old,))
+    assert old not in report.retired  # its items still need it: kept, row and keychain item
+    assert _states(index) == {old: "retiring", report.key_id: "current"}
+    assert creds.get(name) == held
+    fresh.save("new", "sealed with the new key", encrypt=True)
+    assert KVStore(index, credentials=creds, hot_items=0).load("new") == "sealed with the new key"
+    creds.set(name, original)  # the hint's way out: the next rotation re-seals and retires it
+    report = KVStore(index, credentials=creds, hot_items=0).rotate_data_key()
+    assert report.reencrypted == 101 and old in report.retired and report.missing_keys == ()
+    _all_readable(index, creds)
 
 
 @pytest.mark.keychain
