@@ -534,7 +534,8 @@ class DataKeys:
         return kid
 
     def get(self, kid: str) -> bytes:
-        """Return key ``kid``. Raises KeyNotFoundError if the keychain no longer holds it."""
+        """Return key ``kid``. Raises KeyNotFoundError if the keychain no longer holds it (or
+        holds something else under its name)."""
         with self._lock:
             key = self._cache.get(kid)
         if key is not None:
@@ -545,20 +546,36 @@ class DataKeys:
         except CredentialNotFoundError as exc:
             # Typically a home copied or restored onto another computer: the index came along,
             # the keychain did not. Nothing is deleted or re-sealed for it (see KVStore).
-            service = getattr(self._secrets, "service", "")
             raise KeyNotFoundError(
                 f"data key {kid} is not in the keychain, so the app data encrypted with it "
                 "cannot be read; it stays on disk unchanged",
-                hint=f"restore the keychain item {name!r}"
-                + (f" of service {service!r}" if service else "")
-                + " from the computer this home came from or a keychain backup, and the data is "
-                "readable again; to encrypt new data meanwhile, KVStore.rotate_data_key() makes "
-                "a new key (it leaves the unreadable items as they are)",
+                hint=self._restore_hint(name, "from the computer this home came from or"),
             ) from exc
-        key = _decode_key(kid, encoded)
+        key = _decode_key(encoded)
+        if key is None:
+            # The item was changed outside LocalStore (a keychain editor, another tool). No key
+            # there is as good as none: a KeyNotFoundError, so key rotation skips the items that
+            # need it and reports them, as for a missing key. (A CryptoError before: every
+            # rotation stopped half way on the first such item, leaving one more key each time.)
+            raise KeyNotFoundError(
+                f"the keychain item of data key {kid} does not hold a 256-bit key (it was changed"
+                " outside LocalStore), so the app data encrypted with it cannot be read; it stays"
+                " on disk unchanged",
+                hint=self._restore_hint(name, "from"),
+            )
         with self._lock:
             self._cache[kid] = key
         return key
+
+    def _restore_hint(self, name: str, source: str) -> str:
+        service = getattr(self._secrets, "service", "")
+        return (
+            f"restore the keychain item {name!r}"
+            + (f" of service {service!r}" if service else "")
+            + f" {source} a keychain backup, and the data is readable again; to encrypt new data"
+            " meanwhile, KVStore.rotate_data_key() makes a new key (it leaves the unreadable"
+            " items as they are)"
+        )
 
     def delete(self, kid: str) -> None:
         """Delete key ``kid`` from the keychain (already gone is fine)."""
@@ -590,11 +607,10 @@ def key_id_of(envelope: bytes) -> str:
     return read_header(envelope).key_id
 
 
-def _decode_key(kid: str, encoded: str) -> bytes:
+def _decode_key(encoded: str) -> bytes | None:
+    """The key a keychain item holds (base64url of 32 bytes); None if it holds anything else."""
     try:
         key = base64.urlsafe_b64decode(encoded.encode("ascii"))
-    except (ValueError, UnicodeEncodeError) as exc:
-        raise CryptoError(f"data key {kid} in the keychain is malformed") from exc
-    if len(key) != KEY_BYTES:
-        raise CryptoError(f"data key {kid} in the keychain has the wrong length")
-    return key
+    except ValueError:  # (binascii.Error and UnicodeEncodeError are ValueErrors)
+        return None
+    return key if len(key) == KEY_BYTES else None

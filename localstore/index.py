@@ -973,6 +973,13 @@ class Index:
         return self._owner == threading.get_ident() and self._depth > 0
 
     @property
+    def lock_held(self) -> bool:
+        """True if the calling thread holds this index's lock (it is inside read() or write()):
+        it must not then wait for another thread that needs the index (a deadlock)."""
+        # (What threading.Condition asks an RLock; write_open misses a read() held around.)
+        return bool(self._lock._is_owned())  # type: ignore[attr-defined]
+
+    @property
     def closed(self) -> bool:
         """True after close() (also while a close waits for the open transaction to end)."""
         return self._conn is None or self._close_pending

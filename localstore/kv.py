@@ -166,30 +166,57 @@ def _non_str_key(value: Any) -> tuple[str, int] | None:
     """The first dict key in ``value`` that is not a str: (its type name, its dict's depth).
 
     json.dumps turns int, float, bool and None keys into strings without a word, so
-    ``{1: "x"}`` came back as ``{"1": "x"}`` (and ``{1: "a", "1": "b"}`` as one key). Iterative,
-    so depth stays json.dumps's problem (RecursionError, mapped by the callers); shared and cyclic
-    containers are visited once (json.dumps refuses the cycle itself). Only the type and depth
-    are reported, never key text: the value may be a secret.
+    ``{1: "x"}`` came back as ``{"1": "x"}`` (and ``{1: "a", "1": "b"}`` as one key).
     """
+    return _first_bad_key(value, lambda k: isinstance(k, str), sets=False)
+
+
+def _tuple_key(value: Any) -> tuple[str, int] | None:
+    """The first dict key or set member in ``value`` that is a tuple (see _first_bad_key).
+
+    YAML writes a tuple as a sequence and reads a sequence back as a list, which cannot be a
+    key: ``{(1, 2): "x"}`` (or ``{(1, 2)}``) was saved, then every load of it raised
+    KVFormatError ("not valid yaml"), for good.
+    """
+    return _first_bad_key(value, lambda k: not isinstance(k, tuple), sets=True)
+
+
+def _first_bad_key(value: Any, ok: Callable[[Any], bool], *, sets: bool) -> tuple[str, int] | None:
+    """The first dict key (and, with ``sets``, set member) in ``value`` that ``ok`` refuses:
+    (its type name, its container's depth).
+
+    Iterative, so depth stays the encoder's problem (RecursionError, mapped by the callers);
+    shared and cyclic containers are visited once (the encoders refuse the cycle themselves).
+    Only the type and depth are reported, never key text: the value may be a secret.
+    """
+    kinds: tuple[type[Any], ...] = (
+        (dict, list, tuple, set, frozenset) if sets else (dict, list, tuple)
+    )
     stack: list[tuple[Any, int]] = [(value, 0)]
     seen: set[int] = set()
     while stack:
         node, depth = stack.pop()
-        if not isinstance(node, dict | list | tuple) or id(node) in seen:
+        if not isinstance(node, kinds) or id(node) in seen:
             continue
         seen.add(id(node))
         if isinstance(node, dict):
             for k, v in node.items():
-                if not isinstance(k, str):
+                if not ok(k):
                     return type(k).__name__, depth
                 stack.append((v, depth + 1))
+        elif isinstance(node, set | frozenset):
+            for member in node:
+                if not ok(member):
+                    return type(member).__name__, depth
         else:
             stack.extend((v, depth + 1) for v in node)
     return None
 
 
-def _where(depth: int) -> str:
-    return "the top-level dict" if depth == 0 else f"a dict nested {depth} level(s) deep"
+def _where(depth: int, container: str = "dict") -> str:
+    if depth == 0:
+        return f"the top-level {container}"
+    return f"a {container} nested {depth} level(s) deep"
 
 
 def _encode(key: str, value: Any, fmt: str) -> bytes:
@@ -205,6 +232,15 @@ def _encode(key: str, value: Any, fmt: str) -> bytes:
             text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
             return text.encode("utf-8")
         if fmt == "yaml":
+            bad = _tuple_key(value)
+            if bad is not None:
+                raise KVFormatError(
+                    f"cannot encode {key!r} as yaml: {_where(bad[1], 'dict or set')} has a key"
+                    f" or member of type {bad[0]}, which YAML would load back as a list (and a"
+                    " list cannot be a key)",
+                    hint="turn tuple keys into strings or numbers before saving (for example"
+                    " ','.join(...)), or store the pairs as a list of [key, value] lists",
+                )
             out: str = yaml.dump(value, Dumper=_YamlDumper, allow_unicode=True, sort_keys=False)
             return out.encode("utf-8")
     except (TypeError, ValueError, yaml.YAMLError) as exc:
@@ -1274,6 +1310,10 @@ class KVStore:
     def close(self) -> None:
         """Close for good: stop the purger (if started) and drop the hot tier. Idempotent.
 
+        Waits for a purge round under way, except when called inside the caller's own
+        ``index.write()`` or ``index.read()`` (the round may wait for that transaction): the
+        purger's thread then ends once the transaction does.
+
         Every later operation raises StoreClosedError (before, the store kept working: a save
         refilled the tier with no purger left). A save or delete already under way in another
         thread either took the store's lock first, and goes through, or raises StoreClosedError;
@@ -1293,7 +1333,12 @@ class KVStore:
         self._listener_finalizer()
         if purger is not None:
             purger.stop()
-            purger.join()
+            # Not joined from inside the app's own index.write() (or read()): a round waiting
+            # for the index's lock then waited for this thread, which waited for it: a hang
+            # for good. Such a round gets the lock when the app's transaction ends, finds the
+            # store closed and ends the thread (state STOPPED) without purging.
+            if not self._index.lock_held:
+                purger.join()
 
 
 class PurgerState(enum.Enum):

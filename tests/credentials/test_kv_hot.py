@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gc
 import logging
 import threading
@@ -21,6 +22,7 @@ from localstore.errors import (
     DecryptionError,
     IndexStoreError,
     InvalidInputError,
+    KeyNotFoundError,
     KVError,
     StoreClosedError,
 )
@@ -310,6 +312,47 @@ def test_a_save_racing_close_does_not_land_after_it(
     assert not KVStore(index, clock=clock).exists("k")
 
 
+@pytest.mark.parametrize("held", ["write", "read"])
+def test_close_inside_the_callers_transaction_does_not_wait_for_a_purge_round(
+    settings: Settings, held: str
+) -> None:
+    """close() joined the purger; called inside the app's own index.write() (or read()) while a
+    purge round waited for the index's lock, each thread waited for the other, for good."""
+    in_round = threading.Event()
+    lock_taken = threading.Event()
+
+    def clock() -> float:
+        # purge_expired reads the clock just before it takes the index's lock: the round is
+        # held here until the app's transaction has the lock.
+        if threading.current_thread().name == "localstore-kv-purger" and not in_round.is_set():
+            in_round.set()
+            assert lock_taken.wait(30)
+        return 1_000_000.0
+
+    # An index of its own: on a hang its lock stays taken, and the fixture's close would hang too.
+    index = Index(settings.paths.index_db)
+    kv = KVStore(index, clock=clock)
+    purger = kv.start_purger(interval=0.001)
+    assert in_round.wait(30)
+
+    def app_closes_inside_its_transaction() -> None:
+        with index.write() if held == "write" else index.read():
+            lock_taken.set()
+            kv.close()
+
+    app = threading.Thread(target=app_closes_inside_its_transaction, daemon=True)
+    app.start()
+    app.join(30)
+    if app.is_alive():  # (the index is left open: closing it would wait for the hung thread)
+        pytest.fail("close() waited for a purge round that waited for the index's lock")
+    purger.join(30)  # the round got the lock once the transaction ended, found the store closed
+    assert purger.state is PurgerState.STOPPED
+    assert purger.purged == 0
+    with pytest.raises(StoreClosedError):
+        kv.load("x")
+    index.close()
+
+
 def test_a_dropped_store_stops_its_purger(index: Index, clock: FakeClock) -> None:
     """An app making a KVStore with a purger per window (or per call) that forgets close() must
     not keep each one alive for ever, hot tier and all, with a thread purging it: the purger's
@@ -556,6 +599,38 @@ def test_a_damaged_item_does_not_stop_key_rotation(
     report = ekv.rotate_data_key()
     assert old in report.retired and report.damaged == ()
     assert creds.find(f"datakey:{old}") is None
+
+
+@pytest.mark.keychain
+@pytest.mark.parametrize(
+    "held", ["not a key", base64.urlsafe_b64encode(b"k" * 16).decode()], ids=["text", "short"]
+)
+def test_a_malformed_data_key_in_the_keychain_does_not_stop_key_rotation(
+    ekv: KVStore, index: Index, creds: CredentialStore, held: str
+) -> None:
+    """A data key's keychain item changed outside LocalStore (not a base64url 256-bit key) made
+    every load raise a CryptoError with no hint, and every rotate_data_key() raise it half way,
+    each attempt leaving one more key behind. It counts as a missing key now."""
+    old = ekv.current_key_id()
+    assert old is not None
+    name = f"datakey:{old}"
+    original = creds.get(name)
+    creds.set(name, held)
+    fresh = KVStore(index, credentials=creds, hot_items=0)  # a new process: no cached keys
+    with pytest.raises(KeyNotFoundError) as info:
+        fresh.load("s/1")
+    assert old in str(info.value) and "restore" in (info.value.hint or "")
+    report = fresh.rotate_data_key()
+    assert (report.reencrypted, report.unreadable, report.missing_keys) == (0, 100, (old,))
+    assert old not in report.retired  # its items still need it: kept, row and keychain item
+    assert _states(index) == {old: "retiring", report.key_id: "current"}
+    assert creds.get(name) == held
+    fresh.save("new", "sealed with the new key", encrypt=True)
+    assert KVStore(index, credentials=creds, hot_items=0).load("new") == "sealed with the new key"
+    creds.set(name, original)  # the hint's way out: the next rotation re-seals and retires it
+    report = KVStore(index, credentials=creds, hot_items=0).rotate_data_key()
+    assert report.reencrypted == 101 and old in report.retired and report.missing_keys == ()
+    _all_readable(index, creds)
 
 
 @pytest.mark.keychain
