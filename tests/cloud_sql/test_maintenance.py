@@ -9,6 +9,7 @@ of a blueprint that stayed alive: every accepted write of every file, forever.
 from __future__ import annotations
 
 import re
+import secrets
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ from psycopg.types.json import Jsonb
 
 from sync.localcloud.schema import apply_bootstrap, apply_migrations
 
-from .helpers import Db, change
+from .helpers import Api, Db, change
 
 pytestmark = pytest.mark.cloud
 
@@ -172,3 +173,32 @@ def test_a_project_wide_tombstone_purge_of_more_users_than_the_lock_table_holds(
         )
         # Every purged user's horizon rose, so each of their devices reconciles.
         assert conn.execute("select count(*) from public.sync_horizon").fetchone() == (users,)
+
+
+def test_the_documented_size_query_lists_the_largest_table_first(fresh_db: str) -> None:
+    """docs/supabase-remote.md's "Sizes:" query, run as written. It ordered by its second
+    column, the pg_size_pretty text, so "24 kB" came before "17 MB"."""
+    found = re.search(r"Sizes: `(select .*?;)`", _DOCS.read_text(encoding="utf-8"), re.S)
+    assert found is not None, "the size query is no longer in docs/supabase-remote.md"
+    apply_bootstrap(fresh_db)
+    apply_migrations(fresh_db)
+    user = str(uuid.uuid4())
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("insert into auth.users (id, email) values (%s, 'sz@x.test')", (user,))
+        api = Api(conn, user, "authenticated")
+        # Incompressible content: blueprints and their history hold over 10 MB each (which
+        # pg_size_pretty writes in MB), the other two tables a few kB.
+        api.push([change(op, content=secrets.token_hex(1_400_000)) for op in (11, 12, 13, 14)])
+        gone = change(2)
+        api.push([gone])
+        api.push([change(3, gone["id"], base_rev=1, path=gone["path"], deleted=True)])
+        api.purge()  # a row in sync_horizon
+        listed = conn.execute(" ".join(found.group(1).split()).encode()).fetchall()
+        sizes: dict[str, int] = dict(
+            conn.execute(
+                "select relname::text, pg_total_relation_size(oid) from pg_class"
+                " where relnamespace = 'public'::regnamespace and relkind = 'r'"
+            ).fetchall()
+        )
+    assert len(listed) == 4
+    assert [sizes[r[0]] for r in listed] == sorted(sizes.values(), reverse=True), listed
