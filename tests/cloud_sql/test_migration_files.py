@@ -37,6 +37,8 @@ RELEASED = {
     "20261122001300_fetch_page_bytes.sql": "ca567002d614ac5b",
     "20261122001400_recreated_rev.sql": "fdfdaaaca1cfaaf4",
     "20261122001500_realtime_publication_scope.sql": "9bc71b683689728b",
+    "20261122001600_purge_tombstones_owner_bound.sql": "d6d04f82296b8191",
+    "20261122001700_refuse_truncate.sql": "c6eaa4935d52426f",
 }
 
 

@@ -8,7 +8,9 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from .helpers import Db, change
+from sync.localcloud.schema import apply_bootstrap, apply_migrations
+
+from .helpers import Api, Db, change
 
 pytestmark = pytest.mark.cloud
 
@@ -200,3 +202,42 @@ def test_fetch_rows_refuses_more_than_1000_ids(db: Db) -> None:
     assert info.value.sqlstate == "22023"
     assert "too many ids" in str(info.value)
     assert [r["id"] for r in api.fetch([*ids[1:], made["id"]])] == [made["id"]]
+
+
+def test_the_tables_that_carry_removals_cannot_be_truncated(fresh_db: str) -> None:
+    """TRUNCATE fires no DELETE trigger: a truncated blueprints raised no horizon, so every
+    device kept every row without being told, and a truncated sync_horizon let an old cursor
+    pull a delta without purged deletions (migration 20261122001700). Its own database: before
+    that migration the truncate went through and would have emptied the shared one."""
+    apply_bootstrap(fresh_db)
+    apply_migrations(fresh_db)
+    user = str(uuid.uuid4())
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("insert into auth.users (id, email) values (%s, 'tr@x.test')", (user,))
+        api = Api(conn, user, "authenticated")
+        keep, drop = change(1), change(2)
+        api.push([keep, drop])
+        cursor = api.pull(0)["next"]  # a device that has both
+        api.push([change(3, drop["id"], base_rev=1, path=drop["path"], deleted=True)])
+        assert api.purge() == 1
+        assert api.pull(0)["reset_required"] is True  # a device from before the purge
+
+        # The dashboard's Table Editor and the SQL editor run as postgres; the service key too.
+        for role in ("service_role", "postgres"):
+            for table in ("blueprints", "sync_horizon"):
+                with (
+                    pytest.raises(psycopg.errors.InsufficientPrivilege) as refused,
+                    Api(conn, None, role).transaction() as as_role,
+                ):
+                    as_role.execute(f"truncate public.{table}")
+                assert "would hide removed blueprints" in str(refused.value)
+                assert refused.value.diag.message_hint
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("truncate auth.users cascade")
+        assert api.pull(0)["reset_required"] is True
+        assert [r["id"] for r in api.fetch([keep["id"]])] == [keep["id"]]
+
+        # What the refusal says to run instead: the device is told to reconcile.
+        conn.execute("delete from public.blueprints where owner = %s", (user,))
+        told = api.pull(cursor)
+        assert told["reset_required"] is True and told["changes"] == []
