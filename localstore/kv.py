@@ -42,7 +42,7 @@ import yaml
 
 from localstore._failure_streak import FailureStreak
 from localstore.config import DEFAULT_KV_HOT_BYTES, DEFAULT_KV_HOT_ITEMS, Settings, settings_arg
-from localstore.crypto import DataKeys, SecretStore, new_key_id
+from localstore.crypto import DataKeys, SecretStore, envelope_size, new_key_id
 from localstore.errors import (
     DecryptionError,
     InvalidInputError,
@@ -426,6 +426,16 @@ def _prefix_bounds(prefix: str) -> tuple[str, str | None]:
     return prefix, prefix[:-1] + chr(following)
 
 
+def _too_large(key: str, value_bytes: int, meta_bytes: int, limit: int) -> LimitExceededError:
+    """The error for an item over SQLite's length limit (``value_bytes`` as stored: encrypted,
+    the envelope's size)."""
+    return LimitExceededError(
+        f"app-data item {key!r} is too large for the index ({value_bytes} bytes of value,"
+        f" {meta_bytes} of metadata; SQLite's limit is {limit} per item)",
+        hint="keep large data in files and store their path; app data is for small values",
+    )
+
+
 # --- hot tier -----------------------------------------------------------------------------------
 
 
@@ -726,6 +736,14 @@ class KVStore:
                 key_id = self._current_kid(cur)
                 if key_id is None or key_id != loaded_kid:
                     raise _StaleKey  # none yet, or another process rotated since we loaded it
+                # Checked before sealing: AES-GCM refuses 2**31 bytes or more with a raw
+                # OverflowError, where the unencrypted path gets SQLite's TooBigError below. SQLite's
+                # limit is never above 2**31 - 1 (its hard maximum), so an envelope within it is
+                # within AES-GCM's bound too; and a value SQLite would refuse is not encrypted first.
+                limit = cur.connection.limit(apsw.SQLITE_LIMIT_LENGTH)
+                sealed = envelope_size(len(stored), key_id)
+                if sealed > limit:
+                    raise _too_large(key, sealed, len(meta_json), limit)
                 stored = self._keys.seal(key_id, stored, aad=_aad(key))
             try:
                 rows = cur.execute(
@@ -755,12 +773,7 @@ class KVStore:
             except apsw.TooBigError as exc:
                 # Raised inside our write, so the index's write() would pass it on raw.
                 limit = cur.connection.limit(apsw.SQLITE_LIMIT_LENGTH)
-                raise LimitExceededError(
-                    f"app-data item {key!r} is too large for the index ({len(stored)} bytes of"
-                    f" value, {len(meta_json)} of metadata; SQLite's limit is {limit} per item)",
-                    hint="keep large data in files and store their path; app data is for small"
-                    " values",
-                ) from exc
+                raise _too_large(key, len(stored), len(meta_json), limit) from exc
             cur.execute("DELETE FROM kv_tags WHERE key = ?", (key,))
             cur.executemany("INSERT INTO kv_tags VALUES (?, ?)", [(t, key) for t in tags])
             self._bump_generation(cur)
