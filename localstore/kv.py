@@ -471,7 +471,9 @@ class _HotTier:
 
     @property
     def enabled(self) -> bool:
-        return self.max_items > 0 and self.max_bytes > 0
+        # ttl 0: every entry is stale at once. Never served, it was still kept (a decrypted secret
+        # too) until evicted or close(): off, as with no room, so nothing is held in memory.
+        return self.max_items > 0 and self.max_bytes > 0 and self.ttl > 0
 
     def get(self, key: str, now: float) -> _HotEntry | None:
         entry = self._data.get(key)
@@ -539,7 +541,8 @@ class _StaleKey(Exception):
 
 
 class KVStore:
-    """App data in the index, with an LRU hot tier in front (``hot_items=0`` turns it off).
+    """App data in the index, with an LRU hot tier in front (``hot_items=0`` or ``hot_ttl=0`` turns
+    it off: nothing is kept in memory).
 
     :meth:`close` is final: every operation after it raises StoreClosedError.
 

@@ -129,6 +129,31 @@ def test_hot_ttl_and_item_expiry_in_memory(index: Index, clock: FakeClock) -> No
     assert kv.hot_stats()["misses"] == misses + 1
 
 
+@pytest.mark.parametrize(
+    "encrypt", [False, pytest.param(True, marks=pytest.mark.keychain)], ids=["plain", "encrypted"]
+)
+def test_a_hot_ttl_of_zero_keeps_nothing_in_memory(
+    index: Index, clock: FakeClock, request: pytest.FixtureRequest, encrypt: bool
+) -> None:
+    """hot_ttl=0 (every entry expires at once) served nothing from memory, yet every save and load
+    still cached its plaintext (a decrypted secret too) until evicted or close(): hot_stats() read
+    {'items': 1, ..., 'hits': 0, 'misses': 2}. It turns the tier off, as hot_items=0 does."""
+    creds = request.getfixturevalue("creds") if encrypt else None
+    kv = KVStore(index, credentials=creds, clock=clock, hot_items=10, hot_ttl=0)
+    kv.save("secret", "hunter2", encrypt=encrypt)
+    assert kv.hot_stats()["items"] == 0
+    assert kv.load("secret") == "hunter2"
+    assert kv.load_item("secret").value == "hunter2"
+    assert kv.exists("secret")
+    assert kv.hot_stats() == {"items": 0, "bytes": 0, "hits": 0, "misses": 0}
+    other = KVStore(index, clock=clock, hot_items=0)
+    other.save("secret", "changed")  # still read afresh from the index
+    assert kv.load("secret") == "changed"
+    assert kv.hot_stats()["items"] == 0
+    other.close()
+    kv.close()
+
+
 def test_other_connections_writes_are_seen(index: Index, settings: Settings) -> None:
     mine = KVStore(index, hot_items=100)
     other_index = Index(settings.paths.index_db)
