@@ -15,8 +15,9 @@ total change count (which moves with every write on this connection, another KVS
 Data keys rotate without loss (:meth:`KVStore.rotate_data_key`): a new key is written to the
 keychain while its row in ``kv_keys`` is *pending*, then made *current* (the old one *retiring*);
 every item is re-sealed in batches with compare-and-swap; a retiring key is deleted from the
-keychain only when no item uses it. A crash at any step leaves every item readable, and the next
-rotation (or :meth:`KVStore.recover_keys`) finishes the job.
+keychain only when no item uses it (at the end of the rotation, or by the purge that removes its
+last item). A crash at any step leaves every item readable, and the next rotation (or
+:meth:`KVStore.recover_keys`) finishes the job.
 """
 
 from __future__ import annotations
@@ -799,29 +800,43 @@ class KVStore:
         return bool(gone)
 
     def purge_expired(self) -> int:
-        """Delete every expired item now; return how many. (The Purger calls this.)"""
+        """Delete every expired item now; return how many. (The Purger calls this.)
+
+        A rotated data key whose last item this removes is retired as rotation retires one:
+        marked in the same transaction, then deleted from the keychain, then its row. If that
+        keychain delete fails, this raises (the items stay purged) and the next purge, rotation or
+        recover_keys() finishes it.
+        """
         self._check_open()
         self._check_writable("purge expired app data")
         now = self._clock()
         total = 0
         while True:
             with self._write() as cur:
-                keys = [
-                    r[0]
-                    for r in cur.execute(
-                        "DELETE FROM kv_items WHERE key IN (SELECT key FROM kv_items"
-                        " WHERE expires IS NOT NULL AND expires <= ? LIMIT ?) RETURNING key",
-                        (now, PURGE_BATCH),
-                    ).fetchall()
-                ]
+                rows = cur.execute(
+                    "DELETE FROM kv_items WHERE key IN (SELECT key FROM kv_items"
+                    " WHERE expires IS NOT NULL AND expires <= ? LIMIT ?) RETURNING key, key_id",
+                    (now, PURGE_BATCH),
+                ).fetchall()
+                keys = [r[0] for r in rows]
                 cur.executemany("DELETE FROM kv_tags WHERE key = ?", [(k,) for k in keys])
                 if keys:
                     self._bump_generation(cur)
+                if any(r[1] is not None for r in rows):
+                    # Only rotation retired keys: one whose remaining items (skipped by it as
+                    # damaged or missing their key, or left by an interrupted one) expired stayed
+                    # in the keychain until the next rotation, for nothing.
+                    self._mark_unused_retired(cur)
                 for k in keys:
                     self._hot.discard(k)
             total += len(keys)
             if len(keys) < PURGE_BATCH:
-                return total
+                break
+        if self._keys is not None:
+            # Also any a crash (or a failed keychain delete) left 'retired' before. A store with
+            # no credentials leaves that to one with them (its purge, rotation or recover_keys).
+            self._delete_retired()
+        return total
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -1259,17 +1274,23 @@ class KVStore:
 
     def _retire_unused(self) -> tuple[str, ...]:
         with self._index.write() as cur:
-            retiring = [
-                str(r[0])
-                for r in cur.execute(
-                    "SELECT kid FROM kv_keys k WHERE state = 'retiring' AND NOT EXISTS"
-                    " (SELECT 1 FROM kv_items i WHERE i.key_id = k.kid)"
-                ).fetchall()
-            ]
-            cur.executemany(
-                "UPDATE kv_keys SET state = 'retired' WHERE kid = ?", [(k,) for k in retiring]
-            )
+            retiring = self._mark_unused_retired(cur)
         return tuple(sorted(set(retiring) | set(self._delete_retired())))
+
+    @staticmethod
+    def _mark_unused_retired(cur: apsw.Cursor) -> list[str]:
+        """(in a write) Mark 'retiring' keys no item uses 'retired'; return their ids.
+
+        A retiring key never gains items (saves and re-seals use the current one), so once none
+        is left the key can go: _delete_retired then deletes it from the keychain and its row.
+        """
+        return [
+            str(r[0])
+            for r in cur.execute(
+                "UPDATE kv_keys SET state = 'retired' WHERE state = 'retiring' AND NOT EXISTS"
+                " (SELECT 1 FROM kv_items i WHERE i.key_id = kv_keys.kid) RETURNING kid"
+            ).fetchall()
+        ]
 
     def _delete_retired(self) -> list[str]:
         """Delete 'retired' keys from the keychain, then their rows (idempotent after a crash)."""
