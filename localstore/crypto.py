@@ -62,6 +62,7 @@ __all__ = [
     "SecretStore",
     "decrypt_stream",
     "encrypt_stream",
+    "envelope_size",
     "generate_key",
     "key_id_of",
     "new_key_id",
@@ -306,6 +307,15 @@ def seal(key: bytes, plaintext: bytes, *, aad: bytes = b"", key_id: str = "k") -
     """Encrypt ``plaintext`` with a 32-byte key into an envelope naming ``key_id``."""
     _check_key(key)
     return _seal_raw(bytes(key), _data_key_header(key_id, os.urandom(NONCE_BYTES)), plaintext, aad)
+
+
+def envelope_size(plaintext_bytes: int, key_id: str) -> int:
+    """Length of the envelope :func:`seal` makes of ``plaintext_bytes`` bytes under ``key_id``.
+
+    Lets a caller with a size limit (the kv store's SQLite length limit) refuse a value before
+    sealing it: AES-GCM refuses 2**31 bytes or more with a raw OverflowError.
+    """
+    return len(_data_key_header(key_id, bytes(NONCE_BYTES))) + plaintext_bytes + TAG_BYTES
 
 
 def unseal(key: bytes, envelope: bytes, *, aad: bytes = b"") -> bytes:

@@ -15,8 +15,9 @@ total change count (which moves with every write on this connection, another KVS
 Data keys rotate without loss (:meth:`KVStore.rotate_data_key`): a new key is written to the
 keychain while its row in ``kv_keys`` is *pending*, then made *current* (the old one *retiring*);
 every item is re-sealed in batches with compare-and-swap; a retiring key is deleted from the
-keychain only when no item uses it. A crash at any step leaves every item readable, and the next
-rotation (or :meth:`KVStore.recover_keys`) finishes the job.
+keychain only when no item uses it (at the end of the rotation, or by the purge that removes its
+last item). A crash at any step leaves every item readable, and the next rotation (or
+:meth:`KVStore.recover_keys`) finishes the job.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import yaml
 
 from localstore._failure_streak import FailureStreak
 from localstore.config import DEFAULT_KV_HOT_BYTES, DEFAULT_KV_HOT_ITEMS, Settings, settings_arg
-from localstore.crypto import DataKeys, SecretStore, new_key_id
+from localstore.crypto import DataKeys, SecretStore, envelope_size, new_key_id
 from localstore.errors import (
     DecryptionError,
     InvalidInputError,
@@ -426,6 +427,16 @@ def _prefix_bounds(prefix: str) -> tuple[str, str | None]:
     return prefix, prefix[:-1] + chr(following)
 
 
+def _too_large(key: str, value_bytes: int, meta_bytes: int, limit: int) -> LimitExceededError:
+    """The error for an item over SQLite's length limit (``value_bytes`` as stored: encrypted,
+    the envelope's size)."""
+    return LimitExceededError(
+        f"app-data item {key!r} is too large for the index ({value_bytes} bytes of value,"
+        f" {meta_bytes} of metadata; SQLite's limit is {limit} per item)",
+        hint="keep large data in files and store their path; app data is for small values",
+    )
+
+
 # --- hot tier -----------------------------------------------------------------------------------
 
 
@@ -461,7 +472,9 @@ class _HotTier:
 
     @property
     def enabled(self) -> bool:
-        return self.max_items > 0 and self.max_bytes > 0
+        # ttl 0: every entry is stale at once. Never served, it was still kept (a decrypted secret
+        # too) until evicted or close(): off, as with no room, so nothing is held in memory.
+        return self.max_items > 0 and self.max_bytes > 0 and self.ttl > 0
 
     def get(self, key: str, now: float) -> _HotEntry | None:
         entry = self._data.get(key)
@@ -529,7 +542,8 @@ class _StaleKey(Exception):
 
 
 class KVStore:
-    """App data in the index, with an LRU hot tier in front (``hot_items=0`` turns it off).
+    """App data in the index, with an LRU hot tier in front (``hot_items=0`` or ``hot_ttl=0`` turns
+    it off: nothing is kept in memory).
 
     :meth:`close` is final: every operation after it raises StoreClosedError.
 
@@ -726,6 +740,14 @@ class KVStore:
                 key_id = self._current_kid(cur)
                 if key_id is None or key_id != loaded_kid:
                     raise _StaleKey  # none yet, or another process rotated since we loaded it
+                # Checked before sealing: AES-GCM refuses 2**31 bytes or more with a raw
+                # OverflowError, where the unencrypted path gets SQLite's TooBigError below. SQLite's
+                # limit is never above 2**31 - 1 (its hard maximum), so an envelope within it is
+                # within AES-GCM's bound too; and a value SQLite would refuse is not encrypted first.
+                limit = cur.connection.limit(apsw.SQLITE_LIMIT_LENGTH)
+                sealed = envelope_size(len(stored), key_id)
+                if sealed > limit:
+                    raise _too_large(key, sealed, len(meta_json), limit)
                 stored = self._keys.seal(key_id, stored, aad=_aad(key))
             try:
                 rows = cur.execute(
@@ -755,12 +777,7 @@ class KVStore:
             except apsw.TooBigError as exc:
                 # Raised inside our write, so the index's write() would pass it on raw.
                 limit = cur.connection.limit(apsw.SQLITE_LIMIT_LENGTH)
-                raise LimitExceededError(
-                    f"app-data item {key!r} is too large for the index ({len(stored)} bytes of"
-                    f" value, {len(meta_json)} of metadata; SQLite's limit is {limit} per item)",
-                    hint="keep large data in files and store their path; app data is for small"
-                    " values",
-                ) from exc
+                raise _too_large(key, len(stored), len(meta_json), limit) from exc
             cur.execute("DELETE FROM kv_tags WHERE key = ?", (key,))
             cur.executemany("INSERT INTO kv_tags VALUES (?, ?)", [(t, key) for t in tags])
             self._bump_generation(cur)
@@ -783,29 +800,43 @@ class KVStore:
         return bool(gone)
 
     def purge_expired(self) -> int:
-        """Delete every expired item now; return how many. (The Purger calls this.)"""
+        """Delete every expired item now; return how many. (The Purger calls this.)
+
+        A rotated data key whose last item this removes is retired as rotation retires one:
+        marked in the same transaction, then deleted from the keychain, then its row. If that
+        keychain delete fails, this raises (the items stay purged) and the next purge, rotation or
+        recover_keys() finishes it.
+        """
         self._check_open()
         self._check_writable("purge expired app data")
         now = self._clock()
         total = 0
         while True:
             with self._write() as cur:
-                keys = [
-                    r[0]
-                    for r in cur.execute(
-                        "DELETE FROM kv_items WHERE key IN (SELECT key FROM kv_items"
-                        " WHERE expires IS NOT NULL AND expires <= ? LIMIT ?) RETURNING key",
-                        (now, PURGE_BATCH),
-                    ).fetchall()
-                ]
+                rows = cur.execute(
+                    "DELETE FROM kv_items WHERE key IN (SELECT key FROM kv_items"
+                    " WHERE expires IS NOT NULL AND expires <= ? LIMIT ?) RETURNING key, key_id",
+                    (now, PURGE_BATCH),
+                ).fetchall()
+                keys = [r[0] for r in rows]
                 cur.executemany("DELETE FROM kv_tags WHERE key = ?", [(k,) for k in keys])
                 if keys:
                     self._bump_generation(cur)
+                if any(r[1] is not None for r in rows):
+                    # Only rotation retired keys: one whose remaining items (skipped by it as
+                    # damaged or missing their key, or left by an interrupted one) expired stayed
+                    # in the keychain until the next rotation, for nothing.
+                    self._mark_unused_retired(cur)
                 for k in keys:
                     self._hot.discard(k)
             total += len(keys)
             if len(keys) < PURGE_BATCH:
-                return total
+                break
+        if self._keys is not None:
+            # Also any a crash (or a failed keychain delete) left 'retired' before. A store with
+            # no credentials leaves that to one with them (its purge, rotation or recover_keys).
+            self._delete_retired()
+        return total
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -1243,17 +1274,23 @@ class KVStore:
 
     def _retire_unused(self) -> tuple[str, ...]:
         with self._index.write() as cur:
-            retiring = [
-                str(r[0])
-                for r in cur.execute(
-                    "SELECT kid FROM kv_keys k WHERE state = 'retiring' AND NOT EXISTS"
-                    " (SELECT 1 FROM kv_items i WHERE i.key_id = k.kid)"
-                ).fetchall()
-            ]
-            cur.executemany(
-                "UPDATE kv_keys SET state = 'retired' WHERE kid = ?", [(k,) for k in retiring]
-            )
+            retiring = self._mark_unused_retired(cur)
         return tuple(sorted(set(retiring) | set(self._delete_retired())))
+
+    @staticmethod
+    def _mark_unused_retired(cur: apsw.Cursor) -> list[str]:
+        """(in a write) Mark 'retiring' keys no item uses 'retired'; return their ids.
+
+        A retiring key never gains items (saves and re-seals use the current one), so once none
+        is left the key can go: _delete_retired then deletes it from the keychain and its row.
+        """
+        return [
+            str(r[0])
+            for r in cur.execute(
+                "UPDATE kv_keys SET state = 'retired' WHERE state = 'retiring' AND NOT EXISTS"
+                " (SELECT 1 FROM kv_items i WHERE i.key_id = kv_keys.kid) RETURNING kid"
+            ).fetchall()
+        ]
 
     def _delete_retired(self) -> list[str]:
         """Delete 'retired' keys from the keychain, then their rows (idempotent after a crash)."""

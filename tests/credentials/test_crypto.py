@@ -38,6 +38,7 @@ def test_key_envelope_round_trip(plaintext: bytes, aad: bytes) -> None:
     env = crypto.seal(key, plaintext, aad=aad, key_id="abc")
     assert crypto.unseal(key, env, aad=aad) == plaintext
     assert crypto.key_id_of(env) == "abc"
+    assert len(env) == crypto.envelope_size(len(plaintext), "abc")  # (kv checks it before sealing)
 
 
 def test_every_byte_of_a_key_envelope_is_authenticated() -> None:

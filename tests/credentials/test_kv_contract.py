@@ -12,9 +12,11 @@ from typing import Any
 
 import apsw
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from localstore import crypto
 from localstore.credentials import CredentialStore
 from localstore.errors import (
     DecryptionError,
@@ -342,6 +344,51 @@ def test_an_item_too_large_for_sqlite_is_a_limit_error(kv: KVStore, index: Index
         assert info.value.hint
     assert kv.keys() == ["small"]
     assert kv.load("small") == b"x" * 1000
+
+
+class _BoundedAESGCM:
+    """Fault injection: AES-GCM whose bound on the data it seals is lowered from 2**31 - 1."""
+
+    bound = 150_000
+    generate_key = AESGCM.generate_key
+
+    def __init__(self, key: bytes) -> None:
+        self._real = AESGCM(key)
+
+    def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes:
+        if len(data) > self.bound:  # cryptography's own check and words
+            raise OverflowError("Data or associated data too long. Max 2**31 - 1 bytes")
+        return self._real.encrypt(nonce, data, associated_data)
+
+    def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes:
+        return self._real.decrypt(nonce, data, associated_data)
+
+
+@pytest.mark.keychain
+def test_an_encrypted_item_too_large_is_the_same_limit_error(
+    ekv: KVStore, index: Index, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``save(k, bytes(2**31), format="binary", encrypt=True)`` raised cryptography's raw
+    OverflowError ("Data or associated data too long"), where the same save unencrypted is a
+    LimitExceededError with a hint: AES-GCM refuses 2**31 bytes or more, and the value reached it
+    before SQLite's length limit (1e9 bytes) could refuse it. Both bounds are lowered here, in
+    their real order (SQLite's limit is at most 2**31 - 1, AES-GCM's bound), so the test needs no
+    2 GiB value: SQLite's through its own setting, AES-GCM's by fault injection."""
+    index.conn.limit(apsw.SQLITE_LIMIT_LENGTH, 100_000)
+    monkeypatch.setattr(crypto, "AESGCM", _BoundedAESGCM)
+    ekv.save("small", b"x" * 50_000, format="binary", encrypt=True)  # sealed for real
+    errors = []
+    for size in (200_000, 120_000):  # over both bounds; over SQLite's only
+        for encrypt in (False, True):
+            for key in ("big", "small"):
+                with pytest.raises(LimitExceededError) as info:
+                    ekv.save(key, bytes(size), format="binary", encrypt=encrypt)
+                errors.append(info.value)
+    assert {type(e) for e in errors} == {LimitExceededError}
+    assert len({e.hint for e in errors}) == 1 and errors[0].hint
+    assert all("too large for the index" in e.message for e in errors)
+    assert ekv.keys() == ["small"]
+    assert ekv.load("small") == b"x" * 50_000
 
 
 def test_format_errors(kv: KVStore) -> None:

@@ -129,6 +129,31 @@ def test_hot_ttl_and_item_expiry_in_memory(index: Index, clock: FakeClock) -> No
     assert kv.hot_stats()["misses"] == misses + 1
 
 
+@pytest.mark.parametrize(
+    "encrypt", [False, pytest.param(True, marks=pytest.mark.keychain)], ids=["plain", "encrypted"]
+)
+def test_a_hot_ttl_of_zero_keeps_nothing_in_memory(
+    index: Index, clock: FakeClock, request: pytest.FixtureRequest, encrypt: bool
+) -> None:
+    """hot_ttl=0 (every entry expires at once) served nothing from memory, yet every save and load
+    still cached its plaintext (a decrypted secret too) until evicted or close(): hot_stats() read
+    {'items': 1, ..., 'hits': 0, 'misses': 2}. It turns the tier off, as hot_items=0 does."""
+    creds = request.getfixturevalue("creds") if encrypt else None
+    kv = KVStore(index, credentials=creds, clock=clock, hot_items=10, hot_ttl=0)
+    kv.save("secret", "hunter2", encrypt=encrypt)
+    assert kv.hot_stats()["items"] == 0
+    assert kv.load("secret") == "hunter2"
+    assert kv.load_item("secret").value == "hunter2"
+    assert kv.exists("secret")
+    assert kv.hot_stats() == {"items": 0, "bytes": 0, "hits": 0, "misses": 0}
+    other = KVStore(index, clock=clock, hot_items=0)
+    other.save("secret", "changed")  # still read afresh from the index
+    assert kv.load("secret") == "changed"
+    assert kv.hot_stats()["items"] == 0
+    other.close()
+    kv.close()
+
+
 def test_other_connections_writes_are_seen(index: Index, settings: Settings) -> None:
     mine = KVStore(index, hot_items=100)
     other_index = Index(settings.paths.index_db)
@@ -684,6 +709,86 @@ def test_crash_before_deleting_a_retired_key(
     assert old not in _states(index)
     assert creds.find(f"datakey:{old}") is None
     _all_readable(index, creds)
+
+
+def _damage(index: Index, key: str) -> None:
+    """Flip one bit of an item's ciphertext: rotation then skips it and it keeps its old key."""
+    with index.write() as cur:
+        value = bytearray(
+            cur.execute("SELECT value FROM kv_items WHERE key = ?", (key,)).fetchall()[0][0]
+        )
+        value[-1] ^= 1
+        cur.execute("UPDATE kv_items SET value = ? WHERE key = ?", (bytes(value), key))
+
+
+@pytest.mark.keychain
+def test_a_purge_that_removes_the_last_item_of_a_retiring_key_retires_it(
+    index: Index, creds: CredentialStore, clock: FakeClock, request: pytest.FixtureRequest
+) -> None:
+    """A rotated key stays 'retiring', in the keychain, while an item sealed with it remains (one
+    rotation skipped: damaged, or its key missing). When those items expired and were purged
+    instead, the key was retired only by the NEXT rotation: the keychain kept a key for nothing,
+    for as long as no one rotated again. The purge that removes the last one now retires it."""
+    kv = KVStore(index, credentials=creds, clock=clock, hot_items=0)
+    for i in range(2):
+        kv.save(f"session/{i}", f"token {i}", encrypt=True, ttl=10 * (i + 1))
+        _damage(index, f"session/{i}")
+    old = kv.current_key_id()
+    report = kv.rotate_data_key()
+    assert report.damaged == ("session/0", "session/1") and old not in report.retired
+    new = report.key_id
+    kv.save("kept", "sealed with the new key", encrypt=True)
+    purger = kv.start_purger(interval=3600)  # its rounds are run by hand below
+    request.addfinalizer(kv.close)  # (its thread must end even if an assertion fails)
+    clock.now += 15
+    assert purger.purge_once() == 1
+    assert _states(index) == {old: "retiring", new: "current"}  # session/1 still needs it
+    assert creds.find(f"datakey:{old}") is not None
+    clock.now += 10
+    assert purger.purge_once() == 1
+    assert _states(index) == {new: "current"}
+    assert creds.find(f"datakey:{old}") is None
+    assert creds.list_names(include_internal=True) == [f"datakey:{new}"]
+    fresh = KVStore(index, credentials=creds, clock=clock, hot_items=0)  # no cached keys
+    assert fresh.load("kept") == "sealed with the new key"
+    assert kv.rotate_data_key().retired == (new,)  # nothing left over for the next rotation
+    fresh.close()
+    kv.close()
+
+
+@pytest.mark.keychain
+def test_a_crash_before_a_purge_deletes_a_retired_key(
+    index: Index, creds: CredentialStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retired by a purge as by a rotation: 'retired' in the purge's own transaction, then the
+    keychain entry deleted, then the row. A crash in between leaves the key to the next purge
+    (or recover_keys, or rotation); no item needs it."""
+    kv = KVStore(index, credentials=creds, clock=clock, hot_items=0)
+    kv.save("session", "token", encrypt=True, ttl=10)
+    _damage(index, "session")
+    old = kv.current_key_id()
+    new = kv.rotate_data_key().key_id
+    kv.save("kept", "sealed with the new key", encrypt=True)
+    clock.now += 20
+
+    def crashing_delete(self: DataKeys, kid: str) -> None:
+        raise CryptoError("injected crash")
+
+    real = DataKeys.delete
+    monkeypatch.setattr(DataKeys, "delete", crashing_delete)
+    with pytest.raises(CryptoError):
+        kv.purge_expired()
+    monkeypatch.setattr(DataKeys, "delete", real)
+    assert kv.keys() == ["kept"]  # the purge itself was committed
+    assert _states(index) == {old: "retired", new: "current"}
+    assert creds.find(f"datakey:{old}") is not None
+    assert kv.purge_expired() == 0  # the next round finishes the job
+    assert _states(index) == {new: "current"}
+    assert creds.find(f"datakey:{old}") is None
+    assert KVStore(index, credentials=creds, clock=clock, hot_items=0).load("kept") == (
+        "sealed with the new key"
+    )
+    kv.close()
 
 
 @pytest.mark.keychain
