@@ -148,10 +148,20 @@ def conflict_path(
     dev = _safe_device(device)
     n = 1
     while True:
-        tail = f" ({word} {dev} {stamp}{'' if n == 1 else f' {n}'})"
-        room = fs.MAX_SEGMENT_BYTES - len((tail + fs.YAML_SUFFIX).encode("utf-8"))
-        short = stem.encode("utf-8")[: max(room, 1)].decode("utf-8", "ignore").rstrip(" .")
-        candidate = fs.normalize_path(f"{folder}/{short}{tail}" if folder else f"{short}{tail}")
+        tail = f" ({word} {dev} {stamp}{'' if n == 1 else f' {n}'})" + fs.YAML_SUFFIX
+        where = folder
+        # The name is cut to fit both a part's bytes and the whole path's characters (the
+        # server's limit too): a path near 1,024 characters with its tail added was refused by
+        # normalize_path, and that error ended every pass at the same collision.
+        chars = fs.MAX_PATH_CHARS - len(tail) - (len(where) + 1 if where else 0)
+        if chars < 1:
+            # Its folders alone leave no room for the tail: the copy goes to the top folder
+            # (the conflict record names where it is).
+            where, chars = "", fs.MAX_PATH_CHARS - len(tail)
+        room = fs.MAX_SEGMENT_BYTES - len(tail.encode("utf-8"))
+        short = stem.encode("utf-8")[: max(room, 1)].decode("utf-8", "ignore")[:chars]
+        name = short.rstrip(" .") + tail
+        candidate = fs.normalize_path(f"{where}/{name}" if where else name)
         if not taken(candidate):
             return candidate
         n += 1

@@ -64,6 +64,7 @@ from localstore._revisions import revision_text
 from localstore.blueprint import utc_now
 from localstore.files import MAX_PATH_CHARS
 from sync._shown import MAX_CODE, MAX_SHOWN, escaped, shown
+from sync.remote import server_path_key
 
 SYNC_MIGRATIONS: tuple[str, ...] = (
     """
@@ -794,14 +795,30 @@ def renew_push_op(cur: Any, blueprint_id: str, op_id: int) -> None:
 
 
 def server_holder(cur: Any, path: str) -> str | None:
-    """The id this device last synced as live at ``path`` on the server (case-insensitive, as
-    the server's ``lower(path)``, for ASCII), or None. A scan: asked only for rename cycles."""
+    """The id this device last synced as live at ``path`` on the server, or None: paths compared
+    as the server compares them (``sync.remote.server_path_key``, its ``lower(path)``). A scan:
+    asked only for rename cycles.
+
+    SQLite's NOCASE folds ASCII letters only: a swap of 'É' and 'Ö' to 'ö' and 'é' was no cycle
+    here while the server refused both renames as ``path_taken``, so neither ever went up.
+    """
     rows = cur.execute(
         "SELECT id FROM sync_items WHERE base_rev IS NOT NULL AND base_deleted = 0 "
         "AND base_path = ? COLLATE NOCASE LIMIT 1",
         (path,),
     ).fetchall()
-    return str(rows[0][0]) if rows else None
+    if rows:  # (equal but for ASCII case: one key on the server too)
+        return str(rows[0][0])
+    # Otherwise only a base path with a character beyond ASCII can have the key (the Kelvin
+    # sign's is 'k', for one): those few are keyed in Python.
+    key = server_path_key(path)
+    for rid, base_path in cur.execute(
+        "SELECT id, base_path FROM sync_items WHERE base_rev IS NOT NULL AND base_deleted = 0 "
+        "AND base_path GLOB '*[^ -~]*'"
+    ):
+        if server_path_key(str(base_path)) == key:
+            return str(rid)
+    return None
 
 
 def mark_synced(cur: Any, blueprint_id: str, op_id: int) -> None:

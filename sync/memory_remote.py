@@ -71,6 +71,7 @@ from sync.remote import (
     checked_fetch_ids,
     checked_probes,
     fetch_in_pages,
+    server_path_key,
     text_problem,
 )
 
@@ -124,8 +125,9 @@ class MemoryServer:
     horizons: dict[str, int] = field(default_factory=dict)
     revisions: list[tuple[str, ServerRow]] = field(default_factory=list, repr=False)
     subscribers: dict[str, list[_Subscriber]] = field(default_factory=dict, repr=False)
-    # (owner, lower(path)) -> id of the live row there: the SQL's unique index on path_key, so a
-    # path check costs O(1) instead of a scan of every row (pushes of 10,000 rows were quadratic).
+    # (owner, server_path_key(path)) -> id of the live row there: the SQL's unique index on
+    # path_key, so a path check costs O(1) instead of a scan of every row (pushes of 10,000 rows
+    # were quadratic).
     live_paths: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
     # The protocol and the changes per push this server announces; push refuses a call with
     # more (a test lowers it to play a server restored or upgraded with another limit).
@@ -510,8 +512,8 @@ class MemoryRemote:
         return None
 
     def _live_row_at(self, path: str, rid: str) -> ServerRow | None:
-        # lower() like the SQL's lower(path); contract tests only rely on ASCII case folding.
-        other_id = self.server.live_paths.get((self.user, path.lower()))
+        # The SQL's lower(path), not Python's lower(): they differ on 'İ' and a final 'Σ'.
+        other_id = self.server.live_paths.get((self.user, server_path_key(path)))
         if other_id is None or other_id == rid:
             return None
         return self.server.rows[other_id].row
@@ -540,9 +542,9 @@ class MemoryRemote:
             updated_at=datetime.now(UTC).isoformat(),
         )
         if current is not None and not current.deleted:
-            self.server.live_paths.pop((self.user, current.path.lower()), None)
+            self.server.live_paths.pop((self.user, server_path_key(current.path)), None)
         if not row.deleted:
-            self.server.live_paths[(self.user, row.path.lower())] = rid
+            self.server.live_paths[(self.user, server_path_key(row.path))] = rid
         self.server.rows[rid] = _Owned(self.user, row)
         self.server.revisions.append((rid, row))
         return PushResult(change.op_id, rid, "applied", rev=row.rev, seq=row.seq)

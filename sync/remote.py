@@ -405,6 +405,30 @@ class RevisionProbe:
         return {"id": self.id, "content_hash": self.content_hash, "path": self.path}
 
 
+def server_path_key(path: str) -> str:
+    """The server's key for ``path``: what its ``lower(path)`` (the column ``path_key``, unique
+    per owner among live rows) gives, so two paths with one key are one name there.
+
+    PostgreSQL lowers text through the C library's ``towlower``, one code point at a time: simple
+    lower-casing, no case folding ('ß' and 'ss' are two names, 'K' (the Kelvin sign) and 'k' one),
+    no final sigma (Python's ``lower`` gives a capital sigma at a word's end the final form, the
+    server always the plain small sigma), and 'İ' (U+0130)
+    becomes a plain 'i' where Python's ``lower`` gives 'i' and a combining dot. Checked against
+    the local stack's PostgreSQL (glibc, C.UTF-8) for every code point: apart from U+0130, Python's
+    ``lower`` of one code point is what the server gives. A database with another collation
+    provider (ICU) or an older C library may lower a few more or fewer characters. This is not the
+    local name rule (``localstore.files.path_key``, the file systems' caseless match): the two
+    differ both ways, and a path the server takes for another one's name comes back ``path_taken``.
+    """
+    if path.isascii():
+        return path.lower()
+    return "".join(_SERVER_LOWER.get(c) or c.lower() for c in path)
+
+
+# The code points whose Python ``lower`` is not the server's (see server_path_key).
+_SERVER_LOWER = {"\u0130": "i"}
+
+
 def canonical_uuid(value: object) -> str | None:
     """``value`` as a lower-case hyphenated uuid, or None if it is not one (as Postgres reads it)."""
     if not isinstance(value, str):

@@ -268,6 +268,37 @@ class RemoteContract:
         revive = alice.push_one(alice.change(c1.id, base_rev=3, path="team/flow.yaml"))
         assert (revive.status, revive.reason) == ("conflict", "path_taken")
 
+    @pytest.mark.parametrize(
+        ("held", "wanted", "taken"),
+        [
+            # The server's key is PostgreSQL's lower(): glibc's towlower, one code point at a
+            # time. It maps 'İ' (U+0130) to a plain 'i', where Python's lower() gives 'i' and a
+            # combining dot (two names).
+            ("İstanbul.yaml", "istanbul.yaml", True),
+            # One code point at a time: no final sigma, so a capital sigma is the plain small one
+            # wherever it stands, and a final small sigma stays itself (Python's lower() gives a
+            # capital sigma at a word's end the final form).
+            ("ΟΔΟΣ x.yaml", "οδοσ x.yaml", True),
+            ("ΟΔΟΣ y.yaml", "οδος y.yaml", False),
+            # No full case folding: 'ß' and 'ss', 'ﬀ' and 'ff' are two names.
+            ("Straße.yaml", "strasse.yaml", False),
+            ("ﬀ.yaml", "ff.yaml", False),
+            # Simple lower-casing beyond ASCII: the Kelvin sign is 'k'.
+            ("\u212a.yaml", "k.yaml", True),
+        ],
+        ids=["dotted-capital-i", "sigma", "final-sigma", "sharp-s", "ligature", "kelvin"],
+    )
+    def test_path_taken_compares_paths_as_the_servers_lower(
+        self, alice: Writer, held: str, wanted: str, taken: bool
+    ) -> None:
+        c1, _ = alice.create(path=held)
+        result = alice.push_one(alice.change(path=wanted))
+        if taken:
+            assert (result.status, result.reason) == ("conflict", "path_taken")
+            assert result.current is not None and result.current.id == c1.id
+        else:
+            assert result.status == "applied", result
+
     def test_moving_onto_a_taken_path_conflicts(self, alice: Writer) -> None:
         c1, _ = alice.create(path="a.yaml")
         c2, _ = alice.create(path="b.yaml")

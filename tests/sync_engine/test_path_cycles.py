@@ -65,6 +65,45 @@ def test_a_rotation_of_three_paths_is_pushed(
     assert_converged(server, a, b)
 
 
+@pytest.mark.parametrize(
+    ("first", "second", "x_to", "y_to"),
+    [
+        ("s/É", "s/Ö", "s/ö", "s/é"),
+        # 'İ' (U+0130) is a plain 'i' to the server: a key in ASCII from a path beyond it.
+        ("s/İ", "s/É", "s/é", "s/i"),
+    ],
+    ids=["accents", "dotted-capital-i"],
+)
+def test_a_swap_of_paths_that_differ_beyond_ascii_case_is_pushed(
+    make_device: Callable[..., Device],
+    server: MemoryServer,
+    first: str,
+    second: str,
+    x_to: str,
+    y_to: str,
+) -> None:
+    """x 'É' -> 'ö' with y 'Ö' -> 'é': each target is the other's path to the server, which
+    compares lower(path); the cycle was looked up with SQLite's NOCASE (ASCII letters only), so
+    it was never found and both renames stayed pending for good, every pass pushing nothing."""
+    a, b = make_device("a"), make_device("b")
+    x = a.store.save(first, "x: 0\n").id
+    y = a.store.save(second, "y: 0\n").id
+    converge(a, b)
+    a.store.move(x, "s/tmp")
+    a.store.move(y, y_to)
+    a.store.move(x, x_to)
+    report = a.sync()
+    assert report.pushed >= 2 and report.conflicts == 0 and not report.errors
+    assert a.engine.status().pending == 0
+    assert server_snapshot(server) == {
+        x: (f"{x_to}.blueprint.yaml", "x: 0\n"),
+        y: (f"{y_to}.blueprint.yaml", "y: 0\n"),
+    }
+    converge(a, b)
+    assert_converged(server, a, b)
+    assert a.engine.conflicts() == [] and b.engine.conflicts() == []
+
+
 def test_a_swap_meets_an_edit_made_elsewhere(
     make_device: Callable[..., Device], server: MemoryServer
 ) -> None:

@@ -51,3 +51,38 @@ def test_a_swap_and_a_rotation_of_paths_reach_the_server_and_the_other_device(
     finally:
         a.close()
         b.close()
+
+
+def test_a_swap_of_paths_that_differ_beyond_ascii_case_reaches_the_server(
+    cloud: LocalCloud, tmp_path: Path
+) -> None:
+    """PostgreSQL's lower(path) folds 'É' and 'ö' and makes 'İ' a plain 'i': these swaps are
+    cycles to the real server, which the engine looked up with SQLite's ASCII-only NOCASE."""
+    email = new_email()
+    a = open_device(tmp_path, "a", cloud.url, cloud.anon_key, email)
+    b = open_device(tmp_path, "b", cloud.url, cloud.anon_key, email)
+    try:
+        x = a.store.save("s/É", "x: 0\n").id
+        y = a.store.save("s/Ö", "y: 0\n").id
+        v = a.store.save("t/İ", "v: 0\n").id
+        w = a.store.save("t/É", "w: 0\n").id
+        assert a.sync() is None and b.sync() is None
+        for one, other, one_to, other_to in ((x, y, "s/ö", "s/é"), (v, w, "t/é", "t/i")):
+            a.store.move(one, "tmp")
+            a.store.move(other, other_to)
+            a.store.move(one, one_to)
+        assert a.sync() is None
+        assert a.engine.status().pending == 0
+        assert b.sync() is None
+        for dev in (a, b):
+            assert [dev.store.row(i).path for i in (x, y, v, w)] == [
+                "s/ö.blueprint.yaml",
+                "s/é.blueprint.yaml",
+                "t/é.blueprint.yaml",
+                "t/i.blueprint.yaml",
+            ]
+            assert dev.engine.conflicts() == []
+        assert a.snapshot() == b.snapshot()
+    finally:
+        a.close()
+        b.close()
