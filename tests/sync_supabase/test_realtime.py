@@ -19,7 +19,7 @@ from sync import _realtime
 from sync.localcloud.stack import LocalCloud
 from sync.supabase_remote import SupabaseRemote, _stop_refresh_timer
 
-from .conftest import STRESS, Homes, new_email
+from .conftest import STRESS, Homes, new_email, shift_client_clock
 from .devices import Device, open_device
 from .faultproxy import FaultProxy
 
@@ -107,6 +107,30 @@ def test_a_channel_rebuilt_after_sleep_joins_with_a_fresh_token(
         # The machine slept for an hour: timers stood still (monotonic clocks stop in suspend),
         # so the last token handed out (to the client, the keychain and realtime) has expired by
         # the wall clock, and the network dropped.
+        _stop_refresh_timer(remote._client)
+        remote._client.auth._notify_all_subscribers("TOKEN_REFRESHED", _slept(remote, cloud))
+        before = remote.realtime_state["subscribes"]
+        proxy.reset_all()
+        assert _wait_for(lambda: remote.realtime_state["subscribes"] > before, 15), (
+            remote.realtime_state
+        )
+        assert remote.realtime_state["subscribed"]
+
+
+def test_a_channel_rebuilt_after_sleep_joins_with_a_fresh_token_on_a_clock_hours_behind(
+    cloud: LocalCloud, homes: Homes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Token expiry is the server's clock (its ``exp``), and this machine's clock runs two hours
+    behind (a dual boot's RTC in local time, NTP off): a token that expired an hour ago looked
+    good for another hour, realtime rejoined with it and was refused until a poll's 401
+    happened to refresh it (up to a poll interval, then realtime's backoff), after every sleep.
+    Expiry is judged on the server's clock, learned from its responses' Date header."""
+    with FaultProxy(cloud.port) as proxy:
+        _, remote = homes.device(proxy.url, cloud.anon_key, new_email())
+        shift_client_clock(monkeypatch, -7200.0)
+        remote.subscribe(lambda: None)
+        assert remote.pull(0).changes == []  # the daemon's last poll before the sleep
+        assert remote.realtime_state["subscribed"]
         _stop_refresh_timer(remote._client)
         remote._client.auth._notify_all_subscribers("TOKEN_REFRESHED", _slept(remote, cloud))
         before = remote.realtime_state["subscribes"]
