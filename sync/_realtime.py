@@ -37,7 +37,7 @@ from realtime import AsyncRealtimeChannel, AsyncRealtimeClient
 from realtime.types import RealtimePostgresChangesListenEvent
 
 from sync._shown import guard_realtime_logs, without_credentials
-from sync._timefmt import span
+from sync._timefmt import span, span_clock
 
 __all__ = ["RealtimeHints"]
 
@@ -118,7 +118,9 @@ class RealtimeHints:
         self._wake: asyncio.Event | None = None
         self._deadline = 0.0  # loop time the wait ends
         self._attempt_at = 0.0  # loop time the last try started
-        self._down_since: float | None = None  # loop time the outage under way began
+        # When the outage under way began, on span_clock: the loop's clock (monotonic) stops
+        # while the laptop sleeps, and a night offline was logged as minutes.
+        self._down_since: float | None = None
 
     # -- public, any thread ----------------------------------------------------------------------
 
@@ -255,7 +257,7 @@ class RealtimeHints:
                 with self._state_lock:
                     self._failures += 1
                     failures = self._failures
-                self._outage_begins(loop.time(), f"cannot connect: {exc}")
+                self._outage_begins(f"cannot connect: {exc}")
                 if failures == self._long_run + 1:
                     log.info(
                         "realtime has failed %d times in a row (%s); retrying less often, up "
@@ -276,7 +278,7 @@ class RealtimeHints:
             self._hint()
             self._mark(True, "")
             if self._down_since is not None:
-                log.info("realtime reconnected after %s", span(loop.time() - self._down_since))
+                log.info("realtime reconnected after %s", span(span_clock() - self._down_since))
                 self._down_since = None
             self._first_attempt.set()
             reason = await self._watch()
@@ -284,16 +286,16 @@ class RealtimeHints:
             with self._state_lock:
                 self._rebuilds += 1
             if not self._stopping:
-                self._outage_begins(loop.time(), reason)
+                self._outage_begins(reason)
             await self._teardown(graceful=False)
 
-    def _outage_begins(self, now: float, reason: str) -> None:
+    def _outage_begins(self, reason: str) -> None:
         # A laptop changes networks daily: each lost connection is expected and heals itself, so
         # an outage is one WARNING (and one INFO with its length once reconnected), and the
         # failed tries in between are DEBUG. (The realtime library's own ERROR lines for the
         # same events are re-levelled in the daemon's log: sync.daemon._QuietReconnects.)
         if self._down_since is None:
-            self._down_since = now
+            self._down_since = span_clock()
             log.warning("realtime is down (%s); reconnecting, sync polls meanwhile", reason)
         else:
             log.debug("realtime still down (%s)", reason)

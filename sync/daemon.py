@@ -82,6 +82,7 @@ from sync._local import (
 )
 from sync._log_hooks import ProcessHooks
 from sync._shown import CredentialFilter
+from sync._timefmt import span_clock
 from sync.control import ControlServer, OpError
 from sync.embed import STATE_FILE, HomeLock, home_gone, lock_holder, remove_state, write_state
 from sync.engine import SyncEngine, SyncReport, SyncStatus, WorkerState
@@ -128,20 +129,6 @@ RemoteFactory = Callable[[Settings], Remote]
 # an offset the hour a DST change repeats logged the same times twice, and a daemon running
 # when the user changed the time zone (travel) kept the zone it started with (Python reads it
 # once), so its lines were hours off the journal's with nothing on the line to tell.
-
-
-def _uptime_clock() -> float:
-    """Seconds on a clock that counts time spent suspended and is never stepped.
-
-    time.monotonic() stops while a laptop sleeps on Linux and macOS: an uptime on it left every
-    night out. CLOCK_BOOTTIME (Linux) and macOS's CLOCK_MONOTONIC count the sleep; Windows'
-    time.monotonic() already does."""
-    if sys.platform == "darwin":
-        return time.clock_gettime(time.CLOCK_MONOTONIC)
-    boottime = getattr(time, "CLOCK_BOOTTIME", None)
-    if boottime is not None:
-        return time.clock_gettime(boottime)
-    return time.monotonic()
 
 
 class _TextFormatter(logging.Formatter):
@@ -507,7 +494,7 @@ class Daemon:
         self.started_at = time.time()
         # Uptime from a clock that never steps: a wall-clock step (NTP after a resume, a manual
         # change) made time.time() - started_at jump or go negative. started_at stays wall time.
-        self._started_up = _uptime_clock()
+        self._started_up = span_clock()
         self.token = secrets.token_urlsafe(32)
         self._port = port
         self._metrics_port = metrics_port
@@ -1251,7 +1238,7 @@ class Daemon:
                 "home": _home_folder(self.settings),  # (as in daemon.json)
                 "home_name": home_name(self.settings),
                 "started_at": self.started_at,
-                "uptime_s": round(_uptime_clock() - self._started_up, 3),
+                "uptime_s": round(span_clock() - self._started_up, 3),
                 "device_id": self.store.device_id if self.store else "",
                 "device_name": self.settings.device_name,
             },
@@ -1439,7 +1426,7 @@ class Daemon:
         """Counters and gauges (what the ``metrics`` op and /metrics report)."""
         out: dict[str, Any] = {"counters": asdict(self.metrics), "gauges": {}}
         gauges = out["gauges"]
-        gauges["uptime_seconds"] = round(_uptime_clock() - self._started_up, 3)
+        gauges["uptime_seconds"] = round(span_clock() - self._started_up, 3)
         gauges["threads"] = threading.active_count()
         if self.engine is not None:
             status = self.engine.status()

@@ -109,7 +109,7 @@ from sync._local import (
 )
 from sync._shown import MAX_SHOWN, shown
 from sync._state import ConflictRecord, QuarantineEntry
-from sync._timefmt import span
+from sync._timefmt import span, span_clock
 from sync.errors import (
     AccountMismatchError,
     AuthError,
@@ -368,7 +368,8 @@ class SyncEngine:
         self.remote = remote
         self.policy: ConflictPolicy = chosen
         self.clock = clock
-        # When the loop's cycles began failing with a TransientError (None: the cloud answers).
+        # When the loop's cycles began failing with a TransientError (None: the cloud answers),
+        # on span_clock: an outage is mostly a laptop asleep, which self.clock leaves out.
         self._offline_since: float | None = None
         self.rng = rng if rng is not None else random.Random()
         self.lock = lock
@@ -2656,7 +2657,7 @@ class SyncEngine:
         if self._offline_since is not None:
             log.info(
                 "sync: the cloud answers again, after %s offline",
-                span(self.clock() - self._offline_since),
+                span(span_clock() - self._offline_since),
             )
             self._offline_since = None
         self._failures = 0
@@ -2719,7 +2720,7 @@ class SyncEngine:
             elif self._offline_since is None:
                 # Once per outage, and its end once (_attempt): a laptop offline for a night
                 # wrote an INFO line per retry, hundreds, into every embedding app's log.
-                self._offline_since = now
+                self._offline_since = span_clock()
                 log.warning(
                     "sync: the cloud cannot be reached (%s); retrying until it answers", exc
                 )

@@ -838,18 +838,68 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
     return min(seconds, MAX_RETRY_AFTER_S)
 
 
+def _http_date(value: str | None) -> float | None:
+    """The epoch seconds of an HTTP date header; None when absent, unreadable or of no zone."""
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when.timestamp() if when.tzinfo is not None else None
+
+
 def retry_after_of(headers: Mapping[str, str]) -> float | None:
     """The wait a response's ``Retry-After`` asks for; an HTTP date is read against the
     response's own ``Date`` (the server's clock) when it has one: a client clock a day behind
     took "retry at 12:00:30" for a day's wait (cut to the hour's cap), one ahead for none."""
-    server_now: float | None = None
-    date = headers.get("Date")
-    if date:
-        with contextlib.suppress(TypeError, ValueError):
-            when = email.utils.parsedate_to_datetime(date)
-            if when.tzinfo is not None:
-                server_now = when.timestamp()
-    return retry_after_seconds(headers.get("Retry-After"), now=server_now)
+    return retry_after_seconds(headers.get("Retry-After"), now=_http_date(headers.get("Date")))
+
+
+# A response's Date differing from this machine's clock by at most this is taken for agreement:
+# the header has a 1-second resolution and arrives a network delay late, and an error of a few
+# seconds is well inside the margin expiry is judged with (EXPIRY_MARGIN, 10 s).
+CLOCK_AGREES_S = 5.0
+# One differing by more is taken for a broken header (a proxy's cached Date, a date of 1970),
+# not this clock. A clock's usual errors are far smaller: a time zone (up to 14 h: a dual boot
+# keeping the RTC in local time) or drift with NTP off.
+MAX_CLOCK_SKEW_S = 7 * 86400.0
+
+
+class ServerClock:
+    """The server's wall clock, as this machine's plus the offset its responses' ``Date`` shows.
+
+    Access tokens expire by the server's clock (``expires_at`` is the JWT's ``exp``). Judged on a
+    local clock two hours behind (a dual boot whose RTC keeps local time, NTP off), a token that
+    expired an hour ago looked live: realtime rejoined with it and was refused, and the refresh
+    guard reused another process's expired session. Two hours ahead, every token looked expired:
+    each realtime join and each guarded refresh rotated the session again, and (ahead by more
+    than a token's lifetime) supabase_auth armed no refresh timer at all
+    (docs/supabase-remote.md, "Clocks")."""
+
+    def __init__(self) -> None:
+        # Server minus local seconds; 0 until a response says otherwise. One float, replaced
+        # whole: the response hook runs on every calling thread, readers need no lock.
+        self.offset = 0.0
+
+    def note(self, date: str | None) -> None:
+        """Learn the offset from a response's ``Date`` header (its value, or None)."""
+        server = _http_date(date)
+        if server is None:
+            return
+        skew = server - time.time()
+        if abs(skew) > MAX_CLOCK_SKEW_S:
+            return
+        self.offset = skew if abs(skew) > CLOCK_AGREES_S else 0.0
+
+    def now(self) -> float:
+        """The server's time now, in epoch seconds (this machine's when they agree)."""
+        return time.time() + self.offset
+
+    def expired(self, session: Session) -> bool:
+        """Whether ``session``'s access token has expired, or will within EXPIRY_MARGIN, by
+        the server's clock (the test supabase_auth makes on the local one)."""
+        return (session.expires_at or 0) <= self.now() + EXPIRY_MARGIN
 
 
 def _with_status(err: SyncError, status: int | None, retry_after: float | None) -> SyncError:
@@ -925,6 +975,7 @@ class SupabaseRemote:
         self._next_cb = 0
         # The status and Retry-After of the last response, per thread (calls run concurrently).
         self._last_response = threading.local()
+        self._clock = ServerClock()
         self._http = _http_client(timeout_s, on_response=self._note_response)
         try:
             # Client(), not create_client(): create() calls auth.get_session(), which refreshes
@@ -936,7 +987,7 @@ class SupabaseRemote:
             self._client: Client = Client(
                 self.url, anon_key, _client_options(storage, self._http, auto_refresh=True)
             )
-            _guard_refreshes(self._client, storage, self._require_own)
+            _guard_refreshes(self._client, storage, self._require_own, clock=self._clock)
             self._auth_sub = self._client.auth.on_auth_state_change(self._on_auth_event)
             # A client rebuilt from storage never starts its refresh timer without this.
             self._client.auth.initialize_from_storage()
@@ -964,6 +1015,8 @@ class SupabaseRemote:
         # server_info, so a server rolled back or reconfigured under a daemon that never saw an
         # error is noticed within the hour.
         self._server_may_have_changed()
+        if event in ("SIGNED_IN", "TOKEN_REFRESHED"):
+            self._rearm_refresh_timer(session)
         if event == "TOKEN_REFRESHED":
             # The storage already wrote it (unchanged values are skipped); this is the belt to
             # its braces, so a rotated refresh token is never only in memory.
@@ -974,6 +1027,23 @@ class SupabaseRemote:
         hints = self._hints
         if hints is not None:
             hints.set_auth(session.access_token)
+
+    def _rearm_refresh_timer(self, session: Session) -> None:
+        """Arm supabase_auth's refresh timer for ``session`` by the server's clock.
+
+        The library has just armed it (``_save_session``, before it notifies) for the token's
+        expiry minus the local time. On a clock ahead by more than a token's lifetime that is
+        negative and no timer was armed at all; on one behind, the timer fired that much late.
+        Either way the token expired in the background and only a call's 401 (or a refused
+        realtime join) refreshed it. Nothing to do while the clocks agree."""
+        if not self._clock.offset or session.expires_at is None:
+            return
+        expires_in = session.expires_at - self._clock.now()
+        # As the library's _save_session does: EXPIRY_MARGIN early, or 0.5 s for a short token.
+        early = EXPIRY_MARGIN if expires_in > EXPIRY_MARGIN else 0.5
+        # (Milliseconds. A token already expired arms nothing, as in the library: the next
+        # call's 401 refreshes. Nothing either once the timer was stopped: auto-refresh is off.)
+        self._client.auth._start_auto_refresh_token((expires_in - early) * 1000)
 
     def _access_token(self) -> str:
         session = self._storage.durable_session()
@@ -987,12 +1057,13 @@ class SupabaseRemote:
         Called by the realtime supervisor (off its loop) before every join. After a sleep the
         refresh timer has not fired yet (it counts monotonic time, which stops in suspend), so
         the token realtime was last handed is stale and the join would be refused until a poll
-        refreshed it. Never raises: a failed refresh leaves the join to fail and back off."""
+        refreshed it. Expiry is judged on the server's clock (:class:`ServerClock`). Never
+        raises: a failed refresh leaves the join to fail and back off."""
         if self._closed or self._lost is not None:
             return self._anon_key
         try:
             session = self._storage.durable_session()
-            if session is not None and (session.expires_at or 0) <= time.time() + EXPIRY_MARGIN:
+            if session is not None and self._clock.expired(session):
                 self.refresh_auth()  # guarded; its TOKEN_REFRESHED also reaches realtime
         except (SyncError, CredentialError) as exc:
             log.info("realtime: could not refresh the cloud session (%s)", exc)
@@ -1124,6 +1195,7 @@ class SupabaseRemote:
         last = self._last_response
         last.status = response.status_code
         last.retry_after = retry_after_of(response.headers)
+        self._clock.note(response.headers.get("Date"))
 
     def _forget_response(self) -> None:
         self._last_response.status = None
@@ -1461,6 +1533,8 @@ def _guard_refreshes(
     client: Client,
     storage: KeychainSessionStorage,
     require_own: Callable[[Session | None], None] | None = None,
+    *,
+    clock: ServerClock,
 ) -> None:
     """Route every refresh grant of ``client`` through ``storage.refresh_guard()``.
 
@@ -1470,6 +1544,7 @@ def _guard_refreshes(
     session another refresher rotated moments ago is reused as is instead of rotating again.
     ``require_own`` vets the stored session first: a session that was logged out (absent) or
     belongs to another user is never refreshed nor adopted (it raises, and the timer stops).
+    Whether a stored session is still live is judged on ``clock``, the server's.
     """
     auth = client.auth
     plain = auth._refresh_access_token
@@ -1485,7 +1560,7 @@ def _guard_refreshes(
             # Store it now: if this refresh fails (offline), other processes still get it.
             storage.store_unsaved()
             if latest is not None and latest.refresh_token != refresh_token:
-                if (latest.expires_at or 0) > time.time() + EXPIRY_MARGIN:
+                if not clock.expired(latest):
                     return AuthResponse(session=latest, user=latest.user)
                 refresh_token = latest.refresh_token
             # Still unsaved (the keychain refused it again): refresh from the keychain's token,

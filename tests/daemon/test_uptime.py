@@ -1,8 +1,8 @@
 """Uptime is measured on the monotonic clock: a wall-clock step must not make it jump or go
 negative (an NTP correction after a resume, a manual change). started_at stays wall time.
 
-The step is injected for sync.daemon's view of the time module only: changing the real system
-clock would disturb every other process on the machine.
+The step is injected for sync.daemon's and sync._timefmt's (the uptime clock's) view of the time
+module only: changing the real system clock would disturb every other process on the machine.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import types
 import pytest
 
 import sync.daemon as daemon_mod
+from sync import _timefmt
 
 
 def test_uptime_ignores_a_wall_clock_step(inproc_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,6 +54,7 @@ def test_uptime_counts_a_suspend(inproc_daemon, monkeypatch: pytest.MonkeyPatch)
             + (night if clock != real.CLOCK_MONOTONIC or sys.platform == "darwin" else 0.0)
         )
         monkeypatch.setattr(daemon_mod, "time", slept)
+        monkeypatch.setattr(_timefmt, "time", slept)  # where the uptime clock is read
         after = c.status()["daemon"]
         gauge = c.metrics()["gauges"]["uptime_seconds"]
     assert before["uptime_s"] + night <= after["uptime_s"] < before["uptime_s"] + night + 60

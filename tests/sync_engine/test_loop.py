@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -12,11 +13,13 @@ import pytest
 
 from localstore.errors import StorageError
 from localstore.events import Event
+from sync import _timefmt
 from sync import engine as sync_engine
 from sync.engine import SyncEngine, WorkerState
 from sync.errors import EngineStateError, NotLoggedInError, SyncLockedError, TransientError
 from sync.memory_remote import MemoryRemote, MemoryServer
 from sync.remote import HintCallback, Unsubscribe
+from tests.suspend_clock import SleepsBetweenReadings
 
 from .conftest import Device
 
@@ -122,6 +125,32 @@ def test_an_outage_is_one_warning_and_its_end_one_info_line_for_an_embedding_app
     assert not [m for _, m in lines if "retrying in" in m], lines
     assert [lvl for lvl, m in lines if "cannot be reached" in m] == ["WARNING"], lines
     assert [lvl for lvl, m in lines if "answers again, after" in m] == ["INFO"], lines
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="time.monotonic() counts sleep on Windows")
+def test_a_night_offline_is_logged_as_a_night(
+    make_device: Callable[..., Device],
+    server: MemoryServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The outage's length was measured on the engine's monotonic clock, which stands still
+    while a laptop sleeps: a night offline with the lid closed was "after 2 min offline"."""
+    monkeypatch.setattr(_timefmt, "time", SleepsBetweenReadings())
+    a = make_device("a", backoff_base_s=0.01, backoff_cap_s=0.02, poll_interval_s=3600)
+    a.remote.fail_next(1, TransientError("connection refused"), method="push")
+    seen, observer = _pushed_signal(server)
+    try:
+        with caplog.at_level(logging.INFO, logger="sync.engine"):
+            a.store.save("outage/x", "v: 1\n")
+            a.engine.start()
+            assert seen.wait(WAIT)
+            a.engine.stop()
+            a.engine.join(WAIT)
+    finally:
+        observer.close()
+    ends = [r.getMessage() for r in caplog.records if "answers again" in r.getMessage()]
+    assert ends == ["sync: the cloud answers again, after 10.0 h offline"], ends
 
 
 def test_pause_and_resume(make_device: Callable[..., Device], server: MemoryServer) -> None:

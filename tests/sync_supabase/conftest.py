@@ -18,9 +18,11 @@ from pathlib import Path
 import jwt
 import keyring
 import pytest
+from supabase_auth._sync import gotrue_client
 
 from localstore.config import Settings, load_settings
 from localstore.credentials import unusable_reason
+from sync import supabase_remote
 from sync.localcloud.cluster import PostgresNotFoundError, find_bindir
 from sync.localcloud.stack import LocalCloud
 from sync.supabase_remote import SupabaseRemote, login, remote_from_settings
@@ -139,3 +141,25 @@ def expire_token(remote: SupabaseRemote, cloud: LocalCloud) -> None:
     token = jwt.encode(claims, cloud.jwt_secret, algorithm="HS256")
     remote._client.options.headers["Authorization"] = f"Bearer {token}"
     remote._client._postgrest = None
+
+
+class _ShiftedTime:
+    """A ``time`` module whose wall clock reads ``shift`` seconds off the real one."""
+
+    def __init__(self, shift: float) -> None:
+        self._shift = shift
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+    def time(self) -> float:
+        return time.time() + self._shift
+
+
+def shift_client_clock(monkeypatch: pytest.MonkeyPatch, shift: float) -> None:
+    """Fault injection: this machine's wall clock reads ``shift`` seconds off the server's (a
+    dual boot's RTC kept in local time, NTP off), for the client's modules only: ours and
+    supabase_auth's client. The gateway runs in this process and keeps the real clock."""
+    shifted = _ShiftedTime(shift)
+    monkeypatch.setattr(supabase_remote, "time", shifted)
+    monkeypatch.setattr(gotrue_client, "time", shifted)

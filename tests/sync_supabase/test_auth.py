@@ -30,7 +30,14 @@ from sync.supabase_remote import (
     session_credential_name,
 )
 
-from .conftest import PASSWORD, Homes, _require_environment, expire_token, new_email
+from .conftest import (
+    PASSWORD,
+    Homes,
+    _require_environment,
+    expire_token,
+    new_email,
+    shift_client_clock,
+)
 from .devices import Device, open_device
 from .faultproxy import FaultProxy
 
@@ -199,6 +206,32 @@ def test_the_refresh_timer_never_adopts_another_users_session(
     assert _stored_session(settings.home) == bob_raw  # bob's token was neither used nor rotated
     with pytest.raises(SessionChangedError):
         remote.server_info()
+
+
+def test_the_refresh_timer_runs_on_a_clock_ahead_by_more_than_a_tokens_lifetime(
+    short_cloud: LocalCloud, homes: Homes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """supabase_auth arms its refresh timer for the token's expiry (the server's clock) minus
+    this machine's time: on a clock ahead by more than a token's lifetime every new token looked
+    expired already and no timer was ever armed. The token expired in the background, and each
+    process refreshed only when a call got a 401, realtime when a join was refused."""
+    settings = homes.home()
+    homes.login(settings, short_cloud.url, short_cloud.anon_key, new_email())
+    shift_client_clock(monkeypatch, 7200.0)
+    remote = homes.remote(settings)  # the token looks expired: opening refreshes it
+    refreshed = threading.Event()
+
+    def on_event(event: str, session: object) -> None:
+        if event == "TOKEN_REFRESHED":
+            refreshed.set()
+
+    sub = remote._client.auth.on_auth_state_change(on_event)
+    try:
+        # With no call made, only the timer refreshes (it fires ~0.5 s before each expiry).
+        assert refreshed.wait(10 * TTL_S)
+    finally:
+        sub.unsubscribe()
+    assert remote.server_info().protocol == 1
 
 
 def test_a_remote_opened_offline_with_an_expired_session_syncs_once_online(

@@ -37,6 +37,7 @@ from sync.localcloud.stack import LocalCloud
 from sync.supabase_remote import (
     MAPPED_EXCEPTIONS,
     MAX_RETRY_AFTER_S,
+    ServerClock,
     SupabaseRemote,
     map_error,
     retry_after_of,
@@ -354,6 +355,24 @@ def test_a_retry_after_date_is_read_on_the_servers_clock() -> None:
     for date in ("garbage", "Mon, 23 Nov 2026 12:00:00 -0000"):  # no usable server clock
         headers = {"Date": date, "Retry-After": formatdate(time.time() + 60, usegmt=True)}
         assert retry_after_of(headers) == pytest.approx(60, abs=2)
+
+
+def test_the_servers_clock_is_learned_only_from_a_date_far_enough_off_and_plausible() -> None:
+    clock = ServerClock()
+    clock.note(formatdate(time.time() - 7200, usegmt=True))  # this clock is two hours ahead
+    assert clock.offset == pytest.approx(-7200, abs=5)
+    assert clock.now() == pytest.approx(time.time() - 7200, abs=5)
+    # A second or two is the header's resolution and the network's delay, not a skew.
+    clock.note(formatdate(time.time() + 2, usegmt=True))
+    assert clock.offset == 0.0
+    clock.note(formatdate(time.time() + 3600, usegmt=True))
+    assert clock.offset == pytest.approx(3600, abs=5)
+    # A broken Date (unreadable, of no zone, decades off) leaves what was learned.
+    for bad in (None, "", "garbage", "Mon, 23 Nov 2026 12:00:00 -0000", formatdate(0, usegmt=True)):
+        clock.note(bad)
+        assert clock.offset == pytest.approx(3600, abs=5), bad
+    clock.note(formatdate(time.time() + 30 * 86_400, usegmt=True))  # a month off: not a clock
+    assert clock.offset == pytest.approx(3600, abs=5)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,9 @@ engine (which polls only hourly here, so only the hint can wake it), also after 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,11 +17,12 @@ import pytest
 from supabase_auth.types import Session
 
 from localstore.events import Event
-from sync import _realtime
+from sync import _realtime, _timefmt
 from sync.localcloud.stack import LocalCloud
 from sync.supabase_remote import SupabaseRemote, _stop_refresh_timer
+from tests.suspend_clock import SleepsBetweenReadings
 
-from .conftest import STRESS, Homes, new_email
+from .conftest import STRESS, Homes, new_email, shift_client_clock
 from .devices import Device, open_device
 from .faultproxy import FaultProxy
 
@@ -117,6 +120,30 @@ def test_a_channel_rebuilt_after_sleep_joins_with_a_fresh_token(
         assert remote.realtime_state["subscribed"]
 
 
+def test_a_channel_rebuilt_after_sleep_joins_with_a_fresh_token_on_a_clock_hours_behind(
+    cloud: LocalCloud, homes: Homes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Token expiry is the server's clock (its ``exp``), and this machine's clock runs two hours
+    behind (a dual boot's RTC in local time, NTP off): a token that expired an hour ago looked
+    good for another hour, realtime rejoined with it and was refused until a poll's 401
+    happened to refresh it (up to a poll interval, then realtime's backoff), after every sleep.
+    Expiry is judged on the server's clock, learned from its responses' Date header."""
+    with FaultProxy(cloud.port) as proxy:
+        _, remote = homes.device(proxy.url, cloud.anon_key, new_email())
+        shift_client_clock(monkeypatch, -7200.0)
+        remote.subscribe(lambda: None)
+        assert remote.pull(0).changes == []  # the daemon's last poll before the sleep
+        assert remote.realtime_state["subscribed"]
+        _stop_refresh_timer(remote._client)
+        remote._client.auth._notify_all_subscribers("TOKEN_REFRESHED", _slept(remote, cloud))
+        before = remote.realtime_state["subscribes"]
+        proxy.reset_all()
+        assert _wait_for(lambda: remote.realtime_state["subscribes"] > before, 15), (
+            remote.realtime_state
+        )
+        assert remote.realtime_state["subscribed"]
+
+
 def _slept(remote: SupabaseRemote, cloud: LocalCloud) -> Session:
     """The remote's session as an hour-long sleep leaves it: its access token expired."""
     session = remote._storage.durable_session()
@@ -126,6 +153,30 @@ def _slept(remote: SupabaseRemote, cloud: LocalCloud) -> Session:
     claims.update(iat=now - 7200, exp=now - 3600)
     token = jwt.encode(claims, cloud.jwt_secret, algorithm="HS256")
     return session.model_copy(update={"access_token": token, "expires_at": now - 3600})
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="time.monotonic() counts sleep on Windows")
+def test_a_night_offline_is_logged_as_a_night(
+    cloud: LocalCloud,
+    homes: Homes,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The outage's length was measured on the event loop's clock (monotonic), which stands
+    still while a laptop sleeps: a night with the lid closed was "reconnected after 3 s"."""
+    with FaultProxy(cloud.port) as proxy:
+        _, remote = homes.device(proxy.url, cloud.anon_key, new_email())
+        remote.subscribe(lambda: None)
+        assert remote.realtime_state["subscribed"]
+        monkeypatch.setattr(_timefmt, "time", SleepsBetweenReadings())
+
+        def ends() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "reconnected" in r.getMessage()]
+
+        with caplog.at_level(logging.INFO, logger="sync._realtime"):
+            proxy.reset_all()  # the network drops: the channel is rebuilt
+            assert _wait_for(lambda: ends(), 15), remote.realtime_state
+    assert ends() == ["realtime reconnected after 10.0 h"]
 
 
 def test_reconnects_back_off_while_offline_and_retry_once_the_network_is_back(

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 from supabase_auth.types import Session
 
@@ -29,7 +30,7 @@ from localstore.index import Index
 from sync.localcloud.stack import LocalCloud
 from sync.supabase_remote import SupabaseRemote, refresh_lock_path, session_credential_name
 
-from .conftest import Homes, new_email
+from .conftest import Homes, new_email, shift_client_clock
 
 
 def _stored(settings: Settings) -> str:
@@ -145,6 +146,37 @@ def _in_memory_token(remote: SupabaseRemote) -> str:
     session = remote._client.auth._load_session()  # what the refresh timer uses
     assert session is not None
     return session.refresh_token
+
+
+@pytest.mark.parametrize(("shift", "expired"), [(-7200.0, True), (7200.0, False)])
+def test_a_session_another_process_rotated_is_judged_by_the_servers_clock(
+    cloud: LocalCloud, homes: Homes, monkeypatch: pytest.MonkeyPatch, shift: float, expired: bool
+) -> None:
+    """The refresh timer fires, and the keychain holds a session another process (a CLI run)
+    rotated meanwhile: the guard reuses it while it is live, else refreshes it. It judged that
+    on this machine's clock, against an expiry set by the server's: two hours behind, a session
+    that expired a minute ago was reused (the client sent an expired token until a call's 401);
+    two hours ahead, a live one was rotated once more for nothing."""
+    settings = homes.home()
+    homes.login(settings, cloud.url, cloud.anon_key, new_email())
+    remote = homes.remote(settings)
+    shift_client_clock(monkeypatch, shift)
+    assert remote.pull(0).changes == []  # a response: its Date header shows the server's clock
+    timer_token = _in_memory_token(remote)
+    rotated = json.loads(_refresh_elsewhere(cloud, timer_token))
+    if expired:  # it has expired since, a minute ago by the server's clock (its exp)
+        now = int(time.time())
+        claims = jwt.decode(rotated["access_token"], options={"verify_signature": False})
+        claims.update(iat=now - 3660, exp=now - 60)
+        rotated["access_token"] = jwt.encode(claims, cloud.jwt_secret, algorithm="HS256")
+        rotated["expires_at"] = claims["exp"]
+    _store(settings, json.dumps(rotated))
+    session = remote._client.auth.refresh_session(timer_token).session  # the timer's refresh
+    assert session is not None
+    exp = jwt.decode(session.access_token, options={"verify_signature": False})["exp"]
+    assert exp > time.time() + 60  # a live token, by the server's (here the real) clock
+    assert (session.refresh_token == rotated["refresh_token"]) is not expired  # reused if live
+    assert remote.pull(0).changes == []
 
 
 def test_a_rotated_session_the_keychain_refused_is_kept_and_stored_later(
