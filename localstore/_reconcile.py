@@ -118,24 +118,58 @@ ROOT_MARK_TEXT = (
 ROOT_MARK_SETTING = "blueprints_folder_mark"
 
 
-def icloud_stub(root: Path, rel: str) -> str | None:
-    """The relative path of iCloud Drive's stub of the file ``rel`` if one is there, else None.
+# Sync clients' placeholders of a file whose data they freed (the file gone, the placeholder
+# beside it): its stub name for a file name, and the way back for check's detail.
+_CLOUD_STUBS: tuple[tuple[str, str, str], ...] = (
+    # iCloud Drive (macOS before 14, "Optimize Mac Storage"): a hidden ``.<name>.icloud``.
+    (".{}.icloud", "iCloud Drive", "open it in Finder or run `brctl download` on it"),
+    # Nextcloud's and ownCloud's desktop clients with virtual files in suffix mode (the mode
+    # on Linux, an option elsewhere): "Free up local space" writes an empty ``<name>.nextcloud``
+    # (``<name>.owncloud``) and removes the file. Taken for deletes, as iCloud's were.
+    (
+        "{}.nextcloud",
+        "the Nextcloud client",
+        "open it, or choose 'Always keep on this device' in the Nextcloud client",
+    ),
+    (
+        "{}.owncloud",
+        "the ownCloud client",
+        "open it, or choose 'Always available locally' in the ownCloud client",
+    ),
+)
+
+
+def cloud_stub(root: Path, rel: str) -> str | None:
+    """The relative path of a sync client's placeholder of the file ``rel`` if one is there
+    (the file's data freed to save space), else None.
 
     macOS before 14 with "Optimize Mac Storage" frees space by replacing a file with a hidden
     ``.<name>.icloud`` stub beside it; opening the file (Finder, ``brctl download``) brings it
-    back. Its blueprint is not deleted: taken for a delete, it was recorded deleted and sync
-    pushed the delete to every device.
+    back. Nextcloud's and ownCloud's virtual files in suffix mode put ``<name>.nextcloud``
+    (``.owncloud``) in its place. Its blueprint is not deleted: taken for a delete, it was
+    recorded deleted and sync pushed the delete to every device.
     """
     folder, _, name = rel.rpartition("/")
-    stub = f"{folder}/.{name}.icloud" if folder else f".{name}.icloud"
-    return stub if os.path.lexists(root / stub) else None
+    for pattern, _tool, _back in _CLOUD_STUBS:
+        stub_name = pattern.format(name)
+        stub = f"{folder}/{stub_name}" if folder else stub_name
+        if os.path.lexists(root / stub):
+            return stub
+    return None
 
 
 def _evicted(rel: str, stub: str) -> dict[str, str]:
-    """The problem ``check`` reports for a blueprint whose file iCloud Drive evicted."""
+    """The problem ``check`` reports for a blueprint whose file a sync client evicted."""
+    tool, back = "a sync client", "bring it back with its sync client"
+    stub_name = stub.rpartition("/")[2]
+    for pattern, name, how in _CLOUD_STUBS:
+        head, _, tail = pattern.partition("{}")
+        if stub_name.startswith(head) and stub_name.endswith(tail):
+            tool, back = name, how
+            break
     detail = (
-        f"kept: iCloud Drive evicted its file to free space ({fs.printable(stub)} is in its "
-        "place); open it in Finder or run `brctl download` on it to bring it back"
+        f"kept: {tool} evicted its file to free space ({fs.printable(stub)} is in its "
+        f"place); {back} to bring it back"
     )
     return {"kind": "evicted", "path": rel, "detail": detail}
 
@@ -974,7 +1008,7 @@ class Reconciler:
                 "back (its last version is in history)"
             )
             return {"kind": "not-a-file", "path": row.path, "detail": detail}
-        stub = icloud_stub(self.store.root, row.path) if mode is None else None
+        stub = cloud_stub(self.store.root, row.path) if mode is None else None
         if stub is not None:
             return _evicted(row.path, stub)
         if mode is not None:
@@ -1116,7 +1150,7 @@ class Reconciler:
             m
             for m in scan.metas
             if fs.yaml_path_for(m) not in scan.yamls
-            and icloud_stub(self.store.root, fs.yaml_path_for(m)) is None  # (reported: evicted)
+            and cloud_stub(self.store.root, fs.yaml_path_for(m)) is None  # (reported: evicted)
         )
 
     def _stale_temps(self, scan: _Scan) -> list[str]:
@@ -1175,7 +1209,7 @@ class Reconciler:
                 report.problems.append({"kind": "skipped", "path": rel, "detail": str(exc)})
                 continue
             if meta_rel not in scan.metas:
-                stub = icloud_stub(self.store.root, meta_rel) if listed is not None else None
+                stub = cloud_stub(self.store.root, meta_rel) if listed is not None else None
                 report.problems.append(
                     _evicted(rel, stub)
                     if stub is not None
@@ -1262,9 +1296,10 @@ class Reconciler:
             if (
                 row is not None
                 and self._nfc_alias(rel) is None
-                and icloud_stub(self.store.root, rel) is None
+                and cloud_stub(self.store.root, rel) is None
             ):
-                # (Renamed to its NFD form, or evicted by iCloud: kept; the full pass reports it.)
+                # (Renamed to its NFD form, or evicted by a sync client: kept; the full pass
+                # reports it.)
                 self._delete_locked(cur, row, report)
             return True
         if not stat.S_ISREG(y_st.st_mode):
@@ -1420,7 +1455,7 @@ class Reconciler:
         if meta_bytes is None:
             meta_bytes = self._recover_meta_temp(meta_rel, report)
             if meta_bytes is None and row_at_path is not None:
-                stub = icloud_stub(store.root, meta_rel)
+                stub = cloud_stub(store.root, meta_rel)
                 if stub is not None:
                     # Its meta is in iCloud, not gone: one written here (from the index) would
                     # make iCloud keep both once it downloads the real one. Left until it is back.
