@@ -674,6 +674,40 @@ def test_a_flood_of_idle_sockets_cannot_take_the_daemons_file_descriptors(
         assert server.join(10)
 
 
+def test_a_token_holder_gets_in_while_a_flood_holds_every_socket_of_the_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Beyond the socket budget the server closed the NEWEST socket: another local user who
+    held the budget's sockets (no token needed; in the real attack a loop that reconnects each
+    socket the server closes) kept this user's own clients out (`status`, `--pause`, `sync`, an
+    app's event stream) for as long as it liked. Now the oldest socket that has not shown the
+    token goes, and the token holder gets in during the flood."""
+    monkeypatch.setattr(control, "AUTH_TIMEOUT_S", 60.0)  # the squatters stay for the whole test
+    token = "t" * 40
+    server = ControlServer(_Handler(), token=token)
+    server.start()
+    budget = 2 * (32 + MAX_UNAUTHENTICATED) + 48
+    code = (
+        "import socket, sys\n"
+        f"socks = [socket.create_connection(('127.0.0.1', {server.port})) for _ in range(300)]\n"
+        "print('open', flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    try:
+        before = _open_sockets()
+        with python_process(code, ready="open"):  # (the other user)
+            assert eventually(lambda: server.stats.refused >= 300 - budget, 10)
+            assert eventually(lambda: _open_sockets() - before <= budget, 10)
+            for _ in range(3):
+                with ControlClient(server.port, token, timeout=5) as c:
+                    assert c.request("ping") == "pong"
+            # ... and the budget still holds: the files stay usable.
+            assert _open_sockets() - before <= budget + 1
+    finally:
+        server.stop()
+        assert server.join(10)
+
+
 class _PublishingHandler:
     """`status` publishes ``count`` events and answers once the server has sent them all, so
     they all reach the client while it waits for the reply (and are kept for events())."""
