@@ -370,6 +370,8 @@ class ControlServer:
         self._server: Server | None = None
         self._metrics_server: asyncio.Server | None = None
         self._metrics_conns = 0
+        # Metrics connections still sending their request head, oldest first (_serve_metrics).
+        self._metrics_reading: dict[asyncio.StreamWriter, None] = {}
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
@@ -879,12 +881,25 @@ class ControlServer:
     ) -> None:
         self._metrics_conns += 1
         try:
-            if self._metrics_conns > MAX_METRICS_CONNECTIONS:
-                return  # a scraper needs one; more is a flood
             if not is_loopback_peer(writer.get_extra_info("peername")):
                 return
-            async with asyncio.timeout(METRICS_HEADER_TIMEOUT_S):  # for all lines, not each
-                line, headers = await _read_head(reader)
+            if self._metrics_conns > MAX_METRICS_CONNECTIONS:
+                # A scraper needs one; more is a flood. The oldest still sending its head goes,
+                # not this one: refusing the newest let any local user who held 8 idle sockets
+                # (reconnecting each one cut at the deadline) blind the user's monitoring.
+                if not self._metrics_reading:
+                    return  # all are being answered: their work is what the cap bounds
+                oldest = next(iter(self._metrics_reading))
+                del self._metrics_reading[oldest]
+                oldest.transport.abort()
+            self._metrics_reading[writer] = None
+            try:
+                async with asyncio.timeout(METRICS_HEADER_TIMEOUT_S):  # for all lines, not each
+                    line, headers = await _read_head(reader)
+            finally:
+                self._metrics_reading.pop(writer, None)
+            if not line:
+                return  # closed (or evicted) before it asked anything
             parts = line.decode("latin-1").split()
             if not self._metrics_host_ok(headers.get("host")):
                 # DNS rebinding: a page of attacker.example resolved to 127.0.0.1 names its host.
