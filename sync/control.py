@@ -26,8 +26,9 @@ Safety, because any local program (or a web page, through a browser) can open a 
   ``AUTH_TIMEOUT_S``; tokens are compared with ``hmac.compare_digest``;
 - connections not yet authenticated have their own small pool (``MAX_UNAUTHENTICATED``; a new
   one evicts the oldest), so clients without the token never take a token holder's slot;
-- the sockets held at once, handshakes included, are capped (a flood is closed at accept), so
-  nobody on the machine can use up the daemon's file descriptors; and so is the size of an
+- the sockets held at once, handshakes included, are capped (beyond it the oldest socket that has
+  not shown the token is closed), so nobody on the machine can use up the daemon's file
+  descriptors nor keep the token holder out; and so is the size of an
   opening handshake (``MAX_HANDSHAKE_BYTES``), so nobody can make it buffer ~1 MiB for each;
 - frames above ``MAX_FRAME_BYTES`` close the connection (websockets' own limit, enforced before
   the frame is buffered); requests above ``MAX_REQUEST_BYTES``, binary frames, bad JSON, wrong
@@ -220,13 +221,13 @@ _ws_log.addFilter(_HandshakeNoise())
 
 
 class _CountedConnection(ServerConnection):
-    """A connection that counts against its server's socket budget (closed at once beyond it).
+    """A connection that counts against its server's socket budget (beyond it, the oldest
+    socket that has not shown the token is closed at once).
 
     Anyone on the machine may connect to 127.0.0.1, token or not, and a socket that never sends
     its handshake was held for AUTH_TIMEOUT_S without limit: about a thousand (a loop in any
     process) took the daemon's file descriptors (the usual soft limit is 1024), and its saves,
-    index and sync failed with EMFILE. Refusing beyond the budget keeps the files working; the
-    API is back as soon as the flood stops.
+    index and sync failed with EMFILE. Closing sockets beyond the budget keeps the files working.
     """
 
     def __init__(self, *args: Any, budget: _SocketBudget, **kwargs: Any) -> None:
@@ -254,12 +255,26 @@ class _CountedConnection(ServerConnection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._budget.open += 1
         super().connection_made(transport)
+        self._budget.unproven[self] = None
         if self._budget.open > self._budget.limit:
+            # Beyond the budget the oldest socket without the token goes, not the newest: when
+            # the newest was refused, another local user holding the budget's sockets (a loop
+            # that reconnects each one the server closes; no token needed) kept every client
+            # of this user out of its own daemon (`status`, `--pause`, `sync`, an app's event
+            # stream) for as long as it ran. A token holder's socket is newest and proves itself
+            # with its first bytes, so it is not the one evicted.
             self._budget.refused()
-            self.transport.abort()
+            oldest = next(iter(self._budget.unproven))
+            del self._budget.unproven[oldest]
+            oldest.transport.abort()
+
+    def proven(self) -> None:
+        """The client showed the token: its socket is no longer the first to go (see above)."""
+        self._budget.unproven.pop(self, None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._budget.open -= 1
+        self._budget.unproven.pop(self, None)
         super().connection_lost(exc)
 
 
@@ -270,6 +285,8 @@ class _SocketBudget:
     limit: int
     refused: Callable[[], None]
     open: int = 0
+    # Open sockets that have not shown the token yet, oldest first: evicted beyond the limit.
+    unproven: dict[_CountedConnection, None] = field(default_factory=dict)
 
 
 def _now() -> str:
@@ -353,6 +370,8 @@ class ControlServer:
         self._server: Server | None = None
         self._metrics_server: asyncio.Server | None = None
         self._metrics_conns = 0
+        # Metrics connections still sending their request head, oldest first (_serve_metrics).
+        self._metrics_reading: dict[asyncio.StreamWriter, None] = {}
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
@@ -862,12 +881,25 @@ class ControlServer:
     ) -> None:
         self._metrics_conns += 1
         try:
-            if self._metrics_conns > MAX_METRICS_CONNECTIONS:
-                return  # a scraper needs one; more is a flood
             if not is_loopback_peer(writer.get_extra_info("peername")):
                 return
-            async with asyncio.timeout(METRICS_HEADER_TIMEOUT_S):  # for all lines, not each
-                line, headers = await _read_head(reader)
+            if self._metrics_conns > MAX_METRICS_CONNECTIONS:
+                # A scraper needs one; more is a flood. The oldest still sending its head goes,
+                # not this one: refusing the newest let any local user who held 8 idle sockets
+                # (reconnecting each one cut at the deadline) blind the user's monitoring.
+                if not self._metrics_reading:
+                    return  # all are being answered: their work is what the cap bounds
+                oldest = next(iter(self._metrics_reading))
+                del self._metrics_reading[oldest]
+                oldest.transport.abort()
+            self._metrics_reading[writer] = None
+            try:
+                async with asyncio.timeout(METRICS_HEADER_TIMEOUT_S):  # for all lines, not each
+                    line, headers = await _read_head(reader)
+            finally:
+                self._metrics_reading.pop(writer, None)
+            if not line:
+                return  # closed (or evicted) before it asked anything
             parts = line.decode("latin-1").split()
             if not self._metrics_host_ok(headers.get("host")):
                 # DNS rebinding: a page of attacker.example resolved to 127.0.0.1 names its host.
@@ -920,8 +952,11 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, str
 
 
 def _authenticated(ws: ServerConnection) -> None:
-    """Lift the frame limit of a connection that showed the token (see _CountedConnection)."""
+    """Lift the frame limit of a connection that showed the token, and keep its socket from
+    eviction (see _CountedConnection)."""
     ws.protocol.max_size = MAX_FRAME_BYTES
+    if isinstance(ws, _CountedConnection):
+        ws.proven()
 
 
 def _parse(raw: str | bytes) -> dict[str, Any] | OpError:

@@ -520,19 +520,36 @@ def test_metrics_endpoint_cuts_a_trickling_client_at_an_overall_deadline(
         assert closed and time.monotonic() - t0 < 3
 
 
-def test_metrics_endpoint_caps_its_connections(metrics_server) -> None:
+def _closed_by_server(sock: socket.socket) -> bool:
+    sock.settimeout(0.01)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_metrics_endpoint_caps_its_connections_without_locking_a_scraper_out(
+    metrics_server,
+) -> None:
+    """At most 8 connections. Beyond them the server closed the NEWEST: any local user who held
+    8 sockets that never finish their request (reconnecting each one cut at the 5 s deadline)
+    left the user's Prometheus without an answer for as long as they liked. Now the oldest
+    connection still sending its request head is closed, and the scraper is answered."""
     port = metrics_server.metrics_bound_port
     assert port is not None
-    idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(8)]
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(20)]
     try:
         for sock in idle:  # each accepted: the request is incomplete, so no answer yet
             sock.sendall(b"GET /metrics HTTP/1.1\r\n")
-        # Over the cap (once the server has accepted all of them): closed unanswered.
-        assert eventually(lambda: _http_get(port, f"127.0.0.1:{port}") == b"", 10)
+        # Over the cap: the oldest are closed unanswered, the last 8 held.
+        assert eventually(lambda: sum(_closed_by_server(s) for s in idle) == 20 - 8, 10)
+        for _ in range(3):
+            assert _http_get(port, f"127.0.0.1:{port}").startswith(b"HTTP/1.1 200 ")
     finally:
         for sock in idle:
             sock.close()
-    assert _http_get(port, f"127.0.0.1:{port}").startswith(b"HTTP/1.1 200 ")
 
 
 class _CycleHandler:
@@ -669,6 +686,40 @@ def test_a_flood_of_idle_sockets_cannot_take_the_daemons_file_descriptors(
             assert c.request("ping") == "pong"
         noise = [r for r in caplog.records if r.levelno >= logging.WARNING]
         assert not noise, noise[0].getMessage()
+    finally:
+        server.stop()
+        assert server.join(10)
+
+
+def test_a_token_holder_gets_in_while_a_flood_holds_every_socket_of_the_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Beyond the socket budget the server closed the NEWEST socket: another local user who
+    held the budget's sockets (no token needed; in the real attack a loop that reconnects each
+    socket the server closes) kept this user's own clients out (`status`, `--pause`, `sync`, an
+    app's event stream) for as long as it liked. Now the oldest socket that has not shown the
+    token goes, and the token holder gets in during the flood."""
+    monkeypatch.setattr(control, "AUTH_TIMEOUT_S", 60.0)  # the squatters stay for the whole test
+    token = "t" * 40
+    server = ControlServer(_Handler(), token=token)
+    server.start()
+    budget = 2 * (32 + MAX_UNAUTHENTICATED) + 48
+    code = (
+        "import socket, sys\n"
+        f"socks = [socket.create_connection(('127.0.0.1', {server.port})) for _ in range(300)]\n"
+        "print('open', flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    try:
+        before = _open_sockets()
+        with python_process(code, ready="open"):  # (the other user)
+            assert eventually(lambda: server.stats.refused >= 300 - budget, 10)
+            assert eventually(lambda: _open_sockets() - before <= budget, 10)
+            for _ in range(3):
+                with ControlClient(server.port, token, timeout=5) as c:
+                    assert c.request("ping") == "pong"
+            # ... and the budget still holds: the files stay usable.
+            assert _open_sockets() - before <= budget + 1
     finally:
         server.stop()
         assert server.join(10)
