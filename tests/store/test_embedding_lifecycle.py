@@ -193,6 +193,23 @@ def test_a_child_forked_during_a_save_can_open_and_write_the_home(home: Path) ->
         store.close()
 
 
+def test_a_store_sent_to_a_spawned_process_is_refused_with_what_to_do(
+    store: localstore.BlueprintStore,
+) -> None:
+    """The docs' other way to a worker process, the spawn start method, pickles the Process's
+    arguments: an app that passed its store (as it would with fork) got "TypeError: cannot
+    pickle '_thread.lock' object", naming neither the store nor what to do instead."""
+    from multiprocessing.reduction import ForkingPickler
+
+    with pytest.raises(localstore.InvalidInputError) as refused:
+        ForkingPickler.dumps(store)
+    assert "store" in refused.value.message
+    assert (
+        "localstore.open(" in refused.value.hint and str(store.settings.home) in refused.value.hint
+    )
+    store.save("a/still", "k: 1\n")  # (the store is untouched)
+
+
 def test_no_subscriber_hears_an_event_once_close_returned(home: Path) -> None:
     """An app that closes its store in answer to an event (the person quit, the view closed)
     tears its model down; no subscriber is called after close() returned, as after an
