@@ -29,7 +29,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex, TypeVar
 
 import apsw
 
@@ -794,6 +794,18 @@ class BlueprintStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        # Pickled when an app hands its store to a process started with spawn (or forkserver,
+        # or a ProcessPoolExecutor): the connection, threads and locks are this process's, so
+        # it failed deep inside them with "cannot pickle '_thread.lock' object". Copies too.
+        home = self.settings.home
+        where = "" if home is None else f"home={str(home)!r}"  # (None: the platform folders)
+        raise InvalidInputError(
+            "a store cannot be sent to another process (nor copied): its index connection and "
+            "threads belong to the process that opened it",
+            hint=f"pass the home instead and open it there with localstore.open({where})",
+        )
 
     def close(self) -> None:
         """Stop background work and close the index. Idempotent.

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import localstore
+import localstore.index
 from localstore.errors import StoreClosedError
 
 FORK_CHILD_S = 60.0  # a generous bound: the child hangs for ever without the fix
@@ -55,10 +56,13 @@ def test_a_closed_store_is_collected_without_a_warning(home: Path) -> None:
     gc.collect()  # (filterwarnings=error: a ResourceWarning would fail the test)
 
 
-def _in_child(body: Callable[[], str]) -> str:
-    """Run ``body`` in a forked child; what it returned (or raised), or 'hung'."""
+def _in_child(body: Callable[[], str], on_fork: Callable[[], None] | None = None) -> str:
+    """Run ``body`` in a forked child; what it returned (or raised), or 'hung'. ``on_fork`` runs
+    in the parent as soon as the fork returned."""
     read_end, write_end = os.pipe()
     pid = os.fork()
+    if pid and on_fork is not None:
+        on_fork()
     if pid == 0:  # the child: report on the pipe and leave at once (no pytest teardown here)
         try:
             os.close(read_end)
@@ -115,10 +119,13 @@ def test_a_forked_child_using_the_parents_store_gets_an_error(
 
 
 def test_a_child_forked_during_a_save_closes_the_store_without_a_hang(
-    store: localstore.BlueprintStore,
+    store: localstore.BlueprintStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker thread of the parent held the index lock at the fork: the child's copy of that lock
-    stays taken for ever, so nothing in the child may wait for it."""
+    stays taken for ever, so nothing in the child may wait for it. (A fork waits for the lock,
+    FORK_WAIT_S at most: this thread holds it until the child is done, so the fork goes on
+    without it, as after a transaction that outlasts the wait.)"""
+    monkeypatch.setattr(localstore.index, "FORK_WAIT_S", 0.2)
     inside, release = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -146,6 +153,61 @@ def test_a_child_forked_during_a_save_closes_the_store_without_a_hang(
     assert result == "closed=True"
     assert not store.closed
     store.save("a/after", "k: 1\n")
+
+
+def test_a_child_forked_during_a_save_can_open_and_write_the_home(home: Path) -> None:
+    """The docs tell a forked child to open the home again with localstore.open(). SQLite keeps
+    the locks of every connection to a file in one table per process: a child forked while a
+    thread of the parent was inside a write transaction inherited "this process holds the write
+    lock", which no connection of the child ever releases, so every write of the child's own
+    store waited out the busy timeout and failed ("the index stayed locked by another process
+    ... try again": it never would). A fork now waits for the store's transaction to end."""
+    store = localstore.open(home=home)
+    try:
+        inside, forked = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            # A save in flight: the write transaction ends once the fork returned (or after 2 s,
+            # which is what the fork now waits for).
+            with store.index.write():
+                inside.set()
+                forked.wait(2)
+
+        worker = threading.Thread(target=hold)
+        worker.start()
+        try:
+            assert inside.wait(30)
+
+            def child() -> str:
+                with localstore.open(home=home, busy_timeout_ms=1000) as own:
+                    own.save("a/child", "k: 2\n")
+                    return "saved"
+
+            result = _in_child(child, on_fork=forked.set)
+        finally:
+            forked.set()
+            worker.join(30)
+        assert result == "saved"
+        assert [i.path for i in store.list()] == ["a/child.blueprint.yaml"]
+    finally:
+        store.close()
+
+
+def test_a_store_sent_to_a_spawned_process_is_refused_with_what_to_do(
+    store: localstore.BlueprintStore,
+) -> None:
+    """The docs' other way to a worker process, the spawn start method, pickles the Process's
+    arguments: an app that passed its store (as it would with fork) got "TypeError: cannot
+    pickle '_thread.lock' object", naming neither the store nor what to do instead."""
+    from multiprocessing.reduction import ForkingPickler
+
+    with pytest.raises(localstore.InvalidInputError) as refused:
+        ForkingPickler.dumps(store)
+    assert "store" in refused.value.message
+    assert (
+        "localstore.open(" in refused.value.hint and str(store.settings.home) in refused.value.hint
+    )
+    store.save("a/still", "k: 1\n")  # (the store is untouched)
 
 
 def test_no_subscriber_hears_an_event_once_close_returned(home: Path) -> None:
