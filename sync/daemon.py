@@ -1458,9 +1458,14 @@ class Daemon:
                 watcher_errors=w.errors,
             )
         if self.server is not None:
-            out["counters"].update(
-                {f"control_{k}": v for k, v in asdict(self.server.stats).items()}
-            )
+            control = asdict(self.server.stats)
+            # The connections open now are a gauge, and the counter of all of them is
+            # `control_connections` (Prometheus: ..._connections_total): reported as they are
+            # named in ServerStats, they came out as `localstore_control_connections_total_total`
+            # and a counter that went down.
+            gauges["control_connections_open"] = control.pop("connections")
+            control["connections"] = control.pop("connections_total")
+            out["counters"].update({f"control_{k}": v for k, v in control.items()})
         with contextlib.suppress(ImportError, OSError):
             import psutil
 
