@@ -803,6 +803,8 @@ class Reconciler:
                     continue  # (its YAML, gone for a moment, is the watcher's to judge)
                 if rel in self._leaving:
                     continue  # (a moved YAML's old meta, removed once the move is committed)
+                if self._yaml_may_follow(rel):
+                    continue
                 with self._isolated(rel, report):
                     self._handle_orphan(cur, rel, report)
             for rel in self._stale_temps(scan):
@@ -822,6 +824,22 @@ class Reconciler:
         if self.store._watched():
             return None
         return self.store._watching_elsewhere()
+
+    def _yaml_may_follow(self, meta_rel: str) -> bool:
+        """Whether a meta file without its YAML is a watcher's to judge: one runs in another
+        process and the meta came within its ``write_quiet_s``, so a tool writing the pair file
+        by file may bring the YAML next. A sync tool applying another device's move writes the
+        new pair (in any order) before it deletes the old one: a command's open in between took
+        the arriving meta, its id live at the old path, for a hand-edited copy and moved it to
+        <data>/recovered/, and the YAML then came without it and got a new id."""
+        periods = self._watching_elsewhere()
+        if periods is None:
+            return False
+        try:
+            st = os.lstat(self.store.root / meta_rel)
+        except OSError:
+            return False
+        return fs.changed_within([st], periods.write_quiet_s)
 
     def clear_stale_temp(self, rel: str, report: CheckReport) -> None:
         """Remove a stale temp file, unless it may be the only copy of a version (kept then).
@@ -1698,6 +1716,27 @@ class Reconciler:
             return None if raw is None else decode_meta(raw, source=meta_rel).id
         except InvalidMetaError:
             return None
+
+    def copied_from(self, cur: Any, rel: str) -> str | None:
+        """The path of the live pair the pair at ``rel`` would be taken for a copy of now (the
+        copy rule of ``_ingest_once``: its meta's id is live at another path, whose files are
+        there with that id in their meta), else None. For the watcher's copy hold."""
+        meta_rel = fs.meta_path_for(rel)
+        try:
+            raw = self._read_meta(meta_rel)
+            meta_id = None if raw is None else decode_meta(raw, source=meta_rel).id
+        except (OSError, LocalStoreError):
+            return None  # (the ingest reports it)
+        row = None if meta_id is None else self._with_id(cur, meta_id)
+        if (
+            row is None
+            or row.deleted
+            or row.path == rel
+            or not (self.store.root / row.path).exists()
+            or self._meta_id_at(row.path, unreadable=row.id) != row.id
+        ):
+            return None
+        return row.path
 
     def _case_collision(
         self, cur: Any, rel: str, identity: Row | None, report: CheckReport

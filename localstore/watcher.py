@@ -338,6 +338,9 @@ class Watcher:
         self._state_lock = threading.Lock()
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending: dict[str, _PathState] = {}
+        # Asks whether a young pair would be a copy (_copy_wait); kept, as making one compiles
+        # the ignore rules (ten times the cost of the question), and it keeps no state for it.
+        self._copies = Reconciler(store)
         self._ignore = fs.IgnoreRules.for_root(self.root)
         # The ignore file's stat when its rules were read (None: there was none), and when it is
         # due to be read again after an editor's save (None: no save under way). Its rules are
@@ -1463,7 +1466,36 @@ class Watcher:
             if 0 <= age < self.write_quiet_s:
                 st.due = now + (self.write_quiet_s - age)
                 return "wait"
+        elif (wait := self._copy_wait(key, y)) > 0:
+            st.due = now + wait
+            return "wait"
         return "present"
+
+    def _copy_wait(self, key: str, y: os.stat_result) -> float:
+        """Seconds to hold a pair that arrived less than the delete grace ago and would be taken
+        for a copy of a live pair now (``Reconciler.copied_from``); 0 to ingest it.
+
+        A sync tool (Syncthing, and others that do the same) applies a move made on another
+        device as "write the pair at the new path, then delete the old one", the delete often
+        well past the settle window. Taken at once, the new pair found the old one still live
+        with its id, and the copy rule gave it a new id and rewrote its meta; the old id was
+        then recorded deleted (history split, sync pushed a delete and a create, the rewritten
+        meta went back to the other device). Held until the grace is over, the ingest finds the
+        old pair gone (a move: id and history kept, an edit a new revision) or still there (a
+        copy, as before). The age counts from the pair's last status change (a rename into
+        place or a write sets it; sync tools set the other device's older mtime).
+        """
+        try:
+            m = os.stat(self.root / fs.meta_path_for(key), follow_symlinks=False)
+        except OSError:
+            return 0.0
+        age = time.time() - max(y.st_ctime, m.st_ctime)
+        if not 0 <= age < self.grace_s:
+            return 0.0
+        with self.store.index.read() as cur:
+            if self._copies.copied_from(cur, key) is None:
+                return 0.0
+        return self.grace_s - age
 
     def _judge_ahead(self, items: Sequence[tuple[str, bool]]) -> None:
         """Run the app's validator on the due files before the batch takes the write lock (a

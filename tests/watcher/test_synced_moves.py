@@ -1,0 +1,155 @@
+"""A blueprint moved (and edited) on another device, brought here by a file-sync tool.
+
+Syncthing (and other sync clients) apply a rename as "write the pair at its new path, then delete
+the old pair", the delete often well past the watcher's settle window. The new pair was taken at
+once: its meta's id was still live at the old path, whose meta still held it, so the copy rule
+gave it a new id and rewrote its meta; the old id was then recorded deleted. History split, sync
+pushed a delete and a create, and the rewritten meta went back to the other device.
+
+Real files, a running watcher, real inotify events; the files are put down the way Syncthing
+does it (a hidden ``.syncthing.*.tmp`` with the other device's mtime, renamed into place).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from localstore.store import BlueprintStore
+from localstore.watcher import Watcher
+
+from .conftest import Recorder
+
+OLD, NEW = "n/plan", "m/plan"
+YAML, META = ".blueprint.yaml", ".blueprint.meta.json"
+# Wide enough that the old pair's delete, 0.3 s after the new pair (well past the 40 ms settle
+# window that used to decide), falls inside it on a loaded machine.
+GRACE_MS = 1500
+_OPEN = "import sys, localstore; localstore.open(home=sys.argv[1]).close()"
+
+
+def _syncthing_put(root: Path, rel: str, data: bytes) -> None:
+    """Put a file down as Syncthing does: a temp with the other device's (older) mtime,
+    renamed over the name."""
+    target = root / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".syncthing.{target.name}.tmp"
+    tmp.write_bytes(data)
+    old = time.time() - 3600
+    os.utime(tmp, (old, old))
+    os.rename(tmp, target)
+
+
+@pytest.mark.parametrize(
+    ("edited", "first_new", "first_gone"),
+    [(True, YAML, YAML), (True, META, META), (False, YAML, META)],
+    ids=["edited-yaml-first", "edited-meta-first", "unchanged"],
+)
+def test_a_move_a_sync_tool_applies_as_create_then_delete_keeps_the_identity(
+    store: BlueprintStore,
+    make_watcher,
+    recorder: Recorder,
+    edited: bool,
+    first_new: str,
+    first_gone: str,
+) -> None:
+    bp = store.save(OLD, "v: 1\n", tags=["mine"])
+    (store.root / "m").mkdir()  # (Syncthing makes the folder first; watched before the pair)
+    watcher: Watcher = make_watcher(store, delete_grace_ms=GRACE_MS)
+    watcher.start()
+    assert watcher.wait_idle(30)
+    recorder.take()
+    root = store.root
+    # The other device moved n/plan to m/plan (and edited it): same id, its own 'modified'.
+    meta = json.loads((root / (OLD + META)).read_bytes())
+    meta["modified"] = "2026-11-24T15:00:00.000000Z"
+    files = {
+        YAML: b"v: 2\n" if edited else (root / (OLD + YAML)).read_bytes(),
+        META: json.dumps(meta, indent=2).encode(),
+    }
+    second_new = META if first_new == YAML else YAML
+    for suffix in (first_new, second_new):
+        _syncthing_put(root, NEW + suffix, files[suffix])
+    time.sleep(0.3)  # (Syncthing deletes at the end of its pull, after the new files)
+    second_gone = META if first_gone == YAML else YAML
+    for suffix in (first_gone, second_gone):
+        os.unlink(root / (OLD + suffix))
+    assert watcher.wait_idle(30)
+
+    events = [(e.kind, e.id, e.path) for e in recorder.take()]
+    moved = [("moved", bp.id, NEW + YAML)]
+    assert events == moved + ([("modified", bp.id, NEW + YAML)] if edited else [])
+    info = store.resolve(NEW)
+    assert (info.id, info.tags) == (bp.id, ("mine",))
+    assert store.load(bp.id).content == files[YAML].decode()
+    history = [(r.path, store.load_revision(bp.id, r.rev).content) for r in store.history(bp.id)]
+    assert history[-1] == (OLD + YAML, "v: 1\n")
+    assert history[0] == (NEW + YAML, files[YAML].decode())
+    # The arriving meta is left as it came (not rewritten, so nothing syncs back).
+    assert (root / (NEW + META)).read_bytes() == files[META]
+    recovered = store.paths.data / "recovered"
+    assert not recovered.exists() or not any(recovered.rglob("*"))
+    assert store.check().clean
+
+
+def test_a_copy_still_gets_a_new_id_once_the_original_has_stayed(
+    store: BlueprintStore, watcher: Watcher, recorder: Recorder
+) -> None:
+    """``cp -r n m`` and both stay: the copy waits out the delete grace, then gets a new id."""
+    bp = store.save(OLD, "v: 1\n")
+    assert watcher.wait_idle()
+    recorder.take()
+    shutil.copytree(store.root / "n", store.root / "m")
+    assert watcher.wait_idle()
+    events = recorder.take()
+    assert [(e.kind, e.path) for e in events] == [("created", NEW + YAML)]
+    copy = events[0].id
+    assert copy != bp.id
+    assert json.loads((store.root / (NEW + META)).read_bytes())["id"] == copy
+    assert store.resolve(OLD).id == bp.id
+    # The original deleted later (past the grace): a delete of its own id; the copy stays.
+    shutil.rmtree(store.root / "n")
+    assert watcher.wait_idle()
+    assert [(e.kind, e.id) for e in recorder.take()] == [("deleted", bp.id)]
+    assert store.resolve(NEW).id == copy
+    assert store.check().clean
+
+
+def test_a_command_opening_the_store_while_the_pair_arrives_leaves_it_to_the_watcher(
+    store: BlueprintStore, make_watcher, recorder: Recorder, home: Path
+) -> None:
+    """A command's open (the CLI beside the daemon) between the arriving meta and its YAML:
+    the meta, alone and its id live at the old path, was taken for a hand-edited copy and moved
+    to data/recovered (``check``: ``edit-kept``); its YAML then came alone and got a new id."""
+    bp = store.save(OLD, "v: 1\n")
+    (store.root / "m").mkdir()
+    watcher: Watcher = make_watcher(store, delete_grace_ms=GRACE_MS)
+    watcher.start()
+    assert watcher.wait_idle(30)
+    recorder.take()
+    root = store.root
+    _syncthing_put(root, NEW + META, (root / (OLD + META)).read_bytes())
+    # A command in another process: its open reconciles, beside this process's watcher.
+    subprocess.run(
+        [sys.executable, "-c", _OPEN, str(home)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+        check=True,
+        timeout=120,
+    )
+    assert (root / (NEW + META)).exists()
+    _syncthing_put(root, NEW + YAML, b"v: 2\n")
+    time.sleep(0.3)
+    for suffix in (YAML, META):
+        os.unlink(root / (OLD + suffix))
+    assert watcher.wait_idle(30)
+    events = [(e.kind, e.id) for e in recorder.take()]
+    assert events == [("moved", bp.id), ("modified", bp.id)]
+    assert store.resolve(NEW).id == bp.id
+    assert store.check().clean
