@@ -283,6 +283,19 @@ def stored_meta(r: ServerRow) -> dict[str, Any]:
     return filled
 
 
+def refuse_unreadable(r: ServerRow) -> None:
+    """Raise InvalidInputError (the engine parks the row as ``invalid_remote``) for a live row
+    whose meta this client cannot hold (``ServerRow.unreadable``): what is wrong, and what to
+    do, for the quarantine record and `localstore status`."""
+    if r.unreadable is None or r.deleted:
+        return
+    raise InvalidInputError(
+        f"server row {r.id} (rev {r.rev}) cannot be read here: {r.unreadable}. Correct the "
+        "row's meta in the cloud's blueprints table, or delete the row there: the next sync "
+        "takes the corrected row (any copy this device holds stays as it is until then)"
+    )
+
+
 def is_known(item: st.ItemState | None, r: ServerRow) -> bool:
     """True when this device already builds on this server write (or a later one)."""
     return item is not None and item.base_rev is not None and item.base_seq >= r.seq
@@ -525,6 +538,8 @@ class Applier:
                     gone = self._unrecorded_text(self._local_row(r.id, cur))
                     texts.extend([gone] if gone is not None else [])
                     continue
+                if r.unreadable is not None:
+                    continue  # apply_row refuses it (refuse_unreadable): nothing is saved
                 texts.append(r.content)
                 local = self._local_row(r.id, cur)
                 # An edit on disk no watcher has recorded yet: apply_row ingests it first (see
@@ -634,8 +649,8 @@ class Applier:
         validated by the store (see :func:`canonical_path`). Either way a bad row is quarantined,
         never written.
         """
-        if self._request_type is None or r.deleted or r.id in taken_ids:
-            return None
+        if self._request_type is None or r.deleted or r.id in taken_ids or r.unreadable:
+            return None  # (an unreadable row: apply_row parks it, see refuse_unreadable)
         item = known.items.get(r.id)
         if is_known(item, r):
             return None  # already known: apply_row skips it at once
@@ -965,6 +980,7 @@ class Applier:
         A path this home never scans is returned, not raised: the row is valid, it just cannot
         be held here (:meth:`_out_of_view`).
         """
+        refuse_unreadable(r)
         meta = BlueprintMeta.from_dict(r.meta, source=f"server row {r.id}")
         if meta.id != r.id:
             raise InvalidInputError(f"server row {r.id} carries meta id {meta.id}")

@@ -39,13 +39,18 @@ Per-change permanent failures are *results* (``status == "rejected"``), not exce
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
+import math
+import re
+import sys
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
+from localstore.blueprint import MAX_META_DEPTH
 from sync._shown import MAX_CODE, shown
 from sync.errors import ProtocolError
 
@@ -110,9 +115,93 @@ def _list(obj: object, what: str) -> list[Any]:
     return obj
 
 
+class UnreadableValue:
+    """What a server answer's decoder puts in place of a JSON value Python cannot hold: an
+    integer of more digits than ``int()`` converts, or a value nested deeper than the decoder
+    goes. :func:`meta_problem` finds it, so the one row that holds it is refused
+    (``ServerRow.unreadable``), not the whole answer."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"UnreadableValue({self.reason!r})"
+
+
+# NUL (which jsonb cannot hold) and UTF-16 surrogates: in a decoded str a surrogate is always a
+# lone one (a pair decodes to its character), which no UTF-8 encoder takes, so the meta file
+# could not be written.
+_NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def meta_problem(meta: object) -> str | None:
+    """Why a server row's decoded ``meta`` cannot be held by this client, or None.
+
+    Not an object; an :class:`UnreadableValue`; an integer of more digits than this
+    interpreter converts to text (``sys.get_int_max_str_digits()``: json could neither read
+    nor write it); a float that is not finite (a decimal past a double's range, as
+    ``1e400.5``, reads as infinity, which no meta file holds); nesting deeper than
+    ``MAX_META_DEPTH``; a NUL or a lone surrogate in a string or key. Each of these, left to
+    the decoder or the store, failed the whole answer (every pull, for good) or wrote a meta
+    file this client itself refuses to read. Iterative: a meta nested thousands deep is an
+    answer, not a RecursionError.
+    """
+    if not isinstance(meta, dict):
+        kind = "an array" if isinstance(meta, list) else f"a {type(meta).__name__}"
+        return f"its meta is {kind}, not a JSON object"
+    digits = sys.get_int_max_str_digits()
+    too_big = _power_of_ten(digits) if digits else None
+    stack: list[tuple[dict[Any, Any] | list[Any], int]] = [(meta, 1)]
+    # Per container, not per value: this runs for every row of every pull page.
+    while stack:
+        container, depth = stack.pop()
+        if depth > MAX_META_DEPTH:
+            return f"its meta is nested deeper than {MAX_META_DEPTH} levels"
+        if isinstance(container, dict):
+            keys = [k for k in container if isinstance(k, str)]
+            if _NOT_TEXT.search("".join(keys)) is not None:
+                return "a key of its meta holds a NUL or a lone UTF-16 surrogate"
+            values: Iterable[Any] = container.values()
+        else:
+            values = container
+        texts: list[str] = []
+        for value in values:
+            of = type(value)
+            if of is str:
+                texts.append(value)
+            elif of is dict or of is list:
+                stack.append((value, depth + 1))
+            elif value is None or of is bool:
+                continue
+            elif of is float:
+                if not math.isfinite(value):
+                    return "its meta holds a number out of a double's range (it reads as infinity)"
+            elif of is int:
+                if too_big is not None and abs(value) >= too_big:
+                    return f"its meta holds an integer of more than {digits} digits"
+            elif isinstance(value, UnreadableValue):
+                return f"its meta holds {value.reason}"
+        if _NOT_TEXT.search("".join(texts)) is not None:
+            return "its meta holds a NUL or a lone UTF-16 surrogate in a string"
+    return None
+
+
+@functools.cache
+def _power_of_ten(digits: int) -> int:
+    # 10**4300 costs ~80 µs to compute: once, not per row.
+    return 10**digits
+
+
 @dataclass(frozen=True, slots=True)
 class ServerRow:
-    """One blueprint as the server holds it; a tombstone when ``deleted`` (content is then "")."""
+    """One blueprint as the server holds it; a tombstone when ``deleted`` (content is then "").
+
+    ``unreadable`` says why this client cannot hold the row's meta (:func:`meta_problem`):
+    the meta is then ``{}``, and the engine parks a live row (``invalid_remote``) instead of
+    failing the whole page; a tombstone's meta is not needed, so it applies.
+    """
 
     id: str
     path: str
@@ -124,6 +213,7 @@ class ServerRow:
     deleted: bool
     device: str
     updated_at: str
+    unreadable: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of this row."""
@@ -145,17 +235,24 @@ class ServerRow:
         """Parse a server row. Raises ProtocolError."""
         m = _mapping(obj, "server row")
         w = "server row"
+        if "meta" not in m:
+            raise ProtocolError(f"{w}: missing field 'meta'")
+        # A meta this client cannot hold is the row's problem, not the answer's: one such row
+        # (written to the table directly, or by another client) failed every pull for good.
+        meta = m["meta"]
+        problem = meta_problem(meta)
         return cls(
             id=_get(m, "id", str, w),
             path=_get(m, "path", str, w),
             content=_get(m, "content", str, w),
-            meta=dict(_get(m, "meta", dict, w)),
+            meta={} if problem is not None else dict(meta),
             content_hash=_get(m, "content_hash", str, w),
             rev=_get(m, "rev", int, w),
             seq=_get(m, "seq", int, w),
             deleted=_get(m, "deleted", bool, w),
             device=_get(m, "device", str, w),
             updated_at=_get(m, "updated_at", str, w),
+            unreadable=problem,
         )
 
 

@@ -57,7 +57,9 @@ import itertools
 import json
 import logging
 import os
+import re
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -112,6 +114,7 @@ from sync.remote import (
     RevisionProbe,
     ServerInfo,
     ServerRow,
+    UnreadableValue,
     Unsubscribe,
     VerifyPage,
     canonical_uuid,
@@ -813,6 +816,89 @@ def _http_client(
     )
 
 
+# How deep decode_answer reads an RPC answer: a value nested deeper is replaced by an
+# UnreadableValue. A row's meta starts at level 4 of a pull page (page, changes, row, meta), so
+# that still reads past MAX_META_DEPTH (what a meta may hold), and stays far below the
+# interpreter's recursion limit, which json's C decoder spends one frame per level of.
+ANSWER_DEPTH = 128
+# A JSON string (escapes included) or a bracket, for decode_answer's depth cut.
+_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+# What decode_answer puts in place of a value nested too deep: a string with a NUL, which no
+# jsonb value holds, so it cannot be one a row really has.
+_TOO_DEEP = "\x00nested too deep"
+
+
+def decode_answer(raw: bytes) -> Any:
+    """An RPC answer decoded as ``json.loads`` does, except for what json cannot hold: an
+    integer of more digits than ``int()`` converts (``sys.get_int_max_str_digits()``, left as
+    it is: it is process-wide) and a value nested deeper than :data:`ANSWER_DEPTH` each become
+    an :class:`~sync.remote.UnreadableValue` where they were. ``sync.remote.meta_problem`` then
+    refuses only the rows that hold one. Raises ValueError for what is no JSON at all.
+    """
+    text, cut = _cut_deep(raw.decode("utf-8"), ANSWER_DEPTH)
+    data = json.loads(text, parse_int=_answer_int)
+    return _mark_too_deep(data) if cut else data
+
+
+def _answer_int(text: str) -> int | UnreadableValue:
+    try:
+        return int(text)
+    except ValueError:  # (as meta_problem says it of such an int in a decoded meta)
+        return UnreadableValue(f"an integer of more than {sys.get_int_max_str_digits()} digits")
+
+
+def _cut_deep(text: str, limit: int) -> tuple[str, bool]:
+    """``text`` with each value that opens deeper than ``limit`` levels replaced by the JSON
+    string of :data:`_TOO_DEEP`, and whether any was. Brackets inside strings are skipped; a
+    text whose brackets do not match is left to json.loads to refuse."""
+    depth = 0
+    start = -1
+    parts: list[str] = []
+    last = 0
+    for match in _JSON_TOKENS.finditer(text):
+        token = match.group()
+        if token[0] == '"':
+            continue
+        if token in "[{":
+            depth += 1
+            if depth == limit + 1:
+                start = match.start()
+        else:
+            if depth == limit + 1 and start >= 0:
+                parts += [text[last:start], json.dumps(_TOO_DEEP)]
+                last = match.end()
+                start = -1
+            depth -= 1
+    if not parts:
+        return text, False
+    parts.append(text[last:])
+    return "".join(parts), True
+
+
+def _mark_too_deep(data: Any) -> Any:
+    """``data`` with every :data:`_TOO_DEEP` string replaced by an UnreadableValue (in place;
+    iterative, as the answer may still be 128 levels deep)."""
+    marker = UnreadableValue(f"a value nested deeper than {ANSWER_DEPTH} levels of the answer")
+    if data == _TOO_DEEP:
+        return marker
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            for key, child in value.items():
+                if child == _TOO_DEEP:
+                    value[key] = marker
+                elif isinstance(child, dict | list):
+                    stack.append(child)
+        elif isinstance(value, list):
+            for i, child in enumerate(value):
+                if child == _TOO_DEEP:
+                    value[i] = marker
+                elif isinstance(child, dict | list):
+                    stack.append(child)
+    return data
+
+
 # A server's Retry-After is honoured up to this: a bogus or hostile header (a day, a date years
 # ahead) must not park a daemon's sync for longer than an hour.
 MAX_RETRY_AFTER_S = 3600.0
@@ -1196,10 +1282,23 @@ class SupabaseRemote:
         last.status = response.status_code
         last.retry_after = retry_after_of(response.headers)
         self._clock.note(response.headers.get("Date"))
+        last.response = response
 
     def _forget_response(self) -> None:
         self._last_response.status = None
         self._last_response.retry_after = None
+        self._last_response.response = None
+
+    def _answer_body(self) -> bytes | None:
+        """The body of this thread's last response if it was a success the client read (the
+        answer its JSON decoder failed on), else None."""
+        response = getattr(self._last_response, "response", None)
+        if not isinstance(response, httpx.Response) or not response.is_success:
+            return None
+        try:
+            return response.content
+        except httpx.ResponseNotRead:
+            return None
 
     def _map(self, exc: BaseException, what: str) -> SyncError:
         """map_error, refined by the HTTP status of this thread's last response; the session's
@@ -1253,7 +1352,19 @@ class SupabaseRemote:
                 sent = self._client.options.headers.get("Authorization")
                 anonymous = sent == f"Bearer {self._anon_key}"
                 request = self._client.rpc(name, params)
-            return request.execute().data
+            try:
+                return request.execute().data
+            except (ValueError, RecursionError):
+                # The client's json.loads refused a success's body: an integer of more digits
+                # than int() converts, or nesting past the interpreter's recursion limit, in
+                # one row's meta (the server takes both). Read again here with those values
+                # marked, so that row alone is refused (ServerRow.unreadable), not every pull.
+                body = self._answer_body()
+                if body is None:
+                    raise
+                return decode_answer(body)
+            finally:
+                self._last_response.response = None  # (a page holds up to 16 MiB)
         except Exception as exc:
             err = self._map(exc, name)
             if isinstance(err, OfflineError | TransientError):

@@ -53,6 +53,20 @@ class RemoteFactory(Protocol):
 
     def purge(self, remote: Remote) -> int: ...
 
+    def poison_meta(self, remote: Remote, row_id: str, kind: str) -> None:
+        """Write a value into row ``row_id``'s meta behind push_changes' back, as a superuser's
+        UPDATE of the table does: ``kind`` is one of :data:`POISONS`."""
+        ...
+
+
+# Meta values the server's table holds but this client cannot (sync.remote.meta_problem), by
+# what RemoteFactory.poison_meta writes under "n", with what the row's ``unreadable`` says.
+POISONS = {
+    "huge_integer": "integer of more than 4300 digits",  # 1e5000: int() converts at most 4,300 digits
+    "deep": "nested deeper than",  # 2,000 levels of arrays: json's recursion limit
+    "infinite": "out of a double's range",  # 9…9.5 (400 nines): reads as infinity
+}
+
 
 def sha(text: str) -> str:
     """A content hash as the client computes it (any hex sha256 will do for the server)."""
@@ -847,6 +861,28 @@ class RemoteContract:
             remote.match_revisions([RevisionProbe("not-a-uuid", sha("v"), "p.yaml")])
 
     # -- users and devices -----------------------------------------------------------------------
+
+    @pytest.mark.parametrize("kind", sorted(POISONS))
+    def test_a_meta_the_client_cannot_hold_marks_that_row_alone(
+        self, remote_factory: RemoteFactory, alice: Writer, kind: str
+    ) -> None:
+        # Such a row (a direct write to the table) failed every pull page and fetch holding it
+        # (json could not read or copy it); it comes as itself, marked, with an empty meta.
+        ids = [alice.create(meta={"id": "m", "name": f"r{i}"})[0].id for i in range(3)]
+        remote_factory.poison_meta(alice.remote, ids[1], kind)
+        rows, _ = pull_all(alice.remote, limit=1)
+        by_id = {r.id: r for r in rows}
+        assert set(by_id) == set(ids)
+        bad = by_id[ids[1]]
+        assert bad.unreadable is not None and POISONS[kind] in bad.unreadable
+        assert bad.meta == {}
+        assert [by_id[i].meta for i in (ids[0], ids[2])] == [
+            {"id": "m", "name": "r0"},
+            {"id": "m", "name": "r2"},
+        ]
+        assert by_id[ids[0]].unreadable is None and by_id[ids[2]].unreadable is None
+        (fetched,) = alice.remote.fetch([ids[1]])
+        assert fetched.unreadable == bad.unreadable and fetched.meta == {}
 
     def test_users_see_only_their_own_rows(self, alice: Writer, bob: Writer) -> None:
         a, _ = alice.create(path="same.yaml", content="alice: 1\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -26,6 +27,14 @@ class MemoryFactory:
     def purge(self, remote: Remote) -> int:
         assert isinstance(remote, MemoryRemote)
         return remote.purge_tombstones()
+
+    def poison_meta(self, remote: Remote, row_id: str, kind: str) -> None:
+        deep: list[Any] = []
+        for _ in range(2000):
+            deep = [deep]
+        value = {"huge_integer": 10**5000, "deep": deep, "infinite": float("inf")}[kind]
+        owned = self.server.rows[row_id]
+        owned.row = replace(owned.row, meta={**owned.row.meta, "n": value})
 
 
 @pytest.fixture

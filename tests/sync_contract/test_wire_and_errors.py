@@ -108,14 +108,41 @@ def test_push_results_round_trip(result: dict) -> None:
         {**ROW, "rev": True},
         {**ROW, "rev": "2"},
         {k: v for k, v in ROW.items() if k != "seq"},
-        {**ROW, "meta": []},
+        {k: v for k, v in ROW.items() if k != "meta"},
         [ROW],
     ],
-    ids=["bool-rev", "str-rev", "missing-seq", "meta-list", "not-object"],
+    ids=["bool-rev", "str-rev", "missing-seq", "missing-meta", "not-object"],
 )
 def test_malformed_rows_raise_protocol_error(broken: object) -> None:
     with pytest.raises(ProtocolError):
         ServerRow.from_json(broken)
+
+
+@pytest.mark.parametrize(
+    ("meta", "reason"),
+    [
+        ([], "its meta is an array, not a JSON object"),
+        ("x", "its meta is a str, not a JSON object"),
+        ({"n": float("inf")}, "out of a double's range"),
+        ({"n": 10**5000}, "an integer of more than 4300 digits"),
+        ({"n": {"m": ["\ud800"]}}, "lone UTF-16 surrogate"),
+        ({"n\x00": 1}, "a key of its meta holds a NUL"),
+        ({"n": [[[[]]]]}, None),
+        ({"n": 10**4299, "f": 1e308}, None),
+    ],
+    ids=["list", "str", "inf", "huge-int", "surrogate", "nul-key", "nested-ok", "big-ok"],
+)
+def test_a_meta_the_client_cannot_hold_is_the_rows_problem(
+    meta: object, reason: str | None
+) -> None:
+    # A malformed meta is one row's, not the answer's: the row comes marked and with an empty
+    # meta (the engine parks a live one), instead of failing the page and every pull after it.
+    row = ServerRow.from_json({**ROW, "meta": meta})
+    if reason is None:
+        assert (row.unreadable, row.meta) == (None, meta)
+    else:
+        assert row.unreadable is not None and reason in row.unreadable
+        assert row.meta == {}
 
 
 @pytest.mark.parametrize(

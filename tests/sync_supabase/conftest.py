@@ -17,6 +17,7 @@ from pathlib import Path
 
 import jwt
 import keyring
+import psycopg
 import pytest
 from supabase_auth._sync import gotrue_client
 
@@ -163,3 +164,24 @@ def shift_client_clock(monkeypatch: pytest.MonkeyPatch, shift: float) -> None:
     shifted = _ShiftedTime(shift)
     monkeypatch.setattr(supabase_remote, "time", shifted)
     monkeypatch.setattr(gotrue_client, "time", shifted)
+
+
+# What poison_meta writes under "n", as SQL: the table takes each (a superuser, or a client
+# using the table's grants, bypasses push_changes), none of them can the Python client read.
+_POISON_SQL = {
+    "huge_integer": "'1e5000'",
+    "deep": "repeat('[', 2000) || repeat(']', 2000)",
+    "infinite": "repeat('9', 400) || '.5'",
+}
+
+
+def poison_meta(cloud: LocalCloud, row_id: str, kind: str) -> None:
+    """Set ``meta.n`` of row ``row_id`` to a poison of tests.sync_contract.contract.POISONS,
+    with a superuser's UPDATE (the row's seq moves, as for any write)."""
+    with psycopg.connect(cloud.superuser_dsn, autocommit=True) as conn:
+        done = conn.execute(
+            "update public.blueprints set meta = jsonb_set(meta, '{n}', "
+            f"({_POISON_SQL[kind]})::jsonb) where id = %s",
+            (row_id,),
+        )
+        assert done.rowcount == 1

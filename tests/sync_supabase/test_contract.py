@@ -9,7 +9,7 @@ from sync.remote import Remote
 from sync.supabase_remote import SupabaseRemote
 from tests.sync_contract.contract import RemoteContract
 
-from .conftest import Homes, new_email
+from .conftest import Homes, new_email, poison_meta
 
 
 class SupabaseFactory:
@@ -28,6 +28,9 @@ class SupabaseFactory:
     def purge(self, remote: Remote) -> int:
         assert isinstance(remote, SupabaseRemote)
         return remote.purge_tombstones("0 seconds")
+
+    def poison_meta(self, remote: Remote, row_id: str, kind: str) -> None:
+        poison_meta(self.cloud, row_id, kind)
 
 
 @pytest.fixture
