@@ -371,7 +371,7 @@ class EmbeddedSync:
         if recorded is not None:
             # Before the engine's first cycle: someone on a metered connection paused sync.
             log.info("sync stays paused, as recorded for this home (%s)", PAUSED_DETAIL)
-            self._set_paused(True, _since(recorded))
+            self._set_paused(True, _since(recorded))()  # (no listener yet)
         self._foreign = ForeignChanges(self.store)  # (takes index_changed()'s baseline)
         # Observed, not subscribed: a whole commit is claimed before any subscriber hears of it.
         self._unsub_claims = self.store.events.observe(self._claim)
@@ -620,6 +620,7 @@ class EmbeddedSync:
 
     def _follow_pause(self) -> None:
         """Follow a pause or resume another process recorded for the home (the CLI)."""
+        tell = _nothing
         with self._pause_mutex:
             recorded = read_pause(self._state_dir)
             if (recorded is not None) == self._pause_recorded:
@@ -627,19 +628,27 @@ class EmbeddedSync:
             self._pause_recorded = recorded is not None
             if recorded is not None and not self._paused:
                 log.info("sync paused for this home by another process (%s)", PAUSED_DETAIL)
-                self._set_paused(True, _since(recorded))
+                tell = self._set_paused(True, _since(recorded))
             elif recorded is None and self._paused:
                 log.info("sync resumed for this home by another process")
-                self._set_paused(False, None)
+                tell = self._set_paused(False, None)
+        tell()
 
-    def _set_paused(self, pause: bool, since: float | None) -> None:
+    def _set_paused(self, pause: bool, since: float | None) -> Callable[[], None]:
+        """Pause or resume the engine; returns what tells its status listeners, for the caller
+        to call once it has let go of ``_pause_mutex``.
+
+        Told under it, a listener that waited for the app's UI thread while that thread called
+        pause() (the CLI paused the home: the listener ran on the follower thread) waited for
+        ever, each thread for the other.
+        """
         with self._mutex:
             self._paused, self.paused_since = pause, since
             engine = self.engine
-        if pause:
-            engine.pause()
-        else:
-            engine.resume()
+        changed = engine._mark_paused(pause)
+        if not pause:
+            engine.request_sync()
+        return engine._notify_status if changed else _nothing
 
     # -- the app's side -------------------------------------------------------------------------------
 
@@ -666,7 +675,8 @@ class EmbeddedSync:
                     exc.strerror or exc,
                 )
                 since = self.paused_since or time.time()
-            self._set_paused(True, since)
+            tell = self._set_paused(True, since)
+        tell()  # (on this thread, as engine.pause() does, and under no lock)
 
     def resume(self) -> None:
         """Sync again, starting now, and remove the home's recorded pause."""
@@ -681,7 +691,8 @@ class EmbeddedSync:
                     self._state_dir,
                     exc.strerror or exc,
                 )
-            self._set_paused(False, None)
+            tell = self._set_paused(False, None)
+        tell()
 
     def status(self) -> dict[str, Any]:
         """Sync status as the daemon's ``status`` op shows it (``sync``): the engine's
@@ -745,7 +756,12 @@ class EmbeddedSync:
         return out
 
     def subscribe_status(self, callback: Callable[[SyncStatus], None]) -> Callable[[], None]:
-        """``engine.subscribe_status`` that follows the engine across a new login; an unsubscribe."""
+        """``engine.subscribe_status`` that follows the engine across a new login; an unsubscribe.
+
+        Listeners run on the syncing thread, and on the thread that paused or resumed: the
+        caller of pause()/resume(), the follower thread for a pause another process recorded;
+        never under a lock of this object's.
+        """
         if not callable(callback):
             # (Checked before it is kept: one the engine refused stayed listed, for every new
             # engine after a login.)
@@ -814,6 +830,10 @@ class EmbeddedSync:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _nothing() -> None:
+    """Tell nobody (a pause that changed nothing)."""
 
 
 def _since(recorded: dict[str, Any]) -> float | None:
