@@ -16,6 +16,7 @@ its own copy of it (``localstore`` never imports ``sync``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -46,6 +47,7 @@ from localstore.errors import (
     LocalStoreError,
     LockHeldError,
     NewerIndexError,
+    StoreClosedError,
     wrong_type,
 )
 from sync._follow import (
@@ -358,6 +360,8 @@ class EmbeddedSync:
         self._status_listeners: dict[int, Callable[[SyncStatus], None]] = {}
         self._status_unsubs: dict[int, Callable[[], None]] = {}
         self._listener_seq = 0
+        # The engine's status as last read, for status() once the store (its index) is closed.
+        self._last_status: SyncStatus | None = None
         self._marker = SessionMarker.for_settings(self.store.settings) if remote_factory else None
         # The home's pause (see the class doc). _paused is this sync's; _pause_recorded whether
         # the file was there at the last look, so that only a change made by another process
@@ -704,7 +708,8 @@ class EmbeddedSync:
         the engine's own status keeps its last state), and ``realtime``: the realtime channel's
         health as the daemon's status has it (``state``, ``problem``, ``retry_in_s``,
         ``failures``, ``stats``; docs/daemon.md, "Realtime health"), None while sync is off or
-        the remote has no realtime. Reads the index."""
+        the remote has no realtime. Reads the index; once the store is closed, the counts are
+        those last read (when the sync stopped) and ``detail`` says the store is closed."""
         from sync.engine import WorkerState
 
         with self._mutex:
@@ -715,9 +720,17 @@ class EmbeddedSync:
                 self._paused,
                 self._stopped,
             )
-        out = engine.status().to_dict()
-        out["logged_in"] = offline is None
         details = [offline] if offline else []
+        try:
+            out = self._read_status(engine).to_dict()
+        except StoreClosedError:
+            if not stopped:
+                raise
+            # A UI timer polling while the app shuts down: the closed store stopped this sync
+            # first (its close hook), and the counts no longer change. It raised here before.
+            out = self._status_when_closed(engine).to_dict()
+            details.append("the store is closed, and its sync with it")
+        out["logged_in"] = offline is None
         ended: str | None = None
         if self.upgraded is not None:
             ended = UPGRADED_DETAIL
@@ -754,6 +767,36 @@ class EmbeddedSync:
             out, UPGRADED_FIX if self.upgraded is not None else hint if offline else None
         )
         return out
+
+    def _read_status(self, engine: SyncEngine) -> SyncStatus:
+        self._last_status = status = engine.status()
+        return status
+
+    def _status_when_closed(self, engine: SyncEngine) -> SyncStatus:
+        """The engine's status as last read, with its state now (the counts are the index's)."""
+        from sync.engine import SyncStatus
+
+        last = self._last_status
+        if last is None:  # (never read: stop() found the index unreadable) nothing is known
+            last = SyncStatus(
+                state="idle",
+                pending=0,
+                conflicts=0,
+                quarantined=0,
+                last_synced_at=None,
+                last_error=None,
+            )
+        state, error = engine._state, engine._last_error
+        return dataclasses.replace(
+            last, state=state, progress=None, last_error=error or last.last_error
+        )
+
+    def _remember_status(self, engine: SyncEngine) -> None:
+        """Read the engine's status for status() after the store closes (stop() runs before)."""
+        try:
+            self._read_status(engine)
+        except LocalStoreError as exc:  # (closed already, or unreadable: the last read stays)
+            log.debug("could not read the status as sync stopped: %s", exc)
 
     def subscribe_status(self, callback: Callable[[SyncStatus], None]) -> Callable[[], None]:
         """``engine.subscribe_status`` that follows the engine across a new login; an unsubscribe.
@@ -805,6 +848,8 @@ class EmbeddedSync:
         if self._own_watcher and self.watcher is not None:
             self.watcher.stop()
         if _runs_on_this_thread(engine):
+            # (_finish may read it only after the store closed the index.)
+            self._remember_status(engine)
             threading.Thread(
                 target=self._finish, args=(timeout,), name="localstore-sync-stop", daemon=True
             ).start()
@@ -818,6 +863,7 @@ class EmbeddedSync:
             engine = self.engine
             engine.stop()
             engine.join(timeout)
+            self._remember_status(engine)  # (the last cycle's counts)
             if self._own_watcher and self.watcher is not None:
                 self.watcher.stop()
                 self.watcher.join(timeout)
