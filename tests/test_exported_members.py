@@ -184,3 +184,29 @@ def _mypy_strict(app: Path) -> tuple[str, int]:
         [*args, "--no-incremental", "--cache-dir", str(app.parent / "c"), str(app)]
     )
     return out + err, status
+
+
+def test_every_error_the_library_raises_on_purpose_is_a_local_store_error(tmp_path: Path) -> None:
+    """The README says errors form one tree rooted at ``LocalStoreError``; ``store.start_sync()``
+    raised ``sync.NotLoggedInError`` (or ``AuthError`` without a keychain) past an app's
+    ``except localstore.LocalStoreError``: sync's tree stood beside it."""
+    import inspect
+
+    import localstore
+    import sync
+
+    outside = [
+        name
+        for name in sync.__all__
+        if inspect.isclass(cls := getattr(sync, name))
+        and issubclass(cls, BaseException)
+        and not issubclass(cls, localstore.LocalStoreError)
+    ]
+    assert outside == []
+    store = localstore.open(home=tmp_path / "h")
+    try:
+        with pytest.raises(localstore.LocalStoreError) as raised:
+            store.start_sync()  # never logged in (without a keychain: it cannot be read)
+        assert isinstance(raised.value, sync.SyncError) and raised.value.hint
+    finally:
+        store.close()
