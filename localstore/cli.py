@@ -316,16 +316,12 @@ def exit_code_of(exc: LocalStoreError) -> int:
 
 @contextmanager
 def errors_to_exit() -> Iterator[None]:
-    """Turn LocalStoreError (and sync errors) into one stderr line and the documented exit code."""
+    """Turn LocalStoreError (sync's SyncError is one) into one stderr line and the documented
+    exit code."""
     try:
         yield
     except LocalStoreError as exc:
         fail(exc.message, code=exit_code_of(exc), hint=exc.hint)
-    except Exception as exc:
-        # Sync errors live in the sync package, which this module must not import eagerly.
-        if type(exc).__module__.startswith("sync") and hasattr(exc, "hint"):
-            fail(str(getattr(exc, "message", exc)), hint=str(exc.hint))
-        raise
 
 
 pass_ctx = click.make_pass_decorator(CliContext)

@@ -46,6 +46,9 @@ translated at the boundary with ``raise ... from exc`` and never leak out of the
     │   ├── BundleLimitError
     │   └── UnsafeBundleError
     └── LockHeldError          (sync's SyncLockedError is one too)
+
+The sync package's tree (``sync.errors``) hangs below it: ``SyncError`` is a ``LocalStoreError``,
+so one ``except LocalStoreError`` catches everything the library raises on purpose.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from collections.abc import Sequence
 
 
 class LocalStoreError(Exception):
-    """Base of every error raised by localstore."""
+    """Base of every error raised by localstore (sync's SyncError included)."""
 
     hint: str = ""
 

@@ -16,6 +16,7 @@ its own copy of it (``localstore`` never imports ``sync``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -46,6 +47,7 @@ from localstore.errors import (
     LocalStoreError,
     LockHeldError,
     NewerIndexError,
+    StoreClosedError,
     wrong_type,
 )
 from sync._follow import (
@@ -358,6 +360,8 @@ class EmbeddedSync:
         self._status_listeners: dict[int, Callable[[SyncStatus], None]] = {}
         self._status_unsubs: dict[int, Callable[[], None]] = {}
         self._listener_seq = 0
+        # The engine's status as last read, for status() once the store (its index) is closed.
+        self._last_status: SyncStatus | None = None
         self._marker = SessionMarker.for_settings(self.store.settings) if remote_factory else None
         # The home's pause (see the class doc). _paused is this sync's; _pause_recorded whether
         # the file was there at the last look, so that only a change made by another process
@@ -371,7 +375,7 @@ class EmbeddedSync:
         if recorded is not None:
             # Before the engine's first cycle: someone on a metered connection paused sync.
             log.info("sync stays paused, as recorded for this home (%s)", PAUSED_DETAIL)
-            self._set_paused(True, _since(recorded))
+            self._set_paused(True, _since(recorded))()  # (no listener yet)
         self._foreign = ForeignChanges(self.store)  # (takes index_changed()'s baseline)
         # Observed, not subscribed: a whole commit is claimed before any subscriber hears of it.
         self._unsub_claims = self.store.events.observe(self._claim)
@@ -620,6 +624,7 @@ class EmbeddedSync:
 
     def _follow_pause(self) -> None:
         """Follow a pause or resume another process recorded for the home (the CLI)."""
+        tell = _nothing
         with self._pause_mutex:
             recorded = read_pause(self._state_dir)
             if (recorded is not None) == self._pause_recorded:
@@ -627,19 +632,27 @@ class EmbeddedSync:
             self._pause_recorded = recorded is not None
             if recorded is not None and not self._paused:
                 log.info("sync paused for this home by another process (%s)", PAUSED_DETAIL)
-                self._set_paused(True, _since(recorded))
+                tell = self._set_paused(True, _since(recorded))
             elif recorded is None and self._paused:
                 log.info("sync resumed for this home by another process")
-                self._set_paused(False, None)
+                tell = self._set_paused(False, None)
+        tell()
 
-    def _set_paused(self, pause: bool, since: float | None) -> None:
+    def _set_paused(self, pause: bool, since: float | None) -> Callable[[], None]:
+        """Pause or resume the engine; returns what tells its status listeners, for the caller
+        to call once it has let go of ``_pause_mutex``.
+
+        Told under it, a listener that waited for the app's UI thread while that thread called
+        pause() (the CLI paused the home: the listener ran on the follower thread) waited for
+        ever, each thread for the other.
+        """
         with self._mutex:
             self._paused, self.paused_since = pause, since
             engine = self.engine
-        if pause:
-            engine.pause()
-        else:
-            engine.resume()
+        changed = engine._mark_paused(pause)
+        if not pause:
+            engine.request_sync()
+        return engine._notify_status if changed else _nothing
 
     # -- the app's side -------------------------------------------------------------------------------
 
@@ -666,7 +679,8 @@ class EmbeddedSync:
                     exc.strerror or exc,
                 )
                 since = self.paused_since or time.time()
-            self._set_paused(True, since)
+            tell = self._set_paused(True, since)
+        tell()  # (on this thread, as engine.pause() does, and under no lock)
 
     def resume(self) -> None:
         """Sync again, starting now, and remove the home's recorded pause."""
@@ -681,7 +695,8 @@ class EmbeddedSync:
                     self._state_dir,
                     exc.strerror or exc,
                 )
-            self._set_paused(False, None)
+            tell = self._set_paused(False, None)
+        tell()
 
     def status(self) -> dict[str, Any]:
         """Sync status as the daemon's ``status`` op shows it (``sync``): the engine's
@@ -693,7 +708,8 @@ class EmbeddedSync:
         the engine's own status keeps its last state), and ``realtime``: the realtime channel's
         health as the daemon's status has it (``state``, ``problem``, ``retry_in_s``,
         ``failures``, ``stats``; docs/daemon.md, "Realtime health"), None while sync is off or
-        the remote has no realtime. Reads the index."""
+        the remote has no realtime. Reads the index; once the store is closed, the counts are
+        those last read (when the sync stopped) and ``detail`` says the store is closed."""
         from sync.engine import WorkerState
 
         with self._mutex:
@@ -704,9 +720,17 @@ class EmbeddedSync:
                 self._paused,
                 self._stopped,
             )
-        out = engine.status().to_dict()
-        out["logged_in"] = offline is None
         details = [offline] if offline else []
+        try:
+            out = self._read_status(engine).to_dict()
+        except StoreClosedError:
+            if not stopped:
+                raise
+            # A UI timer polling while the app shuts down: the closed store stopped this sync
+            # first (its close hook), and the counts no longer change. It raised here before.
+            out = self._status_when_closed(engine).to_dict()
+            details.append("the store is closed, and its sync with it")
+        out["logged_in"] = offline is None
         ended: str | None = None
         if self.upgraded is not None:
             ended = UPGRADED_DETAIL
@@ -744,8 +768,43 @@ class EmbeddedSync:
         )
         return out
 
+    def _read_status(self, engine: SyncEngine) -> SyncStatus:
+        self._last_status = status = engine.status()
+        return status
+
+    def _status_when_closed(self, engine: SyncEngine) -> SyncStatus:
+        """The engine's status as last read, with its state now (the counts are the index's)."""
+        from sync.engine import SyncStatus
+
+        last = self._last_status
+        if last is None:  # (never read: stop() found the index unreadable) nothing is known
+            last = SyncStatus(
+                state="idle",
+                pending=0,
+                conflicts=0,
+                quarantined=0,
+                last_synced_at=None,
+                last_error=None,
+            )
+        state, error = engine._state, engine._last_error
+        return dataclasses.replace(
+            last, state=state, progress=None, last_error=error or last.last_error
+        )
+
+    def _remember_status(self, engine: SyncEngine) -> None:
+        """Read the engine's status for status() after the store closes (stop() runs before)."""
+        try:
+            self._read_status(engine)
+        except LocalStoreError as exc:  # (closed already, or unreadable: the last read stays)
+            log.debug("could not read the status as sync stopped: %s", exc)
+
     def subscribe_status(self, callback: Callable[[SyncStatus], None]) -> Callable[[], None]:
-        """``engine.subscribe_status`` that follows the engine across a new login; an unsubscribe."""
+        """``engine.subscribe_status`` that follows the engine across a new login; an unsubscribe.
+
+        Listeners run on the syncing thread, and on the thread that paused or resumed: the
+        caller of pause()/resume(), the follower thread for a pause another process recorded;
+        never under a lock of this object's.
+        """
         if not callable(callback):
             # (Checked before it is kept: one the engine refused stayed listed, for every new
             # engine after a login.)
@@ -789,6 +848,8 @@ class EmbeddedSync:
         if self._own_watcher and self.watcher is not None:
             self.watcher.stop()
         if _runs_on_this_thread(engine):
+            # (_finish may read it only after the store closed the index.)
+            self._remember_status(engine)
             threading.Thread(
                 target=self._finish, args=(timeout,), name="localstore-sync-stop", daemon=True
             ).start()
@@ -802,6 +863,7 @@ class EmbeddedSync:
             engine = self.engine
             engine.stop()
             engine.join(timeout)
+            self._remember_status(engine)  # (the last cycle's counts)
             if self._own_watcher and self.watcher is not None:
                 self.watcher.stop()
                 self.watcher.join(timeout)
@@ -814,6 +876,10 @@ class EmbeddedSync:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _nothing() -> None:
+    """Tell nobody (a pause that changed nothing)."""
 
 
 def _since(recorded: dict[str, Any]) -> float | None:

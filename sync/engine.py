@@ -493,7 +493,10 @@ class SyncEngine:
         """Call ``callback(status)`` on every state or progress change; returns an unsubscribe.
 
         Listeners run on the syncing thread, inside its cycle: sync_once(), verify() or
-        retry_quarantined() called from one raises EngineStateError (use request_sync()).
+        retry_quarantined() called from one raises EngineStateError (use request_sync()). The
+        change pause() and resume() make is told on the thread that called them (for an
+        EmbeddedSync also its follower thread, when another process pauses the home); no lock
+        of the engine's (or EmbeddedSync's) is held while a listener runs.
         """
         if not callable(callback):
             # (It failed later, on the syncing thread, inside a cycle.)
@@ -512,8 +515,14 @@ class SyncEngine:
         return unsubscribe
 
     def _set_state(
-        self, state: SyncStateName, *, progress: tuple[int, int] | bool | None = False
-    ) -> None:
+        self,
+        state: SyncStateName,
+        *,
+        progress: tuple[int, int] | bool | None = False,
+        notify: bool = True,
+    ) -> bool:
+        """Set the state (and progress); whether that changed the status (listeners told then,
+        unless ``notify`` is False: the caller tells them once it holds no lock)."""
         if self._paused:
             state = "paused"  # a cycle still finishing after pause() does not un-pause the status
         changed = state != self._state
@@ -521,8 +530,9 @@ class SyncEngine:
         if progress is not False:
             changed = changed or progress != self._progress
             self._progress = progress if isinstance(progress, tuple) else None
-        if changed:
+        if changed and notify:
             self._notify_status()
+        return changed
 
     def _notify_status(self) -> None:
         with self._cond:
@@ -2593,27 +2603,39 @@ class SyncEngine:
             self._cond.notify_all()
 
     def pause(self) -> None:
-        """Stop syncing (the current step finishes) until resume()."""
-        with self._cond:
-            self._paused = True
-            self._cond.notify_all()
-        self._set_state("paused", progress=None)
+        """Stop syncing (the current step finishes) until resume().
+
+        Status listeners hear of it on this thread (see subscribe_status).
+        """
+        if self._mark_paused(True):
+            self._notify_status()
 
     def resume(self) -> None:
         """Sync again, starting now.
 
-        Raises what publishing the status raised (a listener makes it read the index), after
-        waking the loop all the same.
+        Status listeners hear of it on this thread (see subscribe_status). Raises what
+        publishing the status raised (a listener makes it read the index), after waking the
+        loop all the same.
         """
-        with self._cond:
-            self._paused = False
         try:
-            self._set_state("idle", progress=None)
+            if self._mark_paused(False):
+                self._notify_status()
         finally:
             # Woken whatever publishing did: a status read that failed (a locked or damaged
             # index) skipped this, and the un-paused engine slept until some later trigger.
             # The error still reaches the caller (the daemon logs it and says so in its reply).
             self.request_sync()
+
+    def _mark_paused(self, paused: bool) -> bool:
+        """Pause or un-pause without telling the status listeners; whether the status changed.
+
+        For EmbeddedSync, which orders its pauses under a lock and tells the listeners once it
+        has let go of it: one waiting for a thread that pauses would deadlock under that lock.
+        """
+        with self._cond:
+            self._paused = paused
+            self._cond.notify_all()
+        return self._set_state("paused" if paused else "idle", progress=None, notify=False)
 
     def _on_store_event(self, event: Event) -> None:
         # Remote-origin changes are the engine's own applies; anything else is a local change.

@@ -1,4 +1,8 @@
-"""The one exception tree of the ``sync`` package.
+"""The one exception tree of the ``sync`` package, a branch of localstore's.
+
+``SyncError`` is a ``localstore.LocalStoreError``, so that one ``except LocalStoreError``
+catches everything the library raises on purpose (``store.start_sync()`` raised
+``NotLoggedInError`` past it before session 22). Catch ``SyncError`` for sync's alone.
 
 Every error says what went wrong (``message``), how a person can fix it (``hint``) and what the
 sync engine should do about it (``action``), so the engine never guesses from a class name or a
@@ -7,7 +11,7 @@ remote's boundary with ``raise ... from exc`` and never leak out.
 
 ::
 
-    SyncError                   action
+    SyncError                   action        (a localstore.errors.LocalStoreError)
     ├── TransientError          retry         network fault, 5xx, timeout, serialization failure
     │   ├── OfflineError        retry         the server cannot be reached at all
     │   └── RateLimitedError    retry         429: slow down (retry_after seconds)
@@ -45,15 +49,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from localstore.errors import LockHeldError, NotFoundError
+from localstore.errors import LocalStoreError, LockHeldError, NotFoundError
 
 Action = Literal["retry", "refresh_auth", "quarantine", "tell_user"]
 
 ACTIONS: tuple[Action, ...] = ("retry", "refresh_auth", "quarantine", "tell_user")
 
 
-class SyncError(Exception):
-    """Base of every error raised by sync."""
+class SyncError(LocalStoreError):
+    """Base of every error raised by sync (a LocalStoreError: one ``except`` for the library)."""
 
     action: Action = "tell_user"
     hint: str = ""

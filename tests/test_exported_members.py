@@ -184,3 +184,53 @@ def _mypy_strict(app: Path) -> tuple[str, int]:
         [*args, "--no-incremental", "--cache-dir", str(app.parent / "c"), str(app)]
     )
     return out + err, status
+
+
+def test_every_error_the_library_raises_on_purpose_is_a_local_store_error(tmp_path: Path) -> None:
+    """The README says errors form one tree rooted at ``LocalStoreError``; ``store.start_sync()``
+    raised ``sync.NotLoggedInError`` (or ``AuthError`` without a keychain) past an app's
+    ``except localstore.LocalStoreError``: sync's tree stood beside it."""
+    import inspect
+
+    import localstore
+    import sync
+
+    outside = [
+        name
+        for name in sync.__all__
+        if inspect.isclass(cls := getattr(sync, name))
+        and issubclass(cls, BaseException)
+        and not issubclass(cls, localstore.LocalStoreError)
+    ]
+    assert outside == []
+    store = localstore.open(home=tmp_path / "h")
+    try:
+        with pytest.raises(localstore.LocalStoreError) as raised:
+            store.start_sync()  # never logged in (without a keychain: it cannot be read)
+        assert isinstance(raised.value, sync.SyncError) and raised.value.hint
+    finally:
+        store.close()
+
+
+def test_login_and_logout_are_exported_and_import_supabase_only_on_first_use() -> None:
+    """An app logs its user in with ``sync.login`` (the README's ``localstore login`` from
+    code); it had to import them from ``sync.supabase_remote``, documented only there. The
+    official client costs start-up time, so ``import sync`` still does not import it."""
+    import subprocess
+    import sys
+
+    import sync
+    import sync.supabase_remote as supabase_remote
+
+    for name in ("LoginResult", "has_login", "login", "logout"):
+        assert name in sync.__all__
+        assert getattr(sync, name) is getattr(supabase_remote, name)
+    code = (
+        "import sys, sync\n"
+        "heavy = sorted(n for n in sys.modules if n.split('.')[0] in "
+        "('supabase', 'gotrue', 'postgrest', 'httpx') or n == 'sync.supabase_remote')\n"
+        "assert not heavy, heavy\n"
+        "from sync import login\n"
+        "assert 'supabase' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

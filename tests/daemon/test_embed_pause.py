@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 from localstore._daemon_state import PAUSE_FILE, read_pause, write_pause
 from localstore.cli import cli
 from sync.embed import start_sync
+from sync.engine import SyncStatus
 from sync.memory_remote import MemoryRemote, MemoryServer
 
 from ._stores import StoreOpener, stores_fixture  # noqa: F401  (the fixture "stores")
@@ -82,3 +84,28 @@ def test_a_pause_from_the_cli_reaches_an_app_that_syncs(
     _cli(home, "daemon", "--resume")
     assert eventually(lambda: len(server.rows) == 1, 20)
     assert not handle.paused
+
+
+def test_a_listener_waiting_for_the_app_during_a_cli_pause_lets_the_app_pause(
+    stores: StoreOpener, tmp_path: Path
+) -> None:
+    """A pause the CLI records reaches the app's status listeners on the follower thread. It
+    called them holding the lock that pause() takes: a listener that waited for the app's UI
+    thread while that thread called pause() waited for ever (here: until its bound ran out)."""
+    store = stores(home=tmp_path / "h")
+    handle = start_sync(store, remote=MemoryRemote(MemoryServer()), poll_interval_s=3600)
+    in_listener, ui_paused = threading.Event(), threading.Event()
+    waited: list[bool] = []
+
+    def listener(status: SyncStatus) -> None:
+        if threading.current_thread().name == "localstore-sync-follow" and not waited:
+            in_listener.set()
+            waited.append(ui_paused.wait(10))  # (an app handing the status to its UI thread)
+
+    handle.subscribe_status(listener)
+    write_pause(store.settings.paths.state)  # `localstore daemon --pause`, no daemon
+    assert in_listener.wait(10)
+    handle.pause()  # the UI thread, meanwhile (the user pressed "pause")
+    ui_paused.set()
+    assert eventually(lambda: bool(waited), 20)
+    assert waited == [True] and handle.status()["state"] == "paused"

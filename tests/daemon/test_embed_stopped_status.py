@@ -71,3 +71,24 @@ def test_an_apps_sync_stops_when_its_home_is_deleted_and_does_not_make_it_again(
     status = handle.status()
     assert status["state"] == "error" and status["running"] is False
     assert "deleted or moved away" in status["detail"]
+
+
+def test_status_after_the_store_closed_says_sync_stopped_with_what_was_known(
+    stores: StoreOpener, tmp_path: Path
+) -> None:
+    """A UI timer still polling ``status()`` while the app shuts down got StoreClosedError ("the
+    index is closed") once the store had closed, though the docs say ``running`` is False once
+    the sync stopped."""
+    store = stores(home=tmp_path / "h")
+    store.save("notes/a", "x: 1\n")
+    handle = start_sync(store, remote=MemoryRemote(MemoryServer()), poll_interval_s=3600)
+    assert eventually(lambda: handle.status()["last_synced_at"] is not None, 20)
+    handle.pause()
+    store.save("notes/b", "x: 2\n")  # waits while paused: one pending
+    before = handle.status()
+    assert before["pending"] == 1 and before["running"] is True
+    store.close()
+    after = handle.status()
+    assert after["running"] is False and after["realtime"] is None
+    assert after["pending"] == 1 and after["last_synced_at"] == before["last_synced_at"]
+    assert after["state"] == "paused" and "store is closed" in after["detail"]
