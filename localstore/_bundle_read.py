@@ -598,13 +598,29 @@ def _verify_zip(
         infos, reader = _check_listing(zf, fh, cd_start, limits)
         manifest_info = infos.get(MANIFEST_NAME)
         if manifest_info is None:
-            raise BundleFormatError("the bundle has no manifest.json", hint="is it a .lsbundle?")
+            raise _no_manifest(infos)
         stats = _Stats()
         manifest = _read_manifest(reader, manifest_info, limits, stats)
         header, wanted = _parse_manifest(manifest, limits)
         _match_listing(infos, wanted)
         entries = _extract_all(reader, infos, wanted, staging, limits, stats, progress)
     return VerifiedBundle(encrypted=encrypted, entries=tuple(entries), **header)
+
+
+def _no_manifest(files: dict[str, zipfile.ZipInfo]) -> BundleFormatError:
+    """The error for a zip without ``manifest.json``: a bundle unpacked and zipped again as its
+    folder (what Finder's Compress and Explorer's Send to do) holds it one level down, and "is
+    it a .lsbundle?" did not say so."""
+    inner = sorted(n for n in files if n.count("/") == 1 and n.endswith("/" + MANIFEST_NAME))
+    if len(inner) == 1:
+        folder = inner[0].split("/", 1)[0]
+        return BundleFormatError(
+            f"the bundle has no manifest.json at its top, but its folder {folder[:80]!r} holds "
+            "one: it was zipped as a folder",
+            hint="zip what the folder holds (manifest.json and blueprints/), not the folder, "
+            "or export the bundle again",
+        )
+    return BundleFormatError("the bundle has no manifest.json", hint="is it a .lsbundle?")
 
 
 # -- the zip directory ------------------------------------------------------------------------------
@@ -737,6 +753,7 @@ def _check_name(name: str, limits: BundleLimits) -> str:
     return bare
 
 
+_METHOD_NAMES = {9: "Deflate64", 12: "bzip2", 14: "LZMA", 93: "Zstandard", 95: "XZ", 98: "PPMd"}
 _UTF8_FLAG = 0x800  # general purpose bit 11: the name is UTF-8
 
 
@@ -787,7 +804,15 @@ def _check_type(info: zipfile.ZipInfo) -> None:
     if info.flag_bits & 0x1:
         raise BundleFormatError(f"entry {shown} uses zip encryption, which bundles never do")
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise BundleFormatError(f"entry {shown} uses compression method {info.compress_type}")
+        # A bundle zipped again by a tool set to another method: "uses compression method 12"
+        # named neither the method nor the way out.
+        method = _METHOD_NAMES.get(info.compress_type, "an unknown method")
+        raise BundleFormatError(
+            f"entry {shown} is compressed with {method} (zip method {info.compress_type}); "
+            "bundles hold stored or deflated entries only",
+            hint="zip the files again with the Deflate method (7-Zip: -mm=Deflate), or "
+            "export the bundle again",
+        )
 
 
 def _check_listing(
