@@ -23,6 +23,7 @@ import os
 import re
 import stat
 import struct
+import unicodedata
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -597,13 +598,29 @@ def _verify_zip(
         infos, reader = _check_listing(zf, fh, cd_start, limits)
         manifest_info = infos.get(MANIFEST_NAME)
         if manifest_info is None:
-            raise BundleFormatError("the bundle has no manifest.json", hint="is it a .lsbundle?")
+            raise _no_manifest(infos)
         stats = _Stats()
         manifest = _read_manifest(reader, manifest_info, limits, stats)
         header, wanted = _parse_manifest(manifest, limits)
         _match_listing(infos, wanted)
         entries = _extract_all(reader, infos, wanted, staging, limits, stats, progress)
     return VerifiedBundle(encrypted=encrypted, entries=tuple(entries), **header)
+
+
+def _no_manifest(files: dict[str, zipfile.ZipInfo]) -> BundleFormatError:
+    """The error for a zip without ``manifest.json``: a bundle unpacked and zipped again as its
+    folder (what Finder's Compress and Explorer's Send to do) holds it one level down, and "is
+    it a .lsbundle?" did not say so."""
+    inner = sorted(n for n in files if n.count("/") == 1 and n.endswith("/" + MANIFEST_NAME))
+    if len(inner) == 1:
+        folder = inner[0].split("/", 1)[0]
+        return BundleFormatError(
+            f"the bundle has no manifest.json at its top, but its folder {folder[:80]!r} holds "
+            "one: it was zipped as a folder",
+            hint="zip what the folder holds (manifest.json and blueprints/), not the folder, "
+            "or export the bundle again",
+        )
+    return BundleFormatError("the bundle has no manifest.json", hint="is it a .lsbundle?")
 
 
 # -- the zip directory ------------------------------------------------------------------------------
@@ -736,6 +753,46 @@ def _check_name(name: str, limits: BundleLimits) -> str:
     return bare
 
 
+_METHOD_NAMES = {9: "Deflate64", 12: "bzip2", 14: "LZMA", 93: "Zstandard", 95: "XZ", 98: "PPMd"}
+_UTF8_FLAG = 0x800  # general purpose bit 11: the name is UTF-8
+
+
+def _decode_name(raw: bytes, flags: int) -> str:
+    """An entry name from its bytes: UTF-8 when flagged so, and also when not flagged but valid
+    UTF-8, else CP437 (the zip default); composed (NFC), as the manifest's paths are.
+
+    Info-ZIP's ``zip`` on Unix and macOS's Archive Utility write UTF-8 names without the flag, and
+    macOS writes them decomposed: zipfile read ``café`` from such a zip as ``caf├⌐`` and an NFD
+    name as another string than the manifest's, so a bundle unpacked and zipped again was
+    refused as lacking a file it held. Bytes that are valid UTF-8 are almost never meant as
+    CP437 (as CP437 they read as a box-drawing, Greek or math sign followed by accented
+    letters), so other readers take them as UTF-8 too. Composing cannot merge two entries unnoticed: names
+    equal once composed already collide in the duplicate check (files.path_key)."""
+    if flags & _UTF8_FLAG:
+        name = raw.decode("utf-8")
+    else:
+        try:
+            name = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            name = raw.decode("cp437")
+    return unicodedata.normalize("NFC", name)
+
+
+def _read_name_as_written(info: zipfile.ZipInfo) -> None:
+    """Give ``info`` the name :func:`_decode_name` reads (its local header is checked against the
+    same reading), in place of zipfile's."""
+    if info.flag_bits & _UTF8_FLAG:
+        raw = info.orig_filename.encode("utf-8")
+    else:
+        raw = info.orig_filename.encode("cp437")  # (zipfile decoded it so: a bijection)
+    try:
+        name = _decode_name(raw, info.flag_bits)
+    except UnicodeDecodeError:  # (zipfile decoded it; the same bytes decode the same way)
+        return
+    if name != info.orig_filename:
+        info.orig_filename = info.filename = name
+
+
 def _check_type(info: zipfile.ZipInfo) -> None:
     mode = info.external_attr >> 16
     kind = stat.S_IFMT(mode)
@@ -747,7 +804,15 @@ def _check_type(info: zipfile.ZipInfo) -> None:
     if info.flag_bits & 0x1:
         raise BundleFormatError(f"entry {shown} uses zip encryption, which bundles never do")
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise BundleFormatError(f"entry {shown} uses compression method {info.compress_type}")
+        # A bundle zipped again by a tool set to another method: "uses compression method 12"
+        # named neither the method nor the way out.
+        method = _METHOD_NAMES.get(info.compress_type, "an unknown method")
+        raise BundleFormatError(
+            f"entry {shown} is compressed with {method} (zip method {info.compress_type}); "
+            "bundles hold stored or deflated entries only",
+            hint="zip the files again with the Deflate method (7-Zip: -mm=Deflate), or "
+            "export the bundle again",
+        )
 
 
 def _check_listing(
@@ -761,6 +826,7 @@ def _check_listing(
     files: dict[str, zipfile.ZipInfo] = {}
     seen: dict[str, str] = {}
     for info in listing:
+        _read_name_as_written(info)
         bare = _check_name(info.orig_filename, limits)
         _check_type(info)
         key = fs.path_key(bare)
@@ -808,9 +874,10 @@ def _check_ranges(
 
 
 def _check_local_name(info: zipfile.ZipInfo, raw: bytes, flags: int) -> None:
-    # As zipfile does: the name is judged from the directory, so the local copy must agree.
+    # As zipfile does: the name is judged from the directory, so the local copy must agree
+    # (read by the same rule, so a tool leaving the UTF-8 flag off in both agrees).
     try:
-        name = raw.decode("utf-8" if flags & 0x800 else "cp437")
+        name = _decode_name(raw, flags)
     except UnicodeDecodeError as exc:
         raise BundleFormatError(f"entry {info.orig_filename[:80]!r} is corrupt: {exc}") from exc
     if name != info.orig_filename:

@@ -892,11 +892,30 @@ def _records_version(store: BlueprintStore) -> int:
     return store.index.schema_version("archive", _ARCHIVE_MIGRATIONS)
 
 
-def _row(store: BlueprintStore, ref: str, *, include_deleted: bool = False) -> Row | None:
-    try:
-        return store.row(ref, include_deleted=include_deleted)
-    except NotFoundError:
+def _row(store: BlueprintStore, bp_id: str, *, include_deleted: bool = False) -> Row | None:
+    """The index row of the blueprint with this id (a deleted one only when asked), else None.
+
+    One indexed lookup, not ``store.row()``: that resolves a reference, so an id not here was
+    next tried as a path (a blueprint at ``<that id>.blueprint.yaml`` answered for it) and then
+    looked for among deleted blueprints at that path, a scan of the whole table for a message
+    no plan shows. Planned for every copy, import was quadratic: 20,000 keep-both copies into a
+    home of 20,000 blueprints took minutes of planning."""
+    row = store.row_by_id(bp_id)
+    if row is None or (row.deleted and not include_deleted):
         return None
+    return row
+
+
+def _live_at(store: BlueprintStore, path: str) -> Row | None:
+    """The live blueprint at ``path`` here (or at a path one name with it), else None: the
+    indexed lookups of ``store.row(path)`` without its scan of deleted blueprints for an error
+    message (see :func:`_row`), which every free-path probe of a plan paid."""
+    try:
+        rel = fs.normalize_path(path)
+    except UnsafePathError:
+        return None
+    with store.index.read() as cur:
+        return store._live_at(cur, rel)
 
 
 # SQLite's default limit on bound parameters is 999 (older builds) or 32766; stay under the lower.
@@ -1088,7 +1107,7 @@ class _Planner:
         key = fs.path_key(entry.path)
         if key not in self.holders or key in self.released:
             return None
-        return _row(self.store, entry.path)
+        return _live_at(self.store, entry.path)
 
     def waits_for(self, entry: BundleEntry) -> str | None:
         """The id of the blueprint to plan before this one: the holder of its path here, when the
@@ -1140,7 +1159,7 @@ class _Planner:
             return False
         if key in self.released:  # a move planned (and applied) earlier leaves it
             return True
-        other = _row(self.store, path)
+        other = _live_at(self.store, path)
         return other is None or other.id == owner
 
     def _not_at(self, entry: BundleEntry, target: str) -> str:
@@ -1196,7 +1215,7 @@ class _Planner:
 
     def _path_holder(self, path: str) -> str:
         """Who keeps ``path`` from being free: a blueprint here, or this bundle's own plan."""
-        other = _row(self.store, path)
+        other = _live_at(self.store, path)
         return other.id if other is not None else "another blueprint of this bundle"
 
     def _plan_same_id(self, item: ImportItem, entry: BundleEntry, row: Row) -> None:
