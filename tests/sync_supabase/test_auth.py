@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
@@ -16,11 +17,10 @@ import pytest
 from supabase_auth._sync.gotrue_admin_api import SyncGoTrueAdminAPI
 from supabase_auth.errors import AuthApiError
 
-from localstore.config import load_settings
+from localstore.config import Settings, load_settings
 from localstore.credentials import CredentialStore
 from localstore.errors import CredentialError
 from localstore.index import Index
-from sync import supabase_remote
 from sync.errors import AuthError, AuthRevokedError, NotLoggedInError, SessionChangedError
 from sync.localcloud.stack import LocalCloud
 from sync.supabase_remote import (
@@ -284,20 +284,8 @@ def test_logout_revokes_a_session_whose_access_token_expired(
     """The usual logout (no daemon ran for an hour) holds an expired access token, which the
     server's /logout refuses: the session stayed valid on the server, "could not confirm"."""
     settings = load_settings(home=tmp_path / "h", environ={})
-    login(settings, cloud.url, cloud.anon_key, new_email(), PASSWORD, signup=True)
-    raw = _stored_session(tmp_path / "h")
-    assert raw is not None
-    session = json.loads(raw)
     # Fault injection: the stored access token expired an hour ago (as after a night's sleep).
-    claims = jwt.decode(session["access_token"], options={"verify_signature": False})
-    claims.update(iat=int(time.time()) - 7200, exp=int(time.time()) - 3600)
-    session["access_token"] = jwt.encode(claims, cloud.jwt_secret, algorithm="HS256")
-    session["expires_at"] = claims["exp"]
-    index = Index(settings.paths.index_db)
-    try:
-        CredentialStore(index, settings).set(session_credential_name(settings), json.dumps(session))
-    finally:
-        index.close()
+    session = _login_with_expired_token(cloud, settings, expired_s=3600)
 
     assert logout(settings) is True
     assert _stored_session(tmp_path / "h") is None
@@ -306,15 +294,25 @@ def test_logout_revokes_a_session_whose_access_token_expired(
     assert refused.status_code == 400, refused.text
 
 
-class _ClockBehind:
-    """A ``time`` module whose wall clock reads two hours behind the server's."""
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(time, name)
-
-    @staticmethod
-    def time() -> float:
-        return time.time() - 7200
+def _login_with_expired_token(
+    cloud: LocalCloud, settings: Settings, *, expired_s: int
+) -> dict[str, Any]:
+    """Log in, then store the session with its access token expired ``expired_s`` ago (by the
+    server's clock: ``expires_at`` is its exp); returns the stored session."""
+    login(settings, cloud.url, cloud.anon_key, new_email(), PASSWORD, signup=True)
+    raw = _stored_session(settings.home)
+    assert raw is not None
+    session: dict[str, Any] = json.loads(raw)
+    claims = jwt.decode(session["access_token"], options={"verify_signature": False})
+    claims.update(iat=int(time.time()) - 3600 - expired_s, exp=int(time.time()) - expired_s)
+    session["access_token"] = jwt.encode(claims, cloud.jwt_secret, algorithm="HS256")
+    session["expires_at"] = claims["exp"]
+    index = Index(settings.paths.index_db)
+    try:
+        CredentialStore(index, settings).set(session_credential_name(settings), json.dumps(session))
+    finally:
+        index.close()
+    return session
 
 
 def test_logout_revokes_a_session_whose_access_token_expired_by_the_servers_clock_only(
@@ -324,22 +322,10 @@ def test_logout_revokes_a_session_whose_access_token_expired_by_the_servers_cloc
     a token the server holds expired for a live one: /logout refused it (bad_jwt), and the
     session, refresh token included, stayed valid on the server ("did not confirm")."""
     settings = load_settings(home=tmp_path / "h", environ={})
-    login(settings, cloud.url, cloud.anon_key, new_email(), PASSWORD, signup=True)
-    raw = _stored_session(tmp_path / "h")
-    assert raw is not None
-    session = json.loads(raw)
-    # The stored access token expired a minute ago by the server's clock (expires_at is its exp).
-    claims = jwt.decode(session["access_token"], options={"verify_signature": False})
-    claims.update(iat=int(time.time()) - 3660, exp=int(time.time()) - 60)
-    session["access_token"] = jwt.encode(claims, cloud.jwt_secret, algorithm="HS256")
-    session["expires_at"] = claims["exp"]
-    index = Index(settings.paths.index_db)
-    try:
-        CredentialStore(index, settings).set(session_credential_name(settings), json.dumps(session))
-    finally:
-        index.close()
+    # The stored access token expired a minute ago by the server's clock.
+    session = _login_with_expired_token(cloud, settings, expired_s=60)
     # Fault injection: this machine's wall clock, as the logout reads it, is two hours behind.
-    monkeypatch.setattr(supabase_remote, "time", _ClockBehind())
+    shift_client_clock(monkeypatch, -7200.0)
 
     assert logout(settings) is True
     assert _stored_session(tmp_path / "h") is None
