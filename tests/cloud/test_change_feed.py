@@ -88,3 +88,38 @@ def test_the_feed_keeps_retrying_past_a_thousand_failed_polls(
     asyncio.run(scenario())
     assert polls >= 1_100
     assert max(waits) == 5.0
+
+
+def test_a_batch_that_cannot_be_delivered_is_dropped_and_the_feed_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Any failure of a poll but a lost connection (a value json could not read was one) ended
+    the feed's task for good, without a word: every socket stayed up and joined, and no change
+    was ever sent again. The fault is injected: the first batch fails to deliver."""
+    delivered: list[int] = []
+    two = asyncio.Event()
+
+    async def poll(batch: int) -> int:
+        if batch == 1:
+            raise ValueError("Exceeds the limit (4300 digits) for integer string conversion")
+        delivered.append(batch)
+        if len(delivered) == 2:
+            two.set()
+        return 1
+
+    async def scenario() -> None:
+        feed = WalChangeFeed("postgresql:///unused", lambda changes: asyncio.sleep(0))
+        batches = iter(range(1, 100))
+        feed.poll_once = lambda: poll(next(batches))  # type: ignore[method-assign]
+        task = asyncio.create_task(feed._run())
+        try:
+            await asyncio.wait_for(two.wait(), 10)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert delivered == [2, 3]
+    (record,) = [r for r in caplog.records if r.name == "sync.localcloud.gateway.changes"]
+    assert "dropping a batch of changes" in record.getMessage()
+    assert record.exc_info is not None and "4300 digits" in str(record.exc_info[1])

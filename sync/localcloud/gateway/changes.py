@@ -217,6 +217,12 @@ class WalChangeFeed:
                 await asyncio.sleep(min(0.2 * 2 ** min(failures, 8), 5.0))
                 await self._reconnect()
                 continue
+            except Exception:  # the feed serves every subscriber: it must go on
+                # A batch that cannot be decoded or delivered (a value Python's json cannot hold
+                # was one) ended this task for good, and every socket stayed up without a change
+                # ever again. The batch is lost (the slot moved past it); later ones are not.
+                log.exception("realtime: dropping a batch of changes that could not be delivered")
+                n = 0
             if n >= MAX_CHANGES_PER_POLL:
                 continue  # a backlog: read on without waiting
             self._wake.clear()

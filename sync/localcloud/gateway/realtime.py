@@ -21,6 +21,7 @@ from typing import Any
 import jwt
 from aiohttp import WSMsgType, web
 
+from sync.localcloud.gateway import jsontext
 from sync.localcloud.gateway.changes import Change
 from sync.localcloud.gateway.context import api_key_of
 from sync.localcloud.gateway.keys import JWTCheckError, ProjectKeys
@@ -99,7 +100,7 @@ class Socket:
             return
         async with self.lock:
             try:
-                await self.ws.send_str(json.dumps(frame, default=str))
+                await self.ws.send_str(jsontext.dumps(frame))
             except (ConnectionResetError, RuntimeError) as exc:
                 log.debug("realtime: dropping a frame for a closing socket: %s", exc)
 

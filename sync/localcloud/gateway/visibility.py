@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from sync.localcloud.gateway import jsontext
 from sync.localcloud.gateway.changes import Change, timestamptz_json
 from sync.localcloud.gateway.db import Database, RequestInfo
 
@@ -121,7 +122,7 @@ class Visibility:
                     if typname in _PLAIN:
                         continue
                     if typname in ("json", "jsonb") and isinstance(value, str):
-                        row[name] = json.loads(value)
+                        row[name] = jsontext.loads(value)
                     elif typname == "timestamptz" and isinstance(value, str):
                         row[name] = timestamptz_json(value)
                     elif typname == "timestamp" and isinstance(value, str):
@@ -218,7 +219,7 @@ class Visibility:
             await conn.execute("BEGIN")
             try:
                 await conn.execute("set local session_replication_role = replica")
-                await conn.execute(insert, (json.dumps(old),))
+                await conn.execute(insert, (jsontext.dumps(old),))
                 await conn.execute(
                     "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
                     (role, json.dumps(claims)),
@@ -296,7 +297,9 @@ def _as_text(value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict | list):
-        return json.dumps(value)
+        return jsontext.dumps(value)
+    if isinstance(value, jsontext.RawJSON):
+        return value.text
     return str(value)
 
 
