@@ -67,6 +67,12 @@ FORMAT_MINOR = 2
 FORMAT_VERSION = f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
 MANIFEST_NAME = "manifest.json"
 ENTRY_PREFIX = "blueprints/"
+# What file managers leave in the folders they show: Finder's .DS_Store, Windows' Thumbs.db and
+# desktop.ini (Desktop.ini too: compared caseless), and the AppleDouble "._<name>" file a Mac
+# writes beside each file it copies to a disk that keeps no Mac metadata (FAT, SMB shares). A
+# bundle unzipped and zipped again on a desktop holds them under blueprints/, where an unlisted
+# file refused the whole bundle. Readers pass them by unread (_match_listing).
+_OS_METADATA_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
 # Encrypted container: this magic (name + container version) then a crypto stream whose associated
 # data is the magic, so the container header cannot be swapped without failing authentication.
 ENCRYPTED_MAGIC = b"LSBUNDLE\x01"
@@ -309,6 +315,8 @@ class VerifiedBundle:
     generator: str
     encrypted: bool
     entries: tuple[BundleEntry, ...]
+    # Unlisted entries under blueprints/ passed by as a file manager's (_is_os_metadata), sorted.
+    ignored_entries: tuple[str, ...] = ()
 
     def summary(self) -> dict[str, Any]:
         """The manifest's header fields (for plans and --json)."""
@@ -602,9 +610,11 @@ def _verify_zip(
         stats = _Stats()
         manifest = _read_manifest(reader, manifest_info, limits, stats)
         header, wanted = _parse_manifest(manifest, limits)
-        _match_listing(infos, wanted)
+        ignored = _match_listing(infos, wanted)
         entries = _extract_all(reader, infos, wanted, staging, limits, stats, progress)
-    return VerifiedBundle(encrypted=encrypted, entries=tuple(entries), **header)
+    return VerifiedBundle(
+        encrypted=encrypted, entries=tuple(entries), ignored_entries=ignored, **header
+    )
 
 
 def _no_manifest(files: dict[str, zipfile.ZipInfo]) -> BundleFormatError:
@@ -1223,18 +1233,36 @@ def _check_unique(wanted: Sequence[_Wanted]) -> None:
         keys[key] = w.path
 
 
-def _match_listing(files: dict[str, zipfile.ZipInfo], wanted: Sequence[_Wanted]) -> None:
+def _is_os_metadata(name: str) -> bool:
+    """True for an entry a file manager leaves in a folder (_OS_METADATA_NAMES, ``._*``) whose
+    name is no blueprint file's: ``._plan.blueprint.yaml`` is a Mac's AppleDouble file and the
+    YAML of a blueprint named ``._plan`` alike, so it is never passed by unseen."""
+    base = name.rsplit("/", 1)[-1]
+    folded = base.casefold()
+    if folded.endswith((fs.YAML_SUFFIX, fs.META_SUFFIX)):
+        return False
+    return folded in _OS_METADATA_NAMES or base.startswith("._")
+
+
+def _match_listing(files: dict[str, zipfile.ZipInfo], wanted: Sequence[_Wanted]) -> tuple[str, ...]:
+    """Check that the listing and the manifest agree; return the unlisted entries under
+    blueprints/ passed by as a file manager's (sorted)."""
     names = {MANIFEST_NAME}
     for w in wanted:
         for name in (w.yaml_name, w.meta_name):
             if name not in files:
                 raise BundleFormatError(f"the bundle lacks {name[:100]!r}, listed in its manifest")
             names.add(name)
+    ignored = []
     for name in files:
-        # Files outside blueprints/ are ignored (room for later minor versions); inside, every
-        # file must be accounted for, so nothing slips past the hash checks.
+        # Files outside blueprints/ are ignored (room for later minor versions; a Mac zip's
+        # __MACOSX/ folder); inside, every file must be accounted for, so nothing slips past the
+        # hash checks: listed, or a file manager's, which is never read and holds no blueprint.
         if name.startswith(ENTRY_PREFIX) and name not in names:
-            raise BundleFormatError(f"entry {name[:100]!r} is not listed in the manifest")
+            if not _is_os_metadata(name):
+                raise BundleFormatError(f"entry {name[:100]!r} is not listed in the manifest")
+            ignored.append(name)
+    return tuple(sorted(ignored))
 
 
 def _extract_all(

@@ -306,6 +306,10 @@ def _summary_counts(result: ImportResult) -> dict[str, int]:
     return out
 
 
+# The file manager's files a note names (a bundle zipped again holds one in every folder).
+_IGNORED_SHOWN = 5
+
+
 def _closing_notes(result: ImportResult) -> list[str]:
     """What to do about the items left as they are, by why each was: advice that cannot help
     (--on-conflict overwrite for a file that does not parse, which no policy writes over) sent
@@ -331,6 +335,15 @@ def _closing_notes(result: ImportResult) -> list[str]:
             f"{skipped['path-held']} blueprint(s) renamed in the bundle to a path another "
             f"blueprint holds here {left} where they are under every --on-conflict policy; "
             "move one of the two to another path ('localstore mv'), then import again"
+        )
+    if result.ignored_entries:
+        shown = result.ignored_entries[:_IGNORED_SHOWN]
+        more = len(result.ignored_entries) - len(shown)
+        notes.append(
+            f"{len(result.ignored_entries)} file(s) a file manager leaves in folders were passed "
+            f"by: {', '.join(shown)}{f' and {more} more' if more else ''} (the bundle was "
+            "unzipped and zipped again; its blueprints are verified against its manifest all "
+            "the same)"
         )
     refused = sum(1 for it in result.items if it.action == "refused")
     if refused:

@@ -226,6 +226,10 @@ class ImportResult:
     policy: str
     dry_run: bool
     items: list[ImportItem]
+    # Unlisted files under blueprints/ a file manager left (.DS_Store, Thumbs.db, desktop.ini,
+    # ``._*``; VerifiedBundle.ignored_entries): passed by unread, named so that nothing is
+    # passed by without a word.
+    ignored_entries: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         """Number of items per action (failed items counted under 'failed')."""
@@ -271,6 +275,7 @@ class ImportResult:
             "counts": self.counts(),
             "changed": self.changed,
             "items": [it.to_dict() for it in self.items],
+            "ignored_entries": list(self.ignored_entries),
         }
 
 
@@ -1631,7 +1636,9 @@ def import_bundle(
             _ensure_schema(store)
         items = plan_import(store, bundle, on_conflict=on_conflict, merger=merger)
         _check_yaml(items, store)
-        result = ImportResult(bundle.summary(), on_conflict, dry_run, items)
+        result = ImportResult(
+            bundle.summary(), on_conflict, dry_run, items, list(bundle.ignored_entries)
+        )
         if dry_run:
             return result
         step = batch_size

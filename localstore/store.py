@@ -3481,7 +3481,8 @@ class BlueprintStore:
         op_id = self.index.next_op_id(cur)
         # The path's key too: a row core v11 kept under a key of its own (see _exact_row) is
         # found by its path once deleted, like any other (restore, history by path). It costs
-        # nothing: the only index on path_key holds live rows, which this row leaves anyway.
+        # nothing extra: this UPDATE moves the row from the live-path index to the deleted-path
+        # one (core v12) whatever its key.
         cur.execute(
             "UPDATE blueprints SET deleted = 1, rev = ?, op_id = ?, flagged = NULL, path_key = ? "
             "WHERE rid = ?",

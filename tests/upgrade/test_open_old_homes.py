@@ -29,6 +29,7 @@ from sync import _local
 from sync.engine import SyncEngine
 from sync.memory_remote import MemoryRemote, MemoryServer, _Owned
 from sync.remote import ServerRow
+from tests.store.query_plans import blueprint_scans
 
 CLI = "from localstore.cli import main; main()"
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -405,6 +406,15 @@ def test_upgraded_schema_is_the_fresh_one(old: OldHome, tmp_path: Path) -> None:
     finally:
         upgraded.close()
         fresh.close()
+
+
+def test_a_deleted_path_is_found_by_index_after_the_upgrade(
+    old: OldHome, store: BlueprintStore
+) -> None:
+    """Core v12 indexes the deleted rows by path: an old home's tombstones are in it too."""
+    gone = old.expected["deleted"]["trash/gone.blueprint.yaml"]["id"]
+    assert store.row("trash/gone", include_deleted=True).id == gone
+    assert blueprint_scans(store, lambda: store.row("trash/gone", include_deleted=True)) == []
 
 
 def test_newer_user_version_alone_is_refused(old: OldHome) -> None:
