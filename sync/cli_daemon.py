@@ -476,6 +476,44 @@ def daemon_args(executable: str, home: str | None) -> list[str]:
     return [executable, *(["--home", home] if home else []), "daemon"]
 
 
+# What platformdirs reads (absolute paths only) to place the default home's folders, on Linux and,
+# in its recent versions, on macOS too (XDG_DOCUMENTS_DIR: the blueprints folder, read by older
+# platformdirs; newer ones read it from XDG_CONFIG_HOME/user-dirs.dirs).
+_HOME_PATH_VARS = (
+    "XDG_DATA_HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_STATE_HOME",
+    "XDG_CACHE_HOME",
+    "XDG_DOCUMENTS_DIR",
+)
+
+
+def service_environment(
+    home: str | None, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The variables a service must set so its daemon serves the home the installer sees.
+
+    The default home's folders come from the XDG variables, which are often set in a shell
+    profile: a service manager starts the daemon without them (systemd's user manager does not
+    read the profile, launchd never), and it served another home, a second index over the same
+    blueprints folder (the documents folder stays put), not logged in, under another lock. A
+    home given by ``--home`` (or LOCALSTORE_HOME, written as ``--home``) needs none.
+    """
+    if home:
+        return {}
+    env = os.environ if environ is None else environ
+    # (platformdirs ignores a relative value; so does this.)
+    return {name: env[name] for name in _HOME_PATH_VARS if os.path.isabs(env.get(name, ""))}
+
+
+def systemd_environment_line(name: str, value: str) -> str:
+    """One ``Environment=`` line: quoted (spaces), with ``\\`` and ``"`` escaped (systemd
+    unescapes C escapes in quotes) and ``%`` doubled (specifiers are expanded there; ``$`` is
+    not: Environment= does no variable expansion)."""
+    assignment = f"{name}={value}".replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'Environment="{assignment}"'
+
+
 def _file_log_only(args: list[str]) -> list[str]:
     """``args`` for a service manager that keeps the daemon's stderr in a file nobody rotates.
 
@@ -495,8 +533,12 @@ def systemd_escape(arg: str) -> str:
     return shlex.quote(arg.replace("\\", "\\\\").replace("%", "%%").replace("$", "$$"))
 
 
-def render_systemd_unit(args: list[str]) -> str:
-    """A systemd user unit running ``args`` (already escaped with :func:`systemd_escape`)."""
+def render_systemd_unit(args: list[str], environment: Mapping[str, str] | None = None) -> str:
+    """A systemd user unit running ``args`` (already escaped with :func:`systemd_escape`), with
+    ``environment`` set (see :func:`service_environment`)."""
+    env_lines = "".join(
+        f"{systemd_environment_line(k, v)}\n" for k, v in (environment or {}).items()
+    )
     return f"""\
 [Unit]
 Description=LocalStore daemon: watch, index and sync blueprints
@@ -507,7 +549,7 @@ Description=LocalStore daemon: watch, index and sync blueprints
 [Service]
 Type=simple
 ExecStart={" ".join(args)}
-Restart=on-failure
+{env_lines}Restart=on-failure
 RestartSec=5
 # {EXIT_HOME_LOCKED}: another process (an app syncing in-process) syncs this home, so a restart
 # every 5 s changes nothing; {EXIT_HOME_GONE}: the home's index vanished, and a restart would make
@@ -525,18 +567,24 @@ WantedBy=default.target
 """
 
 
-def render_launchd_plist(args: list[str], log_dir: str, label: str = LAUNCHD_LABEL) -> str:
+def render_launchd_plist(
+    args: list[str],
+    log_dir: str,
+    label: str = LAUNCHD_LABEL,
+    environment: Mapping[str, str] | None = None,
+) -> str:
     """A launchd agent (~/Library/LaunchAgents) running ``args`` at login, restarted on crash.
 
     Its stdout and stderr go to ``log_dir/daemon.out``; the daemon logs to daemon.log only.
     ``KeepAlive: {SuccessfulExit: false}`` restarts it after any exit but 0 (launchd has no list
     of codes not to restart), so the agent runs it with ``--no-restart-code 0``: a home another
     process syncs was a restart every 10 s (launchd's throttle) for as long as that app ran.
+    ``environment`` (see :func:`service_environment`) goes into ``EnvironmentVariables``.
     """
     program = _file_log_only(args)
     if "--no-restart-code" not in program:
         program = [*program, "--no-restart-code", "0"]
-    data = {
+    data: dict[str, Any] = {
         "Label": label,
         "ProgramArguments": program,
         "RunAtLoad": True,
@@ -546,6 +594,8 @@ def render_launchd_plist(args: list[str], log_dir: str, label: str = LAUNCHD_LAB
         "StandardOutPath": f"{log_dir}/daemon.out",
         "StandardErrorPath": f"{log_dir}/daemon.out",
     }
+    if environment:
+        data["EnvironmentVariables"] = dict(environment)
     return plistlib.dumps(data, sort_keys=False).decode()
 
 
@@ -642,12 +692,13 @@ def service_plan(settings: Settings, home: str | None, platform: str = sys.platf
     home_arg = str(settings.paths.state.parent) if home else None
     args = daemon_args(_executable(), home_arg)
     suffix = service_suffix(settings, home)
+    environment = service_environment(home_arg)
     if platform.startswith("linux"):
-        return _systemd_plan([systemd_escape(a) for a in args], suffix)
+        return _systemd_plan([systemd_escape(a) for a in args], suffix, environment)
     if platform == "darwin":
         label = LAUNCHD_LABEL + suffix
         path = Path.home() / "Library" / "LaunchAgents" / f"{label}.plist"
-        text = render_launchd_plist(args, str(settings.paths.state), label)
+        text = render_launchd_plist(args, str(settings.paths.state), label, environment)
         domain = f"gui/{os.getuid()}"
         return ServicePlan(
             "launchd",
@@ -675,7 +726,7 @@ def service_plan(settings: Settings, home: str | None, platform: str = sys.platf
     )
 
 
-def _systemd_plan(args: list[str], suffix: str) -> ServicePlan:
+def _systemd_plan(args: list[str], suffix: str, environment: Mapping[str, str]) -> ServicePlan:
     # The XDG spec (and systemd) ignore a relative XDG_CONFIG_HOME; taken as is, the unit went
     # under the working directory, where `systemctl --user enable` cannot find it.
     xdg = os.environ.get("XDG_CONFIG_HOME", "")
@@ -684,7 +735,7 @@ def _systemd_plan(args: list[str], suffix: str) -> ServicePlan:
     return ServicePlan(
         "systemd",
         config / "systemd" / "user" / unit,
-        render_systemd_unit(args),
+        render_systemd_unit(args, environment),
         [
             ["systemctl", "--user", "daemon-reload"],
             ["systemctl", "--user", "enable", "--now", unit],
