@@ -681,10 +681,47 @@ class ServicePlan:
 
 
 def _executable() -> str:
+    """The `localstore` command a service runs: this one's (may not exist; install checks)."""
     if getattr(sys, "frozen", False):
         return sys.executable
+    installed = _installed_script()
+    if installed is not None:
+        return installed
     beside = Path(sys.executable).with_name("localstore")
     return str(beside) if beside.exists() else (shutil.which("localstore") or str(beside))
+
+
+def _installed_script() -> str | None:
+    """The console script installed with the running package, from its wheel's RECORD.
+
+    Looked for beside the interpreter only, the script of a `pip install --user` (in
+    ~/.local/bin, which pip says is not on PATH until the next login) or a `--prefix` install was
+    missed: `python3 -m localstore service install` wrote a unit running /usr/bin/localstore,
+    which does not exist, reported as written, so the daemon never started. None when the
+    running package is not that distribution's (an editable install, a checkout on PYTHONPATH).
+    """
+    import importlib.metadata
+
+    import localstore
+
+    try:
+        dist = importlib.metadata.distribution("localstore")
+        files = dist.files or []
+    except (importlib.metadata.PackageNotFoundError, OSError):
+        return None
+
+    def located(name: object) -> Path:
+        return Path(os.path.normpath(str(dist.locate_file(str(name)))))
+
+    running = Path(os.path.normpath(localstore.__file__))
+    if not any(f.as_posix() == "localstore/__init__.py" and located(f) == running for f in files):
+        return None
+    for f in files:
+        if f.name in ("localstore", "localstore.exe") and f.parent.name in ("bin", "Scripts"):
+            script = located(f)
+            if os.access(script, os.X_OK):
+                return str(script)
+    return None
 
 
 def service_plan(settings: Settings, home: str | None, platform: str = sys.platform) -> ServicePlan:
@@ -811,6 +848,15 @@ def service_group() -> None:
 @pass_ctx
 def service_install(ctx: CliContext, no_enable: bool) -> None:
     """Write this OS's service file for this home and enable it where possible."""
+    executable = _executable()
+    if not os.access(executable, os.X_OK):
+        # A unit naming a missing command is accepted by `enable`, then fails at every login.
+        fail(
+            f"cannot find the localstore command to run as the service ({executable} does not "
+            "exist or is not executable)",
+            hint="put the folder pip installed localstore's command into on PATH (pip named it; "
+            "e.g. ~/.local/bin), or run `service install` with that command",
+        )
     plan = service_plan(ctx.settings, ctx.home)
     try:
         write_service_files(plan)
