@@ -127,7 +127,7 @@ MIN_FREE_BYTES = 500 * 1024 * 1024
     type=click.IntRange(0, 255),
     default=None,
     hidden=True,
-    help="Exit with this code instead of 75, 66 or 78, the exits a service manager must not "
+    help="Exit with this code instead of 75, 66, 77 or 78, the exits a service manager must not "
     "restart (the launchd agent passes 0: launchd can only be told so by a successful exit).",
 )
 @pass_ctx
@@ -149,8 +149,8 @@ def daemon_cmd(
     Ctrl-C or Ctrl-Break do; on Windows a kill is a hard stop). Logs go to the state folder's
     daemon.log and to stderr. Without `localstore login` it runs offline (watching and indexing
     only). Exit 75 when another process (an app, another daemon) syncs this home, 66 when the
-    home's index vanished while it ran, 78 when the index was written by a newer localstore
-    (upgrade): service managers are told not to restart those.
+    home's index vanished while it ran, 77 when the home is read-only, 78 when the index was
+    written by a newer localstore (upgrade): service managers are told not to restart those.
     """
     if stop_it:
         _stop_daemon(ctx)
