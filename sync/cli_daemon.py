@@ -127,7 +127,7 @@ MIN_FREE_BYTES = 500 * 1024 * 1024
     type=click.IntRange(0, 255),
     default=None,
     hidden=True,
-    help="Exit with this code instead of 75, 66 or 78, the exits a service manager must not "
+    help="Exit with this code instead of 75, 66, 77 or 78, the exits a service manager must not "
     "restart (the launchd agent passes 0: launchd can only be told so by a successful exit).",
 )
 @pass_ctx
@@ -149,8 +149,8 @@ def daemon_cmd(
     Ctrl-C or Ctrl-Break do; on Windows a kill is a hard stop). Logs go to the state folder's
     daemon.log and to stderr. Without `localstore login` it runs offline (watching and indexing
     only). Exit 75 when another process (an app, another daemon) syncs this home, 66 when the
-    home's index vanished while it ran, 78 when the index was written by a newer localstore
-    (upgrade): service managers are told not to restart those.
+    home's index vanished while it ran, 77 when the home is read-only, 78 when the index was
+    written by a newer localstore (upgrade): service managers are told not to restart those.
     """
     if stop_it:
         _stop_daemon(ctx)
@@ -476,6 +476,44 @@ def daemon_args(executable: str, home: str | None) -> list[str]:
     return [executable, *(["--home", home] if home else []), "daemon"]
 
 
+# What platformdirs reads (absolute paths only) to place the default home's folders, on Linux and,
+# in its recent versions, on macOS too (XDG_DOCUMENTS_DIR: the blueprints folder, read by older
+# platformdirs; newer ones read it from XDG_CONFIG_HOME/user-dirs.dirs).
+_HOME_PATH_VARS = (
+    "XDG_DATA_HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_STATE_HOME",
+    "XDG_CACHE_HOME",
+    "XDG_DOCUMENTS_DIR",
+)
+
+
+def service_environment(
+    home: str | None, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The variables a service must set so its daemon serves the home the installer sees.
+
+    The default home's folders come from the XDG variables, which are often set in a shell
+    profile: a service manager starts the daemon without them (systemd's user manager does not
+    read the profile, launchd never), and it served another home, a second index over the same
+    blueprints folder (the documents folder stays put), not logged in, under another lock. A
+    home given by ``--home`` (or LOCALSTORE_HOME, written as ``--home``) needs none.
+    """
+    if home:
+        return {}
+    env = os.environ if environ is None else environ
+    # (platformdirs ignores a relative value; so does this.)
+    return {name: env[name] for name in _HOME_PATH_VARS if os.path.isabs(env.get(name, ""))}
+
+
+def systemd_environment_line(name: str, value: str) -> str:
+    """One ``Environment=`` line: quoted (spaces), with ``\\`` and ``"`` escaped (systemd
+    unescapes C escapes in quotes) and ``%`` doubled (specifiers are expanded there; ``$`` is
+    not: Environment= does no variable expansion)."""
+    assignment = f"{name}={value}".replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'Environment="{assignment}"'
+
+
 def _file_log_only(args: list[str]) -> list[str]:
     """``args`` for a service manager that keeps the daemon's stderr in a file nobody rotates.
 
@@ -495,8 +533,12 @@ def systemd_escape(arg: str) -> str:
     return shlex.quote(arg.replace("\\", "\\\\").replace("%", "%%").replace("$", "$$"))
 
 
-def render_systemd_unit(args: list[str]) -> str:
-    """A systemd user unit running ``args`` (already escaped with :func:`systemd_escape`)."""
+def render_systemd_unit(args: list[str], environment: Mapping[str, str] | None = None) -> str:
+    """A systemd user unit running ``args`` (already escaped with :func:`systemd_escape`), with
+    ``environment`` set (see :func:`service_environment`)."""
+    env_lines = "".join(
+        f"{systemd_environment_line(k, v)}\n" for k, v in (environment or {}).items()
+    )
     return f"""\
 [Unit]
 Description=LocalStore daemon: watch, index and sync blueprints
@@ -507,7 +549,7 @@ Description=LocalStore daemon: watch, index and sync blueprints
 [Service]
 Type=simple
 ExecStart={" ".join(args)}
-Restart=on-failure
+{env_lines}Restart=on-failure
 RestartSec=5
 # {EXIT_HOME_LOCKED}: another process (an app syncing in-process) syncs this home, so a restart
 # every 5 s changes nothing; {EXIT_HOME_GONE}: the home's index vanished, and a restart would make
@@ -525,18 +567,24 @@ WantedBy=default.target
 """
 
 
-def render_launchd_plist(args: list[str], log_dir: str, label: str = LAUNCHD_LABEL) -> str:
+def render_launchd_plist(
+    args: list[str],
+    log_dir: str,
+    label: str = LAUNCHD_LABEL,
+    environment: Mapping[str, str] | None = None,
+) -> str:
     """A launchd agent (~/Library/LaunchAgents) running ``args`` at login, restarted on crash.
 
     Its stdout and stderr go to ``log_dir/daemon.out``; the daemon logs to daemon.log only.
     ``KeepAlive: {SuccessfulExit: false}`` restarts it after any exit but 0 (launchd has no list
     of codes not to restart), so the agent runs it with ``--no-restart-code 0``: a home another
     process syncs was a restart every 10 s (launchd's throttle) for as long as that app ran.
+    ``environment`` (see :func:`service_environment`) goes into ``EnvironmentVariables``.
     """
     program = _file_log_only(args)
     if "--no-restart-code" not in program:
         program = [*program, "--no-restart-code", "0"]
-    data = {
+    data: dict[str, Any] = {
         "Label": label,
         "ProgramArguments": program,
         "RunAtLoad": True,
@@ -546,6 +594,8 @@ def render_launchd_plist(args: list[str], log_dir: str, label: str = LAUNCHD_LAB
         "StandardOutPath": f"{log_dir}/daemon.out",
         "StandardErrorPath": f"{log_dir}/daemon.out",
     }
+    if environment:
+        data["EnvironmentVariables"] = dict(environment)
     return plistlib.dumps(data, sort_keys=False).decode()
 
 
@@ -631,10 +681,47 @@ class ServicePlan:
 
 
 def _executable() -> str:
+    """The `localstore` command a service runs: this one's (may not exist; install checks)."""
     if getattr(sys, "frozen", False):
         return sys.executable
+    installed = _installed_script()
+    if installed is not None:
+        return installed
     beside = Path(sys.executable).with_name("localstore")
     return str(beside) if beside.exists() else (shutil.which("localstore") or str(beside))
+
+
+def _installed_script() -> str | None:
+    """The console script installed with the running package, from its wheel's RECORD.
+
+    Looked for beside the interpreter only, the script of a `pip install --user` (in
+    ~/.local/bin, which pip says is not on PATH until the next login) or a `--prefix` install was
+    missed: `python3 -m localstore service install` wrote a unit running /usr/bin/localstore,
+    which does not exist, reported as written, so the daemon never started. None when the
+    running package is not that distribution's (an editable install, a checkout on PYTHONPATH).
+    """
+    import importlib.metadata
+
+    import localstore
+
+    try:
+        dist = importlib.metadata.distribution("localstore")
+        files = dist.files or []
+    except (importlib.metadata.PackageNotFoundError, OSError):
+        return None
+
+    def located(name: object) -> Path:
+        return Path(os.path.normpath(str(dist.locate_file(str(name)))))
+
+    running = Path(os.path.normpath(localstore.__file__))
+    if not any(f.as_posix() == "localstore/__init__.py" and located(f) == running for f in files):
+        return None
+    for f in files:
+        if f.name in ("localstore", "localstore.exe") and f.parent.name in ("bin", "Scripts"):
+            script = located(f)
+            if os.access(script, os.X_OK):
+                return str(script)
+    return None
 
 
 def service_plan(settings: Settings, home: str | None, platform: str = sys.platform) -> ServicePlan:
@@ -642,12 +729,13 @@ def service_plan(settings: Settings, home: str | None, platform: str = sys.platf
     home_arg = str(settings.paths.state.parent) if home else None
     args = daemon_args(_executable(), home_arg)
     suffix = service_suffix(settings, home)
+    environment = service_environment(home_arg)
     if platform.startswith("linux"):
-        return _systemd_plan([systemd_escape(a) for a in args], suffix)
+        return _systemd_plan([systemd_escape(a) for a in args], suffix, environment)
     if platform == "darwin":
         label = LAUNCHD_LABEL + suffix
         path = Path.home() / "Library" / "LaunchAgents" / f"{label}.plist"
-        text = render_launchd_plist(args, str(settings.paths.state), label)
+        text = render_launchd_plist(args, str(settings.paths.state), label, environment)
         domain = f"gui/{os.getuid()}"
         return ServicePlan(
             "launchd",
@@ -675,7 +763,7 @@ def service_plan(settings: Settings, home: str | None, platform: str = sys.platf
     )
 
 
-def _systemd_plan(args: list[str], suffix: str) -> ServicePlan:
+def _systemd_plan(args: list[str], suffix: str, environment: Mapping[str, str]) -> ServicePlan:
     # The XDG spec (and systemd) ignore a relative XDG_CONFIG_HOME; taken as is, the unit went
     # under the working directory, where `systemctl --user enable` cannot find it.
     xdg = os.environ.get("XDG_CONFIG_HOME", "")
@@ -684,7 +772,7 @@ def _systemd_plan(args: list[str], suffix: str) -> ServicePlan:
     return ServicePlan(
         "systemd",
         config / "systemd" / "user" / unit,
-        render_systemd_unit(args),
+        render_systemd_unit(args, environment),
         [
             ["systemctl", "--user", "daemon-reload"],
             ["systemctl", "--user", "enable", "--now", unit],
@@ -760,6 +848,15 @@ def service_group() -> None:
 @pass_ctx
 def service_install(ctx: CliContext, no_enable: bool) -> None:
     """Write this OS's service file for this home and enable it where possible."""
+    executable = _executable()
+    if not os.access(executable, os.X_OK):
+        # A unit naming a missing command is accepted by `enable`, then fails at every login.
+        fail(
+            f"cannot find the localstore command to run as the service ({executable} does not "
+            "exist or is not executable)",
+            hint="put the folder pip installed localstore's command into on PATH (pip named it; "
+            "e.g. ~/.local/bin), or run `service install` with that command",
+        )
     plan = service_plan(ctx.settings, ctx.home)
     try:
         write_service_files(plan)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 import pytest
+from click.testing import CliRunner
 
 from localstore.cli import cli
 from localstore.config import load_settings
@@ -267,3 +268,14 @@ def test_a_service_whose_output_its_manager_does_not_open_makes_no_output_file(
     assert plan.output is None
     write_service_files(plan)
     assert plan.path.exists() and not (home / "state").exists()
+
+
+def test_daemon_help_names_every_exit_the_unit_does_not_restart() -> None:
+    """The help said 75, 66 and 78, not 77 (a read-only home): someone whose service stayed
+    down after `systemctl status` showed 77 found no word of it in `localstore daemon --help`."""
+    unit = (PACKAGING / "localstore.service").read_text()
+    line = next(ln for ln in unit.splitlines() if ln.startswith("RestartPreventExitStatus="))
+    codes = line.partition("=")[2].split()
+    assert codes
+    text = " ".join(CliRunner().invoke(cli, ["daemon", "--help"]).output.split())
+    assert [c for c in codes if c not in text] == []

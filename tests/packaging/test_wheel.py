@@ -345,3 +345,61 @@ def test_installed_service_unit_verifies_and_its_command_runs_the_daemon(built: 
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+
+
+def _bare_python(built: Built, name: str) -> tuple[Path, str]:
+    """An interpreter whose folder holds no localstore (the system's python3, say), with the
+    shared venv's packages as its dependencies; and its site-packages path for a prefix."""
+    venv = built.outside / name
+    _ok(_run([sys.executable, "-m", "venv", "--without-pip", venv]))
+    python = venv / "bin" / "python"
+    code = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    site = Path(_ok(_run([python, "-c", code])).stdout.strip())
+    (site / "_shared_deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    return python, str(site.relative_to(venv))
+
+
+def test_service_runs_the_console_script_of_an_install_outside_the_interpreters_folder(
+    built: Built,
+) -> None:
+    """`pip install --user` puts the command in ~/.local/bin (not on PATH until the next login,
+    pip warns), the package in the user site, and the interpreter is /usr/bin/python3: the
+    unit `python3 -m localstore service install` wrote ran /usr/bin/localstore, which does not
+    exist, and it said nothing. Here the same layout with a `--prefix` install (a user install
+    is one with the prefix ~/.local), used by an interpreter whose folder has no localstore."""
+    python, site = _bare_python(built, "bare-venv")
+    prefix = built.outside / "user base"
+    pip: list[str | Path] = [sys.executable, "-m", "pip", "--python", python]
+    _ok(_run([*pip, "install", "-q", "--no-deps", "--prefix", prefix, built.wheel]))
+    env = _clean_env(
+        PYTHONPATH=str(prefix / site),
+        PATH="/usr/bin:/bin",
+        XDG_CONFIG_HOME=str(built.outside / "user-config"),
+    )
+    install: list[str | Path] = [python, "-m", "localstore", "--home", built.outside / "user home"]
+    install.append("--json")
+    done = _ok(_run([*install, "service", "install", "--no-enable"], cwd=built.outside, env=env))
+    text = Path(json.loads(done.stdout)["path"]).read_text()
+    exec_start = next(ln for ln in text.splitlines() if ln.startswith("ExecStart="))
+    args = [a.replace("%%", "%").replace("$$", "$") for a in shlex.split(exec_start[10:])]
+    assert args[0] == str(prefix / "bin" / "localstore"), args
+    version = _ok(_run([args[0], "--version"], cwd=built.outside, env=env))
+    assert version.stdout.startswith("localstore ")
+
+
+def test_service_install_refuses_a_command_it_cannot_find(built: Built) -> None:
+    """No console script anywhere (a checkout on PYTHONPATH, nothing on PATH): the unit named a
+    command that does not exist, was reported written, `enable` took it, and it failed at every
+    login. Now nothing is written, and the error says what to do."""
+    python, _ = _bare_python(built, "bare-venv-2")
+    config = built.outside / "refused-config"
+    env = _clean_env(PYTHONPATH=str(built.src), PATH="/usr/bin:/bin", XDG_CONFIG_HOME=str(config))
+    home = built.outside / "h2"
+    done = _run(
+        [python, "-m", "localstore", "--home", home, "service", "install", "--no-enable"],
+        cwd=built.outside,
+        env=env,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "cannot find the localstore command" in done.stderr
+    assert not (config / "systemd").exists()
