@@ -164,6 +164,19 @@ class LibraryLogFilter(CredentialFilter):
     def filter(self, record: logging.LogRecord) -> bool:
         super().filter(record)
         message = record.getMessage()
+        if record.name == "realtime._async.client" and message.startswith(_UNREADABLE_FRAME):
+            # realtime-py logs a frame it cannot validate at ERROR with the whole frame: a
+            # change of a row the client cannot hold (a 5,000-digit number in its meta) put the
+            # blueprint's content in the log, up to 10 MiB on one line. The change itself is
+            # taken (and that row parked) by the next pull.
+            record.msg = (
+                "realtime: dropped a message the client could not read (%d characters, not "
+                "logged); the next pull takes its change"
+            )
+            record.args = (len(message) - len(_UNREADABLE_FRAME),)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+            return True
         clean = escaped(message)
         if clean != message:
             record.msg, record.args = clean, ()
@@ -190,6 +203,9 @@ def _escaped_traceback(text: str) -> str:
         out.append(("\n" if _TRACEBACK_LINE.match(line) else "\\x0a") + escaped(line))
     return "".join(out)
 
+
+# How realtime-py's client starts its line for a frame it cannot validate (realtime 2.x).
+_UNREADABLE_FRAME = "Unrecognized message format "
 
 # The loggers that write the realtime URL or an error quoting it (a logger's filter sees only
 # the records made on that very logger, not its children's: each is named), ours among them.

@@ -226,3 +226,25 @@ def test_a_traceback_on_a_guarded_logger_keeps_its_lines_and_loses_the_servers_c
     assert text.startswith("Traceback (most recent call last):\n  File ")
     assert [c for c in _hidden(text) if c != "\n"] == []
     assert not any(line.startswith("2026-01-01") for line in text.splitlines())
+
+
+def test_a_message_the_client_cannot_read_is_one_short_warning_without_its_text(
+    settings: Settings, cloud: HostileCloud, caplog: pytest.LogCaptureFixture
+) -> None:
+    """realtime-py logged a frame it could not validate (a change of a row whose meta holds a
+    5,000-digit number, say) at ERROR with the whole frame: the blueprint's content in the log,
+    up to the row's 10 MiB on one line, past the daemon log's rotation size."""
+    marker = "blueprint-content-" + "x" * 5000
+
+    def unreadable(join: dict[str, object]) -> str:
+        return json.dumps({"topic": join["topic"], "what": marker})
+
+    with HostileRealtime(reply=unreadable, close_code=1011, close_reason="bye") as rt:
+        cloud.answers[("GET", "/realtime/v1/websocket")] = rt.redirect_answer()
+        with caplog.at_level(logging.INFO):
+            _subscribe(settings, cloud)
+    shown = [(r.levelname, r.getMessage()) for r in caplog.records if r.name in GUARDED_LOGGERS]
+    assert not [m for _, m in shown if "blueprint-content-" in m], shown
+    dropped = [(lvl, m) for lvl, m in shown if "could not read" in m]
+    assert [lvl for lvl, _ in dropped] == ["WARNING"], shown
+    assert len(dropped[0][1]) < 300, dropped
