@@ -119,10 +119,14 @@ def new_path(rng: random.Random) -> str:
 def yaml_files(root: Path) -> set[str]:
     """The blueprints on disk, as list() names them (hidden and temp files are not blueprints)."""
     out = set()
-    for p in root.rglob("*.blueprint.yaml"):
-        rel = p.relative_to(root).as_posix()
-        if not any(part.startswith(".") for part in rel.split("/")):
-            out.add(rel)
+    # os.walk, not rglob: the store removes a folder its last blueprint left (a move, a delete)
+    # while this walks, and 3.11's rglob raised FileNotFoundError for it; os.walk passes it by.
+    for folder, _dirs, names in os.walk(root):
+        for name in names:
+            if name.endswith(".blueprint.yaml"):
+                rel = (Path(folder) / name).relative_to(root).as_posix()
+                if not any(part.startswith(".") for part in rel.split("/")):
+                    out.add(rel)
     return out
 
 
