@@ -16,6 +16,7 @@ from typing import Any
 
 from localstore import archive
 from localstore.store import SaveRequest
+from tests.store.query_plans import blueprint_scans
 
 from .conftest import StoreFactory
 
@@ -24,27 +25,13 @@ N = 40
 
 def _scans_while_planning(store: Any, bundle: Path, on_conflict: str) -> list[str]:
     """The statements run by the plan that scan the whole blueprints table, one per run."""
-    conn = store.index.conn
-    ran: list[tuple[str, Any]] = []
-
-    def trace(_cursor: Any, sql: str, bindings: Any) -> bool:
-        ran.append((sql, bindings))
-        return True
-
     with archive.open_bundle(bundle, staging_root=store.paths.cache) as verified:
-        conn.exec_trace = trace
-        try:
-            items = archive.plan_import(store, verified, on_conflict=on_conflict)
-        finally:
-            conn.exec_trace = None
+        items: list[Any] = []
+        scans = blueprint_scans(
+            store,
+            lambda: items.extend(archive.plan_import(store, verified, on_conflict=on_conflict)),
+        )
     assert len(items) == N
-    scans = []
-    for sql, bindings in ran:
-        if not sql.lstrip().upper().startswith("SELECT"):
-            continue
-        plan = conn.execute("EXPLAIN QUERY PLAN " + sql, bindings).fetchall()
-        if any(str(step[3]).startswith("SCAN blueprints") for step in plan):
-            scans.append(sql)
     return scans
 
 
