@@ -101,9 +101,10 @@ def clear_pause(state_dir: Path) -> None:
     fs.flush_dir(state_dir)
 
 
-def lock_is_held(state_dir: Path) -> bool:
-    """Whether any process (this one included) holds the home's flock. No side effects."""
-    path = Path(state_dir) / LOCK_FILE
+def lock_is_held(state_dir: Path, name: str = LOCK_FILE) -> bool:
+    """Whether any process (this one included) holds the flock of ``state_dir/name`` (the home's
+    daemon lock by default). No side effects."""
+    path = Path(state_dir) / name
     try:
         fd = os.open(path, os.O_RDONLY | _durable.O_CLOEXEC)
     except FileNotFoundError:
@@ -125,13 +126,22 @@ def read_state(state_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _lock_file_pid(state_dir: Path) -> int | None:
-    """The pid the lock's holder wrote into ``state/daemon.lock`` (None if unreadable)."""
+def _lock_file_pid(state_dir: Path, name: str = LOCK_FILE) -> int | None:
+    """The pid the lock's holder wrote into ``state_dir/name`` (None if unreadable)."""
     try:
-        text = (Path(state_dir) / LOCK_FILE).read_text(encoding="ascii").strip()
+        text = (Path(state_dir) / name).read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError):
         return None
     return int(text) if text.isdigit() else None
+
+
+def lock_held_by(state_dir: Path, pid: object, name: str = LOCK_FILE) -> bool:
+    """Whether process ``pid`` is alive and holds the flock of ``state_dir/name`` (the pid its
+    holder wrote into the file). A state file's pid is trusted only this way: after a reboot or
+    a SIGKILL the pid it names can be any process of the user's, which a `stop` would kill."""
+    if not isinstance(pid, int) or not pid_alive(pid) or not lock_is_held(state_dir, name):
+        return False
+    return _lock_file_pid(state_dir, name) == pid
 
 
 def pid_alive(pid: int) -> bool:
@@ -232,12 +242,7 @@ def daemon_running(settings: Settings) -> dict[str, Any] | None:
     state = read_state(state_dir)
     if state is None:
         return None
-    pid = state.get("pid")
-    if not isinstance(pid, int) or not pid_alive(pid) or not lock_is_held(state_dir):
-        return None
-    if _lock_file_pid(state_dir) != pid:
-        return None
-    return state
+    return state if lock_held_by(state_dir, state.get("pid")) else None
 
 
 # The daemon's watcher's write-quiet period when daemon.json does not say (written by a daemon

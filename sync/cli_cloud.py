@@ -18,9 +18,9 @@ from typing import Any
 import click
 import httpx
 
-from localstore._daemon_state import background_popen_options, pid_alive
+from localstore._daemon_state import background_popen_options, open_private_append, pid_alive
 from localstore.cli import CliContext, fail, pass_ctx
-from sync.localcloud.service import LOG_FILE, STATE_FILE, read_state
+from sync.localcloud.service import LOG_FILE, STATE_FILE, read_state, running_state
 
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
@@ -43,13 +43,6 @@ def _json_option(fn: Any) -> Any:
     return click.option(
         "--json", is_flag=True, expose_value=False, callback=enable, help="Machine-readable output."
     )(fn)
-
-
-def _running(state_dir: Path) -> dict[str, Any] | None:
-    state = read_state(state_dir)
-    if state is None or not pid_alive(int(state.get("pid", 0))):
-        return None
-    return state
 
 
 def _show(ctx: CliContext, state: dict[str, Any], status: str) -> None:
@@ -99,7 +92,7 @@ def start_cmd(ctx: CliContext, port: int, ttl: int) -> None:
         )
     state_dir = ctx.settings.paths.state
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    existing = _running(state_dir)
+    existing = running_state(state_dir)
     if existing is not None:
         _show(ctx, existing, "already running")
         return
@@ -112,7 +105,8 @@ def _spawn(state_dir: Path, port: int, ttl: int) -> subprocess.Popen[bytes]:
     log_path = state_dir / LOG_FILE
     args = [sys.executable, "-m", "sync.localcloud", "serve", "--state-dir", str(state_dir)]
     args += ["--port", str(port), "--ttl", str(ttl)]
-    with open(log_path, "ab") as log:
+    # 0600 whatever the umask: the stack logs the project's URL and errors naming its rows.
+    with os.fdopen(open_private_append(log_path), "ab") as log:
         # Detached: the stack outlives this command and ignores the terminal's Ctrl-C.
         return subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, **background_popen_options()
@@ -150,7 +144,7 @@ def _last_error(state_dir: Path) -> str:
 def stop_cmd(ctx: CliContext) -> None:
     """Stop the stack (its data is discarded)."""
     state_dir = ctx.settings.paths.state
-    state = _running(state_dir)
+    state = running_state(state_dir)
     if state is None:
         (state_dir / STATE_FILE).unlink(missing_ok=True)  # a stale file from a killed stack
         ctx.emit({"status": "not running"}, lambda: click.echo("not running"))
@@ -172,7 +166,7 @@ def stop_cmd(ctx: CliContext) -> None:
 def status_cmd(ctx: CliContext) -> None:
     """Show whether the stack runs and answers; exit 1 (and say what to do) when it does not."""
     state_dir = ctx.settings.paths.state
-    state = _running(state_dir)
+    state = running_state(state_dir)
     if state is None:
         ctx.emit({"status": "not running"}, lambda: click.echo("not running"))
         # (Exit 1 is an error with its line on stderr saying what to do; it had none.)

@@ -912,6 +912,9 @@ class ControlServer:
             else:
                 body, status, ctype = b"not found\n", "404 Not Found", "text/plain"
             head = f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
+            # A page anywhere may point a <script> at 127.0.0.1 (its Host passes the check
+            # above): nosniff makes the browser refuse to run the text as a script.
+            head += "X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\n"
             head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
             writer.write(head.encode() + body)
             await writer.drain()

@@ -114,8 +114,8 @@ class HomeLock:
     ``sync.engine.EngineLock``.
     """
 
-    def __init__(self, state_dir: Path) -> None:
-        self.path = Path(state_dir) / LOCK_FILE
+    def __init__(self, state_dir: Path, name: str = LOCK_FILE) -> None:
+        self.path = Path(state_dir) / name
         self._fd: int | None = None
         self._mutex = threading.Lock()
 

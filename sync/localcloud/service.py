@@ -23,6 +23,9 @@ from typing import Any
 
 STATE_FILE = "localcloud.json"
 LOG_FILE = "localcloud.log"
+# Held (flock, the server's pid written in) for the stack's whole life: the state file's pid is
+# trusted only while its process holds this (see running_state).
+LOCK_FILE = "localcloud.lock"
 
 
 def state_dir_for(home: str | None) -> Path:
@@ -39,6 +42,21 @@ def read_state(state_dir: Path) -> dict[str, Any] | None:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def running_state(state_dir: Path) -> dict[str, Any] | None:
+    """The state of the stack running for ``state_dir``, or None when none runs.
+
+    A stack killed by SIGKILL or a power cut leaves its state file behind; after a reboot its pid
+    can name any process of the user's, which `localstore cloud stop` then killed (SIGTERM, then
+    SIGKILL). The pid counts only while it holds the stack's lock.
+    """
+    from localstore._daemon_state import lock_held_by
+
+    state = read_state(state_dir)
+    if state is None or not lock_held_by(state_dir, state.get("pid"), LOCK_FILE):
+        return None
+    return state
 
 
 def write_state(state_dir: Path, data: dict[str, Any]) -> None:
@@ -68,12 +86,20 @@ def remove_state(state_dir: Path, pid: int) -> None:
 
 def serve(state_dir: Path, *, port: int = 0, access_token_ttl: int = 3600) -> int:
     """Run a stack until SIGTERM/SIGINT; return the process exit code."""
+    from sync.embed import HomeLock
     from sync.localcloud.stack import LocalCloud
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    with LocalCloud(port=port, access_token_ttl=access_token_ttl) as cloud:
+    lock = HomeLock(state_dir, LOCK_FILE)
+    if not lock.acquire(blocking=False):
+        raise RuntimeError(
+            f"another local cloud runs for {state_dir}: stop it first (`localstore cloud stop`)"
+        )
+    with contextlib.ExitStack() as stack:
+        stack.callback(lock.release)
+        cloud = stack.enter_context(LocalCloud(port=port, access_token_ttl=access_token_ttl))
         pid = os.getpid()
         write_state(
             state_dir,

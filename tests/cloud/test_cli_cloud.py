@@ -44,6 +44,8 @@ def test_start_status_stop(home):
     assert info["status"] == "running" and info["url"].startswith("http://127.0.0.1:")
     state_file = home / "state" / "localcloud.json"
     assert stat.S_IMODE(os.stat(state_file).st_mode) == 0o600
+    # (The log was created 0644 under the usual umask: readable by every user of the machine.)
+    assert stat.S_IMODE(os.stat(home / "state" / "localcloud.log").st_mode) == 0o600
 
     with httpx.Client() as http:
         client = create_client(info["url"], info["anon_key"], ClientOptions(httpx_client=http))
@@ -88,13 +90,63 @@ def test_status_of_a_stack_that_does_not_run_says_what_to_do_on_stderr(tmp_path)
     assert error["exit_code"] == 1 and "localstore cloud start" in error["hint"]
 
 
+# A process holding the stack's lock as `serve` does (pid written in), then sleeping: a stack
+# whose gateway hangs, as far as the CLI can tell.
+_HOLD_LOCK = """
+import sys, time
+from sync.embed import HomeLock
+from sync.localcloud.service import LOCK_FILE
+assert HomeLock(sys.argv[1], LOCK_FILE).acquire()
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def _sleeper(*code: str) -> subprocess.Popen[str]:
+    """A live process of this user's that is no stack (never this test's pid, which a `cloud
+    stop` would signal); the caller kills it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", *(code or ("import time; time.sleep(120)",))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    if code:
+        assert proc.stdout is not None and proc.stdout.readline() == "locked\n"
+    return proc
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.kill()
+    proc.communicate()  # (reaped, its pipe closed)
+
+
+def test_stop_leaves_alone_a_process_that_took_a_dead_stacks_pid(tmp_path):
+    """A stack killed by SIGKILL or a power cut leaves localcloud.json behind; after a reboot its
+    pid can name any process of the user's. `cloud stop` sent that process SIGTERM, then SIGKILL
+    (an editor, a browser), and `cloud status` called the stack running but not answering."""
+    from sync.localcloud.service import write_state
+
+    stranger = _sleeper()
+    try:
+        state = {"pid": stranger.pid, "url": "http://127.0.0.1:9", "anon_key": "k"}
+        write_state(tmp_path / "state", state | {"service_key": "s"})
+        status = _localstore(tmp_path, "--json", "cloud", "status")
+        stopped = _localstore(tmp_path, "--json", "cloud", "stop")
+        assert stranger.poll() is None, "cloud stop killed a process that is no stack"
+    finally:
+        _stop(stranger)
+    assert status.returncode == 1 and json.loads(status.stdout) == {"status": "not running"}
+    assert stopped.returncode == 0 and json.loads(stopped.stdout) == {"status": "not running"}
+    assert not (tmp_path / "state" / "localcloud.json").exists()
+
+
 def test_status_of_a_stack_that_does_not_answer_says_what_to_do_on_stderr(tmp_path):
     """The same for a stack whose process lives but whose gateway does not answer."""
     from sync.localcloud.service import write_state
 
-    # A live process that is no stack (its own, stopped below; never this test's pid, which a
-    # `cloud stop` would signal) and a port nothing listens on.
-    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    # A live process holding the stack's lock, and a port nothing listens on.
+    (tmp_path / "state").mkdir(mode=0o700)
+    stand_in = _sleeper(_HOLD_LOCK, str(tmp_path / "state"))
     try:
         write_state(
             tmp_path / "state",
@@ -102,8 +154,7 @@ def test_status_of_a_stack_that_does_not_answer_says_what_to_do_on_stderr(tmp_pa
         )
         done = _localstore(tmp_path, "--json", "cloud", "status")
     finally:
-        stand_in.kill()
-        stand_in.wait()
+        _stop(stand_in)
     assert done.returncode == 1
     assert json.loads(done.stdout)["status"] == "not answering"
     error = json.loads(done.stderr)["error"]

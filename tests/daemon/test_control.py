@@ -493,6 +493,11 @@ def test_metrics_endpoint_answers_only_requests_for_a_local_host(metrics_server)
     for host in (f"127.0.0.1:{port}", f"localhost:{port}", "127.0.0.1"):
         data = _http_get(port, host)
         assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"localstore_up 1\n")
+        # (Script-loaded by a page elsewhere, text/plain ran as script; cached, it outlived
+        # the daemon.)
+        head = data.split(b"\r\n\r\n", 1)[0].lower()
+        assert b"\r\nx-content-type-options: nosniff" in head
+        assert b"\r\ncache-control: no-store" in head
     # DNS rebinding: a page whose name resolves to 127.0.0.1 sends its own name.
     for host in (f"rebind.attacker.example:{port}", f"127.0.0.1:{port + 1}", "127.0.0.1.nip.io"):
         data = _http_get(port, host)
