@@ -65,9 +65,12 @@ _BLANK = re.compile(f"[{_RESERVED}]")
 _HIT = re.compile(f"{HIT_OPEN}([^{HIT_CLOSE}]*){HIT_CLOSE}")
 # What continues the character before it, for a cut (_whole): a combining mark (category M, which
 # holds the variation selectors), the zero-width joiner of emoji sequences, the skin-tone
-# modifiers; looked for this far from the cut.
+# modifiers, the tag characters of a subdivision flag (England's: a black flag and seven tags);
+# looked for this far from the cut. A flag of a country is two regional indicators, none
+# between: a cut after an odd number of them split two flags into two others or none.
 _ZWJ = "\u200d"
-_MODIFIERS = frozenset(map(chr, range(0x1F3FB, 0x1F400)))
+_MODIFIERS = frozenset(map(chr, [*range(0x1F3FB, 0x1F400), *range(0xE0020, 0xE0080)]))
+_REGIONAL = frozenset(map(chr, range(0x1F1E6, 0x1F200)))
 _WHOLE_SCAN = 32
 
 
@@ -97,6 +100,10 @@ def shown(snippet: str) -> tuple[str, tuple[tuple[str, bool], ...]]:
     A part longer than GAP_MAX is cut (see _trimmed)."""
     if SPLIT in snippet:
         snippet = snippet.replace(SPLIT, "")
+    if snippet.startswith("…"):
+        # FTS5 opens a snippet at a word of its tokenizer, whose tables (Unicode 6.1) take the
+        # later skin-tone modifiers for letters: the snippet began with one, cut from its emoji.
+        snippet = "…" + snippet[_whole(snippet, 1, 1) :]
     # With its group, split() alternates text between hits and hits (FTS5 closes each it opens).
     pieces = _HIT.split(snippet)
     parts = tuple((piece, i % 2 == 1) for i, piece in enumerate(pieces) if piece)
@@ -116,10 +123,25 @@ def _whole(text: str, at: int, step: int) -> int:
         if at <= 0 or at >= len(text):
             return at
         c = text[at]
-        if not (_category(c)[0] == "M" or c == _ZWJ or c in _MODIFIERS or text[at - 1] == _ZWJ):
+        if not (
+            _category(c)[0] == "M"
+            or c == _ZWJ
+            or c in _MODIFIERS
+            or text[at - 1] == _ZWJ
+            or (c in _REGIONAL and _in_flag(text, at))
+        ):
             return at
         at += step
     return at - step * _WHOLE_SCAN
+
+
+def _in_flag(text: str, at: int) -> bool:
+    """True if the regional indicator at ``at`` is the second of a flag: an odd number of them
+    runs up to it."""
+    start = at
+    while start > 0 and text[start - 1] in _REGIONAL:
+        start -= 1
+    return (at - start) % 2 == 1
 
 
 def _trimmed(parts: tuple[tuple[str, bool], ...]) -> tuple[tuple[str, bool], ...]:
