@@ -791,7 +791,10 @@ def _systemd_plan(args: list[str], suffix: str, environment: Mapping[str, str]) 
         render_systemd_unit(args, environment),
         [
             ["systemctl", "--user", "daemon-reload"],
-            ["systemctl", "--user", "enable", "--now", unit],
+            ["systemctl", "--user", "enable", unit],
+            # Not `enable --now`: it leaves a running unit alone, so a re-install (an upgrade,
+            # new arguments) said started while the old program ran on until the next login.
+            ["systemctl", "--user", "restart", unit],
         ],
         [
             ["systemctl", "--user", "disable", "--now", unit],
