@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
@@ -694,6 +694,9 @@ class ServicePlan:
     # The file the manager itself opens for the daemon's stdout and stderr (launchd's daemon.out),
     # made 0600 before it does: launchd would create it 0666 less its umask.
     output: Path | None = None
+    # Run before ``enable``, failures ignored (nothing loaded yet): unloads what an earlier
+    # install loaded, which ``enable`` would refuse (launchctl bootstrap of a loaded label).
+    stop_first: list[list[str]] = field(default_factory=list)
 
 
 def _executable() -> str:
@@ -753,14 +756,18 @@ def service_plan(settings: Settings, home: str | None, platform: str = sys.platf
         path = Path.home() / "Library" / "LaunchAgents" / f"{label}.plist"
         text = render_launchd_plist(args, str(settings.paths.state), label, environment)
         domain = f"gui/{os.getuid()}"
+        bootout = [["launchctl", "bootout", f"{domain}/{label}"]]
         return ServicePlan(
             "launchd",
             path,
             text,
             [["launchctl", "bootstrap", domain, str(path)]],
-            [["launchctl", "bootout", f"{domain}/{label}"]],
+            bootout,
             shutil.which("launchctl") is not None,
             settings.paths.state / "daemon.out",
+            # bootstrap of a loaded label fails ("5: Input/output error"): a second install (an
+            # upgrade) failed and the old agent ran on. bootout stops and unloads it first.
+            stop_first=bootout,
         )
     if platform in ("win32", "cygwin"):
         path = settings.paths.config / f"localstore-task{suffix}.xml"
@@ -900,9 +907,11 @@ def service_install(ctx: CliContext, no_enable: bool) -> None:
             f"cannot write the daemon's output file {out_path}: {exc.strerror or exc}",
             hint=f"check that this user owns {out_path.parent} and what is in it",
         )
-    commands = [shlex.join(c) for c in plan.enable]
+    commands = [shlex.join(c) for c in [*plan.stop_first, *plan.enable]]
     out: dict[str, Any] = {"kind": plan.kind, "path": str(plan.path), "enabled": False}
     if plan.reachable and not no_enable:
+        if plan.stop_first:
+            out["stopped"] = [_run_one(c) for c in plan.stop_first]
         out["results"] = _run_all(plan.enable)
         out["enabled"] = all(r["rc"] == 0 for r in out["results"])
     else:
