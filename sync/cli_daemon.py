@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
@@ -62,6 +62,7 @@ from localstore.errors import (
     ReadOnlyStoreError,
     StorageError,
 )
+from sync._sd_notify import notify, take_notify_socket
 from sync._timefmt import span
 from sync.embed import daemon_running, lock_holder, read_state
 from sync.errors import SyncError
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
     from localstore.store import BlueprintStore, CheckReport
 
 DETACH_TIMEOUT_S = 60.0
+SERVICE_COMMAND_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 SERVICE_NAME = "localstore"
 LAUNCHD_LABEL = "dev.localstore.daemon"
@@ -177,11 +179,18 @@ def daemon_cmd(
         return
     from sync.daemon import Daemon, log_start_failure
 
+    # Taken before anything else can start a process that would inherit it (sync/_sd_notify.py).
+    notify_socket = take_notify_socket()
     with errors_to_exit():
         handlers = _logging_or_fail(ctx.settings, log_level, log_json, no_stderr)
         _make_outputs_private()
         try:
-            daemon = Daemon(ctx.settings, port=port, metrics_port=metrics_port)
+            daemon = Daemon(
+                ctx.settings,
+                port=port,
+                metrics_port=metrics_port,
+                on_ready=lambda: notify(notify_socket, "READY=1"),
+            )
             code = daemon.run()
         except LockHeldError as exc:
             # Its own exit code: a service manager restarting it every few seconds changes
@@ -547,7 +556,14 @@ Description=LocalStore daemon: watch, index and sync blueprints
 # cloud answers (it retries by itself).
 
 [Service]
-Type=simple
+# notify: the daemon sends READY=1 once it serves (sync/_sd_notify.py), so `systemctl --user
+# start` (and `service install`) fails when it exits before that (a home another process syncs,
+# an index it cannot open); with Type=simple both said started, whatever happened next.
+Type=notify
+NotifyAccess=main
+# Not timed: a start can be slow (the reconcile of a large home, a keychain waiting to be
+# unlocked), and one killed for it would be restarted into the same wait, over and over.
+TimeoutStartSec=infinity
 ExecStart={" ".join(args)}
 {env_lines}Restart=on-failure
 RestartSec=5
@@ -678,6 +694,9 @@ class ServicePlan:
     # The file the manager itself opens for the daemon's stdout and stderr (launchd's daemon.out),
     # made 0600 before it does: launchd would create it 0666 less its umask.
     output: Path | None = None
+    # Run before ``enable``, failures ignored (nothing loaded yet): unloads what an earlier
+    # install loaded, which ``enable`` would refuse (launchctl bootstrap of a loaded label).
+    stop_first: list[list[str]] = field(default_factory=list)
 
 
 def _executable() -> str:
@@ -737,14 +756,18 @@ def service_plan(settings: Settings, home: str | None, platform: str = sys.platf
         path = Path.home() / "Library" / "LaunchAgents" / f"{label}.plist"
         text = render_launchd_plist(args, str(settings.paths.state), label, environment)
         domain = f"gui/{os.getuid()}"
+        bootout = [["launchctl", "bootout", f"{domain}/{label}"]]
         return ServicePlan(
             "launchd",
             path,
             text,
             [["launchctl", "bootstrap", domain, str(path)]],
-            [["launchctl", "bootout", f"{domain}/{label}"]],
+            bootout,
             shutil.which("launchctl") is not None,
             settings.paths.state / "daemon.out",
+            # bootstrap of a loaded label fails ("5: Input/output error"): a second install (an
+            # upgrade) failed and the old agent ran on. bootout stops and unloads it first.
+            stop_first=bootout,
         )
     if platform in ("win32", "cygwin"):
         path = settings.paths.config / f"localstore-task{suffix}.xml"
@@ -775,7 +798,10 @@ def _systemd_plan(args: list[str], suffix: str, environment: Mapping[str, str]) 
         render_systemd_unit(args, environment),
         [
             ["systemctl", "--user", "daemon-reload"],
-            ["systemctl", "--user", "enable", "--now", unit],
+            ["systemctl", "--user", "enable", unit],
+            # Not `enable --now`: it leaves a running unit alone, so a re-install (an upgrade,
+            # new arguments) said started while the old program ran on until the next login.
+            ["systemctl", "--user", "restart", unit],
         ],
         [
             ["systemctl", "--user", "disable", "--now", unit],
@@ -804,15 +830,30 @@ def _user_systemd_reachable() -> bool:
 
 
 def _run_all(commands: list[list[str]]) -> list[dict[str, Any]]:
+    """Run ``commands`` in order, up to the first that fails (rc None: it did not finish)."""
     results = []
     for cmd in commands:
-        done = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
-        results.append(
-            {"command": shlex.join(cmd), "rc": done.returncode, "stderr": done.stderr.decode()}
-        )
-        if done.returncode != 0:
+        results.append(_run_one(cmd))
+        if results[-1]["rc"] != 0:
             break
     return results
+
+
+def _run_one(cmd: list[str]) -> dict[str, Any]:
+    try:
+        done = subprocess.run(
+            cmd, capture_output=True, timeout=SERVICE_COMMAND_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired:
+        # `systemctl start` of the Type=notify unit waits for the daemon's READY=1, which a slow
+        # start (a large home's reconcile, a keychain to unlock) may send later than this. It was
+        # a traceback; the start goes on without us.
+        stderr = (
+            f"no answer within {SERVICE_COMMAND_TIMEOUT_S:g} s (the service may still be "
+            "starting; its manager's status command says how it went)"
+        )
+        return {"command": shlex.join(cmd), "rc": None, "stderr": stderr}
+    return {"command": shlex.join(cmd), "rc": done.returncode, "stderr": done.stderr.decode()}
 
 
 def write_service_files(plan: ServicePlan) -> None:
@@ -866,9 +907,11 @@ def service_install(ctx: CliContext, no_enable: bool) -> None:
             f"cannot write the daemon's output file {out_path}: {exc.strerror or exc}",
             hint=f"check that this user owns {out_path.parent} and what is in it",
         )
-    commands = [shlex.join(c) for c in plan.enable]
+    commands = [shlex.join(c) for c in [*plan.stop_first, *plan.enable]]
     out: dict[str, Any] = {"kind": plan.kind, "path": str(plan.path), "enabled": False}
     if plan.reachable and not no_enable:
+        if plan.stop_first:
+            out["stopped"] = [_run_one(c) for c in plan.stop_first]
         out["results"] = _run_all(plan.enable)
         out["enabled"] = all(r["rc"] == 0 for r in out["results"])
     else:
@@ -879,10 +922,17 @@ def service_install(ctx: CliContext, no_enable: bool) -> None:
         click.echo(f"wrote {plan.path}")
         if out["enabled"]:
             click.echo(f"enabled and started ({plan.kind})")
-        else:
-            click.echo(f"not enabled ({out.get('reason', 'a command failed')}); run:")
-            for c in commands:
-                click.echo(f"  {c}")
+            return
+        if "results" in out:
+            # What the manager said (systemd: "Job ... failed", the daemon never said ready)
+            # and why the daemon stopped, where it logs: before, only the commands to retry.
+            failed = out["results"][-1]
+            said = failed["stderr"].strip() or f"exit {failed['rc']}"
+            click.echo(f"`{failed['command']}` failed: {said}", err=True)
+            click.echo(f"the daemon's log says: {_last_line(ctx.settings)}", err=True)
+        click.echo(f"not enabled ({out.get('reason', 'a command failed')}); run:")
+        for c in commands:
+            click.echo(f"  {c}")
 
     ctx.emit(out, human)
     if "results" in out and not out["enabled"]:

@@ -487,6 +487,7 @@ class Daemon:
         metrics_port: int | None = None,
         poll_interval_s: float | None = None,
         install_signals: bool = True,
+        on_ready: Callable[[], object] | None = None,
     ) -> None:
         self.settings = settings
         self.remote_factory = remote_factory or _supabase_remote
@@ -500,6 +501,9 @@ class Daemon:
         self._metrics_port = metrics_port
         self._poll_interval_s = poll_interval_s
         self._install_signals = install_signals
+        # Told once run() serves (daemon.json written): `localstore daemon` passes systemd's
+        # READY=1, so a start that fails before is reported by `systemctl start`.
+        self._on_ready = on_ready
         self._lock = HomeLock.for_settings(settings)
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -563,6 +567,8 @@ class Daemon:
                 home_name(self.settings),
                 "on" if self.engine else f"offline ({self._offline_reason})",
             )
+            if self._on_ready is not None:
+                self._on_ready()
             while not self._stop.wait(self._tick_interval()):
                 self._tick()
             log.info("daemon stopping")

@@ -189,7 +189,7 @@ def test_service_install_status_uninstall_without_a_user_manager(tmp_path: Path)
     if out["enabled"]:  # a machine with a user systemd: it was enabled for real
         cli("--home", str(home), "service", "uninstall", env=env)
         pytest.fail("this test expects no reachable user systemd (CI containers have none)")
-    assert out["commands"][-1] == f"systemctl --user enable --now {unit.name}"
+    assert out["commands"][-1] == f"systemctl --user restart {unit.name}"
     assert systemd_verify(unit, tmp_path).returncode == 0
     human = cli("--home", str(home), "service", "install", env=env)
     assert "systemctl --user daemon-reload" in human.stdout and "not enabled" in human.stdout
