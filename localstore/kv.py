@@ -839,7 +839,10 @@ class KVStore:
                 cur.executemany("DELETE FROM kv_tags WHERE key = ?", [(k,) for k in keys])
                 if keys:
                     self._bump_generation(cur)
-                self._retire_if_unused(cur, [r[1] for r in rows])
+                if any(r[1] is not None for r in rows):
+                    # (Any retiring key no item uses, not only those of these items: one left
+                    # unused by an interrupted rotation goes too.)
+                    self._mark_unused_retired(cur)
                 for k in keys:
                     self._hot.discard(k)
             total += len(keys)
@@ -1315,9 +1318,16 @@ class KVStore:
         keychain until the next rotation, for nothing, and with it the means to decrypt what
         the index file's free pages still hold of those items (SQLite has no secure_delete on).
         """
-        if all(kid is None for kid in kids):
+        sealed = sorted({kid for kid in kids if kid is not None})
+        if not sealed:
             return False
-        return bool(cls._mark_unused_retired(cur))
+        # A plain look first: nearly always the items went with the current key, and the UPDATE
+        # ... RETURNING below opens a statement journal (tens of us) on every encrypted save.
+        marks = ", ".join("?" * len(sealed))
+        retiring = cur.execute(
+            f"SELECT 1 FROM kv_keys WHERE state = 'retiring' AND kid IN ({marks}) LIMIT 1", sealed
+        ).fetchall()
+        return bool(retiring) and bool(cls._mark_unused_retired(cur))
 
     def _delete_retired_after(self, action: str) -> None:
         """Delete from the keychain the keys ``action`` (a save or delete) just retired.
