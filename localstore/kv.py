@@ -15,8 +15,8 @@ total change count (which moves with every write on this connection, another KVS
 Data keys rotate without loss (:meth:`KVStore.rotate_data_key`): a new key is written to the
 keychain while its row in ``kv_keys`` is *pending*, then made *current* (the old one *retiring*);
 every item is re-sealed in batches with compare-and-swap; a retiring key is deleted from the
-keychain only when no item uses it (at the end of the rotation, or by the purge that removes its
-last item). A crash at any step leaves every item readable, and the next rotation (or
+keychain only when no item uses it (at the end of the rotation, or by the purge, delete or save
+that removes its last item). A crash at any step leaves every item readable, and the next rotation (or
 :meth:`KVStore.recover_keys`) finishes the job.
 """
 
@@ -696,13 +696,15 @@ class KVStore:
             # inside the write would hold the index and SQLite's write lock as long.
             kid = self._load_current_key() if encrypt else None
             try:
-                self._write_item(key, row, tag_tuple, encrypt, kid, item, plain)
+                retired = self._write_item(key, row, tag_tuple, encrypt, kid, item, plain)
                 break
             except _StaleKey:
                 if kid is None:
                     self._create_key(rotate=False)
         else:  # pragma: no cover - the current key changed three times during one save
             raise KVError(f"cannot save {key!r}: the data key kept changing", hint="try again")
+        if retired:
+            self._delete_retired_after(f"saving {key!r}")
 
     def _expiry(self, ttl: float | None, expires_at: float | None) -> float | None:
         if ttl is not None and expires_at is not None:
@@ -728,8 +730,11 @@ class KVStore:
         loaded_kid: str | None,
         item: KVItem,
         plain: bytes,
-    ) -> None:
-        """Write the row; encrypted with the current key, which must be ``loaded_kid``."""
+    ) -> bool:
+        """Write the row; encrypted with the current key, which must be ``loaded_kid``.
+
+        Returns whether the item replaced was the last one sealed with a retiring data key
+        (marked 'retired' here: see _retire_if_unused)."""
         stored, fmt, compressed, meta_json, tags_json, now, expires, size = row
         with self._write() as cur:
             key_id = None
@@ -749,6 +754,8 @@ class KVStore:
                 if sealed > limit:
                     raise _too_large(key, sealed, len(meta_json), limit)
                 stored = self._keys.seal(key_id, stored, aad=_aad(key))
+            # (A primary-key lookup: the upsert's RETURNING sees only the new row.)
+            replaced = cur.execute("SELECT key_id FROM kv_items WHERE key = ?", (key,)).fetchall()
             try:
                 rows = cur.execute(
                     "INSERT INTO kv_items (key, value, format, compressed, key_id, metadata, tags,"
@@ -780,23 +787,33 @@ class KVStore:
                 raise _too_large(key, len(stored), len(meta_json), limit) from exc
             cur.execute("DELETE FROM kv_tags WHERE key = ?", (key,))
             cur.executemany("INSERT INTO kv_tags VALUES (?, ?)", [(t, key) for t in tags])
+            retired = self._retire_if_unused(cur, [r[0] for r in replaced])
             self._bump_generation(cur)
             # Cached in the same locked region as the write: a put after releasing the lock could
             # land after another thread's newer save or delete of this key and resurrect our value.
             self._hot.put(key, replace(item, created=float(rows[0][0])), plain, now)
+        return retired
 
     def delete(self, key: str) -> bool:
-        """Delete ``key``; return whether a (live or expired) item was there."""
+        """Delete ``key``; return whether a (live or expired) item was there.
+
+        A retiring data key whose last item this removes is retired (see purge_expired); a
+        keychain delete that fails then is logged and left to the next purge, rotation or
+        recover_keys() (the item is deleted either way).
+        """
         self._check_open()
         _check_key(key)
         self._check_writable(f"delete app-data item {key!r}")
         with self._write() as cur:
             gone = cur.execute(
-                "DELETE FROM kv_items WHERE key = ? RETURNING key", (key,)
+                "DELETE FROM kv_items WHERE key = ? RETURNING key_id", (key,)
             ).fetchall()
             cur.execute("DELETE FROM kv_tags WHERE key = ?", (key,))
+            retired = self._retire_if_unused(cur, [r[0] for r in gone])
             self._bump_generation(cur)
             self._hot.discard(key)
+        if retired:
+            self._delete_retired_after(f"deleting {key!r}")
         return bool(gone)
 
     def purge_expired(self) -> int:
@@ -823,9 +840,8 @@ class KVStore:
                 if keys:
                     self._bump_generation(cur)
                 if any(r[1] is not None for r in rows):
-                    # Only rotation retired keys: one whose remaining items (skipped by it as
-                    # damaged or missing their key, or left by an interrupted one) expired stayed
-                    # in the keychain until the next rotation, for nothing.
+                    # (Any retiring key no item uses, not only those of these items: one left
+                    # unused by an interrupted rotation goes too.)
                     self._mark_unused_retired(cur)
                 for k in keys:
                     self._hot.discard(k)
@@ -1291,6 +1307,46 @@ class KVStore:
                 " (SELECT 1 FROM kv_items i WHERE i.key_id = kv_keys.kid) RETURNING kid"
             ).fetchall()
         ]
+
+    @classmethod
+    def _retire_if_unused(cls, cur: apsw.Cursor, kids: list[Any]) -> bool:
+        """(in a write) After items sealed with ``kids`` went (deleted, purged, saved over):
+        mark the retiring keys no item uses now 'retired'; whether any was.
+
+        Only rotation retired keys before: one whose last items (skipped by it as damaged or
+        missing their key, or left by an interrupted one) were then removed stayed in the
+        keychain until the next rotation, for nothing, and with it the means to decrypt what
+        the index file's free pages still hold of those items (SQLite has no secure_delete on).
+        """
+        sealed = sorted({kid for kid in kids if kid is not None})
+        if not sealed:
+            return False
+        # A plain look first: nearly always the items went with the current key, and the UPDATE
+        # ... RETURNING below opens a statement journal (tens of us) on every encrypted save.
+        marks = ", ".join("?" * len(sealed))
+        retiring = cur.execute(
+            f"SELECT 1 FROM kv_keys WHERE state = 'retiring' AND kid IN ({marks}) LIMIT 1", sealed
+        ).fetchall()
+        return bool(retiring) and bool(cls._mark_unused_retired(cur))
+
+    def _delete_retired_after(self, action: str) -> None:
+        """Delete from the keychain the keys ``action`` (a save or delete) just retired.
+
+        The write stands whatever happens here: a failure is logged, and the key (its row
+        'retired') is deleted by the next purge, rotation or recover_keys(). A store without
+        credentials leaves it to one with them, as its purge does.
+        """
+        if self._keys is None:
+            return
+        try:
+            self._delete_retired()
+        except LocalStoreError as exc:
+            log.warning(
+                "%s retired an old app-data key, but deleting it from the keychain failed (%s);"
+                " the next purge, key rotation or recover_keys() deletes it",
+                action,
+                exc,
+            )
 
     def _delete_retired(self) -> list[str]:
         """Delete 'retired' keys from the keychain, then their rows (idempotent after a crash)."""

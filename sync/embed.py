@@ -583,7 +583,12 @@ class EmbeddedSync:
         close_remote(remote)
 
     def _attach(self) -> None:
-        """Open a remote from the home's session and start a new engine; offline if impossible."""
+        """Open a remote from the home's session and start a new engine; offline if impossible.
+
+        A remote opened for an engine that then cannot start is closed here, whatever the error,
+        as the daemon's ``_attach_engine`` closes it: left open (HTTP client, refresh timer,
+        realtime threads), one leaked at every try for as long as the fault lasted.
+        """
         assert self._factory is not None
         self._next_relogin = time.monotonic() + RELOGIN_CHECK_S
         try:
@@ -594,27 +599,41 @@ class EmbeddedSync:
         except (SyncError, LocalStoreError) as exc:
             self._go_offline(exc.message, exc)
             return
+        try:
+            started = self._start_engine(remote)
+        except Exception as exc:  # any error: the remote must not leak (see the docstring)
+            close_remote(remote)
+            if self._done.is_set():
+                return  # (the store closed under it: a stopped sync is not "offline")
+            if not isinstance(exc, LocalStoreError | SyncError):
+                log.error("sync could not start", exc_info=exc)  # (a bug: its traceback)
+            # (Not "not logged in" with the login hint: the person just logged in.)
+            self._go_offline(f"sync could not start: {exc}", exc)
+            return
+        if not started:  # stopped meanwhile
+            close_remote(remote)
+            return
+        log.info("sync started again for %s", getattr(remote, "identity", "the cloud"))
+
+    def _start_engine(self, remote: Remote) -> bool:
+        """Start an engine on ``remote`` as this sync's; False when this sync stopped meanwhile.
+
+        Raises what building or starting it raised (the engine then holds nothing)."""
         from sync.engine import SyncEngine
 
-        old = self.engine
-        try:
-            engine = SyncEngine(self.store, remote, **self._engine_kwargs)
-            if old.status().state == "paused":  # a pause of the old engine outlives the login
-                engine.pause()
-        except BaseException:
-            close_remote(remote)
-            raise
+        engine = SyncEngine(self.store, remote, **self._engine_kwargs)
+        if self.engine.status().state == "paused":  # a pause of the old engine outlives the login
+            engine.pause()
         with self._mutex:
             if self._stopped:
-                close_remote(remote)
-                return
+                return False
             if self._paused:  # (read under the mutex: a pause() now reaches this engine)
                 engine.pause()  # (no listener on it yet: nobody is called under the mutex)
-            for token, listener in self._status_listeners.items():
-                self._status_unsubs[token] = engine.subscribe_status(listener)
-            engine.start()
+            unsubs = {t: engine.subscribe_status(f) for t, f in self._status_listeners.items()}
+            engine.start()  # (the old engine's listeners stay theirs if this raises)
+            self._status_unsubs.update(unsubs)
             self.engine, self._remote, self.offline = engine, remote, None
-        log.info("sync started again for %s", getattr(remote, "identity", "the cloud"))
+        return True
 
     def _go_offline(self, reason: str, exc: BaseException) -> None:
         if reason != self.offline:

@@ -620,10 +620,11 @@ def test_a_damaged_item_does_not_stop_key_rotation(
     with pytest.raises(DecryptionError) as info:
         fresh.load("s/7")
     assert "'s/7'" in str(info.value) and "delete" in (info.value.hint or "")
-    ekv.delete("s/7")  # what the hint says: then the next rotation retires the old key
-    report = ekv.rotate_data_key()
-    assert old in report.retired and report.damaged == ()
+    ekv.delete("s/7")  # what the hint says: its last item gone, the old key is retired at once
     assert creds.find(f"datakey:{old}") is None
+    report = ekv.rotate_data_key()
+    assert old not in report.retired and report.damaged == ()
+    assert _states(index) == {report.key_id: "current"}
 
 
 @pytest.mark.keychain
@@ -787,6 +788,37 @@ def test_a_crash_before_a_purge_deletes_a_retired_key(
     assert creds.find(f"datakey:{old}") is None
     assert KVStore(index, credentials=creds, clock=clock, hot_items=0).load("kept") == (
         "sealed with the new key"
+    )
+    kv.close()
+
+
+@pytest.mark.keychain
+@pytest.mark.parametrize("way", ["delete", "save again"])
+def test_replacing_the_last_item_of_a_retiring_key_retires_it(
+    index: Index, creds: CredentialStore, clock: FakeClock, way: str
+) -> None:
+    """A damaged item keeps its old data key through a rotation, and its DecryptionError says to
+    delete the item and save it again. Doing so (or saving over it) left that key 'retiring', in
+    the keychain, until the next rotation: the ciphertext of the deleted secret, still in the
+    index file's free pages (no secure_delete), stayed decryptable by the keychain's key for as
+    long as no one rotated again. The delete or save that takes its last item now retires it, as
+    a purge does."""
+    kv = KVStore(index, credentials=creds, clock=clock, hot_items=0)
+    kv.save("token", "old secret", encrypt=True)
+    _damage(index, "token")
+    old = kv.current_key_id()
+    report = kv.rotate_data_key()
+    assert report.damaged == ("token",) and old not in report.retired
+    with pytest.raises(DecryptionError):
+        kv.load("token")
+    if way == "delete":
+        assert kv.delete("token")
+    kv.save("token", "new secret", encrypt=True)
+    assert _states(index) == {report.key_id: "current"}
+    assert creds.find(f"datakey:{old}") is None
+    assert creds.list_names(include_internal=True) == [f"datakey:{report.key_id}"]
+    assert KVStore(index, credentials=creds, clock=clock, hot_items=0).load("token") == (
+        "new secret"
     )
     kv.close()
 

@@ -1,0 +1,73 @@
+"""An app's in-process sync whose new engine cannot start after a login leaks nothing.
+
+After a logout (or another user's login) EmbeddedSync opens a remote from the new session and
+starts a new engine on it, as the daemon does. When that engine's start failed (its realtime
+could not start a thread: the process's thread limit), the remote stayed open (HTTP client,
+refresh timer, realtime threads, an index connection), one more every RELOGIN_CHECK_S for as
+long as the fault lasted, and the status still said "not logged in" with the login hint, though
+the person had just logged in. The daemon has closed such a remote since
+tests/daemon/test_engine_start_failure.py; the app's sync does the same now.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sync.supabase_remote
+from sync.errors import SessionChangedError
+from sync.memory_remote import MemoryRemote, MemoryServer
+from sync.session_marker import touch
+
+from ._stores import StoreOpener, stores_fixture  # noqa: F401  (the fixture "stores")
+from .conftest import eventually
+from .test_engine_start_failure import _NoThreads
+
+WAIT = 20.0
+
+
+class _Revocable(MemoryRemote):
+    """The home's first session, which a `localstore logout` revokes."""
+
+    revoked = False
+
+    def check_session(self) -> None:
+        if self.revoked:
+            raise SessionChangedError("logged out")
+
+
+def test_a_new_engine_that_cannot_start_closes_its_remote_and_says_why(
+    stores: StoreOpener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = MemoryServer()
+    opened: list[MemoryRemote] = []
+
+    def factory(_settings: Any) -> MemoryRemote:
+        # The first session works; every later one cannot start its realtime threads.
+        remote = _Revocable(server) if not opened else _NoThreads(server)
+        opened.append(remote)
+        return remote
+
+    monkeypatch.setattr(sync.supabase_remote, "remote_from_settings", factory)
+    store = stores(home=tmp_path / "h")
+    subscribers = len(store.events._subs)
+    handle = store.start_sync(poll_interval_s=3600)
+    first = handle.engine
+    first_remote = opened[0]
+    assert isinstance(first_remote, _Revocable)
+    first_remote.revoked = True
+    touch(store.settings)  # logout, then a new login: the follower opens a new remote
+
+    assert eventually(lambda: "can't start new thread" in (handle.offline or ""), WAIT)
+    assert len(opened) == 2
+    assert first_remote._closed  # (the logged-out session's, closed by the detach)
+    assert opened[1]._closed, "the remote of the engine that could not start was left open"
+    assert handle.engine is first and first.join(WAIT)
+    # Only the follower's claims observer is left: no half-started engine listens to the store.
+    assert len(store.events._subs) == subscribers
+    status = handle.status()
+    assert status["state"] == "offline" and status["logged_in"] is False
+    assert "can't start new thread" in status["detail"]
+    handle.stop()
