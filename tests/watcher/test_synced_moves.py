@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+import localstore
 from localstore.store import BlueprintStore
 from localstore.watcher import Watcher
 
@@ -153,3 +154,36 @@ def test_a_command_opening_the_store_while_the_pair_arrives_leaves_it_to_the_wat
     assert events == [("moved", bp.id), ("modified", bp.id)]
     assert store.resolve(NEW).id == bp.id
     assert store.check().clean
+
+
+def test_a_copy_taken_back_as_the_old_id_would_bounce_between_devices(tmp_path: Path) -> None:
+    """Why a late delete is not turned back into a move (docs/watcher.md, "Limit"): the copy's
+    rewritten meta (new id) reaches the other device, which takes the new id and deletes the old
+    one; the old id's meta written back here and carried there is put back to the new id at
+    once, and would be carried back here again. The split as it is converges on the new id."""
+    device_a, device_b = tmp_path / "a", tmp_path / "b"
+    a = localstore.open(home=device_a)
+    old = a.save(OLD, "v: 1\n").id
+    a.close()
+    shutil.copytree(device_a, device_b)  # (both devices hold the pair and know its id)
+    a = localstore.open(home=device_a)
+    a.move(old, NEW)  # (the move made on device A)
+    a.close()
+    root_a, root_b = device_a / "blueprints", device_b / "blueprints"
+    (root_b / "m").mkdir()
+    for suffix in (YAML, META):  # B's sync tool writes the new pair; the old one stays a while
+        shutil.copy2(root_a / (NEW + suffix), root_b / (NEW + suffix))
+    b = localstore.open(home=device_b)
+    copy = b.resolve(NEW).id
+    b.close()
+    assert copy != old
+    shutil.copy2(root_b / (NEW + META), root_a / (NEW + META))  # carried back to A
+    a = localstore.open(home=device_a)
+    assert a.resolve(NEW).id == copy  # A takes the new id: converged
+    a.close()
+    taken_back = {**json.loads((root_a / (NEW + META)).read_bytes()), "id": old}
+    (root_a / (NEW + META)).write_text(json.dumps(taken_back))  # B's meta turned back, carried
+    a = localstore.open(home=device_a)
+    assert a.resolve(NEW).id == copy
+    a.close()
+    assert json.loads((root_a / (NEW + META)).read_bytes())["id"] == copy  # and back it goes
