@@ -1571,8 +1571,11 @@ class Reconciler:
         if replaced is not None:
             # (A copy of a live pair's meta is no meta of this YAML's own come late: its new id
             # got the made-up id's first YAML as its first revision, and the retired id's event
-            # named it as the one this YAML's own meta had brought.)
-            own = not copied and (identity is None or identity.deleted)
+            # named it as the one this YAML's own meta had brought.) A live blueprint moving here
+            # is: a sync tool's move whose meta came after the YAML's quiet period (the watcher
+            # held it as a copy until the old pair went). Taken for another pair put over this
+            # one, the made-up id was recorded deleted with no reason given.
+            own = not copied
             found = late_meta.made_up(cur, replaced) if own else None
             if self._moves_later(replaced, rel):
                 self._park(cur, replaced)

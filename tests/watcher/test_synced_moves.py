@@ -187,3 +187,36 @@ def test_a_copy_taken_back_as_the_old_id_would_bounce_between_devices(tmp_path: 
     assert a.resolve(NEW).id == copy
     a.close()
     assert json.loads((root_a / (NEW + META)).read_bytes())["id"] == copy  # and back it goes
+
+
+def test_a_moved_pair_whose_meta_comes_late_retires_the_made_up_id_with_a_reason(
+    store: BlueprintStore, make_watcher, recorder: Recorder
+) -> None:
+    """The sync tool brings the moved pair's meta after the watcher's write_quiet (the YAML got
+    a made-up id), while the old pair is still there: the copy hold lets the old pair go, and
+    the move takes the path. The made-up id was recorded deleted for no reason given (a UI
+    showed a file deleted for nothing), where a lone YAML's own meta come late retires it
+    naming the id that replaced it (docs/watcher.md, "A meta that comes later still")."""
+    bp = store.save(OLD, "v: 1\n")
+    (store.root / "m").mkdir()
+    watcher: Watcher = make_watcher(store, delete_grace_ms=GRACE_MS)
+    watcher.start()
+    assert watcher.wait_idle(30)
+    recorder.take()
+    root = store.root
+    _syncthing_put(root, NEW + YAML, b"v: 1\n")
+    assert watcher.wait_idle(30)  # (the lone YAML, 1 s old, gets a made-up id)
+    made_up = [e.id for e in recorder.take() if e.kind == "created"]
+    assert len(made_up) == 1
+    _syncthing_put(root, NEW + META, (root / (OLD + META)).read_bytes())
+    time.sleep(0.3)
+    for suffix in (YAML, META):
+        os.unlink(root / (OLD + suffix))
+    assert watcher.wait_idle(30)
+    events = [(e.kind, e.id, e.path, bp.id in e.detail) for e in recorder.take()]
+    assert events == [
+        ("deleted", made_up[0], NEW + YAML, True),
+        ("moved", bp.id, NEW + YAML, False),
+    ]
+    assert store.resolve(NEW).id == bp.id
+    assert store.check().clean
