@@ -1520,22 +1520,20 @@ class Reconciler:
         if meta is not None:
             identity = self._with_id(cur, meta.id)
             if (
-                identity is not None
-                and not identity.deleted
-                and identity.path != rel
-                and (store.root / identity.path).exists()
+                self._live_elsewhere(identity, rel)
+                and row_at_path is not None
+                and sha256_hex(yaml_bytes) == row_at_path.yaml_sha256
             ):
-                if row_at_path is not None and sha256_hex(yaml_bytes) == row_at_path.yaml_sha256:
-                    # This path's YAML is unchanged; only another pair's meta was pasted over its
-                    # own: the blueprint here keeps its identity and gets its meta back.
-                    identity, meta, write_meta = row_at_path, row_at_path.meta, True
-                elif self._meta_id_at(identity.path, unreadable=meta.id) == meta.id:
-                    # The same id at two live paths: the pair was copied. The copy gets a new id.
-                    meta = meta.replace(id=new_id(), created=utc_now())
-                    identity = None
-                    write_meta = copied = True
-                # Otherwise the file at identity.path no longer carries this id (two pairs
-                # swapped names, or another file took the old name): the blueprint moved here.
+                # This path's YAML is unchanged; only another pair's meta was pasted over its
+                # own: the blueprint here keeps its identity and gets its meta back.
+                identity, meta, write_meta = row_at_path, row_at_path.meta, True
+            elif self._copy_source(identity, rel):
+                # The same id at two live paths: the pair was copied. The copy gets a new id.
+                # (Live elsewhere, but the file there no longer carries this id: two pairs
+                # swapped names, or another file took the old name; the blueprint moved here.)
+                meta = meta.replace(id=new_id(), created=utc_now())
+                identity = None
+                write_meta = copied = True
             elif (
                 identity is not None
                 and identity.deleted
@@ -1573,8 +1571,11 @@ class Reconciler:
         if replaced is not None:
             # (A copy of a live pair's meta is no meta of this YAML's own come late: its new id
             # got the made-up id's first YAML as its first revision, and the retired id's event
-            # named it as the one this YAML's own meta had brought.)
-            own = not copied and (identity is None or identity.deleted)
+            # named it as the one this YAML's own meta had brought.) A live blueprint moving here
+            # is: a sync tool's move whose meta came after the YAML's quiet period (the watcher
+            # held it as a copy until the old pair went). Taken for another pair put over this
+            # one, the made-up id was recorded deleted with no reason given.
+            own = not copied
             found = late_meta.made_up(cur, replaced) if own else None
             if self._moves_later(replaced, rel):
                 self._park(cur, replaced)
@@ -1719,24 +1720,31 @@ class Reconciler:
 
     def copied_from(self, cur: Any, rel: str) -> str | None:
         """The path of the live pair the pair at ``rel`` would be taken for a copy of now (the
-        copy rule of ``_ingest_once``: its meta's id is live at another path, whose files are
-        there with that id in their meta), else None. For the watcher's copy hold."""
-        meta_rel = fs.meta_path_for(rel)
-        try:
-            raw = self._read_meta(meta_rel)
-            meta_id = None if raw is None else decode_meta(raw, source=meta_rel).id
-        except (OSError, LocalStoreError):
-            return None  # (the ingest reports it)
+        copy rule of ``_ingest_once``, ``_copy_source``), else None. For the watcher's copy
+        hold; a meta that cannot be read or is not valid is none (the ingest reports it)."""
+        meta_id = self._meta_id_at(rel)
         row = None if meta_id is None else self._with_id(cur, meta_id)
-        if (
-            row is None
-            or row.deleted
-            or row.path == rel
-            or not (self.store.root / row.path).exists()
-            or self._meta_id_at(row.path, unreadable=row.id) != row.id
-        ):
-            return None
-        return row.path
+        return row.path if row is not None and self._copy_source(row, rel) else None
+
+    def _live_elsewhere(self, row: Row | None, rel: str) -> bool:
+        """Whether ``row`` is a live blueprint indexed at another path than ``rel`` whose YAML
+        is still there."""
+        return (
+            row is not None
+            and not row.deleted
+            and row.path != rel
+            and (self.store.root / row.path).exists()
+        )
+
+    def _copy_source(self, row: Row | None, rel: str) -> bool:
+        """Whether a pair at ``rel`` whose meta holds ``row``'s id is a copy of ``row``: it is
+        live at another path whose meta still holds that id (the same id at two live paths; a
+        meta there that cannot be read is taken to hold it)."""
+        return (
+            row is not None
+            and self._live_elsewhere(row, rel)
+            and self._meta_id_at(row.path, unreadable=row.id) == row.id
+        )
 
     def _case_collision(
         self, cur: Any, rel: str, identity: Row | None, report: CheckReport

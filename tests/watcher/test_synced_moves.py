@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+import localstore
 from localstore.store import BlueprintStore
 from localstore.watcher import Watcher
 
@@ -151,5 +152,71 @@ def test_a_command_opening_the_store_while_the_pair_arrives_leaves_it_to_the_wat
     assert watcher.wait_idle(30)
     events = [(e.kind, e.id) for e in recorder.take()]
     assert events == [("moved", bp.id), ("modified", bp.id)]
+    assert store.resolve(NEW).id == bp.id
+    assert store.check().clean
+
+
+def test_a_copy_taken_back_as_the_old_id_would_bounce_between_devices(tmp_path: Path) -> None:
+    """Why a late delete is not turned back into a move (docs/watcher.md, "Limit"): the copy's
+    rewritten meta (new id) reaches the other device, which takes the new id and deletes the old
+    one; the old id's meta written back here and carried there is put back to the new id at
+    once, and would be carried back here again. The split as it is converges on the new id."""
+    device_a, device_b = tmp_path / "a", tmp_path / "b"
+    a = localstore.open(home=device_a)
+    old = a.save(OLD, "v: 1\n").id
+    a.close()
+    shutil.copytree(device_a, device_b)  # (both devices hold the pair and know its id)
+    a = localstore.open(home=device_a)
+    a.move(old, NEW)  # (the move made on device A)
+    a.close()
+    root_a, root_b = device_a / "blueprints", device_b / "blueprints"
+    (root_b / "m").mkdir()
+    for suffix in (YAML, META):  # B's sync tool writes the new pair; the old one stays a while
+        shutil.copy2(root_a / (NEW + suffix), root_b / (NEW + suffix))
+    b = localstore.open(home=device_b)
+    copy = b.resolve(NEW).id
+    b.close()
+    assert copy != old
+    shutil.copy2(root_b / (NEW + META), root_a / (NEW + META))  # carried back to A
+    a = localstore.open(home=device_a)
+    assert a.resolve(NEW).id == copy  # A takes the new id: converged
+    a.close()
+    taken_back = {**json.loads((root_a / (NEW + META)).read_bytes()), "id": old}
+    (root_a / (NEW + META)).write_text(json.dumps(taken_back))  # B's meta turned back, carried
+    a = localstore.open(home=device_a)
+    assert a.resolve(NEW).id == copy
+    a.close()
+    assert json.loads((root_a / (NEW + META)).read_bytes())["id"] == copy  # and back it goes
+
+
+def test_a_moved_pair_whose_meta_comes_late_retires_the_made_up_id_with_a_reason(
+    store: BlueprintStore, make_watcher, recorder: Recorder
+) -> None:
+    """The sync tool brings the moved pair's meta after the watcher's write_quiet (the YAML got
+    a made-up id), while the old pair is still there: the copy hold lets the old pair go, and
+    the move takes the path. The made-up id was recorded deleted for no reason given (a UI
+    showed a file deleted for nothing), where a lone YAML's own meta come late retires it
+    naming the id that replaced it (docs/watcher.md, "A meta that comes later still")."""
+    bp = store.save(OLD, "v: 1\n")
+    (store.root / "m").mkdir()
+    watcher: Watcher = make_watcher(store, delete_grace_ms=GRACE_MS)
+    watcher.start()
+    assert watcher.wait_idle(30)
+    recorder.take()
+    root = store.root
+    _syncthing_put(root, NEW + YAML, b"v: 1\n")
+    assert watcher.wait_idle(30)  # (the lone YAML, 1 s old, gets a made-up id)
+    made_up = [e.id for e in recorder.take() if e.kind == "created"]
+    assert len(made_up) == 1
+    _syncthing_put(root, NEW + META, (root / (OLD + META)).read_bytes())
+    time.sleep(0.3)
+    for suffix in (YAML, META):
+        os.unlink(root / (OLD + suffix))
+    assert watcher.wait_idle(30)
+    events = [(e.kind, e.id, e.path, bp.id in e.detail) for e in recorder.take()]
+    assert events == [
+        ("deleted", made_up[0], NEW + YAML, True),
+        ("moved", bp.id, NEW + YAML, False),
+    ]
     assert store.resolve(NEW).id == bp.id
     assert store.check().clean
