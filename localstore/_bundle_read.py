@@ -770,6 +770,7 @@ def _check_name(name: str, limits: BundleLimits) -> str:
 
 _METHOD_NAMES = {9: "Deflate64", 12: "bzip2", 14: "LZMA", 93: "Zstandard", 95: "XZ", 98: "PPMd"}
 _UTF8_FLAG = 0x800  # general purpose bit 11: the name is UTF-8
+_MS_DOS = 0  # "version made by" system: MS-DOS and FAT, what Windows zip tools write
 
 
 def _decode_name(raw: bytes, flags: int) -> str:
@@ -793,9 +794,18 @@ def _decode_name(raw: bytes, flags: int) -> str:
     return unicodedata.normalize("NFC", name)
 
 
+def _dos_separators(name: str, system: int) -> str:
+    """A name made on MS-DOS/FAT with '\\' read as '/' between folders, as Info-ZIP's unzip and
+    libarchive read it: PowerShell's Compress-Archive (Windows PowerShell 5.1) writes
+    ``blueprints\\team\\x.blueprint.yaml``, and such a bundle was refused for its backslashes.
+    Only there: on Unix a backslash is a character of a file name, refused as before. The name
+    is then checked as any other ('..', absolute, ...)."""
+    return name.replace("\\", "/") if system == _MS_DOS else name
+
+
 def _read_name_as_written(info: zipfile.ZipInfo) -> None:
     """Give ``info`` the name :func:`_decode_name` reads (its local header is checked against the
-    same reading), in place of zipfile's."""
+    same reading), in place of zipfile's, with a DOS name's separators as '/'."""
     if info.flag_bits & _UTF8_FLAG:
         raw = info.orig_filename.encode("utf-8")
     else:
@@ -803,7 +813,8 @@ def _read_name_as_written(info: zipfile.ZipInfo) -> None:
     try:
         name = _decode_name(raw, info.flag_bits)
     except UnicodeDecodeError:  # (zipfile decoded it; the same bytes decode the same way)
-        return
+        name = info.orig_filename
+    name = _dos_separators(name, info.create_system)
     if name != info.orig_filename:
         info.orig_filename = info.filename = name
 
@@ -892,7 +903,7 @@ def _check_local_name(info: zipfile.ZipInfo, raw: bytes, flags: int) -> None:
     # As zipfile does: the name is judged from the directory, so the local copy must agree
     # (read by the same rule, so a tool leaving the UTF-8 flag off in both agrees).
     try:
-        name = _decode_name(raw, flags)
+        name = _dos_separators(_decode_name(raw, flags), info.create_system)
     except UnicodeDecodeError as exc:
         raise BundleFormatError(f"entry {info.orig_filename[:80]!r} is corrupt: {exc}") from exc
     if name != info.orig_filename:

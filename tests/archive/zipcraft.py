@@ -43,6 +43,8 @@ class RawEntry:
     # Sizes and CRC after the data, zero in the local header (general purpose bit 3), as a tool
     # writing to a stream does (macOS's Archive Utility, ``zip -`` to a pipe).
     descriptor: bool = False
+    # The "version made by" system: 3 Unix, 0 MS-DOS/FAT (Windows tools).
+    system: int = 3
 
 
 def _compress(data: bytes, method: int) -> bytes:
@@ -89,7 +91,7 @@ def build(
         out += _CENTRAL.pack(
             b"PK\x01\x02",
             20,
-            3,
+            e.system,
             20,
             0,
             e.flags | (0x8 if e.descriptor else 0),
