@@ -73,6 +73,11 @@ ENTRY_PREFIX = "blueprints/"
 # bundle unzipped and zipped again on a desktop holds them under blueprints/, where an unlisted
 # file refused the whole bundle. Readers pass them by unread (_match_listing).
 _OS_METADATA_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
+# The first bytes of every AppleDouble file: no YAML or JSON text starts with a NUL, so a ``._``
+# entry holding them is a Mac's, whatever its name says (_is_apple_double).
+_APPLE_DOUBLE_MAGIC = b"\x00\x05\x16\x07"
+# Where macOS's Archive Utility puts the AppleDouble files of what it zips.
+_MAC_FORKS_FOLDER = "__MACOSX/"
 # Encrypted container: this magic (name + container version) then a crypto stream whose associated
 # data is the magic, so the container header cannot be swapped without failing authentication.
 ENCRYPTED_MAGIC = b"LSBUNDLE\x01"
@@ -315,7 +320,7 @@ class VerifiedBundle:
     generator: str
     encrypted: bool
     entries: tuple[BundleEntry, ...]
-    # Unlisted entries under blueprints/ passed by as a file manager's (_is_os_metadata), sorted.
+    # Unlisted entries passed by as a file manager's (_match_listing), sorted.
     ignored_entries: tuple[str, ...] = ()
 
     def summary(self) -> dict[str, Any]:
@@ -610,7 +615,7 @@ def _verify_zip(
         stats = _Stats()
         manifest = _read_manifest(reader, manifest_info, limits, stats)
         header, wanted = _parse_manifest(manifest, limits)
-        ignored = _match_listing(infos, wanted)
+        ignored = _match_listing(infos, wanted, reader)
         entries = _extract_all(reader, infos, wanted, staging, limits, stats, progress)
     return VerifiedBundle(
         encrypted=encrypted, entries=tuple(entries), ignored_entries=ignored, **header
@@ -765,6 +770,7 @@ def _check_name(name: str, limits: BundleLimits) -> str:
 
 _METHOD_NAMES = {9: "Deflate64", 12: "bzip2", 14: "LZMA", 93: "Zstandard", 95: "XZ", 98: "PPMd"}
 _UTF8_FLAG = 0x800  # general purpose bit 11: the name is UTF-8
+_MS_DOS = 0  # "version made by" system: MS-DOS and FAT, what Windows zip tools write
 
 
 def _decode_name(raw: bytes, flags: int) -> str:
@@ -788,9 +794,18 @@ def _decode_name(raw: bytes, flags: int) -> str:
     return unicodedata.normalize("NFC", name)
 
 
+def _dos_separators(name: str, system: int) -> str:
+    """A name made on MS-DOS/FAT with '\\' read as '/' between folders, as Info-ZIP's unzip and
+    libarchive read it: PowerShell's Compress-Archive (Windows PowerShell 5.1) writes
+    ``blueprints\\team\\x.blueprint.yaml``, and such a bundle was refused for its backslashes.
+    Only there: on Unix a backslash is a character of a file name, refused as before. The name
+    is then checked as any other ('..', absolute, ...)."""
+    return name.replace("\\", "/") if system == _MS_DOS else name
+
+
 def _read_name_as_written(info: zipfile.ZipInfo) -> None:
     """Give ``info`` the name :func:`_decode_name` reads (its local header is checked against the
-    same reading), in place of zipfile's."""
+    same reading), in place of zipfile's, with a DOS name's separators as '/'."""
     if info.flag_bits & _UTF8_FLAG:
         raw = info.orig_filename.encode("utf-8")
     else:
@@ -798,7 +813,8 @@ def _read_name_as_written(info: zipfile.ZipInfo) -> None:
     try:
         name = _decode_name(raw, info.flag_bits)
     except UnicodeDecodeError:  # (zipfile decoded it; the same bytes decode the same way)
-        return
+        name = info.orig_filename
+    name = _dos_separators(name, info.create_system)
     if name != info.orig_filename:
         info.orig_filename = info.filename = name
 
@@ -887,7 +903,7 @@ def _check_local_name(info: zipfile.ZipInfo, raw: bytes, flags: int) -> None:
     # As zipfile does: the name is judged from the directory, so the local copy must agree
     # (read by the same rule, so a tool leaving the UTF-8 flag off in both agrees).
     try:
-        name = _decode_name(raw, flags)
+        name = _dos_separators(_decode_name(raw, flags), info.create_system)
     except UnicodeDecodeError as exc:
         raise BundleFormatError(f"entry {info.orig_filename[:80]!r} is corrupt: {exc}") from exc
     if name != info.orig_filename:
@@ -911,6 +927,15 @@ class _EntryReader:
     def __init__(self, fh: IO[bytes], data_at: dict[str, int]) -> None:
         self._fh = fh
         self._data_at = data_at
+
+    def head(self, info: zipfile.ZipInfo, n: int) -> bytes:
+        """Up to the entry's first ``n`` bytes (a few: read from its first 1 KiB, unchecked, so
+        the cost of a hostile entry's inflation stays that of 1 KiB). Raises zlib.error."""
+        self._fh.seek(self._data_at[info.orig_filename])
+        raw = self._fh.read(min(info.compress_size, 1024))
+        if info.compress_type != zipfile.ZIP_DEFLATED:
+            return raw[:n]
+        return zlib.decompressobj(-15).decompress(raw, n)
 
     def pieces(self, info: zipfile.ZipInfo) -> Iterator[bytes]:
         """The entry's content, piece by piece; raises BundleFormatError when it is corrupt or
@@ -1233,20 +1258,34 @@ def _check_unique(wanted: Sequence[_Wanted]) -> None:
         keys[key] = w.path
 
 
-def _is_os_metadata(name: str) -> bool:
-    """True for an entry a file manager leaves in a folder (_OS_METADATA_NAMES, ``._*``) whose
-    name is no blueprint file's: ``._plan.blueprint.yaml`` is a Mac's AppleDouble file and the
-    YAML of a blueprint named ``._plan`` alike, so it is never passed by unseen."""
+def _is_os_metadata(name: str, info: zipfile.ZipInfo, reader: _EntryReader) -> bool:
+    """True for an entry a file manager leaves in a folder (_OS_METADATA_NAMES, ``._*``).
+
+    ``._plan.blueprint.yaml`` is a Mac's AppleDouble file and the YAML of a blueprint named
+    ``._plan`` alike: a name with a blueprint file's suffix is passed by only when its content
+    starts as an AppleDouble file's, which no blueprint file does. (Refused on its name alone,
+    a bundle zipped on a Mac from a FAT stick or an SMB share, which has one for every file,
+    could not be imported at all.)"""
     base = name.rsplit("/", 1)[-1]
     folded = base.casefold()
-    if folded.endswith((fs.YAML_SUFFIX, fs.META_SUFFIX)):
+    if not folded.endswith((fs.YAML_SUFFIX, fs.META_SUFFIX)):
+        return folded in _OS_METADATA_NAMES or base.startswith("._")
+    return base.startswith("._") and _is_apple_double(info, reader)
+
+
+def _is_apple_double(info: zipfile.ZipInfo, reader: _EntryReader) -> bool:
+    """Whether the entry's first bytes are AppleDouble's magic (a corrupt entry is not)."""
+    try:
+        return reader.head(info, len(_APPLE_DOUBLE_MAGIC)) == _APPLE_DOUBLE_MAGIC
+    except zlib.error:
         return False
-    return folded in _OS_METADATA_NAMES or base.startswith("._")
 
 
-def _match_listing(files: dict[str, zipfile.ZipInfo], wanted: Sequence[_Wanted]) -> tuple[str, ...]:
-    """Check that the listing and the manifest agree; return the unlisted entries under
-    blueprints/ passed by as a file manager's (sorted)."""
+def _match_listing(
+    files: dict[str, zipfile.ZipInfo], wanted: Sequence[_Wanted], reader: _EntryReader
+) -> tuple[str, ...]:
+    """Check that the listing and the manifest agree; return the unlisted entries passed by as a
+    file manager's, under blueprints/ and in a Mac zip's __MACOSX/ folder (sorted)."""
     names = {MANIFEST_NAME}
     for w in wanted:
         for name in (w.yaml_name, w.meta_name):
@@ -1259,9 +1298,11 @@ def _match_listing(files: dict[str, zipfile.ZipInfo], wanted: Sequence[_Wanted])
         # __MACOSX/ folder); inside, every file must be accounted for, so nothing slips past the
         # hash checks: listed, or a file manager's, which is never read and holds no blueprint.
         if name.startswith(ENTRY_PREFIX) and name not in names:
-            if not _is_os_metadata(name):
+            if not _is_os_metadata(name, files[name], reader):
                 raise BundleFormatError(f"entry {name[:100]!r} is not listed in the manifest")
             ignored.append(name)
+        elif name.startswith(_MAC_FORKS_FOLDER):
+            ignored.append(name)  # (never read either; named, as the ones beside the files are)
     return tuple(sorted(ignored))
 
 

@@ -227,8 +227,8 @@ class ImportResult:
     dry_run: bool
     items: list[ImportItem]
     # Unlisted files under blueprints/ a file manager left (.DS_Store, Thumbs.db, desktop.ini,
-    # ``._*``; VerifiedBundle.ignored_entries): passed by unread, named so that nothing is
-    # passed by without a word.
+    # ``._*``) and a Mac zip's __MACOSX/ entries (VerifiedBundle.ignored_entries): passed by
+    # unread, named so that nothing is passed by without a word.
     ignored_entries: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:

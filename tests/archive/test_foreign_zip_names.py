@@ -92,3 +92,53 @@ def test_a_name_and_its_decomposed_twin_still_collide(stores: StoreFactory, tmp_
     bundle.write_bytes(z.build(entries))
     with pytest.raises(UnsafeBundleError, match="appears"):
         archive.import_bundle(stores("home"), bundle)
+
+
+def _windows_entries(bps: list[z.Blueprint], system: int) -> list[z.RawEntry]:
+    """A bundle's entries as PowerShell's Compress-Archive (Windows PowerShell 5.1, .NET
+    Framework's ZipFile) writes them: made on system 0 (MS-DOS/FAT), no Unix mode, '\\' between
+    folders."""
+    return [
+        replace(e, name=e.name.replace(b"/", b"\\"), system=system, mode=0, flags=0)
+        for e in z.bundle_entries(bps)
+    ]
+
+
+def test_backslash_separators_of_a_windows_zip_tool_are_read_as_folders(
+    stores: StoreFactory, tmp_path: Path
+) -> None:
+    bp = z.Blueprint("team/ops/deploy.blueprint.yaml")
+    entries = _windows_entries([bp], system=0)
+    assert entries[1].name == b"blueprints\\team\\ops\\deploy.blueprint.yaml"
+    # An empty folder's entry: ZipFile writes one, with a trailing '\'.
+    entries.append(z.RawEntry(b"blueprints\\empty\\", b"", method=0, mode=0, flags=0, system=0))
+    bundle = tmp_path / "compress-archive.lsbundle"
+    bundle.write_bytes(z.build(entries))
+    store = stores("home")
+    result = archive.import_bundle(store, bundle)
+    assert [(it.action, it.path) for it in result.items] == [("create", bp.path)]
+    assert (store.root / bp.path).read_bytes() == bp.yaml
+
+
+@pytest.mark.parametrize(
+    ("system", "name", "match"),
+    [
+        # Made on Unix, where '\' is a character of a file name, not a separator: as before.
+        (3, b"blueprints\\team\\ops\\deploy.blueprint.yaml", "contains a backslash"),
+        # Read as '/', a DOS name is checked as any other.
+        (0, b"blueprints\\..\\..\\deploy.blueprint.yaml", r"'\.\.' part"),
+        (0, b"\\blueprints\\team\\ops\\deploy.blueprint.yaml", "absolute"),
+        (0, b"C:\\blueprints\\deploy.blueprint.yaml", "absolute"),
+    ],
+)
+def test_backslash_names_that_stay_refused(
+    stores: StoreFactory, tmp_path: Path, system: int, name: bytes, match: str
+) -> None:
+    bp = z.Blueprint("team/ops/deploy.blueprint.yaml")
+    entries = z.with_entry(_windows_entries([bp], system=system), 1, name=name)
+    bundle = tmp_path / "refused.lsbundle"
+    bundle.write_bytes(z.build(entries))
+    store = stores("home")
+    with pytest.raises(UnsafeBundleError, match=match):
+        archive.import_bundle(store, bundle)
+    assert store.count() == 0

@@ -8,6 +8,7 @@ could be a blueprint's above all."""
 from __future__ import annotations
 
 import json
+import stat
 import zipfile
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from localstore.errors import BundleFormatError, BundleIntegrityError
 from localstore.store import BlueprintStore
 from tests.conftest import run_cli
 
+from . import zipcraft as z
 from .conftest import StoreFactory
 
 OS_FILES = {
@@ -116,3 +118,77 @@ def test_the_import_report_notes_the_files_passed_by(stores: StoreFactory, tmp_p
     report = json.loads(dry.stdout)
     assert report["ignored_entries"] == sorted(OS_FILES)
     assert any("file manager" in note for note in report["notes"])
+
+
+# The AppleDouble file a Mac writes for a file's extended attributes (quarantine, Finder info):
+# magic 0x00051607, version 2, filler, then its entries (here one Finder info entry, empty).
+APPLE_DOUBLE = (
+    b"\x00\x05\x16\x07\x00\x02\x00\x00" + b"Mac OS X        " + b"\x00\x01"
+    b"\x00\x00\x00\x09\x00\x00\x00\x32\x00\x00\x00\x20" + b"\x00" * 32
+)
+
+
+def _finder_zip(files: dict[str, bytes], *, apple_double_in: str) -> bytes:
+    """The bundle's files zipped as macOS's Archive Utility does: folder entries, sizes in data
+    descriptors, UTF-8 names without the flag, and an AppleDouble ``._`` file for every file and
+    folder, under ``__MACOSX/`` or (a bundle unpacked onto a FAT stick or an SMB share and zipped
+    from there) beside it."""
+    names = set(files)
+    for name in files:
+        parts = name.split("/")[:-1]
+        names.update("/".join(parts[: i + 1]) + "/" for i in range(len(parts)))
+    entries = []
+    for name in sorted(names):
+        folder = name.endswith("/")
+        mode = (stat.S_IFDIR | 0o755) if folder else (stat.S_IFREG | 0o644)
+        data = b"" if folder else files[name]
+        entries.append(z.RawEntry(name.encode(), data, mode=mode, flags=0, descriptor=True))
+        parent, _, base = name.rstrip("/").rpartition("/")
+        double = f"{parent}/._{base}" if parent else f"._{base}"
+        prefix = "__MACOSX/" if apple_double_in == "__MACOSX" else ""
+        entries.append(
+            z.RawEntry(f"{prefix}{double}".encode(), APPLE_DOUBLE, flags=0, descriptor=True)
+        )
+    return z.build(entries)
+
+
+@pytest.mark.parametrize("apple_double_in", ["beside", "__MACOSX"])
+def test_a_bundle_zipped_on_a_mac_imports_past_its_apple_double_files(
+    stores: StoreFactory, tmp_path: Path, apple_double_in: str
+) -> None:
+    files = _exported(stores("source"), tmp_path)
+    bundle = tmp_path / "mac.lsbundle"
+    bundle.write_bytes(_finder_zip(files, apple_double_in=apple_double_in))
+    here = stores("here")
+    result = archive.import_bundle(here, bundle)
+    assert [(it.action, it.path) for it in result.items] == [
+        ("create", "personal/plan.blueprint.yaml")
+    ]
+    assert here.load("personal/plan").content == "name: plan\n"
+    prefix = "__MACOSX/" if apple_double_in == "__MACOSX" else ""
+    assert result.ignored_entries == sorted(
+        f"{prefix}{n}"
+        for n in (
+            "._blueprints",
+            "._manifest.json",
+            "blueprints/._personal",
+            "blueprints/personal/._plan.blueprint.meta.json",
+            "blueprints/personal/._plan.blueprint.yaml",
+        )
+        if prefix or n.startswith("blueprints/")
+    )
+    assert not list(here.paths.blueprints.rglob("._*"))
+    assert here.count() == 1
+
+
+def test_the_cli_imports_a_mac_zip_and_notes_its_apple_double_files(
+    stores: StoreFactory, tmp_path: Path
+) -> None:
+    files = _exported(stores("source"), tmp_path)
+    bundle = tmp_path / "mac.lsbundle"
+    bundle.write_bytes(_finder_zip(files, apple_double_in="beside"))
+    done = run_cli(tmp_path / "cli-home", "import", str(bundle))
+    assert done.returncode == 0, done.stderr
+    assert "create     personal/plan.blueprint.yaml" in done.stdout
+    assert "blueprints/personal/._plan.blueprint.meta.json" in done.stderr
+    assert "file manager leaves in folders were passed by" in done.stderr

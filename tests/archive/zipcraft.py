@@ -23,6 +23,7 @@ from localstore.blueprint import BlueprintMeta, encode_meta
 _LOCAL = struct.Struct("<4s2B4HL2L2H")
 _CENTRAL = struct.Struct("<4s4B4HL2L5H2L")
 _EOCD = struct.Struct("<4s4H2LH")
+_DESCRIPTOR = struct.Struct("<4s3L")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class RawEntry:
     crc: int | None = None
     offset_of: int | None = None  # central record points at the local header of entry #offset_of
     offset_delta: int = 0
+    # Sizes and CRC after the data, zero in the local header (general purpose bit 3), as a tool
+    # writing to a stream does (macOS's Archive Utility, ``zip -`` to a pipe).
+    descriptor: bool = False
+    # The "version made by" system: 3 Unix, 0 MS-DOS/FAT (Windows tools).
+    system: int = 3
 
 
 def _compress(data: bytes, method: int) -> bytes:
@@ -59,21 +65,22 @@ def build(
         body = _compress(e.data, e.method)
         crc = zlib.crc32(e.data) if e.crc is None else e.crc
         offsets.append(len(out))
+        sizes = (0, 0, 0) if e.descriptor else (crc, len(body), len(e.data))
         out += _LOCAL.pack(
             b"PK\x03\x04",
             20,
             0,
-            e.flags,
+            e.flags | (0x8 if e.descriptor else 0),
             e.method,
             0,
             0x21,
-            crc,
-            len(body),
-            len(e.data),
+            *sizes,
             len(e.name),
             0,
         )
         out += e.name + body
+        if e.descriptor:
+            out += _DESCRIPTOR.pack(b"PK\x07\x08", crc, len(body), len(e.data))
         packed.append(body)
     cd_start = len(out)
     for i, e in enumerate(entries):
@@ -84,10 +91,10 @@ def build(
         out += _CENTRAL.pack(
             b"PK\x01\x02",
             20,
-            3,
+            e.system,
             20,
             0,
-            e.flags,
+            e.flags | (0x8 if e.descriptor else 0),
             e.method,
             0,
             0x21,
