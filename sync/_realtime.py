@@ -76,12 +76,24 @@ class _Client(AsyncRealtimeClient):
     a logger silenced by an app (or ``--log-level critical``) would have silenced the hint too.
     Only for ``auto_reconnect=False``: the supervisor rebuilds a closed client."""
 
+    # What _listen below uses of the library's internals. supabase is not pinned below 3 (a
+    # fresh install takes the newest, realtime moving with it): a release without one of these
+    # gets the stock _listen, whose only loss is this hint (the next poll takes the change),
+    # rather than a channel that fails on every frame.
+    _NEEDS = ("_listen", "_on_connect_error", "_set_channels_errored", "channels", "_ws_connection")
+
     def __init__(self, url: str, *, on_unreadable: Callable[[str], None], **kwargs: Any) -> None:
         super().__init__(url, **kwargs)
         self._on_unreadable = on_unreadable
+        self._own_listen = all(hasattr(self, name) for name in self._NEEDS)
+        if not self._own_listen:
+            log.debug("realtime: this realtime-py lacks what _Client._listen uses; stock _listen")
 
     async def _listen(self) -> None:
         # realtime 2.x's _listen with auto_reconnect off, but for the frame it cannot read.
+        if not self._own_listen:
+            await super()._listen()
+            return
         ws = self._ws_connection
         if ws is None:
             raise NotConnectedError("_listen")
