@@ -28,13 +28,18 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import threading
 import uuid
 from collections.abc import Callable, Collection
 from typing import Any
 
+from pydantic import ValidationError
 from realtime import AsyncRealtimeChannel, AsyncRealtimeClient
+from realtime.exceptions import NotConnectedError
+from realtime.message import ServerMessageAdapter
 from realtime.types import RealtimePostgresChangesListenEvent
+from websockets.exceptions import ConnectionClosedError
 
 from sync._shown import guard_realtime_logs, without_credentials
 from sync._timefmt import span, span_clock
@@ -55,6 +60,60 @@ _LONG_BACKOFF_MAX_S = 300.0
 
 class _ChannelDead(Exception):
     """The channel or its socket stopped working; rebuild it."""
+
+
+# A frame's own "event" key naming a change. Inside a JSON string (a blueprint's content) its
+# quotes are escaped, so content that quotes it does not match.
+_CHANGE_FRAME = re.compile(r'"event"\s*:\s*"postgres_changes"')
+
+
+class _Client(AsyncRealtimeClient):
+    """The official client, except that a change it cannot validate is still a hint.
+
+    realtime-py drops a frame its pydantic models refuse, with an ERROR line: the change of a
+    row whose meta holds an integer of 5,000 digits or nesting 2,000 deep then woke nobody, and
+    waited for the next poll (an hour for an idle daemon). Caught here, not from that log line:
+    a logger silenced by an app (or ``--log-level critical``) would have silenced the hint too.
+    Only for ``auto_reconnect=False``: the supervisor rebuilds a closed client."""
+
+    # What _listen below uses of the library's internals. supabase is not pinned below 3 (a
+    # fresh install takes the newest, realtime moving with it): a release without one of these
+    # gets the stock _listen, whose only loss is this hint (the next poll takes the change),
+    # rather than a channel that fails on every frame.
+    _NEEDS = ("_listen", "_on_connect_error", "_set_channels_errored", "channels", "_ws_connection")
+
+    def __init__(self, url: str, *, on_unreadable: Callable[[str], None], **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self._on_unreadable = on_unreadable
+        self._own_listen = all(hasattr(self, name) for name in self._NEEDS)
+        if not self._own_listen:
+            log.debug("realtime: this realtime-py lacks what _Client._listen uses; stock _listen")
+
+    async def _listen(self) -> None:
+        # realtime 2.x's _listen with auto_reconnect off, but for the frame it cannot read.
+        if not self._own_listen:
+            await super()._listen()
+            return
+        ws = self._ws_connection
+        if ws is None:
+            raise NotConnectedError("_listen")
+        try:
+            async for msg in ws:
+                try:
+                    message = ServerMessageAdapter.validate_json(msg)
+                except ValidationError:
+                    self._on_unreadable(
+                        msg if isinstance(msg, str) else msg.decode("utf-8", "replace")
+                    )
+                    continue
+                if channel := self.channels.get(message.topic):
+                    channel._handle_message(message)
+        except ConnectionClosedError as exc:
+            await self._on_connect_error(exc)
+        else:
+            if self._ws_connection is ws:  # closed by the server (1000, 1001), not by close()
+                self._ws_connection = None
+                self._set_channels_errored(ws.protocol.close_exc)
 
 
 class RealtimeHints:
@@ -347,8 +406,9 @@ class RealtimeHints:
 
     async def _subscribe(self) -> None:
         token = await self._current_token()
-        rt = AsyncRealtimeClient(
+        rt = _Client(
             self._url,
+            on_unreadable=self._on_unreadable,
             token=self._anon_key,
             auto_reconnect=False,
             max_retries=1,
@@ -427,6 +487,22 @@ class RealtimeHints:
         if self._is_own_write(payload):
             return
         self._hint()
+
+    def _on_unreadable(self, frame: str) -> None:
+        # Its text is not logged: a change frame carries the blueprint's content (10 MiB).
+        if _CHANGE_FRAME.search(frame) is None:
+            log.warning(
+                "realtime: dropped a message the client could not read (%d characters)", len(frame)
+            )
+            return
+        log.warning(
+            "realtime: a change came in a message the client could not read (%d characters, "
+            "not logged); pulling, and that row is parked if its meta cannot be held",
+            len(frame),
+        )
+        with self._state_lock:
+            self._events += 1
+        self._hint()  # (whose write it was cannot be read either)
 
     def _is_own_write(self, payload: Any) -> bool:
         # This remote's own pushes come back too; they carry the device id, and skipping them

@@ -167,8 +167,9 @@ class LibraryLogFilter(CredentialFilter):
         if record.name == "realtime._async.client" and message.startswith(_UNREADABLE_FRAME):
             # realtime-py logs a frame it cannot validate at ERROR with the whole frame: a
             # change of a row the client cannot hold (a 5,000-digit number in its meta) put the
-            # blueprint's content in the log, up to 10 MiB on one line. The change itself is
-            # taken (and that row parked) by the next pull.
+            # blueprint's content in the log, up to 10 MiB on one line. (Sync's own client reads
+            # frames itself and pulls on such a change: sync._realtime._Client. This is for any
+            # other realtime client in the process.)
             record.msg = (
                 "realtime: dropped a message the client could not read (%d characters, not "
                 "logged); the next pull takes its change"

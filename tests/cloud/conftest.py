@@ -72,6 +72,18 @@ def cloud() -> Iterator[LocalCloud]:
     # (No gateway thread may outlive the session: tests/conftest.py checks after every stack.)
 
 
+@pytest.fixture(scope="module")
+def trigger_cloud() -> Iterator[LocalCloud]:
+    """A stack of its own whose changes come through the trigger + NOTIFY fallback (a server
+    without wal2json), with the test tables published."""
+    _require_postgres()
+    with LocalCloud(change_source="trigger") as lc:
+        with psycopg.connect(lc.superuser_dsn, autocommit=True) as conn:
+            conn.execute(_TEST_SCHEMA)
+        lc.restart_gateway()  # (the feed puts its triggers on the tables published when it starts)
+        yield lc
+
+
 @dataclass
 class User:
     """A fresh confirmed user."""

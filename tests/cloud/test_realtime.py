@@ -170,3 +170,24 @@ def test_broadcast_from_the_database_and_between_clients(cloud, user):
             assert got["payload"] == {"x": 2}
 
     asyncio.run(scenario())
+
+
+def test_a_database_broadcast_python_cannot_read_leaves_later_ones_flowing(cloud, user):
+    """A realtime.send payload nested 2,000 deep raised a RecursionError in the gateway's NOTIFY
+    listener, which ended it: no broadcast, change (trigger feed) or schema reload reached
+    anyone again."""
+
+    async def scenario() -> None:
+        topic = f"room-{uuid.uuid4().hex[:8]}"
+        async with listener(cloud, user) as a:
+            await a.subscribe("rt_items", topic=topic)
+            with psycopg.connect(cloud.superuser_dsn, autocommit=True) as conn:
+                for payload in ("[" * 2000 + "]" * 2000, '{"n": 2}'):
+                    conn.execute(
+                        "select realtime.send(jsonb_build_object('v', %s::jsonb), 'ping', %s, false)",
+                        (payload, topic),
+                    )
+            msg = await asyncio.wait_for(a.broadcasts.get(), TIMEOUT)
+            assert msg["payload"]["v"] == {"n": 2}
+
+    asyncio.run(scenario())

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from sync.localcloud.stack import LocalCloud
-from tests.cloud.conftest import User, forge, user_claims
+from tests.cloud.conftest import PASSWORD, forge, user_claims
 
 pytestmark = pytest.mark.cloud
 TIMEOUT = 10
@@ -47,10 +47,20 @@ async def _next_change(
             return msg.data, outline["payload"]["data"]
 
 
+@pytest.mark.parametrize("label", ["short", "long"])
+@pytest.mark.parametrize("source", ["default", "trigger"])
 @pytest.mark.parametrize("kind", sorted(_POISON_SQL))
 def test_a_value_python_cannot_hold_is_sent_as_postgres_wrote_it_and_later_changes_arrive(
-    cloud: LocalCloud, user: User, kind: str
+    request: pytest.FixtureRequest, kind: str, source: str, label: str
 ) -> None:
+    """For either change feed, and a row small enough for one NOTIFY or not (the trigger feed
+    then sends its key, and the gateway reads the row). The trigger + NOTIFY fallback read
+    each notification with json.loads: nesting 2,000 deep raised a RecursionError that ended
+    the gateway's NOTIFY listener (changes, broadcasts and schema reloads, for every socket),
+    and a 5,000-digit integer lost its change; so did a long row's, read back by psycopg."""
+    cloud: LocalCloud = request.getfixturevalue("cloud" if source == "default" else "trigger_cloud")
+    user_id = cloud.create_user(f"u-{uuid.uuid4().hex[:12]}@example.test", PASSWORD)
+
     async def scenario() -> None:
         url = f"{cloud.url}/realtime/v1/websocket?apikey={cloud.anon_key}&vsn=1.0.0"
         binding = {"event": "*", "schema": "public", "table": "rt_items"}
@@ -58,8 +68,8 @@ def test_a_value_python_cannot_hold_is_sent_as_postgres_wrote_it_and_later_chang
             "topic": f"realtime:t-{uuid.uuid4().hex[:8]}",
             "event": "phx_join",
             "payload": {
-                "config": {"postgres_changes": [{**binding, "filter": f"owner=eq.{user.id}"}]},
-                "access_token": forge(cloud, user_claims(user.id)),
+                "config": {"postgres_changes": [{**binding, "filter": f"owner=eq.{user_id}"}]},
+                "access_token": forge(cloud, user_claims(user_id)),
             },
             "ref": "1",
         }
@@ -73,8 +83,8 @@ def test_a_value_python_cannot_hold_is_sent_as_postgres_wrote_it_and_later_chang
                 # One at a time: an INSERT or UPDATE is sent only if the row is still there.
                 row_id, text = conn.execute(
                     "insert into public.rt_items (owner, label, data)"
-                    f" values (%s, 'poison', ({_POISON_SQL[kind]})::jsonb) returning id, data::text",
-                    (user.id,),
+                    f" values (%s, %s, ({_POISON_SQL[kind]})::jsonb) returning id, data::text",
+                    (user_id, "poison" if label == "short" else "x" * 8000),
                 ).fetchone()  # type: ignore[misc]
                 inserted, data = await _next_change(ws, text)
                 assert (data["type"], data["record"]["id"]) == ("INSERT", str(row_id))
@@ -90,7 +100,7 @@ def test_a_value_python_cannot_hold_is_sent_as_postgres_wrote_it_and_later_chang
                 _, data = await _next_change(ws, text)
                 assert (data["type"], data["old_record"]) == ("DELETE", {"id": str(row_id)})
                 conn.execute(
-                    "insert into public.rt_items (owner, label) values (%s, 'after')", (user.id,)
+                    "insert into public.rt_items (owner, label) values (%s, 'after')", (user_id,)
                 )
                 _, data = await _next_change(ws, text)
                 assert (data["type"], data["record"]["label"]) == ("INSERT", "after")

@@ -21,8 +21,9 @@ from sync import _realtime, _timefmt
 from sync.localcloud.stack import LocalCloud
 from sync.supabase_remote import SupabaseRemote, _stop_refresh_timer
 from tests.suspend_clock import SleepsBetweenReadings
+from tests.sync_contract.contract import POISONS
 
-from .conftest import STRESS, Homes, new_email, shift_client_clock
+from .conftest import STRESS, Homes, new_email, poison_meta, shift_client_clock
 from .devices import Device, open_device
 from .faultproxy import FaultProxy
 
@@ -75,6 +76,32 @@ def test_a_save_on_a_reaches_b_through_realtime(pair: tuple[Device, Device]) -> 
     assert got.wait(10), "device B never heard of A's save"
     assert seen == ["rt/one.blueprint.yaml"]
     assert (b.store.root / "rt/one.blueprint.yaml").read_text() == "x: 1\n"
+
+
+@pytest.mark.parametrize("kind", sorted(POISONS))
+def test_a_change_the_client_cannot_read_still_wakes_b(
+    pair: tuple[Device, Device], cloud: LocalCloud, kind: str
+) -> None:
+    """A change of a row whose meta the realtime client cannot validate (an integer of 5,000
+    digits, nesting 2,000 deep) still says something changed: B pulls and parks that row now.
+
+    The library dropped such a frame (logging it), no hint fired, and B learned of the change
+    only at its next poll (hourly here)."""
+    a, b = pair
+    row = a.store.save("rt/poisoned.blueprint.yaml", "p: 1\n", name="poisoned").id
+    assert a.sync() is None
+    assert b.sync() is None
+    b.engine.start()
+    assert b.remote.realtime_state["subscribed"]
+    assert _wait_for(lambda: _quiet(b), 15)  # the start's sync and the subscribe's hint are done
+    events = b.remote.realtime_state["events"]
+    poison_meta(cloud, row, kind)  # (a superuser's write: A's device id stays on the row)
+    assert _wait_for(lambda: b.engine.quarantined(), 10), (
+        f"B never heard of the change: {b.remote.realtime_state}"
+    )
+    (entry,) = b.engine.quarantined()
+    assert (entry.id, entry.code) == (row, "invalid_remote")
+    assert b.remote.realtime_state["events"] == events + 1
 
 
 @pytest.mark.parametrize("fault", ["reset", "gateway-restart"])

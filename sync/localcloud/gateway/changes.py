@@ -26,6 +26,8 @@ from typing import Any
 
 import psycopg
 
+from sync.localcloud.gateway import jsontext
+
 log = logging.getLogger(__name__)
 
 _ACTIONS = {"I": "INSERT", "U": "UPDATE", "D": "DELETE"}
@@ -280,6 +282,21 @@ end $$;
 """
 
 
+# A notification Python's json cannot read (a row holding a value it cannot, see jsontext), read
+# by Postgres instead: the rest of it, and each column of the rows as its own JSON text.
+_SPLIT_NOTIFICATION = """
+select (p - 'record' - 'old_record')::text,
+       (select array_agg(array[k, v::text]) from jsonb_each(nullif(p->'record', 'null')) e(k, v)),
+       (select array_agg(array[k, v::text]) from jsonb_each(nullif(p->'old_record', 'null')) e(k, v))
+from (select %s::jsonb as p) s
+"""
+
+
+def columns(pairs: list[list[str]] | None) -> dict[str, Any] | None:
+    """A row from (column, JSON text) pairs, each value read by :func:`jsontext.loads`."""
+    return None if pairs is None else {k: jsontext.loads(v) for k, v in pairs}
+
+
 class TriggerChangeFeed:
     """Install capture triggers on the publication's tables; changes arrive via NOTIFY."""
 
@@ -311,7 +328,11 @@ class TriggerChangeFeed:
 
     async def on_notify(self, payload: str) -> None:
         """Handle one NOTIFY payload from the capture trigger."""
-        item = json.loads(payload)
+        item = jsontext.loads(payload)
+        if isinstance(item, jsontext.RawJSON):
+            # json.loads of the whole lost the change (a 5,000-digit integer: ValueError) or
+            # ended the gateway's NOTIFY listener (nesting 2,000 deep: RecursionError).
+            item = await self._split(payload)
         change = Change(
             schema=item["schema"],
             table=item["table"],
@@ -323,3 +344,12 @@ class TriggerChangeFeed:
             truncated=bool(item.get("truncated")),
         )
         await self.sink([change])
+
+    async def _split(self, payload: str) -> dict[str, Any]:
+        """A notification as Postgres reads it, each row value kept as jsontext reads it."""
+        async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+            cur = await conn.execute(_SPLIT_NOTIFICATION, (payload,))
+            rest, record, old = await cur.fetchone()  # type: ignore[misc]
+        item: dict[str, Any] = json.loads(rest)
+        item.update(record=columns(record), old_record=columns(old))
+        return item

@@ -302,8 +302,14 @@ class RealtimeHub:
         try:
             msg = json.loads(text)
             topic = "realtime:" + str(msg["topic"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            log.warning("realtime: ignoring a malformed gw_realtime_send payload: %.200s", text)
+        except (ValueError, RecursionError, KeyError, TypeError) as exc:
+            # (ValueError: no JSON, or an integer over 4,300 digits; RecursionError: nesting
+            # past the interpreter's limit. Either is this message's problem alone.)
+            log.warning(
+                "realtime: ignoring a gw_realtime_send payload it cannot read (%s): %.200s",
+                type(exc).__name__,
+                text,
+            )
             return
         body = msg.get("payload") or {}
         frame = {

@@ -170,9 +170,11 @@ class Gateway:
                 await self.db.load_role_settings()
             elif channel == NOTIFY_CHANNEL and isinstance(self.feed, TriggerChangeFeed):
                 await self.feed.on_notify(payload)
-        except (psycopg.Error, ValueError, KeyError) as exc:
-            # One bad notification must not stop the listener that serves every socket.
-            log.error("gateway: handling NOTIFY %s failed: %s", channel, exc)
+        except Exception:  # one notification must not end the listener
+            # The listener serves every socket (broadcasts, trigger-feed changes, schema
+            # reloads), and whatever escaped here ended it for good: a RecursionError from a
+            # payload nested 2,000 deep did, unseen, as none of the errors once listened for.
+            log.exception("gateway: handling NOTIFY %s failed; going on", channel)
 
     async def stop(self) -> None:
         """Stop serving and release every task, connection, pool and the replication slot."""

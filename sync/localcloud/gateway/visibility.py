@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 
 from sync.localcloud.gateway import jsontext
-from sync.localcloud.gateway.changes import Change, timestamptz_json
+from sync.localcloud.gateway.changes import Change, columns, timestamptz_json
 from sync.localcloud.gateway.db import Database, RequestInfo
 
 log = logging.getLogger(__name__)
@@ -150,11 +150,16 @@ class Visibility:
         meta = await self.meta(change.schema, change.table)
         if change.record and meta.primary_key:
             where, params = _pk_where(meta, change.record)
-            query = sql.SQL("select to_jsonb(t) from {} t where {}").format(meta.rel, where)
+            # Column by column: psycopg's json.loads of the whole row raised for a value Python
+            # cannot hold (see jsontext), and the change was lost.
+            query = sql.SQL(
+                "select (select array_agg(array[k, v::text]) from jsonb_each(to_jsonb(t)) e(k, v))"
+                " from {} t where {}"
+            ).format(meta.rel, where)
             async with self.db.admin.connection() as conn:
                 row = await (await conn.execute(query, params)).fetchone()
             if row is not None:
-                change.record = row[0]
+                change.record = columns(row[0])
 
     # ------------------------------------------------------------------ decisions
 
