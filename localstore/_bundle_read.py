@@ -850,23 +850,38 @@ def _check_listing(
     if len(listing) > limits.max_entries:
         raise BundleLimitError(f"bundle has more than {limits.max_entries} entries")
     files: dict[str, zipfile.ZipInfo] = {}
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, bool]] = {}  # by path key: the first name, and if a folder's
     for info in listing:
         _read_name_as_written(info)
         bare = _check_name(info.orig_filename, limits)
         _check_type(info)
-        key = fs.path_key(bare)
-        if key in seen:
-            what = "twice" if seen[key] == bare else f"as {seen[key]!r} too (names differ by case)"
-            raise UnsafeBundleError(f"entry {bare[:80]!r} appears {what}")
-        seen[key] = bare
         is_dir = info.orig_filename.endswith("/") or stat.S_ISDIR(info.external_attr >> 16)
+        _check_unique_name(seen, bare, is_dir)
         if is_dir:
             if info.file_size or info.compress_size > 2:
                 raise UnsafeBundleError(f"folder entry {bare[:80]!r} has content")
             continue
         files[bare] = info
     return files, _EntryReader(fh, _check_ranges(listing, fh, cd_start))
+
+
+def _check_unique_name(seen: dict[str, tuple[str, bool]], bare: str, is_dir: bool) -> None:
+    """Refuse an entry whose name another one has (also caseless, as macOS and Windows compare).
+
+    Two folder entries pass: no folder entry ever becomes a folder here, so two naming one folder
+    say nothing a reader uses, and ``zip -r`` of a Linux tree holding ``Team/`` and an empty
+    ``team/`` writes two (the whole bundle was refused for them). A file stays refused beside
+    anything of its name: which one would be read is the question a collision leaves open."""
+    key = fs.path_key(bare)
+    earlier = seen.get(key)
+    if earlier is None:
+        seen[key] = (bare, is_dir)
+        return
+    if is_dir and earlier[1]:
+        return
+    name = earlier[0]
+    what = "twice" if name == bare else f"as {name!r} too (names differ by case)"
+    raise UnsafeBundleError(f"entry {bare[:80]!r} appears {what}")
 
 
 def _check_ranges(
