@@ -855,7 +855,7 @@ def _check_listing(
         _read_name_as_written(info)
         bare = _check_name(info.orig_filename, limits)
         _check_type(info)
-        is_dir = info.orig_filename.endswith("/") or stat.S_ISDIR(info.external_attr >> 16)
+        is_dir = _is_folder(info)
         _check_unique_name(seen, bare, is_dir)
         if is_dir:
             if info.file_size or info.compress_size > 2:
@@ -863,6 +863,22 @@ def _check_listing(
             continue
         files[bare] = info
     return files, _EntryReader(fh, _check_ranges(listing, fh, cd_start))
+
+
+# The MS-DOS attributes' folder bit, in the low byte of an entry's external attributes.
+_DOS_FOLDER = 0x10
+
+
+def _is_folder(info: zipfile.ZipInfo) -> bool:
+    """Whether the entry is a folder: a name ending in '/', a unix folder mode, or, for an entry
+    with no unix mode, the MS-DOS folder attribute. Some Windows tools write a folder so, with no
+    '/' (zipfile's ``is_dir`` looks at the name alone): it was read as an unlisted file and the
+    bundle refused. A unix mode, when there is one, decides (the DOS byte of a file is no folder's).
+    """
+    mode = info.external_attr >> 16
+    if info.orig_filename.endswith("/") or stat.S_ISDIR(mode):
+        return True
+    return stat.S_IFMT(mode) == 0 and bool(info.external_attr & _DOS_FOLDER)
 
 
 def _check_unique_name(seen: dict[str, tuple[str, bool]], bare: str, is_dir: bool) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from localstore import archive
-from localstore.errors import UnsafeBundleError
+from localstore.errors import BundleFormatError, UnsafeBundleError
 from localstore.store import BlueprintStore
 
 from . import zipcraft as z
@@ -77,3 +77,47 @@ def test_a_folder_and_a_file_with_one_name_are_still_refused(
     bundle.write_bytes(z.build([*extra, *files]))
     with pytest.raises(error, match="appears"):
         archive.import_bundle(stores("here"), bundle)
+
+
+# The MS-DOS attributes in the low byte of a zip entry's external attributes: 0x10 is a folder.
+DOS_FOLDER = 0x10
+
+
+def test_a_folder_entry_marked_only_by_its_dos_attribute_is_ignored(
+    stores: StoreFactory, tmp_path: Path
+) -> None:
+    """Some Windows zip tools write a folder as an entry with no trailing '/' and no unix mode,
+    only the DOS directory attribute: it was read as a file ("entry 'blueprints/Team' is not
+    listed in the manifest")."""
+    files = _exported(stores("source"), tmp_path)
+    folders = [
+        z.RawEntry(name, b"", mode=0, system=0, dos_attr=DOS_FOLDER)
+        for name in (b"blueprints", b"blueprints/Team")
+    ]
+    bundle = tmp_path / "windows.lsbundle"
+    bundle.write_bytes(z.build(folders + files))
+    here = stores("here")
+    result = archive.import_bundle(here, bundle)
+    assert [(it.action, it.path) for it in result.items] == [("create", "Team/plan.blueprint.yaml")]
+    assert result.ignored_entries == []
+
+
+def test_a_dos_folder_entry_with_content_or_a_file_name_is_refused(
+    stores: StoreFactory, tmp_path: Path
+) -> None:
+    files = _exported(stores("source"), tmp_path)
+    with_content = z.RawEntry(b"blueprints/Team", b"name: x\n", mode=0, system=0, dos_attr=0x10)
+    bundle = tmp_path / "content.lsbundle"
+    bundle.write_bytes(z.build([with_content, *files]))
+    with pytest.raises(UnsafeBundleError, match="folder entry 'blueprints/Team' has content"):
+        archive.import_bundle(stores("here"), bundle)
+    # A listed file's entry marked as a folder is no file: the bundle lacks that file.
+    marked = [
+        z.RawEntry(e.name, b"", mode=0, system=0, dos_attr=0x10)
+        if e.name.endswith(b".blueprint.yaml")
+        else e
+        for e in files
+    ]
+    bundle.write_bytes(z.build(marked))
+    with pytest.raises(BundleFormatError, match="the bundle lacks"):
+        archive.import_bundle(stores("there"), bundle)
