@@ -71,8 +71,14 @@ ENTRY_PREFIX = "blueprints/"
 # desktop.ini (Desktop.ini too: compared caseless), and the AppleDouble "._<name>" file a Mac
 # writes beside each file it copies to a disk that keeps no Mac metadata (FAT, SMB shares). A
 # bundle unzipped and zipped again on a desktop holds them under blueprints/, where an unlisted
-# file refused the whole bundle. Readers pass them by unread (_match_listing).
-_OS_METADATA_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
+# file refused the whole bundle. Readers pass them by unread (_match_listing). Also KDE's
+# ".directory" (a folder's icon and view settings) and Finder's "Icon\r" (a folder given a custom
+# icon: the icon is in its resource fork), the one name with a control character a file manager
+# writes (_check_name lets that one through).
+_FINDER_ICON = "Icon\r"
+_OS_METADATA_NAMES = frozenset(
+    {".ds_store", "thumbs.db", "desktop.ini", ".directory", _FINDER_ICON.casefold()}
+)
 # The first bytes of every AppleDouble file: no YAML or JSON text starts with a NUL, so a ``._``
 # entry holding them is a Mac's, whatever its name says (_is_apple_double).
 _APPLE_DOUBLE_MAGIC = b"\x00\x05\x16\x07"
@@ -758,7 +764,9 @@ def _check_name(name: str, limits: BundleLimits) -> str:
     parts = bare.split("/")
     if any(seg in ("", ".", "..") for seg in parts):
         raise UnsafeBundleError(f"entry name {shown} has an empty, '.' or '..' part")
-    bad = _BAD_NAME_CHAR.search(bare)  # one scan of the name, not a generator per character
+    # One scan of the name, not a generator per character; Finder's "Icon\r" (or its AppleDouble
+    # "._Icon\r") is scanned without its final '\r'.
+    bad = _BAD_NAME_CHAR.search(bare[:-1] if _is_finder_icon(bare) else bare)
     if bad is not None:
         if bad.group() in _FORBIDDEN_IN_NAMES:
             raise UnsafeBundleError(
@@ -766,6 +774,14 @@ def _check_name(name: str, limits: BundleLimits) -> str:
             )
         raise UnsafeBundleError(f"entry name {shown} contains a control character")
     return bare
+
+
+def _is_finder_icon(bare: str) -> bool:
+    """Whether the entry's base name is Finder's custom-icon file or its AppleDouble file."""
+    return bare.endswith(_FINDER_ICON) and bare.rsplit("/", 1)[-1] in (
+        _FINDER_ICON,
+        "._" + _FINDER_ICON,
+    )
 
 
 _METHOD_NAMES = {9: "Deflate64", 12: "bzip2", 14: "LZMA", 93: "Zstandard", 95: "XZ", 98: "PPMd"}

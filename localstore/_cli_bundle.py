@@ -337,7 +337,9 @@ def _closing_notes(result: ImportResult) -> list[str]:
             "move one of the two to another path ('localstore mv'), then import again"
         )
     if result.ignored_entries:
-        shown = result.ignored_entries[:_IGNORED_SHOWN]
+        # Finder's "Icon\r" with its carriage return escaped: written as it is, it sent the
+        # cursor back to the line's start, and the rest of the note overwrote its beginning.
+        shown = [n.replace("\r", "\\r") for n in result.ignored_entries[:_IGNORED_SHOWN]]
         more = len(result.ignored_entries) - len(shown)
         notes.append(
             f"{len(result.ignored_entries)} file(s) a file manager leaves in folders were passed "
