@@ -71,8 +71,14 @@ ENTRY_PREFIX = "blueprints/"
 # desktop.ini (Desktop.ini too: compared caseless), and the AppleDouble "._<name>" file a Mac
 # writes beside each file it copies to a disk that keeps no Mac metadata (FAT, SMB shares). A
 # bundle unzipped and zipped again on a desktop holds them under blueprints/, where an unlisted
-# file refused the whole bundle. Readers pass them by unread (_match_listing).
-_OS_METADATA_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
+# file refused the whole bundle. Readers pass them by unread (_match_listing). Also KDE's
+# ".directory" (a folder's icon and view settings) and Finder's "Icon\r" (a folder given a custom
+# icon: the icon is in its resource fork), the one name with a control character a file manager
+# writes (_check_name lets that one through).
+_FINDER_ICON = "Icon\r"
+_OS_METADATA_NAMES = frozenset(
+    {".ds_store", "thumbs.db", "desktop.ini", ".directory", _FINDER_ICON.casefold()}
+)
 # The first bytes of every AppleDouble file: no YAML or JSON text starts with a NUL, so a ``._``
 # entry holding them is a Mac's, whatever its name says (_is_apple_double).
 _APPLE_DOUBLE_MAGIC = b"\x00\x05\x16\x07"
@@ -758,7 +764,9 @@ def _check_name(name: str, limits: BundleLimits) -> str:
     parts = bare.split("/")
     if any(seg in ("", ".", "..") for seg in parts):
         raise UnsafeBundleError(f"entry name {shown} has an empty, '.' or '..' part")
-    bad = _BAD_NAME_CHAR.search(bare)  # one scan of the name, not a generator per character
+    # One scan of the name, not a generator per character; Finder's "Icon\r" (or its AppleDouble
+    # "._Icon\r") is scanned without its final '\r'.
+    bad = _BAD_NAME_CHAR.search(bare[:-1] if _is_finder_icon(bare) else bare)
     if bad is not None:
         if bad.group() in _FORBIDDEN_IN_NAMES:
             raise UnsafeBundleError(
@@ -766,6 +774,14 @@ def _check_name(name: str, limits: BundleLimits) -> str:
             )
         raise UnsafeBundleError(f"entry name {shown} contains a control character")
     return bare
+
+
+def _is_finder_icon(bare: str) -> bool:
+    """Whether the entry's base name is Finder's custom-icon file or its AppleDouble file."""
+    return bare.endswith(_FINDER_ICON) and bare.rsplit("/", 1)[-1] in (
+        _FINDER_ICON,
+        "._" + _FINDER_ICON,
+    )
 
 
 _METHOD_NAMES = {9: "Deflate64", 12: "bzip2", 14: "LZMA", 93: "Zstandard", 95: "XZ", 98: "PPMd"}
@@ -850,23 +866,54 @@ def _check_listing(
     if len(listing) > limits.max_entries:
         raise BundleLimitError(f"bundle has more than {limits.max_entries} entries")
     files: dict[str, zipfile.ZipInfo] = {}
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, bool]] = {}  # by path key: the first name, and if a folder's
     for info in listing:
         _read_name_as_written(info)
         bare = _check_name(info.orig_filename, limits)
         _check_type(info)
-        key = fs.path_key(bare)
-        if key in seen:
-            what = "twice" if seen[key] == bare else f"as {seen[key]!r} too (names differ by case)"
-            raise UnsafeBundleError(f"entry {bare[:80]!r} appears {what}")
-        seen[key] = bare
-        is_dir = info.orig_filename.endswith("/") or stat.S_ISDIR(info.external_attr >> 16)
+        is_dir = _is_folder(info)
+        _check_unique_name(seen, bare, is_dir)
         if is_dir:
             if info.file_size or info.compress_size > 2:
                 raise UnsafeBundleError(f"folder entry {bare[:80]!r} has content")
             continue
         files[bare] = info
     return files, _EntryReader(fh, _check_ranges(listing, fh, cd_start))
+
+
+# The MS-DOS attributes' folder bit, in the low byte of an entry's external attributes.
+_DOS_FOLDER = 0x10
+
+
+def _is_folder(info: zipfile.ZipInfo) -> bool:
+    """Whether the entry is a folder: a name ending in '/', a unix folder mode, or, for an entry
+    with no unix mode, the MS-DOS folder attribute. Some Windows tools write a folder so, with no
+    '/' (zipfile's ``is_dir`` looks at the name alone): it was read as an unlisted file and the
+    bundle refused. A unix mode, when there is one, decides (the DOS byte of a file is no folder's).
+    """
+    mode = info.external_attr >> 16
+    if info.orig_filename.endswith("/") or stat.S_ISDIR(mode):
+        return True
+    return stat.S_IFMT(mode) == 0 and bool(info.external_attr & _DOS_FOLDER)
+
+
+def _check_unique_name(seen: dict[str, tuple[str, bool]], bare: str, is_dir: bool) -> None:
+    """Refuse an entry whose name another one has (also caseless, as macOS and Windows compare).
+
+    Two folder entries pass: no folder entry ever becomes a folder here, so two naming one folder
+    say nothing a reader uses, and ``zip -r`` of a Linux tree holding ``Team/`` and an empty
+    ``team/`` writes two (the whole bundle was refused for them). A file stays refused beside
+    anything of its name: which one would be read is the question a collision leaves open."""
+    key = fs.path_key(bare)
+    earlier = seen.get(key)
+    if earlier is None:
+        seen[key] = (bare, is_dir)
+        return
+    if is_dir and earlier[1]:
+        return
+    name = earlier[0]
+    what = "twice" if name == bare else f"as {name!r} too (names differ by case)"
+    raise UnsafeBundleError(f"entry {bare[:80]!r} appears {what}")
 
 
 def _check_ranges(

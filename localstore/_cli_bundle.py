@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 import click
 
@@ -34,6 +35,7 @@ from localstore.archive import (
 from localstore.cli import (
     EXIT_ATTENTION,
     EXIT_ERROR,
+    EXIT_INTERRUPTED,
     EXIT_USAGE,
     FILTER,
     CliContext,
@@ -242,17 +244,21 @@ def import_cmd(
         # (--dry-run too: it may stage the bundle's files in the home's cache.)
         store = ctx.store(writes="import a bundle")
         merger = _sync_merger() if on_conflict == "merge" else None
-        with _progress_bars() as progress:
-            result = import_bundle(
-                store,
-                file,
-                on_conflict=on_conflict,
-                dry_run=dry_run,
-                passphrase=passphrase,
-                merger=merger,
-                progress=progress,
-                require_encrypted=require_encrypted,
-            )
+        with _progress_bars() as bars:
+            progress = _ImportProgress(bars)
+            try:
+                result = import_bundle(
+                    store,
+                    file,
+                    on_conflict=on_conflict,
+                    dry_run=dry_run,
+                    passphrase=passphrase,
+                    merger=merger,
+                    progress=progress,
+                    require_encrypted=require_encrypted,
+                )
+            except KeyboardInterrupt:
+                _import_interrupted(progress, dry_run)
     notes = _closing_notes(result)
     ctx.emit({**result.to_dict(), "notes": notes}, lambda: _print_result(result, notes))
     if result.failed:
@@ -261,6 +267,47 @@ def import_cmd(
         # A dry run too: it exited 0 where the import would exit 3, so a script that checks
         # first learnt nothing from it.
         raise SystemExit(EXIT_ATTENTION)
+
+
+class _ImportProgress:
+    """The progress callback of an import: forwards to the bars (if any) and keeps how many of
+    the bundle's blueprints the import went through, for the message of a Ctrl-C."""
+
+    def __init__(self, bars: ProgressCallback | None) -> None:
+        self._bars = bars
+        self.done = 0
+        self.total = 0
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase == "import":  # (reported once a batch is committed)
+            self.done, self.total = done, total
+        if self._bars is not None:
+            self._bars(phase, done, total)
+
+
+def _import_interrupted(progress: _ImportProgress, dry_run: bool) -> NoReturn:
+    """Say how far an import stopped by Ctrl-C got, and how to finish it. It printed only
+    "interrupted": whether anything was imported, and what to do now, was left to guess.
+    Each batch is one transaction (a batch cut short is put back as it was), and an import run
+    again leaves what is here already as it is, so running it again finishes the job."""
+    click.echo(err=True)  # end the line the terminal's ^C echo left open
+    if dry_run:
+        fail("interrupted (a dry run changes nothing)", code=EXIT_INTERRUPTED)
+    done, total = progress.done, progress.total
+    if not total:
+        fail(
+            "interrupted before any blueprint was imported",
+            code=EXIT_INTERRUPTED,
+            hint="nothing was changed here; run the same import again",
+            extra={"imported": 0},
+        )
+    fail(
+        f"interrupted after importing {done} of the bundle's {total} blueprints",
+        code=EXIT_INTERRUPTED,
+        hint=f"import the same bundle again to import the other {total - done}: the "
+        "blueprints it already brought in are left as they are",
+        extra={"imported": done, "total": total},
+    )
 
 
 def _print_result(result: ImportResult, notes: list[str]) -> None:
@@ -337,7 +384,9 @@ def _closing_notes(result: ImportResult) -> list[str]:
             "move one of the two to another path ('localstore mv'), then import again"
         )
     if result.ignored_entries:
-        shown = result.ignored_entries[:_IGNORED_SHOWN]
+        # Finder's "Icon\r" with its carriage return escaped: written as it is, it sent the
+        # cursor back to the line's start, and the rest of the note overwrote its beginning.
+        shown = [n.replace("\r", "\\r") for n in result.ignored_entries[:_IGNORED_SHOWN]]
         more = len(result.ignored_entries) - len(shown)
         notes.append(
             f"{len(result.ignored_entries)} file(s) a file manager leaves in folders were passed "

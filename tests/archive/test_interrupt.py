@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 
 import localstore
 from localstore import archive
+from tests.conftest import run_cli
 
 from .conftest import StoreFactory, populate, tree
 
@@ -95,3 +97,48 @@ def test_kill_during_import(stores: StoreFactory, tmp_path: Path, kill_after: in
         assert not list(dst.paths.cache.glob("import-staging-*"))
         assert result.counts().get("create", 0) == 60 - len(done)
         assert tree(dst) == tree(src)
+
+
+# Run in the CLI's process before it starts: imports go 2 blueprints a batch, and a real SIGINT
+# (what Ctrl-C sends) arrives once the 2nd batch is reported, after whatever the CLI does with it.
+_CTRL_C_AFTER_4 = """
+import os, signal
+import localstore.archive as _a
+_real = _a.import_bundle
+def _import(*args, progress=None, **kwargs):
+    def hook(phase, done, total):
+        if progress is not None:
+            progress(phase, done, total)
+        if phase == "import" and done == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+    return _real(*args, progress=hook, **{**kwargs, "batch_size": 2})
+_a.import_bundle = _import
+"""
+
+
+def test_a_ctrl_c_d_cli_import_says_how_far_it_got_and_importing_again_finishes(
+    stores: StoreFactory, tmp_path: Path
+) -> None:
+    """It printed only "error: interrupted": nothing said whether anything was imported, nor
+    that the same import run again takes up where it stopped."""
+    src = stores("src")
+    populate(src, 10)
+    bundle = tmp_path / "b.lsbundle"
+    archive.export_bundle(src, bundle)
+    home = tmp_path / "dst"
+    done = run_cli(home, "import", str(bundle), prelude=_CTRL_C_AFTER_4)
+    assert done.returncode == 130, done.stderr
+    assert "interrupted after importing 4 of the bundle's 10 blueprints" in done.stderr
+    assert "import the same bundle again to import the other 6" in done.stderr
+    with localstore.open(home=home) as dst:
+        assert dst.count() == 4
+    again = run_cli(home, "import", str(bundle))
+    assert again.returncode == 0, again.stderr
+    assert "did: 6 create, 4 unchanged" in again.stderr
+    with localstore.open(home=home) as dst:
+        assert tree(dst) == tree(src)
+        assert dst.check().clean
+    as_json = run_cli(tmp_path / "dst2", "--json", "import", str(bundle), prelude=_CTRL_C_AFTER_4)
+    assert as_json.returncode == 130
+    error = json.loads(as_json.stderr)["error"]
+    assert (error["imported"], error["total"], error["exit_code"]) == (4, 10, 130)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from localstore import archive
-from localstore.errors import BundleFormatError, BundleIntegrityError
+from localstore.errors import BundleFormatError, BundleIntegrityError, UnsafeBundleError
 from localstore.store import BlueprintStore
 from tests.conftest import run_cli
 
@@ -192,3 +192,70 @@ def test_the_cli_imports_a_mac_zip_and_notes_its_apple_double_files(
     assert "create     personal/plan.blueprint.yaml" in done.stdout
     assert "blueprints/personal/._plan.blueprint.meta.json" in done.stderr
     assert "file manager leaves in folders were passed by" in done.stderr
+
+
+# A folder with a custom icon holds Finder's "Icon\r" file (the icon in its resource fork, zero
+# bytes of data) and, on a disk without Mac metadata, its AppleDouble "._Icon\r"; KDE's Dolphin
+# keeps a folder's view settings and icon in ".directory".
+DESKTOP_FILES = {
+    "blueprints/personal/Icon\r": b"",
+    "blueprints/personal/._Icon\r": APPLE_DOUBLE,
+    "blueprints/Icon\r": b"",
+    "blueprints/personal/.directory": b"[Desktop Entry]\nIcon=folder-blue\n",
+    "blueprints/.Directory": b"[Dolphin]\nViewMode=1\n",
+}
+
+
+def test_finder_icon_and_kde_directory_files_are_passed_by(
+    stores: StoreFactory, tmp_path: Path
+) -> None:
+    """Finder's ``Icon\\r`` was refused as a control character in a name, KDE's ``.directory``
+    as an unlisted file: a bundle unzipped into a folder given a custom icon, or browsed with
+    Dolphin, and zipped again could not be imported."""
+    files = _exported(stores("source"), tmp_path)
+    # At the top too (the unpacked bundle's own folder had the icon): outside blueprints/, where
+    # every entry is ignored, but each name is checked all the same.
+    bundle = _rezipped(tmp_path, files, {**DESKTOP_FILES, "Icon\r": b"", "__MACOSX/._Icon\r": b""})
+    here = stores("here")
+    result = archive.import_bundle(here, bundle)
+    assert [(it.action, it.path) for it in result.items] == [
+        ("create", "personal/plan.blueprint.yaml")
+    ]
+    assert result.ignored_entries == sorted([*DESKTOP_FILES, "__MACOSX/._Icon\r"])
+    assert sorted(p.name for p in here.paths.blueprints.rglob("*") if p.is_file()) == [
+        ".localstore-folder",
+        "plan.blueprint.meta.json",
+        "plan.blueprint.yaml",
+    ]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "blueprints/personal/Icon\r.blueprint.yaml",  # a blueprint's file: never passed by so
+        "blueprints/personal/Icon\rx",
+        "blueprints/personal/My Icon\r",
+        "blueprints/personal/Icon\n",
+        "blueprints/personal/Icon\r/plan",  # a folder of that name is no Finder file
+    ],
+)
+def test_other_names_with_control_characters_are_refused_as_before(
+    stores: StoreFactory, tmp_path: Path, name: str
+) -> None:
+    files = _exported(stores("source"), tmp_path)
+    bundle = _rezipped(tmp_path, files, {name: b""})
+    with pytest.raises(UnsafeBundleError, match="control character"):
+        archive.import_bundle(stores("here"), bundle)
+
+
+def test_the_note_shows_the_icon_file_name_escaped(stores: StoreFactory, tmp_path: Path) -> None:
+    """A carriage return written as it is sends the terminal's cursor back to the line's start,
+    and the rest of the note overwrote its beginning."""
+    files = _exported(stores("source"), tmp_path)
+    bundle = _rezipped(tmp_path, files, {"blueprints/personal/Icon\r": b""})
+    done = run_cli(tmp_path / "cli-home", "import", str(bundle))
+    assert done.returncode == 0, done.stderr
+    assert "passed by: blueprints/personal/Icon\\r (the bundle" in done.stderr
+    assert "\r" not in done.stderr
+    listed = run_cli(tmp_path / "cli-home", "--json", "import", "--dry-run", str(bundle))
+    assert json.loads(listed.stdout)["ignored_entries"] == ["blueprints/personal/Icon\r"]

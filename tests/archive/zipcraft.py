@@ -45,6 +45,8 @@ class RawEntry:
     descriptor: bool = False
     # The "version made by" system: 3 Unix, 0 MS-DOS/FAT (Windows tools).
     system: int = 3
+    # The MS-DOS attributes, in the low byte of the external attributes (0x10: a folder).
+    dos_attr: int = 0
 
 
 def _compress(data: bytes, method: int) -> bytes:
@@ -106,7 +108,7 @@ def build(
             0,
             0,
             0,
-            (e.mode << 16) & 0xFFFFFFFF,
+            ((e.mode << 16) | e.dos_attr) & 0xFFFFFFFF,
             off,
         )
         out += e.name
