@@ -40,15 +40,18 @@ from localstore._identity import DEVICE_KEY, ensure_device_id, recorded_device_i
 from localstore._kept_edits import keep_flagged, keep_set_aside, report_kept
 from localstore._listing import (
     INFO_COLUMNS,
+    TIME_SORTS,
     ListingCache,
     below,
     collector_paused,
     infos,
     one_snapshot,
+    sorts_by_moment,
 )
 from localstore._presence import OpenMark, WatchPeriods, describe_pid
 from localstore._read_only import unwritable_reason
 from localstore._revisions import revision_text
+from localstore._time_key import time_order_sql
 from localstore._validator_name import validator_name_of
 from localstore.blueprint import (
     MAX_META_BYTES,
@@ -3555,20 +3558,12 @@ class BlueprintStore:
             join = f" JOIN (SELECT DISTINCT rid FROM blueprint_tags WHERE tag IN ({marks})) t"
             join += " ON t.rid = b.rid"
         args[0:0] = tags
-        order = f"b.{SORT_COLUMNS[sort]} {'DESC' if descending else 'ASC'}"
-        if sort != "path":
-            order += ", b.path"
-        sql = (
-            f"SELECT {INFO_COLUMNS} FROM blueprints b{join} "
-            f"WHERE {' AND '.join(where)} ORDER BY {order}"
-        )
         if limit is not None:
-            sql += " LIMIT ? OFFSET ?"
             args += [limit, offset]
         elif offset:
-            sql += " LIMIT -1 OFFSET ?"  # (SQLite has no OFFSET without a LIMIT; -1 = none)
             args.append(offset)
-        with self.index.read() as cur:
+        # (One snapshot: the question whether a stamp sorts by its moment, and the rows.)
+        with self.index.read() as cur, one_snapshot(cur):
             if len(where) == 1 and not join and not self.index.write_open:
                 # (No filter in the query: not ``folder`` itself, since "/" strips to "" and
                 # still filters to the top folder.)
@@ -3577,6 +3572,8 @@ class BlueprintStore:
                 view = self._listing.lookup(cur, sort, descending, load=limit is None)
                 if view is not None:
                     return view[offset:] if limit is None else view[offset : offset + limit]
+            sql = f"SELECT {INFO_COLUMNS} FROM blueprints b{join} WHERE {' AND '.join(where)} "
+            sql += _order_sql(cur, sort, descending, paged=limit is not None, offset=offset)
             with collector_paused(limit is None or limit > 1000):
                 return infos(cur.execute(sql, args).fetchall())
 
@@ -4538,6 +4535,24 @@ def _not_unicode(what: str, exc: UnicodeEncodeError, kind: type[E]) -> E:
         hint="decode the text from its real encoding (errors='surrogateescape' keeps the"
         " bytes of a file name or argument that is not UTF-8 as such surrogates)",
     )
+
+
+def _order_sql(cur: Any, sort: str, descending: bool, *, paged: bool, offset: int) -> str:
+    """A listing's ORDER BY, LIMIT and OFFSET (their values are bound by the caller).
+
+    A stamp sorts by its text, unless the store holds one not in its own form: then by the
+    moment each names (localstore._time_key; the cached listing sorts alike). Ties by path.
+    """
+    column = f"b.{SORT_COLUMNS[sort]}"
+    if sort in TIME_SORTS:
+        column = time_order_sql(column, by_moment=sorts_by_moment(cur))
+    sql = f"ORDER BY {column} {'DESC' if descending else 'ASC'}"
+    if sort != "path":
+        sql += ", b.path"
+    if paged:
+        return sql + " LIMIT ? OFFSET ?"
+    # (SQLite has no OFFSET without a LIMIT; -1 = none)
+    return sql + " LIMIT -1 OFFSET ?" if offset else sql
 
 
 def _folder_filter(folder: str, *, recursive: bool) -> tuple[str, list[str]]:
