@@ -10,11 +10,13 @@ from typing import Any
 def blueprint_scans(store: Any, run: Callable[[], object]) -> list[str]:
     """The statements ``run`` runs on the store's connection whose plan scans the blueprints
     table (every statement is traced, and its plan asked of SQLite with the same bindings)."""
-    return [
-        sql
-        for sql, plan in query_plans(store, run)
-        if any(step.startswith("SCAN blueprints") for step in plan)
-    ]
+    return [sql for sql, plan in query_plans(store, run) if any(map(_scans_blueprints, plan))]
+
+
+def _scans_blueprints(step: str) -> bool:
+    """A plan step that walks the blueprints table or one of its indexes whole (under its own
+    name or the alias ``b``; not ``blueprints_fts``, searched by MATCH)."""
+    return step.split()[:2] in (["SCAN", "blueprints"], ["SCAN", "b"])
 
 
 def query_plans(store: Any, run: Callable[[], object]) -> list[tuple[str, list[str]]]:
