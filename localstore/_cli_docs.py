@@ -29,7 +29,10 @@ aligned lines with every cell whole (a table folded long paths mid-word), under 
 Filters: an empty `--folder` or `--tag` is bad usage (exit 2), not "no filter". One that matches
 nothing is an empty answer for `ls` and `search` (exit 0; the title names the filter, a `note:` on
 stderr says nothing matched, `--json` prints `[]`), and an error for `export` (exit 4, no file
-written: a bundle of nothing is never what a mistyped tag asked for).
+written: a bundle of nothing is never what a mistyped tag asked for). `--folder` matches a folder
+whatever its case (`--folder projects` lists `Projects/`): folder names that differ only by case are
+one folder on macOS and Windows, and a save refuses to make the second. `--tag` matches the tag as
+written, case and all (`ops` is not `Ops`), by design: tags are labels, not names on a disk.
 
 Revisions count from 1 (the first save): `show --rev 0`, `restore REF -- -1` or `history --before 0`
 is bad usage (exit 2), not "no revision" (exit 4) or an empty history; `show` without `--rev` shows

@@ -258,8 +258,8 @@ def show_cmd(ctx: CliContext, ref: str, meta: bool, rev: int | None) -> None:
 
 
 @click.command("ls")
-@click.option("--folder", type=FILTER, help="Only this folder (and below).")
-@click.option("--tag", type=FILTER, help="Only blueprints with this tag.")
+@click.option("--folder", type=FILTER, help="Only this folder (and below), in any case.")
+@click.option("--tag", type=FILTER, help="Only blueprints with this tag (exact case).")
 @click.option(
     "--sort",
     type=click.Choice(["path", "name", "modified", "created"]),
@@ -325,8 +325,8 @@ def ls_cmd(
 @click.option(
     "--offset", type=click.IntRange(min=0), default=0, help="Skip this many (the next page)."
 )
-@click.option("--folder", type=FILTER, help="Only this folder (and below).")
-@click.option("--tag", type=FILTER, help="Only blueprints with this tag.")
+@click.option("--folder", type=FILTER, help="Only this folder (and below), in any case.")
+@click.option("--tag", type=FILTER, help="Only blueprints with this tag (exact case).")
 @pass_ctx
 def search_cmd(
     ctx: CliContext, query: str, limit: int, offset: int, folder: str | None, tag: str | None

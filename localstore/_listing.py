@@ -31,7 +31,7 @@ from __future__ import annotations
 import builtins
 import gc
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import apsw
 
 from localstore import index as _index
+from localstore._time_key import ODD_TIMES_SQL, time_key
 from localstore.blueprint import BlueprintInfo
 from localstore.index import BLUEPRINTS_GEN
 
@@ -47,12 +48,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INFO_COLUMNS",
+    "TIME_SORTS",
     "ListingCache",
     "below",
     "collector_paused",
     "filter_words",
     "infos",
     "one_snapshot",
+    "sorts_by_moment",
 ]
 
 INFO_COLUMNS = (
@@ -67,6 +70,13 @@ _path = attrgetter("path")
 # The listing's sort keys, by the name store.list() takes (SORT_COLUMNS): the same columns, all
 # TEXT NOT NULL, whose SQLite BINARY order (UTF-8 bytes) is Python's code point order.
 _KEYS = {name: attrgetter(name) for name in ("path", "name", "modified", "created")}
+# The stamps, by the moment they name where the store holds one not in its own form, as the
+# query sorts them then (sorts_by_moment, localstore._time_key); else the text is that order.
+TIME_SORTS = ("modified", "created")
+_MOMENT_KEYS: dict[str, Callable[[BlueprintInfo], str]] = {
+    "modified": lambda info: time_key(info.modified),
+    "created": lambda info: time_key(info.created),
+}
 
 
 class ListingCache:
@@ -111,8 +121,13 @@ class ListingCache:
     def _lookup(
         self, cur: Any, sort: str, descending: bool, load: bool
     ) -> builtins.list[BlueprintInfo] | None:
+        if self._views is None and not load:
+            return None
         try:
-            if self._views is not None and not self._refresh(cur):
+            # (Asked in the snapshot of the rows: a stamp in another form comes and goes only
+            # with a changed row, which the refresh re-sorts every view for.)
+            by_moment = sorts_by_moment(cur)
+            if self._views is not None and not self._refresh(cur, by_moment):
                 self._views = None
             if self._views is None:
                 if not load:
@@ -122,7 +137,7 @@ class ListingCache:
             view = self._views.get((sort, descending))
             if view is None:
                 view = self._views[(sort, descending)] = _sorted(
-                    self._views[("path", False)], sort, descending
+                    self._views[("path", False)], sort, descending, by_moment
                 )
             return view
         except BaseException:
@@ -144,7 +159,7 @@ class ListingCache:
             self._id_by_rid = {r[13]: r[0] for r in raw}
             self._views = {("path", False): infos(raw)}
 
-    def _refresh(self, cur: Any) -> bool:
+    def _refresh(self, cur: Any, by_moment: bool) -> bool:
         """Bring the cached listing up to date; False if it must be read again in full."""
         gen = int(cur.execute(BLUEPRINTS_GEN).fetchall()[0][0])
         own = self._index.blueprint_commits
@@ -165,10 +180,10 @@ class ListingCache:
             return False
         if not changed:
             return True
-        self._patch(cur, sorted(changed))
+        self._patch(cur, sorted(changed), by_moment)
         return True
 
-    def _patch(self, cur: Any, changed: Sequence[int]) -> None:
+    def _patch(self, cur: Any, changed: Sequence[int], by_moment: bool) -> None:
         assert self._views is not None
         gone: set[str] = set()
         fresh: builtins.list[Sequence[Any]] = []
@@ -192,17 +207,26 @@ class ListingCache:
             kept = [info for info in view if info.id not in gone]
             kept.extend(new)
             # Mostly in order already: the sort only merges the few new rows in (timsort).
-            self._views[key] = _sorted(kept, *key)
+            self._views[key] = _sorted(kept, *key, by_moment)
 
 
 def _sorted(
-    rows: Iterable[BlueprintInfo], sort: str, descending: bool
+    rows: Iterable[BlueprintInfo], sort: str, descending: bool, by_moment: bool
 ) -> builtins.list[BlueprintInfo]:
-    """``rows`` in store.list()'s order: by ``sort``, then by path ascending (paths are unique)."""
+    """``rows`` in store.list()'s order: by ``sort`` (a stamp by its moment if ``by_moment``),
+    then by path ascending (paths are unique)."""
     out = sorted(rows, key=_path, reverse=descending and sort == "path")
     if sort != "path":
-        out.sort(key=_KEYS[sort], reverse=descending)  # (stable: ties keep the path order)
+        key = _MOMENT_KEYS[sort] if by_moment and sort in TIME_SORTS else _KEYS[sort]
+        out.sort(key=key, reverse=descending)  # (stable: ties keep the path order)
     return out
+
+
+def sorts_by_moment(cur: Any) -> bool:
+    """Whether a listing sorted by a stamp must sort by the moment each names: the store holds
+    a live one not in its own form (one lookup in core v13's partial index; see
+    localstore._time_key). Otherwise the text is that order, and SQLite walks the stamp's index."""
+    return bool(cur.execute(ODD_TIMES_SQL).fetchall())
 
 
 @contextmanager

@@ -138,7 +138,7 @@ def _wal_has_frames(path: Path) -> bool:
 
 
 def _open(path: Path, way: str, busy_timeout_ms: int) -> apsw.Connection:
-    from localstore.index import _sql_indexed_text, note_os_error
+    from localstore.index import add_functions, note_os_error
 
     uri = Path(path).absolute().as_uri() + "?mode=ro"
     if way == PRIVATE_WAL:
@@ -151,9 +151,9 @@ def _open(path: Path, way: str, busy_timeout_ms: int) -> apsw.Connection:
         if way == PRIVATE_WAL:
             # Before the first read: the wal-index then lives in this connection's memory.
             conn.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
-        # As the writable connection (see index._connect): the same plans, the same function.
+        # As the writable connection (see index._connect): the same plans, the same functions.
         conn.config(apsw.SQLITE_DBCONFIG_ENABLE_QPSG, 1)
-        conn.create_scalar_function("localstore_fts_text", _sql_indexed_text, 1, deterministic=True)
+        add_functions(conn)
         conn.execute("PRAGMA query_only=ON").fetchall()
         conn.execute("PRAGMA cache_size=-16000").fetchall()
         # The first read: where the side files are missing and cannot be made, it fails here.

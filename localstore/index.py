@@ -40,6 +40,7 @@ from localstore._durable import WIN_IN_USE_ERRORS
 from localstore._failure_streak import FAILURE_LOG_EVERY_S, FailureStreak
 from localstore._fts_text import indexed_text
 from localstore._revisions import compact_superseded
+from localstore._time_key import ODD_TIMES_INDEX, sql_time_key
 from localstore._write_turn import WriteTurn
 from localstore.errors import (
     DiskFullError,
@@ -374,6 +375,14 @@ CORE_MIGRATIONS: tuple[Migration, ...] = (
     CREATE INDEX IF NOT EXISTS blueprints_deleted_path ON blueprints(path_key, op_id)
         WHERE deleted = 1;
     """,
+    # v13: the live rows whose created or modified stamp is not in the store's own form (a
+    # meta file edited by hand or written by another tool: localstore._time_key). A listing
+    # sorted by a stamp asks this index whether there is any such row (one lookup), and walks
+    # the stamp's own index as before when there is none; only where there is does it sort by
+    # the moment each stamp names, which costs a sort of every row. Partial, so in a store
+    # that only the store wrote it is empty; SQLite keeps it on every write, an older
+    # localstore's too. (IF NOT EXISTS: tests set an index back by hand.)
+    ODD_TIMES_INDEX,
 )
 # Core schema v1 was edited in place seven times (commits 98605c6 to fab1650) instead of getting
 # new versions: a home made by an earlier build has core v1 in an older shape, with the same
@@ -710,9 +719,7 @@ def _connect(path: Path, busy_timeout_ms: int) -> apsw.Connection:
         # a sixth of a search's time. Nothing here needs value-dependent plans (no ANALYZE
         # statistics; the one LIKE, search's folder filter, cannot use an index anyway).
         conn.config(apsw.SQLITE_DBCONFIG_ENABLE_QPSG, 1)
-        # The text search indexes (the blueprints_text view, schema v4): without it no search
-        # can make a snippet, nor check or rebuild its index, on this connection.
-        conn.create_scalar_function("localstore_fts_text", _sql_indexed_text, 1, deterministic=True)
+        add_functions(conn)
         if int(str(conn.execute("PRAGMA page_count").fetchall()[0][0])) == 0:
             # A new file: auto_vacuum can be chosen only before the first table exists (an
             # existing index changes mode only through a VACUUM: Index.reclaim_free_pages()).
@@ -752,6 +759,15 @@ def _create_private(path: Path) -> None:
     except OSError:
         return  # it exists (the usual case), or SQLite says what is wrong when it opens it
     os.close(fd)
+
+
+def add_functions(conn: apsw.Connection) -> None:
+    """Register the SQL functions every index connection needs (read-only ones too)."""
+    # The text search indexes (the blueprints_text view, schema v4): without it no search
+    # can make a snippet, nor check or rebuild its index, on this connection.
+    conn.create_scalar_function("localstore_fts_text", _sql_indexed_text, 1, deterministic=True)
+    # A listing sorted by a stamp in a store holding one not in its own form (store.list).
+    conn.create_scalar_function("localstore_time_key", sql_time_key, 1, deterministic=True)
 
 
 def _sql_indexed_text(*values: Any) -> Any:
