@@ -8,12 +8,10 @@ lock itself on these same pieces; they live here because ``localstore`` never im
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import stat
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -76,18 +74,11 @@ def write_pause(state_dir: Path) -> float:
     # a restart: without these flushes the file (or its new state/ folder) could be gone after
     # one, and the daemon came back syncing what the user had paused.
     fs.make_dirs(state_dir, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=".paused-", suffix=".lstmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"since": now}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        fs.replace_file(tmp, state_dir / PAUSE_FILE)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fs.flush_dir(state_dir)
+    # (Imported here: _state_temps' sweep imports this module's process probe.)
+    from localstore._state_temps import write_state_file
+
+    body = json.dumps({"since": now}).encode("utf-8")
+    write_state_file(state_dir / PAUSE_FILE, body, flush_dir=True)
     return now
 
 

@@ -206,6 +206,12 @@ def fsync_dir(directory: Path | str) -> None:
         os.close(fd)
 
 
+def flush_file(fd: int) -> None:
+    """Flush an open file's data to stable storage with this platform's call (F_FULLFSYNC on
+    macOS). Raises OSError."""
+    _os.fsync(fd)
+
+
 def flush_dir(directory: Path | str) -> None:
     """``fsync_dir`` for callers whose contract is OSError (the daemon's state files). Raises
     OSError."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localstore import files as fs
+from localstore._state_temps import replace_state_record
 from localstore.errors import StorageError
 
 __all__ = ["RECORD_FILE", "AccountRecord", "read", "record_path", "write", "write_quietly"]
@@ -73,7 +74,7 @@ def write(state_dir: Path, record: AccountRecord) -> None:
     fs.ensure_dir(state_dir, mode=0o700, parents=False)
     body = {"identity": record.identity, "email": record.email}
     data = (json.dumps(body, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
-    fs.atomic_write(record_path(state_dir), data, mode=0o600)
+    replace_state_record(record_path(state_dir), data)
 
 
 def write_quietly(state_dir: Path, record: AccountRecord) -> bool:

@@ -38,6 +38,7 @@ from json.encoder import encode_basestring as _json_str  # C, as json.dumps uses
 from pathlib import Path
 
 from localstore import files as fs
+from localstore._state_temps import replace_state_record
 
 __all__ = [
     "RECORD_FILE",
@@ -161,7 +162,7 @@ def rewrite(state_dir: Path, identity: str, entries: Iterable[BaseEntry]) -> Non
     # state/ only: with the home deleted or moved away, its folders are not made again here.
     fs.ensure_dir(state_dir, mode=0o700, parents=False)
     body = "\n".join([_header(identity), *(e.line() for e in entries)]) + "\n"
-    fs.atomic_write(record_path(state_dir), body.encode("utf-8"), mode=0o600)
+    replace_state_record(record_path(state_dir), body.encode("utf-8"))
 
 
 _STEP = "step"

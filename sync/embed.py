@@ -20,7 +20,6 @@ import dataclasses
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 import weakref
@@ -41,6 +40,7 @@ from localstore._daemon_state import (
     read_state,
     write_pause,
 )
+from localstore._state_temps import write_state_file
 from localstore.config import Settings
 from localstore.errors import (
     InvalidInputError,
@@ -251,18 +251,7 @@ def write_state(state_dir: Path, data: dict[str, Any]) -> Path:
     """Write ``state/daemon.json`` atomically with mode 0600 (it holds the control token)."""
     state_dir = Path(state_dir)
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # mkstemp creates the file 0600 before any byte is written: the token is never world-readable.
-    fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=".daemon-", suffix=".lstmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        fs.replace_file(tmp, state_dir / STATE_FILE)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_state_file(state_dir / STATE_FILE, json.dumps(data, indent=2).encode("utf-8"))
     return state_dir / STATE_FILE
 
 

@@ -17,14 +17,12 @@ user's session (:class:`sync.errors.SessionChangedError`).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
-import tempfile
 import time
 from pathlib import Path
 
-from localstore import files as fs
+from localstore._state_temps import write_state_file
 from localstore.config import Settings
 
 __all__ = ["MARKER_FILE", "SessionMarker", "marker_path", "signature", "touch"]
@@ -53,15 +51,9 @@ def touch(settings: Settings) -> None:
     path = marker_path(settings)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # A new file renamed over the old one: a new inode even when the clock did not move.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".session-", suffix=".lstmp")
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(f"{secrets.token_hex(8)} {time.time():.6f}\n")
-        fs.replace_file(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    # (Not flushed: a marker a power cut undoes is a change a reload of the session catches.)
+    body = f"{secrets.token_hex(8)} {time.time():.6f}\n".encode("ascii")
+    write_state_file(path, body, flush=False)
 
 
 class SessionMarker:

@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -61,19 +60,10 @@ def running_state(state_dir: Path) -> dict[str, Any] | None:
 
 def write_state(state_dir: Path, data: dict[str, Any]) -> None:
     """Write the state file atomically with mode 0600 (it holds the service key)."""
+    from localstore._state_temps import write_state_file
+
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=".localcloud-", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, state_dir / STATE_FILE)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_state_file(state_dir / STATE_FILE, json.dumps(data, indent=2).encode("utf-8"))
 
 
 def remove_state(state_dir: Path, pid: int) -> None:
