@@ -18,11 +18,13 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 import localstore
+from localstore.blueprint import Blueprint
 from localstore.store import BlueprintStore
 from localstore.watcher import Watcher
 
@@ -48,6 +50,26 @@ def _syncthing_put(root: Path, rel: str, data: bytes) -> None:
     os.rename(tmp, target)
 
 
+def _watching_old_pair(
+    store: BlueprintStore,
+    make_watcher,
+    recorder: Recorder,
+    *,
+    tags: Sequence[str] | None = None,
+    **watcher_kwargs: int,
+) -> tuple[Blueprint, Watcher]:
+    """The old pair saved, the new pair's folder made (Syncthing makes the folder first, so it
+    is watched before the pair comes) and a watcher with the wide ``GRACE_MS`` running, its
+    start's events taken: the set-up of every synced move here."""
+    bp = store.save(OLD, "v: 1\n", tags=tags)
+    (store.root / "m").mkdir()
+    watcher: Watcher = make_watcher(store, **{"delete_grace_ms": GRACE_MS, **watcher_kwargs})
+    watcher.start()
+    assert watcher.wait_idle(30)
+    recorder.take()
+    return bp, watcher
+
+
 @pytest.mark.parametrize(
     ("edited", "first_new", "first_gone"),
     [(True, YAML, YAML), (True, META, META), (False, YAML, META)],
@@ -61,12 +83,7 @@ def test_a_move_a_sync_tool_applies_as_create_then_delete_keeps_the_identity(
     first_new: str,
     first_gone: str,
 ) -> None:
-    bp = store.save(OLD, "v: 1\n", tags=["mine"])
-    (store.root / "m").mkdir()  # (Syncthing makes the folder first; watched before the pair)
-    watcher: Watcher = make_watcher(store, delete_grace_ms=GRACE_MS)
-    watcher.start()
-    assert watcher.wait_idle(30)
-    recorder.take()
+    bp, watcher = _watching_old_pair(store, make_watcher, recorder, tags=["mine"])
     root = store.root
     # The other device moved n/plan to m/plan (and edited it): same id, its own 'modified'.
     meta = json.loads((root / (OLD + META)).read_bytes())
@@ -129,12 +146,7 @@ def test_a_command_opening_the_store_while_the_pair_arrives_leaves_it_to_the_wat
     """A command's open (the CLI beside the daemon) between the arriving meta and its YAML:
     the meta, alone and its id live at the old path, was taken for a hand-edited copy and moved
     to data/recovered (``check``: ``edit-kept``); its YAML then came alone and got a new id."""
-    bp = store.save(OLD, "v: 1\n")
-    (store.root / "m").mkdir()
-    watcher: Watcher = make_watcher(store, delete_grace_ms=GRACE_MS)
-    watcher.start()
-    assert watcher.wait_idle(30)
-    recorder.take()
+    bp, watcher = _watching_old_pair(store, make_watcher, recorder)
     root = store.root
     _syncthing_put(root, NEW + META, (root / (OLD + META)).read_bytes())
     # A command in another process: its open reconciles, beside this process's watcher.
@@ -197,12 +209,7 @@ def test_a_moved_pair_whose_meta_comes_late_retires_the_made_up_id_with_a_reason
     the move takes the path. The made-up id was recorded deleted for no reason given (a UI
     showed a file deleted for nothing), where a lone YAML's own meta come late retires it
     naming the id that replaced it (docs/watcher.md, "A meta that comes later still")."""
-    bp = store.save(OLD, "v: 1\n")
-    (store.root / "m").mkdir()
-    watcher: Watcher = make_watcher(store, delete_grace_ms=GRACE_MS)
-    watcher.start()
-    assert watcher.wait_idle(30)
-    recorder.take()
+    bp, watcher = _watching_old_pair(store, make_watcher, recorder)
     root = store.root
     _syncthing_put(root, NEW + YAML, b"v: 1\n")
     assert watcher.wait_idle(30)  # (the lone YAML, 1 s old, gets a made-up id)
