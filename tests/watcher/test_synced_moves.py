@@ -70,6 +70,17 @@ def _watching_old_pair(
     return bp, watcher
 
 
+def _open_in_another_process(home: Path) -> None:
+    """A command in another process (the CLI beside the daemon): its open reconciles, beside
+    this process's watcher."""
+    subprocess.run(
+        [sys.executable, "-c", _OPEN, str(home)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+        check=True,
+        timeout=120,
+    )
+
+
 @pytest.mark.parametrize(
     ("edited", "first_new", "first_gone"),
     [(True, YAML, YAML), (True, META, META), (False, YAML, META)],
@@ -149,13 +160,7 @@ def test_a_command_opening_the_store_while_the_pair_arrives_leaves_it_to_the_wat
     bp, watcher = _watching_old_pair(store, make_watcher, recorder)
     root = store.root
     _syncthing_put(root, NEW + META, (root / (OLD + META)).read_bytes())
-    # A command in another process: its open reconciles, beside this process's watcher.
-    subprocess.run(
-        [sys.executable, "-c", _OPEN, str(home)],
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
-        check=True,
-        timeout=120,
-    )
+    _open_in_another_process(home)
     assert (root / (NEW + META)).exists()
     _syncthing_put(root, NEW + YAML, b"v: 2\n")
     time.sleep(0.3)
@@ -165,6 +170,30 @@ def test_a_command_opening_the_store_while_the_pair_arrives_leaves_it_to_the_wat
     events = [(e.kind, e.id) for e in recorder.take()]
     assert events == [("moved", bp.id), ("modified", bp.id)]
     assert store.resolve(NEW).id == bp.id
+    assert store.check().clean
+
+
+def test_a_command_opening_the_store_within_the_delete_grace_leaves_the_move_to_the_watcher(
+    store: BlueprintStore, make_watcher, recorder: Recorder, home: Path
+) -> None:
+    """A command's open while the moved pair is held (both files in place, older than the
+    watcher's write_quiet but younger than its delete grace, the old pair still there) took it
+    for a copy: a new id written into the arriving meta, and the old id recorded deleted once
+    the old pair went. It is the watcher's: its copy hold decides when the grace is over."""
+    bp, watcher = _watching_old_pair(
+        store, make_watcher, recorder, delete_grace_ms=4000, write_quiet_ms=100
+    )
+    root = store.root
+    files = {s: (root / (OLD + s)).read_bytes() for s in (YAML, META)}
+    for suffix, data in files.items():
+        _syncthing_put(root, NEW + suffix, data)
+    time.sleep(0.2)  # (past the watcher's write_quiet: the open used to decide then)
+    _open_in_another_process(home)
+    assert (root / (NEW + META)).read_bytes() == files[META]
+    for suffix in (YAML, META):
+        os.unlink(root / (OLD + suffix))
+    assert watcher.wait_idle(30)
+    assert [(e.kind, e.id, e.path) for e in recorder.take()] == [("moved", bp.id, NEW + YAML)]
     assert store.check().clean
 
 
