@@ -823,10 +823,19 @@ class Reconciler:
         before it deletes the old one. Decided here once the pair was older than the quiet
         period (1 s) but younger than a ``delete_grace_ms`` set above it, the move became a
         copy: a new id written into the arriving meta (which synced back), the old id recorded
-        deleted when the old pair went, and sync pushed a delete and a create.
+        deleted when the old pair went, and sync pushed a delete and a create. A YAML whose meta
+        may have vanished within the grace is held likewise (below).
         """
         stats = _pair_stats(scan, rel)
         if fs.changed_within(stats, periods.write_quiet_s):
+            return True
+        if fs.meta_path_for(rel) not in scan.metas and fs.folder_changed_within(
+            self.store.root, rel, periods.grace_s
+        ):
+            # Its meta may have gone just now, a pair deleted file by file (a sync tool's half
+            # of a move; the watcher gives a vanished meta its grace too). Taken here, the YAML
+            # left behind got a made-up id and a meta written beside it, recorded deleted once
+            # the YAML went (a create and a delete, pushed by a sync pass run in between).
             return True
         return fs.changed_within(stats, periods.grace_s) and self.copied_from(cur, rel) is not None
 

@@ -256,3 +256,34 @@ def test_a_moved_pair_whose_meta_comes_late_retires_the_made_up_id_with_a_reason
     ]
     assert store.resolve(NEW).id == bp.id
     assert store.check().clean
+
+
+def _ids(store: BlueprintStore) -> list[str]:
+    """Every id the index holds, deleted ones too."""
+    with store.index.read() as cur:
+        return [str(r[0]) for r in cur.execute("SELECT id FROM blueprints").fetchall()]
+
+
+def test_a_command_opening_the_store_between_the_old_pairs_two_deletes_makes_up_no_id(
+    store: BlueprintStore, make_watcher, recorder: Recorder, home: Path
+) -> None:
+    """A sync tool deletes the old pair file by file, its meta first. A command's open in
+    between took the old YAML, now alone, for a new blueprint: a made-up id, a meta written
+    beside it (which the sync tool could carry to the other device), recorded deleted once
+    the YAML went; sync pushed both. A YAML whose meta went within the grace is the watcher's."""
+    bp, watcher = _watching_old_pair(
+        store, make_watcher, recorder, delete_grace_ms=4000, write_quiet_ms=100
+    )
+    root = store.root
+    for suffix in (YAML, META):
+        _syncthing_put(root, NEW + suffix, (root / (OLD + suffix)).read_bytes())
+    time.sleep(0.2)  # (past the watcher's write_quiet: the open records the move itself)
+    os.unlink(root / (OLD + META))
+    _open_in_another_process(home)
+    assert not (root / (OLD + META)).exists()
+    os.unlink(root / (OLD + YAML))
+    assert watcher.wait_idle(30)
+    assert all(e.id == bp.id for e in recorder.take())
+    assert _ids(store) == [bp.id]
+    assert store.resolve(NEW).id == bp.id
+    assert store.check().clean
