@@ -762,11 +762,7 @@ class Reconciler:
             elsewhere = self._watching_elsewhere() if changed or missing else None
             left: set[str] = set()
             if elsewhere is not None:
-                left = {
-                    rel
-                    for rel in changed
-                    if fs.changed_within(_pair_stats(scan, rel), elsewhere.write_quiet_s)
-                }
+                left = {rel for rel in changed if self._watchers_pair(cur, scan, rel, elsewhere)}
                 left.update(
                     row.path
                     for row in missing
@@ -817,6 +813,31 @@ class Reconciler:
         gone = {row.yaml_ino for row in missing if row.yaml_ino is not None}
         if gone:
             moved_first(changed, lambda rel: fs.ino_key(scan.yamls[rel].st_ino), gone)
+
+    def _watchers_pair(self, cur: Any, scan: _Scan, rel: str, periods: WatchPeriods) -> bool:
+        """Whether the changed pair at ``rel`` is the other process's watcher's to record now.
+
+        A pair written within its ``write_quiet_s`` may be half written. A pair that would be a
+        copy of a live one (``copied_from``) is held by that watcher for its delete grace
+        (Watcher._copy_wait): a sync tool applying another device's move writes the new pair
+        before it deletes the old one. Decided here once the pair was older than the quiet
+        period (1 s) but younger than a ``delete_grace_ms`` set above it, the move became a
+        copy: a new id written into the arriving meta (which synced back), the old id recorded
+        deleted when the old pair went, and sync pushed a delete and a create. A YAML whose meta
+        may have vanished within the grace is held likewise (below).
+        """
+        stats = _pair_stats(scan, rel)
+        if fs.changed_within(stats, periods.write_quiet_s):
+            return True
+        if fs.meta_path_for(rel) not in scan.metas and fs.folder_changed_within(
+            self.store.root, rel, periods.grace_s
+        ):
+            # Its meta may have gone just now, a pair deleted file by file (a sync tool's half
+            # of a move; the watcher gives a vanished meta its grace too). Taken here, the YAML
+            # left behind got a made-up id and a meta written beside it, recorded deleted once
+            # the YAML went (a create and a delete, pushed by a sync pass run in between).
+            return True
+        return fs.changed_within(stats, periods.grace_s) and self.copied_from(cur, rel) is not None
 
     def _watching_elsewhere(self) -> WatchPeriods | None:
         """The periods of the watchers other processes run on this home, when no watcher runs

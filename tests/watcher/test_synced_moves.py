@@ -18,11 +18,13 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 import localstore
+from localstore.blueprint import Blueprint
 from localstore.store import BlueprintStore
 from localstore.watcher import Watcher
 
@@ -48,6 +50,37 @@ def _syncthing_put(root: Path, rel: str, data: bytes) -> None:
     os.rename(tmp, target)
 
 
+def _watching_old_pair(
+    store: BlueprintStore,
+    make_watcher,
+    recorder: Recorder,
+    *,
+    tags: Sequence[str] | None = None,
+    **watcher_kwargs: int,
+) -> tuple[Blueprint, Watcher]:
+    """The old pair saved, the new pair's folder made (Syncthing makes the folder first, so it
+    is watched before the pair comes) and a watcher with the wide ``GRACE_MS`` running, its
+    start's events taken: the set-up of every synced move here."""
+    bp = store.save(OLD, "v: 1\n", tags=tags)
+    (store.root / "m").mkdir()
+    watcher: Watcher = make_watcher(store, **{"delete_grace_ms": GRACE_MS, **watcher_kwargs})
+    watcher.start()
+    assert watcher.wait_idle(30)
+    recorder.take()
+    return bp, watcher
+
+
+def _open_in_another_process(home: Path) -> None:
+    """A command in another process (the CLI beside the daemon): its open reconciles, beside
+    this process's watcher."""
+    subprocess.run(
+        [sys.executable, "-c", _OPEN, str(home)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+        check=True,
+        timeout=120,
+    )
+
+
 @pytest.mark.parametrize(
     ("edited", "first_new", "first_gone"),
     [(True, YAML, YAML), (True, META, META), (False, YAML, META)],
@@ -61,12 +94,7 @@ def test_a_move_a_sync_tool_applies_as_create_then_delete_keeps_the_identity(
     first_new: str,
     first_gone: str,
 ) -> None:
-    bp = store.save(OLD, "v: 1\n", tags=["mine"])
-    (store.root / "m").mkdir()  # (Syncthing makes the folder first; watched before the pair)
-    watcher: Watcher = make_watcher(store, delete_grace_ms=GRACE_MS)
-    watcher.start()
-    assert watcher.wait_idle(30)
-    recorder.take()
+    bp, watcher = _watching_old_pair(store, make_watcher, recorder, tags=["mine"])
     root = store.root
     # The other device moved n/plan to m/plan (and edited it): same id, its own 'modified'.
     meta = json.loads((root / (OLD + META)).read_bytes())
@@ -129,21 +157,10 @@ def test_a_command_opening_the_store_while_the_pair_arrives_leaves_it_to_the_wat
     """A command's open (the CLI beside the daemon) between the arriving meta and its YAML:
     the meta, alone and its id live at the old path, was taken for a hand-edited copy and moved
     to data/recovered (``check``: ``edit-kept``); its YAML then came alone and got a new id."""
-    bp = store.save(OLD, "v: 1\n")
-    (store.root / "m").mkdir()
-    watcher: Watcher = make_watcher(store, delete_grace_ms=GRACE_MS)
-    watcher.start()
-    assert watcher.wait_idle(30)
-    recorder.take()
+    bp, watcher = _watching_old_pair(store, make_watcher, recorder)
     root = store.root
     _syncthing_put(root, NEW + META, (root / (OLD + META)).read_bytes())
-    # A command in another process: its open reconciles, beside this process's watcher.
-    subprocess.run(
-        [sys.executable, "-c", _OPEN, str(home)],
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
-        check=True,
-        timeout=120,
-    )
+    _open_in_another_process(home)
     assert (root / (NEW + META)).exists()
     _syncthing_put(root, NEW + YAML, b"v: 2\n")
     time.sleep(0.3)
@@ -153,6 +170,30 @@ def test_a_command_opening_the_store_while_the_pair_arrives_leaves_it_to_the_wat
     events = [(e.kind, e.id) for e in recorder.take()]
     assert events == [("moved", bp.id), ("modified", bp.id)]
     assert store.resolve(NEW).id == bp.id
+    assert store.check().clean
+
+
+def test_a_command_opening_the_store_within_the_delete_grace_leaves_the_move_to_the_watcher(
+    store: BlueprintStore, make_watcher, recorder: Recorder, home: Path
+) -> None:
+    """A command's open while the moved pair is held (both files in place, older than the
+    watcher's write_quiet but younger than its delete grace, the old pair still there) took it
+    for a copy: a new id written into the arriving meta, and the old id recorded deleted once
+    the old pair went. It is the watcher's: its copy hold decides when the grace is over."""
+    bp, watcher = _watching_old_pair(
+        store, make_watcher, recorder, delete_grace_ms=4000, write_quiet_ms=100
+    )
+    root = store.root
+    files = {s: (root / (OLD + s)).read_bytes() for s in (YAML, META)}
+    for suffix, data in files.items():
+        _syncthing_put(root, NEW + suffix, data)
+    time.sleep(0.2)  # (past the watcher's write_quiet: the open used to decide then)
+    _open_in_another_process(home)
+    assert (root / (NEW + META)).read_bytes() == files[META]
+    for suffix in (YAML, META):
+        os.unlink(root / (OLD + suffix))
+    assert watcher.wait_idle(30)
+    assert [(e.kind, e.id, e.path) for e in recorder.take()] == [("moved", bp.id, NEW + YAML)]
     assert store.check().clean
 
 
@@ -197,12 +238,7 @@ def test_a_moved_pair_whose_meta_comes_late_retires_the_made_up_id_with_a_reason
     the move takes the path. The made-up id was recorded deleted for no reason given (a UI
     showed a file deleted for nothing), where a lone YAML's own meta come late retires it
     naming the id that replaced it (docs/watcher.md, "A meta that comes later still")."""
-    bp = store.save(OLD, "v: 1\n")
-    (store.root / "m").mkdir()
-    watcher: Watcher = make_watcher(store, delete_grace_ms=GRACE_MS)
-    watcher.start()
-    assert watcher.wait_idle(30)
-    recorder.take()
+    bp, watcher = _watching_old_pair(store, make_watcher, recorder)
     root = store.root
     _syncthing_put(root, NEW + YAML, b"v: 1\n")
     assert watcher.wait_idle(30)  # (the lone YAML, 1 s old, gets a made-up id)
@@ -218,5 +254,36 @@ def test_a_moved_pair_whose_meta_comes_late_retires_the_made_up_id_with_a_reason
         ("deleted", made_up[0], NEW + YAML, True),
         ("moved", bp.id, NEW + YAML, False),
     ]
+    assert store.resolve(NEW).id == bp.id
+    assert store.check().clean
+
+
+def _ids(store: BlueprintStore) -> list[str]:
+    """Every id the index holds, deleted ones too."""
+    with store.index.read() as cur:
+        return [str(r[0]) for r in cur.execute("SELECT id FROM blueprints").fetchall()]
+
+
+def test_a_command_opening_the_store_between_the_old_pairs_two_deletes_makes_up_no_id(
+    store: BlueprintStore, make_watcher, recorder: Recorder, home: Path
+) -> None:
+    """A sync tool deletes the old pair file by file, its meta first. A command's open in
+    between took the old YAML, now alone, for a new blueprint: a made-up id, a meta written
+    beside it (which the sync tool could carry to the other device), recorded deleted once
+    the YAML went; sync pushed both. A YAML whose meta went within the grace is the watcher's."""
+    bp, watcher = _watching_old_pair(
+        store, make_watcher, recorder, delete_grace_ms=4000, write_quiet_ms=100
+    )
+    root = store.root
+    for suffix in (YAML, META):
+        _syncthing_put(root, NEW + suffix, (root / (OLD + suffix)).read_bytes())
+    time.sleep(0.2)  # (past the watcher's write_quiet: the open records the move itself)
+    os.unlink(root / (OLD + META))
+    _open_in_another_process(home)
+    assert not (root / (OLD + META)).exists()
+    os.unlink(root / (OLD + YAML))
+    assert watcher.wait_idle(30)
+    assert all(e.id == bp.id for e in recorder.take())
+    assert _ids(store) == [bp.id]
     assert store.resolve(NEW).id == bp.id
     assert store.check().clean
