@@ -19,8 +19,9 @@ whose device name is empty or over 128 characters fails whole (``ProtocolError``
 22023); then, in this order per change, replay (stored result; ``op_id_reused`` when the
 stored one answered another change), ``invalid_change`` (a content
 hash over 128 characters included), ``invalid_id``, ``invalid_path``, ``too_large`` (content over
-10 MiB, meta over 1 MiB as ``pg_column_size`` of its jsonb counts it: :func:`jsonb_size`),
-``not_owner``, then the compare-and-swap (``exists`` / ``missing`` / ``rev_mismatch``) and
+10 MiB, meta over 8 MiB as ``pg_column_size`` of its jsonb counts it: :func:`jsonb_size`),
+``invalid_meta`` (a meta past what clients read: ``sync.remote.invalid_meta``, migration
+20261122001800), ``not_owner``, then the compare-and-swap (``exists`` / ``missing`` / ``rev_mismatch``) and
 finally ``path_taken``. A create's rev is its user's horizon + 1 (migration 20261122001400), so
 a purged id created again never passes a stale base rev of the purged row.
 
@@ -71,6 +72,7 @@ from sync.remote import (
     checked_fetch_ids,
     checked_probes,
     fetch_in_pages,
+    invalid_meta,
     meta_problem,
     server_path_key,
     text_problem,
@@ -490,6 +492,9 @@ class MemoryRemote:
             return _rejected(
                 op_id, rid, "too_large", f"meta is {meta_size} bytes, over {MAX_META_BYTES}"
             )
+        bad_meta = invalid_meta(change.meta)
+        if bad_meta is not None:
+            return _rejected(op_id, rid, "invalid_meta", bad_meta)
         owned = self.server.rows.get(rid)
         if owned is not None and owned.owner != self.user:
             return _rejected(op_id, rid, "not_owner", "id belongs to another user")
