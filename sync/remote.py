@@ -595,13 +595,29 @@ def text_problem(change: Change) -> str | None:
     return None
 
 
+def encoding_problem(change: Change) -> tuple[str, str] | None:
+    """The rejection (code, message) of a change JSON text cannot carry, or None: the
+    ``text_problem`` as ``invalid_change``; a meta nested too deep for json to encode at all as
+    ``invalid_meta``, the server's answer to it (json spends a C frame per level: 2,000 levels
+    raised RecursionError out of the push, its whole batch, on every retry)."""
+    try:
+        problem = text_problem(change)
+    except RecursionError:
+        # Only the meta nests (the other fields are scalars); invalid_meta walks it iteratively.
+        deep = invalid_meta(change.meta) if isinstance(change.meta, dict) else None
+        if deep is not None:
+            return "invalid_meta", deep
+        problem = "meta is nested too deep to encode as JSON text"
+    return None if problem is None else ("invalid_change", problem)
+
+
 def unsendable(change: Change) -> tuple[str, str] | None:
     """The rejection (code, message) of a change no server can be sent, or None: the
-    ``text_problem`` as ``invalid_change``, and a NUL in the id or path (which no uuid or path
-    holds) as ``invalid_id`` / ``invalid_path``, the codes their checks give."""
-    problem = text_problem(change)
+    ``encoding_problem``, and a NUL in the id or path (which no uuid or path holds) as
+    ``invalid_id`` / ``invalid_path``, the codes their checks give."""
+    problem = encoding_problem(change)
     if problem is not None:
-        return "invalid_change", problem
+        return problem
     if _holds_nul(change.id):
         return "invalid_id", f"id {change.id!r} is not a uuid"
     if _holds_nul(change.path):

@@ -422,6 +422,19 @@ class RemoteContract:
         (row,) = pull_all(alice2.remote)[0]
         assert (row.id, row.unreadable, row.meta) == (at_limits.id, None, at_limits.meta)
 
+    def test_a_meta_too_deep_for_json_to_encode_is_refused_alone(self, alice: Writer) -> None:
+        # json encodes one level per C frame: 2,000 levels raised RecursionError out of push
+        # (the whole batch, on every retry). The client answers it unsent, as the server would.
+        deep = alice.change(meta=nested(2000))
+        fine = alice.change()
+        results = alice.push(deep, fine)
+        assert [(r.op_id, r.status, r.code) for r in results] == [
+            (deep.op_id, "rejected", "invalid_meta"),
+            (fine.op_id, "applied", None),
+        ]
+        assert "flatten it" in (results[0].message or "")
+        assert [r.id for r in pull_all(alice.remote)[0]] == [fine.id]
+
     @pytest.mark.parametrize("device", ["d" * 129, ""])
     def test_a_device_name_over_128_characters_fails_the_call(
         self, alice: Writer, device: str
