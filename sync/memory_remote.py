@@ -19,8 +19,9 @@ whose device name is empty or over 128 characters fails whole (``ProtocolError``
 22023); then, in this order per change, replay (stored result; ``op_id_reused`` when the
 stored one answered another change), ``invalid_change`` (a content
 hash over 128 characters included), ``invalid_id``, ``invalid_path``, ``too_large`` (content over
-10 MiB, meta over 1 MiB as ``pg_column_size`` of its jsonb counts it: :func:`jsonb_size`),
-``not_owner``, then the compare-and-swap (``exists`` / ``missing`` / ``rev_mismatch``) and
+10 MiB, meta over 8 MiB as ``pg_column_size`` of its jsonb counts it: :func:`jsonb_size`),
+``invalid_meta`` (a meta past what clients read: ``sync.remote.invalid_meta``, migration
+20261122001800), ``not_owner``, then the compare-and-swap (``exists`` / ``missing`` / ``rev_mismatch``) and
 finally ``path_taken``. A create's rev is its user's horizon + 1 (migration 20261122001400), so
 a purged id created again never passes a stale base rev of the purged row.
 
@@ -70,10 +71,11 @@ from sync.remote import (
     canonical_uuid,
     checked_fetch_ids,
     checked_probes,
+    encoding_problem,
     fetch_in_pages,
+    invalid_meta,
     meta_problem,
     server_path_key,
-    text_problem,
 )
 
 _server_ids = itertools.count(1)
@@ -473,7 +475,7 @@ class MemoryRemote:
         raw_id = change.id if isinstance(change.id, str) else ""
         problem = _invalid_change(change)
         if problem:
-            return _rejected(op_id, raw_id, "invalid_change", problem)
+            return _rejected(op_id, raw_id, *problem)
         rid = canonical_uuid(change.id)
         if rid is None:
             return _rejected(op_id, raw_id, "invalid_id", f"id {change.id!r} is not a uuid")
@@ -490,6 +492,9 @@ class MemoryRemote:
             return _rejected(
                 op_id, rid, "too_large", f"meta is {meta_size} bytes, over {MAX_META_BYTES}"
             )
+        bad_meta = invalid_meta(change.meta)
+        if bad_meta is not None:
+            return _rejected(op_id, rid, "invalid_meta", bad_meta)
         owned = self.server.rows.get(rid)
         if owned is not None and owned.owner != self.user:
             return _rejected(op_id, rid, "not_owner", "id belongs to another user")
@@ -570,8 +575,10 @@ def path_problem(path: object) -> str | None:
     return None
 
 
-def _invalid_change(change: Change) -> str | None:
-    """What is ill-typed in a change (the SQL's jsonb field checks), or None."""
+def _invalid_change(change: Change) -> tuple[str, str] | None:
+    """The rejection (code, message) of an ill-typed change (the SQL's jsonb field checks), or
+    None. A meta too deep for json to encode is ``invalid_meta`` here already, before the id
+    and path checks the server runs first: it cannot be copied or sized either."""
     checks: list[tuple[str, object, tuple[type, ...]]] = [
         ("op_id", change.op_id, (int,)),
         ("id", change.id, (str,)),
@@ -583,17 +590,15 @@ def _invalid_change(change: Change) -> str | None:
         ("deleted", change.deleted, (bool,)),
     ]
     for name, value, kinds in checks:
-        if name != "deleted" and isinstance(value, bool):
-            return f"{name} has the wrong type"
-        if not isinstance(value, kinds):
-            return f"{name} has the wrong type"
+        if (name != "deleted" and isinstance(value, bool)) or not isinstance(value, kinds):
+            return "invalid_change", f"{name} has the wrong type"
     # What jsonb cannot hold (NUL), JSON nor UTF-8 carry: this change's rejection, as the
     # Supabase remote answers it (a backslash and "u0000" spelled in the text is no NUL).
-    problem = text_problem(change)
+    problem = encoding_problem(change)
     if problem is not None:
         return problem
     if len(change.content_hash) > MAX_HASH_CHARS:
-        return f"content_hash is longer than {MAX_HASH_CHARS} characters"
+        return "invalid_change", f"content_hash is longer than {MAX_HASH_CHARS} characters"
     return None
 
 

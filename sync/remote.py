@@ -74,7 +74,13 @@ FETCH_PAGE_BYTES = PULL_PAGE_BYTES
 PushStatus = Literal["applied", "conflict", "rejected"]
 ConflictReason = Literal["rev_mismatch", "exists", "missing", "path_taken"]
 RejectCode = Literal[
-    "invalid_id", "invalid_path", "too_large", "invalid_change", "not_owner", "op_id_reused"
+    "invalid_id",
+    "invalid_path",
+    "too_large",
+    "invalid_meta",
+    "invalid_change",
+    "not_owner",
+    "op_id_reused",
 ]
 
 CONFLICT_REASONS: tuple[str, ...] = ("rev_mismatch", "exists", "missing", "path_taken")
@@ -82,10 +88,19 @@ REJECT_CODES: tuple[str, ...] = (
     "invalid_id",
     "invalid_path",
     "too_large",
+    "invalid_meta",
     "invalid_change",
     "not_owner",
     "op_id_reused",
 )
+# What a meta may hold so that every client can read it: at most MAX_META_DEPTH levels of
+# nesting (the meta object is level 1; localstore.blueprint's meta files hold no more), integers
+# of at most MAX_META_INT_DIGITS digits (Python's default sys.int_info.default_max_str_digits:
+# json.loads refuses more) and decimals within a double's range (past it they read as infinity).
+# push_changes refuses any other meta as ``invalid_meta`` (:func:`invalid_meta`); the server's
+# copy of these limits is sync_internal.meta_problem, migration 20261122001800, and
+# tests/cloud_sql/test_meta_clients_hold.py holds the two together at each boundary.
+MAX_META_INT_DIGITS = 4300
 
 _T = TypeVar("_T")
 
@@ -136,33 +151,56 @@ class UnreadableValue:
 _NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 
-def meta_problem(meta: object) -> str | None:
+def meta_problem(meta: object, *, digits: int | None = None) -> str | None:
     """Why a server row's decoded ``meta`` cannot be held by this client, or None.
 
-    Not an object; an :class:`UnreadableValue`; an integer of more digits than this
-    interpreter converts to text (``sys.get_int_max_str_digits()``: json could neither read
-    nor write it); a float that is not finite (a decimal past a double's range, as
+    Not an object; an :class:`UnreadableValue`; an integer of more than ``digits`` digits (by
+    default this interpreter's limit, ``sys.get_int_max_str_digits()``: json could neither read
+    nor write more); a float that is not finite (a decimal past a double's range, as
     ``1e400.5``, reads as infinity, which no meta file holds); nesting deeper than
     ``MAX_META_DEPTH``; a NUL or a lone surrogate in a string or key. Each of these, left to
     the decoder or the store, failed the whole answer (every pull, for good) or wrote a meta
     file this client itself refuses to read. Iterative: a meta nested thousands deep is an
     answer, not a RecursionError.
     """
+    fault = _meta_fault(meta, sys.get_int_max_str_digits() if digits is None else digits)
+    return None if fault is None else fault[0]
+
+
+def invalid_meta(meta: object) -> str | None:
+    """The ``invalid_meta`` rejection's message for a pushed meta past the limits every client
+    reads (``MAX_META_DEPTH``, ``MAX_META_INT_DIGITS``, a double's range), or None: what is
+    wrong, then how to fix it. push_changes answers the same texts (migration 20261122001800):
+    stored, such a meta was parked as ``invalid_remote`` by every other device."""
+    fault = _meta_fault(meta, MAX_META_INT_DIGITS)
+    if fault is None:
+        return None
+    problem, fix = fault
+    return f"{problem}; no other device could read it: {fix}"
+
+
+_FLATTEN = f"flatten it to at most {MAX_META_DEPTH} levels of objects and arrays"
+_AS_STRING = "write that number as a string"
+_TEXT_FIX = "remove that character"
+
+
+def _meta_fault(meta: object, digits: int) -> tuple[str, str] | None:
+    """:func:`meta_problem`'s answer and how to fix it, for integers of at most ``digits``
+    digits (0: any)."""
     if not isinstance(meta, dict):
         kind = "an array" if isinstance(meta, list) else f"a {type(meta).__name__}"
-        return f"its meta is {kind}, not a JSON object"
-    digits = sys.get_int_max_str_digits()
+        return f"its meta is {kind}, not a JSON object", "make it a JSON object"
     too_big = _power_of_ten(digits) if digits else None
     stack: list[tuple[dict[Any, Any] | list[Any], int]] = [(meta, 1)]
     # Per container, not per value: this runs for every row of every pull page.
     while stack:
         container, depth = stack.pop()
         if depth > MAX_META_DEPTH:
-            return f"its meta is nested deeper than {MAX_META_DEPTH} levels"
+            return f"its meta is nested deeper than {MAX_META_DEPTH} levels", _FLATTEN
         if isinstance(container, dict):
             keys = [k for k in container if isinstance(k, str)]
             if _NOT_TEXT.search("".join(keys)) is not None:
-                return "a key of its meta holds a NUL or a lone UTF-16 surrogate"
+                return "a key of its meta holds a NUL or a lone UTF-16 surrogate", _TEXT_FIX
             values: Iterable[Any] = container.values()
         else:
             values = container
@@ -177,14 +215,15 @@ def meta_problem(meta: object) -> str | None:
                 continue
             elif of is float:
                 if not math.isfinite(value):
-                    return "its meta holds a number out of a double's range (it reads as infinity)"
+                    why = "its meta holds a number out of a double's range (it reads as infinity)"
+                    return why, _AS_STRING
             elif of is int:
                 if too_big is not None and abs(value) >= too_big:
-                    return f"its meta holds an integer of more than {digits} digits"
+                    return f"its meta holds an integer of more than {digits} digits", _AS_STRING
             elif isinstance(value, UnreadableValue):
-                return f"its meta holds {value.reason}"
+                return f"its meta holds {value.reason}", "write it within what every device reads"
         if _NOT_TEXT.search("".join(texts)) is not None:
-            return "its meta holds a NUL or a lone UTF-16 surrogate in a string"
+            return "its meta holds a NUL or a lone UTF-16 surrogate in a string", _TEXT_FIX
     return None
 
 
@@ -556,13 +595,29 @@ def text_problem(change: Change) -> str | None:
     return None
 
 
+def encoding_problem(change: Change) -> tuple[str, str] | None:
+    """The rejection (code, message) of a change JSON text cannot carry, or None: the
+    ``text_problem`` as ``invalid_change``; a meta nested too deep for json to encode at all as
+    ``invalid_meta``, the server's answer to it (json spends a C frame per level: 2,000 levels
+    raised RecursionError out of the push, its whole batch, on every retry)."""
+    try:
+        problem = text_problem(change)
+    except RecursionError:
+        # Only the meta nests (the other fields are scalars); invalid_meta walks it iteratively.
+        deep = invalid_meta(change.meta) if isinstance(change.meta, dict) else None
+        if deep is not None:
+            return "invalid_meta", deep
+        problem = "meta is nested too deep to encode as JSON text"
+    return None if problem is None else ("invalid_change", problem)
+
+
 def unsendable(change: Change) -> tuple[str, str] | None:
     """The rejection (code, message) of a change no server can be sent, or None: the
-    ``text_problem`` as ``invalid_change``, and a NUL in the id or path (which no uuid or path
-    holds) as ``invalid_id`` / ``invalid_path``, the codes their checks give."""
-    problem = text_problem(change)
+    ``encoding_problem``, and a NUL in the id or path (which no uuid or path holds) as
+    ``invalid_id`` / ``invalid_path``, the codes their checks give."""
+    problem = encoding_problem(change)
     if problem is not None:
-        return "invalid_change", problem
+        return problem
     if _holds_nul(change.id):
         return "invalid_id", f"id {change.id!r} is not a uuid"
     if _holds_nul(change.path):

@@ -39,6 +39,7 @@ RELEASED = {
     "20261122001500_realtime_publication_scope.sql": "9bc71b683689728b",
     "20261122001600_purge_tombstones_owner_bound.sql": "d6d04f82296b8191",
     "20261122001700_refuse_truncate.sql": "c6eaa4935d52426f",
+    "20261122001800_meta_clients_hold.sql": "c8c984ff5c8cc6f6",
 }
 
 

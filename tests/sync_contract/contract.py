@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, cast
 
@@ -31,6 +33,8 @@ from sync.remote import (
     MAX_CONTENT_BYTES,
     MAX_FETCH_IDS,
     MAX_MATCH_PROBES,
+    MAX_META_DEPTH,
+    MAX_META_INT_DIGITS,
     PULL_PAGE_BYTES,
     AncestryRemote,
     Change,
@@ -66,6 +70,26 @@ POISONS = {
     "deep": "nested deeper than",  # 2,000 levels of arrays: json's recursion limit
     "infinite": "out of a double's range",  # 9…9.5 (400 nines): reads as infinity
 }
+
+
+def nested(levels: int) -> dict[str, Any]:
+    """A meta ``levels`` deep (the meta object is level 1, as the clients count)."""
+    inner: Any = []
+    for _ in range(levels - 2):
+        inner = [inner]
+    return {"n": inner}
+
+
+@contextmanager
+def any_int_digits() -> Iterator[None]:
+    """Let this interpreter's json write integers of any length (the default stops at 4,300
+    digits), as a client in another language sends them."""
+    old = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        yield
+    finally:
+        sys.set_int_max_str_digits(old)
 
 
 def sha(text: str) -> str:
@@ -369,6 +393,47 @@ class RemoteContract:
         assert "content_hash" in (results[0].message or "")
         (row,) = pull_all(alice.remote)[0]
         assert row.content_hash == "é" * 128
+
+    @pytest.mark.parametrize(
+        "bad,problem,fix",
+        [
+            (nested(MAX_META_DEPTH + 1), "nested deeper than 64 levels", "flatten it"),
+            (nested(70), "nested deeper than 64 levels", "flatten it"),
+            ({"n": -(10**MAX_META_INT_DIGITS)}, "integer of more than 4300 digits", "string"),
+        ],
+        ids=["65-levels", "70-levels", "4301-digits"],
+    )
+    def test_a_meta_other_devices_cannot_read_is_refused_as_invalid_meta(
+        self, alice: Writer, alice2: Writer, bad: dict[str, Any], problem: str, fix: str
+    ) -> None:
+        # Stored, such a meta was parked as invalid_remote by every other device, and the device
+        # that pushed it was told `applied`. It is that change's rejection; at the limits (64
+        # levels, 4,300 digits) a meta goes up and every device reads it.
+        refused = alice.change(meta=bad)
+        at_limits = alice.change(meta=nested(MAX_META_DEPTH) | {"i": 10**MAX_META_INT_DIGITS - 1})
+        with any_int_digits():
+            results = alice.push(refused, at_limits)
+        assert [(r.status, r.code) for r in results] == [
+            ("rejected", "invalid_meta"),
+            ("applied", None),
+        ]
+        message = results[0].message or ""
+        assert problem in message and fix in message, message
+        (row,) = pull_all(alice2.remote)[0]
+        assert (row.id, row.unreadable, row.meta) == (at_limits.id, None, at_limits.meta)
+
+    def test_a_meta_too_deep_for_json_to_encode_is_refused_alone(self, alice: Writer) -> None:
+        # json encodes one level per C frame: 2,000 levels raised RecursionError out of push
+        # (the whole batch, on every retry). The client answers it unsent, as the server would.
+        deep = alice.change(meta=nested(2000))
+        fine = alice.change()
+        results = alice.push(deep, fine)
+        assert [(r.op_id, r.status, r.code) for r in results] == [
+            (deep.op_id, "rejected", "invalid_meta"),
+            (fine.op_id, "applied", None),
+        ]
+        assert "flatten it" in (results[0].message or "")
+        assert [r.id for r in pull_all(alice.remote)[0]] == [fine.id]
 
     @pytest.mark.parametrize("device", ["d" * 129, ""])
     def test_a_device_name_over_128_characters_fails_the_call(
