@@ -697,7 +697,8 @@ class ServicePlan:
     # made 0600 before it does: launchd would create it 0666 less its umask.
     output: Path | None = None
     # Run before ``enable``, failures ignored (nothing loaded yet): unloads what an earlier
-    # install loaded, which ``enable`` would refuse (launchctl bootstrap of a loaded label).
+    # install loaded, which ``enable`` would refuse (launchctl bootstrap of a loaded label),
+    # or stops the daemon an earlier install started (Windows).
     stop_first: list[list[str]] = field(default_factory=list)
     # What the user should know about the service as planned ('' when nothing): `service
     # install` prints it.
@@ -791,10 +792,25 @@ def _task_plan(settings: Settings, home_arg: str | None, suffix: str) -> Service
         "schtasks",
         path,
         render_task_xml(daemon_args(program, home_arg), windows_user()),
-        [["schtasks", "/Create", "/TN", name, "/XML", str(path), "/F"]],
+        # /Run after /Create: /Create alone started nothing before the next logon, while
+        # install said "enabled and started".
+        [
+            ["schtasks", "/Create", "/TN", name, "/XML", str(path), "/F"],
+            ["schtasks", "/Run", "/TN", name],
+        ],
         [["schtasks", "/Delete", "/TN", name, "/F"]],
         shutil.which("schtasks") is not None,
         warning="" if program != [console] else _console_task_warning(console),
+        stop_first=[
+            # A re-install (an upgrade) left the old daemon running. Stopped through its control
+            # API (outbox flushed, index closed, lock released), not by `schtasks /End` alone,
+            # which is TerminateProcess.
+            [*daemon_args(console, home_arg), "--stop"],
+            # Then the task's instance: under IgnoreNew a /Run while the stopped daemon is still
+            # exiting is ignored. It kills only what the clean stop left (one that did not
+            # stop within STOP_TIMEOUT_S); nothing when no instance runs (its error ignored).
+            ["schtasks", "/End", "/TN", name],
+        ],
     )
 
 

@@ -38,6 +38,7 @@ from .conftest import REPO, home_settings, process_holding_home_lock
 
 PACKAGING = REPO / "packaging"
 LOCALSTORE = str(Path(sys.executable).with_name("localstore"))
+_OFFLINE = {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
 _TASK_NS = {"t": "http://schemas.microsoft.com/windows/2004/02/mit/task"}
 
 
@@ -329,3 +330,24 @@ def test_systemd_reads_back_the_exact_path_the_installer_wrote(tmp_path: Path, n
     # Accepted, or refused for its characters (systemd allows none of `\\ ' "` in an
     # executable's name, unlike in an argument such as the home): either way it read our path.
     assert done.returncode == 0 or f"special characters: {exe}\n" in done.stderr, done.stderr
+
+
+def test_the_windows_install_stop_command_stops_this_homes_daemon_cleanly(
+    spawn_daemon, tmp_path: Path
+) -> None:
+    """What `service install` runs on Windows before /Create and /Run, run for real: the
+    daemon of this home stops through its control API (exit 0, a clean shut-down in its log);
+    run again with none running it succeeds too (a first install)."""
+    home = tmp_path / "w h"
+    d = spawn_daemon(home, env=_OFFLINE)
+    d.wait_ready()
+    stop = service_plan(home_settings(home), str(home), platform="win32").stop_first[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
+    done = subprocess.run(stop, capture_output=True, text=True, env={**env, **_OFFLINE}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert d.proc.wait(15) == 0
+    assert "daemon stopping" in (home / "state" / "daemon.log").read_text()
+    again = subprocess.run(
+        stop, capture_output=True, text=True, env={**env, **_OFFLINE}, timeout=60
+    )
+    assert again.returncode == 0 and "no daemon runs" in again.stdout, again.stderr

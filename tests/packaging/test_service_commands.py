@@ -139,3 +139,28 @@ def test_pip_makes_a_windowless_script_of_the_same_main() -> None:
     """`[project.gui-scripts]`: on Windows pip writes `localstorew.exe` without a console."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert project["gui-scripts"] == {"localstorew": project["scripts"]["localstore"]}
+
+
+def test_windows_install_stops_the_running_daemon_cleanly_then_runs_the_task(
+    home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Install only ran `schtasks /Create ... /F` and printed "enabled and started": nothing
+    started until the next logon, and on a re-install (an upgrade) the old daemon ran on. The
+    daemon is now stopped first through its control API (`daemon --stop`: outbox flushed, index
+    closed; `schtasks /End` is TerminateProcess), then the task's instance is ended (so /Run is
+    not ignored under IgnoreNew while it exits), and /Run starts it after /Create."""
+    scripts = _scripts(tmp_path / "Scripts", "localstore.exe", "localstorew.exe")
+    console = str(scripts / "localstore.exe")
+    monkeypatch.setattr(cli_daemon, "_executable", lambda: console)
+    plan = service_plan(load_settings(home=home, environ={}), str(home), platform="win32")
+    name = "LocalStore daemon" + cli_daemon.service_suffix(
+        load_settings(home=home, environ={}), str(home)
+    )
+    assert plan.stop_first == [
+        [console, "--home", str(home), "daemon", "--stop"],
+        ["schtasks", "/End", "/TN", name],
+    ]
+    assert plan.enable == [
+        ["schtasks", "/Create", "/TN", name, "/XML", str(plan.path), "/F"],
+        ["schtasks", "/Run", "/TN", name],
+    ]
