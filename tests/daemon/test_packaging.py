@@ -73,7 +73,7 @@ def test_packaged_samples_are_what_the_installer_writes() -> None:
         ["/usr/local/bin/localstore", "daemon"], "/tmp/LocalStore"
     )
     assert (PACKAGING / "localstore-task.xml").read_text(encoding="utf-16") == render_task_xml(
-        [r"%LOCALAPPDATA%\Programs\LocalStore\localstore.exe", "daemon"]
+        [r"%LOCALAPPDATA%\Programs\LocalStore\localstorew.exe", "daemon"]
     )
 
 
@@ -232,6 +232,10 @@ def test_pyinstaller_binary_runs_init_save_ls(tmp_path: Path) -> None:
         )
 
     assert run("--version").stdout.strip() == "localstore 0.1.0"
+    windowless = subprocess.run(
+        [str(binary.with_name("localstorew")), "--version"], capture_output=True, text=True
+    )
+    assert windowless.stdout.strip() == "localstore 0.1.0"
     home = str(tmp_path / "home")
     assert run("--home", home, "init").returncode == 0
     saved = run("--home", home, "save", "team/hello", "-f", "-", stdin="steps: [a, b]\n")
@@ -351,3 +355,26 @@ def test_the_windows_install_stop_command_stops_this_homes_daemon_cleanly(
         stop, capture_output=True, text=True, env={**env, **_OFFLINE}, timeout=60
     )
     assert again.returncode == 0 and "no daemon runs" in again.stdout, again.stderr
+
+
+def _spec_executables() -> dict[str, bool]:
+    """The one-file programs packaging/localstore.spec builds: name -> console."""
+    import ast
+
+    tree = ast.parse((PACKAGING / "localstore.spec").read_text())
+    out = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "EXE":
+            kw = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg}
+            out[kw["name"]] = kw["console"]
+    return out
+
+
+def test_the_one_file_build_has_a_windowless_program_for_the_service() -> None:
+    """The one-file build was `localstore.exe` only, console=True: the task that `service
+    install` wrote from it opened a console window at each logon, which stopped the daemon
+    when closed. `localstorew.exe` (console=False) beside it is the one the task runs."""
+    assert _spec_executables() == {"localstore": True, "localstorew": False}
+    sample = ET.parse(PACKAGING / "localstore-task.xml").getroot()
+    command = sample.findtext("t:Actions/t:Exec/t:Command", namespaces=_TASK_NS) or ""
+    assert command.endswith("\\localstorew.exe")
