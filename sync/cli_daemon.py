@@ -480,9 +480,11 @@ def service_suffix(settings: Settings | None, home: str | None) -> str:
     return "-" + hashlib.sha256(str(settings.paths.state.parent).encode()).hexdigest()[:8]
 
 
-def daemon_args(executable: str, home: str | None) -> list[str]:
-    """The daemon's command line as a service runs it."""
-    return [executable, *(["--home", home] if home else []), "daemon"]
+def daemon_args(program: str | list[str], home: str | None) -> list[str]:
+    """The daemon's command line as a service runs it (``program``: a command, or an
+    interpreter and its arguments)."""
+    command = [program] if isinstance(program, str) else program
+    return [*command, *(["--home", home] if home else []), "daemon"]
 
 
 # What platformdirs reads (absolute paths only) to place the default home's folders, on Linux and,
@@ -695,8 +697,12 @@ class ServicePlan:
     # made 0600 before it does: launchd would create it 0666 less its umask.
     output: Path | None = None
     # Run before ``enable``, failures ignored (nothing loaded yet): unloads what an earlier
-    # install loaded, which ``enable`` would refuse (launchctl bootstrap of a loaded label).
+    # install loaded, which ``enable`` would refuse (launchctl bootstrap of a loaded label),
+    # or stops the daemon an earlier install started (Windows).
     stop_first: list[list[str]] = field(default_factory=list)
+    # What the user should know about the service as planned ('' when nothing): `service
+    # install` prints it.
+    warning: str = ""
 
 
 def _executable() -> str:
@@ -770,19 +776,71 @@ def service_plan(settings: Settings, home: str | None, platform: str = sys.platf
             stop_first=bootout,
         )
     if platform in ("win32", "cygwin"):
-        path = settings.paths.config / f"localstore-task{suffix}.xml"
-        name = TASK_NAME + suffix
-        return ServicePlan(
-            "schtasks",
-            path,
-            render_task_xml(args, windows_user()),
-            [["schtasks", "/Create", "/TN", name, "/XML", str(path), "/F"]],
-            [["schtasks", "/Delete", "/TN", name, "/F"]],
-            shutil.which("schtasks") is not None,
-        )
+        return _task_plan(settings, home_arg, suffix)
     raise click.ClickException(
         f"no service manager is supported on {platform}; run `localstore daemon` from your "
         "session's startup instead"
+    )
+
+
+def _task_plan(settings: Settings, home_arg: str | None, suffix: str) -> ServicePlan:
+    console = _executable()
+    program = windowless_command(console)
+    path = settings.paths.config / f"localstore-task{suffix}.xml"
+    name = TASK_NAME + suffix
+    return ServicePlan(
+        "schtasks",
+        path,
+        render_task_xml(daemon_args(program, home_arg), windows_user()),
+        # /Run after /Create: /Create alone started nothing before the next logon, while
+        # install said "enabled and started".
+        [
+            ["schtasks", "/Create", "/TN", name, "/XML", str(path), "/F"],
+            ["schtasks", "/Run", "/TN", name],
+        ],
+        [["schtasks", "/Delete", "/TN", name, "/F"]],
+        shutil.which("schtasks") is not None,
+        warning="" if program != [console] else _console_task_warning(console),
+        stop_first=[
+            # A re-install (an upgrade) left the old daemon running. Stopped through its control
+            # API (outbox flushed, index closed, lock released), not by `schtasks /End` alone,
+            # which is TerminateProcess.
+            [*daemon_args(console, home_arg), "--stop"],
+            # Then the task's instance: under IgnoreNew a /Run while the stopped daemon is still
+            # exiting is ignored. It kills only what the clean stop left (one that did not
+            # stop within STOP_TIMEOUT_S); nothing when no instance runs (its error ignored).
+            ["schtasks", "/End", "/TN", name],
+        ],
+    )
+
+
+def windowless_command(console: str, interpreter: str = sys.executable) -> list[str]:
+    """The program a Windows task runs the daemon with: one that opens no console window.
+
+    ``console`` (`localstore.exe`) is a console program: run by Task Scheduler at logon it
+    opened a console window, and closing that window ended the daemon (the task's ``Hidden``
+    hides it in Task Scheduler's list, not its window). pip makes `localstorew.exe`, a GUI
+    launcher of the same main ([project.gui-scripts]), beside it, and the one-file build a
+    `localstorew.exe` beside `localstore.exe`. Without one (an install from before it, an
+    editable one), ``interpreter``'s pythonw.exe runs the package; with neither, ``console``.
+    """
+    script = Path(console)
+    gui = script.with_name(f"{script.stem}w{script.suffix}")
+    if gui.exists():
+        return [str(gui)]
+    pythonw = Path(interpreter).with_name("pythonw.exe")
+    # (Frozen, the interpreter is the binary itself: a pythonw.exe beside it is not ours.)
+    if not getattr(sys, "frozen", False) and pythonw.exists():
+        return [str(pythonw), "-m", "localstore"]
+    return [console]
+
+
+def _console_task_warning(console: str) -> str:
+    return (
+        f"found no windowless localstore program (localstorew.exe beside {console}, or "
+        "pythonw.exe beside this Python): the task runs the console program, which opens a "
+        "console window at each logon, and closing that window stops the daemon; reinstall "
+        "localstore with pip (it makes localstorew.exe), then run `service install` again"
     )
 
 
@@ -935,6 +993,8 @@ def service_install(ctx: CliContext, no_enable: bool) -> None:
             click.echo(f"  {c}")
 
     ctx.emit(out, human)
+    if plan.warning:
+        _warn(ctx, plan.warning, "")
     if "results" in out and not out["enabled"]:
         raise SystemExit(EXIT_ERROR)
 

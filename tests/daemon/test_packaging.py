@@ -38,6 +38,7 @@ from .conftest import REPO, home_settings, process_holding_home_lock
 
 PACKAGING = REPO / "packaging"
 LOCALSTORE = str(Path(sys.executable).with_name("localstore"))
+_OFFLINE = {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
 _TASK_NS = {"t": "http://schemas.microsoft.com/windows/2004/02/mit/task"}
 
 
@@ -72,7 +73,7 @@ def test_packaged_samples_are_what_the_installer_writes() -> None:
         ["/usr/local/bin/localstore", "daemon"], "/tmp/LocalStore"
     )
     assert (PACKAGING / "localstore-task.xml").read_text(encoding="utf-16") == render_task_xml(
-        [r"%LOCALAPPDATA%\Programs\LocalStore\localstore.exe", "daemon"]
+        [r"%LOCALAPPDATA%\Programs\LocalStore\localstorew.exe", "daemon"]
     )
 
 
@@ -231,6 +232,10 @@ def test_pyinstaller_binary_runs_init_save_ls(tmp_path: Path) -> None:
         )
 
     assert run("--version").stdout.strip() == "localstore 0.1.0"
+    windowless = subprocess.run(
+        [str(binary.with_name("localstorew")), "--version"], capture_output=True, text=True
+    )
+    assert windowless.stdout.strip() == "localstore 0.1.0"
     home = str(tmp_path / "home")
     assert run("--home", home, "init").returncode == 0
     saved = run("--home", home, "save", "team/hello", "-f", "-", stdin="steps: [a, b]\n")
@@ -329,3 +334,47 @@ def test_systemd_reads_back_the_exact_path_the_installer_wrote(tmp_path: Path, n
     # Accepted, or refused for its characters (systemd allows none of `\\ ' "` in an
     # executable's name, unlike in an argument such as the home): either way it read our path.
     assert done.returncode == 0 or f"special characters: {exe}\n" in done.stderr, done.stderr
+
+
+def test_the_windows_install_stop_command_stops_this_homes_daemon_cleanly(
+    spawn_daemon, tmp_path: Path
+) -> None:
+    """What `service install` runs on Windows before /Create and /Run, run for real: the
+    daemon of this home stops through its control API (exit 0, a clean shut-down in its log);
+    run again with none running it succeeds too (a first install)."""
+    home = tmp_path / "w h"
+    d = spawn_daemon(home, env=_OFFLINE)
+    d.wait_ready()
+    stop = service_plan(home_settings(home), str(home), platform="win32").stop_first[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
+    done = subprocess.run(stop, capture_output=True, text=True, env={**env, **_OFFLINE}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert d.proc.wait(15) == 0
+    assert "daemon stopping" in (home / "state" / "daemon.log").read_text()
+    again = subprocess.run(
+        stop, capture_output=True, text=True, env={**env, **_OFFLINE}, timeout=60
+    )
+    assert again.returncode == 0 and "no daemon runs" in again.stdout, again.stderr
+
+
+def _spec_executables() -> dict[str, bool]:
+    """The one-file programs packaging/localstore.spec builds: name -> console."""
+    import ast
+
+    tree = ast.parse((PACKAGING / "localstore.spec").read_text())
+    out = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "EXE":
+            kw = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg}
+            out[kw["name"]] = kw["console"]
+    return out
+
+
+def test_the_one_file_build_has_a_windowless_program_for_the_service() -> None:
+    """The one-file build was `localstore.exe` only, console=True: the task that `service
+    install` wrote from it opened a console window at each logon, which stopped the daemon
+    when closed. `localstorew.exe` (console=False) beside it is the one the task runs."""
+    assert _spec_executables() == {"localstore": True, "localstorew": False}
+    sample = ET.parse(PACKAGING / "localstore-task.xml").getroot()
+    command = sample.findtext("t:Actions/t:Exec/t:Command", namespaces=_TASK_NS) or ""
+    assert command.endswith("\\localstorew.exe")

@@ -16,8 +16,11 @@ from sync.control import ControlRequestError
 from sync.embed import daemon_running, lock_holder, read_state
 from sync.errors import AccountMismatchError
 from sync.supabase_remote import login, logout, remote_from_settings
+from tests.conftest import run_cli
 
 from .conftest import PASSWORD, eventually, home_settings, log_in, new_email, write_external
+
+OFFLINE = {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
 
 
 def test_daemon_streams_edits_syncs_and_stops_on_sigterm(cloud, spawn_daemon, tmp_path) -> None:
@@ -163,3 +166,31 @@ def test_logout_and_another_users_login_while_the_daemon_runs(cloud, spawn_daemo
         "a/diary.blueprint.yaml",
     ]
     assert d.stop() == 0
+
+
+# What pythonw.exe and a windowed (console=False) build give the daemon of the Windows task: no
+# standard streams, sys.stdout and sys.stderr None and their descriptors not open.
+_NO_STD_STREAMS = "import os, sys\nos.close(1)\nos.close(2)\nsys.stdout = sys.stderr = None"
+
+
+@pytest.mark.parametrize("extra", [("--no-stderr",), ()])
+def test_a_daemon_without_stdout_and_stderr_runs_and_stops_cleanly(
+    spawn_daemon, tmp_path, extra
+) -> None:
+    """The task runs `localstorew daemon --no-stderr` (or `pythonw -m localstore`), whose
+    sys.stdout and sys.stderr are None: the daemon starts, serves, logs to daemon.log and stops
+    through `daemon --stop` with exit 0, with no traceback anywhere (without --no-stderr too, as
+    a person running `localstorew daemon` gets)."""
+    home = tmp_path / "w"
+    d = spawn_daemon(home, *extra, env=OFFLINE, prelude=_NO_STD_STREAMS)
+    d.wait_ready()
+    # The null device in their place, not the first file the daemon opened (its lock, its log),
+    # which a process it starts would take for its stdout and write into.
+    for fd in (1, 2):
+        assert os.readlink(f"/proc/{d.proc.pid}/fd/{fd}") == os.devnull
+    stop = run_cli(home, "daemon", "--stop", env=OFFLINE)
+    assert stop.returncode == 0, stop.stderr
+    assert d.proc.wait(15) == 0, d.output()
+    log = (home / "state" / "daemon.log").read_text()
+    assert "daemon stopping" in log and "Traceback" not in log
+    assert d.output() == ""  # (its closed streams wrote nothing to the file the test gave them)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tomllib
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from click.testing import CliRunner
 from localstore.cli import cli
 from localstore.config import Settings, load_settings
 from sync import cli_daemon
-from sync.cli_daemon import service_plan
+from sync.cli_daemon import service_plan, windowless_command
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -77,3 +80,87 @@ def test_install_goes_on_when_there_was_nothing_to_stop(
     assert out["enabled"] is True
     assert [r["rc"] for r in out["stopped"]] == [1]
     assert [r["rc"] for r in out["results"]] == [0]
+
+
+def _scripts(folder: Path, *names: str) -> Path:
+    """``folder`` holding empty files named ``names`` (where pip puts the scripts)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(b"")
+    return folder
+
+
+def test_the_windows_task_runs_the_windowless_script_beside_the_console_one(tmp_path: Path) -> None:
+    """The task ran `localstore.exe`, a console program: a console window opened at every logon,
+    and closing it ended the daemon (`<Hidden>` hides the task in Task Scheduler, not a window).
+    pip makes `localstorew.exe`, a GUI-subsystem launcher of the same main, beside it."""
+    scripts = _scripts(tmp_path / "Scripts", "localstore.exe", "localstorew.exe")
+    python = _scripts(tmp_path / "Python", "python.exe", "pythonw.exe") / "python.exe"
+    assert windowless_command(str(scripts / "localstore.exe"), str(python)) == [
+        str(scripts / "localstorew.exe")
+    ]
+
+
+def test_without_the_windowless_script_the_task_runs_pythonw(tmp_path: Path) -> None:
+    """An install without `localstorew.exe` (one made before it existed, an editable one in a
+    checkout): this interpreter's pythonw.exe, which opens no console, runs the package."""
+    scripts = _scripts(tmp_path / "Scripts", "localstore.exe")
+    python = _scripts(tmp_path / "Python", "python.exe", "pythonw.exe") / "python.exe"
+    assert windowless_command(str(scripts / "localstore.exe"), str(python)) == [
+        str(python.with_name("pythonw.exe")),
+        "-m",
+        "localstore",
+    ]
+
+
+def test_with_no_windowless_program_install_says_a_console_window_will_show(
+    home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Neither is there: the console script, and `service install` says what that means (a
+    window at each logon that stops the daemon when closed) rather than nothing."""
+    console = _scripts(tmp_path / "bin", "localstore.exe") / "localstore.exe"
+    monkeypatch.setattr(cli_daemon, "_executable", lambda: str(console))
+    plan = service_plan(load_settings(home=home, environ={}), str(home), platform="win32")
+    assert f"<Command>{console}</Command>" in plan.text
+    assert "console window" in plan.warning and "localstorew" in plan.warning
+
+
+def test_the_task_xml_names_the_windowless_program(
+    home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    scripts = _scripts(tmp_path / "Scripts", "localstore.exe", "localstorew.exe")
+    monkeypatch.setattr(cli_daemon, "_executable", lambda: str(scripts / "localstore.exe"))
+    plan = service_plan(load_settings(home=home, environ={}), str(home), platform="win32")
+    assert f"<Command>{scripts / 'localstorew.exe'}</Command>" in plan.text
+    assert plan.warning == ""
+
+
+def test_pip_makes_a_windowless_script_of_the_same_main() -> None:
+    """`[project.gui-scripts]`: on Windows pip writes `localstorew.exe` without a console."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["gui-scripts"] == {"localstorew": project["scripts"]["localstore"]}
+
+
+def test_windows_install_stops_the_running_daemon_cleanly_then_runs_the_task(
+    home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Install only ran `schtasks /Create ... /F` and printed "enabled and started": nothing
+    started until the next logon, and on a re-install (an upgrade) the old daemon ran on. The
+    daemon is now stopped first through its control API (`daemon --stop`: outbox flushed, index
+    closed; `schtasks /End` is TerminateProcess), then the task's instance is ended (so /Run is
+    not ignored under IgnoreNew while it exits), and /Run starts it after /Create."""
+    scripts = _scripts(tmp_path / "Scripts", "localstore.exe", "localstorew.exe")
+    console = str(scripts / "localstore.exe")
+    monkeypatch.setattr(cli_daemon, "_executable", lambda: console)
+    plan = service_plan(load_settings(home=home, environ={}), str(home), platform="win32")
+    name = "LocalStore daemon" + cli_daemon.service_suffix(
+        load_settings(home=home, environ={}), str(home)
+    )
+    assert plan.stop_first == [
+        [console, "--home", str(home), "daemon", "--stop"],
+        ["schtasks", "/End", "/TN", name],
+    ]
+    assert plan.enable == [
+        ["schtasks", "/Create", "/TN", name, "/XML", str(plan.path), "/F"],
+        ["schtasks", "/Run", "/TN", name],
+    ]

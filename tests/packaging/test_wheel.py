@@ -403,3 +403,24 @@ def test_service_install_refuses_a_command_it_cannot_find(built: Built) -> None:
     assert done.returncode == 1, done.stdout + done.stderr
     assert "cannot find the localstore command" in done.stderr
     assert not (config / "systemd").exists()
+
+
+def test_the_windows_task_of_the_installed_package_runs_its_windowless_script(
+    built: Built,
+) -> None:
+    """pip installs the `localstorew` GUI script beside `localstore` (on Windows a launcher
+    without a console: the task's console window closed the daemon with it), and the task the
+    installed package plans runs it, with the daemon's arguments."""
+    gui = built.localstore.with_name("localstorew")
+    version = _ok(_run([gui, "--version"], cwd=built.outside, env=_clean_env()))
+    assert version.stdout.startswith("localstore ")
+    code = (
+        "import sys; from localstore.config import load_settings; "
+        "from sync.cli_daemon import service_plan; home = sys.argv[1]; "
+        "print(service_plan(load_settings(home=home, environ={}), home, 'win32').text)"
+    )
+    home = built.outside / "task home"
+    env = _clean_env(XDG_CONFIG_HOME=str(built.outside / "task-config"))
+    text = _ok(_run([built.python, "-c", code, home], cwd=built.outside, env=env)).stdout
+    assert f"<Command>{gui}</Command>" in text
+    assert f'<Arguments>--home "{home}" daemon --no-stderr</Arguments>' in text
