@@ -145,4 +145,3 @@ def process_alive(pid: int) -> bool:
     """Whether a process with this pid runs in this process's pid namespace (this process
     included; one of another user's is taken to be running, a zombie is not)."""
     return pid == os.getpid() or pid_alive(pid)
-    return True

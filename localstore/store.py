@@ -25,7 +25,7 @@ import time
 import unicodedata
 import warnings
 import weakref
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -848,15 +848,17 @@ class BlueprintStore:
         Returns a function that takes the hook back (idempotent; nothing once the store closes):
         a component that stops before the store calls it, or every stopped one stays reachable
         from the store until it closes. Raises StoreClosedError after close() (the hook would
-        never run), InvalidInputError for a callback that is not callable.
+        never run), InvalidInputError for a callback that is not callable. Against a close()
+        on another thread, the hook either runs in that close() or this call raises
+        StoreClosedError: it is never accepted and then skipped.
         """
-        self._check_open()
         if not callable(callback):
             raise wrong_type(
                 "a close hook", callback, "callable", hint="pass a function taking no arguments"
             )
         entry = _CloseHook(callback)
-        self._on_close.append(entry)
+        with self._while_open():
+            self._on_close.append(entry)
 
         def remove() -> None:
             with self._close_lock:
@@ -933,6 +935,20 @@ class BlueprintStore:
             ) from exc
         return start_sync(self, **engine_kwargs)  # (it hooks the handle's stop to close())
 
+    @contextlib.contextmanager
+    def _while_open(self) -> Iterator[None]:
+        """Hold the close lock with the store open, or raise StoreClosedError.
+
+        close() marks the store closed under this lock before it forgets the subscribers and
+        copies the close hooks, so what the block adds is in place by then. Checked without it
+        first, the add raced close(): a hook added after that copy never ran, a subscriber added
+        after the forgetting stayed on the closed store.
+        """
+        self._check_open()  # (first unlocked: in a forked child a parent's thread may hold it)
+        with self._close_lock:
+            self._check_open()
+            yield
+
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosedError("the store is closed", hint="open it again")
@@ -960,10 +976,12 @@ class BlueprintStore:
         the index lock: one thread's in its order, different threads' in no order with each
         other, so keep each blueprint's rev and ignore an event below it (see
         localstore.events). Raises InvalidInputError for a callback that is not callable or an
-        unknown kind, StoreClosedError after close().
+        unknown kind, StoreClosedError after close(). Against a close() on another thread, the
+        subscriber is either forgotten by that close() (as every other) or this call raises
+        StoreClosedError: a closed store keeps none.
         """
-        self._check_open()
-        return self.events.subscribe(callback, kinds=kinds)
+        with self._while_open():
+            return self.events.subscribe(callback, kinds=kinds)
 
     # -- paths and refs ----------------------------------------------------------------------------
 

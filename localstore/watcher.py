@@ -95,6 +95,8 @@ DEFAULT_WRITE_QUIET_MS = 1000
 DEFAULT_BATCH_SIZE = 500
 HEALTH_CHECK_S = 2.0
 FENCE_RELAY_S = 5.0
+# How long stopping for the store's close waits for the watcher's threads.
+CLOSE_JOIN_S = 10.0
 MAX_DELETE_HOLD_S = 5.0
 # Ingest failures of one path (a full disk, a locked or read-only index, an unreadable file): the
 # retries wait RETRY_S[0] doubling up to RETRY_S[1]; after MAX_FAILURES tries the path is given
@@ -527,7 +529,14 @@ class Watcher:
         self._rescan_wanted = "start"
         self._worker = threading.Thread(target=self._run, name="localstore-watcher", daemon=True)
         self._worker.start()
-        self._unhook_close = self.store.on_close(self._on_store_close)
+        try:
+            self._unhook_close = self.store.on_close(self._on_store_close)
+        except StoreClosedError:
+            # Closed by another thread since the check above: its hooks ran without this one,
+            # and nothing else would ever stop the threads just started (nor free the mark).
+            self.stop()
+            self.join(CLOSE_JOIN_S)
+            raise
 
     def _start_observer(self) -> Any:
         # watchdog 7 drops EACCES from inotify_add_watch (InotifyFD._raise_error returns for
@@ -591,7 +600,7 @@ class Watcher:
 
     def _on_store_close(self) -> None:
         self.stop()
-        self.join(10)
+        self.join(CLOSE_JOIN_S)
 
     def _require_running(self) -> None:
         if self._state is not WatcherState.RUNNING:

@@ -627,8 +627,12 @@ class EmbeddedSync:
     def _go_offline(self, reason: str, exc: BaseException) -> None:
         if reason != self.offline:
             log.warning("sync is off: %s", exc)
-        self.offline = reason
-        self._offline_hint = offline_hint(reason, exc)
+        hint = offline_hint(reason, exc)
+        # Both at once, under the mutex status() reads them under: set one after the other, a
+        # status read between showed the new reason with the old one's hint (a misconfigured
+        # project with "log in", for a person who just had).
+        with self._mutex:
+            self.offline, self._offline_hint = reason, hint
 
     def _follow_pause(self) -> None:
         """Follow a pause or resume another process recorded for the home (the CLI)."""

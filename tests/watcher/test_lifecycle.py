@@ -200,3 +200,27 @@ def test_dead_reader_thread_is_restarted(
     assert w.stats.restarts == 1
     assert w.wait_idle()
     assert [(e.kind, e.path) for e in recorder.take()] == [("created", "after.blueprint.yaml")]
+
+
+def test_a_store_closed_while_the_watcher_starts_leaves_no_thread(
+    make_store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """start() registers its close hook last, once its threads run: a store closed by another
+    thread just before (an app quitting while its watcher starts) refused the hook, and start()
+    raised StoreClosedError with the observer's threads and the home's watch mark left behind,
+    for the life of the process (nothing stops a watcher that never ran)."""
+    store = make_store()
+    register = store.on_close
+
+    def closed_just_before(hook):  # (fault injection: the close lands at this exact point)
+        store.close()
+        return register(hook)
+
+    monkeypatch.setattr(store, "on_close", closed_just_before)
+    w = Watcher(store)
+    with pytest.raises(StoreClosedError):
+        w.start()
+    observer = w._observer
+    assert observer is not None and not observer.is_alive()
+    w.join(10)
+    assert w.state is WatcherState.STOPPED
