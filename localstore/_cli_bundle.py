@@ -240,9 +240,10 @@ def import_cmd(
                 "proves who wrote it (--require-encrypted refuses such bundles)",
                 err=True,
             )
-        passphrase = _passphrase(confirm=False) if encrypted else None
-        # (--dry-run too: it may stage the bundle's files in the home's cache.)
-        store = ctx.store(writes="import a bundle")
+        with _nothing_imported_on_ctrl_c(dry_run):
+            passphrase = _passphrase(confirm=False) if encrypted else None
+            # (--dry-run too: it may stage the bundle's files in the home's cache.)
+            store = ctx.store(writes="import a bundle")
         merger = _sync_merger() if on_conflict == "merge" else None
         with _progress_bars() as bars:
             progress = _ImportProgress(bars)
@@ -283,6 +284,21 @@ class _ImportProgress:
             self.done, self.total = done, total
         if self._bars is not None:
             self._bars(phase, done, total)
+
+
+@contextmanager
+def _nothing_imported_on_ctrl_c(dry_run: bool) -> Iterator[None]:
+    """Say that nothing was imported when Ctrl-C stops the passphrase prompt or the store's
+    opening: the command's generic "interrupted" left that to guess. (click's prompt turns the
+    KeyboardInterrupt into click.Abort; an Abort from EOF at the prompt stays click's.)"""
+    try:
+        yield
+    except KeyboardInterrupt:
+        _import_interrupted(_ImportProgress(None), dry_run)
+    except click.Abort as exc:
+        if not isinstance(exc.__context__, KeyboardInterrupt):
+            raise
+        _import_interrupted(_ImportProgress(None), dry_run)
 
 
 def _import_interrupted(progress: _ImportProgress, dry_run: bool) -> NoReturn:

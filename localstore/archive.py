@@ -1038,6 +1038,8 @@ class _Planner:
         self.released: set[str] = set()
         self.rules = fs.IgnoreRules.for_root(store.root)  # read once for the whole plan
         self.records = _records_version(store)
+        # The YAML text of each blueprint planned as its files hold it (None: it does not parse).
+        self.disk_text: dict[str, str | None] = {}
 
     def plan(self, entry: BundleEntry) -> ImportItem:
         bundle_path = self.bundle_path.get(entry.id, entry.path)
@@ -1047,7 +1049,7 @@ class _Planner:
         item._meta = entry.meta
         row = other = None
         if entry.id in self.known_ids:
-            row = _row(self.store, entry.id, include_deleted=True)
+            row = self._as_files_hold(_row(self.store, entry.id, include_deleted=True))
         if row is not None:
             self._plan_same_id(item, entry, row)
         else:
@@ -1112,7 +1114,20 @@ class _Planner:
         key = fs.path_key(entry.path)
         if key not in self.holders or key in self.released:
             return None
-        return _live_at(self.store, entry.path)
+        return self._as_files_hold(_live_at(self.store, entry.path))
+
+    def _as_files_hold(self, row: Row | None) -> Row | None:
+        """``row`` with what its files hold that the index has not recorded yet (an edit while no
+        watcher ran). An import records such edits before it plans (_record_edits_first); a dry
+        run may not, and compared the bundle with the index alone: a bundle of the indexed
+        version was "identical" to a blueprint edited since, and overwrite was not shown."""
+        if row is None:
+            return None
+        seen = self.store._as_if_recorded(row)
+        if seen is None:
+            return row
+        self.disk_text[row.id] = seen[1]
+        return seen[0]
 
     def waits_for(self, entry: BundleEntry) -> str | None:
         """The id of the blueprint to plan before this one: the holder of its path here, when the
@@ -1192,7 +1207,7 @@ class _Planner:
         had here): the move import would make once its new path is free. A cycle of such moves
         is finished by moving one of them aside; any other member would stay where it is."""
         entry = self.entries.get(bp_id)
-        row = _row(self.store, bp_id) if entry is not None else None
+        row = self._as_files_hold(_row(self.store, bp_id)) if entry is not None else None
         if entry is None or row is None or row.content_hash != _hash_as_saved(entry, row):
             return False
         return self._renamed(entry, row, self.store.history(bp_id))
@@ -1232,7 +1247,8 @@ class _Planner:
                 self._plan_move(item, entry, row)
             return
         history = self.store.history(row.id)
-        known = {r.content_hash for r in history}
+        # (With the row's own: in history once recorded, not yet when planned as the files hold it.)
+        known = {r.content_hash for r in history} | {row.content_hash}
         stale = incoming in known
         if not row.deleted and not stale and row.content_hash in entry.ancestors:
             # The bundle's version was made from the one here (the exporter's history holds it)
@@ -1364,23 +1380,23 @@ class _Planner:
 
     def _plan_merge(self, item: ImportItem, entry: BundleEntry, row: Row, reason: str) -> bool:
         assert self.merger is not None
-        local = self.store.load(row.id)
+        local_text, local_meta = self._local(row)
         # Checked before the merger sees it, not after the plan as the rest: a merge's text is
         # what gets saved, so the bundle's own was never checked, and its bytes went into
         # decode() (a non-UTF-8 YAML raised UnicodeDecodeError out of the import) and into a
         # caller's merger as they came.
         incoming = _check_entry_yaml(self.store, entry).decode("utf-8")
-        merged = self.merger(None, local.content, incoming)
+        merged = self.merger(None, local_text, incoming)
         if merged is None:
             return False
         try:
             parse_yaml(merged, self.store.limits)
         except (InvalidYAMLError, LimitExceededError):
             return False
-        tags = tuple(dict.fromkeys((*local.meta.tags, *entry.meta.tags)))
-        if _meta_too_big(local.meta.replace(tags=tags)):
+        tags = tuple(dict.fromkeys((*local_meta.tags, *entry.meta.tags)))
+        if _meta_too_big(local_meta.replace(tags=tags)):
             return False  # the united tags do not fit in a meta file: no clean merge
-        item._meta = local.meta.replace(tags=tags)
+        item._meta = local_meta.replace(tags=tags)
         item._content = merged.encode("utf-8")
         # Paths merge apart from content, as in sync: a rename at the source (a path this
         # blueprint never had here) is taken along when that path is free.
@@ -1393,6 +1409,17 @@ class _Planner:
             target = entry.path
         self._set(item, "merge", row.id, target, None, row.rev, reason)
         return True
+
+    def _local(self, row: Row) -> tuple[str, BlueprintMeta]:
+        """The text and meta a merge starts from: the files' when planned as they hold them (a
+        dry run reads them; load() would record them), else load()'s."""
+        if row.id not in self.disk_text:
+            local = self.store.load(row.id)
+            return local.content, local.meta
+        text = self.disk_text[row.id]
+        if text is None:  # it does not parse: the last good revision, as load() gives
+            text = self.store.load_revision(row.id, row.rev).content
+        return text, row.meta
 
     def _plan_keep_both(self, item: ImportItem, entry: BundleEntry, reason: str) -> None:
         copy_id = _copy_id(entry)
@@ -1504,6 +1531,21 @@ def _at_put_aside_paths(
 
 # ---------------------------------------------------------------------------------------------------
 # Applying
+
+
+def _record_edits_first(store: BlueprintStore, entries: Sequence[BundleEntry]) -> None:
+    """Commit what the files of the blueprints the bundle names (by id or path) hold that the
+    index has not recorded, before the plan compares the bundle with the index, as a save
+    does before it writes (BlueprintStore._record_edits_first).
+
+    Left to the saves, an edit made while no watcher ran was planned against as if absent: a
+    bundle of the indexed version was "unchanged (identical)" under every policy (overwrite
+    applied nothing), and one made from it an "update" whose save recorded the edit first and
+    then failed, blaming the import ("it changed here during the import")."""
+    rels = [e.path for e in entries] + [e.put_aside_from for e in entries if e.put_aside_from]
+    known, _ = _present(store, entries)
+    rels += [row.path for row in map(store.row_by_id, known) if row and not row.deleted]
+    store._record_edits_first(rels, ORIGIN, store._new_path_check())
 
 
 def _recorder(item: ImportItem) -> Callable[[Any, Any], None]:
@@ -1634,6 +1676,7 @@ def import_bundle(
         if not dry_run:
             # Before the plan, which then reads the records the import writes with each save.
             _ensure_schema(store)
+            _record_edits_first(store, bundle.entries)
         items = plan_import(store, bundle, on_conflict=on_conflict, merger=merger)
         _check_yaml(items, store)
         result = ImportResult(

@@ -2244,18 +2244,20 @@ class BlueprintStore:
                 continue
         self._judge_texts_ahead(texts)
 
-    def _record_edits_first(self, rels: Iterable[str], origin: str) -> None:
+    def _record_edits_first(
+        self, rels: Iterable[str], origin: str, new_files: Callable[[str], bool] | None = None
+    ) -> None:
         """Commit, before a write that replaces or removes the pairs at ``rels``, what they hold
-        that the index has not recorded (an edit, or a file where no live blueprint is): see
-        _record_first. Nothing for a remote write (it refuses an edit) or inside a caller's
-        transaction (reconcile keeps what a kill leaves set aside); a remote write's are judged
-        ahead instead (see _judge_unrecorded_ahead)."""
+        that the index has not recorded (an edit, or a file where no live blueprint is and
+        ``new_files`` passes the path): see _record_first. Nothing for a remote write (it
+        refuses an edit) or inside a caller's transaction (reconcile keeps what a kill leaves
+        set aside); a remote write's are judged ahead instead (see _judge_unrecorded_ahead)."""
         if self.index.write_open:
             return
         if origin == "remote":
-            self._judge_unrecorded_ahead(rels)
+            self._judge_unrecorded_ahead(rels, new_files)
             return
-        todo = self._unrecorded_paths(rels)
+        todo = self._unrecorded_paths(rels, new_files)
         if todo:
             self._commit_ingest(todo)
 
@@ -3242,6 +3244,47 @@ class BlueprintStore:
                 hint=f"read the file itself ({path}), or copy the home to a folder you may "
                 "write and open the copy (that records it); 'localstore check' lists such files",
             ) from None
+
+    def _as_if_recorded(self, row: Row) -> tuple[Row, str | None] | None:
+        """The row as recording the unrecorded edit of its files would make it, and the YAML
+        text they hold, recording nothing (a dry run's view: it may not write, and load()
+        records); None when its files hold no such edit, or the row is deleted.
+
+        A YAML that does not read or parse, or a meta file that does not decode, flags the row
+        (no text), as the recording would; a missing meta, or one naming another id, leaves the
+        recorded meta (as _as_files_hold). A new revision's number is the recorded one's + 1."""
+        yaml_abs = str(self.abspath(row.path))
+        if row.deleted or not self._edited_on_disk(row, yaml_abs):
+            return None
+        try:
+            data = fs.read_regular(yaml_abs, self.limits.max_bytes)
+            text = data.decode("utf-8")
+            check_yaml(data, self.limits)
+            meta = self._meta_file_of(row, yaml_abs[: -len(fs.YAML_SUFFIX)] + fs.META_SUFFIX)
+        except (OSError, UnicodeDecodeError, LocalStoreError) as exc:
+            why = exc.message if isinstance(exc, LocalStoreError) else str(exc)
+            return dataclasses.replace(row, flagged=why), None
+        chash = content_hash(data, meta)
+        if chash == row.content_hash:  # a touch, or only 'modified' changed: no revision
+            return dataclasses.replace(row, flagged=None), text
+        return dataclasses.replace(
+            row,
+            content_hash=chash,
+            yaml_sha256=sha256_hex(data),
+            meta_json=encode_meta(meta).decode("utf-8"),
+            created=meta.created,
+            flagged=None,
+            rev=row.rev + 1,
+        ), text
+
+    def _meta_file_of(self, row: Row, meta_abs: str) -> BlueprintMeta:
+        """The meta ``row``'s meta file holds, or the recorded one when it is missing or names
+        another id. Raises InvalidMetaError for a file that does not decode."""
+        try:
+            found = decode_meta(fs.read_regular(meta_abs, MAX_META_BYTES))
+        except FileNotFoundError:
+            return row.meta
+        return found if found.id == row.id else row.meta
 
     def _as_files_hold(self, row: Row, yaml_abs: str, meta_abs: str, *, gone: bool) -> Blueprint:
         """load() on a read-only store of a blueprint whose files changed after the index's last

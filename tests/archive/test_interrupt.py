@@ -15,7 +15,7 @@ import localstore
 from localstore import archive
 from tests.conftest import run_cli
 
-from .conftest import StoreFactory, populate, tree
+from .conftest import FAST_SCRYPT, StoreFactory, populate, tree
 
 CHILD = Path(__file__).with_name("import_child.py")
 
@@ -142,3 +142,47 @@ def test_a_ctrl_c_d_cli_import_says_how_far_it_got_and_importing_again_finishes(
     assert as_json.returncode == 130
     error = json.loads(as_json.stderr)["error"]
     assert (error["imported"], error["total"], error["exit_code"]) == (4, 10, 130)
+
+
+# A real SIGINT (what Ctrl-C sends) while the store opens, before anything is planned.
+_CTRL_C_IN_OPEN = """
+import os, signal
+import localstore.store as _s
+_real_init = _s.BlueprintStore.__init__
+def _init(self, *args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)
+    _real_init(self, *args, **kwargs)
+_s.BlueprintStore.__init__ = _init
+"""
+
+# A terminal, and a real SIGINT while the passphrase is typed (click's prompt turns it into
+# click.Abort, as on a terminal).
+_CTRL_C_AT_PROMPT = """
+import getpass, os, signal, sys
+sys.stdin.isatty = lambda: True
+def _typing(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)
+getpass.getpass = _typing
+"""
+
+
+@pytest.mark.parametrize("where", ["open", "prompt"])
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_ctrl_c_before_the_import_begins_says_nothing_was_imported(
+    stores: StoreFactory, tmp_path: Path, where: str, dry_run: bool
+) -> None:
+    """Ctrl-C at the passphrase prompt or while the store opened printed only "error:
+    interrupted", as if the import might have written part of the bundle."""
+    src = stores("src")
+    populate(src, 2)
+    bundle = tmp_path / "b.lsbundle"
+    if where == "prompt":
+        archive.export_bundle(src, bundle, passphrase="pw", scrypt_params=FAST_SCRYPT)
+    else:
+        archive.export_bundle(src, bundle)
+    prelude = _CTRL_C_IN_OPEN if where == "open" else _CTRL_C_AT_PROMPT
+    args = ["import", str(bundle), *(["--dry-run"] if dry_run else [])]
+    done = run_cli(tmp_path / "dst", *args, prelude=prelude)
+    assert done.returncode == 130, done.stderr
+    said = "a dry run changes nothing" if dry_run else "before any blueprint was imported"
+    assert said in done.stderr
