@@ -48,7 +48,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, get_args, runtime_checkable
 
 from localstore.blueprint import MAX_META_DEPTH
 from sync._shown import MAX_CODE, shown
@@ -83,16 +83,9 @@ RejectCode = Literal[
     "op_id_reused",
 ]
 
-CONFLICT_REASONS: tuple[str, ...] = ("rev_mismatch", "exists", "missing", "path_taken")
-REJECT_CODES: tuple[str, ...] = (
-    "invalid_id",
-    "invalid_path",
-    "too_large",
-    "invalid_meta",
-    "invalid_change",
-    "not_owner",
-    "op_id_reused",
-)
+# (One list each: the Literal's own arguments.)
+CONFLICT_REASONS: tuple[str, ...] = get_args(ConflictReason)
+REJECT_CODES: tuple[str, ...] = get_args(RejectCode)
 # What a meta may hold so that every client can read it: at most MAX_META_DEPTH levels of
 # nesting (the meta object is level 1; localstore.blueprint's meta files hold no more), integers
 # of at most MAX_META_INT_DIGITS digits (Python's default sys.int_info.default_max_str_digits:
