@@ -562,7 +562,10 @@ Description=LocalStore daemon: watch, index and sync blueprints
 # start` (and `service install`) fails when it exits before that (a home another process syncs,
 # an index it cannot open); with Type=simple both said started, whatever happened next.
 Type=notify
-NotifyAccess=main
+# all: the one-file build runs Python as a child of its bootloader, the main process, and
+# systemd dropped that child's READY=1 under NotifyAccess=main (the start never ended). The
+# daemon removes NOTIFY_SOCKET from its environment, so nothing it starts can notify.
+NotifyAccess=all
 # Not timed: a start can be slow (the reconcile of a large home, a keychain waiting to be
 # unlocked), and one killed for it would be restarted into the same wait, over and over.
 TimeoutStartSec=infinity
