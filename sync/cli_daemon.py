@@ -73,6 +73,8 @@ if TYPE_CHECKING:
 DETACH_TIMEOUT_S = 60.0
 SERVICE_COMMAND_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+# How long `service install` waits for what its stop_first stopped to be gone (ServicePlan.gone).
+STOPPED_WAIT_S = 30.0
 SERVICE_NAME = "localstore"
 LAUNCHD_LABEL = "dev.localstore.daemon"
 TASK_NAME = "LocalStore daemon"
@@ -562,7 +564,10 @@ Description=LocalStore daemon: watch, index and sync blueprints
 # start` (and `service install`) fails when it exits before that (a home another process syncs,
 # an index it cannot open); with Type=simple both said started, whatever happened next.
 Type=notify
-NotifyAccess=main
+# all: the one-file build runs Python as a child of its bootloader, the main process, and
+# systemd dropped that child's READY=1 under NotifyAccess=main (the start never ended). The
+# daemon removes NOTIFY_SOCKET from its environment, so nothing it starts can notify.
+NotifyAccess=all
 # Not timed: a start can be slow (the reconcile of a large home, a keychain waiting to be
 # unlocked), and one killed for it would be restarted into the same wait, over and over.
 TimeoutStartSec=infinity
@@ -700,6 +705,10 @@ class ServicePlan:
     # install loaded, which ``enable`` would refuse (launchctl bootstrap of a loaded label),
     # or stops the daemon an earlier install started (Windows).
     stop_first: list[list[str]] = field(default_factory=list)
+    # A command that succeeds while what ``stop_first`` stopped is still there: install waits
+    # (up to STOPPED_WAIT_S) for it to fail before ``enable`` (none: stop_first is done when it
+    # returns).
+    gone: list[str] = field(default_factory=list)
     # What the user should know about the service as planned ('' when nothing): `service
     # install` prints it.
     warning: str = ""
@@ -774,6 +783,9 @@ def service_plan(settings: Settings, home: str | None, platform: str = sys.platf
             # bootstrap of a loaded label fails ("5: Input/output error"): a second install (an
             # upgrade) failed and the old agent ran on. bootout stops and unloads it first.
             stop_first=bootout,
+            # bootout returns before launchd has stopped the daemon (a clean stop takes a
+            # moment) and unloaded it; a bootstrap until then fails with the same EIO.
+            gone=["launchctl", "print", f"{domain}/{label}"],
         )
     if platform in ("win32", "cygwin"):
         return _task_plan(settings, home_arg, suffix)
@@ -914,6 +926,17 @@ def _run_one(cmd: list[str]) -> dict[str, Any]:
     return {"command": shlex.join(cmd), "rc": done.returncode, "stderr": done.stderr.decode()}
 
 
+def _wait_until_gone(check: list[str]) -> None:
+    """Wait until ``check`` (ServicePlan.gone) fails, at most STOPPED_WAIT_S; the enable
+    commands then say how it went."""
+    if not check:
+        return
+    deadline = time.monotonic() + STOPPED_WAIT_S
+    # (The service manager tells no one when a job has gone: it is asked again.)
+    while _run_one(check)["rc"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def write_service_files(plan: ServicePlan) -> None:
     """Write ``plan``'s service file, after creating its output file (if any) 0600.
 
@@ -970,6 +993,7 @@ def service_install(ctx: CliContext, no_enable: bool) -> None:
     if plan.reachable and not no_enable:
         if plan.stop_first:
             out["stopped"] = [_run_one(c) for c in plan.stop_first]
+            _wait_until_gone(plan.gone)
         out["results"] = _run_all(plan.enable)
         out["enabled"] = all(r["rc"] == 0 for r in out["results"])
     else:

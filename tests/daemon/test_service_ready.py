@@ -3,7 +3,7 @@ never when it fails to start, so `systemctl --user start` of the Type=notify uni
 that failed (a home another process syncs, an index it cannot open) instead of "started".
 
 The socket is a real AF_UNIX datagram socket bound here, as systemd binds its own; the sender's
-pid is read from its credentials (SO_PASSCRED), as systemd's NotifyAccess=main checks it.
+pid is read from its credentials (SO_PASSCRED), as systemd reads it to check NotifyAccess=.
 """
 
 from __future__ import annotations
@@ -72,14 +72,62 @@ def test_the_daemon_says_ready_once_it_serves(
     data, sender = _receive(sock, timeout=60)
 
     assert data == b"READY=1"
-    # From the daemon itself (NotifyAccess=main ignores any other process), and only once it
-    # answers: daemon.json is written and its pid is the one that is ready.
+    # From the daemon itself, and only once it answers: daemon.json is written and its pid is
+    # the one that is ready.
     assert sender == daemon.proc.pid
     state = daemon_running(home_settings(tmp_path / "home"))
     assert state is not None and state["pid"] == daemon.proc.pid
     assert daemon.stop() == 0
     with pytest.raises(BlockingIOError):
         _receive(sock, timeout=None)  # (told once; nothing on the way out)
+
+
+# What the one-file build's bootloader (PyInstaller) does: the process the service manager
+# starts makes a child that runs Python, forwards the stop signals to it and exits as it does.
+_BOOTLOADER = """
+import os, signal
+_child = os.fork()
+if _child:
+    for _sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(_sig, lambda n, _f: os.kill(_child, n))
+    os._exit(os.waitstatus_to_exitcode(os.waitpid(_child, 0)[1]))
+"""
+
+
+def _systemd_takes(notify_access: str, sender: int, main_pid: int) -> bool:
+    """Whether systemd takes a notification from ``sender`` for a service whose main process is
+    ``main_pid`` (systemd.exec(5), NotifyAccess=: ``main``, and ``exec`` outside ExecStartPre
+    and the like, only from the main process; ``all`` from any process of the service)."""
+    return notify_access == "all" or (notify_access in ("main", "exec") and sender == main_pid)
+
+
+def test_the_one_file_binarys_ready_notice_is_taken(
+    spawn_daemon: Callable[..., DaemonProc],
+    notify_socket: tuple[socket.socket, str],
+    tmp_path: Path,
+) -> None:
+    """The one-file build runs as two processes, and READY=1 comes from the second: its
+    bootloader, the unit's main process, runs Python as its child. Under NotifyAccess=main
+    systemd dropped the notice, and with TimeoutStartSec=infinity a service run from that
+    build stayed "activating" for good: `service install` (and every `systemctl --user
+    restart`) waited for it until its own timeout and said the daemon had not started."""
+    sock, address = notify_socket
+    home = tmp_path / "home"
+    daemon = spawn_daemon(home, env={"NOTIFY_SOCKET": address}, prelude=_BOOTLOADER)
+    try:
+        data, sender = _receive(sock, timeout=60)
+    finally:
+        # (SIGTERM, which the bootloader passes on: the fixture's SIGKILL would leave its child.)
+        assert daemon.stop() == 0
+
+    assert data == b"READY=1"
+    assert sender != daemon.proc.pid  # (the bootloader's child)
+    for text in (
+        (PACKAGING / "localstore.service").read_text(),
+        service_plan(home_settings(home), str(home), platform="linux").text,
+    ):
+        (access,) = _unit_settings(text)["NotifyAccess"]
+        assert _systemd_takes(access, sender, main_pid=daemon.proc.pid), access
 
 
 @contextmanager
@@ -124,7 +172,7 @@ def test_the_unit_waits_for_the_daemons_ready_notice(tmp_path: Path) -> None:
         service_plan(home_settings(home), str(home), platform="linux").text,
     ):
         keys = _unit_settings(text)
-        assert keys["Type"] == ["notify"] and keys["NotifyAccess"] == ["main"]
+        assert keys["Type"] == ["notify"] and keys["NotifyAccess"] == ["all"]
         # (A slow start is waited for, not killed and restarted into the same wait.)
         assert keys["TimeoutStartSec"] == ["infinity"]
 

@@ -164,3 +164,65 @@ def test_windows_install_stops_the_running_daemon_cleanly_then_runs_the_task(
         ["schtasks", "/Create", "/TN", name, "/XML", str(plan.path), "/F"],
         ["schtasks", "/Run", "/TN", name],
     ]
+
+
+# launchd as launchctl(1) and its users report it: `bootout` returns at once while the job is
+# stopped (SIGTERM, up to its exit timeout) and then unloaded; until then `print` still finds the
+# label and `bootstrap` of it fails with EIO.
+_FAKE_LAUNCHCTL = """#!{python}
+import json, pathlib, sys, time
+state = pathlib.Path({state!r})
+s = json.loads(state.read_text())
+now = time.time()
+if s["gone_at"] is not None and now >= s["gone_at"]:
+    s = {{"loaded": False, "gone_at": None}}
+verb, code, said = sys.argv[1], 0, ""
+if verb == "bootout":
+    if not s["loaded"]:
+        code, said = 3, "Boot-out failed: 3: No such process"
+    elif s["gone_at"] is None:
+        s["gone_at"] = now + {unload_s}
+elif verb == "print" and not s["loaded"]:
+    code, said = 113, "Could not find service"
+elif verb == "bootstrap":
+    if s["loaded"]:
+        code, said = 5, "Bootstrap failed: 5: Input/output error"
+    else:
+        s = {{"loaded": True, "gone_at": None}}
+state.write_text(json.dumps(s))
+with open({calls!r}, "a") as f:
+    f.write(f"{{verb}} {{code}}\\n")
+print(said, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def test_launchd_reinstall_waits_for_the_booted_out_agent_to_go(
+    home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`launchctl bootout` returns before launchd has stopped and unloaded the agent (the
+    daemon's clean stop takes a moment): the `bootstrap` run right after it failed with "5:
+    Input/output error", so a re-install (an upgrade) exited 1 with the agent booted out and
+    nothing running. Install now waits until `launchctl print` no longer finds the label."""
+    state, calls = tmp_path / "launchd.json", tmp_path / "calls.txt"
+    state.write_text(json.dumps({"loaded": True, "gone_at": None}))  # (an earlier install's)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "launchctl"
+    fake.write_text(
+        _FAKE_LAUNCHCTL.format(
+            python=sys.executable, state=str(state), calls=str(calls), unload_s=1
+        )
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    real = cli_daemon.service_plan
+    monkeypatch.setattr(cli_daemon, "service_plan", lambda s, h: real(s, h, platform="darwin"))
+
+    result = CliRunner().invoke(cli, ["--home", str(home), "--json", "service", "install"])
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["enabled"] is True
+    made = calls.read_text().split("\n")
+    assert made[0] == "bootout 0" and made[-2:] == ["bootstrap 0", ""], made
+    assert json.loads(state.read_text())["loaded"] is True
