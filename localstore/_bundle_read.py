@@ -553,10 +553,8 @@ class _StagingWriter:
 
     def write(self, data: bytes) -> int:
         """Write all of ``data``. Raises StorageError (DiskFullError)."""
-        view = memoryview(data)
         try:
-            while view:
-                view = view[os.write(self._fd, view) :]
+            fs.write_all(self._fd, data)
         except OSError as exc:
             raise _staging_error(exc, self._folder) from exc
         return len(data)

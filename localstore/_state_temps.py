@@ -86,9 +86,7 @@ def _write_new(path: Path, data: bytes, *, mode: int, flush: bool) -> None:
     try:
         if _FCHMOD is not None:
             _FCHMOD(fd, mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        fs.write_all(fd, data)
         if flush:
             fs.flush_file(fd)
     finally:

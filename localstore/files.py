@@ -206,6 +206,13 @@ def fsync_dir(directory: Path | str) -> None:
         os.close(fd)
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (os.write may write less than asked). Raises OSError."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def flush_file(fd: int) -> None:
     """Flush an open file's data to stable storage with this platform's call (F_FULLFSYNC on
     macOS). Raises OSError."""
@@ -970,9 +977,7 @@ def create_file(path: Path, data: bytes, *, mode: int = 0o644) -> bool:
         raise map_os_error(exc, "cannot create", tmp) from exc
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
         finally:
             _fsync_and_close(fd)
         if not place_new(tmp, target):
