@@ -710,14 +710,20 @@ class ServicePlan:
     warning: str = ""
 
 
-def _executable() -> str:
-    """The `localstore` command a service runs: this one's (may not exist; install checks)."""
+def _executable(platform: str = sys.platform, interpreter: str = sys.executable) -> str:
+    """The `localstore` command a service runs: this one's (may not exist; install checks).
+
+    ``platform`` and ``interpreter`` are this machine's (parameters for tests): service_plan does
+    not pass its own platform, which tests set to render another OS's plan here.
+    """
     if getattr(sys, "frozen", False):
-        return sys.executable
+        return interpreter
     installed = _installed_script()
     if installed is not None:
         return installed
-    beside = Path(sys.executable).with_name("localstore")
+    # pip's script is localstore.exe on Windows: looked for as "localstore" it was never found
+    # there, and the service ran the first localstore on PATH (another Python's, an older one).
+    beside = Path(interpreter).with_name("localstore.exe" if platform == "win32" else "localstore")
     return str(beside) if beside.exists() else (shutil.which("localstore") or str(beside))
 
 

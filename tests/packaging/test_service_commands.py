@@ -225,3 +225,19 @@ def test_uninstall_stops_first_and_goes_on_when_nothing_ran(
     assert "gone" in out["stopped"][0]["stderr"]
     assert [r["rc"] for r in out["results"]] == [0]
     assert out["removed"] is True and not service_file.exists()
+
+
+def test_the_service_runs_the_localstore_exe_beside_a_windows_interpreter(tmp_path: Path) -> None:
+    """Beside the interpreter it looked for `localstore`, which pip names `localstore.exe` on
+    Windows: never found, so the service ran whichever `localstore` was first on PATH (another
+    Python's, an older install) instead of the one installed with this Python."""
+    assert cli_daemon._installed_script() is None  # (this checkout: the RECORD names no script)
+    scripts = _scripts(tmp_path / "venv" / "Scripts", "python.exe", "localstore.exe")
+    found = cli_daemon._executable("win32", str(scripts / "python.exe"))
+    assert found == str(scripts / "localstore.exe")
+
+
+def test_the_service_runs_the_localstore_beside_a_posix_interpreter(tmp_path: Path) -> None:
+    assert cli_daemon._installed_script() is None
+    bin_dir = _scripts(tmp_path / "venv" / "bin", "python3", "localstore", "localstore.exe")
+    assert cli_daemon._executable("linux", str(bin_dir / "python3")) == str(bin_dir / "localstore")
