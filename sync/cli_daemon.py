@@ -709,19 +709,30 @@ class ServicePlan:
     # (up to STOPPED_WAIT_S) for it to fail before ``enable`` (none: stop_first is done when it
     # returns).
     gone: list[str] = field(default_factory=list)
+    # Run before ``disable``, failures ignored (no daemon running, no instance to end): stops
+    # the daemon where ``disable`` does not (Windows: `schtasks /Delete` removes the task and
+    # leaves its running instance alone until logoff). systemd's `disable --now` and launchd's
+    # `bootout` stop theirs themselves.
+    stop_before_disable: list[list[str]] = field(default_factory=list)
     # What the user should know about the service as planned ('' when nothing): `service
     # install` prints it.
     warning: str = ""
 
 
-def _executable() -> str:
-    """The `localstore` command a service runs: this one's (may not exist; install checks)."""
+def _executable(platform: str = sys.platform, interpreter: str = sys.executable) -> str:
+    """The `localstore` command a service runs: this one's (may not exist; install checks).
+
+    ``platform`` and ``interpreter`` are this machine's (parameters for tests): service_plan does
+    not pass its own platform, which tests set to render another OS's plan here.
+    """
     if getattr(sys, "frozen", False):
-        return sys.executable
+        return interpreter
     installed = _installed_script()
     if installed is not None:
         return installed
-    beside = Path(sys.executable).with_name("localstore")
+    # pip's script is localstore.exe on Windows: looked for as "localstore" it was never found
+    # there, and the service ran the first localstore on PATH (another Python's, an older one).
+    beside = Path(interpreter).with_name("localstore.exe" if platform == "win32" else "localstore")
     return str(beside) if beside.exists() else (shutil.which("localstore") or str(beside))
 
 
@@ -800,6 +811,16 @@ def _task_plan(settings: Settings, home_arg: str | None, suffix: str) -> Service
     program = windowless_command(console)
     path = settings.paths.config / f"localstore-task{suffix}.xml"
     name = TASK_NAME + suffix
+    stop = [
+        # A re-install (an upgrade) left the old daemon running, and an uninstall too. Stopped
+        # through its control API (outbox flushed, index closed, lock released), not by
+        # `schtasks /End` alone, which is TerminateProcess.
+        [*daemon_args(console, home_arg), "--stop"],
+        # Then the task's instance: under IgnoreNew a /Run while the stopped daemon is still
+        # exiting is ignored. It kills only what the clean stop left (one that did not
+        # stop within STOP_TIMEOUT_S); nothing when no instance runs (its error ignored).
+        ["schtasks", "/End", "/TN", name],
+    ]
     return ServicePlan(
         "schtasks",
         path,
@@ -813,16 +834,10 @@ def _task_plan(settings: Settings, home_arg: str | None, suffix: str) -> Service
         [["schtasks", "/Delete", "/TN", name, "/F"]],
         shutil.which("schtasks") is not None,
         warning="" if program != [console] else _console_task_warning(console),
-        stop_first=[
-            # A re-install (an upgrade) left the old daemon running. Stopped through its control
-            # API (outbox flushed, index closed, lock released), not by `schtasks /End` alone,
-            # which is TerminateProcess.
-            [*daemon_args(console, home_arg), "--stop"],
-            # Then the task's instance: under IgnoreNew a /Run while the stopped daemon is still
-            # exiting is ignored. It kills only what the clean stop left (one that did not
-            # stop within STOP_TIMEOUT_S); nothing when no instance runs (its error ignored).
-            ["schtasks", "/End", "/TN", name],
-        ],
+        stop_first=stop,
+        # /Delete leaves the running daemon alone: it synced on until logoff. Stopped first,
+        # while the task still exists for /End.
+        stop_before_disable=stop,
     )
 
 
@@ -914,6 +929,11 @@ def _run_one(cmd: list[str]) -> dict[str, Any]:
         done = subprocess.run(
             cmd, capture_output=True, timeout=SERVICE_COMMAND_TIMEOUT_S, check=False
         )
+    except OSError as exc:
+        # A command that is gone (the localstore of `daemon --stop`, uninstalled before
+        # `service uninstall`): a failure like any other, not a traceback that left the
+        # service installed.
+        return {"command": shlex.join(cmd), "rc": None, "stderr": str(exc)}
     except subprocess.TimeoutExpired:
         # `systemctl start` of the Type=notify unit waits for the daemon's READY=1, which a slow
         # start (a large home's reconcile, a keychain to unlock) may send later than this. It was
@@ -1031,13 +1051,15 @@ def service_uninstall(ctx: CliContext) -> None:
     out: dict[str, Any] = {"kind": plan.kind, "path": str(plan.path), "removed": False}
     if plan.path.exists():
         if plan.reachable:
+            if plan.stop_before_disable:
+                out["stopped"] = [_run_one(c) for c in plan.stop_before_disable]
             out["results"] = _run_all(plan.disable[:1])
         fs.unlink_file(plan.path)
         out["removed"] = True
         if plan.reachable and len(plan.disable) > 1:
             out["results"] = out.get("results", []) + _run_all(plan.disable[1:])
     elif not plan.reachable:
-        out["commands"] = [shlex.join(c) for c in plan.disable]
+        out["commands"] = [shlex.join(c) for c in [*plan.stop_before_disable, *plan.disable]]
     ctx.emit(out, lambda: click.echo(("removed " if out["removed"] else "no ") + str(plan.path)))
 
 

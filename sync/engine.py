@@ -130,6 +130,7 @@ from sync.remote import (
     MAX_BATCH,
     MAX_MATCH_PROBES,
     PROTOCOL_VERSION,
+    SPLIT_CODES,
     Change,
     PagedFetchRemote,
     PushResult,
@@ -189,10 +190,6 @@ PREFETCH_WINDOW = 64
 # A few MiB keeps a call well under a second on the server and under the client's timeout on a
 # slow uplink, and pushes of small blueprints are still bounded by the count (sync_batch).
 DEFAULT_PUSH_BATCH_BYTES = 4 * 2**20
-# The server's words for "this call was too large or too slow" (SQLSTATEs as SupabaseRemote and
-# MemoryRemote put them in TransientError.code; 413 from a gateway): a call failing so is split
-# in halves, never sent again as it was.
-SPLIT_CODES = frozenset({"57014", "54000", "413"})
 # The SQLSTATE of a push refused whole for a bad argument, among them more changes than the
 # server's max_batch ("too many changes"). Which of them it was is told by server_info asked again
 # (see _refused_for_limits), never by the message's text.
@@ -200,6 +197,13 @@ REFUSED_CALL_CODE = "22023"
 # A change that times out (57014) alone this many cycles in a row is parked as too large; one
 # timeout alone can be a busy server (another device's push holding the owner lock).
 LONE_TIMEOUTS = 3
+# What the user can do about a change refused alone for a limit other than size or time
+# (SQLSTATE class 54 but 54000; 54001: nested past the server's stack depth): the same text is
+# refused the same way every time, so only another text (or the server's limit) helps.
+_TOO_COMPLEX_FIX = (
+    "simplify it (a less deeply nested meta) and save it again, or ask the project's owner to "
+    "raise that server limit"
+)
 # A change smaller than this that times out alone is never counted towards parking: the server
 # parses and writes far more than that per second, so the timeout was the server (busy, slow,
 # its lock held), not the change; it would park any small edit as "too large" after three busy
@@ -1405,7 +1409,9 @@ class SyncEngine:
         """One change the server refuses as too large or too slow even alone: park it, or raise.
 
         Too large (54000, 413) is final for that text: it is parked as ``too_large`` at once and
-        the queue goes on (a poison pill must not stall every upload). A timeout (57014) alone
+        the queue goes on (a poison pill must not stall every upload); too complex (the rest of
+        class 54: 54001 is JSON nested past the server's stack depth) as ``too_complex``, with
+        what to do about it, as sending it again cannot succeed. A timeout (57014) alone
         can be a busy server, so it is raised (the cycle fails and is retried with backoff) until
         it happened ``LONE_TIMEOUTS`` cycles in a row; then it is parked too. A change under
         ``LONE_TIMEOUT_MIN_BYTES`` is never parked for timeouts: its size cannot be the cause.
@@ -1422,18 +1428,22 @@ class SyncEngine:
                 self._lone_timeouts[change.id] = (change.op_id, seen)
                 raise exc
             why = f"the server timed out on this change alone {seen} times in a row"
-        else:
+        elif exc.code in ("54000", "413"):
             why = "the server refuses this change as too large even alone"
+        else:
+            why = "the server refuses this change as too complex even alone"
+        too_complex = exc.code not in ("57014", "54000", "413")
         self._lone_timeouts.pop(change.id, None)
         with self.store.index.write() as cur:
             self._quarantine_push(
                 cur,
                 change,
                 item,
-                "too_large",
+                "too_complex" if too_complex else "too_large",
                 # The server's words without the error's hint ("sync retries by itself"),
                 # which is no longer true of a parked change.
-                f"{why} ({_push_bytes(change)} bytes): {exc.message}",
+                f"{why} ({_push_bytes(change)} bytes): {exc.message}"
+                + (f"; {_TOO_COMPLEX_FIX}" if too_complex else ""),
                 report,
             )
         return 0

@@ -10,9 +10,10 @@ handles with the same user are two devices of that user.
 Fault injection for tests: ``fail_next`` raises an error before a call does anything,
 ``drop_response_next`` applies a push and then raises ``TransientError`` (a lost response), and
 ``refuse_push_above`` fails every push whose request is larger than a size, as the server's
-statement timeout (57014), jsonb's size limit (54000) or a gateway (413) fail one. A test sets
-``MemoryServer.max_batch`` (or ``protocol``) to play a server upgraded or restored with another
-limit: server_info announces it and a push of more changes fails whole (22023).
+statement timeout (57014), jsonb's size limit (54000), its stack depth (54001) or a gateway (413)
+fail one. A test sets ``MemoryServer.max_batch`` (or ``protocol``) to play a server upgraded or
+restored with another limit: server_info announces it and a push of more changes fails whole
+(22023).
 
 It also validates the way the SQL does, with the same limits (migration 20261122000500): a call
 whose device name is empty or over 128 characters fails whole (``ProtocolError``, the server's
@@ -91,6 +92,7 @@ MAX_DEVICE_CHARS = 128
 _TOO_BIG = {
     "57014": "canceling statement due to statement timeout",
     "54000": "total size of jsonb array elements exceeds the maximum of 268435455 bytes",
+    "54001": "stack depth limit exceeded",
     "413": "Request Entity Too Large",
 }
 
@@ -218,7 +220,8 @@ class MemoryRemote:
         """Fail every push whose JSON request is over ``n_bytes`` (None: stop), applying nothing.
 
         The error is the TransientError SupabaseRemote raises for that SQLSTATE or HTTP status:
-        ``57014`` (statement timeout), ``54000`` (jsonb too large) or ``413`` (a gateway).
+        ``57014`` (statement timeout), ``54000`` (jsonb too large), ``54001`` (nested past the
+        server's stack depth; refused here by size all the same) or ``413`` (a gateway).
         """
         if code not in _TOO_BIG:
             raise ValueError(f"code must be one of {sorted(_TOO_BIG)}")

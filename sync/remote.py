@@ -64,6 +64,13 @@ DEFAULT_PULL_LIMIT = 500
 DEFAULT_VERIFY_LIMIT = 1000
 MAX_MATCH_PROBES = 1000
 MAX_FETCH_IDS = 1000  # fetch_rows refuses more (migration 20261122001200)
+# The server's words for "this call is past one of my limits" (SQLSTATEs as SupabaseRemote and
+# MemoryRemote put them in TransientError.code; 413 from a gateway): the same call fails the same
+# way every time, so the engine splits it in halves and parks a change refused alone, never sends
+# it again as it was. 57014 statement timeout; class 54, program limit exceeded: 54000 (jsonb's
+# 256 MiB), 54001 (statement too complex: JSON nested past the server's stack depth), 54011 and
+# 54023 (too many columns or arguments).
+SPLIT_CODES = frozenset({"57014", "54000", "54001", "54011", "54023", "413"})
 # Content and meta bytes after which pull_changes ends a page (at least one row goes; migration
 # 20261122001100; MemoryServer.pull_page_bytes plays it).
 PULL_PAGE_BYTES = 16 * 1024 * 1024

@@ -105,6 +105,7 @@ from sync.remote import (
     DEFAULT_PULL_LIMIT,
     DEFAULT_VERIFY_LIMIT,
     MAX_BATCH,
+    SPLIT_CODES,
     Change,
     FetchPage,
     HintCallback,
@@ -213,11 +214,6 @@ _AUTH_EXPIRED_CODES = frozenset({"PGRST301", "PGRST302", "PGRST303", "401"})
 _CONFIG_CODES = frozenset({"PGRST202", "PGRST203", "PGRST106", "PGRST205", "42883", "42P01", "404"})
 _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03"})
 _TRANSIENT_PREFIXES = ("08", "53", "5")  # connection, resources; numeric 5xx from the fallback
-# A call too large or too slow for the server: TransientError keeping the code, so the engine
-# pushes it again in smaller pieces (sync.engine.SPLIT_CODES) instead of the same call forever.
-# 413 comes from a gateway in front of PostgREST (not JSON: postgrest's fallback puts the HTTP
-# status in the code); it was unclassified and retried unchanged.
-_TOO_BIG_CODES = frozenset({"57014", "54000", "413"})
 _REVOKED_AUTH_CODES = frozenset(
     {
         "refresh_token_already_used",
@@ -414,7 +410,11 @@ def _map_api_error(
         return ProtocolError(text, code=code, hint=str(exc.hint or ProtocolError.hint))
     if code == "429":
         return RateLimitedError(text, code=code)
-    if code in _TOO_BIG_CODES:
+    if code in SPLIT_CODES:
+        # A call past a server limit: TransientError keeping the code, so the engine pushes it
+        # again in smaller pieces (and parks a change refused alone) instead of the same call
+        # forever, as the "5" prefix below would. 413 comes from a gateway in front of
+        # PostgREST (not JSON: postgrest's fallback puts the HTTP status in the code).
         return TransientError(text, code=code, hint=_too_big_hint(what))
     if code in _TRANSIENT_SQLSTATES or code.startswith(_TRANSIENT_PREFIXES):
         return TransientError(text, code=code)

@@ -226,3 +226,80 @@ def test_launchd_reinstall_waits_for_the_booted_out_agent_to_go(
     made = calls.read_text().split("\n")
     assert made[0] == "bootout 0" and made[-2:] == ["bootstrap 0", ""], made
     assert json.loads(state.read_text())["loaded"] is True
+
+
+def test_windows_uninstall_stops_the_running_daemon_before_deleting_the_task(
+    home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Uninstall ran `schtasks /Delete` only, which removes the task and leaves its running
+    instance alone: the daemon synced on until logoff, where systemd's `disable --now` and
+    launchd's `bootout` stop theirs. It is stopped first, as install does (`daemon --stop`
+    through the control API, then `schtasks /End`), while the task still exists to be ended."""
+    scripts = _scripts(tmp_path / "Scripts", "localstore.exe", "localstorew.exe")
+    monkeypatch.setattr(cli_daemon, "_executable", lambda: str(scripts / "localstore.exe"))
+    plan = service_plan(load_settings(home=home, environ={}), str(home), platform="win32")
+    assert plan.stop_before_disable == plan.stop_first
+    assert plan.disable == [["schtasks", "/Delete", "/TN", plan.stop_first[1][3], "/F"]]
+
+
+def test_the_other_managers_stop_their_daemon_in_disable_itself(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "getuid", lambda: 501)
+    for platform in ("linux", "darwin"):
+        plan = service_plan(load_settings(home=home, environ={}), str(home), platform=platform)
+        assert plan.stop_before_disable == []
+
+
+def _recorder(log: Path, name: str, rc: int) -> list[str]:
+    """A command that appends ``name`` to ``log`` and exits ``rc``."""
+    code = f"open({str(log)!r}, 'a').write({name!r} + '\\n'); raise SystemExit({rc})"
+    return [sys.executable, "-c", code]
+
+
+def test_uninstall_stops_first_and_goes_on_when_nothing_ran(
+    home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The stop commands run before the disable ones, and their failures (no daemon running, no
+    task instance to end, a localstore command that is gone) do not keep the task installed."""
+    log = tmp_path / "ran.txt"
+    real = cli_daemon.service_plan
+    missing = str(tmp_path / "gone" / "localstore.exe")
+
+    def plan(settings: Settings, home_arg: str | None) -> cli_daemon.ServicePlan:
+        stops = [[missing, "daemon", "--stop"], _recorder(log, "end", 1)]
+        return replace(
+            real(settings, home_arg),
+            stop_before_disable=stops,
+            disable=[_recorder(log, "delete", 0)],
+            reachable=True,
+        )
+
+    monkeypatch.setattr(cli_daemon, "service_plan", plan)
+    service_file = cli_daemon.service_plan(load_settings(home=home, environ={}), str(home)).path
+    service_file.parent.mkdir(parents=True, exist_ok=True)
+    service_file.write_text("installed")
+    result = CliRunner().invoke(cli, ["--home", str(home), "--json", "service", "uninstall"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert log.read_text().split() == ["end", "delete"]
+    assert [r["rc"] for r in out["stopped"]] == [None, 1]
+    assert "gone" in out["stopped"][0]["stderr"]
+    assert [r["rc"] for r in out["results"]] == [0]
+    assert out["removed"] is True and not service_file.exists()
+
+
+def test_the_service_runs_the_localstore_exe_beside_a_windows_interpreter(tmp_path: Path) -> None:
+    """Beside the interpreter it looked for `localstore`, which pip names `localstore.exe` on
+    Windows: never found, so the service ran whichever `localstore` was first on PATH (another
+    Python's, an older install) instead of the one installed with this Python."""
+    assert cli_daemon._installed_script() is None  # (this checkout: the RECORD names no script)
+    scripts = _scripts(tmp_path / "venv" / "Scripts", "python.exe", "localstore.exe")
+    found = cli_daemon._executable("win32", str(scripts / "python.exe"))
+    assert found == str(scripts / "localstore.exe")
+
+
+def test_the_service_runs_the_localstore_beside_a_posix_interpreter(tmp_path: Path) -> None:
+    assert cli_daemon._installed_script() is None
+    bin_dir = _scripts(tmp_path / "venv" / "bin", "python3", "localstore", "localstore.exe")
+    assert cli_daemon._executable("linux", str(bin_dir / "python3")) == str(bin_dir / "localstore")

@@ -222,6 +222,18 @@ def _memory_push_error(setup: Callable[[MemoryRemote], str]) -> SyncError:
             lambda r: r.refuse_push_above(1000, code="54000") or "dev",
         ),
         (
+            # As the local stack's PostgreSQL answered a push_changes whose argument was nested
+            # 30,000 deep (tests/sync_supabase/test_errors.py provokes it through the client).
+            {
+                "code": "54001",
+                "message": "stack depth limit exceeded",
+                "hint": 'Increase the configuration parameter "max_stack_depth" (currently '
+                "2048kB), after ensuring the platform's stack depth limit is adequate.",
+                "details": None,
+            },
+            lambda r: r.refuse_push_above(1000, code="54001") or "dev",
+        ),
+        (
             {
                 "code": "413",
                 "message": "Request Entity Too Large",
@@ -255,7 +267,7 @@ def test_memory_remote_fails_a_push_as_supabase_remote_maps_the_server(
         assert supabase.code in SPLIT_CODES
 
 
-@pytest.mark.parametrize("code", ["54000", "57014", "413"])
+@pytest.mark.parametrize("code", ["54000", "54001", "54011", "54023", "57014", "413"])
 @pytest.mark.parametrize(
     ("rpc", "says"),
     [

@@ -123,6 +123,29 @@ def test_a_change_too_large_even_alone_is_quarantined_and_the_rest_go(
     assert big in server_snapshot(server) and a.engine.quarantined() == []
 
 
+def test_a_change_too_complex_for_the_server_is_parked_alone_and_its_batch_goes(
+    make_device: Callable[..., Device], server: MemoryServer
+) -> None:
+    """54001 (statement too complex: PostgreSQL's JSON parser past its stack depth) matched the
+    retryable class 5: the batch holding such a change was sent again unchanged every cycle, and
+    the changes with it never went up. The call is split like a too-large one; the change the
+    server refuses alone is parked (``too_complex``) and the others of its batch are pushed."""
+    a = make_device("a")
+    before = _save(a, 5, 10 * KIB, prefix="before")
+    (poison,) = _save(a, 1, 600 * KIB, prefix="poison")
+    after = _save(a, 5, 10 * KIB, prefix="after")
+    # (The memory server refuses by size; the engine sees only the code, as from PostgreSQL.)
+    a.remote.refuse_push_above(300 * KIB, code="54001")
+    report = a.sync()  # does not raise: the queue goes on
+    assert (report.pushed, report.quarantined) == (10, 1)
+    assert sorted(server_snapshot(server)) == sorted(before + after)
+    (parked,) = a.engine.quarantined()
+    assert (parked.id, parked.code, parked.direction) == (poison, "too_complex", "push")
+    assert "too complex" in parked.message and "[54001]" in parked.message
+    assert "simplify" in parked.message  # what the user can do: sending it again cannot work
+    assert a.engine.status().pending == 0
+
+
 def test_a_change_timing_out_alone_is_retried_then_quarantined(
     make_device: Callable[..., Device], server: MemoryServer
 ) -> None:

@@ -7,9 +7,10 @@ import datetime
 import inspect
 import socket
 import ssl
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.utils import formatdate
 from typing import Any
 
@@ -20,6 +21,7 @@ from postgrest.exceptions import APIError
 from supabase_auth import errors as auth_errors
 
 from localstore.errors import CredentialError
+from sync.engine import SPLIT_CODES
 from sync.errors import (
     ACTIONS,
     AuthError,
@@ -466,3 +468,56 @@ def test_a_refused_tls_certificate_is_retried_but_not_offline(
     assert type(mapped) is TransientError, (type(mapped), mapped)
     assert mapped.action == "retry" and mapped.code == "tls"
     assert "certificate" in mapped.hint and "sign-in page" in mapped.hint
+
+
+# PostgreSQL's JSON parser refuses about 20,000 levels at the default max_stack_depth (2 MB).
+_PAST_STACK_DEPTH = 30_000
+
+
+def _nested(depth: int) -> list[Any]:
+    deep: list[Any] = []
+    for _ in range(depth):
+        deep = [deep]
+    return deep
+
+
+def _raised_in_a_deep_thread(call: Callable[[], object], depth: int) -> BaseException | None:
+    """What ``call`` raised, run where Python can encode (and the in-process gateway decode)
+    JSON nested ``depth`` deep: a thread with a large stack, under a raised recursion limit."""
+    caught: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:  # handed to the test, which asserts on it
+            caught.append(exc)
+
+    old_limit, old_stack = sys.getrecursionlimit(), threading.stack_size()
+    sys.setrecursionlimit(4 * depth + 1000)
+    try:
+        threading.stack_size(512 * 2**20)
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+    finally:
+        threading.stack_size(old_stack)
+        sys.setrecursionlimit(old_limit)
+    return caught[0] if caught else None
+
+
+def test_a_call_nested_past_the_servers_stack_depth_is_split_not_sent_again(
+    cloud: LocalCloud, homes: Homes
+) -> None:
+    """PostgreSQL refuses an argument nested past its stack depth with 54001 (statement too
+    complex), and will refuse it so every time. It matched the retryable class 5, without the
+    code the engine splits on: a push so refused went again unchanged, with its batch, forever.
+    Class 54 is a call past a server limit now, split by the engine (SPLIT_CODES), and a change
+    refused alone is parked (tests/sync_engine/test_push_batches.py)."""
+    _, remote = homes.device(cloud.url, cloud.anon_key, new_email())
+    args = {"changes": _nested(_PAST_STACK_DEPTH), "device": "d"}
+    err = _raised_in_a_deep_thread(lambda: remote._rpc("push_changes", args), _PAST_STACK_DEPTH)
+    assert isinstance(err, TransientError), repr(err)
+    assert err.code == "54001" and "stack depth limit exceeded" in err.message
+    assert err.code in SPLIT_CODES
+    assert "pushes smaller batches" in err.hint  # ours, not PostgreSQL's "max_stack_depth"
+    assert remote.pull(0).changes == []  # the next call goes through
