@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from localstore import _daemon_state
 from localstore._cli_docs import render
 from localstore.cli import _COMMANDS, cli
 
@@ -31,6 +32,16 @@ def test_every_command_and_option_is_documented() -> None:
         for p in cmd.params:
             if isinstance(p, click.Option) and not p.hidden:
                 assert all(f"`{o}`" in text for o in p.opts), (name, p.opts)
+
+
+def test_cli_reference_names_every_daemon_exit_code() -> None:
+    # The exit-code table's pointer to the daemon's own codes missed 77 (a read-only home) when
+    # that code was added: a service author reading docs/cli.md would not have excluded it.
+    codes = {v for k, v in vars(_daemon_state).items() if k.startswith("EXIT_")}
+    text = (ROOT / "docs/cli.md").read_text(encoding="utf-8")
+    (row,) = [line for line in text.splitlines() if line.startswith("| 1 |")]
+    listed = {int(n) for n in re.findall(r"\b(\d{2})\b", row.split("its own codes", 1)[1])}
+    assert listed == codes, f"docs/cli.md lists {sorted(listed)}, the daemon has {sorted(codes)}"
 
 
 def test_readme_starts_with_the_two_commands() -> None:
