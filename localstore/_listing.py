@@ -225,7 +225,9 @@ def _sorted(
 def sorts_by_moment(cur: Any) -> bool:
     """Whether a listing sorted by a stamp must sort by the moment each names: the store holds
     a live one not in its own form (one lookup in core v13's partial index; see
-    localstore._time_key). Otherwise the text is that order, and SQLite walks the stamp's index."""
+    localstore._time_key). Otherwise the text is that order, and SQLite walks the stamp's index.
+    An index of core v12 opened read-only (it cannot be given v13) has no such index: the same
+    question then reads every live row's stamps (a walk of the listing index), as right."""
     return bool(cur.execute(ODD_TIMES_SQL).fetchall())
 
 

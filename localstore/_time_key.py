@@ -11,7 +11,8 @@ The key costs: ordered by it, a page of 100 of 10,000 blueprints is a sort of al
 instead of a walk of the first 100 entries of ``blueprints_modified`` (0.1 ms). Where every stamp
 is in the store's form, the key is the text itself, so the key order is needed only where some
 stamp is not: core v13 indexes those rows (``blueprints_odd_times``, a partial index, empty in a
-store that only the store wrote), and :data:`ODD_TIMES_SQL` asks it whether there is one.
+store that only the store wrote), and :data:`ODD_TIMES_SQL` asks it whether there is one (in a
+v12 index opened read-only, which cannot be given it, SQLite answers from every live row instead).
 Rejected: rewriting the stamps in the index (``BlueprintInfo`` shows what the meta file holds)
 and key columns (two more columns and indexes that every writer, an older localstore's too,
 would have to keep; SQLite keeps a partial index itself).

@@ -384,6 +384,40 @@ CORE_MIGRATIONS: tuple[Migration, ...] = (
     # localstore's too. (IF NOT EXISTS: tests set an index back by hand.)
     ODD_TIMES_INDEX,
 )
+# Per core step: whether today's code reads, as it is, an index that never had the step. A
+# read-only open cannot migrate: a backup made by an older localstore is read as it is, or refused
+# with "open a copy once" (core v13 added only an index, and yesterday's backups were refused).
+# True only for a step that adds indexes and nothing else: without one, SQLite answers every query
+# the same, only slower (no query names an index to use), a question put to the index itself
+# (v13's, in localstore._listing.sorts_by_moment) included: the table answers it. A step that adds
+# a table, a column, a view or a row, or rewrites rows, is False: today's queries would fail on an
+# index without it, or misread it. One entry per step: tests/upgrade/test_read_only_steps.py
+# checks the count, and that each True step adds indexes only.
+CORE_READ_WITHOUT: tuple[bool, ...] = (
+    False,  # v1: the tables
+    False,  # v2: a full-text table
+    False,  # v3: a counter row the listing cache reads
+    False,  # v4: the view's text, split per character
+    False,  # v5: compacted revisions
+    False,  # v6: a table the view reads
+    False,  # v7: the change log table
+    False,  # v8: columns
+    False,  # v9: columns
+    False,  # v10: a column
+    False,  # v11: path keys rewritten
+    True,  # v12: an index (deleted rows by path key)
+    True,  # v13: an index (odd stamps)
+)
+
+
+def oldest_core_read_as_is() -> int:
+    """The oldest core schema version a read-only open reads as it is (CORE_READ_WITHOUT)."""
+    version = len(CORE_MIGRATIONS)
+    while version > 0 and CORE_READ_WITHOUT[version - 1]:
+        version -= 1
+    return version
+
+
 # Core schema v1 was edited in place seven times (commits 98605c6 to fab1650) instead of getting
 # new versions: a home made by an earlier build has core v1 in an older shape, with the same
 # columns and rows. v2 needs the `blueprints_text` view only the final shape has, so such an index
@@ -1433,16 +1467,19 @@ class Index:
         """Refuse an index whose core tables this version cannot read as they are.
 
         A read-only open cannot migrate: an older localstore's index (a backup made before an
-        upgrade) is refused with what to do, never read with queries its tables do not fit.
+        upgrade) is read as it is when every step it lacks only adds indexes (CORE_READ_WITHOUT),
+        else refused with what to do, never read with queries its tables do not fit.
         """
         version = self._schema_version("core") or 0
         known = len(CORE_MIGRATIONS)
         if version > known:
             raise self._newer_error("core", version, known)
-        if version < known or self._core_v1_is_old():
+        oldest = oldest_core_read_as_is()
+        if version < oldest or self._core_v1_is_old():
+            read = f"v{known}" if oldest == known else f"v{oldest} to v{known}"
             raise IndexStoreError(
                 f"the index {self.path} was made by an older localstore (core schema "
-                f"v{version}; this version reads v{known}) and a read-only open cannot update it",
+                f"v{version}; this version reads {read}) and a read-only open cannot update it",
                 hint="copy the home to a folder you may write and open the copy once (that "
                 "updates its index), or read it with the localstore version that made it",
             )

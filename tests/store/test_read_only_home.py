@@ -27,7 +27,7 @@ import pytest
 import localstore
 from localstore._daemon_state import EXIT_HOME_READ_ONLY
 from localstore.errors import ReadOnlyStoreError
-from localstore.index import CORE_MIGRATIONS
+from localstore.index import oldest_core_read_as_is
 from tests.conftest import bound_by_file_modes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -234,11 +234,11 @@ def test_a_killed_read_only_export_s_plaintext_is_removed_by_the_next(tmp_path: 
 
 def test_a_home_an_older_localstore_made_is_refused_read_only(snapshot: Path) -> None:
     """A read-only open cannot migrate the index: it says so rather than run queries its
-    tables do not fit."""
+    tables do not fit (the newest version whose next step today's queries need)."""
     from tests.store.older_index import set_core_back
 
     thaw(snapshot)
-    set_core_back(snapshot, len(CORE_MIGRATIONS) - 1, ())
+    set_core_back(snapshot, oldest_core_read_as_is() - 1, ())
     freeze(snapshot)
     before = fingerprint(snapshot)
     done = cli(snapshot, "ls")
@@ -246,6 +246,66 @@ def test_a_home_an_older_localstore_made_is_refused_read_only(snapshot: Path) ->
     assert "error: the index" in done.stderr and "made by an older localstore" in done.stderr
     assert "copy the home to a folder you may write" in done.stderr, done.stderr
     assert fingerprint(snapshot) == before
+
+
+# The index each core step after v11 adds, and nothing else (CORE_READ_WITHOUT).
+STEP_INDEXES = {12: "blueprints_deleted_path", 13: "blueprints_odd_times"}
+# A stamp edited by hand (09:30 UTC) and two in other forms: by moment odd, 10:00, 10:00:00.5;
+# as text the other way round ('.' sorts before 'Z', '1' of 11:30 after '0').
+HAND_STAMPS = {
+    "t/odd": "2024-01-01T11:30:00+02:00",
+    "t/ten": "2024-01-01T10:00:00Z",
+    "t/half": "2024-01-01T10:00:00.500000Z",
+}
+
+
+def _stamped_home(home: Path) -> None:
+    """A home whose meta files hold HAND_STAMPS (recorded by a writable open), and a deleted
+    blueprint's history."""
+    with localstore.open(home=home) as s:
+        for path in HAND_STAMPS:
+            s.save(path, f"word: {path}\n")
+        s.save("t/gone", "word: gone\n")
+        s.delete("t/gone")
+    for path, stamp in HAND_STAMPS.items():
+        meta = home / "blueprints" / f"{path}.blueprint.meta.json"
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), "modified": stamp}))
+    localstore.open(home=home).close()
+
+
+@pytest.mark.parametrize("version", [12, 11])
+def test_a_read_only_home_a_step_that_adds_an_index_ago_is_read(
+    tmp_path: Path, version: int
+) -> None:
+    """Core v13 only added an index, and a read-only open refused every index of v12 ("made by
+    an older localstore"): yesterday's backup could not be read without copying it. Today's
+    code reads an index without the indexes of v12 and v13 correctly: the stamp sort asks the
+    table itself whether an odd stamp exists, and the deleted blueprint is found by its path."""
+    from tests.store.older_index import set_core_back
+
+    home = tmp_path / "home"
+    _stamped_home(home)
+    conn = apsw.Connection(str(home / "data/index.db"))
+    for name in (name for step, name in STEP_INDEXES.items() if step > version):
+        conn.execute(f"DROP INDEX {name}")
+    conn.close()
+    set_core_back(home, version, ())
+    freeze(home)
+    before = fingerprint(home)
+    back, paths, hits, half, content, revs, core = read_only_answer(
+        home,  # (the page first: the query's order, then the cached listing's)
+        "[[i.path for i in s.list(sort='modified', descending=True, limit=2)], "
+        "[i.path for i in s.list(sort='modified')], "
+        "sorted(h.info.path for h in s.search('word')), [h.info.path for h in s.search('half')], s.load('t/odd').content, "
+        "[r.rev for r in s.history('t/gone')], "
+        "s.index.conn.execute('PRAGMA user_version').fetchall()[0][0]]",
+    )
+    assert paths == ["t/odd.blueprint.yaml", "t/ten.blueprint.yaml", "t/half.blueprint.yaml"]
+    assert back == ["t/half.blueprint.yaml", "t/ten.blueprint.yaml"]
+    assert hits == [f"{path}.blueprint.yaml" for path in sorted(HAND_STAMPS)]
+    assert half == ["t/half.blueprint.yaml"]
+    assert (content, revs, core) == ("word: t/odd\n", [2, 1], version)
+    assert fingerprint(home) == before
 
 
 @pytest.mark.parametrize(
