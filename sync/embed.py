@@ -582,11 +582,11 @@ class EmbeddedSync:
         self._next_relogin = time.monotonic() + RELOGIN_CHECK_S
         try:
             remote = self._factory(self.store.settings)
-        except NotLoggedInError as exc:
-            self._go_offline("not logged in", exc)
-            return
         except (SyncError, LocalStoreError) as exc:
-            self._go_offline(exc.message, exc)
+            if self._done.is_set():
+                return  # (the store closed under it: a stopped sync is not "offline")
+            reason = "not logged in" if isinstance(exc, NotLoggedInError) else exc.message
+            self._go_offline(reason, exc)
             return
         try:
             started = self._start_engine(remote)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import sync.supabase_remote
-from sync.errors import SessionChangedError
+from sync.errors import RemoteConfigError, SessionChangedError
 from sync.memory_remote import MemoryRemote, MemoryServer
 from sync.session_marker import touch
 
@@ -71,3 +71,35 @@ def test_a_new_engine_that_cannot_start_closes_its_remote_and_says_why(
     assert status["state"] == "offline" and status["logged_in"] is False
     assert "can't start new thread" in status["detail"]
     handle.stop()
+
+
+def test_a_remote_that_fails_to_open_after_the_store_closed_is_no_offline_reason(
+    stores: StoreOpener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    # The new login's remote fails to open while the app closes its store (which stops this
+    # sync): a stopped sync is not "offline", so that failure is neither recorded nor logged,
+    # as when the new engine cannot start (the branch after it) in the same race.
+    server = MemoryServer()
+    calls: list[int] = []
+
+    def factory(_settings: Any) -> MemoryRemote:
+        calls.append(1)
+        if len(calls) == 1:
+            return _Revocable(server)
+        store.close()  # (the app shuts down meanwhile: its close hook stops the sync)
+        raise RemoteConfigError("the project URL is unreachable")
+
+    monkeypatch.setattr(sync.supabase_remote, "remote_from_settings", factory)
+    store = stores(home=tmp_path / "h")
+    handle = store.start_sync(poll_interval_s=3600)
+    first_remote = handle._remote
+    assert isinstance(first_remote, _Revocable)
+    first_remote.revoked = True
+    touch(store.settings)  # logout, then a new login: the follower opens a new remote
+
+    handle._ticker.join(WAIT)
+    assert not handle._ticker.is_alive() and len(calls) == 2
+    status = handle.status()
+    assert "unreachable" not in status["detail"]
+    assert "the store is closed" in status["detail"]
+    assert not [r for r in caplog.records if "unreachable" in r.getMessage()]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from sync.localcloud.gateway.context import Caller, caller_of, require_api_key
 from sync.localcloud.gateway.db import Database, RequestInfo
 from sync.localcloud.gateway.errors import ApiError, GatewayKeyError, connection_lost, from_psycopg
 from sync.localcloud.gateway.filters import parse_filters, parse_order, parse_select
+from sync.localcloud.gateway.jsontext import RawJSON
 from sync.localcloud.gateway.keys import ProjectKeys
 
 log = logging.getLogger(__name__)
@@ -129,10 +131,27 @@ class PostgrestHandler:
         return RequestInfo(caller.role, caller.claims, request.method, path, headers, schema)
 
     async def _json_body(self, request: web.Request) -> Any:
-        return (await self._json_body_text(request))[0]
+        body = (await self._json_body_text(request))[0]
+        if isinstance(body, RawJSON):
+            # Table writes build their SQL from the parsed rows; PostgREST would take this body.
+            raise ApiError(
+                400,
+                "PGRST102",
+                "Empty or invalid json",
+                details="The local gateway cannot read this body: nested deeper than "
+                f"{sys.getrecursionlimit()} levels or an integer of more than "
+                f"{sys.get_int_max_str_digits()} digits",
+                hint="Flatten the value or send the number as a string",
+            )
+        return body
 
     async def _json_body_text(self, request: web.Request) -> tuple[Any, str | None]:
-        """The parsed body and its text (None when empty); PGRST102 when it is not JSON."""
+        """The parsed body and its text (None when empty); PGRST102 when it is not JSON.
+
+        The body is a RawJSON when Python cannot hold it (nested past the recursion limit, an
+        integer past int()'s digit limit) though it may well be JSON: PostgREST reads both and
+        Postgres takes them, so the caller hands its text on to Postgres.
+        """
         raw = await request.read()
         if not raw.strip():
             return None, None
@@ -141,6 +160,30 @@ class PostgrestHandler:
             return json.loads(text), text
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ApiError(400, "PGRST102", "Empty or invalid json", details=str(exc)) from exc
+        except (ValueError, RecursionError):
+            return RawJSON(text), text
+
+    async def _rpc_args_read_by_postgres(self, body: RawJSON) -> Any:
+        """The RPC arguments of a body Python cannot hold: its top-level keys, read by Postgres.
+
+        Only the keys matter (the call sends the body's text as is); a body that is no object
+        stays a RawJSON, as a list would. PGRST102 when Postgres finds it is no JSON; its 54001
+        (nested past its stack depth) passes on, as it would from PostgREST's call.
+        """
+        query = (
+            "select json_typeof(b) = 'object',"
+            " case json_typeof(b) when 'object' then array(select json_object_keys(b)) end"
+            " from (select %s::json as b) as body"
+        )
+        try:
+            async with self.db.api.connection() as conn:
+                row = await (await conn.execute(query, [body.text])).fetchone()
+        except psycopg.errors.InvalidTextRepresentation as exc:
+            detail = exc.diag.message_detail
+            raise ApiError(400, "PGRST102", "Empty or invalid json", details=detail) from exc
+        assert row is not None
+        is_object, keys = row
+        return dict.fromkeys(keys) if is_object else body
 
     # ------------------------------------------------------------------ RPC
 
@@ -153,6 +196,8 @@ class PostgrestHandler:
         body_text: str | None = None
         if request.method == "POST":
             body, body_text = await self._json_body_text(request)
+            if isinstance(body, RawJSON):
+                body = await self._rpc_args_read_by_postgres(body)
             args: Any = {} if body is None else body
         else:
             args = {k: v for k, v in request.query.items() if k not in _RESERVED}
