@@ -135,6 +135,11 @@ LIMIT_RETRY_S = (2.0, 60.0)
 # again to take them. A restart that still leaves folders unwatched (watchdog skipping a folder
 # for some other reason) waits longer before the next one, doubling up to this.
 REWATCH_MAX_S = 600.0
+# A folder moved out of the tree (to the desktop's Trash) keeps its inotify watches, and those of
+# its sub-folders: the kernel follows the folder wherever it goes, and watchdog lets a watch go
+# only when its folder is deleted. The observer is started again this long after the first such
+# move (one restart and rescan for a burst of them), which drops them.
+STALE_WATCHES_S = 60.0
 _WATCH_LIMIT_FILE = Path("/proc/sys/fs/inotify/max_user_watches")
 _INSTANCE_LIMIT_FILE = Path("/proc/sys/fs/inotify/max_user_instances")
 _PROBE_MASK = 0x00000100  # IN_CREATE: any valid mask takes a watch
@@ -384,6 +389,9 @@ class Watcher:
         self._rewatch = False
         self._rewatch_delay = 0.0
         self._next_rewatch = 0.0
+        # When a folder first moved out of the tree since the observer started (its watches
+        # went with it: STALE_WATCHES_S); None: none did.
+        self._stale_since: float | None = None
         # Rescan-only mode (no observer: the folder's own watch was refused for a limit): why,
         # and when the watch is tried again.
         self._limit_problem: str | None = None
@@ -845,6 +853,10 @@ class Watcher:
             return False
         obs = self._observer
         same_root = self._root_problem is None and ident == self._root_id
+        since = self._stale_since
+        stale = since is not None and time.monotonic() - since >= STALE_WATCHES_S
+        if stale:
+            self._rewatch = True
         if obs is None:
             if same_root and time.monotonic() < self._limit_retry_at:
                 return True  # rescan-only, the next try of the watch is not due yet
@@ -895,6 +907,8 @@ class Watcher:
             pass  # _limited logs it
         elif obs is None:
             log.warning("the blueprints folder %s is watched again", self.root)
+        elif self._rewatch and stale:
+            log.info("watching %s anew: folders moved out of it kept their watches", self.root)
         elif self._rewatch:
             log.warning("watching every folder again (watches are free, or a folder is readable)")
         else:
@@ -902,6 +916,7 @@ class Watcher:
         self._root_problem = None
         self._root_id = ident
         self._rewatch = False
+        self._stale_since = None
         self._watch_check_due = True
         if limit_error is not None:
             self._limited(limit_error)
@@ -1083,6 +1098,8 @@ class Watcher:
             self._vanish_tree(src, now)
         if ev.event_type == wd_events.EVENT_TYPE_MOVED and dest:
             self._appear_tree(dest, now, strong=True)
+        elif ev.event_type == wd_events.EVENT_TYPE_MOVED and self._stale_since is None:
+            self._stale_since = now  # moved out of the tree: its watches went with it
         elif ev.event_type == wd_events.EVENT_TYPE_CREATED:
             self._appear_tree(src, now, strong=False)
 

@@ -6,11 +6,15 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
+
 from localstore import files as fs
+from localstore import watcher as watcher_mod
 from localstore.store import BlueprintStore
 from localstore.watcher import Watcher
+from tests.conftest import eventually
 
-from .conftest import Recorder
+from .conftest import STRESS, Recorder
 
 FOLDER_SIZE = 500
 
@@ -204,3 +208,49 @@ def test_a_folder_deleted_and_recreated_at_once_keeps_ids(
     assert {i.id for i in store.list()} == {bp.id for bp in bps.values()}
     assert store.load(bps[3].id).content == "i: changed\n"
     assert store.check().clean
+
+
+# Folders (each with a sub-folder) moved out of the tree; many more under LOCALSTORE_STRESS.
+MOVED_OUT = 200 if STRESS else 12
+
+
+def test_folders_moved_out_of_the_tree_let_their_watches_go(
+    store: BlueprintStore,
+    watcher: Watcher,
+    recorder: Recorder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A folder moved out of the blueprints folder (to the desktop's Trash: what a file
+    manager's delete does) kept its inotify watch, and one per sub-folder, for as long as it
+    existed elsewhere: the kernel follows the folder wherever it goes, and watchdog lets a watch
+    go only when its folder is deleted. A daemon running for months held a watch per folder ever
+    trashed until the trash was emptied (they count against the user's max_user_watches, shared
+    with IDEs and indexers), and heard of edits made in the trash as edits in the tree."""
+    monkeypatch.setattr(watcher_mod, "HEALTH_CHECK_S", 0.05)
+    monkeypatch.setattr(watcher_mod, "STALE_WATCHES_S", 0.0, raising=False)
+    trash = tmp_path / "trash"
+    trash.mkdir()
+    for i in range(MOVED_OUT):
+        store.save(f"f{i}/sub/bp", f"i: {i}\n")
+    assert watcher.wait_idle()
+    assert eventually(lambda: _watches() == 1 + 2 * MOVED_OUT, 10), _watches()
+    recorder.take()
+    for i in range(MOVED_OUT):
+        os.rename(store.root / f"f{i}", trash / f"f{i}")
+    assert watcher.wait_idle()
+    assert eventually(lambda: _watches() == 1, 10), f"{_watches()} watches for one folder"
+    assert sorted(e.kind for e in recorder.take()) == ["deleted"] * MOVED_OUT
+    assert store.list() == []
+    # Still watching: an edit in a new folder comes as an event (the timer rescan is minutes).
+    bp = store.save("new/one", "v: 1\n")
+    assert watcher.wait_idle()
+    (store.root / "new" / "one.blueprint.yaml").write_text("v: 2\n")
+    assert eventually(lambda: store.load(bp.id).content == "v: 2\n", 10)
+
+
+def _watches() -> int:
+    """The inodes this process's inotify instances watch (one watcher runs in this test)."""
+    watched = watcher_mod._inotify_watched()
+    assert watched is not None, "the kernel's watch list (/proc/self/fdinfo) cannot be read"
+    return len(watched)
