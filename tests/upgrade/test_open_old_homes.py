@@ -40,7 +40,15 @@ SYNCED = [p for p in HOMES if p.name not in STORE_ONLY]
 # Homes made by builds that record where the home lives (localstore._identity, session 9): once
 # unpacked somewhere else they are a copied home, and a copy takes a new device id (its edits
 # would otherwise reuse the original's op ids); everything else is kept.
-FINGERPRINTED = {"home-26c933b.tar.gz", "home-fad19a0.tar.gz", "home-7597df6.tar.gz"}
+FINGERPRINTED = {
+    "home-26c933b.tar.gz",
+    "home-fad19a0.tar.gz",
+    "home-7597df6.tar.gz",
+    "home-07836cb.tar.gz",
+}
+# Homes whose import records were made before archive v2 kept each keep-both copy's source path:
+# that build put a bundle's blueprint aside under a new id, found again by its record only.
+ARCHIVE_V1 = {"home-7597df6.tar.gz"}
 
 
 def _has_imports(fixture: Path) -> bool:
@@ -51,6 +59,7 @@ def _has_imports(fixture: Path) -> bool:
 
 
 IMPORTED = [p for p in SYNCED if _has_imports(p)]
+IMPORTED_BY_ARCHIVE_V1 = [p for p in IMPORTED if p.name in ARCHIVE_V1]
 
 
 @dataclass
@@ -108,6 +117,12 @@ def imported(request: pytest.FixtureRequest, tmp_path: Path) -> OldHome:
     return _unpack(request.param, tmp_path)
 
 
+@pytest.fixture(params=IMPORTED_BY_ARCHIVE_V1, ids=_ids(IMPORTED_BY_ARCHIVE_V1))
+def imported_v1(request: pytest.FixtureRequest, tmp_path: Path) -> OldHome:
+    """The old homes whose import records are of archive v1 (no source paths)."""
+    return _unpack(request.param, tmp_path)
+
+
 @pytest.fixture
 def store(old: OldHome) -> Iterator[BlueprintStore]:
     s = open_store(old.home)
@@ -127,7 +142,8 @@ def _history(store: BlueprintStore, rid: str) -> list[list[Any]]:
 
 
 def test_fixtures_are_there() -> None:
-    assert len(HOMES) >= 4 and len(SYNCED) >= 3 and len(IMPORTED) >= 1
+    assert len(HOMES) >= 4 and len(SYNCED) >= 3 and len(IMPORTED_BY_ARCHIVE_V1) >= 1
+    assert len(IMPORTED) > len(IMPORTED_BY_ARCHIVE_V1)
 
 
 def _versions(store: BlueprintStore) -> dict[str, int]:
@@ -144,9 +160,30 @@ def _import_records(store: BlueprintStore) -> list[list[str]]:
         return sorted([str(v) for v in row] for row in rows)
 
 
-def test_import_records_are_kept_and_the_archive_tables_upgraded_once(imported: OldHome) -> None:
+def test_the_old_codes_bundle_imports_again_unchanged(imported: OldHome) -> None:
+    """Whichever archive version made them, the old code's imports are known: its bundle
+    imported again changes nothing, and its records stay as they were."""
+    store = open_store(imported.home)
+    try:
+        before = {i.path: (i.id, i.content_hash) for i in store.list()}
+        again = import_bundle(
+            store, imported.home.parent / "bundle-old.lsbundle", on_conflict="keep-both"
+        )
+        assert {i.path: i.action for i in again.items} == dict.fromkeys(
+            imported.expected["imports"]["actions"], "unchanged"
+        )
+        assert {i.path: (i.id, i.content_hash) for i in store.list()} == before
+        assert _import_records(store) == imported.expected["imports"]["records"]
+        assert _versions(store)["archive"] == len(_ARCHIVE_MIGRATIONS)
+        assert store.check().clean
+    finally:
+        store.close()
+
+
+def test_import_records_are_kept_and_the_archive_tables_upgraded_once(imported_v1: OldHome) -> None:
     """The old code's import records stay (a bundle it imported is still "already imported"),
     and the archive tables reach today's version on the first import, once."""
+    imported = imported_v1
     exp = imported.expected["imports"]
     store = open_store(imported.home)
     try:
@@ -177,9 +214,10 @@ def test_import_records_are_kept_and_the_archive_tables_upgraded_once(imported: 
     assert _index_files(imported.home) == files
 
 
-def test_a_dry_run_reads_old_import_records_without_upgrading_them(imported: OldHome) -> None:
+def test_a_dry_run_reads_old_import_records_without_upgrading_them(imported_v1: OldHome) -> None:
     """The plan reads the records as the old code left them (no src_path yet): a dry run finds
     what it imported, and leaves the tables at their version (it upgraded them, a write)."""
+    imported = imported_v1
     exp = imported.expected["imports"]
     store = open_store(imported.home)
     try:
