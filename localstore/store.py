@@ -35,7 +35,7 @@ import apsw
 
 from localstore import _snippets
 from localstore import files as fs
-from localstore._folder_filter import folder_filter
+from localstore._folder_filter import FolderSpellings, folder_filter
 from localstore._fts_text import SPLIT, indexed_text, shown
 from localstore._identity import DEVICE_KEY, ensure_device_id, recorded_device_id
 from localstore._kept_edits import keep_flagged, keep_set_aside, report_kept
@@ -646,6 +646,7 @@ class BlueprintStore:
         try:
             self.index = self._open_index(recover_index)
             self._listing = ListingCache(self.index)
+            self._spellings = FolderSpellings()  # (folder filters' answers, kept while they hold)
         except BaseException:
             self._flusher.shutdown(wait=False)
             self._open_mark.close()
@@ -3626,7 +3627,9 @@ class BlueprintStore:
                     return view[offset:] if limit is None else view[offset : offset + limit]
             where, args = "b.deleted = 0", builtins.list[Any](tags)
             if folder is not None:
-                in_folder, values = folder_filter(cur, folder, recursive=recursive)
+                in_folder, values = folder_filter(
+                    cur, folder, recursive=recursive, known=self._spellings
+                )
                 where, args = f"{where} AND {in_folder}", args + values
             args += [] if limit is None else [limit, offset]
             args += [offset] if limit is None and offset else []
@@ -3723,7 +3726,9 @@ class BlueprintStore:
             # text again for its snippet, ~60 us: page 50 made 1,000 of them for 20).
             rows = None
             if folder is not None:  # (before the tag filter, in the SQL and in its values)
-                in_folder, values = folder_filter(cur, folder, recursive=True)
+                in_folder, values = folder_filter(
+                    cur, folder, recursive=True, known=self._spellings
+                )
                 filters, args = f" AND {in_folder}{filters}", [*values, *args]
                 rows = _folder_rows(cur, in_folder, values)
             if rows is not None and not rows[0]:

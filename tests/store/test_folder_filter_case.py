@@ -108,3 +108,59 @@ def test_the_cli_filters_folders_whatever_their_case(home: Path) -> None:
     found = run_cli(home, "--json", "search", "deploy", "--folder", "PROJECTS")
     assert found.returncode == 0, found.stderr
     assert [h["path"] for h in json.loads(found.stdout)] == ["Projects/a.blueprint.yaml"]
+
+
+def _spelling_reads(store: Any, run: Any) -> int:
+    """How many times ``run`` counts a folder's blueprints to find its spellings."""
+    return sum(sql.startswith("SELECT (SELECT count(*)") for sql, _ in query_plans(store, run))
+
+
+def test_a_folders_spellings_are_counted_once_while_no_blueprint_changes(
+    projects: Any, home: Path
+) -> None:
+    """The two counts read the folder's whole range (a page of a large folder paid for all of
+    it): kept per folder key until a blueprint changes, in this handle or another."""
+
+    def ask() -> None:
+        assert _paths(projects.list(folder="projects", limit=2)) == INSIDE[:2]
+        assert len(projects.search("deploy", folder="PROJECTS")) == 3
+        assert _paths(projects.list(folder="projects/SUB")) == INSIDE[2:]
+
+    assert _spelling_reads(projects, ask) == 2  # (two folder keys; the search's is kept)
+    assert _spelling_reads(projects, ask) == 0
+    with localstore.open(home=home) as other:
+        other.save("other/f", "steps: []\n")  # (any blueprint: the counter moves)
+    assert _spelling_reads(projects, ask) == 2
+
+
+def test_a_second_spelling_is_counted_again_once_recorded(projects: Any, home: Path) -> None:
+    assert _paths(projects.list(folder="projects")) == INSIDE
+    folder = home / "blueprints" / "projects"
+    folder.mkdir()
+    (folder / "x.blueprint.yaml").write_text("steps: []\n")
+    projects.reconcile()
+    assert _paths(projects.list(folder="PROJECTS")) == [*INSIDE, "projects/x"]
+    assert _paths(projects.list(folder="projects", recursive=False)) == [*INSIDE[:2], "projects/x"]
+
+
+def test_a_folder_asked_empty_is_found_once_another_handle_saves_in_it(
+    store: Any, home: Path
+) -> None:
+    assert store.list(folder="team") == []  # (kept: the spelling asked, "team")
+    with localstore.open(home=home) as other:
+        other.save("Team/a", "steps: []\n")
+    assert _paths(store.list(folder="team")) == ["Team/a"]
+    assert [h.info.path for h in store.search("steps", folder="TEAM")] == ["Team/a.blueprint.yaml"]
+
+
+def test_a_folder_filtered_inside_a_write_sees_its_uncommitted_rows(store: Any) -> None:
+    """A save's tx_hook runs before the counter moves: a kept answer would be stale there."""
+    assert store.list(folder="team") == []
+    seen: list[list[str]] = []
+    store.save(
+        "Team/a",
+        "steps: []\n",
+        tx_hook=lambda cur, bp: seen.append(_paths(store.list(folder="team"))),
+    )
+    assert seen == [["Team/a"]]
+    assert _paths(store.list(folder="team")) == ["Team/a"]
