@@ -23,6 +23,7 @@ import os
 import re
 import stat
 import struct
+import sys
 import unicodedata
 import zipfile
 import zlib
@@ -282,7 +283,12 @@ class _Spool:
 
     def read(self, offset: int, size: int) -> bytes:
         """The ``size`` bytes stored at ``offset``."""
-        data = os.pread(self._fh.fileno(), size, offset)
+        if sys.platform == "win32":  # (no pread there)
+            self._fh.seek(offset)
+            data = self._fh.read(size)
+            self._fh.seek(self._end)  # (where the next append writes)
+        else:
+            data = os.pread(self._fh.fileno(), size, offset)
         if len(data) != size:
             raise StorageError("the import staging file was truncated", hint="import again")
         return data

@@ -166,8 +166,7 @@ def open_private_append(path: Path | str) -> int:
     """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _durable.O_CLOEXEC, 0o600)
     try:
-        if os.name != "nt":
-            _make_private(fd, os.fstat(fd))
+        _make_private(fd, os.fstat(fd))
     except BaseException:
         os.close(fd)
         raise
@@ -177,7 +176,7 @@ def open_private_append(path: Path | str) -> int:
 def _make_private(fd: int, st: os.stat_result) -> int | None:
     """fchmod ``fd`` to 0600 when group or others have any bit; its old mode when it did."""
     mode = stat.S_IMODE(st.st_mode)
-    if not mode & 0o077:
+    if sys.platform == "win32" or not mode & 0o077:  # (no POSIX modes there)
         return None
     os.fchmod(fd, 0o600)
     return mode
@@ -194,7 +193,7 @@ def make_output_private(fd: int) -> int | None:
     this daemon's to choose (as root, an fchmod of /dev/null would change it for the whole
     machine). Raises OSError.
     """
-    if os.name == "nt":
+    if sys.platform == "win32":
         return None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():

@@ -89,6 +89,9 @@ def full_fsync(
     refuses it; the plain fsync then does what can be done there and reports any real error.
     """
     if fcntl_call is None:
+        if sys.platform == "win32":  # (no fcntl: the plain fsync, as where F_FULLFSYNC is refused)
+            os.fsync(fd)
+            return
         import fcntl
 
         fcntl_call = fcntl.fcntl
@@ -127,6 +130,8 @@ def retrying(
 
 def statvfs_free(folder: str) -> int:
     """Bytes free to this user on the filesystem of ``folder`` (POSIX). Raises OSError."""
+    if sys.platform == "win32":  # (no statvfs there)
+        return disk_usage_free(folder)
     st = os.statvfs(folder)
     return st.f_bavail * st.f_frsize
 
@@ -383,7 +388,8 @@ class ByteRangeLock:
         try:
             self._locking(fd, mode, 1)
         except OSError as exc:
-            if exc.errno in (errno.EACCES, errno.EDEADLOCK):
+            # msvcrt reports EDEADLOCK, EDEADLK's other name (which macOS's errno lacks).
+            if exc.errno in (errno.EACCES, errno.EDEADLK):
                 return False
             raise
         finally:

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import secrets
+import sys
 import tempfile
 import threading
 import time
@@ -79,7 +80,7 @@ class OpenMark:
         mark file is opened, for reading (an flock needs no write access).
         """
         path = Path(state_dir) / OPEN_LOCK_FILE
-        if os.name == "nt":  # pragma: no cover - see the module doc
+        if sys.platform == "win32":  # pragma: no cover - see the module doc
             return cls(path, None)
         import fcntl
 
@@ -108,7 +109,7 @@ class OpenMark:
         """Turn this store's shared lock exclusive without waiting; False when another open
         store holds the mark. After False this store no longer holds it at all (Linux drops
         the old lock before it tries the new one): the caller is to fail its open and close."""
-        if self._fd is None:
+        if self._fd is None or sys.platform == "win32":  # (never held there: see take())
             return True
         import fcntl
 
@@ -122,7 +123,7 @@ class OpenMark:
 
     def share(self) -> None:
         """Back to a shared lock after try_exclusive(): other stores may open again."""
-        if self._fd is not None:
+        if self._fd is not None and sys.platform != "win32":
             import fcntl
 
             fcntl.flock(self._fd, fcntl.LOCK_SH)
@@ -130,6 +131,8 @@ class OpenMark:
     def holders(self) -> list[int]:
         """The other processes holding the mark, by pid (Linux's /proc/locks; [] elsewhere or
         when it cannot be read). For messages only: never a reason to refuse or allow."""
+        if sys.platform == "win32":
+            return []
         try:
             st = os.stat(self.path)
             text = Path("/proc/locks").read_text(encoding="ascii", errors="replace")

@@ -31,6 +31,7 @@ raised (mapped).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,11 +62,12 @@ def home_read_only(paths: Paths) -> str | None:
     """Why this user cannot write the home (a read-only file system, data/ or index.db this
     user may not write), in words for a person; None when nothing says so."""
     data = paths.data
-    try:
-        if os.statvfs(data).f_flag & os.ST_RDONLY:
-            return f"{data} is on a read-only file system"
-    except (OSError, AttributeError):  # (missing; Windows has no statvfs)
-        pass
+    if sys.platform != "win32":  # (no statvfs there)
+        try:
+            if os.statvfs(data).f_flag & os.ST_RDONLY:
+                return f"{data} is on a read-only file system"
+        except OSError:  # (missing)
+            pass
     for path in (data, paths.index_db):
         # access(), not the modes: it answers for this user (groups, ACLs, capabilities).
         if os.path.exists(path) and not os.access(path, os.W_OK):

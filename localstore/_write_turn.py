@@ -34,6 +34,7 @@ import mmap
 import os
 import secrets
 import stat
+import sys
 import time
 from pathlib import Path
 
@@ -60,6 +61,8 @@ def _follow_index(fd: int, index_st: os.stat_result, path: Path) -> None:
     it root's, or the index's mode or group changed since the file was made (a home made
     group-shared after its first open kept a 0600 turn file for ever). What this user may not
     change is left as it is: turns are advisory."""
+    if sys.platform == "win32":  # (no owners or modes to follow there)
+        return
     st = os.fstat(fd)
     mode = stat.S_IMODE(index_st.st_mode) & 0o666
     me = os.geteuid()
@@ -98,8 +101,7 @@ class WriteTurn:
             log.debug("cannot open the write-turn file %s: %s", path, exc)
             return None
         try:
-            if os.name != "nt":  # (no owners or modes to follow there)
-                _follow_index(fd, index_st, path)
+            _follow_index(fd, index_st, path)
             if os.fstat(fd).st_size < _SIZE:
                 # Written, not ftruncate()d: a shared mapping of a hole that the disk cannot
                 # fill later (a full disk) kills the process with SIGBUS at the store.

@@ -25,6 +25,7 @@ import json
 import os
 import secrets
 import stat
+import sys
 import tempfile
 import uuid
 import zipfile
@@ -590,7 +591,7 @@ def _sweep_read_only_temps(root: Path) -> None:
             st = leftover.lstat()
         except OSError:  # removed by another export meanwhile
             continue
-        mine = os.name == "nt" or st.st_uid == os.getuid()
+        mine = sys.platform == "win32" or st.st_uid == os.getuid()
         if mine and stat.S_ISDIR(st.st_mode):
             remove_if_dead(leftover, READ_ONLY_EXPORT_PREFIX)
 

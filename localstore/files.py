@@ -280,10 +280,12 @@ ASIDE_PREFIX = ".lsaside-"
 def space_is_low(folder: Path | str) -> bool:
     """True if the filesystem of ``folder`` has less than LOW_SPACE_BYTES free (or is unknown)."""
     try:
-        if _free_bytes is None:
-            st = os.statvfs(folder)
-            return st.f_bavail * st.f_frsize < LOW_SPACE_BYTES
-        return _free_bytes(os.fspath(folder)) < LOW_SPACE_BYTES
+        if _free_bytes is not None:
+            return _free_bytes(os.fspath(folder)) < LOW_SPACE_BYTES
+        if sys.platform == "win32":  # (unreached: Windows always has _free_bytes)
+            return True
+        st = os.statvfs(folder)
+        return st.f_bavail * st.f_frsize < LOW_SPACE_BYTES
     except OSError:
         return True  # (cannot tell: take the safe path)
 
@@ -371,6 +373,8 @@ def _load_syncfs() -> Callable[[int], int] | None:
 
 def _kernel_version() -> tuple[int, int]:
     """The running kernel's (major, minor); (0, 0) if the release string cannot be read."""
+    if sys.platform == "win32":  # (no uname; asked on Linux only)
+        return (0, 0)
     match = re.match(r"(\d+)\.(\d+)", os.uname().release)
     return (int(match[1]), int(match[2])) if match else (0, 0)
 
@@ -882,7 +886,7 @@ def _hold(target: str, held: list[int]) -> None:
     Held, the file is freed when the flusher thread closes it, beside the index commit. Linux
     only (``O_PATH``); elsewhere, or when it cannot be opened (a new file), nothing is held.
     """
-    if _O_HOLD is None:
+    if sys.platform == "win32" or _O_HOLD is None:
         return
     try:
         held.append(os.open(target, _O_HOLD | os.O_NOFOLLOW | os.O_CLOEXEC))

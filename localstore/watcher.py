@@ -40,6 +40,7 @@ import os
 import queue
 import secrets
 import stat
+import sys
 import threading
 import time
 import warnings
@@ -2218,6 +2219,8 @@ def _inotify_watched() -> set[tuple[int, int]] | None:
 def _instance_watches(proc: str, fd: str) -> list[tuple[int, int]] | None:
     """(st_dev, st_ino) of each watch of the inotify instance at ``proc``/fd/``fd``; None when
     it is no inotify instance, or it cannot be read (closed meanwhile, another user's)."""
+    if sys.platform == "win32":  # (no /proc there)
+        return None
     try:
         if os.readlink(f"{proc}/fd/{fd}") != "anon_inode:inotify":
             return None
@@ -2266,6 +2269,8 @@ def inotify_usage(folder: Path | None = None) -> InotifyUsage | None:
 
     An instance counts once per descriptor: a descriptor shared after a fork is counted twice.
     """
+    if sys.platform == "win32":  # (no /proc there)
+        return None
     try:
         pids = [p for p in os.listdir("/proc") if p.isdigit()]
     except OSError:
@@ -2551,6 +2556,8 @@ def _remote_notice(root: Path, fstype: str | None, setting: str, interval: float
 
 def _mount_fstype(real: str, dev: int) -> str | None:
     """The mountinfo type of the mount holding ``real`` (an absolute, resolved path)."""
+    if sys.platform == "win32":  # (no /proc there)
+        return None
     try:
         text = _MOUNTINFO.read_text(encoding="utf-8", errors="surrogateescape")
     except OSError:
@@ -2600,7 +2607,7 @@ def _unescape_mount(field: str) -> str:
 
 def _statfs_magic(path: str) -> int | None:
     """statfs(2)'s f_type for ``path`` (via ctypes: os.statvfs does not give it), or None."""
-    if not hasattr(os, "statvfs") or os.uname().sysname != "Linux":
+    if sys.platform != "linux":
         return None
     try:
         libc = ctypes.CDLL(None, use_errno=True)

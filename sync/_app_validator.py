@@ -171,7 +171,7 @@ def load_app_validator(settings: Settings) -> AppValidator:
 def _writable_by_others(config_file: Path) -> str:
     """Why ``config_file`` (the one naming daemon_validator) is not this user's alone to write,
     or '' (POSIX owners and modes; '' on Windows, whose ACLs this does not read)."""
-    if os.name == "nt":  # pragma: no cover - no POSIX modes
+    if sys.platform == "win32":  # pragma: no cover - no POSIX modes
         return ""
     for path in (config_file, config_file.parent):
         try:

@@ -13,6 +13,8 @@ def span_clock() -> float:
     every night out (a daemon's uptime, a night offline logged as minutes). CLOCK_BOOTTIME
     (Linux) and macOS's CLOCK_MONOTONIC count the sleep; Windows' time.monotonic() already does.
     For lengths only: timers and deadlines keep the monotonic clock their waits run on."""
+    if sys.platform == "win32":
+        return time.monotonic()
     if sys.platform == "darwin":
         return time.clock_gettime(time.CLOCK_MONOTONIC)
     boottime = getattr(time, "CLOCK_BOOTTIME", None)

@@ -154,7 +154,7 @@ def stop_cmd(ctx: CliContext) -> None:
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if pid_alive(pid):
+    if pid_alive(pid) and sys.platform != "win32":  # (there SIGTERM was TerminateProcess)
         os.kill(pid, signal.SIGKILL)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     ctx.emit({"status": "stopped", "pid": pid}, lambda: click.echo("stopped"))

@@ -781,7 +781,8 @@ def service_plan(settings: Settings, home: str | None, platform: str = sys.platf
         label = LAUNCHD_LABEL + suffix
         path = Path.home() / "Library" / "LaunchAgents" / f"{label}.plist"
         text = render_launchd_plist(args, str(settings.paths.state), label, environment)
-        domain = f"gui/{os.getuid()}"
+        # (made on macOS, and by tests on Linux: never on Windows, which has no getuid)
+        domain = f"gui/{os.getuid()}"  # type: ignore[attr-defined,unused-ignore]
         bootout = [["launchctl", "bootout", f"{domain}/{label}"]]
         return ServicePlan(
             "launchd",

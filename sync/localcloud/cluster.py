@@ -48,6 +48,9 @@ from psycopg.conninfo import make_conninfo
 
 from sync.errors import SyncError
 
+# POSIX only (its fcntl import fails on Windows, docs/portability.md): the POSIX calls below carry
+# "type: ignore[attr-defined,unused-ignore]" for mypy --platform win32, guarding each being worse.
+
 __all__ = [
     "INSTALL_HINT",
     "ClusterStartError",
@@ -430,10 +433,10 @@ class PostgresCluster:
     @staticmethod
     def _resolve_service_user() -> tuple[int, int] | None:
         """Return (uid, gid) to run the server as, or None to run as ourselves (not root)."""
-        if os.geteuid() != 0:
+        if os.geteuid() != 0:  # type: ignore[attr-defined,unused-ignore]
             return None
         try:
-            entry = pwd.getpwnam(SERVICE_USER)
+            entry = pwd.getpwnam(SERVICE_USER)  # type: ignore[attr-defined,unused-ignore]
         except KeyError:
             raise LocalCloudError(
                 f"running as root, but there is no '{SERVICE_USER}' system user"
@@ -477,7 +480,7 @@ class PostgresCluster:
         self._data_dir.mkdir(mode=0o700)
         if self._service_ids is not None:
             for path in [self._socket_dir, *owned, self._data_dir]:
-                os.chown(path, *self._service_ids)
+                os.chown(path, *self._service_ids)  # type: ignore[attr-defined,unused-ignore]
 
     def _spawn(
         self, args: list[str], *, cwd: Path | None = None, **kwargs: Any
@@ -523,15 +526,15 @@ class PostgresCluster:
             return final
         cache.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open(cache / f"{final.name}.lock", "wb") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            fcntl.flock(lock, fcntl.LOCK_EX)  # type: ignore[attr-defined,unused-ignore]
             if (final / "READY").exists():
                 return final
             build = Path(tempfile.mkdtemp(prefix="lcpg-template-"))
             try:
                 (build / "data").mkdir(mode=0o700)
                 if self._service_ids is not None:
-                    os.chown(build, *self._service_ids)
-                    os.chown(build / "data", *self._service_ids)
+                    os.chown(build, *self._service_ids)  # type: ignore[attr-defined,unused-ignore]
+                    os.chown(build / "data", *self._service_ids)  # type: ignore[attr-defined,unused-ignore]
                 self._run_initdb(build / "data")
                 staging = cache / f".{final.name}.{os.getpid()}"
                 shutil.rmtree(staging, ignore_errors=True)
@@ -658,7 +661,7 @@ class PostgresCluster:
     @staticmethod
     def _shutdown(proc: subprocess.Popen[bytes]) -> None:
         """SIGINT (pg_ctl -m fast), then SIGQUIT (-m immediate), then SIGKILL."""
-        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGKILL):
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGKILL):  # type: ignore[attr-defined,unused-ignore]
             if proc.poll() is not None:
                 return
             with contextlib.suppress(ProcessLookupError):
