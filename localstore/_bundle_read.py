@@ -762,8 +762,8 @@ def _check_name(name: str, limits: BundleLimits) -> str:
         raise UnsafeBundleError(f"entry name {shown} contains a backslash")
     if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
         raise UnsafeBundleError(f"entry name {shown} is an absolute path")
-    if len(name) > limits.max_path_chars:
-        raise BundleLimitError(f"entry name is longer than {limits.max_path_chars} characters")
+    if len(name) > limits.max_path_chars and not _may_be_mac_metadata(name):
+        raise _too_long(limits)
     bare = name[:-1] if name.endswith("/") else name
     parts = bare.split("/")
     if any(seg in ("", ".", "..") for seg in parts):
@@ -778,6 +778,34 @@ def _check_name(name: str, limits: BundleLimits) -> str:
             )
         raise UnsafeBundleError(f"entry name {shown} contains a control character")
     return bare
+
+
+def _too_long(limits: BundleLimits) -> BundleLimitError:
+    return BundleLimitError(f"entry name is longer than {limits.max_path_chars} characters")
+
+
+def _may_be_mac_metadata(name: str) -> bool:
+    """Whether an over-long name may be a Mac's AppleDouble file, to be proven once the entries
+    can be read (_check_long_names). Such a file's name is its file's and 2 characters more
+    (``._``), 11 under ``__MACOSX/``: a blueprint path near the limit fits, its AppleDouble
+    files did not, and the whole bundle was refused for what is passed by unread."""
+    return name.startswith(_MAC_FORKS_FOLDER) or (
+        name.startswith(ENTRY_PREFIX) and name.rsplit("/", 1)[-1].startswith("._")
+    )
+
+
+def _check_long_names(
+    long: Sequence[zipfile.ZipInfo], reader: _EntryReader, limits: BundleLimits
+) -> None:
+    """Refuse an over-long name unless it is a Mac's: any under ``__MACOSX/`` (never read, as
+    there at any length), a ``._`` file beside the blueprints only if it starts with AppleDouble's
+    magic (its 4 first bytes; a name alone could hide a blueprint's file)."""
+    for info in long:
+        name = info.orig_filename
+        if name.startswith(_MAC_FORKS_FOLDER):
+            continue
+        if _is_folder(info) or not _is_apple_double(info, reader):
+            raise _too_long(limits)
 
 
 def _is_finder_icon(bare: str) -> bool:
@@ -871,9 +899,12 @@ def _check_listing(
         raise BundleLimitError(f"bundle has more than {limits.max_entries} entries")
     files: dict[str, zipfile.ZipInfo] = {}
     seen: dict[str, tuple[str, bool]] = {}  # by path key: the first name, and if a folder's
+    long = []  # over-long names that may be a Mac's, checked once the entries can be read
     for info in listing:
         _read_name_as_written(info)
         bare = _check_name(info.orig_filename, limits)
+        if len(info.orig_filename) > limits.max_path_chars:
+            long.append(info)
         _check_type(info)
         is_dir = _is_folder(info)
         _check_unique_name(seen, bare, is_dir)
@@ -882,7 +913,9 @@ def _check_listing(
                 raise UnsafeBundleError(f"folder entry {bare[:80]!r} has content")
             continue
         files[bare] = info
-    return files, _EntryReader(fh, _check_ranges(listing, fh, cd_start))
+    reader = _EntryReader(fh, _check_ranges(listing, fh, cd_start))
+    _check_long_names(long, reader, limits)
+    return files, reader
 
 
 # The MS-DOS attributes' folder bit, in the low byte of an entry's external attributes.

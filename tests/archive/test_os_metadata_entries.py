@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 
 from localstore import archive
-from localstore.errors import BundleFormatError, BundleIntegrityError, UnsafeBundleError
+from localstore import files as fs
+from localstore.errors import (
+    BundleFormatError,
+    BundleIntegrityError,
+    BundleLimitError,
+    UnsafeBundleError,
+)
 from localstore.store import BlueprintStore
 from tests.conftest import run_cli
 
@@ -259,3 +265,62 @@ def test_the_note_shows_the_icon_file_name_escaped(stores: StoreFactory, tmp_pat
     assert "\r" not in done.stderr
     listed = run_cli(tmp_path / "cli-home", "--json", "import", "--dry-run", str(bundle))
     assert json.loads(listed.stdout)["ignored_entries"] == ["blueprints/personal/Icon\r"]
+
+
+# A blueprint path at the store's limit (files.MAX_PATH_CHARS, 1,024), in segments a file system
+# takes (under 255 characters each): its entries fit the bundle's name limit, its AppleDouble
+# files (2 characters more, 11 more under __MACOSX/) do not.
+LONG_FOLDERS = "/".join(["d" * 200] * 4)
+LONG_PATH = f"{LONG_FOLDERS}/{'p' * 205}.blueprint.yaml"
+LONG_META = f"blueprints/{LONG_PATH.removesuffix('.blueprint.yaml')}.blueprint.meta.json"
+
+
+def _long_bundle_files() -> dict[str, bytes]:
+    assert len(LONG_PATH) == fs.MAX_PATH_CHARS
+    entries = z.bundle_entries([z.Blueprint(LONG_PATH)])
+    return {e.name.decode(): e.data for e in entries}
+
+
+@pytest.mark.parametrize("apple_double_in", ["beside", "__MACOSX"])
+def test_apple_double_files_of_a_path_at_the_limit_are_passed_by(
+    stores: StoreFactory, tmp_path: Path, apple_double_in: str
+) -> None:
+    """Their names are longer than any entry's may be, and the whole bundle was refused ("entry
+    name is longer than 1040 characters"), although the blueprint's own entries fit."""
+    bundle = tmp_path / "mac.lsbundle"
+    bundle.write_bytes(_finder_zip(_long_bundle_files(), apple_double_in=apple_double_in))
+    here = stores("here")
+    result = archive.import_bundle(here, bundle)
+    assert [(it.action, it.path) for it in result.items] == [("create", LONG_PATH)]
+    prefix = "__MACOSX/" if apple_double_in == "__MACOSX" else ""
+    folder, _, base = LONG_META.rpartition("/")
+    over_long = f"{prefix}{folder}/._{base}"
+    assert len(over_long) > archive.BundleLimits().max_path_chars
+    assert over_long in result.ignored_entries
+    assert here.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "error"),
+    [
+        # Not a Mac's: no AppleDouble magic, a blueprint's suffix.
+        (LONG_META.replace("/pp", "/._pp"), b"name: slipped in\n", BundleLimitError),
+        (LONG_META + "x" * 3, APPLE_DOUBLE, BundleLimitError),
+        # AppleDouble content, but outside blueprints/ and __MACOSX/, where nothing is listed.
+        ("x/" + LONG_META.replace("/pp", "/._pp"), APPLE_DOUBLE, BundleLimitError),
+        # Under __MACOSX/, but hostile all the same.
+        ("__MACOSX/../" + LONG_META.replace("/pp", "/._pp"), APPLE_DOUBLE, UnsafeBundleError),
+        ("__MACOSX/" + LONG_META.replace("/pp", "/._p\x01"), APPLE_DOUBLE, UnsafeBundleError),
+        ("/__MACOSX/" + LONG_META.replace("/pp", "/._pp"), APPLE_DOUBLE, UnsafeBundleError),
+    ],
+    ids=["not-apple-double", "no-dot-underscore", "outside", "dotdot", "control", "absolute"],
+)
+def test_other_over_long_names_are_refused_as_before(
+    stores: StoreFactory, tmp_path: Path, name: str, data: bytes, error: type[Exception]
+) -> None:
+    assert len(name) > archive.BundleLimits().max_path_chars
+    files = {**_long_bundle_files(), name: data}
+    bundle = tmp_path / "long.lsbundle"
+    bundle.write_bytes(z.build([z.RawEntry(n.encode(), d) for n, d in files.items()]))
+    with pytest.raises(error, match="entry"):
+        archive.import_bundle(stores("here"), bundle)
