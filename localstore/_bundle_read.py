@@ -256,13 +256,15 @@ def _staging_error(exc: OSError, folder: Path) -> StorageError:
 class _Spool:
     """Verified YAML bytes, appended to one file in staging and read back by offset."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, seek_reads: bool = False) -> None:
+        """``seek_reads`` reads as on Windows (always there) so a test can run that way here."""
         self._folder = path.parent
         try:
             self._fh: IO[bytes] = open(path, "xb+")  # noqa: SIM115 - closed by close(), on exit
         except OSError as exc:
             raise _staging_error(exc, self._folder) from exc
         self._end = 0
+        self._seek_reads = seek_reads
 
     def append(self, data: bytes) -> int:
         """Write ``data`` at the end; return its offset. Raises StorageError (DiskFullError)."""
@@ -283,14 +285,18 @@ class _Spool:
 
     def read(self, offset: int, size: int) -> bytes:
         """The ``size`` bytes stored at ``offset``."""
-        if sys.platform == "win32":  # (no pread there)
-            self._fh.seek(offset)
-            data = self._fh.read(size)
-            self._fh.seek(self._end)  # (where the next append writes)
+        if sys.platform == "win32" or self._seek_reads:  # (no pread on Windows)
+            data = self._read_seeking(offset, size)
         else:
             data = os.pread(self._fh.fileno(), size, offset)
         if len(data) != size:
             raise StorageError("the import staging file was truncated", hint="import again")
+        return data
+
+    def _read_seeking(self, offset: int, size: int) -> bytes:
+        self._fh.seek(offset)
+        data = self._fh.read(size)
+        self._fh.seek(self._end)  # (where the next append writes)
         return data
 
     def close(self) -> None:

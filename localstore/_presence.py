@@ -228,7 +228,7 @@ class WatchMark:
         """Write and lock this watcher's mark. One that cannot be written (a read-only state
         folder, a filesystem without flock, Windows) leaves the watcher unmarked, logged: other
         processes then record its fresh changes themselves, as before marks."""
-        if os.name == "nt":  # pragma: no cover - see above
+        if sys.platform == "win32":  # pragma: no cover - see above
             return cls(None, None)
         folder = Path(state_dir) / WATCHERS_DIR
         body = json.dumps(
