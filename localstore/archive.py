@@ -20,6 +20,7 @@ Import treats the file as hostile until proven otherwise, in three phases:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from localstore import crypto
 from localstore import files as fs
+from localstore._as_if_new import as_if_new
 from localstore._bundle_read import (
     ANCESTORS_WRITTEN,
     ENCRYPTED_MAGIC,
@@ -63,6 +65,7 @@ from localstore._bundle_read import (
 from localstore._durable import WIN_IN_USE_ERRORS
 from localstore._held_temps import HeldFolder, make_held_folder, remove_if_dead
 from localstore._listing import filter_words
+from localstore._reconcile import Reconciler
 from localstore.blueprint import (
     MAX_META_BYTES,
     Blueprint,
@@ -999,6 +1002,12 @@ def _meta_too_big(meta: BlueprintMeta) -> bool:
     return len(encode_meta(meta)) > MAX_META_BYTES
 
 
+def _holder_name(row: Row) -> str:
+    """How a reason names the blueprint at a path: its id, or (not recorded yet, so it has no
+    id until the import records it) what it is."""
+    return row.id or f"a file not recorded yet ({row.path})"
+
+
 # Keep-both copies get a name-based UUID (RFC 4122 version 5) in this namespace.
 _COPY_NAMESPACE = uuid.UUID("5b1f0a0e-2c4d-4f43-9a57-6c6f63616c73")
 
@@ -1033,6 +1042,7 @@ class _Planner:
         # Where the bundle puts each of its blueprints, which have been planned, which ids an
         # actionable item already writes, and the paths planned moves leave (by path key).
         self.bundle_paths = {e.id: fs.path_key(e.path) for e in entries}
+        self.bundle_keys = set(self.bundle_paths.values())
         self.entries = {e.id: e for e in entries}
         self.planned: set[str] = set()
         self.targets: set[str] = set()
@@ -1041,6 +1051,12 @@ class _Planner:
         self.records = _records_version(store)
         # The YAML text of each blueprint planned as its files hold it (None: it does not parse).
         self.disk_text: dict[str, str | None] = {}
+        # Files at the bundle's paths no blueprint is recorded for yet, as recording them would
+        # make them (by path key; None: no such file), and the folders listed for new paths.
+        self.unrecorded: dict[str, Row | None] = {}
+        self.may_create = store._new_path_check()
+        self.folders: dict[str, dict[str, str]] = {}
+        self._reconciler: Reconciler | None = None
 
     def plan(self, entry: BundleEntry) -> ImportItem:
         bundle_path = self.bundle_path.get(entry.id, entry.path)
@@ -1051,10 +1067,14 @@ class _Planner:
         row = other = None
         if entry.id in self.known_ids:
             row = self._as_files_hold(_row(self.store, entry.id, include_deleted=True))
+        else:
+            other = self._holder(entry)
+            if other is not None and other.id == entry.id:
+                row, other = other, None  # a pair put here by hand, with this blueprint's meta
         if row is not None:
             self._plan_same_id(item, entry, row)
         else:
-            other = self._holder(entry)
+            other = other or self._holder(entry)
             if other is not None:
                 self._plan_path_conflict(item, entry, other)
             else:
@@ -1072,7 +1092,8 @@ class _Planner:
         acts = item.action not in ("unchanged", "skip")
         if acts and (current is None or current.deleted or current.path != item.target_path):
             self._check_target(item)
-        if item.action not in ("unchanged", "skip", "refused"):
+        if item.action not in ("unchanged", "skip", "refused") and item.target_id:
+            # (No target id: a file not recorded yet, whose id its recording makes up.)
             if item.target_id in self.targets:
                 # Two writes planned against one blueprint and one revision: the second would
                 # fail at best, or pour one blueprint's content into another's identity.
@@ -1113,9 +1134,33 @@ class _Planner:
     def _holder(self, entry: BundleEntry) -> Row | None:
         """The live blueprint holding the entry's path here, unless a planned move vacates it."""
         key = fs.path_key(entry.path)
-        if key not in self.holders or key in self.released:
+        if key in self.released:
             return None
+        if key not in self.holders:
+            return self._unrecorded_at(entry.path)
         return self._as_files_hold(_live_at(self.store, entry.path))
+
+    def _unrecorded_at(self, path: str) -> Row | None:
+        """The blueprint a file at the bundle path ``path``, where none is recorded, would be
+        once recorded; None when there is none, or recording leaves it out.
+
+        An import records such a file before it plans (_record_edits_first), and it then holds
+        the path; a dry run records nothing, and planned a "create" there, which the import
+        then found taken and decided by the policy. Other paths are not recorded first; the
+        save does, and refuses to write there (see _check_on_disk)."""
+        key = fs.path_key(path)
+        if key not in self.unrecorded:
+            found = None
+            if key in self.bundle_keys and key not in self.holders and self.may_create(path):
+                with contextlib.suppress(LocalStoreError):  # (the plan refuses it: _check_target)
+                    found = as_if_new(self._reconcile(), path)
+            self.unrecorded[key] = found
+        return self.unrecorded[key]
+
+    def _reconcile(self) -> Reconciler:
+        if self._reconciler is None:
+            self._reconciler = Reconciler(self.store)
+        return self._reconciler
 
     def _as_files_hold(self, row: Row | None) -> Row | None:
         """``row`` with what its files hold that the index has not recorded yet (an edit while no
@@ -1152,9 +1197,35 @@ class _Planner:
             target = fs.normalize_path(item.target_path)
             self.store.check_scanned(target, self.rules)
             fs.check_new_name(target)
-        except UnsafePathError as exc:
+            self._check_on_disk(target)
+        except (UnsafePathError, AlreadyExistsError) as exc:
             item.action, item.status, item._entry = "refused", "failed", None
             item.error = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+
+    def _check_on_disk(self, target: str) -> None:
+        """Refuse, as the save would, a new path where a file or folder here has the name in
+        another case, or where a file the index does not hold cannot be recorded (does not
+        parse) or is no bundle path (the save records it, then finds the path taken).
+
+        Checked by the save alone, these were "create" in a dry run and failed in the import.
+        A path held in the index, or left by a planned move, is the plan's own to decide."""
+        key = fs.path_key(target)
+        if key in self.claimed or key in self.released:
+            return
+        with self.store.index.read() as cur:
+            held = self.store._live_at(cur, target) is not None
+            if not held:
+                self.store._check_file_case(target, self.folders)
+            self.store._check_folders_case(cur, target, self.folders)
+        if held or key in self.holders or self._unrecorded_at(target) is not None:
+            return
+        found = as_if_new(self._reconcile(), target)
+        if found is not None:
+            raise AlreadyExistsError(
+                f"{target} is taken by a file here that is not recorded yet",
+                hint="move that file away, or import again once it is recorded "
+                "('localstore check' records it)",
+            )
 
     def _set(
         self,
@@ -1180,7 +1251,7 @@ class _Planner:
             return False
         if key in self.released:  # a move planned (and applied) earlier leaves it
             return True
-        other = _live_at(self.store, path)
+        other = _live_at(self.store, path) or self._unrecorded_at(path)
         return other is None or other.id == owner
 
     def _not_at(self, entry: BundleEntry, target: str) -> str:
@@ -1236,8 +1307,10 @@ class _Planner:
 
     def _path_holder(self, path: str) -> str:
         """Who keeps ``path`` from being free: a blueprint here, or this bundle's own plan."""
-        other = _live_at(self.store, path)
-        return other.id if other is not None else "another blueprint of this bundle"
+        other = _live_at(self.store, path) or self._unrecorded_at(path)
+        if other is None:
+            return "another blueprint of this bundle"
+        return _holder_name(other)
 
     def _plan_same_id(self, item: ImportItem, entry: BundleEntry, row: Row) -> None:
         incoming = _hash_as_saved(entry, row)
@@ -1338,7 +1411,7 @@ class _Planner:
         self._set(item, "move", row.id, entry.path, None, row.rev, f"renamed from {row.path}")
 
     def _plan_path_conflict(self, item: ImportItem, entry: BundleEntry, other: Row) -> None:
-        reason = f"path taken by {other.id}"
+        reason = f"path taken by {_holder_name(other)}"
         if _same_ignoring_identity(other, entry):
             self._set(item, "unchanged", other.id, other.path, None, None, "same content at path")
             return

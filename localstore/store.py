@@ -498,6 +498,16 @@ class _Batch:
     settled: set[str] = field(default_factory=set)
 
 
+def _not_a_blueprint(rel: str) -> AlreadyExistsError:
+    """The refusal of a save over a file no blueprint is recorded for and none can be: its YAML
+    or meta does not parse (writing over it would lose it with no revision anywhere)."""
+    return AlreadyExistsError(
+        f"{rel} is taken by a file that is not a valid blueprint (it is not in the "
+        "index, so saving here would destroy it)",
+        hint="fix or move that file first (see 'localstore check'), or save under another path",
+    )
+
+
 def _recorded_now(path: str) -> fs.Recorded | None:
     """The stats of the file at ``path`` as a write's ``recorded`` (None: no file there)."""
     try:
@@ -1851,12 +1861,7 @@ class BlueprintStore:
                 self._refuse_not_files(rel, indexed=False)
                 # The file could not be recorded (its YAML or meta does not parse, or it is not a
                 # regular file): writing over it would lose it with no revision anywhere.
-                raise AlreadyExistsError(
-                    f"{rel} is taken by a file that is not a valid blueprint (it is not in the "
-                    "index, so saving here would destroy it)",
-                    hint="fix or move that file first (see 'localstore check'), or save under "
-                    "another path",
-                )
+                raise _not_a_blueprint(rel)
         if req.expected_rev is not None and (existing.rev if existing else 0) != req.expected_rev:
             raise RevisionConflictError(
                 f"{rel} is at revision {existing.rev if existing else 0}, not {req.expected_rev}",
@@ -1870,7 +1875,7 @@ class BlueprintStore:
                 # Not for what sync applies: the server has the path already, and refusing it
                 # here would leave this device out of step for good (a Linux device's ``q/``
                 # beside another's ``Q/`` is a real pair of folders there).
-                self._check_folders_case(cur, rel, batch)
+                self._check_folders_case(cur, rel, batch.folders)
         content = req.content
         if content is None:
             if existing is None or existing.deleted:
@@ -2425,9 +2430,15 @@ class BlueprintStore:
             )
         if other is not None:
             return  # the only file that can collide by case is this blueprint's own
-        # A file on disk that the index does not know yet (e.g. created while nothing ran).
+        self._check_file_case(rel, batch.folders if batch is not None else None, target)
+
+    def _check_file_case(
+        self, rel: str, folders: dict[str, dict[str, str]] | None, target: str | None = None
+    ) -> None:
+        """Refuse a name that differs only by case from a file on disk the index does not know
+        yet (created while nothing ran). ``folders``: the listings a batch (or a plan) keeps."""
         folder, name = os.path.split(target or str(self.abspath(rel)))
-        names = self._folder_names(folder, batch)
+        names = self._folder_names(folder, folders)
         existing = names.get(fs.path_key(name))
         if existing is not None and existing != name:
             raise UnsafePathError(
@@ -2435,7 +2446,9 @@ class BlueprintStore:
                 hint="rename one of them",
             )
 
-    def _check_folders_case(self, cur: Any, rel: str, batch: _Batch | None) -> None:
+    def _check_folders_case(
+        self, cur: Any, rel: str, folders: dict[str, dict[str, str]] | None
+    ) -> None:
         """Refuse a new folder whose name differs only by case from one beside it.
 
         The file check above looks in the file's own folder, which for ``team/b`` beside an
@@ -2453,7 +2466,7 @@ class BlueprintStore:
             return
         parent = str(self.paths.blueprints)
         for seg in folder.split("/"):
-            names = self._folder_names(parent, batch)
+            names = self._folder_names(parent, folders)
             existing = names.get(fs.path_key(seg))
             if existing is not None and existing != seg:
                 raise UnsafePathError(
@@ -2484,17 +2497,18 @@ class BlueprintStore:
         return os.path.lexists(target)
 
     @staticmethod
-    def _folder_names(folder: str, batch: _Batch | None) -> dict[str, str]:
+    def _folder_names(folder: str, folders: dict[str, dict[str, str]] | None) -> dict[str, str]:
         """Key (files.path_key) -> name of a folder's entries; listed once per batch (the batch
-        holds the write lock, and adds what it stages), so a batch into one folder stays linear."""
-        if batch is not None and folder in batch.folders:
-            return batch.folders[folder]
+        holds the write lock, and adds what it stages; ``folders`` is its listings), so a batch
+        into one folder stays linear."""
+        if folders is not None and folder in folders:
+            return folders[folder]
         try:
             names = {fs.path_key(n): n for n in os.listdir(folder)}
         except OSError:
             names = {}
-        if batch is not None:
-            batch.folders[folder] = names
+        if folders is not None:
+            folders[folder] = names
         return names
 
     def _read_current_yaml(self, row: Row) -> bytes:
