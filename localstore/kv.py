@@ -256,7 +256,10 @@ def _encode(key: str, value: Any, fmt: str) -> bytes:
         ) from exc
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
-    raise KVFormatError(f"binary value of {key!r} must be bytes, not {type(value).__name__}")
+    raise KVFormatError(
+        f"binary value of {key!r} must be bytes, not {type(value).__name__}",
+        hint="pass bytes (text.encode() for a str), or leave format out to store it as JSON",
+    )
 
 
 def _decode(key: str, data: bytes, fmt: str) -> Any:
