@@ -165,7 +165,10 @@ def parse_yaml(text: str | bytes, limits: YamlLimits | None = None) -> dict[str,
     try:
         source = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidYAMLError(f"YAML is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+        raise InvalidYAMLError(
+            f"YAML is not UTF-8 ({exc.reason} at byte {exc.start})",
+            hint="save the file as UTF-8, or pass the content as a str",
+        ) from exc
     loader = _Loader(source)
     try:
         node = loader.get_single_node()
@@ -498,7 +501,11 @@ def dump_yaml(data: Mapping[str, Any]) -> str:
             yaml.dump(dict(data), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
         )
     except yaml.YAMLError as exc:
-        raise InvalidYAMLError(f"cannot represent the blueprint as YAML: {_short(exc)}") from exc
+        raise InvalidYAMLError(
+            f"cannot represent the blueprint as YAML: {_short(exc)}",
+            hint="use plain values (str, int, float, bool, None, dates, lists and dicts), "
+            "e.g. str() or float() of a Decimal, or pass the YAML as text",
+        ) from exc
     except RecursionError as exc:  # the dumper recurses per level; a save refuses >64 anyway
         raise LimitExceededError(
             "the mapping is nested too deeply to save as YAML",

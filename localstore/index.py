@@ -932,6 +932,8 @@ class Index:
         self.write_serial = 0
         self._commit_listeners: list[Any] = []
         self._rollback_listeners: list[Callable[[], None]] = []
+        # Told once the connection is closed (see on_close).
+        self._close_listeners: list[Callable[[], None]] = []
         # The thread whose transaction is open (set and cleared under the lock by that thread),
         # what after_commit() queued per open level (outermost first), and a close() asked for
         # from inside that transaction (done when it ends).
@@ -1015,6 +1017,7 @@ class Index:
                 self._close_pending = True
                 return
             self._close_now()
+        self._tell_closed()  # (with the lock released: a listener may join a thread needing it)
 
     def _close_now(self) -> None:
         conn, self._conn = self._conn, None
@@ -1093,6 +1096,32 @@ class Index:
         runs under the index lock, so it must only note the fact (no locks, no I/O).
         """
         self._rollback_listeners.append(callback)
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once, on the closing thread, after the connection is closed.
+
+        For a component with a thread on this index (the app-data purger): without it, the
+        thread slept on after the store closed until its next round found the index closed.
+        Called with the index's lock released, except for a close deferred into a transaction
+        of the closing thread (called when it ends, under the lock: a callback must then not
+        wait for another thread that needs the index; ``lock_held`` tells). One that raises is
+        logged and the others still run.
+        """
+        self._close_listeners.append(callback)
+
+    def remove_close_listener(self, callback: Callable[[], None]) -> None:
+        """Stop calling ``callback`` (registered with :meth:`on_close`); absent is fine.
+        Takes no lock, as :meth:`remove_rollback_listener`."""
+        with contextlib.suppress(ValueError):
+            self._close_listeners.remove(callback)
+
+    def _tell_closed(self) -> None:
+        listeners, self._close_listeners = self._close_listeners, []
+        for cb in listeners:
+            try:
+                cb()
+            except Exception:  # closing goes on; the component logs why
+                log.exception("index close listener %r failed", cb)
 
     def remove_rollback_listener(self, callback: Callable[[], None]) -> None:
         """Stop calling ``callback`` (registered with :meth:`on_rollback`); absent is fine.
@@ -1348,6 +1377,7 @@ class Index:
                 self._conn.exec_trace = None
         if self._close_pending:
             self._close_now()
+            self._tell_closed()
 
     def _begin_immediate(self, cur: apsw.Cursor) -> None:
         # Waits for another process's write lock with this index's lock RELEASED: SQLite's busy

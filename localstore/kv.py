@@ -256,7 +256,10 @@ def _encode(key: str, value: Any, fmt: str) -> bytes:
         ) from exc
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
-    raise KVFormatError(f"binary value of {key!r} must be bytes, not {type(value).__name__}")
+    raise KVFormatError(
+        f"binary value of {key!r} must be bytes, not {type(value).__name__}",
+        hint="pass bytes (text.encode() for a str), or leave format out to store it as JSON",
+    )
 
 
 def _decode(key: str, data: bytes, fmt: str) -> Any:
@@ -537,6 +540,14 @@ class _WeakCall:
             method()
 
 
+def _forget_listeners(
+    index: Index, on_rollback: Callable[[], None], on_close: Callable[[], None]
+) -> None:
+    """Take a KVStore's callbacks back from its index (at close, or when it is collected)."""
+    index.remove_rollback_listener(on_rollback)
+    index.remove_close_listener(on_close)
+
+
 class _StaleKey(Exception):
     """Internal: no current data key yet, or not the one loaded; retry outside the write."""
 
@@ -603,7 +614,12 @@ class KVStore:
         # keep every KVStore ever made on a long-lived index alive, hot tier and all.
         listener = _WeakCall(self._note_rollback)
         index.on_rollback(listener)
-        self._listener_finalizer = weakref.finalize(self, index.remove_rollback_listener, listener)
+        # Closed with its index (the store's close()): the purger slept on until its next round.
+        on_close = _WeakCall(self.close)
+        index.on_close(on_close)
+        self._listener_finalizer = weakref.finalize(
+            self, _forget_listeners, index, listener, on_close
+        )
 
     def __repr__(self) -> str:
         closed = ", closed" if self._closed else ""
@@ -1422,7 +1438,7 @@ class KVStore:
             self._clear_hot()
         if finalizer is not None:
             finalizer.detach()
-        # The index outlives us: stop its rollback callbacks now rather than at collection.
+        # The index outlives us: stop its callbacks now rather than at collection.
         self._listener_finalizer()
         if purger is not None:
             purger.stop()

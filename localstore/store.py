@@ -930,10 +930,10 @@ class BlueprintStore:
         Returns the ``sync.embed.EmbeddedSync`` handle. Raises LockHeldError (precisely
         ``sync.SyncLockedError``, a subclass) when a daemon (or another app, or another store
         in this process) already syncs this home, ConfigError when the sync package is missing,
-        and the sync package's own errors, which are ``sync.SyncError``s, not LocalStoreErrors
-        (two trees, see docs/architecture.md): ``sync.NotLoggedInError`` without a cloud
-        session, another ``sync.AuthError`` when the session cannot be read (no usable
-        keychain). WatcherError when the folder cannot be watched.
+        and the sync package's own errors, ``sync.SyncError``s (LocalStoreErrors too: one
+        tree): ``sync.NotLoggedInError`` without a cloud session, another ``sync.AuthError``
+        when the session cannot be read (no usable keychain). WatcherError when the folder
+        cannot be watched.
         """
         self._check_writable("sync")
         try:

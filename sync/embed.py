@@ -668,6 +668,17 @@ class EmbeddedSync:
 
     # -- the app's side -------------------------------------------------------------------------------
 
+    def _check_store_open(self) -> None:
+        """Raise StoreClosedError once the store is closed: a pause or resume then wrote the
+        home's pause file for a sync that no longer runs (the daemon and the app's next start
+        paused), and a status listener was kept that nothing would call."""
+        if self.store.closed:
+            raise StoreClosedError(
+                "the store is closed, and its sync with it",
+                hint="open the store again and start_sync() there; `localstore daemon --pause` "
+                "or `--resume` change the home's pause without one",
+            )
+
     @property
     def paused(self) -> bool:
         """True while this home's sync is paused (by ``pause()``, or recorded for the home)."""
@@ -679,7 +690,9 @@ class EmbeddedSync:
         Recorded in ``state/sync-paused.json``, so the pause outlives this app and holds for the
         daemon too (docs/daemon.md, "Pause"). A state/ that cannot be written pauses this sync
         anyway, with a warning that the pause ends with it. Local saves go on and sync after.
+        Raises StoreClosedError once the store is closed (nothing recorded).
         """
+        self._check_store_open()
         with self._pause_mutex:
             try:
                 since: float | None = write_pause(self._state_dir)
@@ -695,7 +708,11 @@ class EmbeddedSync:
         tell()  # (on this thread, as engine.pause() does, and under no lock)
 
     def resume(self) -> None:
-        """Sync again, starting now, and remove the home's recorded pause."""
+        """Sync again, starting now, and remove the home's recorded pause.
+
+        Raises StoreClosedError once the store is closed (the pause stays recorded).
+        """
+        self._check_store_open()
         with self._pause_mutex:
             try:
                 clear_pause(self._state_dir)
@@ -815,7 +832,8 @@ class EmbeddedSync:
 
         Listeners run on the syncing thread, and on the thread that paused or resumed: the
         caller of pause()/resume(), the follower thread for a pause another process recorded;
-        never under a lock of this object's.
+        never under a lock of this object's. Raises StoreClosedError once the store is closed
+        (nothing would call the listener).
         """
         if not callable(callback):
             # (Checked before it is kept: one the engine refused stayed listed, for every new
@@ -823,6 +841,7 @@ class EmbeddedSync:
             raise wrong_type(
                 "callback", callback, "callable", hint="pass a function taking a SyncStatus"
             )
+        self._check_store_open()
         with self._mutex:
             token = self._listener_seq
             self._listener_seq += 1

@@ -92,3 +92,28 @@ def test_status_after_the_store_closed_says_sync_stopped_with_what_was_known(
     assert after["running"] is False and after["realtime"] is None
     assert after["pending"] == 1 and after["last_synced_at"] == before["last_synced_at"]
     assert after["state"] == "paused" and "store is closed" in after["detail"]
+
+
+def test_pause_resume_and_status_listeners_after_the_store_closed_raise_store_closed(
+    stores: StoreOpener, tmp_path: Path
+) -> None:
+    """A "Pause sync" click handled after the app closed its store recorded a pause for the
+    home (``state/sync-paused.json``: the daemon and the app's next start were paused) and
+    status() then said "paused"; resume() removed a pause another process had recorded; and
+    subscribe_status() kept a listener nothing would call. Each now raises StoreClosedError,
+    as every store call after close() does, and writes nothing."""
+    from localstore.errors import StoreClosedError
+
+    store = stores(home=tmp_path / "h")
+    handle = start_sync(store, remote=MemoryRemote(MemoryServer()), poll_interval_s=3600)
+    store.close()
+    pause_file = tmp_path / "h" / "state" / "sync-paused.json"
+    for name, call in (
+        ("pause", handle.pause),
+        ("resume", handle.resume),
+        ("subscribe_status", lambda: handle.subscribe_status(print)),
+    ):
+        with pytest.raises(StoreClosedError):
+            call()
+        assert not pause_file.exists(), name
+    assert handle.status()["state"] != "paused" and not handle.paused
