@@ -17,11 +17,17 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import secretstorage
 
-from localstore.credentials import KeyringSecretBackend
+from localstore.config import Settings
+from localstore.credentials import CredentialStore, KeyringSecretBackend
+from localstore.crypto import DataKeys
+from localstore.index import Index
+from localstore.kv import KVStore
 
 pytestmark = [pytest.mark.keychain, pytest.mark.usefixtures("secret_service")]
 
@@ -59,3 +65,114 @@ def test_an_item_another_client_deletes_mid_call_reads_as_gone(
     finally:
         monkeypatch.undo()
         other.delete(service, "item")
+
+
+class FakeClock:
+    """An injectable clock: time moves only when the test says so."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def kv(index: Index, creds: CredentialStore, clock: FakeClock) -> Iterator[KVStore]:
+    store = KVStore(index, credentials=creds, clock=clock, hot_items=0)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def other(settings: Settings, creds: CredentialStore, clock: FakeClock) -> Iterator[KVStore]:
+    """A second store on the same home, as another process has: its own connection to the index
+    and its own credential store, so no data key is in its memory yet. (Its keys are listed in
+    the same index, so ``creds`` deletes them afterwards.)"""
+    idx = Index(settings.paths.index_db)
+    keychain = CredentialStore(idx, settings, backend=KeyringSecretBackend())
+    store = KVStore(idx, credentials=keychain, clock=clock, hot_items=0)
+    yield store
+    store.close()
+    idx.close()
+
+
+def _before_first(
+    monkeypatch: pytest.MonkeyPatch, keys: DataKeys, method: str, act: Callable[[], object]
+) -> list[object]:
+    """Run ``act`` (another store's step) just before the first call of ``keys.<method>``."""
+    real = getattr(keys, method)
+    done: list[object] = []
+
+    def hooked(*args: Any, **kwargs: Any) -> Any:
+        if not done:
+            done.append(act())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(keys, method, hooked)
+    return done
+
+
+def _data_keys(store: KVStore) -> DataKeys:
+    keys = store._keys
+    assert keys is not None
+    return keys
+
+
+def _kids_in_keychain(creds: CredentialStore) -> set[str]:
+    return {
+        name.removeprefix("datakey:")
+        for name in creds.list_names(include_internal=True)
+        if name.startswith("datakey:") and creds.exists(name)
+    }
+
+
+def _used_kids(index: Index) -> set[str]:
+    with index.read() as cur:
+        rows = cur.execute("SELECT DISTINCT key_id FROM kv_items WHERE key_id IS NOT NULL")
+        return {str(r[0]) for r in rows.fetchall()}
+
+
+@pytest.mark.parametrize("interloper", ["rotate", "purge", "delete", "save"])
+def test_a_key_another_process_retires_mid_rotation_is_not_reported_missing(
+    monkeypatch: pytest.MonkeyPatch,
+    kv: KVStore,
+    other: KVStore,
+    index: Index,
+    creds: CredentialStore,
+    clock: FakeClock,
+    interloper: str,
+) -> None:
+    # One process's rotation read a batch of items sealed with the old key; before it looked the
+    # key up (a keychain round trip), the other process retired it: its own rotation re-sealed
+    # them, or its purge, delete or save removed the last one. The rotation then reported the
+    # old key in missing_keys ("left items sealed with data keys missing from the keychain")
+    # although no item used it and nothing was lost.
+    kv.save("x", {"n": 1}, encrypt=True, expires_at=clock.now + 10)
+    old = kv.current_key_id()
+
+    def act() -> object:
+        if interloper == "rotate":
+            return kv.rotate_data_key()
+        if interloper == "purge":
+            clock.now += 20
+            return kv.purge_expired()
+        if interloper == "delete":
+            return kv.delete("x")
+        kv.save("x", {"n": 2}, encrypt=True)
+        return "saved"
+
+    done = _before_first(monkeypatch, _data_keys(other), "reseal", act)
+    report = other.rotate_data_key()
+    assert done, "the other process's step was not injected"
+    assert old not in _kids_in_keychain(creds)  # it really was retired meanwhile
+    assert report.missing_keys == ()
+    assert report.unreadable == 0
+    assert _used_kids(index) <= _kids_in_keychain(creds)
+    for store in (kv, other):
+        assert store.load("x", default=None) in (None, {"n": 1}, {"n": 2})
