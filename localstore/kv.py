@@ -1180,11 +1180,24 @@ class KVStore:
         return current
 
     def _load_current_key(self) -> str | None:
-        """Id of the current data key, its key now in memory (None before the first key)."""
+        """Id of the current data key, its key now in memory (None before the first key).
+
+        Raises KeyNotFoundError if the keychain lacks the key that is current.
+        """
         kid = self.current_key_id()
-        if kid is not None:
-            self._require_keys().get(kid)
-        return kid
+        while kid is not None:
+            try:
+                self._require_keys().get(kid)
+                return kid
+            except KeyNotFoundError:
+                # Another process's rotation may have made a new key current and retired this
+                # one since we read the id (a save raised KeyNotFoundError so): take the new one.
+                # Only while the current key changes, each change a rotation done elsewhere.
+                latest = self.current_key_id()
+                if latest == kid:
+                    raise
+                kid = latest
+        return None
 
     def current_key_id(self) -> str | None:
         """Id of the data key new encrypted items use (None before the first one)."""

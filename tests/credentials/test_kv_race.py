@@ -103,14 +103,20 @@ def other(settings: Settings, creds: CredentialStore, clock: FakeClock) -> Itera
 
 
 def _before_first(
-    monkeypatch: pytest.MonkeyPatch, keys: DataKeys, method: str, act: Callable[[], object]
+    monkeypatch: pytest.MonkeyPatch,
+    keys: DataKeys,
+    method: str,
+    act: Callable[[], object],
+    *,
+    times: int = 1,
 ) -> list[object]:
-    """Run ``act`` (another store's step) just before the first call of ``keys.<method>``."""
+    """Run ``act`` (another store's step) just before each of the first ``times`` calls of
+    ``keys.<method>``; return what each ``act`` returned."""
     real = getattr(keys, method)
     done: list[object] = []
 
     def hooked(*args: Any, **kwargs: Any) -> Any:
-        if not done:
+        if len(done) < times:
             done.append(act())
         return real(*args, **kwargs)
 
@@ -176,3 +182,22 @@ def test_a_key_another_process_retires_mid_rotation_is_not_reported_missing(
     assert _used_kids(index) <= _kids_in_keychain(creds)
     for store in (kv, other):
         assert store.load("x", default=None) in (None, {"n": 1}, {"n": 2})
+
+
+def test_a_save_whose_key_another_process_retires_before_it_is_read_uses_the_new_one(
+    monkeypatch: pytest.MonkeyPatch, kv: KVStore, other: KVStore, creds: CredentialStore
+) -> None:
+    # A save reads which key is current, then that key from the keychain (outside its write
+    # transaction). Another process rotating in between retired the key: the save raised
+    # KeyNotFoundError ("data key ... is not in the keychain ... restore the keychain item"),
+    # where a rotation that commits just before the save's transaction makes it start again
+    # with the new key.
+    kv.save("a", "old", encrypt=True)
+    old = kv.current_key_id()
+    done = _before_first(monkeypatch, _data_keys(other), "get", kv.rotate_data_key)
+    other.save("b", "new", encrypt=True)
+    assert done, "the other process's rotation was not injected"
+    assert old not in _kids_in_keychain(creds)
+    assert kv.current_key_id() != old
+    for store in (kv, other):
+        assert (store.load("a"), store.load("b")) == ("old", "new")
