@@ -893,16 +893,19 @@ class KVStore:
         return item, plain
 
     def _read_item(self, key: str, now: float) -> tuple[KVItem, bytes]:
-        for attempt in range(2):
-            row = self._fetch_row(key, now)
+        tried: str | None = None
+        while True:
+            item, stored, compressed, key_id = self._fetch_row(key, now)
             try:
-                return row[0], self._plaintext(key, row[1], row[2], row[3])
+                return item, self._plaintext(key, stored, compressed, key_id)
             except KeyNotFoundError:
                 # A rotation may have re-sealed this row and retired its key between our read
-                # and the key lookup: read the row again once.
-                if attempt:
+                # and the key lookup: read the row again, as long as its key changed (each
+                # change a rotation done elsewhere). Once only, a second rotation during the
+                # second try made the read raise KeyNotFoundError for a key retired by design.
+                if key_id == tried:
                     raise
-        raise AssertionError("unreachable")  # pragma: no cover
+                tried = key_id
 
     def _fetch_row(self, key: str, now: float) -> tuple[KVItem, bytes, bool, str | None]:
         with self._index.read() as cur:

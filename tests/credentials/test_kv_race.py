@@ -201,3 +201,16 @@ def test_a_save_whose_key_another_process_retires_before_it_is_read_uses_the_new
     assert kv.current_key_id() != old
     for store in (kv, other):
         assert (store.load("a"), store.load("b")) == ("old", "new")
+
+
+def test_a_read_outlasting_two_rotations_elsewhere_still_reads(
+    monkeypatch: pytest.MonkeyPatch, kv: KVStore, other: KVStore
+) -> None:
+    # A read takes the row, then its key from the keychain. When another process's rotation
+    # re-sealed the row and retired that key in between, the read tried once more, and raised
+    # KeyNotFoundError if a second rotation did the same to the second try (a slow keychain
+    # beside a process rotating repeatedly). It now tries again as long as the row's key changed.
+    kv.save("a", {"v": 1}, encrypt=True)
+    done = _before_first(monkeypatch, _data_keys(other), "get", kv.rotate_data_key, times=3)
+    assert other.load("a") == {"v": 1}
+    assert len(done) == 3, "the other process's rotations were not injected"
