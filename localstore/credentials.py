@@ -256,6 +256,36 @@ def _service_went_away(exc: BaseException) -> bool:
     )
 
 
+def _item_vanished(exc: BaseException) -> bool:
+    """Whether a keychain call failed because the item it found was deleted before it was used.
+
+    keyring searches for the item in one Secret Service call and reads (or deletes) it in the
+    next: another process deleting it in between (a data key another process's rotation retired)
+    makes secretstorage raise ItemNotFoundException. A dismissed unlock prompt is a subclass of
+    it, and is no such race: the keychain stayed locked.
+    """
+    try:  # secretstorage exists only where the Secret Service backend can run (Linux, BSD)
+        from secretstorage.exceptions import ItemNotFoundException, PromptDismissedException
+    except ImportError:
+        return False
+    return isinstance(exc, ItemNotFoundException) and not isinstance(exc, PromptDismissedException)
+
+
+def _again_if_vanished(fn: Callable[[], _T]) -> _T:
+    """Call ``fn``; once more if the item it found vanished meanwhile (see _item_vanished).
+
+    The second search no longer finds a deleted item (None for a read; keyring's "No such
+    password!" for a delete), or finds the item that replaced it. Before, the race was passed on
+    as a keychain failure ("check that the keychain service is running").
+    """
+    try:
+        return fn()
+    except Exception as exc:
+        if not _item_vanished(exc):
+            raise
+    return fn()
+
+
 @contextlib.contextmanager
 def _keyring_boundary(action: str, name: str, secret: str | None = None) -> Iterator[None]:
     try:
@@ -416,7 +446,10 @@ class KeyringSecretBackend:
     def get(self, service: str, name: str) -> str | None:
         """Return the value or None."""
         return self._call(
-            "read credential", name, None, lambda: self._kr.get_password(service, name)
+            "read credential",
+            name,
+            None,
+            lambda: _again_if_vanished(lambda: self._kr.get_password(service, name)),
         )
 
     def set(self, service: str, name: str, value: str) -> None:
@@ -432,7 +465,10 @@ class KeyringSecretBackend:
             return False
         try:
             self._call(
-                "delete credential", name, None, lambda: self._kr.delete_password(service, name)
+                "delete credential",
+                name,
+                None,
+                lambda: _again_if_vanished(lambda: self._kr.delete_password(service, name)),
             )
         except CredentialError:
             if self.get(service, name) is None:  # a concurrent delete won the race

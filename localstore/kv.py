@@ -909,16 +909,19 @@ class KVStore:
         return item, plain
 
     def _read_item(self, key: str, now: float) -> tuple[KVItem, bytes]:
-        for attempt in range(2):
-            row = self._fetch_row(key, now)
+        tried: str | None = None
+        while True:
+            item, stored, compressed, key_id = self._fetch_row(key, now)
             try:
-                return row[0], self._plaintext(key, row[1], row[2], row[3])
+                return item, self._plaintext(key, stored, compressed, key_id)
             except KeyNotFoundError:
                 # A rotation may have re-sealed this row and retired its key between our read
-                # and the key lookup: read the row again once.
-                if attempt:
+                # and the key lookup: read the row again, as long as its key changed (each
+                # change a rotation done elsewhere). Once only, a second rotation during the
+                # second try made the read raise KeyNotFoundError for a key retired by design.
+                if key_id == tried:
                     raise
-        raise AssertionError("unreachable")  # pragma: no cover
+                tried = key_id
 
     def _fetch_row(self, key: str, now: float) -> tuple[KVItem, bytes, bool, str | None]:
         with self._index.read() as cur:
@@ -1196,11 +1199,24 @@ class KVStore:
         return current
 
     def _load_current_key(self) -> str | None:
-        """Id of the current data key, its key now in memory (None before the first key)."""
+        """Id of the current data key, its key now in memory (None before the first key).
+
+        Raises KeyNotFoundError if the keychain lacks the key that is current.
+        """
         kid = self.current_key_id()
-        if kid is not None:
-            self._require_keys().get(kid)
-        return kid
+        while kid is not None:
+            try:
+                self._require_keys().get(kid)
+                return kid
+            except KeyNotFoundError:
+                # Another process's rotation may have made a new key current and retired this
+                # one since we read the id (a save raised KeyNotFoundError so): take the new one.
+                # Only while the current key changes, each change a rotation done elsewhere.
+                latest = self.current_key_id()
+                if latest == kid:
+                    raise
+                kid = latest
+        return None
 
     def current_key_id(self) -> str | None:
         """Id of the data key new encrypted items use (None before the first one)."""
@@ -1223,23 +1239,15 @@ class KVStore:
         self._check_writable("rotate the app-data key")
         self.recover_keys()
         kid = self._create_key(rotate=True)
-        count, missing, damaged = self._reseal_all(kid)
+        count, looked_up, damaged = self._reseal_all(kid)
         retired = self._retire_unused()
-        unreadable = 0
+        missing, unreadable = self._still_used(looked_up)
         if missing:
-            with self._index.read() as cur:
-                marks = ",".join("?" * len(missing))
-                unreadable = int(
-                    cur.execute(
-                        f"SELECT count(*) FROM kv_items WHERE key_id IN ({marks})",
-                        sorted(missing),
-                    ).fetchall()[0][0]
-                )
             log.warning(
                 "app-data key rotation left %d items sealed with data keys missing from the "
                 "keychain (%s): they stay on disk and are re-sealed once the keys are restored",
                 unreadable,
-                ", ".join(sorted(missing)),
+                ", ".join(missing),
             )
         if damaged:
             log.warning(
@@ -1248,9 +1256,25 @@ class KVStore:
                 len(damaged),
             )
         log.info("rotated app-data key to %s: %d items re-sealed, retired %s", kid, count, retired)
-        return RotationReport(
-            kid, count, retired, unreadable, tuple(sorted(missing)), tuple(sorted(damaged))
-        )
+        return RotationReport(kid, count, retired, unreadable, missing, tuple(sorted(damaged)))
+
+    def _still_used(self, kids: set[str]) -> tuple[tuple[str, ...], int]:
+        """Of ``kids`` (not found in the keychain), those items still use, and how many items.
+
+        A key another process retired while the rotation read its items (its own rotation
+        re-sealed them, or a purge, delete or save removed the last one) was not found either,
+        rightly: no item uses it. Reported as missing, it sent people looking for a key that was
+        gone by design. (A retiring key never gains items, so none used now is none for good.)
+        """
+        if not kids:
+            return (), 0
+        with self._index.read() as cur:
+            rows = cur.execute(
+                "SELECT key_id, count(*) FROM kv_items"
+                f" WHERE key_id IN ({','.join('?' * len(kids))}) GROUP BY key_id",
+                sorted(kids),
+            ).fetchall()
+        return tuple(sorted(str(r[0]) for r in rows)), sum(int(r[1]) for r in rows)
 
     def _reseal_all(self, kid: str) -> tuple[int, set[str], set[str]]:
         """Re-seal every item under ``kid``; return how many, missing key ids, damaged items."""
@@ -1283,8 +1307,8 @@ class KVStore:
                         (keys.reseal(bytes(v), kid, aad=_aad(str(k))), kid, str(k), bytes(v))
                     )
                 except KeyNotFoundError:
-                    # Not in this keychain (a copied home), or retired by a concurrent rotation
-                    # after our read: skipped either way; the newer rotation re-seals the latter.
+                    # Not in this keychain (a copied home), or retired by another process after
+                    # our read, with no item left using it (see _still_used): skipped either way.
                     missing.add(str(old_kid))
                 except DecryptionError:
                     # One damaged item made every rotation fail here, half way, for good: its
