@@ -17,7 +17,8 @@ Generated from the commands themselves (`python -m localstore._cli_docs > docs/c
 Global options go before the command: `--home PATH` keeps everything under one folder (also
 `LOCALSTORE_HOME`), `--json` prints machine-readable output on stdout (one JSON document, or one per line
 for streams such as `watch`). REF is an id, a unique id prefix (at least 4 characters), or a path
-relative to the blueprints folder.
+relative to the blueprints folder, as `ls` shows it (`./a/x`, `a/x/` or a full path is no such path:
+the error says how to write it).
 A command that starts a home's content (`init`, `save`, `import`, `login`, `cred set`, `daemon`)
 creates the home if it does not exist; one that only reads (`ls`, `show`, `search`, `history`,
 `check`, `export`, `status`, `conflicts`, `watch`, `cred ls`, `cred get`), changes what must already

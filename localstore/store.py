@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex, TypeVar
 
 import apsw
@@ -1212,6 +1212,7 @@ class BlueprintStore:
             if row:
                 return row
         rels: builtins.list[str] = []
+        refused: UnsafePathError | None = None
         # The path as given first: a name may start with spaces, and ``x `` is the file
         # ``x .blueprint.yaml`` (only a part's last character may not be a space). Stripped
         # first, ``rm " lead"`` deleted ``lead`` and `` lead`` could not be named at all. The
@@ -1219,7 +1220,8 @@ class BlueprintStore:
         for candidate in dict.fromkeys((given, ref)):
             try:
                 rel = fs.normalize_path(candidate)
-            except UnsafePathError:
+            except UnsafePathError as exc:
+                refused = exc
                 continue
             rels.append(rel)
             row = self._live_at(cur, rel)
@@ -1263,7 +1265,25 @@ class BlueprintStore:
                 hint=f"give {MIN_ID_PREFIX} or more characters of the id, or the path "
                 "(see 'localstore ls')",
             )
+        if refused is not None and not rels:
+            raise self._unsafe_ref(ref, refused)
         raise NotFoundError(f"no blueprint matches {ref!r}", hint="see 'localstore ls'")
+
+    def _unsafe_ref(self, ref: str, refused: UnsafePathError) -> NotFoundError:
+        """ "No blueprint matches" a REF no blueprint's path can have, saying why and how to write it.
+
+        Not found, still (exists() is False, exit 4 as before): but "no blueprint matches
+        './a/x'" alone, beside a blueprint a/x, read as if a/x did not exist.
+        """
+        hint = refused.hint
+        try:
+            inside = PurePosixPath(ref).relative_to(self.root.as_posix()).as_posix()
+        except ValueError:
+            inside = ""
+        if inside and inside != ".":
+            # (A full path pasted from a file manager or a shell's completion.)
+            hint = f"give {inside!r}, the path relative to the blueprints folder"
+        return NotFoundError(f"no blueprint matches {ref!r}: {refused.message}", hint=hint)
 
     def _deleted_by(self, cur: Any, ref: str, rel: str | None) -> Row | None:
         """The deleted blueprint with this id or last at this path, if any."""

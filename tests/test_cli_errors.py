@@ -245,3 +245,31 @@ def test_doctor_gives_the_fix_of_a_damaged_index_not_report_a_bug(home: Path) ->
     assert [f for f in findings if f.fix == "report a bug"] == []
     index = [f for f in findings if "the index is damaged" in f.detail]
     assert index and all("localstore check --fix" in f.fix for f in index), findings
+
+
+# -- a REF written as a path the store never holds ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ref", "said"),
+    [
+        ("./a/x", "'.' or '..' part"),
+        ("a/x/", "has no file name"),
+        ("a\\x", "backslash"),
+        ("a//x", "'.' or '..' part"),
+        ("{root}/a/x.blueprint.yaml", "give 'a/x.blueprint.yaml'"),
+        ("/etc/passwd", "is absolute"),
+    ],
+)
+@pytest.mark.parametrize("command", ["show", "history", "rm"])
+def test_a_ref_in_a_form_no_path_has_says_why_nothing_matched(
+    home: Path, command: str, ref: str, said: str
+) -> None:
+    """`show ./a/x` said only "no blueprint matches './a/x'" while `a/x` exists: tab completion
+    in the blueprints folder, a pasted full path or a Windows backslash looked like a missing
+    blueprint. The error names the rule the form breaks and how to write it."""
+    ref = ref.format(root=home / "blueprints")
+    done = run(home, command, ref)
+    assert done.exit_code == 4, done.output
+    assert_one_error_line(done.stderr, "no blueprint matches", said)
+    assert [r["rev"] for r in json.loads(run(home, "--json", "history", "a/x").stdout)] == [1]
