@@ -8,7 +8,9 @@ auto-reconnect (realtime-py #213, #258). So this module never trusts a channel t
   with ``auto_reconnect=False`` on a private event loop in a daemon thread;
 * a supervisor task builds a *new* client and channel for every (re)subscribe, fires a hint after
   each successful subscribe (the engine pulls then, covering events missed while down), and
-  every ``health_interval_s`` checks the socket, the channel state and a websocket ping; anything
+  every ``health_interval_s`` (and at once when the channel leaves SUBSCRIBED: a server's
+  ``system`` error says changes were lost) checks the socket, the channel state and a websocket
+  ping; anything
   dead (a reset, a black hole, a closed channel, a gateway restart) is torn down and rebuilt with
   jittered backoff, which grows to minutes after a long run of failures (offline for days, a
   revoked session) and is cut short by :meth:`RealtimeHints.retry_now` (the network or the
@@ -38,7 +40,7 @@ from pydantic import ValidationError
 from realtime import AsyncRealtimeChannel, AsyncRealtimeClient
 from realtime.exceptions import NotConnectedError
 from realtime.message import ServerMessageAdapter
-from realtime.types import RealtimePostgresChangesListenEvent
+from realtime.types import RealtimePostgresChangesListenEvent, RealtimeSubscribeStates
 from websockets.exceptions import ConnectionClosedError
 
 from sync._shown import guard_realtime_logs, without_credentials
@@ -155,6 +157,8 @@ class RealtimeHints:
         self._supervisor: asyncio.Task[None] | None = None
         self._rt: AsyncRealtimeClient | None = None
         self._channel: AsyncRealtimeChannel | None = None
+        # Set by the live channel's state callback when it leaves SUBSCRIBED (see _watch).
+        self._channel_down: asyncio.Event | None = None
         self._pending = threading.Event()
         # A hint taken and being handed to the engine (between _pending's clearing and the
         # engine's wake-up): a reader of _pending, then this, misses no hint in flight.
@@ -425,14 +429,29 @@ class RealtimeHints:
             schema=self._schema,
             filter=f"owner=eq.{self._user_id}",
         )
-        await asyncio.wait_for(channel.subscribe(), self._timeout_s)
+        down = self._channel_down = asyncio.Event()
+
+        def on_state(state: RealtimeSubscribeStates, _error: Exception | None) -> None:
+            if state is not RealtimeSubscribeStates.SUBSCRIBED:
+                down.set()
+
+        await asyncio.wait_for(channel.subscribe(on_state), self._timeout_s)
         if not channel.is_joined:
             raise _ChannelDead(f"the join ended in state {channel.state.value}")
 
     async def _watch(self) -> str:
         """Return (with a reason) once the channel or its socket is dead."""
         while not self._stopping:
-            await asyncio.sleep(self._health_s)
+            down = self._channel_down
+            assert down is not None
+            # Not a plain sleep: a server's system error (changes were lost, re-read) errors the
+            # channel, and the library rejoins it by itself a second later. A check every
+            # health_interval_s mostly saw it joined again, so no rebuild and no pull followed,
+            # and the lost changes waited for the next poll.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(down.wait(), self._health_s)
+            if down.is_set():
+                return "the server errored the channel"
             rt, channel = self._rt, self._channel
             if rt is None or channel is None or not rt.is_connected:
                 return "socket closed"

@@ -54,6 +54,12 @@ end $$;
 """
 
 
+def publish_test_tables(lc: LocalCloud) -> None:
+    """Create the realtime test tables in ``lc`` and add them to its publication."""
+    with psycopg.connect(lc.superuser_dsn, autocommit=True) as conn:
+        conn.execute(_TEST_SCHEMA)
+
+
 def _require_postgres() -> None:
     try:
         find_bindir()
@@ -66,8 +72,7 @@ def cloud() -> Iterator[LocalCloud]:
     """The worker's local Supabase-compatible stack."""
     _require_postgres()
     with LocalCloud() as lc:
-        with psycopg.connect(lc.superuser_dsn, autocommit=True) as conn:
-            conn.execute(_TEST_SCHEMA)
+        publish_test_tables(lc)
         yield lc
     # (No gateway thread may outlive the session: tests/conftest.py checks after every stack.)
 
@@ -78,8 +83,7 @@ def trigger_cloud() -> Iterator[LocalCloud]:
     without wal2json), with the test tables published."""
     _require_postgres()
     with LocalCloud(change_source="trigger") as lc:
-        with psycopg.connect(lc.superuser_dsn, autocommit=True) as conn:
-            conn.execute(_TEST_SCHEMA)
+        publish_test_tables(lc)
         lc.restart_gateway()  # (the feed puts its triggers on the tables published when it starts)
         yield lc
 

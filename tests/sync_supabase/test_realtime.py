@@ -13,11 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
+import psycopg
 import pytest
 from supabase_auth.types import Session
 
 from localstore.events import Event
 from sync import _realtime, _timefmt
+from sync.localcloud.gateway.changes import APPLICATION_NAME as FEED_APP
 from sync.localcloud.stack import LocalCloud
 from sync.supabase_remote import SupabaseRemote, _stop_refresh_timer
 from tests.suspend_clock import SleepsBetweenReadings
@@ -342,3 +344,25 @@ def test_channel_rebuilds_leave_no_tasks_sockets_or_threads_behind(
     assert last["threads"] <= first["threads"] + 1, report
     assert last["fds"] <= first["fds"] + 4, report
     assert last["proxy_connections"] <= 2, report
+
+
+def test_a_server_system_error_rebuilds_the_channel_and_pulls_at_once(
+    cloud: LocalCloud, homes: Homes
+) -> None:
+    """The gateway's change feed lost its connection (here: its backend terminated): changes made
+    meanwhile were never sent, so once it is back it sends each channel a ``system`` error.
+    That must mean a pull now. The library rejoins an errored channel by itself a second later,
+    so a health check every 2 s mostly found it joined again: no rebuild, no hint, and the lost
+    change waited for the next poll. (A health check of a minute here: only the error counts.)"""
+    _, remote = homes.device(cloud.url, cloud.anon_key, new_email(), realtime_health_s=60.0)
+    hints = threading.Semaphore(0)
+    remote.subscribe(hints.release)
+    assert remote.realtime_state["subscribed"]
+    assert hints.acquire(timeout=10)  # the subscribe's own hint
+    with psycopg.connect(cloud.superuser_dsn, autocommit=True) as conn:
+        conn.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity where application_name = %s",
+            (FEED_APP,),
+        )
+    assert hints.acquire(timeout=15), f"no pull after the server's error: {remote.realtime_state}"
+    assert remote.realtime_state["subscribed"]

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from typing import Any
 import psycopg
 
 from sync.localcloud.gateway import jsontext
+from sync.localcloud.gateway.db import connect_with_backoff, run_reconnect_hook
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ _ACTIONS = {"I": "INSERT", "U": "UPDATE", "D": "DELETE"}
 IDLE_POLL_INTERVAL = 1.0  # seconds between slot advances while nobody listens
 MAX_CHANGES_PER_POLL = 1000
 NOTIFY_CHANNEL = "gw_realtime_change"
+APPLICATION_NAME = "localcloud-gateway-changes"  # how pg_stat_activity shows the feed's connection
 
 _PUBLICATION_TABLES = """
 select schemaname, tablename from pg_publication_tables where pubname = %s order by 1, 2
@@ -116,6 +119,7 @@ class WalChangeFeed:
         interval: float = 0.05,
         publication: str = "supabase_realtime",
         listening: Callable[[], bool] | None = None,
+        on_reconnect: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.dsn = dsn
         self.sink = sink
@@ -123,7 +127,8 @@ class WalChangeFeed:
         self.publication = publication
         # Whether anyone subscribes to postgres_changes now; None: always decode.
         self.listening = listening
-        self.slot = f"gw_{os.getpid()}_{secrets.token_hex(4)}"
+        self.on_reconnect = on_reconnect  # after a lost connection was replaced (and its slot)
+        self.slot = ""
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -135,10 +140,19 @@ class WalChangeFeed:
         self._task = asyncio.create_task(self._run(), name=f"wal2json-{self.slot}")
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
-        await conn.execute(
-            "select pg_create_logical_replication_slot(%s, 'wal2json', true)", (self.slot,)
+        # A new name each time: the old temporary slot is dropped only once its backend has
+        # exited, which a reconnect does not wait for ("replication slot already exists").
+        self.slot = f"gw_{os.getpid()}_{secrets.token_hex(4)}"
+        conn = await psycopg.AsyncConnection.connect(
+            self.dsn, autocommit=True, application_name=APPLICATION_NAME
         )
+        try:
+            await conn.execute(
+                "select pg_create_logical_replication_slot(%s, 'wal2json', true)", (self.slot,)
+            )
+        except BaseException:
+            await conn.close()
+            raise
         return conn
 
     async def stop(self) -> None:
@@ -205,19 +219,11 @@ class WalChangeFeed:
         return True
 
     async def _run(self) -> None:
-        failures = 0
         while True:
             try:
                 n = await self.poll_once()
-                failures = 0
             except psycopg.OperationalError as exc:
-                failures += 1
-                log.warning("realtime: change poll failed (%s); reconnecting", exc)
-                # (The exponent is capped: 2 ** 1024 does not fit a float, and the OverflowError
-                # after ~1,025 failed polls in a row (the database down for about 1.5 hours) ended the
-                # change feed for good.)
-                await asyncio.sleep(min(0.2 * 2 ** min(failures, 8), 5.0))
-                await self._reconnect()
+                await self._recover(exc)
                 continue
             except Exception:  # the feed serves every subscriber: it must go on
                 # A batch that cannot be decoded or delivered (a value Python's json cannot hold
@@ -237,13 +243,25 @@ class WalChangeFeed:
             except TimeoutError:
                 pass
 
-    async def _reconnect(self) -> None:
+    async def _recover(self, lost: psycopg.OperationalError) -> None:
+        """Reconnect with a new slot after a failed poll; then run ``on_reconnect``.
+
+        The old slot went with its connection, so changes committed before the new one exists
+        are never decoded: ``on_reconnect`` tells subscribers to re-read. The loss and the
+        recovery are logged once each (a warning per failed try flooded the log while Postgres
+        was down)."""
+        began = time.monotonic()
+        log.warning("realtime: the change feed lost its connection (%s); reconnecting", lost)
         if self._conn is not None:
             await self._conn.close()
-        try:
-            self._conn = await self._connect()
-        except psycopg.OperationalError as exc:
-            log.warning("realtime: cannot reconnect the change feed yet: %s", exc)
+        self._conn = await connect_with_backoff(self._connect, "the change feed")
+        log.info(
+            "realtime: the change feed reconnected after %.1f s; changes made meanwhile were "
+            "not decoded, so subscribers are told to re-read",
+            time.monotonic() - began,
+        )
+        if self.on_reconnect is not None:
+            await run_reconnect_hook(self.on_reconnect, "the change feed")
 
 
 def _escape(name: str) -> str:

@@ -9,12 +9,13 @@ pool can hand it to any other caller next.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -25,6 +26,42 @@ log = logging.getLogger(__name__)
 # GUCs from pg_db_role_setting that PostgREST re-applies after switching role (the login role's
 # settings are the authenticator's, not the impersonated role's).
 _ROLE_GUCS = ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")
+
+T = TypeVar("T")
+
+RECONNECT_FIRST_S = 0.2
+RECONNECT_MAX_S = 5.0
+
+
+def reconnect_delay(failures: int) -> float:
+    """Seconds to wait after ``failures`` failed connects in a row: 0.2 doubling to 5."""
+    # (The exponent is capped: 2 ** 1024 does not fit a float, and the OverflowError after
+    # ~1,025 failures in a row (the database down for about 1.5 hours) once ended the change feed.)
+    return min(RECONNECT_FIRST_S * 2 ** min(max(failures - 1, 0), 8), RECONNECT_MAX_S)
+
+
+async def connect_with_backoff(connect: Callable[[], Awaitable[T]], what: str) -> T:
+    """Call ``connect`` until it succeeds: at once, then every :func:`reconnect_delay` seconds.
+
+    Each failure is logged at DEBUG only: Postgres may be down for hours, and the caller logs
+    the loss and the recovery once each."""
+    failures = 0
+    while True:
+        try:
+            return await connect()
+        except psycopg.OperationalError as exc:
+            failures += 1
+            log.debug("gateway: %s cannot reconnect yet (%d tries): %s", what, failures, exc)
+        await asyncio.sleep(reconnect_delay(failures))
+
+
+async def run_reconnect_hook(hook: Callable[[], Awaitable[None]], what: str) -> None:
+    """Run what makes up for a lost connection; its failure is logged, never fatal."""
+    try:
+        await hook()
+    except Exception:  # the caller's loop serves every client and must go on
+        # (Postgres may be gone again already: the next loss reconnects and runs it again.)
+        log.exception("gateway: catching up after %s reconnected failed", what)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +112,14 @@ class Database:
         """Close both pools (their connections end)."""
         await self.api.close()
         await self.admin.close()
+
+    async def check(self) -> None:
+        """Replace the pools' idle connections that no longer work (after Postgres restarted).
+
+        A pool hands out an idle connection without testing it, so after a restart each one
+        failed the request that drew it; checking them all costs a round trip each, once."""
+        await self.api.check()
+        await self.admin.check()
 
     async def load_role_settings(self) -> None:
         """Cache the per-role GUCs PostgREST applies after ``SET ROLE``."""

@@ -321,6 +321,28 @@ class RealtimeHub:
         for channel in self._channels(topic, bool(msg.get("private", True))):
             await channel.socket.send(channel.topic, "broadcast", frame, None)
 
+    async def changes_lost(self) -> None:
+        """Tell every channel with postgres_changes bindings that changes may have been missed.
+
+        Sent after the change source reconnected (so a client that re-reads then misses
+        nothing), as the ``system`` error Realtime sends when a channel's subscription to the
+        database fails: supabase clients mark the channel errored and rejoin, and the sync
+        engine pulls after a rejoin. The channel stays joined here meanwhile."""
+        message = (
+            "Realtime's connection to the project database was lost and is back; changes made "
+            "meanwhile were not sent. Rejoin and re-read."
+        )
+        for sock in list(self.sockets):
+            for channel in list(sock.channels.values()):
+                if channel.bindings:
+                    payload = {
+                        "message": message,
+                        "status": "error",
+                        "extension": "postgres_changes",
+                        "channel": channel.topic.removeprefix("realtime:"),
+                    }
+                    await sock.send(channel.topic, "system", payload, None)
+
     def listening(self) -> bool:
         """Whether any channel has postgres_changes bindings (changes are worth decoding)."""
         return any(ch.bindings for s in self.sockets for ch in s.channels.values())

@@ -25,6 +25,7 @@ from sync.localcloud.gateway.changes import NOTIFY_CHANNEL, TriggerChangeFeed, W
 from sync.localcloud.gateway.db import Database
 from sync.localcloud.gateway.gotrue import AuthSettings, GoTrueHandler
 from sync.localcloud.gateway.keys import ProjectKeys
+from sync.localcloud.gateway.listener import NotifyListener
 from sync.localcloud.gateway.postgrest import PostgrestHandler
 from sync.localcloud.gateway.realtime import RealtimeHub
 from sync.localcloud.gateway.visibility import Visibility
@@ -69,8 +70,7 @@ class Gateway:
         self.feed: WalChangeFeed | TriggerChangeFeed | None = None
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
-        self._listener: asyncio.Task[None] | None = None
-        self._listen_conn: psycopg.AsyncConnection[Any] | None = None
+        self._listener: NotifyListener | None = None
         self.port: int | None = None
 
     @property
@@ -129,6 +129,7 @@ class Gateway:
                 sink,
                 interval=self.config.poll_interval,
                 listening=self.hub.listening,
+                on_reconnect=self._feed_reconnected,
             )
             self.hub.on_subscribe.append(self.feed.poke)
         else:
@@ -149,25 +150,37 @@ class Gateway:
         return True
 
     async def _start_listener(self) -> None:
-        conn = await psycopg.AsyncConnection.connect(self.config.admin_dsn, autocommit=True)
-        self._listen_conn = conn
-        for channel in (BROADCAST_CHANNEL, RELOAD_CHANNEL, NOTIFY_CHANNEL):
-            await conn.execute(psycopg.sql.SQL("listen {}").format(psycopg.sql.Identifier(channel)))
-        self._listener = asyncio.create_task(self._listen(conn), name="gateway-listen")
+        self._listener = NotifyListener(
+            self.config.admin_dsn,
+            (BROADCAST_CHANNEL, RELOAD_CHANNEL, NOTIFY_CHANNEL),
+            self._on_notify,
+            on_reconnect=self._listener_reconnected,
+        )
+        await self._listener.start()
 
-    async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        while True:
-            async for note in conn.notifies(timeout=1.0):
-                await self._on_notify(note.channel, note.payload)
+    async def _listener_reconnected(self) -> None:
+        """Make up for the notifications lost while the listener was away."""
+        await self.db.check()  # a restart broke the pools' idle connections too
+        await self._reload_schema()  # a reload asked for meanwhile was missed
+        if isinstance(self.feed, TriggerChangeFeed):  # (the WAL feed reports its own losses)
+            await self.hub.changes_lost()
+
+    async def _feed_reconnected(self) -> None:
+        await self.db.check()
+        await self.hub.changes_lost()
+
+    async def _reload_schema(self) -> None:
+        """Forget cached schema facts (``NOTIFY pgrst``, as PostgREST's schema cache reload)."""
+        self.catalog.clear()
+        self.visibility.clear()
+        await self.db.load_role_settings()
 
     async def _on_notify(self, channel: str, payload: str) -> None:
         try:
             if channel == BROADCAST_CHANNEL:
                 await self.hub.deliver_db_broadcast(payload)
             elif channel == RELOAD_CHANNEL:
-                self.catalog.clear()
-                self.visibility.clear()
-                await self.db.load_role_settings()
+                await self._reload_schema()
             elif channel == NOTIFY_CHANNEL and isinstance(self.feed, TriggerChangeFeed):
                 await self.feed.on_notify(payload)
         except Exception:  # one notification must not end the listener
@@ -193,12 +206,8 @@ class Gateway:
             await self.feed.stop()
             self.feed = None
         if self._listener is not None:
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
+            await self._listener.stop()
             self._listener = None
-        if self._listen_conn is not None:
-            await self._listen_conn.close()
-            self._listen_conn = None
         await self.db.close()
         self._server = None
         self.port = None

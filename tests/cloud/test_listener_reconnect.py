@@ -1,0 +1,150 @@
+"""The gateway's database connections for realtime come back after they are lost.
+
+Its NOTIFY listener (broadcasts, the trigger feed's changes, schema reloads) and its WAL change
+feed each hold one connection. Before, a listener whose backend was terminated (or whose
+Postgres restarted) was never replaced: realtime stayed silent for good while REST answered.
+Each fault below is followed by what a client must see: a ``system`` error on its
+postgres_changes channel once the gateway is back (changes made meanwhile were lost; the client
+rejoins and re-reads), then changes and broadcasts made afterwards, live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from realtime import RealtimePostgresChangesListenEvent
+
+from sync.localcloud.gateway.listener import APPLICATION_NAME as LISTENER_APP
+from sync.localcloud.stack import LocalCloud
+from tests.cloud.conftest import async_client, close_async, publish_test_tables
+
+pytestmark = pytest.mark.cloud
+TIMEOUT = 15
+
+
+@pytest.fixture(scope="module", params=["wal2json", "trigger"])
+def own_cloud(request: pytest.FixtureRequest) -> Iterator[LocalCloud]:
+    """A stack of this module's own (its Postgres is restarted), per change source."""
+    with LocalCloud(change_source=request.param) as lc:
+        publish_test_tables(lc)
+        lc.restart_gateway()  # (the trigger feed puts its triggers on the tables published now)
+        yield lc
+
+
+def _backends(cloud: LocalCloud, app: str) -> list[tuple[int, str, str]]:
+    with psycopg.connect(cloud.superuser_dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "select pid, state, query from pg_stat_activity where application_name = %s", (app,)
+        ).fetchall()
+    return [(int(pid), str(state), str(query)) for pid, state, query in rows]
+
+
+def _wait_listening(cloud: LocalCloud, *, not_pid: int | None = None) -> int:
+    """Wait until a listener backend (other than ``not_pid``) has run all its LISTENs."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        for pid, state, query in _backends(cloud, LISTENER_APP):
+            # (its last LISTEN is for the trigger feed's channel; only then is it complete)
+            if pid != not_pid and state == "idle" and "gw_realtime_change" in query:
+                return pid
+        time.sleep(0.05)  # no event tells another process that a backend LISTENs
+    raise AssertionError(f"no NOTIFY listener came back: {_backends(cloud, LISTENER_APP)}")
+
+
+class Subscriber:
+    """One async client with one channel on ``rt_public``; states, changes and broadcasts queued."""
+
+    def __init__(self) -> None:
+        self.states: asyncio.Queue[str] = asyncio.Queue()
+        self.changes: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.broadcasts: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.topic = f"rc-{uuid.uuid4().hex[:8]}"
+
+    async def join(self, client: Any) -> None:
+        ch = client.channel(self.topic)
+        ch.on_postgres_changes(
+            RealtimePostgresChangesListenEvent.All,
+            lambda p: self.changes.put_nowait(p["data"]),
+            schema="public",
+            table="rt_public",
+        )
+        ch.on_broadcast("*", self.broadcasts.put_nowait)
+        await ch.subscribe(lambda state, err: self.states.put_nowait(state.value))
+        assert await self.state() == "SUBSCRIBED"
+
+    async def state(self) -> str:
+        return await asyncio.wait_for(self.states.get(), TIMEOUT)
+
+    async def rejoined(self) -> None:
+        """The gateway said changes were lost (the channel errored), and the client rejoined."""
+        assert await self.state() == "CHANNEL_ERROR"
+        assert await self.state() == "SUBSCRIBED"
+
+    async def sees_live_traffic(self, cloud: LocalCloud) -> None:
+        label = f"after-{uuid.uuid4().hex[:6]}"
+        with psycopg.connect(cloud.superuser_dsn, autocommit=True) as conn:
+            conn.execute("insert into public.rt_public (label) values (%s)", (label,))
+            conn.execute(
+                "select realtime.send('{\"n\": 7}'::jsonb, 'ping', %s, false)", (self.topic,)
+            )
+        data = await asyncio.wait_for(self.changes.get(), TIMEOUT)
+        while data["record"]["label"] != label:
+            data = await asyncio.wait_for(self.changes.get(), TIMEOUT)
+        msg = await asyncio.wait_for(self.broadcasts.get(), TIMEOUT)
+        assert msg["event"] == "ping" and msg["payload"]["n"] == 7
+
+
+def test_a_terminated_listener_backend_is_replaced(own_cloud: LocalCloud) -> None:
+    """pg_terminate_backend of the listener: it reconnects at once. With the trigger feed its
+    notifications were the changes, so channels are told to re-read; with wal2json they were not."""
+    cloud = own_cloud
+    old = _wait_listening(cloud)
+    trigger = cloud._change_source == "trigger"
+
+    def fault() -> None:
+        with psycopg.connect(cloud.superuser_dsn, autocommit=True) as conn:
+            conn.execute("select pg_terminate_backend(%s)", (old,))
+        _wait_listening(cloud, not_pid=old)
+
+    async def scenario() -> None:
+        client, http = await async_client(cloud)
+        try:
+            sub = Subscriber()
+            await sub.join(client)
+            await asyncio.to_thread(fault)
+            if trigger:
+                await sub.rejoined()
+            await sub.sees_live_traffic(cloud)
+        finally:
+            await close_async(client, http)
+
+    asyncio.run(scenario())
+
+
+def test_a_restarted_postgres_is_reconnected_and_clients_rejoin(own_cloud: LocalCloud) -> None:
+    """pg_ctl restart: the listener and the feed reconnect, channels get a system error and
+    rejoin, later changes and broadcasts arrive live, and REST answers the first request."""
+    cloud = own_cloud
+    old = _wait_listening(cloud)
+
+    async def scenario() -> None:
+        client, http = await async_client(cloud)
+        try:
+            sub = Subscriber()
+            await sub.join(client)
+            await asyncio.to_thread(cloud.cluster.restart)
+            await sub.rejoined()
+            await asyncio.to_thread(_wait_listening, cloud, not_pid=old)
+            await sub.sees_live_traffic(cloud)
+            rows = await client.table("rt_public").select("id").limit(1).execute()
+            assert rows.data
+        finally:
+            await close_async(client, http)
+
+    asyncio.run(scenario())
