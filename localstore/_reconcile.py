@@ -242,6 +242,46 @@ def check_root(store: BlueprintStore) -> None:
         fs.remove_file(confirm)
 
 
+def refuse_a_vanished_root(store: BlueprintStore, cur: Any) -> None:
+    """Raise StorageError before a write would go into a blueprints folder that is missing, or
+    another folder without any blueprint, while blueprints are indexed (one stat and one read
+    when the folder is the recorded one).
+
+    A write made the folder again (``ensure_dir`` makes the parents): a pull applied while the
+    folder was moved away or its drive unmounted, or an app's save, left a new folder with one
+    blueprint in it, which the watcher adopts as a restored copy, recording every blueprint it
+    lacks deleted, and sync pushed the deletes to every device. The watcher's own test for such
+    a folder is the same (``Watcher._root_status``)."""
+    root = store.root
+    settings = dict(
+        cur.execute(
+            "SELECT key, value FROM settings WHERE key IN (?, ?)",
+            (ROOT_ID_SETTING, ROOT_MARK_SETTING),
+        ).fetchall()
+    )
+    recorded = settings.get(ROOT_ID_SETTING)
+    if recorded is None:
+        return  # an index that never recorded its folder: nothing to tell it from
+    try:
+        st = os.stat(root)
+    except FileNotFoundError:
+        what = "is missing (moved away, deleted, or on a drive not mounted)"
+    except OSError:
+        return  # the write itself says what is wrong with it
+    else:
+        mark = settings.get(ROOT_MARK_SETTING)
+        if f"{st.st_dev}:{st.st_ino}" == recorded and (
+            mark is None or read_root_mark(root) == mark
+        ):
+            return
+        if _holds_blueprints(root) or os.path.isfile(root / CONFIRM_EMPTY_NAME):
+            return  # a restored copy, or the user's confirmation: the watcher adopts it
+        what = "was replaced by a folder without blueprints (a drive not mounted?)"
+    (live,) = cur.execute("SELECT count(*) FROM blueprints WHERE deleted = 0").fetchone()
+    if live:
+        _refuse_root(store, live, what)
+
+
 def _meta_not_a_file(meta_rel: str, what: str) -> dict[str, str]:
     """check's problem for a folder or link in a meta file's place (left as it is)."""
     detail = (

@@ -482,6 +482,7 @@ class _Batch:
     # call: it was three lstat walks per blueprint), and folders known to exist.
     safe_dirs: set[str] = field(default_factory=set)
     made_dirs: set[str] = field(default_factory=set)
+    root_checked: bool = False  # refuse_a_vanished_root ran for this batch
     # The bytes of pairs ingested in this batch (path -> YAML, meta): their revisions roll back
     # with a failed batch, so an undo puts back these instead of the last committed revision.
     ingested: dict[str, tuple[bytes, bytes | None]] = field(default_factory=dict)
@@ -2556,6 +2557,11 @@ class BlueprintStore:
         folder, yaml_name = os.path.split(yaml_abs)
         meta_name = fs.meta_path_for(yaml_name)
         meta_abs = folder + os.sep + meta_name  # same folder, checked above
+        if not batch.root_checked:
+            from localstore._reconcile import refuse_a_vanished_root
+
+            refuse_a_vanished_root(self, cur)
+            batch.root_checked = True
         if folder not in batch.made_dirs:
             fs.ensure_dir(Path(folder))
             batch.made_dirs.add(folder)

@@ -1032,6 +1032,8 @@ class SupabaseRemote:
         # Set once the stored session is gone or another user's: every call raises it after.
         self._lost: SyncError | None = None
         self._lost_lock = threading.Lock()
+        # The last reason realtime's token refresh failed (None: it works): see _realtime_token.
+        self._rt_refresh_error: str | None = None
         self._anon_key = anon_key
         self._storage = storage
         self._user_id = session.user.id
@@ -1151,8 +1153,18 @@ class SupabaseRemote:
             session = self._storage.durable_session()
             if session is not None and self._clock.expired(session):
                 self.refresh_auth()  # guarded; its TOKEN_REFRESHED also reaches realtime
+            self._rt_refresh_error = None
         except (SyncError, CredentialError) as exc:
-            log.info("realtime: could not refresh the cloud session (%s)", exc)
+            # Every retry of realtime's backoff asks again: the same reason once, its repeats
+            # at DEBUG. An outage with an expired token (a laptop woken without a network)
+            # wrote an INFO per retry, every 5 s and then every 5 min, for as long as it lasted.
+            again = str(exc) == self._rt_refresh_error
+            self._rt_refresh_error = str(exc)
+            log.log(
+                logging.DEBUG if again else logging.INFO,
+                "realtime: could not refresh the cloud session (%s)",
+                exc,
+            )
         try:
             return self._access_token()
         except CredentialError:

@@ -85,3 +85,27 @@ def test_a_store_from_before_marks_gets_its_folder_marked(home: Path) -> None:
     recreate_with_same_identity(home)
     with pytest.raises(StorageError, match="holds no blueprints"):
         _open(home)
+
+
+@pytest.mark.parametrize("away", ["moved", "recreated-empty"])
+def test_a_save_into_a_folder_gone_while_open_is_refused(
+    home: Path, tmp_path: Path, away: str
+) -> None:
+    """An app saving while the folder is away made it again with that one blueprint in it; a
+    watcher took it for a restored copy and recorded every other blueprint deleted (which sync
+    pushes). The save is refused and nothing is made at the folder's path."""
+    with _open(home) as s:
+        s.save("team/a", DOC)
+        root = s.root
+        os.rename(root, tmp_path / "away")
+        if away == "recreated-empty":
+            root.mkdir()
+        for path in ("team/b", "c"):
+            with pytest.raises(StorageError, match=r"blueprints folder .* 1 blueprint"):
+                s.save(path, DOC)
+        assert not root.exists() or os.listdir(root) == []
+        if away == "recreated-empty":
+            root.rmdir()
+        os.rename(tmp_path / "away", root)
+        s.save("c", DOC)  # the folder is back: saves go on
+        assert sorted(b.path for b in s.list()) == ["c.blueprint.yaml", "team/a.blueprint.yaml"]
