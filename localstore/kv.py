@@ -80,6 +80,9 @@ ROTATION_BATCH = 64
 PURGE_BATCH = 500
 # A pending key older than this was left by a crash between its row and its keychain write.
 STALE_PENDING_KEY_S = 3600.0
+# How long a save follows the current data key while other processes keep rotating it under
+# each try (a rotation is seconds of keychain and re-seal work; see _write_with_current_key).
+SAVE_KEY_CHASE_S = 5.0
 _COMPRESS_LEVEL = 6
 _MISSING: Any = object()
 _ENTRY_OVERHEAD = 96  # rough per-entry bookkeeping bytes counted against hot_bytes
@@ -548,6 +551,14 @@ def _forget_listeners(
     index.remove_close_listener(on_close)
 
 
+def _key_kept_changing(key: str, tried: list[str]) -> KVError:
+    return KVError(
+        f"cannot save {key!r}: another process changed the data key {len(tried)} times while"
+        f" this save tried to write it (for up to {SAVE_KEY_CHASE_S:g} s); nothing was saved",
+        hint="stop whatever rotates the app-data key in a loop (rotate_data_key), then save again",
+    )
+
+
 class _StaleKey(Exception):
     """Internal: no current data key yet, or not the one loaded; retry outside the write."""
 
@@ -706,21 +717,42 @@ class KVStore:
             expires,
             len(plain),
         )
-        for _attempt in range(3):
+        if self._write_with_current_key(key, row, tag_tuple, encrypt, item, plain):
+            self._delete_retired_after(f"saving {key!r}")
+
+    def _write_with_current_key(
+        self,
+        key: str,
+        row: tuple[Any, ...],
+        tags: tuple[str, ...],
+        encrypt: bool,
+        item: KVItem,
+        plain: bytes,
+    ) -> bool:
+        """Write the row (see _write_item), sealed with the key current at the write.
+
+        Raises KVError when another process keeps rotating the key past SAVE_KEY_CHASE_S.
+        """
+        deadline = time.monotonic() + SAVE_KEY_CHASE_S
+        tried: list[str] = []
+        while True:
             # The current data key, read from the keychain now if not yet in memory: a keychain
             # read is a D-Bus round trip (a locked keychain may even wait for the user), which
             # inside the write would hold the index and SQLite's write lock as long.
             kid = self._load_current_key() if encrypt else None
+            # Each retry follows a rotation committed elsewhere, so it meets a newer key. A key
+            # met before, or still another one after the deadline, is no pace of rotation a
+            # person or an app sets off (a fixed count of 3 was hit by two processes rotating
+            # without pause), and looping on would hang the save.
+            if kid in tried or (tried and time.monotonic() >= deadline):
+                raise _key_kept_changing(key, tried)
             try:
-                retired = self._write_item(key, row, tag_tuple, encrypt, kid, item, plain)
-                break
+                return self._write_item(key, row, tags, encrypt, kid, item, plain)
             except _StaleKey:
                 if kid is None:
-                    self._create_key(rotate=False)
-        else:  # pragma: no cover - the current key changed three times during one save
-            raise KVError(f"cannot save {key!r}: the data key kept changing", hint="try again")
-        if retired:
-            self._delete_retired_after(f"saving {key!r}")
+                    self._create_key(rotate=False)  # the first key (or another's, if it won)
+                else:
+                    tried.append(kid)
 
     def _expiry(self, ttl: float | None, expires_at: float | None) -> float | None:
         if ttl is not None and expires_at is not None:
