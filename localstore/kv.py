@@ -152,6 +152,10 @@ class RotationReport:
     # Keys of items whose ciphertext did not decrypt (damaged, or sealed with a different key
     # than the keychain holds under its id): left as they are, their data key kept for them.
     damaged: tuple[str, ...] = ()
+    # The key current when this rotation ended, when another process's rotation made it current
+    # meanwhile (None when ``key_id`` is): that rotation re-seals the items and may have deleted
+    # ``key_id`` from the keychain already. The key new items use is this one, then.
+    overtaken_by: str | None = None
 
 
 # --- codecs -------------------------------------------------------------------------------------
@@ -1265,7 +1269,8 @@ class KVStore:
         finishes an interrupted rotation. Items whose key the keychain does not have (a home
         copied to another computer) are left as they are and counted in the report's
         ``unreadable`` and ``missing_keys``; their key stays listed, and once it is restored the
-        next rotation re-seals them. New saves use the new key either way.
+        next rotation re-seals them. New saves use the new key either way. A rotation another
+        process's overtook names the key current at its end in ``overtaken_by``.
         """
         self._check_open()
         self._check_writable("rotate the app-data key")
@@ -1287,8 +1292,20 @@ class KVStore:
                 "with another key than the keychain's): they keep their old data key",
                 len(damaged),
             )
-        log.info("rotated app-data key to %s: %d items re-sealed, retired %s", kid, count, retired)
-        return RotationReport(kid, count, retired, unreadable, missing, tuple(sorted(damaged)))
+        # Read last: a rotation elsewhere that switched keys at any point up to here overtook
+        # ours (its key is current, ours retiring or gone), and reporting ours as the new key
+        # sent an app looking for a key that may be deleted.
+        current = self.current_key_id()
+        overtaken_by = None if current == kid else current
+        log.info(
+            "rotated app-data key to %s%s: %d items re-sealed, retired %s",
+            kid,
+            f" (overtaken by another rotation's {overtaken_by})" if overtaken_by else "",
+            count,
+            retired,
+        )
+        damaged_keys = tuple(sorted(damaged))
+        return RotationReport(kid, count, retired, unreadable, missing, damaged_keys, overtaken_by)
 
     def _still_used(self, kids: set[str]) -> tuple[tuple[str, ...], int]:
         """Of ``kids`` (not found in the keychain), those items still use, and how many items.

@@ -253,3 +253,23 @@ def test_a_save_gives_up_when_the_key_keeps_changing_past_the_bound(
     assert done, "the other process's rotation was not injected"
     assert info.value.hint
     assert other.load("b", default=None) is None
+
+
+def test_a_rotation_overtaken_by_another_says_which_key_is_current(
+    monkeypatch: pytest.MonkeyPatch, kv: KVStore, other: KVStore, creds: CredentialStore
+) -> None:
+    # A rotation that another process's rotation overtook (made a newer key current, re-sealed
+    # every item and retired ours) reported key_id, its own key, as if current: an app keeping it
+    # ("items are now under key X") named a key deleted from the keychain. The report now says
+    # which key took over (overtaken_by); a rotation not overtaken says None.
+    kv.save("a", {"v": 1}, encrypt=True)
+    done = _before_first(monkeypatch, _data_keys(other), "reseal", kv.rotate_data_key)
+    report = other.rotate_data_key()
+    assert done, "the other process's rotation was not injected"
+    current = kv.current_key_id()
+    assert report.overtaken_by == current != report.key_id
+    assert report.key_id not in _kids_in_keychain(creds)
+    monkeypatch.undo()
+    again = other.rotate_data_key()
+    assert again.overtaken_by is None and again.key_id == other.current_key_id()
+    assert other.load("a") == {"v": 1}
