@@ -691,6 +691,7 @@ OTHER_ENV_VARS = frozenset(
         "EMBED_SEED",  # tests/test_embedding_app.py
         "SOAK_OUT",
         "SOAK_CYCLES",
+        "KV_SOAK_S",  # tests/credentials/test_kv_soak.py
         "CRASH_SEED",
         "CRASH_KILLS",
         "FUZZ_EXAMPLES",

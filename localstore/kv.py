@@ -80,6 +80,9 @@ ROTATION_BATCH = 64
 PURGE_BATCH = 500
 # A pending key older than this was left by a crash between its row and its keychain write.
 STALE_PENDING_KEY_S = 3600.0
+# How long a save follows the current data key while other processes keep rotating it under
+# each try (a rotation is seconds of keychain and re-seal work; see _write_with_current_key).
+SAVE_KEY_CHASE_S = 5.0
 _COMPRESS_LEVEL = 6
 _MISSING: Any = object()
 _ENTRY_OVERHEAD = 96  # rough per-entry bookkeeping bytes counted against hot_bytes
@@ -149,6 +152,10 @@ class RotationReport:
     # Keys of items whose ciphertext did not decrypt (damaged, or sealed with a different key
     # than the keychain holds under its id): left as they are, their data key kept for them.
     damaged: tuple[str, ...] = ()
+    # The key current when this rotation ended, when another process's rotation made it current
+    # meanwhile (None when ``key_id`` is): that rotation re-seals the items and may have deleted
+    # ``key_id`` from the keychain already. The key new items use is this one, then.
+    overtaken_by: str | None = None
 
 
 # --- codecs -------------------------------------------------------------------------------------
@@ -548,6 +555,14 @@ def _forget_listeners(
     index.remove_close_listener(on_close)
 
 
+def _key_kept_changing(key: str, tried: list[str]) -> KVError:
+    return KVError(
+        f"cannot save {key!r}: another process changed the data key {len(tried)} times while"
+        f" this save tried to write it (for up to {SAVE_KEY_CHASE_S:g} s); nothing was saved",
+        hint="stop whatever rotates the app-data key in a loop (rotate_data_key), then save again",
+    )
+
+
 class _StaleKey(Exception):
     """Internal: no current data key yet, or not the one loaded; retry outside the write."""
 
@@ -706,21 +721,42 @@ class KVStore:
             expires,
             len(plain),
         )
-        for _attempt in range(3):
+        if self._write_with_current_key(key, row, tag_tuple, encrypt, item, plain):
+            self._delete_retired_after(f"saving {key!r}")
+
+    def _write_with_current_key(
+        self,
+        key: str,
+        row: tuple[Any, ...],
+        tags: tuple[str, ...],
+        encrypt: bool,
+        item: KVItem,
+        plain: bytes,
+    ) -> bool:
+        """Write the row (see _write_item), sealed with the key current at the write.
+
+        Raises KVError when another process keeps rotating the key past SAVE_KEY_CHASE_S.
+        """
+        deadline = time.monotonic() + SAVE_KEY_CHASE_S
+        tried: list[str] = []
+        while True:
             # The current data key, read from the keychain now if not yet in memory: a keychain
             # read is a D-Bus round trip (a locked keychain may even wait for the user), which
             # inside the write would hold the index and SQLite's write lock as long.
             kid = self._load_current_key() if encrypt else None
+            # Each retry follows a rotation committed elsewhere, so it meets a newer key. A key
+            # met before, or still another one after the deadline, is no pace of rotation a
+            # person or an app sets off (a fixed count of 3 was hit by two processes rotating
+            # without pause), and looping on would hang the save.
+            if kid in tried or (tried and time.monotonic() >= deadline):
+                raise _key_kept_changing(key, tried)
             try:
-                retired = self._write_item(key, row, tag_tuple, encrypt, kid, item, plain)
-                break
+                return self._write_item(key, row, tags, encrypt, kid, item, plain)
             except _StaleKey:
                 if kid is None:
-                    self._create_key(rotate=False)
-        else:  # pragma: no cover - the current key changed three times during one save
-            raise KVError(f"cannot save {key!r}: the data key kept changing", hint="try again")
-        if retired:
-            self._delete_retired_after(f"saving {key!r}")
+                    self._create_key(rotate=False)  # the first key (or another's, if it won)
+                else:
+                    tried.append(kid)
 
     def _expiry(self, ttl: float | None, expires_at: float | None) -> float | None:
         if ttl is not None and expires_at is not None:
@@ -1233,7 +1269,8 @@ class KVStore:
         finishes an interrupted rotation. Items whose key the keychain does not have (a home
         copied to another computer) are left as they are and counted in the report's
         ``unreadable`` and ``missing_keys``; their key stays listed, and once it is restored the
-        next rotation re-seals them. New saves use the new key either way.
+        next rotation re-seals them. New saves use the new key either way. A rotation another
+        process's overtook names the key current at its end in ``overtaken_by``.
         """
         self._check_open()
         self._check_writable("rotate the app-data key")
@@ -1255,8 +1292,20 @@ class KVStore:
                 "with another key than the keychain's): they keep their old data key",
                 len(damaged),
             )
-        log.info("rotated app-data key to %s: %d items re-sealed, retired %s", kid, count, retired)
-        return RotationReport(kid, count, retired, unreadable, missing, tuple(sorted(damaged)))
+        # Read last: a rotation elsewhere that switched keys at any point up to here overtook
+        # ours (its key is current, ours retiring or gone), and reporting ours as the new key
+        # sent an app looking for a key that may be deleted.
+        current = self.current_key_id()
+        overtaken_by = None if current == kid else current
+        log.info(
+            "rotated app-data key to %s%s: %d items re-sealed, retired %s",
+            kid,
+            f" (overtaken by another rotation's {overtaken_by})" if overtaken_by else "",
+            count,
+            retired,
+        )
+        damaged_keys = tuple(sorted(damaged))
+        return RotationReport(kid, count, retired, unreadable, missing, damaged_keys, overtaken_by)
 
     def _still_used(self, kids: set[str]) -> tuple[tuple[str, ...], int]:
         """Of ``kids`` (not found in the keychain), those items still use, and how many items.

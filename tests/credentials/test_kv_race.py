@@ -23,11 +23,13 @@ from typing import Any
 import pytest
 import secretstorage
 
+from localstore import kv as kv_module
 from localstore.config import Settings
 from localstore.credentials import CredentialStore, KeyringSecretBackend
 from localstore.crypto import DataKeys
+from localstore.errors import KVError
 from localstore.index import Index
-from localstore.kv import KVStore
+from localstore.kv import KVStore, RotationReport
 
 pytestmark = [pytest.mark.keychain, pytest.mark.usefixtures("secret_service")]
 
@@ -109,16 +111,19 @@ def _before_first(
     act: Callable[[], object],
     *,
     times: int = 1,
+    after: bool = False,
 ) -> list[object]:
-    """Run ``act`` (another store's step) just before each of the first ``times`` calls of
-    ``keys.<method>``; return what each ``act`` returned."""
+    """Run ``act`` (another store's step) just before (``after``: just after) each of the first
+    ``times`` calls of ``keys.<method>``; return what each ``act`` returned."""
     real = getattr(keys, method)
     done: list[object] = []
 
     def hooked(*args: Any, **kwargs: Any) -> Any:
+        if after:
+            result = real(*args, **kwargs)
         if len(done) < times:
             done.append(act())
-        return real(*args, **kwargs)
+        return result if after else real(*args, **kwargs)
 
     monkeypatch.setattr(keys, method, hooked)
     return done
@@ -214,3 +219,57 @@ def test_a_read_outlasting_two_rotations_elsewhere_still_reads(
     done = _before_first(monkeypatch, _data_keys(other), "get", kv.rotate_data_key, times=3)
     assert other.load("a") == {"v": 1}
     assert len(done) == 3, "the other process's rotations were not injected"
+
+
+def test_a_save_outlasting_many_rotations_elsewhere_still_saves(
+    monkeypatch: pytest.MonkeyPatch, kv: KVStore, other: KVStore
+) -> None:
+    # A save reads the current key from the keychain, then writes; a rotation elsewhere in
+    # between makes it start again with the new key. It gave up after three tries, with KVError
+    # "the data key kept changing", when two processes rotated without pause (3 saves in 75 in
+    # a run of real processes). It now tries as long as each try meets a newer key, within
+    # SAVE_KEY_CHASE_S.
+    kv.save("a", "old", encrypt=True)
+    done = _before_first(
+        monkeypatch, _data_keys(other), "get", kv.rotate_data_key, times=6, after=True
+    )
+    other.save("b", "new", encrypt=True)
+    assert len(done) == 6, "the other process's rotations were not injected"
+    assert len({r.key_id for r in done if isinstance(r, RotationReport)}) == 6
+    for store in (kv, other):
+        assert (store.load("a"), store.load("b")) == ("old", "new")
+
+
+def test_a_save_gives_up_when_the_key_keeps_changing_past_the_bound(
+    monkeypatch: pytest.MonkeyPatch, kv: KVStore, other: KVStore
+) -> None:
+    # The bound that stops a save chasing the current key: past SAVE_KEY_CHASE_S (0 here), a key
+    # changed once more makes it raise, and nothing is written.
+    monkeypatch.setattr(kv_module, "SAVE_KEY_CHASE_S", 0.0)
+    kv.save("a", "old", encrypt=True)
+    done = _before_first(monkeypatch, _data_keys(other), "get", kv.rotate_data_key, after=True)
+    with pytest.raises(KVError, match="changed the data key") as info:
+        other.save("b", "new", encrypt=True)
+    assert done, "the other process's rotation was not injected"
+    assert info.value.hint
+    assert other.load("b", default=None) is None
+
+
+def test_a_rotation_overtaken_by_another_says_which_key_is_current(
+    monkeypatch: pytest.MonkeyPatch, kv: KVStore, other: KVStore, creds: CredentialStore
+) -> None:
+    # A rotation that another process's rotation overtook (made a newer key current, re-sealed
+    # every item and retired ours) reported key_id, its own key, as if current: an app keeping it
+    # ("items are now under key X") named a key deleted from the keychain. The report now says
+    # which key took over (overtaken_by); a rotation not overtaken says None.
+    kv.save("a", {"v": 1}, encrypt=True)
+    done = _before_first(monkeypatch, _data_keys(other), "reseal", kv.rotate_data_key)
+    report = other.rotate_data_key()
+    assert done, "the other process's rotation was not injected"
+    current = kv.current_key_id()
+    assert report.overtaken_by == current != report.key_id
+    assert report.key_id not in _kids_in_keychain(creds)
+    monkeypatch.undo()
+    again = other.rotate_data_key()
+    assert again.overtaken_by is None and again.key_id == other.current_key_id()
+    assert other.load("a") == {"v": 1}
