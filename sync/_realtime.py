@@ -8,6 +8,8 @@ auto-reconnect (realtime-py #213, #258). So this module never trusts a channel t
   with ``auto_reconnect=False`` on a private event loop in a daemon thread;
 * a supervisor task builds a *new* client and channel for every (re)subscribe, fires a hint after
   each successful subscribe (the engine pulls then, covering events missed while down), and
+  after each later "Subscribed to PostgreSQL" the server sends on a live channel (it
+  resubscribed it to the database: changes in that gap were not sent either), and
   every ``health_interval_s`` (and at once when the channel leaves SUBSCRIBED: a server's
   ``system`` error says changes were lost) checks the socket, the channel state and a websocket
   ping; anything
@@ -39,7 +41,7 @@ from typing import Any
 from pydantic import ValidationError
 from realtime import AsyncRealtimeChannel, AsyncRealtimeClient
 from realtime.exceptions import NotConnectedError
-from realtime.message import ServerMessageAdapter
+from realtime.message import ServerMessageAdapter, SuccessSystemPayload
 from realtime.types import RealtimePostgresChangesListenEvent, RealtimeSubscribeStates
 from websockets.exceptions import ConnectionClosedError
 
@@ -429,6 +431,7 @@ class RealtimeHints:
             schema=self._schema,
             filter=f"owner=eq.{self._user_id}",
         )
+        channel.on_system(self._on_resubscribed())
         down = self._channel_down = asyncio.Event()
 
         def on_state(state: RealtimeSubscribeStates, _error: Exception | None) -> None:
@@ -438,6 +441,29 @@ class RealtimeHints:
         await asyncio.wait_for(channel.subscribe(on_state), self._timeout_s)
         if not channel.is_joined:
             raise _ChannelDead(f"the join ended in state {channel.state.value}")
+
+    def _on_resubscribed(self) -> Callable[[SuccessSystemPayload], None]:
+        """A channel's ``system`` callback: every "Subscribed to PostgreSQL" after its first is a hint.
+
+        Hosted Realtime resubscribes a channel to the database 1-3 s after its change capture
+        (CDC) dropped, or after an ``access_token`` push, and says so with that ``system`` ok;
+        changes committed in between are never sent. Only the first one (the join's own) was
+        expected, so such a gap waited for the next poll (an hour for an idle daemon). A pull
+        with nothing new is one small RPC, so every later one pulls."""
+        confirmations = 0
+
+        def on_system(payload: SuccessSystemPayload) -> None:
+            nonlocal confirmations
+            if payload.extension != "postgres_changes":
+                return
+            confirmations += 1
+            if confirmations > 1:
+                log.debug(
+                    "realtime: the server resubscribed the channel (%s); pulling", payload.message
+                )
+                self._hint()
+
+        return on_system
 
     async def _watch(self) -> str:
         """Return (with a reason) once the channel or its socket is dead."""

@@ -3,9 +3,10 @@
 Its NOTIFY listener (broadcasts, the trigger feed's changes, schema reloads) and its WAL change
 feed each hold one connection. Before, a listener whose backend was terminated (or whose
 Postgres restarted) was never replaced: realtime stayed silent for good while REST answered.
-Each fault below is followed by what a client must see: a ``system`` error on its
-postgres_changes channel once the gateway is back (changes made meanwhile were lost; the client
-rejoins and re-reads), then changes and broadcasts made afterwards, live.
+Each fault below is followed by what a client must see: a second ``system`` ok "Subscribed to
+PostgreSQL" on its still joined postgres_changes channel once the gateway is back (changes made
+meanwhile were lost; hosted Realtime says so that way after its change capture dropped, and the
+sync engine re-reads on it), then changes and broadcasts made afterwards, live.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class Subscriber:
         self.states: asyncio.Queue[str] = asyncio.Queue()
         self.changes: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.broadcasts: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.systems: asyncio.Queue[Any] = asyncio.Queue()
         self.topic = f"rc-{uuid.uuid4().hex[:8]}"
 
     async def join(self, client: Any) -> None:
@@ -75,16 +77,26 @@ class Subscriber:
             table="rt_public",
         )
         ch.on_broadcast("*", self.broadcasts.put_nowait)
+        ch.on_system(self.systems.put_nowait)
         await ch.subscribe(lambda state, err: self.states.put_nowait(state.value))
         assert await self.state() == "SUBSCRIBED"
+        await self.subscribed_to_postgres()  # the join's own
 
     async def state(self) -> str:
         return await asyncio.wait_for(self.states.get(), TIMEOUT)
 
-    async def rejoined(self) -> None:
-        """The gateway said changes were lost (the channel errored), and the client rejoined."""
-        assert await self.state() == "CHANNEL_ERROR"
-        assert await self.state() == "SUBSCRIBED"
+    async def subscribed_to_postgres(self) -> None:
+        msg = await asyncio.wait_for(self.systems.get(), TIMEOUT)
+        assert (msg.extension, msg.status, msg.message) == (
+            "postgres_changes",
+            "ok",
+            "Subscribed to PostgreSQL",
+        )
+
+    async def resubscribed(self) -> None:
+        """The gateway said it is subscribed to the database again, the channel staying joined."""
+        await self.subscribed_to_postgres()
+        assert self.states.empty(), "the channel changed state"
 
     async def sees_live_traffic(self, cloud: LocalCloud) -> None:
         label = f"after-{uuid.uuid4().hex[:6]}"
@@ -119,7 +131,7 @@ def test_a_terminated_listener_backend_is_replaced(own_cloud: LocalCloud) -> Non
             await sub.join(client)
             await asyncio.to_thread(fault)
             if trigger:
-                await sub.rejoined()
+                await sub.resubscribed()
             await sub.sees_live_traffic(cloud)
         finally:
             await close_async(client, http)
@@ -127,9 +139,11 @@ def test_a_terminated_listener_backend_is_replaced(own_cloud: LocalCloud) -> Non
     asyncio.run(scenario())
 
 
-def test_a_restarted_postgres_is_reconnected_and_clients_rejoin(own_cloud: LocalCloud) -> None:
-    """pg_ctl restart: the listener and the feed reconnect, channels get a system error and
-    rejoin, later changes and broadcasts arrive live, and REST answers the first request."""
+def test_a_restarted_postgres_is_reconnected_and_channels_told_to_re_read(
+    own_cloud: LocalCloud,
+) -> None:
+    """pg_ctl restart: the listener and the feed reconnect, channels are told they are
+    subscribed to the database again, later changes and broadcasts arrive live, and REST answers the first request."""
     cloud = own_cloud
     old = _wait_listening(cloud)
 
@@ -139,7 +153,7 @@ def test_a_restarted_postgres_is_reconnected_and_clients_rejoin(own_cloud: Local
             sub = Subscriber()
             await sub.join(client)
             await asyncio.to_thread(cloud.cluster.restart)
-            await sub.rejoined()
+            await sub.resubscribed()
             await asyncio.to_thread(_wait_listening, cloud, not_pid=old)
             await sub.sees_live_traffic(cloud)
             rows = await client.table("rt_public").select("id").limit(1).execute()

@@ -4,6 +4,7 @@ engine (which polls only hourly here, so only the hint can wake it), also after 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import jwt
 import psycopg
 import pytest
+from realtime.message import ServerMessageAdapter
 from supabase_auth.types import Session
 
 from localstore.events import Event
@@ -346,23 +348,99 @@ def test_channel_rebuilds_leave_no_tasks_sockets_or_threads_behind(
     assert last["proxy_connections"] <= 2, report
 
 
-def test_a_server_system_error_rebuilds_the_channel_and_pulls_at_once(
+def test_a_resubscribe_after_the_change_feed_dropped_pulls_at_once(
     cloud: LocalCloud, homes: Homes
 ) -> None:
     """The gateway's change feed lost its connection (here: its backend terminated): changes made
-    meanwhile were never sent, so once it is back it sends each channel a ``system`` error.
-    That must mean a pull now. The library rejoins an errored channel by itself a second later,
-    so a health check every 2 s mostly found it joined again: no rebuild, no hint, and the lost
-    change waited for the next poll. (A health check of a minute here: only the error counts.)"""
+    meanwhile were never sent. Once it is back it sends each channel a second ``system`` ok
+    "Subscribed to PostgreSQL", as hosted Realtime does 1-3 s after its change capture dropped,
+    the channel staying joined. That must mean a pull now: only the first one (the join's) was
+    expected, and the lost change waited for the next poll, an hour for an idle daemon. (A
+    health check of a minute here: only that message counts.)"""
     _, remote = homes.device(cloud.url, cloud.anon_key, new_email(), realtime_health_s=60.0)
     hints = threading.Semaphore(0)
     remote.subscribe(hints.release)
     assert remote.realtime_state["subscribed"]
     assert hints.acquire(timeout=10)  # the subscribe's own hint
+    before = remote.realtime_state
     with psycopg.connect(cloud.superuser_dsn, autocommit=True) as conn:
         conn.execute(
             "select pg_terminate_backend(pid) from pg_stat_activity where application_name = %s",
             (FEED_APP,),
         )
+    assert hints.acquire(timeout=15), f"no pull after the resubscribe: {remote.realtime_state}"
+    after = remote.realtime_state
+    assert after["subscribed"]
+    assert (after["subscribes"], after["rebuilds"]) == (before["subscribes"], before["rebuilds"])
+
+
+def _system_frame(topic: str, status: str, extension: str, message: str) -> str:
+    channel = topic.removeprefix("realtime:")
+    payload = {"channel": channel, "extension": extension, "message": message, "status": status}
+    return json.dumps({"event": "system", "topic": topic, "payload": payload, "ref": None})
+
+
+class _FedChannel:
+    """A live hints channel (on the local stack) fed ``system`` frames as the server sends them,
+    and counting the hints it fires. Built once the join's own "Subscribed to PostgreSQL" is in."""
+
+    def __init__(self, remote: SupabaseRemote) -> None:
+        self.fired = 0
+        hints = remote._hints
+        assert hints is not None and hints._loop is not None and hints._channel is not None
+        self.hints, self.loop, self.channel = hints, hints._loop, hints._channel
+        confirmed = threading.Event()
+        self.channel.on_system(lambda payload: confirmed.set())
+        assert confirmed.wait(10), "the join's own system message never came"
+        hint = hints._hint
+
+        def counted() -> None:
+            self.fired += 1
+            hint()
+
+        hints._hint = counted  # type: ignore[method-assign]
+
+    def feed(self, status: str, extension: str, message: str) -> int:
+        """Hand the channel one frame on its loop; return the hints it fired."""
+        frame = ServerMessageAdapter.validate_json(
+            _system_frame(self.channel.topic, status, extension, message)
+        )
+        fired = self.fired
+
+        async def handle() -> None:
+            self.channel._handle_message(frame)
+
+        asyncio.run_coroutine_threadsafe(handle(), self.loop).result(10)
+        return self.fired - fired
+
+
+def test_every_subscribed_to_postgresql_after_the_joins_own_is_a_hint(
+    cloud: LocalCloud, homes: Homes
+) -> None:
+    """Hosted Realtime also resubscribes after an ``access_token`` push, and retries a failed
+    subscription: each later ok is a gap in the changes sent, so each is a pull. Other ``system``
+    oks (hosted's "Replication connection established") are not."""
+    _, remote = homes.device(cloud.url, cloud.anon_key, new_email(), realtime_health_s=60.0)
+    remote.subscribe(lambda: None)
+    fed = _FedChannel(remote)
+    assert fed.feed("ok", "system", "Replication connection established") == 0
+    assert fed.feed("ok", "postgres_changes", "Subscribed to PostgreSQL") == 1
+    assert fed.feed("ok", "postgres_changes", "Subscribed to PostgreSQL") == 1
+
+
+def test_a_server_system_error_rebuilds_the_channel_and_pulls_at_once(
+    cloud: LocalCloud, homes: Homes
+) -> None:
+    """A ``system`` error (Realtime's subscription to the database failed: changes are being
+    lost) must mean a rebuild and a pull now. The library rejoins an errored channel by itself
+    a second later, so a health check every 2 s mostly found it joined again: no rebuild, no
+    hint, and the lost change waited for the next poll. (A health check of a minute here.)"""
+    _, remote = homes.device(cloud.url, cloud.anon_key, new_email(), realtime_health_s=60.0)
+    hints = threading.Semaphore(0)
+    remote.subscribe(hints.release)
+    assert hints.acquire(timeout=10)  # the subscribe's own hint
+    before = remote.realtime_state["subscribes"]
+    _FedChannel(remote).feed("error", "postgres_changes", "Unable to subscribe to changes")
     assert hints.acquire(timeout=15), f"no pull after the server's error: {remote.realtime_state}"
+    assert _wait_for(lambda: remote.realtime_state["subscribes"] > before, 15)
     assert remote.realtime_state["subscribed"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,20 +129,16 @@ class PostgrestHandler:
         headers = {k.lower(): v for k, v in request.headers.items()}
         return RequestInfo(caller.role, caller.claims, request.method, path, headers, schema)
 
-    async def _json_body(self, request: web.Request) -> Any:
+    async def _write_body(self, request: web.Request) -> tuple[Any, str | None]:
+        """A table write's body and, when Python cannot hold it, its text to send as is.
+
+        Such a body (nested past the recursion limit, an integer past int()'s digit limit) is
+        PostgREST's to hand to Postgres, and Postgres takes it: a 400 here failed, only
+        locally, a write Supabase stores. Its shape comes from Postgres."""
         body = (await self._json_body_text(request))[0]
         if isinstance(body, RawJSON):
-            # Table writes build their SQL from the parsed rows; PostgREST would take this body.
-            raise ApiError(
-                400,
-                "PGRST102",
-                "Empty or invalid json",
-                details="The local gateway cannot read this body: nested deeper than "
-                f"{sys.getrecursionlimit()} levels or an integer of more than "
-                f"{sys.get_int_max_str_digits()} digits",
-                hint="Flatten the value or send the number as a string",
-            )
-        return body
+            return await self._shape_read_by_postgres(body), body.text
+        return body, None
 
     async def _json_body_text(self, request: web.Request) -> tuple[Any, str | None]:
         """The parsed body and its text (None when empty); PGRST102 when it is not JSON.
@@ -163,16 +158,20 @@ class PostgrestHandler:
         except (ValueError, RecursionError):
             return RawJSON(text), text
 
-    async def _rpc_args_read_by_postgres(self, body: RawJSON) -> Any:
-        """The RPC arguments of a body Python cannot hold: its top-level keys, read by Postgres.
+    async def _shape_read_by_postgres(self, body: RawJSON) -> Any:
+        """The shape of a body Python cannot hold, read by Postgres: an object's keys (each value
+        None), an array's objects' keys likewise (other elements None); else the RawJSON.
 
-        Only the keys matter (the call sends the body's text as is); a body that is no object
-        stays a RawJSON, as a list would. PGRST102 when Postgres finds it is no JSON; its 54001
-        (nested past its stack depth) passes on, as it would from PostgREST's call.
+        Only the keys matter (the statement sends the body's text as is). PGRST102 when
+        Postgres finds it is no JSON; its 54001 (nested past its stack depth) passes on, as it
+        would from PostgREST's statement.
         """
         query = (
-            "select json_typeof(b) = 'object',"
-            " case json_typeof(b) when 'object' then array(select json_object_keys(b)) end"
+            "select json_typeof(b),"
+            " case json_typeof(b) when 'object' then array(select json_object_keys(b)) end,"
+            " case json_typeof(b) when 'array' then (select json_agg(case json_typeof(e)"
+            " when 'object' then array_to_json(array(select json_object_keys(e))) end)"
+            " from json_array_elements(b) as e) end"
             " from (select %s::json as b) as body"
         )
         try:
@@ -182,8 +181,12 @@ class PostgrestHandler:
             detail = exc.diag.message_detail
             raise ApiError(400, "PGRST102", "Empty or invalid json", details=detail) from exc
         assert row is not None
-        is_object, keys = row
-        return dict.fromkeys(keys) if is_object else body
+        kind, keys, elements = row
+        if kind == "object":
+            return dict.fromkeys(keys)
+        if kind == "array":
+            return [None if k is None else dict.fromkeys(k) for k in elements or []]
+        return body
 
     # ------------------------------------------------------------------ RPC
 
@@ -197,7 +200,7 @@ class PostgrestHandler:
         if request.method == "POST":
             body, body_text = await self._json_body_text(request)
             if isinstance(body, RawJSON):
-                body = await self._rpc_args_read_by_postgres(body)
+                body = await self._shape_read_by_postgres(body)
             args: Any = {} if body is None else body
         else:
             args = {k: v for k, v in request.query.items() if k not in _RESERVED}
@@ -309,10 +312,14 @@ class PostgrestHandler:
     async def _insert(
         self, request: web.Request, caller: Caller, table: Table
     ) -> web.StreamResponse:
-        body = await self._json_body(request)
+        body, text = await self._write_body(request)
         rows = body if isinstance(body, list) else [body]
         if not all(isinstance(r, dict) for r in rows):
             raise ApiError(400, "PGRST102", "Empty or invalid json")
+        if text is None:
+            text = json.dumps(rows)
+        elif not isinstance(body, list):
+            text = f"[{text}]"  # (json_populate_recordset takes an array)
         prefer = Prefer.parse(request.headers.get("Prefer", ""))
         columns = _insert_columns(table, request.query.get("columns"), rows)
         rel = _rel(table)
@@ -321,12 +328,12 @@ class PostgrestHandler:
             "insert into {rel} ({cols}) select {cols} from json_populate_recordset(null::{rel}, %s::json)"
         ).format(rel=rel, cols=cols)
         statement += _on_conflict(table, request.query.get("on_conflict"), prefer, columns)
-        return await self._write(request, caller, table, statement, [json.dumps(rows)], prefer, 201)
+        return await self._write(request, caller, table, statement, [text], prefer, 201)
 
     async def _update(
         self, request: web.Request, caller: Caller, table: Table
     ) -> web.StreamResponse:
-        body = await self._json_body(request)
+        body, text = await self._write_body(request)
         if not isinstance(body, dict):
             raise ApiError(400, "PGRST102", "Empty or invalid json")
         prefer = Prefer.parse(request.headers.get("Prefer", ""))
@@ -342,7 +349,7 @@ class PostgrestHandler:
             "update {rel} set {assign} from (select * from json_populate_record(null::{rel}, %s::json))"
             " pgrst_body where {where}"
         ).format(rel=rel, assign=assignments, where=filters.where)
-        params = [json.dumps(body), *filters.params]
+        params = [json.dumps(body) if text is None else text, *filters.params]
         return await self._write(request, caller, table, statement, params, prefer, 200)
 
     async def _delete(

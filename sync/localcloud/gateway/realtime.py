@@ -30,6 +30,7 @@ from sync.localcloud.gateway.visibility import Visibility
 log = logging.getLogger(__name__)
 
 ANY = "*"
+SUBSCRIBED = "Subscribed to PostgreSQL"  # the system ok of a channel's database subscription
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +240,6 @@ class RealtimeHub:
             await self._confirm_bindings(channel)
 
     async def _confirm_bindings(self, channel: Channel) -> None:
-        name = channel.topic.removeprefix("realtime:")
         missing = [
             b for b in channel.bindings
             if b.table not in (None, ANY) and not await self.visibility.published(b.schema, str(b.table))
@@ -252,14 +252,8 @@ class RealtimeHub:
             )
             status = "error"
         else:
-            message, status = "Subscribed to PostgreSQL", "ok"
-        payload = {
-            "message": message,
-            "status": status,
-            "extension": "postgres_changes",
-            "channel": name,
-        }
-        await channel.socket.send(channel.topic, "system", payload, None)
+            message, status = SUBSCRIBED, "ok"
+        await _send_system(channel, "postgres_changes", status, message)
         for hook in self.on_subscribe:
             hook()
 
@@ -272,9 +266,7 @@ class RealtimeHub:
     async def _shut_channel(self, channel: Channel, reason: str) -> None:
         sock = channel.socket
         sock.channels.pop(channel.topic, None)
-        name = channel.topic.removeprefix("realtime:")
-        payload = {"message": reason, "status": "error", "extension": "system", "channel": name}
-        await sock.send(channel.topic, "system", payload, None)
+        await _send_system(channel, "system", "error", reason)
         await sock.send(channel.topic, "phx_close", {}, channel.join_ref)
 
     async def _broadcast(self, channel: Channel, payload: dict[str, Any], ref: Any) -> None:
@@ -322,26 +314,17 @@ class RealtimeHub:
             await channel.socket.send(channel.topic, "broadcast", frame, None)
 
     async def changes_lost(self) -> None:
-        """Tell every channel with postgres_changes bindings that changes may have been missed.
+        """Tell every channel with postgres_changes bindings it is subscribed to the database again.
 
-        Sent after the change source reconnected (so a client that re-reads then misses
-        nothing), as the ``system`` error Realtime sends when a channel's subscription to the
-        database fails: supabase clients mark the channel errored and rejoin, and the sync
-        engine pulls after a rejoin. The channel stays joined here meanwhile."""
-        message = (
-            "Realtime's connection to the project database was lost and is back; changes made "
-            "meanwhile were not sent. Rejoin and re-read."
-        )
+        Sent after the change source reconnected, as hosted Realtime does once it resubscribed a
+        channel after its change capture dropped: the ``system`` ok "Subscribed to PostgreSQL",
+        a channel's second. Changes made meanwhile were not sent, and nothing else says so; the
+        sync engine pulls on it. (A ``system`` error here, as before, made clients rejoin, a
+        path hosted does not take, so the engine's answer to hosted's was never tested.)"""
         for sock in list(self.sockets):
             for channel in list(sock.channels.values()):
                 if channel.bindings:
-                    payload = {
-                        "message": message,
-                        "status": "error",
-                        "extension": "postgres_changes",
-                        "channel": channel.topic.removeprefix("realtime:"),
-                    }
-                    await sock.send(channel.topic, "system", payload, None)
+                    await _send_system(channel, "postgres_changes", "ok", SUBSCRIBED)
 
     def listening(self) -> bool:
         """Whether any channel has postgres_changes bindings (changes are worth decoding)."""
@@ -381,6 +364,17 @@ class RealtimeHub:
             else:
                 alive.append(ch)
         return alive
+
+
+async def _send_system(channel: Channel, extension: str, status: str, message: str) -> None:
+    """Send ``channel`` a ``system`` message (``ref`` null, as Realtime's)."""
+    payload = {
+        "message": message,
+        "status": status,
+        "extension": extension,
+        "channel": channel.topic.removeprefix("realtime:"),
+    }
+    await channel.socket.send(channel.topic, "system", payload, None)
 
 
 def _expired_reason(token: str) -> str:
