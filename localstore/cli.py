@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from localstore.errors import (
+    AmbiguousRefError,
     InvalidInputError,
     InvalidMetaError,
     InvalidYAMLError,
@@ -309,6 +310,10 @@ def exit_code_of(exc: LocalStoreError) -> int:
     """The documented exit code of a library error (docs/cli.md)."""
     if isinstance(exc, NotFoundError):
         return EXIT_NOT_FOUND
+    if isinstance(exc, AmbiguousRefError):
+        # A REF that names more than one blueprint is a REF written too short: bad usage, as
+        # a malformed one is (it was exit 1, a failure a script might retry).
+        return EXIT_USAGE
     if isinstance(exc, InvalidInputError) and not isinstance(exc, _CONTENT_ERRORS):
         return EXIT_USAGE
     return EXIT_ERROR

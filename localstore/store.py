@@ -116,6 +116,8 @@ E = TypeVar("E", bound=LocalStoreError)
 
 # The shortest id prefix a REF may be: shorter ones match too many ids to be worth a lookup.
 MIN_ID_PREFIX = 4
+# How many of the blueprints an ambiguous id prefix matches its error names.
+_AMBIGUOUS_SHOWN = 5
 SORT_COLUMNS = {"path": "path", "name": "name", "modified": "modified", "created": "created"}
 # Where a change came from, as history records it (docs/architecture.md, "History"); sync tells its
 # own writes ("remote") from the user's by it, so a typo must not become a new origin.
@@ -1238,15 +1240,17 @@ class BlueprintStore:
                     return row
         looks_like_id = all(c in "0123456789abcdef-" for c in ref.lower())
         if len(ref) >= MIN_ID_PREFIX and looks_like_id:
+            span = f"FROM blueprints WHERE id >= ? AND id < ?{live}"
+            bounds = (ref.lower(), ref.lower() + "\uffff")
             rows = cur.execute(
-                f"SELECT {_ROW_COLUMNS} FROM blueprints WHERE id >= ? AND id < ?{live} LIMIT 2",
-                (ref.lower(), ref.lower() + "\uffff"),
+                f"SELECT {_ROW_COLUMNS} {span} ORDER BY path LIMIT {_AMBIGUOUS_SHOWN + 1}", bounds
             ).fetchall()
             if len(rows) > 1:
-                raise AmbiguousRefError(
-                    f"id prefix {ref!r} matches more than one blueprint",
-                    hint="give more characters of the id",
-                )
+                count = len(rows)
+                if count > _AMBIGUOUS_SHOWN:
+                    count = cur.execute(f"SELECT COUNT(*) {span}", bounds).fetchone()[0]
+                paths = [Row.from_tuple(r).path for r in rows[:_AMBIGUOUS_SHOWN]]
+                raise _ambiguous_prefix(ref, paths, count)
             if rows:
                 return Row.from_tuple(rows[0])
         gone = None if include_deleted else self._deleted_by(cur, ref, rels[0] if rels else None)
@@ -4533,6 +4537,18 @@ def _no_nul(name: str, value: str) -> None:
             f"{name} {value!r} contains a NUL character",
             hint=f"remove the NUL ('\\x00') from {name}",
         )
+
+
+def _ambiguous_prefix(prefix: str, paths: builtins.list[str], count: int) -> AmbiguousRefError:
+    """The error for an id prefix that ``count`` blueprints have, naming the first ``paths``.
+
+    "matches more than one blueprint" alone left the person to find which, with 'ls' and ids
+    cut to 8 characters that may all start alike."""
+    more = f" and {count - len(paths)} more" if count > len(paths) else ""
+    return AmbiguousRefError(
+        f"id prefix {prefix!r} matches {count} blueprints: {', '.join(paths)}{more}",
+        hint="give more characters of the id, or the blueprint's path",
+    )
 
 
 def _meta_text_arg(name: str, value: Any) -> None:
