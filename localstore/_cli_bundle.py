@@ -41,6 +41,7 @@ from localstore.cli import (
     CliContext,
     errors_to_exit,
     fail,
+    no_such_file,
     pass_ctx,
 )
 
@@ -231,7 +232,7 @@ def import_cmd(
     could not be saved. The closing notes say what to do about each kind.
     """
     with errors_to_exit():
-        encrypted = is_encrypted(file)
+        encrypted = _is_encrypted(file)
         if not encrypted and not require_encrypted and os.environ.get(PASSPHRASE_ENV):
             # A script that sets the passphrase expects encrypted bundles; a plain one in its
             # place (anyone who can write the file can make one) went through without a word.
@@ -268,6 +269,16 @@ def import_cmd(
         # A dry run too: it exited 0 where the import would exit 3, so a script that checks
         # first learnt nothing from it.
         raise SystemExit(EXIT_ATTENTION)
+
+
+def _is_encrypted(file: str) -> bool:
+    """Whether the bundle ``file`` is encrypted; exit 2 when there is no such file."""
+    from localstore.errors import NotFoundError
+
+    try:
+        return is_encrypted(file)
+    except NotFoundError:
+        no_such_file(file, "bundle")
 
 
 class _ImportProgress:

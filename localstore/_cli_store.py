@@ -20,6 +20,7 @@ from localstore.cli import (
     fail,
     json_text,
     limit_count,
+    no_such_file,
     pass_ctx,
     write_bytes,
 )
@@ -218,6 +219,8 @@ def save_cmd(
         try:
             with open(source, "rb") as fh:
                 content = fh.read(limit + 1)
+        except FileNotFoundError:
+            no_such_file(source)
         except OSError as exc:
             fail(f"cannot read {source}: {exc.strerror}", hint="check the file name")
     # Read one byte past the limit, never all of it: a multi-GB pipe would fill memory first.

@@ -277,6 +277,15 @@ def fail(
     raise SystemExit(code)
 
 
+def no_such_file(name: str, what: str = "file") -> NoReturn:
+    """Exit 2 for an input file named on the command line that does not exist.
+
+    Bad usage, as click's refusal of a folder for the same option and an ``-o`` in a folder that
+    does not exist are: `save -f` said exit 1 and `import` exit 4 for the same mistyped name, and
+    exit 4 is for what a home holds (a REF, a revision, a conflict) or lacks."""
+    fail(f"no such {what}: {name}", code=EXIT_USAGE, hint="check the file name")
+
+
 def _json_mode() -> bool:
     ctx = click.get_current_context(silent=True)
     if ctx is None:

@@ -54,3 +54,15 @@ def test_an_ambiguous_prefix_of_many_names_five_and_counts_the_rest(run, home: P
     err = _one_error_line(run("history", "abcd"), 2)
     assert "matches 8 blueprints: dup/b0.blueprint.yaml, " in err
     assert "dup/b4.blueprint.yaml and 3 more" in err and "dup/b5" not in err
+
+
+@pytest.mark.parametrize("args", [["save", "team/flow", "-f"], ["import"]])
+def test_a_missing_input_file_is_bad_usage(run, tmp_path: Path, args: list[str]) -> None:
+    """A missing `save -f FILE` exited 1 and a missing `import FILE` 4, where a folder given for
+    the same `-f` (click's check) and a missing `conflicts resolve --take FILE` exit 2."""
+    missing = str(tmp_path / "nope.yaml")
+    err = _one_error_line(run(*args, missing), 2)
+    assert f": {missing} (check the file name)" in err
+    as_json = run("--json", *args, missing)
+    assert json.loads(as_json.stderr)["error"]["exit_code"] == as_json.exit_code == 2
+    assert run("show", "team/flow").output == "a: 1\n"
