@@ -34,6 +34,9 @@ written: a bundle of nothing is never what a mistyped tag asked for). `--folder`
 whatever its case (`--folder projects` lists `Projects/`): folder names that differ only by case are
 one folder on macOS and Windows, and a save refuses to make the second. `--tag` matches the tag as
 written, case and all (`ops` is not `Ops`), by design: tags are labels, not names on a disk.
+A tag `save --tag` sets is a label of 1-128 characters on one line, at most 100 a blueprint; an
+empty one, a control character (a newline, a tab) or more is bad usage (exit 2), nothing saved
+(leave `--tag` out to keep the tags). Tags from sync, bundles and meta files edited by hand are kept.
 
 Revisions count from 1 (the first save): `show --rev 0`, `restore REF -- -1` or `history --before 0`
 is bad usage (exit 2), not "no revision" (exit 4) or an empty history; `show` without `--rev` shows

@@ -14,6 +14,7 @@ from localstore.cli import (
     EXIT_USAGE,
     FILTER,
     REVISION,
+    TAG,
     TEXT,
     CliContext,
     errors_to_exit,
@@ -196,7 +197,7 @@ def init_cmd(ctx: CliContext) -> None:
     type=click.Path(dir_okay=False, allow_dash=True),
     help="Read the YAML from FILE ('-' for stdin). Default: stdin.",
 )
-@click.option("--tag", "tags", multiple=True, type=TEXT, help="Set tags (repeatable).")
+@click.option("--tag", "tags", multiple=True, type=TAG, help="Set tags (repeatable).")
 @click.option("--name", type=TEXT, help="Display name.")
 @click.option("--description", type=TEXT, help="Description.")
 @pass_ctx
@@ -211,6 +212,7 @@ def save_cmd(
     """Save a blueprint at PATH from a file or stdin, keeping its text byte for byte."""
     with errors_to_exit():
         limit = ctx.settings.max_yaml_bytes
+    _check_tag_count(tags)
     if source in (None, "-"):
         if source is None and sys.stdin.isatty():
             fail("no content given", code=2, hint="use -f FILE, or pipe the YAML on stdin")
@@ -236,6 +238,18 @@ def save_cmd(
         ctx.emit(
             {k: v for k, v in bp.to_dict().items() if k != "content"},
             lambda: click.echo(f"saved {bp.path} (id {bp.id}, rev {bp.rev})"),
+        )
+
+
+def _check_tag_count(tags: Sequence[str]) -> None:
+    """Exit 2 for more --tag options than a blueprint may have (the API's limit)."""
+    from localstore.blueprint import MAX_TAGS, normalize_tags
+
+    if len(normalize_tags(tags)) > MAX_TAGS:
+        fail(
+            f"{len(normalize_tags(tags)):,} tags, over the limit of {MAX_TAGS} a blueprint has",
+            code=EXIT_USAGE,
+            hint="keep the tags to a few labels; --description holds longer text",
         )
 
 

@@ -393,6 +393,28 @@ class _FilterText(_Utf8Text):
 FILTER = _FilterText()
 
 
+class _TagText(_Utf8Text):
+    """A tag a save sets (`save --tag`): refused as the API refuses it (empty, over
+    MAX_TAG_CHARS, a control character), as bad usage; `--tag ""` cleared every tag."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from localstore.blueprint import MAX_TAG_CHARS, tag_problem
+
+        text = super().convert(value, param, ctx)
+        problem = tag_problem(text)
+        if problem:
+            shown = text if len(text) <= 60 else text[:60] + "..."
+            raise _BadText(
+                f"--tag {shown!r} {problem} (give each tag as a label of 1-{MAX_TAG_CHARS} "
+                "characters on one line; leave --tag out to keep the tags)",
+                ctx=ctx,
+            )
+        return text
+
+
+TAG = _TagText()
+
+
 class _Ordinal(click.ParamType):
     """A number that counts from 1 (a revision, a conflict): one below 1 is bad usage (exit 2)
     that says where the numbers start, not "no revision -1" (exit 4) or an empty answer.

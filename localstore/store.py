@@ -55,6 +55,8 @@ from localstore._time_key import time_order_sql
 from localstore._validator_name import validator_name_of
 from localstore.blueprint import (
     MAX_META_BYTES,
+    MAX_TAG_CHARS,
+    MAX_TAGS,
     Blueprint,
     BlueprintInfo,
     BlueprintMeta,
@@ -68,9 +70,11 @@ from localstore.blueprint import (
     encode_meta,
     is_uuid,
     new_id,
+    normalize_tags,
     parse_yaml,
     run_validator,
     sha256_hex,
+    tag_problem,
     tags_json,
     utc_now,
 )
@@ -4565,6 +4569,7 @@ def _tags_arg(tags: Any) -> str | builtins.list[str]:
     """save's tags: one tag as a str, or a list (any iterable but a mapping) of str."""
     if isinstance(tags, str):
         _no_nul("the tag", tags)
+        _new_tag(tags)
         return tags
     if isinstance(tags, Mapping | bytes) or not isinstance(tags, Iterable):
         raise InvalidMetaError(
@@ -4579,7 +4584,28 @@ def _tags_arg(tags: Any) -> str | builtins.list[str]:
                 hint="pass each tag as text, e.g. tags=['a', 'b']",
             )
         _no_nul("the tag", tag)
+        _new_tag(tag)
+    count = len(normalize_tags(tags))
+    if count > MAX_TAGS:
+        raise InvalidMetaError(
+            f"{count:,} tags, over the limit of {MAX_TAGS} a blueprint has",
+            hint="keep the tags to a few labels; the description holds longer text",
+        )
     return tags
+
+
+def _new_tag(tag: str) -> None:
+    """Refuse a tag given to a save that is empty, too long or not on one line.
+
+    An empty one (tags="", `--tag ""` from an unset variable) was dropped, and so cleared every
+    tag the blueprint had."""
+    problem = tag_problem(tag)
+    if problem:
+        raise InvalidMetaError(
+            f"the tag {tag[:60]!r}{'...' if len(tag) > 60 else ''} {problem}",
+            hint=f"give each tag as a label of 1-{MAX_TAG_CHARS} characters on one line "
+            "(tags=[] removes them all)",
+        )
 
 
 def _origin_arg(origin: Any) -> str:

@@ -66,3 +66,59 @@ def test_a_missing_input_file_is_bad_usage(run, tmp_path: Path, args: list[str])
     as_json = run("--json", *args, missing)
     assert json.loads(as_json.stderr)["error"]["exit_code"] == as_json.exit_code == 2
     assert run("show", "team/flow").output == "a: 1\n"
+
+
+@pytest.mark.parametrize(
+    ("tag", "said"),
+    [
+        ("", "is empty"),
+        ("  ", "is empty"),
+        ("two\nlines", "control character"),
+        ("esc\x1b[31m", "control character"),
+        ("x" * 5000, "5,000 characters long, over the limit of 128"),
+    ],
+)
+def test_save_refuses_a_bad_tag_as_bad_usage(run, tag: str, said: str) -> None:
+    """`save --tag ""` exited 0 and cleared every tag; a newline, an escape or 5,000 characters
+    were saved as a tag."""
+    assert run("save", "team/flow", "--tag", "keep", input="a: 1\n").exit_code == 0
+    err = _one_error_line(run("save", "team/flow", "--tag", tag, input="a: 2\n"), 2)
+    assert said in err and "leave --tag out to keep the tags" in err
+    assert json.loads(run("--json", "show", "team/flow").stdout)["meta"]["tags"] == ["keep"]
+    assert run("show", "team/flow").output == "a: 1\n"
+
+
+def test_save_refuses_more_tags_than_a_blueprint_may_have(run) -> None:
+    many = [arg for k in range(101) for arg in ("--tag", f"t{k}")]
+    err = _one_error_line(run("save", "team/flow", *many, input="a: 2\n"), 2)
+    assert "101 tags, over the limit of 100" in err
+    ok = [arg for k in range(100) for arg in ("--tag", f"t{k}")]
+    assert run("save", "team/flow", *ok, input="a: 2\n").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "tags", ["", [""], ["ok", " "], ["a\tb"], ["x" * 129], [f"t{k}" for k in range(101)]]
+)
+def test_the_api_refuses_a_bad_new_tag(store: BlueprintStore, tags: str | list[str]) -> None:
+    from localstore.errors import InvalidMetaError
+
+    store.save("a", "a: 1\n", tags=["keep"])
+    with pytest.raises(InvalidMetaError):
+        store.save("a", "a: 2\n", tags=tags)
+    assert store.load("a").meta.tags == ("keep",)
+    assert store.save("a", "a: 2\n", tags=[]).meta.tags == ()  # (the way to remove them all)
+    assert store.save("a", "a: 2\n", tags=["x" * 128, " y "]).meta.tags == ("x" * 128, "y")
+
+
+def test_tags_from_a_meta_file_are_kept_as_they_are(store: BlueprintStore) -> None:
+    """Only new input is refused: a meta edited by hand (or pulled, or imported) with tags no
+    save takes is read and kept, and a save that sets no tags keeps them."""
+    bp = store.save("a", "a: 1\n")
+    odd = ["two\nlines", "x" * 500, *(f"t{k}" for k in range(150))]
+    meta = store.paths.blueprints / "a.blueprint.meta.json"
+    data = json.loads(meta.read_text(encoding="utf-8"))
+    meta.write_text(json.dumps({**data, "tags": odd}), encoding="utf-8")
+    store.reconcile()
+    assert list(store.load(bp.id).meta.tags) == odd
+    assert list(store.save("a", "a: 2\n", name="n").meta.tags) == odd
+    assert list(store.save("a", "a: 3\n", meta=store.load("a").meta).meta.tags) == odd
