@@ -38,6 +38,7 @@ from localstore.cli import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     FILTER,
+    OUTPUT_PATH,
     CliContext,
     errors_to_exit,
     fail,
@@ -109,7 +110,11 @@ def _sync_merger() -> Merger | None:
 @click.option("--folder", type=FILTER, help="Export the blueprints in this folder (and below).")
 @click.option("--tag", type=FILTER, help="Export the blueprints with this tag.")
 @click.option(
-    "-o", "--output", required=True, help="The bundle to write ('-' with --yaml: stdout)."
+    "-o",
+    "--output",
+    required=True,
+    type=OUTPUT_PATH,
+    help="The bundle to write ('-' with --yaml: stdout).",
 )
 @click.option(
     "--encrypt",

@@ -393,6 +393,23 @@ class _FilterText(_Utf8Text):
 FILTER = _FilterText()
 
 
+class _OutputPath(_Utf8Text):
+    """A file to write (`export -o`): empty is bad usage said in the option's words, not the
+    API's ("dest '' is not a usable file path ... pass the bundle file's real path as dest")."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = super().convert(value, param, ctx)
+        if not text:
+            where = param.opts[0] if param is not None and param.opts else "the file"
+            raise _BadText(
+                f"{where} is empty (give {where} the path of the file to write)", ctx=ctx
+            )
+        return text
+
+
+OUTPUT_PATH = _OutputPath()
+
+
 class _TagText(_Utf8Text):
     """A tag a save sets (`save --tag`): refused as the API refuses it (empty, over
     MAX_TAG_CHARS, a control character), as bad usage; `--tag ""` cleared every tag."""

@@ -122,3 +122,10 @@ def test_tags_from_a_meta_file_are_kept_as_they_are(store: BlueprintStore) -> No
     assert list(store.load(bp.id).meta.tags) == odd
     assert list(store.save("a", "a: 2\n", name="n").meta.tags) == odd
     assert list(store.save("a", "a: 3\n", meta=store.load("a").meta).meta.tags) == odd
+
+
+@pytest.mark.parametrize("extra", [[], ["--yaml", "team/flow"]])
+def test_an_empty_export_output_is_said_in_the_options_words(run, extra: list[str]) -> None:
+    """`export -o ""` said "dest '' is not a usable file path ... as dest", the API's words."""
+    err = _one_error_line(run("export", "-o", "", *extra), 2)
+    assert "-o is empty (give -o the path of the file to write)" in err and "dest" not in err
