@@ -405,11 +405,18 @@ def rm_cmd(ctx: CliContext, ref: str) -> None:
 def mv_cmd(ctx: CliContext, ref: str, new_path: str) -> None:
     """Move or rename a blueprint; its id and history are kept."""
     with errors_to_exit():
-        bp = ctx.store(existing=True, writes="move a blueprint").move(ref, new_path)  # (as rm)
-        ctx.emit(
-            {k: v for k, v in bp.to_dict().items() if k != "content"},
-            lambda: click.echo(f"moved to {bp.path} (id {bp.id})"),
-        )
+        store = ctx.store(existing=True, writes="move a blueprint")  # (as rm)
+        before = store.resolve(ref)
+        bp = store.move(ref, new_path)
+
+        def human() -> None:
+            if bp.path == before.path:
+                # ("moved to" read as if something had happened.)
+                click.echo(f"{bp.path} is already there: nothing moved (id {bp.id})")
+            else:
+                click.echo(f"moved {before.path} to {bp.path} (id {bp.id})")
+
+        ctx.emit({k: v for k, v in bp.to_dict().items() if k != "content"}, human)
 
 
 @click.command("history")

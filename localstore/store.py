@@ -3616,7 +3616,14 @@ class BlueprintStore:
         _origin_arg(origin)
         with self.index.read() as cur:
             row = self._resolve(cur, ref)
-        return self.save(new_path, None, id=row.id, origin=origin, tx_hook=tx_hook)
+        try:
+            return self.save(new_path, None, id=row.id, origin=origin, tx_hook=tx_hook)
+        except AlreadyExistsError as exc:
+            # (save's hint, "or save with that blueprint's id", would overwrite that blueprint,
+            # which no move means.)
+            raise AlreadyExistsError(
+                exc.message, hint="choose another path, or first move or delete the blueprint there"
+            ) from exc
 
     # -- queries -----------------------------------------------------------------------------------
 

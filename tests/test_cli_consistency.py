@@ -129,3 +129,23 @@ def test_an_empty_export_output_is_said_in_the_options_words(run, extra: list[st
     """`export -o ""` said "dest '' is not a usable file path ... as dest", the API's words."""
     err = _one_error_line(run("export", "-o", "", *extra), 2)
     assert "-o is empty (give -o the path of the file to write)" in err and "dest" not in err
+
+
+@pytest.mark.parametrize("same", ["team/flow", "team/flow.blueprint.yaml"])
+def test_a_move_onto_its_own_path_says_nothing_moved(run, same: str) -> None:
+    """`mv A A` said "moved to A", as if something had happened."""
+    done = run("mv", "team/flow", same)
+    assert done.exit_code == 0 and "nothing moved" in done.output and "moved to" not in done.output
+    assert [r["rev"] for r in json.loads(run("--json", "history", "team/flow").stdout)] == [1]
+    assert (
+        "moved team/flow.blueprint.yaml to team/b.blueprint.yaml"
+        in run("mv", "team/flow", "team/b").output
+    )
+
+
+def test_a_move_onto_a_taken_path_gives_a_hint_for_a_move(run) -> None:
+    """The hint was save's, "or save with that blueprint's id", which would overwrite it."""
+    assert run("save", "team/other", input="b: 1\n").exit_code == 0
+    err = _one_error_line(run("mv", "team/flow", "team/other"), 1)
+    assert "already taken" in err and "first move or delete the blueprint there" in err
+    assert "save with" not in err
