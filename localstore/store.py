@@ -116,6 +116,9 @@ if TYPE_CHECKING:
     from sync.embed import EmbeddedSync
 
 log = logging.getLogger("localstore.store")
+
+# The hint of a save onto a path another blueprint holds (a move re-hints it: see move).
+_TAKEN_HINT = "choose another path, or save with that blueprint's id"
 E = TypeVar("E", bound=LocalStoreError)
 
 # The shortest id prefix a REF may be: shorter ones match too many ids to be worth a lookup.
@@ -2451,7 +2454,7 @@ class BlueprintStore:
             if other.path == rel:
                 raise AlreadyExistsError(
                     f"{rel} is already taken by blueprint {other.id}",
-                    hint="choose another path, or save with that blueprint's id",
+                    hint=_TAKEN_HINT,
                 )
             raise UnsafePathError(
                 f"{rel} differs only by case from {other.path}",
@@ -3619,6 +3622,8 @@ class BlueprintStore:
         try:
             return self.save(new_path, None, id=row.id, origin=origin, tx_hook=tx_hook)
         except AlreadyExistsError as exc:
+            if exc.hint != _TAKEN_HINT:
+                raise  # (a folder or link in a file's place: its own hint says what to do)
             # (save's hint, "or save with that blueprint's id", would overwrite that blueprint,
             # which no move means.)
             raise AlreadyExistsError(
