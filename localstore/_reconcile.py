@@ -486,6 +486,62 @@ def keep_recovered(data_dir: Path, files: Sequence[tuple[str, bytes]]) -> list[P
     return kept
 
 
+def orphan_home(cur: Any, rel: str, raw: bytes | None) -> tuple[str | None, bool]:
+    """Where the blueprint of the meta file without its YAML at ``rel`` (``raw``: its bytes,
+    None when gone) lives when that is another path (else None: its id is no live blueprint's,
+    or it does not decode), and whether it is only the leftover of an interrupted move there:
+    its bytes are that blueprint's live meta or one in its history (or gone).
+
+    Reconcile removes only such a leftover, and keeps every other orphan meta; so does a write
+    that must put a file at its name (BlueprintStore._keep_orphan_meta)."""
+    try:
+        meta = decode_meta(raw or b"", source=rel)
+    except InvalidMetaError:
+        return None, False
+    rows = cur.execute(
+        "SELECT path FROM blueprints WHERE id = ? AND deleted = 0", (meta.id,)
+    ).fetchall()
+    if not rows or rows[0][0] == fs.yaml_path_for(rel):
+        return None, False
+    return rows[0][0], raw is None or Reconciler._meta_known(cur, meta.id, raw)
+
+
+def keep_orphan_meta(
+    store: BlueprintStore, cur: Any, rel: str, raw: bytes, lives: str | None, when: str = ""
+) -> tuple[Path, str]:
+    """Copy the meta file without its YAML at ``rel`` (its bytes ``raw``; its blueprint living
+    at ``lives``, see orphan_home) to <data>/recovered/, note it for ``check`` in ``cur``'s
+    transaction and log a warning; returns the copy and the note's words. ``when``: what is
+    about to take its name (a save), told in both. The caller removes or replaces the file.
+    Raises StorageError."""
+    (kept,) = keep_recovered(store.paths.data, [(rel, raw)])
+    if lives is not None:
+        what = (
+            f"a meta file of a blueprint that lives at {fs.printable(lives)}, with changes the "
+            "store does not have"
+        )
+        into = "into that blueprint's meta"
+    else:
+        what = f"a meta file {_whose(rel, raw)}, without its YAML"
+        into = "into a blueprint"
+    was = f", when {when}" if when else ""
+    detail = (
+        f"kept: {what}{was}; it is now {kept} (copy what you want from it {into}, then delete "
+        "that copy: check reports it until then)"
+    )
+    note_kept(cur, store.paths.data, kept, rel, detail)
+    log.warning("%s: %s%s; kept at %s", rel, what, was, kept)
+    return kept, detail
+
+
+def _whose(rel: str, raw: bytes) -> str:
+    """Which blueprint a meta file names, for a person: its id, or that it names none."""
+    try:
+        return f"of blueprint {decode_meta(raw, source=rel).id}, which is not here"
+    except InvalidMetaError:
+        return "that does not parse"
+
+
 def _linked_aside(temp: Path) -> bool:
     """Whether ``temp`` is the same file (a hard link) as a file set aside beside it (named by
     files.aside_name). Looked for only when the file has more than one name (rare: a kill
@@ -2136,44 +2192,22 @@ class Reconciler:
 
     def _handle_orphan(self, cur: Any, rel: str, report: CheckReport) -> None:
         raw = self._read_meta(rel)
-        try:
-            meta = decode_meta(raw or b"", source=rel)
-        except InvalidMetaError:
-            meta = None
-        if meta is not None:
-            rows = cur.execute(
-                "SELECT path FROM blueprints WHERE id = ? AND deleted = 0", (meta.id,)
-            ).fetchall()
-            if rows and rows[0][0] != fs.yaml_path_for(rel):
-                # The blueprint lives elsewhere now: a leftover of an interrupted move, removed
-                # when its bytes are a version the store has. Otherwise it may hold edits made
-                # by hand (a pair's meta copied here and changed): removing it lost them, so it
-                # is kept in <data>/recovered/ and reported, by every check until removed.
-                if raw is not None and not self._meta_known(cur, meta.id, raw):
-                    (kept,) = keep_recovered(self.store.paths.data, [(rel, raw)])
-                    lives = fs.printable(rows[0][0])
-                    detail = (
-                        f"kept: a meta file of a blueprint that lives at {lives}, with changes "
-                        f"the store does not have; it is now {kept} (copy what you want from "
-                        "it into that blueprint's meta, then delete that copy: check reports it "
-                        "until then)"
-                    )
-                    note_kept(cur, self.store.paths.data, kept, rel, detail)
-                    # (Removed once the note is committed: see clear_stale_temp.)
-                    orphan = self.store.root / rel
-                    self.store.index.after_commit(lambda: fs.remove_file(orphan))
-                    log.warning(
-                        "%s: a meta file without its YAML, with changes the store does not "
-                        "have (its blueprint lives at %s); kept at %s",
-                        rel,
-                        lives,
-                        kept,
-                    )
-                    report.fixed.append({"kind": "orphan-meta", "path": rel, "detail": detail})
-                    return
-                fs.remove_file(self.store.root / rel)
-                report.fixed.append({"kind": "orphan-meta", "path": rel, "detail": "removed"})
-                return
+        lives, leftover = orphan_home(cur, rel, raw)
+        if leftover:
+            fs.remove_file(self.store.root / rel)
+            report.fixed.append({"kind": "orphan-meta", "path": rel, "detail": "removed"})
+            return
+        if lives is not None and raw is not None:
+            # It may hold edits made by hand (a pair's meta copied here and changed): removing
+            # it lost them, so it is kept in <data>/recovered/ and reported, by every check
+            # until removed. (One whose blueprint lives nowhere is left where it is: its YAML
+            # may follow, a copy or a checkout not finished yet.)
+            _, detail = keep_orphan_meta(self.store, cur, rel, raw, lives)
+            # (Removed once the note is committed: see clear_stale_temp.)
+            orphan = self.store.root / rel
+            self.store.index.after_commit(lambda: fs.remove_file(orphan))
+            report.fixed.append({"kind": "orphan-meta", "path": rel, "detail": detail})
+            return
         report.problems.append(
             {"kind": "orphan-meta", "path": rel, "detail": "meta file without its YAML"}
         )

@@ -65,7 +65,7 @@ from localstore._bundle_read import (
 from localstore._durable import WIN_IN_USE_ERRORS
 from localstore._held_temps import HeldFolder, make_held_folder, remove_if_dead
 from localstore._listing import filter_words
-from localstore._reconcile import Reconciler
+from localstore._reconcile import Reconciler, orphan_home
 from localstore.blueprint import (
     MAX_META_BYTES,
     Blueprint,
@@ -1092,6 +1092,8 @@ class _Planner:
         acts = item.action not in ("unchanged", "skip")
         if acts and (current is None or current.deleted or current.path != item.target_path):
             self._check_target(item)
+            if item.action != "refused" and (current is None or current.deleted):
+                self._note_orphan_meta(item)
         if item.action not in ("unchanged", "skip", "refused") and item.target_id:
             # (No target id: a file not recorded yet, whose id its recording makes up.)
             if item.target_id in self.targets:
@@ -1201,6 +1203,26 @@ class _Planner:
         except (UnsafePathError, AlreadyExistsError) as exc:
             item.action, item.status, item._entry = "refused", "failed", None
             item.error = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+
+    def _note_orphan_meta(self, item: ImportItem) -> None:
+        """Say in the reason of an item that creates its pair where a meta file sits without
+        its YAML that the save keeps that file in data/recovered/ first (see
+        BlueprintStore._keep_orphan_meta), as reconcile would: the dry run tells it too."""
+        meta_rel = fs.meta_path_for(item.target_path)
+        try:
+            raw = fs.read_regular(self.store.abspath(meta_rel))
+            if os.path.lexists(self.store.abspath(item.target_path)):
+                return  # (a pair: the plan decided over it)
+        except (OSError, LocalStoreError):
+            return  # (none; or one the save refuses, and says why)
+        with self.store.index.read() as cur:
+            if orphan_home(cur, meta_rel, raw)[1]:
+                return  # (the leftover of an interrupted move: replaced, as reconcile removes it)
+        why = (
+            f"the meta file without its YAML at {fs.printable(meta_rel)} is kept in "
+            "data/recovered/ first ('localstore check' lists it until it is deleted)"
+        )
+        item.reason = f"{item.reason}; {why}" if item.reason else why
 
     def _check_on_disk(self, target: str) -> None:
         """Refuse, as the save would, a new path where a file or folder here has the name in

@@ -38,7 +38,7 @@ from localstore import files as fs
 from localstore._folder_filter import FolderSpellings, folder_filter
 from localstore._fts_text import SPLIT, indexed_text, shown
 from localstore._identity import DEVICE_KEY, ensure_device_id, recorded_device_id
-from localstore._kept_edits import keep_flagged, keep_set_aside, report_kept
+from localstore._kept_edits import keep_flagged, keep_set_aside, note_kept, report_kept
 from localstore._listing import (
     INFO_COLUMNS,
     TIME_SORTS,
@@ -506,6 +506,18 @@ class _Batch:
     # The paths whose unrecorded files a write waited for to settle (_settle_first), across its
     # attempts: the wait is paid once a path, not again by each attempt that meets the file.
     settled: set[str] = field(default_factory=set)
+    # The meta files without their YAML that saves creating a pair replace (meta path -> its
+    # stats and bytes when read, see _keep_orphan_meta): replaced only if still that file, and
+    # put back by an undo.
+    orphans: dict[str, tuple[fs.Recorded, bytes]] = field(default_factory=dict)
+    # The copies in <data>/recovered/ of those kept, across a batch's attempts (meta path ->
+    # the bytes' sha256, the copy, its note's words): an attempt run again re-notes the copy
+    # an earlier one made (its note rolled back with it) rather than keeping another.
+    orphans_kept: dict[str, tuple[str, Path, str]] = field(default_factory=dict)
+
+
+# Meta file path -> (its stats, its bytes): see _Batch.orphans.
+_Orphans = Mapping[str, tuple[fs.Recorded, bytes]]
 
 
 def _not_a_blueprint(rel: str) -> AlreadyExistsError:
@@ -1563,10 +1575,11 @@ class BlueprintStore:
         # The path keys of those files: a run again places each right after its item.
         place_at_once: set[str] = set()
         settled: set[str] = set()  # (see _Batch.settled)
+        orphans_kept: dict[str, tuple[str, Path, str]] = {}  # (see _Batch.orphans_kept)
         while True:
             try:
                 results = self._save_attempt(
-                    requests, origin, refused, recorded_first, settled, place_at_once
+                    requests, origin, refused, recorded_first, settled, place_at_once, orphans_kept
                 )
                 break
             except _RecordFirst as first:
@@ -1674,6 +1687,7 @@ class BlueprintStore:
         recorded_first: set[str] | None = None,
         settled: set[str] | None = None,
         place_at_once: Collection[str] = frozenset(),
+        orphans_kept: dict[str, tuple[str, Path, str]] | None = None,
     ) -> builtins.list[Blueprint | LocalStoreError]:
         """One run of a batch. ``place_at_once``: the path keys whose files another program
         saved or created at their placing in an earlier run (see _save_batch), placed right
@@ -1686,7 +1700,10 @@ class BlueprintStore:
             keep_previous=fs.space_is_low(self._root_str),
         )
         batch = _Batch(
-            pending, recorded_first=recorded_first, settled=set() if settled is None else settled
+            pending,
+            recorded_first=recorded_first,
+            settled=set() if settled is None else settled,
+            orphans_kept={} if orphans_kept is None else orphans_kept,
         )
         results: builtins.list[Blueprint | LocalStoreError] = []
         try:
@@ -1717,7 +1734,7 @@ class BlueprintStore:
             pending.settle()
             batch.pending.abort()
             batch.pending.restore_previous()
-            self._undo_touched(batch.touched, batch.ingested, batch.pending.placed)
+            self._undo_touched(batch.touched, batch.ingested, batch.pending.placed, batch.orphans)
             self._keep_undone(batch.pending)
             if isinstance(exc, apsw.Error):  # never leaks out of the public API
                 raise map_apsw_error(exc, "save") from exc
@@ -1729,8 +1746,9 @@ class BlueprintStore:
             # they stay on disk with no index row (a conflict copy that reconcile then adopts as
             # a new blueprint). Dropped at once when this write was the outermost (committed).
             touched, written, ingested = batch.touched, batch.written, batch.ingested
+            orphans = batch.orphans
             self.index.undo_on_rollback(
-                lambda: self._undo_released(touched, written, ingested, pending)
+                lambda: self._undo_released(touched, written, ingested, pending, orphans)
             )
         if pending.kept:
             # Kept until the outermost commit (at once if this write was it); on a rollback
@@ -1772,10 +1790,11 @@ class BlueprintStore:
         touched: Sequence[tuple[Row | None, str]],
         ingested: Mapping[str, tuple[bytes, bytes | None]],
         placed: fs.PlacedFiles,
+        orphans: _Orphans,
     ) -> None:
         """Put back the files of a batch's saves, newest first (see :meth:`_undo_files`)."""
         for existing, new_rel in reversed(touched):
-            self._undo_files(existing, new_rel, placed, ingested)
+            self._undo_files(existing, new_rel, placed, ingested, orphans)
 
     def _undo_released(
         self,
@@ -1783,6 +1802,7 @@ class BlueprintStore:
         written: Sequence[tuple[str, str]],
         ingested: Mapping[str, tuple[bytes, bytes | None]],
         pending: fs.PendingWrites,
+        orphans: _Orphans,
     ) -> None:
         """Put back the files of a batch whose write was released into a caller's transaction
         that then rolled back (see Index.undo_on_rollback), newest first.
@@ -1814,7 +1834,7 @@ class BlueprintStore:
             # on disk". The bytes just checked are the batch's; their stats (taken before each
             # read) are what the put-back's swap compares: an editor's save since still shows.
             placed = {**pending.placed, **{p: st for p, st in seen.items() if p in pending.placed}}
-            self._undo_files(existing, new_rel, placed, ingested)
+            self._undo_files(existing, new_rel, placed, ingested, orphans)
         pending.discard_previous()
         self._keep_undone(pending)
 
@@ -1928,6 +1948,9 @@ class BlueprintStore:
                 batch.keys.add(fs.path_key(existing.path))
             # (A flagged row's attribute: no file is read for any other save.)
             kept = self._keep_flagged(cur, existing, batch) if existing and existing.flagged else ""
+            if existing is None or existing.deleted:
+                orphan = self._keep_orphan_meta(cur, rel, target, batch)
+                kept = "; ".join(filter(None, (kept, orphan)))
             mark = len(batch.events)
             bp = self._commit_pair(cur, existing, prepared, origin, batch, target)
             if kept:
@@ -1952,6 +1975,44 @@ class BlueprintStore:
         if yaml_bytes is not None:
             batch.ingested.setdefault(row.path, (yaml_bytes, meta_bytes))
         return keep_flagged(self, cur, row, yaml_bytes, meta_bytes, "a save replaced")
+
+    def _keep_orphan_meta(self, cur: Any, rel: str, target: str, batch: _Batch) -> str:
+        """Before a save creates the pair at ``rel`` where a meta file sits without its YAML (an
+        orphan: the YAML deleted by hand, another blueprint's meta copied there), keep that file
+        as reconcile would (see _reconcile.orphan_home); returns the event's sentence ('' when
+        nothing was kept). Raises StorageError.
+
+        Written over, its bytes were gone, in no revision and no report. Only the leftover of an
+        interrupted move (its blueprint lives elsewhere, its bytes a version the store has) is
+        replaced quietly, as reconcile removes it; any other is copied to <data>/recovered/ and
+        noted (check reports it until deleted). The batch then replaces only that very file,
+        and puts it back if it fails (after a kill before the commit, check reports the copy,
+        whose note rolled back, as one without a note: see _kept_edits.report_kept)."""
+        from localstore._reconcile import keep_orphan_meta, orphan_home
+
+        meta_abs = fs.meta_path_for(target)
+        if not self._may_exist(meta_abs, batch):  # (a download's new names: its listing)
+            return ""
+        try:
+            raw, seen = fs.read_regular_seen(meta_abs)
+        except FileNotFoundError:  # (or a folder or link there: the write refuses it, says why)
+            return ""
+        batch.orphans[meta_abs] = (seen, raw)
+        meta_rel = fs.meta_path_for(rel)
+        lives, leftover = orphan_home(cur, meta_rel, raw)
+        if leftover:
+            return ""
+        digest = sha256_hex(raw)
+        done = batch.orphans_kept.get(meta_abs)
+        if done is not None and done[0] == digest:
+            kept, detail = done[1], done[2]
+            note_kept(cur, self.paths.data, kept, meta_rel, detail)
+        else:
+            kept, detail = keep_orphan_meta(
+                self, cur, meta_rel, raw, lives, f"a save created {rel}"
+            )
+            batch.orphans_kept[meta_abs] = (digest, kept, detail)
+        return f"a meta file without its YAML was at its name; kept at {kept}"
 
     def revalidate(self, *, every: bool = False) -> RevalidateReport:
         """Judge blueprints again with this store's validator, and make it the home's.
@@ -2629,6 +2690,8 @@ class BlueprintStore:
         if moved:
             # (A file the move did not bring, gone since: its name is placed as a new one.)
             yaml_new, meta_new = yaml_was is None, meta_was is None
+        elif old_path is None and meta_abs in batch.orphans:
+            meta_was, meta_new = batch.orphans[meta_abs][0], False
         y_st = batch.pending.add(yaml_abs, p.yaml_bytes, new=yaml_new, recorded=yaml_was)
         m_st = batch.pending.add(meta_abs, p.meta_bytes, new=meta_new, recorded=meta_was)
         batch.pending.start_flush()  # both fsyncs run while the index statements below do
@@ -2669,13 +2732,16 @@ class BlueprintStore:
         new_rel: str,
         placed: fs.PlacedFiles,
         ingested_pairs: Mapping[str, tuple[bytes, bytes | None]] | None = None,
+        orphans: _Orphans | None = None,
     ) -> None:
         """Put the committed version back after a failed save (best effort; reconcile heals).
 
         ``placed``: the files the save put in place, with their stats. A new pair's file that
         is not one of them was never written (the save failed first), or is another program's
         (an editor created the name the save found free): removed, it was lost with no
-        revision anywhere; so was an editor's save over a placed file (fs.remove_placed)."""
+        revision anywhere; so was an editor's save over a placed file (fs.remove_placed).
+        ``orphans``: the meta files without their YAML the batch replaced (_keep_orphan_meta),
+        put back at a name the new pair's meta left."""
         if existing is None or existing.deleted:
             try:
                 for rel in (new_rel, fs.meta_path_for(new_rel)):
@@ -2684,6 +2750,8 @@ class BlueprintStore:
                         left = fs.remove_placed(target, placed[target])
                         if left is not None:
                             self._keep_set_aside([left], target)
+                        if orphans and target in orphans and left is None:
+                            fs.create_file(Path(target), orphans[target][1])
                 self._prune_empty_dirs(self.abspath(new_rel).parent)
             except (OSError, StorageError):
                 log.warning("could not remove %s after a failed save", new_rel)
