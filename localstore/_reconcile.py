@@ -40,6 +40,7 @@ from localstore.blueprint import (
     utc_now,
 )
 from localstore.errors import (
+    FolderAwayError,
     IndexStoreError,
     InvalidInputError,
     InvalidMetaError,
@@ -351,7 +352,7 @@ def _refuse_root(store: BlueprintStore, live: int, what: str) -> NoReturn:
     often than a user deleting every blueprint: recording ``live`` deletes (which sync would then
     push to every device) is not a repair."""
     root = store.root
-    raise StorageError(
+    raise FolderAwayError(
         f"the blueprints folder {root} {what}, but {live} blueprint(s) are indexed",
         hint="reconnect or restore the folder (or choose the right home with --home or "
         "LOCALSTORE_HOME); "
