@@ -40,6 +40,7 @@ from localstore.blueprint import (
     utc_now,
 )
 from localstore.errors import (
+    FolderAwayError,
     IndexStoreError,
     InvalidInputError,
     InvalidMetaError,
@@ -231,14 +232,25 @@ def check_root(store: BlueprintStore) -> None:
             hint="move that file away (LocalStore creates the folder), or choose another "
             "--home or LOCALSTORE_HOME",
         )
-    confirm = root / CONFIRM_EMPTY_NAME
-    confirmed = live > 0 and os.path.isfile(confirm)
+    confirmed = live > 0 and os.path.isfile(root / CONFIRM_EMPTY_NAME)
     if live and not confirmed and not _holds_blueprints(root):
         _refuse_root(store, live, "holds no blueprints (and is not the folder they were in)")
-    store.index.set_setting(ROOT_ID_SETTING, f"{st.st_dev}:{st.st_ino}")
+    adopt_root(store, f"{st.st_dev}:{st.st_ino}")
+
+
+def adopt_root(store: BlueprintStore, ident: str) -> None:
+    """Record the blueprints folder as the one the index describes: its identity
+    (``st_dev:st_ino``) and mark; then remove the user's confirmation that it was emptied on
+    purpose, which has answered (the blueprints it lacks are recorded deleted next: by the
+    open's reconcile, or by a running watcher's rescan).
+
+    Raises StorageError (or IndexStoreError) when the index or the confirmation cannot be
+    written."""
+    store.index.set_setting(ROOT_ID_SETTING, ident)
     mark_root(store)
-    if confirmed:
-        log.warning("%s: confirmed; recording the %d missing blueprint(s) deleted", confirm, live)
+    confirm = store.root / CONFIRM_EMPTY_NAME
+    if os.path.isfile(confirm):
+        log.warning("%s: confirmed; recording the blueprints missing from it deleted", confirm)
         fs.remove_file(confirm)
 
 
@@ -340,12 +352,13 @@ def _refuse_root(store: BlueprintStore, live: int, what: str) -> NoReturn:
     often than a user deleting every blueprint: recording ``live`` deletes (which sync would then
     push to every device) is not a repair."""
     root = store.root
-    raise StorageError(
+    raise FolderAwayError(
         f"the blueprints folder {root} {what}, but {live} blueprint(s) are indexed",
         hint="reconnect or restore the folder (or choose the right home with --home or "
         "LOCALSTORE_HOME); "
         f"if they were deleted on purpose, create an empty file {root / CONFIRM_EMPTY_NAME} "
-        "(and its folder) and open again",
+        "(and its folder): a running watcher (the daemon's) then records them deleted, or the "
+        "next open does",
     )
 
 

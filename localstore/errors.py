@@ -23,6 +23,7 @@ translated at the boundary with ``raise ... from exc`` and never leak out of the
     ├── StoreClosedError
     ├── StorageError
     │   ├── DiskFullError
+    │   ├── FolderAwayError (the blueprints folder missing or emptied, blueprints indexed)
     │   ├── PermissionDeniedError
     │   │   └── ReadOnlyStoreError (a write to a store opened read-only)
     │   ├── NameTakenError (another program took a file's name during a write)
@@ -142,6 +143,11 @@ class StorageError(LocalStoreError):
 
 class DiskFullError(StorageError):
     """No space left on the device."""
+
+
+class FolderAwayError(StorageError):
+    """The blueprints folder is missing, or another folder without blueprints, while blueprints
+    are indexed: put it back, or confirm it empty (the hint names the file)."""
 
 
 class PermissionDeniedError(StorageError):

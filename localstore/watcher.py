@@ -59,10 +59,11 @@ from localstore import files as fs
 from localstore._listing import below
 from localstore._presence import WatchMark, WatchPeriods
 from localstore._reconcile import (
+    CONFIRM_EMPTY_NAME,
     ROOT_MARK_SETTING,
     Reconciler,
     _Scan,
-    mark_root,
+    adopt_root,
     moved_first,
     read_root_mark,
     stamp_inodes,
@@ -853,7 +854,9 @@ class Watcher:
             self._root_problem = problem
             return False
         obs = self._observer
-        same_root = self._root_problem is None and ident == self._root_id
+        # (Unmarked: a folder adopted below, a restored copy or a confirmed empty one, even
+        # with the old inode number.)
+        same_root = self._root_problem is None and ident == self._root_id and self._root_marked()
         since = self._stale_since
         stale = since is not None and time.monotonic() - since >= STALE_WATCHES_S
         if stale:
@@ -902,7 +905,7 @@ class Watcher:
                 obs.join(5)
         if self._root_problem is not None or ident != self._root_id:
             log.warning("the blueprints folder %s is back; watching it and rescanning", self.root)
-            self._mark_root()
+            self._adopt_root(ident)
             self._detect_filesystem()  # a share mounted where a local folder was, or back
         elif limit_error is not None:
             pass  # _limited logs it
@@ -967,19 +970,27 @@ class Watcher:
         try:
             st = os.stat(self.root)
         except OSError as exc:
-            return f"the blueprints folder {self.root} is missing ({exc.strerror or exc})", None
+            return (
+                f"the blueprints folder {self.root} is missing ({exc.strerror or exc}); if its "
+                f"blueprints were deleted on purpose, make the folder again with an empty file "
+                f"{CONFIRM_EMPTY_NAME} in it",
+                None,
+            )
         if not stat.S_ISDIR(st.st_mode):
             return f"the blueprints folder {self.root} is not a folder", None
         ident = (st.st_dev, st.st_ino)
         if (
             self._root_id is not None
             and (ident != self._root_id or not self._root_marked())
+            and not (self.root / CONFIRM_EMPTY_NAME).is_file()
             and self._looks_emptied()
         ):
             # An unmounted drive leaves its empty mount point; a rescan would delete everything.
+            # The user's confirmation file says otherwise (as it does to an open: check_root).
             return (
                 f"the blueprints folder {self.root} was replaced by a folder without blueprints "
-                "(an unmounted drive?); its blueprints are kept until it has some again",
+                "(an unmounted drive?); its blueprints are kept until it has some again, or "
+                f"until an empty file {CONFIRM_EMPTY_NAME} in it says they were deleted on purpose",
                 ident,
             )
         return None, ident
@@ -988,16 +999,18 @@ class Watcher:
         """Whether the folder carries the mark it had at start (or there was none to carry)."""
         return self._root_mark is None or read_root_mark(self.root) == self._root_mark
 
-    def _mark_root(self) -> None:
-        """Mark a folder adopted while running, so that emptying it later is an ordinary delete
-        and not taken for a folder replaced by an empty one."""
-        if self._root_marked():
+    def _adopt_root(self, ident: tuple[int, int] | None) -> None:
+        """Record a folder adopted while running as the one the index describes, as an open
+        does (``adopt_root``): marked, so that emptying it later is an ordinary delete and not
+        taken for a folder replaced by an empty one; its identity, so that writes and the next
+        open take it for the folder; the user's confirmation removed once it has answered."""
+        if ident is None:
             return
         try:
-            mark_root(self.store)
+            adopt_root(self.store, f"{ident[0]}:{ident[1]}")
             self._root_mark = self.store.index.get_setting(ROOT_MARK_SETTING)
         except LocalStoreError as exc:
-            log.warning("cannot mark the blueprints folder %s: %s", self.root, exc)
+            log.warning("cannot record the blueprints folder %s: %s", self.root, exc)
 
     def _looks_emptied(self) -> bool:
         """Whether the folder holds no blueprint file while the index has live blueprints."""

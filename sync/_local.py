@@ -58,6 +58,9 @@ class SyncStatus:
     # max_yaml_bytes, an invalid meta file): the index keeps the last good revision, which is
     # what sync has, so the edit in the file never leaves this device until it is fixed.
     flagged: int = 0
+    # What a person must do about last_error when sync cannot go on until they do (the
+    # blueprints folder away); None otherwise, and when read from the index.
+    hint: str | None = None
 
     @property
     def needs_attention(self) -> bool:

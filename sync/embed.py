@@ -793,7 +793,12 @@ class EmbeddedSync:
         out["realtime"] = realtime_health(engine.remote) if out["running"] and not offline else None
         # (An app showed the counts with nothing to tell the person what to do about them.)
         out["hint"] = status_hint(
-            out, UPGRADED_FIX if self.upgraded is not None else hint if offline else None
+            out,
+            UPGRADED_FIX
+            if self.upgraded is not None
+            else hint
+            if offline
+            else out.get("hint"),  # (the engine's: the blueprints folder away)
         )
         return out
 

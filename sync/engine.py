@@ -43,6 +43,7 @@ import apsw
 from localstore import _late_meta as late_meta
 from localstore import files as fs
 from localstore._identity import replace_device_id
+from localstore._reconcile import CONFIRM_EMPTY_NAME
 from localstore._revisions import revision_text
 from localstore.blueprint import (
     BlueprintMeta,
@@ -56,6 +57,7 @@ from localstore.errors import (
     AlreadyExistsError,
     ChangedOnDiskError,
     DiskFullError,
+    FolderAwayError,
     IndexStoreError,
     InvalidInputError,
     LocalStoreError,
@@ -252,6 +254,9 @@ class _LocalCondition:
     hint: str
     cleared: str
     record: bool
+    # Whether the status's ``hint`` says ``hint`` too: nothing changes until a person acts
+    # (a full disk or a locked index pass by themselves, the others said in last_error only).
+    needs_person: bool = False
 
     def describe(self, exc: BaseException) -> str:
         """The status line: what, what to do, then the store's own words."""
@@ -290,9 +295,25 @@ _PERMISSION_DENIED = _LocalCondition(
     record=False,
 )
 
+# A pull refused because the blueprints folder is away (localstore._reconcile
+# refuse_a_vanished_root): logged as an unexpected failure with its traceback at every retry,
+# and the status's hint was None, what to do only inside last_error's text.
+_FOLDER_AWAY = _LocalCondition(
+    summary="the blueprints folder is away (moved, deleted, or on a drive not mounted), so "
+    "nothing is written into it",
+    hint="put it back (or mount its drive); if its blueprints were deleted on purpose, create "
+    f"an empty file {CONFIRM_EMPTY_NAME} in it (make the folder first): they are then recorded "
+    "deleted; sync retries by itself",
+    cleared="the blueprints folder is back",
+    record=True,
+    needs_person=True,
+)
+
 
 def _local_condition(exc: BaseException) -> _LocalCondition | None:
     """The expected local condition ``exc`` is, or None (then it is a bug or not local)."""
+    if isinstance(exc, FolderAwayError):
+        return _FOLDER_AWAY
     if isinstance(exc, DiskFullError):
         return _DISK_FULL
     if isinstance(exc, PermissionDeniedError):
@@ -425,6 +446,7 @@ class SyncEngine:
         self._state: SyncStateName = "idle"
         self._progress: tuple[int, int] | None = None
         self._last_error: str | None = None
+        self._last_hint: str | None = None  # what a person must do about _last_error, if any
         self._listeners: dict[int, Callable[[SyncStatus], None]] = {}
         self._listener_seq = 0
         self._unsubs: list[Callable[[], None]] = []
@@ -487,6 +509,7 @@ class SyncEngine:
             quarantined=base.quarantined,
             last_synced_at=base.last_synced_at,
             last_error=self._last_error if self._last_error is not None else base.last_error,
+            hint=self._last_hint if self._last_error is not None else None,
             progress=self._progress,
             held=base.held,
             cursor=base.cursor,
@@ -1214,7 +1237,7 @@ class SyncEngine:
             asked = rest
 
     def _record_success(self) -> None:
-        self._last_error = None
+        self._last_error = self._last_hint = None
         with self.store.index.write() as cur:
             st.set_state(cur, "last_synced_at", utc_now())
             st.del_state(cur, "last_error")
@@ -1225,12 +1248,13 @@ class SyncEngine:
     def _record_error(self, exc: BaseException) -> None:
         if not isinstance(exc, Exception) or self._store_gone(exc):
             return  # KeyboardInterrupt / SystemExit, or a closed store: nothing to record
+        condition = _local_condition(exc)
+        self._last_hint = condition.hint if condition and condition.needs_person else None
         if isinstance(exc, NewerIndexError):
             # Not written to the index: the write would be refused too.
             self._last_error = newer_index_detail(exc)
             self._set_state("error", progress=None)
             return
-        condition = _local_condition(exc)
         if condition is not None:
             self._last_error = condition.describe(exc)
         else:

@@ -8,7 +8,9 @@ import os
 import shutil
 import time
 
-from localstore._reconcile import ROOT_MARK_NAME
+import pytest
+
+from localstore._reconcile import CONFIRM_EMPTY_NAME, ROOT_ID_SETTING, ROOT_MARK_NAME
 from localstore.store import BlueprintStore
 from localstore.watcher import HEALTH_CHECK_S, Watcher, WatcherState
 from tests.conftest import eventually
@@ -68,3 +70,39 @@ def test_a_folder_replaced_by_a_file_deletes_its_blueprints(
     assert w.wait_idle(10)
     assert not store.exists(bp.id)
     assert w.problem is None
+
+
+@pytest.mark.parametrize("away", ["recreated-empty", "missing"])
+def test_a_confirmed_empty_folder_records_the_deletes_while_running(
+    store: BlueprintStore, make_watcher, recorder: Recorder, away: str
+) -> None:
+    """Every blueprint deleted on purpose (the folder with them): the refusal's hint says to
+    create the confirmation file. A running watcher (the daemon's) ignored it and stayed
+    DEGRADED, the blueprints kept, until it was restarted."""
+    w: Watcher = make_watcher(store, delete_grace_ms=50)
+    w.start()
+    for i in range(3):
+        store.save(f"f/b{i}", f"name: b{i}\n")
+    assert w.wait_idle(10)
+    recorder.take()
+    shutil.rmtree(store.root)
+    if away == "recreated-empty":
+        store.root.mkdir()
+    assert eventually(lambda: w.state is WatcherState.DEGRADED, 10)
+    assert CONFIRM_EMPTY_NAME in (w.problem or "")
+    store.root.mkdir(exist_ok=True)
+    (store.root / CONFIRM_EMPTY_NAME).touch()
+    assert eventually(lambda: w.state is WatcherState.RUNNING, 10), w.problem
+    assert w.wait_idle(10)
+    assert live_paths(store) == []
+    assert sorted((e.kind, e.path) for e in recorder.take()) == [
+        ("deleted", f"f/b{i}.blueprint.yaml") for i in range(3)
+    ]
+    # The confirmation answered (removed, as an open's check does); the folder is this one now.
+    assert not (store.root / CONFIRM_EMPTY_NAME).exists()
+    assert (store.root / ROOT_MARK_NAME).is_file()
+    st = os.stat(store.root)
+    assert store.index.get_setting(ROOT_ID_SETTING) == f"{st.st_dev}:{st.st_ino}"
+    store.save("new", "name: new\n")
+    assert w.wait_idle(10)
+    assert w.state is WatcherState.RUNNING and live_paths(store) == ["new.blueprint.yaml"]
