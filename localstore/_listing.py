@@ -41,6 +41,7 @@ import apsw
 from localstore import index as _index
 from localstore._time_key import ODD_TIMES_SQL, time_key
 from localstore.blueprint import BlueprintInfo
+from localstore.files import StrPath, path_text
 from localstore.index import BLUEPRINTS_GEN
 
 if TYPE_CHECKING:
@@ -317,11 +318,11 @@ def below(folder: str) -> tuple[str, str]:
     return folder + "/", folder + "0"
 
 
-def filter_words(folder: str | None, tag: str | None) -> str:
+def filter_words(folder: StrPath | None, tag: str | None) -> str:
     """A folder and tag filter as words: "in folder 'team' with tag 'ops'", "with tag 'ops'" (""
     for neither), what a listing's title and the error of an export that matched nothing say was
-    asked."""
-    words = [f"in folder {folder!r}"] if folder else []
+    asked (a folder given as a pathlib path as its text, not ``PosixPath('team')``)."""
+    words = [f"in folder {path_text(folder)!r}"] if folder else []
     if tag is not None:
         words.append(f"with tag {tag!r}")
     return " ".join(words)

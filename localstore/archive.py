@@ -289,9 +289,9 @@ class ImportResult:
 
 def select_blueprints(
     store: BlueprintStore,
-    refs: Sequence[str] = (),
+    refs: Sequence[fs.StrPath] = (),
     *,
-    folder: str | None = None,
+    folder: fs.StrPath | None = None,
     tag: str | None = None,
 ) -> list[BlueprintInfo]:
     """Blueprints named by ``refs`` plus those matching folder and tag; all when nothing is given.
@@ -330,8 +330,8 @@ def check_export(
     store: BlueprintStore,
     dest: str | os.PathLike[str],
     *,
-    refs: Sequence[str] = (),
-    folder: str | None = None,
+    refs: Sequence[fs.StrPath] = (),
+    folder: fs.StrPath | None = None,
     tag: str | None = None,
     limits: BundleLimits | None = None,
 ) -> list[BlueprintInfo]:
@@ -374,8 +374,8 @@ def export_bundle(
     store: BlueprintStore,
     dest: str | os.PathLike[str],
     *,
-    refs: Sequence[str] = (),
-    folder: str | None = None,
+    refs: Sequence[fs.StrPath] = (),
+    folder: fs.StrPath | None = None,
     tag: str | None = None,
     passphrase: str | None = None,
     scrypt_params: crypto.ScryptParams | None = None,
@@ -458,7 +458,9 @@ def _is_flagged(store: BlueprintStore, bp_id: str) -> bool:
     return row is not None and bool(row.flagged)
 
 
-def export_yaml(store: BlueprintStore, ref: str, dest: str | os.PathLike[str] | None) -> bytes:
+def export_yaml(
+    store: BlueprintStore, ref: fs.StrPath, dest: str | os.PathLike[str] | None
+) -> bytes:
     """Return one blueprint's YAML verbatim, and write it to ``dest`` atomically when given."""
     _store_arg(store)
     path = None if dest is None else path_arg("dest", dest)

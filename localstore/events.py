@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from localstore.blueprint import utc_now
-from localstore.errors import InvalidInputError, wrong_type
+from localstore.errors import InvalidInputError, StoreClosedError, wrong_type
 
 log = logging.getLogger("localstore.events")
 
@@ -119,6 +119,7 @@ class EventBus:
         self._lock = threading.Lock()
         self._next = 0
         self._defer = defer
+        self._closed = False
 
     def subscribe(
         self, callback: Subscriber, *, kinds: Iterable[str] | None = None
@@ -128,7 +129,8 @@ class EventBus:
         Once the unsubscribe returns, the callback is not called again (a call under way on
         another thread may still finish); one subscribed while a batch is delivered hears the
         next. Raises InvalidInputError for a callback that is not callable or an unknown kind (a
-        typo would otherwise subscribe to nothing, silently).
+        typo would otherwise subscribe to nothing, silently), StoreClosedError once the bus is
+        closed (its store closed: the subscriber would never be called).
         """
         if not callable(callback):
             raise wrong_type(
@@ -136,6 +138,7 @@ class EventBus:
             )
         wanted = _kinds(kinds)
         with self._lock:
+            self._check_open()
             token = self._next
             self._next += 1
             self._subs[token] = (callback, wanted)
@@ -153,9 +156,11 @@ class EventBus:
         event, each of them for each, so a subscriber's reaction to an event's predecessors
         delays it (the in-process sync's follower claims this store's own rows so; claimed
         only as each event came, they were published again as another process's while a slow
-        subscriber held up the rest). Returns an unsubscribe.
+        subscriber held up the rest). Returns an unsubscribe. Raises StoreClosedError once the
+        bus is closed.
         """
         with self._lock:
+            self._check_open()
             token = self._next
             self._next += 1
             self._observers[token] = callback
@@ -174,8 +179,16 @@ class EventBus:
         event tears down what its subscribers update.
         """
         with self._lock:
+            self._closed = True
             self._subs.clear()
             self._observers.clear()
+
+    def _check_open(self) -> None:
+        # (Called under _lock: against close(), a subscriber is either forgotten by it or refused.)
+        if self._closed:
+            raise StoreClosedError(
+                "the store is closed: no event will come", hint="open the store again"
+            )
 
     def publish(self, events: Iterable[Event]) -> None:
         """Deliver events to every matching subscriber (when ``defer`` says: see the class)."""

@@ -24,7 +24,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from contextlib import contextmanager, suppress
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import NamedTuple, Protocol, TypeAlias, cast
 
 from localstore._durable import CURRENT as _PLATFORM
@@ -1427,19 +1427,50 @@ def _read_regular(path: Path | str, limit: int | None = None) -> tuple[bytes, os
 # Paths
 
 
-def normalize_path(raw: str) -> str:
+# A blueprint path or reference as the API takes it: text, or a path object (see path_text).
+StrPath: TypeAlias = "str | os.PathLike[str]"
+
+
+def path_text(value: object) -> object:
+    """``value`` as path text when it is a path object (``os.PathLike``), else ``value`` as given.
+
+    The one place the API turns a path object into a blueprint path, reference or folder: a
+    ``pathlib`` path of either flavour becomes its '/'-separated text (``as_posix()``, so a
+    PureWindowsPath's backslashes too), another ``os.PathLike`` its ``os.fspath()`` with this
+    system's separator made '/'. An absolute one keeps its root or drive, for the caller to
+    refuse as it refuses that text. ``Path("")`` is ``"."``: given back as ``""``, the caller's
+    "empty" error (not ``..blueprint.yaml``). Anything else (str, or a bytes path object) is
+    returned untouched, for the caller's own type check.
+    """
+    if isinstance(value, PurePath):
+        text = value.as_posix()
+    elif isinstance(value, os.PathLike):
+        raw = os.fspath(value)
+        if not isinstance(raw, str):
+            return value
+        text = raw.replace(os.sep, "/")
+    else:
+        return value
+    return "" if text == "." else text
+
+
+def normalize_path(raw: StrPath) -> str:
     """Return the canonical relative path of a blueprint's YAML file.
 
-    Accepts ``folder/name``, ``folder/name.blueprint.yaml`` or ``folder/name.blueprint.meta.json``.
+    Accepts ``folder/name``, ``folder/name.blueprint.yaml`` or ``folder/name.blueprint.meta.json``,
+    as text or as a relative path object (``pathlib.Path("folder/name")``, see path_text).
     Raises UnsafePathError for absolute paths, ``..``, backslashes, control characters, reserved device
     names, forbidden characters, over-long names and folders named like a blueprint's files.
     """
-    if not isinstance(raw, str):
-        # (An int or bytes path was reported as "empty path".)
-        raise UnsafePathError(
-            f"the path must be a string, not {type(raw).__name__}",
-            hint="give a path like 'folder/name' as text",
-        )
+    if not isinstance(raw, str):  # (str skips this: the save path's hot loop)
+        text = path_text(raw)
+        if not isinstance(text, str):
+            # (An int or bytes path was reported as "empty path".)
+            raise UnsafePathError(
+                f"the path must be a string, not {type(raw).__name__}",
+                hint="give a path like 'folder/name' as text, or as a relative pathlib.Path",
+            )
+        raw = text
     if not raw.strip():
         raise UnsafePathError("empty path", hint="give a path like 'folder/name'")
     path = unicodedata.normalize("NFC", raw)

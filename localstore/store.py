@@ -435,7 +435,7 @@ class CheckReport:
 class SaveRequest:
     """One item of :meth:`BlueprintStore.save_many` (the arguments of :meth:`BlueprintStore.save`)."""
 
-    path: str
+    path: fs.StrPath
     content: str | bytes | Mapping[str, Any] | None = None
     meta: BlueprintMeta | Mapping[str, Any] | None = None
     id: str | None = None
@@ -1018,16 +1018,17 @@ class BlueprintStore:
 
     # -- paths and refs ----------------------------------------------------------------------------
 
-    def abspath(self, rel: str) -> Path:
+    def abspath(self, rel: fs.StrPath) -> Path:
         """Absolute path of a canonical relative path (refusing escapes through links)."""
-        if not isinstance(rel, str):
+        text = rel if isinstance(rel, str) else fs.path_text(rel)  # (str: on the save path)
+        if not isinstance(text, str):
             raise wrong_type(
                 "rel",
                 rel,
                 "a relative path string",
                 hint="pass a path as store.list() shows it, e.g. 'team/deploy.blueprint.yaml'",
             )
-        return fs.resolve_inside(self.root, rel, real_root=self._real_root)
+        return fs.resolve_inside(self.root, text, real_root=self._real_root)
 
     def _abspath_in(self, rel: str, batch: _Batch) -> str:
         folder, _, name = rel.rpartition("/")
@@ -1219,12 +1220,15 @@ class BlueprintStore:
         """
         return self._row_by(cur, "path = ? AND deleted = 0", (rel,))
 
-    def _resolve(self, cur: Any, ref: str, *, include_deleted: bool = False) -> Row:
+    def _resolve(self, cur: Any, ref: fs.StrPath, *, include_deleted: bool = False) -> Row:
         if not isinstance(ref, str):
-            raise InvalidRefError(
-                f"the reference must be a string, not {type(ref).__name__}",
-                hint="give an id, an id prefix or a path as text",
-            )
+            text = fs.path_text(ref)  # (a relative pathlib path names the blueprint at it)
+            if not isinstance(text, str):
+                raise InvalidRefError(
+                    f"the reference must be a string, not {type(ref).__name__}",
+                    hint="give an id, an id prefix or a path as text (or a relative pathlib.Path)",
+                )
+            ref = text
         if not ref.strip():
             raise InvalidRefError("empty reference", hint="give an id, an id prefix or a path")
         given, ref = ref, ref.strip()
@@ -1321,7 +1325,7 @@ class BlueprintStore:
             cur, "path_key = ? AND deleted = 1 ORDER BY op_id DESC LIMIT 1", (fs.path_key(rel),)
         )
 
-    def resolve(self, ref: str, *, include_deleted: bool = False) -> BlueprintInfo:
+    def resolve(self, ref: fs.StrPath, *, include_deleted: bool = False) -> BlueprintInfo:
         """Find a blueprint by id, unique id prefix (at least MIN_ID_PREFIX characters) or path.
 
         Raises NotFoundError, AmbiguousRefError.
@@ -1348,7 +1352,7 @@ class BlueprintStore:
         with self.index.read() as own:
             return self._row_by(own, where, args)
 
-    def row(self, ref: str, *, include_deleted: bool = False) -> Row:
+    def row(self, ref: fs.StrPath, *, include_deleted: bool = False) -> Row:
         """The raw index row of a blueprint (for sync and tools)."""
         self._check_open()
         _flag_arg("include_deleted", include_deleted)
@@ -1485,7 +1489,7 @@ class BlueprintStore:
 
     def save(
         self,
-        path: str,
+        path: fs.StrPath,
         content: str | bytes | Mapping[str, Any] | None = None,
         *,
         name: str | None = None,
@@ -2147,7 +2151,7 @@ class BlueprintStore:
             "(or restore) that one",
         )
 
-    def check_scanned(self, path: str, rules: fs.IgnoreRules | None = None) -> None:
+    def check_scanned(self, path: fs.StrPath, rules: fs.IgnoreRules | None = None) -> None:
         """Refuse ``path`` as a save to a new path would: a place reconcile and the watcher never
         look at (a hidden folder, a name matching an ignore pattern). Sync checks a server row
         with it before writing anything for the row (a conflict copy, a blueprint moved aside),
@@ -3240,7 +3244,7 @@ class BlueprintStore:
 
     # -- load --------------------------------------------------------------------------------------
 
-    def load(self, ref: str) -> Blueprint:
+    def load(self, ref: fs.StrPath) -> Blueprint:
         """Read a blueprint (its YAML verbatim and its meta). Raises NotFoundError, AmbiguousRefError.
 
         If its YAML or meta file changed on disk since it was indexed (an edit not yet seen by a
@@ -3347,7 +3351,7 @@ class BlueprintStore:
                 text = self._revision_content(row.id, row.rev)
         return self._blueprint_from(row, text)
 
-    def _refuse_unindexed(self, ref: str) -> None:
+    def _refuse_unindexed(self, ref: fs.StrPath) -> None:
         """load() on a read-only store of a path the index does not hold: when a blueprint file
         is there (added after the index's last commit), raise NotFoundError saying so; it said
         only "no blueprint matches" of a file the user could see. (Not read as a blueprint: it
@@ -3503,7 +3507,7 @@ class BlueprintStore:
             raise RevisionNotFoundError(f"revision {rev} of {blueprint_id} is not in history")
         return revision_text(rows[0][0])
 
-    def exists(self, ref: str) -> bool:
+    def exists(self, ref: fs.StrPath) -> bool:
         """True if a live blueprint matches the reference."""
         try:
             self.resolve(ref)
@@ -3513,7 +3517,9 @@ class BlueprintStore:
 
     # -- delete / move -----------------------------------------------------------------------------
 
-    def delete(self, ref: str, *, origin: str = "local", tx_hook: TxHook | None = None) -> Revision:
+    def delete(
+        self, ref: fs.StrPath, *, origin: str = "local", tx_hook: TxHook | None = None
+    ) -> Revision:
         """Delete a blueprint's files; its history stays and ``restore`` brings it back.
 
         Raises NotFoundError, StorageError (the blueprint and its files are left as they were),
@@ -3677,7 +3683,12 @@ class BlueprintStore:
         return rev
 
     def move(
-        self, ref: str, new_path: str, *, origin: str = "local", tx_hook: TxHook | None = None
+        self,
+        ref: fs.StrPath,
+        new_path: fs.StrPath,
+        *,
+        origin: str = "local",
+        tx_hook: TxHook | None = None,
     ) -> Blueprint:
         """Move or rename a blueprint; its id, content and history are kept.
 
@@ -3703,7 +3714,7 @@ class BlueprintStore:
     def list(
         self,
         *,
-        folder: str | None = None,
+        folder: fs.StrPath | None = None,
         tag: str | None = None,
         sort: str = "path",
         descending: bool = False,
@@ -3780,7 +3791,7 @@ class BlueprintStore:
         *,
         limit: int = 20,
         offset: int = 0,
-        folder: str | None = None,
+        folder: fs.StrPath | None = None,
         tag: str | None = None,
     ) -> builtins.list[SearchHit]:
         """Full-text search over name, description, tags, content and path, best first (BM25).
@@ -3885,7 +3896,7 @@ class BlueprintStore:
     # -- history -----------------------------------------------------------------------------------
 
     def history(
-        self, ref: str, *, limit: int | None = None, before: int | None = None
+        self, ref: fs.StrPath, *, limit: int | None = None, before: int | None = None
     ) -> builtins.list[Revision]:
         """A blueprint's revisions (deleted ones too), newest first.
 
@@ -3914,7 +3925,7 @@ class BlueprintStore:
             ).fetchall()
         return [Revision(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in rows]
 
-    def load_revision(self, ref: str, rev: int) -> Blueprint:
+    def load_revision(self, ref: fs.StrPath, rev: int) -> Blueprint:
         """A past revision's content and meta. Raises RevisionNotFoundError, InvalidInputError
         for a revision number that is not an int."""
         self._check_open()
@@ -3937,10 +3948,10 @@ class BlueprintStore:
 
     def restore(
         self,
-        ref: str,
+        ref: fs.StrPath,
         rev: int,
         *,
-        path: str | None = None,
+        path: fs.StrPath | None = None,
         origin: str = "local",
         expected_rev: int | None = None,
     ) -> Blueprint:
@@ -3999,7 +4010,7 @@ class BlueprintStore:
             ) from failed
         raise failed
 
-    def _restore_targets(self, blueprint_id: str, path: str | None) -> builtins.list[str]:
+    def _restore_targets(self, blueprint_id: str, path: fs.StrPath | None) -> builtins.list[str]:
         """The paths a restore may replace: the blueprint's (live or where it was deleted) and
         ``path`` (when it is one a save takes: a bad one is the save's to refuse)."""
         with self.index.read() as cur:
@@ -4518,7 +4529,7 @@ def _folder_arg(value: Any) -> str | None:
 
     An empty or blank folder is refused, as the CLI's ``--folder ''`` is: taken as "no filter"
     it answered every blueprint to an app whose folder variable was left unset."""
-    folder = _text_arg("folder", value)
+    folder = _text_arg("folder", fs.path_text(value))
     if folder is None:
         return None
     if not folder.strip():

@@ -552,7 +552,7 @@ class EmbeddedSync:
                 if lost is None:
                     # The same user logged in again: the engine carries on, and syncs now (after
                     # a revoked session it waits a minute or more for a person, who just acted).
-                    self.engine.request_sync()
+                    self.engine._request_sync()  # (unchecked: the store may be closing)
                     return
                 self._detach(lost)
             self._attach()
@@ -663,7 +663,7 @@ class EmbeddedSync:
             engine = self.engine
         changed = engine._mark_paused(pause)
         if not pause:
-            engine.request_sync()
+            engine._request_sync()  # (unchecked, as _mark_paused: the follower's too)
         return engine._notify_status if changed else _nothing
 
     # -- the app's side -------------------------------------------------------------------------------
@@ -848,10 +848,13 @@ class EmbeddedSync:
             )
         self._check_store_open()
         with self._mutex:
+            # The engine's first: it raises StoreClosedError for a store closed since the check
+            # above, and the listener must not be kept for the next engine then.
+            unsub = self.engine.subscribe_status(callback)
             token = self._listener_seq
             self._listener_seq += 1
             self._status_listeners[token] = callback
-            self._status_unsubs[token] = self.engine.subscribe_status(callback)
+            self._status_unsubs[token] = unsub
 
         def unsubscribe() -> None:
             with self._mutex:

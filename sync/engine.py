@@ -523,13 +523,15 @@ class SyncEngine:
         retry_quarantined() called from one raises EngineStateError (use request_sync()). The
         change pause() and resume() make is told on the thread that called them (for an
         EmbeddedSync also its follower thread, when another process pauses the home); no lock
-        of the engine's (or EmbeddedSync's) is held while a listener runs.
+        of the engine's (or EmbeddedSync's) is held while a listener runs. Raises
+        StoreClosedError once the store is closed (nothing would call the listener).
         """
         if not callable(callback):
             # (It failed later, on the syncing thread, inside a cycle.)
             raise wrong_type(
                 "callback", callback, "callable", hint="pass a function taking a SyncStatus"
             )
+        self._check_store_open()
         with self._cond:
             token = self._listener_seq
             self._listener_seq += 1
@@ -2576,7 +2578,7 @@ class SyncEngine:
         try:
             self._unsubs.append(self.store.subscribe(self._on_store_event))
             try:
-                self._unsubs.append(self.remote.subscribe(self.request_sync))
+                self._unsubs.append(self.remote.subscribe(self._request_sync))
             except SyncError as exc:  # realtime is only a hint: polling covers for it
                 log.warning("sync: realtime subscription failed (%s); polling only", exc)
         except BaseException:
@@ -2623,10 +2625,28 @@ class SyncEngine:
         """Wake the loop to sync after ``delay`` seconds (a command, a remote hint).
 
         This also cuts a backoff short; local edits (the store events the engine follows itself)
-        do not, so a failing server is not hammered by every save.
+        do not, so a failing server is not hammered by every save. Raises StoreClosedError once
+        the store is closed (nothing can sync any more).
         """
+        self._check_store_open()
+        self._request_sync(delay)
+
+    def _request_sync(self, delay: float = 0.0) -> None:
+        """request_sync() unchecked, for the remote's realtime hints and EmbeddedSync's follower:
+        not an app's call, so one arriving as the store closes must not raise into the remote's
+        thread (the loop finds the store closed and ends)."""
         _seconds_arg("delay", delay)
         self._wake(delay, urgent=True)
+
+    def _check_store_open(self) -> None:
+        """Raise StoreClosedError once the store is closed: what pause(), resume(),
+        request_sync() and subscribe_status() would do then is for a sync that never runs again
+        (a pause kept, a listener nothing calls), as every store call after close() raises."""
+        if self.store.closed:
+            raise StoreClosedError(
+                "the store is closed, and its sync with it",
+                hint="open the store again and sync with a new engine (or start_sync()) there",
+            )
 
     def _wake(self, delay: float, *, urgent: bool) -> None:
         with self._cond:
@@ -2639,8 +2659,10 @@ class SyncEngine:
     def pause(self) -> None:
         """Stop syncing (the current step finishes) until resume().
 
-        Status listeners hear of it on this thread (see subscribe_status).
+        Status listeners hear of it on this thread (see subscribe_status). Raises
+        StoreClosedError once the store is closed (nothing paused).
         """
+        self._check_store_open()
         if self._mark_paused(True):
             self._notify_status()
 
@@ -2649,8 +2671,9 @@ class SyncEngine:
 
         Status listeners hear of it on this thread (see subscribe_status). Raises what
         publishing the status raised (a listener makes it read the index), after waking the
-        loop all the same.
+        loop all the same; StoreClosedError once the store is closed (nothing resumed).
         """
+        self._check_store_open()
         try:
             if self._mark_paused(False):
                 self._notify_status()
@@ -2658,7 +2681,7 @@ class SyncEngine:
             # Woken whatever publishing did: a status read that failed (a locked or damaged
             # index) skipped this, and the un-paused engine slept until some later trigger.
             # The error still reaches the caller (the daemon logs it and says so in its reply).
-            self.request_sync()
+            self._request_sync()
 
     def _mark_paused(self, paused: bool) -> bool:
         """Pause or un-pause without telling the status listeners; whether the status changed.

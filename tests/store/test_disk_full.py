@@ -187,6 +187,7 @@ def test_save_many_out_of_space_saves_each_blueprint_whole_or_not_at_all(
     files, rows = on_disk(store), indexed(store)
     by_path = {path: (ident, h) for ident, (path, _, h) in rows.items()}
     for r in requests:
+        assert isinstance(r.path, str)  # (SaveRequest.path may be a pathlib path too)
         meta = r.path.replace(".yaml", ".meta.json")
         if r.path in by_path:  # saved: both files, the content the index records
             assert isinstance(r.content, str)

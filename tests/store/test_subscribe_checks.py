@@ -44,3 +44,15 @@ def test_subscribe_and_on_close_after_close_are_refused(home: Path) -> None:
 def test_on_close_refuses_a_hook_that_is_not_callable(store) -> None:
     with pytest.raises(InvalidInputError, match="callable"):
         store.on_close(None)
+
+
+def test_subscribing_on_the_stores_event_bus_after_close_is_refused(home: Path) -> None:
+    """``store.events.subscribe`` (and ``observe``), the bus under ``store.subscribe``, kept a
+    subscriber after ``close()`` that nothing would ever call, and said nothing."""
+    s = localstore.open(home=home)
+    s.close()
+    with pytest.raises(StoreClosedError, match="closed"):
+        s.events.subscribe(lambda ev: None)
+    with pytest.raises(StoreClosedError, match="closed"):
+        s.events.observe(lambda events: None)
+    assert not s.events._subs and not s.events._observers
