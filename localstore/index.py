@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, NoReturn
@@ -895,6 +895,38 @@ def forked_error(pid: int) -> StoreClosedError:
     )
 
 
+def _call_each(
+    callbacks: Iterable[Callable[[], None]], *, logged: str | None
+) -> BaseException | None:
+    """Call every callback, whatever one raises; return the first exception for the caller to
+    raise once all ran. With ``logged``, an Exception is logged with that message instead
+    (only a BaseException, KeyboardInterrupt and the like, is returned)."""
+    first: BaseException | None = None
+    for callback in callbacks:
+        try:
+            callback()
+        except BaseException as exc:  # (returned, to be raised once the rest ran)
+            if logged is not None and isinstance(exc, Exception):
+                log.exception(logged, callback)
+            elif first is None:
+                first = exc
+    return first
+
+
+class WriteOutcome:
+    """Whether a level of Index.write() stands, for a caller whose with-block an exception left.
+
+    ``done`` is set once the outermost level's COMMIT is done, even when an exception came
+    right after it (the caller must then not undo its files: the index holds them), or once
+    an inner level is released into the enclosing transaction, whose rollback then runs the
+    caller's undo_on_rollback callbacks. False: the level was rolled back."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = False
+
+
 class Index:
     """One apsw connection to index.db, safe to share between threads."""
 
@@ -926,6 +958,12 @@ class Index:
 
             self._conn, self.read_access = connect_read_only(self.path, busy_timeout_ms)
         self._commits = 0
+        # Whether SQLite's rollback hook fired since the open write began (ours or its own):
+        # with the connection back in autocommit mode, the sign that it did not commit.
+        self._rolled_back = False
+        # For tests only: called right after the outermost COMMIT returned, before anything
+        # else, to deliver an interrupt exactly there.
+        self._after_commit_statement: Callable[[], None] | None = None
         # Write transactions begun on this connection: what was read inside one holds until it
         # ends (no other writer commits meanwhile), so a value read once per transaction is
         # cached against this (BlueprintStore._revision_device).
@@ -1154,13 +1192,16 @@ class Index:
                 cur.close()
 
     @contextmanager
-    def write(self) -> Iterator[Any]:
+    def write(self, outcome: WriteOutcome | None = None) -> Iterator[Any]:
         """A write transaction: BEGIN IMMEDIATE at the outermost level, SAVEPOINTs inside.
 
-        Rolls back on any exception. Raises IndexStoreError (busy past the timeout, corrupt) and the
-        mapped storage errors. When SQLite rolls the whole transaction back by itself (after
-        SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM, SQLITE_INTERRUPT inside it), every level still
-        open fails, whatever its body caught: an inner level and any write statement with an
+        Rolls back on any exception from the body. One that comes after the body returned
+        (KeyboardInterrupt, SystemExit, or one raised by a commit listener or an after-commit
+        callback) may find the outermost COMMIT done: it still propagates, and ``outcome``
+        tells whether the write stands (see WriteOutcome). Raises IndexStoreError (busy past
+        the timeout, corrupt) and the mapped storage errors. When SQLite rolls the whole
+        transaction back by itself (after SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM,
+        SQLITE_INTERRUPT inside it), every level still open fails, whatever its body caught: an inner level and any write statement with an
         IndexStoreError (``_WriteLost``), the outermost with the error that did it (mapped, e.g.
         DiskFullError); nothing of the transaction is committed.
         """
@@ -1205,8 +1246,10 @@ class Index:
             if outer:
                 self._versions_checked_at = seen
             self._depth += 1
+            level = self._depth - 1  # (this level's place in _deferred and _undo)
             if outer:
                 self._owner = threading.get_ident()
+                self._rolled_back = False
             self._deferred.append([])
             self._undo.append([])
             try:
@@ -1223,57 +1266,183 @@ class Index:
                 if lost and isinstance(exc, Exception):  # (not KeyboardInterrupt and the like)
                     self._raise_lost(outer, cause)
                 raise
-            self._depth -= 1
-            queued = self._deferred.pop()
-            undo = self._undo.pop()
+            if not outer:
+                self._release(conn, cur, name, level, outcome)
+                return
+            queued, interrupted = self._commit(conn, cur, outcome)
+        self._after_outer_commit(queued, interrupted)
+
+    def _commit(
+        self, conn: apsw.Connection, cur: apsw.Cursor, outcome: WriteOutcome | None
+    ) -> tuple[list[Callable[[], None]], BaseException | None]:
+        """Commit the outermost level whose body returned (under the lock); return its
+        after-commit callbacks and the interrupt that came once its COMMIT was done, if any.
+
+        Raises (after the rollback) when it did not commit."""
+        queued, undo = self._deferred[0], self._undo[0]
+        counted = self._blueprints_touched
+        try:
+            self._depth = 0
             if self._note_lost(conn, None):
                 # The body caught the error that rolled the transaction back and went on: what
                 # it did since then was refused (see _mark_lost), so this level did not happen.
                 cause = self._lost_cause
-                self._rollback(cur, outer, name, undo)
-                self._end(outer)
-                self._raise_lost(outer, cause)
-            counted = outer and self._blueprints_touched
-            own_ops: tuple[int, int] | None = None
-            try:
-                if counted:
-                    cur.execute(_COUNT_BLUEPRINT_COMMIT)
-                    gen = int(str(cur.execute(BLUEPRINTS_GEN).fetchall()[0][0]))
-                    # (A rolled-back savepoint's rows are listed too: read again, unchanged.)
-                    cur.executemany(_LOG_CHANGE, [(gen, r) for r in self._txn_rids or (-1,)])
-                if outer and self._first_op is not None and self._own_ops is not None:
-                    last = cur.execute(_LAST_OP).fetchall()[0][0]
-                    own_ops = (self._first_op, int(str(last)))
-                cur.execute("COMMIT" if outer else f"RELEASE {name}")
-            except apsw.Error as exc:
-                note_os_error(conn, exc)
-                lost = not outer and self._note_lost(conn, exc)
-                self._rollback(cur, outer, name, undo)
-                self._end(outer)
-                if lost:
-                    self._raise_lost(outer, self._lost_cause)
-                raise map_apsw_error(exc, "commit to the index") from exc
-            if not outer:  # released into the enclosing level: it commits or rolls back with it
-                self._deferred[-1].extend(queued)
-                self._undo[-1].extend(undo)
+                self._rollback(cur, True, "sp0", undo)
+                self._end(True)
+                self._raise_lost(True, cause)
+            own_ops = self._commit_statement(conn, cur, counted, undo)
+            if self._after_commit_statement is not None:
+                self._after_commit_statement()
+            self._note_commit(counted, own_ops, outcome)
+            self._end(True)
+        except BaseException as exc:
+            # Ended above (rolled back, or committed and noted) unless _owner is still set: then
+            # it came between COMMIT and _end (a signal, a test hook), or before the COMMIT.
+            if self._owner is None or not self._end_interrupted(conn, cur, counted, outcome):
+                raise
+            return queued, exc
+        return queued, None
+
+    def _commit_statement(
+        self,
+        conn: apsw.Connection,
+        cur: apsw.Cursor,
+        counted: bool,
+        undo: Sequence[Callable[[], None]],
+    ) -> tuple[int, int] | None:
+        """Log the change, then COMMIT; return this commit's own op_id range (if asked for)."""
+        own_ops: tuple[int, int] | None = None
+        try:
             if counted:
-                self.blueprint_commits += 1
-            if own_ops is not None and self._own_ops is not None and own_ops[0] <= own_ops[1]:
-                ranges = self._own_ops
-                if ranges and ranges[-1][1] + 1 == own_ops[0]:
-                    ranges[-1] = (ranges[-1][0], own_ops[1])  # (no other commit between)
-                else:
-                    ranges.append(own_ops)
-            self._end(outer)
-        if outer:
-            self._commits += 1
-            for cb in self._commit_listeners:
-                cb()
-            for cb in queued:
-                try:
-                    cb()
-                except Exception:  # the write is committed; a callback must not make it look failed
-                    log.exception("after-commit callback %r failed", cb)
+                cur.execute(_COUNT_BLUEPRINT_COMMIT)
+                gen = int(str(cur.execute(BLUEPRINTS_GEN).fetchall()[0][0]))
+                # (A rolled-back savepoint's rows are listed too: read again, unchanged.)
+                cur.executemany(_LOG_CHANGE, [(gen, r) for r in self._txn_rids or (-1,)])
+            if self._first_op is not None and self._own_ops is not None:
+                last = cur.execute(_LAST_OP).fetchall()[0][0]
+                own_ops = (self._first_op, int(str(last)))
+            cur.execute("COMMIT")
+        except apsw.Error as exc:
+            note_os_error(conn, exc)
+            self._rollback(cur, True, "sp0", undo)
+            self._end(True)
+            raise map_apsw_error(exc, "commit to the index") from exc
+        return own_ops
+
+    def _note_commit(
+        self, counted: bool, own_ops: tuple[int, int] | None, outcome: WriteOutcome | None
+    ) -> None:
+        """Bookkeeping of a done COMMIT (under the lock). Done twice by an interrupt right after
+        it (see _end_interrupted): a listing then reads again, never misses a change."""
+        if outcome is not None:
+            outcome.done = True
+        if counted:
+            self.blueprint_commits += 1
+        if own_ops is not None and self._own_ops is not None and own_ops[0] <= own_ops[1]:
+            ranges = self._own_ops
+            if ranges and ranges[-1][1] + 1 == own_ops[0]:
+                ranges[-1] = (ranges[-1][0], own_ops[1])  # (no other commit between)
+            else:
+                ranges.append(own_ops)
+
+    def _end_interrupted(
+        self,
+        conn: apsw.Connection,
+        cur: apsw.Cursor,
+        counted: bool,
+        outcome: WriteOutcome | None,
+    ) -> bool:
+        """End the outermost level an exception left before its _end; True if it committed.
+
+        Asks the connection, not a flag set after the COMMIT (the exception may have come
+        between the statement's return and any next line): back in autocommit mode with no
+        rollback seen, the COMMIT was done. Then the write stands and its caller must not undo
+        its files (they are what the index now holds). Otherwise it is rolled back here."""
+        self._depth = 0
+        try:
+            if conn.getautocommit() and not self._rolled_back:
+                self._note_commit(counted, None, outcome)
+                return True
+            self._rollback(cur, True, "sp0", self._undo[0] if self._undo else ())
+            return False
+        finally:
+            self._end(True)
+
+    def _release(
+        self,
+        conn: apsw.Connection,
+        cur: apsw.Cursor,
+        name: str,
+        level: int,
+        outcome: WriteOutcome | None,
+    ) -> None:
+        """Release an inner level whose body returned into the enclosing one (under the lock).
+
+        Raises (after rolling it back) when SQLite had rolled the transaction back or the
+        RELEASE failed. An exception that comes while the level is neither merged nor rolled
+        back hands it to the enclosing level whole and makes that one unable to commit: it
+        cannot tell whether the RELEASE was done, and its files must agree with the index."""
+        queued, undo = self._deferred[level], self._undo[level]
+        try:
+            if self._note_lost(conn, None):
+                self._drop_level(level)
+                cause = self._lost_cause
+                self._rollback(cur, False, name, undo)
+                self._raise_lost(False, cause)
+            try:
+                cur.execute(f"RELEASE {name}")
+            except apsw.Error as exc:
+                self._drop_level(level)
+                note_os_error(conn, exc)
+                lost = self._note_lost(conn, exc)
+                self._rollback(cur, False, name, undo)
+                if lost:
+                    self._raise_lost(False, self._lost_cause)
+                raise map_apsw_error(exc, "commit to the index") from exc
+            if outcome is not None:
+                outcome.done = True
+            # Released into the enclosing level: it commits or rolls back with it. Each list
+            # merged by one assignment, undo last: an interrupt finds it merged or not at all.
+            self._deferred[level - 1 :] = [self._deferred[level - 1] + queued]
+            self._undo[level - 1 :] = [self._undo[level - 1] + undo]
+            self._depth = level
+        except BaseException as exc:
+            if len(self._undo) > level:  # neither merged nor rolled back (see above)
+                self._hand_over(level, exc, outcome)
+            raise
+
+    def _drop_level(self, level: int) -> None:
+        """Forget an inner level that is rolled back (its callbacks are the caller's now)."""
+        del self._deferred[level:]
+        del self._undo[level:]
+        self._depth = level
+
+    def _hand_over(self, level: int, exc: BaseException, outcome: WriteOutcome | None) -> None:
+        """Give an interrupted inner level to the enclosing one, which then rolls back whole."""
+        self._undo[level - 1 :] = [self._undo[level - 1] + self._undo[level]]
+        del self._deferred[level:]  # (never published: the enclosing level will roll back)
+        self._depth = level
+        if outcome is not None:
+            outcome.done = True  # (its caller's undo then joins the enclosing level's)
+        self._mark_lost()
+        if self._lost_cause is None:
+            self._lost_cause = exc
+
+    def _after_outer_commit(
+        self, queued: Sequence[Callable[[], None]], interrupted: BaseException | None
+    ) -> None:
+        """Tell the commit listeners, then run the after-commit callbacks (lock released).
+
+        All of them run whatever one raises, even KeyboardInterrupt: the write is committed,
+        and its events, its kept files' removal, the maintainer's nudge belong to it. The
+        first BaseException (``interrupted`` first) is raised once they ran; an Exception of
+        an after-commit callback is only logged (it must not make the write look failed)."""
+        self._commits += 1
+        told = _call_each(tuple(self._commit_listeners), logged=None)
+        ran = _call_each(queued, logged="after-commit callback %r failed")
+        for exc in (interrupted, told, ran):
+            if exc is not None:
+                raise exc
 
     # -- a transaction SQLite rolled back by itself ----------------------------------------------
 
@@ -1319,6 +1488,7 @@ class Index:
         would open a new transaction that its RELEASE commits. Refused at once, before any
         level sees the error, since a caller's per-item handler may catch it and go on.
         """
+        self._rolled_back = True
         if self._depth > 0:
             self._mark_lost()
 
@@ -1422,11 +1592,20 @@ class Index:
     def _rollback(
         self, cur: apsw.Cursor, outer: bool, name: str, undo: Sequence[Callable[[], None]] = ()
     ) -> None:
-        for callback in reversed(undo):  # (see undo_on_rollback: before the ROLLBACK)
-            try:
-                callback()
-            except Exception:  # the rollback must happen; reconcile records what is left
-                log.exception("undo callback %r failed during a rollback", callback)
+        try:
+            self._run_undo(undo)
+        finally:  # (an interrupt in an undo: the rollback must still happen, and the others)
+            self._rollback_statements(cur, outer, name)
+
+    @staticmethod
+    def _run_undo(undo: Sequence[Callable[[], None]]) -> None:
+        """Run the undo callbacks, newest first (see undo_on_rollback: before the ROLLBACK)."""
+        # (An Exception only logged: the rollback must happen; reconcile records what is left.)
+        exc = _call_each(reversed(undo), logged="undo callback %r failed during a rollback")
+        if exc is not None:
+            raise exc
+
+    def _rollback_statements(self, cur: apsw.Cursor, outer: bool, name: str) -> None:
         try:
             if outer:
                 if not self.conn.getautocommit():

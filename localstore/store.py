@@ -104,6 +104,7 @@ from localstore.events import Event, EventBus
 from localstore.index import (
     Index,
     Maintainer,
+    WriteOutcome,
     forked_error,
     index_damaged,
     map_apsw_error,
@@ -1710,8 +1711,9 @@ class BlueprintStore:
             orphans_kept={} if orphans_kept is None else orphans_kept,
         )
         results: builtins.list[Blueprint | LocalStoreError] = []
+        outcome = WriteOutcome()
         try:
-            with self.index.write() as cur:
+            with self.index.write(outcome) as cur:
                 for position, request in enumerate(requests):
                     if position in refused:
                         results.append(refused[position])
@@ -1733,16 +1735,31 @@ class BlueprintStore:
                         self._place_files(cur, batch)
                 self._place_files(cur, batch)
         except BaseException as exc:
-            # Whatever failed after files were written (a flush, the index commit, a hook), the
-            # previous versions are put back so the caller's error means "nothing changed".
-            pending.settle()
-            batch.pending.abort()
-            batch.pending.restore_previous()
-            self._undo_touched(batch.touched, batch.ingested, batch.pending.placed, batch.orphans)
-            self._keep_undone(batch.pending)
+            if outcome.done:
+                # Raised once the index committed (Ctrl-C right after the COMMIT, a commit
+                # listener): the files are what the index holds, so they stay, and the save is
+                # finished as one that returned; undone, the next open recorded them as deleted
+                # (or edited back), and sync pushed that.
+                self._saved(batch, pending)
+            else:
+                # Whatever failed after files were written (a flush, the index commit, a hook),
+                # the previous versions are put back so the caller's error means "nothing
+                # changed".
+                pending.settle()
+                batch.pending.abort()
+                batch.pending.restore_previous()
+                self._undo_touched(
+                    batch.touched, batch.ingested, batch.pending.placed, batch.orphans
+                )
+                self._keep_undone(batch.pending)
             if isinstance(exc, apsw.Error):  # never leaks out of the public API
                 raise map_apsw_error(exc, "save") from exc
             raise
+        self._saved(batch, pending)
+        return results
+
+    def _saved(self, batch: _Batch, pending: fs.PendingWrites) -> None:
+        """Finish a save attempt whose write committed (or was released into a caller's)."""
         pending.settle()  # (after the commit: the unlinks ran beside it)
         if batch.touched:
             # Inside a caller's transaction (the sync engine's pass) this write was only a
@@ -1759,7 +1776,6 @@ class BlueprintStore:
             # the undo above puts them back instead and drops the rest.
             self.index.after_commit(pending.discard_previous)
         self.events.publish(batch.events)
-        return results
 
     @staticmethod
     def _place_files(cur: Any, batch: _Batch) -> None:
@@ -3541,8 +3557,9 @@ class BlueprintStore:
         aside: list[tuple[str, str]] = []  # (temp name, file) of the pair's files set aside
         refused: str | None = None
         recorded_rev: Revision | None = None
+        outcome = WriteOutcome()
         try:
-            with self.index.write() as cur:
+            with self.index.write(outcome) as cur:
                 row, recorded = self._record_before_delete(cur, self._resolve(cur, ref), events)
                 if recorded and origin == "remote":
                     # The deleting device never saw this edit: an edit beats a delete. The
@@ -3586,11 +3603,25 @@ class BlueprintStore:
                     removing = (row.path, aside)
                     self._set_pair_aside(row.path, aside)
         except BaseException as exc:
-            if removing is not None:
+            if outcome.done:
+                # Raised once the index committed the delete (see _save_attempt): the pair
+                # stays gone, as the index says, and the delete is finished.
+                self._deleted(removing, events)
+            elif removing is not None:
                 self._put_back_pair(*removing)
             if isinstance(exc, apsw.Error):
                 raise map_apsw_error(exc, "delete") from exc
             raise
+        self._deleted(removing, events)
+        if refused is not None:
+            self._refuse_remote(refused, "delete")
+        assert recorded_rev is not None  # (set on every path that does not raise)
+        return recorded_rev
+
+    def _deleted(
+        self, removing: tuple[str, builtins.list[tuple[str, str]]] | None, events: Sequence[Event]
+    ) -> None:
+        """Finish a delete whose write committed (or was released into a caller's)."""
         if removing is not None:
             # A caller's transaction that rolls back later must find the files back (see
             # _save_attempt); nothing is registered when this delete committed by itself.
@@ -3598,10 +3629,6 @@ class BlueprintStore:
             self.index.undo_on_rollback(lambda: self._put_back_pair(*removed))
             self.index.after_commit(lambda: self._discard_pair(*removed))
         self.events.publish(events)
-        if refused is not None:
-            self._refuse_remote(refused, "delete")
-        assert recorded_rev is not None  # (set on every path that does not raise)
-        return recorded_rev
 
     @staticmethod
     def _revision_row(cur: Any, blueprint_id: str, rev: int) -> Revision:

@@ -70,7 +70,7 @@ from localstore.errors import (
     wrong_type,
 )
 from localstore.events import Event
-from localstore.index import index_damaged, map_apsw_error
+from localstore.index import WriteOutcome, index_damaged, map_apsw_error
 from localstore.store import BlueprintStore, _count_arg
 from sync import _state as st
 from sync import account_record, base_record
@@ -1530,7 +1530,7 @@ class SyncEngine:
         # The app's validator on the conflicts' rows and merges, before the write lock.
         applier.judge_ahead(current)
         self._journal(current)
-        with self._detours_kept(), self.store.index.write() as cur:
+        with self._detours_kept() as outcome, self.store.index.write(outcome) as cur:
             st.journal_clear(cur)
             # Accepted changes first, in three statements for the batch: they touch only their
             # own sync rows, so the order against the conflicts below does not matter.
@@ -1582,8 +1582,9 @@ class SyncEngine:
         return conflicts
 
     @contextmanager
-    def _detours_kept(self) -> Iterator[None]:
-        """Put the detours back as they were when the transaction around the body rolls back.
+    def _detours_kept(self) -> Iterator[WriteOutcome]:
+        """Put the detours back as they were when the transaction (given the outcome yielded)
+        rolls back.
 
         They follow the transaction: one added in it holds an op id drawn in it, which the
         rollback hands out again (the next change of this device drew it too, and one of the
@@ -1591,10 +1592,12 @@ class SyncEngine:
         used up in it is still to be pushed.
         """
         kept = dict(self._detours)
+        outcome = WriteOutcome()
         try:
-            yield
+            yield outcome
         except BaseException:
-            self._detours = kept
+            if not outcome.done:  # (done: an interrupt after the COMMIT; they are as committed)
+                self._detours = kept
             raise
 
     def _take_new_id(self, change: Change, item: st.OutboxItem, report: SyncReport) -> None:

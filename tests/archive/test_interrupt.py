@@ -14,6 +14,7 @@ import pytest
 import localstore
 from localstore import archive
 from tests.conftest import run_cli
+from tests.interrupts import AFTER_COMMIT, Interrupt, snapshot
 
 from .conftest import FAST_SCRYPT, StoreFactory, populate, tree
 
@@ -186,3 +187,69 @@ def test_a_ctrl_c_before_the_import_begins_says_nothing_was_imported(
     assert done.returncode == 130, done.stderr
     said = "a dry run changes nothing" if dry_run else "before any blueprint was imported"
     assert said in done.stderr
+
+
+@pytest.mark.parametrize("where", [*AFTER_COMMIT, "before-commit"])
+def test_ctrl_c_at_a_batch_commit_leaves_files_and_index_agreeing(
+    stores: StoreFactory, tmp_path: Path, where: str
+) -> None:
+    """Ctrl-C once a batch's transaction committed used to put the batch's files back: the index
+    held 768 blueprints, the disk 512, and the next open recorded 256 as deleted (pushed by
+    sync). Now the committed batch stays; one cut before its COMMIT leaves nothing of it."""
+    src = stores("src")
+    populate(src, 9)
+    bundle = tmp_path / "b.lsbundle"
+    archive.export_bundle(src, bundle)
+    dst = stores("dst")
+    with Interrupt(dst, where, KeyboardInterrupt) as interrupt, pytest.raises(KeyboardInterrupt):
+        archive.import_bundle(dst, bundle, batch_size=3)
+    assert interrupt.fired
+    imported = _expect_prefix(tree(dst), tree(src))
+    assert len(imported) == dst.count() == (3 if where in AFTER_COMMIT else 0)
+    after = snapshot(dst)
+    dst.close()
+    again = stores("dst")
+    assert again.check().clean
+    assert snapshot(again) == after  # (the reconcile recorded nothing)
+    counts = archive.import_bundle(again, bundle).counts()
+    assert counts == ({"unchanged": 3, "create": 6} if imported else {"create": 9})
+    assert tree(again) == tree(src)
+
+
+# Run in the CLI's process before it starts: imports go 2 blueprints a batch, and a real SIGINT
+# arrives from the index's commit listener once the 2nd batch is committed, before the import's
+# code runs again (what a Ctrl-C 1.6 s into a big import hit).
+_CTRL_C_AT_2ND_COMMIT = """
+import os, signal
+import localstore.archive as _a
+_real = _a.import_bundle
+def _import(store, *args, **kwargs):
+    def listener():
+        if store.index.blueprint_commits == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+    store.index.on_commit(listener)
+    return _real(store, *args, **{**kwargs, "batch_size": 2})
+_a.import_bundle = _import
+"""
+
+
+def test_a_cli_import_ctrl_c_d_at_a_commit_keeps_the_committed_batch(
+    stores: StoreFactory, tmp_path: Path
+) -> None:
+    """The batch the index committed stays on disk: before, its files were put back, `check`
+    reported them missing and the next open recorded them as deleted (pushed by sync)."""
+    src = stores("src")
+    populate(src, 10)
+    bundle = tmp_path / "b.lsbundle"
+    archive.export_bundle(src, bundle)
+    home = tmp_path / "dst"
+    done = run_cli(home, "import", str(bundle), prelude=_CTRL_C_AT_2ND_COMMIT)
+    assert done.returncode == 130, done.stderr
+    assert "interrupted after importing" in done.stderr
+    checked = run_cli(home, "--json", "check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    with localstore.open(home=home) as dst:
+        assert len(_expect_prefix(tree(dst), tree(src))) == 4 == dst.count()
+        assert all(not r.deleted for bp in dst.list() for r in dst.history(bp.id))
+    again = run_cli(home, "import", str(bundle))
+    assert "did: 6 create, 4 unchanged" in again.stderr
