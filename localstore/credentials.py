@@ -77,6 +77,7 @@ __all__ = [
     "backend_record_path",
     "fallback_path",
     "is_internal",
+    "keychain_locked",
     "keychain_report",
     "map_keyring_error",
     "open_backend",
@@ -383,6 +384,30 @@ def _pin_default_collection(kr: keyring.backend.KeyringBackend) -> bool:
         return False
     kr.preferred_collection = path  # type: ignore[attr-defined]
     return True
+
+
+def keychain_locked() -> bool | None:
+    """Whether the Secret Service collection keyring uses is locked, asked without a prompt.
+
+    None when it cannot tell: another keychain (macOS, Windows), no Secret Service (its daemon
+    died and is not back yet), no such collection. A daemon asks this, not a read, to notice the
+    keychain coming back: a read of a locked collection makes keyring ask the user to unlock it
+    (a GUI prompt, from a background process, again after each dismissal).
+    """
+    kr = keyring.get_keyring()
+    if not _is_secret_service(kr):
+        return None
+    import secretstorage
+
+    try:
+        with contextlib.closing(secretstorage.dbus_init()) as bus:
+            path = getattr(kr, "preferred_collection", None)
+            if path:
+                return secretstorage.Collection(bus, path).is_locked()
+            return secretstorage.get_default_collection(bus).is_locked()
+    except Exception as exc:  # noqa: BLE001 - any D-Bus failure: cannot tell
+        log.debug("keychain lock state unknown: %s", type(exc).__name__)
+        return None
 
 
 class KeyringSecretBackend:

@@ -57,7 +57,7 @@ from localstore._daemon_state import (
     write_pause,
 )
 from localstore.config import Settings, home_name
-from localstore.errors import CredentialError, LocalStoreError, NewerIndexError, WatcherError
+from localstore.errors import LocalStoreError, NewerIndexError, WatcherError
 from localstore.events import Event
 from localstore.index import CORE_MIGRATIONS
 from localstore.store import BlueprintStore
@@ -72,6 +72,7 @@ from sync._follow import (
     session_lost,
     watcher_health,
 )
+from sync._keychain_watch import KeychainWatch, keychain_failure
 from sync._local import (
     SyncStateName,
     list_flagged,
@@ -516,6 +517,7 @@ class Daemon:
         self.remote: Remote | None = None
         self.server: ControlServer | None = None
         self._offline_reason = ""
+        self._offline_on_keychain = False
         self._offline_hint = ""
         self._next_relogin = 0.0
         # Changes on every login/logout of this home (sync/session_marker.py); see _check_session.
@@ -540,6 +542,7 @@ class Daemon:
         self._watcher_keeper: WatcherKeeper | None = None
         # Errors of the tick's checks logged so far, per check (see _guarded).
         self._tick_errors: dict[str, set[str]] = {}
+        self._keychain = KeychainWatch()
         # The sync loop found dead and not replaced yet, and when to replace it (_check_sync_loop).
         self._sync_dead: SyncEngine | None = None
         self._sync_restart_delay = 0.0
@@ -868,8 +871,7 @@ class Daemon:
 
     def _keychain_failure_without_login(self, exc: BaseException) -> bool:
         """Whether opening the remote failed on the keychain while no login is listed."""
-        keychain = isinstance(exc, CredentialError) or isinstance(exc.__cause__, CredentialError)
-        if not keychain or self.store is None:
+        if not keychain_failure(exc) or self.store is None:
             return False
         try:
             return not login_listed(self.store.index, self.settings)
@@ -880,6 +882,7 @@ class Daemon:
         if reason != self._offline_reason:
             log.warning("sync is off: %s", exc)
         self._offline_reason = reason
+        self._offline_on_keychain = keychain_failure(exc)
         # What to do about it, shown by `localstore status` under the reason.
         self._offline_hint = offline_hint(reason, exc)
         self._next_relogin = time.monotonic() + RELOGIN_CHECK_S
@@ -908,7 +911,20 @@ class Daemon:
         # (Distinct names: a check's success clears only its own logged errors.)
         self._guarded("the login marker", self._check_session)
         self._guarded("a new login", self._relogin_if_due)
+        self._guarded("the keychain", self._follow_keychain)
         self._guarded("changes made by other processes", self._follow_foreign_changes)
+
+    def _follow_keychain(self) -> None:
+        """End sync's wait for a person when the keychain opens (see sync._keychain_watch)."""
+        engine = self.engine
+        waiting = self._offline_on_keychain if engine is None else engine.waits_on_keychain
+        if not self._keychain.opened(waiting=waiting):
+            return
+        log.info("the keychain is open again; syncing now")
+        if engine is None:
+            self._next_relogin = 0.0
+        else:
+            engine.request_sync()
 
     def _relogin_if_due(self) -> None:
         # Offline only: notice a `localstore login` made while the daemon runs.

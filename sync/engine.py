@@ -89,6 +89,7 @@ from sync._apply import (
     utc_stamp,
 )
 from sync._kept_merges import highest_kept, sweep_kept_merges
+from sync._keychain_watch import keychain_failure
 from sync._local import (
     LAST_ERROR_STATE_KEY,
     SYNC_STATES,
@@ -447,6 +448,7 @@ class SyncEngine:
         self._progress: tuple[int, int] | None = None
         self._last_error: str | None = None
         self._last_hint: str | None = None  # what a person must do about _last_error, if any
+        self._keychain_failed = False
         self._listeners: dict[int, Callable[[SyncStatus], None]] = {}
         self._listener_seq = 0
         self._unsubs: list[Callable[[], None]] = []
@@ -498,6 +500,12 @@ class SyncEngine:
     def worker_state(self) -> WorkerState:
         """The background loop's lifecycle state."""
         return self._worker
+
+    @property
+    def waits_on_keychain(self) -> bool:
+        """Whether the last cycle failed on the OS keychain (locked, its service gone) and no
+        cycle has worked since (read from memory: cheap enough for every daemon tick)."""
+        return self._keychain_failed
 
     def status(self) -> SyncStatus:
         """The current status (counts read from the index)."""
@@ -1240,6 +1248,7 @@ class SyncEngine:
 
     def _record_success(self) -> None:
         self._last_error = self._last_hint = None
+        self._keychain_failed = False
         with self.store.index.write() as cur:
             st.set_state(cur, "last_synced_at", utc_now())
             st.del_state(cur, "last_error")
@@ -1257,6 +1266,7 @@ class SyncEngine:
             self._last_error = newer_index_detail(exc)
             self._set_state("error", progress=None)
             return
+        self._keychain_failed = keychain_failure(exc)
         if condition is not None:
             self._last_error = condition.describe(exc)
         else:

@@ -1,0 +1,67 @@
+"""Notice the OS keychain coming back while sync waits on it (docs/daemon.md, "A locked keychain").
+
+A keychain locked with the screen, or a Secret Service restarted with the desktop session, makes a
+token refresh fail: sync stops with "the keychain is locked" and the engine waits for a person
+(``ATTENTION_RETRY_S``, or its poll interval), and a daemon started meanwhile stays offline until
+its next ``RELOGIN_CHECK_S``. The person unlocking the keychain is that fix, so while sync waits
+the lock state is asked every few seconds (a D-Bus property read: never an unlock prompt, which a
+keychain read would pop up) and the keychain opening ends the wait.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from localstore.credentials import keychain_locked
+from localstore.errors import CredentialError
+
+__all__ = ["KEYCHAIN_PROBE_S", "KeychainWatch", "keychain_failure"]
+
+# How often the lock state is asked while sync waits (one D-Bus round trip each).
+KEYCHAIN_PROBE_S = 2.0
+
+
+def keychain_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was raised from, a keychain failure (a CredentialError)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, CredentialError):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__
+    return False
+
+
+class KeychainWatch:
+    """Tell when the keychain opened (was locked or unreachable, is unlocked now)."""
+
+    def __init__(
+        self,
+        probe: Callable[[], bool | None] = keychain_locked,
+        *,
+        every_s: float = KEYCHAIN_PROBE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._probe = probe
+        self._every_s = every_s
+        self._clock = clock
+        self._next = 0.0
+        self._closed = False  # seen locked or unreachable since sync began to wait
+
+    def opened(self, *, waiting: bool) -> bool:
+        """Whether the keychain opened since the last look; looks only while ``waiting``, at
+        most every ``every_s``. Raises nothing."""
+        if not waiting:
+            self._closed = False
+            return False
+        now = self._clock()
+        if now < self._next:
+            return False
+        self._next = now + self._every_s
+        if self._probe() is False:
+            opened, self._closed = self._closed, False
+            return opened
+        self._closed = True
+        return False
