@@ -225,6 +225,8 @@ class _PathState:
     quiet_s: float = 0.0
     # The fence that must come back before this path's delete may be ingested (0: none laid).
     gate: int = 0
+    # When an indexed pair's YAML was first found without its meta (see _lone_yaml_wait).
+    lone_since: float | None = None
 
 
 @dataclass(slots=True)
@@ -1490,26 +1492,49 @@ class Watcher:
                 st.due = now + (st.quiet_s - age)
                 return "wait"
         if not os.path.lexists(self.root / fs.meta_path_for(key)):
-            # A YAML without its meta, written moments ago: a tool writing the pair (unzip, scp,
-            # git checkout or rebase) is likely to bring its meta next. Ingested at once, it got
-            # a new id and a meta written by us; the real meta then replaced it, and the store
-            # recorded a junk blueprint created and deleted (which sync pushed), or git refused
-            # the next checkout over the meta we had left. Wait until it has been quiet.
-            # Its age counts from its last status change too (a rename sets st_ctime; on
-            # Windows that field is the creation time, also "now" for a tool's temp file): sync
-            # tools (Syncthing, Dropbox, rsync -t) give the file the other device's older mtime,
-            # so an mtime-only age let the lone YAML through at once. An mtime in the future
-            # (the other device's clock ahead) says nothing of when the file changed here: it
-            # made the age negative, and the YAML went through at once all the same.
-            wall = time.time()
-            age = wall - (y.st_ctime if y.st_mtime > wall else max(y.st_mtime, y.st_ctime))
-            if 0 <= age < self.write_quiet_s:
-                st.due = now + (self.write_quiet_s - age)
+            if (wait := self._lone_yaml_wait(key, st, y, now)) > 0:
+                st.due = now + wait
                 return "wait"
         elif (wait := self._copy_wait(key, y)) > 0:
             st.due = now + wait
             return "wait"
         return "present"
+
+    def _lone_yaml_wait(self, key: str, st: _PathState, y: os.stat_result, now: float) -> float:
+        """Seconds to hold a YAML found without its meta; 0 to ingest it (its meta is written).
+
+        A YAML written moments ago: a tool writing the pair (unzip, scp, git checkout or rebase)
+        is likely to bring its meta next. Ingested at once, it got a new id and a meta written
+        by us; the real meta then replaced it, and the store recorded a junk blueprint created
+        and deleted (which sync pushed), or git refused the next checkout over the meta we had
+        left. Its age counts from its last status change too (a rename sets st_ctime; on
+        Windows that field is the creation time, also "now" for a tool's temp file): sync tools
+        (Syncthing, Dropbox, rsync -t) give the file the other device's older mtime, so an
+        mtime-only age let the lone YAML through at once. An mtime in the future (the other
+        device's clock ahead) says nothing of when the file changed here: it made the age
+        negative, and the YAML went through at once all the same.
+        """
+        wall = time.time()
+        age = wall - (y.st_ctime if y.st_mtime > wall else max(y.st_mtime, y.st_ctime))
+        if 0 <= age < self.write_quiet_s:
+            return self.write_quiet_s - age
+        if not self._indexed(key):
+            return 0.0
+        # An indexed pair lost its meta: while its folder is still changing, the YAML is likely
+        # next (`rm -rf` removes file by file, in no pair order). Written back then, the meta
+        # landed after `rm` had listed the folder, and `rm` failed ("Directory not empty"),
+        # leaving orphan metas (3 of 4 runs of 3,000 blueprints). Bounded by MAX_DELETE_HOLD_S,
+        # so a folder that never settles (a log written beside) still gets the meta.
+        if st.lone_since is None:
+            st.lone_since = now
+        try:
+            folder = os.stat((self.root / key).parent, follow_symlinks=False)
+        except OSError:
+            return 0.0  # (the ingest finds the pair gone, or reports why it cannot read it)
+        quiet = wall - max(folder.st_mtime, folder.st_ctime)
+        if not 0 <= quiet < self.write_quiet_s or now - st.lone_since >= MAX_DELETE_HOLD_S:
+            return 0.0
+        return self.write_quiet_s - quiet
 
     def _copy_wait(self, key: str, y: os.stat_result) -> float:
         """Seconds to hold a pair that arrived less than the delete grace ago and would be taken

@@ -38,6 +38,7 @@ from localstore.cli import (
     pass_ctx,
 )
 from localstore.config import check_cloud_url, cleartext_url_warning
+from localstore.errors import FolderAwayError
 from sync._kept_merges import drop_if_taken, keep_merge, sweep_kept_merges
 from sync._local import (
     _udiff,
@@ -526,9 +527,7 @@ def status_cmd(cli: CliContext) -> None:
     """
     with errors_to_exit():
         live, silent = _daemon_status(cli.settings)
-        # It only reads: a home this user cannot write (a snapshot, another user's) says what
-        # its index holds, as ls does.
-        store = cli.store(existing=True, read_only_ok=True)
+        store, away = _status_store(cli)
         outdated = _outdated_daemon(cli.settings, store)
         local = local_status(store)
         quarantine = [q.to_dict() for q in list_quarantine(store)]
@@ -573,6 +572,10 @@ def status_cmd(cli: CliContext) -> None:
     # What to do: the login's hint, then what needs attention, as an app's
     # EmbeddedSync.status() and the daemon's status say it (sync._local.status_hint).
     to_sync = first if data.get("logged_in") is False else None
+    if away is not None:
+        # (A daemon's status carries the same hint already: not said twice.)
+        data["problem"] = away.message
+        first = "; ".join(h for h in (away.hint, first) if h and h not in (first or ""))
     hint = status_hint(data, first)
     data.pop("hint", None)
     if hint is not None:  # (no key when there is nothing to do, as before)
@@ -585,6 +588,9 @@ def status_cmd(cli: CliContext) -> None:
         if data.get("detail"):  # why a daemon is offline or paused ("not logged in", ...)
             source += f": {data['detail']}"
         click.echo(f"state: {data.get('state')} ({source})")
+        if away is not None:
+            click.echo(f"  problem: {away.message}")
+            click.echo(f"  fix: {away.hint}")
         if outdated is not None:
             click.echo(f"  daemon: {outdated}")
             click.echo(f"  fix: {OUTDATED_DAEMON_FIX}")
@@ -613,11 +619,26 @@ def status_cmd(cli: CliContext) -> None:
             click.echo(line)
 
     cli.emit(data, human)
+    if away is not None:
+        # Needs a person (put the folder back or confirm it empty), said above with the fix;
+        # a daemon's "error" state is this same refusal of its sync.
+        raise SystemExit(EXIT_ATTENTION)
     if data.get("state") == "error":
         # Documented: exit 1 is an error with one line on stderr saying what to do.
         fail(f"sync is stopped: {data.get('last_error') or 'see the daemon log'}")
     if _needs_attention(data) or outdated is not None:
         raise SystemExit(EXIT_ATTENTION)
+
+
+def _status_store(cli: CliContext) -> tuple[Any, FolderAwayError | None]:
+    """The store status reads, and the refusal of the usual open when the blueprints folder is
+    away (the index is then read read-only: status only reads, and exited 1 with the refusal)."""
+    try:
+        # It only reads: a home this user cannot write (a snapshot, another user's) says what
+        # its index holds, as ls does.
+        return cli.store(existing=True, read_only_ok=True), None
+    except FolderAwayError as exc:
+        return cli.store(existing=True, read_only=True), exc
 
 
 def _outdated_daemon(settings: Settings, store: Any) -> str | None:

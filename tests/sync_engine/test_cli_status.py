@@ -142,3 +142,24 @@ def test_the_flagged_count_reads_an_index_not_every_row(
         sql = f"EXPLAIN QUERY PLAN SELECT count(*) FROM blueprints WHERE {_FLAGGED_WHERE}"
         plan = " ".join(str(r[-1]) for r in cur.execute(sql).fetchall())
     assert "SEARCH" in plan and "sync_flagged" in plan, plan
+
+
+def test_status_with_the_blueprints_folder_away_shows_it_and_needs_attention(
+    tmp_path: Path,
+) -> None:
+    """The open refused the missing folder, so status exited 1 with the refusal instead of
+    showing the status; it reads the index read-only now and says what to do."""
+    home = tmp_path / "home"
+    assert run(home, "init").exit_code == 0
+    saved = CliRunner().invoke(cli, ["--home", str(home), "save", "team/deploy"], "name: d\n")
+    assert saved.exit_code == 0, saved.output
+    (home / "blueprints").rename(tmp_path / "elsewhere")
+    result = run(home, "status")
+    assert result.exit_code == EXIT_ATTENTION, result.output
+    assert "pending uploads:" in result.output
+    assert "is missing" in result.output
+    assert ".localstore-confirm-empty" in result.output
+    data = json.loads(run(home, "--json", "status").output)
+    assert "is missing" in data["problem"]
+    assert ".localstore-confirm-empty" in data["hint"]
+    assert not (home / "blueprints").exists()
