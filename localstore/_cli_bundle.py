@@ -38,9 +38,11 @@ from localstore.cli import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     FILTER,
+    OUTPUT_PATH,
     CliContext,
     errors_to_exit,
     fail,
+    no_such_file,
     pass_ctx,
 )
 
@@ -108,7 +110,11 @@ def _sync_merger() -> Merger | None:
 @click.option("--folder", type=FILTER, help="Export the blueprints in this folder (and below).")
 @click.option("--tag", type=FILTER, help="Export the blueprints with this tag.")
 @click.option(
-    "-o", "--output", required=True, help="The bundle to write ('-' with --yaml: stdout)."
+    "-o",
+    "--output",
+    required=True,
+    type=OUTPUT_PATH,
+    help="The bundle to write ('-' with --yaml: stdout).",
 )
 @click.option(
     "--encrypt",
@@ -231,7 +237,7 @@ def import_cmd(
     could not be saved. The closing notes say what to do about each kind.
     """
     with errors_to_exit():
-        encrypted = is_encrypted(file)
+        encrypted = _is_encrypted(file)
         if not encrypted and not require_encrypted and os.environ.get(PASSPHRASE_ENV):
             # A script that sets the passphrase expects encrypted bundles; a plain one in its
             # place (anyone who can write the file can make one) went through without a word.
@@ -268,6 +274,16 @@ def import_cmd(
         # A dry run too: it exited 0 where the import would exit 3, so a script that checks
         # first learnt nothing from it.
         raise SystemExit(EXIT_ATTENTION)
+
+
+def _is_encrypted(file: str) -> bool:
+    """Whether the bundle ``file`` is encrypted; exit 2 when there is no such file."""
+    from localstore.errors import NotFoundError
+
+    try:
+        return is_encrypted(file)
+    except NotFoundError:
+        no_such_file(file, "bundle")
 
 
 class _ImportProgress:

@@ -34,6 +34,9 @@ written: a bundle of nothing is never what a mistyped tag asked for). `--folder`
 whatever its case (`--folder projects` lists `Projects/`): folder names that differ only by case are
 one folder on macOS and Windows, and a save refuses to make the second. `--tag` matches the tag as
 written, case and all (`ops` is not `Ops`), by design: tags are labels, not names on a disk.
+A tag `save --tag` sets is a label of 1-128 characters on one line, at most 100 a blueprint; an
+empty one, a control character (a newline, a tab) or more is bad usage (exit 2), nothing saved
+(leave `--tag` out to keep the tags). Tags from sync, bundles and meta files edited by hand are kept.
 
 Revisions count from 1 (the first save): `show --rev 0`, `restore REF -- -1` or `history --before 0`
 is bad usage (exit 2), not "no revision" (exit 4) or an empty history; `show` without `--rev` shows
@@ -46,7 +49,7 @@ A negative number click reads as an option (`search -1`) is told to go after `--
 |---|---|
 | 0 | ok |
 | 1 | error (one line on stderr saying what and how to fix; also a blueprint's YAML or meta that a save refuses (it does not parse, is no mapping, is over a limit): the document is wrong, not the command line; also a home whose index a newer localstore wrote: upgrade. `localstore daemon` has its own codes for the cases a service must not restart: 66, 75, 77, 78, see docs/daemon.md) |
-| 2 | usage: the command line, or a value the command was handed, is refused and nothing changed (an unknown option, a search query with nothing to search for or too many words, an unsafe path, a malformed REF, an `-o` in a folder that does not exist, an empty credential value) |
+| 2 | usage: the command line, or a value the command was handed, is refused and nothing changed (an unknown option, a search query with nothing to search for or too many words, an unsafe path, a malformed REF or an id prefix that more than one blueprint has, an `-o` in a folder that does not exist, an input file that does not exist or is a folder (`save -f`, `import`, `conflicts resolve --take`), an empty credential value) |
 | 3 | needs attention (conflicts, quarantine, check problems; `import` when it left blueprints as they are here (conflicts, files here that do not parse), and `import --dry-run` when it would) |
 | 4 | not found (also a home that does not exist, for a command that needs one (above); an `export` filter that matches nothing) |
 | 130 | interrupted (Ctrl-C) |

@@ -14,12 +14,14 @@ from localstore.cli import (
     EXIT_USAGE,
     FILTER,
     REVISION,
+    TAG,
     TEXT,
     CliContext,
     errors_to_exit,
     fail,
     json_text,
     limit_count,
+    no_such_file,
     pass_ctx,
     write_bytes,
 )
@@ -195,7 +197,7 @@ def init_cmd(ctx: CliContext) -> None:
     type=click.Path(dir_okay=False, allow_dash=True),
     help="Read the YAML from FILE ('-' for stdin). Default: stdin.",
 )
-@click.option("--tag", "tags", multiple=True, type=TEXT, help="Set tags (repeatable).")
+@click.option("--tag", "tags", multiple=True, type=TAG, help="Set tags (repeatable).")
 @click.option("--name", type=TEXT, help="Display name.")
 @click.option("--description", type=TEXT, help="Description.")
 @pass_ctx
@@ -210,6 +212,7 @@ def save_cmd(
     """Save a blueprint at PATH from a file or stdin, keeping its text byte for byte."""
     with errors_to_exit():
         limit = ctx.settings.max_yaml_bytes
+    _check_tag_count(tags)
     if source in (None, "-"):
         if source is None and sys.stdin.isatty():
             fail("no content given", code=2, hint="use -f FILE, or pipe the YAML on stdin")
@@ -218,6 +221,8 @@ def save_cmd(
         try:
             with open(source, "rb") as fh:
                 content = fh.read(limit + 1)
+        except FileNotFoundError:
+            no_such_file(source)
         except OSError as exc:
             fail(f"cannot read {source}: {exc.strerror}", hint="check the file name")
     # Read one byte past the limit, never all of it: a multi-GB pipe would fill memory first.
@@ -233,6 +238,18 @@ def save_cmd(
         ctx.emit(
             {k: v for k, v in bp.to_dict().items() if k != "content"},
             lambda: click.echo(f"saved {bp.path} (id {bp.id}, rev {bp.rev})"),
+        )
+
+
+def _check_tag_count(tags: Sequence[str]) -> None:
+    """Exit 2 for more --tag options than a blueprint may have (the API's limit)."""
+    from localstore.blueprint import MAX_TAGS, normalize_tags
+
+    if len(normalize_tags(tags)) > MAX_TAGS:
+        fail(
+            f"{len(normalize_tags(tags)):,} tags, over the limit of {MAX_TAGS} a blueprint has",
+            code=EXIT_USAGE,
+            hint="keep the tags to a few labels; --description holds longer text",
         )
 
 
@@ -388,11 +405,18 @@ def rm_cmd(ctx: CliContext, ref: str) -> None:
 def mv_cmd(ctx: CliContext, ref: str, new_path: str) -> None:
     """Move or rename a blueprint; its id and history are kept."""
     with errors_to_exit():
-        bp = ctx.store(existing=True, writes="move a blueprint").move(ref, new_path)  # (as rm)
-        ctx.emit(
-            {k: v for k, v in bp.to_dict().items() if k != "content"},
-            lambda: click.echo(f"moved to {bp.path} (id {bp.id})"),
-        )
+        store = ctx.store(existing=True, writes="move a blueprint")  # (as rm)
+        before = store.resolve(ref)
+        bp = store.move(ref, new_path)
+
+        def human() -> None:
+            if bp.path == before.path:
+                # ("moved to" read as if something had happened.)
+                click.echo(f"{bp.path} is already there: nothing moved (id {bp.id})")
+            else:
+                click.echo(f"moved {before.path} to {bp.path} (id {bp.id})")
+
+        ctx.emit({k: v for k, v in bp.to_dict().items() if k != "content"}, human)
 
 
 @click.command("history")

@@ -14,6 +14,7 @@ import math
 import re
 import sys
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -613,6 +614,31 @@ def normalize_tags(tags: Sequence[str] | str | None) -> tuple[str, ...]:
         if t:
             seen.setdefault(t, None)
     return tuple(seen)
+
+
+# Limits on the tags a save is given (tags=, `save --tag`): a tag is a short label on one line.
+# A newline broke `ls`'s row per blueprint, and 5,000-character or 20,000 tags saved until the
+# meta file's size limit. Tags that arrive otherwise (a pulled or imported meta, a meta file
+# edited by hand) are kept as they are: refusing them would lose another device's change.
+MAX_TAG_CHARS = 128  # (as the app-data store's)
+MAX_TAGS = 100
+# Unicode categories refused in a new tag: control characters (C0, DEL, C1: a newline, a tab, an
+# escape sequence) and the line and paragraph separators, which also break a line.
+_TAG_REFUSED = frozenset({"Cc", "Zl", "Zp"})
+
+
+def tag_problem(tag: str) -> str:
+    """What is wrong with ``tag`` as a new tag ("is empty", ...), or "" when it may be saved.
+
+    Judged as saved: stripped (normalize_tags)."""
+    text = tag.strip()
+    if not text:
+        return "is empty"
+    if len(text) > MAX_TAG_CHARS:
+        return f"is {len(text):,} characters long, over the limit of {MAX_TAG_CHARS}"
+    if not text.isprintable() and any(unicodedata.category(c) in _TAG_REFUSED for c in text):
+        return "holds a control character (a newline, a tab, an escape)"
+    return ""
 
 
 def _plain_meta(m: BlueprintMeta) -> bool:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from localstore.errors import (
+    AmbiguousRefError,
     InvalidInputError,
     InvalidMetaError,
     InvalidYAMLError,
@@ -276,6 +277,15 @@ def fail(
     raise SystemExit(code)
 
 
+def no_such_file(name: str, what: str = "file") -> NoReturn:
+    """Exit 2 for an input file named on the command line that does not exist.
+
+    Bad usage, as click's refusal of a folder for the same option and an ``-o`` in a folder that
+    does not exist are: `save -f` said exit 1 and `import` exit 4 for the same mistyped name, and
+    exit 4 is for what a home holds (a REF, a revision, a conflict) or lacks."""
+    fail(f"no such {what}: {name}", code=EXIT_USAGE, hint="check the file name")
+
+
 def _json_mode() -> bool:
     ctx = click.get_current_context(silent=True)
     if ctx is None:
@@ -309,6 +319,10 @@ def exit_code_of(exc: LocalStoreError) -> int:
     """The documented exit code of a library error (docs/cli.md)."""
     if isinstance(exc, NotFoundError):
         return EXIT_NOT_FOUND
+    if isinstance(exc, AmbiguousRefError):
+        # A REF that names more than one blueprint is a REF written too short: bad usage, as
+        # a malformed one is (it was exit 1, a failure a script might retry).
+        return EXIT_USAGE
     if isinstance(exc, InvalidInputError) and not isinstance(exc, _CONTENT_ERRORS):
         return EXIT_USAGE
     return EXIT_ERROR
@@ -377,6 +391,45 @@ class _FilterText(_Utf8Text):
 
 
 FILTER = _FilterText()
+
+
+class _OutputPath(_Utf8Text):
+    """A file to write (`export -o`): empty is bad usage said in the option's words, not the
+    API's ("dest '' is not a usable file path ... pass the bundle file's real path as dest")."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = super().convert(value, param, ctx)
+        if not text:
+            where = param.opts[0] if param is not None and param.opts else "the file"
+            raise _BadText(
+                f"{where} is empty (give {where} the path of the file to write)", ctx=ctx
+            )
+        return text
+
+
+OUTPUT_PATH = _OutputPath()
+
+
+class _TagText(_Utf8Text):
+    """A tag a save sets (`save --tag`): refused as the API refuses it (empty, over
+    MAX_TAG_CHARS, a control character), as bad usage; `--tag ""` cleared every tag."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from localstore.blueprint import MAX_TAG_CHARS, tag_problem
+
+        text = super().convert(value, param, ctx)
+        problem = tag_problem(text)
+        if problem:
+            shown = text if len(text) <= 60 else text[:60] + "..."
+            raise _BadText(
+                f"--tag {shown!r} {problem} (give each tag as a label of 1-{MAX_TAG_CHARS} "
+                "characters on one line; leave --tag out to keep the tags)",
+                ctx=ctx,
+            )
+        return text
+
+
+TAG = _TagText()
 
 
 class _Ordinal(click.ParamType):

@@ -55,6 +55,8 @@ from localstore._time_key import time_order_sql
 from localstore._validator_name import validator_name_of
 from localstore.blueprint import (
     MAX_META_BYTES,
+    MAX_TAG_CHARS,
+    MAX_TAGS,
     Blueprint,
     BlueprintInfo,
     BlueprintMeta,
@@ -68,9 +70,11 @@ from localstore.blueprint import (
     encode_meta,
     is_uuid,
     new_id,
+    normalize_tags,
     parse_yaml,
     run_validator,
     sha256_hex,
+    tag_problem,
     tags_json,
     utc_now,
 )
@@ -113,10 +117,15 @@ if TYPE_CHECKING:
     from sync.embed import EmbeddedSync
 
 log = logging.getLogger("localstore.store")
+
+# The hint of a save onto a path another blueprint holds (a move re-hints it: see move).
+_TAKEN_HINT = "choose another path, or save with that blueprint's id"
 E = TypeVar("E", bound=LocalStoreError)
 
 # The shortest id prefix a REF may be: shorter ones match too many ids to be worth a lookup.
 MIN_ID_PREFIX = 4
+# How many of the blueprints an ambiguous id prefix matches its error names.
+_AMBIGUOUS_SHOWN = 5
 SORT_COLUMNS = {"path": "path", "name": "name", "modified": "modified", "created": "created"}
 # Where a change came from, as history records it (docs/architecture.md, "History"); sync tells its
 # own writes ("remote") from the user's by it, so a typo must not become a new origin.
@@ -1255,15 +1264,17 @@ class BlueprintStore:
                     return row
         looks_like_id = all(c in "0123456789abcdef-" for c in ref.lower())
         if len(ref) >= MIN_ID_PREFIX and looks_like_id:
+            span = f"FROM blueprints WHERE id >= ? AND id < ?{live}"
+            bounds = (ref.lower(), ref.lower() + "\uffff")
             rows = cur.execute(
-                f"SELECT {_ROW_COLUMNS} FROM blueprints WHERE id >= ? AND id < ?{live} LIMIT 2",
-                (ref.lower(), ref.lower() + "\uffff"),
+                f"SELECT {_ROW_COLUMNS} {span} ORDER BY path LIMIT {_AMBIGUOUS_SHOWN + 1}", bounds
             ).fetchall()
             if len(rows) > 1:
-                raise AmbiguousRefError(
-                    f"id prefix {ref!r} matches more than one blueprint",
-                    hint="give more characters of the id",
-                )
+                count = len(rows)
+                if count > _AMBIGUOUS_SHOWN:
+                    count = cur.execute(f"SELECT COUNT(*) {span}", bounds).fetchone()[0]
+                paths = [Row.from_tuple(r).path for r in rows[:_AMBIGUOUS_SHOWN]]
+                raise _ambiguous_prefix(ref, paths, count)
             if rows:
                 return Row.from_tuple(rows[0])
         gone = None if include_deleted else self._deleted_by(cur, ref, rels[0] if rels else None)
@@ -2524,7 +2535,7 @@ class BlueprintStore:
             if other.path == rel:
                 raise AlreadyExistsError(
                     f"{rel} is already taken by blueprint {other.id}",
-                    hint="choose another path, or save with that blueprint's id",
+                    hint=_TAKEN_HINT,
                 )
             raise UnsafePathError(
                 f"{rel} differs only by case from {other.path}",
@@ -3714,7 +3725,16 @@ class BlueprintStore:
         _origin_arg(origin)
         with self.index.read() as cur:
             row = self._resolve(cur, ref)
-        return self.save(new_path, None, id=row.id, origin=origin, tx_hook=tx_hook)
+        try:
+            return self.save(new_path, None, id=row.id, origin=origin, tx_hook=tx_hook)
+        except AlreadyExistsError as exc:
+            if exc.hint != _TAKEN_HINT:
+                raise  # (a folder or link in a file's place: its own hint says what to do)
+            # (save's hint, "or save with that blueprint's id", would overwrite that blueprint,
+            # which no move means.)
+            raise AlreadyExistsError(
+                exc.message, hint="choose another path, or first move or delete the blueprint there"
+            ) from exc
 
     # -- queries -----------------------------------------------------------------------------------
 
@@ -4641,6 +4661,18 @@ def _no_nul(name: str, value: str) -> None:
         )
 
 
+def _ambiguous_prefix(prefix: str, paths: builtins.list[str], count: int) -> AmbiguousRefError:
+    """The error for an id prefix that ``count`` blueprints have, naming the first ``paths``.
+
+    "matches more than one blueprint" alone left the person to find which, with 'ls' and ids
+    cut to 8 characters that may all start alike."""
+    more = f" and {count - len(paths)} more" if count > len(paths) else ""
+    return AmbiguousRefError(
+        f"id prefix {prefix!r} matches {count} blueprints: {', '.join(paths)}{more}",
+        hint="give more characters of the id, or the blueprint's path",
+    )
+
+
 def _meta_text_arg(name: str, value: Any) -> None:
     """A text meta field given to save (name, description, author, version)."""
     if not isinstance(value, str):
@@ -4655,6 +4687,7 @@ def _tags_arg(tags: Any) -> str | builtins.list[str]:
     """save's tags: one tag as a str, or a list (any iterable but a mapping) of str."""
     if isinstance(tags, str):
         _no_nul("the tag", tags)
+        _new_tag(tags)
         return tags
     if isinstance(tags, Mapping | bytes) or not isinstance(tags, Iterable):
         raise InvalidMetaError(
@@ -4669,7 +4702,28 @@ def _tags_arg(tags: Any) -> str | builtins.list[str]:
                 hint="pass each tag as text, e.g. tags=['a', 'b']",
             )
         _no_nul("the tag", tag)
+        _new_tag(tag)
+    count = len(normalize_tags(tags))
+    if count > MAX_TAGS:
+        raise InvalidMetaError(
+            f"{count:,} tags, over the limit of {MAX_TAGS} a blueprint has",
+            hint="keep the tags to a few labels; the description holds longer text",
+        )
     return tags
+
+
+def _new_tag(tag: str) -> None:
+    """Refuse a tag given to a save that is empty, too long or not on one line.
+
+    An empty one (tags="", `--tag ""` from an unset variable) was dropped, and so cleared every
+    tag the blueprint had."""
+    problem = tag_problem(tag)
+    if problem:
+        raise InvalidMetaError(
+            f"the tag {tag[:60]!r}{'...' if len(tag) > 60 else ''} {problem}",
+            hint=f"give each tag as a label of 1-{MAX_TAG_CHARS} characters on one line "
+            "(tags=[] removes them all)",
+        )
 
 
 def _origin_arg(origin: Any) -> str:

@@ -787,7 +787,12 @@ def _read_take_file(name: str) -> str:
     try:
         return Path(name).read_text(encoding="utf-8")
     except FileNotFoundError:
-        fail(f"{name} is neither local, remote nor a file", code=2)
+        # (Exit 2, as for any input file named on the command line that does not exist.)
+        fail(
+            f"{name} is neither local, remote nor a file",
+            code=2,
+            hint="--take takes local, remote, or the path of a file holding the resolved text",
+        )
     except (OSError, UnicodeDecodeError) as exc:
         fail(f"cannot read {name}: {exc}", hint="give a UTF-8 YAML file")
 

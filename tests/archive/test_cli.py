@@ -171,7 +171,8 @@ def test_errors_are_one_line_with_the_documented_codes(src: Path, tmp_path: Path
 
 def test_import_of_a_missing_file_or_a_fifo_is_one_line(tmp_path: Path) -> None:
     code, out, err = run(tmp_path / "dst", "import", str(tmp_path / "missing.lsbundle"))
-    assert code == 4 and out == "" and err.startswith("error: no such bundle")
+    # Exit 2 (bad usage), as for every input file named on the command line (docs/cli.md).
+    assert code == 2 and out == "" and err.startswith("error: no such bundle")
     assert "Traceback" not in err and err.count("\n") <= 2
     fifo = tmp_path / "pipe.lsbundle"
     os.mkfifo(fifo)  # nobody writes to it: opening it blocking would hang the import

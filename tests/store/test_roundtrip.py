@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 import localstore
-from localstore.blueprint import dump_yaml, parse_yaml
+from localstore.blueprint import dump_yaml, parse_yaml, tag_problem
 from localstore.errors import InvalidYAMLError
 from tests.conftest import STRESS
 
@@ -91,7 +91,11 @@ def test_text_round_trip_keeps_bytes(tmp_path_factory, doc, comments, crlf) -> N
     name=text,
     description=text,
     tags=st.lists(
-        text.filter(lambda t: t.strip() == t and t), max_size=5, unique_by=lambda t: _nfc(t)
+        # (What a save takes as a tag: one line, no control character. Other tags come only
+        # through a meta file and are kept as they are: test_cli_consistency.py.)
+        text.filter(lambda t: t.strip() == t and not tag_problem(t)),
+        max_size=5,
+        unique_by=lambda t: _nfc(t),
     ),
 )
 @example(name="", description="\U0002f800", tags=["\U0002f800"])  # (found by a CI run)
