@@ -17,6 +17,7 @@ from localstore.cli import (
     TAG,
     TEXT,
     CliContext,
+    InputPath,
     errors_to_exit,
     fail,
     json_text,
@@ -194,7 +195,7 @@ def init_cmd(ctx: CliContext) -> None:
     "-f",
     "--file",
     "source",
-    type=click.Path(dir_okay=False, allow_dash=True),
+    type=InputPath("the YAML file to save", allow_dash=True),
     help="Read the YAML from FILE ('-' for stdin). Default: stdin.",
 )
 @click.option("--tag", "tags", multiple=True, type=TAG, help="Set tags (repeatable).")

@@ -46,3 +46,13 @@ def test_a_zip_without_a_manifest_points_at_save_for_yaml_files(run, tmp_path: P
     err = _one_error_line(run("import", str(plain)), 1)
     assert "the bundle has no manifest.json" in err
     assert "'localstore save PATH -f FILE'" in err and "'localstore export'" in err
+
+
+def test_an_empty_import_path_is_said_in_the_commands_words(run) -> None:
+    """`import ""` (an unset variable) said "path '' is not a usable file path ... as path"."""
+    err = _one_error_line(run("import", ""), 2)
+    assert "FILE is empty (give FILE the path of the bundle to import)" in err
+    assert "as path" not in err and "usable" not in err
+    # (`save -f ""` was "no such file:  (check the file name)".)
+    err = _one_error_line(run("save", "team/new", "-f", ""), 2)
+    assert "-f is empty (give -f the path of the YAML file to save)" in err
