@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import click
@@ -19,6 +21,7 @@ from localstore.cli import (
     CliContext,
     InputPath,
     errors_to_exit,
+    exit_code_of,
     fail,
     json_text,
     limit_count,
@@ -232,7 +235,7 @@ def save_cmd(
             f"YAML is over the limit of {limit} bytes",
             hint="split the blueprint or raise max_yaml_bytes in config.yaml",
         )
-    with errors_to_exit():
+    with errors_to_exit(), _file_words_for_encoding():
         bp = ctx.store(writes="save a blueprint").save(
             path, content, tags=list(tags) or None, name=name, description=description
         )
@@ -240,6 +243,20 @@ def save_cmd(
             {k: v for k, v in bp.to_dict().items() if k != "content"},
             lambda: click.echo(f"saved {bp.path} (id {bp.id}, rev {bp.rev})"),
         )
+
+
+@contextmanager
+def _file_words_for_encoding() -> Iterator[None]:
+    """Exit with the CLI's hint for YAML that is not UTF-8: the API's also says to pass the
+    content as a str, which a file or a pipe cannot do."""
+    from localstore.errors import InvalidYAMLError
+
+    try:
+        yield
+    except InvalidYAMLError as exc:
+        if not isinstance(exc.__cause__, UnicodeDecodeError):
+            raise
+        fail(exc.message, code=exit_code_of(exc), hint="save it as UTF-8")
 
 
 def _check_tag_count(tags: Sequence[str]) -> None:

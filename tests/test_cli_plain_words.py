@@ -4,13 +4,16 @@ terminal."""
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
+from localstore.blueprint import parse_yaml
 from localstore.cli import cli
+from localstore.errors import InvalidYAMLError
 
 
 @pytest.fixture
@@ -56,3 +59,31 @@ def test_an_empty_import_path_is_said_in_the_commands_words(run) -> None:
     # (`save -f ""` was "no such file:  (check the file name)".)
     err = _one_error_line(run("save", "team/new", "-f", ""), 2)
     assert "-f is empty (give -f the path of the YAML file to save)" in err
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        ("a: 1\n".encode("utf-16"), "YAML is UTF-16 (it starts with a UTF-16 byte order mark)"),
+        (b"\xfe\xff" + "a: 1\n".encode("utf-16-be"), "YAML is UTF-16"),
+        ("a: caf\u00e9\n".encode("latin-1"), "YAML is not UTF-8 (invalid continuation byte"),
+    ],
+)
+def test_yaml_that_is_not_utf8_says_so_in_the_clis_words(
+    run, tmp_path: Path, content: bytes, said: str
+) -> None:
+    """The hint was the API's "or pass the content as a str", which a command line cannot do,
+    and a UTF-16 file (Notepad's "Unicode", PowerShell's `>`) was "invalid start byte"."""
+    source = tmp_path / "in.yaml"
+    source.write_bytes(content)
+    err = _one_error_line(run("save", "team/new", "-f", str(source)), 1)
+    assert said in err and "save it as UTF-8" in err and " str" not in err
+    assert run("show", "team/new").exit_code == 4  # nothing saved
+    as_json = json.loads(run("--json", "save", "team/new", input=content).stderr)["error"]
+    assert said in as_json["message"] and "str" not in as_json["hint"]
+
+
+def test_the_apis_not_utf8_hint_still_names_str(tmp_path: Path) -> None:
+    with pytest.raises(InvalidYAMLError, match="UTF-16") as caught:
+        parse_yaml("a: 1\n".encode("utf-16"))
+    assert caught.value.hint == "save it as UTF-8, or pass the content as a str"
