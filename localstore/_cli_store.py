@@ -49,6 +49,12 @@ _STREAM_CHUNK = 1_000
 _CONTROLS = {c: "?" for c in (*range(0x20), *range(0x7F, 0xA0))}
 
 
+def _shown(cell: str) -> str:
+    """A cell as a listing shows it, on a terminal or in a pipe: its control characters as '?'
+    (a newline in a tag kept from a hand-edited meta made a two-line cell on a terminal)."""
+    return cell.translate(_CONTROLS)
+
+
 def _table(
     title: str,
     columns: list[str],
@@ -73,7 +79,7 @@ def _table(
         table.add_column(c, overflow="fold")
     for r in rows:
         # Text, not str: file names and snippets must never be read as rich markup.
-        table.add_row(*(Text(c) if isinstance(c, str) else c for c in r))
+        table.add_row(*(Text(_shown(c)) if isinstance(c, str) else c for c in r))
     console.print(table)
 
 
@@ -98,7 +104,7 @@ def _plain_rows(columns: list[str], rows: Sequence[Sequence[str]]) -> Iterable[s
     """Lines of a plain table: each column padded to its widest cell (in terminal cells)."""
     from rich.cells import cell_len
 
-    clean = [[c.translate(_CONTROLS) for c in r] for r in rows]
+    clean = [[_shown(c) for c in r] for r in rows]
     widths = [cell_len(c) for c in columns]
     for r in clean:
         for k, c in enumerate(r):

@@ -87,3 +87,23 @@ def test_the_apis_not_utf8_hint_still_names_str(tmp_path: Path) -> None:
     with pytest.raises(InvalidYAMLError, match="UTF-16") as caught:
         parse_yaml("a: 1\n".encode("utf-16"))
     assert caught.value.hint == "save it as UTF-8, or pass the content as a str"
+
+
+def _tag_by_hand(home: Path, tag: str) -> None:
+    """Give team/flow a tag no save takes, as a hand-edited meta file can (kept as it is)."""
+    meta = home / "blueprints" / "team" / "flow.blueprint.meta.json"
+    data = json.loads(meta.read_text(encoding="utf-8"))
+    meta.write_text(json.dumps({**data, "tags": [tag]}), encoding="utf-8")
+
+
+def test_ls_on_a_terminal_shows_a_control_character_in_a_tag_as_in_a_pipe(run, home: Path) -> None:
+    """On a terminal a newline in a stored tag made a two-line cell (an escape sequence went to the
+    terminal as it was); a pipe showed '?'. Both now show '?'."""
+    _tag_by_hand(home, "two\nlines\x1b[31m")
+    terminal = {"FORCE_COLOR": "1", "NO_COLOR": "", "COLUMNS": "200", "TERM": "xterm"}
+    tty = run("ls", **terminal)
+    piped = run("ls", COLUMNS="200")
+    assert tty.exit_code == 0 and piped.exit_code == 0, (tty.output, piped.output)
+    assert "two?lines?[31m" in piped.output
+    assert "two?lines?[31m" in tty.output and "\x1b[31m" not in tty.output
+    assert "│ team/flow" in tty.output  # (a rich table, not the piped lines)
