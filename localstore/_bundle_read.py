@@ -232,12 +232,21 @@ def is_encrypted(path: str | os.PathLike[str]) -> bool:
         return True
     if head[:4] in _ZIP_MAGICS:
         return False
-    # A person with a plain YAML file tries import first: point at save, which takes one.
-    raise BundleFormatError(
-        f"{os.fspath(path)} is not a .lsbundle",
-        hint="export one with 'localstore export'; a YAML file is added with "
-        "'localstore save PATH -f FILE' (store.save() from Python)",
-    )
+    if not head:
+        # (A download cut short, or `> x.lsbundle` by mistake: "not a .lsbundle" sent people
+        # looking for what else the file might be.)
+        raise BundleFormatError(
+            f"{os.fspath(path)} is empty (0 bytes)",
+            hint="export the bundle again, or copy it again if the copy was cut short",
+        )
+    raise BundleFormatError(f"{os.fspath(path)} is not a .lsbundle", hint=_NOT_A_BUNDLE_HINT)
+
+
+# A person with a plain YAML file (or a zip of them) tries import first: point at save.
+_NOT_A_BUNDLE_HINT = (
+    "export one with 'localstore export'; a YAML file is added with "
+    "'localstore save PATH -f FILE' (store.save() from Python)"
+)
 
 
 def _staging_error(exc: OSError, folder: Path) -> StorageError:
@@ -651,7 +660,10 @@ def _no_manifest(files: dict[str, zipfile.ZipInfo]) -> BundleFormatError:
             hint="zip what the folder holds (manifest.json and blueprints/), not the folder, "
             "or export the bundle again",
         )
-    return BundleFormatError("the bundle has no manifest.json", hint="is it a .lsbundle?")
+    # A zip of loose YAML files, most likely: "is it a .lsbundle?" gave no way on.
+    return BundleFormatError(
+        "the bundle has no manifest.json: it is a zip, not a .lsbundle", hint=_NOT_A_BUNDLE_HINT
+    )
 
 
 # -- the zip directory ------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from localstore.cli import (
     FILTER,
     OUTPUT_PATH,
     CliContext,
+    InputPath,
     errors_to_exit,
     fail,
     no_such_file,
@@ -210,7 +211,7 @@ def _export_yaml(
 
 
 @click.command("import")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=InputPath("the bundle to import"))
 @click.option(
     "--on-conflict",
     type=click.Choice(CONFLICT_POLICIES),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import click
@@ -17,7 +19,9 @@ from localstore.cli import (
     TAG,
     TEXT,
     CliContext,
+    InputPath,
     errors_to_exit,
+    exit_code_of,
     fail,
     json_text,
     limit_count,
@@ -45,6 +49,12 @@ _STREAM_CHUNK = 1_000
 _CONTROLS = {c: "?" for c in (*range(0x20), *range(0x7F, 0xA0))}
 
 
+def _shown(cell: str) -> str:
+    """A cell as a listing shows it, on a terminal or in a pipe: its control characters as '?'
+    (a newline in a tag kept from a hand-edited meta made a two-line cell on a terminal)."""
+    return cell.translate(_CONTROLS)
+
+
 def _table(
     title: str,
     columns: list[str],
@@ -69,7 +79,7 @@ def _table(
         table.add_column(c, overflow="fold")
     for r in rows:
         # Text, not str: file names and snippets must never be read as rich markup.
-        table.add_row(*(Text(c) if isinstance(c, str) else c for c in r))
+        table.add_row(*(Text(_shown(c)) if isinstance(c, str) else c for c in r))
     console.print(table)
 
 
@@ -94,7 +104,7 @@ def _plain_rows(columns: list[str], rows: Sequence[Sequence[str]]) -> Iterable[s
     """Lines of a plain table: each column padded to its widest cell (in terminal cells)."""
     from rich.cells import cell_len
 
-    clean = [[c.translate(_CONTROLS) for c in r] for r in rows]
+    clean = [[_shown(c) for c in r] for r in rows]
     widths = [cell_len(c) for c in columns]
     for r in clean:
         for k, c in enumerate(r):
@@ -194,7 +204,7 @@ def init_cmd(ctx: CliContext) -> None:
     "-f",
     "--file",
     "source",
-    type=click.Path(dir_okay=False, allow_dash=True),
+    type=InputPath("the YAML file to save", allow_dash=True),
     help="Read the YAML from FILE ('-' for stdin). Default: stdin.",
 )
 @click.option("--tag", "tags", multiple=True, type=TAG, help="Set tags (repeatable).")
@@ -231,7 +241,7 @@ def save_cmd(
             f"YAML is over the limit of {limit} bytes",
             hint="split the blueprint or raise max_yaml_bytes in config.yaml",
         )
-    with errors_to_exit():
+    with errors_to_exit(), _file_words_for_encoding():
         bp = ctx.store(writes="save a blueprint").save(
             path, content, tags=list(tags) or None, name=name, description=description
         )
@@ -239,6 +249,20 @@ def save_cmd(
             {k: v for k, v in bp.to_dict().items() if k != "content"},
             lambda: click.echo(f"saved {bp.path} (id {bp.id}, rev {bp.rev})"),
         )
+
+
+@contextmanager
+def _file_words_for_encoding() -> Iterator[None]:
+    """Exit with the CLI's hint for YAML that is not UTF-8: the API's also says to pass the
+    content as a str, which a file or a pipe cannot do."""
+    from localstore.errors import InvalidYAMLError
+
+    try:
+        yield
+    except InvalidYAMLError as exc:
+        if not isinstance(exc.__cause__, UnicodeDecodeError):
+            raise
+        fail(exc.message, code=exit_code_of(exc), hint="save it as UTF-8")
 
 
 def _check_tag_count(tags: Sequence[str]) -> None:

@@ -8,6 +8,7 @@ exhausting memory when some later code walks it.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import math
@@ -149,6 +150,20 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
+def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> InvalidYAMLError:
+    """The error for YAML bytes that are not UTF-8 (the CLI gives its own hint for the same
+    ``__cause__``: a command line cannot pass a str)."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        # Notepad's "Unicode" and Windows PowerShell's `>` write UTF-16 with a byte order mark:
+        # "invalid start byte at byte 0" did not say what the file is.
+        what = "UTF-16 (it starts with a UTF-16 byte order mark), not UTF-8"
+    else:
+        what = f"not UTF-8 ({exc.reason} at byte {exc.start})"
+    return InvalidYAMLError(
+        f"YAML is {what}", hint="save it as UTF-8, or pass the content as a str"
+    )
+
+
 def parse_yaml(text: str | bytes, limits: YamlLimits | None = None) -> dict[str, Any]:
     """Parse a blueprint document into a mapping, within limits.
 
@@ -166,10 +181,7 @@ def parse_yaml(text: str | bytes, limits: YamlLimits | None = None) -> dict[str,
     try:
         source = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidYAMLError(
-            f"YAML is not UTF-8 ({exc.reason} at byte {exc.start})",
-            hint="save the file as UTF-8, or pass the content as a str",
-        ) from exc
+        raise _not_utf8(raw, exc) from exc
     loader = _Loader(source)
     try:
         node = loader.get_single_node()

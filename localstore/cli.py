@@ -393,21 +393,44 @@ class _FilterText(_Utf8Text):
 FILTER = _FilterText()
 
 
+def _refuse_empty_path(
+    text: str, param: click.Parameter | None, ctx: click.Context | None, what: str
+) -> None:
+    """Bad usage for an empty file path (a variable left unset), said in the command's words:
+    the API's were "dest '' is not a usable file path ... pass the bundle file's real path as
+    dest" (or "as path"), its parameter's name. ``what``: the file the path is for."""
+    if text:
+        return
+    if isinstance(param, click.Option):
+        where = param.opts[0]
+    else:
+        where = param.human_readable_name if param is not None else "the path"
+    raise _BadText(f"{where} is empty (give {where} the path of {what})", ctx=ctx)
+
+
 class _OutputPath(_Utf8Text):
-    """A file to write (`export -o`): empty is bad usage said in the option's words, not the
-    API's ("dest '' is not a usable file path ... pass the bundle file's real path as dest")."""
+    """A file to write (`export -o`): empty is bad usage."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         text = super().convert(value, param, ctx)
-        if not text:
-            where = param.opts[0] if param is not None and param.opts else "the file"
-            raise _BadText(
-                f"{where} is empty (give {where} the path of the file to write)", ctx=ctx
-            )
+        _refuse_empty_path(text, param, ctx, "the file to write")
         return text
 
 
 OUTPUT_PATH = _OutputPath()
+
+
+class InputPath(click.Path):
+    """A file to read (`import FILE`): a click.Path (a file name may be any bytes; a folder is
+    refused), and empty is bad usage. ``what``: the file, for the error ("the bundle to import")."""
+
+    def __init__(self, what: str, *, allow_dash: bool = False) -> None:
+        super().__init__(dir_okay=False, allow_dash=allow_dash)
+        self.what = what
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        _refuse_empty_path(os.fsdecode(value), param, ctx, self.what)
+        return super().convert(value, param, ctx)
 
 
 class _TagText(_Utf8Text):

@@ -403,10 +403,21 @@ class PostgresCluster:
     def restart(self) -> None:
         """Stop the postmaster and start it again on the same port and data (as ``pg_ctl restart
         -m fast``): every connection to it ends. Raises ClusterStartError if it does not come up."""
+        self.pause()
+        self.resume()
+
+    def pause(self) -> None:
+        """Stop the postmaster, keeping its port and data for :meth:`resume`: every connection
+        to it ends, and new ones are refused until then (Postgres down, for tests)."""
         if self._proc is None or self._port is None:
             raise LocalCloudError("the cluster is not running", hint="call start() first")
         self._release_reaper()  # (it would take the stopped postmaster for a crash of ours)
         self._shutdown(self._proc)
+
+    def resume(self) -> None:
+        """Start a paused postmaster again; raises ClusterStartError if it does not come up."""
+        if self._port is None:
+            raise LocalCloudError("the cluster is not running", hint="call start() first")
         if not self._launch(self._port):
             raise ClusterStartError(
                 "the PostgreSQL server did not start again: " + self._log_tail(),

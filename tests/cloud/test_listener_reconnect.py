@@ -66,9 +66,16 @@ class Subscriber:
         self.changes: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.broadcasts: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.systems: asyncio.Queue[Any] = asyncio.Queue()
+        self.errors: asyncio.Queue[Exception] = asyncio.Queue()
         self.topic = f"rc-{uuid.uuid4().hex[:8]}"
 
     async def join(self, client: Any) -> None:
+        await self.subscribe(client)
+        assert await self.state() == "SUBSCRIBED"
+        await self.subscribed_to_postgres()  # the join's own
+
+    async def subscribe(self, client: Any) -> None:
+        """Join the channel; what the server answers is queued."""
         ch = client.channel(self.topic)
         ch.on_postgres_changes(
             RealtimePostgresChangesListenEvent.All,
@@ -78,9 +85,13 @@ class Subscriber:
         )
         ch.on_broadcast("*", self.broadcasts.put_nowait)
         ch.on_system(self.systems.put_nowait)
-        await ch.subscribe(lambda state, err: self.states.put_nowait(state.value))
-        assert await self.state() == "SUBSCRIBED"
-        await self.subscribed_to_postgres()  # the join's own
+
+        def on_state(state: Any, err: Exception | None) -> None:
+            self.states.put_nowait(state.value)
+            if err is not None:
+                self.errors.put_nowait(err)
+
+        await ch.subscribe(on_state)
 
     async def state(self) -> str:
         return await asyncio.wait_for(self.states.get(), TIMEOUT)
@@ -158,6 +169,39 @@ def test_a_restarted_postgres_is_reconnected_and_channels_told_to_re_read(
             await sub.sees_live_traffic(cloud)
             rows = await client.table("rt_public").select("id").limit(1).execute()
             assert rows.data
+        finally:
+            await close_async(client, http)
+
+    asyncio.run(scenario())
+
+
+def test_a_join_while_postgres_is_down_gets_a_system_error_and_keeps_the_socket(
+    own_cloud: LocalCloud,
+) -> None:
+    """A phx_join with postgres_changes while Postgres was down raised out of the socket's loop
+    (the join's check of the publication): the gateway closed the socket, and every channel on
+    it went with it. Hosted Realtime answers the join with a ``system`` error for
+    postgres_changes and keeps the socket; the channels joined before stay joined."""
+    cloud = own_cloud
+
+    async def scenario() -> None:
+        client, http = await async_client(cloud)
+        try:
+            joined = Subscriber()
+            await joined.join(client)
+            await asyncio.to_thread(cloud.cluster.pause)
+            try:
+                late = Subscriber()
+                await late.subscribe(client)
+                assert await late.state() == "SUBSCRIBED"  # (the phx_reply, before the check)
+                assert await late.state() == "CHANNEL_ERROR"
+                error = await asyncio.wait_for(late.errors.get(), TIMEOUT)
+                assert "unable to connect to the project database" in str(error)
+                assert '"extension": "postgres_changes"' in str(error)
+            finally:
+                await asyncio.to_thread(cloud.cluster.resume)
+            await joined.resubscribed()  # (on the same socket: nothing closed it)
+            await joined.sees_live_traffic(cloud)
         finally:
             await close_async(client, http)
 

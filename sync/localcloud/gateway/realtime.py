@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+import psycopg
 from aiohttp import WSMsgType, web
 
 from sync.localcloud.gateway import jsontext
@@ -28,6 +29,12 @@ from sync.localcloud.gateway.keys import JWTCheckError, ProjectKeys
 from sync.localcloud.gateway.visibility import Visibility
 
 log = logging.getLogger(__name__)
+
+# How long a join's check of the publication waits for a database connection: the pool's default
+# (30 s) is past the client's join timeout (10 s), and the socket's other frames wait meanwhile.
+JOIN_CHECK_S = 5.0
+# Hosted Realtime's words when the project's database cannot be reached.
+UNREACHABLE = "Realtime was unable to connect to the project database"
 
 ANY = "*"
 SUBSCRIBED = "Subscribed to PostgreSQL"  # the system ok of a channel's database subscription
@@ -240,10 +247,15 @@ class RealtimeHub:
             await self._confirm_bindings(channel)
 
     async def _confirm_bindings(self, channel: Channel) -> None:
-        missing = [
-            b for b in channel.bindings
-            if b.table not in (None, ANY) and not await self.visibility.published(b.schema, str(b.table))
-        ]  # fmt: skip
+        try:
+            missing = [b for b in channel.bindings if not await self._published(b)]
+        except psycopg.Error as exc:
+            # Postgres down or restarting: raised out of the socket's loop, this closed the
+            # socket and every channel on it. Hosted answers the join with a system error and
+            # keeps the socket (the client rejoins; changes_lost says when the database is back).
+            log.warning("realtime: a join's tables cannot be checked, no database: %s", exc)
+            await _send_system(channel, "postgres_changes", "error", UNREACHABLE)
+            return
         if missing:
             params = ", ".join(f"[schema: {b.schema}, table: {b.table}]" for b in missing)
             message = (
@@ -256,6 +268,14 @@ class RealtimeHub:
         await _send_system(channel, "postgres_changes", status, message)
         for hook in self.on_subscribe:
             hook()
+
+    async def _published(self, binding: Binding) -> bool:
+        """Whether a binding's table is in the publication (any table: yes); raises psycopg.Error."""
+        if binding.table in (None, ANY):
+            return True
+        return await self.visibility.published(
+            binding.schema, str(binding.table), timeout=JOIN_CHECK_S
+        )
 
     async def _access_token(self, channel: Channel, payload: dict[str, Any], ref: Any) -> None:
         try:

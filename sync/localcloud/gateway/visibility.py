@@ -73,10 +73,16 @@ class Visibility:
         self._meta.clear()
 
     async def published(
-        self, schema: str, table: str, publication: str = "supabase_realtime"
+        self,
+        schema: str,
+        table: str,
+        publication: str = "supabase_realtime",
+        *,
+        timeout: float | None = None,
     ) -> bool:
-        """Whether ``schema.table`` is in the realtime publication."""
-        async with self.db.admin.connection() as conn:
+        """Whether ``schema.table`` is in the realtime publication. ``timeout``: seconds to wait
+        for a connection (the pool's default when None); raises psycopg.Error (PoolTimeout)."""
+        async with self.db.admin.connection(timeout=timeout) as conn:
             cur = await conn.execute(
                 "select 1 from pg_publication_tables where pubname = %s and schemaname = %s"
                 " and tablename = %s",
