@@ -1094,7 +1094,11 @@ class _Planner:
         acts = item.action not in ("unchanged", "skip")
         if acts and (current is None or current.deleted or current.path != item.target_path):
             self._check_target(item)
-            if item.action != "refused" and (current is None or current.deleted):
+            if item.action != "refused" and (
+                current is None
+                or current.deleted
+                or fs.path_key(current.path) != fs.path_key(item.target_path)  # (a move there)
+            ):
                 self._note_orphan_meta(item)
         if item.action not in ("unchanged", "skip", "refused") and item.target_id:
             # (No target id: a file not recorded yet, whose id its recording makes up.)
@@ -1207,8 +1211,8 @@ class _Planner:
             item.error = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
 
     def _note_orphan_meta(self, item: ImportItem) -> None:
-        """Say in the reason of an item that creates its pair where a meta file sits without
-        its YAML that the save keeps that file in data/recovered/ first (see
+        """Say in the reason of an item that creates or moves its pair where a meta file sits
+        without its YAML that the save keeps that file in data/recovered/ first (see
         BlueprintStore._keep_orphan_meta), as reconcile would: the dry run tells it too."""
         meta_rel = fs.meta_path_for(item.target_path)
         try:
