@@ -2205,7 +2205,11 @@ class Reconciler:
 
     def _handle_orphan(self, cur: Any, rel: str, report: CheckReport) -> None:
         raw = self._read_meta(rel)
-        lives, leftover = orphan_home(cur, rel, raw)
+        # A read cut at the limit is never kept nor judged: its first megabyte kept and the file
+        # removed lost the rest. (decode_meta refuses a meta file that large anyway; this does
+        # not hang on that.) Such a file stays where it is, reported.
+        whole = raw is None or len(raw) <= META_READ_LIMIT
+        lives, leftover = orphan_home(cur, rel, raw) if whole else (None, False)
         if leftover:
             fs.remove_file(self.store.root / rel)
             report.fixed.append({"kind": "orphan-meta", "path": rel, "detail": "removed"})

@@ -1094,7 +1094,11 @@ class _Planner:
         acts = item.action not in ("unchanged", "skip")
         if acts and (current is None or current.deleted or current.path != item.target_path):
             self._check_target(item)
-            if item.action != "refused" and (current is None or current.deleted):
+            if item.action != "refused" and (
+                current is None
+                or current.deleted
+                or fs.path_key(current.path) != fs.path_key(item.target_path)  # (a move there)
+            ):
                 self._note_orphan_meta(item)
         if item.action not in ("unchanged", "skip", "refused") and item.target_id:
             # (No target id: a file not recorded yet, whose id its recording makes up.)
@@ -1207,8 +1211,8 @@ class _Planner:
             item.error = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
 
     def _note_orphan_meta(self, item: ImportItem) -> None:
-        """Say in the reason of an item that creates its pair where a meta file sits without
-        its YAML that the save keeps that file in data/recovered/ first (see
+        """Say in the reason of an item that creates or moves its pair where a meta file sits
+        without its YAML that the save keeps that file in data/recovered/ first (see
         BlueprintStore._keep_orphan_meta), as reconcile would: the dry run tells it too."""
         meta_rel = fs.meta_path_for(item.target_path)
         try:
@@ -1646,13 +1650,19 @@ def _record_edits_first(store: BlueprintStore, entries: Sequence[BundleEntry]) -
     store._record_edits_first(rels, ORIGIN, store._new_path_check())
 
 
-def _recorder(item: ImportItem) -> Callable[[Any, Any], None]:
+def _recorder(
+    store: BlueprintStore, item: ImportItem, committed: list[ImportItem]
+) -> Callable[[Any, Any], None]:
+    """The save's hook of ``item``: records where it went, and adds it to ``committed`` once
+    its batch's COMMIT is done (never if that rolls back: the callback is dropped with it)."""
+
     def record(cur: Any, bp: Any) -> None:
         cur.execute(
             "INSERT OR REPLACE INTO archive_imports "
             "(src_id, src_hash, result_id, action, ts, src_path) VALUES (?, ?, ?, ?, ?, ?)",
             (item.id, item._src_hash, bp.id, item.action, utc_now(), item.path),
         )
+        store.index.after_commit(lambda: committed.append(item))
 
     return record
 
@@ -1662,8 +1672,12 @@ def _recorder(item: ImportItem) -> Callable[[Any, Any], None]:
 APPLY_CHUNK = 256
 
 
-def _apply_items(store: BlueprintStore, items: list[ImportItem]) -> None:
-    """Save the actionable items through the store's batch path; per-item errors stay per item."""
+def _apply_items(
+    store: BlueprintStore, items: list[ImportItem], committed: list[ImportItem]
+) -> None:
+    """Save the actionable items through the store's batch path; per-item errors stay per item.
+    ``committed``: gets the items saved once their COMMIT is done (see _recorder), also when an
+    interrupt comes after it and the save raises that instead of returning."""
     todo: list[tuple[ImportItem, SaveRequest]] = []
     for item in items:
         if item.action in ("unchanged", "skip"):
@@ -1684,7 +1698,7 @@ def _apply_items(store: BlueprintStore, items: list[ImportItem]) -> None:
                     meta=item._meta,
                     id=item.target_id,
                     expected_rev=item._expected_rev,
-                    tx_hook=_recorder(item),
+                    tx_hook=_recorder(store, item, committed),
                 ),
             )
         )
@@ -1739,8 +1753,9 @@ def import_bundle(
 ) -> ImportResult:
     """Verify a bundle, plan, and (unless ``dry_run``) save each blueprint with origin "import".
 
-    Blueprints are saved ``batch_size`` per transaction (progress is reported per batch); an
-    interruption between batches leaves every blueprint either absent or complete.
+    Blueprints are saved ``batch_size`` per transaction (progress is reported per batch, also
+    for one whose transaction committed when an interrupt came); an interruption between
+    batches leaves every blueprint either absent or complete.
 
     Conflict policies: skip (leave the local one), overwrite (the bundle's content replaces it; the
     old stays in history), keep-both (the bundle's version becomes a new blueprint), merge (the
@@ -1785,7 +1800,16 @@ def import_bundle(
         step = batch_size
         for start in range(0, len(items), step):
             chunk = items[start : start + step]
-            _apply_items(store, chunk)
+            committed: list[ImportItem] = []
+            try:
+                _apply_items(store, chunk, committed)
+            except BaseException:
+                # Ctrl-C once the batch's COMMIT was done: the batch is in (the store keeps
+                # its files), so it is counted before the interrupt goes on. Left out, the
+                # CLI said it had imported fewer than it had.
+                if committed and progress is not None:
+                    progress("import", start + len(chunk), len(items))
+                raise
             if progress is not None:
                 progress("import", start + len(chunk), len(items))
     return result

@@ -540,6 +540,29 @@ def _recorded_now(path: str) -> fs.Recorded | None:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, fs.ino_key(st.st_ino))
 
 
+def _moves_to_a_new_name(row: Row, rel: str) -> bool:
+    """Whether a save of the live ``row`` at ``rel`` moves its pair to another name (not only
+    to another case or Unicode form of its own, whose meta file is the pair's)."""
+    return fs.path_key(row.path) != fs.path_key(rel)
+
+
+def _rename_over(src: Path, dst: Path, recorded: fs.Recorded) -> None:
+    """Rename the file ``src`` over ``dst`` if ``dst`` is still the file ``recorded`` (a meta
+    file without its YAML a move kept first); else raise TargetChangedError, that file in
+    place and ``src`` where it was (see files.replace_recorded). Raises OSError."""
+    st = os.lstat(src)
+    fs.replace_recorded(str(src), str(dst), recorded, (st.st_ino, st.st_size, st.st_mtime_ns))
+
+
+def _put_orphan_back(target: str, orphans: _Orphans | None) -> None:
+    """Put back at ``target`` the meta file without its YAML a failed save or move replaced
+    (see BlueprintStore._keep_orphan_meta), unless the name is taken again. Raises
+    StorageError."""
+    if orphans and target in orphans:
+        fs.ensure_dir(Path(target).parent)  # (a move back pruned the folder it left empty)
+        fs.create_file(Path(target), orphans[target][1])
+
+
 def _moved_recorded(was: fs.Recorded | None, path: str) -> fs.Recorded | None:
     """What a write is to replace at ``path``, where a move just renamed the file the index
     recorded as ``was``: its stats but the change time, which the rename set (None: no file
@@ -1968,8 +1991,8 @@ class BlueprintStore:
                 batch.keys.add(fs.path_key(existing.path))
             # (A flagged row's attribute: no file is read for any other save.)
             kept = self._keep_flagged(cur, existing, batch) if existing and existing.flagged else ""
-            if existing is None or existing.deleted:
-                orphan = self._keep_orphan_meta(cur, rel, target, batch)
+            if existing is None or existing.deleted or _moves_to_a_new_name(existing, rel):
+                orphan = self._keep_orphan_meta(cur, rel, target, batch, existing)
                 kept = "; ".join(filter(None, (kept, orphan)))
             mark = len(batch.events)
             bp = self._commit_pair(cur, existing, prepared, origin, batch, target)
@@ -1996,11 +2019,13 @@ class BlueprintStore:
             batch.ingested.setdefault(row.path, (yaml_bytes, meta_bytes))
         return keep_flagged(self, cur, row, yaml_bytes, meta_bytes, "a save replaced")
 
-    def _keep_orphan_meta(self, cur: Any, rel: str, target: str, batch: _Batch) -> str:
-        """Before a save creates the pair at ``rel`` where a meta file sits without its YAML (an
-        orphan: the YAML deleted by hand, another blueprint's meta copied there), keep that file
-        as reconcile would (see _reconcile.orphan_home); returns the event's sentence ('' when
-        nothing was kept). Raises StorageError.
+    def _keep_orphan_meta(
+        self, cur: Any, rel: str, target: str, batch: _Batch, existing: Row | None
+    ) -> str:
+        """Before a save creates the pair at ``rel`` (or moves ``existing``'s there) where a meta
+        file sits without its YAML (an orphan: the YAML deleted by hand, another blueprint's meta
+        copied there), keep that file as reconcile would (see _reconcile.orphan_home); returns
+        the event's sentence ('' when nothing was kept). Raises StorageError.
 
         Written over, its bytes were gone, in no revision and no report. Only the leftover of an
         interrupted move (its blueprint lives elsewhere, its bytes a version the store has) is
@@ -2028,8 +2053,12 @@ class BlueprintStore:
             kept, detail = done[1], done[2]
             note_kept(cur, self.paths.data, kept, meta_rel, detail)
         else:
+            live = existing is not None and not existing.deleted
+            when = (
+                f"a move brought {fs.printable(existing.path)} there" if live and existing else ""
+            )
             kept, detail = keep_orphan_meta(
-                self, cur, meta_rel, raw, lives, f"a save created {rel}"
+                self, cur, meta_rel, raw, lives, when or f"a save created {rel}"
             )
             batch.orphans_kept[meta_abs] = (digest, kept, detail)
         return f"a meta file without its YAML was at its name; kept at {kept}"
@@ -2682,7 +2711,8 @@ class BlueprintStore:
             # that reconcile recognises). Writing the new pair before removing the old one would
             # leave two pairs with the same id, indistinguishable from a user's copy.
             assert old_path is not None
-            self._rename_pair(old_path, p.path)
+            orphan = batch.orphans.get(meta_abs)
+            self._rename_pair(old_path, p.path, over=None if orphan is None else orphan[0])
             batch.made_dirs.clear()  # the move may have removed the folder it left
             batch.folders.clear()  # (and put names the listings do not hold: read them again)
             # The renames set the files' change times (taken again); size, mtime and inode stay
@@ -2770,8 +2800,8 @@ class BlueprintStore:
                         left = fs.remove_placed(target, placed[target])
                         if left is not None:
                             self._keep_set_aside([left], target)
-                        if orphans and target in orphans and left is None:
-                            fs.create_file(Path(target), orphans[target][1])
+                        if left is None:
+                            _put_orphan_back(target, orphans)
                 self._prune_empty_dirs(self.abspath(new_rel).parent)
             except (OSError, StorageError):
                 log.warning("could not remove %s after a failed save", new_rel)
@@ -2794,6 +2824,10 @@ class BlueprintStore:
                 return
             self._rename_pair_quiet(new_rel, existing.path)
             placed = self._moved_back(placed, new_rel, existing.path)
+            try:
+                _put_orphan_back(str(self.abspath(fs.meta_path_for(new_rel))), orphans)
+            except StorageError:  # (its copy in <data>/recovered/ stays: check reports it)
+                log.warning("could not put back %s after a failed move", fs.meta_path_for(new_rel))
         if not any(written):
             return
         ingested = ingested_pairs.get(existing.path) if ingested_pairs is not None else None
@@ -2905,23 +2939,29 @@ class BlueprintStore:
             except (OSError, StorageError):  # reconcile on the next open records the disk
                 log.warning("could not put back %s after a failed write", rel)
 
-    def _rename_pair(self, old_rel: str, new_rel: str) -> None:
+    def _rename_pair(self, old_rel: str, new_rel: str, *, over: fs.Recorded | None = None) -> None:
         """Move both files of a pair (YAML first; reconcile re-pairs a YAML that moved alone).
 
         The new names were found free: a file another program put at one since is not renamed
-        over (it was lost, unrecorded). Raises NameTakenError then, the pair back where it was."""
+        over (it was lost, unrecorded). Raises NameTakenError then, the pair back where it was.
+        ``over``: the meta file without its YAML at the new meta name, kept first (see
+        _keep_orphan_meta), replaced only if it is still that file (TargetChangedError else)."""
         moved: list[tuple[Path, Path]] = []
-        for src, dst in (
-            (old_rel, new_rel),
-            (fs.meta_path_for(old_rel), fs.meta_path_for(new_rel)),
+        for src, dst, recorded in (
+            (old_rel, new_rel, None),
+            (fs.meta_path_for(old_rel), fs.meta_path_for(new_rel), over),
         ):
             src_abs, dst_abs = self.abspath(src), self.abspath(dst)
             try:
                 # (The platform's rename: on Windows written through, the folder cannot be
                 # flushed there, and retried while an editor or a scanner has the file open.)
-                if not fs.rename_new(src_abs, dst_abs):
-                    self._move_back(moved, old_rel, new_rel)
+                if recorded is not None:
+                    _rename_over(src_abs, dst_abs, recorded)
+                elif not fs.rename_new(src_abs, dst_abs):
                     raise fs.NameTakenError(str(dst_abs))
+            except fs.NameTakenError:
+                self._move_back(moved, old_rel, new_rel)
+                raise
             except FileNotFoundError:
                 continue
             except OSError as exc:

@@ -73,3 +73,31 @@ def test_an_import_replaces_the_leftover_of_a_move_quietly(
     assert (dry.action, dry.reason) == (real.action, real.reason) == ("create", "")
     assert not (here.paths.data / "recovered").exists()
     assert here.check().clean
+
+
+@pytest.mark.parametrize("policy", archive.CONFLICT_POLICIES)
+def test_an_import_moving_a_blueprint_onto_an_orphan_meta_keeps_it(
+    stores: StoreFactory, tmp_path: Path, policy: str
+) -> None:
+    # The bundle has the blueprint at PATH, this home at another path: the import moves it
+    # there (store.save with its id), whose meta's rename found the orphan and failed.
+    src, here = stores("src"), stores("here")
+    bp = src.save("elsewhere/x", V1)
+    archive.import_bundle(here, _exported(src, tmp_path / "one.lsbundle"))
+    src.move("elsewhere/x", PATH)
+    bundle = _exported(src, tmp_path / "two.lsbundle")
+    orphan = json.dumps(ORPHAN).encode()
+    path = _put_orphan(here, orphan)
+    dry, real = _dry_then_real(here, bundle, policy)
+    assert (real.status, real.target_path) == ("done", YAML), real
+    assert (dry.action, dry.reason) == (real.action, real.reason)
+    assert META in real.reason and "data/recovered/" in real.reason
+    assert here.load(PATH).id == bp.id
+    assert json.loads(path.read_text())["id"] == bp.id
+    (kept,) = (here.paths.data / "recovered").glob(f"*/{META}")
+    assert kept.read_bytes() == orphan
+
+
+def _exported(store: BlueprintStore, out: Path) -> Path:
+    archive.export_bundle(store, out)
+    return out

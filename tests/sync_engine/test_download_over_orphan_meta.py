@@ -46,3 +46,31 @@ def test_a_download_keeps_an_orphan_meta_at_its_path(
     assert [p["path"] for p in problems] == [meta_rel]
     assert str(kept) in problems[0]["detail"]
     assert len(b.store.list()) == count
+
+
+def test_a_pulled_move_onto_an_orphan_meta_keeps_it_and_moves(
+    make_device: Callable[..., Device],
+) -> None:
+    # A move pulled from the server renames the pair here (store.save_many with its id): the
+    # meta's rename found its name taken, and every sync after failed the same way.
+    a, b = make_device("A"), make_device("B")
+    moved = a.store.save("d/old", "steps: [1]\n")
+    a.sync()
+    b.sync()
+    a.store.move("d/old", "d/new")
+    a.sync()
+    meta_rel = "d/new.blueprint.meta.json"
+    orphan = json.dumps(ORPHAN).encode()
+    path = b.store.abspath(meta_rel)
+    path.write_bytes(orphan)
+
+    report = b.sync()
+
+    assert report.quarantined == 0
+    assert b.store.load("d/new").id == moved.id
+    assert json.loads(path.read_text())["id"] == moved.id
+    assert not b.store.exists("d/old")
+    (kept,) = (b.home / "data" / "recovered").glob(f"*/{meta_rel}")
+    assert kept.read_bytes() == orphan
+    problems = [p for p in b.store.check().problems if p["kind"] == "edit-kept"]
+    assert [p["path"] for p in problems] == [meta_rel]
