@@ -87,7 +87,9 @@ def test_sync_goes_on_within_seconds_of_the_keychain_being_unlocked(
 
     def stopped_on_the_keychain() -> bool:
         st = _status(c)
-        return st["state"] == "error" and "locked" in (st["last_error"] or "")
+        # (The refresh can fail before the watcher has counted the edit as pending: wait for both.)
+        locked = st["state"] == "error" and "locked" in (st["last_error"] or "")
+        return locked and st["pending"] >= 1
 
     assert eventually(stopped_on_the_keychain, 30), (_status(c), d.output())
     st = _status(c)
