@@ -1518,4 +1518,5 @@ class Daemon:
 def _supabase_remote(settings: Settings) -> Remote:
     from sync.supabase_remote import remote_from_settings
 
-    return remote_from_settings(settings, timeout_s=REMOTE_TIMEOUT_S)
+    # A background process: a locked keychain is an error to wait on, never a prompt.
+    return remote_from_settings(settings, timeout_s=REMOTE_TIMEOUT_S, keychain_prompt=False)

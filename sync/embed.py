@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -954,7 +955,9 @@ def _locked_error(settings: Settings) -> SyncLockedError:
     )
 
 
-def _start_args(store: Any, remote: Any, watch: Any, engine_kwargs: dict[str, Any]) -> None:
+def _start_args(
+    store: Any, remote: Any, watch: Any, keychain_prompt: Any, engine_kwargs: dict[str, Any]
+) -> None:
     """start_sync's own arguments, checked before the lock is taken or a remote opened (an
     unknown keyword was a raw TypeError after the home's Supabase session was opened, and
     watch="no" started a watcher)."""
@@ -968,6 +971,7 @@ def _start_args(store: Any, remote: Any, watch: Any, engine_kwargs: dict[str, An
     if remote is not None:
         remote_arg(remote)
     _flag_arg("watch", watch)
+    _flag_arg("keychain_prompt", keychain_prompt)
     known = set(inspect.signature(SyncEngine.__init__).parameters) - {"self", "store", "remote"}
     unknown = sorted(set(engine_kwargs) - known)
     if unknown:
@@ -983,6 +987,7 @@ def start_sync(
     *,
     remote: Remote | None = None,
     watch: bool = True,
+    keychain_prompt: bool = False,
     **engine_kwargs: Any,
 ) -> EmbeddedSync:
     """Run the sync engine inside this process for ``store``'s home, holding the home lock.
@@ -991,14 +996,17 @@ def start_sync(
     is closed by ``stop()``, and replaced after a ``localstore logout``/``login``. ``watch``
     (default True) starts a Watcher on ``store`` so that edits made in an editor are synced, unless
     the app already runs one on this store; pass False for an app that starts its own later. The
-    watcher started here stops with the sync. Raises SyncLockedError when a daemon (or another
+    watcher started here stops with the sync. The home's session is read from sync's threads, so
+    a locked keychain stops sync until it is unlocked (sync then goes on within seconds) instead
+    of asking the user to unlock it; ``keychain_prompt=True`` lets keyring ask (an app whose user
+    expects that prompt: it comes at each read that finds the keychain locked). Raises SyncLockedError when a daemon (or another
     app, or another store of this process) syncs this home, NotLoggedInError without a session,
     WatcherError when the folder cannot be watched (its hint says how to fix that).
     """
     from localstore.watcher import Watcher, running_watcher
     from sync.engine import SyncEngine
 
-    _start_args(store, remote, watch, engine_kwargs)
+    _start_args(store, remote, watch, keychain_prompt, engine_kwargs)
     lock = HomeLock.for_settings(store.settings)
     if not lock.acquire(blocking=False):
         raise _locked_error(store.settings)
@@ -1011,7 +1019,7 @@ def start_sync(
         if remote is None:
             from sync.supabase_remote import remote_from_settings
 
-            factory = remote_from_settings
+            factory = functools.partial(remote_from_settings, keychain_prompt=keychain_prompt)
             remote = opened = factory(store.settings)
         engine = SyncEngine(store, remote, **engine_kwargs)
         if watch:

@@ -1726,10 +1726,10 @@ def _stop_refresh_timer(client: Client) -> None:
 # -- login / logout / restore -------------------------------------------------------------------
 
 
-def _credentials(settings: Settings) -> tuple[CredentialStore, Index]:
+def _credentials(settings: Settings, *, prompt: bool = True) -> tuple[CredentialStore, Index]:
     settings.paths.ensure()
     index = Index(settings.paths.index_db, busy_timeout_ms=settings.busy_timeout_ms)
-    return CredentialStore(index, settings), index
+    return CredentialStore(index, settings, prompt=prompt), index
 
 
 def _ensure_keychain(creds: CredentialStore) -> None:
@@ -2037,14 +2037,19 @@ def remote_from_settings(
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     realtime_health_s: float = 2.0,
+    keychain_prompt: bool = False,
 ) -> SupabaseRemote:
     """Open this home's SupabaseRemote from the keychain session written by :func:`login`.
 
     URL and anon key come from ``settings.cloud_url``/``cloud_anon_key`` when set, else from the
-    project stored at login. Raises NotLoggedInError (no session, or a session for another
-    project), RemoteConfigError, and AuthError for keychain failures.
+    project stored at login. The remote reads the keychain from background threads (its refresh
+    timer, realtime's rejoins, the engine's retries), so a locked keychain is an AuthError
+    ("locked") unless ``keychain_prompt``, which lets keyring ask the user to unlock it (a
+    prompt at each read that finds it locked: for a process in the foreground). Raises
+    NotLoggedInError (no session, or a session for another project), RemoteConfigError, and
+    AuthError for keychain failures.
     """
-    creds, index = _credentials(settings)
+    creds, index = _credentials(settings, prompt=keychain_prompt)
     try:
         try:
             project = _stored_project(creds, settings)
