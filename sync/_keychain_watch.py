@@ -48,13 +48,18 @@ class KeychainWatch:
         self._every_s = every_s
         self._clock = clock
         self._next = 0.0
-        self._closed = False  # seen locked or unreachable since sync began to wait
+        # Taken as closed when a wait begins (the failure that began it says so), then as last
+        # seen: starting from "open", an unlock made before the first look (a tick after the
+        # failure) was never seen as a change, and sync waited a minute, or a poll interval.
+        # A keychain open at the first look (a failure that was no lock) is one retry, not one
+        # every look: after it a lock has to be seen again.
+        self._closed = True
 
     def opened(self, *, waiting: bool) -> bool:
-        """Whether the keychain opened since the last look; looks only while ``waiting``, at
-        most every ``every_s``. Raises nothing."""
+        """Whether the keychain opened since sync began to wait (or since the last time it
+        did); looks only while ``waiting``, at most every ``every_s``. Raises nothing."""
         if not waiting:
-            self._closed = False
+            self._closed = True  # (for the next wait)
             return False
         now = self._clock()
         if now < self._next:
