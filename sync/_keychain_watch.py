@@ -10,11 +10,18 @@ keychain read would pop up) and the keychain opening ends the wait.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from localstore.credentials import keychain_locked
 from localstore.errors import CredentialError
+
+if TYPE_CHECKING:
+    from sync.engine import SyncEngine
+
+log = logging.getLogger(__name__)
 
 __all__ = ["KEYCHAIN_PROBE_S", "KeychainWatch", "keychain_failure"]
 
@@ -70,3 +77,23 @@ class KeychainWatch:
             return opened
         self._closed = True
         return False
+
+    def follow(
+        self,
+        engine: SyncEngine | None,
+        *,
+        offline_on_keychain: bool,
+        attach_now: Callable[[], None],
+    ) -> None:
+        """End sync's wait for a person when the keychain opens: ``engine`` syncs now, or, with
+        no engine (offline, ``offline_on_keychain`` when for a keychain failure), ``attach_now``
+        makes the next look for a login come at once. For the daemon and an app syncing
+        in-process alike. Raises what ``request_sync`` raises (a closed store)."""
+        waiting = offline_on_keychain if engine is None else engine.waits_on_keychain
+        if not self.opened(waiting=waiting):
+            return
+        log.info("the keychain is open again; syncing now")
+        if engine is None:
+            attach_now()
+        else:
+            engine.request_sync()

@@ -60,6 +60,7 @@ from sync._follow import (
     session_lost,
     watcher_health,
 )
+from sync._keychain_watch import KeychainWatch, keychain_failure
 from sync._local import offline_hint, status_hint
 from sync.errors import NotLoggedInError, SyncError, SyncLockedError
 from sync.session_marker import SessionMarker
@@ -346,7 +347,10 @@ class EmbeddedSync:
         # Why no engine syncs ("not logged in", ...), None while one does.
         self.offline: str | None = None
         self._offline_hint = ""  # (what to do about ``offline``)
+        self._offline_on_keychain = False  # (``offline`` for a keychain failure)
         self._next_relogin = 0.0
+        # Ends sync's wait for a person when the keychain opens, as the daemon's does.
+        self._keychain = KeychainWatch()
         self._status_listeners: dict[int, Callable[[SyncStatus], None]] = {}
         self._status_unsubs: dict[int, Callable[[], None]] = {}
         self._listener_seq = 0
@@ -388,6 +392,7 @@ class EmbeddedSync:
             for step in (
                 self._follow_pause,
                 self._check_watcher,
+                self._follow_keychain,  # (before the session: an attach it allows comes now)
                 self._check_session,
                 self._follow_foreign_changes,
             ):
@@ -560,6 +565,17 @@ class EmbeddedSync:
         elif self.offline is not None and time.monotonic() >= self._next_relogin:
             self._attach()
 
+    def _follow_keychain(self) -> None:
+        """End sync's wait for a person when the keychain opens (see sync._keychain_watch)."""
+        self._keychain.follow(
+            None if self.offline is not None else self.engine,
+            offline_on_keychain=self._offline_on_keychain,
+            attach_now=self._attach_now,
+        )
+
+    def _attach_now(self) -> None:
+        self._next_relogin = 0.0
+
     def _detach(self, exc: SyncError) -> None:
         with self._mutex:
             engine, remote = self.engine, self._remote
@@ -628,6 +644,7 @@ class EmbeddedSync:
     def _go_offline(self, reason: str, exc: BaseException) -> None:
         if reason != self.offline:
             log.warning("sync is off: %s", exc)
+        self._offline_on_keychain = keychain_failure(exc)
         hint = offline_hint(reason, exc)
         # Both at once, under the mutex status() reads them under: set one after the other, a
         # status read between showed the new reason with the old one's hint (a misconfigured

@@ -10,6 +10,7 @@ the suite's would fail the other worker's keychain tests.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,10 +18,15 @@ from typing import Any
 
 import pytest
 
+from localstore.errors import KeychainUnavailableError
+from localstore.store import BlueprintStore
 from sync.control import ControlClient
+from sync.embed import start_sync
 from sync.engine import ATTENTION_RETRY_S
+from sync.errors import AuthError
 from sync.localcloud.gateway import keys
 from sync.localcloud.stack import LocalCloud
+from sync.memory_remote import MemoryRemote, MemoryServer
 from tests.conftest import run_cli
 from tests.credentials.conftest import secret_service  # noqa: F401  (the private keychain's)
 from tests.credentials.test_copied_home import (  # noqa: F401  (fixtures)
@@ -113,3 +119,34 @@ def test_sync_goes_on_within_seconds_of_the_keychain_being_unlocked(
     assert "the keychain is open again; syncing now" in log
     # One warning for the one reason, not one per retry.
     assert log.count("sync stopped until fixed") <= 2, log
+
+
+def test_an_app_syncing_in_process_goes_on_within_seconds_of_the_unlock(
+    keychain: _Keychain,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    # As the daemon: an app's sync stopped on a locked keychain waited for the engine's next
+    # retry for a person (here a poll interval, an hour) after the keychain was unlocked.
+    server = MemoryServer()
+    store = BlueprintStore(home_settings(tmp_path / "app"), maintenance=False)
+    remote, observer = MemoryRemote(server, user="u"), MemoryRemote(server, user="u")
+    pushed = threading.Event()
+    observer.subscribe(pushed.set)
+    # What the Supabase remote raises when the refresh finds the keychain locked.
+    locked = AuthError("refresh the cloud session: the keychain is locked", hint="unlock it")
+    locked.__cause__ = KeychainUnavailableError("read credential: the keychain is locked")
+    remote.fail_next(1, locked, method="server_info")
+    keychain.lock()
+    store.save("app/x", "v: 1\n")
+    handle = start_sync(store, remote=remote, watch=False, poll_interval_s=3600)
+    try:
+        assert eventually(lambda: handle.engine.waits_on_keychain, 30), handle.status()
+        assert not pushed.is_set()
+        keychain.unlock()
+        assert pushed.wait(ATTENTION_RETRY_S / 3), handle.status()
+        assert eventually(lambda: handle.status()["state"] == "idle", 10), handle.status()
+    finally:
+        handle.stop()
+        observer.close()
+        remote.close()
+        store.close()
