@@ -10,6 +10,7 @@ the suite's would fail the other worker's keychain tests.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ import pytest
 
 from localstore.errors import KeychainUnavailableError
 from localstore.store import BlueprintStore
+from sync import supabase_remote
 from sync.control import ControlClient
 from sync.embed import start_sync
 from sync.engine import ATTENTION_RETRY_S
@@ -27,6 +29,7 @@ from sync.errors import AuthError
 from sync.localcloud.gateway import keys
 from sync.localcloud.stack import LocalCloud
 from sync.memory_remote import MemoryRemote, MemoryServer
+from sync.supabase_remote import remote_from_settings
 from tests.conftest import run_cli
 from tests.credentials.conftest import secret_service  # noqa: F401  (the private keychain's)
 from tests.credentials.test_copied_home import (  # noqa: F401  (fixtures)
@@ -150,3 +153,48 @@ def test_an_app_syncing_in_process_goes_on_within_seconds_of_the_unlock(
         observer.close()
         remote.close()
         store.close()
+
+
+def test_the_refresh_timer_outlives_a_locked_keychain(
+    cloud: LocalCloud,
+    keychain: _Keychain,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The timer's refresh raised "the keychain is locked"; supabase_auth re-arms its timer only
+    # for its own retryable errors, so it stopped for good: the token then expired in the
+    # background, and only a call's 401 (or a refused realtime join) refreshed it again.
+    monkeypatch.setattr(supabase_remote, "KEYCHAIN_RETRY_S", 0.5)
+    settings = home_settings(tmp_path / "a")
+    log_in(settings, cloud, new_email())
+    remote = remote_from_settings(settings)
+    refused = threading.Semaphore(0)
+    reload = remote._storage.reload
+
+    def watched_reload() -> str | None:
+        try:
+            return reload()
+        except KeychainUnavailableError:
+            refused.release()
+            raise
+
+    monkeypatch.setattr(remote._storage, "reload", watched_reload)
+    refreshed = threading.Event()
+    remote._client.auth.on_auth_state_change(
+        lambda event, _s: refreshed.set() if event == "TOKEN_REFRESHED" else None
+    )
+    try:
+        keychain.lock()
+        with caplog.at_level(logging.INFO, logger="sync.supabase_remote"):
+            # The timer fires half a second before the token expires (TOKEN_TTL_S), and again.
+            assert refused.acquire(timeout=TOKEN_TTL_S + 10)
+            assert refused.acquire(timeout=10), "the refresh timer stopped"
+            assert not refreshed.is_set()
+            keychain.unlock()
+            assert refreshed.wait(10), "no refresh after the unlock"
+        warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warned) == 1 and "locked" in warned[0].getMessage(), caplog.text
+        assert "refreshed again" in caplog.text
+    finally:
+        remote.close()
