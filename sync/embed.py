@@ -1036,7 +1036,9 @@ def start_sync(
         if remote is None:
             from sync.supabase_remote import remote_from_settings
 
-            factory = functools.partial(remote_from_settings, keychain_prompt=keychain_prompt)
+            factory = remote_from_settings  # (its default: no prompt)
+            if keychain_prompt:
+                factory = functools.partial(remote_from_settings, keychain_prompt=True)
             remote = opened = factory(store.settings)
         engine = SyncEngine(store, remote, **engine_kwargs)
         if watch:
