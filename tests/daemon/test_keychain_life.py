@@ -119,7 +119,14 @@ def test_sync_goes_on_within_seconds_of_the_keychain_being_unlocked(
     assert (home_b / "blueprints" / "from-a.blueprint.yaml").read_text() == "by: a\n"
     assert d.stop() == 0
     log = d.log_path.read_text()
-    assert "the keychain is open again; syncing now" in log
+    # Ended by the keychain watch, or by realtime's rejoin: it refreshes the session at each
+    # retry, and without an unlock prompt to wait on (test_keychain_prompt.py) a retry right
+    # after the unlock often wins; its hint then starts the sync. (The watch alone:
+    # test_an_app_syncing_in_process_goes_on_within_seconds_of_the_unlock, no realtime there.)
+    assert (
+        "the keychain is open again; syncing now" in log
+        or "the cloud session was refreshed again" in log
+    ), log
     # One warning for the one reason, not one per retry.
     assert log.count("sync stopped until fixed") <= 2, log
 
