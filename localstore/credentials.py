@@ -401,19 +401,71 @@ def keychain_locked() -> bool | None:
 
     try:
         with contextlib.closing(secretstorage.dbus_init()) as bus:
-            path = getattr(kr, "preferred_collection", None)
-            if path:
-                return secretstorage.Collection(bus, path).is_locked()
-            return secretstorage.get_default_collection(bus).is_locked()
+            return _collection_of(bus, kr).is_locked()
     except Exception as exc:  # noqa: BLE001 - any D-Bus failure: cannot tell
         log.debug("keychain lock state unknown: %s", type(exc).__name__)
         return None
 
 
-class KeyringSecretBackend:
-    """The OS keychain through ``keyring``; refuses backends that cannot hold secrets."""
+def _collection_of(bus: Any, kr: keyring.backend.KeyringBackend) -> Any:
+    """The Secret Service collection ``kr`` uses (raises secretstorage's ItemNotFoundException
+    when there is none). Never made: secretstorage's get_default_collection, which keyring uses,
+    creates a missing default collection, and that asks the user for its password (a prompt)."""
+    import secretstorage
 
-    def __init__(self, kr: keyring.backend.KeyringBackend | None = None) -> None:
+    return secretstorage.Collection(
+        bus, getattr(kr, "preferred_collection", None) or _DEFAULT_ALIAS_PATH
+    )
+
+
+# Why a read was refused where keyring would have asked the user to unlock the keychain.
+_NOT_PROMPTING = "locked, and this process does not ask to unlock it"
+
+
+def _refuse_prompts(kr: keyring.backend.KeyringBackend) -> None:
+    """Make the Secret Service backend ``kr`` raise KeyringLocked where keyring would ask the
+    user to unlock the keychain (docs/daemon.md, "A locked keychain").
+
+    keyring unlocks a locked collection, or item, with a GUI prompt that has no timeout, on any
+    read or write: from a background process (the daemon's refresh timer, its retries every
+    minute, realtime's rejoins) the prompt popped up unasked for, and again after each
+    dismissal. Its two unlocking methods are replaced on this instance (a subclass would be
+    registered with keyring as one more backend to choose from); the rest is keyring's own.
+    """
+    from secretstorage.exceptions import SecretStorageException
+
+    def unlocked_collection() -> Any:
+        import secretstorage
+
+        bus = secretstorage.dbus_init()  # (named bus: _close_leaked_connection closes it)
+        try:
+            collection = _collection_of(bus, kr)
+        except SecretStorageException as exc:
+            raise keyring.errors.InitError(f"Failed to open the collection: {exc}.") from exc
+        if collection.is_locked():
+            raise keyring.errors.KeyringLocked(f"the collection is {_NOT_PROMPTING}")
+        return collection
+
+    def unlocked_item(item: Any) -> None:
+        # Locked between the collection's check and the read: the same refusal, no prompt.
+        if item.is_locked():
+            raise keyring.errors.KeyringLocked(f"the item is {_NOT_PROMPTING}")
+
+    kr.get_preferred_collection = unlocked_collection  # type: ignore[attr-defined]
+    kr.unlock = unlocked_item  # type: ignore[attr-defined]
+
+
+class KeyringSecretBackend:
+    """The OS keychain through ``keyring``; refuses backends that cannot hold secrets.
+
+    With ``prompt=False`` a locked Secret Service keychain raises KeychainUnavailableError
+    ("locked") at once, where keyring would ask the user to unlock it: for background work
+    (the daemon, an app's sync threads). Other keychains (macOS, Windows) prompt as their OS does.
+    """
+
+    def __init__(
+        self, kr: keyring.backend.KeyringBackend | None = None, *, prompt: bool = True
+    ) -> None:
         with _keyring_boundary("select keychain backend", ""):
             kr = kr if kr is not None else keyring.get_keyring()
         reason = unusable_reason(kr)
@@ -421,14 +473,24 @@ class KeyringSecretBackend:
             raise KeychainUnavailableError(f"no usable OS keychain: {reason}", hint=INSTALL_HINT)
         self.description = _backend_label(kr)
         self._kr = kr
+        self._prompt = prompt
         if _is_secret_service(kr):
             # A copy: keyring.get_keyring() is the process's backend, which the app may use too.
-            self._kr = copy.copy(kr)
+            self._kr = self._own_copy(kr)
         self._pinned = _pin_default_collection(self._kr)
         self._pin_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"KeyringSecretBackend({self.description})"
+
+    def _own_copy(self, kr: keyring.backend.KeyringBackend) -> keyring.backend.KeyringBackend:
+        """A copy of the Secret Service backend ``kr`` for this object, prompting or not."""
+        own = copy.copy(kr)
+        vars(own).pop("get_preferred_collection", None)  # (the closures name ``kr``)
+        vars(own).pop("unlock", None)
+        if not self._prompt:
+            _refuse_prompts(own)
+        return own
 
     def _call(self, action: str, name: str, secret: str | None, fn: Callable[[], _T]) -> _T:
         with _keyring_boundary(action, name, secret):
@@ -463,7 +525,7 @@ class KeyringSecretBackend:
         with self._pin_lock:
             if self._kr is not failed:
                 return  # another thread re-pinned since that call started
-            fresh = copy.copy(failed)
+            fresh = self._own_copy(failed)
             vars(fresh).pop("preferred_collection", None)
             self._pinned = _pin_default_collection(fresh)
             self._kr = fresh
@@ -742,10 +804,10 @@ def record_backend(settings: Settings, kind: str) -> str:
 
 
 def _recorded_keychain(
-    settings: Settings, keyring_backend: keyring.backend.KeyringBackend | None
+    settings: Settings, keyring_backend: keyring.backend.KeyringBackend | None, prompt: bool
 ) -> SecretBackend:
     try:
-        return KeyringSecretBackend(keyring_backend)
+        return KeyringSecretBackend(keyring_backend, prompt=prompt)
     except KeychainUnavailableError as exc:
         raise KeychainUnavailableError(
             f"this home keeps its secrets in the OS keychain (recorded in "
@@ -782,9 +844,11 @@ def open_backend(
     *,
     environ: Mapping[str, str] | None = None,
     keyring_backend: keyring.backend.KeyringBackend | None = None,
+    prompt: bool = True,
 ) -> SecretBackend:
     """The backend recorded for this home; with none recorded yet, the OS keychain, else the
     opt-in encrypted file. Raises KeychainUnavailableError when that backend is out of reach.
+    ``prompt=False``: a locked keychain is refused, never a prompt (see KeyringSecretBackend).
 
     Reads the record but never writes it: :class:`CredentialStore` records the backend when it
     stores the home's first value.
@@ -792,11 +856,11 @@ def open_backend(
     env = os.environ if environ is None else environ
     recorded = recorded_backend(settings)
     if recorded == KEYCHAIN:
-        return _recorded_keychain(settings, keyring_backend)
+        return _recorded_keychain(settings, keyring_backend, prompt)
     if recorded == ENCRYPTED_FILE:
         return _recorded_file(settings, env)
     try:
-        return KeyringSecretBackend(keyring_backend)
+        return KeyringSecretBackend(keyring_backend, prompt=prompt)
     except KeychainUnavailableError as exc:
         if not settings.keychain_file_fallback:
             raise
@@ -908,11 +972,15 @@ class CredentialStore:
         *,
         backend: SecretBackend | None = None,
         environ: Mapping[str, str] | None = None,
+        prompt: bool = True,
     ) -> None:
         _cred_init_args(index, settings, backend, environ)
+        _flag_arg("prompt", prompt)
         self._index = index
         self._settings = settings
         self._environ = environ
+        # False: a locked keychain is refused, never unlocked with a prompt (background work).
+        self._prompt = prompt
         self.service = service_name(settings.profile)
         # Chosen on first use, so listing names and opening an app work without a keychain; the
         # first read or write of a value raises KeychainUnavailableError instead.
@@ -946,7 +1014,9 @@ class CredentialStore:
             # Opened again only when the record appeared since: a new EncryptedFileBackend
             # would run scrypt again.
             if self._backend_obj is None or recorded:
-                self._backend_obj = open_backend(self._settings, environ=self._environ)
+                self._backend_obj = open_backend(
+                    self._settings, environ=self._environ, prompt=self._prompt
+                )
                 self._recorded = recorded
             return self._backend_obj
 

@@ -10,11 +10,18 @@ keychain read would pop up) and the keychain opening ends the wait.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from localstore.credentials import keychain_locked
 from localstore.errors import CredentialError
+
+if TYPE_CHECKING:
+    from sync.engine import SyncEngine
+
+log = logging.getLogger(__name__)
 
 __all__ = ["KEYCHAIN_PROBE_S", "KeychainWatch", "keychain_failure"]
 
@@ -48,13 +55,18 @@ class KeychainWatch:
         self._every_s = every_s
         self._clock = clock
         self._next = 0.0
-        self._closed = False  # seen locked or unreachable since sync began to wait
+        # Taken as closed when a wait begins (the failure that began it says so), then as last
+        # seen: starting from "open", an unlock made before the first look (a tick after the
+        # failure) was never seen as a change, and sync waited a minute, or a poll interval.
+        # A keychain open at the first look (a failure that was no lock) is one retry, not one
+        # every look: after it a lock has to be seen again.
+        self._closed = True
 
     def opened(self, *, waiting: bool) -> bool:
-        """Whether the keychain opened since the last look; looks only while ``waiting``, at
-        most every ``every_s``. Raises nothing."""
+        """Whether the keychain opened since sync began to wait (or since the last time it
+        did); looks only while ``waiting``, at most every ``every_s``. Raises nothing."""
         if not waiting:
-            self._closed = False
+            self._closed = True  # (for the next wait)
             return False
         now = self._clock()
         if now < self._next:
@@ -65,3 +77,23 @@ class KeychainWatch:
             return opened
         self._closed = True
         return False
+
+    def follow(
+        self,
+        engine: SyncEngine | None,
+        *,
+        offline_on_keychain: bool,
+        attach_now: Callable[[], None],
+    ) -> None:
+        """End sync's wait for a person when the keychain opens: ``engine`` syncs now, or, with
+        no engine (offline, ``offline_on_keychain`` when for a keychain failure), ``attach_now``
+        makes the next look for a login come at once. For the daemon and an app syncing
+        in-process alike. Raises what ``request_sync`` raises (a closed store)."""
+        waiting = offline_on_keychain if engine is None else engine.waits_on_keychain
+        if not self.opened(waiting=waiting):
+            return
+        log.info("the keychain is open again; syncing now")
+        if engine is None:
+            attach_now()
+        else:
+            engine.request_sync()

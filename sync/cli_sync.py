@@ -164,7 +164,8 @@ def logout_cmd(cli: CliContext) -> None:
 def _open_remote(settings: Settings) -> Remote:
     from sync.supabase_remote import remote_from_settings
 
-    return remote_from_settings(settings)
+    # In the foreground: a locked keychain may ask the person who ran it to unlock it.
+    return remote_from_settings(settings, keychain_prompt=True)
 
 
 @click.command("sync")

@@ -916,15 +916,14 @@ class Daemon:
 
     def _follow_keychain(self) -> None:
         """End sync's wait for a person when the keychain opens (see sync._keychain_watch)."""
-        engine = self.engine
-        waiting = self._offline_on_keychain if engine is None else engine.waits_on_keychain
-        if not self._keychain.opened(waiting=waiting):
-            return
-        log.info("the keychain is open again; syncing now")
-        if engine is None:
-            self._next_relogin = 0.0
-        else:
-            engine.request_sync()
+        self._keychain.follow(
+            self.engine,
+            offline_on_keychain=self._offline_on_keychain,
+            attach_now=self._attach_now,
+        )
+
+    def _attach_now(self) -> None:
+        self._next_relogin = 0.0
 
     def _relogin_if_due(self) -> None:
         # Offline only: notice a `localstore login` made while the daemon runs.
@@ -1518,4 +1517,5 @@ class Daemon:
 def _supabase_remote(settings: Settings) -> Remote:
     from sync.supabase_remote import remote_from_settings
 
-    return remote_from_settings(settings, timeout_s=REMOTE_TIMEOUT_S)
+    # A background process: a locked keychain is an error to wait on, never a prompt.
+    return remote_from_settings(settings, timeout_s=REMOTE_TIMEOUT_S, keychain_prompt=False)

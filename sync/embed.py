@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -59,6 +60,7 @@ from sync._follow import (
     session_lost,
     watcher_health,
 )
+from sync._keychain_watch import KeychainWatch, keychain_failure
 from sync._local import offline_hint, status_hint
 from sync.errors import NotLoggedInError, SyncError, SyncLockedError
 from sync.session_marker import SessionMarker
@@ -345,7 +347,10 @@ class EmbeddedSync:
         # Why no engine syncs ("not logged in", ...), None while one does.
         self.offline: str | None = None
         self._offline_hint = ""  # (what to do about ``offline``)
+        self._offline_on_keychain = False  # (``offline`` for a keychain failure)
         self._next_relogin = 0.0
+        # Ends sync's wait for a person when the keychain opens, as the daemon's does.
+        self._keychain = KeychainWatch()
         self._status_listeners: dict[int, Callable[[SyncStatus], None]] = {}
         self._status_unsubs: dict[int, Callable[[], None]] = {}
         self._listener_seq = 0
@@ -387,6 +392,7 @@ class EmbeddedSync:
             for step in (
                 self._follow_pause,
                 self._check_watcher,
+                self._follow_keychain,  # (before the session: an attach it allows comes now)
                 self._check_session,
                 self._follow_foreign_changes,
             ):
@@ -559,6 +565,17 @@ class EmbeddedSync:
         elif self.offline is not None and time.monotonic() >= self._next_relogin:
             self._attach()
 
+    def _follow_keychain(self) -> None:
+        """End sync's wait for a person when the keychain opens (see sync._keychain_watch)."""
+        self._keychain.follow(
+            None if self.offline is not None else self.engine,
+            offline_on_keychain=self._offline_on_keychain,
+            attach_now=self._attach_now,
+        )
+
+    def _attach_now(self) -> None:
+        self._next_relogin = 0.0
+
     def _detach(self, exc: SyncError) -> None:
         with self._mutex:
             engine, remote = self.engine, self._remote
@@ -627,6 +644,7 @@ class EmbeddedSync:
     def _go_offline(self, reason: str, exc: BaseException) -> None:
         if reason != self.offline:
             log.warning("sync is off: %s", exc)
+        self._offline_on_keychain = keychain_failure(exc)
         hint = offline_hint(reason, exc)
         # Both at once, under the mutex status() reads them under: set one after the other, a
         # status read between showed the new reason with the old one's hint (a misconfigured
@@ -954,7 +972,9 @@ def _locked_error(settings: Settings) -> SyncLockedError:
     )
 
 
-def _start_args(store: Any, remote: Any, watch: Any, engine_kwargs: dict[str, Any]) -> None:
+def _start_args(
+    store: Any, remote: Any, watch: Any, keychain_prompt: Any, engine_kwargs: dict[str, Any]
+) -> None:
     """start_sync's own arguments, checked before the lock is taken or a remote opened (an
     unknown keyword was a raw TypeError after the home's Supabase session was opened, and
     watch="no" started a watcher)."""
@@ -968,6 +988,7 @@ def _start_args(store: Any, remote: Any, watch: Any, engine_kwargs: dict[str, An
     if remote is not None:
         remote_arg(remote)
     _flag_arg("watch", watch)
+    _flag_arg("keychain_prompt", keychain_prompt)
     known = set(inspect.signature(SyncEngine.__init__).parameters) - {"self", "store", "remote"}
     unknown = sorted(set(engine_kwargs) - known)
     if unknown:
@@ -983,6 +1004,7 @@ def start_sync(
     *,
     remote: Remote | None = None,
     watch: bool = True,
+    keychain_prompt: bool = False,
     **engine_kwargs: Any,
 ) -> EmbeddedSync:
     """Run the sync engine inside this process for ``store``'s home, holding the home lock.
@@ -991,14 +1013,17 @@ def start_sync(
     is closed by ``stop()``, and replaced after a ``localstore logout``/``login``. ``watch``
     (default True) starts a Watcher on ``store`` so that edits made in an editor are synced, unless
     the app already runs one on this store; pass False for an app that starts its own later. The
-    watcher started here stops with the sync. Raises SyncLockedError when a daemon (or another
+    watcher started here stops with the sync. The home's session is read from sync's threads, so
+    a locked keychain stops sync until it is unlocked (sync then goes on within seconds) instead
+    of asking the user to unlock it; ``keychain_prompt=True`` lets keyring ask (an app whose user
+    expects that prompt: it comes at each read that finds the keychain locked). Raises SyncLockedError when a daemon (or another
     app, or another store of this process) syncs this home, NotLoggedInError without a session,
     WatcherError when the folder cannot be watched (its hint says how to fix that).
     """
     from localstore.watcher import Watcher, running_watcher
     from sync.engine import SyncEngine
 
-    _start_args(store, remote, watch, engine_kwargs)
+    _start_args(store, remote, watch, keychain_prompt, engine_kwargs)
     lock = HomeLock.for_settings(store.settings)
     if not lock.acquire(blocking=False):
         raise _locked_error(store.settings)
@@ -1011,7 +1036,9 @@ def start_sync(
         if remote is None:
             from sync.supabase_remote import remote_from_settings
 
-            factory = remote_from_settings
+            factory = remote_from_settings  # (its default: no prompt)
+            if keychain_prompt:
+                factory = functools.partial(remote_from_settings, keychain_prompt=True)
             remote = opened = factory(store.settings)
         engine = SyncEngine(store, remote, **engine_kwargs)
         if watch:

@@ -397,6 +397,9 @@ class SyncEngine:
         # When the loop's cycles began failing with a TransientError (None: the cloud answers),
         # on span_clock: an outage is mostly a laptop asleep, which self.clock leaves out.
         self._offline_since: float | None = None
+        # The reason the loop last stopped for a person (None since a cycle worked): the same
+        # one again is not news (a locked keychain failed two cycles 0.7 s apart: two warnings).
+        self._stopped_for: str | None = None
         self.rng = rng if rng is not None else random.Random()
         self.lock = lock
         self.now = now or (lambda: datetime.now(UTC))
@@ -2752,6 +2755,7 @@ class SyncEngine:
                 span(span_clock() - self._offline_since),
             )
             self._offline_since = None
+        self._stopped_for = None
         self._failures = 0
         self._next_at = self.clock() + self.poll_interval_s
 
@@ -2822,7 +2826,11 @@ class SyncEngine:
             # refresh_auth that failed twice, or tell_user: wait for a person, retry seldom.
             self._failures = 1
             self._next_at = now + max(self.poll_interval_s, ATTENTION_RETRY_S)
-            log.warning("sync stopped until fixed: %s", exc)
+            if str(exc) == self._stopped_for:
+                log.debug("sync still stopped until fixed: %s", exc)
+            else:
+                self._stopped_for = str(exc)
+                log.warning("sync stopped until fixed: %s", exc)
 
     def backoff_delay(self, failures: int) -> float:
         """Exponential backoff with jitter: half fixed, half random, capped."""

@@ -678,10 +678,16 @@ class KeychainSessionStorage(SyncSupportedStorage):
         """Re-read the session from the keychain (another process may have rotated it).
 
         Returns the newest session (:meth:`durable_value`): an unsaved rotated session is newer
-        than the stored one it was rotated from. Raises CredentialError."""
+        than the stored one it was rotated from. Raises CredentialError, and then keeps what it
+        read before (supabase_auth's timer reads the session before each refresh: that read
+        raised too after a reload that failed, and stopped the timer for good)."""
         with self._lock:
-            self._loaded = False
-            return self.durable_value()
+            was_loaded, self._loaded = self._loaded, False
+            try:
+                return self.durable_value()
+            except CredentialError:
+                self._loaded = was_loaded
+                raise
 
     @contextlib.contextmanager
     def refresh_guard(self) -> Iterator[None]:
@@ -1671,8 +1677,18 @@ def _guard_refreshes(
     """
     auth = client.auth
     plain = auth._refresh_access_token
+    keeper = _TimerKeeper(auth)
 
     def guarded(refresh_token: str) -> AuthResponse:
+        try:
+            response = refresh(refresh_token)
+        except CredentialError as exc:
+            keeper.keychain_failed(exc)
+            raise
+        keeper.worked()
+        return response
+
+    def refresh(refresh_token: str) -> AuthResponse:
         with storage.refresh_guard():
             # The newest session: the keychain's, or one this process rotated but could not
             # store (newer than the stored one it was rotated from, whose token is spent).
@@ -1703,6 +1719,44 @@ def _guard_refreshes(
     auth._refresh_access_token = guarded  # type: ignore[method-assign]
 
 
+# How soon the refresh timer tries again after the keychain refused the session (locked).
+KEYCHAIN_RETRY_S = 30.0
+
+
+class _TimerKeeper:
+    """Keep supabase_auth's refresh timer armed while the keychain refuses (see docs/daemon.md,
+    "A locked keychain").
+
+    The library re-arms its timer only for its own retryable (network) errors: a refresh that
+    found the keychain locked stopped it for good, silently, and the token then expired in the
+    background until a call's 401 (or a refused realtime join) refreshed it. The timer now tries
+    again every KEYCHAIN_RETRY_S; the failure is logged once, and its end.
+    """
+
+    def __init__(self, auth: Any) -> None:
+        self._auth = auth
+        self._failing = False
+
+    def keychain_failed(self, exc: CredentialError) -> None:
+        if not self._failing:
+            log.warning(
+                "cannot refresh the cloud session: %s; trying again every %gs",
+                exc.message,
+                KEYCHAIN_RETRY_S,
+            )
+        self._failing = True
+        # Not the library's network retries (it gives up after MAX_RETRIES of those).
+        self._auth._network_retries = 0
+        # (A no-op once the timer was stopped: auto-refresh is off then. A refresh_auth that
+        # failed re-arms it too: the next success arms it for the new token anyway.)
+        self._auth._start_auto_refresh_token(KEYCHAIN_RETRY_S * 1000)
+
+    def worked(self) -> None:
+        if self._failing:
+            log.info("the cloud session was refreshed again: the keychain answers")
+        self._failing = False
+
+
 def _parse_session(raw: str | None) -> Session | None:
     if not raw:
         return None
@@ -1726,10 +1780,10 @@ def _stop_refresh_timer(client: Client) -> None:
 # -- login / logout / restore -------------------------------------------------------------------
 
 
-def _credentials(settings: Settings) -> tuple[CredentialStore, Index]:
+def _credentials(settings: Settings, *, prompt: bool = True) -> tuple[CredentialStore, Index]:
     settings.paths.ensure()
     index = Index(settings.paths.index_db, busy_timeout_ms=settings.busy_timeout_ms)
-    return CredentialStore(index, settings), index
+    return CredentialStore(index, settings, prompt=prompt), index
 
 
 def _ensure_keychain(creds: CredentialStore) -> None:
@@ -2037,14 +2091,19 @@ def remote_from_settings(
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     realtime_health_s: float = 2.0,
+    keychain_prompt: bool = False,
 ) -> SupabaseRemote:
     """Open this home's SupabaseRemote from the keychain session written by :func:`login`.
 
     URL and anon key come from ``settings.cloud_url``/``cloud_anon_key`` when set, else from the
-    project stored at login. Raises NotLoggedInError (no session, or a session for another
-    project), RemoteConfigError, and AuthError for keychain failures.
+    project stored at login. The remote reads the keychain from background threads (its refresh
+    timer, realtime's rejoins, the engine's retries), so a locked keychain is an AuthError
+    ("locked") unless ``keychain_prompt``, which lets keyring ask the user to unlock it (a
+    prompt at each read that finds it locked: for a process in the foreground). Raises
+    NotLoggedInError (no session, or a session for another project), RemoteConfigError, and
+    AuthError for keychain failures.
     """
-    creds, index = _credentials(settings)
+    creds, index = _credentials(settings, prompt=keychain_prompt)
     try:
         try:
             project = _stored_project(creds, settings)

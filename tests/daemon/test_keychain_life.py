@@ -10,6 +10,8 @@ the suite's would fail the other worker's keychain tests.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,10 +19,17 @@ from typing import Any
 
 import pytest
 
+from localstore.errors import KeychainUnavailableError
+from localstore.store import BlueprintStore
+from sync import supabase_remote
 from sync.control import ControlClient
+from sync.embed import start_sync
 from sync.engine import ATTENTION_RETRY_S
+from sync.errors import AuthError
 from sync.localcloud.gateway import keys
 from sync.localcloud.stack import LocalCloud
+from sync.memory_remote import MemoryRemote, MemoryServer
+from sync.supabase_remote import remote_from_settings
 from tests.conftest import run_cli
 from tests.credentials.conftest import secret_service  # noqa: F401  (the private keychain's)
 from tests.credentials.test_copied_home import (  # noqa: F401  (fixtures)
@@ -112,6 +121,89 @@ def test_sync_goes_on_within_seconds_of_the_keychain_being_unlocked(
     assert (home_b / "blueprints" / "from-a.blueprint.yaml").read_text() == "by: a\n"
     assert d.stop() == 0
     log = d.log_path.read_text()
-    assert "the keychain is open again; syncing now" in log
+    # Ended by the keychain watch, or by realtime's rejoin: it refreshes the session at each
+    # retry, and without an unlock prompt to wait on (test_keychain_prompt.py) a retry right
+    # after the unlock often wins; its hint then starts the sync. (The watch alone:
+    # test_an_app_syncing_in_process_goes_on_within_seconds_of_the_unlock, no realtime there.)
+    assert (
+        "the keychain is open again; syncing now" in log
+        or "the cloud session was refreshed again" in log
+    ), log
     # One warning for the one reason, not one per retry.
     assert log.count("sync stopped until fixed") <= 2, log
+
+
+def test_an_app_syncing_in_process_goes_on_within_seconds_of_the_unlock(
+    keychain: _Keychain,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    # As the daemon: an app's sync stopped on a locked keychain waited for the engine's next
+    # retry for a person (here a poll interval, an hour) after the keychain was unlocked.
+    server = MemoryServer()
+    store = BlueprintStore(home_settings(tmp_path / "app"), maintenance=False)
+    remote, observer = MemoryRemote(server, user="u"), MemoryRemote(server, user="u")
+    pushed = threading.Event()
+    observer.subscribe(pushed.set)
+    # What the Supabase remote raises when the refresh finds the keychain locked.
+    locked = AuthError("refresh the cloud session: the keychain is locked", hint="unlock it")
+    locked.__cause__ = KeychainUnavailableError("read credential: the keychain is locked")
+    remote.fail_next(1, locked, method="server_info")
+    keychain.lock()
+    store.save("app/x", "v: 1\n")
+    handle = start_sync(store, remote=remote, watch=False, poll_interval_s=3600)
+    try:
+        assert eventually(lambda: handle.engine.waits_on_keychain, 30), handle.status()
+        assert not pushed.is_set()
+        keychain.unlock()
+        assert pushed.wait(ATTENTION_RETRY_S / 3), handle.status()
+        assert eventually(lambda: handle.status()["state"] == "idle", 10), handle.status()
+    finally:
+        handle.stop()
+        observer.close()
+        remote.close()
+        store.close()
+
+
+def test_the_refresh_timer_outlives_a_locked_keychain(
+    cloud: LocalCloud,
+    keychain: _Keychain,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The timer's refresh raised "the keychain is locked"; supabase_auth re-arms its timer only
+    # for its own retryable errors, so it stopped for good: the token then expired in the
+    # background, and only a call's 401 (or a refused realtime join) refreshed it again.
+    monkeypatch.setattr(supabase_remote, "KEYCHAIN_RETRY_S", 0.5)
+    settings = home_settings(tmp_path / "a")
+    log_in(settings, cloud, new_email())
+    remote = remote_from_settings(settings)
+    refused = threading.Semaphore(0)
+    reload = remote._storage.reload
+
+    def watched_reload() -> str | None:
+        try:
+            return reload()
+        except KeychainUnavailableError:
+            refused.release()
+            raise
+
+    monkeypatch.setattr(remote._storage, "reload", watched_reload)
+    refreshed = threading.Event()
+    remote._client.auth.on_auth_state_change(
+        lambda event, _s: refreshed.set() if event == "TOKEN_REFRESHED" else None
+    )
+    try:
+        keychain.lock()
+        with caplog.at_level(logging.INFO, logger="sync.supabase_remote"):
+            # The timer fires half a second before the token expires (TOKEN_TTL_S), and again.
+            assert refused.acquire(timeout=TOKEN_TTL_S + 10)
+            assert refused.acquire(timeout=10), "the refresh timer stopped"
+            assert not refreshed.is_set()
+            keychain.unlock()
+            assert refreshed.wait(10), "no refresh after the unlock"
+        warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warned) == 1 and "locked" in warned[0].getMessage(), caplog.text
+        assert "refreshed again" in caplog.text
+    finally:
+        remote.close()

@@ -282,3 +282,42 @@ def test_after_an_error_for_the_user_request_sync_retries_at_once(
         assert seen.wait(WAIT)
     finally:
         observer.close()
+
+
+def test_a_stop_for_the_same_reason_is_logged_once(
+    make_device: Callable[..., Device], server: MemoryServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A locked keychain failed two cycles 0.7 s apart (a hint, or a request_sync, started the
+    # second): "sync stopped until fixed" twice for the one reason a person has to fix.
+    a = make_device("a", poll_interval_s=3600)
+    failures = threading.Semaphore(0)
+    a.engine.subscribe_status(lambda s: failures.release() if s.state == "error" else None)
+    a.remote.fail_next(2, NotLoggedInError("no session stored"), method="server_info")
+    a.store.save("login/x", "v: 1\n")
+    seen, observer = _pushed_signal(server)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="sync.engine"):
+            a.engine.start()
+            assert failures.acquire(timeout=WAIT)
+            a.engine.request_sync()  # the same reason again
+            assert failures.acquire(timeout=WAIT)
+            a.remote.fail_next(1, NotLoggedInError("another reason"), method="server_info")
+            a.engine.request_sync()
+            assert failures.acquire(timeout=WAIT)
+            a.remote.fail_next(1, NotLoggedInError("no session stored"), method="server_info")
+            a.engine.request_sync()  # the first reason again: news after the other one
+            assert failures.acquire(timeout=WAIT)
+            a.engine.request_sync()
+            assert seen.wait(WAIT)
+    finally:
+        observer.close()
+    stops = [
+        r.getMessage().split(" (")[0]
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and "stopped until fixed" in r.getMessage()
+    ]
+    assert stops == [
+        "sync stopped until fixed: no session stored",
+        "sync stopped until fixed: another reason",
+        "sync stopped until fixed: no session stored",
+    ], caplog.text
