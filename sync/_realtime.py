@@ -166,6 +166,8 @@ class RealtimeHints:
         # engine's wake-up): a reader of _pending, then this, misses no hint in flight.
         self.dispatching = False
         self._first_attempt = threading.Event()
+        # "Subscribed to PostgreSQL" frames on the newest channel (see _on_resubscribed).
+        self.db_confirmations = 0
         self._stopping = False
         self._start_lock = threading.Lock()
         self._state_lock = threading.Lock()
@@ -451,12 +453,15 @@ class RealtimeHints:
         expected, so such a gap waited for the next poll (an hour for an idle daemon). A pull
         with nothing new is one small RPC, so every later one pulls."""
         confirmations = 0
+        # (The newest channel's count, shown: tests wait for the join's own before feeding frames.)
+        self.db_confirmations = 0
 
         def on_system(payload: SuccessSystemPayload) -> None:
             nonlocal confirmations
             if payload.extension != "postgres_changes":
                 return
             confirmations += 1
+            self.db_confirmations = confirmations
             if confirmations > 1:
                 log.debug(
                     "realtime: the server resubscribed the channel (%s); pulling", payload.message
