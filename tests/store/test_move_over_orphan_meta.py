@@ -25,26 +25,10 @@ from localstore.errors import StorageError
 from localstore.events import Event
 from localstore.store import BlueprintStore
 
+from .test_save_over_orphan_meta import DOC, META, REL, _kept, _kept_problems, _put_orphan
+
 SRC = "work/a"
-REL = "personal/plan"
-META = "personal/plan.blueprint.meta.json"
-DOC = "steps: [1]\n"
 FOREIGN = {"id": "11111111-1111-4111-8111-111111111111", "name": "By hand", "tags": ["mine"]}
-
-
-def _put_orphan(store: BlueprintStore, data: bytes) -> Path:
-    path = store.abspath(META)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
-
-
-def _kept(home: Path) -> list[Path]:
-    return sorted((home / "data" / "recovered").glob(f"*/{META}"))
-
-
-def _kept_problems(store: BlueprintStore) -> list[dict[str, str]]:
-    return [p for p in store.check().problems if p["kind"] == "edit-kept"]
 
 
 def _moved_there(store: BlueprintStore, blueprint_id: str) -> None:

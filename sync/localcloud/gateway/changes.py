@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 
 from sync.localcloud.gateway import jsontext
-from sync.localcloud.gateway.db import connect_with_backoff, run_reconnect_hook
+from sync.localcloud.gateway.db import connect_with_backoff, run_reconnect_hook, stop_loop
 
 log = logging.getLogger(__name__)
 
@@ -157,13 +157,7 @@ class WalChangeFeed:
 
     async def stop(self) -> None:
         """Stop polling and close the connection (the temporary slot is dropped with it)."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        await stop_loop(self)
 
     def poke(self) -> None:
         """Poll now instead of at the next tick (used after a subscriber joins)."""

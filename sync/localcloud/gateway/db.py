@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -62,6 +62,24 @@ async def run_reconnect_hook(hook: Callable[[], Awaitable[None]], what: str) -> 
     except Exception:  # the caller's loop serves every client and must go on
         # (Postgres may be gone again already: the next loss reconnects and runs it again.)
         log.exception("gateway: catching up after %s reconnected failed", what)
+
+
+class _ConnectionLoop(Protocol):
+    _task: asyncio.Task[None] | None
+    _conn: psycopg.AsyncConnection[Any] | None
+
+
+async def stop_loop(owner: _ConnectionLoop) -> None:
+    """Cancel ``owner``'s loop and wait for it to end, then close its connection (the one it
+    holds then: the loop may have reconnected); either may be None (never started, or stopped).
+    The NOTIFY listener's and the change feed's stop."""
+    if owner._task is not None:
+        owner._task.cancel()
+        await asyncio.gather(owner._task, return_exceptions=True)
+        owner._task = None
+    if owner._conn is not None:
+        await owner._conn.close()
+        owner._conn = None
 
 
 @dataclass(frozen=True, slots=True)

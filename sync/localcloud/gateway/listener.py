@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from sync.localcloud.gateway.db import connect_with_backoff, run_reconnect_hook
+from sync.localcloud.gateway.db import connect_with_backoff, run_reconnect_hook, stop_loop
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +56,7 @@ class NotifyListener:
 
     async def stop(self) -> None:
         """Stop listening and close the connection."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        await stop_loop(self)
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         conn = await psycopg.AsyncConnection.connect(
