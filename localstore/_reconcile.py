@@ -1646,36 +1646,11 @@ class Reconciler:
                     meta_bytes, meta = recovered
         identity: Row | None = None
         replaced: Row | None = None
-        copied = False  # (a live pair's meta, copied here: given a new id below)
+        copied = False  # (a live pair's meta, copied here: given a new id)
         if meta is not None:
-            identity = self._with_id(cur, meta.id)
-            if (
-                self._live_elsewhere(identity, rel)
-                and row_at_path is not None
-                and sha256_hex(yaml_bytes) == row_at_path.yaml_sha256
-            ):
-                # This path's YAML is unchanged; only another pair's meta was pasted over its
-                # own: the blueprint here keeps its identity and gets its meta back.
-                identity, meta, write_meta = row_at_path, row_at_path.meta, True
-            elif self._copy_source(identity, rel):
-                # The same id at two live paths: the pair was copied. The copy gets a new id.
-                # (Live elsewhere, but the file there no longer carries this id: two pairs
-                # swapped names, or another file took the old name; the blueprint moved here.)
-                meta = meta.replace(id=new_id(), created=utc_now())
-                identity = None
-                write_meta = copied = True
-            elif (
-                identity is not None
-                and identity.deleted
-                and row_at_path is not None
-                and sha256_hex(yaml_bytes) == row_at_path.yaml_sha256
-                and late_meta.made_up(cur, row_at_path) is None
-            ):
-                # The same paste, of a deleted blueprint's meta: taken as that blueprint come
-                # back, the one here was recorded deleted (a delete sync pushed) and the other
-                # revived with this YAML. A lone YAML's own meta come late (its id made up by
-                # the store) is no paste: _late_meta gives the made-up id way below.
-                identity, meta, write_meta = row_at_path, row_at_path.meta, True
+            identity, meta, write_meta, copied = self._identity_by_meta(
+                cur, rel, meta, yaml_bytes, row_at_path
+            )
             if row_at_path is not None and (identity is None or row_at_path.id != identity.id):
                 # Another pair was put over this path: the blueprint that lived here is gone.
                 replaced = row_at_path
@@ -1758,6 +1733,54 @@ class Reconciler:
         self._record(cur, identity, prepared, rel, scan, report)
         if kept is not None:
             late_meta.explain_kept(self, mark, *kept, rel, report)
+
+    def _identity_by_meta(
+        self,
+        cur: Any,
+        rel: str,
+        meta: BlueprintMeta,
+        yaml_bytes: bytes,
+        row_at_path: Row | None,
+    ) -> tuple[Row | None, BlueprintMeta, bool, bool]:
+        """Whose the pair at ``rel`` is, by the id its meta holds: (identity, meta to record,
+        write the meta, a copy). None for a new blueprint.
+
+        The identity rules of a pair with a meta, the same for the watcher (one path at a time)
+        and for every reconcile pass (docs/architecture.md, "Identity across a pass"):
+
+        - another pair's meta pasted over this path's unchanged YAML (its blueprint live or
+          deleted): the blueprint here keeps its id and gets its own meta back;
+        - the id live at another path whose meta still holds it: a copy, given a new id;
+        - otherwise the id's own blueprint: moved here when it is live (its old pair gone), back
+          from deleted, at this path, when it was recorded deleted, whatever this YAML holds. A
+          sync tool applies a move as "delete the old pair, then create the new one", and a
+          delete seen first (past its grace, or by an open in between) is recorded first; taken
+          for a new blueprint instead, the id and history would split and sync push a delete and
+          a create. The pair's meta is left as it came (rewritten, it would sync back).
+        """
+        identity = self._with_id(cur, meta.id)
+        # (This path's blueprint when its YAML is unchanged: only the meta was put over it.)
+        unchanged = row_at_path
+        if row_at_path is not None and sha256_hex(yaml_bytes) != row_at_path.yaml_sha256:
+            unchanged = None
+        if self._live_elsewhere(identity, rel) and unchanged is not None:
+            return unchanged, unchanged.meta, True, False
+        if self._copy_source(identity, rel):
+            # (Live elsewhere, but the file there no longer carries this id: two pairs swapped
+            # names, or another file took the old name; the blueprint moved here.)
+            return None, meta.replace(id=new_id(), created=utc_now()), True, True
+        if (
+            identity is not None
+            and identity.deleted
+            and unchanged is not None
+            and late_meta.made_up(cur, unchanged) is None
+        ):
+            # The same paste, of a deleted blueprint's meta: taken as that blueprint come back,
+            # the one here was recorded deleted (a delete sync pushed) and the other revived with
+            # this YAML. A lone YAML's own meta come late (its id made up by the store) is no
+            # paste: _late_meta gives the made-up id way below.
+            return unchanged, unchanged.meta, True, False
+        return identity, meta, False, False
 
     def _finish_moving_update(
         self,

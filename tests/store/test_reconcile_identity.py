@@ -113,3 +113,71 @@ def test_a_yaml_moved_alone_whose_ingest_fails_keeps_its_old_meta_and_its_identi
         assert moved.tags == ("by-hand",)
         assert not old_meta.exists()
         assert s.check().clean
+
+
+def _ids(store: localstore.BlueprintStore) -> list[str]:
+    """Every id the index holds, deleted ones too."""
+    with store.index.read() as cur:
+        return [str(r[0]) for r in cur.execute("SELECT id FROM blueprints").fetchall()]
+
+
+def _pair_files(root: Path, rel: str) -> dict[str, bytes]:
+    return {s: (root / (rel + s)).read_bytes() for s in (".blueprint.yaml", ".blueprint.meta.json")}
+
+
+@pytest.mark.parametrize("edited", [False, True], ids=["unchanged", "edited"])
+@pytest.mark.parametrize("opened_between", [True, False], ids=["delete-recorded", "both-closed"])
+def test_a_pair_whose_meta_names_a_deleted_blueprint_brings_it_back_at_its_new_path(
+    home: Path, edited: bool, opened_between: bool
+) -> None:
+    """A sync tool's move applied as "delete the old pair", then "create the new one", while
+    nothing ran; with an open in between, the delete was recorded first. The new pair's meta
+    names the blueprint: it is that blueprint moved (or back from deleted) with its id, tags and
+    history, not a new blueprint, whatever its YAML holds."""
+    with _open(home) as s:
+        bp = s.save("n/plan", DOC, tags=["mine"])
+    root = home / "blueprints"
+    files = _pair_files(root, "n/plan")
+    if edited:
+        files[".blueprint.yaml"] = b"steps: [a, b]\n"
+    shutil.rmtree(root / "n")
+    expected = [("n/plan.blueprint.yaml", False)]
+    if opened_between:
+        with _open(home) as s:
+            assert s.row(bp.id, include_deleted=True).deleted
+        expected.append(("n/plan.blueprint.yaml", True))
+    (root / "m").mkdir()
+    for suffix, data in files.items():
+        (root / ("m/plan" + suffix)).write_bytes(data)
+    with _open(home) as s:
+        info = s.resolve("m/plan")
+        assert (info.id, info.tags) == (bp.id, ("mine",))
+        assert s.load(bp.id).content == files[".blueprint.yaml"].decode()
+        assert _history(s, bp.id) == [*expected, ("m/plan.blueprint.yaml", False)]
+        assert _ids(s) == [bp.id]
+        assert s.check().clean
+    assert _pair_files(root, "m/plan") == files  # (its meta left as it came)
+
+
+def test_a_yaml_alone_after_its_blueprint_was_recorded_deleted_is_a_new_blueprint(
+    home: Path,
+) -> None:
+    """The limit (docs/architecture.md, "Identity across a pass"): a YAML that comes without a
+    meta after its blueprint was recorded deleted is not matched by content to the deleted one;
+    it is a new blueprint, and the deleted one keeps its whole history, restorable."""
+    with _open(home) as s:
+        bp = s.save("n/plan", DOC)
+    root = home / "blueprints"
+    shutil.rmtree(root / "n")
+    with _open(home):
+        pass
+    (root / "m").mkdir()
+    (root / "m/plan.blueprint.yaml").write_text(DOC, encoding="utf-8")
+    with _open(home) as s:
+        assert s.resolve("m/plan").id != bp.id
+        assert _history(s, bp.id) == [
+            ("n/plan.blueprint.yaml", False),
+            ("n/plan.blueprint.yaml", True),
+        ]
+        assert s.load_revision(bp.id, 1).content == DOC
+        assert s.check().clean

@@ -287,3 +287,59 @@ def test_a_command_opening_the_store_between_the_old_pairs_two_deletes_makes_up_
     assert _ids(store) == [bp.id]
     assert store.resolve(NEW).id == bp.id
     assert store.check().clean
+
+
+@pytest.mark.parametrize("edited", [False, True], ids=["unchanged", "edited"])
+def test_a_move_a_sync_tool_applies_as_delete_then_create_brings_the_blueprint_back(
+    store: BlueprintStore, make_watcher, recorder: Recorder, edited: bool
+) -> None:
+    """The other order, slowly: the old pair is deleted first and recorded deleted (its grace
+    over), then the pair arrives at its new path, its meta naming the deleted blueprint. It is
+    that blueprint back at the new path (id, tags and history kept, one revision recording the
+    move), not a new blueprint; the arriving meta is left as it came."""
+    bp, watcher = _watching_old_pair(store, make_watcher, recorder, tags=["mine"])
+    root = store.root
+    files = {suffix: (root / (OLD + suffix)).read_bytes() for suffix in (YAML, META)}
+    if edited:
+        files[YAML] = b"v: 2\n"
+    for suffix in (YAML, META):
+        os.unlink(root / (OLD + suffix))
+    assert watcher.wait_idle(30)
+    assert [(e.kind, e.id) for e in recorder.take()] == [("deleted", bp.id)]
+    for suffix in (YAML, META):
+        _syncthing_put(root, NEW + suffix, files[suffix])
+    assert watcher.wait_idle(30)
+
+    assert [(e.kind, e.id, e.path) for e in recorder.take()] == [("created", bp.id, NEW + YAML)]
+    info = store.resolve(NEW)
+    assert (info.id, info.tags) == (bp.id, ("mine",))
+    assert store.load(bp.id).content == files[YAML].decode()
+    history = [(r.path, r.deleted) for r in reversed(store.history(bp.id))]
+    assert history == [(OLD + YAML, False), (OLD + YAML, True), (NEW + YAML, False)]
+    assert (root / (NEW + META)).read_bytes() == files[META]
+    assert _ids(store) == [bp.id]
+    assert store.check().clean
+
+
+def test_a_meta_of_a_deleted_blueprint_coming_after_its_yaml_retires_the_made_up_id(
+    store: BlueprintStore, make_watcher, recorder: Recorder
+) -> None:
+    """The old pair deleted and recorded so; the new YAML comes alone and gets a made-up id
+    (past the watcher's write_quiet); then its meta, naming the deleted blueprint, comes: the
+    made-up id is retired and the deleted blueprint is back at the path with its id."""
+    bp, watcher = _watching_old_pair(store, make_watcher, recorder, tags=["mine"])
+    root = store.root
+    files = {suffix: (root / (OLD + suffix)).read_bytes() for suffix in (YAML, META)}
+    shutil.rmtree(root / "n")
+    assert watcher.wait_idle(30)
+    assert [(e.kind, e.id) for e in recorder.take()] == [("deleted", bp.id)]
+    _syncthing_put(root, NEW + YAML, files[YAML])
+    assert watcher.wait_idle(30)
+    made_up = [e.id for e in recorder.take() if e.kind == "created"]
+    assert len(made_up) == 1 and made_up[0] != bp.id
+    _syncthing_put(root, NEW + META, files[META])
+    assert watcher.wait_idle(30)
+    events = [(e.kind, e.id, bp.id in e.detail) for e in recorder.take()]
+    assert events == [("deleted", made_up[0], True), ("created", bp.id, False)]
+    assert (store.resolve(NEW).id, store.resolve(NEW).tags) == (bp.id, ("mine",))
+    assert store.check().clean
