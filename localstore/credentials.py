@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import errno
+import functools
 import json
 import logging
 import os
@@ -48,6 +49,7 @@ from keyring.backends import chainer, fail, null
 
 from localstore import _durable, crypto
 from localstore._credential_names import service_name
+from localstore._ss_no_prompt import create_item_without_prompt, locked_error
 from localstore.config import Settings, settings_arg
 from localstore.errors import (
     ConfigError,
@@ -202,7 +204,7 @@ def map_keyring_error(
         return KeychainUnavailableError(
             f"{what}: no usable OS keychain ({detail})", hint=INSTALL_HINT
         )
-    if isinstance(exc, keyring.errors.KeyringLocked):
+    if isinstance(exc, keyring.errors.KeyringLocked) or locked_error(exc):
         return KeychainUnavailableError(
             f"{what}: the keychain is locked ({detail})",
             hint="unlock the login keychain (log in to the desktop session) and try again",
@@ -296,7 +298,8 @@ def _keyring_boundary(action: str, name: str, secret: str | None = None) -> Iter
             _close_leaked_connection(exc)
         raise _chain(map_keyring_error(exc, action, name=name, secret=secret), exc, secret)  # noqa: B904
     except Exception as exc:  # noqa: BLE001 - backends leak D-Bus/OS errors; none may escape
-        log.warning("keychain %s of %r failed with %s", action, name, type(exc).__name__)
+        if not locked_error(exc):  # (a locked keychain is no fault: its error says so)
+            log.warning("keychain %s of %r failed with %s", action, name, type(exc).__name__)
         raise _chain(map_keyring_error(exc, action, name=name, secret=secret), exc, secret)  # noqa: B904
 
 
@@ -444,6 +447,8 @@ def _refuse_prompts(kr: keyring.backend.KeyringBackend) -> None:
             raise keyring.errors.InitError(f"Failed to open the collection: {exc}.") from exc
         if collection.is_locked():
             raise keyring.errors.KeyringLocked(f"the collection is {_NOT_PROMPTING}")
+        # Locked after this check, the write would start a prompt (see _ss_no_prompt).
+        collection.create_item = functools.partial(create_item_without_prompt, collection)
         return collection
 
     def unlocked_item(item: Any) -> None:

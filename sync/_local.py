@@ -59,7 +59,8 @@ class SyncStatus:
     # what sync has, so the edit in the file never leaves this device until it is fixed.
     flagged: int = 0
     # What a person must do about last_error when sync cannot go on until they do (the
-    # blueprints folder away); None otherwise, and when read from the index.
+    # blueprints folder away); with no error, what they should know (the keychain locked while
+    # it kept the refreshed sign-in in memory); None otherwise, and when read from the index.
     hint: str | None = None
 
     @property

@@ -507,8 +507,15 @@ class SyncEngine:
     @property
     def waits_on_keychain(self) -> bool:
         """Whether the last cycle failed on the OS keychain (locked, its service gone) and no
-        cycle has worked since (read from memory: cheap enough for every daemon tick)."""
-        return self._keychain_failed
+        cycle has worked since, or the remote keeps a session the keychain refused (the next
+        cycle stores it); read from memory: cheap enough for every daemon tick."""
+        return self._keychain_failed or self._keychain_note() is not None
+
+    def _keychain_note(self) -> str | None:
+        """The remote's hint while it keeps its session in memory only (SupabaseRemote's
+        ``unsaved_session_hint``: the keychain refused the refreshed session), else None."""
+        note = getattr(self.remote, "unsaved_session_hint", None)
+        return note if isinstance(note, str) else None
 
     def status(self) -> SyncStatus:
         """The current status (counts read from the index)."""
@@ -520,7 +527,7 @@ class SyncEngine:
             quarantined=base.quarantined,
             last_synced_at=base.last_synced_at,
             last_error=self._last_error if self._last_error is not None else base.last_error,
-            hint=self._last_hint if self._last_error is not None else None,
+            hint=self._last_hint if self._last_error is not None else self._keychain_note(),
             progress=self._progress,
             held=base.held,
             cursor=base.cursor,

@@ -79,7 +79,7 @@ from supabase_auth.types import AuthChangeEvent, AuthResponse, Session
 from localstore import _durable
 from localstore.config import Settings, check_cloud_url
 from localstore.credentials import CredentialStore
-from localstore.errors import CredentialError, CredentialNotFoundError
+from localstore.errors import CredentialError, CredentialNotFoundError, KeychainUnavailableError
 from localstore.index import Index
 from sync import _state as st
 from sync import account_record, session_marker
@@ -508,6 +508,17 @@ def _map_auth_error(
 # -- keychain-backed session storage --------------------------------------------------------------
 
 
+# The status hint while a refreshed session is kept in memory only (KeychainSessionStorage).
+UNSAVED_LOCKED_HINT = (
+    "keychain locked: the cloud sign-in is kept in memory and will be saved when the keychain "
+    "is unlocked (unlock the login keychain)"
+)
+UNSAVED_REFUSED_HINT = (
+    "the keychain refused the refreshed cloud sign-in: it is kept in memory and stored at the "
+    "next sync that the keychain takes it (see the log for why)"
+)
+
+
 def refresh_lock_path(settings: Settings) -> Path:
     """The lock file that serializes session refreshes of this home across processes."""
     return settings.paths.state / "cloud-session.lock"
@@ -549,6 +560,7 @@ class KeychainSessionStorage(SyncSupportedStorage):
         self._removed = False
         self._unsaved: str | None = None  # a newer rotated session the keychain refused
         self._unsaved_over: str | None = None  # what the keychain held when it refused
+        self._unsaved_locked = False  # whether it refused as locked (see unsaved_hint)
         self._warned = False
 
     def __repr__(self) -> str:
@@ -590,6 +602,10 @@ class KeychainSessionStorage(SyncSupportedStorage):
                 if self._unsaved is None:
                     self._unsaved_over = self._durable
                 self._unsaved = value
+                # (A KeychainUnavailableError is also "no keychain at all": only a lock says so.)
+                self._unsaved_locked = isinstance(exc, KeychainUnavailableError) and (
+                    "locked" in exc.message
+                )
                 if not self._warned:
                     self._warned = True
                     log.warning(
@@ -626,6 +642,13 @@ class KeychainSessionStorage(SyncSupportedStorage):
     def has_unsaved(self) -> bool:
         """Whether a rotated session is only in memory (the keychain refused it)."""
         return self._unsaved is not None
+
+    @property
+    def unsaved_hint(self) -> str | None:
+        """What the person should know while a rotated session is only in memory, else None."""
+        if self._unsaved is None:
+            return None
+        return UNSAVED_LOCKED_HINT if self._unsaved_locked else UNSAVED_REFUSED_HINT
 
     def store_unsaved(self) -> None:
         """Write the unsaved session, if any; call under :meth:`refresh_guard` after a reload.
@@ -1121,6 +1144,13 @@ class SupabaseRemote:
         hints = self._hints
         if hints is not None:
             hints.set_auth(session.access_token)
+
+    @property
+    def unsaved_session_hint(self) -> str | None:
+        """While the keychain refuses the refreshed session (kept in memory, sync goes on): what
+        the status tells the person; None otherwise. The engine shows it, and a keychain watch
+        (sync._keychain_watch) syncs at the unlock, whose check_session stores it."""
+        return self._storage.unsaved_hint
 
     def _rearm_refresh_timer(self, session: Session) -> None:
         """Arm supabase_auth's refresh timer for ``session`` by the server's clock.
