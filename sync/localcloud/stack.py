@@ -18,6 +18,7 @@ import httpx
 
 from sync.localcloud.cluster import LocalCloudError, PostgresCluster
 from sync.localcloud.gateway import GatewayConfig, GatewayThread, ProjectKeys
+from sync.localcloud.gateway.realtime import DEFAULT_IDLE_TIMEOUT_S
 from sync.localcloud.schema import apply_bootstrap, apply_migrations, set_authenticator_password
 
 __all__ = ["LocalCloud"]
@@ -37,6 +38,7 @@ class LocalCloud:
         change_source: str = "auto",
         poll_interval: float = 0.05,
         migrations_dir: Path | None = None,
+        realtime_idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
     ) -> None:
         self.base_dir = base_dir
         self.access_token_ttl = access_token_ttl
@@ -45,6 +47,7 @@ class LocalCloud:
         self._given_cluster = cluster
         self._change_source = change_source
         self._poll_interval = poll_interval
+        self._realtime_idle_timeout_s = realtime_idle_timeout_s
         # Another directory of migrations (tests: a project that has only some of them).
         self._migrations_dir = migrations_dir
         self._cluster: PostgresCluster | None = None
@@ -129,6 +132,7 @@ class LocalCloud:
             access_token_ttl=self.access_token_ttl,
             change_source=self._change_source,
             poll_interval=self._poll_interval,
+            realtime_idle_timeout_s=self._realtime_idle_timeout_s,
         )
 
     def _start_gateway(self, port: int) -> None:

@@ -306,7 +306,7 @@ class PostgrestHandler:
         headers = {"Content-Range": _content_range(offset, n, total)}
         status = 206 if total is not None and n < total and (offset or n) else 200
         if _wants_object(request):
-            return _json_response(200, _single_text(body, n), headers=headers)
+            return _raw_json_response(200, _single_text(body, n), headers=headers)
         return _raw_json_response(status, body, headers=headers)
 
     async def _insert(
@@ -438,10 +438,14 @@ def _single(result: Any) -> Any:
     return result
 
 
-def _single_text(body: str, n: int) -> Any:
+def _single_text(body: str, n: int) -> str:
+    """The one row of ``body`` (``json_agg``'s text) as Postgres wrote it; PGRST116 unless ``n`` is 1.
+
+    Sliced, not decoded: decoding raised on a row Python's json cannot hold (an integer of 5,000
+    digits, nesting past the recursion limit), a 500 where PostgREST sends the row."""
     if n != 1:
         raise _not_single(n)
-    return json.loads(body)[0]
+    return body[1:-1]  # json_agg of one row: "[" + row + "]"
 
 
 def _not_single(n: int) -> ApiError:
@@ -460,12 +464,6 @@ def _content_range(offset: int, n: int, total: int | None) -> str:
     return f"{offset}-{offset + n - 1}/{tail}"
 
 
-def _json_response(
-    status: int, value: Any, *, headers: dict[str, str] | None = None
-) -> web.Response:
-    return _raw_json_response(status, json.dumps(value, ensure_ascii=False), headers=headers)
-
-
 def _raw_json_response(
     status: int, body: str, *, headers: dict[str, str] | None = None
 ) -> web.Response:
@@ -480,8 +478,9 @@ def _raw_json_response(
 
 def _write_response(prefer: Prefer, body: str, n: int, status: int, single: bool) -> web.Response:
     headers = {"Content-Range": _content_range(0, n, None)}
-    if single:
-        return _json_response(status, _single_text(body, n), headers=headers)
+    if single and prefer.representation:
+        return _raw_json_response(status, _single_text(body, n), headers=headers)
+    # (A single object with return=minimal: no body, as PostgREST; _write checked the count.)
     if prefer.representation:
         headers["Preference-Applied"] = "return=representation"
         return _raw_json_response(status, body, headers=headers)

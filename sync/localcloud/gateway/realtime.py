@@ -36,6 +36,12 @@ JOIN_CHECK_S = 5.0
 # Hosted Realtime's words when the project's database cannot be reached.
 UNREACHABLE = "Realtime was unable to connect to the project database"
 
+# Hosted Realtime's websocket timeout: its endpoint sets none, so Phoenix's default (60 s) applies,
+# and Cowboy closes a socket that sent nothing (no frame, not even a ping) for that long with 1000.
+# Clients heartbeat every 25 s. Without it here, a client whose heartbeats stopped (a blocked event
+# loop) kept its channels for ever, and only hosted showed the drop and the reconnect it needs.
+DEFAULT_IDLE_TIMEOUT_S = 60.0
+
 ANY = "*"
 SUBSCRIBED = "Subscribed to PostgreSQL"  # the system ok of a channel's database subscription
 
@@ -124,9 +130,16 @@ class TokenRefused(Exception):
 class RealtimeHub:
     """Sockets, channels and delivery of changes and broadcasts."""
 
-    def __init__(self, keys: ProjectKeys, visibility: Visibility) -> None:
+    def __init__(
+        self,
+        keys: ProjectKeys,
+        visibility: Visibility,
+        *,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+    ) -> None:
         self.keys = keys
         self.visibility = visibility
+        self.idle_timeout_s = idle_timeout_s
         self.sockets: set[Socket] = set()
         self.on_subscribe: list[Any] = []  # callables run after a join with bindings
 
@@ -150,7 +163,10 @@ class RealtimeHub:
                 "No API key found in request" if not key else "Invalid authentication credentials"
             )
             return web.json_response({"message": message}, status=401)
-        ws = web.WebSocketResponse(heartbeat=None, max_msg_size=8 * 1024 * 1024)
+        # (receive_timeout: each read, so any frame, a ping too, restarts the wait, as in Cowboy.)
+        ws = web.WebSocketResponse(
+            heartbeat=None, max_msg_size=8 * 1024 * 1024, receive_timeout=self.idle_timeout_s
+        )
         await ws.prepare(request)
         sock = Socket(ws, key)
         self.sockets.add(sock)
@@ -159,6 +175,9 @@ class RealtimeHub:
                 if msg.type != WSMsgType.TEXT:
                     continue
                 await self._on_text(sock, msg.data)
+        except TimeoutError:
+            log.info("realtime: closing a socket silent for %.0f s", self.idle_timeout_s)
+            await ws.close(code=1000, message=b"")  # what Cowboy sends on its idle timeout
         finally:
             self.sockets.discard(sock)
             sock.channels.clear()

@@ -27,7 +27,7 @@ from sync.localcloud.gateway.gotrue import AuthSettings, GoTrueHandler
 from sync.localcloud.gateway.keys import ProjectKeys
 from sync.localcloud.gateway.listener import NotifyListener
 from sync.localcloud.gateway.postgrest import PostgrestHandler
-from sync.localcloud.gateway.realtime import RealtimeHub
+from sync.localcloud.gateway.realtime import DEFAULT_IDLE_TIMEOUT_S, RealtimeHub
 from sync.localcloud.gateway.visibility import Visibility
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ class GatewayConfig:
     change_source: str = "auto"  # "wal2json" | "trigger" | "auto" (wal2json when installed)
     poll_interval: float = 0.05
     pool_size: int = 8
+    realtime_idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S  # (tests shorten it)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,7 +67,9 @@ class Gateway:
         )
         self.catalog = Catalog(self.db.admin)
         self.visibility = Visibility(self.db)
-        self.hub = RealtimeHub(config.keys, self.visibility)
+        self.hub = RealtimeHub(
+            config.keys, self.visibility, idle_timeout_s=config.realtime_idle_timeout_s
+        )
         self.feed: WalChangeFeed | TriggerChangeFeed | None = None
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
