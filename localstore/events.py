@@ -6,7 +6,8 @@ sync engine applies remote changes through ``store.save`` inside its own transac
 that outermost transaction commits, and dropped if it rolls back. Subscribers run synchronously on the
 committing thread, after the index lock is released, so they may read the store (from any thread or
 handle) and see the change; they must be quick. A subscriber that raises is logged and does not
-affect the change or other subscribers. Once the store's ``close()`` returns, no subscriber is
+affect the change or other subscribers; one interrupted (Ctrl-C while it ran) lets the others hear
+of the change first, then the interrupt goes on. Once the store's ``close()`` returns, no subscriber is
 called again (the rest of a batch under way included), as after each one's unsubscribe.
 
 Order: each thread's events reach every subscriber in the order that thread made its changes (a
@@ -42,12 +43,14 @@ app keeps a list from events). Without it, and for this store's own changes, ``p
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from localstore._callbacks import call_each
 from localstore.blueprint import utc_now
 from localstore.errors import InvalidInputError, StoreClosedError, wrong_type
 
@@ -204,23 +207,32 @@ class EventBus:
         with self._lock:
             subs = list(self._subs.items())
             observers = list(self._observers.values())
+        # One that raises is logged: a bug must not undo or block a committed change. One
+        # interrupted (Ctrl-C while it ran) is raised once every other heard of the change:
+        # raised at once, the rest never did (an app's view, the daemon's clients stale).
+        calls = self._calls(events, subs, observers)
+        interrupted = call_each(calls, logged=(log, "event subscriber or observer %r failed"))
+        if interrupted is not None:
+            raise interrupted
+
+    def _calls(
+        self,
+        events: list[Event],
+        subs: list[tuple[int, tuple[Subscriber, frozenset[str] | None]]],
+        observers: list[Callable[[Sequence[Event]], None]],
+    ) -> Iterator[Callable[[], None]]:
+        """The calls that deliver ``events``: each observer's with the batch, then event by event
+        each matching subscriber's (one made as its turn comes: see below)."""
         for observer in observers:
-            try:
-                observer(events)
-            except Exception:  # as a subscriber's: never undoes or blocks a committed change
-                log.exception("event observer %r failed on %d event(s)", observer, len(events))
+            yield functools.partial(observer, events)
         for event in events:
             for token, (callback, wanted) in subs:
                 if wanted is not None and event.kind not in wanted:
                     continue
                 # Unsubscribed since the batch began (by itself, or by another subscriber: a
                 # view closed in answer to an event): it hears no more. (A dict lookup, atomic.)
-                if token not in self._subs:
-                    continue
-                try:
-                    callback(event)
-                except Exception:  # a subscriber's bug must not undo or block a committed change
-                    log.exception("event subscriber %r failed on %s", callback, event.kind)
+                if token in self._subs:
+                    yield functools.partial(callback, event)
 
 
 def _kinds(kinds: Iterable[str] | None) -> frozenset[str] | None:

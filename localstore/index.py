@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, NoReturn
@@ -36,6 +36,7 @@ from typing import Any, Literal, NoReturn
 import apsw
 
 from localstore import files as fs
+from localstore._callbacks import call_each
 from localstore._durable import WIN_IN_USE_ERRORS
 from localstore._failure_streak import FAILURE_LOG_EVERY_S, FailureStreak
 from localstore._fts_text import indexed_text
@@ -895,24 +896,6 @@ def forked_error(pid: int) -> StoreClosedError:
     )
 
 
-def _call_each(
-    callbacks: Iterable[Callable[[], None]], *, logged: str | None
-) -> BaseException | None:
-    """Call every callback, whatever one raises; return the first exception for the caller to
-    raise once all ran. With ``logged``, an Exception is logged with that message instead
-    (only a BaseException, KeyboardInterrupt and the like, is returned)."""
-    first: BaseException | None = None
-    for callback in callbacks:
-        try:
-            callback()
-        except BaseException as exc:  # (returned, to be raised once the rest ran)
-            if logged is not None and isinstance(exc, Exception):
-                log.exception(logged, callback)
-            elif first is None:
-                first = exc
-    return first
-
-
 class WriteOutcome:
     """Whether a level of Index.write() stands, for a caller whose with-block an exception left.
 
@@ -1209,68 +1192,82 @@ class Index:
             raise forked_error(self._pid)
         if self.read_only is not None:
             raise self.read_only_error()
-        with self._lock:
-            conn = self.conn
-            cur = conn.cursor()
-            outer = self._depth == 0
-            name = f"sp{self._depth}"
-            if not outer and self._lost:
-                raise _WriteLost(self._lost_cause) from self._lost_cause
-            try:
-                if outer:
-                    self._begin_immediate(cur)
-                    self.write_serial += 1
-                    # The versions are read only when another connection committed since they
-                    # were last found fine (an upgrade is such a commit): one pragma per write,
-                    # no page read, as the core check alone cost before.
-                    seen = int(str(cur.execute("PRAGMA data_version").fetchall()[0][0]))
-                    newer = None if seen == self._versions_checked_at else self._newer_in(cur)
-                else:
-                    cur.execute(f"SAVEPOINT {name}")
-            except apsw.Error as exc:
-                note_os_error(conn, exc)
-                if not outer and self._note_lost(conn, exc):
-                    self._raise_lost(outer, self._lost_cause)
-                raise map_apsw_error(exc, "start a write") from exc
-            if outer and newer is not None:
-                # A newer localstore upgraded the index (the core, or the tables of a component
-                # this connection uses: sync's, app data's) since this one opened it (the app
-                # updated while the daemon ran): its rows may mean what this code does not
-                # write (the bump is what keeps an older version out at open), so no write,
-                # as at open.
-                cur.execute("ROLLBACK")
-                # Kept: a long-running owner (the daemon's tick) stops on it, whichever of its
-                # threads met it first (docs/daemon.md, "A newer localstore upgraded the home").
-                self.newer = newer
-                raise self.newer
+        # (The after-commit callbacks of the outermost level's COMMIT and the interrupt that came
+        # right after it, set once it is done.)
+        ended: list[Any] = []
+        try:
+            with self._lock:
+                conn = self.conn
+                cur = conn.cursor()
+                outer = self._depth == 0
+                name = f"sp{self._depth}"
+                level = self._open_level(conn, cur, outer, name)
+                try:
+                    yield cur
+                except BaseException as exc:
+                    self._depth -= 1
+                    self._deferred.pop()  # what this level queued never happened
+                    undo = self._undo.pop()
+                    note_os_error(conn, exc)
+                    lost = self._note_lost(conn, exc)
+                    cause: BaseException | None = self._lost_cause or exc
+                    self._rollback(cur, outer, name, undo)
+                    self._end(outer)  # (the outermost forgets the loss: captured above)
+                    if lost and isinstance(exc, Exception):  # (not KeyboardInterrupt and the like)
+                        self._raise_lost(outer, cause)
+                    raise
+                if not outer:
+                    self._release(conn, cur, name, level, outcome)
+                    return
+                ended[:] = self._commit(conn, cur, outcome)  # (one store: set or not at all)
+        finally:
+            # In a finally, not on the next line: an interrupt (a signal's KeyboardInterrupt)
+            # right after the lock's release skipped them, and a committed write's kept files
+            # stayed in the folder, its events never came.
+            if ended:
+                self._after_outer_commit(*ended)
+
+    def _open_level(self, conn: apsw.Connection, cur: apsw.Cursor, outer: bool, name: str) -> int:
+        """Begin the outermost level (BEGIN IMMEDIATE) or a SAVEPOINT (under the lock); return
+        the level's place in _deferred and _undo."""
+        if not outer and self._lost:
+            raise _WriteLost(self._lost_cause) from self._lost_cause
+        try:
             if outer:
-                self._versions_checked_at = seen
-            self._depth += 1
-            level = self._depth - 1  # (this level's place in _deferred and _undo)
-            if outer:
-                self._owner = threading.get_ident()
-                self._rolled_back = False
-            self._deferred.append([])
-            self._undo.append([])
-            try:
-                yield cur
-            except BaseException as exc:
-                self._depth -= 1
-                self._deferred.pop()  # what this level queued never happened
-                undo = self._undo.pop()
-                note_os_error(conn, exc)
-                lost = self._note_lost(conn, exc)
-                cause: BaseException | None = self._lost_cause or exc
-                self._rollback(cur, outer, name, undo)
-                self._end(outer)  # (the outermost forgets the loss: captured above)
-                if lost and isinstance(exc, Exception):  # (not KeyboardInterrupt and the like)
-                    self._raise_lost(outer, cause)
-                raise
-            if not outer:
-                self._release(conn, cur, name, level, outcome)
-                return
-            queued, interrupted = self._commit(conn, cur, outcome)
-        self._after_outer_commit(queued, interrupted)
+                self._begin_immediate(cur)
+                self.write_serial += 1
+                # The versions are read only when another connection committed since they
+                # were last found fine (an upgrade is such a commit): one pragma per write,
+                # no page read, as the core check alone cost before.
+                seen = int(str(cur.execute("PRAGMA data_version").fetchall()[0][0]))
+                newer = None if seen == self._versions_checked_at else self._newer_in(cur)
+            else:
+                cur.execute(f"SAVEPOINT {name}")
+        except apsw.Error as exc:
+            note_os_error(conn, exc)
+            if not outer and self._note_lost(conn, exc):
+                self._raise_lost(outer, self._lost_cause)
+            raise map_apsw_error(exc, "start a write") from exc
+        if outer and newer is not None:
+            # A newer localstore upgraded the index (the core, or the tables of a component
+            # this connection uses: sync's, app data's) since this one opened it (the app
+            # updated while the daemon ran): its rows may mean what this code does not
+            # write (the bump is what keeps an older version out at open), so no write,
+            # as at open.
+            cur.execute("ROLLBACK")
+            # Kept: a long-running owner (the daemon's tick) stops on it, whichever of its
+            # threads met it first (docs/daemon.md, "A newer localstore upgraded the home").
+            self.newer = newer
+            raise self.newer
+        if outer:
+            self._versions_checked_at = seen
+        self._depth += 1
+        if outer:
+            self._owner = threading.get_ident()
+            self._rolled_back = False
+        self._deferred.append([])
+        self._undo.append([])
+        return self._depth - 1
 
     def _commit(
         self, conn: apsw.Connection, cur: apsw.Cursor, outcome: WriteOutcome | None
@@ -1438,8 +1435,8 @@ class Index:
         first BaseException (``interrupted`` first) is raised once they ran; an Exception of
         an after-commit callback is only logged (it must not make the write look failed)."""
         self._commits += 1
-        told = _call_each(tuple(self._commit_listeners), logged=None)
-        ran = _call_each(queued, logged="after-commit callback %r failed")
+        told = call_each(tuple(self._commit_listeners), logged=None)
+        ran = call_each(queued, logged=(log, "after-commit callback %r failed"))
         for exc in (interrupted, told, ran):
             if exc is not None:
                 raise exc
@@ -1601,7 +1598,7 @@ class Index:
     def _run_undo(undo: Sequence[Callable[[], None]]) -> None:
         """Run the undo callbacks, newest first (see undo_on_rollback: before the ROLLBACK)."""
         # (An Exception only logged: the rollback must happen; reconcile records what is left.)
-        exc = _call_each(reversed(undo), logged="undo callback %r failed during a rollback")
+        exc = call_each(reversed(undo), logged=(log, "undo callback %r failed during a rollback"))
         if exc is not None:
             raise exc
 
