@@ -971,6 +971,8 @@ class Index:
         # write lock, and a rolled-back savepoint takes its draws back).
         self._own_ops: list[tuple[int, int]] | None = None
         self._first_op: int | None = None
+        # The open transaction's own range, read right before its COMMIT (see _commit_statement).
+        self._commit_ops: tuple[int, int] | None = None
         # Set when SQLite rolled the open write transaction back by itself (see _WriteLost);
         # the error that did it, once a level has seen it.
         self._lost = False
@@ -1287,10 +1289,10 @@ class Index:
                 self._rollback(cur, True, "sp0", undo)
                 self._end(True)
                 self._raise_lost(True, cause)
-            own_ops = self._commit_statement(conn, cur, counted, undo)
+            self._commit_statement(conn, cur, counted, undo)
             if self._after_commit_statement is not None:
                 self._after_commit_statement()
-            self._note_commit(counted, own_ops, outcome)
+            self._note_commit(counted, outcome)
             self._end(True)
         except BaseException as exc:
             # Ended above (rolled back, or committed and noted) unless _owner is still set: then
@@ -1306,9 +1308,8 @@ class Index:
         cur: apsw.Cursor,
         counted: bool,
         undo: Sequence[Callable[[], None]],
-    ) -> tuple[int, int] | None:
-        """Log the change, then COMMIT; return this commit's own op_id range (if asked for)."""
-        own_ops: tuple[int, int] | None = None
+    ) -> None:
+        """Log the change, note this commit's own op_id range (if asked for), then COMMIT."""
         try:
             if counted:
                 cur.execute(_COUNT_BLUEPRINT_COMMIT)
@@ -1317,26 +1318,29 @@ class Index:
                 cur.executemany(_LOG_CHANGE, [(gen, r) for r in self._txn_rids or (-1,)])
             if self._first_op is not None and self._own_ops is not None:
                 last = cur.execute(_LAST_OP).fetchall()[0][0]
-                own_ops = (self._first_op, int(str(last)))
+                # Kept where _end_interrupted finds it too: an interrupt right after the COMMIT
+                # otherwise lost the range, and the follower published this connection's own
+                # revisions as another process's (process="other").
+                self._commit_ops = (self._first_op, int(str(last)))
             cur.execute("COMMIT")
         except apsw.Error as exc:
             note_os_error(conn, exc)
             self._rollback(cur, True, "sp0", undo)
             self._end(True)
             raise map_apsw_error(exc, "commit to the index") from exc
-        return own_ops
 
-    def _note_commit(
-        self, counted: bool, own_ops: tuple[int, int] | None, outcome: WriteOutcome | None
-    ) -> None:
+    def _note_commit(self, counted: bool, outcome: WriteOutcome | None) -> None:
         """Bookkeeping of a done COMMIT (under the lock). Done twice by an interrupt right after
         it (see _end_interrupted): a listing then reads again, never misses a change."""
         if outcome is not None:
             outcome.done = True
         if counted:
             self.blueprint_commits += 1
+        own_ops = self._commit_ops
         if own_ops is not None and self._own_ops is not None and own_ops[0] <= own_ops[1]:
             ranges = self._own_ops
+            if ranges and ranges[-1][1] >= own_ops[1]:
+                return  # (noted already: this is the second time)
             if ranges and ranges[-1][1] + 1 == own_ops[0]:
                 ranges[-1] = (ranges[-1][0], own_ops[1])  # (no other commit between)
             else:
@@ -1358,7 +1362,7 @@ class Index:
         self._depth = 0
         try:
             if conn.getautocommit() and not self._rolled_back:
-                self._note_commit(counted, None, outcome)
+                self._note_commit(counted, outcome)
                 return True
             self._rollback(cur, True, "sp0", self._undo[0] if self._undo else ())
             return False
@@ -1535,6 +1539,7 @@ class Index:
         self._blueprints_touched = False
         self._txn_rids = set()
         self._first_op = None
+        self._commit_ops = None
         self._deferred.clear()
         self._undo.clear()
         if self._lost:
