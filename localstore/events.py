@@ -111,12 +111,22 @@ class EventBus:
 
     ``defer(deliver)`` decides when a publication is delivered (the store passes
     ``Index.after_commit``: at once, or after the publishing thread's open transaction commits).
+    ``check_process()`` raises where the bus must not be used (the store passes
+    ``Index.check_process``: a forked child gets the store's StoreClosedError).
     A publication is delivered on the publishing thread, event by event, each to every
     subscriber in turn: one thread's publications reach each subscriber in order, those of
     different threads in no order with each other (see the module).
     """
 
-    def __init__(self, *, defer: Callable[[Callable[[], None]], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        defer: Callable[[Callable[[], None]], None] | None = None,
+        check_process: Callable[[], None] | None = None,
+    ) -> None:
+        # Raises in a child forked from the store's process (Index.check_process): there the
+        # subscribers are the parent's and nothing would ever publish to a new one.
+        self._check_process = check_process or (lambda: None)
         self._subs: dict[int, tuple[Subscriber, frozenset[str] | None]] = {}
         self._observers: dict[int, Callable[[Sequence[Event]], None]] = {}
         self._lock = threading.Lock()
@@ -133,13 +143,15 @@ class EventBus:
         another thread may still finish); one subscribed while a batch is delivered hears the
         next. Raises InvalidInputError for a callback that is not callable or an unknown kind (a
         typo would otherwise subscribe to nothing, silently), StoreClosedError once the bus is
-        closed (its store closed: the subscriber would never be called).
+        closed (its store closed: the subscriber would never be called) or used in a child
+        forked from the store's process.
         """
         if not callable(callback):
             raise wrong_type(
                 "an event subscriber", callback, "callable", hint="pass a function taking one Event"
             )
         wanted = _kinds(kinds)
+        self._check_process()  # (before the lock: a parent's thread may hold the child's copy)
         with self._lock:
             self._check_open()
             token = self._next
@@ -162,6 +174,7 @@ class EventBus:
         subscriber held up the rest). Returns an unsubscribe. Raises StoreClosedError once the
         bus is closed.
         """
+        self._check_process()
         with self._lock:
             self._check_open()
             token = self._next
@@ -195,6 +208,7 @@ class EventBus:
 
     def publish(self, events: Iterable[Event]) -> None:
         """Deliver events to every matching subscriber (when ``defer`` says: see the class)."""
+        self._check_process()  # (a child would call the parent's subscribers)
         batch = list(events)  # (callers reuse their lists; a deferred delivery needs this one)
         if not batch:
             return

@@ -1056,6 +1056,13 @@ class Index:
                 pass
         conn.close()
 
+    def check_process(self) -> None:
+        """Raise StoreClosedError (forked_error) in a child forked from the process that opened
+        the index: for what else uses the store's connection, locks or threads (its events, a
+        sync engine), which the child must not touch either."""
+        if os.getpid() != self._pid:
+            raise forked_error(self._pid)
+
     @property
     def write_open(self) -> bool:
         """True if the calling thread has a write transaction open (what it reads is uncommitted)."""
@@ -1164,8 +1171,7 @@ class Index:
     @contextmanager
     def read(self) -> Iterator[Any]:
         """A cursor for reads, under the lock."""
-        if os.getpid() != self._pid:  # (before the lock: a parent thread may hold the child's copy)
-            raise forked_error(self._pid)
+        self.check_process()  # (before the lock: a parent thread may hold the child's copy)
         with self._lock:
             cur = self.conn.cursor()
             try:
@@ -1190,8 +1196,7 @@ class Index:
         IndexStoreError (``_WriteLost``), the outermost with the error that did it (mapped, e.g.
         DiskFullError); nothing of the transaction is committed.
         """
-        if os.getpid() != self._pid:
-            raise forked_error(self._pid)
+        self.check_process()
         if self.read_only is not None:
             raise self.read_only_error()
         # (The after-commit callbacks of the outermost level's COMMIT and the interrupt that came
