@@ -6,7 +6,8 @@ sync engine applies remote changes through ``store.save`` inside its own transac
 that outermost transaction commits, and dropped if it rolls back. Subscribers run synchronously on the
 committing thread, after the index lock is released, so they may read the store (from any thread or
 handle) and see the change; they must be quick. A subscriber that raises is logged and does not
-affect the change or other subscribers. Once the store's ``close()`` returns, no subscriber is
+affect the change or other subscribers; one interrupted (Ctrl-C while it ran) lets the others hear
+of the change first, then the interrupt goes on. Once the store's ``close()`` returns, no subscriber is
 called again (the rest of a batch under way included), as after each one's unsubscribe.
 
 Order: each thread's events reach every subscriber in the order that thread made its changes (a
@@ -42,12 +43,14 @@ app keeps a list from events). Without it, and for this store's own changes, ``p
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from localstore._callbacks import call_each
 from localstore.blueprint import utc_now
 from localstore.errors import InvalidInputError, StoreClosedError, wrong_type
 
@@ -108,12 +111,22 @@ class EventBus:
 
     ``defer(deliver)`` decides when a publication is delivered (the store passes
     ``Index.after_commit``: at once, or after the publishing thread's open transaction commits).
+    ``check_process()`` raises where the bus must not be used (the store passes
+    ``Index.check_process``: a forked child gets the store's StoreClosedError).
     A publication is delivered on the publishing thread, event by event, each to every
     subscriber in turn: one thread's publications reach each subscriber in order, those of
     different threads in no order with each other (see the module).
     """
 
-    def __init__(self, *, defer: Callable[[Callable[[], None]], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        defer: Callable[[Callable[[], None]], None] | None = None,
+        check_process: Callable[[], None] | None = None,
+    ) -> None:
+        # Raises in a child forked from the store's process (Index.check_process): there the
+        # subscribers are the parent's and nothing would ever publish to a new one.
+        self._check_process = check_process or (lambda: None)
         self._subs: dict[int, tuple[Subscriber, frozenset[str] | None]] = {}
         self._observers: dict[int, Callable[[Sequence[Event]], None]] = {}
         self._lock = threading.Lock()
@@ -130,13 +143,15 @@ class EventBus:
         another thread may still finish); one subscribed while a batch is delivered hears the
         next. Raises InvalidInputError for a callback that is not callable or an unknown kind (a
         typo would otherwise subscribe to nothing, silently), StoreClosedError once the bus is
-        closed (its store closed: the subscriber would never be called).
+        closed (its store closed: the subscriber would never be called) or used in a child
+        forked from the store's process.
         """
         if not callable(callback):
             raise wrong_type(
                 "an event subscriber", callback, "callable", hint="pass a function taking one Event"
             )
         wanted = _kinds(kinds)
+        self._check_process()  # (before the lock: a parent's thread may hold the child's copy)
         with self._lock:
             self._check_open()
             token = self._next
@@ -159,6 +174,7 @@ class EventBus:
         subscriber held up the rest). Returns an unsubscribe. Raises StoreClosedError once the
         bus is closed.
         """
+        self._check_process()
         with self._lock:
             self._check_open()
             token = self._next
@@ -192,6 +208,7 @@ class EventBus:
 
     def publish(self, events: Iterable[Event]) -> None:
         """Deliver events to every matching subscriber (when ``defer`` says: see the class)."""
+        self._check_process()  # (a child would call the parent's subscribers)
         batch = list(events)  # (callers reuse their lists; a deferred delivery needs this one)
         if not batch:
             return
@@ -204,23 +221,32 @@ class EventBus:
         with self._lock:
             subs = list(self._subs.items())
             observers = list(self._observers.values())
+        # One that raises is logged: a bug must not undo or block a committed change. One
+        # interrupted (Ctrl-C while it ran) is raised once every other heard of the change:
+        # raised at once, the rest never did (an app's view, the daemon's clients stale).
+        calls = self._calls(events, subs, observers)
+        interrupted = call_each(calls, logged=(log, "event subscriber or observer %r failed"))
+        if interrupted is not None:
+            raise interrupted
+
+    def _calls(
+        self,
+        events: list[Event],
+        subs: list[tuple[int, tuple[Subscriber, frozenset[str] | None]]],
+        observers: list[Callable[[Sequence[Event]], None]],
+    ) -> Iterator[Callable[[], None]]:
+        """The calls that deliver ``events``: each observer's with the batch, then event by event
+        each matching subscriber's (one made as its turn comes: see below)."""
         for observer in observers:
-            try:
-                observer(events)
-            except Exception:  # as a subscriber's: never undoes or blocks a committed change
-                log.exception("event observer %r failed on %d event(s)", observer, len(events))
+            yield functools.partial(observer, events)
         for event in events:
             for token, (callback, wanted) in subs:
                 if wanted is not None and event.kind not in wanted:
                     continue
                 # Unsubscribed since the batch began (by itself, or by another subscriber: a
                 # view closed in answer to an event): it hears no more. (A dict lookup, atomic.)
-                if token not in self._subs:
-                    continue
-                try:
-                    callback(event)
-                except Exception:  # a subscriber's bug must not undo or block a committed change
-                    log.exception("event subscriber %r failed on %s", callback, event.kind)
+                if token in self._subs:
+                    yield functools.partial(callback, event)
 
 
 def _kinds(kinds: Iterable[str] | None) -> frozenset[str] | None:

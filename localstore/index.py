@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, NoReturn
@@ -36,6 +36,7 @@ from typing import Any, Literal, NoReturn
 import apsw
 
 from localstore import files as fs
+from localstore._callbacks import call_each
 from localstore._durable import WIN_IN_USE_ERRORS
 from localstore._failure_streak import FAILURE_LOG_EVERY_S, FailureStreak
 from localstore._fts_text import indexed_text
@@ -895,24 +896,6 @@ def forked_error(pid: int) -> StoreClosedError:
     )
 
 
-def _call_each(
-    callbacks: Iterable[Callable[[], None]], *, logged: str | None
-) -> BaseException | None:
-    """Call every callback, whatever one raises; return the first exception for the caller to
-    raise once all ran. With ``logged``, an Exception is logged with that message instead
-    (only a BaseException, KeyboardInterrupt and the like, is returned)."""
-    first: BaseException | None = None
-    for callback in callbacks:
-        try:
-            callback()
-        except BaseException as exc:  # (returned, to be raised once the rest ran)
-            if logged is not None and isinstance(exc, Exception):
-                log.exception(logged, callback)
-            elif first is None:
-                first = exc
-    return first
-
-
 class WriteOutcome:
     """Whether a level of Index.write() stands, for a caller whose with-block an exception left.
 
@@ -988,6 +971,8 @@ class Index:
         # write lock, and a rolled-back savepoint takes its draws back).
         self._own_ops: list[tuple[int, int]] | None = None
         self._first_op: int | None = None
+        # The open transaction's own range, read right before its COMMIT (see _commit_statement).
+        self._commit_ops: tuple[int, int] | None = None
         # Set when SQLite rolled the open write transaction back by itself (see _WriteLost);
         # the error that did it, once a level has seen it.
         self._lost = False
@@ -1070,6 +1055,13 @@ class Index:
             except apsw.Error:  # another process holds the WAL busy; its maintainer will do it
                 pass
         conn.close()
+
+    def check_process(self) -> None:
+        """Raise StoreClosedError (forked_error) in a child forked from the process that opened
+        the index: for what else uses the store's connection, locks or threads (its events, a
+        sync engine), which the child must not touch either."""
+        if os.getpid() != self._pid:
+            raise forked_error(self._pid)
 
     @property
     def write_open(self) -> bool:
@@ -1179,8 +1171,7 @@ class Index:
     @contextmanager
     def read(self) -> Iterator[Any]:
         """A cursor for reads, under the lock."""
-        if os.getpid() != self._pid:  # (before the lock: a parent thread may hold the child's copy)
-            raise forked_error(self._pid)
+        self.check_process()  # (before the lock: a parent thread may hold the child's copy)
         with self._lock:
             cur = self.conn.cursor()
             try:
@@ -1205,72 +1196,85 @@ class Index:
         IndexStoreError (``_WriteLost``), the outermost with the error that did it (mapped, e.g.
         DiskFullError); nothing of the transaction is committed.
         """
-        if os.getpid() != self._pid:
-            raise forked_error(self._pid)
+        self.check_process()
         if self.read_only is not None:
             raise self.read_only_error()
-        with self._lock:
-            conn = self.conn
-            cur = conn.cursor()
-            outer = self._depth == 0
-            name = f"sp{self._depth}"
-            if not outer and self._lost:
-                raise _WriteLost(self._lost_cause) from self._lost_cause
-            try:
-                if outer:
-                    self._begin_immediate(cur)
-                    self.write_serial += 1
-                    # The versions are read only when another connection committed since they
-                    # were last found fine (an upgrade is such a commit): one pragma per write,
-                    # no page read, as the core check alone cost before.
-                    seen = int(str(cur.execute("PRAGMA data_version").fetchall()[0][0]))
-                    newer = None if seen == self._versions_checked_at else self._newer_in(cur)
-                else:
-                    cur.execute(f"SAVEPOINT {name}")
-            except apsw.Error as exc:
-                note_os_error(conn, exc)
-                if not outer and self._note_lost(conn, exc):
-                    self._raise_lost(outer, self._lost_cause)
-                raise map_apsw_error(exc, "start a write") from exc
-            if outer and newer is not None:
-                # A newer localstore upgraded the index (the core, or the tables of a component
-                # this connection uses: sync's, app data's) since this one opened it (the app
-                # updated while the daemon ran): its rows may mean what this code does not
-                # write (the bump is what keeps an older version out at open), so no write,
-                # as at open.
-                cur.execute("ROLLBACK")
-                # Kept: a long-running owner (the daemon's tick) stops on it, whichever of its
-                # threads met it first (docs/daemon.md, "A newer localstore upgraded the home").
-                self.newer = newer
-                raise self.newer
+        # (The after-commit callbacks of the outermost level's COMMIT and the interrupt that came
+        # right after it, set once it is done.)
+        ended: list[Any] = []
+        try:
+            with self._lock:
+                conn = self.conn
+                cur = conn.cursor()
+                outer = self._depth == 0
+                name = f"sp{self._depth}"
+                level = self._open_level(conn, cur, outer, name)
+                try:
+                    yield cur
+                except BaseException as exc:
+                    self._depth -= 1
+                    self._deferred.pop()  # what this level queued never happened
+                    undo = self._undo.pop()
+                    note_os_error(conn, exc)
+                    lost = self._note_lost(conn, exc)
+                    cause: BaseException | None = self._lost_cause or exc
+                    self._rollback(cur, outer, name, undo)
+                    self._end(outer)  # (the outermost forgets the loss: captured above)
+                    if lost and isinstance(exc, Exception):  # (not KeyboardInterrupt and the like)
+                        self._raise_lost(outer, cause)
+                    raise
+                if not outer:
+                    self._release(conn, cur, name, level, outcome)
+                    return
+                ended[:] = self._commit(conn, cur, outcome)  # (one store: set or not at all)
+        finally:
+            # In a finally, not on the next line: an interrupt (a signal's KeyboardInterrupt)
+            # right after the lock's release skipped them, and a committed write's kept files
+            # stayed in the folder, its events never came.
+            if ended:
+                self._after_outer_commit(*ended)
+
+    def _open_level(self, conn: apsw.Connection, cur: apsw.Cursor, outer: bool, name: str) -> int:
+        """Begin the outermost level (BEGIN IMMEDIATE) or a SAVEPOINT (under the lock); return
+        the level's place in _deferred and _undo."""
+        if not outer and self._lost:
+            raise _WriteLost(self._lost_cause) from self._lost_cause
+        try:
             if outer:
-                self._versions_checked_at = seen
-            self._depth += 1
-            level = self._depth - 1  # (this level's place in _deferred and _undo)
-            if outer:
-                self._owner = threading.get_ident()
-                self._rolled_back = False
-            self._deferred.append([])
-            self._undo.append([])
-            try:
-                yield cur
-            except BaseException as exc:
-                self._depth -= 1
-                self._deferred.pop()  # what this level queued never happened
-                undo = self._undo.pop()
-                note_os_error(conn, exc)
-                lost = self._note_lost(conn, exc)
-                cause: BaseException | None = self._lost_cause or exc
-                self._rollback(cur, outer, name, undo)
-                self._end(outer)  # (the outermost forgets the loss: captured above)
-                if lost and isinstance(exc, Exception):  # (not KeyboardInterrupt and the like)
-                    self._raise_lost(outer, cause)
-                raise
-            if not outer:
-                self._release(conn, cur, name, level, outcome)
-                return
-            queued, interrupted = self._commit(conn, cur, outcome)
-        self._after_outer_commit(queued, interrupted)
+                self._begin_immediate(cur)
+                self.write_serial += 1
+                # The versions are read only when another connection committed since they
+                # were last found fine (an upgrade is such a commit): one pragma per write,
+                # no page read, as the core check alone cost before.
+                seen = int(str(cur.execute("PRAGMA data_version").fetchall()[0][0]))
+                newer = None if seen == self._versions_checked_at else self._newer_in(cur)
+            else:
+                cur.execute(f"SAVEPOINT {name}")
+        except apsw.Error as exc:
+            note_os_error(conn, exc)
+            if not outer and self._note_lost(conn, exc):
+                self._raise_lost(outer, self._lost_cause)
+            raise map_apsw_error(exc, "start a write") from exc
+        if outer and newer is not None:
+            # A newer localstore upgraded the index (the core, or the tables of a component
+            # this connection uses: sync's, app data's) since this one opened it (the app
+            # updated while the daemon ran): its rows may mean what this code does not
+            # write (the bump is what keeps an older version out at open), so no write,
+            # as at open.
+            cur.execute("ROLLBACK")
+            # Kept: a long-running owner (the daemon's tick) stops on it, whichever of its
+            # threads met it first (docs/daemon.md, "A newer localstore upgraded the home").
+            self.newer = newer
+            raise self.newer
+        if outer:
+            self._versions_checked_at = seen
+        self._depth += 1
+        if outer:
+            self._owner = threading.get_ident()
+            self._rolled_back = False
+        self._deferred.append([])
+        self._undo.append([])
+        return self._depth - 1
 
     def _commit(
         self, conn: apsw.Connection, cur: apsw.Cursor, outcome: WriteOutcome | None
@@ -1290,10 +1294,10 @@ class Index:
                 self._rollback(cur, True, "sp0", undo)
                 self._end(True)
                 self._raise_lost(True, cause)
-            own_ops = self._commit_statement(conn, cur, counted, undo)
+            self._commit_statement(conn, cur, counted, undo)
             if self._after_commit_statement is not None:
                 self._after_commit_statement()
-            self._note_commit(counted, own_ops, outcome)
+            self._note_commit(counted, outcome)
             self._end(True)
         except BaseException as exc:
             # Ended above (rolled back, or committed and noted) unless _owner is still set: then
@@ -1309,9 +1313,8 @@ class Index:
         cur: apsw.Cursor,
         counted: bool,
         undo: Sequence[Callable[[], None]],
-    ) -> tuple[int, int] | None:
-        """Log the change, then COMMIT; return this commit's own op_id range (if asked for)."""
-        own_ops: tuple[int, int] | None = None
+    ) -> None:
+        """Log the change, note this commit's own op_id range (if asked for), then COMMIT."""
         try:
             if counted:
                 cur.execute(_COUNT_BLUEPRINT_COMMIT)
@@ -1320,26 +1323,29 @@ class Index:
                 cur.executemany(_LOG_CHANGE, [(gen, r) for r in self._txn_rids or (-1,)])
             if self._first_op is not None and self._own_ops is not None:
                 last = cur.execute(_LAST_OP).fetchall()[0][0]
-                own_ops = (self._first_op, int(str(last)))
+                # Kept where _end_interrupted finds it too: an interrupt right after the COMMIT
+                # otherwise lost the range, and the follower published this connection's own
+                # revisions as another process's (process="other").
+                self._commit_ops = (self._first_op, int(str(last)))
             cur.execute("COMMIT")
         except apsw.Error as exc:
             note_os_error(conn, exc)
             self._rollback(cur, True, "sp0", undo)
             self._end(True)
             raise map_apsw_error(exc, "commit to the index") from exc
-        return own_ops
 
-    def _note_commit(
-        self, counted: bool, own_ops: tuple[int, int] | None, outcome: WriteOutcome | None
-    ) -> None:
+    def _note_commit(self, counted: bool, outcome: WriteOutcome | None) -> None:
         """Bookkeeping of a done COMMIT (under the lock). Done twice by an interrupt right after
         it (see _end_interrupted): a listing then reads again, never misses a change."""
         if outcome is not None:
             outcome.done = True
         if counted:
             self.blueprint_commits += 1
+        own_ops = self._commit_ops
         if own_ops is not None and self._own_ops is not None and own_ops[0] <= own_ops[1]:
             ranges = self._own_ops
+            if ranges and ranges[-1][1] >= own_ops[1]:
+                return  # (noted already: this is the second time)
             if ranges and ranges[-1][1] + 1 == own_ops[0]:
                 ranges[-1] = (ranges[-1][0], own_ops[1])  # (no other commit between)
             else:
@@ -1361,7 +1367,7 @@ class Index:
         self._depth = 0
         try:
             if conn.getautocommit() and not self._rolled_back:
-                self._note_commit(counted, None, outcome)
+                self._note_commit(counted, outcome)
                 return True
             self._rollback(cur, True, "sp0", self._undo[0] if self._undo else ())
             return False
@@ -1438,8 +1444,8 @@ class Index:
         first BaseException (``interrupted`` first) is raised once they ran; an Exception of
         an after-commit callback is only logged (it must not make the write look failed)."""
         self._commits += 1
-        told = _call_each(tuple(self._commit_listeners), logged=None)
-        ran = _call_each(queued, logged="after-commit callback %r failed")
+        told = call_each(tuple(self._commit_listeners), logged=None)
+        ran = call_each(queued, logged=(log, "after-commit callback %r failed"))
         for exc in (interrupted, told, ran):
             if exc is not None:
                 raise exc
@@ -1538,6 +1544,7 @@ class Index:
         self._blueprints_touched = False
         self._txn_rids = set()
         self._first_op = None
+        self._commit_ops = None
         self._deferred.clear()
         self._undo.clear()
         if self._lost:
@@ -1601,7 +1608,7 @@ class Index:
     def _run_undo(undo: Sequence[Callable[[], None]]) -> None:
         """Run the undo callbacks, newest first (see undo_on_rollback: before the ROLLBACK)."""
         # (An Exception only logged: the rollback must happen; reconcile records what is left.)
-        exc = _call_each(reversed(undo), logged="undo callback %r failed during a rollback")
+        exc = call_each(reversed(undo), logged=(log, "undo callback %r failed during a rollback"))
         if exc is not None:
             raise exc
 

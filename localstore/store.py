@@ -709,7 +709,9 @@ class BlueprintStore:
             raise
         # Events wait for the commit of the publishing thread's open transaction (the sync
         # engine saves inside its own): see Index.after_commit.
-        self.events = EventBus(defer=self.index.after_commit)
+        self.events = EventBus(
+            defer=self.index.after_commit, check_process=self.index.check_process
+        )
         self._closed = False
         self._close_lock = threading.Lock()
         self._on_close: list[Callable[[], None]] = []

@@ -689,7 +689,9 @@ class EmbeddedSync:
     def _check_store_open(self) -> None:
         """Raise StoreClosedError once the store is closed: a pause or resume then wrote the
         home's pause file for a sync that no longer runs (the daemon and the app's next start
-        paused), and a status listener was kept that nothing would call."""
+        paused), and a status listener was kept that nothing would call. In a child forked from
+        the store's process, the store's refusal: the sync and its threads are the parent's."""
+        self.store.index.check_process()
         if self.store.closed:
             raise StoreClosedError(
                 "the store is closed, and its sync with it",

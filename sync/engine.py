@@ -653,6 +653,8 @@ class SyncEngine:
         Status listeners and store-event subscribers run on the syncing thread inside its cycle:
         one calling sync_once() or verify() would wait for itself forever.
         """
+        # (Before the lock: in a forked child, one the parent's sync thread held stays taken.)
+        self.store.index.check_process()
         me = threading.get_ident()
         if self._cycle_thread == me:  # (only this thread ever sets it to its own id)
             raise EngineStateError(
@@ -2589,6 +2591,7 @@ class SyncEngine:
         return True
 
     def _begin(self) -> None:
+        self.store.index.check_process()  # (a loop in a forked child: the parent's store)
         with self._cond:
             if self._worker is not WorkerState.NEW:
                 raise EngineStateError(f"the engine is {self._worker.value}; it runs once")
@@ -2664,7 +2667,9 @@ class SyncEngine:
     def _check_store_open(self) -> None:
         """Raise StoreClosedError once the store is closed: what pause(), resume(),
         request_sync() and subscribe_status() would do then is for a sync that never runs again
-        (a pause kept, a listener nothing calls), as every store call after close() raises."""
+        (a pause kept, a listener nothing calls), as every store call after close() raises; in
+        a child forked from the store's process, the store's refusal (the sync is the parent's)."""
+        self.store.index.check_process()
         if self.store.closed:
             raise StoreClosedError(
                 "the store is closed, and its sync with it",

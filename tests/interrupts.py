@@ -9,8 +9,28 @@ from typing import Any
 Store = Any
 
 # Where an interrupt comes once the outermost COMMIT is done: raised by a commit listener, by an
-# after-commit callback queued inside the write, right after the COMMIT statement returned.
-AFTER_COMMIT = ["listener", "after-commit-callback", "after-commit-statement"]
+# after-commit callback queued inside the write, right after the COMMIT statement returned, right
+# after the write released the index lock (before its after-commit callbacks ran).
+AFTER_COMMIT = ["listener", "after-commit-callback", "after-commit-statement", "after-lock-release"]
+
+
+class _LockThenInterrupt:
+    """The index's lock, raising (as a signal handler would) right after the release that frees
+    it once ``armed()`` says the write to interrupt committed."""
+
+    def __init__(self, lock: Any, armed: Any, fire: Any) -> None:
+        self.lock, self.armed, self.fire = lock, armed, fire
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.lock, name)
+
+    def __enter__(self) -> bool:
+        return bool(self.lock.__enter__())
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.__exit__(*exc)
+        if not self.lock._is_owned() and self.armed():
+            self.fire()
 
 
 class Interrupt:
@@ -29,8 +49,11 @@ class Interrupt:
             self.fired = True
             raise self.exc("injected")
 
+    def _committed(self) -> bool:
+        return bool(self.store.index.blueprint_commits != self._commits)
+
     def _listener(self) -> None:
-        if self.store.index.blueprint_commits != self._commits:
+        if self._committed():
             self._fire()
 
     def _after_statement(self) -> None:
@@ -59,6 +82,8 @@ class Interrupt:
             index.on_commit(self._listener)
         elif self.where == "after-commit-statement":
             index._after_commit_statement = self._after_statement
+        elif self.where == "after-lock-release":
+            index._lock = _LockThenInterrupt(index._lock, self._committed, self._fire)
         else:
             index.conn.exec_trace = self._trace
         return self
@@ -66,6 +91,8 @@ class Interrupt:
     def __exit__(self, *_: object) -> None:
         index = self.store.index
         index._after_commit_statement = None
+        if isinstance(index._lock, _LockThenInterrupt):
+            index._lock = index._lock.lock
         if self._listener in index._commit_listeners:
             index._commit_listeners.remove(self._listener)
         if index._conn is not None:

@@ -172,17 +172,24 @@ def test_any_base_exception_after_the_commit(
     assert [(r.rev, r.origin, r.deleted) for r in again.history("a/x")] == [(1, "local", False)]
 
 
+@pytest.mark.parametrize("where", AFTER_COMMIT)
+@pytest.mark.parametrize("name", ["save-over", "restore"])
 def test_kept_previous_files_go_once_the_save_committed(
-    opened: Callable[[], Store], monkeypatch: pytest.MonkeyPatch
+    opened: Callable[[], Store], monkeypatch: pytest.MonkeyPatch, name: str, where: str
 ) -> None:
     """On a nearly full disk a save keeps the replaced files until its commit: an interrupt
-    after it must not leave them in the folder (nor put them back)."""
+    after it must not leave them in the folder (nor put them back). A restore's save is a
+    savepoint: its kept files go after the restore's COMMIT, with the rest of that write's
+    after-commit callbacks, which an interrupt right after the index lock's release skipped
+    (the kept copy stayed in the folder, the restore's event never came)."""
+    op = OPS[name]
     store = opened()
-    store.save("a/x", "v: 1\n")
+    op.setup(store)
     monkeypatch.setattr(fs, "space_is_low", lambda _root: True)
-    _interrupted(store, OPS["save-over"], "after-commit-statement", KeyboardInterrupt)
+    events = _interrupted(store, op, where, KeyboardInterrupt)
     assert sorted(snapshot(store)[0]) == ["a/x.blueprint.meta.json", "a/x.blueprint.yaml"]
-    assert _content(store, "a/x") == "v: 2\n"
+    assert op.landed(store)
+    assert op.event in {e.kind for e in events}
 
 
 def test_an_interrupt_at_an_inner_release_undoes_the_whole_write(
@@ -224,3 +231,28 @@ def test_a_transaction_that_swallows_an_inner_interrupt_cannot_commit(
     again = opened()
     assert again.check().clean
     assert _content(again, "a/x") == "v: 1\n"
+
+
+def test_an_interrupt_in_a_subscriber_lets_every_other_hear_the_change(
+    opened: Callable[[], Store],
+) -> None:
+    """Ctrl-C while one subscriber ran (its KeyboardInterrupt) used to end the delivery there:
+    the other subscribers and observers (an app's view, the daemon's clients, the in-process
+    sync's follower) never heard of the committed change, nor of the batch's later events.
+    Now they all do, then the interrupt goes on."""
+    store = opened()
+    heard: list[tuple[str, str]] = []
+    observed: list[str] = []
+
+    def interrupted(_event: Any) -> None:
+        if not heard:
+            raise KeyboardInterrupt
+
+    store.subscribe(interrupted)
+    store.subscribe(lambda e: heard.append((e.kind, e.path)))
+    store.events.observe(lambda events: observed.extend(e.path for e in events))
+    with pytest.raises(KeyboardInterrupt):
+        store.save_many([SaveRequest("a/x", "v: 1\n"), SaveRequest("b/y", "w: 1\n")])
+    paths = ["a/x.blueprint.yaml", "b/y.blueprint.yaml"]
+    assert heard == [("created", p) for p in paths]
+    assert observed == paths

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 import localstore
+from sync._follow import ForeignChanges, foreign_events
+from tests.daemon.test_follow_coalescing import claim_all
+from tests.interrupts import AFTER_COMMIT, Interrupt
 
 
 def _ops(store: localstore.BlueprintStore) -> set[int]:
@@ -61,3 +64,39 @@ def test_a_store_that_never_asks_notes_nothing(tmp_path: Path) -> None:
         here.save("a/one", "v: 1\n")
         assert here.index._own_ops is None
         assert _ops(here) == set()
+
+
+@pytest.mark.parametrize("where", AFTER_COMMIT)
+def test_a_write_interrupted_after_its_commit_is_still_this_connections(
+    tmp_path: Path, where: str
+) -> None:
+    """The range was noted after the COMMIT from a local of the committing code: an interrupt
+    right after the statement lost it (and one noted before the interrupt is noted once)."""
+    with localstore.open(home=tmp_path / "home") as here:
+        _ops(here)  # starts the noting
+        mine = here.save("a/one", "v: 1\n")
+        with Interrupt(here, where, KeyboardInterrupt), pytest.raises(KeyboardInterrupt):
+            here.save("a/one", "v: 2\n")
+        with here.index.read():
+            ranges = here.index.own_ops()
+        assert ranges == [(_op_of(here, mine.id, 1), _op_of(here, mine.id, 2))]
+
+
+@pytest.mark.parametrize("where", AFTER_COMMIT)
+def test_the_follower_never_takes_an_interrupted_own_save_for_another_processs(
+    tmp_path: Path, where: str
+) -> None:
+    """With the range lost, the in-process sync's follower published this process's own save
+    as another process's change (``process="other"``: an app took its own edit for a foreign
+    one, and the engine was woken for it)."""
+    home = tmp_path / "home"
+    with localstore.open(home=home) as here, localstore.open(home=home) as other:
+        follower = ForeignChanges(here)
+        here.events.observe(lambda events: claim_all(follower, events))
+        here.save("a/one", "v: 1\n")
+        with Interrupt(here, where, KeyboardInterrupt), pytest.raises(KeyboardInterrupt):
+            here.save("a/one", "v: 2\n")
+        theirs = other.save("b/one", "v: 1\n")
+        follower.poll(True)
+        heard = [e for row in follower.poll(False) for e in foreign_events(here, row)]
+        assert [(e.id, e.kind, e.process) for e in heard] == [(theirs.id, "created", "other")]

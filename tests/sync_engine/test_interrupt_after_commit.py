@@ -32,6 +32,8 @@ def test_an_interrupted_pull_leaves_files_and_index_agreeing(
     for i in range(N):
         a.store.save(f"n/y{i}", f"new: {i}\n")
     a.sync()
+    heard: list[str] = []
+    b.store.subscribe(lambda e: heard.append(e.id), kinds=["created"])
     with (
         Interrupt(b.store, where, KeyboardInterrupt) as interrupt,
         pytest.raises(KeyboardInterrupt),
@@ -41,6 +43,9 @@ def test_an_interrupted_pull_leaves_files_and_index_agreeing(
     assert not b.store.index.write_open
     pulled = len(b.store.list())
     assert pulled == (N if where in AFTER_COMMIT else 0)
+    # The app hears of every committed pull (the events wait for the pass's COMMIT: an
+    # interrupt right after the index lock's release dropped them all).
+    assert sorted(heard) == sorted(bp.id for bp in b.store.list())
     after = snapshot(b.store)
     assert len(after[0]) == 2 * pulled  # (the pairs, nothing else: no temps, no kept files)
     close_device(b)
