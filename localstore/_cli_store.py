@@ -23,6 +23,7 @@ from localstore.cli import (
     errors_to_exit,
     exit_code_of,
     fail,
+    into_blueprints_folder,
     json_text,
     limit_count,
     no_such_file,
@@ -198,13 +199,17 @@ def init_cmd(ctx: CliContext) -> None:
         )
 
 
+def _save_takes() -> str:
+    return f"-f takes one YAML file; to bring in a folder's blueprints, {into_blueprints_folder()}"
+
+
 @click.command("save")
 @click.argument("path")
 @click.option(
     "-f",
     "--file",
     "source",
-    type=InputPath("the YAML file to save", allow_dash=True),
+    type=InputPath("the YAML file to save", for_a_folder=_save_takes, allow_dash=True),
     help="Read the YAML from FILE ('-' for stdin). Default: stdin.",
 )
 @click.option("--tag", "tags", multiple=True, type=TAG, help="Set tags (repeatable).")
