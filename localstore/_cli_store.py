@@ -260,12 +260,13 @@ def save_cmd(
 def _file_words_for_encoding() -> Iterator[None]:
     """Exit with the CLI's hint for YAML that is not UTF-8: the API's also says to pass the
     content as a str, which a file or a pipe cannot do."""
+    from localstore.blueprint import NOT_UTF8_HINT
     from localstore.errors import InvalidYAMLError
 
     try:
         yield
     except InvalidYAMLError as exc:
-        if not isinstance(exc.__cause__, UnicodeDecodeError):
+        if exc.hint != NOT_UTF8_HINT:
             raise
         fail(exc.message, code=exit_code_of(exc), hint="save it as UTF-8")
 
