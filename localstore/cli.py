@@ -277,6 +277,21 @@ def fail(
     raise SystemExit(code)
 
 
+@contextmanager
+def file_words_for_encoding() -> Iterator[None]:
+    """Exit with the CLI's hint for YAML that is not UTF-8 (`save -f`, `conflicts resolve --take
+    FILE`): the API's also says to pass the content as a str, which a file or a pipe cannot do."""
+    from localstore.blueprint import NOT_UTF8_HINT
+    from localstore.errors import InvalidYAMLError
+
+    try:
+        yield
+    except InvalidYAMLError as exc:
+        if exc.hint != NOT_UTF8_HINT:
+            raise
+        fail(exc.message, code=exit_code_of(exc), hint="save it as UTF-8")
+
+
 def no_such_file(name: str, what: str = "file") -> NoReturn:
     """Exit 2 for an input file named on the command line that does not exist.
 
