@@ -43,6 +43,7 @@ from localstore.cli import (
     InputPath,
     errors_to_exit,
     fail,
+    into_blueprints_folder,
     no_such_file,
     pass_ctx,
 )
@@ -210,8 +211,15 @@ def _export_yaml(
     )
 
 
+def _import_takes() -> str:
+    return (
+        "import takes one .lsbundle file, as 'localstore export -o FILE' writes it; to bring in "
+        f"a folder's blueprints, {into_blueprints_folder()}"
+    )
+
+
 @click.command("import")
-@click.argument("file", type=InputPath("the bundle to import"))
+@click.argument("file", type=InputPath("the bundle to import", for_a_folder=_import_takes))
 @click.option(
     "--on-conflict",
     type=click.Choice(CONFLICT_POLICIES),
@@ -235,7 +243,9 @@ def import_cmd(
     An encrypted bundle's passphrase is asked on the terminal (in a script:
     LOCALSTORE_PASSPHRASE). Exit code 3 when blueprints were left as they are here (conflicts,
     files here that do not parse; with --dry-run: would be), 1 when some blueprint was refused or
-    could not be saved. The closing notes say what to do about each kind.
+    could not be saved. The closing notes say what to do about each kind. FILE is a bundle, not
+    a folder: a folder's .blueprint.yaml files are copied into the blueprints folder instead (the
+    next localstore command records them).
     """
     with errors_to_exit():
         encrypted = _is_encrypted(file)

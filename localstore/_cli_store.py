@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import click
@@ -21,8 +19,9 @@ from localstore.cli import (
     CliContext,
     InputPath,
     errors_to_exit,
-    exit_code_of,
     fail,
+    file_words_for_encoding,
+    into_blueprints_folder,
     json_text,
     limit_count,
     no_such_file,
@@ -198,13 +197,17 @@ def init_cmd(ctx: CliContext) -> None:
         )
 
 
+def _save_takes() -> str:
+    return f"-f takes one YAML file; to bring in a folder's blueprints, {into_blueprints_folder()}"
+
+
 @click.command("save")
 @click.argument("path")
 @click.option(
     "-f",
     "--file",
     "source",
-    type=InputPath("the YAML file to save", allow_dash=True),
+    type=InputPath("the YAML file to save", for_a_folder=_save_takes, allow_dash=True),
     help="Read the YAML from FILE ('-' for stdin). Default: stdin.",
 )
 @click.option("--tag", "tags", multiple=True, type=TAG, help="Set tags (repeatable).")
@@ -241,7 +244,7 @@ def save_cmd(
             f"YAML is over the limit of {limit} bytes",
             hint="split the blueprint or raise max_yaml_bytes in config.yaml",
         )
-    with errors_to_exit(), _file_words_for_encoding():
+    with errors_to_exit(), file_words_for_encoding():
         bp = ctx.store(writes="save a blueprint").save(
             path, content, tags=list(tags) or None, name=name, description=description
         )
@@ -249,20 +252,6 @@ def save_cmd(
             {k: v for k, v in bp.to_dict().items() if k != "content"},
             lambda: click.echo(f"saved {bp.path} (id {bp.id}, rev {bp.rev})"),
         )
-
-
-@contextmanager
-def _file_words_for_encoding() -> Iterator[None]:
-    """Exit with the CLI's hint for YAML that is not UTF-8: the API's also says to pass the
-    content as a str, which a file or a pipe cannot do."""
-    from localstore.errors import InvalidYAMLError
-
-    try:
-        yield
-    except InvalidYAMLError as exc:
-        if not isinstance(exc.__cause__, UnicodeDecodeError):
-            raise
-        fail(exc.message, code=exit_code_of(exc), hint="save it as UTF-8")
 
 
 def _check_tag_count(tags: Sequence[str]) -> None:

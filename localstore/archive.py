@@ -1243,7 +1243,7 @@ class _Planner:
         with self.store.index.read() as cur:
             held = self.store._live_at(cur, target) is not None
             if not held:
-                self.store._check_file_case(target, self.folders)
+                self._check_file_case(target)
             self.store._check_folders_case(cur, target, self.folders)
         if held or key in self.holders or self._unrecorded_at(target) is not None:
             return
@@ -1254,6 +1254,20 @@ class _Planner:
                 hint="move that file away, or import again once it is recorded "
                 "('localstore check' records it)",
             )
+
+    def _check_file_case(self, target: str) -> None:
+        """The save's refusal of a name that differs only by case from a file here not recorded
+        yet, with an import's ways on: recorded, that file is a blueprint at the bundle's path
+        (one name on macOS and Windows), and the policy decides, as the plan does for it then."""
+        try:
+            self.store._check_file_case(target, self.folders)
+        except UnsafePathError as exc:
+            raise UnsafePathError(
+                exc.message,
+                hint="move or rename that file; or import again once it is recorded "
+                "('localstore check --fix' records it): it then holds the path, and "
+                "--on-conflict decides, as for a blueprint here at the bundle's path",
+            ) from exc
 
     def _set(
         self,

@@ -150,18 +150,45 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
-def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> InvalidYAMLError:
-    """The error for YAML bytes that are not UTF-8 (the CLI gives its own hint for the same
-    ``__cause__``: a command line cannot pass a str)."""
+# The hint of an error for YAML bytes that are not UTF-8 (the CLI gives its own for it: a command
+# line cannot pass a str).
+NOT_UTF8_HINT = "save it as UTF-8, or pass the content as a str"
+# How much of a document is looked at for UTF-16 without a byte order mark.
+_UTF16_SAMPLE = 512
+
+
+def decode_yaml(raw: bytes) -> str:
+    """Decode a blueprint document's bytes as UTF-8.
+
+    Raises InvalidYAMLError (hint NOT_UTF8_HINT) for bytes that are not UTF-8, naming UTF-16.
+    """
+    utf16 = _utf16_words(raw)
+    if utf16:
+        raise InvalidYAMLError(f"YAML {utf16}, not UTF-8", hint=NOT_UTF8_HINT)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidYAMLError(
+            f"YAML is not UTF-8 ({exc.reason} at byte {exc.start})", hint=NOT_UTF8_HINT
+        ) from exc
+
+
+def _utf16_words(raw: bytes) -> str:
+    """What shows ``raw`` is UTF-16 ("" when nothing does)."""
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         # Notepad's "Unicode" and Windows PowerShell's `>` write UTF-16 with a byte order mark:
         # "invalid start byte at byte 0" did not say what the file is.
-        what = "UTF-16 (it starts with a UTF-16 byte order mark), not UTF-8"
-    else:
-        what = f"not UTF-8 ({exc.reason} at byte {exc.start})"
-    return InvalidYAMLError(
-        f"YAML is {what}", hint="save it as UTF-8, or pass the content as a str"
-    )
+        return "is UTF-16 (it starts with a UTF-16 byte order mark)"
+    if raw.find(b"\0", 0, _UTF16_SAMPLE) == -1:
+        return ""
+    # Without one, UTF-16 of ASCII text is valid UTF-8 with a NUL every other byte: the parser
+    # refused the first NUL as "a control character", which did not say what the file is.
+    # Mostly one byte of each pair NUL, seldom the other: text mostly in Latin script.
+    sample = raw[:_UTF16_SAMPLE]
+    share = [part.count(0) / max(len(part), 1) for part in (sample[0::2], sample[1::2])]
+    if max(share) >= 0.75 and min(share) <= 0.25:
+        return "looks like UTF-16 (a NUL byte every other byte)"
+    return ""
 
 
 def parse_yaml(text: str | bytes, limits: YamlLimits | None = None) -> dict[str, Any]:
@@ -178,10 +205,7 @@ def parse_yaml(text: str | bytes, limits: YamlLimits | None = None) -> dict[str,
             f"YAML is over the limit of {limits.max_bytes} bytes",
             hint="split the blueprint or raise max_yaml_bytes in config.yaml",
         )
-    try:
-        source = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _not_utf8(raw, exc) from exc
+    source = decode_yaml(raw)
     loader = _Loader(source)
     try:
         node = loader.get_single_node()
@@ -234,11 +258,7 @@ def check_yaml(text: str | bytes, limits: YamlLimits | None = None) -> None:
     if len(raw) > limits.max_bytes:
         parse_yaml(raw, limits)  # the size error, worded once
         return
-    try:
-        source = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        parse_yaml(raw, limits)
-        return
+    source = decode_yaml(raw)
     if _plainly_fine(raw, limits):
         return
     parser = _Loader(source)

@@ -277,6 +277,21 @@ def fail(
     raise SystemExit(code)
 
 
+@contextmanager
+def file_words_for_encoding() -> Iterator[None]:
+    """Exit with the CLI's hint for YAML that is not UTF-8 (`save -f`, `conflicts resolve --take
+    FILE`): the API's also says to pass the content as a str, which a file or a pipe cannot do."""
+    from localstore.blueprint import NOT_UTF8_HINT
+    from localstore.errors import InvalidYAMLError
+
+    try:
+        yield
+    except InvalidYAMLError as exc:
+        if exc.hint != NOT_UTF8_HINT:
+            raise
+        fail(exc.message, code=exit_code_of(exc), hint="save it as UTF-8")
+
+
 def no_such_file(name: str, what: str = "file") -> NoReturn:
     """Exit 2 for an input file named on the command line that does not exist.
 
@@ -421,16 +436,40 @@ OUTPUT_PATH = _OutputPath()
 
 
 class InputPath(click.Path):
-    """A file to read (`import FILE`): a click.Path (a file name may be any bytes; a folder is
-    refused), and empty is bad usage. ``what``: the file, for the error ("the bundle to import")."""
+    """A file to read (`import FILE`): a click.Path (a file name may be any bytes), and empty or
+    a folder is bad usage. ``what``: the file, for the error ("the bundle to import");
+    ``for_a_folder``: what to tell of a folder given instead."""
 
-    def __init__(self, what: str, *, allow_dash: bool = False) -> None:
+    def __init__(
+        self, what: str, *, for_a_folder: Callable[[], str], allow_dash: bool = False
+    ) -> None:
         super().__init__(dir_okay=False, allow_dash=allow_dash)
         self.what = what
+        self.for_a_folder = for_a_folder
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         _refuse_empty_path(os.fsdecode(value), param, ctx, self.what)
+        if os.path.isdir(value) and not (self.allow_dash and value == "-"):
+            # click's refusal came with the usage text and "File 'x' is a directory": true,
+            # and no word on what the command takes or how a folder's blueprints get in.
+            raise _BadText(
+                f"{click.format_filename(value)} is a folder; {self.for_a_folder()}", ctx=ctx
+            )
         return super().convert(value, param, ctx)
+
+
+def into_blueprints_folder() -> str:
+    """How a folder of blueprint files gets into this home, for an error that refuses one."""
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_object(CliContext) if ctx is not None else None
+    try:
+        folder = str(obj.settings.paths.blueprints) if obj is not None else ""
+    except LocalStoreError:
+        folder = ""  # (a broken config says so once the command opens the home)
+    return (
+        f"copy its .blueprint.yaml files into {folder or 'the blueprints folder'} (the next "
+        "localstore command records them), or save each with 'localstore save PATH -f FILE'"
+    )
 
 
 class _TagText(_Utf8Text):

@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import os
+import posixpath
 import re
 import stat
 import threading
@@ -2585,8 +2586,9 @@ class BlueprintStore:
         names = self._folder_names(folder, folders)
         existing = names.get(fs.path_key(name))
         if existing is not None and existing != name:
+            other = posixpath.join(posixpath.dirname(rel), existing)
             raise UnsafePathError(
-                f"{rel} differs only by case from the file {existing} in the same folder",
+                f"{rel} differs only by case from {other}, a file here not recorded yet",
                 hint="rename one of them",
             )
 

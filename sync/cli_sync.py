@@ -35,6 +35,7 @@ from localstore.cli import (
     CliContext,
     errors_to_exit,
     fail,
+    file_words_for_encoding,
     pass_ctx,
 )
 from localstore.config import check_cloud_url, cleartext_url_warning
@@ -806,8 +807,12 @@ def resolve_cmd(cli: CliContext, cid: int, take: str | None, tool: bool) -> None
 
 
 def _read_take_file(name: str) -> str:
+    """The text of `--take FILE`; exit 2 when there is no such file, 1 when it cannot be read or
+    is not UTF-8 (in `save -f`'s words: its own were Python's codec error)."""
+    from localstore.blueprint import decode_yaml
+
     try:
-        return Path(name).read_text(encoding="utf-8")
+        raw = Path(name).read_bytes()
     except FileNotFoundError:
         # (Exit 2, as for any input file named on the command line that does not exist.)
         fail(
@@ -815,8 +820,10 @@ def _read_take_file(name: str) -> str:
             code=2,
             hint="--take takes local, remote, or the path of a file holding the resolved text",
         )
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         fail(f"cannot read {name}: {exc}", hint="give a UTF-8 YAML file")
+    with file_words_for_encoding():
+        return decode_yaml(raw)
 
 
 def _resolve_with_tool(settings: Settings, store: Any, record: Any) -> Any:

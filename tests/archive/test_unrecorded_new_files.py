@@ -128,9 +128,29 @@ def test_a_file_of_the_paths_name_in_another_case_is_refused_in_the_plan(
 
     dry, real = _dry_then_real(here, bundle, policy)
 
-    assert dry.action == "refused" and "differs only by case from the file" in dry.error
+    assert dry.action == "refused" and "case from personal/Plan.blueprint.yaml, a file" in dry.error
     _same_plan(dry, real)
     assert theirs.read_text() == EDIT and not here.abspath(YAML).exists()
+
+
+def test_the_refusal_names_the_other_file_and_the_ways_on(
+    stores: StoreFactory, bundle: Path
+) -> None:
+    """It said "... from the file Plan.blueprint.yaml in the same folder (rename one of them)":
+    no folder, and no word that the file is not recorded yet, nor that once it is the bundle's
+    blueprint is a path conflict its --on-conflict decides (as for a file at the very path)."""
+    here = stores("here")
+    _put(here, "personal/Plan.blueprint.yaml", EDIT)
+    [item] = archive.import_bundle(here, bundle).items
+    assert item.error == (
+        f"{YAML} differs only by case from personal/Plan.blueprint.yaml, a file here not "
+        "recorded yet (move or rename that file; or import again once it is recorded "
+        "('localstore check --fix' records it): it then holds the path, and --on-conflict "
+        "decides, as for a blueprint here at the bundle's path)"
+    )
+    assert here.check(fix=True).fixed  # (what the hint says to do, then:)
+    [item] = archive.import_bundle(here, bundle, on_conflict="keep-both").items
+    assert item.action == "keep-both" and item.status == "done", item
 
 
 @pytest.mark.parametrize("policy", archive.CONFLICT_POLICIES)

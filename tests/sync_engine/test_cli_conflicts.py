@@ -98,6 +98,34 @@ def test_resolve_take_remote_and_take_file(
     assert bad.exit_code == 2
 
 
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        ("steps: caf\u00e9\n".encode("latin-1"), "YAML is not UTF-8 (invalid continuation byte"),
+        ("steps: 8\n".encode("utf-16"), "YAML is UTF-16 (it starts with a UTF-16 byte order mark)"),
+        ("steps: 8\n".encode("utf-16-le"), "YAML looks like UTF-16 (a NUL byte every other byte)"),
+    ],
+    ids=["latin-1", "utf-16", "utf-16-le"],
+)
+def test_take_file_that_is_not_utf8_says_so_as_save_does(
+    make_device: Callable[..., Device], tmp_path: Path, content: bytes, said: str
+) -> None:
+    """It was "cannot read FILE: 'utf-8' codec can't decode byte 0xe9 in position 10: invalid
+    continuation byte (give a UTF-8 YAML file)", and UTF-16 without a byte order mark "a control
+    character"; `save -f` says the same bytes in its own words."""
+    _, b, ident = _conflicted(make_device)
+    before = b.store.load(ident).content
+    chosen = tmp_path / "chosen.yaml"
+    chosen.write_bytes(content)
+    done = run(b.home, "conflicts", "resolve", "1", "--take", str(chosen))
+    assert done.exit_code == 1, done.output
+    assert said in done.stderr and done.stderr.endswith(" (save it as UTF-8)\n"), done.stderr
+    saved = run(b.home, "save", "c/other", "-f", str(chosen))
+    assert saved.stderr == done.stderr
+    assert json.loads(run(b.home, "--json", "conflicts").output)[0]["cid"] == 1  # still open
+    assert b.store.load(ident).content == before
+
+
 def test_resolve_with_the_configured_merge_tool(
     make_device: Callable[..., Device], tmp_path: Path
 ) -> None:

@@ -1,0 +1,39 @@
+"""An editor saving a blueprint as UTF-16 without a byte order mark: the watcher flags it, in
+words that name UTF-16 (it said "a control character (NUL, U+0000)")."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from localstore.blueprint import check_yaml, parse_yaml
+from localstore.errors import InvalidYAMLError
+from localstore.store import BlueprintStore
+from localstore.watcher import Watcher
+
+from .conftest import Recorder
+
+UTF16 = "looks like UTF-16 (a NUL byte every other byte), not UTF-8"
+
+
+def test_an_edit_saved_as_utf16_is_flagged_as_utf16(
+    store: BlueprintStore, watcher: Watcher, recorder: Recorder
+) -> None:
+    bp = store.save("wide", "steps: [a, b]\n")
+    assert watcher.wait_idle()
+    recorder.take()
+    store.abspath(bp.path).write_bytes("steps: [a, b, c]\n".encode("utf-16-le"))
+    assert watcher.wait_idle()
+    events = recorder.take()
+    assert [(e.kind, e.id) for e in events] == [("invalid", bp.id)]
+    assert UTF16 in events[0].detail
+    assert UTF16 in (store.row(bp.id).flagged or "")
+    assert store.load(bp.id).content == "steps: [a, b]\n"  # (the last good version stays)
+
+
+@pytest.mark.parametrize("check", [parse_yaml, check_yaml])
+def test_a_lone_nul_is_still_a_control_character(check: Callable[[bytes], object]) -> None:
+    """Only a NUL every other byte is taken for UTF-16, not any NUL (a binary file)."""
+    with pytest.raises(InvalidYAMLError, match=r"control character \(NUL, U\+0000\) at line 2"):
+        check(b"a: 1\nb: x\x00y\n")
