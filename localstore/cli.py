@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -590,8 +591,10 @@ def _usage_hint(exc: click.UsageError, args: list[str]) -> str:
 
     ``args``: the command line after the group's options, to find the word click cut short.
     """
-    if not isinstance(exc, click.NoSuchOption) or exc.ctx is None:
+    if exc.ctx is None:
         return ""
+    if not isinstance(exc, click.NoSuchOption):
+        return _file_as_word_hint(exc.ctx, args)
     name, path = exc.option_name, exc.ctx.command_path
     if name in _GLOBAL_OPTIONS:
         # `localstore ls --json`: click suggested '--sort' (its closest option) instead.
@@ -618,6 +621,30 @@ def _usage_hint(exc: click.UsageError, args: list[str]) -> str:
         example = " ".join([path, *others, "--", word])
         return f"a value that starts with '-' goes after '--', as in '{example}'"
     return ""
+
+
+def _file_as_word_hint(ctx: click.Context, args: list[str]) -> str:
+    """For `localstore save flows/deploy deploy.yaml` (the file a second word, as cp takes it),
+    which click answers "Got unexpected extra argument": the command reads its file from -f.
+    "" when the command takes no -f or no extra word is a file (click's text will do)."""
+    options = [p for p in ctx.command.params if isinstance(p, click.Option)]
+    if not any("-f" in p.opts for p in options):
+        return ""
+    takes_value = {o for p in options if not p.is_flag for o in p.opts + p.secondary_opts}
+    arguments = sum(1 for p in ctx.command.params if isinstance(p, click.Argument))
+    positional: list[str] = []
+    words = iter(_after_subcommands(args, ctx.command_path))
+    for word in words:
+        if word in takes_value:
+            next(words, None)  # (its value)
+        elif not word.startswith("-"):
+            positional.append(word)
+    files = [w for w in positional[arguments:] if os.path.isfile(w)]
+    if len(files) != 1:
+        return ""
+    others = [w for w in _after_subcommands(args, ctx.command_path) if w != files[0]]
+    example = shlex.join([*ctx.command_path.split(), *others, "-f", files[0]])
+    return f"to save the YAML in a file, give it with -f: '{example}'"
 
 
 def _after_subcommands(args: list[str], path: str) -> list[str]:

@@ -185,3 +185,25 @@ def test_a_negative_number_read_as_an_option_gets_advice(run) -> None:
     assert "as in 'localstore search -- -1'" in r.stderr
     r = run("search", "--limit", "3", "-12")
     assert "as in 'localstore search --limit 3 -- -12'" in r.stderr
+
+
+def test_a_file_given_after_save_path_says_to_use_dash_f(run, tmp_path: Path) -> None:
+    """`localstore save flows/deploy deploy.yaml` (the file as a second word, as cp takes it)
+    said only "Got unexpected extra argument (deploy.yaml)"; the command reads stdin or -f."""
+    source = tmp_path / "deploy.yaml"
+    source.write_text("name: deploy\n")
+    r = run("save", "flows/deploy", str(source), "--tag", "ci")
+    assert r.exit_code == 2
+    assert "unexpected extra argument" in r.stderr
+    assert (
+        f"to save the YAML in a file, give it with -f: 'localstore save flows/deploy --tag ci -f {source}'"
+        in r.stderr
+    )
+    r = run("--json", "save", "flows/deploy", str(source))
+    assert r.exit_code == 2 and r.stdout == ""
+    assert "-f" in json.loads(r.stderr)["error"]["hint"]
+    r = run("save", "flows/deploy", "-f", str(source))
+    assert r.exit_code == 0
+    # Two words that are not a file: click's own text, no guess.
+    r = run("save", "flows/a", "flows/b")
+    assert r.exit_code == 2 and "-f" not in r.stderr.split("Error:")[-1]
