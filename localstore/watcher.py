@@ -100,6 +100,10 @@ FENCE_RELAY_S = 5.0
 # How long stopping for the store's close waits for the watcher's threads.
 CLOSE_JOIN_S = 10.0
 MAX_DELETE_HOLD_S = 5.0
+# A delete is recorded only once nothing has vanished for this long under its folder (the
+# nearest one still there): `rm -rf` of the blueprints folder is over by then, the folder gone.
+# Not `write_quiet_ms`: that is set for slow writers, and would hold every delete as long.
+DELETE_QUIET_S = 1.0
 # Ingest failures of one path (a full disk, a locked or read-only index, an unreadable file): the
 # retries wait RETRY_S[0] doubling up to RETRY_S[1]; after MAX_FAILURES tries the path is given
 # up: it leaves the pending list and a rescan brought forward to GIVE_UP_RESCAN_S[0] (doubling per
@@ -1329,7 +1333,7 @@ class Watcher:
                     self._gated.discard(key)
                     if self._forget_failure(key):
                         self._update_ingest_problem()
-            gone = self._hold_deletes(self._gate_deletes(gone, now), now)
+            gone = self._hold_deletes(self._gate_deletes(self._quiet_deletes(gone, now), now), now)
             # (A folder that was just watched anew gets its rescan before any delete goes out.)
             if gone and (not self._check_observer() or self._rescan_wanted is not None):
                 # Everything looks gone when the folder itself is: hold every delete until the
@@ -1405,6 +1409,53 @@ class Watcher:
             return fs.ino_key(os.stat(self.root / key, follow_symlinks=False).st_ino)
         except OSError:
             return None
+
+    def _quiet_deletes(self, gone: list[str], now: float) -> list[str]:
+        """Let a delete through only once nothing has vanished for ``DELETE_QUIET_S`` under the
+        nearest folder of it still standing; the others are due again when it will be quiet.
+
+        ``rm -rf`` of the blueprints folder removes file by file for seconds, the folder
+        itself last: each delete recorded once its grace was over, while the folder was still
+        there, was pushed by sync to every device (about a third of the blueprints; the rest
+        was then held as a folder away). Held until the deleting stops, the deletes find the
+        folder gone (``_process_due`` holds them as before). A sub-folder's own files are
+        judged under the folder above it once it is gone, so a big ``rm -rf team`` records
+        them all once it ends. A vanish undone (a save dance) no longer counts.
+        """
+        standing: dict[str, str] = {}
+        latest: dict[str, float] = {}
+        ready = []
+        for key in gone:
+            folder = self._standing_folder(os.path.dirname(key), standing)
+            if folder not in latest:
+                latest[folder] = self._last_vanish_below(folder)
+            quiet_at = latest[folder] + DELETE_QUIET_S
+            if now >= quiet_at:
+                ready.append(key)
+            else:
+                self._pending[key].due = quiet_at
+        return ready
+
+    def _standing_folder(self, folder: str, known: dict[str, str]) -> str:
+        """``folder`` (relative) or its nearest parent that is still there ("": the root)."""
+        if folder not in known:
+            up = folder
+            while up and not os.path.isdir(self.root / up):
+                up = os.path.dirname(up)
+            known[folder] = up
+        return known[folder]
+
+    def _last_vanish_below(self, folder: str) -> float:
+        """When the latest pending vanish under ``folder`` (relative; "": everywhere) was seen."""
+        prefix = f"{folder}/" if folder else ""
+        return max(
+            (
+                st.vanished_at
+                for key, st in self._pending.items()
+                if st.vanished_at is not None and key.startswith(prefix)
+            ),
+            default=0.0,
+        )
 
     def _gate_deletes(self, gone: list[str], now: float) -> list[str]:
         """Let a delete through only once a fence laid after its file was found gone has come back.
