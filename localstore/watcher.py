@@ -229,8 +229,6 @@ class _PathState:
     quiet_s: float = 0.0
     # The fence that must come back before this path's delete may be ingested (0: none laid).
     gate: int = 0
-    # When an indexed pair's YAML was first found without its meta (see _lone_yaml_wait).
-    lone_since: float | None = None
 
 
 @dataclass(slots=True)
@@ -1543,7 +1541,14 @@ class Watcher:
                 st.due = now + (st.quiet_s - age)
                 return "wait"
         if not os.path.lexists(self.root / fs.meta_path_for(key)):
-            if (wait := self._lone_yaml_wait(key, st, y, now)) > 0:
+            if self._yaml_as_recorded(key, y):
+                # Only its meta went: the watcher cannot tell a meta deleted alone from a folder
+                # deleted file by file (`rm -rf`, in no pair order, maybe stalled for seconds
+                # between the two files). Written back, the meta landed after `rm` had listed
+                # the folder, and `rm` failed ("Directory not empty"); no quiet wait rules that
+                # out. The open's reconcile and `check --fix` write it (`check` reports it).
+                return "drop"
+            if (wait := self._lone_yaml_wait(y)) > 0:
                 st.due = now + wait
                 return "wait"
         elif (wait := self._copy_wait(key, y)) > 0:
@@ -1551,7 +1556,7 @@ class Watcher:
             return "wait"
         return "present"
 
-    def _lone_yaml_wait(self, key: str, st: _PathState, y: os.stat_result, now: float) -> float:
+    def _lone_yaml_wait(self, y: os.stat_result) -> float:
         """Seconds to hold a YAML found without its meta; 0 to ingest it (its meta is written).
 
         A YAML written moments ago: a tool writing the pair (unzip, scp, git checkout or rebase)
@@ -1567,25 +1572,17 @@ class Watcher:
         """
         wall = time.time()
         age = wall - (y.st_ctime if y.st_mtime > wall else max(y.st_mtime, y.st_ctime))
-        if 0 <= age < self.write_quiet_s:
-            return self.write_quiet_s - age
-        if not self._indexed(key):
-            return 0.0
-        # An indexed pair lost its meta: while its folder is still changing, the YAML is likely
-        # next (`rm -rf` removes file by file, in no pair order). Written back then, the meta
-        # landed after `rm` had listed the folder, and `rm` failed ("Directory not empty"),
-        # leaving orphan metas (3 of 4 runs of 3,000 blueprints). Bounded by MAX_DELETE_HOLD_S,
-        # so a folder that never settles (a log written beside) still gets the meta.
-        if st.lone_since is None:
-            st.lone_since = now
-        try:
-            folder = os.stat((self.root / key).parent, follow_symlinks=False)
-        except OSError:
-            return 0.0  # (the ingest finds the pair gone, or reports why it cannot read it)
-        quiet = wall - max(folder.st_mtime, folder.st_ctime)
-        if not 0 <= quiet < self.write_quiet_s or now - st.lone_since >= MAX_DELETE_HOLD_S:
-            return 0.0
-        return self.write_quiet_s - quiet
+        return self.write_quiet_s - age if 0 <= age < self.write_quiet_s else 0.0
+
+    def _yaml_as_recorded(self, key: str, y: os.stat_result) -> bool:
+        """Whether the YAML at ``key`` has the stat the live row there recorded (unchanged)."""
+        with self.store.index.read() as cur:
+            rows = cur.execute(
+                "SELECT yaml_size, yaml_mtime_ns, yaml_ctime_ns, yaml_ino FROM blueprints "
+                "WHERE path = ? AND deleted = 0",
+                (key,),
+            ).fetchall()
+        return bool(rows) and fs.stat_unchanged(y, *rows[0])
 
     def _copy_wait(self, key: str, y: os.stat_result) -> float:
         """Seconds to hold a pair that arrived less than the delete grace ago and would be taken

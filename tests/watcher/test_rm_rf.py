@@ -96,9 +96,33 @@ def test_a_meta_deleted_before_its_yaml_is_not_written_back(
     assert store.list() == []
 
 
-def test_a_meta_deleted_alone_is_written_back(store: BlueprintStore, make_watcher) -> None:
-    """The user deleted only the meta: once the folder is quiet, the YAML gets its meta again,
-    with the blueprint's id."""
+def test_a_meta_is_not_written_back_while_rm_stalls(store: BlueprintStore, make_watcher) -> None:
+    """``rm`` stopped for 2 s (a slow disk, SIGSTOP) between a pair's meta and its YAML: once
+    the folder had been quiet for the write-quiet period the watcher wrote the meta back, and
+    ``rm`` then failed "Directory not empty". The watcher now never writes a missing meta back
+    for a YAML unchanged since it was recorded (the open's reconcile and ``check --fix`` do)."""
+    w: Watcher = make_watcher(store, delete_grace_ms=100, write_quiet_ms=300)
+    w.start()
+    _fill(store, "team/", 3, 100)
+    assert w.wait_idle(30)
+    folder = store.root / "team" / "f00"
+    metas, yamls = sorted(folder.glob("*.meta.json")), sorted(folder.glob("*.yaml"))
+    metas[0].unlink()
+    time.sleep(2.0)  # the stall: longer than any quiet period the watcher waits for
+    assert not metas[0].exists()
+    for path in [*yamls, *metas[1:]]:
+        path.unlink()
+    folder.rmdir()
+    assert w.wait_idle(30)
+    assert store.list() == []
+
+
+def test_a_meta_deleted_alone_is_written_back_by_check_fix(
+    store: BlueprintStore, make_watcher
+) -> None:
+    """The user deleted only the meta: the watcher leaves it missing (it cannot tell this from
+    a folder being deleted file by file); the blueprint stays live with its id, ``check``
+    reports the missing meta and ``check --fix`` writes it back with the blueprint's id."""
     w: Watcher = make_watcher(store, delete_grace_ms=100)
     w.start()
     bp = store.save("team/deploy", "name: deploy\n")
@@ -106,8 +130,29 @@ def test_a_meta_deleted_alone_is_written_back(store: BlueprintStore, make_watche
     meta = store.root / "team" / "deploy.blueprint.meta.json"
     meta.unlink()
     assert w.wait_idle(30)
+    assert w.rescan().changed == 1  # (found again by every rescan, and left again)
+    assert w.wait_idle(30)
+    assert not meta.exists()
+    assert [i.id for i in store.list()] == [bp.id]
+    assert [p["kind"] for p in store.check().problems] == ["missing-meta"]
+    store.check(fix=True)
     assert meta.is_file()
     assert [i.id for i in store.list()] == [bp.id]
+    assert store.check().problems == []
+
+
+def test_an_edited_yaml_without_its_meta_gets_it_back(
+    store: BlueprintStore, watcher: Watcher
+) -> None:
+    """The YAML itself changed (an edit, not a delete): its ingest writes the meta, same id."""
+    bp = store.save("team/deploy", "name: deploy\n")
+    assert watcher.wait_idle(30)
+    meta = store.root / "team" / "deploy.blueprint.meta.json"
+    meta.unlink()
+    (store.root / "team" / "deploy.blueprint.yaml").write_text("name: deploy\nv: 2\n")
+    assert watcher.wait_idle(30)
+    assert meta.is_file()
+    assert [(i.id, i.rev) for i in store.list()] == [(bp.id, 2)]
 
 
 @pytest.mark.parametrize("target", ["root", "sub"])
