@@ -100,6 +100,10 @@ FENCE_RELAY_S = 5.0
 # How long stopping for the store's close waits for the watcher's threads.
 CLOSE_JOIN_S = 10.0
 MAX_DELETE_HOLD_S = 5.0
+# A delete is recorded only once nothing has vanished for this long under its folder (the
+# nearest one still there): `rm -rf` of the blueprints folder is over by then, the folder gone.
+# Not `write_quiet_ms`: that is set for slow writers, and would hold every delete as long.
+DELETE_QUIET_S = 1.0
 # Ingest failures of one path (a full disk, a locked or read-only index, an unreadable file): the
 # retries wait RETRY_S[0] doubling up to RETRY_S[1]; after MAX_FAILURES tries the path is given
 # up: it leaves the pending list and a rescan brought forward to GIVE_UP_RESCAN_S[0] (doubling per
@@ -225,8 +229,6 @@ class _PathState:
     quiet_s: float = 0.0
     # The fence that must come back before this path's delete may be ingested (0: none laid).
     gate: int = 0
-    # When an indexed pair's YAML was first found without its meta (see _lone_yaml_wait).
-    lone_since: float | None = None
 
 
 @dataclass(slots=True)
@@ -1329,7 +1331,7 @@ class Watcher:
                     self._gated.discard(key)
                     if self._forget_failure(key):
                         self._update_ingest_problem()
-            gone = self._hold_deletes(self._gate_deletes(gone, now), now)
+            gone = self._hold_deletes(self._gate_deletes(self._quiet_deletes(gone, now), now), now)
             # (A folder that was just watched anew gets its rescan before any delete goes out.)
             if gone and (not self._check_observer() or self._rescan_wanted is not None):
                 # Everything looks gone when the folder itself is: hold every delete until the
@@ -1405,6 +1407,53 @@ class Watcher:
             return fs.ino_key(os.stat(self.root / key, follow_symlinks=False).st_ino)
         except OSError:
             return None
+
+    def _quiet_deletes(self, gone: list[str], now: float) -> list[str]:
+        """Let a delete through only once nothing has vanished for ``DELETE_QUIET_S`` under the
+        nearest folder of it still standing; the others are due again when it will be quiet.
+
+        ``rm -rf`` of the blueprints folder removes file by file for seconds, the folder
+        itself last: each delete recorded once its grace was over, while the folder was still
+        there, was pushed by sync to every device (about a third of the blueprints; the rest
+        was then held as a folder away). Held until the deleting stops, the deletes find the
+        folder gone (``_process_due`` holds them as before). A sub-folder's own files are
+        judged under the folder above it once it is gone, so a big ``rm -rf team`` records
+        them all once it ends. A vanish undone (a save dance) no longer counts.
+        """
+        standing: dict[str, str] = {}
+        latest: dict[str, float] = {}
+        ready = []
+        for key in gone:
+            folder = self._standing_folder(os.path.dirname(key), standing)
+            if folder not in latest:
+                latest[folder] = self._last_vanish_below(folder)
+            quiet_at = latest[folder] + DELETE_QUIET_S
+            if now >= quiet_at:
+                ready.append(key)
+            else:
+                self._pending[key].due = quiet_at
+        return ready
+
+    def _standing_folder(self, folder: str, known: dict[str, str]) -> str:
+        """``folder`` (relative) or its nearest parent that is still there ("": the root)."""
+        if folder not in known:
+            up = folder
+            while up and not os.path.isdir(self.root / up):
+                up = os.path.dirname(up)
+            known[folder] = up
+        return known[folder]
+
+    def _last_vanish_below(self, folder: str) -> float:
+        """When the latest pending vanish under ``folder`` (relative; "": everywhere) was seen."""
+        prefix = f"{folder}/" if folder else ""
+        return max(
+            (
+                st.vanished_at
+                for key, st in self._pending.items()
+                if st.vanished_at is not None and key.startswith(prefix)
+            ),
+            default=0.0,
+        )
 
     def _gate_deletes(self, gone: list[str], now: float) -> list[str]:
         """Let a delete through only once a fence laid after its file was found gone has come back.
@@ -1492,7 +1541,14 @@ class Watcher:
                 st.due = now + (st.quiet_s - age)
                 return "wait"
         if not os.path.lexists(self.root / fs.meta_path_for(key)):
-            if (wait := self._lone_yaml_wait(key, st, y, now)) > 0:
+            if self._yaml_as_recorded(key, y):
+                # Only its meta went: the watcher cannot tell a meta deleted alone from a folder
+                # deleted file by file (`rm -rf`, in no pair order, maybe stalled for seconds
+                # between the two files). Written back, the meta landed after `rm` had listed
+                # the folder, and `rm` failed ("Directory not empty"); no quiet wait rules that
+                # out. The open's reconcile and `check --fix` write it (`check` reports it).
+                return "drop"
+            if (wait := self._lone_yaml_wait(y)) > 0:
                 st.due = now + wait
                 return "wait"
         elif (wait := self._copy_wait(key, y)) > 0:
@@ -1500,7 +1556,7 @@ class Watcher:
             return "wait"
         return "present"
 
-    def _lone_yaml_wait(self, key: str, st: _PathState, y: os.stat_result, now: float) -> float:
+    def _lone_yaml_wait(self, y: os.stat_result) -> float:
         """Seconds to hold a YAML found without its meta; 0 to ingest it (its meta is written).
 
         A YAML written moments ago: a tool writing the pair (unzip, scp, git checkout or rebase)
@@ -1516,25 +1572,17 @@ class Watcher:
         """
         wall = time.time()
         age = wall - (y.st_ctime if y.st_mtime > wall else max(y.st_mtime, y.st_ctime))
-        if 0 <= age < self.write_quiet_s:
-            return self.write_quiet_s - age
-        if not self._indexed(key):
-            return 0.0
-        # An indexed pair lost its meta: while its folder is still changing, the YAML is likely
-        # next (`rm -rf` removes file by file, in no pair order). Written back then, the meta
-        # landed after `rm` had listed the folder, and `rm` failed ("Directory not empty"),
-        # leaving orphan metas (3 of 4 runs of 3,000 blueprints). Bounded by MAX_DELETE_HOLD_S,
-        # so a folder that never settles (a log written beside) still gets the meta.
-        if st.lone_since is None:
-            st.lone_since = now
-        try:
-            folder = os.stat((self.root / key).parent, follow_symlinks=False)
-        except OSError:
-            return 0.0  # (the ingest finds the pair gone, or reports why it cannot read it)
-        quiet = wall - max(folder.st_mtime, folder.st_ctime)
-        if not 0 <= quiet < self.write_quiet_s or now - st.lone_since >= MAX_DELETE_HOLD_S:
-            return 0.0
-        return self.write_quiet_s - quiet
+        return self.write_quiet_s - age if 0 <= age < self.write_quiet_s else 0.0
+
+    def _yaml_as_recorded(self, key: str, y: os.stat_result) -> bool:
+        """Whether the YAML at ``key`` has the stat the live row there recorded (unchanged)."""
+        with self.store.index.read() as cur:
+            rows = cur.execute(
+                "SELECT yaml_size, yaml_mtime_ns, yaml_ctime_ns, yaml_ino FROM blueprints "
+                "WHERE path = ? AND deleted = 0",
+                (key,),
+            ).fetchall()
+        return bool(rows) and fs.stat_unchanged(y, *rows[0])
 
     def _copy_wait(self, key: str, y: os.stat_result) -> float:
         """Seconds to hold a pair that arrived less than the delete grace ago and would be taken

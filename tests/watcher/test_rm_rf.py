@@ -6,14 +6,39 @@ folder count as a replaced one."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import subprocess
 import time
+from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 from localstore import SaveRequest
 from localstore.store import BlueprintStore
-from localstore.watcher import Watcher
+from localstore.watcher import Watcher, WatcherState
+from tests.conftest import eventually
+
+
+class RmResult(NamedTuple):
+    returncode: int
+    stderr: str
+
+
+def _slow_rm(folder: Path, *, run_s: float = 0.02, stop_s: float = 0.04) -> RmResult:
+    """``rm -rf folder`` as on a slow disk or a busy machine: the real ``rm``, stopped
+    (SIGSTOP) for ``stop_s`` after every ``run_s`` of running, so it takes seconds with no
+    pause long enough to look quiet."""
+    rm = subprocess.Popen(["rm", "-rf", str(folder)], stderr=subprocess.PIPE, text=True)
+    while rm.poll() is None:
+        time.sleep(run_s)
+        with contextlib.suppress(ProcessLookupError):
+            rm.send_signal(signal.SIGSTOP)
+            time.sleep(stop_s)
+            rm.send_signal(signal.SIGCONT)
+    _, err = rm.communicate()
+    return RmResult(rm.returncode, err)
 
 
 def _fill(store: BlueprintStore, folder: str, count: int, per_folder: int) -> None:
@@ -71,9 +96,33 @@ def test_a_meta_deleted_before_its_yaml_is_not_written_back(
     assert store.list() == []
 
 
-def test_a_meta_deleted_alone_is_written_back(store: BlueprintStore, make_watcher) -> None:
-    """The user deleted only the meta: once the folder is quiet, the YAML gets its meta again,
-    with the blueprint's id."""
+def test_a_meta_is_not_written_back_while_rm_stalls(store: BlueprintStore, make_watcher) -> None:
+    """``rm`` stopped for 2 s (a slow disk, SIGSTOP) between a pair's meta and its YAML: once
+    the folder had been quiet for the write-quiet period the watcher wrote the meta back, and
+    ``rm`` then failed "Directory not empty". The watcher now never writes a missing meta back
+    for a YAML unchanged since it was recorded (the open's reconcile and ``check --fix`` do)."""
+    w: Watcher = make_watcher(store, delete_grace_ms=100, write_quiet_ms=300)
+    w.start()
+    _fill(store, "team/", 3, 100)
+    assert w.wait_idle(30)
+    folder = store.root / "team" / "f00"
+    metas, yamls = sorted(folder.glob("*.meta.json")), sorted(folder.glob("*.yaml"))
+    metas[0].unlink()
+    time.sleep(2.0)  # the stall: longer than any quiet period the watcher waits for
+    assert not metas[0].exists()
+    for path in [*yamls, *metas[1:]]:
+        path.unlink()
+    folder.rmdir()
+    assert w.wait_idle(30)
+    assert store.list() == []
+
+
+def test_a_meta_deleted_alone_is_written_back_by_check_fix(
+    store: BlueprintStore, make_watcher
+) -> None:
+    """The user deleted only the meta: the watcher leaves it missing (it cannot tell this from
+    a folder being deleted file by file); the blueprint stays live with its id, ``check``
+    reports the missing meta and ``check --fix`` writes it back with the blueprint's id."""
     w: Watcher = make_watcher(store, delete_grace_ms=100)
     w.start()
     bp = store.save("team/deploy", "name: deploy\n")
@@ -81,5 +130,68 @@ def test_a_meta_deleted_alone_is_written_back(store: BlueprintStore, make_watche
     meta = store.root / "team" / "deploy.blueprint.meta.json"
     meta.unlink()
     assert w.wait_idle(30)
+    assert w.rescan().changed == 1  # (found again by every rescan, and left again)
+    assert w.wait_idle(30)
+    assert not meta.exists()
+    assert [i.id for i in store.list()] == [bp.id]
+    assert [p["kind"] for p in store.check().problems] == ["missing-meta"]
+    store.check(fix=True)
     assert meta.is_file()
     assert [i.id for i in store.list()] == [bp.id]
+    assert store.check().problems == []
+
+
+def test_an_edited_yaml_without_its_meta_gets_it_back(
+    store: BlueprintStore, watcher: Watcher
+) -> None:
+    """The YAML itself changed (an edit, not a delete): its ingest writes the meta, same id."""
+    bp = store.save("team/deploy", "name: deploy\n")
+    assert watcher.wait_idle(30)
+    meta = store.root / "team" / "deploy.blueprint.meta.json"
+    meta.unlink()
+    (store.root / "team" / "deploy.blueprint.yaml").write_text("name: deploy\nv: 2\n")
+    assert watcher.wait_idle(30)
+    assert meta.is_file()
+    assert [(i.id, i.rev) for i in store.list()] == [(bp.id, 2)]
+
+
+@pytest.mark.parametrize("target", ["root", "sub"])
+def test_a_slow_rm_rf_records_deletes_only_once_it_is_over(
+    store: BlueprintStore, make_watcher, target: str
+) -> None:
+    """An accidental ``rm -rf`` of the blueprints folder on a slow disk: ``rm`` takes seconds,
+    and the deletes due while the folder was still there (about a third) were recorded, and
+    sync pushed them to every device. Now a delete waits until nothing has vanished for
+    ``DELETE_QUIET_S`` (1 s), and by then the folder is gone: nothing is recorded, the watcher
+    holds everything as a folder away. A sub-folder's blueprints are all recorded deleted then."""
+    w: Watcher = make_watcher(store)
+    w.start()
+    _fill(store, "" if target == "root" else "big/", 1500, 100)
+    assert w.wait_idle(60)
+    folder = store.root if target == "root" else store.root / "big"
+    rm = _slow_rm(folder)
+    assert rm.returncode == 0, rm.stderr[:300]
+    assert not folder.exists()
+    if target == "sub":
+        assert w.wait_idle(30)
+        assert store.list() == []
+        return
+    # DEGRADED is set by the worker that would record the deletes: none is recorded after it.
+    assert eventually(lambda: w.state is WatcherState.DEGRADED, 10)
+    assert "missing" in (w.problem or "")
+    assert len(store.list()) == 1500
+
+
+def test_a_file_deleted_alone_is_recorded_within_a_second_or_so(
+    store: BlueprintStore, watcher: Watcher
+) -> None:
+    """The quiet wait counts from the file's own vanish: one delete waits ``DELETE_QUIET_S``
+    (1 s), not more."""
+    store.save("team/keep", "name: keep\n")
+    store.save("team/drop", "name: drop\n")
+    assert watcher.wait_idle(30)
+    started = time.monotonic()
+    (store.root / "team" / "drop.blueprint.yaml").unlink()
+    (store.root / "team" / "drop.blueprint.meta.json").unlink()
+    assert eventually(lambda: len(store.list()) == 1, 10)
+    assert time.monotonic() - started < 2.0
