@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import errno
-import functools
 import json
 import logging
 import os
@@ -49,7 +48,7 @@ from keyring.backends import chainer, fail, null
 
 from localstore import _durable, crypto
 from localstore._credential_names import service_name
-from localstore._ss_no_prompt import create_item_without_prompt, locked_error
+from localstore._ss_no_prompt import locked_error, without_prompts
 from localstore.config import Settings, settings_arg
 from localstore.errors import (
     ConfigError,
@@ -447,9 +446,8 @@ def _refuse_prompts(kr: keyring.backend.KeyringBackend) -> None:
             raise keyring.errors.InitError(f"Failed to open the collection: {exc}.") from exc
         if collection.is_locked():
             raise keyring.errors.KeyringLocked(f"the collection is {_NOT_PROMPTING}")
-        # Locked after this check, the write would start a prompt (see _ss_no_prompt).
-        collection.create_item = functools.partial(create_item_without_prompt, collection)
-        return collection
+        # Locked after this check, a write or delete would start a prompt (see _ss_no_prompt).
+        return without_prompts(collection)
 
     def unlocked_item(item: Any) -> None:
         # Locked between the collection's check and the read: the same refusal, no prompt.

@@ -1279,6 +1279,10 @@ class SyncEngine:
             self._set_state("error", progress=None)
             return
         self._keychain_failed = keychain_failure(exc)
+        if self._keychain_failed and condition is None and isinstance(exc, SyncError):
+            # A locked keychain waits for a person, as a local condition does: the status's
+            # hint says what to do ("unlock the login keychain"), not only last_error's text.
+            self._last_hint = exc.hint or None
         if condition is not None:
             self._last_error = condition.describe(exc)
         else:

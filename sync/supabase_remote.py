@@ -676,6 +676,12 @@ class KeychainSessionStorage(SyncSupportedStorage):
             else:
                 self._memory.pop(key, None)
 
+    def keep(self) -> None:
+        """Undo :meth:`remove_item` of the session (the client dropped it for a failure that
+        is no sign-out: see SupabaseRemote._keep_session_through_lock)."""
+        with self._lock:
+            self._removed = False
+
     def durable_value(self) -> str | None:
         """The newest session JSON: the unsaved one (see the class docstring), else the one
         last read from the keychain (read once, then cached). Raises CredentialError."""
@@ -1104,10 +1110,12 @@ class SupabaseRemote:
             self._client: Client = Client(
                 self.url, anon_key, _client_options(storage, self._http, auto_refresh=True)
             )
-            _guard_refreshes(self._client, storage, self._require_own, clock=self._clock)
+            keeper = _guard_refreshes(self._client, storage, self._require_own, clock=self._clock)
             self._auth_sub = self._client.auth.on_auth_state_change(self._on_auth_event)
             # A client rebuilt from storage never starts its refresh timer without this.
             self._client.auth.initialize_from_storage()
+            if keeper.failing:
+                self._keep_session_through_lock(keeper)
         except Exception as exc:
             self._http.close()
             raise map_error(exc, what="open the cloud session") from exc
@@ -1391,14 +1399,14 @@ class SupabaseRemote:
         return data
 
     def _execute(self, name: str, params: dict[str, Any]) -> Any:
-        anonymous = False
         self._forget_response()
+        with self._lock:
+            # The header this request would go out with (auth events swap it and the postgrest
+            # client together, under no lock of ours, so it is read before building).
+            if self._client.options.headers.get("Authorization") == f"Bearer {self._anon_key}":
+                raise _not_sent_as_anon(name)
         try:
             with self._lock:
-                # The header this request goes out with (auth events swap it and the postgrest
-                # client together, under no lock of ours, so it is read before building).
-                sent = self._client.options.headers.get("Authorization")
-                anonymous = sent == f"Bearer {self._anon_key}"
                 request = self._client.rpc(name, params)
             try:
                 return request.execute().data
@@ -1420,14 +1428,24 @@ class SupabaseRemote:
                 # (restored from a backup, rolled back, upgraded with other limits, another
                 # project behind the same name).
                 self._server_may_have_changed()
-            if err.code == "42501" and (anonymous or not self._holds_session()):
-                # Sent as anon: the client has no usable session. It dropped it (a refresh
-                # failed), or never had one: a remote opened offline with an expired session
-                # falls back to the anon key, and its refresh timer retries only after a while.
-                # The refusal is about the session, not the grants: _rpc refreshes once, which
-                # says "log in again" if the session is revoked, and retries if it was a blip.
+            if err.code == "42501" and not self._holds_session():
+                # The session was logged out meanwhile: the refusal is about the session, not
+                # the grants. _rpc refreshes once, which says so (SessionChangedError).
                 err = AuthExpiredError(err.message, code="42501")
             raise err from exc
+
+    def _keep_session_through_lock(self, keeper: _TimerKeeper) -> None:
+        """Undo what the client did when its refresh at open found the keychain locked.
+
+        ``remote_from_settings`` read the session; a keychain locked before the client's
+        refresh read it again (a screen lock at that moment) failed that refresh, and the client
+        then dropped the session (our storage hides it in memory only) and cancelled the refresh
+        timer that ``keeper`` had just armed to try again. Kept, the remote is as after any
+        refresh the keychain refused: the timer tries every KEYCHAIN_RETRY_S, and calls refresh
+        first (:meth:`_execute` never sends one as anon), which says "locked" until the unlock.
+        """
+        self._storage.keep()
+        keeper.rearm()
 
     def _holds_session(self) -> bool:
         """Whether a session is stored; True when the keychain cannot say (locked, say): the
@@ -1694,8 +1712,9 @@ def _guard_refreshes(
     require_own: Callable[[Session | None], None] | None = None,
     *,
     clock: ServerClock,
-) -> None:
-    """Route every refresh grant of ``client`` through ``storage.refresh_guard()``.
+) -> _TimerKeeper:
+    """Route every refresh grant of ``client`` through ``storage.refresh_guard()``; return the
+    keeper of its refresh timer.
 
     supabase_auth's refresh timer and ``refresh_session`` both end in ``_refresh_access_token``;
     wrapping that one method (pinned client 2.34.x) serializes them with our own refreshes and
@@ -1747,6 +1766,7 @@ def _guard_refreshes(
             return response
 
     auth._refresh_access_token = guarded  # type: ignore[method-assign]
+    return keeper
 
 
 # How soon the refresh timer tries again after the keychain refused the session (locked).
@@ -1775,6 +1795,15 @@ class _TimerKeeper:
                 KEYCHAIN_RETRY_S,
             )
         self._failing = True
+        self.rearm()
+
+    @property
+    def failing(self) -> bool:
+        """Whether the last refresh failed on the keychain (none has worked since)."""
+        return self._failing
+
+    def rearm(self) -> None:
+        """Arm the refresh timer to try again in KEYCHAIN_RETRY_S."""
         # Not the library's network retries (it gives up after MAX_RETRIES of those).
         self._auth._network_retries = 0
         # (A no-op once the timer was stopped: auto-refresh is off then. A refresh_auth that
@@ -1785,6 +1814,14 @@ class _TimerKeeper:
         if self._failing:
             log.info("the cloud session was refreshed again: the keychain answers")
         self._failing = False
+
+
+def _not_sent_as_anon(name: str) -> AuthExpiredError:
+    """Why a call was not sent: the client holds no session (it dropped it when a refresh
+    failed), so it would go out with the anon key. Refused by this project's grants (42501),
+    such a call would be answered by a project that lets anon read, with no rows (RLS): a pull or
+    verify then took "nothing on the server" for the truth. _rpc refreshes first instead."""
+    return AuthExpiredError(f"{name}: not sent, the cloud session has to be refreshed first")
 
 
 def _parse_session(raw: str | None) -> Session | None:

@@ -11,6 +11,7 @@ gnome-keyring; every prompt secretstorage could run is recorded (and answered di
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -108,6 +109,66 @@ def test_a_prompt_answered_to_a_background_write_is_dismissed_not_run(
         with pytest.raises(KeychainUnavailableError, match="locked"):
             background.set("api", "CANARY-second")
     assert asked == []
+    prompts = [path for name, path in calls if name == "Dismiss"]
+    assert len(prompts) == 1 and "/prompt/" in prompts[0], calls
+    keychain.unlock()
+    assert background.get("api") == "CANARY-first"
+
+
+def test_a_keychain_locked_right_before_a_background_delete_refuses_without_a_prompt(
+    background: CredentialStore,
+    keychain: _Keychain,  # noqa: F811
+    asked: list[str],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The same window for a delete (an app's KV purge or key rotation retiring a data key, on a
+    # prompt=False store): secretstorage's Item.delete checks the item's lock, then calls Delete.
+    background.set("api", "CANARY-first")
+    with monkeypatch.context() as hook:
+        locked = _lock_before("Delete", keychain, hook)
+        with pytest.raises(KeychainUnavailableError, match="locked") as refused:
+            background.delete("api")
+    assert locked == ["Delete"]
+    assert asked == []
+    assert "unlock" in refused.value.hint
+    keychain.unlock()
+    assert background.get("api") == "CANARY-first"  # refused, so still there and still listed
+    assert background.list_names() == ["api"]
+    background.delete("api")  # and the keychain still takes deletes
+    assert background.find("api") is None
+
+
+def test_a_prompt_answered_to_a_background_delete_is_dismissed_not_run(
+    background: CredentialStore,
+    keychain: _Keychain,  # noqa: F811
+    asked: list[str],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # gnome-keyring refuses to delete a locked item with an IsLocked error (the test above); the
+    # specification lets a Secret Service answer Delete with a prompt instead, which secretstorage's
+    # Item.delete runs. Injected here, as for the write: a real prompt of this gnome-keyring.
+    background.set("api", "CANARY-first")
+    real = secretstorage.util.DBusAddressWrapper.call
+    calls: list[tuple[str, str]] = []
+
+    def call(self: Any, name: str, *args: Any) -> Any:
+        calls.append((name, self.object_path))
+        if name != "Delete":
+            return real(self, name, *args)
+        keychain.lock()
+        service = secretstorage.util.DBusAddressWrapper(
+            SS_PATH, SS_PREFIX + "Service", self._connection
+        )
+        _unlocked, prompt = real(service, "Unlock", "ao", [self.object_path])
+        return (prompt,)
+
+    with monkeypatch.context() as hook:
+        hook.setattr(secretstorage.util.DBusAddressWrapper, "call", call)
+        with pytest.raises(KeychainUnavailableError, match="locked"):
+            background.delete("api")
+    assert asked == []
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # a lock, no fault
     prompts = [path for name, path in calls if name == "Dismiss"]
     assert len(prompts) == 1 and "/prompt/" in prompts[0], calls
     keychain.unlock()
