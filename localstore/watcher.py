@@ -60,6 +60,7 @@ from localstore._listing import below
 from localstore._presence import WatchMark, WatchPeriods
 from localstore._reconcile import (
     CONFIRM_EMPTY_NAME,
+    ROOT_MARK_NAME,
     ROOT_MARK_SETTING,
     Reconciler,
     _Scan,
@@ -104,6 +105,8 @@ MAX_DELETE_HOLD_S = 5.0
 # nearest one still there): `rm -rf` of the blueprints folder is over by then, the folder gone.
 # Not `write_quiet_ms`: that is set for slow writers, and would hold every delete as long.
 DELETE_QUIET_S = 1.0
+# How many recorded YAMLs are looked for in a folder that lost its mark (see _same_root).
+_ROOT_SAMPLE = 16
 # Ingest failures of one path (a full disk, a locked or read-only index, an unreadable file): the
 # retries wait RETRY_S[0] doubling up to RETRY_S[1]; after MAX_FAILURES tries the path is given
 # up: it leaves the pending list and a rescan brought forward to GIVE_UP_RESCAN_S[0] (doubling per
@@ -384,6 +387,9 @@ class Watcher:
         # The folder's mark (see _reconcile.ROOT_MARK_NAME): an inode number can be handed out
         # again, so a recreated empty folder can have the old identity. None: not marked.
         self._root_mark: str | None = None
+        # The identity of a folder taken for the same one without its mark (see _same_root): it
+        # is not restarted or rescanned for the missing mark again.
+        self._unmarked_ok: tuple[int, int] | None = None
         self._unlistable: list[str] = []
         self._denied: list[str] = []  # of those, the ones refused for permissions
         # Folders inotify does not watch (confirmed by two looks) and the ones seen once; the
@@ -858,9 +864,7 @@ class Watcher:
             self._root_problem = problem
             return False
         obs = self._observer
-        # (Unmarked: a folder adopted below, a restored copy or a confirmed empty one, even
-        # with the old inode number.)
-        same_root = self._root_problem is None and ident == self._root_id and self._root_marked()
+        same_root = self._same_root(ident)
         since = self._stale_since
         stale = since is not None and time.monotonic() - since >= STALE_WATCHES_S
         if stale:
@@ -919,6 +923,8 @@ class Watcher:
             log.info("watching %s anew: folders moved out of it kept their watches", self.root)
         elif self._rewatch:
             log.warning("watching every folder again (watches are free, or a folder is readable)")
+        elif healthy:
+            pass  # nothing died: the folder lost its mark, and _same_root said so
         else:
             log.error("a watchdog thread died; restarting the observer and rescanning")
         self._root_problem = None
@@ -998,6 +1004,58 @@ class Watcher:
                 ident,
             )
         return None, ident
+
+    def _same_root(self, ident: tuple[int, int] | None) -> bool:
+        """Whether the folder in place is the one being watched, so that it needs no new watch
+        and no rescan: its identity, and its mark or (the mark removed) its blueprints.
+
+        An inode number alone is no proof (ext4 hands a freed one out again: see
+        ``_reconcile.ROOT_MARK_NAME``), but a folder with the recorded YAMLs still in it at their
+        recorded inodes is the old folder that lost its mark (``rm -rf`` removes it among the
+        first files, or a user cleaning hidden files). Taken for a new one, it was watched anew
+        and rescanned at every health check (2 s) for as long as the mark was missing. One
+        without them (a copy put back in place) is watched anew and rescanned once. Either way
+        the mark is not written back while running: the folder may be one an ``rm -rf`` is
+        emptying, which a file put back into it fails ("Directory not empty"), as metas did;
+        the next open (``check_root``) writes it. An unmarked folder without blueprints is still
+        a replaced one (``_root_status``).
+        """
+        if self._root_problem is not None or ident != self._root_id:
+            return False
+        if self._root_marked():
+            self._unmarked_ok = None
+            return True
+        if self._unmarked_ok == ident:
+            return True
+        self._unmarked_ok = ident
+        if self._holds_recorded():
+            log.warning(
+                "the blueprints folder %s lost its mark %s but still holds its blueprints; "
+                "watching on (the next open of the store writes the mark back)",
+                self.root,
+                ROOT_MARK_NAME,
+            )
+            return True
+        log.warning(
+            "the blueprints folder %s lost its mark %s and holds none of the recorded "
+            "blueprints as they were (a copy put back?); watching it anew and rescanning",
+            self.root,
+            ROOT_MARK_NAME,
+        )
+        return False
+
+    def _holds_recorded(self) -> bool:
+        """Whether any of a sample of the live blueprints' YAMLs is in the folder with the inode
+        the index recorded for it (one of them edited or deleted meanwhile does not count
+        against the folder). Picked at random: spread over the folder, not the sub-folder an
+        ``rm`` has just emptied."""
+        with self.store.index.read() as cur:
+            rows = cur.execute(
+                "SELECT path, yaml_ino FROM blueprints WHERE deleted = 0 "
+                "AND yaml_ino IS NOT NULL ORDER BY random() LIMIT ?",
+                (_ROOT_SAMPLE,),
+            ).fetchall()
+        return any(self._yaml_ino(path) == int(ino) for path, ino in rows)
 
     def _root_marked(self) -> bool:
         """Whether the folder carries the mark it had at start (or there was none to carry)."""
