@@ -834,15 +834,21 @@ class _WalGuard:
             return apsw.SQLITE_OK
         if pages < self._next:
             return apsw.SQLITE_OK
-        # Only every WAL_FALLBACK_STEP: a WAL pinned by a reader in another process cannot be
-        # started over, and a checkpoint per commit would then cost every save an fsync.
-        self._next = pages + self._step
         try:
             conn.wal_checkpoint(dbname, apsw.SQLITE_CHECKPOINT_PASSIVE)
+        except apsw.BusyError:
+            # Another connection was checkpointing (a maintainer, another process's commit):
+            # nothing was copied, so the next commit tries again (busy costs nothing). Counted
+            # as done, it put the next try a whole step later: twice in a row under load, the
+            # WAL reached 51 MB.
+            return apsw.SQLITE_OK
         except apsw.Error as exc:  # the commit stands; the maintainer or the next step retries
             outcome = f"failed ({exc})"
         else:
             outcome = "done"
+        # Then only every WAL_FALLBACK_STEP: a WAL pinned by a reader in another process cannot
+        # be started over, and a checkpoint per commit would then cost every save an fsync.
+        self._next = pages + self._step
         now = time.monotonic()
         if now - self._logged >= MAINTENANCE_LOG_EVERY_S:
             self._logged = now

@@ -13,6 +13,7 @@ import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
@@ -396,4 +397,77 @@ def test_a_wal_past_the_hard_limit_is_checkpointed_by_the_writer(
         assert any("a save checkpointed it" in r.getMessage() for r in caplog.records)
         assert store.index.integrity_check() == []
     finally:
+        store.close()
+
+
+class _StallingVFS(apsw.VFS):
+    """The default VFS, but while ``armed`` a file's sync waits for ``release``: a checkpoint
+    run through it stalls holding SQLite's checkpoint lock (a slow disk, a descheduled
+    process), which is how another connection's checkpoint finds it busy."""
+
+    NAME = "stalling"
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.inside = threading.Event()
+        self.release = threading.Event()
+        super().__init__(self.NAME, base="")
+
+    def xOpen(self, name: Any, flags: list[int]) -> apsw.VFSFile:
+        return _StallingFile(self, name, flags)
+
+
+class _StallingFile(apsw.VFSFile):
+    def __init__(self, vfs: _StallingVFS, name: Any, flags: list[int]) -> None:
+        self._vfs = vfs
+        super().__init__("", name, flags)
+
+    def xSync(self, flags: int) -> None:
+        if self._vfs.armed:
+            self._vfs.inside.set()
+            assert self._vfs.release.wait(30)
+        super().xSync(flags)
+
+
+def test_a_checkpoint_that_found_another_running_is_tried_again_at_the_next_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past WAL_HARD_LIMIT a commit checkpoints, then only a WAL_FALLBACK_STEP later. One that
+    found another connection checkpointing (busy: it copied nothing) counted as done, so the
+    WAL grew a whole step before the next try (51 MB against a bound of 33 under CI load, two
+    busy tries in a row). Now the next commit tries again."""
+    monkeypatch.setattr(index_mod, "WAL_HARD_LIMIT", 1024 * 1024)
+    monkeypatch.setattr(index_mod, "WAL_FALLBACK_STEP", 16 * 1024 * 1024)
+    store = localstore.open(home=tmp_path / "home", maintenance=False)
+    vfs = _StallingVFS()
+    other = apsw.Connection(str(store.paths.index_db), vfs=_StallingVFS.NAME)
+    db = store.paths.index_db
+    try:
+        other.execute("PRAGMA synchronous=FULL").fetchall()  # (its checkpoint syncs)
+        store.save("p/first", _blueprint(0))  # frames for the other's checkpoint to copy
+        starts = _wal_starts(db)
+        vfs.armed = True
+        stalled = threading.Thread(
+            target=other.wal_checkpoint, kwargs={"mode": apsw.SQLITE_CHECKPOINT_PASSIVE}
+        )
+        stalled.start()
+        try:
+            assert vfs.inside.wait(30)
+            i = 0
+            while wal_size(db) < 1024 * 1024 + 256 * 1024:  # past the limit: busy tries
+                i += 1
+                store.save(f"p/bp{i % 10}", _blueprint(i % 10, salt=str(i)))
+        finally:
+            vfs.armed = False
+            vfs.release.set()
+            stalled.join()
+        before = wal_size(db)
+        for n in range(40):  # ~3 MB of frames: the first commit's checkpoint runs now
+            store.save(f"p/bp{n % 10}", _blueprint(n % 10, salt=f"after {n}"))
+        assert _wal_starts(db) > starts  # checkpointed, and started over
+        assert wal_size(db) < before + 1024 * 1024  # written over, not appended to
+        assert store.index.integrity_check() == []
+    finally:
+        other.close()
+        vfs.unregister()
         store.close()

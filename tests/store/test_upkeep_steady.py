@@ -191,7 +191,10 @@ def test_every_upkeep_task_gets_its_turn_under_steady_saves_from_two_processes(
     # often lands between the writer's checkpoint past the limit and the next write, so the WAL
     # is not started over and the next checkpoint comes a WAL_FALLBACK_STEP later (measured:
     # 24.5 MB in one run of this test in three; 32.3 MB at most over 6,000 saves, never more).
-    # (Plus one commit past the step before the checkpoint, and the page padding.)
+    # (Plus one commit past the step before the checkpoint, and the page padding.) A step's
+    # checkpoint that finds another one running is tried again by the next commit: counted as
+    # done, two of them in a row let the WAL reach 51 MB under CI load. What the bound still
+    # assumes: no read transaction spans a whole step's 16 MB of saves (none here reads that long).
     assert largest_wal <= WAL_HARD_LIMIT + WAL_FALLBACK_STEP + 1024 * 1024
 
 
