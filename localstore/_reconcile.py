@@ -36,6 +36,7 @@ from localstore.blueprint import (
     check_yaml,
     decode_meta,
     encode_meta,
+    file_hint,
     new_id,
     sha256_hex,
     utc_now,
@@ -174,6 +175,13 @@ def _evicted(rel: str, stub: str) -> dict[str, str]:
         f"place); {back} to bring it back"
     )
     return {"kind": "evicted", "path": rel, "detail": detail}
+
+
+def said_of_file(exc: LocalStoreError, rel: str) -> str:
+    """``exc`` as check reports it of the blueprint file ``rel``: its hint in a file's words
+    (file_hint), not the API's ("or pass the content as a str")."""
+    hint = file_hint(exc, fs.printable(rel))
+    return f"{exc.message} ({hint})" if hint else exc.message
 
 
 def _from_index(exc: BaseException) -> bool:
@@ -1403,7 +1411,7 @@ class Reconciler:
         except InvalidMetaError as exc:
             return {"kind": "invalid-meta", "path": meta_rel, "detail": str(exc)}
         except InvalidInputError as exc:  # (InvalidYAMLError, LimitExceededError)
-            return {"kind": "invalid-yaml", "path": rel, "detail": str(exc)}
+            return {"kind": "invalid-yaml", "path": rel, "detail": said_of_file(exc, rel)}
         except (OSError, StorageError) as exc:
             return {"kind": "skipped", "path": rel, "detail": str(exc)}
         return {"kind": "unindexed", "path": rel, "detail": "not in index"}
@@ -1710,11 +1718,12 @@ class Reconciler:
         try:
             prepared = store._prepare(rel, yaml_bytes, meta, identity)
         except InvalidInputError as exc:
-            report.problems.append({"kind": "invalid-yaml", "path": rel, "detail": str(exc)})
+            detail = said_of_file(exc, rel)
+            report.problems.append({"kind": "invalid-yaml", "path": rel, "detail": detail})
             if identity is not None and not identity.deleted:
                 self._flag(cur, identity, exc.message, scan, rel)
-            else:
-                self.events.append(Event("invalid", meta.id, rel, self.origin, detail=exc.message))
+            else:  # (not recorded: the watcher's event says what check says of the file)
+                self.events.append(Event("invalid", meta.id, rel, self.origin, detail=detail))
             return
         kept: tuple[str, str] | None = None  # (from, arriving id: a keep beside cut off)
         if identity is not None and not identity.deleted and identity.path != rel:

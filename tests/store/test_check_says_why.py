@@ -50,3 +50,17 @@ def test_check_and_check_fix_say_the_same_of_a_file_they_cannot_index(
     assert sorted(p.name for p in store.root.iterdir() if not p.name.startswith(".")) == sorted(
         [YAML] + ([META] if meta is not None else [])
     )
+
+
+@pytest.mark.parametrize("case", ["utf16", "utf16-no-bom", "latin1"])
+def test_an_encoding_problem_says_to_resave_the_file_not_to_pass_a_str(
+    store: Any, case: str
+) -> None:
+    """The API's hint ("or pass the content as a str") is for a caller of save; for a file in
+    the folder it says what to do with the file."""
+    yaml, meta, _, _ = CASES[case]
+    _put(store, yaml, meta)
+    for report in (store.check(), store.check(fix=True)):
+        (problem,) = _about_it(report.problems)
+        assert problem["detail"].endswith(f"(re-save {YAML} as UTF-8 in your editor)"), problem
+        assert " str" not in problem["detail"]
