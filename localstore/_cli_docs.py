@@ -32,8 +32,14 @@ nothing is an empty answer for `ls` and `search` (exit 0; the title names the fi
 stderr says nothing matched, `--json` prints `[]`), and an error for `export` (exit 4, no file
 written: a bundle of nothing is never what a mistyped tag asked for). `--folder` matches a folder
 whatever its case (`--folder projects` lists `Projects/`): folder names that differ only by case are
-one folder on macOS and Windows, and a save refuses to make the second. `--tag` matches the tag as
-written, case and all (`ops` is not `Ops`), by design: tags are labels, not names on a disk.
+one folder on macOS and Windows, and a save refuses to make the second. `save` of a path that
+differs only by case from a recorded blueprint's (`Team/flow` beside `team/flow`) is refused too
+(exit 2: use the path as `ls` shows it): a save has no policy to decide whether a case typo meant
+that blueprint. `import` takes such a bundle path for the blueprint here (a path conflict its
+`--on-conflict` decides, as at the very path; see docs/bundle-format.md): there the user chose the
+policy, and a bundle made where case does not matter is not refused for it.
+`--tag` matches the tag as written, case and all (`ops` is not `Ops`), by design: tags are labels,
+not names on a disk.
 A tag `save --tag` sets is a label of 1-128 characters on one line, at most 100 a blueprint; an
 empty one, a control character (a newline, a tab) or more is bad usage (exit 2), nothing saved
 (leave `--tag` out to keep the tags). Tags from sync, bundles and meta files edited by hand are kept.

@@ -33,8 +33,10 @@ from localstore._revisions import revision_text
 from localstore.blueprint import (
     MAX_META_BYTES,
     BlueprintMeta,
+    check_yaml,
     decode_meta,
     encode_meta,
+    file_hint,
     new_id,
     sha256_hex,
     utc_now,
@@ -173,6 +175,13 @@ def _evicted(rel: str, stub: str) -> dict[str, str]:
         f"place); {back} to bring it back"
     )
     return {"kind": "evicted", "path": rel, "detail": detail}
+
+
+def said_of_file(exc: LocalStoreError, rel: str) -> str:
+    """``exc`` as check reports it of the blueprint file ``rel``: its hint in a file's words
+    (file_hint), not the API's ("or pass the content as a str")."""
+    hint = file_hint(exc, fs.printable(rel))
+    return f"{exc.message} ({hint})" if hint else exc.message
 
 
 def _from_index(exc: BaseException) -> bool:
@@ -1337,16 +1346,7 @@ class Reconciler:
                     report.problems.append(not_a_file)
                     continue
             if listed is None:
-                holder = self._case_twin(keys, rel)
-                if holder is not None:
-                    detail = f"differs only by case from {holder}; rename one of them"
-                    report.problems.append(
-                        {"kind": "case-collision", "path": rel, "detail": detail}
-                    )
-                else:
-                    report.problems.append(
-                        {"kind": "unindexed", "path": rel, "detail": "not in index"}
-                    )
+                report.problems.append(self._new_pair_problem(keys, rel, meta_rel in scan.metas))
                 continue
             try:
                 digest = sha256_hex(fs.read_regular(self.store.root / rel))
@@ -1388,6 +1388,33 @@ class Reconciler:
             report.problems.append({"kind": "orphan-meta", "path": rel, "detail": "no YAML"})
         for rel in stale:
             report.problems.append({"kind": "temp-file", "path": rel, "detail": "leftover"})
+
+    def _new_pair_problem(self, keys: dict[str, str], rel: str, has_meta: bool) -> dict[str, str]:
+        """What check reports of the YAML ``rel`` that has no row: what --fix (and the watcher)
+        find when they try to index it, in their order (the meta file, a case twin, the YAML).
+
+        It said "unindexed: not in index" of a file --fix refused as invalid: the user ran
+        --fix, which reported the file invalid, and check then said "unindexed" again. Reads
+        the new pair (a check of a folder full of new files reads each once, as --fix does)."""
+        meta_rel = fs.meta_path_for(rel)
+        try:
+            raw = self._read_meta(meta_rel) if has_meta else None
+            if raw is not None:
+                decode_meta(raw, source=meta_rel)
+            holder = self._case_twin(keys, rel)
+            if holder is not None:
+                detail = f"differs only by case from {holder}; rename one of them"
+                return {"kind": "case-collision", "path": rel, "detail": detail}
+            yaml_bytes = self._read(rel)
+            if yaml_bytes is not None:
+                check_yaml(yaml_bytes, self.store.limits)  # (what _prepare checks; no validator)
+        except InvalidMetaError as exc:
+            return {"kind": "invalid-meta", "path": meta_rel, "detail": str(exc)}
+        except InvalidInputError as exc:  # (InvalidYAMLError, LimitExceededError)
+            return {"kind": "invalid-yaml", "path": rel, "detail": said_of_file(exc, rel)}
+        except (OSError, StorageError) as exc:
+            return {"kind": "skipped", "path": rel, "detail": str(exc)}
+        return {"kind": "unindexed", "path": rel, "detail": "not in index"}
 
     def _meta_not_regular(self, meta_rel: str) -> dict[str, str] | None:
         """The problem to report if a folder or link has the name of a meta file the scan did
@@ -1691,11 +1718,12 @@ class Reconciler:
         try:
             prepared = store._prepare(rel, yaml_bytes, meta, identity)
         except InvalidInputError as exc:
-            report.problems.append({"kind": "invalid-yaml", "path": rel, "detail": str(exc)})
+            detail = said_of_file(exc, rel)
+            report.problems.append({"kind": "invalid-yaml", "path": rel, "detail": detail})
             if identity is not None and not identity.deleted:
                 self._flag(cur, identity, exc.message, scan, rel)
-            else:
-                self.events.append(Event("invalid", meta.id, rel, self.origin, detail=exc.message))
+            else:  # (not recorded: the watcher's event says what check says of the file)
+                self.events.append(Event("invalid", meta.id, rel, self.origin, detail=detail))
             return
         kept: tuple[str, str] | None = None  # (from, arriving id: a keep beside cut off)
         if identity is not None and not identity.deleted and identity.path != rel:

@@ -28,6 +28,7 @@ from localstore.errors import (
     InvalidMetaError,
     InvalidYAMLError,
     LimitExceededError,
+    LocalStoreError,
     wrong_type,
 )
 
@@ -150,9 +151,20 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
-# The hint of an error for YAML bytes that are not UTF-8 (the CLI gives its own for it: a command
-# line cannot pass a str).
+# The hint of an error for YAML bytes that are not UTF-8 (said of a file in other words, see
+# file_hint: a command line or a file in the folder cannot pass a str).
 NOT_UTF8_HINT = "save it as UTF-8, or pass the content as a str"
+
+
+def file_hint(exc: LocalStoreError, name: str = "it") -> str:
+    """``exc``'s hint as said of the file ``name``: the API's NOT_UTF8_HINT also says to pass
+    the content as a str, which a person with a file (in the blueprints folder, or named on a
+    command line) cannot do. Other hints already speak of the file's content."""
+    if exc.hint != NOT_UTF8_HINT:
+        return exc.hint
+    return "save it as UTF-8" if name == "it" else f"re-save {name} as UTF-8 in your editor"
+
+
 # How much of a document is looked at for UTF-16 without a byte order mark.
 _UTF16_SAMPLE = 512
 

@@ -282,7 +282,7 @@ def fail(
 def file_words_for_encoding() -> Iterator[None]:
     """Exit with the CLI's hint for YAML that is not UTF-8 (`save -f`, `conflicts resolve --take
     FILE`): the API's also says to pass the content as a str, which a file or a pipe cannot do."""
-    from localstore.blueprint import NOT_UTF8_HINT
+    from localstore.blueprint import NOT_UTF8_HINT, file_hint
     from localstore.errors import InvalidYAMLError
 
     try:
@@ -290,7 +290,7 @@ def file_words_for_encoding() -> Iterator[None]:
     except InvalidYAMLError as exc:
         if exc.hint != NOT_UTF8_HINT:
             raise
-        fail(exc.message, code=exit_code_of(exc), hint="save it as UTF-8")
+        fail(exc.message, code=exit_code_of(exc), hint=file_hint(exc))
 
 
 def no_such_file(name: str, what: str = "file") -> NoReturn:

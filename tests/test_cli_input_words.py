@@ -103,3 +103,16 @@ def test_a_utf16_file_put_in_the_folder_is_flagged_as_utf16(run, home: Path) -> 
     flagged = [p for p in json.loads(done.stdout)["problems"] if p["kind"] == "invalid-yaml"]
     assert [p["path"] for p in flagged] == ["team/wide.blueprint.yaml"], done.stdout
     assert UTF16_WORDS in flagged[0]["detail"]
+
+
+def test_check_says_of_a_utf16_file_what_check_fix_says_with_what_to_do(run, home: Path) -> None:
+    """check said "unindexed: not in index" of the file --fix had just refused, and --fix's words
+    ended with the API's "(save it as UTF-8, or pass the content as a str)"."""
+    (home / "blueprints" / "wide.blueprint.yaml").write_bytes("name: x\n".encode("utf-16"))
+    fixed = run("check", "--fix")
+    plain = run("check")
+    assert fixed.exit_code == plain.exit_code == 3
+    assert fixed.stdout == plain.stdout, (fixed.stdout, plain.stdout)
+    assert plain.stdout.startswith("problem invalid-yaml   wide.blueprint.yaml  YAML is UTF-16")
+    assert plain.stdout.endswith("(re-save wide.blueprint.yaml as UTF-8 in your editor)\n")
+    assert "pass the content" not in plain.stdout + fixed.stdout

@@ -37,3 +37,19 @@ def test_a_lone_nul_is_still_a_control_character(check: Callable[[bytes], object
     """Only a NUL every other byte is taken for UTF-16, not any NUL (a binary file)."""
     with pytest.raises(InvalidYAMLError, match=r"control character \(NUL, U\+0000\) at line 2"):
         check(b"a: 1\nb: x\x00y\n")
+
+
+def test_a_new_utf16_file_gets_the_words_check_gives_it(
+    store: BlueprintStore, watcher: Watcher, recorder: Recorder
+) -> None:
+    """Nothing is recorded for it (there is no good version to keep); the watcher's event says
+    what `check` says of the file, with what to do (not the API's "pass the content as a str")."""
+    store.abspath("wide.blueprint.yaml").write_bytes("steps: [a]\n".encode("utf-16-le"))
+    assert watcher.wait_idle()
+    (event,) = recorder.take()
+    (problem,) = store.check().problems
+    assert (event.kind, event.path, event.rev) == ("invalid", "wide.blueprint.yaml", 0)
+    assert (problem["kind"], problem["detail"]) == ("invalid-yaml", event.detail)
+    assert event.detail.startswith("YAML " + UTF16)
+    assert event.detail.endswith("(re-save wide.blueprint.yaml as UTF-8 in your editor)")
+    assert store.count() == 0
