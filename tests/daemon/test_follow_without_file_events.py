@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from watchdog.observers import inotify_c
 
-from localstore import watcher as watcher_mod
+from localstore import _watch_health
 
 from .test_embed_foreign_events import _other_process
 
@@ -31,7 +31,7 @@ def test_another_processs_changes_reach_clients_of_a_daemon_whose_watcher_sees_n
         return -1
 
     monkeypatch.setattr(inotify_c, "inotify_add_watch", add_watch)
-    monkeypatch.setattr(watcher_mod, "LIMIT_RETRY_S", (3600.0, 3600.0), raising=False)
+    monkeypatch.setattr(_watch_health, "LIMIT_RETRY_S", (3600.0, 3600.0))
     home = tmp_path / "shared"
     d = inproc_daemon(home)
     with d.client() as client:

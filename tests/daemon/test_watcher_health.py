@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from watchdog.observers import inotify_c
 
-from localstore import watcher as watcher_mod
+from localstore import _watch_health, _watch_ingest
 from localstore.errors import LockHeldError
 from localstore.watcher import WatcherState
 from sync import _follow
@@ -108,7 +108,7 @@ def test_an_index_that_cannot_be_written_is_reported_and_heals(inproc_daemon, mo
     edit is indexed and synced without anyone acting."""
     # The rescan that retries a given-up path: 2 s instead of 30 (raising=False: on a watcher
     # without it the test fails on what it checks, not here).
-    monkeypatch.setattr(watcher_mod, "GIVE_UP_RESCAN_S", (2.0, 2.0), raising=False)
+    monkeypatch.setattr(_watch_ingest, "GIVE_UP_RESCAN_S", (2.0, 2.0))
     d = inproc_daemon(remote_factory=lambda _settings: MemoryRemote())
     store = d.daemon.store
     assert store is not None
@@ -183,8 +183,8 @@ def test_a_folder_the_watch_limit_refuses_still_syncs(inproc_daemon, monkeypatch
     """An IDE holding every inotify watch made Watcher.start() raise, and the daemon refused to
     start: no sync at all. It starts with a rescan-only watcher now, says why with the sysctl,
     and `sync --wait` covers edits no event reports."""
-    monkeypatch.setattr(watcher_mod, "LIMITED_RESCAN_S", 0.5)
-    monkeypatch.setattr(watcher_mod, "LIMIT_RETRY_S", (0.2, 0.5), raising=False)
+    monkeypatch.setattr(_watch_health, "LIMITED_RESCAN_S", 0.5)
+    monkeypatch.setattr(_watch_health, "LIMIT_RETRY_S", (0.2, 0.5))
     refusing = [True]
     real = inotify_c.inotify_add_watch
 

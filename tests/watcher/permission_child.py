@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from localstore import watcher as watcher_mod
+from localstore import _watch_health
 from localstore.config import load_settings
 from localstore.store import BlueprintStore
 from localstore.watcher import Watcher
@@ -30,7 +30,7 @@ def say(step: str, w: Watcher, store: BlueprintStore, **extra: object) -> None:
 
 
 def main(home: Path, which: str) -> None:
-    watcher_mod.LIMIT_RETRY_S = (0.2, 0.5)  # the retries of rescan-only mode, sooner
+    _watch_health.LIMIT_RETRY_S = (0.2, 0.5)  # the retries of rescan-only mode, sooner
     store = BlueprintStore(load_settings(home=home, environ={}))
     store.save("a", content="x: 1\n")
     store.save("locked/b", content="x: 2\n")

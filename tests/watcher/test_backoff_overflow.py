@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from localstore import watcher as watcher_mod
+from localstore import _watch_state
 from localstore.store import BlueprintStore
 from localstore.watcher import MAX_FAILURES, Watcher, WatcherState
 from tests.conftest import eventually
@@ -50,7 +50,7 @@ def test_a_path_given_up_1100_times_keeps_the_worker(
     full = FullIndex(store)
     try:
         full(True)
-        watcher._failing[BIG] = watcher_mod._Failing(tries=1_100)
+        watcher._failing[BIG] = _watch_state._Failing(tries=1_100)
         (store.root / BIG).write_text(big_text("a"))
         assert eventually(lambda: watcher._failing[BIG].tries > 1_100, 10)
         # Given up as any path is (a rescan brought forward), not a failed step of the worker.

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from localstore import _watch_due, _watch_ingest
 from localstore import files as fs
-from localstore import watcher as watcher_mod
 from localstore.errors import StorageError
 from localstore.store import BlueprintStore
 from localstore.watcher import Watcher
@@ -40,9 +40,9 @@ def test_a_moved_yaml_whose_ingest_keeps_failing_keeps_its_blueprint_at_the_old_
     ``i``'s delete grace (and the hold behind the retries) was over, ``i`` was recorded deleted
     and its meta removed; when the disk took the name, ``j`` got a new id without the tags."""
     # (Short back-offs and hold: the give-up comes in about a second, not half a minute.)
-    monkeypatch.setattr(watcher_mod, "RETRY_S", (0.05, 0.1))
-    monkeypatch.setattr(watcher_mod, "MAX_DELETE_HOLD_S", 0.2)
-    monkeypatch.setattr(watcher_mod, "GIVE_UP_RESCAN_S", (600.0, 600.0))
+    monkeypatch.setattr(_watch_ingest, "RETRY_S", (0.05, 0.1))
+    monkeypatch.setattr(_watch_due, "MAX_DELETE_HOLD_S", 0.2)
+    monkeypatch.setattr(_watch_ingest, "GIVE_UP_RESCAN_S", (600.0, 600.0))
     store: BlueprintStore = make_store()
     bp = store.save("i", "steps: [a]\n", tags=["mine"])
     root = store.root

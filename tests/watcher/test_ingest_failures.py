@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from localstore import watcher as watcher_mod
+from localstore import _watch_ingest
 from localstore._reconcile import Reconciler
 from localstore.store import BlueprintStore
 from localstore.watcher import MAX_FAILURES, Watcher, WatcherState
@@ -135,7 +135,7 @@ def test_a_path_that_keeps_failing_is_given_up_and_a_rescan_brings_it_in(
     caplog.set_level(logging.DEBUG, logger="localstore.watcher")
     # The rescan after a give-up, sooner than its 30 s (raising=False: the test must fail, not
     # error, on a watcher without it).
-    monkeypatch.setattr(watcher_mod, "GIVE_UP_RESCAN_S", (3.0, 6.0), raising=False)
+    monkeypatch.setattr(_watch_ingest, "GIVE_UP_RESCAN_S", (3.0, 6.0))
     full_index(True)
     started = time.monotonic()
     (store.root / BIG).write_text(big_text("v1"))

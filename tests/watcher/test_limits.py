@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from watchdog.observers import inotify_c
 
-from localstore import watcher as watcher_mod
+from localstore import _inotify, _watch_health
 from localstore.store import BlueprintStore
 from localstore.watcher import Watcher, WatcherState
 
@@ -75,7 +75,7 @@ def test_unwatched_sub_folder_is_reported_and_rescanned(
     bp = store.save("deep/note", "value: 1\n")
     store.save("top", "value: 1\n")
     _refuse_watches_on(monkeypatch, store.root / "deep")
-    monkeypatch.setattr(watcher_mod, "LIMITED_RESCAN_S", 0.5, raising=False)
+    monkeypatch.setattr(_watch_health, "LIMITED_RESCAN_S", 0.5)
     w: Watcher = make_watcher(store)
     w.start()
     assert w.wait_idle(10)
@@ -98,10 +98,12 @@ def test_watches_are_taken_again_once_the_limit_is_raised(
 ) -> None:
     bp = store.save("deep/note", "value: 1\n")
     refused = _refuse_watches_on(monkeypatch, store.root / "deep")
-    monkeypatch.setattr(watcher_mod, "LIMITED_RESCAN_S", 0.5, raising=False)
+    monkeypatch.setattr(_watch_health, "LIMITED_RESCAN_S", 0.5)
     limit = [8192]
     # The user raises the sysctl, as the problem text says (a global setting: simulated here).
-    monkeypatch.setattr(watcher_mod, "_watch_limit", lambda: limit[0], raising=False)
+    # (Read where the unwatched folders are reported, and where a refused watch is.)
+    monkeypatch.setattr(_watch_health, "_watch_limit", lambda: limit[0])
+    monkeypatch.setattr(_inotify, "_watch_limit", lambda: limit[0])
     w: Watcher = make_watcher(store)
     w.start()
     assert w.wait_idle(10)
@@ -132,8 +134,8 @@ def _refuse_instances(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 @pytest.fixture
 def fast_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     """Shorten the limited-mode rescan and the retries of the watch (minutes in real use)."""
-    monkeypatch.setattr(watcher_mod, "LIMITED_RESCAN_S", 0.5)
-    monkeypatch.setattr(watcher_mod, "LIMIT_RETRY_S", (0.2, 0.5), raising=False)
+    monkeypatch.setattr(_watch_health, "LIMITED_RESCAN_S", 0.5)
+    monkeypatch.setattr(_watch_health, "LIMIT_RETRY_S", (0.2, 0.5))
 
 
 def _edits_are_found_without_an_observer(store: BlueprintStore, w: Watcher) -> None:
@@ -171,7 +173,7 @@ def test_root_watch_limit_starts_rescan_only_and_recovers(
     bp = store.save("later", "value: 1\n")
     (store.root / "later.blueprint.yaml").write_text("value: 2\n")
     # Watched again: the edit arrives as an event (the timer rescan is 10 minutes away).
-    monkeypatch.setattr(watcher_mod, "LIMITED_RESCAN_S", 600.0)
+    monkeypatch.setattr(_watch_health, "LIMITED_RESCAN_S", 600.0)
     assert _wait_for(lambda: store.load(bp.id).content == "value: 2\n")
 
 
@@ -226,7 +228,7 @@ def test_watches_freed_by_other_programs_are_taken_again(
     assert _wait_for(lambda: w.state is WatcherState.DEGRADED)
     refused.clear()  # the limit stays as it was
     assert _wait_for(lambda: w.state is WatcherState.RUNNING)
-    monkeypatch.setattr(watcher_mod, "LIMITED_RESCAN_S", 600.0)
+    monkeypatch.setattr(_watch_health, "LIMITED_RESCAN_S", 600.0)
     (store.root / "deep" / "note.blueprint.yaml").write_text("value: 2\n")
     assert _wait_for(lambda: store.load(bp.id).content == "value: 2\n")
 

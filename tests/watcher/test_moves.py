@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from localstore import _inotify, _watch_due, _watch_health
 from localstore import files as fs
 from localstore import watcher as watcher_mod
 from localstore.store import BlueprintStore
@@ -227,8 +228,10 @@ def test_folders_moved_out_of_the_tree_let_their_watches_go(
     go only when its folder is deleted. A daemon running for months held a watch per folder ever
     trashed until the trash was emptied (they count against the user's max_user_watches, shared
     with IDEs and indexers), and heard of edits made in the trash as edits in the tree."""
+    # (Read by the worker loop and by the hold of deletes while the folder is away.)
     monkeypatch.setattr(watcher_mod, "HEALTH_CHECK_S", 0.05)
-    monkeypatch.setattr(watcher_mod, "STALE_WATCHES_S", 0.0, raising=False)
+    monkeypatch.setattr(_watch_due, "HEALTH_CHECK_S", 0.05)
+    monkeypatch.setattr(_watch_health, "STALE_WATCHES_S", 0.0)
     trash = tmp_path / "trash"
     trash.mkdir()
     for i in range(MOVED_OUT):
@@ -251,6 +254,6 @@ def test_folders_moved_out_of_the_tree_let_their_watches_go(
 
 def _watches() -> int:
     """The inodes this process's inotify instances watch (one watcher runs in this test)."""
-    watched = watcher_mod._inotify_watched()
+    watched = _inotify._inotify_watched()
     assert watched is not None, "the kernel's watch list (/proc/self/fdinfo) cannot be read"
     return len(watched)

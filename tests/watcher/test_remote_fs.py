@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from localstore import watcher as watcher_mod
+from localstore import _fstype, _inotify, _watch_health
 from localstore.store import BlueprintStore
 from localstore.watcher import (
     Watcher,
@@ -53,7 +53,7 @@ def test_a_folder_on_tmpfs_is_tmpfs() -> None:
 def test_without_proc_statfs_tells(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No /proc (a chroot, a sandbox): statfs(2)'s magic number names the same file system."""
     from_mountinfo = filesystem_type(tmp_path)
-    monkeypatch.setattr(watcher_mod, "_MOUNTINFO", tmp_path / "no-mountinfo")
+    monkeypatch.setattr(_fstype, "_MOUNTINFO", tmp_path / "no-mountinfo")
     from_statfs = filesystem_type(tmp_path)
     assert from_statfs is not None
     # ext2/3/4 share one magic number: statfs calls them all ext4.
@@ -66,7 +66,7 @@ def test_network_and_fuse_types_are_remote() -> None:
         assert is_remote_filesystem(remote), remote
     for local in ("ext4", "tmpfs", "overlay", "btrfs", "fuseblk", "proc", None):
         assert not is_remote_filesystem(local), local
-    assert watcher_mod._unescape_mount("/mnt/my\\040share\\134x") == "/mnt/my share\\x"
+    assert _fstype._unescape_mount("/mnt/my\\040share\\134x") == "/mnt/my share\\x"
 
 
 # -- the policy, with the detector's answer substituted ---------------------------------------------
@@ -75,21 +75,23 @@ def test_network_and_fuse_types_are_remote() -> None:
 @pytest.fixture
 def on_nfs(monkeypatch: pytest.MonkeyPatch) -> None:
     """The detector answers nfs4 for every path (the folder itself is on this machine's disk)."""
-    monkeypatch.setattr(watcher_mod, "filesystem_type", lambda path: "nfs4", raising=False)
+    # (Read by the watcher's detection and by remote_fs_notice, doctor's.)
+    monkeypatch.setattr(_watch_health, "filesystem_type", lambda path: "nfs4")
+    monkeypatch.setattr(_fstype, "filesystem_type", lambda path: "nfs4")
 
 
 @pytest.fixture
 def silent_kernel(monkeypatch: pytest.MonkeyPatch) -> Iterator[set[str]]:
     """File names whose events the kernel "does not send": an edit made on another machine."""
     names: set[str] = set()
-    real = watcher_mod._Handler.dispatch
+    real = _inotify._Handler.dispatch
 
-    def dispatch(self: watcher_mod._Handler, event: object) -> None:
+    def dispatch(self: _inotify._Handler, event: object) -> None:
         if os.path.basename(os.fsdecode(event.src_path)) in names:  # type: ignore[attr-defined]
             return
         real(self, event)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(watcher_mod._Handler, "dispatch", dispatch)
+    monkeypatch.setattr(_inotify._Handler, "dispatch", dispatch)
     yield names
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from localstore import _watch_due, _watch_ingest
 from localstore import files as fs
-from localstore import watcher as watcher_mod
 from localstore.store import BlueprintStore
 from localstore.watcher import Watcher
 from tests.conftest import eventually
@@ -88,9 +88,9 @@ def _name(stem: str, kind: str) -> str:
 def test_a_move_that_cannot_be_read_keeps_its_blueprint_in_the_watcher(
     make_store, make_watcher, monkeypatch: pytest.MonkeyPatch, moved: list[str], refused: str
 ) -> None:
-    monkeypatch.setattr(watcher_mod, "RETRY_S", (0.05, 0.1))
-    monkeypatch.setattr(watcher_mod, "MAX_DELETE_HOLD_S", 0.2)
-    monkeypatch.setattr(watcher_mod, "GIVE_UP_RESCAN_S", (600.0, 600.0))
+    monkeypatch.setattr(_watch_ingest, "RETRY_S", (0.05, 0.1))
+    monkeypatch.setattr(_watch_due, "MAX_DELETE_HOLD_S", 0.2)
+    monkeypatch.setattr(_watch_ingest, "GIVE_UP_RESCAN_S", (600.0, 600.0))
     store: BlueprintStore = make_store()
     ident = _saved_with_tags_by_hand(store)
     root = store.root

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from localstore import watcher as watcher_mod
+from localstore import _watch_due, _watch_ingest
 from localstore.config import load_settings
 from localstore.store import BlueprintStore
 from localstore.watcher import Watcher
@@ -38,9 +38,9 @@ def say(step: str, store: BlueprintStore, ident: str, **extra: object) -> None:
 
 def main(home: Path, which: str) -> None:
     # Short back-offs and hold: the give-up comes in about a second, not half a minute.
-    watcher_mod.RETRY_S = (0.05, 0.1)
-    watcher_mod.MAX_DELETE_HOLD_S = 0.2
-    watcher_mod.GIVE_UP_RESCAN_S = (600.0, 600.0)
+    _watch_ingest.RETRY_S = (0.05, 0.1)
+    _watch_due.MAX_DELETE_HOLD_S = 0.2
+    _watch_ingest.GIVE_UP_RESCAN_S = (600.0, 600.0)
     store = BlueprintStore(load_settings(home=home, environ={}))
     bp = store.save("i", content="steps: [a]\n", tags=["mine"])
     root = Path(store.root)
