@@ -162,8 +162,9 @@ class _FolderHealth(_WatcherBase):
                     limit_error = exc
                 else:
                     # Gone again between the stat and the watch: retried at the next health
-                    # check.
-                    self._root_problem = exc.message
+                    # check. Said as the missing folder it is, with what to do (it read "cannot
+                    # watch ...: No such file or directory" until the next check).
+                    self._root_problem = self._gone_problem() or exc.message
                     log.error("cannot watch the blueprints folder yet: %s", exc.message)
                     return False
             else:
@@ -235,17 +236,27 @@ class _FolderHealth(_WatcherBase):
         self._limit_problem = problem
         self._limit_reason = exc.message
 
+    def _gone_problem(self) -> str | None:
+        """The problem of a blueprints folder that is not there (None: it is)."""
+        try:
+            os.stat(self.root)
+        except OSError as exc:
+            return self._missing(exc)
+        return None
+
+    def _missing(self, exc: OSError) -> str:
+        return (
+            f"the blueprints folder {self.root} is missing ({exc.strerror or exc}); if its "
+            f"blueprints were deleted on purpose, make the folder again with an empty file "
+            f"{CONFIRM_EMPTY_NAME} in it"
+        )
+
     def _root_status(self) -> tuple[str | None, tuple[int, int] | None]:
         """What is wrong with the blueprints folder itself (None: nothing), and its identity."""
         try:
             st = os.stat(self.root)
         except OSError as exc:
-            return (
-                f"the blueprints folder {self.root} is missing ({exc.strerror or exc}); if its "
-                f"blueprints were deleted on purpose, make the folder again with an empty file "
-                f"{CONFIRM_EMPTY_NAME} in it",
-                None,
-            )
+            return self._missing(exc), None
         if not stat.S_ISDIR(st.st_mode):
             return f"the blueprints folder {self.root} is not a folder", None
         ident = (st.st_dev, st.st_ino)
