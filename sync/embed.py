@@ -892,7 +892,7 @@ class EmbeddedSync:
         the store), it cannot wait for that thread: the loop ends after its current cycle, and a
         short-lived thread finishes the rest (remote, watcher, lock) once it has.
         """
-        from sync.engine import _seconds_arg
+        from sync._engine_core import _seconds_arg
 
         _seconds_arg("timeout", timeout)  # (a str failed half way: stopped, lock still held)
         with self._mutex:

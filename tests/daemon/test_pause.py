@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+import sync._engine_core as engine_core  # (status() reads read_status there)
 import sync.daemon as daemon_module
-import sync.engine as sync_engine
 from localstore.cli import cli
 from localstore.errors import StorageError
 from sync.errors import NotLoggedInError
@@ -136,7 +136,7 @@ def test_a_resume_done_by_the_daemon_is_reported_done_when_its_status_read_fails
     def unreadable(*args: Any, **kwargs: Any) -> Any:  # fault injection: the index read fails
         raise StorageError("cannot read the index: disk I/O error", hint="see `localstore check`")
 
-    monkeypatch.setattr(sync_engine, "read_status", unreadable)
+    monkeypatch.setattr(engine_core, "read_status", unreadable)
     r = CliRunner().invoke(cli, ["--home", str(home), "--json", "daemon", "--resume"])
     monkeypatch.undo()
     assert r.exit_code == 0, r.output
@@ -151,7 +151,7 @@ def test_a_resume_done_by_the_daemon_is_reported_done_when_its_status_read_fails
     # The words a person reads.
     with d.client() as c:
         c.pause()
-    monkeypatch.setattr(sync_engine, "read_status", unreadable)
+    monkeypatch.setattr(engine_core, "read_status", unreadable)
     r = CliRunner().invoke(cli, ["--home", str(home), "daemon", "--resume"])
     monkeypatch.undo()
     assert r.exit_code == 0, r.output

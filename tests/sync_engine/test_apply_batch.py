@@ -19,6 +19,7 @@ import pytest
 
 from localstore import files as fs
 from localstore.errors import InvalidInputError
+from sync import _engine_apply
 from sync import _state as st
 from sync import engine as engine_module
 from sync._apply import canonical_path
@@ -163,7 +164,7 @@ def _outcome(dev: Device) -> tuple[dict[str, tuple[str, str]], set[str]]:
 def test_batched_apply_decides_like_apply_row(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window: int
 ) -> None:
-    monkeypatch.setattr(engine_module, "PREFETCH_WINDOW", window)
+    monkeypatch.setattr(_engine_apply, "PREFETCH_WINDOW", window)
     ids = {name: str(uuid.uuid4()) for name in [*NAMES, "mover"]}
     stamp = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)  # the same conflict path on both
     # The same device name and server data twice: batched, and every row through apply_row
@@ -225,7 +226,7 @@ def _row(content: str) -> ServerRow:
 def test_apply_chunks_are_bounded_by_rows_and_content(
     make_device: Callable[..., Device], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine_module, "APPLY_BATCH_CHARS", 100)
+    monkeypatch.setattr(_engine_apply, "APPLY_BATCH_CHARS", 100)
     dev = make_device("a", apply_batch=3)
     sizes = [10, 10, 10, 10, 90, 5, 200, 1, 1, 1, 1]
     rows = [_row("x" * n) for n in sizes]

@@ -13,8 +13,8 @@ import pytest
 
 from localstore.errors import StorageError
 from localstore.events import Event
+from sync import _engine_core as engine_core  # (status() reads read_status there)
 from sync import _timefmt
-from sync import engine as sync_engine
 from sync.engine import SyncEngine, WorkerState
 from sync.errors import EngineStateError, NotLoggedInError, SyncLockedError, TransientError
 from sync.memory_remote import MemoryRemote, MemoryServer
@@ -186,7 +186,7 @@ def test_resume_wakes_the_loop_when_publishing_its_status_fails(
     a.engine.pause()
     seen, observer = _pushed_signal(server)
     caller = threading.get_ident()
-    real_read_status = sync_engine.read_status
+    real_read_status = engine_core.read_status
 
     def read_status(*args: Any, **kwargs: Any) -> Any:
         # Fault injection: the index read fails on the thread calling resume() only, so the
@@ -197,7 +197,7 @@ def test_resume_wakes_the_loop_when_publishing_its_status_fails(
 
     try:
         a.store.save("pause/x", "v: 1\n")
-        monkeypatch.setattr(sync_engine, "read_status", read_status)
+        monkeypatch.setattr(engine_core, "read_status", read_status)
         with pytest.raises(StorageError, match="disk I/O error"):  # still the caller's to hear
             a.engine.resume()
         monkeypatch.undo()
