@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from pathlib import Path
 
 import pytest
@@ -51,12 +50,11 @@ def test_one_sync_uploads_many_large_blueprints(cloud: LocalCloud, tmp_path: Pat
     a = open_device(tmp_path, "a", cloud.url, cloud.anon_key, new_email(), timeout_s=30.0)
     try:
         ids = _save_many_large(a)
-        started = time.monotonic()
+        # (No time bound: the retried-forever push never returned; the suite's timeout would
+        # say so. How fast it goes is the benchmarks' business, not a test's.)
         report = a.engine.sync_once()
-        took = time.monotonic() - started
         assert (report.pushed, report.quarantined, report.errors) == (COUNT, 0, []), report
         _assert_all_arrived(a, ids)
-        assert took < 30.0, took
     finally:
         a.close()
 

@@ -17,6 +17,7 @@ from typing import NamedTuple
 import pytest
 
 from localstore import SaveRequest
+from localstore._watch_due import MAX_DELETE_HOLD_S
 from localstore.errors import WatcherError
 from localstore.store import BlueprintStore
 from localstore.watcher import Watcher, WatcherState
@@ -196,7 +197,9 @@ def test_a_file_deleted_alone_is_recorded_within_a_second_or_so(
     (store.root / "team" / "drop.blueprint.yaml").unlink()
     (store.root / "team" / "drop.blueprint.meta.json").unlink()
     assert eventually(lambda: len(store.list()) == 1, 10)
-    assert time.monotonic() - started < 2.0
+    # About 1.4 s (the grace, then the quiet wait) on a quiet machine; the bound tells it from
+    # a delete held for the longest hold (MAX_DELETE_HOLD_S, 5 s past the grace), not a speed.
+    assert time.monotonic() - started < MAX_DELETE_HOLD_S
 
 
 def test_a_folder_gone_between_the_stat_and_the_watch_is_said_missing(
