@@ -2631,6 +2631,16 @@ class BlueprintStore:
             parent = os.path.join(parent, seg)
             done = posixpath.join(done, seg)
 
+    def _folder_as_here(self, folder: str, folders: dict[str, dict[str, str]] | None) -> str:
+        """``folder`` with each part spelled as the folder of that name (files.path_key) is
+        here, where there is one: the spelling _check_folders_case lets a new path take."""
+        parent, parts = str(self.paths.blueprints), []
+        for seg in folder.split("/") if folder else []:
+            seg = self._folder_names(parent, folders).get(fs.path_key(seg), seg)
+            parts.append(seg)
+            parent = os.path.join(parent, seg)
+        return "/".join(parts)
+
     def _refuse_folder_case(self, rel: str, seg: str, other: str, leaving: str | None) -> None:
         """Raise UnsafePathError for ``rel``'s folder ``seg`` beside ``other`` (its folder
         of another case), unless ``other`` is the folder the move from ``leaving`` empties."""
