@@ -38,7 +38,8 @@ case with the last blueprint that leaves it (`mv team/flow Team/flow` when nothi
 moving its blueprints through a folder of another name (`mv team Team` says so: `mv` moves one
 blueprint, exit 4). `save` of a path that
 differs only by case from a recorded blueprint's (`Team/flow` beside `team/flow`) is refused too
-(exit 2: use the path as `ls` shows it): a save has no policy to decide whether a case typo meant
+(exit 2; the hint says to use the path as `ls` shows it, or to rename that blueprint first with
+the `mv` it gives): a save has no policy to decide whether a case typo meant
 that blueprint. `import` takes such a bundle path for the blueprint here (a path conflict its
 `--on-conflict` decides, as at the very path; see docs/bundle-format.md): there the user chose the
 policy, and a bundle made where case does not matter is not refused for it.

@@ -564,6 +564,15 @@ def _put_orphan_back(target: str, orphans: _Orphans | None) -> None:
         fs.create_file(Path(target), orphans[target][1])
 
 
+def _case_clash_hint(held: str, rel: str, *, moving: bool) -> str:
+    """What to do about a path one name with the blueprint at ``held``: a save meant that
+    blueprint (its spelling) or a new case for it (renamed first); a move needs another path."""
+    why = "paths that differ only by case collide on macOS and Windows"
+    if moving:
+        return f"{why}: choose another path, or first move or delete the blueprint at {held}"
+    return f"{why}: use its spelling, {held}, or rename it first with 'localstore mv {held} {rel}'"
+
+
 def _moved_recorded(was: fs.Recorded | None, path: str) -> fs.Recorded | None:
     """What a write is to replace at ``path``, where a move just renamed the file the index
     recorded as ``was``: its stats but the change time, which the rename set (None: no file
@@ -2572,7 +2581,7 @@ class BlueprintStore:
                 )
             raise UnsafePathError(
                 f"{rel} differs only by case from {other.path}",
-                hint="paths that differ only by case collide on macOS and Windows",
+                hint=_case_clash_hint(other.path, rel, moving=owner_id is not None),
             )
         if other is not None:
             return  # the only file that can collide by case is this blueprint's own
@@ -2656,7 +2665,7 @@ class BlueprintStore:
         if stays is None:
             raise UnsafePathError(
                 message,
-                hint=f"use {name!r}, or rename that folder first (see 'localstore mv --help')",
+                hint=f"use {name!r}, or rename that folder first: see 'localstore mv --help'",
             )
         raise UnsafePathError(
             f"{message}, which holds {stays} too",
