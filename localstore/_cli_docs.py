@@ -32,9 +32,14 @@ nothing is an empty answer for `ls` and `search` (exit 0; the title names the fi
 stderr says nothing matched, `--json` prints `[]`), and an error for `export` (exit 4, no file
 written: a bundle of nothing is never what a mistyped tag asked for). `--folder` matches a folder
 whatever its case (`--folder projects` lists `Projects/`): folder names that differ only by case are
-one folder on macOS and Windows, and a save refuses to make the second. `save` of a path that
+one folder on macOS and Windows, and a save refuses to make the second. `mv` changes a folder's
+case with the last blueprint that leaves it (`mv team/flow Team/flow` when nothing else is in
+`team/`; on macOS and Windows the folder itself is renamed); a folder holding more is renamed by
+moving its blueprints through a folder of another name (`mv team Team` says so: `mv` moves one
+blueprint, exit 4). `save` of a path that
 differs only by case from a recorded blueprint's (`Team/flow` beside `team/flow`) is refused too
-(exit 2: use the path as `ls` shows it): a save has no policy to decide whether a case typo meant
+(exit 2; the hint says to use the path as `ls` shows it, or to rename that blueprint first with
+the `mv` it gives): a save has no policy to decide whether a case typo meant
 that blueprint. `import` takes such a bundle path for the blueprint here (a path conflict its
 `--on-conflict` decides, as at the very path; see docs/bundle-format.md): there the user chose the
 policy, and a bundle made where case does not matter is not refused for it.

@@ -28,6 +28,7 @@ from localstore.cli import (
     pass_ctx,
     write_bytes,
 )
+from localstore.errors import NotFoundError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -416,18 +417,26 @@ def rm_cmd(ctx: CliContext, ref: str) -> None:
 @click.argument("new_path")
 @pass_ctx
 def mv_cmd(ctx: CliContext, ref: str, new_path: str) -> None:
-    """Move or rename a blueprint; its id and history are kept."""
+    """Move or rename a blueprint; its id and history are kept.
+
+    A folder's letter case changes with the last blueprint that leaves it ('mv team/flow
+    Team/flow' when nothing else is in 'team'); a folder holding more is renamed by moving its
+    blueprints through a folder of another name.
+    """
     with errors_to_exit():
         store = ctx.store(existing=True, writes="move a blueprint")  # (as rm)
-        before = store.resolve(ref)
+        try:
+            old = store.resolve(ref).path
+        except NotFoundError:
+            old = ref  # (move says what is wrong: it explains a folder given as REF too)
         bp = store.move(ref, new_path)
 
         def human() -> None:
-            if bp.path == before.path:
+            if bp.path == old:
                 # ("moved to" read as if something had happened.)
                 click.echo(f"{bp.path} is already there: nothing moved (id {bp.id})")
             else:
-                click.echo(f"moved {before.path} to {bp.path} (id {bp.id})")
+                click.echo(f"moved {old} to {bp.path} (id {bp.id})")
 
         ctx.emit({k: v for k, v in bp.to_dict().items() if k != "content"}, human)
 

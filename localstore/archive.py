@@ -1553,8 +1553,11 @@ class _Planner:
             )
 
     def _free_variant(self, path: str) -> str:
+        """A free path for a copy put aside beside ``path``: in its folder as spelled here (a
+        bundle's ``Team/`` beside ``team/`` would be a new folder the save refuses)."""
         stem = path[: -len(fs.YAML_SUFFIX)]
         folder, _, base = stem.rpartition("/")
+        folder = self.store._folder_as_here(folder, self.folders)
         compact = self.stamp.replace("-", "").replace(":", "")
         for n in range(1, 10_000):
             suffix = f" (import {compact})" + (f" {n}" if n > 1 else "")

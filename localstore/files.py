@@ -1213,6 +1213,32 @@ def rename_new(src: Path | str, dst: Path | str) -> bool:
     return done
 
 
+def rename_case(src: Path | str, dst: Path | str) -> None:
+    """Rename ``src`` to ``dst``, a name differing from it only by letter case (one file or
+    folder on a case-insensitive disk), and flush the folder.
+
+    One rename where the file system takes it (APFS, NTFS, ext4). A file system that answers a
+    case-only rename with success and no change (some FAT drivers and network shares) gets it
+    in two steps, through a temporary name beside it: a name that is no temp or hidden name,
+    so a crash between the steps leaves the folder where reconcile records a move, not where it
+    looks away. Raises OSError.
+    """
+    src, dst = os.fspath(src), os.fspath(dst)
+    folder, name = os.path.split(dst)
+    rename_file(src, dst)
+    if name not in os.listdir(folder):
+        step = os.path.join(folder, f"{name}-case-{secrets.token_hex(4)}")
+        rename_file(src, step)
+        rename_file(step, dst)
+    fsync_dir(folder)
+
+
+def same_file(a: Path | str, b: Path | str) -> bool:
+    """Whether two names are one file or folder (as both spellings of a name on a
+    case-insensitive disk); False if either is missing."""
+    return _same_file(os.fspath(a), os.fspath(b))
+
+
 def _same_file(a: str, b: str) -> bool:
     try:
         return os.path.samestat(os.lstat(a), os.lstat(b))

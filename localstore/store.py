@@ -564,6 +564,15 @@ def _put_orphan_back(target: str, orphans: _Orphans | None) -> None:
         fs.create_file(Path(target), orphans[target][1])
 
 
+def _case_clash_hint(held: str, rel: str, *, moving: bool) -> str:
+    """What to do about a path one name with the blueprint at ``held``: a save meant that
+    blueprint (its spelling) or a new case for it (renamed first); a move needs another path."""
+    why = "paths that differ only by case collide on macOS and Windows"
+    if moving:
+        return f"{why}: choose another path, or first move or delete the blueprint at {held}"
+    return f"{why}: use its spelling, {held}, or rename it first with 'localstore mv {held} {rel}'"
+
+
 def _moved_recorded(was: fs.Recorded | None, path: str) -> fs.Recorded | None:
     """What a write is to replace at ``path``, where a move just renamed the file the index
     recorded as ``was``: its stats but the change time, which the rename set (None: no file
@@ -1973,7 +1982,8 @@ class BlueprintStore:
                 # Not for what sync applies: the server has the path already, and refusing it
                 # here would leave this device out of step for good (a Linux device's ``q/``
                 # beside another's ``Q/`` is a real pair of folders there).
-                self._check_folders_case(cur, rel, batch.folders)
+                leaving = existing.path if existing is not None and not existing.deleted else None
+                self._check_folders_case(cur, rel, batch.folders, leaving)
         content = req.content
         if content is None:
             if existing is None or existing.deleted:
@@ -2571,7 +2581,7 @@ class BlueprintStore:
                 )
             raise UnsafePathError(
                 f"{rel} differs only by case from {other.path}",
-                hint="paths that differ only by case collide on macOS and Windows",
+                hint=_case_clash_hint(other.path, rel, moving=owner_id is not None),
             )
         if other is not None:
             return  # the only file that can collide by case is this blueprint's own
@@ -2593,7 +2603,11 @@ class BlueprintStore:
             )
 
     def _check_folders_case(
-        self, cur: Any, rel: str, folders: dict[str, dict[str, str]] | None
+        self,
+        cur: Any,
+        rel: str,
+        folders: dict[str, dict[str, str]] | None,
+        leaving: str | None = None,
     ) -> None:
         """Refuse a new folder whose name differs only by case from one beside it.
 
@@ -2601,6 +2615,8 @@ class BlueprintStore:
         existing ``Team/`` does not exist yet: both were made, one folder on macOS and Windows
         (a device there syncing both mixes two folders' blueprints into one). A folder a live
         blueprint is in exists already, with this exact case; otherwise each level is looked up.
+        ``leaving``: the path a moved blueprint leaves. Its own folder in another case is no
+        neighbour once nothing else stays in it (the move fixes a folder's letter case).
         """
         folder = rel.rpartition("/")[0]
         if (
@@ -2611,20 +2627,67 @@ class BlueprintStore:
         ):
             return
         parent = str(self.paths.blueprints)
+        done = ""
         for seg in folder.split("/"):
             names = self._folder_names(parent, folders)
             existing = names.get(fs.path_key(seg))
             if existing is not None and existing != seg:
-                raise UnsafePathError(
-                    f"{rel}: the folder {seg!r} differs only by case from the folder"
-                    f" {existing!r} beside it",
-                    hint=f"use {existing!r}, or rename that folder first",
-                )
+                self._refuse_folder_case(rel, seg, posixpath.join(done, existing), leaving)
             if existing is None:
                 names[fs.path_key(seg)] = (
                     seg  # (made by this save: a later one in the batch sees it)
                 )
             parent = os.path.join(parent, seg)
+            done = posixpath.join(done, seg)
+
+    def _folder_as_here(self, folder: str, folders: dict[str, dict[str, str]] | None) -> str:
+        """``folder`` with each part spelled as the folder of that name (files.path_key) is
+        here, where there is one: the spelling _check_folders_case lets a new path take."""
+        parent, parts = str(self.paths.blueprints), []
+        for seg in folder.split("/") if folder else []:
+            seg = self._folder_names(parent, folders).get(fs.path_key(seg), seg)
+            parts.append(seg)
+            parent = os.path.join(parent, seg)
+        return "/".join(parts)
+
+    def _refuse_folder_case(self, rel: str, seg: str, other: str, leaving: str | None) -> None:
+        """Raise UnsafePathError for ``rel``'s folder ``seg`` beside ``other`` (its folder
+        of another case), unless ``other`` is the folder the move from ``leaving`` empties."""
+        name = other.rpartition("/")[2]
+        stays = None
+        if leaving is not None and leaving.startswith(other + "/"):
+            stays = self._left_behind(other, leaving)
+            if stays is None:
+                return
+        message = (
+            f"{rel}: the folder {seg!r} differs only by case from the folder {name!r} beside it"
+        )
+        if stays is None:
+            raise UnsafePathError(
+                message,
+                hint=f"use {name!r}, or rename that folder first: see 'localstore mv --help'",
+            )
+        raise UnsafePathError(
+            f"{message}, which holds {stays} too",
+            hint=f"move the rest of {name!r} elsewhere first with 'localstore mv', or keep {name!r}",
+        )
+
+    def _left_behind(self, folder: str, leaving: str) -> str | None:
+        """The first thing under ``folder`` that is not the pair at ``leaving`` (a path below
+        it) or a folder on the way to it: what a move of that pair would leave there."""
+        parts = leaving[len(folder) + 1 :].split("/")
+        for depth, seg in enumerate(parts):
+            last = depth == len(parts) - 1
+            wanted = {seg, fs.meta_path_for(seg)} if last else {seg}
+            try:
+                names = sorted(os.listdir(self.abspath(folder)))
+            except OSError:
+                return None  # (gone: nothing stays)
+            stays = next((n for n in names if n not in wanted), None)
+            if stays is not None:
+                return fs.printable(posixpath.join(folder, stays))
+            folder = posixpath.join(folder, seg)
+        return None
 
     @staticmethod
     def _may_exist(target: str, batch: _Batch) -> bool:
@@ -2950,6 +3013,7 @@ class BlueprintStore:
         over (it was lost, unrecorded). Raises NameTakenError then, the pair back where it was.
         ``over``: the meta file without its YAML at the new meta name, kept first (see
         _keep_orphan_meta), replaced only if it is still that file (TargetChangedError else)."""
+        self._match_folder_case(old_rel, new_rel)
         moved: list[tuple[Path, Path]] = []
         for src, dst, recorded in (
             (old_rel, new_rel, None),
@@ -2980,6 +3044,27 @@ class BlueprintStore:
         if old_dir != self.abspath(new_rel).parent:
             fs.fsync_dir(old_dir)
             self._prune_empty_dirs(old_dir)
+
+    def _match_folder_case(self, old_rel: str, new_rel: str) -> None:
+        """Give the folders a move leaves their new letter case where both spellings are one
+        folder (macOS, Windows): renamed alone, the files stayed in the old spelling the
+        index no longer held. Only a folder holding nothing but this pair (the rule save
+        checks; a move sync applies is not checked, and renaming a folder that holds more
+        would move the rest unrecorded). Raises StorageError."""
+        old_dirs, new_dirs = old_rel.split("/")[:-1], new_rel.split("/")[:-1]
+        for depth, (was, now) in enumerate(zip(old_dirs, new_dirs, strict=False)):
+            if fs.path_key(was) != fs.path_key(now):
+                return
+            folder = "/".join(old_dirs[: depth + 1])
+            here, there = self.abspath(folder), self.abspath("/".join(new_dirs[: depth + 1]))
+            if was == now or not fs.same_file(here, there):
+                continue  # (two folders: the files move to the new one, the old one is pruned)
+            if self._left_behind(folder, old_rel) is not None:
+                return
+            try:
+                fs.rename_case(here, there)
+            except OSError as exc:
+                raise fs.map_os_error(exc, "cannot rename the folder", here) from exc
 
     def _move_back(self, moved: Sequence[tuple[Path, Path]], old_rel: str, new_rel: str) -> None:
         """Rename the files a failed ``_rename_pair`` moved back to their old names.
@@ -3767,8 +3852,14 @@ class BlueprintStore:
         """
         self._check_writable("move")
         _origin_arg(origin)
-        with self.index.read() as cur:
-            row = self._resolve(cur, ref)
+        try:
+            with self.index.read() as cur:
+                row = self._resolve(cur, ref)
+        except NotFoundError as exc:
+            folder = self._folder_given(ref, new_path)
+            if folder is not None:
+                raise folder from exc
+            raise
         try:
             return self.save(new_path, None, id=row.id, origin=origin, tx_hook=tx_hook)
         except AlreadyExistsError as exc:
@@ -3779,6 +3870,28 @@ class BlueprintStore:
             raise AlreadyExistsError(
                 exc.message, hint="choose another path, or first move or delete the blueprint there"
             ) from exc
+
+    def _folder_given(self, ref: fs.StrPath, new_path: fs.StrPath) -> NotFoundError | None:
+        """The error for a folder given to move as its REF (``mv team Team``), saying how to
+        move what is in it; None if ``ref`` names no folder of blueprints."""
+        if not isinstance(ref, str) or not isinstance(new_path, str) or not ref.strip("/ "):
+            return None
+        try:
+            inside = self.list(folder=ref, limit=2)
+        except InvalidInputError:
+            return None
+        if not inside:
+            return None
+        depth = len(fs.normalize_path(ref).split("/"))
+        first = inside[0].path.removesuffix(fs.YAML_SUFFIX)
+        target = posixpath.join(new_path.strip("/ "), *first.split("/")[depth:])
+        hint = f"move the blueprints in it one by one: 'localstore mv {first} {target}'"
+        if len(inside) > 1:
+            hint += (
+                "; to change only its letter case, move them through a folder of another name"
+                " (a folder takes its new case with the last blueprint that leaves it)"
+            )
+        return NotFoundError(f"{ref!r} is a folder, not a blueprint", hint=hint)
 
     # -- queries -----------------------------------------------------------------------------------
 

@@ -291,6 +291,28 @@ def test_extra_meta_that_only_fits_compact_is_written_compact(store) -> None:
     assert store.load(saved.id).meta.extra["grid"] == [1] * 300_000
 
 
+def test_a_path_differing_only_by_case_from_a_blueprints_says_what_to_do(store) -> None:
+    """The refusal said why ("collide on macOS and Windows") but not what to do."""
+    mine = store.save("team/flow", "v: 1\n")
+    with pytest.raises(UnsafePathError, match="differs only by case") as refused:
+        store.save("team/Flow", "v: 2\n")
+    assert refused.value.hint == (
+        "paths that differ only by case collide on macOS and Windows: use its spelling, "
+        "team/flow.blueprint.yaml, or rename it first with "
+        "'localstore mv team/flow.blueprint.yaml team/Flow.blueprint.yaml'"
+    )
+    other = store.save("other", "v: 3\n")
+    with pytest.raises(UnsafePathError, match="differs only by case") as moving:
+        store.move(other.id, "team/FLOW")
+    assert moving.value.hint == (
+        "paths that differ only by case collide on macOS and Windows: choose another path, "
+        "or first move or delete the blueprint at team/flow.blueprint.yaml"
+    )
+    # What the first hint says works: the rename, then the save.
+    store.move("team/flow.blueprint.yaml", "team/Flow.blueprint.yaml")
+    assert store.save("team/Flow", "v: 2\n").id == mine.id
+
+
 def test_a_new_folder_differing_only_by_case_from_one_beside_it_is_refused(store) -> None:
     """Only the file's own folder was checked: ``team/b`` beside ``Team/a`` made a second
     folder, one folder on macOS and Windows (a device there mixed both folders' blueprints)."""
