@@ -17,16 +17,29 @@ from ._stores import StoreOpener, stores_fixture  # noqa: F401  (the fixture "st
 
 
 def _fork_sleeper() -> tuple[int, int]:
-    """A child that does nothing until its pipe closes (or it is killed); (pid, write end)."""
+    """A child that does nothing until its pipe closes (or it is killed); (pid, write end).
+
+    Returns once the child runs: its at-fork handlers (which let go of the parent's locks and
+    marks) are over by then. Returning at once, a loaded machine ran the parent's next step
+    before the child had been scheduled at all, its inherited locks still held (CI failed so).
+    """
     read_end, write_end = os.pipe()
+    ready_read, ready_write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: no pytest, no threads; wait for the parent, then leave at once
         try:
             os.close(write_end)
+            os.close(ready_read)
+            os.write(ready_write, b"r")
             os.read(read_end, 1)
         finally:
             os._exit(0)
     os.close(read_end)
+    os.close(ready_write)
+    try:
+        assert os.read(ready_read, 1) == b"r", "the forked child ended before it ran"
+    finally:
+        os.close(ready_read)
     return pid, write_end
 
 
