@@ -63,6 +63,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from supabase_auth.types import Session
+
 from localstore.config import Settings
 from localstore.errors import CredentialError
 from sync import session_marker
@@ -477,15 +479,7 @@ def remote_from_settings(
             project = _stored_project(creds, settings)
         except CredentialError as exc:
             raise map_error(exc, what="read the cloud project") from exc
-        url = (settings.cloud_url or (project.url if project else "")).rstrip("/")
-        key = settings.cloud_anon_key or (project.anon_key if project else "")
-        if not url or not key:
-            raise NotLoggedInError("this home is not logged in to a cloud project")
-        if project is not None and project.url != url:
-            raise NotLoggedInError(
-                f"the stored session is for {project.url}, but cloud_url is {url}",
-                hint=f"log in to {url} with `localstore login`",
-            )
+        url, key = _project_address(settings, project)
         storage = KeychainSessionStorage(
             creds, session_credential_name(settings), lock_path=refresh_lock_path(settings)
         )
@@ -495,19 +489,7 @@ def remote_from_settings(
             stored = _parse_session(storage.durable_value())
         except CredentialError as exc:
             raise map_error(exc, what="read the cloud session") from exc
-        # login writes the session, then the project: a project write that failed (a keychain
-        # locked in between) left one project's session under another's URL, and opening it sent
-        # its tokens to the wrong server. (A project stored before user ids were kept has none.)
-        if (
-            stored is not None
-            and project is not None
-            and project.user_id not in ("", stored.user.id)
-        ):
-            raise NotLoggedInError(
-                f"the stored cloud session is not the one of the stored project "
-                f"({project.url}, {project.email or project.user_id}): a login did not finish",
-                hint="log in again with `localstore login`",
-            )
+        _check_session_of_project(stored, project)
         return SupabaseRemote(
             url,
             key,
@@ -520,3 +502,32 @@ def remote_from_settings(
     except BaseException:
         index.close()
         raise
+
+
+def _project_address(settings: Settings, project: CloudProject | None) -> tuple[str, str]:
+    """The URL and anon key to open: the settings' when set, else the stored project's.
+
+    Raises NotLoggedInError when there is none, or the stored project is another URL's."""
+    url = (settings.cloud_url or (project.url if project else "")).rstrip("/")
+    key = settings.cloud_anon_key or (project.anon_key if project else "")
+    if not url or not key:
+        raise NotLoggedInError("this home is not logged in to a cloud project")
+    if project is not None and project.url != url:
+        raise NotLoggedInError(
+            f"the stored session is for {project.url}, but cloud_url is {url}",
+            hint=f"log in to {url} with `localstore login`",
+        )
+    return url, key
+
+
+def _check_session_of_project(stored: Session | None, project: CloudProject | None) -> None:
+    """Raise NotLoggedInError when the stored session is not the stored project's user's."""
+    # login writes the session, then the project: a project write that failed (a keychain
+    # locked in between) left one project's session under another's URL, and opening it sent
+    # its tokens to the wrong server. (A project stored before user ids were kept has none.)
+    if stored is not None and project is not None and project.user_id not in ("", stored.user.id):
+        raise NotLoggedInError(
+            f"the stored cloud session is not the one of the stored project "
+            f"({project.url}, {project.email or project.user_id}): a login did not finish",
+            hint="log in again with `localstore login`",
+        )
