@@ -112,24 +112,30 @@ class _SignedInClient:
         self._clock = ServerClock()
         self._http = _http_client(timeout_s, on_response=self._note_response)
         try:
-            # Client(), not create_client(): create() calls auth.get_session(), which refreshes
-            # an expiring stored session before _guard_refreshes is in place, i.e. without the
-            # home's refresh lock. A daemon refreshing the same token at that moment got the
-            # session revoked (reuse of a rotated token). initialize_from_storage() below does
-            # that refresh under the guard, and its SIGNED_IN/TOKEN_REFRESHED event sets the
-            # Authorization header that create() would have set.
-            self._client: Client = Client(
-                self.url, anon_key, _client_options(storage, self._http, auto_refresh=True)
-            )
-            keeper = _guard_refreshes(self._client, storage, self._require_own, clock=self._clock)
-            self._auth_sub = self._client.auth.on_auth_state_change(self._on_auth_event)
-            # A client rebuilt from storage never starts its refresh timer without this.
-            self._client.auth.initialize_from_storage()
-            if keeper.failing:
-                self._keep_session_through_lock(keeper)
+            self._open_client()
         except Exception as exc:
             self._http.close()
             raise map_error(exc, what="open the cloud session") from exc
+
+    def _open_client(self) -> None:
+        """Build the client on the stored session with its refreshes guarded, and start its
+        refresh timer (which refreshes an expiring session first)."""
+        # Client(), not create_client(): create() calls auth.get_session(), which refreshes
+        # an expiring stored session before _guard_refreshes is in place, i.e. without the
+        # home's refresh lock. A daemon refreshing the same token at that moment got the
+        # session revoked (reuse of a rotated token). initialize_from_storage() below does
+        # that refresh under the guard, and its SIGNED_IN/TOKEN_REFRESHED event sets the
+        # Authorization header that create() would have set.
+        storage = self._storage
+        self._client: Client = Client(
+            self.url, self._anon_key, _client_options(storage, self._http, auto_refresh=True)
+        )
+        keeper = _guard_refreshes(self._client, storage, self._require_own, clock=self._clock)
+        self._auth_sub = self._client.auth.on_auth_state_change(self._on_auth_event)
+        # A client rebuilt from storage never starts its refresh timer without this.
+        self._client.auth.initialize_from_storage()
+        if keeper.failing:
+            self._keep_session_through_lock(keeper)
 
     # -- identity and auth ---------------------------------------------------------------------
 
