@@ -21,7 +21,7 @@ import pytest
 
 from localstore.errors import KeychainUnavailableError
 from localstore.store import BlueprintStore
-from sync import supabase_remote
+from sync import _supabase_session
 from sync.control import ControlClient
 from sync.embed import start_sync
 from sync.engine import ATTENTION_RETRY_S
@@ -174,7 +174,7 @@ def test_the_refresh_timer_outlives_a_locked_keychain(
     # The timer's refresh raised "the keychain is locked"; supabase_auth re-arms its timer only
     # for its own retryable errors, so it stopped for good: the token then expired in the
     # background, and only a call's 401 (or a refused realtime join) refreshed it again.
-    monkeypatch.setattr(supabase_remote, "KEYCHAIN_RETRY_S", 0.5)
+    monkeypatch.setattr(_supabase_session, "KEYCHAIN_RETRY_S", 0.5)  # where _TimerKeeper reads it
     settings = home_settings(tmp_path / "a")
     log_in(settings, cloud, new_email())
     remote = remote_from_settings(settings)

@@ -27,9 +27,10 @@ from supabase_auth._sync.gotrue_client import SyncGoTrueClient
 from localstore.credentials import CredentialStore
 from localstore.index import Index
 from localstore.store import BlueprintStore
+from sync._supabase_session import KEYCHAIN_RETRY_S
 from sync.embed import start_sync
 from sync.localcloud.stack import LocalCloud
-from sync.supabase_remote import KEYCHAIN_RETRY_S, remote_from_settings, session_credential_name
+from sync.supabase_remote import remote_from_settings, session_credential_name
 from tests.credentials.conftest import secret_service  # noqa: F401  (the private keychain's)
 from tests.credentials.test_copied_home import (  # noqa: F401  (fixtures)
     _Keychain,

@@ -23,7 +23,7 @@ from supabase_auth._sync import gotrue_client
 
 from localstore.config import Settings, load_settings
 from localstore.credentials import unusable_reason
-from sync import supabase_remote
+from sync import _supabase_http, _supabase_login
 from sync.localcloud.cluster import PostgresNotFoundError, find_bindir
 from sync.localcloud.stack import LocalCloud
 from sync.supabase_remote import SupabaseRemote, login, remote_from_settings
@@ -162,7 +162,10 @@ def shift_client_clock(monkeypatch: pytest.MonkeyPatch, shift: float) -> None:
     dual boot's RTC kept in local time, NTP off), for the client's modules only: ours and
     supabase_auth's client. The gateway runs in this process and keeps the real clock."""
     shifted = _ShiftedTime(shift)
-    monkeypatch.setattr(supabase_remote, "time", shifted)
+    # Where the client reads the wall clock: the server's clock (ServerClock, Retry-After dates)
+    # and logout's expiry test.
+    monkeypatch.setattr(_supabase_http, "time", shifted)
+    monkeypatch.setattr(_supabase_login, "time", shifted)
     monkeypatch.setattr(gotrue_client, "time", shifted)
 
 

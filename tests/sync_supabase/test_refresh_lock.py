@@ -3,7 +3,7 @@
 A daemon and a CLI run (or two CLI runs) on one home share one stored session. GoTrue rotates the
 refresh token on every refresh and revokes the whole session when a rotated token is used again, so
 every refresh of a home's session must happen under ``refresh_lock_path`` and start from the newest
-stored token (sync/supabase_remote.py, ``KeychainSessionStorage.refresh_guard``).
+stored token (sync/_supabase_session.py, ``KeychainSessionStorage.refresh_guard``).
 """
 
 from __future__ import annotations
