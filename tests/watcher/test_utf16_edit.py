@@ -53,3 +53,20 @@ def test_a_new_utf16_file_gets_the_words_check_gives_it(
     assert event.detail.startswith("YAML " + UTF16)
     assert event.detail.endswith("(re-save wide.blueprint.yaml as UTF-8 in your editor)")
     assert store.count() == 0
+
+
+def test_a_recorded_file_saved_as_utf16_is_flagged_with_what_to_do(
+    store: BlueprintStore, watcher: Watcher, recorder: Recorder
+) -> None:
+    """The flag was stored without the hint: the watcher's event and check's flagged line said
+    what is wrong, not what to do with the file."""
+    bp = store.save("wide", "steps: [a]\n")
+    assert watcher.wait_idle()
+    recorder.take()
+    store.abspath(bp.path).write_bytes("steps: [a, b]\n".encode("utf-16"))
+    assert watcher.wait_idle()
+    (event,) = recorder.take()
+    (problem,) = store.check().problems
+    assert (event.kind, event.id, event.rev) == ("invalid", bp.id, bp.rev)
+    assert (problem["kind"], problem["detail"]) == ("flagged", event.detail)
+    assert event.detail.endswith(f"(re-save {bp.path} as UTF-8 in your editor)")
