@@ -189,8 +189,15 @@ def flag_reason(exc: LocalStoreError, rel: str) -> str:
     """The reason a row whose file ``rel`` was refused with ``exc`` is flagged with: what check's
     flagged line and the watcher's event say, hint included (kept without it, neither said what
     to do with the file)."""
-    said = said_of_file(exc, rel)
-    return f"invalid meta file: {said}" if isinstance(exc, InvalidMetaError) else said
+    kind = "invalid-meta" if isinstance(exc, InvalidMetaError) else "invalid-yaml"
+    return reason_of({"kind": kind, "path": rel, "detail": said_of_file(exc, rel)})
+
+
+def reason_of(problem: dict[str, str]) -> str:
+    """Why the YAML is not taken, by check's ``problem`` about its pair: a flag's words (status
+    lists flagged and never-taken files side by side, by the YAML's path)."""
+    detail = problem["detail"]
+    return f"invalid meta file: {detail}" if problem["kind"] == "invalid-meta" else detail
 
 
 def _yaml_refused(rel: str, yaml_bytes: bytes, limits: YamlLimits) -> dict[str, str] | None:
@@ -1448,6 +1455,18 @@ class Reconciler:
         except (OSError, StorageError) as exc:
             return {"kind": "skipped", "path": rel, "detail": str(exc)}
         return {"kind": "unindexed", "path": rel, "detail": "not in index"}
+
+    def refused_new_pair(
+        self, scan: _Scan, keys: dict[str, str], rel: str
+    ) -> dict[str, str] | None:
+        """What check, --fix and the watcher report of the YAML ``rel`` that has no row (``keys``:
+        path_key -> indexed path) when they cannot index it; None when they can. For status,
+        which judged such files on its own (the YAML before the meta, without the hint)."""
+        meta_rel = fs.meta_path_for(rel)
+        has_meta = meta_rel in scan.metas
+        problem = None if has_meta else self._meta_not_regular(meta_rel)
+        problem = problem or self._new_pair_problem(keys, rel, has_meta)
+        return None if problem["kind"] == "unindexed" else problem
 
     def _meta_not_regular(self, meta_rel: str) -> dict[str, str] | None:
         """The problem to report if a folder or link has the name of a meta file the scan did
