@@ -1775,8 +1775,11 @@ class Reconciler:
             if identity is not None and not identity.deleted:
                 # (With the hint: check's flagged line and the watcher's event say what to do.)
                 self._flag(cur, identity, detail, scan, rel)
-            else:  # (not recorded: the watcher's event says what check says of the file)
-                self.events.append(Event("invalid", meta.id, rel, self.origin, detail=detail))
+            else:
+                # Not recorded: no id (as status lists such a file). The meta's id, or one made
+                # up, was never recorded, so an app that looked it up was told "not found".
+                # The detail is what check says of the file.
+                self.events.append(Event("invalid", "", rel, self.origin, detail=detail))
             return
         kept: tuple[str, str] | None = None  # (from, arriving id: a keep beside cut off)
         if identity is not None and not identity.deleted and identity.path != rel:
