@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
 
-    from localstore.store import BlueprintInfo, BlueprintStore, SearchHit
+    from localstore.store import BlueprintInfo, BlueprintStore, CheckReport, SearchHit
 
 # Up to this many rows a listing is a rich table; more are printed as plain aligned lines,
 # streamed. rich lays out a whole table in memory before printing it (about 0.5 ms and 8 KB a
@@ -527,6 +527,18 @@ def restore_cmd(ctx: CliContext, ref: str, rev: int, target: str | None) -> None
         ctx.emit({k: v for k, v in bp.to_dict().items() if k != "content"}, human)
 
 
+def _say_steps(report: CheckReport, fix: bool) -> None:
+    """check's closing lines: what to do about each kind of problem left. It said "'localstore
+    check --fix' repairs what is safe to repair" after a --fix too, which had repaired all it
+    could: the person ran it again, to the same report."""
+    from localstore._check_steps import check_steps
+
+    left = " left that --fix could not repair" if fix else ""
+    click.echo(f"{len(report.problems)} problem(s){left}; what to do:", err=True)
+    for kinds, what in check_steps((p["kind"] for p in report.problems), after_fix=fix):
+        click.echo(f"  {kinds}: {what}", err=True)
+
+
 @click.command("check")
 @click.option(
     "--fix",
@@ -537,7 +549,12 @@ def restore_cmd(ctx: CliContext, ref: str, rev: int, target: str | None) -> None
 )
 @pass_ctx
 def check_cmd(ctx: CliContext, fix: bool) -> None:
-    """Compare the index with the files; exit 3 if problems remain."""
+    """Compare the index with the files; exit 3 if problems remain.
+
+    Each problem line names the file and what is wrong; the closing lines (stderr) say what to
+    do about each kind: run --fix for what it repairs (the index following the files), fix the
+    file for the rest. After --fix they list only what --fix could not repair.
+    """
     with errors_to_exit():
         # Without --fix it only reads: a home this user cannot write is checked read-only
         # (reported, nothing fixed); --fix there says that the home is read-only.
@@ -565,11 +582,7 @@ def check_cmd(ctx: CliContext, fix: bool) -> None:
                     err=True,
                 )
             else:
-                click.echo(
-                    f"{len(report.problems)} problem(s); 'localstore check --fix' repairs "
-                    "what is safe to repair",
-                    err=True,
-                )
+                _say_steps(report, fix)
 
         ctx.emit(report.to_dict(), human)
         if not report.clean:

@@ -33,6 +33,7 @@ from localstore._revisions import revision_text
 from localstore.blueprint import (
     MAX_META_BYTES,
     BlueprintMeta,
+    YamlLimits,
     check_yaml,
     decode_meta,
     encode_meta,
@@ -182,6 +183,31 @@ def said_of_file(exc: LocalStoreError, rel: str) -> str:
     (file_hint), not the API's ("or pass the content as a str")."""
     hint = file_hint(exc, fs.printable(rel))
     return f"{exc.message} ({hint})" if hint else exc.message
+
+
+def flag_reason(exc: LocalStoreError, rel: str) -> str:
+    """The reason a row whose file ``rel`` was refused with ``exc`` is flagged with: what check's
+    flagged line and the watcher's event say, hint included (kept without it, neither said what
+    to do with the file)."""
+    kind = "invalid-meta" if isinstance(exc, InvalidMetaError) else "invalid-yaml"
+    return reason_of({"kind": kind, "path": rel, "detail": said_of_file(exc, rel)})
+
+
+def reason_of(problem: dict[str, str]) -> str:
+    """Why the YAML is not taken, by check's ``problem`` about its pair: a flag's words (status
+    lists flagged and never-taken files side by side, by the YAML's path)."""
+    detail = problem["detail"]
+    return f"invalid meta file: {detail}" if problem["kind"] == "invalid-meta" else detail
+
+
+def _yaml_refused(rel: str, yaml_bytes: bytes, limits: YamlLimits) -> dict[str, str] | None:
+    """The invalid-yaml problem --fix (and the watcher) will report of the file ``rel``, with
+    what to do; None when they can take it. What _prepare checks, without the validator."""
+    try:
+        check_yaml(yaml_bytes, limits)
+    except InvalidInputError as exc:  # (InvalidYAMLError, LimitExceededError)
+        return {"kind": "invalid-yaml", "path": rel, "detail": said_of_file(exc, rel)}
+    return None
 
 
 def _from_index(exc: BaseException) -> bool:
@@ -1349,7 +1375,7 @@ class Reconciler:
                 report.problems.append(self._new_pair_problem(keys, rel, meta_rel in scan.metas))
                 continue
             try:
-                digest = sha256_hex(fs.read_regular(self.store.root / rel))
+                yaml_bytes = fs.read_regular(self.store.root / rel)
                 meta_raw = (self._read_meta(meta_rel) or b"") if meta_rel in scan.metas else b""
             except FileNotFoundError:
                 continue
@@ -1377,10 +1403,8 @@ class Reconciler:
                     )
                     continue
                 report.problems.append({"kind": "changed", "path": rel, "detail": "meta differs"})
-            elif digest != full.yaml_sha256 or full.flagged:
-                report.problems.append(
-                    {"kind": "changed", "path": rel, "detail": full.flagged or "content differs"}
-                )
+            elif sha256_hex(yaml_bytes) != full.yaml_sha256 or full.flagged:
+                report.problems.append(self._changed_problem(rel, yaml_bytes, full))
         for row in missing:
             kept = self._still_on_disk(row, scan)
             report.problems.append(kept or {"kind": "missing", "path": row.path, "detail": row.id})
@@ -1388,6 +1412,19 @@ class Reconciler:
             report.problems.append({"kind": "orphan-meta", "path": rel, "detail": "no YAML"})
         for rel in stale:
             report.problems.append({"kind": "temp-file", "path": rel, "detail": "leftover"})
+
+    def _changed_problem(self, rel: str, yaml_bytes: bytes, row: Row) -> dict[str, str]:
+        """What check reports of the indexed YAML ``rel`` whose file differs from ``row``: what
+        --fix (and the watcher) will say of it, with what to do.
+
+        It said "changed: content differs" of a file --fix then refused as invalid-yaml and
+        flagged: the user ran --fix to repair a file only an editor can."""
+        refused = _yaml_refused(rel, yaml_bytes, self.store.limits)
+        if refused is not None:
+            return refused
+        if sha256_hex(yaml_bytes) == row.yaml_sha256:  # (a flagged file put back: --fix heals it)
+            return {"kind": "changed", "path": rel, "detail": "back to its last good version"}
+        return {"kind": "changed", "path": rel, "detail": "content differs"}
 
     def _new_pair_problem(self, keys: dict[str, str], rel: str, has_meta: bool) -> dict[str, str]:
         """What check reports of the YAML ``rel`` that has no row: what --fix (and the watcher)
@@ -1406,8 +1443,11 @@ class Reconciler:
                 detail = f"differs only by case from {holder}; rename one of them"
                 return {"kind": "case-collision", "path": rel, "detail": detail}
             yaml_bytes = self._read(rel)
-            if yaml_bytes is not None:
-                check_yaml(yaml_bytes, self.store.limits)  # (what _prepare checks; no validator)
+            refused = (
+                None if yaml_bytes is None else _yaml_refused(rel, yaml_bytes, self.store.limits)
+            )
+            if refused is not None:
+                return refused
         except InvalidMetaError as exc:
             return {"kind": "invalid-meta", "path": meta_rel, "detail": str(exc)}
         except InvalidInputError as exc:  # (InvalidYAMLError, LimitExceededError)
@@ -1415,6 +1455,18 @@ class Reconciler:
         except (OSError, StorageError) as exc:
             return {"kind": "skipped", "path": rel, "detail": str(exc)}
         return {"kind": "unindexed", "path": rel, "detail": "not in index"}
+
+    def refused_new_pair(
+        self, scan: _Scan, keys: dict[str, str], rel: str
+    ) -> dict[str, str] | None:
+        """What check, --fix and the watcher report of the YAML ``rel`` that has no row (``keys``:
+        path_key -> indexed path) when they cannot index it; None when they can. For status,
+        which judged such files on its own (the YAML before the meta, without the hint)."""
+        meta_rel = fs.meta_path_for(rel)
+        has_meta = meta_rel in scan.metas
+        problem = None if has_meta else self._meta_not_regular(meta_rel)
+        problem = problem or self._new_pair_problem(keys, rel, has_meta)
+        return None if problem["kind"] == "unindexed" else problem
 
     def _meta_not_regular(self, meta_rel: str) -> dict[str, str] | None:
         """The problem to report if a folder or link has the name of a meta file the scan did
@@ -1663,7 +1715,7 @@ class Reconciler:
                     {"kind": "invalid-meta", "path": meta_rel, "detail": str(exc)}
                 )
                 if row_at_path is not None:
-                    self._flag(cur, row_at_path, f"invalid meta file: {exc.message}", scan, rel)
+                    self._flag(cur, row_at_path, flag_reason(exc, rel), scan, rel)
                 return
             if row_at_path is None:
                 recovered = self._finish_moving_update(
@@ -1721,9 +1773,13 @@ class Reconciler:
             detail = said_of_file(exc, rel)
             report.problems.append({"kind": "invalid-yaml", "path": rel, "detail": detail})
             if identity is not None and not identity.deleted:
-                self._flag(cur, identity, exc.message, scan, rel)
-            else:  # (not recorded: the watcher's event says what check says of the file)
-                self.events.append(Event("invalid", meta.id, rel, self.origin, detail=detail))
+                # (With the hint: check's flagged line and the watcher's event say what to do.)
+                self._flag(cur, identity, detail, scan, rel)
+            else:
+                # Not recorded: no id (as status lists such a file). The meta's id, or one made
+                # up, was never recorded, so an app that looked it up was told "not found".
+                # The detail is what check says of the file.
+                self.events.append(Event("invalid", "", rel, self.origin, detail=detail))
             return
         kept: tuple[str, str] | None = None  # (from, arriving id: a keep beside cut off)
         if identity is not None and not identity.deleted and identity.path != rel:

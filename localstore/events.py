@@ -70,6 +70,11 @@ class Event:
     ``process`` is ``"other"`` for a change another process (or another store object) committed,
     found by the sync running in this process; ``"this"`` otherwise. ``to_dict()`` includes it
     only when ``"other"``, so the dicts of this store's own events are unchanged.
+
+    An ``invalid`` event with ``id`` ``""`` (and ``rev`` 0) is about a file in the blueprints
+    folder that is not a recorded blueprint (a new file that cannot be indexed): there is nothing
+    to look up; ``path`` and ``detail`` say what is wrong and what to do. It carried the id of
+    the file's meta (or one made up), never recorded, and a lookup was told "not found".
     """
 
     kind: str

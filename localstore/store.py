@@ -3527,11 +3527,13 @@ class BlueprintStore:
             return None
         try:
             data = fs.read_regular(yaml_abs, self.limits.max_bytes)
+            check_yaml(data, self.limits)  # (first: it says what to do with bytes not UTF-8)
             text = data.decode("utf-8")
-            check_yaml(data, self.limits)
             meta = self._meta_file_of(row, yaml_abs[: -len(fs.YAML_SUFFIX)] + fs.META_SUFFIX)
         except (OSError, UnicodeDecodeError, LocalStoreError) as exc:
-            why = exc.message if isinstance(exc, LocalStoreError) else str(exc)
+            from localstore._reconcile import flag_reason
+
+            why = flag_reason(exc, row.path) if isinstance(exc, LocalStoreError) else str(exc)
             return dataclasses.replace(row, flagged=why), None
         chash = content_hash(data, meta)
         if chash == row.content_hash:  # a touch, or only 'modified' changed: no revision
@@ -3630,8 +3632,8 @@ class BlueprintStore:
         """The YAML file's bytes and text when it reads and parses as a blueprint, else None."""
         try:
             data = fs.read_regular(yaml_abs, self.limits.max_bytes)
+            check_yaml(data, self.limits)  # (first: it says what to do with bytes not UTF-8)
             text = data.decode("utf-8")
-            check_yaml(data, self.limits)
         except (OSError, UnicodeDecodeError, LocalStoreError):
             return None
         return data, text

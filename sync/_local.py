@@ -13,11 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from localstore import files as fs
-from localstore.blueprint import check_yaml, decode_meta
 from localstore.errors import (
     InvalidInputError,
-    InvalidMetaError,
-    LocalStoreError,
     NotFoundError,
     UnsafePathError,
     wrong_type,
@@ -187,44 +184,30 @@ def flagged_files(cur: Any) -> list[FlaggedFile]:
 def unaccepted_files(store: BlueprintStore) -> list[FlaggedFile]:
     """Blueprint files the index does not hold at all, because they cannot be taken, by path.
 
-    A file dropped into the folder that never parsed (or with a broken meta, or a name the store
-    does not take) gets no row, so :func:`list_flagged` never saw it: ``status`` said all was
+    A file dropped into the folder that never parsed (or with a broken meta, a case twin of a
+    recorded path, or a name the store does not take) gets no row, so :func:`list_flagged` never saw it: ``status`` said all was
     well while only ``localstore check`` showed it. Their ``id`` is ``""`` (none was given yet).
     Costs a stat of every blueprint file (the index has no trace of these files); reads only
     the files without a row.
     """
-    from localstore._reconcile import META_READ_LIMIT, Reconciler
+    from localstore._reconcile import Reconciler, reason_of
 
     with store.index.read() as cur:
         live = {str(p) for (p,) in cur.execute("SELECT path FROM blueprints WHERE deleted = 0")}
-    scan = Reconciler(store).scan(live)
+    reconciler = Reconciler(store)
+    scan = reconciler.scan(live)
     out = [
         FlaggedFile("", fs.printable(rel), f"not a usable blueprint name: {why}")
         for rel, why in scan.unsupported.items()
     ]
+    keys = {fs.path_key(p): p for p in live}
     for rel in scan.yamls:
-        if rel in live:
-            continue
-        reason = _why_not_taken(store, rel, META_READ_LIMIT)
-        if reason is not None:
-            out.append(FlaggedFile("", rel, reason))
+        # (check's own judgement of the pair: one reason for one file in status, check and the
+        # watcher's event, with what to do.)
+        problem = None if rel in live else reconciler.refused_new_pair(scan, keys, rel)
+        if problem is not None:
+            out.append(FlaggedFile("", rel, reason_of(problem)))
     return sorted(out, key=lambda f: f.path)
-
-
-def _why_not_taken(store: BlueprintStore, rel: str, meta_limit: int) -> str | None:
-    """Why the file at ``rel`` cannot be indexed; None when it can (reconcile may not have run
-    since it appeared, or `localstore check` has another reason, such as a case collision)."""
-    try:
-        check_yaml(fs.read_regular(store.root / rel, store.limits.max_bytes), store.limits)
-        meta_raw = fs.read_regular(store.root / fs.meta_path_for(rel), meta_limit)
-        decode_meta(meta_raw, source=fs.meta_path_for(rel))
-    except FileNotFoundError:
-        return None  # (no meta: one is written when the file is taken; or the file went away)
-    except InvalidMetaError as exc:
-        return f"invalid meta file: {exc.message}"
-    except LocalStoreError as exc:
-        return exc.message
-    return None
 
 
 def attention_hints(status: Mapping[str, Any]) -> dict[str, str]:

@@ -31,6 +31,7 @@ from xml.sax.saxutils import escape
 import click
 
 from localstore import files as fs
+from localstore._check_steps import check_steps
 from localstore._daemon_state import (
     EXIT_HOME_GONE,
     EXIT_HOME_LOCKED,
@@ -1241,14 +1242,10 @@ def _index_finding(quick: list[str], report: CheckReport, unacknowledged: list[s
         )
     if not report.clean:
         kinds = sorted({p["kind"] for p in report.problems})
-        # An edit kept in data/recovered/ is the person's to look at and delete: check --fix
-        # cannot clear it, so sending them there alone would leave the problem standing.
-        steps = ["run `localstore check --fix`"] if set(kinds) - {"edit-kept"} else []
-        if "edit-kept" in kinds:
-            steps.append(
-                "look at the edits `localstore check` lists as kept under data/recovered/, take "
-                "what you need, then delete those copies"
-            )
+        # Each kind's own step: check --fix repairs only some kinds (an edit kept in
+        # data/recovered/, a file that does not parse are the person's), and sending them
+        # there alone left those problems standing.
+        steps = [what for _, what in check_steps(kinds)]
         return Finding(
             "index",
             "problem",

@@ -116,3 +116,23 @@ def test_check_says_of_a_utf16_file_what_check_fix_says_with_what_to_do(run, hom
     assert plain.stdout.startswith("problem invalid-yaml   wide.blueprint.yaml  YAML is UTF-16")
     assert plain.stdout.endswith("(re-save wide.blueprint.yaml as UTF-8 in your editor)\n")
     assert "pass the content" not in plain.stdout + fixed.stdout
+
+
+def test_check_fix_ends_with_what_to_do_about_what_it_left_not_with_itself(run, home: Path) -> None:
+    """After a --fix the closing line still said "'localstore check --fix' repairs what is safe
+    to repair": the user ran it again, to the same report."""
+    blueprints = home / "blueprints"
+    (blueprints / "wide.blueprint.yaml").write_bytes("name: x\n".encode("utf-16"))
+    (blueprints / "ok.blueprint.yaml").write_text("name: y\n")
+    plain = run("check")
+    assert plain.stderr.splitlines() == [
+        "2 problem(s); what to do:",
+        "  unindexed: run `localstore check --fix`",
+        "  invalid-yaml: fix or re-save each file as `localstore check` says of it",
+    ]
+    fixed = run("check", "--fix")
+    assert fixed.exit_code == 3
+    assert fixed.stderr.splitlines() == [
+        "1 problem(s) left that --fix could not repair; what to do:",
+        "  invalid-yaml: fix or re-save each file as `localstore check` says of it",
+    ]

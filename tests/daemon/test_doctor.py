@@ -335,3 +335,17 @@ def test_doctor_names_a_damaged_index_set_aside_as_information(tmp_path: Path) -
     assert f"{old} (set aside " in line and " days ago, 10 kB)" in line, line
     assert f"{newer} (set aside " in line and "3.0 MB)" in line, line
     assert "-wal" not in line  # (a side file is counted with its index, not named)
+
+
+def test_doctor_names_the_step_for_a_file_that_does_not_parse(tmp_path: Path) -> None:
+    """doctor said "run `localstore check --fix`" of a file that does not parse, which --fix
+    cannot repair (it flags it again): the person's step is to fix the file."""
+    home = tmp_path / "h"
+    with BlueprintStore(home_settings(home)) as store:
+        store.save("team/deploy", "steps: [build]\n")
+        (store.root / "team" / "deploy.blueprint.yaml").write_text("steps: [build\n")
+        store.check(fix=True)
+    fix = by_check(doctor(home, "--json").stdout)["index"]["fix"]
+    assert fix == (
+        "fix each file as `localstore check` says of it (its last good version is kept meanwhile)"
+    )

@@ -64,3 +64,28 @@ def test_an_encoding_problem_says_to_resave_the_file_not_to_pass_a_str(
         (problem,) = _about_it(report.problems)
         assert problem["detail"].endswith(f"(re-save {YAML} as UTF-8 in your editor)"), problem
         assert " str" not in problem["detail"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_an_indexed_file_that_stops_parsing_is_reported_before_fix_as_fix_reports_it(
+    store: Any, case: str
+) -> None:
+    """check said "changed: content differs" of a recorded file that --fix then refused as
+    invalid and flagged, and the flag (check's "flagged" line, the watcher's event) was kept
+    without the hint: neither said what to do with the file."""
+    store.save(YAML, "steps: [a]\n")
+    yaml, meta, kind, path = CASES[case]
+    if meta is None:
+        store.abspath(YAML).write_bytes(yaml)
+    else:
+        store.abspath(META).write_bytes(meta)
+    before = _about_it(store.check().problems)
+    fixed = store.check(fix=True)
+    (after,) = _about_it(store.check().problems)
+    assert [(p["kind"], p["path"]) for p in before] == [(kind, path)], before
+    assert _about_it(fixed.problems) == before and fixed.fixed == []
+    detail = before[0]["detail"]
+    assert detail.endswith(")"), detail  # (the hint: what to do with the file)
+    assert after["kind"] == "flagged" and after["path"] == YAML
+    assert after["detail"] == (detail if kind == "invalid-yaml" else f"invalid meta file: {detail}")
+    assert store.load(YAML).content == "steps: [a]\n"  # (the last good version stays)

@@ -192,3 +192,30 @@ def test_an_index_that_fails_is_a_condition_not_a_bug(
         assert w in last_error, last_error
     a.engine.request_sync()
     assert eventually(lambda: a.engine.status().state == "idle", 20.0)
+
+
+@pytest.mark.parametrize(
+    ("yaml", "meta", "kind"),
+    [
+        ("v: 1\n".encode("utf-16"), None, "invalid-yaml"),
+        (BROKEN.encode(), b"{not json", "invalid-meta"),  # (both bad: the meta is read first)
+    ],
+    ids=["utf16", "both-bad"],
+)
+def test_status_gives_a_new_file_the_reason_check_gives_it(
+    tmp_path: Path, yaml: bytes, meta: bytes | None, kind: str
+) -> None:
+    """status judged a new file on its own (the YAML before the meta, the reason without its
+    hint), so status and check gave one file two reasons, and status's said nothing to do."""
+    home = tmp_path / "home"
+    with localstore.open(home=home) as store:
+        store.abspath("n.blueprint.yaml").write_bytes(yaml)
+        if meta is not None:
+            store.abspath("n.blueprint.meta.json").write_bytes(meta)
+        (problem,) = store.check().problems
+    assert problem["kind"] == kind
+    [flagged] = json.loads(run(home, "--json", "status").stdout)["flagged_files"]
+    assert flagged["path"] == "n.blueprint.yaml"
+    said = problem["detail"]
+    assert flagged["reason"] == (said if kind == "invalid-yaml" else f"invalid meta file: {said}")
+    assert flagged["reason"].endswith(")")  # (the hint: what to do with the file)

@@ -49,7 +49,40 @@ def test_a_new_utf16_file_gets_the_words_check_gives_it(
     (event,) = recorder.take()
     (problem,) = store.check().problems
     assert (event.kind, event.path, event.rev) == ("invalid", "wide.blueprint.yaml", 0)
+    assert event.id == ""  # (no blueprint is recorded: nothing to look up)
     assert (problem["kind"], problem["detail"]) == ("invalid-yaml", event.detail)
     assert event.detail.startswith("YAML " + UTF16)
     assert event.detail.endswith("(re-save wide.blueprint.yaml as UTF-8 in your editor)")
+    assert store.count() == 0
+
+
+def test_a_recorded_file_saved_as_utf16_is_flagged_with_what_to_do(
+    store: BlueprintStore, watcher: Watcher, recorder: Recorder
+) -> None:
+    """The flag was stored without the hint: the watcher's event and check's flagged line said
+    what is wrong, not what to do with the file."""
+    bp = store.save("wide", "steps: [a]\n")
+    assert watcher.wait_idle()
+    recorder.take()
+    store.abspath(bp.path).write_bytes("steps: [a, b]\n".encode("utf-16"))
+    assert watcher.wait_idle()
+    (event,) = recorder.take()
+    (problem,) = store.check().problems
+    assert (event.kind, event.id, event.rev) == ("invalid", bp.id, bp.rev)
+    assert (problem["kind"], problem["detail"]) == ("flagged", event.detail)
+    assert event.detail.endswith(f"(re-save {bp.path} as UTF-8 in your editor)")
+
+
+def test_a_new_pair_that_cannot_be_indexed_is_no_recorded_blueprint_in_its_event(
+    store: BlueprintStore, watcher: Watcher, recorder: Recorder
+) -> None:
+    """The event carried the id of the pair's meta file (or one made up), never recorded: an app
+    that looked it up was told "not found". It now has no id, as status lists such a file."""
+    meta = b'{"id": "6f1c2b1e-3c4d-4e5f-8a9b-0c1d2e3f4a5b", "name": "wide"}'
+    store.abspath("wide.blueprint.meta.json").write_bytes(meta)
+    store.abspath("wide.blueprint.yaml").write_bytes(b"steps: [a\n")
+    assert watcher.wait_idle()
+    (event,) = recorder.take()
+    assert (event.kind, event.id, event.rev) == ("invalid", "", 0)
+    assert event.to_dict()["id"] == ""
     assert store.count() == 0
