@@ -1,115 +1,88 @@
-"""Durable atomic file writes, safe relative paths, and ignore patterns.
+"""Durable atomic file writes, and the file layer's public names.
 
 A write is temp-file-in-the-same-directory, fsync, ``os.replace``, fsync of the directory: a reader sees
 the old bytes or the new bytes, never a mix, and after the call returns the new bytes survive power loss.
 Temp files carry the ``.lstmp`` suffix so a crash leftover is recognisably ours and safe to remove.
 The fsync, rename and free-space calls are the platform's (``_durable``: F_FULLFSYNC on macOS, a
 write-through rename retried past sharing violations on Windows); on Linux they are ``os``'s own.
+
+Here: the writes (``PendingWrites``, ``atomic_write``, ``create_file``, ``write_checked``), the
+renames that refuse a taken name or swap with a recorded file (``place_new``, ``rename_new``,
+``replace_recorded``), setting files aside, folders, and the flushes (``fsync_dir``, ``syncfs``),
+with the platform's calls they read (``_os``, ``_EXCHANGE``, ``_RENAME_NEW``: tests patch them
+here). The rest lives in private modules and is re-exported (the ``X as X`` imports): path rules
+(``_file_paths``), ignore rules and conflict copies (``_ignore_rules``), stats and the walk
+(``_file_scan``), reads of regular files (``_file_reads``), the OSError mapping (``_os_errors``).
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
-import fnmatch
 import functools
 import logging
 import os
 import re
 import secrets
-import stat
 import sys
 import time
-import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, Future
-from contextlib import contextmanager, suppress
-from pathlib import Path, PurePath, PurePosixPath
-from typing import NamedTuple, Protocol, TypeAlias, cast
+from contextlib import suppress
+from pathlib import Path
+from typing import TypeAlias, cast
 
 from localstore._durable import CURRENT as _PLATFORM
-from localstore._durable import O_BINARY, WIN_IN_USE_ERRORS, calls_for, statvfs_free
+from localstore._durable import O_BINARY, calls_for, statvfs_free
+from localstore._file_paths import MAX_NAME_BYTES as MAX_NAME_BYTES
+from localstore._file_paths import MAX_PATH_CHARS as MAX_PATH_CHARS
+from localstore._file_paths import MAX_SEGMENT_BYTES as MAX_SEGMENT_BYTES
+from localstore._file_paths import META_SUFFIX as META_SUFFIX
+from localstore._file_paths import TEMP_NAME_OVERHEAD as TEMP_NAME_OVERHEAD
+from localstore._file_paths import TEMP_SUFFIX as TEMP_SUFFIX
+from localstore._file_paths import YAML_SUFFIX as YAML_SUFFIX
+from localstore._file_paths import StrPath as StrPath
+from localstore._file_paths import _check_segment as _check_segment
+from localstore._file_paths import check_new_name as check_new_name
+from localstore._file_paths import display_name as display_name
+from localstore._file_paths import folder_of as folder_of
+from localstore._file_paths import linked_folder as linked_folder
+from localstore._file_paths import meta_path_for as meta_path_for
+from localstore._file_paths import normalize_path as normalize_path
+from localstore._file_paths import path_key as path_key
+from localstore._file_paths import path_text as path_text
+from localstore._file_paths import printable as printable
+from localstore._file_paths import resolve_inside as resolve_inside
+from localstore._file_paths import windows_device_name as windows_device_name
+from localstore._file_paths import yaml_path_for as yaml_path_for
+from localstore._file_reads import NotAFileError as NotAFileError
+from localstore._file_reads import kind_of as kind_of
+from localstore._file_reads import read_bytes as read_bytes
+from localstore._file_reads import read_regular as read_regular
+from localstore._file_reads import read_regular_seen as read_regular_seen
+from localstore._file_scan import FileStat as FileStat
+from localstore._file_scan import Recorded as Recorded
+from localstore._file_scan import changed_within as changed_within
+from localstore._file_scan import folder_changed_within as folder_changed_within
+from localstore._file_scan import ino_key as ino_key
+from localstore._file_scan import recorded_of as recorded_of
+from localstore._file_scan import stat_unchanged as stat_unchanged
+from localstore._file_scan import walk_blueprint_files as walk_blueprint_files
+from localstore._ignore_rules import DEFAULT_IGNORE_PATTERNS as DEFAULT_IGNORE_PATTERNS
+from localstore._ignore_rules import IGNORE_FILE_NAME as IGNORE_FILE_NAME
+from localstore._ignore_rules import IgnoreRules as IgnoreRules
+from localstore._ignore_rules import conflict_copy as conflict_copy
+from localstore._ignore_rules import conflict_copy_of as conflict_copy_of
+from localstore._os_errors import map_os_error as map_os_error
 from localstore.errors import (
-    DiskFullError,
     KeptChangingError,  # noqa: F401  (re-exported: it was defined here until it joined the tree)
     NameTakenError,
-    PermissionDeniedError,
     StorageError,
     TargetChangedError,
-    UnsafePathError,
 )
 
 log = logging.getLogger("localstore.files")
 
-YAML_SUFFIX = ".blueprint.yaml"
-META_SUFFIX = ".blueprint.meta.json"
-TEMP_SUFFIX = ".lstmp"
-MAX_PATH_CHARS = 1024
-MAX_NAME_BYTES = 255  # what ext4, APFS, NTFS and most others allow for one directory entry
-# A save writes ".<name>.<8 hex>.lstmp" temps beside the pair, and the meta's name is 5 bytes longer
-# than the YAML's: a part is capped so those names fit too. (At 255 a YAML name passed the check,
-# then its meta could not be written, and an external file that long made every open() fail.)
-TEMP_NAME_OVERHEAD = len(f"..{'0' * 8}{TEMP_SUFFIX}")
-MAX_SEGMENT_BYTES = MAX_NAME_BYTES - (len(META_SUFFIX) - len(YAML_SUFFIX)) - TEMP_NAME_OVERHEAD
-
-# Editor temp/backup files and our own temp files; fnmatch patterns against the base name.
-# Only names that end in a blueprint suffix (and folders) are ever looked at, so most side files
-# (``X~``, ``.X.swp``, ``.~lock.X#``, ``X.orig``, ``X.rej``, ``.X.tmp.1234``, ``Thumbs.db``) are
-# passed by on their suffix alone; a pattern is needed for those that keep the suffix (``.#X``,
-# Office's ``~$X`` owner file) and for folders. Hidden folders (``.git``, Syncthing's
-# ``.stfolder``/``.stversions``, ``.dropbox.cache``) are never walked into (``walks_into``).
-DEFAULT_IGNORE_PATTERNS: tuple[str, ...] = (
-    f"*{TEMP_SUFFIX}",
-    "*.swp",
-    "*.swo",
-    "*.swx",
-    "*~",
-    "4913",
-    ".#*",
-    "#*#",
-    ".goutputstream-*",
-    "*___jb_tmp___",
-    "*___jb_old___",
-    ".DS_Store",
-    "Thumbs.db",
-    "desktop.ini",
-    "*.tmp",
-    "*.bak",
-    "*.orig",
-    ".~lock.*",
-    "*.crswap",
-    # Microsoft Office's owner (lock) file beside a document it opened: "~$" + the name (its
-    # first two characters replaced when the name is long), 162 bytes of user name. It keeps
-    # the suffix, so it was taken for a blueprint: reported "invalid" by the watcher and
-    # "unindexed" by check, or imported when its bytes happened to parse.
-    "~$*",
-    # Syncthing's conflict copies (``X.sync-conflict-<date>-<time>-<device>.<ext>``). Not
-    # imported: see conflict_copy_of; check() reports them instead.
-    "*.sync-conflict-*",
-    # Dropbox's and Nextcloud's/ownCloud's (``X (Bob's conflicted copy 2026-11-23).<ext>``,
-    # ``X (conflicted copy 2026-11-23 123456).<ext>``, older ownCloud ``X_conflict-<date>-
-    # <time>.<ext>``), for the forms that keep the suffix; the same reasons.
-    "* (*[Cc][Oo][Nn][Ff][Ll][Ii][Cc][Tt][Ee][Dd] [Cc][Oo][Pp][Yy]*)*",  # (any case, as conflict_copy)
-    "*_conflict-[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]-[0-9][0-9][0-9][0-9][0-9][0-9]*",
-)
-IGNORE_FILE_NAME = ".localstoreignore"
-
-_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])(\..*)?$", re.IGNORECASE)
-# The stricter rule for a name new on this device (see check_new_name). Microsoft's "Naming Files,
-# Paths, and Namespaces" (learn.microsoft.com/windows/win32/fileio/naming-a-file) reserves CON,
-# PRN, AUX, NUL, COM1-9, LPT1-9 and COM/LPT with the superscript digits ¹ ² ³ "in every
-# directory", also "followed immediately by an extension" (NUL.txt and NUL.tar.gz are NUL);
-# "Console Handles" (learn.microsoft.com/windows/console/console-handles) names CONIN$ and
-# CONOUT$, which CreateFile opens as the console. Win32's path conversion also drops the spaces
-# that end the part before the first dot, so `CON .yaml` is CON too (CPython's
-# ntpath.isreserved tests ``name.partition('.')[0].rstrip(' ')`` for the same reason). COM0 and
-# LPT0 stay refused as before (the page listed them for a while).
-_DEVICE_STEM = re.compile(
-    r"(con|prn|aux|nul|conin\$|conout\$|com[0-9¹²³]|lpt[0-9¹²³])", re.IGNORECASE
-)
-_FORBIDDEN_CHARS = set('<>:"|?*\\')
-_CONTROL_CHAR = re.compile(r"[\x00-\x1f\x7f]")
-_DRIVE = re.compile(r"[A-Za-z]:")
 
 # This platform's fsync/replace/rename, called as _os.fsync(...): on Linux _os is the os module
 # itself (the same lookups and calls as before, nothing added per save), on macOS and Windows an
@@ -123,9 +96,6 @@ _RENAME_NEW = _PLATFORM.rename_new
 _LINUX = sys.platform.startswith("linux")
 # The rename that swaps two names (replace_recorded); None where the OS has none (Windows).
 _EXCHANGE = _PLATFORM.exchange
-# What the index recorded of a file a write replaces: size, mtime, change time (ns) and inode
-# (ino_key; 0 or None: unknown), as stat_unchanged takes them.
-Recorded: TypeAlias = tuple[int, int, int | None, int | None]
 # The files a write placed, with the stats of each just after its rename (None: not the
 # write's file by then): PendingWrites.placed.
 PlacedFiles: TypeAlias = Mapping[str, Recorded | None]
@@ -139,50 +109,6 @@ _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_BINARY
 # (Not on Windows before Python 3.13, where a file's mode is only its read-only flag.)
 _FCHMOD = getattr(os, "fchmod", None)
-
-
-def map_os_error(exc: OSError, action: str, path: Path | str) -> StorageError:
-    """Translate an OSError into the StorageError subclass a caller can act on."""
-    what = f"{action} {path}: {exc.strerror or exc}"
-    winerror = getattr(exc, "winerror", None)
-    if winerror in WIN_IN_USE_ERRORS:
-        # Windows: another program has the file open without sharing it (an editor, a previewer,
-        # a sync client, an antivirus or search indexer that held on past the retries). Python
-        # reports that as EACCES, and "check the folder's permissions" sent the user elsewhere.
-        hint = (
-            "close the file in the program that has it open (an editor, a previewer, a sync "
-            "client) or wait for the antivirus or search indexer to finish with it, then try again"
-        )
-        if winerror == 5:  # (also a read-only file, or a folder this account may not write)
-            return PermissionDeniedError(
-                what,
-                hint="another program may have it open: close the file there or wait for the "
-                "antivirus or search indexer to finish with it; else check that the file is not "
-                "read-only and that the folder is writable",
-            )
-        return StorageError(f"{action} {path}: the file is in use by another program", hint=hint)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFullError(what, hint="free some disk space and try again")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return PermissionDeniedError(
-            what, hint="check the folder's permissions and that it is writable"
-        )
-    if exc.errno == errno.EISDIR:
-        # A folder has the name of a file to write (a rename over it fails): "check the disk"
-        # sent the user looking for a hardware fault.
-        return StorageError(
-            f"{action} {path}: a folder has that name",
-            hint="move that folder away (or rename it), or use another path",
-        )
-    if exc.errno == errno.ENAMETOOLONG:
-        # The name rules bound a path's parts and characters, not its bytes after this home's
-        # own path (PATH_MAX: 4,096 on Linux): a path another device's shorter home holds can be
-        # too long here. "Check the disk" named no cause.
-        return StorageError(
-            f"{action} {path}: the path is too long for this system",
-            hint="use shorter folder and file names, or keep the home in a shorter folder",
-        )
-    return StorageError(what, hint="check the disk and try again")
 
 
 def fsync_dir(directory: Path | str) -> None:
@@ -850,11 +776,6 @@ def _placed_stat(target: str, inode: int | None) -> Recorded | None:
     return recorded_of(st) if st.st_ino == inode else None
 
 
-def recorded_of(st: os.stat_result) -> Recorded:
-    """What replace_recorded compares of a file: its size, mtime, change time and inode."""
-    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, ino_key(st.st_ino)
-
-
 def _one_per_filesystem(folders: Iterable[str]) -> list[str]:
     """One folder of each filesystem among ``folders`` (in first-seen order). Raises OSError."""
     by_device: dict[int, str] = {}
@@ -1361,757 +1282,3 @@ def remove_file(path: Path) -> None:
     except OSError as exc:
         raise map_os_error(exc, "cannot remove", path) from exc
     fsync_dir(path.parent)
-
-
-def read_bytes(path: Path, *, limit: int | None = None) -> bytes:
-    """Read a file, refusing more than ``limit`` bytes. Raises FileNotFoundError or StorageError."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read() if limit is None else fh.read(limit + 1)
-    except FileNotFoundError:
-        raise
-    except IsADirectoryError as exc:
-        raise map_os_error(exc, "cannot read", path) from exc
-    except OSError as exc:
-        raise map_os_error(exc, "cannot read", path) from exc
-    return data
-
-
-class NotAFileError(FileNotFoundError):
-    """Something other than a regular file has a blueprint file's name: a folder, a symbolic
-    link, a device, pipe or socket. It is never read (nor written through): callers that catch
-    FileNotFoundError treat it as missing; ``what`` names it for a message."""
-
-    def __init__(self, path: Path | str, what: str) -> None:
-        super().__init__(errno.ENOENT, f"a {what}, not a regular file", os.fspath(path))
-        self.what = what
-
-
-def kind_of(mode: int) -> str:
-    """What a non-regular file is, in words ("folder", "symbolic link", ...)."""
-    if stat.S_ISDIR(mode):
-        return "folder"
-    if stat.S_ISLNK(mode):
-        return "symbolic link"
-    return "special file (device, pipe or socket)"
-
-
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-# A pipe with a blueprint's name would block open() for reading until a writer came.
-_READ_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | O_BINARY
-
-
-def read_regular(path: Path | str, limit: int | None = None) -> bytes:
-    """A blueprint file's bytes (up to ``limit`` + 1), only if it is a regular file (see
-    read_regular_seen). Raises NotAFileError, FileNotFoundError, StorageError."""
-    return _read_regular(path, limit)[0]
-
-
-def read_regular_seen(path: Path | str, limit: int | None = None) -> tuple[bytes, Recorded]:
-    """read_regular, with what write_checked compares of the file read (its stats taken just
-    before the read: a change during the read shows as one after it). Raises as read_regular."""
-    data, st = _read_regular(path, limit)
-    return data, recorded_of(st)
-
-
-def _read_regular(path: Path | str, limit: int | None = None) -> tuple[bytes, os.stat_result]:
-    """A blueprint file's bytes (up to ``limit`` + 1), only if it is a regular file.
-
-    Raises NotAFileError (a FileNotFoundError) for a folder, a link or a special file in its
-    place, FileNotFoundError if there is nothing, StorageError for other errors. The watcher and
-    the scan never follow a link; a read that did took a file elsewhere (a link that git checked
-    out, to ~/.ssh/id_rsa or another store's meta) as the blueprint's content or meta, kept in
-    history and synced.
-    """
-    try:
-        if not _NOFOLLOW:  # (no O_NOFOLLOW: Windows) ask first, then open
-            mode = os.lstat(path).st_mode
-            if not stat.S_ISREG(mode):
-                raise NotAFileError(path, kind_of(mode))
-        fd = os.open(path, _READ_FLAGS)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:  # O_NOFOLLOW: the last part is a link
-            raise NotAFileError(path, "symbolic link") from None
-        raise map_os_error(exc, "cannot read", path) from exc
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise NotAFileError(path, kind_of(st.st_mode))
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            return (fh.read() if limit is None else fh.read(limit + 1)), st
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise map_os_error(exc, "cannot read", path) from exc
-    finally:
-        os.close(fd)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Paths
-
-
-# A blueprint path or reference as the API takes it: text, or a path object (see path_text).
-StrPath: TypeAlias = "str | os.PathLike[str]"
-
-
-def path_text(value: object) -> object:
-    """``value`` as path text when it is a path object (``os.PathLike``), else ``value`` as given.
-
-    The one place the API turns a path object into a blueprint path, reference or folder: a
-    ``pathlib`` path of either flavour becomes its '/'-separated text (``as_posix()``, so a
-    PureWindowsPath's backslashes too), another ``os.PathLike`` its ``os.fspath()`` with this
-    system's separator made '/'. An absolute one keeps its root or drive, for the caller to
-    refuse as it refuses that text. ``Path("")`` is ``"."``: given back as ``""``, the caller's
-    "empty" error (not ``..blueprint.yaml``). Anything else (str, or a bytes path object) is
-    returned untouched, for the caller's own type check.
-    """
-    if isinstance(value, PurePath):
-        text = value.as_posix()
-    elif isinstance(value, os.PathLike):
-        raw = os.fspath(value)
-        if not isinstance(raw, str):
-            return value
-        text = raw.replace(os.sep, "/")
-    else:
-        return value
-    return "" if text == "." else text
-
-
-def normalize_path(raw: StrPath) -> str:
-    """Return the canonical relative path of a blueprint's YAML file.
-
-    Accepts ``folder/name``, ``folder/name.blueprint.yaml`` or ``folder/name.blueprint.meta.json``,
-    as text or as a relative path object (``pathlib.Path("folder/name")``, see path_text).
-    Raises UnsafePathError for absolute paths, ``..``, backslashes, control characters, reserved device
-    names, forbidden characters, over-long names and folders named like a blueprint's files.
-    """
-    if not isinstance(raw, str):  # (str skips this: the save path's hot loop)
-        text = path_text(raw)
-        if not isinstance(text, str):
-            # (An int or bytes path was reported as "empty path".)
-            raise UnsafePathError(
-                f"the path must be a string, not {type(raw).__name__}",
-                hint="give a path like 'folder/name' as text, or as a relative pathlib.Path",
-            )
-        raw = text
-    if not raw.strip():
-        raise UnsafePathError("empty path", hint="give a path like 'folder/name'")
-    path = unicodedata.normalize("NFC", raw)
-    if "\\" in path:
-        raise UnsafePathError(f"path {raw!r} contains a backslash", hint="use '/' between folders")
-    if path.startswith("/") or _DRIVE.match(path):
-        raise UnsafePathError(
-            f"path {raw!r} is absolute", hint="give a path relative to the blueprints folder"
-        )
-    if path.endswith(META_SUFFIX):
-        path = path[: -len(META_SUFFIX)] + YAML_SUFFIX
-    elif not path.endswith(YAML_SUFFIX):
-        if path.endswith((".yaml", ".yml")):
-            path = path.rsplit(".", 1)[0]
-        path = path + YAML_SUFFIX
-    if len(path) > MAX_PATH_CHARS:
-        raise UnsafePathError(
-            f"path is longer than {MAX_PATH_CHARS} characters",
-            hint="use shorter folder and file names (Windows refuses longer paths)",
-        )
-    parts = path.split("/")
-    controls = _CONTROL_CHAR.search(path) is not None  # one C scan, not a Python loop per part
-    for seg in parts:
-        _check_segment(seg, raw, controls)
-    for seg in parts[:-1]:
-        # A folder named like a blueprint file can sit beside that very file on this disk, but
-        # not on the server or a case-insensitive disk: one path cannot be a file and a folder.
-        if seg.casefold().endswith((YAML_SUFFIX, META_SUFFIX)):
-            raise UnsafePathError(
-                f"path {raw!r} has a folder named like a blueprint file ({seg!r})",
-                hint=f"folder names may not end with {YAML_SUFFIX!r} or {META_SUFFIX!r}",
-            )
-    if parts[-1] == YAML_SUFFIX:
-        raise UnsafePathError(
-            f"path {raw!r} has no file name", hint="give a path like 'folder/name'"
-        )
-    return "/".join(parts)
-
-
-def _check_segment(seg: str, raw: str, controls: bool = True) -> None:
-    if seg in ("", ".", ".."):
-        raise UnsafePathError(
-            f"path {raw!r} has an empty, '.' or '..' part",
-            hint="give a plain relative path inside the blueprints folder",
-        )
-    if controls and any(ord(c) < 32 or ord(c) == 127 for c in seg):
-        raise UnsafePathError(
-            f"path {raw!r} contains a control character",
-            hint="remove tabs, newlines and other control characters from the name",
-        )
-    bad = _FORBIDDEN_CHARS.intersection(seg)
-    if bad:
-        raise UnsafePathError(
-            f"path {raw!r} contains {''.join(sorted(bad))!r}",
-            hint="these characters are not allowed on every OS",
-        )
-    if seg.endswith((" ", ".")):
-        raise UnsafePathError(
-            f"path part {seg!r} ends with a space or dot",
-            hint="remove the trailing space or dot (Windows drops it, so two names would clash)",
-        )
-    # The rule older versions applied, kept here for names already held (a stricter one here
-    # would flag them on the next open and refuse them in sync); new names get check_new_name.
-    stem = seg.split(".", 1)[0]
-    if _RESERVED.match(stem) or _RESERVED.match(seg):
-        raise UnsafePathError(
-            f"path part {seg!r} is a reserved device name on Windows",
-            hint="rename it: CON, PRN, AUX, NUL and COM or LPT with a digit cannot be file names "
-            "there, whatever the extension",
-        )
-    try:
-        size = len(seg.encode("utf-8"))
-    except UnicodeEncodeError as exc:
-        # A name that is not UTF-8 on disk (a Latin-1 'café' from an old zip or a Samba share)
-        # comes from os.scandir with surrogate escapes; it cannot be indexed or synced as is.
-        raise UnsafePathError(
-            f"path part '{printable(seg)}' is not valid UTF-8",
-            hint="rename it to a UTF-8 name (convmv -f latin1 -t utf8 converts old names)",
-        ) from exc
-    if size > MAX_SEGMENT_BYTES:
-        raise UnsafePathError(
-            f"path part is longer than {MAX_SEGMENT_BYTES} bytes",
-            hint=f"shorten it: the meta and temporary file names beside it must fit in "
-            f"{MAX_NAME_BYTES} bytes",
-        )
-
-
-def windows_device_name(segment: str) -> bool:
-    """True if Windows opens a device, not a file, for this path part (see _DEVICE_STEM)."""
-    return _DEVICE_STEM.fullmatch(segment.partition(".")[0].rstrip(" ")) is not None
-
-
-def check_new_name(rel: str) -> None:
-    """Refuse a canonical path that is new here (a save to a new path, a move, an import, a
-    server row this device does not hold yet) if a part of it is a Windows device name.
-
-    Stricter than normalize_path, which keeps the rule older versions applied: a blueprint
-    already held under such a name still opens, lists, reconciles and syncs (refusing it there
-    would flag it or hide it), but no new one is made, here or by sync, that a Windows device
-    could only write to a console or printer. Raises UnsafePathError.
-    """
-    for seg in rel.split("/"):
-        if windows_device_name(seg):
-            raise UnsafePathError(
-                f"path part {seg!r} is a reserved device name on Windows",
-                hint="rename it: CON, PRN, AUX, NUL, CONIN$, CONOUT$ and COM or LPT with a "
-                "digit cannot be file or folder names there, with any extension and with spaces "
-                "before the first dot",
-            )
-
-
-def printable(name: str) -> str:
-    """A name as it can be shown and written as UTF-8 (undecodable bytes become ``\\xNN``)."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def path_key(rel_path: str) -> str:
-    """The key two paths collide on: one name on a case-insensitive Mac (APFS) or Windows (NTFS).
-
-    The Unicode canonical caseless match (D145), stored composed: NFD, full case folding, then
-    normalized again, which is what APFS compares (docs/portability.md, "Case and Unicode form
-    of names"). ``casefold(NFC(path))``, the key before core v11, skipped the second
-    normalization: casefold can leave marks out of order or uncomposed (Greek with dialytika and
-    perispomeni), so ``ΐ`` (U+1FD3) and U+03AA U+0301, one name on a Mac, got two keys.
-    """
-    if rel_path.isascii():
-        # Nearly every path (called per save and per lookup): for ASCII the three steps are
-        # lower() and cost nothing more.
-        return rel_path.lower()
-    return _unicode_path_key(rel_path)
-
-
-@functools.lru_cache(maxsize=4096)
-def _unicode_path_key(rel_path: str) -> str:
-    # Cached: the two normalizations cost 0.8 us a path against 0.2 us for the old key, and a
-    # save or a sync round asks for the same few paths' keys several times.
-    return unicodedata.normalize("NFC", unicodedata.normalize("NFD", rel_path).casefold())
-
-
-def meta_path_for(yaml_rel: str) -> str:
-    """The companion meta path of a canonical YAML path."""
-    return yaml_rel[: -len(YAML_SUFFIX)] + META_SUFFIX
-
-
-def yaml_path_for(meta_rel: str) -> str:
-    """The YAML path of a canonical meta path."""
-    return meta_rel[: -len(META_SUFFIX)] + YAML_SUFFIX
-
-
-def display_name(yaml_rel: str) -> str:
-    """A blueprint's default name: its file name without the suffix."""
-    return PurePosixPath(yaml_rel).name[: -len(YAML_SUFFIX)]
-
-
-def folder_of(yaml_rel: str) -> str:
-    """The folder part of a canonical relative path ('' for the root)."""
-    return yaml_rel.rpartition("/")[0]
-
-
-def resolve_inside(root: Path, rel: str, *, real_root: Path | None = None) -> Path:
-    """Join a checked relative path to the root, refusing anything that escapes it (symlinks too).
-
-    ``real_root`` is the root's resolved path when the caller already knows it (the store, which
-    resolved its root when it opened): then only the folders below the root are looked at, and
-    only a link among them costs the full resolve.
-    """
-    target = root.joinpath(*rel.split("/"))
-    if real_root is not None and _no_links_below(os.fspath(root), rel):
-        return target
-    try:
-        real_root = real_root or root.resolve()
-        real_parent = target.parent.resolve()
-    except OSError as exc:
-        raise map_os_error(exc, "cannot resolve", target) from exc
-    except RuntimeError as exc:
-        # pathlib reports a link loop (``a -> a``, ``a -> b -> a``) as RuntimeError, which left
-        # save() with an untyped error and no hint.
-        raise UnsafePathError(
-            f"path {rel!r} leads through a symbolic link loop",
-            hint="remove or fix the symbolic link, or use another folder",
-        ) from exc
-    if real_parent != real_root and real_root not in real_parent.parents:
-        raise UnsafePathError(
-            f"path {rel!r} leads outside the blueprints folder (through a link)",
-            hint="remove the symbolic link or use another folder",
-        )
-    return target
-
-
-def linked_folder(root: str, rel: str) -> str | None:
-    """The first folder of ``rel`` below ``root`` that is a symbolic link, if any.
-
-    The walk follows no link (walk_blueprint_files), so a blueprint under one is never seen by
-    reconcile or the watcher. A folder that is missing (the save makes it) or cannot be looked
-    at (the write says why) is none.
-    """
-    path = root
-    parts = rel.split("/")[:-1]
-    for n, part in enumerate(parts, 1):
-        path = path + os.sep + part
-        try:
-            if stat.S_ISLNK(os.lstat(path).st_mode):
-                return "/".join(parts[:n])
-        except OSError:
-            return None
-    return None
-
-
-def _no_links_below(root: str, rel: str) -> bool:
-    """True if every folder of ``rel`` below ``root`` is a real directory or does not exist yet.
-
-    A save resolved its whole folder path (an lstat of every component from ``/``, six or more
-    system calls and a tenth of a save's CPU) to learn what these one or two lstats tell: the
-    folders outside the root are the root's own business, checked when the store opened it.
-    Anything else (a link, a file in the way, an error) is left to the full resolve.
-    """
-    path = root
-    for part in rel.split("/")[:-1]:
-        path = path + os.sep + part
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return True  # the rest is made by the save itself (ensure_dir): nothing to follow
-        except OSError:
-            return False
-        if not stat.S_ISDIR(st.st_mode) or getattr(st, "st_reparse_tag", None):
-            return False  # (Windows: a junction is a directory that leads elsewhere)
-    return True
-
-
-# ---------------------------------------------------------------------------------------------------
-# Ignore patterns
-
-
-class _IgnorePattern(NamedTuple):
-    """One line of the rules. ``text``: as written (named in errors); ``glob``: without the
-    slashes that only say where it applies; ``folders``: a trailing '/' (folders only, as in a
-    .gitignore); ``whole``: matched against the path from the blueprints folder (a '/' inside,
-    or a leading one, as in a .gitignore), else against each name."""
-
-    text: str
-    glob: str
-    folders: bool
-    whole: bool
-
-    @classmethod
-    def parse(cls, text: str) -> _IgnorePattern | None:
-        folders = text.endswith("/")
-        glob = text.rstrip("/")
-        whole = glob.startswith("/") or "/" in glob.lstrip("/")
-        glob = glob.lstrip("/")
-        return cls(text, glob, folders, whole) if glob else None
-
-    def matches(self, name: str, sub: str, *, folder: bool) -> bool:
-        """Whether this pattern ignores ``name``, at ``sub`` (its path from the root)."""
-        if self.folders and not folder:
-            return False
-        return fnmatch.fnmatchcase(sub if self.whole else name, self.glob)
-
-
-def _either(globs: Iterable[str]) -> re.Pattern[str] | None:
-    globs = list(globs)
-    return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs)) if globs else None
-
-
-class IgnoreRules:
-    """Default editor/temp patterns plus the user's ``.localstoreignore`` (fnmatch, one per line).
-
-    A pattern is matched against each name on a path; one with a '/' inside, or a leading
-    '/', against the path from the blueprints folder; one ending in '/' matches folders only
-    (the last two as in a .gitignore: ``archive/`` matched nothing, the whole folder was
-    imported). The patterns are compiled into regexes and folder answers are cached: a rescan
-    asks about every part of every path, and fnmatch per pattern per part was most of a
-    10,000-file rescan.
-    """
-
-    def __init__(self, patterns: Iterable[str] = DEFAULT_IGNORE_PATTERNS) -> None:
-        self.patterns = tuple(patterns)
-        parsed = [q for p in self.patterns if (q := _IgnorePattern.parse(p)) is not None]
-        self._parsed = tuple(parsed)
-        # Per name, and per path from the root: for a file, and for a folder (which the
-        # folders-only patterns match too). One regex each, as before the slash rules.
-        self._file = (
-            _either(q.glob for q in parsed if not q.whole and not q.folders),
-            _either(q.glob for q in parsed if q.whole and not q.folders),
-        )
-        self._folder = (
-            _either(q.glob for q in parsed if not q.whole),
-            _either(q.glob for q in parsed if q.whole),
-        )
-        self._dirs: dict[str, bool] = {"": False}
-
-    @classmethod
-    def for_root(cls, root: Path) -> IgnoreRules:
-        """Rules for a blueprints root, reading its ``.localstoreignore`` if present."""
-        extra: list[str] = []
-        try:
-            text = (root / IGNORE_FILE_NAME).read_text(encoding="utf-8")
-        except OSError:
-            text = ""
-        for line in text.splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                extra.append(line)
-        return cls((*DEFAULT_IGNORE_PATTERNS, *extra))
-
-    def _part(self, part: str, sub: str, *, folder: bool) -> bool:
-        name_re, sub_re = self._folder if folder else self._file
-        return bool(
-            (name_re is not None and name_re.match(part))
-            or (sub_re is not None and sub_re.match(sub))
-        )
-
-    def folder_ignored(self, prefix: str, name: str) -> bool:
-        """Whether folder ``prefix + name`` is ignored (``prefix`` is '' or ends with '/')."""
-        sub = prefix + name
-        cached = self._dirs.get(sub)
-        if cached is None:
-            parent_sub = prefix.rstrip("/")
-            parent = self._dirs.get(parent_sub)
-            if parent is None:
-                head, _, last = parent_sub.rpartition("/")
-                parent = self.folder_ignored(f"{head}/" if head else "", last)
-            cached = parent or self._part(name, sub, folder=True)
-            self._dirs[sub] = cached
-        return cached
-
-    def file_ignored(self, prefix: str, name: str) -> bool:
-        """Whether file ``prefix + name`` is ignored, given that its folder was walked into."""
-        return self._dirs.get(prefix.rstrip("/"), False) or self._part(
-            name, prefix + name, folder=False
-        )
-
-    def reason(self, rel_path: str) -> tuple[str, str] | None:
-        """The part of ``rel_path`` (a file's path) and the pattern, as written, that ignore it;
-        None if none does. For error messages: the same rules as ``ignored``, one pattern at a
-        time."""
-        parts = rel_path.split("/")
-        sub = ""
-        for i, part in enumerate(parts):
-            sub = f"{sub}/{part}" if sub else part
-            for pattern in self._parsed:
-                if pattern.matches(part, sub, folder=i < len(parts) - 1):
-                    return part, pattern.text
-        return None
-
-    def ignored(self, rel_path: str) -> bool:
-        """True if the path or any of its folders matches a pattern."""
-        prefix = ""
-        parts = rel_path.split("/")
-        for part in parts[:-1]:
-            if self.folder_ignored(prefix, part):
-                return True
-            prefix += part + "/"
-        return self.file_ignored(prefix, parts[-1])
-
-    # What counts as a blueprint file, in one place: the full scan (walk_blueprint_files, used
-    # by reconcile and the watcher's rescans), the watcher's events (``scans``) and its check of
-    # the folders inotify watches (``walks_into``) all ask these.
-
-    def walks_into(self, prefix: str, name: str) -> bool:
-        """Whether the scan walks into folder ``prefix + name``: not hidden (``.git``,
-        ``.stversions``, ``.dropbox.cache``), not ignored."""
-        return not name.startswith(".") and not self.folder_ignored(prefix, name)
-
-    def takes_file(self, prefix: str, name: str) -> bool:
-        """Whether file ``name`` in a walked folder ``prefix`` is a blueprint's YAML or meta
-        file (and not an editor's, Office's or a sync tool's side file that keeps the suffix)."""
-        return name.endswith((YAML_SUFFIX, META_SUFFIX)) and not self.file_ignored(prefix, name)
-
-    def scans(self, rel_path: str) -> bool:
-        """Whether ``rel_path`` is a blueprint file the scan would find (``walks_into`` every
-        folder on the way, ``takes_file`` the name)."""
-        prefix = ""
-        parts = rel_path.split("/")
-        for part in parts[:-1]:
-            if not self.walks_into(prefix, part):
-                return False
-            prefix += part + "/"
-        return self.takes_file(prefix, parts[-1])
-
-
-# Syncthing names the losing side of a conflict ``<name>.sync-conflict-<YYYYMMDD>-<HHMMSS>-
-# <device id>.<ext>`` (the last extension kept): ``plan.blueprint.sync-conflict-20261122-
-# 101010-ABCDEF1.yaml``. Versions before 0.14 left the device id out. The suffix-keeping form is
-# matched too (a tool or a person moving the marker before ``.blueprint.yaml``).
-_SYNC_CONFLICT = re.compile(r"^(.*)\.sync-conflict-\d{8}-\d{6}(?:-[A-Za-z0-9]+)?((?:\.[^.]*)*)$")
-# Dropbox puts `` (<who>'s conflicted copy <date>)`` before the last extension (``plan.blueprint
-# (Bob's conflicted copy 2026-11-23).yaml``), a second one gets `` (1)`` after it; Nextcloud and
-# ownCloud since 2.5 `` (conflicted copy <date> <time>)``, older ownCloud ``_conflict-<date>-
-# <time>``. Those that keep no blueprint suffix were passed by without a word: the other
-# device's version sat in the folder and check() said nothing.
-_CONFLICTED_COPY = re.compile(
-    r"^(.*?)(?: \([^()]*conflicted copy[^()]*\)(?: \(\d+\))?|_conflict-\d{8}-\d{6})"
-    r"((?:\.[^.]*)*)$",
-    re.IGNORECASE,
-)
-
-
-def conflict_copy(name: str) -> tuple[str, str] | None:
-    """The blueprint file name a sync tool's conflict copy was made of, and the tool's name
-    (Syncthing, or Dropbox or Nextcloud); None if ``name`` is not such a copy.
-
-    Such a copy is never imported (it would become a second blueprint with a new id, synced to
-    every device, while the tool shows the same copy on the other side); ``check`` reports it
-    so the user merges it by hand and deletes it.
-    """
-    for pattern, tool in (
-        (_SYNC_CONFLICT, "Syncthing"),
-        (_CONFLICTED_COPY, "Dropbox or Nextcloud"),
-    ):
-        match = pattern.match(name)
-        if match is not None:
-            original = match[1] + match[2]
-            if original.endswith((YAML_SUFFIX, META_SUFFIX)):
-                return original, tool
-    return None
-
-
-def conflict_copy_of(name: str) -> str | None:
-    """The blueprint file name a sync tool's conflict copy was made of, or None (see
-    ``conflict_copy``)."""
-    found = conflict_copy(name)
-    return None if found is None else found[0]
-
-
-def _maybe_conflict_copy(name: str) -> bool:
-    """A cheap test before the regexes (a scan asks it of every file that is no blueprint)."""
-    return "conflict" in name.lower() and conflict_copy(name) is not None
-
-
-class FileStat(NamedTuple):
-    """What a scan keeps of a file's stat: its size, modification and change times, inode.
-
-    A whole ``os.stat_result`` is about 650 bytes with its fields: a reconcile or rescan of a
-    100,000-blueprint home holds 200,000 of them at once (130 MB); this is about 225 bytes
-    (tracemalloc, its four ints included: 45 MB).
-    """
-
-    st_size: int
-    st_mtime_ns: int
-    st_ctime_ns: int
-    st_ino: int
-
-    @property
-    def st_mtime(self) -> float:
-        """Seconds, as ``os.stat_result.st_mtime``."""
-        return self.st_mtime_ns / 1e9
-
-    @classmethod
-    def of(cls, st: os.stat_result) -> FileStat:
-        """Keep what a scan needs of ``st``."""
-        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-
-
-def changed_within(stats: Iterable[FileStat | os.stat_result], seconds: float) -> bool:
-    """Whether any of these files changed less than ``seconds`` ago (by the wall clock).
-
-    As a watcher ages a file being written: a rename sets the change time; an mtime in the
-    future (a sync tool's clock) says nothing of when the file changed here.
-    """
-    wall_ns = time.time_ns()
-    for st in stats:
-        changed = (
-            st.st_ctime_ns if st.st_mtime_ns > wall_ns else max(st.st_mtime_ns, st.st_ctime_ns)
-        )
-        if 0 <= wall_ns - changed < seconds * 1e9:
-            return True
-    return False
-
-
-def folder_changed_within(root: Path, rel: str, seconds: float) -> bool:
-    """Whether the folder that held the vanished file ``rel`` (or the nearest one of its
-    folders still there, up to ``root``) changed less than ``seconds`` ago.
-
-    A file gone has no times of its own; its removal or rename set its folder's. That ages a
-    vanish as a watcher's delete grace does, from another process (a busier folder only waits
-    longer: the watcher records the delete then).
-    """
-    folder = (root / rel).parent
-    while True:
-        try:
-            st = os.lstat(folder)
-        except (FileNotFoundError, NotADirectoryError):
-            # (NotADirectoryError: a folder above it is a file now; that file is the nearest.)
-            if folder == root or folder == folder.parent:
-                return False
-            folder = folder.parent
-            continue
-        return changed_within([st], seconds)
-
-
-class _Stat(Protocol):
-    @property
-    def st_size(self) -> int: ...
-    @property
-    def st_mtime_ns(self) -> int: ...
-    @property
-    def st_ctime_ns(self) -> int: ...
-    @property
-    def st_ino(self) -> int: ...
-
-
-_INO_BITS = (1 << 64) - 1
-
-
-def ino_key(st_ino: int) -> int:
-    """``st_ino`` as the index stores it: a signed 64-bit integer (SQLite's INTEGER).
-
-    Inode numbers are unsigned 64-bit (overlayfs with xino, NFS file ids and 9p use the top
-    bits; Windows' 128-bit ReFS ids are folded): one above 2**63 would not bind at all.
-    Idempotent: a stored key gives itself back.
-    """
-    ino = st_ino & _INO_BITS
-    return ino - (1 << 64) if ino >> 63 else ino
-
-
-def stat_unchanged(
-    st: _Stat, size: int, mtime_ns: int, ctime_ns: int | None, ino: int | None
-) -> bool:
-    """True if ``st`` is the stat the index recorded: the file can be taken as unread-unchanged.
-
-    Size and mtime alone are not enough: sync tools (Syncthing, Dropbox, ``rsync -t``,
-    ``cp -p``, unzip) put another device's version down with that version's mtime, and disks
-    with coarse clocks (FAT's 2 s, HFS+'s 1 s, SMB) give a same-size edit the same mtime. A
-    version the same size with the recorded mtime was taken as unchanged: search showed the
-    old text, and the next save recorded history as if the new version never existed. The
-    change time is set by the kernel at every write, rename, chmod or link and no tool can set
-    it back (POSIX); on Windows ``st_ctime_ns`` is the creation time (settable, and unchanged
-    by a write), which only ever adds strictness there. A row without a recorded change time
-    (an index from before core v8) never matches: its pair is read once and the times recorded.
-
-    The inode must match too (core v9). A change time is only as fine as the kernel's clock
-    (one jiffy, 1-4 ms, before Linux 6.13; 2 s on FAT): a same-size version with the recorded
-    mtime renamed in within the tick of our own save had all three, was taken as unchanged,
-    and the next save overwrote it unrecorded. Whatever renames a file into place made it as
-    a new file while the old one still existed, so it has another inode. An inode that is
-    unknown matches any: 0 (Windows' ``scandir`` gives no file index, some filesystems none at
-    all) or None (a row from before core v9 whose pair the first open has not stamped yet: see
-    ``Reconciler._stamp_inodes``); the other three still decide there, as before. The device
-    is not compared: a rename never crosses filesystems, and device numbers change across
-    reboots and remounts (btrfs subvolumes, USB disks, network mounts): every pair would be
-    read again.
-    """
-    return (
-        ctime_ns is not None
-        and st.st_size == size
-        and st.st_mtime_ns == mtime_ns
-        and st.st_ctime_ns == ctime_ns
-        and (not ino or not st.st_ino or ino_key(st.st_ino) == ino)
-    )
-
-
-@contextmanager
-def _scandir(
-    path: Path, prefix: str, unlistable: list[tuple[str, OSError]] | None
-) -> Iterator[Iterator[os.DirEntry[str]]]:
-    try:
-        it = os.scandir(path)
-    except (FileNotFoundError, NotADirectoryError):
-        yield iter(())
-        return
-    except OSError as exc:
-        if unlistable is None:
-            raise map_os_error(exc, "cannot list", path) from exc
-        unlistable.append((prefix, exc))
-        yield iter(())
-        return
-    with it:
-        yield it
-
-
-def walk_blueprint_files(
-    root: Path,
-    rules: IgnoreRules,
-    *,
-    unlistable: list[tuple[str, OSError]] | None = None,
-    conflicts: list[str] | None = None,
-) -> Iterator[tuple[str, FileStat]]:
-    """Yield (relative posix path, FileStat) of every blueprint YAML/meta and our temp files.
-
-    Hidden and ignored folders are skipped; symbolic links are not followed (a link could lead
-    outside the root or loop). A folder that cannot be listed (permissions, I/O error) raises
-    StorageError, unless ``unlistable`` is given: then its ``(prefix, error)`` is appended and the
-    walk goes on. The blueprints under such a folder are unknown, not missing: a caller that
-    compares with the index must not delete them (the default raises so that a caller which does
-    not know this cannot). With ``conflicts``, the relative paths of sync tools' conflict copies
-    of blueprint files (``conflict_copy``) are appended to it.
-    """
-    stack = [("", str(root))]
-    while stack:
-        prefix, directory = stack.pop()
-        with _scandir(Path(directory), prefix, unlistable) as entries:
-            for entry in entries:
-                name = entry.name
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        if rules.walks_into(prefix, name):
-                            stack.append((prefix + name + "/", entry.path))
-                        continue
-                    if not entry.is_file(follow_symlinks=False):
-                        continue
-                    if name.endswith(TEMP_SUFFIX) or rules.takes_file(prefix, name):
-                        st = entry.stat(follow_symlinks=False)
-                        yield (
-                            prefix + name,
-                            FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino),
-                        )
-                    elif conflicts is not None and _maybe_conflict_copy(name):
-                        conflicts.append(prefix + name)
-                except FileNotFoundError:
-                    continue
-                except OSError as exc:
-                    # Listable but not searchable (mode r--): nothing in it can be stat'ed.
-                    if unlistable is None:
-                        raise map_os_error(exc, "cannot read", entry.path) from exc
-                    unlistable.append((prefix, exc))
-                    break

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from localstore import _watch_due, _watch_ingest
+from localstore import _file_reads, _watch_due, _watch_ingest
 from localstore import files as fs
 from localstore.store import BlueprintStore
 from localstore.watcher import Watcher
@@ -53,7 +53,7 @@ def test_a_yaml_renamed_unreadable_keeps_its_blueprint_with_real_permissions(
 
 def _unreadable(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """Reads of files called ``name`` fail as a chmod 000 file's do (EACCES)."""
-    read = fs._read_regular  # (under read_regular and read_regular_seen)
+    read = _file_reads._read_regular  # (under read_regular and read_regular_seen, there)
 
     def refused(path: Path | str, limit: int | None = None) -> tuple[bytes, os.stat_result]:
         if Path(path).name == name:
@@ -61,7 +61,7 @@ def _unreadable(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
             raise fs.map_os_error(denied, "cannot read", Path(path)) from denied
         return read(path, limit)
 
-    monkeypatch.setattr(fs, "_read_regular", refused)
+    monkeypatch.setattr(_file_reads, "_read_regular", refused)
 
 
 def _saved_with_tags_by_hand(store: BlueprintStore) -> str:
