@@ -308,17 +308,8 @@ class Maintainer:
                 failure = exc
             try:
                 # Bounded FTS merge work per round, then a PASSIVE checkpoint (never blocks
-                # writers). One write with the change log's trim (its `with conn` is then a
-                # savepoint): one turn for both.
-                begin(conn)
-                try:
-                    _merge_search_indexes(conn, idle=idle)
-                    conn.execute(_TRIM_CHANGE_LOG)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if not conn.getautocommit():
-                        conn.execute("ROLLBACK")
-                    raise
+                # writers).
+                _merge_and_trim(conn, begin, idle=idle)
             except apsw.BusyError:  # another process writes or checkpoints: the next round
                 return
             try:
@@ -356,6 +347,22 @@ def truncate_wal_now(conn: apsw.Connection, busy_timeout_ms: int) -> None:
         pass
     finally:
         conn.setbusytimeout(busy_timeout_ms)
+
+
+def _merge_and_trim(
+    conn: apsw.Connection, begin: Callable[[apsw.Connection], None], *, idle: bool
+) -> None:
+    """A round's FTS merge work and the change log's trim, in one write started by ``begin(conn)``
+    (the merge's `with conn` is then a savepoint): one turn for both. Rolled back on any error."""
+    begin(conn)
+    try:
+        _merge_search_indexes(conn, idle=idle)
+        conn.execute(_TRIM_CHANGE_LOG)
+        conn.execute("COMMIT")
+    except BaseException:
+        if not conn.getautocommit():
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _merge_search_indexes(conn: apsw.Connection, *, idle: bool) -> None:

@@ -135,6 +135,37 @@ class Index:
             from localstore._read_only import connect_read_only
 
             self._conn, self.read_access = connect_read_only(self.path, busy_timeout_ms)
+        self._init_write_state()
+        # The schema version of each component this connection brought up to date (what its
+        # code knows), for newer_version() and write(); and the refusal of a write because a
+        # newer localstore upgraded one of them meanwhile, once one was refused (None until then).
+        self._known_versions: dict[str, int] = {}
+        self.newer: NewerIndexError | None = None
+        # This connection's ``PRAGMA data_version`` when newer_version() or write() last read
+        # the versions and found none newer (None: read them next time). Only another
+        # connection's commit can upgrade the index, and every such commit moves data_version.
+        self._versions_checked_at: int | None = None
+        self.conn.set_rollback_hook(self._on_sqlite_rollback)
+        self.conn.set_update_hook(self._on_row_change)
+        try:
+            if read_only is None:
+                self.register_schema("core", CORE_MIGRATIONS)
+                # (After the schema check: a refused newer index gets no file beside it.)
+                self._turn = WriteTurn.open(self.path)
+            else:
+                self._check_schema_read_only()
+        except BaseException:
+            # An index this code refuses (a newer version's) must be left as it was: the open
+            # connection kept the -wal and -shm files it had made until the process ended. No
+            # checkpoint on the way out either: that would write into the refused file.
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+            raise
+        _track_for_fork(self)
+
+    def _init_write_state(self) -> None:
+        """Start the bookkeeping of write transactions and their commits (see write()) empty."""
         self._commits = 0
         # Whether SQLite's rollback hook fired since the open write began (ours or its own):
         # with the connection back in autocommit mode, the sign that it did not commit.
@@ -182,33 +213,6 @@ class Index:
         # CHANGED_ROWS_KEPT), written to the change log at its commit (core v7).
         self._txn_rids: set[int] | None = set()
         self.blueprint_commits = 0
-        # The schema version of each component this connection brought up to date (what its
-        # code knows), for newer_version() and write(); and the refusal of a write because a
-        # newer localstore upgraded one of them meanwhile, once one was refused (None until then).
-        self._known_versions: dict[str, int] = {}
-        self.newer: NewerIndexError | None = None
-        # This connection's ``PRAGMA data_version`` when newer_version() or write() last read
-        # the versions and found none newer (None: read them next time). Only another
-        # connection's commit can upgrade the index, and every such commit moves data_version.
-        self._versions_checked_at: int | None = None
-        self.conn.set_rollback_hook(self._on_sqlite_rollback)
-        self.conn.set_update_hook(self._on_row_change)
-        try:
-            if read_only is None:
-                self.register_schema("core", CORE_MIGRATIONS)
-                # (After the schema check: a refused newer index gets no file beside it.)
-                self._turn = WriteTurn.open(self.path)
-            else:
-                self._check_schema_read_only()
-        except BaseException:
-            # An index this code refuses (a newer version's) must be left as it was: the open
-            # connection kept the -wal and -shm files it had made until the process ended. No
-            # checkpoint on the way out either: that would write into the refused file.
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
-            raise
-        _track_for_fork(self)
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
