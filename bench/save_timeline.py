@@ -44,7 +44,7 @@ from bench_store import bare_pair_write, make_doc
 
 import localstore
 from localstore import files as fs
-from localstore.index import _WalGuard
+from localstore._index_connect import _WalGuard
 from localstore.store import SaveRequest
 
 _events: list[tuple[str, int]] = []

@@ -48,7 +48,7 @@ import apsw
 from _homes import bench_dir
 
 import localstore
-from localstore import _revisions, index
+from localstore import _index_connect, _index_upkeep, _revisions, index
 from localstore.kv import KVStore
 from localstore.store import SaveRequest
 
@@ -110,7 +110,7 @@ def build(home: Path, blueprints: int, history: int) -> None:
 
 _stats: dict[str, Any] = {"holds": defaultdict(list), "turns": Counter(), "rounds": []}
 _waited = [0.0]  # seconds the maintainer's busy handler slept, in all
-# Seconds its writes waited for their turn (index.begin_taking_turns: polls with no busy
+# Seconds its writes waited for their turn (_write_turn.begin_taking_turns: polls with no busy
 # handler, between statements, so a hold's start needs no correction for them).
 _turn_waited = [0.0]
 
@@ -197,7 +197,7 @@ def instrument(db: Path) -> None:
 
     index.Maintainer._open = _open  # type: ignore[method-assign]
 
-    orig_begin = index.begin_taking_turns
+    orig_begin = _index_upkeep.begin_taking_turns
 
     def begin(*args: Any, **kw: Any) -> None:
         started = time.perf_counter()
@@ -207,7 +207,7 @@ def instrument(db: Path) -> None:
             if threading.current_thread().name == "localstore-maintainer":
                 _turn_waited[0] += time.perf_counter() - started
 
-    index.begin_taking_turns = begin
+    _index_upkeep.begin_taking_turns = begin
 
     orig_compact = _revisions.compact_superseded
 
@@ -220,9 +220,9 @@ def instrument(db: Path) -> None:
         _stats["turns"]["compaction rows"] += n
         return n
 
-    index.compact_superseded = compact
+    _index_upkeep.compact_superseded = compact
 
-    orig_merge = index._merge_search_indexes
+    orig_merge = _index_upkeep._merge_search_indexes
 
     def merge(conn: apsw.Connection, *, idle: bool) -> None:
         _in_savepoint[0] = True
@@ -235,18 +235,18 @@ def instrument(db: Path) -> None:
             _in_savepoint[0] = False
         _stats["turns"]["fts merge"] += 1
 
-    index._merge_search_indexes = merge
+    _index_upkeep._merge_search_indexes = merge
 
-    orig_release = index.release_free_pages
+    orig_release = _index_upkeep.release_free_pages
 
     def release(conn: apsw.Connection, **kw: Any) -> int:
         n = orig_release(conn, **kw)
         _stats["turns"]["free pages given back"] += n
         return n
 
-    index.release_free_pages = release
+    _index_upkeep.release_free_pages = release
 
-    orig_truncate = index.truncate_wal_now
+    orig_truncate = _index_upkeep.truncate_wal_now
 
     def truncate(conn: apsw.Connection, busy_timeout_ms: int) -> None:
         before = _wal_starts(db)
@@ -255,7 +255,7 @@ def instrument(db: Path) -> None:
         _stats["turns"]["idle truncate tried"] += 1
         _stats["turns"]["idle truncate done"] += int(_wal_starts(db) != before or not _wal(db))
 
-    index.truncate_wal_now = truncate
+    _index_upkeep.truncate_wal_now = truncate
 
     orig_round = index.Maintainer._round
 
@@ -474,8 +474,8 @@ def main() -> None:
         f"WAL max (MB): before the reader {wal_max(0, reader_span[0]):.1f}, "
         f"while it reads {wal_max(*reader_span):.1f}, "
         f"after it {wal_max(reader_span[1] + 5, 1e9):.1f}; at the end {_wal(db) / 1e6:.1f}; "
-        f"WAL_HARD_LIMIT {index.WAL_HARD_LIMIT / 1e6:.1f}, WAL_SIZE_LIMIT "
-        f"{index.WAL_SIZE_LIMIT / 1e6:.1f}"
+        f"WAL_HARD_LIMIT {_index_connect.WAL_HARD_LIMIT / 1e6:.1f}, WAL_SIZE_LIMIT "
+        f"{_index_connect.WAL_SIZE_LIMIT / 1e6:.1f}"
     )
     for name in procs:
         r = json.loads((base / f"{name}.json").read_text())

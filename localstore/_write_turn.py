@@ -1,7 +1,7 @@
 """A writer's turn: processes waiting for the index's write lock say so, and the holder lets them in.
 
 SQLite has no queue for its write lock. A process that waits polls ``BEGIN IMMEDIATE``
-(``index.begin_taking_turns``: every write of ``Index.write()`` and of the maintainer threads
+(``begin_taking_turns`` below: every write of ``Index.write()`` and of the maintainer threads
 begins there), and one that saves back to back takes the lock again a few
 microseconds after each commit, so the poll nearly always finds it taken: beside an app saving
 in a loop another process made 17 saves in the app's 6,000, and with a short busy timeout its
@@ -36,7 +36,10 @@ import secrets
 import stat
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import apsw
 
 from localstore import _durable
 
@@ -151,3 +154,77 @@ class WriteTurn:
             self.closed = True
             self._words.release()
             self._map.close()
+
+
+# A write waiting for another process's lock polls at most this far apart when the home has a
+# turn file (it announces itself at each poll, and the holder leaves it the lock: a short poll
+# keeps the holder's pause short). Without one, 50 ms, as before turns.
+TURN_POLL_S = 0.002
+# The longest a writer leaves the lock to one waiter that does not take it (scheduling delays;
+# a waiter stuck without polling is forgotten after _write_turn.FRESH_NS anyway).
+GIVE_WAY_MAX_S = 0.1
+
+
+def begin_taking_turns(
+    cur: apsw.Cursor,
+    turn: WriteTurn | None,
+    busy_timeout_ms: int,
+    *,
+    wait: Callable[[float], None] = time.sleep,
+    interrupted: Callable[[], bool] = lambda: False,
+) -> None:
+    """``BEGIN IMMEDIATE`` on ``cur``'s connection, taking turns with the other writers of the
+    home (_write_turn): give way first to one that waits, and announce this one while waiting.
+
+    ``wait(seconds)`` sleeps between polls (Index: with its lock released); ``interrupted()``
+    makes a busy lock fail at once (a shutdown). Raises apsw.BusyError once ``busy_timeout_ms``
+    has passed; the connection's busy timeout is ``busy_timeout_ms`` again afterwards.
+
+    Without turns a process saving back to back took the lock again microseconds after each
+    commit, and a waiter polling for it rarely found it free (seconds of waiting; past a short
+    busy timeout, failures). Index.write() and the Maintainer's writes both begin here: the
+    maintainer waited with SQLite's busy handler, never announcing, so a stream of saves kept
+    its compaction and search-index merges out for as long as it lasted.
+    """
+    conn = cur.connection
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    if turn is not None and not interrupted() and turn.other_waiting():
+        _give_way(turn, deadline, wait, interrupted)
+    delay = 0.001 if turn is None else TURN_POLL_S / 4
+    cap = 0.05 if turn is None else TURN_POLL_S
+    announced = False
+    try:
+        while True:
+            conn.setbusytimeout(0)
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                return
+            except apsw.BusyError:
+                if interrupted() or time.monotonic() >= deadline:
+                    raise
+            finally:
+                conn.setbusytimeout(busy_timeout_ms)
+            if turn is not None:
+                turn.announce()
+                announced = True
+            wait(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, cap)
+    finally:
+        if announced and turn is not None:
+            turn.withdraw()  # (a no-op once the turn is closed)
+
+
+def _give_way(
+    turn: WriteTurn,
+    deadline: float,
+    wait: Callable[[float], None],
+    interrupted: Callable[[], bool],
+) -> None:
+    """Leave the write lock to another connection that waits for it: wait until that one has
+    it, stops polling, or GIVE_WAY_MAX_S have passed."""
+    until = min(deadline, time.monotonic() + GIVE_WAY_MAX_S)
+    while not interrupted() and turn.other_waiting():
+        left = until - time.monotonic()
+        if left <= 0:
+            return
+        wait(min(TURN_POLL_S / 8, left))

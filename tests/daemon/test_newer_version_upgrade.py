@@ -21,8 +21,9 @@ from .conftest import REPO, DaemonProc, eventually, home_settings
 
 # The newer localstore: one core migration more than this code knows.
 NEWER = (
+    "import localstore._index_upkeep as _upkeep\n"
     "import localstore.index as _index\n"
-    "_index.CORE_MIGRATIONS = (*_index.CORE_MIGRATIONS,"
+    "_index.CORE_MIGRATIONS = _upkeep.CORE_MIGRATIONS = (*_index.CORE_MIGRATIONS,"
     " 'CREATE TABLE IF NOT EXISTS newer_version_rows (x)')\n"
 )
 # A daemon of a version from before it stopped by itself on such an upgrade (its other parts

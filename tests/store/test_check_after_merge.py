@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import localstore
-from localstore import index as index_mod
+from localstore import _index_upkeep
 from localstore.index import FTS_OPTIMIZED_KEY, Maintainer
 
 
@@ -23,7 +23,7 @@ def _searched_then_merged(
 ) -> localstore.BlueprintStore:
     """A store that searched (its connection caches the segment lists), then a maintainer on
     its own connection that optimized both search tables (segments deleted, others written)."""
-    monkeypatch.setattr(index_mod, "FTS_OPTIMIZE_EVERY_OPS", 10)
+    monkeypatch.setattr(_index_upkeep, "FTS_OPTIMIZE_EVERY_OPS", 10)
     store = localstore.open(home=tmp_path / "home", maintenance=False)
     for i in range(40):
         store.save(f"f/bp{i}", f"name: bp{i}\ndescription: step {i}\nsteps: [build {i}]\n")

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import localstore
-import localstore.index
+import localstore._index_fork
 from localstore.errors import StoreClosedError
 
 FORK_CHILD_S = 60.0  # a generous bound: the child hangs for ever without the fix
@@ -125,7 +125,7 @@ def test_a_child_forked_during_a_save_closes_the_store_without_a_hang(
     stays taken for ever, so nothing in the child may wait for it. (A fork waits for the lock,
     FORK_WAIT_S at most: this thread holds it until the child is done, so the fork goes on
     without it, as after a transaction that outlasts the wait.)"""
-    monkeypatch.setattr(localstore.index, "FORK_WAIT_S", 0.2)
+    monkeypatch.setattr(localstore._index_fork, "FORK_WAIT_S", 0.2)
     inside, release = threading.Event(), threading.Event()
 
     def hold() -> None:

@@ -14,7 +14,7 @@ import apsw
 import pytest
 
 import localstore
-from localstore import index as index_mod
+from localstore import _index_upkeep
 from localstore.index import Maintainer, page_usage
 
 
@@ -34,8 +34,8 @@ def _usage(db: Path) -> dict[str, int]:
 
 @pytest.fixture
 def small_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(index_mod, "FREE_PAGES_FLOOR", 256 * 1024)
-    monkeypatch.setattr(index_mod, "FREE_PAGES_PER_ROUND", 512 * 1024)
+    monkeypatch.setattr(_index_upkeep, "FREE_PAGES_FLOOR", 256 * 1024)
+    monkeypatch.setattr(_index_upkeep, "FREE_PAGES_PER_ROUND", 512 * 1024)
 
 
 def _history_then_compaction(store: localstore.BlueprintStore, maintainer: Maintainer) -> None:
@@ -60,7 +60,7 @@ def test_a_new_index_gives_freed_pages_back(tmp_path: Path, small_bounds: None) 
             m.run_once()
         after = _usage(db)
         # Before the fix the free pages (about 3.5 MB of this 4 MB) stayed in the file.
-        assert after["free_pages"] < after["pages"] * index_mod.FREE_PAGES_SHARE
+        assert after["free_pages"] < after["pages"] * _index_upkeep.FREE_PAGES_SHARE
         assert after["pages"] < peak / 2
         # The checkpoint shortened the file itself, not only the page count in the WAL.
         assert db.stat().st_size <= after["pages"] * after["page_size"]
@@ -84,7 +84,7 @@ def test_slack_below_the_bounds_is_kept_for_the_next_saves(tmp_path: Path) -> No
         m.notify_commit()
         m.run_once()
         before = _usage(db)
-        assert 0 < before["free_pages"] * before["page_size"] < index_mod.FREE_PAGES_FLOOR
+        assert 0 < before["free_pages"] * before["page_size"] < _index_upkeep.FREE_PAGES_FLOOR
         m.run_once()
         assert _usage(db)["free_pages"] == before["free_pages"]
     finally:
@@ -152,14 +152,14 @@ def _segments(store: localstore.BlueprintStore) -> dict[str, int]:
     with store.index.read() as cur:
         return {
             t: int(cur.execute(f"SELECT count(DISTINCT segid) FROM {t}_idx").fetchall()[0][0])
-            for t in index_mod.FTS_TABLES
+            for t in _index_upkeep.FTS_TABLES
         }
 
 
 def _mark(store: localstore.BlueprintStore) -> list[tuple[str, ...]]:
     with store.index.read() as cur:
         rows = cur.execute(
-            "SELECT value FROM settings WHERE key = ?", (index_mod.FTS_OPTIMIZED_KEY,)
+            "SELECT value FROM settings WHERE key = ?", (_index_upkeep.FTS_OPTIMIZED_KEY,)
         ).fetchall()
     return [tuple(str(v) for v in r) for r in rows]
 
@@ -170,7 +170,7 @@ def test_edits_do_not_leave_dead_entries_in_the_search_index_for_good(
     """Positive merges never merge across levels: replaced entries and delete marks stayed in
     older segments. An idle round FTS_OPTIMIZE_EVERY_OPS changes after the last starts an
     incremental optimize, and the rounds after it end with one segment per table."""
-    monkeypatch.setattr(index_mod, "FTS_OPTIMIZE_EVERY_OPS", 150)
+    monkeypatch.setattr(_index_upkeep, "FTS_OPTIMIZE_EVERY_OPS", 150)
     store = localstore.open(home=tmp_path / "home", maintenance=False)
     try:
         m = Maintainer(store.paths.index_db)
@@ -192,7 +192,7 @@ def test_edits_do_not_leave_dead_entries_in_the_search_index_for_good(
             m.run_once()
         assert _mark(store) == [("460",)]  # 60 creates and 400 changes
         # Before the fix idle rounds left 2 segments in one table here, and more as edits went on.
-        assert _segments(store) == {t: 1 for t in index_mod.FTS_TABLES}, busy
+        assert _segments(store) == {t: 1 for t in _index_upkeep.FTS_TABLES}, busy
         assert [h.info.path for h in store.search("edit 398")][:1] == ["f/bp38.blueprint.yaml"]
         assert store.search("bp49") == []  # deleted (n = 349)
         assert store.index.integrity_check() == []

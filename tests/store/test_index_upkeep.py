@@ -19,12 +19,11 @@ import apsw
 import pytest
 
 import localstore
-from localstore import index as index_mod
+from localstore import _index_connect
+from localstore._index_connect import WAL_HARD_LIMIT, WAL_SIZE_LIMIT
+from localstore._index_upkeep import WAL_IDLE_TRUNCATE
 from localstore.errors import IndexStoreError, StoreClosedError
 from localstore.index import (
-    WAL_HARD_LIMIT,
-    WAL_IDLE_TRUNCATE,
-    WAL_SIZE_LIMIT,
     Index,
     Maintainer,
     wal_size,
@@ -314,9 +313,9 @@ def test_the_maintainers_connection_flushes_as_the_stores_does_on_macos(
         path = store.index.path
     # Only while the two connections are made: sys is every module's, and the rest of the
     # store would take macOS-only paths (F_FULLFSYNC) that Linux does not have.
-    monkeypatch.setattr(index_mod.sys, "platform", "darwin")
+    monkeypatch.setattr(_index_connect.sys, "platform", "darwin")
     try:
-        own = index_mod._connect(path, 1000)
+        own = _index_connect._connect(path, 1000)
         upkeep = Maintainer(path, busy_timeout_ms=1000)._open()
     finally:
         monkeypatch.undo()
@@ -385,8 +384,8 @@ def test_a_wal_past_the_hard_limit_is_checkpointed_by_the_writer(
 ) -> None:
     """With no maintainer (or one that cannot keep up), the WAL stays near the hard limit
     instead of growing by every save."""
-    monkeypatch.setattr(index_mod, "WAL_HARD_LIMIT", 1024 * 1024)
-    monkeypatch.setattr(index_mod, "WAL_FALLBACK_STEP", 256 * 1024)
+    monkeypatch.setattr(_index_connect, "WAL_HARD_LIMIT", 1024 * 1024)
+    monkeypatch.setattr(_index_connect, "WAL_FALLBACK_STEP", 256 * 1024)
     store = localstore.open(home=tmp_path / "home", maintenance=False)
     try:
         with caplog.at_level(logging.INFO, logger="localstore.index"):
@@ -436,8 +435,8 @@ def test_a_checkpoint_that_found_another_running_is_tried_again_at_the_next_comm
     found another connection checkpointing (busy: it copied nothing) counted as done, so the
     WAL grew a whole step before the next try (51 MB against a bound of 33 under CI load, two
     busy tries in a row). Now the next commit tries again."""
-    monkeypatch.setattr(index_mod, "WAL_HARD_LIMIT", 1024 * 1024)
-    monkeypatch.setattr(index_mod, "WAL_FALLBACK_STEP", 16 * 1024 * 1024)
+    monkeypatch.setattr(_index_connect, "WAL_HARD_LIMIT", 1024 * 1024)
+    monkeypatch.setattr(_index_connect, "WAL_FALLBACK_STEP", 16 * 1024 * 1024)
     store = localstore.open(home=tmp_path / "home", maintenance=False)
     vfs = _StallingVFS()
     other = apsw.Connection(str(store.paths.index_db), vfs=_StallingVFS.NAME)

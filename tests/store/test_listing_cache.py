@@ -18,6 +18,7 @@ import apsw
 import pytest
 
 import localstore
+from localstore import _index_upkeep
 from localstore import index as index_module
 from localstore._listing import INFO_COLUMNS, infos
 from localstore.blueprint import BlueprintInfo
@@ -232,7 +233,7 @@ def test_a_commit_of_too_many_rows_is_logged_as_such(
 def test_the_maintainer_keeps_the_newest_change_log_rows(store: Any) -> None:
     """A daemon runs for months: the log keeps CHANGE_LOG_ROWS rows, the newest."""
     store.save("a", {"i": 0})
-    keep = index_module.CHANGE_LOG_ROWS
+    keep = _index_upkeep.CHANGE_LOG_ROWS
     with store.index.write() as cur:
         cur.executemany(
             "INSERT INTO blueprint_changes VALUES (?, 1)", [(-g,) for g in range(1, keep + 500)]

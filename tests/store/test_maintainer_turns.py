@@ -20,7 +20,6 @@ import pytest
 
 import localstore
 from localstore import _write_turn
-from localstore import index as index_mod
 from localstore._write_turn import WriteTurn
 from localstore.index import Maintainer
 from tests.store.lockholder import LockHolder, holders
@@ -128,7 +127,7 @@ def test_a_maintainer_leaves_the_lock_to_a_writer_that_waits(
     (The announcement stays fresh, and the round gives way, as long as the test needs: a
     stalled test thread must not turn into a waiter that stopped polling.)"""
     monkeypatch.setattr(_write_turn, "FRESH_NS", 10**12)
-    monkeypatch.setattr(index_mod, "GIVE_WAY_MAX_S", 600.0)
+    monkeypatch.setattr(_write_turn, "GIVE_WAY_MAX_S", 600.0)
     waiter = WriteTurn.open(db)
     assert waiter is not None
     try:

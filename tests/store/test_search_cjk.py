@@ -186,7 +186,7 @@ def _rid(store, rel: str) -> int:
 
 def _count_text_calls(store) -> list[object]:
     """Registers a counting localstore_fts_text on the store's connection (same function)."""
-    from localstore.index import _sql_indexed_text
+    from localstore._index_connect import _sql_indexed_text
 
     calls: list[object] = []
 

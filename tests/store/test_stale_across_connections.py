@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import localstore
-from localstore import index as index_mod
+from localstore import _index_upkeep
 from localstore._identity import replace_device_id
 from localstore.index import FTS_OPTIMIZED_KEY, Maintainer
 from localstore.kv import KVStore
@@ -84,7 +84,7 @@ def test_a_device_id_another_process_replaced_is_the_one_used(tmp_path: Path) ->
 
 
 def _merged_by_a_maintainer(store: BlueprintStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(index_mod, "FTS_OPTIMIZE_EVERY_OPS", 10)
+    monkeypatch.setattr(_index_upkeep, "FTS_OPTIMIZE_EVERY_OPS", 10)
     m = Maintainer(store.paths.index_db)
     m.notify_commit()
     for _ in range(11):  # a round, then idle ones: the optimize starts and is carried to its end

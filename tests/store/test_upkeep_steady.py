@@ -20,11 +20,9 @@ import apsw
 import pytest
 
 import localstore
-from localstore import _revisions
-from localstore import index as index_mod
+from localstore import _index_upkeep, _revisions
+from localstore._index_connect import WAL_FALLBACK_STEP, WAL_HARD_LIMIT
 from localstore.index import (
-    WAL_FALLBACK_STEP,
-    WAL_HARD_LIMIT,
     Maintainer,
     page_usage,
     release_free_pages,
@@ -90,7 +88,7 @@ def test_free_pages_are_given_back_in_bounded_steps(
 ) -> None:
     """Giving back FREE_PAGES_PER_ROUND (8 MB) was one transaction (44 ms of write lock after a
     1 MB blueprint's history was compacted); now steps of FREE_PAGES_PER_STEP, each committed."""
-    monkeypatch.setattr(index_mod, "FREE_PAGES_FLOOR", 256 * 1024)
+    monkeypatch.setattr(_index_upkeep, "FREE_PAGES_FLOOR", 256 * 1024)
     store = _big_history(tmp_path / "home", 12, 400)
     try:
         conn = apsw.Connection(str(store.paths.index_db))
@@ -108,7 +106,7 @@ def test_free_pages_are_given_back_in_bounded_steps(
             after = page_usage(conn)
         finally:
             conn.close()
-        step = index_mod.FREE_PAGES_PER_STEP // before["page_size"]
+        step = _index_upkeep.FREE_PAGES_PER_STEP // before["page_size"]
         assert given >= 2 * step  # enough to need several steps
         assert before["pages"] - after["pages"] >= given  # (and pointer-map pages)
         assert len(commits) >= math.ceil(given / step), commits  # it was one commit
@@ -142,13 +140,13 @@ def test_every_upkeep_task_gets_its_turn_under_steady_saves_from_two_processes(
     WAL stays bounded. (The maintainer waits for the write lock up to 5 s, taking turns as a
     save does (tests/store/test_maintainer_turns.py): giving up at once would starve it.)"""
     merges: list[bool] = []
-    real_merge = index_mod._merge_search_indexes
+    real_merge = _index_upkeep._merge_search_indexes
 
     def counted_merge(conn: apsw.Connection, *, idle: bool) -> None:
         real_merge(conn, idle=idle)  # a BusyError propagates: that round skipped its merge
         merges.append(idle)
 
-    monkeypatch.setattr(index_mod, "_merge_search_indexes", counted_merge)
+    monkeypatch.setattr(_index_upkeep, "_merge_search_indexes", counted_merge)
     home = tmp_path / "home"
     # A backlog of 1,500 superseded revisions (a burst with no maintainer running).
     with localstore.open(home=home, maintenance=False) as burst:
@@ -252,7 +250,7 @@ def test_a_round_is_not_idle_while_another_process_saves(
     """Idle was judged by the maintainer's own process's commits: a daemon that does not save
     took every timer round for idle while the app saved beside it, and started the FTS
     optimizes (and WAL truncates) that only an idle round is to do."""
-    monkeypatch.setattr(index_mod, "FTS_OPTIMIZE_EVERY_OPS", 5)
+    monkeypatch.setattr(_index_upkeep, "FTS_OPTIMIZE_EVERY_OPS", 5)
     home = tmp_path / "h"
     app = localstore.open(home=home, maintenance=False)
     daemon = Maintainer(app.paths.index_db)  # (no commits of its own: notify_commit never runs)
@@ -260,7 +258,7 @@ def test_a_round_is_not_idle_while_another_process_saves(
 
     def optimized_at() -> str | None:
         rows = app.index.conn.execute(
-            "SELECT value FROM settings WHERE key = ?", (index_mod.FTS_OPTIMIZED_KEY,)
+            "SELECT value FROM settings WHERE key = ?", (_index_upkeep.FTS_OPTIMIZED_KEY,)
         ).fetchall()
         return str(rows[0][0]) if rows else None
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from localstore.index import _WalGuard
+from localstore._index_connect import _WalGuard
 
 from .conftest import Device
 
