@@ -12,7 +12,7 @@ gnome-keyring; every prompt secretstorage could run is recorded (and answered di
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -90,22 +90,8 @@ def test_a_prompt_answered_to_a_background_write_is_dismissed_not_run(
     # a Secret Service answer with a prompt to unlock it instead (others do). Injected here: the
     # CreateItem is answered with a real prompt of this gnome-keyring (its Unlock's).
     background.set("api", "CANARY-first")
-    real = secretstorage.util.DBusAddressWrapper.call
-    calls: list[tuple[str, str]] = []
-
-    def call(self: Any, name: str, *args: Any) -> Any:
-        calls.append((name, self.object_path))
-        if name != "CreateItem":
-            return real(self, name, *args)
-        keychain.lock()
-        service = secretstorage.util.DBusAddressWrapper(
-            SS_PATH, SS_PREFIX + "Service", self._connection
-        )
-        _unlocked, prompt = real(service, "Unlock", "ao", [self.object_path])
-        return "/", prompt
-
     with monkeypatch.context() as hook:
-        hook.setattr(secretstorage.util.DBusAddressWrapper, "call", call)
+        calls = _answer_with_a_prompt("CreateItem", lambda prompt: ("/", prompt), keychain, hook)
         with pytest.raises(KeychainUnavailableError, match="locked"):
             background.set("api", "CANARY-second")
     assert asked == []
@@ -149,22 +135,8 @@ def test_a_prompt_answered_to_a_background_delete_is_dismissed_not_run(
     # specification lets a Secret Service answer Delete with a prompt instead, which secretstorage's
     # Item.delete runs. Injected here, as for the write: a real prompt of this gnome-keyring.
     background.set("api", "CANARY-first")
-    real = secretstorage.util.DBusAddressWrapper.call
-    calls: list[tuple[str, str]] = []
-
-    def call(self: Any, name: str, *args: Any) -> Any:
-        calls.append((name, self.object_path))
-        if name != "Delete":
-            return real(self, name, *args)
-        keychain.lock()
-        service = secretstorage.util.DBusAddressWrapper(
-            SS_PATH, SS_PREFIX + "Service", self._connection
-        )
-        _unlocked, prompt = real(service, "Unlock", "ao", [self.object_path])
-        return (prompt,)
-
     with monkeypatch.context() as hook:
-        hook.setattr(secretstorage.util.DBusAddressWrapper, "call", call)
+        calls = _answer_with_a_prompt("Delete", lambda prompt: (prompt,), keychain, hook)
         with pytest.raises(KeychainUnavailableError, match="locked"):
             background.delete("api")
     assert asked == []
@@ -173,3 +145,30 @@ def test_a_prompt_answered_to_a_background_delete_is_dismissed_not_run(
     assert len(prompts) == 1 and "/prompt/" in prompts[0], calls
     keychain.unlock()
     assert background.get("api") == "CANARY-first"
+
+
+def _answer_with_a_prompt(
+    method: str,
+    answer: Callable[[str], Any],
+    keychain: _Keychain,  # noqa: F811
+    hook: pytest.MonkeyPatch,
+) -> list[tuple[str, str]]:
+    """Answer the Secret Service call ``method`` with ``answer(prompt)``: a real prompt of this
+    gnome-keyring (its Unlock's, the keychain locked first), where gnome-keyring itself answers
+    with an error. The D-Bus calls made, (name, object path), go into the list returned."""
+    real = secretstorage.util.DBusAddressWrapper.call
+    calls: list[tuple[str, str]] = []
+
+    def call(self: Any, name: str, *args: Any) -> Any:
+        calls.append((name, self.object_path))
+        if name != method:
+            return real(self, name, *args)
+        keychain.lock()
+        service = secretstorage.util.DBusAddressWrapper(
+            SS_PATH, SS_PREFIX + "Service", self._connection
+        )
+        _unlocked, prompt = real(service, "Unlock", "ao", [self.object_path])
+        return answer(prompt)
+
+    hook.setattr(secretstorage.util.DBusAddressWrapper, "call", call)
+    return calls
