@@ -22,13 +22,14 @@ and inject its errors as faults; the module-level names are this machine's.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import ParamSpec, Protocol
 
@@ -481,3 +482,15 @@ else:
 # Open flags of lock files: close-on-exec where it exists (Python's descriptors are not inherited
 # anyway, PEP 446; Windows has no O_CLOEXEC).
 O_CLOEXEC: int = getattr(os, "O_CLOEXEC", 0)
+
+
+@contextlib.contextmanager
+def holding_lock(fd: int) -> Iterator[None]:
+    """Hold the file's exclusive lock (waiting for it) for the with-block, freed before the
+    caller closes ``fd``: Windows frees a lock at its handle's close only "eventually"."""
+    try_lock(fd, blocking=True)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            unlock(fd)

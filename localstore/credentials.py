@@ -593,13 +593,8 @@ class _FileLock:
                     return
             try:
                 # (record_backend takes it on Windows too: "import fcntl" failed there.)
-                _durable.try_lock(fd, blocking=True)
-                try:
+                with _durable.holding_lock(fd):
                     yield
-                finally:
-                    # (Windows frees a lock at its handle's close only "eventually".)
-                    with contextlib.suppress(OSError):
-                        _durable.unlock(fd)
             finally:
                 os.close(fd)  # closing releases the flock
 

@@ -260,13 +260,8 @@ class KeychainSessionStorage(SyncSupportedStorage):
             fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 # (flock on POSIX, a byte-range lock on Windows: "import fcntl" failed there.)
-                _durable.try_lock(fd, blocking=True)
-                try:
+                with _durable.holding_lock(fd):
                     yield
-                finally:
-                    # (Windows frees a lock at its handle's close only "eventually".)
-                    with contextlib.suppress(OSError):
-                        _durable.unlock(fd)
             finally:
                 os.close(fd)
 
