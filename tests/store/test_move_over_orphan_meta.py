@@ -25,7 +25,15 @@ from localstore.errors import StorageError
 from localstore.events import Event
 from localstore.store import BlueprintStore
 
-from .test_save_over_orphan_meta import DOC, META, REL, _kept, _kept_problems, _put_orphan
+from .test_save_over_orphan_meta import (
+    DOC,
+    META,
+    REL,
+    _fail_after_placing,
+    _kept,
+    _kept_problems,
+    _put_orphan,
+)
 
 SRC = "work/a"
 FOREIGN = {"id": "11111111-1111-4111-8111-111111111111", "name": "By hand", "tags": ["mine"]}
@@ -94,13 +102,7 @@ def test_a_move_that_fails_puts_the_pair_and_the_orphan_meta_back(
     moved = store.save(SRC, DOC)
     orphan = json.dumps(FOREIGN).encode()
     path = _put_orphan(store, orphan)
-    real = fs.PendingWrites.commit
-
-    def then_fail(self: fs.PendingWrites) -> None:
-        real(self)
-        raise StorageError("injected: the folder's flush failed")
-
-    monkeypatch.setattr(fs.PendingWrites, "commit", then_fail)
+    _fail_after_placing(monkeypatch)
     with pytest.raises(StorageError):
         store.move(SRC, REL)
     monkeypatch.undo()

@@ -144,13 +144,7 @@ def test_a_save_that_fails_puts_the_orphan_meta_back(
 ) -> None:
     orphan = json.dumps(FOREIGN).encode()
     path = _put_orphan(store, orphan)
-    real = fs.PendingWrites.commit
-
-    def then_fail(self: fs.PendingWrites) -> None:
-        real(self)
-        raise StorageError("injected: the folder's flush failed")
-
-    monkeypatch.setattr(fs.PendingWrites, "commit", then_fail)
+    _fail_after_placing(monkeypatch)
     with pytest.raises(StorageError):
         store.save(REL, DOC)
     monkeypatch.undo()
@@ -158,3 +152,14 @@ def test_a_save_that_fails_puts_the_orphan_meta_back(
     assert not store.exists(REL)
     # (The copy made first is only a spare now: check does not report it.)
     assert not _kept_problems(store)
+
+
+def _fail_after_placing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fault: a write's files placed, then its folder's flush fails (the write is undone)."""
+    real = fs.PendingWrites.commit
+
+    def then_fail(self: fs.PendingWrites) -> None:
+        real(self)
+        raise StorageError("injected: the folder's flush failed")
+
+    monkeypatch.setattr(fs.PendingWrites, "commit", then_fail)
