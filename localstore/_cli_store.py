@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
 
-    from localstore.store import BlueprintInfo, BlueprintStore, CheckReport, SearchHit
+    from localstore.store import BlueprintInfo, BlueprintStore, CheckReport, Row, SearchHit
 
 # Up to this many rows a listing is a rich table; more are printed as plain aligned lines,
 # streamed. rich lays out a whole table in memory before printing it (about 0.5 ms and 8 KB a
@@ -501,19 +501,21 @@ def history_cmd(ctx: CliContext, ref: str, limit: int | None, before: int | None
 
 @click.command("restore")
 @click.argument("ref")
-@click.argument("rev", type=REVISION)
+@click.argument("rev", type=REVISION, required=False)
 @click.option("--path", "target", help="Restore to another path (when the old one is taken).")
 @pass_ctx
-def restore_cmd(ctx: CliContext, ref: str, rev: int, target: str | None) -> None:
+def restore_cmd(ctx: CliContext, ref: str, rev: int | None, target: str | None) -> None:
     """Make revision REV current again (also undeletes).
 
     The restore is recorded as a new revision; history keeps every revision. The blueprint
     stays at its path (a deleted one comes back where it was deleted); --path puts it
-    elsewhere. REF may be the id of a deleted blueprint ('localstore rm' prints it).
+    elsewhere. REF may be the id of a deleted blueprint ('localstore rm' prints it); without
+    REV, a deleted blueprint comes back as it was when deleted.
     """
     with errors_to_exit():
         store = ctx.store(existing=True, writes="restore a revision")  # (as rm)
         before = store.row(ref, include_deleted=True)
+        rev = _rev_to_restore(ref, before, rev)
         bp = store.restore(ref, rev, path=target)
 
         def human() -> None:
@@ -525,6 +527,20 @@ def restore_cmd(ctx: CliContext, ref: str, rev: int, target: str | None) -> None
                 click.echo(f"restored {bp.path} to the content of rev {rev} (now rev {bp.rev})")
 
         ctx.emit({k: v for k, v in bp.to_dict().items() if k != "content"}, human)
+
+
+def _rev_to_restore(ref: str, row: Row, rev: int | None) -> int:
+    """The revision ``restore`` brings back: REV, or for a deleted blueprint the one before its
+    delete (what 'localstore rm' prints). People undoing an rm typed 'restore REF' and got a
+    usage error; a live blueprint has no such obvious revision, so it still needs REV."""
+    if rev is not None:
+        return rev
+    if row.deleted:
+        return row.rev - 1
+    raise click.UsageError(
+        f"{ref!r} is not deleted (it is at rev {row.rev}): say which revision to restore; "
+        f"'localstore history {ref}' lists them"
+    )
 
 
 def _say_steps(report: CheckReport, fix: bool) -> None:

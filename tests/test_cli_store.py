@@ -68,6 +68,27 @@ def test_restore_says_when_there_was_nothing_to_restore(run) -> None:
     assert json.loads(run("history", ident, json_out=True).output)[0]["rev"] == 5
 
 
+def test_restore_without_rev_undoes_an_rm(run) -> None:
+    ident = json.loads(run("save", "a", input=DOC, json_out=True).output)["id"]
+    run("save", "a", input=DOC + "# two\n")
+    run("rm", "a")
+    r = run("restore", "a")  # by path: the deleted blueprint there, as it was when deleted
+    assert r.exit_code == 0, r.output
+    assert r.output == "restored a.blueprint.yaml to the content of rev 2 (now rev 4)\n"
+    assert run("show", ident).output == DOC + "# two\n"
+
+
+def test_restore_without_rev_of_a_live_blueprint_asks_for_one(run) -> None:
+    run("save", "a", input=DOC)
+    run("save", "a", input=DOC + "# two\n")
+    r = run("restore", "a")
+    assert r.exit_code == 2
+    assert "'a' is not deleted (it is at rev 2)" in r.stderr
+    assert "'localstore history a' lists them" in r.stderr
+    assert run("show", "a").output == DOC + "# two\n"
+    assert run("restore", "missing").exit_code == 4
+
+
 def test_exit_codes_and_one_line_errors(run) -> None:
     r = run("show", "missing")
     assert r.exit_code == 4
@@ -76,7 +97,7 @@ def test_exit_codes_and_one_line_errors(run) -> None:
     assert r.exit_code == 1 and "YAML does not parse" in r.stderr
     r = run("save", "../escape", input=DOC)
     assert r.exit_code == 2 and "relative" in r.stderr  # (a path argument refused: bad usage)
-    r = run("restore", "x")
+    r = run("restore")
     assert r.exit_code == 2
     r = run("no-such-command")
     assert r.exit_code == 2
