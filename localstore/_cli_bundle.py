@@ -107,6 +107,22 @@ def _sync_merger() -> Merger | None:
     return merger
 
 
+def _no_output(refs: tuple[str, ...], as_yaml: bool) -> NoReturn:
+    """Refuse an export without -o, with the command that was meant. 'localstore export
+    out.lsbundle' read the bundle's name as a blueprint to export and only said "Missing option
+    '-o' / '--output'"."""
+    named = [r for r in refs if r.lower().endswith((".lsbundle", ".zip"))]
+    if named:
+        rest = " ".join(r for r in refs if r not in named)
+        example = f"localstore export {rest + ' ' if rest else ''}-o {named[-1]}"
+        hint = f"the bundle's name goes after -o: '{example}'"
+    elif as_yaml:
+        hint = "give the file to write with -o ('-o -' writes the YAML to stdout)"
+    else:
+        hint = "give the file to write with -o, e.g. 'localstore export -o blueprints.lsbundle'"
+    fail("export needs an output file (-o / --output)", code=EXIT_USAGE, hint=hint)
+
+
 @click.command("export")
 @click.argument("refs", nargs=-1)
 @click.option("--folder", type=FILTER, help="Export the blueprints in this folder (and below).")
@@ -114,9 +130,8 @@ def _sync_merger() -> Merger | None:
 @click.option(
     "-o",
     "--output",
-    required=True,
     type=OUTPUT_PATH,
-    help="The bundle to write ('-' with --yaml: stdout).",
+    help="The bundle to write ('-' with --yaml: stdout). Required.",
 )
 @click.option(
     "--encrypt",
@@ -131,7 +146,7 @@ def export_cmd(
     refs: tuple[str, ...],
     folder: str | None,
     tag: str | None,
-    output: str,
+    output: str | None,
     encrypt: bool,
     as_yaml: bool,
 ) -> None:
@@ -140,6 +155,8 @@ def export_cmd(
     A --folder or --tag that matches no blueprint is an error (exit 4, no file written): a
     mistyped tag gave a bundle of nothing. A home with no blueprints still exports (all of it).
     """
+    if output is None:
+        _no_output(refs, as_yaml)
     if as_yaml:
         _export_yaml(ctx, refs, folder, tag, output, encrypt)
         return

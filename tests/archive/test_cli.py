@@ -169,6 +169,25 @@ def test_errors_are_one_line_with_the_documented_codes(src: Path, tmp_path: Path
     assert code == 1 and "not a .lsbundle" in err
 
 
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["out.lsbundle"], "'localstore export -o out.lsbundle'"),
+        (["a/bp-0", "out.lsbundle"], "'localstore export a/bp-0 -o out.lsbundle'"),
+        ([], "'localstore export -o blueprints.lsbundle'"),
+        (["--yaml", "a/bp-0"], "'-o -' writes the YAML to stdout"),
+    ],
+)
+def test_an_export_without_o_says_where_the_name_goes(
+    src: Path, tmp_path: Path, args: list[str], hint: str
+) -> None:
+    before = sorted(os.listdir(tmp_path))
+    code, stdout, err = run(src, "export", *args)
+    assert code == 2 and stdout == "" and err.count("\n") == 1
+    assert err.startswith("error: export needs an output file (-o / --output)") and hint in err
+    assert sorted(os.listdir(tmp_path)) == before  # nothing written anywhere
+
+
 def test_import_of_a_missing_file_or_a_fifo_is_one_line(tmp_path: Path) -> None:
     code, out, err = run(tmp_path / "dst", "import", str(tmp_path / "missing.lsbundle"))
     # Exit 2 (bad usage), as for every input file named on the command line (docs/cli.md).
