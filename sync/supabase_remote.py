@@ -66,7 +66,8 @@ from typing import Any
 from supabase_auth.types import Session
 
 from localstore.config import Settings
-from localstore.errors import CredentialError
+from localstore.errors import CredentialError, LocalStoreError
+from localstore.index import Index
 from sync import session_marker
 from sync._realtime import RealtimeHints
 from sync._supabase_client import _SignedInClient
@@ -97,7 +98,7 @@ from sync.errors import (
     SchemaTooOldError,
     SyncError,
 )
-from sync.login_names import session_credential_name
+from sync.login_names import login_listed, session_credential_name
 from sync.remote import (
     DEFAULT_PULL_LIMIT,
     DEFAULT_VERIFY_LIMIT,
@@ -478,7 +479,7 @@ def remote_from_settings(
         try:
             project = _stored_project(creds, settings)
         except CredentialError as exc:
-            raise map_error(exc, what="read the cloud project") from exc
+            raise _unreadable_project(exc, index, settings) from exc
         url, key = _project_address(settings, project)
         storage = KeychainSessionStorage(
             creds, session_credential_name(settings), lock_path=refresh_lock_path(settings)
@@ -502,6 +503,22 @@ def remote_from_settings(
     except BaseException:
         index.close()
         raise
+
+
+def _unreadable_project(exc: CredentialError, index: Index, settings: Settings) -> Exception:
+    """The error for a keychain that could not be read for the stored project.
+
+    A home never logged in, on a machine whose keychain is missing or locked, is not logged in:
+    `localstore sync` (and the daemon's offline reason) named the keychain's fix instead, while
+    `status` said "not logged in". The index lists every stored credential name, so a home it
+    lists none for has no login to read; a home it lists one for gets the keychain's error."""
+    try:
+        listed = login_listed(index, settings)
+    except LocalStoreError:
+        listed = True  # (cannot tell: the keychain's error, as before)
+    if not listed:
+        return NotLoggedInError("this home is not logged in to a cloud project")
+    return map_error(exc, what="read the cloud project")
 
 
 def _project_address(settings: Settings, project: CloudProject | None) -> tuple[str, str]:

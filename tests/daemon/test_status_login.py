@@ -45,6 +45,21 @@ def test_a_new_home_says_it_is_not_logged_in_and_how_to_log_in(tmp_path: Path) -
         assert data["hint"] == LOGIN_HINT
 
 
+def test_a_sync_of_a_home_never_logged_in_without_a_keychain_says_not_logged_in(
+    tmp_path: Path,
+) -> None:
+    """`localstore sync` said "read the cloud project: no usable OS keychain ..." while `status`
+    said "not logged in": the person went to fix a keychain before there was a login to keep."""
+    home = tmp_path / "h"
+    assert run_cli(home, "init").returncode == 0
+    for env in (None, NO_KEYCHAIN):
+        result = run_cli(home, "sync", env=env)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr == (
+            f"error: this home is not logged in to a cloud project ({LOGIN_HINT})\n"
+        )
+
+
 def test_a_logged_in_home_says_nothing_of_a_login_but_names_a_keychain_it_cannot_read(
     cloud: LocalCloud, tmp_path: Path
 ) -> None:
@@ -72,6 +87,10 @@ def test_a_logged_in_home_says_nothing_of_a_login_but_names_a_keychain_it_cannot
     assert human.returncode == 0, human.stderr
     assert f"state: offline (local index: {data['detail']})" in human.stdout
     assert f"to sync: {data['hint']}" in human.stdout and data["hint"]
+    # A sync there names the keychain too, not a login it has.
+    result = run_cli(home, "sync", env=NO_KEYCHAIN)
+    assert result.returncode == 1 and "keychain" in result.stderr
+    assert "not logged in" not in result.stderr
 
 
 def test_a_daemon_without_a_login_shows_how_to_log_in(spawn_daemon: Any, tmp_path: Path) -> None:
