@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from typing import TYPE_CHECKING
@@ -419,9 +420,10 @@ def rm_cmd(ctx: CliContext, ref: str) -> None:
 def mv_cmd(ctx: CliContext, ref: str, new_path: str) -> None:
     """Move or rename a blueprint; its id and history are kept.
 
-    A folder's letter case changes with the last blueprint that leaves it ('mv team/flow
-    Team/flow' when nothing else is in 'team'); a folder holding more is renamed by moving its
-    blueprints through a folder of another name.
+    NEW_PATH ending in '/' is a folder: the blueprint keeps its file name there ('mv team/flow
+    archive/'). A folder's letter case changes with the last blueprint that leaves it ('mv
+    team/flow Team/flow' when nothing else is in 'team'); a folder holding more is renamed by
+    moving its blueprints through a folder of another name.
     """
     with errors_to_exit():
         store = ctx.store(existing=True, writes="move a blueprint")  # (as rm)
@@ -429,6 +431,8 @@ def mv_cmd(ctx: CliContext, ref: str, new_path: str) -> None:
             old = store.resolve(ref).path
         except NotFoundError:
             old = ref  # (move says what is wrong: it explains a folder given as REF too)
+        else:
+            new_path = _into_folder(new_path, old)
         bp = store.move(ref, new_path)
 
         def human() -> None:
@@ -439,6 +443,16 @@ def mv_cmd(ctx: CliContext, ref: str, new_path: str) -> None:
                 click.echo(f"moved {old} to {bp.path} (id {bp.id})")
 
         ctx.emit({k: v for k, v in bp.to_dict().items() if k != "content"}, human)
+
+
+def _into_folder(new_path: str, old: str) -> str:
+    """``new_path`` with the blueprint's file name added when it names a folder (ends in a
+    slash), as ``mv`` does. It was refused ("has no file name"), and people typed it."""
+    if not new_path.endswith(("/", os.sep)):
+        return new_path
+    name = old.rsplit("/", 1)[-1]
+    # ('./' is the blueprints folder itself, as a shell user writes it.)
+    return name if new_path in ("./", "." + os.sep) else new_path + name
 
 
 @click.command("history")

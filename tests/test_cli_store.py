@@ -54,6 +54,20 @@ def test_mv_rm_history_restore(run) -> None:
     assert run("show", "b/c").output == DOC
 
 
+def test_mv_into_a_folder_keeps_the_file_name(run) -> None:
+    ident = json.loads(run("save", "team/build", input=DOC, json_out=True).output)["id"]
+    r = run("mv", "team/build", "archive/2026/")
+    assert r.exit_code == 0, r.output
+    assert r.output == (
+        f"moved team/build.blueprint.yaml to archive/2026/build.blueprint.yaml (id {ident})\n"
+    )
+    r = run("mv", ident, "./")  # the blueprints folder itself
+    assert r.exit_code == 0 and json.loads(run("show", ident, "--meta").output)["id"] == ident
+    assert run("show", "build").output == DOC
+    r = run("mv", "build", "/")  # (still refused: absolute)
+    assert r.exit_code == 2 and "absolute" in r.stderr
+
+
 def test_restore_says_when_there_was_nothing_to_restore(run) -> None:
     ident = json.loads(run("save", "a", input=DOC, json_out=True).output)["id"]
     run("save", "a", input=DOC + "# two\n")
