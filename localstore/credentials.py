@@ -540,8 +540,12 @@ class KeyringSecretBackend:
 
     def get(self, service: str, name: str) -> str | None:
         """Return the value or None."""
+        return self._find(service, name, "read credential")
+
+    def _find(self, service: str, name: str, action: str) -> str | None:
+        """The value or None; an error names ``action`` (a delete's looks fail as the delete)."""
         return self._call(
-            "read credential",
+            action,
             name,
             None,
             lambda: _again_if_vanished(lambda: self._kr.get_password(service, name)),
@@ -556,17 +560,22 @@ class KeyringSecretBackend:
     def delete(self, service: str, name: str) -> bool:
         """Delete the value; False if there was none."""
         # keyring reports a missing item as PasswordDeleteError, same as a refusal: look first.
-        if self.get(service, name) is None:
+        action = "delete credential"
+        if self._find(service, name, action) is None:
             return False
         try:
             self._call(
-                "delete credential",
+                action,
                 name,
                 None,
                 lambda: _again_if_vanished(lambda: self._kr.delete_password(service, name)),
             )
-        except CredentialError:
-            if self.get(service, name) is None:  # a concurrent delete won the race
+        except CredentialError as refused:
+            try:
+                gone = self._find(service, name, action) is None
+            except CredentialError:
+                raise refused from refused.__cause__  # (the look failed too: the refusal says why)
+            if gone:  # a concurrent delete won the race
                 return False
             raise
         return True
