@@ -48,6 +48,7 @@ from keyring.backends import chainer, fail, null
 
 from localstore import _durable, crypto
 from localstore._credential_names import service_name
+from localstore._ss_get_all import GetAllConnection
 from localstore._ss_no_prompt import locked_error, without_prompts
 from localstore.config import Settings, settings_arg
 from localstore.errors import (
@@ -379,7 +380,7 @@ def _pin_default_collection(kr: keyring.backend.KeyringBackend) -> bool:
     import secretstorage
 
     try:
-        with contextlib.closing(secretstorage.dbus_init()) as bus:
+        with contextlib.closing(_secret_service_bus()) as bus:
             path = secretstorage.get_collection_by_alias(bus, "default").collection_path
     except Exception as exc:  # noqa: BLE001 - no default yet, no bus: keyring's own way decides
         log.debug("default keychain collection not resolved: %s", type(exc).__name__)
@@ -399,14 +400,20 @@ def keychain_locked() -> bool | None:
     kr = keyring.get_keyring()
     if not _is_secret_service(kr):
         return None
-    import secretstorage
-
     try:
-        with contextlib.closing(secretstorage.dbus_init()) as bus:
+        with contextlib.closing(_secret_service_bus()) as bus:
             return _collection_of(bus, kr).is_locked()
     except Exception as exc:  # noqa: BLE001 - any D-Bus failure: cannot tell
         log.debug("keychain lock state unknown: %s", type(exc).__name__)
         return None
+
+
+def _secret_service_bus() -> Any:
+    """A new Secret Service connection whose collection and item property reads cannot abort
+    gnome-keyring (see _ss_get_all; secretstorage makes one connection per call the same way)."""
+    import secretstorage
+
+    return GetAllConnection(secretstorage.dbus_init())
 
 
 def _collection_of(bus: Any, kr: keyring.backend.KeyringBackend) -> Any:
@@ -437,9 +444,7 @@ def _refuse_prompts(kr: keyring.backend.KeyringBackend) -> None:
     from secretstorage.exceptions import SecretStorageException
 
     def unlocked_collection() -> Any:
-        import secretstorage
-
-        bus = secretstorage.dbus_init()  # (named bus: _close_leaked_connection closes it)
+        bus = _secret_service_bus()  # (named bus: _close_leaked_connection closes it)
         try:
             collection = _collection_of(bus, kr)
         except SecretStorageException as exc:
@@ -535,8 +540,12 @@ class KeyringSecretBackend:
 
     def get(self, service: str, name: str) -> str | None:
         """Return the value or None."""
+        return self._find(service, name, "read credential")
+
+    def _find(self, service: str, name: str, action: str) -> str | None:
+        """The value or None; an error names ``action`` (a delete's looks fail as the delete)."""
         return self._call(
-            "read credential",
+            action,
             name,
             None,
             lambda: _again_if_vanished(lambda: self._kr.get_password(service, name)),
@@ -551,17 +560,22 @@ class KeyringSecretBackend:
     def delete(self, service: str, name: str) -> bool:
         """Delete the value; False if there was none."""
         # keyring reports a missing item as PasswordDeleteError, same as a refusal: look first.
-        if self.get(service, name) is None:
+        action = "delete credential"
+        if self._find(service, name, action) is None:
             return False
         try:
             self._call(
-                "delete credential",
+                action,
                 name,
                 None,
                 lambda: _again_if_vanished(lambda: self._kr.delete_password(service, name)),
             )
-        except CredentialError:
-            if self.get(service, name) is None:  # a concurrent delete won the race
+        except CredentialError as refused:
+            try:
+                gone = self._find(service, name, action) is None
+            except CredentialError:
+                raise refused from refused.__cause__  # (the look failed too: the refusal says why)
+            if gone:  # a concurrent delete won the race
                 return False
             raise
         return True

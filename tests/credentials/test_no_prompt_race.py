@@ -172,3 +172,28 @@ def _answer_with_a_prompt(
 
     hook.setattr(secretstorage.util.DBusAddressWrapper, "call", call)
     return calls
+
+
+@pytest.mark.parametrize("when", ["before the delete", "between its look and its Delete"])
+def test_a_delete_refused_by_a_locked_keychain_says_delete_not_read(
+    background: CredentialStore,
+    keychain: _Keychain,  # noqa: F811
+    asked: list[str],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    when: str,
+) -> None:
+    # The backend looks for the item before deleting it (keyring reports a missing item as a
+    # refusal) and again after a refusal (a concurrent delete may have won): both reads meet the
+    # lock too, and their "read credential" error replaced the delete's own.
+    background.set("api", "CANARY-first")
+    with monkeypatch.context() as hook:
+        if when == "before the delete":
+            keychain.lock()
+        else:
+            _lock_before("Delete", keychain, hook)
+        with pytest.raises(KeychainUnavailableError, match="locked") as refused:
+            background.delete("api")
+    assert str(refused.value).startswith("delete credential 'api'"), str(refused.value)
+    assert asked == []
+    keychain.unlock()
+    assert background.get("api") == "CANARY-first"
