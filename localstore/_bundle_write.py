@@ -189,7 +189,6 @@ def _write_zip(
     when = _zip_time(datetime.now(UTC))
     entries: list[dict[str, Any]] = []
     put_aside = _put_aside_here(store)
-    ids: list[str] = []
     paths: dict[str, str] = {}
     total = 0
     with (
@@ -200,71 +199,108 @@ def _write_zip(
         # readers find it through the central directory, so its position does not matter.
         for i, info in enumerate(infos):
             bp, yaml_bytes = _load_pair(store, info)
-            key = fs.path_key(bp.path)
-            if key in paths:  # selected by refs and by a listing read at another moment
-                raise StorageError(
-                    f"{bp.path} and {paths[key]} were selected at one path: the store changed "
-                    "during the export",
-                    hint="export again",
-                )
-            paths[key] = bp.path
+            _claim_path(paths, bp.path)
             meta_bytes = encode_meta(bp.meta)
             total += len(yaml_bytes) + len(meta_bytes)
-            if total > limits.max_total_bytes:
-                raise BundleLimitError(
-                    f"the selection holds over {limits.max_total_bytes} bytes, more than an "
-                    "import reads from one bundle",
-                    hint=_SPLIT_HINT,
-                )
-            for name, data in (
-                (ENTRY_PREFIX + bp.path, yaml_bytes),
-                (ENTRY_PREFIX + fs.meta_path_for(bp.path), meta_bytes),
-            ):
-                method = zipfile.ZIP_STORED if name in stored else zipfile.ZIP_DEFLATED
-                zf.writestr(_zip_info(name, when, method), data, compresslevel=6)
-            entry = _manifest_entry(bp.id, bp.path, yaml_bytes, meta_bytes)
-            entry["ancestors"] = _ancestors(store, bp.id, bp.rev, bp.content_hash)
-            placed, aside_from = put_aside.get(bp.id, ("", ""))
-            if placed == bp.path:
-                # Still where an import put it aside: that path is no name anyone gave it, and
-                # the source (which has it at aside_from) must not take it for a rename. Moved
-                # since, it is a rename here, and the bundle says nothing more.
-                entry["put_aside_from"] = aside_from
-            entries.append(entry)
-            ids.append(bp.id)
+            _check_total(total, limits)
+            _write_entry(zf, ENTRY_PREFIX + bp.path, yaml_bytes, when, stored)
+            _write_entry(zf, ENTRY_PREFIX + fs.meta_path_for(bp.path), meta_bytes, when, stored)
+            entries.append(_bundle_entry(store, bp, yaml_bytes, meta_bytes, put_aside))
             if progress is not None:
                 progress("export", i + 1, len(infos))
-        manifest = {
-            "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
-            "created": utc_now(),
-            "source_device": {"id": store.device_id, "name": store.device_name},
-            "generator": f"localstore {_package_version()}",
-            "blueprints": entries,
-        }
-        body = json.dumps(manifest, indent=1, ensure_ascii=False).encode("utf-8")
-        if len(body) > limits.max_manifest_bytes:
-            raise BundleLimitError(
-                f"the manifest would be {len(body)} bytes, over the {limits.max_manifest_bytes} "
-                "an import reads",
-                hint=_SPLIT_HINT,
-            )
-        method = zipfile.ZIP_STORED if MANIFEST_NAME in stored else zipfile.ZIP_DEFLATED
-        zf.writestr(_zip_info(MANIFEST_NAME, when, method), body, compresslevel=6)
-        # Import refuses an entry (and a bundle) inflating more than max_ratio times as a zip
-        # bomb, and real blueprints can be that repetitive (a 1 MiB description of one letter
-        # deflates 1000 times): such entries must be stored instead. Which ones is known only
-        # once deflated, so the rare export holding one is written again (the same revisions).
-        over = {
-            i.filename
-            for i in zf.infolist()
-            if i.compress_type == zipfile.ZIP_DEFLATED
-            and i.file_size > limits.max_ratio * max(i.compress_size, 1)
-        }
+        _write_entry(zf, MANIFEST_NAME, _manifest_body(store, entries, limits), when, stored)
+        over = _over_ratio(zf, limits)
     if over:
         return _write_zip(store, infos, target, progress, limits, stored=frozenset(over))
     _fsync_file(target)
-    return ids
+    return [entry["id"] for entry in entries]
+
+
+def _claim_path(paths: dict[str, str], path: str) -> None:
+    """Note ``path`` (by path key) as written; refuse a second blueprint at one path."""
+    key = fs.path_key(path)
+    if key in paths:  # selected by refs and by a listing read at another moment
+        raise StorageError(
+            f"{path} and {paths[key]} were selected at one path: the store changed "
+            "during the export",
+            hint="export again",
+        )
+    paths[key] = path
+
+
+def _check_total(total: int, limits: BundleLimits) -> None:
+    if total > limits.max_total_bytes:
+        raise BundleLimitError(
+            f"the selection holds over {limits.max_total_bytes} bytes, more than an "
+            "import reads from one bundle",
+            hint=_SPLIT_HINT,
+        )
+
+
+def _write_entry(
+    zf: zipfile.ZipFile,
+    name: str,
+    data: bytes,
+    when: tuple[int, int, int, int, int, int],
+    stored: frozenset[str],
+) -> None:
+    method = zipfile.ZIP_STORED if name in stored else zipfile.ZIP_DEFLATED
+    zf.writestr(_zip_info(name, when, method), data, compresslevel=6)
+
+
+def _bundle_entry(
+    store: BlueprintStore,
+    bp: Blueprint,
+    yaml_bytes: bytes,
+    meta_bytes: bytes,
+    put_aside: dict[str, tuple[str, str]],
+) -> dict[str, Any]:
+    """The manifest's entry of one blueprint written to the bundle."""
+    entry = _manifest_entry(bp.id, bp.path, yaml_bytes, meta_bytes)
+    entry["ancestors"] = _ancestors(store, bp.id, bp.rev, bp.content_hash)
+    placed, aside_from = put_aside.get(bp.id, ("", ""))
+    if placed == bp.path:
+        # Still where an import put it aside: that path is no name anyone gave it, and
+        # the source (which has it at aside_from) must not take it for a rename. Moved
+        # since, it is a rename here, and the bundle says nothing more.
+        entry["put_aside_from"] = aside_from
+    return entry
+
+
+def _manifest_body(
+    store: BlueprintStore, entries: list[dict[str, Any]], limits: BundleLimits
+) -> bytes:
+    manifest = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "created": utc_now(),
+        "source_device": {"id": store.device_id, "name": store.device_name},
+        "generator": f"localstore {_package_version()}",
+        "blueprints": entries,
+    }
+    body = json.dumps(manifest, indent=1, ensure_ascii=False).encode("utf-8")
+    if len(body) > limits.max_manifest_bytes:
+        raise BundleLimitError(
+            f"the manifest would be {len(body)} bytes, over the {limits.max_manifest_bytes} "
+            "an import reads",
+            hint=_SPLIT_HINT,
+        )
+    return body
+
+
+def _over_ratio(zf: zipfile.ZipFile, limits: BundleLimits) -> set[str]:
+    """The deflated entries an import would refuse for their ratio.
+
+    Import refuses an entry (and a bundle) inflating more than max_ratio times as a zip bomb,
+    and real blueprints can be that repetitive (a 1 MiB description of one letter deflates 1000
+    times): such entries must be stored instead. Which ones is known only once deflated, so the
+    rare export holding one is written again (the same revisions)."""
+    return {
+        i.filename
+        for i in zf.infolist()
+        if i.compress_type == zipfile.ZIP_DEFLATED
+        and i.file_size > limits.max_ratio * max(i.compress_size, 1)
+    }
 
 
 def _load_pair(store: BlueprintStore, info: BlueprintInfo) -> tuple[Blueprint, bytes]:
