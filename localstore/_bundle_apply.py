@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from localstore._bundle_format import ProgressCallback
 from localstore._bundle_read import BundleEntry
 from localstore._bundle_records import _present, _row
 from localstore._bundle_results import ORIGIN, ImportItem
@@ -119,3 +120,27 @@ def _landed_meanwhile(store: BlueprintStore, item: ImportItem, req: SaveRequest)
     if row.content_hash != content_hash(req.content, req.meta):
         return ""
     return "saved meanwhile by another writer, as the bundle has it"
+
+
+def _apply_in_batches(
+    store: BlueprintStore,
+    items: list[ImportItem],
+    batch_size: int,
+    progress: ProgressCallback | None,
+) -> None:
+    """Apply the plan ``batch_size`` items per transaction, reporting progress per batch."""
+    step = batch_size
+    for start in range(0, len(items), step):
+        chunk = items[start : start + step]
+        committed: list[ImportItem] = []
+        try:
+            _apply_items(store, chunk, committed)
+        except BaseException:
+            # Ctrl-C once the batch's COMMIT was done: the batch is in (the store keeps
+            # its files), so it is counted before the interrupt goes on. Left out, the
+            # CLI said it had imported fewer than it had.
+            if committed and progress is not None:
+                progress("import", start + len(chunk), len(items))
+            raise
+        if progress is not None:
+            progress("import", start + len(chunk), len(items))

@@ -31,10 +31,13 @@ from localstore._bundle_format import (
     BundleLimits,
     ProgressCallback,
     _CountingReader,
+    callable_arg,
     scrypt_within_limits,
 )
 from localstore._bundle_records import _put_aside_here, _row
+from localstore._bundle_temps import _private_temp
 from localstore._durable import WIN_IN_USE_ERRORS
+from localstore._held_temps import HeldFolder
 from localstore.blueprint import Blueprint, BlueprintInfo, content_hash, encode_meta, utc_now
 from localstore.errors import (
     BundleLimitError,
@@ -43,6 +46,7 @@ from localstore.errors import (
     NotFoundError,
     StorageError,
     UnsafePathError,
+    wrong_type,
 )
 
 if TYPE_CHECKING:
@@ -69,6 +73,78 @@ def _check_one_name_pairs(infos: Sequence[BlueprintInfo]) -> None:
 def _is_flagged(store: BlueprintStore, bp_id: str) -> bool:
     row = _row(store, bp_id, include_deleted=True)
     return row is not None and bool(row.flagged)
+
+
+def _export_options(
+    passphrase: str | None, progress: ProgressCallback | None, scrypt_params: Any
+) -> None:
+    """Refuse an empty passphrase, a progress that is no callable, or scrypt_params of another
+    type (the types of passphrase and limits are checked by options_arg)."""
+    if passphrase == "":
+        raise InvalidInputError(
+            "the passphrase is empty",
+            hint="give a passphrase to encrypt the bundle, or leave it out (None) for none",
+        )
+    callable_arg("progress", progress)
+    if scrypt_params is not None and not isinstance(scrypt_params, crypto.ScryptParams):
+        raise wrong_type(
+            "scrypt_params",
+            scrypt_params,
+            "a crypto.ScryptParams",
+            hint="leave scrypt_params out for the default strength",
+        )
+
+
+def _write_bundle(
+    store: BlueprintStore,
+    infos: Sequence[BlueprintInfo],
+    dest_path: Path,
+    passphrase: str | None,
+    scrypt_params: crypto.ScryptParams | None,
+    progress: ProgressCallback | None,
+    limits: BundleLimits,
+) -> list[str]:
+    """Write the bundle to a temp file (encrypted through a private plaintext zip when there is a
+    passphrase) and put it at ``dest_path`` atomically; return the ids written. Nothing is left
+    behind when it fails."""
+    private_folder: HeldFolder | None = None
+    if passphrase is None:
+        tmp_zip: Path | None = _temp_beside(dest_path)
+    else:
+        private_folder = _private_temp(store)
+        tmp_zip = private_folder.path / f"plaintext{fs.TEMP_SUFFIX}"
+    final_tmp: Path | None = None
+    try:
+        assert tmp_zip is not None
+        try:
+            ids = _write_zip(store, infos, tmp_zip, progress, limits)
+        except OSError as exc:
+            if private_folder is None:
+                raise
+            # The plaintext zip, in the home's cache (or the temp folder): the error named the
+            # destination, whose disk may have plenty of room, and not the one that was full.
+            raise _private_temp_error(exc, private_folder.path.parent) from exc
+        if passphrase is not None:
+            final_tmp = _temp_beside(dest_path)
+            _encrypt_file(tmp_zip, final_tmp, passphrase, scrypt_params, progress)
+        else:
+            final_tmp, tmp_zip = tmp_zip, None
+        _keep_mode(final_tmp, dest_path)
+        _replace_durably(final_tmp, dest_path)
+        final_tmp = None
+    except OSError as exc:  # the temp file beside the destination: an unwritable place
+        raise _dest_error(exc, dest_path) from exc
+    finally:
+        for leftover in (tmp_zip, final_tmp):
+            if leftover is not None:
+                try:
+                    # (Retried on Windows: the plaintext zip of an encrypted export among them.)
+                    fs.unlink_file(leftover)
+                except OSError:  # never created there (the error above says why); nothing to undo
+                    pass
+        if private_folder is not None:
+            private_folder.remove()
+    return ids
 
 
 def _check_dest_folder(dest: Path) -> None:

@@ -24,12 +24,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localstore import crypto
 from localstore import files as fs
-from localstore._bundle_apply import APPLY_CHUNK, _apply_items, _record_edits_first
+from localstore._bundle_apply import (
+    APPLY_CHUNK,
+    _apply_in_batches,
+    _record_edits_first,
+)
 from localstore._bundle_format import (
     ENCRYPTED_MAGIC,
     FORMAT_NAME,
@@ -52,22 +55,15 @@ from localstore._bundle_results import (
     ImportResult,
     Merger,
 )
-from localstore._bundle_temps import _private_temp
 from localstore._bundle_write import (
     _check_dest_folder,
     _check_export_count,
     _check_one_name_pairs,
     _check_scrypt_params,
-    _dest_error,
-    _encrypt_file,
+    _export_options,
     _is_flagged,
-    _keep_mode,
-    _private_temp_error,
-    _replace_durably,
-    _temp_beside,
-    _write_zip,
+    _write_bundle,
 )
-from localstore._held_temps import HeldFolder
 from localstore._listing import filter_words
 from localstore.blueprint import BlueprintInfo
 from localstore.errors import InvalidInputError, NotFoundError, wrong_type
@@ -197,60 +193,12 @@ def export_bundle(
     _store_arg(store)
     dest_path = path_arg("dest", dest)
     options_arg(passphrase, limits)
-    if passphrase == "":
-        raise InvalidInputError(
-            "the passphrase is empty",
-            hint="give a passphrase to encrypt the bundle, or leave it out (None) for none",
-        )
-    callable_arg("progress", progress)
-    if scrypt_params is not None and not isinstance(scrypt_params, crypto.ScryptParams):
-        raise wrong_type(
-            "scrypt_params",
-            scrypt_params,
-            "a crypto.ScryptParams",
-            hint="leave scrypt_params out for the default strength",
-        )
+    _export_options(passphrase, progress, scrypt_params)
     limits = limits or BundleLimits.for_store(store)
     if passphrase is not None and scrypt_params is not None:
         _check_scrypt_params(scrypt_params, limits)
     infos = check_export(store, dest_path, refs=refs, folder=folder, tag=tag, limits=limits)
-    private_folder: HeldFolder | None = None
-    if passphrase is None:
-        tmp_zip: Path | None = _temp_beside(dest_path)
-    else:
-        private_folder = _private_temp(store)
-        tmp_zip = private_folder.path / f"plaintext{fs.TEMP_SUFFIX}"
-    final_tmp: Path | None = None
-    try:
-        assert tmp_zip is not None
-        try:
-            ids = _write_zip(store, infos, tmp_zip, progress, limits)
-        except OSError as exc:
-            if private_folder is None:
-                raise
-            # The plaintext zip, in the home's cache (or the temp folder): the error named the
-            # destination, whose disk may have plenty of room, and not the one that was full.
-            raise _private_temp_error(exc, private_folder.path.parent) from exc
-        if passphrase is not None:
-            final_tmp = _temp_beside(dest_path)
-            _encrypt_file(tmp_zip, final_tmp, passphrase, scrypt_params, progress)
-        else:
-            final_tmp, tmp_zip = tmp_zip, None
-        _keep_mode(final_tmp, dest_path)
-        _replace_durably(final_tmp, dest_path)
-        final_tmp = None
-    except OSError as exc:  # the temp file beside the destination: an unwritable place
-        raise _dest_error(exc, dest_path) from exc
-    finally:
-        for leftover in (tmp_zip, final_tmp):
-            if leftover is not None:
-                try:
-                    # (Retried on Windows: the plaintext zip of an encrypted export among them.)
-                    fs.unlink_file(leftover)
-                except OSError:  # never created there (the error above says why); nothing to undo
-                    pass
-        if private_folder is not None:
-            private_folder.remove()
+    ids = _write_bundle(store, infos, dest_path, passphrase, scrypt_params, progress, limits)
     size = dest_path.stat().st_size
     flagged = tuple(i.id for i in infos if not i.valid and _is_flagged(store, i.id))
     return ExportResult(dest_path, len(ids), size, passphrase is not None, tuple(ids), flagged)
@@ -375,11 +323,7 @@ def import_bundle(
     _flag_arg("require_encrypted", require_encrypted)
     callable_arg("merger", merger)
     options_arg(passphrase, limits)
-    if _count_arg("batch_size", batch_size) < 1:  # (0 was taken as 1)
-        raise InvalidInputError(
-            f"batch_size must be 1 or more, not {batch_size}",
-            hint="leave batch_size out for the default",
-        )
+    _batch_size_arg(batch_size)
     limits = limits or BundleLimits.for_store(store)
     with open_bundle(
         path,
@@ -400,19 +344,13 @@ def import_bundle(
         )
         if dry_run:
             return result
-        step = batch_size
-        for start in range(0, len(items), step):
-            chunk = items[start : start + step]
-            committed: list[ImportItem] = []
-            try:
-                _apply_items(store, chunk, committed)
-            except BaseException:
-                # Ctrl-C once the batch's COMMIT was done: the batch is in (the store keeps
-                # its files), so it is counted before the interrupt goes on. Left out, the
-                # CLI said it had imported fewer than it had.
-                if committed and progress is not None:
-                    progress("import", start + len(chunk), len(items))
-                raise
-            if progress is not None:
-                progress("import", start + len(chunk), len(items))
+        _apply_in_batches(store, items, batch_size, progress)
     return result
+
+
+def _batch_size_arg(batch_size: Any) -> None:
+    if _count_arg("batch_size", batch_size) < 1:  # (0 was taken as 1)
+        raise InvalidInputError(
+            f"batch_size must be 1 or more, not {batch_size}",
+            hint="leave batch_size out for the default",
+        )
