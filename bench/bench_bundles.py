@@ -37,7 +37,7 @@ from functools import partial
 from pathlib import Path
 
 import localstore
-from localstore import archive
+from localstore import _bundle_apply, archive
 from localstore.blueprint import BlueprintMeta, encode_meta, new_id, utc_now
 from localstore.crypto import PassphraseKey
 from localstore.store import SaveRequest
@@ -141,7 +141,7 @@ def import_phases(home: Path, bundle: Path, pw: str | None, n: int, title: str) 
                 archive._check_yaml(items, dst)
             with ph("store.save_many"):
                 for start in range(0, len(items), archive.APPLY_CHUNK):
-                    archive._apply_items(dst, items[start : start + archive.APPLY_CHUNK], [])
+                    _bundle_apply._apply_items(dst, items[start : start + archive.APPLY_CHUNK], [])
             since = ph.now()
         ph.add("staging cleanup (archive)", since)
         assert dst.count() == n

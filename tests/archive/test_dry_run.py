@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from localstore import archive
-from localstore.archive import _ARCHIVE_MIGRATIONS
+from localstore._bundle_records import _ARCHIVE_MIGRATIONS
 from localstore.cli import cli
 from localstore.errors import NewerIndexError
 from tests.test_cli_errors import unprivileged

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from localstore import archive
+from localstore import _bundle_write, archive
 
 from .conftest import StoreFactory, populate, tree
 
@@ -37,7 +37,7 @@ def test_export_with_a_clock_outside_the_zip_range_round_trips(
         def now(cls, tz: object = None) -> datetime:  # type: ignore[override]
             return clock
 
-    monkeypatch.setattr(archive, "datetime", _Clock)  # fault injection: the wall clock
+    monkeypatch.setattr(_bundle_write, "datetime", _Clock)  # fault injection: the wall clock
     out = tmp_path / "all.lsbundle"
     assert sorted(archive.export_bundle(src, out).ids) == sorted(ids)
     monkeypatch.undo()

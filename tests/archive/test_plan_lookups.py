@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from localstore import archive
+from localstore import _bundle_plan, archive
 from localstore.store import SaveRequest
 from tests.store.query_plans import blueprint_scans
 
@@ -61,7 +61,7 @@ def test_an_id_missing_here_is_not_found_at_a_path_named_after_it(
     # The copy keep-both would make of it (its id is derived from the bundle's): a blueprint
     # here named after that id must not pass for the copy, already made.
     with archive.open_bundle(bundle, staging_root=here.paths.cache) as verified:
-        copy_id = archive._copy_id(verified.entries[0])
+        copy_id = _bundle_plan._copy_id(verified.entries[0])
     here.save("notes/plan", "name: mine\n")
     here.save(copy_id, "name: named after an id\n")
     result = archive.import_bundle(here, bundle, on_conflict="keep-both")

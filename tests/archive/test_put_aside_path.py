@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from localstore import archive
-from localstore._bundle_read import _VALUES_PER_BLUEPRINT
+from localstore._bundle_manifest import _VALUES_PER_BLUEPRINT
 from localstore.cli import cli
 from localstore.errors import BundleFormatError, UnsafeBundleError
 from localstore.store import BlueprintStore

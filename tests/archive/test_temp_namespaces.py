@@ -211,7 +211,7 @@ def test_a_sweep_leaves_this_processs_own_held_folders_where_locks_are_per_proce
     import fcntl
 
     from localstore import _durable
-    from localstore._bundle_read import EXPORT_TEMP_PREFIX, sweep_stale_temps
+    from localstore._bundle_temps import EXPORT_TEMP_PREFIX, sweep_stale_temps
     from localstore._held_temps import make_held_folder
 
     def per_process_lock(fd: int, *, blocking: bool) -> bool:

@@ -208,7 +208,7 @@ def test_a_killed_read_only_export_s_plaintext_is_removed_by_the_next(tmp_path: 
     home = tmp_path / "home"
     with localstore.open(home=home) as s:
         s.save("a/x", "v: 1\n")
-    prefix = "localstore-export-"  # (_bundle_read.READ_ONLY_EXPORT_PREFIX)
+    prefix = "localstore-export-"  # (_bundle_temps.READ_ONLY_EXPORT_PREFIX)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], stdout=-1)
     tmp = tmp_path / "usertmp"
     (tmp / f"{prefix}{int(dead.stdout)}-abcd").mkdir(parents=True)

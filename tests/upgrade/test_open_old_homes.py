@@ -20,7 +20,8 @@ from typing import Any
 import apsw
 import pytest
 
-from localstore.archive import _ARCHIVE_MIGRATIONS, _ensure_schema, export_bundle, import_bundle
+from localstore._bundle_records import _ARCHIVE_MIGRATIONS
+from localstore.archive import _ensure_schema, export_bundle, import_bundle
 from localstore.errors import IndexStoreError
 from localstore.index import CORE_MIGRATIONS
 from localstore.kv import KVStore
