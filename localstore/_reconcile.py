@@ -1714,8 +1714,7 @@ class Reconciler:
                 report.problems.append(
                     {"kind": "invalid-meta", "path": meta_rel, "detail": str(exc)}
                 )
-                if row_at_path is not None:
-                    self._flag(cur, row_at_path, flag_reason(exc, rel), scan, rel)
+                self._refuse(cur, row_at_path, flag_reason(exc, rel), scan, rel)
                 return
             if row_at_path is None:
                 recovered = self._finish_moving_update(
@@ -1772,14 +1771,8 @@ class Reconciler:
         except InvalidInputError as exc:
             detail = said_of_file(exc, rel)
             report.problems.append({"kind": "invalid-yaml", "path": rel, "detail": detail})
-            if identity is not None and not identity.deleted:
-                # (With the hint: check's flagged line and the watcher's event say what to do.)
-                self._flag(cur, identity, detail, scan, rel)
-            else:
-                # Not recorded: no id (as status lists such a file). The meta's id, or one made
-                # up, was never recorded, so an app that looked it up was told "not found".
-                # The detail is what check says of the file.
-                self.events.append(Event("invalid", "", rel, self.origin, detail=detail))
+            live = identity if identity is not None and not identity.deleted else None
+            self._refuse(cur, live, detail, scan, rel)
             return
         kept: tuple[str, str] | None = None  # (from, arriving id: a keep beside cut off)
         if identity is not None and not identity.deleted and identity.path != rel:
@@ -2266,6 +2259,20 @@ class Reconciler:
         self.events.extend(events)
         kind = events[0].kind
         report.fixed.append({"kind": kind, "path": rel, "detail": prepared.meta.id})
+
+    def _refuse(self, cur: Any, row: Row | None, reason: str, scan: _Scan, rel: str) -> None:
+        """The pair at ``rel`` is not taken for ``reason`` (flag_reason: what check and status
+        say, with what to do): flag the live ``row`` it would update, or, when it is no recorded
+        blueprint, tell subscribers with an ``invalid`` event of no id.
+
+        The event has no id as status lists such a file: the meta's id, or one made up, was
+        never recorded, and an app that looked it up was told "not found". A new pair whose
+        meta file was refused got no event at all (one whose YAML was refused did): the app
+        showed nothing of a file the user could see was not taken."""
+        if row is not None:
+            self._flag(cur, row, reason, scan, rel)
+        else:
+            self.events.append(Event("invalid", "", rel, self.origin, detail=reason))
 
     def _flag(self, cur: Any, row: Row, reason: str, scan: _Scan, rel: str) -> None:
         """Keep the last good revision indexed, remember why the file is not accepted."""
