@@ -40,5 +40,6 @@ def test_a_new_pair_it_cannot_index_gets_an_invalid_event_with_what_to_do(
     assert [(e.kind, e.id, e.path, e.rev) for e in events] == [("invalid", "", YAML, 0)]
     # (What status lists of the file: check's reason for it, with its hint.)
     assert events[0].detail == reason_of(problem)
+    assert events[0].detail.endswith(")")  # (the hint: what to do with the file)
     assert store.count() == 0
     assert store.abspath(META).read_bytes() == meta  # (nothing written over the user's file)
