@@ -28,6 +28,7 @@ import apsw
 
 from localstore import _late_meta as late_meta
 from localstore import files as fs
+from localstore._flag_words import flags_in_older_words, note_flag_words
 from localstore._kept_edits import note_kept
 from localstore._revisions import revision_text
 from localstore.blueprint import (
@@ -682,6 +683,9 @@ class Reconciler:
         self._move_failed: set[str] = set()
         # Old meta files of moves, removed once their move is committed (_follow_meta).
         self._leaving: set[str] = set()
+        # Whether the full pass reads every flagged file again, its flag reason perhaps in an
+        # older localstore's words (_flag_words).
+        self._reword = False
 
     # -- scanning ----------------------------------------------------------------------------------
 
@@ -755,6 +759,7 @@ class Reconciler:
             for rel, st in sorted(scan.yamls.items())
             if rel not in by_path
             or not self._stat_matches(by_path[rel], st, scan.metas.get(fs.meta_path_for(rel)))
+            or (self._reword and by_path[rel].flagged is not None)
         ]
         missing = [row for path, row in sorted(by_path.items()) if path not in scan.yamls]
         return changed, missing
@@ -776,6 +781,11 @@ class Reconciler:
             check_root(self.store)  # the folder may have gone since the open checked it
         with self.store.index.read() as cur:
             by_path = self._live_rows(cur)
+            self._reword = (
+                fix
+                and any(row.flagged is not None for row in by_path.values())
+                and flags_in_older_words(cur)
+            )
         scan = self.scan(by_path)
         changed, missing = self._candidates(scan, by_path)
         orphans = self._orphan_metas(scan)
@@ -794,7 +804,18 @@ class Reconciler:
             self._fix(report)
         except apsw.Error as exc:  # never leaks out of the public API (open, reconcile, check)
             raise map_apsw_error(exc, "reconcile the index with the files") from exc
+        if self._reword:
+            self._reworded(report)
         self.store.events.publish(self.events)
+
+    def _reworded(self, report: CheckReport) -> None:
+        """The pass's flagged lines in the words its fix flagged them anew with (they were
+        taken before it: check --fix, the first thing run after an upgrade, showed the old)."""
+        with self.store.index.read() as cur:
+            for problem in report.problems:
+                row = self._at_path(cur, problem["path"]) if problem["kind"] == "flagged" else None
+                if row is not None and row.flagged:
+                    problem["detail"] = row.flagged
 
     def _parked_pairs(self, report: CheckReport, *, fix: bool) -> None:
         """Report each blueprint core v11 kept under a key of its own (index._v11_path_keys)
@@ -920,6 +941,8 @@ class Reconciler:
                 with self._isolated(rel, report):
                     if not self._restamp(cur, rel, scan):
                         self._ingest_locked(cur, rel, scan, report)
+            if self._reword:
+                self._note_reworded(cur, by_path, left, report)
             for parked in list(self._parked.values()):
                 with self._isolated(parked.path, report):
                     self._unpark(cur, parked, report)
@@ -950,6 +973,16 @@ class Reconciler:
             for rel in self._stale_temps(scan):
                 with self._isolated(rel, report):
                     self.clear_stale_temp(rel, report)
+
+    @staticmethod
+    def _note_reworded(
+        cur: Any, by_path: dict[str, _Listed], left: set[str], report: CheckReport
+    ) -> None:
+        """Note the home's flags in today's words, unless a flagged file was not read again
+        (skipped: unreadable; left to another process's watcher): the next pass tries again."""
+        missed = left | {p["path"] for p in report.problems if p["kind"] == "skipped"}
+        if not any(row.flagged and path in missed for path, row in by_path.items()):
+            note_flag_words(cur)
 
     @staticmethod
     def _moved_first(changed: list[str], scan: _Scan, missing: Sequence[_Listed]) -> None:
@@ -1714,8 +1747,7 @@ class Reconciler:
                 report.problems.append(
                     {"kind": "invalid-meta", "path": meta_rel, "detail": str(exc)}
                 )
-                if row_at_path is not None:
-                    self._flag(cur, row_at_path, flag_reason(exc, rel), scan, rel)
+                self._refuse(cur, row_at_path, flag_reason(exc, rel), scan, rel)
                 return
             if row_at_path is None:
                 recovered = self._finish_moving_update(
@@ -1772,14 +1804,8 @@ class Reconciler:
         except InvalidInputError as exc:
             detail = said_of_file(exc, rel)
             report.problems.append({"kind": "invalid-yaml", "path": rel, "detail": detail})
-            if identity is not None and not identity.deleted:
-                # (With the hint: check's flagged line and the watcher's event say what to do.)
-                self._flag(cur, identity, detail, scan, rel)
-            else:
-                # Not recorded: no id (as status lists such a file). The meta's id, or one made
-                # up, was never recorded, so an app that looked it up was told "not found".
-                # The detail is what check says of the file.
-                self.events.append(Event("invalid", "", rel, self.origin, detail=detail))
+            live = identity if identity is not None and not identity.deleted else None
+            self._refuse(cur, live, detail, scan, rel)
             return
         kept: tuple[str, str] | None = None  # (from, arriving id: a keep beside cut off)
         if identity is not None and not identity.deleted and identity.path != rel:
@@ -2266,6 +2292,20 @@ class Reconciler:
         self.events.extend(events)
         kind = events[0].kind
         report.fixed.append({"kind": kind, "path": rel, "detail": prepared.meta.id})
+
+    def _refuse(self, cur: Any, row: Row | None, reason: str, scan: _Scan, rel: str) -> None:
+        """The pair at ``rel`` is not taken for ``reason`` (flag_reason: what check and status
+        say, with what to do): flag the live ``row`` it would update, or, when it is no recorded
+        blueprint, tell subscribers with an ``invalid`` event of no id.
+
+        The event has no id as status lists such a file: the meta's id, or one made up, was
+        never recorded, and an app that looked it up was told "not found". A new pair whose
+        meta file was refused got no event at all (one whose YAML was refused did): the app
+        showed nothing of a file the user could see was not taken."""
+        if row is not None:
+            self._flag(cur, row, reason, scan, rel)
+        else:
+            self.events.append(Event("invalid", "", rel, self.origin, detail=reason))
 
     def _flag(self, cur: Any, row: Row, reason: str, scan: _Scan, rel: str) -> None:
         """Keep the last good revision indexed, remember why the file is not accepted."""

@@ -756,7 +756,10 @@ def decode_meta(raw: bytes, *, source: str = "meta file") -> BlueprintMeta:
     escape failed the first time the meta was hashed or written, as an error outside the tree.
     """
     if len(raw) > MAX_META_BYTES:
-        raise InvalidMetaError(f"{source}: larger than 1 MiB")
+        raise InvalidMetaError(
+            f"{source}: larger than 1 MiB",
+            hint="remove what you added to it, or delete the meta file so a new one is created",
+        )
     try:
         data = json.loads(
             raw.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float
@@ -781,7 +784,15 @@ def decode_meta(raw: bytes, *, source: str = "meta file") -> BlueprintMeta:
                 "which is no character",
                 hint=_META_HINT,
             ) from exc
-    return BlueprintMeta.from_dict(data, source=source)
+    try:
+        return BlueprintMeta.from_dict(data, source=source)
+    except InvalidMetaError as exc:
+        if exc.hint:
+            raise
+        # A field of the wrong type said what is wrong, not what to do (check, status and the
+        # watcher's event showed no hint). Given here, not in from_dict: that also reads the
+        # API's and the server's metas, which are no file a person can fix or delete.
+        raise InvalidMetaError(exc.message, hint=_META_HINT) from exc
 
 
 class _NotJSON(ValueError):

@@ -89,3 +89,23 @@ def test_an_indexed_file_that_stops_parsing_is_reported_before_fix_as_fix_report
     assert after["kind"] == "flagged" and after["path"] == YAML
     assert after["detail"] == (detail if kind == "invalid-yaml" else f"invalid meta file: {detail}")
     assert store.load(YAML).content == "steps: [a]\n"  # (the last good version stays)
+
+
+GOOD_ID = "6f1c2b1e-3c4d-4e5f-8a9b-0c1d2e3f4a5b"
+META_REFUSALS = {
+    "not-an-object": b"[1, 2]",
+    "name-not-a-string": b'{"id": "%s", "name": 3}' % GOOD_ID.encode(),
+    "public-not-a-bool": b'{"id": "%s", "public": "yes"}' % GOOD_ID.encode(),
+    "tags-not-a-list": b'{"id": "%s", "tags": 7}' % GOOD_ID.encode(),
+    "too-large": b'{"id": "%s", "x": "%s"}' % (GOOD_ID.encode(), b"a" * (1 << 20)),
+}
+
+
+@pytest.mark.parametrize("case", META_REFUSALS, ids=list(META_REFUSALS))
+def test_every_refusal_of_a_meta_file_says_what_to_do(store: Any, case: str) -> None:
+    """These said what is wrong and not what to do (no hint), in check, status and the
+    watcher's event alike."""
+    _put(store, b"steps: [a]\n", META_REFUSALS[case])
+    (problem,) = store.check().problems
+    assert (problem["kind"], problem["path"]) == ("invalid-meta", META)
+    assert problem["detail"].endswith("delete the meta file so a new one is created)")
