@@ -17,7 +17,7 @@ import shlex
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -77,6 +77,9 @@ from sync._service_files import (
 )
 from sync._service_plan import ServicePlan, _executable, service_plan, windowless_command
 from sync.embed import daemon_running
+
+if TYPE_CHECKING:
+    from sync.daemon import Daemon
 
 __all__ = [
     "CHECKS",
@@ -211,6 +214,26 @@ def daemon_cmd(
     if pause_it is not None:
         _pause_daemon(ctx, pause_it)
         return
+    _refuse_read_only(ctx, detach=detach, no_restart_code=no_restart_code)
+    if detach:
+        _detach(ctx, log_level, log_json, port, metrics_port)
+        return
+    daemon, code = _run_daemon(
+        ctx,
+        log_level=log_level,
+        log_json=log_json,
+        port=port,
+        metrics_port=metrics_port,
+        no_stderr=no_stderr,
+        no_restart_code=no_restart_code,
+    )
+    if code == EXIT_HOME_GONE and no_restart_code is not None:
+        code = no_restart_code
+    _exit(code, stopped_cleanly=daemon.stopped_cleanly)
+
+
+def _refuse_read_only(ctx: CliContext, *, detach: bool, no_restart_code: int | None) -> None:
+    """End the command with a clear error when this user cannot write the home."""
     try:
         # A home this user cannot write (a snapshot, a read-only disk): said so, with what to
         # do. It failed on the daemon's log ("a daemon once run with sudo leaves files
@@ -225,9 +248,22 @@ def daemon_cmd(
             code=EXIT_ERROR if detach else code,
             hint=f"{exc.hint}; then start the daemon again (its service does not restart it)",
         )
-    if detach:
-        _detach(ctx, log_level, log_json, port, metrics_port)
-        return
+
+
+def _run_daemon(
+    ctx: CliContext,
+    *,
+    log_level: str,
+    log_json: bool,
+    port: int,
+    metrics_port: int | None,
+    no_stderr: bool,
+    no_restart_code: int | None,
+) -> tuple[Daemon, int]:
+    """Run the daemon in this process until it stops; return it and its exit code.
+
+    A start that fails is written to daemon.log and ends the command with its exit code.
+    """
     from sync.daemon import Daemon, log_start_failure
 
     # Taken before anything else can start a process that would inherit it (sync/_sd_notify.py).
@@ -263,9 +299,12 @@ def daemon_cmd(
             # only; the console gets the usual one error line below.
             log_start_failure(handlers[0], exc)
             raise
-    if code == EXIT_HOME_GONE and no_restart_code is not None:
-        code = no_restart_code
-    if not daemon.stopped_cleanly:
+    return daemon, code
+
+
+def _exit(code: int, *, stopped_cleanly: bool) -> NoReturn:
+    """Exit with ``code``; at once (no interpreter shut-down) when work was left running."""
+    if not stopped_cleanly:
         # A sync cycle or request still runs (in an HTTP call, say). Interpreter shut-down would
         # join the control pool's threads and break the 5 s stop promise; the work is resumable,
         # everything of ours is flushed and unlocked, so leave now.
