@@ -341,14 +341,7 @@ def _check_inotify_limits(settings: Settings) -> Finding:
     folders = 1 + sum(len(dirs) for _, dirs, _ in os.walk(root)) if root.exists() else 0
     usage = inotify_usage(root)
     if usage is None:
-        if folders * 2 + 1000 > limit:
-            return Finding(
-                "watcher",
-                "problem",
-                f"{folders} folders to watch, max_user_watches is {limit}",
-                WATCHES_FIX,
-            )
-        return Finding("watcher", "ok", f"{folders} folder(s); max_user_watches {limit}")
+        return _estimated_watch_limits(folders, limit)
     others = usage.watches - usage.folder_watches
     free = limit - others
     problems, fixes = [], []
@@ -384,6 +377,19 @@ def _check_inotify_limits(settings: Settings) -> Finding:
         f"{folders} folder(s); max_user_watches {limit}, {others} held by other programs; "
         f"inotify instances {usage.instances} of {instance_limit}{unknown}",
     )
+
+
+def _estimated_watch_limits(folders: int, limit: int) -> Finding:
+    """_check_inotify_limits' finding where the processes cannot be read (twice the folders
+    plus 1000 stands in for what the others hold)."""
+    if folders * 2 + 1000 > limit:
+        return Finding(
+            "watcher",
+            "problem",
+            f"{folders} folders to watch, max_user_watches is {limit}",
+            WATCHES_FIX,
+        )
+    return Finding("watcher", "ok", f"{folders} folder(s); max_user_watches {limit}")
 
 
 def check_cloud(settings: Settings) -> Finding:
