@@ -360,7 +360,7 @@ class RealtimeHints:
         # A laptop changes networks daily: each lost connection is expected and heals itself, so
         # an outage is one WARNING (and one INFO with its length once reconnected), and the
         # failed tries in between are DEBUG. (The realtime library's own ERROR lines for the
-        # same events are re-levelled in the daemon's log: sync.daemon._QuietReconnects.)
+        # same events are re-levelled in the daemon's log: sync._daemon_log._QuietReconnects.)
         if self._down_since is None:
             self._down_since = span_clock()
             log.warning("realtime is down (%s); reconnecting, sync polls meanwhile", reason)

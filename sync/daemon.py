@@ -24,83 +24,60 @@ than it has seen, publishes those it did not publish itself, and wakes the engin
 This costs one ``PRAGMA data_version`` per tick (no file I/O) and one indexed query per tick after
 another connection's commit. Metrics are counters kept here plus gauges read
 from the engine, the watcher and the server.
+
+Its parts: the log (``sync._daemon_log``), the counters (``sync._daemon_metrics``) and the control
+API's ops with the status and metrics they report (``sync._daemon_ops``, a base of Daemon).
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import json
 import logging
-import logging.handlers
 import math
 import os
-import re
 import secrets
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from localstore import files as fs
-from localstore._daemon_state import (
-    EXIT_HOME_GONE,
-    PAUSED_DETAIL,
-    clear_pause,
-    open_private_append,
-    read_pause,
-    write_pause,
-)
+from localstore._daemon_state import EXIT_HOME_GONE, PAUSED_DETAIL, read_pause
 from localstore.config import Settings, home_name
-from localstore.errors import LocalStoreError, NewerIndexError, WatcherError
+from localstore.errors import LocalStoreError, NewerIndexError
 from localstore.events import Event
 from localstore.index import CORE_MIGRATIONS
 from localstore.store import BlueprintStore
-from localstore.watcher import DEFAULT_WRITE_QUIET_MS, Watcher, WatcherState
+from localstore.watcher import DEFAULT_WRITE_QUIET_MS, Watcher
 from sync._app_validator import AppValidator, load_app_validator
-from sync._follow import (
-    ForeignChanges,
-    WatcherKeeper,
-    close_remote,
-    foreign_events,
-    realtime_health,
-    session_lost,
-    watcher_health,
-)
+from sync._daemon_log import LOG_FILE, _ErrorForwarder, configure_logging, log_start_failure
+from sync._daemon_metrics import DaemonMetrics, _MeteredEngine
+from sync._daemon_ops import RELOGIN_CHECK_S, DaemonOps, _home_folder
+from sync._follow import ForeignChanges, WatcherKeeper, close_remote, foreign_events, session_lost
 from sync._keychain_watch import KeychainWatch, keychain_failure
-from sync._local import (
-    SyncStateName,
-    list_flagged,
-    local_status,
-    offline_hint,
-    status_hint,
-    unaccepted_files,
-)
-from sync._log_hooks import ProcessHooks
-from sync._shown import CredentialFilter
+from sync._local import offline_hint
 from sync._timefmt import span_clock
-from sync.control import ControlServer, OpError
+from sync.control import ControlServer
 from sync.embed import STATE_FILE, HomeLock, home_gone, lock_holder, remove_state, write_state
-from sync.engine import SyncEngine, SyncReport, SyncStatus, WorkerState
+from sync.engine import SyncEngine, SyncStatus, WorkerState
 from sync.errors import NotLoggedInError, SyncError
 from sync.login_names import login_listed
 from sync.remote import Remote
 from sync.session_marker import SessionMarker
 
-__all__ = ["LOG_FILE", "STOP_BUDGET_S", "Daemon", "DaemonMetrics", "configure_logging"]
+__all__ = [
+    "LOG_FILE",
+    "STOP_BUDGET_S",
+    "Daemon",
+    "DaemonMetrics",
+    "configure_logging",
+    "log_start_failure",
+]
 
 log = logging.getLogger("sync.daemon")
 
-LOG_FILE = "daemon.log"
-LOG_MAX_BYTES = 5 * 1024 * 1024
-LOG_BACKUPS = 3
 STOP_BUDGET_S = 4.0
-RELOGIN_CHECK_S = 60.0
 # A sync loop that ended on its own is replaced at the next tick; one that dies again within
 # SYNC_RESTART_MAX_S of its restart waits SYNC_RESTART_S, doubling up to SYNC_RESTART_MAX_S.
 SYNC_RESTART_S = 5.0
@@ -109,7 +86,6 @@ TICK_S = 0.5
 # Distinct errors of one tick check logged in full before the rest go to DEBUG (_check_failed).
 TICK_ERRORS_KEPT = 32
 REMOTE_TIMEOUT_S = 15.0
-SYNC_WAIT_IDLE_S = 10.0
 # Store event kind -> control API event name (created and modified are both "saved").
 _EVENT_NAMES = {
     "created": "saved",
@@ -123,355 +99,10 @@ _EVENT_NAMES = {
 RemoteFactory = Callable[[Settings], Remote]
 
 
-# -- logging ---------------------------------------------------------------------------------------
-
-
-# Each line's time names one instant: local time with its UTC offset (text), UTC (JSON). Without
-# an offset the hour a DST change repeats logged the same times twice, and a daemon running
-# when the user changed the time zone (travel) kept the zone it started with (Python reads it
-# once), so its lines were hours off the journal's with nothing on the line to tell.
-
-
-class _TextFormatter(logging.Formatter):
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        local = time.localtime(record.created)
-        # The offset of that instant (DST-aware), from tm_gmtoff: strftime's %z is the zone's
-        # name on Windows ("W. Europe Daylight Time", CPython issue 82232).
-        sign, minutes = "-" if local.tm_gmtoff < 0 else "+", abs(local.tm_gmtoff) // 60
-        return (
-            time.strftime("%Y-%m-%d %H:%M:%S", local)
-            + f",{int(record.msecs):03d}{sign}{minutes // 60:02d}:{minutes % 60:02d}"
-        )
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        utc = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        out: dict[str, Any] = {
-            "ts": f"{utc}.{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-            "pid": record.process,
-        }
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
-
-
-def _private_log(path: str) -> None:
-    """Create the log file 0600 if it is missing and make an existing one private (see
-    :func:`open_private_append`). Raises OSError (the caller reports a log it cannot write)."""
-    os.close(open_private_append(path))
-
-
-class _LogFileHandler(logging.handlers.RotatingFileHandler):
-    """Rotating, reopened at its path when the file there was deleted or replaced, and quiet
-    while the file cannot be written.
-
-    The daemon restores ``state/`` when it is deleted (``Daemon._check_lock``); a plain handler
-    kept writing to the deleted file, so daemon.log stayed missing until 5 MB had piled up in the
-    unlinked inode (months at INFO). One ``stat`` per record, as WatchedFileHandler does (which
-    does not rotate).
-
-    A write that fails with an OSError (a full disk, a read-only remount, state/ made
-    unwritable) is not passed to ``logging.Handler.handleError``, which prints a whole traceback
-    to stderr for every record: under systemd stderr is the journal, and hours of a full disk
-    flooded it. Instead the first failure is one line on stderr (the path and why), the records
-    that follow are counted, and once a write succeeds again the log itself says how many were
-    lost and since when (and stderr that logging works again). Any other error (a formatting bug)
-    still gets the standard traceback.
-    """
-
-    _file_id: tuple[int, int] | None = None
-    # Set while writes fail: (when the first failed, its error); _lost counts records dropped.
-    _failing: tuple[float, OSError] | None = None
-    _lost = 0
-    # The OSError handleError saw during the write under way (see _write).
-    _write_error: OSError | None = None
-    # The process hooks that log into this file (configure_logging): put back when it closes,
-    # so a test's clean-up (or logging.shutdown) leaves none writing to a closed log.
-    hooks: ProcessHooks | None = None
-
-    def close(self) -> None:
-        if self.hooks is not None:
-            self.hooks.restore()
-        super().close()
-
-    def _open(self) -> Any:
-        _private_log(self.baseFilename)
-        stream = super()._open()
-        st = os.fstat(stream.fileno())
-        self._file_id = (st.st_dev, st.st_ino)
-        return stream
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self._failing is not None and not self._resume():
-            self._lost += 1
-            return
-        if not self._write(record):
-            self._lost += 1
-            if self._failing is None:
-                assert self._write_error is not None
-                self._failing = (time.time(), self._write_error)
-                _to_stderr(
-                    f"localstore: cannot write the log {self.baseFilename}: "
-                    f"{_os_reason(self._write_error)}; its records are dropped (and counted) "
-                    "until it can be written again"
-                )
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, OSError):
-            self._write_error = exc  # emit reports it once; no traceback per record
-        else:
-            super().handleError(record)
-
-    def _write(self, record: logging.LogRecord) -> bool:
-        """Write one record; False when an OSError stopped it (the stream is then dropped)."""
-        self._write_error = None
-        if self.stream is not None and not self._same_file():
-            try:
-                self.stream.close()
-                self.stream = None  # (reopened just below)
-                # state/ only, not the folders above it: with the home deleted or moved away,
-                # making them again left a home at the old path (the daemon stops then: its
-                # last lines go to stderr, and the failed write is one line there).
-                Path(self.baseFilename).parent.mkdir(mode=0o700, exist_ok=True)
-                self.stream = self._open()
-            except OSError:
-                self.handleError(record)
-        if self._write_error is None:
-            super().emit(record)  # (calls handleError on a failure)
-        if self._write_error is None:
-            return True
-        # Drop the stream with what it buffered: kept, a record counted as lost could still
-        # reach the file later, and every later write would fail on it first. (FileHandler
-        # opens the file again for the next record.)
-        stream, self.stream = self.stream, None
-        if stream is not None:
-            with contextlib.suppress(OSError, ValueError):
-                stream.close()  # (its flush fails again; close() still closes the file)
-        return False
-
-    def _resume(self) -> bool:
-        """After failed writes: True once the log can be written again, with a line saying how
-        many records it lost (on a line of its own: a write cut short can leave half a line)."""
-        assert self._failing is not None
-        since, error = self._failing
-        try:
-            _private_log(self.baseFilename)
-            with open(self.baseFilename, "ab+") as f:  # ("a": a write goes to the end)
-                end = f.seek(0, os.SEEK_END)
-                if end and (f.seek(end - 1), f.read(1))[1] != b"\n":
-                    f.write(b"\n")
-        except FileNotFoundError:
-            pass  # (state/ is gone: _write makes it again)
-        except OSError:
-            return False  # still full: the newline did not fit either
-        lost = self._lost
-        note = log.makeRecord(
-            log.name,
-            logging.WARNING,
-            __file__,
-            0,
-            "logging resumed: %d log record(s) were lost while %s could not be written "
-            "(since %s: %s)",
-            (
-                lost,
-                self.baseFilename,
-                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)),
-                _os_reason(error),
-            ),
-            None,
-        )
-        if not self._write(note):
-            return False
-        self._failing, self._lost = None, 0
-        _to_stderr(f"localstore: logging to {self.baseFilename} works again; {lost} record(s) lost")
-        return True
-
-    def _same_file(self) -> bool:
-        try:
-            st = os.stat(self.baseFilename)
-        except FileNotFoundError:
-            return False
-        return (st.st_dev, st.st_ino) == self._file_id
-
-
-def _os_reason(exc: OSError) -> str:
-    if exc.errno == errno.ENOSPC:
-        return "the disk is full"
-    return exc.strerror or str(exc)
-
-
-def _to_stderr(line: str) -> None:
-    # Best effort: stderr may be gone (pythonw) or be state/daemon.out on the same full disk.
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
-
-class _QuietReconnects(logging.Filter):
-    """Re-level, for the daemon's log, the lines a network that comes and goes writes each time.
-
-    A laptop changes networks daily for months; each lost connection is expected and heals by
-    itself. The realtime library logs every dropped or refused connection as two ERRORs
-    (realtime runs with ``auto_reconnect=False``: ``sync._realtime`` rebuilds it, and logs one
-    WARNING per outage and its length when it ends). Those become DEBUG. A refusal a person has
-    to act on (HTTP 401/403: a bad key, a revoked session) stays an ERROR, and so does anything
-    else the library logs (a join error, a callback that failed). (The engine logs a cloud
-    outage once itself, its retries at DEBUG, for embedding apps too.)
-    """
-
-    # The library logs these with f-strings: its message text is all there is to match.
-    _REALTIME = (
-        "WebSocket connection closed with code",
-        "Auto-reconnect disabled, terminating connection",
-        "Connection attempt failed",
-        "Connection failed permanently",
-    )
-    _NEEDS_A_PERSON = re.compile(r"HTTP 4\d\d")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        # Marked: the record is shared, and the next handler (stderr) sees it re-levelled.
-        if getattr(record, "localstore_quieted", False) or self._expected(record):
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            record.localstore_quieted = True
-            return logging.getLogger().isEnabledFor(logging.DEBUG)
-        return True
-
-    def _expected(self, record: logging.LogRecord) -> bool:
-        if record.name == "realtime" or record.name.startswith("realtime."):
-            msg = str(record.msg)
-            return msg.startswith(self._REALTIME) and not self._NEEDS_A_PERSON.search(msg)
-        return False
-
-
-def configure_logging(
-    state_dir: Path, *, level: str = "INFO", as_json: bool = False, stderr: bool = True
-) -> list[logging.Handler]:
-    """Log to ``state/daemon.log`` (rotating) and stderr; returns the handlers it installed."""
-    fmt: logging.Formatter = (
-        _JsonFormatter()
-        if as_json
-        else _TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    file_handler = _LogFileHandler(
-        state_dir / LOG_FILE, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
-    )
-    handlers: list[logging.Handler] = [file_handler]
-    if stderr:
-        handlers.append(logging.StreamHandler(sys.stderr))
-    root = logging.getLogger()
-    root.setLevel(level.upper())
-    quiet = _QuietReconnects()
-    for h in handlers:
-        h.setFormatter(fmt)
-        h.addFilter(quiet)
-        # Keys and tokens out of every line, whichever library wrote it (the realtime URL
-        # carries the anon key): see sync._shown.CredentialFilter.
-        h.addFilter(CredentialFilter())
-        root.addHandler(h)
-    # Third-party chatter (HTTP requests per sync call) stays out of INFO logs.
-    for noisy in ("httpx", "httpcore", "websockets", "hpack", "realtime"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
-    # Thread ends, ignored exceptions and warnings too (sync._log_hooks), until the file closes.
-    hooks = ProcessHooks()
-    hooks.install()
-    file_handler.hooks = hooks
-    return handlers
-
-
-def log_start_failure(handler: logging.Handler, exc: BaseException) -> None:
-    """Record in ``handler`` (the log file) why the daemon could not start: a known error as one
-    line with its hint, anything else with its traceback."""
-    hint = getattr(exc, "hint", "")
-    known = hint or isinstance(exc, LocalStoreError)
-    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    text = f"daemon could not start: {message}" + (f" (fix: {hint})" if hint else "")
-    record = log.makeRecord(
-        log.name,
-        logging.ERROR,
-        __file__,
-        0,
-        text,
-        (),
-        None if known else (type(exc), exc, exc.__traceback__),
-    )
-    handler.handle(record)
-
-
-class _ErrorForwarder(logging.Handler):
-    """Error log records of our own loggers become ``error`` events for subscribers."""
-
-    def __init__(self, publish: Callable[[str, dict[str, Any]], None]) -> None:
-        super().__init__(level=logging.ERROR)
-        self._publish = publish
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.name.startswith(("sync", "localstore")):
-            self._publish("error", {"logger": record.name, "message": record.getMessage()})
-
-
-# -- metrics ---------------------------------------------------------------------------------------
-
-
-def _home_folder(settings: Settings) -> str | None:
-    """daemon.json's and status' ``home``: the home folder, None for the platform folders'."""
-    return None if settings.home is None else str(settings.home)
-
-
-@dataclass
-class DaemonMetrics:
-    """Counters since the daemon started."""
-
-    sync_cycles: int = 0
-    sync_failures: int = 0
-    pushed: int = 0
-    pulled: int = 0
-    merged: int = 0
-    conflicts: int = 0
-    quarantined: int = 0
-    store_events: int = 0
-    foreign_changes: int = 0
-    watcher_restarts: int = 0
-    sync_restarts: int = 0
-    startup_reconcile_seconds: float = 0.0
-    last_cycle_seconds: float = 0.0
-
-    def add(self, report: SyncReport, seconds: float) -> None:
-        """Count one successful cycle."""
-        self.sync_cycles += 1
-        self.pushed += report.pushed
-        self.pulled += report.pulled
-        self.merged += report.merged
-        self.conflicts += report.conflicts
-        self.quarantined += report.quarantined
-        self.last_cycle_seconds = seconds
-
-
-class _MeteredEngine(SyncEngine):
-    """The engine with every cycle's report counted (the loop calls sync_once itself)."""
-
-    metrics: DaemonMetrics
-
-    def sync_once(self) -> SyncReport:
-        started = time.monotonic()
-        try:
-            report = super().sync_once()
-        except BaseException:
-            self.metrics.sync_failures += 1
-            raise
-        self.metrics.add(report, time.monotonic() - started)
-        return report
-
-
 # -- the daemon ------------------------------------------------------------------------------------
 
 
-class Daemon:
+class Daemon(DaemonOps):
     """Watcher + sync engine + control API for one home. ``run()`` blocks until stopped.
 
     ``remote_factory`` builds the Remote (default: the home's Supabase session); it may raise
@@ -675,17 +306,6 @@ class Daemon:
         else:
             log.info("the app's validator: %s", status["detail"])
         return store
-
-    def _validator_status(self) -> dict[str, Any]:
-        home = None
-        if self.store is not None:
-            try:
-                home = self.store.home_validator()
-            except LocalStoreError as exc:  # (a locked or damaged index: say so, do not fail)
-                out = self.validator.status(None)
-                out["home_error"] = str(exc)
-                return out
-        return self.validator.status(home)
 
     def _state_record(self) -> dict[str, Any]:
         from localstore import __version__
@@ -1198,320 +818,6 @@ class Daemon:
     def _on_status(self, status: SyncStatus) -> None:
         if self.server is not None:
             self.server.publish("sync", status.to_dict())
-
-    # -- control API ---------------------------------------------------------------------------------
-
-    def handle(self, op: str, args: dict[str, Any]) -> Any:
-        """Answer one control op (runs on the control server's pool)."""
-        if op == "status":
-            return self.status()
-        if op == "sync":
-            return self._op_sync(args)
-        if op == "verify":
-            return self._op_verify()
-        if op == "pause":
-            return self._op_pause(True)
-        if op == "resume":
-            return self._op_pause(False)
-        if op == "metrics":
-            return self.metrics_snapshot()
-        if op == "stop":
-            # SIGTERM's clean stop for whoever holds the token (the user who can read
-            # daemon.json, who could signal the process anyway). On Windows it is the only one:
-            # os.kill(pid, SIGTERM) there is TerminateProcess, which runs no shut-down at all.
-            log.info("stop requested through the control API")
-            self._stop.set()
-            return {"stopping": True, "pid": os.getpid()}
-        raise OpError("unknown_op", f"unknown op {op!r}")
-
-    def _sync_status(self) -> dict[str, Any]:
-        out = self._engine_status()
-        if self._paused:
-            out["paused_since"] = self._paused_since
-            out["detail"] = "; ".join(d for d in (out.get("detail"), PAUSED_DETAIL) if d)
-        return out
-
-    def _engine_status(self) -> dict[str, Any]:
-        if self.engine is None:
-            assert self.store is not None
-            # The documented SyncStatus fields, read from the index: a daemon that is not
-            # logged in still has pending uploads, conflicts and flagged files to show. It sent
-            # only its state, so clients printed "pending uploads: None".
-            state: SyncStateName = "paused" if self._paused else "offline"
-            try:
-                out = local_status(self.store, state=state).to_dict()
-            except LocalStoreError as exc:  # (a locked or damaged index: say so, do not fail)
-                out = {"state": state, "last_error": str(exc)}
-            out.update(detail=self._offline_reason, hint=self._offline_hint, logged_in=False)
-            return out
-        out = self.engine.status().to_dict()
-        out["logged_in"] = True
-        out["identity"] = getattr(self.remote, "identity", "")
-        return out
-
-    def status(self) -> dict[str, Any]:
-        """Daemon, sync and watcher status as one JSON-friendly dict."""
-        watcher = self.watcher
-        watcher_state, problem = watcher_health(watcher, self._watcher_keeper)
-        return {
-            "daemon": {
-                "pid": os.getpid(),
-                "home": _home_folder(self.settings),  # (as in daemon.json)
-                "home_name": home_name(self.settings),
-                "started_at": self.started_at,
-                "uptime_s": round(span_clock() - self._started_up, 3),
-                "device_id": self.store.device_id if self.store else "",
-                "device_name": self.settings.device_name,
-            },
-            "sync": self._with_hint(self._with_unaccepted(self._sync_status())),
-            "watcher": {
-                "state": watcher_state,
-                "problem": problem,
-                # Not a problem: how the folder is watched (a network file system's rescans).
-                "notice": watcher.notice if watcher else None,
-                "stats": asdict(watcher.stats) if watcher else {},
-            },
-            "index": self.store.index_health() if self.store else None,
-            "validator": self._validator_status(),
-            # The hint channel (docs/daemon.md, "Realtime health"); null while sync is off.
-            "realtime": realtime_health(self.remote) if self.engine is not None else None,
-        }
-
-    def _with_hint(self, sync: dict[str, Any]) -> dict[str, Any]:
-        """Make ``hint`` what the person should do, as EmbeddedSync.status() and `localstore
-        status` say it (sync._local.status_hint): the login's hint while offline for want of
-        one, then a line for each thing that needs attention; None when nothing. It carried only
-        the login's, so a client of the control API had counts and nothing saying what to do."""
-        sync["hint"] = status_hint(sync, sync.get("hint") or None)
-        return sync
-
-    def _with_unaccepted(self, sync: dict[str, Any]) -> dict[str, Any]:
-        """Count new files that never parsed among the flagged ones, as `localstore status` does.
-
-        They have no index row, so the engine's count (kept cheap for its status events) misses
-        them; the status op, asked for on demand, stats the folder for them.
-        """
-        if self.store is not None and isinstance(sync.get("flagged"), int):
-            sync["flagged"] += self._unaccepted_count(self.store)
-        return sync
-
-    def _unaccepted_count(self, store: BlueprintStore) -> int:
-        """len(unaccepted_files), walked again only when the watcher saw the folder change.
-
-        A walk stats every file (0.3 s at 10,000 blueprints): too much for every status request.
-        The key is read before the walk, so a change during it makes the next request walk again.
-        """
-        watcher = self.watcher
-        key = None
-        if watcher is not None and watcher.state is WatcherState.RUNNING:
-            key = (watcher.stats.raw_events, watcher.stats.rescans)
-        with self._unaccepted_mutex:
-            known, count = self._unaccepted
-            if key is None or key != known:
-                count = len(unaccepted_files(store))
-                self._unaccepted = (key, count)
-            return count
-
-    def _sync_engine(self) -> SyncEngine:
-        """The engine, attached now if it was not yet; OpError when sync is off."""
-        if self.engine is None and not self._attach_engine():
-            logged_out = self._offline_reason == "not logged in"
-            # The hint of the reason sync is off, as `status` gives it: the login's hint was
-            # given whatever the reason, so a keychain that could not be read, or an engine
-            # that could not start, sent the user to log in again, which changed nothing.
-            hint = self._offline_hint or (
-                "log in with `localstore login`; the daemon picks the session up"
-                if logged_out
-                else f"see the daemon's log ({self.settings.paths.state / LOG_FILE}) for why; "
-                f"the daemon tries again every {RELOGIN_CHECK_S:.0f} s and at each sync request"
-            )
-            raise OpError(
-                "not_logged_in" if logged_out else "offline",
-                f"sync is off: {self._offline_reason}",
-                hint=hint,
-            )
-        engine = self.engine
-        assert engine is not None
-        return engine
-
-    def _op_verify(self) -> dict[str, Any]:
-        # Here, not in the CLI: this engine's cycle lock keeps it between two cycles. Run in
-        # `localstore sync --verify`'s own process, a push of the daemon's between its read of
-        # the server and its read of the index was reported as a difference (exit 3). Allowed
-        # while paused: it changes nothing, here or on the server.
-        return self._sync_engine().verify().to_dict()
-
-    def _op_sync(self, args: dict[str, Any]) -> dict[str, Any]:
-        wait = args.get("wait", False)
-        if not isinstance(wait, bool):
-            raise OpError("bad_request", "'wait' must be true or false")
-        retry = args.get("retry_quarantined", False)
-        if not isinstance(retry, bool):
-            raise OpError("bad_request", "'retry_quarantined' must be true or false")
-        engine = self._sync_engine()
-        if self._paused:
-            raise OpError("paused", "sync is paused", hint="resume it first")
-        # Here, not in the CLI: the daemon holds the home's lock, so `localstore sync
-        # --retry-quarantined` (the command `status` prints for each entry) was refused with
-        # "another process is syncing this home" whenever the daemon ran.
-        retried = engine.retry_quarantined() if retry else 0
-        if not wait:
-            engine.request_sync()
-            status = self._with_unaccepted(self._sync_status())
-            return {"requested": True, "retried": retried, "status": status}
-        self._wait_for_watcher()
-        report = engine.sync_once()
-        # The engine's `flagged` counts index rows only: a new file that never parsed has none,
-        # and was left out of the reply (and of "needs attention"); `localstore sync` patched
-        # the count itself, other clients got the low one. The reply lists them all, as
-        # `localstore status` does (a folder walk: small next to the cycle just run).
-        status = self._sync_status()
-        assert self.store is not None
-        flagged = [f.to_dict() for f in (*list_flagged(self.store), *unaccepted_files(self.store))]
-        status["flagged"] = len(flagged)
-        return {
-            "report": report.to_dict(),
-            "status": status,
-            "flagged_files": flagged,
-            "retried": retried,
-        }
-
-    def _wait_for_watcher(self) -> None:
-        """Barrier: edits made before a `sync` request are indexed before the cycle reads the outbox.
-
-        If the watcher cannot say so (it failed, the folder is missing, it is still behind after
-        SYNC_WAIT_IDLE_S), the request is refused rather than answered with a cycle that may
-        silently leave those edits out.
-        """
-        watcher = self.watcher
-        if watcher is None:
-            return
-        try:
-            idle = watcher.wait_idle(SYNC_WAIT_IDLE_S)
-            why = "it is still busy" if watcher.problem is None else watcher.problem
-        except WatcherError as exc:
-            idle, why = False, exc.message
-        if not idle:
-            raise OpError(
-                "watcher_behind",
-                f"the watcher cannot confirm that every edit is indexed: {why}",
-                hint="see `localstore status`; try again, or sync without waiting",
-            )
-
-    def _op_pause(self, pause: bool) -> dict[str, Any]:
-        with self._pause_mutex:
-            # Recorded first: a pause must outlive a restart (docs/daemon.md, "Pause"). A state/
-            # that cannot be written still pauses this daemon, as before, with a warning.
-            state_dir = self.settings.paths.state
-            try:
-                if pause:
-                    self._paused_since = write_pause(state_dir)
-                else:
-                    clear_pause(state_dir)
-                    self._paused_since = None
-            except OSError as exc:
-                log.warning(
-                    "could not %s the pause in %s (%s); it holds until the daemon stops",
-                    "record" if pause else "remove",
-                    state_dir,
-                    exc.strerror or exc,
-                )
-                self._paused_since = time.time() if pause else None
-            self._paused = pause
-            try:
-                if self.engine is not None:
-                    if pause:
-                        self.engine.pause()
-                    else:
-                        self.engine.resume()
-                return self._sync_status()
-            except LocalStoreError as exc:
-                # Done by now (recorded, and the engine's flag set before it publishes its status):
-                # only the counts that status reads from the index failed (a locked or damaged
-                # index). An error reply said the pause or resume failed, and the user ran it again
-                # or took sync for paused when it was not.
-                word = "paused" if pause else "resumed"
-                log.warning("sync %s, but its status could not be read: %s", word, exc.message)
-                return {
-                    "state": "paused" if pause else "idle",
-                    "warning": {
-                        "message": f"sync {word}, but the daemon could not report its status: "
-                        f"{exc.message}",
-                        "hint": exc.hint or "see `localstore doctor` and the daemon's log",
-                    },
-                }
-
-    # -- metrics -----------------------------------------------------------------------------------
-
-    def metrics_snapshot(self) -> dict[str, Any]:
-        """Counters and gauges (what the ``metrics`` op and /metrics report)."""
-        out: dict[str, Any] = {"counters": asdict(self.metrics), "gauges": {}}
-        gauges = out["gauges"]
-        gauges["uptime_seconds"] = round(span_clock() - self._started_up, 3)
-        gauges["threads"] = threading.active_count()
-        if self.engine is not None:
-            status = self.engine.status()
-            gauges.update(
-                queue_depth=status.pending,
-                conflicts_open=status.conflicts,
-                quarantine=status.quarantined,
-                held=status.held,
-            )
-        realtime = realtime_health(self.remote) if self.engine is not None else None
-        if realtime is not None:
-            gauges["realtime_subscribed"] = int(realtime["state"] == "subscribed")
-            gauges["realtime_failures"] = realtime["failures"]
-            out["counters"].update({f"realtime_{k}": v for k, v in realtime["stats"].items()})
-        if self.store is not None:
-            index = self.store.index_health()
-            gauges["index_wal_bytes"] = index["wal_bytes"]
-            if index["maintainer"] is not None:
-                gauges["index_maintainer_running"] = int(index["maintainer"]["running"])
-                gauges["index_maintenance_failed_rounds"] = index["maintainer"]["failed_rounds"]
-        if self.watcher is not None:
-            w = self.watcher.stats
-            out["counters"].update(
-                watcher_raw_events=w.raw_events,
-                watcher_ingested=w.ingested,
-                watcher_rescans=w.rescans,
-                watcher_overflows=w.overflows,
-                watcher_failures=w.failures,
-                watcher_errors=w.errors,
-            )
-        if self.server is not None:
-            control = asdict(self.server.stats)
-            # The connections open now are a gauge, and the counter of all of them is
-            # `control_connections` (Prometheus: ..._connections_total): reported as they are
-            # named in ServerStats, they came out as `localstore_control_connections_total_total`
-            # and a counter that went down.
-            gauges["control_connections_open"] = control.pop("connections")
-            control["connections"] = control.pop("connections_total")
-            out["counters"].update({f"control_{k}": v for k, v in control.items()})
-        with contextlib.suppress(ImportError, OSError):
-            import psutil
-
-            proc = psutil.Process()
-            gauges["rss_bytes"] = proc.memory_info().rss
-            # psutil has no num_fds() on Windows (AttributeError, which metrics would raise):
-            # there the open handles are the same measure.
-            count_open = getattr(proc, "num_fds", None) or getattr(proc, "num_handles", None)
-            if count_open is not None:
-                gauges["open_files"] = count_open()
-        return out
-
-    def prometheus_text(self) -> str:
-        """The metrics in Prometheus text exposition format."""
-        snap = self.metrics_snapshot()
-        lines: list[str] = []
-        for kind, values in (("counter", snap["counters"]), ("gauge", snap["gauges"])):
-            for name, value in sorted(values.items()):
-                metric = f"localstore_{name}"
-                if kind == "counter" and not name.endswith("seconds"):
-                    metric += "_total"
-                mtype = "gauge" if name.endswith("seconds") or kind == "gauge" else "counter"
-                lines.append(f"# TYPE {metric} {mtype}")
-                lines.append(f"{metric} {float(value):g}")
-        return "\n".join(lines) + "\n"
 
 
 def _supabase_remote(settings: Settings) -> Remote:

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 import sync.daemon as daemon_module
-from sync.daemon import _LogFileHandler, configure_logging
+from sync._daemon_log import _LogFileHandler
+from sync.daemon import configure_logging
 from sync.embed import daemon_running
 from sync.engine import WorkerState
 from sync.memory_remote import MemoryRemote, MemoryServer

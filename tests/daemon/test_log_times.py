@@ -78,8 +78,9 @@ def test_text_lines_carry_an_offset_where_strftime_gives_a_zone_name(
 ) -> None:
     # Windows' C library gives time.strftime's %z as the zone's name ("W. Europe Daylight
     # Time", CPython issue 82232): the offset was cut from that name ("W. : Europe ..."), every
-    # line's time unreadable. Windows' behaviour is injected into sync.daemon's view of time.
-    import sync.daemon as daemon_mod
+    # line's time unreadable. Windows' behaviour is injected into the log formatter's view of
+    # time (sync._daemon_log).
+    import sync._daemon_log as daemon_log
 
     real = time
     windows = types.SimpleNamespace(
@@ -91,7 +92,7 @@ def test_text_lines_carry_an_offset_where_strftime_gives_a_zone_name(
         return real.strftime(named, *args)
 
     windows.strftime = strftime
-    monkeypatch.setattr(daemon_mod, "time", windows)
+    monkeypatch.setattr(daemon_log, "time", windows)
     lines = _log_twice(tmp_path / "state", as_json=False)
     stamps = [" ".join(line.split(" ")[:2]) for line in lines]
     assert [datetime.fromisoformat(s.replace(",", ".")).timestamp() for s in stamps] == _TWICE, (

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+import sync._daemon_ops as daemon_ops  # (the pause op reads write_pause and clear_pause there)
 import sync._engine_core as engine_core  # (status() reads read_status there)
 import sync.daemon as daemon_module
 from localstore.cli import cli
@@ -167,7 +168,7 @@ def test_a_pause_and_a_resume_from_two_clients_at_once_leave_the_file_and_the_da
     it (a slow disk) left the daemon paused with no file, or the file with the daemon syncing: a
     restart then did the opposite of what the daemon had said. They now run one at a time."""
     d = inproc_daemon()
-    real_write, real_clear = daemon_module.write_pause, daemon_module.clear_pause
+    real_write, real_clear = daemon_ops.write_pause, daemon_ops.clear_pause
     writing, written, cleared = threading.Event(), threading.Event(), threading.Event()
     overlapped: list[bool] = []
 
@@ -187,8 +188,8 @@ def test_a_pause_and_a_resume_from_two_clients_at_once_leave_the_file_and_the_da
         real_clear(state_dir)
         cleared.set()
 
-    monkeypatch.setattr(daemon_module, "write_pause", slow_write)
-    monkeypatch.setattr(daemon_module, "clear_pause", clear_and_note)
+    monkeypatch.setattr(daemon_ops, "write_pause", slow_write)
+    monkeypatch.setattr(daemon_ops, "clear_pause", clear_and_note)
     replies: dict[str, Any] = {}
 
     def send(op: str) -> None:

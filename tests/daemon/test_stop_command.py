@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-import sync.cli_daemon as cli_daemon
+import sync._daemon_stop as daemon_stop
 from localstore.cli import cli
 from localstore.config import Settings
 
@@ -28,7 +28,7 @@ def test_stop_when_the_daemon_exits_between_the_check_and_the_signal(
     home = tmp_path / "h"
     d = spawn_daemon(home, env=OFFLINE)
     d.wait_ready()
-    real = cli_daemon.daemon_running
+    real = daemon_stop.daemon_running
 
     def found_then_gone(settings: Settings) -> dict[str, Any] | None:
         state = real(settings)
@@ -36,7 +36,7 @@ def test_stop_when_the_daemon_exits_between_the_check_and_the_signal(
         assert d.stop() == 0  # it exits (and is reaped) after the check: its pid is gone
         return state
 
-    monkeypatch.setattr(cli_daemon, "daemon_running", found_then_gone)
+    monkeypatch.setattr(daemon_stop, "daemon_running", found_then_gone)
     result = CliRunner().invoke(cli, ["--home", str(home), "--json", "daemon", "--stop"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"status": "stopped", "pid": d.proc.pid}

@@ -1,8 +1,9 @@
 """Uptime is measured on the monotonic clock: a wall-clock step must not make it jump or go
 negative (an NTP correction after a resume, a manual change). started_at stays wall time.
 
-The step is injected for sync.daemon's and sync._timefmt's (the uptime clock's) view of the time
-module only: changing the real system clock would disturb every other process on the machine.
+The step is injected for sync.daemon's, sync._daemon_ops' (where status and metrics are read)
+and sync._timefmt's (the uptime clock's) view of the time module only: changing the real system
+clock would disturb every other process on the machine.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import types
 import pytest
 
 import sync.daemon as daemon_mod
-from sync import _timefmt
+from sync import _daemon_ops, _timefmt
 
 
 def test_uptime_ignores_a_wall_clock_step(inproc_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -27,6 +28,7 @@ def test_uptime_ignores_a_wall_clock_step(inproc_daemon, monkeypatch: pytest.Mon
         )
         stepped.time = lambda: real.time() - 3600  # the wall clock steps back one hour
         monkeypatch.setattr(daemon_mod, "time", stepped)
+        monkeypatch.setattr(_daemon_ops, "time", stepped)
         after = c.status()["daemon"]
         gauge = c.metrics()["gauges"]["uptime_seconds"]
     assert after["started_at"] == before["started_at"]  # still the wall-clock start
@@ -38,8 +40,9 @@ def test_uptime_ignores_a_wall_clock_step(inproc_daemon, monkeypatch: pytest.Mon
 def test_uptime_counts_a_suspend(inproc_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
     """A laptop's night: the monotonic clock stands still while suspended (Linux, macOS), so
     uptime left the night out: 'up 2 h' in the morning for a daemon started yesterday, next to
-    a started_at that says otherwise. The suspend is injected in sync.daemon's view of the time
-    module: the clocks that count it move on 10 h, time.monotonic() does not."""
+    a started_at that says otherwise. The suspend is injected in sync.daemon's and
+    sync._daemon_ops' view of the time module: the clocks that count it move on 10 h,
+    time.monotonic() does not."""
     d = inproc_daemon()
     with d.client() as c:
         before = c.status()["daemon"]
@@ -54,6 +57,7 @@ def test_uptime_counts_a_suspend(inproc_daemon, monkeypatch: pytest.MonkeyPatch)
             + (night if clock != real.CLOCK_MONOTONIC or sys.platform == "darwin" else 0.0)
         )
         monkeypatch.setattr(daemon_mod, "time", slept)
+        monkeypatch.setattr(_daemon_ops, "time", slept)
         monkeypatch.setattr(_timefmt, "time", slept)  # where the uptime clock is read
         after = c.status()["daemon"]
         gauge = c.metrics()["gauges"]["uptime_seconds"]

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import sync._daemon_stop as daemon_stop
 import sync.cli_daemon as cli_daemon
 from localstore import _durable
 from localstore import files as fs
@@ -47,7 +48,7 @@ def test_stop_asks_the_daemon_without_a_signal_as_on_windows(
     d = spawn_daemon(home, env=OFFLINE)
     d.wait_ready()
     sent: list[tuple[int, int]] = []
-    monkeypatch.setattr(cli_daemon, "_SIGTERM_STOPS_CLEANLY", False)  # Windows
+    monkeypatch.setattr(daemon_stop, "_SIGTERM_STOPS_CLEANLY", False)  # Windows
     real_kill = os.kill
 
     def kill(pid: int, sig: int) -> None:
@@ -74,7 +75,7 @@ def test_stop_falls_back_to_sigterm_on_posix_when_the_daemon_does_not_answer(
     home = tmp_path / "h"
     d = spawn_daemon(home, env=OFFLINE)
     d.wait_ready()
-    monkeypatch.setattr(cli_daemon, "_ask_to_stop", lambda state: False)
+    monkeypatch.setattr(daemon_stop, "_ask_to_stop", lambda state: False)
     result = CliRunner().invoke(cli, ["--home", str(home), "daemon", "--stop"])
     assert result.exit_code == 0, result.output
     assert d.proc.wait(15) == 0

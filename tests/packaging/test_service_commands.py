@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from localstore.cli import cli
 from localstore.config import Settings, load_settings
-from sync import cli_daemon
+from sync import _service_plan, cli_daemon
 from sync.cli_daemon import service_plan, windowless_command
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,7 +119,7 @@ def test_with_no_windowless_program_install_says_a_console_window_will_show(
     """Neither is there: the console script, and `service install` says what that means (a
     window at each logon that stops the daemon when closed) rather than nothing."""
     console = _scripts(tmp_path / "bin", "localstore.exe") / "localstore.exe"
-    monkeypatch.setattr(cli_daemon, "_executable", lambda: str(console))
+    monkeypatch.setattr(_service_plan, "_executable", lambda: str(console))
     plan = service_plan(load_settings(home=home, environ={}), str(home), platform="win32")
     assert f"<Command>{console}</Command>" in plan.text
     assert "console window" in plan.warning and "localstorew" in plan.warning
@@ -129,7 +129,7 @@ def test_the_task_xml_names_the_windowless_program(
     home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     scripts = _scripts(tmp_path / "Scripts", "localstore.exe", "localstorew.exe")
-    monkeypatch.setattr(cli_daemon, "_executable", lambda: str(scripts / "localstore.exe"))
+    monkeypatch.setattr(_service_plan, "_executable", lambda: str(scripts / "localstore.exe"))
     plan = service_plan(load_settings(home=home, environ={}), str(home), platform="win32")
     assert f"<Command>{scripts / 'localstorew.exe'}</Command>" in plan.text
     assert plan.warning == ""
@@ -151,7 +151,7 @@ def test_windows_install_stops_the_running_daemon_cleanly_then_runs_the_task(
     not ignored under IgnoreNew while it exits), and /Run starts it after /Create."""
     scripts = _scripts(tmp_path / "Scripts", "localstore.exe", "localstorew.exe")
     console = str(scripts / "localstore.exe")
-    monkeypatch.setattr(cli_daemon, "_executable", lambda: console)
+    monkeypatch.setattr(_service_plan, "_executable", lambda: console)
     plan = service_plan(load_settings(home=home, environ={}), str(home), platform="win32")
     name = "LocalStore daemon" + cli_daemon.service_suffix(
         load_settings(home=home, environ={}), str(home)
@@ -236,7 +236,7 @@ def test_windows_uninstall_stops_the_running_daemon_before_deleting_the_task(
     launchd's `bootout` stop theirs. It is stopped first, as install does (`daemon --stop`
     through the control API, then `schtasks /End`), while the task still exists to be ended."""
     scripts = _scripts(tmp_path / "Scripts", "localstore.exe", "localstorew.exe")
-    monkeypatch.setattr(cli_daemon, "_executable", lambda: str(scripts / "localstore.exe"))
+    monkeypatch.setattr(_service_plan, "_executable", lambda: str(scripts / "localstore.exe"))
     plan = service_plan(load_settings(home=home, environ={}), str(home), platform="win32")
     assert plan.stop_before_disable == plan.stop_first
     assert plan.disable == [["schtasks", "/Delete", "/TN", plan.stop_first[1][3], "/F"]]
@@ -293,13 +293,15 @@ def test_the_service_runs_the_localstore_exe_beside_a_windows_interpreter(tmp_pa
     """Beside the interpreter it looked for `localstore`, which pip names `localstore.exe` on
     Windows: never found, so the service ran whichever `localstore` was first on PATH (another
     Python's, an older install) instead of the one installed with this Python."""
-    assert cli_daemon._installed_script() is None  # (this checkout: the RECORD names no script)
+    assert _service_plan._installed_script() is None  # (this checkout: the RECORD names no script)
     scripts = _scripts(tmp_path / "venv" / "Scripts", "python.exe", "localstore.exe")
-    found = cli_daemon._executable("win32", str(scripts / "python.exe"))
+    found = _service_plan._executable("win32", str(scripts / "python.exe"))
     assert found == str(scripts / "localstore.exe")
 
 
 def test_the_service_runs_the_localstore_beside_a_posix_interpreter(tmp_path: Path) -> None:
-    assert cli_daemon._installed_script() is None
+    assert _service_plan._installed_script() is None
     bin_dir = _scripts(tmp_path / "venv" / "bin", "python3", "localstore", "localstore.exe")
-    assert cli_daemon._executable("linux", str(bin_dir / "python3")) == str(bin_dir / "localstore")
+    assert _service_plan._executable("linux", str(bin_dir / "python3")) == str(
+        bin_dir / "localstore"
+    )
