@@ -890,11 +890,20 @@ class EmbeddedSync:
 
         Called on the engine's own thread (a store-event subscriber or status listener closing
         the store), it cannot wait for that thread: the loop ends after its current cycle, and a
-        short-lived thread finishes the rest (remote, watcher, lock) once it has.
+        short-lived thread finishes the rest (remote, watcher, lock) once it has. In a child
+        forked from the app it does nothing: the sync is the parent's, and goes on there.
         """
         from sync._engine_core import _seconds_arg
 
         _seconds_arg("timeout", timeout)  # (a str failed half way: stopped, lock still held)
+        if self.store.index.forked:
+            # A forked child's copy (an atexit handler or a ``with`` block of the app's, run in
+            # a multiprocessing worker): the threads, watcher, remote and lock are the parent's.
+            # Closing the remote here waited out realtime's shutdown timeout (10 s) on an event
+            # loop whose thread only the parent has; and this object's mutex, held by a parent
+            # thread at the fork, would never be released here. The child holds nothing.
+            log.debug("stop() in a forked child: the sync is the parent's, left running")
+            return
         with self._mutex:
             if self._stopped:
                 return

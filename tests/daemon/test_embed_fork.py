@@ -10,17 +10,24 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from localstore._daemon_state import lock_is_held
+from localstore.store import BlueprintStore
 from localstore.watcher import Watcher
 from sync.embed import HomeLock, lock_holder, start_sync
+from sync.localcloud.stack import LocalCloud
 from sync.memory_remote import MemoryRemote, MemoryServer
+from sync.supabase_remote import login
 from tests.store.test_embedding_lifecycle import _in_child
 
 from ._stores import StoreOpener, stores_fixture  # noqa: F401  (the fixture "stores")
-from .conftest import eventually, write_external
+from .conftest import PASSWORD, eventually, home_settings, new_email, write_external
+
+# Realtime's shutdown timeout (RealtimeHints' default): a child's stop() waiting for it hung.
+REALTIME_CLOSE_S = 10.0
 
 
 def _fork_sleeper() -> tuple[int, int]:
@@ -118,3 +125,32 @@ def test_an_apps_watcher_stopped_in_a_forked_child_keeps_watching_in_the_parent(
     finally:
         watcher.stop()
         watcher.join(10)
+
+
+def test_stop_in_a_forked_child_leaves_the_parents_cloud_session_alone(
+    cloud: LocalCloud, tmp_path: Path
+) -> None:
+    """With the home's Supabase session: the child's stop() closed the parent's remote, waiting
+    out realtime's shutdown on an event loop whose thread only the parent has."""
+    settings = home_settings(tmp_path / "h")
+    login(settings, cloud.url, cloud.anon_key, new_email(), PASSWORD, signup=True)
+    store = BlueprintStore(settings)
+    try:
+        handle = start_sync(store, watch=False, poll_interval_s=3600)
+        try:
+            assert eventually(
+                lambda: (handle.status()["realtime"] or {}).get("state") == "subscribed", 30
+            ), handle.status()
+            started = time.monotonic()
+            assert _stopped_in_child(handle.stop) == "ok"
+            took = time.monotonic() - started
+            assert took < REALTIME_CLOSE_S, f"the child's stop() took {took:.1f} s"
+            store.save("after", "v: 1\n")  # (the parent's session still pushes)
+            assert eventually(lambda: handle.status()["pending"] == 0, 30), handle.status()
+            status = handle.status()
+            assert status["running"], status
+            assert status["realtime"]["state"] == "subscribed", status["realtime"]
+        finally:
+            handle.stop()
+    finally:
+        store.close()
