@@ -62,7 +62,7 @@ from sync._follow import (
 )
 from sync._keychain_watch import KeychainWatch, keychain_failure
 from sync._local import offline_hint, status_hint
-from sync.errors import NotLoggedInError, SyncError, SyncLockedError
+from sync.errors import EngineStateError, NotLoggedInError, SyncError, SyncLockedError
 from sync.session_marker import SessionMarker
 
 if TYPE_CHECKING:
@@ -1029,7 +1029,8 @@ def start_sync(
     of asking the user to unlock it; ``keychain_prompt=True`` lets keyring ask (an app whose user
     expects that prompt: it comes at each read that finds the keychain locked). Raises SyncLockedError when a daemon (or another
     app, or another store of this process) syncs this home, NotLoggedInError without a session,
-    WatcherError when the folder cannot be watched (its hint says how to fix that).
+    WatcherError when the folder cannot be watched (its hint says how to fix that),
+    StoreClosedError when the store is closed (also by another thread while sync starts).
     """
     from localstore.watcher import Watcher, running_watcher
     from sync.engine import SyncEngine
@@ -1081,7 +1082,11 @@ def start_sync(
     try:
         handle._unhook_close = store.on_close(handle.stop)
         engine.start()
-    except BaseException:
+    except BaseException as exc:
         handle.stop()
+        if isinstance(exc, EngineStateError) and store.closed:
+            # Another thread closed the store in between: its hook stopped the new engine,
+            # which then refused to start ("create a new SyncEngine": the app never made one).
+            handle._check_store_open()
         raise
     return handle
