@@ -255,11 +255,16 @@ class Index:
                 pass
         conn.close()
 
+    @property
+    def forked(self) -> bool:
+        """True in a child forked from the process that opened the index."""
+        return os.getpid() != self._pid
+
     def check_process(self) -> None:
         """Raise StoreClosedError (forked_error) in a child forked from the process that opened
         the index: for what else uses the store's connection, locks or threads (its events, a
         sync engine), which the child must not touch either."""
-        if os.getpid() != self._pid:
+        if self.forked:
             raise forked_error(self._pid)
 
     @property

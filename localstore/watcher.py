@@ -235,7 +235,13 @@ class Watcher(_Rescans):
             raise
 
     def stop(self) -> None:
-        """Ask the watcher to stop (idempotent); ``join()`` waits for it."""
+        """Ask the watcher to stop (idempotent); ``join()`` waits for it. Nothing in a child
+        forked from the watcher's process: its threads are the parent's, and go on there."""
+        if self.store.index.forked:
+            # The child shares the parent's inotify instance (one open file description):
+            # stopping the observer here removed the parent's watches, and its editor edits
+            # went unseen. (Nor may the parent's pid marks be freed from here.)
+            return
         with self._state_lock:
             if self._state is WatcherState.NEW:
                 self._state = WatcherState.STOPPED

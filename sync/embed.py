@@ -62,7 +62,7 @@ from sync._follow import (
 )
 from sync._keychain_watch import KeychainWatch, keychain_failure
 from sync._local import offline_hint, status_hint
-from sync.errors import NotLoggedInError, SyncError, SyncLockedError
+from sync.errors import EngineStateError, NotLoggedInError, SyncError, SyncLockedError
 from sync.session_marker import SessionMarker
 
 if TYPE_CHECKING:
@@ -890,11 +890,20 @@ class EmbeddedSync:
 
         Called on the engine's own thread (a store-event subscriber or status listener closing
         the store), it cannot wait for that thread: the loop ends after its current cycle, and a
-        short-lived thread finishes the rest (remote, watcher, lock) once it has.
+        short-lived thread finishes the rest (remote, watcher, lock) once it has. In a child
+        forked from the app it does nothing: the sync is the parent's, and goes on there.
         """
         from sync._engine_core import _seconds_arg
 
         _seconds_arg("timeout", timeout)  # (a str failed half way: stopped, lock still held)
+        if self.store.index.forked:
+            # A forked child's copy (an atexit handler or a ``with`` block of the app's, run in
+            # a multiprocessing worker): the threads, watcher, remote and lock are the parent's.
+            # Closing the remote here waited out realtime's shutdown timeout (10 s) on an event
+            # loop whose thread only the parent has; and this object's mutex, held by a parent
+            # thread at the fork, would never be released here. The child holds nothing.
+            log.debug("stop() in a forked child: the sync is the parent's, left running")
+            return
         with self._mutex:
             if self._stopped:
                 return
@@ -1020,7 +1029,8 @@ def start_sync(
     of asking the user to unlock it; ``keychain_prompt=True`` lets keyring ask (an app whose user
     expects that prompt: it comes at each read that finds the keychain locked). Raises SyncLockedError when a daemon (or another
     app, or another store of this process) syncs this home, NotLoggedInError without a session,
-    WatcherError when the folder cannot be watched (its hint says how to fix that).
+    WatcherError when the folder cannot be watched (its hint says how to fix that),
+    StoreClosedError when the store is closed (also by another thread while sync starts).
     """
     from localstore.watcher import Watcher, running_watcher
     from sync.engine import SyncEngine
@@ -1072,7 +1082,11 @@ def start_sync(
     try:
         handle._unhook_close = store.on_close(handle.stop)
         engine.start()
-    except BaseException:
+    except BaseException as exc:
         handle.stop()
+        if isinstance(exc, EngineStateError) and store.closed:
+            # Another thread closed the store in between: its hook stopped the new engine,
+            # which then refused to start ("create a new SyncEngine": the app never made one).
+            handle._check_store_open()
         raise
     return handle

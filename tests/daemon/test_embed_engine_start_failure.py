@@ -11,12 +11,17 @@ tests/daemon/test_engine_start_failure.py; the app's sync does the same now.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import sync.supabase_remote
+from localstore._daemon_state import lock_is_held
+from localstore.errors import StoreClosedError
+from sync.embed import start_sync
+from sync.engine import SyncEngine
 from sync.errors import RemoteConfigError, SessionChangedError
 from sync.memory_remote import MemoryRemote, MemoryServer
 from sync.session_marker import touch
@@ -103,3 +108,26 @@ def test_a_remote_that_fails_to_open_after_the_store_closed_is_no_offline_reason
     assert "unreachable" not in status["detail"]
     assert "the store is closed" in status["detail"]
     assert not [r for r in caplog.records if "unreachable" in r.getMessage()]
+
+
+def test_a_store_closed_while_sync_starts_is_named_as_the_cause(
+    stores: StoreOpener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another thread's close() landing after start_sync hooked the store, before the engine
+    started: the close stopped the new engine, and the app got "the engine is stopped; it runs
+    once" with the hint to create a new SyncEngine, which it never made."""
+    store = stores(home=tmp_path / "h")
+    start = SyncEngine.start
+
+    def closed_first(engine: SyncEngine) -> None:
+        # Fault injection: the app's shutdown closes the store on another thread right now.
+        closer = threading.Thread(target=store.close)
+        closer.start()
+        closer.join()
+        start(engine)
+
+    monkeypatch.setattr(SyncEngine, "start", closed_first)
+    with pytest.raises(StoreClosedError) as caught:
+        start_sync(store, remote=MemoryRemote(MemoryServer()), poll_interval_s=3600)
+    assert "open the store again" in str(caught.value.hint)
+    assert not lock_is_held(store.settings.paths.state)

@@ -1,19 +1,33 @@
 """An app that forks while it syncs in-process (``multiprocessing`` with the fork start method, a
 worker pool): the child inherited the home lock's open file description, and an flock belongs to
 the description, so the home stayed locked while the child lived, after the app stopped its sync.
-Starting sync again (or a daemon) was refused with "process ? already syncs this home"."""
+Starting sync again (or a daemon) was refused with "process ? already syncs this home".
+
+And a child that stops what it inherited (the app's atexit handler, a ``with`` block set up before
+the fork) must leave the parent's sync and watcher running: they are the parent's."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from localstore._daemon_state import lock_is_held
-from sync.embed import HomeLock, start_sync
+from localstore.store import BlueprintStore
+from localstore.watcher import Watcher
+from sync.embed import HomeLock, lock_holder, start_sync
+from sync.localcloud.stack import LocalCloud
 from sync.memory_remote import MemoryRemote, MemoryServer
+from sync.supabase_remote import login
+from tests.store.test_embedding_lifecycle import _in_child
 
 from ._stores import StoreOpener, stores_fixture  # noqa: F401  (the fixture "stores")
+from .conftest import PASSWORD, eventually, home_settings, new_email, write_external
+
+# Realtime's shutdown timeout (RealtimeHints' default): a child's stop() waiting for it hung.
+REALTIME_CLOSE_S = 10.0
 
 
 def _fork_sleeper() -> tuple[int, int]:
@@ -63,3 +77,80 @@ def test_a_forked_child_does_not_keep_the_home_locked(stores: StoreOpener, tmp_p
         except ProcessLookupError:
             pass
         os.waitpid(pid, 0)
+
+
+def _stopped_in_child(stop: Callable[[], None]) -> str:
+    """Call ``stop`` in a forked child (an app's atexit handler, a ``with`` block it set up before
+    the fork): "ok", what it raised, or "hung"."""
+
+    def body() -> str:
+        stop()
+        return "ok"
+
+    return _in_child(body)
+
+
+def test_stop_in_a_forked_child_leaves_the_parents_sync_running(
+    stores: StoreOpener, tmp_path: Path
+) -> None:
+    """A child forked after start_sync (``multiprocessing``'s fork start method) inherits the
+    handle; its stop() (an atexit handler, a ``with`` block the app set up) stopped the parent's
+    watcher: removing the inotify watches of the instance both processes share, so the app's
+    editor edits were no longer seen nor synced."""
+    store = stores(home=tmp_path / "h")
+    server = MemoryServer()
+    handle = start_sync(store, remote=MemoryRemote(server), poll_interval_s=3600)
+    assert _stopped_in_child(handle.stop) == "ok"
+    assert _stopped_in_child(store.close) == "ok"
+    write_external(store.root, "after.blueprint.yaml", "v: 1\n")
+    assert eventually(
+        lambda: any(r.row.path == "after.blueprint.yaml" for r in server.rows.values()), 10
+    )
+    assert handle.status()["running"]
+    assert lock_holder(store.settings.paths.state) == os.getpid()
+
+
+def test_an_apps_watcher_stopped_in_a_forked_child_keeps_watching_in_the_parent(
+    stores: StoreOpener, tmp_path: Path
+) -> None:
+    """The app's own Watcher (not start_sync's), stopped in a child: the same shared inotify
+    instance lost its watches, and the parent's edits went unrecorded."""
+    store = stores(home=tmp_path / "h")
+    watcher = Watcher(store)
+    watcher.start()
+    try:
+        assert _stopped_in_child(watcher.stop) == "ok"
+        write_external(store.root, "after.blueprint.yaml", "v: 1\n")
+        assert eventually(lambda: store.exists("after"), 10)
+    finally:
+        watcher.stop()
+        watcher.join(10)
+
+
+def test_stop_in_a_forked_child_leaves_the_parents_cloud_session_alone(
+    cloud: LocalCloud, tmp_path: Path
+) -> None:
+    """With the home's Supabase session: the child's stop() closed the parent's remote, waiting
+    out realtime's shutdown on an event loop whose thread only the parent has."""
+    settings = home_settings(tmp_path / "h")
+    login(settings, cloud.url, cloud.anon_key, new_email(), PASSWORD, signup=True)
+    store = BlueprintStore(settings)
+    try:
+        handle = start_sync(store, watch=False, poll_interval_s=3600)
+        try:
+            assert eventually(
+                lambda: (handle.status()["realtime"] or {}).get("state") == "subscribed", 30
+            ), handle.status()
+            started = time.monotonic()
+            assert _stopped_in_child(handle.stop) == "ok"
+            took = time.monotonic() - started
+            assert took < REALTIME_CLOSE_S, f"the child's stop() took {took:.1f} s"
+            store.save("after", "v: 1\n")  # (the parent's session still pushes)
+            assert eventually(lambda: handle.status()["pending"] == 0, 30), handle.status()
+            status = handle.status()
+            assert status["running"], status
+            assert status["realtime"]["state"] == "subscribed", status["realtime"]
+        finally:
+            handle.stop()
+    finally:
+        store.close()

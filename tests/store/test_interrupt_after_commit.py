@@ -14,14 +14,18 @@ listener, by an after-commit callback queued inside the write, right after the C
 from __future__ import annotations
 
 import contextlib
+import logging
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
 
 import localstore
+from localstore import _callbacks
 from localstore import files as fs
 from localstore.errors import IndexStoreError, NotFoundError
 from localstore.store import SaveRequest
@@ -256,3 +260,74 @@ def test_an_interrupt_in_a_subscriber_lets_every_other_hear_the_change(
     paths = ["a/x.blueprint.yaml", "b/y.blueprint.yaml"]
     assert heard == [("created", p) for p in paths]
     assert observed == paths
+
+
+@contextlib.contextmanager
+def _interrupt_at_next_step(armed: Callable[[], bool]) -> Iterator[None]:
+    """Raise KeyboardInterrupt at the first line ``call_each`` runs once ``armed()`` (a callback
+    armed it as it returned): where a Ctrl-C that came during that callback's last steps lands,
+    at the loop's next step. (A trace function that raises is removed, so it fires once.)"""
+    code = _callbacks.call_each.__code__
+
+    def in_call_each(frame: FrameType, event: str, _arg: Any) -> Any:
+        if event == "line" and armed():
+            raise KeyboardInterrupt("injected between two callbacks")
+        return in_call_each
+
+    def calls(frame: FrameType, _event: str, _arg: Any) -> Any:
+        return in_call_each if frame.f_code is code else None
+
+    previous = sys.gettrace()
+    sys.settrace(calls)
+    try:
+        yield
+    finally:
+        sys.settrace(previous)
+
+
+def _two_subscribers(store: Store, first: Callable[[Any], None]) -> list[str]:
+    """``first`` then a subscriber that notes what it heard (returned)."""
+    heard: list[str] = []
+    store.subscribe(first)
+    store.subscribe(lambda e: heard.append(e.path))
+    return heard
+
+
+def test_an_interrupt_between_two_subscribers_lets_the_rest_hear_the_change(
+    opened: Callable[[], Store],
+) -> None:
+    """A Ctrl-C that came as one subscriber returned was raised at the delivery loop's next step,
+    outside the try that keeps an interrupt for the end: the subscribers after it never heard of
+    the committed change."""
+    store = opened()
+    ran: list[bool] = []
+    heard = _two_subscribers(store, lambda _e: ran.append(True))
+    with _interrupt_at_next_step(lambda: bool(ran)), pytest.raises(KeyboardInterrupt):
+        store.save("a/x", "v: 1\n")
+    assert heard == ["a/x.blueprint.yaml"]
+
+
+def test_an_interrupt_while_a_failing_subscriber_is_logged_lets_the_rest_hear_the_change(
+    opened: Callable[[], Store], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C while the error of a failing subscriber was written to the log (a slow terminal)
+    escaped the loop from its except clause: the rest never heard of the change."""
+    store = opened()
+
+    def failing(_event: Any) -> None:
+        raise ValueError("a subscriber's bug")
+
+    class InterruptedWrite(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            raise KeyboardInterrupt("injected while logging")
+
+    heard = _two_subscribers(store, failing)
+    events_log = logging.getLogger("localstore.events")
+    handler = InterruptedWrite()
+    events_log.addHandler(handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            store.save("a/x", "v: 1\n")
+    finally:
+        events_log.removeHandler(handler)
+    assert heard == ["a/x.blueprint.yaml"]
