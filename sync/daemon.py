@@ -62,7 +62,6 @@ from sync.control import ControlServer
 from sync.embed import STATE_FILE, HomeLock, home_gone, lock_holder, remove_state, write_state
 from sync.engine import SyncEngine, SyncStatus, WorkerState
 from sync.errors import NotLoggedInError, SyncError
-from sync.login_names import login_listed
 from sync.remote import Remote
 from sync.session_marker import SessionMarker
 
@@ -399,11 +398,8 @@ class Daemon(DaemonOps):
             except NotLoggedInError as exc:
                 return self._go_offline("not logged in", exc)
             except (SyncError, LocalStoreError) as exc:
-                if self._keychain_failure_without_login(exc):
-                    # A keychain that cannot be read on a home that never logged in (the index
-                    # lists every name stored): not logged in, as `status` and `doctor` say. Its
-                    # error sent a new user to fix a keychain they had no use for yet.
-                    return self._go_offline("not logged in", exc)
+                # (A keychain that cannot be read on a home that never logged in is a
+                # NotLoggedInError already: remote_from_settings asks the index first.)
                 return self._go_offline(exc.message, exc)
             kwargs: dict[str, Any] = {}
             if self._poll_interval_s is not None:
@@ -488,15 +484,6 @@ class Daemon(DaemonOps):
         self._go_offline("not logged in", exc)
         if self.server is not None:
             self.server.publish("sync", self._sync_status())
-
-    def _keychain_failure_without_login(self, exc: BaseException) -> bool:
-        """Whether opening the remote failed on the keychain while no login is listed."""
-        if not keychain_failure(exc) or self.store is None:
-            return False
-        try:
-            return not login_listed(self.store.index, self.settings)
-        except LocalStoreError:
-            return False  # (cannot tell: the keychain's own error is the better guess)
 
     def _go_offline(self, reason: str, exc: BaseException) -> bool:
         if reason != self._offline_reason:
