@@ -30,7 +30,8 @@ def flags_in_older_words(cur: Any) -> bool:
     """Whether the home's flags may be in words older than today's (its caller knows that some
     row is flagged: the pass has every live row at hand)."""
     rows = cur.execute("SELECT value FROM settings WHERE key = ?", (FLAG_WORDS_KEY,)).fetchall()
-    return int(rows[0][0]) < FLAG_WORDS if rows else True
+    # (A value that is no number, hand-edited or damaged, must not stop the open: read again.)
+    return not rows or not str(rows[0][0]).isdigit() or int(rows[0][0]) < FLAG_WORDS
 
 
 def note_flag_words(cur: Any) -> None:

@@ -103,3 +103,13 @@ def test_flags_are_read_again_once_not_at_every_open(home: Path) -> None:
     assert _row_commits(home) == before
     with localstore.open(home=home) as store:
         assert store.index.get_setting(FLAG_WORDS_KEY) == str(FLAG_WORDS)
+
+
+def test_a_damaged_words_number_rewords_instead_of_stopping_the_open(home: Path) -> None:
+    bp_id, _ = _flag_as_older_code_did(home, "yaml")
+    conn = apsw.Connection(str(home / "data/index.db"))
+    conn.execute("INSERT INTO settings VALUES (?, 'x2')", (FLAG_WORDS_KEY,))
+    conn.close()
+    with localstore.open(home=home) as store:
+        assert store.row(bp_id).flagged == flag_reason(_refusal("yaml"), "old.blueprint.yaml")
+        assert store.index.get_setting(FLAG_WORDS_KEY) == str(FLAG_WORDS)
