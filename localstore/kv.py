@@ -120,6 +120,32 @@ class _StaleKey(Exception):
     """Internal: no current data key yet, or not the one loaded; retry outside the write."""
 
 
+def _upsert_row(cur: apsw.Cursor, key: str, row: tuple[Any, ...], key_id: str | None) -> float:
+    """(in a write) Insert or replace ``key``'s row; return its created time.
+
+    Raises LimitExceededError for a row over SQLite's length limit.
+    """
+    stored, fmt, compressed, meta_json, tags_json, now, expires, size = row
+    try:
+        rows: list[Any] = cur.execute(
+            "INSERT INTO kv_items (key, value, format, compressed, key_id, metadata, tags,"
+            " created, updated, expires, size) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(key) DO UPDATE SET value=excluded.value, format=excluded.format,"
+            # An expired row not yet purged is gone for every read: this is a new item.
+            " created=CASE WHEN kv_items.expires <= excluded.updated"
+            " THEN excluded.created ELSE kv_items.created END,"
+            " compressed=excluded.compressed, key_id=excluded.key_id,"
+            " metadata=excluded.metadata, tags=excluded.tags, updated=excluded.updated,"
+            " expires=excluded.expires, size=excluded.size RETURNING created",
+            (key, stored, fmt, compressed, key_id, meta_json, tags_json, now, now, expires, size),
+        ).fetchall()
+    except apsw.TooBigError as exc:
+        # Raised inside our write, so the index's write() would pass it on raw.
+        limit = cur.connection.limit(apsw.SQLITE_LIMIT_LENGTH)
+        raise _too_large(key, len(stored), len(meta_json), limit) from exc
+    return float(rows[0][0])
+
+
 class KVStore(_KVKeys):
     """App data in the index, with an LRU hot tier in front (``hot_items=0`` or ``hot_ttl=0`` turns
     it off: nothing is kept in memory).
@@ -259,64 +285,46 @@ class KVStore(_KVKeys):
 
         Returns whether the item replaced was the last one sealed with a retiring data key
         (marked 'retired' here: see _retire_if_unused)."""
-        stored, fmt, compressed, meta_json, tags_json, now, expires, size = row
         with self._write() as cur:
             key_id = None
             if encrypt:
-                assert self._keys is not None
-                # Read the current key inside the transaction: a rotation that commits before us
-                # is seen, one that starts after us re-seals this row.
-                key_id = self._current_kid(cur)
-                if key_id is None or key_id != loaded_kid:
-                    raise _StaleKey  # none yet, or another process rotated since we loaded it
-                # Checked before sealing: AES-GCM refuses 2**31 bytes or more with a raw
-                # OverflowError, where the unencrypted path gets SQLite's TooBigError below. SQLite's
-                # limit is never above 2**31 - 1 (its hard maximum), so an envelope within it is
-                # within AES-GCM's bound too; and a value SQLite would refuse is not encrypted first.
-                limit = cur.connection.limit(apsw.SQLITE_LIMIT_LENGTH)
-                sealed = envelope_size(len(stored), key_id)
-                if sealed > limit:
-                    raise _too_large(key, sealed, len(meta_json), limit)
-                stored = self._keys.seal(key_id, stored, aad=_aad(key))
+                stored, key_id = self._seal_current(cur, key, row[0], row[3], loaded_kid)
+                row = (stored, *row[1:])
             # (A primary-key lookup: the upsert's RETURNING sees only the new row.)
             replaced = cur.execute("SELECT key_id FROM kv_items WHERE key = ?", (key,)).fetchall()
-            try:
-                rows = cur.execute(
-                    "INSERT INTO kv_items (key, value, format, compressed, key_id, metadata, tags,"
-                    " created, updated, expires, size) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-                    " ON CONFLICT(key) DO UPDATE SET value=excluded.value, format=excluded.format,"
-                    # An expired row not yet purged is gone for every read: this is a new item.
-                    " created=CASE WHEN kv_items.expires <= excluded.updated"
-                    " THEN excluded.created ELSE kv_items.created END,"
-                    " compressed=excluded.compressed, key_id=excluded.key_id,"
-                    " metadata=excluded.metadata, tags=excluded.tags, updated=excluded.updated,"
-                    " expires=excluded.expires, size=excluded.size RETURNING created",
-                    (
-                        key,
-                        stored,
-                        fmt,
-                        compressed,
-                        key_id,
-                        meta_json,
-                        tags_json,
-                        now,
-                        now,
-                        expires,
-                        size,
-                    ),
-                ).fetchall()
-            except apsw.TooBigError as exc:
-                # Raised inside our write, so the index's write() would pass it on raw.
-                limit = cur.connection.limit(apsw.SQLITE_LIMIT_LENGTH)
-                raise _too_large(key, len(stored), len(meta_json), limit) from exc
+            created = _upsert_row(cur, key, row, key_id)
             cur.execute("DELETE FROM kv_tags WHERE key = ?", (key,))
             cur.executemany("INSERT INTO kv_tags VALUES (?, ?)", [(t, key) for t in tags])
             retired = self._retire_if_unused(cur, [r[0] for r in replaced])
             self._bump_generation(cur)
             # Cached in the same locked region as the write: a put after releasing the lock could
             # land after another thread's newer save or delete of this key and resurrect our value.
-            self._hot.put(key, replace(item, created=float(rows[0][0])), plain, now)
+            self._hot.put(key, replace(item, created=created), plain, row[5])
         return retired
+
+    def _seal_current(
+        self, cur: apsw.Cursor, key: str, stored: bytes, meta_json: str, loaded_kid: str | None
+    ) -> tuple[bytes, str]:
+        """(in the write) ``stored`` sealed with the current key, which must be ``loaded_kid``,
+        and that key's id.
+
+        Raises _StaleKey (no current key yet, or another one), LimitExceededError.
+        """
+        assert self._keys is not None
+        # Read the current key inside the transaction: a rotation that commits before us
+        # is seen, one that starts after us re-seals this row.
+        key_id = self._current_kid(cur)
+        if key_id is None or key_id != loaded_kid:
+            raise _StaleKey  # none yet, or another process rotated since we loaded it
+        # Checked before sealing: AES-GCM refuses 2**31 bytes or more with a raw OverflowError,
+        # where the unencrypted path gets SQLite's TooBigError (in _upsert_row). SQLite's limit
+        # is never above 2**31 - 1 (its hard maximum), so an envelope within it is within
+        # AES-GCM's bound too; and a value SQLite would refuse is not encrypted first.
+        limit = cur.connection.limit(apsw.SQLITE_LIMIT_LENGTH)
+        sealed = envelope_size(len(stored), key_id)
+        if sealed > limit:
+            raise _too_large(key, sealed, len(meta_json), limit)
+        return self._keys.seal(key_id, stored, aad=_aad(key)), key_id
 
     def delete(self, key: str) -> bool:
         """Delete ``key``; return whether a (live or expired) item was there.
