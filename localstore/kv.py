@@ -116,6 +116,24 @@ def _key_kept_changing(key: str, tried: list[str]) -> KVError:
     )
 
 
+def _format_arg(format: Any) -> None:
+    """Raise InvalidInputError unless ``format`` is one of FORMATS."""
+    if not isinstance(format, str) or format not in FORMATS:
+        raise InvalidInputError(
+            f"format must be one of {', '.join(FORMATS)}, not {format!r}",
+            hint="leave format out for JSON; 'binary' takes bytes",
+        )
+
+
+def _compressed(plain: bytes) -> tuple[bytes, bool]:
+    """What to store for ``plain`` asked to be compressed, and whether it is."""
+    packed = zlib.compress(plain, _COMPRESS_LEVEL)
+    # Keep it raw when compression does not pay (already-compressed or tiny values).
+    if len(packed) < len(plain):
+        return packed, True
+    return plain, False
+
+
 class _StaleKey(Exception):
     """Internal: no current data key yet, or not the one loaded; retry outside the write."""
 
@@ -181,11 +199,7 @@ class KVStore(_KVKeys):
         self._check_open()
         _check_key(key)
         self._check_writable(f"save app-data item {key!r}")
-        if not isinstance(format, str) or format not in FORMATS:
-            raise InvalidInputError(
-                f"format must be one of {', '.join(FORMATS)}, not {format!r}",
-                hint="leave format out for JSON; 'binary' takes bytes",
-            )
+        _format_arg(format)
         # ("no" was taken as true: compressed, or refused for lack of credentials.)
         _flag_arg("compress", compress)
         _flag_arg("encrypt", encrypt)
@@ -193,12 +207,7 @@ class KVStore(_KVKeys):
         meta_json = _metadata_json(metadata)
         expires = self._expiry(ttl, expires_at)
         plain = _encode(key, value, format)
-        stored, compressed = plain, False
-        if compress:
-            packed = zlib.compress(plain, _COMPRESS_LEVEL)
-            # Keep it raw when compression does not pay (already-compressed or tiny values).
-            if len(packed) < len(plain):
-                stored, compressed = packed, True
+        stored, compressed = _compressed(plain) if compress else (plain, False)
         if encrypt and self._keys is None:
             raise KVError(
                 f"cannot encrypt {key!r}: this store has no credentials",
