@@ -27,6 +27,8 @@ from localstore.store import BlueprintStore
 from sync import cli_sync, daemon
 from sync.embed import start_sync
 from sync.errors import SyncError
+from sync.login_names import project_credential_name
+from sync.supabase_remote import CloudProject
 from tests.credentials.conftest import secret_service  # noqa: F401  (the private keychain's)
 from tests.credentials.test_copied_home import (  # noqa: F401  (fixtures)
     _Keychain,
@@ -70,9 +72,24 @@ def store(settings: Settings) -> Iterator[BlueprintStore]:
     s.close()
 
 
+@pytest.fixture
+def logged_in(settings: Settings, keychain: _Keychain) -> None:  # noqa: F811
+    """A login's project stored while the keychain is unlocked, so the index lists it: a home
+    that never logged in is "not logged in" whatever its keychain (remote_from_settings)."""
+    settings.paths.ensure()
+    index = Index(settings.paths.index_db)
+    try:
+        project = CloudProject("http://127.0.0.1:9", "anon-key", "user-1", "a@example.com")
+        creds = CredentialStore(index, settings, prompt=False)
+        creds.set(project_credential_name(settings), project.to_json())
+    finally:
+        index.close()
+
+
 def test_the_daemon_refuses_a_locked_keychain_without_a_prompt(
     settings: Settings,
     keychain: _Keychain,  # noqa: F811  (the fixture imported above)
+    logged_in: None,
     asked: list[str],
 ) -> None:
     keychain.lock()
@@ -86,6 +103,7 @@ def test_the_daemon_refuses_a_locked_keychain_without_a_prompt(
 def test_an_app_syncing_in_process_refuses_a_locked_keychain_without_a_prompt(
     store: BlueprintStore,
     keychain: _Keychain,  # noqa: F811
+    logged_in: None,
     asked: list[str],
 ) -> None:
     keychain.lock()
@@ -97,6 +115,7 @@ def test_an_app_syncing_in_process_refuses_a_locked_keychain_without_a_prompt(
 def test_the_cli_in_the_foreground_may_ask_to_unlock_the_keychain(
     settings: Settings,
     keychain: _Keychain,  # noqa: F811
+    logged_in: None,
     asked: list[str],
 ) -> None:
     keychain.lock()
