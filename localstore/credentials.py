@@ -60,6 +60,7 @@ from localstore.errors import (
     ConfigError,
     CredentialNotFoundError,
     InvalidInputError,
+    methods_arg,
     wrong_type,
 )
 from localstore.index import Index
@@ -201,12 +202,11 @@ def _cred_init_args(index: Any, settings: Any, backend: Any, environ: Any) -> No
             hint="pass Index(settings.paths.index_db) (or an open store's store.index)",
         )
     settings_arg(settings)
-    if backend is not None and not all(
-        callable(getattr(backend, m, None)) for m in ("get", "set", "delete")
-    ):
-        raise wrong_type(
+    if backend is not None:
+        methods_arg(
             "backend",
             backend,
+            ("get", "set", "delete"),
             "a secret backend",
             hint="pass KeyringSecretBackend() or EncryptedFileBackend(path, passphrase), or "
             "leave it out to choose by configuration",
