@@ -21,7 +21,7 @@ import apsw
 from localstore._kv_hot import _HotEntry, _HotTier
 from localstore.config import DEFAULT_KV_HOT_BYTES, DEFAULT_KV_HOT_ITEMS, Settings, settings_arg
 from localstore.crypto import DataKeys, SecretStore
-from localstore.errors import InvalidInputError, StoreClosedError, wrong_type
+from localstore.errors import InvalidInputError, StoreClosedError, methods_arg, wrong_type
 from localstore.index import Index
 from localstore.store import _count_arg
 
@@ -81,12 +81,11 @@ def _kv_init_args(
             "a localstore.index.Index",
             hint="pass Index(settings.paths.index_db) (or an open store's store.index)",
         )
-    if credentials is not None and not all(
-        callable(getattr(credentials, m, None)) for m in ("get", "set", "delete")
-    ):
-        raise wrong_type(
+    if credentials is not None:
+        methods_arg(
             "credentials",
             credentials,
+            ("get", "set", "delete"),
             "a CredentialStore",
             hint="pass credentials=CredentialStore(index, settings), or leave it out",
         )

@@ -36,7 +36,7 @@ __all__ = [
 
 _SS_PREFIX = "org.freedesktop.Secret."
 _IS_LOCKED = _SS_PREFIX + "Error.IsLocked"
-# What a refused background write says (as credentials._NOT_PROMPTING, for the same refusal).
+# What a refused background write says (as _cred_secret_service._NOT_PROMPTING, for the same refusal).
 _LOCKED_MID_WRITE = (
     "the collection locked before the write, and this process does not ask to unlock it"
 )

@@ -89,6 +89,18 @@ def wrong_type(what: str, value: object, expected: str, *, hint: str) -> Invalid
     return InvalidInputError(f"{what} must be {expected}, not {type(value).__name__}", hint=hint)
 
 
+def methods_arg(
+    what: str, value: object, methods: tuple[str, ...], expected: str, *, hint: str
+) -> None:
+    """Refuse ``value`` (:func:`wrong_type`) unless each of ``methods`` is a callable of it.
+
+    For arguments taken by what they do (a credential store, a secret backend, a remote): a
+    wrong one, a string say, failed later, deep in the first call (or on another thread).
+    """
+    if not all(callable(getattr(value, m, None)) for m in methods):
+        raise wrong_type(what, value, expected, hint=hint)
+
+
 class InvalidYAMLError(InvalidInputError):
     """The blueprint's YAML does not parse or its top level is not a mapping."""
 

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, cast
 
-from localstore.errors import InvalidInputError, StoreClosedError, wrong_type
+from localstore.errors import InvalidInputError, StoreClosedError, methods_arg, wrong_type
 from localstore.store import BlueprintStore, _count_arg
 from sync import _state as st
 from sync import account_record, base_record
@@ -440,14 +440,14 @@ def _seconds_arg(name: str, value: Any) -> float:
 
 def remote_arg(remote: Any) -> None:
     """A Remote: something with its methods (a str failed on the syncing thread)."""
-    if not all(callable(getattr(remote, m, None)) for m in ("push", "pull", "subscribe")):
-        raise wrong_type(
-            "remote",
-            remote,
-            "a sync Remote",
-            hint="pass a SupabaseRemote (or leave remote out of start_sync for the home's "
-            "login), or a MemoryRemote in tests",
-        )
+    methods_arg(
+        "remote",
+        remote,
+        ("push", "pull", "subscribe"),
+        "a sync Remote",
+        hint="pass a SupabaseRemote (or leave remote out of start_sync for the home's "
+        "login), or a MemoryRemote in tests",
+    )
 
 
 def _policy_arg(store: BlueprintStore, policy: Any) -> ConflictPolicy:

@@ -31,20 +31,38 @@ Deletes are not merged here: the engine applies "an edit beats a delete" before 
 
 from __future__ import annotations
 
-import math
-from collections import Counter
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import merge3
 import yaml
 
-from localstore.blueprint import Validator, dump_yaml, parse_yaml, run_validator
+from localstore.blueprint import Validator, dump_yaml, run_validator
 from localstore.errors import LocalStoreError
 from sync._blockmerge import merge_blocks
 from sync._diffbudget import DiffBudget, DiffBudgetExceeded
+from sync._merge_lines import (
+    _line_merge_styled,
+    _Loader,
+    _Loads,
+    _loses_a_change,
+    _made_duplicate_items,
+    _plain,
+    _problems,
+    _restyled,
+    _style,
+)
+from sync._merge_values import (
+    LIST_MATCH_KEYS as LIST_MATCH_KEYS,  # (public before the split)
+)
+from sync._merge_values import (
+    MISSING,
+    _merge_node,
+    _ordered_union,
+    _same,
+    _same_in_order,
+)
 from sync._spelling import dump_spelled
 from sync.errors import MergeError
 
@@ -55,9 +73,7 @@ ResolutionAction = Literal["take_local", "take_remote", "take_merged", "keep_bot
 PolicyName = Literal["merge", "keep-both", "prefer-local", "prefer-remote"]
 
 POLICIES: tuple[PolicyName, ...] = ("merge", "keep-both", "prefer-local", "prefer-remote")
-LIST_MATCH_KEYS = ("id", "name")
 _STEP_RANK = {"one_sided": 1, "line": 2, "structural": 3}
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 ALIASES_CHANGED = (
     "content: a side changed which values are aliases (*name) or merged in (<<) on a document"
     " both sides changed; the merge of the loaded data cannot tell what follows an anchor"
@@ -66,19 +82,6 @@ TOO_LARGE = (
     "content: too many edits on both sides of a large document to merge automatically"
     " (the line diffs' work is over the merge budget); both versions are kept"
 )
-
-
-class _Missing:
-    """A key or item absent on one side (distinct from a YAML null)."""
-
-    def __repr__(self) -> str:
-        return "<missing>"
-
-
-MISSING: Any = _Missing()
-# The line step's check: a value no line result can be (``_filled``), so the check refuses it.
-_REFUSED: Any = _Missing()
-_NO_FILL: Any = _Missing()  # a structural merge proper, not the line step's check
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,235 +368,6 @@ def _checked(result: object) -> Resolution:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Line step
-
-
-@dataclass(frozen=True, slots=True)
-class _Style:
-    """A text's byte-order mark and line endings (None: mixed, so it has no one style)."""
-
-    bom: bool
-    crlf: bool | None
-
-
-def _style(text: str) -> _Style:
-    body = text.removeprefix("\ufeff")
-    cr, crlf = body.count("\r"), body.count("\r\n")
-    if cr == 0:
-        return _Style(len(body) != len(text), False)
-    if cr == crlf == body.count("\n"):
-        return _Style(len(body) != len(text), True)
-    return _Style(len(body) != len(text), None)
-
-
-def _line_merge_styled(base: str | None, local: str, remote: str, budget: DiffBudget) -> str | None:
-    """diff3 merge of the texts without their BOM and with LF line endings, the style put back.
-
-    A device that saves CRLF (or adds a BOM) changes every line for diff3: the line step
-    conflicted everywhere and the structural step settled it, dropping every comment of both
-    sides, and an edit that was only a comment. Line endings carry no meaning in YAML (a line
-    break in a scalar loads as LF either way), so the lines are compared without them and the
-    result gets the style each side agreed on, or the one a single side changed to (a 3-way
-    merge of the style itself). A text with mixed line endings has no style to put back: then
-    the texts are merged as they are.
-    """
-    texts = [base or "", local, remote]
-    if any(_style(t).crlf is None for t in texts):
-        return _line_merge(texts[0], texts[1], texts[2], budget)
-    plain = [_plain(t) for t in texts]
-    merged = _line_merge(plain[0], plain[1], plain[2], budget)
-    return None if merged is None else _restyled(merged, base, local, remote)
-
-
-def _plain(text: str) -> str:
-    """The text without a byte-order mark and with LF line endings."""
-    return text.removeprefix("\ufeff").replace("\r\n", "\n")
-
-
-def _restyled(merged: str, base: str | None, local: str, remote: str) -> str:
-    """A merge of plain texts given the BOM and line endings of the sides: the style both agree
-    on, or the one a single side changed to (no base: local's unless both agree)."""
-    styles = [_style(t) for t in (base or "", local, remote)]
-    b, lo, re_ = styles if base is not None else (styles[2], styles[1], styles[2])
-    bom = re_.bom if lo.bom == b.bom else lo.bom
-    crlf = re_.crlf if lo.crlf == b.crlf else lo.crlf
-    return ("\ufeff" if bom else "") + (merged.replace("\n", "\r\n") if crlf else merged)
-
-
-def _line_merge(base: str, local: str, remote: str, budget: DiffBudget) -> str | None:
-    """diff3 merge of lines; None when any region conflicts."""
-    m = merge3.Merge3(
-        base.splitlines(True),
-        local.splitlines(True),
-        remote.splitlines(True),
-        sequence_matcher=budget.matcher(),
-    )
-    out: list[str] = []
-    for group in m.merge_groups():
-        if group[0] == "conflict":
-            return None
-        out.extend(group[1])
-    return "".join(out)
-
-
-class _Loads:
-    """``parse_yaml`` of each text once per merge: the line step's checks and the structural step
-    read the same three sides (and the checks the text they accept), and on a document of
-    megabytes each load is a second. The documents loaded are only read, never changed."""
-
-    def __init__(self) -> None:
-        self._done: dict[str, tuple[dict[str, Any] | None, LocalStoreError | None]] = {}
-
-    def __call__(self, text: str) -> dict[str, Any]:
-        """The loaded document; raises what ``parse_yaml`` raises for it."""
-        done = self._done.get(text)
-        if done is None:
-            try:
-                done = (parse_yaml(text), None)
-            except LocalStoreError as exc:
-                done = (None, exc)
-            self._done[text] = done
-        data, error = done
-        if error is not None:
-            raise error
-        assert data is not None
-        return data
-
-
-def _problems(text: str, judge: Judge, loads: _Loads) -> list[str]:
-    """Why ``text`` is not an acceptable merge result (empty when it is)."""
-    try:
-        data = loads(text)
-    except LocalStoreError as exc:
-        return [f"merged YAML is invalid: {exc.message}"]
-    duplicates = _duplicate_keys(text)
-    if duplicates:
-        return [f"merged YAML repeats key {key!r}" for key in duplicates]
-    return [f"merged blueprint fails validation: {p}" for p in judge(text, data)]
-
-
-def _duplicate_keys(text: str) -> list[str]:
-    """Scalar keys that appear twice in one mapping (a loader would silently keep the last)."""
-    node = yaml.compose(text, Loader=_Loader)
-    found: list[str] = []
-    seen_nodes: set[int] = set()
-    stack = [node] if node is not None else []
-    while stack:
-        current = stack.pop()
-        if id(current) in seen_nodes:  # aliases share nodes; parse_yaml already bounded them
-            continue
-        seen_nodes.add(id(current))
-        if isinstance(current, yaml.MappingNode):
-            seen: dict[Any, str] = {}
-            for k, _ in current.value:
-                if not isinstance(k, yaml.ScalarNode):
-                    continue
-                loaded = _loaded_key(k)
-                if loaded in seen:
-                    first = seen[loaded]
-                    found.append(first if first == k.value else f"{first} (as {k.value})")
-                else:
-                    seen[loaded] = k.value
-            stack.extend(n for pair in current.value for n in pair)
-        elif isinstance(current, yaml.SequenceNode):
-            stack.extend(current.value)
-    return sorted(set(found))
-
-
-def _loaded_key(node: yaml.ScalarNode) -> Hashable:
-    """A mapping key as the loader keys its dict: ``1``, ``true``, ``0x1`` and ``1.0`` are one
-    key, and so are ``on`` and ``yes`` (YAML 1.1 booleans). Comparing their text, the line step
-    took two sides' keys that load as one for two keys, and the loader kept only one value."""
-    try:
-        value = yaml.constructor.SafeConstructor().construct_object(node)
-        hash(value)
-    except (yaml.YAMLError, ValueError, TypeError):  # a merge key (<<), a scalar it cannot build
-        return (node.tag, node.value)
-    return value
-
-
-def _made_duplicate_items(merged: Any, local: str, remote: str, loads: _Loads) -> bool:
-    """True when the line merge put one list item id (or name) twice where no side had it twice.
-
-    Both sides adding an item with the same ``id`` at different places is clean for diff3, and
-    the result holds two items with that id: with different contents one edit is silently
-    shadowed (which one wins is up to the app), with equal ones the item is duplicated. The
-    structural step matches items by id and decides (one item, or a conflict). Parses the sides
-    only when the merged data (``merged``, loaded) has such a duplicate at all.
-    """
-    found = _duplicate_items(merged)
-    if not found:
-        return False
-    had: set[tuple[str, str, Any]] = set()
-    for side in (local, remote):
-        try:
-            had |= _duplicate_items(loads(side))
-        except LocalStoreError:
-            return True  # cannot tell: let the structural step decide
-    return not found <= had
-
-
-def _loses_a_change(merged: Any, base: str | None, local: str, remote: str, loads: _Loads) -> bool:
-    """True when the line merge's data (``merged``, loaded) is not the structural merge's on
-    every path that one settles, or writes an item both sides added to a list twice.
-
-    diff3 sees a moved key as a deleted line and an added one: with the key moved on one side
-    and deleted on the other, both deletions agree and the added line stays, so the deleted key
-    came back (a side's change silently undone). Where the data merges key by key without a
-    conflict, that merge is what both sides' changes add up to; a line result with other data
-    is refused and the structural step settles it. Where the data conflicts (both sides edited
-    one ``|`` scalar or one list without ids, on different lines), diff3 is all there is: the
-    line result's value stands there (``fill``), and only there. Before session 16 one such
-    conflict anywhere let every other path through unchecked.
-    """
-    try:
-        docs = [
-            MISSING if base is None else loads(base),
-            loads(local),
-            loads(remote),
-        ]
-    except LocalStoreError:
-        return False  # a side the structural step cannot read: the line merge is all there is
-    structural, _ = _merge_node(docs[0], docs[1], docs[2], "", fill=merged)
-    return not _same(merged, structural)
-
-
-def _duplicate_items(doc: Any, where: str = "") -> set[tuple[str, str, Any]]:
-    """(list path, match key, value) of every item id (else name) repeated within one list.
-
-    A list counts when every item is a mapping with a scalar ``id`` (else ``name``), as the
-    structural step matches them.
-    """
-    out: set[tuple[str, str, Any]] = set()
-    stack: list[tuple[str, Any]] = [(where, doc)]
-    while stack:
-        path, node = stack.pop()
-        if isinstance(node, dict):
-            stack.extend((_join(path, str(k)), v) for k, v in node.items())
-        elif isinstance(node, list):
-            stack.extend((f"{path}[]", v) for v in node)
-            for match in LIST_MATCH_KEYS:
-                keys = [_item_key(item, match) for item in node]
-                if node and all(k is not MISSING for k in keys):
-                    seen: set[Any] = set()
-                    for k in keys:
-                        if k in seen:
-                            out.add((path, match, k))
-                        seen.add(k)
-                    break
-    return out
-
-
-def _item_key(item: Any, match: str) -> Any:
-    if not isinstance(item, dict):
-        return MISSING
-    key = item.get(match, MISSING)
-    if isinstance(key, bool) or not isinstance(key, str | int):
-        return MISSING
-    return key
-
-
-# ---------------------------------------------------------------------------------------------------
 # Structural step
 
 
@@ -769,312 +543,6 @@ def _block_text(
     return text
 
 
-def _merge_node(
-    base: Any, local: Any, remote: Any, where: str, fill: Any = _NO_FILL
-) -> tuple[Any, list[str]]:
-    """3-way merge of one value; returns (merged or MISSING, conflicting paths).
-
-    ``fill``, when given (the line step's check), is a line result's data at this path: where
-    the merge conflicts, its value is taken instead of MISSING (``_filled``), so the result is
-    the structural merge where that one settles and the line result's value where it conflicts.
-    """
-    if _same(local, remote):
-        return local, []
-    if _same(local, base):
-        return remote, []
-    if _same(remote, base):
-        return local, []
-    if isinstance(local, dict) and isinstance(remote, dict) and _dict_or_missing(base):
-        return _merge_dicts({} if base is MISSING else base, local, remote, where, fill)
-    if isinstance(local, list) and isinstance(remote, list) and _list_or_missing(base):
-        return _merge_lists([] if base is MISSING else base, local, remote, where, fill)
-    return _filled(base, local, remote, fill), [where or "<document>"]
-
-
-def _merge_dicts(
-    base: dict[Any, Any],
-    local: dict[Any, Any],
-    remote: dict[Any, Any],
-    where: str,
-    fill: Any = _NO_FILL,
-) -> tuple[Any, list[str]]:
-    merged: dict[Any, Any] = {}
-    conflicts: list[str] = []
-    owns = [_own_keys(side) for side in (base, local, remote)]
-    for key in _ordered_union(local, remote):
-        path = _join(where, str(key))
-        value, found = _merge_node(
-            base.get(key, MISSING),
-            local.get(key, MISSING),
-            remote.get(key, MISSING),
-            path,
-            _fill_at(fill, key),
-        )
-        conflicts.extend(found)
-        b_key, l_key, r_key = (own.get(key, MISSING) for own in owns)
-        spelled, clash = _merge_key(b_key, l_key, r_key, value is not MISSING)
-        if clash:
-            if path not in found:
-                conflicts.append(path)
-            # (the line step's check: no line result settles a key's type for it)
-            value = MISSING if fill is _NO_FILL else _REFUSED
-        if value is not MISSING:
-            merged[spelled] = value
-    # Mapping order carries no meaning in YAML, so two different reorders are not a conflict.
-    order, _ = _merge_order(list(base), list(local), list(remote), set(merged), where)
-    # (the keys as merged: ``order`` holds the sides' own, and ``1`` finds ``True`` in a dict)
-    chosen = _own_keys(merged)
-    return {chosen[key]: merged[key] for key in order}, conflicts
-
-
-def _own_keys(mapping: Mapping[Any, Any]) -> dict[Any, Any]:
-    """Each key of ``mapping`` by itself: the key object a dict holds for an equal one."""
-    return {key: key for key in mapping}
-
-
-def _merge_key(base: Any, local: Any, remote: Any, kept: bool) -> tuple[Any, bool]:
-    """The key a merged entry is written with, its type merged 3-way, and whether the sides'
-    changes of it conflict.
-
-    ``1``, ``1.0`` and ``true`` are one key in a dict (``1 == 1.0 == True``) but three in YAML:
-    a side that respelled ``1:`` as ``true:`` changed the data. Before, that change was not
-    seen, and the other side's edit of the value took the other side's key with it. ``kept``:
-    the entry's value is in the merge (else a respelling against a delete is the conflict).
-    """
-    local_changed = local is not MISSING and base is not MISSING and not _same_type(local, base)
-    remote_changed = remote is not MISSING and base is not MISSING and not _same_type(remote, base)
-    if not kept:
-        return base, local_changed or remote_changed
-    differ = local is not MISSING and remote is not MISSING and not _same_type(local, remote)
-    if differ and (base is MISSING or (local_changed and remote_changed)):
-        return local, True  # two respellings (or both sides added the key, as two types)
-    if local_changed:
-        return local, False
-    if remote_changed:
-        return remote, False
-    return (local if local is not MISSING else remote), False
-
-
-def _same_type(a: Any, b: Any) -> bool:
-    return type(a) is type(b)
-
-
-def _merge_lists(
-    base: list[Any], local: list[Any], remote: list[Any], where: str, fill: Any = _NO_FILL
-) -> tuple[Any, list[str]]:
-    for match in LIST_MATCH_KEYS:
-        if all(_keyed_by(items, match) for items in (base, local, remote)):
-            return _merge_keyed(base, local, remote, match, where, fill)
-    return _filled(base, local, remote, fill), [where or "<document>"]
-
-
-def _merge_keyed(
-    base: list[Any],
-    local: list[Any],
-    remote: list[Any],
-    match: str,
-    where: str,
-    fill: Any = _NO_FILL,
-) -> tuple[Any, list[str]]:
-    by = [{item[match]: item for item in items} for items in (base, local, remote)]
-    filled: Any = None
-    if fill is not _NO_FILL:
-        keyed = isinstance(fill, list) and _keyed_by(fill, match)
-        filled = {item[match]: item for item in fill} if keyed else {}
-    merged: dict[Hashable, Any] = {}
-    conflicts: list[str] = []
-    for key in _ordered_union(by[1], by[2]):
-        value, found = _merge_node(
-            by[0].get(key, MISSING),
-            by[1].get(key, MISSING),
-            by[2].get(key, MISSING),
-            f"{where}[{match}={key!r}]",
-            _NO_FILL if filled is None else filled.get(key, MISSING),
-        )
-        conflicts.extend(found)
-        if value is not MISSING:
-            merged[key] = value
-    order, order_conflict = _merge_order(list(by[0]), list(by[1]), list(by[2]), set(merged), where)
-    if order_conflict:
-        conflicts.append(f"{where or '<document>'}: both sides reordered the list differently")
-        if filled is not None:
-            # No order settles here: the line result's, when it holds exactly the merged items.
-            if set(filled) != set(merged):
-                return _REFUSED, conflicts
-            order = list(filled)
-    return [merged[key] for key in order], conflicts
-
-
-def _fill_at(fill: Any, key: Any) -> Any:
-    """The line result's value under ``key`` (MISSING when it has none)."""
-    if fill is _NO_FILL:
-        return _NO_FILL
-    return fill.get(key, MISSING) if isinstance(fill, dict) else MISSING
-
-
-def _filled(base: Any, local: Any, remote: Any, fill: Any) -> Any:
-    """What a conflicting path holds: MISSING in a merge, the line result's value in its check,
-    when both sides hold a string there, or a list (lines of one value diff3 merged) in which
-    each item is as often as the sides' changes make it.
-
-    diff3 takes both sides' insertions of an equal item at different places in a list without
-    ids: the item was in the result twice (a step run twice) though no side had it twice. And
-    it sees an item moved on one side as a deleted line and an added one: with that item
-    deleted on the other side, both deletions agree and the added line stays, so the deleted
-    step came back (run again) in a clean merge. So an item a side holds as often as the base
-    does must be in the result as often as the other side holds it (the other side's change,
-    a delete or an addition, is kept); one both sides hold a different number of times, no
-    more often than either side. Lines of a multi-line string are not counted: two sides adding
-    ``fi`` or ``}`` to one script is ordinary, and the text merge of a scalar is diff3's by
-    design (a line moved against its delete comes back there, as in git).
-    """
-    if fill is _NO_FILL:
-        return MISSING
-    if _both(str, local, remote):
-        return fill if isinstance(fill, str) else _REFUSED
-    if not _both(list, local, remote) or not isinstance(fill, list):
-        # Not lines of one value that diff3 merged: an edit against a delete (diff3 saw a key
-        # or step moved and edited on one side, deleted on the other, as two agreeing deletes
-        # and one added text, and brought it back), or a value of another type changed on
-        # both sides. The structural conflict stands.
-        return _REFUSED
-    lists = (base if isinstance(base, list) else [], local, remote, fill)
-    b, lo, re_, got = (Counter(_canon(item) for item in items) for items in lists)
-    for item in b.keys() | lo.keys() | re_.keys() | got.keys():
-        if lo[item] == b[item]:
-            ok = got[item] == re_[item]
-        elif re_[item] == b[item]:
-            ok = got[item] == lo[item]
-        else:
-            ok = got[item] <= max(lo[item], re_[item])
-        if not ok:
-            return _REFUSED
-    return fill
-
-
-def _both(kind: type, local: Any, remote: Any) -> bool:
-    return isinstance(local, kind) and isinstance(remote, kind)
-
-
-def _canon(value: Any) -> Hashable:
-    """A hashable stand-in for a loaded value, equal exactly when ``_same`` says so."""
-    if isinstance(value, dict):
-        return ("map", frozenset((_canon(k), _canon(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return ("seq", tuple(_canon(v) for v in value))
-    if isinstance(value, float) and math.isnan(value):
-        return ("nan",)
-    try:
-        hash(value)
-    except TypeError:
-        return ("other", repr(value))
-    return (type(value), value)
-
-
-def _merge_order(
-    base: list[Any], local: list[Any], remote: list[Any], keep: set[Any], where: str
-) -> tuple[list[Any], bool]:
-    """Order the kept keys: a side that reordered wins; both reordering differently conflicts.
-
-    Returns (order, conflict). Keys one side added go right after their predecessor on that side.
-    """
-    in_base = set(base)
-
-    def reordered(side: list[Any]) -> bool:
-        mine = set(side)
-        return [k for k in side if k in in_base and k in keep] != [
-            k for k in base if k in mine and k in keep
-        ]
-
-    conflict = False
-    if not reordered(local):
-        skeleton, extra_side = remote, local
-    elif not reordered(remote):
-        skeleton, extra_side = local, remote
-    else:
-        skeleton, extra_side = local, remote
-        both = set(local) & set(remote) & keep
-        conflict = [k for k in local if k in both] != [k for k in remote if k in both]
-    order = [k for k in skeleton if k in keep]
-    placed = set(order)
-    for i, key in enumerate(extra_side):
-        if key in placed or key not in keep:
-            continue
-        before = next((k for k in reversed(extra_side[:i]) if k in placed), MISSING)
-        order.insert(0 if before is MISSING else order.index(before) + 1, key)
-        placed.add(key)
-    return order, conflict
-
-
-# ---------------------------------------------------------------------------------------------------
-# Helpers
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Deep equality that tells true from 1 and 1 from 1.0, and NaN from nothing but NaN."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return _same_keys(a, b) and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float) and math.isnan(a):
-        return math.isnan(b)
-    return bool(a == b)
-
-
-def _same_keys(a: dict[Any, Any], b: dict[Any, Any]) -> bool:
-    """The same keys, each of the same type: ``keys() ==`` takes ``1``, ``1.0`` and ``true`` for
-    one key, and a side that respelled one had changed nothing for the merge."""
-    if a.keys() != b.keys():
-        return False
-    own: dict[Any, Any] | None = None
-    for key_a, key_b in zip(a, b, strict=True):
-        if key_a is key_b or (type(key_a) is type(key_b) and key_a == key_b):
-            continue  # (in the same order, as most are: no lookup)
-        if own is None:
-            own = _own_keys(b)
-        if type(own[key_a]) is not type(key_a):
-            return False
-    return True
-
-
-def _same_in_order(a: Any, b: Any) -> bool:
-    """``_same``, and every mapping's keys in the same order."""
-    if not _same(a, b):
-        return False
-    if isinstance(a, dict):
-        return list(a) == list(b) and all(_same_in_order(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return all(_same_in_order(x, y) for x, y in zip(a, b, strict=True))
-    return True
-
-
-def _keyed_by(items: list[Any], match: str) -> bool:
-    """Every item is a mapping with a unique scalar ``match`` key."""
-    keys = []
-    for item in items:
-        if not isinstance(item, dict):
-            return False
-        key = item.get(match, MISSING)
-        if isinstance(key, bool) or not isinstance(key, str | int):
-            return False
-        keys.append(key)
-    return len(keys) == len(set(keys))
-
-
-def _ordered_union(first: Mapping[Any, Any], second: Mapping[Any, Any]) -> list[Any]:
-    return [*first, *(k for k in second if k not in first)]
-
-
-def _dict_or_missing(value: Any) -> bool:
-    return value is MISSING or isinstance(value, dict)
-
-
-def _list_or_missing(value: Any) -> bool:
-    return value is MISSING or isinstance(value, list)
-
-
 def _all_lists(*values: Any) -> bool:
     return all(v is MISSING or isinstance(v, list) for v in values)
 
@@ -1102,7 +570,3 @@ def _instant(value: Any) -> datetime:
     moment = datetime.fromisoformat(str(value))
     # A naive timestamp is taken as UTC, the format localstore writes.
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key

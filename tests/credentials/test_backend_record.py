@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import keyring
 import pytest
 from keyring.backends import fail
 
@@ -132,7 +133,7 @@ def test_the_first_secret_records_the_backend_and_the_record_wins(
     store = CredentialStore(index, enabled, environ=env)
     # A process without a keychain (this one has none unless in the keyring session: forced).
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(credentials.keyring, "get_keyring", fail.Keyring)
+        mp.setattr(keyring, "get_keyring", fail.Keyring)
         assert store.find("x") is None  # a read records nothing
         assert recorded_backend(settings) is None
         store.set("x", "in-the-file")
@@ -154,13 +155,13 @@ def test_a_store_follows_a_record_another_process_wrote_after_it_opened(
     enabled = settings.replace(keychain_file_fallback=True)
     env = {PASSPHRASE_ENV: PASSPHRASE}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(credentials.keyring, "get_keyring", fail.Keyring)
+        mp.setattr(keyring, "get_keyring", fail.Keyring)
         early = CredentialStore(index, enabled, environ=env)
         assert early.find("x") is None  # chose the file, nothing recorded yet
     # Meanwhile a process with a keychain stored the home's first secret there.
     record_backend(settings, KEYCHAIN)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(credentials.keyring, "get_keyring", fail.Keyring)
+        mp.setattr(keyring, "get_keyring", fail.Keyring)
         with pytest.raises(KeychainUnavailableError, match="keeps its secrets in the OS keychain"):
             early.find("x")
         with pytest.raises(KeychainUnavailableError, match="keeps its secrets in the OS keychain"):

@@ -121,7 +121,7 @@ def test_two_threads_finding_the_pinned_collection_gone_both_go_on(
     # pinned path gone at once and both dropped the pin: the second's `del` found nothing to
     # delete, and its read failed with a CredentialError (an AttributeError inside) although
     # the default collection was right there.
-    import localstore.credentials as credentials
+    import localstore._cred_keyring as cred_keyring
 
     backend = KeyringSecretBackend(_plain_keyring(monkeypatch))
     assert backend._pinned
@@ -132,13 +132,13 @@ def test_two_threads_finding_the_pinned_collection_gone_both_go_on(
     # Both threads are held where each has met the gone collection, before either re-pins
     # (fault injection of the interleaving: the real calls run).
     both = threading.Barrier(2)
-    real_close = credentials._close_leaked_connection
+    real_close = cred_keyring._close_leaked_connection
 
     def held(exc: BaseException) -> None:
         real_close(exc)
         both.wait(timeout=30)
 
-    monkeypatch.setattr(credentials, "_close_leaked_connection", held)
+    monkeypatch.setattr(cred_keyring, "_close_leaked_connection", held)
     results: list[object] = []
 
     def read() -> None:

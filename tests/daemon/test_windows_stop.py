@@ -27,9 +27,9 @@ import sync._daemon_stop as daemon_stop
 import sync.cli_daemon as cli_daemon
 from localstore import _durable
 from localstore import files as fs
+from localstore._cred_file import _FileLock
 from localstore.cli import cli
 from localstore.config import load_settings
-from localstore.credentials import _FileLock
 from sync.daemon import Daemon
 from sync.embed import STATE_FILE, HomeLock, lock_holder, read_state
 
