@@ -12,14 +12,11 @@ from typing import Any
 
 import yaml
 
+from localstore.blueprint import YAML_DUMPER, YAML_LOADER
 from localstore.errors import InvalidInputError, KVFormatError, LimitExceededError, wrong_type
 
 MAX_KEY_CHARS = 1024
 MAX_TAG_CHARS = 128
-
-
-_YamlLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_YamlDumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 _JSON_KEY_HINT = (
@@ -107,7 +104,7 @@ def _encode(key: str, value: Any, fmt: str) -> bytes:
                     hint="turn tuple keys into strings or numbers before saving (for example"
                     " ','.join(...)), or store the pairs as a list of [key, value] lists",
                 )
-            out: str = yaml.dump(value, Dumper=_YamlDumper, allow_unicode=True, sort_keys=False)
+            out: str = yaml.dump(value, Dumper=YAML_DUMPER, allow_unicode=True, sort_keys=False)
             return out.encode("utf-8")
     except (TypeError, ValueError, yaml.YAMLError) as exc:
         raise KVFormatError(
@@ -132,7 +129,7 @@ def _decode(key: str, data: bytes, fmt: str) -> Any:
         if fmt == "json":
             return json.loads(data)
         if fmt == "yaml":
-            return yaml.load(data, Loader=_YamlLoader)  # _YamlLoader is a SafeLoader
+            return yaml.load(data, Loader=YAML_LOADER)  # YAML_LOADER is a SafeLoader
     except (ValueError, yaml.YAMLError) as exc:
         raise KVFormatError(f"stored value of {key!r} is not valid {fmt}") from exc
     except RecursionError as exc:  # written by another program: too deep to decode here

@@ -42,6 +42,10 @@ except AttributeError:  # pragma: no cover - pure-Python PyYAML
     _Dumper = yaml.SafeDumper
     _Parser = None
     _WITH_LIBYAML = False
+# The fastest safe loader and dumper this PyYAML has, for every module that reads or writes YAML
+# (a node graph from compose, or data whose size was already bounded by parse_yaml).
+YAML_LOADER: Any = _Loader
+YAML_DUMPER: Any = _Dumper
 
 META_FIELDS = (
     "id",

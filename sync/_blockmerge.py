@@ -38,7 +38,8 @@ from typing import Any
 import merge3
 import yaml
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+from localstore.blueprint import YAML_LOADER
+
 # Line breaks str.splitlines() or YAML count that "\n" alone does not: with one of them in the
 # text, the loader's line numbers and ours would disagree.
 _OTHER_BREAKS = frozenset("\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
@@ -114,8 +115,8 @@ def _side(text: str, data: Any) -> _Part:
         raise _Unsplittable
     lines = text.splitlines(keepends=True)
     try:
-        root = yaml.compose(text, Loader=_Loader)
-        events = list(yaml.parse(text, Loader=_Loader))
+        root = yaml.compose(text, Loader=YAML_LOADER)
+        events = list(yaml.parse(text, Loader=YAML_LOADER))
     except yaml.YAMLError as exc:  # the caller parsed it already; be safe anyway
         raise _Unsplittable from exc
     region = _cut(lines, root, 0, len(lines))

@@ -12,15 +12,13 @@ from typing import TYPE_CHECKING, Any
 import merge3
 import yaml
 
-from localstore.blueprint import parse_yaml
+from localstore.blueprint import YAML_LOADER, parse_yaml
 from localstore.errors import LocalStoreError
 from sync._diffbudget import DiffBudget
 from sync._merge_values import LIST_MATCH_KEYS, MISSING, _join, _merge_node, _same
 
 if TYPE_CHECKING:
     from sync.merge import Judge
-
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -133,7 +131,7 @@ def _problems(text: str, judge: Judge, loads: _Loads) -> list[str]:
 
 def _duplicate_keys(text: str) -> list[str]:
     """Scalar keys that appear twice in one mapping (a loader would silently keep the last)."""
-    node = yaml.compose(text, Loader=_Loader)
+    node = yaml.compose(text, Loader=YAML_LOADER)
     found: list[str] = []
     seen_nodes: set[int] = set()
     stack = [node] if node is not None else []

@@ -28,8 +28,8 @@ from typing import Any
 
 import yaml
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_CDumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+from localstore.blueprint import YAML_DUMPER, YAML_LOADER
+
 _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
 _STR = "tag:yaml.org,2002:str"
@@ -66,10 +66,10 @@ def dump_spelled(
     """
     roots: list[Place] = []
     for side in sides:
-        node = None if side is None else yaml.compose(side[0], Loader=_Loader)
+        node = None if side is None else yaml.compose(side[0], Loader=YAML_LOADER)
         roots.append(None if node is None or side is None else (node, side[1]))
     root = _Builder(same).build(merged, roots)
-    dumper = _IndentedDumper if _indents_sequences(roots) else _CDumper
+    dumper = _IndentedDumper if _indents_sequences(roots) else YAML_DUMPER
     return str(yaml.serialize(root, Dumper=dumper, allow_unicode=True, width=100))
 
 

@@ -38,13 +38,12 @@ from typing import Any, Literal
 
 import yaml
 
-from localstore.blueprint import Validator, dump_yaml, run_validator
+from localstore.blueprint import YAML_LOADER, Validator, dump_yaml, run_validator
 from localstore.errors import LocalStoreError
 from sync._blockmerge import merge_blocks
 from sync._diffbudget import DiffBudget, DiffBudgetExceeded
 from sync._merge_lines import (
     _line_merge_styled,
-    _Loader,
     _Loads,
     _loses_a_change,
     _made_duplicate_items,
@@ -478,7 +477,7 @@ def _alias_shape(text: str) -> frozenset[tuple[Any, ...]]:
     if "&" not in text and "<<" not in text:
         return frozenset()
     try:
-        root = yaml.compose(text, Loader=_Loader)
+        root = yaml.compose(text, Loader=YAML_LOADER)
     except yaml.YAMLError:
         return frozenset({("unreadable",)})
     shape: set[tuple[Any, ...]] = set()
