@@ -21,6 +21,7 @@ from supabase import Client
 from supabase_auth.constants import EXPIRY_MARGIN, STORAGE_KEY
 from supabase_auth.types import AuthChangeEvent, Session
 
+from localstore._process_owner import ProcessOwner
 from localstore.errors import CredentialError
 from sync import session_marker
 from sync._realtime import RealtimeHints
@@ -86,6 +87,9 @@ class _SignedInClient:
         self._timeout_s = timeout_s
         self._health_s = realtime_health_s
         self._on_close = on_close
+        # The process that opened it: a child forked from it holds a copy whose threads,
+        # connections and keychain session are the parent's (see SupabaseRemote.close).
+        self._process = ProcessOwner()
         self._lock = threading.Lock()
         self._auth_lock = threading.Lock()
         self._closed = False
