@@ -375,8 +375,10 @@ class SupabaseRemote(_SignedInClient):
 
         Realtime runs on a background asyncio loop; a health check rebuilds a dead channel. Events
         are only hints (they can be lost), so the engine keeps polling. Returns once the first
-        subscription is live or failed (the health check keeps retrying a failed one).
+        subscription is live or failed (the health check keeps retrying a failed one). Raises
+        SyncError after close() and in a child forked from the process that opened the remote.
         """
+        self._check_process()
         with self._lock:
             if self._closed:
                 raise SyncError("the remote was used after close()", hint="open a new remote")

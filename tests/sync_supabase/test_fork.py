@@ -5,6 +5,7 @@ the fork, an atexit handler) must leave all of that to the parent, whose remote 
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from localstore.config import Settings
 from localstore.errors import KeychainUnavailableError
 from sync._supabase_login import _credentials
+from sync.errors import SyncError
 from sync.localcloud.stack import LocalCloud
 from sync.login_names import session_credential_name
 from sync.supabase_remote import SupabaseRemote
@@ -128,3 +130,32 @@ def test_a_remote_closed_in_a_child_forked_while_a_parent_thread_held_its_lock(
         holder.join(10)
     assert out == "ok"
     assert a.sync() is None  # (and the parent's remote is still open)
+
+
+def test_a_forked_child_using_the_parents_remote_is_refused(pair: tuple[Device, Device]) -> None:
+    """A call from the child went out on the parent's HTTP connections (shared sockets: either
+    process could read the other's answer), and a refresh there rotated the parent's session."""
+    a, _ = pair
+    calls = {
+        "pull": lambda: a.remote.pull(0),
+        "subscribe": lambda: a.remote.subscribe(lambda: None),
+        "refresh_auth": a.remote.refresh_auth,
+        "check_session": a.remote.check_session,
+    }
+
+    def body() -> str:
+        out = []
+        for name, call in calls.items():
+            try:
+                call()
+                out.append(f"{name}: accepted")
+            except SyncError as exc:
+                out.append(f"{name}: {exc}")
+        return "\n".join(out)
+
+    lines = _in_child(body).splitlines()
+    assert [line.split(":")[0] for line in lines] == list(calls), lines
+    for line in lines:
+        assert f"opened by process {os.getpid()}" in line, line
+        assert "remote_from_settings()" in line, line
+    assert a.sync() is None
