@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -67,6 +66,7 @@ from localstore._index_upkeep import FTS_OPTIMIZED_KEY as FTS_OPTIMIZED_KEY
 from localstore._index_upkeep import Maintainer as Maintainer
 from localstore._index_upkeep import release_free_pages as release_free_pages
 from localstore._index_upkeep import wal_size as wal_size
+from localstore._process_owner import ProcessOwner
 from localstore._write_turn import WriteTurn, begin_taking_turns
 from localstore.errors import (
     IndexStoreError,
@@ -121,7 +121,7 @@ class Index:
         self.read_access: str | None = None
         self._lock = threading.RLock()
         # The process that opened the connection: a forked child must not use it (forked_error).
-        self._pid = os.getpid()
+        self._process = ProcessOwner()
         # Set by interrupt_lock_waits(): a write finding another process's write lock gives up.
         self._no_lock_waits = False
         self._depth = 0
@@ -258,14 +258,14 @@ class Index:
     @property
     def forked(self) -> bool:
         """True in a child forked from the process that opened the index."""
-        return os.getpid() != self._pid
+        return self._process.forked
 
     def check_process(self) -> None:
         """Raise StoreClosedError (forked_error) in a child forked from the process that opened
         the index: for what else uses the store's connection, locks or threads (its events, a
         sync engine), which the child must not touch either."""
         if self.forked:
-            raise forked_error(self._pid)
+            raise forked_error(self._process.pid)
 
     @property
     def write_open(self) -> bool:

@@ -61,7 +61,14 @@ class _EngineLoop(_EngineCycle):
         self._loop()
 
     def stop(self) -> None:
-        """Ask the loop to finish its current step and exit. Idempotent."""
+        """Ask the loop to finish its current step and exit. Idempotent. Nothing in a child
+        forked from the store's process: the loop is the parent's, and goes on there."""
+        if self.store.index.forked:
+            # (An atexit handler or a ``with`` block of the app's, run in a multiprocessing
+            # worker.) The child has no loop thread to stop, and a parent thread holding
+            # _cond at the fork (the loop picking its next wake-up, a hint asking for a sync)
+            # left the child's copy taken for good: this waited for ever.
+            return
         with self._cond:
             if self._worker is WorkerState.NEW:
                 self._worker = WorkerState.STOPPED

@@ -21,6 +21,7 @@ from supabase import Client
 from supabase_auth.constants import EXPIRY_MARGIN, STORAGE_KEY
 from supabase_auth.types import AuthChangeEvent, Session
 
+from localstore._process_owner import ProcessOwner
 from localstore.errors import CredentialError
 from sync import session_marker
 from sync._realtime import RealtimeHints
@@ -86,6 +87,9 @@ class _SignedInClient:
         self._timeout_s = timeout_s
         self._health_s = realtime_health_s
         self._on_close = on_close
+        # The process that opened it: a child forked from it holds a copy whose threads,
+        # connections and keychain session are the parent's (see SupabaseRemote.close).
+        self._process = ProcessOwner()
         self._lock = threading.Lock()
         self._auth_lock = threading.Lock()
         self._closed = False
@@ -278,6 +282,7 @@ class _SignedInClient:
         (:meth:`_adopt`). Also the periodic point that stores a rotated session the keychain
         refused earlier.
         """
+        self._check_process()
         if self._lost is not None:
             raise self._lost
         if self._marker is not None and self._marker.changed():
@@ -319,6 +324,7 @@ class _SignedInClient:
         unknown; SessionChangedError when the stored session is gone or another user's (the
         remote is then done); TransientError on network faults.
         """
+        self._check_process()  # (before the lock: a parent thread's refresh may hold it)
         with self._auth_lock:
             if self._lost is not None:
                 raise self._lost
@@ -339,6 +345,20 @@ class _SignedInClient:
                 self._client.auth.refresh_session(session.refresh_token)
             except Exception as exc:
                 raise self._map(exc, "refresh the cloud session") from exc
+
+    def _check_process(self) -> None:
+        """Raise SyncError in a child forked from the process that opened the remote.
+
+        Its HTTP connections are the parent's sockets: a call from the child went out on one
+        the parent may be using at the same moment, and either process could read the other's
+        answer. Its locks may be held by a parent thread at the fork (taken here: for ever)."""
+        if self._process.forked:
+            raise SyncError(
+                f"this cloud remote was opened by process {self._process.pid}; a child forked "
+                "from it cannot use it",
+                hint="open a remote in the child with remote_from_settings() (or start the "
+                "child with the spawn method)",
+            )
 
     def _secrets(self) -> list[str | None]:
         """What a failed request may have carried: the anon key and the session's tokens (the
@@ -399,6 +419,7 @@ class _SignedInClient:
     # -- RPC -------------------------------------------------------------------------------------
 
     def _rpc(self, name: str, params: dict[str, Any]) -> Any:
+        self._check_process()
         if self._closed:
             raise SyncError("the remote was used after close()", hint="open a new remote")
         if self._lost is not None:

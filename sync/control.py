@@ -71,6 +71,7 @@ from websockets.protocol import State
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
+from localstore._process_owner import ProcessOwner
 from localstore.config import Settings, home_name, is_loopback_address, load_settings
 from sync.errors import SyncError
 
@@ -1026,6 +1027,8 @@ class ControlClient:
         self._lost = 0  # discarded since the last events_lost marker was delivered
         self.dropped_events = 0
         """Events discarded over this client's life because its buffer was full."""
+        # The process that connected: a child forked from it shares the socket (see close()).
+        self._process = ProcessOwner()
         try:
             self._ws: ClientConnection = ws_connect(
                 f"ws://{host}:{int(port)}",
@@ -1059,7 +1062,16 @@ class ControlClient:
         self.close()
 
     def close(self) -> None:
-        """Close the connection. Idempotent."""
+        """Close the connection. Idempotent. In a child forked from the process that connected,
+        only the child's copy of the socket is closed: the connection is the parent's."""
+        if self._process.forked:
+            # (The app's ``with`` block or atexit handler, run in a multiprocessing worker.) The
+            # close handshake went out on the socket both processes share, then websockets'
+            # shutdown() (which acts on the connection, not on this descriptor) cut it: the
+            # parent's next request failed and its event stream ended. close() of the
+            # descriptor alone sends nothing.
+            self._ws.socket.close()
+            return
         self._ws.close()
 
     # -- requests ----------------------------------------------------------------------------------
@@ -1189,13 +1201,27 @@ class ControlClient:
 
     # -- wire ----------------------------------------------------------------------------------------
 
+    def _check_process(self) -> None:
+        """Raise ControlError in a child forked from the process that connected: a request sent
+        from there went out on the parent's connection, and its answer went to the parent's
+        reader (the child waited out its timeout), taken there for the answer to the parent's
+        next request, whose id the copied count gave it too."""
+        if self._process.forked:
+            raise ControlError(
+                f"this control client was connected by process {self._process.pid}; a child "
+                "forked from it cannot use its connection",
+                hint="connect a new client in the child with ControlClient.connect(home)",
+            )
+
     def _send(self, message: dict[str, Any]) -> None:
+        self._check_process()
         try:
             self._ws.send(json.dumps(message))
         except (ConnectionClosed, OSError) as exc:
             raise ControlError(f"the daemon closed the connection: {exc}") from exc
 
     def _recv(self, deadline: float | None) -> dict[str, Any]:
+        self._check_process()
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             raw = self._ws.recv(timeout=remaining)

@@ -375,8 +375,10 @@ class SupabaseRemote(_SignedInClient):
 
         Realtime runs on a background asyncio loop; a health check rebuilds a dead channel. Events
         are only hints (they can be lost), so the engine keeps polling. Returns once the first
-        subscription is live or failed (the health check keeps retrying a failed one).
+        subscription is live or failed (the health check keeps retrying a failed one). Raises
+        SyncError after close() and in a child forked from the process that opened the remote.
         """
+        self._check_process()
         with self._lock:
             if self._closed:
                 raise SyncError("the remote was used after close()", hint="open a new remote")
@@ -425,7 +427,19 @@ class SupabaseRemote(_SignedInClient):
     # -- lifecycle -------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop realtime, the refresh timer and the HTTP client. Idempotent."""
+        """Stop realtime, the refresh timer and the HTTP client. Idempotent.
+
+        In a child forked from the process that opened the remote it only marks the child's
+        copy closed: realtime, the session and the connections are the parent's, and go on."""
+        if self._process.forked:
+            # An app's ``with remote:`` around a multiprocessing fork, or its atexit handler.
+            # Closing as usual waited out realtime's shutdown (10 s) on a loop whose thread only
+            # the parent has, stored the parent's unsaved rotated session from here (the keychain
+            # retry, under the home's refresh lock), and closed the parent's credentials index
+            # (on_close); and it hung for good on self._lock if a parent thread held it at the
+            # fork. The child's HTTP connections are the parent's sockets: left open, not shut.
+            self._closed = True
+            return
         with self._lock:
             if self._closed:
                 return

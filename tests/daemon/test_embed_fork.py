@@ -17,6 +17,7 @@ from pathlib import Path
 from localstore._daemon_state import lock_is_held
 from localstore.store import BlueprintStore
 from localstore.watcher import Watcher
+from sync.control import ControlClient, ControlError
 from sync.embed import HomeLock, lock_holder, start_sync
 from sync.localcloud.stack import LocalCloud
 from sync.memory_remote import MemoryRemote, MemoryServer
@@ -24,7 +25,14 @@ from sync.supabase_remote import login
 from tests.store.test_embedding_lifecycle import _in_child
 
 from ._stores import StoreOpener, stores_fixture  # noqa: F401  (the fixture "stores")
-from .conftest import PASSWORD, eventually, home_settings, new_email, write_external
+from .conftest import (
+    PASSWORD,
+    InProcessDaemon,
+    eventually,
+    home_settings,
+    new_email,
+    write_external,
+)
 
 # Realtime's shutdown timeout (RealtimeHints' default): a child's stop() waiting for it hung.
 REALTIME_CLOSE_S = 10.0
@@ -154,3 +162,42 @@ def test_stop_in_a_forked_child_leaves_the_parents_cloud_session_alone(
             handle.stop()
     finally:
         store.close()
+
+
+def test_a_control_client_closed_in_a_forked_child_keeps_the_parents_connection(
+    inproc_daemon: Callable[..., InProcessDaemon],
+) -> None:
+    """An app following the daemon with a ControlClient, closed in a child forked from it (its
+    ``with`` block, an atexit handler): the close handshake went out on the socket the two share,
+    then shutdown() cut it, and the parent's next request failed with "the daemon closed the
+    connection" (its event stream ended with it)."""
+    d = inproc_daemon()
+    with ControlClient.connect(d.daemon.settings) as client:
+        client.subscribe(["saved"])
+        assert _stopped_in_child(client.close) == "ok"
+        assert client.status()["watcher"]["state"] == "running"
+        write_external(d.daemon.settings.paths.blueprints, "after.blueprint.yaml", "v: 1\n")
+        event = client.wait_for(lambda e: e["event"] == "saved", 30)
+        assert event["data"]["path"] == "after.blueprint.yaml"
+
+
+def test_a_control_client_refuses_requests_in_a_forked_child(
+    inproc_daemon: Callable[..., InProcessDaemon],
+) -> None:
+    """A request from the child went out on the parent's connection: its answer went to the
+    parent's reader (the child waited out its timeout), where it was taken for the answer of the
+    parent's next request, which had the same id (the count was copied at the fork)."""
+    d = inproc_daemon()
+    with ControlClient.connect(d.daemon.settings) as client:
+
+        def pause() -> str:
+            try:
+                client.pause()
+            except ControlError as exc:
+                return str(exc)
+            return "paused"
+
+        refused = _in_child(pause)
+        assert f"connected by process {os.getpid()}" in refused, refused
+        assert "ControlClient.connect" in refused, refused
+        assert client.status()["sync"]["state"] != "paused"

@@ -23,6 +23,7 @@ from localstore.events import Event
 from sync.embed import start_sync
 from sync.engine import SyncStatus, WorkerState
 from sync.memory_remote import MemoryRemote, MemoryServer
+from tests.conftest import eventually
 from tests.store import test_embedding_lifecycle
 from tests.store.test_embedding_lifecycle import _in_child
 
@@ -119,3 +120,40 @@ def test_an_in_process_sync_handle_refuses_a_forked_child(
         assert not handle.paused
     finally:
         handle.stop()
+
+
+def test_stop_in_a_forked_child_leaves_the_parents_engine_running(
+    make_device: Callable[..., Device], server: MemoryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An app's own engine (not start_sync's) stopped in a forked child (an atexit handler, a
+    ``with`` block set up before the fork). Forked while a parent thread held the engine's
+    condition (its loop does while it picks the next wake-up, a hint thread while it asks for a
+    sync), the child's stop() waited for it for ever."""
+    monkeypatch.setattr(test_embedding_lifecycle, "FORK_CHILD_S", 15.0)  # (hung before: for ever)
+    dev = make_device("a", poll_interval_s=3600)
+    engine = dev.engine
+    engine.start()
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with engine._cond:
+            held.set()
+            release.wait()
+
+    holder = threading.Thread(target=hold, name="holds-the-engine-condition")
+    holder.start()
+    try:
+        assert held.wait(10)
+
+        def stop_and_join() -> str:
+            engine.stop()
+            return f"joined: {engine.join(5)}"
+
+        result = _in_child(stop_and_join)
+    finally:
+        release.set()
+        holder.join(10)
+    assert result == "joined: True"
+    assert engine.worker_state is WorkerState.RUNNING
+    dev.store.save("a/after", "v: 1\n")  # (the parent's loop still syncs a local edit)
+    assert eventually(lambda: len(server_snapshot(server)) == 1, 10), engine.status()
