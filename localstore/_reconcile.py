@@ -89,6 +89,24 @@ class _Scan:
     conflicts: list[str] = field(default_factory=list)
 
 
+class RefusedPair(NamedTuple):
+    """A new pair (no row) refused: its files' stats when judged (None: missing), and why."""
+
+    yaml: fs.FileStat | None
+    meta: fs.FileStat | None
+    reason: str
+
+    def unchanged(self, yaml: fs.FileStat | None, meta: fs.FileStat | None) -> bool:
+        """Whether the pair still has the stats it was refused with (nothing to read again)."""
+        return _same_file(self.yaml, yaml) and _same_file(self.meta, meta)
+
+
+def _same_file(then: fs.FileStat | None, now: fs.FileStat | None) -> bool:
+    if then is None or now is None:
+        return then is now
+    return fs.stat_unchanged(now, *then)
+
+
 def _unsupported(rel: str) -> str | None:
     """Why a YAML path found on disk cannot be indexed as it is, or None if it can."""
     try:
@@ -686,6 +704,10 @@ class Reconciler:
         # Whether the full pass reads every flagged file again, its flag reason perhaps in an
         # older localstore's words (_flag_words).
         self._reword = False
+        # The new pairs refused with an ``invalid`` event, by YAML path: the stats of the YAML
+        # and meta file it judged (None: none) and why, for a watcher's rescan to pass them by
+        # until they change (told once, not every 600 s: Watcher._told).
+        self.refused: dict[str, RefusedPair] = {}
 
     # -- scanning ----------------------------------------------------------------------------------
 
@@ -2305,6 +2327,8 @@ class Reconciler:
         if row is not None:
             self._flag(cur, row, reason, scan, rel)
         else:
+            meta = scan.metas.get(fs.meta_path_for(rel))
+            self.refused[rel] = RefusedPair(scan.yamls.get(rel), meta, reason)
             self.events.append(Event("invalid", "", rel, self.origin, detail=reason))
 
     def _flag(self, cur: Any, row: Row, reason: str, scan: _Scan, rel: str) -> None:

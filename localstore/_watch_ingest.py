@@ -160,9 +160,30 @@ class _Ingest(_EventIntake):
                 mover,
             )
         self._update_ingest_problem()
+        self._tell_once(rec, [rel for rel, _ in items if rel not in failed_paths])
         for ev in rec.events:
             self.stats.events[ev.kind] = self.stats.events.get(ev.kind, 0) + 1
         self.store.events.publish(rec.events)
+
+    def _tell_once(self, rec: Reconciler, done: Sequence[str]) -> None:
+        """Drop the ``invalid`` events of new files told already with these stats and reason
+        (``_told``, updated here; ``done``: the batch's paths ingested).
+
+        Told again at every rescan, which took each such file (no row) for changed, an app
+        re-notified its user every 600 s of a file nobody had touched."""
+        told = self._told
+        for rel in done:
+            if rel not in rec.refused:
+                told.pop(rel, None)  # (indexed, gone, or left alone: nothing told stands)
+        kept = []
+        for ev in rec.events:
+            refused = rec.refused.get(ev.path) if ev.kind == "invalid" and not ev.id else None
+            if refused is not None:
+                if told.get(ev.path) == refused:
+                    continue
+                told[ev.path] = refused
+            kept.append(ev)
+        rec.events[:] = kept
 
     def _held_for_move(self, cur: Any, rel: str, moves: dict[str, str]) -> str | None:
         """The moved path whose failed ingest keeps the delete of ``rel`` back (its blueprint's

@@ -59,9 +59,13 @@ class _Rescans(_DuePaths):
             }
         scan, unlistable, denied = self._scan(rec, indexed)
         changed = []
+        self._told = {p: t for p, t in self._told.items() if p in scan.yamls and p not in indexed}
         for rel, y in scan.yamls.items():
             m = scan.metas.get(fs.meta_path_for(rel))
             known = indexed.get(rel)
+            told = self._told.get(rel)
+            if told is not None and told.unchanged(y, m):
+                continue  # a new file refused with these stats: told once, not read again
             if (
                 known is None
                 or m is None

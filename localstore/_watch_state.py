@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from localstore import files as fs
 from localstore._inotify import _OverflowHook
 from localstore._presence import WatchMark
-from localstore._reconcile import Reconciler
+from localstore._reconcile import Reconciler, RefusedPair
 
 if TYPE_CHECKING:
     from localstore.store import BlueprintStore
@@ -195,6 +195,10 @@ class _WatcherBase:
         # threads read the string only, never the dict).
         self._failing: dict[str, _Failing] = {}
         self._ingest_problem: str | None = None
+        # The new files refused with an ``invalid`` event this watcher published, by YAML path:
+        # a rescan passes each by while its stats are the ones it was refused with (see
+        # _Ingest._tell_once). Kept in memory: a new watcher tells each once more.
+        self._told: dict[str, RefusedPair] = {}
         self._all_indexed = True
         self._log_next: dict[str, float] = {}
         self._log_skipped: dict[str, int] = {}

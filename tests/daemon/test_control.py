@@ -507,7 +507,7 @@ def test_metrics_endpoint_answers_only_requests_for_a_local_host(metrics_server)
 def test_metrics_endpoint_cuts_a_trickling_client_at_an_overall_deadline(
     metrics_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(control, "METRICS_HEADER_TIMEOUT_S", 1.0, raising=False)
+    monkeypatch.setattr(control, "METRICS_HEADER_TIMEOUT_S", 1.0)
     port = metrics_server.metrics_bound_port
     assert port is not None
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:

@@ -80,7 +80,7 @@ def test_a_watcher_that_cannot_restart_is_retried_with_a_backoff_and_logged_once
 ) -> None:
     # A short first delay (the real one is seconds) so that several tries fit in the test; the
     # follower ticks every 0.5 s, so tries land about 0.5, 1 and 2 s apart.
-    monkeypatch.setattr(follow, "WATCHER_RESTART_S", 0.4, raising=False)
+    monkeypatch.setattr(follow, "WATCHER_RESTART_S", 0.4)
     store, handle, server = app
     caplog.set_level(logging.DEBUG, logger="sync")
     old = handle.watcher

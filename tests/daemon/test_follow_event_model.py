@@ -346,7 +346,7 @@ def test_a_list_kept_from_events_equals_the_store_after_random_changes(
     deletes and restores, a create and a delete in one tick), ticks falling anywhere between
     them: after each settle, a list kept from the events alone is ``store.list()``. With
     ``look_rows`` 2, nearly every tick's changes are more than one look reads (a burst)."""
-    monkeypatch.setattr(sync._follow, "LOOK_ROWS", look_rows, raising=False)
+    monkeypatch.setattr(sync._follow, "LOOK_ROWS", look_rows)
     _random_run(stores, tmp_path / "home", seed, 25 if not STRESS else 200)
 
 

@@ -29,14 +29,17 @@ def test_stop_when_the_daemon_exits_between_the_check_and_the_signal(
     d = spawn_daemon(home, env=OFFLINE)
     d.wait_ready()
     real = daemon_stop.daemon_running
+    raced: list[int] = []  # (the race ran: a patch that misses the call would pass without it)
 
     def found_then_gone(settings: Settings) -> dict[str, Any] | None:
         state = real(settings)
         assert state is not None and state["pid"] == d.proc.pid
         assert d.stop() == 0  # it exits (and is reaped) after the check: its pid is gone
+        raced.append(int(state["pid"]))
         return state
 
     monkeypatch.setattr(daemon_stop, "daemon_running", found_then_gone)
     result = CliRunner().invoke(cli, ["--home", str(home), "--json", "daemon", "--stop"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"status": "stopped", "pid": d.proc.pid}
+    assert raced == [d.proc.pid]

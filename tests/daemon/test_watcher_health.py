@@ -18,7 +18,6 @@ from localstore import _watch_health, _watch_ingest
 from localstore.errors import LockHeldError
 from localstore.watcher import WatcherState
 from sync import _follow
-from sync import daemon as daemon_mod
 from sync.cli_daemon import check_daemon
 from sync.control import ControlRequestError
 from sync.daemon import Daemon
@@ -106,8 +105,7 @@ def test_an_index_that_cannot_be_written_is_reported_and_heals(inproc_daemon, mo
     """A full disk under the index: status names it (the watcher used to say `running` while it
     retried every 0.1 s), a waiting sync is refused with the reason, and once there is room the
     edit is indexed and synced without anyone acting."""
-    # The rescan that retries a given-up path: 2 s instead of 30 (raising=False: on a watcher
-    # without it the test fails on what it checks, not here).
+    # The rescan that retries a given-up path: 2 s instead of 30.
     monkeypatch.setattr(_watch_ingest, "GIVE_UP_RESCAN_S", (2.0, 2.0))
     d = inproc_daemon(remote_factory=lambda _settings: MemoryRemote())
     store = d.daemon.store
@@ -152,9 +150,8 @@ def test_a_watcher_that_cannot_be_restarted_is_tried_again_and_reported_failed(
     """The daemon stopped the dead watcher before its first try: when that try failed, the next
     tick saw a *stopped* watcher, never tried again (the docs promised every 5 s), and status
     said `stopped` with doctor finding nothing wrong. Edits went unseen until a restart."""
-    # Short retry delays (the real first one is 5 s); raising=False: wherever the delay lives.
-    monkeypatch.setattr(_follow, "WATCHER_RESTART_S", 0.4, raising=False)
-    monkeypatch.setattr(daemon_mod, "WATCHER_RESTART_S", 0.4, raising=False)
+    # A short first retry delay (the real one is 5 s).
+    monkeypatch.setattr(_follow, "WATCHER_RESTART_S", 0.4)
     d = inproc_daemon()
     old = d.daemon.watcher
     assert old is not None

@@ -133,8 +133,7 @@ def test_a_path_that_keeps_failing_is_given_up_and_a_rescan_brings_it_in(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="localstore.watcher")
-    # The rescan after a give-up, sooner than its 30 s (raising=False: the test must fail, not
-    # error, on a watcher without it).
+    # The rescan after a give-up, sooner than its 30 s.
     monkeypatch.setattr(_watch_ingest, "GIVE_UP_RESCAN_S", (3.0, 6.0))
     full_index(True)
     started = time.monotonic()

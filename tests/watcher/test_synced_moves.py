@@ -12,13 +12,14 @@ does it (a hidden ``.syncthing.*.tmp`` with the other device's mtime, renamed in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,11 @@ YAML, META = ".blueprint.yaml", ".blueprint.meta.json"
 # Wide enough that the old pair's delete, 0.3 s after the new pair (well past the 40 ms settle
 # window that used to decide), falls inside it on a loaded machine.
 GRACE_MS = 1500
-_OPEN = "import sys, localstore; localstore.open(home=sys.argv[1]).close()"
+# Imports first, says so, then opens the store when told (a line on its stdin).
+_OPEN = (
+    "import sys, localstore; print('ready', flush=True); sys.stdin.readline(); "
+    "localstore.open(home=sys.argv[1]).close()"
+)
 
 
 def _syncthing_put(root: Path, rel: str, data: bytes) -> None:
@@ -70,15 +75,41 @@ def _watching_old_pair(
     return bp, watcher
 
 
-def _open_in_another_process(home: Path) -> None:
-    """A command in another process (the CLI beside the daemon): its open reconciles, beside
-    this process's watcher."""
-    subprocess.run(
+@contextlib.contextmanager
+def _command_in_another_process(home: Path) -> Iterator[Callable[[], None]]:
+    """A command in another process (the CLI beside the daemon), started and its imports done;
+    the call it yields makes it open the store (its open reconciles, beside this process's
+    watcher) and waits for it to finish.
+
+    Started before the files its open is to find: started after them, its interpreter's start
+    (3 s on a loaded machine) put the open past the watcher's write_quiet (1 s) or delete
+    grace, where the files are no longer the watcher's to judge, and the tests failed under
+    load for what they did not test."""
+    child = subprocess.Popen(
         [sys.executable, "-c", _OPEN, str(home)],
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
-        check=True,
-        timeout=120,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
+    assert child.stdin is not None and child.stdout is not None
+
+    def open_now() -> None:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.close()
+        assert child.wait(timeout=120) == 0
+
+    try:
+        assert child.stdout.readline() == "ready\n"
+        yield open_now
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait(timeout=120)
+        child.stdout.close()
+        if child.stdin and not child.stdin.closed:
+            child.stdin.close()
 
 
 @pytest.mark.parametrize(
@@ -159,8 +190,9 @@ def test_a_command_opening_the_store_while_the_pair_arrives_leaves_it_to_the_wat
     to data/recovered (``check``: ``edit-kept``); its YAML then came alone and got a new id."""
     bp, watcher = _watching_old_pair(store, make_watcher, recorder)
     root = store.root
-    _syncthing_put(root, NEW + META, (root / (OLD + META)).read_bytes())
-    _open_in_another_process(home)
+    with _command_in_another_process(home) as open_there:
+        _syncthing_put(root, NEW + META, (root / (OLD + META)).read_bytes())
+        open_there()  # (within the watcher's write_quiet of the meta's arrival)
     assert (root / (NEW + META)).exists()
     _syncthing_put(root, NEW + YAML, b"v: 2\n")
     time.sleep(0.3)
@@ -185,10 +217,11 @@ def test_a_command_opening_the_store_within_the_delete_grace_leaves_the_move_to_
     )
     root = store.root
     files = {s: (root / (OLD + s)).read_bytes() for s in (YAML, META)}
-    for suffix, data in files.items():
-        _syncthing_put(root, NEW + suffix, data)
-    time.sleep(0.2)  # (past the watcher's write_quiet: the open used to decide then)
-    _open_in_another_process(home)
+    with _command_in_another_process(home) as open_there:
+        for suffix, data in files.items():
+            _syncthing_put(root, NEW + suffix, data)
+        time.sleep(0.2)  # (past the watcher's write_quiet: the open used to decide then)
+        open_there()  # (and within its delete grace)
     assert (root / (NEW + META)).read_bytes() == files[META]
     for suffix in (YAML, META):
         os.unlink(root / (OLD + suffix))
@@ -275,11 +308,12 @@ def test_a_command_opening_the_store_between_the_old_pairs_two_deletes_makes_up_
         store, make_watcher, recorder, delete_grace_ms=4000, write_quiet_ms=100
     )
     root = store.root
-    for suffix in (YAML, META):
-        _syncthing_put(root, NEW + suffix, (root / (OLD + suffix)).read_bytes())
-    time.sleep(0.2)  # (past the watcher's write_quiet: the open records the move itself)
-    os.unlink(root / (OLD + META))
-    _open_in_another_process(home)
+    with _command_in_another_process(home) as open_there:
+        for suffix in (YAML, META):
+            _syncthing_put(root, NEW + suffix, (root / (OLD + suffix)).read_bytes())
+        time.sleep(0.2)  # (past the watcher's write_quiet: the open records the move itself)
+        os.unlink(root / (OLD + META))
+        open_there()  # (within the watcher's delete grace of the meta's delete)
     assert not (root / (OLD + META)).exists()
     os.unlink(root / (OLD + YAML))
     assert watcher.wait_idle(30)
