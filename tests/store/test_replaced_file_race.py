@@ -166,8 +166,7 @@ def test_an_editor_saving_again_between_the_two_swaps_keeps_its_newest_at_the_na
             assert real_swap is not None
             real_swap(src, dst)
 
-        # (raising=False: where there is no swap, the first save is lost to os.replace.)
-        monkeypatch.setattr(fs, "_EXCHANGE", second_save_before_the_put_back, raising=False)
+        monkeypatch.setattr(fs, "_EXCHANGE", second_save_before_the_put_back)
         if origin == "local":
             saved = store.save("x", "steps: [app]\n")
         else:
@@ -227,7 +226,7 @@ def test_without_a_swap_the_target_is_checked_just_before_the_replace(
 ) -> None:
     """Where the system has no swap (Windows) or the filesystem refuses it, the file is checked
     by the full rule (size, mtime, change time, inode) just before ``os.replace``."""
-    monkeypatch.setattr(fs, "_EXCHANGE", None, raising=False)
+    monkeypatch.setattr(fs, "_EXCHANGE", None)
     with localstore.open(home=tmp_path / "home") as store:
         store.save("x", "steps: [old]\n")
         target = store.abspath("x.blueprint.yaml")
@@ -254,7 +253,7 @@ def test_a_filesystem_that_refuses_the_swap_gets_the_last_moment_check(
     def refused(src: str, dst: str) -> None:
         raise OSError(errno.EINVAL, "not supported by this filesystem")
 
-    monkeypatch.setattr(fs, "_EXCHANGE", refused, raising=False)
+    monkeypatch.setattr(fs, "_EXCHANGE", refused)
     if low_space:
         monkeypatch.setattr(fs, "space_is_low", lambda folder: True)
     with localstore.open(home=tmp_path / "home") as store:
@@ -287,7 +286,7 @@ def test_an_edit_saved_just_before_a_move_is_not_taken_for_the_recorded_file(
     unlinked, in no revision. Where there is no swap, the same stats are checked just before
     the replace."""
     if not swap:
-        monkeypatch.setattr(fs, "_EXCHANGE", None, raising=False)
+        monkeypatch.setattr(fs, "_EXCHANGE", None)
     with localstore.open(home=tmp_path / "home") as store:
         bp = store.save("x", "steps: [old]\n")
         old = store.abspath("x.blueprint.yaml")
@@ -361,10 +360,7 @@ class _PausingEditor:
             assert real_pause is not None
             real_pause(seconds)
 
-        # (raising=False: before the wait existed, there was no pause, and the editor wrote after.)
-        monkeypatch.setattr(
-            store_module, "_settle_pause", editor_writes_while_the_save_waits, raising=False
-        )
+        monkeypatch.setattr(store_module, "_settle_pause", editor_writes_while_the_save_waits)
 
     def close(self) -> None:
         """Let the editor finish (if the test did not) and release its pipes."""

@@ -51,7 +51,7 @@ def test_resolved_conflict_records_are_capped(
     resolves a conflict a day had thousands of them in the index after some years. Only the
     newest RESOLVED_CONFLICTS_KEPT resolved records stay; every open one stays."""
     kept = 10
-    monkeypatch.setattr(st, "RESOLVED_CONFLICTS_KEPT", kept, raising=False)
+    monkeypatch.setattr(st, "RESOLVED_CONFLICTS_KEPT", kept)
     a, b = make_device("a", policy="keep-both"), make_device("b", policy="keep-both")
     a.store.save("c/flow", "name: flow\n")
     converge(a, b)
