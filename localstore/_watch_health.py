@@ -134,14 +134,35 @@ class _FolderHealth(_WatcherBase):
                 return True  # rescan-only, the next try of the watch is not due yet
             healthy = False
         else:
-            threads = [obs, getattr(obs, "_inotify_fd", None), *getattr(obs, "emitters", ())]
-            healthy = all(t is None or t.is_alive() for t in threads)
+            healthy = _threads_alive(obs)
         if same_root and healthy and not self._rewatch:
             return True
+        started, limit_error = self._replace_observer(obs)
+        if not started:
+            return False
+        if obs is not None:
+            with contextlib.suppress(RuntimeError):
+                obs.join(5)
+        if self._root_problem is not None or ident != self._root_id:
+            log.warning("the blueprints folder %s is back; watching it and rescanning", self.root)
+            self._adopt_root(ident)
+            self._detect_filesystem()  # a share mounted where a local folder was, or back
+        else:
+            self._log_restart(obs, limit_error, healthy=healthy, stale=stale)
+        self._restarted(ident, limit_error, retried=obs is None and same_root)
+        return True
+
+    def _replace_observer(self, obs: Any) -> tuple[bool, WatcherError | None]:
+        """Stop ``obs`` (if any) and start a new observer, under the state lock.
+
+        Returns (False, None) when the watcher is no longer running or the folder went away
+        again (said in ``_root_problem``), else (True, the error of a watch refused while the
+        folder is in place: rescan-only until the retry; None when the observer started).
+        """
         limit_error: WatcherError | None = None
         with self._state_lock:
             if self._state is not WatcherState.RUNNING:
-                return False
+                return False, None
             if obs is not None:
                 # The old observer goes first: its watches count against the same limit the
                 # new one needs them under (a restart used to need twice the folder's watches).
@@ -166,17 +187,16 @@ class _FolderHealth(_WatcherBase):
                     # watch ...: No such file or directory" until the next check).
                     self._root_problem = self._gone_problem() or exc.message
                     log.error("cannot watch the blueprints folder yet: %s", exc.message)
-                    return False
+                    return False, None
             else:
                 self._observer_epoch += 1
-        if obs is not None:
-            with contextlib.suppress(RuntimeError):
-                obs.join(5)
-        if self._root_problem is not None or ident != self._root_id:
-            log.warning("the blueprints folder %s is back; watching it and rescanning", self.root)
-            self._adopt_root(ident)
-            self._detect_filesystem()  # a share mounted where a local folder was, or back
-        elif limit_error is not None:
+        return True, limit_error
+
+    def _log_restart(
+        self, obs: Any, limit_error: WatcherError | None, *, healthy: bool, stale: bool
+    ) -> None:
+        """Say why the observer of the same folder was started again (``obs``: the old one)."""
+        if limit_error is not None:
             pass  # _limited logs it
         elif obs is None:
             log.warning("the blueprints folder %s is watched again", self.root)
@@ -188,6 +208,13 @@ class _FolderHealth(_WatcherBase):
             pass  # nothing died: the folder lost its mark, and _same_root said so
         else:
             log.error("a watchdog thread died; restarting the observer and rescanning")
+
+    def _restarted(
+        self, ident: tuple[int, int] | None, limit_error: WatcherError | None, *, retried: bool
+    ) -> None:
+        """Record the folder ``ident`` as watched (or rescan-only after ``limit_error``) and ask
+        for a rescan, unless ``retried`` (a retry of a watch a limit refused, on the same
+        folder) failed again."""
         self._root_problem = None
         self._root_id = ident
         self._rewatch = False
@@ -195,14 +222,13 @@ class _FolderHealth(_WatcherBase):
         self._watch_check_due = True
         if limit_error is not None:
             self._limited(limit_error)
-            if obs is None and same_root:
-                return True  # a failed retry: the timer rescans go on as they were
+            if retried:
+                return  # a failed retry: the timer rescans go on as they were
         else:
             self._limit_problem = None
             self._limit_retry_delay = 0.0
             self.stats.restarts += 1
         self._rescan_wanted = "observer-restarted"
-        return True
 
     def _limited(self, exc: WatcherError) -> None:
         """Go on in rescan-only mode: the folder's own watch was refused (for a limit, or for
@@ -466,3 +492,9 @@ class _FolderHealth(_WatcherBase):
             "raise it: sudo sysctl fs.inotify.max_user_watches=524288 (and in /etc/sysctl.d/ "
             "to keep it)"
         )
+
+
+def _threads_alive(obs: Any) -> bool:
+    """Whether every thread of watchdog's observer ``obs`` is alive."""
+    threads = [obs, getattr(obs, "_inotify_fd", None), *getattr(obs, "emitters", ())]
+    return all(t is None or t.is_alive() for t in threads)

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import apsw
@@ -46,6 +47,18 @@ class _BatchLost(Exception):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(str(cause))
         self.cause = cause
+
+
+@dataclass
+class _BatchOutcome:
+    """What the ingest of one batch left to do once its transaction is over."""
+
+    failed: list[tuple[str, BaseException]] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)
+    # Failed paths that were taking a blueprint from another path (rel: its id), and the
+    # deletes kept back for such a move (old path, the moved path that failed).
+    moves: dict[str, str] = field(default_factory=dict)
+    held: list[tuple[str, str]] = field(default_factory=list)
 
 
 class _Ingest(_EventIntake):
@@ -85,70 +98,79 @@ class _Ingest(_EventIntake):
 
     def _ingest_batch(self, items: Sequence[tuple[str, bool]]) -> None:
         rec = Reconciler(self.store)
-        failed: list[tuple[str, BaseException]] = []
-        vanished: list[str] = []
-        # Failed paths that were taking a blueprint from another path (rel: its id), and the
-        # deletes kept back for such a move (old path, the moved path that failed).
-        moves: dict[str, str] = {}
-        held: list[tuple[str, str]] = []
+        out = _BatchOutcome()
         self._judge_ahead(items)
         try:
             with self.store.index.write():
                 for rel, may_delete in items:
-                    mark = len(rec.events)
-                    try:
-                        with self.store.index.write() as cur:
-                            if may_delete and (mover := self._held_for_move(cur, rel, moves)):
-                                held.append((rel, mover))
-                                continue
-                            # An event (or a rescan) brought this path here: its stat alone
-                            # does not prove the content is what the index holds.
-                            if not rec.ingest_locked(
-                                cur, rel, may_delete=may_delete, trust_stat=False
-                            ):
-                                vanished.append(rel)
-                    except StoreClosedError:
-                        raise
-                    # (Anything else too: a bug for one path must not stop the others.)
-                    except Exception as exc:
-                        del rec.events[mark:]
-                        if rec.moving is not None:
-                            moves[rel] = rec.moving
-                        if self.store.index.conn.getautocommit():
-                            # SQLite rolled the whole batch back (it does on SQLITE_FULL): the
-                            # paths before this one are undone, and each one after it would
-                            # commit on its own, its event then never published.
-                            raise _BatchLost(exc) from exc
-                        if _not_found(exc) and not os.path.lexists(self.root / rel):
-                            # The file went away while it was read (a git checkout removing
-                            # what it had just written): a vanish, checked again after its
-                            # grace, not a failure (a WARNING and DEGRADED on every checkout).
-                            vanished.append(rel)
-                            continue
-                        failed.append((rel, exc))
+                    self._ingest_path(rec, rel, may_delete, out)
         except StoreClosedError:
             raise
         except (OSError, LocalStoreError, apsw.Error, _BatchLost) as exc:
             # The batch's own transaction (begin or commit), or lost: every path in it failed.
             cause = exc.cause if isinstance(exc, _BatchLost) else exc
-            failed = [(rel, cause) for rel, _ in items]
+            out.failed = [(rel, cause) for rel, _ in items]
             rec.events.clear()
-            vanished = []
-            held = []
+            out.vanished = []
+            out.held = []
         self.stats.batches += 1
-        self.stats.ingested += len(items) - len(failed)
+        self.stats.ingested += len(items) - len(out.failed)
+        self._settle_batch(items, out)
+        self._update_ingest_problem()
+        failed_paths = {rel for rel, _ in out.failed}
+        self._tell_once(rec, [rel for rel, _ in items if rel not in failed_paths])
+        for ev in rec.events:
+            self.stats.events[ev.kind] = self.stats.events.get(ev.kind, 0) + 1
+        self.store.events.publish(rec.events)
+
+    def _ingest_path(self, rec: Reconciler, rel: str, may_delete: bool, out: _BatchOutcome) -> None:
+        """Ingest ``rel`` in a savepoint of the batch's transaction, noting in ``out`` what it
+        left to do. Raises _BatchLost when SQLite rolled the batch back, StoreClosedError."""
+        mark = len(rec.events)
+        try:
+            with self.store.index.write() as cur:
+                if may_delete and (mover := self._held_for_move(cur, rel, out.moves)):
+                    out.held.append((rel, mover))
+                    return
+                # An event (or a rescan) brought this path here: its stat alone
+                # does not prove the content is what the index holds.
+                if not rec.ingest_locked(cur, rel, may_delete=may_delete, trust_stat=False):
+                    out.vanished.append(rel)
+        except StoreClosedError:
+            raise
+        # (Anything else too: a bug for one path must not stop the others.)
+        except Exception as exc:
+            del rec.events[mark:]
+            if rec.moving is not None:
+                out.moves[rel] = rec.moving
+            if self.store.index.conn.getautocommit():
+                # SQLite rolled the whole batch back (it does on SQLITE_FULL): the
+                # paths before this one are undone, and each one after it would
+                # commit on its own, its event then never published.
+                raise _BatchLost(exc) from exc
+            if _not_found(exc) and not os.path.lexists(self.root / rel):
+                # The file went away while it was read (a git checkout removing
+                # what it had just written): a vanish, checked again after its
+                # grace, not a failure (a WARNING and DEGRADED on every checkout).
+                out.vanished.append(rel)
+                return
+            out.failed.append((rel, exc))
+
+    def _settle_batch(self, items: Sequence[tuple[str, bool]], out: _BatchOutcome) -> None:
+        """After the batch's transaction: forget the failures of the paths ingested, let the
+        vanished ones go after their grace, retry the failed ones later, keep the held ones."""
         now = time.monotonic()
-        failed_paths = {rel for rel, _ in failed}
+        failed_paths = {rel for rel, _ in out.failed}
         for rel, _ in items:
             if rel not in failed_paths:
                 self._forget_failure(rel)
-        for rel in vanished:
+        for rel in out.vanished:
             self._vanish(rel, now)
-        for rel, error in failed:
+        for rel, error in out.failed:
             self._retry_later(rel, now, error)
-            if rel in moves:
-                self._failing[rel].moving = moves[rel]
-        for rel, mover in held:
+            if rel in out.moves:
+                self._failing[rel].moving = out.moves[rel]
+        for rel, mover in out.held:
             failing = self._failing.get(mover)
             if failing is None:  # (gone since: nothing holds the delete back any more)
                 self._vanish(rel, now)
@@ -159,11 +181,6 @@ class _Ingest(_EventIntake):
                 rel,
                 mover,
             )
-        self._update_ingest_problem()
-        self._tell_once(rec, [rel for rel, _ in items if rel not in failed_paths])
-        for ev in rec.events:
-            self.stats.events[ev.kind] = self.stats.events.get(ev.kind, 0) + 1
-        self.store.events.publish(rec.events)
 
     def _tell_once(self, rec: Reconciler, done: Sequence[str]) -> None:
         """Drop the ``invalid`` events of new files told already with these stats and reason

@@ -286,25 +286,55 @@ class _EngineBases(_EngineCore):
         unsure = base_record.unsettled(state_dir) if entries else set()
         if not entries:
             if self._rebuilt():
-                with self.store.index.read() as cur:
-                    holding = {str(r[0]) for r in cur.execute("SELECT id FROM blueprints")}
-                # A rebuilt index with no record (lost before this version wrote one, or lost
-                # with the state folder): a delete made here cannot be told from a blueprint
-                # never downloaded, so the server's copy comes back. The end of the cycle names
-                # what came (``_name_returned``), so that it does not come silently.
-                self._unrecorded = holding or None
+                self._note_unrecorded()
             return
+        local = self._local_copies()
+        deletes = [e for e in entries.values() if not e.deleted and e.id not in local]
+        if deletes:
+            deletes = self._vanished_here(deletes)
+        results = self._push_recovered_deletes(deletes) if deletes else {}
+        restored = self._restore_bases(entries, local, unsure, results)
+        log.info(
+            "sync: %d synced bases taken from %s into a rebuilt index (%d deletes pushed)",
+            restored,
+            base_record.RECORD_FILE,
+            sum(1 for r in results.values() if r.status == "applied"),
+        )
+
+    def _note_unrecorded(self) -> None:
+        """Keep the ids the rebuilt index holds, for the end of the cycle to name what came.
+
+        A rebuilt index with no record (lost before this version wrote one, or lost with the
+        state folder): a delete made here cannot be told from a blueprint never downloaded, so
+        the server's copy comes back. The end of the cycle names what came
+        (``_name_returned``), so that it does not come silently.
+        """
         with self.store.index.read() as cur:
-            local = {
+            holding = {str(r[0]) for r in cur.execute("SELECT id FROM blueprints")}
+        self._unrecorded = holding or None
+
+    def _local_copies(self) -> dict[str, tuple[str, str, int, bool]]:
+        """The index's rows by id: (path, content hash, op id, deleted)."""
+        with self.store.index.read() as cur:
+            return {
                 str(r[0]): (str(r[1]), str(r[2]), int(r[3]), bool(r[4]))
                 for r in cur.execute(
                     "SELECT id, path, content_hash, op_id, deleted FROM blueprints"
                 )
             }
-        deletes = [e for e in entries.values() if not e.deleted and e.id not in local]
-        if deletes:
-            deletes = self._vanished_here(deletes)
-        results = self._push_recovered_deletes(deletes) if deletes else {}
+
+    def _restore_bases(
+        self,
+        entries: dict[str, base_record.BaseEntry],
+        local: dict[str, tuple[str, str, int, bool]],
+        unsure: set[str],
+        results: dict[str, PushResult],
+    ) -> int:
+        """Write the recorded bases into the index (see ``_recover_bases``); how many.
+
+        ``local`` is ``_local_copies()``, ``unsure`` the ids of steps a kill left open,
+        ``results`` the recovered deletes' push results by id.
+        """
         restored = 0
         with self.store.index.write() as cur:
             for e in entries.values():
@@ -340,12 +370,7 @@ class _EngineBases(_EngineCore):
                     held=held and not e.deleted,
                 )
                 restored += 1
-        log.info(
-            "sync: %d synced bases taken from %s into a rebuilt index (%d deletes pushed)",
-            restored,
-            base_record.RECORD_FILE,
-            sum(1 for r in results.values() if r.status == "applied"),
-        )
+        return restored
 
     def _vanished_here(self, entries: list[base_record.BaseEntry]) -> list[base_record.BaseEntry]:
         """The recorded blueprints with no file left anywhere in the home: deleted here.

@@ -113,12 +113,6 @@ class _EngineCore:
         self.remote = remote
         self.policy: ConflictPolicy = chosen
         self.clock = clock
-        # When the loop's cycles began failing with a TransientError (None: the cloud answers),
-        # on span_clock: an outage is mostly a laptop asleep, which self.clock leaves out.
-        self._offline_since: float | None = None
-        # The reason the loop last stopped for a person (None since a cycle worked): the same
-        # one again is not news (a locked keychain failed two cycles 0.7 s apart: two warnings).
-        self._stopped_for: str | None = None
         self.rng = rng if rng is not None else random.Random()
         self.lock = lock
         self.now = now or (lambda: datetime.now(UTC))
@@ -128,9 +122,26 @@ class _EngineCore:
         self.poll_interval_s = (
             poll_interval_s if poll_interval_s is not None else store.settings.poll_interval_s
         )
+        self._init_batches(batch_size, batch_bytes, pull_limit, apply_batch)
+        if store.read_only:
+            # Before any table is made or any cycle starts: a read-only store's first write
+            # would fail in the middle of a pull, as one more retryable error, for ever.
+            raise store.index.read_only_error("sync")
+        ensure_schema(store)
+        self._init_loop_state()
+        self._init_cycle_memory()
+
+    def _init_batches(
+        self,
+        batch_size: int | None,
+        batch_bytes: int | None,
+        pull_limit: int,
+        apply_batch: int | None,
+    ) -> None:
+        """Set the push, pull and apply sizes from the arguments (checked) and the settings."""
         # What the caller asked for; batch_size and batch_bytes are these capped by what the
         # server announces now (_check_server), so a limit the server raises again is used again.
-        self._wanted_batch = max(1, min(batch_size or store.settings.sync_batch, MAX_BATCH))
+        self._wanted_batch = max(1, min(batch_size or self.store.settings.sync_batch, MAX_BATCH))
         self._wanted_bytes = max(1, batch_bytes or DEFAULT_PUSH_BATCH_BYTES)
         self.batch_size = self._wanted_batch
         self.batch_bytes = self._wanted_bytes
@@ -138,21 +149,12 @@ class _EngineCore:
         # after a push was split (see _push).
         self._push_count = self.batch_size
         self._push_bytes = self.batch_bytes
-        # id -> (push op id, cycles in a row in which that change timed out alone). Keyed by id
-        # alone: keyed by (id, op id), a change edited again before it was parked left its old
-        # count behind for the life of the engine, one entry per such edit.
-        self._lone_timeouts: dict[str, tuple[int, int]] = {}
-        # id -> (passing path, op id) of its next push, instead of its own path and push op id:
-        # one rename of a cycle (a swap) that no order of a batch can apply (see _path_taken).
-        self._detours: dict[str, tuple[str, int]] = {}
         self.pull_limit = pull_limit
         # An explicit batch_size also sizes the apply chunks (tests use tiny ones to get many).
         self.apply_batch = max(1, apply_batch or batch_size or DEFAULT_APPLY_BATCH)
-        if store.read_only:
-            # Before any table is made or any cycle starts: a read-only store's first write
-            # would fail in the middle of a pull, as one more retryable error, for ever.
-            raise store.index.read_only_error("sync")
-        ensure_schema(store)
+
+    def _init_loop_state(self) -> None:
+        """Set up the background loop's locks, lifecycle, wake-ups and status."""
         self._cycle_lock = threading.Lock()
         self._cycle_thread: int | None = None  # the thread holding _cycle_lock (see _cycle_held)
         self._cond = threading.Condition()
@@ -166,6 +168,12 @@ class _EngineCore:
         self._urgent = False
         self._next_at = 0.0
         self._failures = 0
+        # When the loop's cycles began failing with a TransientError (None: the cloud answers),
+        # on span_clock: an outage is mostly a laptop asleep, which self.clock leaves out.
+        self._offline_since: float | None = None
+        # The reason the loop last stopped for a person (None since a cycle worked): the same
+        # one again is not news (a locked keychain failed two cycles 0.7 s apart: two warnings).
+        self._stopped_for: str | None = None
         self._state: SyncStateName = "idle"
         self._progress: tuple[int, int] | None = None
         self._last_error: str | None = None
@@ -174,6 +182,20 @@ class _EngineCore:
         self._listeners: dict[int, Callable[[SyncStatus], None]] = {}
         self._listener_seq = 0
         self._unsubs: list[Callable[[], None]] = []
+        # The local condition the loop is retrying, and when it last warned about it.
+        self._condition: _LocalCondition | None = None
+        self._condition_warned_at = 0.0
+
+    def _init_cycle_memory(self) -> None:
+        """Set up what cycles remember from one to the next: push detours and timeouts, the
+        server's limits, the account and base records, the revision lookup."""
+        # id -> (push op id, cycles in a row in which that change timed out alone). Keyed by id
+        # alone: keyed by (id, op id), a change edited again before it was parked left its old
+        # count behind for the life of the engine, one entry per such edit.
+        self._lone_timeouts: dict[str, tuple[int, int]] = {}
+        # id -> (passing path, op id) of its next push, instead of its own path and push op id:
+        # one rename of a cycle (a swap) that no order of a batch can apply (see _path_taken).
+        self._detours: dict[str, tuple[str, int]] = {}
         # Whether server_info was asked since the server last may have changed (see
         # _check_server), and the remote's server_epoch then (None: the remote has none).
         self._checked_server = False
@@ -196,15 +218,12 @@ class _EngineCore:
         self._unrecorded: set[str] | None = None
         # Whether this home had synced before this engine (its account recorded besides the
         # index): read now, since the first cycle writes the record for any home.
-        self._synced_before = account_record.record_path(store.settings.paths.state).exists()
+        self._synced_before = account_record.record_path(self.store.settings.paths.state).exists()
         # False once the server said it has no revision lookup (an older schema): not asked again.
         self._ancestry = True
         self._settled = False
         self._refreshed = False
         self._lock_held = False
-        # The local condition the loop is retrying, and when it last warned about it.
-        self._condition: _LocalCondition | None = None
-        self._condition_warned_at = 0.0
 
     # -- status ----------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from sync._engine_pull import _EnginePull
 from sync._local import SyncReport
 from sync._shown import shown
 from sync.errors import ProtocolError
-from sync.remote import Change, PushResult, ServerRow
+from sync.remote import Change, PushResult, RevisionMatch, ServerRow
 
 log = logging.getLogger("sync.engine")
 
@@ -38,57 +38,17 @@ class _EngineResults(_EnginePull):
         report: SyncReport,
     ) -> int:
         stats = ApplyStats()
-        # One lookup for the batch: conflicts of creates this device holds without a base.
-        ancestors = self._ancestors(
-            [
-                r.current
-                for r in results
-                if r.status == "conflict" and r.reason != "path_taken" and r.current is not None
-            ]
-        )
+        ancestors = self._conflict_ancestors(results)
         applier = Applier(self.store, self.policy, now=self.now, stats=stats, ancestors=ancestors)
-        conflicts = 0
-        foreign: list[tuple[Change, st.OutboxItem]] = []
-        reused = False
         current = [r.current for r in results if r.current is not None]
         # The app's validator on the conflicts' rows and merges, before the write lock.
         applier.judge_ahead(current)
         self._journal(current)
         with self._detours_kept() as outcome, self.store.index.write(outcome) as cur:
             st.journal_clear(cur)
-            # Accepted changes first, in three statements for the batch: they touch only their
-            # own sync rows, so the order against the conflicts below does not matter.
-            accepted = [
-                _accepted(change, item, result)
-                for (change, item), result in zip(pairs, results, strict=True)
-                if result.status == "applied"
-            ]
-            st.record_accepted(cur, accepted)
-            report.pushed += len(accepted)
-            for (change, item), result in zip(pairs, results, strict=True):
-                detoured = self._detours.pop(change.id, None) is not None
-                if detoured and result.status == "applied" and change.path != item.path:
-                    # The detour is used up either way. Applied, the blueprint is at its
-                    # passing path on the server: still dirty, its own path goes up in the next
-                    # round under its own push op id (the detour had one of its own, so a kill
-                    # before this commit leaves that one unused: the push of the own path then
-                    # meets the detour's row, this device's write, and keeps its path).
-                    st.mark_unsynced(cur, change.id)
-            for (change, item), result in zip(pairs, results, strict=True):
-                if result.status == "applied":
-                    continue
-                if result.code == "not_owner" and item.base_rev is None and not change.deleted:
-                    foreign.append((change, item))  # never synced under this id: _take_new_id
-                elif result.status == "rejected" and result.code == "op_id_reused":
-                    self._reused_op(cur, change, result)
-                    reused = True
-                elif result.status == "rejected":
-                    self._quarantine_push(
-                        cur, change, item, result.code or "rejected", result.message or "", report
-                    )
-                else:
-                    conflicts += 1
-                    self._push_conflict(cur, applier, change, item, result, report)
+            self._record_accepted(cur, pairs, results, report)
+            self._use_up_detours(cur, pairs, results)
+            conflicts, reused, foreign = self._settle_refused(cur, applier, pairs, results, report)
             # In the transaction that raised the op counter: committed after it, a kill in
             # between left the counter above the server's highest op and the id as it was, and
             # no later push met a used op id again (a home sharing the id kept it for good).
@@ -104,6 +64,88 @@ class _EngineResults(_EnginePull):
         for change, item in foreign:
             self._take_new_id(change, item, report)
         return conflicts
+
+    def _conflict_ancestors(self, results: Sequence[PushResult]) -> dict[str, RevisionMatch]:
+        """One lookup for the batch: conflicts of creates this device holds without a base."""
+        return self._ancestors(
+            [
+                r.current
+                for r in results
+                if r.status == "conflict" and r.reason != "path_taken" and r.current is not None
+            ]
+        )
+
+    def _record_accepted(
+        self,
+        cur: Any,
+        pairs: Sequence[tuple[Change, st.OutboxItem]],
+        results: Sequence[PushResult],
+        report: SyncReport,
+    ) -> None:
+        """Record the batch's accepted changes as their bases.
+
+        Accepted changes first, in three statements for the batch: they touch only their own
+        sync rows, so the order against the conflicts handled after them does not matter.
+        """
+        accepted = [
+            _accepted(change, item, result)
+            for (change, item), result in zip(pairs, results, strict=True)
+            if result.status == "applied"
+        ]
+        st.record_accepted(cur, accepted)
+        report.pushed += len(accepted)
+
+    def _use_up_detours(
+        self,
+        cur: Any,
+        pairs: Sequence[tuple[Change, st.OutboxItem]],
+        results: Sequence[PushResult],
+    ) -> None:
+        """Drop the detours of the batch's changes; one applied at its passing path stays dirty."""
+        for (change, item), result in zip(pairs, results, strict=True):
+            detoured = self._detours.pop(change.id, None) is not None
+            if detoured and result.status == "applied" and change.path != item.path:
+                # The detour is used up either way. Applied, the blueprint is at its
+                # passing path on the server: still dirty, its own path goes up in the next
+                # round under its own push op id (the detour had one of its own, so a kill
+                # before this commit leaves that one unused: the push of the own path then
+                # meets the detour's row, this device's write, and keeps its path).
+                st.mark_unsynced(cur, change.id)
+
+    def _settle_refused(
+        self,
+        cur: Any,
+        applier: Applier,
+        pairs: Sequence[tuple[Change, st.OutboxItem]],
+        results: Sequence[PushResult],
+        report: SyncReport,
+    ) -> tuple[int, bool, list[tuple[Change, st.OutboxItem]]]:
+        """Handle the batch's changes the server did not apply: merge conflicts, quarantine
+        rejections, renew a reused op id.
+
+        Returns the number of conflicts, whether an op id was reused, and the creates refused
+        for an id another user owns (never synced under this id: ``_take_new_id`` after the
+        transaction).
+        """
+        conflicts = 0
+        reused = False
+        foreign: list[tuple[Change, st.OutboxItem]] = []
+        for (change, item), result in zip(pairs, results, strict=True):
+            if result.status == "applied":
+                continue
+            if result.code == "not_owner" and item.base_rev is None and not change.deleted:
+                foreign.append((change, item))  # never synced under this id: _take_new_id
+            elif result.status == "rejected" and result.code == "op_id_reused":
+                self._reused_op(cur, change, result)
+                reused = True
+            elif result.status == "rejected":
+                self._quarantine_push(
+                    cur, change, item, result.code or "rejected", result.message or "", report
+                )
+            else:
+                conflicts += 1
+                self._push_conflict(cur, applier, change, item, result, report)
+        return conflicts, reused, foreign
 
     @contextmanager
     def _detours_kept(self) -> Iterator[WriteOutcome]:
@@ -303,6 +345,19 @@ class _EngineResults(_EnginePull):
         caller rules out a server row live here elsewhere; files changed since they were
         recorded (an edit the watcher has yet to see) are not replaced either.
         """
+        found = self._servers_own(cur, applier, change, winner)
+        if found is None:
+            return False
+        local, meta = found
+        if not self._meta_replaced(local, meta):
+            return False
+        return self._made_up_id_retired(cur, local, winner)
+
+    def _servers_own(
+        self, cur: Any, applier: Applier, change: Change, winner: ServerRow
+    ) -> tuple[Any, BlueprintMeta] | None:
+        """The local row and the server's meta when the pushed blueprint is ``winner`` come
+        early (see ``_arrived_early``), else None."""
         local = _row_or_none(self.store, change.id)
         if (
             local is None
@@ -312,21 +367,24 @@ class _EngineResults(_EnginePull):
             # (The YAML's bytes: the content hash covers the meta, whose id differs.)
             or local.yaml_sha256 != sha256_hex(winner.content.encode("utf-8"))
         ):
-            return False
+            return None
         found = late_meta.made_up(cur, local)
         if found is None or found.described or not applier.as_indexed(local):
             # (Files changed since they were recorded: a name or tags typed into the meta file
             # that the watcher has yet to see were replaced by the server's meta unrecorded.
             # The path collision's move records them first.)
-            return False
+            return None
         try:
             meta = BlueprintMeta.from_dict(winner.meta, source=f"the server's meta of {winner.id}")
         except InvalidInputError:
-            return False
+            return None
         if meta.id != winner.id:
-            return False
-        from localstore._reconcile import Reconciler
+            return None
+        return local, meta
 
+    def _meta_replaced(self, local: Any, meta: BlueprintMeta) -> bool:
+        """Write the server's ``meta`` over the made-up meta file of ``local``; False when that
+        file changed since it was recorded (set aside, nothing written)."""
         meta_abs = self.store.abspath(fs.meta_path_for(local.path))
         recorded = (local.meta_size, local.meta_mtime_ns, local.meta_ctime_ns, local.meta_ino)
         try:
@@ -336,6 +394,12 @@ class _EngineResults(_EnginePull):
         except fs.TargetChangedError as changed:
             self.store._keep_set_aside(changed.set_aside, str(meta_abs))
             return False
+        return True
+
+    def _made_up_id_retired(self, cur: Any, local: Any, winner: ServerRow) -> bool:
+        """Reconcile the pair under the server's meta; whether that retired the made-up id."""
+        from localstore._reconcile import Reconciler
+
         rec = Reconciler(self.store)
         rec.ingest_locked(cur, local.path, trust_stat=False)
         self.store.events.publish(rec.events)
