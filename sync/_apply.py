@@ -837,7 +837,7 @@ class Applier:
         r: ServerRow,
         resolution: Resolution,
     ) -> None:
-        copy_id, copy_path = self._save_copy(local, local_v, r)
+        copy_id, copy_path = self._save_copy(cur, local, local_v, r)
         self._save_remote(cur, r)
         cid = st.add_conflict(
             cur,
@@ -855,10 +855,16 @@ class Applier:
         )
         self._conflict_event(r.id, r.path, f"conflict #{cid}: local version kept at {copy_path}")
 
-    def _save_copy(self, local: Row, local_v: Version, r: ServerRow) -> tuple[str, str]:
+    def _save_copy(self, cur: Any, local: Row, local_v: Version, r: ServerRow) -> tuple[str, str]:
         """Write the local version as a new blueprint next to ``local``; returns (id, path)."""
-        stamp = utc_stamp(self.now())
         copy_id = copy_id_for(local.id, local.content_hash, r.rev, self.store.device_id)
+        kept = self.store.row_by_id(copy_id, cur)
+        if kept is not None and not kept.deleted:
+            # An apply run again after a kill that came after the copy's files (reconcile
+            # adopted them): that is the copy. A name made again from this clock moved it to
+            # another second's name and wrote it again, over any edit of it since.
+            return copy_id, kept.path
+        stamp = utc_stamp(self.now())
         copy_path = self._conflict_path_for(local.path, stamp=stamp, owner=copy_id)
         name = f"{local.name} (conflict {self.store.device_name} {stamp})"
         now = self.now().astimezone(UTC).isoformat().replace("+00:00", "Z")
@@ -919,7 +925,7 @@ class Applier:
         """Keep a local edit of a blueprint that moved out of view as a conflict copy."""
         local_v = Version(self._text(cur, local), json.loads(local.meta_json))
         base = self._find_base(cur, local.id, item, r)
-        copy_id, copy_path = self._save_copy(local, local_v, r)
+        copy_id, copy_path = self._save_copy(cur, local, local_v, r)
         cid = st.add_conflict(
             cur,
             blueprint_id=r.id,

@@ -10,20 +10,27 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from .conftest import close_device, server_snapshot
-from .file_remote import load_server
+from localstore.config import load_settings
+from localstore.store import BlueprintStore
+from sync.engine import SyncEngine
+
+from .conftest import Device, close_device, server_snapshot
+from .file_remote import FileRemote, load_server
 from .test_base_recovery import _file_device
 
 _ROOT = Path(__file__).parents[2]
 
 # The child syncs b and kills itself at the hook named by argv[3]: "save_remote" (the copy
-# written, the server's version not yet) or "add_conflict" (both written, no record yet).
+# written, the server's version not yet) or "add_conflict" (both written, no record yet). An
+# argv[4] (an ISO time) is the engine's clock, which names the copy.
 _CHILD = """
 import os, signal, sys
+from datetime import datetime
 from pathlib import Path
 from localstore.config import load_settings
 from localstore.store import BlueprintStore
@@ -39,7 +46,8 @@ if where == "save_remote":
 else:
     _state.add_conflict = killed
 store = BlueprintStore(load_settings(home=home, device_name="b"), maintenance=False)
-SyncEngine(store, FileRemote(Path(server))).sync_once()
+at = datetime.fromisoformat(sys.argv[4]) if len(sys.argv) > 4 else None
+SyncEngine(store, FileRemote(Path(server)), now=(lambda: at) if at else None).sync_once()
 """
 
 
@@ -86,6 +94,94 @@ def test_a_kill_during_keep_both_leaves_one_copy(tmp_path: Path, where: str) -> 
         assert a.text(x) == "name: x\nk: a\n"
         rows = server_snapshot(load_server(server_file))
         assert sorted(c for _, c in rows.values()) == ["name: x\nk: a\n", "name: x\nk: b\n"]
+    finally:
+        close_device(a)
+        close_device(b)
+
+
+_KILLED_AT = datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)
+_COPY = "x (conflict b 2024-05-01T10-00-00Z).blueprint.yaml"
+
+
+def _killed_in_keep_both(tmp_path: Path, where: str) -> tuple[Device, Path, Path]:
+    """a's edit and b's meet in keep-both; b's sync, its clock at _KILLED_AT, is killed at
+    ``where``. Returns a, b's home and the server's file."""
+    server_file = tmp_path / "server.pickle"
+    a = _file_device(tmp_path, "a", server_file)
+    b = _file_device(tmp_path, "b", server_file)
+    try:
+        a.store.save("n/x", "name: x\nk: 1\n")
+        a.sync()
+        b.sync()
+        a.store.save("n/x", "name: x\nk: a\n")
+        a.sync()
+        b.store.save("n/x", "name: x\nk: b\n")
+    finally:
+        close_device(b)
+    env = dict(os.environ, PYTHONPATH=str(_ROOT))
+    argv = [str(b.home), str(server_file), where, _KILLED_AT.isoformat()]
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, *argv],
+        cwd=_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    copies = [p.name for p in (b.home / "blueprints/n").glob("x (conflict b *).blueprint.yaml")]
+    assert copies == [_COPY]
+    return a, b.home, server_file
+
+
+def _later_device(home: Path, server_file: Path) -> Device:
+    """Device b opened again, its clock an hour after the killed sync's."""
+    store = BlueprintStore(load_settings(home=home, device_name="b"), maintenance=False)
+    later = _KILLED_AT + timedelta(hours=1)
+    remote = FileRemote(server_file)
+    engine = SyncEngine(store, remote, now=lambda: later)
+    return Device("b", home, store, remote, engine)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("where", ["save_remote", "add_conflict"])
+def test_the_sync_after_a_kill_during_keep_both_keeps_the_copy_it_wrote(
+    tmp_path: Path, where: str
+) -> None:
+    """The copy's name has the time of the sync that wrote it. The sync after the kill ran a
+    second or more later (half the runs of the test above): it made the copy's name again from
+    its own clock and moved the copy the killed sync wrote, so the copy the person may already
+    have opened vanished under them, under a name that no longer said when the conflict was
+    found. Both clocks are fixed here, an hour apart."""
+    a, home, server_file = _killed_in_keep_both(tmp_path, where)
+    written = home / "blueprints/n" / _COPY
+    copy_text = written.read_text(encoding="utf-8")
+    b = _later_device(home, server_file)
+    try:
+        b.sync()
+        (record,) = b.engine.conflicts()
+        assert record.copy_path == f"n/{_COPY}"
+        assert list(written.parent.glob("x (conflict b *).blueprint.yaml")) == [written]
+        assert written.read_text(encoding="utf-8") == copy_text  # not written again
+        assert b.engine.verify().clean
+    finally:
+        close_device(a)
+        close_device(b)
+
+
+def test_an_edit_of_the_copy_before_the_sync_after_the_kill_stays(tmp_path: Path) -> None:
+    """Killed before the server's version was written, the apply runs again in the next sync:
+    it wrote the local version over the copy again, so an edit the person made to the copy in
+    between was replaced (kept only in its history)."""
+    a, home, server_file = _killed_in_keep_both(tmp_path, "save_remote")
+    b = _later_device(home, server_file)
+    try:
+        b.store.save(f"n/{_COPY}", "name: x\nk: b, then more\n")
+        b.sync()
+        (record,) = b.engine.conflicts()
+        assert record.copy_path == f"n/{_COPY}" and record.local == "name: x\nk: b\n"
+        assert b.text(record.copy_id or "") == "name: x\nk: b, then more\n"
+        assert b.text(record.id) == "name: x\nk: a\n"
+        assert b.engine.verify().clean
     finally:
         close_device(a)
         close_device(b)
