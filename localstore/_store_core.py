@@ -14,7 +14,7 @@ import os
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex, cast
@@ -88,6 +88,43 @@ class _CloseHook:
         return repr(self.callback)
 
 
+def _open_args(
+    settings: Settings | None,
+    validator: Validator | None,
+    validator_name: str | None,
+    flags: Mapping[str, bool],
+) -> str:
+    """Check an open's arguments before anything opens; return the validator's name.
+
+    ``flags``: the open's flags by keyword. Raises InvalidInputError (see _StoreCore.__init__).
+    """
+    check_validator(validator)
+    if validator_name is not None and (
+        not isinstance(validator_name, str) or not validator_name or validator is None
+    ):
+        raise InvalidInputError(
+            f"validator_name must be non-empty text given with a validator, not {validator_name!r}",
+            hint="name the rules of the validator you pass (e.g. 'myapp-rules-3'), or "
+            "leave validator_name out",
+        )
+    # Before anything opens: a validator that cannot be named by default is refused.
+    name = validator_name or validator_name_of(validator)
+    if settings is not None:
+        settings_arg(
+            settings,
+            "build it with localstore.load_settings(home=..., ...), or pass home= to "
+            "localstore.open instead",
+        )
+    for flag, value in flags.items():
+        _flag_arg(flag, value)
+    if flags["read_only"] and flags["recover_index"]:
+        raise InvalidInputError(
+            "recover_index rebuilds the index: a read-only store cannot",
+            hint="leave out read_only (the home must be writable) or recover_index",
+        )
+    return name
+
+
 class _StoreCore:
     """The store's state, set up by its constructor, and its lifecycle; every layer above uses it."""
 
@@ -140,37 +177,18 @@ class _StoreCore:
         the files hold. ``read_only_reason`` says why it is read-only. Raises IndexStoreError
         for a home without an index, or one an older localstore made (it cannot be updated).
         """
-        check_validator(validator)
-        if validator_name is not None and (
-            not isinstance(validator_name, str) or not validator_name or validator is None
-        ):
-            raise InvalidInputError(
-                f"validator_name must be non-empty text given with a validator, not "
-                f"{validator_name!r}",
-                hint="name the rules of the validator you pass (e.g. 'myapp-rules-3'), or "
-                "leave validator_name out",
-            )
-        # Before anything opens: a validator that cannot be named by default is refused.
-        name = validator_name or validator_name_of(validator)
-        if settings is not None:
-            settings_arg(
-                settings,
-                "build it with localstore.load_settings(home=..., ...), or pass home= to "
-                "localstore.open instead",
-            )
-        for flag, value in (
-            ("replace_home_validator", replace_home_validator),
-            ("reconcile", reconcile),
-            ("maintenance", maintenance),
-            ("recover_index", recover_index),
-            ("read_only", read_only),
-        ):
-            _flag_arg(flag, value)
-        if read_only and recover_index:
-            raise InvalidInputError(
-                "recover_index rebuilds the index: a read-only store cannot",
-                hint="leave out read_only (the home must be writable) or recover_index",
-            )
+        name = _open_args(
+            settings,
+            validator,
+            validator_name,
+            {
+                "replace_home_validator": replace_home_validator,
+                "reconcile": reconcile,
+                "maintenance": maintenance,
+                "recover_index": recover_index,
+                "read_only": read_only,
+            },
+        )
         self.settings = settings or load_settings()
         self.paths = self.settings.paths
         # Why this store writes nothing (None: it may write). Worked out before anything opens.
@@ -199,6 +217,31 @@ class _StoreCore:
             max_depth=self.settings.max_depth,
             max_nodes=self.settings.max_nodes,
         )
+        self._open_held(recover_index, read_only)
+        # Events wait for the commit of the publishing thread's open transaction (the sync
+        # engine saves inside its own): see Index.after_commit.
+        self.events = EventBus(
+            defer=self.index.after_commit, check_process=self.index.check_process
+        )
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._on_close: list[Callable[[], None]] = []
+        # A copied or moved home takes a new device id here (see localstore._identity).
+        # (The id as last read: see device_id; and the write transaction it was read in.)
+        self._device_serial = -1
+        if read_only:
+            self._device_id = recorded_device_id(self.index, new_id)
+        else:
+            self._device_id = ensure_device_id(self.index, self.paths.index_db, new_id)
+        self.device_name = self.settings.device_name
+        self._start_upkeep(maintenance=maintenance and not read_only)
+        if read_only:
+            return  # (what follows writes: the folder's identity, the reconcile, verdicts)
+        self._open_writes(reconcile=reconcile, replace_home_validator=replace_home_validator)
+
+    def _open_held(self, recover_index: bool, read_only: bool) -> None:
+        """Start the flusher, take the open-store mark and open the index; what was started or
+        taken is given back if the index does not open (its error raised)."""
         # Flushes a save's two temp files while its index statements run (files.PendingWrites).
         # Two threads, so the two fsyncs overlap too: in alternating runs on the benchmark VM
         # (session 14) a save took 1.93-2.01x the bare pair write with two, 2.22-2.44x with one.
@@ -216,24 +259,12 @@ class _StoreCore:
             self._flusher.shutdown(wait=False)
             self._open_mark.close()
             raise
-        # Events wait for the commit of the publishing thread's open transaction (the sync
-        # engine saves inside its own): see Index.after_commit.
-        self.events = EventBus(
-            defer=self.index.after_commit, check_process=self.index.check_process
-        )
-        self._closed = False
-        self._close_lock = threading.Lock()
-        self._on_close: list[Callable[[], None]] = []
-        # A copied or moved home takes a new device id here (see localstore._identity).
-        # (The id as last read: see device_id; and the write transaction it was read in.)
-        self._device_serial = -1
-        if read_only:
-            self._device_id = recorded_device_id(self.index, new_id)
-        else:
-            self._device_id = ensure_device_id(self.index, self.paths.index_db, new_id)
-        self.device_name = self.settings.device_name
+
+    def _start_upkeep(self, *, maintenance: bool) -> None:
+        """Start the index's maintainer (with ``maintenance``) and arm the finalizer that stops
+        this store's threads if the app drops it unclosed."""
         self._maintainer: Maintainer | None = None
-        if maintenance and not read_only:
+        if maintenance:
             self._maintainer = Maintainer(self.paths.index_db)
             self.index.on_commit(self._maintainer.notify_commit)
             self._maintainer.start()
@@ -251,8 +282,11 @@ class _StoreCore:
         self._unclosed.atexit = False
         # The process that opened the store: a forked child must not use it (see _check_open).
         self._pid = os.getpid()
-        if read_only:
-            return  # (what follows writes: the folder's identity, the reconcile, verdicts)
+
+    def _open_writes(self, *, reconcile: bool, replace_home_validator: bool) -> None:
+        """What a writable open writes: state/ swept, the folder's identity checked, the
+        reconcile (with ``reconcile``) and the verdicts of this store's validator. A failure
+        closes the store (its maintainer thread must not be left running) and is raised."""
         from localstore._reconcile import Reconciler, check_root
         from localstore._state_temps import sweep_state_temps
 
@@ -268,9 +302,9 @@ class _StoreCore:
             # What the daemon's watcher or the CLI recorded while the app was closed, and what
             # an older or other validator judged, is judged by this one now, so that list, load
             # and sync see its verdicts (and sync stops holding them back).
-            if validator is not None and replace_home_validator:
+            if self.validator is not None and replace_home_validator:
                 self.revalidate()
-            elif validator is not None and self._may_claim_home():
+            elif self.validator is not None and self._may_claim_home():
                 # Not revalidate(), which writes this store's validator as the home's: over one
                 # an app registered after the claim (its rules lost to the daemon's config).
                 self._rejudge("b.judged_by IS NOT ?", (self.validator_name,))
