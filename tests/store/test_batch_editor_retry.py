@@ -7,7 +7,7 @@ autosaving every second during a batch of a second or more met it again, and the
 ("try again") where it had succeeded before the swap (by overwriting the edit). Now it runs again
 while that program keeps saving, each version recorded as an external revision below the
 batch's, that file placed right after its item (a window of one item, not the rest of the
-batch), once, and then up to ``store._RACE_REPEATS_MAX`` more times; past that it fails with KeptChangingError,
+batch), once, and then up to ``_store_save._RACE_REPEATS_MAX`` more times; past that it fails with KeptChangingError,
 naming the file, nothing of the batch written and every version in history.
 
 Real home, real files; the editor is a real process. The one fault injected is its timing: the
@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 import localstore
-import localstore.store as store_module
+import localstore._store_save as store_save
 from localstore import files as fs
 from localstore.store import BlueprintStore, SaveRequest
 from tests.editor_race import revision_contents
@@ -86,7 +86,7 @@ def _recovered(store: BlueprintStore) -> list[Path]:
 def test_a_batch_outlasts_an_editor_saving_one_of_its_files_on_every_attempt(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    saves = 1 + store_module._RACE_REPEATS_MAX  # (the most a batch outlasts)
+    saves = 1 + store_save._RACE_REPEATS_MAX  # (the most a batch outlasts)
     with localstore.open(home=tmp_path / "home") as store:
         store.save_many([SaveRequest(f"n{i}", f"steps: [old-{i}]\n") for i in range(N)])
         temps_then = _editor_saves_before_each_swap(monkeypatch, store, how, {RACED: saves})[RACED]
@@ -129,7 +129,7 @@ def test_an_editor_that_never_stops_fails_the_batch_clearly_with_nothing_lost(
             store.save_many([SaveRequest(f"n{i}", f"steps: [app-{i}]\n") for i in range(N)])
         monkeypatch.undo()
 
-        saves = 2 + store_module._RACE_REPEATS_MAX
+        saves = 2 + store_save._RACE_REPEATS_MAX
         assert len(swaps[RACED]) == saves  # (bounded: it did not try for ever)
         error = failed.value
         assert (error.rel, error.saves) == (RACED, saves)
@@ -160,7 +160,7 @@ def test_the_bound_counts_the_runs_again_of_every_file_together(
     Here n3 is saved on 3 attempts (2 runs again after its first), then n7 on as many as the
     rest of the bound allows, plus one: the batch fails on n7, nothing of it written."""
     first = 3
-    second = 1 + store_module._RACE_REPEATS_MAX - (first - 1) + 1
+    second = 1 + store_save._RACE_REPEATS_MAX - (first - 1) + 1
     with localstore.open(home=tmp_path / "home") as store:
         store.save_many([SaveRequest(f"n{i}", f"steps: [old-{i}]\n") for i in range(N)])
         other = "n7.blueprint.yaml"

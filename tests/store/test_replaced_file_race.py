@@ -351,16 +351,16 @@ class _PausingEditor:
     def writes_in(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Have the editor write while a write waits for the file to settle (its first pause),
         which is the only moment it writes: a write that does not wait records it truncated."""
-        import localstore.store as store_module
+        import localstore._store_unrecorded as store_unrecorded
 
-        real_pause = getattr(store_module, "_settle_pause", None)
+        real_pause = getattr(store_unrecorded, "_settle_pause", None)
 
         def editor_writes_while_the_save_waits(seconds: float) -> None:
             self.write()
             assert real_pause is not None
             real_pause(seconds)
 
-        monkeypatch.setattr(store_module, "_settle_pause", editor_writes_while_the_save_waits)
+        monkeypatch.setattr(store_unrecorded, "_settle_pause", editor_writes_while_the_save_waits)
 
     def close(self) -> None:
         """Let the editor finish (if the test did not) and release its pipes."""

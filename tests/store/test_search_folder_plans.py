@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-import localstore.store as store_module
+import localstore._store_search as store_search
 from localstore.store import SearchHit
 from tests.store.search_corpus import TEXTS
 
@@ -66,7 +66,7 @@ def corpus(store: Any) -> Any:
 
 
 def _answers(store: Any, monkeypatch: pytest.MonkeyPatch, bound: int) -> list[list[SearchHit]]:
-    monkeypatch.setattr(store_module, "_SEARCH_FOLDER_ROWS", bound)
+    monkeypatch.setattr(store_search, "_SEARCH_FOLDER_ROWS", bound)
     return [
         store.search(query, folder=folder, tag=tag, limit=limit, offset=offset)
         for query in QUERIES
@@ -76,13 +76,13 @@ def _answers(store: Any, monkeypatch: pytest.MonkeyPatch, bound: int) -> list[li
     ]
 
 
-@pytest.mark.parametrize("rank_cap", [store_module.SEARCH_RANK_CAP, 4])
+@pytest.mark.parametrize("rank_cap", [store_search.SEARCH_RANK_CAP, 4])
 def test_both_plans_of_a_folder_search_give_the_same_answer(
     corpus: Any, monkeypatch: pytest.MonkeyPatch, rank_cap: int
 ) -> None:
     """With a rank cap of 4, folders above it are counted and answered in tiers (described
     blueprints first, then the rest newest first) by either plan; below it ranked whole."""
-    monkeypatch.setattr(store_module, "SEARCH_RANK_CAP", rank_cap)
+    monkeypatch.setattr(store_search, "SEARCH_RANK_CAP", rank_cap)
     by_lookup = _answers(corpus, monkeypatch, -1)  # no folder is small: every match looked up
     by_rid = _answers(corpus, monkeypatch, 10**9)  # every folder is small: its ids gathered
     assert sum(len(hits) for hits in by_rid) > 500  # (not a comparison of empty answers)

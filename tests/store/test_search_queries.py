@@ -140,9 +140,9 @@ def test_search_pages_with_offset_like_one_big_result(store) -> None:
 
 def test_search_tier_pages_join_up_above_the_rank_cap(store, monkeypatch) -> None:
     """The tiered answer (more matches than SEARCH_RANK_CAP) pages the same way."""
-    import localstore.store as store_module
+    import localstore._store_search as store_search
 
-    monkeypatch.setattr(store_module, "SEARCH_RANK_CAP", 5)
+    monkeypatch.setattr(store_search, "SEARCH_RANK_CAP", 5)
     for i in range(9):
         store.save(f"t/n{i}", "run: build\n", name="build" if i % 3 == 0 else f"n{i}")
     whole = [h.info.id for h in store.search("build", limit=100)]

@@ -323,9 +323,9 @@ def test_search_over_the_cap_answers_in_tiers(store, monkeypatch: pytest.MonkeyP
     """Above SEARCH_RANK_CAP matches: first the blueprints whose name, description, tags or path
     match (from the small index of those columns; ranked while within the cap, snippets from those
     columns), then the rest newest first with score 0."""
-    import localstore.store as store_module
+    import localstore._store_search as store_search
 
-    monkeypatch.setattr(store_module, "SEARCH_RANK_CAP", 3)
+    monkeypatch.setattr(store_search, "SEARCH_RANK_CAP", 3)
     texts = [store.save(f"t/plain-{i}", f"steps:\n  - run: backup disk {i}\n") for i in range(5)]
     store.save("t/nightly", "steps:\n  - run: echo\n", description="the backup of the night")
     store.save("t/tagged", "steps:\n  - run: echo\n", tags=["backup"])
