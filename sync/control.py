@@ -41,38 +41,61 @@ The server runs on its own asyncio loop in one thread; blocking handler work (in
 cycle) runs in a small thread pool so a slow op never stalls other clients, and ``sync`` requests
 (which wait for a whole cycle) in a pool of their own, so they never hold up status, pause or
 resume. A ``sync`` request not yet started when its client disconnects is cancelled.
+
+This module holds the server; ``_control_wire`` (errors, limits, token checks, the JSON codec),
+``_control_sockets`` (the socket budget, the handshake and first-frame limits) and
+``_control_client`` (ControlClient) hold the rest, re-exported here. A test patches a constant
+the server reads (``AUTH_TIMEOUT_S``, ``METRICS_HEADER_TIMEOUT_S``, ``_now``) on this module.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
 import functools
-import hmac
 import http
 import itertools
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol, cast
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, WebSocketException
+from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.http11 import Request, Response
 from websockets.protocol import State
-from websockets.sync.client import ClientConnection
-from websockets.sync.client import connect as ws_connect
 
-from localstore._process_owner import ProcessOwner
-from localstore.config import Settings, home_name, is_loopback_address, load_settings
+from sync._control_client import EVENTS_LOST, MAX_PENDING_EVENTS, ControlClient
+from sync._control_sockets import (
+    MAX_AUTH_FRAME_BYTES,
+    MAX_HANDSHAKE_BYTES,
+    _authenticated,
+    _CountedConnection,
+    _SocketBudget,
+    _ws_log,
+)
+from sync._control_wire import (
+    HOST,
+    MAX_FRAME_BYTES,
+    MAX_REQUEST_BYTES,
+    ControlError,
+    ControlRequestError,
+    DaemonNotRunningError,
+    OpError,
+    _code_of,
+    _error,
+    _header_token,
+    _now,
+    _parse,
+    _safe_id,
+    _valid_id,
+    is_loopback_peer,
+    token_matches,
+)
 from sync.errors import SyncError
 
 __all__ = [
@@ -97,15 +120,8 @@ __all__ = [
 
 log = logging.getLogger("sync.control")
 
-HOST = "127.0.0.1"
 AUTH_TIMEOUT_S = 2.0
 MAX_UNAUTHENTICATED = 8
-MAX_FRAME_BYTES = 256 * 1024
-# Before authentication: an `auth` message, or a request carrying its token, is well under 1 KiB.
-MAX_AUTH_FRAME_BYTES = 8 * 1024
-# An opening handshake is a few hundred bytes (a webview's cookies for 127.0.0.1, a few KiB).
-MAX_HANDSHAKE_BYTES = 32 * 1024
-MAX_REQUEST_BYTES = 64 * 1024
 DEFAULT_MAX_CONNECTIONS = 32
 DEFAULT_QUEUE_SIZE = 1000
 MAX_METRICS_CONNECTIONS = 8
@@ -130,42 +146,6 @@ _HANDLER_OPS = frozenset({"status", "sync", "verify", "pause", "resume", "metric
 # for the cycle in progress), which must not leave `status` or `pause` unanswered meanwhile.
 _SYNC_OPS = frozenset({"sync", "verify"})
 _SYNC_WORKERS = 2
-_TOKEN_HEADERS = ("X-LocalStore-Token",)
-# The client's buffer of events that arrive while it waits for a reply; beyond it the oldest are
-# discarded and an EVENTS_LOST event is delivered first (ControlClient.events).
-MAX_PENDING_EVENTS = 10_000
-EVENTS_LOST = "events_lost"
-
-
-# -- errors ----------------------------------------------------------------------------------------
-
-
-class ControlError(SyncError):
-    """The control API cannot be reached or used."""
-
-    hint = "check that the daemon runs: `localstore doctor`"
-
-
-class DaemonNotRunningError(ControlError):
-    """No daemon serves this home."""
-
-    hint = "start it with `localstore daemon` (or `localstore service install`)"
-
-
-class ControlRequestError(ControlError):
-    """The daemon answered a request with an error (``code`` says which)."""
-
-    hint = ""
-
-
-class OpError(Exception):
-    """Raised by a ControlHandler to send ``{"ok": false, "error": {code, message}}``."""
-
-    def __init__(self, code: str, message: str, *, hint: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.hint = hint
 
 
 class ControlHandler(Protocol):
@@ -174,124 +154,6 @@ class ControlHandler(Protocol):
     def handle(self, op: str, args: dict[str, Any]) -> Any:
         """Answer ``op`` (status, sync, pause, resume, metrics, stop); raise OpError to refuse."""
         ...
-
-
-# -- address and token checks ----------------------------------------------------------------------
-
-
-def is_loopback_peer(address: Any) -> bool:
-    """True when a socket peer address (``(host, port, ...)`` or a host string) is loopback."""
-    host = address[0] if isinstance(address, tuple | list) and address else address
-    return isinstance(host, str) and is_loopback_address(host)
-
-
-def token_matches(expected: str, given: object) -> bool:
-    """Constant-time comparison; anything that is not a non-empty string never matches."""
-    if not isinstance(given, str) or not given:
-        return False
-    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogatepass"))
-
-
-def _header_token(headers: Headers) -> str | None:
-    auth = headers.get("Authorization")
-    if auth and auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
-    for name in _TOKEN_HEADERS:
-        value = headers.get(name)
-        if value:
-            return value.strip()
-    return None
-
-
-class _HandshakeNoise(logging.Filter):
-    """websockets logs each failed opening handshake at ERROR with a traceback: a port scan, or
-    a socket closed before it spoke. Any local process can make them, as fast as it likes, and
-    they rotated the daemon's real history out of daemon.log; they are DEBUG lines here."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.getMessage() != "opening handshake failed":
-            return True
-        exc = record.exc_info[1] if record.exc_info else None
-        log.debug("control: an opening handshake failed: %r", exc)
-        return False
-
-
-# websockets' own logger for our server ("websockets" stays at WARNING: configure_logging).
-_ws_log = logging.getLogger("websockets.server.localstore")
-_ws_log.addFilter(_HandshakeNoise())
-
-
-class _CountedConnection(ServerConnection):
-    """A connection that counts against its server's socket budget (beyond it, the oldest
-    socket that has not shown the token is closed at once).
-
-    Anyone on the machine may connect to 127.0.0.1, token or not, and a socket that never sends
-    its handshake was held for AUTH_TIMEOUT_S without limit: about a thousand (a loop in any
-    process) took the daemon's file descriptors (the usual soft limit is 1024), and its saves,
-    index and sync failed with EMFILE. Closing sockets beyond the budget keeps the files working.
-    """
-
-    def __init__(self, *args: Any, budget: _SocketBudget, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._budget = budget
-        self._handshake_bytes = 0
-        # Until the token is shown (see _authenticated): anyone may get this far,
-        # and each frame was buffered up to MAX_FRAME_BYTES (several in the incoming queue)
-        # before the first message was read and refused; 120 such clients at once grew the
-        # daemon by ~240 MiB, all of it kept after they went.
-        self.protocol.max_size = MAX_AUTH_FRAME_BYTES
-
-    def data_received(self, data: bytes) -> None:
-        # websockets buffers up to 128 header lines of 8 KiB (~1 MiB) before process_request
-        # sees the handshake, for anyone, token or not: 120 such handshakes at once (within the
-        # socket budget) grew the daemon by ~130 MiB, and it kept most of it after they went.
-        if self.protocol.state is State.CONNECTING:
-            self._handshake_bytes += len(data)
-            if self._handshake_bytes > MAX_HANDSHAKE_BYTES:
-                self._budget.refused()
-                self.transport.abort()
-                return
-        super().data_received(data)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._budget.open += 1
-        super().connection_made(transport)
-        self._budget.unproven[self] = None
-        if self._budget.open > self._budget.limit:
-            # Beyond the budget the oldest socket without the token goes, not the newest: when
-            # the newest was refused, another local user holding the budget's sockets (a loop
-            # that reconnects each one the server closes; no token needed) kept every client
-            # of this user out of its own daemon (`status`, `--pause`, `sync`, an app's event
-            # stream) for as long as it ran. A token holder's socket is newest and proves itself
-            # with its first bytes, so it is not the one evicted.
-            self._budget.refused()
-            oldest = next(iter(self._budget.unproven))
-            del self._budget.unproven[oldest]
-            oldest.transport.abort()
-
-    def proven(self) -> None:
-        """The client showed the token: its socket is no longer the first to go (see above)."""
-        self._budget.unproven.pop(self, None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._budget.open -= 1
-        self._budget.unproven.pop(self, None)
-        super().connection_lost(exc)
-
-
-@dataclass
-class _SocketBudget:
-    """Sockets a server may hold and holds now, handshakes included (its loop thread only)."""
-
-    limit: int
-    refused: Callable[[], None]
-    open: int = 0
-    # Open sockets that have not shown the token yet, oldest first: evicted beyond the limit.
-    unproven: dict[_CountedConnection, None] = field(default_factory=dict)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # -- server ----------------------------------------------------------------------------------------
@@ -953,286 +815,3 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, str
         name, _, value = raw.decode("latin-1").partition(":")
         headers.setdefault(name.strip().lower(), value.strip())
     raise ValueError("too many header lines")
-
-
-def _authenticated(ws: ServerConnection) -> None:
-    """Lift the frame limit of a connection that showed the token, and keep its socket from
-    eviction (see _CountedConnection)."""
-    ws.protocol.max_size = MAX_FRAME_BYTES
-    if isinstance(ws, _CountedConnection):
-        ws.proven()
-
-
-def _parse(raw: str | bytes) -> dict[str, Any] | OpError:
-    if isinstance(raw, bytes):
-        return OpError("bad_request", "binary frames are not accepted; send JSON text")
-    if len(raw) > MAX_REQUEST_BYTES:
-        return OpError("too_large", f"requests are limited to {MAX_REQUEST_BYTES} bytes")
-    try:
-        req = json.loads(raw)
-    except (ValueError, RecursionError):
-        return OpError("bad_json", "the message is not valid JSON")
-    if not isinstance(req, dict):
-        return OpError("bad_request", "a request is a JSON object with 'id' and 'op'")
-    return req
-
-
-def _valid_id(rid: object) -> bool:
-    return (
-        rid is None
-        or (isinstance(rid, str) and len(rid) <= 200)
-        or (isinstance(rid, int) and not isinstance(rid, bool) and abs(rid) < 2**53)
-    )
-
-
-def _safe_id(rid: object) -> Any:
-    return rid if _valid_id(rid) else None
-
-
-def _error(rid: Any, code: str, message: str, hint: str = "") -> dict[str, Any]:
-    err: dict[str, Any] = {"code": code, "message": message}
-    if hint:
-        err["hint"] = hint
-    return {"id": rid, "ok": False, "error": err}
-
-
-def _code_of(exc: SyncError) -> str:
-    """``NotLoggedInError`` -> ``not_logged_in``: a stable code clients can branch on."""
-    name = type(exc).__name__.removesuffix("Error") or "sync"
-    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
-
-
-# -- client ----------------------------------------------------------------------------------------
-
-
-class ControlClient:
-    """A blocking client of a running daemon's control API.
-
-    ``ControlClient.connect(home)`` finds the daemon through ``state/daemon.json``. Requests and
-    the event stream share one connection: events that arrive while waiting for a reply are kept
-    for :meth:`events`, at most ``MAX_PENDING_EVENTS``. Beyond that the oldest are discarded,
-    counted in ``dropped_events``, and the next event :meth:`events` yields is an
-    ``events_lost`` marker (``{"event": "events_lost", "seq": null, "ts": ..., "data":
-    {"dropped", "dropped_total", "reason", "hint"}}``): the app's view may be stale, so it re-reads
-    what it shows. Not thread-safe; use one client per thread. Raises ControlError (and
-    DaemonNotRunningError, ControlRequestError).
-    """
-
-    def __init__(self, port: int, token: str, *, host: str = HOST, timeout: float = 10.0) -> None:
-        self.timeout = timeout
-        self._ids = itertools.count(1)
-        # Bounded by hand, not deque(maxlen=...): that discarded the oldest silently, and an app
-        # following the stream missed changes without knowing it should re-read.
-        self._pending: collections.deque[dict[str, Any]] = collections.deque()
-        self._lost = 0  # discarded since the last events_lost marker was delivered
-        self.dropped_events = 0
-        """Events discarded over this client's life because its buffer was full."""
-        # The process that connected: a child forked from it shares the socket (see close()).
-        self._process = ProcessOwner()
-        try:
-            self._ws: ClientConnection = ws_connect(
-                f"ws://{host}:{int(port)}",
-                additional_headers={"Authorization": f"Bearer {token}"},
-                proxy=None,
-                compression=None,
-                open_timeout=timeout,
-                close_timeout=2,
-                max_size=16 * 1024 * 1024,
-            )
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
-            raise ControlError(f"cannot connect to the daemon on port {port}: {exc}") from exc
-
-    @classmethod
-    def connect(
-        cls, home: str | Path | Settings | None = None, *, timeout: float = 10.0
-    ) -> ControlClient:
-        """Connect to the daemon of a home (a path, Settings, or None for LOCALSTORE_HOME)."""
-        from sync.embed import daemon_running
-
-        settings = home if isinstance(home, Settings) else load_settings(home=home)
-        state = daemon_running(settings)
-        if state is None or not state.get("port") or not state.get("token"):
-            raise DaemonNotRunningError(f"no daemon runs for {home_name(settings)}")
-        return cls(int(state["port"]), str(state["token"]), timeout=timeout)
-
-    def __enter__(self) -> ControlClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the connection. Idempotent. In a child forked from the process that connected,
-        only the child's copy of the socket is closed: the connection is the parent's."""
-        if self._process.forked:
-            # (The app's ``with`` block or atexit handler, run in a multiprocessing worker.) The
-            # close handshake went out on the socket both processes share, then websockets'
-            # shutdown() (which acts on the connection, not on this descriptor) cut it: the
-            # parent's next request failed and its event stream ended. close() of the
-            # descriptor alone sends nothing.
-            self._ws.socket.close()
-            return
-        self._ws.close()
-
-    # -- requests ----------------------------------------------------------------------------------
-
-    def request(self, op: str, timeout: float | None = None, **args: Any) -> Any:
-        """Send one request and return its result. Raises ControlRequestError on an error reply."""
-        rid = next(self._ids)
-        self._send({"id": rid, "op": op, "args": args})
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while True:
-            message = self._recv(deadline)
-            if message.get("id") == rid and "ok" in message:
-                break
-            if "event" in message:
-                self._keep(message)
-        if not message["ok"]:
-            err = message.get("error") or {}
-            raise ControlRequestError(
-                str(err.get("message", "request failed")),
-                hint=str(err.get("hint", "")),
-                code=str(err.get("code", "error")),
-            )
-        return message.get("result")
-
-    def status(self) -> dict[str, Any]:
-        """The daemon's status: daemon, sync, watcher."""
-        result: dict[str, Any] = self.request("status")
-        return result
-
-    def sync(
-        self, *, wait: bool = True, retry_quarantined: bool = False, timeout: float = 120.0
-    ) -> dict[str, Any]:
-        """Ask for a sync cycle; with ``wait`` return its report once done.
-
-        ``retry_quarantined`` un-parks the quarantined changes first (the reply's ``retried``
-        says how many; a daemon without that option leaves the key out).
-        """
-        args: dict[str, Any] = {"wait": wait}
-        if retry_quarantined:  # (only when asked: the op's arguments of older daemons stay valid)
-            args["retry_quarantined"] = True
-        result: dict[str, Any] = self.request("sync", timeout=timeout, **args)
-        return result
-
-    def verify(self, *, timeout: float = 120.0) -> dict[str, Any]:
-        """Compare the home's ids and hashes with the server's (``VerifyReport.to_dict()``), in
-        the daemon's engine, between its cycles. A daemon without the op answers ``unknown_op``.
-        """
-        result: dict[str, Any] = self.request("verify", timeout=timeout)
-        return result
-
-    def pause(self) -> dict[str, Any]:
-        """Pause syncing (the watcher goes on indexing edits)."""
-        result: dict[str, Any] = self.request("pause")
-        return result
-
-    def resume(self) -> dict[str, Any]:
-        """Resume syncing."""
-        result: dict[str, Any] = self.request("resume")
-        return result
-
-    def metrics(self) -> dict[str, Any]:
-        """Counters and gauges."""
-        result: dict[str, Any] = self.request("metrics")
-        return result
-
-    def stop(self) -> dict[str, Any]:
-        """Ask the daemon to shut down cleanly (as SIGTERM does); returns once it has begun."""
-        result: dict[str, Any] = self.request("stop")
-        return result
-
-    # -- events ------------------------------------------------------------------------------------
-
-    def subscribe(self, events: list[str] | None = None) -> None:
-        """Start the event stream (optionally only these event names)."""
-        args: dict[str, Any] = {} if events is None else {"events": list(events)}
-        self.request("subscribe", **args)
-
-    def events(self, *, timeout: float | None = None) -> Iterator[dict[str, Any]]:
-        """Yield events (subscribe first); stops after ``timeout`` s without one, or on close."""
-        while True:
-            if self._lost:
-                yield self._lost_marker()
-                continue
-            if self._pending:
-                yield self._pending.popleft()
-                continue
-            deadline = None if timeout is None else time.monotonic() + timeout
-            try:
-                message = self._recv(deadline)
-            except ControlError as exc:
-                if isinstance(exc.__cause__, TimeoutError | ConnectionClosed):
-                    return
-                raise
-            if "event" in message:
-                yield message
-
-    def wait_for(self, match: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
-        """The first event for which ``match(event)`` is true. Raises ControlError on timeout."""
-        deadline = time.monotonic() + timeout
-        for event in self.events(timeout=max(0.01, deadline - time.monotonic())):
-            if match(event):
-                return event
-            if time.monotonic() > deadline:
-                break
-        raise ControlError(f"no matching event within {timeout} s")
-
-    def _keep(self, event: dict[str, Any]) -> None:
-        if len(self._pending) >= MAX_PENDING_EVENTS:
-            self._pending.popleft()
-            self._lost += 1
-            self.dropped_events += 1
-        self._pending.append(event)
-
-    def _lost_marker(self) -> dict[str, Any]:
-        lost, self._lost = self._lost, 0
-        return {
-            "event": EVENTS_LOST,
-            "seq": None,
-            "ts": _now(),
-            "data": {
-                "dropped": lost,
-                "dropped_total": self.dropped_events,
-                "reason": "events arrived faster than they were read while waiting for a reply",
-                "hint": "re-read the state you show (the events after this one are complete)",
-            },
-        }
-
-    # -- wire ----------------------------------------------------------------------------------------
-
-    def _check_process(self) -> None:
-        """Raise ControlError in a child forked from the process that connected: a request sent
-        from there went out on the parent's connection, and its answer went to the parent's
-        reader (the child waited out its timeout), taken there for the answer to the parent's
-        next request, whose id the copied count gave it too."""
-        if self._process.forked:
-            raise ControlError(
-                f"this control client was connected by process {self._process.pid}; a child "
-                "forked from it cannot use its connection",
-                hint="connect a new client in the child with ControlClient.connect(home)",
-            )
-
-    def _send(self, message: dict[str, Any]) -> None:
-        self._check_process()
-        try:
-            self._ws.send(json.dumps(message))
-        except (ConnectionClosed, OSError) as exc:
-            raise ControlError(f"the daemon closed the connection: {exc}") from exc
-
-    def _recv(self, deadline: float | None) -> dict[str, Any]:
-        self._check_process()
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            raw = self._ws.recv(timeout=remaining)
-        except TimeoutError as exc:
-            raise ControlError("the daemon did not answer in time") from exc
-        except ConnectionClosed as exc:
-            raise ControlError(f"the daemon closed the connection: {exc}") from exc
-        try:
-            message = json.loads(raw)
-        except ValueError as exc:
-            raise ControlError("the daemon sent a malformed message") from exc
-        if not isinstance(message, dict):
-            raise ControlError("the daemon sent a malformed message")
-        return message

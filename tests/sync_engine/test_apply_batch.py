@@ -19,7 +19,7 @@ import pytest
 
 from localstore import files as fs
 from localstore.errors import InvalidInputError
-from sync import _engine_apply
+from sync import _engine_apply, _state_items
 from sync import _state as st
 from sync import engine as engine_module
 from sync._apply import canonical_path
@@ -81,7 +81,7 @@ def test_items_for_matches_get_item(
     a = make_device("a")
     ids = [a.store.save(f"i/n{i}", f"v: {i}\n").id for i in range(12)]
     a.sync()
-    monkeypatch.setattr(st, "IN_CHUNK", 5)  # several queries, and a short last one
+    monkeypatch.setattr(_state_items, "IN_CHUNK", 5)  # several queries, and a short last one
     asked = [*ids, str(uuid.uuid4()), ids[0]]
     with a.store.index.read() as cur:
         got = st.items_for(cur, asked)

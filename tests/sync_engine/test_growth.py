@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from sync import _state as st
+from sync import _state_conflicts
 from sync import engine as engine_mod
 from sync.errors import TransientError
 from sync.remote import Change, PushResult
@@ -51,7 +52,7 @@ def test_resolved_conflict_records_are_capped(
     resolves a conflict a day had thousands of them in the index after some years. Only the
     newest RESOLVED_CONFLICTS_KEPT resolved records stay; every open one stays."""
     kept = 10
-    monkeypatch.setattr(st, "RESOLVED_CONFLICTS_KEPT", kept)
+    monkeypatch.setattr(_state_conflicts, "RESOLVED_CONFLICTS_KEPT", kept)
     a, b = make_device("a", policy="keep-both"), make_device("b", policy="keep-both")
     a.store.save("c/flow", "name: flow\n")
     converge(a, b)
