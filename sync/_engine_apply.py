@@ -370,16 +370,13 @@ class _EngineApply(_EngineBases):
         the copy: if a blueprint with the copy's id (derived from the local hash the journal
         kept, ``copy_id_for``) is live here and no record names it, the kill came after its
         files and before the commit, and reconcile adopted it as an ordinary blueprint: nobody
-        was told there was a conflict. Its text is the local version; the record's reason
-        cannot say what the merge found (that was decided inside, not journaled).
+        was told there was a conflict. The record's reason cannot say what the merge found
+        (that was decided inside, not journaled).
         """
         copy_id = copy_id_for(entry["id"], entry["local"], entry["rev"], self.store.device_id)
         copy = self.store.row_by_id(copy_id, cur)
         if copy is None or copy.deleted or st.has_conflict_for_copy(cur, copy_id):
             return
-        local = cur.execute(
-            "SELECT content FROM revisions WHERE id = ? AND rev = ?", (copy.id, copy.rev)
-        ).fetchall()
         known = item is not None and item.base_rev is not None
         base = st.get_base(cur, entry["id"]) if known else None
         cid = st.add_conflict(
@@ -390,7 +387,7 @@ class _EngineApply(_EngineBases):
             copy_path=copy.path,
             reason="content (recorded again after a sync was cut short)",
             base=base.content if base is not None else None,
-            local=revision_text(local[0][0]) if local else "",
+            local=self._journaled_local(cur, entry, copy),
             remote=remote,
             base_rev=item.base_rev if item is not None else None,
             remote_rev=entry["rev"],
@@ -399,6 +396,22 @@ class _EngineApply(_EngineBases):
         detail = f"conflict #{cid}: local version kept at {copy.path}"
         events.append(Event("conflict", entry["id"], entry["path"], "remote", detail=detail))
         log.warning("sync: %s (recorded again after an interrupted sync)", detail)
+
+    def _journaled_local(self, cur: Any, entry: dict[str, Any], copy: Any) -> str:
+        """The local version a killed keep-both kept as ``copy``: the revision with the hash the
+        journal holds, from the blueprint's history (the edit that was not pushed) or the
+        copy's. Not the copy's current text: the person may have edited the copy since (in an
+        editor before this open, which reconcile made its first revision, or after), and the
+        record's local side then showed their edit as what the conflict found."""
+        for ident in (entry["id"], copy.id):
+            held = st.local_revision_with_hash(cur, ident, entry["local"])
+            if held is not None:
+                return held.content
+        # (Not reached while history holds every revision: it is compacted, never deleted.)
+        rows = cur.execute(
+            "SELECT content FROM revisions WHERE id = ? AND rev = ?", (copy.id, copy.rev)
+        ).fetchall()
+        return revision_text(rows[0][0]) if rows else ""
 
     def _finish_apply(self, stats: ApplyStats, report: SyncReport) -> None:
         report.conflicts += stats.conflicts

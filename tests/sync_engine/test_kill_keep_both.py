@@ -6,6 +6,7 @@ blueprint with no record, so the person was never told (real process, SIGKILL)."
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from sync.engine import SyncEngine
 from .conftest import Device, close_device, server_snapshot
 from .file_remote import FileRemote, load_server
 from .test_base_recovery import _file_device
+from .test_cli_conflicts import run
 
 _ROOT = Path(__file__).parents[2]
 
@@ -181,6 +183,41 @@ def test_an_edit_of_the_copy_before_the_sync_after_the_kill_stays(tmp_path: Path
         assert record.copy_path == f"n/{_COPY}" and record.local == "name: x\nk: b\n"
         assert b.text(record.copy_id or "") == "name: x\nk: b, then more\n"
         assert b.text(record.id) == "name: x\nk: a\n"
+        assert b.engine.verify().clean
+    finally:
+        close_device(a)
+        close_device(b)
+
+
+@pytest.mark.parametrize("edit", ["after_open", "before_open"])
+def test_the_record_made_again_after_a_kill_keeps_the_local_version(
+    tmp_path: Path, edit: str
+) -> None:
+    """Killed after both files were written, the next sync records the conflict again: it took
+    the record's local side from the copy as it is now, so an edit the person made to the copy
+    in between showed in `conflicts show` as the local version the conflict found (and the
+    local version itself was shown nowhere). The edit stays in the copy, which `--take local`
+    keeps."""
+    a, home, server_file = _killed_in_keep_both(tmp_path, "add_conflict")
+    if edit == "before_open":  # in an editor: the open's reconcile makes it the copy's rev 1
+        (home / "blueprints/n" / _COPY).write_text("name: x\nk: b, then more\n", encoding="utf-8")
+    b = _later_device(home, server_file)
+    try:
+        if edit == "after_open":
+            b.store.save(f"n/{_COPY}", "name: x\nk: b, then more\n")
+        b.sync()
+        (record,) = b.engine.conflicts()
+        assert record.local == "name: x\nk: b\n" and record.remote == "name: x\nk: a\n"
+        assert record.base == "name: x\nk: 1\n"
+        assert b.text(record.copy_id or "") == "name: x\nk: b, then more\n"
+        shown = run(home, "--json", "conflicts", "show", str(record.cid))
+        data = json.loads(shown.output)
+        assert (data["local"], data["remote"]) == ("name: x\nk: b\n", "name: x\nk: a\n")
+        assert "-k: b\n+k: a" in run(home, "conflicts", "show", str(record.cid)).output
+        taken = run(home, "conflicts", "resolve", str(record.cid), "--take", "local")
+        assert taken.exit_code == 0, taken.output
+        assert b.text(record.id) == "name: x\nk: b, then more\n"
+        b.sync()
         assert b.engine.verify().clean
     finally:
         close_device(a)
