@@ -160,6 +160,51 @@ class _ReconcileIngest(_ReconcileLeftovers):
         yaml_bytes = self._read(rel)
         if yaml_bytes is None:
             return
+        read = self._meta_bytes_of(cur, rel, yaml_bytes, report)
+        if read is None:
+            return
+        meta_bytes, row_at_path = read
+        decoded = self._meta_of(cur, rel, scan, report, yaml_bytes, meta_bytes, row_at_path)
+        if decoded is None:
+            return
+        meta_bytes, found = decoded
+        identity, meta, write_meta, copied, replaced = self._pair_identity(
+            cur, rel, found, yaml_bytes, row_at_path
+        )
+        if self._case_collision(cur, rel, identity, report):
+            return
+        arrived: bytes | None = None  # (the YAML as it arrived with the meta: _late_meta.py)
+        if replaced is not None:
+            arrived = self._replace_at_path(cur, rel, replaced, copied, meta, report)
+        try:
+            prepared = store._prepare(rel, yaml_bytes, meta, identity)
+        except InvalidInputError as exc:
+            detail = said_of_file(exc, rel)
+            report.problems.append({"kind": "invalid-yaml", "path": rel, "detail": detail})
+            live = identity if identity is not None and not identity.deleted else None
+            self._refuse(cur, live, detail, scan, rel)
+            return
+        kept = self._start_move(cur, identity, rel)  # (from, arriving id: a keep beside cut off)
+        if write_meta and not self._place_meta(
+            cur, rel, scan, report, meta_bytes, prepared.meta_bytes, meta.id, retried=retried
+        ):
+            return
+        if arrived is not None and sha256_hex(arrived) != sha256_hex(yaml_bytes):
+            # An edit made under the made-up id: the version that arrived comes first.
+            with contextlib.suppress(InvalidInputError):  # (then the edit alone, as before)
+                self._record(cur, identity, store._prepare(rel, arrived, meta), rel, scan, report)
+                identity = self._with_id(cur, meta.id)
+        mark = len(self.events)
+        self._record(cur, identity, prepared, rel, scan, report)
+        if kept is not None:
+            late_meta.explain_kept(self, mark, *kept, rel, report)
+
+    def _meta_bytes_of(
+        self, cur: Any, rel: str, yaml_bytes: bytes, report: CheckReport
+    ) -> tuple[bytes | None, Row | None] | None:
+        """The bytes of the meta file of the YAML ``rel`` (None: none, not even in a save's temp)
+        and the row at ``rel``; None, reported, when the pair is not to be ingested now."""
+        store = self.store
         meta_rel = fs.meta_path_for(rel)
         try:
             meta_bytes, self._meta_seen = fs.read_regular_seen(
@@ -171,7 +216,7 @@ class _ReconcileIngest(_ReconcileLeftovers):
             # is it replaced behind the user's back, as a YAML's link is not. Left as it is
             # and reported until it is moved away; the pair is then taken as one without meta.
             report.problems.append(_meta_not_a_file(meta_rel, exc.what))
-            return
+            return None
         except FileNotFoundError:
             meta_bytes = None
         row_at_path = self._at_path(cur, rel)
@@ -183,7 +228,7 @@ class _ReconcileIngest(_ReconcileLeftovers):
                     # Its meta is in iCloud, not gone: one written here (from the index) would
                     # make iCloud keep both once it downloads the real one. Left until it is back.
                     report.problems.append(_evicted(rel, stub))
-                    return
+                    return None
         elif (
             row_at_path is not None
             and sha256_hex(meta_bytes) == row_at_path.meta_sha256
@@ -201,26 +246,50 @@ class _ReconcileIngest(_ReconcileLeftovers):
                 not_before=_written_after(y_st, m_st),
             )
             meta_bytes = newer or meta_bytes
-        meta: BlueprintMeta | None = None
-        write_meta = False
-        if meta_bytes is not None:
-            try:
-                meta = decode_meta(meta_bytes, source=meta_rel)
-            except InvalidMetaError as exc:
-                report.problems.append(
-                    {"kind": "invalid-meta", "path": meta_rel, "detail": str(exc)}
-                )
-                self._refuse(cur, row_at_path, flag_reason(exc, rel), scan, rel)
-                return
-            if row_at_path is None:
-                recovered = self._finish_moving_update(
-                    cur, rel, meta, meta_bytes, yaml_bytes, report
-                )
-                if recovered is not None:
-                    meta_bytes, meta = recovered
+        return meta_bytes, row_at_path
+
+    def _meta_of(
+        self,
+        cur: Any,
+        rel: str,
+        scan: _Scan,
+        report: CheckReport,
+        yaml_bytes: bytes,
+        meta_bytes: bytes | None,
+        row_at_path: Row | None,
+    ) -> tuple[bytes | None, BlueprintMeta | None] | None:
+        """The meta bytes and decoded meta of the pair at ``rel`` (None, None: no meta file),
+        those of a moving update's temp when one died between its renames; None when the meta
+        file is invalid (reported, and the pair refused)."""
+        if meta_bytes is None:
+            return None, None
+        meta_rel = fs.meta_path_for(rel)
+        try:
+            meta = decode_meta(meta_bytes, source=meta_rel)
+        except InvalidMetaError as exc:
+            report.problems.append({"kind": "invalid-meta", "path": meta_rel, "detail": str(exc)})
+            self._refuse(cur, row_at_path, flag_reason(exc, rel), scan, rel)
+            return None
+        if row_at_path is None:
+            recovered = self._finish_moving_update(cur, rel, meta, meta_bytes, yaml_bytes, report)
+            if recovered is not None:
+                return recovered
+        return meta_bytes, meta
+
+    def _pair_identity(
+        self,
+        cur: Any,
+        rel: str,
+        meta: BlueprintMeta | None,
+        yaml_bytes: bytes,
+        row_at_path: Row | None,
+    ) -> tuple[Row | None, BlueprintMeta, bool, bool, Row | None]:
+        """Whose the pair at ``rel`` is (``meta``: its decoded meta file, None: none): (identity,
+        meta to record, write the meta, a copy, the row this path held that goes)."""
         identity: Row | None = None
         replaced: Row | None = None
         copied = False  # (a live pair's meta, copied here: given a new id)
+        write_meta = False
         if meta is not None:
             identity, meta, write_meta, copied = self._identity_by_meta(
                 cur, rel, meta, yaml_bytes, row_at_path
@@ -244,65 +313,81 @@ class _ReconcileIngest(_ReconcileLeftovers):
                     id=new_id(), name=fs.display_name(rel), created=now, modified=now
                 )
         assert meta is not None
-        if self._case_collision(cur, rel, identity, report):
-            return
-        arrived: bytes | None = None  # (the YAML as it arrived with the meta: _late_meta.py)
-        if replaced is not None:
-            # (A copy of a live pair's meta is no meta of this YAML's own come late: its new id
-            # got the made-up id's first YAML as its first revision, and the retired id's event
-            # named it as the one this YAML's own meta had brought.) A live blueprint moving here
-            # is: a sync tool's move whose meta came after the YAML's quiet period (the watcher
-            # held it as a copy until the old pair went). Taken for another pair put over this
-            # one, the made-up id was recorded deleted with no reason given.
-            own = not copied
-            found = late_meta.made_up(cur, replaced) if own else None
-            if self._moves_later(replaced, rel):
-                self._park(cur, replaced)
-            elif found is not None:
-                arrived = late_meta.retire(self, cur, replaced, found, meta, report)
-            else:
-                self._delete_locked(cur, replaced, report)
-        try:
-            prepared = store._prepare(rel, yaml_bytes, meta, identity)
-        except InvalidInputError as exc:
-            detail = said_of_file(exc, rel)
-            report.problems.append({"kind": "invalid-yaml", "path": rel, "detail": detail})
-            live = identity if identity is not None and not identity.deleted else None
-            self._refuse(cur, live, detail, scan, rel)
-            return
-        kept: tuple[str, str] | None = None  # (from, arriving id: a keep beside cut off)
-        if identity is not None and not identity.deleted and identity.path != rel:
-            self._moving = identity.id
-            arriving = late_meta.kept_before(self, cur, identity, rel)
-            kept = (identity.path, arriving) if arriving is not None else None
-            # A moved pair brings its meta along; only a YAML moved alone needs one written
-            # (write_meta is already set then). Rewriting every moved meta cost a durable write
-            # per file on a folder rename and reformatted the user's file.
-            self._follow_meta(identity.path, rel)
-        if write_meta:
-            if meta_bytes is not None:
-                # Only over the meta file read (or the temp recovered into its place): another
-                # program's save since (a tool finishing the pair it was copying, the person
-                # typing a name) was replaced unrecorded by a plain rename.
-                if not self._write_meta_over(meta_rel, prepared.meta_bytes):
-                    if not retried:
-                        self._ingest_locked(cur, rel, scan, report, retried=True)
-                    return
-            elif not fs.create_file(store.root / meta_rel, prepared.meta_bytes):
-                # The pair's own meta came since it was read (a tool writing the pair file by
-                # file): replacing it lost its id for good. Read the pair again, once (a later
-                # race is the watcher's next event, or the next open).
+        return identity, meta, write_meta, copied, replaced
+
+    def _replace_at_path(
+        self,
+        cur: Any,
+        rel: str,
+        replaced: Row,
+        copied: bool,
+        meta: BlueprintMeta,
+        report: CheckReport,
+    ) -> bytes | None:
+        """Take the path ``rel`` from ``replaced``, the blueprint that lived there: park it (it
+        moves later in this pass), retire its made-up id, or record it deleted. Returns the YAML
+        as it arrived under a retired made-up id, else None."""
+        # (A copy of a live pair's meta is no meta of this YAML's own come late: its new id
+        # got the made-up id's first YAML as its first revision, and the retired id's event
+        # named it as the one this YAML's own meta had brought.) A live blueprint moving here
+        # is: a sync tool's move whose meta came after the YAML's quiet period (the watcher
+        # held it as a copy until the old pair went). Taken for another pair put over this
+        # one, the made-up id was recorded deleted with no reason given.
+        own = not copied
+        found = late_meta.made_up(cur, replaced) if own else None
+        if self._moves_later(replaced, rel):
+            self._park(cur, replaced)
+        elif found is not None:
+            return late_meta.retire(self, cur, replaced, found, meta, report)
+        else:
+            self._delete_locked(cur, replaced, report)
+        return None
+
+    def _start_move(self, cur: Any, identity: Row | None, rel: str) -> tuple[str, str] | None:
+        """Note that ``identity`` moves to ``rel`` (if it is live at another path) and have its
+        old meta follow; returns (old path, arriving id) when a keep beside was cut off."""
+        if identity is None or identity.deleted or identity.path == rel:
+            return None
+        self._moving = identity.id
+        arriving = late_meta.kept_before(self, cur, identity, rel)
+        kept = (identity.path, arriving) if arriving is not None else None
+        # A moved pair brings its meta along; only a YAML moved alone needs one written
+        # (write_meta is already set then). Rewriting every moved meta cost a durable write
+        # per file on a folder rename and reformatted the user's file.
+        self._follow_meta(identity.path, rel)
+        return kept
+
+    def _place_meta(
+        self,
+        cur: Any,
+        rel: str,
+        scan: _Scan,
+        report: CheckReport,
+        meta_bytes: bytes | None,
+        data: bytes,
+        blueprint_id: str,
+        *,
+        retried: bool,
+    ) -> bool:
+        """Write the pair's meta file (``data``) beside the YAML ``rel``: over the one read
+        (``meta_bytes``), or to a free name. False when another program's meta came first: the
+        pair is then read again, once, and this ingest records nothing."""
+        meta_rel = fs.meta_path_for(rel)
+        if meta_bytes is not None:
+            # Only over the meta file read (or the temp recovered into its place): another
+            # program's save since (a tool finishing the pair it was copying, the person
+            # typing a name) was replaced unrecorded by a plain rename.
+            if not self._write_meta_over(meta_rel, data):
                 if not retried:
                     self._ingest_locked(cur, rel, scan, report, retried=True)
-                return
-            self._meta_placed = True
-            report.fixed.append({"kind": "meta-written", "path": meta_rel, "detail": meta.id})
-        if arrived is not None and sha256_hex(arrived) != sha256_hex(yaml_bytes):
-            # An edit made under the made-up id: the version that arrived comes first.
-            with contextlib.suppress(InvalidInputError):  # (then the edit alone, as before)
-                self._record(cur, identity, store._prepare(rel, arrived, meta), rel, scan, report)
-                identity = self._with_id(cur, meta.id)
-        mark = len(self.events)
-        self._record(cur, identity, prepared, rel, scan, report)
-        if kept is not None:
-            late_meta.explain_kept(self, mark, *kept, rel, report)
+                return False
+        elif not fs.create_file(self.store.root / meta_rel, data):
+            # The pair's own meta came since it was read (a tool writing the pair file by
+            # file): replacing it lost its id for good. Read the pair again, once (a later
+            # race is the watcher's next event, or the next open).
+            if not retried:
+                self._ingest_locked(cur, rel, scan, report, retried=True)
+            return False
+        self._meta_placed = True
+        report.fixed.append({"kind": "meta-written", "path": meta_rel, "detail": blueprint_id})
+        return True
