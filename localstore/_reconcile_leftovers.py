@@ -169,8 +169,8 @@ class _ReconcileLeftovers(_ReconcileMoves):
         pair can be put back as it is), reported here and logged, and listed by ``doctor`` until
         the person removes it (a note, see _kept_edits.note_kept: an open's or a rescan's report
         is shown to no one); not a problem of ``check``'s, as that save never returned: nothing
-        acknowledged is missing, and a crash must leave check clean. Any other temp (ours, with nothing new in it: a file set aside, a version
-        already in place) is removed as before.
+        acknowledged is missing, and a crash must leave check clean. Any other temp (ours, with
+        nothing new in it: a file set aside, a version already in place) is removed as before.
         """
         root = self.store.root
         target = _save_temp_target(rel)
@@ -182,47 +182,56 @@ class _ReconcileLeftovers(_ReconcileMoves):
             # <data>/recovered/ twice. Only this name goes: no bytes with it.
             pass
         elif target is not None:
-            try:
-                data = fs.read_regular(root / rel)
-            except FileNotFoundError:
-                return  # gone since the scan (another pass took it)
-            try:
-                current: bytes | None = fs.read_regular(root / target)
-            except FileNotFoundError:
-                current = None
-            if data and data != current and not self._temp_version_known(target, data):
-                temp = root / rel
-                with self.store.index.write() as cur:
-                    (kept,) = keep_recovered(self.store.paths.data, [(target, data)])
-                    note_kept(
-                        cur,
-                        self.store.paths.data,
-                        kept,
-                        target,
-                        f"kept: a save that was interrupted (a crash) left a version of this "
-                        f"file that is not in the store (in {fs.printable(rel)}); it is now "
-                        f"{kept} (the save never returned, so nothing was promised: copy it "
-                        "into the blueprints folder, or save its content, to use it; delete "
-                        "it otherwise)",
-                        acknowledged=False,
-                    )
-                    # Removed once the note is committed (the pass's commit, when inside
-                    # one): a pass that rolls back leaves the temp, kept and noted next time,
-                    # not a copy nothing tells of.
-                    self.store.index.after_commit(lambda: fs.remove_file(temp))
-                log.warning("%s: kept an interrupted save's version at %s", rel, kept)
-                detail = (
-                    f"kept: a save that was interrupted (a crash) left this version of "
-                    f"{fs.printable(target)}, which is not in the store; it is now {kept} "
-                    "(copy it into the blueprints folder, or save its content, to use it; "
-                    "delete it otherwise)"
-                )
-                report.fixed.append({"kind": "temp-kept", "path": rel, "detail": detail})
+            if self._kept_save_temp(rel, target, report):
                 return
         elif rel.rpartition("/")[2].startswith(fs.ASIDE_PREFIX) and self._kept_aside(rel, report):
             return
         fs.remove_file(root / rel)
         report.fixed.append({"kind": "temp-file", "path": rel, "detail": "removed"})
+
+    def _kept_save_temp(self, rel: str, target: str, report: CheckReport) -> bool:
+        """Keep the save temp ``rel`` of the blueprint file ``target`` in ``<data>/recovered/``
+        if its bytes are a version the store does not have; True if kept (or gone since the
+        scan), False if it is only a leftover to remove."""
+        root = self.store.root
+        try:
+            data = fs.read_regular(root / rel)
+        except FileNotFoundError:
+            return True  # gone since the scan (another pass took it)
+        try:
+            current: bytes | None = fs.read_regular(root / target)
+        except FileNotFoundError:
+            current = None
+        if not data or data == current or self._temp_version_known(target, data):
+            return False
+        temp = root / rel
+        with self.store.index.write() as cur:
+            (kept,) = keep_recovered(self.store.paths.data, [(target, data)])
+            note_kept(
+                cur,
+                self.store.paths.data,
+                kept,
+                target,
+                f"kept: a save that was interrupted (a crash) left a version of this "
+                f"file that is not in the store (in {fs.printable(rel)}); it is now "
+                f"{kept} (the save never returned, so nothing was promised: copy it "
+                "into the blueprints folder, or save its content, to use it; delete "
+                "it otherwise)",
+                acknowledged=False,
+            )
+            # Removed once the note is committed (the pass's commit, when inside
+            # one): a pass that rolls back leaves the temp, kept and noted next time,
+            # not a copy nothing tells of.
+            self.store.index.after_commit(lambda: fs.remove_file(temp))
+        log.warning("%s: kept an interrupted save's version at %s", rel, kept)
+        detail = (
+            f"kept: a save that was interrupted (a crash) left this version of "
+            f"{fs.printable(target)}, which is not in the store; it is now {kept} "
+            "(copy it into the blueprints folder, or save its content, to use it; "
+            "delete it otherwise)"
+        )
+        report.fixed.append({"kind": "temp-kept", "path": rel, "detail": detail})
+        return True
 
     def _temp_version_known(self, target: str, data: bytes) -> bool:
         """Whether a save temp's bytes are a version the store has (see _version_known): a
