@@ -16,7 +16,7 @@ from localstore.blueprint import encode_meta, sha256_hex
 from localstore.events import Event
 
 if TYPE_CHECKING:
-    from localstore.store import CheckReport, Row
+    from localstore.store import CheckReport, Row, _Prepared
 
 
 # The stat recorded for a file no scan saw before it was read: matches no file (see _record).
@@ -61,43 +61,14 @@ class _ReconcileRecord(_ReconcileProblems):
 
         assert isinstance(prepared, _Prepared)
         store = self.store
-        meta_rel = fs.meta_path_for(rel)
-        # The stats recorded are the scan's, taken before the files were read. Taken after (as
-        # they were), an edit saved during the read was recorded with the old bytes' hash and
-        # the new file's stat: the index took the file for unchanged, nothing read it again
-        # while no watcher ran, and the next save overwrote the edit unrecorded. Such an edit
-        # now leaves the recorded stat unlike the file's, so the next look (open, load, save,
-        # the watcher) reads it. (A file the scan did not see gets a stat no file has: the
-        # same.) A meta this ingest put in place itself is stat'ed after that, as a save's is.
-        y_st: fs.FileStat | os.stat_result = scan.yamls.get(rel, _UNSEEN)
-        m_st: fs.FileStat | os.stat_result = (
-            os.lstat(store.root / meta_rel)
-            if self._meta_placed
-            else scan.metas.get(meta_rel, _UNSEEN)
-        )
+        y_st, m_st = self._recorded_stats(rel, scan)
         if (
             identity is not None
             and not identity.deleted
             and identity.path == rel
             and identity.content_hash == prepared.content_hash
         ):
-            # Same content (a touch, or only 'modified' changed): refresh the stat cache only.
-            # A flagged row is healed the same way: it still holds that content as its last good
-            # revision, so a file that was invalid for a moment (truncated, then written back)
-            # is no new revision, nor an op id for sync to push. (Row.holds() is False while
-            # flagged: it served here and recorded exactly such a revision.)
-            cur.execute(
-                f"UPDATE blueprints SET {_SET_STATS}, yaml_sha256=?, meta_sha256=?, meta_json=?, "
-                "modified=?, flagged=NULL WHERE rid=?",
-                (
-                    *_stat_columns(y_st, m_st),
-                    sha256_hex(prepared.yaml_bytes),
-                    sha256_hex(prepared.meta_bytes),
-                    encode_meta(prepared.meta).decode("utf-8"),
-                    prepared.meta.modified,
-                    identity.rid,
-                ),
-            )
+            self._refresh_stats(cur, identity, prepared, y_st, m_st)
             return
         rev = (identity.rev if identity else 0) + 1
         op_id = store.index.next_op_id(cur)
@@ -122,6 +93,53 @@ class _ReconcileRecord(_ReconcileProblems):
         self.events.extend(events)
         kind = events[0].kind
         report.fixed.append({"kind": kind, "path": rel, "detail": prepared.meta.id})
+
+    def _recorded_stats(
+        self, rel: str, scan: _Scan
+    ) -> tuple[fs.FileStat | os.stat_result, fs.FileStat | os.stat_result]:
+        """The stats to record for the pair at ``rel``: the YAML's and the meta file's."""
+        meta_rel = fs.meta_path_for(rel)
+        # The stats recorded are the scan's, taken before the files were read. Taken after (as
+        # they were), an edit saved during the read was recorded with the old bytes' hash and
+        # the new file's stat: the index took the file for unchanged, nothing read it again
+        # while no watcher ran, and the next save overwrote the edit unrecorded. Such an edit
+        # now leaves the recorded stat unlike the file's, so the next look (open, load, save,
+        # the watcher) reads it. (A file the scan did not see gets a stat no file has: the
+        # same.) A meta this ingest put in place itself is stat'ed after that, as a save's is.
+        y_st: fs.FileStat | os.stat_result = scan.yamls.get(rel, _UNSEEN)
+        m_st: fs.FileStat | os.stat_result = (
+            os.lstat(self.store.root / meta_rel)
+            if self._meta_placed
+            else scan.metas.get(meta_rel, _UNSEEN)
+        )
+        return y_st, m_st
+
+    @staticmethod
+    def _refresh_stats(
+        cur: Any,
+        identity: Row,
+        prepared: _Prepared,
+        y_st: fs.FileStat | os.stat_result,
+        m_st: fs.FileStat | os.stat_result,
+    ) -> None:
+        """Record new stats and meta for ``identity``, whose content ``prepared`` has already."""
+        # Same content (a touch, or only 'modified' changed): refresh the stat cache only.
+        # A flagged row is healed the same way: it still holds that content as its last good
+        # revision, so a file that was invalid for a moment (truncated, then written back)
+        # is no new revision, nor an op id for sync to push. (Row.holds() is False while
+        # flagged: it served here and recorded exactly such a revision.)
+        cur.execute(
+            f"UPDATE blueprints SET {_SET_STATS}, yaml_sha256=?, meta_sha256=?, meta_json=?, "
+            "modified=?, flagged=NULL WHERE rid=?",
+            (
+                *_stat_columns(y_st, m_st),
+                sha256_hex(prepared.yaml_bytes),
+                sha256_hex(prepared.meta_bytes),
+                encode_meta(prepared.meta).decode("utf-8"),
+                prepared.meta.modified,
+                identity.rid,
+            ),
+        )
 
     def _refuse(self, cur: Any, row: Row | None, reason: str, scan: _Scan, rel: str) -> None:
         """The pair at ``rel`` is not taken for ``reason`` (flag_reason: what check and status
