@@ -252,19 +252,7 @@ class Reconciler(_ReconcileIngest):
                     self._unpark(cur, parked, report)
             for row in missing:
                 with self._isolated(row.path, report):
-                    current = self._with_id(cur, row.id)
-                    if current is None or current.deleted or current.path != row.path:
-                        continue
-                    if current.id in self._move_failed:
-                        # Its files moved to a path whose ingest failed (reported as skipped):
-                        # recorded deleted, with the meta left behind removed, the next pass
-                        # gave the moved YAML a new id and dropped that meta's hand edits.
-                        continue
-                    kept = self._still_on_disk(current, scan)
-                    if kept is not None:
-                        report.problems.append(kept)
-                    else:
-                        self._delete_locked(cur, current, report)
+                    self._gone(cur, row, scan, report)
             for rel in self._orphan_metas(self.scan()):
                 if fs.yaml_path_for(rel) in left:
                     continue  # (its YAML, gone for a moment, is the watcher's to judge)
@@ -277,6 +265,23 @@ class Reconciler(_ReconcileIngest):
             for rel in self._stale_temps(scan):
                 with self._isolated(rel, report):
                     self.clear_stale_temp(rel, report)
+
+    def _gone(self, cur: Any, row: _Listed, scan: _Scan, report: CheckReport) -> None:
+        """Record deleted the live ``row`` whose YAML the scan did not find, unless it moved
+        meanwhile, its move's ingest failed, or its file is still there (reported then)."""
+        current = self._with_id(cur, row.id)
+        if current is None or current.deleted or current.path != row.path:
+            return
+        if current.id in self._move_failed:
+            # Its files moved to a path whose ingest failed (reported as skipped):
+            # recorded deleted, with the meta left behind removed, the next pass
+            # gave the moved YAML a new id and dropped that meta's hand edits.
+            return
+        kept = self._still_on_disk(current, scan)
+        if kept is not None:
+            report.problems.append(kept)
+        else:
+            self._delete_locked(cur, current, report)
 
     @staticmethod
     def _note_reworded(
