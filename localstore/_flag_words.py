@@ -1,8 +1,8 @@
 """Which words a home's flag reasons are in, so rows flagged by an older localstore get today's.
 
-A flagged row keeps its reason (``_reconcile.flag_reason``) in the index, and check, status,
-the daemon's ``flagged_files`` and the watcher's events show that stored text: one reason, one
-place. A row is flagged again only when its file changes, so a reason stored in older words
+A flagged row keeps its reason (``_reconcile_problems.flag_reason``) in the index, and check,
+status, the daemon's ``flagged_files`` and the watcher's events show that stored text: one reason,
+one place. A row is flagged again only when its file changes, so a reason stored in older words
 stayed in them: a home upgraded from before the reasons carried a hint (what to do with the
 file) showed its old flags without one until each file was edited.
 

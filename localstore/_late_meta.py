@@ -46,7 +46,7 @@ from localstore.blueprint import BlueprintMeta, decode_meta
 from localstore.errors import InvalidInputError, StorageError, UnsafePathError
 
 if TYPE_CHECKING:
-    from localstore._reconcile import Reconciler
+    from localstore._reconcile_ingest import _ReconcileIngest
     from localstore.store import CheckReport, Row
 
 log = logging.getLogger("localstore.reconcile")
@@ -92,7 +92,12 @@ def _without_modified(meta: BlueprintMeta) -> BlueprintMeta:
 
 
 def retire(
-    rec: Reconciler, cur: Any, row: Row, found: MadeUp, arriving: BlueprintMeta, report: CheckReport
+    rec: _ReconcileIngest,
+    cur: Any,
+    row: Row,
+    found: MadeUp,
+    arriving: BlueprintMeta,
+    report: CheckReport,
 ) -> bytes | None:
     """Make way for ``arriving`` at ``row``'s path; the YAML to record under the arriving id
     before the current file (the version that arrived), or None."""
@@ -110,7 +115,7 @@ def retire(
 
 
 def _keep_beside(
-    rec: Reconciler, cur: Any, row: Row, arriving: BlueprintMeta, report: CheckReport
+    rec: _ReconcileIngest, cur: Any, row: Row, arriving: BlueprintMeta, report: CheckReport
 ) -> None:
     """Move the blueprint the user described to a path of its own, as it is indexed."""
     store = rec.store
@@ -129,7 +134,7 @@ def _keep_beside(
     explain_kept(rec, mark, row.path, arriving.id, target, report)
 
 
-def kept_before(rec: Reconciler, cur: Any, row: Row, rel: str) -> str | None:
+def kept_before(rec: _ReconcileIngest, cur: Any, row: Row, rel: str) -> str | None:
     """The arriving id, if ``row`` found at ``rel`` is a described made-up blueprint that was
     being kept beside it when the process died (the kept pair written, nothing recorded).
 
@@ -146,7 +151,7 @@ def kept_before(rec: Reconciler, cur: Any, row: Row, rel: str) -> str | None:
 
 
 def explain_kept(
-    rec: Reconciler, mark: int, path: str, arriving_id: str, target: str, report: CheckReport
+    rec: _ReconcileIngest, mark: int, path: str, arriving_id: str, target: str, report: CheckReport
 ) -> None:
     """Say why the blueprint at ``path`` was moved to ``target`` (the events since ``mark``, a
     problem and a WARNING): the same whether it was kept beside at once or after a kill."""
@@ -186,7 +191,7 @@ def _random_paths(row: Row, count: int = 3) -> list[str]:
     return [f"{folder}/{name}" if folder else name for name in names]
 
 
-def _kept_paths(rec: Reconciler, cur: Any, row: Row) -> list[str]:
+def _kept_paths(rec: _ReconcileIngest, cur: Any, row: Row) -> list[str]:
     """The free paths beside ``row``'s for the kept blueprint, best first: ``<stem> (kept
     <id>)``, then the id's own name (tried even if a file has it: see _place_pair)."""
     *free, last = _candidates(row)

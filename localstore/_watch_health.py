@@ -307,8 +307,8 @@ class _FolderHealth(_WatcherBase):
         and no rescan: its identity, and its mark or (the mark removed) its blueprints.
 
         An inode number alone is no proof (ext4 hands a freed one out again: see
-        ``_reconcile.ROOT_MARK_NAME``), but a folder with the recorded YAMLs still in it at their
-        recorded inodes is the old folder that lost its mark (``rm -rf`` removes it among the
+        ``_reconcile_root.ROOT_MARK_NAME``), but a folder with the recorded YAMLs still in it at
+        their recorded inodes is the old folder that lost its mark (``rm -rf`` removes it among the
         first files, or a user cleaning hidden files). Taken for a new one, it was watched anew
         and rescanned at every health check (2 s) for as long as the mark was missing. One
         without them (a copy put back in place) is watched anew and rescanned once. Either way

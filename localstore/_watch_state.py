@@ -159,7 +159,7 @@ class _WatcherBase:
         # (st_dev, st_ino) of the folder being watched: a different folder at the same path (a
         # drive unmounted from under it, a restore) is not taken for the same one unchecked.
         self._root_id: tuple[int, int] | None = None
-        # The folder's mark (see _reconcile.ROOT_MARK_NAME): an inode number can be handed out
+        # The folder's mark (see _reconcile_root.ROOT_MARK_NAME): an inode number can be handed out
         # again, so a recreated empty folder can have the old identity. None: not marked.
         self._root_mark: str | None = None
         # The identity of a folder taken for the same one without its mark (see _same_root): it

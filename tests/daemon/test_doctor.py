@@ -279,7 +279,7 @@ def test_doctor_sends_an_interrupted_saves_kept_version_to_its_copy(
     temp = home / "blueprints" / "team" / ".deploy.blueprint.yaml.0badf00d.lstmp"
     temp.write_text("steps: [ship]\n")  # (a save killed before its rename)
     later = time.time_ns() + 3600 * 10**9  # (a change time cannot be set back)
-    monkeypatch.setattr("localstore._reconcile.time.time_ns", lambda: later)
+    monkeypatch.setattr("localstore._reconcile_leftovers.time.time_ns", lambda: later)
     BlueprintStore(home_settings(home)).close()  # (its open keeps the temp)
     assert not temp.exists()
     found = by_check(doctor(home, "--json").stdout)["index"]

@@ -17,7 +17,7 @@ NEW = "steps: [the new work]\n"
 def _an_hour_later(monkeypatch: pytest.MonkeyPatch) -> None:
     # A file's change time cannot be set back: the clock is moved instead.
     later = time.time_ns() + 3600 * 10**9
-    monkeypatch.setattr("localstore._reconcile.time.time_ns", lambda: later)
+    monkeypatch.setattr("localstore._reconcile_leftovers.time.time_ns", lambda: later)
 
 
 def test_a_save_killed_before_its_renames_keeps_its_version(

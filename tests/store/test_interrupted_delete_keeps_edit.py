@@ -32,7 +32,7 @@ LATER = "steps: [edited again, between the delete's two transactions]\n"
 
 def _an_hour_later(monkeypatch: pytest.MonkeyPatch) -> None:
     later = time.time_ns() + 3600 * 10**9
-    monkeypatch.setattr("localstore._reconcile.time.time_ns", lambda: later)
+    monkeypatch.setattr("localstore._reconcile_leftovers.time.time_ns", lambda: later)
 
 
 def _run(script: str, home: Path) -> None:

@@ -128,7 +128,7 @@ def test_stale_temp_files_are_removed(home: Path, monkeypatch: pytest.MonkeyPatc
         assert s.count() == 0
     # An hour later (a file's change time cannot be set back: the clock is moved instead).
     later = time.time_ns() + 3600 * 10**9
-    monkeypatch.setattr("localstore._reconcile.time.time_ns", lambda: later)
+    monkeypatch.setattr("localstore._reconcile_leftovers.time.time_ns", lambda: later)
     with _open(home) as s:
         assert not fresh.exists()
         assert s.count() == 0

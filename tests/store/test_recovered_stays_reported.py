@@ -34,7 +34,7 @@ NEW = "steps: [the new work]\n"
 
 def _an_hour_later(monkeypatch: pytest.MonkeyPatch) -> None:
     later = time.time_ns() + 3600 * 10**9
-    monkeypatch.setattr("localstore._reconcile.time.time_ns", lambda: later)
+    monkeypatch.setattr("localstore._reconcile_leftovers.time.time_ns", lambda: later)
 
 
 def _kept_problems(report: localstore.CheckReport) -> list[dict[str, str]]:

@@ -21,7 +21,7 @@ def test_a_rescan_keeps_an_interrupted_saves_version(
     root = Path(store.root)
     (root / ".a.blueprint.yaml.0badf00d.lstmp").write_text("steps: [new]\n")
     later = time.time_ns() + 3600 * 10**9  # (a change time cannot be set back)
-    monkeypatch.setattr("localstore._reconcile.time.time_ns", lambda: later)
+    monkeypatch.setattr("localstore._reconcile_leftovers.time.time_ns", lambda: later)
     watcher: Watcher = make_watcher(store)
     watcher.start()
     assert watcher.wait_idle(30)
