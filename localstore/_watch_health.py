@@ -442,15 +442,9 @@ class _FolderHealth(_WatcherBase):
             # the observer is back (it sets _watch_check_due).
             self._watch_check_due = True
             return
-        watched = _inotify_watched()
-        if watched is None:
+        confirmed = self._confirmed_unwatched()
+        if confirmed is None:
             return  # no /proc: nothing to compare with (and no inotify limits to report)
-        folders = _folders(self.root, self._ignore)
-        missing = {rel for ident, rel in folders.items() if ident not in watched}
-        confirmed = sorted(missing & (self._unwatched_suspects | set(self._unwatched)))
-        self._unwatched_suspects = missing - set(confirmed)
-        if self._unwatched_suspects:
-            self._watch_check_due = True  # looked at again at the next health check
         was = bool(self._unwatched)
         self._unwatched = confirmed
         if not confirmed:
@@ -461,37 +455,64 @@ class _FolderHealth(_WatcherBase):
             return
         limit = _watch_limit()
         if not was:
-            self._next_rescan = min(self._next_rescan, time.monotonic() + self._interval())
-            log.error(
-                "%d folder(s) under %s are not watched (%s): the inotify watch limit "
-                "(fs.inotify.max_user_watches = %s) is used up; rescanning every %.0f s instead",
-                len(confirmed),
-                self.root,
-                ", ".join(p or "." for p in confirmed[:5]),
-                limit,
-                self._interval(),
-            )
+            self._report_unwatched(confirmed, limit)
         elif time.monotonic() >= self._next_rewatch and _watches_free(
             [self.root / rel for rel in confirmed]
         ):
-            # The kernel has the watches now (an IDE closed, or the limit was raised as the
-            # problem says): the health check restarts the observer to take them. Backing off
-            # keeps a folder watchdog skips for another reason from restarting it every rescan.
-            first = max(LIMITED_RESCAN_S, self._interval())
-            self._rewatch_delay = min(REWATCH_MAX_S, self._rewatch_delay * 2 or first)
-            self._next_rewatch = time.monotonic() + self._rewatch_delay
-            self._rewatch = True
-            self._watch_check_due = True
-            self._next_health = 0.0
-        shown = ", ".join(p or "." for p in confirmed[:5])
-        more = f" and {len(confirmed) - 5} more" if len(confirmed) > 5 else ""
-        self._watch_problem = (
-            f"{len(confirmed)} folder(s) are not watched ({shown}{more}): the inotify watch "
-            f"limit (fs.inotify.max_user_watches = {limit}) is used up, by this or other "
-            f"programs; edits there are found by a rescan every {self._interval():.0f} s; "
-            "raise it: sudo sysctl fs.inotify.max_user_watches=524288 (and in /etc/sysctl.d/ "
-            "to keep it)"
+            self._schedule_rewatch()
+        self._watch_problem = _unwatched_problem(confirmed, limit, self._interval())
+
+    def _confirmed_unwatched(self) -> list[str] | None:
+        """The folders not watched at this look and the one before, sorted (the ones missing at
+        this look alone are kept as suspects); None when the kernel's watches cannot be read."""
+        watched = _inotify_watched()
+        if watched is None:
+            return None
+        folders = _folders(self.root, self._ignore)
+        missing = {rel for ident, rel in folders.items() if ident not in watched}
+        confirmed = sorted(missing & (self._unwatched_suspects | set(self._unwatched)))
+        self._unwatched_suspects = missing - set(confirmed)
+        if self._unwatched_suspects:
+            self._watch_check_due = True  # looked at again at the next health check
+        return confirmed
+
+    def _report_unwatched(self, confirmed: list[str], limit: int | None) -> None:
+        """Log newly unwatched folders, and rescan them soon."""
+        self._next_rescan = min(self._next_rescan, time.monotonic() + self._interval())
+        log.error(
+            "%d folder(s) under %s are not watched (%s): the inotify watch limit "
+            "(fs.inotify.max_user_watches = %s) is used up; rescanning every %.0f s instead",
+            len(confirmed),
+            self.root,
+            ", ".join(p or "." for p in confirmed[:5]),
+            limit,
+            self._interval(),
         )
+
+    def _schedule_rewatch(self) -> None:
+        """Have the next health check restart the observer to take the free watches."""
+        # The kernel has the watches now (an IDE closed, or the limit was raised as the
+        # problem says): the health check restarts the observer to take them. Backing off
+        # keeps a folder watchdog skips for another reason from restarting it every rescan.
+        first = max(LIMITED_RESCAN_S, self._interval())
+        self._rewatch_delay = min(REWATCH_MAX_S, self._rewatch_delay * 2 or first)
+        self._next_rewatch = time.monotonic() + self._rewatch_delay
+        self._rewatch = True
+        self._watch_check_due = True
+        self._next_health = 0.0
+
+
+def _unwatched_problem(confirmed: list[str], limit: int | None, interval: float) -> str:
+    """The watcher's problem while folders are not watched: which, why, and the fix."""
+    shown = ", ".join(p or "." for p in confirmed[:5])
+    more = f" and {len(confirmed) - 5} more" if len(confirmed) > 5 else ""
+    return (
+        f"{len(confirmed)} folder(s) are not watched ({shown}{more}): the inotify watch "
+        f"limit (fs.inotify.max_user_watches = {limit}) is used up, by this or other "
+        f"programs; edits there are found by a rescan every {interval:.0f} s; "
+        "raise it: sudo sysctl fs.inotify.max_user_watches=524288 (and in /etc/sysctl.d/ "
+        "to keep it)"
+    )
 
 
 def _threads_alive(obs: Any) -> bool:

@@ -108,9 +108,35 @@ class _WatcherBase:
         write_quiet_ms: int = DEFAULT_WRITE_QUIET_MS,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
-        s = store.settings
         self.store = store
         self.root = Path(store.root)
+        self._init_timing(
+            store,
+            settle_ms=settle_ms,
+            delete_grace_ms=delete_grace_ms,
+            rescan_interval_s=rescan_interval_s,
+            write_quiet_ms=write_quiet_ms,
+            batch_size=batch_size,
+        )
+        self._init_intake()
+        self._init_rules(store)
+        self._init_worker()
+        self._init_folder_health()
+        self._init_watches()
+        self._init_step_memory()
+
+    def _init_timing(
+        self,
+        store: BlueprintStore,
+        *,
+        settle_ms: int | None,
+        delete_grace_ms: int | None,
+        rescan_interval_s: float | None,
+        write_quiet_ms: int,
+        batch_size: int,
+    ) -> None:
+        """Set up the waits, intervals and batch size: the arguments given, else the settings."""
+        s = store.settings
         self.settle_s = (s.settle_ms if settle_ms is None else settle_ms) / 1000
         self.grace_s = (s.delete_grace_ms if delete_grace_ms is None else delete_grace_ms) / 1000
         interval = s.rescan_interval_s if rescan_interval_s is None else rescan_interval_s
@@ -124,11 +150,17 @@ class _WatcherBase:
         self.remote = False
         self.write_quiet_s = write_quiet_ms / 1000
         self.batch_size = max(1, batch_size)
+
+    def _init_intake(self) -> None:
+        """Set up the counters, the lifecycle state, and the queue of events and due paths."""
         self.stats = WatcherStats()
         self._state = WatcherState.NEW
         self._state_lock = threading.Lock()
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending: dict[str, _PathState] = {}
+
+    def _init_rules(self, store: BlueprintStore) -> None:
+        """Set up the ignore rules and the copy check that uses them."""
         # Asks whether a young pair would be a copy (_copy_wait); kept, as making one compiles
         # the ignore rules (ten times the cost of the question), and it keeps no state for it.
         self._copies = Reconciler(store)
@@ -139,6 +171,9 @@ class _WatcherBase:
         self._rules_sig = _ignore_file_sig(self.root)
         self._rules_at: float | None = None
         self._rules_writing = False
+
+    def _init_worker(self) -> None:
+        """Set up the worker's wake-ups, fences, timers, observer and failure."""
         self._cond = threading.Condition()
         self._token = secrets.token_hex(4)
         self._fence_counter = itertools.count(1)
@@ -154,6 +189,9 @@ class _WatcherBase:
         self._hook = _OverflowHook(self._on_overflow, self._observer_threads)
         self._mark = WatchMark(None, None)  # (taken by start(); see localstore._presence)
         self._failure: BaseException | None = None
+
+    def _init_folder_health(self) -> None:
+        """Set up what the worker knows of the watched folder: its identity and its problems."""
         # Health (see WatcherState.DEGRADED); written by the worker only.
         self._root_problem: str | None = None
         # (st_dev, st_ino) of the folder being watched: a different folder at the same path (a
@@ -167,6 +205,9 @@ class _WatcherBase:
         self._unmarked_ok: tuple[int, int] | None = None
         self._unlistable: list[str] = []
         self._denied: list[str] = []  # of those, the ones refused for permissions
+
+    def _init_watches(self) -> None:
+        """Set up the state of inotify's watches: folders not watched, and the watch limit."""
         # Folders inotify does not watch (confirmed by two looks) and the ones seen once; the
         # watch limit when they were found (a raised limit is the moment to watch them again).
         self._unwatched: list[str] = []
@@ -188,6 +229,9 @@ class _WatcherBase:
         self._limit_denied = False  # refused for permissions (see _watch_error)
         # Bumped whenever the observer is replaced or dropped (wait_idle lays a new fence then).
         self._observer_epoch = 0
+
+    def _init_step_memory(self) -> None:
+        """Set up what steps remember: rescans, step errors, failing ingests, what was told."""
         self._last_rescan_s = 0.0
         self._step_error: str | None = None
         self._errors_in_row = 0

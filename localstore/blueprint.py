@@ -394,79 +394,22 @@ def _scan_events(parser: Any, limits: YamlLimits) -> bool:
     unusual = False
     documents = 0
     root_size = 0
-    max_depth = limits.max_depth
     while True:
         ev = get()
         kind = type(ev)
         if kind is yaml.ScalarEvent or kind is yaml.AliasEvent:
-            size = 1
-            if kind is yaml.AliasEvent:
-                unusual = True
-                if ev.anchor in open_anchors:
-                    raise LimitExceededError("YAML contains a recursive alias")
-                if ev.anchor not in anchors:
-                    return True  # the composer words "found undefined alias"
-                size = anchors[ev.anchor]
-            else:
-                if ev.tag is not None:
-                    unusual = True
-                elif ev.implicit[0]:
-                    value = ev.value
-                    if (
-                        value == "="
-                        or value == "<<"
-                        or (
-                            value[:1] in _NUMERIC_START
-                            and ("_" in value or _TIMESTAMP_RE.match(value) is not None)
-                        )
-                    ):
-                        unusual = True
-                if ev.anchor is not None:
-                    unusual = True
-                    if ev.anchor in anchors or ev.anchor in open_anchors:
-                        return True  # the composer words "found duplicate anchor"
-                    anchors[ev.anchor] = 1
-            if len(stack) + 1 > max_depth:
-                raise _too_deep(limits)
-            if not stack:
-                return True  # a scalar (or alias) at the top: not a mapping, let parse_yaml say so
-            parent = stack[-1]
-            parent[0] += size
-            if parent[1]:
-                parent[2] = not parent[2]
-            if parent[0] > limits.max_nodes:
-                raise _too_many(limits)
+            leaf = _scan_leaf(ev, stack, anchors, open_anchors, limits)
+            if leaf is None:
+                return True
+            unusual = unusual or leaf
         elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
-            if len(stack) + 1 > max_depth:
-                raise _too_deep(limits)
-            if ev.tag is not None:
-                unusual = True
-            if stack:
-                parent = stack[-1]
-                if parent[1]:
-                    if parent[2]:
-                        unusual = True  # a collection as a mapping key: unhashable
-                    parent[2] = not parent[2]
-            elif kind is not yaml.MappingStartEvent:
-                return True  # a top level that is not a mapping
-            if ev.anchor is not None:
-                unusual = True
-                if ev.anchor in anchors or ev.anchor in open_anchors:
-                    return True
-                open_anchors.add(ev.anchor)
-            stack.append([1, kind is yaml.MappingStartEvent, True, ev.anchor])
+            opened = _scan_open(ev, stack, anchors, open_anchors, limits)
+            if opened is None:
+                return True
+            unusual = unusual or opened
         elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
-            size, _, _, anchor = stack.pop()
-            if size > limits.max_nodes:
-                raise _too_many(limits)
-            if anchor is not None:
-                open_anchors.discard(anchor)
-                anchors[anchor] = size
-            if stack:
-                stack[-1][0] += size
-                if stack[-1][0] > limits.max_nodes:
-                    raise _too_many(limits)
-            else:
+            size = _scan_close(stack, anchors, open_anchors, limits)
+            if not stack:
                 root_size = size
         elif kind is yaml.DocumentStartEvent:
             documents += 1
@@ -478,6 +421,106 @@ def _scan_events(parser: Any, limits: YamlLimits) -> bool:
     if documents == 0 or root_size == 0:
         return True  # empty
     return unusual
+
+
+def _scan_leaf(
+    ev: Any,
+    stack: list[list[Any]],
+    anchors: dict[str, int],
+    open_anchors: set[str],
+    limits: YamlLimits,
+) -> bool | None:
+    """Count a scalar or an alias into its collection (see _scan_events); whether construction
+    must look at it, or None when it must decide outright (it words the error)."""
+    if type(ev) is yaml.AliasEvent:
+        if ev.anchor in open_anchors:
+            raise LimitExceededError("YAML contains a recursive alias")
+        if ev.anchor not in anchors:
+            return None  # the composer words "found undefined alias"
+        size, unusual = anchors[ev.anchor], True
+    else:
+        size, unusual = 1, _unusual_scalar(ev)
+        if ev.anchor is not None:
+            if ev.anchor in anchors or ev.anchor in open_anchors:
+                return None  # the composer words "found duplicate anchor"
+            anchors[ev.anchor] = 1
+    if len(stack) + 1 > limits.max_depth:
+        raise _too_deep(limits)
+    if not stack:
+        return None  # a scalar (or alias) at the top: not a mapping, let parse_yaml say so
+    parent = stack[-1]
+    parent[0] += size
+    if parent[1]:
+        parent[2] = not parent[2]
+    if parent[0] > limits.max_nodes:
+        raise _too_many(limits)
+    return unusual
+
+
+def _unusual_scalar(ev: Any) -> bool:
+    """Whether the constructor might refuse or change a scalar: a tag, an anchor, a merge key,
+    a ``=``, or a number with underscores or a timestamp's shape."""
+    if ev.tag is not None:
+        return True
+    if ev.implicit[0]:
+        value = ev.value
+        if (
+            value == "="
+            or value == "<<"
+            or (
+                value[:1] in _NUMERIC_START
+                and ("_" in value or _TIMESTAMP_RE.match(value) is not None)
+            )
+        ):
+            return True
+    return ev.anchor is not None
+
+
+def _scan_open(
+    ev: Any,
+    stack: list[list[Any]],
+    anchors: dict[str, int],
+    open_anchors: set[str],
+    limits: YamlLimits,
+) -> bool | None:
+    """Open a mapping or a sequence (see _scan_events); whether construction must look at it, or
+    None when it must decide outright (it words the error)."""
+    if len(stack) + 1 > limits.max_depth:
+        raise _too_deep(limits)
+    unusual = ev.tag is not None
+    is_mapping = type(ev) is yaml.MappingStartEvent
+    if stack:
+        parent = stack[-1]
+        if parent[1]:
+            if parent[2]:
+                unusual = True  # a collection as a mapping key: unhashable
+            parent[2] = not parent[2]
+    elif not is_mapping:
+        return None  # a top level that is not a mapping
+    if ev.anchor is not None:
+        unusual = True
+        if ev.anchor in anchors or ev.anchor in open_anchors:
+            return None
+        open_anchors.add(ev.anchor)
+    stack.append([1, is_mapping, True, ev.anchor])
+    return unusual
+
+
+def _scan_close(
+    stack: list[list[Any]], anchors: dict[str, int], open_anchors: set[str], limits: YamlLimits
+) -> int:
+    """Close the innermost collection: add its size to its parent's; its size."""
+    size, _, _, anchor = stack.pop()
+    if size > limits.max_nodes:
+        raise _too_many(limits)
+    if anchor is not None:
+        open_anchors.discard(anchor)
+        anchors[anchor] = size
+    if stack:
+        stack[-1][0] += size
+        if stack[-1][0] > limits.max_nodes:
+            raise _too_many(limits)
+    return size
 
 
 def _too_deep(limits: YamlLimits) -> LimitExceededError:

@@ -469,6 +469,20 @@ def _typed(name: str, value: Any, where: str) -> Any:
 
 
 def _in_range(name: str, value: Any, where: str) -> Any:
+    """Check a value of the setting's own type against the setting's rules; return it.
+
+    Raises ConfigError naming the setting and ``where`` it came from.
+    """
+    _check_choice(name, value, where)
+    _check_text(name, value, where)
+    if isinstance(value, bool | str):
+        return value
+    _check_number(name, value, where)
+    return value
+
+
+def _check_choice(name: str, value: Any, where: str) -> None:
+    """Refuse a value that is not one of its setting's choices (when it has a fixed set)."""
     choices = _CHOICES.get(name)
     if choices is not None and value not in choices:
         close = difflib.get_close_matches(str(value), choices, n=1)
@@ -476,6 +490,10 @@ def _in_range(name: str, value: Any, where: str) -> Any:
             f"{where}: setting {name!r} must be one of {', '.join(choices)}, got {_shown(value)}",
             hint=(f"did you mean {close[0]!r}? " if close else "") + "see docs/configuration.md",
         )
+
+
+def _check_text(name: str, value: Any, where: str) -> None:
+    """Refuse text no setting may hold (a NUL), and what a text setting's own rules refuse."""
     if isinstance(value, str) and "\x00" in value:
         # (device_name went to the server and into conflict copies' names; a command template
         # with one cannot be run at all.)
@@ -494,20 +512,29 @@ def _in_range(name: str, value: Any, where: str) -> Any:
         check_cloud_url(value, where)
     if name == "daemon_validator" and value:
         _check_validator_spec(value, where)
-    if name == "daemon_validator_name" and len(value) > MAX_VALIDATOR_NAME:
+    if name == "daemon_validator_name":
+        _check_validator_name(value, where)
+
+
+def _check_validator_name(value: str, where: str) -> None:
+    """Refuse a ``daemon_validator_name`` that is too long or holds a control character."""
+    if len(value) > MAX_VALIDATOR_NAME:
         # Recorded in every row it judges (judged_by) and compared on every push.
         raise ConfigError(
             f"{where}: setting 'daemon_validator_name' is over {MAX_VALIDATOR_NAME} characters",
             hint="give the rules a short name, the one the app passes as validator_name",
         )
-    if name == "daemon_validator_name" and any(unicodedata.category(c) == "Cc" for c in value):
+    if any(unicodedata.category(c) == "Cc" for c in value):
         raise ConfigError(
             f"{where}: setting 'daemon_validator_name' contains a control character "
             f"({_shown(value)})",
             hint="give the name the app passes as validator_name, e.g. 'myapp-rules-3'",
         )
-    if isinstance(value, bool | str):
-        return value
+
+
+def _check_number(name: str, value: float, where: str) -> None:
+    """Refuse a number out of its setting's range: a float must be finite, above 0 and at most
+    MAX_SECONDS; a whole number at least 0 (1 for _AT_LEAST_ONE) and at most MAX_WHOLE."""
     low = 1 if name in _AT_LEAST_ONE else 0
     if isinstance(value, float) and not (math.isfinite(value) and value > 0):
         raise ConfigError(
@@ -530,7 +557,6 @@ def _in_range(name: str, value: Any, where: str) -> Any:
             f"{where}: setting {name!r} must be at most {MAX_WHOLE}, got {_shown(value)}",
             hint="see docs/configuration.md",
         )
-    return value
 
 
 def _check_validator_spec(spec: str, where: str) -> None:
@@ -756,6 +782,24 @@ def load_settings(
     Raises ConfigError for unknown or ill-typed settings, for an empty ``home`` and for a
     relative ``LOCALSTORE_HOME``.
     """
+    _check_load_args(home, environ)
+    env = os.environ if environ is None else environ
+    for message, hint in take_env_warnings(env):
+        log.warning("%s (%s)", message, hint)
+    home_path = _home_path(home, env)
+    paths = _paths_for(home_path)
+    config_file = paths.config / CONFIG_FILE_NAME
+    file_values = _read_config_file(config_file)
+    values = _setting_values(overrides, env, file_values, config_file)
+    settings = Settings(paths=paths, home=home_path, **values)
+    _check_validator_pair(
+        settings, _source_of("daemon_validator_name", overrides, env, file_values, config_file)
+    )
+    return settings
+
+
+def _check_load_args(home: Any, environ: Any) -> None:
+    """Refuse a ``home`` or an ``environ`` of the wrong type, and a home with a NUL in it."""
     if environ is not None and not (
         isinstance(environ, Mapping)
         and all(isinstance(k, str) and isinstance(v, str) for k, v in environ.items())
@@ -776,9 +820,13 @@ def load_settings(
             "home contains a NUL character, which no folder name can hold",
             hint="pass the home folder's real path",
         )
-    env = os.environ if environ is None else environ
-    for message, hint in take_env_warnings(env):
-        log.warning("%s (%s)", message, hint)
+
+
+def _home_path(home: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+    """The home folder, absolute: ``home``, else ``LOCALSTORE_HOME``; None when neither is set.
+
+    Raises ConfigError for an empty ``home``, a relative ``LOCALSTORE_HOME``, and a file.
+    """
     if home is not None and os.fspath(home) == "":
         # resolve() reads "" as unset: `--home "$DIR"` with DIR unset opened (and `rm` edited)
         # the user's own store in the platform folders. An empty LOCALSTORE_HOME stays unset.
@@ -812,9 +860,19 @@ def load_settings(
             if home is None
             else "pass a folder (a new one is created)",
         )
-    paths = _paths_for(home_path)
-    config_file = paths.config / CONFIG_FILE_NAME
-    file_values = _read_config_file(config_file)
+    return home_path
+
+
+def _setting_values(
+    overrides: Mapping[str, Any],
+    env: Mapping[str, str],
+    file_values: Mapping[str, Any],
+    config_file: Path,
+) -> dict[str, Any]:
+    """Each setting's value: argument, else environment, else config file, else default.
+
+    Raises ConfigError for an unknown argument and for an ill-typed value (naming where from).
+    """
     unknown = sorted(set(overrides) - set(_TUNABLES))
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}", hint=_known_hint(unknown))
@@ -831,11 +889,7 @@ def load_settings(
             _typed(name, file_values.get(name), str(config_file)),
             default,
         )
-    settings = Settings(paths=paths, home=home_path, **values)
-    _check_validator_pair(
-        settings, _source_of("daemon_validator_name", overrides, env, file_values, config_file)
-    )
-    return settings
+    return values
 
 
 def _source_of(

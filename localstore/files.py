@@ -959,19 +959,45 @@ def replace_recorded(
             if exc.errno not in _NO_RENAME_NEW:
                 raise
         else:
-            try:
-                st = os.lstat(tmp)
-            except FileNotFoundError:
-                return  # (nothing was there after all: a name no one else knows)
-            if _same_but_ctime(st, recorded):
-                # (Quietly: our file is in place. A leftover holds a recorded version, which
-                # reconcile removes as a stale temp.)
-                if swapped_out is None:
-                    _unlink_quiet(tmp)
-                else:
-                    swapped_out.append(tmp)
-                return
-            raise TargetChangedError(target, _swap_back(exchange, tmp, target, mine))
+            return _settle_swap(exchange, tmp, target, recorded, mine, swapped_out)
+    return _replace_checked(tmp, target, recorded, before=before, ran_before=ran_before)
+
+
+def _settle_swap(
+    exchange: Callable[[str, str], None],
+    tmp: str,
+    target: str,
+    recorded: Recorded,
+    mine: tuple[int, int, int],
+    swapped_out: list[str] | None,
+) -> None:
+    """After replace_recorded's swap: let go of the recorded file, now at the temp's name; raise
+    TargetChangedError when it was another file, swapped back (see _swap_back)."""
+    try:
+        st = os.lstat(tmp)
+    except FileNotFoundError:
+        return  # (nothing was there after all: a name no one else knows)
+    if _same_but_ctime(st, recorded):
+        # (Quietly: our file is in place. A leftover holds a recorded version, which
+        # reconcile removes as a stale temp.)
+        if swapped_out is None:
+            _unlink_quiet(tmp)
+        else:
+            swapped_out.append(tmp)
+        return
+    raise TargetChangedError(target, _swap_back(exchange, tmp, target, mine))
+
+
+def _replace_checked(
+    tmp: str,
+    target: str,
+    recorded: Recorded,
+    *,
+    before: Callable[[], object] | None,
+    ran_before: bool,
+) -> None:
+    """replace_recorded without the swap: check ``target`` against ``recorded`` just before
+    ``os.replace`` (a target that is gone is placed as a new name)."""
     try:
         st = os.lstat(target)
     except FileNotFoundError:

@@ -15,6 +15,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -527,6 +528,28 @@ def status_cmd(cli: CliContext) -> None:
     cannot sync until fixed), 1 when sync is stopped by an error. A home that is not logged in
     (or whose keychain cannot be read) is said so, with what to do, and exits 0.
     """
+    parts = _gather_status(cli)
+    data, to_sync = _status_data(cli.settings, parts)
+    cli.emit(data, lambda: _print_status(data, parts, to_sync))
+    _status_exit(data, parts)
+
+
+@dataclass(frozen=True)
+class _StatusParts:
+    """What `status` reads before it builds its answer."""
+
+    live: dict[str, Any] | None  # the daemon's sync status, None when none answered
+    silent: str | None  # why a daemon that runs did not answer
+    store: Any
+    away: FolderAwayError | None  # the refusal of the usual open (blueprints folder away)
+    outdated: str | None  # why the running daemon cannot write to this index
+    local: SyncStatus
+    quarantine: list[dict[str, Any]]
+    flagged: list[dict[str, Any]]
+
+
+def _gather_status(cli: CliContext) -> _StatusParts:
+    """Read what `status` shows: the daemon's answer, then the index's."""
     with errors_to_exit():
         live, silent = _daemon_status(cli.settings)
         store, away = _status_store(cli)
@@ -534,46 +557,73 @@ def status_cmd(cli: CliContext) -> None:
         local = local_status(store)
         quarantine = [q.to_dict() for q in list_quarantine(store)]
         flagged = _flagged_files(store)
-    data = dict(live) if live is not None else local.to_dict()
+    return _StatusParts(live, silent, store, away, outdated, local, quarantine, flagged)
+
+
+def _status_data(settings: Settings, parts: _StatusParts) -> tuple[dict[str, Any], str | None]:
+    """The status answer (the JSON object), and the login's hint the human lines show."""
+    live = parts.live
+    data = dict(live) if live is not None else parts.local.to_dict()
     # What to do so that sync runs at all (a login): the daemon's, without the attention lines
     # it adds by its own counts; they are made again below by this status's (one builder,
     # sync._local.status_hint, for both ways and for an app's EmbeddedSync.status()).
     first = first_hint(live) if live is not None else None
+    _fill_missing_counts(data, parts.local)
+    data["daemon"] = live is not None
+    login = _login_state(settings, parts.store) if live is None else None
+    if login is not None:
+        first = _note_login(data, login)
+    if parts.silent is not None:
+        # A daemon runs (its pid lives and holds the home's lock) but did not answer: hung, or
+        # overloaded. Shown as the index's "idle" alone, that looked like a healthy home.
+        data["daemon_not_answering"] = parts.silent
+    pause = read_pause(settings.paths.state) if live is None else None
+    if pause is not None and data.get("state") != "error":
+        _note_pause(data, pause)
+    if parts.outdated is not None:
+        # An older daemon on an index this version upgraded: every write of it is refused
+        # (it stops by itself once it sees that, from the version that added the check).
+        data["daemon_outdated"] = parts.outdated
+        first = "; ".join(h for h in (OUTDATED_DAEMON_FIX, first) if h)
+    data["quarantine"] = parts.quarantine
+    data["flagged_files"] = parts.flagged
+    # New files that never parsed have no index row, so no count has them: the list does.
+    data["flagged"] = len(parts.flagged)
+    # What to do: the login's hint, then what needs attention, as an app's
+    # EmbeddedSync.status() and the daemon's status say it (sync._local.status_hint).
+    to_sync = first if data.get("logged_in") is False else None
+    _set_status_hint(data, first, parts.away)
+    return data, to_sync
+
+
+def _fill_missing_counts(data: dict[str, Any], local: SyncStatus) -> None:
+    """Fill the counts a daemon's answer lacks from the index's."""
     for key, value in local.to_dict().items():
         # A daemon that is not syncing reported only its state (older ones still do), and a
         # missing or null count printed as "pending uploads: None". The index has them all.
         if data.get(key) is None:
             data[key] = value
-    data["daemon"] = live is not None
-    login = _login_state(cli.settings, store) if live is None else None
-    if login is not None:
-        data.update(login)
-        first = login.get("hint")
-        if data.get("state") == "idle" and not login["logged_in"]:
-            # As a daemon says it: nothing syncs. (An "error" or "offline" the last sync left
-            # stays, with its exit code.)
-            data["state"] = "offline"
-    if silent is not None:
-        # A daemon runs (its pid lives and holds the home's lock) but did not answer: hung, or
-        # overloaded. Shown as the index's "idle" alone, that looked like a healthy home.
-        data["daemon_not_answering"] = silent
-    pause = read_pause(cli.settings.paths.state) if live is None else None
-    if pause is not None and data.get("state") != "error":
-        # No daemon runs, but the next one starts paused (docs/daemon.md, "Pause").
-        detail = "; ".join(d for d in (data.get("detail"), PAUSED_DETAIL) if d)
-        data.update(state="paused", detail=detail, paused_since=pause.get("since"))
-    if outdated is not None:
-        # An older daemon on an index this version upgraded: every write of it is refused
-        # (it stops by itself once it sees that, from the version that added the check).
-        data["daemon_outdated"] = outdated
-        first = "; ".join(h for h in (OUTDATED_DAEMON_FIX, first) if h)
-    data["quarantine"] = quarantine
-    data["flagged_files"] = flagged
-    # New files that never parsed have no index row, so no count has them: the list does.
-    data["flagged"] = len(flagged)
-    # What to do: the login's hint, then what needs attention, as an app's
-    # EmbeddedSync.status() and the daemon's status say it (sync._local.status_hint).
-    to_sync = first if data.get("logged_in") is False else None
+
+
+def _note_login(data: dict[str, Any], login: dict[str, Any]) -> str | None:
+    """Add the login state to the status; the login's hint (what to do first)."""
+    data.update(login)
+    if data.get("state") == "idle" and not login["logged_in"]:
+        # As a daemon says it: nothing syncs. (An "error" or "offline" the last sync left
+        # stays, with its exit code.)
+        data["state"] = "offline"
+    return login.get("hint")
+
+
+def _note_pause(data: dict[str, Any], pause: dict[str, Any]) -> None:
+    """Show the status as paused."""
+    # No daemon runs, but the next one starts paused (docs/daemon.md, "Pause").
+    detail = "; ".join(d for d in (data.get("detail"), PAUSED_DETAIL) if d)
+    data.update(state="paused", detail=detail, paused_since=pause.get("since"))
+
+
+def _set_status_hint(data: dict[str, Any], first: str | None, away: FolderAwayError | None) -> None:
+    """Set the status's ``hint`` (none when there is nothing to do), and its ``problem``."""
     if away is not None:
         # (A daemon's status carries the same hint already: not said twice.)
         data["problem"] = away.message
@@ -583,52 +633,61 @@ def status_cmd(cli: CliContext) -> None:
     if hint is not None:  # (no key when there is nothing to do, as before)
         data["hint"] = hint
 
-    def human() -> None:
-        source = "daemon" if live is not None else "local index"
-        if silent is not None:
-            source += "; the daemon runs but did not answer (`localstore doctor` says what to do)"
-        if data.get("detail"):  # why a daemon is offline or paused ("not logged in", ...)
-            source += f": {data['detail']}"
-        click.echo(f"state: {data.get('state')} ({source})")
-        if away is not None:
-            click.echo(f"  problem: {away.message}")
-            click.echo(f"  fix: {away.hint}")
-        if outdated is not None:
-            click.echo(f"  daemon: {outdated}")
-            click.echo(f"  fix: {OUTDATED_DAEMON_FIX}")
-        if to_sync:
-            click.echo(f"  to sync: {to_sync}")
-        click.echo(f"pending uploads: {data.get('pending')}")
-        if data.get("held"):
-            click.echo(f"held back (invalid or not judged): {data.get('held')}")
-        _print_validator(data.get("validator"))
-        if data.get("flagged") or flagged:
-            click.echo(
-                f"not synced, file cannot be read (fix it; `localstore check`): {len(flagged)}"
-            )
-            for f in flagged:
-                click.echo(f"  {f['path']}: {f['reason']}")
-        click.echo(f"conflicts: {data.get('conflicts')}")
-        click.echo(f"quarantined: {data.get('quarantined')}")
-        for q in quarantine:
-            click.echo(f"  {q['path']}: {q['code']}: {q['message']} (retry: {q['retry']})")
-        click.echo(f"last synced: {data.get('last_synced_at') or 'never'}")
-        if data.get("last_error"):
-            click.echo(f"last error: {data.get('last_error')}")
-        _print_realtime(data.get("realtime"))
-        click.echo(f"cursor: {data.get('cursor')}")
-        for line in attention_hints(data).values():
-            click.echo(line)
 
-    cli.emit(data, human)
-    if away is not None:
+def _print_status(data: dict[str, Any], parts: _StatusParts, to_sync: str | None) -> None:
+    """Print the status for a person."""
+    _print_status_state(data, parts, to_sync)
+    click.echo(f"pending uploads: {data.get('pending')}")
+    if data.get("held"):
+        click.echo(f"held back (invalid or not judged): {data.get('held')}")
+    _print_validator(data.get("validator"))
+    if data.get("flagged") or parts.flagged:
+        click.echo(
+            f"not synced, file cannot be read (fix it; `localstore check`): {len(parts.flagged)}"
+        )
+        for f in parts.flagged:
+            click.echo(f"  {f['path']}: {f['reason']}")
+    click.echo(f"conflicts: {data.get('conflicts')}")
+    click.echo(f"quarantined: {data.get('quarantined')}")
+    for q in parts.quarantine:
+        click.echo(f"  {q['path']}: {q['code']}: {q['message']} (retry: {q['retry']})")
+    click.echo(f"last synced: {data.get('last_synced_at') or 'never'}")
+    if data.get("last_error"):
+        click.echo(f"last error: {data.get('last_error')}")
+    _print_realtime(data.get("realtime"))
+    click.echo(f"cursor: {data.get('cursor')}")
+    for line in attention_hints(data).values():
+        click.echo(line)
+
+
+def _print_status_state(data: dict[str, Any], parts: _StatusParts, to_sync: str | None) -> None:
+    """Print the state line: where it comes from, and what stops sync, with the fix."""
+    source = "daemon" if parts.live is not None else "local index"
+    if parts.silent is not None:
+        source += "; the daemon runs but did not answer (`localstore doctor` says what to do)"
+    if data.get("detail"):  # why a daemon is offline or paused ("not logged in", ...)
+        source += f": {data['detail']}"
+    click.echo(f"state: {data.get('state')} ({source})")
+    if parts.away is not None:
+        click.echo(f"  problem: {parts.away.message}")
+        click.echo(f"  fix: {parts.away.hint}")
+    if parts.outdated is not None:
+        click.echo(f"  daemon: {parts.outdated}")
+        click.echo(f"  fix: {OUTDATED_DAEMON_FIX}")
+    if to_sync:
+        click.echo(f"  to sync: {to_sync}")
+
+
+def _status_exit(data: dict[str, Any], parts: _StatusParts) -> None:
+    """Exit as the status says: 3 when it needs attention, 1 when sync is stopped."""
+    if parts.away is not None:
         # Needs a person (put the folder back or confirm it empty), said above with the fix;
         # a daemon's "error" state is this same refusal of its sync.
         raise SystemExit(EXIT_ATTENTION)
     if data.get("state") == "error":
         # Documented: exit 1 is an error with one line on stderr saying what to do.
         fail(f"sync is stopped: {data.get('last_error') or 'see the daemon log'}")
-    if _needs_attention(data) or outdated is not None:
+    if _needs_attention(data) or parts.outdated is not None:
         raise SystemExit(EXIT_ATTENTION)
 
 
@@ -841,6 +900,15 @@ def _resolve_with_tool(settings: Settings, store: Any, record: Any) -> Any:
     refuse_deleted_copy(store, record)
     remote = conflict_remote_text(store, record)
     code, merged = _run_merge_tool(settings, record, start, remote)
+    merged = _saved_merge(settings, record, start, code, merged)
+    text = _merged_text(settings, record.cid, merged)
+    return _take_merge(settings, store, record.cid, merged, text, remote)
+
+
+def _saved_merge(
+    settings: Settings, record: Any, start: str, code: int, merged: bytes | None
+) -> bytes:
+    """What the merge tool saved to MERGED; exit 3 when it failed or saved nothing new."""
     if code != 0:
         note, extra = "", dict[str, str]()
         if merged is not None and merged != start.encode("utf-8"):
@@ -870,30 +938,39 @@ def _resolve_with_tool(settings: Settings, store: Any, record: Any) -> Any:
             hint="merge and save in the tool, or keep one side with "
             f"`localstore conflicts resolve {record.cid} --take local|remote`",
         )
+    return merged
+
+
+def _merged_text(settings: Settings, cid: int, merged: bytes) -> str:
+    """The merge as text; exit 1, the merge kept, when it holds conflict markers or is not UTF-8."""
     if _has_conflict_markers(merged):
         # Markers where YAML allows them (a block scalar) passed validation: a merge left
         # unfinished became the blueprint. Named as such, not as the YAML error they often cause.
-        _fail_kept(settings, record.cid, merged, "the merged text still holds conflict markers", 1)
+        _fail_kept(settings, cid, merged, "the merged text still holds conflict markers", 1)
     try:
-        text = merged.decode("utf-8")
+        return merged.decode("utf-8")
     except UnicodeDecodeError as exc:
-        _fail_kept(settings, record.cid, merged, f"the merged text is not UTF-8 ({exc})", 1)
+        _fail_kept(settings, cid, merged, f"the merged text is not UTF-8 ({exc})", 1)
+
+
+def _take_merge(
+    settings: Settings, store: Any, cid: int, merged: bytes, text: str, remote: str
+) -> Any:
+    """Resolve the conflict with the merge; when it is refused, keep the merge and exit."""
     try:
-        return resolve_conflict(
-            store, record.cid, content=text, how="merge tool", merged_with=remote
-        )
+        return resolve_conflict(store, cid, content=text, how="merge tool", merged_with=remote)
     except Exception as exc:
         message = getattr(exc, "message", None)
         if not isinstance(message, str):
             # An error nobody expected: kept all the same, and reported as one (a traceback
             # with --debug) by the CLI's catch-all.
-            kept, extra = _keep_merge(settings, record.cid, merged)
+            kept, extra = _keep_merge(settings, cid, merged)
             click.echo(f"note{_earlier_note(extra)}; the merged text is kept at {kept}", err=True)
             raise
         from localstore.errors import NotFoundError
 
         code = EXIT_NOT_FOUND if isinstance(exc, NotFoundError) else 1
-        _fail_kept(settings, record.cid, merged, message, code)
+        _fail_kept(settings, cid, merged, message, code)
 
 
 # A conflict-marker block as merge tools write it (git, diff3): "<<<<<<<", "=======" and
