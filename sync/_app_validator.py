@@ -92,80 +92,102 @@ def not_the_homes(spec: str, name: str, home: str) -> tuple[str, str]:
     )
 
 
+class _NotLoaded(Exception):
+    """Why the configured validator is not used (``error``) and what to do (``hint``)."""
+
+    def __init__(self, error: str, hint: str) -> None:
+        super().__init__(error)
+        self.error = error
+        self.hint = hint
+
+
 def load_app_validator(settings: Settings) -> AppValidator:
     """Import the validator ``settings.daemon_validator`` names; an AppValidator saying why
     not when it cannot be (never raises: the daemon runs on without it)."""
     spec = settings.daemon_validator
     if not spec:
         return AppValidator()
+    try:
+        _check_config_safe(settings)
+        found = _import_function(spec)
+        if settings.daemon_validator_name:
+            return AppValidator(spec=spec, name=settings.daemon_validator_name, function=found)
+        name = _own_name(spec, found)
+    except _NotLoaded as exc:
+        return _failed(spec, settings, exc.error, exc.hint)
+    return AppValidator(spec=spec, name=name, function=found)
+
+
+def _check_config_safe(settings: Settings) -> None:
+    """Raise _NotLoaded when others may write the config file naming the validator (unless
+    the environment names it)."""
     if not os.environ.get(ENV_PREFIX + "DAEMON_VALIDATOR"):
         unsafe = _writable_by_others(settings.paths.config / CONFIG_FILE_NAME)
         if unsafe:
             # The daemon imports and runs what the file names: a file (or folder) someone else
             # may write would let them choose code this user's daemon runs.
-            return _failed(
-                spec,
-                settings,
+            raise _NotLoaded(
                 f"daemon_validator is not used: {unsafe}, so another user could choose the code "
                 "the daemon runs",
                 f"make it yours and writable only by you (chmod go-w), {_RESTART}; {_HELD}",
             )
+
+
+def _import_function(spec: str) -> Any:
+    """The callable ``spec`` ("module:attr.attr") names; raise _NotLoaded saying why not."""
     module_name, _, attr = spec.partition(":")
-    try:
-        found: Any = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        return _failed(
-            spec,
-            settings,
-            f"cannot import {module_name!r} (daemon_validator {spec!r}): {exc}",
-            f"install the app's package into the Python the daemon runs ({sys.executable}), "
-            "or add its folder to PYTHONPATH in the daemon's environment, or fix "
-            f"daemon_validator in config.yaml; {_RESTART}; {_HELD}",
-        )
-    except (Exception, SystemExit) as exc:
-        # The app's module may raise anything at import (a process boundary): the daemon goes
-        # on without it, the traceback in its log. SystemExit too: it would end the daemon.
-        log.error("importing %r for daemon_validator raised", module_name, exc_info=True)
-        return _failed(
-            spec,
-            settings,
-            f"importing {module_name!r} (daemon_validator {spec!r}) raised "
-            f"{type(exc).__name__}: {exc}",
-            f"fix the module (the daemon's log has the traceback); {_RESTART}; {_HELD}",
-        )
+    found = _import_module(spec, module_name)
     for part in attr.split("."):
         try:
             found = getattr(found, part)
         except AttributeError:
-            return _failed(
-                spec,
-                settings,
+            raise _NotLoaded(
                 f"{module_name!r} has no {attr!r} (daemon_validator {spec!r})",
                 f"name the app's validator function in daemon_validator in config.yaml; "
                 f"{_RESTART}; {_HELD}",
-            )
+            ) from None
     if not callable(found):
-        return _failed(
-            spec,
-            settings,
+        raise _NotLoaded(
             f"daemon_validator {spec!r} is a {type(found).__name__}, not a function",
             "name a function from a blueprint's mapping to a list of problems; "
             f"{_RESTART}; {_HELD}",
         )
-    if settings.daemon_validator_name:
-        return AppValidator(spec=spec, name=settings.daemon_validator_name, function=found)
+    return found
+
+
+def _import_module(spec: str, module_name: str) -> Any:
+    """Import the validator's module; raise _NotLoaded saying why it cannot be."""
     try:
-        name = validator_name_of(found)
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise _NotLoaded(
+            f"cannot import {module_name!r} (daemon_validator {spec!r}): {exc}",
+            f"install the app's package into the Python the daemon runs ({sys.executable}), "
+            "or add its folder to PYTHONPATH in the daemon's environment, or fix "
+            f"daemon_validator in config.yaml; {_RESTART}; {_HELD}",
+        ) from None
+    except (Exception, SystemExit) as exc:
+        # The app's module may raise anything at import (a process boundary): the daemon goes
+        # on without it, the traceback in its log. SystemExit too: it would end the daemon.
+        log.error("importing %r for daemon_validator raised", module_name, exc_info=True)
+        raise _NotLoaded(
+            f"importing {module_name!r} (daemon_validator {spec!r}) raised "
+            f"{type(exc).__name__}: {exc}",
+            f"fix the module (the daemon's log has the traceback); {_RESTART}; {_HELD}",
+        ) from None
+
+
+def _own_name(spec: str, found: Any) -> str:
+    """The validator name ``found`` records its verdicts under; raise _NotLoaded if none."""
+    try:
+        return validator_name_of(found)
     except InvalidInputError as exc:
         # (A lambda, a partial holding a lock: the app had to pass validator_name for it too.)
-        return _failed(
-            spec,
-            settings,
+        raise _NotLoaded(
             f"daemon_validator {spec!r} has no name of its own: {exc.message}",
             "set daemon_validator_name in config.yaml to the validator_name the app passes "
             f"with it; {_RESTART}; {_HELD}",
-        )
-    return AppValidator(spec=spec, name=name, function=found)
+        ) from None
 
 
 def _writable_by_others(config_file: Path) -> str:

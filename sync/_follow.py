@@ -473,11 +473,47 @@ def foreign_events(store: BlueprintStore, row: Row | ForeignRow) -> list[Event]:
     """
     blueprint_id, path, deleted, rev = str(row[0]), str(row[1]), bool(row[2]), int(row[3])
     content_hash = str(row[5] or "")
-    known: int | None = None
-    seen_op = int(row[4]) - 1  # a bare row: the revision committed before it
-    if isinstance(row, ForeignRow):
-        known = row.known_rev
-        seen_op = row.seen_op if row.seen_op is not None else seen_op
+    history = _read_history(store, row)
+    top = history.top
+    extra: dict[str, Any] = {"ts": str(top[6])} if top is not None else {}
+    origin = str(top[5]) if top is not None else "local"
+
+    def event(kind: str, old_path: str | None = None, detail: str = history.kept) -> Event:
+        return Event(
+            kind,
+            blueprint_id,
+            path,
+            origin,
+            rev,
+            old_path,
+            content_hash,
+            detail=detail,
+            process="other",
+            **extra,
+        )
+
+    if deleted:
+        return [event("deleted")]
+    events = [event(kind, old) for kind, old in _change_kinds(history, rev, path, content_hash)]
+    if isinstance(row, ForeignRow) and not row.valid:
+        # As the writing store announced it: its validator's problems, after the change.
+        events.append(event("invalid", detail="; ".join(_problems(row.problems))))
+    return events
+
+
+class _History(NamedTuple):
+    """What :func:`foreign_events` read of a row's revisions."""
+
+    top: tuple[Any, ...] | None  # the row's own revision (None: the history was unreadable)
+    base: tuple[Any, ...] | None  # the revision this process last heard of, if read
+    lowest: int  # the lowest rev read
+    kept: str  # where a write of the change kept an unparsable edit ('' none)
+
+
+def _read_history(store: BlueprintStore, row: Row | ForeignRow) -> _History:
+    """The revisions of ``row``'s change, from the row's down to the one last heard of."""
+    blueprint_id, path, rev = str(row[0]), str(row[1]), int(row[3])
+    known, seen_op = _last_heard(row)
     top: tuple[Any, ...] | None = None
     base: tuple[Any, ...] | None = None
     lowest = rev
@@ -508,52 +544,35 @@ def foreign_events(store: BlueprintStore, row: Row | ForeignRow) -> list[Event]:
         # The row is claimed already (poll): an event from the row alone, not none at all.
         log.warning("reading the history of %s for its event: %s", path, exc)
         top = None
-    extra: dict[str, Any] = {"ts": str(top[6])} if top is not None else {}
-    origin = str(top[5]) if top is not None else "local"
+    return _History(top, base, lowest, kept)
 
-    def event(kind: str, old_path: str | None = None) -> Event:
-        return Event(
-            kind,
-            blueprint_id,
-            path,
-            origin,
-            rev,
-            old_path,
-            content_hash,
-            detail=kept,
-            process="other",
-            **extra,
-        )
 
-    if deleted:
-        return [event("deleted")]
-    events = []
+def _last_heard(row: Row | ForeignRow) -> tuple[int | None, int]:
+    """The rev this process last heard of for ``row`` (None: not known) and the op_id it saw."""
+    known: int | None = None
+    seen_op = int(row[4]) - 1  # a bare row: the revision committed before it
+    if isinstance(row, ForeignRow):
+        known = row.known_rev
+        seen_op = row.seen_op if row.seen_op is not None else seen_op
+    return known, seen_op
+
+
+def _change_kinds(
+    history: _History, rev: int, path: str, content_hash: str
+) -> list[tuple[str, str | None]]:
+    """The (kind, old_path) of the events of a change not a delete, from its history."""
+    top, base, lowest = history.top, history.base, history.lowest
     if top is None or (base is None and lowest > 1):
         # No history to tell (unreadable, or older than the index: a rebuilt one has none).
-        events.append(event("created" if rev <= 1 else "modified"))
-    elif base is None or bool(base[3]):
-        events.append(event("created"))  # new since the last look, or restored after a delete
-    else:
-        if str(base[2]) != path:
-            events.append(event("moved", str(base[2])))
-        if str(base[2]) == path or str(base[4]) != content_hash:
-            events.append(event("modified"))
-    if isinstance(row, ForeignRow) and not row.valid:
-        # As the writing store announced it: its validator's problems, after the change.
-        events.append(
-            Event(
-                "invalid",
-                blueprint_id,
-                path,
-                origin,
-                rev,
-                content_hash=content_hash,
-                detail="; ".join(_problems(row.problems)),
-                process="other",
-                **extra,
-            )
-        )
-    return events
+        return [("created" if rev <= 1 else "modified", None)]
+    if base is None or bool(base[3]):
+        return [("created", None)]  # new since the last look, or restored after a delete
+    kinds: list[tuple[str, str | None]] = []
+    if str(base[2]) != path:
+        kinds.append(("moved", str(base[2])))
+    if str(base[2]) == path or str(base[4]) != content_hash:
+        kinds.append(("modified", None))
+    return kinds
 
 
 def _problems(text: str) -> list[str]:

@@ -431,6 +431,40 @@ def resolve_conflict(
     "local"/"remote", cid not an int, content, how or merged_with not a str), and the store's
     errors for invalid content.
     """
+    _resolve_args(take, content, how, merged_with)
+    record = get_conflict(store, cid)
+    if not record.open:
+        raise ConflictError(f"conflict #{cid} is already resolved ({record.resolution})")
+    # An editor's edit of the blueprint or of its copy that no watcher has recorded: committed
+    # now, judged before its own write, as a save or a delete does (_record_edits_first).
+    # Found inside the write below (reading what the resolve replaces, deleting the copy),
+    # it was recorded there, and the app's validator judged it holding the write lock.
+    store._record_edits_first(_live_paths(store, (record.id, record.copy_id)), "local")
+    text = content if content is not None else conflict_local_text(store, record)
+    if text is not None and take != "remote":
+        # Its save runs inside the write lock below: judged before it, the save takes the
+        # verdict for these very bytes (BlueprintStore._judge_ahead).
+        store._judge_texts_ahead([text])
+    with store.index.write() as cur:
+        # Checked again where no other process can write (BEGIN IMMEDIATE): another terminal (or
+        # the daemon settling a deleted copy) may have resolved it since the check above, and
+        # going on overwrote that choice while both said "resolved".
+        _check_still_open(cur, cid)
+        own = _moved_not_copied(cur, record)
+        replaced = _write_chosen(store, cur, record, take, text, merged_with, own=own)
+        if record.copy_id and not own and store.exists(record.copy_id):
+            store.delete(record.copy_id, origin="local")
+        how = how or (f"take {take}" if take else "content")
+        if replaced is not None:
+            how += _REPLACED.format(rev=replaced)
+        st.resolve_conflict(cur, cid, how)
+        resolved = st.get_conflict(cur, cid)
+    assert resolved is not None
+    return resolved
+
+
+def _resolve_args(take: object, content: object, how: object, merged_with: object) -> None:
+    """resolve_conflict's own arguments, checked before anything is read or written."""
     if (take is None) == (content is None):
         raise ConflictError("give exactly one of take= or content=", hint="see --help")
     if take is not None and take not in ("local", "remote"):
@@ -449,54 +483,46 @@ def resolve_conflict(
         raise wrong_type(
             "merged_with", merged_with, "YAML text", hint="the text content was merged against"
         )
-    record = get_conflict(store, cid)
-    if not record.open:
-        raise ConflictError(f"conflict #{cid} is already resolved ({record.resolution})")
-    # An editor's edit of the blueprint or of its copy that no watcher has recorded: committed
-    # now, judged before its own write, as a save or a delete does (_record_edits_first).
-    # Found inside the write below (reading what the resolve replaces, deleting the copy),
-    # it was recorded there, and the app's validator judged it holding the write lock.
-    store._record_edits_first(_live_paths(store, (record.id, record.copy_id)), "local")
-    text = content if content is not None else conflict_local_text(store, record)
-    if text is not None and take != "remote":
-        # Its save runs inside the write lock below: judged before it, the save takes the
-        # verdict for these very bytes (BlueprintStore._judge_ahead).
-        store._judge_texts_ahead([text])
-    with store.index.write() as cur:
-        # Checked again where no other process can write (BEGIN IMMEDIATE): another terminal (or
-        # the daemon settling a deleted copy) may have resolved it since the check above, and
-        # going on overwrote that choice while both said "resolved".
-        now = st.get_conflict(cur, cid)
-        if now is None or not now.open:
-            how_now = now.resolution if now is not None else "and dropped"
-            raise ConflictError(f"conflict #{cid} is already resolved ({how_now})")
-        own = _moved_not_copied(cur, record)
-        if take == "local" and not own:
-            # Here, where no other process writes: a copy deleted after the text was read
-            # must not be taken either.
-            refuse_deleted_copy(store, record)
-        replaced: int | None = None
-        if take != "remote" and not (own and take == "local"):
-            assert text is not None
-            # Written over the blueprint as it is NOW, which is not always the "remote" side
-            # the person saw in `conflicts show`: another device may have edited it again since
-            # (pulled here before this resolve). `--take local` replaced that newer edit with
-            # nothing said; history keeps it, and the resolution names its revision.
-            replaced = _changed_since(store, cur, record, merged_with)
-            # "Local" is the whole local version: a conflict can be in the meta alone (both
-            # sides changed the description), and writing only the copy's YAML kept the
-            # server's meta while the copy, holding the local one, was deleted.
-            meta = _copy_meta(store, record) if take == "local" else None
-            _write_main(store, record, text, meta)
-        if record.copy_id and not own and store.exists(record.copy_id):
-            store.delete(record.copy_id, origin="local")
-        how = how or (f"take {take}" if take else "content")
-        if replaced is not None:
-            how += _REPLACED.format(rev=replaced)
-        st.resolve_conflict(cur, cid, how)
-        resolved = st.get_conflict(cur, cid)
-    assert resolved is not None
-    return resolved
+
+
+def _check_still_open(cur: Any, cid: int) -> None:
+    """Raise ConflictError when conflict ``cid`` is resolved (or gone) in the index now."""
+    now = st.get_conflict(cur, cid)
+    if now is None or not now.open:
+        how_now = now.resolution if now is not None else "and dropped"
+        raise ConflictError(f"conflict #{cid} is already resolved ({how_now})")
+
+
+def _write_chosen(
+    store: BlueprintStore,
+    cur: Any,
+    record: ConflictRecord,
+    take: str | None,
+    text: str | None,
+    merged_with: str | None,
+    *,
+    own: bool,
+) -> int | None:
+    """Write the chosen side over the conflict's blueprint (inside the write lock); return the
+    revision that replaced a change made since the conflict, if one did."""
+    if take == "local" and not own:
+        # Here, where no other process writes: a copy deleted after the text was read
+        # must not be taken either.
+        refuse_deleted_copy(store, record)
+    replaced: int | None = None
+    if take != "remote" and not (own and take == "local"):
+        assert text is not None
+        # Written over the blueprint as it is NOW, which is not always the "remote" side
+        # the person saw in `conflicts show`: another device may have edited it again since
+        # (pulled here before this resolve). `--take local` replaced that newer edit with
+        # nothing said; history keeps it, and the resolution names its revision.
+        replaced = _changed_since(store, cur, record, merged_with)
+        # "Local" is the whole local version: a conflict can be in the meta alone (both
+        # sides changed the description), and writing only the copy's YAML kept the
+        # server's meta while the copy, holding the local one, was deleted.
+        meta = _copy_meta(store, record) if take == "local" else None
+        _write_main(store, record, text, meta)
+    return replaced
 
 
 def _live_paths(store: BlueprintStore, ids: Sequence[str | None]) -> list[str]:

@@ -153,6 +153,11 @@ class RealtimeHints:
         self._timeout_s = timeout_s
         self._schema = schema
         self._table = table
+        self._init_loop()
+        self._init_health()
+
+    def _init_loop(self) -> None:
+        """Set up the event loop, its threads and channel, and the hand-off of hints."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._dispatcher: threading.Thread | None = None
@@ -171,6 +176,9 @@ class RealtimeHints:
         self._stopping = False
         self._start_lock = threading.Lock()
         self._state_lock = threading.Lock()
+
+    def _init_health(self) -> None:
+        """Set up the channel's health: counts, the last error and the retry back-off."""
         self._subscribes = 0
         self._rebuilds = 0
         self._events = 0

@@ -138,6 +138,15 @@ class Daemon(DaemonOps):
         self._lock = HomeLock.for_settings(settings)
         self._stop = threading.Event()
         self._ready = threading.Event()
+        self.stopped_cleanly = False
+        self.exit_code = 0
+        self._init_parts()
+        self._init_offline()
+        self._init_status()
+        self._init_tick_checks()
+
+    def _init_parts(self) -> None:
+        """Set up the slots of what _start makes: store, validator, watcher, engine, server."""
         self._engine_mutex = threading.Lock()
         self.store: BlueprintStore | None = None
         # The app's validator its config names (daemon_validator), imported in _start.
@@ -146,27 +155,35 @@ class Daemon(DaemonOps):
         self.engine: _MeteredEngine | None = None
         self.remote: Remote | None = None
         self.server: ControlServer | None = None
+        self._unsubs: list[Callable[[], None]] = []
+        self._forwarder: _ErrorForwarder | None = None
+
+    def _init_offline(self) -> None:
+        """Set up why the daemon is offline, and what tells it of a login or logout."""
         self._offline_reason = ""
         self._offline_on_keychain = False
         self._offline_hint = ""
         self._next_relogin = 0.0
         # Changes on every login/logout of this home (sync/session_marker.py); see _check_session.
-        self._session_marker = SessionMarker.for_settings(settings)
+        self._session_marker = SessionMarker.for_settings(self.settings)
+
+    def _init_status(self) -> None:
+        """Set up the pause and what status reads, with the locks that order them."""
         self._paused = False
         self._paused_since: float | None = None  # (a pause is kept in state/: see _start)
-        self._unsubs: list[Callable[[], None]] = []
-        self._forwarder: _ErrorForwarder | None = None
-        self.stopped_cleanly = False
-        self.exit_code = 0
+        # pause and resume one at a time: the control pool runs ops at once, and a resume that
+        # removed the file while a pause still wrote it left the file and the flag disagreeing.
+        self._pause_mutex = threading.Lock()
         self._status_mutex = threading.Lock()
         # The count of new files that never parsed (see _with_unaccepted), and the watcher's
         # (raw events, rescans) when it was taken: unchanged, no file changed since.
         self._unaccepted_mutex = threading.Lock()
-        # pause and resume one at a time: the control pool runs ops at once, and a resume that
-        # removed the file while a pause still wrote it left the file and the flag disagreeing.
-        self._pause_mutex = threading.Lock()
         self._unaccepted: tuple[tuple[int, int] | None, int] = (None, 0)
         self._status_unsub: Callable[[], None] | None = None
+
+    def _init_tick_checks(self) -> None:
+        """Set up what the tick's checks follow: other processes' changes, the watcher, the
+        keychain, the sync loop, and the errors logged so far."""
         # Foreign-change follower (see the module docstring), made once the store is open.
         self._foreign: ForeignChanges | None = None
         self._watcher_keeper: WatcherKeeper | None = None

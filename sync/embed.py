@@ -334,6 +334,18 @@ class EmbeddedSync:
         self._watcher_keeper = WatcherKeeper(self.store) if own_watcher else None
         self._factory = remote_factory
         self._engine_kwargs = dict(engine_kwargs or {})
+        self._init_lifecycle()
+        self._status_listeners: dict[int, Callable[[SyncStatus], None]] = {}
+        self._status_unsubs: dict[int, Callable[[], None]] = {}
+        self._listener_seq = 0
+        # The engine's status as last read, for status() once the store (its index) is closed.
+        self._last_status: SyncStatus | None = None
+        self._marker = SessionMarker.for_settings(self.store.settings) if remote_factory else None
+        self._init_pause()
+        self._start_follower()
+
+    def _init_lifecycle(self) -> None:
+        """Set up whether this sync runs, and why it stopped or is offline."""
         self._stopped = False
         # Takes the handle's stop back from the store's close hooks (start_sync sets it).
         self._unhook_close: Callable[[], None] = lambda: None
@@ -351,12 +363,9 @@ class EmbeddedSync:
         self._next_relogin = 0.0
         # Ends sync's wait for a person when the keychain opens, as the daemon's does.
         self._keychain = KeychainWatch()
-        self._status_listeners: dict[int, Callable[[SyncStatus], None]] = {}
-        self._status_unsubs: dict[int, Callable[[], None]] = {}
-        self._listener_seq = 0
-        # The engine's status as last read, for status() once the store (its index) is closed.
-        self._last_status: SyncStatus | None = None
-        self._marker = SessionMarker.for_settings(self.store.settings) if remote_factory else None
+
+    def _init_pause(self) -> None:
+        """Set up the home's pause, paused now if one is recorded (before any cycle)."""
         # The home's pause (see the class doc). _paused is this sync's; _pause_recorded whether
         # the file was there at the last look, so that only a change made by another process
         # (the CLI) is followed; _pause_mutex orders those looks with pause()/resume().
@@ -370,6 +379,9 @@ class EmbeddedSync:
             # Before the engine's first cycle: someone on a metered connection paused sync.
             log.info("sync stays paused, as recorded for this home (%s)", PAUSED_DETAIL)
             self._set_paused(True, _since(recorded))()  # (no listener yet)
+
+    def _start_follower(self) -> None:
+        """Start following the store's commits and the follower thread (see the class doc)."""
         self._foreign = ForeignChanges(self.store)  # (takes index_changed()'s baseline)
         # Observed, not subscribed: a whole commit is claimed before any subscriber hears of it.
         self._unsub_claims = self.store.events.observe(self._claim)
@@ -759,8 +771,6 @@ class EmbeddedSync:
         ``failures``, ``stats``; docs/daemon.md, "Realtime health"), None while sync is off or
         the remote has no realtime. Reads the index; once the store is closed, the counts are
         those last read (when the sync stopped) and ``detail`` says the store is closed."""
-        from sync.engine import WorkerState
-
         with self._mutex:
             engine, offline, hint, paused, stopped = (
                 self.engine,
@@ -770,41 +780,11 @@ class EmbeddedSync:
                 self._stopped,
             )
         details = [offline] if offline else []
-        try:
-            out = self._read_status(engine).to_dict()
-        except StoreClosedError:
-            if not stopped:
-                raise
-            # A UI timer polling while the app shuts down: the closed store stopped this sync
-            # first (its close hook), and the counts no longer change. It raised here before.
-            out = self._status_when_closed(engine).to_dict()
-            details.append("the store is closed, and its sync with it")
+        out = self._engine_status(engine, details, stopped=stopped)
         out["logged_in"] = offline is None
-        ended: str | None = None
-        if self.upgraded is not None:
-            ended = UPGRADED_DETAIL
-        elif self.home_gone:
-            ended = (
-                "the home was deleted or moved away, so this app no longer syncs it: "
-                "open the store where the home is now and start sync there"
-            )
-        elif self.lost_lock:
-            ended = (
-                "another process took this home's lock, so this app no longer syncs: "
-                "leave sync to it, or stop it and start sync again"
-            )
-        elif not stopped and offline is None and engine.worker_state is not WorkerState.RUNNING:
-            ended = "the sync thread stopped (see the log): stop this sync and start it again"
+        ended = self._why_ended(engine, offline, stopped=stopped)
         out["running"] = not stopped and ended is None
-        if offline:
-            out["state"] = "offline"
-        if paused:
-            out["state"] = "paused"
-            out["paused_since"] = self.paused_since
-            details.append(PAUSED_DETAIL)
-        if ended is not None:  # (a sync that ended is not merely paused or offline)
-            out["state"] = "error"
-            details.append(ended)
+        self._show_state(out, details, offline, ended, paused=paused)
         out["detail"] = "; ".join(details) or None
         # The hint channel as the daemon's status has it (docs/daemon.md, "Realtime health"):
         # None while sync is off (stopped, ended, logged out), as the daemon's null without an
@@ -821,6 +801,63 @@ class EmbeddedSync:
             else out.get("hint"),  # (the engine's: the blueprints folder away)
         )
         return out
+
+    def _engine_status(
+        self, engine: SyncEngine, details: list[str], *, stopped: bool
+    ) -> dict[str, Any]:
+        """The engine's status as a dict; once the store is closed (and this sync stopped), as
+        last read, with a note appended to ``details``."""
+        try:
+            return self._read_status(engine).to_dict()
+        except StoreClosedError:
+            if not stopped:
+                raise
+            # A UI timer polling while the app shuts down: the closed store stopped this sync
+            # first (its close hook), and the counts no longer change. It raised here before.
+            out = self._status_when_closed(engine).to_dict()
+            details.append("the store is closed, and its sync with it")
+            return out
+
+    def _why_ended(self, engine: SyncEngine, offline: str | None, *, stopped: bool) -> str | None:
+        """Why this sync ended on its own (with what to do), or None."""
+        from sync.engine import WorkerState
+
+        if self.upgraded is not None:
+            return UPGRADED_DETAIL
+        if self.home_gone:
+            return (
+                "the home was deleted or moved away, so this app no longer syncs it: "
+                "open the store where the home is now and start sync there"
+            )
+        if self.lost_lock:
+            return (
+                "another process took this home's lock, so this app no longer syncs: "
+                "leave sync to it, or stop it and start sync again"
+            )
+        if not stopped and offline is None and engine.worker_state is not WorkerState.RUNNING:
+            return "the sync thread stopped (see the log): stop this sync and start it again"
+        return None
+
+    def _show_state(
+        self,
+        out: dict[str, Any],
+        details: list[str],
+        offline: str | None,
+        ended: str | None,
+        *,
+        paused: bool,
+    ) -> None:
+        """Set ``out["state"]`` (and ``paused_since``) for being offline, paused or ended, each
+        overriding the one before, and append their details."""
+        if offline:
+            out["state"] = "offline"
+        if paused:
+            out["state"] = "paused"
+            out["paused_since"] = self.paused_since
+            details.append(PAUSED_DETAIL)
+        if ended is not None:  # (a sync that ended is not merely paused or offline)
+            out["state"] = "error"
+            details.append(ended)
 
     def _read_status(self, engine: SyncEngine) -> SyncStatus:
         self._last_status = status = engine.status()
@@ -1032,13 +1069,28 @@ def start_sync(
     WatcherError when the folder cannot be watched (its hint says how to fix that),
     StoreClosedError when the store is closed (also by another thread while sync starts).
     """
-    from localstore.watcher import Watcher, running_watcher
-    from sync.engine import SyncEngine
-
     _start_args(store, remote, watch, keychain_prompt, engine_kwargs)
     lock = HomeLock.for_settings(store.settings)
     if not lock.acquire(blocking=False):
         raise _locked_error(store.settings)
+    handle, engine = _new_handle(store, lock, remote, watch, keychain_prompt, engine_kwargs)
+    _start_handle(store, handle, engine)
+    return handle
+
+
+def _new_handle(
+    store: BlueprintStore,
+    lock: HomeLock,
+    remote: Remote | None,
+    watch: bool,
+    keychain_prompt: bool,
+    engine_kwargs: dict[str, Any],
+) -> tuple[EmbeddedSync, SyncEngine]:
+    """start_sync's handle and its engine (not started), holding ``lock``; on failure, what
+    was made here is stopped and closed and the lock released."""
+    from localstore.watcher import Watcher, running_watcher
+    from sync.engine import SyncEngine
+
     opened: Remote | None = None
     watcher: Watcher | None = None
     own_watcher = False
@@ -1046,11 +1098,7 @@ def start_sync(
     factory: RemoteFactory | None = None
     try:
         if remote is None:
-            from sync.supabase_remote import remote_from_settings
-
-            factory = remote_from_settings  # (its default: no prompt)
-            if keychain_prompt:
-                factory = functools.partial(remote_from_settings, keychain_prompt=True)
+            factory = _home_remote_factory(keychain_prompt)
             remote = opened = factory(store.settings)
         engine = SyncEngine(store, remote, **engine_kwargs)
         if watch:
@@ -1077,6 +1125,20 @@ def start_sync(
         close_remote(opened)
         lock.release()
         raise
+    return handle, engine
+
+
+def _home_remote_factory(keychain_prompt: bool) -> RemoteFactory:
+    """What opens the home's Supabase session (``localstore login``) for start_sync."""
+    from sync.supabase_remote import remote_from_settings
+
+    if keychain_prompt:
+        return functools.partial(remote_from_settings, keychain_prompt=True)
+    return remote_from_settings  # (its default: no prompt)
+
+
+def _start_handle(store: BlueprintStore, handle: EmbeddedSync, engine: SyncEngine) -> None:
+    """Hook ``handle`` to the store's close, then start ``engine``; on failure, stop it."""
     # The engine starts last, once the handle follows the store: its first cycle runs store
     # events, and a subscriber may close the store at once (the close then stops the handle).
     try:
@@ -1089,4 +1151,3 @@ def start_sync(
             # which then refused to start ("create a new SyncEngine": the app never made one).
             handle._check_store_open()
         raise
-    return handle
