@@ -24,7 +24,7 @@ from localstore.blueprint import (
 )
 from localstore.events import Event
 
-# The columns a save writes, in the order of _upsert_row's values.
+# The columns a save writes, in the order of _row_values.
 _ROW_WRITE = (
     "id",
     "path",
@@ -86,6 +86,92 @@ def change_events(previous: Row | None, p: _Prepared, rev: int, origin: str) -> 
     return events
 
 
+def _row_values(
+    p: _Prepared,
+    meta_sha: str,
+    rev: int,
+    op_id: int,
+    y_st: os.stat_result | fs.FileStat,
+    m_st: os.stat_result | fs.FileStat,
+) -> tuple[Any, ...]:
+    """The values a save writes in the row of ``p``, in the order of _ROW_WRITE."""
+    m = p.meta
+    return (
+        m.id,
+        p.path,
+        fs.path_key(p.path),
+        fs.folder_of(p.path),
+        m.name,
+        m.description,
+        m.author,
+        m.version,
+        tags_json(m.tags),
+        m.created,
+        m.modified,
+        p.yaml_sha256,
+        meta_sha,
+        p.content_hash,
+        y_st.st_size,
+        y_st.st_mtime_ns,
+        m_st.st_size,
+        m_st.st_mtime_ns,
+        int(p.valid),
+        json.dumps(list(p.problems), ensure_ascii=False) if p.problems else "[]",
+        p.meta_bytes.decode("utf-8"),  # the meta file's own JSON (reconcile stores the same)
+        rev,
+        op_id,
+        # (For a save, the temps' times: _place_files records the renamed files' ones.)
+        y_st.st_ctime_ns,
+        m_st.st_ctime_ns,
+        # (A rename keeps the inode: the temp's is the placed file's, which _place_files
+        # checks before it records the change times.)
+        fs.ino_key(y_st.st_ino),
+        fs.ino_key(m_st.st_ino),
+        p.judged_by,
+    )
+
+
+def _changed_columns(existing: Row, values: tuple[Any, ...]) -> list[tuple[str, Any]]:
+    """The columns of ``existing``'s row whose values (in the order of _ROW_WRITE) differ, with
+    the new values, and the flag and deletion a save clears."""
+    before = (
+        existing.id,
+        existing.path,
+        fs.path_key(existing.path),
+        fs.folder_of(existing.path),
+        existing.name,
+        existing.description,
+        existing.author,
+        existing.version,
+        tags_json(existing.tags),
+        existing.created,
+        existing.modified,
+        existing.yaml_sha256,
+        existing.meta_sha256,
+        existing.content_hash,
+        existing.yaml_size,
+        existing.yaml_mtime_ns,
+        existing.meta_size,
+        existing.meta_mtime_ns,
+        int(existing.valid),
+        json.dumps(list(existing.problems), ensure_ascii=False),
+        existing.meta_json,
+        existing.rev,
+        existing.op_id,
+        existing.yaml_ctime_ns,
+        existing.meta_ctime_ns,
+        existing.yaml_ino,
+        existing.meta_ino,
+        existing.judged_by,
+    )
+    changed = [(c, v) for c, v, old in zip(_ROW_WRITE, values, before, strict=True) if v != old]
+    if existing.flagged is not None:
+        changed.append(("flagged", None))
+    if existing.deleted:
+        changed.append(("deleted", 0))
+    return changed
+
+
 class _StoreRowWrites(_StoreUnrecorded):
     """Index rows, search text and revisions written (the layer above ``_StoreUnrecorded``)."""
 
@@ -103,39 +189,7 @@ class _StoreRowWrites(_StoreUnrecorded):
         and the row's rid."""
         m = p.meta
         yaml_sha, meta_sha = p.yaml_sha256, sha256_hex(p.meta_bytes)
-        values = (
-            m.id,
-            p.path,
-            fs.path_key(p.path),
-            fs.folder_of(p.path),
-            m.name,
-            m.description,
-            m.author,
-            m.version,
-            tags_json(m.tags),
-            m.created,
-            m.modified,
-            yaml_sha,
-            meta_sha,
-            p.content_hash,
-            y_st.st_size,
-            y_st.st_mtime_ns,
-            m_st.st_size,
-            m_st.st_mtime_ns,
-            int(p.valid),
-            json.dumps(list(p.problems), ensure_ascii=False) if p.problems else "[]",
-            p.meta_bytes.decode("utf-8"),  # the meta file's own JSON (reconcile stores the same)
-            rev,
-            op_id,
-            # (For a save, the temps' times: _place_files records the renamed files' ones.)
-            y_st.st_ctime_ns,
-            m_st.st_ctime_ns,
-            # (A rename keeps the inode: the temp's is the placed file's, which _place_files
-            # checks before it records the change times.)
-            fs.ino_key(y_st.st_ino),
-            fs.ino_key(m_st.st_ino),
-            p.judged_by,
-        )
+        values = _row_values(p, meta_sha, rev, op_id, y_st, m_st)
         if existing is None:
             cur.execute(
                 f"INSERT INTO blueprints ({', '.join(_ROW_WRITE)}, flagged, deleted) "
@@ -147,43 +201,7 @@ class _StoreRowWrites(_StoreUnrecorded):
             rid = existing.rid
             # SET only what changed: SQLite rewrites the entry of every index whose column is in
             # the SET list, changed or not (eight indexes: a third of a save's pages).
-            before = (
-                existing.id,
-                existing.path,
-                fs.path_key(existing.path),
-                fs.folder_of(existing.path),
-                existing.name,
-                existing.description,
-                existing.author,
-                existing.version,
-                tags_json(existing.tags),
-                existing.created,
-                existing.modified,
-                existing.yaml_sha256,
-                existing.meta_sha256,
-                existing.content_hash,
-                existing.yaml_size,
-                existing.yaml_mtime_ns,
-                existing.meta_size,
-                existing.meta_mtime_ns,
-                int(existing.valid),
-                json.dumps(list(existing.problems), ensure_ascii=False),
-                existing.meta_json,
-                existing.rev,
-                existing.op_id,
-                existing.yaml_ctime_ns,
-                existing.meta_ctime_ns,
-                existing.yaml_ino,
-                existing.meta_ino,
-                existing.judged_by,
-            )
-            changed = [
-                (c, v) for c, v, old in zip(_ROW_WRITE, values, before, strict=True) if v != old
-            ]
-            if existing.flagged is not None:
-                changed.append(("flagged", None))
-            if existing.deleted:
-                changed.append(("deleted", 0))
+            changed = _changed_columns(existing, values)
             cur.execute(
                 f"UPDATE blueprints SET {', '.join(c + '=?' for c, _ in changed)} WHERE rid=?",
                 (*(v for _, v in changed), rid),
