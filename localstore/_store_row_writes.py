@@ -172,6 +172,64 @@ def _changed_columns(existing: Row, values: tuple[Any, ...]) -> list[tuple[str, 
     return changed
 
 
+def _described_same(indexed: Row | None, m: BlueprintMeta, rel: str, text: str | None) -> bool:
+    """Whether the search entry of ``indexed`` (None: none) has the described columns of ``m``
+    at ``rel`` already (never when ``text`` is None: the entry goes)."""
+    return (
+        indexed is not None
+        and text is not None
+        and indexed.name == m.name
+        and indexed.description == m.description
+        and tuple(indexed.tags) == tuple(m.tags)
+        and indexed.path == rel
+    )
+
+
+def _remove_entries(cur: Any, rid: int, indexed: Row, described_same: bool) -> None:
+    """Remove the search entries of the row ``rid`` indexed from ``indexed`` (the entry of the
+    described columns only if ``described_same`` is false)."""
+    # External content: FTS5 removes an entry given exactly the values it indexed, which
+    # are the row's fields and the text of its current revision.
+    old = cur.execute(
+        "SELECT content FROM revisions WHERE id = ? AND rev = ?", (indexed.id, indexed.rev)
+    ).fetchall()
+    old_name, old_description, old_path = (
+        indexed_text(indexed.name),
+        indexed_text(indexed.description),
+        indexed_text(indexed.path),
+    )
+    old_tags = indexed_text(fts_tags(indexed.tags))
+    cur.execute(
+        "INSERT INTO blueprints_fts(blueprints_fts, rowid, name, description, tags, "
+        "content, path) VALUES ('delete', ?, ?, ?, ?, ?, ?)",
+        (
+            rid,
+            old_name,
+            old_description,
+            old_tags,
+            indexed_text(revision_text(old[0][0])) if old else "",
+            old_path,
+        ),
+    )
+    if not described_same:
+        cur.execute(
+            "INSERT INTO blueprints_described(blueprints_described, rowid, name, "
+            "description, tags, path) VALUES ('delete', ?, ?, ?, ?, ?)",
+            (rid, old_name, old_description, old_tags, old_path),
+        )
+
+
+def _entry_text(m: BlueprintMeta, rel: str, text: str) -> tuple[str, str, str, str]:
+    """The name, description, path and content search indexes for ``m`` at ``rel``."""
+    # As the blueprints_text view gives them (localstore._fts_text: CJK characters apart).
+    name, description, path = (
+        indexed_text(m.name),
+        indexed_text(m.description),
+        indexed_text(rel),
+    )
+    return name, description, path, indexed_text(text)
+
+
 class _StoreRowWrites(_StoreUnrecorded):
     """Index rows, search text and revisions written (the layer above ``_StoreUnrecorded``)."""
 
@@ -237,57 +295,16 @@ class _StoreRowWrites(_StoreUnrecorded):
         tags_text = indexed_text(tags_source)
         # The small index of the described columns is left alone when none of them changed
         # (most saves change only the content).
-        described_same = (
-            indexed is not None
-            and text is not None
-            and indexed.name == m.name
-            and indexed.description == m.description
-            and tuple(indexed.tags) == tuple(m.tags)
-            and indexed.path == rel
-        )
+        described_same = _described_same(indexed, m, rel, text)
         if indexed is not None:
-            # External content: FTS5 removes an entry given exactly the values it indexed, which
-            # are the row's fields and the text of its current revision.
-            old = cur.execute(
-                "SELECT content FROM revisions WHERE id = ? AND rev = ?", (indexed.id, indexed.rev)
-            ).fetchall()
-            old_name, old_description, old_path = (
-                indexed_text(indexed.name),
-                indexed_text(indexed.description),
-                indexed_text(indexed.path),
-            )
-            old_tags = indexed_text(fts_tags(indexed.tags))
-            cur.execute(
-                "INSERT INTO blueprints_fts(blueprints_fts, rowid, name, description, tags, "
-                "content, path) VALUES ('delete', ?, ?, ?, ?, ?, ?)",
-                (
-                    rid,
-                    old_name,
-                    old_description,
-                    old_tags,
-                    indexed_text(revision_text(old[0][0])) if old else "",
-                    old_path,
-                ),
-            )
-            if not described_same:
-                cur.execute(
-                    "INSERT INTO blueprints_described(blueprints_described, rowid, name, "
-                    "description, tags, path) VALUES ('delete', ?, ?, ?, ?, ?)",
-                    (rid, old_name, old_description, old_tags, old_path),
-                )
+            _remove_entries(cur, rid, indexed, described_same)
         if (not tags_indexed or text is None) and not new_row:
             cur.execute("DELETE FROM blueprint_tags WHERE rid = ?", (rid,))
             tags_indexed = False
         if text is None:
             cur.execute("DELETE FROM fts_plain WHERE rid = ?", (rid,))
             return
-        # As the blueprints_text view gives them (localstore._fts_text: CJK characters apart).
-        name, description, path = (
-            indexed_text(m.name),
-            indexed_text(m.description),
-            indexed_text(rel),
-        )
-        content = indexed_text(text)
+        name, description, path, content = _entry_text(m, rel, text)
         cur.execute(
             "INSERT INTO blueprints_fts(rowid, name, description, tags, content, path) "
             "VALUES (?,?,?,?,?,?)",
