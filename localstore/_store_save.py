@@ -106,6 +106,36 @@ def _moves_to_a_new_name(row: Row, rel: str) -> bool:
     return fs.path_key(row.path) != fs.path_key(rel)
 
 
+def _check_id_and_hook(req: SaveRequest) -> None:
+    """Refuse a request whose id is not a UUID or whose tx_hook is not callable (raises
+    InvalidInputError)."""
+    if req.id is not None and (not isinstance(req.id, str) or not is_uuid(req.id.lower())):
+        raise InvalidInputError(
+            f"{req.id!r} is not a valid blueprint id",
+            hint="leave id out for a new blueprint, or give an existing one's UUID as text",
+        )
+    if req.tx_hook is not None:
+        _hook_arg(req.tx_hook)
+
+
+def _check_expected_rev(rel: str, existing: Row | None, expected_rev: int | None) -> None:
+    """Refuse a save whose ``expected_rev`` is not the revision of ``existing`` (raises
+    RevisionConflictError)."""
+    if expected_rev is not None and (existing.rev if existing else 0) != expected_rev:
+        raise RevisionConflictError(
+            f"{rel} is at revision {existing.rev if existing else 0}, not {expected_rev}",
+            hint="load it again and reapply your change",
+        )
+
+
+def _run_hook(hook: TxHook, cur: Any, bp: Blueprint) -> None:
+    """Run an item's tx_hook; an _ITEM_ERRORS it raises refuses the item (_ItemRefused)."""
+    try:
+        hook(cur, bp)
+    except _ITEM_ERRORS as exc:
+        raise _ItemRefused(exc) from exc
+
+
 class _StoreSave(_StoreFiles):
     """save and save_many (the layer above ``_StoreFiles``)."""
 
@@ -516,25 +546,16 @@ class _StoreSave(_StoreFiles):
         self.events.publish(batch.events)
 
     def _save_one(self, cur: Any, req: SaveRequest, origin: str, batch: _Batch) -> Blueprint:
+        """Save one item in the batch's transaction (raises _ITEM_ERRORS, _ItemRefused)."""
         rel = fs.normalize_path(req.path)
-        if req.id is not None and (not isinstance(req.id, str) or not is_uuid(req.id.lower())):
-            raise InvalidInputError(
-                f"{req.id!r} is not a valid blueprint id",
-                hint="leave id out for a new blueprint, or give an existing one's UUID as text",
-            )
-        if req.tx_hook is not None:
-            _hook_arg(req.tx_hook)
+        _check_id_and_hook(req)
         if fs.path_key(rel) in batch.keys or (req.id or "").lower() in batch.keys:
             # An earlier item of this batch wrote this blueprint or path: put its files in place
             # first, so renames and reads below see the disk as the index describes it.
             self._place_files(cur, batch)
         existing, holder = self._find_for_save(cur, rel, req.id)
         if existing is None or existing.deleted or existing.path != rel:
-            # (A path already indexed passed this when it came.)
-            if batch.rules is None:
-                batch.rules = fs.IgnoreRules.for_root(self.root)
-            self._check_scanned(rel, batch.rules)
-            fs.check_new_name(rel)
+            self._check_new_name(rel, batch)  # (a path already indexed passed this when it came)
         target = self._abspath_in(rel, batch)
         if existing is not None and not existing.deleted:
             yaml_abs = target if existing.path == rel else self._abspath_in(existing.path, batch)
@@ -545,9 +566,7 @@ class _StoreSave(_StoreFiles):
                 # unseen. A stat pair per save; reading the files every time was the rejected
                 # alternative.
                 on_disk = existing.path
-                self._record_first(batch, on_disk)
-                self._settle_first(batch, on_disk)
-                recorded = self._ingest_first(cur, on_disk, batch)
+                recorded = self._ingest_unrecorded(cur, on_disk, batch)
                 if recorded and origin == "remote":
                     self._refuse_remote(on_disk)
                 self._refuse_not_files(on_disk)  # (here: a stat pair differed, no cost per save)
@@ -558,9 +577,7 @@ class _StoreSave(_StoreFiles):
             # A file the index has not seen yet (an editor was faster than the watcher, or it
             # was created where a deleted blueprint lived): record it in history before anything
             # is decided, so the path check below sees it and nothing is overwritten unseen.
-            self._record_first(batch, rel)
-            self._settle_first(batch, rel)
-            recorded = self._ingest_first(cur, rel, batch)
+            recorded = self._ingest_unrecorded(cur, rel, batch)
             existing, holder = self._find_for_save(cur, rel, req.id)
             if recorded and holder is not None and origin == "remote":
                 self._refuse_remote(rel)
@@ -569,11 +586,7 @@ class _StoreSave(_StoreFiles):
                 # The file could not be recorded (its YAML or meta does not parse, or it is not a
                 # regular file): writing over it would lose it with no revision anywhere.
                 raise _not_a_blueprint(rel)
-        if req.expected_rev is not None and (existing.rev if existing else 0) != req.expected_rev:
-            raise RevisionConflictError(
-                f"{rel} is at revision {existing.rev if existing else 0}, not {req.expected_rev}",
-                hint="load it again and reapply your change",
-            )
+        _check_expected_rev(rel, existing, req.expected_rev)
         if existing is None or existing.deleted or existing.path != rel:
             # (A live row at exactly this path owns the path's case-folded key already.)
             owner = existing.id if existing else req.id
@@ -584,6 +597,36 @@ class _StoreSave(_StoreFiles):
                 # beside another's ``Q/`` is a real pair of folders there).
                 leaving = existing.path if existing is not None and not existing.deleted else None
                 self._check_folders_case(cur, rel, batch.folders, leaving)
+        prepared = self._prepared_for(cur, rel, req, origin, existing)
+        if existing is not None and existing.holds(rel, prepared.content_hash):
+            bp = self._blueprint_from(existing, prepared.text)
+        else:
+            bp = self._write_item(cur, existing, prepared, origin, batch, target)
+        if req.tx_hook is not None:
+            _run_hook(req.tx_hook, cur, bp)
+        return bp
+
+    def _check_new_name(self, rel: str, batch: _Batch) -> None:
+        """Refuse a path new to this save that the scan never looks at (_check_scanned) or
+        that no Windows device could hold (files.check_new_name). Raises UnsafePathError."""
+        if batch.rules is None:
+            batch.rules = fs.IgnoreRules.for_root(self.root)
+        self._check_scanned(rel, batch.rules)
+        fs.check_new_name(rel)
+
+    def _ingest_unrecorded(self, cur: Any, rel: str, batch: _Batch) -> bool:
+        """Record the unrecorded pair at ``rel``: committed first if the batch can (raises
+        _RecordFirst), else settled and recorded in its transaction (see _ingest_first)."""
+        self._record_first(batch, rel)
+        self._settle_first(batch, rel)
+        return self._ingest_first(cur, rel, batch)
+
+    def _prepared_for(
+        self, cur: Any, rel: str, req: SaveRequest, origin: str, existing: Row | None
+    ) -> _Prepared:
+        """The pair ``req`` saves at ``rel`` over ``existing``: its content (None: the current
+        YAML's) and its meta merged. Raises InvalidInputError, AlreadyExistsError (the meta's
+        id is another blueprint's) and what _prepare raises."""
         content = req.content
         if content is None:
             if existing is None or existing.deleted:
@@ -594,30 +637,35 @@ class _StoreSave(_StoreFiles):
         new_meta = self._merge_meta(base_meta, rel, req.id, req.meta, req.fields, keep_modified)
         if existing is None and req.meta is not None and new_meta.id != (req.id or "").lower():
             self._check_id_free(cur, rel, new_meta.id)
-        prepared = self._prepare(rel, content, new_meta, existing)
-        if existing is not None and existing.holds(rel, prepared.content_hash):
-            bp = self._blueprint_from(existing, prepared.text)
-        else:
-            batch.touched.append((existing, rel))
-            batch.keys.update((fs.path_key(rel), new_meta.id))
-            if existing is not None:
-                batch.keys.add(fs.path_key(existing.path))
-            # (A flagged row's attribute: no file is read for any other save.)
-            kept = self._keep_flagged(cur, existing, batch) if existing and existing.flagged else ""
-            if existing is None or existing.deleted or _moves_to_a_new_name(existing, rel):
-                orphan = self._keep_orphan_meta(cur, rel, target, batch, existing)
-                kept = "; ".join(filter(None, (kept, orphan)))
-            mark = len(batch.events)
-            bp = self._commit_pair(cur, existing, prepared, origin, batch, target)
-            if kept:
-                batch.events[mark:] = [
-                    dataclasses.replace(e, detail=e.detail or kept) for e in batch.events[mark:]
-                ]
-        if req.tx_hook is not None:
-            try:
-                req.tx_hook(cur, bp)
-            except _ITEM_ERRORS as exc:
-                raise _ItemRefused(exc) from exc
+        return self._prepare(rel, content, new_meta, existing)
+
+    def _write_item(
+        self,
+        cur: Any,
+        existing: Row | None,
+        prepared: _Prepared,
+        origin: str,
+        batch: _Batch,
+        target: str,
+    ) -> Blueprint:
+        """Write the item ``prepared`` (not what ``existing`` holds) at ``target``: the files a
+        save replaces kept first where no revision holds them, then the pair (_commit_pair)."""
+        rel = prepared.path
+        batch.touched.append((existing, rel))
+        batch.keys.update((fs.path_key(rel), prepared.meta.id))
+        if existing is not None:
+            batch.keys.add(fs.path_key(existing.path))
+        # (A flagged row's attribute: no file is read for any other save.)
+        kept = self._keep_flagged(cur, existing, batch) if existing and existing.flagged else ""
+        if existing is None or existing.deleted or _moves_to_a_new_name(existing, rel):
+            orphan = self._keep_orphan_meta(cur, rel, target, batch, existing)
+            kept = "; ".join(filter(None, (kept, orphan)))
+        mark = len(batch.events)
+        bp = self._commit_pair(cur, existing, prepared, origin, batch, target)
+        if kept:
+            batch.events[mark:] = [
+                dataclasses.replace(e, detail=e.detail or kept) for e in batch.events[mark:]
+            ]
         return bp
 
     def _keep_flagged(self, cur: Any, row: Row, batch: _Batch) -> str:
