@@ -465,42 +465,12 @@ class _StoreSave(_StoreFiles):
         """One run of a batch. ``place_at_once``: the path keys whose files another program
         saved or created at their placing in an earlier run (see _save_batch), placed right
         after their item's write."""
-        pending = fs.PendingWrites(
-            expected_files=2 * len(requests),
-            flusher=self._flusher,
-            # On a nearly full disk the replaced files are kept until the commit: a failed one
-            # is then undone by renames, where rewriting from history would need free space.
-            keep_previous=fs.space_is_low(self._root_str),
-        )
-        batch = _Batch(
-            pending,
-            recorded_first=recorded_first,
-            settled=set() if settled is None else settled,
-            orphans_kept={} if orphans_kept is None else orphans_kept,
-        )
-        results: builtins.list[Blueprint | LocalStoreError] = []
+        batch = self._new_batch(len(requests), recorded_first, settled, orphans_kept)
+        pending = batch.pending
         outcome = WriteOutcome()
         try:
             with self.index.write(outcome) as cur:
-                for position, request in enumerate(requests):
-                    if position in refused:
-                        results.append(refused[position])
-                        continue
-                    try:
-                        saved = self._save_one(cur, request, origin, batch)
-                    except _ITEM_ERRORS as exc:
-                        # Bad input is found before anything of this item touches the disk. The
-                        # transaction still commits (also for a single save): an unrecorded edit
-                        # ingested before the refusal must stay in history.
-                        results.append(exc)
-                        continue
-                    except _ItemRefused as refusal:
-                        refusal.position = position
-                        raise
-                    results.append(saved)
-                    if place_at_once and fs.path_key(saved.path) in place_at_once:
-                        # (Only in a run again after a race: one more flush there, none here.)
-                        self._place_files(cur, batch)
+                results = self._save_items(cur, requests, origin, refused, batch, place_at_once)
                 self._place_files(cur, batch)
         except BaseException as exc:
             if outcome.done:
@@ -510,21 +480,78 @@ class _StoreSave(_StoreFiles):
                 # (or edited back), and sync pushed that.
                 self._saved(batch, pending)
             else:
-                # Whatever failed after files were written (a flush, the index commit, a hook),
-                # the previous versions are put back so the caller's error means "nothing
-                # changed".
-                pending.settle()
-                batch.pending.abort()
-                batch.pending.restore_previous()
-                self._undo_touched(
-                    batch.touched, batch.ingested, batch.pending.placed, batch.orphans
-                )
-                self._keep_undone(batch.pending)
+                self._undo_attempt(batch)
             if isinstance(exc, apsw.Error):  # never leaks out of the public API
                 raise map_apsw_error(exc, "save") from exc
             raise
         self._saved(batch, pending)
         return results
+
+    def _new_batch(
+        self,
+        count: int,
+        recorded_first: set[str] | None,
+        settled: set[str] | None,
+        orphans_kept: dict[str, tuple[str, Path, str]] | None,
+    ) -> _Batch:
+        """The _Batch of one run of ``count`` requests (see _save_attempt for the others)."""
+        pending = fs.PendingWrites(
+            expected_files=2 * count,
+            flusher=self._flusher,
+            # On a nearly full disk the replaced files are kept until the commit: a failed one
+            # is then undone by renames, where rewriting from history would need free space.
+            keep_previous=fs.space_is_low(self._root_str),
+        )
+        return _Batch(
+            pending,
+            recorded_first=recorded_first,
+            settled=set() if settled is None else settled,
+            orphans_kept={} if orphans_kept is None else orphans_kept,
+        )
+
+    def _save_items(
+        self,
+        cur: Any,
+        requests: Sequence[SaveRequest],
+        origin: str,
+        refused: Mapping[int, LocalStoreError],
+        batch: _Batch,
+        place_at_once: Collection[str],
+    ) -> builtins.list[Blueprint | LocalStoreError]:
+        """Save each request but the ``refused`` ones (their errors are their results) in the
+        transaction; an item's bad input is its result. Raises _ItemRefused (its position set)."""
+        results: builtins.list[Blueprint | LocalStoreError] = []
+        for position, request in enumerate(requests):
+            if position in refused:
+                results.append(refused[position])
+                continue
+            try:
+                saved = self._save_one(cur, request, origin, batch)
+            except _ITEM_ERRORS as exc:
+                # Bad input is found before anything of this item touches the disk. The
+                # transaction still commits (also for a single save): an unrecorded edit
+                # ingested before the refusal must stay in history.
+                results.append(exc)
+                continue
+            except _ItemRefused as refusal:
+                refusal.position = position
+                raise
+            results.append(saved)
+            if place_at_once and fs.path_key(saved.path) in place_at_once:
+                # (Only in a run again after a race: one more flush there, none here.)
+                self._place_files(cur, batch)
+        return results
+
+    def _undo_attempt(self, batch: _Batch) -> None:
+        """Put back the files of a save attempt whose write failed before its commit."""
+        # Whatever failed after files were written (a flush, the index commit, a hook),
+        # the previous versions are put back so the caller's error means "nothing
+        # changed".
+        batch.pending.settle()
+        batch.pending.abort()
+        batch.pending.restore_previous()
+        self._undo_touched(batch.touched, batch.ingested, batch.pending.placed, batch.orphans)
+        self._keep_undone(batch.pending)
 
     def _saved(self, batch: _Batch, pending: fs.PendingWrites) -> None:
         """Finish a save attempt whose write committed (or was released into a caller's)."""
