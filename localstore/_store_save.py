@@ -339,17 +339,12 @@ class _StoreSave(_StoreFiles):
     def _save_batch(
         self, requests: Sequence[SaveRequest], origin: str, *, strict: bool
     ) -> builtins.list[Blueprint | LocalStoreError]:
+        """Save ``requests`` in one transaction, run again as the handlers below say.
+
+        Kept whole: its handlers share the race counts that bound its runs (_RACE_REPEATS_MAX).
+        """
         self._check_writable("save")
-        if origin == "local":
-            # What the app hands in, typed on any system: macOS text fields and file names give
-            # decomposed (NFD) text, others composed (NFC). Stored as one form, a tag filter or a
-            # search word typed on another device finds it. Not what sync, merge or import
-            # apply: those carry another device's content hash, which a change would break.
-            requests = [_composed_request(r) for r in requests]
-        # Before the write lock: a slow validator must not hold every other writer up.
-        self._prejudge(requests)
-        if origin == "remote" and self.validator is not None:
-            self._judge_unrecorded_ahead(self._request_paths(requests), self._new_path_check())
+        requests = self._requests_judged(requests, origin)
         refused: dict[int, LocalStoreError] = {}
         recorded_first = None if origin == "remote" or self.index.write_open else set[str]()
         # Per file found taken or changed at its placing: how many times, and the file found
@@ -428,6 +423,22 @@ class _StoreSave(_StoreFiles):
         if strict and isinstance(results[0], LocalStoreError):
             raise results[0]
         return results
+
+    def _requests_judged(
+        self, requests: Sequence[SaveRequest], origin: str
+    ) -> Sequence[SaveRequest]:
+        """The batch's ``requests`` as it saves them, judged before the write lock."""
+        if origin == "local":
+            # What the app hands in, typed on any system: macOS text fields and file names give
+            # decomposed (NFD) text, others composed (NFC). Stored as one form, a tag filter or a
+            # search word typed on another device finds it. Not what sync, merge or import
+            # apply: those carry another device's content hash, which a change would break.
+            requests = [_composed_request(r) for r in requests]
+        # Before the write lock: a slow validator must not hold every other writer up.
+        self._prejudge(requests)
+        if origin == "remote" and self.validator is not None:
+            self._judge_unrecorded_ahead(self._request_paths(requests), self._new_path_check())
+        return requests
 
     def _commit_batch_edits(
         self, requests: Sequence[SaveRequest], first: str, recorded_first: set[str]
