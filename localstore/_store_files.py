@@ -70,6 +70,27 @@ def _cross_disk_error(old_rel: str, new_rel: str) -> StorageError:
     )
 
 
+def _recorded_pair(row: Row) -> tuple[fs.Recorded, fs.Recorded]:
+    """What ``row`` recorded of its YAML and meta files (size, mtime, ctime, inode)."""
+    return (
+        (row.yaml_size, row.yaml_mtime_ns, row.yaml_ctime_ns, row.yaml_ino),
+        (row.meta_size, row.meta_mtime_ns, row.meta_ctime_ns, row.meta_ino),
+    )
+
+
+def _saved_blueprint(p: _Prepared, rev: int) -> Blueprint:
+    """The Blueprint a save of ``p`` as revision ``rev`` returns."""
+    return Blueprint(
+        path=p.path,
+        content=p.text,
+        meta=p.meta,
+        rev=rev,
+        content_hash=p.content_hash,
+        valid=p.valid,
+        problems=p.problems,
+    )
+
+
 class _StoreFiles(_StoreRowWrites):
     """Pairs' files placed and undone (the layer above ``_StoreRowWrites``)."""
 
@@ -187,6 +208,18 @@ class _StoreFiles(_StoreRowWrites):
             return None
         return seen
 
+    def _ready_folder(self, cur: Any, batch: _Batch, folder: str) -> None:
+        """Before a batch's first write, refuse a blueprints folder gone (see
+        refuse_a_vanished_root); make ``folder`` if the batch has not made it yet."""
+        if not batch.root_checked:
+            from localstore._reconcile import refuse_a_vanished_root
+
+            refuse_a_vanished_root(self._as_store, cur)
+            batch.root_checked = True
+        if folder not in batch.made_dirs:
+            fs.ensure_dir(Path(folder))
+            batch.made_dirs.add(folder)
+
     def _commit_pair(
         self,
         cur: Any,
@@ -196,18 +229,14 @@ class _StoreFiles(_StoreRowWrites):
         batch: _Batch,
         yaml_abs: str,
     ) -> Blueprint:
-        """Stage both files (made durable by the batch's commit), then the index row and revision."""
+        """Stage both files (made durable by the batch's commit), then the index row and revision.
+
+        Kept whole: its steps (move, stage, flush, row, revision), in order, are the crash contract.
+        """
         folder, yaml_name = os.path.split(yaml_abs)
         meta_name = fs.meta_path_for(yaml_name)
         meta_abs = folder + os.sep + meta_name  # same folder, checked above
-        if not batch.root_checked:
-            from localstore._reconcile import refuse_a_vanished_root
-
-            refuse_a_vanished_root(self._as_store, cur)
-            batch.root_checked = True
-        if folder not in batch.made_dirs:
-            fs.ensure_dir(Path(folder))
-            batch.made_dirs.add(folder)
+        self._ready_folder(cur, batch, folder)
         old_path = existing.path if existing is not None and not existing.deleted else None
         moved = old_path is not None and old_path != p.path
         # What the index recorded of the files this save replaces, checked when the save
@@ -216,18 +245,7 @@ class _StoreFiles(_StoreRowWrites):
         yaml_was: fs.Recorded | None = None
         meta_was: fs.Recorded | None = None
         if existing is not None and old_path is not None:
-            yaml_was = (
-                existing.yaml_size,
-                existing.yaml_mtime_ns,
-                existing.yaml_ctime_ns,
-                existing.yaml_ino,
-            )
-            meta_was = (
-                existing.meta_size,
-                existing.meta_mtime_ns,
-                existing.meta_ctime_ns,
-                existing.meta_ino,
-            )
+            yaml_was, meta_was = _recorded_pair(existing)
         if moved:
             # Rename first, then write: a crash in between leaves one pair with one id (a move
             # that reconcile recognises). Writing the new pair before removing the old one would
@@ -286,15 +304,7 @@ class _StoreFiles(_StoreRowWrites):
             chash=p.content_hash,
             text=p.text,
         )
-        bp = Blueprint(
-            path=p.path,
-            content=p.text,
-            meta=p.meta,
-            rev=rev,
-            content_hash=p.content_hash,
-            valid=p.valid,
-            problems=p.problems,
-        )
+        bp = _saved_blueprint(p, rev)
         batch.events.extend(change_events(existing, p, rev, origin))
         return bp
 

@@ -106,6 +106,36 @@ def _moves_to_a_new_name(row: Row, rel: str) -> bool:
     return fs.path_key(row.path) != fs.path_key(rel)
 
 
+def _check_id_and_hook(req: SaveRequest) -> None:
+    """Refuse a request whose id is not a UUID or whose tx_hook is not callable (raises
+    InvalidInputError)."""
+    if req.id is not None and (not isinstance(req.id, str) or not is_uuid(req.id.lower())):
+        raise InvalidInputError(
+            f"{req.id!r} is not a valid blueprint id",
+            hint="leave id out for a new blueprint, or give an existing one's UUID as text",
+        )
+    if req.tx_hook is not None:
+        _hook_arg(req.tx_hook)
+
+
+def _check_expected_rev(rel: str, existing: Row | None, expected_rev: int | None) -> None:
+    """Refuse a save whose ``expected_rev`` is not the revision of ``existing`` (raises
+    RevisionConflictError)."""
+    if expected_rev is not None and (existing.rev if existing else 0) != expected_rev:
+        raise RevisionConflictError(
+            f"{rel} is at revision {existing.rev if existing else 0}, not {expected_rev}",
+            hint="load it again and reapply your change",
+        )
+
+
+def _run_hook(hook: TxHook, cur: Any, bp: Blueprint) -> None:
+    """Run an item's tx_hook; an _ITEM_ERRORS it raises refuses the item (_ItemRefused)."""
+    try:
+        hook(cur, bp)
+    except _ITEM_ERRORS as exc:
+        raise _ItemRefused(exc) from exc
+
+
 class _StoreSave(_StoreFiles):
     """save and save_many (the layer above ``_StoreFiles``)."""
 
@@ -309,17 +339,12 @@ class _StoreSave(_StoreFiles):
     def _save_batch(
         self, requests: Sequence[SaveRequest], origin: str, *, strict: bool
     ) -> builtins.list[Blueprint | LocalStoreError]:
+        """Save ``requests`` in one transaction, run again as the handlers below say.
+
+        Kept whole: its handlers share the race counts that bound its runs (_RACE_REPEATS_MAX).
+        """
         self._check_writable("save")
-        if origin == "local":
-            # What the app hands in, typed on any system: macOS text fields and file names give
-            # decomposed (NFD) text, others composed (NFC). Stored as one form, a tag filter or a
-            # search word typed on another device finds it. Not what sync, merge or import
-            # apply: those carry another device's content hash, which a change would break.
-            requests = [_composed_request(r) for r in requests]
-        # Before the write lock: a slow validator must not hold every other writer up.
-        self._prejudge(requests)
-        if origin == "remote" and self.validator is not None:
-            self._judge_unrecorded_ahead(self._request_paths(requests), self._new_path_check())
+        requests = self._requests_judged(requests, origin)
         refused: dict[int, LocalStoreError] = {}
         recorded_first = None if origin == "remote" or self.index.write_open else set[str]()
         # Per file found taken or changed at its placing: how many times, and the file found
@@ -399,6 +424,22 @@ class _StoreSave(_StoreFiles):
             raise results[0]
         return results
 
+    def _requests_judged(
+        self, requests: Sequence[SaveRequest], origin: str
+    ) -> Sequence[SaveRequest]:
+        """The batch's ``requests`` as it saves them, judged before the write lock."""
+        if origin == "local":
+            # What the app hands in, typed on any system: macOS text fields and file names give
+            # decomposed (NFD) text, others composed (NFC). Stored as one form, a tag filter or a
+            # search word typed on another device finds it. Not what sync, merge or import
+            # apply: those carry another device's content hash, which a change would break.
+            requests = [_composed_request(r) for r in requests]
+        # Before the write lock: a slow validator must not hold every other writer up.
+        self._prejudge(requests)
+        if origin == "remote" and self.validator is not None:
+            self._judge_unrecorded_ahead(self._request_paths(requests), self._new_path_check())
+        return requests
+
     def _commit_batch_edits(
         self, requests: Sequence[SaveRequest], first: str, recorded_first: set[str]
     ) -> None:
@@ -435,42 +476,12 @@ class _StoreSave(_StoreFiles):
         """One run of a batch. ``place_at_once``: the path keys whose files another program
         saved or created at their placing in an earlier run (see _save_batch), placed right
         after their item's write."""
-        pending = fs.PendingWrites(
-            expected_files=2 * len(requests),
-            flusher=self._flusher,
-            # On a nearly full disk the replaced files are kept until the commit: a failed one
-            # is then undone by renames, where rewriting from history would need free space.
-            keep_previous=fs.space_is_low(self._root_str),
-        )
-        batch = _Batch(
-            pending,
-            recorded_first=recorded_first,
-            settled=set() if settled is None else settled,
-            orphans_kept={} if orphans_kept is None else orphans_kept,
-        )
-        results: builtins.list[Blueprint | LocalStoreError] = []
+        batch = self._new_batch(len(requests), recorded_first, settled, orphans_kept)
+        pending = batch.pending
         outcome = WriteOutcome()
         try:
             with self.index.write(outcome) as cur:
-                for position, request in enumerate(requests):
-                    if position in refused:
-                        results.append(refused[position])
-                        continue
-                    try:
-                        saved = self._save_one(cur, request, origin, batch)
-                    except _ITEM_ERRORS as exc:
-                        # Bad input is found before anything of this item touches the disk. The
-                        # transaction still commits (also for a single save): an unrecorded edit
-                        # ingested before the refusal must stay in history.
-                        results.append(exc)
-                        continue
-                    except _ItemRefused as refusal:
-                        refusal.position = position
-                        raise
-                    results.append(saved)
-                    if place_at_once and fs.path_key(saved.path) in place_at_once:
-                        # (Only in a run again after a race: one more flush there, none here.)
-                        self._place_files(cur, batch)
+                results = self._save_items(cur, requests, origin, refused, batch, place_at_once)
                 self._place_files(cur, batch)
         except BaseException as exc:
             if outcome.done:
@@ -480,21 +491,78 @@ class _StoreSave(_StoreFiles):
                 # (or edited back), and sync pushed that.
                 self._saved(batch, pending)
             else:
-                # Whatever failed after files were written (a flush, the index commit, a hook),
-                # the previous versions are put back so the caller's error means "nothing
-                # changed".
-                pending.settle()
-                batch.pending.abort()
-                batch.pending.restore_previous()
-                self._undo_touched(
-                    batch.touched, batch.ingested, batch.pending.placed, batch.orphans
-                )
-                self._keep_undone(batch.pending)
+                self._undo_attempt(batch)
             if isinstance(exc, apsw.Error):  # never leaks out of the public API
                 raise map_apsw_error(exc, "save") from exc
             raise
         self._saved(batch, pending)
         return results
+
+    def _new_batch(
+        self,
+        count: int,
+        recorded_first: set[str] | None,
+        settled: set[str] | None,
+        orphans_kept: dict[str, tuple[str, Path, str]] | None,
+    ) -> _Batch:
+        """The _Batch of one run of ``count`` requests (see _save_attempt for the others)."""
+        pending = fs.PendingWrites(
+            expected_files=2 * count,
+            flusher=self._flusher,
+            # On a nearly full disk the replaced files are kept until the commit: a failed one
+            # is then undone by renames, where rewriting from history would need free space.
+            keep_previous=fs.space_is_low(self._root_str),
+        )
+        return _Batch(
+            pending,
+            recorded_first=recorded_first,
+            settled=set() if settled is None else settled,
+            orphans_kept={} if orphans_kept is None else orphans_kept,
+        )
+
+    def _save_items(
+        self,
+        cur: Any,
+        requests: Sequence[SaveRequest],
+        origin: str,
+        refused: Mapping[int, LocalStoreError],
+        batch: _Batch,
+        place_at_once: Collection[str],
+    ) -> builtins.list[Blueprint | LocalStoreError]:
+        """Save each request but the ``refused`` ones (their errors are their results) in the
+        transaction; an item's bad input is its result. Raises _ItemRefused (its position set)."""
+        results: builtins.list[Blueprint | LocalStoreError] = []
+        for position, request in enumerate(requests):
+            if position in refused:
+                results.append(refused[position])
+                continue
+            try:
+                saved = self._save_one(cur, request, origin, batch)
+            except _ITEM_ERRORS as exc:
+                # Bad input is found before anything of this item touches the disk. The
+                # transaction still commits (also for a single save): an unrecorded edit
+                # ingested before the refusal must stay in history.
+                results.append(exc)
+                continue
+            except _ItemRefused as refusal:
+                refusal.position = position
+                raise
+            results.append(saved)
+            if place_at_once and fs.path_key(saved.path) in place_at_once:
+                # (Only in a run again after a race: one more flush there, none here.)
+                self._place_files(cur, batch)
+        return results
+
+    def _undo_attempt(self, batch: _Batch) -> None:
+        """Put back the files of a save attempt whose write failed before its commit."""
+        # Whatever failed after files were written (a flush, the index commit, a hook),
+        # the previous versions are put back so the caller's error means "nothing
+        # changed".
+        batch.pending.settle()
+        batch.pending.abort()
+        batch.pending.restore_previous()
+        self._undo_touched(batch.touched, batch.ingested, batch.pending.placed, batch.orphans)
+        self._keep_undone(batch.pending)
 
     def _saved(self, batch: _Batch, pending: fs.PendingWrites) -> None:
         """Finish a save attempt whose write committed (or was released into a caller's)."""
@@ -516,25 +584,16 @@ class _StoreSave(_StoreFiles):
         self.events.publish(batch.events)
 
     def _save_one(self, cur: Any, req: SaveRequest, origin: str, batch: _Batch) -> Blueprint:
+        """Save one item in the batch's transaction (raises _ITEM_ERRORS, _ItemRefused)."""
         rel = fs.normalize_path(req.path)
-        if req.id is not None and (not isinstance(req.id, str) or not is_uuid(req.id.lower())):
-            raise InvalidInputError(
-                f"{req.id!r} is not a valid blueprint id",
-                hint="leave id out for a new blueprint, or give an existing one's UUID as text",
-            )
-        if req.tx_hook is not None:
-            _hook_arg(req.tx_hook)
+        _check_id_and_hook(req)
         if fs.path_key(rel) in batch.keys or (req.id or "").lower() in batch.keys:
             # An earlier item of this batch wrote this blueprint or path: put its files in place
             # first, so renames and reads below see the disk as the index describes it.
             self._place_files(cur, batch)
         existing, holder = self._find_for_save(cur, rel, req.id)
         if existing is None or existing.deleted or existing.path != rel:
-            # (A path already indexed passed this when it came.)
-            if batch.rules is None:
-                batch.rules = fs.IgnoreRules.for_root(self.root)
-            self._check_scanned(rel, batch.rules)
-            fs.check_new_name(rel)
+            self._check_new_name(rel, batch)  # (a path already indexed passed this when it came)
         target = self._abspath_in(rel, batch)
         if existing is not None and not existing.deleted:
             yaml_abs = target if existing.path == rel else self._abspath_in(existing.path, batch)
@@ -545,9 +604,7 @@ class _StoreSave(_StoreFiles):
                 # unseen. A stat pair per save; reading the files every time was the rejected
                 # alternative.
                 on_disk = existing.path
-                self._record_first(batch, on_disk)
-                self._settle_first(batch, on_disk)
-                recorded = self._ingest_first(cur, on_disk, batch)
+                recorded = self._ingest_unrecorded(cur, on_disk, batch)
                 if recorded and origin == "remote":
                     self._refuse_remote(on_disk)
                 self._refuse_not_files(on_disk)  # (here: a stat pair differed, no cost per save)
@@ -558,9 +615,7 @@ class _StoreSave(_StoreFiles):
             # A file the index has not seen yet (an editor was faster than the watcher, or it
             # was created where a deleted blueprint lived): record it in history before anything
             # is decided, so the path check below sees it and nothing is overwritten unseen.
-            self._record_first(batch, rel)
-            self._settle_first(batch, rel)
-            recorded = self._ingest_first(cur, rel, batch)
+            recorded = self._ingest_unrecorded(cur, rel, batch)
             existing, holder = self._find_for_save(cur, rel, req.id)
             if recorded and holder is not None and origin == "remote":
                 self._refuse_remote(rel)
@@ -569,11 +624,7 @@ class _StoreSave(_StoreFiles):
                 # The file could not be recorded (its YAML or meta does not parse, or it is not a
                 # regular file): writing over it would lose it with no revision anywhere.
                 raise _not_a_blueprint(rel)
-        if req.expected_rev is not None and (existing.rev if existing else 0) != req.expected_rev:
-            raise RevisionConflictError(
-                f"{rel} is at revision {existing.rev if existing else 0}, not {req.expected_rev}",
-                hint="load it again and reapply your change",
-            )
+        _check_expected_rev(rel, existing, req.expected_rev)
         if existing is None or existing.deleted or existing.path != rel:
             # (A live row at exactly this path owns the path's case-folded key already.)
             owner = existing.id if existing else req.id
@@ -584,6 +635,36 @@ class _StoreSave(_StoreFiles):
                 # beside another's ``Q/`` is a real pair of folders there).
                 leaving = existing.path if existing is not None and not existing.deleted else None
                 self._check_folders_case(cur, rel, batch.folders, leaving)
+        prepared = self._prepared_for(cur, rel, req, origin, existing)
+        if existing is not None and existing.holds(rel, prepared.content_hash):
+            bp = self._blueprint_from(existing, prepared.text)
+        else:
+            bp = self._write_item(cur, existing, prepared, origin, batch, target)
+        if req.tx_hook is not None:
+            _run_hook(req.tx_hook, cur, bp)
+        return bp
+
+    def _check_new_name(self, rel: str, batch: _Batch) -> None:
+        """Refuse a path new to this save that the scan never looks at (_check_scanned) or
+        that no Windows device could hold (files.check_new_name). Raises UnsafePathError."""
+        if batch.rules is None:
+            batch.rules = fs.IgnoreRules.for_root(self.root)
+        self._check_scanned(rel, batch.rules)
+        fs.check_new_name(rel)
+
+    def _ingest_unrecorded(self, cur: Any, rel: str, batch: _Batch) -> bool:
+        """Record the unrecorded pair at ``rel``: committed first if the batch can (raises
+        _RecordFirst), else settled and recorded in its transaction (see _ingest_first)."""
+        self._record_first(batch, rel)
+        self._settle_first(batch, rel)
+        return self._ingest_first(cur, rel, batch)
+
+    def _prepared_for(
+        self, cur: Any, rel: str, req: SaveRequest, origin: str, existing: Row | None
+    ) -> _Prepared:
+        """The pair ``req`` saves at ``rel`` over ``existing``: its content (None: the current
+        YAML's) and its meta merged. Raises InvalidInputError, AlreadyExistsError (the meta's
+        id is another blueprint's) and what _prepare raises."""
         content = req.content
         if content is None:
             if existing is None or existing.deleted:
@@ -594,30 +675,35 @@ class _StoreSave(_StoreFiles):
         new_meta = self._merge_meta(base_meta, rel, req.id, req.meta, req.fields, keep_modified)
         if existing is None and req.meta is not None and new_meta.id != (req.id or "").lower():
             self._check_id_free(cur, rel, new_meta.id)
-        prepared = self._prepare(rel, content, new_meta, existing)
-        if existing is not None and existing.holds(rel, prepared.content_hash):
-            bp = self._blueprint_from(existing, prepared.text)
-        else:
-            batch.touched.append((existing, rel))
-            batch.keys.update((fs.path_key(rel), new_meta.id))
-            if existing is not None:
-                batch.keys.add(fs.path_key(existing.path))
-            # (A flagged row's attribute: no file is read for any other save.)
-            kept = self._keep_flagged(cur, existing, batch) if existing and existing.flagged else ""
-            if existing is None or existing.deleted or _moves_to_a_new_name(existing, rel):
-                orphan = self._keep_orphan_meta(cur, rel, target, batch, existing)
-                kept = "; ".join(filter(None, (kept, orphan)))
-            mark = len(batch.events)
-            bp = self._commit_pair(cur, existing, prepared, origin, batch, target)
-            if kept:
-                batch.events[mark:] = [
-                    dataclasses.replace(e, detail=e.detail or kept) for e in batch.events[mark:]
-                ]
-        if req.tx_hook is not None:
-            try:
-                req.tx_hook(cur, bp)
-            except _ITEM_ERRORS as exc:
-                raise _ItemRefused(exc) from exc
+        return self._prepare(rel, content, new_meta, existing)
+
+    def _write_item(
+        self,
+        cur: Any,
+        existing: Row | None,
+        prepared: _Prepared,
+        origin: str,
+        batch: _Batch,
+        target: str,
+    ) -> Blueprint:
+        """Write the item ``prepared`` (not what ``existing`` holds) at ``target``: the files a
+        save replaces kept first where no revision holds them, then the pair (_commit_pair)."""
+        rel = prepared.path
+        batch.touched.append((existing, rel))
+        batch.keys.update((fs.path_key(rel), prepared.meta.id))
+        if existing is not None:
+            batch.keys.add(fs.path_key(existing.path))
+        # (A flagged row's attribute: no file is read for any other save.)
+        kept = self._keep_flagged(cur, existing, batch) if existing and existing.flagged else ""
+        if existing is None or existing.deleted or _moves_to_a_new_name(existing, rel):
+            orphan = self._keep_orphan_meta(cur, rel, target, batch, existing)
+            kept = "; ".join(filter(None, (kept, orphan)))
+        mark = len(batch.events)
+        bp = self._commit_pair(cur, existing, prepared, origin, batch, target)
+        if kept:
+            batch.events[mark:] = [
+                dataclasses.replace(e, detail=e.detail or kept) for e in batch.events[mark:]
+            ]
         return bp
 
     def _keep_flagged(self, cur: Any, row: Row, batch: _Batch) -> str:
