@@ -64,6 +64,26 @@ def _meta_stale(row: Row, m_st: os.stat_result | None) -> bool:
     )
 
 
+def _sort_arg(sort: object) -> None:
+    """Raise InvalidInputError for a sort list() does not know."""
+    # (isinstance first: a list or dict as the sort was a raw "unhashable type" TypeError.)
+    if not isinstance(sort, str) or sort not in SORT_COLUMNS:
+        raise InvalidInputError(
+            f"cannot sort by {sort!r}", hint=f"use one of {', '.join(SORT_COLUMNS)}"
+        )
+
+
+def _tag_join(tags: Sequence[str]) -> str:
+    """list()'s JOIN to the blueprints holding one of the tag's forms ("" for no tag)."""
+    if len(tags) == 1:
+        return " JOIN blueprint_tags t ON t.rid = b.rid AND t.tag = ?"
+    if tags:  # (a blueprint may hold both forms: joined once)
+        marks = ", ".join("?" * len(tags))
+        join = f" JOIN (SELECT DISTINCT rid FROM blueprint_tags WHERE tag IN ({marks})) t"
+        return join + " ON t.rid = b.rid"
+    return ""
+
+
 class _StoreReads(_StoreSave):
     """load, list, count and search (the layer above ``_StoreSave``)."""
 
@@ -379,18 +399,8 @@ class _StoreReads(_StoreSave):
         offset = _count_arg("offset", offset)
         _flag_arg("descending", descending)
         _flag_arg("recursive", recursive)
-        # (isinstance first: a list or dict as the sort was a raw "unhashable type" TypeError.)
-        if not isinstance(sort, str) or sort not in SORT_COLUMNS:
-            raise InvalidInputError(
-                f"cannot sort by {sort!r}", hint=f"use one of {', '.join(SORT_COLUMNS)}"
-            )
-        join = ""
-        if len(tags) == 1:
-            join = " JOIN blueprint_tags t ON t.rid = b.rid AND t.tag = ?"
-        elif tags:  # (a blueprint may hold both forms: joined once)
-            marks = ", ".join("?" * len(tags))
-            join = f" JOIN (SELECT DISTINCT rid FROM blueprint_tags WHERE tag IN ({marks})) t"
-            join += " ON t.rid = b.rid"
+        _sort_arg(sort)
+        join = _tag_join(tags)
         # (One snapshot: the folder's spellings, whether a stamp sorts by its moment, the rows.)
         with self.index.read() as cur, one_snapshot(cur):
             if folder is None and not join and not self.index.write_open:
@@ -401,18 +411,25 @@ class _StoreReads(_StoreSave):
                 view = self._listing.lookup(cur, sort, descending, load=limit is None)
                 if view is not None:
                     return view[offset:] if limit is None else view[offset : offset + limit]
-            where, args = "b.deleted = 0", builtins.list[Any](tags)
-            if folder is not None:
-                in_folder, values = folder_filter(
-                    cur, folder, recursive=recursive, known=self._spellings
-                )
-                where, args = f"{where} AND {in_folder}", args + values
+            where, args = self._listed_where(cur, tags, folder, recursive=recursive)
             args += [] if limit is None else [limit, offset]
             args += [offset] if limit is None and offset else []
             sql = f"SELECT {INFO_COLUMNS} FROM blueprints b{join} WHERE {where} "
             sql += _order_sql(cur, sort, descending, paged=limit is not None, offset=offset)
             with collector_paused(limit is None or limit > 1000):
                 return infos(cur.execute(sql, args).fetchall())
+
+    def _listed_where(
+        self, cur: Any, tags: Sequence[str], folder: str | None, *, recursive: bool
+    ) -> tuple[str, builtins.list[Any]]:
+        """list()'s WHERE clause and its values (the tags' first: the JOIN takes them)."""
+        where, args = "b.deleted = 0", builtins.list[Any](tags)
+        if folder is not None:
+            in_folder, values = folder_filter(
+                cur, folder, recursive=recursive, known=self._spellings
+            )
+            where, args = f"{where} AND {in_folder}", args + values
+        return where, args
 
     def count(self) -> int:
         """Number of live blueprints."""
