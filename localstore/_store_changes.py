@@ -34,6 +34,17 @@ from localstore.events import Event
 from localstore.index import WriteOutcome, map_apsw_error
 
 
+def _to_another_path(failed: AlreadyExistsError | UnsafePathError) -> LocalStoreError:
+    """A restore's error for a path that is taken (or now collides or is ignored)."""
+    # The save's hint ("... or save with that blueprint's id") would overwrite the other
+    # blueprint: a restore's way out is another path.
+    return type(failed)(
+        failed.message,
+        hint="restore it to another path: restore(ref, rev, path=...), "
+        "'localstore restore REF REV --path NEWPATH'",
+    )
+
+
 class _StoreChanges(_StoreReads):
     """delete, move, history and restore (the layer above ``_StoreReads``)."""
 
@@ -363,20 +374,37 @@ class _StoreChanges(_StoreReads):
             _rev_arg("expected_rev", expected_rev)
         old = self.load_revision(ref, rev)
         meta = old.meta.replace(modified="")
-        failed: LocalStoreError | None = None
         # Its save runs inside the transaction below, so it cannot commit an edit it replaces
         # first (see _record_first): the blueprint's pair and the target are done here.
         self._record_edits_first(self._restore_targets(old.id, path), origin)
         # Judged before the write lock below (its save runs inside it): a revision that no longer
         # loads is left to the save, which refuses it there as before.
         self._judge_texts_ahead([old.content])
+        saved = self._save_restored(old, meta, path, origin, expected_rev)
+        if isinstance(saved, Blueprint):
+            return saved
+        if isinstance(saved, (AlreadyExistsError, UnsafePathError)) and path is None:
+            raise _to_another_path(saved) from saved
+        raise saved
+
+    def _save_restored(
+        self,
+        old: Blueprint,
+        meta: BlueprintMeta,
+        path: fs.StrPath | None,
+        origin: str,
+        expected_rev: int | None,
+    ) -> Blueprint | LocalStoreError:
+        """Save revision ``old`` with ``meta`` as the blueprint's current one (where it is,
+        or at ``path``). Returns what the save returned, or the error it refused with (its
+        transaction committed)."""
         # One write transaction from reading where the blueprint is to the save: otherwise a
         # move committed in between (another thread or process) was undone by saving at the
         # path read before it.
         with self.index.write():
             current = self.row(old.id, include_deleted=True)
             try:
-                bp = self.save(
+                return self.save(
                     path or current.path,
                     old.content,
                     meta=meta,
@@ -387,16 +415,4 @@ class _StoreChanges(_StoreReads):
             except LocalStoreError as exc:
                 # Raised once the transaction commits: a save that refuses still keeps an
                 # edit it found unrecorded on disk (see save), so this must not roll back.
-                failed = exc
-        if failed is None:
-            return bp
-        if isinstance(failed, (AlreadyExistsError, UnsafePathError)) and path is None:
-            # The path is taken (or now collides or is ignored). The save's hint ("... or
-            # save with that blueprint's id") would overwrite the other blueprint: a restore's
-            # way out is another path.
-            raise type(failed)(
-                failed.message,
-                hint="restore it to another path: restore(ref, rev, path=...), "
-                "'localstore restore REF REV --path NEWPATH'",
-            ) from failed
-        raise failed
+                return exc
