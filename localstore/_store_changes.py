@@ -34,6 +34,17 @@ from localstore.events import Event
 from localstore.index import WriteOutcome, map_apsw_error
 
 
+def _to_another_path(failed: AlreadyExistsError | UnsafePathError) -> LocalStoreError:
+    """A restore's error for a path that is taken (or now collides or is ignored)."""
+    # The save's hint ("... or save with that blueprint's id") would overwrite the other
+    # blueprint: a restore's way out is another path.
+    return type(failed)(
+        failed.message,
+        hint="restore it to another path: restore(ref, rev, path=...), "
+        "'localstore restore REF REV --path NEWPATH'",
+    )
+
+
 class _StoreChanges(_StoreReads):
     """delete, move, history and restore (the layer above ``_StoreReads``)."""
 
@@ -72,33 +83,7 @@ class _StoreChanges(_StoreReads):
                     # edit is committed, not rolled back, so the error's "recorded" holds.
                     refused = row.path
                 else:
-                    yaml_bytes, meta_bytes = self._read_pair(row.path)
-                    kept = ""
-                    if row.flagged or yaml_bytes is None:
-                        content = self._revision_content(row.id, row.rev).encode("utf-8")
-                        if row.flagged:
-                            # The file that does not parse goes with the delete: kept first.
-                            kept = keep_flagged(
-                                self._as_store, cur, row, yaml_bytes, meta_bytes, "a delete removed"
-                            )
-                    else:
-                        content = yaml_bytes
-                    rev = self._mark_deleted(cur, row, content, origin)
-                    recorded_rev = self._revision_row(cur, row.id, rev)
-                    bp = self._blueprint_from(row, content.decode("utf-8"))
-                    if tx_hook is not None:
-                        tx_hook(cur, bp)
-                    events.append(
-                        Event(
-                            kind="deleted",
-                            id=row.id,
-                            path=row.path,
-                            origin=origin,
-                            rev=rev,
-                            content_hash=row.content_hash,
-                            detail=kept,
-                        )
-                    )
+                    recorded_rev = self._record_delete(cur, row, origin, tx_hook, events)
                     # The files go last, once the index statements and the hook succeeded:
                     # only the commit can still fail. They are renamed aside, not unlinked,
                     # until the commit is done, so a failed commit puts them back with a rename
@@ -109,12 +94,7 @@ class _StoreChanges(_StoreReads):
                     removing = (row.path, aside)
                     self._set_pair_aside(row.path, aside)
         except BaseException as exc:
-            if outcome.done:
-                # Raised once the index committed the delete (see _save_attempt): the pair
-                # stays gone, as the index says, and the delete is finished.
-                self._deleted(removing, events)
-            elif removing is not None:
-                self._put_back_pair(*removing)
+            self._delete_failed(outcome, removing, events)
             if isinstance(exc, apsw.Error):
                 raise map_apsw_error(exc, "delete") from exc
             raise
@@ -123,6 +103,63 @@ class _StoreChanges(_StoreReads):
             self._refuse_remote(refused, "delete")
         assert recorded_rev is not None  # (set on every path that does not raise)
         return recorded_rev
+
+    def _record_delete(
+        self, cur: Any, row: Row, origin: str, tx_hook: TxHook | None, events: list[Event]
+    ) -> Revision:
+        """Record the delete of ``row`` in the index (its revision, the caller's hook, its event
+        in ``events``); its files are left as they are. Returns the delete's revision."""
+        yaml_bytes, meta_bytes = self._read_pair(row.path)
+        content, kept = self._deleted_content(cur, row, yaml_bytes, meta_bytes)
+        rev = self._mark_deleted(cur, row, content, origin)
+        recorded_rev = self._revision_row(cur, row.id, rev)
+        bp = self._blueprint_from(row, content.decode("utf-8"))
+        if tx_hook is not None:
+            tx_hook(cur, bp)
+        events.append(
+            Event(
+                kind="deleted",
+                id=row.id,
+                path=row.path,
+                origin=origin,
+                rev=rev,
+                content_hash=row.content_hash,
+                detail=kept,
+            )
+        )
+        return recorded_rev
+
+    def _deleted_content(
+        self, cur: Any, row: Row, yaml_bytes: bytes | None, meta_bytes: bytes | None
+    ) -> tuple[bytes, str]:
+        """The content the delete revision holds (the file's, or the last revision's when the
+        row is flagged or the file is gone), and where a flagged file was kept ("" if not)."""
+        kept = ""
+        if row.flagged or yaml_bytes is None:
+            content = self._revision_content(row.id, row.rev).encode("utf-8")
+            if row.flagged:
+                # The file that does not parse goes with the delete: kept first.
+                kept = keep_flagged(
+                    self._as_store, cur, row, yaml_bytes, meta_bytes, "a delete removed"
+                )
+        else:
+            content = yaml_bytes
+        return content, kept
+
+    def _delete_failed(
+        self,
+        outcome: WriteOutcome,
+        removing: tuple[str, builtins.list[tuple[str, str]]] | None,
+        events: Sequence[Event],
+    ) -> None:
+        """Clean up after a delete raised: finished if its write committed, else its files put
+        back."""
+        if outcome.done:
+            # Raised once the index committed the delete (see _save_attempt): the pair
+            # stays gone, as the index says, and the delete is finished.
+            self._deleted(removing, events)
+        elif removing is not None:
+            self._put_back_pair(*removing)
 
     def _deleted(
         self, removing: tuple[str, builtins.list[tuple[str, str]]] | None, events: Sequence[Event]
@@ -337,20 +374,37 @@ class _StoreChanges(_StoreReads):
             _rev_arg("expected_rev", expected_rev)
         old = self.load_revision(ref, rev)
         meta = old.meta.replace(modified="")
-        failed: LocalStoreError | None = None
         # Its save runs inside the transaction below, so it cannot commit an edit it replaces
         # first (see _record_first): the blueprint's pair and the target are done here.
         self._record_edits_first(self._restore_targets(old.id, path), origin)
         # Judged before the write lock below (its save runs inside it): a revision that no longer
         # loads is left to the save, which refuses it there as before.
         self._judge_texts_ahead([old.content])
+        saved = self._save_restored(old, meta, path, origin, expected_rev)
+        if isinstance(saved, Blueprint):
+            return saved
+        if isinstance(saved, (AlreadyExistsError, UnsafePathError)) and path is None:
+            raise _to_another_path(saved) from saved
+        raise saved
+
+    def _save_restored(
+        self,
+        old: Blueprint,
+        meta: BlueprintMeta,
+        path: fs.StrPath | None,
+        origin: str,
+        expected_rev: int | None,
+    ) -> Blueprint | LocalStoreError:
+        """Save revision ``old`` with ``meta`` as the blueprint's current one (where it is,
+        or at ``path``). Returns what the save returned, or the error it refused with (its
+        transaction committed)."""
         # One write transaction from reading where the blueprint is to the save: otherwise a
         # move committed in between (another thread or process) was undone by saving at the
         # path read before it.
         with self.index.write():
             current = self.row(old.id, include_deleted=True)
             try:
-                bp = self.save(
+                return self.save(
                     path or current.path,
                     old.content,
                     meta=meta,
@@ -361,16 +415,4 @@ class _StoreChanges(_StoreReads):
             except LocalStoreError as exc:
                 # Raised once the transaction commits: a save that refuses still keeps an
                 # edit it found unrecorded on disk (see save), so this must not roll back.
-                failed = exc
-        if failed is None:
-            return bp
-        if isinstance(failed, (AlreadyExistsError, UnsafePathError)) and path is None:
-            # The path is taken (or now collides or is ignored). The save's hint ("... or
-            # save with that blueprint's id") would overwrite the other blueprint: a restore's
-            # way out is another path.
-            raise type(failed)(
-                failed.message,
-                hint="restore it to another path: restore(ref, rev, path=...), "
-                "'localstore restore REF REV --path NEWPATH'",
-            ) from failed
-        raise failed
+                return exc

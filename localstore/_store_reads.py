@@ -55,6 +55,35 @@ def _lstat_or_none(path: str) -> os.stat_result | None:
         return None
 
 
+def _meta_stale(row: Row, m_st: os.stat_result | None) -> bool:
+    """True when the meta file is not as indexed (gone, or there for a row indexed without)."""
+    if m_st is None:
+        return row.meta_size != -1  # (-1: indexed without a meta file, a flagged row)
+    return not fs.stat_unchanged(
+        m_st, row.meta_size, row.meta_mtime_ns, row.meta_ctime_ns, row.meta_ino
+    )
+
+
+def _sort_arg(sort: object) -> None:
+    """Raise InvalidInputError for a sort list() does not know."""
+    # (isinstance first: a list or dict as the sort was a raw "unhashable type" TypeError.)
+    if not isinstance(sort, str) or sort not in SORT_COLUMNS:
+        raise InvalidInputError(
+            f"cannot sort by {sort!r}", hint=f"use one of {', '.join(SORT_COLUMNS)}"
+        )
+
+
+def _tag_join(tags: Sequence[str]) -> str:
+    """list()'s JOIN to the blueprints holding one of the tag's forms ("" for no tag)."""
+    if len(tags) == 1:
+        return " JOIN blueprint_tags t ON t.rid = b.rid AND t.tag = ?"
+    if tags:  # (a blueprint may hold both forms: joined once)
+        marks = ", ".join("?" * len(tags))
+        join = f" JOIN (SELECT DISTINCT rid FROM blueprint_tags WHERE tag IN ({marks})) t"
+        return join + " ON t.rid = b.rid"
+    return ""
+
+
 class _StoreReads(_StoreSave):
     """load, list, count and search (the layer above ``_StoreSave``)."""
 
@@ -80,13 +109,7 @@ class _StoreReads(_StoreSave):
         too, and so is a vanished YAML whose folder changed within its delete grace.
         """
         self._check_open()
-        with self.index.read() as cur:
-            try:
-                row = self._resolve(cur, ref)
-            except NotFoundError:
-                if self.read_only_reason is not None:
-                    self._refuse_unindexed(ref)
-                raise
+        row = self._load_row(ref)
         yaml_abs = str(self.abspath(row.path))
         meta_abs = yaml_abs[: -len(fs.YAML_SUFFIX)] + fs.META_SUFFIX
         # Both files' stats, taken before any read: an edit landing after them is seen by the
@@ -97,36 +120,85 @@ class _StoreReads(_StoreSave):
         yaml_stale = st is None or not fs.stat_unchanged(
             st, row.yaml_size, row.yaml_mtime_ns, row.yaml_ctime_ns, row.yaml_ino
         )
-        meta_stale = (
-            row.meta_size != -1  # (-1: indexed without a meta file, a flagged row)
-            if m_st is None
-            else not fs.stat_unchanged(
-                m_st, row.meta_size, row.meta_mtime_ns, row.meta_ctime_ns, row.meta_ino
-            )
-        )
-        stale = yaml_stale or meta_stale
-        if stale and self.read_only_reason is not None:
+        meta_stale = _meta_stale(row, m_st)
+        if yaml_stale or meta_stale:
+            served = self._served_unrecorded(row, yaml_abs, meta_abs, st, m_st, meta_stale)
+            if served is not None:
+                return served
+            row = self._ingest_change(row)
+        return self._blueprint_from(row, self._current_text(row, yaml_abs))
+
+    def _load_row(self, ref: fs.StrPath) -> Row:
+        """The row load() reads. Raises NotFoundError (on a read-only store saying so of a
+        blueprint file the index does not hold yet), AmbiguousRefError."""
+        with self.index.read() as cur:
+            try:
+                return self._resolve(cur, ref)
+            except NotFoundError:
+                if self.read_only_reason is not None:
+                    self._refuse_unindexed(ref)
+                raise
+
+    def _served_unrecorded(
+        self,
+        row: Row,
+        yaml_abs: str,
+        meta_abs: str,
+        st: os.stat_result | None,
+        m_st: os.stat_result | None,
+        meta_stale: bool,
+    ) -> Blueprint | None:
+        """What load() returns for a row whose files changed, recording nothing; None when the
+        change is to be recorded first (see load)."""
+        if self.read_only_reason is not None:
             # Nothing may be recorded: what the files hold now, as the reconcile would read it.
             return self._as_files_hold(row, yaml_abs, meta_abs, gone=st is None)
-        if stale and st is not None and st.st_size == 0:
+        if self._left_for_now(row, st):
+            return self._blueprint_from(row, self._revision_content(row.id, row.rev))
+        text = self._same_bytes_text(row, yaml_abs, meta_abs, st, m_st, meta_stale)
+        if text is not None:
+            return self._blueprint_from(row, text)
+        if st is not None and self._settling(row.path, st, m_st):
+            # A change this fresh is the running watcher's to record: it waits for the write's
+            # close. An in-place save is truncate then write, maybe in chunks; read in a pause,
+            # half a file cut at a line often parses, and was recorded as a revision (an event,
+            # history, a sync push of a blueprint nobody saved). The file as it is now is
+            # returned, unrecorded; one that does not parse (yet) gives the last revision.
+            return self._unrecorded(row, yaml_abs)
+        return None
+
+    def _left_for_now(self, row: Row, st: os.stat_result | None) -> bool:
+        """True when the changed YAML is empty, or vanished while a watcher gives it a grace:
+        load() returns the last revision and records nothing."""
+        if st is not None and st.st_size == 0:
             # Most likely an editor's in-place save between its truncate and its write. An
             # empty YAML is never a revision (it would be flagged, and load of a flagged row
             # returns the last good revision anyway): recording it here only told the app's
             # subscribers "invalid" for an edit about to complete. The watcher waits for the
             # close; one left empty is flagged by it or the next reconcile (open, check).
-            return self._blueprint_from(row, self._revision_content(row.id, row.rev))
-        if st is None and self._vanish_settling(row.path):
-            # Gone for a moment in an editor's save (vim renames the file away and writes a new
-            # one; IDEs delete and create). The watcher gives a vanished file a grace period
-            # before it records a delete; load recorded it at once, and the file written next
-            # became a new blueprint with a new id. Without a watcher nothing else would see
-            # the delete before the next open, so load still records it then (so it does when
-            # the watcher is another process's and the file's folder has been still longer
-            # than its grace: that watcher would have recorded the delete by now).
-            return self._blueprint_from(row, self._revision_content(row.id, row.rev))
+            return True
+        # Gone for a moment in an editor's save (vim renames the file away and writes a new
+        # one; IDEs delete and create). The watcher gives a vanished file a grace period
+        # before it records a delete; load recorded it at once, and the file written next
+        # became a new blueprint with a new id. Without a watcher nothing else would see
+        # the delete before the next open, so load still records it then (so it does when
+        # the watcher is another process's and the file's folder has been still longer
+        # than its grace: that watcher would have recorded the delete by now).
+        return st is None and self._vanish_settling(row.path)
+
+    def _same_bytes_text(
+        self,
+        row: Row,
+        yaml_abs: str,
+        meta_abs: str,
+        st: os.stat_result | None,
+        m_st: os.stat_result | None,
+        meta_stale: bool,
+    ) -> str | None:
+        """The YAML's text when the changed files hold the indexed bytes (only their times
+        changed), else None."""
         if (
-            stale
-            and not row.flagged
+            not row.flagged
             and st is not None
             and m_st is not None
             and st.st_size == row.yaml_size
@@ -144,28 +216,26 @@ class _StoreReads(_StoreSave):
             except FileNotFoundError:
                 same = False
             if same:
-                return self._blueprint_from(row, data.decode("utf-8"))
-        if stale and st is not None and self._settling(row.path, st, m_st):
-            # A change this fresh is the running watcher's to record: it waits for the write's
-            # close. An in-place save is truncate then write, maybe in chunks; read in a pause,
-            # half a file cut at a line often parses, and was recorded as a revision (an event,
-            # history, a sync push of a blueprint nobody saved). The file as it is now is
-            # returned, unrecorded; one that does not parse (yet) gives the last revision.
-            return self._unrecorded(row, yaml_abs)
-        if stale:
-            from localstore._reconcile import Reconciler
+                return data.decode("utf-8")
+        return None
 
-            Reconciler(self._as_store).ingest_path(row.path)
-            with self.index.read() as cur:
-                row = self._resolve(cur, row.id)
+    def _ingest_change(self, row: Row) -> Row:
+        """Record the change of the row's files (as reconcile does); the row as it is then."""
+        from localstore._reconcile import Reconciler
+
+        Reconciler(self._as_store).ingest_path(row.path)
+        with self.index.read() as cur:
+            return self._resolve(cur, row.id)
+
+    def _current_text(self, row: Row, yaml_abs: str) -> str:
+        """The YAML text load() returns for a recorded row: the file's, or the last revision's
+        when the row is flagged or the file is gone."""
         if row.flagged:
-            text = self._revision_content(row.id, row.rev)
-        else:
-            try:
-                text = fs.read_regular(yaml_abs, self.limits.max_bytes).decode("utf-8")
-            except FileNotFoundError:
-                text = self._revision_content(row.id, row.rev)
-        return self._blueprint_from(row, text)
+            return self._revision_content(row.id, row.rev)
+        try:
+            return fs.read_regular(yaml_abs, self.limits.max_bytes).decode("utf-8")
+        except FileNotFoundError:
+            return self._revision_content(row.id, row.rev)
 
     def _refuse_unindexed(self, ref: fs.StrPath) -> None:
         """load() on a read-only store of a path the index does not hold: when a blueprint file
@@ -329,18 +399,8 @@ class _StoreReads(_StoreSave):
         offset = _count_arg("offset", offset)
         _flag_arg("descending", descending)
         _flag_arg("recursive", recursive)
-        # (isinstance first: a list or dict as the sort was a raw "unhashable type" TypeError.)
-        if not isinstance(sort, str) or sort not in SORT_COLUMNS:
-            raise InvalidInputError(
-                f"cannot sort by {sort!r}", hint=f"use one of {', '.join(SORT_COLUMNS)}"
-            )
-        join = ""
-        if len(tags) == 1:
-            join = " JOIN blueprint_tags t ON t.rid = b.rid AND t.tag = ?"
-        elif tags:  # (a blueprint may hold both forms: joined once)
-            marks = ", ".join("?" * len(tags))
-            join = f" JOIN (SELECT DISTINCT rid FROM blueprint_tags WHERE tag IN ({marks})) t"
-            join += " ON t.rid = b.rid"
+        _sort_arg(sort)
+        join = _tag_join(tags)
         # (One snapshot: the folder's spellings, whether a stamp sorts by its moment, the rows.)
         with self.index.read() as cur, one_snapshot(cur):
             if folder is None and not join and not self.index.write_open:
@@ -351,18 +411,25 @@ class _StoreReads(_StoreSave):
                 view = self._listing.lookup(cur, sort, descending, load=limit is None)
                 if view is not None:
                     return view[offset:] if limit is None else view[offset : offset + limit]
-            where, args = "b.deleted = 0", builtins.list[Any](tags)
-            if folder is not None:
-                in_folder, values = folder_filter(
-                    cur, folder, recursive=recursive, known=self._spellings
-                )
-                where, args = f"{where} AND {in_folder}", args + values
+            where, args = self._listed_where(cur, tags, folder, recursive=recursive)
             args += [] if limit is None else [limit, offset]
             args += [offset] if limit is None and offset else []
             sql = f"SELECT {INFO_COLUMNS} FROM blueprints b{join} WHERE {where} "
             sql += _order_sql(cur, sort, descending, paged=limit is not None, offset=offset)
             with collector_paused(limit is None or limit > 1000):
                 return infos(cur.execute(sql, args).fetchall())
+
+    def _listed_where(
+        self, cur: Any, tags: Sequence[str], folder: str | None, *, recursive: bool
+    ) -> tuple[str, builtins.list[Any]]:
+        """list()'s WHERE clause and its values (the tags' first: the JOIN takes them)."""
+        where, args = "b.deleted = 0", builtins.list[Any](tags)
+        if folder is not None:
+            in_folder, values = folder_filter(
+                cur, folder, recursive=recursive, known=self._spellings
+            )
+            where, args = f"{where} AND {in_folder}", args + values
+        return where, args
 
     def count(self) -> int:
         """Number of live blueprints."""

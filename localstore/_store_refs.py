@@ -34,6 +34,22 @@ MIN_ID_PREFIX = 4
 _AMBIGUOUS_SHOWN = 5
 
 
+def _ref_text(ref: fs.StrPath) -> str:
+    """A REF as text, as given (not stripped). Raises InvalidRefError for one that is neither
+    text nor a relative pathlib path, or is blank."""
+    if not isinstance(ref, str):
+        text = fs.path_text(ref)  # (a relative pathlib path names the blueprint at it)
+        if not isinstance(text, str):
+            raise InvalidRefError(
+                f"the reference must be a string, not {type(ref).__name__}",
+                hint="give an id, an id prefix or a path as text (or a relative pathlib.Path)",
+            )
+        ref = text
+    if not ref.strip():
+        raise InvalidRefError("empty reference", hint="give an id, an id prefix or a path")
+    return ref
+
+
 class _StoreRefs(_StoreCore):
     """Refs resolved and index rows read (the layer above ``_StoreCore``)."""
 
@@ -70,22 +86,31 @@ class _StoreRefs(_StoreCore):
         return self._row_by(cur, "path = ? AND deleted = 0", (rel,))
 
     def _resolve(self, cur: Any, ref: fs.StrPath, *, include_deleted: bool = False) -> Row:
-        if not isinstance(ref, str):
-            text = fs.path_text(ref)  # (a relative pathlib path names the blueprint at it)
-            if not isinstance(text, str):
-                raise InvalidRefError(
-                    f"the reference must be a string, not {type(ref).__name__}",
-                    hint="give an id, an id prefix or a path as text (or a relative pathlib.Path)",
-                )
-            ref = text
-        if not ref.strip():
-            raise InvalidRefError("empty reference", hint="give an id, an id prefix or a path")
-        given, ref = ref, ref.strip()
+        given = _ref_text(ref)
+        ref = given.strip()
         live = "" if include_deleted else " AND deleted = 0"
         if is_uuid(ref.lower()):
             row = self._row_by(cur, "id = ?" + live, (ref.lower(),))
             if row:
                 return row
+        row, rels, refused = self._row_at_path(cur, given, ref, include_deleted=include_deleted)
+        if row:
+            return row
+        looks_like_id = all(c in "0123456789abcdef-" for c in ref.lower())
+        if len(ref) >= MIN_ID_PREFIX and looks_like_id:
+            row = self._row_by_prefix(cur, ref, live)
+            if row:
+                return row
+        raise self._no_match(
+            cur, ref, rels, refused, include_deleted=include_deleted, looks_like_id=looks_like_id
+        )
+
+    def _row_at_path(
+        self, cur: Any, given: str, ref: str, *, include_deleted: bool
+    ) -> tuple[Row | None, builtins.list[str], UnsafePathError | None]:
+        """The row at the path ``given`` names (``ref`` is it stripped), the deleted one's too
+        with ``include_deleted``; else None, the paths tried and the refusal of a form no path
+        can have."""
         rels: builtins.list[str] = []
         refused: UnsafePathError | None = None
         # The path as given first: a name may start with spaces, and ``x `` is the file
@@ -101,7 +126,7 @@ class _StoreRefs(_StoreCore):
             rels.append(rel)
             row = self._live_at(cur, rel)
             if row:
-                return row
+                return row, rels, refused
             if include_deleted:
                 row = self._row_by(
                     cur,
@@ -109,26 +134,41 @@ class _StoreRefs(_StoreCore):
                     (fs.path_key(rel),),
                 )
                 if row:
-                    return row
-        looks_like_id = all(c in "0123456789abcdef-" for c in ref.lower())
-        if len(ref) >= MIN_ID_PREFIX and looks_like_id:
-            span = f"FROM blueprints WHERE id >= ? AND id < ?{live}"
-            bounds = (ref.lower(), ref.lower() + "\uffff")
-            rows = cur.execute(
-                f"SELECT {_ROW_COLUMNS} {span} ORDER BY path LIMIT {_AMBIGUOUS_SHOWN + 1}", bounds
-            ).fetchall()
-            if len(rows) > 1:
-                count = len(rows)
-                if count > _AMBIGUOUS_SHOWN:
-                    count = cur.execute(f"SELECT COUNT(*) {span}", bounds).fetchone()[0]
-                paths = [Row.from_tuple(r).path for r in rows[:_AMBIGUOUS_SHOWN]]
-                raise _ambiguous_prefix(ref, paths, count)
-            if rows:
-                return Row.from_tuple(rows[0])
+                    return row, rels, refused
+        return None, rels, refused
+
+    def _row_by_prefix(self, cur: Any, ref: str, live: str) -> Row | None:
+        """The one row whose id starts with ``ref``, or None. Raises AmbiguousRefError when
+        more than one does."""
+        span = f"FROM blueprints WHERE id >= ? AND id < ?{live}"
+        bounds = (ref.lower(), ref.lower() + "\uffff")
+        rows = cur.execute(
+            f"SELECT {_ROW_COLUMNS} {span} ORDER BY path LIMIT {_AMBIGUOUS_SHOWN + 1}", bounds
+        ).fetchall()
+        if len(rows) > 1:
+            count = len(rows)
+            if count > _AMBIGUOUS_SHOWN:
+                count = cur.execute(f"SELECT COUNT(*) {span}", bounds).fetchone()[0]
+            paths = [Row.from_tuple(r).path for r in rows[:_AMBIGUOUS_SHOWN]]
+            raise _ambiguous_prefix(ref, paths, count)
+        return Row.from_tuple(rows[0]) if rows else None
+
+    def _no_match(
+        self,
+        cur: Any,
+        ref: str,
+        rels: builtins.list[str],
+        refused: UnsafePathError | None,
+        *,
+        include_deleted: bool,
+        looks_like_id: bool,
+    ) -> NotFoundError:
+        """The error for a REF no row matches, saying why when it can (deleted, an id prefix
+        too short, a form no path can have)."""
         gone = None if include_deleted else self._deleted_by(cur, ref, rels[0] if rels else None)
         if gone is not None:
             # ('localstore ls' would not show it: what helps is its history.)
-            raise NotFoundError(
+            return NotFoundError(
                 f"{ref!r} was deleted ({gone.path}, id {gone.id})",
                 hint=f"'localstore history {gone.id}' lists its revisions; 'localstore restore "
                 f"{gone.id} {gone.rev - 1}' brings it back",
@@ -136,15 +176,15 @@ class _StoreRefs(_StoreCore):
         if looks_like_id and len(ref) < MIN_ID_PREFIX:
             # `show 3f` said "no blueprint matches" even when an id starts with 3f: a shorter
             # prefix is never looked up (it would match too many), which nothing said.
-            raise NotFoundError(
+            return NotFoundError(
                 f"no blueprint matches {ref!r}: an id prefix needs at least "
                 f"{MIN_ID_PREFIX} characters",
                 hint=f"give {MIN_ID_PREFIX} or more characters of the id, or the path "
                 "(see 'localstore ls')",
             )
         if refused is not None and not rels:
-            raise self._unsafe_ref(ref, refused)
-        raise NotFoundError(f"no blueprint matches {ref!r}", hint="see 'localstore ls'")
+            return self._unsafe_ref(ref, refused)
+        return NotFoundError(f"no blueprint matches {ref!r}", hint="see 'localstore ls'")
 
     def _unsafe_ref(self, ref: str, refused: UnsafePathError) -> NotFoundError:
         """ "No blueprint matches" a REF no blueprint's path can have, saying why and how to write it.

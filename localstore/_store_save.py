@@ -136,6 +136,39 @@ def _run_hook(hook: TxHook, cur: Any, bp: Blueprint) -> None:
         raise _ItemRefused(exc) from exc
 
 
+def _content_text(rel: str, content: str | bytes | Mapping[str, Any]) -> tuple[str | None, bytes]:
+    """The content a save writes to ``rel``: as text when it came as text (or was dumped), else
+    None; and its bytes. Raises InvalidInputError for a lone surrogate or another type."""
+    text: str | None = None  # the content as text, when it came as text (or was dumped)
+    try:
+        if isinstance(content, str):
+            text = content
+        elif isinstance(content, Mapping):
+            text = dump_yaml(content)
+        raw = text.encode("utf-8") if text is not None else _content_bytes(content)
+    except UnicodeEncodeError as exc:
+        raise _not_unicode(f"{rel}: the content", exc, InvalidInputError) from exc
+    return text, raw
+
+
+def _meta_file_bytes(rel: str, meta: BlueprintMeta) -> bytes:
+    """The meta file a save writes beside ``rel``. Raises InvalidMetaError for a lone surrogate
+    or a file over MAX_META_BYTES."""
+    try:
+        meta_bytes = encode_meta(meta)
+    except UnicodeEncodeError as exc:
+        raise _not_unicode(f"{rel}: the meta", exc, InvalidMetaError) from exc
+    if len(meta_bytes) > MAX_META_BYTES:
+        # Written, it could not be read back: reconcile would flag the blueprint, and sync
+        # could not push what no store reads.
+        raise InvalidMetaError(
+            f"{rel}: the meta file would be {len(meta_bytes):,} bytes, over the"
+            f" {MAX_META_BYTES:,}-byte limit of meta files",
+            hint="shorten the description, tags or extra meta fields",
+        )
+    return meta_bytes
+
+
 class _StoreSave(_StoreFiles):
     """save and save_many (the layer above ``_StoreFiles``)."""
 
@@ -148,17 +181,31 @@ class _StoreSave(_StoreFiles):
         meta: BlueprintMeta,
         prior: Row | None = None,
     ) -> _Prepared:
-        text: str | None = None  # the content as text, when it came as text (or was dumped)
-        try:
-            if isinstance(content, str):
-                text = content
-            elif isinstance(content, Mapping):
-                text = dump_yaml(content)
-            raw = text.encode("utf-8") if text is not None else _content_bytes(content)
-        except UnicodeEncodeError as exc:
-            raise _not_unicode(f"{rel}: the content", exc, InvalidInputError) from exc
-        validator = self.validator
+        text, raw = _content_text(rel, content)
         digest = hashlib.sha256(raw).digest()  # (the YAML's sha256 too: the row keeps it)
+        problems = self._save_verdict(raw, digest, prior)
+        if text is None:
+            # (Cannot fail: the checks, here or in _judge_ahead, refuse bytes that are not UTF-8.)
+            text = raw.decode("utf-8")
+        meta_bytes = _meta_file_bytes(rel, meta)
+        return _Prepared(
+            path=rel,
+            yaml_bytes=raw,
+            meta=meta,
+            meta_bytes=meta_bytes,
+            content_hash=content_hash(raw, meta),
+            valid=not problems,
+            problems=problems,
+            judged_by=self.validator_name,
+            text=text,
+            yaml_sha256=digest.hex(),
+        )
+
+    def _save_verdict(self, raw: bytes, digest: bytes, prior: Row | None) -> tuple[str, ...]:
+        """The validator's problems with the YAML a save writes (``digest`` its sha256), judged
+        ahead, recorded in ``prior``'s row or judged now. Raises InvalidYAMLError,
+        LimitExceededError."""
+        validator = self.validator
         # Looked up, not taken out: another item of the same write may save the same bytes (a
         # pulled page or an import of blueprints made from one template). Taken out, the first
         # used the verdict reached ahead and every other was judged again inside the lock.
@@ -180,33 +227,7 @@ class _StoreSave(_StoreFiles):
             problems = ()
         else:
             problems = run_validator(validator, parse_yaml(raw, self.limits))
-        if text is None:
-            # (Cannot fail: the checks, here or in _judge_ahead, refuse bytes that are not UTF-8.)
-            text = raw.decode("utf-8")
-        try:
-            meta_bytes = encode_meta(meta)
-        except UnicodeEncodeError as exc:
-            raise _not_unicode(f"{rel}: the meta", exc, InvalidMetaError) from exc
-        if len(meta_bytes) > MAX_META_BYTES:
-            # Written, it could not be read back: reconcile would flag the blueprint, and sync
-            # could not push what no store reads.
-            raise InvalidMetaError(
-                f"{rel}: the meta file would be {len(meta_bytes):,} bytes, over the"
-                f" {MAX_META_BYTES:,}-byte limit of meta files",
-                hint="shorten the description, tags or extra meta fields",
-            )
-        return _Prepared(
-            path=rel,
-            yaml_bytes=raw,
-            meta=meta,
-            meta_bytes=meta_bytes,
-            content_hash=content_hash(raw, meta),
-            valid=not problems,
-            problems=problems,
-            judged_by=self.validator_name,
-            text=text,
-            yaml_sha256=digest.hex(),
-        )
+        return problems
 
     def _merge_meta(
         self,

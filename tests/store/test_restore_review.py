@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import localstore
-from localstore.errors import RevisionConflictError
+from localstore.errors import AlreadyExistsError, RevisionConflictError
 from localstore.store import BlueprintStore, Row
 
 
@@ -109,3 +109,22 @@ def test_a_move_made_while_a_restore_runs_is_not_undone(
         (4, "q/y.blueprint.yaml"),
         (3, "p/x.blueprint.yaml"),
     ]
+
+
+def test_a_restore_to_a_taken_path_says_to_restore_it_elsewhere(store: BlueprintStore) -> None:
+    # The save's hint ("... or save with that blueprint's id") would overwrite the other
+    # blueprint; the restore's says to pass another path. Given a path, the save's error stands.
+    bp = store.save("x", "a: 1\n")
+    store.delete(bp.id)
+    store.save("x", "b: 2\n")
+    with pytest.raises(AlreadyExistsError) as caught:
+        store.restore(bp.id, 1)
+    assert caught.value.hint is not None and "--path NEWPATH" in caught.value.hint
+    assert isinstance(caught.value.__cause__, AlreadyExistsError)
+    assert caught.value.message == caught.value.__cause__.message
+    other = store.save("y", "c: 3\n")
+    with pytest.raises(AlreadyExistsError) as caught:
+        store.restore(bp.id, 1, path="y")
+    assert caught.value.hint is None or "--path NEWPATH" not in caught.value.hint
+    assert store.load(other.id).content == "c: 3\n"
+    assert store.restore(bp.id, 1, path="z").path == "z.blueprint.yaml"
