@@ -25,6 +25,7 @@ from localstore._cred_file import PASSPHRASE_ENV
 from localstore._cred_secret_service import (
     _is_secret_service,
     _pin_default_collection,
+    _prompt_through_get_all,
     _refuse_prompts,
 )
 from localstore._ss_no_prompt import locked_error
@@ -220,7 +221,9 @@ class KeyringSecretBackend:
         own = copy.copy(kr)
         vars(own).pop("get_preferred_collection", None)  # (the closures name ``kr``)
         vars(own).pop("unlock", None)
-        if not self._prompt:
+        if self._prompt:
+            _prompt_through_get_all(own)
+        else:
             _refuse_prompts(own)
         return own
 

@@ -132,3 +132,34 @@ def _refuse_prompts(kr: keyring.backend.KeyringBackend) -> None:
 
     kr.get_preferred_collection = unlocked_collection  # type: ignore[attr-defined]
     kr.unlock = unlocked_item  # type: ignore[attr-defined]
+
+
+def _prompt_through_get_all(kr: keyring.backend.KeyringBackend) -> None:
+    """Make the prompting Secret Service backend ``kr`` (the CLI in a terminal) open its
+    collection on a ``_secret_service_bus`` connection, so its property reads go as ``GetAll``
+    too (see _ss_get_all: a ``Get`` from a caller gnome-keyring no longer knows aborts it).
+
+    keyring's own ``get_preferred_collection`` opens a plain connection: every ``localstore``
+    command's keychain call sent four or five plain ``Get``s (``Label``, ``Locked``), still
+    aborting the suite's daemon once a CI run. This is keyring's method (keyring 25) on that
+    connection: the preferred collection, or the default one, unlocked with the user's prompt."""
+    import secretstorage
+    from secretstorage.exceptions import SecretStorageException
+
+    def preferred_collection() -> Any:
+        bus = _secret_service_bus()  # (named bus: _close_leaked_connection closes it)
+        try:
+            path = getattr(kr, "preferred_collection", None)
+            if path is not None:
+                collection = secretstorage.Collection(bus, path)
+            else:
+                collection = secretstorage.get_default_collection(bus)
+        except SecretStorageException as exc:
+            raise keyring.errors.InitError(f"Failed to create the collection: {exc}.") from exc
+        if collection.is_locked():
+            collection.unlock()
+            if collection.is_locked():  # (the person dismissed the prompt)
+                raise keyring.errors.KeyringLocked("Failed to unlock the collection!")
+        return collection
+
+    kr.get_preferred_collection = preferred_collection  # type: ignore[attr-defined]

@@ -95,6 +95,27 @@ def test_background_keychain_calls_read_properties_only_through_get_all(
     assert asked == set(_RISKY)
 
 
+def test_foreground_keychain_calls_read_properties_only_through_get_all(
+    settings: Settings,
+    keychain: _Keychain,  # noqa: F811
+    sent: list[tuple[str, str, str]],
+) -> None:
+    """The CLI's store (it may prompt to unlock) opened its collection through keyring's own
+    connection: four or five plain Gets a call, which still aborted the suite's daemon once."""
+    index = Index(settings.paths.index_db)
+    try:
+        foreground = CredentialStore(index, settings, prompt=True)
+        foreground.set("api", "v1")
+        assert foreground.get("api") == "v1"
+        foreground.delete("api")
+        assert foreground.find("api") is None
+    finally:
+        index.close()
+    assert _risky_gets(sent) == []
+    asked = {c[1] for c in sent if c[0] == "GetAll" and c[2].startswith(COLLECTION_PATH_PREFIX)}
+    assert asked == set(_RISKY)
+
+
 def test_a_property_the_answer_leaves_out_reads_as_a_missing_object(
     keychain: _Keychain,  # noqa: F811
 ) -> None:
