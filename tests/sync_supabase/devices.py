@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,3 +76,22 @@ def open_device(
         store, remote, poll_interval_s=poll_interval_s, backoff_base_s=0.05, backoff_cap_s=0.5
     )
     return Device(name, store, remote, engine)
+
+
+@contextmanager
+def device_pair(
+    base: Path, anon_key: str, email: str, url_a: str, url_b: str
+) -> Iterator[tuple[Device, Device]]:
+    """Devices "a" and "b" of one user (``open_device``), syncing through ``url_a`` and
+    ``url_b``; both closed after."""
+    a = open_device(base, "a", url_a, anon_key, email)
+    try:
+        b = open_device(base, "b", url_b, anon_key, email)
+    except BaseException:
+        a.close()
+        raise
+    try:
+        yield a, b
+    finally:
+        b.close()
+        a.close()

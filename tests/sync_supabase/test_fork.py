@@ -22,24 +22,14 @@ from sync.supabase_remote import SupabaseRemote
 from tests.store.test_embedding_lifecycle import _in_child
 
 from .conftest import new_email
-from .devices import Device, open_device
+from .devices import Device, device_pair
 
 
 @pytest.fixture
 def pair(cloud: LocalCloud, tmp_path: Path) -> Iterator[tuple[Device, Device]]:
     """Two devices of one user straight on the gateway."""
-    email = new_email()
-    a = open_device(tmp_path, "a", cloud.url, cloud.anon_key, email)
-    try:
-        b = open_device(tmp_path, "b", cloud.url, cloud.anon_key, email)
-    except BaseException:
-        a.close()
-        raise
-    try:
-        yield a, b
-    finally:
-        b.close()
-        a.close()
+    with device_pair(tmp_path, cloud.anon_key, new_email(), cloud.url, cloud.url) as devices:
+        yield devices
 
 
 def _closed_in_child(remote: SupabaseRemote) -> str:

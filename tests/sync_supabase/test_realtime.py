@@ -28,24 +28,14 @@ from tests.suspend_clock import SleepsBetweenReadings
 from tests.sync_contract.contract import POISONS
 
 from .conftest import STRESS, Homes, new_email, poison_meta, shift_client_clock
-from .devices import Device, open_device
+from .devices import Device, device_pair
 from .faultproxy import FaultProxy
 
 
 @pytest.fixture
 def pair(cloud: LocalCloud, proxy: FaultProxy, tmp_path: Path) -> Iterator[tuple[Device, Device]]:
-    email = new_email()
-    a = open_device(tmp_path, "a", cloud.url, cloud.anon_key, email)
-    try:
-        b = open_device(tmp_path, "b", proxy.url, cloud.anon_key, email)
-    except BaseException:
-        a.close()
-        raise
-    try:
-        yield a, b
-    finally:
-        b.close()
-        a.close()
+    with device_pair(tmp_path, cloud.anon_key, new_email(), cloud.url, proxy.url) as devices:
+        yield devices
 
 
 def _arrivals(dev: Device) -> tuple[threading.Event, list[str]]:
